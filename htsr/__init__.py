@@ -1,0 +1,37 @@
+"""htsr: how well each layer of a trained neural network is trained, from its weights alone.
+
+Heavy-Tailed Self-Regularization (Martin & Mahoney) diagnostics: the empirical spectral density of
+every weight matrix, a power-law fit of its tail (alpha) and the norm and rank metrics built on it.
+
+>>> import htsr
+>>> result = htsr.analyze("model.safetensors")            # doctest: +SKIP
+>>> result.summary.means["alpha"], result.to_pandas()     # doctest: +SKIP
+"""
+
+from .analyze import analyze
+from .errors import HtsrError, MissingExtraError, OptionError, SourceError
+from .fits.powerlaw import PowerLawFit, fit_power_law
+from .options import OPTION_SPECS, Options
+from .results import COLUMNS, AnalysisResult, LayerResult, Summary
+from .spectra import Spectrum, esd
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "analyze",
+    "AnalysisResult",
+    "LayerResult",
+    "Summary",
+    "COLUMNS",
+    "Options",
+    "OPTION_SPECS",
+    "fit_power_law",
+    "PowerLawFit",
+    "esd",
+    "Spectrum",
+    "HtsrError",
+    "OptionError",
+    "SourceError",
+    "MissingExtraError",
+    "__version__",
+]

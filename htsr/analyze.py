@@ -1,0 +1,142 @@
+"""Orchestration: source → named tensors → matrices → spectra → fits → metrics → results.
+
+A problem confined to one layer (NaN weights, an all-zero matrix, a failed fit, any unexpected error
+while reading or computing it) becomes that layer's ``status``; the other layers go on.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Iterator
+
+import numpy as np
+
+from .errors import HtsrError, SourceError
+from .fits.powerlaw import PowerLawFit, fit_power_law
+from .io import FLOAT_DTYPES, open_source
+from .matrices import LayerMatrices, infer_kind, layer_matrices
+from .metrics import compute_metrics, warning_for
+from .options import Options
+from .results import AnalysisResult, LayerResult, Summary
+from .spectra import esd
+
+__all__ = ["analyze", "analyze_layer", "iter_layers"]
+
+#: WeightWatcher drops eigenvalues at or below this absolute value before the power-law fit
+WW_EVALS_THRESH = 1e-5
+
+
+def iter_layers(source: Any, opts: Options) -> tuple[str, int, Iterator[LayerMatrices]]:
+    """Open ``source`` and return (description, number of tensors, iterator of filtered layers)."""
+    src = open_source(source)
+    pattern = re.compile(opts.layers) if opts.layers else None
+
+    def gen() -> Iterator[LayerMatrices]:
+        for t in src:
+            if t.dtype not in FLOAT_DTYPES:
+                continue  # integer buffers (position ids, counters) are not weights
+            kind = t.kind or infer_kind(t.name, t.shape)
+            if kind is None or (opts.kinds is not None and kind not in opts.kinds):
+                continue
+            for lm in layer_matrices(t.name, kind, t.shape, t.load, opts.conv, opts.ww_conv_scale):
+                if pattern is None or pattern.search(lm.name):
+                    yield lm
+
+    return src.description, len(src), gen()
+
+
+def _nan_fit(status: str) -> PowerLawFit:
+    nan = float("nan")
+    return PowerLawFit(nan, nan, nan, nan, nan, 0, status)
+
+
+def analyze_layer(lm: LayerMatrices, opts: Options) -> LayerResult:
+    """Analyse one row; never raises for problems confined to this layer."""
+    base = dict(name=lm.name, kind=lm.kind, shape="x".join(map(str, lm.tensor_shape)), N=lm.N, M=lm.M,
+                num_matrices=lm.num_matrices, num_evals=lm.num_evals, eig_method="",
+                num_evals_below_floor=float("nan"), warning="")
+    if opts.max_evals is not None and lm.num_evals > opts.max_evals:
+        return LayerResult(**base, status=f"skipped: {lm.num_evals} eigenvalues > max_evals={opts.max_evals}")
+    try:
+        mats = lm.load()
+        for W in mats:
+            if not math.isfinite(float(np.sum(W, dtype=np.float64))):
+                return LayerResult(**base, status="failed: NaN or Inf in the weights")
+        scale = lm.scale / lm.N if opts.normalize == "N" else lm.scale
+        spectrum = esd(mats, opts.precision, opts.refine_fraction, scale)
+        del mats
+    except HtsrError as e:
+        return LayerResult(**base, status=f"failed: {e}")
+    except Exception as e:  # one bad layer never stops a run
+        return LayerResult(**base, status=f"failed: {e.__class__.__name__}: {e}")
+    base.update(eig_method=spectrum.method, num_evals_below_floor=float(spectrum.num_below_floor))
+    evals = spectrum.evals
+
+    if evals[-1] <= 0:
+        fit, status = _nan_fit(""), "failed: all-zero matrix"
+    elif lm.num_evals < opts.min_evals:
+        fit, status = _nan_fit(""), f"not_fitted: {lm.num_evals} eigenvalues < min_evals={opts.min_evals}"
+    else:
+        cut = WW_EVALS_THRESH if opts.evals_floor == "ww" else spectrum.floor
+        fit = fit_power_law(evals[evals > cut], opts.xmin, opts.clip_xmax, opts.max_fingers, opts.finger_thresh)
+        status = fit.status
+    metrics = compute_metrics(spectrum, fit)
+    clipped = opts.clip_xmax and fit.status == "ok"
+    return LayerResult(
+        **{**base, "warning": warning_for(fit.alpha)},
+        status=status,
+        alpha=fit.alpha,
+        D=fit.D,
+        sigma=fit.sigma,
+        xmin=fit.xmin,
+        xmax=fit.xmax,
+        num_pl_spikes=float(fit.num_pl_spikes) if fit.status == "ok" else float("nan"),
+        num_fingers=float(fit.num_fingers) if clipped else float("nan"),
+        raw_alpha=fit.raw_alpha if clipped else float("nan"),
+        **metrics,
+    )
+
+
+def analyze(source: Any, **options: Any) -> AnalysisResult:
+    """Analyse every weight matrix of ``source`` from its weights alone.
+
+    ``source``: a path (.safetensors, a Hugging Face folder, .pt/.pth/.bin, .npz/.npy), a
+    ``torch.nn.Module``, or a mapping of names to arrays or tensors.
+    ``options``: see :data:`htsr.options.OPTION_SPECS` (``htsr analyze --help`` lists the same).
+
+    Raises :class:`~htsr.errors.OptionError` for a bad option and :class:`~htsr.errors.SourceError`
+    for a source that cannot be read or has no analysable layer.
+
+    >>> import numpy as np, htsr
+    >>> W = np.random.default_rng(0).standard_normal((300, 100))
+    >>> r = htsr.analyze({"fc.weight": W})
+    >>> r.layers[0].name, r.layers[0].status, r.summary.num_fitted
+    ('fc', 'ok', 1)
+    """
+    opts = Options.create(**options)
+    description, num_tensors, layers = iter_layers(source, opts)
+    if opts.progress:
+        layers = _with_progress(layers, description)
+    rows = [analyze_layer(lm, opts) for lm in layers]
+    if not rows:
+        what = "matches the filters" if (opts.layers or opts.kinds) else "is a weight matrix"
+        raise SourceError(f"{description}: no analysable layer: none of its {num_tensors} tensors {what}")
+    return AnalysisResult(tuple(rows), Summary.of(rows), description, opts.as_dict())
+
+
+def _with_progress(layers: Iterator[LayerMatrices], description: str) -> Iterator[LayerMatrices]:
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        from .errors import MissingExtraError
+
+        raise MissingExtraError("tqdm", "progress", "the progress bar") from None
+    bar = tqdm(desc=f"htsr {description}", unit="layer", leave=False)
+    try:
+        for lm in layers:
+            bar.set_postfix_str(lm.name[-40:], refresh=False)
+            yield lm
+            bar.update()
+    finally:
+        bar.close()

@@ -1,0 +1,172 @@
+"""The ``htsr`` command line: a thin layer over :func:`htsr.analyze`.
+
+It parses arguments into the same options the library validates (the flags are generated from
+:data:`htsr.options.OPTION_SPECS`), calls the library, prints or writes the results, and turns
+library errors into a one-line message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+from .analyze import analyze
+from .errors import HtsrError
+from .options import OPTION_SPECS, Options
+from .results import AnalysisResult
+
+__all__ = ["main", "build_parser", "format_table"]
+
+TABLE_COLUMNS = ("name", "kind", "shape", "num_evals", "alpha", "D", "xmin", "num_pl_spikes",
+                 "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank", "warning", "status")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _xmin(v: str) -> Any:
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
+def _kinds(v: str) -> list[str]:
+    return [k.strip() for k in v.split(",") if k.strip()]
+
+
+def _int_or_none(v: str) -> int | None:
+    return None if v.lower() == "none" else int(v)
+
+
+_PARSERS = {"xmin": _xmin, "kinds": _kinds, "max_evals": _int_or_none, "min_evals": int,
+            "max_fingers": int, "refine_fraction": float, "finger_thresh": float}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="htsr",
+        description="How well is each layer of a trained network trained? Spectral (HTSR) analysis "
+                    "of its weights alone: no training or test data.",
+    )
+    parser.add_argument("--version", action="version", version=f"htsr {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser(
+        "analyze",
+        help="analyse every weight matrix of a model",
+        description="Analyse every weight matrix of a model: ESD, power-law alpha, norms, ranks. "
+                    "Prints a per-layer table and the model summary.",
+    )
+    p.add_argument("source", metavar="SOURCE",
+                   help="a .safetensors file, a Hugging Face model folder, a .pt/.pth/.bin checkpoint, "
+                        "or a .npz/.npy file")
+    p.add_argument("--out", metavar="DIR", type=Path,
+                   help="write layers.csv and summary.json into DIR (created if needed; atomic writes)")
+    for name, spec in OPTION_SPECS.items():
+        if name == "progress":
+            continue
+        help_text = f"{spec.help} (default: {spec.default})"
+        if spec.default is False:
+            p.add_argument(_flag(name), dest=name, action="store_true", default=None, help=help_text)
+        elif spec.default is True:
+            p.add_argument("--no-" + name.replace("_", "-"), dest=name, action="store_false", default=None,
+                           help=f"turn off: {help_text}")
+        else:
+            metavar = "REGEX" if name == "layers" else ("K1,K2" if name == "kinds" else None)
+            p.add_argument(_flag(name), dest=name, type=_PARSERS.get(name, str), default=None,
+                           metavar=metavar, help=help_text)
+    p.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="progress bar on stderr (default: on when stderr is a terminal and tqdm is installed)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    return parser
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if v == int(v) and abs(v) < 1e9:
+            return str(int(v))
+        return f"{v:.4g}"
+    return str(v)
+
+
+def format_table(result: AnalysisResult, columns: Sequence[str] = TABLE_COLUMNS) -> str:
+    """The per-layer table as aligned plain text."""
+    rows = [[_fmt(getattr(r, c)) for c in columns] for r in result.layers]
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
+    numeric = [c not in ("name", "kind", "shape", "warning", "status") for c in columns]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)).rstrip()
+
+    return "\n".join([line(columns), *(line(r) for r in rows)])
+
+
+def format_summary(result: AnalysisResult) -> str:
+    s = result.summary
+    lines = [
+        f"source: {result.source}",
+        f"layers: {s.num_layers}  fitted: {s.num_fitted}  not fitted: {s.num_not_fitted}  "
+        f"failed: {s.num_failed}  under-trained (alpha>6): {s.num_under_trained}  "
+        f"over-trained (alpha<2): {s.num_over_trained}",
+        "means over layers with a finite value: "
+        + "  ".join(f"{k}={_fmt(v)}" for k, v in s.means.items()),
+    ]
+    return "\n".join(lines)
+
+
+def _run_analyze(args: argparse.Namespace) -> int:
+    options = {name: getattr(args, name) for name in OPTION_SPECS if getattr(args, name, None) is not None}
+    if "progress" not in options:
+        options["progress"] = _tqdm_available() and sys.stderr.isatty()
+    Options.create(**options)  # validate before any file is touched
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise HtsrError(f"--out {args.out}: exists and is not a folder")
+    result = analyze(args.source, **options)
+    print(format_table(result))
+    print()
+    print(format_summary(result))
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        result.to_csv(args.out / "layers.csv")
+        from .results import atomic_write
+
+        atomic_write(args.out / "summary.json", result.summary_json())
+        print(f"wrote {args.out / 'layers.csv'} and {args.out / 'summary.json'}")
+    return 0
+
+
+def _tqdm_available() -> bool:
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _run_analyze(args)
+    except HtsrError as e:
+        print(f"htsr: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("htsr: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # output piped into e.g. `head`: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Exceptions raised by htsr.
+
+Every error a user can cause derives from :class:`HtsrError`, so a caller (and the CLI) can catch one
+type and show its one-line message::
+
+    HtsrError
+    ├── OptionError      an unknown option, or a value outside its allowed set or range
+    ├── SourceError      a path that does not exist, an unknown or corrupt file, a refused pickle
+    └── MissingExtraError  an optional dependency is not installed; the message has the pip line
+
+Problems confined to one layer (NaN weights, an all-zero matrix, a failed fit) are never raised:
+they become that layer's ``status`` and the analysis goes on.
+"""
+
+from __future__ import annotations
+
+__all__ = ["HtsrError", "OptionError", "SourceError", "MissingExtraError"]
+
+
+class HtsrError(Exception):
+    """Base class of every error htsr raises on bad input."""
+
+
+class OptionError(HtsrError, ValueError):
+    """An option is unknown or has a value outside its allowed set."""
+
+
+class SourceError(HtsrError):
+    """A model source cannot be read: missing, unknown format, corrupt, or unsafe."""
+
+
+class MissingExtraError(HtsrError, ImportError):
+    """An optional dependency is needed for this source or output."""
+
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
+        super().__init__(
+            f"{purpose} needs the '{package}' package: pip install 'htsr[{extra}]'"
+        )

@@ -1,0 +1,85 @@
+"""Model sources → a lazy stream of named tensors (:class:`~htsr.io.base.TensorRef`).
+
+:func:`open_source` accepts a path (file or Hugging Face folder), an ``nn.Module``, or a mapping of
+names to arrays / tensors, and picks the reader by content (magic bytes), not by extension alone.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import SourceError
+from .base import FLOAT_DTYPES, TensorRef, TensorSource
+from .numpy import ArrayMapping, NpyFile, NpzFile
+from .safetensors import SafetensorsFile, ShardedSafetensors, is_safetensors
+
+__all__ = ["open_source", "TensorRef", "TensorSource", "FLOAT_DTYPES", "SUPPORTED"]
+
+SUPPORTED = (
+    ".safetensors files and Hugging Face folders of (sharded) safetensors; "
+    ".pt/.pth/.bin PyTorch checkpoints [htsr[torch]]; .npz/.npy arrays; "
+    "torch.nn.Module objects [htsr[torch]]; mappings of names to arrays"
+)
+
+
+def open_source(source: Any) -> TensorSource:
+    """Return the reader for ``source``; raise :class:`SourceError` if it cannot be read."""
+    if isinstance(source, (str, os.PathLike)):
+        return _open_path(Path(source))
+    if isinstance(source, Mapping):
+        values = list(source.values())
+        from .torch import TorchStateDict, is_torch_object
+
+        if values and any(is_torch_object(v) or isinstance(v, Mapping) for v in values):
+            return TorchStateDict(source)
+        return ArrayMapping(source)
+    from .torch import TorchModule, is_torch_object
+
+    if is_torch_object(source) and hasattr(source, "named_modules"):
+        return TorchModule(source)
+    raise SourceError(f"cannot analyse an object of type {type(source).__name__}; supported: {SUPPORTED}")
+
+
+def _open_path(path: Path) -> TensorSource:
+    if not path.exists():
+        raise SourceError(f"{path}: no such file or directory")
+    if path.is_dir():
+        if (path / "model.safetensors.index.json").is_file() or any(path.glob("*.safetensors")):
+            return ShardedSafetensors(path)
+        for name in ("pytorch_model.bin", "model.pt", "model.pth"):
+            if (path / name).is_file():
+                from .torch import load_torch_file
+
+                return load_torch_file(path / name)
+        raise SourceError(f"{path}: folder has no *.safetensors or pytorch_model.bin; supported: {SUPPORTED}")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if is_safetensors(head, size):
+        return SafetensorsFile(path)
+    if head.startswith(b"\x93NUMPY"):
+        return NpyFile(path)
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except zipfile.BadZipFile as e:
+            raise SourceError(f"{path}: corrupt zip archive ({e}); truncated?") from None
+        if names and all(n.endswith(".npy") for n in names):
+            return NpzFile(path)
+        if any(n.endswith("data.pkl") for n in names):
+            from .torch import load_torch_file
+
+            return load_torch_file(path)
+        raise SourceError(f"{path}: a zip archive that is neither .npz nor a PyTorch checkpoint; supported: {SUPPORTED}")
+    if head[:1] == b"\x80" or path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
+        # legacy PyTorch pickles start with a pickle protocol byte
+        from .torch import load_torch_file
+
+        return load_torch_file(path)
+    if path.suffix == ".safetensors":
+        raise SourceError(f"{path}: not a valid safetensors file (bad header length); truncated or corrupt?")
+    raise SourceError(f"{path}: unknown file format; supported: {SUPPORTED}")

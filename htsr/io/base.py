@@ -1,0 +1,40 @@
+"""The one reader interface: a source is an iterable of :class:`TensorRef` — named tensors read lazily."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Protocol
+
+import numpy as np
+
+__all__ = ["TensorRef", "TensorSource", "FLOAT_DTYPES"]
+
+#: dtype names (numpy / ml_dtypes spelling) whose tensors are weights htsr analyses
+FLOAT_DTYPES = frozenset(
+    {"float16", "float32", "float64", "bfloat16", "float8_e4m3fn", "float8_e5m2"}
+)
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """A named tensor whose data is read only when :meth:`load` is called."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    loader: Callable[[], np.ndarray] = field(repr=False)
+    kind: str | None = None  # set by readers that know the module class (e.g. torch modules)
+
+    def load(self) -> np.ndarray:
+        """The tensor as a numpy array (float32 for reduced-precision floats)."""
+        return self.loader()
+
+
+class TensorSource(Protocol):
+    """What every reader returns."""
+
+    description: str  # e.g. the path, shown in results and error messages
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[TensorRef]: ...

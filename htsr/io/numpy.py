@@ -1,0 +1,88 @@
+"""Readers for ``.npz`` / ``.npy`` files and in-memory mappings of names to numpy arrays (no pickles)."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import numpy as np
+
+from ..errors import SourceError
+from .base import TensorRef
+
+__all__ = ["ArrayMapping", "NpzFile", "NpyFile"]
+
+
+def _float(a: np.ndarray) -> np.ndarray:
+    return a if a.dtype in (np.float32, np.float64) else a.astype(np.float32)
+
+
+class ArrayMapping:
+    """A plain mapping ``{name: array-like}``; arrays are used as they are, in the mapping's order."""
+
+    def __init__(self, mapping: Mapping[str, object], description: str = "<mapping>") -> None:
+        self._mapping = mapping
+        self.description = description
+
+    def __len__(self) -> int:
+        return len(self._mapping)
+
+    def __iter__(self) -> Iterator[TensorRef]:
+        for name, value in self._mapping.items():
+            a = np.asarray(value)
+            yield TensorRef(str(name), a.shape, a.dtype.name, (lambda a=a: _float(a)))
+
+
+class NpzFile:
+    """A ``.npz`` archive; each array is read from the zip when it is loaded. Pickled arrays are refused."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.description = str(self.path)
+        try:
+            self._npz = np.load(self.path, allow_pickle=False, mmap_mode="r")
+            self._meta = {}
+            for name in self._npz.files:
+                with self._npz.zip.open(name + ".npy") as f:
+                    version = np.lib.format.read_magic(f)
+                    shape, _, dtype = np.lib.format._read_array_header(f, version)
+                self._meta[name] = (tuple(shape), dtype)
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+            raise SourceError(f"{self.path}: not a readable .npz archive ({e})") from None
+
+    def __len__(self) -> int:
+        return len(self._meta)
+
+    def _loader(self, name: str):
+        def load() -> np.ndarray:
+            try:
+                return _float(self._npz[name])
+            except ValueError as e:  # object arrays need pickles: refused
+                raise SourceError(f"{self.path}: array {name!r}: {e}") from None
+
+        return load
+
+    def __iter__(self) -> Iterator[TensorRef]:
+        for name, (shape, dtype) in self._meta.items():
+            yield TensorRef(name, shape, dtype.name, self._loader(name))
+
+
+class NpyFile:
+    """A single ``.npy`` array, named after the file's stem; memory-mapped."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.description = str(self.path)
+        try:
+            self._arr = np.load(self.path, allow_pickle=False, mmap_mode="r")
+        except (ValueError, OSError, EOFError) as e:
+            raise SourceError(f"{self.path}: not a readable .npy file ({e})") from None
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self) -> Iterator[TensorRef]:
+        a = self._arr
+        yield TensorRef(self.path.stem, a.shape, a.dtype.name, lambda: _float(a))

@@ -1,0 +1,164 @@
+"""Reader for ``.safetensors`` files and Hugging Face folders of sharded safetensors — no torch needed.
+
+The file format: an 8-byte little-endian header length, a JSON header mapping each tensor name to its
+dtype, shape and ``data_offsets`` (relative to the data section), then the raw little-endian data.
+The header is validated in full before anything is read (every offending tensor is named), and each
+tensor is memory-mapped read-only only when it is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import SourceError
+from .base import TensorRef
+
+__all__ = ["SafetensorsFile", "ShardedSafetensors", "is_safetensors", "natural_key"]
+
+_MAX_HEADER = 100 * 1024 * 1024
+
+# safetensors dtype → (numpy dtype spelling, item size); reduced floats are decoded with ml_dtypes
+_DTYPES: dict[str, tuple[str, int]] = {
+    "F64": ("float64", 8), "F32": ("float32", 4), "F16": ("float16", 2), "BF16": ("bfloat16", 2),
+    "F8_E4M3": ("float8_e4m3fn", 1), "F8_E5M2": ("float8_e5m2", 1),
+    "I64": ("int64", 8), "I32": ("int32", 4), "I16": ("int16", 2), "I8": ("int8", 1),
+    "U64": ("uint64", 8), "U32": ("uint32", 4), "U16": ("uint16", 2), "U8": ("uint8", 1),
+    "BOOL": ("bool", 1),
+}
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders 'layer.2' before 'layer.10' (model order for numbered blocks)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def is_safetensors(head: bytes, size: int) -> bool:
+    """True if the first bytes look like a safetensors file (plausible length, then a JSON object)."""
+    if len(head) < 9:
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return 0 < n <= size - 8 and head[8:9] == b"{"
+
+
+def _numpy_dtype(name: str) -> np.dtype:
+    if name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):
+        import ml_dtypes
+
+        return np.dtype(getattr(ml_dtypes, name))
+    return np.dtype(name).newbyteorder("<")
+
+
+class SafetensorsFile:
+    """The tensors of one ``.safetensors`` file, read lazily."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.description = str(self.path)
+        self._entries = self._read_header()
+
+    def _fail(self, what: str) -> SourceError:
+        return SourceError(f"{self.path}: {what}")
+
+    def _read_header(self) -> dict[str, tuple[str, tuple[int, ...], int, int]]:
+        size = self.path.stat().st_size
+        with open(self.path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) < 8:
+                raise self._fail("too short to be a safetensors file (truncated?)")
+            n = int.from_bytes(raw, "little")
+            if n > size - 8 or n > _MAX_HEADER:
+                raise self._fail(
+                    f"header length {n} exceeds the file size {size}: truncated or not a safetensors file"
+                )
+            try:
+                header = json.loads(f.read(n))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise self._fail(f"corrupt safetensors header ({e.__class__.__name__}: {e})") from None
+        if not isinstance(header, dict):
+            raise self._fail("corrupt safetensors header (not a JSON object)")
+        self._data_start = 8 + n
+        data_len = size - self._data_start
+        entries, problems = {}, []
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            try:
+                dtype, itemsize = _DTYPES[info["dtype"]]
+                shape = tuple(info["shape"])
+                begin, end = info["data_offsets"]
+                if not all(isinstance(s, int) and s >= 0 for s in shape):
+                    raise ValueError(f"bad shape {shape}")
+                if not (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end <= data_len):
+                    raise ValueError(f"data_offsets {[begin, end]} outside the {data_len}-byte data section")
+                if end - begin != int(np.prod(shape, dtype=np.int64)) * itemsize:
+                    raise ValueError(f"{end - begin} bytes for shape {list(shape)} of {info['dtype']}")
+            except KeyError as e:
+                problems.append(f"{name} (unknown dtype or missing field {e})")
+                continue
+            except (TypeError, ValueError) as e:
+                problems.append(f"{name} ({e})")
+                continue
+            entries[name] = (dtype, shape, begin, end)
+        if problems:
+            more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+            raise self._fail(
+                "corrupt safetensors header: tensor " + "; ".join(problems[:3]) + more
+                + " — the file is truncated or was not written by a safetensors writer"
+            )
+        return entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _loader(self, dtype: str, shape: tuple[int, ...], begin: int, end: int):
+        def load() -> np.ndarray:
+            if end == begin:
+                return np.zeros(shape, dtype=np.float32)
+            raw = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self._data_start + begin,
+                            shape=(end - begin,))
+            arr = raw.view(_numpy_dtype(dtype)).reshape(shape)
+            if dtype in ("float32", "float64"):
+                return arr
+            return arr.astype(np.float32)
+
+        return load
+
+    def __iter__(self) -> Iterator[TensorRef]:
+        for name in sorted(self._entries, key=natural_key):
+            dtype, shape, begin, end = self._entries[name]
+            yield TensorRef(name, shape, dtype, self._loader(dtype, shape, begin, end))
+
+
+class ShardedSafetensors:
+    """A Hugging Face model folder: ``model.safetensors.index.json`` and its shards, or loose files."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        self.description = str(self.folder)
+        index = self.folder / "model.safetensors.index.json"
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+                files = list(dict.fromkeys(weight_map.values()))
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+                raise SourceError(f"{index}: not a valid safetensors index ({e})") from None
+            missing = [f for f in files if not (self.folder / f).is_file()]
+            if missing:
+                raise SourceError(f"{index}: shard {missing[0]} is missing from {self.folder}")
+            paths = [self.folder / f for f in files]
+        else:
+            paths = sorted(self.folder.glob("*.safetensors"), key=lambda p: natural_key(p.name))
+        self._files = [SafetensorsFile(p) for p in paths]
+
+    def __len__(self) -> int:
+        return sum(len(f) for f in self._files)
+
+    def __iter__(self) -> Iterator[TensorRef]:
+        refs = [r for f in self._files for r in f]
+        yield from sorted(refs, key=lambda r: natural_key(r.name))

@@ -1,0 +1,159 @@
+"""PyTorch sources: ``nn.Module`` objects, state dicts in memory, and ``.pt`` / ``.pth`` / ``.bin`` files.
+
+Files are loaded with ``torch.load(weights_only=True)`` — a pickle that would need to run code is
+refused, never executed — and memory-mapped where the file format allows (the zip format of
+``torch.save`` since 1.6). Checkpoints that wrap the state dict under a key such as ``state_dict``,
+``model`` or ``model_state`` are unwrapped.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from ..errors import MissingExtraError, SourceError
+from ..matrices import infer_kind
+from .base import TensorRef
+
+__all__ = ["TorchModule", "TorchStateDict", "load_torch_file", "is_torch_object"]
+
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module", "net", "network",
+                "ema", "params")
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise MissingExtraError("torch", "torch", "reading PyTorch models and checkpoints") from None
+    return torch
+
+
+def is_torch_object(obj: Any) -> bool:
+    """True for torch modules and tensors, checked without importing torch."""
+    return any(c.__module__.split(".")[0] == "torch" for c in type(obj).__mro__)
+
+
+def _to_numpy(t) -> np.ndarray:
+    torch = _torch()
+    t = t.detach()
+    if t.dtype not in (torch.float32, torch.float64):
+        t = t.to(torch.float32)
+    return t.cpu().numpy()
+
+
+def _dtype_name(t) -> str:
+    name = str(t.dtype).replace("torch.", "")
+    return {"float8_e4m3fn": "float8_e4m3fn", "half": "float16"}.get(name, name)
+
+
+class TorchStateDict:
+    """A mapping of names to torch tensors (nested dicts are flattened with dots)."""
+
+    def __init__(self, state: Mapping[str, Any], description: str = "<state dict>") -> None:
+        self.description = description
+        torch = _torch()
+        self._tensors: dict[str, Any] = {}
+
+        def walk(prefix: str, d: Mapping[str, Any]) -> None:
+            for k, v in d.items():
+                name = f"{prefix}.{k}" if prefix else str(k)
+                if isinstance(v, torch.Tensor):
+                    self._tensors[name] = v
+                elif isinstance(v, Mapping):
+                    walk(name, v)
+
+        walk("", state)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+    def __iter__(self) -> Iterator[TensorRef]:
+        for name, t in self._tensors.items():
+            yield TensorRef(name, tuple(t.shape), _dtype_name(t), (lambda t=t: _to_numpy(t)))
+
+
+class TorchModule:
+    """An ``nn.Module``: each weight's kind comes from its module's class."""
+
+    def __init__(self, module: Any) -> None:
+        self.module = module
+        self.description = f"<{type(module).__name__}>"
+        self._params = list(self._walk())
+
+    def _walk(self):
+        nn = _torch().nn
+        for mod_name, mod in self.module.named_modules():
+            for pname, p in mod.named_parameters(recurse=False):
+                if p.ndim < 2:
+                    continue
+                full = f"{mod_name}.{pname}" if mod_name else pname
+                if isinstance(mod, (nn.Embedding, nn.EmbeddingBag)):
+                    kind = "embedding"
+                elif isinstance(mod, (nn.Conv1d, nn.ConvTranspose1d)):
+                    kind = "conv1d"
+                elif isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d)):
+                    kind = "conv2d"
+                elif isinstance(mod, nn.RNNBase):
+                    kind = "rnn" if pname.startswith("weight_") else infer_kind(full, tuple(p.shape))
+                elif isinstance(mod, nn.Linear) or type(mod).__name__ == "Conv1D":
+                    kind = "dense"  # Hugging Face's GPT-2 Conv1D stores [in, out]: same spectrum
+                else:
+                    kind = infer_kind(full, tuple(p.shape))
+                if kind is not None:
+                    yield full, p, kind
+
+    def __len__(self) -> int:
+        return len(self._params)
+
+    def __iter__(self) -> Iterator[TensorRef]:
+        for name, p, kind in self._params:
+            yield TensorRef(name, tuple(p.shape), _dtype_name(p), (lambda p=p: _to_numpy(p)), kind)
+
+
+def _unwrap(obj: Any, torch) -> Mapping[str, Any] | None:
+    """Find the state dict inside a checkpoint object."""
+    if isinstance(obj, torch.nn.Module):
+        return obj.state_dict()
+    if not isinstance(obj, Mapping):
+        return None
+    if any(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj
+    for key in WRAPPER_KEYS:
+        inner = obj.get(key)
+        if isinstance(inner, Mapping) and inner:
+            found = _unwrap(inner, torch)
+            if found is not None:
+                return found
+    return obj if obj else None
+
+
+def load_torch_file(path: str | os.PathLike) -> TorchStateDict:
+    """Open a ``.pt`` / ``.pth`` / ``.bin`` checkpoint safely (weights only, memory-mapped if possible)."""
+    torch = _torch()
+    path = Path(path)
+    try:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):  # legacy (non-zip) format cannot be memory-mapped
+                raise
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise SourceError(
+            f"{path}: refused: the checkpoint is a pickle that needs to run code, and htsr loads "
+            f"weights only ({first[:160]}); re-save it with torch.save(model.state_dict(), ...) "
+            f"or as safetensors"
+        ) from None
+    except Exception as e:  # zip errors, EOF on truncated files, bad storage sizes
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else e.__class__.__name__
+        raise SourceError(f"{path}: cannot be read as a PyTorch checkpoint (truncated or corrupt?): {msg}") from None
+    state = _unwrap(obj, torch)
+    if state is None:
+        raise SourceError(f"{path}: no state dict found in the checkpoint (a {type(obj).__name__})")
+    return TorchStateDict(state, str(path))

@@ -1,0 +1,168 @@
+"""From a named weight tensor to the 2-D matrices whose spectra htsr analyses (THEORY §1).
+
+Pure numpy. A :class:`LayerMatrices` describes one row of the result: its name, its kind, the shape
+of its matrices, and how to produce them (lazily, so a file source keeps one tensor in memory).
+
+Kinds and conventions (N = larger side, M = smaller side of each matrix):
+
+==========  ==========================================  =============================================
+kind        tensor                                      matrices
+==========  ==========================================  =============================================
+dense       Linear ``[out, in]``, HF Conv1D ``[in, out]``  the tensor itself
+embedding   ``[vocab, dim]``                            the tensor itself
+rnn         LSTM/GRU ``weight_ih_l*`` / ``weight_hh_l*``  the stacked gate blocks ``[k·hidden, in]``
+conv1d      ``[c_out, c_in/groups, k]``                 k matrices ``c_out × c_in/groups``
+conv2d      ``[c_out, c_in/groups, kh, kw]``            kh·kw matrices ``c_out × c_in/groups``
+stack       3-D ``[E, out, in]`` (e.g. MoE experts)      one row per slice, named ``name[e]``
+==========  ==========================================  =============================================
+
+Conv layers are pooled by default (all kernel positions' eigenvalues in one spectrum); with
+``conv="per_position"`` each position is its own row, named ``name[i]`` or ``name[i,j]``.
+WeightWatcher 0.7.7 multiplies the eigenvalues of a pooled Conv2d layer by 1/2 (and by kh·kw/2 per
+kernel position when not pooling); htsr does the same by default (``ww_conv_scale``) so log norms and
+alpha-hat compare. Conv1d layers are not scaled (WeightWatcher does not analyse them).
+
+For a module the kind comes from the module's class (the reader passes it); for a file, from the
+tensor's name and shape (:func:`infer_kind`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+__all__ = ["LayerMatrices", "infer_kind", "layer_matrices", "row_name"]
+
+_EMBEDDING = re.compile(r"(^|[._])(embed\w*|wte|wpe|tok_embeddings|shared)([._]|$)", re.IGNORECASE)
+_RNN = re.compile(r"weight_(ih|hh)_l\d+(_reverse)?$")
+_EXPERT = re.compile(r"expert", re.IGNORECASE)
+_NOT_A_WEIGHT = re.compile(r"(^|[._])(bias|running_mean|running_var|num_batches_tracked)$")
+# kernel sizes above this make a 3-D tensor a stack of matrices rather than a Conv1d kernel
+_MAX_CONV1D_KERNEL = 32
+
+
+@dataclass(frozen=True)
+class LayerMatrices:
+    """One result row: a name, a kind and a lazy list of equally shaped 2-D matrices."""
+
+    name: str
+    kind: str
+    tensor_shape: tuple[int, ...]
+    rows: int
+    cols: int
+    num_matrices: int
+    scale: float  # eigenvalue multiplier (WeightWatcher's Conv2d convention)
+    load: Callable[[], Sequence[np.ndarray]]
+
+    @property
+    def N(self) -> int:
+        return max(self.rows, self.cols)
+
+    @property
+    def M(self) -> int:
+        return min(self.rows, self.cols)
+
+    @property
+    def num_evals(self) -> int:
+        return self.M * self.num_matrices
+
+
+def row_name(tensor_name: str) -> str:
+    """A row is named by its module's full dotted path: 'a.b.weight' → 'a.b'."""
+    return tensor_name[: -len(".weight")] if tensor_name.endswith(".weight") else tensor_name
+
+
+def infer_kind(name: str, shape: tuple[int, ...]) -> str | None:
+    """Kind of a tensor read from a file, from its name and shape; None if it is not analysed."""
+    if _NOT_A_WEIGHT.search(name):  # biases and batch-norm buffers; norm weights are 1-D below
+        return None
+    shape = _squeeze_leading(shape)
+    if len(shape) < 2 or min(shape) == 0:
+        return None
+    if len(shape) == 2:
+        if _RNN.search(name):
+            return "rnn"
+        if _EMBEDDING.search(name):
+            return "embedding"
+        return "dense"
+    if len(shape) == 3:
+        if not _EXPERT.search(name) and shape[2] <= _MAX_CONV1D_KERNEL:
+            return "conv1d"
+        return "stack"
+    if len(shape) == 4:
+        return "conv2d"
+    return None
+
+
+def _squeeze_leading(shape: tuple[int, ...]) -> tuple[int, ...]:
+    shape = tuple(shape)
+    while len(shape) > 2 and shape[0] == 1:
+        shape = shape[1:]
+    return shape
+
+
+def layer_matrices(
+    name: str,
+    kind: str,
+    shape: tuple[int, ...],
+    load: Callable[[], np.ndarray],
+    conv: str = "pooled",
+    ww_conv_scale: bool = True,
+) -> Iterator[LayerMatrices]:
+    """Yield the result rows for one tensor. ``load()`` returns the tensor as a numpy array."""
+    base = row_name(name)
+    shape = tuple(int(s) for s in shape)
+    sq = _squeeze_leading(shape)
+
+    def loaded() -> np.ndarray:
+        return np.asarray(load()).reshape(sq)
+
+    if kind in ("dense", "embedding", "rnn") or (kind == "stack" and len(sq) == 2):
+        r, c = sq[-2], sq[-1]
+        if len(sq) != 2:
+            r, c = int(np.prod(sq[:-1])), sq[-1]
+        yield LayerMatrices(base, kind, shape, r, c, 1, 1.0, lambda: [loaded().reshape(r, c)])
+    elif kind == "stack":
+        E, r, c = sq[0], int(np.prod(sq[1:-1])), sq[-1]
+        cache: dict[str, np.ndarray] = {}
+
+        def slice_loader(e: int) -> Callable[[], list[np.ndarray]]:
+            def f() -> list[np.ndarray]:
+                # the whole stack is read once and dropped after its last slice
+                if "t" not in cache:
+                    cache["t"] = loaded().reshape(E, r, c)
+                out = [cache["t"][e]]
+                if e == E - 1:
+                    cache.clear()
+                return out
+
+            return f
+
+        for e in range(E):
+            yield LayerMatrices(f"{base}[{e}]", kind, shape, r, c, 1, 1.0, slice_loader(e))
+    elif kind in ("conv1d", "conv2d"):
+        c_out, c_in = sq[0], sq[1]
+        positions = [tuple(p) for p in np.ndindex(*sq[2:])]
+        k = len(positions)
+        # WeightWatcher scales Conv2d eigenvalues by 1/2 when pooled and by kh·kw/2 per position
+        ww = kind == "conv2d" and ww_conv_scale
+
+        def slices(ps: Sequence[tuple[int, ...]]) -> Callable[[], list[np.ndarray]]:
+            def f() -> list[np.ndarray]:
+                t = loaded()
+                return [np.ascontiguousarray(t[(slice(None), slice(None)) + p]) for p in ps]
+
+            return f
+
+        if conv == "pooled":
+            yield LayerMatrices(base, kind, shape, c_out, c_in, k, 0.5 if ww else 1.0, slices(positions))
+        else:
+            for p in positions:
+                label = ",".join(str(i) for i in p)
+                yield LayerMatrices(f"{base}[{label}]", kind, shape, c_out, c_in, 1, k / 2.0 if ww else 1.0,
+                                    slices([p]))
+    else:
+        raise ValueError(f"unknown layer kind {kind!r}")

@@ -1,0 +1,175 @@
+"""The one options object shared by :func:`htsr.analyze` and the CLI.
+
+Each option is declared once, with its default, its allowed values and a one-line meaning, in
+:data:`OPTION_SPECS`; :meth:`Options.create` validates every keyword against that table and raises an
+:class:`~htsr.errors.OptionError` that names the option, what it got and what is allowed. The CLI
+builds its ``--help`` from the same table, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .errors import OptionError
+
+__all__ = ["Options", "OPTION_SPECS", "LAYER_KINDS"]
+
+#: Layer kinds htsr knows; ``kinds=`` filters on them.
+LAYER_KINDS = ("dense", "conv1d", "conv2d", "embedding", "rnn", "stack")
+XMIN_STRATEGIES = ("ks", "median", "peak")
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    name: str
+    default: Any
+    allowed: str  # human-readable statement of the allowed values
+    check: Callable[[Any], bool]
+    help: str
+
+
+def _choice(*values: Any) -> Callable[[Any], bool]:
+    return lambda v: v in values
+
+
+def _int_range(lo: int, hi: int | None = None, none_ok: bool = False) -> Callable[[Any], bool]:
+    def check(v: Any) -> bool:
+        if v is None:
+            return none_ok
+        return isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
+
+    return check
+
+
+def _float_range(lo: float, hi: float, lo_open: bool = False) -> Callable[[Any], bool]:
+    def check(v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False
+        return (v > lo if lo_open else v >= lo) and v <= hi
+
+    return check
+
+
+def _xmin_ok(v: Any) -> bool:
+    if v in XMIN_STRATEGIES:
+        return True
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and v > 0 and v == v and v != float("inf")
+
+
+def _regex_ok(v: Any) -> bool:
+    if v is None:
+        return True
+    if not isinstance(v, str):
+        return False
+    try:
+        re.compile(v)
+    except re.error:
+        return False
+    return True
+
+
+def _kinds_ok(v: Any) -> bool:
+    if v is None:
+        return True
+    if isinstance(v, str):
+        v = (v,)
+    return isinstance(v, (tuple, list, set, frozenset)) and len(v) > 0 and all(k in LAYER_KINDS for k in v)
+
+
+OPTION_SPECS: dict[str, OptionSpec] = {
+    s.name: s
+    for s in [
+        OptionSpec("precision", "fast", "'fast' or 'accurate'", _choice("fast", "accurate"),
+                   "eigenvalue path: 'fast' = float32 Gram + symmetric eigensolver, guarded "
+                   "(see refine_fraction); 'accurate' = float64 SVD, as WeightWatcher"),
+        OptionSpec("refine_fraction", 0.01, "a number in [0, 1]", _float_range(0.0, 1.0),
+                   "fast path only: recompute a matrix in float64 when more than this fraction of "
+                   "its eigenvalues lie below the float32 resolution floor (0 = whenever any does)"),
+        OptionSpec("xmin", "ks", "'ks', 'median', 'peak' or a positive number", _xmin_ok,
+                   "power-law x_min: 'ks' = Clauset-Shalizi-Newman KS scan, 'median' = top half of the "
+                   "spectrum, 'peak' = KS scan over candidates <= 1.5 x the log-histogram peak, "
+                   "a number = fixed x_min"),
+        OptionSpec("clip_xmax", False, "True or False", _choice(True, False),
+                   "'fingers' remedy: refit after dropping the k largest eigenvalues (k = 1..max_fingers) "
+                   "and keep the first refit whose alpha drops by more than finger_thresh"),
+        OptionSpec("max_fingers", 10, "an integer from 1 to 100", _int_range(1, 100),
+                   "largest number of top eigenvalues clip_xmax may drop"),
+        OptionSpec("finger_thresh", 1.0, "a number > 0", _float_range(0.0, 1e9, lo_open=True),
+                   "alpha must drop by more than this for clip_xmax to accept a clipped fit"),
+        OptionSpec("evals_floor", "ww", "'ww' or 'numerical'", _choice("ww", "numerical"),
+                   "eigenvalues kept for the fit: 'ww' = above the absolute 1e-5 WeightWatcher uses; "
+                   "'numerical' = above the layer's own numerical floor (scale-aware)"),
+        OptionSpec("normalize", "none", "'none' or 'N'", _choice("none", "N"),
+                   "'none' = X = W^T W (WeightWatcher's convention); 'N' = X = W^T W / N (the RMT papers)"),
+        OptionSpec("conv", "pooled", "'pooled' or 'per_position'", _choice("pooled", "per_position"),
+                   "conv layers: one spectrum pooling all kernel positions, or one row per position"),
+        OptionSpec("ww_conv_scale", True, "True or False", _choice(True, False),
+                   "scale Conv2d eigenvalues as WeightWatcher does (x 1/2 pooled, x kh*kw/2 per position), so log norms compare "
+                   "with it and with the published tables"),
+        OptionSpec("min_evals", 50, "an integer >= 2", _int_range(2),
+                   "layers with fewer eigenvalues are described (norms) but not fitted"),
+        OptionSpec("max_evals", None, "None or an integer >= 1", _int_range(1, none_ok=True),
+                   "layers with more eigenvalues are skipped (None = no limit)"),
+        OptionSpec("layers", None, "None or a regular expression", _regex_ok,
+                   "analyse only layers whose full dotted name matches this regular expression (re.search)"),
+        OptionSpec("kinds", None, f"None or a subset of {LAYER_KINDS}", _kinds_ok,
+                   "analyse only layers of these kinds"),
+        OptionSpec("progress", False, "True or False", _choice(True, False),
+                   "show a progress bar on stderr (needs tqdm)"),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    """Validated analysis options. Build with :meth:`create`; fields are documented in OPTION_SPECS."""
+
+    precision: str = "fast"
+    refine_fraction: float = 0.01
+    xmin: Any = "ks"
+    clip_xmax: bool = False
+    max_fingers: int = 10
+    finger_thresh: float = 1.0
+    evals_floor: str = "ww"
+    normalize: str = "none"
+    conv: str = "pooled"
+    ww_conv_scale: bool = True
+    min_evals: int = 50
+    max_evals: int | None = None
+    layers: str | None = None
+    kinds: frozenset[str] | None = None
+    progress: bool = False
+
+    @classmethod
+    def create(cls, **kwargs: Any) -> "Options":
+        """Validate keyword options and return an :class:`Options`; raise OptionError on any problem."""
+        unknown = sorted(set(kwargs) - set(OPTION_SPECS))
+        if unknown:
+            raise OptionError(
+                f"unknown option {unknown[0]!r}; known options: {', '.join(OPTION_SPECS)}"
+            )
+        for name, value in kwargs.items():
+            spec = OPTION_SPECS[name]
+            if not spec.check(value):
+                raise OptionError(f"option {name!r} must be {spec.allowed}, got {value!r}")
+        if isinstance(kwargs.get("kinds"), (str, list, tuple, set)):
+            k = kwargs["kinds"]
+            kwargs["kinds"] = frozenset((k,) if isinstance(k, str) else k)
+        if isinstance(kwargs.get("xmin"), int) and not isinstance(kwargs.get("xmin"), bool):
+            kwargs["xmin"] = float(kwargs["xmin"])
+        return cls(**kwargs)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if d["kinds"] is not None:
+            d["kinds"] = sorted(d["kinds"])
+        return d
+
+
+# the dataclass defaults and the spec table must agree; checked at import so they cannot drift
+for _f in dataclasses.fields(Options):
+    assert OPTION_SPECS[_f.name].default == _f.default, _f.name
+assert set(OPTION_SPECS) == {f.name for f in dataclasses.fields(Options)}

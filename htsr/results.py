@@ -1,0 +1,175 @@
+"""Typed, immutable analysis results with one fixed schema, and their writers (CSV, JSON, pandas).
+
+Every :class:`LayerResult` has every column of :data:`COLUMNS` whatever options ran; a value that is
+undefined or was not computed is NaN and ``status`` says why. Files are written atomically: to a
+temporary file in the target folder, then renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from .metrics import METRICS
+
+__all__ = ["LayerResult", "Summary", "AnalysisResult", "COLUMNS", "SUMMARY_METRICS", "atomic_write"]
+
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class LayerResult:
+    """One analysed matrix (or pooled conv layer). Field order is the column order."""
+
+    name: str  # full dotted path of the module (tensor name without '.weight')
+    kind: str  # dense | embedding | conv1d | conv2d | rnn | stack
+    shape: str  # shape of the original tensor, e.g. '384x1536'
+    N: int  # larger side of each matrix
+    M: int  # smaller side of each matrix
+    num_matrices: int  # matrices pooled into this row (conv kernel positions)
+    num_evals: int  # eigenvalues in the ESD = M · num_matrices
+    status: str  # 'ok', 'not_fitted: …', 'skipped: …', 'failed: …', 'fit_failed: …'
+    warning: str  # 'under-trained' (α > 6), 'over-trained' (α < 2) or ''
+    eig_method: str  # svd64 | gram32 | gram64 (fast path refined in float64)
+    num_evals_below_floor: float  # eigenvalues below the numerical floor of their computation
+    alpha: float = NAN  # power-law exponent of the ESD tail density
+    alpha_weighted: float = NAN
+    log_alpha_norm: float = NAN
+    log_norm: float = NAN
+    log_spectral_norm: float = NAN
+    lambda_max: float = NAN
+    stable_rank: float = NAN
+    matrix_rank: float = NAN
+    entropy: float = NAN
+    D: float = NAN  # KS distance of the fit
+    sigma: float = NAN  # standard error of alpha, (α−1)/√n
+    xmin: float = NAN
+    xmax: float = NAN
+    num_pl_spikes: float = NAN  # tail size n used by the fit
+    num_fingers: float = NAN  # top eigenvalues dropped by clip_xmax (NaN when off)
+    raw_alpha: float = NAN  # alpha before clip_xmax (NaN when off)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(LayerResult))
+assert {m.name for m in METRICS} <= set(COLUMNS)
+
+#: metrics averaged in the model summary (finite values only)
+SUMMARY_METRICS = ("alpha", "alpha_weighted", "log_alpha_norm", "log_norm", "log_spectral_norm",
+                   "stable_rank", "entropy", "D", "sigma")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Model summary: layer counts and each metric's mean over the layers where it is finite."""
+
+    num_layers: int
+    num_fitted: int
+    num_not_fitted: int  # described but not fitted (too few eigenvalues, skipped by max_evals)
+    num_failed: int  # bad weights or a failed fit
+    num_under_trained: int
+    num_over_trained: int
+    means: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, layers: Iterable[LayerResult]) -> "Summary":
+        layers = list(layers)
+        means = {}
+        for m in SUMMARY_METRICS:
+            vals = [getattr(r, m) for r in layers if math.isfinite(getattr(r, m))]
+            means[m] = math.fsum(vals) / len(vals) if vals else NAN
+        status = [r.status.split(":")[0] for r in layers]
+        return cls(
+            num_layers=len(layers),
+            num_fitted=status.count("ok"),
+            num_not_fitted=status.count("not_fitted") + status.count("skipped"),
+            num_failed=status.count("failed") + status.count("fit_failed"),
+            num_under_trained=sum(r.warning == "under-trained" for r in layers),
+            num_over_trained=sum(r.warning == "over-trained" for r in layers),
+            means=means,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.update(d.pop("means"))
+        return d
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    return v
+
+
+def atomic_write(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    """What :func:`htsr.analyze` returns."""
+
+    layers: tuple[LayerResult, ...]
+    summary: Summary
+    source: str
+    options: dict[str, Any]
+
+    def to_records(self) -> list[dict[str, Any]]:
+        return [r.as_dict() for r in self.layers]
+
+    def to_pandas(self):
+        """The per-layer table as a pandas DataFrame (needs pandas)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            from .errors import MissingExtraError
+
+            raise MissingExtraError("pandas", "pandas", "AnalysisResult.to_pandas()") from None
+        return pd.DataFrame(self.to_records(), columns=list(COLUMNS))
+
+    def csv_text(self) -> str:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
+        w.writeheader()
+        for r in self.to_records():
+            w.writerow({k: (repr(v) if isinstance(v, float) and math.isfinite(v) else
+                            ("" if isinstance(v, float) else v)) for k, v in r.items()})
+        return buf.getvalue()
+
+    def to_csv(self, path: str | os.PathLike) -> None:
+        """Write the per-layer table (NaN as an empty field), atomically."""
+        atomic_write(path, self.csv_text())
+
+    def summary_json(self) -> str:
+        doc = {"source": self.source, "options": self.options, "summary": self.summary.as_dict()}
+        return json.dumps(_json_safe(doc), indent=2, allow_nan=False) + "\n"
+
+    def to_json(self, path: str | os.PathLike) -> None:
+        """Write source, options, summary and layers as one JSON document (NaN as null), atomically."""
+        doc = {"source": self.source, "options": self.options, "summary": self.summary.as_dict(),
+               "layers": self.to_records()}
+        atomic_write(path, json.dumps(_json_safe(doc), indent=2, allow_nan=False) + "\n")

@@ -1,0 +1,122 @@
+"""Eigenvalues of a layer's correlation matrix X = WᵀW: the empirical spectral density (ESD).
+
+The ESD of an N × M matrix W (M = the smaller side) is the set of its M squared singular values.
+
+Two paths:
+
+``"accurate"``  float64 SVD of W (``scipy.linalg.svd``, values only) — what WeightWatcher 0.7.7 does.
+``"fast"``      the Gram matrix on the smaller side, formed in float32, and a symmetric
+                eigenvalues-only solver (``scipy.linalg.eigh``): 3–4× cheaper than the SVD.
+
+Precision guard of the fast path. A float32 Gram + eigh resolves eigenvalues only down to an absolute
+error of about ε₃₂·√M·λ_max (measured: ≤ 2·10⁻⁵·λ_max for M = 4096). We call
+``floor = 4·√M·ε·λ_max`` the layer's numerical floor (ε of the dtype used) and count the eigenvalues below
+it. The power-law tail, the norms, the stable rank and the entropy are insensitive to them; the
+matrix rank and any bulk statistic of a nearly singular layer are not. When more than
+``refine_fraction`` of a matrix's eigenvalues lie below the floor, the matrix is recomputed with the
+Gram accumulated in float64 and a float64 solver, whose floor is 10⁹ times lower. Tiny negative
+eigenvalues from rounding are clipped to zero.
+
+Matrix rank. SVD path: as numpy's ``matrix_rank`` and WeightWatcher, the singular values above
+σ_max·N·ε₆₄ (one tolerance for a pooled conv layer, from its largest singular value). float64 Gram path:
+the eigenvalues above its floor. Unrefined float32 path: every eigenvalue counts — the matrix either
+has none below the floor, or so few (≤ ``refine_fraction``·M) that they are taken as the tiny but
+nonzero eigenvalues of a generic float32 matrix; a structurally rank-deficient matrix has many and is
+refined. ``num_evals_below_floor`` reports how many were taken so; ``refine_fraction=0`` or
+``precision="accurate"`` give an exact rank always.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import scipy.linalg
+
+__all__ = ["Spectrum", "esd", "matrix_eigenvalues"]
+
+_EPS32 = float(np.finfo(np.float32).eps)
+_EPS64 = float(np.finfo(np.float64).eps)
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """Eigenvalues of one layer (all its matrices pooled), ascending, float64, ≥ 0."""
+
+    evals: np.ndarray
+    floor: float  # largest numerical floor among the matrices (absolute, same units as evals)
+    num_below_floor: int  # eigenvalues below their matrix's floor
+    rank: int  # eigenvalues above their matrix's rank tolerance
+    method: str  # "svd64", "gram32", "gram64", or "gram32+gram64" when only some were refined
+
+
+def matrix_eigenvalues(
+    W: np.ndarray, precision: str = "fast", refine_fraction: float = 0.01
+) -> tuple[np.ndarray, float, float, str]:
+    """Eigenvalues of WᵀW for one 2-D matrix.
+
+    Returns (evals ascending float64 clipped at 0, floor, rank_tol, method).
+    """
+    if W.ndim != 2:
+        raise ValueError(f"expected a 2-D matrix, got shape {W.shape}")
+    rows, cols = W.shape
+    N, M = max(rows, cols), min(rows, cols)
+    if precision == "accurate":
+        sv = scipy.linalg.svd(np.asarray(W, dtype=np.float64), compute_uv=False, check_finite=False)
+        sv = np.sort(sv)
+        smax = sv[-1] if sv.size else 0.0
+        evals = sv * sv
+        lmax = float(evals[-1]) if evals.size else 0.0
+        floor = 4.0 * np.sqrt(M) * _EPS64 * lmax
+        return evals, floor, float((smax * N * _EPS64) ** 2), "svd64"
+
+    evals, floor = _gram_eigenvalues(W, np.float32, rows <= cols)
+    below = int(np.count_nonzero(evals < floor))
+    if below > refine_fraction * M and below > 0:
+        evals, floor = _gram_eigenvalues(W, np.float64, rows <= cols)
+        return evals, floor, floor, "gram64"
+    # unrefined: all eigenvalues count towards the rank (see the module docstring); none if W = 0
+    return evals, floor, (-1.0 if floor > 0 else 0.0), "gram32"
+
+
+def _gram_eigenvalues(W: np.ndarray, dtype: type, wide: bool) -> tuple[np.ndarray, float]:
+    A = np.asarray(W, dtype=dtype)
+    G = A @ A.T if wide else A.T @ A
+    evals = scipy.linalg.eigh(G, eigvals_only=True, overwrite_a=True, check_finite=False)
+    evals = np.asarray(evals, dtype=np.float64)
+    evals.sort()
+    np.maximum(evals, 0.0, out=evals)
+    lmax = float(evals[-1]) if evals.size else 0.0
+    eps = _EPS32 if dtype is np.float32 else _EPS64
+    return evals, 4.0 * np.sqrt(G.shape[0]) * eps * lmax
+
+
+def esd(
+    matrices: Sequence[np.ndarray],
+    precision: str = "fast",
+    refine_fraction: float = 0.01,
+    scale: float = 1.0,
+) -> Spectrum:
+    """Pooled ESD of one layer's matrices (e.g. the kh·kw kernel positions of a conv), times ``scale``."""
+    parts, floors, tols, methods = [], [], [], set()
+    for W in matrices:
+        ev, floor, tol, method = matrix_eigenvalues(W, precision, refine_fraction)
+        parts.append(ev)
+        floors.append(floor)
+        tols.append(tol)
+        methods.add(method)
+    evals = np.sort(np.concatenate(parts)) * scale
+    below = sum(int(np.count_nonzero(ev < f)) for ev, f in zip(parts, floors))
+    if methods == {"svd64"}:
+        # one pooled tolerance (the largest), as WeightWatcher counts the rank of a pooled conv layer
+        rank = int(np.count_nonzero(evals > max(tols) * scale))
+    else:
+        rank = sum(int(np.count_nonzero(ev > tol)) for ev, tol in zip(parts, tols))
+    return Spectrum(
+        evals=evals,
+        floor=max(floors) * scale,
+        num_below_floor=below,
+        rank=rank,
+        method="+".join(sorted(methods)),
+    )
