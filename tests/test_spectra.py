@@ -1,0 +1,67 @@
+"""Eigenvalues of known matrices on both paths, and the fast path's precision guard."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from htsr.spectra import esd, matrix_eigenvalues
+from conftest import matrix_with_singular_values
+
+
+@pytest.mark.parametrize("shape", [(200, 80), (80, 200), (150, 150)])
+@pytest.mark.parametrize("precision", ["fast", "accurate"])
+def test_chosen_singular_values_come_back(shape, precision):
+    s = np.geomspace(0.1, 10.0, min(shape))
+    W = matrix_with_singular_values(s, *shape)
+    ev, floor, _, method = matrix_eigenvalues(W, precision)
+    expected = np.sort(s**2)
+    if precision == "accurate":
+        # float64 SVD of a float64 matrix: backward stable, error ~ eps64 * sigma_max
+        np.testing.assert_allclose(ev, expected, rtol=1e-10, atol=1e-12 * expected[-1])
+        assert method == "svd64"
+    else:
+        # float32 Gram + eigh: absolute error below the documented floor 4*sqrt(M)*eps32*lambda_max
+        assert np.max(np.abs(ev - expected)) < floor
+        assert method == "gram32"  # s_min^2 / s_max^2 = 1e-4 is above the floor: no refinement
+
+
+def test_fast_path_refines_a_rank_deficient_matrix():
+    # rank 40 of 100: 60 eigenvalues sit at the float32 noise level, far more than 1 % of M
+    W = matrix_with_singular_values(np.linspace(1.0, 5.0, 40), 300, 100)
+    spec = esd([W], "fast")
+    assert spec.method == "gram64"
+    assert spec.rank == 40  # exact: float64 noise (1e-15 lambda_max) is far below the floor
+    assert esd([W], "accurate").rank == 40
+
+
+def test_refine_fraction_zero_refines_a_single_zero():
+    W = matrix_with_singular_values(np.r_[np.linspace(1.0, 5.0, 199), 0.0], 400, 200)
+    unrefined = esd([W], "fast")
+    # one of 200 below the floor is within the default 1 %: taken as a tiny nonzero eigenvalue
+    assert unrefined.method == "gram32" and unrefined.num_below_floor == 1 and unrefined.rank == 200
+    spec = esd([W], "fast", refine_fraction=0.0)
+    assert spec.method == "gram64" and spec.rank == 199
+
+
+def test_fast_and_accurate_agree_on_gaussian():
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((1000, 300)).astype(np.float32)
+    fast, acc = esd([W], "fast"), esd([W], "accurate")
+    # relative error of float32 Gram eigenvalues well above the floor: ~1e-6
+    np.testing.assert_allclose(fast.evals[10:], acc.evals[10:], rtol=1e-4)
+    assert fast.rank == acc.rank == 300
+
+
+def test_pooled_spectrum_concatenates_and_scales():
+    rng = np.random.default_rng(1)
+    mats = [rng.standard_normal((64, 16)) for _ in range(9)]
+    spec = esd(mats, "accurate", scale=0.5)
+    each = np.concatenate([np.linalg.svd(m, compute_uv=False) ** 2 for m in mats])
+    np.testing.assert_allclose(spec.evals, np.sort(each) * 0.5, rtol=1e-10)
+    assert spec.evals.size == 144
+
+
+def test_negative_rounding_is_clipped_and_zero_matrix_has_rank_zero():
+    spec = esd([np.zeros((50, 20), dtype=np.float32)], "fast")
+    assert np.all(spec.evals == 0) and spec.rank == 0
