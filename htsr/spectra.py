@@ -82,7 +82,11 @@ def matrix_eigenvalues(
 
 def _gram_eigenvalues(W: np.ndarray, dtype: type, wide: bool) -> tuple[np.ndarray, float]:
     A = np.asarray(W, dtype=dtype)
-    G = A @ A.T if wide else A.T @ A
+    with np.errstate(over="ignore", invalid="ignore"):
+        G = A @ A.T if wide else A.T @ A
+    if dtype is np.float32 and not np.isfinite(G).all():
+        # float32 overflow (weights above ~1e19): the float64 Gram holds it
+        return _gram_eigenvalues(W, np.float64, wide)
     evals = scipy.linalg.eigh(G, eigvals_only=True, overwrite_a=True, check_finite=False)
     evals = np.asarray(evals, dtype=np.float64)
     evals.sort()

@@ -45,12 +45,23 @@ class NpzFile:
             self._npz = np.load(self.path, allow_pickle=False, mmap_mode="r")
             self._meta = {}
             for name in self._npz.files:
-                with self._npz.zip.open(name + ".npy") as f:
-                    version = np.lib.format.read_magic(f)
-                    shape, _, dtype = np.lib.format._read_array_header(f, version)
-                self._meta[name] = (tuple(shape), dtype)
+                self._meta[name] = self._header(name)
         except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
             raise SourceError(f"{self.path}: not a readable .npz archive ({e})") from None
+
+    def _header(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
+        """Shape and dtype from the member's .npy header, without reading its data."""
+        fmt = np.lib.format
+        with self._npz.zip.open(name + ".npy") as f:
+            version = fmt.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = fmt.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = fmt.read_array_header_2_0(f)
+            else:  # format 3.0 (utf-8 field names) has no public header reader: read the array
+                a = self._npz[name]
+                shape, dtype = a.shape, a.dtype
+        return tuple(shape), dtype
 
     def __len__(self) -> int:
         return len(self._meta)

@@ -9,6 +9,7 @@ tensor is memory-mapped read-only only when it is loaded.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -96,7 +97,7 @@ class SafetensorsFile:
                     raise ValueError(f"bad shape {shape}")
                 if not (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end <= data_len):
                     raise ValueError(f"data_offsets {[begin, end]} outside the {data_len}-byte data section")
-                if end - begin != int(np.prod(shape, dtype=np.int64)) * itemsize:
+                if end - begin != math.prod(shape) * itemsize:  # Python ints: no overflow
                     raise ValueError(f"{end - begin} bytes for shape {list(shape)} of {info['dtype']}")
             except KeyError as e:
                 problems.append(f"{name} (unknown dtype or missing field {e})")

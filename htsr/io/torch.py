@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -132,6 +133,22 @@ def _unwrap(obj: Any, torch) -> Mapping[str, Any] | None:
     return obj if obj else None
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _first_line(e: BaseException) -> str:
+    """First non-empty line of an exception's text, without terminal colour codes."""
+    lines = [l.strip() for l in _ANSI.sub("", str(e)).splitlines() if l.strip()]
+    return lines[0][:200] if lines else e.__class__.__name__
+
+
+def _unpickler_detail(e: BaseException) -> str:
+    """The specific reason in torch's weights-only error text (e.g. 'Unsupported global: GLOBAL x')."""
+    text = _ANSI.sub("", str(e))
+    m = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\. |\.\n|\nCheck the documentation|$)", text, re.S)
+    return " ".join(m.group(1).split())[:160] if m else _first_line(e)
+
+
 def load_torch_file(path: str | os.PathLike) -> TorchStateDict:
     """Open a ``.pt`` / ``.pth`` / ``.bin`` checkpoint safely (weights only, memory-mapped if possible)."""
     torch = _torch()
@@ -144,15 +161,17 @@ def load_torch_file(path: str | os.PathLike) -> TorchStateDict:
                 raise
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise SourceError(
-            f"{path}: refused: the checkpoint is a pickle that needs to run code, and htsr loads "
-            f"weights only ({first[:160]}); re-save it with torch.save(model.state_dict(), ...) "
-            f"or as safetensors"
-        ) from None
+        detail = _unpickler_detail(e)
+        if "Unsupported global" in detail:
+            raise SourceError(
+                f"{path}: refused: the checkpoint is a pickle that needs to run code ({detail}), and htsr "
+                f"loads weights only; re-save it with torch.save(model.state_dict(), ...) or as safetensors"
+            ) from None
+        raise SourceError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {detail}") from None
     except Exception as e:  # zip errors, EOF on truncated files, bad storage sizes
-        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else e.__class__.__name__
-        raise SourceError(f"{path}: cannot be read as a PyTorch checkpoint (truncated or corrupt?): {msg}") from None
+        raise SourceError(
+            f"{path}: cannot be read as a PyTorch checkpoint (truncated or corrupt?): {_first_line(e)}"
+        ) from None
     state = _unwrap(obj, torch)
     if state is None:
         raise SourceError(f"{path}: no state dict found in the checkpoint (a {type(obj).__name__})")

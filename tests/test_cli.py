@@ -1,0 +1,352 @@
+"""The ``htsr`` command line: ``htsr.cli.main([...])`` in-process, and ``python -m htsr`` as a subprocess.
+
+Models are small safetensors files written under ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+import htsr
+from htsr.cli import TABLE_COLUMNS, main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _model(path: Path, *, nan_in: str | None = None, fitted: bool = True) -> Path:
+    """A two-layer model: 'enc.big' (60x55 -> 55 eigenvalues, fitted by default) and 'enc.small' (8x4)."""
+    rng = np.random.default_rng(0)
+    big = rng.standard_normal((60, 55) if fitted else (12, 6)).astype(np.float32)
+    small = rng.standard_normal((8, 4)).astype(np.float32)
+    tensors = {"enc.big.weight": big, "enc.big.bias": np.zeros(big.shape[0], np.float32),
+               "enc.small.weight": small}
+    if nan_in is not None:
+        tensors[nan_in][1, 2] = np.nan
+    save_file(tensors, str(path))
+    return path
+
+
+@pytest.fixture
+def model(tmp_path) -> Path:
+    return _model(tmp_path / "model.safetensors")
+
+
+def _no_nan_constants(token: str):
+    raise AssertionError(f"non-standard JSON constant {token!r} in summary.json")
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _assert_user_error(rc: int, out: str, err: str) -> str:
+    assert rc == 2
+    assert "Traceback" not in err and "Traceback" not in out
+    lines = err.splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {err!r}"
+    assert lines[0].startswith("htsr: error:")
+    assert out == ""  # nothing printed before the error
+    return lines[0]
+
+
+# --------------------------------------------------------------------------------------- table output
+
+
+def test_analyze_prints_table_and_summary(model, capsys):
+    assert main(["analyze", str(model)]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    lines = out.splitlines()
+    header = lines[0]
+    assert "name" in header and "alpha" in header
+    assert header.split() == list(TABLE_COLUMNS)
+    # one table row per layer, in model order, before the blank line that opens the summary
+    blank = lines.index("")
+    assert [ln.split()[0] for ln in lines[1:blank]] == ["enc.big", "enc.small"]
+    assert "not_fitted" in lines[2]  # 4 eigenvalues < min_evals
+    summary = lines[blank + 1 :]
+    assert summary[0] == f"source: {model}"
+    assert summary[1].startswith("layers: 2  fitted: 1  not fitted: 1  failed: 0")
+    assert summary[2].startswith("means over layers with a finite value:") and "alpha=" in summary[2]
+
+
+def test_table_alpha_matches_library(model, capsys):
+    assert main(["analyze", str(model)]) == 0
+    out = capsys.readouterr().out
+    row = next(ln for ln in out.splitlines() if ln.startswith("enc.big"))
+    cells = row.split()
+    alpha_cli = float(cells[TABLE_COLUMNS.index("alpha")])
+    alpha_lib = htsr.analyze(model).layers[0].alpha
+    assert math.isfinite(alpha_lib)
+    # the table prints 4 significant digits ("{:.4g}"): half a unit in the 4th digit
+    assert alpha_cli == pytest.approx(alpha_lib, rel=5e-4)
+
+
+# ------------------------------------------------------------------------------------------ --out
+
+
+def test_out_writes_csv_and_json(model, tmp_path, capsys):
+    out_dir = tmp_path / "results" / "run1"  # neither folder exists yet
+    assert main(["analyze", str(model), "--out", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {out_dir / 'layers.csv'} and {out_dir / 'summary.json'}" in out
+
+    # exactly the two files: no temporary file left behind
+    assert sorted(p.name for p in out_dir.iterdir()) == ["layers.csv", "summary.json"]
+
+    text = (out_dir / "layers.csv").read_text(encoding="utf-8")
+    assert text.splitlines()[0] == ",".join(htsr.COLUMNS)
+    rows = _read_csv(out_dir / "layers.csv")
+    lib = htsr.analyze(model)
+    assert [r["name"] for r in rows] == [r.name for r in lib.layers]
+    # floats are written with repr(): reading them back is exact
+    assert float(rows[0]["alpha"]) == pytest.approx(lib.layers[0].alpha, rel=0, abs=0)
+    assert rows[1]["alpha"] == ""  # NaN (not fitted) is an empty field
+
+    raw = (out_dir / "summary.json").read_text(encoding="utf-8")
+    assert "NaN" not in raw and "Infinity" not in raw
+    doc = json.loads(raw, parse_constant=_no_nan_constants)
+    assert {"summary", "options"} <= set(doc)
+    assert doc["source"] == str(model)
+    assert doc["summary"]["num_layers"] == 2 and doc["summary"]["num_fitted"] == 1
+    # the only fitted layer's alpha is the mean; JSON keeps the float exactly
+    assert doc["summary"]["alpha"] == pytest.approx(lib.layers[0].alpha, rel=0, abs=0)
+    assert doc["options"] == {**htsr.Options().as_dict(), "progress": False}
+
+
+def test_out_summary_json_nan_means_are_null(tmp_path, capsys):
+    model = _model(tmp_path / "m.safetensors", fitted=False)  # no layer is fitted: alpha mean is NaN
+    out_dir = tmp_path / "o"
+    assert main(["analyze", str(model), "--out", str(out_dir)]) == 0
+    raw = (out_dir / "summary.json").read_text(encoding="utf-8")
+    assert "NaN" not in raw
+    doc = json.loads(raw, parse_constant=_no_nan_constants)
+    assert doc["summary"]["alpha"] is None
+    assert doc["summary"]["log_norm"] is not None  # norms are still computed
+
+
+def test_out_into_existing_folder_overwrites_only_its_files(model, tmp_path, capsys):
+    out_dir = tmp_path / "o"
+    out_dir.mkdir()
+    (out_dir / "notes.txt").write_text("keep me")
+    (out_dir / "layers.csv").write_text("stale")
+    assert main(["analyze", str(model), "--out", str(out_dir)]) == 0
+    assert sorted(p.name for p in out_dir.iterdir()) == ["layers.csv", "notes.txt", "summary.json"]
+    assert (out_dir / "notes.txt").read_text() == "keep me"
+    assert (out_dir / "layers.csv").read_text().startswith("name,kind,shape,")
+
+
+def test_out_is_an_existing_file(model, tmp_path, capsys):
+    target = tmp_path / "taken"
+    target.write_text("x")
+    rc = main(["analyze", str(model), "--out", str(target)])
+    out, err = capsys.readouterr()
+    assert "taken" in _assert_user_error(rc, out, err)
+    assert target.read_text() == "x"
+
+
+def test_flags_reach_the_options(model, tmp_path, capsys):
+    out_dir = tmp_path / "o"
+    argv = ["analyze", str(model), "--out", str(out_dir), "--precision", "accurate", "--xmin", "median",
+            "--min-evals", "3", "--max-evals", "none", "--no-ww-conv-scale", "--clip-xmax",
+            "--kinds", "dense,conv2d", "--layers", "small$", "--refine-fraction", "0.5"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    opts = json.loads((out_dir / "summary.json").read_text())["options"]
+    assert opts["precision"] == "accurate" and opts["xmin"] == "median"
+    assert opts["min_evals"] == 3 and opts["max_evals"] is None
+    assert opts["ww_conv_scale"] is False and opts["clip_xmax"] is True
+    assert opts["kinds"] == ["conv2d", "dense"] and opts["layers"] == "small$"
+    assert opts["refine_fraction"] == pytest.approx(0.5, abs=0)  # parsed from "0.5": exact
+    rows = _read_csv(out_dir / "layers.csv")
+    assert [r["name"] for r in rows] == ["enc.small"]  # --layers filter
+    assert rows[0]["eig_method"] == "svd64"  # --precision accurate
+    assert not rows[0]["status"].startswith("not_fitted")  # 4 eigenvalues >= --min-evals 3
+
+
+def test_numeric_xmin_flag(model, tmp_path, capsys):
+    assert main(["analyze", str(model), "--xmin", "2.5", "--out", str(tmp_path / "o")]) == 0
+    capsys.readouterr()
+    opts = json.loads((tmp_path / "o" / "summary.json").read_text())["options"]
+    assert opts["xmin"] == pytest.approx(2.5, abs=0)  # "2.5" parses to exactly 2.5
+
+
+# ------------------------------------------------------------------------------------------- --help
+
+
+def _all_help(capsys) -> str:
+    with pytest.raises(SystemExit) as ei:
+        main(["analyze", "--help"])
+    assert ei.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_mentions_every_option(capsys):
+    text = _all_help(capsys)
+    assert "--out" in text
+    for name, spec in htsr.OPTION_SPECS.items():
+        flag = "--" + name.replace("_", "-")
+        if spec.default is True:
+            assert "--no-" + name.replace("_", "-") in text, name
+        else:
+            assert flag in text, name
+        # the default is stated (the table is the single source of truth)
+        if name != "progress":
+            assert f"(default: {spec.default})" in " ".join(text.split()), name
+
+
+def test_top_level_help_and_version(capsys):
+    with pytest.raises(SystemExit) as ei:
+        main(["--help"])
+    assert ei.value.code == 0
+    assert "analyze" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as ei:
+        main(["--version"])
+    assert ei.value.code == 0
+    assert capsys.readouterr().out.strip() == f"htsr {htsr.__version__}"
+
+
+# -------------------------------------------------------------------------------------- user errors
+
+
+def _corrupt(tmp_path: Path) -> Path:
+    p = _model(tmp_path / "corrupt.safetensors")
+    raw = p.read_bytes()
+    p.write_bytes(raw[: len(raw) - 100])  # cut inside the data section
+    return p
+
+
+@pytest.mark.parametrize("case", [
+    "missing", "corrupt", "text_file", "empty_dir",
+    "xmin=foo", "xmin=0", "xmin=-1", "xmin=nan", "xmin=inf",
+    "precision", "kinds", "layers_regex", "refine_fraction", "min_evals",
+])
+def test_user_errors_exit_2_with_one_line(model, tmp_path, capsys, case):
+    argv = ["analyze", str(model)]
+    expect = None
+    if case == "missing":
+        argv[1] = str(tmp_path / "nope.safetensors")
+        expect = "nope.safetensors"
+    elif case == "corrupt":
+        argv[1] = str(_corrupt(tmp_path))
+        expect = "corrupt.safetensors"
+    elif case == "text_file":
+        (tmp_path / "readme.txt").write_text("hello\n")
+        argv[1] = str(tmp_path / "readme.txt")
+        expect = "unknown file format"
+    elif case == "empty_dir":
+        (tmp_path / "empty").mkdir()
+        argv[1] = str(tmp_path / "empty")
+    elif case.startswith("xmin="):
+        argv += ["--xmin", case.split("=", 1)[1]]
+        expect = "xmin"
+    elif case == "precision":
+        argv += ["--precision", "exact"]
+        expect = "precision"
+    elif case == "kinds":
+        argv += ["--kinds", "dense,attention"]
+        expect = "kinds"
+    elif case == "layers_regex":
+        argv += ["--layers", "enc.(big"]
+        expect = "layers"
+    elif case == "refine_fraction":
+        argv += ["--refine-fraction", "1.5"]
+        expect = "refine_fraction"
+    elif case == "min_evals":
+        argv += ["--min-evals", "1"]
+        expect = "min_evals"
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    line = _assert_user_error(rc, out, err)
+    if expect:
+        assert expect in line
+
+
+def test_bad_option_is_reported_before_the_source_is_read(tmp_path, capsys):
+    # both the option and the path are wrong: the option error comes first, nothing is written
+    out_dir = tmp_path / "o"
+    rc = main(["analyze", str(tmp_path / "missing.pt"), "--precision", "bogus", "--out", str(out_dir)])
+    out, err = capsys.readouterr()
+    assert "precision" in _assert_user_error(rc, out, err)
+    assert not out_dir.exists()
+
+
+def test_argparse_type_errors_exit_2_without_traceback(model, capsys):
+    with pytest.raises(SystemExit) as ei:
+        main(["analyze", str(model), "--min-evals", "many"])
+    assert ei.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--min-evals" in err
+
+
+def test_layer_with_nan_weights_does_not_stop_the_run(tmp_path, capsys):
+    model = _model(tmp_path / "nan.safetensors", nan_in="enc.small.weight")
+    out_dir = tmp_path / "o"
+    assert main(["analyze", str(model), "--out", str(out_dir)]) == 0
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    rows = {r["name"]: r for r in _read_csv(out_dir / "layers.csv")}
+    assert rows["enc.small"]["status"].startswith("failed")
+    assert rows["enc.big"]["status"] == "ok"
+    table_row = next(ln for ln in out.splitlines() if ln.startswith("enc.small"))
+    assert "failed" in table_row
+    summary = json.loads((out_dir / "summary.json").read_text(), parse_constant=_no_nan_constants)
+    assert summary["summary"]["num_failed"] == 1 and summary["summary"]["num_fitted"] == 1
+
+
+def test_source_without_analysable_layer_exits_2(tmp_path, capsys):
+    p = tmp_path / "norms.safetensors"
+    save_file({"ln.weight": np.ones(16, np.float32), "fc.bias": np.zeros(16, np.float32),
+               "position_ids": np.arange(16, dtype=np.int64).reshape(1, 16)}, str(p))
+    out_dir = tmp_path / "o"
+    rc = main(["analyze", str(p), "--out", str(out_dir)])
+    out, err = capsys.readouterr()
+    assert "no analysable layer" in _assert_user_error(rc, out, err)
+    assert not out_dir.exists()  # nothing written for a failed run
+
+
+def test_filters_matching_nothing_exit_2(model, capsys):
+    rc = main(["analyze", str(model), "--layers", "^decoder"])
+    out, err = capsys.readouterr()
+    assert "filters" in _assert_user_error(rc, out, err)
+
+
+# ------------------------------------------------------------------------------------- subprocesses
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONPATH"] = str(REPO)  # the checkout under test, even if installed elsewhere
+    return subprocess.run([sys.executable, "-m", "htsr", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_subprocess_python_m_htsr(model, tmp_path):
+    out_dir = tmp_path / "sub" / "out"
+    proc = _run("analyze", str(model), "--out", str(out_dir), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout.splitlines()[0].split() == list(TABLE_COLUMNS)
+    assert sorted(p.name for p in out_dir.iterdir()) == ["layers.csv", "summary.json"]
+    assert (out_dir / "layers.csv").read_text().splitlines()[0] == ",".join(htsr.COLUMNS)
+    json.loads((out_dir / "summary.json").read_text(), parse_constant=_no_nan_constants)
+
+
+def test_subprocess_user_error(tmp_path):
+    proc = _run("analyze", str(_corrupt(tmp_path)), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("htsr: error:") and "corrupt.safetensors" in lines[0]
+    assert proc.stdout == ""
