@@ -45,7 +45,7 @@ def _int_or_none(v: str) -> int | None:
     return None if v.lower() == "none" else int(v)
 
 
-_PARSERS = {"xmin": _xmin, "kinds": _kinds, "max_evals": _int_or_none, "min_evals": int,
+_PARSERS = {"xmin": _xmin, "kinds": _kinds, "max_evals": _int_or_none, "workers": _int_or_none, "min_evals": int,
             "max_fingers": int, "refine_fraction": float, "finger_thresh": float}
 
 

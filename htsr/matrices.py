@@ -29,6 +29,7 @@ tensor's name and shape (:func:`infer_kind`).
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
@@ -128,15 +129,19 @@ def layer_matrices(
     elif kind == "stack":
         E, r, c = sq[0], int(np.prod(sq[1:-1])), sq[-1]
         cache: dict[str, np.ndarray] = {}
+        lock = threading.Lock()
+        pending = set(range(E))
 
         def slice_loader(e: int) -> Callable[[], list[np.ndarray]]:
             def f() -> list[np.ndarray]:
-                # the whole stack is read once and dropped after its last slice
-                if "t" not in cache:
-                    cache["t"] = loaded().reshape(E, r, c)
-                out = [cache["t"][e]]
-                if e == E - 1:
-                    cache.clear()
+                # the whole stack is read once and dropped once every slice has been taken
+                with lock:
+                    if "t" not in cache:
+                        cache["t"] = loaded().reshape(E, r, c)
+                    out = [np.array(cache["t"][e])]
+                    pending.discard(e)
+                    if not pending:
+                        cache.clear()
                 return out
 
             return f

