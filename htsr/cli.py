@@ -49,14 +49,21 @@ _PARSERS = {"xmin": _xmin, "kinds": _kinds, "max_evals": _int_or_none, "workers"
             "max_fingers": int, "refine_fraction": float, "finger_thresh": float}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with htsr's one-line error format (exit status 2, no usage dump)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"htsr: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="htsr",
         description="How well is each layer of a trained network trained? Spectral (HTSR) analysis "
                     "of its weights alone: no training or test data.",
     )
     parser.add_argument("--version", action="version", version=f"htsr {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     p = sub.add_parser(
         "analyze",
         help="analyse every weight matrix of a model",

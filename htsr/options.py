@@ -118,8 +118,9 @@ OPTION_SPECS: dict[str, OptionSpec] = {
         OptionSpec("kinds", None, f"None or a subset of {LAYER_KINDS}", _kinds_ok,
                    "analyse only layers of these kinds"),
         OptionSpec("workers", None, "None (one per CPU) or an integer >= 1", _int_range(1, none_ok=True),
-                   "layers analysed at once, in threads, each with a single-threaded BLAS "
-                   "(faster than one layer with a multi-threaded BLAS; each worker holds one tensor)"),
+                   "layers with matrices up to 2048 on the smaller side analysed at once, in threads, "
+                   "each with a single-threaded BLAS (faster than one at a time with a multi-threaded "
+                   "BLAS; larger ones run one at a time; each worker holds one tensor)"),
         OptionSpec("progress", False, "True or False", _choice(True, False),
                    "show a progress bar on stderr (needs tqdm)"),
     ]

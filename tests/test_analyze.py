@@ -186,3 +186,30 @@ def test_core_imports_no_heavy_dependencies():
             "print(sorted(m for m in ('torch','pandas','matplotlib','tqdm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_threads_give_the_same_rows_and_restore_blas_threads():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = [p["num_threads"] for p in threadpoolctl.threadpool_info()]
+    m = _mapping(9)
+    one = htsr.analyze(m, workers=1, precision="accurate")
+    two = htsr.analyze(m, workers=2, precision="accurate")
+    assert [(l.name, l.status) for l in one.layers] == [(l.name, l.status) for l in two.layers]
+    for a, b in zip(one.layers, two.layers):
+        # a BLAS with 1 or 2 threads sums in a different order: float64 rounding only
+        assert a.alpha == pytest.approx(b.alpha, rel=1e-9, nan_ok=True)
+        assert a.log_norm == pytest.approx(b.log_norm, rel=1e-12, nan_ok=True)
+    assert [p["num_threads"] for p in threadpoolctl.threadpool_info()] == before  # a guest: limits restored
+
+
+def test_hugging_face_conv1d_module_is_dense():
+    class Conv1D(torch.nn.Module):  # transformers' GPT-2 layer: weight stored [in, out]
+        def __init__(self, nf, nx):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.randn(nx, nf))
+            self.bias = torch.nn.Parameter(torch.zeros(nf))
+
+    m = torch.nn.Sequential()
+    m.add_module("c_attn", Conv1D(300, 64))
+    (row,) = htsr.analyze(m).layers
+    assert (row.name, row.kind, row.N, row.M) == ("c_attn", "dense", 300, 64)

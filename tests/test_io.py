@@ -820,3 +820,21 @@ def test_tensors_are_loaded_only_when_their_layer_is_analysed(tmp_path, monkeypa
     loaded.clear()
     result = htsr.analyze(path, max_evals=1)
     assert loaded == [] and all(r.status.startswith("skipped") for r in result.layers)
+
+
+def test_sharded_pytorch_bin_folder(tmp_path):
+    # Hugging Face's older layout: pytorch_model-0000x-of-0000y.bin with pytorch_model.bin.index.json
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(21)
+    a = {"layers.0.fc.weight": torch.tensor(rng.standard_normal((64, 32)), dtype=torch.float32)}
+    b = {"layers.1.fc.weight": torch.tensor(rng.standard_normal((80, 32)), dtype=torch.float32)}
+    torch.save(a, tmp_path / "pytorch_model-00001-of-00002.bin")
+    torch.save(b, tmp_path / "pytorch_model-00002-of-00002.bin")
+    weight_map = {**{k: "pytorch_model-00001-of-00002.bin" for k in a},
+                  **{k: "pytorch_model-00002-of-00002.bin" for k in b}}
+    (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    r = htsr.analyze(tmp_path, min_evals=10)
+    assert [l.name for l in r.layers] == ["layers.0.fc", "layers.1.fc"]
+    (tmp_path / "pytorch_model-00002-of-00002.bin").unlink()
+    with pytest.raises(htsr.SourceError, match="pytorch_model-00002-of-00002.bin"):
+        htsr.analyze(tmp_path)

@@ -43,18 +43,53 @@ def open_source(source: Any) -> TensorSource:
     raise SourceError(f"cannot analyse an object of type {type(source).__name__}; supported: {SUPPORTED}")
 
 
+class _Chain:
+    """Several sources read one after the other as one (the shards of one checkpoint)."""
+
+    def __init__(self, description: str, sources: list) -> None:
+        self.description = description
+        self._sources = sources
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._sources)
+
+    def __iter__(self):
+        for s in self._sources:
+            yield from s
+
+
+def _torch_shards(index: Path) -> TensorSource:
+    """A Hugging Face folder of PyTorch shards listed in ``pytorch_model.bin.index.json``."""
+    import json
+
+    from .torch import load_torch_file
+
+    try:
+        files = list(dict.fromkeys(json.loads(index.read_text())["weight_map"].values()))
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise SourceError(f"{index}: not a valid checkpoint index ({e})") from None
+    missing = [f for f in files if not (index.parent / f).is_file()]
+    if missing:
+        raise SourceError(f"{index}: shard {missing[0]} is missing from {index.parent}")
+    return _Chain(str(index.parent), [load_torch_file(index.parent / f) for f in files])
+
+
 def _open_path(path: Path) -> TensorSource:
     if not path.exists():
         raise SourceError(f"{path}: no such file or directory")
     if path.is_dir():
         if (path / "model.safetensors.index.json").is_file() or any(path.glob("*.safetensors")):
             return ShardedSafetensors(path)
+        index = path / "pytorch_model.bin.index.json"
+        if index.is_file():
+            return _torch_shards(index)
         for name in ("pytorch_model.bin", "model.pt", "model.pth"):
             if (path / name).is_file():
                 from .torch import load_torch_file
 
                 return load_torch_file(path / name)
-        raise SourceError(f"{path}: folder has no *.safetensors or pytorch_model.bin; supported: {SUPPORTED}")
+        raise SourceError(
+            f"{path}: folder has no *.safetensors, pytorch_model.bin or its shard index; supported: {SUPPORTED}")
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(16)
