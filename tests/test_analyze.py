@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -165,6 +166,9 @@ def test_outputs_are_atomic_and_nan_free(tmp_path):
     r.to_json(tmp_path / "r.json")
     r.to_csv(tmp_path / "r.csv")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv", "r.json"]  # no temporary left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "r.csv").stat().st_mode & 0o777 == 0o666 & ~umask  # as open() would create it
     doc = json.loads((tmp_path / "r.json").read_text())  # strict JSON: NaN written as null
     assert doc["layers"][1]["alpha"] is None and doc["summary"]["num_failed"] == 1
     header = (tmp_path / "r.csv").read_text().splitlines()[0]
