@@ -35,7 +35,6 @@ import math
 import os
 import platform
 import re
-import sys
 from collections import OrderedDict
 
 import numpy as np
