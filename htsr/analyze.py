@@ -50,11 +50,6 @@ def iter_layers(source: Any, opts: Options) -> tuple[str, int, Iterator[LayerMat
     return src.description, len(src), gen()
 
 
-def _nan_fit(status: str) -> PowerLawFit:
-    nan = float("nan")
-    return PowerLawFit(nan, nan, nan, nan, nan, 0, status)
-
-
 def analyze_layer(lm: LayerMatrices, opts: Options) -> LayerResult:
     """Analyse one row; never raises for problems confined to this layer."""
     base = dict(name=lm.name, kind=lm.kind, shape="x".join(map(str, lm.tensor_shape)), N=lm.N, M=lm.M,
@@ -77,10 +72,11 @@ def analyze_layer(lm: LayerMatrices, opts: Options) -> LayerResult:
     base.update(eig_method=spectrum.method, num_evals_below_floor=float(spectrum.num_below_floor))
     evals = spectrum.evals
 
+    not_attempted = PowerLawFit.failed("not attempted")
     if evals[-1] <= 0:
-        fit, status = _nan_fit(""), "failed: all-zero matrix"
+        fit, status = not_attempted, "failed: all-zero matrix"
     elif lm.num_evals < opts.min_evals:
-        fit, status = _nan_fit(""), f"not_fitted: {lm.num_evals} eigenvalues < min_evals={opts.min_evals}"
+        fit, status = not_attempted, f"not_fitted: {lm.num_evals} eigenvalues < min_evals={opts.min_evals}"
     else:
         cut = WW_EVALS_THRESH if opts.evals_floor == "ww" else spectrum.floor
         fit = fit_power_law(evals[evals > cut], opts.xmin, opts.clip_xmax, opts.max_fingers, opts.finger_thresh)
