@@ -18,7 +18,7 @@ from . import __version__
 from .analyze import analyze
 from .errors import HtsrError
 from .options import OPTION_SPECS, Options
-from .results import AnalysisResult
+from .results import AnalysisResult, atomic_write
 
 __all__ = ["main", "build_parser", "format_table"]
 
@@ -143,9 +143,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         result.to_csv(args.out / "layers.csv")
-        from .results import atomic_write
-
-        atomic_write(args.out / "summary.json", result.summary_json())
+        atomic_write(args.out / "summary.json", result.json_text(layers=False))
         print(f"wrote {args.out / 'layers.csv'} and {args.out / 'summary.json'}")
     return 0
 

@@ -166,12 +166,14 @@ class AnalysisResult:
         """Write the per-layer table (NaN as an empty field), atomically."""
         atomic_write(path, self.csv_text())
 
-    def summary_json(self) -> str:
-        doc = {"source": self.source, "options": self.options, "summary": self.summary.as_dict()}
+    def json_text(self, layers: bool = True) -> str:
+        """Source, options, summary (and the layers) as strict JSON, NaN written as null."""
+        doc: dict[str, Any] = {"source": self.source, "options": self.options,
+                               "summary": self.summary.as_dict()}
+        if layers:
+            doc["layers"] = self.to_records()
         return json.dumps(_json_safe(doc), indent=2, allow_nan=False) + "\n"
 
     def to_json(self, path: str | os.PathLike) -> None:
-        """Write source, options, summary and layers as one JSON document (NaN as null), atomically."""
-        doc = {"source": self.source, "options": self.options, "summary": self.summary.as_dict(),
-               "layers": self.to_records()}
-        atomic_write(path, json.dumps(_json_safe(doc), indent=2, allow_nan=False) + "\n")
+        """Write source, options, summary and layers as one JSON document, atomically."""
+        atomic_write(path, self.json_text())

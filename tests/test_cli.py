@@ -227,50 +227,47 @@ def _corrupt(tmp_path: Path) -> Path:
     return p
 
 
-@pytest.mark.parametrize("case", [
-    "missing", "corrupt", "text_file", "empty_dir",
-    "xmin=foo", "xmin=0", "xmin=-1", "xmin=nan", "xmin=inf",
-    "precision", "kinds", "layers_regex", "refine_fraction", "min_evals",
-])
-def test_user_errors_exit_2_with_one_line(model, tmp_path, capsys, case):
-    argv = ["analyze", str(model)]
+@pytest.mark.parametrize("case", ["missing", "corrupt", "text_file", "empty_dir"])
+def test_bad_sources_exit_2_with_one_line(model, tmp_path, capsys, case):
     expect = None
     if case == "missing":
-        argv[1] = str(tmp_path / "nope.safetensors")
-        expect = "nope.safetensors"
+        source, expect = tmp_path / "nope.safetensors", "nope.safetensors"
     elif case == "corrupt":
-        argv[1] = str(_corrupt(tmp_path))
-        expect = "corrupt.safetensors"
+        source, expect = _corrupt(tmp_path), "corrupt.safetensors"
     elif case == "text_file":
-        (tmp_path / "readme.txt").write_text("hello\n")
-        argv[1] = str(tmp_path / "readme.txt")
-        expect = "unknown file format"
-    elif case == "empty_dir":
-        (tmp_path / "empty").mkdir()
-        argv[1] = str(tmp_path / "empty")
-    elif case.startswith("xmin="):
-        argv += ["--xmin", case.split("=", 1)[1]]
-        expect = "xmin"
-    elif case == "precision":
-        argv += ["--precision", "exact"]
-        expect = "precision"
-    elif case == "kinds":
-        argv += ["--kinds", "dense,attention"]
-        expect = "kinds"
-    elif case == "layers_regex":
-        argv += ["--layers", "enc.(big"]
-        expect = "layers"
-    elif case == "refine_fraction":
-        argv += ["--refine-fraction", "1.5"]
-        expect = "refine_fraction"
-    elif case == "min_evals":
-        argv += ["--min-evals", "1"]
-        expect = "min_evals"
-    rc = main(argv)
+        source, expect = tmp_path / "readme.txt", "unknown file format"
+        source.write_text("hello\n")
+    else:
+        source = tmp_path / "empty"
+        source.mkdir()
+    rc = main(["analyze", str(source)])
     out, err = capsys.readouterr()
     line = _assert_user_error(rc, out, err)
     if expect:
         assert expect in line
+
+
+# bad option values: the flags given, and the option name the one-line error must contain
+BAD_OPTIONS = {
+    "xmin=foo": (["--xmin", "foo"], "xmin"),
+    "xmin=0": (["--xmin", "0"], "xmin"),
+    "xmin=-1": (["--xmin", "-1"], "xmin"),
+    "xmin=nan": (["--xmin", "nan"], "xmin"),
+    "xmin=inf": (["--xmin", "inf"], "xmin"),
+    "precision": (["--precision", "exact"], "precision"),
+    "kinds": (["--kinds", "dense,attention"], "kinds"),
+    "layers_regex": (["--layers", "enc.(big"], "layers"),
+    "refine_fraction": (["--refine-fraction", "1.5"], "refine_fraction"),
+    "min_evals": (["--min-evals", "1"], "min_evals"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_OPTIONS))
+def test_bad_options_exit_2_with_one_line(model, capsys, case):
+    flags, expect = BAD_OPTIONS[case]
+    rc = main(["analyze", str(model), *flags])
+    out, err = capsys.readouterr()
+    assert expect in _assert_user_error(rc, out, err)
 
 
 def test_bad_option_is_reported_before_the_source_is_read(tmp_path, capsys):
