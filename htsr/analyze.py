@@ -16,8 +16,9 @@ import numpy as np
 
 from .errors import HtsrError, SourceError
 from .fits.powerlaw import PowerLawFit, fit_power_law
+from .fits.uncertainty import interval_of, tail_uncertainty
 from .io import FLOAT_DTYPES, open_source
-from .matrices import LayerMatrices, infer_kind, layer_matrices
+from .matrices import LayerMatrices, aspect_windows, infer_kind, layer_matrices
 from .metrics import compute_metrics, warning_for
 from .options import Options
 from .results import AnalysisResult, LayerResult, Summary
@@ -64,6 +65,12 @@ def analyze_layer(lm: LayerMatrices, opts: Options) -> LayerResult:
                 return LayerResult(**base, status="failed: NaN or Inf in the weights")
         scale = lm.scale / lm.N if opts.normalize == "N" else lm.scale
         spectrum = esd(mats, opts.precision, opts.refine_fraction, scale)
+        windows = None
+        if opts.farms_aspect is not None:
+            windows = [w for W in mats for w in aspect_windows(W, opts.farms_aspect)]
+            fit_spectrum = esd(windows, opts.precision, opts.refine_fraction, scale)
+        else:
+            fit_spectrum = spectrum
         del mats
     except HtsrError as e:
         return LayerResult(**base, status=f"failed: {e}")
@@ -73,18 +80,32 @@ def analyze_layer(lm: LayerMatrices, opts: Options) -> LayerResult:
     evals = spectrum.evals
 
     not_attempted = PowerLawFit.failed("not attempted")
+    extra: dict[str, Any] = {}
     if evals[-1] <= 0:
         fit, status = not_attempted, "failed: all-zero matrix"
     elif lm.num_evals < opts.min_evals:
         fit, status = not_attempted, f"not_fitted: {lm.num_evals} eigenvalues < min_evals={opts.min_evals}"
     else:
-        cut = WW_EVALS_THRESH if opts.evals_floor == "ww" else spectrum.floor
-        fit = fit_power_law(evals[evals > cut], opts.xmin, opts.clip_xmax, opts.max_fingers, opts.finger_thresh)
+        cut = WW_EVALS_THRESH if opts.evals_floor == "ww" else fit_spectrum.floor
+        fit_x = fit_spectrum.evals[fit_spectrum.evals > cut]
+        fit = fit_power_law(fit_x, opts.xmin, opts.clip_xmax, opts.max_fingers, opts.finger_thresh)
         status = fit.status
+        try:
+            extra = tail_uncertainty(
+                fit_x, fit, xmin=opts.xmin, tails=opts.tails, bootstrap=opts.bootstrap, seed=opts.seed,
+                confidence=opts.confidence, prior_shape=opts.prior_shape, prior_rate=opts.prior_rate,
+                bayes_average=opts.bayes_average)
+        except Exception as e:  # the fit stands; only its diagnostics are lost
+            extra, status = {}, f"{status}; diagnostics failed: {e.__class__.__name__}: {e}"
+        extra.update(num_fit_evals=float(fit_x.size))
     metrics = compute_metrics(spectrum, fit)
     clipped = opts.clip_xmax and fit.status == "ok"
+    if windows is not None:
+        extra.update(farms_windows=float(len(windows)))
+    lo, hi = interval_of(extra)
     return LayerResult(
-        **{**base, "warning": warning_for(fit.alpha)},
+        **{**base, "warning": warning_for(fit.alpha, lo, hi, extra.get("pl_pvalue", math.nan))},
+        **extra,
         status=status,
         alpha=fit.alpha,
         D=fit.D,

@@ -45,8 +45,13 @@ def _int_or_none(v: str) -> int | None:
     return None if v.lower() == "none" else int(v)
 
 
+def _float_or_none(v: str) -> float | None:
+    return None if v.lower() == "none" else float(v)
+
+
 _PARSERS = {"xmin": _xmin, "kinds": _kinds, "max_evals": _int_or_none, "workers": _int_or_none, "min_evals": int,
-            "max_fingers": int, "refine_fraction": float, "finger_thresh": float}
+            "max_fingers": int, "refine_fraction": float, "finger_thresh": float, "farms_aspect": _float_or_none,
+            "bootstrap": int, "seed": int, "confidence": float, "prior_shape": float, "prior_rate": float}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -35,7 +35,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["LayerMatrices", "infer_kind", "layer_matrices", "row_name"]
+__all__ = ["LayerMatrices", "aspect_windows", "infer_kind", "layer_matrices", "row_name"]
 
 _EMBEDDING = re.compile(r"(^|[._])(embed\w*|wte|wpe|tok_embeddings|shared)([._]|$)", re.IGNORECASE)
 _RNN = re.compile(r"weight_(ih|hh)_l\d+(_reverse)?$")
@@ -171,3 +171,29 @@ def layer_matrices(
                                     slices([p]))
     else:
         raise ValueError(f"unknown layer kind {kind!r}")
+
+
+def aspect_windows(W: np.ndarray, aspect: float) -> list[np.ndarray]:
+    """Submatrices of ``W`` that all have the aspect ratio ``aspect`` (FARMS, Hu et al., ICML 2025).
+
+    With N ≥ M the sides of ``W``, each window is w_N × w_M with w_M = min(M, ⌊N/aspect⌋) and
+    w_N = round(aspect·w_M), in ``W``'s own orientation. Windows are laid out on a grid that covers
+    ``W``: ⌈N/w_N⌉ × ⌈M/w_M⌉ positions, evenly spaced from one edge to the other (they overlap when the
+    sides are not multiples). Pooling the windows' eigenvalues gives an ESD whose random-matrix bulk
+    has the same shape (Marchenko–Pastur with Q = aspect) for every layer, whatever its own shape, so
+    the tail's alpha compares across layers. A matrix that already has the aspect ratio is one window.
+    """
+    rows, cols = W.shape
+    N, M = max(rows, cols), min(rows, cols)
+    wM = max(1, min(M, int(N // aspect)))
+    wN = min(N, max(1, int(round(aspect * wM))))
+    starts_N = np.unique(np.linspace(0, N - wN, -(-N // wN)).round().astype(int))
+    starts_M = np.unique(np.linspace(0, M - wM, -(-M // wM)).round().astype(int))
+    out = []
+    for a in starts_N:
+        for b in starts_M:
+            if rows >= cols:
+                out.append(W[a : a + wN, b : b + wM])
+            else:
+                out.append(W[b : b + wM, a : a + wN])
+    return out

@@ -15,11 +15,13 @@ import numpy as np
 from .fits.powerlaw import PowerLawFit
 from .spectra import Spectrum
 
-__all__ = ["Metric", "METRICS", "compute_metrics", "warning_for", "UNDER_TRAINED", "OVER_TRAINED"]
+__all__ = ["Metric", "METRICS", "compute_metrics", "warning_for", "UNDER_TRAINED", "OVER_TRAINED", "PLAUSIBLE_P"]
 
 #: alpha above this: the layer looks under-trained; below OVER_TRAINED: over-trained / over-fit
 UNDER_TRAINED = 6.0
 OVER_TRAINED = 2.0
+#: goodness-of-fit p-value above which a power law is plausible (Clauset, Shalizi & Newman 2009)
+PLAUSIBLE_P = 0.1
 
 NAN = float("nan")
 
@@ -80,14 +82,28 @@ METRICS: tuple[Metric, ...] = (
 )
 
 
-def warning_for(alpha: float) -> str:
-    """'under-trained' if α > 6, 'over-trained' if α < 2, '' otherwise (and for NaN)."""
+def warning_for(alpha: float, lo: float = NAN, hi: float = NAN, pl_pvalue: float = NAN) -> str:
+    """The layer's warning from alpha, its interval [lo, hi] and the goodness-of-fit p-value.
+
+    * ``no-power-law``  the bootstrap rejects the power law (p ≤ 0.1): alpha does not describe the tail;
+    * ``over-trained``  the whole interval lies below 2;  ``under-trained``: above 6;
+    * ``uncertain``     the interval contains 2 or 6: the data cannot say on which side alpha lies;
+    * ``''``           otherwise, and when alpha is NaN.
+
+    Without an interval (NaN bounds) the point estimate is compared with 2 and 6, as WeightWatcher does.
+    """
     if not math.isfinite(alpha):
         return ""
-    if alpha > UNDER_TRAINED:
-        return "under-trained"
-    if alpha < OVER_TRAINED:
+    if math.isfinite(pl_pvalue) and pl_pvalue <= PLAUSIBLE_P:
+        return "no-power-law"
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        lo = hi = alpha
+    if hi < OVER_TRAINED:
         return "over-trained"
+    if lo > UNDER_TRAINED:
+        return "under-trained"
+    if lo <= OVER_TRAINED <= hi or lo <= UNDER_TRAINED <= hi:
+        return "uncertain"
     return ""
 
 

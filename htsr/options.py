@@ -53,6 +53,10 @@ def _float_range(lo: float, hi: float, lo_open: bool = False) -> Callable[[Any],
     return check
 
 
+def _none_or(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
 def _xmin_ok(v: Any) -> bool:
     if v in XMIN_STRATEGIES:
         return True
@@ -109,6 +113,27 @@ OPTION_SPECS: dict[str, OptionSpec] = {
         OptionSpec("ww_conv_scale", True, "True or False", _choice(True, False),
                    "scale Conv2d eigenvalues as WeightWatcher does (x 1/2 pooled, x kh*kw/2 per position), so log norms compare "
                    "with it and with the published tables"),
+        OptionSpec("farms_aspect", None, "None or a number >= 1", _none_or(_float_range(1.0, 1e6)),
+                   "shape-bias correction (FARMS): fit the tail to the pooled eigenvalues of windows of "
+                   "this aspect ratio covering each matrix, so alpha compares across layer shapes "
+                   "(norms and ranks stay those of the whole matrix)"),
+        OptionSpec("tails", True, "True or False", _choice(True, False),
+                   "alternative tails: fit a truncated power law (at x_min, and E-TPL at the peak-bounded "
+                   "x_min), exponential and log-normal; likelihood-ratio tests and best_fit"),
+        OptionSpec("bootstrap", 0, "an integer >= 0", _int_range(0),
+                   "semi-parametric bootstrap replicates (x_min refitted in each): confidence interval "
+                   "of alpha and goodness-of-fit p-value (0 = off; 200 is a good start)"),
+        OptionSpec("confidence", 0.95, "a number in (0, 1)", _float_range(0.0, 1.0 - 1e-9, lo_open=True),
+                   "level of the bootstrap and Bayesian intervals of alpha"),
+        OptionSpec("prior_shape", 0.0, "a number >= 0", _float_range(0.0, 1e9),
+                   "Bayesian alpha: shape of the Gamma prior on alpha - 1 (0 with prior_rate 0 = Jeffreys)"),
+        OptionSpec("prior_rate", 0.0, "a number >= 0", _float_range(0.0, 1e9),
+                   "Bayesian alpha: rate of the Gamma prior on alpha - 1"),
+        OptionSpec("bayes_average", False, "True or False", _choice(True, False),
+                   "Bayesian alpha averaged over every x_min candidate, weighted by its evidence under a "
+                   "log-uniform bulk model (default: at the fitted x_min)"),
+        OptionSpec("seed", 0, "an integer >= 0", _int_range(0),
+                   "seed of every random draw (bootstrap), so results are reproducible"),
         OptionSpec("min_evals", 50, "an integer >= 2", _int_range(2),
                    "layers with fewer eigenvalues are described (norms) but not fitted"),
         OptionSpec("max_evals", None, "None or an integer >= 1", _int_range(1, none_ok=True),
@@ -141,6 +166,14 @@ class Options:
     normalize: str = "none"
     conv: str = "pooled"
     ww_conv_scale: bool = True
+    farms_aspect: float | None = None
+    tails: bool = True
+    bootstrap: int = 0
+    confidence: float = 0.95
+    prior_shape: float = 0.0
+    prior_rate: float = 0.0
+    bayes_average: bool = False
+    seed: int = 0
     min_evals: int = 50
     max_evals: int | None = None
     layers: str | None = None

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .metrics import METRICS
+from .metrics import METRICS, PLAUSIBLE_P
 
 __all__ = ["LayerResult", "Summary", "AnalysisResult", "COLUMNS", "SUMMARY_METRICS", "atomic_write"]
 
@@ -37,7 +37,7 @@ class LayerResult:
     num_matrices: int  # matrices pooled into this row (conv kernel positions)
     num_evals: int  # eigenvalues in the ESD = M · num_matrices
     status: str  # 'ok', 'not_fitted: …', 'skipped: …', 'failed: …', 'fit_failed: …'
-    warning: str  # 'under-trained' (α > 6), 'over-trained' (α < 2) or ''
+    warning: str  # over-trained | under-trained | uncertain | no-power-law | '' (see metrics.warning_for)
     eig_method: str  # svd64 | gram32 | gram64 (fast path refined in float64)
     num_evals_below_floor: float  # eigenvalues below the numerical floor of their computation
     alpha: float = NAN  # power-law exponent of the ESD tail density
@@ -56,6 +56,33 @@ class LayerResult:
     num_pl_spikes: float = NAN  # tail size n used by the fit
     num_fingers: float = NAN  # top eigenvalues dropped by clip_xmax (NaN when off)
     raw_alpha: float = NAN  # alpha before clip_xmax (NaN when off)
+    num_fit_evals: float = NAN  # eigenvalues the tail fit saw (after the floor; FARMS windows pooled)
+    farms_windows: float = NAN  # FARMS windows pooled for the fit (NaN when farms_aspect is off)
+    # Bayesian alpha at the fitted x_min (Gamma prior on α−1; Jeffreys by default)
+    bayes_alpha: float = NAN  # posterior mean
+    bayes_alpha_lo: float = NAN  # central credible interval at the `confidence` level
+    bayes_alpha_hi: float = NAN
+    p_alpha_lt_2: float = NAN  # posterior P(α < 2)
+    p_alpha_gt_6: float = NAN  # posterior P(α > 6)
+    # semi-parametric bootstrap (NaN unless bootstrap > 0)
+    boot_alpha_lo: float = NAN  # basic bootstrap interval at the `confidence` level
+    boot_alpha_hi: float = NAN
+    boot_alpha_se: float = NAN  # standard deviation of the replicates' alpha
+    pl_pvalue: float = NAN  # goodness of fit: share of replicates with D* >= D (plausible if > 0.1)
+    num_boot: float = NAN  # replicates whose refit succeeded
+    # alternative tails (NaN unless tails is on)
+    best_fit: str = ""  # power_law | exponential | lognormal | truncated_power_law (see fits.tails)
+    lr_exponential: float = NAN  # Vuong R = ℓ_PL − ℓ_exp (> 0 favours the power law)
+    p_exponential: float = NAN  # two-sided p of Vuong's test
+    lr_lognormal: float = NAN
+    p_lognormal: float = NAN
+    lr_tpl: float = NAN  # ℓ_PL − ℓ_TPL (≤ 0; nested)
+    p_tpl: float = NAN  # ½·P(χ²₁ > 2|R|)
+    tpl_alpha: float = NAN  # truncated power law λ^−α e^−Λλ at the fitted x_min
+    tpl_Lambda: float = NAN
+    etpl_alpha: float = NAN  # E-TPL: the same at the peak-bounded x_min
+    etpl_Lambda: float = NAN
+    etpl_xmin: float = NAN
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -66,7 +93,8 @@ assert {m.name for m in METRICS} <= set(COLUMNS)
 
 #: metrics averaged in the model summary (finite values only)
 SUMMARY_METRICS = ("alpha", "alpha_weighted", "log_alpha_norm", "log_norm", "log_spectral_norm",
-                   "stable_rank", "entropy", "D", "sigma")
+                   "stable_rank", "entropy", "D", "sigma", "bayes_alpha", "pl_pvalue")
+
 
 
 @dataclass(frozen=True)
@@ -79,6 +107,10 @@ class Summary:
     num_failed: int  # bad weights or a failed fit
     num_under_trained: int
     num_over_trained: int
+    num_uncertain: int  # the interval of alpha contains 2 or 6
+    num_no_power_law: int  # bootstrap p <= 0.1
+    share_plausible_pl: float  # share of bootstrapped layers with p > 0.1 (NaN without bootstrap)
+    share_best_fit_pl: float  # share of compared layers whose best_fit is the power law (NaN without tails)
     means: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -96,6 +128,10 @@ class Summary:
             num_failed=status.count("failed") + status.count("fit_failed"),
             num_under_trained=sum(r.warning == "under-trained" for r in layers),
             num_over_trained=sum(r.warning == "over-trained" for r in layers),
+            num_uncertain=sum(r.warning == "uncertain" for r in layers),
+            num_no_power_law=sum(r.warning == "no-power-law" for r in layers),
+            share_plausible_pl=_share([r.pl_pvalue > PLAUSIBLE_P for r in layers if math.isfinite(r.pl_pvalue)]),
+            share_best_fit_pl=_share([r.best_fit == "power_law" for r in layers if r.best_fit]),
             means=means,
         )
 
@@ -103,6 +139,10 @@ class Summary:
         d = dataclasses.asdict(self)
         d.update(d.pop("means"))
         return d
+
+
+def _share(flags: list[bool]) -> float:
+    return sum(flags) / len(flags) if flags else NAN
 
 
 def _json_safe(v: Any) -> Any:

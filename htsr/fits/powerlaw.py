@@ -40,7 +40,7 @@ class PowerLawFit:
     raw_alpha: float = float("nan")  # alpha before clip_xmax (NaN when clip_xmax is off)
 
     @classmethod
-    def failed(cls, reason: str) -> "PowerLawFit":
+    def failed(cls, reason: str) -> PowerLawFit:
         nan = float("nan")
         return cls(nan, nan, nan, nan, nan, 0, f"fit_failed: {reason}")
 

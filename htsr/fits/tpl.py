@@ -1,0 +1,142 @@
+"""Truncated power law (TPL): p(λ) ∝ λ^(−α)·e^(−Λλ) for λ ≥ x_min, fitted by maximum likelihood.
+
+With u = λ/x_min and t = ln u the density of t is exp(−a·t − c·eᵗ) / I(a, c), where a = α − 1 and
+c = Λ·x_min, and the normaliser is
+
+    I(a, c) = ∫₀^∞ exp(−a·t − c·eᵗ) dt = x_min^(α−1)·∫_{x_min}^∞ λ^(−α) e^(−Λλ) dλ
+            = (Λ·x_min)^(α−1)·Γ(1−α, Λ·x_min)        (upper incomplete gamma; no closed form for α > 1
+                                                       in scipy, whose gammaincc needs a positive order)
+
+It is a two-parameter exponential family in (t, eᵗ), so the negative log-likelihood is convex in
+(a, c) and its gradient is (mean t − E[t], mean u − E[eᵗ]). I and the moments come from one
+composite Gauss–Legendre rule on the integrand's effective support (where it is within e^−45 of its
+maximum), in double precision: no arbitrary-precision calls, ~0.1 ms per evaluation.
+
+The fit keeps α ≥ 1 and Λ ≥ 0 (as the ``powerlaw`` package does); Λ = 0 is the plain power law, so
+the likelihood-ratio test of PL against TPL is nested (see :mod:`htsr.fits.tails`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.optimize
+
+__all__ = ["TPLFit", "fit_truncated_power_law", "tpl_log_normaliser", "tpl_logpdf"]
+
+_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(24)
+_PANELS = 24  # panels per side of the integrand's peak
+_DROP = 45.0  # the integrand is cut where it is below e^-45 of its peak (relative error < 1e-19)
+
+
+@dataclass(frozen=True)
+class TPLFit:
+    alpha: float
+    Lambda: float  # cut-off rate Λ, in the units of 1/λ
+    xmin: float
+    loglik: float  # total log-likelihood of the tail (density in λ)
+    status: str  # "ok" or "fit_failed: <reason>"
+
+    @classmethod
+    def failed(cls, reason: str) -> TPLFit:
+        nan = float("nan")
+        return cls(nan, nan, nan, nan, f"fit_failed: {reason}")
+
+
+def _support(a: float, c: float) -> tuple[float, float]:
+    """(t_peak, t_end): where exp(−a t − c eᵗ) on t ≥ 0 peaks and where it has dropped by e^−_DROP."""
+    t_peak = math.log(-a / c) if a < 0 and -a > c else 0.0
+    g = c * math.exp(t_peak)  # c·e^t at the peak
+    # beyond the peak the log-integrand falls by h(s) = a·s + g·(eˢ − 1) (a ≥ −g); solve h(s) = _DROP
+    lo, hi = 0.0, 1.0
+    while a * hi + g * math.expm1(hi) < _DROP:
+        lo, hi = hi, 2.0 * hi
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if a * mid + g * math.expm1(mid) < _DROP:
+            lo = mid
+        else:
+            hi = mid
+    return t_peak, t_peak + hi
+
+
+def _nodes(a: float, c: float) -> tuple[np.ndarray, np.ndarray]:
+    t_peak, t_end = _support(a, c)
+    pieces = [(0.0, t_peak)] if t_peak > 0 else []
+    pieces.append((t_peak, t_end))
+    ts, ws = [], []
+    for lo, hi in pieces:
+        edges = np.linspace(lo, hi, _PANELS + 1)
+        half = 0.5 * np.diff(edges)[:, None]
+        mid = 0.5 * (edges[:-1] + edges[1:])[:, None]
+        ts.append((mid + half * _GL_NODES).ravel())
+        ws.append((half * _GL_WEIGHTS).ravel())
+    return np.concatenate(ts), np.concatenate(ws)
+
+
+def _moments(a: float, c: float) -> tuple[float, float, float]:
+    """(ln I(a, c), E[t], E[eᵗ]) under the TPL density of t."""
+    if c == 0.0:
+        if a <= 0:
+            return math.inf, math.nan, math.nan
+        return -math.log(a), 1.0 / a, (a / (a - 1.0) if a > 1 else math.inf)
+    t, w = _nodes(a, c)
+    et = np.exp(t)
+    logf = -a * t - c * et
+    shift = float(logf.max())
+    f = w * np.exp(logf - shift)
+    total = float(f.sum())
+    return shift + math.log(total), float(f @ t) / total, float(f @ et) / total
+
+
+def tpl_log_normaliser(alpha: float, Lambda: float, xmin: float) -> float:
+    """ln ∫_{x_min}^∞ λ^(−α) e^(−Λλ) dλ."""
+    a = alpha - 1.0
+    return _moments(a, Lambda * xmin)[0] - a * math.log(xmin)
+
+
+def tpl_logpdf(x: np.ndarray, alpha: float, Lambda: float, xmin: float) -> np.ndarray:
+    """Log-density of the TPL at each x ≥ x_min."""
+    x = np.asarray(x, dtype=np.float64)
+    return -alpha * np.log(x) - Lambda * x - tpl_log_normaliser(alpha, Lambda, xmin)
+
+
+def fit_truncated_power_law(tail: np.ndarray, xmin: float) -> TPLFit:
+    """Maximum-likelihood (α, Λ) of a TPL for the values ``tail`` (all ≥ ``xmin`` > 0).
+
+    Convex problem in (a, c) = (α − 1, Λ·x_min), solved with L-BFGS-B on the exact gradient from the
+    sufficient statistics mean(t) and mean(u); c is scaled by mean(u) so both variables are O(1).
+    """
+    tail = np.asarray(tail, dtype=np.float64)
+    if tail.size < 2 or not xmin > 0:
+        return TPLFit.failed("fewer than 2 tail values")
+    u = tail / xmin
+    t_bar, u_bar = float(np.mean(np.log(u))), float(np.mean(u))
+    if t_bar <= 0:
+        return TPLFit.failed("all tail values equal x_min")
+    scale = 1.0 / u_bar
+
+    def nll(p: np.ndarray) -> tuple[float, np.ndarray]:
+        a, c = float(p[0]), float(p[1]) * scale
+        if c == 0.0 and a <= 0:
+            return 1e300, np.array([-1.0, -1.0])
+        log_i, e_t, e_u = _moments(a, c)
+        g_c = (u_bar - e_u) * scale if math.isfinite(e_u) else -1e6  # E[u] = ∞ at c = 0, a ≤ 1
+        return a * t_bar + c * u_bar + log_i, np.array([t_bar - e_t, g_c])
+
+    start = np.array([1.0 / t_bar, 0.5])
+    res = scipy.optimize.minimize(nll, start, jac=True, method="L-BFGS-B",
+                                  bounds=[(0.0, 1e4), (0.0, 1e8)], options={"ftol": 1e-14, "gtol": 1e-10})
+    a, c = float(res.x[0]), float(res.x[1]) * scale
+    value = float(res.fun)
+    # the bound c = 0 is the plain power law, whose optimum is closed form: take it when it is better
+    pl = 1.0 + math.log(t_bar)  # a·t̄ + ln I at a = 1/t̄, c = 0
+    if pl <= value:
+        a, c, value = 1.0 / t_bar, 0.0, pl
+    if not math.isfinite(value):
+        return TPLFit.failed("the likelihood could not be maximised")
+    # Σ ln p(λ_i) = −n·(a t̄ + c ū + ln I) − Σ ln λ_i
+    loglik = -tail.size * value - float(np.sum(np.log(tail)))
+    return TPLFit(a + 1.0, c / xmin, float(xmin), loglik, "ok")

@@ -1,0 +1,59 @@
+"""How far to trust a power-law fit: every uncertainty and plausibility column of one layer.
+
+:func:`tail_uncertainty` runs, on the values a fit saw, the Bayesian posterior of alpha (always; closed
+form), the alternative-tail comparisons with TPL and E-TPL (``tails``; a few ms) and the bootstrap
+(``bootstrap`` replicates; opt-in, the costly part), and returns the result columns by name.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .bayes import bayesian_alpha, bayesian_alpha_averaged
+from .bootstrap import bootstrap_power_law
+from .powerlaw import PowerLawFit, fit_power_law
+from .tails import compare_tails
+from .tpl import fit_truncated_power_law
+
+__all__ = ["tail_uncertainty", "interval_of"]
+
+
+def tail_uncertainty(x: np.ndarray, fit: PowerLawFit, *, xmin: str | float = "ks", tails: bool = True,
+                     bootstrap: int = 0, seed: int = 0, confidence: float = 0.95, prior_shape: float = 0.0,
+                     prior_rate: float = 0.0, bayes_average: bool = False) -> dict[str, Any]:
+    """Columns for a successful ``fit`` of the sorted values ``x`` (only the columns computed)."""
+    out: dict[str, Any] = {}
+    if fit.status != "ok" or not math.isfinite(fit.alpha):
+        return out
+    tail = x[(x >= fit.xmin) & (x <= fit.xmax)]
+    if bayes_average:
+        b = bayesian_alpha_averaged(x[x <= fit.xmax], confidence, prior_shape, prior_rate)
+    else:
+        b = bayesian_alpha(tail, fit.xmin, confidence, prior_shape, prior_rate)
+    out.update(bayes_alpha=b.mean, bayes_alpha_lo=b.lo, bayes_alpha_hi=b.hi, p_alpha_lt_2=b.p_lt_2,
+               p_alpha_gt_6=b.p_gt_6)
+    if tails:
+        c = compare_tails(tail, fit.alpha, fit.xmin)
+        out.update(best_fit=c.best_fit, lr_exponential=c.lr_exponential, p_exponential=c.p_exponential,
+                   lr_lognormal=c.lr_lognormal, p_lognormal=c.p_lognormal, lr_tpl=c.lr_tpl, p_tpl=c.p_tpl,
+                   tpl_alpha=c.tpl.alpha, tpl_Lambda=c.tpl.Lambda)
+        peak = fit if xmin == "peak" else fit_power_law(x[x <= fit.xmax], xmin="peak")
+        if peak.status == "ok":
+            e = fit_truncated_power_law(x[(x >= peak.xmin) & (x <= fit.xmax)], peak.xmin)
+            out.update(etpl_alpha=e.alpha, etpl_Lambda=e.Lambda, etpl_xmin=peak.xmin)
+    if bootstrap > 0:
+        r = bootstrap_power_law(x[x <= fit.xmax], fit, bootstrap, seed, xmin, confidence)
+        out.update(boot_alpha_lo=r.alpha_lo, boot_alpha_hi=r.alpha_hi, boot_alpha_se=r.alpha_se,
+                   pl_pvalue=r.p_value, num_boot=float(r.num_ok))
+    return out
+
+
+def interval_of(columns: dict[str, Any]) -> tuple[float, float]:
+    """The interval of alpha the warning uses: the bootstrap's when it ran, else the Bayesian one."""
+    nan = float("nan")
+    if math.isfinite(columns.get("boot_alpha_lo", nan)) and math.isfinite(columns.get("boot_alpha_hi", nan)):
+        return columns["boot_alpha_lo"], columns["boot_alpha_hi"]
+    return columns.get("bayes_alpha_lo", nan), columns.get("bayes_alpha_hi", nan)
