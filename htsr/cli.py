@@ -22,8 +22,11 @@ from .results import AnalysisResult, atomic_write
 
 __all__ = ["main", "build_parser", "format_table"]
 
-TABLE_COLUMNS = ("name", "kind", "shape", "num_evals", "alpha", "D", "xmin", "num_pl_spikes",
-                 "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank", "warning", "status")
+TABLE_COLUMNS = ("name", "kind", "shape", "num_evals", "alpha", "bayes_alpha_lo", "bayes_alpha_hi", "D", "xmin",
+                 "num_pl_spikes", "best_fit", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank",
+                 "warning", "status")
+#: the bootstrap's columns replace the Bayesian interval in the table when the bootstrap ran
+BOOTSTRAP_COLUMNS = ("boot_alpha_lo", "boot_alpha_hi", "pl_pvalue")
 
 
 def _flag(name: str) -> str:
@@ -106,14 +109,23 @@ def _fmt(v: Any) -> str:
         if v == int(v) and abs(v) < 1e9:
             return str(int(v))
         return f"{v:.4g}"
-    return str(v)
+    return str(v) if v != "" else "-"
 
 
-def format_table(result: AnalysisResult, columns: Sequence[str] = TABLE_COLUMNS) -> str:
+def table_columns(result: AnalysisResult) -> tuple[str, ...]:
+    """The default table's columns for this result (the bootstrap's interval and p-value when it ran)."""
+    if not result.options.get("bootstrap"):
+        return TABLE_COLUMNS
+    i = TABLE_COLUMNS.index("bayes_alpha_lo")
+    return TABLE_COLUMNS[:i] + BOOTSTRAP_COLUMNS + TABLE_COLUMNS[i + 2 :]
+
+
+def format_table(result: AnalysisResult, columns: Sequence[str] | None = None) -> str:
     """The per-layer table as aligned plain text."""
+    columns = table_columns(result) if columns is None else columns
     rows = [[_fmt(getattr(r, c)) for c in columns] for r in result.layers]
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
-    numeric = [c not in ("name", "kind", "shape", "warning", "status") for c in columns]
+    numeric = [c not in ("name", "kind", "shape", "best_fit", "warning", "status") for c in columns]
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)).rstrip()
@@ -126,8 +138,13 @@ def format_summary(result: AnalysisResult) -> str:
     lines = [
         f"source: {result.source}",
         f"layers: {s.num_layers}  fitted: {s.num_fitted}  not fitted: {s.num_not_fitted}  "
-        f"failed: {s.num_failed}  under-trained (alpha>6): {s.num_under_trained}  "
-        f"over-trained (alpha<2): {s.num_over_trained}",
+        f"failed: {s.num_failed}",
+        f"warnings: over-trained {s.num_over_trained}  under-trained {s.num_under_trained}  "
+        f"uncertain {s.num_uncertain}  no-power-law {s.num_no_power_law}  "
+        f"(interval of alpha: {'bootstrap' if result.options.get('bootstrap') else 'Bayesian'}, "
+        f"{result.options.get('confidence', 0.95):.0%})",
+        f"power law plausible (bootstrap p > 0.1): {_fmt(s.share_plausible_pl)}  "
+        f"best fit is the power law: {_fmt(s.share_best_fit_pl)}",
         "means over layers with a finite value: "
         + "  ".join(f"{k}={_fmt(v)}" for k, v in s.means.items()),
     ]

@@ -185,7 +185,7 @@ def aspect_windows(W: np.ndarray, aspect: float) -> list[np.ndarray]:
     """
     rows, cols = W.shape
     N, M = max(rows, cols), min(rows, cols)
-    wM = max(1, min(M, int(N // aspect)))
+    wM = max(1, min(M, int(N / aspect + 1e-9)))  # + 1e-9: 210 / 2.1 is 99.99999999999999 in binary
     wN = min(N, max(1, int(round(aspect * wM))))
     starts_N = np.unique(np.linspace(0, N - wN, -(-N // wN)).round().astype(int))
     starts_M = np.unique(np.linspace(0, M - wM, -(-M // wM)).round().astype(int))

@@ -78,7 +78,21 @@ def test_analyze_prints_table_and_summary(model, capsys):
     summary = lines[blank + 1 :]
     assert summary[0] == f"source: {model}"
     assert summary[1].startswith("layers: 2  fitted: 1  not fitted: 1  failed: 0")
-    assert summary[2].startswith("means over layers with a finite value:") and "alpha=" in summary[2]
+    assert summary[2].startswith("warnings: over-trained 0  under-trained 0")
+    assert "interval of alpha: Bayesian, 95%" in summary[2]
+    assert summary[3].startswith("power law plausible (bootstrap p > 0.1): nan")  # no bootstrap ran
+    assert summary[4].startswith("means over layers with a finite value:") and "alpha=" in summary[4]
+
+
+def test_bootstrap_columns_replace_the_bayesian_interval(model, capsys):
+    assert main(["analyze", str(model), "--bootstrap", "20", "--seed", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0].split()
+    assert "boot_alpha_lo" in header and "pl_pvalue" in header and "bayes_alpha_lo" not in header
+    row = dict(zip(header, lines[1].split()))
+    assert float(row["boot_alpha_lo"]) <= float(row["boot_alpha_hi"])
+    assert 0.0 <= float(row["pl_pvalue"]) <= 1.0
+    assert "interval of alpha: bootstrap, 95%" in "\n".join(lines)
 
 
 def test_table_alpha_matches_library(model, capsys):

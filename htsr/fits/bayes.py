@@ -70,11 +70,13 @@ def bayesian_alpha_averaged(x: np.ndarray, level: float = 0.95, prior_shape: flo
     if k.size == 0:
         return BayesAlpha.undefined()
     shape, rate = prior_shape + n, prior_rate + T
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # k = 0 has no bulk: its term is 0
         bulk = np.where(m > 0, m * np.log(np.log(x[k] / x[0])), 0.0)
     log_ev = (scipy.special.betaln(n + 1, m + 1) + scipy.special.gammaln(shape)
               - shape * np.log(rate) - bulk)
     log_ev[~np.isfinite(log_ev)] = -np.inf
+    if not np.isfinite(log_ev.max()):
+        return BayesAlpha.undefined()
     w = np.exp(log_ev - log_ev.max())
     return _posterior(shape, rate, w / w.sum(), level)
 
@@ -99,7 +101,8 @@ def _posterior(shape: np.ndarray, rate: np.ndarray, w: np.ndarray, level: float)
         bracket = (float(q_lo.min()) * 0.5, float(q_hi.max()) * 2.0)
         lo = _mixture_quantile(cdf, tail_p, bracket)
         hi = _mixture_quantile(cdf, 1.0 - tail_p, bracket)
-    return BayesAlpha(mean, 1.0 + lo, 1.0 + hi, cdf(1.0), 1.0 - cdf(5.0))
+    # a weighted sum of CDFs can round past 1: clip the probabilities to [0, 1]
+    return BayesAlpha(mean, 1.0 + lo, 1.0 + hi, min(1.0, cdf(1.0)), max(0.0, 1.0 - cdf(5.0)))
 
 
 def _mixture_quantile(cdf, q: float, bracket: tuple[float, float]) -> float:

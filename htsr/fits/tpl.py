@@ -46,16 +46,18 @@ class TPLFit:
 
 
 def _support(a: float, c: float) -> tuple[float, float]:
-    """(t_peak, t_end): where exp(−a t − c eᵗ) on t ≥ 0 peaks and where it has dropped by e^−_DROP."""
+    """(t_peak, t_end): where exp(−a t − c eᵗ) on t ≥ 0 peaks, and where it (and eᵗ times it) is negligible."""
     t_peak = math.log(-a / c) if a < 0 and -a > c else 0.0
     g = c * math.exp(t_peak)  # c·e^t at the peak
-    # beyond the peak the log-integrand falls by h(s) = a·s + g·(eˢ − 1) (a ≥ −g); solve h(s) = _DROP
+    # beyond the peak the log-integrand falls by a·s + g·(eˢ − 1); E[eᵗ]'s integrand, eᵗ times larger,
+    # by h(s) = (a − 1)·s + g·(eˢ − 1). Cut where h(s) = _DROP (h grows without bound as g > 0).
+    b = a - 1.0
     lo, hi = 0.0, 1.0
-    while a * hi + g * math.expm1(hi) < _DROP:
+    while b * hi + g * math.expm1(hi) < _DROP:
         lo, hi = hi, 2.0 * hi
     for _ in range(60):
         mid = 0.5 * (lo + hi)
-        if a * mid + g * math.expm1(mid) < _DROP:
+        if b * mid + g * math.expm1(mid) < _DROP:
             lo = mid
         else:
             hi = mid
