@@ -10,6 +10,8 @@ again by the same strategy — and its α* and KS distance D* are kept.
 * Confidence interval for α: the basic (reverse-percentile) bootstrap interval
   [2α̂ − q_{1−γ/2}(α*), 2α̂ − q_{γ/2}(α*)], which corrects for the upward bias and right skew of α̂
   in small tails (the percentile interval does not; the calibration in docs/uncertainty.md compares).
+  For very small, skewed tails 2α̂ − q can fall below 1, outside the parameter space: the lower end
+  is clipped at 1.
 
 All replicates are drawn at once from one seeded generator (``numpy.random.default_rng(seed)``); each
 refit is the vectorised KS scan, so the only Python loop is over replicates.
@@ -83,7 +85,7 @@ def bootstrap_power_law(x: np.ndarray, fit: PowerLawFit, reps: int, seed: int = 
     g = (1.0 - level) / 2.0
     q_lo, q_hi = np.quantile(a, [g, 1.0 - g])
     return BootstrapResult(
-        alpha_lo=float(2.0 * fit.alpha - q_hi),
+        alpha_lo=max(1.0, float(2.0 * fit.alpha - q_hi)),  # α > 1 for any power law: clip to it
         alpha_hi=float(2.0 * fit.alpha - q_lo),
         alpha_se=float(np.std(a, ddof=1)) if a.size > 1 else _NAN,
         p_value=float(np.mean(Ds[ok] >= fit.D)),
