@@ -65,10 +65,12 @@ def analyze_layer(lm: LayerMatrices, opts: Options) -> LayerResult:
                 return LayerResult(**base, status="failed: NaN or Inf in the weights")
         scale = lm.scale / lm.N if opts.normalize == "N" else lm.scale
         spectrum = esd(mats, opts.precision, opts.refine_fraction, scale)
-        windows = None
+        num_windows = None
         if opts.farms_aspect is not None:
             windows = [w for W in mats for w in aspect_windows(W, opts.farms_aspect)]
             fit_spectrum = esd(windows, opts.precision, opts.refine_fraction, scale)
+            num_windows = len(windows)
+            del windows  # views into mats: they would keep the tensor alive through the fits
         else:
             fit_spectrum = spectrum
         del mats
@@ -100,8 +102,8 @@ def analyze_layer(lm: LayerMatrices, opts: Options) -> LayerResult:
         extra.update(num_fit_evals=float(fit_x.size))
     metrics = compute_metrics(spectrum, fit)
     clipped = opts.clip_xmax and fit.status == "ok"
-    if windows is not None:
-        extra.update(farms_windows=float(len(windows)))
+    if num_windows is not None:
+        extra.update(farms_windows=float(num_windows))
     lo, hi = interval_of(extra)
     return LayerResult(
         **{**base, "warning": warning_for(fit.alpha, lo, hi, extra.get("pl_pvalue", math.nan))},

@@ -12,7 +12,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from . import __version__
 from .analyze import analyze
@@ -44,16 +44,17 @@ def _kinds(v: str) -> list[str]:
     return [k.strip() for k in v.split(",") if k.strip()]
 
 
-def _int_or_none(v: str) -> int | None:
-    return None if v.lower() == "none" else int(v)
+def _or_none(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type that reads 'none' as None and anything else with ``parse``."""
+    def f(v: str) -> Any:
+        return None if v.lower() == "none" else parse(v)
+
+    f.__name__ = parse.__name__  # argparse names the type in its error message
+    return f
 
 
-def _float_or_none(v: str) -> float | None:
-    return None if v.lower() == "none" else float(v)
-
-
-_PARSERS = {"xmin": _xmin, "kinds": _kinds, "max_evals": _int_or_none, "workers": _int_or_none, "min_evals": int,
-            "max_fingers": int, "refine_fraction": float, "finger_thresh": float, "farms_aspect": _float_or_none,
+_PARSERS = {"xmin": _xmin, "kinds": _kinds, "max_evals": _or_none(int), "workers": _or_none(int), "min_evals": int,
+            "max_fingers": int, "refine_fraction": float, "finger_thresh": float, "farms_aspect": _or_none(float),
             "bootstrap": int, "seed": int, "confidence": float, "prior_shape": float, "prior_rate": float}
 
 

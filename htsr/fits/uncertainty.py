@@ -28,9 +28,10 @@ def tail_uncertainty(x: np.ndarray, fit: PowerLawFit, *, xmin: str | float = "ks
     out: dict[str, Any] = {}
     if fit.status != "ok" or not math.isfinite(fit.alpha):
         return out
-    tail = x[(x >= fit.xmin) & (x <= fit.xmax)]
+    seen = x[x <= fit.xmax]  # the values the fit saw (clip_xmax drops the top ones)
+    tail = seen[seen >= fit.xmin]
     if bayes_average:
-        b = bayesian_alpha_averaged(x[x <= fit.xmax], confidence, prior_shape, prior_rate)
+        b = bayesian_alpha_averaged(seen, confidence, prior_shape, prior_rate)
     else:
         b = bayesian_alpha(tail, fit.xmin, confidence, prior_shape, prior_rate)
     out.update(bayes_alpha=b.mean, bayes_alpha_lo=b.lo, bayes_alpha_hi=b.hi, p_alpha_lt_2=b.p_lt_2,
@@ -40,12 +41,12 @@ def tail_uncertainty(x: np.ndarray, fit: PowerLawFit, *, xmin: str | float = "ks
         out.update(best_fit=c.best_fit, lr_exponential=c.lr_exponential, p_exponential=c.p_exponential,
                    lr_lognormal=c.lr_lognormal, p_lognormal=c.p_lognormal, lr_tpl=c.lr_tpl, p_tpl=c.p_tpl,
                    tpl_alpha=c.tpl.alpha, tpl_Lambda=c.tpl.Lambda)
-        peak = fit if xmin == "peak" else fit_power_law(x[x <= fit.xmax], xmin="peak")
+        peak = fit if xmin == "peak" else fit_power_law(seen, xmin="peak")
         if peak.status == "ok":
-            e = fit_truncated_power_law(x[(x >= peak.xmin) & (x <= fit.xmax)], peak.xmin)
+            e = fit_truncated_power_law(seen[seen >= peak.xmin], peak.xmin)
             out.update(etpl_alpha=e.alpha, etpl_Lambda=e.Lambda, etpl_xmin=peak.xmin)
     if bootstrap > 0:
-        r = bootstrap_power_law(x[x <= fit.xmax], fit, bootstrap, seed, xmin, confidence)
+        r = bootstrap_power_law(seen, fit, bootstrap, seed, xmin, confidence)
         out.update(boot_alpha_lo=r.alpha_lo, boot_alpha_hi=r.alpha_hi, boot_alpha_se=r.alpha_se,
                    pl_pvalue=r.p_value, num_boot=float(r.num_ok))
     return out
