@@ -4,8 +4,9 @@ Each replicate has as many values as the data. Each value comes, with probabilit
 out of N), from the fitted power law above x_min (inverse-CDF draw x_min·U^(−1/(α−1))), and otherwise
 from the data below x_min: a smoothed resample, drawn from their empirical quantile function linear
 between order statistics, so replicates have no tied values (CSN resample with replacement; the
-p-values came out the same either way in the diagnosis runs of issue 3). The replicate is then fitted exactly like the data — x_min chosen
-again by the same strategy — and its α* and KS distance D* are kept.
+p-values came out the same either way in the diagnosis runs of issue 3). The replicate is then
+fitted exactly like the data — x_min chosen again by the same strategy — and its α* and KS distance
+D* are kept.
 
 * Goodness of fit: p = fraction of replicates with D* ≥ D of the data. CSN call the power law
   plausible when p > 0.1.
