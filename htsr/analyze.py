@@ -22,7 +22,9 @@ from .matrices import LayerMatrices, aspect_windows, infer_kind, layer_matrices
 from .metrics import compute_metrics, warning_for
 from .options import Options
 from .results import AnalysisResult, LayerResult, Summary
-from .spectra import esd
+from .rmt import (MPFit, PhaseThresholds, bbp_entry_scale, delta_lambda_min, erg_tail, fit_mp, js_distance,
+                  layer_quality, localization, phase_of, randomize)
+from .spectra import Spectrum, esd
 
 __all__ = ["analyze", "analyze_layer", "iter_layers"]
 
@@ -73,6 +75,8 @@ def analyze_layer(lm: LayerMatrices, opts: Options) -> LayerResult:
             del windows  # views into mats: they would keep the tensor alive through the fits
         else:
             fit_spectrum = spectrum
+        mp, rmt, rmt_error = _matrix_diagnostics(mats, lm, spectrum, scale, opts)
+        kept = mats if opts.localization else None  # the eigenvectors need the matrices after the fit
         del mats
     except HtsrError as e:
         return LayerResult(**base, status=f"failed: {e}")
@@ -104,6 +108,15 @@ def analyze_layer(lm: LayerMatrices, opts: Options) -> LayerResult:
     clipped = opts.clip_xmax and fit.status == "ok"
     if num_windows is not None:
         extra.update(farms_windows=float(num_windows))
+    try:
+        rmt.update(_spectral_diagnostics(spectrum, fit, extra.get("num_fit_evals", math.nan), mp, rmt, kept, lm,
+                                         scale, opts))
+    except Exception as e:  # the fit stands; only these diagnostics are lost
+        rmt_error = rmt_error or f"{e.__class__.__name__}: {e}"
+    del kept
+    if rmt_error:
+        status = f"{status}; diagnostics failed: {rmt_error}"
+    extra.update(rmt)
     lo, hi = interval_of(extra)
     return LayerResult(
         **{**base, "warning": warning_for(fit.alpha, lo, hi, extra.get("pl_pvalue", math.nan))},
@@ -119,6 +132,69 @@ def analyze_layer(lm: LayerMatrices, opts: Options) -> LayerResult:
         raw_alpha=fit.raw_alpha if clipped else float("nan"),
         **metrics,
     )
+
+
+def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spectrum, scale: float,
+                        opts: Options) -> tuple[MPFit | None, dict[str, Any], str]:
+    """What needs the matrices themselves: the MP fit with the heavy-entry count, and the randomisation.
+
+    Returns (MP fit or None, columns, error message or ''); an error here loses only these columns.
+    """
+    cols: dict[str, Any] = {}
+    mp = None
+    try:
+        # like the power-law fit, the MP fits (the layer's and the shuffled one's) need min_evals
+        # eigenvalues to mean anything
+        if lm.num_evals < opts.min_evals or not spectrum.evals[-1] > 0:
+            return None, cols, ""
+        if opts.mp_fit:
+            mp = fit_mp(spectrum.evals, lm.N, lm.M, scale, opts.tw_margin, zero_floor=spectrum.floor)
+            cut = bbp_entry_scale(lm.N, lm.M, mp.sigma2)
+            heavy = sum(int(np.count_nonzero(np.abs(W - W.mean(dtype=np.float64)) > cut)) for W in mats) \
+                if math.isfinite(cut) else 0
+            cols.update(mp_sigma=math.sqrt(mp.sigma2), mp_lambda_minus=mp.lambda_minus,
+                        mp_lambda_plus=mp.lambda_plus, mp_threshold=mp.threshold, num_spikes=float(mp.num_spikes),
+                        mp_softrank=mp.softrank, mp_ks=mp.ks, num_heavy_entries=float(heavy))
+        if opts.randomize:
+            R = randomize(mats, lm.N, lm.M, opts.seed, scale, opts.precision, opts.refine_fraction, opts.tw_margin)
+            where = [f"{m}:{r},{c}" if lm.num_matrices > 1 else f"{r},{c}" for m, r, c in R.locations]
+            cols.update(rand_lambda_max=float(R.spectrum.evals[-1]), num_traps=float(R.num_traps),
+                        rand_js_distance=js_distance(spectrum.evals, R.spectrum.evals, spectrum.floor,
+                                                     R.spectrum.floor),
+                        trap_weights="; ".join(where))
+    except Exception as e:
+        return mp, cols, f"{e.__class__.__name__}: {e}"
+    return mp, cols, ""
+
+
+def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: float, mp: MPFit | None,
+                          rmt: dict[str, Any], kept: list[np.ndarray] | None, lm: LayerMatrices, scale: float,
+                          opts: Options) -> dict[str, Any]:
+    """Phase, SETOL and localisation: what needs the fit as well as the spectrum."""
+    ev = spectrum.evals
+    cols: dict[str, Any] = {}
+    num_zero = ev.size - spectrum.rank
+    # x_min on the layer's own spectrum: with FARMS the fit saw window eigenvalues, so take the
+    # eigenvalue at the same tail share instead
+    xmin = fit.xmin
+    if fit.status == "ok" and opts.farms_aspect is not None:
+        k = int(round(fit.num_pl_spikes * ev.size / num_fit_evals))
+        xmin = float(ev[-max(1, min(k, ev.size))])
+    if mp is not None:
+        cols.update(num_zero_evals=float(num_zero),
+                    phase=phase_of(ev.size, num_zero, mp, float(ev[-1]), fit.alpha, int(rmt["num_heavy_entries"]),
+                                   PhaseThresholds(opts.phase_rank_collapse, opts.phase_ht_share,
+                                                   opts.phase_ht_alpha, opts.phase_bleed_width)))
+    if opts.setol and ev.size:
+        erg = erg_tail(ev)
+        total = float(np.sum(ev))
+        xmin_norm = xmin * ev.size / total if total > 0 else math.nan
+        cols.update(num_erg=float(erg.num_erg) if erg.defined else math.nan, erg_lambda_min=erg.erg_lambda_min,
+                    erg_lambda_min_raw=erg.erg_lambda_min_raw, erg_delta_lambda_min=delta_lambda_min(xmin_norm, erg),
+                    **layer_quality(fit.alpha, float(ev[-1]), xmin))
+    if kept is not None:
+        cols.update(localization(kept, xmin if fit.status == "ok" else math.inf, scale, spectrum.floor))
+    return cols
 
 
 def analyze(source: Any, **options: Any) -> AnalysisResult:

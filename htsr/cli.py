@@ -23,10 +23,13 @@ from .results import AnalysisResult, atomic_write
 __all__ = ["main", "build_parser", "format_table"]
 
 TABLE_COLUMNS = ("name", "kind", "shape", "num_evals", "alpha", "bayes_alpha_lo", "bayes_alpha_hi", "D", "xmin",
-                 "num_pl_spikes", "best_fit", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank",
-                 "warning", "status")
+                 "num_pl_spikes", "best_fit", "phase", "num_spikes", "alpha_weighted", "log_norm", "log_spectral_norm",
+                 "stable_rank", "warning", "status")
 #: the bootstrap's columns replace the Bayesian interval in the table when the bootstrap ran
 BOOTSTRAP_COLUMNS = ("boot_alpha_lo", "boot_alpha_hi", "pl_pvalue")
+#: shown after num_spikes when the randomisation ran
+RANDOMIZE_COLUMNS = ("num_traps", "trap_weights")
+_TEXT_COLUMNS = ("name", "kind", "shape", "best_fit", "phase", "trap_weights", "warning", "status")
 
 
 def _flag(name: str) -> str:
@@ -53,9 +56,16 @@ def _or_none(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return f
 
 
-_PARSERS = {"xmin": _xmin, "kinds": _kinds, "max_evals": _or_none(int), "workers": _or_none(int), "min_evals": int,
-            "max_fingers": int, "refine_fraction": float, "finger_thresh": float, "farms_aspect": _or_none(float),
-            "bootstrap": int, "seed": int, "confidence": float, "prior_shape": float, "prior_rate": float}
+#: argument types of the options whose type does not follow from their default (an int or float default
+#: gives that type; anything else is a string)
+_PARSERS = {"xmin": _xmin, "kinds": _kinds, "max_evals": _or_none(int), "workers": _or_none(int),
+            "farms_aspect": _or_none(float)}
+
+
+def _parser_for(name: str, default: Any) -> Callable[[str], Any]:
+    if name in _PARSERS:
+        return _PARSERS[name]
+    return type(default) if type(default) in (int, float) else str
 
 
 class _Parser(argparse.ArgumentParser):
@@ -95,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"turn off: {help_text}")
         else:
             metavar = "REGEX" if name == "layers" else ("K1,K2" if name == "kinds" else None)
-            p.add_argument(_flag(name), dest=name, type=_PARSERS.get(name, str), default=None,
+            p.add_argument(_flag(name), dest=name, type=_parser_for(name, spec.default), default=None,
                            metavar=metavar, help=help_text)
     p.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="progress bar on stderr (default: on when stderr is a terminal and tqdm is installed)")
@@ -113,20 +123,32 @@ def _fmt(v: Any) -> str:
     return str(v) if v != "" else "-"
 
 
+def _cell(row: Any, column: str) -> str:
+    v = getattr(row, column)
+    if column == "trap_weights" and v.count(";") >= 2:  # the table shows two; the files have them all
+        v = "; ".join(v.split("; ")[:2]) + "; …"
+    return _fmt(v)
+
+
 def table_columns(result: AnalysisResult) -> tuple[str, ...]:
-    """The default table's columns for this result (the bootstrap's interval and p-value when it ran)."""
-    if not result.options.get("bootstrap"):
-        return TABLE_COLUMNS
-    i = TABLE_COLUMNS.index("bayes_alpha_lo")
-    return TABLE_COLUMNS[:i] + BOOTSTRAP_COLUMNS + TABLE_COLUMNS[i + 2 :]
+    """The default table's columns for this result (the bootstrap's interval and p-value, the traps, when
+    they ran)."""
+    cols = TABLE_COLUMNS
+    if result.options.get("bootstrap"):
+        i = cols.index("bayes_alpha_lo")
+        cols = cols[:i] + BOOTSTRAP_COLUMNS + cols[i + 2 :]
+    if result.options.get("randomize"):
+        i = cols.index("num_spikes") + 1
+        cols = cols[:i] + RANDOMIZE_COLUMNS + cols[i:]
+    return cols
 
 
 def format_table(result: AnalysisResult, columns: Sequence[str] | None = None) -> str:
     """The per-layer table as aligned plain text."""
     columns = table_columns(result) if columns is None else columns
-    rows = [[_fmt(getattr(r, c)) for c in columns] for r in result.layers]
+    rows = [[_cell(r, c) for c in columns] for r in result.layers]
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
-    numeric = [c not in ("name", "kind", "shape", "best_fit", "warning", "status") for c in columns]
+    numeric = [c not in _TEXT_COLUMNS for c in columns]
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)).rstrip()
@@ -146,6 +168,8 @@ def format_summary(result: AnalysisResult) -> str:
         f"{result.options.get('confidence', 0.95):.0%})",
         f"power law plausible (bootstrap p > 0.1): {_fmt(s.share_plausible_pl)}  "
         f"best fit is the power law: {_fmt(s.share_best_fit_pl)}",
+        "phases: " + "  ".join(f"{p} {n}" for p, n in s.phases.items())
+        + (f"  layers with correlation traps: {s.num_with_traps}" if result.options.get("randomize") else ""),
         "means over layers with a finite value: "
         + "  ".join(f"{k}={_fmt(v)}" for k, v in s.means.items()),
     ]

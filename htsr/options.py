@@ -133,9 +133,33 @@ OPTION_SPECS: dict[str, OptionSpec] = {
                    "Bayesian alpha averaged over every x_min candidate, weighted by its evidence under a "
                    "log-uniform bulk model (default: at the fitted x_min)"),
         OptionSpec("seed", 0, "an integer >= 0", _int_range(0),
-                   "seed of every random draw (bootstrap), so results are reproducible"),
+                   "seed of every random draw (bootstrap, randomize), so results are reproducible"),
+        OptionSpec("mp_fit", True, "True or False", _choice(True, False),
+                   "Marchenko-Pastur fit of the bulk (sigma, edges, spikes above the edge plus the "
+                   "Tracy-Widom margin, softrank), heavy entries and the 5+1 phase label"),
+        OptionSpec("tw_margin", 4.0, "a number >= 0", _float_range(0.0, 1e6),
+                   "spikes and traps lie above the MP edge plus this many Tracy-Widom scales"),
+        OptionSpec("phase_rank_collapse", 0.10, "a number in (0, 1]", _float_range(0.0, 1.0, lo_open=True),
+                   "phase: share of zero eigenvalues from which a layer is rank-collapse"),
+        OptionSpec("phase_ht_share", 0.05, "a number in (0, 1]", _float_range(0.0, 1.0, lo_open=True),
+                   "phase: share of eigenvalues above the MP edge from which they form a tail "
+                   "(heavy-tailed or bulk-decay) rather than a few spikes"),
+        OptionSpec("phase_ht_alpha", 6.0, "a number > 1", _float_range(1.0, 1e6, lo_open=True),
+                   "phase: a tail with alpha below this is heavy-tailed, else bulk-decay"),
+        OptionSpec("phase_bleed_width", 0.25, "a number > 0", _float_range(0.0, 1e6, lo_open=True),
+                   "phase: spikes all below (1 + this) x the MP edge are bleeding-out, else bulk+spikes"),
+        OptionSpec("randomize", False, "True or False", _choice(True, False),
+                   "shuffle each matrix's entries (seeded) and compare: correlation traps (shuffled "
+                   "eigenvalues above the MP edge), where they live (row, column), Jensen-Shannon distance "
+                   "between the two ESDs; one more eigenvalue pass per layer"),
+        OptionSpec("setol", True, "True or False", _choice(True, False),
+                   "SETOL: the ERG (det X = 1) tail by a running log-sum, its edge, delta-lambda-min and "
+                   "the layer-quality closed forms"),
+        OptionSpec("localization", False, "True or False", _choice(True, False),
+                   "eigenvector localisation: participation and localisation ratios of tail and bulk "
+                   "eigenvectors (one eigenvector pass per layer)"),
         OptionSpec("min_evals", 50, "an integer >= 2", _int_range(2),
-                   "layers with fewer eigenvalues are described (norms) but not fitted"),
+                   "layers with fewer eigenvalues are described (norms, ERG) but get no power-law fit, MP fit or phase"),
         OptionSpec("max_evals", None, "None or an integer >= 1", _int_range(1, none_ok=True),
                    "layers with more eigenvalues are skipped (None = no limit)"),
         OptionSpec("layers", None, "None or a regular expression", _regex_ok,
@@ -174,6 +198,15 @@ class Options:
     prior_rate: float = 0.0
     bayes_average: bool = False
     seed: int = 0
+    mp_fit: bool = True
+    tw_margin: float = 4.0
+    phase_rank_collapse: float = 0.10
+    phase_ht_share: float = 0.05
+    phase_ht_alpha: float = 6.0
+    phase_bleed_width: float = 0.25
+    randomize: bool = False
+    setol: bool = True
+    localization: bool = False
     min_evals: int = 50
     max_evals: int | None = None
     layers: str | None = None

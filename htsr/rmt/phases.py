@@ -1,0 +1,68 @@
+"""The 5+1 phases of training (THEORY §6) as labels, with explicit thresholds. Pure Python.
+
+The label reads a layer's ESD against its Marchenko–Pastur fit (:mod:`htsr.rmt.mp`). The rules, in
+order (the first that applies wins):
+
+1. ``rank-collapse``  at least ``rank_collapse`` (default 10 %) of the eigenvalues are zero (at or below
+   the layer's numerical floor): a large mass at λ = 0.
+2. ``random-like``    no eigenvalue above the MP edge plus the Tracy–Widom margin (``num_spikes = 0``).
+3. ``heavy-tailed`` / ``bulk-decay``   at least ``ht_share`` (default 5 %) of the eigenvalues lie above
+   the edge: a tail, not a few spikes. ``heavy-tailed`` when its power-law alpha is below ``ht_alpha``
+   (default 6), else ``bulk-decay`` (weakly heavy-tailed).
+4. ``bulk-decay``     a few eigenvalues above the edge, and the matrix has *heavy entries*: entries whose
+   size alone, |W_ij − mean| > (NM)^¼·σ_mp (the BBP scale of a single entry), pulls an eigenvalue out
+   of the bulk. The mass above the edge then comes from a heavy-tailed entry distribution, not from
+   low-rank correlations (for one such entry it is a correlation trap; see :mod:`htsr.rmt.traps`).
+5. ``bleeding-out``   a few eigenvalues above the edge, all within ``bleed_width`` (default 25 %) of it:
+   spikes just past the BBP transition.
+6. ``bulk+spikes``    otherwise: an MP bulk and spikes well above its edge.
+
+What the synthetic suite (tests/test_phases.py) shows at 1000 × 500: Pareto entries with μ = 1 give
+``heavy-tailed``; μ = 3 give ``bulk-decay`` (a handful of entry-driven outliers: at this size the largest
+entries, ~(NM)^⅓, are of the order of the edge); μ = 5 give ``random-like`` — a finite fourth moment keeps
+λ_max at the MP edge (Bai–Yin), so the ESD cannot tell such a matrix from Gaussian noise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .mp import MPFit
+
+__all__ = ["PHASES", "PhaseThresholds", "phase_of", "bbp_entry_scale"]
+
+PHASES = ("random-like", "bleeding-out", "bulk+spikes", "bulk-decay", "heavy-tailed", "rank-collapse")
+
+
+@dataclass(frozen=True)
+class PhaseThresholds:
+    rank_collapse: float = 0.10  # share of zero eigenvalues that makes a layer rank-collapsed
+    ht_share: float = 0.05  # share of eigenvalues above the edge that makes a tail (not a few spikes)
+    ht_alpha: float = 6.0  # a tail with alpha below this is heavy-tailed, else bulk-decay
+    bleed_width: float = 0.25  # spikes all below (1 + bleed_width)·λ₊ are bleeding out
+
+
+def bbp_entry_scale(N: int, M: int, sigma2: float) -> float:
+    """Size above which a single entry of an N × M noise matrix of variance σ² creates an outlier."""
+    return (N * M) ** 0.25 * math.sqrt(sigma2)
+
+
+def phase_of(num_evals: int, num_zero: int, mp: MPFit, lambda_max: float, alpha: float,
+             num_heavy_entries: int, t: PhaseThresholds = PhaseThresholds()) -> str:
+    """The layer's phase (one of :data:`PHASES`), or '' when the MP fit is undefined."""
+    if num_evals <= 0:
+        return ""
+    if num_zero / num_evals >= t.rank_collapse:
+        return "rank-collapse"
+    if not math.isfinite(mp.lambda_plus):
+        return ""
+    if mp.num_spikes == 0:
+        return "random-like"
+    if mp.num_spikes / num_evals >= t.ht_share:
+        return "heavy-tailed" if alpha < t.ht_alpha else "bulk-decay"
+    if num_heavy_entries > 0:
+        return "bulk-decay"
+    if lambda_max <= (1.0 + t.bleed_width) * mp.lambda_plus:
+        return "bleeding-out"
+    return "bulk+spikes"
