@@ -59,3 +59,31 @@ def test_efficientnet_lite0_matches_weightwatcher(efficientnet_lite0_path):
     assert len(fitted) == 41
     default = htsr.analyze(efficientnet_lite0_path)
     assert default.summary.num_fitted == sum(l.num_evals >= 50 for l in default.layers)
+
+
+def test_minilm_erg_tail_matches_weightwatcher_detx(minilm_path):
+    """htsr's ERG tail = WW 0.7.7's det X = 1 tail (data/ww/make_detx_reference.py) on every layer WW analyses.
+
+    MiniLM's layers are small enough that WW's running product does not overflow, so the two must agree
+    exactly on the count; the edges to float rounding of the mean normalisation (rel 1e-6, measured < 1e-12
+    on the accurate path; the fast path's float32 Gram moves the raw edge by ~1e-7 relative).
+    """
+    doc = json.loads((DATA / "minilm_l6_v2_detx.json").read_text())
+    assert doc["meta"]["source_sha256"] == sha256(minilm_path)
+    ref = {r["longname"]: r for r in doc["rows"]}
+    rows = [r for r in htsr.analyze(minilm_path).layers if r.name in ref]
+    assert len(rows) == len(ref) == 39
+    for r in rows:
+        w = ref[r.name]
+        assert r.num_erg == w["detX_num"], r.name
+        assert r.erg_lambda_min == pytest.approx(w["detX_val_unrescaled"], rel=1e-6), r.name
+        assert r.erg_lambda_min_raw == pytest.approx(w["detX_val"], rel=1e-5), r.name
+
+
+def test_efficientnet_lite0_rmt_columns(efficientnet_lite0_path):
+    """Every layer large enough for a fit gets a phase, an MP fit and an ERG tail; traps are located."""
+    result = htsr.analyze(efficientnet_lite0_path, randomize=True)
+    big = [r for r in result.layers if r.num_evals >= 50]
+    assert big and all(r.phase and r.mp_sigma > 0 and r.num_erg > 0 and r.num_traps >= 0 for r in big)
+    assert sum(result.summary.phases.values()) == len(big)
+    assert all(r.phase == "" for r in result.layers if r.num_evals < 50)
