@@ -5,6 +5,7 @@ bulk) plus 2048 Pareto values (density exponent 2.5) above its upper edge — 40
 one layer of a 7B model. In one process, on the same values:
 
 * htsr bootstrap   ``bootstrap_power_law(x, fit, 200)``: 200 replicates, x_min refitted in each
+                   (with ``--fdb`` also ``fdb=True``: one second-level replicate each, twice the fits)
 * htsr TPL         ``fit_truncated_power_law(tail, xmin)`` at the KS x_min
 * powerlaw 1.5     one ``powerlaw.Fit(x)`` (its x_min scan; a bootstrap replicate costs one such fit)
                    and ``fit.truncated_power_law`` (its TPL fit, which calls mpmath per point)
@@ -13,7 +14,7 @@ Medians of ``--repeats`` runs. powerlaw's bootstrap time is extrapolated as 200 
 bootstrap of its own). Usage::
 
     pip install powerlaw==1.5
-    python benchmarks/bench_uncertainty.py [--repeats 5]
+    python benchmarks/bench_uncertainty.py [--repeats 5] [--fdb]
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--reps", type=int, default=200, help="bootstrap replicates")
+    ap.add_argument("--fdb", action="store_true", help="also time the fast double bootstrap")
     args = ap.parse_args()
     x = spectrum()
     fit = fit_power_law(x)
@@ -61,9 +63,12 @@ def main() -> None:
           f"tail n = {fit.num_pl_spikes}")
 
     t_boot, boot = timed(lambda: bootstrap_power_law(x, fit, args.reps, seed=0), args.repeats)
-    t_tpl, tpl = timed(lambda: fit_truncated_power_law(tail, fit.xmin), args.repeats)
     print(f"htsr bootstrap ({args.reps} replicates): {t_boot:.3f} s  "
           f"(95% interval {boot.alpha_lo:.3f}..{boot.alpha_hi:.3f}, p = {boot.p_value:.3f})")
+    if args.fdb:
+        t_fdb, fdb = timed(lambda: bootstrap_power_law(x, fit, args.reps, seed=0, fdb=True), args.repeats)
+        print(f"htsr bootstrap with FDB:            {t_fdb:.3f} s  (FDB p = {fdb.p_value_fdb:.3f})")
+    t_tpl, tpl = timed(lambda: fit_truncated_power_law(tail, fit.xmin), args.repeats)
     print(f"htsr TPL fit:                       {t_tpl * 1000:.1f} ms  "
           f"(alpha {tpl.alpha:.4f}, Lambda {tpl.Lambda:.4g})")
 

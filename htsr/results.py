@@ -69,7 +69,7 @@ class LayerResult:
     boot_alpha_lo: float = NAN  # basic bootstrap interval at the `confidence` level
     boot_alpha_hi: float = NAN
     boot_alpha_se: float = NAN  # standard deviation of the replicates' alpha
-    pl_pvalue: float = NAN  # goodness of fit: share of replicates with D* >= D (plausible if > 0.1)
+    pl_pvalue: float = NAN  # goodness of fit: share of replicates with √n*·D* ≥ √n·D (plausible if > 0.1)
     num_boot: float = NAN  # replicates whose refit succeeded
     # alternative tails (NaN unless tails is on)
     best_fit: str = ""  # power_law | exponential | lognormal | truncated_power_law (see fits.tails)
