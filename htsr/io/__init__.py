@@ -21,7 +21,8 @@ __all__ = ["open_source", "TensorRef", "TensorSource", "FLOAT_DTYPES", "SUPPORTE
 SUPPORTED = (
     ".safetensors files and Hugging Face folders of (sharded) safetensors; "
     ".pt/.pth/.bin PyTorch checkpoints [htsr[torch]]; .npz/.npy arrays; "
-    "torch.nn.Module objects [htsr[torch]]; mappings of names to arrays"
+    "torch.nn.Module objects [htsr[torch]]; .gguf llama.cpp files, quantized types dequantized "
+    "[htsr[gguf]]; mappings of names to arrays"
 )
 
 
@@ -93,6 +94,10 @@ def _open_path(path: Path) -> TensorSource:
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(16)
+    if head[:4] == b"GGUF":  # before the safetensors check: a GGUF header can pass as a safetensors length
+        from .gguf import GGUFFile
+
+        return GGUFFile(path)
     if is_safetensors(head, size):
         return SafetensorsFile(path)
     if head.startswith(b"\x93NUMPY"):
@@ -117,4 +122,6 @@ def _open_path(path: Path) -> TensorSource:
         return load_torch_file(path)
     if path.suffix == ".safetensors":
         raise SourceError(f"{path}: not a valid safetensors file (bad header length); truncated or corrupt?")
+    if path.suffix == ".gguf":
+        raise SourceError(f"{path}: not a GGUF file (bad magic {head[:4]!r}); truncated or corrupt?")
     raise SourceError(f"{path}: unknown file format; supported: {SUPPORTED}")

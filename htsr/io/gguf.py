@@ -1,0 +1,287 @@
+"""Reader for GGUF files (llama.cpp) — needs the ``gguf`` package: ``pip install 'htsr[gguf]'``.
+
+The file is opened with ``gguf.GGUFReader`` (memory-mapped, read-only); opening it parses only the
+header, and a tensor's bytes are read — and, for a quantized tensor, dequantized with
+``gguf.quants.dequantize`` — only when its :class:`TensorRef` is loaded, one tensor at a time.
+
+Shapes. GGUF lists a tensor's dimensions fastest-varying first (``ne[0]`` is the length of a row,
+i.e. the *input* dimension of a weight matrix). htsr reports them reversed, in PyTorch / numpy order:
+a llama.cpp ``ne = [in, out]`` weight becomes ``shape == (out, in)``, and a fused expert tensor
+``ne = [in, out, n_expert]`` becomes ``(n_expert, out, in)``. The bytes are row-major in that order,
+so no transpose is needed.
+
+Dtypes. Every loader returns a float32 array (float64 for F64). ``TensorRef.dtype`` is the numpy
+dtype of the stored values where there is one (``float32``, ``float16``, ``bfloat16``, ``float64``,
+``int8`` … ``int64``); for block-quantized types (Q8_0, Q4_K, IQ2_XS, …) there is no numpy dtype, and
+it is ``float32`` — the dtype of the dequantized array that :meth:`load` returns. That is what the
+analysis sees (it analyses the dequantized weights) and it keeps quantized weights in
+:data:`~htsr.io.base.FLOAT_DTYPES`, so ``analyze`` does not drop them as non-float buffers. The
+storage type is kept, honestly and for every tensor, in :attr:`GGUFTensorRef.ggml_type` (the GGML type
+name: ``'F32'``, ``'F16'``, ``'Q8_0'``, ``'Q4_K'`` …).
+
+Layer roles. Tensor names are kept as written in the file (llama.cpp names such as
+``blk.0.attn_q.weight``; rows are named without ``.weight``). The role part of the name (after
+``blk.N.``, before ``.weight``) sets the layer kind:
+
+=================================================================  ==========  ============================
+llama.cpp role                                                     kind        tensor (htsr shape)
+=================================================================  ==========  ============================
+``token_embd``, ``token_types``, ``position_embd``                 embedding   ``[vocab, dim]``
+``output`` (the LM head)                                           dense       ``[vocab, dim]``
+``attn_q``, ``attn_k``, ``attn_v``, ``attn_qkv``, ``attn_output``  dense       ``[out, in]``
+``attn_q_a``, ``attn_q_b``, ``attn_kv_a_mqa``, ``attn_kv_b``,      dense       ``[out, in]`` (MLA)
+``attn_k_b``, ``attn_v_b``
+``ffn_gate``, ``ffn_up``, ``ffn_down``, ``ffn_gate_inp`` (router)  dense       ``[out, in]``
+``ffn_gate_shexp``, ``ffn_up_shexp``, ``ffn_down_shexp``           dense       ``[out, in]`` (shared expert)
+``ffn_gate_exps``, ``ffn_up_exps``, ``ffn_down_exps``,             stack       ``[n_expert, out, in]``:
+``ffn_gate_up_exps``                                                           one row per expert
+``*_norm``, biases, any 1-D tensor                                 (none)      not analysed
+=================================================================  ==========  ============================
+
+A role in the table whose tensor has an unexpected number of dimensions, and any other name, gets no
+kind from the reader: htsr then infers it from the name and shape as for any file
+(:func:`htsr.matrices.infer_kind`; 2-D → dense, 1-D → skipped). Tensors are listed in file order
+(llama.cpp writes them in model order).
+
+Bad input — a wrong magic, a truncated file, a header field or a tensor's data running past the end
+of the file, an unknown GGML type, a misaligned data offset — raises :class:`~htsr.errors.SourceError`
+with a one-line message naming the file and, where one is to blame, the tensor. Quantized tensors
+in big-endian GGUF files are refused (gguf's dequantizers assume little-endian blocks).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import MissingExtraError, SourceError
+from .base import TensorRef
+
+__all__ = ["GGUF_MAGIC", "GGUFFile", "GGUFTensorRef", "gguf_kind", "is_gguf"]
+
+GGUF_MAGIC = b"GGUF"
+_MIN_SIZE = 24  # magic, version, tensor count, metadata count
+_MAX_DIMS = 4  # GGML_MAX_DIMS
+
+_ROLE_KIND: dict[str, tuple[str, int]] = {  # role → (kind, number of dimensions it applies to)
+    **{r: ("embedding", 2) for r in ("token_embd", "token_types", "position_embd")},
+    **{r: ("dense", 2) for r in (
+        "output",
+        "attn_q", "attn_k", "attn_v", "attn_qkv", "attn_output",
+        "attn_q_a", "attn_q_b", "attn_kv_a_mqa", "attn_kv_b", "attn_k_b", "attn_v_b",
+        "ffn_gate", "ffn_up", "ffn_down", "ffn_gate_inp",
+        "ffn_gate_shexp", "ffn_up_shexp", "ffn_down_shexp",
+    )},
+    **{r: ("stack", 3) for r in ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps", "ffn_gate_up_exps")},
+}
+_BLOCK = re.compile(r"^blk\.\d+\.")
+_PLAIN = {"F32": "float32", "F16": "float16", "F64": "float64", "BF16": "bfloat16",
+          "I8": "int8", "I16": "int16", "I32": "int32", "I64": "int64"}
+
+
+def is_gguf(head: bytes) -> bool:
+    """True if the first bytes are the GGUF magic."""
+    return head[:4] == GGUF_MAGIC
+
+
+def gguf_kind(name: str, shape: tuple[int, ...]) -> str | None:
+    """The layer kind of a llama.cpp tensor name (see the table above), or None to let htsr infer it."""
+    if not name.endswith(".weight"):
+        return None
+    role = _BLOCK.sub("", name[: -len(".weight")])
+    kind, ndim = _ROLE_KIND.get(role, (None, 0))
+    return kind if kind is not None and len(shape) == ndim else None
+
+
+@dataclass(frozen=True)
+class GGUFTensorRef(TensorRef):
+    """A :class:`TensorRef` that also tells how the tensor is stored in the file."""
+
+    ggml_type: str = ""  # GGML type name: 'F32', 'F16', 'BF16', 'Q8_0', 'Q4_K', …
+
+
+def _gguf() -> Any:
+    try:
+        import gguf
+        import gguf.quants
+    except ImportError:
+        raise MissingExtraError("gguf", "gguf", "reading GGUF (llama.cpp) files") from None
+    return gguf
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or e.__class__.__name__
+
+
+@functools.cache
+def _reader_class() -> type:
+    """``gguf.GGUFReader`` with bounds checks, so a corrupt header fails fast with a clear message.
+
+    GGUFReader slices its memory map without checking the file's end (a truncated field comes back
+    short) and loops over counts read from the file; the overrides make every read bounds-checked,
+    refuse counts that cannot fit in the file, and validate each tensor's type, shape and data range
+    (naming the tensor) before GGUFReader builds its views.
+    """
+    gguf = _gguf()
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
+
+    min_value_size = {GGUFValueType.STRING: 8, GGUFValueType.ARRAY: 12}
+
+    class _Reader(gguf.GGUFReader):
+        def __init__(self, path: Path) -> None:
+            self._path = path
+            super().__init__(path, "r")
+
+        def _fail(self, what: str) -> SourceError:
+            return SourceError(f"{self._path}: {what}")
+
+        def _get(self, offset, dtype, count=1, override_order=None):
+            offset, count = int(offset), int(count)
+            end = offset + np.dtype(dtype).itemsize * count
+            if count < 0 or end > len(self.data):
+                raise self._fail(
+                    f"GGUF header is truncated or corrupt: a field at byte {offset} runs past the end "
+                    f"of the {len(self.data)}-byte file")
+            return super()._get(offset, dtype, count, override_order)
+
+        def _get_field_parts(self, orig_offs, raw_type):
+            if raw_type == GGUFValueType.ARRAY:
+                itype = int(self._get(orig_offs, np.uint32)[0])
+                alen = int(self._get(orig_offs + 4, np.uint64)[0])
+                scalar = self.gguf_scalar_to_np.get(itype)  # type: ignore[call-overload]
+                size = min_value_size.get(itype, np.dtype(scalar).itemsize if scalar else 1)
+                if alen * size > len(self.data) - orig_offs - 12:
+                    raise self._fail(
+                        f"GGUF header is corrupt: a metadata array at byte {orig_offs} claims {alen} values, "
+                        f"more than the {len(self.data)}-byte file can hold")
+            return super()._get_field_parts(orig_offs, raw_type)
+
+        def _build_fields(self, offs, count):
+            if int(count) > (len(self.data) - offs) // 13:  # a key/value pair takes at least 13 bytes
+                raise self._fail(f"GGUF header is corrupt: {int(count)} metadata entries cannot fit in the file")
+            return super()._build_fields(offs, count)
+
+        def _build_tensor_info(self, offs, count):
+            if int(count) > (len(self.data) - offs) // 24:  # a tensor description takes at least 24 bytes
+                raise self._fail(f"GGUF header is corrupt: {int(count)} tensors cannot fit in the file")
+            return super()._build_tensor_info(offs, count)
+
+        def _build_tensors(self, start_offs, fields):
+            size, seen = len(self.data), set()
+            for i, field in enumerate(fields):
+                _, name_data, n_dims, dims, raw_type, offset = field.parts
+                try:
+                    name = bytes(name_data).decode("utf-8")
+                except UnicodeDecodeError:
+                    raise self._fail(f"GGUF header is corrupt: the name of tensor #{i} is not UTF-8") from None
+                label = f"tensor {name!r}"
+                if name in seen:
+                    raise self._fail(f"GGUF header is corrupt: {label} appears twice")
+                seen.add(name)
+                if int(n_dims[0]) > _MAX_DIMS:
+                    raise self._fail(f"{label} has {int(n_dims[0])} dimensions (GGUF allows at most {_MAX_DIMS})")
+                try:
+                    qtype = GGMLQuantizationType(int(raw_type[0]))
+                    block, type_size = GGML_QUANT_SIZES[qtype]
+                except (ValueError, KeyError):
+                    raise self._fail(
+                        f"{label} has unknown GGML type {int(raw_type[0])} (corrupt file, or a type newer "
+                        f"than gguf {_version()})") from None
+                ne = [int(d) for d in dims]
+                if ne and ne[0] % block:
+                    raise self._fail(
+                        f"{label}: row length {ne[0]} is not a multiple of the {qtype.name} block size {block}")
+                nbytes = math.prod(ne) // block * type_size  # Python ints: no overflow
+                rel = int(offset[0])
+                if rel % self.alignment:
+                    raise self._fail(f"{label}: data offset {rel} is not a multiple of the alignment {self.alignment}")
+                begin = int(start_offs) + rel
+                if begin + nbytes > size:
+                    raise self._fail(
+                        f"{label}: its {nbytes} bytes of {qtype.name} data at byte {begin} lie beyond the end "
+                        f"of the {size}-byte file (truncated, or a corrupt offset)")
+            super()._build_tensors(start_offs, fields)
+
+    return _Reader
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gguf")
+    except PackageNotFoundError:  # pragma: no cover - gguf importable without its metadata
+        return "?"
+
+
+class GGUFFile:
+    """The tensors of one ``.gguf`` file, read lazily (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.description = str(self.path)
+        self._gguf = _gguf()
+        try:
+            size = self.path.stat().st_size
+            with open(self.path, "rb") as f:
+                head = f.read(4)
+        except OSError as e:
+            raise SourceError(f"{self.path}: cannot read ({e.strerror or e})") from None
+        if not is_gguf(head):
+            raise SourceError(f"{self.path}: not a GGUF file (starts with {head!r}, not {GGUF_MAGIC!r})")
+        if size < _MIN_SIZE:
+            raise SourceError(f"{self.path}: too short ({size} bytes) to be a GGUF file (truncated?)")
+        try:
+            self._reader = _reader_class()(self.path)
+        except SourceError:
+            raise
+        except Exception as e:  # noqa: BLE001 - anything a corrupt header provokes in GGUFReader / numpy
+            raise SourceError(
+                f"{self.path}: corrupt or unsupported GGUF file ({e.__class__.__name__}: {_one_line(e)})"
+            ) from None
+
+    def __len__(self) -> int:
+        return len(self._reader.tensors)
+
+    def _loader(self, t: Any, shape: tuple[int, ...], type_name: str):
+        reader, path, gguf = self._reader, self.path, self._gguf
+
+        def load() -> np.ndarray:
+            if math.prod(shape) == 0:
+                return np.zeros(shape, dtype=np.float32)
+            data = t.data
+            if type_name in ("F32", "F64"):  # the read-only memory map itself, as for safetensors
+                data = data.reshape(shape)
+                return data if data.dtype.isnative else data.astype(data.dtype.newbyteorder("="))
+            if type_name in ("F16", "I8", "I16", "I32", "I64"):
+                return data.reshape(shape).astype(np.float32)
+            if reader.byte_order == "S":
+                raise SourceError(f"{path}: tensor {t.name!r}: {type_name} data in a big-endian GGUF file is "
+                                  "not supported")
+            try:
+                out = gguf.quants.dequantize(data, t.tensor_type)
+            except NotImplementedError:
+                raise SourceError(f"{path}: tensor {t.name!r}: gguf {_version()} cannot dequantize {type_name} "
+                                  "(pip install -U gguf)") from None
+            except Exception as e:  # noqa: BLE001 - validated data; any failure means a corrupt tensor
+                raise SourceError(f"{path}: tensor {t.name!r}: cannot dequantize its {type_name} data "
+                                  f"({e.__class__.__name__}: {_one_line(e)})") from None
+            return np.asarray(out, dtype=np.float32).reshape(shape)
+
+        return load
+
+    def __iter__(self) -> Iterator[TensorRef]:
+        for t in self._reader.tensors:
+            shape = tuple(int(d) for d in reversed(t.shape.tolist()))  # GGUF ne[] → PyTorch order
+            type_name = t.tensor_type.name
+            dtype = _PLAIN.get(type_name, "float32")  # block-quantized: the dtype of the dequantized array
+            yield GGUFTensorRef(t.name, shape, dtype, self._loader(t, shape, type_name),
+                                kind=gguf_kind(t.name, shape), ggml_type=type_name)
