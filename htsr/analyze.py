@@ -14,10 +14,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .errors import HtsrError, SourceError
+from .errors import HtsrError, LayerSkipped, SourceError
 from .fits.powerlaw import PowerLawFit, fit_power_law
 from .fits.uncertainty import interval_of, tail_uncertainty
 from .io import FLOAT_DTYPES, open_source
+from .io.delta import DeltaSource
 from .matrices import LayerMatrices, aspect_windows, infer_kind, layer_matrices
 from .metrics import compute_metrics, warning_for
 from .options import Options
@@ -37,6 +38,8 @@ THREADED_MAX_M = 2048
 def iter_layers(source: Any, opts: Options) -> tuple[str, int, Iterator[LayerMatrices]]:
     """Open ``source`` and return (description, number of tensors, iterator of filtered layers)."""
     src = open_source(source)
+    if opts.base is not None:
+        src = DeltaSource(src, open_source(opts.base))
     pattern = re.compile(opts.layers) if opts.layers else None
 
     def gen() -> Iterator[LayerMatrices]:
@@ -78,6 +81,8 @@ def analyze_layer(lm: LayerMatrices, opts: Options) -> LayerResult:
         mp, rmt, rmt_error = _matrix_diagnostics(mats, lm, spectrum, scale, opts)
         kept = mats if opts.localization else None  # the eigenvectors need the matrices after the fit
         del mats
+    except LayerSkipped as e:
+        return LayerResult(**base, status=f"skipped: {e}")
     except HtsrError as e:
         return LayerResult(**base, status=f"failed: {e}")
     except Exception as e:  # one bad layer never stops a run

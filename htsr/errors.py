@@ -6,7 +6,9 @@ type and show its one-line message::
     HtsrError
     ├── OptionError      an unknown option, or a value outside its allowed set or range
     ├── SourceError      a path that does not exist, an unknown or corrupt file, a refused pickle
-    └── MissingExtraError  an optional dependency is not installed; the message has the pip line
+    ├── MissingExtraError  an optional dependency is not installed; the message has the pip line
+    └── LayerSkipped     raised by a tensor's loader when that tensor must not be analysed (a delta
+                         without a base tensor); caught per layer, it becomes a ``skipped: …`` status
 
 Problems confined to one layer (NaN weights, an all-zero matrix, a failed fit) are never raised:
 they become that layer's ``status`` and the analysis goes on.
@@ -14,7 +16,7 @@ they become that layer's ``status`` and the analysis goes on.
 
 from __future__ import annotations
 
-__all__ = ["HtsrError", "OptionError", "SourceError", "MissingExtraError"]
+__all__ = ["HtsrError", "OptionError", "SourceError", "MissingExtraError", "LayerSkipped"]
 
 
 class HtsrError(Exception):
@@ -36,3 +38,7 @@ class MissingExtraError(HtsrError, ImportError):
         super().__init__(
             f"{purpose} needs the '{package}' package: pip install 'htsr[{extra}]'"
         )
+
+
+class LayerSkipped(HtsrError):
+    """A tensor that is listed but must not be analysed; the message says why."""

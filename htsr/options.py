@@ -9,7 +9,9 @@ builds its ``--help`` from the same table, so the two cannot drift apart.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -73,6 +75,10 @@ def _regex_ok(v: Any) -> bool:
     except re.error:
         return False
     return True
+
+
+def _source_ok(v: Any) -> bool:
+    return v is None or isinstance(v, (str, os.PathLike, Mapping)) or hasattr(v, "named_modules")
 
 
 def _kinds_ok(v: Any) -> bool:
@@ -158,6 +164,9 @@ OPTION_SPECS: dict[str, OptionSpec] = {
         OptionSpec("localization", False, "True or False", _choice(True, False),
                    "eigenvector localisation: participation and localisation ratios of tail and bulk "
                    "eigenvectors (one eigenvector pass per layer)"),
+        OptionSpec("base", None, "None, a path, a mapping of arrays or a torch module", _source_ok,
+                   "analyse the deltas W - W_base against this base model, tensor by tensor for the names "
+                   "present in both with the same shape (the others are listed as skipped, never analysed)"),
         OptionSpec("min_evals", 50, "an integer >= 2", _int_range(2),
                    "layers with fewer eigenvalues are described (norms, ERG) but get no power-law fit, MP fit or phase"),
         OptionSpec("max_evals", None, "None or an integer >= 1", _int_range(1, none_ok=True),
@@ -207,6 +216,7 @@ class Options:
     randomize: bool = False
     setol: bool = True
     localization: bool = False
+    base: Any = None
     min_evals: int = 50
     max_evals: int | None = None
     layers: str | None = None
@@ -234,9 +244,11 @@ class Options:
         return cls(**kwargs)
 
     def as_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # shallow: never copy a base model
         if d["kinds"] is not None:
             d["kinds"] = sorted(d["kinds"])
+        if d["base"] is not None:  # a path as text; an in-memory base by its type
+            d["base"] = os.fspath(d["base"]) if isinstance(d["base"], (str, os.PathLike)) else type(self.base).__name__
         return d
 
 

@@ -1,0 +1,73 @@
+"""Deltas W − W_base (``base=`` / ``--base``): known answers, name matching, never a false delta."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import htsr
+from conftest import matrix_with_singular_values
+from htsr.cli import main
+from htsr.errors import OptionError
+
+
+def _pair(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    base = {"enc.a.weight": rng.standard_normal((400, 200)), "enc.b.weight": rng.standard_normal((300, 100)),
+            "enc.c.weight": rng.standard_normal((200, 100)), "enc.only_base.weight": rng.standard_normal((120, 60))}
+    s = np.array([9.0, 7.0, 5.0, 3.0, 2.0])  # a rank-5 update with chosen singular values
+    delta = matrix_with_singular_values(s, 400, 200, seed=seed)
+    model = {"enc.a.weight": base["enc.a.weight"] + delta, "enc.b.weight": base["enc.b.weight"].copy(),
+             "enc.c.weight": rng.standard_normal((100, 100)), "enc.only_model.weight": rng.standard_normal((120, 60))}
+    return model, base, s
+
+
+def test_delta_spectrum_is_that_of_the_update():
+    model, base, s = _pair()
+    row = {r.name: r for r in htsr.analyze(model, base=base, precision="accurate").layers}["enc.a"]
+    # W - W_base = U diag(s) V^T exactly up to float64 rounding of the sums (~1e-15 relative)
+    assert row.lambda_max == pytest.approx(s[0] ** 2, rel=1e-12)
+    assert row.matrix_rank == 5
+    assert 10 ** row.log_norm == pytest.approx(np.sum(s**2), rel=1e-12)
+
+
+def test_unmatched_and_reshaped_tensors_are_listed_but_never_analysed():
+    model, base, _ = _pair()
+    rows = {r.name: r for r in htsr.analyze(model, base=base).layers}
+    assert list(rows) == ["enc.a", "enc.b", "enc.c", "enc.only_model", "enc.only_base"]  # model order, then base-only
+    assert rows["enc.b"].status == "failed: all-zero matrix"  # an unchanged tensor: a zero delta
+    assert rows["enc.c"].status.startswith("skipped: shape (100, 100) differs from the base's (200, 100)")
+    assert rows["enc.only_model"].status.startswith("skipped: only in the model")
+    assert rows["enc.only_base"].status.startswith("skipped: only in the base")
+    for name in ("enc.c", "enc.only_model", "enc.only_base"):
+        assert np.isnan(rows[name].log_norm) and np.isnan(rows[name].alpha)
+
+
+def test_inputs_are_not_modified_and_options_record_the_base(tmp_path):
+    model, base, _ = _pair()
+    before = {k: v.copy() for k, v in {**model, **base}.items()}
+    path = tmp_path / "base.npz"
+    np.savez(path, **base)
+    result = htsr.analyze(model, base=path)
+    assert result.options["base"] == str(path) and "base" in result.source
+    assert htsr.analyze(model, base=base).options["base"] == "dict"
+    for k, v in {**model, **base}.items():
+        assert np.array_equal(v, before[k])
+
+
+def test_cli_base_flag(tmp_path, capsys):
+    model, base, s = _pair(1)
+    np.savez(tmp_path / "m.npz", **model)
+    np.savez(tmp_path / "b.npz", **base)
+    assert main(["analyze", str(tmp_path / "m.npz"), "--base", str(tmp_path / "b.npz"), "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "skipped: only in the base" in out
+    text = (tmp_path / "o" / "layers.csv").read_text()
+    assert text.count("\nenc.") == 5
+
+
+def test_bad_base_is_refused():
+    with pytest.raises(OptionError):
+        htsr.analyze({"a.weight": np.eye(60)}, base=3.0)
+    with pytest.raises(htsr.errors.SourceError):
+        htsr.analyze({"a.weight": np.eye(60)}, base="/nonexistent/base.safetensors")
