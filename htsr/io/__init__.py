@@ -21,7 +21,7 @@ __all__ = ["open_source", "TensorRef", "TensorSource", "FLOAT_DTYPES", "SUPPORTE
 SUPPORTED = (
     ".safetensors files and Hugging Face folders of (sharded) safetensors; "
     ".pt/.pth/.bin PyTorch checkpoints [htsr[torch]]; .npz/.npy arrays; "
-    "torch.nn.Module objects [htsr[torch]]; .gguf llama.cpp files, quantized types dequantized "
+    "torch.nn.Module objects [htsr[torch]]; .onnx models [htsr[onnx]]; .gguf llama.cpp files, quantized types dequantized "
     "[htsr[gguf]]; mappings of names to arrays"
 )
 
@@ -115,6 +115,12 @@ def _open_path(path: Path) -> TensorSource:
 
             return load_torch_file(path)
         raise SourceError(f"{path}: a zip archive that is neither .npz nor a PyTorch checkpoint; supported: {SUPPORTED}")
+    from .onnx import looks_like_onnx  # sniffing only: onnx itself is imported by OnnxFile
+
+    if looks_like_onnx(path, head):
+        from .onnx import OnnxFile
+
+        return OnnxFile(path)
     if head[:1] == b"\x80" or path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
         # legacy PyTorch pickles start with a pickle protocol byte
         from .torch import load_torch_file

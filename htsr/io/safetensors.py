@@ -3,7 +3,8 @@
 The file format: an 8-byte little-endian header length, a JSON header mapping each tensor name to its
 dtype, shape and ``data_offsets`` (relative to the data section), then the raw little-endian data.
 The header is validated in full before anything is read (every offending tensor is named), and each
-tensor is memory-mapped read-only only when it is loaded.
+tensor is memory-mapped read-only only when it is loaded. FP8 and int8 weights stored with a
+``weight_scale_inv`` / ``weight_scale`` tensor are dequantized on load (:mod:`htsr.io.scales`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from ..errors import SourceError
 from .base import TensorRef
+from .scales import with_scales
 
 __all__ = ["SafetensorsFile", "ShardedSafetensors", "is_safetensors", "natural_key"]
 
@@ -130,10 +132,14 @@ class SafetensorsFile:
 
         return load
 
+    def refs(self) -> list[TensorRef]:
+        """The file's tensors as stored (quantized weights and their scales apart)."""
+        return [TensorRef(name, shape, dtype, self._loader(dtype, shape, begin, end))
+                for name in sorted(self._entries, key=natural_key)
+                for dtype, shape, begin, end in [self._entries[name]]]
+
     def __iter__(self) -> Iterator[TensorRef]:
-        for name in sorted(self._entries, key=natural_key):
-            dtype, shape, begin, end = self._entries[name]
-            yield TensorRef(name, shape, dtype, self._loader(dtype, shape, begin, end))
+        yield from with_scales(self.refs())
 
 
 class ShardedSafetensors:
@@ -161,5 +167,5 @@ class ShardedSafetensors:
         return sum(len(f) for f in self._files)
 
     def __iter__(self) -> Iterator[TensorRef]:
-        refs = [r for f in self._files for r in f]
-        yield from sorted(refs, key=lambda r: natural_key(r.name))
+        refs = [r for f in self._files for r in f.refs()]  # a scale may sit in another shard than its weight
+        yield from sorted(with_scales(refs), key=lambda r: natural_key(r.name))

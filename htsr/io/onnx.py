@@ -1,0 +1,409 @@
+"""Reader for ``.onnx`` models (extra ``htsr[onnx]``): the weights of a graph, typed by the operator using them.
+
+**Kinds and orientation.** An ONNX weight is a graph initializer (or the tensor of a ``Constant`` node,
+which some exporters use instead, also inside ``If``/``Loop`` subgraphs). Its kind comes from the
+operator that consumes it, and it is oriented like PyTorch's ``[out, in]`` so that names, shapes and
+ESDs match a safetensors copy of the same weights:
+
+=====================  ==============================  ==================================================
+consumer (input)       ONNX layout                     htsr tensor
+=====================  ==============================  ==================================================
+MatMul (B)             ``[in, out]``                   ``dense`` ``[out, in]`` (transposed); ``stack`` if 3-D
+MatMul (A)             ``[out, in]``                   ``dense`` as it is
+Gemm (B / A)           ``[in, out]`` or transB/transA  ``dense`` ``[out, in]``: transposed unless transB=1
+                                                       (for A: transposed if transA=1)
+Conv (W)               ``[c_out, c_in/g, k…]``         ``conv1d`` / ``conv2d`` by rank (3-D conv: skipped)
+Gather (data)          ``[vocab, dim]``                ``embedding``
+LSTM / GRU / RNN (W,R) ``[dirs, k·hidden, in]``        ``rnn``: one ``[k·hidden, in]`` tensor per direction
+=====================  ==============================  ==================================================
+
+An initializer that reaches one of these operators only through ``Identity``, ``Cast``, ``Slice``,
+``Concat``, ``Split``, ``Squeeze`` or ``Unsqueeze`` (e.g. PyTorch's LSTM export, which reorders the gate
+blocks of ``weight_ih`` with Slice + Concat) is typed by that operator too, kept in its own layout
+except for the MatMul/Gemm transposition above. The gate order of an ONNX LSTM (i, o, f, c) differs
+from PyTorch's (i, f, g, o): a permutation of rows, which changes no singular value. Biases (Gemm C,
+Conv B, LSTM B…), 1-D tensors, integer tensors (shapes, indices) and float tensors used by no weight
+operator (masks, position tables added with ``Add``) are not yielded; :attr:`OnnxFile.skipped` lists
+the float tensors of rank ≥ 2 left out and why.
+
+**Names.** A tensor keeps its own name unless it is *opaque*: starting with ``onnx::`` (PyTorch's
+exporter, e.g. ``onnx::MatMul_470``), made of digits and punctuation only, or of the form
+``val_12`` / ``const_12``, or a node output such as ``/encoder/Constant_output_0``. An opaque tensor is named after its consumer node: the node name's scope,
+``/`` turned into ``.``, without the last component (the operator instance) and with ``.weight``
+appended — ``/encoder/layer.0/attention/self/query/MatMul`` → ``encoder.layer.0.attention.self.query.weight``
+(row ``encoder.layer.0.attention.self.query``). Recurrent weights are named like PyTorch's:
+``<scope>.weight_ih_l<n>`` (W) and ``<scope>.weight_hh_l<n>`` (R), n being the node's instance number
+(``LSTM`` → 0, ``LSTM_1`` → 1), with ``_reverse`` for the second direction (a non-opaque name gets the
+``_reverse`` suffix alone). A node without a name leaves the tensor's own name. Names are made unique
+by suffixes ``_2``, ``_3``… (before a final ``.weight``). When the model also has readable tensor
+names and a scope's first two dotted components are not the first two of any of them, up to two leading
+scope components are dropped if that makes them match: PyTorch's exporter names nodes after the module
+path from the exported wrapper (``/model/model.0/auto_model/encoder/…``) while the parameters keep the
+path from the inner model (``model.0.auto_model.embeddings.word_embeddings.weight``).
+
+**Memory.** The model is parsed with ``onnx.load(path, load_external_data=False)``: with external data
+(``data_location == EXTERNAL``) only the graph is read, and each tensor is memory-mapped from its file
+at its offset/length when it is loaded — the file must lie inside the model's folder and is checked
+(present, large enough) when the model is opened. Tensors embedded in the ``.onnx`` file are part of the
+protobuf, which is in memory as a whole once parsed (protobuf cannot be read partially); they are
+converted to numpy one at a time (``onnx.numpy_helper.to_array``) only when loaded.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import MissingExtraError, SourceError
+from .base import FLOAT_DTYPES, TensorRef
+
+__all__ = ["OnnxFile", "is_onnx", "looks_like_onnx"]
+
+# ModelProto field tags that can follow ir_version (field 1): producer_name (2), producer_version (3),
+# domain (4), model_version (5, varint), doc_string (6), graph (7), opset_import (8), metadata_props (14),
+# training_info (20), functions (25) — the last two are two-byte tags
+_NEXT_TAGS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0xA2, 0xCA}
+
+# ops a weight may pass through on its way to the operator that gives it a kind (layout unchanged)
+_PASS_THROUGH = {"Identity", "Cast", "Slice", "Concat", "Split", "Squeeze", "Unsqueeze"}
+_RNN_OPS = {"LSTM", "GRU", "RNN"}
+_TYPED_OPS = {"MatMul", "Gemm", "Conv", "Gather"} | _RNN_OPS
+_MAX_HOPS = 6
+
+_OPAQUE = re.compile(r"^(onnx::.*|[\W\d_]*|_?(val|const|constant|initializer)_?\d+|.*_output_\d+)$",
+                     re.IGNORECASE)
+_INSTANCE = re.compile(r"_(\d+)$")
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise MissingExtraError("onnx", "onnx", "reading ONNX models") from None
+    return onnx
+
+
+def is_onnx(head: bytes) -> bool:
+    """True if the first bytes look like a serialized ONNX ModelProto.
+
+    ONNX has no magic number, but every exporter writes ``ir_version`` (field 1, varint: tag byte
+    0x08) first, with a small value, followed by another ModelProto field (producer_name, graph…).
+    """
+    return len(head) >= 3 and head[0] == 0x08 and 0 < head[1] < 0x80 and head[2] in _NEXT_TAGS
+
+
+def looks_like_onnx(path: Path, head: bytes) -> bool:
+    """Whether ``open_source`` should hand ``path`` to :class:`OnnxFile` (by content, or by extension:
+    then a corrupt file gets an ONNX-specific error rather than 'unknown format')."""
+    return is_onnx(head) or path.suffix.lower() == ".onnx"
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def _dtype_name(onnx, data_type: int) -> str | None:
+    try:
+        np_type = onnx.helper.tensor_dtype_to_np_dtype(data_type)
+    except (KeyError, ValueError, TypeError):
+        return None
+    return np.dtype(np_type).name
+
+
+def _float(a: np.ndarray) -> np.ndarray:
+    return a if a.dtype in (np.float32, np.float64) else a.astype(np.float32)
+
+
+def _scope_name(node_name: str) -> tuple[str, int]:
+    """'/encoder/layer.0/attention/self/query/MatMul' → ('encoder.layer.0.attention.self.query', 0)."""
+    parts = [p for p in node_name.split("/") if p]
+    if not parts:
+        return "", 0
+    m = _INSTANCE.search(parts[-1])
+    instance = int(m.group(1)) if m else 0
+    scope = ".".join(parts[:-1]) if len(parts) > 1 else parts[0]
+    return scope, instance
+
+
+class _Use:
+    """How one tensor is used: the typed node, which input, and whether it got there directly."""
+
+    def __init__(self, node: Any, index: int, direct: bool) -> None:
+        self.node, self.index, self.direct = node, index, direct
+
+
+class OnnxFile:
+    """The weights of one ``.onnx`` model, read lazily (see the module docstring for the rules)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.description = str(self.path)
+        self.skipped: list[tuple[str, str]] = []
+        onnx = _onnx()
+        from google.protobuf.message import DecodeError  # protobuf comes with onnx
+
+        self._onnx = onnx
+        try:
+            model = onnx.load(str(self.path), load_external_data=False)
+        except (DecodeError, ValueError, TypeError, RuntimeError, OSError, UnicodeDecodeError) as e:
+            detail = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+            raise self._fail(f"not a valid ONNX model ({detail}); the file is truncated or corrupt: "
+                             "re-export or download it again") from None
+        if model.ir_version <= 0 or not model.opset_import or not (
+            len(model.graph.node) or len(model.graph.initializer)
+        ):
+            raise self._fail("not a valid ONNX model (no ir_version, opset or graph); the file is truncated "
+                             "or corrupt: re-export or download it again")
+        self._model = model  # keeps the TensorProtos (and any embedded data) alive for the loaders
+        self._refs = self._collect(model.graph)
+
+    def _fail(self, what: str) -> SourceError:
+        return SourceError(f"{self.path}: {what}")
+
+    # -------------------------------------------------------------------------------------- graph walk
+
+    def _collect(self, graph) -> list[TensorRef]:
+        onnx = self._onnx
+        tensors: dict[str, Any] = {}  # name → TensorProto (initializers and Constant values), graph order
+        nodes: list[Any] = []
+        consumers: dict[str, list[tuple[Any, int]]] = defaultdict(list)
+
+        def walk(g) -> None:
+            for t in g.initializer:
+                tensors.setdefault(t.name, t)
+            for n in g.node:
+                nodes.append(n)
+                for i, x in enumerate(n.input):
+                    if x:
+                        consumers[x].append((n, i))
+                if n.op_type == "Constant" and n.domain in ("", "ai.onnx") and n.output:
+                    for a in n.attribute:
+                        if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
+                            tensors.setdefault(n.output[0], a.t)
+                for a in n.attribute:
+                    if a.type == onnx.AttributeProto.GRAPH:
+                        walk(a.g)
+                    for sg in a.graphs:
+                        walk(sg)
+
+        walk(graph)
+        node_order = {id(n): k for k, n in enumerate(nodes)}
+
+        def find_use(name: str) -> _Use | None:
+            """Breadth-first through pass-through ops to the first typed consumer."""
+            frontier, seen = [name], {name}
+            for hop in range(_MAX_HOPS):
+                nxt = []
+                found = []
+                for v in frontier:
+                    for n, i in consumers.get(v, ()):
+                        if n.domain not in ("", "ai.onnx"):
+                            continue
+                        if n.op_type in _TYPED_OPS:
+                            found.append(_Use(n, i, hop == 0))
+                        elif n.op_type in _PASS_THROUGH:
+                            nxt += [o for o in n.output if o and o not in seen]
+                            seen.update(n.output)
+                if found:
+                    return min(found, key=lambda u: node_order[id(u.node)])
+                frontier = nxt
+                if not frontier:
+                    break
+            return None
+
+        pending: list[tuple[int, str, Any, _Use]] = []
+        for name, t in tensors.items():
+            if len(t.dims) < 2:
+                continue
+            dtype = _dtype_name(onnx, t.data_type)
+            if dtype not in FLOAT_DTYPES:
+                continue
+            use = find_use(name)
+            if use is None:
+                self.skipped.append((name, "used by no MatMul/Gemm/Conv/Gather/LSTM/GRU/RNN"))
+                continue
+            pending.append((node_order[id(use.node)], name, t, use))
+        pending.sort(key=lambda p: p[0])  # model order: the order of the consuming nodes
+        # the first two dotted components of the readable names, to align node scopes with them
+        self._prefixes = {".".join(n.split(".")[:2]) for _, n, _, _ in pending
+                          if not _OPAQUE.match(n) and "." in n}
+
+        taken: set[str] = set()
+        refs: list[TensorRef] = []
+        for _, name, t, use in pending:
+            for ref in self._typed_refs(name, t, use):
+                if ref is None:
+                    continue
+                unique = self._unique(ref.name, taken)
+                taken.add(unique)
+                refs.append(TensorRef(unique, ref.shape, ref.dtype, ref.loader, ref.kind))
+        return refs
+
+    @staticmethod
+    def _unique(name: str, taken: set[str]) -> str:
+        if name not in taken:
+            return name
+        stem, tail = (name[: -len(".weight")], ".weight") if name.endswith(".weight") else (name, "")
+        k = 2
+        while f"{stem}_{k}{tail}" in taken:
+            k += 1
+        return f"{stem}_{k}{tail}"
+
+    def _typed_refs(self, name: str, t: Any, use: _Use) -> Iterator[TensorRef | None]:
+        onnx = self._onnx
+        op, idx, node = use.node.op_type, use.index, use.node
+        shape = tuple(int(d) for d in t.dims)
+        dtype = _dtype_name(onnx, t.data_type)
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        raw = self._raw_loader(name, t)
+        opaque = bool(_OPAQUE.match(name)) and bool(node.name)
+        scope, instance = _scope_name(node.name)
+        tokens = scope.split(".")
+        if self._prefixes and ".".join(tokens[:2]) not in self._prefixes:
+            # PyTorch's exporter prefixes scopes with wrapper modules ('/model/model.0/…' while the
+            # parameters are 'model.0.…'): drop up to two leading components if that aligns them
+            for k in (1, 2):
+                if len(tokens) > k + 1 and ".".join(tokens[k : k + 2]) in self._prefixes:
+                    scope = ".".join(tokens[k:])
+                    break
+        layer = f"{scope}.weight" if opaque and scope else name
+
+        def ref(n: str, shp: tuple[int, ...], kind: str, load: Callable[[], np.ndarray]) -> TensorRef:
+            return TensorRef(n, shp, dtype, load, kind)
+
+        if op in ("MatMul", "Gemm"):
+            if idx > 1:
+                self.skipped.append((name, f"{op} input {idx} (bias)"))
+                return
+            if op == "MatMul":  # Y = X @ B with B [in, out]; Y = A @ X with A [out, in]
+                transpose = idx == 1
+            elif idx == 1:  # Gemm: B is [in, out] unless transB=1
+                transpose = not attrs.get("transB", 0)
+            else:  # Gemm: A is [out, in] unless transA=1
+                transpose = bool(attrs.get("transA", 0))
+            if len(shape) == 2:
+                if transpose:
+                    yield ref(layer, (shape[1], shape[0]), "dense", lambda: _float(raw()).T)
+                else:
+                    yield ref(layer, shape, "dense", lambda: _float(raw()))
+            elif op == "MatMul":  # batched weights [..., in, out]: a stack of matrices
+                if transpose:
+                    shp = shape[:-2] + (shape[-1], shape[-2])
+                    yield ref(layer, shp, "stack", lambda: np.swapaxes(_float(raw()), -1, -2))
+                else:
+                    yield ref(layer, shape, "stack", lambda: _float(raw()))
+            else:
+                self.skipped.append((name, f"Gemm input of rank {len(shape)}"))
+        elif op == "Conv":
+            if idx != 1:
+                self.skipped.append((name, f"Conv input {idx}"))
+                return
+            kind = {3: "conv1d", 4: "conv2d"}.get(len(shape))
+            if kind is None:
+                self.skipped.append((name, f"Conv kernel of rank {len(shape)} (only 1-D and 2-D convolutions)"))
+                return
+            yield ref(layer, shape, kind, lambda: _float(raw()))
+        elif op == "Gather":
+            if idx != 0 or len(shape) != 2:
+                self.skipped.append((name, f"Gather input {idx} of rank {len(shape)}"))
+                return
+            yield ref(layer, shape, "embedding", lambda: _float(raw()))
+        elif op in _RNN_OPS:
+            if idx not in (1, 2):
+                self.skipped.append((name, f"{op} input {idx} (bias or state)"))
+                return
+            which = "ih" if idx == 1 else "hh"
+            if opaque and scope:
+                base = f"{scope}.weight_{which}_l{instance}"
+            else:
+                base = name
+            if len(shape) == 2:  # reached through Slice/Concat/Unsqueeze: PyTorch's [k·hidden, in]
+                yield ref(base, shape, "rnn", lambda: _float(raw()))
+            elif len(shape) == 3:
+                dirs = shape[0]
+                for d in range(dirs):
+                    n = base if d == 0 else f"{base}_reverse" if dirs == 2 else f"{base}[{d}]"
+                    yield ref(n, shape[1:], "rnn", lambda d=d: _float(raw()[d]))
+            else:
+                self.skipped.append((name, f"{op} weight of rank {len(shape)}"))
+
+    # ----------------------------------------------------------------------------------------- loading
+
+    def _raw_loader(self, name: str, t: Any) -> Callable[[], np.ndarray]:
+        onnx = self._onnx
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            return self._external_loader(name, t)
+        dtype_name = _dtype_name(onnx, t.data_type)
+        count = math.prod(int(d) for d in t.dims)
+        if t.raw_data:
+            got, need = len(t.raw_data), count * _np_dtype(dtype_name).itemsize
+        else:  # typed fields: float_data (float32), double_data, int32_data (16- and 8-bit floats)
+            field = {"float32": t.float_data, "float64": t.double_data}.get(dtype_name, t.int32_data)
+            got, need = len(field), count
+        if got != need:
+            raise self._fail(f"tensor {name!r}: {got} stored values/bytes for shape {list(t.dims)} of {dtype_name}, "
+                             f"expected {need}; the file is truncated or corrupt")
+
+        def load() -> np.ndarray:
+            try:
+                return onnx.numpy_helper.to_array(t)
+            except (ValueError, TypeError, KeyError) as e:
+                raise self._fail(f"tensor {name!r}: cannot decode its data ({e}); the file is corrupt") from None
+
+        return load
+
+    def _external_loader(self, name: str, t: Any) -> Callable[[], np.ndarray]:
+        info = {e.key: e.value for e in t.external_data}
+        shape = tuple(int(d) for d in t.dims)
+        dtype_name = _dtype_name(self._onnx, t.data_type)
+        np_dtype = _np_dtype(dtype_name)
+        folder = self.path.parent.resolve()
+        location = info.get("location", "")
+        try:
+            offset = int(info.get("offset", 0))
+            length = int(info["length"]) if "length" in info else None
+        except ValueError:
+            raise self._fail(f"tensor {name!r}: external data has a bad offset/length {info}") from None
+        target = (folder / location).resolve()
+        if not location or os.path.isabs(location) or not target.is_relative_to(folder):
+            raise self._fail(f"tensor {name!r}: external data file {location!r} is outside the model's folder "
+                             f"{folder}; refused")
+        if not target.is_file():
+            raise self._fail(f"tensor {name!r}: external data file {location!r} is missing from {folder}")
+        need = math.prod(shape) * np_dtype.itemsize
+        if length is None:
+            length = need
+        size = target.stat().st_size
+        if length != need or offset < 0 or offset + length > size:
+            raise self._fail(f"tensor {name!r}: external data {location!r} offset {offset} length {length} does "
+                             f"not hold shape {list(shape)} of {dtype_name} in its {size} bytes; truncated?")
+
+        def load() -> np.ndarray:
+            if length == 0:
+                return np.zeros(shape, dtype=np.float32)
+            raw = np.memmap(target, dtype=np.uint8, mode="r", offset=offset, shape=(length,))
+            return raw.view(np_dtype).reshape(shape)
+
+        return load
+
+    # ---------------------------------------------------------------------------------------- protocol
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def __iter__(self) -> Iterator[TensorRef]:
+        yield from self._refs
+
+
+def _np_dtype(name: str) -> np.dtype:
+    if name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):
+        import ml_dtypes
+
+        return np.dtype(getattr(ml_dtypes, name))
+    return np.dtype(name).newbyteorder("<")

@@ -1,0 +1,484 @@
+"""ONNX reader (htsr.io.onnx): kinds and orientation by consuming operator, names, external data, laziness,
+bad input; and real models (network-marked): paraphrase-MiniLM-L3-v2 and Silero VAD.
+
+The offline tests build small models with ``onnx.helper`` under ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+import htsr
+import htsr.io
+from htsr.io.base import TensorRef
+from htsr.matrices import layer_matrices
+from htsr.spectra import esd
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper
+
+from htsr.io.onnx import OnnxFile, is_onnx, looks_like_onnx
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def _f32(rng, *shape) -> np.ndarray:
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def _model(nodes, inits, inputs=("x",), outputs=("y",), opset=17):
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info(i, TensorProto.FLOAT, None) for i in inputs],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+        initializer=[numpy_helper.from_array(a, n) for n, a in inits.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _save(model, path):
+    onnx.save_model(model, str(path))
+    return path
+
+
+def _refs(path) -> dict[str, TensorRef]:
+    return {r.name: r for r in OnnxFile(path)}
+
+
+def _evals(name: str, kind: str, shape, load) -> np.ndarray:
+    (lm,) = list(layer_matrices(name, kind, shape, load))
+    return esd(lm.load(), precision="accurate", scale=lm.scale).evals
+
+
+def _one_line(excinfo, *must_contain: str) -> str:
+    msg = str(excinfo.value)
+    assert isinstance(excinfo.value, htsr.SourceError)
+    assert "\n" not in msg and "\r" not in msg, f"message is not one line: {msg!r}"
+    for s in must_contain:
+        assert s in msg, f"{s!r} not in {msg!r}"
+    return msg
+
+
+# --------------------------------------------------------------------------------- kinds & orientation
+
+
+def test_matmul_initializer_is_transposed_to_out_in(tmp_path):
+    rng = _rng(1)
+    W = _f32(rng, 24, 10)  # the PyTorch Linear weight [out, in]
+    node = helper.make_node("MatMul", ["x", "onnx::MatMul_7"], ["y"], name="/encoder/layer.0/attention/self/query/MatMul")
+    path = _save(_model([node], {"onnx::MatMul_7": W.T.copy()}), tmp_path / "m.onnx")  # ONNX stores [in, out]
+
+    (ref,) = OnnxFile(path)
+    assert ref.name == "encoder.layer.0.attention.self.query.weight"
+    assert (ref.kind, ref.shape, ref.dtype) == ("dense", (24, 10), "float32")
+    np.testing.assert_array_equal(ref.load(), W)
+    np.testing.assert_allclose(_evals(ref.name, ref.kind, ref.shape, ref.load),
+                               _evals("w", "dense", W.shape, lambda: W), rtol=1e-12)
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_gemm_honours_transB(tmp_path, trans_b):
+    rng = _rng(2)
+    W = _f32(rng, 12, 20)  # [out, in]
+    B = W if trans_b else W.T.copy()
+    node = helper.make_node("Gemm", ["x", "fc.weight", "fc.bias"], ["y"], name="/fc/Gemm", transB=trans_b)
+    path = _save(_model([node], {"fc.weight": B, "fc.bias": _f32(rng, 12)}), tmp_path / "g.onnx")
+    refs = _refs(path)
+    assert list(refs) == ["fc.weight"]  # readable name kept; the bias (Gemm C, 1-D) is not yielded
+    ref = refs["fc.weight"]
+    assert (ref.kind, ref.shape) == ("dense", (12, 20))
+    np.testing.assert_array_equal(ref.load(), W)
+
+
+def test_conv_gather_and_constant_node(tmp_path):
+    rng = _rng(3)
+    k1, k2, emb, const = _f32(rng, 8, 4, 3), _f32(rng, 16, 8, 3, 3), _f32(rng, 50, 8), _f32(rng, 6, 8)
+    nodes = [
+        helper.make_node("Gather", ["emb.weight", "ids"], ["e"], name="/emb/Gather"),
+        helper.make_node("Conv", ["x", "onnx::Conv_1", "conv1.bias"], ["c1"], name="/conv1/Conv"),
+        helper.make_node("Conv", ["c1", "onnx::Conv_2"], ["c2"], name="/conv2/Conv"),
+        helper.make_node("Constant", [], ["/head/Constant_output_0"], value=numpy_helper.from_array(const)),
+        helper.make_node("MatMul", ["e", "/head/Constant_output_0"], ["y"], name="/head/MatMul"),
+    ]
+    inits = {"emb.weight": emb, "onnx::Conv_1": k1, "conv1.bias": _f32(rng, 8), "onnx::Conv_2": k2,
+             "ids": np.arange(4, dtype=np.int64).reshape(2, 2)}
+    refs = _refs(_save(_model(nodes, inits, inputs=("x",)), tmp_path / "c.onnx"))
+    assert {n: (r.kind, r.shape) for n, r in refs.items()} == {
+        "emb.weight": ("embedding", (50, 8)),
+        "conv1.weight": ("conv1d", (8, 4, 3)),
+        "conv2.weight": ("conv2d", (16, 8, 3, 3)),
+        "head.weight": ("dense", (8, 6)),  # a Constant node's tensor, named after its MatMul, transposed
+    }
+    assert list(refs) == ["emb.weight", "conv1.weight", "conv2.weight", "head.weight"]  # model order
+    np.testing.assert_array_equal(refs["conv2.weight"].load(), k2)
+    np.testing.assert_array_equal(refs["head.weight"].load(), const.T)
+
+
+def test_lstm_two_directions_one_rnn_tensor_per_direction(tmp_path):
+    rng = _rng(4)
+    hidden, inp = 5, 7
+    W, R, B = _f32(rng, 2, 4 * hidden, inp), _f32(rng, 2, 4 * hidden, hidden), _f32(rng, 2, 8 * hidden)
+    nodes = [helper.make_node("LSTM", ["x", "onnx::LSTM_10", "onnx::LSTM_11", "onnx::LSTM_12"], ["y"],
+                              name="/rnn/LSTM", hidden_size=hidden, direction="bidirectional")]
+    refs = _refs(_save(_model(nodes, {"onnx::LSTM_10": W, "onnx::LSTM_11": R, "onnx::LSTM_12": B}),
+                       tmp_path / "l.onnx"))
+    # PyTorch's names; B ([dirs, 8·hidden], the biases) is skipped
+    assert {n: (r.kind, r.shape) for n, r in refs.items()} == {
+        "rnn.weight_ih_l0": ("rnn", (20, 7)), "rnn.weight_ih_l0_reverse": ("rnn", (20, 7)),
+        "rnn.weight_hh_l0": ("rnn", (20, 5)), "rnn.weight_hh_l0_reverse": ("rnn", (20, 5)),
+    }
+    np.testing.assert_array_equal(refs["rnn.weight_ih_l0_reverse"].load(), W[1])
+    np.testing.assert_array_equal(refs["rnn.weight_hh_l0"].load(), R[0])
+
+
+def test_gru_second_layer_and_weights_through_slice_concat(tmp_path):
+    rng = _rng(5)
+    hidden = 4
+    # PyTorch's LSTM export: weight_ih [4h, in] reordered by Slice + Concat, unsqueezed to [1, 4h, in]
+    w_ih = _f32(rng, 4 * hidden, 6)
+    consts = {
+        "s0": np.array([0], np.int64), "s1": np.array([hidden], np.int64), "s2": np.array([4 * hidden], np.int64),
+        "ax": np.array([0], np.int64),
+    }
+    nodes = [
+        helper.make_node("Slice", ["lstm.weight_ih", "s0", "s1"], ["a"], name="/lstm/Slice"),
+        helper.make_node("Slice", ["lstm.weight_ih", "s1", "s2"], ["b"], name="/lstm/Slice_1"),
+        helper.make_node("Concat", ["b", "a"], ["c"], axis=0, name="/lstm/Concat"),
+        helper.make_node("Unsqueeze", ["c", "ax"], ["w"], name="/lstm/Unsqueeze"),
+        helper.make_node("LSTM", ["x", "w", "r"], ["h"], name="/lstm/LSTM", hidden_size=hidden),
+        helper.make_node("GRU", ["h", "onnx::GRU_5", "onnx::GRU_6"], ["y"], name="/gru/GRU_1", hidden_size=hidden),
+    ]
+    inits = {"lstm.weight_ih": w_ih, "r": _f32(rng, 1, 4 * hidden, hidden), **consts,
+             "onnx::GRU_5": _f32(rng, 1, 3 * hidden, hidden), "onnx::GRU_6": _f32(rng, 1, 3 * hidden, hidden)}
+    refs = _refs(_save(_model(nodes, inits), tmp_path / "s.onnx"))
+    assert {n: (r.kind, r.shape) for n, r in refs.items()} == {
+        "lstm.weight_ih": ("rnn", (16, 6)),  # typed by the LSTM it reaches; PyTorch's layout as stored
+        "r": ("rnn", (16, 4)),
+        "gru.weight_ih_l1": ("rnn", (12, 4)), "gru.weight_hh_l1": ("rnn", (12, 4)),  # GRU_1 → layer 1
+    }
+    np.testing.assert_array_equal(refs["lstm.weight_ih"].load(), w_ih)
+
+
+def test_cast_to_matmul_float16(tmp_path):
+    rng = _rng(6)
+    W = _f32(rng, 9, 5).astype(np.float16)  # [out, in]
+    nodes = [helper.make_node("Cast", ["w16", ], ["w32"], to=TensorProto.FLOAT, name="/fc/Cast"),
+             helper.make_node("MatMul", ["x", "w32"], ["y"], name="/fc/MatMul")]
+    refs = _refs(_save(_model(nodes, {"w16": W.T.copy()}), tmp_path / "h.onnx"))
+    ref = refs["w16"]
+    assert (ref.kind, ref.shape, ref.dtype) == ("dense", (9, 5), "float16")
+    got = ref.load()
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, W.astype(np.float32))
+
+
+def test_opaque_names_are_unique_and_untyped_tensors_skipped(tmp_path):
+    rng = _rng(7)
+    nodes = [
+        helper.make_node("MatMul", ["x", "onnx::MatMul_1"], ["a"], name="/blk/MatMul"),
+        helper.make_node("MatMul", ["a", "onnx::MatMul_2"], ["b"], name="/blk/MatMul_1"),
+        helper.make_node("MatMul", ["b", "123"], ["c"], name=""),  # no node name: the tensor's own name
+        helper.make_node("Add", ["c", "pos_table"], ["d"], name="/Add"),  # not a weight op
+        helper.make_node("MatMul", ["d", "shared"], ["e"], name="/tied/MatMul"),
+        helper.make_node("Gemm", ["e", "shared"], ["y"], name="/tied2/Gemm", transB=1),  # same tensor again
+    ]
+    inits = {"onnx::MatMul_1": _f32(rng, 4, 4), "onnx::MatMul_2": _f32(rng, 4, 4), "123": _f32(rng, 4, 4),
+             "pos_table": _f32(rng, 4, 4), "shared": _f32(rng, 4, 4)}
+    src = OnnxFile(_save(_model(nodes, inits), tmp_path / "u.onnx"))
+    names = [r.name for r in src]
+    assert names == ["blk.weight", "blk_2.weight", "123", "shared"]  # each tensor once, first consumer
+    assert len(set(names)) == len(names) == len(src)
+    assert ("pos_table", "used by no MatMul/Gemm/Conv/Gather/LSTM/GRU/RNN") in src.skipped
+
+
+def test_esd_equals_safetensors_copy_of_same_weights(tmp_path):
+    """The same Linear weights as ONNX MatMul ([in, out]) and as a state dict ([out, in]): same rows."""
+    rng = _rng(8)
+    Ws = {f"layers.{i}.fc.weight": (rng.standard_normal((120, 60)) / 8).astype(np.float32) for i in range(2)}
+    nodes, inits, x = [], {}, "x"
+    for i, (name, W) in enumerate(Ws.items()):
+        nodes.append(helper.make_node("MatMul", [x, f"onnx::MatMul_{i}"], [f"h{i}"], name=f"/layers.{i}/fc/MatMul"))
+        inits[f"onnx::MatMul_{i}"] = W.T.copy()
+        x = f"h{i}"
+    nodes.append(helper.make_node("Identity", [x], ["y"]))
+    path = _save(_model(nodes, inits), tmp_path / "two.onnx")
+    a = htsr.analyze(path, min_evals=10)
+    b = htsr.analyze(Ws, min_evals=10)
+    assert [r.name for r in a.layers] == [r.name for r in b.layers] == ["layers.0.fc", "layers.1.fc"]
+    for ra, rb in zip(a.layers, b.layers):
+        assert (ra.kind, ra.shape, ra.status) == (rb.kind, rb.shape, rb.status) == ("dense", "120x60", "ok")
+        for m in ("alpha", "log_norm", "lambda_max", "stable_rank"):
+            assert getattr(ra, m) == pytest.approx(getattr(rb, m), rel=1e-9), m
+    assert a.source == str(path)
+
+
+# ------------------------------------------------------------------------------------- external data
+
+
+def _external_model(folder, location="weights.bin"):
+    rng = _rng(9)
+    W1, W2 = _f32(rng, 30, 20), _f32(rng, 40, 30)
+    nodes = [helper.make_node("MatMul", ["x", "onnx::MatMul_1"], ["h"], name="/l1/MatMul"),
+             helper.make_node("Gemm", ["h", "l2.weight"], ["y"], name="/l2/Gemm", transB=1)]
+    model = _model(nodes, {"onnx::MatMul_1": W1.T.copy(), "l2.weight": W2})
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(model, str(folder / "model.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location=location, size_threshold=0)
+    return folder / "model.onnx", {"l1.weight": W1, "l2.weight": W2}
+
+
+def _set_location(path, location):
+    m = onnx.load(str(path), load_external_data=False)
+    for t in m.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = location
+    onnx.save_model(m, str(path))
+
+
+def test_external_data_read_lazily_at_offsets(tmp_path, monkeypatch):
+    path, want = _external_model(tmp_path / "m")
+    assert (tmp_path / "m" / "weights.bin").stat().st_size > 0
+    mapped: list = []
+    real_memmap = np.memmap
+
+    def spy(*a, **k):
+        mapped.append(a)
+        return real_memmap(*a, **k)
+
+    monkeypatch.setattr(np, "memmap", spy)
+    converted: list = []
+    real_to_array = numpy_helper.to_array
+    monkeypatch.setattr(numpy_helper, "to_array", lambda *a, **k: (converted.append(a), real_to_array(*a, **k))[1])
+
+    refs = _refs(path)  # opening and listing reads no tensor data
+    assert mapped == [] and converted == []
+    assert {n: (r.kind, r.shape) for n, r in refs.items()} == {"l1.weight": ("dense", (30, 20)),
+                                                               "l2.weight": ("dense", (40, 30))}
+    got = refs["l2.weight"].load()
+    assert len(mapped) == 1 and converted == []  # one tensor mapped, the other untouched
+    np.testing.assert_array_equal(got, want["l2.weight"])
+    np.testing.assert_array_equal(refs["l1.weight"].load(), want["l1.weight"])
+    assert len(mapped) == 2
+
+
+def test_embedded_tensors_converted_only_on_load(tmp_path, monkeypatch):
+    rng = _rng(10)
+    nodes = [helper.make_node("MatMul", ["x", f"w{i}"], [f"h{i}" if i < 2 else "y"], name=f"/l{i}/MatMul")
+             for i in range(3)]
+    nodes[1].input[0], nodes[2].input[0] = "h0", "h1"
+    path = _save(_model(nodes, {f"w{i}": _f32(rng, 6, 6) for i in range(3)}), tmp_path / "e.onnx")
+    converted: list[str] = []
+    real = numpy_helper.to_array
+    monkeypatch.setattr(numpy_helper, "to_array", lambda t, *a, **k: (converted.append(t.name), real(t, *a, **k))[1])
+    refs = list(OnnxFile(path))
+    assert len(refs) == 3 and converted == []
+    refs[1].load()
+    assert converted == ["w1"]
+
+
+def test_external_data_escaping_the_folder_is_refused(tmp_path):
+    path, _ = _external_model(tmp_path / "m")
+    (tmp_path / "outside.bin").write_bytes((tmp_path / "m" / "weights.bin").read_bytes())
+    _set_location(path, "../outside.bin")
+    with pytest.raises(htsr.SourceError) as ei:
+        OnnxFile(path)
+    _one_line(ei, str(path), "outside", "../outside.bin")
+    assert "l1.weight" in str(ei.value) or "onnx::MatMul_1" in str(ei.value)  # the tensor is named
+    _set_location(path, str(tmp_path / "outside.bin"))  # an absolute path too
+    with pytest.raises(htsr.SourceError) as ei:
+        OnnxFile(path)
+    _one_line(ei, str(path), "outside")
+
+
+def test_external_data_missing_or_short_file(tmp_path):
+    path, _ = _external_model(tmp_path / "m")
+    data = tmp_path / "m" / "weights.bin"
+    raw = data.read_bytes()
+    data.write_bytes(raw[: len(raw) - 100])  # the last tensor is cut
+    with pytest.raises(htsr.SourceError) as ei:
+        OnnxFile(path)
+    _one_line(ei, str(path), "weights.bin", "truncated")
+    data.unlink()
+    with pytest.raises(htsr.SourceError) as ei:
+        OnnxFile(path)
+    msg = _one_line(ei, str(path), "weights.bin", "missing")
+    assert "onnx::MatMul_1" in msg or "l2.weight" in msg
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+
+def _small_model_bytes(tmp_path) -> bytes:
+    rng = _rng(11)
+    node = helper.make_node("MatMul", ["x", "w"], ["y"], name="/fc/MatMul")
+    return _save(_model([node], {"w": _f32(rng, 32, 16)}), tmp_path / "ok.onnx").read_bytes()
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.9, 0.02])
+def test_truncated_file(tmp_path, cut):
+    raw = _small_model_bytes(tmp_path)
+    path = tmp_path / "cut.onnx"
+    path.write_bytes(raw[: int(len(raw) * cut)])
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(path)
+    _one_line(ei, str(path), "truncated")
+
+
+def test_random_bytes_with_onnx_extension(tmp_path):
+    path = tmp_path / "noise.onnx"
+    path.write_bytes(_rng(12).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(path)
+    _one_line(ei, str(path), "ONNX")
+    path.write_bytes(b"")
+    with pytest.raises(htsr.SourceError) as ei:
+        OnnxFile(path)
+    _one_line(ei, str(path))
+
+
+def test_corrupt_embedded_tensor_size(tmp_path):
+    rng = _rng(13)
+    node = helper.make_node("MatMul", ["x", "w"], ["y"], name="/fc/MatMul")
+    m = _model([node], {"w": _f32(rng, 8, 4)})
+    m.graph.initializer[0].raw_data = m.graph.initializer[0].raw_data[:-8]
+    path = _save(m, tmp_path / "bad.onnx")
+    with pytest.raises(htsr.SourceError) as ei:
+        OnnxFile(path)
+    _one_line(ei, str(path), "'w'")
+
+
+def test_content_sniffing(tmp_path):
+    raw = _small_model_bytes(tmp_path)
+    assert is_onnx(raw[:16])
+    from safetensors.numpy import save_file
+
+    save_file({"a": np.zeros((2, 2), np.float32)}, str(tmp_path / "a.safetensors"))
+    np.save(tmp_path / "a.npy", np.zeros(3))
+    for p in (tmp_path / "a.safetensors", tmp_path / "a.npy"):
+        assert not is_onnx(p.read_bytes()[:16])
+    assert not is_onnx(b"\x80\x02}q\x00.")  # a pickle
+    assert not is_onnx(b"PK\x03\x04")
+    assert not is_onnx(b"\x08")
+    assert looks_like_onnx(tmp_path / "x.onnx", b"garbage")  # by extension: the reader gives the error
+
+
+def test_missing_onnx_package_is_missing_extra(tmp_path, monkeypatch):
+    path = tmp_path / "ok.onnx"
+    path.write_bytes(_small_model_bytes(tmp_path))
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx → ImportError
+    with pytest.raises(htsr.MissingExtraError, match=r"htsr\[onnx\]"):
+        OnnxFile(path)
+
+
+# ----------------------------------------------------------------------------------------- real models
+
+
+@pytest.mark.network
+def test_paraphrase_minilm_onnx():
+    from conftest import fetch_model
+
+    path = fetch_model("paraphrase_minilm_onnx")
+    refs = _refs(path)
+    prefix = "model.0.auto_model."
+    emb = {f"{prefix}embeddings.{n}.weight": s for n, s in
+           [("word_embeddings", (30522, 384)), ("position_embeddings", (512, 384)), ("token_type_embeddings", (2, 384))]}
+    dense = {}
+    for i in range(3):
+        lay = f"{prefix}encoder.layer.{i}."
+        for n in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
+            dense[f"{lay}{n}.weight"] = (384, 384)
+        dense[f"{lay}intermediate.dense.weight"] = (1536, 384)  # PyTorch [out, in]
+        dense[f"{lay}output.dense.weight"] = (384, 1536)
+    assert {n: (r.kind, r.shape) for n, r in refs.items()} == {
+        **{n: ("embedding", s) for n, s in emb.items()}, **{n: ("dense", s) for n, s in dense.items()}}
+
+    result = htsr.analyze(path)
+    rows = {r.name: r for r in result.layers}
+    assert set(rows) == {n[: -len(".weight")] for n in refs}
+    for name, r in rows.items():
+        if ".encoder." in name:
+            assert r.status == "ok" and np.isfinite(r.alpha) and r.alpha > 1.0, (name, r.status, r.alpha)
+
+
+def _value_match(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, str]:
+    """Names of ``a`` → names of ``b`` whose tensors are equal (ESD-preserving row permutations allowed
+    for recurrent weights: ONNX LSTM gates are i,o,f,c, PyTorch's i,f,g,o)."""
+    out = {}
+    for na, ta in a.items():
+        for nb, tb in b.items():
+            if ta.shape != tb.shape:
+                continue
+            if np.array_equal(ta, tb) or (ta.ndim == 2 and np.array_equal(np.sort(ta, axis=0), np.sort(tb, axis=0))
+                                          and np.array_equal(np.sort(ta.ravel()), np.sort(tb.ravel()))):
+                out[na] = nb
+                break
+    return out
+
+
+@pytest.mark.network
+def test_silero_onnx_and_safetensors():
+    """The 6.2.3 wheel's 16k safetensors and its ONNX models share the architecture (same shapes, in the
+    same order) but, apart from the fixed STFT basis, not the trained weights: every ONNX file of the wheel
+    holds one other weight set (that of silero_vad.jit). Equal tensors must give equal spectra."""
+    from conftest import fetch_model
+
+    st_path, onnx_path = fetch_model("silero_safetensors"), fetch_model("silero_onnx")
+    st = {r.name: r for r in htsr.io.open_source(st_path) if len(r.shape) >= 2}
+    ox = {r.name: r for r in OnnxFile(onnx_path)}
+    # the same layers (by architecture) have the same shapes
+    same_layer = {"stft_conv.weight": "model.stft.forward_basis_buffer",
+                  "lstm_cell.weight_ih": "model.decoder.rnn.weight_ih",
+                  "lstm_cell.weight_hh": "model.decoder.rnn.weight_hh",
+                  "final_conv.weight": "model.decoder.decoder.2.weight",
+                  **{f"conv{i + 1}.weight": f"model.encoder.{i}.reparam_conv.weight" for i in range(4)}}
+    assert sorted(st) == sorted(same_layer) and sorted(ox) == sorted(same_layer.values())
+    assert all(st[a].shape == ox[b].shape for a, b in same_layer.items())
+    assert [r.kind for r in ox.values()] == ["conv1d"] * 5 + ["rnn"] * 2 + ["conv1d"]
+    match = _value_match({n: r.load() for n, r in ox.items()}, {n: np.asarray(r.load()) for n, r in st.items()})
+    assert match == {"model.stft.forward_basis_buffer": "stft_conv.weight"}
+    for on, sn in match.items():
+        o, s = ox[on], st[sn]
+        np.testing.assert_array_equal(_evals(on, o.kind, o.shape, o.load), _evals(sn, o.kind, s.shape, s.load))
+
+    a = {r.name: r for r in htsr.analyze(onnx_path).layers}
+    b = {r.name: r for r in htsr.analyze(st_path).layers}
+    assert len(a) == 8 and a["model.stft.forward_basis_buffer"].kind == "conv1d"  # typed by its Conv node
+    # the file reader guesses from the shape: a 3-D tensor with a kernel of 256 > 32 is a stack of 258 rows
+    assert len(b) == 7 + 258 and b["stft_conv[0]"].kind == "stack"
+    assert {b[n].kind for n in ("conv1", "conv4", "lstm_cell.weight_ih")} == {"conv1d", "dense"}
+
+
+@pytest.mark.network
+def test_silero_onnx_encodings_agree():
+    """One weight set exported three ways: LSTM weights through Slice/Concat (op15), as ONNX LSTM W/R
+    in ONNX gate order (sequence), and as two Gemm (op18, if-less). Matched by values, every layer has
+    the same ESD and alpha."""
+    from conftest import fetch_model
+
+    paths = {k: fetch_model(k) for k in ("silero_onnx", "silero_onnx_sequence", "silero_onnx_ifless")}
+    # 'accurate' (float64 SVD): the float32 Gram of the fast path depends on the order of the gate rows
+    results = {k: {r.name: r for r in htsr.analyze(p, min_evals=10, precision="accurate").layers}
+               for k, p in paths.items()}
+    srcs = {k: {r.name: r for r in OnnxFile(p)} for k, p in paths.items()}
+    base = srcs["silero_onnx"]
+    assert len(base) == 8
+    for other in ("silero_onnx_sequence", "silero_onnx_ifless"):
+        match = _value_match({n: r.load() for n, r in base.items()}, {n: r.load() for n, r in srcs[other].items()})
+        assert len(match) == 8, (other, match)
+        for on, xn in match.items():
+            o, x = base[on], srcs[other][xn]
+            eo = _evals(on, "dense" if o.kind == "rnn" else o.kind, o.shape, o.load)
+            ex = _evals(xn, "dense" if x.kind == "rnn" else x.kind, x.shape, x.load)
+            np.testing.assert_allclose(eo, ex, rtol=1e-9, atol=1e-12 * eo.max())
+            ro, rx = results["silero_onnx"][on.removesuffix(".weight")], results[other][xn.removesuffix(".weight")]
+            assert ro.status.split(":")[0] == rx.status.split(":")[0]
+            if ro.status == "ok":
+                assert ro.alpha == pytest.approx(rx.alpha, rel=1e-9), (on, xn)
