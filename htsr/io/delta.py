@@ -13,7 +13,7 @@ each source, so memory stays at two tensors at a time.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
