@@ -34,7 +34,7 @@ from typing import Sequence
 import numpy as np
 import scipy.linalg
 
-__all__ = ["Spectrum", "esd", "matrix_eigenvalues"]
+__all__ = ["Spectrum", "esd", "matrix_eigenvalues", "lowrank_eigenvalues"]
 
 _EPS32 = float(np.finfo(np.float32).eps)
 _EPS64 = float(np.finfo(np.float64).eps)
@@ -124,3 +124,21 @@ def esd(
         rank=rank,
         method="+".join(sorted(methods)),
     )
+
+
+def lowrank_eigenvalues(B: np.ndarray, A: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """Nonzero eigenvalues of XᵀX for the low-rank update ΔW = scale·B·A (a LoRA adapter), ascending.
+
+    B is out × r, A is r × in. With B = Q_B·R_B and Aᵀ = Q_A·R_A (thin QR), ΔW = scale·Q_B·(R_B·R_Aᵀ)·Q_Aᵀ
+    and Q_B, Q_A have orthonormal columns, so the singular values of ΔW are those of the r × r matrix
+    scale·R_B·R_Aᵀ: O((out + in)·r²) work, and the out × in product is never formed. Returns the r
+    squared singular values (float64); the other min(out, in) − r eigenvalues of ΔW are exactly zero.
+    """
+    B = np.asarray(B, dtype=np.float64)
+    A = np.asarray(A, dtype=np.float64)
+    if B.ndim != 2 or A.ndim != 2 or B.shape[1] != A.shape[0]:
+        raise ValueError(f"expected B (out x r) and A (r x in), got {B.shape} and {A.shape}")
+    R_B = np.linalg.qr(B, mode="r")
+    R_A = np.linalg.qr(A.T, mode="r")
+    sv = scipy.linalg.svd(scale * (R_B @ R_A.T), compute_uv=False, check_finite=False)
+    return np.sort(sv * sv)

@@ -21,8 +21,8 @@ __all__ = ["open_source", "TensorRef", "TensorSource", "FLOAT_DTYPES", "SUPPORTE
 SUPPORTED = (
     ".safetensors files and Hugging Face folders of (sharded) safetensors; "
     ".pt/.pth/.bin PyTorch checkpoints [htsr[torch]]; .npz/.npy arrays; "
-    "torch.nn.Module objects [htsr[torch]]; .onnx models [htsr[onnx]]; .gguf llama.cpp files, quantized types dequantized "
-    "[htsr[gguf]]; mappings of names to arrays"
+    "torch.nn.Module objects [htsr[torch]]; .onnx models [htsr[onnx]]; .keras archives and Keras .h5 files "
+    "[htsr[keras]]; .gguf llama.cpp files, quantized types dequantized [htsr[gguf]]; mappings of names to arrays"
 )
 
 
@@ -89,6 +89,10 @@ def _open_path(path: Path) -> TensorSource:
                 from .torch import load_torch_file
 
                 return load_torch_file(path / name)
+        if (path / "config.json").is_file() and (path / "model.weights.h5").is_file():
+            from .keras import KerasFile  # an unzipped Keras 3 model (save_model(zipped=False))
+
+            return KerasFile(path)
         raise SourceError(
             f"{path}: folder has no *.safetensors, pytorch_model.bin or its shard index; supported: {SUPPORTED}")
     size = path.stat().st_size
@@ -98,6 +102,10 @@ def _open_path(path: Path) -> TensorSource:
         from .gguf import GGUFFile
 
         return GGUFFile(path)
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):  # HDF5: Keras 3 .weights.h5, legacy Keras 2 .h5
+        from .keras import KerasFile
+
+        return KerasFile(path)
     if is_safetensors(head, size):
         return SafetensorsFile(path)
     if head.startswith(b"\x93NUMPY"):
@@ -114,6 +122,10 @@ def _open_path(path: Path) -> TensorSource:
             from .torch import load_torch_file
 
             return load_torch_file(path)
+        if "config.json" in names and ("model.weights.h5" in names or "model.weights.npz" in names):
+            from .keras import KerasFile  # a Keras 3 .keras archive (npz weights get a clear refusal)
+
+            return KerasFile(path)
         raise SourceError(f"{path}: a zip archive that is neither .npz nor a PyTorch checkpoint; supported: {SUPPORTED}")
     from .onnx import looks_like_onnx  # sniffing only: onnx itself is imported by OnnxFile
 

@@ -1,0 +1,697 @@
+"""Reader for Keras weights without TensorFlow — needs ``h5py``: ``pip install 'htsr[keras]'``.
+
+Three layouts are read, all with h5py, lazily (opening reads the HDF5 metadata only; a tensor's data
+is read when its :class:`~htsr.io.base.TensorRef` is loaded):
+
+* **Keras 3** ``.keras`` archives: a zip holding ``config.json`` (the model's config) and
+  ``model.weights.h5``; also the same two files unzipped in a folder (``save_model(zipped=False)``)
+  and a bare ``*.weights.h5`` (``model.save_weights``, no config). The HDF5 tree follows the object
+  graph (``keras/src/saving/saving_lib.py``: ``_save_state`` / ``H5IOStore``): the variables of the
+  object at ``<path>`` are datasets ``<path>/vars/0``, ``/1`` … in the layer's own order (Dense:
+  kernel, bias; LSTM/GRU cell: kernel, recurrent_kernel, bias). A model's layers are under
+  ``layers/<name>``, where ``<name>`` is the snake-cased *class* name with a per-class counter
+  (``dense``, ``dense_1``, ``conv2d`` …) — not the layer's own name — and other sub-objects under
+  their attribute names (``lstm/cell``, ``multi_head_attention/query_dense`` or ``_query_dense``).
+  ``config.json`` gives each layer's class and name: the file's ``layers/<name>`` entries are matched
+  to the config's layer list by the same class-name counter. A stored ``model.weights.h5`` is read in
+  place from the zip (no extraction); a compressed one is copied to a temporary file first.
+* **Legacy Keras 2** ``.h5`` files (``keras/src/legacy/saving/legacy_h5_format.py``): a full model
+  (``model_config`` attribute, weights under ``model_weights``) or weights only (``save_weights``),
+  where a ``layer_names`` attribute lists the layers and each layer group has a ``weight_names``
+  attribute of variable paths such as ``dense/kernel:0``, stored at ``<layer>/<weight name>``.
+
+**Kinds and orientation.** Keras kernels are ``[in, out]`` (channels last); each tensor is oriented
+like PyTorch's (see :mod:`htsr.matrices`) so names, shapes and ESDs match other readers:
+
+=========================================  ==============================  =====================================
+Keras layer (variable)                     stored                          htsr tensor
+=========================================  ==============================  =====================================
+Dense (kernel)                             ``[in, out]``                   ``dense`` ``[out, in]``
+EinsumDense (kernel)                       by its equation                 ``dense`` ``[prod(out), prod(in)]``;
+                                                                           ``stack`` if an axis is shared
+MultiHeadAttention query/key/value         ``[dim, heads, head_dim]``      ``dense`` ``[heads·head_dim, dim]``
+MultiHeadAttention attention_output        ``[heads, head_dim, dim]``      ``dense`` ``[dim, heads·head_dim]``
+Embedding (embeddings)                     ``[vocab, dim]``                ``embedding`` as it is
+Conv1D / Conv2D (+Transpose) (kernel)      ``[k…, c_in, c_out]``           ``conv1d`` / ``conv2d`` ``[c_out, c_in, k…]``
+DepthwiseConv1D/2D (depthwise_kernel)      ``[k…, c_in, mult]``            ``conv1d`` / ``conv2d`` ``[c_in·mult, 1, k…]``
+SeparableConv1D/2D                         depthwise + pointwise kernels   two conv tensors, as above
+LSTM / GRU / SimpleRNN cell (kernel,       ``[in, k·h]``, ``[h, k·h]``     ``rnn`` ``[k·h, in]``, ``[k·h, h]``
+recurrent_kernel)
+=========================================  ==============================  =====================================
+
+(Conv*Transpose kernels are ``[k…, c_out, c_in]`` and become ``[c_in, c_out, k…]``, as PyTorch stores
+them. Gate blocks keep Keras's order, a row permutation of PyTorch's, which changes no singular value.)
+Biases, normalization and other 1-D variables, optimizer and metric state are not yielded. A 2-D
+variable of an unknown (custom) layer is yielded as stored with no kind (htsr infers it: dense);
+a larger one, and Conv3D kernels, are listed in :attr:`KerasFile.skipped`. Quantized (int8/int4)
+kernels are yielded with their integer dtype, which :func:`htsr.analyze` skips.
+
+**Names** are dotted paths of Keras layer names from the outermost layer (the model's own name is
+left out): ``dense_1``, ``encoder.layer_0.dense``; attention projections ``attn.query``,
+``attn.key``, ``attn.value``, ``attn.attention_output``; recurrent layers ``lstm.kernel`` and
+``lstm.recurrent_kernel`` (a ``cell`` level is left out); other sub-objects by attribute name
+without a leading underscore (``bidirectional.forward_layer.kernel``). Without a config (a bare
+``.weights.h5``) the file's own ``dense_1``-style entry names are used. Legacy files are named from
+the layer and its weight's path (``mha/query/kernel:0`` in layer ``mha`` → ``mha.query``).
+
+Bad input — a truncated or corrupt zip or HDF5 file, an archive without ``model.weights.h5``, an
+HDF5 file that is not a Keras file, a weight listed but missing — raises
+:class:`~htsr.errors.SourceError` with a one-line message naming the file and, where one is to blame,
+the layer or tensor. Sharded weights (``*.weights.json`` + shards) and npz-format archives are not
+read. Live Keras model objects are not handled here.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import threading
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import MissingExtraError, SourceError
+from .base import TensorRef
+from .safetensors import natural_key
+
+__all__ = ["HDF5_SIGNATURE", "KerasFile", "is_hdf5", "is_keras_archive"]
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_CONFIG = "config.json"
+_WEIGHTS = "model.weights.h5"
+
+_MODELS = {"Functional", "Sequential", "Model"}
+_DENSE = {"Dense", "QDense"}
+_EINSUM = {"EinsumDense"}
+_EMBEDDING = {"Embedding", "ReversibleEmbedding", "TokenAndPositionEmbedding", "PositionEmbedding"}
+_CONV = {"Conv1D", "Conv2D", "Conv1DTranspose", "Conv2DTranspose", "Convolution1D", "Convolution2D",
+         "Deconvolution2D"}
+_DEPTHWISE = {"DepthwiseConv1D", "DepthwiseConv2D"}
+_SEPARABLE = {"SeparableConv1D", "SeparableConv2D", "SeparableConvolution1D", "SeparableConvolution2D"}
+_RNN_LAYERS = {"LSTM": "LSTMCell", "GRU": "GRUCell", "SimpleRNN": "SimpleRNNCell", "CuDNNLSTM": "LSTMCell",
+               "CuDNNGRU": "GRUCell"}
+_CELLS = {"LSTMCell", "GRUCell", "SimpleRNNCell"}
+_ATTENTION = {"MultiHeadAttention", "GroupedQueryAttention", "CachedMultiHeadAttention"}
+# attention sub-layer attribute (Keras 3 file) or sub-layer name (legacy) → row name and kernel role
+_PROJECTIONS = {"query_dense": "query", "key_dense": "key", "value_dense": "value",
+                "output_dense": "attention_output", "query": "query", "key": "key", "value": "value",
+                "attention_output": "attention_output"}
+# top-level entries of a Keras 3 weights file that hold training state, not the model's weights
+_STATE = re.compile(r"optimizer|metric|loss|tracker|seed_generator", re.IGNORECASE)
+_COUNTER = re.compile(r"_\d+$")
+_WEIGHT_SUFFIX = re.compile(r":\d+$")
+
+
+def to_snake_case(name: str) -> str:
+    """Keras's ``naming.to_snake_case`` (how a Keras 3 file names a container's entries)."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+_KNOWN = (_MODELS | _DENSE | _EINSUM | _EMBEDDING | _CONV | _DEPTHWISE | _SEPARABLE | set(_RNN_LAYERS)
+          | _CELLS | _ATTENTION | {"Bidirectional", "TimeDistributed", "RNN", "StackedRNNCells"})
+_CLASS_OF_SNAKE = {to_snake_case(c): c for c in sorted(_KNOWN)}
+
+
+def is_hdf5(head: bytes) -> bool:
+    """True if the first bytes are the HDF5 signature (no user block)."""
+    return head.startswith(HDF5_SIGNATURE)
+
+
+def is_keras_archive(names: list[str]) -> bool:
+    """True for the member list of a Keras 3 ``.keras`` zip (config plus HDF5 or npz weights)."""
+    return _CONFIG in names and any(n in (_WEIGHTS, "model.weights.npz") for n in names)
+
+
+def _h5py() -> Any:
+    try:
+        import h5py
+    except ImportError:
+        raise MissingExtraError("h5py", "keras", "reading Keras .keras / .h5 files") from None
+    return h5py
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:200] or e.__class__.__name__
+
+
+def _text(v: Any) -> str:
+    return v.decode("utf-8") if isinstance(v, (bytes, np.bytes_)) else str(v)
+
+
+# ------------------------------------------------------------------------------------- orientations
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How a stored Keras tensor becomes an htsr tensor: reshape, transpose, reshape."""
+
+    kind: str | None
+    shape: tuple[int, ...]  # htsr shape, what load() returns
+    pre: tuple[int, ...] | None = None  # reshape before the transpose
+    perm: tuple[int, ...] | None = None
+
+    def apply(self, a: np.ndarray) -> np.ndarray:
+        if self.pre is not None:
+            a = a.reshape(self.pre)
+        if self.perm is not None:
+            a = a.transpose(self.perm)
+        return np.ascontiguousarray(a.reshape(self.shape))
+
+
+def _as_stored(shape: tuple[int, ...], kind: str | None) -> _Plan:
+    return _Plan(kind, shape)
+
+
+def _transposed(shape: tuple[int, ...], kind: str) -> _Plan | None:
+    if len(shape) != 2:
+        return None
+    return _Plan(kind, (shape[1], shape[0]), perm=(1, 0))
+
+
+def _conv(shape: tuple[int, ...]) -> _Plan | None:
+    """Channels-last ``[k…, a, b]`` → ``[b, a, k…]`` (Conv: a = c_in, b = c_out)."""
+    n = len(shape) - 2
+    if n not in (1, 2):
+        return None
+    perm = (n + 1, n) + tuple(range(n))
+    return _Plan(f"conv{n}d", tuple(shape[p] for p in perm), perm=perm)
+
+
+def _depthwise(shape: tuple[int, ...]) -> _Plan | None:
+    """``[k…, c_in, mult]`` → ``[c_in·mult, 1, k…]`` (PyTorch's depthwise weight, groups = c_in)."""
+    n = len(shape) - 2
+    if n not in (1, 2):
+        return None
+    pre = tuple(shape[:n]) + (shape[n] * shape[n + 1], 1)
+    perm = (n, n + 1) + tuple(range(n))
+    return _Plan(f"conv{n}d", tuple(pre[p] for p in perm), pre=pre, perm=perm)
+
+
+def _grouped(shape: tuple[int, ...], ins: list[int], outs: list[int], batch: list[int]) -> _Plan | None:
+    """Axes of a kernel grouped into ``[out, in]`` (or ``[batch, out, in]``, a stack)."""
+    if sorted(ins + outs + batch) != list(range(len(shape))) or not ins or not outs:
+        return None
+    perm = tuple(batch + outs + ins)
+
+    def prod(axes: list[int]) -> int:
+        return math.prod(shape[a] for a in axes)
+
+    if batch:
+        return _Plan("stack", (prod(batch), prod(outs), prod(ins)), perm=perm)
+    return _Plan("dense", (prod(outs), prod(ins)), perm=perm)
+
+
+def _einsum(shape: tuple[int, ...], equation: Any) -> _Plan | None:
+    """An EinsumDense kernel: its input axes are the kernel letters found in the input operand,
+    its output axes those found in the output; a letter in both is a batch (stack) axis."""
+    try:
+        lhs, out = str(equation).replace("...", "").replace(" ", "").split("->")
+        inp, ker = lhs.split(",")
+    except ValueError:
+        return None
+    if len(ker) != len(shape):
+        return None
+    ins, outs, batch = [], [], []
+    for i, c in enumerate(ker):
+        (batch if c in inp and c in out else outs if c in out else ins).append(i)
+    return _grouped(shape, ins, outs, batch)
+
+
+def _projection(shape: tuple[int, ...], role: str, n_out: int = 1) -> _Plan | None:
+    """A MultiHeadAttention projection: query/key/value ``[dim, heads, head_dim]``, output
+    ``[heads, head_dim, *out]`` (``n_out`` output axes)."""
+    r = len(shape)
+    if r < 2:
+        return None
+    if role == "attention_output":
+        n_out = min(max(n_out, 1), r - 1)
+        return _grouped(shape, list(range(r - n_out)), list(range(r - n_out, r)), [])
+    return _grouped(shape, [0], list(range(1, r)), [])
+
+
+# -------------------------------------------------------------------------------- the zip member
+
+
+class _ZipMember(io.RawIOBase):
+    """A read-only, seekable window on an uncompressed zip member (h5py reads through it)."""
+
+    def __init__(self, path: Path, start: int, size: int) -> None:
+        super().__init__()
+        self._f = open(path, "rb")  # noqa: SIM115 - closed with this object
+        self._start, self._size, self._pos = start, size, 0
+        self._lock = threading.Lock()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, b) -> int:
+        n = max(0, min(len(b), self._size - self._pos))
+        if n == 0:
+            return 0
+        with self._lock:
+            self._f.seek(self._start + self._pos)
+            got = self._f.readinto(memoryview(b)[:n])
+        self._pos += got or 0
+        return got or 0
+
+    def close(self) -> None:
+        if not self.closed:
+            self._f.close()
+        super().close()
+
+
+def _member_file(path: Path, z: zipfile.ZipFile, info: zipfile.ZipInfo) -> io.IOBase:
+    """The weights member as a seekable file: a window on the zip if stored, else a temporary copy."""
+    if info.flag_bits & 0x1:
+        raise SourceError(f"{path}: {info.filename} is encrypted; htsr cannot read it")
+    if info.compress_type == zipfile.ZIP_STORED:
+        with open(path, "rb") as f:
+            f.seek(info.header_offset)
+            local = f.read(30)
+        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            raise SourceError(f"{path}: corrupt zip archive (bad local header for {info.filename}); truncated?")
+        start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+        if start + info.file_size > path.stat().st_size:
+            raise SourceError(f"{path}: {info.filename} runs past the end of the archive (truncated?)")
+        return _ZipMember(path, start, info.file_size)
+    tmp = tempfile.TemporaryFile()  # noqa: SIM115 - kept open for h5py, deleted when closed
+    try:
+        with z.open(info) as src:
+            shutil.copyfileobj(src, tmp, 1 << 20)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+        tmp.close()
+        raise SourceError(f"{path}: cannot extract {info.filename} ({_one_line(e)}); truncated or corrupt?") from None
+    tmp.seek(0)
+    return tmp
+
+
+# ------------------------------------------------------------------------------------------- reader
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    dataset: str  # HDF5 path of the dataset
+    dtype: str
+    plan: _Plan
+
+
+class KerasFile:
+    """The weights of a ``.keras`` archive (or its unzipped folder), a Keras 3 ``.weights.h5``, or a
+    legacy Keras 2 ``.h5`` model / weights file, read lazily (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.description = str(self.path)
+        self.skipped: list[tuple[str, str]] = []  # (HDF5 path, reason) of ≥2-D variables not yielded
+        self._h5py = _h5py()
+        self._fileobj: io.IOBase | None = None
+        self._where = str(self.path)  # the HDF5 file, for messages
+        config = None
+        try:
+            if self.path.is_dir():
+                config = self._read_config((self.path / _CONFIG).read_bytes(), self.path / _CONFIG)
+                self._where = str(self.path / _WEIGHTS)
+                self._h5 = self._open_h5(self.path / _WEIGHTS)
+            else:
+                with open(self.path, "rb") as f:
+                    head = f.read(8)
+                if head.startswith(b"PK"):
+                    config = self._open_archive()
+                elif is_hdf5(head):
+                    self._h5 = self._open_h5(self.path)
+                else:
+                    raise SourceError(f"{self.path}: neither a .keras (zip) archive nor an HDF5 file "
+                                      f"(starts with {head[:8]!r})")
+        except OSError as e:
+            raise SourceError(f"{self.path}: cannot read ({e.strerror or _one_line(e)})") from None
+        try:
+            self._entries = self._scan(config)
+        except Exception as e:  # anything corrupt HDF5 metadata provokes in h5py
+            self.close()
+            if isinstance(e, SourceError):
+                raise
+            raise SourceError(f"{self._where}: corrupt Keras weights file ({e.__class__.__name__}: "
+                              f"{_one_line(e)}); re-save the model") from None
+        self._lock = threading.Lock()
+
+    # --------------------------------------------------------------------------------------- opening
+
+    def _fail(self, what: str) -> SourceError:
+        return SourceError(f"{self._where}: {what}")
+
+    def _read_config(self, raw: bytes, where: Any) -> dict:
+        try:
+            config = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise SourceError(f"{where}: corrupt Keras config ({_one_line(e)})") from None
+        if not isinstance(config, dict):
+            raise SourceError(f"{where}: corrupt Keras config (not a JSON object)")
+        return config
+
+    def _open_archive(self) -> dict:
+        try:
+            z = zipfile.ZipFile(self.path)
+        except (zipfile.BadZipFile, EOFError) as e:
+            raise SourceError(f"{self.path}: corrupt zip archive ({_one_line(e)}); truncated?") from None
+        with z:
+            names = z.namelist()
+            if _WEIGHTS not in names:
+                if "model.weights.npz" in names:
+                    raise SourceError(f"{self.path}: the weights are stored as model.weights.npz (pickled "
+                                      "arrays), which htsr does not load; re-save with model.save(...) "
+                                      "(the default h5 weights format)")
+                raise SourceError(f"{self.path}: a zip archive without {_WEIGHTS}: not a Keras 3 .keras "
+                                  "model (save one with model.save('model.keras'))")
+            if _CONFIG not in names:
+                raise SourceError(f"{self.path}: a .keras archive without {_CONFIG}; re-save the model")
+            try:
+                config = self._read_config(z.read(_CONFIG), f"{self.path}: {_CONFIG}")
+            except (zipfile.BadZipFile, EOFError, OSError) as e:
+                raise SourceError(f"{self.path}: cannot read {_CONFIG} ({_one_line(e)}); truncated?") from None
+            self._where = f"{self.path}: {_WEIGHTS}"
+            self._fileobj = _member_file(self.path, z, z.getinfo(_WEIGHTS))
+        self._h5 = self._open_h5(self._fileobj)
+        return config
+
+    def _open_h5(self, target: Any) -> Any:
+        try:
+            return self._h5py.File(target, "r")
+        except FileNotFoundError:
+            raise self._fail("no such file") from None
+        except Exception as e:  # noqa: BLE001 - h5py raises OSError, ValueError… for corrupt files
+            if self._fileobj is not None:
+                self._fileobj.close()
+            raise self._fail(f"not a readable HDF5 file (truncated or corrupt?): {_one_line(e)}") from None
+
+    def close(self) -> None:
+        """Close the HDF5 file (and the archive); tensors cannot be loaded afterwards."""
+        self._h5.close()
+        if self._fileobj is not None:
+            self._fileobj.close()
+
+    # -------------------------------------------------------------------------------------- scanning
+
+    def _scan(self, config: dict | None) -> list[_Entry]:
+        h5, Group = self._h5, self._h5py.Group
+        self._out: list[_Entry] = []
+        if "layer_names" in h5.attrs or "layer_names0" in h5.attrs:
+            self._legacy(h5, self._legacy_config(h5))
+        elif isinstance(h5.get("model_weights"), Group):
+            self._legacy(h5["model_weights"], self._legacy_config(h5))
+        elif any(isinstance(h5.get(k), Group) for k in ("layers", "_layer_checkpoint_dependencies", "vars")):
+            self._keras3(h5, config)
+        else:
+            raise self._fail("an HDF5 file that is not a Keras model or weights file (no layers, "
+                             "model_weights or layer_names)")
+        seen: dict[str, int] = {}
+        out = []
+        for e in self._out:  # unique names: a repeated one gets _2, _3 …
+            n = seen.get(e.name, 0) + 1
+            seen[e.name] = n
+            out.append(e if n == 1 else _Entry(f"{e.name}_{n}", e.dataset, e.dtype, e.plan))
+        return out
+
+    def _dtype(self, ds: Any) -> str:
+        if _text(ds.attrs.get("dtype", "")) == "bfloat16":
+            return "bfloat16"
+        return ds.dtype.name
+
+    def _add(self, name: str, ds: Any, plan: _Plan | None, reason: str = "") -> None:
+        if plan is None:
+            if len(ds.shape) >= 2:
+                self.skipped.append((ds.name, reason or f"{len(ds.shape)}-D variable of an unknown layer"))
+            return
+        self._out.append(_Entry(name, ds.name, self._dtype(ds), plan))
+
+    # Keras 3 ----------------------------------------------------------------------------------------
+
+    def _keras3(self, h5: Any, config: dict | None) -> None:
+        root = config if isinstance(config, dict) and "class_name" in config else None
+        self._visit(h5, root, (root or {}).get("class_name"), [], top=True)
+
+    def _children(self, group: Any) -> list[tuple[str, Any]]:
+        Group = self._h5py.Group
+        return [(k, group[k]) for k in sorted(group.keys(), key=natural_key) if isinstance(group.get(k), Group)]
+
+    def _visit(self, group: Any, cfg: dict | None, cls: str | None, parts: list[str], top: bool = False,
+               n_out: int = 1) -> None:
+        Group = self._h5py.Group
+        inner = cfg.get("config", {}) if isinstance(cfg, dict) else {}
+        inner = inner if isinstance(inner, dict) else {}
+        if cls in _ATTENTION:  # output axes of the attention_output projection (1 unless output_shape)
+            out_shape = inner.get("output_shape")
+            n_out = len(out_shape) if isinstance(out_shape, (list, tuple)) else 1
+        v = group.get("vars")
+        if isinstance(v, Group) and not top:
+            self._vars(v, inner, cls, parts, n_out)
+        for key, child in self._children(group):
+            if key == "vars":
+                continue
+            if key in ("layers", "_layer_checkpoint_dependencies"):
+                self._container(child, inner.get("layers"), parts)
+                continue
+            attr = key.lstrip("_")
+            if top and _STATE.search(key):
+                continue  # optimizer, metrics, losses: training state
+            sub_cfg, sub_cls = self._attribute(cls, inner, attr)
+            if attr == "cell":
+                sub_parts = parts
+            elif cls in _ATTENTION or (sub_cls == "EinsumDense" and attr in _PROJECTIONS):
+                sub_parts = parts + [_PROJECTIONS.get(attr, attr)]
+            else:
+                sub_parts = parts + [attr]
+            self._visit(child, sub_cfg, sub_cls, sub_parts, n_out=n_out)
+
+    def _container(self, group: Any, layers: Any, parts: list[str]) -> None:
+        """A list of layers: entries named by snake-cased class name + counter, matched to the config."""
+        by_entry: dict[str, dict] = {}
+        order: list[str] = []
+        if isinstance(layers, list):
+            used: dict[str, int] = {}
+            for lc in layers:
+                if not isinstance(lc, dict) or not isinstance(lc.get("class_name"), str):
+                    continue
+                n = to_snake_case(lc["class_name"].split(">")[-1])
+                used[n] = used.get(n, -1) + 1
+                entry = n if used[n] == 0 else f"{n}_{used[n]}"
+                by_entry[entry] = lc
+                order.append(entry)
+        children = dict(self._children(group))
+        for key in [k for k in order if k in children] + [k for k in children if k not in by_entry]:
+            lc = by_entry.get(key)
+            if lc is not None:
+                name = (lc.get("config") or {}).get("name") or lc.get("name") or key
+                cls = lc["class_name"].split(">")[-1]
+            else:
+                name, cls = key, _CLASS_OF_SNAKE.get(_COUNTER.sub("", key), _CLASS_OF_SNAKE.get(key))
+            self._visit(children[key], lc, cls, parts + [str(name)])
+
+    def _attribute(self, cls: str | None, inner: dict, attr: str) -> tuple[dict | None, str | None]:
+        """Config and class of the sub-object stored under attribute ``attr`` of a ``cls`` layer."""
+        key = {"forward_layer": "layer", "backward_layer": "backward_layer"}.get(attr, attr)
+        sub = inner.get(key)
+        if attr == "backward_layer" and not isinstance(sub, dict):
+            sub = inner.get("layer")
+        if isinstance(sub, dict) and isinstance(sub.get("class_name"), str):
+            return sub, sub["class_name"].split(">")[-1]
+        if attr == "cell" and cls in _RNN_LAYERS:
+            return None, _RNN_LAYERS[cls]
+        if attr in _PROJECTIONS and (cls in _ATTENTION or cls is None or cls not in _KNOWN):
+            return None, "EinsumDense"
+        return None, _CLASS_OF_SNAKE.get(_COUNTER.sub("", attr), _CLASS_OF_SNAKE.get(attr))
+
+    def _vars(self, v: Any, inner: dict, cls: str | None, parts: list[str], n_out: int) -> None:
+        Dataset = self._h5py.Dataset
+        base = ".".join(parts)
+        datasets = {k: v[k] for k in v if isinstance(v.get(k), Dataset)}
+
+        def take(index: int, suffix: str, plan_of: Callable[[tuple[int, ...]], _Plan | None]) -> None:
+            ds = datasets.pop(str(index), None)
+            if ds is not None:
+                name = f"{base}.{suffix}" if suffix else base
+                self._add(name or suffix, ds, plan_of(tuple(ds.shape)), f"unexpected shape for a {cls} kernel")
+
+        if cls in _DENSE:
+            take(0, "", lambda s: _transposed(s, "dense"))
+        elif cls in _EINSUM:
+            role = parts[-1] if parts and parts[-1] in ("query", "key", "value", "attention_output") else None
+            if "equation" in inner:
+                take(0, "", lambda s: _einsum(s, inner["equation"]))
+            elif role is not None:
+                take(0, "", lambda s: _projection(s, role, n_out))
+            else:
+                take(0, "", lambda s: _transposed(s, "dense"))
+        elif cls in _EMBEDDING:
+            take(0, "", lambda s: _as_stored(s, "embedding") if len(s) == 2 else None)
+        elif cls in _CONV:
+            take(0, "", _conv)
+        elif cls in _DEPTHWISE:
+            take(0, "", _depthwise)
+        elif cls in _SEPARABLE:
+            take(0, "depthwise", _depthwise)
+            take(1, "pointwise", _conv)
+        elif cls in _CELLS:
+            take(0, "kernel", lambda s: _transposed(s, "rnn"))
+            take(1, "recurrent_kernel", lambda s: _transposed(s, "rnn"))
+        if cls in _KNOWN:
+            for k, ds in datasets.items():  # biases (2-D for EinsumDense and GRU), quantization scales
+                if len(ds.shape) >= 2:
+                    self.skipped.append((ds.name, f"variable {k} of a {cls} layer: a bias or state"))
+            return
+        for k in sorted(datasets, key=natural_key):
+            ds = datasets[k]
+            if len(ds.shape) == 2:
+                self._add(f"{base}.vars.{k}" if base else f"vars.{k}", ds, _as_stored(tuple(ds.shape), None))
+            elif len(ds.shape) > 2:
+                self._add("", ds, None, f"{len(ds.shape)}-D variable of a {cls or 'custom'} layer")
+
+    # legacy Keras 2 ---------------------------------------------------------------------------------
+
+    def _legacy_config(self, h5: Any) -> dict | None:
+        raw = h5.attrs.get("model_config")
+        if raw is None:
+            return None
+        try:
+            config = json.loads(_text(raw))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return None  # weights are still readable; layer classes come from variable names
+        return config if isinstance(config, dict) else None
+
+    @staticmethod
+    def _names(group: Any, attr: str) -> list[str]:
+        if attr in group.attrs:
+            return [_text(n) for n in np.atleast_1d(group.attrs[attr])]
+        out, i = [], 0
+        while f"{attr}{i}" in group.attrs:  # long lists are split over several attributes
+            out.extend(_text(n) for n in np.atleast_1d(group.attrs[f"{attr}{i}"]))
+            i += 1
+        return out
+
+    @staticmethod
+    def _layer_configs(config: dict | None) -> dict[str, dict]:
+        inner = (config or {}).get("config", {})
+        layers = inner.get("layers") if isinstance(inner, dict) else None
+        out = {}
+        for lc in layers if isinstance(layers, list) else []:
+            if isinstance(lc, dict):
+                name = (lc.get("config") or {}).get("name") or lc.get("name")
+                if isinstance(name, str):
+                    out[name] = lc
+        return out
+
+    def _legacy(self, root: Any, config: dict | None) -> None:
+        Dataset = self._h5py.Dataset
+        top = self._layer_configs(config)
+        for layer in self._names(root, "layer_names"):
+            g = root.get(layer)
+            if g is None:
+                raise self._fail(f"layer {layer!r} is listed in layer_names but missing from the file")
+            for wname in self._names(g, "weight_names"):
+                ds = g.get(wname)
+                if not isinstance(ds, Dataset):
+                    raise self._fail(f"layer {layer!r}: weight {wname!r} is listed but missing from the file")
+                comps = [c for c in _WEIGHT_SUFFIX.sub("", wname).split("/") if c]
+                var, scope = comps[-1], comps[:-1]
+                if scope and scope[0] == layer:
+                    scope = scope[1:]
+                # the class: follow the scope down the nested configs, else the layer's own
+                lc = top.get(layer)
+                cls = lc.get("class_name") if lc else None
+                for c in scope:
+                    sub = self._layer_configs(lc).get(c) if lc else None
+                    if sub is not None:
+                        lc, cls = sub, sub.get("class_name")
+                self._legacy_weight(ds, layer, scope, var, lc, cls)
+
+    def _legacy_weight(self, ds: Any, layer: str, scope: list[str], var: str, lc: dict | None,
+                       cls: str | None) -> None:
+        shape = tuple(ds.shape)
+        inner = (lc or {}).get("config", {}) if isinstance(lc, dict) else {}
+        inner = inner if isinstance(inner, dict) else {}
+        is_cell = bool(scope) and (scope[-1] == "cell" or scope[-1].endswith("_cell"))
+        parts = [layer] + [c for c in scope if not (c == "cell" or c.endswith("_cell"))]
+        base = ".".join(parts)
+        if len(shape) < 2:
+            return
+        if var == "kernel":
+            if cls in _RNN_LAYERS or cls in _CELLS or is_cell:
+                self._add(f"{base}.kernel", ds, _transposed(shape, "rnn"))
+            elif cls in _EINSUM and "equation" in inner:
+                self._add(base, ds, _einsum(shape, inner["equation"]))
+            elif scope and scope[-1] in _PROJECTIONS and (cls in _ATTENTION or len(shape) != 2):
+                out_shape = inner.get("output_shape")
+                n_out = len(out_shape) if isinstance(out_shape, (list, tuple)) else 1
+                self._add(base, ds, _projection(shape, _PROJECTIONS[scope[-1]], n_out))
+            elif len(shape) == 2:
+                self._add(base, ds, _transposed(shape, "dense"))
+            elif cls in _CONV or (cls is None and len(shape) in (3, 4)):
+                self._add(base, ds, _conv(shape), "3-D convolution kernel")
+            else:
+                self._add(base, ds, None, f"{len(shape)}-D kernel of a {cls or 'custom'} layer")
+        elif var == "recurrent_kernel":
+            self._add(f"{base}.recurrent_kernel", ds, _transposed(shape, "rnn"))
+        elif var == "embeddings":
+            self._add(base, ds, _as_stored(shape, "embedding") if len(shape) == 2 else None)
+        elif var == "depthwise_kernel":
+            self._add(f"{base}.depthwise" if cls in _SEPARABLE else base, ds, _depthwise(shape))
+        elif var == "pointwise_kernel":
+            self._add(f"{base}.pointwise", ds, _conv(shape))
+        elif var == "bias":
+            return
+        elif len(shape) == 2:
+            self._add(f"{base}.{var}", ds, _as_stored(shape, None))
+        else:
+            self._add("", ds, None, f"{len(shape)}-D variable {var!r} of a {cls or 'custom'} layer")
+
+    # ------------------------------------------------------------------------------------- iteration
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _loader(self, e: _Entry) -> Callable[[], np.ndarray]:
+        def load() -> np.ndarray:
+            try:
+                with self._lock:
+                    a = self._h5[e.dataset][()]
+            except Exception as ex:  # noqa: BLE001 - a corrupt chunk, a closed file…
+                raise SourceError(f"{self._where}: tensor {e.name!r} ({e.dataset}): cannot read its data "
+                                  f"({ex.__class__.__name__}: {_one_line(ex)}); truncated or corrupt?") from None
+            a = np.asarray(a)
+            if e.dtype == "bfloat16":
+                import ml_dtypes
+
+                a = a.view(ml_dtypes.bfloat16).astype(np.float32)
+            elif a.dtype.kind == "f" and a.dtype not in (np.float32, np.float64):
+                a = a.astype(np.float32)
+            elif a.dtype.kind == "f" and not a.dtype.isnative:
+                a = a.astype(a.dtype.newbyteorder("="))
+            return e.plan.apply(a)
+
+        return load
+
+    def __iter__(self) -> Iterator[TensorRef]:
+        for e in self._entries:
+            yield TensorRef(e.name, e.plan.shape, e.dtype, self._loader(e), kind=e.plan.kind)

@@ -1,0 +1,719 @@
+"""Keras reader (no TensorFlow): Keras 3 ``.keras`` archives and legacy Keras 2 ``.h5`` files.
+
+Every offline test writes its own files with h5py under ``tmp_path``, laid out as Keras writes them:
+
+* Keras 3 (keras/src/saving/saving_lib.py, ``_save_model_to_fileobj`` / ``_save_state`` /
+  ``_save_container_state`` / ``H5IOStore``): a zip (ZIP_STORED) of ``metadata.json``, ``config.json``
+  (``serialize_keras_object(model)``) and ``model.weights.h5``, whose groups follow the object graph —
+  ``layers/<snake_case(class) + counter>/vars/<i>``, sub-objects under their attribute names
+  (``lstm/cell``, ``multi_head_attention/query_dense``, older Keras 3: ``_query_dense``), training
+  state under ``optimizer/vars``; bfloat16 datasets carry ``attrs["dtype"] = "bfloat16"``.
+* Legacy h5 (keras/src/legacy/saving/legacy_h5_format.py, ``save_model_to_hdf5`` /
+  ``save_weights_to_hdf5_group``): root attributes ``model_config`` (JSON), ``keras_version``,
+  ``backend``; ``model_weights`` with a ``layer_names`` attribute, one group per layer (sorted by
+  name) with a ``weight_names`` attribute and each weight at ``<layer>/<weight name>``
+  (``fc1/kernel:0``), ``top_level_model_weights``, and ``optimizer_weights``. ``save_weights`` writes
+  the same layer groups at the root.
+
+The network test writes the real all-MiniLM-L6-v2 weights as a ``.keras`` archive and as a legacy
+``.h5`` (Dense kernels transposed to ``[in, out]``) and compares htsr's per-layer alpha with the
+safetensors original.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import htsr
+from htsr.errors import HtsrError, MissingExtraError, SourceError
+from htsr.io.base import FLOAT_DTYPES, TensorRef
+
+h5py = pytest.importorskip("h5py")
+
+from htsr.io.keras import KerasFile, is_hdf5, is_keras_archive, to_snake_case
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _f32(*shape: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _sv(a: np.ndarray) -> np.ndarray:
+    return np.linalg.svd(np.asarray(a, dtype=np.float64), compute_uv=False)
+
+
+def _one_line_source_error(excinfo, *must_contain: str) -> str:
+    msg = str(excinfo.value)
+    assert isinstance(excinfo.value, SourceError)
+    assert "\n" not in msg and "\r" not in msg, f"message is not one line: {msg!r}"
+    for s in must_contain:
+        assert s in msg, f"{s!r} not in {msg!r}"
+    return msg
+
+
+def layer(cls: str, name: str, **config) -> dict:
+    """A layer entry as Keras 3's serialize_keras_object writes it (only the fields htsr reads matter)."""
+    return {"module": "keras.layers", "class_name": cls, "config": {"name": name, "trainable": True, **config},
+            "registered_name": None, "build_config": {"input_shape": None}}
+
+
+def model(cls: str, name: str, layers: list[dict]) -> dict:
+    return {"module": "keras", "class_name": cls, "config": {"name": name, "trainable": True, "layers": layers},
+            "registered_name": cls, "build_config": {"input_shape": None}}
+
+
+def write_weights_h5(target, tensors: dict[str, np.ndarray], groups: tuple[str, ...] = ()) -> None:
+    """A Keras 3 weights file: ``{"layers/dense/vars/0": array}`` plus empty groups (H5IOStore.make)."""
+    with h5py.File(target, "w") as f:
+        for g in groups:
+            f.require_group(g)
+        for p, a in tensors.items():
+            if a.dtype.name == "bfloat16":
+                ds = f.create_dataset(p, data=a)
+                ds.attrs["dtype"] = "bfloat16"
+            else:
+                f[p] = a
+
+
+def write_keras(path: Path, config: dict, tensors: dict[str, np.ndarray], groups: tuple[str, ...] = (),
+                compression: int = zipfile.ZIP_STORED) -> Path:
+    """A ``.keras`` archive as ``_save_model_to_fileobj`` writes it."""
+    buf = io.BytesIO()
+    write_weights_h5(buf, tensors, groups)
+    with zipfile.ZipFile(path, "w", compression=compression) as zf:
+        zf.writestr("metadata.json", json.dumps({"keras_version": "3.8.0", "date_saved": "2025-01-01@00:00:00"}))
+        zf.writestr("config.json", json.dumps(config))
+        zf.writestr("model.weights.h5", buf.getvalue())
+    return path
+
+
+def write_legacy(path: Path, layers: dict[str, list[tuple[str, np.ndarray]]], config: dict | None,
+                 weights_only: bool = False) -> Path:
+    """A Keras 2 ``.h5`` (full model, or weights only) as legacy_h5_format writes it."""
+    with h5py.File(path, "w") as f:
+        if weights_only:
+            root = f
+        else:
+            f.attrs["keras_version"] = b"2.15.0"
+            f.attrs["backend"] = b"tensorflow"
+            f.attrs["model_config"] = json.dumps(config).encode("utf8")
+            root = f.create_group("model_weights")
+        root.attrs["layer_names"] = [n.encode("utf8") for n in layers]
+        root.attrs["backend"] = b"tensorflow"
+        root.attrs["keras_version"] = b"2.15.0"
+        for lname in sorted(layers):
+            g = root.create_group(lname)
+            g.attrs["weight_names"] = [w.encode("utf8") for w, _ in layers[lname]]
+            for w, a in layers[lname]:
+                g.create_dataset(w, a.shape, dtype=a.dtype)[...] = a
+        if not weights_only:
+            g = root.create_group("top_level_model_weights")
+            g.attrs["weight_names"] = np.array([], dtype="S1")
+            opt = f.create_group("optimizer_weights")
+            opt.attrs["weight_names"] = [b"iteration:0", b"Adam/fc1/kernel/m:0"]
+            opt["iteration:0"] = np.int64(7)
+            opt["Adam/fc1/kernel/m:0"] = np.ones((20, 12), np.float32)
+    return path
+
+
+# ----------------------------------------------------------------------------------- the toy model
+
+# Keras-layout weights: kernels [in, out], conv kernels [k…, c_in, c_out]
+W = {
+    "tok_embed": _f32(50, 16, seed=1),
+    "lstm_k": _f32(16, 32, seed=2), "lstm_r": _f32(8, 32, seed=3), "lstm_b": _f32(32, seed=4),
+    "gru_k": _f32(8, 18, seed=5), "gru_r": _f32(6, 18, seed=6), "gru_b": _f32(2, 18, seed=7),  # reset_after
+    "conv": _f32(3, 3, 3, 8, seed=8), "conv_b": _f32(8, seed=9),
+    "conv1d": _f32(5, 4, 7, seed=10), "conv1d_b": _f32(7, seed=11),
+    "fc1": _f32(20, 12, seed=12), "fc1_b": _f32(12, seed=13),
+    "fc2": _f32(12, 10, seed=14),
+    "q": _f32(16, 2, 4, seed=15), "q_b": _f32(2, 4, seed=16),
+    "k": _f32(16, 2, 4, seed=17), "k_b": _f32(2, 4, seed=18),
+    "v": _f32(16, 2, 4, seed=19), "v_b": _f32(2, 4, seed=20),
+    "o": _f32(2, 4, 16, seed=21), "o_b": _f32(16, seed=22),
+    "enc_dense": _f32(10, 6, seed=23), "enc_dense_b": _f32(6, seed=24),
+    "bn": [np.ones(4, np.float32), np.zeros(4, np.float32), np.zeros(4, np.float32), np.ones(4, np.float32)],
+    "proj": _f32(16, 5, seed=25),
+    "bproj": _f32(3, 16, 5, seed=26),
+}
+
+TOY_CONFIG = model("Functional", "toy", [
+    layer("InputLayer", "tokens"),
+    layer("Embedding", "tok_embed", input_dim=50, output_dim=16),
+    layer("LSTM", "lstm_enc", units=8),
+    layer("GRU", "gru", units=6, reset_after=True),
+    layer("InputLayer", "image"),
+    layer("Conv2D", "conv", filters=8, kernel_size=[3, 3]),
+    layer("Conv1D", "conv1d_x", filters=7, kernel_size=[5]),
+    layer("Dense", "fc1", units=12),
+    layer("Dense", "fc2", units=10, use_bias=False),
+    layer("MultiHeadAttention", "attn", num_heads=2, key_dim=4, output_shape=None),
+    model("Sequential", "encoder", [
+        layer("InputLayer", "encoder_input"),
+        model("Sequential", "layer_0", [layer("Dense", "dense", units=6)]),
+    ]),
+    layer("BatchNormalization", "bn"),
+    layer("EinsumDense", "proj", equation="abc,cd->abd", output_shape=[None, 5]),
+    layer("EinsumDense", "bproj", equation="abc,bcd->abd", output_shape=[None, 5]),
+])
+
+
+def toy_h5_tensors(attention_prefix: str = "") -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+    """The toy model's Keras 3 weights-file entries (and the empty groups older Keras 3 versions write)."""
+    mha = f"layers/multi_head_attention/{attention_prefix}"
+    t = {
+        "layers/embedding/vars/0": W["tok_embed"],
+        "layers/lstm/cell/vars/0": W["lstm_k"], "layers/lstm/cell/vars/1": W["lstm_r"],
+        "layers/lstm/cell/vars/2": W["lstm_b"],
+        "layers/gru/cell/vars/0": W["gru_k"], "layers/gru/cell/vars/1": W["gru_r"],
+        "layers/gru/cell/vars/2": W["gru_b"],
+        "layers/conv2d/vars/0": W["conv"], "layers/conv2d/vars/1": W["conv_b"],
+        "layers/conv1d/vars/0": W["conv1d"], "layers/conv1d/vars/1": W["conv1d_b"],
+        "layers/dense/vars/0": W["fc1"], "layers/dense/vars/1": W["fc1_b"],
+        "layers/dense_1/vars/0": W["fc2"],
+        f"{mha}query_dense/vars/0": W["q"], f"{mha}query_dense/vars/1": W["q_b"],
+        f"{mha}key_dense/vars/0": W["k"], f"{mha}key_dense/vars/1": W["k_b"],
+        f"{mha}value_dense/vars/0": W["v"], f"{mha}value_dense/vars/1": W["v_b"],
+        f"{mha}output_dense/vars/0": W["o"], f"{mha}output_dense/vars/1": W["o_b"],
+        "layers/sequential/layers/sequential/layers/dense/vars/0": W["enc_dense"],
+        "layers/sequential/layers/sequential/layers/dense/vars/1": W["enc_dense_b"],
+        **{f"layers/batch_normalization/vars/{i}": a for i, a in enumerate(W["bn"])},
+        "layers/einsum_dense/vars/0": W["proj"],
+        "layers/einsum_dense_1/vars/0": W["bproj"],
+        # training state: never yielded, though the moment has a kernel's shape
+        "optimizer/vars/0": np.int64(7), "optimizer/vars/1": np.float32(1e-3),
+        "optimizer/vars/2": np.ones((20, 12), np.float32),
+    }
+    groups = ("vars", "layers/input_layer/vars", "layers/input_layer_1/vars", "layers/lstm/vars",
+              "layers/gru/vars", f"{mha}softmax/vars", "layers/sequential/vars",
+              "layers/sequential/layers/input_layer/vars")
+    return t, groups
+
+
+# name → (kind, htsr shape, the expected htsr tensor from the Keras-layout weights)
+EXPECTED = {
+    "tok_embed": ("embedding", (50, 16), W["tok_embed"]),
+    "lstm_enc.kernel": ("rnn", (32, 16), W["lstm_k"].T),
+    "lstm_enc.recurrent_kernel": ("rnn", (32, 8), W["lstm_r"].T),
+    "gru.kernel": ("rnn", (18, 8), W["gru_k"].T),
+    "gru.recurrent_kernel": ("rnn", (18, 6), W["gru_r"].T),
+    "conv": ("conv2d", (8, 3, 3, 3), W["conv"].transpose(3, 2, 0, 1)),
+    "conv1d_x": ("conv1d", (7, 4, 5), W["conv1d"].transpose(2, 1, 0)),
+    "fc1": ("dense", (12, 20), W["fc1"].T),
+    "fc2": ("dense", (10, 12), W["fc2"].T),
+    "attn.query": ("dense", (8, 16), W["q"].reshape(16, 8).T),
+    "attn.key": ("dense", (8, 16), W["k"].reshape(16, 8).T),
+    "attn.value": ("dense", (8, 16), W["v"].reshape(16, 8).T),
+    "attn.attention_output": ("dense", (16, 8), W["o"].reshape(8, 16).T),
+    "encoder.layer_0.dense": ("dense", (6, 10), W["enc_dense"].T),
+    "proj": ("dense", (5, 16), W["proj"].T),
+    "bproj": ("stack", (3, 5, 16), W["bproj"].transpose(0, 2, 1)),
+}
+
+# the Keras-layout matrices whose singular values each htsr tensor must have
+KERAS_MATRICES = {
+    "tok_embed": [W["tok_embed"]], "lstm_enc.kernel": [W["lstm_k"]], "lstm_enc.recurrent_kernel": [W["lstm_r"]],
+    "gru.kernel": [W["gru_k"]], "gru.recurrent_kernel": [W["gru_r"]],
+    "conv": [W["conv"][i, j] for i in range(3) for j in range(3)],  # [c_in, c_out] per kernel position
+    "conv1d_x": [W["conv1d"][i] for i in range(5)],
+    "fc1": [W["fc1"]], "fc2": [W["fc2"]],
+    "attn.query": [W["q"].reshape(16, 8)], "attn.key": [W["k"].reshape(16, 8)],
+    "attn.value": [W["v"].reshape(16, 8)], "attn.attention_output": [W["o"].reshape(8, 16)],
+    "encoder.layer_0.dense": [W["enc_dense"]], "proj": [W["proj"]],
+    "bproj": [W["bproj"][b] for b in range(3)],
+}
+
+
+def _htsr_matrices(name: str, t: np.ndarray) -> list[np.ndarray]:
+    kind = EXPECTED[name][0]
+    if kind == "conv2d":
+        return [t[:, :, i, j] for i in range(3) for j in range(3)]
+    if kind == "conv1d":
+        return [t[:, :, i] for i in range(5)]
+    if kind == "stack":
+        return list(t)
+    return [t]
+
+
+@pytest.fixture
+def keras_file(tmp_path) -> Path:
+    t, groups = toy_h5_tensors()
+    return write_keras(tmp_path / "toy.keras", TOY_CONFIG, t, groups)
+
+
+def legacy_layers() -> dict[str, list[tuple[str, np.ndarray]]]:
+    return {
+        "tokens": [], "image": [],
+        "tok_embed": [("tok_embed/embeddings:0", W["tok_embed"])],
+        "lstm_enc": [("lstm_enc/lstm_cell/kernel:0", W["lstm_k"]),
+                     ("lstm_enc/lstm_cell/recurrent_kernel:0", W["lstm_r"]),
+                     ("lstm_enc/lstm_cell/bias:0", W["lstm_b"])],
+        "gru": [("gru/gru_cell/kernel:0", W["gru_k"]), ("gru/gru_cell/recurrent_kernel:0", W["gru_r"]),
+                ("gru/gru_cell/bias:0", W["gru_b"])],
+        "conv": [("conv/kernel:0", W["conv"]), ("conv/bias:0", W["conv_b"])],
+        "conv1d_x": [("conv1d_x/kernel:0", W["conv1d"]), ("conv1d_x/bias:0", W["conv1d_b"])],
+        "fc1": [("fc1/kernel:0", W["fc1"]), ("fc1/bias:0", W["fc1_b"])],
+        "fc2": [("fc2/kernel:0", W["fc2"])],
+        "attn": [("attn/query/kernel:0", W["q"]), ("attn/query/bias:0", W["q_b"]),
+                 ("attn/key/kernel:0", W["k"]), ("attn/key/bias:0", W["k_b"]),
+                 ("attn/value/kernel:0", W["v"]), ("attn/value/bias:0", W["v_b"]),
+                 ("attn/attention_output/kernel:0", W["o"]), ("attn/attention_output/bias:0", W["o_b"])],
+        "encoder": [("encoder/layer_0/dense/kernel:0", W["enc_dense"]),
+                    ("encoder/layer_0/dense/bias:0", W["enc_dense_b"])],
+        "bn": [(f"bn/{v}:0", a) for v, a in zip(("gamma", "beta", "moving_mean", "moving_variance"), W["bn"])],
+        "proj": [("proj/kernel:0", W["proj"])],
+        "bproj": [("bproj/kernel:0", W["bproj"])],
+    }
+
+
+@pytest.fixture
+def legacy_file(tmp_path) -> Path:
+    return write_legacy(tmp_path / "toy.h5", legacy_layers(), TOY_CONFIG)
+
+
+@pytest.fixture
+def analyze(monkeypatch):
+    """htsr.analyze that accepts a KerasFile itself (works before open_source routes to it)."""
+    mod = sys.modules["htsr.analyze"]
+    real = mod.open_source
+    monkeypatch.setattr(mod, "open_source", lambda s, *a, **k: s if isinstance(s, KerasFile) else real(s, *a, **k))
+    return htsr.analyze
+
+
+def _check_toy(src: KerasFile) -> None:
+    refs = {r.name: r for r in src}
+    assert set(refs) == set(EXPECTED)
+    assert len(src) == len(EXPECTED)
+    for name, (kind, shape, want) in EXPECTED.items():
+        r = refs[name]
+        assert (r.kind, r.shape, r.dtype) == (kind, shape, "float32"), name
+        got = r.load()
+        assert got.shape == shape and got.dtype == np.float32, name
+        np.testing.assert_array_equal(got, want, err_msg=name)  # the same numbers, oriented like PyTorch
+        # ... so every matrix htsr analyses has exactly the singular values of the Keras-layout kernel
+        for mine, theirs in zip(_htsr_matrices(name, got), KERAS_MATRICES[name], strict=True):
+            np.testing.assert_allclose(_sv(mine), _sv(theirs), rtol=1e-12, atol=0, err_msg=name)
+
+
+# ------------------------------------------------------------------------- names, kinds, orientation
+
+
+@pytest.mark.parametrize("attention_prefix", ["", "_"])  # Keras ≥ 3.? (query_dense property) and older
+def test_keras3_archive_names_kinds_orientation(tmp_path, attention_prefix):
+    t, groups = toy_h5_tensors(attention_prefix)
+    path = write_keras(tmp_path / "toy.keras", TOY_CONFIG, t, groups)
+    src = KerasFile(path)
+    assert src.description == str(path)
+    _check_toy(src)
+    # 2-D biases (GRU reset_after, attention projections) are reported as skipped, the optimizer is not read
+    skipped = dict(src.skipped)
+    assert "/layers/gru/cell/vars/2" in skipped
+    assert f"/layers/multi_head_attention/{attention_prefix}query_dense/vars/1" in skipped
+    assert not any("optimizer" in p for p in skipped)
+
+
+def test_legacy_full_model_h5(legacy_file):
+    src = KerasFile(legacy_file)
+    _check_toy(src)
+    assert not any("optimizer" in p for p, _ in src.skipped)
+
+
+def test_legacy_weights_only_h5_without_config(tmp_path):
+    """``save_weights`` output: no model_config, so layer classes come from the weight names."""
+    path = write_legacy(tmp_path / "toy.weights.h5", legacy_layers(), None, weights_only=True)
+    refs = {r.name: r for r in KerasFile(path)}
+    assert set(refs) == set(EXPECTED)
+    for name, (kind, shape, want) in EXPECTED.items():
+        if name == "bproj":  # an EinsumDense kernel needs its equation: without the config it is as stored
+            continue
+        assert (refs[name].kind, refs[name].shape) == (kind, shape), name
+        np.testing.assert_array_equal(refs[name].load(), want, err_msg=name)
+
+
+def test_keras3_weights_file_without_config(tmp_path):
+    """A bare ``model.save_weights('x.weights.h5')``: names are the file's class-name entries."""
+    t, groups = toy_h5_tensors()
+    path = tmp_path / "toy.weights.h5"
+    write_weights_h5(path, t, groups)
+    src = KerasFile(path)
+    refs = {r.name: r for r in src}
+    want = {"embedding": ("embedding", (50, 16)), "lstm.kernel": ("rnn", (32, 16)),
+            "lstm.recurrent_kernel": ("rnn", (32, 8)), "gru.kernel": ("rnn", (18, 8)),
+            "gru.recurrent_kernel": ("rnn", (18, 6)), "conv2d": ("conv2d", (8, 3, 3, 3)),
+            "conv1d": ("conv1d", (7, 4, 5)), "dense": ("dense", (12, 20)), "dense_1": ("dense", (10, 12)),
+            "multi_head_attention.query": ("dense", (8, 16)), "multi_head_attention.key": ("dense", (8, 16)),
+            "multi_head_attention.value": ("dense", (8, 16)),
+            "multi_head_attention.attention_output": ("dense", (16, 8)),
+            "sequential.sequential.dense": ("dense", (6, 10)),
+            "einsum_dense": ("dense", (5, 16))}
+    assert {n: (r.kind, r.shape) for n, r in refs.items()} == want
+    # without its equation a 3-D EinsumDense kernel is ambiguous: reported as skipped, not guessed
+    assert "/layers/einsum_dense_1/vars/0" in dict(src.skipped)
+    np.testing.assert_array_equal(refs["conv2d"].load(), EXPECTED["conv"][2])
+    np.testing.assert_array_equal(refs["multi_head_attention.attention_output"].load(),
+                                  EXPECTED["attn.attention_output"][2])
+
+
+def test_unzipped_keras_folder(tmp_path):
+    folder = tmp_path / "toy_model"
+    folder.mkdir()
+    t, groups = toy_h5_tensors()
+    (folder / "config.json").write_text(json.dumps(TOY_CONFIG))
+    write_weights_h5(folder / "model.weights.h5", t, groups)
+    _check_toy(KerasFile(folder))
+
+
+def test_compressed_archive_member(tmp_path):
+    """A re-zipped archive with a deflated model.weights.h5 is copied to a temporary file, then read."""
+    t, groups = toy_h5_tensors()
+    _check_toy(KerasFile(write_keras(tmp_path / "toy.keras", TOY_CONFIG, t, groups, zipfile.ZIP_DEFLATED)))
+
+
+def test_bfloat16_and_float16_variables(tmp_path):
+    import ml_dtypes
+
+    k16 = _f32(24, 8, seed=30)
+    config = model("Sequential", "m", [layer("Dense", "a", units=8), layer("Dense", "b", units=8)])
+    path = write_keras(tmp_path / "bf.keras", config, {
+        "layers/dense/vars/0": k16.astype(ml_dtypes.bfloat16),
+        "layers/dense_1/vars/0": k16.astype(np.float16),
+    })
+    refs = {r.name: r for r in KerasFile(path)}
+    assert (refs["a"].dtype, refs["b"].dtype) == ("bfloat16", "float16")
+    assert refs["a"].dtype in FLOAT_DTYPES and refs["b"].dtype in FLOAT_DTYPES
+    np.testing.assert_array_equal(refs["a"].load(), k16.astype(ml_dtypes.bfloat16).astype(np.float32).T)
+    np.testing.assert_array_equal(refs["b"].load(), k16.astype(np.float16).astype(np.float32).T)
+    assert refs["a"].load().dtype == np.float32
+
+
+def test_bidirectional_time_distributed_and_custom_layers(tmp_path):
+    config = model("Functional", "m", [
+        layer("Bidirectional", "bi", layer=layer("LSTM", "lstm", units=4)),
+        layer("TimeDistributed", "td", layer=layer("Dense", "inner", units=3)),
+        layer("MyBlock", "custom"),
+        layer("DepthwiseConv2D", "dw"),
+        layer("SeparableConv2D", "sep"),
+        layer("Conv3D", "c3"),
+    ])
+    path = write_keras(tmp_path / "m.keras", config, {
+        "layers/bidirectional/forward_layer/cell/vars/0": _f32(6, 16, seed=1),
+        "layers/bidirectional/forward_layer/cell/vars/1": _f32(4, 16, seed=2),
+        "layers/bidirectional/backward_layer/cell/vars/0": _f32(6, 16, seed=3),
+        "layers/bidirectional/backward_layer/cell/vars/1": _f32(4, 16, seed=4),
+        "layers/time_distributed/layer/vars/0": _f32(5, 3, seed=5),
+        "layers/my_block/vars/0": _f32(7, 9, seed=6),
+        "layers/my_block/vars/1": _f32(2, 3, 4, seed=7),
+        "layers/depthwise_conv2d/vars/0": _f32(3, 3, 4, 2, seed=8),
+        "layers/separable_conv2d/vars/0": _f32(3, 3, 4, 1, seed=9),
+        "layers/separable_conv2d/vars/1": _f32(1, 1, 4, 6, seed=10),
+        "layers/conv3d/vars/0": _f32(2, 2, 2, 3, 4, seed=11),
+    })
+    src = KerasFile(path)
+    got = {r.name: (r.kind, r.shape) for r in src}
+    assert got == {
+        "bi.forward_layer.kernel": ("rnn", (16, 6)), "bi.forward_layer.recurrent_kernel": ("rnn", (16, 4)),
+        "bi.backward_layer.kernel": ("rnn", (16, 6)), "bi.backward_layer.recurrent_kernel": ("rnn", (16, 4)),
+        "td.layer": ("dense", (3, 5)),
+        "custom.vars.0": (None, (7, 9)),  # unknown layer: as stored, htsr infers the kind
+        "dw": ("conv2d", (8, 1, 3, 3)),  # PyTorch's depthwise weight [c_in·mult, 1, kh, kw]
+        "sep.depthwise": ("conv2d", (4, 1, 3, 3)), "sep.pointwise": ("conv2d", (6, 4, 1, 1)),
+    }
+    dw = {r.name: r for r in src}["dw"].load()
+    k = _f32(3, 3, 4, 2, seed=8)
+    np.testing.assert_array_equal(dw[2 * 1 + 1, 0], k[:, :, 1, 1])  # channel c, multiplier m → row c·mult + m
+    assert {p for p, _ in src.skipped} == {"/layers/my_block/vars/1", "/layers/conv3d/vars/0"}
+
+
+def test_rows_through_analyze(keras_file, analyze):
+    result = analyze(KerasFile(keras_file), min_evals=2)
+    rows = {r.name: r for r in result.layers}
+    want = {n: k for n, (k, _, _) in EXPECTED.items() if k != "stack"}
+    want.update({f"bproj[{e}]": "stack" for e in range(3)})
+    assert {n: r.kind for n, r in rows.items()} == want
+    assert rows["fc1"].shape == "12x20" and (rows["fc1"].N, rows["fc1"].M) == (20, 12)
+    assert rows["conv"].num_matrices == 9 and rows["conv"].shape == "8x3x3x3"
+    # the Keras file and its PyTorch-layout copy give the same result, layer by layer
+    torch_layout = {n: w for n, (_, _, w) in EXPECTED.items()}
+    ref = {r.name: r for r in htsr.analyze(torch_layout, min_evals=2).layers}
+    for name, row in rows.items():
+        if row.kind != "dense":
+            continue  # a plain mapping has no kinds: infer_kind guesses the others from names and shapes
+        assert row.lambda_max == pytest.approx(ref[name].lambda_max, rel=1e-12), name
+
+
+# ----------------------------------------------------------------------------------------- laziness
+
+
+def test_opening_and_listing_reads_no_tensor(keras_file, monkeypatch, analyze):
+    reads: list[str] = []
+    real_getitem = h5py.Dataset.__getitem__
+    real_read_direct = h5py.Dataset.read_direct
+    real_array = h5py.Dataset.__array__
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", lambda self, *a, **k: (reads.append(self.name),
+                                                                             real_getitem(self, *a, **k))[1])
+    monkeypatch.setattr(h5py.Dataset, "read_direct", lambda self, *a, **k: (reads.append(self.name),
+                                                                            real_read_direct(self, *a, **k))[1])
+    monkeypatch.setattr(h5py.Dataset, "__array__", lambda self, *a, **k: (reads.append(self.name),
+                                                                          real_array(self, *a, **k))[1])
+    src = KerasFile(keras_file)
+    refs = list(src)
+    assert len(refs) == len(EXPECTED) and reads == []
+    next(r for r in refs if r.name == "fc2").load()
+    assert reads == ["/layers/dense_1/vars/0"]
+    # analyze reads only the layers it analyses
+    reads.clear()
+    loaded: list[str] = []
+    real_load = TensorRef.load
+    monkeypatch.setattr(TensorRef, "load", lambda self: (loaded.append(self.name), real_load(self))[1])
+    analyze(KerasFile(keras_file), layers=r"^attn\.value$")
+    assert loaded == ["attn.value"]
+    assert reads == ["/layers/multi_head_attention/value_dense/vars/0"]
+
+
+def test_archive_is_read_in_place(keras_file, monkeypatch):
+    """A stored model.weights.h5 is not extracted: h5py reads through a window on the zip file."""
+    monkeypatch.setattr(zipfile.ZipFile, "open", lambda *a, **k: pytest.fail("weights member extracted"))
+    monkeypatch.setattr(zipfile.ZipFile, "read", lambda self, name, *a: json.dumps(TOY_CONFIG).encode()
+                        if name == "config.json" else pytest.fail(f"{name} read whole"))
+    _check_toy(KerasFile(keras_file))
+
+
+def test_file_is_not_modified(keras_file, legacy_file, analyze):
+    for path in (keras_file, legacy_file):
+        before, mtime = path.read_bytes(), path.stat().st_mtime_ns
+        for r in KerasFile(path):
+            r.load()
+        analyze(KerasFile(path), min_evals=2)
+        assert path.read_bytes() == before and path.stat().st_mtime_ns == mtime
+
+
+# -------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.3, 0.7, 0.99])
+def test_truncated_archive(keras_file, fraction):
+    raw = keras_file.read_bytes()
+    keras_file.write_bytes(raw[: max(2, int(len(raw) * fraction))])
+    with pytest.raises(SourceError) as ei:
+        KerasFile(keras_file)
+    _one_line_source_error(ei, str(keras_file))
+
+
+def test_zip_without_weights(tmp_path):
+    path = tmp_path / "noweights.keras"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("config.json", json.dumps(TOY_CONFIG))
+        zf.writestr("metadata.json", "{}")
+    with pytest.raises(SourceError) as ei:
+        KerasFile(path)
+    _one_line_source_error(ei, str(path), "model.weights.h5", "model.save")
+
+
+def test_npz_weights_are_refused(tmp_path):
+    path = tmp_path / "npz.keras"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("config.json", json.dumps(TOY_CONFIG))
+        zf.writestr("model.weights.npz", b"PK\x05\x06" + bytes(18))
+    with pytest.raises(SourceError) as ei:
+        KerasFile(path)
+    _one_line_source_error(ei, str(path), "model.weights.npz")
+
+
+def test_corrupt_config(tmp_path):
+    t, groups = toy_h5_tensors()
+    path = write_keras(tmp_path / "bad.keras", TOY_CONFIG, t, groups)
+    raw = io.BytesIO()
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(raw, "w") as dst:
+        for n in src.namelist():
+            dst.writestr(n, b"{not json" if n == "config.json" else src.read(n))
+    path.write_bytes(raw.getvalue())
+    with pytest.raises(SourceError) as ei:
+        KerasFile(path)
+    _one_line_source_error(ei, str(path), "config.json")
+
+
+def test_corrupt_weights_member(tmp_path):
+    path = tmp_path / "bad.keras"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("config.json", json.dumps(TOY_CONFIG))
+        zf.writestr("model.weights.h5", b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 4)
+    with pytest.raises(SourceError) as ei:
+        KerasFile(path)
+    _one_line_source_error(ei, str(path), "model.weights.h5", "HDF5")
+
+
+@pytest.mark.parametrize("cut", [8, 100, 1000, -200])
+def test_truncated_h5(legacy_file, cut):
+    raw = legacy_file.read_bytes()
+    legacy_file.write_bytes(raw[:cut])
+    with pytest.raises(SourceError) as ei:
+        KerasFile(legacy_file)
+    _one_line_source_error(ei, str(legacy_file))
+
+
+def test_garbage_after_hdf5_signature(tmp_path):
+    path = tmp_path / "garbage.h5"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n" + np.random.default_rng(0).bytes(4096))
+    with pytest.raises(SourceError) as ei:
+        KerasFile(path)
+    _one_line_source_error(ei, str(path), "HDF5")
+
+
+def test_hdf5_that_is_not_keras(tmp_path):
+    path = tmp_path / "other.h5"
+    with h5py.File(path, "w") as f:
+        f["data/x"] = np.ones((3, 3))
+    with pytest.raises(SourceError) as ei:
+        KerasFile(path)
+    _one_line_source_error(ei, str(path), "not a Keras")
+
+
+def test_listed_weight_missing_names_layer_and_weight(tmp_path):
+    path = write_legacy(tmp_path / "m.h5", {"fc1": [("fc1/kernel:0", W["fc1"])]}, TOY_CONFIG)
+    with h5py.File(path, "a") as f:
+        f["model_weights/fc1"].attrs["weight_names"] = [b"fc1/kernel:0", b"fc1/bias:0"]
+    with pytest.raises(SourceError) as ei:
+        KerasFile(path)
+    _one_line_source_error(ei, str(path), "'fc1'", "'fc1/bias:0'")
+
+
+def test_corrupt_chunk_fails_at_load_naming_the_tensor(tmp_path):
+    path = tmp_path / "m.weights.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("layers/dense/vars/0", data=W["fc1"], chunks=W["fc1"].shape, compression="gzip")
+        f["layers/dense_1/vars/0"] = W["fc2"]
+        offset = f["layers/dense/vars/0"].id.get_chunk_info(0).byte_offset
+    raw = bytearray(path.read_bytes())
+    raw[offset:offset + 64] = b"\xff" * 64
+    path.write_bytes(bytes(raw))
+    refs = {r.name: r for r in KerasFile(path)}  # opening reads no data: fine
+    np.testing.assert_array_equal(refs["dense_1"].load(), W["fc2"].T)
+    with pytest.raises(SourceError) as ei:
+        refs["dense"].load()
+    _one_line_source_error(ei, str(path), "'dense'", "/layers/dense/vars/0")
+
+
+def test_neither_zip_nor_hdf5(tmp_path):
+    path = tmp_path / "x.h5"
+    path.write_bytes(b"hello world, not a model")
+    with pytest.raises(SourceError) as ei:
+        KerasFile(path)
+    _one_line_source_error(ei, str(path))
+
+
+def test_missing_h5py_is_a_missing_extra(keras_file, monkeypatch):
+    monkeypatch.setitem(sys.modules, "h5py", None)  # makes `import h5py` raise ImportError
+    with pytest.raises(MissingExtraError) as ei:
+        KerasFile(keras_file)
+    assert "htsr[keras]" in str(ei.value) and isinstance(ei.value, HtsrError)
+
+
+def test_detection_helpers(keras_file, legacy_file):
+    assert is_hdf5(legacy_file.read_bytes()[:8]) and not is_hdf5(keras_file.read_bytes()[:8])
+    with zipfile.ZipFile(keras_file) as z:
+        assert is_keras_archive(z.namelist())
+    assert not is_keras_archive(["archive/data.pkl", "archive/version"])
+    assert [to_snake_case(c) for c in ("Dense", "Conv2D", "MultiHeadAttention", "LSTMCell", "EinsumDense")] == [
+        "dense", "conv2d", "multi_head_attention", "lstm_cell", "einsum_dense"]
+
+
+def test_open_source_routing(keras_file, legacy_file):
+    """open_source detects .keras archives and HDF5 files by content."""
+    from htsr.io import open_source
+
+    assert isinstance(open_source(keras_file), KerasFile)
+    assert isinstance(open_source(legacy_file), KerasFile)
+
+
+# ---------------------------------------------------------------- real weights: Keras vs safetensors
+
+
+def _tree(names: list[str]) -> dict:
+    """Dotted names → nested dict of components (insertion order kept)."""
+    root: dict = {}
+    for n in names:
+        node = root
+        for c in n.split("."):
+            node = node.setdefault(c, {})
+    return root
+
+
+def _keras3_tree(node: dict, prefix: str, leaves: dict[str, tuple[str, np.ndarray]], path: str,
+                 tensors: dict[str, np.ndarray]) -> list[dict]:
+    """Configs of a container's layers (nested Sequentials, Dense/Embedding leaves) and their h5 entries."""
+    configs, used = [], {}
+    for name, child in node.items():
+        full = f"{prefix}.{name}" if prefix else name
+        cls = leaves[full][0] if full in leaves else "Sequential"
+        snake = to_snake_case(cls)
+        used[snake] = used.get(snake, -1) + 1
+        entry = f"{path}/layers/{snake}" + (f"_{used[snake]}" if used[snake] else "")
+        if full in leaves:
+            tensors[f"{entry}/vars/0"] = leaves[full][1]
+            configs.append(layer(cls, name))
+        else:
+            configs.append(model("Sequential", name, _keras3_tree(child, full, leaves, entry, tensors)))
+    return configs
+
+
+def _legacy_config(node: dict, prefix: str, leaves: dict) -> list[dict]:
+    out = []
+    for name, child in node.items():
+        full = f"{prefix}.{name}" if prefix else name
+        if full in leaves:
+            out.append({"class_name": leaves[full][0], "config": {"name": name}, "name": name})
+        else:
+            out.append({"class_name": "Sequential", "config": {"name": name, "layers": _legacy_config(child, full, leaves)},
+                        "name": name})
+    return out
+
+
+@pytest.mark.network
+def test_minilm_keras_alpha_matches_safetensors(tmp_path, minilm_path, analyze):
+    from htsr.io import open_source
+
+    st = [r for r in open_source(minilm_path) if r.dtype in FLOAT_DTYPES and len(r.shape) == 2]
+    reference = {r.name: r for r in htsr.analyze(minilm_path).layers}
+    # PyTorch [out, in] → Keras: Dense kernels [in, out], Embedding tables as they are
+    leaves = {}
+    for r in st:
+        name = r.name[: -len(".weight")]
+        kind = reference[name].kind if name in reference else None
+        a = np.asarray(r.load(), dtype=np.float32)
+        leaves[name] = ("Embedding", a) if kind == "embedding" else ("Dense", np.ascontiguousarray(a.T))
+    tree = _tree(list(leaves))
+
+    tensors: dict[str, np.ndarray] = {}
+    config = model("Functional", "bert", _keras3_tree(tree, "", leaves, "", tensors))
+    tensors = {k.lstrip("/"): v for k, v in tensors.items()}
+    keras_path = write_keras(tmp_path / "minilm.keras", config, tensors)
+
+    legacy = {}
+    for top in tree:
+        legacy[top] = [(n.replace(".", "/") + ("/embeddings:0" if cls == "Embedding" else "/kernel:0"), a)
+                       for n, (cls, a) in leaves.items() if n.split(".")[0] == top]
+    legacy_config = {"class_name": "Functional", "config": {"name": "bert", "layers": _legacy_config(tree, "", leaves)}}
+    h5_path = write_legacy(tmp_path / "minilm.h5", legacy, legacy_config)
+
+    for path in (keras_path, h5_path):
+        src = KerasFile(path)
+        assert {r.name for r in src} == set(leaves), path
+        rows = {r.name: r for r in analyze(src).layers}
+        assert set(rows) == set(reference), path
+        fitted = 0
+        for name, ref in reference.items():
+            row = rows[name]
+            assert (row.kind, row.shape, row.status) == (ref.kind, ref.shape, ref.status), (path.name, name)
+            if ref.status == "ok":
+                assert row.alpha == pytest.approx(ref.alpha, rel=1e-9, abs=0), (path.name, name)
+                fitted += 1
+        assert fitted > 20
+        print(f"\n{path.name}: {len(rows)} layers, {fitted} fitted, alpha identical to the safetensors analysis")
