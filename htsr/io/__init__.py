@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import SourceError
 from .base import FLOAT_DTYPES, TensorRef, TensorSource
+from .flax import is_msgpack_checkpoint
 from .numpy import ArrayMapping, NpyFile, NpzFile
 from .safetensors import SafetensorsFile, ShardedSafetensors, is_safetensors
 
-__all__ = ["open_source", "TensorRef", "TensorSource", "FLOAT_DTYPES", "SUPPORTED"]
+__all__ = ["FLOAT_DTYPES", "SUPPORTED", "TensorRef", "TensorSource", "open_source"]
 
 SUPPORTED = (
     ".safetensors files and Hugging Face folders of (sharded) safetensors; "
     ".pt/.pth/.bin PyTorch checkpoints [htsr[torch]]; .npz/.npy arrays; "
     "torch.nn.Module objects [htsr[torch]]; .onnx models [htsr[onnx]]; .keras archives and Keras .h5 files "
-    "[htsr[keras]]; .gguf llama.cpp files, quantized types dequantized [htsr[gguf]]; mappings of names to arrays"
+    "[htsr[keras]]; .gguf llama.cpp files, quantized types dequantized [htsr[gguf]]; .msgpack Flax checkpoints "
+    "[htsr[flax]]; Flax parameter pytrees; mappings of names to arrays"
 )
 
 
@@ -31,6 +34,10 @@ def open_source(source: Any) -> TensorSource:
     if isinstance(source, (str, os.PathLike)):
         return _open_path(Path(source))
     if isinstance(source, Mapping):
+        from .flax import FlaxTree, is_flax_tree
+
+        if is_flax_tree(source):  # 'kernel'/'embedding' leaves, a 'params' collection, jax/flax objects
+            return FlaxTree(source)
         values = list(source.values())
         from .torch import TorchStateDict, is_torch_object
 
@@ -89,12 +96,17 @@ def _open_path(path: Path) -> TensorSource:
                 from .torch import load_torch_file
 
                 return load_torch_file(path / name)
+        if (path / "flax_model.msgpack").is_file():
+            from .flax import FlaxMsgpackFile
+
+            return FlaxMsgpackFile(path / "flax_model.msgpack")
         if (path / "config.json").is_file() and (path / "model.weights.h5").is_file():
             from .keras import KerasFile  # an unzipped Keras 3 model (save_model(zipped=False))
 
             return KerasFile(path)
         raise SourceError(
-            f"{path}: folder has no *.safetensors, pytorch_model.bin or its shard index; supported: {SUPPORTED}")
+            f"{path}: folder has no *.safetensors, pytorch_model.bin (or its shard index), flax_model.msgpack or "
+            f"Keras model.weights.h5; supported: {SUPPORTED}")
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(16)
@@ -123,16 +135,24 @@ def _open_path(path: Path) -> TensorSource:
 
             return load_torch_file(path)
         if "config.json" in names and ("model.weights.h5" in names or "model.weights.npz" in names):
-            from .keras import KerasFile  # a Keras 3 .keras archive (npz weights get a clear refusal)
+            from .keras import (
+                KerasFile,  # a Keras 3 .keras archive (npz weights get a clear refusal)
+            )
 
             return KerasFile(path)
         raise SourceError(f"{path}: a zip archive that is neither .npz nor a PyTorch checkpoint; supported: {SUPPORTED}")
-    from .onnx import looks_like_onnx  # sniffing only: onnx itself is imported by OnnxFile
+    from .onnx import (
+        looks_like_onnx,  # sniffing only: onnx itself is imported by OnnxFile
+    )
 
     if looks_like_onnx(path, head):
         from .onnx import OnnxFile
 
         return OnnxFile(path)
+    if is_msgpack_checkpoint(head) or path.suffix == ".msgpack":  # a non-empty map: never 0x80 (a pickle)
+        from .flax import FlaxMsgpackFile
+
+        return FlaxMsgpackFile(path)
     if head[:1] == b"\x80" or path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
         # legacy PyTorch pickles start with a pickle protocol byte
         from .torch import load_torch_file

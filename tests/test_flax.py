@@ -1,0 +1,642 @@
+"""Flax reader: msgpack checkpoints and in-memory pytrees — names, kinds, orientation, laziness, bad input.
+
+Neither jax nor flax is installed: checkpoints are written here with ``msgpack`` in exactly the encoding
+of ``flax.serialization.msgpack_serialize`` (arrays as extension type 1 holding msgpack
+``[shape, dtype name, C-order bytes]``, numpy scalars as type 3, arrays above a size limit split into
+``__msgpack_chunked_array__`` maps). The network test writes the real all-MiniLM-L6-v2 weights as Flax
+checkpoints (Hugging Face Flax-BERT naming, and linen attention naming with DenseGeneral kernels) and
+compares htsr's per-layer alpha with the safetensors original.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import htsr
+from htsr.errors import HtsrError, MissingExtraError, SourceError
+from htsr.io.base import FLOAT_DTYPES
+
+msgpack = pytest.importorskip("msgpack")
+
+from htsr.io import flax as flax_io
+from htsr.io.flax import (
+    FlaxMsgpackFile,
+    FlaxTree,
+    flax_tensor,
+    is_flax_tree,
+    is_msgpack_checkpoint,
+)
+
+# ------------------------------------------------------------------------------------ flax's encoding
+
+FLAX_MAX_CHUNK_SIZE = 2**30  # flax.serialization.MAX_CHUNK_SIZE
+
+
+def ndarray_to_bytes(arr: np.ndarray) -> bytes:
+    """flax.serialization._ndarray_to_bytes."""
+    arr = np.asarray(arr)
+    return msgpack.packb((arr.shape, arr.dtype.name, arr.tobytes("C")), use_bin_type=True)
+
+
+def msgpack_ext_pack(x):
+    """flax.serialization._msgpack_ext_pack (numpy part)."""
+    if isinstance(x, np.ndarray):
+        return msgpack.ExtType(1, ndarray_to_bytes(x))
+    if isinstance(x, np.generic):
+        return msgpack.ExtType(3, ndarray_to_bytes(np.asarray(x)))
+    if isinstance(x, complex):
+        return msgpack.ExtType(2, msgpack.packb((x.real, x.imag)))
+    return x
+
+
+def _chunk(arr: np.ndarray, max_chunk_size: int) -> dict:
+    """flax.serialization._chunk."""
+    chunksize = max(1, int(max_chunk_size / arr.dtype.itemsize))
+    flat = arr.reshape(-1)
+    chunks = [flat[i:i + chunksize] for i in range(0, flat.size, chunksize)]
+    return {"__msgpack_chunked_array__": True,
+            "shape": {str(i): d for i, d in enumerate(arr.shape)},
+            "chunks": {str(i): c for i, c in enumerate(chunks)}}
+
+
+def _chunk_leaves(d, max_chunk_size: int):
+    """flax.serialization._chunk_array_leaves_in_place (on a copy)."""
+    if isinstance(d, dict):
+        return {k: _chunk_leaves(v, max_chunk_size) for k, v in d.items()}
+    if isinstance(d, np.ndarray) and d.size * d.dtype.itemsize > max_chunk_size:
+        return _chunk(d, max_chunk_size)
+    return d
+
+
+def msgpack_serialize(tree: dict, max_chunk_size: int = FLAX_MAX_CHUNK_SIZE) -> bytes:
+    """flax.serialization.msgpack_serialize (= to_bytes of a state dict); a small chunk size for tests."""
+    return msgpack.packb(_chunk_leaves(tree, max_chunk_size), default=msgpack_ext_pack, strict_types=True)
+
+
+def write(path: Path, tree: dict, **kw) -> Path:
+    path.write_bytes(msgpack_serialize(tree, **kw))
+    return path
+
+
+def _rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def _f32(*shape: int, seed: int = 0) -> np.ndarray:
+    return _rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _sv(a: np.ndarray) -> np.ndarray:
+    return np.linalg.svd(np.asarray(a, dtype=np.float64), compute_uv=False)
+
+
+def _refs(source) -> dict:
+    return {r.name: r for r in source}
+
+
+def _one_line_source_error(excinfo, *must_contain: str) -> str:
+    msg = str(excinfo.value)
+    assert isinstance(excinfo.value, SourceError) and isinstance(excinfo.value, HtsrError)
+    assert "\n" not in msg and "\r" not in msg, f"message is not one line: {msg!r}"
+    for s in must_contain:
+        assert s in msg, f"{s!r} not in {msg!r}"
+    return msg
+
+
+@pytest.fixture
+def analyze(monkeypatch):
+    """htsr.analyze that accepts the readers themselves (works before open_source routes to them)."""
+    mod = sys.modules["htsr.analyze"]
+    real = mod.open_source
+    monkeypatch.setattr(mod, "open_source",
+                        lambda s, *a, **k: s if isinstance(s, (FlaxMsgpackFile, FlaxTree)) else real(s, *a, **k))
+    return htsr.analyze
+
+
+def small_tree() -> dict:
+    return {"params": {
+        "Dense_0": {"kernel": _f32(20, 12, seed=1), "bias": _f32(12, seed=2)},
+        "LayerNorm_0": {"scale": np.ones(12, np.float32), "bias": np.zeros(12, np.float32)},
+        "Embed_0": {"embedding": _f32(50, 12, seed=3)},
+        "Conv_0": {"kernel": _f32(3, 3, 4, 8, seed=4), "bias": np.zeros(8, np.float32)},
+        "conv1d": {"kernel": _f32(5, 6, 10, seed=5)},
+        "attention": {"query": {"kernel": _f32(24, 4, 6, seed=6)},
+                      "out": {"kernel": _f32(4, 6, 24, seed=7)}},
+    }, "batch_stats": {"BatchNorm_0": {"mean": np.zeros(8, np.float32)}}, "step": np.int64(7)}
+
+
+@pytest.fixture
+def small_file(tmp_path) -> Path:
+    return write(tmp_path / "small.msgpack", small_tree())
+
+
+# ------------------------------------------------------------------------------- names, kinds, shapes
+
+
+def test_encoding_is_flax_s():
+    # the bytes this file writes are flax's: a map, ext type 1 whose payload is msgpack [shape, dtype, bin]
+    b = msgpack_serialize({"params": {"Dense_0": {"kernel": np.arange(6, dtype=np.float32).reshape(2, 3)}}})
+    assert b.startswith(b"\x81\xa6params\x81\xa7Dense_0\x81\xa6kernel")
+    ext = msgpack.unpackb(b, raw=False)["params"]["Dense_0"]["kernel"]
+    assert isinstance(ext, msgpack.ExtType) and ext.code == 1
+    assert msgpack.unpackb(ext.data, raw=True) == [[2, 3], b"float32", np.arange(6, dtype=np.float32).tobytes()]
+    assert is_msgpack_checkpoint(b[:16])
+
+
+def test_names_kinds_and_shapes(small_file):
+    src = FlaxMsgpackFile(small_file)
+    refs = _refs(src)
+    got = {n: (r.kind, r.shape, r.dtype, r.path, r.flax_shape) for n, r in refs.items()}
+    assert got == {
+        "Dense_0": ("dense", (12, 20), "float32", "params.Dense_0.kernel", (20, 12)),
+        "Embed_0": ("embedding", (50, 12), "float32", "params.Embed_0.embedding", (50, 12)),
+        "Conv_0": ("conv2d", (8, 4, 3, 3), "float32", "params.Conv_0.kernel", (3, 3, 4, 8)),
+        "conv1d": ("conv1d", (10, 6, 5), "float32", "params.conv1d.kernel", (5, 6, 10)),
+        "attention.query": ("dense", (24, 24), "float32", "params.attention.query.kernel", (24, 4, 6)),
+        "attention.out": ("dense", (24, 24), "float32", "params.attention.out.kernel", (4, 6, 24)),
+    }
+    assert list(refs) == ["Dense_0", "Embed_0", "Conv_0", "conv1d", "attention.query", "attention.out"]  # file order
+    assert len(src) == 6 and src.description == str(small_file)
+    # biases, LayerNorm scales and the other collections are not yielded; the collections are listed
+    assert src.skipped == {"batch_stats": "not the 'params' collection", "step": "not the 'params' collection"}
+    for r in refs.values():
+        a = r.load()
+        assert a.shape == r.shape and a.dtype == np.float32
+
+
+def test_dense_orientation_is_pytorch_s(small_file):
+    K = small_tree()["params"]["Dense_0"]["kernel"]  # Flax [in=20, out=12]
+    W = _refs(FlaxMsgpackFile(small_file))["Dense_0"].load()
+    assert W.shape == (12, 20)
+    np.testing.assert_array_equal(W, K.T)  # same bits, PyTorch [out, in]
+    np.testing.assert_allclose(_sv(W), _sv(K), rtol=1e-12)  # SVD of Kᵀ vs K: rounding only
+
+
+def test_conv_orientation(small_file):
+    tree = small_tree()["params"]
+    refs = _refs(FlaxMsgpackFile(small_file))
+    K2 = tree["Conv_0"]["kernel"]  # [kh, kw, c_in, c_out]
+    W2 = refs["Conv_0"].load()  # [c_out, c_in, kh, kw]
+    for i in range(3):
+        for j in range(3):
+            np.testing.assert_array_equal(W2[:, :, i, j], K2[i, j].T)
+            np.testing.assert_allclose(_sv(W2[:, :, i, j]), _sv(K2[i, j]), rtol=1e-12)
+    K1 = tree["conv1d"]["kernel"]  # [k, c_in, c_out]
+    W1 = refs["conv1d"].load()
+    for p in range(5):
+        np.testing.assert_array_equal(W1[:, :, p], K1[p].T)
+
+
+def test_embedding_as_it_is(small_file):
+    E = small_tree()["params"]["Embed_0"]["embedding"]
+    np.testing.assert_array_equal(_refs(FlaxMsgpackFile(small_file))["Embed_0"].load(), E)
+
+
+def test_dense_general_reshaped_like_a_linear(small_file):
+    tree = small_tree()["params"]["attention"]
+    refs = _refs(FlaxMsgpackFile(small_file))
+    Q = tree["query"]["kernel"]  # [dim=24, heads=4, head_dim=6]: input axis first
+    np.testing.assert_array_equal(refs["attention.query"].load(), Q.reshape(24, 24).T)
+    O = tree["out"]["kernel"]  # [heads, head_dim, dim]: flax's output projection, axis=(-2, -1)
+    np.testing.assert_array_equal(refs["attention.out"].load(), O.reshape(24, 24).T)
+    # what a PyTorch nn.Linear of the same layer holds, and so the same singular values
+    np.testing.assert_allclose(_sv(refs["attention.out"].load()), _sv(O.reshape(24, 24)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("path, shape, expected", [
+    (("Dense_0", "kernel"), (8, 3), ("Dense_0", "dense", (3, 8))),
+    (("DenseGeneral_0", "kernel"), (8, 2, 5), ("DenseGeneral_0", "dense", (10, 8))),
+    (("DenseGeneral_0", "kernel"), (8, 2, 5, 3), ("DenseGeneral_0", "conv2d", (3, 5, 8, 2))),  # 4-D: conv
+    (("MultiHeadDotProductAttention_0", "key", "kernel"), (16, 2, 8, 1), (
+        "MultiHeadDotProductAttention_0.key", "dense", (16, 16))),
+    (("blk", "o_proj", "kernel"), (2, 8, 16), ("blk.o_proj", "dense", (16, 16))),
+    (("ConvTranspose_0", "kernel"), (4, 2, 3), ("ConvTranspose_0", "conv1d", (3, 2, 4))),
+    (("Embed_0", "embedding"), (7, 3), ("Embed_0", "embedding", (7, 3))),
+    (("ViT", "pos_embedding"), (10, 4), ("ViT.pos_embedding", None, (10, 4))),  # unknown 2-D leaf: htsr infers
+    (("ViT", "pos_embedding"), (1, 10, 4), ("ViT.pos_embedding", None, (1, 10, 4))),  # leading 1: still 2-D
+])
+def test_flax_tensor_rules(path, shape, expected):
+    name, kind, htsr_shape, transform = flax_tensor(path, shape)
+    assert (name, kind, htsr_shape) == expected
+    a = np.arange(math.prod(shape), dtype=np.float32).reshape(shape)
+    assert transform(a).shape == htsr_shape
+    assert transform(a).flags.c_contiguous
+
+
+@pytest.mark.parametrize("path, shape", [
+    (("Dense_0", "bias"), (8,)),
+    (("LayerNorm_0", "scale"), (8,)),
+    (("Conv3D", "kernel"), (3, 3, 3, 4, 8)),
+    (("mod", "w"), (4, 5, 6)),
+])
+def test_flax_tensor_skips(path, shape):
+    assert isinstance(flax_tensor(path, shape), str)
+
+
+def test_skipped_lists_leaves_of_two_or_more_dimensions(tmp_path):
+    tree = {"params": {"conv3d": {"kernel": _f32(2, 2, 2, 3, 4)}, "mod": {"w": _f32(2, 3, 4)},
+                       "Dense_0": {"kernel": _f32(4, 5), "bias": _f32(5)}}}
+    src = FlaxMsgpackFile(write(tmp_path / "m.msgpack", tree))
+    assert list(_refs(src)) == ["Dense_0"]
+    assert set(src.skipped) == {"conv3d.kernel", "mod.w"}
+
+
+def test_no_params_collection_reads_the_whole_tree(tmp_path):
+    # Hugging Face's flax_model.msgpack: to_bytes(model.params), no 'params' key at the top
+    tree = {"encoder": {"layer": {"0": {"dense": {"kernel": _f32(6, 4), "bias": _f32(4)}}}}}
+    src = FlaxMsgpackFile(write(tmp_path / "flax_model.msgpack", tree))
+    ((name, ref),) = _refs(src).items()
+    assert (name, ref.kind, ref.shape, ref.path) == ("encoder.layer.0.dense", "dense", (4, 6),
+                                                    "encoder.layer.0.dense.kernel")
+    assert src.skipped == {}
+
+
+def test_reduced_precision_and_scalar_leaves(tmp_path):
+    import ml_dtypes
+
+    K = _f32(16, 8, seed=9)
+    tree = {"params": {"bf16": {"kernel": K.astype(ml_dtypes.bfloat16)}, "f16": {"kernel": K.astype(np.float16)},
+                       "f64": {"kernel": K.astype(np.float64)}, "ints": {"kernel": np.ones((3, 2), np.int32)},
+                       "scalar": {"kernel": np.float32(2.0)}, "cplx": {"kernel": 1 + 2j}, "text": {"kernel": "x"}}}
+    refs = _refs(FlaxMsgpackFile(write(tmp_path / "m.msgpack", tree)))
+    assert {n: r.dtype for n, r in refs.items()} == {"bf16": "bfloat16", "f16": "float16", "f64": "float64",
+                                                     "ints": "int32"}
+    np.testing.assert_array_equal(refs["bf16"].load(), K.astype(ml_dtypes.bfloat16).astype(np.float32).T)
+    np.testing.assert_array_equal(refs["f16"].load(), K.astype(np.float16).astype(np.float32).T)
+    assert refs["f64"].load().dtype == np.float64 and refs["bf16"].load().dtype == np.float32
+    assert "int32" not in FLOAT_DTYPES  # analyze drops the integer tensor
+
+
+def test_chunked_array(tmp_path):
+    E = _f32(30, 7, seed=11)  # 840 bytes: split into chunks of 256 bytes (64 floats) as flax does above 1 GiB
+    K = _f32(10, 8, seed=12)  # 320 bytes: 2 chunks
+    path = write(tmp_path / "m.msgpack", {"params": {"Embed_0": {"embedding": E}, "Dense_0": {"kernel": K}}},
+                 max_chunk_size=256)
+    raw = msgpack.unpackb(path.read_bytes(), raw=False)["params"]
+    assert raw["Embed_0"]["embedding"]["__msgpack_chunked_array__"] is True
+    assert len(raw["Embed_0"]["embedding"]["chunks"]) == 4 and len(raw["Dense_0"]["kernel"]["chunks"]) == 2
+    refs = _refs(FlaxMsgpackFile(path))
+    assert (refs["Embed_0"].kind, refs["Embed_0"].shape, refs["Dense_0"].shape) == ("embedding", (30, 7), (8, 10))
+    np.testing.assert_array_equal(refs["Embed_0"].load(), E)
+    np.testing.assert_array_equal(refs["Dense_0"].load(), K.T)
+
+
+def test_same_result_as_the_pytree(small_file):
+    from_file, from_tree = _refs(FlaxMsgpackFile(small_file)), _refs(FlaxTree(small_tree()))
+    assert list(from_file) == list(from_tree)
+    for n in from_file:
+        a, b = from_file[n], from_tree[n]
+        assert (a.kind, a.shape, a.dtype, a.path, a.flax_shape) == (b.kind, b.shape, b.dtype, b.path, b.flax_shape)
+        np.testing.assert_array_equal(a.load(), b.load())
+
+
+def test_analyze_through_the_reader(small_file, analyze):
+    rows = {r.name: r for r in analyze(FlaxMsgpackFile(small_file), min_evals=2).layers}
+    assert {n: (r.kind, r.shape) for n, r in rows.items()} == {
+        "Dense_0": ("dense", "12x20"), "Embed_0": ("embedding", "50x12"), "Conv_0": ("conv2d", "8x4x3x3"),
+        "conv1d": ("conv1d", "10x6x5"), "attention.query": ("dense", "24x24"), "attention.out": ("dense", "24x24"),
+    }
+    assert (rows["Conv_0"].N, rows["Conv_0"].M, rows["Conv_0"].num_matrices) == (8, 4, 9)
+
+
+# ------------------------------------------------------------------------------------------ laziness
+
+
+def test_arrays_are_built_only_on_load(small_file, monkeypatch):
+    calls = []
+    real = flax_io._Payload.array
+    monkeypatch.setattr(flax_io._Payload, "array", lambda self: calls.append(self) or real(self))
+    src = FlaxMsgpackFile(small_file)
+    refs = list(src)
+    assert len(refs) == 6 and calls == []  # opening and listing build no array
+    refs[0].load()
+    assert len(calls) == 1
+    # what is held: each array's payload as bytes (msgpack copies it out of the memory-mapped file)
+    payload = calls[0]
+    assert isinstance(payload.data, bytes) and len(payload.data) > 20 * 12 * 4
+
+
+def test_payload_is_kept_in_memory_not_reread(small_file):
+    # the docstring says so: the file is decoded once when opened; loading does not read it again
+    src = FlaxMsgpackFile(small_file)
+    small_file.unlink()
+    np.testing.assert_array_equal(_refs(src)["Dense_0"].load(), small_tree()["params"]["Dense_0"]["kernel"].T)
+
+
+def test_pytree_leaves_converted_only_on_load():
+    class FakeJaxArray:  # what open_source may receive from jax: shape, dtype and __array__
+        __module__ = "jaxlib.xla_extension"
+        conversions = 0
+
+        def __init__(self, a):
+            self._a, self.shape, self.dtype = a, a.shape, a.dtype
+
+        def __array__(self, dtype=None, copy=None):
+            FakeJaxArray.conversions += 1
+            return self._a
+
+    K = _f32(9, 5, seed=13)
+    tree = {"params": {"Dense_0": {"kernel": FakeJaxArray(K), "bias": FakeJaxArray(_f32(5))}}}
+    assert is_flax_tree(tree)
+    refs = _refs(FlaxTree(tree))
+    assert FakeJaxArray.conversions == 0 and list(refs) == ["Dense_0"]
+    np.testing.assert_array_equal(refs["Dense_0"].load(), K.T)
+    assert FakeJaxArray.conversions == 1
+
+
+# ------------------------------------------------------------------------------------------- pytrees
+
+
+def test_pytree_variables_frozendict_and_nnx_leaves():
+    class FrozenDict(Mapping):  # stands in for flax.core.FrozenDict (a Mapping from flax)
+        __module__ = "flax.core.frozen_dict"
+
+        def __init__(self, d):
+            self._d = d
+
+        def __getitem__(self, k):
+            return self._d[k]
+
+        def __iter__(self):
+            return iter(self._d)
+
+        def __len__(self):
+            return len(self._d)
+
+    class Param:  # stands in for an nnx Variable / VariableState: the array is in .value
+        __module__ = "flax.nnx.variablelib"
+
+        def __init__(self, v):
+            self.value = v
+
+    K, E = _f32(6, 4, seed=14), _f32(11, 4, seed=15)
+    frozen = FrozenDict({"params": FrozenDict({"Dense_0": FrozenDict({"kernel": K}),
+                                               "layers": [{"embed": {"embedding": E}}]})})
+    assert is_flax_tree(frozen)
+    refs = _refs(FlaxTree(frozen))
+    assert {n: (r.kind, r.shape) for n, r in refs.items()} == {"Dense_0": ("dense", (4, 6)),
+                                                               "layers.0.embed": ("embedding", (11, 4))}
+    nnx_state = {"linear": {"kernel": Param(K), "bias": Param(_f32(4))}}
+    assert is_flax_tree(nnx_state)
+    (ref,) = FlaxTree(nnx_state)
+    assert (ref.name, ref.kind) == ("linear", "dense")
+    np.testing.assert_array_equal(ref.load(), K.T)
+
+
+def test_is_flax_tree():
+    K = _f32(4, 3)
+    assert is_flax_tree({"params": {"Dense_0": {"kernel": K}}})
+    assert is_flax_tree({"Dense_0": {"kernel": K}})  # a 'kernel' leaf is Flax's
+    assert is_flax_tree({"params": {"a": {"w": K}}})  # a 'params' collection at the top
+    assert not is_flax_tree({"fc.weight": K})  # flat: a plain mapping of arrays
+    assert not is_flax_tree({"fc": {"weight": K}})  # nested, no Flax evidence: left to the other readers
+    assert not is_flax_tree({"kernel": K})  # flat
+    assert not is_flax_tree([K])
+    torch = pytest.importorskip("torch")
+    assert not is_flax_tree({"params": {"fc": {"kernel": torch.zeros(2, 2)}}})  # torch tensors: PyTorch's
+
+
+def test_pytree_not_a_mapping():
+    with pytest.raises(SourceError) as ei:
+        FlaxTree([1, 2])  # type: ignore[arg-type]
+    _one_line_source_error(ei, "mapping")
+
+
+def test_pytree_analysed(analyze):
+    rows = {r.name: r for r in analyze(FlaxTree(small_tree()), min_evals=2).layers}
+    assert set(rows) == {"Dense_0", "Embed_0", "Conv_0", "conv1d", "attention.query", "attention.out"}
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+
+def test_is_msgpack_checkpoint():
+    assert is_msgpack_checkpoint(b"\x81\xa6params")
+    assert is_msgpack_checkpoint(b"\xde\x00\x20\xa3abc")  # map16
+    assert is_msgpack_checkpoint(b"\xdf\x00\x01\x00\x00\xd9\x30")  # map32, str8 key
+    assert not is_msgpack_checkpoint(b"\x80\x02}q\x00")  # a PyTorch pickle (protocol 2)
+    assert not is_msgpack_checkpoint(b"\x80")  # an empty map
+    assert not is_msgpack_checkpoint(b"\x92\x01\x02")  # a list
+    assert not is_msgpack_checkpoint(b"\x81\x01\x02")  # an int key
+    assert not is_msgpack_checkpoint(b"PK\x03\x04")
+    assert not is_msgpack_checkpoint(b"GGUF")
+    assert not is_msgpack_checkpoint(b"")
+    assert not is_msgpack_checkpoint(b"\xde\x00\x00")
+
+
+@pytest.mark.parametrize("content, expect", [
+    (b"", "empty file"),
+    (b"hello world, not msgpack", "not a Flax msgpack checkpoint"),
+    (b"\x92\x01\x02", "not a Flax msgpack checkpoint"),  # msgpack, but a list
+    (b"\x81\xa1a\xc1", "not valid msgpack"),  # 0xc1 is never used
+])
+def test_not_a_checkpoint(tmp_path, content, expect):
+    path = tmp_path / "bad.msgpack"
+    path.write_bytes(content)
+    with pytest.raises(SourceError) as ei:
+        FlaxMsgpackFile(path)
+    _one_line_source_error(ei, str(path), expect)
+
+
+def test_every_truncation_is_a_one_line_source_error(tmp_path, small_file):
+    data = small_file.read_bytes()
+    cut = tmp_path / "cut.msgpack"
+    for n in sorted(set(range(1, 64)) | set(range(64, len(data), 97)) | {len(data) - 1}):
+        cut.write_bytes(data[:n])
+        with pytest.raises(SourceError) as ei:
+            FlaxMsgpackFile(cut)
+        msg = _one_line_source_error(ei, str(cut))
+        assert "truncated" in msg or "not a Flax msgpack checkpoint" in msg, (n, msg)
+
+
+def test_trailing_bytes(tmp_path, small_file):
+    path = tmp_path / "two.msgpack"
+    path.write_bytes(small_file.read_bytes() * 2)
+    with pytest.raises(SourceError) as ei:
+        FlaxMsgpackFile(path)
+    _one_line_source_error(ei, str(path), "trailing bytes")
+
+
+def _ext_checkpoint(tmp_path, payload: bytes) -> Path:
+    path = tmp_path / "bad.msgpack"
+    path.write_bytes(msgpack.packb({"params": {"Dense_0": {"kernel": msgpack.ExtType(1, payload)}}}))
+    return path
+
+
+@pytest.mark.parametrize("payload, expect", [
+    # 40 bytes for a 3×4 float32 array (48 expected)
+    (msgpack.packb(((3, 4), "float32", b"\0" * 40), use_bin_type=True), "40 bytes of data for shape (3, 4) float32"),
+    (msgpack.packb(((3, 4), "float32", b"\0" * 52), use_bin_type=True), "52 bytes of data"),
+    (msgpack.packb(((3, 4), "float32", b"\0" * 48), use_bin_type=True)[:-5], "claims 48 bytes but holds 43"),
+    (msgpack.packb(((3, 4), "float99", b"\0" * 48), use_bin_type=True), "'float99' is not a numpy dtype"),
+    (msgpack.packb(((3, -4), "float32", b""), use_bin_type=True), "is not a list of sizes"),
+    (msgpack.packb(((3, 4), "float32"), use_bin_type=True), "not [shape, dtype, bytes]"),
+    (msgpack.packb(((3, 4), "float32", "text"), use_bin_type=True), "not a msgpack bin object"),
+    (b"\xc1\xc1", "cannot be decoded"),
+    (b"", "cannot be decoded"),
+])
+def test_bad_array_payload(tmp_path, payload, expect):
+    path = _ext_checkpoint(tmp_path, payload)
+    with pytest.raises(SourceError) as ei:
+        FlaxMsgpackFile(path)
+    _one_line_source_error(ei, str(path), "'Dense_0.kernel'", expect, "corrupt")
+
+
+def test_bad_chunked_array(tmp_path):
+    good = _chunk(_f32(8, 4), 32)
+    bad_shape = {**good, "shape": {"0": 8, "1": 5}}
+    missing = {**good, "chunks": {"0": good["chunks"]["0"], "2": good["chunks"]["1"]}}
+    for i, chunked in enumerate((bad_shape, missing, {**good, "shape": [8, 4]})):
+        path = tmp_path / f"bad{i}.msgpack"
+        path.write_bytes(msgpack_serialize({"params": {"Embed_0": {"embedding": chunked}}}))
+        with pytest.raises(SourceError) as ei:
+            FlaxMsgpackFile(path)
+        _one_line_source_error(ei, str(path), "chunked array 'Embed_0.embedding' is inconsistent")
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(SourceError) as ei:
+        FlaxMsgpackFile(tmp_path / "nope.msgpack")
+    _one_line_source_error(ei, "nope.msgpack", "cannot read")
+
+
+def test_missing_msgpack_package_is_a_missing_extra(small_file, monkeypatch):
+    monkeypatch.setitem(sys.modules, "msgpack", None)  # makes `import msgpack` raise ImportError
+    with pytest.raises(MissingExtraError) as ei:
+        FlaxMsgpackFile(small_file)
+    assert "htsr[flax]" in str(ei.value) and isinstance(ei.value, HtsrError)
+    # in-memory trees need no extra
+    assert len(FlaxTree(small_tree())) == 6
+
+
+def test_file_is_not_modified(small_file):
+    before, mtime = small_file.read_bytes(), small_file.stat().st_mtime_ns
+    for r in FlaxMsgpackFile(small_file):
+        r.load()
+    assert small_file.read_bytes() == before and small_file.stat().st_mtime_ns == mtime
+
+
+def test_open_source_routing(small_file):
+    """open_source routes msgpack files, HF folders with flax_model.msgpack and Flax pytrees here."""
+    from htsr.io import open_source
+
+    assert isinstance(open_source(small_file), FlaxMsgpackFile)
+    assert isinstance(open_source(small_tree()), FlaxTree)
+    assert isinstance(open_source({"Dense_0": {"kernel": _f32(3, 2)}}), FlaxTree)
+    assert not isinstance(open_source({"fc.weight": _f32(3, 2)}), FlaxTree)  # flat: ArrayMapping as before
+    folder = small_file.parent / "hf"
+    folder.mkdir()
+    (folder / "flax_model.msgpack").write_bytes(small_file.read_bytes())
+    assert isinstance(open_source(folder), FlaxMsgpackFile)
+
+
+# ------------------------------------------------------------------------------------ real model (network)
+
+
+def _hf_flax_bert(weights: dict[str, np.ndarray]) -> tuple[dict, dict[str, str]]:
+    """A Hugging Face FlaxBertModel params tree (flax_model.msgpack) and its row names → safetensors rows."""
+    tree: dict = {}
+    names = {}
+    for name, W in weights.items():
+        parts = name.split(".")
+        leaf = parts.pop()
+        if parts[-1] == "LayerNorm":
+            key = {"weight": "scale", "bias": "bias"}[leaf]
+        elif leaf == "bias":
+            key = "bias"
+        elif parts[-1].endswith("embeddings"):
+            key = "embedding"
+        else:
+            key, W = "kernel", W.T  # nn.Dense: [in, out]
+        node = tree
+        for p in parts:
+            node = node.setdefault(p, {})
+        node[key] = np.ascontiguousarray(W)
+        if W.ndim == 2:
+            names[".".join(parts)] = ".".join(parts)
+    return tree, names
+
+
+def _linen_bert(weights: dict[str, np.ndarray], heads: int = 12) -> tuple[dict, dict[str, str]]:
+    """The same weights as a linen model would name them, attention as DenseGeneral (MultiHeadDotProductAttention)."""
+    params: dict = {}
+    names = {}
+
+    def put(path: tuple[str, ...], a: np.ndarray, st_row: str | None = None) -> None:
+        node = params
+        for p in path[:-1]:
+            node = node.setdefault(p, {})
+        node[path[-1]] = np.ascontiguousarray(a)
+        if st_row is not None:
+            names[".".join(path[:-1])] = st_row
+
+    for name, W in weights.items():
+        parts = name.split(".")
+        leaf, row = parts[-1], ".".join(parts[:-1])
+        if parts[0] == "embeddings":
+            if parts[1] == "LayerNorm":
+                put(("embeddings", "LayerNorm_0", {"weight": "scale", "bias": "bias"}[leaf]), W)
+            else:
+                put(("embeddings", parts[1], "embedding"), W, row)
+            continue
+        if parts[0] == "pooler":  # nn.Dense named 'pooler'
+            put(("pooler", "bias" if leaf == "bias" else "kernel"), W if leaf == "bias" else W.T,
+                None if leaf == "bias" else row)
+            continue
+        i, rest = parts[2], parts[3:-1]
+        block = ("encoder", f"layer_{i}")
+        where = {("attention", "self", "query"): ("attention", "query"),
+                 ("attention", "self", "key"): ("attention", "key"),
+                 ("attention", "self", "value"): ("attention", "value"),
+                 ("attention", "output", "dense"): ("attention", "out"),
+                 ("attention", "output", "LayerNorm"): ("LayerNorm_0",),
+                 ("intermediate", "dense"): ("mlp", "Dense_0"),
+                 ("output", "dense"): ("mlp", "Dense_1"),
+                 ("output", "LayerNorm"): ("LayerNorm_1",)}[tuple(rest)]
+        if rest[-1] == "LayerNorm":
+            put(block + where + ({"weight": "scale", "bias": "bias"}[leaf],), W)
+        elif leaf == "bias":
+            put(block + where + ("bias",), W)
+        elif where[-1] in ("query", "key", "value"):  # DenseGeneral(features=(heads, head_dim)): [dim, h, hd]
+            out, dim = W.shape
+            put(block + where + ("kernel",), W.T.reshape(dim, heads, out // heads), row)
+        elif where[-1] == "out":  # DenseGeneral(features=dim, axis=(-2, -1)): [h, hd, dim]
+            out, dim = W.shape
+            put(block + where + ("kernel",), W.T.reshape(heads, dim // heads, out), row)
+        else:
+            put(block + where + ("kernel",), W.T, row)
+    return {"params": params, "step": np.int64(1000)}, names
+
+
+@pytest.mark.network
+def test_minilm_flax_alpha_matches_safetensors(tmp_path, minilm_path, analyze):
+    from htsr.io import open_source
+
+    weights = {r.name: np.asarray(r.load()) for r in open_source(minilm_path) if r.dtype in FLOAT_DTYPES}
+    assert "embeddings.position_ids" not in weights  # an int64 buffer, not stored by Flax
+    reference = {r.name: r for r in htsr.analyze(minilm_path).layers}
+    for label, build in (("hf", _hf_flax_bert), ("linen", _linen_bert)):
+        tree, names = build(weights)
+        path = write(tmp_path / f"minilm-{label}.msgpack", tree)
+        src = FlaxMsgpackFile(path)
+        rows = {names[r.name]: r for r in analyze(src).layers}  # Flax row → safetensors row
+        assert set(rows) == set(reference), label
+        fitted = 0
+        for name, ref in reference.items():
+            row = rows[name]
+            assert (row.kind, row.shape, row.N, row.M, row.status) == (ref.kind, ref.shape, ref.N, ref.M, ref.status), \
+                (label, name)
+            if ref.status == "ok":
+                fitted += 1
+                assert row.alpha == pytest.approx(ref.alpha, rel=1e-9, abs=0), (label, name)
+                assert row.log_norm == pytest.approx(ref.log_norm, rel=1e-9, abs=1e-12), (label, name)
+        assert fitted > 20, label
+        # and the same matrices in the same orientation (not only the same spectra)
+        for r in src:
+            np.testing.assert_array_equal(r.load(), weights[names[r.name] + ".weight"])
