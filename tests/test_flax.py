@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import one_line_source_error as _one_line_source_error
 
 import htsr
 from htsr.errors import HtsrError, MissingExtraError, SourceError
@@ -100,13 +101,6 @@ def _refs(source) -> dict:
     return {r.name: r for r in source}
 
 
-def _one_line_source_error(excinfo, *must_contain: str) -> str:
-    msg = str(excinfo.value)
-    assert isinstance(excinfo.value, SourceError) and isinstance(excinfo.value, HtsrError)
-    assert "\n" not in msg and "\r" not in msg, f"message is not one line: {msg!r}"
-    for s in must_contain:
-        assert s in msg, f"{s!r} not in {msg!r}"
-    return msg
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import one_line_source_error as _one_line_source_error
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -102,13 +103,6 @@ def _refs(path) -> dict[str, TensorRef]:
     return {r.name: r for r in GGUFFile(path)}
 
 
-def _one_line_source_error(excinfo, *must_contain: str) -> str:
-    msg = str(excinfo.value)
-    assert isinstance(excinfo.value, SourceError)
-    assert "\n" not in msg and "\r" not in msg, f"message is not one line: {msg!r}"
-    for s in must_contain:
-        assert s in msg, f"{s!r} not in {msg!r}"
-    return msg
 
 
 def _tensor_info_positions(path: Path) -> dict[str, dict[str, int]]:

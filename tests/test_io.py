@@ -15,6 +15,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 import pytest
+from conftest import one_line_source_error as _one_line_source_error
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save_file as np_save_file
@@ -24,7 +25,7 @@ from htsr.io import SUPPORTED, open_source
 from htsr.io.base import TensorRef
 
 torch = pytest.importorskip("torch")
-from safetensors.torch import save_file as torch_save_file  # noqa: E402
+from safetensors.torch import save_file as torch_save_file
 
 analyze_module = importlib.import_module("htsr.analyze")  # the module (htsr.analyze is the function)
 
@@ -57,13 +58,6 @@ def _write_safetensors_raw(path: Path, header: dict | bytes, data: bytes, header
     return path
 
 
-def _one_line_source_error(excinfo, *must_contain: str) -> str:
-    msg = str(excinfo.value)
-    assert isinstance(excinfo.value, htsr.SourceError)
-    assert "\n" not in msg and "\r" not in msg, f"message is not one line: {msg!r}"
-    for s in must_contain:
-        assert s in msg, f"{s!r} not in {msg!r}"
-    return msg
 
 
 def _fingerprint(paths) -> dict[str, tuple[str, int, int]]:
@@ -469,7 +463,7 @@ def test_unmutated_fuzz_seed_is_valid(tmp_path):
 # ------------------------------------------------------------------------------------------- torch
 
 
-def _state_dict(seed: int = 11) -> dict[str, "torch.Tensor"]:
+def _state_dict(seed: int = 11) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return {
         "encoder.fc1.weight": torch.randn(12, 6, generator=g),

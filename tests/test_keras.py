@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import one_line_source_error as _one_line_source_error
 
 import htsr
 from htsr.errors import HtsrError, MissingExtraError, SourceError
@@ -50,13 +51,6 @@ def _sv(a: np.ndarray) -> np.ndarray:
     return np.linalg.svd(np.asarray(a, dtype=np.float64), compute_uv=False)
 
 
-def _one_line_source_error(excinfo, *must_contain: str) -> str:
-    msg = str(excinfo.value)
-    assert isinstance(excinfo.value, SourceError)
-    assert "\n" not in msg and "\r" not in msg, f"message is not one line: {msg!r}"
-    for s in must_contain:
-        assert s in msg, f"{s!r} not in {msg!r}"
-    return msg
 
 
 def layer(cls: str, name: str, **config) -> dict:

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import one_line_source_error as _one_line
 
 import htsr
 import htsr.io
@@ -57,13 +58,6 @@ def _evals(name: str, kind: str, shape, load) -> np.ndarray:
     return esd(lm.load(), precision="accurate", scale=lm.scale).evals
 
 
-def _one_line(excinfo, *must_contain: str) -> str:
-    msg = str(excinfo.value)
-    assert isinstance(excinfo.value, htsr.SourceError)
-    assert "\n" not in msg and "\r" not in msg, f"message is not one line: {msg!r}"
-    for s in must_contain:
-        assert s in msg, f"{s!r} not in {msg!r}"
-    return msg
 
 
 # --------------------------------------------------------------------------------- kinds & orientation

@@ -101,7 +101,9 @@ def _open_path(path: Path) -> TensorSource:
 
             return FlaxMsgpackFile(path / "flax_model.msgpack")
         if (path / "config.json").is_file() and (path / "model.weights.h5").is_file():
-            from .keras import KerasFile  # an unzipped Keras 3 model (save_model(zipped=False))
+            from .keras import (
+                KerasFile,  # an unzipped Keras 3 model (save_model(zipped=False))
+            )
 
             return KerasFile(path)
         raise SourceError(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from types import ModuleType
+from typing import Protocol
 
 import numpy as np
 
-__all__ = ["TensorRef", "TensorSource", "FLOAT_DTYPES"]
+__all__ = ["FLOAT_DTYPES", "TensorRef", "TensorSource", "import_extra", "one_line"]
 
 #: dtype names (numpy / ml_dtypes spelling) whose tensors are weights htsr analyses
 FLOAT_DTYPES = frozenset(
@@ -38,3 +41,19 @@ class TensorSource(Protocol):
     def __len__(self) -> int: ...
 
     def __iter__(self) -> Iterator[TensorRef]: ...
+
+
+def import_extra(module: str, extra: str, purpose: str) -> ModuleType:
+    """Import an optional dependency, or raise MissingExtraError with the pip line for its extra."""
+    from ..errors import MissingExtraError
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(module.split(".")[0], extra, purpose) from None
+
+
+def one_line(e: BaseException, limit: int | None = None) -> str:
+    """An exception's message on one line (whitespace collapsed, at most ``limit`` characters)."""
+    text = " ".join(str(e).split())
+    return (text[:limit] if limit else text) or e.__class__.__name__

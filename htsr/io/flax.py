@@ -79,8 +79,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingExtraError, SourceError
-from .base import TensorRef
+from ..errors import SourceError
+from .base import TensorRef, import_extra, one_line
 
 __all__ = ["FlaxMsgpackFile", "FlaxTensorRef", "FlaxTree", "flax_tensor", "is_flax_tree", "is_msgpack_checkpoint"]
 
@@ -113,15 +113,9 @@ def is_msgpack_checkpoint(head: bytes) -> bool:
 
 
 def _msgpack() -> Any:
-    try:
-        import msgpack
-    except ImportError:
-        raise MissingExtraError("msgpack", "flax", "reading Flax msgpack checkpoints") from None
-    return msgpack
+    return import_extra("msgpack", "flax", "reading Flax msgpack checkpoints")
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or e.__class__.__name__
 
 
 def _numpy_dtype(name: str) -> np.dtype:
@@ -161,7 +155,7 @@ class _Payload:
                 return "its payload is not [shape, dtype, bytes]"
             shape, dtype = u.unpack(), u.unpack()
         except Exception as e:  # noqa: BLE001 - any malformed header
-            return f"its array header cannot be decoded ({_one_line(e)})"
+            return f"its array header cannot be decoded ({one_line(e)})"
         if not (isinstance(shape, (list, tuple)) and all(isinstance(d, int) and d >= 0 for d in shape)):
             return f"its shape {shape!r} is not a list of sizes"
         if not isinstance(dtype, bytes):
@@ -386,7 +380,7 @@ class FlaxMsgpackFile(_Tree):
             raise self._fail("trailing bytes after the msgpack checkpoint (two files concatenated, or corrupt); "
                              "re-save it") from None
         except msgpack.FormatError as e:
-            raise self._fail(f"not valid msgpack ({_one_line(e) or 'bad type byte'}); corrupt file?") from None
+            raise self._fail(f"not valid msgpack ({one_line(e) or 'bad type byte'}); corrupt file?") from None
         except msgpack.StackError:
             raise self._fail("msgpack nesting too deep; corrupt file?") from None
         except ValueError as e:
@@ -395,10 +389,10 @@ class FlaxMsgpackFile(_Tree):
                                  "re-download or re-save it") from None
             if "exceeds max_" in str(e):  # msgpack bounds every length by the size of the input
                 raise self._fail(f"truncated or corrupt msgpack checkpoint (a length field claims more than the "
-                                 f"{size}-byte file holds: {_one_line(e)}); re-download or re-save it") from None
-            raise self._fail(f"not valid msgpack ({_one_line(e)}); corrupt file?") from None
+                                 f"{size}-byte file holds: {one_line(e)}); re-download or re-save it") from None
+            raise self._fail(f"not valid msgpack ({one_line(e)}); corrupt file?") from None
         except Exception as e:  # noqa: BLE001 - anything else msgpack raises on corrupt input
-            raise self._fail(f"not valid msgpack ({e.__class__.__name__}: {_one_line(e)}); corrupt file?") from None
+            raise self._fail(f"not valid msgpack ({e.__class__.__name__}: {one_line(e)}); corrupt file?") from None
         if not isinstance(tree, Mapping):
             raise self._fail(f"msgpack holding a {type(tree).__name__}, not a map of parameters")
         return tree

@@ -62,8 +62,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingExtraError, SourceError
-from .base import TensorRef
+from ..errors import SourceError
+from .base import TensorRef, import_extra, one_line
 
 __all__ = ["GGUF_MAGIC", "GGUFFile", "GGUFTensorRef", "gguf_kind", "is_gguf"]
 
@@ -109,16 +109,11 @@ class GGUFTensorRef(TensorRef):
 
 
 def _gguf() -> Any:
-    try:
-        import gguf
-        import gguf.quants
-    except ImportError:
-        raise MissingExtraError("gguf", "gguf", "reading GGUF (llama.cpp) files") from None
+    gguf = import_extra("gguf", "gguf", "reading GGUF (llama.cpp) files")
+    import_extra("gguf.quants", "gguf", "reading GGUF (llama.cpp) files")
     return gguf
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or e.__class__.__name__
 
 
 @functools.cache
@@ -245,7 +240,7 @@ class GGUFFile:
             raise
         except Exception as e:  # noqa: BLE001 - anything a corrupt header provokes in GGUFReader / numpy
             raise SourceError(
-                f"{self.path}: corrupt or unsupported GGUF file ({e.__class__.__name__}: {_one_line(e)})"
+                f"{self.path}: corrupt or unsupported GGUF file ({e.__class__.__name__}: {one_line(e)})"
             ) from None
 
     def __len__(self) -> int:
@@ -273,7 +268,7 @@ class GGUFFile:
                                   "(pip install -U gguf)") from None
             except Exception as e:  # noqa: BLE001 - validated data; any failure means a corrupt tensor
                 raise SourceError(f"{path}: tensor {t.name!r}: cannot dequantize its {type_name} data "
-                                  f"({e.__class__.__name__}: {_one_line(e)})") from None
+                                  f"({e.__class__.__name__}: {one_line(e)})") from None
             return np.asarray(out, dtype=np.float32).reshape(shape)
 
         return load

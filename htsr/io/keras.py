@@ -79,8 +79,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingExtraError, SourceError
-from .base import TensorRef
+from ..errors import SourceError
+from .base import TensorRef, import_extra, one_line
 from .safetensors import natural_key
 
 __all__ = ["HDF5_SIGNATURE", "KerasFile", "is_hdf5", "is_keras_archive"]
@@ -134,15 +134,13 @@ def is_keras_archive(names: list[str]) -> bool:
 
 
 def _h5py() -> Any:
-    try:
-        import h5py
-    except ImportError:
-        raise MissingExtraError("h5py", "keras", "reading Keras .keras / .h5 files") from None
-    return h5py
+    return import_extra("h5py", "keras", "reading Keras .keras / .h5 files")
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:200] or e.__class__.__name__
+def _short(e: BaseException) -> str:
+    return one_line(e, 200)
+
+
 
 
 def _text(v: Any) -> str:
@@ -302,7 +300,7 @@ def _member_file(path: Path, z: zipfile.ZipFile, info: zipfile.ZipInfo) -> io.IO
             shutil.copyfileobj(src, tmp, 1 << 20)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
         tmp.close()
-        raise SourceError(f"{path}: cannot extract {info.filename} ({_one_line(e)}); truncated or corrupt?") from None
+        raise SourceError(f"{path}: cannot extract {info.filename} ({_short(e)}); truncated or corrupt?") from None
     tmp.seek(0)
     return tmp
 
@@ -346,7 +344,7 @@ class KerasFile:
                     raise SourceError(f"{self.path}: neither a .keras (zip) archive nor an HDF5 file "
                                       f"(starts with {head[:8]!r})")
         except OSError as e:
-            raise SourceError(f"{self.path}: cannot read ({e.strerror or _one_line(e)})") from None
+            raise SourceError(f"{self.path}: cannot read ({e.strerror or _short(e)})") from None
         try:
             self._entries = self._scan(config)
         except Exception as e:  # anything corrupt HDF5 metadata provokes in h5py
@@ -354,7 +352,7 @@ class KerasFile:
             if isinstance(e, SourceError):
                 raise
             raise SourceError(f"{self._where}: corrupt Keras weights file ({e.__class__.__name__}: "
-                              f"{_one_line(e)}); re-save the model") from None
+                              f"{_short(e)}); re-save the model") from None
         self._lock = threading.Lock()
 
     # --------------------------------------------------------------------------------------- opening
@@ -366,7 +364,7 @@ class KerasFile:
         try:
             config = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise SourceError(f"{where}: corrupt Keras config ({_one_line(e)})") from None
+            raise SourceError(f"{where}: corrupt Keras config ({_short(e)})") from None
         if not isinstance(config, dict):
             raise SourceError(f"{where}: corrupt Keras config (not a JSON object)")
         return config
@@ -375,7 +373,7 @@ class KerasFile:
         try:
             z = zipfile.ZipFile(self.path)
         except (zipfile.BadZipFile, EOFError) as e:
-            raise SourceError(f"{self.path}: corrupt zip archive ({_one_line(e)}); truncated?") from None
+            raise SourceError(f"{self.path}: corrupt zip archive ({_short(e)}); truncated?") from None
         with z:
             names = z.namelist()
             if _WEIGHTS not in names:
@@ -390,7 +388,7 @@ class KerasFile:
             try:
                 config = self._read_config(z.read(_CONFIG), f"{self.path}: {_CONFIG}")
             except (zipfile.BadZipFile, EOFError, OSError) as e:
-                raise SourceError(f"{self.path}: cannot read {_CONFIG} ({_one_line(e)}); truncated?") from None
+                raise SourceError(f"{self.path}: cannot read {_CONFIG} ({_short(e)}); truncated?") from None
             self._where = f"{self.path}: {_WEIGHTS}"
             self._fileobj = _member_file(self.path, z, z.getinfo(_WEIGHTS))
         self._h5 = self._open_h5(self._fileobj)
@@ -404,7 +402,7 @@ class KerasFile:
         except Exception as e:  # noqa: BLE001 - h5py raises OSError, ValueError… for corrupt files
             if self._fileobj is not None:
                 self._fileobj.close()
-            raise self._fail(f"not a readable HDF5 file (truncated or corrupt?): {_one_line(e)}") from None
+            raise self._fail(f"not a readable HDF5 file (truncated or corrupt?): {_short(e)}") from None
 
     def close(self) -> None:
         """Close the HDF5 file (and the archive); tensors cannot be loaded afterwards."""
@@ -678,7 +676,7 @@ class KerasFile:
                     a = self._h5[e.dataset][()]
             except Exception as ex:  # noqa: BLE001 - a corrupt chunk, a closed file…
                 raise SourceError(f"{self._where}: tensor {e.name!r} ({e.dataset}): cannot read its data "
-                                  f"({ex.__class__.__name__}: {_one_line(ex)}); truncated or corrupt?") from None
+                                  f"({ex.__class__.__name__}: {_short(ex)}); truncated or corrupt?") from None
             a = np.asarray(a)
             if e.dtype == "bfloat16":
                 import ml_dtypes

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import numpy as np
 
 from ..errors import SourceError
 from .base import TensorRef
 
-__all__ = ["ArrayMapping", "NpzFile", "NpyFile"]
+__all__ = ["ArrayMapping", "NpyFile", "NpzFile"]
 
 
 def _float(a: np.ndarray) -> np.ndarray:

@@ -61,8 +61,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingExtraError, SourceError
-from .base import FLOAT_DTYPES, TensorRef
+from ..errors import SourceError
+from .base import FLOAT_DTYPES, TensorRef, import_extra
 
 __all__ = ["OnnxFile", "is_onnx", "looks_like_onnx"]
 
@@ -83,11 +83,7 @@ _INSTANCE = re.compile(r"_(\d+)$")
 
 
 def _onnx():
-    try:
-        import onnx
-    except ImportError:
-        raise MissingExtraError("onnx", "onnx", "reading ONNX models") from None
-    return onnx
+    return import_extra("onnx", "onnx", "reading ONNX models")
 
 
 def is_onnx(head: bytes) -> bool:

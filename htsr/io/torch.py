@@ -11,27 +11,24 @@ from __future__ import annotations
 import os
 import pickle
 import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
-from ..errors import MissingExtraError, SourceError
+from ..errors import SourceError
 from ..matrices import infer_kind
-from .base import TensorRef
+from .base import TensorRef, import_extra
 
-__all__ = ["TorchModule", "TorchStateDict", "load_torch_file", "is_torch_object"]
+__all__ = ["TorchModule", "TorchStateDict", "is_torch_object", "load_torch_file"]
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module", "net", "network",
                 "ema", "params")
 
 
 def _torch():
-    try:
-        import torch
-    except ImportError:
-        raise MissingExtraError("torch", "torch", "reading PyTorch models and checkpoints") from None
-    return torch
+    return import_extra("torch", "torch", "reading PyTorch models and checkpoints")
 
 
 def is_torch_object(obj: Any) -> bool:
@@ -145,7 +142,7 @@ def _first_line(e: BaseException) -> str:
 def _unpickler_detail(e: BaseException) -> str:
     """The specific reason in torch's weights-only error text (e.g. 'Unsupported global: GLOBAL x')."""
     text = _ANSI.sub("", str(e))
-    m = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\. |\.\n|\nCheck the documentation|$)", text, re.S)
+    m = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\. |\.\n|\nCheck the documentation|$)", text, re.DOTALL)
     return " ".join(m.group(1).split())[:160] if m else _first_line(e)
 
 
