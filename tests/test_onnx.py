@@ -7,13 +7,17 @@ The offline tests build small models with ``onnx.helper`` under ``tmp_path``.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import one_line_source_error as _one_line
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import htsr
 import htsr.io
+from htsr.errors import HtsrError
 from htsr.io.base import TensorRef
 from htsr.matrices import layer_matrices
 from htsr.spectra import esd
@@ -476,3 +480,39 @@ def test_silero_onnx_encodings_agree():
             assert ro.status.split(":")[0] == rx.status.split(":")[0]
             if ro.status == "ok":
                 assert ro.alpha == pytest.approx(rx.alpha, rel=1e-9), (on, xn)
+
+
+# ------------------------------------------------------------------ hypothesis: protobuf fuzzing
+
+
+def _valid_small_onnx() -> bytes:
+    import tempfile
+
+    rng = _rng(21)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="/enc/fc1/MatMul"),
+             helper.make_node("Gemm", ["h", "w2"], ["y"], name="/enc/fc2/Gemm", transB=1),
+             helper.make_node("Gather", ["emb", "ids"], ["e"], name="/emb/Gather")]
+    inits = {"w1": _f32(rng, 16, 8), "w2": _f32(rng, 4, 8), "emb": _f32(rng, 10, 6)}
+    with tempfile.TemporaryDirectory() as d:
+        return _save(_model(nodes, inits), Path(d) / "m.onnx").read_bytes()
+
+
+_VALID_ONNX = _valid_small_onnx()
+
+
+@settings(max_examples=300, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, len(_VALID_ONNX) - 1), st.integers(0, 255)), min_size=1, max_size=8))
+def test_fuzzed_model_raises_only_htsr_errors(tmp_path, mutations):
+    """Any byte mutation of a valid model (field tags, lengths, dims, data types, names, raw data):
+    opening it and loading every tensor either works or raises htsr's own one-line error."""
+    raw = bytearray(_VALID_ONNX)
+    for pos, byte in mutations:
+        raw[pos] = byte
+    path = tmp_path / "fuzz.onnx"
+    path.write_bytes(bytes(raw))
+    try:
+        for r in OnnxFile(path):
+            r.load()
+    except HtsrError as e:
+        assert "\n" not in str(e)

@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SourceError
-from .base import FLOAT_DTYPES, TensorRef, import_extra
+from .base import FLOAT_DTYPES, TensorRef, import_extra, one_line
 
 __all__ = ["OnnxFile", "is_onnx", "looks_like_onnx"]
 
@@ -157,7 +157,13 @@ class OnnxFile:
             raise self._fail("not a valid ONNX model (no ir_version, opset or graph); the file is truncated "
                              "or corrupt: re-export or download it again")
         self._model = model  # keeps the TensorProtos (and any embedded data) alive for the loaders
-        self._refs = self._collect(model.graph)
+        try:
+            self._refs = self._collect(model.graph)
+        except SourceError:
+            raise
+        except Exception as e:  # a protobuf that parses but holds nonsense (found by the fuzz test)
+            raise self._fail(f"corrupt ONNX graph ({e.__class__.__name__}: {one_line(e, 200)}); re-export or "
+                             "download it again") from None
 
     def _fail(self, what: str) -> SourceError:
         return SourceError(f"{self.path}: {what}")
@@ -349,8 +355,9 @@ class OnnxFile:
         def load() -> np.ndarray:
             try:
                 return onnx.numpy_helper.to_array(t)
-            except (ValueError, TypeError, KeyError) as e:
-                raise self._fail(f"tensor {name!r}: cannot decode its data ({e}); the file is corrupt") from None
+            except Exception as e:  # whatever numpy_helper trips on in a corrupt TensorProto
+                raise self._fail(f"tensor {name!r}: cannot decode its data ({one_line(e, 200)}); the file is "
+                                 "corrupt") from None
 
         return load
 
