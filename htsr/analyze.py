@@ -155,8 +155,7 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
         if opts.mp_fit:
             mp = fit_mp(spectrum.evals, lm.N, lm.M, scale, opts.tw_margin, zero_floor=spectrum.floor)
             cut = bbp_entry_scale(lm.N, lm.M, mp.sigma2)
-            heavy = sum(int(np.count_nonzero(np.abs(W - W.mean(dtype=np.float64)) > cut)) for W in mats) \
-                if math.isfinite(cut) else 0
+            heavy = sum(_count_outside(W, cut) for W in mats) if math.isfinite(cut) else 0
             cols.update(mp_sigma=math.sqrt(mp.sigma2), mp_lambda_minus=mp.lambda_minus,
                         mp_lambda_plus=mp.lambda_plus, mp_threshold=mp.threshold, num_spikes=float(mp.num_spikes),
                         mp_softrank=mp.softrank, mp_ks=mp.ks, num_heavy_entries=float(heavy))
@@ -170,6 +169,12 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
     except Exception as e:
         return mp, cols, f"{e.__class__.__name__}: {e}"
     return mp, cols, ""
+
+
+def _count_outside(W: np.ndarray, cut: float) -> int:
+    """Entries with |W_ij − mean| > cut, counted without a full-size temporary (this runs on every layer)."""
+    m = float(W.mean(dtype=np.float64))
+    return int(np.count_nonzero(W > m + cut)) + int(np.count_nonzero(W < m - cut))
 
 
 def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: float, mp: MPFit | None,

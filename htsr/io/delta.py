@@ -7,8 +7,8 @@ the two sources, or whose shape differs from the base's, is still listed, but it
 :class:`~htsr.errors.LayerSkipped`, so its row says ``skipped: …`` and why. Base-only tensors come
 after the model's, in the base's order.
 
-The base is read once to index its names and shapes (no tensor data); each delta reads one tensor of
-each source, so memory stays at two tensors at a time.
+Each source is listed once, when the delta source is made (names and shapes, no tensor data); each
+delta reads one tensor of each source, so memory stays at two tensors at a time.
 """
 
 from __future__ import annotations
@@ -34,19 +34,20 @@ class DeltaSource:
     """``model − base`` tensor by tensor (see the module docstring)."""
 
     def __init__(self, model: TensorSource, base: TensorSource) -> None:
-        self._model, self._base = model, base
+        # each source is listed once (the refs are lazy: no tensor data is read here)
+        self._model = list(model)
+        self._base = {t.name: t for t in base}
         self.description = f"{model.description} - base {base.description}"
 
     def __len__(self) -> int:
-        names = {t.name for t in self._base}
-        return len(self._model) + sum(1 for n in names if n not in {t.name for t in self._model})
+        model_names = {t.name for t in self._model}
+        return len(self._model) + sum(1 for n in self._base if n not in model_names)
 
     def __iter__(self) -> Iterator[TensorRef]:
-        base = {t.name: t for t in self._base}
         seen = set()
         for t in self._model:
             seen.add(t.name)
-            b = base.get(t.name)
+            b = self._base.get(t.name)
             if b is None:
                 loader = _skipped("only in the model: the base has no tensor of this name (not a delta)")
             elif tuple(b.shape) != tuple(t.shape):
@@ -54,7 +55,7 @@ class DeltaSource:
             else:
                 loader = (lambda t=t, b=b: np.subtract(t.load(), b.load()))
             yield TensorRef(t.name, t.shape, t.dtype, loader, t.kind)
-        for name, b in base.items():
+        for name, b in self._base.items():
             if name not in seen:
                 yield TensorRef(name, b.shape, b.dtype, _skipped("only in the base: the model has no tensor of this "
                                                                  "name (not a delta)"), b.kind)

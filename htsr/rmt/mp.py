@@ -41,7 +41,6 @@ class MPFit:
     lambda_minus: float  # bulk edges σ²(√N ∓ √M)², in the units of the eigenvalues
     lambda_plus: float
     threshold: float  # spike threshold σ²·(μ_NM + t·s_NM)
-    tw_scale: float  # σ²·s_NM: one Tracy–Widom unit at the edge
     num_spikes: int  # eigenvalues above the threshold
     num_zero: int  # eigenvalues at or below the zero floor, left out of the bulk
     softrank: float  # λ₊ / λ_max
@@ -49,7 +48,7 @@ class MPFit:
 
     @classmethod
     def undefined(cls, num_zero: int = 0) -> "MPFit":
-        return cls(NAN, NAN, NAN, NAN, NAN, 0, num_zero, NAN, NAN)
+        return cls(NAN, NAN, NAN, NAN, 0, num_zero, NAN, NAN)
 
 
 def tw_edge(N: int, M: int) -> tuple[float, float]:
@@ -94,7 +93,7 @@ def fit_mp(evals: np.ndarray, N: int, M: int, scale: float = 1.0, tw_margin: flo
     """Fit the MP bulk to ``evals`` (ascending, ≥ 0) of N × M matrices whose ESD was multiplied by ``scale``.
 
     ``sigma2`` is returned in weight units (the entry variance σ² of W, ``scale`` divided out); the
-    edges, threshold and TW scale are in the units of ``evals``.
+    edges and threshold are in the units of ``evals``.
     """
     ev = np.asarray(evals, dtype=np.float64)
     if ev.size < 2 or not ev[-1] > 0:
@@ -115,8 +114,7 @@ def fit_mp(evals: np.ndarray, N: int, M: int, scale: float = 1.0, tw_margin: flo
         sigma2 = float(np.dot(q, q_mp) / np.dot(q_mp, q_mp))
         if not sigma2 > 0:
             return MPFit.undefined(num_zero)
-        threshold = sigma2 * scale * (mu + tw_margin * s)
-        new_hi = int(np.searchsorted(ev, threshold, side="right"))
+        new_hi = int(np.searchsorted(ev, sigma2 * scale * (mu + tw_margin * s), side="right"))
         if new_hi == hi:
             break
         hi = max(new_hi, lo + 2)
@@ -127,7 +125,7 @@ def fit_mp(evals: np.ndarray, N: int, M: int, scale: float = 1.0, tw_margin: flo
     ks = _bulk_ks(bulk / (N * unit), Q)
     return MPFit(
         sigma2=sigma2, lambda_minus=lam_minus, lambda_plus=lam_plus, threshold=unit * (mu + tw_margin * s),
-        tw_scale=unit * s, num_spikes=int(ev.size - hi), num_zero=num_zero, softrank=lam_plus / lmax, ks=ks,
+        num_spikes=int(ev.size - hi), num_zero=num_zero, softrank=lam_plus / lmax, ks=ks,
     )
 
 

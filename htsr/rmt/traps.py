@@ -93,7 +93,7 @@ def randomize(matrices: Sequence[np.ndarray], N: int, M: int, seed: int = 0, sca
         for m, (S, W) in enumerate(zip(shuffled, matrices)):
             s, U, Vt = _top_triplets(S, min(mp.num_spikes, MAX_LOCATED, min(S.shape)))
             for j in np.flatnonzero(s > cut):
-                i, c = np.unravel_index(np.argmax(np.abs(np.outer(U[:, j], Vt[j]))), S.shape)
+                i, c = int(np.argmax(np.abs(U[:, j]))), int(np.argmax(np.abs(Vt[j])))  # argmax of |u_i·v_c|
                 # the weight is found back by its value (the first occurrence, if it is repeated)
                 r0, c0 = np.unravel_index(int(np.flatnonzero(np.asarray(W) == S[i, c])[0]), W.shape)
                 locations.append((float(s[j]), m, int(r0), int(c0)))
