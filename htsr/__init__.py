@@ -12,7 +12,7 @@ from .analyze import analyze
 from .errors import HtsrError, MissingExtraError, OptionError, SourceError
 from .fits.powerlaw import PowerLawFit, fit_power_law
 from .options import OPTION_SPECS, Options
-from .results import COLUMNS, AnalysisResult, LayerResult, Summary
+from .results import COLUMNS, AnalysisResult, LayerResult, LayerSpectra, Summary
 from .spectra import Spectrum, esd
 
 __version__ = "0.1.0"
@@ -21,6 +21,7 @@ __all__ = [
     "analyze",
     "AnalysisResult",
     "LayerResult",
+    "LayerSpectra",
     "Summary",
     "COLUMNS",
     "Options",

@@ -22,8 +22,8 @@ from .io.delta import DeltaSource
 from .matrices import LayerMatrices, aspect_windows, infer_kind, layer_matrices
 from .metrics import compute_metrics, warning_for
 from .options import Options
-from .results import AnalysisResult, LayerResult, Summary
-from .rmt import (MPFit, PhaseThresholds, bbp_entry_scale, delta_lambda_min, erg_tail, fit_mp, js_distance,
+from .results import AnalysisResult, LayerResult, LayerSpectra, Summary
+from .rmt import (MPFit, PhaseThresholds, Randomized, bbp_entry_scale, delta_lambda_min, erg_tail, fit_mp, js_distance,
                   layer_quality, localization, phase_of, randomize)
 from .spectra import Spectrum, esd
 
@@ -58,16 +58,21 @@ def iter_layers(source: Any, opts: Options) -> tuple[str, int, Iterator[LayerMat
 
 def analyze_layer(lm: LayerMatrices, opts: Options) -> LayerResult:
     """Analyse one row; never raises for problems confined to this layer."""
+    return _analyze_layer(lm, opts)[0]
+
+
+def _analyze_layer(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpectra | None]:
+    """The row and, with ``keep_spectra``, its eigenvalues (None when it has none)."""
     base = dict(name=lm.name, kind=lm.kind, shape="x".join(map(str, lm.tensor_shape)), N=lm.N, M=lm.M,
                 num_matrices=lm.num_matrices, num_evals=lm.num_evals, eig_method="",
                 num_evals_below_floor=float("nan"), warning="")
     if opts.max_evals is not None and lm.num_evals > opts.max_evals:
-        return LayerResult(**base, status=f"skipped: {lm.num_evals} eigenvalues > max_evals={opts.max_evals}")
+        return LayerResult(**base, status=f"skipped: {lm.num_evals} eigenvalues > max_evals={opts.max_evals}"), None
     try:
         mats = lm.load()
         for W in mats:
             if not math.isfinite(float(np.sum(W, dtype=np.float64))):
-                return LayerResult(**base, status="failed: NaN or Inf in the weights")
+                return LayerResult(**base, status="failed: NaN or Inf in the weights"), None
         scale = lm.scale / lm.N if opts.normalize == "N" else lm.scale
         spectrum = esd(mats, opts.precision, opts.refine_fraction, scale)
         num_windows = None
@@ -78,24 +83,25 @@ def analyze_layer(lm: LayerMatrices, opts: Options) -> LayerResult:
             del windows  # views into mats: they would keep the tensor alive through the fits
         else:
             fit_spectrum = spectrum
-        mp, rmt, rmt_error = _matrix_diagnostics(mats, lm, spectrum, scale, opts)
+        mp, rmt, rmt_error, shuffled = _matrix_diagnostics(mats, lm, spectrum, scale, opts)
         kept = mats if opts.localization else None  # the eigenvectors need the matrices after the fit
         del mats
     except LayerSkipped as e:
-        return LayerResult(**base, status=f"skipped: {e}")
+        return LayerResult(**base, status=f"skipped: {e}"), None
     except HtsrError as e:
-        return LayerResult(**base, status=f"failed: {e}")
+        return LayerResult(**base, status=f"failed: {e}"), None
     except Exception as e:  # one bad layer never stops a run
-        return LayerResult(**base, status=f"failed: {e.__class__.__name__}: {e}")
+        return LayerResult(**base, status=f"failed: {e.__class__.__name__}: {e}"), None
     base.update(eig_method=spectrum.method, num_evals_below_floor=float(spectrum.num_below_floor))
     evals = spectrum.evals
 
     not_attempted = PowerLawFit.failed("not attempted")
     extra: dict[str, Any] = {}
     if evals[-1] <= 0:
-        fit, status = not_attempted, "failed: all-zero matrix"
+        fit, status, fit_x = not_attempted, "failed: all-zero matrix", spectrum.evals[:0]
     elif lm.num_evals < opts.min_evals:
         fit, status = not_attempted, f"not_fitted: {lm.num_evals} eigenvalues < min_evals={opts.min_evals}"
+        fit_x = fit_spectrum.evals
     else:
         cut = WW_EVALS_THRESH if opts.evals_floor == "ww" else fit_spectrum.floor
         fit_x = fit_spectrum.evals[fit_spectrum.evals > cut]
@@ -123,7 +129,11 @@ def analyze_layer(lm: LayerMatrices, opts: Options) -> LayerResult:
         status = f"{status}; diagnostics failed: {rmt_error}"
     extra.update(rmt)
     lo, hi = interval_of(extra)
-    return LayerResult(
+    kept_spectra = None
+    if opts.keep_spectra:
+        kept_spectra = LayerSpectra(evals, fit_x, None if shuffled is None else shuffled.spectrum.evals,
+                                    math.nan if shuffled is None else shuffled.mp.threshold)
+    row = LayerResult(
         **{**base, "warning": warning_for(fit.alpha, lo, hi, extra.get("pl_pvalue", math.nan))},
         **extra,
         status=status,
@@ -137,21 +147,23 @@ def analyze_layer(lm: LayerMatrices, opts: Options) -> LayerResult:
         raw_alpha=fit.raw_alpha if clipped else float("nan"),
         **metrics,
     )
+    return row, kept_spectra
 
 
 def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spectrum, scale: float,
-                        opts: Options) -> tuple[MPFit | None, dict[str, Any], str]:
+                        opts: Options) -> tuple[MPFit | None, dict[str, Any], str, Randomized | None]:
     """What needs the matrices themselves: the MP fit with the heavy-entry count, and the randomisation.
 
-    Returns (MP fit or None, columns, error message or ''); an error here loses only these columns.
+    Returns (MP fit or None, columns, error message or '', the randomisation or None); an error here
+    loses only these columns.
     """
     cols: dict[str, Any] = {}
-    mp = None
+    mp = R = None
     try:
         # like the power-law fit, the MP fits (the layer's and the shuffled one's) need min_evals
         # eigenvalues to mean anything
         if lm.num_evals < opts.min_evals or not spectrum.evals[-1] > 0:
-            return None, cols, ""
+            return None, cols, "", None
         if opts.mp_fit:
             mp = fit_mp(spectrum.evals, lm.N, lm.M, scale, opts.tw_margin, zero_floor=spectrum.floor)
             cut = bbp_entry_scale(lm.N, lm.M, mp.sigma2)
@@ -167,8 +179,8 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
                                                      R.spectrum.floor),
                         trap_weights="; ".join(where))
     except Exception as e:
-        return mp, cols, f"{e.__class__.__name__}: {e}"
-    return mp, cols, ""
+        return mp, cols, f"{e.__class__.__name__}: {e}", None
+    return mp, cols, "", R
 
 
 def _count_outside(W: np.ndarray, cut: float) -> int:
@@ -230,7 +242,7 @@ def analyze(source: Any, **options: Any) -> AnalysisResult:
         what = "matches the filters" if (opts.layers or opts.kinds) else "is a weight matrix"
         raise SourceError(f"{description}: no analysable layer: none of its {num_tensors} tensors {what}")
     bar = _progress_bar(len(layers), description) if opts.progress else None
-    rows: list[LayerResult | None] = [None] * len(layers)
+    rows: list[tuple[LayerResult, LayerSpectra | None] | None] = [None] * len(layers)
     # small matrices side by side (single-threaded BLAS each); large ones one at a time with every
     # BLAS thread (measured crossover on 2 cores: x2.0 at M = 1024, x1.2 at 2048, x0.7 at 3072)
     small = [i for i, lm in enumerate(layers) if lm.M <= THREADED_MAX_M]
@@ -243,13 +255,15 @@ def analyze(source: Any, **options: Any) -> AnalysisResult:
         else:
             large = sorted(small + large)
         for i in large:
-            rows[i] = analyze_layer(layers[i], opts)
+            rows[i] = _analyze_layer(layers[i], opts)
             if bar is not None:
                 bar.update()
     finally:
         if bar is not None:
             bar.close()
-    return AnalysisResult(tuple(rows), Summary.of(rows), description, opts.as_dict())
+    results = tuple(r for r, _ in rows)
+    spectra = tuple(k for _, k in rows) if opts.keep_spectra else ()
+    return AnalysisResult(results, Summary.of(results), description, opts.as_dict(), spectra)
 
 
 def _usable_cpus() -> int:
@@ -259,7 +273,8 @@ def _usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _analyze_in_threads(layers: list[LayerMatrices], opts: Options, workers: int, bar) -> list[LayerResult]:
+def _analyze_in_threads(layers: list[LayerMatrices], opts: Options, workers: int,
+                        bar) -> list[tuple[LayerResult, LayerSpectra | None]]:
     """Analyse ``workers`` layers at a time, each with a single-threaded BLAS.
 
     numpy and LAPACK release the GIL, and for the matrix sizes of real layers several single-threaded
@@ -269,7 +284,7 @@ def _analyze_in_threads(layers: list[LayerMatrices], opts: Options, workers: int
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(analyze_layer, lm, opts) for lm in layers]
+        futures = [pool.submit(_analyze_layer, lm, opts) for lm in layers]
         if bar is not None:
             for _ in as_completed(futures):
                 bar.update()

@@ -179,6 +179,9 @@ OPTION_SPECS: dict[str, OptionSpec] = {
                    "layers with matrices up to 2048 on the smaller side analysed at once, in threads, "
                    "each with a single-threaded BLAS (faster than one at a time with a multi-threaded "
                    "BLAS; larger ones run one at a time; each worker holds one tensor)"),
+        OptionSpec("keep_spectra", False, "True or False", _choice(True, False),
+                   "keep each layer's eigenvalues (and the shuffled ones with randomize) on the result, "
+                   "for the per-layer figures (htsr.plot) and the report; costs 8 bytes per eigenvalue"),
         OptionSpec("progress", False, "True or False", _choice(True, False),
                    "show a progress bar on stderr (needs tqdm)"),
     ]
@@ -222,6 +225,7 @@ class Options:
     layers: str | None = None
     kinds: frozenset[str] | None = None
     workers: int | None = None
+    keep_spectra: bool = False
     progress: bool = False
 
     @classmethod

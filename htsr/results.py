@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
+
 from .metrics import METRICS, PLAUSIBLE_P
 from .rmt.phases import PHASES
 
-__all__ = ["LayerResult", "Summary", "AnalysisResult", "COLUMNS", "SUMMARY_METRICS", "atomic_write"]
+__all__ = ["LayerResult", "LayerSpectra", "Summary", "AnalysisResult", "COLUMNS", "SUMMARY_METRICS", "atomic_write"]
 
 NAN = float("nan")
 
@@ -212,13 +214,28 @@ def atomic_write(path: str | os.PathLike, text: str) -> None:
 
 
 @dataclass(frozen=True)
+class LayerSpectra:
+    """The eigenvalues behind one row, kept with ``keep_spectra=True`` for figures and the report."""
+
+    evals: np.ndarray  # the layer's ESD (all its matrices pooled), ascending, in the units of the columns
+    fit_evals: np.ndarray  # what the tail fit saw: above the floor, FARMS windows pooled when on
+    rand_evals: np.ndarray | None = None  # ESD of the element-shuffled matrices (randomize)
+    rand_threshold: float = NAN  # trap threshold of the shuffled ESD (its MP edge + tw_margin TW scales)
+
+
+@dataclass(frozen=True)
 class AnalysisResult:
-    """What :func:`htsr.analyze` returns."""
+    """What :func:`htsr.analyze` returns.
+
+    ``spectra`` is aligned with ``layers`` when the analysis ran with ``keep_spectra=True`` (None for a
+    row that has no spectrum: skipped or failed before its eigenvalues) and empty otherwise.
+    """
 
     layers: tuple[LayerResult, ...]
     summary: Summary
     source: str
     options: dict[str, Any]
+    spectra: tuple[LayerSpectra | None, ...] = ()
 
     def to_records(self) -> list[dict[str, Any]]:
         return [r.as_dict() for r in self.layers]

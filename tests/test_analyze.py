@@ -217,3 +217,23 @@ def test_hugging_face_conv1d_module_is_dense():
     m.add_module("c_attn", Conv1D(300, 64))
     (row,) = htsr.analyze(m).layers
     assert (row.name, row.kind, row.N, row.M) == ("c_attn", "dense", 300, 64)
+
+
+def test_keep_spectra_keeps_each_rows_eigenvalues_aligned_with_the_rows():
+    m = _mapping()
+    m["bad.weight"] = np.full((80, 60), np.nan, dtype=np.float32)
+    r = htsr.analyze(m, keep_spectra=True, randomize=True, workers=1)
+    assert len(r.spectra) == len(r.layers)
+    for row, sp in zip(r.layers, r.spectra):
+        if row.status.startswith("failed"):
+            assert sp is None  # no eigenvalues were computed
+            continue
+        assert sp.evals.size == row.num_evals and np.all(np.diff(sp.evals) >= 0)
+        # the columns were computed from these very eigenvalues (exact: the same array)
+        assert sp.evals[-1] == row.lambda_max
+        if row.status == "ok":
+            assert sp.fit_evals.min() <= row.xmin <= sp.fit_evals.max()
+            assert int(np.sum(sp.fit_evals >= row.xmin)) == row.num_pl_spikes
+            assert sp.rand_evals.size == row.num_evals and sp.rand_evals[-1] == row.rand_lambda_max
+            assert int(np.sum(sp.rand_evals > sp.rand_threshold)) == row.num_traps
+    assert htsr.analyze(m).spectra == ()  # off by default: nothing kept

@@ -793,13 +793,13 @@ def test_tensors_are_loaded_only_when_their_layer_is_analysed(tmp_path, monkeypa
 
     # during analyze, each layer's tensor is loaded when (and only when) that layer is analysed
     seen_at_entry: list[tuple[str, list[str]]] = []
-    real_analyze_layer = analyze_module.analyze_layer
+    real_analyze_layer = analyze_module._analyze_layer
 
     def spy(lm, opts):
         seen_at_entry.append((lm.name, list(loaded)))
         return real_analyze_layer(lm, opts)
 
-    monkeypatch.setattr(analyze_module, "analyze_layer", spy)
+    monkeypatch.setattr(analyze_module, "_analyze_layer", spy)
     htsr.analyze(path)
     names = [f"layers.{i}" for i in range(4)]
     assert [n for n, _ in seen_at_entry] == names
