@@ -1,0 +1,319 @@
+"""What each figure shows, as data: declarative panels that any renderer draws.
+
+A :class:`Panel` is a titled pair of axes (linear or log) holding :class:`Series`: histograms (bin
+edges and heights), lines, points, vertical and horizontal reference lines, categorical bars. Every
+figure of htsr is computed here once, from a result row and its kept eigenvalues
+(``analyze(..., keep_spectra=True)``), and drawn by :mod:`htsr.plot` with matplotlib and by the HTML
+report in the browser. Pure numpy: no plotting library, no files.
+
+Per-layer panels: :func:`esd_loglog` (ESD on log-log axes with the fitted tail and x_min),
+:func:`esd_linear` (linear axes with the Marchenko–Pastur density), :func:`log10_histogram`,
+:func:`xmin_scan` (D and alpha against candidate x_min), :func:`shuffled_esd` (the ESD of the
+element-shuffled matrices over the ESD, traps marked), :func:`erg_boundary` (the running log-sum whose
+zero crossing is the ERG edge). Model panels: :func:`alpha_by_layer`, :func:`alpha_distribution`,
+:func:`phase_counts`, and :func:`metric_trend` across several results.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from .fits.powerlaw import ks_scan
+from .rmt.phases import PHASES
+
+__all__ = ["Series", "Panel", "LAYER_PANELS", "layer_panels", "esd_loglog", "esd_linear", "log10_histogram",
+           "xmin_scan", "shuffled_esd", "erg_boundary", "alpha_by_layer", "alpha_distribution", "phase_counts",
+           "metric_trend", "mp_density"]
+
+#: series kinds: 'hist' (x = bin edges, y = heights, len(x) = len(y) + 1), 'line', 'points',
+#: 'vline' (x = [position]), 'hline' (y = [position]), 'bar' (labels = categories, y = heights)
+SERIES_KINDS = ("hist", "line", "points", "vline", "hline", "bar")
+#: the most points a line or scatter keeps (the x_min scan of a 16 000-eigenvalue layer is thinned)
+MAX_POINTS = 400
+
+
+@dataclass(frozen=True)
+class Series:
+    kind: str
+    x: np.ndarray
+    y: np.ndarray
+    label: str = ""
+    role: str = ""  # what it is, for a consistent colour across figures: 'data', 'fit', 'xmin', 'mp', ...
+    labels: tuple[str, ...] = ()  # categories of a 'bar' series, or one label per point
+
+    def __post_init__(self) -> None:
+        assert self.kind in SERIES_KINDS, self.kind
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (NaN and inf as None)."""
+        def clean(a: np.ndarray) -> list[Any]:
+            return [float(v) if math.isfinite(v) else None for v in np.asarray(a, dtype=np.float64).tolist()]
+
+        d: dict[str, Any] = {"kind": self.kind, "x": clean(self.x), "y": clean(self.y), "label": self.label,
+                             "role": self.role}
+        if self.labels:
+            d["labels"] = list(self.labels)
+        return d
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    xlabel: str
+    ylabel: str
+    series: tuple[Series, ...] = ()
+    xlog: bool = False
+    ylog: bool = False
+    note: str = ""  # why the panel is empty, or a caveat shown under it
+    ylabel2: str = ""  # a second y axis (right) for series with role ending in ':right'
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"title": self.title, "xlabel": self.xlabel, "ylabel": self.ylabel, "xlog": self.xlog,
+                "ylog": self.ylog, "note": self.note, "ylabel2": self.ylabel2,
+                "series": [s.as_dict() for s in self.series]}
+
+
+def _arr(*v: float) -> np.ndarray:
+    return np.asarray(v, dtype=np.float64)
+
+
+def _thin(x: np.ndarray, y: np.ndarray, n: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    if x.size <= n:
+        return x, y
+    keep = np.unique(np.linspace(0, x.size - 1, n).round().astype(np.intp))
+    return x[keep], y[keep]
+
+
+def _bins(n: int) -> int:
+    return int(np.clip(round(2.0 * n ** (1.0 / 3.0)), 10, 100))
+
+
+def _positive(evals: np.ndarray) -> np.ndarray:
+    return evals[evals > 0]
+
+
+def _empty(title: str, xlabel: str, ylabel: str, note: str, **kw: Any) -> Panel:
+    return Panel(title, xlabel, ylabel, (), note=note, **kw)
+
+
+def _name(row: Any) -> str:
+    return f"{row.name} ({row.shape})"
+
+
+def esd_loglog(row: Any, sp: Any) -> Panel:
+    """ESD density on log-log axes (log-spaced bins), the fitted power law over [x_min, x_max], x_min."""
+    title, xl, yl = f"ESD, log-log: {_name(row)}", "eigenvalue λ", "density"
+    x = _positive(sp.evals)
+    if x.size < 2 or x[0] == x[-1]:
+        return _empty(title, xl, yl, "fewer than 2 distinct positive eigenvalues", xlog=True, ylog=True)
+    edges = np.geomspace(x[0], x[-1] * (1 + 1e-12), _bins(x.size) + 1)
+    counts = np.histogram(x, edges)[0]
+    dens = counts / (np.diff(edges) * sp.evals.size)
+    series = [Series("hist", edges, np.where(counts > 0, dens, np.nan), "ESD", "data")]
+    if math.isfinite(row.alpha) and math.isfinite(row.xmin):
+        # the tail's density: share of eigenvalues in the tail times the normalised power law
+        share = row.num_pl_spikes / sp.fit_evals.size if sp.fit_evals.size else math.nan
+        lx = np.geomspace(row.xmin, row.xmax, 50)
+        ly = share * (row.alpha - 1.0) / row.xmin * (lx / row.xmin) ** (-row.alpha)
+        if sp.fit_evals is not sp.evals and sp.fit_evals.size != sp.evals.size:
+            ly = ly * np.nan  # FARMS: the fit's density is of the windows' eigenvalues, not of this ESD
+        else:
+            series.append(Series("line", lx, ly, f"power law α = {row.alpha:.3g}", "fit"))
+        series.append(Series("vline", _arr(row.xmin), _arr(), f"x_min = {row.xmin:.3g}", "xmin"))
+    if math.isfinite(row.mp_lambda_plus):
+        series.append(Series("vline", _arr(row.mp_lambda_plus), _arr(), "MP edge λ₊", "mp"))
+    return Panel(title, xl, yl, tuple(series), xlog=True, ylog=True, note=row.status if row.status != "ok" else "")
+
+
+def mp_density(x: np.ndarray, lambda_minus: float, lambda_plus: float) -> np.ndarray:
+    """MP density with the given bulk edges (the edges fix both σ² and the aspect ratio), 0 outside."""
+    a, b = math.sqrt(lambda_minus), math.sqrt(lambda_plus)
+    s = (a + b) / 2.0  # σ_eff: λ± = σ²(1 ± 1/√Q)²
+    q = ((b - a) / (a + b)) ** -2 if b > a else math.inf  # Q = N/M
+    x = np.asarray(x, dtype=np.float64)
+    inside = (x > lambda_minus) & (x < lambda_plus) & (x > 0)
+    out = np.zeros_like(x)
+    xi = x[inside]
+    out[inside] = q * np.sqrt((lambda_plus - xi) * (xi - lambda_minus)) / (2.0 * math.pi * s * s * xi)
+    return out
+
+
+def esd_linear(row: Any, sp: Any) -> Panel:
+    """ESD on linear axes (bulk range) with the fitted MP density over it, scaled to the bulk's share."""
+    title, xl, yl = f"ESD and Marchenko–Pastur: {_name(row)}", "eigenvalue λ", "density"
+    ev = sp.evals
+    if ev.size < 2 or ev[-1] <= 0:
+        return _empty(title, xl, yl, "no positive eigenvalues")
+    has_mp = math.isfinite(row.mp_lambda_plus) and math.isfinite(row.mp_lambda_minus)
+    # the bulk range: up to a little past the MP edge (spikes beyond it are marked, not binned, so the
+    # bulk's bins are not stretched by one eigenvalue 100x larger)
+    hi = min(float(ev[-1]), 1.5 * row.mp_threshold) if has_mp else float(ev[-1])
+    shown = ev[ev <= hi]
+    edges = np.linspace(0.0, hi * (1 + 1e-12), max(_bins(shown.size), 20) + 1)
+    counts = np.histogram(shown, edges)[0]
+    series = [Series("hist", edges, counts / (np.diff(edges) * ev.size), "ESD", "data")]
+    note = ""
+    if has_mp:
+        lx = np.linspace(row.mp_lambda_minus, row.mp_lambda_plus, 200)
+        bulk = (ev.size - row.num_spikes - (row.num_zero_evals if math.isfinite(row.num_zero_evals) else 0))
+        ly = mp_density(lx, row.mp_lambda_minus, row.mp_lambda_plus) * bulk / ev.size
+        series.append(Series("line", lx, ly, f"MP, σ = {row.mp_sigma:.3g}", "mp"))
+        series.append(Series("vline", _arr(row.mp_threshold), _arr(), "spike threshold", "threshold"))
+        beyond = ev[ev > hi]
+        if beyond.size:
+            note = f"{beyond.size} eigenvalue(s) beyond the axis, up to {beyond[-1]:.4g}"
+    else:
+        note = "no MP fit (mp_fit off or fewer than min_evals eigenvalues)"
+    return Panel(title, xl, yl, tuple(series), note=note)
+
+
+def log10_histogram(row: Any, sp: Any) -> Panel:
+    """Histogram of log10 λ with x_min, the MP edge and the ERG edge."""
+    title, xl, yl = f"log10 λ: {_name(row)}", "log10 λ", "count"
+    x = _positive(sp.evals)
+    if x.size < 2:
+        return _empty(title, xl, yl, "fewer than 2 positive eigenvalues")
+    lx = np.log10(x)
+    edges = np.linspace(lx[0], lx[-1] + 1e-12 * max(1.0, abs(lx[-1])), 101 if x.size > 500 else _bins(x.size) + 1)
+    series = [Series("hist", edges, np.histogram(lx, edges)[0].astype(np.float64), "log10 λ", "data")]
+    for v, label, role in ((row.xmin, "x_min", "xmin"), (row.mp_lambda_plus, "MP edge λ₊", "mp"),
+                           (row.erg_lambda_min_raw, "ERG edge", "erg")):
+        if math.isfinite(v) and v > 0:
+            series.append(Series("vline", _arr(math.log10(v)), _arr(), label, role))
+    zeros = sp.evals.size - x.size
+    return Panel(title, xl, yl, tuple(series), note=f"{zeros} zero eigenvalue(s) not shown" if zeros else "")
+
+
+def xmin_scan(row: Any, sp: Any) -> Panel:
+    """KS distance D (left axis) and alpha (right axis) at every candidate x_min; the chosen one marked."""
+    title, xl, yl = f"x_min scan: {_name(row)}", "candidate x_min", "KS distance D"
+    x = np.sort(sp.fit_evals[sp.fit_evals > 0])
+    if x.size < 3 or x[0] == x[-1]:
+        return _empty(title, xl, yl, "fewer than 3 eigenvalues to scan", xlog=True)
+    alphas, Ds = ks_scan(x)
+    c = x[:-1]
+    ok = alphas > 1.0
+    cx, cd = _thin(c[ok], Ds[ok])
+    ax_, aa = _thin(c[ok], alphas[ok])
+    series = [Series("line", cx, cd, "D", "data"), Series("line", ax_, aa, "alpha", "fit:right")]
+    if math.isfinite(row.xmin):
+        series.append(Series("vline", _arr(row.xmin), _arr(), f"chosen x_min = {row.xmin:.3g}", "xmin"))
+    return Panel(title, xl, yl, tuple(series), xlog=True, ylabel2="alpha")
+
+
+def shuffled_esd(row: Any, sp: Any) -> Panel:
+    """The ESD and the ESD of the element-shuffled matrices on shared log bins; traps marked."""
+    title, xl, yl = f"ESD and shuffled ESD: {_name(row)}", "eigenvalue λ", "density"
+    if sp.rand_evals is None:
+        return _empty(title, xl, yl, "not randomised (run with randomize)", xlog=True, ylog=True)
+    a, b = _positive(sp.evals), _positive(sp.rand_evals)
+    if a.size < 2 or b.size < 2:
+        return _empty(title, xl, yl, "fewer than 2 positive eigenvalues", xlog=True, ylog=True)
+    lo, hi = min(a[0], b[0]), max(a[-1], b[-1])
+    edges = np.geomspace(lo, hi * (1 + 1e-12), _bins(max(a.size, b.size)) + 1)
+
+    def dens(v: np.ndarray, n: int) -> np.ndarray:
+        c = np.histogram(v, edges)[0]
+        return np.where(c > 0, c / (np.diff(edges) * n), np.nan)
+
+    series = [Series("hist", edges, dens(a, sp.evals.size), "ESD", "data"),
+              Series("hist", edges, dens(b, sp.rand_evals.size), "shuffled", "shuffled")]
+    if math.isfinite(sp.rand_threshold):
+        series.append(Series("vline", _arr(sp.rand_threshold), _arr(), "trap threshold", "threshold"))
+        traps = b[b > sp.rand_threshold]
+        if traps.size:
+            series.append(Series("points", traps, np.full(traps.size, np.nan), f"{traps.size} trap(s)", "trap"))
+    return Panel(title, xl, yl, tuple(series), xlog=True, ylog=True,
+                 note=f"traps at {row.trap_weights}" if row.trap_weights else "")
+
+
+def erg_boundary(row: Any, sp: Any) -> Panel:
+    """SETOL's ERG condition: Σ ln λ̃ over the top k eigenvalues (mean-normalised) against λ; the tail
+    ends where it first drops below 0 (the ERG edge), beside the power law's x_min."""
+    title, xl, yl = f"ERG condition: {_name(row)}", "eigenvalue λ (from the largest down)", "Σ ln(λ / mean λ), top k"
+    ev = sp.evals
+    if ev.size < 2 or ev[-1] <= 0:
+        return _empty(title, xl, yl, "no positive eigenvalues", xlog=True)
+    pos = ev[ev > 0][::-1]
+    running = np.cumsum(np.log(pos) - math.log(float(np.mean(ev))))
+    lx, ly = _thin(pos, running)
+    series = [Series("line", lx, ly, "running log-sum", "data"), Series("hline", _arr(), _arr(0.0), "", "zero")]
+    if math.isfinite(row.erg_lambda_min_raw):
+        series.append(Series("vline", _arr(row.erg_lambda_min_raw), _arr(), f"ERG edge ({row.num_erg:.0f} evals)",
+                             "erg"))
+    if math.isfinite(row.xmin):
+        series.append(Series("vline", _arr(row.xmin), _arr(), "x_min", "xmin"))
+    return Panel(title, xl, yl, tuple(series), xlog=True)
+
+
+#: the per-layer panels, in the order the report shows them
+LAYER_PANELS = (esd_loglog, esd_linear, log10_histogram, xmin_scan, shuffled_esd, erg_boundary)
+
+
+def layer_panels(row: Any, sp: Any) -> list[Panel]:
+    """Every per-layer panel for one row (a row without kept eigenvalues gets none)."""
+    return [] if sp is None else [f(row, sp) for f in LAYER_PANELS]
+
+
+def _group_of(row: Any, by: str) -> str:
+    return (getattr(row, by) or "no phase") if by == "phase" else getattr(row, by)
+
+
+def alpha_by_layer(result: Any, color_by: str = "kind", metric: str = "alpha") -> Panel:
+    """``metric`` (alpha, alpha_weighted, …) per layer in model order, one series per kind (or phase),
+    with the 2 and 6 lines of the HTSR bands when it is alpha."""
+    if color_by not in ("kind", "phase"):
+        raise ValueError(f"color_by must be 'kind' or 'phase', got {color_by!r}")
+    rows = result.layers
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        if math.isfinite(getattr(r, metric)):
+            groups.setdefault(_group_of(r, color_by), []).append(i)
+    order = list(PHASES) + ["no phase"] if color_by == "phase" else sorted(groups)
+    series = [Series("points", np.asarray(groups[g], dtype=np.float64),
+                     np.asarray([getattr(rows[i], metric) for i in groups[g]]), g, f"{color_by}:{g}",
+                     tuple(rows[i].name for i in groups[g]))
+              for g in order if g in groups]
+    if metric == "alpha":
+        series += [Series("hline", _arr(), _arr(2.0), "α = 2", "band"), Series("hline", _arr(), _arr(6.0), "α = 6", "band")]
+    note = "" if any(s.kind == "points" for s in series) else f"no layer has a finite {metric}"
+    return Panel(f"{metric} per layer", "layer (model order)", metric, tuple(series), note=note)
+
+
+def alpha_distribution(result: Any, metric: str = "alpha") -> Panel:
+    v = np.asarray([getattr(r, metric) for r in result.layers], dtype=np.float64)
+    v = v[np.isfinite(v)]
+    title = f"distribution of {metric}"
+    if v.size == 0:
+        return _empty(title, metric, "layers", f"no layer has a finite {metric}")
+    lo, hi = float(v.min()), float(v.max())
+    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, min(max(v.size // 3, 5), 40) + 1)
+    series = [Series("hist", edges, np.histogram(v, edges)[0].astype(np.float64), metric, "data")]
+    if metric == "alpha":
+        series += [Series("vline", _arr(2.0), _arr(), "α = 2", "band"), Series("vline", _arr(6.0), _arr(), "α = 6", "band")]
+    return Panel(title, metric, "layers", tuple(series))
+
+
+def phase_counts(result: Any) -> Panel:
+    counts = [sum(r.phase == p for r in result.layers) for p in PHASES]
+    none = sum(r.phase == "" for r in result.layers)
+    labels = tuple(PHASES) + (("no phase",) if none else ())
+    y = np.asarray(counts + ([none] if none else []), dtype=np.float64)
+    return Panel("layers per phase", "phase", "layers",
+                 (Series("bar", np.arange(y.size, dtype=np.float64), y, "layers", "data", labels),))
+
+
+def metric_trend(results: Sequence[Any], labels: Sequence[str], metrics: Sequence[str]) -> list[Panel]:
+    """One panel per summary metric: its value for each result, in the order given (checkpoints)."""
+    x = np.arange(len(results), dtype=np.float64)
+    panels = []
+    for m in metrics:
+        y = np.asarray([r.summary.as_dict().get(m, math.nan) for r in results], dtype=np.float64)
+        panels.append(Panel(f"{m} across models", "model (order given)", m,
+                            (Series("line", x, y, m, "data", tuple(labels)),
+                             Series("points", x, y, "", "data", tuple(labels)))))
+    return panels
