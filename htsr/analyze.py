@@ -25,7 +25,7 @@ from .options import Options
 from .results import AnalysisResult, LayerResult, LayerSpectra, Summary
 from .rmt import (MPFit, PhaseThresholds, Randomized, bbp_entry_scale, delta_lambda_min, erg_tail, fit_mp, js_distance,
                   layer_quality, localization, phase_of, randomize)
-from .spectra import Spectrum, esd
+from .spectra import LowRank, Spectrum, esd
 
 __all__ = ["analyze", "analyze_layer", "iter_layers"]
 
@@ -39,7 +39,9 @@ def iter_layers(source: Any, opts: Options) -> tuple[str, int, Iterator[LayerMat
     """Open ``source`` and return (description, number of tensors, iterator of filtered layers)."""
     src = open_source(source)
     if opts.base is not None:
-        src = DeltaSource(src, open_source(opts.base))
+        # an adapter's base gives W and W + ΔW rows; any other model's base gives deltas W - W_base
+        base = open_source(opts.base)
+        src = src.with_base(base) if hasattr(src, "with_base") else DeltaSource(src, base)
     pattern = re.compile(opts.layers) if opts.layers else None
 
     def gen() -> Iterator[LayerMatrices]:
@@ -71,20 +73,27 @@ def _analyze_layer(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, Layer
     try:
         mats = lm.load()
         for W in mats:
-            if not math.isfinite(float(np.sum(W, dtype=np.float64))):
+            if not (W.is_finite() if isinstance(W, LowRank) else math.isfinite(float(np.sum(W, dtype=np.float64)))):
                 return LayerResult(**base, status="failed: NaN or Inf in the weights"), None
         scale = lm.scale / lm.N if opts.normalize == "N" else lm.scale
         spectrum = esd(mats, opts.precision, opts.refine_fraction, scale)
         num_windows = None
-        if opts.farms_aspect is not None:
+        # a low-rank update is known by its factors only: what needs the entries (windows, shuffles,
+        # heavy entries, eigenvectors) is not computed for it, and its MP fit would only say "rank-collapse"
+        lowrank = isinstance(mats[0], LowRank)
+        factor_rank = mats[0].rank if lowrank else 0
+        if lowrank:
+            fit_spectrum = spectrum
+        elif opts.farms_aspect is not None:
             windows = [w for W in mats for w in aspect_windows(W, opts.farms_aspect)]
             fit_spectrum = esd(windows, opts.precision, opts.refine_fraction, scale)
             num_windows = len(windows)
             del windows  # views into mats: they would keep the tensor alive through the fits
         else:
             fit_spectrum = spectrum
-        mp, rmt, rmt_error, shuffled = _matrix_diagnostics(mats, lm, spectrum, scale, opts)
-        kept = mats if opts.localization else None  # the eigenvectors need the matrices after the fit
+        mp, rmt, rmt_error, shuffled = (None, {}, "", None) if lowrank else _matrix_diagnostics(
+            mats, lm, spectrum, scale, opts)
+        kept = mats if opts.localization and not lowrank else None  # the eigenvectors need the matrices after the fit
         del mats
     except LayerSkipped as e:
         return LayerResult(**base, status=f"skipped: {e}"), None
@@ -99,11 +108,16 @@ def _analyze_layer(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, Layer
     extra: dict[str, Any] = {}
     if evals[-1] <= 0:
         fit, status, fit_x = not_attempted, "failed: all-zero matrix", spectrum.evals[:0]
+    elif lowrank and spectrum.rank < opts.min_evals:
+        fit, status = not_attempted, (f"not_fitted: rank-{factor_rank} update has {spectrum.rank} nonzero "
+                                      f"eigenvalues < min_evals={opts.min_evals}")
+        fit_x = fit_spectrum.evals
     elif lm.num_evals < opts.min_evals:
         fit, status = not_attempted, f"not_fitted: {lm.num_evals} eigenvalues < min_evals={opts.min_evals}"
         fit_x = fit_spectrum.evals
     else:
-        cut = WW_EVALS_THRESH if opts.evals_floor == "ww" else fit_spectrum.floor
+        # a low-rank update's small eigenvalues are real (its zeros are exact): its own floor, not 1e-5
+        cut = WW_EVALS_THRESH if opts.evals_floor == "ww" and not lowrank else fit_spectrum.floor
         fit_x = fit_spectrum.evals[fit_spectrum.evals > cut]
         fit = fit_power_law(fit_x, opts.xmin, opts.clip_xmax, opts.max_fingers, opts.finger_thresh)
         status = fit.status

@@ -14,6 +14,7 @@ rnn         LSTM/GRU ``weight_ih_l*`` / ``weight_hh_l*``  the stacked gate block
 conv1d      ``[c_out, c_in/groups, k]``                 k matrices ``c_out × c_in/groups``
 conv2d      ``[c_out, c_in/groups, kh, kw]``            kh·kw matrices ``c_out × c_in/groups``
 stack       3-D ``[E, out, in]`` (e.g. MoE experts)      one row per slice, named ``name[e]``
+lora        LoRA factors B ``[out, r]``, A ``[r, in]``    one :class:`~htsr.spectra.LowRank` (never formed)
 ==========  ==========================================  =============================================
 
 Conv layers are pooled by default (all kernel positions' eigenvalues in one spectrum); with
@@ -121,7 +122,10 @@ def layer_matrices(
     def loaded() -> np.ndarray:
         return np.asarray(load()).reshape(sq)
 
-    if kind in ("dense", "embedding", "rnn") or (kind == "stack" and len(sq) == 2):
+    if kind == "lora":  # load() returns a LowRank: its spectrum comes from the factors
+        r, c = shape
+        yield LayerMatrices(base, kind, shape, r, c, 1, 1.0, lambda: [load()])
+    elif kind in ("dense", "embedding", "rnn") or (kind == "stack" and len(sq) == 2):
         r, c = sq[-2], sq[-1]
         if len(sq) != 2:
             r, c = int(np.prod(sq[:-1])), sq[-1]

@@ -20,7 +20,7 @@ from .errors import OptionError
 __all__ = ["Options", "OPTION_SPECS", "LAYER_KINDS"]
 
 #: Layer kinds htsr knows; ``kinds=`` filters on them.
-LAYER_KINDS = ("dense", "conv1d", "conv2d", "embedding", "rnn", "stack")
+LAYER_KINDS = ("dense", "conv1d", "conv2d", "embedding", "rnn", "stack", "lora")
 XMIN_STRATEGIES = ("ks", "median", "peak")
 
 
@@ -166,7 +166,8 @@ OPTION_SPECS: dict[str, OptionSpec] = {
                    "eigenvectors (one eigenvector pass per layer)"),
         OptionSpec("base", None, "None, a path, a mapping of arrays or a torch module", _source_ok,
                    "analyse the deltas W - W_base against this base model, tensor by tensor for the names "
-                   "present in both with the same shape (the others are listed as skipped, never analysed)"),
+                   "present in both with the same shape (the others are listed as skipped, never analysed); "
+                   "for a LoRA adapter folder: also analyse each adapted base weight W and W + delta W"),
         OptionSpec("min_evals", 50, "an integer >= 2", _int_range(2),
                    "layers with fewer eigenvalues are described (norms, ERG) but get no power-law fit, MP fit or phase"),
         OptionSpec("max_evals", None, "None or an integer >= 1", _int_range(1, none_ok=True),

@@ -34,7 +34,7 @@ from typing import Sequence
 import numpy as np
 import scipy.linalg
 
-__all__ = ["Spectrum", "esd", "matrix_eigenvalues", "lowrank_eigenvalues"]
+__all__ = ["LowRank", "Spectrum", "esd", "matrix_eigenvalues", "lowrank_eigenvalues"]
 
 _EPS32 = float(np.finfo(np.float32).eps)
 _EPS64 = float(np.finfo(np.float64).eps)
@@ -51,13 +51,50 @@ class Spectrum:
     method: str  # "svd64", "gram32", "gram64", or "gram32+gram64" when only some were refined
 
 
-def matrix_eigenvalues(
-    W: np.ndarray, precision: str = "fast", refine_fraction: float = 0.01
-) -> tuple[np.ndarray, float, float, str]:
-    """Eigenvalues of WᵀW for one 2-D matrix.
+@dataclass(frozen=True)
+class LowRank:
+    """The matrix scale·B·A kept as its factors (a LoRA update ΔW): B is out × r, A is r × in."""
 
-    Returns (evals ascending float64 clipped at 0, floor, rank_tol, method).
+    B: np.ndarray
+    A: np.ndarray
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.B.ndim != 2 or self.A.ndim != 2 or self.B.shape[1] != self.A.shape[0]:
+            raise ValueError(f"expected B (out x r) and A (r x in), got {self.B.shape} and {self.A.shape}")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.B.shape[0], self.A.shape[1]
+
+    @property
+    def rank(self) -> int:
+        """The factors' inner dimension r (an upper bound of the rank)."""
+        return self.A.shape[0]
+
+    def is_finite(self) -> bool:
+        return bool(np.isfinite(self.B).all() and np.isfinite(self.A).all())
+
+    def dense(self) -> np.ndarray:
+        """scale·B·A as a float32 out × in array (for a merge; the spectrum never needs it)."""
+        return (np.float32(self.scale) * (np.asarray(self.B, np.float32) @ np.asarray(self.A, np.float32)))
+
+
+def matrix_eigenvalues(
+    W: np.ndarray | LowRank, precision: str = "fast", refine_fraction: float = 0.01
+) -> tuple[np.ndarray, float, float, str]:
+    """Eigenvalues of WᵀW for one 2-D matrix, or of a :class:`LowRank` one through its factors.
+
+    Returns (evals ascending float64 clipped at 0, floor, rank_tol, method). A low-rank matrix gets its
+    r nonzero eigenvalues from :func:`lowrank_eigenvalues` (float64, either precision) and min(out, in) − r
+    exact zeros; its floor and rank tolerance are the float64 SVD's (method "lowrank64").
     """
+    if isinstance(W, LowRank):
+        N, M = max(W.shape), min(W.shape)
+        nonzero = lowrank_eigenvalues(W.B, W.A, W.scale)[-M:]
+        evals = np.concatenate([np.zeros(M - nonzero.size), nonzero])
+        lmax = float(evals[-1]) if evals.size else 0.0
+        return evals, 4.0 * np.sqrt(M) * _EPS64 * lmax, lmax * (N * _EPS64) ** 2, "lowrank64"
     if W.ndim != 2:
         raise ValueError(f"expected a 2-D matrix, got shape {W.shape}")
     rows, cols = W.shape

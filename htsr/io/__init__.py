@@ -21,7 +21,7 @@ from .safetensors import SafetensorsFile, ShardedSafetensors, is_safetensors
 __all__ = ["FLOAT_DTYPES", "SUPPORTED", "TensorRef", "TensorSource", "open_source"]
 
 SUPPORTED = (
-    ".safetensors files and Hugging Face folders of (sharded) safetensors; "
+    ".safetensors files and Hugging Face folders of (sharded) safetensors; PEFT LoRA adapter folders; "
     ".pt/.pth/.bin PyTorch checkpoints [htsr[torch]]; .npz/.npy arrays; "
     "torch.nn.Module objects [htsr[torch]]; .onnx models [htsr[onnx]]; .keras archives and Keras .h5 files "
     "[htsr[keras]]; .gguf llama.cpp files, quantized types dequantized [htsr[gguf]]; .msgpack Flax checkpoints "
@@ -86,6 +86,12 @@ def _open_path(path: Path) -> TensorSource:
     if not path.exists():
         raise SourceError(f"{path}: no such file or directory")
     if path.is_dir():
+        from .peft import is_peft_folder
+
+        if is_peft_folder(path):  # before the safetensors glob: it holds adapter_model.safetensors
+            from .peft import PeftAdapter
+
+            return PeftAdapter(path)
         if (path / "model.safetensors.index.json").is_file() or any(path.glob("*.safetensors")):
             return ShardedSafetensors(path)
         index = path / "pytorch_model.bin.index.json"

@@ -1,0 +1,169 @@
+"""PEFT / LoRA adapter folders: ``adapter_config.json`` with ``adapter_model.safetensors`` (or ``.bin``).
+
+No extra of its own: the weights are read by the safetensors (or weights-only torch) reader and the
+config with :mod:`json`; neither peft nor transformers is imported.
+
+A LoRA module stores A (``…lora_A.weight``, r × in) and B (``…lora_B.weight``, out × r); embeddings
+store ``…lora_embedding_A`` (r × vocab) and ``…lora_embedding_B`` (dim × r). The update is
+ΔW = s·B·A with s = lora_alpha / r, or lora_alpha / √r with ``use_rslora`` (PEFT's scalings);
+``alpha_pattern`` overrides lora_alpha per module (PEFT's key match: the module name ends with the key),
+and r is read from the factors' shapes, so ``rank_pattern`` needs no lookup. Each update becomes one
+row of kind ``lora`` named ``<module>#delta`` whose eigenvalues come from the QR factors of B and Aᵀ
+(:func:`htsr.spectra.lowrank_eigenvalues`); the out × in product is never formed.
+
+With a base model (``analyze(ADAPTER, base=BASE)``, ``--base``) each adapted module also gets the rows
+``<module>#base`` (the base weight W) and ``<module>#merged`` (W + ΔW, oriented like W: PEFT's
+``fan_in_fan_out`` layers and embeddings store ΔWᵀ). Module names drop PEFT's ``base_model.model.``
+prefix so they match the base model's tensor names (``<module>.weight``). A module whose base tensor is
+missing or of another shape gets ``skipped: …`` rows, never a wrong merge. Other tensors of the adapter
+(``modules_to_save`` copies) are analysed as ordinary weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import LayerSkipped, SourceError
+from ..matrices import infer_kind
+from ..spectra import LowRank
+from .base import TensorRef, TensorSource
+
+__all__ = ["PeftAdapter", "is_peft_folder", "ADAPTER_FILES"]
+
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+_PREFIX = "base_model.model."
+# module, factor, optional adapter name (PEFT strips it on save; in-memory state dicts keep it)
+_FACTOR = re.compile(r"^(?P<module>.+?)\.lora_(?P<emb>embedding_)?(?P<ab>[AB])(?:\.(?P<adapter>[^.]+))?(?:\.weight)?$")
+_DORA = re.compile(r"\.lora_magnitude_vector(\.|$)")
+
+
+def is_peft_folder(path: Path) -> bool:
+    return (path / "adapter_config.json").is_file()
+
+
+def _skipped(reason: str):
+    def load() -> np.ndarray:
+        raise LayerSkipped(reason)
+
+    return load
+
+
+class PeftAdapter:
+    """A PEFT LoRA adapter folder as a stream of low-rank updates (and, with a base, W and W + ΔW)."""
+
+    def __init__(self, folder: str | Path, base: TensorSource | None = None) -> None:
+        from . import open_source  # the adapter's weights file is read by its own format's reader
+
+        self.folder = Path(folder)
+        cfg_path = self.folder / "adapter_config.json"
+        try:
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise SourceError(f"{cfg_path}: not a readable JSON adapter config ({e}); re-save the adapter") from None
+        if not isinstance(cfg, dict):
+            raise SourceError(f"{cfg_path}: not a JSON object; re-save the adapter")
+        peft_type = str(cfg.get("peft_type", "LORA")).upper()
+        if peft_type != "LORA":
+            raise SourceError(f"{cfg_path}: peft_type {peft_type!r} is not supported (htsr reads LoRA adapters)")
+        self.config = cfg
+        try:
+            self.lora_alpha = float(cfg.get("lora_alpha", cfg.get("r", 8)))
+            self.alpha_pattern = {str(k): float(v) for k, v in (cfg.get("alpha_pattern") or {}).items()}
+        except (TypeError, ValueError):
+            raise SourceError(f"{cfg_path}: lora_alpha / alpha_pattern must be numbers") from None
+        self.rslora = bool(cfg.get("use_rslora", False))
+        self.fan_in_fan_out = bool(cfg.get("fan_in_fan_out", False))
+        self.dora = bool(cfg.get("use_dora", False))
+        weights = next((self.folder / f for f in ADAPTER_FILES if (self.folder / f).is_file()), None)
+        if weights is None:
+            raise SourceError(f"{self.folder}: adapter folder without {' or '.join(ADAPTER_FILES)}")
+        self._refs = list(open_source(weights))
+        self._base = None if base is None else {t.name: t for t in base}
+        self.description = str(self.folder) + ("" if base is None else f" on base {base.description}")
+        self._modules, self._others = self._group()
+
+    def with_base(self, base: TensorSource) -> "PeftAdapter":
+        """The same adapter with W and W + ΔW rows from ``base`` (what ``--base`` means for an adapter)."""
+        return PeftAdapter(self.folder, base)
+
+    def _group(self) -> tuple[dict[str, dict[str, Any]], list[TensorRef]]:
+        modules: dict[str, dict[str, Any]] = {}
+        others = []
+        for t in self._refs:
+            m = _FACTOR.match(t.name)
+            if m is None:
+                if not _DORA.search(t.name):  # DoRA magnitudes are 1-D; the merge below refuses DoRA
+                    others.append(t)
+                continue
+            name = m["module"].removeprefix(_PREFIX)
+            modules.setdefault(name, {"emb": bool(m["emb"])})[m["ab"]] = t
+        return modules, others
+
+    def scaling(self, module: str, r: int) -> float:
+        alpha = self.lora_alpha
+        for key, value in self.alpha_pattern.items():  # PEFT: the module name ends with the key
+            if re.fullmatch(rf"(.*\.)?{re.escape(key)}", module):
+                alpha = value
+        return alpha / math.sqrt(r) if self.rslora else alpha / r
+
+    def __len__(self) -> int:
+        return len(self._modules) * (1 if self._base is None else 3) + len(self._others)
+
+    def _factors(self, name: str, entry: dict[str, Any]) -> LowRank:
+        A, B = (np.asarray(entry[k].load(), dtype=np.float32) for k in "AB")
+        if entry["emb"]:  # lora_embedding_A is r × vocab, lora_embedding_B is dim × r: ΔW = (B·A)ᵀ
+            A, B = B.T, A.T
+        if A.ndim != 2 or B.ndim != 2 or B.shape[1] != A.shape[0]:
+            raise SourceError(f"{self.folder}: {name}: LoRA factors of shapes {entry['B'].shape} (B) and "
+                              f"{entry['A'].shape} (A) do not multiply (conv LoRA is not supported)")
+        return LowRank(B, A, self.scaling(name, A.shape[0]))
+
+    def __iter__(self) -> Iterator[TensorRef]:
+        for name, entry in self._modules.items():
+            missing = [k for k in "AB" if k not in entry]
+            ref = entry.get("A") or entry.get("B")
+            if missing:
+                yield TensorRef(f"{name}#delta", ref.shape, ref.dtype,
+                                _skipped(f"lora_{missing[0]} is missing from the adapter"), "lora")
+                continue
+            A, B = entry["A"].shape, entry["B"].shape
+            shape = (A[1], B[0]) if entry["emb"] else (B[0], A[-1])
+            yield TensorRef(f"{name}#delta", tuple(int(s) for s in shape), ref.dtype,
+                            lambda n=name, e=entry: self._factors(n, e), "lora")
+            if self._base is not None:
+                yield from self._with_base(name, entry)
+        yield from self._others
+
+    def _with_base(self, name: str, entry: dict[str, Any]) -> Iterator[TensorRef]:
+        b = self._base.get(f"{name}.weight") or self._base.get(name)
+        if b is None:
+            for tag in ("base", "merged"):
+                yield TensorRef(f"{name}#{tag}", (1, 1), "float32",
+                                _skipped(f"the base has no tensor {name}.weight"), "dense")
+            return
+        kind = b.kind or infer_kind(b.name, b.shape)
+        yield TensorRef(f"{name}#base", b.shape, b.dtype, b.load, kind)
+        if self.dora:
+            yield TensorRef(f"{name}#merged", b.shape, b.dtype, _skipped("DoRA adapters: the merge is not supported"),
+                            kind)
+            return
+
+        def merged(b: TensorRef = b) -> np.ndarray:
+            W = np.asarray(b.load(), dtype=np.float32)
+            D = self._factors(name, entry).dense()
+            # ΔW is out × in (an embedding's already vocab × dim); a fan_in_fan_out layer (HF Conv1D) stores W
+            # as in × out, which only the config tells for a square matrix
+            flip = self.fan_in_fan_out if D.shape[0] == D.shape[1] else D.shape != W.shape
+            D = D.T if flip else D
+            if D.shape != W.shape:
+                raise LayerSkipped(f"the update's shape {D.shape} does not match the base tensor's {W.shape}")
+            return W + D
+
+        yield TensorRef(f"{name}#merged", b.shape, b.dtype, merged, kind)

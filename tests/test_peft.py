@@ -1,0 +1,166 @@
+"""PEFT / LoRA adapter folders: adapters written by peft itself, analysed exactly through their factors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import htsr
+from htsr.errors import SourceError
+from conftest import one_line_source_error
+
+torch = pytest.importorskip("torch")
+peft = pytest.importorskip("peft")
+safetensors_torch = pytest.importorskip("safetensors.torch")
+nn = torch.nn
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(120, 32)
+        self.q = nn.Linear(64, 96)
+        self.sq = nn.Linear(80, 80)
+        self.out = nn.Linear(96, 10)
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory):
+    """A base model in safetensors and a peft-saved LoRA adapter on it (random B, so ΔW ≠ 0), with an
+    alpha_pattern override for one module; plus peft's own ΔW and merged weights as references."""
+    d = tmp_path_factory.mktemp("peft")
+    torch.manual_seed(0)
+    model = Tiny()
+    safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "base.safetensors"))
+    cfg = peft.LoraConfig(r=8, lora_alpha=16, target_modules=["q", "sq", "emb"], init_lora_weights=False,
+                          alpha_pattern={"sq": 4})
+    pm = peft.get_peft_model(model, cfg)
+    pm.save_pretrained(str(d / "adapter"))
+    deltas = {}
+    for name, mod in pm.named_modules():
+        if type(mod).__name__ in ("Linear", "Embedding") and hasattr(mod, "get_delta_weight"):
+            deltas[name.removeprefix("base_model.model.")] = mod.get_delta_weight("default").detach().double().numpy()
+    merged = {k: v.detach().clone() for k, v in pm.merge_and_unload().state_dict().items()}
+    return d, deltas, merged
+
+
+def _rows(result):
+    return {r.name: (r, s) for r, s in zip(result.layers, result.spectra or [None] * len(result.layers))}
+
+
+def test_delta_eigenvalues_equal_a_dense_svd_of_peft_delta_weight(adapter):
+    d, deltas, _ = adapter
+    rows = _rows(htsr.analyze(d / "adapter", keep_spectra=True, min_evals=2))
+    assert sorted(rows) == ["emb#delta", "q#delta", "sq#delta"]
+    for name, dw in deltas.items():
+        row, sp = rows[f"{name}#delta"]
+        assert row.kind == "lora" and row.status == "ok" and row.eig_method == "lowrank64"
+        ref = np.sort(np.linalg.svd(dw, compute_uv=False) ** 2)
+        nonzero = sp.evals[-8:]
+        # peft's ΔW is a float32 product; htsr's factors give the float64 singular values of the same
+        # float32 factors: they agree to float32 rounding of the product (1e-5), and the other
+        # min(out, in) - 8 eigenvalues are exact zeros
+        np.testing.assert_allclose(nonzero, ref[-8:], rtol=1e-5)
+        assert np.all(sp.evals[:-8] == 0.0) and row.matrix_rank == 8
+        assert row.N == max(dw.shape) and row.M == min(dw.shape)
+
+
+def test_scaling_follows_lora_alpha_r_and_alpha_pattern(adapter):
+    d, deltas, _ = adapter
+    from htsr.io.peft import PeftAdapter
+
+    a = PeftAdapter(d / "adapter")
+    assert a.scaling("q", 8) == 16 / 8 and a.scaling("sq", 8) == 4 / 8 and a.scaling("model.sq", 8) == 0.5
+    assert a.scaling("xsq", 8) == 2.0  # a key matches a whole name component, as in peft
+    cfg = json.loads((d / "adapter" / "adapter_config.json").read_text())
+    cfg["use_rslora"] = True
+    rs = d / "rslora"
+    rs.mkdir()
+    (rs / "adapter_config.json").write_text(json.dumps(cfg))
+    (rs / "adapter_model.safetensors").write_bytes((d / "adapter" / "adapter_model.safetensors").read_bytes())
+    plain = _rows(htsr.analyze(d / "adapter", min_evals=2))
+    rsl = _rows(htsr.analyze(rs, min_evals=2))
+    # rsLoRA: scale alpha/sqrt(r) instead of alpha/r, so eigenvalues grow by r = 8 exactly
+    assert rsl["q#delta"][0].lambda_max == pytest.approx(8 * plain["q#delta"][0].lambda_max, rel=1e-12)
+
+
+def test_low_ranks_are_listed_not_dropped(adapter):
+    d, _, _ = adapter
+    r = htsr.analyze(d / "adapter")  # min_evals = 50 > r = 8
+    assert [x.name for x in r.layers] == ["emb#delta", "q#delta", "sq#delta"]
+    for row in r.layers:
+        assert row.status == "not_fitted: rank-8 update has 8 nonzero eigenvalues < min_evals=50"
+        assert math.isnan(row.alpha) and math.isfinite(row.log_norm) and math.isfinite(row.stable_rank)
+
+
+def test_base_gives_w_and_merged_rows_equal_to_peft_merge(adapter):
+    d, _, merged = adapter
+    r = htsr.analyze(d / "adapter", base=d / "base.safetensors", min_evals=2)
+    rows = _rows(r)
+    assert sorted(rows) == sorted(f"{m}#{t}" for m in ("emb", "q", "sq") for t in ("delta", "base", "merged"))
+    ref = _rows(htsr.analyze(merged, min_evals=2))
+    base = _rows(htsr.analyze(d / "base.safetensors", min_evals=2))
+    for m in ("emb", "q", "sq"):
+        # W rows are the base model's own rows, bit for bit
+        assert rows[f"{m}#base"][0].lambda_max == base[m][0].lambda_max
+        # W + ΔW equals peft's merge_and_unload up to float32 rounding of the sum (1e-5 relative)
+        assert rows[f"{m}#merged"][0].lambda_max == pytest.approx(ref[m][0].lambda_max, rel=1e-5)
+        assert rows[f"{m}#merged"][0].log_norm == pytest.approx(ref[m][0].log_norm, rel=1e-5)
+        assert rows[f"{m}#merged"][0].kind == ref[m][0].kind
+
+
+def test_missing_base_tensor_is_skipped_with_a_reason(adapter):
+    d, _, merged = adapter
+    partial = {k: v for k, v in merged.items() if not k.startswith("sq.")}
+    rows = _rows(htsr.analyze(d / "adapter", base=partial, min_evals=2))
+    for tag in ("base", "merged"):
+        assert rows[f"sq#{tag}"][0].status == "skipped: the base has no tensor sq.weight"
+    assert rows["q#merged"][0].status == "ok"
+
+
+def _write_adapter(folder, tensors, **cfg):
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8, **cfg}))
+    safetensors_torch.save_file({k: torch.as_tensor(v) for k, v in tensors.items()},
+                                str(folder / "adapter_model.safetensors"))
+    return folder
+
+
+def test_fan_in_fan_out_merge_is_transposed(tmp_path):
+    rng = np.random.default_rng(0)
+    A, B = rng.standard_normal((4, 40)).astype(np.float32), rng.standard_normal((40, 4)).astype(np.float32)
+    W = rng.standard_normal((40, 40)).astype(np.float32)  # square: only the config tells the orientation
+    t = {"base_model.model.h.attn.c_attn.lora_A.weight": A, "base_model.model.h.attn.c_attn.lora_B.weight": B}
+    for fifo in (False, True):
+        f = _write_adapter(tmp_path / f"a{fifo}", t, fan_in_fan_out=fifo)
+        r = _rows(htsr.analyze(f, base={"h.attn.c_attn.weight": W}, min_evals=2))
+        D = 2.0 * (B @ A)
+        want = np.linalg.svd(W + (D.T if fifo else D), compute_uv=False)[0] ** 2
+        assert r["h.attn.c_attn#merged"][0].lambda_max == pytest.approx(want, rel=1e-5)
+
+
+def test_bad_adapters_give_one_line_errors_or_row_statuses(tmp_path):
+    rng = np.random.default_rng(0)
+    A, B = rng.standard_normal((4, 40)).astype(np.float32), rng.standard_normal((30, 4)).astype(np.float32)
+    f = _write_adapter(tmp_path / "half", {"base_model.model.fc.lora_A.weight": A})
+    assert _rows(htsr.analyze(f))["fc#delta"][0].status == "skipped: lora_B is missing from the adapter"
+    f = _write_adapter(tmp_path / "mismatch", {"base_model.model.fc.lora_A.weight": A,
+                                               "base_model.model.fc.lora_B.weight": B.T.copy()})
+    assert _rows(htsr.analyze(f))["fc#delta"][0].status.startswith("failed: ")
+    f = _write_adapter(tmp_path / "nan", {"base_model.model.fc.lora_A.weight": np.full_like(A, np.nan),
+                                          "base_model.model.fc.lora_B.weight": B})
+    assert _rows(htsr.analyze(f))["fc#delta"][0].status == "failed: NaN or Inf in the weights"
+    f = _write_adapter(tmp_path / "ia3", {"base_model.model.fc.lora_A.weight": A}, peft_type="IA3")
+    for must in (("IA3",), ("adapter_config.json", "JSON")):
+        with pytest.raises(SourceError) as e:
+            htsr.analyze(f)
+        one_line_source_error(e, str(f), *must)
+        (f / "adapter_config.json").write_text("{not json")
+    (f / "adapter_config.json").write_text("{}")
+    (f / "adapter_model.safetensors").unlink()
+    with pytest.raises(SourceError) as e:
+        htsr.analyze(f)
+    one_line_source_error(e, str(f), "adapter_model.safetensors")
