@@ -40,7 +40,7 @@ __all__ = ["LayerMatrices", "aspect_windows", "infer_kind", "layer_matrices", "r
 
 _EMBEDDING = re.compile(r"(^|[._])(embed\w*|wte|wpe|tok_embeddings|shared)([._]|$)", re.IGNORECASE)
 _RNN = re.compile(r"weight_(ih|hh)_l\d+(_reverse)?$")
-_EXPERT = re.compile(r"expert", re.IGNORECASE)
+_EXPERT = re.compile(r"expert|_exps\b", re.IGNORECASE)  # HF experts, GGUF ffn_*_exps
 _NOT_A_WEIGHT = re.compile(r"(^|[._])(bias|running_mean|running_var|num_batches_tracked)$")
 # kernel sizes above this make a 3-D tensor a stack of matrices rather than a Conv1d kernel
 _MAX_CONV1D_KERNEL = 32

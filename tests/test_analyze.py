@@ -237,3 +237,28 @@ def test_keep_spectra_keeps_each_rows_eigenvalues_aligned_with_the_rows():
             assert sp.rand_evals.size == row.num_evals and sp.rand_evals[-1] == row.rand_lambda_max
             assert int(np.sum(sp.rand_evals > sp.rand_threshold)) == row.num_traps
     assert htsr.analyze(m).spectra == ()  # off by default: nothing kept
+
+
+@pytest.mark.parametrize("orientation", ["E_out_in", "E_in_out"])
+def test_fused_moe_experts_give_one_row_per_expert(tmp_path, orientation):
+    """Fused expert tensors in either orientation (HF Mixtral/Qwen-MoE [E, out, in]; [E, in, out] as in
+    transformers' fused gate_up_proj and JAX/GGUF-style stacks): one row per expert, named name[e], with
+    that expert's singular values (transposing a slice leaves them unchanged)."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(3)
+    experts = [rng.standard_normal((96, 64)).astype(np.float32) * (1 + e) for e in range(4)]  # out x in each
+    # contiguous: safetensors 0.8's numpy save_file writes a non-contiguous array's memory in the wrong order
+    stack = np.ascontiguousarray(np.stack(experts if orientation == "E_out_in" else [W.T for W in experts]))
+    save_file({"model.layers.0.mlp.experts.gate_up_proj": stack, "blk.0.ffn_down_exps.weight": stack[:, :, :16].copy()},
+              str(tmp_path / "moe.safetensors"))
+    r = htsr.analyze(tmp_path / "moe.safetensors", precision="accurate", min_evals=2)
+    rows = {x.name: x for x in r.layers}
+    for e, W in enumerate(experts):
+        row = rows[f"model.layers.0.mlp.experts.gate_up_proj[{e}]"]
+        assert row.kind == "stack" and (row.N, row.M) == (96, 64)
+        # the SVD path in float64 on the same float32 values: the largest eigenvalue to 1e-12
+        assert row.lambda_max == pytest.approx(np.linalg.svd(W.astype(np.float64), compute_uv=False)[0] ** 2,
+                                               rel=1e-12)
+    # a narrow GGUF expert stack (last axis 16 <= the Conv1d kernel limit) is still experts, not a conv
+    assert [rows[f"blk.0.ffn_down_exps[{e}]"].kind for e in range(4)] == ["stack"] * 4
