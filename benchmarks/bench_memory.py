@@ -1,12 +1,17 @@
-"""Peak memory of htsr on a safetensors checkpoint many times larger than its largest tensor.
+"""Peak memory of htsr on checkpoints many times larger than their largest tensor.
 
-Writes a synthetic bf16 checkpoint with LLaMA-style names (by default 2 blocks: 4 × 4096² attention
-and 3 × 11008×4096 MLP matrices each, about 0.75 GB; ``--blocks`` scales it), then analyses it in a
-child process and prints the child's peak RSS against the bound 3 × (largest tensor as float32)
-+ 400 MB. The file is written with htsr's own knowledge of the format only in the sense of the
-public safetensors writer (``safetensors.numpy.save_file``).
+Writes a synthetic LLaMA-style checkpoint with the public writers — a sharded bf16 Hugging Face folder
+(``model-0000k-of-0000n.safetensors`` + ``model.safetensors.index.json``, names ``model.layers.{b}.
+self_attn.q_proj.weight`` …, ``safetensors.numpy.save_file``) and/or a GGUF file (llama.cpp names
+``blk.{b}.attn_q.weight`` …, F16, ``gguf.GGUFWriter``) — then analyses it in a child process and prints
+the child's peak RSS against the bound 3 × (largest tensor as float32) + 400 MB.
 
-    python benchmarks/bench_memory.py [--blocks 2] [--dir /tmp]
+The default shape is a 1024-wide LLaMA block (4 × 1024² attention, 3 × 2816 × 1024 MLP) repeated 240
+times: 6.1 GB of bf16 in 6 shards (the GGUF file: the same tensors in F16). Each block's matrices are
+drawn once per shard and repeated within it (the values do not matter for memory; the writing time does).
+
+    python benchmarks/bench_memory.py [--format safetensors gguf] [--blocks 240] [--hidden 1024]
+                                      [--shards 6] [--dir /tmp]
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import ml_dtypes
@@ -33,40 +39,89 @@ print(json.dumps({"seconds": time.perf_counter() - t, "layers": len(r.layers),
                   "fitted": r.summary.num_fitted, "peak_rss_mb": hwm / 1024}))
 """
 
+HF = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+      "mlp.up_proj", "mlp.down_proj")
+GGUF = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 
-def write_checkpoint(path: Path, blocks: int) -> int:
+
+def block_shapes(hidden: int) -> list[tuple[int, int]]:
+    inter = int(2.75 * hidden)  # LLaMA's 11008 / 4096
+    return [(hidden, hidden)] * 4 + [(inter, hidden), (inter, hidden), (hidden, inter)]
+
+
+def _block(rng: np.random.Generator, hidden: int, dtype) -> list[np.ndarray]:
+    return [(rng.standard_normal(s, dtype=np.float32) * 0.02).astype(dtype) for s in block_shapes(hidden)]
+
+
+def write_safetensors(folder: Path, blocks: int, hidden: int, shards: int) -> None:
     from safetensors.numpy import save_file
 
     rng = np.random.default_rng(0)
-    tensors, largest = {}, 0
-    shapes = {"self_attn.q_proj": (4096, 4096), "self_attn.k_proj": (4096, 4096),
-              "self_attn.v_proj": (4096, 4096), "self_attn.o_proj": (4096, 4096),
-              "mlp.gate_proj": (11008, 4096), "mlp.up_proj": (11008, 4096), "mlp.down_proj": (4096, 11008)}
+    folder.mkdir()
+    weight_map = {}
+    per = -(-blocks // shards)
+    for k in range(shards):
+        fname = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
+        mats = _block(rng, hidden, ml_dtypes.bfloat16)
+        tensors = {f"model.layers.{b}.{n}.weight": m for b in range(k * per, min(blocks, (k + 1) * per))
+                   for n, m in zip(HF, mats)}
+        save_file(tensors, str(folder / fname))
+        weight_map.update(dict.fromkeys(tensors, fname))
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+
+
+def write_gguf(path: Path, blocks: int, hidden: int) -> None:
+    import gguf
+
+    rng = np.random.default_rng(0)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(blocks)
+    mats = _block(rng, hidden, np.float16)  # the writer keeps references, so one block's arrays serve all
     for b in range(blocks):
-        for name, shape in shapes.items():
-            w = (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(ml_dtypes.bfloat16)
-            tensors[f"model.layers.{b}.{name}.weight"] = w
-            largest = max(largest, int(np.prod(shape)) * 4)
-    save_file(tensors, str(path))
-    return largest
+        for n, m in zip(GGUF, mats):
+            w.add_tensor(f"blk.{b}.{n}.weight", m)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def measure(path: Path, largest_f32: int, label: str) -> None:
+    files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
+    size = sum(f.stat().st_size for f in files)
+    out = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True, check=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    bound = 3 * largest_f32 / 2**20 + 400
+    print(f"{label}: {size / 1e9:.2f} GB in {len(files)} file(s), {res['layers']} layers ({res['fitted']} fitted), "
+          f"largest tensor as float32 {largest_f32 / 2**20:.1f} MiB; file / largest(f32) = {size / largest_f32:.0f}x")
+    print(f"  analysis {res['seconds']:.1f} s; peak RSS {res['peak_rss_mb']:.0f} MiB; bound 3 x largest + 400 = "
+          f"{bound:.0f} MiB -> {'OK' if res['peak_rss_mb'] < bound else 'OVER'}", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--blocks", type=int, default=2)
+    ap.add_argument("--format", nargs="+", choices=("safetensors", "gguf"), default=["safetensors", "gguf"])
+    ap.add_argument("--blocks", type=int, default=240)
+    ap.add_argument("--hidden", type=int, default=1024)
+    ap.add_argument("--shards", type=int, default=6)
     ap.add_argument("--dir", default=tempfile.gettempdir())
     args = ap.parse_args()
+    largest = max(r * c for r, c in block_shapes(args.hidden)) * 4
     with tempfile.TemporaryDirectory(dir=args.dir) as d:
-        path = Path(d) / "model.safetensors"
-        largest = write_checkpoint(path, args.blocks)
-        size = path.stat().st_size
-        out = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True, check=True)
-        res = json.loads(out.stdout.strip().splitlines()[-1])
-    bound = 3 * largest / 2**20 + 400
-    print(f"checkpoint {size / 2**30:.2f} GiB bf16, {res['layers']} layers ({res['fitted']} fitted), "
-          f"largest tensor as float32 {largest / 2**20:.0f} MiB, file / largest(bf16) = {size / (largest / 2):.1f}x")
-    print(f"analysis {res['seconds']:.1f} s; peak RSS {res['peak_rss_mb']:.0f} MiB; bound 3 x largest + 400 = "
-          f"{bound:.0f} MiB -> {'OK' if res['peak_rss_mb'] < bound else 'OVER'}")
+        for fmt in args.format:
+            t = time.perf_counter()
+            if fmt == "safetensors":
+                path = Path(d) / "hf"
+                write_safetensors(path, args.blocks, args.hidden, args.shards)
+                label = "sharded bf16 safetensors"
+            else:
+                path = Path(d) / "model.gguf"
+                write_gguf(path, args.blocks, args.hidden)
+                label = "GGUF F16"
+            print(f"wrote {label} in {time.perf_counter() - t:.0f} s", flush=True)
+            measure(path, largest, label)
+            for f in ([path] if path.is_file() else list(path.iterdir())):
+                f.unlink()
 
 
 if __name__ == "__main__":

@@ -252,7 +252,10 @@ class GGUFFile:
         def load() -> np.ndarray:
             if math.prod(shape) == 0:
                 return np.zeros(shape, dtype=np.float32)
-            data = t.data
+            # the tensor's bytes through a map of their own, dropped with the array: views into the
+            # reader's whole-file map would keep every page read so far resident (6 GB RSS on a 6 GB file)
+            raw = np.memmap(path, dtype=np.uint8, mode="r", offset=int(t.data_offset), shape=(int(t.n_bytes),))
+            data = raw.view(t.data.dtype).reshape(t.data.shape)
             if type_name in ("F32", "F64"):  # the read-only memory map itself, as for safetensors
                 data = data.reshape(shape)
                 return data if data.dtype.isnative else data.astype(data.dtype.newbyteorder("="))
