@@ -20,7 +20,7 @@ from .errors import HtsrError
 from .options import OPTION_SPECS, Options
 from .results import AnalysisResult, atomic_write
 
-__all__ = ["main", "build_parser", "format_table"]
+__all__ = ["main", "build_parser", "format_table", "add_option_flags", "options_from_args"]
 
 TABLE_COLUMNS = ("name", "kind", "shape", "num_evals", "alpha", "bayes_alpha_lo", "bayes_alpha_hi", "D", "xmin",
                  "num_pl_spikes", "best_fit", "phase", "num_spikes", "alpha_weighted", "log_norm", "log_spectral_norm",
@@ -75,6 +75,39 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"htsr: error: {message} (see '{self.prog} --help')\n")
 
 
+def add_option_flags(parser: argparse.ArgumentParser) -> None:
+    """Add a flag for every analysis option of :data:`OPTION_SPECS` (shared by every subcommand)."""
+    for name, spec in OPTION_SPECS.items():
+        if name in ("progress", "keep_spectra"):  # set by --progress/--quiet and by --report
+            continue
+        help_text = f"{spec.help} (default: {spec.default})"
+        if spec.default is False:
+            parser.add_argument(_flag(name), dest=name, action="store_true", default=None, help=help_text)
+        elif spec.default is True:
+            parser.add_argument("--no-" + name.replace("_", "-"), dest=name, action="store_false", default=None,
+                                help=f"turn off: {help_text}")
+        else:
+            metavar = "REGEX" if name == "layers" else ("K1,K2" if name == "kinds" else None)
+            parser.add_argument(_flag(name), dest=name, type=_parser_for(name, spec.default), default=None,
+                                metavar=metavar, help=help_text)
+    parser.add_argument("--progress", dest="progress", action="store_true", default=None,
+                        help="progress bar on stderr (default: on when stderr is a terminal and tqdm is installed)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="print nothing but errors (no table, no summary, no progress bar)")
+
+
+def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The analysis options given on the command line, validated (OptionError on a bad one)."""
+    options = {name: getattr(args, name) for name in OPTION_SPECS if getattr(args, name, None) is not None}
+    if "progress" not in options:
+        options["progress"] = not args.quiet and _tqdm_available() and sys.stderr.isatty()
+    elif args.quiet:
+        options["progress"] = False
+    Options.create(**options)  # validate before any file is touched
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="htsr",
@@ -94,22 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "or a .npz/.npy file")
     p.add_argument("--out", metavar="DIR", type=Path,
                    help="write layers.csv and summary.json into DIR (created if needed; atomic writes)")
-    for name, spec in OPTION_SPECS.items():
-        if name == "progress":
-            continue
-        help_text = f"{spec.help} (default: {spec.default})"
-        if spec.default is False:
-            p.add_argument(_flag(name), dest=name, action="store_true", default=None, help=help_text)
-        elif spec.default is True:
-            p.add_argument("--no-" + name.replace("_", "-"), dest=name, action="store_false", default=None,
-                           help=f"turn off: {help_text}")
-        else:
-            metavar = "REGEX" if name == "layers" else ("K1,K2" if name == "kinds" else None)
-            p.add_argument(_flag(name), dest=name, type=_parser_for(name, spec.default), default=None,
-                           metavar=metavar, help=help_text)
-    p.add_argument("--progress", dest="progress", action="store_true", default=None,
-                   help="progress bar on stderr (default: on when stderr is a terminal and tqdm is installed)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--report", metavar="FILE.html", type=Path,
+                   help="write a self-contained HTML report (summary, warnings, sortable table, figures; "
+                        "keeps the eigenvalues for the per-layer figures)")
+    p.add_argument("--json", action="store_true",
+                   help="print the result (source, options, summary, layers) as one JSON document instead of "
+                        "the table")
+    add_option_flags(p)
+    from .compare import add_compare_parser  # imported here: compare builds on this module's flags
+
+    add_compare_parser(sub)
     return parser
 
 
@@ -177,21 +204,34 @@ def format_summary(result: AnalysisResult) -> str:
 
 
 def _run_analyze(args: argparse.Namespace) -> int:
-    options = {name: getattr(args, name) for name in OPTION_SPECS if getattr(args, name, None) is not None}
-    if "progress" not in options:
-        options["progress"] = _tqdm_available() and sys.stderr.isatty()
-    Options.create(**options)  # validate before any file is touched
+    options = options_from_args(args)
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise HtsrError(f"--out {args.out}: exists and is not a folder")
+    if args.out is not None and args.report is not None:
+        args.out.mkdir(parents=True, exist_ok=True)  # the report may go into it
+    if args.report is not None:
+        if args.report.is_dir() or not args.report.parent.is_dir():
+            raise HtsrError(f"--report {args.report}: needs a file path in an existing folder")
+        options["keep_spectra"] = True
     result = analyze(args.source, **options)
-    print(format_table(result))
-    print()
-    print(format_summary(result))
+    say = (lambda *a: None) if args.quiet else print
+    if args.json:
+        print(result.json_text(), end="")
+        say = (lambda *a: print(*a, file=sys.stderr)) if not args.quiet else say
+    else:
+        say(format_table(result))
+        say()
+        say(format_summary(result))
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         result.to_csv(args.out / "layers.csv")
         atomic_write(args.out / "summary.json", result.json_text(layers=False))
-        print(f"wrote {args.out / 'layers.csv'} and {args.out / 'summary.json'}")
+        say(f"wrote {args.out / 'layers.csv'} and {args.out / 'summary.json'}")
+    if args.report is not None:
+        from .report import write_report
+
+        write_report(result, args.report)
+        say(f"wrote {args.report}")
     return 0
 
 
@@ -207,6 +247,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "compare":
+            from .compare import run_compare
+
+            return run_compare(args)
         return _run_analyze(args)
     except HtsrError as e:
         print(f"htsr: error: {e}", file=sys.stderr)

@@ -17,7 +17,8 @@ zero crossing is the ERG edge). Model panels: :func:`alpha_by_layer`, :func:`alp
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import zlib
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -25,15 +26,58 @@ import numpy as np
 from .fits.powerlaw import ks_scan
 from .rmt.phases import PHASES
 
-__all__ = ["Series", "Panel", "LAYER_PANELS", "layer_panels", "esd_loglog", "esd_linear", "log10_histogram",
-           "xmin_scan", "shuffled_esd", "erg_boundary", "alpha_by_layer", "alpha_distribution", "phase_counts",
-           "metric_trend", "mp_density"]
+__all__ = ["ROLE_COLORS", "PALETTE", "KINDS", "role_color", "Series", "Panel", "LAYER_PANELS", "layer_panels",
+           "esd_loglog", "esd_linear", "log10_histogram", "xmin_scan", "shuffled_esd", "erg_boundary",
+           "alpha_by_layer", "alpha_distribution", "phase_counts", "metric_trend", "mp_density"]
 
 #: series kinds: 'hist' (x = bin edges, y = heights, len(x) = len(y) + 1), 'line', 'points',
 #: 'vline' (x = [position]), 'hline' (y = [position]), 'bar' (labels = categories, y = heights)
 SERIES_KINDS = ("hist", "line", "points", "vline", "hline", "bar")
 #: the most points a line or scatter keeps (the x_min scan of a 16 000-eigenvalue layer is thinned)
 MAX_POINTS = 400
+
+
+#: one colour per role, shared by the matplotlib figures (htsr.plot) and the HTML report (tab10 colours)
+ROLE_COLORS = {
+    "data": "#1f77b4",  # blue
+    "fit": "#d62728",  # red
+    "xmin": "#2ca02c",  # green
+    "mp": "#ff7f0e",  # orange
+    "threshold": "#9467bd",  # purple
+    "shuffled": "#8c564b",  # brown
+    "trap": "#e377c2",  # pink
+    "erg": "#17becf",  # cyan
+    "zero": "#7f7f7f",  # grey
+    "band": "#7f7f7f",
+    "mean": "#000000",  # black: a mean drawn over per-layer lines
+}
+#: colours of layer kinds and phases (kinds in the order of KINDS, phases in the order of PHASES)
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+#: layer kinds in the order they take colours from PALETTE (another kind gets one by a hash of its name)
+KINDS = ("dense", "embedding", "conv1d", "conv2d", "rnn", "stack", "lora")
+_OTHER = "#7f7f7f"  # 'no phase', and a role without a colour
+
+
+def _group_color(prefix: str, name: str) -> str:
+    if prefix == "phase":
+        return PALETTE[PHASES.index(name) % len(PALETTE)] if name in PHASES else _OTHER
+    if name in KINDS:
+        return PALETTE[KINDS.index(name)]
+    return PALETTE[zlib.crc32(name.encode()) % len(PALETTE)]  # stable across runs, unlike hash()
+
+
+def role_color(role: str) -> str:
+    """The colour of a series' role ('fit', 'fit:right', 'kind:dense', 'phase:heavy-tailed', 'series:3', ...).
+
+    'series:<i>' is the i-th of several lines of one panel (e.g. one per layer): palette colour i.
+    """
+    role = role.removesuffix(":right")
+    prefix, _, name = role.partition(":")
+    if prefix == "series" and name.isdigit():
+        return PALETTE[int(name) % len(PALETTE)]
+    if name and prefix in ("kind", "phase"):
+        return _group_color(prefix, name)
+    return ROLE_COLORS.get(role, _OTHER)
 
 
 @dataclass(frozen=True)
@@ -81,11 +125,14 @@ def _arr(*v: float) -> np.ndarray:
     return np.asarray(v, dtype=np.float64)
 
 
-def _thin(x: np.ndarray, y: np.ndarray, n: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
+def _thin(x: np.ndarray, y: np.ndarray, n: int = MAX_POINTS,
+          keep: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """About ``n`` evenly spaced points, always including the indices in ``keep`` (a minimum, a crossing)."""
     if x.size <= n:
         return x, y
-    keep = np.unique(np.linspace(0, x.size - 1, n).round().astype(np.intp))
-    return x[keep], y[keep]
+    idx = np.linspace(0, x.size - 1, n).round().astype(np.intp)
+    idx = np.unique(np.concatenate([idx, np.asarray(keep, dtype=np.intp)]))
+    return x[idx], y[idx]
 
 
 def _bins(n: int) -> int:
@@ -104,29 +151,42 @@ def _name(row: Any) -> str:
     return f"{row.name} ({row.shape})"
 
 
+def _note(row: Any, *notes: str) -> str:
+    """The panel's notes, after the row's status when it is not 'ok' (why a fit or a line is missing)."""
+    return "; ".join(n for n in ((row.status if row.status != "ok" else ""), *notes) if n)
+
+
+def _not_fitted(row: Any) -> bool:
+    return row.status.startswith(("not_fitted", "skipped"))
+
+
 def esd_loglog(row: Any, sp: Any) -> Panel:
     """ESD density on log-log axes (log-spaced bins), the fitted power law over [x_min, x_max], x_min."""
     title, xl, yl = f"ESD, log-log: {_name(row)}", "eigenvalue λ", "density"
     x = _positive(sp.evals)
     if x.size < 2 or x[0] == x[-1]:
-        return _empty(title, xl, yl, "fewer than 2 distinct positive eigenvalues", xlog=True, ylog=True)
+        return _empty(title, xl, yl, _note(row, "fewer than 2 distinct positive eigenvalues"), xlog=True,
+                      ylog=True)
     edges = np.geomspace(x[0], x[-1] * (1 + 1e-12), _bins(x.size) + 1)
     counts = np.histogram(x, edges)[0]
     dens = counts / (np.diff(edges) * sp.evals.size)
     series = [Series("hist", edges, np.where(counts > 0, dens, np.nan), "ESD", "data")]
+    notes = []
     if math.isfinite(row.alpha) and math.isfinite(row.xmin):
-        # the tail's density: share of eigenvalues in the tail times the normalised power law
-        share = row.num_pl_spikes / sp.fit_evals.size if sp.fit_evals.size else math.nan
-        lx = np.geomspace(row.xmin, row.xmax, 50)
-        ly = share * (row.alpha - 1.0) / row.xmin * (lx / row.xmin) ** (-row.alpha)
-        if sp.fit_evals is not sp.evals and sp.fit_evals.size != sp.evals.size:
-            ly = ly * np.nan  # FARMS: the fit's density is of the windows' eigenvalues, not of this ESD
+        if math.isfinite(row.farms_windows):
+            # FARMS: the fit's density is of the windows' eigenvalues, not of this ESD
+            notes.append("FARMS fit: its power law is of the windows' eigenvalues, not drawn on this ESD")
         else:
+            # the tail's density in the units of the histogram (normalised over all the layer's
+            # eigenvalues): the share of them in the tail times the normalised power law
+            share = row.num_pl_spikes / sp.evals.size
+            lx = np.geomspace(row.xmin, row.xmax, 50)
+            ly = share * (row.alpha - 1.0) / row.xmin * (lx / row.xmin) ** (-row.alpha)
             series.append(Series("line", lx, ly, f"power law α = {row.alpha:.3g}", "fit"))
         series.append(Series("vline", _arr(row.xmin), _arr(), f"x_min = {row.xmin:.3g}", "xmin"))
     if math.isfinite(row.mp_lambda_plus):
         series.append(Series("vline", _arr(row.mp_lambda_plus), _arr(), "MP edge λ₊", "mp"))
-    return Panel(title, xl, yl, tuple(series), xlog=True, ylog=True, note=row.status if row.status != "ok" else "")
+    return Panel(title, xl, yl, tuple(series), xlog=True, ylog=True, note=_note(row, *notes))
 
 
 def mp_density(x: np.ndarray, lambda_minus: float, lambda_plus: float) -> np.ndarray:
@@ -147,7 +207,7 @@ def esd_linear(row: Any, sp: Any) -> Panel:
     title, xl, yl = f"ESD and Marchenko–Pastur: {_name(row)}", "eigenvalue λ", "density"
     ev = sp.evals
     if ev.size < 2 or ev[-1] <= 0:
-        return _empty(title, xl, yl, "no positive eigenvalues")
+        return _empty(title, xl, yl, _note(row, "no positive eigenvalues"))
     has_mp = math.isfinite(row.mp_lambda_plus) and math.isfinite(row.mp_lambda_minus)
     # the bulk range: up to a little past the MP edge (spikes beyond it are marked, not binned, so the
     # bulk's bins are not stretched by one eigenvalue 100x larger)
@@ -168,7 +228,7 @@ def esd_linear(row: Any, sp: Any) -> Panel:
             note = f"{beyond.size} eigenvalue(s) beyond the axis, up to {beyond[-1]:.4g}"
     else:
         note = "no MP fit (mp_fit off or fewer than min_evals eigenvalues)"
-    return Panel(title, xl, yl, tuple(series), note=note)
+    return Panel(title, xl, yl, tuple(series), note=_note(row, note))
 
 
 def log10_histogram(row: Any, sp: Any) -> Panel:
@@ -176,7 +236,7 @@ def log10_histogram(row: Any, sp: Any) -> Panel:
     title, xl, yl = f"log10 λ: {_name(row)}", "log10 λ", "count"
     x = _positive(sp.evals)
     if x.size < 2:
-        return _empty(title, xl, yl, "fewer than 2 positive eigenvalues")
+        return _empty(title, xl, yl, _note(row, "fewer than 2 positive eigenvalues"))
     lx = np.log10(x)
     edges = np.linspace(lx[0], lx[-1] + 1e-12 * max(1.0, abs(lx[-1])), 101 if x.size > 500 else _bins(x.size) + 1)
     series = [Series("hist", edges, np.histogram(lx, edges)[0].astype(np.float64), "log10 λ", "data")]
@@ -185,34 +245,47 @@ def log10_histogram(row: Any, sp: Any) -> Panel:
         if math.isfinite(v) and v > 0:
             series.append(Series("vline", _arr(math.log10(v)), _arr(), label, role))
     zeros = sp.evals.size - x.size
-    return Panel(title, xl, yl, tuple(series), note=f"{zeros} zero eigenvalue(s) not shown" if zeros else "")
+    note = f"{zeros} zero eigenvalue(s) not shown" if zeros else ""
+    return Panel(title, xl, yl, tuple(series), note=_note(row, note))
 
 
 def xmin_scan(row: Any, sp: Any) -> Panel:
-    """KS distance D (left axis) and alpha (right axis) at every candidate x_min; the chosen one marked."""
+    """KS distance D (left axis) and alpha (right axis) at every candidate x_min of the eigenvalues the fit
+    saw (less the top ``num_fingers`` dropped by clip_xmax); the chosen one marked. The thinned curves keep
+    the smallest D, which is the fit's (x_min, D) when x_min was chosen by the KS scan. Empty for a row
+    that was not fitted."""
     title, xl, yl = f"x_min scan: {_name(row)}", "candidate x_min", "KS distance D"
+    if _not_fitted(row):
+        return _empty(title, xl, yl, row.status, xlog=True, ylabel2="alpha")
     x = np.sort(sp.fit_evals[sp.fit_evals > 0])
+    fingers = int(row.num_fingers) if math.isfinite(row.num_fingers) else 0
+    if fingers:
+        x = x[:-fingers]  # clip_xmax refitted without them
     if x.size < 3 or x[0] == x[-1]:
-        return _empty(title, xl, yl, "fewer than 3 eigenvalues to scan", xlog=True)
+        return _empty(title, xl, yl, _note(row, "fewer than 3 eigenvalues to scan"), xlog=True, ylabel2="alpha")
     alphas, Ds = ks_scan(x)
-    c = x[:-1]
     ok = alphas > 1.0
-    cx, cd = _thin(c[ok], Ds[ok])
-    ax_, aa = _thin(c[ok], alphas[ok])
+    c, d, a = x[:-1][ok], Ds[ok], alphas[ok]
+    best = [int(np.argmin(d))] if d.size else []
+    cx, cd = _thin(c, d, keep=best)
+    ax_, aa = _thin(c, a, keep=best)
     series = [Series("line", cx, cd, "D", "data"), Series("line", ax_, aa, "alpha", "fit:right")]
     if math.isfinite(row.xmin):
         series.append(Series("vline", _arr(row.xmin), _arr(), f"chosen x_min = {row.xmin:.3g}", "xmin"))
-    return Panel(title, xl, yl, tuple(series), xlog=True, ylabel2="alpha")
+    note = f"scan without the top {fingers} eigenvalue(s) dropped by clip_xmax" if fingers else ""
+    return Panel(title, xl, yl, tuple(series), xlog=True, ylabel2="alpha", note=_note(row, note))
 
 
 def shuffled_esd(row: Any, sp: Any) -> Panel:
     """The ESD and the ESD of the element-shuffled matrices on shared log bins; traps marked."""
     title, xl, yl = f"ESD and shuffled ESD: {_name(row)}", "eigenvalue λ", "density"
     if sp.rand_evals is None:
-        return _empty(title, xl, yl, "not randomised (run with randomize)", xlog=True, ylog=True)
+        # randomize off, or on but skipped for this row (fewer than min_evals eigenvalues, a failure)
+        why = "not randomised" + ("" if row.status != "ok" else " (run with randomize=True)")
+        return _empty(title, xl, yl, _note(row, why), xlog=True, ylog=True)
     a, b = _positive(sp.evals), _positive(sp.rand_evals)
     if a.size < 2 or b.size < 2:
-        return _empty(title, xl, yl, "fewer than 2 positive eigenvalues", xlog=True, ylog=True)
+        return _empty(title, xl, yl, _note(row, "fewer than 2 positive eigenvalues"), xlog=True, ylog=True)
     lo, hi = min(a[0], b[0]), max(a[-1], b[-1])
     edges = np.geomspace(lo, hi * (1 + 1e-12), _bins(max(a.size, b.size)) + 1)
 
@@ -228,26 +301,30 @@ def shuffled_esd(row: Any, sp: Any) -> Panel:
         if traps.size:
             series.append(Series("points", traps, np.full(traps.size, np.nan), f"{traps.size} trap(s)", "trap"))
     return Panel(title, xl, yl, tuple(series), xlog=True, ylog=True,
-                 note=f"traps at {row.trap_weights}" if row.trap_weights else "")
+                 note=_note(row, f"traps at {row.trap_weights}" if row.trap_weights else ""))
 
 
 def erg_boundary(row: Any, sp: Any) -> Panel:
     """SETOL's ERG condition: Σ ln λ̃ over the top k eigenvalues (mean-normalised) against λ; the tail
     ends where it first drops below 0 (the ERG edge), beside the power law's x_min."""
     title, xl, yl = f"ERG condition: {_name(row)}", "eigenvalue λ (from the largest down)", "Σ ln(λ / mean λ), top k"
-    ev = sp.evals
+    ev = np.asarray(sp.evals, dtype=np.float64)
     if ev.size < 2 or ev[-1] <= 0:
-        return _empty(title, xl, yl, "no positive eigenvalues", xlog=True)
+        return _empty(title, xl, yl, _note(row, "no positive eigenvalues"), xlog=True)
     pos = ev[ev > 0][::-1]
-    running = np.cumsum(np.log(pos) - math.log(float(np.mean(ev))))
-    lx, ly = _thin(pos, running)
+    # as htsr.rmt.setol.erg_tail computes it, so the curve crosses 0 exactly at erg_lambda_min_raw
+    top = float(pos[0])
+    log_mean = math.log(top) + math.log(float(np.sum(ev / top)) / ev.size)
+    running = np.cumsum(np.log(pos) - log_mean)
+    below = np.flatnonzero(running < 0.0)
+    lx, ly = _thin(pos, running, keep=[below[0] - 1, below[0]] if below.size and below[0] > 0 else below[:1])
     series = [Series("line", lx, ly, "running log-sum", "data"), Series("hline", _arr(), _arr(0.0), "", "zero")]
     if math.isfinite(row.erg_lambda_min_raw):
         series.append(Series("vline", _arr(row.erg_lambda_min_raw), _arr(), f"ERG edge ({row.num_erg:.0f} evals)",
                              "erg"))
     if math.isfinite(row.xmin):
         series.append(Series("vline", _arr(row.xmin), _arr(), "x_min", "xmin"))
-    return Panel(title, xl, yl, tuple(series), xlog=True)
+    return Panel(title, xl, yl, tuple(series), xlog=True, note=_note(row))
 
 
 #: the per-layer panels, in the order the report shows them
@@ -279,7 +356,8 @@ def alpha_by_layer(result: Any, color_by: str = "kind", metric: str = "alpha") -
                      tuple(rows[i].name for i in groups[g]))
               for g in order if g in groups]
     if metric == "alpha":
-        series += [Series("hline", _arr(), _arr(2.0), "α = 2", "band"), Series("hline", _arr(), _arr(6.0), "α = 6", "band")]
+        series += [Series("hline", _arr(), _arr(2.0), "α = 2", "band"),
+                   Series("hline", _arr(), _arr(6.0), "α = 6", "band")]
     note = "" if any(s.kind == "points" for s in series) else f"no layer has a finite {metric}"
     return Panel(f"{metric} per layer", "layer (model order)", metric, tuple(series), note=note)
 
@@ -294,7 +372,8 @@ def alpha_distribution(result: Any, metric: str = "alpha") -> Panel:
     edges = np.linspace(lo, hi if hi > lo else lo + 1.0, min(max(v.size // 3, 5), 40) + 1)
     series = [Series("hist", edges, np.histogram(v, edges)[0].astype(np.float64), metric, "data")]
     if metric == "alpha":
-        series += [Series("vline", _arr(2.0), _arr(), "α = 2", "band"), Series("vline", _arr(6.0), _arr(), "α = 6", "band")]
+        series += [Series("vline", _arr(2.0), _arr(), "α = 2", "band"),
+                   Series("vline", _arr(6.0), _arr(), "α = 6", "band")]
     return Panel(title, metric, "layers", tuple(series))
 
 

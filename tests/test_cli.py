@@ -213,6 +213,9 @@ def test_help_mentions_every_option(capsys):
     assert "--out" in text
     for name, spec in htsr.OPTION_SPECS.items():
         flag = "--" + name.replace("_", "-")
+        if name == "keep_spectra":  # no flag: --report sets it (nothing else the CLI writes uses it)
+            assert "--report" in text
+            continue
         if spec.default is True:
             assert "--no-" + name.replace("_", "-") in text, name
         else:
@@ -363,3 +366,29 @@ def test_subprocess_user_error(tmp_path):
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("htsr: error:") and "corrupt.safetensors" in lines[0]
     assert proc.stdout == ""
+
+
+def test_json_prints_one_strict_document_and_quiet_prints_nothing(model, capsys):
+    assert main(["analyze", str(model), "--json"]) == 0
+    out, err = capsys.readouterr()
+    doc = json.loads(out, parse_constant=_no_nan_constants)
+    assert set(doc) == {"source", "options", "summary", "layers"} and err == ""
+    assert [r["name"] for r in doc["layers"]] == [r.name for r in htsr.analyze(model).layers]
+    assert main(["analyze", str(model), "--quiet"]) == 0
+    assert capsys.readouterr() == ("", "")
+    # errors still reach stderr, one line
+    assert main(["analyze", str(model) + ".missing", "--quiet"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "no such file" in err
+
+
+def test_report_writes_one_html_file_with_per_layer_figures(model, tmp_path, capsys):
+    (tmp_path / "rep").mkdir()
+    report = tmp_path / "rep" / "r.html"
+    assert main(["analyze", str(model), "--report", str(report), "--no-progress"]) == 0
+    assert f"wrote {report}" in capsys.readouterr().out
+    html = report.read_text(encoding="utf-8")
+    assert html.lstrip().lower().startswith("<!doctype html")
+    assert sorted(p.name for p in report.parent.iterdir()) == ["r.html"]  # atomic: no temporary left
+    assert main(["analyze", str(model), "--report", str(tmp_path / "no" / "r.html")]) == 2
+    assert "--report" in capsys.readouterr().err

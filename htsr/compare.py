@@ -1,0 +1,723 @@
+"""Several models side by side, and one model against its base layer by layer.
+
+Pure numpy (no plotting, no pandas): the figures are drawn by :mod:`htsr.plot` from
+:func:`htsr.figures.metric_trend`, lazily, only by the command line.
+
+**Comparing models** (:func:`compare`, :func:`compare_results`): every source is analysed with the same
+options; the :class:`Comparison` holds the summary table (one row per model: the layer counts and the
+metric means of :class:`~htsr.results.Summary`), a ranking of the models by one summary metric, and the
+per-layer values of one column side by side for the layer names present in every model (the names
+present in only some are listed with the models that have them).
+
+Direction of a metric (:data:`METRIC_DIRECTIONS`): ``True`` = lower is better (ascending ranking),
+``False`` = higher is better, ``None`` = no agreed reading (the caller must pass ``ascending=``).
+
+* alpha, alpha_weighted, log_alpha_norm, log_norm, log_spectral_norm, bayes_alpha: lower. In HTSR's
+  reading a heavier-tailed ESD (smaller alpha) and smaller norms go with better-trained layers, and the
+  model-level averages of these metrics rank models of one family by test accuracy (Martin, Peng &
+  Mahoney, Nature Communications 2021). alpha < 2 reads as over-trained, which an average can hide.
+* stable_rank, entropy, mp_softrank: lower. They fall during training as correlations build up
+  (Martin & Mahoney, JMLR 2021); a weaker reading than alpha's.
+* rand_js_distance: higher. A larger distance between the ESD and the ESD of the element-shuffled
+  matrices means more structure that shuffling destroys.
+* num_under_trained, num_over_trained, num_uncertain, num_no_power_law, num_failed, num_with_traps: lower.
+* D, sigma, pl_pvalue, erg_delta_lambda_min and the other counts and shares: no direction (fit quality
+  and diagnostics; erg_delta_lambda_min is ideally 0, not small).
+
+**A model against its base** (:func:`layer_distances`): for each row name present in both with the
+same tensor shape — the others are listed as skipped with the reason — the Frobenius norm of the
+difference, the same relative to the base, the Jensen–Shannon distance between the two ESDs (the
+definition of ``rand_js_distance``: :func:`htsr.rmt.traps.js_distance`), the relative change of
+λ_max, and the centred linear CKA of the two weight matrices (:func:`linear_cka`). The two sources are
+read one layer at a time (the second is listed first, lazily; each pair of tensors is loaded, compared
+and dropped), so memory holds two layers, never two models.
+
+CKA orientation: each matrix is oriented N × M (the longer side as rows = examples, transposed when
+needed; both matrices of a pair have the same shape, so they are oriented alike) and the M columns are
+the features, so only M × M products are formed. A pooled conv layer's k kernel-position matrices are
+stacked along the examples, (k·N) × M: one CKA per layer, its features shared by every position, whose
+Gram matrix XᵀX = Σᵢ WᵢᵀWᵢ is the sum of the positions' Gram matrices. For a depthwise conv (M = 1)
+this is the squared correlation of the two kernels' weights.
+
+Chance level of CKA: for two independent n × p Gaussian matrices (rows = examples) E‖YᵀX‖²_F ≈ n·p², and
+‖XᵀX‖²_F ≈ n·p·(n + p), so CKA ≈ p / (n + p) — about M/(N + M) for a layer (at most ½ with the longer
+side as examples), not 0. :attr:`LayerDistance.cka_chance` gives that baseline (with k·N examples for a
+pooled conv) so a value can be read against it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import HtsrError, OptionError
+from .options import Options
+from .results import (
+    SUMMARY_METRICS,
+    AnalysisResult,
+    LayerResult,
+    Summary,
+    _json_safe,
+    atomic_write,
+)
+
+__all__ = [
+    "METRIC_DIRECTIONS",
+    "TREND_METRICS",
+    "Comparison",
+    "LayerDistance",
+    "RankEntry",
+    "add_compare_parser",
+    "compare",
+    "compare_results",
+    "distances_csv_text",
+    "format_comparison",
+    "format_distances",
+    "layer_distances",
+    "linear_cka",
+    "run_compare",
+    "spearman",
+]
+
+NAN = float("nan")
+
+#: True: lower is better (ranked ascending); False: higher is better; None: no agreed reading
+METRIC_DIRECTIONS: dict[str, bool | None] = {
+    # HTSR's alpha-like metrics: heavier tails and smaller norms read as better trained
+    "alpha": True,
+    "alpha_weighted": True,
+    "log_alpha_norm": True,
+    "log_norm": True,
+    "log_spectral_norm": True,
+    "bayes_alpha": True,
+    # fall during training as correlations build up (weaker reading)
+    "stable_rank": True,
+    "entropy": True,
+    "mp_softrank": True,
+    # more structure destroyed by shuffling
+    "rand_js_distance": False,
+    # problem counts
+    "num_under_trained": True,
+    "num_over_trained": True,
+    "num_uncertain": True,
+    "num_no_power_law": True,
+    "num_failed": True,
+    "num_with_traps": True,
+    # fit quality and diagnostics: no direction
+    "D": None,
+    "sigma": None,
+    "pl_pvalue": None,
+    "erg_delta_lambda_min": None,
+}
+
+#: summary metrics drawn by ``htsr compare --figure`` (the ranking metric is added when it is not one)
+TREND_METRICS = ("alpha", "alpha_weighted", "log_alpha_norm", "log_spectral_norm", "stable_rank", "entropy")
+
+#: summary columns shown by :func:`format_comparison` (every column is in the JSON)
+SHOWN_SUMMARY = ("num_layers", "num_fitted", "num_failed", "num_under_trained", "num_over_trained", "alpha",
+                 "alpha_weighted", "log_alpha_norm", "log_norm", "log_spectral_norm", "stable_rank", "entropy",
+                 "mp_softrank")
+
+
+def direction_word(ascending: bool | None) -> str:
+    return {True: "lower is better", False: "higher is better", None: "no direction"}[ascending]
+
+
+@dataclass(frozen=True)
+class RankEntry:
+    rank: int  # 1 = best in the metric's reading (ties share the smaller rank; NaN ranks last)
+    label: str
+    value: float
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Models side by side (see the module docstring). Rows of ``summary`` and ``layer_values`` follow
+    ``labels``."""
+
+    labels: tuple[str, ...]
+    results: tuple[AnalysisResult, ...]
+    metric: str  # the ranking metric: a column of the summary table
+    ascending: bool  # the direction used (True: lower first)
+    direction_from: str  # 'default' (METRIC_DIRECTIONS) or 'user'
+    summary_columns: tuple[str, ...]
+    summary: tuple[tuple[float, ...], ...]  # one row per model, in summary_columns order
+    ranking: tuple[RankEntry, ...]  # best first
+    layer_metric: str  # the per-layer column shown side by side
+    common_layers: tuple[str, ...]  # row names present in every model (the first model's order)
+    layer_values: tuple[tuple[float, ...], ...]  # per common layer, one value per model
+    layer_kinds: tuple[str, ...]  # per common layer (the first model's)
+    layer_shapes: tuple[tuple[str, ...], ...]  # per common layer, one tensor shape per model
+    partial_layers: tuple[tuple[str, tuple[str, ...]], ...] = field(default=())  # (name, labels that have it)
+    # per model, the mean of layer_metric over the common layers where it is finite in every model: the same
+    # layers for every model, unlike the summary means (which average each model's own fitted layers)
+    common_means: tuple[float, ...] = field(default=())
+    num_common_finite: int = 0
+
+    def summary_value(self, label: str, column: str) -> float:
+        return self.summary[self.labels.index(label)][self.summary_columns.index(column)]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (NaN and inf as None)."""
+        doc = {
+            "labels": list(self.labels),
+            "sources": [r.source for r in self.results],
+            "options": _options_of(self.results),
+            "metric": self.metric,
+            "ascending": self.ascending,
+            "direction": direction_word(self.ascending),
+            "direction_from": self.direction_from,
+            "summary": [{"label": lab, **dict(zip(self.summary_columns, row))}
+                        for lab, row in zip(self.labels, self.summary)],
+            "ranking": [{"rank": e.rank, "label": e.label, "value": e.value} for e in self.ranking],
+            "layer_metric": self.layer_metric,
+            "layers": [{"name": n, "kind": k, "shapes": dict(zip(self.labels, s)),
+                        "values": dict(zip(self.labels, v))}
+                       for n, k, s, v in zip(self.common_layers, self.layer_kinds, self.layer_shapes,
+                                             self.layer_values)],
+            "partial_layers": [{"name": n, "present_in": list(h)} for n, h in self.partial_layers],
+            "common_layer_means": {"layer_metric": self.layer_metric, "num_layers": self.num_common_finite,
+                                   "values": dict(zip(self.labels, self.common_means))},
+        }
+        return _json_safe(_plain(doc))
+
+    def json_text(self) -> str:
+        return json.dumps(self.as_dict(), indent=2, allow_nan=False) + "\n"
+
+    def csv_text(self) -> str:
+        """The per-layer side-by-side table: name, kind, shape, then one column per model
+        (``<layer_metric>:<label>``); NaN as an empty field."""
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["name", "kind", "shape", *(f"{self.layer_metric}:{lab}" for lab in self.labels)])
+        for n, k, s, v in zip(self.common_layers, self.layer_kinds, self.layer_shapes, self.layer_values):
+            w.writerow([n, k, _shape_text(s), *(repr(x) if math.isfinite(x) else "" for x in v)])
+        return buf.getvalue()
+
+    def to_csv(self, path: str | os.PathLike) -> None:
+        """Write the per-layer side-by-side table, atomically."""
+        atomic_write(path, self.csv_text())
+
+    def to_json(self, path: str | os.PathLike) -> None:
+        atomic_write(path, self.json_text())
+
+
+def _options_of(results: Sequence[AnalysisResult]) -> Any:
+    """The options the models were analysed with: one dict when they agree, else one per model."""
+    opts = [r.options for r in results]
+    return opts[0] if opts and all(o == opts[0] for o in opts) else opts
+
+
+def _plain(v: Any) -> Any:
+    """numpy scalars to Python numbers, recursively (json cannot write numpy types)."""
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _shape_text(shapes: Sequence[str]) -> str:
+    return shapes[0] if len(set(shapes)) == 1 else " | ".join(shapes)
+
+
+def _default_labels(sources: Sequence[Any]) -> list[str]:
+    """Paths by their stem (the parent folder added when stems collide); anything else as 'model<i>'."""
+    def path_of(s: Any) -> Path | None:
+        if isinstance(s, AnalysisResult):
+            s = s.source
+            return Path(s) if s and not s.startswith("<") and " - base " not in s else None
+        return Path(s) if isinstance(s, (str, os.PathLike)) else None
+
+    paths = [path_of(s) for s in sources]
+    labels = [p.stem if p is not None and p.stem else f"model{i + 1}" for i, p in enumerate(paths)]
+    if len(set(labels)) < len(labels):
+        labels = [f"{p.parent.name}/{p.stem}" if p is not None and p.parent.name else lab
+                  for lab, p in zip(labels, paths)]
+    if len(set(labels)) < len(labels):
+        labels = [f"{lab}#{i + 1}" for i, lab in enumerate(labels)]
+    return labels
+
+
+def _check_labels(labels: Sequence[str] | None, items: Sequence[Any]) -> tuple[str, ...]:
+    if labels is None:
+        return tuple(_default_labels(items))
+    labels = tuple(str(x) for x in labels)
+    if len(labels) != len(items):
+        raise OptionError(f"labels: {len(labels)} given for {len(items)} models")
+    if any(not x for x in labels) or len(set(labels)) != len(labels):
+        raise OptionError(f"labels must be distinct and non-empty, got {list(labels)}")
+    return labels
+
+
+def _direction(metric: str, ascending: bool | None) -> tuple[bool, str]:
+    if ascending is not None:
+        if not isinstance(ascending, bool):
+            raise OptionError(f"ascending must be True, False or None, got {ascending!r}")
+        return ascending, "user"
+    d = METRIC_DIRECTIONS.get(metric)
+    if d is None:
+        raise OptionError(f"metric {metric!r} has no agreed direction (better when lower or higher): pass "
+                          f"ascending=True (lower first) or ascending=False (--ascending / --descending)")
+    return d, "default"
+
+
+def summary_columns() -> tuple[str, ...]:
+    """The columns of the summary table: every number of :meth:`Summary.as_dict` (counts, shares, means)."""
+    return tuple(k for k, v in Summary.of([]).as_dict().items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _check_metric(metric: str, ascending: bool | None) -> tuple[bool, str]:
+    if metric not in summary_columns():
+        raise OptionError(f"metric {metric!r} is not a summary column; the summary metrics are "
+                          f"{', '.join(SUMMARY_METRICS)} (and the layer counts: see Summary)")
+    return _direction(metric, ascending)
+
+
+def _rank(labels: Sequence[str], values: Sequence[float], ascending: bool) -> tuple[RankEntry, ...]:
+    """Best first; NaN last; ties share the smaller rank (1, 1, 3)."""
+    key = [(not math.isfinite(v), (v if ascending else -v) if math.isfinite(v) else 0.0, i)
+           for i, v in enumerate(values)]
+    out, prev, prev_rank = [], None, 0
+    for pos, (nan, k, i) in enumerate(sorted(key)):
+        rank = prev_rank if (not nan and prev == k) else pos + 1
+        out.append(RankEntry(rank, labels[i], float(values[i])))
+        prev, prev_rank = (None if nan else k), rank
+    return tuple(out)
+
+
+def compare_results(results: Sequence[AnalysisResult], labels: Sequence[str] | None = None, metric: str = "alpha",
+                    ascending: bool | None = None, layer_metric: str | None = None) -> Comparison:
+    """Compare results already computed (see :func:`compare`)."""
+    results = tuple(results)
+    if len(results) < 2:
+        raise OptionError(f"compare needs at least two models, got {len(results)}")
+    if not all(isinstance(r, AnalysisResult) for r in results):
+        raise OptionError("compare_results takes AnalysisResult objects; use compare() for sources")
+    labels = _check_labels(labels, results)
+    summaries = [r.summary.as_dict() for r in results]
+    columns = summary_columns()
+    asc, source = _check_metric(metric, ascending)
+    rows = tuple(tuple(float(s[c]) for c in columns) for s in summaries)
+    j = columns.index(metric)
+    ranking = _rank(labels, [row[j] for row in rows], asc)
+
+    if layer_metric is None:
+        layer_metric = metric if metric in LayerResult.__dataclass_fields__ else "alpha"
+    fld = LayerResult.__dataclass_fields__.get(layer_metric)
+    if fld is None or fld.type not in ("float", float):
+        raise OptionError(f"layer_metric {layer_metric!r} is not a numeric per-layer column")
+    by_name: list[dict[str, LayerResult]] = []
+    for r in results:
+        d: dict[str, LayerResult] = {}
+        for row in r.layers:
+            d.setdefault(row.name, row)  # a name appears once per model; the first wins otherwise
+        by_name.append(d)
+    common = tuple(n for n in by_name[0] if all(n in d for d in by_name[1:]))
+    values = tuple(tuple(float(getattr(d[n], layer_metric)) for d in by_name) for n in common)
+    finite = [v for v in values if all(math.isfinite(x) for x in v)]
+    means = tuple(math.fsum(v[i] for v in finite) / len(finite) if finite else NAN for i in range(len(results)))
+    order: dict[str, None] = {}
+    for d in by_name:
+        order.update(dict.fromkeys(d))
+    partial = tuple((n, tuple(lab for lab, d in zip(labels, by_name) if n in d))
+                    for n in order if n not in set(common))
+    return Comparison(
+        labels=labels, results=results, metric=metric, ascending=asc, direction_from=source,
+        summary_columns=columns, summary=rows, ranking=ranking, layer_metric=layer_metric,
+        common_layers=common,
+        layer_values=values,
+        layer_kinds=tuple(by_name[0][n].kind for n in common),
+        layer_shapes=tuple(tuple(d[n].shape for d in by_name) for n in common),
+        partial_layers=partial,
+        common_means=means,
+        num_common_finite=len(finite),
+    )
+
+
+def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric: str = "alpha",
+            ascending: bool | None = None, layer_metric: str | None = None, **options: Any) -> Comparison:
+    """Analyse each source with the same ``options`` and compare them.
+
+    ``sources``: paths or in-memory models (anything :func:`htsr.analyze` accepts); an
+    :class:`~htsr.results.AnalysisResult` is taken as is (it keeps the options it was computed with).
+    ``labels``: one distinct name per source (default: the file stems, else ``model1``, ``model2``, …).
+    ``metric``: the summary column that ranks the models; its direction comes from
+    :data:`METRIC_DIRECTIONS` unless ``ascending`` is given (True: lower values first).
+    ``layer_metric``: the per-layer column shown side by side (default: ``metric`` when it is a per-layer
+    column, else alpha).
+
+    The options are validated before any model is read; the models are analysed one after the other.
+    """
+    from .analyze import analyze
+
+    sources = list(sources)
+    Options.create(**options)
+    labels = _check_labels(labels, sources)  # before the (slow) analyses
+    if len(sources) < 2:
+        raise OptionError(f"compare needs at least two models, got {len(sources)}")
+    _check_metric(metric, ascending)  # fail before the analyses
+    results = [s if isinstance(s, AnalysisResult) else analyze(s, **options) for s in sources]
+    return compare_results(results, labels, metric, ascending, layer_metric)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if v == int(v) and abs(v) < 1e9:
+            return str(int(v))
+        return f"{v:.4g}"
+    return str(v) if v != "" else "-"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], text_columns: int = 1) -> str:
+    """Aligned plain text: the first ``text_columns`` columns left-aligned, the others right-aligned."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if i < text_columns else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([line(header), *(line(r) for r in rows)])
+
+
+def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layers: bool = True) -> str:
+    """The comparison as aligned plain text: the summary table (one row per model), the ranking and,
+    with ``layers``, the per-layer values side by side."""
+    cols = [x for x in (SHOWN_SUMMARY if columns is None else columns) if x in c.summary_columns]
+    if c.metric not in cols:
+        cols.append(c.metric)
+    idx = [c.summary_columns.index(x) for x in cols]
+    rank_of = {e.label: e.rank for e in c.ranking}
+    parts = [
+        "summary (counts; metric means over the layers where they are finite):",
+        _table(["model", *cols, "rank"],
+               [[lab, *(_fmt(row[i]) for i in idx), str(rank_of[lab])] for lab, row in zip(c.labels, c.summary)]),
+        "",
+        f"ranking by mean {c.metric} ({direction_word(c.ascending)}"
+        f"{', as given' if c.direction_from == 'user' else ''}; 1 = best): "
+        + "  ".join(f"{e.rank}. {e.label} ({_fmt(e.value)})" for e in c.ranking),
+    ]
+    if c.common_layers:
+        parts.append(f"mean {c.layer_metric} over the {c.num_common_finite} layers present in every model where it is "
+                     f"finite in each (the same layers for all): "
+                     + "  ".join(f"{lab} {_fmt(v)}" for lab, v in zip(c.labels, c.common_means)))
+    if layers:
+        parts += ["", f"{c.layer_metric} per layer, {len(c.common_layers)} layers present in every model:"]
+        if c.common_layers:
+            parts.append(_table(["name", "kind", "shape", *c.labels],
+                                [[n, k, _shape_text(s), *(_fmt(x) for x in v)]
+                                 for n, k, s, v in zip(c.common_layers, c.layer_kinds, c.layer_shapes,
+                                                       c.layer_values)], text_columns=3))
+    if c.partial_layers:
+        parts += ["", f"{len(c.partial_layers)} layers present in only some models:"]
+        parts += [f"  {n}: {', '.join(h)}" for n, h in c.partial_layers]
+    return "\n".join(parts)
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties) over the pairs where both are finite; NaN
+    with fewer than two pairs or a constant side."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if x.size < 2:
+        return NAN
+    rx, ry = _average_ranks(x), _average_ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    den = math.sqrt(float(rx @ rx) * float(ry @ ry))
+    return float(rx @ ry) / den if den > 0 else NAN
+
+
+def _average_ranks(v: np.ndarray) -> np.ndarray:
+    order = np.argsort(v, kind="stable")
+    ranks = np.empty(v.size)
+    ranks[order] = np.arange(1, v.size + 1, dtype=np.float64)
+    for u in np.unique(v):
+        tie = v == u
+        if tie.sum() > 1:
+            ranks[tie] = ranks[tie].mean()
+    return ranks
+
+
+# ----------------------------------------------------------------------------------------------------------
+# a model against its base, layer by layer
+
+
+def linear_cka(X: np.ndarray, Y: np.ndarray) -> float:
+    """Centred linear CKA between X (n × p) and Y (n × q), rows = examples.
+
+    Columns are centred; CKA = ‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F). Only min(n, p, q)-sided products are formed:
+    with n ≥ the feature counts the feature-side products above, otherwise the n × n kernels
+    (‖YᵀX‖²_F = ⟨XXᵀ, YYᵀ⟩_F and ‖XᵀX‖_F = ‖XXᵀ‖_F). NaN when a side has no variance.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
+        raise ValueError(f"expected two matrices with the same number of rows, got {X.shape} and {Y.shape}")
+    X = X - X.mean(axis=0)
+    Y = Y - Y.mean(axis=0)
+    n, p, q = X.shape[0], X.shape[1], Y.shape[1]
+    if n * n <= p * q + p * p + q * q:
+        Kx, Ky = X @ X.T, Y @ Y.T
+        num = float(np.vdot(Kx, Ky))
+        den = float(np.linalg.norm(Kx)) * float(np.linalg.norm(Ky))
+    else:
+        num = float(np.linalg.norm(Y.T @ X)) ** 2
+        den = float(np.linalg.norm(X.T @ X)) * float(np.linalg.norm(Y.T @ Y))
+    if not den > 0 or not math.isfinite(den):
+        return NAN
+    return min(1.0, max(0.0, num / den))
+
+
+@dataclass(frozen=True)
+class LayerDistance:
+    """One row name of the model against the same row of the base (``status`` 'ok', 'skipped: …' or
+    'failed: …'; the numbers are NaN unless 'ok')."""
+
+    name: str
+    kind: str
+    shape: str  # the model's tensor shape ('' when only in the base)
+    N: int
+    M: int
+    num_matrices: int
+    status: str
+    frobenius: float = NAN  # ‖W_a − W_b‖_F over the layer's matrices
+    relative_frobenius: float = NAN  # ‖W_a − W_b‖_F / ‖W_b‖_F
+    js_distance: float = NAN  # Jensen–Shannon distance (base 2) between the two ESDs, as rand_js_distance
+    lambda_max: float = NAN  # the model's largest eigenvalue (units of the ESD: scaled as in analyze)
+    lambda_max_base: float = NAN
+    lambda_max_change: float = NAN  # (λ_max − λ_max,base) / λ_max,base
+    cka: float = NAN  # centred linear CKA, oriented and pooled as in the module docstring
+    cka_chance: float = NAN  # ≈ M / (k·N + M): CKA of two independent Gaussian matrices of this shape
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
+
+DISTANCE_COLUMNS = tuple(LayerDistance.__dataclass_fields__)
+
+
+def _stacked(mats: Sequence[np.ndarray]) -> np.ndarray:
+    """The layer's matrices oriented N × M (the longer side as rows) and stacked along the rows."""
+    return np.concatenate([np.asarray(W).T if W.shape[0] < W.shape[1] else np.asarray(W) for W in mats], axis=0)
+
+
+def _distance_row(la, lb, opts: Options) -> LayerDistance:
+    from .rmt.traps import js_distance
+    from .spectra import esd
+
+    base = dict(name=la.name, kind=la.kind, shape="x".join(map(str, la.tensor_shape)), N=la.N, M=la.M,
+                num_matrices=la.num_matrices)
+    if opts.max_evals is not None and la.num_evals > opts.max_evals:
+        return LayerDistance(**base, status=f"skipped: {la.num_evals} eigenvalues > max_evals={opts.max_evals}")
+    try:
+        A = [np.asarray(W) for W in la.load()]
+        B = [np.asarray(W) for W in lb.load()]
+        for W in (*A, *B):
+            if not math.isfinite(float(np.sum(W, dtype=np.float64))):
+                return LayerDistance(**base, status="failed: NaN or Inf in the weights")
+        diff2 = math.fsum(float(np.linalg.norm(np.subtract(a, b, dtype=np.float64))) ** 2 for a, b in zip(A, B))
+        base2 = math.fsum(float(np.linalg.norm(np.asarray(b, dtype=np.float64))) ** 2 for b in B)
+        frob = math.sqrt(diff2)
+        scale = la.scale / la.N if opts.normalize == "N" else la.scale
+        sa = esd(A, opts.precision, opts.refine_fraction, scale)
+        sb = esd(B, opts.precision, opts.refine_fraction, scale)
+        cka = linear_cka(_stacked(A), _stacked(B))
+        del A, B
+    except HtsrError as e:
+        return LayerDistance(**base, status=f"failed: {e}")
+    except Exception as e:  # one bad layer never stops the run
+        return LayerDistance(**base, status=f"failed: {e.__class__.__name__}: {e}")
+    la_max, lb_max = float(sa.evals[-1]), float(sb.evals[-1])
+    k_n = la.num_matrices * la.N
+    return LayerDistance(
+        **base, status="ok", frobenius=frob, relative_frobenius=frob / math.sqrt(base2) if base2 > 0 else NAN,
+        js_distance=js_distance(sa.evals, sb.evals, sa.floor, sb.floor),
+        lambda_max=la_max, lambda_max_base=lb_max,
+        lambda_max_change=(la_max - lb_max) / lb_max if lb_max > 0 else NAN,
+        cka=cka, cka_chance=la.M / (k_n + la.M))
+
+
+def layer_distances(a: Any, b: Any, **options: Any) -> list[LayerDistance]:
+    """Model ``a`` against base ``b``, row by row (see the module docstring).
+
+    ``options``: the analysis options that select and shape the rows (layers, kinds, conv,
+    ww_conv_scale, precision, refine_fraction, normalize, max_evals); ``base`` is refused (the pair is
+    ``a`` and ``b``). Rows follow ``a``'s order, then the base-only rows.
+    """
+    from .analyze import iter_layers
+
+    opts = Options.create(**options)
+    if opts.base is not None:
+        raise OptionError("layer_distances compares its two sources; the base option does not apply")
+    _, _, it_b = iter_layers(b, opts)
+    base_rows = {}
+    for lm in it_b:  # lazy: names and shapes only, no tensor data
+        base_rows.setdefault(lm.name, lm)
+    _, _, it_a = iter_layers(a, opts)
+    out, seen = [], set()
+    for la in it_a:
+        if la.name in seen:
+            continue
+        seen.add(la.name)
+        lb = base_rows.get(la.name)
+        info = dict(name=la.name, kind=la.kind, shape="x".join(map(str, la.tensor_shape)), N=la.N, M=la.M,
+                    num_matrices=la.num_matrices)
+        if lb is None:
+            out.append(LayerDistance(**info, status="skipped: only in the model (the base has no row of this name)"))
+        elif (la.rows, la.cols, la.num_matrices) != (lb.rows, lb.cols, lb.num_matrices):
+            out.append(LayerDistance(**info, status=f"skipped: shape {info['shape']} differs from the base's "
+                                                    f"{'x'.join(map(str, lb.tensor_shape))}"))
+        else:
+            out.append(_distance_row(la, lb, opts))
+    for name, lb in base_rows.items():
+        if name not in seen:
+            out.append(LayerDistance(name, lb.kind, "", lb.N, lb.M, lb.num_matrices,
+                                     "skipped: only in the base (the model has no row of this name)"))
+    return out
+
+
+DISTANCE_TABLE = ("name", "kind", "shape", "frobenius", "relative_frobenius", "js_distance", "lambda_max_change",
+                  "cka", "cka_chance", "status")
+
+
+def format_distances(distances: Sequence[LayerDistance], columns: Sequence[str] = DISTANCE_TABLE) -> str:
+    """The per-layer distances as aligned plain text, and one line of totals."""
+    text = [c for c in columns if c in ("name", "kind", "shape", "status")]
+    columns = [*text[:3], *(c for c in columns if c not in text), *text[3:]]
+    rows = [[_fmt(getattr(d, c)) for c in columns] for d in distances]
+    out = _table(columns, rows, text_columns=len([c for c in columns if c in ("name", "kind", "shape")]))
+    ok = [d for d in distances if d.status == "ok"]
+    skipped = sum(d.status.startswith("skipped") for d in distances)
+    failed = sum(d.status.startswith("failed") for d in distances)
+    line = f"{len(ok)} layers compared, {skipped} skipped, {failed} failed"
+    if ok:
+        def med(attr: str) -> float:
+            v = [getattr(d, attr) for d in ok if math.isfinite(getattr(d, attr))]
+            return float(np.median(v)) if v else NAN
+        line += (f"; medians: relative_frobenius {_fmt(med('relative_frobenius'))}  js_distance "
+                 f"{_fmt(med('js_distance'))}  cka {_fmt(med('cka'))} (chance {_fmt(med('cka_chance'))})")
+    return out + "\n" + line
+
+
+def distances_csv_text(distances: Iterable[LayerDistance]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(DISTANCE_COLUMNS)
+    for d in distances:
+        w.writerow([("" if not math.isfinite(v) else repr(v)) if isinstance(v, float) else v
+                    for v in (getattr(d, c) for c in DISTANCE_COLUMNS)])
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# command line: `htsr compare` (wired into htsr.cli.build_parser and htsr.cli.main)
+
+
+def _labels_arg(v: str) -> list[str]:
+    return [x.strip() for x in v.split(",")]
+
+
+def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``compare`` subcommand to ``htsr``'s subparsers and return its parser."""
+    from .cli import add_option_flags
+
+    p = subparsers.add_parser(
+        "compare",
+        help="compare several models (summary table, ranking, per-layer alpha side by side)",
+        description="Analyse each model with the same options and compare them: summary table, a ranking by "
+                    "one summary metric, and per-layer values side by side for the layers present in every "
+                    "model. With --base-distances and two models, also how far the first is from the second, "
+                    "layer by layer (Frobenius, ESD Jensen-Shannon distance, lambda_max change, linear CKA).",
+    )
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="two or more models (any format htsr analyze reads)")
+    p.add_argument("--labels", type=_labels_arg, metavar="A,B,...",
+                   help="one distinct name per model, comma-separated (default: the file names)")
+    p.add_argument("--metric", default="alpha", metavar="NAME",
+                   help="summary metric that ranks the models (default: alpha; e.g. alpha_weighted, log_norm, "
+                        "log_spectral_norm, stable_rank, rand_js_distance)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--ascending", dest="ascending", action="store_const", const=True, default=None,
+                   help="rank lower values first (default: the metric's HTSR reading; alpha-like metrics: lower is "
+                        "better)")
+    g.add_argument("--descending", dest="ascending", action="store_const", const=False,
+                   help="rank higher values first")
+    p.add_argument("--base-distances", action="store_true",
+                   help="with exactly two models: distances of the first from the second, layer by layer")
+    p.add_argument("--out", metavar="DIR", type=Path,
+                   help="write comparison.csv (per-layer side by side) and comparison.json (and distances.csv "
+                        "with --base-distances) into DIR (created if needed; atomic writes)")
+    p.add_argument("--figure", metavar="PATH", type=Path,
+                   help="draw the summary metrics across the models into this image (needs matplotlib)")
+    p.add_argument("--json", action="store_true",
+                   help="print the comparison (and the distances) as one JSON document instead of the tables")
+    add_option_flags(p)
+    return p
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """Run ``htsr compare`` from parsed arguments; raises HtsrError on bad input (main prints it)."""
+    from .cli import options_from_args
+
+    options = options_from_args(args)
+    if len(args.sources) < 2:
+        raise OptionError(f"compare needs at least two models, got {len(args.sources)}")
+    if args.base_distances and len(args.sources) != 2:
+        raise OptionError(f"--base-distances needs exactly two models (the model, then its base), "
+                          f"got {len(args.sources)}")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise HtsrError(f"--out {args.out}: exists and is not a folder")
+    if args.figure is not None and (args.figure.is_dir() or not args.figure.parent.is_dir()):
+        raise HtsrError(f"--figure {args.figure}: needs a file path in an existing folder")
+    c = compare(args.sources, args.labels, args.metric, args.ascending, **options)
+    distances = None
+    if args.base_distances:
+        keep = {k: v for k, v in options.items() if k not in ("base", "progress")}
+        distances = layer_distances(args.sources[0], args.sources[1], **keep)
+
+    say = (lambda *a: None) if args.quiet else print
+    if args.json:
+        doc = c.as_dict()
+        if distances is not None:
+            doc["distances"] = _json_safe([d.as_dict() for d in distances])
+        print(json.dumps(doc, indent=2, allow_nan=False))
+        say = (lambda *a: print(*a, file=sys.stderr)) if not args.quiet else say
+    else:
+        say(format_comparison(c))
+        if distances is not None:
+            say()
+            say(f"distances of {c.labels[0]} from {c.labels[1]}, layer by layer:")
+            say(format_distances(distances))
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        c.to_csv(args.out / "comparison.csv")
+        c.to_json(args.out / "comparison.json")
+        written = [args.out / "comparison.csv", args.out / "comparison.json"]
+        if distances is not None:
+            atomic_write(args.out / "distances.csv", distances_csv_text(distances))
+            written.append(args.out / "distances.csv")
+        say("wrote " + ", ".join(map(str, written)))
+    if args.figure is not None:
+        from . import figures
+        from .plot import save_panels
+
+        metrics = TREND_METRICS + ((c.metric,) if c.metric not in TREND_METRICS else ())
+        save_panels(figures.metric_trend(c.results, c.labels, metrics), args.figure)
+        say(f"wrote {args.figure}")
+    return 0

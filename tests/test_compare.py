@@ -1,0 +1,373 @@
+"""htsr.compare: models side by side (summary, ranking, per-layer values), a model against its base layer by
+layer (Frobenius, ESD Jensen-Shannon distance, CKA), and ``htsr compare``.
+
+Known answers for CKA: 1 for a matrix and itself, invariant to W -> c·W·Q (Q orthogonal on the features),
+p/(n + p) for two independent Gaussian matrices, and the brute-force formula with an explicit centring
+matrix. Models are small in-memory mappings or .npz files under ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import types
+
+import numpy as np
+import pytest
+from conftest import matrix_with_singular_values
+
+from htsr.cli import main
+from htsr.compare import (
+    METRIC_DIRECTIONS,
+    TREND_METRICS,
+    Comparison,
+    compare,
+    compare_results,
+    format_comparison,
+    format_distances,
+    layer_distances,
+    linear_cka,
+    spearman,
+)
+from htsr.errors import OptionError
+from htsr.results import SUMMARY_METRICS, atomic_write  # noqa: F401  (atomic_write: used by to_csv)
+
+
+def _strict_json(text: str):
+    def refuse(c):
+        raise ValueError(f"non-strict JSON constant {c}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _brute_cka(X: np.ndarray, Y: np.ndarray) -> float:
+    """HSIC form with the explicit centring matrix H = I − 11ᵀ/n: tr(KHLH) / √(tr(KHKH)·tr(LHLH))."""
+    n = X.shape[0]
+    H = np.eye(n) - np.ones((n, n)) / n
+    K, L = X @ X.T, Y @ Y.T
+    KH, LH = K @ H, L @ H
+    return float(np.trace(KH @ LH) / np.sqrt(np.trace(KH @ KH) * np.trace(LH @ LH)))
+
+
+def _orthogonal(p: int, seed: int) -> np.ndarray:
+    Q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((p, p)))
+    return Q
+
+
+# ---------------------------------------------------------------------------------------------- CKA
+
+
+@pytest.mark.parametrize("shape", [(40, 7), (7, 40), (30, 30)])
+def test_cka_of_a_matrix_with_itself_is_one(shape):
+    W = np.random.default_rng(1).standard_normal(shape) + 3.0  # an offset: the centring must remove it
+    assert linear_cka(W, W) == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(50, 12), (12, 50)])  # feature-side and kernel-side (n x n) forms
+def test_cka_invariant_to_orthogonal_transform_and_isotropic_scaling(shape):
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal(shape)
+    Y = X + 0.7 * rng.standard_normal(shape)
+    ref = linear_cka(X, Y)
+    assert 0.2 < ref < 0.99
+    Q = _orthogonal(shape[1], 3)
+    assert linear_cka(3.7 * X @ Q, Y) == pytest.approx(ref, abs=1e-12)
+    assert linear_cka(X, 0.01 * Y @ _orthogonal(shape[1], 4)) == pytest.approx(ref, abs=1e-12)
+    # also a mean added to every example (a column offset) changes nothing: the columns are centred
+    assert linear_cka(X + rng.standard_normal(shape[1]), Y) == pytest.approx(ref, abs=1e-12)
+
+
+@pytest.mark.parametrize("n,p,q", [(9, 4, 4), (6, 11, 3), (5, 5, 8), (20, 3, 17)])
+def test_cka_matches_brute_force_with_centring_matrix(n, p, q):
+    rng = np.random.default_rng(n * 100 + p)
+    X = rng.standard_normal((n, p)) + 1.5
+    Y = X[:, :1] * rng.standard_normal((1, q)) + rng.standard_normal((n, q))
+    assert linear_cka(X, Y) == pytest.approx(_brute_cka(X, Y), abs=1e-10)
+
+
+def test_cka_of_independent_gaussians_is_at_chance_level():
+    """For independent n x p Gaussian X, Y: E‖YᵀX‖² ≈ n·p², ‖XᵀX‖² ≈ n·p·(n + p), so CKA ≈ p/(n + p)
+    (0.0244 for 2000 x 50; seed spread ≈ 0.0007) — small only because n ≫ p."""
+    rng = np.random.default_rng(5)
+    n, p = 2000, 50
+    chance = p / (n + p)
+    vals = [linear_cka(rng.standard_normal((n, p)), rng.standard_normal((n, p))) for _ in range(3)]
+    for v in vals:
+        assert abs(v - chance) < 0.2 * chance  # 7 standard deviations
+        assert v < 0.05
+
+
+def test_cka_without_variance_is_nan_and_shapes_are_checked():
+    X = np.random.default_rng(0).standard_normal((10, 3))
+    assert math.isnan(linear_cka(np.ones((10, 3)), X))
+    with pytest.raises(ValueError):
+        linear_cka(X, X[:5])
+
+
+def test_spearman_known_answers():
+    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486832980505138)  # scipy.stats.spearmanr
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+    assert spearman([1, float("nan"), 3], [1, 5, 2]) == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+def _powerlaw_model(alpha: float, seed: int, extra: dict | None = None) -> dict[str, np.ndarray]:
+    """Three 120 x 60 layers whose ESD is exactly λ_i = i^(−1/(α−1)) (rank-size law of a Pareto tail of
+    density exponent α): heavy-tailedness ordered by construction."""
+    s = np.arange(1, 61, dtype=np.float64) ** (-0.5 / (alpha - 1.0))
+    m = {f"enc.l{i}.weight": matrix_with_singular_values(s, 120, 60, seed=seed + i) for i in range(3)}
+    m.update(extra or {})
+    return m
+
+
+@pytest.fixture(scope="module")
+def three_models():
+    # given out of order: the ranking must come from alpha, not from the order
+    return compare([_powerlaw_model(3.0, 10), _powerlaw_model(2.0, 20), _powerlaw_model(5.0, 30)],
+                   labels=["mid", "heavy", "light"], tails=False, workers=1)
+
+
+def test_ranking_by_alpha_follows_the_construction(three_models):
+    c = three_models
+    assert isinstance(c, Comparison)
+    assert c.metric == "alpha" and c.ascending is True and c.direction_from == "default"
+    assert [e.label for e in c.ranking] == ["heavy", "mid", "light"]
+    assert [e.rank for e in c.ranking] == [1, 2, 3]
+    alphas = {lab: c.summary_value(lab, "alpha") for lab in c.labels}
+    assert alphas["heavy"] == pytest.approx(2.0, abs=0.1)
+    assert alphas["mid"] == pytest.approx(3.0, abs=0.15)
+    assert alphas["light"] == pytest.approx(5.0, abs=0.3)
+    # per layer: every layer is in every model, in the first model's order, values in label order
+    assert c.common_layers == ("enc.l0", "enc.l1", "enc.l2") and c.partial_layers == ()
+    for vals in c.layer_values:
+        assert vals[1] < vals[0] < vals[2]
+    assert c.num_common_finite == 3
+    assert c.common_means == pytest.approx(tuple(np.mean(c.layer_values, axis=0)), rel=1e-12)
+    assert c.layer_shapes[0] == ("120x60",) * 3
+
+
+def test_ranking_direction_can_be_overridden_and_other_metrics(three_models):
+    c = compare_results(three_models.results, three_models.labels, "alpha", ascending=False)
+    assert [e.label for e in c.ranking] == ["light", "mid", "heavy"] and c.direction_from == "user"
+    c = compare_results(three_models.results, three_models.labels, "log_spectral_norm")
+    assert c.ascending is METRIC_DIRECTIONS["log_spectral_norm"] is True
+    assert c.layer_metric == "log_spectral_norm"  # a per-layer column: shown side by side
+    c = compare_results(three_models.results, three_models.labels, "num_over_trained")
+    assert c.layer_metric == "alpha"  # a count is no per-layer column
+    with pytest.raises(OptionError, match="no agreed direction"):
+        compare_results(three_models.results, three_models.labels, "D")
+    assert compare_results(three_models.results, three_models.labels, "D", ascending=True).ascending is True
+    with pytest.raises(OptionError, match="not a summary column"):
+        compare_results(three_models.results, three_models.labels, "bogus")
+
+
+def test_every_alpha_like_metric_is_lower_is_better_and_every_summary_metric_is_stated():
+    for m in ("alpha", "alpha_weighted", "log_alpha_norm", "log_norm", "log_spectral_norm"):
+        assert METRIC_DIRECTIONS[m] is True
+    assert set(SUMMARY_METRICS) <= set(METRIC_DIRECTIONS)
+    assert set(TREND_METRICS) <= set(SUMMARY_METRICS)
+
+
+def test_summary_table_and_text(three_models):
+    c = three_models
+    assert len(c.summary) == 3 and all(len(r) == len(c.summary_columns) for r in c.summary)
+    assert {"num_layers", "num_fitted", "alpha", "log_norm", "num_heavy_tailed"} <= set(c.summary_columns)
+    assert c.summary_value("mid", "num_layers") == 3
+    text = format_comparison(c)
+    lines = text.splitlines()
+    assert lines[1].split()[0] == "model" and lines[1].split()[-1] == "rank"
+    assert "ranking by mean alpha (lower is better; 1 = best): 1. heavy" in text
+    assert "3 layers present in every model" in text
+    assert "\t" not in text
+
+
+def test_layer_name_intersection():
+    rng = np.random.default_rng(0)
+
+    def w(seed):
+        return np.random.default_rng(seed).standard_normal((80, 55))
+
+    m1 = {"a.weight": w(1), "b.weight": w(2), "c.weight": w(3)}
+    m2 = {"b.weight": w(4), "a.weight": w(5)}
+    m3 = {"b.weight": w(6), "c.weight": w(7), "d.weight": rng.standard_normal((70, 52))}
+    c = compare([m1, m2, m3], tails=False, mp_fit=False, setol=False, workers=1)
+    assert c.labels == ("model1", "model2", "model3")
+    assert c.common_layers == ("b",)
+    assert dict(c.partial_layers) == {"a": ("model1", "model2"), "c": ("model1", "model3"), "d": ("model3",)}
+    assert c.num_common_finite == 1 and c.common_means == c.layer_values[0]
+    assert "present in only some models" in format_comparison(c)
+
+
+def test_labels_are_checked_and_defaults_come_from_paths(tmp_path):
+    m = {"fc.weight": np.random.default_rng(0).standard_normal((60, 52))}
+    with pytest.raises(OptionError, match="labels"):
+        compare([m, m], labels=["x"])
+    with pytest.raises(OptionError, match="distinct"):
+        compare([m, m], labels=["x", "x"])
+    with pytest.raises(OptionError, match="at least two"):
+        compare([m])
+    with pytest.raises(OptionError):
+        compare([m, m], bogus_option=1)
+    for d in ("u", "v"):
+        (tmp_path / d).mkdir()
+        np.savez(tmp_path / d / "model.npz", **m)
+    c = compare([tmp_path / "u" / "model.npz", tmp_path / "v" / "model.npz"], tails=False)
+    assert c.labels == ("u/model", "v/model")
+
+
+def test_json_is_strict_and_csv_round_trips(three_models, tmp_path):
+    c = three_models
+    doc = _strict_json(c.json_text())
+    assert doc["labels"] == ["mid", "heavy", "light"] and doc["metric"] == "alpha"
+    assert doc["direction"] == "lower is better"
+    assert [r["label"] for r in doc["ranking"]] == ["heavy", "mid", "light"]
+    assert doc["summary"][0]["share_plausible_pl"] is None  # NaN without the bootstrap
+    assert doc["layers"][0]["values"]["heavy"] == pytest.approx(c.layer_values[0][1])
+    assert doc["options"]["tails"] is False
+    assert doc["common_layer_means"]["num_layers"] == 3 and doc["common_layer_means"]["layer_metric"] == "alpha"
+    c.to_csv(tmp_path / "c.csv")
+    lines = (tmp_path / "c.csv").read_text().splitlines()
+    assert lines[0] == "name,kind,shape,alpha:mid,alpha:heavy,alpha:light"
+    assert lines[1].startswith("enc.l0,dense,120x60,")
+    assert float(lines[1].split(",")[4]) == c.layer_values[0][1]
+    assert [p.name for p in tmp_path.iterdir()] == ["c.csv"]  # no temporary left behind
+
+
+# ---------------------------------------------------------------------------------------------- distances
+
+
+def _base_and_model():
+    rng = np.random.default_rng(7)
+    base = {"fc.weight": rng.standard_normal((90, 60)),  # dense
+            "wide.weight": rng.standard_normal((30, 70)),  # rows < cols: transposed for CKA
+            "conv.weight": rng.standard_normal((16, 8, 3, 3)),  # pooled conv2d: 9 matrices 16 x 8
+            "resized.weight": rng.standard_normal((40, 52)),
+            "only_base.weight": rng.standard_normal((20, 20))}
+    model = {k: v + 0.3 * rng.standard_normal(v.shape) for k, v in base.items() if k != "only_base.weight"}
+    model["fc.weight"] = base["fc.weight"].copy()  # unchanged layer
+    model["resized.weight"] = rng.standard_normal((40, 48))
+    model["only_model.weight"] = rng.standard_normal((20, 20))
+    return model, base
+
+
+def test_layer_distances_known_answers():
+    model, base = _base_and_model()
+    d = {r.name: r for r in layer_distances(model, base)}
+    assert list(d) == ["fc", "wide", "conv", "resized", "only_model", "only_base"]
+    # identical layer
+    fc = d["fc"]
+    assert fc.status == "ok"
+    assert fc.frobenius == 0 and fc.relative_frobenius == 0 and fc.js_distance == 0 and fc.lambda_max_change == 0
+    assert fc.cka == pytest.approx(1.0, abs=1e-12)
+    assert fc.cka_chance == pytest.approx(60 / 150)
+    # Frobenius and CKA against numpy, orientation: the longer side as examples
+    wide = d["wide"]
+    diff = model["wide.weight"] - base["wide.weight"]
+    assert wide.frobenius == pytest.approx(np.linalg.norm(diff), rel=1e-12)
+    assert wide.relative_frobenius == pytest.approx(np.linalg.norm(diff) / np.linalg.norm(base["wide.weight"]),
+                                                    rel=1e-12)
+    assert wide.cka == pytest.approx(_brute_cka(model["wide.weight"].T, base["wide.weight"].T), abs=1e-10)
+    assert 0 < wide.js_distance <= 1
+    ev = lambda W: np.linalg.svd(W, compute_uv=False)[0] ** 2
+    assert wide.lambda_max == pytest.approx(ev(model["wide.weight"]), rel=1e-4)  # float32 Gram path
+    assert wide.lambda_max_change == pytest.approx(wide.lambda_max / wide.lambda_max_base - 1, rel=1e-12)
+    # pooled conv: one CKA over the 9 kernel positions stacked along the examples (the longer side 16)
+    conv = d["conv"]
+    stack = lambda W: np.concatenate([W[:, :, i, j] for i in range(3) for j in range(3)])
+    assert conv.num_matrices == 9 and conv.frobenius == pytest.approx(
+        np.linalg.norm(model["conv.weight"] - base["conv.weight"]), rel=1e-12)
+    assert conv.cka == pytest.approx(_brute_cka(stack(model["conv.weight"]), stack(base["conv.weight"])), abs=1e-10)
+    assert conv.cka_chance == pytest.approx(8 / (9 * 16 + 8))
+    assert conv.cka > 0.8  # 0.3 noise on unit entries: still the same layer
+    # mismatches are listed, never compared
+    assert d["resized"].status == "skipped: shape 40x48 differs from the base's 40x52"
+    assert d["only_model"].status.startswith("skipped: only in the model")
+    assert d["only_base"].status.startswith("skipped: only in the base")
+    assert all(math.isnan(d[k].cka) for k in ("resized", "only_model", "only_base"))
+    text = format_distances(list(d.values()))
+    assert "3 layers compared, 3 skipped, 0 failed" in text
+
+
+def test_layer_distances_of_identical_models_and_options():
+    model, _ = _base_and_model()
+    rows = layer_distances(model, {k: v.copy() for k, v in model.items()}, layers="conv|fc", precision="accurate")
+    assert [r.name for r in rows] == ["fc", "conv"]
+    for r in rows:
+        assert r.status == "ok" and r.frobenius == 0 and r.js_distance == 0
+        assert r.cka == pytest.approx(1.0, abs=1e-12)
+    with pytest.raises(OptionError, match="base"):
+        layer_distances(model, model, base=model)
+    bad = dict(model, **{"fc.weight": np.full((90, 60), np.nan)})
+    assert {r.name: r for r in layer_distances(bad, model)}["fc"].status == "failed: NaN or Inf in the weights"
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture
+def npz_pair(tmp_path):
+    rng = np.random.default_rng(11)
+    base = {"enc.fc1.weight": rng.standard_normal((100, 60)).astype(np.float32),
+            "enc.fc2.weight": rng.standard_normal((80, 55)).astype(np.float32),
+            "enc.fc1.bias": np.zeros(100, np.float32)}
+    tuned = {k: v + 0.2 * rng.standard_normal(v.shape).astype(np.float32) for k, v in base.items()}
+    np.savez(tmp_path / "tuned.npz", **tuned)
+    np.savez(tmp_path / "base.npz", **base)
+    return tmp_path / "tuned.npz", tmp_path / "base.npz"
+
+
+def test_cli_compare_prints_writes_and_distances(npz_pair, tmp_path, capsys):
+    a, b = npz_pair
+    out = tmp_path / "out"
+    rc = main(["compare", str(a), str(b), "--labels", "ft,pre", "--base-distances", "--out", str(out),
+               "--no-progress", "--no-tails"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "ranking by mean alpha (lower is better; 1 = best)" in text
+    assert "alpha per layer, 2 layers present in every model" in text
+    assert "distances of ft from pre, layer by layer:" in text
+    assert "2 layers compared, 0 skipped, 0 failed" in text
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.csv", "comparison.json", "distances.csv"]
+    doc = _strict_json((out / "comparison.json").read_text())
+    assert doc["labels"] == ["ft", "pre"] and doc["options"]["tails"] is False
+    assert (out / "comparison.csv").read_text().splitlines()[0] == "name,kind,shape,alpha:ft,alpha:pre"
+    assert (out / "distances.csv").read_text().splitlines()[1].startswith("enc.fc1,dense,100x60,100,60,1,ok,")
+
+
+def test_cli_compare_json_descending_and_figure(npz_pair, tmp_path, capsys, monkeypatch):
+    a, b = npz_pair
+    calls = []
+    fake = types.ModuleType("htsr.plot")
+    fake.save_panels = lambda panels, path, ncols=2: calls.append(([p.title for p in panels], path))
+    monkeypatch.setitem(sys.modules, "htsr.plot", fake)
+    fig = tmp_path / "trend.png"
+    rc = main(["compare", str(a), str(b), "--json", "--descending", "--metric", "log_norm", "--base-distances",
+               "--figure", str(fig), "--no-progress"])
+    assert rc == 0
+    captured = capsys.readouterr()
+    doc = _strict_json(captured.out)
+    assert doc["metric"] == "log_norm" and doc["ascending"] is False and doc["direction_from"] == "user"
+    assert doc["labels"] == ["tuned", "base"]
+    assert [d["name"] for d in doc["distances"]] == ["enc.fc1", "enc.fc2"]
+    assert f"wrote {fig}" in captured.err
+    assert calls == [([f"{m} across models" for m in TREND_METRICS + ("log_norm",)], fig)]
+
+
+def test_cli_compare_errors(npz_pair, tmp_path, capsys):
+    a, b = npz_pair
+    assert main(["compare", str(a), str(b), str(a), "--labels", "x,y,z", "--base-distances"]) == 2
+    assert "--base-distances needs exactly two models" in capsys.readouterr().err
+    assert main(["compare", str(a)]) == 2
+    assert "at least two" in capsys.readouterr().err
+    assert main(["compare", str(a), str(b), "--metric", "D"]) == 2
+    assert "no agreed direction" in capsys.readouterr().err
+    assert main(["compare", str(a), str(b), "--figure", str(tmp_path / "nope" / "f.png")]) == 2
+    assert "--figure" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["compare", str(a), str(b), "--ascending", "--descending"])

@@ -1,0 +1,350 @@
+"""htsr.figures: every panel against known answers (pure numpy, no plotting library)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy.integrate import quad
+
+import htsr
+from htsr import figures as F
+from htsr.rmt.phases import PHASES
+
+
+def _rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+@pytest.fixture(scope="module")
+def gauss():
+    """A Gaussian 2000 x 500 matrix: an MP bulk, no traps; 500 eigenvalues, so the scans are thinned."""
+    r = htsr.analyze({"g.weight": _rng(0).standard_normal((2000, 500))}, keep_spectra=True, randomize=True)
+    return r.layers[0], r.spectra[0]
+
+
+@pytest.fixture(scope="module")
+def model():
+    """Layers of every situation: an MP bulk, a Student-t matrix (heavy entries: traps), a rank-deficient
+    matrix (zero eigenvalues below the fit's floor), a conv kernel, a tiny not-fitted matrix, a NaN one."""
+    rng = _rng(1)
+    bad = rng.standard_normal((80, 60))
+    bad[3, 4] = np.nan
+    layers = {
+        "dense.weight": rng.standard_normal((600, 200)),
+        "heavy.weight": rng.standard_t(2.5, (400, 200)),
+        "lowrank.weight": rng.standard_normal((300, 70)) @ rng.standard_normal((70, 100)),
+        "conv.weight": rng.standard_normal((32, 16, 3, 3)),
+        "tiny.weight": rng.standard_normal((20, 10)),
+        "bad.weight": bad,
+    }
+    return htsr.analyze(layers, keep_spectra=True, randomize=True)
+
+
+def _row(result, name: str):
+    i = [r.name for r in result.layers].index(name)
+    return result.layers[i], result.spectra[i]
+
+
+def _one(panel: F.Panel, kind: str, role: str) -> F.Series:
+    found = [s for s in panel.series if s.kind == kind and s.role == role]
+    assert len(found) == 1, [(s.kind, s.role) for s in panel.series]
+    return found[0]
+
+
+def _all_panels(result) -> list[F.Panel]:
+    panels = [p for row, sp in zip(result.layers, result.spectra) for p in F.layer_panels(row, sp)]
+    return panels + [F.alpha_by_layer(result), F.alpha_by_layer(result, color_by="phase"),
+                     F.alpha_distribution(result), F.phase_counts(result)]
+
+
+# ------------------------------------------------------------------------------------------ MP density
+
+
+@pytest.mark.parametrize("sigma2, Q", [(1.0, 4.0), (0.5, 1.5), (2000.0, 10.0)])
+def test_mp_density_is_the_textbook_density_and_integrates_to_one(sigma2, Q):
+    lo, hi = sigma2 * (1 - 1 / math.sqrt(Q)) ** 2, sigma2 * (1 + 1 / math.sqrt(Q)) ** 2
+    x = np.linspace(lo, hi, 101)[1:-1]
+    textbook = Q / (2 * math.pi * sigma2 * x) * np.sqrt((hi - x) * (x - lo))
+    # the density recovers σ² and Q from the edges: only rounding between the two
+    np.testing.assert_allclose(F.mp_density(x, lo, hi), textbook, rtol=1e-12)
+    # Q >= 1: no mass at 0, the density alone integrates to 1; quad's error at the square-root edges is
+    # far below 1e-6
+    total, err = quad(lambda v: float(F.mp_density(np.array([v]), lo, hi)[0]), lo, hi, limit=200)
+    assert total == pytest.approx(1.0, abs=1e-6) and err < 1e-6
+    outside = np.array([-1.0, 0.0, lo * (1 - 1e-9), lo, hi, hi * (1 + 1e-9), 10 * hi])
+    assert np.all(F.mp_density(outside, lo, hi) == 0.0)
+
+
+def test_esd_linear_mp_curve_follows_the_histogram_of_a_gaussian_matrix(gauss):
+    row, sp = gauss
+    panel = F.esd_linear(row, sp)
+    hist, mp = _one(panel, "hist", "data"), _one(panel, "line", "mp")
+    assert row.num_spikes == 0 and row.num_zero_evals == 0 and panel.note == ""
+    # theory for unit-variance entries, ESD of WᵀW: λ± = N(1 ± √(M/N))² = 500, 4500 (the fit is within 1 %)
+    assert row.mp_lambda_minus == pytest.approx(500.0, rel=0.01)
+    assert row.mp_lambda_plus == pytest.approx(4500.0, rel=0.01)
+    # the curve is the MP density over [λ₋, λ₊], scaled by the bulk's share (1 here: no spikes, no zeros)
+    np.testing.assert_allclose(mp.y, F.mp_density(mp.x, row.mp_lambda_minus, row.mp_lambda_plus), rtol=1e-12)
+    assert mp.x[0] == row.mp_lambda_minus and mp.x[-1] == row.mp_lambda_plus
+    # the histogram is a density of all eigenvalues: it integrates to 1 (every one is within the axis)
+    assert float(np.sum(hist.y * np.diff(hist.x))) == pytest.approx(1.0, abs=1e-12)
+    # and the density at the bins' centres follows it: mean |difference| under 5 % of the peak density
+    # (measured 2 %: 500 eigenvalues in 20 bins, the bins at the edges only partly inside the bulk)
+    centres = (hist.x[:-1] + hist.x[1:]) / 2
+    gap = np.abs(F.mp_density(centres, row.mp_lambda_minus, row.mp_lambda_plus) - hist.y)
+    assert gap.mean() < 0.05 * hist.y.max()
+
+
+# ---------------------------------------------------------------------------------------- ESD log-log
+
+
+@pytest.mark.parametrize("name", ["dense", "heavy", "lowrank", "conv", "tiny"])
+def test_esd_loglog_histogram_integrates_to_the_share_of_positive_eigenvalues(model, name):
+    row, sp = _row(model, name)
+    hist = _one(F.esd_loglog(row, sp), "hist", "data")
+    assert hist.x.size == hist.y.size + 1 and np.all(np.diff(hist.x) > 0)
+    mass = float(np.sum(np.nan_to_num(hist.y) * np.diff(hist.x)))
+    assert mass == pytest.approx(np.count_nonzero(sp.evals > 0) / sp.evals.size, abs=1e-12)
+    # empty bins are NaN (gaps on a log axis), never 0
+    assert not np.any(hist.y == 0)
+
+
+@pytest.mark.parametrize("name", ["dense", "heavy", "lowrank"])
+def test_esd_loglog_fit_line_is_the_tail_density(model, name):
+    row, sp = _row(model, name)
+    panel = F.esd_loglog(row, sp)
+    line, xmin = _one(panel, "line", "fit"), _one(panel, "vline", "xmin")
+    share = row.num_pl_spikes / sp.evals.size  # the tail's share of the layer's eigenvalues
+    assert line.x[0] == pytest.approx(row.xmin, rel=1e-12) and line.x[-1] == pytest.approx(row.xmax, rel=1e-12)
+    assert line.y[0] == pytest.approx(share * (row.alpha - 1) / row.xmin, rel=1e-12)
+    np.testing.assert_allclose(line.y, share * (row.alpha - 1) / row.xmin * (line.x / row.xmin) ** -row.alpha,
+                               rtol=1e-12)
+    assert xmin.x.tolist() == [row.xmin] and xmin.y.size == 0
+
+
+def test_esd_loglog_draws_the_fit_when_the_floor_cut_eigenvalues(model):
+    """Regression: the fit line was dropped (taken for FARMS) whenever the fit saw fewer eigenvalues than
+    the ESD, i.e. for every layer with eigenvalues below the floor."""
+    row, sp = _row(model, "lowrank")
+    assert row.status == "ok" and sp.fit_evals.size < sp.evals.size
+    _one(F.esd_loglog(row, sp), "line", "fit")
+
+
+def test_esd_loglog_with_farms_marks_x_min_but_draws_no_power_law():
+    W = _rng(2).standard_normal((600, 200))
+    r = htsr.analyze({"w.weight": W}, keep_spectra=True, farms_aspect=1.0)
+    row, sp = r.layers[0], r.spectra[0]
+    assert row.status == "ok" and row.farms_windows == 3
+    panel = F.esd_loglog(row, sp)
+    assert not [s for s in panel.series if s.role == "fit"] and "FARMS" in panel.note
+    _one(panel, "vline", "xmin")
+
+
+# ----------------------------------------------------------------------------------- log10 histogram
+
+
+def test_log10_histogram_counts_every_positive_eigenvalue(model):
+    row, sp = _row(model, "lowrank")
+    panel = F.log10_histogram(row, sp)
+    hist = _one(panel, "hist", "data")
+    positive = np.count_nonzero(sp.evals > 0)
+    assert hist.y.sum() == positive
+    assert f"{sp.evals.size - positive} zero eigenvalue(s) not shown" in panel.note
+    assert _one(panel, "vline", "xmin").x[0] == pytest.approx(math.log10(row.xmin), rel=1e-12)
+    assert _one(panel, "vline", "erg").x[0] == pytest.approx(math.log10(row.erg_lambda_min_raw), rel=1e-12)
+
+
+# ----------------------------------------------------------------------------------------- x_min scan
+
+
+def _check_scan_minimum(row, sp) -> F.Series:
+    panel = F.xmin_scan(row, sp)
+    D, alpha = _one(panel, "line", "data"), _one(panel, "line", "fit:right")
+    assert panel.ylabel2 == "alpha" and panel.xlog
+    i = int(np.argmin(D.y))
+    # the scan's smallest D is the fit's: D and x_min come from htsr.fits.powerlaw (the same sums, so
+    # equal to rounding)
+    assert D.x[i] == row.xmin
+    assert D.y[i] == pytest.approx(row.D, rel=1e-12)
+    assert alpha.y[int(np.flatnonzero(alpha.x == row.xmin)[0])] == pytest.approx(row.alpha, rel=1e-12)
+    assert _one(panel, "vline", "xmin").x[0] == row.xmin
+    return D
+
+
+def test_xmin_scan_minimum_is_the_fit_even_when_thinned(gauss):
+    row, sp = gauss
+    D = _check_scan_minimum(row, sp)
+    # 500 candidates thinned to MAX_POINTS, the minimum kept (it was dropped before)
+    assert D.x.size <= F.MAX_POINTS + 1 < sp.fit_evals.size - 1
+
+
+@pytest.mark.parametrize("name", ["dense", "heavy", "lowrank", "conv"])
+def test_xmin_scan_minimum_is_the_fit(model, name):
+    _check_scan_minimum(*_row(model, name))
+
+
+def test_xmin_scan_with_clip_xmax_scans_what_the_refit_saw():
+    r = htsr.analyze({"w.weight": _rng(1).standard_normal((600, 200))}, keep_spectra=True, clip_xmax=True)
+    row, sp = r.layers[0], r.spectra[0]
+    assert row.num_fingers > 0  # measured: 5 fingers for this seed
+    _check_scan_minimum(row, sp)
+    assert f"top {row.num_fingers:.0f} eigenvalue(s) dropped by clip_xmax" in F.xmin_scan(row, sp).note
+
+
+# ------------------------------------------------------------------------------ shuffled ESD and ERG
+
+
+def test_shuffled_esd_marks_exactly_the_traps(model):
+    row, sp = _row(model, "heavy")
+    assert row.num_traps > 0
+    panel = F.shuffled_esd(row, sp)
+    data, shuffled = _one(panel, "hist", "data"), _one(panel, "hist", "shuffled")
+    assert np.array_equal(data.x, shuffled.x)  # shared bins
+    traps = _one(panel, "points", "trap")
+    assert traps.x.size == row.num_traps and np.all(np.isnan(traps.y))  # a rug: positions only
+    assert np.all(traps.x > sp.rand_threshold) and _one(panel, "vline", "threshold").x[0] == sp.rand_threshold
+    assert row.trap_weights in panel.note
+    for h, ev in ((data, sp.evals), (shuffled, sp.rand_evals)):
+        assert float(np.sum(np.nan_to_num(h.y) * np.diff(h.x))) == pytest.approx(np.mean(ev > 0), abs=1e-12)
+
+
+def test_shuffled_esd_without_traps_and_without_randomize(gauss):
+    row, sp = gauss
+    assert row.num_traps == 0
+    assert not [s for s in F.shuffled_esd(row, sp).series if s.role == "trap"]
+    r = htsr.analyze({"g.weight": _rng(0).standard_normal((300, 100))}, keep_spectra=True)
+    panel = F.shuffled_esd(r.layers[0], r.spectra[0])
+    assert panel.series == () and "randomize=True" in panel.note
+
+
+@pytest.mark.parametrize("name", ["dense", "heavy", "lowrank", "tiny"])
+def test_erg_running_sum_crosses_zero_at_the_erg_edge(model, name):
+    row, sp = _row(model, name)
+    panel = F.erg_boundary(row, sp)
+    line = _one(panel, "line", "data")
+    k = int(np.flatnonzero(line.y < 0)[0])
+    assert k > 0 and line.y[k - 1] >= 0
+    assert line.x[k] == row.erg_lambda_min_raw  # the same sums as htsr.rmt.setol: exactly
+    assert _one(panel, "vline", "erg").x[0] == row.erg_lambda_min_raw
+    assert _one(panel, "hline", "zero").y.tolist() == [0.0]
+    assert np.all(np.diff(line.x) < 0)  # from the largest down
+
+
+def test_erg_crossing_survives_thinning(gauss):
+    row, sp = gauss
+    line = _one(F.erg_boundary(row, sp), "line", "data")
+    assert line.x.size <= F.MAX_POINTS + 2 < sp.evals.size
+    k = int(np.flatnonzero(line.y < 0)[0])
+    assert line.x[k] == row.erg_lambda_min_raw and line.y[k - 1] >= 0
+
+
+# ------------------------------------------------------------------------------ rows without a spectrum
+
+
+def test_rows_without_spectra_have_no_panels(model):
+    row, sp = _row(model, "bad")
+    assert row.status.startswith("failed") and sp is None
+    assert F.layer_panels(row, None) == []
+    r = htsr.analyze({"g.weight": _rng(0).standard_normal((100, 60))})  # keep_spectra off
+    assert r.spectra == () and F.layer_panels(r.layers[0], None) == []
+
+
+def test_not_fitted_layer_panels_have_notes_and_no_fit(model):
+    row, sp = _row(model, "tiny")
+    assert row.status.startswith("not_fitted")
+    panels = F.layer_panels(row, sp)
+    assert len(panels) == len(F.LAYER_PANELS) == 6
+    for p in panels:
+        assert row.status in p.note, p.title
+        assert not [s for s in p.series if s.role.split(":")[0] in ("fit", "xmin", "mp")], p.title
+    assert F.xmin_scan(row, sp).series == ()
+    # randomize was on: the note says why this layer is not randomised, not to turn it on
+    assert "randomize=True" not in F.shuffled_esd(row, sp).note
+
+
+# ------------------------------------------------------------------------------------------ the panels
+
+
+def test_every_panel_is_strict_json_and_well_formed(model, gauss):
+    panels = _all_panels(model) + F.layer_panels(*gauss)
+    panels += F.metric_trend([model, model], ["a", "b"], ["alpha", "D", "rand_js_distance"])
+    assert len(panels) > 40
+    for p in panels:
+        d = json.loads(json.dumps(p.as_dict(), allow_nan=False))
+        assert d["title"] == p.title and len(d["series"]) == len(p.series)
+        for s in p.series:
+            assert s.kind in F.SERIES_KINDS
+            if s.kind == "hist":
+                assert s.x.size == s.y.size + 1
+            elif s.kind == "vline":
+                assert s.x.size == 1 and s.y.size == 0
+            elif s.kind == "hline":
+                assert s.x.size == 0 and s.y.size == 1
+            elif s.kind == "bar":
+                assert len(s.labels) == s.x.size == s.y.size
+            else:
+                assert s.x.size == s.y.size
+            if s.role.endswith(":right"):
+                assert p.ylabel2
+
+
+# ---------------------------------------------------------------------------------------- model panels
+
+
+@pytest.mark.parametrize("color_by", ["kind", "phase"])
+def test_alpha_by_layer_puts_each_fitted_layer_in_one_group(model, color_by):
+    panel = F.alpha_by_layer(model, color_by=color_by)
+    points = [s for s in panel.series if s.kind == "points"]
+    seen = np.concatenate([s.x for s in points]).astype(int)
+    finite = [i for i, r in enumerate(model.layers) if math.isfinite(r.alpha)]
+    assert sorted(seen.tolist()) == finite  # each once
+    for s in points:
+        group = s.role.split(":", 1)[1]
+        assert s.role.startswith(color_by + ":") and s.label == group
+        for i, y, name in zip(s.x.astype(int), s.y, s.labels):
+            r = model.layers[i]
+            assert y == r.alpha and name == r.name
+            assert group == (getattr(r, color_by) or "no phase")
+    if color_by == "phase":  # groups in the order of PHASES
+        order = [s.label for s in points]
+        assert order == sorted(order, key=lambda g: (list(PHASES) + ["no phase"]).index(g))
+    assert sorted(s.y[0] for s in panel.series if s.kind == "hline") == [2.0, 6.0]
+
+
+def test_alpha_by_layer_other_metric_and_bad_color_by(model):
+    panel = F.alpha_by_layer(model, metric="log_spectral_norm")
+    assert not [s for s in panel.series if s.kind == "hline"]  # the HTSR bands are for alpha only
+    n = sum(s.x.size for s in panel.series if s.kind == "points")
+    assert n == sum(math.isfinite(r.log_spectral_norm) for r in model.layers)
+    with pytest.raises(ValueError, match="color_by"):
+        F.alpha_by_layer(model, color_by="shape")
+
+
+def test_alpha_distribution_counts_every_finite_alpha(model):
+    panel = F.alpha_distribution(model)
+    hist = _one(panel, "hist", "data")
+    assert hist.y.sum() == sum(math.isfinite(r.alpha) for r in model.layers)
+    assert hist.x[0] == min(r.alpha for r in model.layers if math.isfinite(r.alpha))
+
+
+def test_phase_counts_sum_to_the_layers(model):
+    bar = _one(F.phase_counts(model), "bar", "data")
+    assert bar.y.sum() == len(model.layers)
+    counts = dict(zip(bar.labels, bar.y))
+    assert {p: counts[p] for p in PHASES} == model.summary.phases
+    assert counts.get("no phase", 0) == sum(r.phase == "" for r in model.layers) > 0  # tiny and bad
+
+
+def test_metric_trend_values_are_the_summaries(model, gauss):
+    other = htsr.analyze({"a.weight": _rng(5).standard_normal((300, 100))})
+    metrics = ["alpha", "D", "num_layers", "rand_js_distance"]
+    panels = F.metric_trend([model, other], ["model", "other"], metrics)
+    assert [p.ylabel for p in panels] == metrics
+    for m, p in zip(metrics, panels):
+        line = _one(p, "line", "data")
+        want = [r.summary.as_dict()[m] for r in (model, other)]
+        np.testing.assert_array_equal(line.y, np.asarray(want, dtype=np.float64))  # NaN where not computed
+        assert line.labels == ("model", "other") and line.x.tolist() == [0.0, 1.0]

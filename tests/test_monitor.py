@@ -1,0 +1,374 @@
+"""htsr.monitor: the training monitor's schedule, CSV, alert, layer filter, options, figure and adapters."""
+
+from __future__ import annotations
+
+import csv
+import math
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from conftest import matrix_with_singular_values
+from htsr.errors import HtsrError, OptionError, SourceError
+from htsr.monitor import (CSV_COLUMNS, MONITOR_DEFAULTS, AlphaMonitor, HtsrAlphaWarning,
+                          alpha_over_time, hf_callback, lightning_callback, load_history)
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models train fastest on one thread; two spin-waiting threads on a busy 2-core machine are
+    ~15x slower (measured: 7 vs 116 ms per MLP step). Restored after each test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+FITTED = ("0", "2")  # 128x64 and 96x128: 64 and 96 eigenvalues; "4" (10x96) has 10 < min_evals, never fitted
+
+
+def mlp() -> torch.nn.Sequential:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 96), torch.nn.ReLU(),
+                               torch.nn.Linear(96, 10))
+
+
+def pareto_singular_values(m: int, alpha: float) -> np.ndarray:
+    """√λ for λ the m mid-quantiles of a Pareto law of density exponent ``alpha`` (x_min = 1)."""
+    u = (np.arange(m) + 0.5) / m
+    return np.sqrt((1.0 - u) ** (-1.0 / (alpha - 1.0)))
+
+
+def set_tail(model: torch.nn.Module, alpha: float) -> None:
+    """Give every fitted layer an ESD whose tail is a power law of exponent ``alpha`` by construction.
+
+    W = U diag(s) Vᵀ with orthonormal U, V has the ESD s² exactly (eigenvalues of WᵀW); s² here are the
+    quantiles of a Pareto law with density ∝ λ^(−alpha), so the whole spectrum is that power law and the
+    maximum-likelihood fit recovers alpha to within its standard error (alpha − 1)/√M (≈ 0.06 for 1.5,
+    M = 64). Measured: 1.51 and 1.50 for alpha = 1.5; 4.04 and 4.03 for alpha = 4.
+    """
+    with torch.no_grad():
+        for i, name in enumerate(FITTED):
+            lin = model[int(name)]
+            out, inp = lin.weight.shape
+            W = matrix_with_singular_values(pareto_singular_values(min(out, inp), alpha), out, inp, seed=i)
+            lin.weight.copy_(torch.from_numpy(W.astype(np.float32)))
+
+
+def read_rows(path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+# schedule ---------------------------------------------------------------------------------------------
+def test_every_n_steps_and_epochs():
+    mon = AlphaMonitor(mlp(), None, every=3, unit="step")
+    assert [n for n in range(10) if mon.should_record(n)] == [0, 3, 6, 9]
+    recorded = [s for s in range(1, 11) if mon.step(s, epoch=0) is not None]
+    assert recorded == [3, 6, 9]
+    assert mon.step(9) is None  # the same optimizer step again (gradient accumulation): not twice
+    assert mon.epoch_end(3) is None  # unit="step": epochs do not record
+    assert [r.step for r in mon.history] == [3, 6, 9]
+
+    mon = AlphaMonitor(mlp(), None, every=2, unit="epoch")
+    assert [e for e in range(1, 7) if mon.epoch_end(e, step=10 * e) is not None] == [2, 4, 6]
+    assert mon.step(4) is None
+    assert [(r.epoch, r.step) for r in mon.history] == [(2, 20), (4, 40), (6, 60)]
+    mon.record(step=61)  # record() always records
+    assert len(mon.history) == 4
+
+
+# the CSV ----------------------------------------------------------------------------------------------
+def test_csv_rows_header_once_appended_across_instances(tmp_path):
+    path = tmp_path / "alpha.csv"
+    model = mlp()
+    first = AlphaMonitor(model, path, unit="step")
+    for s in (1, 2):
+        first.step(s)
+    before = path.read_bytes()
+    second = AlphaMonitor(model, path, unit="step")  # a resumed run: same file, new monitor
+    for s in (3, 4, 5):
+        second.step(s)
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith(before.decode())  # appended, never rewritten
+    lines = text.splitlines()
+    assert lines[0] == ",".join(CSV_COLUMNS) and lines.count(lines[0]) == 1
+    rows = read_rows(path)
+    assert len(rows) == 3 * 5  # layers x records
+    assert [r["step"] for r in rows] == [str(s) for s in (1, 2, 3, 4, 5) for _ in range(3)]
+    assert [r["layer"] for r in rows[:3]] == ["0", "2", "4"]
+    assert rows[2]["alpha"] == "" and rows[2]["status"].startswith("not_fitted")  # NaN as an empty field
+    assert all(float(r["time"]) > 1.6e9 for r in rows)
+    hist = first.history + second.history
+    assert [(r.step, [x.name for x in r.layers]) for r in load_history(path)] == \
+        [(r.step, [x.name for x in r.layers]) for r in hist]
+
+
+def test_csv_of_another_kind_is_refused_before_training(tmp_path):
+    path = tmp_path / "other.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(HtsrError, match="not a monitor CSV"):
+        AlphaMonitor(mlp(), path)
+    assert path.read_text() == "a,b\n1,2\n"
+    with pytest.raises(HtsrError, match="folder does not exist"):
+        AlphaMonitor(mlp(), tmp_path / "missing" / "alpha.csv")
+
+
+def test_a_cut_last_line_is_not_glued_to_the_next_record(tmp_path):
+    path = tmp_path / "alpha.csv"
+    mon = AlphaMonitor(mlp(), path)
+    mon.record(epoch=1)
+    with open(path, "a") as f:
+        f.write("2,,17")  # a crash in the middle of a line
+    mon.record(epoch=2)
+    rows = read_rows(path)
+    assert [r["epoch"] for r in rows if r["layer"]] == ["1"] * 3 + ["2"] * 3
+
+
+# the alert --------------------------------------------------------------------------------------------
+def test_alert_fires_once_per_crossing_below_threshold():
+    model = mlp()
+    calls = []
+    mon = AlphaMonitor(model, None, unit="step", on_alert=calls.append)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rec = mon.step(1)  # default init: alpha well above 2
+        assert rec.mean_alpha > 2 and not mon.alert and not rec.alert
+        set_tail(model, 1.5)
+        rec = mon.step(2)
+        assert all(x.alpha < 1.7 for x in rec.layers if x.name in FITTED)
+        assert math.isclose(rec.mean_alpha, np.mean([x.alpha for x in rec.layers if x.name in FITTED]))
+        assert rec.alert and mon.alert
+        mon.step(3)  # still below: no second alert
+        set_tail(model, 4.0)
+        rec = mon.step(4)
+        assert rec.mean_alpha > 3.5 and not mon.alert
+        set_tail(model, 1.5)
+        mon.step(5)  # a second crossing alerts again
+    alerts = [w for w in caught if issubclass(w.category, HtsrAlphaWarning)]
+    assert len(alerts) == 2 and "step 2" in str(alerts[0].message) and "step 5" in str(alerts[1].message)
+    assert alerts[0].filename == __file__  # the warning points at the caller's line
+    assert [r.step for r in calls] == [2, 5] and [r.step for r in mon.alerts] == [2, 5]
+    assert [r.alert for r in mon.history] == [False, True, False, False, True]
+
+
+def test_no_alert_above_threshold():
+    model = mlp()
+    set_tail(model, 4.0)
+    mon = AlphaMonitor(model, None, on_alert=lambda r: pytest.fail("alerted"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HtsrAlphaWarning)
+        for e in range(1, 4):
+            rec = mon.epoch_end(e)
+            assert 3.5 < rec.mean_alpha < 4.5
+    assert not mon.alert and mon.alerts == []
+
+
+def test_threshold_is_the_users():
+    model = mlp()
+    set_tail(model, 4.0)
+    mon = AlphaMonitor(model, None, threshold=5.0)
+    with pytest.warns(HtsrAlphaWarning, match="below 5"):
+        mon.record(epoch=1)
+    assert mon.alert
+
+
+# layers and options -----------------------------------------------------------------------------------
+def test_layers_regex_selects_what_is_recorded_and_averaged(tmp_path):
+    model = mlp()
+    set_tail(model, 4.0)
+    with torch.no_grad():  # layer 2 heavy-tailed alone
+        W = matrix_with_singular_values(pareto_singular_values(96, 1.5), 96, 128, seed=3)
+        model[2].weight.copy_(torch.from_numpy(W.astype(np.float32)))
+    path = tmp_path / "alpha.csv"
+    mon = AlphaMonitor(model, path, layers=r"^2$")
+    with pytest.warns(HtsrAlphaWarning):
+        rec = mon.record(epoch=1)
+    assert [x.name for x in rec.layers] == ["2"] and rec.mean_alpha < 2
+    assert [r["layer"] for r in read_rows(path)] == ["2"]
+    rec = AlphaMonitor(model, None, layers=r"^0$").record(epoch=1)  # the other layer: no alert
+    assert [x.name for x in rec.layers] == ["0"] and rec.mean_alpha > 3.5
+    with pytest.raises(SourceError, match="nothing to monitor"):
+        AlphaMonitor(model, None, layers="decoder")
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(tails="yes"), "tails"),
+    (dict(xmni="ks"), "unknown option 'xmni'"),
+    (dict(layers="("), "layers"),
+    (dict(every=0), "every"),
+    (dict(every=1.5), "every"),
+    (dict(unit="batch"), "unit"),
+    (dict(threshold=math.nan), "threshold"),
+    (dict(on_alert="print"), "on_alert"),
+])
+def test_bad_options_raise_at_construction(kw, match):
+    with pytest.raises(OptionError, match=match):
+        AlphaMonitor(mlp(), None, **kw)
+    with pytest.raises(OptionError, match=match):
+        AlphaMonitor(None, None, **kw)  # no model yet: still checked when the monitor is built
+
+
+def test_cheap_defaults_and_user_options():
+    mon = AlphaMonitor(mlp(), None)
+    for k, v in MONITOR_DEFAULTS.items():
+        assert getattr(mon.options, k) == v
+    mon.record(epoch=1)
+    assert math.isnan(mon.last_result.layers[0].lr_exponential)  # tails off
+    mon = AlphaMonitor(mlp(), None, tails=True, min_evals=10)
+    rec = mon.record(epoch=1)
+    assert all(math.isfinite(x.alpha) for x in rec.layers)  # min_evals=10: the 10x96 layer is fitted too
+    assert math.isfinite(mon.last_result.layers[0].lr_exponential)
+
+
+def test_no_model_yet():
+    mon = AlphaMonitor(None, None)
+    with pytest.raises(HtsrError, match="no model"):
+        mon.record(epoch=1)
+    mon.model = mlp()
+    assert len(mon.record(epoch=1).layers) == 3
+
+
+# the figure -------------------------------------------------------------------------------------------
+def test_panel_data_equals_the_csv(tmp_path):
+    path = tmp_path / "alpha.csv"
+    model = mlp()
+    mon = AlphaMonitor(model, path, every=2, unit="step")
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    x, y = torch.randn(256, 64), torch.randint(0, 10, (256,))
+    for step in range(1, 9):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        mon.step(step)
+    panel = mon.panel()
+    assert panel.xlabel == "step" and "no finite alpha: 4" in panel.note
+    lines = {s.label: s for s in panel.series if s.kind == "line"}
+    assert set(lines) == {"0", "2", "mean"}
+    rows = read_rows(path)
+    for name in FITTED:
+        mine = [r for r in rows if r["layer"] == name]
+        assert lines[name].x.tolist() == [float(r["step"]) for r in mine] == [2.0, 4.0, 6.0, 8.0]
+        assert lines[name].y.tolist() == [float(r["alpha"]) for r in mine]  # repr round-trips exactly
+    assert [s.y.tolist() for s in panel.series if s.kind == "hline"] == [[2.0]]
+    from_file = alpha_over_time(load_history(path), x="step")
+    assert [(s.label, s.x.tolist(), s.y.tolist()) for s in from_file.series] == \
+        [(s.label, s.x.tolist(), s.y.tolist()) for s in panel.series]
+    assert mon.panel(x="epoch").xlabel == "step"  # no epoch recorded: falls back to the step
+    assert alpha_over_time([]).note == "no record yet"
+
+
+# import cost ------------------------------------------------------------------------------------------
+def test_importing_the_monitor_needs_no_training_framework():
+    code = ("import sys, htsr.monitor; bad = [m for m in ('lightning', 'pytorch_lightning', 'transformers', "
+            "'torch', 'matplotlib') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# adapters ---------------------------------------------------------------------------------------------
+def tensor_data(n: int = 256, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 64, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def test_lightning_callback_records_during_fit(tmp_path):
+    pl = pytest.importorskip("lightning.pytorch")
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = mlp()
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return torch.nn.functional.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def fit(*callbacks, epochs=2):
+        trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, callbacks=list(callbacks), logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*tensor_data()), batch_size=32)
+        trainer.fit(Module(), loader)  # 8 optimizer steps per epoch
+        return trainer
+
+    with pytest.raises(OptionError, match="tails"):
+        lightning_callback(tmp_path / "x.csv", tails="on")
+    by_step = lightning_callback(tmp_path / "steps.csv", unit="step", every=3)
+    by_epoch = lightning_callback(tmp_path / "epochs.csv")
+    trainer = fit(by_step, by_epoch)
+    assert [(r.step, r.epoch) for r in by_step.monitor.history] == [(3, 0.375), (6, 0.75), (9, 1.125), (12, 1.5),
+                                                                    (15, 1.875)]
+    assert [(r.step, r.epoch) for r in by_epoch.monitor.history] == [(8, 1), (16, 2)]
+    assert len(read_rows(tmp_path / "steps.csv")) == 5 * 3 and len(read_rows(tmp_path / "epochs.csv")) == 2 * 3
+    assert by_epoch.monitor.history[0].layers[0].name == "net.0"
+    assert float(trainer.callback_metrics["htsr/mean_alpha"]) == pytest.approx(by_epoch.monitor.history[-1].mean_alpha)
+
+    old_pl = pytest.importorskip("pytorch_lightning")  # the older package takes only its own callbacks
+    assert isinstance(lightning_callback(None, package="pytorch_lightning"), old_pl.Callback)
+    assert isinstance(by_step, pl.Callback) and not isinstance(by_step, old_pl.Callback)
+
+    stopper = lightning_callback(None, threshold=100.0, stop_on_alert=True)  # any model is below 100
+    with pytest.warns(HtsrAlphaWarning):
+        trainer = fit(stopper, epochs=5)
+    assert len(stopper.monitor.history) == 1 and trainer.current_epoch == 1
+
+
+def test_hf_trainer_callback_records_during_train(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+
+    class Net(torch.nn.Module):  # the Trainer takes any module whose forward returns the loss
+        def __init__(self):
+            super().__init__()
+            self.net = mlp()
+
+        def forward(self, x, labels=None):
+            logits = self.net(x)
+            out = {"logits": logits}
+            if labels is not None:
+                out["loss"] = torch.nn.functional.cross_entropy(logits, labels)
+            return out
+
+    class Data(torch.utils.data.Dataset):
+        def __init__(self):
+            self.x, self.y = tensor_data()
+
+        def __len__(self):
+            return len(self.y)
+
+        def __getitem__(self, i):
+            return {"x": self.x[i], "labels": self.y[i]}
+
+    def train(callback, epochs=2):
+        args = transformers.TrainingArguments(
+            output_dir=str(tmp_path / "out"), report_to=[], num_train_epochs=epochs, per_device_train_batch_size=32,
+            save_strategy="no", logging_strategy="no", use_cpu=True, disable_tqdm=True, remove_unused_columns=False)
+        trainer = transformers.Trainer(model=Net(), args=args, train_dataset=Data(), callbacks=[callback])
+        trainer.train()  # 8 optimizer steps per epoch
+        return trainer
+
+    with pytest.raises(OptionError, match="unit"):
+        hf_callback(tmp_path / "x.csv", unit="batch")
+    by_step = hf_callback(tmp_path / "steps.csv", unit="step", every=5)
+    trainer = train(by_step)
+    assert [(r.step, r.epoch) for r in by_step.monitor.history] == [(5, 0.625), (10, 1.25), (15, 1.875)]
+    assert len(read_rows(tmp_path / "steps.csv")) == 3 * 3
+    logged = [e for e in trainer.state.log_history if "htsr_mean_alpha" in e]
+    assert [(e["step"], e["htsr_mean_alpha"]) for e in logged] == \
+        [(r.step, r.mean_alpha) for r in by_step.monitor.history]
+    assert by_step.monitor.history[0].layers[0].name == "net.0"
+
+    by_epoch = hf_callback(tmp_path / "epochs.csv")
+    train(by_epoch)
+    assert [(r.step, r.epoch) for r in by_epoch.monitor.history] == [(8, 1), (16, 2)]
+
+    stopper = hf_callback(None, unit="step", every=2, threshold=100.0, stop_on_alert=True)
+    with pytest.warns(HtsrAlphaWarning):
+        trainer = train(stopper, epochs=5)
+    assert [r.step for r in stopper.monitor.history] == [2] and trainer.state.global_step == 2

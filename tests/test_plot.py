@@ -1,0 +1,295 @@
+"""htsr.plot: the matplotlib renderer of htsr.figures (Agg; no pyplot, nothing shown)."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
+from matplotlib.image import imread
+from matplotlib.patches import Rectangle, StepPatch
+
+import htsr
+from htsr import figures as F
+from htsr import plot as P
+from htsr.errors import HtsrError, MissingExtraError, OptionError
+from htsr.rmt.phases import PHASES
+
+
+@pytest.fixture(scope="module")
+def result():
+    rng = np.random.default_rng(3)
+    layers = {
+        "dense.weight": rng.standard_normal((600, 200)),
+        "heavy.weight": rng.standard_t(2.5, (400, 200)),  # heavy entries: correlation traps
+        "tiny.weight": rng.standard_normal((20, 10)),  # not fitted
+    }
+    return htsr.analyze(layers, keep_spectra=True, randomize=True)
+
+
+def _layer(result, name: str):
+    i = [r.name for r in result.layers].index(name)
+    return result.layers[i], result.spectra[i]
+
+
+def _legend(ax) -> list[str]:
+    leg = ax.get_legend()
+    return [] if leg is None else [t.get_text() for t in leg.get_texts()]
+
+
+def _steps(ax) -> list[StepPatch]:
+    return [p for p in ax.patches if isinstance(p, StepPatch)]
+
+
+def _hex(line) -> str:
+    return to_hex(line.get_color())
+
+
+# ----------------------------------------------------------------------------------- per-layer figures
+
+
+def test_plot_esd(result):
+    row, sp = _layer(result, "heavy")
+    fig = P.plot_esd(row, sp)
+    assert isinstance(fig, Figure) and len(fig.axes) == 1
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    assert len(_steps(ax)) == 1 and _steps(ax)[0].get_fill()  # the histogram
+    lines = ax.get_lines()
+    assert len(lines) == 3  # the power law, x_min, the MP edge
+    fit = [ln for ln in lines if ln.get_label().startswith("power law")][0]
+    assert _hex(fit) == P.ROLE_COLORS["fit"]
+    labels = _legend(ax)
+    assert "ESD" in labels and any(t.startswith("x_min = ") for t in labels) and "MP edge λ₊" in labels
+    xmin = [ln for ln in lines if ln.get_label().startswith("x_min")][0]
+    assert xmin.get_xdata()[0] == row.xmin and xmin.get_linestyle() == "--"
+
+
+def test_plot_esd_linear(result):
+    row, sp = _layer(result, "dense")
+    ax = P.plot_esd_linear(row, sp).axes[0]
+    assert ax.get_xscale() == "linear" and ax.get_yscale() == "linear"
+    assert len(_steps(ax)) == 1
+    mp = [ln for ln in ax.get_lines() if ln.get_label().startswith("MP")][0]
+    assert _hex(mp) == P.ROLE_COLORS["mp"] and len(mp.get_xdata()) == 200
+    assert "spike threshold" in _legend(ax)
+
+
+def test_plot_log10_histogram(result):
+    row, sp = _layer(result, "heavy")
+    ax = P.plot_log10_histogram(row, sp).axes[0]
+    assert len(_steps(ax)) == 1
+    assert sorted(_legend(ax)) == sorted(["log10 λ", "x_min", "MP edge λ₊", "ERG edge"])
+    assert len(ax.get_lines()) == 3
+
+
+def test_plot_xmin_scan_has_a_twin_axis_for_alpha(result):
+    row, sp = _layer(result, "dense")
+    fig = P.plot_xmin_scan(row, sp)
+    assert len(fig.axes) == 2
+    ax, twin = fig.axes
+    assert ax.get_xscale() == "log" and twin.get_ylabel() == "alpha" and ax.get_ylabel() == "KS distance D"
+    assert [ln.get_label() for ln in twin.get_lines()] == ["alpha"]
+    labels = _legend(twin)  # one legend for both axes, on the twin (drawn on top)
+    assert "D" in labels and "alpha" in labels and any("x_min" in t for t in labels)
+    D = [ln for ln in ax.get_lines() if ln.get_label() == "D"][0]
+    i = int(np.argmin(D.get_ydata()))
+    assert D.get_xdata()[i] == row.xmin
+
+
+def test_plot_shuffled_esd_draws_traps_as_a_rug(result):
+    row, sp = _layer(result, "heavy")
+    assert row.num_traps > 0
+    ax = P.plot_shuffled_esd(row, sp).axes[0]
+    steps = _steps(ax)
+    assert len(steps) == 2 and steps[0].get_fill() and not steps[1].get_fill()
+    rug = [ln for ln in ax.get_lines() if ln.get_marker() == "|"]
+    assert len(rug) == 1 and len(rug[0].get_xdata()) == row.num_traps
+    assert rug[0].get_transform() == ax.get_xaxis_transform()  # y in axis units: at the bottom
+    assert np.all(np.asarray(rug[0].get_ydata()) == 0)
+    assert f"{row.num_traps:.0f} trap(s)" in _legend(ax)
+    assert any(row.trap_weights in t.get_text() for t in ax.texts)  # the note
+
+
+def test_plot_erg(result):
+    row, sp = _layer(result, "dense")
+    ax = P.plot_erg(row, sp).axes[0]
+    assert ax.get_xscale() == "log"
+    assert len(ax.get_lines()) == 4  # running sum, the zero line, the ERG edge, x_min
+    zero = [ln for ln in ax.get_lines() if ln.get_linestyle() == ":"]
+    assert len(zero) == 1 and list(zero[0].get_ydata()) == [0, 0]
+    assert len(_legend(ax)) == 3  # the zero line has no label
+    # one colour per role in every figure: x_min here as in the ESD
+    xmin = [ln for ln in ax.get_lines() if ln.get_label() == "x_min"][0]
+    esd_xmin = [ln for ln in P.plot_esd(row, sp).axes[0].get_lines() if ln.get_label().startswith("x_min")][0]
+    assert _hex(xmin) == _hex(esd_xmin) == P.ROLE_COLORS["xmin"]
+
+
+def test_plot_functions_draw_on_a_given_axis(result):
+    row, sp = _layer(result, "dense")
+    fig = Figure()
+    axes = fig.subplots(1, 2)
+    assert P.plot_esd(row, sp, ax=axes[0]) is fig
+    assert P.plot_alpha_by_layer(result, ax=axes[1]) is fig
+    assert len(fig.axes) == 2 and axes[0].get_title().startswith("ESD, log-log")
+
+
+def test_not_fitted_layer_panels_show_their_notes(result):
+    row, sp = _layer(result, "tiny")
+    ax = P.plot_xmin_scan(row, sp).axes[0]  # an empty panel: the note in the middle, no ticks
+    assert not ax.get_lines() and [t.get_text() for t in ax.texts] == [row.status]
+    ax = P.plot_esd(row, sp).axes[0]  # a histogram, no fit, the status under the axes
+    assert len(ax.get_lines()) == 0 and any(row.status in t.get_text() for t in ax.texts)
+
+
+def test_plot_layer_grid(result):
+    fig = P.plot_layer(result, "heavy")
+    assert len(fig.axes) == 7  # six panels and the x_min scan's twin
+    titles = [ax.get_title() for ax in fig.axes[:6]]
+    assert [t.split(":")[0] for t in titles] == ["ESD, log-log", "ESD and Marchenko–Pastur", "log10 λ",
+                                                 "x_min scan", "ESD and shuffled ESD", "ERG condition"]
+    assert "heavy" in fig.get_suptitle()
+    assert P.plot_layer(result, 1).get_suptitle() == fig.get_suptitle()
+    assert P.plot_layer(result, -2).get_suptitle() == fig.get_suptitle()
+
+
+def test_plot_layer_errors(result):
+    for bad in ("nope", 3, -4):
+        with pytest.raises(OptionError):
+            P.plot_layer(result, bad)
+    no_spectra = htsr.analyze({"w.weight": np.random.default_rng(0).standard_normal((100, 60))})
+    with pytest.raises(HtsrError) as ei:
+        P.plot_layer(no_spectra, "w")
+    msg = str(ei.value)
+    assert isinstance(ei.value, OptionError) and "\n" not in msg and "keep_spectra=True" in msg
+    failed = htsr.analyze({"w.weight": np.full((60, 50), np.nan)}, keep_spectra=True)
+    with pytest.raises(OptionError, match="NaN"):
+        P.plot_layer(failed, 0)
+    with pytest.raises(OptionError, match="keep_spectra=True"):
+        P.plot_esd(no_spectra.layers[0], None)
+
+
+# --------------------------------------------------------------------------------------- model figures
+
+
+@pytest.mark.parametrize("color_by", ["kind", "phase"])
+def test_plot_alpha_by_layer(result, color_by):
+    ax = P.plot_alpha_by_layer(result, color_by=color_by).axes[0]
+    panel = F.alpha_by_layer(result, color_by=color_by)
+    groups = [s for s in panel.series if s.kind == "points"]
+    points = [ln for ln in ax.get_lines() if ln.get_marker() == "o"]
+    assert [ln.get_label() for ln in points] == [s.label for s in groups]
+    for ln, s in zip(points, groups):
+        assert _hex(ln) == P.role_color(s.role)
+    assert sum(len(ln.get_xdata()) for ln in points) == sum(math.isfinite(r.alpha) for r in result.layers)
+    assert sorted(ln.get_ydata()[0] for ln in ax.get_lines() if ln.get_linestyle() == "--") == [2.0, 6.0]
+    assert "α = 2" in _legend(ax)
+    with pytest.raises(ValueError):
+        P.plot_alpha_by_layer(result, color_by="shape")
+
+
+def test_plot_alpha_distribution(result):
+    ax = P.plot_alpha_distribution(result).axes[0]
+    assert len(_steps(ax)) == 1 and len(ax.get_lines()) == 2
+
+
+def test_plot_phase_counts(result):
+    ax = P.plot_phase_counts(result).axes[0]
+    bars = [p for p in ax.patches if isinstance(p, Rectangle)]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == list(PHASES) + ["no phase"]  # the tiny layer has no phase
+    assert len(bars) == len(labels)
+    assert sum(b.get_height() for b in bars) == len(result.layers)
+    assert to_hex(bars[PHASES.index("random-like")].get_facecolor()) == P.role_color("phase:random-like")
+    assert all(t.get_rotation() == 30 for t in ax.get_xticklabels())
+
+
+def test_phase_colours_follow_the_order_of_phases():
+    assert [P.role_color(f"phase:{p}") for p in PHASES] == list(P.PALETTE[:len(PHASES)])
+    assert P.role_color("kind:dense") == P.PALETTE[0] and P.role_color("fit:right") == P.ROLE_COLORS["fit"]
+    assert P.role_color("kind:something-new") == P.role_color("kind:something-new") in P.PALETTE
+
+
+# ---------------------------------------------------------------------------------------------- saving
+
+
+def test_save_panels_writes_a_png_atomically(result, tmp_path):
+    row, sp = _layer(result, "heavy")
+    path = tmp_path / "panels.png"
+    path.write_bytes(b"old")
+    P.save_panels(F.layer_panels(row, sp)[:2], path, ncols=2)
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    img = imread(path)
+    assert img.ndim == 3 and img.shape[0] > 100 and float(img.var()) > 0  # not blank
+    assert sorted(os.listdir(tmp_path)) == ["panels.png"]  # no temporary file left
+
+
+def test_save_panels_svg_pdf_and_errors(result, tmp_path):
+    panels = [F.phase_counts(result)]
+    P.save_panels(panels, tmp_path / "a.SVG")
+    assert b"<svg" in (tmp_path / "a.SVG").read_bytes()[:1000]
+    P.save_panels(panels, str(tmp_path / "a.pdf"), ncols=1)
+    assert (tmp_path / "a.pdf").read_bytes()[:5] == b"%PDF-"
+    with pytest.raises(OptionError, match=r"\.png"):
+        P.save_panels(panels, tmp_path / "a.jpg")
+    with pytest.raises(OptionError):
+        P.save_panels([], tmp_path / "b.png")
+    with pytest.raises(OptionError):
+        P.save_panels(panels, tmp_path / "b.png", ncols=0)
+    assert sorted(os.listdir(tmp_path)) == ["a.SVG", "a.pdf"]
+
+
+def test_save_panels_failure_keeps_the_old_file(result, tmp_path, monkeypatch):
+    path = tmp_path / "p.png"
+    path.write_bytes(b"old")
+
+    def fail(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(P.os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        P.save_panels([F.phase_counts(result)], path)
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["p.png"]
+
+
+def test_draw_panels_grid_drops_unused_axes(result):
+    fig = P.draw_panels([F.phase_counts(result)] * 3, ncols=2)
+    assert len(fig.axes) == 3
+
+
+# ------------------------------------------------------------------------------- no pyplot, lazy import
+
+
+def test_no_pyplot_and_matplotlib_imported_lazily(tmp_path):
+    """Importing htsr.plot imports no matplotlib; drawing and saving never import pyplot (no global state)."""
+    code = ("import sys, numpy as np, htsr, htsr.plot as P\n"
+            "before = 'matplotlib' in sys.modules\n"
+            "r = htsr.analyze({'w.weight': np.random.default_rng(0).standard_normal((120, 60))}, keep_spectra=True)\n"
+            "P.plot_layer(r, 0)\n"
+            "P.save_panels(htsr.figures.layer_panels(r.layers[0], r.spectra[0])[:1], sys.argv[1])\n"
+            "print(before, 'matplotlib' in sys.modules, 'matplotlib.pyplot' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.png")], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split() == ["False", "True", "False"]
+    assert (tmp_path / "x.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_missing_matplotlib_is_a_missing_extra(result, monkeypatch, tmp_path):
+    row, sp = _layer(result, "dense")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
+    with pytest.raises(MissingExtraError) as ei:
+        P.plot_esd(row, sp)
+    assert "htsr[plot]" in str(ei.value) and "matplotlib" in str(ei.value) and isinstance(ei.value, HtsrError)
+    with pytest.raises(MissingExtraError):
+        P.save_panels([F.phase_counts(result)], tmp_path / "never.png")
+    assert os.listdir(tmp_path) == []

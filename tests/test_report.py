@@ -1,0 +1,388 @@
+"""The HTML report: self-contained, escaped, atomic; and, in headless Chromium over CDP (tests/cdp.py), free of
+console errors, sortable, drawing each layer's figures on demand and something other than a blank page."""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import htsr
+from htsr.cli import table_columns
+from htsr.figures import layer_panels
+from htsr.report import _panel_json, render_report, write_report
+
+from cdp import Browser, find_chromium
+
+EVIL = "<script>alert(1)</script>"
+EVIL2 = "x</script><!--<script>y"
+#: copies of the screenshots, to look at
+SHOTS = Path(os.environ.get("HTSR_REPORT_SHOTS", "/tmp/report_shots"))
+
+
+def _model() -> dict[str, np.ndarray]:
+    """Seeded matrices: Gaussian, heavy-tailed entries, low-rank spikes; one tiny, one with a NaN, two evil names."""
+    rng = np.random.default_rng(1)
+    model = {}
+    for i in range(12):
+        n, m = int(rng.integers(120, 400)), int(rng.integers(80, 200))
+        W = rng.standard_normal((n, m))
+        if i % 3 == 0:
+            W += rng.pareto(1.5, (n, m)) * rng.choice([-1, 1], (n, m))
+        if i % 3 == 1:
+            W += 0.8 * rng.standard_normal((n, 4)) @ rng.standard_normal((4, m))
+        model[f"enc.{i}.weight"] = W
+    model[f"{EVIL}.weight"] = rng.standard_normal((100, 60))
+    model[f"{EVIL2}.weight"] = rng.standard_normal((90, 70))
+    model["tiny.weight"] = rng.standard_normal((30, 20))  # < min_evals: not fitted
+    bad = rng.standard_normal((50, 40))
+    bad[0, 0] = np.nan  # failed
+    model["bad.weight"] = bad
+    model["emb.embed_tokens.weight"] = rng.standard_normal((500, 64))
+    return model
+
+
+@pytest.fixture(scope="module")
+def result() -> htsr.AnalysisResult:
+    return htsr.analyze(_model(), keep_spectra=True, randomize=True)
+
+
+@pytest.fixture(scope="module")
+def bare_result() -> htsr.AnalysisResult:
+    return htsr.analyze(_model(), randomize=True)
+
+
+@pytest.fixture(scope="module")
+def page(result) -> str:
+    return render_report(result)
+
+
+def _json_blocks(text: str) -> dict[str, str]:
+    return dict(re.findall(r'<script type="application/json" id="([^"]+)">(.*?)</script>', text, re.DOTALL))
+
+
+# ---- the HTML itself ------------------------------------------------------------------------------------
+
+def test_self_contained(page):
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", page, re.IGNORECASE)
+    assert not re.search(r"""@import|url\(\s*["']?\s*(?:https?:)?//""", page, re.IGNORECASE)
+    assert "<link" not in page and "<iframe" not in page
+    assert re.findall(r"<script[^>]*\bsrc=", page) == []
+
+
+def test_sections_in_order_and_header(result, page):
+    ids = ["summary", "warnings", "model-figures", "layers-section"]
+    pos = [page.index(f'<section id="{i}"') for i in ids]
+    assert page.index("<header>") < pos[0] and pos == sorted(pos)
+    header = page[page.index("<header>"):pos[0]]
+    assert htsr.__version__ in header and html.escape(result.source) in header
+    # the options that differ from the defaults, and only those
+    assert "randomize=True" in header and "keep_spectra=True" in header
+    assert "xmin=" not in header and "tails=" not in header and "progress=" not in header
+    assert f"<dd>{result.summary.num_layers}</dd>" in page[pos[0]:pos[1]]
+
+
+def test_names_escaped_and_json_cannot_break_out(result, page):
+    assert EVIL not in page and EVIL2 not in page
+    assert html.escape(EVIL) in page and html.escape(EVIL2) in page
+    # every script element is one of ours: config, one per layer, the renderer
+    assert page.count("<script") == page.count("</script>") == 2 + len(result.layers)
+    blocks = _json_blocks(page)
+    assert set(blocks) == {"htsr-config"} | {f"layer-data-{i}" for i in range(len(result.layers))}
+    for text in blocks.values():
+        assert "<" not in text
+        json.loads(text)  # strict JSON: no NaN
+    names = {json.loads(blocks[f"layer-data-{i}"])["name"] for i in range(len(result.layers))}
+    assert {EVIL, EVIL2} <= names
+    table = json.loads(blocks["htsr-config"])["table"]
+    assert [row[table["columns"].index("name")] for row in table["values"]] == [r.name for r in result.layers]
+
+
+def test_panel_json_is_as_dict_rounded(result):
+    i = next(i for i, r in enumerate(result.layers) if r.status == "ok")
+    for p in layer_panels(result.layers[i], result.spectra[i]):
+        got, want = json.loads(_panel_json(p)), p.as_dict()
+        for s in want["series"]:
+            s.setdefault("labels", [])
+        assert {k: v for k, v in got.items() if k != "series"} == {k: v for k, v in want.items() if k != "series"}
+        for gs, ws in zip(got["series"], want["series"], strict=True):
+            assert {k: gs[k] for k in ("kind", "label", "role", "labels")} == \
+                   {k: ws[k] for k in ("kind", "label", "role", "labels")}
+            for k in ("x", "y"):
+                assert [g is None for g in gs[k]] == [w is None for w in ws[k]]
+                np.testing.assert_allclose([g for g in gs[k] if g is not None], [w for w in ws[k] if w is not None],
+                                           rtol=1e-4)
+
+
+def test_table_rows_columns_and_numbers(result, page):
+    body = page[page.index("<tbody>"):page.index("</tbody>")]
+    assert body.count('<tr class="layer"') == len(result.layers)
+    head = page[page.index("<thead>"):page.index("</thead>")]
+    for c in table_columns(result):
+        assert f">{c}<span" in head
+    r = next(r for r in result.layers if r.status == "ok" and r.alpha != round(r.alpha))
+    assert f'<td class="num">{r.alpha:.4g}</td>' in body
+    assert "<td class=\"num\">–</td>" in body  # NaN
+
+
+def test_warnings_list_exactly_the_warned_and_not_ok_layers(result, page):
+    section = page[page.index('<section id="warnings"'):page.index('<section id="model-figures"')]
+
+    def listed(ul: str) -> list[str]:
+        m = re.search(rf'<ul id="{ul}">(.*?)</ul>', section, re.DOTALL)
+        return [html.unescape(n) for n in re.findall(r'<li data-layer="([^"]*)"', m.group(1))] if m else []
+
+    warned = [r.name for r in result.layers if r.warning]
+    not_ok = [r.name for r in result.layers if r.status != "ok"]
+    assert warned and not_ok  # the model has both
+    assert sorted(listed("warned")) == sorted(warned)
+    assert sorted(listed("not-ok")) == sorted(not_ok)
+    assert {"tiny", "bad"} <= set(not_ok)
+    assert f"Layers with a warning ({len(warned)})" in section
+
+
+def test_no_warnings_says_so():
+    r = htsr.analyze({"a.weight": np.random.default_rng(0).standard_normal((300, 100))}, mp_fit=False)
+    r = type(r)(tuple(row.__class__(**{**row.as_dict(), "warning": ""}) for row in r.layers), r.summary, r.source,
+                r.options)
+    text = render_report(r)
+    assert "No layer has a warning." in text and "Every layer's status is ok." in text
+
+
+def test_without_kept_spectra_says_so(bare_result):
+    text = render_report(bare_result)
+    note = text[text.index('id="no-spectra"'):]
+    note = note[:note.index("</p>")]
+    assert "keep_spectra=True" in note and "--report" in note
+    assert 'id="layer-data-' not in text and 'class="open"' not in text
+    assert json.loads(_json_blocks(text)["htsr-config"])["kept"] is False
+
+
+def test_colours_are_htsr_plots_and_matplotlib_is_not_needed(page):
+    from htsr.plot import role_color
+
+    colours = json.loads(_json_blocks(page)["htsr-config"])["colours"]
+    assert {"data", "fit", "xmin", "mp", "kind:dense", "kind:embedding", "phase:heavy-tailed"} <= set(colours)
+    assert all(c == role_color(r) for r, c in colours.items())
+    code = ("import sys; sys.modules['matplotlib'] = None; import numpy as np, htsr; from htsr.report import "
+            "render_report; r = htsr.analyze({'a.weight': np.random.default_rng(0).standard_normal((200, 80))}, "
+            "keep_spectra=True); assert 'layer-data-0' in render_report(r)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_title(result):
+    assert "<title>my &lt;model&gt;</title>" in render_report(result, title="my <model>")
+
+
+def test_write_report_is_atomic(result, tmp_path, monkeypatch):
+    path = tmp_path / "report.html"
+    write_report(result, path)
+    assert path.read_text(encoding="utf-8") == render_report(result)
+    assert os.listdir(tmp_path) == ["report.html"]
+    # a failure before the rename leaves the old file whole and no temporary file behind
+    path.write_text("old", encoding="utf-8")
+
+    def fail(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_report(result, path)
+    assert path.read_text(encoding="utf-8") == "old"
+    assert os.listdir(tmp_path) == ["report.html"]
+
+
+# ---- in the browser -------------------------------------------------------------------------------------
+
+CHROMIUM = find_chromium()
+# the browser tests never skip silently: without a browser they fail, unless HTSR_SKIP_BROWSER=1 says that
+# skipping is meant (scripts/setup.sh test installs Debian's chromium; HTSR_CHROMIUM names another binary)
+needs_chromium = pytest.mark.skipif(CHROMIUM is None and os.environ.get("HTSR_SKIP_BROWSER") == "1",
+                                    reason="HTSR_SKIP_BROWSER=1 and no chromium binary")
+
+
+@pytest.fixture(scope="module", autouse=False)
+def _chromium_present():
+    if CHROMIUM is None:
+        pytest.fail("no chromium or chrome binary on PATH: run scripts/setup.sh test (apt install chromium), set "
+                    "HTSR_CHROMIUM to a binary, or HTSR_SKIP_BROWSER=1 to skip the browser tests", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def browser(_chromium_present):
+    b = Browser(CHROMIUM, width=1400, height=1000)
+    try:
+        b.send("Emulation.setDeviceMetricsOverride", width=1400, height=1000, deviceScaleFactor=1, mobile=False)
+        b.send("Runtime.enable")
+        b.send("Log.enable")
+        yield b
+    finally:
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def report_files(result, bare_result, tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("report")
+    write_report(result, d / "report.html")
+    write_report(bare_result, d / "bare.html")
+    return {"kept": d / "report.html", "bare": d / "bare.html"}
+
+
+def _errors(b: Browser) -> list[dict]:
+    """Console errors, uncaught exceptions and error log entries received so far (consumed)."""
+    out = []
+    for ev in b.events:
+        m, p = ev["method"], ev.get("params", {})
+        if (m == "Runtime.exceptionThrown" or (m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"))
+                or (m == "Log.entryAdded" and p.get("entry", {}).get("level") == "error")):
+            out.append(ev)
+    b.events.clear()
+    return out
+
+
+def _load(b: Browser, path: Path) -> None:
+    b.events.clear()
+    b.navigate(path.as_uri())
+    assert _errors(b) == []
+
+
+def _click(b: Browser, selector: str) -> None:
+    """A real mouse click at the centre of the element (scrolled into view first)."""
+    r = b.evaluate(f"""(() => {{ const e = document.querySelector({json.dumps(selector)});
+        e.scrollIntoView({{block: 'center'}}); const r = e.getBoundingClientRect();
+        return {{x: r.x + r.width / 2, y: r.y + r.height / 2}}; }})()""")
+    for kind in ("mousePressed", "mouseReleased"):
+        b.send("Input.dispatchMouseEvent", type=kind, x=r["x"], y=r["y"], button="left", clickCount=1)
+
+
+def _column(b: Browser, k: int) -> list[str]:
+    return b.evaluate(f"Array.from(document.querySelectorAll('#layers tbody tr.layer'))"
+                      f".map(r => r.cells[{k + 1}].textContent)")  # cell 0 holds the button
+
+
+def _num(s: str) -> float:
+    return math.nan if s == "–" else float(s)
+
+
+def _rect(b: Browser, selector: str) -> dict[str, float]:
+    return b.evaluate(f"""(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();
+        return {{x: r.x + scrollX, y: r.y + scrollY, width: r.width, height: r.height}}; }})()""")
+
+
+def _check_png(png: bytes, path: Path, min_colours: int = 4) -> np.ndarray:
+    """Save the PNG (and a copy under SHOTS); assert it is not blank: several colours, non-white pixels."""
+    path.write_bytes(png)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, SHOTS / path.name)
+    imread = pytest.importorskip("matplotlib.image", reason="matplotlib decodes the screenshots").imread
+    img = imread(io.BytesIO(png), format="png")[..., :3]
+    assert img.size and float(img.std()) > 0
+    rgb = (img.reshape(-1, 3) * 255).round().astype(np.uint32)
+    assert np.unique(rgb[:, 0] << 16 | rgb[:, 1] << 8 | rgb[:, 2]).size >= min_colours
+    assert float((img < 0.9).any(axis=-1).mean()) > 0.01  # some ink
+    return img
+
+
+@needs_chromium
+def test_browser_model_figures(browser, report_files, result, tmp_path):
+    _load(browser, report_files["kept"])
+    counts = browser.evaluate("Array.from(document.querySelectorAll('#model-figs svg'))"
+                              ".map(s => s.querySelectorAll('path, rect, circle, line').length)")
+    assert len(counts) == 4 and all(c > 5 for c in counts)
+    # the points of alpha-by-layer (in the clipped plot area, not the legend): one per layer with a finite alpha
+    points = browser.evaluate("document.querySelectorAll('#model-figs figure:first-child g[clip-path] circle').length")
+    assert points == sum(math.isfinite(r.alpha) for r in result.layers)
+    img = _check_png(browser.screenshot(clip=_rect(browser, "#model-figs svg")), tmp_path / "model_figure.png")
+    assert float((img.min(axis=-1) < 0.5).mean()) > 0.002  # dark ink: axes text, points
+    _check_png(browser.screenshot(full_page=True), tmp_path / "report_page.png")
+    assert _errors(browser) == []
+
+
+@needs_chromium
+def test_browser_sorting(browser, report_files, result):
+    _load(browser, report_files["kept"])
+    cols = json.loads(_json_blocks(report_files["kept"].read_text(encoding="utf-8"))["htsr-config"])["table"]["columns"]
+    k = cols.index("alpha")
+    browser.evaluate("htsrReport.toggle(3); 1")  # an open layer's figures move with its row
+    _click(browser, f'#layers th[data-col="{k}"]')
+    vals = [_num(s) for s in _column(browser, k)]
+    n = sum(math.isfinite(v) for v in vals)
+    assert 0 < n < len(vals) and all(math.isnan(v) for v in vals[n:])  # NaN last
+    assert vals[:n] == sorted(vals[:n])
+    assert browser.evaluate(f"document.querySelector('#layers th[data-col=\"{k}\"]').getAttribute('aria-sort')") \
+        == "ascending"
+    assert browser.evaluate(f"document.querySelector('#layers th[data-col=\"{k}\"] .arrow').textContent") == "▲"
+    assert browser.evaluate("(() => { const r = document.getElementById('layer-3');"
+                            "return r.nextElementSibling.classList.contains('detail'); })()")
+    _click(browser, f'#layers th[data-col="{k}"]')
+    vals = [_num(s) for s in _column(browser, k)]
+    assert vals[:n] == sorted(vals[:n], reverse=True) and all(math.isnan(v) for v in vals[n:])
+    assert browser.evaluate(f"document.querySelector('#layers th[data-col=\"{k}\"] .arrow').textContent") == "▼"
+    # a string column: alphabetical (digits by value), empty last
+    j = cols.index("warning")
+    _click(browser, f'#layers th[data-col="{j}"]')
+    w = _column(browser, j)
+    filled = [s for s in w if s]
+    assert w == filled + [""] * (len(w) - len(filled)) and filled == sorted(filled)
+    j = cols.index("name")
+    _click(browser, f'#layers th[data-col="{j}"]')
+
+    def natural(s: str) -> list:
+        return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", s) if t]
+
+    names = _column(browser, j)
+    assert sorted(names) == sorted(r.name for r in result.layers)
+    plain = [s for s in names if s[0].isalnum()]  # ICU and Python order punctuation differently
+    assert plain == sorted(plain, key=natural)
+    assert _errors(browser) == []
+
+
+@needs_chromium
+def test_browser_layer_figures_on_demand(browser, report_files, result, tmp_path):
+    _load(browser, report_files["kept"])
+    assert browser.evaluate("document.querySelectorAll('tr.detail').length") == 0  # nothing drawn before a click
+    i = next(i for i, r in enumerate(result.layers) if r.status == "ok" and r.num_traps > 0)
+    _click(browser, f"#layer-{i} td:nth-child(3)")
+    counts = browser.evaluate(f"""Array.from(document.getElementById('layer-{i}').nextElementSibling
+        .querySelectorAll('svg')).map(s => s.querySelectorAll('path, rect').length)""")
+    assert len(counts) == 6 and all(c > 0 for c in counts)
+    assert browser.evaluate("document.querySelectorAll('tr.detail svg').length") == 6  # only this layer's
+    # the escaped name is drawn as text in its panels' titles
+    j = next(j for j, r in enumerate(result.layers) if r.name == EVIL)
+    browser.evaluate(f"htsrReport.toggle({j}); 1")
+    title = browser.evaluate(f"document.getElementById('layer-{j}').nextElementSibling.querySelector('h3').textContent")
+    assert title == EVIL
+    assert browser.evaluate("typeof window.alerted") == "undefined"
+    browser.evaluate(f"document.getElementById('layer-{i}').scrollIntoView({{block: 'start'}}); 1")
+    _check_png(browser.screenshot(), tmp_path / "layer_figures.png")
+    # a second click closes it
+    _click(browser, f"#layer-{i} button.open")
+    assert browser.evaluate(f"document.getElementById('layer-{i}').nextElementSibling.hidden") is True
+    # a layer without eigenvalues says why
+    k = next(k for k, r in enumerate(result.layers) if r.name == "bad")
+    browser.evaluate(f"htsrReport.toggle({k}); 1")
+    note = browser.evaluate(f"document.getElementById('layer-{k}').nextElementSibling.textContent")
+    assert "no eigenvalues kept" in note
+    assert _errors(browser) == []
+
+
+@needs_chromium
+def test_browser_report_without_spectra(browser, report_files, tmp_path):
+    _load(browser, report_files["bare"])
+    assert browser.evaluate("document.getElementById('no-spectra') !== null")
+    assert browser.evaluate("document.querySelectorAll('#model-figs svg').length") == 4
+    _click(browser, "#layer-0 td:nth-child(3)")
+    assert browser.evaluate("document.querySelectorAll('tr.detail').length") == 0
+    _click(browser, '#layers th[data-col="0"]')
+    assert _column(browser, 0)[0] == "0"
+    assert _errors(browser) == []
