@@ -8,7 +8,6 @@ library errors into a one-line message and exit status 2.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from . import __version__
 from .analyze import analyze
 from .errors import HtsrError
 from .options import OPTION_SPECS, Options
-from .results import AnalysisResult, atomic_write
+from .results import AnalysisResult, atomic_write, format_value
 
 __all__ = ["main", "build_parser", "format_table", "add_option_flags", "options_from_args"]
 
@@ -140,21 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if v == int(v) and abs(v) < 1e9:
-            return str(int(v))
-        return f"{v:.4g}"
-    return str(v) if v != "" else "-"
 
 
 def _cell(row: Any, column: str) -> str:
     v = getattr(row, column)
     if column == "trap_weights" and v.count(";") >= 2:  # the table shows two; the files have them all
         v = "; ".join(v.split("; ")[:2]) + "; …"
-    return _fmt(v)
+    return format_value(v)
 
 
 def table_columns(result: AnalysisResult) -> tuple[str, ...]:
@@ -193,12 +184,12 @@ def format_summary(result: AnalysisResult) -> str:
         f"uncertain {s.num_uncertain}  no-power-law {s.num_no_power_law}  "
         f"(interval of alpha: {'bootstrap' if result.options.get('bootstrap') else 'Bayesian'}, "
         f"{result.options.get('confidence', 0.95):.0%})",
-        f"power law plausible (bootstrap p > 0.1): {_fmt(s.share_plausible_pl)}  "
-        f"best fit is the power law: {_fmt(s.share_best_fit_pl)}",
+        f"power law plausible (bootstrap p > 0.1): {format_value(s.share_plausible_pl)}  "
+        f"best fit is the power law: {format_value(s.share_best_fit_pl)}",
         "phases: " + "  ".join(f"{p} {n}" for p, n in s.phases.items())
         + (f"  layers with correlation traps: {s.num_with_traps}" if result.options.get("randomize") else ""),
         "means over layers with a finite value: "
-        + "  ".join(f"{k}={_fmt(v)}" for k, v in s.means.items()),
+        + "  ".join(f"{k}={format_value(v)}" for k, v in s.means.items()),
     ]
     return "\n".join(lines)
 

@@ -70,6 +70,7 @@ from .results import (
     Summary,
     _json_safe,
     atomic_write,
+    format_value,
 )
 
 __all__ = [
@@ -375,14 +376,6 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
     return compare_results(results, labels, metric, ascending, layer_metric)
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if v == int(v) and abs(v) < 1e9:
-            return str(int(v))
-        return f"{v:.4g}"
-    return str(v) if v != "" else "-"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], text_columns: int = 1) -> str:
@@ -407,21 +400,21 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
     parts = [
         "summary (counts; metric means over the layers where they are finite):",
         _table(["model", *cols, "rank"],
-               [[lab, *(_fmt(row[i]) for i in idx), str(rank_of[lab])] for lab, row in zip(c.labels, c.summary)]),
+               [[lab, *(format_value(row[i]) for i in idx), str(rank_of[lab])] for lab, row in zip(c.labels, c.summary)]),
         "",
         f"ranking by mean {c.metric} ({direction_word(c.ascending)}"
         f"{', as given' if c.direction_from == 'user' else ''}; 1 = best): "
-        + "  ".join(f"{e.rank}. {e.label} ({_fmt(e.value)})" for e in c.ranking),
+        + "  ".join(f"{e.rank}. {e.label} ({format_value(e.value)})" for e in c.ranking),
     ]
     if c.common_layers:
         parts.append(f"mean {c.layer_metric} over the {c.num_common_finite} layers present in every model where it is "
                      f"finite in each (the same layers for all): "
-                     + "  ".join(f"{lab} {_fmt(v)}" for lab, v in zip(c.labels, c.common_means)))
+                     + "  ".join(f"{lab} {format_value(v)}" for lab, v in zip(c.labels, c.common_means)))
     if layers:
         parts += ["", f"{c.layer_metric} per layer, {len(c.common_layers)} layers present in every model:"]
         if c.common_layers:
             parts.append(_table(["name", "kind", "shape", *c.labels],
-                                [[n, k, _shape_text(s), *(_fmt(x) for x in v)]
+                                [[n, k, _shape_text(s), *(format_value(x) for x in v)]
                                  for n, k, s, v in zip(c.common_layers, c.layer_kinds, c.layer_shapes,
                                                        c.layer_values)], text_columns=3))
     if c.partial_layers:
@@ -601,7 +594,7 @@ def format_distances(distances: Sequence[LayerDistance], columns: Sequence[str] 
     """The per-layer distances as aligned plain text, and one line of totals."""
     text = [c for c in columns if c in ("name", "kind", "shape", "status")]
     columns = [*text[:3], *(c for c in columns if c not in text), *text[3:]]
-    rows = [[_fmt(getattr(d, c)) for c in columns] for d in distances]
+    rows = [[format_value(getattr(d, c)) for c in columns] for d in distances]
     out = _table(columns, rows, text_columns=len([c for c in columns if c in ("name", "kind", "shape")]))
     ok = [d for d in distances if d.status == "ok"]
     skipped = sum(d.status.startswith("skipped") for d in distances)
@@ -611,8 +604,8 @@ def format_distances(distances: Sequence[LayerDistance], columns: Sequence[str] 
         def med(attr: str) -> float:
             v = [getattr(d, attr) for d in ok if math.isfinite(getattr(d, attr))]
             return float(np.median(v)) if v else NAN
-        line += (f"; medians: relative_frobenius {_fmt(med('relative_frobenius'))}  js_distance "
-                 f"{_fmt(med('js_distance'))}  cka {_fmt(med('cka'))} (chance {_fmt(med('cka_chance'))})")
+        line += (f"; medians: relative_frobenius {format_value(med('relative_frobenius'))}  js_distance "
+                 f"{format_value(med('js_distance'))}  cka {format_value(med('cka'))} (chance {format_value(med('cka_chance'))})")
     return out + "\n" + line
 
 

@@ -21,7 +21,6 @@ import io
 import math
 import os
 import textwrap
-import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,6 +30,7 @@ from . import figures
 from .errors import OptionError
 from .figures import PALETTE, ROLE_COLORS, Panel, Series, role_color  # noqa: F401 (colours re-exported)
 from .io.base import import_extra
+from .results import atomic_write
 from .rmt.phases import PHASES
 
 __all__ = ["draw_panel", "draw_panels", "save_panels", "plot_esd", "plot_esd_linear", "plot_log10_histogram",
@@ -168,20 +168,6 @@ def draw_panels(panels: Sequence[Panel], ncols: int = 2) -> Any:
     return fig
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename."""
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_panels(panels: Sequence[Panel], path: str | os.PathLike, ncols: int = 2) -> None:
     """Draw ``panels`` in a grid of ``ncols`` columns and save it, as PNG, SVG or PDF by the extension of
     ``path``, atomically (rendered in memory, written to a temporary file in the same folder, renamed)."""
@@ -192,7 +178,7 @@ def save_panels(panels: Sequence[Panel], path: str | os.PathLike, ncols: int = 2
     fig = draw_panels(panels, ncols)
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=120)
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
 
 
 # ------------------------------------------------------------------------------------ per-layer figures

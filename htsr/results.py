@@ -23,7 +23,7 @@ import numpy as np
 from .metrics import METRICS, PLAUSIBLE_P
 from .rmt.phases import PHASES
 
-__all__ = ["LayerResult", "LayerSpectra", "Summary", "AnalysisResult", "COLUMNS", "SUMMARY_METRICS", "atomic_write"]
+__all__ = ["LayerResult", "LayerSpectra", "Summary", "AnalysisResult", "COLUMNS", "SUMMARY_METRICS", "atomic_write", "format_value"]
 
 NAN = float("nan")
 
@@ -197,20 +197,36 @@ def _json_safe(v: Any) -> Any:
     return v
 
 
-def atomic_write(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
+    """Write ``data`` (text as UTF-8, or bytes) to ``path`` via a temporary file in the same folder and an
+    atomic rename."""
     path = Path(path)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     # created like open() would (0666 less the umask), exclusively, so no other writer shares it
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        if isinstance(data, bytes):
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+                f.write(data)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def format_value(v: Any) -> str:
+    """A cell of htsr's plain-text tables: NaN as 'nan', whole numbers without a point, others to 4 digits."""
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if v == int(v) and abs(v) < 1e9:
+            return str(int(v))
+        return f"{v:.4g}"
+    return str(v) if v != "" else "-"
 
 
 @dataclass(frozen=True)
