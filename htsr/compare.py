@@ -68,7 +68,7 @@ from .results import (
     AnalysisResult,
     LayerResult,
     Summary,
-    _json_safe,
+    json_safe,
     atomic_write,
     format_value,
 )
@@ -191,7 +191,7 @@ class Comparison:
             "common_layer_means": {"layer_metric": self.layer_metric, "num_layers": self.num_common_finite,
                                    "values": dict(zip(self.labels, self.common_means))},
         }
-        return _json_safe(_plain(doc))
+        return json_safe(_plain(doc))
 
     def json_text(self) -> str:
         return json.dumps(self.as_dict(), indent=2, allow_nan=False) + "\n"
@@ -688,7 +688,7 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.json:
         doc = c.as_dict()
         if distances is not None:
-            doc["distances"] = _json_safe([d.as_dict() for d in distances])
+            doc["distances"] = json_safe([d.as_dict() for d in distances])
         print(json.dumps(doc, indent=2, allow_nan=False))
         say = (lambda *a: print(*a, file=sys.stderr)) if not args.quiet else say
     else:

@@ -23,7 +23,7 @@ import numpy as np
 from .metrics import METRICS, PLAUSIBLE_P
 from .rmt.phases import PHASES
 
-__all__ = ["LayerResult", "LayerSpectra", "Summary", "AnalysisResult", "COLUMNS", "SUMMARY_METRICS", "atomic_write", "format_value"]
+__all__ = ["LayerResult", "LayerSpectra", "Summary", "AnalysisResult", "COLUMNS", "SUMMARY_METRICS", "atomic_write", "format_value", "json_safe"]
 
 NAN = float("nan")
 
@@ -187,13 +187,14 @@ def _share(flags: list[bool]) -> float:
     return sum(flags) / len(flags) if flags else NAN
 
 
-def _json_safe(v: Any) -> Any:
+def json_safe(v: Any) -> Any:
+    """``v`` with every non-finite float (NaN, ±inf) replaced by None, recursively: strict JSON."""
     if isinstance(v, float) and not math.isfinite(v):
         return None
     if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
+        return {k: json_safe(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
+        return [json_safe(x) for x in v]
     return v
 
 
@@ -285,7 +286,7 @@ class AnalysisResult:
                                "summary": self.summary.as_dict()}
         if layers:
             doc["layers"] = self.to_records()
-        return json.dumps(_json_safe(doc), indent=2, allow_nan=False) + "\n"
+        return json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n"
 
     def to_json(self, path: str | os.PathLike) -> None:
         """Write source, options, summary and layers as one JSON document, atomically."""
