@@ -37,6 +37,10 @@ def _choice(*values: Any) -> Callable[[Any], bool]:
     return lambda v: v in values
 
 
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, bool)  # not _is_bool: 1 == True would let 1 and 0 through
+
+
 def _int_range(lo: int, hi: int | None = None, none_ok: bool = False) -> Callable[[Any], bool]:
     def check(v: Any) -> bool:
         if v is None:
@@ -102,7 +106,7 @@ OPTION_SPECS: dict[str, OptionSpec] = {
                    "power-law x_min: 'ks' = Clauset-Shalizi-Newman KS scan, 'median' = top half of the "
                    "spectrum, 'peak' = KS scan over candidates <= 1.5 x the log-histogram peak, "
                    "a number = fixed x_min"),
-        OptionSpec("clip_xmax", False, "True or False", _choice(True, False),
+        OptionSpec("clip_xmax", False, "True or False", _is_bool,
                    "'fingers' remedy: refit after dropping the k largest eigenvalues (k = 1..max_fingers) "
                    "and keep the first refit whose alpha drops by more than finger_thresh"),
         OptionSpec("max_fingers", 10, "an integer from 1 to 100", _int_range(1, 100),
@@ -116,14 +120,14 @@ OPTION_SPECS: dict[str, OptionSpec] = {
                    "'none' = X = W^T W (WeightWatcher's convention); 'N' = X = W^T W / N (the RMT papers)"),
         OptionSpec("conv", "pooled", "'pooled' or 'per_position'", _choice("pooled", "per_position"),
                    "conv layers: one spectrum pooling all kernel positions, or one row per position"),
-        OptionSpec("ww_conv_scale", True, "True or False", _choice(True, False),
+        OptionSpec("ww_conv_scale", True, "True or False", _is_bool,
                    "scale Conv2d eigenvalues as WeightWatcher does (x 1/2 pooled, x kh*kw/2 per position), so log norms compare "
                    "with it and with the published tables"),
         OptionSpec("farms_aspect", None, "None or a number >= 1", _none_or(_float_range(1.0, 1e6)),
                    "shape-bias correction (FARMS): fit the tail to the pooled eigenvalues of windows of "
                    "this aspect ratio covering each matrix, so alpha compares across layer shapes "
                    "(norms and ranks stay those of the whole matrix)"),
-        OptionSpec("tails", True, "True or False", _choice(True, False),
+        OptionSpec("tails", True, "True or False", _is_bool,
                    "alternative tails: fit a truncated power law (at x_min, and E-TPL at the peak-bounded "
                    "x_min), exponential and log-normal; likelihood-ratio tests and best_fit"),
         OptionSpec("bootstrap", 0, "an integer >= 0", _int_range(0),
@@ -135,12 +139,12 @@ OPTION_SPECS: dict[str, OptionSpec] = {
                    "Bayesian alpha: shape of the Gamma prior on alpha - 1 (0 with prior_rate 0 = Jeffreys)"),
         OptionSpec("prior_rate", 0.0, "a number >= 0", _float_range(0.0, 1e9),
                    "Bayesian alpha: rate of the Gamma prior on alpha - 1"),
-        OptionSpec("bayes_average", False, "True or False", _choice(True, False),
+        OptionSpec("bayes_average", False, "True or False", _is_bool,
                    "Bayesian alpha averaged over every x_min candidate, weighted by its evidence under a "
                    "log-uniform bulk model (default: at the fitted x_min)"),
         OptionSpec("seed", 0, "an integer >= 0", _int_range(0),
                    "seed of every random draw (bootstrap, randomize), so results are reproducible"),
-        OptionSpec("mp_fit", True, "True or False", _choice(True, False),
+        OptionSpec("mp_fit", True, "True or False", _is_bool,
                    "Marchenko-Pastur fit of the bulk (sigma, edges, spikes above the edge plus the "
                    "Tracy-Widom margin, softrank), heavy entries and the 5+1 phase label"),
         OptionSpec("tw_margin", 4.0, "a number >= 0", _float_range(0.0, 1e6),
@@ -154,14 +158,14 @@ OPTION_SPECS: dict[str, OptionSpec] = {
                    "phase: a tail with alpha below this is heavy-tailed, else bulk-decay"),
         OptionSpec("phase_bleed_width", 0.25, "a number > 0", _float_range(0.0, 1e6, lo_open=True),
                    "phase: spikes all below (1 + this) x the MP edge are bleeding-out, else bulk+spikes"),
-        OptionSpec("randomize", False, "True or False", _choice(True, False),
+        OptionSpec("randomize", False, "True or False", _is_bool,
                    "shuffle each matrix's entries (seeded) and compare: correlation traps (shuffled "
                    "eigenvalues above the MP edge), where they live (row, column), Jensen-Shannon distance "
                    "between the two ESDs; one more eigenvalue pass per layer"),
-        OptionSpec("setol", True, "True or False", _choice(True, False),
+        OptionSpec("setol", True, "True or False", _is_bool,
                    "SETOL: the ERG (det X = 1) tail by a running log-sum, its edge, delta-lambda-min and "
                    "the layer-quality closed forms"),
-        OptionSpec("localization", False, "True or False", _choice(True, False),
+        OptionSpec("localization", False, "True or False", _is_bool,
                    "eigenvector localisation: participation and localisation ratios of tail and bulk "
                    "eigenvectors (one eigenvector pass per layer)"),
         OptionSpec("base", None, "None, a path, a mapping of arrays or a torch module", _source_ok,
@@ -180,10 +184,10 @@ OPTION_SPECS: dict[str, OptionSpec] = {
                    "layers with matrices up to 2048 on the smaller side analysed at once, in threads, "
                    "each with a single-threaded BLAS (faster than one at a time with a multi-threaded "
                    "BLAS; larger ones run one at a time; each worker holds one tensor)"),
-        OptionSpec("keep_spectra", False, "True or False", _choice(True, False),
+        OptionSpec("keep_spectra", False, "True or False", _is_bool,
                    "keep each layer's eigenvalues (and the shuffled ones with randomize) on the result, "
                    "for the per-layer figures (htsr.plot) and the report; costs 8 bytes per eigenvalue"),
-        OptionSpec("progress", False, "True or False", _choice(True, False),
+        OptionSpec("progress", False, "True or False", _is_bool,
                    "show a progress bar on stderr (needs tqdm)"),
     ]
 }

@@ -154,6 +154,8 @@ def test_known_spectrum_metrics():
     ({"layers": "("}, "layers"),
     ({"refine_fraction": 2}, "refine_fraction"),
     ({"colour": "red"}, "unknown option 'colour'"),
+    ({"tails": 1}, "tails"),  # 1 == True, but a switch takes True or False only
+    ({"keep_spectra": "yes"}, "keep_spectra"),
 ])
 def test_bad_options_name_the_option(bad, match):
     with pytest.raises(htsr.OptionError, match=match):
