@@ -39,7 +39,7 @@ import numpy as np
 __all__ = ["LayerMatrices", "aspect_windows", "infer_kind", "layer_matrices", "row_name"]
 
 _EMBEDDING = re.compile(r"(^|[._])(embed\w*|wte|wpe|tok_embeddings|shared)([._]|$)", re.IGNORECASE)
-_RNN = re.compile(r"weight_(ih|hh)_l\d+(_reverse)?$")
+_RNN = re.compile(r"weight_(ih|hh)(_l\d+(_reverse)?)?$")  # nn.LSTM/GRU/RNN, and their *Cell (no _l<n>)
 _EXPERT = re.compile(r"expert|_exps\b", re.IGNORECASE)  # HF experts, GGUF ffn_*_exps
 _NOT_A_WEIGHT = re.compile(r"(^|[._])(bias|running_mean|running_var|num_batches_tracked)$")
 # kernel sizes above this make a 3-D tensor a stack of matrices rather than a Conv1d kernel
@@ -91,7 +91,8 @@ def infer_kind(name: str, shape: tuple[int, ...]) -> str | None:
             return "embedding"
         return "dense"
     if len(shape) == 3:
-        if not _EXPERT.search(name) and shape[2] <= _MAX_CONV1D_KERNEL:
+        # a single input channel makes it a filter bank (e.g. an STFT basis [freq, 1, window]), not experts
+        if not _EXPERT.search(name) and (shape[2] <= _MAX_CONV1D_KERNEL or shape[1] == 1):
             return "conv1d"
         return "stack"
     if len(shape) == 4:
