@@ -15,6 +15,10 @@ Every offline test writes its own files with h5py under ``tmp_path``, laid out a
   (``fc1/kernel:0``), ``top_level_model_weights``, and ``optimizer_weights``. ``save_weights`` writes
   the same layer groups at the root.
 
+Live Keras 3 models (``KerasModel``) are built with real keras on the torch backend (set here, before
+anything imports keras: keras fixes its backend on import) and compared with what ``model.save`` writes
+and ``KerasFile`` reads back: the same names, kinds, shapes, values and analysis rows.
+
 The network test writes the real all-MiniLM-L6-v2 weights as a ``.keras`` archive and as a legacy
 ``.h5`` (Dense kernels transposed to ``[in, out]``) and compares htsr's per-layer alpha with the
 safetensors original.
@@ -24,9 +28,15 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import os
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+if "keras" not in sys.modules:
+    os.environ["KERAS_BACKEND"] = "torch"  # the only backend the dev venv has (no jax, no tensorflow)
 
 import numpy as np
 import pytest
@@ -38,7 +48,17 @@ from htsr.io.base import FLOAT_DTYPES, TensorRef
 
 h5py = pytest.importorskip("h5py")
 
-from htsr.io.keras import KerasFile, is_hdf5, is_keras_archive, to_snake_case
+# keras's torch backend converts with np.array(tensor): numpy 2 warns that torch's __array__ takes no copy=
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+
+from htsr.io.keras import (
+    KerasFile,
+    KerasModel,
+    is_hdf5,
+    is_keras_archive,
+    is_keras_object,
+    to_snake_case,
+)
 
 # --------------------------------------------------------------------------------------------- helpers
 
@@ -711,3 +731,261 @@ def test_minilm_keras_alpha_matches_safetensors(tmp_path, minilm_path, analyze):
                 fitted += 1
         assert fitted > 20
         print(f"\n{path.name}: {len(rows)} layers, {fitted} fitted, alpha identical to the safetensors analysis")
+
+
+# -------------------------------------------------------------------------- live Keras 3 models
+
+
+def test_import_htsr_does_not_import_keras():
+    """keras is imported only when a Keras object is read (detection looks at class names)."""
+    code = ("import sys, numpy as np, htsr, htsr.io.keras; from htsr.io import open_source; "
+            "from htsr.io.keras import is_keras_object; htsr.analyze({'w': np.eye(40)}); "
+            "assert not is_keras_object(object()) and not is_keras_object({'a': 1}); "
+            "print(sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def keras():
+    pytest.importorskip("torch")
+    k = pytest.importorskip("keras")
+    if int(k.__version__.split(".")[0]) < 3:
+        pytest.skip(f"Keras {k.__version__}: live models need Keras 3")
+    return k
+
+
+def _rows(result) -> list[dict]:
+    """Analysis rows with NaN made comparable (NaN == NaN)."""
+    return [{k: ("nan" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.as_dict().items()}
+            for r in result.layers]
+
+
+def _refs_of(src) -> list[tuple]:
+    return [(r.name, r.kind, r.shape, r.dtype) for r in src]
+
+
+def _same_as_saved(keras, model, path: Path) -> tuple[KerasModel, KerasFile]:
+    """The live model and its saved .keras give the same tensors: names, kinds, shapes, dtypes, values,
+    in the same order, and the same skipped variables."""
+    model.save(path)
+    live, saved = KerasModel(model), KerasFile(path)
+    assert _refs_of(live) == _refs_of(saved)
+    assert live.skipped == saved.skipped
+    for a, b in zip(live, saved, strict=True):
+        np.testing.assert_array_equal(a.load(), b.load(), err_msg=a.name)
+    return live, saved
+
+
+def _toy_model(keras):
+    """TOY_CONFIG built with real Keras layers, holding the W weights (Keras layout)."""
+    L = keras.layers
+    tokens = keras.Input((3,), dtype="int32", name="tokens")
+    h = L.Embedding(50, 16, name="tok_embed")(tokens)
+    a = L.MultiHeadAttention(num_heads=2, key_dim=4, name="attn")(h, h)
+    p = L.EinsumDense("abc,cd->abd", output_shape=(None, 5), name="proj")(a)
+    bp = L.EinsumDense("abc,bcd->abd", output_shape=(3, 5), name="bproj")(a)
+    r = L.LSTM(8, return_sequences=True, name="lstm_enc")(h)
+    r = L.GRU(6, reset_after=True, name="gru")(r)
+    image = keras.Input((5, 5, 3), name="image")
+    c = L.Conv2D(8, 3, name="conv")(image)
+    seq = keras.Input((6, 4), name="seq")
+    c1 = L.Conv1D(7, 5, name="conv1d_x")(L.BatchNormalization(name="bn")(seq))
+    feats = keras.Input((20,), name="feats")
+    f = L.Dense(10, use_bias=False, name="fc2")(L.Dense(12, name="fc1")(feats))
+    enc_in = keras.Input((10,), name="enc_in")
+    encoder = keras.Sequential([keras.Input((10,)), keras.Sequential([L.Dense(6, name="dense")], name="layer_0")],
+                               name="encoder")
+    e = encoder(enc_in)
+    model = keras.Model([tokens, image, seq, feats, enc_in], [p, bp, r, c, c1, f, e], name="toy")
+    weights = {
+        "tok_embed": [W["tok_embed"]],
+        "attn": [W["q"], W["q_b"], W["k"], W["k_b"], W["v"], W["v_b"], W["o"], W["o_b"]],
+        "proj": [W["proj"]], "bproj": [W["bproj"]],
+        "lstm_enc": [W["lstm_k"], W["lstm_r"], W["lstm_b"]], "gru": [W["gru_k"], W["gru_r"], W["gru_b"]],
+        "conv": [W["conv"], W["conv_b"]], "conv1d_x": [W["conv1d"], W["conv1d_b"]], "bn": W["bn"],
+        "fc1": [W["fc1"], W["fc1_b"]], "fc2": [W["fc2"]], "encoder": [W["enc_dense"], W["enc_dense_b"]],
+    }
+    for name, ws in weights.items():
+        layer = model.get_layer(name)
+        assert [tuple(w.shape) for w in layer.get_weights()] == [w.shape for w in ws], name
+        layer.set_weights(ws)
+    return model
+
+
+def test_live_toy_model_matches_expected_and_saved_file(keras, tmp_path):
+    """The hand-written toy layout is what real Keras writes: a live model holding the toy weights gives
+    EXPECTED (names, kinds, shapes, values, singular values), and so does its saved .keras."""
+    from htsr.io import open_source
+
+    model = _toy_model(keras)
+    live, saved = _same_as_saved(keras, model, tmp_path / "toy.keras")
+    _check_toy(live)
+    _check_toy(saved)
+    assert live.description == "<Functional 'toy'>"
+    assert isinstance(open_source(model), KerasModel)  # not TorchModule, though a torch-backend model is an nn.Module
+    assert "/layers/gru/cell/vars/2" in dict(live.skipped)  # GRU's 2-D bias, as in the file
+
+
+def _wide_model(keras):
+    """Every layer class of the mapping, at sizes where most rows are fitted."""
+    L = keras.layers
+    tokens = keras.Input((12,), dtype="int32", name="tokens")
+    h = L.Embedding(300, 64, name="embed")(tokens)
+    h = L.MultiHeadAttention(num_heads=4, key_dim=16, name="mha")(h, h)
+    h = L.EinsumDense("abc,cd->abd", output_shape=(12, 96), bias_axes="d", name="ffn_in")(h)
+    h = L.EinsumDense("abc,bcd->abd", output_shape=(12, 48), name="per_position")(h)
+    h = L.LSTM(32, return_sequences=True, name="lstm")(h)
+    h = L.Bidirectional(L.GRU(16, return_sequences=True), name="bi")(h)
+    h = L.GroupQueryAttention(head_dim=8, num_query_heads=4, num_key_value_heads=2, name="gqa")(h, h)
+    h = L.TimeDistributed(L.Dense(40), name="td")(h)
+    h = L.SimpleRNN(24, name="srnn")(h)
+    image = keras.Input((12, 12, 8), name="image")
+    x = L.Conv2D(48, 3, name="conv")(image)
+    x = L.DepthwiseConv2D(3, depth_multiplier=2, name="dw")(x)
+    x = L.SeparableConv2D(64, 3, name="sep")(x)
+    x = L.Conv2DTranspose(32, 3, name="deconv")(x)
+    x = L.GlobalAveragePooling2D(name="pool")(x)
+    signal = keras.Input((40, 6), name="signal")
+    s = L.Conv1D(24, 5, name="conv1d")(signal)
+    s = L.LayerNormalization(name="ln")(s)
+    s = L.Flatten(name="flat")(s)
+    volume = keras.Input((4, 4, 4, 2), name="volume")
+    v = L.Flatten(name="vflat")(L.Conv3D(3, 2, name="c3")(volume))  # a Conv3D kernel: skipped by both
+    width = 24 + 32 + 3 * 3 * 3 * 3 + 36 * 24  # srnn, pool, c3 flattened, conv1d flattened
+    block = keras.Sequential([keras.Input((width,)), keras.Sequential([L.Dense(80, name="inner"), L.Dense(64, name="inner_2")],
+                                               name="stack"),
+                              L.Dense(48, dtype="bfloat16", name="half")], name="block")
+    out = block(L.Concatenate(name="cat")([L.Concatenate(name="cat0")([h, x, v]), s]))
+    return keras.Model([tokens, image, signal, volume], [out], name="wide")
+
+
+def test_live_and_saved_model_give_identical_rows(keras, tmp_path):
+    """htsr.analyze(model) and htsr.analyze(model.save(path) … path): the same rows, numbers included
+    (the weights are the same float32 values, oriented by the same plans)."""
+    keras.utils.set_random_seed(0)
+    model = _wide_model(keras)
+    live, _ = _same_as_saved(keras, model, tmp_path / "wide.keras")
+    kinds = {r.name: r.kind for r in live}
+    assert kinds["embed"] == "embedding" and kinds["mha.query"] == kinds["gqa.key"] == "dense"
+    assert kinds["per_position"] == "stack" and kinds["lstm.recurrent_kernel"] == kinds["srnn.kernel"] == "rnn"
+    assert kinds["dw"] == kinds["sep.depthwise"] == kinds["deconv"] == "conv2d" and kinds["conv1d"] == "conv1d"
+    assert kinds["block.stack.inner"] == kinds["block.half"] == "dense" and "bi.backward_layer.kernel" in kinds
+    assert "/layers/conv3d/vars/0" in dict(live.skipped)
+    by_model, by_file = htsr.analyze(model), htsr.analyze(tmp_path / "wide.keras")
+    assert _rows(by_model) == _rows(by_file)
+    fitted = [r for r in by_model.layers if r.status == "ok"]
+    assert len(fitted) >= 10
+    for r, f in zip(by_model.layers, by_file.layers, strict=True):
+        assert (r.name, r.kind, r.shape) == (f.name, f.kind, f.shape)
+        assert r.alpha == f.alpha or (np.isnan(r.alpha) and np.isnan(f.alpha)), r.name
+        assert r.lambda_max == f.lambda_max or (np.isnan(r.lambda_max) and np.isnan(f.lambda_max)), r.name
+    assert by_model.source == "<Functional 'wide'>"
+
+
+def test_live_subclassed_model(keras, tmp_path):
+    """A subclassed model has no layer configs in its file: the names still match (the walk is the
+    one model.save makes), and where the file can only guess a class the live model knows it."""
+    L = keras.layers
+
+    class Block(L.Layer):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.attn = L.MultiHeadAttention(num_heads=2, key_dim=8)
+            self.ffn = [L.Dense(32), L.Dense(16)]
+
+        def call(self, x):
+            x = self.attn(x, x)
+            for d in self.ffn:
+                x = d(x)
+            return x
+
+    class Scaled(L.Dense):  # a subclass of a known layer: its variables are a Dense's
+        def call(self, x):
+            return 2.0 * super().call(x)
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__(name="net")
+            self.embedding = L.Embedding(40, 16)  # attribute names a known class: the file guesses it
+            self.block = Block()
+            self.head = L.Embedding(40, 16, name="positions")  # no hint in the file
+            self.codes = L.Embedding(40, 16)  # the file stores its default name, embedding_<n>: the hint
+            self.boost = Scaled(16, name="boost")  # the file: a custom class; live: a Dense
+            self.proj = L.Dense(8)  # after 'layers' in dir(): saved as layers/dense, so named 'dense'
+
+        def call(self, t):
+            return self.proj(self.block(self.boost(self.embedding(t) + self.head(t) + self.codes(t))))
+
+    keras.utils.set_random_seed(1)
+    model = Net()
+    model(np.zeros((2, 5), dtype="int32"))
+    path = tmp_path / "net.keras"
+    model.save(path)
+    live, saved = KerasModel(model), KerasFile(path)
+    got = {r.name: (r.kind, r.shape) for r in live}
+    assert got == {
+        "block.attn.query": ("dense", (16, 16)), "block.attn.key": ("dense", (16, 16)),
+        "block.attn.value": ("dense", (16, 16)), "block.attn.attention_output": ("dense", (16, 16)),
+        "block.ffn.dense": ("dense", (32, 16)), "block.ffn.dense_1": ("dense", (16, 32)),
+        "embedding": ("embedding", (40, 16)), "head": ("embedding", (40, 16)), "dense": ("dense", (8, 16)),
+        "codes": ("embedding", (40, 16)), "boost": ("dense", (16, 16)),
+    }
+    with zipfile.ZipFile(path) as z, h5py.File(io.BytesIO(z.read("model.weights.h5")), "r") as f:
+        names_stored = "name" in f["codes/vars"].attrs  # Keras 3.8 stores each layer's name, 3.5 not
+    unknown = ["head", "boost"] + ([] if names_stored else ["codes"])
+    want_file = {(f"{n}.vars.0" if n in unknown else n): ((None, s) if n in unknown else (k, s))
+                 for n, (k, s) in got.items()}  # the file cannot tell what these layers are
+    assert {r.name: (r.kind, r.shape) for r in saved} == want_file
+    files = {r.name: r for r in saved}
+    for r in live:
+        stored = files[f"{r.name}.vars.0" if r.name in unknown else r.name].load()
+        # the file yields the unknown kernel as stored, [in, out]; live, a Dense's is [out, in]
+        np.testing.assert_array_equal(r.load(), stored.T if r.name == "boost" else stored)
+    rows_live = [r for r in _rows(htsr.analyze(model, min_evals=2)) if r["name"] not in unknown]
+    rows_file = [r for r in _rows(htsr.analyze(path, min_evals=2)) if r["name"].removesuffix(".vars.0") not in unknown]
+    assert rows_live == rows_file
+
+
+def test_live_model_is_not_modified(keras):
+    keras.utils.set_random_seed(2)
+    model = _wide_model(keras)
+    before = [np.array(w, copy=True) for w in model.get_weights()]
+    src = KerasModel(model)
+    for r in src:  # a loaded tensor is the caller's: writing to it does not reach the model
+        a = r.load()
+        if a.dtype.kind == "f":
+            a[...] = 7.0
+    htsr.analyze(model, randomize=True)
+    after = model.get_weights()
+    assert len(after) == len(before)
+    for b, a in zip(before, after, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.filterwarnings("ignore:Layer InputLayer does not have")  # model.quantize on its input layer
+def test_live_bare_layer_quantized_and_unbuilt(keras):
+    L = keras.layers
+    dense = L.Dense(12, name="lonely")
+    with pytest.raises(SourceError) as ei:
+        KerasModel(dense)  # not built: no weights yet
+    _one_line_source_error(ei, "lonely", "build")
+    dense.build((None, 20))
+    assert is_keras_object(dense) and is_keras_object(keras.Sequential())
+    refs = {r.name: r for r in KerasModel(dense)}
+    assert {n: (r.kind, r.shape) for n, r in refs.items()} == {"lonely": ("dense", (12, 20))}
+    np.testing.assert_array_equal(refs["lonely"].load(), keras.ops.convert_to_numpy(dense.kernel).T)
+    model = keras.Sequential([keras.Input((16,)), L.Dense(24, name="a"), L.Dense(8, name="b")], name="q")
+    model.quantize("int8")
+    refs = {r.name: r for r in KerasModel(model)}
+    assert {n: (r.kind, r.shape, r.dtype) for n, r in refs.items()} == {
+        "a": ("dense", (24, 16), "int8"), "b": ("dense", (8, 24), "int8")}  # integer: analyze skips them
+
+
+def test_open_source_refuses_other_objects_naming_keras():
+    from htsr.io import SUPPORTED, open_source
+
+    assert "Keras 3 model" in SUPPORTED
+    with pytest.raises(SourceError) as ei:
+        open_source(object())
+    _one_line_source_error(ei, "Keras 3 model")

@@ -24,8 +24,9 @@ SUPPORTED = (
     ".safetensors files and Hugging Face folders of (sharded) safetensors; PEFT LoRA adapter folders; "
     ".pt/.pth/.bin PyTorch checkpoints [htsr[torch]]; .npz/.npy arrays; "
     "torch.nn.Module objects [htsr[torch]]; .onnx models [htsr[onnx]]; .keras archives and Keras .h5 files "
-    "[htsr[keras]]; .gguf llama.cpp files, quantized types dequantized [htsr[gguf]]; .msgpack Flax checkpoints "
-    "[htsr[flax]]; Flax parameter pytrees; mappings of names to arrays"
+    "[htsr[keras]]; Keras 3 model and layer objects (any backend); .gguf llama.cpp files, quantized types "
+    "dequantized [htsr[gguf]]; .msgpack Flax checkpoints [htsr[flax]]; Flax parameter pytrees; mappings of "
+    "names to arrays"
 )
 
 
@@ -44,6 +45,12 @@ def open_source(source: Any) -> TensorSource:
         if values and any(is_torch_object(v) or isinstance(v, Mapping) for v in values):
             return TorchStateDict(source)
         return ArrayMapping(source)
+    from .keras import is_keras_object
+
+    if is_keras_object(source):  # before the torch check: a torch-backend Keras layer is an nn.Module
+        from .keras import KerasModel
+
+        return KerasModel(source)
     from .torch import TorchModule, is_torch_object
 
     if is_torch_object(source) and hasattr(source, "named_modules"):

@@ -1,6 +1,7 @@
-"""Reader for Keras weights without TensorFlow — needs ``h5py``: ``pip install 'htsr[keras]'``.
+"""Reader for Keras weights without TensorFlow — files need ``h5py``: ``pip install 'htsr[keras]'`` —
+and for live Keras 3 model objects (:class:`KerasModel`, any backend; needs only keras itself).
 
-Three layouts are read, all with h5py, lazily (opening reads the HDF5 metadata only; a tensor's data
+Three file layouts are read, all with h5py, lazily (opening reads the HDF5 metadata only; a tensor's data
 is read when its :class:`~htsr.io.base.TensorRef` is loaded):
 
 * **Keras 3** ``.keras`` archives: a zip holding ``config.json`` (the model's config) and
@@ -58,7 +59,19 @@ Bad input — a truncated or corrupt zip or HDF5 file, an archive without ``mode
 HDF5 file that is not a Keras file, a weight listed but missing — raises
 :class:`~htsr.errors.SourceError` with a one-line message naming the file and, where one is to blame,
 the layer or tensor. Sharded weights (``*.weights.json`` + shards) and npz-format archives are not
-read. Live Keras model objects are not handled here.
+read.
+
+**Live models.** A Keras 3 model (or layer) object, of any backend, is read by :class:`KerasModel`
+through the same mapping (:class:`_Walker`, one walk for both): its object tree is keyed as
+``model.save`` would key it (``saving_lib._walk_saveable``: a Functional's or Sequential's ``layers``
+first, then attributes in ``dir()`` order, private ones last, each layer once), each layer's
+variables are what its ``save_own_variables`` would store, and the configs are what
+``serialize_keras_object`` would write to ``config.json`` — so the tensors have the names, kinds,
+shapes and values that saving the model to ``.keras`` and reading it with :class:`KerasFile` gives.
+Only where the file holds no config for a layer (an attribute of a subclassed model or layer) does the
+live model know more: there the file's class is a guess from the entry's or layer's default name, the
+live one the layer's own class (or the known layer class it derives from). keras is imported only when such an object is read;
+:func:`is_keras_object` tells one without importing it.
 """
 
 from __future__ import annotations
@@ -83,7 +96,7 @@ from ..errors import SourceError
 from .base import TensorRef, import_extra, one_line
 from .safetensors import natural_key
 
-__all__ = ["HDF5_SIGNATURE", "KerasFile", "is_hdf5", "is_keras_archive"]
+__all__ = ["HDF5_SIGNATURE", "KerasFile", "KerasModel", "is_hdf5", "is_keras_archive", "is_keras_object"]
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _CONFIG = "config.json"
@@ -101,6 +114,8 @@ _RNN_LAYERS = {"LSTM": "LSTMCell", "GRU": "GRUCell", "SimpleRNN": "SimpleRNNCell
                "CuDNNGRU": "GRUCell"}
 _CELLS = {"LSTMCell", "GRUCell", "SimpleRNNCell"}
 _ATTENTION = {"MultiHeadAttention", "GroupedQueryAttention", "CachedMultiHeadAttention"}
+# a config names a built-in class by its public name; the weights file by the Python class's own
+_CONFIG_ALIASES = {"GroupQueryAttention": "GroupedQueryAttention"}
 # attention sub-layer attribute (Keras 3 file) or sub-layer name (legacy) → row name and kernel role
 _PROJECTIONS = {"query_dense": "query", "key_dense": "key", "value_dense": "value",
                 "output_dense": "attention_output", "query": "query", "key": "key", "value": "value",
@@ -305,15 +320,242 @@ def _member_file(path: Path, z: zipfile.ZipFile, info: zipfile.ZipInfo) -> io.IO
     return tmp
 
 
-# ------------------------------------------------------------------------------------------- reader
+# ------------------------------------------------------------------------- the Keras 3 object tree
+
+
+@dataclass(frozen=True)
+class _Var:
+    """One stored variable of an object: ``<path>/vars/<i>`` in a weights file, the same entry of
+    ``save_own_variables`` for a live layer."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    where: str  # its HDF5 path (a live model: the path it would have), for skipped and messages
+    ref: Any  # what the source loads: the HDF5 path, or the variable itself
 
 
 @dataclass(frozen=True)
 class _Entry:
     name: str
-    dataset: str  # HDF5 path of the dataset
+    ref: Any  # _Var.ref
     dtype: str
     plan: _Plan
+
+
+def _guess_class(key: str | None) -> str | None:
+    """The class a Keras file entry or default layer name (``dense_1``) stands for, if a known one."""
+    if not key:
+        return None
+    return _CLASS_OF_SNAKE.get(_COUNTER.sub("", key), _CLASS_OF_SNAKE.get(key))
+
+
+def _config_class(cfg: dict) -> str:
+    """The Python class name of a serialized object (``package>Name`` for registered custom ones)."""
+    name = cfg["class_name"].split(">")[-1]
+    return _CONFIG_ALIASES.get(name, name)
+
+
+def _unique(entries: list[_Entry]) -> list[_Entry]:
+    """Unique names: a repeated one gets _2, _3 …"""
+    seen: dict[str, int] = {}
+    out = []
+    for e in entries:
+        n = seen.get(e.name, 0) + 1
+        seen[e.name] = n
+        out.append(e if n == 1 else _Entry(f"{e.name}_{n}", e.ref, e.dtype, e.plan))
+    return out
+
+
+class _Walker:
+    """The one mapping of a Keras 3 object tree to htsr tensors — names, kinds and orientations — for
+    a weights file (:class:`_H5Node`) and a live model (:class:`_LiveNode`) alike.
+
+    A node is one object as ``model.save`` stores it (``saving_lib._save_state``): ``children()`` its
+    sub-objects under the keys the file uses (``layers`` for a model's layer list, otherwise the
+    attribute name; a list's items by snake-cased class name + counter), ``variables()`` its
+    ``vars/<i>``, ``resolve_class(guess)`` its class where no config reaches it (a file: the guess from
+    its key, else from its stored layer name; a live object: its own class) and ``own_config()`` its
+    config there (a live object's ``get_config()``; a file has none). Classes and configs come from
+    the model's serialized config first (``config.json``; for a live model the same
+    ``serialize_keras_object``), matched to a model's layer list by the same class-name counter."""
+
+    def __init__(self) -> None:
+        self.entries: list[_Entry] = []
+        self.skipped: list[tuple[str, str]] = []  # (HDF5 path, reason) of ≥2-D variables not yielded
+
+    def walk(self, root: Any, config: dict | None) -> list[_Entry]:
+        cfg = config if isinstance(config, dict) and isinstance(config.get("class_name"), str) else None
+        self._visit(root, cfg, _config_class(cfg) if cfg else None, [], top=True)
+        return _unique(self.entries)
+
+    def add(self, name: str, var: _Var, plan: _Plan | None, reason: str = "") -> None:
+        if plan is None:
+            if len(var.shape) >= 2:
+                self.skipped.append((var.where, reason or f"{len(var.shape)}-D variable of an unknown layer"))
+            return
+        self.entries.append(_Entry(name, var.ref, var.dtype, plan))
+
+    def _visit(self, node: Any, cfg: dict | None, cls: str | None, parts: list[str], top: bool = False,
+               n_out: int = 1) -> None:
+        inner = cfg.get("config", {}) if isinstance(cfg, dict) else {}
+        inner = inner if isinstance(inner, dict) else {}
+        if not isinstance(cfg, dict):  # no config reaches this object: what it tells of itself
+            cls = node.resolve_class(cls)
+            if cls in _EINSUM or cls in _ATTENTION:
+                inner = node.own_config()
+        if cls in _ATTENTION:  # output axes of the attention_output projection (1 unless output_shape)
+            out_shape = inner.get("output_shape")
+            n_out = len(out_shape) if isinstance(out_shape, (list, tuple)) else 1
+        if not top:
+            self._vars(node, inner, cls, parts, n_out)
+        for key, child in sorted(node.children(), key=lambda kc: natural_key(kc[0])):
+            if key in ("layers", "_layer_checkpoint_dependencies"):
+                self._container(child, inner.get("layers"), parts)
+                continue
+            attr = key.lstrip("_")
+            if top and _STATE.search(key):
+                continue  # optimizer, metrics, losses: training state
+            sub_cfg, sub_cls = self._attribute(cls, inner, attr)
+            if attr == "cell":
+                sub_parts = parts
+            elif cls in _ATTENTION or (sub_cls == "EinsumDense" and attr in _PROJECTIONS):
+                sub_parts = parts + [_PROJECTIONS.get(attr, attr)]
+            else:
+                sub_parts = parts + [attr]
+            self._visit(child, sub_cfg, sub_cls, sub_parts, n_out=n_out)
+
+    def _container(self, node: Any, layers: Any, parts: list[str]) -> None:
+        """A list of layers: entries named by snake-cased class name + counter, matched to the config."""
+        by_entry: dict[str, dict] = {}
+        order: list[str] = []
+        if isinstance(layers, list):
+            used: dict[str, int] = {}
+            for lc in layers:
+                if not isinstance(lc, dict) or not isinstance(lc.get("class_name"), str):
+                    continue
+                n = to_snake_case(_config_class(lc))
+                used[n] = used.get(n, -1) + 1
+                entry = n if used[n] == 0 else f"{n}_{used[n]}"
+                by_entry[entry] = lc
+                order.append(entry)
+        children = dict(sorted(node.children(), key=lambda kc: natural_key(kc[0])))
+        for key in [k for k in order if k in children] + [k for k in children if k not in by_entry]:
+            lc = by_entry.get(key)
+            if lc is not None:
+                name = (lc.get("config") or {}).get("name") or lc.get("name") or key
+                cls = _config_class(lc)
+            else:
+                name, cls = key, _guess_class(key)
+            self._visit(children[key], lc, cls, parts + [str(name)])
+
+    def _attribute(self, cls: str | None, inner: dict, attr: str) -> tuple[dict | None, str | None]:
+        """Config and class of the sub-object stored under attribute ``attr`` of a ``cls`` layer."""
+        key = {"forward_layer": "layer", "backward_layer": "backward_layer"}.get(attr, attr)
+        sub = inner.get(key)
+        if attr == "backward_layer" and not isinstance(sub, dict):
+            sub = inner.get("layer")
+        if isinstance(sub, dict) and isinstance(sub.get("class_name"), str):
+            return sub, _config_class(sub)
+        if attr == "cell" and cls in _RNN_LAYERS:
+            return None, _RNN_LAYERS[cls]
+        if attr in _PROJECTIONS and (cls in _ATTENTION or cls is None or cls not in _KNOWN):
+            return None, "EinsumDense"
+        return None, _guess_class(attr)
+
+    def _vars(self, node: Any, inner: dict, cls: str | None, parts: list[str], n_out: int) -> None:
+        """The per-layer-class mapping: which of an object's variables are weights, and their plans."""
+        base = ".".join(parts)
+        variables: dict[str, _Var] = dict(node.variables())
+
+        def take(index: int, suffix: str, plan_of: Callable[[tuple[int, ...]], _Plan | None]) -> None:
+            var = variables.pop(str(index), None)
+            if var is not None:
+                name = f"{base}.{suffix}" if suffix else base
+                self.add(name or suffix, var, plan_of(var.shape), f"unexpected shape for a {cls} kernel")
+
+        if cls in _DENSE:
+            take(0, "", lambda s: _transposed(s, "dense"))
+        elif cls in _EINSUM:
+            role = parts[-1] if parts and parts[-1] in ("query", "key", "value", "attention_output") else None
+            if "equation" in inner:
+                take(0, "", lambda s: _einsum(s, inner["equation"]))
+            elif role is not None:
+                take(0, "", lambda s: _projection(s, role, n_out))
+            else:
+                take(0, "", lambda s: _transposed(s, "dense"))
+        elif cls in _EMBEDDING:
+            take(0, "", lambda s: _as_stored(s, "embedding") if len(s) == 2 else None)
+        elif cls in _CONV:
+            take(0, "", _conv)
+        elif cls in _DEPTHWISE:
+            take(0, "", _depthwise)
+        elif cls in _SEPARABLE:
+            take(0, "depthwise", _depthwise)
+            take(1, "pointwise", _conv)
+        elif cls in _CELLS:
+            take(0, "kernel", lambda s: _transposed(s, "rnn"))
+            take(1, "recurrent_kernel", lambda s: _transposed(s, "rnn"))
+        if cls in _KNOWN:
+            for k, var in variables.items():  # biases (2-D for EinsumDense and GRU), quantization scales
+                if len(var.shape) >= 2:
+                    self.skipped.append((var.where, f"variable {k} of a {cls} layer: a bias or state"))
+            return
+        for k in sorted(variables, key=natural_key):
+            var = variables[k]
+            if len(var.shape) == 2:
+                self.add(f"{base}.vars.{k}" if base else f"vars.{k}", var, _as_stored(var.shape, None))
+            elif len(var.shape) > 2:
+                self.add("", var, None, f"{len(var.shape)}-D variable of a {cls or 'custom'} layer")
+
+
+class _H5Node:
+    """A group of a Keras 3 weights file as a node of the object tree."""
+
+    def __init__(self, group: Any, h5py: Any) -> None:
+        self.group, self._h5py = group, h5py
+
+    def children(self) -> list[tuple[str, _H5Node]]:
+        Group = self._h5py.Group
+        return [(k, _H5Node(self.group[k], self._h5py)) for k in self.group
+                if k != "vars" and isinstance(self.group.get(k), Group)]
+
+    def variables(self) -> dict[str, _Var]:
+        v = self.group.get("vars")
+        if not isinstance(v, self._h5py.Group):
+            return {}
+        Dataset = self._h5py.Dataset
+        return {k: _Var(tuple(ds.shape), _h5_dtype(ds), ds.name, ds.name)
+                for k in v if isinstance(ds := v.get(k), Dataset)}
+
+    def resolve_class(self, guess: str | None) -> str | None:
+        if guess is not None:
+            return guess
+        v = self.group.get("vars")  # Keras ≥ 3.8 stores the object's name: a default one gives the class
+        name = v.attrs.get("name") if isinstance(v, self._h5py.Group) else None
+        return _guess_class(_text(name)) if name is not None else None
+
+    def own_config(self) -> dict:
+        return {}
+
+
+def _h5_dtype(ds: Any) -> str:
+    if _text(ds.attrs.get("dtype", "")) == "bfloat16":
+        return "bfloat16"
+    return ds.dtype.name
+
+
+def _float_array(a: np.ndarray) -> np.ndarray:
+    """Reduced-precision floats as float32 (what htsr analyses), byte order native."""
+    if a.dtype.name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):  # ml_dtypes
+        return a.astype(np.float32)
+    if a.dtype.kind == "f" and a.dtype not in (np.float32, np.float64):
+        return a.astype(np.float32)
+    if a.dtype.kind == "f" and not a.dtype.isnative:
+        return a.astype(a.dtype.newbyteorder("="))
+    return a
+
+
+# ------------------------------------------------------------------------------------------- reader
 
 
 class KerasFile:
@@ -323,7 +565,9 @@ class KerasFile:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.description = str(self.path)
-        self.skipped: list[tuple[str, str]] = []  # (HDF5 path, reason) of ≥2-D variables not yielded
+        self._walker = _Walker()  # the Keras 3 tree walk; legacy files add their entries to it too
+        # (HDF5 path, reason) of ≥2-D variables not yielded
+        self.skipped: list[tuple[str, str]] = self._walker.skipped
         self._h5py = _h5py()
         self._fileobj: io.IOBase | None = None
         self._where = str(self.path)  # the HDF5 file, for messages
@@ -414,158 +658,21 @@ class KerasFile:
 
     def _scan(self, config: dict | None) -> list[_Entry]:
         h5, Group = self._h5, self._h5py.Group
-        self._out: list[_Entry] = []
         if "layer_names" in h5.attrs or "layer_names0" in h5.attrs:
             self._legacy(h5, self._legacy_config(h5))
         elif isinstance(h5.get("model_weights"), Group):
             self._legacy(h5["model_weights"], self._legacy_config(h5))
         elif any(isinstance(h5.get(k), Group) for k in ("layers", "_layer_checkpoint_dependencies", "vars")):
-            self._keras3(h5, config)
+            return self._walker.walk(_H5Node(h5, self._h5py), config)
         else:
             raise self._fail("an HDF5 file that is not a Keras model or weights file (no layers, "
                              "model_weights or layer_names)")
-        seen: dict[str, int] = {}
-        out = []
-        for e in self._out:  # unique names: a repeated one gets _2, _3 …
-            n = seen.get(e.name, 0) + 1
-            seen[e.name] = n
-            out.append(e if n == 1 else _Entry(f"{e.name}_{n}", e.dataset, e.dtype, e.plan))
-        return out
-
-    def _dtype(self, ds: Any) -> str:
-        if _text(ds.attrs.get("dtype", "")) == "bfloat16":
-            return "bfloat16"
-        return ds.dtype.name
+        return _unique(self._walker.entries)
 
     def _add(self, name: str, ds: Any, plan: _Plan | None, reason: str = "") -> None:
-        if plan is None:
-            if len(ds.shape) >= 2:
-                self.skipped.append((ds.name, reason or f"{len(ds.shape)}-D variable of an unknown layer"))
-            return
-        self._out.append(_Entry(name, ds.name, self._dtype(ds), plan))
+        self._walker.add(name, _Var(tuple(ds.shape), _h5_dtype(ds), ds.name, ds.name), plan, reason)
 
-    # Keras 3 ----------------------------------------------------------------------------------------
-
-    def _keras3(self, h5: Any, config: dict | None) -> None:
-        root = config if isinstance(config, dict) and "class_name" in config else None
-        self._visit(h5, root, (root or {}).get("class_name"), [], top=True)
-
-    def _children(self, group: Any) -> list[tuple[str, Any]]:
-        Group = self._h5py.Group
-        return [(k, group[k]) for k in sorted(group.keys(), key=natural_key) if isinstance(group.get(k), Group)]
-
-    def _visit(self, group: Any, cfg: dict | None, cls: str | None, parts: list[str], top: bool = False,
-               n_out: int = 1) -> None:
-        Group = self._h5py.Group
-        inner = cfg.get("config", {}) if isinstance(cfg, dict) else {}
-        inner = inner if isinstance(inner, dict) else {}
-        if cls in _ATTENTION:  # output axes of the attention_output projection (1 unless output_shape)
-            out_shape = inner.get("output_shape")
-            n_out = len(out_shape) if isinstance(out_shape, (list, tuple)) else 1
-        v = group.get("vars")
-        if isinstance(v, Group) and not top:
-            self._vars(v, inner, cls, parts, n_out)
-        for key, child in self._children(group):
-            if key == "vars":
-                continue
-            if key in ("layers", "_layer_checkpoint_dependencies"):
-                self._container(child, inner.get("layers"), parts)
-                continue
-            attr = key.lstrip("_")
-            if top and _STATE.search(key):
-                continue  # optimizer, metrics, losses: training state
-            sub_cfg, sub_cls = self._attribute(cls, inner, attr)
-            if attr == "cell":
-                sub_parts = parts
-            elif cls in _ATTENTION or (sub_cls == "EinsumDense" and attr in _PROJECTIONS):
-                sub_parts = parts + [_PROJECTIONS.get(attr, attr)]
-            else:
-                sub_parts = parts + [attr]
-            self._visit(child, sub_cfg, sub_cls, sub_parts, n_out=n_out)
-
-    def _container(self, group: Any, layers: Any, parts: list[str]) -> None:
-        """A list of layers: entries named by snake-cased class name + counter, matched to the config."""
-        by_entry: dict[str, dict] = {}
-        order: list[str] = []
-        if isinstance(layers, list):
-            used: dict[str, int] = {}
-            for lc in layers:
-                if not isinstance(lc, dict) or not isinstance(lc.get("class_name"), str):
-                    continue
-                n = to_snake_case(lc["class_name"].split(">")[-1])
-                used[n] = used.get(n, -1) + 1
-                entry = n if used[n] == 0 else f"{n}_{used[n]}"
-                by_entry[entry] = lc
-                order.append(entry)
-        children = dict(self._children(group))
-        for key in [k for k in order if k in children] + [k for k in children if k not in by_entry]:
-            lc = by_entry.get(key)
-            if lc is not None:
-                name = (lc.get("config") or {}).get("name") or lc.get("name") or key
-                cls = lc["class_name"].split(">")[-1]
-            else:
-                name, cls = key, _CLASS_OF_SNAKE.get(_COUNTER.sub("", key), _CLASS_OF_SNAKE.get(key))
-            self._visit(children[key], lc, cls, parts + [str(name)])
-
-    def _attribute(self, cls: str | None, inner: dict, attr: str) -> tuple[dict | None, str | None]:
-        """Config and class of the sub-object stored under attribute ``attr`` of a ``cls`` layer."""
-        key = {"forward_layer": "layer", "backward_layer": "backward_layer"}.get(attr, attr)
-        sub = inner.get(key)
-        if attr == "backward_layer" and not isinstance(sub, dict):
-            sub = inner.get("layer")
-        if isinstance(sub, dict) and isinstance(sub.get("class_name"), str):
-            return sub, sub["class_name"].split(">")[-1]
-        if attr == "cell" and cls in _RNN_LAYERS:
-            return None, _RNN_LAYERS[cls]
-        if attr in _PROJECTIONS and (cls in _ATTENTION or cls is None or cls not in _KNOWN):
-            return None, "EinsumDense"
-        return None, _CLASS_OF_SNAKE.get(_COUNTER.sub("", attr), _CLASS_OF_SNAKE.get(attr))
-
-    def _vars(self, v: Any, inner: dict, cls: str | None, parts: list[str], n_out: int) -> None:
-        Dataset = self._h5py.Dataset
-        base = ".".join(parts)
-        datasets = {k: v[k] for k in v if isinstance(v.get(k), Dataset)}
-
-        def take(index: int, suffix: str, plan_of: Callable[[tuple[int, ...]], _Plan | None]) -> None:
-            ds = datasets.pop(str(index), None)
-            if ds is not None:
-                name = f"{base}.{suffix}" if suffix else base
-                self._add(name or suffix, ds, plan_of(tuple(ds.shape)), f"unexpected shape for a {cls} kernel")
-
-        if cls in _DENSE:
-            take(0, "", lambda s: _transposed(s, "dense"))
-        elif cls in _EINSUM:
-            role = parts[-1] if parts and parts[-1] in ("query", "key", "value", "attention_output") else None
-            if "equation" in inner:
-                take(0, "", lambda s: _einsum(s, inner["equation"]))
-            elif role is not None:
-                take(0, "", lambda s: _projection(s, role, n_out))
-            else:
-                take(0, "", lambda s: _transposed(s, "dense"))
-        elif cls in _EMBEDDING:
-            take(0, "", lambda s: _as_stored(s, "embedding") if len(s) == 2 else None)
-        elif cls in _CONV:
-            take(0, "", _conv)
-        elif cls in _DEPTHWISE:
-            take(0, "", _depthwise)
-        elif cls in _SEPARABLE:
-            take(0, "depthwise", _depthwise)
-            take(1, "pointwise", _conv)
-        elif cls in _CELLS:
-            take(0, "kernel", lambda s: _transposed(s, "rnn"))
-            take(1, "recurrent_kernel", lambda s: _transposed(s, "rnn"))
-        if cls in _KNOWN:
-            for k, ds in datasets.items():  # biases (2-D for EinsumDense and GRU), quantization scales
-                if len(ds.shape) >= 2:
-                    self.skipped.append((ds.name, f"variable {k} of a {cls} layer: a bias or state"))
-            return
-        for k in sorted(datasets, key=natural_key):
-            ds = datasets[k]
-            if len(ds.shape) == 2:
-                self._add(f"{base}.vars.{k}" if base else f"vars.{k}", ds, _as_stored(tuple(ds.shape), None))
-            elif len(ds.shape) > 2:
-                self._add("", ds, None, f"{len(ds.shape)}-D variable of a {cls or 'custom'} layer")
-
+    # legacy Keras 2 ---------------------------------------------------------------------------------
     # legacy Keras 2 ---------------------------------------------------------------------------------
 
     def _legacy_config(self, h5: Any) -> dict | None:
@@ -673,20 +780,243 @@ class KerasFile:
         def load() -> np.ndarray:
             try:
                 with self._lock:
-                    a = self._h5[e.dataset][()]
+                    a = self._h5[e.ref][()]
             except Exception as ex:  # noqa: BLE001 - a corrupt chunk, a closed file…
-                raise SourceError(f"{self._where}: tensor {e.name!r} ({e.dataset}): cannot read its data "
+                raise SourceError(f"{self._where}: tensor {e.name!r} ({e.ref}): cannot read its data "
                                   f"({ex.__class__.__name__}: {_short(ex)}); truncated or corrupt?") from None
             a = np.asarray(a)
             if e.dtype == "bfloat16":
                 import ml_dtypes
 
-                a = a.view(ml_dtypes.bfloat16).astype(np.float32)
-            elif a.dtype.kind == "f" and a.dtype not in (np.float32, np.float64):
-                a = a.astype(np.float32)
-            elif a.dtype.kind == "f" and not a.dtype.isnative:
-                a = a.astype(a.dtype.newbyteorder("="))
-            return e.plan.apply(a)
+                a = a.view(ml_dtypes.bfloat16)
+            return e.plan.apply(_float_array(a))
+
+        return load
+
+    def __iter__(self) -> Iterator[TensorRef]:
+        for e in self._entries:
+            yield TensorRef(e.name, e.plan.shape, e.dtype, self._loader(e), kind=e.plan.kind)
+
+
+# ------------------------------------------------------------------------------------ live models
+
+
+def is_keras_object(obj: Any) -> bool:
+    """True for a live Keras layer or model (any backend), told without importing keras: a class of
+    the object's type is keras's ``Layer``. (A torch-backend layer is also an ``nn.Module``.)"""
+    for c in type(obj).__mro__:
+        module = getattr(c, "__module__", None) or ""
+        if c.__name__ == "Layer" and (module == "keras" or module.startswith("keras.")):
+            return hasattr(obj, "weights")
+    return False
+
+
+def _obj_type(obj: Any) -> str:
+    """What ``saving_lib`` calls the object's type (``_obj_type()``): Functional, Sequential or Layer."""
+    names = {c.__name__ for c in type(obj).__mro__ if (getattr(c, "__module__", None) or "").startswith("keras")}
+    return "Functional" if "Functional" in names else "Sequential" if "Sequential" in names else "Layer"
+
+
+def _dtype_name(keras: Any, v: Any) -> str:
+    try:
+        return str(keras.backend.standardize_dtype(v.dtype))
+    except Exception:  # noqa: BLE001 - a value keras does not know the dtype of
+        return str(getattr(v, "dtype", "unknown")).removeprefix("torch.")
+
+
+class _LiveNode:
+    """A live layer (or a list of layers: ``obj`` None) as a node of the tree ``model.save`` writes."""
+
+    def __init__(self, keras: Any, obj: Any, path: str) -> None:
+        self._keras, self.obj, self.path = keras, obj, path
+        self.kids: list[tuple[str, _LiveNode]] = []
+
+    def children(self) -> list[tuple[str, _LiveNode]]:
+        return self.kids
+
+    def variables(self) -> dict[str, _Var]:
+        """What the file holds under ``<path>/vars``: the layer's own ``save_own_variables`` (its
+        variables themselves; Dense with LoRA: the merged kernel), nothing copied."""
+        if self.obj is None:
+            return {}
+        store: dict[str, Any] = {}
+        try:
+            self.obj.save_own_variables(store)
+        except Exception as e:  # noqa: BLE001 - a custom layer's own code
+            raise SourceError(f"layer {getattr(self.obj, 'path', None) or self.obj.name!r} "
+                              f"({type(self.obj).__name__}): cannot list its variables "
+                              f"({e.__class__.__name__}: {_short(e)})") from None
+        out = {}
+        for k, v in store.items():
+            shape = getattr(v, "shape", None)
+            if shape is None:
+                continue
+            try:
+                shape = tuple(int(d) for d in shape)
+            except (TypeError, ValueError):  # an unknown dimension: not a weight htsr can read
+                continue
+            out[str(k)] = _Var(shape, _dtype_name(self._keras, v), f"{self.path}/vars/{k}", v)
+        return out
+
+    def resolve_class(self, guess: str | None) -> str | None:
+        """Its own class if a known one, else the nearest known layer class it derives from (a subclass
+        keeps its base's variables), else what the file would guess (the key, the default name)."""
+        if self.obj is None:
+            return guess
+        names = [c.__name__ for c in type(self.obj).__mro__]
+        if names[0] in _KNOWN:
+            return names[0]
+        base = next((n for n in names[1:] if n in _KNOWN and n not in _MODELS), None)
+        return base or guess or _guess_class(getattr(self.obj, "name", None))
+
+    def own_config(self) -> dict:
+        try:
+            config = self.obj.get_config() if self.obj is not None else {}
+        except Exception:  # noqa: BLE001 - custom layers may not implement it
+            return {}
+        return config if isinstance(config, dict) else {}
+
+
+def _live_tree(keras: Any, root: Any, path: str = "") -> _LiveNode:
+    """The object tree of ``root`` keyed as ``model.save`` keys it (``saving_lib._save_state``,
+    ``_walk_saveable``, ``_save_container_state``): a Functional's or Sequential's ``layers`` first,
+    then every attribute in ``dir()`` order with private ones last, except those every Layer has; a
+    list's (or dict's, tuple's) layers by snake-cased class name + counter; each layer once, where the
+    walk meets it first. Only layers are kept: optimizers, metrics and losses hold no weights."""
+    Layer = keras.layers.Layer
+    visited: set[int] = set()
+    probe = set(dir(Layer(name="htsr_probe"))) | {"_self_unconditional_dependency_names"}
+    skipsets = {"Layer": probe, "Functional": probe | {"operations", "_operations"},
+                "Sequential": probe | {"_functional"}}
+
+    def attributes(obj: Any) -> Iterator[tuple[str, Any]]:
+        obj_type = _obj_type(obj)
+        if obj_type in ("Functional", "Sequential"):
+            yield "layers", obj.layers
+        skip = skipsets[obj_type]
+        for attr in sorted(dir(obj), key=lambda a: f"~{a}" if a.startswith("_") else a):
+            if attr.startswith("__") or attr in skip:
+                continue
+            try:
+                child = getattr(obj, attr)
+            except Exception:  # noqa: BLE001, S112 - as keras: a property that cannot be read is passed over
+                continue
+            yield attr, child
+
+    def state(obj: Any, path: str) -> _LiveNode | None:
+        if id(obj) in visited:
+            return None
+        node = _LiveNode(keras, obj, path)
+        visited.add(id(obj))
+        for attr, child in attributes(obj):
+            if isinstance(child, Layer):
+                kid = state(child, f"{path}/{attr}")
+            elif isinstance(child, (list, dict, tuple)):
+                kid = container(child, f"{path}/{attr}", set())
+            else:
+                continue
+            if kid is not None:
+                node.kids.append((attr, kid))
+        return node
+
+    def container(items: Any, path: str, seen: set[int]) -> _LiveNode | None:
+        if id(items) in seen:
+            return None
+        seen.add(id(items))
+        node = _LiveNode(keras, None, path)
+        used: dict[str, int] = {}
+
+        def unique(name: str) -> str:
+            if name in used:
+                used[name] += 1
+                return f"{name}_{used[name]}"
+            used[name] = 0
+            return name
+
+        for item in list(items.values()) if isinstance(items, dict) else items:
+            if isinstance(item, Layer):
+                key = unique(to_snake_case(type(item).__name__))
+                kid = state(item, f"{path}/{key}")
+            elif isinstance(item, (list, dict, tuple)):
+                key = unique("container")
+                kid = container(item, f"{path}/{key}", seen)
+            else:
+                continue
+            if kid is not None:
+                node.kids.append((key, kid))
+        return node if node.kids else None
+
+    return state(root, path)  # type: ignore[return-value]  # the root is never visited before
+
+
+def _live_config(keras: Any, obj: Any) -> dict | None:
+    """What ``model.save`` writes to ``config.json`` (``serialize_keras_object``); a model that cannot
+    be serialized gets its layer list only (names and classes), so that names still match."""
+    try:
+        config = keras.saving.serialize_keras_object(obj)
+        if isinstance(config, dict) and isinstance(config.get("class_name"), str):
+            return config
+    except Exception:  # noqa: BLE001, S110 - a custom layer without get_config, …
+        pass
+    config = {"class_name": type(obj).__name__, "config": {"name": getattr(obj, "name", None)}}
+    if _obj_type(obj) in ("Functional", "Sequential"):
+        config["config"]["layers"] = [_live_config(keras, layer) for layer in obj.layers]
+    return config
+
+
+class KerasModel:
+    """The weights of a live Keras 3 model or layer (any backend: TensorFlow, JAX, PyTorch), with the
+    names, kinds and shapes that saving it to ``.keras`` and reading that with :class:`KerasFile`
+    gives: the same walk (:class:`_Walker`) over the object tree ``model.save`` would write, with the
+    configs ``model.save`` would write. Where the file holds no config for a layer (the attributes of a
+    subclassed model or layer), the file's class is a guess from the entry's name, the live one is the
+    layer's own class: there a live model can give kinds (and names) the file cannot.
+
+    Nothing is copied when the model is opened; loading a tensor converts that variable to numpy (a
+    copy: the model's weights are never modified). A bare layer is read as a one-layer model."""
+
+    def __init__(self, model: Any) -> None:
+        keras = import_extra("keras", "keras", "reading Keras model objects")
+        self._keras = keras
+        self.model = model
+        name = getattr(model, "name", None)
+        self.description = f"<{type(model).__name__} {name!r}>" if name else f"<{type(model).__name__}>"
+        if not isinstance(model, keras.layers.Layer):
+            version = getattr(keras, "__version__", "?")
+            raise SourceError(f"{self.description}: not a layer of the installed Keras {version} (a Keras 2 or "
+                              "tf_keras model?); save it with model.save('model.h5') and analyse the file")
+        if not model.weights and not getattr(model, "built", True):
+            raise SourceError(f"{self.description}: the model is not built and has no weights yet; call it on "
+                              "data or model.build(input_shape) first")
+        if isinstance(model, keras.Model):
+            root, config = _live_tree(keras, model), _live_config(keras, model)
+        else:  # a bare layer: as the one layer of a model
+            key = to_snake_case(type(model).__name__)
+            root, layers = _LiveNode(keras, None, ""), _LiveNode(keras, None, "/layers")
+            layers.kids = [(key, _live_tree(keras, model, f"/layers/{key}"))]
+            root.kids = [("layers", layers)]
+            config = {"class_name": "Sequential", "config": {"layers": [_live_config(keras, model)]}}
+        walker = _Walker()
+        try:
+            self._entries = walker.walk(root, config)
+        except SourceError as e:  # a layer that cannot list its variables
+            raise SourceError(f"{self.description}: {e}") from None
+        self.skipped = walker.skipped  # (path in a saved weights file, reason) of ≥2-D variables not yielded
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _loader(self, e: _Entry) -> Callable[[], np.ndarray]:
+        def load() -> np.ndarray:
+            v = e.ref
+            try:
+                a = np.asarray(self._keras.ops.convert_to_numpy(v))
+            except Exception as ex:  # noqa: BLE001 - a deleted variable, a device error…
+                raise SourceError(f"{self.description}: tensor {e.name!r} ({getattr(v, 'path', '')}): cannot read "
+                                  f"its value ({ex.__class__.__name__}: {_short(ex)})") from None
+            if not a.flags.owndata or not a.flags.writeable:  # a view on the variable's memory: copy
+                a = a.copy()
+            return e.plan.apply(_float_array(a))
 
         return load
 
