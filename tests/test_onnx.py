@@ -6,12 +6,12 @@ The offline tests build small models with ``onnx.helper`` under ``tmp_path``.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import one_line_source_error as _one_line
+from conftest import missing_extra_error
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -371,9 +371,7 @@ def test_content_sniffing(tmp_path):
 def test_missing_onnx_package_is_missing_extra(tmp_path, monkeypatch):
     path = tmp_path / "ok.onnx"
     path.write_bytes(_small_model_bytes(tmp_path))
-    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx → ImportError
-    with pytest.raises(htsr.MissingExtraError, match=r"htsr\[onnx\]"):
-        OnnxFile(path)
+    assert "htsr[onnx]" in missing_extra_error(monkeypatch, "onnx", lambda: OnnxFile(path))
 
 
 # ----------------------------------------------------------------------------------------- real models

@@ -19,6 +19,7 @@ from matplotlib.image import imread
 from matplotlib.patches import Rectangle, StepPatch
 
 import htsr
+from conftest import missing_extra_error
 from htsr import figures as F
 from htsr import plot as P
 from htsr.errors import HtsrError, MissingExtraError, OptionError
@@ -286,10 +287,8 @@ def test_no_pyplot_and_matplotlib_imported_lazily(tmp_path):
 
 def test_missing_matplotlib_is_a_missing_extra(result, monkeypatch, tmp_path):
     row, sp = _layer(result, "dense")
-    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
-    with pytest.raises(MissingExtraError) as ei:
-        P.plot_esd(row, sp)
-    assert "htsr[plot]" in str(ei.value) and "matplotlib" in str(ei.value) and isinstance(ei.value, HtsrError)
+    msg = missing_extra_error(monkeypatch, "matplotlib", lambda: P.plot_esd(row, sp))
+    assert "htsr[plot]" in msg and "matplotlib" in msg
     with pytest.raises(MissingExtraError):
         P.save_panels([F.phase_counts(result)], tmp_path / "never.png")
     assert os.listdir(tmp_path) == []
