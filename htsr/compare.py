@@ -70,6 +70,7 @@ from .results import (
     Summary,
     json_safe,
     atomic_write,
+    csv_cell,
     format_value,
 )
 
@@ -203,7 +204,7 @@ class Comparison:
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["name", "kind", "shape", *(f"{self.layer_metric}:{lab}" for lab in self.labels)])
         for n, k, s, v in zip(self.common_layers, self.layer_kinds, self.layer_shapes, self.layer_values):
-            w.writerow([n, k, _shape_text(s), *(repr(x) if math.isfinite(x) else "" for x in v)])
+            w.writerow([n, k, _shape_text(s), *(csv_cell(x) for x in v)])
         return buf.getvalue()
 
     def to_csv(self, path: str | os.PathLike) -> None:
@@ -614,7 +615,7 @@ def distances_csv_text(distances: Iterable[LayerDistance]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(DISTANCE_COLUMNS)
     for d in distances:
-        w.writerow([("" if not math.isfinite(v) else repr(v)) if isinstance(v, float) else v
+        w.writerow([csv_cell(v)
                     for v in (getattr(d, c) for c in DISTANCE_COLUMNS)])
     return buf.getvalue()
 

@@ -39,6 +39,7 @@ from .analyze import analyze, iter_layers
 from .errors import HtsrError, OptionError, SourceError
 from .figures import Panel, Series
 from .options import Options
+from .results import csv_cell
 
 __all__ = ["AlphaMonitor", "MonitorRecord", "LayerAlpha", "HtsrAlphaWarning", "CSV_COLUMNS", "MONITOR_DEFAULTS",
            "alpha_over_time", "load_history", "lightning_callback", "hf_callback"]
@@ -108,12 +109,6 @@ def _below(mean: float, threshold: float) -> str:
     return repr(mean)
 
 
-def _cell(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return repr(v) if math.isfinite(v) else ""
-    return str(v)
 
 
 def _check(ok: bool, name: str, allowed: str, value: Any) -> None:
@@ -270,7 +265,7 @@ class AlphaMonitor:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         for row in rec.rows():
-            w.writerow([_cell(row[c]) for c in CSV_COLUMNS])
+            w.writerow([csv_cell(row[c]) for c in CSV_COLUMNS])
         body = buf.getvalue()
         # binary append: one write() of whole lines; O_APPEND puts it at the end even with another writer
         with open(self.csv_path, "ab") as f:

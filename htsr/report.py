@@ -24,10 +24,18 @@ from typing import Any
 
 import numpy as np
 
-from .figures import Panel, alpha_by_layer, alpha_distribution, layer_panels, phase_counts
+from .figures import (  # one colour per role in both renderers
+    ROLE_COLORS,
+    Panel,
+    alpha_by_layer,
+    alpha_distribution,
+    layer_panels,
+    phase_counts,
+    role_color,
+)
+from .fits.uncertainty import interval_of
 from .options import LAYER_KINDS, OPTION_SPECS
-from .figures import ROLE_COLORS, role_color  # one colour per role in both renderers
-from .results import AnalysisResult, LayerResult, atomic_write
+from .results import AnalysisResult, LayerResult, atomic_write, format_value
 from .rmt.phases import PHASES
 
 __all__ = ["render_report", "write_report"]
@@ -162,16 +170,8 @@ def _e(v: Any) -> str:
 
 
 def _fmt(v: Any) -> str:
-    """A cell: 4 significant digits, whole numbers as integers, NaN as an en dash."""
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "–"
-        if math.isinf(v):
-            return "∞" if v > 0 else "−∞"
-        if v == int(v) and abs(v) < 1e9:
-            return str(int(v))
-        return f"{v:.4g}"
-    return str(v)
+    """A cell: as the plain-text tables, NaN as an en dash, infinities as ∞."""
+    return format_value(v, nan="–", empty="", inf=("∞", "−∞"))
 
 
 def _non_defaults(options: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -225,12 +225,6 @@ def _summary(result: AnalysisResult) -> str:
             f"<div><h3>Means over layers with a finite value</h3>{_kv(means)}</div></div></section>\n")
 
 
-def _interval(result: AnalysisResult, r: LayerResult) -> tuple[float, float]:
-    if result.options.get("bootstrap"):
-        return r.boot_alpha_lo, r.boot_alpha_hi
-    return r.bayes_alpha_lo, r.bayes_alpha_hi
-
-
 def _layer_link(i: int, r: LayerResult) -> str:
     return f"<a href=\"#layer-{i}\" class=\"goto\" data-i=\"{i}\">{_e(r.name)}</a>"
 
@@ -241,7 +235,7 @@ def _warnings(result: AnalysisResult) -> str:
                     key=lambda t: (_WARNING_ORDER.index(t[1].warning) if t[1].warning in _WARNING_ORDER else 9, t[0]))
     items = []
     for i, r in warned:
-        lo, hi = _interval(result, r)
+        lo, hi = interval_of(r.as_dict())  # the interval the warning used
         detail = f"α = {_fmt(r.alpha)}"
         if math.isfinite(lo) and math.isfinite(hi):
             detail += f" [{_fmt(lo)}, {_fmt(hi)}]"

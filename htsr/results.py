@@ -23,7 +23,7 @@ import numpy as np
 from .metrics import METRICS, PLAUSIBLE_P
 from .rmt.phases import PHASES
 
-__all__ = ["LayerResult", "LayerSpectra", "Summary", "AnalysisResult", "COLUMNS", "SUMMARY_METRICS", "atomic_write", "format_value", "json_safe"]
+__all__ = ["LayerResult", "LayerSpectra", "Summary", "AnalysisResult", "COLUMNS", "SUMMARY_METRICS", "atomic_write", "csv_cell", "format_value", "json_safe"]
 
 NAN = float("nan")
 
@@ -219,15 +219,25 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
         raise
 
 
-def format_value(v: Any) -> str:
-    """A cell of htsr's plain-text tables: NaN as 'nan', whole numbers without a point, others to 4 digits."""
+def format_value(v: Any, nan: str = "nan", empty: str = "-", inf: tuple[str, str] = ("inf", "-inf")) -> str:
+    """A table cell: whole numbers without a point, others to 4 significant digits; NaN, ±inf and the
+    empty string as given (the plain-text tables' defaults; the HTML report passes its own symbols)."""
     if isinstance(v, float):
         if math.isnan(v):
-            return "nan"
-        if v == int(v) and abs(v) < 1e9:
+            return nan
+        if math.isinf(v):
+            return inf[0] if v > 0 else inf[1]
+        if abs(v) < 1e9 and v == int(v):
             return str(int(v))
         return f"{v:.4g}"
-    return str(v) if v != "" else "-"
+    return str(v) if v != "" else empty
+
+
+def csv_cell(v: Any) -> Any:
+    """A CSV field: a finite float in full precision (repr), NaN/inf/None as an empty field, else as is."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return ""
+    return repr(v) if isinstance(v, float) else v
 
 
 @dataclass(frozen=True)
@@ -272,8 +282,7 @@ class AnalysisResult:
         w = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
         w.writeheader()
         for r in self.to_records():
-            w.writerow({k: (repr(v) if isinstance(v, float) and math.isfinite(v) else
-                            ("" if isinstance(v, float) else v)) for k, v in r.items()})
+            w.writerow({k: csv_cell(v) for k, v in r.items()})
         return buf.getvalue()
 
     def to_csv(self, path: str | os.PathLike) -> None:
