@@ -58,6 +58,17 @@ def iter_layers(source: Any, opts: Options) -> tuple[str, int, Iterator[LayerMat
     return src.description, len(src), gen()
 
 
+def weights_finite(mats: list[Any]) -> bool:
+    """No NaN or Inf in a layer's matrices (dense arrays, or the factors of a LowRank)."""
+    return all(W.is_finite() if isinstance(W, LowRank) else math.isfinite(float(np.sum(W, dtype=np.float64)))
+               for W in mats)
+
+
+def esd_scale(lm: LayerMatrices, opts: Options) -> float:
+    """The eigenvalue multiplier of a row: its kind's convention, divided by N with normalize='N'."""
+    return lm.scale / lm.N if opts.normalize == "N" else lm.scale
+
+
 def analyze_layer(lm: LayerMatrices, opts: Options) -> LayerResult:
     """Analyse one row; never raises for problems confined to this layer."""
     return _analyze_layer(lm, opts)[0]
@@ -72,10 +83,9 @@ def _analyze_layer(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, Layer
         return LayerResult(**base, status=f"skipped: {lm.num_evals} eigenvalues > max_evals={opts.max_evals}"), None
     try:
         mats = lm.load()
-        for W in mats:
-            if not (W.is_finite() if isinstance(W, LowRank) else math.isfinite(float(np.sum(W, dtype=np.float64)))):
-                return LayerResult(**base, status="failed: NaN or Inf in the weights"), None
-        scale = lm.scale / lm.N if opts.normalize == "N" else lm.scale
+        if not weights_finite(mats):
+            return LayerResult(**base, status="failed: NaN or Inf in the weights"), None
+        scale = esd_scale(lm, opts)
         spectrum = esd(mats, opts.precision, opts.refine_fraction, scale)
         num_windows = None
         # a low-rank update is known by its factors only: what needs the entries (windows, shuffles,

@@ -513,6 +513,7 @@ def _stacked(mats: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _distance_row(la, lb, opts: Options) -> LayerDistance:
+    from .analyze import esd_scale, weights_finite
     from .rmt.traps import js_distance
     from .spectra import esd
 
@@ -523,13 +524,12 @@ def _distance_row(la, lb, opts: Options) -> LayerDistance:
     try:
         A = [np.asarray(W) for W in la.load()]
         B = [np.asarray(W) for W in lb.load()]
-        for W in (*A, *B):
-            if not math.isfinite(float(np.sum(W, dtype=np.float64))):
-                return LayerDistance(**base, status="failed: NaN or Inf in the weights")
+        if not (weights_finite(A) and weights_finite(B)):
+            return LayerDistance(**base, status="failed: NaN or Inf in the weights")
         diff2 = math.fsum(float(np.linalg.norm(np.subtract(a, b, dtype=np.float64))) ** 2 for a, b in zip(A, B))
         base2 = math.fsum(float(np.linalg.norm(np.asarray(b, dtype=np.float64))) ** 2 for b in B)
         frob = math.sqrt(diff2)
-        scale = la.scale / la.N if opts.normalize == "N" else la.scale
+        scale = esd_scale(la, opts)
         sa = esd(A, opts.precision, opts.refine_fraction, scale)
         sb = esd(B, opts.precision, opts.refine_fraction, scale)
         cka = linear_cka(_stacked(A), _stacked(B))

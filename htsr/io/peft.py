@@ -21,6 +21,7 @@ missing or of another shape gets ``skipped: …`` rows, never a wrong merge. Oth
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -90,8 +91,12 @@ class PeftAdapter:
         self._modules, self._others = self._group()
 
     def with_base(self, base: TensorSource) -> "PeftAdapter":
-        """The same adapter with W and W + ΔW rows from ``base`` (what ``--base`` means for an adapter)."""
-        return PeftAdapter(self.folder, base)
+        """The same adapter with W and W + ΔW rows from ``base`` (what ``--base`` means for an adapter);
+        the config and the adapter's tensor list are not read again."""
+        other = copy.copy(self)
+        other._base = {t.name: t for t in base}
+        other.description = f"{self.folder} on base {base.description}"
+        return other
 
     def _group(self) -> tuple[dict[str, dict[str, Any]], list[TensorRef]]:
         modules: dict[str, dict[str, Any]] = {}
