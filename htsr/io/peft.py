@@ -59,7 +59,7 @@ def _skipped(reason: str):
 class PeftAdapter:
     """A PEFT LoRA adapter folder as a stream of low-rank updates (and, with a base, W and W + ΔW)."""
 
-    def __init__(self, folder: str | Path, base: TensorSource | None = None) -> None:
+    def __init__(self, folder: str | Path) -> None:
         from . import open_source  # the adapter's weights file is read by its own format's reader
 
         self.folder = Path(folder)
@@ -86,8 +86,8 @@ class PeftAdapter:
         if weights is None:
             raise SourceError(f"{self.folder}: adapter folder without {' or '.join(ADAPTER_FILES)}")
         self._refs = list(open_source(weights))
-        self._base = None if base is None else {t.name: t for t in base}
-        self.description = str(self.folder) + ("" if base is None else f" on base {base.description}")
+        self._base: dict[str, TensorRef] | None = None  # set by with_base
+        self.description = str(self.folder)
         self._modules, self._others = self._group()
 
     def with_base(self, base: TensorSource) -> "PeftAdapter":
