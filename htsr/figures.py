@@ -160,6 +160,12 @@ def _not_fitted(row: Any) -> bool:
     return row.status.startswith(("not_fitted", "skipped"))
 
 
+def _density(v: np.ndarray, edges: np.ndarray, n: int) -> np.ndarray:
+    """Histogram of ``v`` as a density over all ``n`` eigenvalues (zeros included); empty bins NaN (log axes)."""
+    c = np.histogram(v, edges)[0]
+    return np.where(c > 0, c / (np.diff(edges) * n), np.nan)
+
+
 def esd_loglog(row: Any, sp: Any) -> Panel:
     """ESD density on log-log axes (log-spaced bins), the fitted power law over [x_min, x_max], x_min."""
     title, xl, yl = f"ESD, log-log: {_name(row)}", "eigenvalue λ", "density"
@@ -168,9 +174,7 @@ def esd_loglog(row: Any, sp: Any) -> Panel:
         return _empty(title, xl, yl, _note(row, "fewer than 2 distinct positive eigenvalues"), xlog=True,
                       ylog=True)
     edges = np.geomspace(x[0], x[-1] * (1 + 1e-12), _bins(x.size) + 1)
-    counts = np.histogram(x, edges)[0]
-    dens = counts / (np.diff(edges) * sp.evals.size)
-    series = [Series("hist", edges, np.where(counts > 0, dens, np.nan), "ESD", "data")]
+    series = [Series("hist", edges, _density(x, edges, sp.evals.size), "ESD", "data")]
     notes = []
     if math.isfinite(row.alpha) and math.isfinite(row.xmin):
         if math.isfinite(row.farms_windows):
@@ -288,13 +292,8 @@ def shuffled_esd(row: Any, sp: Any) -> Panel:
         return _empty(title, xl, yl, _note(row, "fewer than 2 positive eigenvalues"), xlog=True, ylog=True)
     lo, hi = min(a[0], b[0]), max(a[-1], b[-1])
     edges = np.geomspace(lo, hi * (1 + 1e-12), _bins(max(a.size, b.size)) + 1)
-
-    def dens(v: np.ndarray, n: int) -> np.ndarray:
-        c = np.histogram(v, edges)[0]
-        return np.where(c > 0, c / (np.diff(edges) * n), np.nan)
-
-    series = [Series("hist", edges, dens(a, sp.evals.size), "ESD", "data"),
-              Series("hist", edges, dens(b, sp.rand_evals.size), "shuffled", "shuffled")]
+    series = [Series("hist", edges, _density(a, edges, sp.evals.size), "ESD", "data"),
+              Series("hist", edges, _density(b, edges, sp.rand_evals.size), "shuffled", "shuffled")]
     if math.isfinite(sp.rand_threshold):
         series.append(Series("vline", _arr(sp.rand_threshold), _arr(), "trap threshold", "threshold"))
         traps = b[b > sp.rand_threshold]
