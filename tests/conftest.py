@@ -75,6 +75,7 @@ MODELS = {
     "silero_onnx": ("silero-vad", "6.2.3", "data/silero_vad_16k_op15.onnx"),  # LSTM weights via Slice/Concat
     "silero_onnx_sequence": ("silero-vad", "6.2.3", "data/silero_vad_16k_sequence.onnx"),  # ONNX LSTM W/R
     "silero_onnx_ifless": ("silero-vad", "6.2.3", "data/silero_vad_op18_ifless.onnx"),  # LSTM cell as Gemm
+    "silero_jit": ("silero-vad", "6.2.3", "data/silero_vad.jit"),  # TorchScript: 16k and 8k models
 }
 
 

@@ -21,7 +21,7 @@ from ..errors import SourceError
 from ..matrices import infer_kind
 from .base import TensorRef, import_extra
 
-__all__ = ["TorchModule", "TorchStateDict", "is_torch_object", "load_torch_file"]
+__all__ = ["TorchModule", "TorchStateDict", "is_torch_object", "load_torch_file", "module_kind"]
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module", "net", "network",
                 "ema", "params")
@@ -75,6 +75,25 @@ class TorchStateDict:
             yield TensorRef(name, tuple(t.shape), _dtype_name(t), (lambda t=t: _to_numpy(t)))
 
 
+# torch.nn class names (a module's own class or a base class) → the kind of their weight matrices
+_MODULE_KINDS = {
+    "Embedding": "embedding", "EmbeddingBag": "embedding",
+    "Conv1d": "conv1d", "ConvTranspose1d": "conv1d", "Conv2d": "conv2d", "ConvTranspose2d": "conv2d",
+    "RNNBase": "rnn", "RNN": "rnn", "LSTM": "rnn", "GRU": "rnn",
+    "RNNCellBase": "rnn", "RNNCell": "rnn", "LSTMCell": "rnn", "GRUCell": "rnn",
+    "Linear": "dense", "Conv1D": "dense",  # Hugging Face's GPT-2 Conv1D stores [in, out]: same spectrum
+}
+
+
+def module_kind(class_name: str, pname: str, full: str, shape: tuple[int, ...]) -> str | None:
+    """Kind of parameter ``pname`` (full name ``full``) of a module of class ``class_name`` (a key of
+    ``_MODULE_KINDS``, or any other name to infer the kind from the tensor's name and shape)."""
+    kind = _MODULE_KINDS.get(class_name)
+    if kind is None or (kind == "rnn" and not pname.startswith("weight_")):
+        return infer_kind(full, shape)
+    return kind
+
+
 class TorchModule:
     """An ``nn.Module``: each weight's kind comes from its module's class."""
 
@@ -84,24 +103,13 @@ class TorchModule:
         self._params = list(self._walk())
 
     def _walk(self):
-        nn = _torch().nn
         for mod_name, mod in self.module.named_modules():
+            cls = next((c.__name__ for c in type(mod).__mro__ if c.__name__ in _MODULE_KINDS), "")
             for pname, p in mod.named_parameters(recurse=False):
                 if p.ndim < 2:
                     continue
                 full = f"{mod_name}.{pname}" if mod_name else pname
-                if isinstance(mod, (nn.Embedding, nn.EmbeddingBag)):
-                    kind = "embedding"
-                elif isinstance(mod, (nn.Conv1d, nn.ConvTranspose1d)):
-                    kind = "conv1d"
-                elif isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d)):
-                    kind = "conv2d"
-                elif isinstance(mod, nn.RNNBase):
-                    kind = "rnn" if pname.startswith("weight_") else infer_kind(full, tuple(p.shape))
-                elif isinstance(mod, nn.Linear) or type(mod).__name__ == "Conv1D":
-                    kind = "dense"  # Hugging Face's GPT-2 Conv1D stores [in, out]: same spectrum
-                else:
-                    kind = infer_kind(full, tuple(p.shape))
+                kind = module_kind(cls, pname, full, tuple(p.shape))
                 if kind is not None:
                     yield full, p, kind
 

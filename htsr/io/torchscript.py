@@ -1,0 +1,266 @@
+"""Reader for TorchScript archives (``torch.jit.save``: ``.jit``, ``.pt``, ``.ts``) — no torch needed,
+nothing executed.
+
+A TorchScript archive is a zip: ``<root>/data.pkl`` pickles the module tree (each module an object of a
+``__torch__.<module path> <Class>`` type whose state is a dict of its attributes: submodules, parameters,
+buffers, plain values), ``<root>/data/<key>`` hold the raw little-endian storages the tensors view, and
+``<root>/code/`` the compiled TorchScript. ``torch.load(weights_only=True)`` refuses such archives and
+``torch.jit.load`` needs torch. Here ``data.pkl`` is read by a restricted unpickler that knows only the
+globals TorchScript writes — ``__torch__.*`` types become inert attribute holders, tensors become lazy
+views of their storages — and refuses anything else, so no code in the file can run. Constant tensors
+(``constants.pkl``, e.g. the weights of a frozen module) are named ``CONSTANTS.c<i>`` as in the code.
+
+A weight's kind comes from its module's class name (``Linear``, ``Conv1d``, ``LSTMCell`` …), as for a
+live ``nn.Module``. Storage extents are checked against the archive when it is opened, so a file whose
+pickle claims more data than it holds is refused before anything is analysed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import SourceError
+from .base import TensorRef, one_line
+from .torch import module_kind
+
+__all__ = ["TorchScriptFile", "is_torchscript_archive"]
+
+# storage class name in the pickle → numpy / ml_dtypes dtype name
+_STORAGES = {
+    "FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16", "Float8_e4m3fnStorage": "float8_e4m3fn",
+    "Float8_e5m2Storage": "float8_e5m2", "LongStorage": "int64", "IntStorage": "int32",
+    "ShortStorage": "int16", "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool",
+}
+
+
+def is_torchscript_archive(names: list[str]) -> bool:
+    """True for the member list of a ``torch.jit.save`` zip (a ``torch.save`` zip has no code or constants)."""
+    return any(n.endswith("/data.pkl") for n in names) and any(
+        n.endswith("/constants.pkl") or "/code/" in n for n in names)
+
+
+def _np_dtype(name: str) -> np.dtype:
+    if name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):
+        import ml_dtypes
+
+        return np.dtype(getattr(ml_dtypes, name))
+    return np.dtype(name).newbyteorder("<")
+
+
+@dataclass(frozen=True)
+class _Storage:
+    member: str  # zip member holding the bytes
+    dtype: str
+
+
+@dataclass(frozen=True)
+class _Tensor:
+    storage: _Storage
+    offset: int  # in elements
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+
+    def extent(self) -> int:
+        """Elements of the storage this view reaches (0 for an empty tensor)."""
+        if any(s == 0 for s in self.shape):
+            return 0
+        return self.offset + 1 + sum((n - 1) * st for n, st in zip(self.shape, self.stride))
+
+
+class _Object:
+    """An instance of a TorchScript type: its class name and its pickled state, nothing else."""
+
+    type_name = ""
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+def _rebuild_tensor(storage, offset, size, stride, *_ignored) -> _Tensor:
+    if not isinstance(storage, _Storage):
+        raise pickle.UnpicklingError("a tensor whose storage is not a persistent storage record")
+    shape, strides = tuple(int(s) for s in size), tuple(int(s) for s in stride)
+    if len(shape) != len(strides) or any(s < 0 for s in shape + strides) or int(offset) < 0:
+        raise pickle.UnpicklingError(f"a tensor with shape {shape}, stride {strides}, offset {offset}")
+    return _Tensor(storage, int(offset), shape, strides)
+
+
+def _first(value, *_ignored):
+    return value
+
+
+def _refuse(module: str, name: str) -> pickle.UnpicklingError:
+    return pickle.UnpicklingError(f"the pickle references {module}.{name}, which a TorchScript weight "
+                                  "archive never needs; refused (nothing in the file is run)")
+
+
+class _Unpickler(pickle.Unpickler):
+    _ALLOWED = {
+        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+        ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+        ("torch._utils", "_rebuild_parameter"): _first,
+        ("collections", "OrderedDict"): dict,
+        ("torch.jit._pickle", "build_intlist"): _first,
+        ("torch.jit._pickle", "build_doublelist"): _first,
+        ("torch.jit._pickle", "build_boollist"): _first,
+        ("torch.jit._pickle", "build_tensorlist"): _first,
+        ("torch.jit._pickle", "restore_type_tag"): _first,
+    }
+
+    def __init__(self, data: bytes, storage_dir: str, members: set[str]) -> None:
+        import io
+
+        super().__init__(io.BytesIO(data))
+        self._dir, self._members = storage_dir, members
+        self._types: dict[str, type] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "__torch__" or module.startswith("__torch__."):
+            key = f"{module}.{name}"
+            if key not in self._types:
+                self._types[key] = type(name, (_Object,), {"type_name": key})
+            return self._types[key]
+        if module == "torch" and name in _STORAGES:
+            return _STORAGES[name]
+        if (module, name) in self._ALLOWED:
+            return self._ALLOWED[(module, name)]
+        raise _refuse(module, name)
+
+    def persistent_load(self, pid: Any) -> _Storage:
+        if not (isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage" and isinstance(pid[1], str)):
+            raise pickle.UnpicklingError(f"unknown persistent id {str(pid)[:60]}")
+        member = f"{self._dir}/{pid[2]}"
+        if member not in self._members:
+            raise pickle.UnpicklingError(f"storage {pid[2]!r} is not in the archive (expected {member})")
+        return _Storage(member, pid[1])
+
+
+def _walk(obj: Any, prefix: str, module_class: str, seen: set[int]) -> Iterator[tuple[str, _Tensor, str]]:
+    """(name, tensor, class name of the module holding it) for every tensor reachable from ``obj``."""
+    if isinstance(obj, _Tensor):
+        yield prefix, obj, module_class
+        return
+    if id(obj) in seen:
+        return
+    if isinstance(obj, _Object):
+        seen.add(id(obj))
+        state = getattr(obj, "state", None)
+        cls = obj.type_name.rsplit(".", 1)[-1]
+        if isinstance(state, dict):
+            for k, v in state.items():
+                yield from _walk(v, f"{prefix}.{k}" if prefix else str(k), cls, seen)
+        elif state is not None:
+            yield from _walk(state, prefix, cls, seen)
+    elif isinstance(obj, dict):
+        seen.add(id(obj))
+        for k, v in obj.items():
+            yield from _walk(v, f"{prefix}.{k}" if prefix else str(k), module_class, seen)
+    elif isinstance(obj, (list, tuple)):
+        seen.add(id(obj))
+        for i, v in enumerate(obj):
+            yield from _walk(v, f"{prefix}.{i}" if prefix else str(i), module_class, seen)
+
+
+def _unaliased(found: list[tuple[str, _Tensor, str]]) -> list[tuple[str, _Tensor, str]]:
+    """One entry per tensor: a module can hold a tensor twice (an LSTM's ``_flat_weights`` list aliases its
+    ``weight_ih_l0`` …); the name with the fewest private (``_``) components wins, then the first."""
+    best: dict[_Tensor, tuple[int, int]] = {}
+    for i, (name, t, _) in enumerate(found):
+        private = sum(part.startswith("_") for part in name.split("."))
+        if t not in best or private < best[t][0]:
+            best[t] = (private, i)
+    keep = {i for _, i in best.values()}
+    return [f for i, f in enumerate(found) if i in keep]
+
+
+class TorchScriptFile:
+    """The tensors of a ``torch.jit.save`` archive, read lazily (one storage member per load)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.description = str(self.path)
+        try:
+            with zipfile.ZipFile(self.path) as z:
+                infos = {i.filename: i.file_size for i in z.infolist()}
+                pkl = [n for n in infos if n.endswith("/data.pkl") and n.count("/") == 1]
+                if not pkl:
+                    raise self._fail("a zip without <root>/data.pkl: not a TorchScript archive")
+                root = pkl[0].split("/", 1)[0]
+                order = z.read(f"{root}/byteorder").decode().strip() if f"{root}/byteorder" in infos else "little"
+                if order != "little":
+                    raise self._fail(f"storages are {order}-endian; re-save the model on a little-endian machine")
+                tree = self._unpickle(z, f"{root}/data.pkl", f"{root}/data", infos)
+                consts = (self._unpickle(z, f"{root}/constants.pkl", f"{root}/constants", infos)
+                          if f"{root}/constants.pkl" in infos else ())
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise self._fail(f"corrupt TorchScript archive ({e.__class__.__name__}: {one_line(e, 120)}); "
+                             "truncated?") from None
+        found = list(_walk(tree, "", "", set()))
+        if isinstance(consts, tuple):
+            found += [(f"CONSTANTS.c{i}", t, "") for i, t in enumerate(consts) if isinstance(t, _Tensor)]
+        self._tensors = self._validated(_unaliased(found), infos)
+
+    def _fail(self, what: str) -> SourceError:
+        return SourceError(f"{self.path}: {what}")
+
+    def _unpickle(self, z: zipfile.ZipFile, member: str, storage_dir: str, infos: dict[str, int]) -> Any:
+        """Unpickle ``member``; its tensors' storages are the members of ``storage_dir``."""
+        try:
+            return _Unpickler(z.read(member), storage_dir, set(infos)).load()
+        except pickle.UnpicklingError as e:
+            raise self._fail(f"{member}: {one_line(e, 200)}") from None
+        except (EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError,
+                UnicodeDecodeError, MemoryError, OverflowError) as e:
+            raise self._fail(f"{member}: corrupt pickle ({e.__class__.__name__}: {one_line(e, 80)}); "
+                             "truncated or not written by torch.jit.save") from None
+
+    def _validated(self, found, infos: dict[str, int]) -> list[tuple[str, _Tensor, str]]:
+        out, problems = [], []
+        for name, t, cls in found:
+            try:
+                itemsize = _np_dtype(t.storage.dtype).itemsize
+            except TypeError:
+                problems.append(f"{name} (unknown dtype {t.storage.dtype})")
+                continue
+            need = t.extent() * itemsize
+            if need > infos[t.storage.member]:
+                problems.append(f"{name} (shape {list(t.shape)} needs {need} bytes of storage "
+                                f"{t.storage.member.rsplit('/', 1)[-1]}, which holds {infos[t.storage.member]})")
+                continue
+            out.append((name, t, cls))
+        if problems:
+            more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+            raise self._fail("tensor " + "; ".join(problems[:3]) + more + " — truncated or corrupt archive")
+        return out
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+    def _load(self, name: str, t: _Tensor) -> np.ndarray:
+        dtype = _np_dtype(t.storage.dtype)
+        try:
+            with zipfile.ZipFile(self.path) as z, z.open(t.storage.member) as f:
+                raw = f.read(t.extent() * dtype.itemsize)
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise self._fail(f"tensor {name}: storage unreadable ({one_line(e, 120)}); truncated?") from None
+        base = np.frombuffer(raw, dtype=dtype)
+        if math.prod(t.shape) == 0:
+            return np.zeros(t.shape, np.float32)
+        view = np.lib.stride_tricks.as_strided(
+            base[t.offset:], shape=t.shape, strides=tuple(s * dtype.itemsize for s in t.stride), writeable=False)
+        return np.array(view, dtype=np.float64 if dtype == np.float64 else np.float32)
+
+    def __iter__(self) -> Iterator[TensorRef]:
+        for name, t, cls in self._tensors:
+            kind = module_kind(cls, name.rsplit(".", 1)[-1], name, t.shape) if len(t.shape) >= 2 else None
+            yield TensorRef(name, t.shape, t.storage.dtype, (lambda name=name, t=t: self._load(name, t)), kind)
