@@ -159,7 +159,8 @@ class Summary:
         for m in SUMMARY_METRICS:
             vals = [getattr(r, m) for r in layers if math.isfinite(getattr(r, m))]
             means[m] = math.fsum(vals) / len(vals) if vals else NAN
-        status = [r.status.split(":")[0] for r in layers]
+        # the leading word: "ok; diagnostics failed: …" is a fitted layer whose extras failed
+        status = [r.status.split(":")[0].split(";")[0].strip() for r in layers]
         return cls(
             num_layers=len(layers),
             num_fitted=status.count("ok"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -89,6 +90,9 @@ def test_bad_layers_get_a_status_and_the_rest_go_on():
     assert s.means["alpha"] == r.layers[0].alpha
     for l in r.layers[1:4]:
         assert math.isnan(l.alpha) and l.warning == ""  # never a -1 sentinel
+    # a fitted layer whose diagnostics failed is still counted as fitted
+    partial = dataclasses.replace(r.layers[0], status="ok; diagnostics failed: RuntimeError: no convergence")
+    assert htsr.results.Summary.of([partial]).num_fitted == 1
 
 
 def test_no_analysable_layer_is_an_error():
