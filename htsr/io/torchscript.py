@@ -104,19 +104,21 @@ def _refuse(module: str, name: str) -> pickle.UnpicklingError:
                                   "archive never needs; refused (nothing in the file is run)")
 
 
-class _Unpickler(pickle.Unpickler):
-    _ALLOWED = {
-        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-        ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-        ("torch._utils", "_rebuild_parameter"): _first,
-        ("collections", "OrderedDict"): dict,
-        ("torch.jit._pickle", "build_intlist"): _first,
-        ("torch.jit._pickle", "build_doublelist"): _first,
-        ("torch.jit._pickle", "build_boollist"): _first,
-        ("torch.jit._pickle", "build_tensorlist"): _first,
-        ("torch.jit._pickle", "restore_type_tag"): _first,
-    }
+# the only globals a TorchScript pickle needs, and what each becomes here
+_ALLOWED = {
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _first,
+    ("collections", "OrderedDict"): dict,
+    ("torch.jit._pickle", "build_intlist"): _first,
+    ("torch.jit._pickle", "build_doublelist"): _first,
+    ("torch.jit._pickle", "build_boollist"): _first,
+    ("torch.jit._pickle", "build_tensorlist"): _first,
+    ("torch.jit._pickle", "restore_type_tag"): _first,
+}
 
+
+class _Unpickler(pickle.Unpickler):
     def __init__(self, data: bytes, storage_dir: str, members: set[str]) -> None:
         import io
 
@@ -132,8 +134,8 @@ class _Unpickler(pickle.Unpickler):
             return self._types[key]
         if module == "torch" and name in _STORAGES:
             return _STORAGES[name]
-        if (module, name) in self._ALLOWED:
-            return self._ALLOWED[(module, name)]
+        if (module, name) in _ALLOWED:
+            return _ALLOWED[(module, name)]
         raise _refuse(module, name)
 
     def persistent_load(self, pid: Any) -> _Storage:

@@ -76,7 +76,7 @@ def pen_stat(X, c):
 
 
 def ev_stat(X):
-    R, N = X.shape
+    N = X.shape[1]
     L = np.log(X)
     k = np.arange(0, N - MIN_TAIL + 1)
     S = np.cumsum(L[:, ::-1], 1)[:, ::-1]
