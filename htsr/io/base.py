@@ -10,7 +10,7 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["FLOAT_DTYPES", "TensorRef", "TensorSource", "import_extra", "one_line"]
+__all__ = ["FLOAT_DTYPES", "TensorRef", "TensorSource", "import_extra", "numpy_dtype", "one_line"]
 
 #: dtype names (numpy / ml_dtypes spelling) whose tensors are weights htsr analyses
 FLOAT_DTYPES = frozenset(
@@ -57,3 +57,14 @@ def one_line(e: BaseException, limit: int | None = None) -> str:
     """An exception's message on one line (whitespace collapsed, at most ``limit`` characters)."""
     text = " ".join(str(e).split())
     return (text[:limit] if limit else text) or e.__class__.__name__
+
+
+def numpy_dtype(name: str) -> np.dtype:
+    """The little-endian numpy dtype of a dtype name; bfloat16 and the float8 types come from ml_dtypes.
+    An unknown name raises TypeError (as ``numpy.dtype`` does)."""
+    if name.startswith(("bfloat16", "float8")):
+        import ml_dtypes
+
+        if hasattr(ml_dtypes, name):
+            return np.dtype(getattr(ml_dtypes, name))
+    return np.dtype(name).newbyteorder("<")

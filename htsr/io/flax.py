@@ -80,7 +80,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SourceError
-from .base import TensorRef, import_extra, one_line
+from .base import TensorRef, import_extra, numpy_dtype, one_line
 
 __all__ = ["FlaxMsgpackFile", "FlaxTensorRef", "FlaxTree", "flax_tensor", "is_flax_tree", "is_msgpack_checkpoint"]
 
@@ -90,7 +90,6 @@ CHUNKED = "__msgpack_chunked_array__"
 _CONV = re.compile(r"conv", re.IGNORECASE)
 _IN_PROJ = frozenset({"query", "key", "value", "qkv", "kv", "q", "k", "v", "q_proj", "k_proj", "v_proj"})
 _OUT_PROJ = frozenset({"out", "o", "out_proj", "o_proj"})
-_REDUCED = ("bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e4m3b11fnuz")
 
 
 def is_msgpack_checkpoint(head: bytes) -> bool:
@@ -114,17 +113,6 @@ def is_msgpack_checkpoint(head: bytes) -> bool:
 
 def _msgpack() -> Any:
     return import_extra("msgpack", "flax", "reading Flax msgpack checkpoints")
-
-
-
-
-def _numpy_dtype(name: str) -> np.dtype:
-    if name in _REDUCED:
-        import ml_dtypes
-
-        return np.dtype(getattr(ml_dtypes, name))
-    dt = np.dtype(name)
-    return dt.newbyteorder("<") if dt.byteorder not in ("|",) else dt
 
 
 def _float(a: np.ndarray) -> np.ndarray:
@@ -162,7 +150,7 @@ class _Payload:
             return f"its dtype {dtype!r} is not a name"
         name = dtype.decode("ascii", "replace")
         try:
-            dt = _numpy_dtype(name)
+            dt = numpy_dtype(name)
         except (TypeError, AttributeError):
             return f"its dtype {name!r} is not a numpy dtype"
         if dt.hasobject or dt.fields is not None:
@@ -185,7 +173,7 @@ class _Payload:
         return None
 
     def array(self) -> np.ndarray:
-        dt = _numpy_dtype(self.dtype)
+        dt = numpy_dtype(self.dtype)
         count = math.prod(self.shape)
         a = np.frombuffer(self.data, dtype=dt, count=count, offset=self.offset).reshape(self.shape)
         # the payload starts at an arbitrary byte: an unaligned view would be read by numpy's slow,
@@ -204,7 +192,7 @@ class _Chunked:
 
     def array(self) -> np.ndarray:
         if not self.chunks:
-            return np.zeros(self.shape, dtype=_numpy_dtype(self.dtype))
+            return np.zeros(self.shape, dtype=numpy_dtype(self.dtype))
         return np.concatenate([c.array() for c in self.chunks]).reshape(self.shape)
 
 

@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SourceError
-from .base import FLOAT_DTYPES, TensorRef, import_extra, one_line
+from .base import FLOAT_DTYPES, TensorRef, import_extra, numpy_dtype, one_line
 
 __all__ = ["OnnxFile", "is_onnx", "looks_like_onnx"]
 
@@ -344,7 +344,7 @@ class OnnxFile:
         dtype_name = _dtype_name(onnx, t.data_type)
         count = math.prod(int(d) for d in t.dims)
         if t.raw_data:
-            got, need = len(t.raw_data), count * _np_dtype(dtype_name).itemsize
+            got, need = len(t.raw_data), count * numpy_dtype(dtype_name).itemsize
         else:  # typed fields: float_data (float32), double_data, int32_data (16- and 8-bit floats)
             field = {"float32": t.float_data, "float64": t.double_data}.get(dtype_name, t.int32_data)
             got, need = len(field), count
@@ -365,7 +365,7 @@ class OnnxFile:
         info = {e.key: e.value for e in t.external_data}
         shape = tuple(int(d) for d in t.dims)
         dtype_name = _dtype_name(self._onnx, t.data_type)
-        np_dtype = _np_dtype(dtype_name)
+        np_dtype = numpy_dtype(dtype_name)
         folder = self.path.parent.resolve()
         location = info.get("location", "")
         try:
@@ -402,11 +402,3 @@ class OnnxFile:
 
     def __iter__(self) -> Iterator[TensorRef]:
         yield from self._refs
-
-
-def _np_dtype(name: str) -> np.dtype:
-    if name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):
-        import ml_dtypes
-
-        return np.dtype(getattr(ml_dtypes, name))
-    return np.dtype(name).newbyteorder("<")

@@ -36,7 +36,7 @@ from ..matrices import infer_kind
 from ..spectra import LowRank
 from .base import TensorRef, TensorSource
 
-__all__ = ["PeftAdapter", "is_peft_folder", "ADAPTER_FILES"]
+__all__ = ["ADAPTER_FILES", "PeftAdapter", "is_peft_folder"]
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 _PREFIX = "base_model.model."
@@ -60,7 +60,9 @@ class PeftAdapter:
     """A PEFT LoRA adapter folder as a stream of low-rank updates (and, with a base, W and W + ΔW)."""
 
     def __init__(self, folder: str | Path) -> None:
-        from . import open_source  # the adapter's weights file is read by its own format's reader
+        from . import (
+            open_source,  # the adapter's weights file is read by its own format's reader
+        )
 
         self.folder = Path(folder)
         cfg_path = self.folder / "adapter_config.json"
@@ -90,7 +92,7 @@ class PeftAdapter:
         self.description = str(self.folder)
         self._modules, self._others = self._group()
 
-    def with_base(self, base: TensorSource) -> "PeftAdapter":
+    def with_base(self, base: TensorSource) -> PeftAdapter:
         """The same adapter with W and W + ΔW rows from ``base`` (what ``--base`` means for an adapter);
         the config and the adapter's tensor list are not read again."""
         other = copy.copy(self)

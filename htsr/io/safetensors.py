@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SourceError
-from .base import TensorRef
+from .base import TensorRef, numpy_dtype
 from .scales import with_scales
 
 __all__ = ["SafetensorsFile", "ShardedSafetensors", "is_safetensors", "natural_key"]
@@ -47,14 +47,6 @@ def is_safetensors(head: bytes, size: int) -> bool:
         return False
     n = int.from_bytes(head[:8], "little")
     return 0 < n <= size - 8 and head[8:9] == b"{"
-
-
-def _numpy_dtype(name: str) -> np.dtype:
-    if name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):
-        import ml_dtypes
-
-        return np.dtype(getattr(ml_dtypes, name))
-    return np.dtype(name).newbyteorder("<")
 
 
 class SafetensorsFile:
@@ -125,7 +117,7 @@ class SafetensorsFile:
                 return np.zeros(shape, dtype=np.float32)
             raw = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self._data_start + begin,
                             shape=(end - begin,))
-            arr = raw.view(_numpy_dtype(dtype)).reshape(shape)
+            arr = raw.view(numpy_dtype(dtype)).reshape(shape)
             if dtype in ("float32", "float64"):
                 return arr
             return arr.astype(np.float32)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SourceError
-from .base import TensorRef, one_line
+from .base import TensorRef, numpy_dtype, one_line
 from .torch import module_kind
 
 __all__ = ["TorchScriptFile", "is_torchscript_archive"]
@@ -47,14 +47,6 @@ def is_torchscript_archive(names: list[str]) -> bool:
     """True for the member list of a ``torch.jit.save`` zip (a ``torch.save`` zip has no code or constants)."""
     return any(n.endswith("/data.pkl") for n in names) and any(
         n.endswith("/constants.pkl") or "/code/" in n for n in names)
-
-
-def _np_dtype(name: str) -> np.dtype:
-    if name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):
-        import ml_dtypes
-
-        return np.dtype(getattr(ml_dtypes, name))
-    return np.dtype(name).newbyteorder("<")
 
 
 @dataclass(frozen=True)
@@ -230,7 +222,7 @@ class TorchScriptFile:
         out, problems = [], []
         for name, t, cls in found:
             try:
-                itemsize = _np_dtype(t.storage.dtype).itemsize
+                itemsize = numpy_dtype(t.storage.dtype).itemsize
             except TypeError:
                 problems.append(f"{name} (unknown dtype {t.storage.dtype})")
                 continue
@@ -249,7 +241,7 @@ class TorchScriptFile:
         return len(self._tensors)
 
     def _load(self, name: str, t: _Tensor) -> np.ndarray:
-        dtype = _np_dtype(t.storage.dtype)
+        dtype = numpy_dtype(t.storage.dtype)
         try:
             with zipfile.ZipFile(self.path) as z, z.open(t.storage.member) as f:
                 raw = f.read(t.extent() * dtype.itemsize)
