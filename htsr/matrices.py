@@ -14,7 +14,8 @@ rnn         LSTM/GRU ``weight_ih_l*`` / ``weight_hh_l*``  the stacked gate block
 conv1d      ``[c_out, c_in/groups, k]``                 k matrices ``c_out × c_in/groups``
 conv2d      ``[c_out, c_in/groups, kh, kw]``            kh·kw matrices ``c_out × c_in/groups``
 stack       3-D ``[E, out, in]`` (e.g. MoE experts)      one row per slice, named ``name[e]``
-lora        LoRA factors B ``[out, r]``, A ``[r, in]``    one :class:`~htsr.spectra.LowRank` (never formed)
+lora        LoRA factors B ``[out, r]``, A ``[r, in]``    one :class:`~htsr.spectra.LowRank` (never formed);
+            conv LoRA ``[out, in, k…]``                 one LowRank per kernel position, as a conv layer
 ==========  ==========================================  =============================================
 
 Conv layers are pooled by default (all kernel positions' eigenvalues in one spectrum); with
@@ -123,7 +124,7 @@ def layer_matrices(
     def loaded() -> np.ndarray:
         return np.asarray(load()).reshape(sq)
 
-    if kind == "lora":  # load() returns a LowRank: its spectrum comes from the factors
+    if kind == "lora" and len(shape) == 2:  # load() returns a LowRank: its spectrum comes from the factors
         r, c = shape
         yield LayerMatrices(base, kind, shape, r, c, 1, 1.0, lambda: [load()])
     elif kind in ("dense", "embedding", "rnn") or (kind == "stack" and len(sq) == 2):
@@ -153,15 +154,19 @@ def layer_matrices(
 
         for e in range(E):
             yield LayerMatrices(f"{base}[{e}]", kind, shape, r, c, 1, 1.0, slice_loader(e))
-    elif kind in ("conv1d", "conv2d"):
-        c_out, c_in = sq[0], sq[1]
-        positions = [tuple(p) for p in np.ndindex(*sq[2:])]
+    elif kind in ("conv1d", "conv2d", "lora"):  # a conv LoRA: load() returns one LowRank per position
+        dims = shape if kind == "lora" else sq
+        c_out, c_in = dims[0], dims[1]
+        positions = [tuple(p) for p in np.ndindex(*dims[2:])]
         k = len(positions)
         # WeightWatcher scales Conv2d eigenvalues by 1/2 when pooled and by kh·kw/2 per position
-        ww = kind == "conv2d" and ww_conv_scale
+        ww = (kind == "conv2d" or (kind == "lora" and len(dims) == 4)) and ww_conv_scale
 
         def slices(ps: Sequence[tuple[int, ...]]) -> Callable[[], list[np.ndarray]]:
             def f() -> list[np.ndarray]:
+                if kind == "lora":
+                    per_position = load()
+                    return [per_position[positions.index(p)] for p in ps]
                 t = loaded()
                 return [np.ascontiguousarray(t[(slice(None), slice(None)) + p]) for p in ps]
 

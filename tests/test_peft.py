@@ -121,6 +121,54 @@ def test_missing_base_tensor_is_skipped_with_a_reason(adapter):
     assert rows["q#merged"][0].status == "ok"
 
 
+class ConvNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c2 = nn.Conv2d(24, 40, 3)
+        self.c1 = nn.Conv1d(16, 32, 5)
+
+
+def _conv_evals(dw: np.ndarray, scale: float) -> np.ndarray:
+    """Pooled eigenvalues of the kernel positions' slices W[:, :, p] of a dense conv tensor."""
+    slices = [dw[(slice(None), slice(None)) + p] for p in np.ndindex(*dw.shape[2:])]
+    return np.sort(np.concatenate([np.linalg.svd(s, compute_uv=False) ** 2 for s in slices]) * scale)
+
+
+def test_conv_lora_per_kernel_position_equals_peft_delta_weight(tmp_path):
+    """peft's own Conv2d and Conv1d LoRA: ΔW[:, :, p] = s·B·A[:, :, p]; htsr's pooled eigenvalues from the
+    factors equal the dense SVD of peft's get_delta_weight slices, with the conv2d rows' 1/2 scale; the
+    merged rows equal peft's merge."""
+    torch.manual_seed(1)
+    model = ConvNet()
+    safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "base.safetensors"))
+    pm = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["c2", "c1"],
+                                                    init_lora_weights=False))
+    pm.save_pretrained(str(tmp_path / "adapter"))
+    deltas = {n.removeprefix("base_model.model."): m.get_delta_weight("default").detach().double().numpy()
+              for n, m in pm.named_modules() if n.endswith(("c2", "c1")) and hasattr(m, "get_delta_weight")}
+    merged = {k: v.detach().clone() for k, v in pm.merge_and_unload().state_dict().items()}
+    r = htsr.analyze(tmp_path / "adapter", base=tmp_path / "base.safetensors", keep_spectra=True, min_evals=2)
+    rows = _rows(r)
+    assert rows["c2#delta"][0].shape == "40x24x3x3" and rows["c1#delta"][0].shape == "32x16x5"
+    for name, ww in (("c2", 0.5), ("c1", 1.0)):  # WeightWatcher's Conv2d scale, none for Conv1d
+        row, sp = rows[f"{name}#delta"]
+        assert row.kind == "lora" and row.status == "ok" and row.eig_method == "lowrank64"
+        ref = _conv_evals(deltas[name], ww)
+        k = int(np.prod(deltas[name].shape[2:]))
+        assert row.num_evals == k * min(deltas[name].shape[:2]) and row.matrix_rank == 4 * k  # pooled over positions
+        # float32 factors vs peft's float32 product: agreement to float32 rounding (1e-5); r = 4 nonzero
+        # eigenvalues per position, the rest exact zeros
+        np.testing.assert_allclose(sp.evals[-4 * k:], ref[-4 * k:], rtol=1e-5)
+        assert np.all(sp.evals[:-4 * k] == 0.0)
+    ref = _rows(htsr.analyze(merged, min_evals=2))
+    for name in ("c2", "c1"):
+        assert rows[f"{name}#merged"][0].kind == ref[name][0].kind == rows[f"{name}#base"][0].kind
+        # W + ΔW equals peft's merge_and_unload up to float32 rounding of the sum (1e-5 relative)
+        assert rows[f"{name}#merged"][0].lambda_max == pytest.approx(ref[name][0].lambda_max, rel=1e-5)
+    per = _rows(htsr.analyze(tmp_path / "adapter", conv="per_position", min_evals=2))
+    assert sorted(n for n in per if n.startswith("c2")) == [f"c2#delta[{i},{j}]" for i in range(3) for j in range(3)]
+
+
 def _write_adapter(folder, tensors, **cfg):
     folder.mkdir()
     (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8, **cfg}))

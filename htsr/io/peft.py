@@ -9,7 +9,10 @@ store ``…lora_embedding_A`` (r × vocab) and ``…lora_embedding_B`` (dim × r
 ``alpha_pattern`` overrides lora_alpha per module (PEFT's key match: the module name ends with the key),
 and r is read from the factors' shapes, so ``rank_pattern`` needs no lookup. Each update becomes one
 row of kind ``lora`` named ``<module>#delta`` whose eigenvalues come from the QR factors of B and Aᵀ
-(:func:`htsr.spectra.lowrank_eigenvalues`); the out × in product is never formed.
+(:func:`htsr.spectra.lowrank_eigenvalues`); the out × in product is never formed. A conv LoRA (A a
+conv kernel [r, in, k…], B a 1×1 conv [out, r, 1…]) has ΔW[:, :, p] = s·B·A[:, :, p] at every kernel
+position p: one LowRank per position, pooled or per position like the base conv layer's matrices (and
+with its WeightWatcher 1/2 scale for 2-D kernels), so its row compares with ``#base``.
 
 With a base model (``analyze(ADAPTER, base=BASE)``, ``--base``) each adapted module also gets the rows
 ``<module>#base`` (the base weight W) and ``<module>#merged`` (W + ΔW, oriented like W: PEFT's
@@ -123,14 +126,31 @@ class PeftAdapter:
     def __len__(self) -> int:
         return len(self._modules) * (1 if self._base is None else 3) + len(self._others)
 
-    def _factors(self, name: str, entry: dict[str, Any]) -> LowRank:
+    def _factors(self, name: str, entry: dict[str, Any]) -> LowRank | list[LowRank]:
+        """ΔW as a LowRank; for a conv LoRA (A a conv kernel [r, in, k…], B a 1×… conv [out, r, 1…]) one
+        LowRank per kernel position p, ΔW[:, :, p] = scale·B·A[:, :, p], in ``numpy.ndindex`` order."""
         A, B = (np.asarray(entry[k].load(), dtype=np.float32) for k in "AB")
         if entry["emb"]:  # lora_embedding_A is r × vocab, lora_embedding_B is dim × r: ΔW = (B·A)ᵀ
             A, B = B.T, A.T
-        if A.ndim != 2 or B.ndim != 2 or B.shape[1] != A.shape[0]:
+        conv = A.ndim in (3, 4, 5) and B.ndim == A.ndim and all(s == 1 for s in B.shape[2:])
+        if conv:
+            B = B.reshape(B.shape[:2])
+        if not (A.ndim == 2 or conv) or B.ndim != 2 or B.shape[1] != A.shape[0]:
             raise SourceError(f"{self.folder}: {name}: LoRA factors of shapes {entry['B'].shape} (B) and "
-                              f"{entry['A'].shape} (A) do not multiply (conv LoRA is not supported)")
-        return LowRank(B, A, self.scaling(name, A.shape[0]))
+                              f"{entry['A'].shape} (A) do not multiply; re-save the adapter with peft")
+        scale = self.scaling(name, A.shape[0])
+        if conv:
+            return [LowRank(B, np.ascontiguousarray(A[(slice(None), slice(None)) + p]), scale)
+                    for p in np.ndindex(*A.shape[2:])]
+        return LowRank(B, A, scale)
+
+    def _dense_delta(self, name: str, entry: dict[str, Any]) -> np.ndarray:
+        """ΔW as a float32 array: out × in, or out × in × k… for a conv LoRA."""
+        f = self._factors(name, entry)
+        if isinstance(f, LowRank):
+            return f.dense()
+        kernel = tuple(int(s) for s in entry["A"].shape[2:])
+        return np.stack([m.dense() for m in f], axis=-1).reshape(f[0].shape + kernel)
 
     def __iter__(self) -> Iterator[TensorRef]:
         for name, entry in self._modules.items():
@@ -141,7 +161,7 @@ class PeftAdapter:
                                 _skipped(f"lora_{missing[0]} is missing from the adapter"), "lora")
                 continue
             A, B = entry["A"].shape, entry["B"].shape
-            shape = (A[1], B[0]) if entry["emb"] else (B[0], A[-1])
+            shape = (A[1], B[0]) if entry["emb"] else (B[0], *A[1:])  # a conv LoRA: [out, in, k…]
             yield TensorRef(f"{name}#delta", tuple(int(s) for s in shape), ref.dtype,
                             lambda n=name, e=entry: self._factors(n, e), "lora")
             if self._base is not None:
@@ -164,10 +184,10 @@ class PeftAdapter:
 
         def merged(b: TensorRef = b) -> np.ndarray:
             W = np.asarray(b.load(), dtype=np.float32)
-            D = self._factors(name, entry).dense()
+            D = self._dense_delta(name, entry)
             # ΔW is out × in (an embedding's already vocab × dim); a fan_in_fan_out layer (HF Conv1D) stores W
             # as in × out, which only the config tells for a square matrix
-            flip = self.fan_in_fan_out if D.shape[0] == D.shape[1] else D.shape != W.shape
+            flip = D.ndim == 2 and (self.fan_in_fan_out if D.shape[0] == D.shape[1] else D.shape != W.shape)
             D = D.T if flip else D
             if D.shape != W.shape:
                 raise LayerSkipped(f"the update's shape {D.shape} does not match the base tensor's {W.shape}")
