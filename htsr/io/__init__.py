@@ -22,7 +22,7 @@ __all__ = ["FLOAT_DTYPES", "SUPPORTED", "TensorRef", "TensorSource", "open_sourc
 
 SUPPORTED = (
     ".safetensors files and Hugging Face folders of (sharded) safetensors; PEFT LoRA adapter folders; "
-    ".pt/.pth/.bin PyTorch checkpoints [htsr[torch]]; TorchScript archives (torch.jit.save; no torch needed); .npz/.npy arrays; "
+    ".pt/.pth/.bin PyTorch checkpoints (zip format without torch; legacy pickles [htsr[torch]]); TorchScript archives; .npz/.npy arrays; "
     "torch.nn.Module objects [htsr[torch]]; .onnx models [htsr[onnx]]; .keras archives and Keras .h5 files "
     "[htsr[keras]]; Keras 3 model and layer objects (any backend); .gguf llama.cpp files, quantized types "
     "dequantized [htsr[gguf]]; .msgpack Flax checkpoints [htsr[flax]]; Flax parameter pytrees; mappings of "
@@ -145,12 +145,10 @@ def _open_path(path: Path) -> TensorSource:
             raise SourceError(f"{path}: corrupt zip archive ({e}); truncated?") from None
         if names and all(n.endswith(".npy") for n in names):
             return NpzFile(path)
-        from .torchscript import is_torchscript_archive
+        from .torchzip import TorchZipFile, is_torchscript_archive
 
-        if is_torchscript_archive(names):  # before torch.save zips: torch.load refuses these weights-only
-            from .torchscript import TorchScriptFile
-
-            return TorchScriptFile(path)
+        if is_torchscript_archive(names):  # torch.jit.save: read by htsr alone (torch.load refuses it weights-only)
+            return TorchZipFile(path)
         if any(n.endswith("data.pkl") for n in names):
             from .torch import load_torch_file
 

@@ -1,9 +1,10 @@
 """PyTorch sources: ``nn.Module`` objects, state dicts in memory, and ``.pt`` / ``.pth`` / ``.bin`` files.
 
-Files are loaded with ``torch.load(weights_only=True)`` — a pickle that would need to run code is
-refused, never executed — and memory-mapped where the file format allows (the zip format of
-``torch.save`` since 1.6). Checkpoints that wrap the state dict under a key such as ``state_dict``,
-``model`` or ``model_state`` are unwrapped.
+Files in the zip format of ``torch.save`` (PyTorch ≥ 1.6) are read without torch by
+:mod:`htsr.io.torchzip`; legacy pickles, and zips holding types that reader does not know, are loaded
+with ``torch.load(weights_only=True)`` — either way a pickle that would need to run code is refused,
+never executed. Checkpoints that wrap the state dict under a key such as ``state_dict``, ``model`` or
+``model_state`` are unwrapped.
 """
 
 from __future__ import annotations
@@ -11,15 +12,16 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import SourceError
+from ..errors import MissingExtraError, SourceError
 from ..matrices import infer_kind
-from .base import TensorRef, import_extra
+from .base import TensorRef, TensorSource, import_extra
 
 __all__ = ["TorchModule", "TorchStateDict", "is_torch_object", "load_torch_file", "module_kind"]
 
@@ -154,10 +156,26 @@ def _unpickler_detail(e: BaseException) -> str:
     return " ".join(m.group(1).split())[:160] if m else _first_line(e)
 
 
-def load_torch_file(path: str | os.PathLike) -> TorchStateDict:
-    """Open a ``.pt`` / ``.pth`` / ``.bin`` checkpoint safely (weights only, memory-mapped if possible)."""
-    torch = _torch()
+def load_torch_file(path: str | os.PathLike) -> TensorSource:
+    """Open a ``.pt`` / ``.pth`` / ``.bin`` checkpoint safely (weights only).
+
+    The zip format of ``torch.save`` (since PyTorch 1.6) is read without torch by
+    :class:`~htsr.io.torchzip.TorchZipFile`; a checkpoint it refuses (a global outside its allow-list)
+    and the legacy pickle format go to ``torch.load(weights_only=True)``, memory-mapped if possible.
+    """
     path = Path(path)
+    if zipfile.is_zipfile(path):
+        from .torchzip import RefusedGlobal, TorchZipFile
+
+        try:
+            return TorchZipFile(path)
+        except RefusedGlobal as refused:
+            try:
+                _torch()  # torch's own weights-only unpickler knows more types: let it decide
+            except MissingExtraError:
+                raise SourceError(f"{refused}; install htsr[torch] to let torch.load(weights_only=True) "
+                                  "try it") from None
+    torch = _torch()
     try:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)

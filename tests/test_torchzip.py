@@ -1,12 +1,15 @@
-"""TorchScript archives read without torch: values, names and kinds against torch's own loader; frozen
-modules; views into shared storages; refusal of foreign pickle globals; bad input (truncation, lying
-storage sizes, Hypothesis byte mutations of data.pkl); and the real Silero VAD .jit (network-marked)."""
+"""torch.save and torch.jit.save archives read without torch: values, names and kinds against torch's
+own loaders; checkpoints with plain values beside the weights; frozen modules; views into shared
+storages; refusal of foreign pickle globals (and torch.load's second opinion when torch is there);
+bad input (truncation, lying storage sizes, Hypothesis byte mutations of data.pkl); and the real
+Silero VAD .jit (network-marked)."""
 
 from __future__ import annotations
 
 import io
 import itertools
 import pickle
+import sys
 import zipfile
 from pathlib import Path
 
@@ -16,9 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import htsr
-from htsr.errors import SourceError
+from htsr.errors import MissingExtraError, SourceError
 from htsr.io import open_source
-from htsr.io.torchscript import TorchScriptFile
+from htsr.io.torch import load_torch_file
+from htsr.io.torchzip import TorchZipFile
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -61,7 +65,7 @@ def scripted(net, tmp_path_factory) -> Path:
 
 def test_values_names_and_kinds_equal_torch(net, scripted):
     src = open_source(scripted)
-    assert isinstance(src, TorchScriptFile)
+    assert isinstance(src, TorchZipFile)
     refs = {r.name: r for r in src}
     expected = dict(net.state_dict())
     assert set(refs) == set(expected)  # parameters and buffers, named as in the state dict
@@ -86,13 +90,82 @@ def test_values_names_and_kinds_equal_torch(net, scripted):
 def test_half_precision_and_frozen_constants(net, tmp_path):
     half = tmp_path / "half.jit"
     torch.jit.save(torch.jit.script(_Net().to(torch.bfloat16).eval()), str(half))
-    refs = {r.name: r for r in TorchScriptFile(half)}
+    refs = {r.name: r for r in TorchZipFile(half)}
     assert refs["head.weight"].dtype == "bfloat16" and refs["head.weight"].load().dtype == np.float32
     frozen = tmp_path / "frozen.jit"
     torch.jit.save(torch.jit.freeze(torch.jit.script(net)), str(frozen))
-    consts = [r.load() for r in TorchScriptFile(frozen) if r.name.startswith("CONSTANTS.c")]
+    consts = [r.load() for r in TorchZipFile(frozen) if r.name.startswith("CONSTANTS.c")]
     # freezing inlines the weights as constants: the head's matrix is among them, bit for bit
     assert any(c.shape == (7, 12) and np.array_equal(c, net.head.weight.detach().numpy()) for c in consts)
+
+
+class Config:  # a class the weights-only readers do not know
+    pass
+
+
+def _checkpoint(tmp_path: Path, **save_kw) -> tuple[Path, dict[str, np.ndarray]]:
+    """A training checkpoint as people write them: the state dict under 'model' beside plain values
+    (epoch, sizes, a device, a dtype, bytes, a set), with bf16 / fp16 tensors, a Parameter, and q/k
+    views into one fused storage at offsets."""
+    torch.manual_seed(3)
+    qkv = torch.randn(3 * 16, 16)
+    model = {"q.weight": qkv[:16], "k.weight": qkv[16:32], "v.weight": qkv[32:],
+             "fc.weight": torch.randn(24, 16).to(torch.bfloat16), "emb.weight": torch.randn(40, 16).half(),
+             "gate.weight": torch.nn.Parameter(torch.randn(8, 16)), "fc.bias": torch.zeros(24),
+             "norm.num_batches_tracked": torch.tensor(7)}
+    ckpt = {"model": model, "epoch": 3, "shape": torch.Size([2, 3]), "device": torch.device("cpu"),
+            "dtype": torch.float16, "tag": b"run-7", "seen": {1, 2}, "lr": 1e-3}
+    path = tmp_path / "ckpt.pt"
+    torch.save(ckpt, str(path), **save_kw)
+    return path, {k: v.detach().float().numpy() for k, v in model.items()}
+
+
+def test_torch_save_checkpoint_without_torch(tmp_path, monkeypatch):
+    path, want = _checkpoint(tmp_path)
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` fails from here on
+    src = open_source(path)
+    assert isinstance(src, TorchZipFile) and not src.script
+    refs = {r.name: r for r in src}
+    assert set(refs) == set(want)  # unwrapped from 'model'; named as in the state dict; plain values ignored
+    for name, w in want.items():
+        np.testing.assert_array_equal(refs[name].load(), w, err_msg=name)  # bf16/fp16 widen exactly
+    assert refs["fc.weight"].dtype == "bfloat16" and refs["emb.weight"].dtype == "float16"
+    assert all(r.kind is None for r in refs.values())  # typed by name and shape, as a state dict is
+    r = htsr.analyze(path, min_evals=5)
+    assert {l.name for l in r.layers} == {"q", "k", "v", "fc", "emb", "gate"}
+
+
+def test_torch_save_results_equal_torch_load(tmp_path):
+    path, _ = _checkpoint(tmp_path)
+    state = torch.load(str(path), weights_only=True)["model"]
+    a = htsr.analyze(path, min_evals=5).layers
+    b = htsr.analyze(dict(state), min_evals=5).layers
+    assert [(l.name, l.kind, l.status, l.alpha, l.log_norm) for l in a] == \
+        [(l.name, l.kind, l.status, l.alpha, l.log_norm) for l in b]  # the same bits in, the same numbers out
+
+
+def test_legacy_pickle_and_refused_globals_without_torch(tmp_path, monkeypatch):
+    (tmp_path / "old").mkdir()
+    legacy, _ = _checkpoint(tmp_path / "old", _use_new_zipfile_serialization=False)
+    zipped, _ = _checkpoint(tmp_path)
+    odd = tmp_path / "odd.pt"
+    torch.save({"model": {"w": torch.randn(8, 8)}, "config": Config()}, str(odd))
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(MissingExtraError, match=r"htsr\[torch\]"):
+        load_torch_file(legacy)  # the pre-1.6 pickle format needs torch.load
+    with pytest.raises(SourceError) as e:
+        load_torch_file(odd)
+    msg = str(e.value)
+    assert "\n" not in msg and str(odd) in msg and "Config" in msg and "htsr[torch]" in msg
+    assert len(load_torch_file(zipped)) == 8
+
+
+def test_refused_global_gets_torch_loads_verdict(tmp_path):
+    odd = tmp_path / "odd.pt"
+    torch.save({"model": {"w": torch.randn(8, 8)}, "config": Config()}, str(odd))
+    with pytest.raises(SourceError) as e:  # torch is installed: its weights-only unpickler refuses it too
+        load_torch_file(odd)
+    assert "\n" not in str(e.value) and "refused" in str(e.value) and "Config" in str(e.value)
 
 
 def _rewrite(src: Path, dst: Path, replace: dict[str, bytes]) -> Path:
@@ -184,7 +257,7 @@ def test_silero_jit_equals_torch_and_onnx():
     from htsr.io.onnx import OnnxFile
 
     jit_path, onnx_path = fetch_model("silero_jit"), fetch_model("silero_onnx")
-    refs = {r.name: r for r in TorchScriptFile(jit_path)}
+    refs = {r.name: r for r in TorchZipFile(jit_path)}
     live = torch.jit.load(str(jit_path), map_location="cpu")
     params = {n: p.detach().numpy() for n, p in live.named_parameters()}
     params.update({n: b.numpy() for n, b in live.named_buffers()})

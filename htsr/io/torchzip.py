@@ -1,18 +1,22 @@
-"""Reader for TorchScript archives (``torch.jit.save``: ``.jit``, ``.pt``, ``.ts``) — no torch needed,
-nothing executed.
+"""Reader for the zip archives of ``torch.save`` (``.pt``, ``.pth``, ``.bin``) and ``torch.jit.save``
+(TorchScript: ``.jit``, ``.pt``) — no torch needed, nothing executed.
 
-A TorchScript archive is a zip: ``<root>/data.pkl`` pickles the module tree (each module an object of a
-``__torch__.<module path> <Class>`` type whose state is a dict of its attributes: submodules, parameters,
-buffers, plain values), ``<root>/data/<key>`` hold the raw little-endian storages the tensors view, and
-``<root>/code/`` the compiled TorchScript. ``torch.load(weights_only=True)`` refuses such archives and
-``torch.jit.load`` needs torch. Here ``data.pkl`` is read by a restricted unpickler that knows only the
-globals TorchScript writes — ``__torch__.*`` types become inert attribute holders, tensors become lazy
-views of their storages — and refuses anything else, so no code in the file can run. Constant tensors
-(``constants.pkl``, e.g. the weights of a frozen module) are named ``CONSTANTS.c<i>`` as in the code.
+Both archives are a zip: ``<root>/data.pkl`` pickles the object (a state dict, a checkpoint dict that
+wraps one, or a TorchScript module tree), ``<root>/data/<key>`` hold the raw little-endian storages the
+tensors view. A TorchScript archive adds ``<root>/code/`` and ``constants.pkl``; each of its modules is an
+object of a ``__torch__.<module path> <Class>`` type whose state is a dict of attributes (submodules,
+parameters, buffers, plain values). ``data.pkl`` is read by a restricted unpickler that knows only the
+globals these archives use — tensors become lazy views of their storages, ``__torch__.*`` types inert
+attribute holders, ``torch.Size``/``torch.device``/dtypes plain values — and refuses anything else
+(:class:`RefusedGlobal`), so no code in the file can run. ``torch.load(weights_only=True)`` refuses
+TorchScript archives, and ``torch.jit.load`` needs torch.
 
-A weight's kind comes from its module's class name (``Linear``, ``Conv1d``, ``LSTMCell`` …), as for a
-live ``nn.Module``. Storage extents are checked against the archive when it is opened, so a file whose
-pickle claims more data than it holds is refused before anything is analysed.
+A ``torch.save`` checkpoint is unwrapped as :mod:`htsr.io.torch` does (keys such as ``state_dict`` or
+``model``) and its tensors are named by their dotted keys. In a TorchScript archive a weight's kind comes
+from its module's class name (``Linear``, ``Conv1d``, ``LSTMCell`` …), as for a live ``nn.Module``, and
+constant tensors (``constants.pkl``, e.g. the weights of a frozen module) are named ``CONSTANTS.c<i>`` as
+in the code. Storage extents are checked against the archive when it is opened, so a file whose pickle
+claims more data than it holds is refused before anything is analysed.
 """
 
 from __future__ import annotations
@@ -30,9 +34,9 @@ import numpy as np
 
 from ..errors import SourceError
 from .base import TensorRef, numpy_dtype, one_line
-from .torch import module_kind
+from .torch import WRAPPER_KEYS, module_kind
 
-__all__ = ["TorchScriptFile", "is_torchscript_archive"]
+__all__ = ["RefusedGlobal", "TorchZipFile", "is_torchscript_archive"]
 
 # storage class name in the pickle → numpy / ml_dtypes dtype name
 _STORAGES = {
@@ -91,12 +95,36 @@ def _first(value, *_ignored):
     return value
 
 
-def _refuse(module: str, name: str) -> pickle.UnpicklingError:
-    return pickle.UnpicklingError(f"the pickle references {module}.{name}, which a TorchScript weight "
-                                  "archive never needs; refused (nothing in the file is run)")
+class RefusedGlobal(SourceError):
+    """The pickle names a global outside the allow-list (torch's own weights-only loader may know it)."""
 
 
-# the only globals a TorchScript pickle needs, and what each becomes here
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
+def _refuse(module: str, name: str) -> _Refused:
+    return _Refused(f"the pickle references {module}.{name}, which htsr's weights-only reader does not "
+                    "load; refused (nothing in the file is run)")
+
+
+def _rebuild_from_type(func, _new_type, args, *_state):
+    return func(*args)  # a tensor subclass (e.g. nn.Parameter): the plain tensor
+
+
+def _codecs_encode(text: str, encoding: str = "utf-8") -> bytes:
+    return text.encode(encoding)  # how protocol-2 pickles spell bytes objects
+
+
+def _device(*args) -> str:
+    return ":".join(str(a) for a in args)
+
+
+def _set(items=()) -> list:
+    return list(items)  # a set of plain values: never walked for tensors, order irrelevant
+
+
+# the only globals torch.save and torch.jit.save pickles need, and what each becomes here
 _ALLOWED = {
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
@@ -107,7 +135,18 @@ _ALLOWED = {
     ("torch.jit._pickle", "build_boollist"): _first,
     ("torch.jit._pickle", "build_tensorlist"): _first,
     ("torch.jit._pickle", "restore_type_tag"): _first,
+    ("torch._utils", "_rebuild_parameter_with_state"): _first,
+    ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type,
+    ("torch.nn.parameter", "Parameter"): "Parameter",
+    ("torch", "Size"): tuple,
+    ("torch", "device"): _device,
+    ("_codecs", "encode"): _codecs_encode,
+    **{(m, n): f for m in ("builtins", "__builtin__")
+       for n, f in (("set", _set), ("frozenset", _set), ("slice", slice), ("complex", complex))},
 }
+# torch.float32, torch.bfloat16 …: a dtype stored as a plain value (e.g. a config entry)
+_TORCH_DTYPES = frozenset({"float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2", "int64",
+                           "int32", "int16", "int8", "uint8", "bool", "complex64", "complex128"})
 
 
 class _Unpickler(pickle.Unpickler):
@@ -126,6 +165,8 @@ class _Unpickler(pickle.Unpickler):
             return self._types[key]
         if module == "torch" and name in _STORAGES:
             return _STORAGES[name]
+        if module == "torch" and name in _TORCH_DTYPES:
+            return f"torch.{name}"
         if (module, name) in _ALLOWED:
             return _ALLOWED[(module, name)]
         raise _refuse(module, name)
@@ -165,6 +206,17 @@ def _walk(obj: Any, prefix: str, module_class: str, seen: set[int]) -> Iterator[
             yield from _walk(v, f"{prefix}.{i}" if prefix else str(i), module_class, seen)
 
 
+def _state_dict(obj: Any) -> Any:
+    """The state dict inside a ``torch.save`` checkpoint (:func:`htsr.io.torch` unwraps the same keys)."""
+    if not isinstance(obj, dict) or any(isinstance(v, _Tensor) for v in obj.values()):
+        return obj
+    for key in WRAPPER_KEYS:
+        inner = obj.get(key)
+        if isinstance(inner, dict) and inner:
+            return _state_dict(inner)
+    return obj
+
+
 def _unaliased(found: list[tuple[str, _Tensor, str]]) -> list[tuple[str, _Tensor, str]]:
     """One entry per tensor: a module can hold a tensor twice (an LSTM's ``_flat_weights`` list aliases its
     ``weight_ih_l0`` …); the name with the fewest private (``_``) components wins, then the first."""
@@ -177,8 +229,8 @@ def _unaliased(found: list[tuple[str, _Tensor, str]]) -> list[tuple[str, _Tensor
     return [f for i, f in enumerate(found) if i in keep]
 
 
-class TorchScriptFile:
-    """The tensors of a ``torch.jit.save`` archive, read lazily (one storage member per load)."""
+class TorchZipFile:
+    """The tensors of a ``torch.save`` or ``torch.jit.save`` archive, read lazily (one storage per load)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -188,7 +240,7 @@ class TorchScriptFile:
                 infos = {i.filename: i.file_size for i in z.infolist()}
                 pkl = [n for n in infos if n.endswith("/data.pkl") and n.count("/") == 1]
                 if not pkl:
-                    raise self._fail("a zip without <root>/data.pkl: not a TorchScript archive")
+                    raise self._fail("a zip without <root>/data.pkl: not a PyTorch archive")
                 root = pkl[0].split("/", 1)[0]
                 order = z.read(f"{root}/byteorder").decode().strip() if f"{root}/byteorder" in infos else "little"
                 if order != "little":
@@ -197,12 +249,14 @@ class TorchScriptFile:
                 consts = (self._unpickle(z, f"{root}/constants.pkl", f"{root}/constants", infos)
                           if f"{root}/constants.pkl" in infos else ())
         except (zipfile.BadZipFile, OSError, EOFError) as e:
-            raise self._fail(f"corrupt TorchScript archive ({e.__class__.__name__}: {one_line(e, 120)}); "
+            raise self._fail(f"corrupt PyTorch zip archive ({e.__class__.__name__}: {one_line(e, 120)}); "
                              "truncated?") from None
-        found = list(_walk(tree, "", "", set()))
+        self.script = is_torchscript_archive(list(infos))
+        found = list(_walk(tree if self.script else _state_dict(tree), "", "", set()))
         if isinstance(consts, tuple):
             found += [(f"CONSTANTS.c{i}", t, "") for i, t in enumerate(consts) if isinstance(t, _Tensor)]
-        self._tensors = self._validated(_unaliased(found), infos)
+        # a module's aliases (an LSTM's _flat_weights) are dropped; a state dict's tied keys are kept, as torch.load does
+        self._tensors = self._validated(_unaliased(found) if self.script else found, infos)
 
     def _fail(self, what: str) -> SourceError:
         return SourceError(f"{self.path}: {what}")
@@ -211,12 +265,14 @@ class TorchScriptFile:
         """Unpickle ``member``; its tensors' storages are the members of ``storage_dir``."""
         try:
             return _Unpickler(z.read(member), storage_dir, set(infos)).load()
+        except _Refused as e:
+            raise RefusedGlobal(f"{self.path}: {member}: {one_line(e, 200)}") from None
         except pickle.UnpicklingError as e:
             raise self._fail(f"{member}: {one_line(e, 200)}") from None
         except (EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError,
                 UnicodeDecodeError, MemoryError, OverflowError) as e:
             raise self._fail(f"{member}: corrupt pickle ({e.__class__.__name__}: {one_line(e, 80)}); "
-                             "truncated or not written by torch.jit.save") from None
+                             "truncated, or not written by torch.save / torch.jit.save") from None
 
     def _validated(self, found, infos: dict[str, int]) -> list[tuple[str, _Tensor, str]]:
         out, problems = [], []
@@ -256,5 +312,5 @@ class TorchScriptFile:
 
     def __iter__(self) -> Iterator[TensorRef]:
         for name, t, cls in self._tensors:
-            kind = module_kind(cls, name.rsplit(".", 1)[-1], name, t.shape) if len(t.shape) >= 2 else None
+            kind = module_kind(cls, name.rsplit(".", 1)[-1], name, t.shape) if cls and len(t.shape) >= 2 else None
             yield TensorRef(name, t.shape, t.storage.dtype, (lambda name=name, t=t: self._load(name, t)), kind)
