@@ -117,7 +117,8 @@ def write_gguf(path: Path, blocks: int, hidden: int) -> None:
 def measure(path: Path, largest_f32: int, label: str, *child_args: str) -> None:
     files = [path] if path.is_file() else sorted(f for f in path.iterdir() if f.suffix in (".safetensors", ".bin"))
     size = sum(f.stat().st_size for f in files)
-    out = subprocess.run([sys.executable, "-c", CHILD, str(path), *child_args], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", CHILD, str(path), *child_args], check=False, capture_output=True,
+                         text=True)
     if out.returncode:
         sys.exit(f"{label}: the analysis failed:\n{out.stderr[-2000:]}")
     res = json.loads(out.stdout.strip().splitlines()[-1])
