@@ -216,30 +216,37 @@ def test_truncated_archive(scripted, tmp_path):
         assert "\n" not in str(e.value) and str(path) in str(e.value)
 
 
-def _small_scripted() -> tuple[bytes, str]:
-    buf = io.BytesIO()
-    torch.jit.save(torch.jit.script(nn.Sequential(nn.Linear(8, 6), nn.Linear(6, 4))), buf)
-    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as z:
-        name = next(n for n in z.namelist() if n.endswith("/data.pkl"))
-    return buf.getvalue(), name
+def _small_archives() -> dict[str, tuple[bytes, str, bytes]]:
+    """A small torch.jit.save and torch.save archive: (archive bytes, data.pkl member, its bytes)."""
+    model = nn.Sequential(nn.Linear(8, 6), nn.Linear(6, 4))
+    script, saved = io.BytesIO(), io.BytesIO()
+    torch.jit.save(torch.jit.script(model), script)
+    torch.save({"model": model.state_dict(), "epoch": 1, "size": torch.Size([3])}, saved)
+    out = {}
+    for kind, buf in (("script", script), ("save", saved)):
+        with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as z:
+            name = next(n for n in z.namelist() if n.endswith("/data.pkl"))
+            out[kind] = (buf.getvalue(), name, z.read(name))
+    return out
 
 
-_ARCHIVE, _PKL = _small_scripted()
-_PKL_BYTES = zipfile.ZipFile(io.BytesIO(_ARCHIVE)).read(_PKL)
+_ARCHIVES = _small_archives()
 _counter = itertools.count()
 
 
-@settings(max_examples=300, deadline=None, database=None,
+@settings(max_examples=400, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.integers(0, len(_PKL_BYTES) - 1), st.integers(0, 255)), min_size=1, max_size=6))
-def test_fuzzed_pickle_raises_only_htsr_errors(tmp_path, mutations):
-    raw = bytearray(_PKL_BYTES)
-    for pos, byte in mutations:
-        raw[pos] = byte
+@given(st.sampled_from(sorted(_ARCHIVES)),
+       st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=6))
+def test_fuzzed_pickle_raises_only_htsr_errors(tmp_path, which, mutations):
+    archive, member, pkl = _ARCHIVES[which]
+    raw = bytearray(pkl)
+    for where, byte in mutations:
+        raw[int(where * len(raw))] = byte
     path = tmp_path / f"fuzz{next(_counter)}.pt"
-    with zipfile.ZipFile(io.BytesIO(_ARCHIVE)) as zin, zipfile.ZipFile(path, "w") as zout:
+    with zipfile.ZipFile(io.BytesIO(archive)) as zin, zipfile.ZipFile(path, "w") as zout:
         for info in zin.infolist():
-            zout.writestr(info, bytes(raw) if info.filename == _PKL else zin.read(info))
+            zout.writestr(info, bytes(raw) if info.filename == member else zin.read(info))
     try:
         for ref in open_source(path):
             ref.load()
