@@ -42,8 +42,13 @@ __all__ = ["LayerMatrices", "aspect_windows", "infer_kind", "layer_matrices", "r
 _EMBEDDING = re.compile(r"(^|[._])(embed\w*|wte|wpe|tok_embeddings|shared)([._]|$)", re.IGNORECASE)
 _RNN = re.compile(r"weight_(ih|hh)(_l\d+(_reverse)?)?$")  # nn.LSTM/GRU/RNN, and their *Cell (no _l<n>)
 _EXPERT = re.compile(r"expert|_exps\b", re.IGNORECASE)  # HF experts, GGUF ffn_*_exps
-_NOT_A_WEIGHT = re.compile(r"(^|[._])(bias|running_mean|running_var|num_batches_tracked)$")
-# kernel sizes above this make a 3-D tensor a stack of matrices rather than a Conv1d kernel
+# biases, batch-norm buffers, and weight-norm magnitudes g (torch's weight_norm: ``weight_g``, or
+# ``parametrizations.weight.original0``; the direction v, ``weight_v`` / ``original1``, is analysed)
+_NOT_A_WEIGHT = re.compile(r"(^|[._])(bias|running_mean|running_var|num_batches_tracked|weight_g)$"
+                           r"|parametrizations\.weight\.original0$")
+_CONV = re.compile(r"conv", re.IGNORECASE)
+# kernel sizes above this make a 3-D tensor a stack of matrices rather than a Conv1d kernel (unless the
+# name says conv: wav2vec2's positional conv has kernel 128)
 _MAX_CONV1D_KERNEL = 32
 
 
@@ -93,7 +98,7 @@ def infer_kind(name: str, shape: tuple[int, ...]) -> str | None:
         return "dense"
     if len(shape) == 3:
         # a single input channel makes it a filter bank (e.g. an STFT basis [freq, 1, window]), not experts
-        if not _EXPERT.search(name) and (shape[2] <= _MAX_CONV1D_KERNEL or shape[1] == 1):
+        if not _EXPERT.search(name) and (shape[2] <= _MAX_CONV1D_KERNEL or shape[1] == 1 or _CONV.search(name)):
             return "conv1d"
         return "stack"
     if len(shape) == 4:
@@ -102,8 +107,10 @@ def infer_kind(name: str, shape: tuple[int, ...]) -> str | None:
 
 
 def _squeeze_leading(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Drop leading singleton dimensions ([1, 197, 768] position embeddings), but not a conv kernel's
+    single output channel ([1, c_in, k] or [1, c_in, kh, kw] with kernel sizes ≤ 32)."""
     shape = tuple(shape)
-    while len(shape) > 2 and shape[0] == 1:
+    while len(shape) > 2 and shape[0] == 1 and not all(k <= _MAX_CONV1D_KERNEL for k in shape[2:]):
         shape = shape[1:]
     return shape
 
@@ -119,7 +126,7 @@ def layer_matrices(
     """Yield the result rows for one tensor. ``load()`` returns the tensor as a numpy array."""
     base = row_name(name)
     shape = tuple(int(s) for s in shape)
-    sq = _squeeze_leading(shape)
+    sq = shape if kind in ("conv1d", "conv2d") else _squeeze_leading(shape)  # a conv's c_out may be 1
 
     def loaded() -> np.ndarray:
         return np.asarray(load()).reshape(sq)

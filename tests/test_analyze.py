@@ -126,6 +126,40 @@ def test_conv_per_position_and_ww_scale():
     assert rows[5].lambda_max == pytest.approx(4.5 * sv[0] ** 2, rel=1e-12)
 
 
+def test_single_output_channel_conv_and_long_kernel_conv_from_a_file_and_a_module():
+    """A conv with one output channel keeps it (it is not a leading batch dimension), a long-kernel
+    grouped Conv1d named conv is one conv1d row (not 96 'experts'), weight-norm magnitudes are not
+    weights; the state dict and the module give the same rows."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    torch.manual_seed(0)
+    m = nn.Module()
+    m.head = nn.Conv2d(64, 1, 3)
+    m.final_conv = nn.Conv1d(128, 1, 1)
+    m.pos_conv = nn.Conv1d(96, 96, 64, groups=2)
+    m.wn_conv = nn.utils.parametrizations.weight_norm(nn.Conv1d(96, 96, 48, groups=2), dim=2)
+    m.pos_embed = nn.Parameter(torch.randn(1, 197, 64))  # a leading batch dimension: squeezed
+    state = {k: v.detach().numpy() for k, v in m.state_dict().items()}
+    assert "wn_conv.parametrizations.weight.original0" in state  # g, shape [1, 1, 48]
+    from_file = {l.name: l for l in htsr.analyze(state, min_evals=2, precision="accurate").layers}
+    from_module = {l.name: l for l in htsr.analyze(m, min_evals=2, precision="accurate").layers}
+    W = state["head.weight"].astype(np.float64)
+    head = from_file["head"]
+    assert (head.kind, head.num_matrices, head.N, head.M) == ("conv2d", 9, 64, 1)
+    # nine 1 × 64 matrices, halved as WeightWatcher's pooled Conv2d: the largest is the largest row norm²
+    assert head.lambda_max == pytest.approx(0.5 * max(np.sum(W[0, :, i, j] ** 2) for i in range(3)
+                                                      for j in range(3)), rel=1e-12)
+    assert from_file["final_conv"].kind == "conv1d" and from_file["final_conv"].num_evals == 1
+    pos = from_file["pos_conv"]
+    assert (pos.kind, pos.num_matrices, pos.N, pos.M) == ("conv1d", 64, 96, 48)
+    assert "wn_conv.parametrizations.weight.original0" not in from_file
+    assert from_file["wn_conv.parametrizations.weight.original1"].kind == "conv1d"
+    assert (from_file["pos_embed"].kind, from_file["pos_embed"].N, from_file["pos_embed"].M) == ("embedding", 197, 64)
+    for name, row in from_module.items():
+        assert (row.kind, row.num_evals) == (from_file[name].kind, from_file[name].num_evals), name
+        assert row.lambda_max == pytest.approx(from_file[name].lambda_max, rel=1e-12), name
+
+
 def test_normalize_by_N():
     W = np.random.default_rng(4).standard_normal((400, 100))
     a = htsr.analyze({"w": W}, precision="accurate").layers[0]
