@@ -867,14 +867,17 @@ def test_farms_reduces_shape_bias():
 
 
 def test_bootstrap_interval_stays_in_the_parameter_space():
-    # tiny, skewed tails (9 values: an EfficientNet depthwise conv) made the basic interval's lower
-    # end 2α̂ − q_hi fall below 1, where no power law exists; it is clipped at 1. Exact bound.
-    los = []
+    # tiny, skewed tails (9 values: an EfficientNet depthwise conv) made the additive basic interval's
+    # lower end 2α̂ − q_hi fall below 1, where no power law exists. htsr's interval is the basic interval
+    # of ln(α − 1): 1 + (α̂ − 1)²/(q − 1), above 1 by construction. Exact identities.
+    below = 0
     for seed in range(20):
         x = np.sort(np.random.default_rng(seed).pareto(0.8, 9) + 1.0)
         fit = fit_power_law(x)
         r = bootstrap_power_law(x, fit, 200, seed=seed)
         if math.isfinite(r.alpha_lo):
-            los.append(r.alpha_lo)
-            assert 1.0 <= r.alpha_lo <= r.alpha_hi
-    assert min(los) == 1.0  # the clip was needed for at least one of these samples
+            assert 1.0 < r.alpha_lo <= r.alpha_hi
+            assert r.alpha_lo == pytest.approx(1 + (fit.alpha - 1) ** 2 / (r.q_hi - 1), rel=1e-12)
+            assert r.alpha_hi == pytest.approx(1 + (fit.alpha - 1) ** 2 / (r.q_lo - 1), rel=1e-12)
+            below += 2 * fit.alpha - r.q_hi < 1.0
+    assert below >= 1  # the additive interval would have left the parameter space for some of these
