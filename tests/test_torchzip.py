@@ -135,6 +135,20 @@ def test_torch_save_checkpoint_without_torch(tmp_path, monkeypatch):
     assert {l.name for l in r.layers} == {"q", "k", "v", "fc", "emb", "gate"}
 
 
+def test_module_state_dict_with_metadata(tmp_path):
+    """The commonest checkpoint of all: torch.save(model.state_dict()) — an OrderedDict whose _metadata
+    attribute is restored by a BUILD in the pickle."""
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(16, 12), nn.BatchNorm1d(12), nn.Linear(12, 4))
+    path = tmp_path / "sd.pt"
+    torch.save(model.state_dict(), str(path))
+    refs = {r.name: r for r in open_source(path)}
+    assert isinstance(open_source(path), TorchZipFile)
+    assert set(refs) == set(model.state_dict())
+    for name, t in model.state_dict().items():
+        np.testing.assert_array_equal(refs[name].load(), t.numpy().astype(refs[name].load().dtype), err_msg=name)
+
+
 def test_torch_save_results_equal_torch_load(tmp_path):
     path, _ = _checkpoint(tmp_path)
     state = torch.load(str(path), weights_only=True)["model"]

@@ -91,6 +91,11 @@ def _rebuild_tensor(storage, offset, size, stride, *_ignored) -> _Tensor:
     return _Tensor(storage, int(offset), shape, strides)
 
 
+class _OrderedDict(dict):
+    """``collections.OrderedDict``: a plain dict that also takes pickled attributes (``Module.state_dict()``
+    carries ``_metadata``, restored by a BUILD)."""
+
+
 def _first(value, *_ignored):
     return value
 
@@ -129,7 +134,7 @@ _ALLOWED = {
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _first,
-    ("collections", "OrderedDict"): dict,
+    ("collections", "OrderedDict"): _OrderedDict,
     ("torch.jit._pickle", "build_intlist"): _first,
     ("torch.jit._pickle", "build_doublelist"): _first,
     ("torch.jit._pickle", "build_boollist"): _first,
