@@ -17,7 +17,7 @@ from . import __version__
 from .analyze import analyze
 from .errors import HtsrError
 from .options import OPTION_SPECS, Options
-from .results import AnalysisResult, atomic_write, format_value
+from .results import AnalysisResult, atomic_write, check_outputs, format_value
 
 __all__ = ["main", "build_parser", "format_table", "add_option_flags", "options_from_args"]
 
@@ -122,13 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "Prints a per-layer table and the model summary.",
     )
     p.add_argument("source", metavar="SOURCE",
-                   help="a .safetensors file, a Hugging Face model folder, a .pt/.pth/.bin checkpoint, "
-                        "or a .npz/.npy file")
+                   help="a model file or folder, detected by content: .safetensors (or a Hugging Face folder, "
+                        "sharded), a .pt/.pth/.bin checkpoint or TorchScript archive, .npz/.npy, .onnx, "
+                        ".keras/.h5, Flax .msgpack, .gguf, or a PEFT LoRA adapter folder")
     p.add_argument("--out", metavar="DIR", type=Path,
                    help="write layers.csv and summary.json into DIR (created if needed; atomic writes)")
     p.add_argument("--report", metavar="FILE.html", type=Path,
                    help="write a self-contained HTML report (summary, warnings, sortable table, figures; "
-                        "keeps the eigenvalues for the per-layer figures)")
+                        "keeps the eigenvalues for the per-layer figures); its folder is created if needed")
     p.add_argument("--json", action="store_true",
                    help="print the result (source, options, summary, layers) as one JSON document instead of "
                         "the table")
@@ -184,7 +185,7 @@ def format_summary(result: AnalysisResult) -> str:
         f"uncertain {s.num_uncertain}  no-power-law {s.num_no_power_law}  "
         f"(interval of alpha: {'bootstrap' if result.options.get('bootstrap') else 'Bayesian'}, "
         f"{result.options.get('confidence', 0.95):.0%})",
-        f"power law plausible (bootstrap p > 0.1): {format_value(s.share_plausible_pl)}  "
+        f"power law plausible (bootstrap p > 0.1): {format_value(s.share_plausible_pl, nan='n/a (--bootstrap N)')}  "
         f"best fit is the power law: {format_value(s.share_best_fit_pl)}",
         "phases: " + "  ".join(f"{p} {n}" for p, n in s.phases.items())
         + (f"  layers with correlation traps: {s.num_with_traps}" if result.options.get("randomize") else ""),
@@ -194,16 +195,30 @@ def format_summary(result: AnalysisResult) -> str:
     return "\n".join(lines)
 
 
+def out_folder(out: Path | None, names: Sequence[str]) -> list[tuple[str, Path]]:
+    """The files ``--out`` will hold, as outputs for :func:`~htsr.results.check_outputs`."""
+    if out is None:
+        return []
+    if out.exists() and not out.is_dir():
+        raise HtsrError(f"--out {out}: exists and is not a folder")
+    return [("--out", out / name) for name in names]
+
+
+def make_folder(folder: Path, flag: str = "--out") -> None:
+    """Create an output folder (and its parents) when the results are written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise HtsrError(f"{flag} {folder}: cannot create the folder ({e.strerror})") from None
+
+
 def _run_analyze(args: argparse.Namespace) -> int:
     options = options_from_args(args)
-    if args.out is not None and args.out.exists() and not args.out.is_dir():
-        raise HtsrError(f"--out {args.out}: exists and is not a folder")
-    if args.out is not None and args.report is not None:
-        args.out.mkdir(parents=True, exist_ok=True)  # the report may go into it
+    outputs = out_folder(args.out, ("layers.csv", "summary.json"))
     if args.report is not None:
-        if args.report.is_dir() or not args.report.parent.is_dir():
-            raise HtsrError(f"--report {args.report}: needs a file path in an existing folder")
+        outputs.append(("--report", args.report))
         options["keep_spectra"] = True
+    check_outputs([args.source, options.get("base")], outputs)  # before minutes of analysis, not after
     result = analyze(args.source, **options)
     say = (lambda *a: None) if args.quiet else print
     if args.json:
@@ -214,13 +229,14 @@ def _run_analyze(args: argparse.Namespace) -> int:
         say()
         say(format_summary(result))
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
+        make_folder(args.out)
         result.to_csv(args.out / "layers.csv")
         atomic_write(args.out / "summary.json", result.json_text(layers=False))
         say(f"wrote {args.out / 'layers.csv'} and {args.out / 'summary.json'}")
     if args.report is not None:
         from .report import write_report
 
+        make_folder(args.report.parent, "--report")
         write_report(result, args.report)
         say(f"wrote {args.report}")
     return 0
@@ -249,6 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("htsr: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # an output that failed after the checks (disk full, removed folder …)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"htsr: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         # output piped into e.g. `head`: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -68,10 +68,11 @@ from .results import (
     AnalysisResult,
     LayerResult,
     Summary,
-    json_safe,
     atomic_write,
+    check_outputs,
     csv_cell,
     format_value,
+    json_safe,
 )
 
 __all__ = [
@@ -667,7 +668,7 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_compare(args: argparse.Namespace) -> int:
     """Run ``htsr compare`` from parsed arguments; raises HtsrError on bad input (main prints it)."""
-    from .cli import options_from_args
+    from .cli import make_folder, options_from_args, out_folder
 
     options = options_from_args(args)
     if len(args.sources) < 2:
@@ -675,10 +676,9 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.base_distances and len(args.sources) != 2:
         raise OptionError(f"--base-distances needs exactly two models (the model, then its base), "
                           f"got {len(args.sources)}")
-    if args.out is not None and args.out.exists() and not args.out.is_dir():
-        raise HtsrError(f"--out {args.out}: exists and is not a folder")
-    if args.figure is not None and (args.figure.is_dir() or not args.figure.parent.is_dir()):
-        raise HtsrError(f"--figure {args.figure}: needs a file path in an existing folder")
+    names = ("comparison.csv", "comparison.json") + (("distances.csv",) if args.base_distances else ())
+    outputs = out_folder(args.out, names) + ([("--figure", args.figure)] if args.figure is not None else [])
+    check_outputs([*args.sources, options.get("base")], outputs)  # before the analyses, not after
     c = compare(args.sources, args.labels, args.metric, args.ascending, **options)
     distances = None
     if args.base_distances:
@@ -699,7 +699,7 @@ def run_compare(args: argparse.Namespace) -> int:
             say(f"distances of {c.labels[0]} from {c.labels[1]}, layer by layer:")
             say(format_distances(distances))
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
+        make_folder(args.out)
         c.to_csv(args.out / "comparison.csv")
         c.to_json(args.out / "comparison.json")
         written = [args.out / "comparison.csv", args.out / "comparison.json"]
@@ -712,6 +712,7 @@ def run_compare(args: argparse.Namespace) -> int:
         from .plot import save_panels
 
         metrics = TREND_METRICS + ((c.metric,) if c.metric not in TREND_METRICS else ())
+        make_folder(args.figure.parent, "--figure")
         save_panels(figures.metric_trend(c.results, c.labels, metrics), args.figure)
         say(f"wrote {args.figure}")
     return 0

@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,6 +219,39 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.PathLike]]) -> None:
+    """Before an analysis starts: every output ``(flag, path)`` can be written — its folder, or the nearest
+    existing folder above it (missing folders are made when the output is written) — and none is a file
+    the run reads (a source file, or a file in a source folder). Nothing is created here. Raises
+    HtsrError naming the flag and the path."""
+    from .errors import HtsrError
+
+    read: set[Path] = set()
+    for src in inputs:
+        if isinstance(src, (str, os.PathLike)):
+            p = Path(src)
+            if p.is_dir():
+                read.update(q.resolve() for q in p.iterdir() if q.is_file())
+            elif p.exists():
+                read.add(p.resolve())
+    for flag, path in outputs:
+        path = Path(path)
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if path.is_dir() or not folder.is_dir():
+            raise HtsrError(f"{flag} {path}: needs a file path, not a folder")
+        if path.resolve() in read:
+            raise HtsrError(f"{flag} {path}: is a file this run reads, and htsr never overwrites its inputs; "
+                            "choose another path")
+        try:  # a probe file where atomic_write will put its temporary file (or its nearest existing folder)
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".probe")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise HtsrError(f"{flag} {path}: cannot write in {folder} ({e.strerror})") from None
 
 
 def format_value(v: Any, nan: str = "nan", empty: str = "-", inf: tuple[str, str] = ("inf", "-inf")) -> str:

@@ -172,6 +172,42 @@ def test_out_is_an_existing_file(model, tmp_path, capsys):
     assert target.read_text() == "x"
 
 
+def test_outputs_never_overwrite_an_input(model, tmp_path, capsys, monkeypatch):
+    """--report / --out / --figure that would replace a file the run reads are refused before the
+    analysis; the input is byte for byte unchanged."""
+    before = model.read_bytes()
+    calls = []
+    monkeypatch.setattr("htsr.cli.analyze", lambda *a, **k: calls.append(a))  # must not be reached
+    for argv in (["analyze", str(model), "--report", str(model)],
+                 ["analyze", str(tmp_path / "other.npz"), "--base", str(model), "--report", str(model)],
+                 ["analyze", str(tmp_path), "--report", str(model)],  # a file inside a source folder
+                 ["compare", str(model), str(model), "--figure", str(model)]):
+        rc = main(argv)
+        out, err = capsys.readouterr()
+        msg = _assert_user_error(rc, out, err)
+        assert str(model) in msg and "never overwrites its inputs" in msg, msg
+    assert calls == [] and model.read_bytes() == before
+
+
+def test_unwritable_outputs_fail_first_in_one_line(model, capsys, monkeypatch):
+    calls = []
+    monkeypatch.setattr("htsr.cli.analyze", lambda *a, **k: calls.append(a))
+    for argv, flag in ((["analyze", str(model), "--report", "/proc/htsr-report.html"], "--report"),
+                       (["analyze", str(model), "--out", "/proc/htsr-out"], "--out"),
+                       (["compare", str(model), str(model), "--figure", "/proc/t.png"], "--figure")):
+        rc = main(argv)
+        out, err = capsys.readouterr()
+        msg = _assert_user_error(rc, out, err)  # one line, exit 2, no traceback
+        assert flag in msg and "/proc" in msg, msg
+    assert calls == []
+
+
+def test_report_inside_a_new_out_folder(model, tmp_path, capsys):
+    out = tmp_path / "new" / "run"  # neither folder exists yet: both are made when written
+    assert main(["analyze", str(model), "--out", str(out), "--report", str(out / "report.html"), "-q"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["layers.csv", "report.html", "summary.json"]
+
+
 def test_flags_reach_the_options(model, tmp_path, capsys):
     out_dir = tmp_path / "o"
     argv = ["analyze", str(model), "--out", str(out_dir), "--precision", "accurate", "--xmin", "median",
@@ -390,5 +426,7 @@ def test_report_writes_one_html_file_with_per_layer_figures(model, tmp_path, cap
     html = report.read_text(encoding="utf-8")
     assert html.lstrip().lower().startswith("<!doctype html")
     assert sorted(p.name for p in report.parent.iterdir()) == ["r.html"]  # atomic: no temporary left
-    assert main(["analyze", str(model), "--report", str(tmp_path / "no" / "r.html")]) == 2
+    assert main(["analyze", str(model), "--report", str(tmp_path / "rep"), "-q"]) == 2  # a folder, not a file
     assert "--report" in capsys.readouterr().err
+    assert main(["analyze", str(model), "--report", str(tmp_path / "new" / "r.html"), "-q"]) == 0  # folder made
+    assert (tmp_path / "new" / "r.html").is_file()

@@ -367,7 +367,7 @@ def test_cli_compare_errors(npz_pair, tmp_path, capsys):
     assert "at least two" in capsys.readouterr().err
     assert main(["compare", str(a), str(b), "--metric", "D"]) == 2
     assert "no agreed direction" in capsys.readouterr().err
-    assert main(["compare", str(a), str(b), "--figure", str(tmp_path / "nope" / "f.png")]) == 2
+    assert main(["compare", str(a), str(b), "--figure", str(tmp_path)]) == 2  # a folder, not a file
     assert "--figure" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["compare", str(a), str(b), "--ascending", "--descending"])
