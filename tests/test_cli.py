@@ -80,7 +80,7 @@ def test_analyze_prints_table_and_summary(model, capsys):
     assert summary[1].startswith("layers: 2  fitted: 1  not fitted: 1  failed: 0")
     assert summary[2].startswith("warnings: over-trained 0  under-trained 0")
     assert "interval of alpha: Bayesian, 95%" in summary[2]
-    assert summary[3].startswith("power law plausible (bootstrap p > 0.1): nan")  # no bootstrap ran
+    assert summary[3].startswith("power law plausible (bootstrap p > 0.1): n/a (--bootstrap N)")  # no bootstrap ran
     assert summary[4] == ("phases: random-like 1  bleeding-out 0  bulk+spikes 0  bulk-decay 0  heavy-tailed 0  "
                           "rank-collapse 0")  # the fitted layer; the 4-eigenvalue one gets no phase
     assert summary[5].startswith("means over layers with a finite value:") and "alpha=" in summary[5]
