@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import warnings
 
 import numpy as np
@@ -148,3 +149,19 @@ def test_degenerate_inputs_fail_with_status():
     assert fit_power_law(np.array([3.0])).status.startswith("fit_failed")
     with pytest.raises(ValueError):
         fit_power_law(np.array([1.0, -2.0, 3.0]))
+
+
+def test_flat_spectrum_is_not_fitted():
+    """An orthogonal matrix's eigenvalues are all 1 up to rounding (spread 3e-6 in float32): fitting that
+    noise gave alpha ~ 1e6 with status ok. A spread below FLAT_SPREAD of the largest is a failed fit."""
+    import scipy.stats
+
+    import htsr
+    from htsr.fits.powerlaw import FLAT_SPREAD
+
+    Q = scipy.stats.ortho_group.rvs(200, random_state=0).astype(np.float32)
+    for precision in ("fast", "accurate"):
+        (row,) = htsr.analyze({"q.weight": 3 * Q}, precision=precision).layers
+        assert row.status.startswith("fit_failed: a flat spectrum") and math.isnan(row.alpha)
+    x = 1.0 + np.linspace(0.0, 2 * FLAT_SPREAD, 300)  # just above the threshold: fitted
+    assert fit_power_law(x).status == "ok"

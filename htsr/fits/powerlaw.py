@@ -192,9 +192,18 @@ def _peak_candidates(x: np.ndarray) -> np.ndarray:
     return np.flatnonzero(x[:-1] <= 1.5 * peak)
 
 
+# A spectrum whose values all lie within this relative distance of its largest is flat (an orthogonal
+# or scaled-orthogonal matrix: its eigenvalues differ by the eigensolver's rounding, ~1e-6 in float32).
+# Fitting it would give an alpha of 1e6 from rounding noise.
+FLAT_SPREAD = 1e-4
+
+
 def _fit_once(x: np.ndarray, xmin: str | float) -> PowerLawFit:
     if x.size < 2 or x[0] == x[-1]:
         return PowerLawFit.failed("fewer than 2 distinct eigenvalues above the floor")
+    if x[-1] - x[0] <= FLAT_SPREAD * x[-1]:
+        return PowerLawFit.failed(f"a flat spectrum: every eigenvalue within {FLAT_SPREAD:g} of the largest "
+                                  "(an orthogonal matrix?); no tail to fit")
     if not isinstance(xmin, str):
         return _fixed_xmin_fit(x, float(xmin))
     if xmin == "median":
