@@ -482,6 +482,65 @@ def test_silero_onnx_encodings_agree():
                 assert ro.alpha == pytest.approx(rx.alpha, rel=1e-9), (on, xn)
 
 
+# ------------------------------------------------------------------ quantized weights (QDQ)
+
+
+def test_dequantize_linear_weights_are_dequantized_and_typed(tmp_path):
+    """onnxruntime's QDQ format: an integer initializer → DequantizeLinear → MatMul/Gemm/Conv. The weight
+    is (q − zero_point)·scale per tensor, per axis or per block, typed by the operator after the
+    DequantizeLinear; a float weight through QuantizeLinear → DequantizeLinear ('fake quant') is the float."""
+    rng = _rng(5)
+    q1 = rng.integers(-128, 128, (64, 32)).astype(np.int8)  # MatMul B [in, out]: per tensor, zero point 3
+    # (named as onnxruntime's quantizer names it: the row is named after the float weight, fc1.weight)
+    q2 = rng.integers(0, 256, (48, 64)).astype(np.uint8)  # Gemm transB=1 [out, in]: per output channel (axis 0)
+    s2, z2 = rng.uniform(1e-3, 1e-2, 48).astype(np.float32), rng.integers(100, 156, 48).astype(np.uint8)
+    q3 = rng.integers(-8, 8, (16, 8, 3, 3)).astype(np.int8)  # Conv: blocks of 4 input channels (opset 21)
+    s3 = rng.uniform(1e-2, 1e-1, (16, 2, 3, 3)).astype(np.float32)
+    w4 = _f32(rng, 40, 24)  # a float weight fake-quantized on the way to its MatMul
+    nodes = [
+        helper.make_node("DequantizeLinear", ["fc1.weight_quantized", "s1", "z1"], ["w1"], name="/fc1/DequantizeLinear"),
+        helper.make_node("MatMul", ["x", "w1"], ["h1"], name="/fc1/MatMul"),
+        helper.make_node("DequantizeLinear", ["q2", "s2", "z2"], ["w2"], name="/fc2/DequantizeLinear", axis=0),
+        helper.make_node("Gemm", ["h1", "w2"], ["h2"], name="/fc2/Gemm", transB=1),
+        helper.make_node("DequantizeLinear", ["q3", "s3"], ["w3"], name="/conv/DequantizeLinear", axis=1,
+                         block_size=4),
+        helper.make_node("Conv", ["img", "w3"], ["c"], name="/conv/Conv"),
+        helper.make_node("QuantizeLinear", ["w4", "s4"], ["w4q"], name="/fc4/QuantizeLinear"),
+        helper.make_node("DequantizeLinear", ["w4q", "s4"], ["w4d"], name="/fc4/DequantizeLinear"),
+        helper.make_node("MatMul", ["h2", "w4d"], ["y"], name="/fc4/MatMul"),
+    ]
+    inits = {"fc1.weight_quantized": q1, "s1": np.array(0.02, np.float32), "z1": np.array(3, np.int8), "q2": q2, "s2": s2, "z2": z2,
+             "q3": q3, "s3": s3, "w4": w4, "s4": np.array(0.05, np.float32)}
+    path = _save(_model(nodes, inits, inputs=("x", "img"), outputs=("y", "c"), opset=21), tmp_path / "q.onnx")
+    refs = _refs(path)
+    assert sorted(refs) == ["fc1.weight", "q2", "q3", "w4"]  # scales and zero points are not weights
+    assert ("s3", "used by no MatMul/Gemm/Conv/Gather/LSTM/GRU/RNN") in OnnxFile(path).skipped
+    want = {"fc1.weight": ((q1.astype(np.float32) - 3) * 0.02).T,  # MatMul's [in, out] turned to [out, in]
+            "q2": (q2.astype(np.float32) - z2[:, None]) * s2[:, None],
+            "q3": q3.astype(np.float32) * np.repeat(s3, 4, axis=1),
+            "w4": w4.T}
+    kinds = {"fc1.weight": "dense", "q2": "dense", "q3": "conv2d", "w4": "dense"}
+    for name, w in want.items():
+        r = refs[name]
+        assert (r.kind, r.shape) == (kinds[name], w.shape)
+        assert r.dtype == "float32"
+        # exact: the same float32 operations as the reference
+        np.testing.assert_array_equal(np.asarray(r.load()), w.astype(np.float32), err_msg=name)
+    rows = {l.name: l for l in htsr.analyze(path, min_evals=5).layers}
+    assert rows["fc1"].status == "ok" and rows["q3"].kind == "conv2d"
+
+
+def test_dequantize_linear_with_a_computed_scale_is_listed_as_skipped(tmp_path):
+    rng = _rng(6)
+    nodes = [helper.make_node("Abs", ["s_in"], ["s"], name="/fc/Abs"),  # a scale computed at run time
+             helper.make_node("DequantizeLinear", ["q", "s"], ["w"], name="/fc/DequantizeLinear"),
+             helper.make_node("MatMul", ["x", "w"], ["y"], name="/fc/MatMul")]
+    path = _save(_model(nodes, {"q": rng.integers(-128, 128, (32, 16)).astype(np.int8)}, inputs=("x", "s_in")),
+                 tmp_path / "dyn.onnx")
+    f = OnnxFile(path)
+    assert len(f) == 0 and f.skipped == [("q", "DequantizeLinear with a scale or zero point that is not a constant")]
+
+
 # ------------------------------------------------------------------ hypothesis: protobuf fuzzing
 
 

@@ -17,6 +17,14 @@ Gather (data)          ``[vocab, dim]``                ``embedding``
 LSTM / GRU / RNN (W,R) ``[dirs, k·hidden, in]``        ``rnn``: one ``[k·hidden, in]`` tensor per direction
 =====================  ==============================  ==================================================
 
+**Quantized weights (QDQ).** An integer initializer read by ``DequantizeLinear`` (onnxruntime's
+quantizers, most deployment exports) is dequantized when loaded, W = (q − zero_point)·scale with the
+scale per tensor, per axis (``axis``) or per block (``block_size``, opset 21), and typed by the operator
+after the ``DequantizeLinear``; its rows say float32, and onnxruntime's ``<name>_quantized`` is named
+``<name>``, as in the float model. A float weight passed through ``QuantizeLinear`` →
+``DequantizeLinear`` ("fake quantization") is read as the float it is. A scale or zero point computed
+at run time is listed in :attr:`OnnxFile.skipped`.
+
 An initializer that reaches one of these operators only through ``Identity``, ``Cast``, ``Slice``,
 ``Concat``, ``Split``, ``Squeeze`` or ``Unsqueeze`` (e.g. PyTorch's LSTM export, which reorders the gate
 blocks of ``weight_ih`` with Slice + Concat) is typed by that operator too, kept in its own layout
@@ -72,7 +80,12 @@ __all__ = ["OnnxFile", "is_onnx", "looks_like_onnx"]
 _NEXT_TAGS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0xA2, 0xCA}
 
 # ops a weight may pass through on its way to the operator that gives it a kind (layout unchanged)
-_PASS_THROUGH = {"Identity", "Cast", "Slice", "Concat", "Split", "Squeeze", "Unsqueeze"}
+# QuantizeLinear/DequantizeLinear pass a float weight on ("fake quantization": the float is the weight);
+# an integer weight read by DequantizeLinear is dequantized instead (OnnxFile._dequantized)
+_PASS_THROUGH = {"Identity", "Cast", "Slice", "Concat", "Split", "Squeeze", "Unsqueeze", "QuantizeLinear",
+                 "DequantizeLinear"}
+_QDQ = {"QuantizeLinear", "DequantizeLinear"}
+_QUANT_DTYPES = frozenset({"int8", "uint8", "int16", "uint16", "int32", "int4", "uint4"})
 _RNN_OPS = {"LSTM", "GRU", "RNN"}
 _TYPED_OPS = {"MatMul", "Gemm", "Conv", "Gather"} | _RNN_OPS
 _MAX_HOPS = 6
@@ -209,7 +222,7 @@ class OnnxFile:
                             continue
                         if n.op_type in _TYPED_OPS:
                             found.append(_Use(n, i, hop == 0))
-                        elif n.op_type in _PASS_THROUGH:
+                        elif n.op_type in _PASS_THROUGH and (i == 0 or n.op_type not in _QDQ):  # not a scale
                             nxt += [o for o in n.output if o and o not in seen]
                             seen.update(n.output)
                 if found:
@@ -219,27 +232,37 @@ class OnnxFile:
                     break
             return None
 
-        pending: list[tuple[int, str, Any, _Use]] = []
+        pending: list[tuple[int, str, Any, _Use, Callable[[], np.ndarray] | None]] = []
         for name, t in tensors.items():
             if len(t.dims) < 2:
                 continue
             dtype = _dtype_name(onnx, t.data_type)
+            loader = None
             if dtype not in FLOAT_DTYPES:
-                continue
+                dq = next((n for n, i in consumers.get(name, ()) if i == 0 and n.op_type == "DequantizeLinear"
+                           and n.domain in ("", "ai.onnx") and n.output), None)
+                if dq is None or dtype not in _QUANT_DTYPES:
+                    continue  # shapes, indices, masks
+                loader = self._dequantized(name, t, dq, tensors)
+                if isinstance(loader, str):
+                    self.skipped.append((name, loader))
+                    continue
             use = find_use(name)
             if use is None:
                 self.skipped.append((name, "used by no MatMul/Gemm/Conv/Gather/LSTM/GRU/RNN"))
                 continue
-            pending.append((node_order[id(use.node)], name, t, use))
+            pending.append((node_order[id(use.node)], name, t, use, loader))
         pending.sort(key=lambda p: p[0])  # model order: the order of the consuming nodes
         # the first two dotted components of the readable names, to align node scopes with them
-        self._prefixes = {".".join(n.split(".")[:2]) for _, n, _, _ in pending
+        self._prefixes = {".".join(n.split(".")[:2]) for _, n, _, _, _ in pending
                           if not _OPAQUE.match(n) and "." in n}
 
         taken: set[str] = set()
         refs: list[TensorRef] = []
-        for _, name, t, use in pending:
-            for ref in self._typed_refs(name, t, use):
+        for _, name, t, use, loader in pending:
+            # onnxruntime's quantizer names a weight <name>_quantized: the float model's name again
+            shown = name.removesuffix("_quantized") if loader else name
+            for ref in self._typed_refs(shown, t, use, loader):
                 if ref is None:
                     continue
                 unique = self._unique(ref.name, taken)
@@ -257,13 +280,58 @@ class OnnxFile:
             k += 1
         return f"{stem}_{k}{tail}"
 
-    def _typed_refs(self, name: str, t: Any, use: _Use) -> Iterator[TensorRef | None]:
+    def _dequantized(self, name: str, t: Any, dq: Any, tensors: dict[str, Any]) -> Callable[[], np.ndarray] | str:
+        """The loader of an integer weight read by ``dq`` (a DequantizeLinear): W = (q − zero_point)·scale,
+        per tensor, per axis (``axis``, default 1) or per block (``block_size``, opset 21). Returns the
+        reason instead when the scale or zero point is not a constant of a layout the operator defines."""
+        onnx = self._onnx
+        shape = tuple(int(d) for d in t.dims)
+        ins = list(dq.input) + ["", ""]
+        scale_t, zp_t = tensors.get(ins[1]), tensors.get(ins[2]) if ins[2] else None
+        if scale_t is None or (ins[2] and zp_t is None):
+            return "DequantizeLinear with a scale or zero point that is not a constant"
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in dq.attribute}
+        axis, block = int(attrs.get("axis", 1)), int(attrs.get("block_size", 0))
+        axis = axis + len(shape) if axis < 0 else axis
+        sshape = tuple(int(d) for d in scale_t.dims)
+        if math.prod(sshape) == 1:
+            layout = "tensor"
+        elif not 0 <= axis < len(shape):
+            return f"DequantizeLinear axis {axis} outside a rank-{len(shape)} weight"
+        elif block == 0 and sshape == (shape[axis],):
+            layout = "axis"
+        elif block > 0 and sshape == shape[:axis] + (-(-shape[axis] // block),) + shape[axis + 1:]:
+            layout = "block"
+        else:
+            return f"DequantizeLinear scale of shape {list(sshape)} fits no layout of a {list(shape)} weight"
+        q_raw, s_raw = self._raw_loader(name, t), self._raw_loader(ins[1], scale_t)
+        z_raw = self._raw_loader(ins[2], zp_t) if zp_t is not None else None
+
+        def spread(a: np.ndarray) -> np.ndarray:  # a scale or zero point, broadcast against the weight
+            a = np.asarray(a, dtype=np.float32)
+            if layout == "tensor":
+                return a.reshape(())
+            if layout == "axis":
+                return a.reshape([shape[axis] if k == axis else 1 for k in range(len(shape))])
+            return np.repeat(a, block, axis=axis).take(range(shape[axis]), axis=axis)
+
+        def load() -> np.ndarray:
+            q = np.asarray(q_raw(), dtype=np.float32)
+            z = spread(z_raw()) if z_raw is not None else np.float32(0.0)
+            return (q - z) * spread(s_raw())
+
+        return load
+
+    def _typed_refs(self, name: str, t: Any, use: _Use,
+                    dequantized: Callable[[], np.ndarray] | None = None) -> Iterator[TensorRef | None]:
+        """The rows of tensor ``name`` typed by ``use``; ``dequantized``: the loader of an integer weight's
+        float values (its rows then say float32)."""
         onnx = self._onnx
         op, idx, node = use.node.op_type, use.index, use.node
         shape = tuple(int(d) for d in t.dims)
-        dtype = _dtype_name(onnx, t.data_type)
+        dtype = "float32" if dequantized else _dtype_name(onnx, t.data_type)
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        raw = self._raw_loader(name, t)
+        raw = dequantized or self._raw_loader(name, t)
         opaque = bool(_OPAQUE.match(name)) and bool(node.name)
         scope, instance = _scope_name(node.name)
         tokens = scope.split(".")
