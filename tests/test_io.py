@@ -259,6 +259,28 @@ def test_folder_of_loose_safetensors_without_index(tmp_path):
     assert [r.name for r in htsr.analyze(folder).layers] == ["a", "b"]
 
 
+def test_folder_with_variants_of_one_file_is_one_model(tmp_path):
+    """diffusers ships x.safetensors beside x.fp16.safetensors: one model twice. The plain file is read and
+    the source says which variants were left out; unrelated files sharing names are refused."""
+    folder = tmp_path / "unet"
+    folder.mkdir()
+    w = {"down.0.weight": _rng(7).standard_normal((64, 32)).astype(np.float32)}
+    np_save_file(w, str(folder / "diffusion_pytorch_model.safetensors"))
+    np_save_file({k: v.astype(np.float16) for k, v in w.items()}, str(folder / "diffusion_pytorch_model.fp16.safetensors"))
+    np_save_file({"other.weight": _rng(8).standard_normal((40, 8)).astype(np.float32)}, str(folder / "extra.safetensors"))
+    r = htsr.analyze(folder, min_evals=5)
+    assert [l.name for l in r.layers] == ["down.0", "other"]
+    assert r.source == (f"{folder} (diffusion_pytorch_model.safetensors, extra.safetensors; the variants "
+                        "diffusion_pytorch_model.fp16.safetensors left out)")
+    clash = tmp_path / "clash"
+    clash.mkdir()
+    np_save_file(w, str(clash / "a.safetensors"))
+    np_save_file(w, str(clash / "b.safetensors"))
+    with pytest.raises(htsr.SourceError) as e:
+        htsr.analyze(clash)
+    _one_line_source_error(e, str(clash), "a.safetensors", "b.safetensors", "down.0.weight")
+
+
 # ------------------------------------------------------------------------------- corrupt safetensors
 
 

@@ -111,6 +111,10 @@ class SafetensorsFile:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def names(self) -> list[str]:
+        return list(self._entries)
+
     def _loader(self, dtype: str, shape: tuple[int, ...], begin: int, end: int):
         def load() -> np.ndarray:
             if end == begin:
@@ -151,9 +155,36 @@ class ShardedSafetensors:
             if missing:
                 raise SourceError(f"{index}: shard {missing[0]} is missing from {self.folder}")
             paths = [self.folder / f for f in files]
+            self._files = [SafetensorsFile(p) for p in paths]
         else:
             paths = sorted(self.folder.glob("*.safetensors"), key=lambda p: natural_key(p.name))
-        self._files = [SafetensorsFile(p) for p in paths]
+            self._files = self._one_copy([SafetensorsFile(p) for p in paths])
+
+    def _one_copy(self, files: list[SafetensorsFile]) -> list[SafetensorsFile]:
+        """Loose files are one model's parts unless they repeat tensor names. Variants of one file
+        (diffusers' ``x.safetensors`` beside ``x.fp16.safetensors``, ``x.non_ema.safetensors`` …) are one
+        model stored twice: the plain file (else the first variant) is kept, and the description says
+        which were left out. Other files that share names are refused: which is the model is unknowable."""
+        left: list[str] = []
+        while True:
+            owner: dict[str, SafetensorsFile] = {}
+            clash = next(((owner[n], f, n) for f in files for n in f.names if owner.setdefault(n, f) is not f),
+                         None)
+            if clash is None:
+                break
+            a, b, name = clash
+            stem = a.path.name.split(".")[0]
+            if b.path.name.split(".")[0] != stem:
+                raise SourceError(f"{self.folder}: {a.path.name} and {b.path.name} both hold tensor {name!r}; "
+                                  "analyse one file, or add a model.safetensors.index.json")
+            group = [f for f in files if f.path.name.split(".")[0] == stem]
+            keep = next((f for f in group if f.path.name == f"{stem}.safetensors"), group[0])
+            left += [f.path.name for f in group if f is not keep]
+            files = [f for f in files if f not in group or f is keep]
+        if left:
+            self.description = (f"{self.folder} ({', '.join(f.path.name for f in files)}; the variants "
+                                f"{', '.join(left)} left out)")
+        return files
 
     def __len__(self) -> int:
         return sum(len(f) for f in self._files)
