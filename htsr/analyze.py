@@ -31,6 +31,10 @@ __all__ = ["analyze", "analyze_layer", "iter_layers"]
 
 #: WeightWatcher drops eigenvalues at or below this absolute value before the power-law fit
 WW_EVALS_THRESH = 1e-5
+#: ... which is meant for numerical zeros: where it exceeds this fraction of the layer's largest eigenvalue
+#: (tiny weights: a fine-tune's update W − W_base, weights scaled by 1e-3) it would cut into the spectrum
+#: itself, so the layer's own numerical floor is used instead
+WW_FLOOR_MAX_FRACTION = 1e-3
 #: layers whose matrices have at most this smaller side are analysed side by side in threads
 THREADED_MAX_M = 2048
 
@@ -127,7 +131,9 @@ def _analyze_layer(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, Layer
         fit_x = fit_spectrum.evals
     else:
         # a low-rank update's small eigenvalues are real (its zeros are exact): its own floor, not 1e-5
-        cut = WW_EVALS_THRESH if opts.evals_floor == "ww" and not lowrank else fit_spectrum.floor
+        ww = (opts.evals_floor == "ww" and not lowrank
+              and WW_EVALS_THRESH <= WW_FLOOR_MAX_FRACTION * fit_spectrum.evals[-1])
+        cut = WW_EVALS_THRESH if ww else fit_spectrum.floor
         fit_x = fit_spectrum.evals[fit_spectrum.evals > cut]
         fit = fit_power_law(fit_x, opts.xmin, opts.clip_xmax, opts.max_fingers, opts.finger_thresh)
         status = fit.status

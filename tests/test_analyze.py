@@ -160,6 +160,20 @@ def test_single_output_channel_conv_and_long_kernel_conv_from_a_file_and_a_modul
         assert row.lambda_max == pytest.approx(from_file[name].lambda_max, rel=1e-12), name
 
 
+def test_default_floor_does_not_cut_into_tiny_weights():
+    """Alpha is scale-free; WeightWatcher's absolute 1e-5 floor is not. For a layer whose largest
+    eigenvalue is below 1e-2 (a fine-tune's update, weights × 1e-3) the default uses the layer's own
+    numerical floor, so the fit is the one of the weights at scale 1 (it kept 30 of 67 tail values and
+    gave 4.99 instead of 2.58 on a MiniLM layer before)."""
+    rng = np.random.default_rng(8)
+    W = matrix_with_singular_values(np.sqrt(1.0 + rng.pareto(1.5, 200)), 600, 200, seed=8)
+    rows = [htsr.analyze({"w.weight": W * c}).layers[0] for c in (1.0, 1e-3, 1e-5)]
+    assert rows[0].lambda_max > 1e-2 > rows[1].lambda_max  # the scaled copies are below the threshold
+    for r in rows[1:]:
+        # the same eigenvalues up to the scale: the same tail and alpha up to float32 rounding of W * c
+        assert r.num_pl_spikes == rows[0].num_pl_spikes and r.alpha == pytest.approx(rows[0].alpha, rel=1e-4)
+
+
 def test_normalize_by_N():
     W = np.random.default_rng(4).standard_normal((400, 100))
     a = htsr.analyze({"w": W}, precision="accurate").layers[0]
