@@ -516,25 +516,29 @@ def _stacked(mats: Sequence[np.ndarray]) -> np.ndarray:
 def _distance_row(la, lb, opts: Options) -> LayerDistance:
     from .analyze import esd_scale, weights_finite
     from .rmt.traps import js_distance
-    from .spectra import esd
+    from .spectra import LowRank, esd
 
     base = dict(name=la.name, kind=la.kind, shape="x".join(map(str, la.tensor_shape)), N=la.N, M=la.M,
                 num_matrices=la.num_matrices)
     if opts.max_evals is not None and la.num_evals > opts.max_evals:
         return LayerDistance(**base, status=f"skipped: {la.num_evals} eigenvalues > max_evals={opts.max_evals}")
     try:
-        A = [np.asarray(W) for W in la.load()]
-        B = [np.asarray(W) for W in lb.load()]
+        raw_a, raw_b = la.load(), lb.load()
+        if not (weights_finite(raw_a) and weights_finite(raw_b)):
+            return LayerDistance(**base, status="failed: NaN or Inf in the weights")
+        # the entries (a LoRA update's product formed here: distances need them); spectra from the originals
+        A = [W.dense() if isinstance(W, LowRank) else np.asarray(W) for W in raw_a]
+        B = [W.dense() if isinstance(W, LowRank) else np.asarray(W) for W in raw_b]
         if not (weights_finite(A) and weights_finite(B)):
             return LayerDistance(**base, status="failed: NaN or Inf in the weights")
         diff2 = math.fsum(float(np.linalg.norm(np.subtract(a, b, dtype=np.float64))) ** 2 for a, b in zip(A, B))
         base2 = math.fsum(float(np.linalg.norm(np.asarray(b, dtype=np.float64))) ** 2 for b in B)
         frob = math.sqrt(diff2)
         scale = esd_scale(la, opts)
-        sa = esd(A, opts.precision, opts.refine_fraction, scale)
-        sb = esd(B, opts.precision, opts.refine_fraction, scale)
+        sa = esd(raw_a, opts.precision, opts.refine_fraction, scale)
+        sb = esd(raw_b, opts.precision, opts.refine_fraction, scale)
         cka = linear_cka(_stacked(A), _stacked(B))
-        del A, B
+        del A, B, raw_a, raw_b
     except HtsrError as e:
         return LayerDistance(**base, status=f"failed: {e}")
     except Exception as e:  # one bad layer never stops the run

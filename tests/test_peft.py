@@ -190,6 +190,25 @@ def test_fan_in_fan_out_merge_is_transposed(tmp_path):
         assert r["h.attn.c_attn#merged"][0].lambda_max == pytest.approx(want, rel=1e-5)
 
 
+def test_distances_between_two_adapters(tmp_path):
+    """compare --base-distances of two LoRA adapters: the distances need the entries (ΔW formed), the
+    spectra come from the factors. It failed with a TypeError on LowRank."""
+    from htsr.compare import layer_distances
+
+    rng = np.random.default_rng(3)
+    f = {}
+    for tag in ("a", "b"):
+        A, B = rng.standard_normal((4, 60)).astype(np.float32), rng.standard_normal((50, 4)).astype(np.float32)
+        f[tag] = (_write_adapter(tmp_path / tag, {"base_model.model.fc.lora_A.weight": A,
+                                                  "base_model.model.fc.lora_B.weight": B}), 2.0 * (B @ A))
+    (d,) = layer_distances(f["a"][0], f["b"][0], min_evals=2)
+    assert (d.name, d.status) == ("fc#delta", "ok")
+    diff = f["a"][1].astype(np.float64) - f["b"][1]
+    # ΔW = (8/4)·B·A in float32, as the reader forms it: float32 rounding of the products (1e-6)
+    assert d.frobenius == pytest.approx(np.linalg.norm(diff), rel=1e-6)
+    assert d.lambda_max == pytest.approx(np.linalg.svd(f["a"][1].astype(np.float64), compute_uv=False)[0] ** 2, rel=1e-5)
+
+
 def test_bad_adapters_give_one_line_errors_or_row_statuses(tmp_path):
     rng = np.random.default_rng(0)
     A, B = rng.standard_normal((4, 40)).astype(np.float32), rng.standard_normal((30, 4)).astype(np.float32)
