@@ -279,11 +279,10 @@ def analyze(source: Any, **options: Any) -> AnalysisResult:
     large = [i for i, lm in enumerate(layers) if lm.M > THREADED_MAX_M]
     workers = min(opts.workers or _usable_cpus(), len(small))
     try:
-        if workers > 1:
+        if small:  # with workers = 1 one at a time, still with a single-threaded BLAS (spinning BLAS
+            # threads made --workers 1 ten times slower on a loaded 2-core machine)
             for i, row in zip(small, _analyze_in_threads([layers[i] for i in small], opts, workers, bar)):
                 rows[i] = row
-        else:
-            large = sorted(small + large)
         for i in large:
             rows[i] = _analyze_layer(layers[i], opts)
             if bar is not None:
@@ -313,12 +312,17 @@ def _analyze_in_threads(layers: list[LayerMatrices], opts: Options, workers: int
     """
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max(1, workers)) as pool:
         futures = [pool.submit(_analyze_layer, lm, opts) for lm in layers]
-        if bar is not None:
-            for _ in as_completed(futures):
-                bar.update()
-        return [f.result() for f in futures]
+        try:
+            if bar is not None:
+                for _ in as_completed(futures):
+                    bar.update()
+            return [f.result() for f in futures]
+        except BaseException:  # Ctrl-C: drop the layers not started (the running ones cannot be stopped)
+            for f in futures:
+                f.cancel()
+            raise
 
 
 def _progress_bar(total: int, description: str):
