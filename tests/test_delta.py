@@ -35,7 +35,8 @@ def test_unmatched_and_reshaped_tensors_are_listed_but_never_analysed():
     model, base, _ = _pair()
     rows = {r.name: r for r in htsr.analyze(model, base=base).layers}
     assert list(rows) == ["enc.a", "enc.b", "enc.c", "enc.only_model", "enc.only_base"]  # model order, then base-only
-    assert rows["enc.b"].status == "failed: all-zero matrix"  # an unchanged tensor: a zero delta
+    # an unchanged tensor (a frozen layer) has no update: skipped (not fitted), not a failed zero matrix
+    assert rows["enc.b"].status == "skipped: unchanged: equal to the base tensor (a frozen layer), no update to analyse"
     assert rows["enc.c"].status.startswith("skipped: shape (100, 100) differs from the base's (200, 100)")
     assert rows["enc.only_model"].status.startswith("skipped: only in the model")
     assert rows["enc.only_base"].status.startswith("skipped: only in the base")
@@ -71,3 +72,22 @@ def test_bad_base_is_refused():
         htsr.analyze({"a.weight": np.eye(60)}, base=3.0)
     with pytest.raises(htsr.errors.SourceError):
         htsr.analyze({"a.weight": np.eye(60)}, base="/nonexistent/base.safetensors")
+
+
+def test_task_model_names_are_aligned_with_the_base():
+    """A task model wraps its base ('bert.encoder…' against 'encoder…'): no name matches exactly, so one
+    leading component is dropped from the side that carries it; the source says so."""
+    model, base, s = _pair()
+    wrapped = {f"bert.{k}": v for k, v in model.items()} | {"classifier.weight": np.ones((2, 200))}
+    r = htsr.analyze(wrapped, base=base, precision="accurate")
+    rows = {x.name: x for x in r.layers}
+    assert rows["bert.enc.a"].lambda_max == pytest.approx(s[0] ** 2, rel=1e-12)  # the same delta as unwrapped
+    assert rows["classifier"].status.startswith("skipped: only in the model")
+    assert "names matched after dropping 'bert.' from the model's" in r.source
+    assert "names matched after dropping 'bert.' from the base's" in htsr.analyze(base, base=wrapped).source
+
+
+def test_no_name_in_common_is_refused():
+    model, base, _ = _pair()
+    with pytest.raises(htsr.SourceError, match="no tensor name in common"):
+        htsr.analyze({f"x{k}": v for k, v in model.items()}, base=base)

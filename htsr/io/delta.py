@@ -7,6 +7,12 @@ the two sources, or whose shape differs from the base's, is still listed, but it
 :class:`~htsr.errors.LayerSkipped`, so its row says ``skipped: …`` and why. Base-only tensors come
 after the model's, in the base's order.
 
+Names are matched exactly. When no name matches, one leading name component is dropped from the side
+whose names carry it, if that makes names match — a task model wraps its base (``bert.encoder.…``
+against the base's ``encoder.…``); the description says which. If still no name matches, the sources
+are refused: nothing would be a delta. A tensor equal to its base tensor (a frozen layer) has nothing
+to analyse: its row says ``skipped: unchanged …``, not a failed all-zero matrix.
+
 Each source is listed once, when the delta source is made (names and shapes, no tensor data); each
 delta reads one tensor of each source, so memory stays at two tensors at a time.
 """
@@ -17,7 +23,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..errors import LayerSkipped
+from ..errors import LayerSkipped, SourceError
 from .base import TensorRef, TensorSource
 
 __all__ = ["DeltaSource"]
@@ -36,8 +42,19 @@ class DeltaSource:
     def __init__(self, model: TensorSource, base: TensorSource) -> None:
         # each source is listed once (the refs are lazy: no tensor data is read here)
         self._model = list(model)
-        self._base = {t.name: t for t in base}
+        base_refs = list(base)
         self.description = f"{model.description} - base {base.description}"
+        model_names = [t.name for t in self._model]
+        key, note = _alignment(model_names, [t.name for t in base_refs])
+        if key is None:
+            raise SourceError(
+                f"{model.description}: no tensor name in common with the base {base.description} (model names "
+                f"like {model_names[0]!r}, base names like {base_refs[0].name if base_refs else None!r}): "
+                "nothing to subtract")
+        self._base = {key[1](t.name): t for t in base_refs}
+        self._key = key[0]
+        if note:
+            self.description += f" ({note})"
 
     def __len__(self) -> int:
         model_names = {t.name for t in self._model}
@@ -46,16 +63,45 @@ class DeltaSource:
     def __iter__(self) -> Iterator[TensorRef]:
         seen = set()
         for t in self._model:
-            seen.add(t.name)
-            b = self._base.get(t.name)
+            seen.add(self._key(t.name))
+            b = self._base.get(self._key(t.name))
             if b is None:
                 loader = _skipped("only in the model: the base has no tensor of this name (not a delta)")
             elif tuple(b.shape) != tuple(t.shape):
                 loader = _skipped(f"shape {tuple(t.shape)} differs from the base's {tuple(b.shape)} (not a delta)")
             else:
-                loader = (lambda t=t, b=b: np.subtract(t.load(), b.load()))
+                loader = (lambda t=t, b=b: _delta(t, b))
             yield TensorRef(t.name, t.shape, t.dtype, loader, t.kind)
         for name, b in self._base.items():
             if name not in seen:
-                yield TensorRef(name, b.shape, b.dtype, _skipped("only in the base: the model has no tensor of this "
-                                                                 "name (not a delta)"), b.kind)
+                yield TensorRef(b.name, b.shape, b.dtype, _skipped("only in the base: the model has no tensor of "
+                                                                   "this name (not a delta)"), b.kind)
+
+
+def _delta(t: TensorRef, b: TensorRef) -> np.ndarray:
+    w, w0 = t.load(), b.load()
+    if np.array_equal(w, w0):
+        raise LayerSkipped("unchanged: equal to the base tensor (a frozen layer), no update to analyse")
+    return np.subtract(w, w0)
+
+
+def _identity(name: str) -> str:
+    return name
+
+
+def _alignment(model: list[str], base: list[str]):
+    """((model key, base key), note): the functions that map names to the shared key. Exact names when
+    any match; else the one-component strip (of either side) that matches most names; None if none does."""
+    if set(model) & set(base):
+        return (_identity, _identity), ""
+    best, best_count = None, 0
+    for side, names, other in (("model", model, set(base)), ("base", base, set(model))):
+        for prefix in sorted({n.split(".", 1)[0] + "." for n in names if "." in n}):
+            def strip(n: str, p: str = prefix) -> str:
+                return n.removeprefix(p)
+
+            count = sum(strip(n) in other for n in names)
+            if count > best_count:
+                keys = (strip, _identity) if side == "model" else (_identity, strip)
+                best, best_count = (keys, f"names matched after dropping {prefix!r} from the {side}'s"), count
+    return best if best is not None else (None, "")
