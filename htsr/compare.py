@@ -683,6 +683,11 @@ def run_compare(args: argparse.Namespace) -> int:
     names = ("comparison.csv", "comparison.json") + (("distances.csv",) if args.base_distances else ())
     outputs = out_folder(args.out, names) + ([("--figure", args.figure)] if args.figure is not None else [])
     check_outputs([*args.sources, options.get("base")], outputs)  # before the analyses, not after
+    from .io import open_source
+
+    for src in [*args.sources, options.get("base")]:  # a bad last source fails now, not after the others
+        if src is not None:
+            open_source(src)
     c = compare(args.sources, args.labels, args.metric, args.ascending, **options)
     distances = None
     if args.base_distances:

@@ -359,6 +359,15 @@ def test_cli_compare_json_descending_and_figure(npz_pair, tmp_path, capsys, monk
     assert calls == [([f"{m} across models" for m in TREND_METRICS + ("log_norm",)], fig)]
 
 
+def test_cli_compare_checks_every_source_first(npz_pair, tmp_path, capsys, monkeypatch):
+    a, _ = npz_pair
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not a model")
+    monkeypatch.setattr("htsr.analyze.analyze", lambda *x, **k: pytest.fail("analysed before the check"))
+    assert main(["compare", str(a), str(bad)]) == 2
+    assert "notes.txt: unknown file format" in capsys.readouterr().err
+
+
 def test_cli_compare_errors(npz_pair, tmp_path, capsys):
     a, b = npz_pair
     assert main(["compare", str(a), str(b), str(a), "--labels", "x,y,z", "--base-distances"]) == 2
