@@ -363,7 +363,9 @@ def test_cli_compare_checks_every_source_first(npz_pair, tmp_path, capsys, monke
     a, _ = npz_pair
     bad = tmp_path / "notes.txt"
     bad.write_text("not a model")
-    monkeypatch.setattr("htsr.analyze.analyze", lambda *x, **k: pytest.fail("analysed before the check"))
+    import sys
+
+    monkeypatch.setattr(sys.modules["htsr.analyze"], "analyze", lambda *x, **k: pytest.fail("analysed first"))
     assert main(["compare", str(a), str(bad)]) == 2
     assert "notes.txt: unknown file format" in capsys.readouterr().err
 
