@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__
 from .analyze import analyze
-from .errors import HtsrError
+from .errors import HtsrError, OptionError
 from .options import OPTION_SPECS, Options
 from .results import AnalysisResult, atomic_write, check_outputs, format_value
 
@@ -79,12 +80,13 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
     for name, spec in OPTION_SPECS.items():
         if name in ("progress", "keep_spectra"):  # set by --progress/--quiet and by --report
             continue
-        help_text = f"{spec.help} (default: {spec.default})"
+        help_text = f"{spec.help} (default: {spec.default}; {spec.allowed})"
         if spec.default is False:
-            parser.add_argument(_flag(name), dest=name, action="store_true", default=None, help=help_text)
+            parser.add_argument(_flag(name), dest=name, action="store_true", default=None,
+                                help=f"{spec.help} (default: off)")
         elif spec.default is True:
             parser.add_argument("--no-" + name.replace("_", "-"), dest=name, action="store_false", default=None,
-                                help=f"turn off: {help_text}")
+                                help=f"turn off (it is on by default): {spec.help}")
         else:
             metavar = "REGEX" if name == "layers" else ("K1,K2" if name == "kinds" else None)
             parser.add_argument(_flag(name), dest=name, type=_parser_for(name, spec.default), default=None,
@@ -103,7 +105,10 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
         options["progress"] = not args.quiet and _tqdm_available() and sys.stderr.isatty()
     elif args.quiet:
         options["progress"] = False
-    Options.create(**options)  # validate before any file is touched
+    try:
+        Options.create(**options)  # validate before any file is touched
+    except OptionError as e:  # in the flags' spelling: option 'farms_aspect' -> --farms-aspect
+        raise OptionError(re.sub(r"option '(\w+)'", lambda m: _flag(m.group(1)), str(e))) from None
     return options
 
 

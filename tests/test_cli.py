@@ -257,8 +257,13 @@ def test_help_mentions_every_option(capsys):
         else:
             assert flag in text, name
         # the default is stated (the table is the single source of truth)
-        if name != "progress":
-            assert f"(default: {spec.default})" in " ".join(text.split()), name
+        flat = " ".join(text.split())
+        if spec.default is True:
+            assert "(it is on by default)" in flat, name
+        elif spec.default is False and name != "progress":
+            assert f"{' '.join(spec.help.split())} (default: off)" in flat, name
+        elif name != "progress":
+            assert f"(default: {spec.default}; {' '.join(spec.allowed.split())})" in flat, name
 
 
 def test_top_level_help_and_version(capsys):
@@ -312,8 +317,8 @@ BAD_OPTIONS = {
     "precision": (["--precision", "exact"], "precision"),
     "kinds": (["--kinds", "dense,attention"], "kinds"),
     "layers_regex": (["--layers", "enc.(big"], "layers"),
-    "refine_fraction": (["--refine-fraction", "1.5"], "refine_fraction"),
-    "min_evals": (["--min-evals", "1"], "min_evals"),
+    "refine_fraction": (["--refine-fraction", "1.5"], "--refine-fraction"),  # the flag, not the API name
+    "min_evals": (["--min-evals", "1"], "--min-evals"),
 }
 
 
