@@ -122,10 +122,21 @@ class LayerResult:
     loc_lr_bulk_std: float = NAN
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The row as a dict; counts (float fields so that they can be NaN) are ints where defined."""
+        d = dataclasses.asdict(self)
+        for k in COUNT_COLUMNS:
+            v = d[k]
+            if isinstance(v, float) and math.isfinite(v) and v == int(v):
+                d[k] = int(v)
+        return d
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(LayerResult))
+#: columns that count things: written as integers (NaN, the undefined value, stays NaN)
+COUNT_COLUMNS = ("num_evals_below_floor", "matrix_rank", "num_pl_spikes", "num_fingers", "num_fit_evals",
+                 "farms_windows", "num_boot", "num_spikes", "num_zero_evals", "num_heavy_entries", "num_traps",
+                 "num_erg")
+assert set(COUNT_COLUMNS) <= set(COLUMNS)
 assert {m.name for m in METRICS} <= set(COLUMNS)
 
 #: metrics averaged in the model summary (finite values only)
