@@ -513,6 +513,8 @@ def test_torch_state_dict_file(tmp_path, wrapper):
     path = tmp_path / "ckpt.pt"
     torch.save(obj, path)
     _check_state_dict_rows(path, sd)
+    # the same checkpoint in memory is unwrapped the same way (rows were named 'state_dict.encoder.fc1')
+    assert [r.name for r in htsr.analyze(obj).layers] == [r.name for r in htsr.analyze(path).layers]
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".pth", ".bin"])

@@ -57,6 +57,7 @@ class TorchStateDict:
     def __init__(self, state: Mapping[str, Any], description: str = "<state dict>") -> None:
         self.description = description
         torch = _torch()
+        state = _unwrap(state, torch) or state  # a checkpoint dict in memory, unwrapped as a file's is
         self._tensors: dict[str, Any] = {}
 
         def walk(prefix: str, d: Mapping[str, Any]) -> None:
