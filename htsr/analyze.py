@@ -131,9 +131,12 @@ def _analyze_layer(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, Layer
         fit_x = fit_spectrum.evals
     else:
         # a low-rank update's small eigenvalues are real (its zeros are exact): its own floor, not 1e-5
+        # the 1e-5 is in WeightWatcher's units (X = WᵀW): with normalize='N' it is divided by N too, so
+        # normalizing moves no eigenvalue across it and alpha stays scale-free
+        ww_cut = WW_EVALS_THRESH / lm.N if opts.normalize == "N" else WW_EVALS_THRESH
         ww = (opts.evals_floor == "ww" and not lowrank
-              and WW_EVALS_THRESH <= WW_FLOOR_MAX_FRACTION * fit_spectrum.evals[-1])
-        cut = WW_EVALS_THRESH if ww else fit_spectrum.floor
+              and ww_cut <= WW_FLOOR_MAX_FRACTION * fit_spectrum.evals[-1])
+        cut = ww_cut if ww else fit_spectrum.floor
         fit_x = fit_spectrum.evals[fit_spectrum.evals > cut]
         fit = fit_power_law(fit_x, opts.xmin, opts.clip_xmax, opts.max_fingers, opts.finger_thresh)
         status = fit.status

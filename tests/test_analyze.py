@@ -180,6 +180,13 @@ def test_normalize_by_N():
     b = htsr.analyze({"w": W}, precision="accurate", normalize="N").layers[0]
     assert b.lambda_max == pytest.approx(a.lambda_max / 400, rel=1e-12)
     assert b.alpha == pytest.approx(a.alpha, rel=1e-12)  # scale-free
+    # eigenvalues from 1e-4 to 100: divided by N = 400 the small ones fall below 1e-5, so the absolute
+    # floor must be divided by N too, or the fit's data (and alpha: 1.55 -> 4.81 on MiniLM's position
+    # embeddings) change with the normalization
+    s = np.geomspace(1e-2, 10.0, 100)
+    W = matrix_with_singular_values(s, 400, 100, seed=4)
+    a, b = (htsr.analyze({"w": W}, precision="accurate", normalize=n).layers[0] for n in ("none", "N"))
+    assert b.num_fit_evals == a.num_fit_evals and b.alpha == pytest.approx(a.alpha, rel=1e-9)
 
 
 def test_known_spectrum_metrics():
