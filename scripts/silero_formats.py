@@ -19,11 +19,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import fetch_model  # noqa: E402
-from test_onnx import _value_match  # noqa: E402
+from conftest import fetch_model
+from test_onnx import _value_match
 
-import htsr  # noqa: E402
-from htsr.io import open_source  # noqa: E402
+import htsr
+from htsr.io import open_source
 
 # the same layer in the safetensors file (its own names) and in the exports (the module path)
 ROLES = {"stft_conv.weight": "stft.forward_basis_buffer", "lstm_cell.weight_ih": "decoder.rnn.weight_ih",
