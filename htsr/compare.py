@@ -167,6 +167,8 @@ class Comparison:
     # layers for every model, unlike the summary means (which average each model's own fitted layers)
     common_means: tuple[float, ...] = field(default=())
     num_common_finite: int = 0
+    # per model whose layer names were matched to the first model's by a prefix: "label: dropping 'bert.'"
+    name_alignment: tuple[str, ...] = field(default=())
 
     def summary_value(self, label: str, column: str) -> float:
         return self.summary[self.labels.index(label)][self.summary_columns.index(column)]
@@ -190,6 +192,7 @@ class Comparison:
                        for n, k, s, v in zip(self.common_layers, self.layer_kinds, self.layer_shapes,
                                              self.layer_values)],
             "partial_layers": [{"name": n, "present_in": list(h)} for n, h in self.partial_layers],
+            "name_alignment": list(self.name_alignment),
             "common_layer_means": {"layer_metric": self.layer_metric, "num_layers": self.num_common_finite,
                                    "values": dict(zip(self.labels, self.common_means))},
         }
@@ -330,6 +333,16 @@ def compare_results(results: Sequence[AnalysisResult], labels: Sequence[str] | N
         for row in r.layers:
             d.setdefault(row.name, row)  # a name appears once per model; the first wins otherwise
         by_name.append(d)
+    # a model none of whose names the first model has (a task model's 'bert.encoder…' against its base's
+    # 'encoder…'): its rows are matched under the first model's names, and the comparison says how
+    from .io.delta import align_names
+
+    aligned = []
+    for k in range(1, len(by_name)):
+        rename, note = align_names(list(by_name[k]), by_name[0])
+        if note and rename is not None:
+            by_name[k] = {rename(n): row for n, row in by_name[k].items()}
+            aligned.append(f"{labels[k]}: {note}")
     common = tuple(n for n in by_name[0] if all(n in d for d in by_name[1:]))
     values = tuple(tuple(float(getattr(d[n], layer_metric)) for d in by_name) for n in common)
     finite = [v for v in values if all(math.isfinite(x) for x in v)]
@@ -349,6 +362,7 @@ def compare_results(results: Sequence[AnalysisResult], labels: Sequence[str] | N
         partial_layers=partial,
         common_means=means,
         num_common_finite=len(finite),
+        name_alignment=tuple(aligned),
     )
 
 
@@ -412,6 +426,8 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
         parts.append(f"mean {c.layer_metric} over the {c.num_common_finite} layers present in every model where it is "
                      f"finite in each (the same layers for all): "
                      + "  ".join(f"{lab} {format_value(v)}" for lab, v in zip(c.labels, c.common_means)))
+    if c.name_alignment:
+        parts.append(f"layer names matched to {c.labels[0]}'s by " + "; ".join(c.name_alignment))
     if layers:
         parts += ["", f"{c.layer_metric} per layer, {len(c.common_layers)} layers present in every model:"]
         if c.common_layers:

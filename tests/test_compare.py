@@ -382,3 +382,17 @@ def test_cli_compare_errors(npz_pair, tmp_path, capsys):
     assert "--figure" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["compare", str(a), str(b), "--ascending", "--descending"])
+
+
+def test_task_model_is_compared_under_its_base_names():
+    """A fine-tuned task model ('bert.encoder…') against its base ('encoder…'): no name is shared, so the
+    second model's rows are matched by dropping 'bert.'; the comparison says so."""
+    rng = np.random.default_rng(11)
+    base = {f"encoder.layer.{i}.weight": rng.standard_normal((200, 80)) for i in range(3)}
+    tuned = {f"bert.{k}": v + 0.1 * rng.standard_normal(v.shape) for k, v in base.items()}
+    tuned["classifier.weight"] = rng.standard_normal((200, 80))
+    c = compare([base, tuned], labels=["base", "tuned"], min_evals=10)
+    assert c.common_layers == ("encoder.layer.0", "encoder.layer.1", "encoder.layer.2")
+    assert c.name_alignment == ("tuned: dropping 'bert.'",)
+    assert [n for n, _ in c.partial_layers] == ["classifier"]
+    assert "layer names matched to base's by tuned: dropping 'bert.'" in format_comparison(c)

@@ -76,18 +76,21 @@ def test_bad_base_is_refused():
 
 def test_task_model_names_are_aligned_with_the_base():
     """A task model wraps its base ('bert.encoder…' against 'encoder…'): no name matches exactly, so one
-    leading component is dropped from the side that carries it; the source says so."""
+    leading component is dropped, added or replaced; the source says so."""
     model, base, s = _pair()
     wrapped = {f"bert.{k}": v for k, v in model.items()} | {"classifier.weight": np.ones((2, 200))}
     r = htsr.analyze(wrapped, base=base, precision="accurate")
     rows = {x.name: x for x in r.layers}
     assert rows["bert.enc.a"].lambda_max == pytest.approx(s[0] ** 2, rel=1e-12)  # the same delta as unwrapped
     assert rows["classifier"].status.startswith("skipped: only in the model")
-    assert "names matched after dropping 'bert.' from the model's" in r.source
-    assert "names matched after dropping 'bert.' from the base's" in htsr.analyze(base, base=wrapped).source
+    assert "model names matched to the base's by dropping 'bert.'" in r.source
+    assert "model names matched to the base's by adding 'bert.'" in htsr.analyze(base, base=wrapped).source
 
 
 def test_no_name_in_common_is_refused():
     model, base, _ = _pair()
     with pytest.raises(htsr.SourceError, match="no tensor name in common"):
-        htsr.analyze({f"x{k}": v for k, v in model.items()}, base=base)
+        htsr.analyze({k.replace(".weight", ".w"): v for k, v in model.items()}, base=base)
+    wrapped = {f"bert.{k}": v for k, v in model.items()}
+    assert "by replacing 'bert.' with 'roberta.'" in htsr.analyze(
+        wrapped, base={f"roberta.{k}": v for k, v in base.items()}).source

@@ -9,7 +9,7 @@ after the model's, in the base's order.
 
 Names are matched exactly. When no name matches, one leading name component is dropped from the side
 whose names carry it, if that makes names match — a task model wraps its base (``bert.encoder.…``
-against the base's ``encoder.…``); the description says which. If still no name matches, the sources
+against the base's ``encoder.…``); the description says which (:func:`align_names`). If still no name matches, the sources
 are refused: nothing would be a delta. A tensor equal to its base tensor (a frozen layer) has nothing
 to analyse: its row says ``skipped: unchanged …``, not a failed all-zero matrix.
 
@@ -19,14 +19,14 @@ delta reads one tensor of each source, so memory stays at two tensors at a time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
 from ..errors import LayerSkipped, SourceError
 from .base import TensorRef, TensorSource
 
-__all__ = ["DeltaSource"]
+__all__ = ["DeltaSource", "align_names"]
 
 
 def _skipped(reason: str):
@@ -45,16 +45,16 @@ class DeltaSource:
         base_refs = list(base)
         self.description = f"{model.description} - base {base.description}"
         model_names = [t.name for t in self._model]
-        key, note = _alignment(model_names, [t.name for t in base_refs])
-        if key is None:
+        rename, note = align_names(model_names, [t.name for t in base_refs])
+        if rename is None:
             raise SourceError(
                 f"{model.description}: no tensor name in common with the base {base.description} (model names "
                 f"like {model_names[0]!r}, base names like {base_refs[0].name if base_refs else None!r}): "
                 "nothing to subtract")
-        self._base = {key[1](t.name): t for t in base_refs}
-        self._key = key[0]
+        self._base = {t.name: t for t in base_refs}
+        self._key = rename  # a model name -> the base's name
         if note:
-            self.description += f" ({note})"
+            self.description += f" (model names matched to the base's by {note})"
 
     def __len__(self) -> int:
         model_names = {t.name for t in self._model}
@@ -89,19 +89,33 @@ def _identity(name: str) -> str:
     return name
 
 
-def _alignment(model: list[str], base: list[str]):
-    """((model key, base key), note): the functions that map names to the shared key. Exact names when
-    any match; else the one-component strip (of either side) that matches most names; None if none does."""
-    if set(model) & set(base):
-        return (_identity, _identity), ""
-    best, best_count = None, 0
-    for side, names, other in (("model", model, set(base)), ("base", base, set(model))):
-        for prefix in sorted({n.split(".", 1)[0] + "." for n in names if "." in n}):
-            def strip(n: str, p: str = prefix) -> str:
-                return n.removeprefix(p)
+def align_names(names: list[str], ref: Iterable[str]) -> tuple[Callable[[str], str] | None, str]:
+    """A map of ``names`` onto the names of ``ref``, and what it does ("dropping 'bert.'"): the identity when
+    any name is shared; else the change of one leading component — dropped (a task model's ``bert.``
+    against its base), added, or replaced (a TorchScript ``_model.`` against an export's ``model.``) — that
+    makes the most names match; None if nothing matches either way."""
+    ref = set(ref)
+    if ref & set(names):
+        return _identity, ""
 
-            count = sum(strip(n) in other for n in names)
-            if count > best_count:
-                keys = (strip, _identity) if side == "model" else (_identity, strip)
-                best, best_count = (keys, f"names matched after dropping {prefix!r} from the {side}'s"), count
-    return best if best is not None else (None, "")
+    def firsts(ns: Iterable[str]) -> list[str]:
+        return sorted({n.split(".", 1)[0] + "." for n in ns if "." in n})
+
+    best: tuple[int, Callable[[str], str], str] | None = None
+    for old in ["", *firsts(names)]:
+        for new in ["", *firsts(ref)]:
+            if old == new:
+                continue
+
+            def swap(n: str, a: str = old, b: str = new) -> str:
+                return b + n[len(a):] if n.startswith(a) else n
+
+            note = (f"replacing {old!r} with {new!r}" if old and new else
+                    f"dropping {old!r}" if old else f"adding {new!r}")
+            best = _better(best, swap, note, names, ref)
+    return (best[1], best[2]) if best is not None else (None, "")
+
+
+def _better(best, f: Callable[[str], str], note: str, names: list[str], ref: set[str]):
+    count = sum(f(n) in ref for n in names)
+    return (count, f, note) if count > (best[0] if best else 0) else best
