@@ -206,6 +206,19 @@ def test_foreign_global_is_refused_not_run(scripted, tmp_path):
     assert "\n" not in msg and str(path) in msg and ".print" in msg and "refused" in msg
 
 
+def test_bytes_with_another_codec_are_refused(tmp_path):
+    """Protocol-2 pickles spell bytes as _codecs.encode(str, 'latin1'): no other codec is looked up."""
+    path = tmp_path / "b.pt"
+    torch.save({"w": torch.randn(4, 4), "tag": b"xy"}, str(path))
+    with zipfile.ZipFile(path) as z:
+        member = next(n for n in z.namelist() if n.endswith("/data.pkl"))
+        pkl = z.read(member)
+    assert b"latin1" in pkl
+    bad = _rewrite(path, tmp_path / "bad.pt", {"/data.pkl": pkl.replace(b"latin1", b"rot_13")})
+    with pytest.raises(SourceError, match="bytes encoded as 'rot_13'"):
+        open_source(bad)
+
+
 def test_lying_storage_size_names_the_tensor(scripted, tmp_path):
     with zipfile.ZipFile(scripted) as z:
         pkl = z.read(next(n for n in z.namelist() if n.endswith("/data.pkl")))

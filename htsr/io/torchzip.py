@@ -118,7 +118,10 @@ def _rebuild_from_type(func, _new_type, args, *_state):
 
 
 def _codecs_encode(text: str, encoding: str = "utf-8") -> bytes:
-    return text.encode(encoding)  # how protocol-2 pickles spell bytes objects
+    """How protocol-2 pickles spell bytes objects (``_codecs.encode(str, 'latin1')``); no other codec."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1", "utf-8", "utf8", "ascii"):
+        raise pickle.UnpicklingError(f"bytes encoded as {encoding!r}")
+    return text.encode(encoding)
 
 
 def _device(*args) -> str:
@@ -274,8 +277,8 @@ class TorchZipFile:
             raise RefusedGlobal(f"{self.path}: {member}: {one_line(e, 200)}") from None
         except pickle.UnpicklingError as e:
             raise self._fail(f"{member}: {one_line(e, 200)}") from None
-        except (EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError,
-                UnicodeDecodeError, MemoryError, OverflowError) as e:
+        except (EOFError, ValueError, TypeError, LookupError, AttributeError, RecursionError,
+                UnicodeError, MemoryError, OverflowError) as e:
             raise self._fail(f"{member}: corrupt pickle ({e.__class__.__name__}: {one_line(e, 80)}); "
                              "truncated, or not written by torch.save / torch.jit.save") from None
 
