@@ -260,7 +260,10 @@ class TorchZipFile:
             raise self._fail(f"corrupt PyTorch zip archive ({e.__class__.__name__}: {one_line(e, 120)}); "
                              "truncated?") from None
         self.script = is_torchscript_archive(list(infos))
-        found = list(_walk(tree if self.script else _state_dict(tree), "", "", set()))
+        try:
+            found = list(_walk(tree if self.script else _state_dict(tree), "", "", set()))
+        except RecursionError:
+            raise self._fail("data.pkl nests objects too deeply to be a model; corrupt or hostile file") from None
         if isinstance(consts, tuple):
             found += [(f"CONSTANTS.c{i}", t, "") for i, t in enumerate(consts) if isinstance(t, _Tensor)]
         # a module's aliases (an LSTM's _flat_weights) are dropped; a state dict's tied keys are kept, as torch.load does
