@@ -39,7 +39,7 @@ import numpy as np
 
 __all__ = ["LayerMatrices", "aspect_windows", "infer_kind", "layer_matrices", "row_name"]
 
-_EMBEDDING = re.compile(r"(^|[._])(embed\w*|wte|wpe|tok_embeddings|shared)([._]|$)", re.IGNORECASE)
+_EMBEDDING = re.compile(r"(^|[._])(emb|embed\w*|wte|wpe|tok_embeddings|shared)([._]|$)", re.IGNORECASE)
 _RNN = re.compile(r"weight_(ih|hh)(_l\d+(_reverse)?)?$")  # nn.LSTM/GRU/RNN, and their *Cell (no _l<n>)
 _EXPERT = re.compile(r"expert|_exps\b", re.IGNORECASE)  # HF experts, GGUF ffn_*_exps
 # biases, batch-norm buffers, and weight-norm magnitudes g (torch's weight_norm: ``weight_g``, or

@@ -259,6 +259,16 @@ def test_folder_of_loose_safetensors_without_index(tmp_path):
     assert [r.name for r in htsr.analyze(folder).layers] == ["a", "b"]
 
 
+def test_nested_mapping_of_arrays_is_flattened():
+    """{'encoder': {'layer': {'weight': array}}} (no torch): rows named with dots, like a state dict's. It
+    went to the torch reader and reported 'none of its 0 tensors'. 'emb.weight' is an embedding."""
+    rng = _rng(12)
+    r = htsr.analyze({"encoder": {"layer": {"weight": rng.standard_normal((100, 60))}},
+                      "emb": {"weight": rng.standard_normal((300, 60))}})
+    assert [(l.name, l.kind, l.status) for l in r.layers] == [("encoder.layer", "dense", "ok"),
+                                                               ("emb", "embedding", "ok")]
+
+
 def test_folder_with_variants_of_one_file_is_one_model(tmp_path):
     """diffusers ships x.safetensors beside x.fp16.safetensors: one model twice. The plain file is read and
     the source says which variants were left out; unrelated files sharing names are refused."""

@@ -39,10 +39,10 @@ def open_source(source: Any) -> TensorSource:
 
         if is_flax_tree(source):  # 'kernel'/'embedding' leaves, a 'params' collection, jax/flax objects
             return FlaxTree(source)
-        values = list(source.values())
+        from .numpy import flat_items
         from .torch import TorchStateDict, is_torch_object
 
-        if values and any(is_torch_object(v) or isinstance(v, Mapping) for v in values):
+        if any(is_torch_object(v) for _, v in flat_items(source)):  # torch tensors, nested or not
             return TorchStateDict(source)
         return ArrayMapping(source)
     from .keras import is_keras_object

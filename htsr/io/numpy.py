@@ -19,11 +19,22 @@ def _float(a: np.ndarray) -> np.ndarray:
     return a if a.dtype in (np.float32, np.float64) else a.astype(np.float32)
 
 
+def flat_items(mapping: Mapping, prefix: str = "") -> Iterator[tuple[str, object]]:
+    """(dotted name, value) for every leaf of nested mappings, in order."""
+    for k, v in mapping.items():
+        name = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, Mapping):
+            yield from flat_items(v, name)
+        else:
+            yield name, v
+
+
 class ArrayMapping:
-    """A plain mapping ``{name: array-like}``; arrays are used as they are, in the mapping's order."""
+    """A mapping ``{name: array-like}`` (nested mappings flattened with dots); arrays are used as they are,
+    in the mapping's order."""
 
     def __init__(self, mapping: Mapping[str, object], description: str = "<mapping>") -> None:
-        self._mapping = mapping
+        self._mapping = dict(flat_items(mapping))
         self.description = description
 
     def __len__(self) -> int:
