@@ -45,6 +45,9 @@ def iter_layers(source: Any, opts: Options) -> tuple[str, int, Iterator[LayerMat
     if opts.base is not None:
         # an adapter's base gives W and W + ΔW rows; any other model's base gives deltas W - W_base
         base = open_source(opts.base)
+        if hasattr(base, "with_base"):  # a LoRA adapter folder: an update, not a model to subtract or merge into
+            raise SourceError(f"{base.description}: --base is a LoRA adapter folder; give the base model the "
+                              "adapter was trained on (and the adapter as the model)")
         src = src.with_base(base) if hasattr(src, "with_base") else DeltaSource(src, base)
     pattern = re.compile(opts.layers) if opts.layers else None
 

@@ -32,6 +32,10 @@ RANDOMIZE_COLUMNS = ("num_traps", "trap_weights")
 _TEXT_COLUMNS = ("name", "kind", "shape", "best_fit", "phase", "trap_weights", "warning", "status")
 
 
+#: below this many bootstrap replicates the CLI says the interval and p-value are coarse
+FEW_REPLICATES = 100
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -224,6 +228,10 @@ def _run_analyze(args: argparse.Namespace) -> int:
         outputs.append(("--report", args.report))
         options["keep_spectra"] = True
     check_outputs([args.source, options.get("base")], outputs)  # before minutes of analysis, not after
+    if 0 < options.get("bootstrap", 0) < FEW_REPLICATES and not args.quiet:
+        print(f"htsr: note: --bootstrap {options['bootstrap']}: with fewer than {FEW_REPLICATES} replicates the "
+              "interval's ends are among the most extreme replicates, and the p-value moves in steps of "
+              f"{1 / options['bootstrap']:.2g}", file=sys.stderr)
     result = analyze(args.source, **options)
     say = (lambda *a: None) if args.quiet else print
     if args.json:

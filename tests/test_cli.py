@@ -97,6 +97,16 @@ def test_bootstrap_columns_replace_the_bayesian_interval(model, capsys):
     assert "interval of alpha: bootstrap, 95%" in "\n".join(lines)
 
 
+def test_few_bootstrap_replicates_get_a_note(model, capsys):
+    assert main(["analyze", str(model), "--bootstrap", "20", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("htsr: note: --bootstrap 20: with fewer than 100 replicates") and err.count("\n") == 1
+    assert main(["analyze", str(model), "--bootstrap", "20", "-q"]) == 0
+    assert capsys.readouterr().err == ""  # --quiet: errors only
+    assert main(["analyze", str(model), "--bootstrap", "100", "--no-progress"]) == 0
+    assert "note" not in capsys.readouterr().err
+
+
 def test_table_alpha_matches_library(model, capsys):
     assert main(["analyze", str(model)]) == 0
     out = capsys.readouterr().out

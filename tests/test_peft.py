@@ -209,6 +209,14 @@ def test_distances_between_two_adapters(tmp_path):
     assert d.lambda_max == pytest.approx(np.linalg.svd(f["a"][1].astype(np.float64), compute_uv=False)[0] ** 2, rel=1e-5)
 
 
+def test_an_adapter_as_the_base_is_refused(adapter):
+    d, _, _ = adapter
+    for model in (d / "base.safetensors", d / "adapter"):
+        with pytest.raises(SourceError) as e:
+            htsr.analyze(model, base=d / "adapter")
+        one_line_source_error(e, str(d / "adapter"), "LoRA adapter", "base model")
+
+
 def test_bad_adapters_give_one_line_errors_or_row_statuses(tmp_path):
     rng = np.random.default_rng(0)
     A, B = rng.standard_normal((4, 40)).astype(np.float32), rng.standard_normal((30, 4)).astype(np.float32)
