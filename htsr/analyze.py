@@ -318,7 +318,7 @@ def _analyze_in_threads(layers: list[LayerMatrices], opts: Options, workers: int
     """
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max(1, workers)) as pool:
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
         futures = [pool.submit(_analyze_layer, lm, opts) for lm in layers]
         try:
             if bar is not None:

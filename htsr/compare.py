@@ -340,7 +340,7 @@ def compare_results(results: Sequence[AnalysisResult], labels: Sequence[str] | N
     aligned = []
     for k in range(1, len(by_name)):
         rename, note = align_names(list(by_name[k]), by_name[0])
-        if note and rename is not None:
+        if note:
             by_name[k] = {rename(n): row for n, row in by_name[k].items()}
             aligned.append(f"{labels[k]}: {note}")
     common = tuple(n for n in by_name[0] if all(n in d for d in by_name[1:]))
@@ -540,8 +540,6 @@ def _distance_row(la, lb, opts: Options) -> LayerDistance:
         return LayerDistance(**base, status=f"skipped: {la.num_evals} eigenvalues > max_evals={opts.max_evals}")
     try:
         raw_a, raw_b = la.load(), lb.load()
-        if not (weights_finite(raw_a) and weights_finite(raw_b)):
-            return LayerDistance(**base, status="failed: NaN or Inf in the weights")
         # the entries (a LoRA update's product formed here: distances need them); spectra from the originals
         A = [W.dense() if isinstance(W, LowRank) else np.asarray(W) for W in raw_a]
         B = [W.dense() if isinstance(W, LowRank) else np.asarray(W) for W in raw_b]
@@ -701,14 +699,15 @@ def run_compare(args: argparse.Namespace) -> int:
     check_outputs([*args.sources, options.get("base")], outputs)  # before the analyses, not after
     from .io import open_source
 
-    for src in [*args.sources, options.get("base")]:  # a bad last source fails now, not after the others
-        if src is not None:
-            open_source(src)
-    c = compare(args.sources, args.labels, args.metric, args.ascending, **options)
+    labels = _check_labels(args.labels, args.sources)  # from the paths, before they are opened
+    # every model opened (format, headers) before the first analysis: a bad last path fails now, and the
+    # analyses reuse these readers (a --base is opened by the first analysis, before it starts)
+    sources = [open_source(s) for s in args.sources]
+    c = compare(sources, labels, args.metric, args.ascending, **options)
     distances = None
     if args.base_distances:
         keep = {k: v for k, v in options.items() if k not in ("base", "progress")}
-        distances = layer_distances(args.sources[0], args.sources[1], **keep)
+        distances = layer_distances(sources[0], sources[1], **keep)
 
     say = (lambda *a: None) if args.quiet else print
     if args.json:

@@ -31,7 +31,10 @@ SUPPORTED = (
 
 
 def open_source(source: Any) -> TensorSource:
-    """Return the reader for ``source``; raise :class:`SourceError` if it cannot be read."""
+    """Return the reader for ``source`` (a reader itself is returned as it is); raise :class:`SourceError` if
+    it cannot be read."""
+    if isinstance(source, TensorSource) and not isinstance(source, Mapping):  # already opened
+        return source
     if isinstance(source, (str, os.PathLike)):
         return _open_path(Path(source))
     if isinstance(source, Mapping):
@@ -40,10 +43,11 @@ def open_source(source: Any) -> TensorSource:
         if is_flax_tree(source):  # 'kernel'/'embedding' leaves, a 'params' collection, jax/flax objects
             return FlaxTree(source)
         from .numpy import flat_items
-        from .torch import TorchStateDict, is_torch_object
+        from .torch import TorchStateDict, is_torch_object, unwrap_state
 
         if any(is_torch_object(v) for _, v in flat_items(source)):  # torch tensors, nested or not
-            return TorchStateDict(source)
+            # a checkpoint dict in memory is unwrapped as a file's is
+            return TorchStateDict(unwrap_state(source, is_torch_object) or source)
         return ArrayMapping(source)
     from .keras import is_keras_object
 

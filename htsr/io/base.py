@@ -6,7 +6,7 @@ import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -33,8 +33,9 @@ class TensorRef:
         return self.loader()
 
 
+@runtime_checkable
 class TensorSource(Protocol):
-    """What every reader returns."""
+    """What every reader returns (``open_source`` passes one through as it is)."""
 
     description: str  # e.g. the path, shown in results and error messages
 

@@ -13,7 +13,7 @@ import os
 import pickle
 import re
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,9 @@ import numpy as np
 from ..errors import MissingExtraError, SourceError
 from ..matrices import infer_kind
 from .base import TensorRef, TensorSource, import_extra
+from .numpy import flat_items
 
-__all__ = ["TorchModule", "TorchStateDict", "is_torch_object", "load_torch_file", "module_kind"]
+__all__ = ["TorchModule", "TorchStateDict", "is_torch_object", "load_torch_file", "module_kind", "unwrap_state"]
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module", "net", "network",
                 "ema", "params")
@@ -57,18 +58,7 @@ class TorchStateDict:
     def __init__(self, state: Mapping[str, Any], description: str = "<state dict>") -> None:
         self.description = description
         torch = _torch()
-        state = _unwrap(state, torch) or state  # a checkpoint dict in memory, unwrapped as a file's is
-        self._tensors: dict[str, Any] = {}
-
-        def walk(prefix: str, d: Mapping[str, Any]) -> None:
-            for k, v in d.items():
-                name = f"{prefix}.{k}" if prefix else str(k)
-                if isinstance(v, torch.Tensor):
-                    self._tensors[name] = v
-                elif isinstance(v, Mapping):
-                    walk(name, v)
-
-        walk("", state)
+        self._tensors = {name: v for name, v in flat_items(state) if isinstance(v, torch.Tensor)}
 
     def __len__(self) -> int:
         return len(self._tensors)
@@ -124,21 +114,28 @@ class TorchModule:
             yield TensorRef(name, tuple(p.shape), _dtype_name(p), (lambda p=p: _to_numpy(p)), kind)
 
 
-def _unwrap(obj: Any, torch) -> Mapping[str, Any] | None:
-    """Find the state dict inside a checkpoint object."""
-    if isinstance(obj, torch.nn.Module):
-        return obj.state_dict()
+def unwrap_state(obj: Any, is_tensor: Callable[[Any], bool]) -> Mapping[str, Any] | None:
+    """The state dict inside a checkpoint mapping: ``obj`` itself if it holds tensors, else the first
+    non-empty mapping under one of :data:`WRAPPER_KEYS` (recursively); None if ``obj`` is no mapping or
+    empty. Shared by the torch reader, the torch-free zip reader and in-memory checkpoint dicts."""
     if not isinstance(obj, Mapping):
         return None
-    if any(isinstance(v, torch.Tensor) for v in obj.values()):
+    if any(is_tensor(v) for v in obj.values()):
         return obj
     for key in WRAPPER_KEYS:
         inner = obj.get(key)
         if isinstance(inner, Mapping) and inner:
-            found = _unwrap(inner, torch)
+            found = unwrap_state(inner, is_tensor)
             if found is not None:
                 return found
     return obj if obj else None
+
+
+def _unwrap(obj: Any, torch) -> Mapping[str, Any] | None:
+    """Find the state dict inside a checkpoint object (an ``nn.Module`` gives its own)."""
+    if isinstance(obj, torch.nn.Module):
+        return obj.state_dict()
+    return unwrap_state(obj, lambda v: isinstance(v, torch.Tensor))
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import SourceError
 from .base import TensorRef, numpy_dtype, one_line
-from .torch import WRAPPER_KEYS, module_kind
+from .torch import module_kind, unwrap_state
 
 __all__ = ["RefusedGlobal", "TorchZipFile", "is_torchscript_archive"]
 
@@ -214,17 +214,6 @@ def _walk(obj: Any, prefix: str, module_class: str, seen: set[int]) -> Iterator[
             yield from _walk(v, f"{prefix}.{i}" if prefix else str(i), module_class, seen)
 
 
-def _state_dict(obj: Any) -> Any:
-    """The state dict inside a ``torch.save`` checkpoint (:func:`htsr.io.torch` unwraps the same keys)."""
-    if not isinstance(obj, dict) or any(isinstance(v, _Tensor) for v in obj.values()):
-        return obj
-    for key in WRAPPER_KEYS:
-        inner = obj.get(key)
-        if isinstance(inner, dict) and inner:
-            return _state_dict(inner)
-    return obj
-
-
 def _unaliased(found: list[tuple[str, _Tensor, str]]) -> list[tuple[str, _Tensor, str]]:
     """One entry per tensor: a module can hold a tensor twice (an LSTM's ``_flat_weights`` list aliases its
     ``weight_ih_l0`` …); the name with the fewest private (``_``) components wins, then the first."""
@@ -245,7 +234,8 @@ class TorchZipFile:
         self.description = str(self.path)
         try:
             with zipfile.ZipFile(self.path) as z:
-                infos = {i.filename: i.file_size for i in z.infolist()}
+                members = {i.filename: i for i in z.infolist()}
+                infos = {n: i.file_size for n, i in members.items()}
                 pkl = [n for n in infos if n.endswith("/data.pkl") and n.count("/") == 1]
                 if not pkl:
                     raise self._fail("a zip without <root>/data.pkl: not a PyTorch archive")
@@ -261,14 +251,32 @@ class TorchZipFile:
                              "truncated?") from None
         self.script = is_torchscript_archive(list(infos))
         try:
-            found = list(_walk(tree if self.script else _state_dict(tree), "", "", set()))
+            state = tree if self.script else unwrap_state(tree, lambda v: isinstance(v, _Tensor)) or tree
+            found = list(_walk(state, "", "", set()))
         except RecursionError:
             raise self._fail("data.pkl nests objects too deeply to be a model; corrupt or hostile file") from None
         if isinstance(consts, tuple):
             found += [(f"CONSTANTS.c{i}", t, "") for i, t in enumerate(consts) if isinstance(t, _Tensor)]
         # a module's aliases (an LSTM's _flat_weights) are dropped; a state dict's tied keys are kept, as torch.load does
         self._tensors = self._validated(_unaliased(found) if self.script else found, infos)
+        self._offsets = self._stored_offsets({t.storage.member: members[t.storage.member] for _, t, _ in self._tensors})
 
+    def _stored_offsets(self, members: dict[str, zipfile.ZipInfo]) -> dict[str, int]:
+        """The file offset of each uncompressed member's bytes (torch.save stores storages uncompressed),
+        read once from the local headers, so a load maps its bytes instead of reopening the archive."""
+        out = {}
+        with open(self.path, "rb") as f:
+            for name, info in members.items():
+                if info.compress_type != zipfile.ZIP_STORED:
+                    continue  # read through zipfile when loaded
+                f.seek(info.header_offset)
+                head = f.read(30)  # a local file header: 30 bytes, then the name and the extra field
+                if len(head) < 30 or head[:4] != b"PK\x03\x04":
+                    continue  # zipfile will say what is wrong when the tensor is loaded
+                n, extra = int.from_bytes(head[26:28], "little"), int.from_bytes(head[28:30], "little")
+                if f.read(n) == info.orig_filename.encode("utf-8", "replace"):  # as zipfile checks it
+                    out[name] = info.header_offset + 30 + n + extra
+        return out
     def _fail(self, what: str) -> SourceError:
         return SourceError(f"{self.path}: {what}")
 
@@ -309,14 +317,19 @@ class TorchZipFile:
 
     def _load(self, name: str, t: _Tensor) -> np.ndarray:
         dtype = numpy_dtype(t.storage.dtype)
-        try:
-            with zipfile.ZipFile(self.path) as z, z.open(t.storage.member) as f:
-                raw = f.read(t.extent() * dtype.itemsize)
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
-            raise self._fail(f"tensor {name}: storage unreadable ({one_line(e, 120)}); truncated?") from None
-        base = np.frombuffer(raw, dtype=dtype)
         if math.prod(t.shape) == 0:
             return np.zeros(t.shape, np.float32)
+        nbytes = t.extent() * dtype.itemsize
+        try:
+            offset = self._offsets.get(t.storage.member)
+            if offset is not None:
+                raw = np.memmap(self.path, dtype=np.uint8, mode="r", offset=offset, shape=(nbytes,))
+            else:
+                with zipfile.ZipFile(self.path) as z, z.open(t.storage.member) as f:
+                    raw = f.read(nbytes)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+            raise self._fail(f"tensor {name}: storage unreadable ({one_line(e, 120)}); truncated?") from None
+        base = np.frombuffer(raw, dtype=dtype)
         view = np.lib.stride_tricks.as_strided(
             base[t.offset:], shape=t.shape, strides=tuple(s * dtype.itemsize for s in t.stride), writeable=False)
         return np.array(view, dtype=np.float64 if dtype == np.float64 else np.float32)
