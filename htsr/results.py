@@ -247,6 +247,7 @@ def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.P
                 read.update(q.resolve() for q in p.iterdir() if q.is_file())
             elif p.exists():
                 read.add(p.resolve())
+    probed: set[Path] = set()
     for flag, path in outputs:
         path = Path(path)
         folder = path.parent
@@ -257,6 +258,9 @@ def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.P
         if path.resolve() in read:
             raise HtsrError(f"{flag} {path}: is a file this run reads, and htsr never overwrites its inputs; "
                             "choose another path")
+        if folder in probed:
+            continue
+        probed.add(folder)
         try:  # a probe file where atomic_write will put its temporary file (or its nearest existing folder)
             fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".probe")
             os.close(fd)

@@ -15,8 +15,8 @@ x_min, β̂/β = n/(β·Σ ln(λ/x_min)) has a law that does not depend on β (n
 the ratio — not the difference α̂ − α — is the pivot, and this interval is the basic (reverse-percentile)
 interval of ln β. It corrects for the upward bias and right skew of α̂ in small tails as the additive
 basic interval [2α̂ − q_{1−γ/2}, 2α̂ − q_{γ/2}] does, but never leaves α > 1: for large α and small
-tails the additive one's lower end fell to 1 (on MiniLM's pooler: 1.24..21.4, against the Bayesian
-7.5..18.6), so no layer could be called under-trained. Calibration: docs/uncertainty.md.
+tails the additive one's lower end fell towards 1 (on MiniLM's pooler: 1.24..21.4, against the Bayesian
+7.5..18.6), which hid under-trained layers. Calibration: docs/uncertainty.md.
 
 **Goodness of fit.** CSN's p-value compares the KS distances themselves: p_CSN = share of replicates
 with D* ≥ D (kept as ``p_value_csn``). With x_min chosen by the KS scan it is conservative, not
@@ -57,7 +57,6 @@ second-level ones. Each refit is the vectorised KS scan, so the only Python loop
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -164,7 +163,7 @@ def bootstrap_power_law(x: np.ndarray, fit: PowerLawFit, reps: int, seed: int = 
     b2 = (fit.alpha - 1.0) ** 2  # basic interval of ln(α − 1): β̂²/β* (module docstring)
     return BootstrapResult(
         alpha_lo=float(1.0 + b2 / (q_hi - 1.0)),
-        alpha_hi=float(1.0 + b2 / (q_lo - 1.0)) if q_lo > 1.0 else math.inf,
+        alpha_hi=float(1.0 + b2 / (q_lo - 1.0)),  # every replicate's α* > 1 (a fit needs it)
         alpha_se=float(np.std(a, ddof=1)) if a.size > 1 else _NAN,
         p_value=float(np.mean(T1 >= T)),
         num_ok=len(rows),

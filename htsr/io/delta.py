@@ -7,10 +7,10 @@ the two sources, or whose shape differs from the base's, is still listed, but it
 :class:`~htsr.errors.LayerSkipped`, so its row says ``skipped: …`` and why. Base-only tensors come
 after the model's, in the base's order.
 
-Names are matched exactly. When no name matches, one leading name component is dropped from the side
-whose names carry it, if that makes names match — a task model wraps its base (``bert.encoder.…``
-against the base's ``encoder.…``); the description says which (:func:`align_names`). If still no name matches, the sources
-are refused: nothing would be a delta. A tensor equal to its base tensor (a frozen layer) has nothing
+Names are matched exactly. When no name matches, one leading name component of the model's names is
+dropped, added or replaced, whichever makes the most names match — a task model wraps its base
+(``bert.encoder.…`` against the base's ``encoder.…``); the description says which (:func:`align_names`).
+If still no name matches, the sources are refused: nothing would be a delta. A tensor equal to its base tensor (a frozen layer) has nothing
 to analyse: its row says ``skipped: unchanged …``, not a failed all-zero matrix.
 
 Each source is listed once, when the delta source is made (names and shapes, no tensor data); each

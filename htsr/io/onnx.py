@@ -82,9 +82,8 @@ _NEXT_TAGS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0xA2, 0xCA}
 # ops a weight may pass through on its way to the operator that gives it a kind (layout unchanged)
 # QuantizeLinear/DequantizeLinear pass a float weight on ("fake quantization": the float is the weight);
 # an integer weight read by DequantizeLinear is dequantized instead (OnnxFile._dequantized)
-_PASS_THROUGH = {"Identity", "Cast", "Slice", "Concat", "Split", "Squeeze", "Unsqueeze", "QuantizeLinear",
-                 "DequantizeLinear"}
 _QDQ = {"QuantizeLinear", "DequantizeLinear"}
+_PASS_THROUGH = {"Identity", "Cast", "Slice", "Concat", "Split", "Squeeze", "Unsqueeze"} | _QDQ
 _QUANT_DTYPES = frozenset({"int8", "uint8", "int16", "uint16", "int32", "int4", "uint4"})
 _RNN_OPS = {"LSTM", "GRU", "RNN"}
 _TYPED_OPS = {"MatMul", "Gemm", "Conv", "Gather"} | _RNN_OPS
