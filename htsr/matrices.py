@@ -162,12 +162,11 @@ def layer_matrices(
         for e in range(E):
             yield LayerMatrices(f"{base}[{e}]", kind, shape, r, c, 1, 1.0, slice_loader(e))
     elif kind in ("conv1d", "conv2d", "lora"):  # a conv LoRA: load() returns one LowRank per position
-        dims = shape if kind == "lora" else sq
-        c_out, c_in = dims[0], dims[1]
-        positions = [tuple(p) for p in np.ndindex(*dims[2:])]
+        c_out, c_in = shape[0], shape[1]  # never squeezed: a conv's c_out may be 1
+        positions = [tuple(p) for p in np.ndindex(*shape[2:])]
         k = len(positions)
         # WeightWatcher scales Conv2d eigenvalues by 1/2 when pooled and by kh·kw/2 per position
-        ww = (kind == "conv2d" or (kind == "lora" and len(dims) == 4)) and ww_conv_scale
+        ww = (kind == "conv2d" or (kind == "lora" and len(shape) == 4)) and ww_conv_scale
 
         def slices(ps: Sequence[tuple[int, ...]]) -> Callable[[], list[np.ndarray]]:
             def f() -> list[np.ndarray]:
