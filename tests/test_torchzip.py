@@ -19,10 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import htsr
-from htsr.errors import MissingExtraError, SourceError
+from htsr.errors import SourceError
 from htsr.io import open_source
 from htsr.io.torch import load_torch_file
-from htsr.io.torchzip import TorchZipFile
+from htsr.io.torchzip import TorchLegacyFile, TorchZipFile
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -158,20 +158,39 @@ def test_torch_save_results_equal_torch_load(tmp_path):
         [(l.name, l.kind, l.status, l.alpha, l.log_norm) for l in b]  # the same bits in, the same numbers out
 
 
-def test_legacy_pickle_and_refused_globals_without_torch(tmp_path, monkeypatch):
+def test_legacy_checkpoint_without_torch(tmp_path, monkeypatch):
+    """The pre-1.6 pickle format (five pickles, then each storage as an int64 count and its bytes) is read
+    without torch: the same tensors, bit for bit, as the zip format of the same checkpoint, and the same
+    analysis; q/k/v are views into one storage at offsets."""
     (tmp_path / "old").mkdir()
-    legacy, _ = _checkpoint(tmp_path / "old", _use_new_zipfile_serialization=False)
+    legacy, want = _checkpoint(tmp_path / "old", _use_new_zipfile_serialization=False)
     zipped, _ = _checkpoint(tmp_path)
-    odd = tmp_path / "odd.pt"
-    torch.save({"model": {"w": torch.randn(8, 8)}, "config": Config()}, str(odd))
+    with_torch = [(l.name, l.kind, l.status, l.alpha, l.log_norm) for l in htsr.analyze(zipped, min_evals=5).layers]
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` fails from here on
+    src = open_source(legacy)
+    assert isinstance(src, TorchLegacyFile) and isinstance(load_torch_file(legacy), TorchLegacyFile)
+    refs = {r.name: r for r in src}
+    assert set(refs) == set(want)
+    for name, w in want.items():
+        np.testing.assert_array_equal(refs[name].load(), w, err_msg=name)
+    assert refs["fc.weight"].dtype == "bfloat16" and refs["emb.weight"].dtype == "float16"
+    assert [(l.name, l.kind, l.status, l.alpha, l.log_norm)
+            for l in htsr.analyze(legacy, min_evals=5).layers] == with_torch
+
+
+def test_refused_globals_without_torch(tmp_path, monkeypatch):
+    """A global outside the allow-list, in either format: refused, and the message says that installing
+    torch lets its own weights-only loader decide."""
+    odd = {"model": {"w": torch.randn(8, 8)}, "config": Config()}
+    paths = [tmp_path / "odd.pt", tmp_path / "odd_legacy.pt"]
+    torch.save(odd, str(paths[0]))
+    torch.save(odd, str(paths[1]), _use_new_zipfile_serialization=False)
     monkeypatch.setitem(sys.modules, "torch", None)
-    with pytest.raises(MissingExtraError, match=r"htsr\[torch\]"):
-        load_torch_file(legacy)  # the pre-1.6 pickle format needs torch.load
-    with pytest.raises(SourceError) as e:
-        load_torch_file(odd)
-    msg = str(e.value)
-    assert "\n" not in msg and str(odd) in msg and "Config" in msg and "htsr[torch]" in msg
-    assert len(load_torch_file(zipped)) == 8
+    for path in paths:
+        with pytest.raises(SourceError) as e:
+            load_torch_file(path)
+        msg = str(e.value)
+        assert "\n" not in msg and str(path) in msg and "Config" in msg and "htsr[torch]" in msg
 
 
 def test_refused_global_gets_torch_loads_verdict(tmp_path):
@@ -281,6 +300,81 @@ def test_fuzzed_pickle_raises_only_htsr_errors(tmp_path, which, mutations):
         assert "\n" not in str(e) and str(path) in str(e)
 
 
+# ------------------------------------------------------------------ the legacy format's bad input
+
+
+def _legacy_bytes() -> tuple[bytes, int]:
+    """A small legacy torch.save file (two float32 storages) and the offset of its first storage's int64
+    count (the storages come last: a count, then 4 bytes per element; 48 and 24 elements)."""
+    torch.manual_seed(6)
+    buf = io.BytesIO()
+    torch.save({"a.weight": torch.randn(6, 8), "b.weight": torch.randn(4, 6)}, buf,
+               _use_new_zipfile_serialization=False)
+    raw = buf.getvalue()
+    return raw, len(raw) - (8 + 4 * 48) - (8 + 4 * 24)
+
+
+_LEGACY, _LEGACY_FIRST_COUNT = _legacy_bytes()
+
+
+def test_legacy_truncated_anywhere(tmp_path, monkeypatch):
+    """Every cut of the file: in its pickles, a storage's count or its bytes → one line naming the file."""
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert len(TorchLegacyFile(_write(tmp_path / "whole.pt", _LEGACY))) == 2
+    for cut in range(14, len(_LEGACY)):  # from 14 bytes the magic number is whole: htsr's reader is used
+        path = _write(tmp_path / f"cut{cut}.pt", _LEGACY[:cut])
+        with pytest.raises(SourceError) as e:
+            for ref in open_source(path):
+                ref.load()
+        assert "\n" not in str(e.value) and str(path) in str(e.value), cut
+
+
+def test_legacy_lying_counts_and_header(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    raw = bytearray(_LEGACY)
+    first = _LEGACY_FIRST_COUNT
+    n = int.from_bytes(raw[first:first + 8], "little")
+    assert n in (48, 24)
+    raw[first:first + 8] = (n + 1000).to_bytes(8, "little")  # claims more bytes than the file holds
+    with pytest.raises(SourceError, match="runs past the end of the file"):
+        TorchLegacyFile(_write(tmp_path / "long.pt", bytes(raw)))
+    # fewer elements than a tensor needs: the following storage is misplaced, the shorter one named
+    raw[first:first + 8] = (n - 2).to_bytes(8, "little")
+    with pytest.raises(SourceError) as e:
+        TorchLegacyFile(_write(tmp_path / "short.pt", bytes(raw)))
+    assert "\n" not in str(e.value) and ("needs" in str(e.value) or "past the end" in str(e.value))
+    # the protocol version (a pickled 1001 right after the magic number) and the byte order
+    proto = _LEGACY.index(b"M\xe9\x03")  # BININT2 1001
+    bad = _LEGACY[:proto] + b"M\xea\x03" + _LEGACY[proto + 3:]
+    with pytest.raises(SourceError, match="protocol 1002"):
+        TorchLegacyFile(_write(tmp_path / "proto.pt", bad))
+    endian = _LEGACY.index(b"little_endian") + len(b"little_endian")
+    flag = _LEGACY.index(b"\x88", endian)  # NEWTRUE
+    bad = _LEGACY[:flag] + b"\x89" + _LEGACY[flag + 1:]
+    with pytest.raises(SourceError, match="not little-endian"):
+        TorchLegacyFile(_write(tmp_path / "big.pt", bad))
+
+
+@settings(max_examples=400, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=6))
+def test_fuzzed_legacy_file_raises_only_htsr_errors(tmp_path, mutations):
+    raw = bytearray(_LEGACY)
+    for where, byte in mutations:
+        raw[14 + int(where * (len(raw) - 14))] = byte  # the magic number intact: htsr's reader decides
+    path = _write(tmp_path / f"fuzz{next(_counter)}.pt", bytes(raw))
+    try:
+        for ref in TorchLegacyFile(path):
+            ref.load()
+    except SourceError as e:
+        assert "\n" not in str(e) and str(path) in str(e)
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
 @pytest.mark.network
 def test_silero_jit_equals_torch_and_onnx():
     """The real Silero VAD TorchScript file: htsr's reader (no torch) gives exactly torch.jit.load's
@@ -310,3 +404,23 @@ def test_silero_jit_equals_torch_and_onnx():
         if ra.status == "ok":
             # equal tensors (LSTM gate rows permuted): equal ESDs up to the float32 Gram's summation order
             assert ra.alpha == pytest.approx(rb.alpha, rel=1e-6), (on, jn)
+
+
+@pytest.mark.network
+def test_efficientnet_lite0_legacy_pth_without_torch(efficientnet_lite0_path, monkeypatch):
+    """The real EfficientNet-Lite0 checkpoint is a legacy (pre-zip) torch.save file: read without torch,
+    every tensor equals torch.load's, bit for bit, and the analysis is the one of torch.load's state dict."""
+    state = torch.load(str(efficientnet_lite0_path), map_location="cpu", weights_only=True)
+    want = {n: t.numpy() for n, t in state.items()}
+    def rows(result):  # repr: exact for floats, and NaN (not fitted) equals NaN
+        return [(l.name, l.kind, l.status, repr(l.alpha)) for l in result.layers]
+
+    by_torch = rows(htsr.analyze(dict(state)))
+    monkeypatch.setitem(sys.modules, "torch", None)
+    src = open_source(efficientnet_lite0_path)
+    assert isinstance(src, TorchLegacyFile)
+    refs = {r.name: r for r in src}
+    assert set(refs) == set(want) and len(refs) == 296
+    for n, w in want.items():
+        np.testing.assert_array_equal(refs[n].load(), w.astype(refs[n].load().dtype), err_msg=n)
+    assert rows(htsr.analyze(efficientnet_lite0_path)) == by_torch

@@ -22,7 +22,7 @@ __all__ = ["FLOAT_DTYPES", "SUPPORTED", "TensorRef", "TensorSource", "open_sourc
 
 SUPPORTED = (
     ".safetensors files and Hugging Face folders of (sharded) safetensors; PEFT LoRA adapter folders; "
-    ".pt/.pth/.bin PyTorch checkpoints (zip format without torch; legacy pickles [htsr[torch]]); TorchScript archives; .npz/.npy arrays; "
+    ".pt/.pth/.bin PyTorch checkpoints (zip and legacy pickle formats, without torch); TorchScript archives; .npz/.npy arrays; "
     "torch.nn.Module objects [htsr[torch]]; .onnx models [htsr[onnx]]; .keras archives and Keras .h5 files "
     "[htsr[keras]]; Keras 3 model and layer objects (any backend); .gguf llama.cpp files, quantized types "
     "dequantized [htsr[gguf]]; .msgpack Flax checkpoints [htsr[flax]]; Flax parameter pytrees; mappings of "

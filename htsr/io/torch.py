@@ -1,8 +1,8 @@
 """PyTorch sources: ``nn.Module`` objects, state dicts in memory, and ``.pt`` / ``.pth`` / ``.bin`` files.
 
-Files in the zip format of ``torch.save`` (PyTorch ≥ 1.6) are read without torch by
-:mod:`htsr.io.torchzip`; legacy pickles, and zips holding types that reader does not know, are loaded
-with ``torch.load(weights_only=True)`` — either way a pickle that would need to run code is refused,
+Files of ``torch.save`` (the zip format of PyTorch ≥ 1.6 and the legacy pickle format before it) are
+read without torch by :mod:`htsr.io.torchzip`; checkpoints holding types that reader does not know are
+loaded with ``torch.load(weights_only=True)`` — either way a pickle that would need to run code is refused,
 never executed. Checkpoints that wrap the state dict under a key such as ``state_dict``, ``model`` or
 ``model_state`` are unwrapped.
 """
@@ -157,16 +157,28 @@ def _unpickler_detail(e: BaseException) -> str:
 def load_torch_file(path: str | os.PathLike) -> TensorSource:
     """Open a ``.pt`` / ``.pth`` / ``.bin`` checkpoint safely (weights only).
 
-    The zip format of ``torch.save`` (since PyTorch 1.6) is read without torch by
-    :class:`~htsr.io.torchzip.TorchZipFile`; a checkpoint it refuses (a global outside its allow-list)
-    and the legacy pickle format go to ``torch.load(weights_only=True)``, memory-mapped if possible.
+    The zip format of ``torch.save`` (since PyTorch 1.6) and the legacy pickle format before it are read
+    without torch by :class:`~htsr.io.torchzip.TorchZipFile` and :class:`~htsr.io.torchzip.TorchLegacyFile`;
+    a checkpoint they refuse (a global outside their allow-list) goes to ``torch.load(weights_only=True)``,
+    memory-mapped if possible.
     """
-    path = Path(path)
-    if zipfile.is_zipfile(path):
-        from .torchzip import RefusedGlobal, TorchZipFile
+    from .torchzip import RefusedGlobal, TorchLegacyFile, TorchZipFile, is_legacy_torch
 
+    path = Path(path)
+    reader = None
+    if zipfile.is_zipfile(path):
+        reader = TorchZipFile
+    else:
         try:
-            return TorchZipFile(path)
+            with open(path, "rb") as f:
+                head = f.read(16)
+        except OSError as e:
+            raise SourceError(f"{path}: unreadable ({_first_line(e)})") from None
+        if is_legacy_torch(head):
+            reader = TorchLegacyFile
+    if reader is not None:
+        try:
+            return reader(path)
         except RefusedGlobal as refused:
             try:
                 _torch()  # torch's own weights-only unpickler knows more types: let it decide

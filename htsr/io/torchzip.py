@@ -1,5 +1,5 @@
-"""Reader for the zip archives of ``torch.save`` (``.pt``, ``.pth``, ``.bin``) and ``torch.jit.save``
-(TorchScript: ``.jit``, ``.pt``) — no torch needed, nothing executed.
+"""Readers for ``torch.save`` checkpoints (``.pt``, ``.pth``, ``.bin``; the zip archive and the legacy pickle
+format) and ``torch.jit.save`` archives (TorchScript: ``.jit``, ``.pt``) — no torch needed, nothing executed.
 
 Both archives are a zip: ``<root>/data.pkl`` pickles the object (a state dict, a checkpoint dict that
 wraps one, or a TorchScript module tree), ``<root>/data/<key>`` hold the raw little-endian storages the
@@ -17,6 +17,12 @@ from its module's class name (``Linear``, ``Conv1d``, ``LSTMCell`` …), as for 
 constant tensors (``constants.pkl``, e.g. the weights of a frozen module) are named ``CONSTANTS.c<i>`` as
 in the code. Storage extents are checked against the archive when it is opened, so a file whose pickle
 claims more data than it holds is refused before anything is analysed.
+
+The legacy format (``torch.save(..., _use_new_zipfile_serialization=False)``, the default before PyTorch 1.6)
+is one stream of five pickles — a magic number, the protocol version 1001, a system-info dict, the object,
+the sorted list of storage keys — followed by each storage in that order as a little-endian int64 element
+count and its raw bytes. :class:`TorchLegacyFile` reads the pickles with the same restricted unpickler and
+maps each storage from its offset.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import math
 import os
 import pickle
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +42,7 @@ from ..errors import SourceError
 from .base import TensorRef, numpy_dtype, one_line
 from .torch import module_kind, unwrap_state
 
-__all__ = ["RefusedGlobal", "TorchZipFile", "is_torchscript_archive"]
+__all__ = ["RefusedGlobal", "TorchLegacyFile", "TorchZipFile", "is_legacy_torch", "is_torchscript_archive"]
 
 # storage class name in the pickle → numpy / ml_dtypes dtype name
 _STORAGES = {
@@ -53,9 +59,19 @@ def is_torchscript_archive(names: list[str]) -> bool:
         n.endswith("/constants.pkl") or "/code/" in n for n in names)
 
 
+# the legacy format's first pickle: torch.serialization.MAGIC_NUMBER, then the protocol version
+_LEGACY_MAGIC, _LEGACY_PROTOCOL = 0x1950A86A20F9469CFC6C, 1001
+
+
+def is_legacy_torch(head: bytes) -> bool:
+    """True for the first bytes of a legacy ``torch.save`` file: a pickle of the magic number (a LONG1 of
+    10 bytes, at any protocol from 2)."""
+    return head[:1] == b"\x80" and head[2:14] == b"\x8a\x0a" + _LEGACY_MAGIC.to_bytes(10, "little")
+
+
 @dataclass(frozen=True)
 class _Storage:
-    member: str  # zip member holding the bytes
+    key: str  # the zip member holding the bytes, or the legacy format's storage key
     dtype: str
 
 
@@ -158,11 +174,12 @@ _TORCH_DTYPES = frozenset({"float64", "float32", "float16", "bfloat16", "float8_
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, data: bytes, storage_dir: str, members: set[str]) -> None:
-        import io
+    """Knows the globals of ``_ALLOWED``, storage classes, dtypes and TorchScript types; refuses the rest.
+    ``storage(pid)`` turns a persistent id into a :class:`_Storage` (or raises ``UnpicklingError``)."""
 
-        super().__init__(io.BytesIO(data))
-        self._dir, self._members = storage_dir, members
+    def __init__(self, stream: Any, storage: Callable[[tuple], _Storage]) -> None:
+        super().__init__(stream)
+        self._storage = storage
         self._types: dict[str, type] = {}
 
     def find_class(self, module: str, name: str) -> Any:
@@ -180,12 +197,11 @@ class _Unpickler(pickle.Unpickler):
         raise _refuse(module, name)
 
     def persistent_load(self, pid: Any) -> _Storage:
-        if not (isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage" and isinstance(pid[1], str)):
+        # ('storage', storage type, key, location, numel[, view metadata (legacy format)])
+        if not (isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage" and isinstance(pid[1], str)
+                and isinstance(pid[2], str)):
             raise pickle.UnpicklingError(f"unknown persistent id {str(pid)[:60]}")
-        member = f"{self._dir}/{pid[2]}"
-        if member not in self._members:
-            raise pickle.UnpicklingError(f"storage {pid[2]!r} is not in the archive (expected {member})")
-        return _Storage(member, pid[1])
+        return self._storage(pid)
 
 
 def _walk(obj: Any, prefix: str, module_class: str, seen: set[int]) -> Iterator[tuple[str, _Tensor, str]]:
@@ -226,7 +242,88 @@ def _unaliased(found: list[tuple[str, _Tensor, str]]) -> list[tuple[str, _Tensor
     return [f for i, f in enumerate(found) if i in keep]
 
 
-class TorchZipFile:
+class _PickledTensors:
+    """The tensors of an unpickled checkpoint tree, validated against their storages' sizes and loaded one
+    at a time; a subclass says where a storage's bytes are (:meth:`_raw`)."""
+
+    path: Path
+    script = False
+
+    def _fail(self, what: str) -> SourceError:
+        return SourceError(f"{self.path}: {what}")
+
+    def _unpickle(self, stream: Any, what: str, storage: Callable[[tuple], _Storage]) -> Any:
+        """One pickle from ``stream`` (``what`` names it in errors), its persistent ids resolved by ``storage``."""
+        try:
+            return _Unpickler(stream, storage).load()
+        except _Refused as e:
+            raise RefusedGlobal(f"{self.path}: {what}: {one_line(e, 200)}") from None
+        except pickle.UnpicklingError as e:
+            raise self._fail(f"{what}: {one_line(e, 200)}") from None
+        except (EOFError, ValueError, TypeError, LookupError, AttributeError, RecursionError,
+                UnicodeError, MemoryError, OverflowError) as e:
+            raise self._fail(f"{what}: corrupt pickle ({e.__class__.__name__}: {one_line(e, 80)}); "
+                             "truncated, or not written by torch.save / torch.jit.save") from None
+
+    def _collect(self, tree: Any, consts: Any, sizes: dict[str, int]) -> None:
+        """Name the tensors of ``tree`` (and TorchScript ``consts``) and check them against ``sizes`` (bytes
+        per storage key)."""
+        try:
+            state = tree if self.script else unwrap_state(tree, lambda v: isinstance(v, _Tensor)) or tree
+            found = list(_walk(state, "", "", set()))
+        except RecursionError:
+            raise self._fail("the pickle nests objects too deeply to be a model; corrupt or hostile file") from None
+        if isinstance(consts, tuple):
+            found += [(f"CONSTANTS.c{i}", t, "") for i, t in enumerate(consts) if isinstance(t, _Tensor)]
+        # a module's aliases (an LSTM's _flat_weights) are dropped; a state dict's tied keys are kept, as torch.load does
+        self._tensors = self._validated(_unaliased(found) if self.script else found, sizes)
+
+    def _validated(self, found, sizes: dict[str, int]) -> list[tuple[str, _Tensor, str]]:
+        out, problems = [], []
+        for name, t, cls in found:
+            try:
+                itemsize = numpy_dtype(t.storage.dtype).itemsize
+            except TypeError:
+                problems.append(f"{name} (unknown dtype {t.storage.dtype})")
+                continue
+            need, have = t.extent() * itemsize, sizes[t.storage.key]
+            if need > have:
+                problems.append(f"{name} (shape {list(t.shape)} needs {need} bytes of storage "
+                                f"{t.storage.key.rsplit('/', 1)[-1]}, which holds {have})")
+                continue
+            out.append((name, t, cls))
+        if problems:
+            more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+            raise self._fail("tensor " + "; ".join(problems[:3]) + more + " — truncated or corrupt file")
+        return out
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+    def _raw(self, storage: _Storage, nbytes: int) -> Any:
+        """The first ``nbytes`` bytes of ``storage`` (a buffer)."""
+        raise NotImplementedError
+
+    def _load(self, name: str, t: _Tensor) -> np.ndarray:
+        dtype = numpy_dtype(t.storage.dtype)
+        if math.prod(t.shape) == 0:
+            return np.zeros(t.shape, np.float32)
+        try:
+            raw = self._raw(t.storage, t.extent() * dtype.itemsize)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+            raise self._fail(f"tensor {name}: storage unreadable ({one_line(e, 120)}); truncated?") from None
+        base = np.frombuffer(raw, dtype=dtype)
+        view = np.lib.stride_tricks.as_strided(
+            base[t.offset:], shape=t.shape, strides=tuple(s * dtype.itemsize for s in t.stride), writeable=False)
+        return np.array(view, dtype=np.float64 if dtype == np.float64 else np.float32)
+
+    def __iter__(self) -> Iterator[TensorRef]:
+        for name, t, cls in self._tensors:
+            kind = module_kind(cls, name.rsplit(".", 1)[-1], name, t.shape) if cls and len(t.shape) >= 2 else None
+            yield TensorRef(name, t.shape, t.storage.dtype, (lambda name=name, t=t: self._load(name, t)), kind)
+
+
+class TorchZipFile(_PickledTensors):
     """The tensors of a ``torch.save`` or ``torch.jit.save`` archive, read lazily (one storage per load)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -243,23 +340,27 @@ class TorchZipFile:
                 order = z.read(f"{root}/byteorder").decode().strip() if f"{root}/byteorder" in infos else "little"
                 if order != "little":
                     raise self._fail(f"storages are {order}-endian; re-save the model on a little-endian machine")
-                tree = self._unpickle(z, f"{root}/data.pkl", f"{root}/data", infos)
-                consts = (self._unpickle(z, f"{root}/constants.pkl", f"{root}/constants", infos)
+                tree = self._member(z, f"{root}/data.pkl", f"{root}/data", infos)
+                consts = (self._member(z, f"{root}/constants.pkl", f"{root}/constants", infos)
                           if f"{root}/constants.pkl" in infos else ())
         except (zipfile.BadZipFile, OSError, EOFError) as e:
             raise self._fail(f"corrupt PyTorch zip archive ({e.__class__.__name__}: {one_line(e, 120)}); "
                              "truncated?") from None
         self.script = is_torchscript_archive(list(infos))
-        try:
-            state = tree if self.script else unwrap_state(tree, lambda v: isinstance(v, _Tensor)) or tree
-            found = list(_walk(state, "", "", set()))
-        except RecursionError:
-            raise self._fail("data.pkl nests objects too deeply to be a model; corrupt or hostile file") from None
-        if isinstance(consts, tuple):
-            found += [(f"CONSTANTS.c{i}", t, "") for i, t in enumerate(consts) if isinstance(t, _Tensor)]
-        # a module's aliases (an LSTM's _flat_weights) are dropped; a state dict's tied keys are kept, as torch.load does
-        self._tensors = self._validated(_unaliased(found) if self.script else found, infos)
-        self._offsets = self._stored_offsets({t.storage.member: members[t.storage.member] for _, t, _ in self._tensors})
+        self._collect(tree, consts, infos)
+        self._offsets = self._stored_offsets({t.storage.key: members[t.storage.key] for _, t, _ in self._tensors})
+
+    def _member(self, z: zipfile.ZipFile, member: str, storage_dir: str, infos: dict[str, int]) -> Any:
+        """Unpickle ``member``; its tensors' storages are the members of ``storage_dir``."""
+        import io
+
+        def storage(pid: tuple) -> _Storage:
+            key = f"{storage_dir}/{pid[2]}"
+            if key not in infos:
+                raise pickle.UnpicklingError(f"storage {pid[2]!r} is not in the archive (expected {key})")
+            return _Storage(key, pid[1])
+
+        return self._unpickle(io.BytesIO(z.read(member)), member, storage)
 
     def _stored_offsets(self, members: dict[str, zipfile.ZipInfo]) -> dict[str, int]:
         """The file offset of each uncompressed member's bytes (torch.save stores storages uncompressed),
@@ -277,64 +378,70 @@ class TorchZipFile:
                 if f.read(n) == info.orig_filename.encode("utf-8", "replace"):  # as zipfile checks it
                     out[name] = info.header_offset + 30 + n + extra
         return out
-    def _fail(self, what: str) -> SourceError:
-        return SourceError(f"{self.path}: {what}")
 
-    def _unpickle(self, z: zipfile.ZipFile, member: str, storage_dir: str, infos: dict[str, int]) -> Any:
-        """Unpickle ``member``; its tensors' storages are the members of ``storage_dir``."""
+    def _raw(self, storage: _Storage, nbytes: int) -> Any:
+        offset = self._offsets.get(storage.key)
+        if offset is not None:
+            return np.memmap(self.path, dtype=np.uint8, mode="r", offset=offset, shape=(nbytes,))
+        with zipfile.ZipFile(self.path) as z, z.open(storage.key) as f:
+            return f.read(nbytes)
+
+
+class TorchLegacyFile(_PickledTensors):
+    """The tensors of a legacy (pre-zip) ``torch.save`` file, each storage memory-mapped when loaded."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.description = str(self.path)
+        dtypes: dict[str, str] = {}  # storage key → dtype, as the object's pickle declares them
+
+        def storage(pid: tuple) -> _Storage:
+            if len(pid) != 6:
+                raise pickle.UnpicklingError(f"a storage record of {len(pid)} fields (the legacy format has 6)")
+            if pid[5] is not None:  # (view key, offset, size): storage views, written by PyTorch < 0.4
+                raise _Refused("storage views (written by PyTorch before 0.4) are not read without torch")
+            if dtypes.setdefault(pid[2], pid[1]) != pid[1]:
+                raise pickle.UnpicklingError(f"storage {pid[2]!r} declared as {dtypes[pid[2]]} and {pid[1]}")
+            return _Storage(pid[2], pid[1])
+
+        def none(pid: tuple) -> _Storage:
+            raise pickle.UnpicklingError("a storage outside the object's pickle")
+
         try:
-            return _Unpickler(z.read(member), storage_dir, set(infos)).load()
-        except _Refused as e:
-            raise RefusedGlobal(f"{self.path}: {member}: {one_line(e, 200)}") from None
-        except pickle.UnpicklingError as e:
-            raise self._fail(f"{member}: {one_line(e, 200)}") from None
-        except (EOFError, ValueError, TypeError, LookupError, AttributeError, RecursionError,
-                UnicodeError, MemoryError, OverflowError) as e:
-            raise self._fail(f"{member}: corrupt pickle ({e.__class__.__name__}: {one_line(e, 80)}); "
-                             "truncated, or not written by torch.save / torch.jit.save") from None
+            size = self.path.stat().st_size
+            with open(self.path, "rb") as f:
+                if self._unpickle(f, "magic number", none) != _LEGACY_MAGIC:
+                    raise self._fail("a pickle without torch.save's magic number: not a PyTorch checkpoint")
+                if (proto := self._unpickle(f, "protocol", none)) != _LEGACY_PROTOCOL:
+                    raise self._fail(f"legacy torch.save protocol {str(proto)[:20]} (htsr reads {_LEGACY_PROTOCOL})")
+                info = self._unpickle(f, "system info", none)
+                if not (isinstance(info, dict) and info.get("little_endian") is True):
+                    raise self._fail("storages are not little-endian; re-save the model on a little-endian machine")
+                tree = self._unpickle(f, "object", storage)
+                keys = self._unpickle(f, "storage keys", none)
+                if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
+                    raise self._fail("the storage key list is not a list of strings; corrupt file")
+                self._offsets, sizes = {}, {}
+                pos = f.tell()
+                for key in keys:  # each: int64 element count, then the bytes
+                    if key not in dtypes:
+                        raise self._fail(f"storage {key!r} is listed but no tensor uses it; corrupt file")
+                    f.seek(pos)
+                    head = f.read(8)
+                    numel = int.from_bytes(head, "little", signed=True) if len(head) == 8 else -1
+                    nbytes = numel * numpy_dtype(dtypes[key]).itemsize
+                    if numel < 0 or pos + 8 + nbytes > size:
+                        raise self._fail(f"storage {key!r} runs past the end of the file ({size} bytes); "
+                                         "truncated?")
+                    self._offsets[key], sizes[key] = pos + 8, nbytes
+                    pos += 8 + nbytes
+        except OSError as e:
+            raise self._fail(f"unreadable ({e.__class__.__name__}: {one_line(e, 120)})") from None
+        except TypeError:  # numpy_dtype of a storage type htsr has no dtype for
+            raise self._fail(f"a storage of unknown type among {sorted(set(dtypes.values()))}") from None
+        if missing := set(dtypes) - set(sizes):
+            raise self._fail(f"storage {min(missing)!r} is used by a tensor but not stored; truncated?")
+        self._collect(tree, (), sizes)
 
-    def _validated(self, found, infos: dict[str, int]) -> list[tuple[str, _Tensor, str]]:
-        out, problems = [], []
-        for name, t, cls in found:
-            try:
-                itemsize = numpy_dtype(t.storage.dtype).itemsize
-            except TypeError:
-                problems.append(f"{name} (unknown dtype {t.storage.dtype})")
-                continue
-            need = t.extent() * itemsize
-            if need > infos[t.storage.member]:
-                problems.append(f"{name} (shape {list(t.shape)} needs {need} bytes of storage "
-                                f"{t.storage.member.rsplit('/', 1)[-1]}, which holds {infos[t.storage.member]})")
-                continue
-            out.append((name, t, cls))
-        if problems:
-            more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
-            raise self._fail("tensor " + "; ".join(problems[:3]) + more + " — truncated or corrupt archive")
-        return out
-
-    def __len__(self) -> int:
-        return len(self._tensors)
-
-    def _load(self, name: str, t: _Tensor) -> np.ndarray:
-        dtype = numpy_dtype(t.storage.dtype)
-        if math.prod(t.shape) == 0:
-            return np.zeros(t.shape, np.float32)
-        nbytes = t.extent() * dtype.itemsize
-        try:
-            offset = self._offsets.get(t.storage.member)
-            if offset is not None:
-                raw = np.memmap(self.path, dtype=np.uint8, mode="r", offset=offset, shape=(nbytes,))
-            else:
-                with zipfile.ZipFile(self.path) as z, z.open(t.storage.member) as f:
-                    raw = f.read(nbytes)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-            raise self._fail(f"tensor {name}: storage unreadable ({one_line(e, 120)}); truncated?") from None
-        base = np.frombuffer(raw, dtype=dtype)
-        view = np.lib.stride_tricks.as_strided(
-            base[t.offset:], shape=t.shape, strides=tuple(s * dtype.itemsize for s in t.stride), writeable=False)
-        return np.array(view, dtype=np.float64 if dtype == np.float64 else np.float32)
-
-    def __iter__(self) -> Iterator[TensorRef]:
-        for name, t, cls in self._tensors:
-            kind = module_kind(cls, name.rsplit(".", 1)[-1], name, t.shape) if cls and len(t.shape) >= 2 else None
-            yield TensorRef(name, t.shape, t.storage.dtype, (lambda name=name, t=t: self._load(name, t)), kind)
+    def _raw(self, storage: _Storage, nbytes: int) -> Any:
+        return np.memmap(self.path, dtype=np.uint8, mode="r", offset=self._offsets[storage.key], shape=(nbytes,))
