@@ -37,7 +37,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["LayerMatrices", "aspect_windows", "infer_kind", "layer_matrices", "row_name"]
+__all__ = ["LayerMatrices", "aspect_windows", "infer_kind", "is_recurrent", "layer_matrices", "row_name"]
 
 _EMBEDDING = re.compile(r"(^|[._])(emb|embed\w*|wte|wpe|tok_embeddings|shared)([._]|$)", re.IGNORECASE)
 _RNN = re.compile(r"weight_(ih|hh)(_l\d+(_reverse)?)?$")  # nn.LSTM/GRU/RNN, and their *Cell (no _l<n>)
@@ -83,6 +83,11 @@ def row_name(tensor_name: str) -> str:
     return tensor_name[: -len(".weight")] if tensor_name.endswith(".weight") else tensor_name
 
 
+def is_recurrent(name: str) -> bool:
+    """A recurrent layer's input or hidden weight by its name (``weight_ih``, ``weight_hh_l0`` …)."""
+    return _RNN.search(name) is not None
+
+
 def infer_kind(name: str, shape: tuple[int, ...]) -> str | None:
     """Kind of a tensor read from a file, from its name and shape; None if it is not analysed."""
     if _NOT_A_WEIGHT.search(name):  # biases and batch-norm buffers; norm weights are 1-D below
@@ -91,7 +96,7 @@ def infer_kind(name: str, shape: tuple[int, ...]) -> str | None:
     if len(shape) < 2 or min(shape) == 0:
         return None
     if len(shape) == 2:
-        if _RNN.search(name):
+        if is_recurrent(name):
             return "rnn"
         if _EMBEDDING.search(name):
             return "embedding"

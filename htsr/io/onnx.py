@@ -70,6 +70,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SourceError
+from ..matrices import is_recurrent
 from .base import FLOAT_DTYPES, TensorRef, import_extra, numpy_dtype, one_line
 
 __all__ = ["OnnxFile", "is_onnx", "looks_like_onnx"]
@@ -357,10 +358,12 @@ class OnnxFile:
             else:  # Gemm: A is [out, in] unless transA=1
                 transpose = bool(attrs.get("transA", 0))
             if len(shape) == 2:
+                # an LSTM cell exported as Gemm (Silero's if-less copy) keeps its module's name: rnn, as in torch
+                kind = "rnn" if is_recurrent(layer) else "dense"
                 if transpose:
-                    yield ref(layer, (shape[1], shape[0]), "dense", lambda: _float(raw()).T)
+                    yield ref(layer, (shape[1], shape[0]), kind, lambda: _float(raw()).T)
                 else:
-                    yield ref(layer, shape, "dense", lambda: _float(raw()))
+                    yield ref(layer, shape, kind, lambda: _float(raw()))
             elif op == "MatMul":  # batched weights [..., in, out]: a stack of matrices
                 if transpose:
                     shp = shape[:-2] + (shape[-1], shape[-2])
