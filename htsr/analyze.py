@@ -19,6 +19,7 @@ from .fits.powerlaw import PowerLawFit, fit_power_law
 from .fits.uncertainty import interval_of, tail_uncertainty
 from .io import FLOAT_DTYPES, open_source
 from .io.delta import DeltaSource
+from .io.scales import unscaled_integer_weight
 from .matrices import LayerMatrices, aspect_windows, infer_kind, layer_matrices
 from .metrics import compute_metrics, warning_for
 from .options import Options
@@ -54,7 +55,9 @@ def iter_layers(source: Any, opts: Options) -> tuple[str, int, Iterator[LayerMat
     def gen() -> Iterator[LayerMatrices]:
         for t in src:
             if t.dtype not in FLOAT_DTYPES:
-                continue  # integer buffers (position ids, counters) are not weights
+                t = unscaled_integer_weight(t)  # a quantized weight htsr cannot read: a row that says so
+                if t is None:
+                    continue  # integer buffers (position ids, counters) are not weights
             kind = t.kind or infer_kind(t.name, t.shape)
             if kind is None or (opts.kinds is not None and kind not in opts.kinds):
                 continue

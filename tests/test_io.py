@@ -186,7 +186,9 @@ def test_integer_tensors_are_skipped(tmp_path):
         str(path),
     )
     rows = _rows(htsr.analyze(path))
-    assert set(rows) == {"embeddings.word_embeddings", "pooler.dense"}
+    # an integer buffer gets no row; an integer tensor named as a weight gets one that says why it is skipped
+    assert set(rows) == {"embeddings.word_embeddings", "pooler.dense", "counts"}
+    assert rows["counts"].status.startswith("skipped: int32 weight without a scale")
     assert rows["embeddings.word_embeddings"].kind == "embedding"
     assert rows["pooler.dense"].kind == "dense"
 

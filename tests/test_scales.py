@@ -13,7 +13,7 @@ from conftest import matrix_with_singular_values
 import htsr
 from htsr.io import open_source
 
-_ST = {"float32": "F32", "float8_e4m3fn": "F8_E4M3", "int8": "I8", "bfloat16": "BF16"}
+_ST = {"float32": "F32", "float8_e4m3fn": "F8_E4M3", "int8": "I8", "int32": "I32", "bfloat16": "BF16"}
 
 
 def _save(path: Path, tensors: dict[str, np.ndarray]) -> Path:
@@ -101,3 +101,55 @@ def test_scalar_and_per_row_scale_layouts(tmp_path, shape):
     s = np.full(shape, 0.5, np.float32)
     ref = {r.name: r for r in open_source(_save(tmp_path / "s.safetensors", {"a.weight": q, "a.weight_scale": s}))}
     assert np.array_equal(ref["a.weight"].load(), q.astype(np.float32) * 0.5)
+
+
+def _bnb_int8(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """bitsandbytes LLM.int8() (Linear8bitLt) storage: SCB = each row's absmax, CB = round(127 · W / SCB)."""
+    scb = np.abs(W).max(axis=1).astype(np.float32)
+    return np.round(127.0 * W / scb[:, None]).astype(np.int8), scb
+
+
+def test_bitsandbytes_int8_weights_are_dequantized_in_every_state_dict_format(tmp_path):
+    """W = CB · SCB / 127 (bitsandbytes' int8_vectorwise_dequant), whether the state dict is a safetensors
+    file, a torch.save checkpoint (zip or legacy), an .npz or a mapping in memory; SCB is not a layer."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    W = rng.standard_normal((96, 64)).astype(np.float32)
+    cb, scb = _bnb_int8(W)
+    want = cb.astype(np.float32) * (scb[:, None] / np.float32(127.0))
+    state = {"fc.weight": cb, "fc.SCB": scb, "fc.bias": np.zeros(96, np.float32)}
+    tstate = {k: torch.from_numpy(v) for k, v in state.items()}
+    (tmp_path / "old").mkdir()
+    torch.save(tstate, str(tmp_path / "zip.pt"))
+    torch.save(tstate, str(tmp_path / "old" / "legacy.pt"), _use_new_zipfile_serialization=False)
+    np.savez(tmp_path / "m.npz", **state)
+    sources = [_save(tmp_path / "m.safetensors", state), tmp_path / "zip.pt", tmp_path / "old" / "legacy.pt",
+               tmp_path / "m.npz", state, tstate]
+    for source in sources:
+        refs = {r.name: r for r in open_source(source)}
+        assert set(refs) == {"fc.weight", "fc.bias"}, source
+        got = refs["fc.weight"].load()
+        np.testing.assert_array_equal(got, want, err_msg=str(source))  # the same float32 operations
+        # rounding to 1/254 of the row's absmax: the dequantized weight is that close to the original
+        assert np.all(np.abs(got - W) <= scb[:, None] / 254 * 1.0001)
+        (row,) = htsr.analyze(source, min_evals=5).layers
+        assert row.name == "fc" and row.status == "ok"
+
+
+def test_integer_weights_without_a_scale_get_a_skipped_row(tmp_path):
+    """A packed GPTQ/AWQ qweight or an int8 weight whose scale is missing is not silently dropped: its row
+    says why it was not analysed; integer buffers (position ids) still get no row; the rest is analysed."""
+    rng = np.random.default_rng(5)
+    path = _save(tmp_path / "q.safetensors", {
+        "attn.q_proj.weight": rng.standard_normal((64, 64)).astype(np.float32),
+        "mlp.up_proj.qweight": rng.integers(-2**31, 2**31, (8, 64)).astype(np.int32),  # 8 4-bit values a word
+        "mlp.down_proj.weight": rng.integers(-127, 128, (64, 64)).astype(np.int8),
+        "embeddings.position_ids": np.arange(64, dtype=np.int8).reshape(1, 64),
+    })
+    rows = {r.name: r for r in htsr.analyze(path, min_evals=5).layers}
+    assert set(rows) == {"attn.q_proj", "mlp.up_proj.qweight", "mlp.down_proj"}
+    assert rows["attn.q_proj"].status == "ok"
+    packed, unscaled = rows["mlp.up_proj.qweight"].status, rows["mlp.down_proj"].status
+    assert packed.startswith("skipped: int32 words of packed low-bit values") and "GPTQ" in packed
+    assert unscaled.startswith("skipped: int8 weight without a scale") and "dequantized copy" in unscaled
+    assert np.isnan(rows["mlp.down_proj"].alpha)

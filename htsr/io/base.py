@@ -10,7 +10,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["FLOAT_DTYPES", "TensorRef", "TensorSource", "import_extra", "numpy_dtype", "one_line"]
+__all__ = ["FLOAT_DTYPES", "TensorRef", "TensorSource", "import_extra", "numpy_dtype", "one_line", "skipped_loader"]
 
 #: dtype names (numpy / ml_dtypes spelling) whose tensors are weights htsr analyses
 FLOAT_DTYPES = frozenset(
@@ -31,6 +31,17 @@ class TensorRef:
     def load(self) -> np.ndarray:
         """The tensor as a numpy array (float32 for reduced-precision floats)."""
         return self.loader()
+
+
+def skipped_loader(reason: str) -> Callable[[], np.ndarray]:
+    """A loader that raises :class:`~htsr.errors.LayerSkipped`: the tensor's row says ``skipped: <reason>``."""
+
+    def load() -> np.ndarray:
+        from ..errors import LayerSkipped
+
+        raise LayerSkipped(reason)
+
+    return load
 
 
 @runtime_checkable

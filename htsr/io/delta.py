@@ -24,16 +24,9 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 
 from ..errors import LayerSkipped, SourceError
-from .base import TensorRef, TensorSource
+from .base import TensorRef, TensorSource, skipped_loader
 
 __all__ = ["DeltaSource", "align_names"]
-
-
-def _skipped(reason: str):
-    def load() -> np.ndarray:
-        raise LayerSkipped(reason)
-
-    return load
 
 
 class DeltaSource:
@@ -66,15 +59,15 @@ class DeltaSource:
             seen.add(self._key(t.name))
             b = self._base.get(self._key(t.name))
             if b is None:
-                loader = _skipped("only in the model: the base has no tensor of this name (not a delta)")
+                loader = skipped_loader("only in the model: the base has no tensor of this name (not a delta)")
             elif tuple(b.shape) != tuple(t.shape):
-                loader = _skipped(f"shape {tuple(t.shape)} differs from the base's {tuple(b.shape)} (not a delta)")
+                loader = skipped_loader(f"shape {tuple(t.shape)} differs from the base's {tuple(b.shape)} (not a delta)")
             else:
                 loader = (lambda t=t, b=b: _delta(t, b))
             yield TensorRef(t.name, t.shape, t.dtype, loader, t.kind)
         for name, b in self._base.items():
             if name not in seen:
-                yield TensorRef(b.name, b.shape, b.dtype, _skipped("only in the base: the model has no tensor of "
+                yield TensorRef(b.name, b.shape, b.dtype, skipped_loader("only in the base: the model has no tensor of "
                                                                    "this name (not a delta)"), b.kind)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import SourceError
 from .base import TensorRef
+from .scales import with_scales
 
 __all__ = ["ArrayMapping", "NpyFile", "NpzFile"]
 
@@ -41,6 +42,9 @@ class ArrayMapping:
         return len(self._mapping)
 
     def __iter__(self) -> Iterator[TensorRef]:
+        yield from with_scales(self._refs())  # int8 / FP8 weights beside their scales, dequantized
+
+    def _refs(self) -> Iterator[TensorRef]:
         for name, value in self._mapping.items():
             a = np.asarray(value)
             yield TensorRef(str(name), a.shape, a.dtype.name, (lambda a=a: _float(a)))
@@ -87,8 +91,8 @@ class NpzFile:
         return load
 
     def __iter__(self) -> Iterator[TensorRef]:
-        for name, (shape, dtype) in self._meta.items():
-            yield TensorRef(name, shape, dtype.name, self._loader(name))
+        yield from with_scales(TensorRef(name, shape, dtype.name, self._loader(name))
+                               for name, (shape, dtype) in self._meta.items())
 
 
 class NpyFile:

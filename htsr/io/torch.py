@@ -23,6 +23,7 @@ from ..errors import MissingExtraError, SourceError
 from ..matrices import infer_kind
 from .base import TensorRef, TensorSource, import_extra
 from .numpy import flat_items
+from .scales import with_scales
 
 __all__ = ["TorchModule", "TorchStateDict", "is_torch_object", "load_torch_file", "module_kind", "unwrap_state"]
 
@@ -64,8 +65,8 @@ class TorchStateDict:
         return len(self._tensors)
 
     def __iter__(self) -> Iterator[TensorRef]:
-        for name, t in self._tensors.items():
-            yield TensorRef(name, tuple(t.shape), _dtype_name(t), (lambda t=t: _to_numpy(t)))
+        yield from with_scales(TensorRef(name, tuple(t.shape), _dtype_name(t), (lambda t=t: _to_numpy(t)))
+                               for name, t in self._tensors.items())
 
 
 # torch.nn class names (a module's own class or a base class) → the kind of their weight matrices

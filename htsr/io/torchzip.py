@@ -40,6 +40,7 @@ import numpy as np
 
 from ..errors import SourceError
 from .base import TensorRef, numpy_dtype, one_line
+from .scales import with_scales
 from .torch import module_kind, unwrap_state
 
 __all__ = ["RefusedGlobal", "TorchLegacyFile", "TorchZipFile", "is_legacy_torch", "is_torchscript_archive"]
@@ -318,6 +319,9 @@ class _PickledTensors:
         return np.array(view, dtype=np.float64 if dtype == np.float64 else np.float32)
 
     def __iter__(self) -> Iterator[TensorRef]:
+        yield from with_scales(self._refs())  # int8 / FP8 weights beside their scales, dequantized
+
+    def _refs(self) -> Iterator[TensorRef]:
         for name, t, cls in self._tensors:
             kind = module_kind(cls, name.rsplit(".", 1)[-1], name, t.shape) if cls and len(t.shape) >= 2 else None
             yield TensorRef(name, t.shape, t.storage.dtype, (lambda name=name, t=t: self._load(name, t)), kind)
