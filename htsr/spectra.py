@@ -38,6 +38,9 @@ __all__ = ["LowRank", "Spectrum", "esd", "matrix_eigenvalues", "lowrank_eigenval
 
 _EPS32 = float(np.finfo(np.float32).eps)
 _EPS64 = float(np.finfo(np.float64).eps)
+#: a float32 Gram whose largest diagonal entry is below this is underflowing (float32's smallest normal
+#: number is 1.2e-38; 1e-30 keeps the 7 significant digits of its eigenvalues above it)
+_TINY32 = 1e-30
 
 
 @dataclass(frozen=True)
@@ -108,29 +111,34 @@ def matrix_eigenvalues(
         floor = 4.0 * np.sqrt(M) * _EPS64 * lmax
         return evals, floor, float((smax * N * _EPS64) ** 2), "svd64"
 
-    evals, floor = _gram_eigenvalues(W, np.float32, rows <= cols)
+    evals, floor, dtype = _gram_eigenvalues(W, np.float32, rows <= cols)
     below = int(np.count_nonzero(evals < floor))
-    if below > refine_fraction * M and below > 0:
-        evals, floor = _gram_eigenvalues(W, np.float64, rows <= cols)
+    if dtype is np.float32 and below > refine_fraction * M and below > 0:
+        evals, floor, dtype = _gram_eigenvalues(W, np.float64, rows <= cols)
+    if dtype is np.float64:
         return evals, floor, floor, "gram64"
     # unrefined: all eigenvalues count towards the rank (see the module docstring); none if W = 0
     return evals, floor, (-1.0 if floor > 0 else 0.0), "gram32"
 
 
-def _gram_eigenvalues(W: np.ndarray, dtype: type, wide: bool) -> tuple[np.ndarray, float]:
+def _gram_eigenvalues(W: np.ndarray, dtype: type, wide: bool) -> tuple[np.ndarray, float, type]:
+    """(ascending eigenvalues of the Gram, its floor, the dtype it was computed in)."""
     A = np.asarray(W, dtype=dtype)
     with np.errstate(over="ignore", invalid="ignore"):
         G = A @ A.T if wide else A.T @ A
-    if dtype is np.float32 and not np.isfinite(G).all():
-        # float32 overflow (weights above ~1e19): the float64 Gram holds it
-        return _gram_eigenvalues(W, np.float64, wide)
+    if dtype is np.float32:
+        overflow = not np.isfinite(G).all()  # weights above ~1e19
+        # weights below ~1e-16: the Gram's entries are subnormal or zero, and W would look all-zero
+        underflow = float(np.max(np.diagonal(G), initial=0.0)) < _TINY32 and bool(np.any(A))
+        if overflow or underflow:
+            return _gram_eigenvalues(W, np.float64, wide)  # the float64 Gram holds them
     evals = scipy.linalg.eigh(G, eigvals_only=True, overwrite_a=True, check_finite=False)
     evals = np.asarray(evals, dtype=np.float64)
     evals.sort()
     np.maximum(evals, 0.0, out=evals)
     lmax = float(evals[-1]) if evals.size else 0.0
     eps = _EPS32 if dtype is np.float32 else _EPS64
-    return evals, 4.0 * np.sqrt(G.shape[0]) * eps * lmax
+    return evals, 4.0 * np.sqrt(G.shape[0]) * eps * lmax, dtype
 
 
 def esd(

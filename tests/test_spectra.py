@@ -65,3 +65,17 @@ def test_pooled_spectrum_concatenates_and_scales():
 def test_negative_rounding_is_clipped_and_zero_matrix_has_rank_zero():
     spec = esd([np.zeros((50, 20), dtype=np.float32)], "fast")
     assert np.all(spec.evals == 0) and spec.rank == 0
+
+
+@pytest.mark.parametrize("factor", [2.0**-110, 1e-30, 1e25])
+def test_fast_path_survives_float32_underflow_and_overflow(factor):
+    """Weights scaled far below or above float32's range for their Gram (entries ~ factor² · N): the fast
+    path switches to the float64 Gram instead of reporting an all-zero or non-finite matrix, and the
+    eigenvalues are factor² times the unscaled ones (float64 holds 1e-60 .. 1e50 exactly enough)."""
+    rng = np.random.default_rng(11)
+    W = rng.standard_normal((120, 80))
+    ref = esd([W], precision="accurate").evals
+    got = esd([(W * factor).astype(np.float32)], precision="fast")
+    assert got.method == "gram64"
+    # the float32 copy of W·factor rounds each entry (2^-24 relative): eigenvalues agree to ~1e-6
+    np.testing.assert_allclose(got.evals / factor**2, ref, rtol=1e-5, atol=1e-5 * ref.max())
