@@ -13,7 +13,7 @@ from conftest import matrix_with_singular_values
 import htsr
 from htsr.io import open_source
 
-_ST = {"float32": "F32", "float8_e4m3fn": "F8_E4M3", "int8": "I8", "int32": "I32", "bfloat16": "BF16"}
+_ST = {"float32": "F32", "float16": "F16", "float8_e4m3fn": "F8_E4M3", "int8": "I8", "int32": "I32", "bfloat16": "BF16"}
 
 
 def _save(path: Path, tensors: dict[str, np.ndarray]) -> Path:
@@ -153,3 +153,98 @@ def test_integer_weights_without_a_scale_get_a_skipped_row(tmp_path):
     assert packed.startswith("skipped: int32 words of packed low-bit values") and "GPTQ" in packed
     assert unscaled.startswith("skipped: int8 weight without a scale") and "dequantized copy" in unscaled
     assert np.isnan(rows["mlp.down_proj"].alpha)
+
+
+# ------------------------------------------------------------------ GPTQ / AWQ packed weights
+# The packers below follow AutoGPTQ's and AutoAWQ's pack(): codes lowest bits first in int32 words; GPTQ packs
+# qweight along the input axis and stores zero − 1 ("gptq" format); AWQ packs along the output axis with
+# physical nibble i holding logical column AWQ_ORDER[i]. The expected weight is formed from the codes,
+# zeros and scales before any packing: (code − zero) · scale of the input channel's group.
+
+_AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
+
+
+def _pack_words(codes: np.ndarray, bits: int, axis: int, order=None) -> np.ndarray:
+    per = 32 // bits
+    c = np.moveaxis(codes.astype(np.uint32), axis, 0)  # pack along the first axis
+    c = c.reshape(c.shape[0] // per, per, *c.shape[1:])
+    if order is not None:
+        c = c[:, list(order)]  # physical position i holds logical code order[i]
+    words = np.zeros(c.shape[:1] + c.shape[2:], np.uint32)
+    for i in range(per):
+        words |= c[:, i] << np.uint32(bits * i)
+    return np.moveaxis(words, 0, axis).view(np.int32)
+
+
+def _quantized(rng, n_in: int, out: int, bits: int, groups: int, act_order: bool = False):
+    codes = rng.integers(0, 1 << bits, (n_in, out))
+    zeros = rng.integers(1, 1 << bits, (groups, out))  # >= 1: AutoGPTQ's "zero − 1" is never negative
+    scales = rng.uniform(0.001, 0.02, (groups, out)).astype(np.float16)
+    g_idx = np.arange(n_in) // (n_in // groups)
+    if act_order:
+        g_idx = rng.permutation(g_idx)  # desc_act: channels assigned to groups out of order
+    W = ((codes - zeros[g_idx]) * scales.astype(np.float32)[g_idx]).astype(np.float32)  # [in, out]
+    return codes, zeros, scales, g_idx.astype(np.int32), W.T
+
+
+@pytest.mark.parametrize("bits,act_order", [(4, False), (4, True), (2, False), (8, True)])
+def test_gptq_layers_are_unpacked_exactly(tmp_path, bits, act_order):
+    rng = np.random.default_rng(bits + 10 * act_order)
+    codes, zeros, scales, g_idx, want = _quantized(rng, 256, 96, bits, 4, act_order)
+    path = _save(tmp_path / "gptq.safetensors", {
+        "mlp.up_proj.qweight": _pack_words(codes, bits, 0),
+        "mlp.up_proj.qzeros": _pack_words(zeros - 1, bits, 1),
+        "mlp.up_proj.scales": scales, "mlp.up_proj.g_idx": g_idx,
+        "mlp.up_proj.bias": np.zeros(96, np.float16)})
+    refs = {r.name: r for r in open_source(path)}
+    assert set(refs) == {"mlp.up_proj.weight", "mlp.up_proj.bias"}  # the parts are not layers
+    w = refs["mlp.up_proj.weight"]
+    assert (w.shape, w.dtype) == ((96, 256), "float32")
+    # the same float32 operations on the same integers and fp16 scales: exact (to float32 rounding of the
+    # product, which both sides round alike)
+    np.testing.assert_allclose(w.load(), want, rtol=1e-6, atol=0)
+    (row,) = htsr.analyze(path, min_evals=5).layers
+    assert row.name == "mlp.up_proj" and row.status == "ok" and row.kind == "dense"
+
+
+def test_gptq_v2_zero_points_come_from_the_folder_config(tmp_path):
+    rng = np.random.default_rng(7)
+    codes, zeros, scales, g_idx, want = _quantized(rng, 128, 64, 4, 2)
+    (tmp_path / "m").mkdir()
+    _save(tmp_path / "m" / "model.safetensors", {
+        "fc.qweight": _pack_words(codes, 4, 0), "fc.qzeros": _pack_words(zeros, 4, 1),  # stored as is
+        "fc.scales": scales, "fc.g_idx": g_idx})
+    (tmp_path / "m" / "config.json").write_text(json.dumps(
+        {"quantization_config": {"quant_method": "gptq", "bits": 4, "checkpoint_format": "gptq_v2"}}))
+    got = {r.name: r for r in open_source(tmp_path / "m")}["fc.weight"].load()
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
+
+
+def test_awq_gemm_layers_are_unpacked_in_awq_nibble_order(tmp_path):
+    rng = np.random.default_rng(8)
+    codes, zeros, scales, _, want = _quantized(rng, 256, 128, 4, 2)  # AWQ groups: consecutive inputs
+    state = {"attn.o_proj.qweight": _pack_words(codes, 4, 1, _AWQ_ORDER),
+             "attn.o_proj.qzeros": _pack_words(zeros, 4, 1, _AWQ_ORDER),  # AWQ stores the zero itself
+             "attn.o_proj.scales": scales}
+    for source in (_save(tmp_path / "awq.safetensors", state), state):
+        refs = {r.name: r for r in open_source(source)}
+        assert list(refs) == ["attn.o_proj.weight"] and refs["attn.o_proj.weight"].shape == (128, 256)
+        np.testing.assert_allclose(refs["attn.o_proj.weight"].load(), want, rtol=1e-6, atol=0)
+
+
+def test_packed_layouts_htsr_cannot_unpack_get_a_skipped_row(tmp_path):
+    """3-bit GPTQ codes straddle int32 words, and a corrupt g_idx names groups that do not exist: a row
+    that says why, and the other layers go on."""
+    rng = np.random.default_rng(9)
+    n_in, out = 128, 32
+    path = _save(tmp_path / "q.safetensors", {
+        "a.qweight": rng.integers(0, 2**31, (n_in * 3 // 32, out)).astype(np.int32),  # 3-bit
+        "a.scales": np.ones((1, out), np.float16), "a.g_idx": np.zeros(n_in, np.int32),
+        "b.qweight": _pack_words(rng.integers(0, 16, (n_in, out)), 4, 0),
+        "b.qzeros": _pack_words(np.full((1, out), 7), 4, 1), "b.scales": np.ones((1, out), np.float16),
+        "b.g_idx": np.full(n_in, 5, np.int32),  # group 5 of 1
+        "c.weight": rng.standard_normal((64, 64)).astype(np.float32)})
+    rows = {r.name: r for r in htsr.analyze(path, min_evals=5).layers}
+    assert set(rows) == {"a", "b", "c"} and rows["c"].status == "ok"
+    assert rows["a"].status.startswith("skipped: packed quantized weight") and "3-bit" in rows["a"].status
+    assert rows["b"].status.startswith("failed:") and "g_idx" in rows["b"].status and "\n" not in rows["b"].status

@@ -10,7 +10,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["FLOAT_DTYPES", "TensorRef", "TensorSource", "import_extra", "numpy_dtype", "one_line", "skipped_loader"]
+__all__ = ["FLOAT_DTYPES", "TensorRef", "TensorSource", "as_loaded", "import_extra", "numpy_dtype", "one_line",
+           "skipped_loader"]
 
 #: dtype names (numpy / ml_dtypes spelling) whose tensors are weights htsr analyses
 FLOAT_DTYPES = frozenset(
@@ -29,18 +30,28 @@ class TensorRef:
     kind: str | None = None  # set by readers that know the module class (e.g. torch modules)
 
     def load(self) -> np.ndarray:
-        """The tensor as a numpy array (float32 for reduced-precision floats)."""
+        """The tensor as a numpy array (float32 for reduced-precision floats; integers as stored)."""
         return self.loader()
 
 
+def as_loaded(a: np.ndarray) -> np.ndarray:
+    """What :meth:`TensorRef.load` returns for a stored array: float32 and float64 as they are, other floats
+    (fp16, bf16, fp8) widened to float32, integers as stored (packed quantized words keep their bits)."""
+    if a.dtype in (np.float32, np.float64) or a.dtype.kind in "iub":
+        return a
+    return a.astype(np.float32)
+
+
 def skipped_loader(reason: str) -> Callable[[], np.ndarray]:
-    """A loader that raises :class:`~htsr.errors.LayerSkipped`: the tensor's row says ``skipped: <reason>``."""
+    """A loader that raises :class:`~htsr.errors.LayerSkipped`: the tensor's row says ``skipped: <reason>``
+    (the reason is also its ``skip_reason`` attribute)."""
 
     def load() -> np.ndarray:
         from ..errors import LayerSkipped
 
         raise LayerSkipped(reason)
 
+    load.skip_reason = reason  # type: ignore[attr-defined]
     return load
 
 

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SourceError
-from .base import TensorRef
+from .base import TensorRef, as_loaded
 from .scales import with_scales
 
 __all__ = ["ArrayMapping", "NpyFile", "NpzFile"]
 
 
 def _float(a: np.ndarray) -> np.ndarray:
-    return a if a.dtype in (np.float32, np.float64) else a.astype(np.float32)
+    return as_loaded(np.asarray(a))
 
 
 def flat_items(mapping: Mapping, prefix: str = "") -> Iterator[tuple[str, object]]:

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SourceError
-from .base import TensorRef, numpy_dtype
-from .scales import with_scales
+from .base import TensorRef, as_loaded, numpy_dtype
+from .scales import PackedConfig, with_scales
 
 __all__ = ["SafetensorsFile", "ShardedSafetensors", "is_safetensors", "natural_key"]
 
@@ -121,10 +121,7 @@ class SafetensorsFile:
                 return np.zeros(shape, dtype=np.float32)
             raw = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self._data_start + begin,
                             shape=(end - begin,))
-            arr = raw.view(numpy_dtype(dtype)).reshape(shape)
-            if dtype in ("float32", "float64"):
-                return arr
-            return arr.astype(np.float32)
+            return as_loaded(raw.view(numpy_dtype(dtype)).reshape(shape))
 
         return load
 
@@ -135,7 +132,7 @@ class SafetensorsFile:
                 for dtype, shape, begin, end in [self._entries[name]]]
 
     def __iter__(self) -> Iterator[TensorRef]:
-        yield from with_scales(self.refs())
+        yield from with_scales(self.refs(), PackedConfig.of_folder(self.path.parent))
 
 
 class ShardedSafetensors:
@@ -191,4 +188,4 @@ class ShardedSafetensors:
 
     def __iter__(self) -> Iterator[TensorRef]:
         refs = [r for f in self._files for r in f.refs()]  # a scale may sit in another shard than its weight
-        yield from sorted(with_scales(refs), key=lambda r: natural_key(r.name))
+        yield from sorted(with_scales(refs, PackedConfig.of_folder(self.folder)), key=lambda r: natural_key(r.name))

@@ -18,6 +18,21 @@ weight is reported as ``float32`` (the array htsr analyses), so it is not skippe
 an FP8 weight keeps its FP8 dtype name. A scale whose shape fits none of the layouts makes that
 weight's loader raise :class:`~htsr.errors.SourceError` naming both tensors.
 
+GPTQ and AWQ checkpoints store a linear layer as ``<module>.qweight`` (int32 words, each holding 32/bits
+unsigned codes, lowest bits first), ``<module>.scales`` [groups, out], ``<module>.qzeros`` (the zero points,
+packed the same way along the output axis) and, for GPTQ, ``<module>.g_idx`` (each input channel's group):
+
+* GPTQ packs ``qweight`` [in·bits/32, out] along the input axis, and W[i, o] = scales[g_i, o] ·
+  (code[i, o] − zero[g_i, o]); AutoGPTQ's format (``checkpoint_format`` "gptq", the default) stores each
+  zero point minus one, "gptq_v2" stores it as is. Bits 2, 4 and 8 (3-bit codes straddle words: skipped).
+* AWQ (AutoAWQ's GEMM layout) packs ``qweight`` [in, out·4/32] along the output axis in the nibble order
+  0 2 4 6 1 3 5 7, groups are consecutive input channels, and W[i, o] = scales[g, o] · (code − zero).
+
+The layer becomes one ``<module>.weight`` tensor of shape [out, in], dequantized when loaded; the parts
+are not layers. The format hints (bits without ``g_idx``, the GPTQ checkpoint format) come from the
+model folder's ``config.json`` (``quantization_config``) or ``quantize_config.json``
+(:meth:`PackedConfig.of_folder`).
+
 An integer weight left without a scale — packed 4-bit words (GPTQ / AWQ ``qweight``, compressed-tensors
 ``weight_packed``), bitsandbytes 4-bit bytes, an int8 weight whose scale is missing — is not a matrix of
 weights htsr can analyse as stored: :func:`unscaled_integer_weight` gives it a row that says so
@@ -26,16 +41,19 @@ weights htsr can analyse as stored: :func:`unscaled_integer_weight` gives it a r
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import SourceError
 from .base import TensorRef, skipped_loader
 
-__all__ = ["SCALE_SUFFIXES", "unscaled_integer_weight", "with_scales"]
+__all__ = ["SCALE_SUFFIXES", "PackedConfig", "unscaled_integer_weight", "with_scales"]
 
 SCALE_SUFFIXES = ("weight_scale_inv", "weight_scale", "SCB")
 _DIVISOR = {"SCB": 127.0}  # bitsandbytes stores the row's absmax: q = round(127 · w / absmax)
@@ -60,10 +78,134 @@ def _expand(scale: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
                       "(scalar, per output row, or a grid of blocks); the file may be corrupt")
 
 
-def with_scales(refs: Iterable[TensorRef]) -> list[TensorRef]:
-    """The tensors with every quantized weight paired to its scale and the scale tensors removed."""
+@dataclass(frozen=True)
+class PackedConfig:
+    """What a GPTQ checkpoint's tensors do not say: the bits (when there is no ``g_idx``) and whether zero
+    points are stored minus one (AutoGPTQ's "gptq" format) or as they are ("gptq_v2")."""
+
+    bits: int | None = None
+    gptq_v2: bool = False
+
+    @classmethod
+    def of_folder(cls, folder: Path) -> PackedConfig:
+        """From ``config.json``'s ``quantization_config`` or ``quantize_config.json`` in ``folder``; the
+        defaults when neither says (or cannot be read)."""
+        for name, key in (("config.json", "quantization_config"), ("quantize_config.json", None)):
+            try:
+                cfg = json.loads((folder / name).read_text())
+                cfg = cfg.get(key) if key else cfg
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(cfg, dict):
+                bits = cfg.get("bits")
+                return cls(bits if isinstance(bits, int) and not isinstance(bits, bool) else None,
+                           str(cfg.get("checkpoint_format", "")).lower() == "gptq_v2")
+        return cls()
+
+
+_PACKED_PARTS = ("qweight", "scales", "qzeros", "g_idx")
+_AWQ_REVERSE_ORDER = (0, 4, 1, 5, 2, 6, 3, 7)  # AutoAWQ: logical code k of a word is its nibble _AWQ_REVERSE_ORDER[k]
+_ROWS_PER_STEP = 2048  # input channels dequantized at a time (bounds the temporary arrays)
+
+
+class _NotUnpacked(Exception):
+    pass
+
+
+def _unpack(words: np.ndarray, bits: int, axis: int) -> np.ndarray:
+    """The unsigned ``bits``-bit codes of int32 ``words`` (lowest bits first), laid out along ``axis``."""
+    w = (np.asarray(words).astype(np.int64) & 0xFFFFFFFF).astype(np.uint32)
+    per = 32 // bits
+    shifts = np.arange(per, dtype=np.uint32) * np.uint32(bits)
+    mask = np.uint32((1 << bits) - 1)
+    if axis == 0:
+        return ((w[:, None, :] >> shifts[None, :, None]) & mask).reshape(w.shape[0] * per, w.shape[1])
+    return ((w[:, :, None] >> shifts[None, None, :]) & mask).reshape(w.shape[0], w.shape[1] * per)
+
+
+def _packed_layout(parts: dict[str, TensorRef], cfg: PackedConfig) -> tuple[str, int, int, int]:
+    """(``gptq`` or ``awq``, bits, in, out) from the parts' shapes; :class:`_NotUnpacked` if none fits."""
+    q, sc, g = parts["qweight"].shape, parts["scales"].shape, parts.get("g_idx")
+    if len(q) != 2 or len(sc) != 2 or 0 in q + sc:
+        raise _NotUnpacked(f"qweight {list(q)} with scales {list(sc)}: not a packed linear layer")
+    (rows, cols), (groups, out) = q, sc
+    if cols == out:  # GPTQ: packed along the input axis
+        n_in = g.shape[0] if g is not None and len(g.shape) == 1 else rows * 32 // (cfg.bits or 4)
+        bits, exact = divmod(32 * rows, n_in)
+        if exact or bits not in (2, 4, 8):
+            raise _NotUnpacked(f"GPTQ qweight {list(q)} for {n_in} inputs holds {32 * rows / n_in:g}-bit codes; "
+                               "htsr unpacks 2, 4 and 8 bits")
+        if g is None and n_in % groups:
+            raise _NotUnpacked(f"GPTQ qweight {list(q)}: {n_in} inputs in {groups} groups")
+        return "gptq", bits, n_in, out
+    if cols and out == 8 * cols and rows % groups == 0:  # AWQ (GEMM): eight 4-bit codes per word, along out
+        return "awq", 4, rows, out
+    raise _NotUnpacked(f"qweight {list(q)} with scales {list(sc)} fits neither GPTQ's nor AWQ's (GEMM) layout")
+
+
+def _dequantize_packed(parts: dict[str, TensorRef], layout: str, bits: int, n_in: int, out: int,
+                       cfg: PackedConfig, what: str) -> np.ndarray:
+    """The [out, in] float32 weight of a GPTQ or AWQ layer."""
+    scales = np.asarray(parts["scales"].load(), dtype=np.float32)
+    groups = scales.shape[0]
+    axis = 0 if layout == "gptq" else 1
+    codes = _unpack(parts["qweight"].load(), bits, axis)
+    qzeros = parts.get("qzeros")
+    if qzeros is None:  # symmetric quantization saved without zero points: the midpoint
+        zeros = np.full((groups, out), float(1 << (bits - 1)), np.float32)
+    else:
+        zeros = _unpack(qzeros.load(), bits, 1)
+        if zeros.shape[0] != groups or zeros.shape[1] < out:
+            raise SourceError(f"{what}: qzeros {list(qzeros.shape)} do not cover {groups} groups × {out} outputs")
+        zeros = zeros[:, :out].astype(np.float32)
+        if layout == "gptq" and not cfg.gptq_v2:
+            zeros += 1.0  # AutoGPTQ stores zero − 1
+    if layout == "awq":
+        order = np.arange(out).reshape(-1, 8)[:, _AWQ_REVERSE_ORDER].reshape(-1)
+        codes, zeros = codes[:, order], zeros[:, order]
+    if parts.get("g_idx") is not None:
+        group = np.asarray(parts["g_idx"].load()).astype(np.int64).reshape(-1)
+        if group.shape != (n_in,) or group.min(initial=0) < 0 or group.max(initial=0) >= groups:
+            raise SourceError(f"{what}: g_idx must give each of the {n_in} inputs a group in 0..{groups - 1}")
+    else:
+        group = np.arange(n_in) // (n_in // groups)
+    W = codes.astype(np.float32)  # [in, out]
+    del codes
+    for i in range(0, n_in, _ROWS_PER_STEP):
+        g = group[i:i + _ROWS_PER_STEP]
+        W[i:i + _ROWS_PER_STEP] -= zeros[g]
+        W[i:i + _ROWS_PER_STEP] *= scales[g]
+    return W.T
+
+
+def _packed_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict[str, TensorRef], set[str]]:
+    """{qweight name: the dequantizing ``<module>.weight`` ref} and the names of all their parts."""
+    out, used = {}, set()
+    for name, q in by_name.items():
+        prefix = name[: -len(".qweight")]
+        if not name.endswith(".qweight") or f"{prefix}.scales" not in by_name:
+            continue
+        parts = {p: by_name[f"{prefix}.{p}"] for p in _PACKED_PARTS if f"{prefix}.{p}" in by_name}
+        used.update(r.name for r in parts.values())
+        try:
+            layout, bits, n_in, n_out = _packed_layout(parts, cfg)
+        except _NotUnpacked as e:
+            out[name] = TensorRef(f"{prefix}.weight", q.shape, q.dtype, skipped_loader(
+                f"packed quantized weight: {e}; analyse the unquantized model or a dequantized copy"))
+            continue
+        what = f"{prefix} ({layout.upper()} {bits}-bit)"
+        out[name] = TensorRef(f"{prefix}.weight", (n_out, n_in), "float32",
+                              lambda parts=parts, a=(layout, bits, n_in, n_out), what=what:
+                              _dequantize_packed(parts, *a, cfg, what), q.kind)
+    return out, used
+
+
+def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -> list[TensorRef]:
+    """The tensors with every quantized weight paired to its scale (or unpacked from its GPTQ / AWQ parts,
+    with the format hints ``packed``) and the scale tensors removed."""
     refs = list(refs)
     by_name = {r.name: r for r in refs}
+    unpacked, parts = _packed_refs(by_name, packed or PackedConfig())
     scale_of: dict[str, tuple[TensorRef, float]] = {}
     for r in refs:
         for suffix in SCALE_SUFFIXES:
@@ -72,10 +214,13 @@ def with_scales(refs: Iterable[TensorRef]) -> list[TensorRef]:
                 if w is not None and w.dtype in _QUANTIZED:
                     scale_of[w.name] = (r, _DIVISOR.get(suffix, 1.0))
                 break
-    used = {s.name for s, _ in scale_of.values()}
+    used = {s.name for s, _ in scale_of.values()} | (parts - set(unpacked))
     out = []
     for r in refs:
         if r.name in used:
+            continue
+        if r.name in unpacked:
+            out.append(unpacked[r.name])
             continue
         if r.name not in scale_of:
             out.append(r)
@@ -98,7 +243,9 @@ _WEIGHT_NAME = re.compile(r"(^|\.)(weight|qweight|weight_packed)$")
 
 def unscaled_integer_weight(ref: TensorRef) -> TensorRef | None:
     """For an integer tensor named as a weight matrix: the tensor with a loader that skips it (its row
-    says why); None for an integer buffer, which is no layer at all."""
+    says why; a reader's own reason is kept); None for an integer buffer, which is no layer at all."""
+    if hasattr(ref.loader, "skip_reason"):
+        return ref
     if not ref.dtype.startswith(("int", "uint")) or len(ref.shape) < 2 or not _WEIGHT_NAME.search(ref.name):
         return None
     if ref.name.endswith(("qweight", "weight_packed")):

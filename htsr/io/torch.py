@@ -43,8 +43,8 @@ def is_torch_object(obj: Any) -> bool:
 def _to_numpy(t) -> np.ndarray:
     torch = _torch()
     t = t.detach()
-    if t.dtype not in (torch.float32, torch.float64):
-        t = t.to(torch.float32)
+    if t.dtype.is_floating_point and t.dtype not in (torch.float32, torch.float64):
+        t = t.to(torch.float32)  # fp16, bf16, fp8 (numpy has no bf16); integers stay as stored
     return t.cpu().numpy()
 
 

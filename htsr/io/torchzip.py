@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import SourceError
-from .base import TensorRef, numpy_dtype, one_line
-from .scales import with_scales
+from .base import TensorRef, as_loaded, numpy_dtype, one_line
+from .scales import PackedConfig, with_scales
 from .torch import module_kind, unwrap_state
 
 __all__ = ["RefusedGlobal", "TorchLegacyFile", "TorchZipFile", "is_legacy_torch", "is_torchscript_archive"]
@@ -316,10 +316,12 @@ class _PickledTensors:
         base = np.frombuffer(raw, dtype=dtype)
         view = np.lib.stride_tricks.as_strided(
             base[t.offset:], shape=t.shape, strides=tuple(s * dtype.itemsize for s in t.stride), writeable=False)
-        return np.array(view, dtype=np.float64 if dtype == np.float64 else np.float32)
+        out = as_loaded(view)
+        return np.array(out) if out is view else out  # a copy either way: the storage is not kept mapped
 
     def __iter__(self) -> Iterator[TensorRef]:
-        yield from with_scales(self._refs())  # int8 / FP8 weights beside their scales, dequantized
+        # int8 / FP8 weights beside their scales, GPTQ / AWQ parts: dequantized
+        yield from with_scales(self._refs(), PackedConfig.of_folder(self.path.parent))
 
     def _refs(self) -> Iterator[TensorRef]:
         for name, t, cls in self._tensors:
