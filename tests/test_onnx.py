@@ -541,6 +541,109 @@ def test_dequantize_linear_with_a_computed_scale_is_listed_as_skipped(tmp_path):
     assert len(f) == 0 and f.skipped == [("q", "DequantizeLinear with a scale or zero point that is not a constant")]
 
 
+def test_integer_operators_of_quantized_models_are_dequantized(tmp_path):
+    """onnxruntime's other quantized formats: QLinearMatMul / QLinearConv (QOperator) carry the weight's
+    scale and zero point as inputs; MatMulInteger / ConvInteger (dynamic quantization) carry the zero point,
+    and the scale is the <name>_scale initializer beside <name>_quantized; an int8 embedding table is read
+    by Gather and its rows dequantized after it. Each weight: (q − zero_point)·scale, per tensor or per
+    output channel, typed and oriented as the float operator it stands for."""
+    rng = _rng(7)
+    i8 = lambda *shape: rng.integers(-128, 128, shape).astype(np.int8)
+    q1, s1, z1 = i8(32, 24), rng.uniform(1e-3, 1e-2, 24).astype(np.float32), i8(24)  # QLinearMatMul B, per column
+    q2, s2 = i8(8, 4, 3, 3), rng.uniform(1e-2, 1e-1, 8).astype(np.float32)  # QLinearConv W, per c_out, zp 0
+    q3, s3, z3 = i8(24, 16), rng.uniform(1e-3, 1e-2, 16).astype(np.float32), i8(16)  # MatMulInteger, per column
+    q4 = i8(6, 4, 3)  # ConvInteger (1-D), per tensor
+    q5 = i8(50, 12)  # Gather of an int8 table, DequantizeLinear after it
+    scalar = lambda v, t=np.float32: np.array(v, t)
+    nodes = [
+        helper.make_node("QLinearMatMul", ["xq", "xs", "xz", "fc1.weight_quantized", "s1", "z1", "ys", "yz"], ["h1"],
+                         name="/fc1/MatMul_quant"),
+        helper.make_node("QLinearConv", ["img", "xs", "xz", "q2", "s2", "z2", "ys", "yz"], ["c"], name="/conv/Conv_quant"),
+        helper.make_node("MatMulInteger", ["hq", "onnx::MatMul_9_quantized", "hz", "onnx::MatMul_9_zero_point"], ["h3"],
+                         name="/fc3/MatMul_quant"),
+        helper.make_node("ConvInteger", ["sig", "conv1d.weight_quantized", "sz", "conv1d.weight_zero_point"], ["c1"],
+                         name="/conv1d/Conv_quant"),
+        helper.make_node("Gather", ["emb.weight_quantized", "ids"], ["eq"], name="/emb/Gather"),
+        helper.make_node("DequantizeLinear", ["eq", "emb.weight_scale", "emb.weight_zero_point"], ["e"],
+                         name="/emb/DequantizeLinear"),
+        # rows gathered for integer operators (QLinearAdd in a static model): the scale by its name
+        helper.make_node("Gather", ["pos.weight_quantized", "ids"], ["pq"], name="/pos/Gather"),
+        helper.make_node("Add", ["pq", "pq"], ["p"], name="/pos/Add"),
+    ]
+    inits = {"fc1.weight_quantized": q1, "s1": s1, "z1": z1, "q2": q2, "s2": s2, "z2": np.zeros(8, np.int8),
+             "xs": scalar(0.1), "xz": scalar(0, np.int8), "ys": scalar(0.2), "yz": scalar(0, np.int8),
+             "onnx::MatMul_9_quantized": q3, "onnx::MatMul_9_scale": s3, "onnx::MatMul_9_zero_point": z3,
+             "conv1d.weight_quantized": q4, "conv1d.weight_scale": scalar(0.03),
+             "conv1d.weight_zero_point": scalar(-2, np.int8),
+             "emb.weight_quantized": q5, "emb.weight_scale": scalar(0.05), "emb.weight_zero_point": scalar(1, np.int8),
+             "pos.weight_quantized": q5[:20], "pos.weight_scale": scalar(0.5)}
+    path = _save(_model(nodes, inits, inputs=("xq", "img", "hq", "hz", "sig", "sz", "ids"),
+                        outputs=("h1", "c", "h3", "c1", "e", "p")), tmp_path / "q.onnx")
+    refs = _refs(path)
+    f32 = lambda a: a.astype(np.float32)
+    want = {"fc1.weight": ((f32(q1) - z1) * s1).T, "q2": f32(q2) * s2[:, None, None, None],
+            "fc3.weight": ((f32(q3) - z3) * s3).T, "conv1d.weight": (f32(q4) + 2) * np.float32(0.03),
+            "emb.weight": (f32(q5) - 1) * np.float32(0.05), "pos.weight": f32(q5[:20]) * np.float32(0.5)}
+    kinds = {"fc1.weight": "dense", "q2": "conv2d", "fc3.weight": "dense", "conv1d.weight": "conv1d",
+             "emb.weight": "embedding", "pos.weight": "embedding"}
+    assert sorted(refs) == sorted(want)  # scales and zero points are not weights
+    for name, w in want.items():
+        r = refs[name]
+        assert (r.kind, r.shape, r.dtype) == (kinds[name], w.shape, "float32"), name
+        np.testing.assert_array_equal(np.asarray(r.load()), w, err_msg=name)  # the same float32 operations
+
+
+def test_dynamic_quantization_without_its_scale_is_listed_as_skipped(tmp_path):
+    nodes = [helper.make_node("MatMulInteger", ["xq", "w_quantized", "xz"], ["y"], name="/fc/MatMul_quant")]
+    path = _save(_model(nodes, {"w_quantized": _rng(8).integers(-128, 128, (16, 8)).astype(np.int8)},
+                        inputs=("xq", "xz")), tmp_path / "q.onnx")
+    f = OnnxFile(path)
+    assert len(f) == 0 and f.skipped == [
+        ("w_quantized", "MatMulInteger weight without the w_scale initializer onnxruntime's quantizer writes beside it")]
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("how", ["dynamic", "dynamic per channel", "static QOperator"])
+def test_onnxruntime_quantized_minilm_reads_like_the_float_model(tmp_path, how):
+    """The real paraphrase-MiniLM-L3-v2 ONNX, quantized to int8 by onnxruntime's own quantizer: every
+    weight of the float model is found again under its name, within half a quantization step of the
+    float weight (int8: 1/254 of its largest magnitude per scale group), and analysed."""
+    ort_q = pytest.importorskip("onnxruntime.quantization")
+    from conftest import fetch_model
+
+    src = fetch_model("paraphrase_minilm_onnx")
+    out = tmp_path / "q.onnx"
+    if how.startswith("dynamic"):
+        ort_q.quantize_dynamic(str(src), str(out), weight_type=ort_q.QuantType.QInt8,
+                               per_channel=how.endswith("channel"))
+    else:
+        import onnx
+
+        inputs = [i.name for i in onnx.load(str(src), load_external_data=False).graph.input]
+
+        class Reader(ort_q.CalibrationDataReader):  # activations only: the weights are quantized without data
+            def __init__(self):
+                ids = np.random.default_rng(0).integers(100, 2000, (2, 1, 16))
+                self.batches = iter([{n: (b if "ids" in n else np.ones_like(b)).astype(np.int64) for n in inputs}
+                                     for b in ids])
+
+            def get_next(self):
+                return next(self.batches, None)
+
+        ort_q.quantize_static(str(src), str(out), Reader(), quant_format=ort_q.QuantFormat.QOperator,
+                              weight_type=ort_q.QuantType.QInt8, activation_type=ort_q.QuantType.QUInt8)
+    ref = {r.name: r for r in OnnxFile(src)}
+    got = {r.name: r for r in OnnxFile(out)}
+    assert set(got) == set(ref) and len(ref) == 21
+    for name, r in ref.items():
+        a, b = r.load(), got[name].load()
+        assert got[name].kind == r.kind and b.shape == a.shape, name
+        # round to nearest int8 step: at most half a step, a step being (max − min)/255 <= 2·max|W|/254 or less
+        assert np.abs(b - a).max() <= np.abs(a).max() / 127 * 0.5001 * 2, name
+    rows = htsr.analyze(out).layers
+    assert len(rows) == 21 and sum(l.status == "ok" for l in rows) >= 18
+
+
 # ------------------------------------------------------------------ hypothesis: protobuf fuzzing
 
 

@@ -17,11 +17,16 @@ Gather (data)          ``[vocab, dim]``                ``embedding``
 LSTM / GRU / RNN (W,R) ``[dirs, k·hidden, in]``        ``rnn``: one ``[k·hidden, in]`` tensor per direction
 =====================  ==============================  ==================================================
 
-**Quantized weights (QDQ).** An integer initializer read by ``DequantizeLinear`` (onnxruntime's
-quantizers, most deployment exports) is dequantized when loaded, W = (q − zero_point)·scale with the
-scale per tensor, per axis (``axis``) or per block (``block_size``, opset 21), and typed by the operator
-after the ``DequantizeLinear``; its rows say float32, and onnxruntime's ``<name>_quantized`` is named
-``<name>``, as in the float model. A float weight passed through ``QuantizeLinear`` →
+**Quantized weights.** An integer initializer is dequantized when loaded, W = (q − zero_point)·scale with
+the scale per tensor, per axis or per block (opset 21), in each of onnxruntime's formats: read by
+``DequantizeLinear`` (QDQ, most deployment exports; ``axis``, ``block_size``), typed by the operator
+after it; read by ``QLinearMatMul`` / ``QLinearConv`` (QOperator: the scale and zero point are the
+operator's inputs, per output channel); read by ``MatMulInteger`` / ``ConvInteger`` (dynamic
+quantization, e.g. ``model_quantized.onnx`` files: the zero point is an input, the scale the
+``<name>_scale`` initializer); an int8 embedding table read by ``Gather`` (scale from the
+``DequantizeLinear`` after it, or ``<name>_scale``). The integer operators type a weight as the float
+ones do (MatMul, Conv). Its rows say float32, and onnxruntime's ``<name>_quantized`` is named ``<name>``,
+as in the float model. A float weight passed through ``QuantizeLinear`` →
 ``DequantizeLinear`` ("fake quantization") is read as the float it is. A scale or zero point computed
 at run time is listed in :attr:`OnnxFile.skipped`.
 
@@ -87,7 +92,11 @@ _QDQ = {"QuantizeLinear", "DequantizeLinear"}
 _PASS_THROUGH = {"Identity", "Cast", "Slice", "Concat", "Split", "Squeeze", "Unsqueeze"} | _QDQ
 _QUANT_DTYPES = frozenset({"int8", "uint8", "int16", "uint16", "int32", "int4", "uint4"})
 _RNN_OPS = {"LSTM", "GRU", "RNN"}
-_TYPED_OPS = {"MatMul", "Gemm", "Conv", "Gather"} | _RNN_OPS
+# integer operators of onnxruntime's quantized models (QOperator format, dynamic quantization): the float
+# operator they stand for, and which of their inputs is which input of it
+_INTEGER_OPS = {"QLinearMatMul": ("MatMul", {0: 0, 3: 1}), "MatMulInteger": ("MatMul", {0: 0, 1: 1}),
+                "QLinearConv": ("Conv", {3: 1}), "ConvInteger": ("Conv", {1: 1})}
+_TYPED_OPS = {"MatMul", "Gemm", "Conv", "Gather"} | _RNN_OPS | set(_INTEGER_OPS)
 _MAX_HOPS = 6
 
 _OPAQUE = re.compile(r"^(onnx::.*|[\W\d_]*|_?(val|const|constant|initializer)_?\d+|.*_output_\d+)$",
@@ -141,10 +150,14 @@ def _scope_name(node_name: str) -> tuple[str, int]:
 
 
 class _Use:
-    """How one tensor is used: the typed node, which input, and whether it got there directly."""
+    """How one tensor is used: the typed node, which input, and whether it got there directly; ``op`` and
+    ``index`` are those of the float operator an integer one stands for (QLinearMatMul's input 3 is
+    MatMul's input 1), -1 for an input that is no weight of it (a scale, a zero point)."""
 
     def __init__(self, node: Any, index: int, direct: bool) -> None:
-        self.node, self.index, self.direct = node, index, direct
+        self.node, self.direct = node, direct
+        self.op, inputs = _INTEGER_OPS.get(node.op_type, (node.op_type, None))
+        self.index = index if inputs is None else inputs.get(index, -1)
 
 
 class OnnxFile:
@@ -239,11 +252,10 @@ class OnnxFile:
             dtype = _dtype_name(onnx, t.data_type)
             loader = None
             if dtype not in FLOAT_DTYPES:
-                dq = next((n for n, i in consumers.get(name, ()) if i == 0 and n.op_type == "DequantizeLinear"
-                           and n.domain in ("", "ai.onnx") and n.output), None)
-                if dq is None or dtype not in _QUANT_DTYPES:
+                quant = self._quantization(name, consumers, tensors) if dtype in _QUANT_DTYPES else None
+                if quant is None:
                     continue  # shapes, indices, masks
-                loader = self._dequantized(name, t, dq, tensors)
+                loader = self._dequantized(name, t, *quant, tensors) if not isinstance(quant, str) else quant
                 if isinstance(loader, str):
                     self.skipped.append((name, loader))
                     continue
@@ -280,32 +292,68 @@ class OnnxFile:
             k += 1
         return f"{stem}_{k}{tail}"
 
-    def _dequantized(self, name: str, t: Any, dq: Any, tensors: dict[str, Any]) -> Callable[[], np.ndarray] | str:
-        """The loader of an integer weight read by ``dq`` (a DequantizeLinear): W = (q − zero_point)·scale,
-        per tensor, per axis (``axis``, default 1) or per block (``block_size``, opset 21). Returns the
-        reason instead when the scale or zero point is not a constant of a layout the operator defines."""
-        onnx = self._onnx
+    def _quantization(self, name: str, consumers: dict[str, list[tuple[Any, int]]],
+                      tensors: dict[str, Any]) -> tuple[str, str, str, int, int] | str | None:
+        """How the integer tensor ``name`` is dequantized: (operator, scale name, zero-point name or "", axis,
+        block size), from the node that reads it — DequantizeLinear (QDQ), QLinearMatMul / QLinearConv
+        (their own scale and zero-point inputs), MatMulInteger / ConvInteger (onnxruntime's dynamic
+        quantization: the zero point is an input, the scale is the ``<name>_scale`` initializer beside
+        ``<name>_quantized``), or a Gather whose output a DequantizeLinear reads (a quantized embedding
+        table; or, when QLinear* operators read its rows, by the ``_scale`` / ``_zero_point`` names). None
+        for an integer tensor no such node reads (shapes, indices); the reason if one does but its scale
+        cannot be found."""
+        for n, i in consumers.get(name, ()):
+            if n.domain not in ("", "ai.onnx"):
+                continue
+            op, ins = n.op_type, list(n.input) + ["", "", ""]
+            if op == "DequantizeLinear" and i == 0 and n.output:
+                attrs = {a.name: self._onnx.helper.get_attribute_value(a) for a in n.attribute}
+                return op, ins[1], ins[2], int(attrs.get("axis", 1)), int(attrs.get("block_size", 0))
+            if op in ("QLinearMatMul", "QLinearConv") and _INTEGER_OPS[op][1].get(i) is not None:
+                # per output channel: B's columns (MatMul input 1), A's rows (input 0), a kernel's c_out
+                axis = 1 if (op, i) == ("QLinearMatMul", 3) else 0
+                return op, ins[i + 1], ins[i + 2], axis, 0
+            if op in ("MatMulInteger", "ConvInteger") and _INTEGER_OPS[op][1].get(i) is not None:
+                scale = name.removesuffix("_quantized") + "_scale"
+                if scale not in tensors:
+                    return f"{op} weight without the {scale} initializer onnxruntime's quantizer writes beside it"
+                zp = ins[3] if op == "ConvInteger" or i == 1 else ins[2]
+                return op, scale, zp, 1 if (op, i) == ("MatMulInteger", 1) else 0, 0
+            if op == "Gather" and i == 0:
+                dq = next((d for o in n.output for d, k in consumers.get(o, ())
+                           if k == 0 and d.op_type == "DequantizeLinear"), None)
+                if dq is not None:
+                    dins = list(dq.input) + ["", ""]
+                    return "Gather → DequantizeLinear", dins[1], dins[2], 1, 0
+                base = name.removesuffix("_quantized")  # the gathered rows go on to QLinear* operators
+                if base != name and base + "_scale" in tensors:
+                    zero_point = base + "_zero_point"
+                    return "Gather", base + "_scale", zero_point if zero_point in tensors else "", 1, 0
+        return None
+
+    def _dequantized(self, name: str, t: Any, op: str, scale: str, zero_point: str, axis: int, block: int,
+                     tensors: dict[str, Any]) -> Callable[[], np.ndarray] | str:
+        """The loader of an integer weight: W = (q − zero_point)·scale, per tensor, per ``axis`` or per
+        block (``block`` > 0, opset 21), the scale and zero point named as :meth:`_quantization` found them
+        for the operator ``op``. Returns the reason instead when they are not constants of such a layout."""
         shape = tuple(int(d) for d in t.dims)
-        ins = list(dq.input) + ["", ""]
-        scale_t, zp_t = tensors.get(ins[1]), tensors.get(ins[2]) if ins[2] else None
-        if scale_t is None or (ins[2] and zp_t is None):
-            return "DequantizeLinear with a scale or zero point that is not a constant"
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in dq.attribute}
-        axis, block = int(attrs.get("axis", 1)), int(attrs.get("block_size", 0))
+        scale_t, zp_t = tensors.get(scale), tensors.get(zero_point) if zero_point else None
+        if scale_t is None or (zero_point and zp_t is None):
+            return f"{op} with a scale or zero point that is not a constant"
         axis = axis + len(shape) if axis < 0 else axis
         sshape = tuple(int(d) for d in scale_t.dims)
         if math.prod(sshape) == 1:
             layout = "tensor"
         elif not 0 <= axis < len(shape):
-            return f"DequantizeLinear axis {axis} outside a rank-{len(shape)} weight"
+            return f"{op} axis {axis} outside a rank-{len(shape)} weight"
         elif block == 0 and sshape == (shape[axis],):
             layout = "axis"
         elif block > 0 and sshape == shape[:axis] + (-(-shape[axis] // block),) + shape[axis + 1:]:
             layout = "block"
         else:
-            return f"DequantizeLinear scale of shape {list(sshape)} fits no layout of a {list(shape)} weight"
-        q_raw, s_raw = self._raw_loader(name, t), self._raw_loader(ins[1], scale_t)
-        z_raw = self._raw_loader(ins[2], zp_t) if zp_t is not None else None
+            return f"{op} scale of shape {list(sshape)} fits no layout of a {list(shape)} weight"
+        q_raw, s_raw = self._raw_loader(name, t), self._raw_loader(scale, scale_t)
+        z_raw = self._raw_loader(zero_point, zp_t) if zp_t is not None else None
 
         def spread(a: np.ndarray) -> np.ndarray:  # a scale or zero point, broadcast against the weight
             a = np.asarray(a, dtype=np.float32)
@@ -327,7 +375,7 @@ class OnnxFile:
         """The rows of tensor ``name`` typed by ``use``; ``dequantized``: the loader of an integer weight's
         float values (its rows then say float32)."""
         onnx = self._onnx
-        op, idx, node = use.node.op_type, use.index, use.node
+        op, idx, node = use.op, use.index, use.node
         shape = tuple(int(d) for d in t.dims)
         dtype = "float32" if dequantized else _dtype_name(onnx, t.data_type)
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
