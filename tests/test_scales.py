@@ -13,7 +13,8 @@ from conftest import matrix_with_singular_values
 import htsr
 from htsr.io import open_source
 
-_ST = {"float32": "F32", "float16": "F16", "float8_e4m3fn": "F8_E4M3", "int8": "I8", "int32": "I32", "bfloat16": "BF16"}
+_ST = {"float32": "F32", "float16": "F16", "float8_e4m3fn": "F8_E4M3", "int8": "I8", "uint8": "U8", "int32": "I32",
+       "bfloat16": "BF16"}
 
 
 def _save(path: Path, tensors: dict[str, np.ndarray]) -> Path:
@@ -248,3 +249,68 @@ def test_packed_layouts_htsr_cannot_unpack_get_a_skipped_row(tmp_path):
     assert set(rows) == {"a", "b", "c"} and rows["c"].status == "ok"
     assert rows["a"].status.startswith("skipped: packed quantized weight") and "3-bit" in rows["a"].status
     assert rows["b"].status.startswith("failed:") and "g_idx" in rows["b"].status and "\n" not in rows["b"].status
+
+
+# ------------------------------------------------------------------ bitsandbytes 4-bit (NF4 / FP4)
+# bitsandbytes' NF4 code (the 16 values of quant_map); the reader takes the values from the file
+_NF4 = np.array([-1.0, -0.6961928, -0.5250731, -0.3949175, -0.2844414, -0.1847734, -0.0910500, 0.0,
+                 0.0795803, 0.1609302, 0.2461123, 0.3379152, 0.4407098, 0.5626170, 0.7229568, 1.0], np.float32)
+
+
+def _bnb4_state(W: np.ndarray, block: int = 64, nested: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Linear4bit's state dict entries for W as bitsandbytes writes them, and the weight they encode:
+    per block of 64 values absmax = max|w| and code = nearest NF4 value of w/absmax; bytes hold code 2k in
+    the high nibble and 2k+1 in the low one; with double quantization absmax is stored as 8-bit codes of a
+    256-value map times a per-256-block scale, plus an offset (its mean)."""
+    flat = W.reshape(-1)
+    absmax = np.abs(flat.reshape(-1, block)).max(axis=1).astype(np.float32)
+    codes = np.abs(flat.reshape(-1, block)[..., None] / absmax[:, None, None] - _NF4).argmin(axis=-1).reshape(-1)
+    packed = ((codes[0::2] << 4) | codes[1::2]).astype(np.uint8).reshape(-1, 1)
+    state = {"quant_type": "nf4", "blocksize": block, "dtype": "float16", "shape": list(W.shape)}
+    parts = {"weight": packed, "weight.absmax": absmax, "weight.quant_map": _NF4}
+    used_absmax = absmax
+    if nested:
+        offset = float(absmax.mean())
+        nmap = np.linspace(-1, 1, 256).astype(np.float32)
+        centred = absmax - np.float32(offset)
+        nscale = np.abs(centred.reshape(-1, 256)).max(axis=1).astype(np.float32)
+        acodes = np.abs(centred.reshape(-1, 256)[..., None] / nscale[:, None, None] - nmap).argmin(axis=-1)
+        parts.update({"weight.absmax": acodes.reshape(-1).astype(np.uint8), "weight.nested_absmax": nscale,
+                      "weight.nested_quant_map": nmap})
+        state.update({"nested_blocksize": 256, "nested_dtype": "float32", "nested_offset": offset})
+        used_absmax = nmap[acodes.reshape(-1)] * np.repeat(nscale, 256) + np.float32(offset)
+    parts["weight.quant_state.bitsandbytes__nf4"] = np.frombuffer(json.dumps(state).encode(), np.uint8).copy()
+    want = (_NF4[codes] * np.repeat(used_absmax.astype(np.float32), block)).reshape(W.shape)
+    return parts, want
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_bitsandbytes_4bit_layers_are_dequantized(tmp_path, nested):
+    rng = np.random.default_rng(12)
+    W = rng.standard_normal((256, 512)).astype(np.float32)  # 2048 blocks of 64, 8 nested blocks of 256
+    parts, want = _bnb4_state(W, nested=nested)
+    state = {f"mlp.down_proj.{k}": v for k, v in parts.items()}
+    state["mlp.down_proj.bias"] = np.zeros(256, np.float32)
+    path = _save(tmp_path / "m.safetensors", {k: v.astype(np.float32) if v.dtype == np.float64 else v
+                                               for k, v in state.items()})
+    for source in (path, state):
+        refs = {r.name: r for r in open_source(source)}
+        assert set(refs) == {"mlp.down_proj.weight", "mlp.down_proj.bias"}  # the state's parts are not layers
+        w = refs["mlp.down_proj.weight"]
+        assert (w.shape, w.dtype) == ((256, 512), "float32")
+        np.testing.assert_allclose(w.load(), want, rtol=1e-6, atol=0)  # the same float32 products
+        # NF4's largest gap is 0.304 of a block's absmax: each weight within half of it, 0.152·max|W|; a
+        # nested absmax is off by at most half a step of its 256-value map, (1/255)·max|W|: 0.16 covers both
+        assert np.abs(w.load() - W).max() <= 0.16 * np.abs(W).max()
+    (row,) = htsr.analyze(path, min_evals=5).layers
+    assert row.name == "mlp.down_proj" and row.status == "ok"
+
+
+def test_bitsandbytes_4bit_state_that_cannot_be_read_gets_a_skipped_row(tmp_path):
+    rng = np.random.default_rng(13)
+    parts, _ = _bnb4_state(rng.standard_normal((64, 64)).astype(np.float32))
+    parts["weight.quant_state.bitsandbytes__nf4"] = np.frombuffer(b"{not json", np.uint8).copy()
+    state = {f"a.{k}": v for k, v in parts.items()} | {"b.weight": rng.standard_normal((64, 64)).astype(np.float32)}
+    rows = {r.name: r for r in htsr.analyze(state, min_evals=5).layers}
+    assert set(rows) == {"a", "b"} and rows["b"].status == "ok"
+    assert rows["a"].status.startswith("skipped: bitsandbytes 4-bit weight whose quant_state cannot be read")

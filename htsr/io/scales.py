@@ -29,7 +29,11 @@ packed the same way along the output axis) and, for GPTQ, ``<module>.g_idx`` (ea
   0 2 4 6 1 3 5 7, groups are consecutive input channels, and W[i, o] = scales[g, o] · (code − zero).
 
 The layer becomes one ``<module>.weight`` tensor of shape [out, in], dequantized when loaded; the parts
-are not layers. The format hints (bits without ``g_idx``, the GPTQ checkpoint format) come from the
+are not layers. So does a bitsandbytes 4-bit (NF4 / FP4, QLoRA) layer: ``<module>.weight`` holds uint8
+pairs of 4-bit codes (high nibble first) into ``weight.quant_map``, each scaled by its block's
+``weight.absmax`` — with double quantization the absmax values are themselves 8-bit codes into
+``weight.nested_quant_map`` times ``weight.nested_absmax`` plus an offset — and the JSON tensor
+``weight.quant_state.bitsandbytes__nf4`` gives the shape, the block sizes and the offset. The format hints (bits without ``g_idx``, the GPTQ checkpoint format) come from the
 model folder's ``config.json`` (``quantization_config``) or ``quantize_config.json``
 (:meth:`PackedConfig.of_folder`).
 
@@ -50,8 +54,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SourceError
-from .base import TensorRef, skipped_loader
+from ..errors import HtsrError, SourceError
+from .base import TensorRef, one_line, skipped_loader
 
 __all__ = ["SCALE_SUFFIXES", "PackedConfig", "unscaled_integer_weight", "with_scales"]
 
@@ -200,12 +204,75 @@ def _packed_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict
     return out, used
 
 
+_BNB4_STATE = re.compile(r"^(.+)\.quant_state\.bitsandbytes__(nf4|fp4)$")
+
+
+def _bnb4_weight(parts: dict[str, TensorRef], state: dict, what: str) -> np.ndarray:
+    """A bitsandbytes 4-bit weight: byte k holds codes 2k (high nibble) and 2k+1 (low nibble), each the
+    index of a value of ``quant_map``, scaled by its block's absmax (itself 8-bit blockwise-quantized
+    with an offset when the state is nested, bitsandbytes' double quantization)."""
+    shape = tuple(int(d) for d in state["shape"])
+    n, block = math.prod(shape), int(state["blocksize"])
+    packed = np.asarray(parts["weight"].load()).reshape(-1)
+    if packed.dtype != np.uint8 or packed.size * 2 < n:
+        raise SourceError(f"{what}: {packed.size} {packed.dtype} values do not hold {n} 4-bit codes")
+    codes = np.empty(packed.size * 2, np.uint8)
+    codes[0::2], codes[1::2] = packed >> 4, packed & 0xF
+    values = np.asarray(parts["quant_map"].load(), np.float32).reshape(-1)
+    absmax = np.asarray(parts["absmax"].load()).reshape(-1)
+    if "nested_absmax" in parts:  # absmax stored as 8-bit codes of nested_quant_map, blocks of nested_blocksize
+        nested = np.asarray(parts["nested_quant_map"].load(), np.float32).reshape(-1)
+        scale = np.asarray(parts["nested_absmax"].load(), np.float32).reshape(-1)
+        step = int(state["nested_blocksize"])
+        if absmax.dtype != np.uint8 or nested.size < 256 or scale.size * step < absmax.size:
+            raise SourceError(f"{what}: nested absmax of {absmax.size} {absmax.dtype} values does not fit its state")
+        absmax = nested[absmax] * np.repeat(scale, step)[: absmax.size] + np.float32(state["nested_offset"])
+    absmax = absmax.astype(np.float32)
+    if values.size < 16 or absmax.size * block < n:
+        raise SourceError(f"{what}: quant_map of {values.size} values or {absmax.size} block scales for {n} weights")
+    return (values[codes[:n]] * np.repeat(absmax, block)[:n]).reshape(shape)
+
+
+def _bnb4_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set[str]]:
+    """{packed weight name: its dequantizing ref} and the names of all parts, for each bitsandbytes 4-bit
+    (NF4 / FP4) layer: ``<m>.weight`` (uint8 pairs of codes) beside ``<m>.weight.absmax``,
+    ``<m>.weight.quant_map``, optionally ``<m>.weight.nested_absmax`` / ``nested_quant_map`` and the
+    JSON state ``<m>.weight.quant_state.bitsandbytes__<nf4|fp4>`` (shape, blocksize, nested offset)."""
+    out, used = {}, set()
+    for name, state_ref in by_name.items():
+        m = _BNB4_STATE.match(name)
+        if m is None or m.group(1) not in by_name:
+            continue
+        weight = m.group(1)
+        parts = {k: by_name[f"{weight}.{k}"] for k in ("absmax", "quant_map", "nested_absmax", "nested_quant_map")
+                 if f"{weight}.{k}" in by_name}
+        parts["weight"] = by_name[weight]
+        used.update(r.name for r in parts.values())
+        used.add(name)
+        what = f"{weight} (bitsandbytes {m.group(2).upper()})"
+        try:
+            state = json.loads(bytes(np.asarray(state_ref.load(), np.uint8).reshape(-1)).decode("utf-8"))
+            shape = tuple(int(d) for d in state["shape"])
+            if len(shape) < 2 or "absmax" not in parts or "quant_map" not in parts:
+                raise ValueError(f"shape {list(shape)}, parts {sorted(parts)}")
+        except (ValueError, KeyError, TypeError, HtsrError) as e:
+            out[weight] = TensorRef(weight, parts["weight"].shape, parts["weight"].dtype, skipped_loader(
+                f"bitsandbytes 4-bit weight whose quant_state cannot be read ({one_line(e, 100)})"))
+            continue
+        out[weight] = TensorRef(weight, shape, "float32", lambda parts=parts, state=state, what=what:
+                                _bnb4_weight(parts, state, what), parts["weight"].kind)
+    return out, used
+
+
 def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -> list[TensorRef]:
     """The tensors with every quantized weight paired to its scale (or unpacked from its GPTQ / AWQ parts,
-    with the format hints ``packed``) and the scale tensors removed."""
+    with the format hints ``packed``, or from its bitsandbytes 4-bit state) and the scale tensors removed."""
     refs = list(refs)
     by_name = {r.name: r for r in refs}
     unpacked, parts = _packed_refs(by_name, packed or PackedConfig())
+    bnb4, bnb4_parts = _bnb4_refs(by_name)
+    unpacked.update(bnb4)
+    parts |= bnb4_parts
     scale_of: dict[str, tuple[TensorRef, float]] = {}
     for r in refs:
         for suffix in SCALE_SUFFIXES:
