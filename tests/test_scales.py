@@ -14,6 +14,7 @@ import htsr
 from htsr.io import open_source
 
 _ST = {"float32": "F32", "float16": "F16", "float8_e4m3fn": "F8_E4M3", "int8": "I8", "uint8": "U8", "int32": "I32",
+       "uint32": "U32",
        "bfloat16": "BF16"}
 
 
@@ -314,3 +315,50 @@ def test_bitsandbytes_4bit_state_that_cannot_be_read_gets_a_skipped_row(tmp_path
     rows = {r.name: r for r in htsr.analyze(state, min_evals=5).layers}
     assert set(rows) == {"a", "b"} and rows["b"].status == "ok"
     assert rows["a"].status.startswith("skipped: bitsandbytes 4-bit weight whose quant_state cannot be read")
+
+
+# ------------------------------------------------------------------ MLX affine quantization (mlx-community)
+
+
+def _mlx_layer(rng, out: int, n_in: int, bits: int, group: int):
+    """mx.quantize's layout: codes packed along each row, lowest bits first, in uint32 words; one scale and
+    one bias per group of inputs; W = scale·q + bias."""
+    codes = rng.integers(0, 1 << bits, (out, n_in))
+    scales = rng.uniform(0.001, 0.01, (out, n_in // group)).astype(np.float16)
+    biases = rng.uniform(-0.05, 0.0, (out, n_in // group)).astype(np.float16)
+    words = _pack_words(codes.T, bits, 0).T.view(np.uint32)  # along the input axis of [out, in]
+    want = (codes * np.repeat(scales.astype(np.float32), group, axis=1)
+            + np.repeat(biases.astype(np.float32), group, axis=1)).astype(np.float32)
+    return {"weight": np.ascontiguousarray(words), "scales": scales, "biases": biases}, want
+
+
+def test_mlx_quantized_layers_with_bits_from_the_config(tmp_path):
+    """A 4-bit model with one 8-bit layer (MLX's per-layer override in config.json), and the default 4 / 64
+    when no config says: every layer unpacked, the scales and biases no layers."""
+    rng = np.random.default_rng(14)
+    q, want_q = _mlx_layer(rng, 96, 256, 4, 64)
+    v, want_v = _mlx_layer(rng, 96, 256, 8, 32)
+    e, want_e = _mlx_layer(rng, 300, 128, 4, 64)
+    state = {f"model.layers.0.self_attn.{n}.{k}": a for n, parts in (("q_proj", q), ("v_proj", v))
+             for k, a in parts.items()} | {f"model.embed_tokens.{k}": a for k, a in e.items()}
+    (tmp_path / "m").mkdir()
+    _save(tmp_path / "m" / "model.safetensors", state)
+    (tmp_path / "m" / "config.json").write_text(json.dumps({"quantization": {
+        "group_size": 64, "bits": 4, "model.layers.0.self_attn.v_proj": {"group_size": 32, "bits": 8}}}))
+    refs = {r.name: r for r in open_source(tmp_path / "m")}
+    assert set(refs) == {"model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.v_proj.weight",
+                         "model.embed_tokens.weight"}
+    for name, want in (("q_proj", want_q), ("v_proj", want_v)):
+        r = refs[f"model.layers.0.self_attn.{name}.weight"]
+        assert (r.shape, r.dtype) == (want.shape, "float32")
+        np.testing.assert_allclose(r.load(), want, rtol=1e-6, atol=1e-7)  # float32 multiply-add vs product + sum
+    np.testing.assert_allclose(refs["model.embed_tokens.weight"].load(), want_e, rtol=1e-6, atol=1e-7)
+    rows = {r.name: r for r in htsr.analyze(tmp_path / "m", min_evals=5).layers}
+    assert rows["model.embed_tokens"].kind == "embedding" and all(r.status == "ok" for r in rows.values())
+    # without the config, 256 inputs in 4 groups of 64 at 4 bits look like 512 inputs in groups of 128 at
+    # 2 bits: which it is only the config says, so the layers get a skipped row rather than a wrong weight
+    (tmp_path / "m" / "config.json").unlink()
+    rows = {r.name: r for r in htsr.analyze(tmp_path / "m", min_evals=5).layers}
+    assert set(rows) == {"model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj", "model.embed_tokens"}
+    assert all(r.status.startswith("skipped: packed quantized weight: MLX weight") and "config.json" in r.status
+               for r in rows.values())

@@ -33,7 +33,11 @@ are not layers. So does a bitsandbytes 4-bit (NF4 / FP4, QLoRA) layer: ``<module
 pairs of 4-bit codes (high nibble first) into ``weight.quant_map``, each scaled by its block's
 ``weight.absmax`` — with double quantization the absmax values are themselves 8-bit codes into
 ``weight.nested_quant_map`` times ``weight.nested_absmax`` plus an offset — and the JSON tensor
-``weight.quant_state.bitsandbytes__nf4`` gives the shape, the block sizes and the offset. The format hints (bits without ``g_idx``, the GPTQ checkpoint format) come from the
+``weight.quant_state.bitsandbytes__nf4`` gives the shape, the block sizes and the offset. So does an MLX
+quantized layer (``mlx-community`` models): a uint32 ``<module>.weight`` of codes packed along each row,
+lowest bits first, beside ``<module>.scales`` and ``<module>.biases`` per group of inputs,
+W = scale·q + bias; bits and group size from ``config.json``'s ``quantization`` (per layer where it says);
+without it, a layer whose shapes fit several (bits, group size) pairs gets a ``skipped`` row. The format hints (bits without ``g_idx``, the GPTQ checkpoint format) come from the
 model folder's ``config.json`` (``quantization_config``) or ``quantize_config.json``
 (:meth:`PackedConfig.of_folder`).
 
@@ -48,8 +52,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -82,28 +86,38 @@ def _expand(scale: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
                       "(scalar, per output row, or a grid of blocks); the file may be corrupt")
 
 
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 @dataclass(frozen=True)
 class PackedConfig:
-    """What a GPTQ checkpoint's tensors do not say: the bits (when there is no ``g_idx``) and whether zero
-    points are stored minus one (AutoGPTQ's "gptq" format) or as they are ("gptq_v2")."""
+    """What packed checkpoints' tensors do not say, from the model folder's config: GPTQ's bits (when there
+    is no ``g_idx``) and whether its zero points are stored minus one (AutoGPTQ's "gptq" format) or as they
+    are ("gptq_v2"); MLX's bits and group size, model-wide and per layer (``layers``)."""
 
     bits: int | None = None
     gptq_v2: bool = False
+    group_size: int | None = None
+    layers: Mapping[str, tuple[int | None, int | None]] = field(default_factory=dict)
 
     @classmethod
     def of_folder(cls, folder: Path) -> PackedConfig:
-        """From ``config.json``'s ``quantization_config`` or ``quantize_config.json`` in ``folder``; the
-        defaults when neither says (or cannot be read)."""
-        for name, key in (("config.json", "quantization_config"), ("quantize_config.json", None)):
+        """From ``config.json``'s ``quantization_config`` (Hugging Face) or ``quantization`` (MLX), or
+        AutoGPTQ's ``quantize_config.json`` in ``folder``; the defaults when none says (or cannot be read)."""
+        for name in ("config.json", "quantize_config.json"):
             try:
                 cfg = json.loads((folder / name).read_text())
-                cfg = cfg.get(key) if key else cfg
-            except (OSError, ValueError, AttributeError):
+            except (OSError, ValueError):
                 continue
-            if isinstance(cfg, dict):
-                bits = cfg.get("bits")
-                return cls(bits if isinstance(bits, int) and not isinstance(bits, bool) else None,
-                           str(cfg.get("checkpoint_format", "")).lower() == "gptq_v2")
+            if not isinstance(cfg, dict):
+                continue
+            q = cfg if name == "quantize_config.json" else cfg.get("quantization_config") or cfg.get("quantization")
+            if isinstance(q, dict):
+                layers = {k: (_int(v.get("bits")), _int(v.get("group_size"))) for k, v in q.items()
+                          if isinstance(v, dict)}
+                return cls(_int(q.get("bits")), str(q.get("checkpoint_format", "")).lower() == "gptq_v2",
+                           _int(q.get("group_size")), layers)
         return cls()
 
 
@@ -264,15 +278,77 @@ def _bnb4_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set
     return out, used
 
 
+def _mlx_layout(parts: dict[str, TensorRef], hint: tuple[int | None, int | None]) -> tuple[int, int]:
+    """(bits, group size) of an MLX layer from its shapes and the config's ``hint``; when the config does not
+    say, the one pair that fits the shapes (reading an 8-bit layer as 4-bit would give another weight)."""
+    w, sc, b = parts["weight"].shape, parts["scales"].shape, parts["biases"].shape
+    if len(w) != 2 or len(sc) != 2 or sc != b or sc[0] != w[0] or 0 in w + sc:
+        raise _NotUnpacked(f"uint32 weight {list(w)} with scales {list(sc)} and biases {list(b)}: not an MLX "
+                           "quantized layer")
+    words, groups = w[1], sc[1]
+    fits = [(bits, g) for bits in (2, 4, 8) for g in (32, 64, 128) if words * 32 == groups * g * bits]
+    if None not in hint:
+        bits, group = hint
+        if bits not in (2, 4, 8) or words * 32 != groups * group * bits:
+            raise _NotUnpacked(f"MLX weight {list(w)} with scales {list(sc)} at {bits} bits in groups of "
+                               f"{group} (the config's): htsr unpacks 2, 4 and 8 bits, whose words must cover "
+                               "the groups")
+        return bits, group
+    if len(fits) == 1:
+        return fits[0]
+    raise _NotUnpacked(f"MLX weight {list(w)} with scales {list(sc)}: {len(fits)} pairs of bits and group size fit "
+                       "its shapes, and no config.json 'quantization' beside it says which")
+
+
+def _mlx_weight(parts: dict[str, TensorRef], bits: int, group: int) -> np.ndarray:
+    """An MLX affine-quantized weight: codes packed along each row, lowest bits first, W = scale·q + bias
+    per group of ``group`` consecutive inputs."""
+    words = np.asarray(parts["weight"].load())
+    scales = np.asarray(parts["scales"].load(), np.float32)
+    biases = np.asarray(parts["biases"].load(), np.float32)
+    out = np.empty((words.shape[0], words.shape[1] * 32 // bits), np.float32)
+    for i in range(0, out.shape[0], _ROWS_PER_STEP):
+        rows = slice(i, i + _ROWS_PER_STEP)
+        out[rows] = _unpack(words[rows], bits, 1)
+        out[rows] *= np.repeat(scales[rows], group, axis=1)
+        out[rows] += np.repeat(biases[rows], group, axis=1)
+    return out
+
+
+def _mlx_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict[str, TensorRef], set[str]]:
+    """{weight name: its dequantizing ref} and the names of the parts, for each MLX quantized layer: a
+    uint32 ``<m>.weight`` beside ``<m>.scales`` and ``<m>.biases``."""
+    out, used = {}, set()
+    for name, w in by_name.items():
+        prefix = name[: -len(".weight")]
+        if (not name.endswith(".weight") or w.dtype != "uint32" or f"{prefix}.scales" not in by_name
+                or f"{prefix}.biases" not in by_name):
+            continue
+        parts = {"weight": w, "scales": by_name[f"{prefix}.scales"], "biases": by_name[f"{prefix}.biases"]}
+        used.update(r.name for r in parts.values())
+        try:
+            bits, group = _mlx_layout(parts, cfg.layers.get(prefix, (cfg.bits, cfg.group_size)))
+        except _NotUnpacked as e:
+            out[name] = TensorRef(name, w.shape, w.dtype, skipped_loader(
+                f"packed quantized weight: {e}; analyse the unquantized model or a dequantized copy"))
+            continue
+        shape = (w.shape[0], w.shape[1] * 32 // bits)
+        out[name] = TensorRef(name, shape, "float32", lambda parts=parts, bits=bits, group=group:
+                              _mlx_weight(parts, bits, group), w.kind)
+    return out, used
+
+
 def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -> list[TensorRef]:
-    """The tensors with every quantized weight paired to its scale (or unpacked from its GPTQ / AWQ parts,
-    with the format hints ``packed``, or from its bitsandbytes 4-bit state) and the scale tensors removed."""
+    """The tensors with every quantized weight paired to its scale (or unpacked from its GPTQ / AWQ / MLX
+    parts, with the format hints ``packed``, or from its bitsandbytes 4-bit state) and the scale tensors
+    removed."""
     refs = list(refs)
     by_name = {r.name: r for r in refs}
-    unpacked, parts = _packed_refs(by_name, packed or PackedConfig())
-    bnb4, bnb4_parts = _bnb4_refs(by_name)
-    unpacked.update(bnb4)
-    parts |= bnb4_parts
+    cfg = packed or PackedConfig()
+    unpacked, parts = {}, set()
+    for found, their_parts in (_packed_refs(by_name, cfg), _bnb4_refs(by_name), _mlx_refs(by_name, cfg)):
+        unpacked.update(found)
+        parts |= their_parts
     scale_of: dict[str, tuple[TensorRef, float]] = {}
     for r in refs:
         for suffix in SCALE_SUFFIXES:
