@@ -129,7 +129,7 @@ def _gram_eigenvalues(W: np.ndarray, dtype: type, wide: bool) -> tuple[np.ndarra
     if dtype is np.float32:
         overflow = not np.isfinite(G).all()  # weights above ~1e19
         # weights below ~1e-16: the Gram's entries are subnormal or zero, and W would look all-zero
-        underflow = float(np.max(np.diagonal(G), initial=0.0)) < _TINY32 and bool(np.any(A))
+        underflow = float(np.max(np.diagonal(G), initial=0.0)) < _TINY32 and bool(np.any(W))  # W: A may be 0
         if overflow or underflow:
             return _gram_eigenvalues(W, np.float64, wide)  # the float64 Gram holds them
     evals = scipy.linalg.eigh(G, eigvals_only=True, overwrite_a=True, check_finite=False)

@@ -602,6 +602,59 @@ def test_dynamic_quantization_without_its_scale_is_listed_as_skipped(tmp_path):
         ("w_quantized", "MatMulInteger weight without the w_scale initializer onnxruntime's quantizer writes beside it")]
 
 
+@pytest.fixture(scope="module")
+def float_mlp(tmp_path_factory) -> Path:
+    """Two Linear layers exported by torch as Gemm (transB=1): the float model onnxruntime quantizes."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(72, 40), torch.nn.ReLU(), torch.nn.Linear(40, 6)).eval()
+    path = tmp_path_factory.mktemp("mlp") / "float.onnx"
+    torch.onnx.export(model, torch.randn(3, 72), str(path), input_names=["x"], dynamo=False)
+    return path
+
+
+@pytest.mark.parametrize("how", ["QOperator", "QOperator per channel", "QDQ", "dynamic", "dynamic per channel"])
+def test_onnxruntime_quantized_gemm_layers_keep_their_names(float_mlp, tmp_path, how):
+    """Every format onnxruntime's quantizer writes for a Gemm — com.microsoft.QGemm (static QOperator),
+    DequantizeLinear → Gemm (QDQ), MatMulInteger on <name>_Transposed_quantized (dynamic) — gives the float
+    model's weights under the float model's names, within half an int8 step."""
+    ort_q = pytest.importorskip("onnxruntime.quantization")
+    out, per_channel = tmp_path / "q.onnx", how.endswith("per channel")
+    if how.startswith("dynamic"):
+        ort_q.quantize_dynamic(str(float_mlp), str(out), weight_type=ort_q.QuantType.QInt8, per_channel=per_channel)
+    else:
+        class Reader(ort_q.CalibrationDataReader):
+            def __init__(self):
+                self.batches = iter([{"x": np.random.default_rng(k).standard_normal((3, 72)).astype(np.float32)}
+                                     for k in range(4)])
+
+            def get_next(self):
+                return next(self.batches, None)
+
+        ort_q.quantize_static(str(float_mlp), str(out), Reader(), per_channel=per_channel,
+                              quant_format=getattr(ort_q.QuantFormat, how.split()[0]))
+    ref = {r.name: r for r in OnnxFile(float_mlp)}
+    src = OnnxFile(out)
+    got = {r.name: r for r in src}
+    assert set(got) == set(ref) == {"0.weight", "2.weight"} and src.skipped == []
+    for name, r in ref.items():
+        a, b = r.load(), got[name].load()
+        assert got[name].kind == "dense" and b.shape == a.shape
+        # int8 with a symmetric range: a step is max|W|/127 (per tensor; per channel smaller), half of it at most
+        assert np.abs(b - a).max() <= np.abs(a).max() / 127 * 0.5001, name
+
+
+def test_integer_weight_read_only_by_an_unknown_operator_is_listed(tmp_path):
+    """An int8 weight read by a custom-domain operator htsr does not know: not analysed, and not silently
+    lost — OnnxFile.skipped says which operator read it."""
+    node = helper.make_node("MysteryMatMul", ["x", "w_quantized"], ["y"], name="/fc/MysteryMatMul", domain="com.acme")
+    model = _model([node], {"w_quantized": _rng(9).integers(-128, 128, (16, 8)).astype(np.int8)})
+    model.opset_import.append(helper.make_opsetid("com.acme", 1))
+    f = OnnxFile(_save(model, tmp_path / "q.onnx"))
+    assert len(f) == 0 and f.skipped == [
+        ("w_quantized", "read by com.acme.MysteryMatMul, an operator whose quantization htsr does not know")]
+
+
 @pytest.mark.network
 @pytest.mark.parametrize("how", ["dynamic", "dynamic per channel", "static QOperator"])
 def test_onnxruntime_quantized_minilm_reads_like_the_float_model(tmp_path, how):

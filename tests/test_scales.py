@@ -362,3 +362,48 @@ def test_mlx_quantized_layers_with_bits_from_the_config(tmp_path):
     assert set(rows) == {"model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj", "model.embed_tokens"}
     assert all(r.status.startswith("skipped: packed quantized weight: MLX weight") and "config.json" in r.status
                for r in rows.values())
+
+
+def test_quantized_parts_in_different_torch_shards_are_paired(tmp_path):
+    """A sharded pytorch_model.bin folder: a GPTQ layer's qweight in one shard and its scales / zeros in the
+    other, an int8 weight and its bitsandbytes SCB likewise; the pairs are made across shards, as for
+    safetensors shards, and no part becomes a layer."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(15)
+    codes, zeros, scales, g_idx, want_gptq = _quantized(rng, 128, 64, 4, 2)
+    cb, scb = _bnb_int8(rng.standard_normal((48, 64)).astype(np.float32))
+    shards = {"pytorch_model-00001-of-00002.bin": {"a.qweight": _pack_words(codes, 4, 0), "a.g_idx": g_idx,
+                                                   "b.weight": cb},
+              "pytorch_model-00002-of-00002.bin": {"a.qzeros": _pack_words(zeros - 1, 4, 1), "a.scales": scales,
+                                                   "b.SCB": scb}}
+    (tmp_path / "m").mkdir()
+    for file, tensors in shards.items():
+        torch.save({k: torch.from_numpy(v) for k, v in tensors.items()}, str(tmp_path / "m" / file))
+    (tmp_path / "m" / "pytorch_model.bin.index.json").write_text(json.dumps(
+        {"weight_map": {k: file for file, tensors in shards.items() for k in tensors}}))
+    refs = {r.name: r for r in open_source(tmp_path / "m")}
+    assert set(refs) == {"a.weight", "b.weight"}
+    np.testing.assert_allclose(refs["a.weight"].load(), want_gptq, rtol=1e-6, atol=0)
+    np.testing.assert_array_equal(refs["b.weight"].load(), cb.astype(np.float32) * (scb[:, None] / np.float32(127)))
+
+
+def test_packed_layer_checks_and_conv_scales(tmp_path):
+    """A g_idx of the wrong length would read 4-bit codes as 2-bit ones: the zero points (packed at the same
+    bits) must agree, else a skipped row; compressed-tensors' weight_scale beside weight_packed is no layer;
+    an int8 conv kernel with one scale per output channel ([out] or [out, 1, 1, 1]) is dequantized."""
+    rng = np.random.default_rng(16)
+    codes, zeros, scales, g_idx, _ = _quantized(rng, 128, 64, 4, 2)
+    q = rng.integers(-127, 128, (8, 4, 3, 3)).astype(np.int8)
+    s = rng.uniform(0.01, 0.1, 8).astype(np.float32)
+    state = {"a.qweight": _pack_words(codes, 4, 0), "a.qzeros": _pack_words(zeros - 1, 4, 1), "a.scales": scales,
+             "a.g_idx": np.concatenate([g_idx, g_idx]),  # 256 entries: would mean 2-bit codes
+             "c.weight_packed": rng.integers(0, 2**31, (64, 16)).astype(np.int32),
+             "c.weight_scale": rng.uniform(size=(64, 4)).astype(np.float16),
+             "conv.weight": q, "conv.weight_scale": s.reshape(8, 1, 1, 1)}
+    rows = {r.name: r for r in htsr.analyze(state, min_evals=5).layers}
+    assert set(rows) == {"a", "c.weight_packed", "conv"}
+    assert rows["a"].status.startswith("skipped: packed quantized weight: GPTQ qzeros")
+    assert rows["c.weight_packed"].status.startswith("skipped: int32 words of packed low-bit values")
+    conv = {r.name: r for r in open_source(state)}["conv.weight"]
+    np.testing.assert_array_equal(conv.load(), q.astype(np.float32) * s[:, None, None, None])
+    assert rows["conv"].kind == "conv2d" and rows["conv"].status.split(":")[0] in ("ok", "not_fitted")

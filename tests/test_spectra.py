@@ -79,3 +79,12 @@ def test_fast_path_survives_float32_underflow_and_overflow(factor):
     assert got.method == "gram64"
     # the float32 copy of W·factor rounds each entry (2^-24 relative): eigenvalues agree to ~1e-6
     np.testing.assert_allclose(got.evals / factor**2, ref, rtol=1e-5, atol=1e-5 * ref.max())
+
+
+def test_fast_path_float64_weights_below_float32_range():
+    """float64 weights ~1e-50 round to zero in the float32 copy the fast path multiplies: it checks the
+    weights themselves, not the copy, and takes the float64 Gram (not 'all-zero')."""
+    W = np.random.default_rng(12).standard_normal((90, 60))
+    got = esd([W * 1e-50], precision="fast")
+    assert got.method == "gram64"
+    np.testing.assert_allclose(got.evals / 1e-100, esd([W], precision="accurate").evals, rtol=1e-9, atol=1e-9)

@@ -63,18 +63,20 @@ def open_source(source: Any) -> TensorSource:
 
 
 class _Chain:
-    """Several sources read one after the other as one (the shards of one checkpoint)."""
+    """Several sources read one after the other as one (the shards of one checkpoint in ``folder``); a
+    quantized weight and its scales or parts may sit in different shards."""
 
-    def __init__(self, description: str, sources: list) -> None:
+    def __init__(self, description: str, sources: list, folder: Path) -> None:
         self.description = description
-        self._sources = sources
+        self._sources, self._folder = sources, folder
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._sources)
 
     def __iter__(self):
-        for s in self._sources:
-            yield from s
+        from .scales import PackedConfig, with_scales
+
+        yield from with_scales((r for s in self._sources for r in s), PackedConfig.of_folder(self._folder))
 
 
 def _torch_shards(index: Path) -> TensorSource:
@@ -90,7 +92,7 @@ def _torch_shards(index: Path) -> TensorSource:
     missing = [f for f in files if not (index.parent / f).is_file()]
     if missing:
         raise SourceError(f"{index}: shard {missing[0]} is missing from {index.parent}")
-    return _Chain(str(index.parent), [load_torch_file(index.parent / f) for f in files])
+    return _Chain(str(index.parent), [load_torch_file(index.parent / f) for f in files], index.parent)
 
 
 def _open_path(path: Path) -> TensorSource:

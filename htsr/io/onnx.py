@@ -23,7 +23,7 @@ the scale per tensor, per axis or per block (opset 21), in each of onnxruntime's
 after it; read by ``QLinearMatMul`` / ``QLinearConv`` (QOperator: the scale and zero point are the
 operator's inputs, per output channel); read by ``MatMulInteger`` / ``ConvInteger`` (dynamic
 quantization, e.g. ``model_quantized.onnx`` files: the zero point is an input, the scale the
-``<name>_scale`` initializer); an int8 embedding table read by ``Gather`` (scale from the
+``<name>_scale`` initializer); read by onnxruntime's ``com.microsoft.QGemm`` (a static model's Gemm); an int8 embedding table read by ``Gather`` (scale from the
 ``DequantizeLinear`` after it, or ``<name>_scale``). The integer operators type a weight as the float
 ones do (MatMul, Conv). Its rows say float32, and onnxruntime's ``<name>_quantized`` is named ``<name>``,
 as in the float model. A float weight passed through ``QuantizeLinear`` →
@@ -95,7 +95,13 @@ _RNN_OPS = {"LSTM", "GRU", "RNN"}
 # integer operators of onnxruntime's quantized models (QOperator format, dynamic quantization): the float
 # operator they stand for, and which of their inputs is which input of it
 _INTEGER_OPS = {"QLinearMatMul": ("MatMul", {0: 0, 3: 1}), "MatMulInteger": ("MatMul", {0: 0, 1: 1}),
-                "QLinearConv": ("Conv", {3: 1}), "ConvInteger": ("Conv", {1: 1})}
+                "QLinearConv": ("Conv", {3: 1}), "ConvInteger": ("Conv", {1: 1}),
+                "QGemm": ("Gemm", {0: 0, 3: 1})}  # QGemm: onnxruntime's com.microsoft domain
+
+
+def _known(node: Any) -> bool:
+    """An operator of the ONNX domain, or one of onnxruntime's (com.microsoft) that htsr reads."""
+    return node.domain in ("", "ai.onnx") or (node.domain == "com.microsoft" and node.op_type in _INTEGER_OPS)
 _TYPED_OPS = {"MatMul", "Gemm", "Conv", "Gather"} | _RNN_OPS | set(_INTEGER_OPS)
 _MAX_HOPS = 6
 
@@ -231,7 +237,7 @@ class OnnxFile:
                 found = []
                 for v in frontier:
                     for n, i in consumers.get(v, ()):
-                        if n.domain not in ("", "ai.onnx"):
+                        if not _known(n):
                             continue
                         if n.op_type in _TYPED_OPS:
                             found.append(_Use(n, i, hop == 0))
@@ -272,8 +278,9 @@ class OnnxFile:
         taken: set[str] = set()
         refs: list[TensorRef] = []
         for _, name, t, use, loader in pending:
-            # onnxruntime's quantizer names a weight <name>_quantized: the float model's name again
-            shown = name.removesuffix("_quantized") if loader else name
+            # onnxruntime's quantizer names a weight <name>_quantized (<name>_Transposed_quantized when it
+            # turned a Gemm's [out, in] B into MatMulInteger's [in, out]): the float model's name again
+            shown = name.removesuffix("_quantized").removesuffix("_Transposed") if loader else name
             for ref in self._typed_refs(shown, t, use, loader):
                 if ref is None:
                     continue
@@ -295,23 +302,27 @@ class OnnxFile:
     def _quantization(self, name: str, consumers: dict[str, list[tuple[Any, int]]],
                       tensors: dict[str, Any]) -> tuple[str, str, str, int, int] | str | None:
         """How the integer tensor ``name`` is dequantized: (operator, scale name, zero-point name or "", axis,
-        block size), from the node that reads it — DequantizeLinear (QDQ), QLinearMatMul / QLinearConv
+        block size), from the node that reads it — DequantizeLinear (QDQ), QLinearMatMul / QLinearConv / QGemm
         (their own scale and zero-point inputs), MatMulInteger / ConvInteger (onnxruntime's dynamic
         quantization: the zero point is an input, the scale is the ``<name>_scale`` initializer beside
         ``<name>_quantized``), or a Gather whose output a DequantizeLinear reads (a quantized embedding
         table; or, when QLinear* operators read its rows, by the ``_scale`` / ``_zero_point`` names). None
         for an integer tensor no such node reads (shapes, indices); the reason if one does but its scale
-        cannot be found."""
+        cannot be found, or if only operators of another domain read it."""
+        unknown = None
         for n, i in consumers.get(name, ()):
-            if n.domain not in ("", "ai.onnx"):
+            if not _known(n):
+                unknown = f"read by {n.domain}.{n.op_type}, an operator whose quantization htsr does not know"
                 continue
             op, ins = n.op_type, list(n.input) + ["", "", ""]
             if op == "DequantizeLinear" and i == 0 and n.output:
                 attrs = {a.name: self._onnx.helper.get_attribute_value(a) for a in n.attribute}
                 return op, ins[1], ins[2], int(attrs.get("axis", 1)), int(attrs.get("block_size", 0))
-            if op in ("QLinearMatMul", "QLinearConv") and _INTEGER_OPS[op][1].get(i) is not None:
-                # per output channel: B's columns (MatMul input 1), A's rows (input 0), a kernel's c_out
-                axis = 1 if (op, i) == ("QLinearMatMul", 3) else 0
+            if op in ("QLinearMatMul", "QLinearConv", "QGemm") and _INTEGER_OPS[op][1].get(i) is not None:
+                # per output channel: B's columns (MatMul input 1; Gemm's unless transB), A's rows (input 0),
+                # a kernel's c_out
+                trans_b = any(a.name == "transB" and a.i for a in n.attribute)
+                axis = 1 if i == 3 and op != "QLinearConv" and not (op == "QGemm" and trans_b) else 0
                 return op, ins[i + 1], ins[i + 2], axis, 0
             if op in ("MatMulInteger", "ConvInteger") and _INTEGER_OPS[op][1].get(i) is not None:
                 scale = name.removesuffix("_quantized") + "_scale"
@@ -329,7 +340,7 @@ class OnnxFile:
                 if base != name and base + "_scale" in tensors:
                     zero_point = base + "_zero_point"
                     return "Gather", base + "_scale", zero_point if zero_point in tensors else "", 1, 0
-        return None
+        return unknown
 
     def _dequantized(self, name: str, t: Any, op: str, scale: str, zero_point: str, axis: int, block: int,
                      tensors: dict[str, Any]) -> Callable[[], np.ndarray] | str:

@@ -73,8 +73,8 @@ def _expand(scale: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
     s = np.asarray(scale, dtype=np.float32)
     if s.size == 1:
         return s.reshape(())
-    if len(shape) == 2 and s.squeeze().shape == (shape[0],):
-        return s.reshape(shape[0], 1)
+    if len(shape) >= 2 and s.squeeze().shape == (shape[0],):  # per output channel: a row, or a conv's c_out
+        return s.reshape((shape[0],) + (1,) * (len(shape) - 1))
     if s.ndim == len(shape) == 2:
         # DeepSeek's 128 x 128 blocks when they fit (300 rows in 3 blocks could also be 100-row blocks),
         # else equal blocks that cover each side
@@ -144,19 +144,24 @@ def _unpack(words: np.ndarray, bits: int, axis: int) -> np.ndarray:
 def _packed_layout(parts: dict[str, TensorRef], cfg: PackedConfig) -> tuple[str, int, int, int]:
     """(``gptq`` or ``awq``, bits, in, out) from the parts' shapes; :class:`_NotUnpacked` if none fits."""
     q, sc, g = parts["qweight"].shape, parts["scales"].shape, parts.get("g_idx")
-    if len(q) != 2 or len(sc) != 2 or 0 in q + sc:
-        raise _NotUnpacked(f"qweight {list(q)} with scales {list(sc)}: not a packed linear layer")
+    z = parts["qzeros"].shape if "qzeros" in parts else None
+    if len(q) != 2 or len(sc) != 2 or 0 in q + sc or (z is not None and len(z) != 2) or (g and len(g.shape) != 1):
+        raise _NotUnpacked(f"qweight {list(q)} with scales {list(sc)}, qzeros {z and list(z)}, g_idx "
+                           f"{g and list(g.shape)}: not a packed linear layer")
     (rows, cols), (groups, out) = q, sc
     if cols == out:  # GPTQ: packed along the input axis
-        n_in = g.shape[0] if g is not None and len(g.shape) == 1 else rows * 32 // (cfg.bits or 4)
+        n_in = g.shape[0] if g is not None else rows * 32 // (cfg.bits or 4)
         bits, exact = divmod(32 * rows, n_in)
         if exact or bits not in (2, 4, 8):
             raise _NotUnpacked(f"GPTQ qweight {list(q)} for {n_in} inputs holds {32 * rows / n_in:g}-bit codes; "
                                "htsr unpacks 2, 4 and 8 bits")
         if g is None and n_in % groups:
             raise _NotUnpacked(f"GPTQ qweight {list(q)}: {n_in} inputs in {groups} groups")
+        if z is not None and z != (groups, -(-out * bits // 32)):  # the zero points are packed at the same bits
+            raise _NotUnpacked(f"GPTQ qzeros {list(z)} do not hold {groups} × {out} {bits}-bit zero points (qweight "
+                               f"{list(q)}, g_idx of {n_in})")
         return "gptq", bits, n_in, out
-    if cols and out == 8 * cols and rows % groups == 0:  # AWQ (GEMM): eight 4-bit codes per word, along out
+    if cols and out == 8 * cols and rows % groups == 0 and z in (None, (groups, cols)):  # AWQ (GEMM): 4-bit
         return "awq", 4, rows, out
     raise _NotUnpacked(f"qweight {list(q)} with scales {list(sc)} fits neither GPTQ's nor AWQ's (GEMM) layout")
 
@@ -353,9 +358,12 @@ def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -
     for r in refs:
         for suffix in SCALE_SUFFIXES:
             if r.name.endswith("." + suffix):
-                w = by_name.get(r.name[: -len(suffix)] + "weight")
+                stem = r.name[: -len(suffix)]
+                w = by_name.get(stem + "weight")
                 if w is not None and w.dtype in _QUANTIZED:
                     scale_of[w.name] = (r, _DIVISOR.get(suffix, 1.0))
+                elif stem + "weight_packed" in by_name:  # compressed-tensors' packed weight: its row says skipped
+                    parts.add(r.name)
                 break
     used = {s.name for s, _ in scale_of.values()} | (parts - set(unpacked))
     out = []

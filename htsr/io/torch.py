@@ -166,7 +166,7 @@ def load_torch_file(path: str | os.PathLike) -> TensorSource:
     from .torchzip import RefusedGlobal, TorchLegacyFile, TorchZipFile, is_legacy_torch
 
     path = Path(path)
-    reader = None
+    reader, refused = None, None
     if zipfile.is_zipfile(path):
         reader = TorchZipFile
     else:
@@ -180,7 +180,8 @@ def load_torch_file(path: str | os.PathLike) -> TensorSource:
     if reader is not None:
         try:
             return reader(path)
-        except RefusedGlobal as refused:
+        except RefusedGlobal as e:
+            refused = e
             try:
                 _torch()  # torch's own weights-only unpickler knows more types: let it decide
             except MissingExtraError:
@@ -196,6 +197,9 @@ def load_torch_file(path: str | os.PathLike) -> TensorSource:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         detail = _unpickler_detail(e)
+        if refused is not None:  # htsr's reader said which global; torch's wording differs by format
+            raise SourceError(f"{refused}; torch.load(weights_only=True) refuses it too; re-save it with "
+                              "torch.save(model.state_dict(), ...) or as safetensors") from None
         if "Unsupported global" in detail:
             raise SourceError(
                 f"{path}: refused: the checkpoint is a pickle that needs to run code ({detail}), and htsr "

@@ -108,6 +108,14 @@ def _rebuild_tensor(storage, offset, size, stride, *_ignored) -> _Tensor:
     return _Tensor(storage, int(offset), shape, strides)
 
 
+def _rebuild_tensor_v3(storage, offset, size, stride, _requires_grad, _hooks, dtype, *_ignored) -> _Tensor:
+    """A tensor over an untyped (byte) storage, its dtype given apart: how torch saves dtypes that have no
+    typed storage class (the float8 types, uint16 …)."""
+    if not (isinstance(storage, _Storage) and isinstance(dtype, str) and dtype.startswith("torch.")):
+        raise pickle.UnpicklingError("a v3 tensor without an untyped storage and a torch dtype")
+    return _rebuild_tensor(_Storage(storage.key, dtype.removeprefix("torch.")), offset, size, stride)
+
+
 class _OrderedDict(dict):
     """``collections.OrderedDict``: a plain dict that also takes pickled attributes (``Module.state_dict()``
     carries ``_metadata``, restored by a BUILD)."""
@@ -153,6 +161,8 @@ def _set(items=()) -> list:
 _ALLOWED = {
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
+    ("torch.storage", "UntypedStorage"): "uint8",  # bytes; the v3 tensor over it says its dtype
     ("torch._utils", "_rebuild_parameter"): _first,
     ("collections", "OrderedDict"): _OrderedDict,
     ("torch.jit._pickle", "build_intlist"): _first,
@@ -171,7 +181,8 @@ _ALLOWED = {
 }
 # torch.float32, torch.bfloat16 …: a dtype stored as a plain value (e.g. a config entry)
 _TORCH_DTYPES = frozenset({"float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2", "int64",
-                           "int32", "int16", "int8", "uint8", "bool", "complex64", "complex128"})
+                           "int32", "int16", "int8", "uint8", "uint16", "uint32", "uint64", "bool", "complex64",
+                           "complex128"})
 
 
 class _Unpickler(pickle.Unpickler):
@@ -308,16 +319,17 @@ class _PickledTensors:
     def _load(self, name: str, t: _Tensor) -> np.ndarray:
         dtype = numpy_dtype(t.storage.dtype)
         if math.prod(t.shape) == 0:
-            return np.zeros(t.shape, np.float32)
+            return as_loaded(np.zeros(t.shape, dtype))
         try:
             raw = self._raw(t.storage, t.extent() * dtype.itemsize)
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
             raise self._fail(f"tensor {name}: storage unreadable ({one_line(e, 120)}); truncated?") from None
-        base = np.frombuffer(raw, dtype=dtype)
+        # strided through an unsigned integer of the same size: numpy cannot stride ml_dtypes' bf16 / fp8
+        word = np.dtype(f"<u{dtype.itemsize}") if dtype.itemsize in (1, 2, 4, 8) else dtype
+        base = np.frombuffer(raw, dtype=word)
         view = np.lib.stride_tricks.as_strided(
             base[t.offset:], shape=t.shape, strides=tuple(s * dtype.itemsize for s in t.stride), writeable=False)
-        out = as_loaded(view)
-        return np.array(out) if out is view else out  # a copy either way: the storage is not kept mapped
+        return as_loaded(np.array(view).view(dtype))  # a copy: the storage is not kept mapped
 
     def __iter__(self) -> Iterator[TensorRef]:
         # int8 / FP8 weights beside their scales, GPTQ / AWQ parts: dequantized
