@@ -1,7 +1,7 @@
 """Independent reference: power of the CSN (2009) semi-parametric bootstrap GOF test against log-normal
 samples, computed with the `powerlaw` package (Alstott et al.), next to htsr's p-values on the same samples.
 
-Samples as scripts/calibrate_uncertainty.py `sample` (copied verbatim below).
+Samples from scripts/calibrate_uncertainty.py's `sample`.
 Seeds: sample i (global counter over all cells, in cell order) has seed 10_000 + i; the powerlaw-package
 CSN bootstrap uses np.random.default_rng((seed, 7)); htsr's bootstrap uses seed=seed.
 
@@ -29,17 +29,11 @@ import powerlaw
 from htsr.fits.bootstrap import bootstrap_power_law
 from htsr.fits.powerlaw import fit_power_law
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from calibrate_uncertainty import sample  # the calibration's samples, seed for seed
+
 warnings.filterwarnings("ignore")
 OUT = str(Path(__file__).resolve().parent / "results" / "res_powerlaw_ref.json")
-
-
-def sample(seed: int, kind: str, n: int, param: float) -> np.ndarray:
-    """Verbatim from scripts/calibrate_uncertainty.py."""
-    rng = np.random.default_rng(seed)
-    if kind in ("pl", "high"):
-        tail = (1.0 - rng.random(n)) ** (-1.0 / (param - 1.0))
-        return np.sort(np.concatenate([rng.uniform(0.05, 1.0, n // 2), tail]))
-    return np.sort(rng.lognormal(0.0, param, n + n // 2))
 
 
 def pl_fit(x: np.ndarray):
