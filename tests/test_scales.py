@@ -389,8 +389,8 @@ def test_quantized_parts_in_different_torch_shards_are_paired(tmp_path):
 
 def test_packed_layer_checks_and_conv_scales(tmp_path):
     """A g_idx of the wrong length would read 4-bit codes as 2-bit ones: the zero points (packed at the same
-    bits) must agree, else a skipped row; compressed-tensors' weight_scale beside weight_packed is no layer;
-    an int8 conv kernel with one scale per output channel ([out] or [out, 1, 1, 1]) is dequantized."""
+    bits) must agree, else a skipped row; a compressed-tensors weight_packed without its weight_shape gets
+    a skipped row, and its weight_scale is no layer; an int8 conv kernel with one scale per output channel ([out] or [out, 1, 1, 1]) is dequantized."""
     rng = np.random.default_rng(16)
     codes, zeros, scales, g_idx, _ = _quantized(rng, 128, 64, 4, 2)
     q = rng.integers(-127, 128, (8, 4, 3, 3)).astype(np.int8)
@@ -401,9 +401,33 @@ def test_packed_layer_checks_and_conv_scales(tmp_path):
              "c.weight_scale": rng.uniform(size=(64, 4)).astype(np.float16),
              "conv.weight": q, "conv.weight_scale": s.reshape(8, 1, 1, 1)}
     rows = {r.name: r for r in htsr.analyze(state, min_evals=5).layers}
-    assert set(rows) == {"a", "c.weight_packed", "conv"}
+    assert set(rows) == {"a", "c", "conv"}
     assert rows["a"].status.startswith("skipped: packed quantized weight: GPTQ qzeros")
-    assert rows["c.weight_packed"].status.startswith("skipped: int32 words of packed low-bit values")
+    assert rows["c"].status.startswith("skipped: packed quantized weight: weight_packed [64, 16] without its "
+                                       "weight_shape")
     conv = {r.name: r for r in open_source(state)}["conv.weight"]
     np.testing.assert_array_equal(conv.load(), q.astype(np.float32) * s[:, None, None, None])
     assert rows["conv"].kind == "conv2d" and rows["conv"].status.split(":")[0] in ("ok", "not_fitted")
+
+
+@pytest.mark.parametrize("bits,n_in,group", [(4, 96, 32), (4, 100, None), (8, 128, 64)])
+def test_compressed_tensors_pack_quantized_layers(tmp_path, bits, n_in, group):
+    """vLLM / llm-compressor's pack-quantized format: signed codes plus 2^(bits−1) packed along each row
+    (lowest bits first, the last word padded), a scale per group of inputs (None: one per row), and the
+    weight's shape; W = q · scale. 100 inputs at 4 bits leave 4 codes of padding."""
+    rng = np.random.default_rng(17 + bits)
+    out, half = 48, 1 << (bits - 1)
+    q = rng.integers(-half, half, (out, n_in))
+    scale = rng.uniform(0.001, 0.01, (out, 1 if group is None else n_in // group)).astype(np.float16)
+    per = 32 // bits
+    padded = np.zeros((out, -(-n_in // per) * per), np.int64)
+    padded[:, :n_in] = q + half
+    words = np.zeros((out, padded.shape[1] // per), np.uint32)
+    for i in range(per):
+        words |= padded[:, i::per].astype(np.uint32) << np.uint32(bits * i)
+    state = {"mlp.up_proj.weight_packed": words.view(np.int32), "mlp.up_proj.weight_scale": scale,
+             "mlp.up_proj.weight_shape": np.array([out, n_in], np.int32)}
+    refs = {r.name: r for r in open_source(_save(tmp_path / "ct.safetensors", state))}
+    assert list(refs) == ["mlp.up_proj.weight"] and refs["mlp.up_proj.weight"].shape == (out, n_in)
+    want = (q * np.repeat(scale.astype(np.float32), n_in // scale.shape[1], axis=1)).astype(np.float32)
+    np.testing.assert_allclose(refs["mlp.up_proj.weight"].load(), want, rtol=1e-6, atol=0)

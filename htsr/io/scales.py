@@ -41,6 +41,11 @@ without it, a layer whose shapes fit several (bits, group size) pairs gets a ``s
 model folder's ``config.json`` (``quantization_config``) or ``quantize_config.json``
 (:meth:`PackedConfig.of_folder`).
 
+So does a compressed-tensors ``pack-quantized`` layer (vLLM / llm-compressor W4A16 / W8A16 checkpoints):
+``<module>.weight_packed`` int32 words of signed codes stored plus 2^(bits−1), packed along each row
+lowest bits first, ``<module>.weight_scale`` per group of inputs (or per row) and ``<module>.weight_shape``;
+W = q · scale (an asymmetric layer, with a ``weight_zero_point``, gets a ``skipped`` row).
+
 An integer weight left without a scale — packed 4-bit words (GPTQ / AWQ ``qweight``, compressed-tensors
 ``weight_packed``), bitsandbytes 4-bit bytes, an int8 weight whose scale is missing — is not a matrix of
 weights htsr can analyse as stored: :func:`unscaled_integer_weight` gives it a row that says so
@@ -343,15 +348,68 @@ def _mlx_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict[st
     return out, used
 
 
+def _ct_weight(parts: dict[str, TensorRef], bits: int, shape: tuple[int, int]) -> np.ndarray:
+    """A compressed-tensors pack-quantized weight: signed codes stored with an offset of 2^(bits−1),
+    packed along each row, lowest bits first; W = q · scale per group of inputs (or per row, or one)."""
+    out, n_in = shape
+    scale = np.asarray(parts["weight_scale"].load(), np.float32)
+    scale = scale.reshape(1, 1) if scale.size == 1 else scale.reshape(out, -1)
+    if n_in % scale.shape[1]:
+        raise SourceError(f"{parts['weight_packed'].name}: {scale.shape[1]} scale groups do not divide {n_in} inputs")
+    group = n_in // scale.shape[1]
+    words = np.asarray(parts["weight_packed"].load())
+    W = np.empty(shape, np.float32)
+    for i in range(0, out, _ROWS_PER_STEP):
+        rows = slice(i, i + _ROWS_PER_STEP)
+        W[rows] = _unpack(words[rows], bits, 1)[:, :n_in]
+        W[rows] -= np.float32(1 << (bits - 1))
+        W[rows] *= np.repeat(scale[rows] if scale.shape[0] > 1 else scale, group, axis=1)
+    return W
+
+
+def _ct_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set[str]]:
+    """{packed weight name: the ``<m>.weight`` ref} and the parts, for each compressed-tensors
+    ``pack-quantized`` layer (vLLM / llm-compressor): ``<m>.weight_packed`` (int32), ``<m>.weight_scale``,
+    ``<m>.weight_shape`` ([out, in]); a layer with a ``weight_zero_point`` (asymmetric) gets a skipped row."""
+    out, used = {}, set()
+    for name, packed in by_name.items():
+        prefix = name[: -len(".weight_packed")]
+        if not name.endswith(".weight_packed") or f"{prefix}.weight_scale" not in by_name:
+            continue
+        parts = {k: by_name[f"{prefix}.{k}"] for k in ("weight_packed", "weight_scale", "weight_shape",
+                                                       "weight_zero_point") if f"{prefix}.{k}" in by_name}
+        used.update(r.name for r in parts.values())
+        weight = f"{prefix}.weight"
+        try:
+            if "weight_zero_point" in parts:
+                raise _NotUnpacked("asymmetric (weight_zero_point) compressed-tensors weight")
+            if "weight_shape" not in parts or len(packed.shape) != 2:
+                raise _NotUnpacked(f"weight_packed {list(packed.shape)} without its weight_shape")
+            shape = tuple(int(d) for d in np.asarray(parts["weight_shape"].load()).reshape(-1))
+            bits = [b for b in (4, 8) if len(shape) == 2 and shape[0] == packed.shape[0]
+                    and -(-shape[1] * b // 32) == packed.shape[1]]
+            if not bits:
+                raise _NotUnpacked(f"weight_packed {list(packed.shape)} holds no 4- or 8-bit codes of a "
+                                   f"{list(shape)} weight")
+        except (_NotUnpacked, HtsrError, ValueError) as e:
+            out[name] = TensorRef(weight, packed.shape, packed.dtype, skipped_loader(
+                f"packed quantized weight: {one_line(e, 160)}; analyse the unquantized model or a dequantized copy"))
+            continue
+        out[name] = TensorRef(weight, shape, "float32", lambda parts=parts, bits=bits[0], shape=shape:
+                              _ct_weight(parts, bits, shape), packed.kind)
+    return out, used
+
+
 def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -> list[TensorRef]:
-    """The tensors with every quantized weight paired to its scale (or unpacked from its GPTQ / AWQ / MLX
-    parts, with the format hints ``packed``, or from its bitsandbytes 4-bit state) and the scale tensors
-    removed."""
+    """The tensors with every quantized weight paired to its scale (or unpacked from its GPTQ / AWQ / MLX /
+    compressed-tensors parts, with the format hints ``packed``, or from its bitsandbytes 4-bit state) and
+    the scale tensors removed."""
     refs = list(refs)
     by_name = {r.name: r for r in refs}
     cfg = packed or PackedConfig()
     unpacked, parts = {}, set()
-    for found, their_parts in (_packed_refs(by_name, cfg), _bnb4_refs(by_name), _mlx_refs(by_name, cfg)):
+    for found, their_parts in (_packed_refs(by_name, cfg), _bnb4_refs(by_name), _mlx_refs(by_name, cfg),
+                               _ct_refs(by_name)):
         unpacked.update(found)
         parts |= their_parts
     scale_of: dict[str, tuple[TensorRef, float]] = {}
@@ -362,8 +420,6 @@ def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -
                 w = by_name.get(stem + "weight")
                 if w is not None and w.dtype in _QUANTIZED:
                     scale_of[w.name] = (r, _DIVISOR.get(suffix, 1.0))
-                elif stem + "weight_packed" in by_name:  # compressed-tensors' packed weight: its row says skipped
-                    parts.add(r.name)
                 break
     used = {s.name for s, _ in scale_of.values()} | (parts - set(unpacked))
     out = []
