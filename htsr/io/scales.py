@@ -135,6 +135,12 @@ class _NotUnpacked(Exception):
     pass
 
 
+def _not_read(name: str, like: TensorRef, why: str) -> TensorRef:
+    """The row of a quantized weight htsr does not dequantize: ``skipped``, saying why and what to do."""
+    return TensorRef(name, like.shape, like.dtype,
+                     skipped_loader(f"{why}; analyse the unquantized model or a dequantized copy"), like.kind)
+
+
 def _unpack(words: np.ndarray, bits: int, axis: int) -> np.ndarray:
     """The unsigned ``bits``-bit codes of int32 ``words`` (lowest bits first), laid out along ``axis``."""
     w = (np.asarray(words).astype(np.int64) & 0xFFFFFFFF).astype(np.uint32)
@@ -218,8 +224,7 @@ def _packed_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict
         try:
             layout, bits, n_in, n_out = _packed_layout(parts, cfg)
         except _NotUnpacked as e:
-            out[name] = TensorRef(f"{prefix}.weight", q.shape, q.dtype, skipped_loader(
-                f"packed quantized weight: {e}; analyse the unquantized model or a dequantized copy"))
+            out[name] = _not_read(f"{prefix}.weight", q, f"packed quantized weight: {e}")
             continue
         what = f"{prefix} ({layout.upper()} {bits}-bit)"
         out[name] = TensorRef(f"{prefix}.weight", (n_out, n_in), "float32",
@@ -280,8 +285,8 @@ def _bnb4_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set
             if len(shape) < 2 or "absmax" not in parts or "quant_map" not in parts:
                 raise ValueError(f"shape {list(shape)}, parts {sorted(parts)}")
         except (ValueError, KeyError, TypeError, HtsrError) as e:
-            out[weight] = TensorRef(weight, parts["weight"].shape, parts["weight"].dtype, skipped_loader(
-                f"bitsandbytes 4-bit weight whose quant_state cannot be read ({one_line(e, 100)})"))
+            out[weight] = _not_read(weight, parts["weight"],
+                                    f"bitsandbytes 4-bit weight whose quant_state cannot be read ({one_line(e, 100)})")
             continue
         out[weight] = TensorRef(weight, shape, "float32", lambda parts=parts, state=state, what=what:
                                 _bnb4_weight(parts, state, what), parts["weight"].kind)
@@ -339,8 +344,7 @@ def _mlx_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict[st
         try:
             bits, group = _mlx_layout(parts, cfg.layers.get(prefix, (cfg.bits, cfg.group_size)))
         except _NotUnpacked as e:
-            out[name] = TensorRef(name, w.shape, w.dtype, skipped_loader(
-                f"packed quantized weight: {e}; analyse the unquantized model or a dequantized copy"))
+            out[name] = _not_read(name, w, f"packed quantized weight: {e}")
             continue
         shape = (w.shape[0], w.shape[1] * 32 // bits)
         out[name] = TensorRef(name, shape, "float32", lambda parts=parts, bits=bits, group=group:
@@ -392,8 +396,7 @@ def _ct_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set[s
                 raise _NotUnpacked(f"weight_packed {list(packed.shape)} holds no 4- or 8-bit codes of a "
                                    f"{list(shape)} weight")
         except (_NotUnpacked, HtsrError, ValueError) as e:
-            out[name] = TensorRef(weight, packed.shape, packed.dtype, skipped_loader(
-                f"packed quantized weight: {one_line(e, 160)}; analyse the unquantized model or a dequantized copy"))
+            out[name] = _not_read(weight, packed, f"packed quantized weight: {one_line(e, 160)}")
             continue
         out[name] = TensorRef(weight, shape, "float32", lambda parts=parts, bits=bits[0], shape=shape:
                               _ct_weight(parts, bits, shape), packed.kind)
@@ -456,9 +459,7 @@ def unscaled_integer_weight(ref: TensorRef) -> TensorRef | None:
     if not ref.dtype.startswith(("int", "uint")) or len(ref.shape) < 2 or not _WEIGHT_NAME.search(ref.name):
         return None
     if ref.name.endswith(("qweight", "weight_packed")):
-        why = (f"{ref.dtype} words of packed low-bit values (GPTQ / AWQ / compressed-tensors), which htsr does "
-               "not unpack; analyse the unquantized model or a dequantized copy")
-    else:
-        why = (f"{ref.dtype} weight without a scale htsr recognises ({', '.join(SCALE_SUFFIXES)}), so not "
-               "analysed as raw integers; analyse the unquantized model or a dequantized copy")
-    return TensorRef(ref.name, ref.shape, ref.dtype, skipped_loader(why), ref.kind)
+        return _not_read(ref.name, ref, f"{ref.dtype} words of packed low-bit values (GPTQ / AWQ / compressed-"
+                                        "tensors) without the scales htsr would unpack them with")
+    return _not_read(ref.name, ref, f"{ref.dtype} weight without a scale htsr recognises "
+                                    f"({', '.join(SCALE_SUFFIXES)}), so not analysed as raw integers")
