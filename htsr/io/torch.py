@@ -172,7 +172,7 @@ def load_torch_file(path: str | os.PathLike) -> TensorSource:
     else:
         try:
             with open(path, "rb") as f:
-                head = f.read(16)
+                head = f.read(32)
         except OSError as e:
             raise SourceError(f"{path}: unreadable ({_first_line(e)})") from None
         if is_legacy_torch(head):

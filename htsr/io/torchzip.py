@@ -65,9 +65,10 @@ _LEGACY_MAGIC, _LEGACY_PROTOCOL = 0x1950A86A20F9469CFC6C, 1001
 
 
 def is_legacy_torch(head: bytes) -> bool:
-    """True for the first bytes of a legacy ``torch.save`` file: a pickle of the magic number (a LONG1 of
-    10 bytes, at any protocol from 2)."""
-    return head[:1] == b"\x80" and head[2:14] == b"\x8a\x0a" + _LEGACY_MAGIC.to_bytes(10, "little")
+    """True for the first (at least 23) bytes of a legacy ``torch.save`` file: a pickle of the magic number
+    (a LONG1 of 10 bytes, at any protocol from 2; from protocol 4 after a FRAME opcode and its length)."""
+    start = 11 if head[2:3] == b"\x95" else 2
+    return head[:1] == b"\x80" and head[start:start + 12] == b"\x8a\x0a" + _LEGACY_MAGIC.to_bytes(10, "little")
 
 
 @dataclass(frozen=True)
