@@ -372,10 +372,11 @@ def test_quantized_parts_in_different_torch_shards_are_paired(tmp_path):
     rng = np.random.default_rng(15)
     codes, zeros, scales, g_idx, want_gptq = _quantized(rng, 128, 64, 4, 2)
     cb, scb = _bnb_int8(rng.standard_normal((48, 64)).astype(np.float32))
+    # shard 1 alone looks like a complete symmetric GPTQ layer (no qzeros): pairing per shard would
+    # dequantize it with midpoint zero points, without an error
     shards = {"pytorch_model-00001-of-00002.bin": {"a.qweight": _pack_words(codes, 4, 0), "a.g_idx": g_idx,
-                                                   "b.weight": cb},
-              "pytorch_model-00002-of-00002.bin": {"a.qzeros": _pack_words(zeros - 1, 4, 1), "a.scales": scales,
-                                                   "b.SCB": scb}}
+                                                   "a.scales": scales, "b.weight": cb},
+              "pytorch_model-00002-of-00002.bin": {"a.qzeros": _pack_words(zeros - 1, 4, 1), "b.SCB": scb}}
     (tmp_path / "m").mkdir()
     for file, tensors in shards.items():
         torch.save({k: torch.from_numpy(v) for k, v in tensors.items()}, str(tmp_path / "m" / file))
@@ -431,3 +432,35 @@ def test_compressed_tensors_pack_quantized_layers(tmp_path, bits, n_in, group):
     assert list(refs) == ["mlp.up_proj.weight"] and refs["mlp.up_proj.weight"].shape == (out, n_in)
     want = (q * np.repeat(scale.astype(np.float32), n_in // scale.shape[1], axis=1)).astype(np.float32)
     np.testing.assert_allclose(refs["mlp.up_proj.weight"].load(), want, rtol=1e-6, atol=0)
+
+
+def test_inconsistent_quantization_parts_fail_that_layer_by_name(tmp_path):
+    """Parts that do not fit each other give that layer a failed or skipped row naming it, never wrong
+    values: a doubly quantized bitsandbytes absmax without its nested map, a compressed-tensors scale
+    stored transposed, float tensors that happen to be named qweight / scales (a model's own parameters,
+    analysed as such); an MLX config that gives a layer only its bits takes the group size from the
+    model-wide entry."""
+    rng = np.random.default_rng(18)
+    bnb, _ = _bnb4_state(rng.standard_normal((64, 512)).astype(np.float32), nested=True)
+    del bnb["weight.nested_quant_map"]
+    out, n_in = 48, 96
+    q = rng.integers(-8, 8, (out, n_in))
+    words = np.zeros((out, n_in // 8), np.uint32)
+    for i in range(8):
+        words |= (q[:, i::8] + 8).astype(np.uint32) << np.uint32(4 * i)
+    state = {f"a.{k}": v for k, v in bnb.items()} | {
+        "c.weight_packed": words.view(np.int32), "c.weight_scale": np.ones((3, out), np.float16),  # [groups, out]
+        "c.weight_shape": np.array([out, n_in], np.int32),
+        "f.qweight": rng.standard_normal((64, 64)).astype(np.float32),
+        "f.scales": rng.standard_normal((8, 64)).astype(np.float32)}
+    rows = {r.name: r.status for r in htsr.analyze(state, min_evals=5).layers}
+    assert rows["a"].startswith("failed: a.weight (bitsandbytes NF4): a doubly quantized absmax needs")
+    assert rows["c"].startswith("failed: c.weight_scale: scale of shape [3, 48] is none of a [48, 96] weight's")
+    assert rows["f.qweight"] == "ok" and rows["f.scales"] == "ok"  # float tensors: not GPTQ parts
+    mlx, want = _mlx_layer(rng, 96, 256, 8, 64)
+    (tmp_path / "m").mkdir()
+    _save(tmp_path / "m" / "model.safetensors", {f"l.b.{k}": v for k, v in mlx.items()})
+    (tmp_path / "m" / "config.json").write_text(json.dumps(
+        {"quantization": {"bits": 4, "group_size": 64, "l.b": {"bits": 8}}}))
+    (ref,) = open_source(tmp_path / "m")
+    np.testing.assert_allclose(ref.load(), want, rtol=1e-6, atol=1e-7)

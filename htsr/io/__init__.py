@@ -76,7 +76,10 @@ class _Chain:
     def __iter__(self):
         from .scales import PackedConfig, with_scales
 
-        yield from with_scales((r for s in self._sources for r in s), PackedConfig.of_folder(self._folder))
+        # each shard's tensors as stored: a part paired within one shard alone could be paired wrongly
+        # (GPTQ zero points in the next shard would look absent, i.e. symmetric)
+        stored = (r for s in self._sources for r in (s.refs() if hasattr(s, "refs") else s))
+        yield from with_scales(stored, PackedConfig.of_folder(self._folder))
 
 
 def _torch_shards(index: Path) -> TensorSource:

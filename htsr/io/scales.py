@@ -57,7 +57,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,6 +105,7 @@ class PackedConfig:
     gptq_v2: bool = False
     group_size: int | None = None
     layers: Mapping[str, tuple[int | None, int | None]] = field(default_factory=dict)
+    found: bool = False  # a quantization config was read (MLX's defaults fill what it leaves out)
 
     @classmethod
     def of_folder(cls, folder: Path) -> PackedConfig:
@@ -122,17 +123,33 @@ class PackedConfig:
                 layers = {k: (_int(v.get("bits")), _int(v.get("group_size"))) for k, v in q.items()
                           if isinstance(v, dict)}
                 return cls(_int(q.get("bits")), str(q.get("checkpoint_format", "")).lower() == "gptq_v2",
-                           _int(q.get("group_size")), layers)
+                           _int(q.get("group_size")), layers, found=True)
         return cls()
 
 
 _PACKED_PARTS = ("qweight", "scales", "qzeros", "g_idx")
+_WORDS = ("int32", "uint32")  # the dtypes of packed codes
+
+
+def _weight_name(prefix: str, packed: str, by_name: Mapping[str, TensorRef]) -> str:
+    """``<prefix>.weight`` for a layer unpacked from ``packed``, unless the file has a tensor of that name
+    too (then the packed tensor's own name, so that no two rows share a name)."""
+    return packed if f"{prefix}.weight" in by_name and f"{prefix}.weight" != packed else f"{prefix}.weight"
 _AWQ_REVERSE_ORDER = (0, 4, 1, 5, 2, 6, 3, 7)  # AutoAWQ: logical code k of a word is its nibble _AWQ_REVERSE_ORDER[k]
 _ROWS_PER_STEP = 2048  # input channels dequantized at a time (bounds the temporary arrays)
 
 
 class _NotUnpacked(Exception):
     pass
+
+
+def _named(what: str, dequantize: Callable[..., np.ndarray], *args) -> np.ndarray:
+    """``dequantize(*args)``, its failures on inconsistent parts (a missing state key, shapes that do not
+    fit) raised as one :class:`SourceError` naming the layer."""
+    try:
+        return dequantize(*args)
+    except (KeyError, ValueError, TypeError, IndexError, ZeroDivisionError, OverflowError) as e:
+        raise SourceError(f"{what}: {e.__class__.__name__}: {one_line(e, 160)}") from None
 
 
 def _not_read(name: str, like: TensorRef, why: str) -> TensorRef:
@@ -217,19 +234,20 @@ def _packed_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict
     out, used = {}, set()
     for name, q in by_name.items():
         prefix = name[: -len(".qweight")]
-        if not name.endswith(".qweight") or f"{prefix}.scales" not in by_name:
+        if not name.endswith(".qweight") or q.dtype not in _WORDS or f"{prefix}.scales" not in by_name:
             continue
         parts = {p: by_name[f"{prefix}.{p}"] for p in _PACKED_PARTS if f"{prefix}.{p}" in by_name}
         used.update(r.name for r in parts.values())
+        weight = _weight_name(prefix, name, by_name)
         try:
             layout, bits, n_in, n_out = _packed_layout(parts, cfg)
         except _NotUnpacked as e:
-            out[name] = _not_read(f"{prefix}.weight", q, f"packed quantized weight: {e}")
+            out[name] = _not_read(weight, q, f"packed quantized weight: {e}")
             continue
         what = f"{prefix} ({layout.upper()} {bits}-bit)"
-        out[name] = TensorRef(f"{prefix}.weight", (n_out, n_in), "float32",
+        out[name] = TensorRef(weight, (n_out, n_in), "float32",
                               lambda parts=parts, a=(layout, bits, n_in, n_out), what=what:
-                              _dequantize_packed(parts, *a, cfg, what), q.kind)
+                              _named(what, _dequantize_packed, parts, *a, cfg, what), q.kind)
     return out, used
 
 
@@ -243,13 +261,21 @@ def _bnb4_weight(parts: dict[str, TensorRef], state: dict, what: str) -> np.ndar
     shape = tuple(int(d) for d in state["shape"])
     n, block = math.prod(shape), int(state["blocksize"])
     packed = np.asarray(parts["weight"].load()).reshape(-1)
-    if packed.dtype != np.uint8 or packed.size * 2 < n:
-        raise SourceError(f"{what}: {packed.size} {packed.dtype} values do not hold {n} 4-bit codes")
+    if packed.dtype != np.uint8:
+        raise SourceError(f"{what}: codes stored as {packed.dtype}, not bytes (bitsandbytes' quant_storage "
+                          "uint8); analyse the unquantized model or a dequantized copy")
+    if packed.size != -(-n // 2) or block <= 0:
+        raise SourceError(f"{what}: {packed.size} bytes of codes for a {list(shape)} weight (blocksize {block})")
     codes = np.empty(packed.size * 2, np.uint8)
     codes[0::2], codes[1::2] = packed >> 4, packed & 0xF
     values = np.asarray(parts["quant_map"].load(), np.float32).reshape(-1)
     absmax = np.asarray(parts["absmax"].load()).reshape(-1)
-    if "nested_absmax" in parts:  # absmax stored as 8-bit codes of nested_quant_map, blocks of nested_blocksize
+    nested_parts = ("nested_absmax" in parts) + ("nested_quant_map" in parts)
+    if nested_parts == 1 or (absmax.dtype == np.uint8) != (nested_parts == 2) or ("nested_offset" in state) != (
+            nested_parts == 2):
+        raise SourceError(f"{what}: a doubly quantized absmax needs uint8 codes, nested_absmax, nested_quant_map "
+                          f"and nested_offset together (absmax is {absmax.dtype}, {nested_parts} of the 2 nested parts)")
+    if nested_parts:  # absmax stored as 8-bit codes of nested_quant_map, blocks of nested_blocksize
         nested = np.asarray(parts["nested_quant_map"].load(), np.float32).reshape(-1)
         scale = np.asarray(parts["nested_absmax"].load(), np.float32).reshape(-1)
         step = int(state["nested_blocksize"])
@@ -282,15 +308,18 @@ def _bnb4_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set
         try:
             state = json.loads(bytes(np.asarray(state_ref.load(), np.uint8).reshape(-1)).decode("utf-8"))
             shape = tuple(int(d) for d in state["shape"])
-            if len(shape) < 2 or "absmax" not in parts or "quant_map" not in parts:
+            if len(shape) < 2 or min(shape) <= 0 or "absmax" not in parts or "quant_map" not in parts:
                 raise ValueError(f"shape {list(shape)}, parts {sorted(parts)}")
         except (ValueError, KeyError, TypeError, HtsrError) as e:
             out[weight] = _not_read(weight, parts["weight"],
                                     f"bitsandbytes 4-bit weight whose quant_state cannot be read ({one_line(e, 100)})")
             continue
         out[weight] = TensorRef(weight, shape, "float32", lambda parts=parts, state=state, what=what:
-                                _bnb4_weight(parts, state, what), parts["weight"].kind)
+                                _named(what, _bnb4_weight, parts, state, what), parts["weight"].kind)
     return out, used
+
+
+_MLX_DEFAULT = (4, 64)
 
 
 def _mlx_layout(parts: dict[str, TensorRef], hint: tuple[int | None, int | None]) -> tuple[int, int]:
@@ -341,14 +370,18 @@ def _mlx_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict[st
             continue
         parts = {"weight": w, "scales": by_name[f"{prefix}.scales"], "biases": by_name[f"{prefix}.biases"]}
         used.update(r.name for r in parts.values())
+        layer = cfg.layers.get(prefix, (None, None))
+        hint = (layer[0] or cfg.bits, layer[1] or cfg.group_size)
+        if cfg.found:  # what the config leaves out is MLX's default (mlx.nn.quantize: 4 bits, groups of 64)
+            hint = (hint[0] or _MLX_DEFAULT[0], hint[1] or _MLX_DEFAULT[1])
         try:
-            bits, group = _mlx_layout(parts, cfg.layers.get(prefix, (cfg.bits, cfg.group_size)))
+            bits, group = _mlx_layout(parts, hint)
         except _NotUnpacked as e:
             out[name] = _not_read(name, w, f"packed quantized weight: {e}")
             continue
         shape = (w.shape[0], w.shape[1] * 32 // bits)
-        out[name] = TensorRef(name, shape, "float32", lambda parts=parts, bits=bits, group=group:
-                              _mlx_weight(parts, bits, group), w.kind)
+        out[name] = TensorRef(name, shape, "float32", lambda parts=parts, bits=bits, group=group, name=name:
+                              _named(f"{name} (MLX {bits}-bit)", _mlx_weight, parts, bits, group), w.kind)
     return out, used
 
 
@@ -357,9 +390,13 @@ def _ct_weight(parts: dict[str, TensorRef], bits: int, shape: tuple[int, int]) -
     packed along each row, lowest bits first; W = q · scale per group of inputs (or per row, or one)."""
     out, n_in = shape
     scale = np.asarray(parts["weight_scale"].load(), np.float32)
-    scale = scale.reshape(1, 1) if scale.size == 1 else scale.reshape(out, -1)
-    if n_in % scale.shape[1]:
-        raise SourceError(f"{parts['weight_packed'].name}: {scale.shape[1]} scale groups do not divide {n_in} inputs")
+    if scale.size == 1:
+        scale = scale.reshape(1, 1)
+    elif scale.ndim == 1 and scale.shape[0] == out:
+        scale = scale.reshape(out, 1)
+    elif not (scale.ndim == 2 and scale.shape[0] == out and scale.shape[1] > 0 and n_in % scale.shape[1] == 0):
+        raise SourceError(f"{parts['weight_scale'].name}: scale of shape {list(scale.shape)} is none of a "
+                          f"{list(shape)} weight's (one, one per row, or [{out}, groups dividing {n_in}])")
     group = n_in // scale.shape[1]
     words = np.asarray(parts["weight_packed"].load())
     W = np.empty(shape, np.float32)
@@ -378,12 +415,12 @@ def _ct_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set[s
     out, used = {}, set()
     for name, packed in by_name.items():
         prefix = name[: -len(".weight_packed")]
-        if not name.endswith(".weight_packed") or f"{prefix}.weight_scale" not in by_name:
+        if not name.endswith(".weight_packed") or packed.dtype not in _WORDS or f"{prefix}.weight_scale" not in by_name:
             continue
         parts = {k: by_name[f"{prefix}.{k}"] for k in ("weight_packed", "weight_scale", "weight_shape",
                                                        "weight_zero_point") if f"{prefix}.{k}" in by_name}
         used.update(r.name for r in parts.values())
-        weight = f"{prefix}.weight"
+        weight = _weight_name(prefix, name, by_name)
         try:
             if "weight_zero_point" in parts:
                 raise _NotUnpacked("asymmetric (weight_zero_point) compressed-tensors weight")
@@ -398,8 +435,8 @@ def _ct_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set[s
         except (_NotUnpacked, HtsrError, ValueError) as e:
             out[name] = _not_read(weight, packed, f"packed quantized weight: {one_line(e, 160)}")
             continue
-        out[name] = TensorRef(weight, shape, "float32", lambda parts=parts, bits=bits[0], shape=shape:
-                              _ct_weight(parts, bits, shape), packed.kind)
+        out[name] = TensorRef(weight, shape, "float32", lambda parts=parts, bits=bits[0], shape=shape, name=name:
+                              _named(f"{name} ({bits}-bit)", _ct_weight, parts, bits, shape), packed.kind)
     return out, used
 
 

@@ -65,8 +65,12 @@ class TorchStateDict:
         return len(self._tensors)
 
     def __iter__(self) -> Iterator[TensorRef]:
-        yield from with_scales(TensorRef(name, tuple(t.shape), _dtype_name(t), (lambda t=t: _to_numpy(t)))
-                               for name, t in self._tensors.items())
+        yield from with_scales(self.refs())
+
+    def refs(self) -> Iterator[TensorRef]:
+        """The tensors as stored (quantized weights and their scales or parts apart)."""
+        for name, t in self._tensors.items():
+            yield TensorRef(name, tuple(t.shape), _dtype_name(t), (lambda t=t: _to_numpy(t)))
 
 
 # torch.nn class names (a module's own class or a base class) → the kind of their weight matrices

@@ -334,9 +334,10 @@ class _PickledTensors:
 
     def __iter__(self) -> Iterator[TensorRef]:
         # int8 / FP8 weights beside their scales, GPTQ / AWQ parts: dequantized
-        yield from with_scales(self._refs(), PackedConfig.of_folder(self.path.parent))
+        yield from with_scales(self.refs(), PackedConfig.of_folder(self.path.parent))
 
-    def _refs(self) -> Iterator[TensorRef]:
+    def refs(self) -> Iterator[TensorRef]:
+        """The tensors as stored (quantized weights and their scales or parts apart)."""
         for name, t, cls in self._tensors:
             kind = module_kind(cls, name.rsplit(".", 1)[-1], name, t.shape) if cls and len(t.shape) >= 2 else None
             yield TensorRef(name, t.shape, t.storage.dtype, (lambda name=name, t=t: self._load(name, t)), kind)
