@@ -87,6 +87,23 @@ def test_a_scale_that_fits_no_layout_fails_only_that_layer(tmp_path):
     assert "\n" not in rows["a"].status and rows["b"].status == "ok"
 
 
+def test_block_scales_of_other_power_of_two_sizes_and_grids_that_fit_none(tmp_path):
+    """FP8 blocks of 64 (100 rows: a full block and a short one; 200 columns: four blocks, the last short)
+    are applied as such; a (3, 5) grid on a 64 x 128 weight cuts it into no power-of-two blocks: refused,
+    not spread over made-up 22 x 26 blocks."""
+    rng = np.random.default_rng(19)
+    W = rng.standard_normal((100, 200)).astype(np.float32)
+    q, s = _fp8_blocks(W, block=64)
+    assert s.shape == (2, 4)
+    ref = {r.name: r for r in open_source(_save(tmp_path / "b.safetensors", {"a.weight": q, "a.weight_scale_inv": s}))}
+    want = q.astype(np.float32) * np.repeat(np.repeat(s, 64, axis=0), 64, axis=1)[:100, :200]
+    np.testing.assert_array_equal(ref["a.weight"].load(), want)
+    odd = _save(tmp_path / "odd.safetensors", {"b.weight": rng.integers(-127, 128, (64, 128)).astype(np.int8),
+                                               "b.weight_scale": np.ones((3, 5), np.float32)})
+    (row,) = htsr.analyze(odd, min_evals=5).layers
+    assert row.status.startswith("failed: b.weight with b.weight_scale: scale shape (3, 5) fits no scale layout")
+
+
 def test_unquantized_weights_keep_a_scale_like_tensor_as_is(tmp_path):
     rng = np.random.default_rng(2)
     W = rng.standard_normal((96, 64)).astype(np.float32)

@@ -73,6 +73,17 @@ _DIVISOR = {"SCB": 127.0}  # bitsandbytes stores the row's absmax: q = round(127
 _QUANTIZED = ("float8_e4m3fn", "float8_e5m2", "int8", "uint8")
 
 
+def _block(n: int, k: int) -> int | None:
+    """The block size that cuts ``n`` rows (or columns) into ``k`` blocks, the last one possibly short:
+    DeepSeek's 128 when it fits (300 rows in 3 blocks could also be 100-row blocks), else the power of two
+    that does (quantizers use power-of-two blocks; at most one fits when k > 1); None if none does."""
+    if k <= 0:
+        return None
+    if math.ceil(n / 128) == k:
+        return 128
+    return next((b for b in (1 << e for e in range(31)) if math.ceil(n / b) == k), None)
+
+
 def _expand(scale: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
     """``scale`` broadcast to ``shape`` (a scalar, one per output row, or a grid of equal blocks)."""
     s = np.asarray(scale, dtype=np.float32)
@@ -81,14 +92,12 @@ def _expand(scale: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
     if len(shape) >= 2 and s.squeeze().shape == (shape[0],):  # per output channel: a row, or a conv's c_out
         return s.reshape((shape[0],) + (1,) * (len(shape) - 1))
     if s.ndim == len(shape) == 2:
-        # DeepSeek's 128 x 128 blocks when they fit (300 rows in 3 blocks could also be 100-row blocks),
-        # else equal blocks that cover each side
-        block = [128 if math.ceil(n / 128) == k else math.ceil(n / k) for n, k in zip(shape, s.shape)]
-        if all(math.ceil(n / b) == k for n, b, k in zip(shape, block, s.shape)):
+        block = [_block(n, k) for n, k in zip(shape, s.shape)]
+        if None not in block:
             full = np.repeat(np.repeat(s, block[0], axis=0), block[1], axis=1)
             return full[: shape[0], : shape[1]]
     raise SourceError(f"{what}: scale shape {tuple(s.shape)} fits no scale layout of a {tuple(shape)} weight "
-                      "(scalar, per output row, or a grid of blocks); the file may be corrupt")
+                      "(scalar, per output row, or a grid of power-of-two blocks); the file may be corrupt")
 
 
 def _int(value: object) -> int | None:
