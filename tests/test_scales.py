@@ -481,3 +481,27 @@ def test_inconsistent_quantization_parts_fail_that_layer_by_name(tmp_path):
         {"quantization": {"bits": 4, "group_size": 64, "l.b": {"bits": 8}}}))
     (ref,) = open_source(tmp_path / "m")
     np.testing.assert_allclose(ref.load(), want, rtol=1e-6, atol=1e-7)
+
+
+def test_mxfp4_experts_as_gpt_oss_stores_them(tmp_path):
+    """gpt-oss's MoE experts: <base>_blocks uint8 [E, out, groups, 16] (two FP4 e2m1 codes a byte, low
+    nibble first) and <base>_scales uint8 [E, out, groups] (E8M0 exponents, bias 127); W = fp4 · 2^(e−127),
+    one stacked [E, out, in] tensor, one row per expert."""
+    rng = np.random.default_rng(20)
+    fp4 = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6], np.float32)
+    E, out, groups = 3, 80, 4  # 128 inputs
+    codes = rng.integers(0, 16, (E, out, groups, 32))
+    exps = rng.integers(118, 124, (E, out, groups)).astype(np.uint8)  # scales 2^-9 .. 2^-4
+    blocks = (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
+    want = (fp4[codes] * np.exp2(exps.astype(np.float32) - 127)[..., None]).reshape(E, out, groups * 32)
+    base = "model.layers.0.mlp.experts.down_proj"
+    path = _save(tmp_path / "m.safetensors", {f"{base}_blocks": blocks, f"{base}_scales": exps,
+                                              "model.layers.0.mlp.router.weight": rng.standard_normal((3, 128))
+                                              .astype(np.float32)})
+    refs = {r.name: r for r in open_source(path)}
+    assert set(refs) == {base, "model.layers.0.mlp.router.weight"}
+    assert refs[base].shape == (E, out, 128)
+    np.testing.assert_array_equal(refs[base].load(), want)  # powers of two times FP4 values: exact
+    rows = {r.name: r for r in htsr.analyze(path, min_evals=5).layers}
+    assert [rows[f"{base}[{e}]"].kind for e in range(E)] == ["stack"] * E
+    assert all(rows[f"{base}[{e}]"].status == "ok" for e in range(E))

@@ -46,6 +46,10 @@ So does a compressed-tensors ``pack-quantized`` layer (vLLM / llm-compressor W4A
 lowest bits first, ``<module>.weight_scale`` per group of inputs (or per row) and ``<module>.weight_shape``;
 W = q · scale (an asymmetric layer, with a ``weight_zero_point``, gets a ``skipped`` row).
 
+So does an MXFP4 tensor (OpenAI's gpt-oss experts): ``<base>_blocks`` (uint8, two FP4 e2m1 codes a byte,
+low nibble first, 16 bytes a group) beside ``<base>_scales`` (one E8M0 exponent a group, bias 127) give
+``<base>``, W = fp4(code) · 2^(e − 127).
+
 An integer weight left without a scale — packed 4-bit words (GPTQ / AWQ ``qweight``, compressed-tensors
 ``weight_packed``), bitsandbytes 4-bit bytes, an int8 weight whose scale is missing — is not a matrix of
 weights htsr can analyse as stored: :func:`unscaled_integer_weight` gives it a row that says so
@@ -449,16 +453,55 @@ def _ct_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set[s
     return out, used
 
 
+# OCP microscaling FP4 (e2m1): the value of each 4-bit code
+_FP4_E2M1 = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6], np.float32)
+
+
+def _mxfp4_weight(parts: dict[str, TensorRef], shape: tuple[int, ...]) -> np.ndarray:
+    """An MXFP4 weight (gpt-oss): each byte holds two FP4 codes (low nibble first), each group of bytes
+    shares a power-of-two scale stored as a biased exponent (E8M0, bias 127)."""
+    blocks = np.asarray(parts["blocks"].load())
+    scales = np.asarray(parts["scales"].load())
+    if blocks.dtype != np.uint8 or scales.dtype != np.uint8 or blocks.shape[:-1] != scales.shape:
+        raise SourceError(f"{parts['blocks'].name}: {blocks.dtype} blocks {list(blocks.shape)} with {scales.dtype} "
+                          f"scales {list(scales.shape)} are not MXFP4 (uint8 codes, one uint8 exponent per group)")
+    out = np.empty(blocks.shape[:-1] + (2 * blocks.shape[-1],), np.float32)
+    out[..., 0::2], out[..., 1::2] = _FP4_E2M1[blocks & 0xF], _FP4_E2M1[blocks >> 4]
+    out *= np.ldexp(np.float32(1), scales.astype(np.int32) - 127)[..., None]
+    return out.reshape(shape)
+
+
+def _mxfp4_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set[str]]:
+    """{blocks name: the ``<base>`` ref} and the parts, for each MXFP4 tensor as Hugging Face's gpt-oss
+    checkpoints store them: ``<base>_blocks`` uint8 [..., groups, 16] beside ``<base>_scales`` uint8
+    [..., groups]; the weight is [..., groups · 32] (for experts [E, out, in], one row each)."""
+    out, used = {}, set()
+    for name, blocks in by_name.items():
+        base = name[: -len("_blocks")]
+        scales = by_name.get(f"{base}_scales")
+        if not name.endswith("_blocks") or scales is None or blocks.dtype != "uint8" or scales.dtype != "uint8":
+            continue
+        used.update((name, scales.name))
+        if len(blocks.shape) < 3 or tuple(blocks.shape[:-1]) != tuple(scales.shape):
+            out[name] = _not_read(base, blocks, f"MXFP4 blocks {list(blocks.shape)} with scales {list(scales.shape)}")
+            continue
+        shape = tuple(blocks.shape[:-2]) + (blocks.shape[-2] * blocks.shape[-1] * 2,)
+        parts = {"blocks": blocks, "scales": scales}
+        out[name] = TensorRef(base, shape, "float32", lambda parts=parts, shape=shape, base=base:
+                              _named(f"{base} (MXFP4)", _mxfp4_weight, parts, shape), blocks.kind)
+    return out, used
+
+
 def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -> list[TensorRef]:
     """The tensors with every quantized weight paired to its scale (or unpacked from its GPTQ / AWQ / MLX /
-    compressed-tensors parts, with the format hints ``packed``, or from its bitsandbytes 4-bit state) and
-    the scale tensors removed."""
+    compressed-tensors / MXFP4 parts, with the format hints ``packed``, or from its bitsandbytes 4-bit
+    state) and the scale tensors removed."""
     refs = list(refs)
     by_name = {r.name: r for r in refs}
     cfg = packed or PackedConfig()
     unpacked, parts = {}, set()
     for found, their_parts in (_packed_refs(by_name, cfg), _bnb4_refs(by_name), _mlx_refs(by_name, cfg),
-                               _ct_refs(by_name)):
+                               _ct_refs(by_name), _mxfp4_refs(by_name)):
         unpacked.update(found)
         parts |= their_parts
     scale_of: dict[str, tuple[TensorRef, float]] = {}
