@@ -16,10 +16,6 @@ from .scales import with_scales
 __all__ = ["ArrayMapping", "NpyFile", "NpzFile"]
 
 
-def _float(a: np.ndarray) -> np.ndarray:
-    return as_loaded(np.asarray(a))
-
-
 def flat_items(mapping: Mapping, prefix: str = "") -> Iterator[tuple[str, object]]:
     """(dotted name, value) for every leaf of nested mappings, in order."""
     for k, v in mapping.items():
@@ -42,12 +38,13 @@ class ArrayMapping:
         return len(self._mapping)
 
     def __iter__(self) -> Iterator[TensorRef]:
-        yield from with_scales(self._refs())  # int8 / FP8 weights beside their scales, dequantized
+        yield from with_scales(self.refs())  # quantized weights beside their scales or parts, dequantized
 
-    def _refs(self) -> Iterator[TensorRef]:
+    def refs(self) -> Iterator[TensorRef]:
+        """The arrays as stored (quantized weights and their scales or parts apart)."""
         for name, value in self._mapping.items():
             a = np.asarray(value)
-            yield TensorRef(str(name), a.shape, a.dtype.name, (lambda a=a: _float(a)))
+            yield TensorRef(str(name), a.shape, a.dtype.name, (lambda a=a: as_loaded(a)))
 
 
 class NpzFile:
@@ -84,7 +81,7 @@ class NpzFile:
     def _loader(self, name: str):
         def load() -> np.ndarray:
             try:
-                return _float(self._npz[name])
+                return as_loaded(self._npz[name])
             except ValueError as e:  # object arrays need pickles: refused
                 raise SourceError(f"{self.path}: array {name!r}: {e}") from None
 
@@ -111,4 +108,4 @@ class NpyFile:
 
     def __iter__(self) -> Iterator[TensorRef]:
         a = self._arr
-        yield TensorRef(self.path.stem, a.shape, a.dtype.name, lambda: _float(a))
+        yield TensorRef(self.path.stem, a.shape, a.dtype.name, lambda: as_loaded(a))

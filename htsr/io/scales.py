@@ -1,19 +1,20 @@
-"""Quantized weights stored with their scales (FP8 and int8 checkpoints): dequantize on load.
+"""Quantized weights stored beside their scales or as packed low-bit codes (FP8, int8, GPTQ, AWQ,
+bitsandbytes, MLX, compressed-tensors, MXFP4 checkpoints): dequantized on load, one tensor at a time.
 
 Formats that store a weight in 8 bits keep a float scale tensor beside it, named after the weight:
 
 * ``<name>.weight_scale_inv`` — DeepSeek-V3 / Hugging Face FP8 (``float8_e4m3fn``) checkpoints: one
-  scale per 128 × 128 block of the [out, in] weight, shape [⌈out/128⌉, ⌈in/128⌉];
+  scale per 128 × 128 block of the [out, in] weight, shape [⌈out/128⌉, ⌈in/128⌉] (other power-of-two
+  blocks likewise);
 * ``<name>.weight_scale`` — compressed-tensors / vLLM FP8 and int8 checkpoints: one scale for the
-  tensor (shape [] or [1]) or one per output channel (shape [out] or [out, 1]), or blocks as above.
-
+  tensor (shape [] or [1]) or one per output channel (shape [out] or [out, 1]), or blocks as above;
 * ``<module>.SCB`` — bitsandbytes LLM.int8() checkpoints (``Linear8bitLt``): the int8 ``<module>.weight``
   and one absmax per output row, W = q · SCB / 127 (bitsandbytes' ``int8_vectorwise_dequant``).
 
 All mean the same thing: W = q · s, with s broadcast over its block (DeepSeek's ``weight_dequant``
-multiplies by ``weight_scale_inv`` despite the name), and s = SCB / 127 for bitsandbytes. :func:`with_scales` pairs each scale with its
-weight by name, gives the weight a loader that dequantizes it to float32 — one tensor at a time —
-and drops the scale tensors from the stream (a 2-D scale grid is not a layer). A dequantized int8
+multiplies by ``weight_scale_inv`` despite the name), and s = SCB / 127 for bitsandbytes.
+:func:`with_scales` pairs each scale with its weight by name, gives the weight a loader that
+dequantizes it to float32 and drops the scale tensors from the stream (a 2-D scale grid is not a layer). A dequantized int8
 weight is reported as ``float32`` (the array htsr analyses), so it is not skipped as an integer buffer;
 an FP8 weight keeps its FP8 dtype name. A scale whose shape fits none of the layouts makes that
 weight's loader raise :class:`~htsr.errors.SourceError` naming both tensors.

@@ -333,7 +333,7 @@ class _PickledTensors:
         return as_loaded(np.array(view).view(dtype))  # a copy: the storage is not kept mapped
 
     def __iter__(self) -> Iterator[TensorRef]:
-        # int8 / FP8 weights beside their scales, GPTQ / AWQ parts: dequantized
+        # quantized weights beside their scales or parts: dequantized (htsr.io.scales)
         yield from with_scales(self.refs(), PackedConfig.of_folder(self.path.parent))
 
     def refs(self) -> Iterator[TensorRef]:
