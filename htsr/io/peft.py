@@ -37,7 +37,7 @@ import numpy as np
 from ..errors import LayerSkipped, SourceError
 from ..matrices import infer_kind
 from ..spectra import LowRank
-from .base import TensorRef, TensorSource
+from .base import TensorRef, TensorSource, skipped_loader
 
 __all__ = ["ADAPTER_FILES", "PeftAdapter", "is_peft_folder"]
 
@@ -50,13 +50,6 @@ _DORA = re.compile(r"\.lora_magnitude_vector(\.|$)")
 
 def is_peft_folder(path: Path) -> bool:
     return (path / "adapter_config.json").is_file()
-
-
-def _skipped(reason: str):
-    def load() -> np.ndarray:
-        raise LayerSkipped(reason)
-
-    return load
 
 
 class PeftAdapter:
@@ -158,7 +151,7 @@ class PeftAdapter:
             ref = entry.get("A") or entry.get("B")
             if missing:
                 yield TensorRef(f"{name}#delta", ref.shape, ref.dtype,
-                                _skipped(f"lora_{missing[0]} is missing from the adapter"), "lora")
+                                skipped_loader(f"lora_{missing[0]} is missing from the adapter"), "lora")
                 continue
             A, B = entry["A"].shape, entry["B"].shape
             shape = (A[1], B[0]) if entry["emb"] else (B[0], *A[1:])  # a conv LoRA: [out, in, k…]
@@ -173,13 +166,13 @@ class PeftAdapter:
         if b is None:
             for tag in ("base", "merged"):
                 yield TensorRef(f"{name}#{tag}", (1, 1), "float32",
-                                _skipped(f"the base has no tensor {name}.weight"), "dense")
+                                skipped_loader(f"the base has no tensor {name}.weight"), "dense")
             return
         kind = b.kind or infer_kind(b.name, b.shape)
         yield TensorRef(f"{name}#base", b.shape, b.dtype, b.load, kind)
         if self.dora:
-            yield TensorRef(f"{name}#merged", b.shape, b.dtype, _skipped("DoRA adapters: the merge is not supported"),
-                            kind)
+            yield TensorRef(f"{name}#merged", b.shape, b.dtype,
+                            skipped_loader("DoRA adapters: the merge is not supported"), kind)
             return
 
         def merged(b: TensorRef = b) -> np.ndarray:
