@@ -80,7 +80,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SourceError
-from .base import TensorRef, import_extra, numpy_dtype, one_line
+from .base import TensorRef, as_loaded, import_extra, numpy_dtype, one_line
 
 __all__ = ["FlaxMsgpackFile", "FlaxTensorRef", "FlaxTree", "flax_tensor", "is_flax_tree", "is_msgpack_checkpoint"]
 
@@ -114,9 +114,6 @@ def is_msgpack_checkpoint(head: bytes) -> bool:
 def _msgpack() -> Any:
     return import_extra("msgpack", "flax", "reading Flax msgpack checkpoints")
 
-
-def _float(a: np.ndarray) -> np.ndarray:
-    return a if a.dtype in (np.float32, np.float64) else a.astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------ msgpack leaves
@@ -318,7 +315,7 @@ class _Tree:
 
 
 def _loader(make: Callable[[], np.ndarray], transform: Callable[[np.ndarray], np.ndarray]):
-    return lambda: _float(transform(make()))
+    return lambda: as_loaded(transform(make()))
 
 
 def _walk(node: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:

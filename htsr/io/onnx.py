@@ -76,7 +76,14 @@ import numpy as np
 
 from ..errors import SourceError
 from ..matrices import is_recurrent
-from .base import FLOAT_DTYPES, TensorRef, import_extra, numpy_dtype, one_line
+from .base import (
+    FLOAT_DTYPES,
+    TensorRef,
+    as_loaded,
+    import_extra,
+    numpy_dtype,
+    one_line,
+)
 
 __all__ = ["OnnxFile", "is_onnx", "looks_like_onnx"]
 
@@ -138,10 +145,6 @@ def _dtype_name(onnx, data_type: int) -> str | None:
     except (KeyError, ValueError, TypeError):
         return None
     return np.dtype(np_type).name
-
-
-def _float(a: np.ndarray) -> np.ndarray:
-    return a if a.dtype in (np.float32, np.float64) else a.astype(np.float32)
 
 
 def _scope_name(node_name: str) -> tuple[str, int]:
@@ -420,15 +423,15 @@ class OnnxFile:
                 # an LSTM cell exported as Gemm (Silero's if-less copy) keeps its module's name: rnn, as in torch
                 kind = "rnn" if is_recurrent(layer) else "dense"
                 if transpose:
-                    yield ref(layer, (shape[1], shape[0]), kind, lambda: _float(raw()).T)
+                    yield ref(layer, (shape[1], shape[0]), kind, lambda: as_loaded(raw()).T)
                 else:
-                    yield ref(layer, shape, kind, lambda: _float(raw()))
+                    yield ref(layer, shape, kind, lambda: as_loaded(raw()))
             elif op == "MatMul":  # batched weights [..., in, out]: a stack of matrices
                 if transpose:
                     shp = shape[:-2] + (shape[-1], shape[-2])
-                    yield ref(layer, shp, "stack", lambda: np.swapaxes(_float(raw()), -1, -2))
+                    yield ref(layer, shp, "stack", lambda: np.swapaxes(as_loaded(raw()), -1, -2))
                 else:
-                    yield ref(layer, shape, "stack", lambda: _float(raw()))
+                    yield ref(layer, shape, "stack", lambda: as_loaded(raw()))
             else:
                 self.skipped.append((name, f"Gemm input of rank {len(shape)}"))
         elif op == "Conv":
@@ -439,12 +442,12 @@ class OnnxFile:
             if kind is None:
                 self.skipped.append((name, f"Conv kernel of rank {len(shape)} (only 1-D and 2-D convolutions)"))
                 return
-            yield ref(layer, shape, kind, lambda: _float(raw()))
+            yield ref(layer, shape, kind, lambda: as_loaded(raw()))
         elif op == "Gather":
             if idx != 0 or len(shape) != 2:
                 self.skipped.append((name, f"Gather input {idx} of rank {len(shape)}"))
                 return
-            yield ref(layer, shape, "embedding", lambda: _float(raw()))
+            yield ref(layer, shape, "embedding", lambda: as_loaded(raw()))
         elif op in _RNN_OPS:
             if idx not in (1, 2):
                 self.skipped.append((name, f"{op} input {idx} (bias or state)"))
@@ -455,12 +458,12 @@ class OnnxFile:
             else:
                 base = name
             if len(shape) == 2:  # reached through Slice/Concat/Unsqueeze: PyTorch's [k·hidden, in]
-                yield ref(base, shape, "rnn", lambda: _float(raw()))
+                yield ref(base, shape, "rnn", lambda: as_loaded(raw()))
             elif len(shape) == 3:
                 dirs = shape[0]
                 for d in range(dirs):
                     n = base if d == 0 else f"{base}_reverse" if dirs == 2 else f"{base}[{d}]"
-                    yield ref(n, shape[1:], "rnn", lambda d=d: _float(raw()[d]))
+                    yield ref(n, shape[1:], "rnn", lambda d=d: as_loaded(raw()[d]))
             else:
                 self.skipped.append((name, f"{op} weight of rank {len(shape)}"))
 
