@@ -63,8 +63,8 @@ def open_source(source: Any) -> TensorSource:
 
 
 class _Chain:
-    """Several sources read one after the other as one (the shards of one checkpoint in ``folder``); a
-    quantized weight and its scales or parts may sit in different shards."""
+    """The torch.save shards of one checkpoint in ``folder`` read as one (each source has ``refs()``, its
+    tensors as stored); a quantized weight and its scales or parts may sit in different shards."""
 
     def __init__(self, description: str, sources: list, folder: Path) -> None:
         self.description = description
@@ -78,7 +78,7 @@ class _Chain:
 
         # each shard's tensors as stored: a part paired within one shard alone could be paired wrongly
         # (GPTQ zero points in the next shard would look absent, i.e. symmetric)
-        stored = (r for s in self._sources for r in (s.refs() if hasattr(s, "refs") else s))
+        stored = (r for s in self._sources for r in s.refs())
         yield from with_scales(stored, PackedConfig.of_folder(self._folder))
 
 
