@@ -169,6 +169,75 @@ def test_conv_lora_per_kernel_position_equals_peft_delta_weight(tmp_path):
     assert sorted(n for n in per if n.startswith("c2")) == [f"c2#delta[{i},{j}]" for i in range(3) for j in range(3)]
 
 
+class DoraNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(70, 24)
+        self.fc = nn.Linear(48, 36)
+        self.c2 = nn.Conv2d(12, 20, 3)
+
+
+def test_dora_merge_equals_peft_merge(tmp_path):
+    """DoRA (use_dora): the #merged row is PEFT's merge m / ‖W + ΔW‖ · (W + ΔW), the norm per output (a
+    Linear's rows, an embedding's dims, a conv's output channels). The magnitudes are perturbed after peft
+    initialises them to ‖W + ΔW‖ (where the merge would equal plain LoRA's W + ΔW and test nothing)."""
+    torch.manual_seed(2)
+    model = DoraNet()
+    safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "base.safetensors"))
+    pm = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["emb", "fc", "c2"],
+                                                    use_dora=True, init_lora_weights=False))
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_magnitude_vector" in n:
+                p.mul_(torch.empty_like(p).uniform_(0.3, 3.0))
+    pm.save_pretrained(str(tmp_path / "adapter"))
+    saved = safetensors_torch.load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    assert sum("lora_magnitude_vector" in k for k in saved) == 3
+    merged = {k: v.detach().clone() for k, v in pm.merge_and_unload().state_dict().items()}
+    rows = _rows(htsr.analyze(tmp_path / "adapter", base=tmp_path / "base.safetensors", min_evals=2))
+    assert sorted(rows) == sorted(f"{m}#{t}" for m in ("emb", "fc", "c2") for t in ("delta", "base", "merged"))
+    ref = _rows(htsr.analyze(merged, min_evals=2))
+    # the same adapter read as plain LoRA (use_dora off): W + ΔW without the rescaling
+    cfg = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    plain = _write_adapter(tmp_path / "plain", saved, **{**cfg, "use_dora": False})
+    lora = _rows(htsr.analyze(plain, base=tmp_path / "base.safetensors", min_evals=2))
+    for m in ("emb", "fc", "c2"):
+        got, want = rows[f"{m}#merged"][0], ref[m][0]
+        assert got.status == want.status == "ok"
+        # the same float32 sums and rescaling in another order: agreement to float32 rounding (1e-5 relative)
+        for col in ("lambda_max", "log_norm", "stable_rank"):
+            assert getattr(got, col) == pytest.approx(getattr(want, col), rel=1e-5), (m, col)
+        # the rescaling is not the identity: plain W + ΔW is another matrix
+        assert abs(got.lambda_max / lora[f"{m}#merged"][0].lambda_max - 1) > 1e-2, m
+
+
+def test_dora_without_magnitudes_is_skipped_with_a_reason(tmp_path):
+    rng = np.random.default_rng(0)
+    A, B = rng.standard_normal((4, 40)).astype(np.float32), rng.standard_normal((30, 4)).astype(np.float32)
+    t = {"base_model.model.fc.lora_A.weight": A, "base_model.model.fc.lora_B.weight": B}
+    W = rng.standard_normal((30, 40)).astype(np.float32)
+    f = _write_adapter(tmp_path / "nomag", t, use_dora=True)
+    rows = _rows(htsr.analyze(f, base={"fc.weight": W}, min_evals=2))
+    assert rows["fc#merged"][0].status == "skipped: use_dora is set but the adapter has no lora_magnitude_vector"
+    assert rows["fc#delta"][0].status == rows["fc#base"][0].status == "ok"
+    f = _write_adapter(tmp_path / "badmag", {**t, "base_model.model.fc.lora_magnitude_vector.weight":
+                                             np.ones(29, np.float32)}, use_dora=True)
+    rows = _rows(htsr.analyze(f, base={"fc.weight": W}, min_evals=2))
+    assert rows["fc#merged"][0].status == "skipped: the DoRA magnitude has 29 entries for 30 outputs"
+    # a hand-computed merge: rows of W + ΔW rescaled to the magnitudes
+    m = np.linspace(0.5, 2.0, 30).astype(np.float32)
+    f = _write_adapter(tmp_path / "mag", {**t, "base_model.model.fc.lora_magnitude_vector.weight": m}, use_dora=True)
+    V = W.astype(np.float64) + 2.0 * (B.astype(np.float64) @ A)
+    V *= (m / np.linalg.norm(V, axis=1))[:, None]
+    rows = _rows(htsr.analyze(f, base={"fc.weight": W}, min_evals=2))
+    assert rows["fc#merged"][0].lambda_max == pytest.approx(np.linalg.svd(V, compute_uv=False)[0] ** 2, rel=1e-5)
+    # an in × out layer (fan_in_fan_out, HF Conv1D): W is stored transposed, the outputs are its columns
+    f = _write_adapter(tmp_path / "fifo", {**t, "base_model.model.fc.lora_magnitude_vector.weight": m},
+                       use_dora=True, fan_in_fan_out=True)
+    rows = _rows(htsr.analyze(f, base={"fc.weight": np.ascontiguousarray(W.T)}, min_evals=2))
+    assert rows["fc#merged"][0].lambda_max == pytest.approx(np.linalg.svd(V, compute_uv=False)[0] ** 2, rel=1e-5)
+
+
 def _write_adapter(folder, tensors, **cfg):
     folder.mkdir()
     (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8, **cfg}))

@@ -18,8 +18,12 @@ With a base model (``analyze(ADAPTER, base=BASE)``, ``--base``) each adapted mod
 ``<module>#base`` (the base weight W) and ``<module>#merged`` (W + ΔW, oriented like W: PEFT's
 ``fan_in_fan_out`` layers and embeddings store ΔWᵀ). Module names drop PEFT's ``base_model.model.``
 prefix so they match the base model's tensor names (``<module>.weight``). A module whose base tensor is
-missing or of another shape gets ``skipped: …`` rows, never a wrong merge. Other tensors of the adapter
-(``modules_to_save`` copies) are analysed as ordinary weights.
+missing or of another shape gets ``skipped: …`` rows, never a wrong merge. A DoRA adapter (``use_dora``)
+merges as PEFT does: every output of V = W + ΔW (a Linear's rows, an in × out layer's columns, an
+embedding's dims, a conv's output channels) is rescaled to its learned magnitude, m / ‖V‖ · V, with m
+read from ``…lora_magnitude_vector``; its ``#delta`` row is still the low-rank direction update s·B·A (the
+whole change m / ‖V‖ · V − W needs W, and is full-rank). Other tensors of the adapter (``modules_to_save``
+copies) are analysed as ordinary weights.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 _PREFIX = "base_model.model."
 # module, factor, optional adapter name (PEFT strips it on save; in-memory state dicts keep it)
 _FACTOR = re.compile(r"^(?P<module>.+?)\.lora_(?P<emb>embedding_)?(?P<ab>[AB])(?:\.(?P<adapter>[^.]+))?(?:\.weight)?$")
-_DORA = re.compile(r"\.lora_magnitude_vector(\.|$)")
+_DORA = re.compile(r"^(?P<module>.+?)\.lora_magnitude_vector(?:\..+)?$")
 
 
 def is_peft_folder(path: Path) -> bool:
@@ -101,12 +105,17 @@ class PeftAdapter:
         others = []
         for t in self._refs:
             m = _FACTOR.match(t.name)
-            if m is None:
-                if not _DORA.search(t.name):  # DoRA magnitudes are 1-D; the merge below refuses DoRA
-                    others.append(t)
-                continue
-            name = m["module"].removeprefix(_PREFIX)
-            modules.setdefault(name, {"emb": bool(m["emb"])})[m["ab"]] = t
+            if m is not None:
+                name = m["module"].removeprefix(_PREFIX)
+                modules.setdefault(name, {})[m["ab"]] = t
+                modules[name]["emb"] = modules[name].get("emb", False) or bool(m["emb"])
+            elif (m := _DORA.match(t.name)) is not None:  # DoRA's magnitude vector m: used by the merge
+                modules.setdefault(m["module"].removeprefix(_PREFIX), {})["m"] = t
+            else:
+                others.append(t)
+        magnitudes_only = [n for n, e in modules.items() if "A" not in e and "B" not in e]
+        for n in magnitudes_only:  # a magnitude without factors is an ordinary (1-D) tensor of the file
+            others.append(modules.pop(n)["m"])
         return modules, others
 
     def scaling(self, module: str, r: int) -> float:
@@ -170,9 +179,9 @@ class PeftAdapter:
             return
         kind = b.kind or infer_kind(b.name, b.shape)
         yield TensorRef(f"{name}#base", b.shape, b.dtype, b.load, kind)
-        if self.dora:
+        if self.dora and "m" not in entry:
             yield TensorRef(f"{name}#merged", b.shape, b.dtype,
-                            skipped_loader("DoRA adapters: the merge is not supported"), kind)
+                            skipped_loader("use_dora is set but the adapter has no lora_magnitude_vector"), kind)
             return
 
         def merged(b: TensorRef = b) -> np.ndarray:
@@ -184,6 +193,23 @@ class PeftAdapter:
             D = D.T if flip else D
             if D.shape != W.shape:
                 raise LayerSkipped(f"the update's shape {D.shape} does not match the base tensor's {W.shape}")
-            return W + D
+            V = W + D
+            if self.dora:
+                # the output axis: an embedding's dim (W is vocab × dim) and an in × out layer's last axis
+                V = _dora_rescale(V, np.asarray(entry["m"].load(), dtype=np.float32), 1 if entry["emb"] or flip else 0)
+            return V
 
         yield TensorRef(f"{name}#merged", b.shape, b.dtype, merged, kind)
+
+
+def _dora_rescale(V: np.ndarray, magnitude: np.ndarray, out_axis: int) -> np.ndarray:
+    """DoRA's merge: every output slice of V = W + ΔW rescaled to its learned magnitude, m / ‖V‖ · V, the
+    norm taken over all the other axes (PEFT's ``get_weight_norm``)."""
+    m = magnitude.reshape(-1)
+    if m.size != V.shape[out_axis]:
+        raise LayerSkipped(f"the DoRA magnitude has {m.size} entries for {V.shape[out_axis]} outputs")
+    V = np.moveaxis(V, out_axis, 0)
+    flat = V.reshape(len(V), -1)
+    norm = np.sqrt(np.einsum("ij,ij->i", flat, flat, dtype=np.float64))
+    factor = (m / norm).astype(np.float32).reshape((-1,) + (1,) * (V.ndim - 1))
+    return np.moveaxis(V * factor, 0, out_axis)
