@@ -10,10 +10,25 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SourceError
-from .base import TensorRef, as_loaded
+from .base import TensorRef, as_loaded, skipped_loader
 from .scales import with_scales
 
 __all__ = ["ArrayMapping", "NpyFile", "NpzFile"]
+
+_PICKLED = ("an array of pickled Python objects, which htsr never unpickles; re-save the weights as numeric "
+            "arrays (numpy.savez of float arrays, or safetensors)")
+
+
+def _holds_objects(path: Path) -> bool:
+    """Whether a .npy file's header declares an object dtype (read without loading the data)."""
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as f:
+            version = fmt.read_magic(f)
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            return read(f)[2].hasobject
+    except (ValueError, OSError, EOFError):
+        return False
 
 
 def flat_items(mapping: Mapping, prefix: str = "") -> Iterator[tuple[str, object]]:
@@ -79,11 +94,11 @@ class NpzFile:
         return len(self._meta)
 
     def _loader(self, name: str):
+        if self._meta[name][1].hasobject:  # loading it would unpickle: a row that says so instead
+            return skipped_loader(_PICKLED)
+
         def load() -> np.ndarray:
-            try:
-                return as_loaded(self._npz[name])
-            except ValueError as e:  # object arrays need pickles: refused
-                raise SourceError(f"{self.path}: array {name!r}: {e}") from None
+            return as_loaded(self._npz[name])
 
         return load
 
@@ -101,6 +116,8 @@ class NpyFile:
         try:
             self._arr = np.load(self.path, allow_pickle=False, mmap_mode="r")
         except (ValueError, OSError, EOFError) as e:
+            if _holds_objects(self.path):
+                raise SourceError(f"{self.path}: {_PICKLED}") from None
             raise SourceError(f"{self.path}: not a readable .npy file ({e})") from None
 
     def __len__(self) -> int:
