@@ -183,7 +183,30 @@ def test_integer_weights_without_a_scale_get_a_skipped_row(tmp_path):
 _AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
 
 
+def _pack_3bit(codes: np.ndarray) -> np.ndarray:
+    """AutoGPTQ's 3-bit packing along the first axis, as its pack() loop writes it: every 32 codes fill
+    3 words — 10 codes, then code 10 split (2 low bits in word 0, its high bit at bit 0 of word 1), 10
+    codes, code 21 split (1 bit at bit 31 of word 1, 2 bits at the bottom of word 2), 10 codes."""
+    c = codes.astype(np.uint64)
+    words = np.zeros((c.shape[0] // 32 * 3,) + c.shape[1:], np.uint64)
+    for blk in range(c.shape[0] // 32):
+        v, w = c[32 * blk: 32 * blk + 32], words[3 * blk: 3 * blk + 3]
+        for j in range(10):
+            w[0] |= v[j] << np.uint64(3 * j)
+        w[0] |= (v[10] << np.uint64(30)) & np.uint64(0xFFFFFFFF)
+        w[1] |= (v[10] >> np.uint64(2)) & np.uint64(1)
+        for j in range(10):
+            w[1] |= v[11 + j] << np.uint64(3 * j + 1)
+        w[1] |= (v[21] << np.uint64(31)) & np.uint64(0xFFFFFFFF)
+        w[2] |= (v[21] >> np.uint64(1)) & np.uint64(3)
+        for j in range(10):
+            w[2] |= v[22 + j] << np.uint64(3 * j + 2)
+    return words.astype(np.uint32)
+
+
 def _pack_words(codes: np.ndarray, bits: int, axis: int, order=None) -> np.ndarray:
+    if bits == 3:
+        return np.moveaxis(_pack_3bit(np.moveaxis(codes, axis, 0)), 0, axis).view(np.int32)
     per = 32 // bits
     c = np.moveaxis(codes.astype(np.uint32), axis, 0)  # pack along the first axis
     c = c.reshape(c.shape[0] // per, per, *c.shape[1:])
@@ -206,7 +229,7 @@ def _quantized(rng, n_in: int, out: int, bits: int, groups: int, act_order: bool
     return codes, zeros, scales, g_idx.astype(np.int32), W.T
 
 
-@pytest.mark.parametrize("bits,act_order", [(4, False), (4, True), (2, False), (8, True)])
+@pytest.mark.parametrize("bits,act_order", [(4, False), (4, True), (2, False), (8, True), (3, True)])
 def test_gptq_layers_are_unpacked_exactly(tmp_path, bits, act_order):
     rng = np.random.default_rng(bits + 10 * act_order)
     codes, zeros, scales, g_idx, want = _quantized(rng, 256, 96, bits, 4, act_order)
@@ -252,12 +275,12 @@ def test_awq_gemm_layers_are_unpacked_in_awq_nibble_order(tmp_path):
 
 
 def test_packed_layouts_htsr_cannot_unpack_get_a_skipped_row(tmp_path):
-    """3-bit GPTQ codes straddle int32 words, and a corrupt g_idx names groups that do not exist: a row
-    that says why, and the other layers go on."""
+    """5-bit GPTQ codes (no GPTQ writer makes them), and a corrupt g_idx names groups that do not exist: a
+    row that says why, and the other layers go on."""
     rng = np.random.default_rng(9)
     n_in, out = 128, 32
     path = _save(tmp_path / "q.safetensors", {
-        "a.qweight": rng.integers(0, 2**31, (n_in * 3 // 32, out)).astype(np.int32),  # 3-bit
+        "a.qweight": rng.integers(0, 2**31, (n_in * 5 // 32, out)).astype(np.int32),  # 5-bit
         "a.scales": np.ones((1, out), np.float16), "a.g_idx": np.zeros(n_in, np.int32),
         "b.qweight": _pack_words(rng.integers(0, 16, (n_in, out)), 4, 0),
         "b.qzeros": _pack_words(np.full((1, out), 7), 4, 1), "b.scales": np.ones((1, out), np.float16),
@@ -265,7 +288,7 @@ def test_packed_layouts_htsr_cannot_unpack_get_a_skipped_row(tmp_path):
         "c.weight": rng.standard_normal((64, 64)).astype(np.float32)})
     rows = {r.name: r for r in htsr.analyze(path, min_evals=5).layers}
     assert set(rows) == {"a", "b", "c"} and rows["c"].status == "ok"
-    assert rows["a"].status.startswith("skipped: packed quantized weight") and "3-bit" in rows["a"].status
+    assert rows["a"].status.startswith("skipped: packed quantized weight") and "5-bit" in rows["a"].status
     assert rows["b"].status.startswith("failed:") and "g_idx" in rows["b"].status and "\n" not in rows["b"].status
 
 
@@ -380,6 +403,28 @@ def test_mlx_quantized_layers_with_bits_from_the_config(tmp_path):
     assert all(r.status.startswith("skipped: packed quantized weight: MLX weight") and "config.json" in r.status
                for r in rows.values())
 
+
+
+MLX_DATA = Path(__file__).parent / "data" / "mlx"
+
+
+def test_mlx_layers_of_every_bit_width_equal_mlx_dequantize():
+    """Layers quantized by MLX itself (mx.quantize, saved by mx.save_safetensors; 2, 3, 4, 5, 6 and 8 bits,
+    groups of 32 and 64, bits per layer in config.json as mlx-lm's mixed recipes write them): htsr's
+    dequantized weight equals mx.dequantize's (tests/data/mlx/make_mlx_reference.py wrote both). 3-, 5- and
+    6-bit codes run across the uint32 words."""
+    want = np.load(MLX_DATA / "dequantized.npz")
+    refs = {r.name: r for r in open_source(MLX_DATA)}
+    assert set(refs) == {f"{n}.weight" for n in want.files}
+    for name in want.files:
+        got = refs[f"{name}.weight"].load()
+        assert got.shape == want[name].shape == (12, 256), name
+        # mx.dequantize computes scale·q + bias in float16 (the scales' dtype), htsr in float32: float16
+        # rounding of terms below 0.5 in magnitude, at most one float16 ulp there (2.4e-4; measured 1.2e-4),
+        # while one code off would be off by a whole scale (≥ 1.4e-3 at 8 bits)
+        np.testing.assert_allclose(got, want[name], rtol=0, atol=2.5e-4, err_msg=name)
+    rows = {r.name: r for r in htsr.analyze(MLX_DATA, min_evals=5).layers}
+    assert len(rows) == 8 and all(r.status == "ok" for r in rows.values())
 
 def test_quantized_parts_in_different_torch_shards_are_paired(tmp_path):
     """A sharded pytorch_model.bin folder: a GPTQ layer's qweight in one shard and its scales / zeros in the

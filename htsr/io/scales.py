@@ -19,13 +19,13 @@ weight is reported as ``float32`` (the array htsr analyses), so it is not skippe
 an FP8 weight keeps its FP8 dtype name. A scale whose shape fits none of the layouts makes that
 weight's loader raise :class:`~htsr.errors.SourceError` naming both tensors.
 
-GPTQ and AWQ checkpoints store a linear layer as ``<module>.qweight`` (int32 words, each holding 32/bits
-unsigned codes, lowest bits first), ``<module>.scales`` [groups, out], ``<module>.qzeros`` (the zero points,
+GPTQ and AWQ checkpoints store a linear layer as ``<module>.qweight`` (int32 words of unsigned codes,
+lowest bits first; 3-bit codes run on across words as one bit stream), ``<module>.scales`` [groups, out], ``<module>.qzeros`` (the zero points,
 packed the same way along the output axis) and, for GPTQ, ``<module>.g_idx`` (each input channel's group):
 
 * GPTQ packs ``qweight`` [in·bits/32, out] along the input axis, and W[i, o] = scales[g_i, o] ·
   (code[i, o] − zero[g_i, o]); AutoGPTQ's format (``checkpoint_format`` "gptq", the default) stores each
-  zero point minus one, "gptq_v2" stores it as is. Bits 2, 4 and 8 (3-bit codes straddle words: skipped).
+  zero point minus one, "gptq_v2" stores it as is. Bits 2, 3, 4 and 8.
 * AWQ (AutoAWQ's GEMM layout) packs ``qweight`` [in, out·4/32] along the output axis in the nibble order
   0 2 4 6 1 3 5 7, groups are consecutive input channels, and W[i, o] = scales[g, o] · (code − zero).
 
@@ -35,8 +35,8 @@ pairs of 4-bit codes (high nibble first) into ``weight.quant_map``, each scaled 
 ``weight.absmax`` — with double quantization the absmax values are themselves 8-bit codes into
 ``weight.nested_quant_map`` times ``weight.nested_absmax`` plus an offset — and the JSON tensor
 ``weight.quant_state.bitsandbytes__nf4`` gives the shape, the block sizes and the offset. So does an MLX
-quantized layer (``mlx-community`` models): a uint32 ``<module>.weight`` of codes packed along each row,
-lowest bits first, beside ``<module>.scales`` and ``<module>.biases`` per group of inputs,
+quantized layer (``mlx-community`` models): a uint32 ``<module>.weight`` of 2-, 3-, 4-, 5-, 6- or 8-bit
+codes packed along each row as one bit stream, lowest bits first, beside ``<module>.scales`` and ``<module>.biases`` per group of inputs,
 W = scale·q + bias; bits and group size from ``config.json``'s ``quantization`` (per layer where it says);
 without it, a layer whose shapes fit several (bits, group size) pairs gets a ``skipped`` row. The format hints (bits without ``g_idx``, the GPTQ checkpoint format) come from the
 model folder's ``config.json`` (``quantization_config``) or ``quantize_config.json``
@@ -74,6 +74,7 @@ from .base import TensorRef, one_line, skipped_loader
 __all__ = ["SCALE_SUFFIXES", "PackedConfig", "unscaled_integer_weight", "with_scales"]
 
 SCALE_SUFFIXES = ("weight_scale_inv", "weight_scale", "SCB")
+_GPTQ_BITS = (2, 3, 4, 8)  # AutoGPTQ / GPTQModel
 _DIVISOR = {"SCB": 127.0}  # bitsandbytes stores the row's absmax: q = round(127 · w / absmax)
 _QUANTIZED = ("float8_e4m3fn", "float8_e5m2", "int8", "uint8")
 
@@ -173,8 +174,17 @@ def _not_read(name: str, like: TensorRef, why: str) -> TensorRef:
 
 
 def _unpack(words: np.ndarray, bits: int, axis: int) -> np.ndarray:
-    """The unsigned ``bits``-bit codes of int32 ``words`` (lowest bits first), laid out along ``axis``."""
+    """The unsigned ``bits``-bit codes of int32 ``words`` (lowest bits first), laid out along ``axis``. For
+    bits that do not divide 32 (3, 5, 6, 7) the words along ``axis`` are one bit stream, lowest bits first, in
+    which codes cross word boundaries: GPTQ's 3-bit packing, and MLX's 3-, 5- and 6-bit packing."""
     w = (np.asarray(words).astype(np.int64) & 0xFFFFFFFF).astype(np.uint32)
+    if 32 % bits:
+        stream = np.ascontiguousarray(np.moveaxis(w, axis, -1), dtype="<u4").view(np.uint8)
+        bit = np.unpackbits(stream, axis=-1, bitorder="little")
+        n = bit.shape[-1] // bits
+        codes = bit[..., : n * bits].reshape(*bit.shape[:-1], n, bits)
+        codes = codes.astype(np.uint32) @ (np.uint32(1) << np.arange(bits, dtype=np.uint32))
+        return np.moveaxis(codes, -1, axis)
     per = 32 // bits
     shifts = np.arange(per, dtype=np.uint32) * np.uint32(bits)
     mask = np.uint32((1 << bits) - 1)
@@ -194,9 +204,9 @@ def _packed_layout(parts: dict[str, TensorRef], cfg: PackedConfig) -> tuple[str,
     if cols == out:  # GPTQ: packed along the input axis
         n_in = g.shape[0] if g is not None else rows * 32 // (cfg.bits or 4)
         bits, exact = divmod(32 * rows, n_in)
-        if exact or bits not in (2, 4, 8):
+        if exact or bits not in _GPTQ_BITS:
             raise _NotUnpacked(f"GPTQ qweight {list(q)} for {n_in} inputs holds {32 * rows / n_in:g}-bit codes; "
-                               "htsr unpacks 2, 4 and 8 bits")
+                               "htsr unpacks 2, 3, 4 and 8 bits")
         if g is None and n_in % groups:
             raise _NotUnpacked(f"GPTQ qweight {list(q)}: {n_in} inputs in {groups} groups")
         if z is not None and z != (groups, -(-out * bits // 32)):  # the zero points are packed at the same bits
@@ -334,6 +344,7 @@ def _bnb4_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set
 
 
 _MLX_DEFAULT = (4, 64)
+_MLX_BITS = (2, 3, 4, 5, 6, 8)  # mx.quantize's affine mode
 
 
 def _mlx_layout(parts: dict[str, TensorRef], hint: tuple[int | None, int | None]) -> tuple[int, int]:
@@ -344,13 +355,13 @@ def _mlx_layout(parts: dict[str, TensorRef], hint: tuple[int | None, int | None]
         raise _NotUnpacked(f"uint32 weight {list(w)} with scales {list(sc)} and biases {list(b)}: not an MLX "
                            "quantized layer")
     words, groups = w[1], sc[1]
-    fits = [(bits, g) for bits in (2, 4, 8) for g in (32, 64, 128) if words * 32 == groups * g * bits]
+    fits = [(bits, g) for bits in _MLX_BITS for g in (32, 64, 128) if words * 32 == groups * g * bits]
     if None not in hint:
         bits, group = hint
-        if bits not in (2, 4, 8) or words * 32 != groups * group * bits:
+        if bits not in _MLX_BITS or words * 32 != groups * group * bits:
             raise _NotUnpacked(f"MLX weight {list(w)} with scales {list(sc)} at {bits} bits in groups of "
-                               f"{group} (the config's): htsr unpacks 2, 4 and 8 bits, whose words must cover "
-                               "the groups")
+                               f"{group} (the config's): htsr unpacks {', '.join(map(str, _MLX_BITS))} bits, "
+                               "whose words must cover the groups")
         return bits, group
     if len(fits) == 1:
         return fits[0]
