@@ -426,6 +426,27 @@ def test_mlx_layers_of_every_bit_width_equal_mlx_dequantize():
     rows = {r.name: r for r in htsr.analyze(MLX_DATA, min_evals=5).layers}
     assert len(rows) == 8 and all(r.status == "ok" for r in rows.values())
 
+
+CT_DATA = Path(__file__).parent / "data" / "compressed_tensors"
+
+
+def test_compressed_tensors_layers_equal_the_library_decompress():
+    """pack-quantized layers written by compressed-tensors itself (asymmetric 2-, 3- and 4-bit groups and
+    8-bit channels, with packed zero points; symmetric 4-bit groups and 5-bit channels): htsr's weight equals
+    the library's own decompress (tests/data/compressed_tensors/make_ct_reference.py wrote both). 3- and
+    5-bit codes run across the int32 words."""
+    want = np.load(CT_DATA / "decompressed.npz")
+    refs = {r.name: r for r in open_source(CT_DATA)}
+    assert set(refs) == {f"{n}.weight" for n in want.files}  # scales, zero points, shapes are no layers
+    for name in want.files:
+        got = refs[f"{name}.weight"].load()
+        assert got.shape == want[name].shape == (24, 128), name
+        # the library returns bfloat16 (the weight's dtype), htsr float32: half a bfloat16 ulp of weights
+        # below 0.25 (4.9e-4; measured 4.9e-4), while one code off would be off by a whole scale (≥ 1e-3)
+        np.testing.assert_allclose(got, want[name], rtol=0, atol=4.9e-4, err_msg=name)
+    rows = {r.name: r for r in htsr.analyze(CT_DATA, min_evals=5).layers}
+    assert len(rows) == 6 and all(r.status == "ok" for r in rows.values())
+
 def test_quantized_parts_in_different_torch_shards_are_paired(tmp_path):
     """A sharded pytorch_model.bin folder: a GPTQ layer's qweight in one shard and its scales / zeros in the
     other, an int8 weight and its bitsandbytes SCB likewise; the pairs are made across shards, as for
@@ -517,7 +538,7 @@ def test_inconsistent_quantization_parts_fail_that_layer_by_name(tmp_path):
         "f.scales": rng.standard_normal((8, 64)).astype(np.float32)}
     rows = {r.name: r.status for r in htsr.analyze(state, min_evals=5).layers}
     assert rows["a"].startswith("failed: a.weight (bitsandbytes NF4): a doubly quantized absmax needs")
-    assert rows["c"].startswith("failed: c.weight_scale: scale of shape [3, 48] is none of a [48, 96] weight's")
+    assert rows["c"].startswith("failed: c.weight_scale: shape [3, 48] is none of a [48, 96] weight's")
     assert rows["f.qweight"] == "ok" and rows["f.scales"] == "ok"  # float tensors: not GPTQ parts
     mlx, want = _mlx_layer(rng, 96, 256, 8, 64)
     (tmp_path / "m").mkdir()
@@ -550,3 +571,19 @@ def test_mxfp4_experts_as_gpt_oss_stores_them(tmp_path):
     rows = {r.name: r for r in htsr.analyze(path, min_evals=5).layers}
     assert [rows[f"{base}[{e}]"].kind for e in range(E)] == ["stack"] * E
     assert all(rows[f"{base}[{e}]"].status == "ok" for e in range(E))
+
+
+def test_codes_of_formats_htsr_does_not_dequantize_get_a_row_that_names_the_format():
+    """EXL2 ``q_weight``, HQQ ``W_q`` and AQLM ``codes`` are a layer's integer codes: a skipped row naming
+    the format, never a silent drop; an integer buffer (position ids) is still no layer."""
+    rng = np.random.default_rng(21)
+    state = {"m.q_proj.q_weight": rng.integers(0, 2**31, (16, 64)).astype(np.int32),
+             "m.q_proj.q_scale": rng.integers(0, 2**31, (4, 8)).astype(np.int32),
+             "h.W_q": rng.integers(0, 256, (64, 64)).astype(np.uint8),
+             "a.codes": rng.integers(0, 2**15, (64, 8, 1)).astype(np.int16),
+             "e.position_ids": np.arange(64).reshape(1, 64),
+             "ok.weight": rng.standard_normal((64, 64)).astype(np.float32)}
+    rows = {r.name: r.status for r in htsr.analyze(state, min_evals=5).layers}
+    assert set(rows) == {"m.q_proj.q_weight", "h.W_q", "a.codes", "ok"} and rows["ok"] == "ok"
+    for name, fmt in (("m.q_proj.q_weight", "EXL2"), ("h.W_q", "HQQ"), ("a.codes", "AQLM")):
+        assert rows[name].startswith("skipped: ") and fmt in rows[name] and "does not dequantize" in rows[name]

@@ -43,9 +43,11 @@ model folder's ``config.json`` (``quantization_config``) or ``quantize_config.js
 (:meth:`PackedConfig.of_folder`).
 
 So does a compressed-tensors ``pack-quantized`` layer (vLLM / llm-compressor W4A16 / W8A16 checkpoints):
-``<module>.weight_packed`` int32 words of signed codes stored plus 2^(bits−1), packed along each row
-lowest bits first, ``<module>.weight_scale`` per group of inputs (or per row) and ``<module>.weight_shape``;
-W = q · scale (an asymmetric layer, with a ``weight_zero_point``, gets a ``skipped`` row).
+``<module>.weight_packed`` int32 words of 1- to 8-bit signed codes stored plus 2^(bits−1), packed along
+each row as one bit stream, lowest bits first, ``<module>.weight_scale`` per group of inputs (or per row)
+and ``<module>.weight_shape``; W = (q − z) · scale, z = 0 for a symmetric layer and an asymmetric one's
+``<module>.weight_zero_point`` (packed the same way down the rows); ``weight_g_idx`` (activation order)
+gives each input its group.
 
 So does an MXFP4 tensor (OpenAI's gpt-oss experts): ``<base>_blocks`` (uint8, two FP4 e2m1 codes a byte,
 low nibble first, 16 bytes a group) beside ``<base>_scales`` (one E8M0 exponent a group, bias 127) give
@@ -411,52 +413,84 @@ def _mlx_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict[st
 
 
 def _ct_weight(parts: dict[str, TensorRef], bits: int, shape: tuple[int, int]) -> np.ndarray:
-    """A compressed-tensors pack-quantized weight: signed codes stored with an offset of 2^(bits−1),
-    packed along each row, lowest bits first; W = q · scale per group of inputs (or per row, or one)."""
+    """A compressed-tensors pack-quantized weight: signed codes stored with an offset of 2^(bits−1), packed
+    along each row as one bit stream, lowest bits first; W = (q − z) · scale per group of inputs (or per
+    row, or one), z the zero point of an asymmetric layer (packed the same way down each group's column)
+    and 0 for a symmetric one; ``weight_g_idx`` (activation order) gives each input its group."""
     out, n_in = shape
-    scale = np.asarray(parts["weight_scale"].load(), np.float32)
-    if scale.size == 1:
-        scale = scale.reshape(1, 1)
-    elif scale.ndim == 1 and scale.shape[0] == out:
-        scale = scale.reshape(out, 1)
-    elif not (scale.ndim == 2 and scale.shape[0] == out and scale.shape[1] > 0 and n_in % scale.shape[1] == 0):
-        raise SourceError(f"{parts['weight_scale'].name}: scale of shape {list(scale.shape)} is none of a "
-                          f"{list(shape)} weight's (one, one per row, or [{out}, groups dividing {n_in}])")
-    group = n_in // scale.shape[1]
+    scale = _per_row_groups(parts["weight_scale"], np.asarray(parts["weight_scale"].load(), np.float32), shape)
+    groups = scale.shape[1]
+    offset = np.float32(1 << (bits - 1))
+    zero = None  # symmetric
+    if "weight_zero_point" in parts:
+        z = np.asarray(parts["weight_zero_point"].load())
+        if z.dtype == np.int32 and z.ndim == 2 and z.shape == (-(-out * bits // 32), groups):
+            z = _unpack(z, bits, 0)[:out].astype(np.float32) - offset  # packed down the rows, like the codes
+        zero = _per_row_groups(parts["weight_zero_point"], np.asarray(z, np.float32), shape)
+        if zero.shape[1] != groups:
+            raise SourceError(f"{parts['weight_zero_point'].name}: {zero.shape[1]} zero-point groups for "
+                              f"{groups} scale groups")
+    if "weight_g_idx" in parts:
+        g_idx = np.asarray(parts["weight_g_idx"].load()).astype(np.int64).reshape(-1)
+        if g_idx.shape != (n_in,) or g_idx.min(initial=0) < 0 or g_idx.max(initial=0) >= groups:
+            raise SourceError(f"{parts['weight_g_idx'].name}: must give each of the {n_in} inputs a group in "
+                              f"0..{groups - 1}")
+
+        def spread(a: np.ndarray) -> np.ndarray:
+            return a[:, g_idx]
+    else:
+        def spread(a: np.ndarray) -> np.ndarray:
+            return np.repeat(a, n_in // groups, axis=1)
     words = np.asarray(parts["weight_packed"].load())
     W = np.empty(shape, np.float32)
     for i in range(0, out, _ROWS_PER_STEP):
         rows = slice(i, i + _ROWS_PER_STEP)
         W[rows] = _unpack(words[rows], bits, 1)[:, :n_in]
-        W[rows] -= np.float32(1 << (bits - 1))
-        W[rows] *= np.repeat(scale[rows] if scale.shape[0] > 1 else scale, group, axis=1)
+        W[rows] -= offset
+        if zero is not None:
+            W[rows] -= spread(zero[rows] if zero.shape[0] > 1 else zero)
+        W[rows] *= spread(scale[rows] if scale.shape[0] > 1 else scale)
     return W
+
+
+def _per_row_groups(ref: TensorRef, a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A per-tensor, per-row or per-group parameter (scale, zero point) of an [out, in] weight as [1 or
+    out, groups], the groups dividing the inputs."""
+    out, n_in = shape
+    if a.size == 1:
+        return a.reshape(1, 1)
+    if a.ndim == 1 and a.shape[0] == out:
+        return a.reshape(out, 1)
+    if a.ndim == 2 and a.shape[0] == out and a.shape[1] > 0 and n_in % a.shape[1] == 0:
+        return a
+    raise SourceError(f"{ref.name}: shape {list(a.shape)} is none of a {list(shape)} weight's (one, one per "
+                      f"row, or [{out}, groups dividing {n_in}])")
 
 
 def _ct_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set[str]]:
     """{packed weight name: the ``<m>.weight`` ref} and the parts, for each compressed-tensors
     ``pack-quantized`` layer (vLLM / llm-compressor): ``<m>.weight_packed`` (int32), ``<m>.weight_scale``,
-    ``<m>.weight_shape`` ([out, in]); a layer with a ``weight_zero_point`` (asymmetric) gets a skipped row."""
+    ``<m>.weight_shape`` ([out, in]), and for an asymmetric layer ``<m>.weight_zero_point``; the bits (1 to 8)
+    from the packed row's length."""
     out, used = {}, set()
     for name, packed in by_name.items():
         prefix = name[: -len(".weight_packed")]
         if not name.endswith(".weight_packed") or packed.dtype not in _WORDS or f"{prefix}.weight_scale" not in by_name:
             continue
         parts = {k: by_name[f"{prefix}.{k}"] for k in ("weight_packed", "weight_scale", "weight_shape",
-                                                       "weight_zero_point") if f"{prefix}.{k}" in by_name}
+                                                       "weight_zero_point", "weight_g_idx")
+                 if f"{prefix}.{k}" in by_name}
         used.update(r.name for r in parts.values())
         weight = _weight_name(prefix, name, by_name)
         try:
-            if "weight_zero_point" in parts:
-                raise _NotUnpacked("asymmetric (weight_zero_point) compressed-tensors weight")
             if "weight_shape" not in parts or len(packed.shape) != 2:
                 raise _NotUnpacked(f"weight_packed {list(packed.shape)} without its weight_shape")
             shape = tuple(int(d) for d in np.asarray(parts["weight_shape"].load()).reshape(-1))
-            bits = [b for b in (4, 8) if len(shape) == 2 and shape[0] == packed.shape[0]
+            bits = [b for b in range(1, 9) if len(shape) == 2 and shape[0] == packed.shape[0]
                     and -(-shape[1] * b // 32) == packed.shape[1]]
-            if not bits:
-                raise _NotUnpacked(f"weight_packed {list(packed.shape)} holds no 4- or 8-bit codes of a "
-                                   f"{list(shape)} weight")
+            if len(bits) != 1:
+                raise _NotUnpacked(f"weight_packed {list(packed.shape)} holds codes of {len(bits)} bit widths from "
+                                   f"1 to 8 for a {list(shape)} weight, not one")
         except (_NotUnpacked, HtsrError, ValueError) as e:
             out[name] = _not_read(weight, packed, f"packed quantized weight: {one_line(e, 160)}")
             continue
@@ -549,7 +583,10 @@ def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -
 
 
 # the last name component of a weight (not of an integer buffer such as position_ids or a step counter)
-_WEIGHT_NAME = re.compile(r"(^|\.)(weight|qweight|weight_packed)$")
+# the integer tensors that hold a packed layer's codes, by the format that names them so
+_PACKED_CODES = {"qweight": "GPTQ / AWQ", "weight_packed": "compressed-tensors", "q_weight": "EXL2 (exllamav2)",
+                 "W_q": "HQQ", "codes": "AQLM"}
+_WEIGHT_NAME = re.compile(rf"(^|\.)(weight|{'|'.join(_PACKED_CODES)})$")
 
 
 def unscaled_integer_weight(ref: TensorRef) -> TensorRef | None:
@@ -557,10 +594,14 @@ def unscaled_integer_weight(ref: TensorRef) -> TensorRef | None:
     says why; a reader's own reason is kept); None for an integer buffer, which is no layer at all."""
     if hasattr(ref.loader, "skip_reason"):
         return ref
-    if not ref.dtype.startswith(("int", "uint")) or len(ref.shape) < 2 or not _WEIGHT_NAME.search(ref.name):
+    m = _WEIGHT_NAME.search(ref.name)
+    if not ref.dtype.startswith(("int", "uint")) or len(ref.shape) < 2 or m is None:
         return None
-    if ref.name.endswith(("qweight", "weight_packed")):
+    if m.group(2) in ("qweight", "weight_packed"):
         return _not_read(ref.name, ref, f"{ref.dtype} words of packed low-bit values (GPTQ / AWQ / compressed-"
                                         "tensors) without the scales htsr would unpack them with")
+    if m.group(2) in _PACKED_CODES:
+        return _not_read(ref.name, ref, f"{ref.dtype} codes of an {_PACKED_CODES[m.group(2)]} quantized layer, "
+                                        "a format htsr does not dequantize")
     return _not_read(ref.name, ref, f"{ref.dtype} weight without a scale htsr recognises "
                                     f"({', '.join(SCALE_SUFFIXES)}), so not analysed as raw integers")
