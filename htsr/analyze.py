@@ -74,6 +74,20 @@ def weights_finite(mats: list[Any]) -> bool:
                for W in mats)
 
 
+def eigenvalue_overflow(mats: list[Any], scale: float) -> str:
+    """Why a layer's eigenvalues would overflow float64, or '': its largest entry a, for an N × M matrix
+    whose eigenvalues are at most N·M·a² (times the row's scale), beyond float64's range."""
+    dense = [W for W in mats if not isinstance(W, LowRank) and W.size]
+    if not dense:
+        return ""
+    a = max(max(float(W.max()), -float(W.min())) for W in dense)
+    bound = a * a * max(W.size for W in dense) * max(scale, 1.0)
+    if bound < np.finfo(np.float64).max / 4:
+        return ""
+    return (f"weights up to {a:.3g} in magnitude: eigenvalues could exceed float64's range; rescale the "
+            "weights (alpha does not change with the scale)")
+
+
 def esd_scale(lm: LayerMatrices, opts: Options) -> float:
     """The eigenvalue multiplier of a row: its kind's convention, divided by N with normalize='N'."""
     return lm.scale / lm.N if opts.normalize == "N" else lm.scale
@@ -84,11 +98,23 @@ def analyze_layer(lm: LayerMatrices, opts: Options) -> LayerResult:
     return _analyze_layer(lm, opts)[0]
 
 
-def _analyze_layer(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpectra | None]:
-    """The row and, with ``keep_spectra``, its eigenvalues (None when it has none)."""
-    base = dict(name=lm.name, kind=lm.kind, shape="x".join(map(str, lm.tensor_shape)), N=lm.N, M=lm.M,
+def _row_base(lm: LayerMatrices) -> dict[str, Any]:
+    """The columns every row has, whatever became of its layer."""
+    return dict(name=lm.name, kind=lm.kind, shape="x".join(map(str, lm.tensor_shape)), N=lm.N, M=lm.M,
                 num_matrices=lm.num_matrices, num_evals=lm.num_evals, eig_method="",
                 num_evals_below_floor=float("nan"), warning="")
+
+
+def _analyze_layer(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpectra | None]:
+    """The row and, with ``keep_spectra``, its eigenvalues (None when it has none)."""
+    try:
+        return _layer_row(lm, opts)
+    except Exception as e:  # one bad layer never stops a run, whatever stage it fails in
+        return LayerResult(**_row_base(lm), status=f"failed: {e.__class__.__name__}: {e}"), None
+
+
+def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpectra | None]:
+    base = _row_base(lm)
     if opts.max_evals is not None and lm.num_evals > opts.max_evals:
         return LayerResult(**base, status=f"skipped: {lm.num_evals} eigenvalues > max_evals={opts.max_evals}"), None
     try:
@@ -96,6 +122,9 @@ def _analyze_layer(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, Layer
         if not weights_finite(mats):
             return LayerResult(**base, status="failed: NaN or Inf in the weights"), None
         scale = esd_scale(lm, opts)
+        overflow = eigenvalue_overflow(mats, scale)
+        if overflow:
+            return LayerResult(**base, status=f"failed: {overflow}"), None
         spectrum = esd(mats, opts.precision, opts.refine_fraction, scale)
         num_windows = None
         # a low-rank update is known by its factors only: what needs the entries (windows, shuffles,

@@ -123,8 +123,8 @@ def matrix_eigenvalues(
 
 def _gram_eigenvalues(W: np.ndarray, dtype: type, wide: bool) -> tuple[np.ndarray, float, type]:
     """(ascending eigenvalues of the Gram, its floor, the dtype it was computed in)."""
-    A = np.asarray(W, dtype=dtype)
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # float64 weights beyond float32's range: inf, caught below
+        A = np.asarray(W, dtype=dtype)
         G = A @ A.T if wide else A.T @ A
     if dtype is np.float32:
         overflow = not np.isfinite(G).all()  # weights above ~1e19

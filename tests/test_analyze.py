@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -323,3 +324,40 @@ def test_fused_moe_experts_give_one_row_per_expert(tmp_path, orientation):
                                                rel=1e-12)
     # a narrow GGUF expert stack (last axis 16 <= the Conv1d kernel limit) is still experts, not a conv
     assert [rows[f"blk.0.ffn_down_exps[{e}]"].kind for e in range(4)] == ["stack"] * 4
+
+
+@pytest.mark.parametrize("precision", ["fast", "accurate"])
+def test_weights_beyond_float64_eigenvalues_fail_that_layer_only(precision):
+    """float64 weights of 1e200: their eigenvalues (1e400) overflow float64, a failed row that says to
+    rescale; weights of 1e150 (eigenvalues near 1e302) are still analysed, with the same alpha as the same
+    matrix at unit scale (alpha is scale-free); the other layers go on."""
+    rng = np.random.default_rng(5)
+    W = rng.standard_normal((80, 60))
+    rows = {r.name: r for r in htsr.analyze({"big.weight": W * 1e200, "edge.weight": W * 1e150,
+                                             "unit.weight": W}, min_evals=5, precision=precision).layers}
+    assert rows["big"].status.startswith("failed: weights up to ") and "rescale the weights" in rows["big"].status
+    assert math.isnan(rows["big"].alpha) and math.isnan(rows["big"].lambda_max)
+    assert rows["edge"].status == rows["unit"].status == "ok"
+    # the eigenvalues scale by 1e300 up to rounding: the fit sees the same ratios, to float64 rounding with
+    # the SVD (1e-9); the fast path computes the unit matrix's Gram in float32 and the 1e150 one's in
+    # float64 (float32 rounding: 1e-5)
+    assert rows["edge"].alpha == pytest.approx(rows["unit"].alpha, rel=1e-9 if precision == "accurate" else 1e-5)
+
+
+def test_a_failure_after_the_spectrum_is_that_layer_row_not_the_run(monkeypatch):
+    """Whatever stage a layer fails in (here the power-law fit, forced to raise), it gets a failed row and
+    the other layers go on."""
+    an = sys.modules["htsr.analyze"]  # the module (htsr.analyze is also the function)
+    real = an.fit_power_law
+
+    def flaky(x, *args, **kwargs):
+        if x.size == 30:
+            raise RuntimeError("forced failure")
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(an, "fit_power_law", flaky)
+    rng = np.random.default_rng(6)
+    rows = {r.name: r for r in htsr.analyze({"a.weight": rng.standard_normal((50, 30)),
+                                             "b.weight": rng.standard_normal((70, 40))}, min_evals=5).layers}
+    assert rows["a"].status == "failed: RuntimeError: forced failure" and rows["b"].status == "ok"
+    assert rows["a"].shape == "50x30" and math.isnan(rows["a"].alpha)
