@@ -139,7 +139,7 @@ def direction_word(ascending: bool | None) -> str:
 
 @dataclass(frozen=True)
 class RankEntry:
-    rank: int  # 1 = best in the metric's reading (ties share the smaller rank; NaN ranks last)
+    rank: int | None  # 1 = best in the metric's reading (ties share the smaller rank); None: no value to rank
     label: str
     value: float
 
@@ -295,14 +295,15 @@ def _check_metric(metric: str, ascending: bool | None) -> tuple[bool, str]:
 
 
 def _rank(labels: Sequence[str], values: Sequence[float], ascending: bool) -> tuple[RankEntry, ...]:
-    """Best first; NaN last; ties share the smaller rank (1, 1, 3)."""
-    key = [(not math.isfinite(v), (v if ascending else -v) if math.isfinite(v) else 0.0, i)
-           for i, v in enumerate(values)]
+    """Best first; ties share the smaller rank (1, 1, 3); a model without a finite value (a diagnostic
+    not run, no layer fitted) is listed last, unranked (rank None)."""
+    key = sorted(((v if ascending else -v), i) for i, v in enumerate(values) if math.isfinite(v))
     out, prev, prev_rank = [], None, 0
-    for pos, (nan, k, i) in enumerate(sorted(key)):
-        rank = prev_rank if (not nan and prev == k) else pos + 1
+    for pos, (k, i) in enumerate(key):
+        rank = prev_rank if prev == k else pos + 1
         out.append(RankEntry(rank, labels[i], float(values[i])))
-        prev, prev_rank = (None if nan else k), rank
+        prev, prev_rank = k, rank
+    out += [RankEntry(None, labels[i], float(v)) for i, v in enumerate(values) if not math.isfinite(v)]
     return tuple(out)
 
 
@@ -416,11 +417,14 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
     parts = [
         "summary (counts; metric means over the layers where they are finite):",
         _table(["model", *cols, "rank"],
-               [[lab, *(format_value(row[i]) for i in idx), str(rank_of[lab])] for lab, row in zip(c.labels, c.summary)]),
+               [[lab, *(format_value(row[i]) for i in idx), "-" if rank_of[lab] is None else str(rank_of[lab])]
+                for lab, row in zip(c.labels, c.summary)]),
         "",
         f"ranking by mean {c.metric} ({direction_word(c.ascending)}"
         f"{', as given' if c.direction_from == 'user' else ''}; 1 = best): "
-        + "  ".join(f"{e.rank}. {e.label} ({format_value(e.value)})" for e in c.ranking),
+        + "  ".join([f"{e.rank}. {e.label} ({format_value(e.value)})" for e in c.ranking if e.rank is not None]
+                    + [f"unranked (no value): {', '.join(e.label for e in c.ranking if e.rank is None)}"]
+                    * any(e.rank is None for e in c.ranking)),
     ]
     if c.common_layers:
         parts.append(f"mean {c.layer_metric} over the {c.num_common_finite} layers present in every model where it is "
@@ -572,9 +576,11 @@ def layer_distances(a: Any, b: Any, **options: Any) -> list[LayerDistance]:
 
     ``options``: the analysis options that select and shape the rows (layers, kinds, conv,
     ww_conv_scale, precision, refine_fraction, normalize, max_evals); ``base`` is refused (the pair is
-    ``a`` and ``b``). Rows follow ``a``'s order, then the base-only rows.
+    ``a`` and ``b``). Rows follow ``a``'s order (and names), then the base-only rows. Names are matched as
+    ``--base`` matches them: exactly, else by dropping, adding or replacing one leading component.
     """
     from .analyze import iter_layers
+    from .io.delta import align_names
 
     opts = Options.create(**options)
     if opts.base is not None:
@@ -584,12 +590,19 @@ def layer_distances(a: Any, b: Any, **options: Any) -> list[LayerDistance]:
     for lm in it_b:  # lazy: names and shapes only, no tensor data
         base_rows.setdefault(lm.name, lm)
     _, _, it_a = iter_layers(a, opts)
-    out, seen = [], set()
-    for la in it_a:
+    rows_a = list(it_a)  # lazy rows: names and shapes only
+    # names matched as --base matches them: exactly, else by one leading component ('bert.encoder…' against
+    # the base's 'encoder…')
+    rename, _ = align_names([la.name for la in rows_a], base_rows)
+    rename = rename or (lambda n: n)
+    out, seen, matched = [], set(), set()
+    for la in rows_a:
         if la.name in seen:
             continue
         seen.add(la.name)
-        lb = base_rows.get(la.name)
+        lb = base_rows.get(rename(la.name))
+        if lb is not None:
+            matched.add(lb.name)
         info = dict(name=la.name, kind=la.kind, shape="x".join(map(str, la.tensor_shape)), N=la.N, M=la.M,
                     num_matrices=la.num_matrices)
         if lb is None:
@@ -600,7 +613,7 @@ def layer_distances(a: Any, b: Any, **options: Any) -> list[LayerDistance]:
         else:
             out.append(_distance_row(la, lb, opts))
     for name, lb in base_rows.items():
-        if name not in seen:
+        if name not in matched:
             out.append(LayerDistance(name, lb.kind, "", lb.N, lb.M, lb.num_matrices,
                                      "skipped: only in the base (the model has no row of this name)"))
     return out
@@ -697,6 +710,10 @@ def run_compare(args: argparse.Namespace) -> int:
     names = ("comparison.csv", "comparison.json") + (("distances.csv",) if args.base_distances else ())
     outputs = out_folder(args.out, names) + ([("--figure", args.figure)] if args.figure is not None else [])
     check_outputs([*args.sources, options.get("base")], outputs)  # before the analyses, not after
+    if args.figure is not None:
+        from .plot import image_format
+
+        image_format(args.figure)
     from .io import open_source
 
     labels = _check_labels(args.labels, args.sources)  # from the paths, before they are opened

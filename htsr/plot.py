@@ -168,13 +168,19 @@ def draw_panels(panels: Sequence[Panel], ncols: int = 2) -> Any:
     return fig
 
 
+def image_format(path: str | os.PathLike) -> str:
+    """The image format ``path``'s extension asks for (png, svg, pdf); OptionError for any other."""
+    fmt = _FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise OptionError(f"{path}: cannot tell the image format: the name must end in .png, .svg or .pdf")
+    return fmt
+
+
 def save_panels(panels: Sequence[Panel], path: str | os.PathLike, ncols: int = 2) -> None:
     """Draw ``panels`` in a grid of ``ncols`` columns and save it, as PNG, SVG or PDF by the extension of
     ``path``, atomically (rendered in memory, written to a temporary file in the same folder, renamed)."""
     path = Path(path)
-    fmt = _FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise OptionError(f"{path}: cannot tell the image format: the name must end in .png, .svg or .pdf")
+    fmt = image_format(path)
     fig = draw_panels(panels, ncols)
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=120)

@@ -15,6 +15,8 @@ import types
 
 import numpy as np
 import pytest
+
+import htsr
 from conftest import matrix_with_singular_values
 
 from htsr.cli import main
@@ -307,6 +309,21 @@ def test_layer_distances_of_identical_models_and_options():
     assert {r.name: r for r in layer_distances(bad, model)}["fc"].status == "failed: NaN or Inf in the weights"
 
 
+
+def test_layer_distances_match_names_by_a_leading_component_as_base_does():
+    """A task model's 'bert.encoder…' against its base's 'encoder…': the rows are paired (compare's alpha
+    table already paired them), under the model's names; a base-only row keeps the base's name."""
+    model, base = _base_and_model()
+    task = {f"bert.{k}": v for k, v in model.items()}
+    plain = {r.name: r for r in layer_distances(model, base)}
+    rows = {r.name: r for r in layer_distances(task, base)}
+    assert {n for n in rows if n.startswith("bert.")} == {f"bert.{n}" for n in plain if not n == "only_base"}
+    for n, r in plain.items():
+        got = rows[n if n == "only_base" else f"bert.{n}"]
+        assert got.status == r.status, n
+        assert got.frobenius == r.frobenius or (math.isnan(got.frobenius) and math.isnan(r.frobenius)), n
+    assert sum(r.status == "ok" for r in rows.values()) == 3
+
 # ---------------------------------------------------------------------------------------------- CLI
 
 
@@ -345,6 +362,7 @@ def test_cli_compare_json_descending_and_figure(npz_pair, tmp_path, capsys, monk
     calls = []
     fake = types.ModuleType("htsr.plot")
     fake.save_panels = lambda panels, path, ncols=2: calls.append(([p.title for p in panels], path))
+    fake.image_format = lambda path: "png"
     monkeypatch.setitem(sys.modules, "htsr.plot", fake)
     fig = tmp_path / "trend.png"
     rc = main(["compare", str(a), str(b), "--json", "--descending", "--metric", "log_norm", "--base-distances",
@@ -396,3 +414,26 @@ def test_task_model_is_compared_under_its_base_names():
     assert c.name_alignment == ("tuned: dropping 'bert.'",)
     assert [n for n, _ in c.partial_layers] == ["classifier"]
     assert "layer names matched to base's by tuned: dropping 'bert.'" in format_comparison(c)
+
+
+
+def test_models_without_a_value_are_unranked_and_a_bad_figure_name_fails_first(npz_pair, tmp_path, capsys,
+                                                                              monkeypatch):
+    """Without --randomize no model has a rand_js_distance: none is ranked (no order among NaNs claims
+    '1 = best'); with a value for one model only, only that one is. A --figure name of no image format is
+    refused before any model is analysed."""
+    a, b = npz_pair
+    assert main(["compare", str(a), str(b), "--metric", "rand_js_distance", "--no-progress", "--no-tails"]) == 0
+    text = capsys.readouterr().out
+    assert "1 = best): unranked (no value): tuned, base" in text
+    c = compare([a, b], metric="rand_js_distance", tails=False)
+    assert [e.rank for e in c.ranking] == [None, None]
+    assert [r["rank"] for r in c.as_dict()["ranking"]] == [None, None]
+    fitted = compare([a, b], metric="alpha", tails=False, min_evals=56)  # base's fc2 has 55: one model fits less
+    assert all(e.rank is not None for e in fitted.ranking)
+    none_fitted = compare_results([fitted.results[0], htsr.analyze(b, min_evals=500, tails=False)], ["x", "y"])
+    assert [(e.label, e.rank) for e in none_fitted.ranking] == [("x", 1), ("y", None)]
+    analysed = []
+    monkeypatch.setattr(sys.modules["htsr.analyze"], "analyze", lambda *x, **k: analysed.append(x))
+    assert main(["compare", str(a), str(b), "--figure", str(tmp_path / "f.xyz"), "--no-progress"]) == 2
+    assert "cannot tell the image format" in capsys.readouterr().err and analysed == []
