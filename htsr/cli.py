@@ -8,6 +8,7 @@ library errors into a one-line message and exit status 2.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -186,18 +187,21 @@ def format_table(result: AnalysisResult, columns: Sequence[str] | None = None) -
 
 def format_summary(result: AnalysisResult) -> str:
     s = result.summary
+    no_tails = "nan" if result.options.get("tails", True) else "n/a (--no-tails)"
     lines = [
         f"source: {result.source}",
         f"layers: {s.num_layers}  fitted: {s.num_fitted}  not fitted: {s.num_not_fitted}  "
         f"failed: {s.num_failed}",
         f"warnings: over-trained {s.num_over_trained}  under-trained {s.num_under_trained}  "
-        f"uncertain {s.num_uncertain}  no-power-law {s.num_no_power_law}  "
+        f"uncertain {s.num_uncertain}  no-power-law {format_value(s.num_no_power_law, nan='n/a')}  "
         f"(interval of alpha: {'bootstrap' if result.options.get('bootstrap') else 'Bayesian'}, "
         f"{result.options.get('confidence', 0.95):.0%})",
         f"power law plausible (bootstrap p > 0.1): {format_value(s.share_plausible_pl, nan='n/a (--bootstrap N)')}  "
-        f"best fit is the power law: {format_value(s.share_best_fit_pl)}",
-        "phases: " + "  ".join(f"{p} {n}" for p, n in s.phases.items())
-        + (f"  layers with correlation traps: {s.num_with_traps}" if result.options.get("randomize") else ""),
+        f"best fit is the power law: {format_value(s.share_best_fit_pl, nan=no_tails)}",
+        "phases: " + ("  ".join(f"{p} {format_value(n)}" for p, n in s.phases.items())
+                      if all(math.isfinite(n) for n in s.phases.values()) else "n/a (no MP fit)")
+        + (f"  layers with correlation traps: {format_value(s.num_with_traps)}" if result.options.get("randomize")
+           else ""),
         "means over layers with a finite value: "
         + "  ".join(f"{k}={format_value(v)}" for k, v in s.means.items()),
     ]

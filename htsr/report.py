@@ -211,13 +211,13 @@ def _summary(result: AnalysisResult) -> str:
     counts = [("layers", s.num_layers), ("fitted", s.num_fitted), ("not fitted", s.num_not_fitted),
               ("failed", s.num_failed)]
     warns = [("over-trained", s.num_over_trained), ("under-trained", s.num_under_trained),
-             ("uncertain", s.num_uncertain), ("no-power-law", s.num_no_power_law),
+             ("uncertain", s.num_uncertain), ("no-power-law", _fmt(s.num_no_power_law)),
              ("interval of alpha", interval)]
     fits = [("power law plausible (bootstrap p > 0.1)", _fmt(s.share_plausible_pl)),
             ("best fit is the power law", _fmt(s.share_best_fit_pl))]
-    phases = [(p, n) for p, n in s.phases.items()]
+    phases = [(p, _fmt(n)) for p, n in s.phases.items()]
     if o.get("randomize"):
-        phases.append(("layers with correlation traps", s.num_with_traps))
+        phases.append(("layers with correlation traps", _fmt(s.num_with_traps)))
     means = [(k, _fmt(v)) for k, v in s.means.items()]
     return ("<section id=\"summary\"><h2>Summary</h2><div class=\"cards\">"
             f"<div><h3>Layers</h3>{_kv(counts)}</div><div><h3>Warnings</h3>{_kv(warns)}</div>"

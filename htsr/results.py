@@ -157,11 +157,12 @@ class Summary:
     num_under_trained: int
     num_over_trained: int
     num_uncertain: int  # the interval of alpha contains 2 or 6
-    num_no_power_law: int  # bootstrap p <= 0.1
+    num_no_power_law: float  # bootstrap p <= 0.1 (NaN without bootstrap: no layer was tested)
     share_plausible_pl: float  # share of bootstrapped layers with p > 0.1 (NaN without bootstrap)
     share_best_fit_pl: float  # share of compared layers whose best_fit is the power law (NaN without tails)
-    phases: dict[str, int] = field(default_factory=dict)  # layers per phase (every phase, 0 included)
-    num_with_traps: int = 0  # layers with at least one correlation trap (randomize)
+    # layers per phase (every phase, 0 included; NaN when no layer has one: the MP fit was off)
+    phases: dict[str, float] = field(default_factory=dict)
+    num_with_traps: float = NAN  # layers with at least one correlation trap (NaN without randomize)
     means: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -181,11 +182,11 @@ class Summary:
             num_under_trained=sum(r.warning == "under-trained" for r in layers),
             num_over_trained=sum(r.warning == "over-trained" for r in layers),
             num_uncertain=sum(r.warning == "uncertain" for r in layers),
-            num_no_power_law=sum(r.warning == "no-power-law" for r in layers),
+            num_no_power_law=_count([r.warning == "no-power-law" for r in layers if math.isfinite(r.pl_pvalue)]),
             share_plausible_pl=_share([r.pl_pvalue > PLAUSIBLE_P for r in layers if math.isfinite(r.pl_pvalue)]),
             share_best_fit_pl=_share([r.best_fit == "power_law" for r in layers if r.best_fit]),
-            phases={p: sum(r.phase == p for r in layers) for p in PHASES},
-            num_with_traps=sum(r.num_traps > 0 for r in layers),
+            phases={p: _count([r.phase == p for r in layers if r.phase]) for p in PHASES},
+            num_with_traps=_count([r.num_traps > 0 for r in layers if math.isfinite(r.num_traps)]),
             means=means,
         )
 
@@ -198,6 +199,11 @@ class Summary:
 
 def _share(flags: list[bool]) -> float:
     return sum(flags) / len(flags) if flags else NAN
+
+
+def _count(flags: list[bool]) -> float:
+    """How many of the layers a diagnostic ran on it flagged; NaN when it ran on none."""
+    return float(sum(flags)) if flags else NAN
 
 
 def json_safe(v: Any) -> Any:

@@ -361,3 +361,17 @@ def test_a_failure_after_the_spectrum_is_that_layer_row_not_the_run(monkeypatch)
                                              "b.weight": rng.standard_normal((70, 40))}, min_evals=5).layers}
     assert rows["a"].status == "failed: RuntimeError: forced failure" and rows["b"].status == "ok"
     assert rows["a"].shape == "50x30" and math.isnan(rows["a"].alpha)
+
+
+def test_summary_counts_of_diagnostics_that_did_not_run_are_nan():
+    """'no-power-law 0' without a bootstrap, 'traps 0' without randomize or '0 layers per phase' without
+    the MP fit would read as 'checked, none found': they are NaN (null in JSON); run, they are counts."""
+    rng = np.random.default_rng(8)
+    model = {"a.weight": rng.standard_normal((120, 60)), "b.weight": rng.standard_normal((100, 70))}
+    s = htsr.analyze(model, mp_fit=False).summary
+    assert math.isnan(s.num_no_power_law) and math.isnan(s.num_with_traps)
+    assert all(math.isnan(n) for n in s.phases.values())
+    assert json.loads(htsr.analyze(model).json_text())["summary"]["num_with_traps"] is None
+    s = htsr.analyze(model, bootstrap=20, randomize=True).summary
+    assert s.num_no_power_law in (0, 1, 2) and s.num_with_traps in (0, 1, 2)
+    assert sum(s.phases.values()) == 2  # every layer has a phase
