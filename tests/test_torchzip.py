@@ -449,3 +449,26 @@ def test_efficientnet_lite0_legacy_pth_without_torch(efficientnet_lite0_path, mo
     for n, w in want.items():
         np.testing.assert_array_equal(refs[n].load(), w.astype(refs[n].load().dtype), err_msg=n)
     assert rows(htsr.analyze(efficientnet_lite0_path)) == by_torch
+
+
+def test_complex_tensors_are_read_and_a_short_record_before_them_is_refused(tmp_path):
+    """A RoPE table (complex64) beside the weights: read without torch (it used to send the file to
+    torch.load(mmap=True), which reads a short record on into the next one's bytes and gave a weight of
+    garbage an 'ok' row); a 2-D complex weight gets a skipped row; a truncated storage is a clean error."""
+    g = torch.Generator().manual_seed(0)
+    sd = {"a.weight": torch.randn(64, 128, generator=g), "b.weight": torch.randn(64, 128, generator=g),
+          "freqs": torch.randn(4, dtype=torch.complex64, generator=g),
+          "c.weight": torch.randn(40, 30, dtype=torch.complex64, generator=g)}
+    path = tmp_path / "cplx.pt"
+    torch.save(sd, str(path))
+    rows = {r.name: r for r in htsr.analyze(path, min_evals=5).layers}
+    assert set(rows) == {"a", "b", "c"} and rows["a"].status == rows["b"].status == "ok"
+    assert rows["c"].status.startswith("skipped: a complex64 weight: htsr analyses real matrices")
+    short = tmp_path / "short.pt"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(short, "w") as dst:
+        for n in src.namelist():
+            data = src.read(n)
+            dst.writestr(n, data[:-64] if n.endswith("/data/0") else data)
+    with pytest.raises(SourceError) as e:
+        htsr.analyze(short)
+    assert "truncated or corrupt" in str(e.value) and "a.weight" in str(e.value) and "\n" not in str(e.value)

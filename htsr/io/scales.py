@@ -595,6 +595,10 @@ def unscaled_integer_weight(ref: TensorRef) -> TensorRef | None:
     if hasattr(ref.loader, "skip_reason"):
         return ref
     m = _WEIGHT_NAME.search(ref.name)
+    if ref.dtype.startswith("complex") and len(ref.shape) >= 2 and m is not None:
+        return TensorRef(ref.name, ref.shape, ref.dtype, skipped_loader(
+            f"a {ref.dtype} weight: htsr analyses real matrices (the ESD of a complex one is not defined here)"),
+            ref.kind)
     if not ref.dtype.startswith(("int", "uint")) or len(ref.shape) < 2 or m is None:
         return None
     if m.group(2) in ("qweight", "weight_packed"):

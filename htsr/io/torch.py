@@ -165,7 +165,8 @@ def load_torch_file(path: str | os.PathLike) -> TensorSource:
     The zip format of ``torch.save`` (since PyTorch 1.6) and the legacy pickle format before it are read
     without torch by :class:`~htsr.io.torchzip.TorchZipFile` and :class:`~htsr.io.torchzip.TorchLegacyFile`;
     a checkpoint they refuse (a global outside their allow-list) goes to ``torch.load(weights_only=True)``,
-    memory-mapped if possible.
+    read into memory (not memory-mapped: torch does not check a mapped record's size, and a truncated
+    storage would be read on into the next record's bytes).
     """
     from .torchzip import RefusedGlobal, TorchLegacyFile, TorchZipFile, is_legacy_torch
 
@@ -193,12 +194,7 @@ def load_torch_file(path: str | os.PathLike) -> TensorSource:
                                   "try it") from None
     torch = _torch()
     try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as e:
-            if "mmap" not in str(e):  # legacy (non-zip) format cannot be memory-mapped
-                raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         detail = _unpickler_detail(e)
         if refused is not None:  # htsr's reader said which global; torch's wording differs by format
