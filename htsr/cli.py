@@ -232,11 +232,15 @@ def _run_analyze(args: argparse.Namespace) -> int:
         outputs.append(("--report", args.report))
         options["keep_spectra"] = True
     check_outputs([args.source, options.get("base")], outputs)  # before minutes of analysis, not after
+    from .io import open_source
+
+    source = open_source(args.source)  # headers only; then the files it reads (an ONNX model's external data)
+    check_outputs([source], outputs)
     if 0 < options.get("bootstrap", 0) < FEW_REPLICATES and not args.quiet:
         print(f"htsr: note: --bootstrap {options['bootstrap']}: with fewer than {FEW_REPLICATES} replicates the "
               "interval's ends are among the most extreme replicates, and the p-value moves in steps of "
               f"{1 / options['bootstrap']:.2g}", file=sys.stderr)
-    result = analyze(args.source, **options)
+    result = analyze(source, **options)
     say = (lambda *a: None) if args.quiet else print
     if args.json:
         print(result.json_text(), end="")

@@ -720,6 +720,7 @@ def run_compare(args: argparse.Namespace) -> int:
     # every model opened (format, headers) before the first analysis: a bad last path fails now, and the
     # analyses reuse these readers (a --base is opened by the first analysis, before it starts)
     sources = [open_source(s) for s in args.sources]
+    check_outputs(sources, outputs)  # the files they read (an ONNX model's external data)
     c = compare(sources, labels, args.metric, args.ascending, **options)
     distances = None
     if args.base_distances:

@@ -241,12 +241,14 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
 def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.PathLike]]) -> None:
     """Before an analysis starts: every output ``(flag, path)`` can be written — its folder, or the nearest
     existing folder above it (missing folders are made when the output is written) — and none is a file
-    the run reads (a source file, or a file in a source folder). Nothing is created here. Raises
+    the run reads (a source file, or a file in a source folder; for an opened source, also the files it
+    says it reads, its ``input_files``: an ONNX model's external data). Nothing is created here. Raises
     HtsrError naming the flag and the path."""
     from .errors import HtsrError
 
     read: set[Path] = set()
     for src in inputs:
+        read.update(Path(f).resolve() for f in getattr(src, "input_files", ()))
         if isinstance(src, (str, os.PathLike)):
             p = Path(src)
             if p.is_dir():

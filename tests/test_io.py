@@ -864,3 +864,33 @@ def test_sharded_pytorch_bin_folder(tmp_path):
     (tmp_path / "pytorch_model-00002-of-00002.bin").unlink()
     with pytest.raises(htsr.SourceError, match="pytorch_model-00002-of-00002.bin"):
         htsr.analyze(tmp_path)
+
+
+def test_shard_index_names_the_shard_of_each_tensor_and_stays_in_its_folder(tmp_path):
+    """A tensor stored in two shards is read once, from the shard the index names; an index whose
+    weight_map is not {tensor: file} or names a shard outside the model's folder is refused in one line
+    (htsr reads the model's folder only)."""
+    rng = np.random.default_rng(31)
+    a, b = (rng.standard_normal((64, 48)).astype(np.float32) for _ in range(2))
+    folder = tmp_path / "m"
+    folder.mkdir()
+    np_save_file({"l.0.weight": a, "l.1.weight": b}, str(folder / "s1.safetensors"))
+    np_save_file({"l.1.weight": b + 1}, str(folder / "s2.safetensors"))  # a stale copy
+    index = folder / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"l.0.weight": "s1.safetensors", "l.1.weight": "s1.safetensors"}}))
+    rows = htsr.analyze(folder, min_evals=5).layers  # s2 is not in the index: not read at all
+    assert [r.name for r in rows] == ["l.0", "l.1"]
+    index.write_text(json.dumps({"weight_map": {"l.0.weight": "s1.safetensors", "l.1.weight": "s2.safetensors"}}))
+    rows = {r.name: r for r in htsr.analyze(folder, min_evals=5).layers}
+    assert list(rows) == ["l.0", "l.1"]  # once, from s2 (the index's shard): b + 1 has another spectrum
+    want = np.linalg.svd(b.astype(np.float64) + 1, compute_uv=False)[0] ** 2
+    assert rows["l.1"].lambda_max == pytest.approx(want, rel=1e-4)  # float32 Gram
+    outside = tmp_path / "elsewhere.safetensors"
+    np_save_file({"x.weight": a}, str(outside))
+    for weight_map, must in (({"l.0.weight": 5}, "weight_map must map"), ([1, 2], "weight_map must map"),
+                             ({"x.weight": "../elsewhere.safetensors"}, "outside the model's folder"),
+                             ({"x.weight": str(outside)}, "outside the model's folder")):
+        index.write_text(json.dumps({"weight_map": weight_map}))
+        with pytest.raises(htsr.SourceError) as e:
+            htsr.analyze(folder)
+        _one_line_source_error(e, str(index), must)

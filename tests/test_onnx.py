@@ -731,3 +731,16 @@ def test_fuzzed_model_raises_only_htsr_errors(tmp_path, mutations):
             r.load()
     except HtsrError as e:
         assert "\n" not in str(e)
+
+
+def test_outputs_never_overwrite_external_data(tmp_path, capsys):
+    """--report onto the model's external data file (beside the .onnx, not named on the command line) is
+    refused before the analysis; the file is unchanged."""
+    from htsr.cli import main
+
+    path, _ = _external_model(tmp_path / "m")
+    data = tmp_path / "m" / "weights.bin"
+    before = data.read_bytes()
+    assert main(["analyze", str(path), "--report", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert "never overwrites its inputs" in err and str(data) in err and data.read_bytes() == before

@@ -66,9 +66,9 @@ class _Chain:
     """The torch.save shards of one checkpoint in ``folder`` read as one (each source has ``refs()``, its
     tensors as stored); a quantized weight and its scales or parts may sit in different shards."""
 
-    def __init__(self, description: str, sources: list, folder: Path) -> None:
+    def __init__(self, description: str, sources: list, folder: Path, index=None) -> None:
         self.description = description
-        self._sources, self._folder = sources, folder
+        self._sources, self._folder, self._index = sources, folder, index
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._sources)
@@ -78,24 +78,18 @@ class _Chain:
 
         # each shard's tensors as stored: a part paired within one shard alone could be paired wrongly
         # (GPTQ zero points in the next shard would look absent, i.e. symmetric)
-        stored = (r for s in self._sources for r in s.refs())
+        stored = (r for s in self._sources for r in s.refs()
+                  if self._index is None or self._index.holds(getattr(s, "path", None), r.name))
         yield from with_scales(stored, PackedConfig.of_folder(self._folder))
 
 
 def _torch_shards(index: Path) -> TensorSource:
     """A Hugging Face folder of PyTorch shards listed in ``pytorch_model.bin.index.json``."""
-    import json
-
+    from .base import ShardIndex
     from .torch import load_torch_file
 
-    try:
-        files = list(dict.fromkeys(json.loads(index.read_text())["weight_map"].values()))
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-        raise SourceError(f"{index}: not a valid checkpoint index ({e})") from None
-    missing = [f for f in files if not (index.parent / f).is_file()]
-    if missing:
-        raise SourceError(f"{index}: shard {missing[0]} is missing from {index.parent}")
-    return _Chain(str(index.parent), [load_torch_file(index.parent / f) for f in files], index.parent)
+    shards = ShardIndex.read(index)
+    return _Chain(str(index.parent), [load_torch_file(p) for p in shards.shards], index.parent, shards)
 
 
 def _open_path(path: Path) -> TensorSource:

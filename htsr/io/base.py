@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Protocol, runtime_checkable
 
@@ -91,3 +92,46 @@ def numpy_dtype(name: str) -> np.dtype:
         if hasattr(ml_dtypes, name):
             return np.dtype(getattr(ml_dtypes, name))
     return np.dtype(name).newbyteorder("<")
+
+
+@dataclass(frozen=True)
+class ShardIndex:
+    """A Hugging Face shard index (``model.safetensors.index.json``, ``pytorch_model.bin.index.json``): the
+    shard files in order of first mention, and which shard holds each tensor."""
+
+    shards: tuple[Path, ...]
+    weight_map: dict[str, str]
+
+    @classmethod
+    def read(cls, index: Path) -> ShardIndex:
+        """Raises SourceError for an index that is not a JSON ``{"weight_map": {tensor: file}}``, names a
+        shard outside its folder (htsr reads only the model's folder), or a shard that is missing."""
+        import json
+
+        from ..errors import SourceError
+
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise SourceError(f"{index}: not a valid shard index ({one_line(e, 100)}); re-save the model") from None
+        if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str) and v
+                                                       for k, v in weight_map.items()):
+            raise SourceError(f"{index}: weight_map must map tensor names to shard file names; re-save the model")
+        folder = index.parent.resolve()
+        shards = []
+        for name in dict.fromkeys(weight_map.values()):
+            path = index.parent / name
+            if Path(name).is_absolute() or not path.resolve().is_relative_to(folder):
+                raise SourceError(f"{index}: shard {name!r} is outside the model's folder; htsr reads shards "
+                                  "from the index's own folder only")
+            if not path.is_file():
+                raise SourceError(f"{index}: shard {name} is missing from {index.parent}")
+            shards.append(path)
+        return cls(tuple(shards), weight_map)
+
+    def holds(self, shard: Path | None, tensor: str) -> bool:
+        """Whether ``tensor`` is to be read from ``shard``: the shard the index names for it (a copy in
+        another shard is not read twice), or any shard for a tensor the index does not list (or a reader
+        that does not say its file)."""
+        named = self.weight_map.get(tensor)
+        return named is None or shard is None or (shard.parent / named).resolve() == Path(shard).resolve()

@@ -176,6 +176,7 @@ class OnnxFile:
         self.path = Path(path)
         self.description = str(self.path)
         self.skipped: list[tuple[str, str]] = []
+        self.input_files: set[Path] = {self.path.resolve()}  # and its external data files, found below
         onnx = _onnx()
         from google.protobuf.message import DecodeError  # protobuf comes with onnx
 
@@ -511,6 +512,7 @@ class OnnxFile:
                              f"{folder}; refused")
         if not target.is_file():
             raise self._fail(f"tensor {name!r}: external data file {location!r} is missing from {folder}")
+        self.input_files.add(target)
         need = math.prod(shape) * np_dtype.itemsize
         if length is None:
             length = need

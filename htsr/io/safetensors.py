@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SourceError
-from .base import TensorRef, as_loaded, numpy_dtype
+from .base import ShardIndex, TensorRef, as_loaded, numpy_dtype
 from .scales import PackedConfig, with_scales
 
 __all__ = ["SafetensorsFile", "ShardedSafetensors", "is_safetensors", "natural_key"]
@@ -142,17 +142,10 @@ class ShardedSafetensors:
         self.folder = Path(folder)
         self.description = str(self.folder)
         index = self.folder / "model.safetensors.index.json"
+        self._index = None
         if index.is_file():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-                files = list(dict.fromkeys(weight_map.values()))
-            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-                raise SourceError(f"{index}: not a valid safetensors index ({e})") from None
-            missing = [f for f in files if not (self.folder / f).is_file()]
-            if missing:
-                raise SourceError(f"{index}: shard {missing[0]} is missing from {self.folder}")
-            paths = [self.folder / f for f in files]
-            self._files = [SafetensorsFile(p) for p in paths]
+            self._index = ShardIndex.read(index)
+            self._files = [SafetensorsFile(p) for p in self._index.shards]
         else:
             paths = sorted(self.folder.glob("*.safetensors"), key=lambda p: natural_key(p.name))
             self._files = self._one_copy([SafetensorsFile(p) for p in paths])
@@ -187,5 +180,7 @@ class ShardedSafetensors:
         return sum(len(f) for f in self._files)
 
     def __iter__(self) -> Iterator[TensorRef]:
-        refs = [r for f in self._files for r in f.refs()]  # a scale may sit in another shard than its weight
+        # a scale may sit in another shard than its weight; a tensor stored in two shards is read from the
+        # one the index names
+        refs = [r for f in self._files for r in f.refs() if self._index is None or self._index.holds(f.path, r.name)]
         yield from sorted(with_scales(refs, PackedConfig.of_folder(self.folder)), key=lambda r: natural_key(r.name))
