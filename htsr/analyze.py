@@ -115,6 +115,8 @@ def _analyze_layer(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, Layer
 
 def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpectra | None]:
     base = _row_base(lm)
+    if lm.num_evals == 0:
+        return LayerResult(**base, status=f"skipped: an empty matrix (shape {base['shape']})"), None
     if opts.max_evals is not None and lm.num_evals > opts.max_evals:
         return LayerResult(**base, status=f"skipped: {lm.num_evals} eigenvalues > max_evals={opts.max_evals}"), None
     try:
@@ -126,6 +128,9 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         if overflow:
             return LayerResult(**base, status=f"failed: {overflow}"), None
         spectrum = esd(mats, opts.precision, opts.refine_fraction, scale)
+        if not np.isfinite(spectrum.evals).all():
+            return LayerResult(**base, status="failed: eigenvalues beyond float64's range; rescale the weights "
+                                              "(alpha does not change with the scale)"), None
         num_windows = None
         # a low-rank update is known by its factors only: what needs the entries (windows, shuffles,
         # heavy entries, eigenvectors) is not computed for it, and its MP fit would only say "rank-collapse"

@@ -28,6 +28,7 @@ refined. ``num_evals_below_floor`` reports how many were taken so; ``refine_frac
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -76,7 +77,7 @@ class LowRank:
         return self.A.shape[0]
 
     def is_finite(self) -> bool:
-        return bool(np.isfinite(self.B).all() and np.isfinite(self.A).all())
+        return bool(math.isfinite(self.scale) and np.isfinite(self.B).all() and np.isfinite(self.A).all())
 
     def dense(self) -> np.ndarray:
         """scale·B·A as a float32 out × in array (for a merge; the spectrum never needs it)."""
@@ -186,4 +187,5 @@ def lowrank_eigenvalues(B: np.ndarray, A: np.ndarray, scale: float = 1.0) -> np.
     R_B = np.linalg.qr(B, mode="r")
     R_A = np.linalg.qr(A.T, mode="r")
     sv = scipy.linalg.svd(scale * (R_B @ R_A.T), compute_uv=False, check_finite=False)
-    return np.sort(sv * sv)
+    with np.errstate(over="ignore"):  # singular values beyond 1e154: inf, which the caller reports
+        return np.sort(sv * sv)

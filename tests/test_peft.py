@@ -308,3 +308,29 @@ def test_bad_adapters_give_one_line_errors_or_row_statuses(tmp_path):
     with pytest.raises(SourceError) as e:
         htsr.analyze(f)
     one_line_source_error(e, str(f), "adapter_model.safetensors")
+
+
+def test_adapter_configs_and_factors_that_make_no_update_are_named(tmp_path):
+    """A config whose lora_alpha is not a finite number, whose alpha_pattern is not an object or whose flags
+    are not booleans ("false" is a true string) is refused in one line; factors that are not a rank-r
+    update (1-D, r = 0) get a skipped row; a scale that overflows the eigenvalues a failed row that says
+    so; the other modules go on."""
+    rng = np.random.default_rng(4)
+    A, B = rng.standard_normal((4, 40)).astype(np.float32), rng.standard_normal((30, 4)).astype(np.float32)
+    t = {"base_model.model.fc.lora_A.weight": A, "base_model.model.fc.lora_B.weight": B}
+    for i, (cfg, must) in enumerate(((dict(lora_alpha="Infinity"), "finite"), (dict(lora_alpha=float("nan")), "finite"),
+                                     (dict(alpha_pattern=["fc"]), "alpha_pattern"),
+                                     (dict(use_rslora="false"), "use_rslora must be true or false"))):
+        f = _write_adapter(tmp_path / f"c{i}", t, **cfg)
+        with pytest.raises(SourceError) as e:
+            htsr.analyze(f)
+        one_line_source_error(e, str(f / "adapter_config.json"), must)
+    ok = {"base_model.model.ok.lora_A.weight": A, "base_model.model.ok.lora_B.weight": B}
+    f = _write_adapter(tmp_path / "flat", {**ok, "base_model.model.fc.lora_A.weight": A[0].copy(),
+                                           "base_model.model.fc.lora_B.weight": B[:, :1].copy()})
+    rows = _rows(htsr.analyze(f, min_evals=2))
+    assert rows["fc#delta"][0].status.startswith("skipped: LoRA factors of shapes [30, 1] (B) and [40] (A)")
+    assert rows["ok#delta"][0].status == "ok"
+    f = _write_adapter(tmp_path / "huge", t, lora_alpha=1e300)
+    assert _rows(htsr.analyze(f, min_evals=2))["fc#delta"][0].status.startswith(
+        "failed: eigenvalues beyond float64's range")

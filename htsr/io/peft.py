@@ -79,11 +79,18 @@ class PeftAdapter:
         try:
             self.lora_alpha = float(cfg.get("lora_alpha", cfg.get("r", 8)))
             self.alpha_pattern = {str(k): float(v) for k, v in (cfg.get("alpha_pattern") or {}).items()}
-        except (TypeError, ValueError):
-            raise SourceError(f"{cfg_path}: lora_alpha / alpha_pattern must be numbers") from None
-        self.rslora = bool(cfg.get("use_rslora", False))
-        self.fan_in_fan_out = bool(cfg.get("fan_in_fan_out", False))
-        self.dora = bool(cfg.get("use_dora", False))
+        except (TypeError, ValueError, AttributeError):
+            raise SourceError(f"{cfg_path}: lora_alpha must be a number and alpha_pattern an object of numbers; "
+                              "re-save the adapter") from None
+        if not all(math.isfinite(a) for a in (self.lora_alpha, *self.alpha_pattern.values())):
+            raise SourceError(f"{cfg_path}: lora_alpha / alpha_pattern must be finite numbers; re-save the adapter")
+        flags = {}
+        for key in ("use_rslora", "fan_in_fan_out", "use_dora"):
+            flags[key] = cfg.get(key, False)
+            if not isinstance(flags[key], bool) and flags[key] is not None:
+                raise SourceError(f"{cfg_path}: {key} must be true or false, not {flags[key]!r}; re-save the adapter")
+        self.rslora, self.fan_in_fan_out, self.dora = (bool(flags[k]) for k in ("use_rslora", "fan_in_fan_out",
+                                                                               "use_dora"))
         weights = next((self.folder / f for f in ADAPTER_FILES if (self.folder / f).is_file()), None)
         if weights is None:
             raise SourceError(f"{self.folder}: adapter folder without {' or '.join(ADAPTER_FILES)}")
@@ -163,6 +170,11 @@ class PeftAdapter:
                                 skipped_loader(f"lora_{missing[0]} is missing from the adapter"), "lora")
                 continue
             A, B = entry["A"].shape, entry["B"].shape
+            if len(A) < 2 or len(B) < 2 or 0 in A + B:
+                yield TensorRef(f"{name}#delta", (1, 1), ref.dtype, skipped_loader(
+                    f"LoRA factors of shapes {list(B)} (B) and {list(A)} (A) are not a rank-r update; re-save "
+                    "the adapter with peft"), "lora")
+                continue
             shape = (A[1], B[0]) if entry["emb"] else (B[0], *A[1:])  # a conv LoRA: [out, in, k…]
             yield TensorRef(f"{name}#delta", tuple(int(s) for s in shape), ref.dtype,
                             lambda n=name, e=entry: self._factors(n, e), "lora")
