@@ -744,3 +744,15 @@ def test_outputs_never_overwrite_external_data(tmp_path, capsys):
     assert main(["analyze", str(path), "--report", str(data)]) == 2
     err = capsys.readouterr().err
     assert "never overwrites its inputs" in err and str(data) in err and data.read_bytes() == before
+
+
+def test_an_empty_initializer_gets_a_skipped_row(tmp_path):
+    """A MatMul weight of shape [128, 0] (a reader gives it a kind, so it is a row): skipped as empty;
+    it used to stop the run with an IndexError."""
+    rng = _rng(12)
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"], name="/a/MatMul"),
+             helper.make_node("MatMul", ["h", "W2"], ["y"], name="/b/MatMul")]
+    path = tmp_path / "m.onnx"
+    onnx.save_model(_model(nodes, {"W1": np.zeros((128, 0), np.float32), "W2": _f32(rng, 64, 48)}), str(path))
+    rows = {r.name: r.status for r in htsr.analyze(path, min_evals=5).layers}
+    assert sorted(rows.values()) == ["ok", "skipped: an empty matrix (shape 0x128)"]
