@@ -894,3 +894,41 @@ def test_shard_index_names_the_shard_of_each_tensor_and_stays_in_its_folder(tmp_
         with pytest.raises(htsr.SourceError) as e:
             htsr.analyze(folder)
         _one_line_source_error(e, str(index), must)
+
+
+def _safetensors_bytes(tensors: dict[str, tuple[str, list[int], bytes]]) -> bytes:
+    """A safetensors file written by hand (for dtypes numpy cannot hand to safetensors' writer)."""
+    header, data = {}, b""
+    for name, (dtype, shape, raw) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    h = json.dumps(header).encode()
+    return len(h).to_bytes(8, "little") + h + data
+
+
+def test_valid_safetensors_dtypes_htsr_does_not_analyse_get_rows_not_a_refused_file(tmp_path):
+    """C64, F8_E8M0 and the sub-byte F4 / F6 dtypes are valid safetensors: the file is read, a complex or
+    F4 weight gets a skipped row saying why, an E8M0 scale is decoded (2^(e − 127)); a bool in a shape is a
+    corrupt header."""
+    import ml_dtypes
+
+    rng = np.random.default_rng(33)
+    ok = rng.standard_normal((40, 30)).astype(np.float32)
+    e = np.array([[120, 127, 130]], np.uint8)
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(_safetensors_bytes({
+        "ok.weight": ("F32", [40, 30], ok.tobytes()),
+        "c.weight": ("C64", [20, 10], rng.standard_normal((20, 20)).astype(np.float32).tobytes()),
+        "q.weight": ("F4", [20, 10], bytes(100)), "r.weight": ("F6_E2M3", [8, 4], bytes(24)),
+        "s.scale": ("F8_E8M0", [1, 3], e.tobytes())}))
+    refs = {r.name: r for r in open_source(path)}
+    np.testing.assert_array_equal(refs["s.scale"].load(), e.view(ml_dtypes.float8_e8m0fnu).astype(np.float32))
+    assert refs["s.scale"].load()[0].tolist() == [2.0 ** -7, 1.0, 8.0]
+    rows = {r.name: r.status for r in htsr.analyze(path, min_evals=5).layers}
+    assert rows["ok"] == "ok" and rows["c"].startswith("skipped: a complex64 weight")
+    assert rows["q"] == "skipped: stored as safetensors F4, a dtype htsr does not decode"
+    assert rows["r"] == "skipped: stored as safetensors F6_E2M3, a dtype htsr does not decode"
+    path.write_bytes(_safetensors_bytes({"ok.weight": ("F32", [True, 30], ok[:1].tobytes())}))
+    with pytest.raises(htsr.SourceError) as err:
+        open_source(path)
+    _one_line_source_error(err, str(path), "bad shape")

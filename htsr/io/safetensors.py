@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SourceError
-from .base import ShardIndex, TensorRef, as_loaded, numpy_dtype
+from .base import ShardIndex, TensorRef, as_loaded, numpy_dtype, skipped_loader
 from .scales import PackedConfig, with_scales
 
 __all__ = ["SafetensorsFile", "ShardedSafetensors", "is_safetensors", "natural_key"]
@@ -32,8 +32,11 @@ _DTYPES: dict[str, tuple[str, int]] = {
     "F8_E4M3": ("float8_e4m3fn", 1), "F8_E5M2": ("float8_e5m2", 1),
     "I64": ("int64", 8), "I32": ("int32", 4), "I16": ("int16", 2), "I8": ("int8", 1),
     "U64": ("uint64", 8), "U32": ("uint32", 4), "U16": ("uint16", 2), "U8": ("uint8", 1),
-    "BOOL": ("bool", 1),
+    "BOOL": ("bool", 1), "C64": ("complex64", 8), "F8_E8M0": ("float8_e8m0fnu", 1),
 }
+# valid safetensors dtypes of fewer than 8 bits, which htsr does not decode: such a tensor named as a
+# weight gets a skipped row (the rest of the file is read)
+_SUB_BYTE: dict[str, int] = {"F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}
 
 
 def natural_key(name: str) -> list:
@@ -84,14 +87,18 @@ class SafetensorsFile:
             if name == "__metadata__":
                 continue
             try:
-                dtype, itemsize = _DTYPES[info["dtype"]]
+                if info["dtype"] in _SUB_BYTE:
+                    dtype, bits = f"safetensors {info['dtype']}", _SUB_BYTE[info["dtype"]]
+                else:
+                    dtype, itemsize = _DTYPES[info["dtype"]]
+                    bits = 8 * itemsize
                 shape = tuple(info["shape"])
                 begin, end = info["data_offsets"]
-                if not all(isinstance(s, int) and s >= 0 for s in shape):
+                if not all(type(s) is int and s >= 0 for s in shape):  # not bool, a subclass of int
                     raise ValueError(f"bad shape {shape}")
                 if not (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end <= data_len):
                     raise ValueError(f"data_offsets {[begin, end]} outside the {data_len}-byte data section")
-                if end - begin != math.prod(shape) * itemsize:  # Python ints: no overflow
+                if end - begin != -(-math.prod(shape) * bits // 8):  # Python ints: no overflow
                     raise ValueError(f"{end - begin} bytes for shape {list(shape)} of {info['dtype']}")
             except KeyError as e:
                 problems.append(f"{name} (unknown dtype or missing field {e})")
@@ -116,6 +123,9 @@ class SafetensorsFile:
         return list(self._entries)
 
     def _loader(self, dtype: str, shape: tuple[int, ...], begin: int, end: int):
+        if dtype.startswith("safetensors "):
+            return skipped_loader(f"stored as {dtype}, a dtype htsr does not decode")
+
         def load() -> np.ndarray:
             if end == begin:
                 return np.zeros(shape, dtype=np.float32)
