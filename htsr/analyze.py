@@ -176,7 +176,9 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         ww_cut = WW_EVALS_THRESH / lm.N if opts.normalize == "N" else WW_EVALS_THRESH
         ww = (opts.evals_floor == "ww" and not lowrank
               and ww_cut <= WW_FLOOR_MAX_FRACTION * fit_spectrum.evals[-1])
-        cut = ww_cut if ww else fit_spectrum.floor
+        # and never below the layer's own numerical floor: eigenvalues there are round-off (a rank-1 layer
+        # of large entries has 1e-5 < round-off, and its fit would be to noise)
+        cut = max(ww_cut, fit_spectrum.floor) if ww else fit_spectrum.floor
         fit_x = fit_spectrum.evals[fit_spectrum.evals > cut]
         fit = fit_power_law(fit_x, opts.xmin, opts.clip_xmax, opts.max_fingers, opts.finger_thresh)
         status = fit.status

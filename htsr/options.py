@@ -114,10 +114,11 @@ OPTION_SPECS: dict[str, OptionSpec] = {
         OptionSpec("finger_thresh", 1.0, "a number > 0", _float_range(0.0, 1e9, lo_open=True),
                    "alpha must drop by more than this for clip_xmax to accept a clipped fit"),
         OptionSpec("evals_floor", "ww", "'ww' or 'numerical'", _choice("ww", "numerical"),
-                   "eigenvalues kept for the fit: 'ww' = above the absolute 1e-5 WeightWatcher uses (but "
-                   "the numerical floor for a layer whose largest eigenvalue is below 1e-2, e.g. a --base "
-                   "delta, where 1e-5 would cut into the spectrum); 'numerical' = above the layer's own "
-                   "numerical floor (scale-aware)"),
+                   "eigenvalues kept for the fit: 'ww' = above the absolute 1e-5 WeightWatcher uses, and "
+                   "above the layer's numerical floor where that is higher (round-off of large weights); "
+                   "the numerical floor alone for a layer whose largest eigenvalue is below 1e-2, e.g. a "
+                   "--base delta, where 1e-5 would cut into the spectrum; 'numerical' = above the layer's "
+                   "own numerical floor (scale-aware)"),
         OptionSpec("normalize", "none", "'none' or 'N'", _choice("none", "N"),
                    "'none' = X = W^T W (WeightWatcher's convention); 'N' = X = W^T W / N (the RMT papers)"),
         OptionSpec("conv", "pooled", "'pooled' or 'per_position'", _choice("pooled", "per_position"),

@@ -375,3 +375,16 @@ def test_summary_counts_of_diagnostics_that_did_not_run_are_nan():
     s = htsr.analyze(model, bootstrap=20, randomize=True).summary
     assert s.num_no_power_law in (0, 1, 2) and s.num_with_traps in (0, 1, 2)
     assert sum(s.phases.values()) == 2  # every layer has a phase
+
+
+@pytest.mark.parametrize("precision", ["fast", "accurate"])
+def test_a_rank_one_layer_is_not_fitted_at_any_scale(precision):
+    """A rank-1 matrix has one nonzero eigenvalue; the others are round-off, which for entries of 1e6
+    (λ_max ≈ 8e15) lies far above WeightWatcher's absolute 1e-5. The fit keeps eigenvalues above the layer's
+    numerical floor too, so the layer is unfitted at every scale (it was 'ok', alpha 1.3, at 1e6)."""
+    u = np.random.default_rng(9).standard_normal((64, 1))
+    v = np.random.default_rng(10).standard_normal((1, 128))
+    model = {f"s{k}.weight": (u @ v) * 10.0 ** k for k in (0, 3, 6, 10)}
+    for r in htsr.analyze(model, min_evals=2, precision=precision).layers:
+        assert r.status.startswith("fit_failed: fewer than 2 distinct eigenvalues"), (r.name, r.status)
+        assert r.matrix_rank == 1 and math.isnan(r.alpha)
