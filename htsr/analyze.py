@@ -74,18 +74,20 @@ def weights_finite(mats: list[Any]) -> bool:
                for W in mats)
 
 
-def eigenvalue_overflow(mats: list[Any], scale: float) -> str:
-    """Why a layer's eigenvalues would overflow float64, or '': its largest entry a, for an N × M matrix
-    whose eigenvalues are at most N·M·a² (times the row's scale), beyond float64's range."""
+def eigenvalue_range(mats: list[Any], scale: float) -> str:
+    """Why a layer's eigenvalues would leave float64's range, or '': with a its largest entry, an N × M
+    matrix's largest eigenvalue lies between a² and N·M·a² (times the row's scale)."""
     dense = [W for W in mats if not isinstance(W, LowRank) and W.size]
     if not dense:
         return ""
     a = max(max(float(W.max()), -float(W.min())) for W in dense)
-    bound = a * a * max(W.size for W in dense) * max(scale, 1.0)
-    if bound < np.finfo(np.float64).max / 4:
-        return ""
-    return (f"weights up to {a:.3g} in magnitude: eigenvalues could exceed float64's range; rescale the "
-            "weights (alpha does not change with the scale)")
+    if a * a * max(W.size for W in dense) * max(scale, 1.0) >= np.finfo(np.float64).max / 4:
+        return (f"weights up to {a:.3g} in magnitude: eigenvalues could exceed float64's range; rescale the "
+                "weights (alpha does not change with the scale)")
+    if 0 < a and a * a * min(scale, 1.0) < 1e-300:
+        return (f"weights of at most {a:.3g} in magnitude: eigenvalues below float64's range; rescale the "
+                "weights (alpha does not change with the scale)")
+    return ""
 
 
 def esd_scale(lm: LayerMatrices, opts: Options) -> float:
@@ -124,9 +126,9 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         if not weights_finite(mats):
             return LayerResult(**base, status="failed: NaN or Inf in the weights"), None
         scale = esd_scale(lm, opts)
-        overflow = eigenvalue_overflow(mats, scale)
-        if overflow:
-            return LayerResult(**base, status=f"failed: {overflow}"), None
+        out_of_range = eigenvalue_range(mats, scale)
+        if out_of_range:
+            return LayerResult(**base, status=f"failed: {out_of_range}"), None
         spectrum = esd(mats, opts.precision, opts.refine_fraction, scale)
         if not np.isfinite(spectrum.evals).all():
             return LayerResult(**base, status="failed: eigenvalues beyond float64's range; rescale the weights "

@@ -328,14 +328,17 @@ def test_fused_moe_experts_give_one_row_per_expert(tmp_path, orientation):
 
 @pytest.mark.parametrize("precision", ["fast", "accurate"])
 def test_weights_beyond_float64_eigenvalues_fail_that_layer_only(precision):
-    """float64 weights of 1e200: their eigenvalues (1e400) overflow float64, a failed row that says to
-    rescale; weights of 1e150 (eigenvalues near 1e302) are still analysed, with the same alpha as the same
+    """float64 weights of 1e200 (1e-200): their eigenvalues (1e400, 1e-400) leave float64's range, a failed
+    row that says to rescale; weights of 1e150 (eigenvalues near 1e302) are still analysed, with the same alpha as the same
     matrix at unit scale (alpha is scale-free); the other layers go on."""
     rng = np.random.default_rng(5)
     W = rng.standard_normal((80, 60))
     rows = {r.name: r for r in htsr.analyze({"big.weight": W * 1e200, "edge.weight": W * 1e150,
-                                             "unit.weight": W}, min_evals=5, precision=precision).layers}
+                                             "tiny.weight": W * 1e-200, "unit.weight": W},
+                                            min_evals=5, precision=precision).layers}
     assert rows["big"].status.startswith("failed: weights up to ") and "rescale the weights" in rows["big"].status
+    # 1e-200: eigenvalues of 1e-400 underflow to 0; it is not an all-zero matrix
+    assert rows["tiny"].status.startswith("failed: weights of at most ") and "below float64's range" in rows["tiny"].status
     assert math.isnan(rows["big"].alpha) and math.isnan(rows["big"].lambda_max)
     assert rows["edge"].status == rows["unit"].status == "ok"
     # the eigenvalues scale by 1e300 up to rounding: the fit sees the same ratios, to float64 rounding with
