@@ -286,14 +286,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("htsr: interrupted", file=sys.stderr)
         return 130
-    except OSError as e:  # an output that failed after the checks (disk full, removed folder …)
-        where = f"{e.filename}: " if e.filename else ""
-        print(f"htsr: error: {where}{e.strerror or e}", file=sys.stderr)
-        return 1
     except BrokenPipeError:
         # output piped into e.g. `head`: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # an output that failed after the checks (disk full, removed folder …)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"htsr: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

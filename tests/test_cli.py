@@ -445,3 +445,18 @@ def test_report_writes_one_html_file_with_per_layer_figures(model, tmp_path, cap
     assert "--report" in capsys.readouterr().err
     assert main(["analyze", str(model), "--report", str(tmp_path / "new" / "r.html"), "-q"]) == 0  # folder made
     assert (tmp_path / "new" / "r.html").is_file()
+
+
+def test_output_piped_into_head_is_not_an_error(tmp_path):
+    """`htsr analyze … | head -1`: the closed pipe ends the run quietly with status 0 (BrokenPipeError is an
+    OSError, and the OSError handler used to catch it first: 'htsr: error: Broken pipe', status 1)."""
+    rng = np.random.default_rng(2)
+    path = tmp_path / "many.npz"
+    np.savez(path, **{f"l{i}.weight": rng.standard_normal((24, 16)).astype(np.float32) for i in range(400)})
+    proc = subprocess.Popen([sys.executable, "-m", "htsr", "analyze", str(path), "--min-evals", "2",
+                             "--no-progress", "--no-tails", "--no-mp-fit", "--no-setol"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().startswith(b"name")
+    proc.stdout.close()  # as head does after its line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and "error" not in err, err
