@@ -70,8 +70,9 @@ def iter_layers(source: Any, opts: Options) -> tuple[str, int, Iterator[LayerMat
 
 def weights_finite(mats: list[Any]) -> bool:
     """No NaN or Inf in a layer's matrices (dense arrays, or the factors of a LowRank)."""
-    return all(W.is_finite() if isinstance(W, LowRank) else math.isfinite(float(np.sum(W, dtype=np.float64)))
-               for W in mats)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf − inf in the sum: NaN, the answer
+        return all(W.is_finite() if isinstance(W, LowRank) else math.isfinite(float(np.sum(W, dtype=np.float64)))
+                   for W in mats)
 
 
 def eigenvalue_range(mats: list[Any], scale: float) -> str:

@@ -12,6 +12,7 @@ import math
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -275,11 +276,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "compare":
-            from .compare import run_compare
+        with warnings.catch_warnings():
+            # numpy's overflow / invalid-value warnings on odd layers: each such layer's row says what
+            # became of it, and the output stays the table (and --json stays one document on stdout)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            if args.command == "compare":
+                from .compare import run_compare
 
-            return run_compare(args)
-        return _run_analyze(args)
+                return run_compare(args)
+            return _run_analyze(args)
     except HtsrError as e:
         print(f"htsr: error: {e}", file=sys.stderr)
         return 2

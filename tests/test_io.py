@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import pickle
 import os
 from pathlib import Path
 
@@ -605,6 +606,20 @@ def test_torch_pickle_with_custom_class_is_refused_not_executed(tmp_path, gadget
     # control: an unsafe load of the same file does run the gadget, so the check above is meaningful
     torch.load(path, weights_only=False)
     assert marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_a_plain_pickle_is_refused_as_one_not_executed(tmp_path, protocol, recwarn):
+    """pickle.dump of a gadget into a .bin (no torch.save format): refused in one line that says it is a
+    plain pickle and nothing ran; torch's note on the protocol is not shown."""
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "evil.bin"
+    path.write_bytes(pickle.dumps({"w": ReduceGadget(str(marker))}, protocol=protocol))
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(path)
+    msg = _one_line_source_error(ei, str(path), "nothing in the file was run")
+    assert "plain Python pickle" in msg or "needs to run code" in msg
+    assert not marker.exists() and not [w for w in recwarn if "pickle protocol" in str(w.message)]
 
 
 @pytest.mark.parametrize("legacy", [False, True])

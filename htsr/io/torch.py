@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -171,7 +172,7 @@ def load_torch_file(path: str | os.PathLike) -> TensorSource:
     from .torchzip import RefusedGlobal, TorchLegacyFile, TorchZipFile, is_legacy_torch
 
     path = Path(path)
-    reader, refused = None, None
+    reader, refused, head = None, None, b""
     if zipfile.is_zipfile(path):
         reader = TorchZipFile
     else:
@@ -193,17 +194,23 @@ def load_torch_file(path: str | os.PathLike) -> TensorSource:
                 raise SourceError(f"{refused}; install htsr[torch] to let torch.load(weights_only=True) "
                                   "try it") from None
     torch = _torch()
+    plain = reader is None and head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on the pickle protocol: the error below says it all
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         detail = _unpickler_detail(e)
         if refused is not None:  # htsr's reader said which global; torch's wording differs by format
             raise SourceError(f"{refused}; torch.load(weights_only=True) refuses it too; re-save it with "
                               "torch.save(model.state_dict(), ...) or as safetensors") from None
-        if "Unsupported global" in detail:
+        if "Unsupported global" in detail or plain:
+            what = "checkpoint is a pickle that needs to run code" if not plain else (
+                "file is a plain Python pickle, not a torch.save checkpoint, that torch's weights-only loader "
+                "cannot read")
             raise SourceError(
-                f"{path}: refused: the checkpoint is a pickle that needs to run code ({detail}), and htsr "
-                f"loads weights only; re-save it with torch.save(model.state_dict(), ...) or as safetensors"
+                f"{path}: refused: the {what} ({detail}), and htsr loads weights only (nothing in the file was "
+                f"run); re-save it with torch.save(model.state_dict(), ...) or as safetensors"
             ) from None
         raise SourceError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {detail}") from None
     except Exception as e:  # zip errors, EOF on truncated files, bad storage sizes
