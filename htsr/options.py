@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
+
 from .errors import OptionError
 
 __all__ = ["Options", "OPTION_SPECS", "LAYER_KINDS"]
@@ -244,6 +246,9 @@ class Options:
             raise OptionError(
                 f"unknown option {unknown[0]!r}; known options: {', '.join(OPTION_SPECS)}"
             )
+        # numpy scalars (a value from a sweep: np.int64(200), np.float32(0.9), np.bool_) as Python ones
+        kwargs = {k: v.item() if isinstance(v, np.generic) and v.dtype.kind in "biuf" else v
+                  for k, v in kwargs.items()}
         for name, value in kwargs.items():
             spec = OPTION_SPECS[name]
             if not spec.check(value):

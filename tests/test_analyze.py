@@ -391,3 +391,16 @@ def test_a_rank_one_layer_is_not_fitted_at_any_scale(precision):
     for r in htsr.analyze(model, min_evals=2, precision=precision).layers:
         assert r.status.startswith("fit_failed: fewer than 2 distinct eigenvalues"), (r.name, r.status)
         assert r.matrix_rank == 1 and math.isnan(r.alpha)
+
+
+def test_numpy_scalars_are_accepted_as_options():
+    """Values from a numpy sweep (np.int64, np.float32, np.bool_) are the same options as Python's; a
+    numpy value out of range is still refused by name."""
+    from htsr.options import Options
+
+    o = Options.create(bootstrap=np.int64(50), confidence=np.float32(0.9), xmin=np.float64(1.5),
+                       randomize=np.bool_(True), min_evals=np.int32(10))
+    assert (o.bootstrap, o.xmin, o.randomize, o.min_evals) == (50, 1.5, True, 10)
+    assert type(o.bootstrap) is int and o.confidence == pytest.approx(0.9, rel=1e-7)  # float32's 0.9
+    with pytest.raises(htsr.OptionError, match="'bootstrap'"):
+        Options.create(bootstrap=np.int64(-1))
