@@ -947,3 +947,14 @@ def test_valid_safetensors_dtypes_htsr_does_not_analyse_get_rows_not_a_refused_f
     with pytest.raises(htsr.SourceError) as err:
         open_source(path)
     _one_line_source_error(err, str(path), "bad shape")
+
+
+def test_an_empty_path_and_a_fifo_are_refused_not_read(tmp_path):
+    """'' would be the current folder and a FIFO would block the first read forever: both refused."""
+    with pytest.raises(htsr.SourceError, match="an empty path"):
+        htsr.analyze("")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(htsr.SourceError) as e:
+        htsr.analyze(fifo)
+    _one_line_source_error(e, str(fifo), "not a regular file")

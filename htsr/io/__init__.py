@@ -36,6 +36,8 @@ def open_source(source: Any) -> TensorSource:
     if isinstance(source, TensorSource) and not isinstance(source, Mapping):  # already opened
         return source
     if isinstance(source, (str, os.PathLike)):
+        if not os.fspath(source):  # Path("") is the current folder: never what an empty argument meant
+            raise SourceError("an empty path: give a model file or folder")
         return _open_path(Path(source))
     if isinstance(source, Mapping):
         from .flax import FlaxTree, is_flax_tree
@@ -95,6 +97,8 @@ def _torch_shards(index: Path) -> TensorSource:
 def _open_path(path: Path) -> TensorSource:
     if not path.exists():
         raise SourceError(f"{path}: no such file or directory")
+    if not (path.is_dir() or path.is_file()):  # a FIFO would block the first read forever; a device, worse
+        raise SourceError(f"{path}: not a regular file or folder; give a model file or folder")
     if path.is_dir():
         from .peft import is_peft_folder
 
