@@ -380,4 +380,6 @@ def _progress_bar(total: int, description: str):
         from .errors import MissingExtraError
 
         raise MissingExtraError("tqdm", "progress", "the progress bar") from None
-    return tqdm(total=total, desc=f"htsr {description}"[-60:], unit="layer", leave=False)
+    # the end of a long path names the model; "htsr" stays in front
+    name = description if len(description) <= 55 else "…" + description[-54:]
+    return tqdm(total=total, desc=f"htsr {name}", unit="layer", leave=False)

@@ -101,7 +101,7 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
                         help="progress bar on stderr (default: on when stderr is a terminal and tqdm is installed)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.add_argument("--quiet", "-q", action="store_true",
-                        help="print nothing but errors (no table, no summary, no progress bar)")
+                        help="print nothing but errors and what --json asks for (no table, no summary, no progress bar)")
 
 
 def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
