@@ -117,7 +117,7 @@ OPTION_SPECS: dict[str, OptionSpec] = {
                    "alpha must drop by more than this for clip_xmax to accept a clipped fit"),
         OptionSpec("evals_floor", "ww", "'ww' or 'numerical'", _choice("ww", "numerical"),
                    "eigenvalues kept for the fit: 'ww' = above the absolute 1e-5 WeightWatcher uses, and "
-                   "above the layer's numerical floor where that is higher (round-off of large weights); "
+                   "above a float64 spectrum's numerical floor where that is higher (round-off of large weights); "
                    "the numerical floor alone for a layer whose largest eigenvalue is below 1e-2, e.g. a "
                    "--base delta, where 1e-5 would cut into the spectrum; 'numerical' = above the layer's "
                    "own numerical floor (scale-aware)"),

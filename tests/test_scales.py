@@ -575,15 +575,19 @@ def test_mxfp4_experts_as_gpt_oss_stores_them(tmp_path):
 
 def test_codes_of_formats_htsr_does_not_dequantize_get_a_row_that_names_the_format():
     """EXL2 ``q_weight``, HQQ ``W_q`` and AQLM ``codes`` are a layer's integer codes: a skipped row naming
-    the format, never a silent drop; an integer buffer (position ids) is still no layer."""
+    the format, never a silent drop; so is a corrupt 1-D GPTQ qweight (a reader's skipped row is shown
+    whatever its shape); an integer buffer (position ids) is still no layer."""
     rng = np.random.default_rng(21)
     state = {"m.q_proj.q_weight": rng.integers(0, 2**31, (16, 64)).astype(np.int32),
              "m.q_proj.q_scale": rng.integers(0, 2**31, (4, 8)).astype(np.int32),
              "h.W_q": rng.integers(0, 256, (64, 64)).astype(np.uint8),
              "a.codes": rng.integers(0, 2**15, (64, 8, 1)).astype(np.int16),
              "e.position_ids": np.arange(64).reshape(1, 64),
+             "g.qweight": rng.integers(0, 2**31, 512).astype(np.int32),  # 1-D: corrupt, a row all the same
+             "g.scales": np.ones((4, 16), np.float16),
              "ok.weight": rng.standard_normal((64, 64)).astype(np.float32)}
     rows = {r.name: r.status for r in htsr.analyze(state, min_evals=5).layers}
-    assert set(rows) == {"m.q_proj.q_weight", "h.W_q", "a.codes", "ok"} and rows["ok"] == "ok"
+    assert set(rows) == {"m.q_proj.q_weight", "h.W_q", "a.codes", "g", "ok"} and rows["ok"] == "ok"
+    assert rows["g"].startswith("skipped: packed quantized weight: qweight [512]")
     for name, fmt in (("m.q_proj.q_weight", "EXL2"), ("h.W_q", "HQQ"), ("a.codes", "AQLM")):
         assert rows[name].startswith("skipped: ") and fmt in rows[name] and "does not dequantize" in rows[name]
