@@ -274,7 +274,10 @@ def _tqdm_available() -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named here, where the subcommand is known: its --help lists what it takes
+        parser.exit(2, f"htsr: error: unrecognized arguments: {' '.join(extra)} (see 'htsr {args.command} "
+                       "--help')\n")
     try:
         with warnings.catch_warnings():
             # numpy's overflow / invalid-value warnings on odd layers: each such layer's row says what

@@ -357,6 +357,15 @@ def test_argparse_type_errors_exit_2_without_traceback(model, capsys):
     assert "Traceback" not in err and "--min-evals" in err
 
 
+
+@pytest.mark.parametrize("command", ["analyze", "compare"])
+def test_an_unknown_flag_points_to_the_subcommand_help(model, capsys, command):
+    with pytest.raises(SystemExit) as ei:
+        main([command, str(model), *([str(model)] if command == "compare" else []), "--bogus"])
+    assert ei.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"htsr: error: unrecognized arguments: --bogus (see 'htsr {command} --help')"
+
 def test_layer_with_nan_weights_does_not_stop_the_run(tmp_path, capsys):
     model = _model(tmp_path / "nan.safetensors", nan_in="enc.small.weight")
     out_dir = tmp_path / "o"
