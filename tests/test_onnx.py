@@ -530,7 +530,7 @@ def test_dequantize_linear_weights_are_dequantized_and_typed(tmp_path):
     assert rows["fc1"].status == "ok" and rows["q3"].kind == "conv2d"
 
 
-def test_dequantize_linear_with_a_computed_scale_is_listed_as_skipped(tmp_path):
+def test_dequantize_linear_with_a_computed_scale_gets_a_skipped_row(tmp_path):
     rng = _rng(6)
     nodes = [helper.make_node("Abs", ["s_in"], ["s"], name="/fc/Abs"),  # a scale computed at run time
              helper.make_node("DequantizeLinear", ["q", "s"], ["w"], name="/fc/DequantizeLinear"),
@@ -538,7 +538,10 @@ def test_dequantize_linear_with_a_computed_scale_is_listed_as_skipped(tmp_path):
     path = _save(_model(nodes, {"q": rng.integers(-128, 128, (32, 16)).astype(np.int8)}, inputs=("x", "s_in")),
                  tmp_path / "dyn.onnx")
     f = OnnxFile(path)
-    assert len(f) == 0 and f.skipped == [("q", "DequantizeLinear with a scale or zero point that is not a constant")]
+    reason = "DequantizeLinear with a scale or zero point that is not a constant"
+    assert len(f) == 1 and f.skipped == [("q", reason)]
+    (row,) = htsr.analyze(path).layers  # a weight: its row says why it is not analysed
+    assert (row.kind, row.shape, row.status) == ("dense", "16x32", f"skipped: {reason}; analyse the float model")
 
 
 def test_integer_operators_of_quantized_models_are_dequantized(tmp_path):
@@ -593,13 +596,15 @@ def test_integer_operators_of_quantized_models_are_dequantized(tmp_path):
         np.testing.assert_array_equal(np.asarray(r.load()), w, err_msg=name)  # the same float32 operations
 
 
-def test_dynamic_quantization_without_its_scale_is_listed_as_skipped(tmp_path):
+def test_dynamic_quantization_without_its_scale_gets_a_skipped_row(tmp_path):
     nodes = [helper.make_node("MatMulInteger", ["xq", "w_quantized", "xz"], ["y"], name="/fc/MatMul_quant")]
     path = _save(_model(nodes, {"w_quantized": _rng(8).integers(-128, 128, (16, 8)).astype(np.int8)},
                         inputs=("xq", "xz")), tmp_path / "q.onnx")
     f = OnnxFile(path)
-    assert len(f) == 0 and f.skipped == [
-        ("w_quantized", "MatMulInteger weight without the w_scale initializer onnxruntime's quantizer writes beside it")]
+    reason = "MatMulInteger weight without the w_scale initializer onnxruntime's quantizer writes beside it"
+    assert len(f) == 1 and f.skipped == [("w_quantized", reason)]
+    (row,) = htsr.analyze(path).layers
+    assert row.name == "w" and row.status == f"skipped: {reason}; analyse the float model"
 
 
 @pytest.fixture(scope="module")

@@ -83,6 +83,7 @@ from .base import (
     import_extra,
     numpy_dtype,
     one_line,
+    skipped_loader,
 )
 
 __all__ = ["OnnxFile", "is_onnx", "looks_like_onnx"]
@@ -266,12 +267,13 @@ class OnnxFile:
                 if quant is None:
                     continue  # shapes, indices, masks
                 loader = self._dequantized(name, t, *quant, tensors) if not isinstance(quant, str) else quant
-                if isinstance(loader, str):
+                if isinstance(loader, str):  # a quantized weight htsr cannot dequantize: its row says why
                     self.skipped.append((name, loader))
-                    continue
+                    loader = skipped_loader(f"{loader}; analyse the float model")
             use = find_use(name)
             if use is None:
-                self.skipped.append((name, "used by no MatMul/Gemm/Conv/Gather/LSTM/GRU/RNN"))
+                if not hasattr(loader, "skip_reason"):  # (a quantized one is listed already)
+                    self.skipped.append((name, "used by no MatMul/Gemm/Conv/Gather/LSTM/GRU/RNN"))
                 continue
             pending.append((node_order[id(use.node)], name, t, use, loader))
         pending.sort(key=lambda p: p[0])  # model order: the order of the consuming nodes
