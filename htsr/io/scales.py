@@ -241,7 +241,10 @@ def _dequantize_packed(parts: dict[str, TensorRef], layout: str, bits: int, n_in
         order = np.arange(out).reshape(-1, 8)[:, _AWQ_REVERSE_ORDER].reshape(-1)
         codes, zeros = codes[:, order], zeros[:, order]
     if parts.get("g_idx") is not None:
-        group = np.asarray(parts["g_idx"].load()).astype(np.int64).reshape(-1)
+        raw = np.asarray(parts["g_idx"].load()).reshape(-1)
+        group = raw.astype(np.int64)
+        if not np.array_equal(group, raw):  # a float g_idx with fractions: not group numbers
+            raise SourceError(f"{what}: g_idx holds non-integer values ({raw.dtype}); re-save the checkpoint")
         if group.shape != (n_in,) or group.min(initial=0) < 0 or group.max(initial=0) >= groups:
             raise SourceError(f"{what}: g_idx must give each of the {n_in} inputs a group in 0..{groups - 1}")
     else:
@@ -529,7 +532,11 @@ def _mxfp4_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], se
             continue
         used.update((name, scales.name))
         if len(blocks.shape) < 3 or tuple(blocks.shape[:-1]) != tuple(scales.shape):
-            out[name] = _not_read(base, blocks, f"MXFP4 blocks {list(blocks.shape)} with scales {list(scales.shape)}")
+            # the row of the weight they would give ([..., groups · 32]; experts a stack), not of the blocks
+            weight = TensorRef(base, (*blocks.shape[:-2], 32 * blocks.shape[-2]) if len(blocks.shape) > 1
+                               else tuple(blocks.shape), "uint8", blocks.loader,
+                               "stack" if len(blocks.shape) > 3 else blocks.kind)
+            out[name] = _not_read(base, weight, f"MXFP4 blocks {list(blocks.shape)} with scales {list(scales.shape)}")
             continue
         shape = tuple(blocks.shape[:-2]) + (blocks.shape[-2] * blocks.shape[-1] * 2,)
         parts = {"blocks": blocks, "scales": scales}
