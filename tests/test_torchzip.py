@@ -472,3 +472,10 @@ def test_complex_tensors_are_read_and_a_short_record_before_them_is_refused(tmp_
     with pytest.raises(SourceError) as e:
         htsr.analyze(short)
     assert "truncated or corrupt" in str(e.value) and "a.weight" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_bare_tensor_is_named_after_its_file(tmp_path):
+    path = tmp_path / "proj.pt"
+    torch.save(torch.randn(40, 30, generator=torch.Generator().manual_seed(1)), str(path))
+    (row,) = htsr.analyze(path, min_evals=5).layers
+    assert (row.name, row.shape, row.status) == ("proj", "40x30", "ok")

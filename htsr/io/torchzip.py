@@ -289,6 +289,8 @@ class _PickledTensors:
             raise self._fail("the pickle nests objects too deeply to be a model; corrupt or hostile file") from None
         if isinstance(consts, tuple):
             found += [(f"CONSTANTS.c{i}", t, "") for i, t in enumerate(consts) if isinstance(t, _Tensor)]
+        # a bare tensor (torch.save(W, path)) is named after the file, as a .npy is
+        found = [(name or self.path.stem, t, cls) for name, t, cls in found]
         # a module's aliases (an LSTM's _flat_weights) are dropped; a state dict's tied keys are kept, as torch.load does
         self._tensors = self._validated(_unaliased(found) if self.script else found, sizes)
 
