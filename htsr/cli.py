@@ -157,7 +157,12 @@ def _cell(row: Any, column: str) -> str:
     v = getattr(row, column)
     if column == "trap_weights" and v.count(";") >= 2:  # the table shows two; the files have them all
         v = "; ".join(v.split("; ")[:2]) + "; …"
+    if isinstance(v, str):  # a control character in a tensor name would break the table's lines
+        v = _CONTROL.sub(lambda m: repr(m.group())[1:-1], v)
     return format_value(v)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def table_columns(result: AnalysisResult) -> tuple[str, ...]:

@@ -469,3 +469,14 @@ def test_output_piped_into_head_is_not_an_error(tmp_path):
     proc.stdout.close()  # as head does after its line
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0 and "error" not in err, err
+
+
+def test_control_characters_in_names_do_not_break_the_table():
+    from htsr.cli import format_table
+
+    rng = np.random.default_rng(3)
+    r = htsr.analyze({"a\nb.weight": rng.standard_normal((30, 20)), "ü\t.weight": rng.standard_normal((30, 20))},
+                     min_evals=5)
+    lines = format_table(r).splitlines()
+    assert len(lines) == 3 and lines[1].startswith("a\\nb ") and lines[2].startswith("ü\\t ")
+    assert [x.name for x in r.layers] == ["a\nb", "ü\t"]  # the names themselves are kept (CSV, JSON)
