@@ -54,7 +54,7 @@ ROLE_COLORS = {
 #: colours of layer kinds and phases (kinds in the order of KINDS, phases in the order of PHASES)
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
 #: layer kinds in the order they take colours from PALETTE (another kind gets one by a hash of its name)
-KINDS = ("dense", "embedding", "conv1d", "conv2d", "rnn", "stack", "lora")
+KINDS = ("dense", "embedding", "conv1d", "conv2d", "conv3d", "rnn", "stack", "lora")
 _OTHER = "#7f7f7f"  # 'no phase', and a role without a colour
 
 

@@ -108,6 +108,8 @@ def infer_kind(name: str, shape: tuple[int, ...]) -> str | None:
         return "stack"
     if len(shape) == 4:
         return "conv2d"
+    if len(shape) == 5 and all(k <= _MAX_CONV1D_KERNEL for k in shape[2:]):  # [c_out, c_in, kd, kh, kw]
+        return "conv3d"
     return None
 
 
@@ -166,7 +168,7 @@ def layer_matrices(
 
         for e in range(E):
             yield LayerMatrices(f"{base}[{e}]", kind, shape, r, c, 1, 1.0, slice_loader(e))
-    elif kind in ("conv1d", "conv2d", "lora"):  # a conv LoRA: load() returns one LowRank per position
+    elif kind in ("conv1d", "conv2d", "conv3d", "lora"):  # a conv LoRA: load() returns one LowRank per position
         c_out, c_in = shape[0], shape[1]  # never squeezed: a conv's c_out may be 1
         positions = [tuple(p) for p in np.ndindex(*shape[2:])]
         k = len(positions)

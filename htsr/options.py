@@ -22,7 +22,7 @@ from .errors import OptionError
 __all__ = ["Options", "OPTION_SPECS", "LAYER_KINDS"]
 
 #: Layer kinds htsr knows; ``kinds=`` filters on them.
-LAYER_KINDS = ("dense", "conv1d", "conv2d", "embedding", "rnn", "stack", "lora")
+LAYER_KINDS = ("dense", "conv1d", "conv2d", "conv3d", "embedding", "rnn", "stack", "lora")
 XMIN_STRATEGIES = ("ks", "median", "peak")
 
 

@@ -34,7 +34,7 @@ class LayerResult:
     """One analysed matrix (or pooled conv layer). Field order is the column order."""
 
     name: str  # full dotted path of the module (tensor name without '.weight')
-    kind: str  # dense | embedding | conv1d | conv2d | rnn | stack
+    kind: str  # dense | embedding | conv1d | conv2d | conv3d | rnn | stack | lora
     shape: str  # shape of the original tensor, e.g. '384x1536'
     N: int  # larger side of each matrix
     M: int  # smaller side of each matrix

@@ -227,7 +227,7 @@ def test_flax_tensor_rules(path, shape, expected):
 @pytest.mark.parametrize("path, shape", [
     (("Dense_0", "bias"), (8,)),
     (("LayerNorm_0", "scale"), (8,)),
-    (("Conv3D", "kernel"), (3, 3, 3, 4, 8)),
+    (("Conv4D", "kernel"), (3, 3, 3, 3, 4, 8)),  # a 4-D convolution: not analysed (3-D ones are conv3d)
     (("mod", "w"), (4, 5, 6)),
 ])
 def test_flax_tensor_skips(path, shape):
@@ -235,11 +235,11 @@ def test_flax_tensor_skips(path, shape):
 
 
 def test_skipped_lists_leaves_of_two_or_more_dimensions(tmp_path):
-    tree = {"params": {"conv3d": {"kernel": _f32(2, 2, 2, 3, 4)}, "mod": {"w": _f32(2, 3, 4)},
-                       "Dense_0": {"kernel": _f32(4, 5), "bias": _f32(5)}}}
+    tree = {"params": {"conv3d": {"kernel": _f32(2, 2, 2, 3, 4)}, "conv4d": {"kernel": _f32(2, 2, 2, 2, 3, 4)},
+                       "mod": {"w": _f32(2, 3, 4)}, "Dense_0": {"kernel": _f32(4, 5), "bias": _f32(5)}}}
     src = FlaxMsgpackFile(write(tmp_path / "m.msgpack", tree))
-    assert list(_refs(src)) == ["Dense_0"]
-    assert set(src.skipped) == {"conv3d.kernel", "mod.w"}
+    assert list(_refs(src)) == ["conv3d", "Dense_0"] and _refs(src)["conv3d"].kind == "conv3d"
+    assert set(src.skipped) == {"conv4d.kernel", "mod.w"}
 
 
 def test_no_params_collection_reads_the_whole_tree(tmp_path):

@@ -440,11 +440,14 @@ def test_bidirectional_time_distributed_and_custom_layers(tmp_path):
         "custom.vars.0": (None, (7, 9)),  # unknown layer: as stored, htsr infers the kind
         "dw": ("conv2d", (8, 1, 3, 3)),  # PyTorch's depthwise weight [c_in·mult, 1, kh, kw]
         "sep.depthwise": ("conv2d", (4, 1, 3, 3)), "sep.pointwise": ("conv2d", (6, 4, 1, 1)),
+        "c3": ("conv3d", (4, 3, 2, 2, 2)),  # [kd, kh, kw, c_in, c_out] → PyTorch's [c_out, c_in, kd, kh, kw]
     }
+    np.testing.assert_array_equal({r.name: r for r in src}["c3"].load(),
+                                  np.transpose(_f32(2, 2, 2, 3, 4, seed=11), (4, 3, 0, 1, 2)))
     dw = {r.name: r for r in src}["dw"].load()
     k = _f32(3, 3, 4, 2, seed=8)
     np.testing.assert_array_equal(dw[2 * 1 + 1, 0], k[:, :, 1, 1])  # channel c, multiplier m → row c·mult + m
-    assert {p for p, _ in src.skipped} == {"/layers/my_block/vars/1", "/layers/conv3d/vars/0"}
+    assert {p for p, _ in src.skipped} == {"/layers/my_block/vars/1"}
 
 
 def test_rows_through_analyze(keras_file, analyze):
@@ -849,7 +852,7 @@ def _wide_model(keras):
     s = L.LayerNormalization(name="ln")(s)
     s = L.Flatten(name="flat")(s)
     volume = keras.Input((4, 4, 4, 2), name="volume")
-    v = L.Flatten(name="vflat")(L.Conv3D(3, 2, name="c3")(volume))  # a Conv3D kernel: skipped by both
+    v = L.Flatten(name="vflat")(L.Conv3D(3, 2, name="c3")(volume))  # a Conv3D kernel: a conv3d row
     width = 24 + 32 + 3 * 3 * 3 * 3 + 36 * 24  # srnn, pool, c3 flattened, conv1d flattened
     block = keras.Sequential([keras.Input((width,)), keras.Sequential([L.Dense(80, name="inner"), L.Dense(64, name="inner_2")],
                                                name="stack"),
@@ -869,7 +872,10 @@ def test_live_and_saved_model_give_identical_rows(keras, tmp_path):
     assert kinds["per_position"] == "stack" and kinds["lstm.recurrent_kernel"] == kinds["srnn.kernel"] == "rnn"
     assert kinds["dw"] == kinds["sep.depthwise"] == kinds["deconv"] == "conv2d" and kinds["conv1d"] == "conv1d"
     assert kinds["block.stack.inner"] == kinds["block.half"] == "dense" and "bi.backward_layer.kernel" in kinds
-    assert "/layers/conv3d/vars/0" in dict(live.skipped)
+    assert kinds["c3"] == "conv3d" and not any("c3" in p or "conv3d" in p for p, _ in live.skipped)
+    k3 = next(r for r in live if r.name == "c3")  # [kd, kh, kw, c_in, c_out] → [c_out, c_in, kd, kh, kw]
+    stored = keras.ops.convert_to_numpy(model.get_layer("c3").kernel)
+    np.testing.assert_array_equal(k3.load(), np.transpose(stored, (4, 3, 0, 1, 2)))
     by_model, by_file = htsr.analyze(model), htsr.analyze(tmp_path / "wide.keras")
     assert _rows(by_model) == _rows(by_file)
     fitted = [r for r in by_model.layers if r.status == "ok"]

@@ -35,6 +35,7 @@ Flax leaf                  Flax layout                       htsr tensor (kind, 
 ``Dense`` ``kernel`` 2-D   ``[in, out]``                     ``dense`` ``[out, in]`` (transposed)
 ``Conv`` ``kernel`` 3-D    ``[k, c_in/g, c_out]``            ``conv1d`` ``[c_out, c_in/g, k]``
 ``Conv`` ``kernel`` 4-D    ``[kh, kw, c_in/g, c_out]``       ``conv2d`` ``[c_out, c_in/g, kh, kw]``
+``Conv`` ``kernel`` 5-D    ``[kd, kh, kw, c_in/g, c_out]``   ``conv3d`` ``[c_out, c_in/g, kd, kh, kw]``
 ``DenseGeneral`` kernel    ``[*in_axes, *out_axes]``         ``dense`` ``[prod(out), prod(in)]``
 ``Embed`` ``embedding``    ``[vocab, dim]``                  ``embedding`` as it is
 =========================  ================================  ======================================
@@ -51,7 +52,7 @@ whose inputs are all axes but the last. So an attention ``query`` kernel ``[dim,
 becomes ``[heads·head_dim, dim]`` and its ``out`` kernel ``[heads, head_dim, dim]`` becomes
 ``[dim, heads·head_dim]`` — exactly the matrices of a PyTorch ``nn.Linear``. :attr:`FlaxTensorRef.path`
 keeps the leaf's full key path and :attr:`FlaxTensorRef.flax_shape` its stored shape. Convolution
-kernels of 5 or more dimensions (3-D convolutions) are not analysed. Kernels of layers stacked by
+kernels of more than 5 dimensions are not analysed. Kernels of layers stacked by
 ``nn.scan`` / ``nn.vmap`` (a leading layer axis) are not recognised as such: unstack them first.
 
 Biases, LayerNorm / BatchNorm ``scale``, and every leaf of fewer than two dimensions are not yielded.
@@ -241,10 +242,10 @@ def flax_tensor(path: tuple[str, ...], shape: tuple[int, ...]) -> tuple[str, str
         return name, "dense", (shape[1], shape[0]), _transpose2
     is_conv = bool(_CONV.search(mname)) and mname.lower() not in _IN_PROJ | _OUT_PROJ
     if is_conv or (n == 4 and mname.lower() not in _IN_PROJ | _OUT_PROJ):
-        if n > 4:
+        if n > 5:
             return f"a {n - 2}-D convolution kernel (not analysed)"
         perm = (n - 1, n - 2, *range(n - 2))
-        return name, "conv1d" if n == 3 else "conv2d", tuple(shape[i] for i in perm), _permute(perm)
+        return name, f"conv{n - 2}d", tuple(shape[i] for i in perm), _permute(perm)
     n_in = n - 1 if mname.lower() in _OUT_PROJ else 1
     rows, cols = math.prod(shape[n_in:]), math.prod(shape[:n_in])
     return name, "dense", (rows, cols), _dense_general(cols, rows)

@@ -33,7 +33,7 @@ EinsumDense (kernel)                       by its equation                 ``den
 MultiHeadAttention query/key/value         ``[dim, heads, head_dim]``      ``dense`` ``[heads·head_dim, dim]``
 MultiHeadAttention attention_output        ``[heads, head_dim, dim]``      ``dense`` ``[dim, heads·head_dim]``
 Embedding (embeddings)                     ``[vocab, dim]``                ``embedding`` as it is
-Conv1D / Conv2D (+Transpose) (kernel)      ``[k…, c_in, c_out]``           ``conv1d`` / ``conv2d`` ``[c_out, c_in, k…]``
+Conv1D / 2D / 3D (+Transpose) (kernel)     ``[k…, c_in, c_out]``           ``conv1d`` … ``conv3d`` ``[c_out, c_in, k…]``
 DepthwiseConv1D/2D (depthwise_kernel)      ``[k…, c_in, mult]``            ``conv1d`` / ``conv2d`` ``[c_in·mult, 1, k…]``
 SeparableConv1D/2D                         depthwise + pointwise kernels   two conv tensors, as above
 LSTM / GRU / SimpleRNN cell (kernel,       ``[in, k·h]``, ``[h, k·h]``     ``rnn`` ``[k·h, in]``, ``[k·h, h]``
@@ -44,7 +44,7 @@ recurrent_kernel)
 them. Gate blocks keep Keras's order, a row permutation of PyTorch's, which changes no singular value.)
 Biases, normalization and other 1-D variables, optimizer and metric state are not yielded. A 2-D
 variable of an unknown (custom) layer is yielded as stored with no kind (htsr infers it: dense);
-a larger one, and Conv3D kernels, are listed in :attr:`KerasFile.skipped`. Quantized (int8/int4)
+a larger one is listed in :attr:`KerasFile.skipped`. Quantized (int8/int4)
 kernels are yielded with their integer dtype, which :func:`htsr.analyze` skips.
 
 **Names** are dotted paths of Keras layer names from the outermost layer (the model's own name is
@@ -106,8 +106,8 @@ _MODELS = {"Functional", "Sequential", "Model"}
 _DENSE = {"Dense", "QDense"}
 _EINSUM = {"EinsumDense"}
 _EMBEDDING = {"Embedding", "ReversibleEmbedding", "TokenAndPositionEmbedding", "PositionEmbedding"}
-_CONV = {"Conv1D", "Conv2D", "Conv1DTranspose", "Conv2DTranspose", "Convolution1D", "Convolution2D",
-         "Deconvolution2D"}
+_CONV = {"Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose", "Convolution1D",
+         "Convolution2D", "Convolution3D", "Deconvolution2D", "Deconvolution3D"}
 _DEPTHWISE = {"DepthwiseConv1D", "DepthwiseConv2D"}
 _SEPARABLE = {"SeparableConv1D", "SeparableConv2D", "SeparableConvolution1D", "SeparableConvolution2D"}
 _RNN_LAYERS = {"LSTM": "LSTMCell", "GRU": "GRUCell", "SimpleRNN": "SimpleRNNCell", "CuDNNLSTM": "LSTMCell",
@@ -195,7 +195,7 @@ def _transposed(shape: tuple[int, ...], kind: str) -> _Plan | None:
 def _conv(shape: tuple[int, ...]) -> _Plan | None:
     """Channels-last ``[k…, a, b]`` → ``[b, a, k…]`` (Conv: a = c_in, b = c_out)."""
     n = len(shape) - 2
-    if n not in (1, 2):
+    if n not in (1, 2, 3):
         return None
     perm = (n + 1, n) + tuple(range(n))
     return _Plan(f"conv{n}d", tuple(shape[p] for p in perm), perm=perm)
@@ -752,8 +752,8 @@ class KerasFile:
                 self._add(base, ds, _projection(shape, _PROJECTIONS[scope[-1]], n_out))
             elif len(shape) == 2:
                 self._add(base, ds, _transposed(shape, "dense"))
-            elif cls in _CONV or (cls is None and len(shape) in (3, 4)):
-                self._add(base, ds, _conv(shape), "3-D convolution kernel")
+            elif cls in _CONV or (cls is None and len(shape) in (3, 4, 5)):
+                self._add(base, ds, _conv(shape), f"{len(shape)}-D convolution kernel")
             else:
                 self._add(base, ds, None, f"{len(shape)}-D kernel of a {cls or 'custom'} layer")
         elif var == "recurrent_kernel":

@@ -12,7 +12,7 @@ MatMul (B)             ``[in, out]``                   ``dense`` ``[out, in]`` (
 MatMul (A)             ``[out, in]``                   ``dense`` as it is
 Gemm (B / A)           ``[in, out]`` or transB/transA  ``dense`` ``[out, in]``: transposed unless transB=1
                                                        (for A: transposed if transA=1)
-Conv (W)               ``[c_out, c_in/g, k…]``         ``conv1d`` / ``conv2d`` by rank (3-D conv: skipped)
+Conv (W)               ``[c_out, c_in/g, k…]``         ``conv1d`` / ``conv2d`` / ``conv3d`` by rank
 Gather (data)          ``[vocab, dim]``                ``embedding``
 LSTM / GRU / RNN (W,R) ``[dirs, k·hidden, in]``        ``rnn``: one ``[k·hidden, in]`` tensor per direction
 =====================  ==============================  ==================================================
@@ -441,9 +441,9 @@ class OnnxFile:
             if idx != 1:
                 self.skipped.append((name, f"Conv input {idx}"))
                 return
-            kind = {3: "conv1d", 4: "conv2d"}.get(len(shape))
+            kind = {3: "conv1d", 4: "conv2d", 5: "conv3d"}.get(len(shape))
             if kind is None:
-                self.skipped.append((name, f"Conv kernel of rank {len(shape)} (only 1-D and 2-D convolutions)"))
+                self.skipped.append((name, f"Conv kernel of rank {len(shape)} (1-D, 2-D and 3-D convolutions)"))
                 return
             yield ref(layer, shape, kind, lambda: as_loaded(raw()))
         elif op == "Gather":

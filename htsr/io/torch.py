@@ -78,6 +78,7 @@ class TorchStateDict:
 _MODULE_KINDS = {
     "Embedding": "embedding", "EmbeddingBag": "embedding",
     "Conv1d": "conv1d", "ConvTranspose1d": "conv1d", "Conv2d": "conv2d", "ConvTranspose2d": "conv2d",
+    "Conv3d": "conv3d", "ConvTranspose3d": "conv3d",
     "RNNBase": "rnn", "RNN": "rnn", "LSTM": "rnn", "GRU": "rnn",
     "RNNCellBase": "rnn", "RNNCell": "rnn", "LSTMCell": "rnn", "GRUCell": "rnn",
     "Linear": "dense", "Conv1D": "dense",  # Hugging Face's GPT-2 Conv1D stores [in, out]: same spectrum
