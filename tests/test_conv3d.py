@@ -12,7 +12,7 @@ import htsr
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper  # noqa: E402
+from onnx import TensorProto, helper
 
 
 def _pooled_evals(W: np.ndarray) -> np.ndarray:
