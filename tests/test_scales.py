@@ -406,6 +406,21 @@ def test_mlx_quantized_layers_with_bits_from_the_config(tmp_path):
 
 
 MLX_DATA = Path(__file__).parent / "data" / "mlx"
+CT_DATA = Path(__file__).parent / "data" / "compressed_tensors"
+
+
+def _matches_stored_reference(folder: Path, reference: str, shape: tuple[int, int], atol: float) -> None:
+    """Every layer of the model in ``folder`` loads as the library's own dequantized weight stored in
+    ``reference`` (within ``atol``), its parts are no layers, and every layer analyses."""
+    want = np.load(folder / reference)
+    refs = {r.name: r for r in open_source(folder)}
+    assert set(refs) == {f"{n}.weight" for n in want.files}  # scales, biases, zero points, shapes: no layers
+    for name in want.files:
+        got = refs[f"{name}.weight"].load()
+        assert got.shape == want[name].shape == shape, name
+        np.testing.assert_allclose(got, want[name], rtol=0, atol=atol, err_msg=name)
+    rows = htsr.analyze(folder, min_evals=5).layers
+    assert len(rows) == len(want.files) and all(r.status == "ok" for r in rows)
 
 
 def test_mlx_layers_of_every_bit_width_equal_mlx_dequantize():
@@ -413,21 +428,10 @@ def test_mlx_layers_of_every_bit_width_equal_mlx_dequantize():
     groups of 32 and 64, bits per layer in config.json as mlx-lm's mixed recipes write them): htsr's
     dequantized weight equals mx.dequantize's (tests/data/mlx/make_mlx_reference.py wrote both). 3-, 5- and
     6-bit codes run across the uint32 words."""
-    want = np.load(MLX_DATA / "dequantized.npz")
-    refs = {r.name: r for r in open_source(MLX_DATA)}
-    assert set(refs) == {f"{n}.weight" for n in want.files}
-    for name in want.files:
-        got = refs[f"{name}.weight"].load()
-        assert got.shape == want[name].shape == (12, 256), name
-        # mx.dequantize computes scale·q + bias in float16 (the scales' dtype), htsr in float32: float16
-        # rounding of terms below 0.5 in magnitude, at most one float16 ulp there (2.4e-4; measured 1.2e-4),
-        # while one code off would be off by a whole scale (≥ 1.4e-3 at 8 bits)
-        np.testing.assert_allclose(got, want[name], rtol=0, atol=2.5e-4, err_msg=name)
-    rows = {r.name: r for r in htsr.analyze(MLX_DATA, min_evals=5).layers}
-    assert len(rows) == 8 and all(r.status == "ok" for r in rows.values())
-
-
-CT_DATA = Path(__file__).parent / "data" / "compressed_tensors"
+    # mx.dequantize computes scale·q + bias in float16 (the scales' dtype), htsr in float32: float16
+    # rounding of terms below 0.5 in magnitude, at most one float16 ulp there (2.4e-4; measured 1.2e-4),
+    # while one code off would be off by a whole scale (≥ 1.4e-3 at 8 bits)
+    _matches_stored_reference(MLX_DATA, "dequantized.npz", (12, 256), atol=2.5e-4)
 
 
 def test_compressed_tensors_layers_equal_the_library_decompress():
@@ -435,17 +439,10 @@ def test_compressed_tensors_layers_equal_the_library_decompress():
     8-bit channels, with packed zero points; symmetric 4-bit groups and 5-bit channels): htsr's weight equals
     the library's own decompress (tests/data/compressed_tensors/make_ct_reference.py wrote both). 3- and
     5-bit codes run across the int32 words."""
-    want = np.load(CT_DATA / "decompressed.npz")
-    refs = {r.name: r for r in open_source(CT_DATA)}
-    assert set(refs) == {f"{n}.weight" for n in want.files}  # scales, zero points, shapes are no layers
-    for name in want.files:
-        got = refs[f"{name}.weight"].load()
-        assert got.shape == want[name].shape == (24, 128), name
-        # the library returns bfloat16 (the weight's dtype), htsr float32: half a bfloat16 ulp of weights
-        # below 0.25 (4.9e-4; measured 4.9e-4), while one code off would be off by a whole scale (≥ 1e-3)
-        np.testing.assert_allclose(got, want[name], rtol=0, atol=4.9e-4, err_msg=name)
-    rows = {r.name: r for r in htsr.analyze(CT_DATA, min_evals=5).layers}
-    assert len(rows) == 6 and all(r.status == "ok" for r in rows.values())
+    # the library returns bfloat16 (the weight's dtype), htsr float32: half a bfloat16 ulp of weights
+    # below 0.25 (4.9e-4; measured 4.9e-4), while one code off would be off by a whole scale (≥ 1e-3)
+    _matches_stored_reference(CT_DATA, "decompressed.npz", (24, 128), atol=4.9e-4)
+
 
 def test_quantized_parts_in_different_torch_shards_are_paired(tmp_path):
     """A sharded pytorch_model.bin folder: a GPTQ layer's qweight in one shard and its scales / zeros in the
