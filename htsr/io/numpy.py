@@ -19,14 +19,23 @@ _PICKLED = ("an array of pickled Python objects, which htsr never unpickles; re-
             "arrays (numpy.savez of float arrays, or safetensors)")
 
 
+def _npy_header(f) -> tuple[tuple[int, ...], np.dtype] | None:
+    """Shape and dtype from the .npy header at the start of file object ``f``, without reading the data;
+    None for format 3.0 (utf-8 field names), which numpy gives no public header reader."""
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    if version not in ((1, 0), (2, 0)):
+        return None
+    shape, _, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)
+    return tuple(shape), dtype
+
+
 def _holds_objects(path: Path) -> bool:
     """Whether a .npy file's header declares an object dtype (read without loading the data)."""
-    fmt = np.lib.format
     try:
         with open(path, "rb") as f:
-            version = fmt.read_magic(f)
-            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-            return read(f)[2].hasobject
+            header = _npy_header(f)
+        return header is not None and header[1].hasobject
     except (ValueError, OSError, EOFError):
         return False
 
@@ -78,17 +87,12 @@ class NpzFile:
 
     def _header(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
         """Shape and dtype from the member's .npy header, without reading its data."""
-        fmt = np.lib.format
         with self._npz.zip.open(name + ".npy") as f:
-            version = fmt.read_magic(f)
-            if version == (1, 0):
-                shape, _, dtype = fmt.read_array_header_1_0(f)
-            elif version == (2, 0):
-                shape, _, dtype = fmt.read_array_header_2_0(f)
-            else:  # format 3.0 (utf-8 field names) has no public header reader: read the array
-                a = self._npz[name]
-                shape, dtype = a.shape, a.dtype
-        return tuple(shape), dtype
+            header = _npy_header(f)
+        if header is None:  # format 3.0: read the array
+            a = self._npz[name]
+            header = tuple(a.shape), a.dtype
+        return header
 
     def __len__(self) -> int:
         return len(self._meta)
