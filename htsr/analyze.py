@@ -20,7 +20,7 @@ from .fits.uncertainty import interval_of, tail_uncertainty
 from .io import FLOAT_DTYPES, open_source
 from .io.delta import DeltaSource
 from .io.scales import unscaled_integer_weight
-from .matrices import LayerMatrices, aspect_windows, infer_kind, layer_matrices, row_name
+from .matrices import LayerMatrices, aspect_windows, infer_kind, is_bias_or_buffer, layer_matrices, row_name
 from .metrics import compute_metrics, warning_for
 from .options import Options
 from .results import AnalysisResult, LayerResult, LayerSpectra, Summary
@@ -59,10 +59,12 @@ def iter_layers(source: Any, opts: Options) -> tuple[str, int, Iterator[LayerMat
                 if t is None:
                     continue  # integer buffers (position ids, counters) are not weights
             kind = t.kind or infer_kind(t.name, t.shape)
-            if kind is None and hasattr(t.loader, "skip_reason") and len(t.shape) < 2:
+            if (kind is None and hasattr(t.loader, "skip_reason") and len(t.shape) < 2
+                    and not is_bias_or_buffer(t.name)):
                 # a reader's row that says why it cannot be read (a corrupt 1-D qweight, an array of
                 # pickled objects): shown whatever its shape, never dropped without a word
-                if pattern is None or pattern.search(row_name(t.name)):
+                if (pattern is None or pattern.search(row_name(t.name))) and (opts.kinds is None
+                                                                               or "dense" in opts.kinds):
                     yield LayerMatrices(row_name(t.name), "dense", tuple(t.shape), 1, max(1, math.prod(t.shape)),
                                         1, 1.0, t.load)
                 continue
@@ -187,9 +189,10 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         ww = (opts.evals_floor == "ww" and not lowrank
               and ww_cut <= WW_FLOOR_MAX_FRACTION * fit_spectrum.evals[-1])
         # and never below a float64 spectrum's numerical floor: eigenvalues there are round-off (a rank-1
-        # layer of large entries has 1e-5 < round-off, and its fit would be to noise). An unrefined float32
-        # spectrum has fewer than refine_fraction of its eigenvalues below its floor by construction: they
-        # stay, as WeightWatcher's float64 SVD would keep them
+        # layer of large entries has 1e-5 < round-off, and its fit would be to noise). A spectrum with float32
+        # parts keeps them: an unrefined float32 matrix has fewer than refine_fraction of its eigenvalues
+        # below its floor by construction (WeightWatcher's float64 SVD keeps them), and the pooled floor of
+        # a partly refined conv layer is a float32 one, which would cut real eigenvalues of its float64 parts
         floor = 0.0 if "gram32" in fit_spectrum.method else fit_spectrum.floor
         cut = max(ww_cut, floor) if ww else fit_spectrum.floor
         fit_x = fit_spectrum.evals[fit_spectrum.evals > cut]

@@ -88,9 +88,14 @@ def is_recurrent(name: str) -> bool:
     return _RNN.search(name) is not None
 
 
+def is_bias_or_buffer(name: str) -> bool:
+    """A bias or a batch-norm buffer by its name: never a layer."""
+    return _NOT_A_WEIGHT.search(name) is not None
+
+
 def infer_kind(name: str, shape: tuple[int, ...]) -> str | None:
     """Kind of a tensor read from a file, from its name and shape; None if it is not analysed."""
-    if _NOT_A_WEIGHT.search(name):  # biases and batch-norm buffers; norm weights are 1-D below
+    if is_bias_or_buffer(name):  # biases and batch-norm buffers; norm weights are 1-D below
         return None
     shape = _squeeze_leading(shape)
     if len(shape) < 2 or min(shape) == 0:
@@ -133,7 +138,7 @@ def layer_matrices(
     """Yield the result rows for one tensor. ``load()`` returns the tensor as a numpy array."""
     base = row_name(name)
     shape = tuple(int(s) for s in shape)
-    sq = shape if kind in ("conv1d", "conv2d") else _squeeze_leading(shape)  # a conv's c_out may be 1
+    sq = shape if kind in ("conv1d", "conv2d", "conv3d") else _squeeze_leading(shape)  # a conv's c_out may be 1
 
     def loaded() -> np.ndarray:
         return np.asarray(load()).reshape(sq)

@@ -157,12 +157,12 @@ class Summary:
     num_under_trained: int
     num_over_trained: int
     num_uncertain: int  # the interval of alpha contains 2 or 6
-    num_no_power_law: float  # bootstrap p <= 0.1 (NaN without bootstrap: no layer was tested)
+    num_no_power_law: int | float  # bootstrap p <= 0.1 (NaN without bootstrap: no layer was tested)
     share_plausible_pl: float  # share of bootstrapped layers with p > 0.1 (NaN without bootstrap)
     share_best_fit_pl: float  # share of compared layers whose best_fit is the power law (NaN without tails)
     # layers per phase (every phase, 0 included; NaN when no layer has one: the MP fit was off)
-    phases: dict[str, float] = field(default_factory=dict)
-    num_with_traps: float = NAN  # layers with at least one correlation trap (NaN without randomize)
+    phases: dict[str, int | float] = field(default_factory=dict)
+    num_with_traps: int | float = NAN  # layers with at least one correlation trap (NaN without randomize)
     means: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -201,9 +201,10 @@ def _share(flags: list[bool]) -> float:
     return sum(flags) / len(flags) if flags else NAN
 
 
-def _count(flags: list[bool]) -> float:
-    """How many of the layers a diagnostic ran on it flagged; NaN when it ran on none."""
-    return float(sum(flags)) if flags else NAN
+def _count(flags: list[bool]) -> int | float:
+    """How many of the layers a diagnostic ran on it flagged (an int, as the other counts); NaN when it
+    ran on none."""
+    return sum(flags) if flags else NAN
 
 
 def json_safe(v: Any) -> Any:

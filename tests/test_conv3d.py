@@ -51,3 +51,11 @@ def test_conv3d_rows_from_a_module_a_file_onnx_and_flax(net, tmp_path):
     per = {x.name: x for x in htsr.analyze(net, conv="per_position", min_evals=5).layers}
     assert len(per) == 28 and per["0[1,2,0]"].num_evals == 24 and per["2[0,0,0]"].shape == "8x40x1x1x1"
     assert [x.name for x in htsr.analyze(net, kinds="conv3d", min_evals=5).layers] == ["0", "2"]
+
+
+def test_a_conv3d_with_one_output_channel_is_not_squeezed():
+    """c_out = 1 and a kernel side above 32: the leading 1 is the output channel, not a batch axis to drop
+    (it failed with an IndexError)."""
+    torch.manual_seed(1)
+    (row,) = htsr.analyze(torch.nn.Conv3d(4, 1, (40, 3, 3)), min_evals=2).layers
+    assert (row.kind, row.shape, row.num_matrices, row.status) == ("conv3d", "1x4x40x3x3", 360, "ok")

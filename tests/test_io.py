@@ -900,6 +900,20 @@ def test_shard_index_names_the_shard_of_each_tensor_and_stays_in_its_folder(tmp_
     assert list(rows) == ["l.0", "l.1"]  # once, from s2 (the index's shard): b + 1 has another spectrum
     want = np.linalg.svd(b.astype(np.float64) + 1, compute_uv=False)[0] ** 2
     assert rows["l.1"].lambda_max == pytest.approx(want, rel=1e-4)  # float32 Gram
+    # a stale index that names a shard not holding the tensor: the copy that exists is read, never lost
+    index.write_text(json.dumps({"weight_map": {"l.0.weight": "s2.safetensors", "l.1.weight": "s2.safetensors",
+                                                "x.weight": "s1.safetensors"}}))
+    assert [r.name for r in htsr.analyze(folder, min_evals=5).layers] == ["l.0", "l.1"]
+    # a Hugging Face cache snapshot: the index and shards are symlinks into ../../blobs, and are read
+    snap, blobs = tmp_path / "hub" / "snapshots" / "abc", tmp_path / "hub" / "blobs"
+    snap.mkdir(parents=True)
+    blobs.mkdir()
+    index.write_text(json.dumps({"weight_map": {"l.0.weight": "s1.safetensors", "l.1.weight": "s2.safetensors"}}))
+    for f in ("s1.safetensors", "s2.safetensors", "model.safetensors.index.json"):
+        (blobs / f"sha-{f}").write_bytes((folder / f).read_bytes())
+        (snap / f).symlink_to(os.path.join("..", "..", "blobs", f"sha-{f}"))
+    assert {r.name: r.lambda_max for r in htsr.analyze(snap, min_evals=5).layers} == \
+        {r.name: r.lambda_max for r in htsr.analyze(folder, min_evals=5).layers}
     outside = tmp_path / "elsewhere.safetensors"
     np_save_file({"x.weight": a}, str(outside))
     for weight_map, must in (({"l.0.weight": 5}, "weight_map must map"), ([1, 2], "weight_map must map"),

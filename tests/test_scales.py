@@ -12,6 +12,7 @@ from conftest import matrix_with_singular_values
 
 import htsr
 from htsr.io import open_source
+from htsr.io.safetensors import SafetensorsFile
 
 _ST = {"float32": "F32", "float16": "F16", "float8_e4m3fn": "F8_E4M3", "int8": "I8", "uint8": "U8", "int32": "I32",
        "uint32": "U32",
@@ -444,6 +445,18 @@ def test_compressed_tensors_layers_equal_the_library_decompress():
     _matches_stored_reference(CT_DATA, "decompressed.npz", (24, 128), atol=4.9e-4)
 
 
+def test_compressed_tensors_act_order_layers_equal_the_library_decompress():
+    """Symmetric 2-, 4- and 8-bit layers with ``weight_g_idx`` (activation order: inputs assigned to groups
+    out of order), written and decompressed by compressed-tensors 0.9.4, the last version whose format
+    carries g_idx (tests/data/compressed_tensors_gidx/make_ct_gidx_reference.py)."""
+    folder = Path(__file__).parent / "data" / "compressed_tensors_gidx"
+    g_idx = {r.name: r for r in SafetensorsFile(folder / "model.safetensors").refs()}[
+        "model.layers.0.mlp.down_proj.weight_g_idx"].load()
+    assert not np.all(np.diff(g_idx) >= 0)  # out of order: consecutive groups would give other weights
+    # bfloat16 results against float32: half a bfloat16 ulp below 0.25 (as above)
+    _matches_stored_reference(folder, "decompressed.npz", (24, 128), atol=4.9e-4)
+
+
 def test_quantized_parts_in_different_torch_shards_are_paired(tmp_path):
     """A sharded pytorch_model.bin folder: a GPTQ layer's qweight in one shard and its scales / zeros in the
     other, an int8 weight and its bitsandbytes SCB likewise; the pairs are made across shards, as for
@@ -586,6 +599,10 @@ def test_codes_of_formats_htsr_does_not_dequantize_get_a_row_that_names_the_form
     rows = {r.name: r.status for r in htsr.analyze(state, min_evals=5).layers}
     assert set(rows) == {"m.q_proj.q_weight", "h.W_q", "a.codes", "g", "ok"} and rows["ok"] == "ok"
     assert rows["g"].startswith("skipped: packed quantized weight: qweight [512]")
+    assert {r.name for r in htsr.analyze(state, min_evals=5, kinds=["dense"]).layers} == {
+        "g", "h.W_q", "m.q_proj.q_weight", "ok"}  # a.codes is 3-D (AQLM codebooks): not dense
+    with pytest.raises(htsr.SourceError, match="matches the filters"):  # the 1-D row is filtered out too
+        htsr.analyze({k: v for k, v in state.items() if k.startswith("g.")}, kinds=["conv2d"])
     for name, fmt in (("m.q_proj.q_weight", "EXL2"), ("h.W_q", "HQQ"), ("a.codes", "AQLM")):
         assert rows[name].startswith("skipped: ") and fmt in rows[name] and "does not dequantize" in rows[name]
 

@@ -36,7 +36,7 @@ def open_source(source: Any) -> TensorSource:
     if isinstance(source, TensorSource) and not isinstance(source, Mapping):  # already opened
         return source
     if isinstance(source, (str, os.PathLike)):
-        if not os.fspath(source):  # Path("") is the current folder: never what an empty argument meant
+        if not os.fspath(source):  # "" would be the current folder: never what an empty argument meant
             raise SourceError("an empty path: give a model file or folder")
         return _open_path(Path(source))
     if isinstance(source, Mapping):
@@ -80,8 +80,8 @@ class _Chain:
 
         # each shard's tensors as stored: a part paired within one shard alone could be paired wrongly
         # (GPTQ zero points in the next shard would look absent, i.e. symmetric)
-        stored = (r for s in self._sources for r in s.refs()
-                  if self._index is None or self._index.holds(getattr(s, "path", None), r.name))
+        per_shard = [list(s.refs()) for s in self._sources]
+        stored = self._index.one_copy(per_shard) if self._index else [r for refs in per_shard for r in refs]
         yield from with_scales(stored, PackedConfig.of_folder(self._folder))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,21 +118,32 @@ class ShardIndex:
         if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str) and v
                                                        for k, v in weight_map.items()):
             raise SourceError(f"{index}: weight_map must map tensor names to shard file names; re-save the model")
-        folder = index.parent.resolve()
         shards = []
         for name in dict.fromkeys(weight_map.values()):
-            path = index.parent / name
-            if Path(name).is_absolute() or not path.resolve().is_relative_to(folder):
+            # the name, not where a symlink leads: a Hugging Face cache snapshot's shards link to ../../blobs
+            if Path(name).is_absolute() or os.path.normpath(name).split(os.sep)[0] == os.pardir:
                 raise SourceError(f"{index}: shard {name!r} is outside the model's folder; htsr reads shards "
                                   "from the index's own folder only")
+            path = index.parent / name
             if not path.is_file():
                 raise SourceError(f"{index}: shard {name} is missing from {index.parent}")
             shards.append(path)
         return cls(tuple(shards), weight_map)
 
-    def holds(self, shard: Path | None, tensor: str) -> bool:
-        """Whether ``tensor`` is to be read from ``shard``: the shard the index names for it (a copy in
-        another shard is not read twice), or any shard for a tensor the index does not list (or a reader
-        that does not say its file)."""
-        named = self.weight_map.get(tensor)
-        return named is None or shard is None or (shard.parent / named).resolve() == Path(shard).resolve()
+    def one_copy(self, per_shard: list[list[TensorRef]]) -> list[TensorRef]:
+        """The tensors of the shards (``per_shard`` in the order of :attr:`shards`), each name once: a
+        tensor stored in several shards is read from the one the index names for it if that one holds it,
+        else from the first that does (a stale index never loses a tensor)."""
+        holders: dict[str, list[int]] = {}
+        for i, refs in enumerate(per_shard):
+            for r in refs:
+                holders.setdefault(r.name, []).append(i)
+        position = {name: i for i, name in enumerate(dict.fromkeys(self.weight_map.values()))}  # = shards
+        out = []
+        for i, refs in enumerate(per_shard):
+            for r in refs:
+                where = holders[r.name]
+                named = position.get(self.weight_map.get(r.name, ""))
+                if i == (named if named in where else where[0]):
+                    out.append(r)
+        return out

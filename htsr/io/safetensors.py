@@ -190,7 +190,8 @@ class ShardedSafetensors:
         return sum(len(f) for f in self._files)
 
     def __iter__(self) -> Iterator[TensorRef]:
-        # a scale may sit in another shard than its weight; a tensor stored in two shards is read from the
-        # one the index names
-        refs = [r for f in self._files for r in f.refs() if self._index is None or self._index.holds(f.path, r.name)]
+        # a scale may sit in another shard than its weight; a tensor stored in two shards is read once, from
+        # the one the index names
+        per_shard = [f.refs() for f in self._files]
+        refs = self._index.one_copy(per_shard) if self._index else [r for refs in per_shard for r in refs]
         yield from sorted(with_scales(refs, PackedConfig.of_folder(self.folder)), key=lambda r: natural_key(r.name))

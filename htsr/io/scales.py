@@ -139,7 +139,13 @@ class PackedConfig:
             if isinstance(q, dict):
                 layers = {k: (_int(v.get("bits")), _int(v.get("group_size"))) for k, v in q.items()
                           if isinstance(v, dict)}
-                return cls(_int(q.get("bits")), str(q.get("checkpoint_format", "")).lower() == "gptq_v2",
+                bits = _int(q.get("bits"))
+                groups = q.get("config_groups")  # compressed-tensors: the first group's weights' num_bits
+                if bits is None and isinstance(groups, dict):
+                    first = next((g for g in groups.values() if isinstance(g, dict)), {})
+                    weights = first.get("weights")
+                    bits = _int(weights.get("num_bits")) if isinstance(weights, dict) else None
+                return cls(bits, str(q.get("checkpoint_format", "")).lower() == "gptq_v2",
                            _int(q.get("group_size")), layers, found=True)
         return cls()
 
@@ -220,6 +226,17 @@ def _packed_layout(parts: dict[str, TensorRef], cfg: PackedConfig) -> tuple[str,
     raise _NotUnpacked(f"qweight {list(q)} with scales {list(sc)} fits neither GPTQ's nor AWQ's (GEMM) layout")
 
 
+def _group_index(ref: TensorRef, n_in: int, groups: int, what: str) -> np.ndarray:
+    """An act-order ``g_idx``: each of the ``n_in`` inputs' group, whole numbers in 0..groups − 1."""
+    raw = np.asarray(ref.load()).reshape(-1)
+    group = raw.astype(np.int64)
+    if not np.array_equal(group, raw):  # a float g_idx with fractions: not group numbers
+        raise SourceError(f"{what}: g_idx holds non-integer values ({raw.dtype}); re-save the checkpoint")
+    if group.shape != (n_in,) or group.min(initial=0) < 0 or group.max(initial=0) >= groups:
+        raise SourceError(f"{what}: g_idx must give each of the {n_in} inputs a group in 0..{groups - 1}")
+    return group
+
+
 def _dequantize_packed(parts: dict[str, TensorRef], layout: str, bits: int, n_in: int, out: int,
                        cfg: PackedConfig, what: str) -> np.ndarray:
     """The [out, in] float32 weight of a GPTQ or AWQ layer."""
@@ -241,12 +258,7 @@ def _dequantize_packed(parts: dict[str, TensorRef], layout: str, bits: int, n_in
         order = np.arange(out).reshape(-1, 8)[:, _AWQ_REVERSE_ORDER].reshape(-1)
         codes, zeros = codes[:, order], zeros[:, order]
     if parts.get("g_idx") is not None:
-        raw = np.asarray(parts["g_idx"].load()).reshape(-1)
-        group = raw.astype(np.int64)
-        if not np.array_equal(group, raw):  # a float g_idx with fractions: not group numbers
-            raise SourceError(f"{what}: g_idx holds non-integer values ({raw.dtype}); re-save the checkpoint")
-        if group.shape != (n_in,) or group.min(initial=0) < 0 or group.max(initial=0) >= groups:
-            raise SourceError(f"{what}: g_idx must give each of the {n_in} inputs a group in 0..{groups - 1}")
+        group = _group_index(parts["g_idx"], n_in, groups, what)
     else:
         group = np.arange(n_in) // (n_in // groups)
     W = codes.astype(np.float32)  # [in, out]
@@ -434,10 +446,7 @@ def _ct_weight(parts: dict[str, TensorRef], bits: int, shape: tuple[int, int]) -
             raise SourceError(f"{parts['weight_zero_point'].name}: {zero.shape[1]} zero-point groups for "
                               f"{groups} scale groups")
     if "weight_g_idx" in parts:
-        g_idx = np.asarray(parts["weight_g_idx"].load()).astype(np.int64).reshape(-1)
-        if g_idx.shape != (n_in,) or g_idx.min(initial=0) < 0 or g_idx.max(initial=0) >= groups:
-            raise SourceError(f"{parts['weight_g_idx'].name}: must give each of the {n_in} inputs a group in "
-                              f"0..{groups - 1}")
+        g_idx = _group_index(parts["weight_g_idx"], n_in, groups, parts["weight_g_idx"].name)
 
         def spread(a: np.ndarray) -> np.ndarray:
             return a[:, g_idx]
@@ -470,7 +479,7 @@ def _per_row_groups(ref: TensorRef, a: np.ndarray, shape: tuple[int, int]) -> np
                       f"row, or [{out}, groups dividing {n_in}])")
 
 
-def _ct_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set[str]]:
+def _ct_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict[str, TensorRef], set[str]]:
     """{packed weight name: the ``<m>.weight`` ref} and the parts, for each compressed-tensors
     ``pack-quantized`` layer (vLLM / llm-compressor): ``<m>.weight_packed`` (int32), ``<m>.weight_scale``,
     ``<m>.weight_shape`` ([out, in]), and for an asymmetric layer ``<m>.weight_zero_point``; the bits (1 to 8)
@@ -491,6 +500,8 @@ def _ct_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set[s
             shape = tuple(int(d) for d in np.asarray(parts["weight_shape"].load()).reshape(-1))
             bits = [b for b in range(1, 9) if len(shape) == 2 and shape[0] == packed.shape[0]
                     and -(-shape[1] * b // 32) == packed.shape[1]]
+            if len(bits) > 1 and cfg.bits in bits:  # a narrow layer fits several widths: the config says
+                bits = [cfg.bits]
             if len(bits) != 1:
                 raise _NotUnpacked(f"weight_packed {list(packed.shape)} holds codes of {len(bits)} bit widths from "
                                    f"1 to 8 for a {list(shape)} weight, not one")
@@ -554,7 +565,7 @@ def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -
     cfg = packed or PackedConfig()
     unpacked, parts = {}, set()
     for found, their_parts in (_packed_refs(by_name, cfg), _bnb4_refs(by_name), _mlx_refs(by_name, cfg),
-                               _ct_refs(by_name), _mxfp4_refs(by_name)):
+                               _ct_refs(by_name, cfg), _mxfp4_refs(by_name)):
         unpacked.update(found)
         parts |= their_parts
     scale_of: dict[str, tuple[TensorRef, float]] = {}
