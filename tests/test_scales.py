@@ -623,3 +623,24 @@ def test_fractional_g_idx_fails_and_a_bad_mxfp4_row_is_the_weight_s(tmp_path):
         "e.gate_up_proj[0]": ("stack", "2x8x128"), "e.gate_up_proj[1]": ("stack", "2x8x128")}
     assert all(r.status.startswith("skipped: MXFP4 blocks [2, 8, 4, 16] with scales [2, 8, 3]")
                for n, r in rows.items() if n.startswith("e."))
+
+
+def test_a_narrow_compressed_tensors_layer_takes_its_bits_from_the_config(tmp_path):
+    """16 inputs at 4 bits are 2 words a row, as at 3 bits: without the config the layer gets a skipped
+    row (never a guess); config.json's config_groups.*.weights.num_bits settles it."""
+    rng = np.random.default_rng(23)
+    q = rng.integers(-8, 8, (40, 16))
+    words = np.zeros((40, 2), np.uint32)
+    for i in range(8):
+        words |= (q[:, i::8] + 8).astype(np.uint32) << np.uint32(4 * i)
+    scale = rng.uniform(0.01, 0.02, (40, 1)).astype(np.float32)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    _save(folder / "model.safetensors", {"l.weight_packed": words.view(np.int32), "l.weight_scale": scale,
+                                         "l.weight_shape": np.array([40, 16], np.int32)})
+    (row,) = htsr.analyze(folder, min_evals=5).layers
+    assert row.status.startswith("skipped: packed quantized weight: weight_packed [40, 2] holds codes of 2 bit widths")
+    (folder / "config.json").write_text(json.dumps({"quantization_config": {
+        "quant_method": "compressed-tensors", "config_groups": {"group_0": {"weights": {"num_bits": 4}}}}}))
+    ref = {r.name: r for r in open_source(folder)}["l.weight"]
+    np.testing.assert_array_equal(ref.load(), (q * scale).astype(np.float32))
