@@ -334,3 +334,23 @@ def test_adapter_configs_and_factors_that_make_no_update_are_named(tmp_path):
     f = _write_adapter(tmp_path / "huge", t, lora_alpha=1e300)
     assert _rows(htsr.analyze(f, min_evals=2))["fc#delta"][0].status.startswith(
         "failed: eigenvalues beyond float64's range")
+
+
+@pytest.mark.parametrize("safe", [True, False])
+def test_lora_bias_is_not_read_as_a_factor(tmp_path, safe):
+    """PEFT's lora_bias=True saves lora_B.bias beside lora_B.weight; it was taken for an adapter named
+    'bias' and, in a .bin (where it comes after the weight), replaced the B factor."""
+    torch.manual_seed(3)
+    model = DoraNet()
+    safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "base.safetensors"))
+    pm = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["fc", "c2"], lora_bias=True,
+                                                    init_lora_weights=False))
+    pm.save_pretrained(str(tmp_path / "adapter"), safe_serialization=safe)
+    merged = {k: v.detach().clone() for k, v in pm.merge_and_unload().state_dict().items()}
+    rows = _rows(htsr.analyze(tmp_path / "adapter", base=tmp_path / "base.safetensors", min_evals=2))
+    assert sorted(rows) == sorted(f"{m}#{t}" for m in ("fc", "c2") for t in ("delta", "base", "merged"))
+    ref = _rows(htsr.analyze(merged, min_evals=2))
+    for m in ("fc", "c2"):
+        assert rows[f"{m}#delta"][0].status == "ok"
+        # W + ΔW against peft's merge: float32 rounding of the sum (1e-5)
+        assert rows[f"{m}#merged"][0].lambda_max == pytest.approx(ref[m][0].lambda_max, rel=1e-5)

@@ -48,7 +48,9 @@ __all__ = ["ADAPTER_FILES", "PeftAdapter", "is_peft_folder"]
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 _PREFIX = "base_model.model."
 # module, factor, optional adapter name (PEFT strips it on save; in-memory state dicts keep it)
-_FACTOR = re.compile(r"^(?P<module>.+?)\.lora_(?P<emb>embedding_)?(?P<ab>[AB])(?:\.(?P<adapter>[^.]+))?(?:\.weight)?$")
+# (``lora_B.bias``, PEFT's lora_bias, is a bias of the update, not an adapter named "bias": no factor)
+_FACTOR = re.compile(
+    r"^(?P<module>.+?)\.lora_(?P<emb>embedding_)?(?P<ab>[AB])(?:\.(?P<adapter>(?!bias$)[^.]+))?(?:\.weight)?$")
 _DORA = re.compile(r"^(?P<module>.+?)\.lora_magnitude_vector(?:\..+)?$")
 
 
