@@ -412,23 +412,26 @@ CT_DATA = Path(__file__).parent / "data" / "compressed_tensors"
 
 def _matches_stored_reference(folder: Path, reference: str, shape: tuple[int, int], atol: float) -> None:
     """Every layer of the model in ``folder`` loads as the library's own dequantized weight stored in
-    ``reference`` (within ``atol``), its parts are no layers, and every layer analyses."""
+    ``reference`` (within ``atol``), its parts are no layers, and every layer analyses: each [out, in] is
+    ``shape`` (an expert stack's [E, out, in] gives E rows)."""
     want = np.load(folder / reference)
     refs = {r.name: r for r in open_source(folder)}
     assert set(refs) == {f"{n}.weight" for n in want.files}  # scales, biases, zero points, shapes: no layers
     for name in want.files:
         got = refs[f"{name}.weight"].load()
-        assert got.shape == want[name].shape == shape, name
+        assert got.shape == want[name].shape and got.shape[-2:] == shape, name
         np.testing.assert_allclose(got, want[name], rtol=0, atol=atol, err_msg=name)
     rows = htsr.analyze(folder, min_evals=5).layers
-    assert len(rows) == len(want.files) and all(r.status == "ok" for r in rows)
+    experts = sum(want[n].shape[0] for n in want.files if want[n].ndim == 3)
+    assert len(rows) == sum(want[n].ndim == 2 for n in want.files) + experts
+    assert all(r.status == "ok" for r in rows)
 
 
 def test_mlx_layers_of_every_bit_width_equal_mlx_dequantize():
-    """Layers quantized by MLX itself (mx.quantize, saved by mx.save_safetensors; 2, 3, 4, 5, 6 and 8 bits,
-    groups of 32 and 64, bits per layer in config.json as mlx-lm's mixed recipes write them): htsr's
-    dequantized weight equals mx.dequantize's (tests/data/mlx/make_mlx_reference.py wrote both). 3-, 5- and
-    6-bit codes run across the uint32 words."""
+    """Layers quantized by MLX itself (mx.quantize, saved by mx.save_safetensors; 1, 2, 3, 4, 5, 6 and 8
+    bits, groups of 32 and 64, bits per layer in config.json as mlx-lm's mixed recipes write them; and a
+    switch_mlp expert stack [4, 12, 256]): htsr's dequantized weight equals mx.dequantize's
+    (tests/data/mlx/make_mlx_reference.py wrote both). 3-, 5- and 6-bit codes run across the uint32 words."""
     # mx.dequantize computes scale·q + bias in float16 (the scales' dtype), htsr in float32: float16
     # rounding of terms below 0.5 in magnitude, at most one float16 ulp there (2.4e-4; measured 1.2e-4),
     # while one code off would be off by a whole scale (≥ 1.4e-3 at 8 bits)

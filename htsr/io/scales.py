@@ -35,8 +35,9 @@ pairs of 4-bit codes (high nibble first) into ``weight.quant_map``, each scaled 
 ``weight.absmax`` — with double quantization the absmax values are themselves 8-bit codes into
 ``weight.nested_quant_map`` times ``weight.nested_absmax`` plus an offset — and the JSON tensor
 ``weight.quant_state.bitsandbytes__nf4`` gives the shape, the block sizes and the offset. So does an MLX
-quantized layer (``mlx-community`` models): a uint32 ``<module>.weight`` of 2-, 3-, 4-, 5-, 6- or 8-bit
-codes packed along each row as one bit stream, lowest bits first, beside ``<module>.scales`` and ``<module>.biases`` per group of inputs,
+quantized layer (``mlx-community`` models): a uint32 ``<module>.weight`` of 1-, 2-, 3-, 4-, 5-, 6- or 8-bit
+codes packed along each row as one bit stream, lowest bits first ([out, words], or a mixture's
+``switch_mlp`` expert stack [E, out, words]: one row per expert), beside ``<module>.scales`` and ``<module>.biases`` per group of inputs,
 W = scale·q + bias; bits and group size from ``config.json``'s ``quantization`` (per layer where it says);
 without it, a layer whose shapes fit several (bits, group size) pairs gets a ``skipped`` row. The format hints (bits without ``g_idx``, the GPTQ checkpoint format) come from the
 model folder's ``config.json`` (``quantization_config``) or ``quantize_config.json``
@@ -361,17 +362,18 @@ def _bnb4_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set
 
 
 _MLX_DEFAULT = (4, 64)
-_MLX_BITS = (2, 3, 4, 5, 6, 8)  # mx.quantize's affine mode
+_MLX_BITS = (1, 2, 3, 4, 5, 6, 8)  # mx.quantize's affine mode
 
 
 def _mlx_layout(parts: dict[str, TensorRef], hint: tuple[int | None, int | None]) -> tuple[int, int]:
     """(bits, group size) of an MLX layer from its shapes and the config's ``hint``; when the config does not
     say, the one pair that fits the shapes (reading an 8-bit layer as 4-bit would give another weight)."""
     w, sc, b = parts["weight"].shape, parts["scales"].shape, parts["biases"].shape
-    if len(w) != 2 or len(sc) != 2 or sc != b or sc[0] != w[0] or 0 in w + sc:
+    # [out, words], or [experts, out, words] for a mixture's switch_mlp stack
+    if len(w) not in (2, 3) or len(sc) != len(w) or sc != b or sc[:-1] != w[:-1] or 0 in w + sc:
         raise _NotUnpacked(f"uint32 weight {list(w)} with scales {list(sc)} and biases {list(b)}: not an MLX "
                            "quantized layer")
-    words, groups = w[1], sc[1]
+    words, groups = w[-1], sc[-1]
     fits = [(bits, g) for bits in _MLX_BITS for g in (32, 64, 128) if words * 32 == groups * g * bits]
     if None not in hint:
         bits, group = hint
@@ -388,17 +390,19 @@ def _mlx_layout(parts: dict[str, TensorRef], hint: tuple[int | None, int | None]
 
 def _mlx_weight(parts: dict[str, TensorRef], bits: int, group: int) -> np.ndarray:
     """An MLX affine-quantized weight: codes packed along each row, lowest bits first, W = scale·q + bias
-    per group of ``group`` consecutive inputs."""
+    per group of ``group`` consecutive inputs (an expert stack: every expert's rows alike)."""
     words = np.asarray(parts["weight"].load())
-    scales = np.asarray(parts["scales"].load(), np.float32)
-    biases = np.asarray(parts["biases"].load(), np.float32)
+    lead = words.shape[:-1]
+    words = words.reshape(-1, words.shape[-1])
+    scales = np.asarray(parts["scales"].load(), np.float32).reshape(words.shape[0], -1)
+    biases = np.asarray(parts["biases"].load(), np.float32).reshape(words.shape[0], -1)
     out = np.empty((words.shape[0], words.shape[1] * 32 // bits), np.float32)
     for i in range(0, out.shape[0], _ROWS_PER_STEP):
         rows = slice(i, i + _ROWS_PER_STEP)
         out[rows] = _unpack(words[rows], bits, 1)
         out[rows] *= np.repeat(scales[rows], group, axis=1)
         out[rows] += np.repeat(biases[rows], group, axis=1)
-    return out
+    return out.reshape(*lead, out.shape[-1])
 
 
 def _mlx_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict[str, TensorRef], set[str]]:
@@ -421,9 +425,10 @@ def _mlx_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict[st
         except _NotUnpacked as e:
             out[name] = _not_read(name, w, f"packed quantized weight: {e}")
             continue
-        shape = (w.shape[0], w.shape[1] * 32 // bits)
+        shape = (*w.shape[:-1], w.shape[-1] * 32 // bits)
         out[name] = TensorRef(name, shape, "float32", lambda parts=parts, bits=bits, group=group, name=name:
-                              _named(f"{name} (MLX {bits}-bit)", _mlx_weight, parts, bits, group), w.kind)
+                              _named(f"{name} (MLX {bits}-bit)", _mlx_weight, parts, bits, group),
+                              w.kind or ("stack" if len(shape) == 3 else None))
     return out, used
 
 
