@@ -647,3 +647,18 @@ def test_a_narrow_compressed_tensors_layer_takes_its_bits_from_the_config(tmp_pa
         "quant_method": "compressed-tensors", "config_groups": {"group_0": {"weights": {"num_bits": 4}}}}}))
     ref = {r.name: r for r in open_source(folder)}["l.weight"]
     np.testing.assert_array_equal(ref.load(), (q * scale).astype(np.float32))
+
+
+@pytest.mark.parametrize("bits", [2, 3, 8])
+def test_gptq_bits_without_g_idx_or_config_come_from_the_zero_points(tmp_path, bits):
+    """No g_idx and no config: the qzeros, packed at the same bits along the outputs, say the width (a
+    2-, 3- or 8-bit layer was read as 4-bit, or skipped); a g_idx of all −1 (the placeholder) is the
+    consecutive order."""
+    rng = np.random.default_rng(24 + bits)
+    codes, zeros, scales, _, want = _quantized(rng, 256, 96, bits, 4)
+    parts = {"l.qweight": _pack_words(codes, bits, 0), "l.qzeros": _pack_words(zeros - 1, bits, 1), "l.scales": scales}
+    ref = {r.name: r for r in open_source(_save(tmp_path / "a.safetensors", parts))}["l.weight"]
+    np.testing.assert_allclose(ref.load(), want, rtol=1e-6, atol=0)  # the same float32 arithmetic
+    placeholder = {**parts, "l.g_idx": np.full(256, -1, np.int32)}
+    ref = {r.name: r for r in open_source(_save(tmp_path / "b.safetensors", placeholder))}["l.weight"]
+    np.testing.assert_allclose(ref.load(), want, rtol=1e-6, atol=0)

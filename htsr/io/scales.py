@@ -211,7 +211,10 @@ def _packed_layout(parts: dict[str, TensorRef], cfg: PackedConfig) -> tuple[str,
                            f"{g and list(g.shape)}: not a packed linear layer")
     (rows, cols), (groups, out) = q, sc
     if cols == out:  # GPTQ: packed along the input axis
-        n_in = g.shape[0] if g is not None else rows * 32 // (cfg.bits or 4)
+        guess = cfg.bits
+        if g is None and guess is None and z is not None and (32 * z[1]) % out == 0:
+            guess = 32 * z[1] // out if 32 * z[1] // out in _GPTQ_BITS else None  # zero points at the same bits
+        n_in = g.shape[0] if g is not None else rows * 32 // (guess or 4)
         bits, exact = divmod(32 * rows, n_in)
         if exact or bits not in _GPTQ_BITS:
             raise _NotUnpacked(f"GPTQ qweight {list(q)} for {n_in} inputs holds {32 * rows / n_in:g}-bit codes; "
@@ -228,8 +231,11 @@ def _packed_layout(parts: dict[str, TensorRef], cfg: PackedConfig) -> tuple[str,
 
 
 def _group_index(ref: TensorRef, n_in: int, groups: int, what: str) -> np.ndarray:
-    """An act-order ``g_idx``: each of the ``n_in`` inputs' group, whole numbers in 0..groups − 1."""
+    """An act-order ``g_idx``: each of the ``n_in`` inputs' group, whole numbers in 0..groups − 1; all −1 (the
+    placeholder written before GPTQ fills it in) is the consecutive order."""
     raw = np.asarray(ref.load()).reshape(-1)
+    if raw.size == n_in and n_in % groups == 0 and np.all(raw == -1):
+        return np.arange(n_in) // (n_in // groups)
     group = raw.astype(np.int64)
     if not np.array_equal(group, raw):  # a float g_idx with fractions: not group numbers
         raise SourceError(f"{what}: g_idx holds non-integer values ({raw.dtype}); re-save the checkpoint")
