@@ -628,6 +628,19 @@ def test_fractional_g_idx_fails_and_a_bad_mxfp4_row_is_the_weight_s(tmp_path):
                for n, r in rows.items() if n.startswith("e."))
 
 
+def test_padded_odd_width_compressed_tensors_layers_read_by_their_config(tmp_path):
+    """3-bit layers packed as compressed-tensors did before its dense packing (10 codes a word, 2 bits
+    spare; written and decompressed by compressed-tensors 0.9.4) are read as such because config.json says
+    3 bits; without the config their 13 words a row fit no width and the layers get skipped rows."""
+    folder = Path(__file__).parent / "data" / "compressed_tensors_padded"
+    # bfloat16 results against float32: half a bfloat16 ulp below 0.25 (as above)
+    _matches_stored_reference(folder, "decompressed.npz", (24, 128), atol=4.9e-4)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+    rows = htsr.analyze(tmp_path / "m", min_evals=5).layers
+    assert len(rows) == 2 and all(r.status.startswith("skipped: packed quantized weight: weight_packed [24, 13]")
+                                  for r in rows)
+
 def test_a_narrow_compressed_tensors_layer_takes_its_bits_from_the_config(tmp_path):
     """16 inputs at 4 bits are 2 words a row, as at 3 bits: without the config the layer gets a skipped
     row (never a guess); config.json's config_groups.*.weights.num_bits settles it."""

@@ -48,7 +48,8 @@ So does a compressed-tensors ``pack-quantized`` layer (vLLM / llm-compressor W4A
 each row as one bit stream, lowest bits first, ``<module>.weight_scale`` per group of inputs (or per row)
 and ``<module>.weight_shape``; W = (q − z) · scale, z = 0 for a symmetric layer and an asymmetric one's
 ``<module>.weight_zero_point`` (packed the same way down the rows); ``weight_g_idx`` (activation order)
-gives each input its group.
+gives each input its group. Checkpoints from before the dense packing hold ⌊32 / bits⌋ codes a word for
+3, 5, 6 and 7 bits; they are read as such when config.json's ``config_groups`` gives those bits.
 
 So does an MXFP4 tensor (OpenAI's gpt-oss experts): ``<base>_blocks`` (uint8, two FP4 e2m1 codes a byte,
 low nibble first, 16 bytes a group) beside ``<base>_scales`` (one E8M0 exponent a group, bias 127) give
@@ -182,12 +183,14 @@ def _not_read(name: str, like: TensorRef, why: str) -> TensorRef:
                      skipped_loader(f"{why}; analyse the unquantized model or a dequantized copy"), like.kind)
 
 
-def _unpack(words: np.ndarray, bits: int, axis: int) -> np.ndarray:
+def _unpack(words: np.ndarray, bits: int, axis: int, stream: bool = True) -> np.ndarray:
     """The unsigned ``bits``-bit codes of int32 ``words`` (lowest bits first), laid out along ``axis``. For
     bits that do not divide 32 (3, 5, 6, 7) the words along ``axis`` are one bit stream, lowest bits first, in
-    which codes cross word boundaries: GPTQ's 3-bit packing, and MLX's 3-, 5- and 6-bit packing."""
+    which codes cross word boundaries (GPTQ's 3-bit packing, MLX's 3-, 5- and 6-bit packing); with
+    ``stream=False`` each word holds ⌊32 / bits⌋ codes and its top bits are unused (compressed-tensors
+    before its dense packing)."""
     w = (np.asarray(words).astype(np.int64) & 0xFFFFFFFF).astype(np.uint32)
-    if 32 % bits:
+    if 32 % bits and stream:
         stream = np.ascontiguousarray(np.moveaxis(w, axis, -1), dtype="<u4").view(np.uint8)
         bit = np.unpackbits(stream, axis=-1, bitorder="little")
         n = bit.shape[-1] // bits
@@ -438,7 +441,7 @@ def _mlx_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict[st
     return out, used
 
 
-def _ct_weight(parts: dict[str, TensorRef], bits: int, shape: tuple[int, int]) -> np.ndarray:
+def _ct_weight(parts: dict[str, TensorRef], bits: int, shape: tuple[int, int], stream: bool = True) -> np.ndarray:
     """A compressed-tensors pack-quantized weight: signed codes stored with an offset of 2^(bits−1), packed
     along each row as one bit stream, lowest bits first; W = (q − z) · scale per group of inputs (or per
     row, or one), z the zero point of an asymmetric layer (packed the same way down each group's column)
@@ -452,6 +455,8 @@ def _ct_weight(parts: dict[str, TensorRef], bits: int, shape: tuple[int, int]) -
         z = np.asarray(parts["weight_zero_point"].load())
         if z.dtype == np.int32 and z.ndim == 2 and z.shape == (-(-out * bits // 32), groups):
             z = _unpack(z, bits, 0)[:out].astype(np.float32) - offset  # packed down the rows, like the codes
+        elif z.dtype == np.int32 and z.ndim == 2 and not stream and z.shape == (-(-out // (32 // bits)), groups):
+            z = _unpack(z, bits, 0, stream)[:out].astype(np.float32) - offset
         zero = _per_row_groups(parts["weight_zero_point"], np.asarray(z, np.float32), shape)
         if zero.shape[1] != groups:
             raise SourceError(f"{parts['weight_zero_point'].name}: {zero.shape[1]} zero-point groups for "
@@ -468,7 +473,7 @@ def _ct_weight(parts: dict[str, TensorRef], bits: int, shape: tuple[int, int]) -
     W = np.empty(shape, np.float32)
     for i in range(0, out, _ROWS_PER_STEP):
         rows = slice(i, i + _ROWS_PER_STEP)
-        W[rows] = _unpack(words[rows], bits, 1)[:, :n_in]
+        W[rows] = _unpack(words[rows], bits, 1, stream)[:, :n_in]
         W[rows] -= offset
         if zero is not None:
             W[rows] -= spread(zero[rows] if zero.shape[0] > 1 else zero)
@@ -513,14 +518,21 @@ def _ct_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict[str
                     and -(-shape[1] * b // 32) == packed.shape[1]]
             if len(bits) > 1 and cfg.bits in bits:  # a narrow layer fits several widths: the config says
                 bits = [cfg.bits]
+            # compressed-tensors before its dense packing: ⌊32 / bits⌋ codes a word for 3, 5, 6, 7 bits,
+            # told apart by the config's bits
+            stream = not (cfg.bits is not None and 32 % cfg.bits and len(shape) == 2
+                          and -(-shape[1] // (32 // cfg.bits)) == packed.shape[1] and cfg.bits not in bits)
+            if not stream:
+                bits = [cfg.bits]
             if len(bits) != 1:
                 raise _NotUnpacked(f"weight_packed {list(packed.shape)} holds codes of {len(bits)} bit widths from "
                                    f"1 to 8 for a {list(shape)} weight, not one")
         except (_NotUnpacked, HtsrError, ValueError) as e:
             out[name] = _not_read(weight, packed, f"packed quantized weight: {one_line(e, 160)}")
             continue
-        out[name] = TensorRef(weight, shape, "float32", lambda parts=parts, bits=bits[0], shape=shape, name=name:
-                              _named(f"{name} ({bits}-bit)", _ct_weight, parts, bits, shape), packed.kind)
+        out[name] = TensorRef(weight, shape, "float32",
+                              lambda parts=parts, bits=bits[0], shape=shape, name=name, stream=stream:
+                              _named(f"{name} ({bits}-bit)", _ct_weight, parts, bits, shape, stream), packed.kind)
     return out, used
 
 
