@@ -596,14 +596,17 @@ def test_codes_of_formats_htsr_does_not_dequantize_get_a_row_that_names_the_form
              "h.W_q": rng.integers(0, 256, (64, 64)).astype(np.uint8),
              "a.codes": rng.integers(0, 2**15, (64, 8, 1)).astype(np.int16),
              "e.position_ids": np.arange(64).reshape(1, 64),
+             "x.weight": rng.integers(0, 2**31, (40, 32)).astype(np.uint32),  # MLX mxfp4: scales, no biases
+             "x.scales": rng.integers(0, 256, (40, 8)).astype(np.uint8),
              "g.qweight": rng.integers(0, 2**31, 512).astype(np.int32),  # 1-D: corrupt, a row all the same
              "g.scales": np.ones((4, 16), np.float16),
              "ok.weight": rng.standard_normal((64, 64)).astype(np.float32)}
     rows = {r.name: r.status for r in htsr.analyze(state, min_evals=5).layers}
-    assert set(rows) == {"m.q_proj.q_weight", "h.W_q", "a.codes", "g", "ok"} and rows["ok"] == "ok"
+    assert set(rows) == {"m.q_proj.q_weight", "h.W_q", "a.codes", "g", "x", "ok"} and rows["ok"] == "ok"
+    assert rows["x"].startswith("skipped: uint32 codes with scales but no biases (an MLX mxfp4")
     assert rows["g"].startswith("skipped: packed quantized weight: qweight [512]")
     assert {r.name for r in htsr.analyze(state, min_evals=5, kinds=["dense"]).layers} == {
-        "g", "h.W_q", "m.q_proj.q_weight", "ok"}  # a.codes is 3-D (AQLM codebooks): not dense
+        "g", "h.W_q", "m.q_proj.q_weight", "x", "ok"}  # a.codes is 3-D (AQLM codebooks): not dense
     with pytest.raises(htsr.SourceError, match="matches the filters"):  # the 1-D row is filtered out too
         htsr.analyze({k: v for k, v in state.items() if k.startswith("g.")}, kinds=["conv2d"])
     for name, fmt in (("m.q_proj.q_weight", "EXL2"), ("h.W_q", "HQQ"), ("a.codes", "AQLM")):

@@ -420,8 +420,12 @@ def _mlx_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict[st
     out, used = {}, set()
     for name, w in by_name.items():
         prefix = name[: -len(".weight")]
-        if (not name.endswith(".weight") or w.dtype != "uint32" or f"{prefix}.scales" not in by_name
-                or f"{prefix}.biases" not in by_name):
+        if not name.endswith(".weight") or w.dtype != "uint32" or f"{prefix}.scales" not in by_name:
+            continue
+        if f"{prefix}.biases" not in by_name:  # MLX's microscaled modes: uint8 exponents, no biases
+            used.add(f"{prefix}.scales")
+            out[name] = _not_read(name, w, "uint32 codes with scales but no biases (an MLX mxfp4 / nvfp4 / mxfp8 "
+                                           "layer), a format htsr does not dequantize")
             continue
         parts = {"weight": w, "scales": by_name[f"{prefix}.scales"], "biases": by_name[f"{prefix}.biases"]}
         used.update(r.name for r in parts.values())
