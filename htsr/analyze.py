@@ -20,12 +20,31 @@ from .fits.uncertainty import interval_of, tail_uncertainty
 from .io import FLOAT_DTYPES, open_source
 from .io.delta import DeltaSource
 from .io.scales import unscaled_integer_weight
-from .matrices import LayerMatrices, aspect_windows, infer_kind, is_bias_or_buffer, layer_matrices, row_name
+from .matrices import (
+    LayerMatrices,
+    aspect_windows,
+    infer_kind,
+    is_bias_or_buffer,
+    layer_matrices,
+    row_name,
+)
 from .metrics import compute_metrics, warning_for
 from .options import Options
 from .results import AnalysisResult, LayerResult, LayerSpectra, Summary
-from .rmt import (MPFit, PhaseThresholds, Randomized, bbp_entry_scale, delta_lambda_min, erg_tail, fit_mp, js_distance,
-                  layer_quality, localization, phase_of, randomize)
+from .rmt import (
+    MPFit,
+    PhaseThresholds,
+    Randomized,
+    bbp_entry_scale,
+    delta_lambda_min,
+    erg_tail,
+    fit_mp,
+    js_distance,
+    layer_quality,
+    localization,
+    phase_of,
+    randomize,
+)
 from .spectra import LowRank, Spectrum, esd
 
 __all__ = ["analyze", "analyze_layer", "iter_layers"]
