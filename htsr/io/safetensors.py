@@ -186,8 +186,8 @@ class ShardedSafetensors:
                                 f"{', '.join(left)} left out)")
         return files
 
-    def __len__(self) -> int:
-        return sum(len(f) for f in self._files)
+    def __len__(self) -> int:  # tensors, each name once (a copy in a second shard is not read)
+        return len({n for f in self._files for n in f.names})
 
     def __iter__(self) -> Iterator[TensorRef]:
         # a scale may sit in another shard than its weight; a tensor stored in two shards is read once, from
