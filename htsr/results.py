@@ -262,8 +262,10 @@ def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.P
         folder = path.parent
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
-        if path.is_dir() or not folder.is_dir():
+        if path.is_dir():
             raise HtsrError(f"{flag} {path}: needs a file path, not a folder")
+        if not folder.is_dir():
+            raise HtsrError(f"{flag} {path}: {folder} is a file, so no folder can be made there; choose another path")
         if path.resolve() in read:
             raise HtsrError(f"{flag} {path}: is a file this run reads, and htsr never overwrites its inputs; "
                             "choose another path")

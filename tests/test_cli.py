@@ -210,6 +210,9 @@ def test_unwritable_outputs_fail_first_in_one_line(model, capsys, monkeypatch):
         msg = _assert_user_error(rc, out, err)  # one line, exit 2, no traceback
         assert flag in msg and "/proc" in msg, msg
     assert calls == []
+    rc = main(["analyze", str(model), "--out", str(model / "sub")])  # below a file: no folder can be made
+    msg = _assert_user_error(rc, *capsys.readouterr())
+    assert f"{model} is a file, so no folder can be made there" in msg and calls == []
 
 
 def test_report_inside_a_new_out_folder(model, tmp_path, capsys):
