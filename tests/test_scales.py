@@ -678,3 +678,39 @@ def test_gptq_bits_without_g_idx_or_config_come_from_the_zero_points(tmp_path, b
     placeholder = {**parts, "l.g_idx": np.full(256, -1, np.int32)}
     ref = {r.name: r for r in open_source(_save(tmp_path / "b.safetensors", placeholder))}["l.weight"]
     np.testing.assert_allclose(ref.load(), want, rtol=1e-6, atol=0)
+
+
+def test_gptq_widths_the_shapes_cannot_tell_apart_are_not_guessed(tmp_path):
+    """4 outputs: one qzeros word holds the zero points at 2, 3, 4 or 8 bits alike, so without g_idx or a
+    config the width is unknown (it was read as 8-bit, half the inputs): a skipped row; quantize_config.json
+    settles it."""
+    rng = np.random.default_rng(26)
+    codes, zeros, scales, _, want = _quantized(rng, 128, 4, 4, 2)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    _save(folder / "model.safetensors", {"l.qweight": _pack_words(codes, 4, 0), "l.scales": scales,
+                                         "l.qzeros": np.array([[int("".join(f"{v - 1:x}" for v in z[::-1]), 16)]
+                                                               for z in zeros], np.int32)})
+    (row,) = htsr.analyze(folder, min_evals=2).layers
+    assert row.status.startswith("skipped: packed quantized weight: GPTQ qweight [16, 4]") and "bit widths" in row.status
+    (folder / "quantize_config.json").write_text(json.dumps({"bits": 4, "group_size": 64}))
+    np.testing.assert_allclose({r.name: r for r in open_source(folder)}["l.weight"].load(), want, rtol=1e-6, atol=0)
+
+
+def test_compressed_tensors_groups_of_several_widths_give_no_model_wide_bits(tmp_path):
+    """config_groups at 7 and 8 bits: no single width is the model's, so a dense 8-bit layer is not taken
+    for a padded 7-bit one (it was, reading the first group's bits)."""
+    rng = np.random.default_rng(27)
+    q = rng.integers(-128, 128, (24, 32))
+    words = np.zeros((24, 8), np.uint32)
+    for i in range(4):
+        words |= (q[:, i::4] + 128).astype(np.uint32) << np.uint32(8 * i)
+    scale = rng.uniform(0.01, 0.02, (24, 1)).astype(np.float32)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    _save(folder / "model.safetensors", {"l.weight_packed": words.view(np.int32), "l.weight_scale": scale,
+                                         "l.weight_shape": np.array([24, 32], np.int32)})
+    (folder / "config.json").write_text(json.dumps({"quantization_config": {"config_groups": {
+        "group_0": {"weights": {"num_bits": 7}}, "group_1": {"weights": {"num_bits": 8}}}}}))
+    np.testing.assert_array_equal({r.name: r for r in open_source(folder)}["l.weight"].load(),
+                                  (q * scale).astype(np.float32))

@@ -72,8 +72,8 @@ class _Chain:
         self.description = description
         self._sources, self._folder, self._index = sources, folder, index
 
-    def __len__(self) -> int:
-        return sum(len(s) for s in self._sources)
+    def __len__(self) -> int:  # tensors, each name once (a copy in a second shard is not read)
+        return len({r.name for s in self._sources for r in s.refs()})
 
     def __iter__(self):
         from .scales import PackedConfig, with_scales

@@ -142,11 +142,11 @@ class PackedConfig:
                 layers = {k: (_int(v.get("bits")), _int(v.get("group_size"))) for k, v in q.items()
                           if isinstance(v, dict)}
                 bits = _int(q.get("bits"))
-                groups = q.get("config_groups")  # compressed-tensors: the first group's weights' num_bits
+                groups = q.get("config_groups")  # compressed-tensors: the weights' num_bits, if all groups agree
                 if bits is None and isinstance(groups, dict):
-                    first = next((g for g in groups.values() if isinstance(g, dict)), {})
-                    weights = first.get("weights")
-                    bits = _int(weights.get("num_bits")) if isinstance(weights, dict) else None
+                    widths = {_int(g["weights"].get("num_bits")) for g in groups.values()
+                              if isinstance(g, dict) and isinstance(g.get("weights"), dict)}
+                    bits = widths.pop() if len(widths) == 1 else None
                 return cls(bits, str(q.get("checkpoint_format", "")).lower() == "gptq_v2",
                            _int(q.get("group_size")), layers, found=True)
         return cls()
@@ -215,9 +215,15 @@ def _packed_layout(parts: dict[str, TensorRef], cfg: PackedConfig) -> tuple[str,
     (rows, cols), (groups, out) = q, sc
     if cols == out:  # GPTQ: packed along the input axis
         guess = cfg.bits
-        if g is None and guess is None and z is not None and (32 * z[1]) % out == 0:
-            guess = 32 * z[1] // out if 32 * z[1] // out in _GPTQ_BITS else None  # zero points at the same bits
-        n_in = g.shape[0] if g is not None else rows * 32 // (guess or 4)
+        if g is None and guess is None:  # the widths the shapes allow: qweight's rows, the groups, the qzeros
+            fits = [b for b in _GPTQ_BITS if (32 * rows) % b == 0 and (32 * rows // b) % groups == 0
+                    and (z is None or z == (groups, -(-out * b // 32)))]
+            if len(fits) != 1:
+                raise _NotUnpacked(f"GPTQ qweight {list(q)} with qzeros {z and list(z)} and no g_idx: "
+                                   f"{len(fits)} bit widths fit its shapes, and no config.json or "
+                                   "quantize_config.json beside it says which")
+            guess = fits[0]
+        n_in = g.shape[0] if g is not None else rows * 32 // guess
         bits, exact = divmod(32 * rows, n_in)
         if exact or bits not in _GPTQ_BITS:
             raise _NotUnpacked(f"GPTQ qweight {list(q)} for {n_in} inputs holds {32 * rows / n_in:g}-bit codes; "
