@@ -644,25 +644,33 @@ def test_padded_odd_width_compressed_tensors_layers_read_by_their_config(tmp_pat
     assert len(rows) == 2 and all(r.status.startswith("skipped: packed quantized weight: weight_packed [24, 13]")
                                   for r in rows)
 
+
+def _ct_layer(folder: Path, seed: int, out: int, n_in: int, bits: int) -> np.ndarray:
+    """A symmetric per-row compressed-tensors layer ``l`` of ``bits`` (4 or 8) in ``folder``/model.safetensors,
+    packed as the library packs (signed codes + 2^(bits−1), lowest bits first); its weight."""
+    rng = np.random.default_rng(seed)
+    q = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), (out, n_in))
+    per = 32 // bits
+    words = np.zeros((out, n_in // per), np.uint32)
+    for i in range(per):
+        words |= (q[:, i::per] + (1 << (bits - 1))).astype(np.uint32) << np.uint32(bits * i)
+    scale = rng.uniform(0.01, 0.02, (out, 1)).astype(np.float32)
+    folder.mkdir()
+    _save(folder / "model.safetensors", {"l.weight_packed": words.view(np.int32), "l.weight_scale": scale,
+                                         "l.weight_shape": np.array([out, n_in], np.int32)})
+    return (q * scale).astype(np.float32)
+
+
 def test_a_narrow_compressed_tensors_layer_takes_its_bits_from_the_config(tmp_path):
     """16 inputs at 4 bits are 2 words a row, as at 3 bits: without the config the layer gets a skipped
     row (never a guess); config.json's config_groups.*.weights.num_bits settles it."""
-    rng = np.random.default_rng(23)
-    q = rng.integers(-8, 8, (40, 16))
-    words = np.zeros((40, 2), np.uint32)
-    for i in range(8):
-        words |= (q[:, i::8] + 8).astype(np.uint32) << np.uint32(4 * i)
-    scale = rng.uniform(0.01, 0.02, (40, 1)).astype(np.float32)
     folder = tmp_path / "m"
-    folder.mkdir()
-    _save(folder / "model.safetensors", {"l.weight_packed": words.view(np.int32), "l.weight_scale": scale,
-                                         "l.weight_shape": np.array([40, 16], np.int32)})
+    want = _ct_layer(folder, 23, 40, 16, 4)
     (row,) = htsr.analyze(folder, min_evals=5).layers
     assert row.status.startswith("skipped: packed quantized weight: weight_packed [40, 2] holds codes of 2 bit widths")
     (folder / "config.json").write_text(json.dumps({"quantization_config": {
         "quant_method": "compressed-tensors", "config_groups": {"group_0": {"weights": {"num_bits": 4}}}}}))
-    ref = {r.name: r for r in open_source(folder)}["l.weight"]
-    np.testing.assert_array_equal(ref.load(), (q * scale).astype(np.float32))
+    np.testing.assert_array_equal({r.name: r for r in open_source(folder)}["l.weight"].load(), want)
 
 
 @pytest.mark.parametrize("bits", [2, 3, 8])
@@ -700,17 +708,8 @@ def test_gptq_widths_the_shapes_cannot_tell_apart_are_not_guessed(tmp_path):
 def test_compressed_tensors_groups_of_several_widths_give_no_model_wide_bits(tmp_path):
     """config_groups at 7 and 8 bits: no single width is the model's, so a dense 8-bit layer is not taken
     for a padded 7-bit one (it was, reading the first group's bits)."""
-    rng = np.random.default_rng(27)
-    q = rng.integers(-128, 128, (24, 32))
-    words = np.zeros((24, 8), np.uint32)
-    for i in range(4):
-        words |= (q[:, i::4] + 128).astype(np.uint32) << np.uint32(8 * i)
-    scale = rng.uniform(0.01, 0.02, (24, 1)).astype(np.float32)
     folder = tmp_path / "m"
-    folder.mkdir()
-    _save(folder / "model.safetensors", {"l.weight_packed": words.view(np.int32), "l.weight_scale": scale,
-                                         "l.weight_shape": np.array([24, 32], np.int32)})
+    want = _ct_layer(folder, 27, 24, 32, 8)
     (folder / "config.json").write_text(json.dumps({"quantization_config": {"config_groups": {
         "group_0": {"weights": {"num_bits": 7}}, "group_1": {"weights": {"num_bits": 8}}}}}))
-    np.testing.assert_array_equal({r.name: r for r in open_source(folder)}["l.weight"].load(),
-                                  (q * scale).astype(np.float32))
+    np.testing.assert_array_equal({r.name: r for r in open_source(folder)}["l.weight"].load(), want)
