@@ -900,10 +900,14 @@ def test_shard_index_names_the_shard_of_each_tensor_and_stays_in_its_folder(tmp_
     assert list(rows) == ["l.0", "l.1"]  # once, from s2 (the index's shard): b + 1 has another spectrum
     want = np.linalg.svd(b.astype(np.float64) + 1, compute_uv=False)[0] ** 2
     assert rows["l.1"].lambda_max == pytest.approx(want, rel=1e-4)  # float32 Gram
-    # a stale index that names a shard not holding the tensor: the copy that exists is read, never lost
+    # a stale index that names a shard not holding the tensor: the copy that exists is read, never lost;
+    # a tensor no shard holds gets a row that says the checkpoint is incomplete
     index.write_text(json.dumps({"weight_map": {"l.0.weight": "s2.safetensors", "l.1.weight": "s2.safetensors",
-                                                "x.weight": "s1.safetensors"}}))
-    assert [r.name for r in htsr.analyze(folder, min_evals=5).layers] == ["l.0", "l.1"]
+                                                "x.weight": "s1.safetensors", "x.bias": "s1.safetensors"}}))
+    rows = {r.name: r.status for r in htsr.analyze(folder, min_evals=5).layers}
+    assert list(rows) == ["l.0", "l.1", "x"] and rows["l.0"] == rows["l.1"] == "ok"
+    assert rows["x"] == ("skipped: the index puts it in s1.safetensors, which does not hold it (no shard does); "
+                         "the checkpoint is incomplete")
     # a Hugging Face cache snapshot: the index and shards are symlinks into ../../blobs, and are read
     snap, blobs = tmp_path / "hub" / "snapshots" / "abc", tmp_path / "hub" / "blobs"
     snap.mkdir(parents=True)

@@ -146,4 +146,8 @@ class ShardIndex:
                 named = position.get(self.weight_map.get(r.name, ""))
                 if i == (named if named in where else where[0]):
                     out.append(r)
+        # a tensor the index lists that no shard holds: an incomplete checkpoint, a row that says so
+        out += [TensorRef(name, (), "float32", skipped_loader(f"the index puts it in {file}, which does not hold "
+                                                             "it (no shard does); the checkpoint is incomplete"))
+                for name, file in self.weight_map.items() if name not in holders]
         return out
