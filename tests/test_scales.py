@@ -713,3 +713,28 @@ def test_compressed_tensors_groups_of_several_widths_give_no_model_wide_bits(tmp
     (folder / "config.json").write_text(json.dumps({"quantization_config": {"config_groups": {
         "group_0": {"weights": {"num_bits": 7}}, "group_1": {"weights": {"num_bits": 8}}}}}))
     np.testing.assert_array_equal({r.name: r for r in open_source(folder)}["l.weight"].load(), want)
+
+
+@pytest.mark.parametrize("version", ["0.17.0", "0.18.0"])
+def test_compressed_tensors_version_tells_padded_from_dense_packing(tmp_path, version):
+    """3 bits, 100 inputs: padded packing (10 codes a word, compressed-tensors < 0.18) and the dense bit
+    stream (≥ 0.18) both take 10 words a row; the config's "version" says which the file holds."""
+    rng = np.random.default_rng(28)
+    q = rng.integers(-4, 4, (8, 100))
+    u = (q + 4).astype(np.uint64)
+    if version == "0.17.0":  # word j holds codes 10j … 10j + 9, 3 bits each from bit 0
+        words = np.zeros((8, 10), np.uint64)
+        for i in range(100):
+            words[:, i // 10] |= u[:, i] << np.uint64(3 * (i % 10))
+    else:  # each row one stream of 300 bits, lowest first, cut into 32-bit words
+        streams = [sum(int(u[r, i]) << (3 * i) for i in range(100)) for r in range(8)]
+        words = np.array([[(x >> (32 * j)) & 0xFFFFFFFF for j in range(10)] for x in streams], np.uint64)
+    scale = rng.uniform(0.01, 0.02, (8, 1)).astype(np.float32)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    _save(folder / "model.safetensors", {"l.weight_packed": words.astype(np.uint32).view(np.int32),
+                                         "l.weight_scale": scale, "l.weight_shape": np.array([8, 100], np.int32)})
+    (folder / "config.json").write_text(json.dumps({"quantization_config": {
+        "version": version, "config_groups": {"group_0": {"weights": {"num_bits": 3}}}}}))
+    np.testing.assert_array_equal({r.name: r for r in open_source(folder)}["l.weight"].load(),
+                                  (q * scale).astype(np.float32))

@@ -48,8 +48,9 @@ So does a compressed-tensors ``pack-quantized`` layer (vLLM / llm-compressor W4A
 each row as one bit stream, lowest bits first, ``<module>.weight_scale`` per group of inputs (or per row)
 and ``<module>.weight_shape``; W = (q − z) · scale, z = 0 for a symmetric layer and an asymmetric one's
 ``<module>.weight_zero_point`` (packed the same way down the rows); ``weight_g_idx`` (activation order)
-gives each input its group. Checkpoints from before the dense packing hold ⌊32 / bits⌋ codes a word for
-3, 5, 6 and 7 bits; they are read as such when config.json's ``config_groups`` gives those bits.
+gives each input its group. Checkpoints written before compressed-tensors 0.18 hold ⌊32 / bits⌋ codes a
+word for 3, 5, 6 and 7 bits; they are read as such when config.json's ``config_groups`` gives those bits
+(and its ``version`` is below 0.18, when it says: the word counts of the two packings can coincide).
 
 So does an MXFP4 tensor (OpenAI's gpt-oss experts): ``<base>_blocks`` (uint8, two FP4 e2m1 codes a byte,
 low nibble first, 16 bytes a group) beside ``<base>_scales`` (one E8M0 exponent a group, bias 127) give
@@ -125,6 +126,9 @@ class PackedConfig:
     group_size: int | None = None
     layers: Mapping[str, tuple[int | None, int | None]] = field(default_factory=dict)
     found: bool = False  # a quantization config was read (MLX's defaults fill what it leaves out)
+    # compressed-tensors before 0.18 packed 3/5/6/7-bit codes ⌊32/bits⌋ a word, from 0.18 as one bit
+    # stream: True / False by the config's "version", None when it does not say
+    ct_padded: bool | None = None
 
     @classmethod
     def of_folder(cls, folder: Path) -> PackedConfig:
@@ -147,8 +151,10 @@ class PackedConfig:
                     widths = {_int(g["weights"].get("num_bits")) for g in groups.values()
                               if isinstance(g, dict) and isinstance(g.get("weights"), dict)}
                     bits = widths.pop() if len(widths) == 1 else None
+                version = re.match(r"(\d+)\.(\d+)", str(q.get("version", ""))) if isinstance(groups, dict) else None
+                padded = (int(version[1]), int(version[2])) < (0, 18) if version else None
                 return cls(bits, str(q.get("checkpoint_format", "")).lower() == "gptq_v2",
-                           _int(q.get("group_size")), layers, found=True)
+                           _int(q.get("group_size")), layers, found=True, ct_padded=padded)
         return cls()
 
 
@@ -528,10 +534,11 @@ def _ct_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict[str
                     and -(-shape[1] * b // 32) == packed.shape[1]]
             if len(bits) > 1 and cfg.bits in bits:  # a narrow layer fits several widths: the config says
                 bits = [cfg.bits]
-            # compressed-tensors before its dense packing: ⌊32 / bits⌋ codes a word for 3, 5, 6, 7 bits,
-            # told apart by the config's bits
-            stream = not (cfg.bits is not None and 32 % cfg.bits and len(shape) == 2
-                          and -(-shape[1] // (32 // cfg.bits)) == packed.shape[1] and cfg.bits not in bits)
+            # compressed-tensors before its dense packing (0.18): ⌊32 / bits⌋ codes a word for 3, 5, 6, 7
+            # bits, told apart by the config's version, else by its bits and the row's length
+            padded_fits = (cfg.bits is not None and 32 % cfg.bits and len(shape) == 2
+                           and -(-shape[1] // (32 // cfg.bits)) == packed.shape[1])
+            stream = not (padded_fits and (cfg.ct_padded if cfg.ct_padded is not None else cfg.bits not in bits))
             if not stream:
                 bits = [cfg.bits]
             if len(bits) != 1:

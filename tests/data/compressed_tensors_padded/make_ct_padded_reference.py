@@ -2,8 +2,8 @@
 
 Before its dense bit-stream packing, compressed-tensors packed ⌊32 / bits⌋ codes into each int32 word
 and left the top bits unused (10 three-bit codes a word, 2 bits spare). A row's word count alone cannot
-tell such a checkpoint from a dense one of another width; its config.json (``config_groups.*.weights.
-num_bits``) can. Run with compressed-tensors 0.9.4 installed (it needs torch), from this folder:
+tell such a checkpoint from a dense one (of another width, or of the same width when the counts coincide);
+its config.json can: ``config_groups.*.weights.num_bits``, and the ``version`` that wrote it (< 0.18). Run with compressed-tensors 0.9.4 installed (it needs torch), from this folder:
 
     python make_ct_padded_reference.py
 
@@ -40,6 +40,7 @@ for i, (strategy, group) in enumerate(LAYERS):
 save_file(tensors, "model.safetensors")
 with open("config.json", "w") as f:
     json.dump({"quantization_config": {"quant_method": "compressed-tensors", "format": "pack-quantized",
+                                       "version": compressed_tensors.__version__,
                                        "config_groups": {"group_0": {"targets": ["Linear"], "weights": {
                                            "num_bits": 3, "symmetric": True, "strategy": "group",
                                            "group_size": 32}}}}}, f, indent=1)
