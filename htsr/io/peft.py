@@ -86,13 +86,13 @@ class PeftAdapter:
                               "re-save the adapter") from None
         if not all(math.isfinite(a) for a in (self.lora_alpha, *self.alpha_pattern.values())):
             raise SourceError(f"{cfg_path}: lora_alpha / alpha_pattern must be finite numbers; re-save the adapter")
-        flags = {}
-        for key in ("use_rslora", "fan_in_fan_out", "use_dora"):
-            flags[key] = cfg.get(key, False)
-            if not isinstance(flags[key], bool) and flags[key] is not None:
-                raise SourceError(f"{cfg_path}: {key} must be true or false, not {flags[key]!r}; re-save the adapter")
-        self.rslora, self.fan_in_fan_out, self.dora = (bool(flags[k]) for k in ("use_rslora", "fan_in_fan_out",
-                                                                               "use_dora"))
+        def flag(key: str) -> bool:
+            value = cfg.get(key, False)
+            if value is not None and not isinstance(value, bool):  # "false" would be true
+                raise SourceError(f"{cfg_path}: {key} must be true or false, not {value!r}; re-save the adapter")
+            return bool(value)
+
+        self.rslora, self.fan_in_fan_out, self.dora = flag("use_rslora"), flag("fan_in_fan_out"), flag("use_dora")
         weights = next((self.folder / f for f in ADAPTER_FILES if (self.folder / f).is_file()), None)
         if weights is None:
             raise SourceError(f"{self.folder}: adapter folder without {' or '.join(ADAPTER_FILES)}")

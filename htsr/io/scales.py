@@ -166,6 +166,8 @@ def _weight_name(prefix: str, packed: str, by_name: Mapping[str, TensorRef]) -> 
     """``<prefix>.weight`` for a layer unpacked from ``packed``, unless the file has a tensor of that name
     too (then the packed tensor's own name, so that no two rows share a name)."""
     return packed if f"{prefix}.weight" in by_name and f"{prefix}.weight" != packed else f"{prefix}.weight"
+
+
 _AWQ_REVERSE_ORDER = (0, 4, 1, 5, 2, 6, 3, 7)  # AutoAWQ: logical code k of a word is its nibble _AWQ_REVERSE_ORDER[k]
 _ROWS_PER_STEP = 2048  # input channels dequantized at a time (bounds the temporary arrays)
 
@@ -197,8 +199,8 @@ def _unpack(words: np.ndarray, bits: int, axis: int, stream: bool = True) -> np.
     before its dense packing)."""
     w = (np.asarray(words).astype(np.int64) & 0xFFFFFFFF).astype(np.uint32)
     if 32 % bits and stream:
-        stream = np.ascontiguousarray(np.moveaxis(w, axis, -1), dtype="<u4").view(np.uint8)
-        bit = np.unpackbits(stream, axis=-1, bitorder="little")
+        raw = np.ascontiguousarray(np.moveaxis(w, axis, -1), dtype="<u4").view(np.uint8)
+        bit = np.unpackbits(raw, axis=-1, bitorder="little")
         n = bit.shape[-1] // bits
         codes = bit[..., : n * bits].reshape(*bit.shape[:-1], n, bits)
         codes = codes.astype(np.uint32) @ (np.uint32(1) << np.arange(bits, dtype=np.uint32))
@@ -209,6 +211,11 @@ def _unpack(words: np.ndarray, bits: int, axis: int, stream: bool = True) -> np.
     if axis == 0:
         return ((w[:, None, :] >> shifts[None, :, None]) & mask).reshape(w.shape[0] * per, w.shape[1])
     return ((w[:, :, None] >> shifts[None, None, :]) & mask).reshape(w.shape[0], w.shape[1] * per)
+
+
+def _words(n: int, bits: int, stream: bool = True) -> int:
+    """The int32 words that hold ``n`` codes of ``bits`` packed as :func:`_unpack` reads them."""
+    return -(-n * bits // 32) if stream or 32 % bits == 0 else -(-n // (32 // bits))
 
 
 def _packed_layout(parts: dict[str, TensorRef], cfg: PackedConfig) -> tuple[str, int, int, int]:
@@ -223,7 +230,7 @@ def _packed_layout(parts: dict[str, TensorRef], cfg: PackedConfig) -> tuple[str,
         guess = cfg.bits
         if g is None and guess is None:  # the widths the shapes allow: qweight's rows, the groups, the qzeros
             fits = [b for b in _GPTQ_BITS if (32 * rows) % b == 0 and (32 * rows // b) % groups == 0
-                    and (z is None or z == (groups, -(-out * b // 32)))]
+                    and (z is None or z == (groups, _words(out, b)))]
             if len(fits) != 1:
                 raise _NotUnpacked(f"GPTQ qweight {list(q)} with qzeros {z and list(z)} and no g_idx: "
                                    f"{len(fits)} bit widths fit its shapes, and no config.json or "
@@ -236,7 +243,7 @@ def _packed_layout(parts: dict[str, TensorRef], cfg: PackedConfig) -> tuple[str,
                                "htsr unpacks 2, 3, 4 and 8 bits")
         if g is None and n_in % groups:
             raise _NotUnpacked(f"GPTQ qweight {list(q)}: {n_in} inputs in {groups} groups")
-        if z is not None and z != (groups, -(-out * bits // 32)):  # the zero points are packed at the same bits
+        if z is not None and z != (groups, _words(out, bits)):  # the zero points are packed at the same bits
             raise _NotUnpacked(f"GPTQ qzeros {list(z)} do not hold {groups} × {out} {bits}-bit zero points (qweight "
                                f"{list(q)}, g_idx of {n_in})")
         return "gptq", bits, n_in, out
@@ -469,9 +476,7 @@ def _ct_weight(parts: dict[str, TensorRef], bits: int, shape: tuple[int, int], s
     zero = None  # symmetric
     if "weight_zero_point" in parts:
         z = np.asarray(parts["weight_zero_point"].load())
-        if z.dtype == np.int32 and z.ndim == 2 and z.shape == (-(-out * bits // 32), groups):
-            z = _unpack(z, bits, 0)[:out].astype(np.float32) - offset  # packed down the rows, like the codes
-        elif z.dtype == np.int32 and z.ndim == 2 and not stream and z.shape == (-(-out // (32 // bits)), groups):
+        if z.dtype == np.int32 and z.shape == (_words(out, bits, stream), groups):  # packed down the rows
             z = _unpack(z, bits, 0, stream)[:out].astype(np.float32) - offset
         zero = _per_row_groups(parts["weight_zero_point"], np.asarray(z, np.float32), shape)
         if zero.shape[1] != groups:
@@ -531,13 +536,13 @@ def _ct_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict[str
                 raise _NotUnpacked(f"weight_packed {list(packed.shape)} without its weight_shape")
             shape = tuple(int(d) for d in np.asarray(parts["weight_shape"].load()).reshape(-1))
             bits = [b for b in range(1, 9) if len(shape) == 2 and shape[0] == packed.shape[0]
-                    and -(-shape[1] * b // 32) == packed.shape[1]]
+                    and _words(shape[1], b) == packed.shape[1]]
             if len(bits) > 1 and cfg.bits in bits:  # a narrow layer fits several widths: the config says
                 bits = [cfg.bits]
             # compressed-tensors before its dense packing (0.18): ⌊32 / bits⌋ codes a word for 3, 5, 6, 7
             # bits, told apart by the config's version, else by its bits and the row's length
             padded_fits = (cfg.bits is not None and 32 % cfg.bits and len(shape) == 2
-                           and -(-shape[1] // (32 // cfg.bits)) == packed.shape[1])
+                           and _words(shape[1], cfg.bits, stream=False) == packed.shape[1])
             stream = not (padded_fits and (cfg.ct_padded if cfg.ct_padded is not None else cfg.bits not in bits))
             if not stream:
                 bits = [cfg.bits]
@@ -640,16 +645,16 @@ def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -
     return out
 
 
-# the last name component of a weight (not of an integer buffer such as position_ids or a step counter)
-# the integer tensors that hold a packed layer's codes, by the format that names them so
+# the integer tensors that hold a packed layer's codes, by the format that names them so; with "weight",
+# the last name components of a weight (not of an integer buffer such as position_ids or a step counter)
 _PACKED_CODES = {"qweight": "GPTQ / AWQ", "weight_packed": "compressed-tensors", "q_weight": "EXL2 (exllamav2)",
                  "W_q": "HQQ", "codes": "AQLM"}
 _WEIGHT_NAME = re.compile(rf"(^|\.)(weight|{'|'.join(_PACKED_CODES)})$")
 
 
 def unscaled_integer_weight(ref: TensorRef) -> TensorRef | None:
-    """For an integer tensor named as a weight matrix: the tensor with a loader that skips it (its row
-    says why; a reader's own reason is kept); None for an integer buffer, which is no layer at all."""
+    """For an integer (or complex) tensor named as a weight matrix: the tensor with a loader that skips it
+    (its row says why; a reader's own reason is kept); None for an integer buffer, which is no layer at all."""
     if hasattr(ref.loader, "skip_reason"):
         return ref
     m = _WEIGHT_NAME.search(ref.name)
