@@ -103,13 +103,18 @@ def weights_finite(mats: list[Any]) -> bool:
                    for W in mats)
 
 
-def eigenvalue_range(mats: list[Any], scale: float) -> str:
-    """Why a layer's eigenvalues would leave float64's range, or '': with a its largest entry, an N × M
-    matrix's largest eigenvalue lies between a² and N·M·a² (times the row's scale)."""
+def weight_problem(mats: list[Any], scale: float) -> str:
+    """Why a layer's matrices cannot be analysed, or '': NaN or Inf in them, or eigenvalues that would leave
+    float64's range — with a the largest entry, an N × M matrix's largest eigenvalue lies between a² and
+    N·M·a² (times the row's scale). One pass of max and min over the entries answers both (NaN propagates)."""
+    if not all(W.is_finite() for W in mats if isinstance(W, LowRank)):
+        return "NaN or Inf in the weights"
     dense = [W for W in mats if not isinstance(W, LowRank) and W.size]
     if not dense:
         return ""
     a = max(max(float(W.max()), -float(W.min())) for W in dense)
+    if not math.isfinite(a):
+        return "NaN or Inf in the weights"
     if a * a * max(W.size for W in dense) * max(scale, 1.0) >= np.finfo(np.float64).max / 4:
         return (f"weights up to {a:.3g} in magnitude: eigenvalues could exceed float64's range; rescale the "
                 "weights (alpha does not change with the scale)")
@@ -152,12 +157,10 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         return LayerResult(**base, status=f"skipped: {lm.num_evals} eigenvalues > max_evals={opts.max_evals}"), None
     try:
         mats = lm.load()
-        if not weights_finite(mats):
-            return LayerResult(**base, status="failed: NaN or Inf in the weights"), None
         scale = esd_scale(lm, opts)
-        out_of_range = eigenvalue_range(mats, scale)
-        if out_of_range:
-            return LayerResult(**base, status=f"failed: {out_of_range}"), None
+        problem = weight_problem(mats, scale)
+        if problem:
+            return LayerResult(**base, status=f"failed: {problem}"), None
         spectrum = esd(mats, opts.precision, opts.refine_fraction, scale)
         if not np.isfinite(spectrum.evals).all():
             return LayerResult(**base, status="failed: eigenvalues beyond float64's range; rescale the weights "
