@@ -76,12 +76,13 @@ class _Chain:
         return len({r.name for s in self._sources for r in s.refs()})
 
     def __iter__(self):
+        from .base import ShardIndex
         from .scales import PackedConfig, with_scales
 
         # each shard's tensors as stored: a part paired within one shard alone could be paired wrongly
         # (GPTQ zero points in the next shard would look absent, i.e. symmetric)
         per_shard = [list(s.refs()) for s in self._sources]
-        stored = self._index.one_copy(per_shard) if self._index else [r for refs in per_shard for r in refs]
+        stored = ShardIndex.merged(per_shard, self._index)
         yield from with_scales(stored, PackedConfig.of_folder(self._folder))
 
 

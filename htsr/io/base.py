@@ -130,6 +130,12 @@ class ShardIndex:
             shards.append(path)
         return cls(tuple(shards), weight_map)
 
+    @staticmethod
+    def merged(per_shard: list[list[TensorRef]], index: ShardIndex | None) -> list[TensorRef]:
+        """The shards' tensors as one list: each name once, as :meth:`one_copy` picks, with an index; all of
+        them in shard order without one."""
+        return index.one_copy(per_shard) if index is not None else [r for refs in per_shard for r in refs]
+
     def one_copy(self, per_shard: list[list[TensorRef]]) -> list[TensorRef]:
         """The tensors of the shards (``per_shard`` in the order of :attr:`shards`), each name once: a
         tensor stored in several shards is read from the one the index names for it if that one holds it,

@@ -193,5 +193,5 @@ class ShardedSafetensors:
         # a scale may sit in another shard than its weight; a tensor stored in two shards is read once, from
         # the one the index names
         per_shard = [f.refs() for f in self._files]
-        refs = self._index.one_copy(per_shard) if self._index else [r for refs in per_shard for r in refs]
+        refs = ShardIndex.merged(per_shard, self._index)
         yield from sorted(with_scales(refs, PackedConfig.of_folder(self.folder)), key=lambda r: natural_key(r.name))
