@@ -205,7 +205,8 @@ def format_summary(result: AnalysisResult) -> str:
         f"power law plausible (bootstrap p > 0.1): {format_value(s.share_plausible_pl, nan='n/a (--bootstrap N)')}  "
         f"best fit is the power law: {format_value(s.share_best_fit_pl, nan=no_tails)}",
         "phases: " + ("  ".join(f"{p} {format_value(n)}" for p, n in s.phases.items())
-                      if all(math.isfinite(n) for n in s.phases.values()) else "n/a (no layer was classified: --no-mp-fit, or none fitted)")
+                      if all(math.isfinite(n) for n in s.phases.values())
+                      else "n/a (no layer was classified: --no-mp-fit, or none fitted)")
         + (f"  layers with correlation traps: {format_value(s.num_with_traps)}" if result.options.get("randomize")
            else ""),
         "means over layers with a finite value: "
