@@ -348,6 +348,28 @@ def test_bitsandbytes_4bit_layers_are_dequantized(tmp_path, nested):
     assert row.name == "mlp.down_proj" and row.status == "ok"
 
 
+def test_bitsandbytes_4bit_layers_of_every_quant_storage_equal_bitsandbytes_dequantize():
+    """Linear4bit layers quantized and saved by bitsandbytes itself (NF4 and FP4, with and without double
+    quantization, the codes stored as uint8, bfloat16, float16 or float32 — FSDP-QLoRA's quant_storage):
+    htsr's weight equals bitsandbytes' dequantize_4bit (tests/data/bnb4/make_bnb4_reference.py wrote both)."""
+    folder = Path(__file__).parent / "data" / "bnb4"
+    want = np.load(folder / "dequantized.npz")
+    stored = {r.name: r.dtype for r in SafetensorsFile(folder / "model.safetensors").refs()}
+    assert {stored[f"{n}.weight"] for n in want.files} == {"uint8", "bfloat16", "float16", "float32"}
+    refs = {r.name: r for r in open_source(folder)}
+    assert set(refs) == {f"{n}.weight" for n in want.files}  # absmax, maps and states are no layers
+    for name in want.files:
+        got = refs[f"{name}.weight"].load()
+        fp4 = stored.get(f"{name}.weight.quant_state.bitsandbytes__fp4") is not None
+        # NF4: the same float32 products (code value × absmax). FP4: bitsandbytes' CPU kernel uses the FP4
+        # values rounded to 4 decimals (0.6667 for 2/3), htsr the exact ones in the file's quant_map (as the
+        # CUDA kernel does): at most 3.4e-5 of the block's absmax apart (measured 3.3e-5)
+        atol = 3.4e-5 * np.abs(want[name]).max() if fp4 else 0.0
+        np.testing.assert_allclose(got, want[name], rtol=1e-7, atol=atol, err_msg=name)
+    rows = htsr.analyze(folder, min_evals=5).layers
+    assert len(rows) == len(want.files) and all(r.status == "ok" for r in rows)
+
+
 def test_bitsandbytes_4bit_state_that_cannot_be_read_gets_a_skipped_row(tmp_path):
     rng = np.random.default_rng(13)
     parts, _ = _bnb4_state(rng.standard_normal((64, 64)).astype(np.float32))

@@ -30,11 +30,13 @@ packed the same way along the output axis) and, for GPTQ, ``<module>.g_idx`` (ea
   0 2 4 6 1 3 5 7, groups are consecutive input channels, and W[i, o] = scales[g, o] · (code − zero).
 
 The layer becomes one ``<module>.weight`` tensor of shape [out, in], dequantized when loaded; the parts
-are not layers. So does a bitsandbytes 4-bit (NF4 / FP4, QLoRA) layer: ``<module>.weight`` holds uint8
-pairs of 4-bit codes (high nibble first) into ``weight.quant_map``, each scaled by its block's
-``weight.absmax`` — with double quantization the absmax values are themselves 8-bit codes into
-``weight.nested_quant_map`` times ``weight.nested_absmax`` plus an offset — and the JSON tensor
-``weight.quant_state.bitsandbytes__nf4`` gives the shape, the block sizes and the offset. So does an MLX
+are not layers. So does a bitsandbytes 4-bit (NF4 / FP4, QLoRA) layer: ``<module>.weight`` holds bytes,
+each a pair of 4-bit codes (high nibble first) into ``weight.quant_map``, each code scaled by its block's
+``weight.absmax``. With double quantization the absmax values are themselves 8-bit codes into
+``weight.nested_quant_map``, times ``weight.nested_absmax``, plus an offset. The JSON tensor
+``weight.quant_state.bitsandbytes__nf4`` gives the shape, the block sizes and the offset. The bytes are
+stored as uint8, or viewed as another ``quant_storage`` dtype (FSDP-QLoRA uses bfloat16, float16 or
+float32); they are recovered from it bit for bit. So does an MLX
 quantized layer (``mlx-community`` models): a uint32 ``<module>.weight`` of 1-, 2-, 3-, 4-, 5-, 6- or 8-bit
 codes packed along each row as one bit stream, lowest bits first ([out, words], or a mixture's
 ``switch_mlp`` expert stack [E, out, words]: one row per expert), beside ``<module>.scales`` and ``<module>.biases`` per group of inputs,
@@ -74,7 +76,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HtsrError, SourceError
-from .base import TensorRef, one_line, skipped_loader
+from .base import TensorRef, numpy_dtype, one_line, skipped_loader
 
 __all__ = ["SCALE_SUFFIXES", "PackedConfig", "unscaled_integer_weight", "with_scales"]
 
@@ -324,17 +326,33 @@ def _packed_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict
 _BNB4_STATE = re.compile(r"^(.+)\.quant_state\.bitsandbytes__(nf4|fp4)$")
 
 
+def _stored_bytes(stored: str, loaded: np.ndarray, what: str) -> np.ndarray:
+    """The bytes of a tensor as stored, from its loaded array: bitsandbytes' ``quant_storage`` may hold
+    packed codes in a float dtype (bfloat16 or float16, widened to float32 on load, or float32), or an
+    integer one. Widening is exact and undone here bit for bit, NaN patterns included: bfloat16 is the high
+    half of its float32, and float16 → float32 → float16 keeps every bit pattern."""
+    if stored == "bfloat16" and loaded.dtype == np.float32:
+        raw = (np.ascontiguousarray(loaded).view(np.uint32) >> 16).astype("<u2")
+    elif stored == "float16" and loaded.dtype == np.float32:
+        with np.errstate(invalid="ignore"):  # NaN patterns are codes here, carried over as they are
+            raw = loaded.astype("<f2")
+    elif loaded.dtype.kind in "iuf" and loaded.dtype.name == stored:
+        raw = loaded.astype(loaded.dtype.newbyteorder("<"), copy=False)
+    else:
+        raise SourceError(f"{what}: codes stored as {stored}, which bitsandbytes' quant_storage does not use; "
+                          "analyse the unquantized model or a dequantized copy")
+    return np.ascontiguousarray(raw).reshape(-1).view(np.uint8)
+
+
 def _bnb4_weight(parts: dict[str, TensorRef], state: dict, what: str) -> np.ndarray:
     """A bitsandbytes 4-bit weight: byte k holds codes 2k (high nibble) and 2k+1 (low nibble), each the
     index of a value of ``quant_map``, scaled by its block's absmax (itself 8-bit blockwise-quantized
     with an offset when the state is nested, bitsandbytes' double quantization)."""
     shape = tuple(int(d) for d in state["shape"])
     n, block = math.prod(shape), int(state["blocksize"])
-    packed = np.asarray(parts["weight"].load()).reshape(-1)
-    if packed.dtype != np.uint8:
-        raise SourceError(f"{what}: codes stored as {packed.dtype}, not bytes (bitsandbytes' quant_storage "
-                          "uint8); analyse the unquantized model or a dequantized copy")
-    if packed.size != -(-n // 2) or block <= 0:
+    packed = _stored_bytes(parts["weight"].dtype, np.asarray(parts["weight"].load()), what)
+    # a wider quant_storage rounds the bytes up to whole elements
+    if not -(-n // 2) <= packed.size < -(-n // 2) + numpy_dtype(parts["weight"].dtype).itemsize or block <= 0:
         raise SourceError(f"{what}: {packed.size} bytes of codes for a {list(shape)} weight (blocksize {block})")
     codes = np.empty(packed.size * 2, np.uint8)
     codes[0::2], codes[1::2] = packed >> 4, packed & 0xF
