@@ -9,7 +9,8 @@ Formats that store a weight in 8 bits keep a float scale tensor beside it, named
 * ``<name>.weight_scale`` — compressed-tensors / vLLM FP8 and int8 checkpoints: one scale for the
   tensor (shape [] or [1]) or one per output channel (shape [out] or [out, 1]), or blocks as above;
 * ``<module>.SCB`` — bitsandbytes LLM.int8() checkpoints (``Linear8bitLt``): the int8 ``<module>.weight``
-  and one absmax per output row, W = q · SCB / 127 (bitsandbytes' ``int8_vectorwise_dequant``).
+  and one absmax per output row, W = q · SCB / 127 (bitsandbytes' ``int8_vectorwise_dequant``); its
+  ``<module>.weight_format`` must say rows (0), the only layout bitsandbytes reads back.
 
 All mean the same thing: W = q · s, with s broadcast over its block (DeepSeek's ``weight_dequant``
 multiplies by ``weight_scale_inv`` despite the name), and s = SCB / 127 for bitsandbytes.
@@ -75,7 +76,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import HtsrError, SourceError
+from ..errors import HtsrError, LayerSkipped, SourceError
 from .base import TensorRef, numpy_dtype, one_line, skipped_loader
 
 __all__ = ["SCALE_SUFFIXES", "PackedConfig", "unscaled_integer_weight", "with_scales"]
@@ -640,7 +641,10 @@ def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -
                 if w is not None and w.dtype in _QUANTIZED:
                     scale_of[w.name] = (r, _DIVISOR.get(suffix, 1.0))
                 break
-    used = {s.name for s, _ in scale_of.values()} | (parts - set(unpacked))
+    # bitsandbytes writes its LLM.int8() layout beside SCB: 0 = rows, the only one it reads back
+    layout_of = {w: by_name[w[: -len("weight")] + "weight_format"] for w, (s, _) in scale_of.items()
+                 if s.name.endswith(".SCB") and w[: -len("weight")] + "weight_format" in by_name}
+    used = {s.name for s, _ in scale_of.values()} | {f.name for f in layout_of.values()} | (parts - set(unpacked))
     out = []
     for r in refs:
         if r.name in used:
@@ -653,7 +657,12 @@ def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -
             continue
         s, divisor = scale_of[r.name]
 
-        def load(r: TensorRef = r, s: TensorRef = s, divisor: float = divisor) -> np.ndarray:
+        def load(r: TensorRef = r, s: TensorRef = s, divisor: float = divisor,
+                 layout: TensorRef | None = layout_of.get(r.name)) -> np.ndarray:
+            if layout is not None and np.asarray(layout.load()).reshape(-1).tolist() != [0]:
+                raise LayerSkipped(f"bitsandbytes int8 weight in layout {layout.name} = "
+                                   f"{np.asarray(layout.load()).reshape(-1).tolist()}, not rows (0), the only "
+                                   "one bitsandbytes reads back; re-save it with a current bitsandbytes")
             q = np.asarray(r.load(), dtype=np.float32)
             scale = _expand(s.load(), q.shape, f"{r.name} with {s.name}")
             return q * (scale / np.float32(divisor)) if divisor != 1.0 else q * scale
