@@ -656,13 +656,13 @@ def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -
             out.append(r)
             continue
         s, divisor = scale_of[r.name]
+        layout = layout_of.get(r.name)
 
         def load(r: TensorRef = r, s: TensorRef = s, divisor: float = divisor,
-                 layout: TensorRef | None = layout_of.get(r.name)) -> np.ndarray:
-            if layout is not None and np.asarray(layout.load()).reshape(-1).tolist() != [0]:
-                raise LayerSkipped(f"bitsandbytes int8 weight in layout {layout.name} = "
-                                   f"{np.asarray(layout.load()).reshape(-1).tolist()}, not rows (0), the only "
-                                   "one bitsandbytes reads back; re-save it with a current bitsandbytes")
+                 layout: TensorRef | None = layout) -> np.ndarray:
+            if layout is not None and (code := np.asarray(layout.load()).reshape(-1).tolist()) != [0]:
+                raise LayerSkipped(f"bitsandbytes int8 weight in layout {layout.name} = {code}, not rows (0), "
+                                   "the only one bitsandbytes reads back; re-save it with a current bitsandbytes")
             q = np.asarray(r.load(), dtype=np.float32)
             scale = _expand(s.load(), q.shape, f"{r.name} with {s.name}")
             return q * (scale / np.float32(divisor)) if divisor != 1.0 else q * scale
