@@ -132,6 +132,8 @@ class PackedConfig:
     # compressed-tensors before 0.18 packed 3/5/6/7-bit codes ⌊32/bits⌋ a word, from 0.18 as one bit
     # stream: True / False by the config's "version", None when it does not say
     ct_padded: bool | None = None
+    # compressed-tensors' "block" strategy: the weights' [rows, inputs] block_structure, if all groups agree
+    ct_block: tuple[int, int] | None = None
 
     @classmethod
     def of_folder(cls, folder: Path) -> PackedConfig:
@@ -150,14 +152,19 @@ class PackedConfig:
                           if isinstance(v, dict)}
                 bits = _int(q.get("bits"))
                 groups = q.get("config_groups")  # compressed-tensors: the weights' num_bits, if all groups agree
-                if bits is None and isinstance(groups, dict):
-                    widths = {_int(g["weights"].get("num_bits")) for g in groups.values()
-                              if isinstance(g, dict) and isinstance(g.get("weights"), dict)}
+                weights = [g["weights"] for g in groups.values() if isinstance(g, dict)
+                           and isinstance(g.get("weights"), dict)] if isinstance(groups, dict) else []
+                if bits is None and weights:
+                    widths = {_int(w.get("num_bits")) for w in weights}
                     bits = widths.pop() if len(widths) == 1 else None
+                blocks = {tuple(b) for w in weights if w.get("strategy") == "block"
+                          and isinstance(b := w.get("block_structure"), list) and len(b) == 2
+                          and all(_int(k) is not None and k > 0 for k in b)}
                 version = re.match(r"(\d+)\.(\d+)", str(q.get("version", ""))) if isinstance(groups, dict) else None
                 padded = (int(version[1]), int(version[2])) < (0, 18) if version else None
                 return cls(bits, str(q.get("checkpoint_format", "")).lower() == "gptq_v2",
-                           _int(q.get("group_size")), layers, found=True, ct_padded=padded)
+                           _int(q.get("group_size")), layers, found=True, ct_padded=padded,
+                           ct_block=blocks.pop() if len(blocks) == 1 else None)
         return cls()
 
 
@@ -483,27 +490,43 @@ def _mlx_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict[st
     return out, used
 
 
-def _ct_weight(parts: dict[str, TensorRef], bits: int, shape: tuple[int, int], stream: bool = True) -> np.ndarray:
+def _ct_weight(parts: dict[str, TensorRef], bits: int, shape: tuple[int, int], stream: bool = True,
+               block: tuple[int, int] | None = None) -> np.ndarray:
     """A compressed-tensors pack-quantized weight: signed codes stored with an offset of 2^(bits−1), packed
     along each row as one bit stream, lowest bits first; W = (q − z) · scale per group of inputs (or per
-    row, or one), z the zero point of an asymmetric layer (packed the same way down each group's column)
-    and 0 for a symmetric one; ``weight_g_idx`` (activation order) gives each input its group."""
+    row, or one, or per block of rows and inputs), z the zero point of an asymmetric layer (packed the same
+    way down each group's column; a block's unpacked) and 0 for a symmetric one; ``weight_g_idx``
+    (activation order) gives each input its group. With the config's ``block`` structure [b0, b1], a scale of
+    [⌈out / b0⌉, ⌈in / b1⌉] holds one scale (and an unpacked zero point) per block."""
     out, n_in = shape
-    scale = _per_row_groups(parts["weight_scale"], np.asarray(parts["weight_scale"].load(), np.float32), shape)
-    groups = scale.shape[1]
     offset = np.float32(1 << (bits - 1))
+    scale = np.asarray(parts["weight_scale"].load(), np.float32)
+    # a block's parameters are read as groups of inputs (columns // b1), its row repeated b0 times
+    row_block, grid = None, scale.shape
+    if block is not None and grid == (-(-out // block[0]), -(-n_in // block[1])):
+        row_block, g_idx = block[0], np.arange(n_in) // block[1]
+
+    def per_row(ref: TensorRef, a: np.ndarray) -> np.ndarray:
+        if row_block is None:
+            return _per_row_groups(ref, a, shape)
+        if a.shape != grid:
+            raise SourceError(f"{ref.name}: shape {list(a.shape)}, not the block scales' {list(grid)}")
+        return np.repeat(a, row_block, axis=0)[:out]
+
+    scale = per_row(parts["weight_scale"], scale)
+    groups = scale.shape[1]
     zero = None  # symmetric
     if "weight_zero_point" in parts:
         z = np.asarray(parts["weight_zero_point"].load())
         if z.dtype == np.int32 and z.shape == (_words(out, bits, stream), groups):  # packed down the rows
             z = _unpack(z, bits, 0, stream)[:out].astype(np.float32) - offset
-        zero = _per_row_groups(parts["weight_zero_point"], np.asarray(z, np.float32), shape)
+        zero = per_row(parts["weight_zero_point"], np.asarray(z, np.float32))
         if zero.shape[1] != groups:
             raise SourceError(f"{parts['weight_zero_point'].name}: {zero.shape[1]} zero-point groups for "
                               f"{groups} scale groups")
     if "weight_g_idx" in parts:
         g_idx = _group_index(parts["weight_g_idx"], n_in, groups, parts["weight_g_idx"].name)
-
+    if "weight_g_idx" in parts or row_block is not None:
         def spread(a: np.ndarray) -> np.ndarray:
             return a[:, g_idx]
     else:
@@ -532,7 +555,7 @@ def _per_row_groups(ref: TensorRef, a: np.ndarray, shape: tuple[int, int]) -> np
     if a.ndim == 2 and a.shape[0] == out and a.shape[1] > 0 and n_in % a.shape[1] == 0:
         return a
     raise SourceError(f"{ref.name}: shape {list(a.shape)} is none of a {list(shape)} weight's (one, one per "
-                      f"row, or [{out}, groups dividing {n_in}])")
+                      f"row, or [{out}, groups dividing {n_in}], or the blocks of a config.json's block_structure)")
 
 
 def _ct_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict[str, TensorRef], set[str]]:
@@ -573,7 +596,8 @@ def _ct_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict[str
             continue
         out[name] = TensorRef(weight, shape, "float32",
                               lambda parts=parts, bits=bits[0], shape=shape, name=name, stream=stream:
-                              _named(f"{name} ({bits}-bit)", _ct_weight, parts, bits, shape, stream), packed.kind)
+                              _named(f"{name} ({bits}-bit)", _ct_weight, parts, bits, shape, stream, cfg.ct_block),
+                              packed.kind)
     return out, used
 
 
