@@ -478,9 +478,10 @@ def test_mlx_layers_of_every_bit_width_equal_mlx_dequantize():
 
 def test_compressed_tensors_layers_equal_the_library_decompress():
     """pack-quantized layers written by compressed-tensors itself (asymmetric 2-, 3- and 4-bit groups and
-    8-bit channels, with packed zero points; symmetric 4-bit groups and 5-bit channels): htsr's weight equals
-    the library's own decompress (tests/data/compressed_tensors/make_ct_reference.py wrote both). 3- and
-    5-bit codes run across the int32 words."""
+    8-bit channels, with packed zero points; symmetric 4-bit groups and 5-bit channels; two fused expert
+    stacks [4, 24, 128], one row per expert): htsr's weight equals the library's own decompress
+    (tests/data/compressed_tensors/make_ct_reference.py wrote both). 3- and 5-bit codes run across the
+    int32 words."""
     # the library returns bfloat16 (the weight's dtype), htsr float32: half a bfloat16 ulp of weights
     # below 0.25 (4.9e-4; measured 4.9e-4), while one code off would be off by a whole scale (≥ 1e-3)
     _matches_stored_reference(CT_DATA, "decompressed.npz", (24, 128), atol=4.9e-4)

@@ -561,8 +561,8 @@ def _per_row_groups(ref: TensorRef, a: np.ndarray, shape: tuple[int, int]) -> np
 def _ct_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict[str, TensorRef], set[str]]:
     """{packed weight name: the ``<m>.weight`` ref} and the parts, for each compressed-tensors
     ``pack-quantized`` layer (vLLM / llm-compressor): ``<m>.weight_packed`` (int32), ``<m>.weight_scale``,
-    ``<m>.weight_shape`` ([out, in]), and for an asymmetric layer ``<m>.weight_zero_point``; the bits (1 to 8)
-    from the packed row's length."""
+    ``<m>.weight_shape`` ([out, in], or [E, out, in] for a mixture's fused experts: a stack), and for an
+    asymmetric layer ``<m>.weight_zero_point``; the bits (1 to 8) from the packed row's length."""
     out, used = {}, set()
     for name, packed in by_name.items():
         prefix = name[: -len(".weight_packed")]
@@ -574,17 +574,17 @@ def _ct_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict[str
         used.update(r.name for r in parts.values())
         weight = _weight_name(prefix, name, by_name)
         try:
-            if "weight_shape" not in parts or len(packed.shape) != 2:
+            if "weight_shape" not in parts or len(packed.shape) not in (2, 3):
                 raise _NotUnpacked(f"weight_packed {list(packed.shape)} without its weight_shape")
             shape = tuple(int(d) for d in np.asarray(parts["weight_shape"].load()).reshape(-1))
-            bits = [b for b in range(1, 9) if len(shape) == 2 and shape[0] == packed.shape[0]
-                    and _words(shape[1], b) == packed.shape[1]]
+            fits = shape[:-1] == tuple(packed.shape[:-1])  # [out, in], or experts [E, out, in]
+            bits = [b for b in range(1, 9) if fits and _words(shape[-1], b) == packed.shape[-1]]
             if len(bits) > 1 and cfg.bits in bits:  # a narrow layer fits several widths: the config says
                 bits = [cfg.bits]
             # compressed-tensors before its dense packing (0.18): ⌊32 / bits⌋ codes a word for 3, 5, 6, 7
             # bits, told apart by the config's version, else by its bits and the row's length
-            padded_fits = (cfg.bits is not None and 32 % cfg.bits and len(shape) == 2
-                           and _words(shape[1], cfg.bits, stream=False) == packed.shape[1])
+            padded_fits = (cfg.bits is not None and 32 % cfg.bits and fits
+                           and _words(shape[-1], cfg.bits, stream=False) == packed.shape[-1])
             stream = not (padded_fits and (cfg.ct_padded if cfg.ct_padded is not None else cfg.bits not in bits))
             if not stream:
                 bits = [cfg.bits]
@@ -596,9 +596,23 @@ def _ct_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict[str
             continue
         out[name] = TensorRef(weight, shape, "float32",
                               lambda parts=parts, bits=bits[0], shape=shape, name=name, stream=stream:
-                              _named(f"{name} ({bits}-bit)", _ct_weight, parts, bits, shape, stream, cfg.ct_block),
-                              packed.kind)
+                              _named(f"{name} ({bits}-bit)", _ct_experts if len(shape) == 3 else _ct_weight,
+                                     parts, bits, shape, stream, cfg.ct_block),
+                              packed.kind or ("stack" if len(shape) == 3 else None))
     return out, used
+
+
+def _ct_experts(parts: dict[str, TensorRef], bits: int, shape: tuple[int, int, int], stream: bool,
+                block: tuple[int, int] | None) -> np.ndarray:
+    """A compressed-tensors expert stack [E, out, in] (a mixture's fused experts): each expert's slice of
+    every part (those with a leading E; the others are shared) dequantized as a layer of its own."""
+    loaded = {k: np.asarray(r.load()) for k, r in parts.items() if k != "weight_shape"}
+    W = np.empty(shape, np.float32)
+    for e in range(shape[0]):
+        own = {k: TensorRef(f"{parts[k].name}[{e}]", a.shape[1:], a.dtype.name, lambda a=a[e]: a)
+               if a.ndim >= 2 and a.shape[0] == shape[0] else parts[k] for k, a in loaded.items()}
+        W[e] = _ct_weight(own, bits, shape[1:], stream, block)
+    return W
 
 
 # OCP microscaling FP4 (e2m1): the value of each 4-bit code

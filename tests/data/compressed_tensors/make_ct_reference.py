@@ -9,7 +9,8 @@ For each layer: min/max per group (or per row) → `calculate_qparams` (scale, z
 `PackedQuantizationCompressor.compress` (weight_packed, weight_scale, weight_shape and, for asymmetric
 GROUP / CHANNEL quantization, the packed weight_zero_point) → `model.safetensors`; and
 `PackedQuantizationCompressor.decompress` of the same state dict → `decompressed.npz` (float32): the answer
-htsr's reader must give.
+htsr's reader must give. Two more layers are a mixture's fused experts, [4, 24, 128] in one tensor (the
+library packs each expert's slice; a zero point is packed down each expert's rows).
 """
 
 import compressed_tensors
@@ -38,7 +39,22 @@ for i, (bits, symmetric, strategy, group) in enumerate(LAYERS):
     tensors |= {f"{name}.{k}": v.contiguous() for k, v in packed.items()}
     back = PackedQuantizationCompressor.decompress(dict(packed), scheme)
     dequantized[name] = back["weight"].float().numpy()
+# fused experts [E, out, in]: (bits, symmetric, strategy, group size)
+EXPERTS = [(4, False, "group", 32), (8, True, "channel", None)]
+for i, (bits, symmetric, strategy, group) in enumerate(EXPERTS, start=len(LAYERS)):
+    torch.manual_seed(200 + i)
+    w = (torch.randn(4, 24, 128) * 0.05 + 0.01).to(torch.bfloat16)
+    args = QuantizationArgs(num_bits=bits, symmetric=symmetric, strategy=strategy, group_size=group)
+    scheme = QuantizationScheme(targets=["Linear"], weights=args)
+    view = w.float().reshape(4, 24, -1, group) if group else w.float().reshape(4, 24, 1, 128)
+    scale, zp = calculate_qparams(view.amin(-1), view.amax(-1), args)
+    state = {"weight": w, "weight_scale": scale.to(torch.bfloat16), "weight_zero_point": zp}
+    packed = PackedQuantizationCompressor.compress(state, scheme)
+    name = f"model.layers.{i}.mlp.experts.down_proj"
+    tensors |= {f"{name}.{k}": v.contiguous() for k, v in packed.items()}
+    back = PackedQuantizationCompressor.decompress(dict(packed), scheme)
+    dequantized[name] = back["weight"].float().numpy()
 save_file(tensors, "model.safetensors")
 np.savez_compressed("decompressed.npz", **dequantized)
-print(f"compressed-tensors {compressed_tensors.__version__}: {len(LAYERS)} layers;",
-      {k: (tuple(v.shape), str(v.dtype)) for k, v in tensors.items() if ".0." in k or ".1." in k})
+print(f"compressed-tensors {compressed_tensors.__version__}: {len(LAYERS)} layers, {len(EXPERTS)} expert stacks;",
+      {k: (tuple(v.shape), str(v.dtype)) for k, v in tensors.items() if ".0." in k or ".6." in k})
