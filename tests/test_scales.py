@@ -496,6 +496,43 @@ def test_compressed_tensors_block_strategy_layers_equal_the_library_decompress()
                               None, atol=4.9e-4)
 
 
+def test_hqq_layers_equal_hqq_dequantize():
+    """Layers quantized and serialized by HQQ itself (HQQLinear: 1, 2, 3, 4 and 8 bits, groups along either
+    axis, a [48, 160] layer whose 3-bit words are padded, codes stored view_as_float in bfloat16): htsr's
+    weight equals HQQLinear.dequantize() (tests/data/hqq/make_hqq_reference.py wrote both)."""
+    folder = Path(__file__).parent / "data" / "hqq"
+    want = np.load(folder / "dequantized.npz")
+    refs = {r.name: r for r in open_source(folder)}
+    assert set(refs) == {f"{n}.weight" for n in want.files}  # W_q, scale, zero and the meta: one tensor
+    for name in want.files:
+        got = refs[f"{name}.weight"].load()
+        assert got.shape == want[name].shape
+        # float32 layers: the same float32 operations. The bfloat16 one: HQQ computes q − zero and its
+        # product with the scale in bfloat16, htsr in float32: two roundings, each within one bfloat16 ulp
+        # of the largest weight's binade (2 × 4.9e-4; measured 4.1e-4)
+        ulp = 2.0 ** (np.floor(np.log2(np.abs(want[name]).max())) - 7)
+        atol = 2 * ulp if name.endswith("layers.5.self_attn.q_proj") else 0.0
+        np.testing.assert_allclose(got, want[name], rtol=1e-6, atol=atol, err_msg=name)
+    rows = htsr.analyze(folder, min_evals=5).layers
+    assert len(rows) == len(want.files) and all(r.status == "ok" for r in rows)
+
+
+def test_hqq_layers_whose_meta_or_codes_do_not_fit_get_a_row_naming_them():
+    """An unknown packing or quantized scales (an older HQQ serialization) give a skipped row, codes too
+    few for the shape a failed one; the other layers are read."""
+    folder = Path(__file__).parent / "data" / "hqq"
+    state = {r.name: r.load() for r in SafetensorsFile(folder / "model.safetensors").refs()}
+    layer = "model.layers.{}.self_attn.q_proj.{}".format
+    state[layer(0, "packing")] = np.frombuffer(b"5bit_u8", np.uint8).copy()
+    state[layer(1, "quant_scale")] = np.array(1, np.uint8)
+    state[layer(2, "W_q")] = state[layer(2, "W_q")][:8]
+    rows = {r.name: r.status for r in htsr.analyze(state, min_evals=5).layers}
+    assert rows[layer(0, "")[:-1]].startswith("skipped: HQQ layer whose meta cannot be read (packing '5bit_u8'")
+    assert rows[layer(1, "")[:-1]].startswith("skipped: HQQ layer whose meta cannot be read (quantized or offloaded")
+    assert rows[layer(2, "")[:-1]].startswith(f"failed: {layer(2, 'weight')} (HQQ): W_q [8, 32] holds fewer")
+    assert all(rows[layer(i, "")[:-1]] == "ok" for i in range(3, 7))
+
+
 def test_compressed_tensors_act_order_layers_equal_the_library_decompress():
     """Symmetric 2-, 4- and 8-bit layers with ``weight_g_idx`` (activation order: inputs assigned to groups
     out of order), written and decompressed by compressed-tensors 0.9.4, the last version whose format
@@ -635,8 +672,8 @@ def test_mxfp4_experts_as_gpt_oss_stores_them(tmp_path):
 
 
 def test_codes_of_formats_htsr_does_not_dequantize_get_a_row_that_names_the_format():
-    """EXL2 ``q_weight``, HQQ ``W_q`` and AQLM ``codes`` are a layer's integer codes: a skipped row naming
-    the format, never a silent drop; so is a corrupt 1-D GPTQ qweight (a reader's skipped row is shown
+    """EXL2 ``q_weight``, AQLM ``codes`` and an HQQ ``W_q`` without its scale, zero and meta are a layer's
+    integer codes: a skipped row naming the format, never a silent drop; so is a corrupt 1-D GPTQ qweight (a reader's skipped row is shown
     whatever its shape); an integer buffer (position ids) is still no layer."""
     rng = np.random.default_rng(21)
     state = {"m.q_proj.q_weight": rng.integers(0, 2**31, (16, 64)).astype(np.int32),
@@ -657,8 +694,9 @@ def test_codes_of_formats_htsr_does_not_dequantize_get_a_row_that_names_the_form
         "g", "h.W_q", "m.q_proj.q_weight", "x", "ok"}  # a.codes is 3-D (AQLM codebooks): not dense
     with pytest.raises(htsr.SourceError, match="matches the filters"):  # the 1-D row is filtered out too
         htsr.analyze({k: v for k, v in state.items() if k.startswith("g.")}, kinds=["conv2d"])
-    for name, fmt in (("m.q_proj.q_weight", "EXL2"), ("h.W_q", "HQQ"), ("a.codes", "AQLM")):
+    for name, fmt in (("m.q_proj.q_weight", "EXL2"), ("a.codes", "AQLM")):
         assert rows[name].startswith("skipped: ") and fmt in rows[name] and "does not dequantize" in rows[name]
+    assert rows["h.W_q"].startswith("skipped: uint8 codes of an HQQ quantized layer without the scale, zero")
 
 
 def test_fractional_g_idx_fails_and_a_bad_mxfp4_row_is_the_weight_s(tmp_path):

@@ -51,9 +51,17 @@ So does a compressed-tensors ``pack-quantized`` layer (vLLM / llm-compressor W4A
 each row as one bit stream, lowest bits first, ``<module>.weight_scale`` per group of inputs (or per row)
 and ``<module>.weight_shape``; W = (q − z) · scale, z = 0 for a symmetric layer and an asymmetric one's
 ``<module>.weight_zero_point`` (packed the same way down the rows); ``weight_g_idx`` (activation order)
-gives each input its group. Checkpoints written before compressed-tensors 0.18 hold ⌊32 / bits⌋ codes a
-word for 3, 5, 6 and 7 bits; they are read as such when config.json's ``config_groups`` gives those bits
-(and its ``version`` is below 0.18, when it says: the word counts of the two packings can coincide).
+gives each input its group; with the ``block`` strategy (config.json's ``block_structure`` [b0, b1]) one
+scale and zero point per block of b0 rows and b1 inputs. A mixture's fused experts ([E, out, words],
+``weight_shape`` [E, out, in]) give an expert stack. Checkpoints written before compressed-tensors 0.18 hold
+⌊32 / bits⌋ codes a word for 3, 5, 6 and 7 bits; they are read as such when config.json's ``config_groups``
+gives those bits (and its ``version`` is below 0.18, when it says: the word counts of the two packings can
+coincide).
+
+So does an HQQ layer (Hugging Face's ``HqqConfig``): ``<module>.W_q`` (1-, 2-, 4- or 8-bit codes in uint8,
+3-bit in int32, packed along the first axis of the grouped weight; or those bytes viewed as the compute
+dtype), ``<module>.scale`` and ``<module>.zero`` per group, and the meta HQQ encodes as tensors
+(``shape``, ``axis``, ``group_size``, ``packing``, ``view_as_float`` …); W = (q − zero) · scale.
 
 So does an MXFP4 tensor (OpenAI's gpt-oss experts): ``<base>_blocks`` (uint8, two FP4 e2m1 codes a byte,
 low nibble first, 16 bytes a group) beside ``<base>_scales`` (one E8M0 exponent a group, bias 127) give
@@ -658,6 +666,82 @@ def _mxfp4_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], se
     return out, used
 
 
+# HQQ's serialized meta beside <m>.W_q (hqq's encode_safetensor_type: strings as uint8 codes, numbers 0-d)
+_HQQ_META = ("shape", "nbits", "axis", "packing", "group_size", "view_as_float", "unpack_view_dtype", "quant_scale",
+             "quant_zero", "compute_dtype", "offload_meta", "encoded_state_dict", "stores_quant_config",
+             "channel_wise", "optimize", "round_zero")
+_HQQ_PACKING = {"8bit_u8": (8, "uint8"), "4bit_u8": (4, "uint8"), "2bit_u8": (2, "uint8"),
+                "1bit_u8": (1, "uint8"), "3bit_32": (3, "int32")}
+
+
+def _hqq_weight(parts: dict[str, TensorRef], meta: dict, what: str) -> np.ndarray:
+    """An HQQ weight: the grouped weight ([group, n/group] for axis 0, [n/group, group] for axis 1) has its
+    codes packed along its first axis, k = 8 / bits (10 for 3-bit in int32) consecutive chunks to a word,
+    the first in the highest bits; W = (q − zero) · scale, reshaped to the layer's shape."""
+    bits, view = _HQQ_PACKING[meta["packing"]]
+    stored = parts["W_q"]
+    words = np.asarray(stored.load())
+    if meta["view_as_float"]:  # codes stored viewed as the compute dtype
+        words = _stored_bytes(stored.dtype, words, what).reshape(words.shape[0], -1).view(view)
+    if words.dtype != np.dtype(view):
+        raise SourceError(f"{what}: W_q is {words.dtype}, not the {view} its packing {meta['packing']} stores")
+    per = 10 if bits == 3 else 8 // bits
+    shifts = [(per - 1 - j) * bits for j in range(per)]
+    q = np.concatenate([(words >> s) & ((1 << bits) - 1) for s in shifts], axis=0) if per > 1 else words
+    n, group = math.prod(meta["shape"]), meta["group_size"]
+    rows = group if meta["axis"] == 0 else n // group
+    if q.shape[0] < rows or q.shape[0] * q.shape[1] < n:
+        raise SourceError(f"{what}: W_q {list(stored.shape)} holds fewer than the {n} codes of a "
+                          f"{list(meta['shape'])} weight")
+    q = q[:rows].astype(np.float32)
+    zero = np.asarray(parts["zero"].load(), np.float32)
+    scale = np.asarray(parts["scale"].load(), np.float32)
+    return ((q - zero) * scale).reshape(meta["shape"])
+
+
+def _hqq_meta(parts: dict[str, TensorRef], key: str, default: object = None) -> object:
+    """One entry of an HQQ layer's meta as its tensor encodes it: a string as uint8 character codes, a
+    number or flag 0-d, a shape 1-D; ``default`` when the layer has none."""
+    if key not in parts:
+        return default
+    a = np.asarray(parts[key].load())
+    return "".join(map(chr, a.reshape(-1).tolist())) if a.ndim == 1 and a.dtype == np.uint8 else a
+
+
+def _hqq_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set[str]]:
+    """{``<m>.W_q``: the ``<m>.weight`` ref} and the parts, for each HQQ layer as Hugging Face's ``HqqConfig``
+    saves them: the packed codes ``<m>.W_q``, ``<m>.scale`` and ``<m>.zero`` (one per group) and the meta
+    (``<m>.shape``, ``nbits``, ``axis``, ``group_size``, ``packing``, … encoded as tensors)."""
+    out, used = {}, set()
+    for name, codes in by_name.items():
+        prefix = name[: -len(".W_q")]
+        if not name.endswith(".W_q") or f"{prefix}.scale" not in by_name or f"{prefix}.packing" not in by_name:
+            continue
+        parts = {k: by_name[f"{prefix}.{k}"] for k in ("W_q", "scale", "zero", *_HQQ_META) if f"{prefix}.{k}" in by_name}
+        used.update(r.name for r in parts.values())
+        weight = _weight_name(prefix, name, by_name)
+        what = f"{weight} (HQQ)"
+        try:
+            meta = {"shape": tuple(int(d) for d in np.asarray(_hqq_meta(parts, "shape", ())).reshape(-1)),
+                    "packing": _hqq_meta(parts, "packing"), "axis": int(_hqq_meta(parts, "axis", 1)),
+                    "group_size": int(_hqq_meta(parts, "group_size", 0)),
+                    "view_as_float": bool(_hqq_meta(parts, "view_as_float", 0))}
+            if meta["packing"] not in _HQQ_PACKING:
+                raise _NotUnpacked(f"packing {meta['packing']!r}, none of {', '.join(_HQQ_PACKING)}")
+            if any(bool(_hqq_meta(parts, k, 0)) for k in ("quant_scale", "quant_zero", "offload_meta")):
+                raise _NotUnpacked("quantized or offloaded scale and zero (an older HQQ serialization)")
+            if "zero" not in parts or len(meta["shape"]) != 2 or min(meta["shape"]) <= 0 or meta["group_size"] <= 0 \
+                    or meta["axis"] not in (0, 1) or math.prod(meta["shape"]) % meta["group_size"]:
+                raise _NotUnpacked(f"shape {list(meta['shape'])}, group size {meta['group_size']}, axis "
+                                   f"{meta['axis']}{'' if 'zero' in parts else ', no zero'}")
+        except (_NotUnpacked, HtsrError, ValueError, TypeError) as e:
+            out[name] = _not_read(weight, codes, f"HQQ layer whose meta cannot be read ({one_line(e, 120)})")
+            continue
+        out[name] = TensorRef(weight, meta["shape"], "float32", lambda parts=parts, meta=meta, what=what:
+                              _named(what, _hqq_weight, parts, meta, what), codes.kind)
+    return out, used
+
+
 def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -> list[TensorRef]:
     """The tensors with every quantized weight paired to its scale (or unpacked from its GPTQ / AWQ / MLX /
     compressed-tensors / MXFP4 parts, with the format hints ``packed``, or from its bitsandbytes 4-bit
@@ -667,7 +751,7 @@ def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -
     cfg = packed or PackedConfig()
     unpacked, parts = {}, set()
     for found, their_parts in (_packed_refs(by_name, cfg), _bnb4_refs(by_name), _mlx_refs(by_name, cfg),
-                               _ct_refs(by_name, cfg), _mxfp4_refs(by_name)):
+                               _ct_refs(by_name, cfg), _mxfp4_refs(by_name), _hqq_refs(by_name)):
         unpacked.update(found)
         parts |= their_parts
     scale_of: dict[str, tuple[TensorRef, float]] = {}
@@ -732,6 +816,9 @@ def unscaled_integer_weight(ref: TensorRef) -> TensorRef | None:
     if m.group(2) in ("qweight", "weight_packed"):
         return _not_read(ref.name, ref, f"{ref.dtype} words of packed low-bit values (GPTQ / AWQ / compressed-"
                                         "tensors) without the scales htsr would unpack them with")
+    if m.group(2) == "W_q":
+        return _not_read(ref.name, ref, f"{ref.dtype} codes of an HQQ quantized layer without the scale, zero and "
+                                        "meta (shape, packing…) htsr would dequantize them with")
     if m.group(2) in _PACKED_CODES:
         return _not_read(ref.name, ref, f"{ref.dtype} codes of an {_PACKED_CODES[m.group(2)]} quantized layer, "
                                         "a format htsr does not dequantize")
