@@ -521,7 +521,8 @@ def test_hqq_layers_whose_meta_or_codes_do_not_fit_get_a_row_naming_them():
     """An unknown packing or quantized scales (an older HQQ serialization) give a skipped row, codes too
     few for the shape a failed one; the other layers are read."""
     folder = Path(__file__).parent / "data" / "hqq"
-    state = {r.name: r.load() for r in SafetensorsFile(folder / "model.safetensors").refs()}
+    # (the view_as_float layer 5 is left out: its bfloat16 code bytes would be widened to float32 by load())
+    state = {r.name: r.load() for r in SafetensorsFile(folder / "model.safetensors").refs() if ".5." not in r.name}
     layer = "model.layers.{}.self_attn.q_proj.{}".format
     state[layer(0, "packing")] = np.frombuffer(b"5bit_u8", np.uint8).copy()
     state[layer(1, "quant_scale")] = np.array(1, np.uint8)
@@ -530,7 +531,7 @@ def test_hqq_layers_whose_meta_or_codes_do_not_fit_get_a_row_naming_them():
     assert rows[layer(0, "")[:-1]].startswith("skipped: HQQ layer whose meta cannot be read (packing '5bit_u8'")
     assert rows[layer(1, "")[:-1]].startswith("skipped: HQQ layer whose meta cannot be read (quantized or offloaded")
     assert rows[layer(2, "")[:-1]].startswith(f"failed: {layer(2, 'weight')} (HQQ): W_q [8, 32] holds fewer")
-    assert all(rows[layer(i, "")[:-1]] == "ok" for i in range(3, 7))
+    assert all(rows[layer(i, "")[:-1]] == "ok" for i in (3, 4, 6))
 
 
 def test_compressed_tensors_act_order_layers_equal_the_library_decompress():
