@@ -448,13 +448,15 @@ MLX_DATA = Path(__file__).parent / "data" / "mlx"
 CT_DATA = Path(__file__).parent / "data" / "compressed_tensors"
 
 
-def _matches_stored_reference(folder: Path, reference: str, shape: tuple[int, int] | None, atol: float) -> None:
+def _matches_stored_reference(folder: Path, reference: str, shape: tuple[int, int] | None, atol: float,
+                              others: set[str] = frozenset()) -> None:
     """Every layer of the model in ``folder`` loads as the library's own dequantized weight stored in
-    ``reference`` (within ``atol``), its parts are no layers, and every layer analyses: each [out, in] is
-    ``shape`` unless None (an expert stack's [E, out, in] gives E rows)."""
+    ``reference`` (within ``atol``), its parts are no tensors of their own (its ``others``, e.g. a bias, are),
+    and every layer analyses: each [out, in] is ``shape`` unless None (an expert stack's [E, out, in] gives
+    E rows)."""
     want = np.load(folder / reference)
     refs = {r.name: r for r in open_source(folder)}
-    assert set(refs) == {f"{n}.weight" for n in want.files}  # scales, biases, zero points, shapes: no layers
+    assert set(refs) == {f"{n}.{p}" for n in want.files for p in {"weight", *others}}  # scales, zero points…
     for name in want.files:
         got = refs[f"{name}.weight"].load()
         assert got.shape == want[name].shape and shape in (None, got.shape[-2:]), name
@@ -532,6 +534,15 @@ def test_hqq_layers_whose_meta_or_codes_do_not_fit_get_a_row_naming_them():
     assert rows[layer(1, "")[:-1]].startswith("skipped: HQQ layer whose meta cannot be read (quantized or offloaded")
     assert rows[layer(2, "")[:-1]].startswith(f"failed: {layer(2, 'weight')} (HQQ): W_q [8, 32] holds fewer")
     assert all(rows[layer(i, "")[:-1]] == "ok" for i in (3, 4, 6))
+
+
+def test_aqlm_layers_equal_aqlm_dequantize():
+    """Layers in aqlm's QuantizedLinear layout (one 12-bit codebook with int16 codes stored signed, two 8-bit
+    codebooks, output groups of 2; float16 codebooks and scales): htsr's weight equals aqlm's own
+    _dequantize_weight (tests/data/aqlm/make_aqlm_reference.py wrote both)."""
+    # both sum the same float32 codebook vectors in the same order and scale them once: equal
+    _matches_stored_reference(Path(__file__).parent / "data" / "aqlm", "dequantized.npz", None, atol=0.0,
+                              others={"bias"})
 
 
 def test_compressed_tensors_act_order_layers_equal_the_library_decompress():

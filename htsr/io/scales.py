@@ -61,7 +61,10 @@ coincide).
 So does an HQQ layer (Hugging Face's ``HqqConfig``): ``<module>.W_q`` (1-, 2-, 4- or 8-bit codes in uint8,
 3-bit in int32, packed along the first axis of the grouped weight; or those bytes viewed as the compute
 dtype), ``<module>.scale`` and ``<module>.zero`` per group, and the meta HQQ encodes as tensors
-(``shape``, ``axis``, ``group_size``, ``packing``, ``view_as_float`` …); W = (q − zero) · scale.
+(``shape``, ``axis``, ``group_size``, ``packing``, ``view_as_float`` …); W = (q − zero) · scale. So does an
+AQLM layer (additive quantization): ``<module>.codes`` [out groups, in groups, K] pick one vector of each of
+the K codebooks ``<module>.codebooks`` [K, 2^bits, out group, in group]; their sum times the output group's
+``<module>.scales`` is the block.
 
 So does an MXFP4 tensor (OpenAI's gpt-oss experts): ``<base>_blocks`` (uint8, two FP4 e2m1 codes a byte,
 low nibble first, 16 bytes a group) beside ``<base>_scales`` (one E8M0 exponent a group, bias 127) give
@@ -742,6 +745,52 @@ def _hqq_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set[
     return out, used
 
 
+def _aqlm_weight(parts: dict[str, TensorRef], what: str) -> np.ndarray:
+    """An AQLM weight: each [out_group, in_group] block is the sum over codebooks of the codebook vector its
+    code picks (codes stored as signed integers of the codebook's bits, read modulo the codebook size), times
+    its output group's scale."""
+    codes = np.asarray(parts["codes"].load())
+    books = np.asarray(parts["codebooks"].load(), np.float32)
+    if codes.ndim != 3 or books.ndim != 4 or codes.shape[2] != books.shape[0] or codes.dtype.kind not in "iu":
+        raise SourceError(f"{what}: codes {list(codes.shape)} ({codes.dtype}) and codebooks {list(books.shape)} do "
+                          "not fit ([out groups, in groups, codebooks] integers, [codebooks, size, out, in] floats)")
+    n_out, n_in, K = codes.shape
+    size, og, ig = books.shape[1:]
+    W = np.zeros((n_out, n_in, og * ig), np.float32)
+    flat = books.reshape(K, size, og * ig)
+    for k in range(K):
+        W += flat[k][codes[..., k].astype(np.int64) % size]
+    if "scales" in parts:
+        scales = np.asarray(parts["scales"].load(), np.float32).reshape(-1)
+        if scales.size != n_out:
+            raise SourceError(f"{what}: {scales.size} scales for {n_out} output groups")
+        W *= scales[:, None, None]
+    return W.reshape(n_out, n_in, og, ig).swapaxes(1, 2).reshape(n_out * og, n_in * ig)
+
+
+def _aqlm_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set[str]]:
+    """{``<m>.codes``: the ``<m>.weight`` ref} and the parts, for each AQLM layer (additive quantization:
+    ``<m>.codes`` [out groups, in groups, codebooks], ``<m>.codebooks`` [codebooks, 2^bits, out group, in
+    group], ``<m>.scales`` [out groups, 1, 1, 1])."""
+    out, used = {}, set()
+    for name, codes in by_name.items():
+        prefix = name[: -len(".codes")]
+        books = by_name.get(f"{prefix}.codebooks")
+        if not name.endswith(".codes") or books is None:
+            continue
+        parts = {k: by_name[f"{prefix}.{k}"] for k in ("codes", "codebooks", "scales") if f"{prefix}.{k}" in by_name}
+        used.update(r.name for r in parts.values())
+        weight = _weight_name(prefix, name, by_name)
+        if len(codes.shape) != 3 or len(books.shape) != 4 or codes.shape[2] != books.shape[0]:
+            out[name] = _not_read(weight, codes, f"AQLM codes {list(codes.shape)} with codebooks "
+                                                 f"{list(books.shape)} that do not fit")
+            continue
+        shape = (codes.shape[0] * books.shape[2], codes.shape[1] * books.shape[3])
+        out[name] = TensorRef(weight, shape, "float32", lambda parts=parts, weight=weight:
+                              _named(f"{weight} (AQLM)", _aqlm_weight, parts, f"{weight} (AQLM)"), codes.kind)
+    return out, used
+
+
 def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -> list[TensorRef]:
     """The tensors with every quantized weight paired to its scale (or unpacked from its GPTQ / AWQ / MLX /
     compressed-tensors / MXFP4 parts, with the format hints ``packed``, or from its bitsandbytes 4-bit
@@ -751,7 +800,8 @@ def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -
     cfg = packed or PackedConfig()
     unpacked, parts = {}, set()
     for found, their_parts in (_packed_refs(by_name, cfg), _bnb4_refs(by_name), _mlx_refs(by_name, cfg),
-                               _ct_refs(by_name, cfg), _mxfp4_refs(by_name), _hqq_refs(by_name)):
+                               _ct_refs(by_name, cfg), _mxfp4_refs(by_name), _hqq_refs(by_name),
+                               _aqlm_refs(by_name)):
         unpacked.update(found)
         parts |= their_parts
     scale_of: dict[str, tuple[TensorRef, float]] = {}

@@ -14,11 +14,12 @@ parameter → ``dequantized.npz`` (float32): the answer htsr's reader must give.
 ``bitsandbytes.functional.int8_vectorwise_dequant``.
 """
 
-import bitsandbytes as bnb
 import numpy as np
 import torch
 from bitsandbytes.functional import dequantize_4bit, int8_vectorwise_dequant
 from safetensors.torch import save_file
+
+import bitsandbytes as bnb
 
 # (quant_type, double quantization, quant_storage)
 LAYERS = [("nf4", False, torch.uint8), ("nf4", True, torch.bfloat16), ("fp4", False, torch.float16),

@@ -15,13 +15,20 @@ scale's shape alone cannot tell a block grid from a transposed group scale).
 
 import json
 
-import compressed_tensors
 import numpy as np
 import torch
-from compressed_tensors.compressors.pack_quantized.base import PackedQuantizationCompressor
-from compressed_tensors.quantization import QuantizationArgs, QuantizationConfig, QuantizationScheme
+from compressed_tensors.compressors.pack_quantized.base import (
+    PackedQuantizationCompressor,
+)
+from compressed_tensors.quantization import (
+    QuantizationArgs,
+    QuantizationConfig,
+    QuantizationScheme,
+)
 from compressed_tensors.quantization.utils import calculate_qparams
 from safetensors.torch import save_file
+
+import compressed_tensors
 
 BLOCK = [32, 64]
 LAYERS = [(True, (64, 128)), (False, (64, 128)), (True, (72, 160)), (False, (72, 160))]  # (symmetric, shape)

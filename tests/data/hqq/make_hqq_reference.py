@@ -12,11 +12,12 @@ under the layer's name → ``model.safetensors``; ``HQQLinear.dequantize()`` →
 the answer htsr's reader must give.
 """
 
-import hqq
 import numpy as np
 import torch
 from hqq.core.quantize import BaseQuantizeConfig, HQQLinear
 from safetensors.torch import save_file
+
+import hqq
 
 # (nbits, axis, group size, compute dtype, view_as_float, [out, in])
 LAYERS = [(4, 1, 64, torch.float32, False, (64, 128)), (3, 0, 64, torch.float32, False, (64, 128)),
