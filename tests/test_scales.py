@@ -684,8 +684,8 @@ def test_mxfp4_experts_as_gpt_oss_stores_them(tmp_path):
 
 
 def test_codes_of_formats_htsr_does_not_dequantize_get_a_row_that_names_the_format():
-    """EXL2 ``q_weight``, AQLM ``codes`` and an HQQ ``W_q`` without its scale, zero and meta are a layer's
-    integer codes: a skipped row naming the format, never a silent drop; so is a corrupt 1-D GPTQ qweight (a reader's skipped row is shown
+    """EXL2 ``q_weight``, AQLM ``codes`` without codebooks and an HQQ ``W_q`` without its scale, zero and
+    meta are a layer's integer codes: a skipped row naming the format, never a silent drop; so is a corrupt 1-D GPTQ qweight (a reader's skipped row is shown
     whatever its shape); an integer buffer (position ids) is still no layer."""
     rng = np.random.default_rng(21)
     state = {"m.q_proj.q_weight": rng.integers(0, 2**31, (16, 64)).astype(np.int32),
@@ -706,8 +706,9 @@ def test_codes_of_formats_htsr_does_not_dequantize_get_a_row_that_names_the_form
         "g", "h.W_q", "m.q_proj.q_weight", "x", "ok"}  # a.codes is 3-D (AQLM codebooks): not dense
     with pytest.raises(htsr.SourceError, match="matches the filters"):  # the 1-D row is filtered out too
         htsr.analyze({k: v for k, v in state.items() if k.startswith("g.")}, kinds=["conv2d"])
-    for name, fmt in (("m.q_proj.q_weight", "EXL2"), ("a.codes", "AQLM")):
-        assert rows[name].startswith("skipped: ") and fmt in rows[name] and "does not dequantize" in rows[name]
+    assert rows["m.q_proj.q_weight"].startswith("skipped: int32 codes of an EXL2 (exllamav2) quantized layer, a "
+                                                "format htsr does not dequantize")
+    assert rows["a.codes"].startswith("skipped: int16 codes of an AQLM quantized layer without the codebooks")
     assert rows["h.W_q"].startswith("skipped: uint8 codes of an HQQ quantized layer without the scale, zero")
 
 

@@ -869,6 +869,9 @@ def unscaled_integer_weight(ref: TensorRef) -> TensorRef | None:
     if m.group(2) == "W_q":
         return _not_read(ref.name, ref, f"{ref.dtype} codes of an HQQ quantized layer without the scale, zero and "
                                         "meta (shape, packing…) htsr would dequantize them with")
+    if m.group(2) == "codes":
+        return _not_read(ref.name, ref, f"{ref.dtype} codes of an AQLM quantized layer without the codebooks htsr "
+                                        "would decode them with")
     if m.group(2) in _PACKED_CODES:
         return _not_read(ref.name, ref, f"{ref.dtype} codes of an {_PACKED_CODES[m.group(2)]} quantized layer, "
                                         "a format htsr does not dequantize")
