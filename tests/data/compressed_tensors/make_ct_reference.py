@@ -21,40 +21,26 @@ from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
 from compressed_tensors.quantization.utils import calculate_qparams
 from safetensors.torch import save_file
 
-# (bits, symmetric, strategy, group size)
-LAYERS = [(4, False, "group", 32), (3, False, "group", 64), (8, False, "channel", None),
-          (2, False, "group", 32), (4, True, "group", 64), (5, True, "channel", None)]
+# (bits, symmetric, strategy, group size, shape); the last two are a mixture's fused experts [E, out, in]
+LAYERS = [(4, False, "group", 32, (24, 128)), (3, False, "group", 64, (24, 128)), (8, False, "channel", None, (24, 128)),
+          (2, False, "group", 32, (24, 128)), (4, True, "group", 64, (24, 128)), (5, True, "channel", None, (24, 128)),
+          (4, False, "group", 32, (4, 24, 128)), (8, True, "channel", None, (4, 24, 128))]
 
 tensors, dequantized = {}, {}
-for i, (bits, symmetric, strategy, group) in enumerate(LAYERS):
+for i, (bits, symmetric, strategy, group, shape) in enumerate(LAYERS):
     torch.manual_seed(200 + i)
-    w = (torch.randn(24, 128) * 0.05 + 0.01).to(torch.bfloat16)
+    w = (torch.randn(*shape) * 0.05 + 0.01).to(torch.bfloat16)
     args = QuantizationArgs(num_bits=bits, symmetric=symmetric, strategy=strategy, group_size=group)
     scheme = QuantizationScheme(targets=["Linear"], weights=args)
-    view = w.float().reshape(24, -1, group) if group else w.float().reshape(24, 1, 128)
+    view = w.float().reshape(*shape[:-1], -1, group) if group else w.float().reshape(*shape[:-1], 1, shape[-1])
     scale, zp = calculate_qparams(view.amin(-1), view.amax(-1), args)
     state = {"weight": w, "weight_scale": scale.to(torch.bfloat16), "weight_zero_point": zp}
     packed = PackedQuantizationCompressor.compress(state, scheme)
-    name = f"model.layers.{i}.mlp.down_proj"
-    tensors |= {f"{name}.{k}": v.contiguous() for k, v in packed.items()}
-    back = PackedQuantizationCompressor.decompress(dict(packed), scheme)
-    dequantized[name] = back["weight"].float().numpy()
-# fused experts [E, out, in]: (bits, symmetric, strategy, group size)
-EXPERTS = [(4, False, "group", 32), (8, True, "channel", None)]
-for i, (bits, symmetric, strategy, group) in enumerate(EXPERTS, start=len(LAYERS)):
-    torch.manual_seed(200 + i)
-    w = (torch.randn(4, 24, 128) * 0.05 + 0.01).to(torch.bfloat16)
-    args = QuantizationArgs(num_bits=bits, symmetric=symmetric, strategy=strategy, group_size=group)
-    scheme = QuantizationScheme(targets=["Linear"], weights=args)
-    view = w.float().reshape(4, 24, -1, group) if group else w.float().reshape(4, 24, 1, 128)
-    scale, zp = calculate_qparams(view.amin(-1), view.amax(-1), args)
-    state = {"weight": w, "weight_scale": scale.to(torch.bfloat16), "weight_zero_point": zp}
-    packed = PackedQuantizationCompressor.compress(state, scheme)
-    name = f"model.layers.{i}.mlp.experts.down_proj"
+    name = f"model.layers.{i}.mlp.{'experts.' if len(shape) == 3 else ''}down_proj"
     tensors |= {f"{name}.{k}": v.contiguous() for k, v in packed.items()}
     back = PackedQuantizationCompressor.decompress(dict(packed), scheme)
     dequantized[name] = back["weight"].float().numpy()
 save_file(tensors, "model.safetensors")
 np.savez_compressed("decompressed.npz", **dequantized)
-print(f"compressed-tensors {compressed_tensors.__version__}: {len(LAYERS)} layers, {len(EXPERTS)} expert stacks;",
+print(f"compressed-tensors {compressed_tensors.__version__}: {len(LAYERS)} layers;",
       {k: (tuple(v.shape), str(v.dtype)) for k, v in tensors.items() if ".0." in k or ".6." in k})
