@@ -22,8 +22,9 @@ from compressed_tensors.quantization.utils import calculate_qparams
 from safetensors.torch import save_file
 
 # (bits, symmetric, strategy, group size, shape); the last two are a mixture's fused experts [E, out, in]
-LAYERS = [(4, False, "group", 32, (24, 128)), (3, False, "group", 64, (24, 128)), (8, False, "channel", None, (24, 128)),
-          (2, False, "group", 32, (24, 128)), (4, True, "group", 64, (24, 128)), (5, True, "channel", None, (24, 128)),
+LAYERS = [(4, False, "group", 32, (24, 128)), (3, False, "group", 64, (24, 128)),
+          (8, False, "channel", None, (24, 128)), (2, False, "group", 32, (24, 128)),
+          (4, True, "group", 64, (24, 128)), (5, True, "channel", None, (24, 128)),
           (4, False, "group", 32, (4, 24, 128)), (8, True, "channel", None, (4, 24, 128))]
 
 tensors, dequantized = {}, {}
