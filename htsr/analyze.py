@@ -241,13 +241,13 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
     if rmt_error:
         status = f"{status}; diagnostics failed: {rmt_error}"
     extra.update(rmt)
-    lo, hi = interval_of(extra)
+    lo, hi, p = interval_of(extra, opts.bayes_average)
     kept_spectra = None
     if opts.keep_spectra:
         kept_spectra = LayerSpectra(evals, fit_x, None if shuffled is None else shuffled.spectrum.evals,
                                     math.nan if shuffled is None else shuffled.mp.threshold)
     row = LayerResult(
-        **{**base, "warning": warning_for(fit.alpha, lo, hi, extra.get("pl_pvalue", math.nan))},
+        **{**base, "warning": warning_for(fit.alpha, lo, hi, p)},
         **extra,
         status=status,
         alpha=fit.alpha,

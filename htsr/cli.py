@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 from . import __version__
 from .analyze import analyze
 from .errors import HtsrError, OptionError
+from .fits.uncertainty import MIN_WARNING_REPLICATES
 from .options import OPTION_SPECS, Options
 from .results import AnalysisResult, atomic_write, check_outputs, format_value
 
@@ -34,8 +35,9 @@ RANDOMIZE_COLUMNS = ("num_traps", "trap_weights")
 _TEXT_COLUMNS = ("name", "kind", "shape", "best_fit", "phase", "trap_weights", "warning", "status")
 
 
-#: below this many bootstrap replicates the CLI says the interval and p-value are coarse
-FEW_REPLICATES = 100
+#: below this many bootstrap replicates the CLI says the interval and p-value are coarse (and the warnings
+#: do not use them)
+FEW_REPLICATES = MIN_WARNING_REPLICATES
 
 
 def _flag(name: str) -> str:
@@ -246,7 +248,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
     if 0 < options.get("bootstrap", 0) < FEW_REPLICATES and not args.quiet:
         print(f"htsr: note: --bootstrap {options['bootstrap']}: with fewer than {FEW_REPLICATES} replicates the "
               "interval's ends are among the most extreme replicates, and the p-value moves in steps of "
-              f"{1 / options['bootstrap']:.2g}", file=sys.stderr)
+              f"{1 / options['bootstrap']:.2g}; the warnings use the Bayesian interval instead", file=sys.stderr)
     result = analyze(source, **options)
     say = (lambda *a: None) if args.quiet else print
     if args.json:

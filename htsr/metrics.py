@@ -86,8 +86,10 @@ def warning_for(alpha: float, lo: float = NAN, hi: float = NAN, pl_pvalue: float
     """The layer's warning from alpha, its interval [lo, hi] and the goodness-of-fit p-value.
 
     * ``no-power-law``  the bootstrap rejects the power law (p ≤ 0.1): alpha does not describe the tail;
-    * ``over-trained``  the whole interval lies below 2;  ``under-trained``: above 6;
-    * ``uncertain``     the interval contains 2 or 6: the data cannot say on which side alpha lies;
+    * ``over-trained``  alpha and the whole interval lie below 2;  ``under-trained``: above 6;
+    * ``uncertain``     the interval contains 2 or 6, or lies on the other side of one from alpha (a
+                        bootstrap whose replicates are skewed can put it there): the data cannot say on
+                        which side alpha lies;
     * ``''``           otherwise, and when alpha is NaN.
 
     Without an interval (NaN bounds) the point estimate is compared with 2 and 6, as WeightWatcher does.
@@ -98,6 +100,7 @@ def warning_for(alpha: float, lo: float = NAN, hi: float = NAN, pl_pvalue: float
         return "no-power-law"
     if not (math.isfinite(lo) and math.isfinite(hi)):
         lo = hi = alpha
+    lo, hi = min(lo, alpha), max(hi, alpha)  # the interval with alpha in it: any disagreement is doubt
     if hi < OVER_TRAINED:
         return "over-trained"
     if lo > UNDER_TRAINED:

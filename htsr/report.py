@@ -235,7 +235,7 @@ def _warnings(result: AnalysisResult) -> str:
                     key=lambda t: (_WARNING_ORDER.index(t[1].warning) if t[1].warning in _WARNING_ORDER else 9, t[0]))
     items = []
     for i, r in warned:
-        lo, hi = interval_of(r.as_dict())  # the interval the warning used
+        lo, hi, _ = interval_of(r.as_dict(), bool(result.options.get("bayes_average")))  # the warning's
         detail = f"α = {_fmt(r.alpha)}"
         if math.isfinite(lo) and math.isfinite(hi):
             detail += f" [{_fmt(lo)}, {_fmt(hi)}]"

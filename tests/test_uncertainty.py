@@ -28,6 +28,7 @@ from htsr.fits.bootstrap import bootstrap_power_law, fdb_p_value
 from htsr.fits.powerlaw import PowerLawFit, fit_power_law
 from htsr.fits.tails import LR_LEVEL, _lognormal_logpdf, best_fit, compare_tails, vuong
 from htsr.fits.tpl import _moments, fit_truncated_power_law, tpl_log_normaliser, tpl_logpdf
+from htsr.fits.uncertainty import MIN_WARNING_REPLICATES, interval_of
 from htsr.matrices import aspect_windows
 from htsr.metrics import warning_for
 from conftest import matrix_with_singular_values, pareto_with_bulk
@@ -755,7 +756,9 @@ def test_aspect_windows_wide_matrix_orientation():
     (2.5, 1.9, 6.1, NAN, "uncertain"),  # ... or both
     (1.9, 1.5, 2.0, NAN, "uncertain"),  # an interval closed at 2 contains 2
     (3.0, 2.2, 4.0, 0.9, ""),  # well inside (2, 6)
-    (2.5, 1.2, 1.9, NAN, "over-trained"),  # the interval, not the point estimate, decides
+    (2.5, 1.2, 1.9, NAN, "uncertain"),  # an interval on the other side of 2 from alpha: they disagree
+    (5.3, 6.15, 10.56, NAN, "uncertain"),  # (a skewed bootstrap's basic interval on MiniLM, --confidence 0.5)
+    (8.4, 13.6, 52.4, NAN, "under-trained"),  # alpha and the interval both above 6
     (1.5, NAN, NAN, NAN, "over-trained"),  # no interval: alpha itself, as WeightWatcher
     (6.5, NAN, NAN, NAN, "under-trained"),
     (4.0, NAN, NAN, NAN, ""),
@@ -764,6 +767,31 @@ def test_aspect_windows_wide_matrix_orientation():
 ])
 def test_warning_for(alpha, lo, hi, p, expected):
     assert warning_for(alpha, lo, hi, p) == expected
+
+
+def test_interval_of_uses_a_bootstrap_only_with_enough_replicates_and_never_the_averaged_posterior():
+    bayes = {"bayes_alpha_lo": 2.5, "bayes_alpha_hi": 3.5}
+    boot = {"boot_alpha_lo": 2.2, "boot_alpha_hi": 3.9, "pl_pvalue": 0.04}
+    assert interval_of({**bayes, **boot, "num_boot": float(MIN_WARNING_REPLICATES)}) == (2.2, 3.9, 0.04)
+    lo, hi, p = interval_of({**bayes, **boot, "num_boot": MIN_WARNING_REPLICATES - 1.0})  # too coarse
+    assert (lo, hi) == (2.5, 3.5) and math.isnan(p)
+    assert all(math.isnan(v) for v in interval_of({**bayes, "num_boot": NAN}, averaged=True))
+    assert interval_of({**bayes, **boot, "num_boot": 200.0}, averaged=True) == (2.2, 3.9, 0.04)
+
+
+def test_warnings_follow_the_fixed_x_min_posterior_or_alpha_not_the_averaged_one_or_a_coarse_bootstrap():
+    """--bayes-average fills the Bayesian columns with the posterior averaged over x_min candidates, which
+    can sit far from the fitted alpha: the warning compares alpha itself then. A bootstrap of fewer than
+    MIN_WARNING_REPLICATES replicates gives its columns but not the warning's interval or p-value."""
+    rng = np.random.default_rng(0)  # a Marchenko-Pastur bulk and five spikes: the averaged evidence prefers
+    U, V = rng.standard_normal((600, 5)), rng.standard_normal((5, 250))  # x_min candidates in the bulk
+    W = rng.standard_normal((600, 250)) / np.sqrt(600) + (U * np.linspace(0.3, 1.5, 5)) @ V / np.sqrt(600 * 250) * 8
+    row = htsr.analyze({"fc.weight": W.astype(np.float32)}, bayes_average=True).layers[0]
+    assert row.bayes_alpha_hi < 2 < row.alpha < 6  # the averaged interval lies below 2, the fitted alpha above
+    assert row.warning == warning_for(row.alpha) == ""
+    row = htsr.analyze({"fc.weight": _heavy_tailed_layer(seed=2)}, bootstrap=20, seed=3).layers[0]
+    assert row.num_boot == 20 and row.pl_pvalue <= 0.1  # 20 replicates reject, too few to be heard
+    assert row.warning == warning_for(row.alpha, row.bayes_alpha_lo, row.bayes_alpha_hi) == ""
 
 
 # ---------------------------------------------------------------------------------- end to end

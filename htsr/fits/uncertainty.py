@@ -18,7 +18,7 @@ from .powerlaw import PowerLawFit, fit_power_law
 from .tails import compare_tails
 from .tpl import fit_truncated_power_law
 
-__all__ = ["tail_uncertainty", "interval_of"]
+__all__ = ["MIN_WARNING_REPLICATES", "interval_of", "tail_uncertainty"]
 
 
 def tail_uncertainty(x: np.ndarray, fit: PowerLawFit, *, xmin: str | float = "ks", tails: bool = True,
@@ -52,9 +52,20 @@ def tail_uncertainty(x: np.ndarray, fit: PowerLawFit, *, xmin: str | float = "ks
     return out
 
 
-def interval_of(columns: dict[str, Any]) -> tuple[float, float]:
-    """The interval of alpha the warning uses: the bootstrap's when it ran, else the Bayesian one."""
+#: a bootstrap with fewer successful replicates is too coarse to drive the warnings (its interval's ends are
+#: among the most extreme replicates, its p-value moves in steps of 1/N): they use the Bayesian interval
+MIN_WARNING_REPLICATES = 100
+
+
+def interval_of(columns: dict[str, Any], averaged: bool = False) -> tuple[float, float, float]:
+    """The interval of alpha and the goodness-of-fit p-value the warning uses: the bootstrap's when at least
+    :data:`MIN_WARNING_REPLICATES` replicates succeeded; else the Bayesian interval and no p-value (NaN) —
+    and no interval with ``averaged`` (``--bayes-average``), whose posterior mixes every x_min candidate:
+    it shows how much the choice of x_min matters, it is no interval for the fitted alpha."""
     nan = float("nan")
-    if math.isfinite(columns.get("boot_alpha_lo", nan)) and math.isfinite(columns.get("boot_alpha_hi", nan)):
-        return columns["boot_alpha_lo"], columns["boot_alpha_hi"]
-    return columns.get("bayes_alpha_lo", nan), columns.get("bayes_alpha_hi", nan)
+    if (columns.get("num_boot", nan) >= MIN_WARNING_REPLICATES and math.isfinite(columns.get("boot_alpha_lo", nan))
+            and math.isfinite(columns.get("boot_alpha_hi", nan))):
+        return columns["boot_alpha_lo"], columns["boot_alpha_hi"], columns.get("pl_pvalue", nan)
+    if averaged:
+        return nan, nan, nan
+    return columns.get("bayes_alpha_lo", nan), columns.get("bayes_alpha_hi", nan), nan
