@@ -218,15 +218,19 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         floor = 0.0 if "gram32" in fit_spectrum.method else fit_spectrum.floor
         cut = max(ww_cut, floor) if ww else fit_spectrum.floor
         fit_x = fit_spectrum.evals[fit_spectrum.evals > cut]
-        fit = fit_power_law(fit_x, opts.xmin, opts.clip_xmax, opts.max_fingers, opts.finger_thresh)
-        status = fit.status
-        try:
-            extra = tail_uncertainty(
-                fit_x, fit, xmin=opts.xmin, tails=opts.tails, bootstrap=opts.bootstrap, seed=opts.seed,
-                confidence=opts.confidence, prior_shape=opts.prior_shape, prior_rate=opts.prior_rate,
-                bayes_average=opts.bayes_average)
-        except Exception as e:  # the fit stands; only its diagnostics are lost
-            extra, status = {}, f"{status}; diagnostics failed: {e.__class__.__name__}: {e}"
+        if fit_x.size < opts.min_evals:  # a rank-deficient matrix: most of its eigenvalues are zeros
+            fit, status = not_attempted, (f"not_fitted: {fit_x.size} of {lm.num_evals} eigenvalues above the "
+                                          f"floor {cut:.3g} < min_evals={opts.min_evals}")
+        else:
+            fit = fit_power_law(fit_x, opts.xmin, opts.clip_xmax, opts.max_fingers, opts.finger_thresh)
+            status = fit.status
+            try:
+                extra = tail_uncertainty(
+                    fit_x, fit, xmin=opts.xmin, tails=opts.tails, bootstrap=opts.bootstrap, seed=opts.seed,
+                    confidence=opts.confidence, prior_shape=opts.prior_shape, prior_rate=opts.prior_rate,
+                    bayes_average=opts.bayes_average)
+            except Exception as e:  # the fit stands; only its diagnostics are lost
+                extra, status = {}, f"{status}; diagnostics failed: {e.__class__.__name__}: {e}"
         extra.update(num_fit_evals=float(fit_x.size))
     metrics = compute_metrics(spectrum, fit)
     clipped = opts.clip_xmax and fit.status == "ok"

@@ -380,6 +380,21 @@ def test_summary_counts_of_diagnostics_that_did_not_run_are_nan():
     assert sum(s.phases.values()) == 2  # every layer has a phase
 
 
+def test_a_rank_deficient_layer_with_fewer_than_min_evals_nonzero_eigenvalues_is_not_fitted():
+    """A 200 × 100 matrix of rank 2 has 100 eigenvalues but only 2 above the floor: fitting those gave status
+    ok, alpha 7.0, p = 1 and best_fit power_law, counted as a plausible power law. min_evals counts the
+    eigenvalues the fit would see; a rank-60 one is fitted."""
+    rng = np.random.default_rng(0)
+    model = {f"r{k}.weight": rng.standard_normal((200, k)) @ rng.standard_normal((k, 100)) for k in (2, 60)}
+    result = htsr.analyze(model, bootstrap=100)
+    rows = {r.name: r for r in result.layers}
+    assert rows["r2"].status.startswith("not_fitted: 2 of 100 eigenvalues above the floor 1e-05 < min_evals=50")
+    assert math.isnan(rows["r2"].alpha) and rows["r2"].best_fit == "" and math.isnan(rows["r2"].pl_pvalue)
+    assert rows["r2"].num_fit_evals == 2 and rows["r2"].warning == ""
+    assert rows["r60"].status == "ok" and rows["r60"].num_fit_evals == 60
+    assert result.summary.num_fitted == 1
+
+
 @pytest.mark.parametrize("precision", ["fast", "accurate"])
 def test_a_rank_one_layer_is_not_fitted_at_any_scale(precision):
     """A rank-1 matrix has one nonzero eigenvalue; the others are round-off, which for entries of 1e6
@@ -389,7 +404,7 @@ def test_a_rank_one_layer_is_not_fitted_at_any_scale(precision):
     v = np.random.default_rng(10).standard_normal((1, 128))
     model = {f"s{k}.weight": (u @ v) * 10.0 ** k for k in (0, 3, 6, 10)}
     for r in htsr.analyze(model, min_evals=2, precision=precision).layers:
-        assert r.status.startswith("fit_failed: fewer than 2 distinct eigenvalues"), (r.name, r.status)
+        assert r.status.startswith("not_fitted: 1 of 64 eigenvalues above the floor"), (r.name, r.status)
         assert r.matrix_rank == 1 and math.isnan(r.alpha)
 
 
