@@ -187,6 +187,8 @@ def test_phase_thresholds_are_options_that_change_the_label():
     assert htsr.analyze({"a.weight": P}).layers[0].phase == "heavy-tailed"
     assert htsr.analyze({"a.weight": P}, phase_ht_alpha=1.01).layers[0].phase == "bulk-decay"
     assert htsr.analyze({"a.weight": P}, phase_ht_share=0.9).layers[0].phase == "bulk-decay"  # heavy entries
+    failed = htsr.analyze({"a.weight": P}, xmin=1e30).layers[0]  # a tail, but its fit failed: no alpha
+    assert failed.status.startswith("fit_failed") and failed.num_spikes >= 0.05 * M and failed.phase == ""
     L = S.low_rank(N, M, 0, 450)  # 10 % zeros
     assert htsr.analyze({"a.weight": L}).layers[0].phase == "rank-collapse"
     assert htsr.analyze({"a.weight": L}, phase_rank_collapse=0.2).layers[0].phase != "rank-collapse"

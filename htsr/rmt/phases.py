@@ -8,7 +8,8 @@ order (the first that applies wins):
 2. ``random-like``    no eigenvalue above the MP edge plus the Tracy–Widom margin (``num_spikes = 0``).
 3. ``heavy-tailed`` / ``bulk-decay``   at least ``ht_share`` (default 5 %) of the eigenvalues lie above
    the edge: a tail, not a few spikes. ``heavy-tailed`` when its power-law alpha is below ``ht_alpha``
-   (default 6), else ``bulk-decay`` (weakly heavy-tailed).
+   (default 6), else ``bulk-decay`` (weakly heavy-tailed); no label ('') when the tail has no alpha (its
+   fit failed).
 4. ``bulk-decay``     a few eigenvalues above the edge, and the matrix has *heavy entries*: entries whose
    size alone, |W_ij − mean| > (NM)^¼·σ_mp (the BBP scale of a single entry), pulls an eigenvalue out
    of the bulk. The mass above the edge then comes from a heavy-tailed entry distribution, not from
@@ -59,7 +60,9 @@ def phase_of(num_evals: int, num_zero: int, mp: MPFit, lambda_max: float, alpha:
         return ""
     if mp.num_spikes == 0:
         return "random-like"
-    if mp.num_spikes / num_evals >= t.ht_share:
+    if mp.num_spikes / num_evals >= t.ht_share:  # a tail: its alpha tells heavy from decaying
+        if not math.isfinite(alpha):
+            return ""
         return "heavy-tailed" if alpha < t.ht_alpha else "bulk-decay"
     if num_heavy_entries > 0:
         return "bulk-decay"
