@@ -391,6 +391,15 @@ def test_tpl_comparison_is_half_the_nested_chi2():
     assert c.tpl.alpha < a and c.tpl.Lambda > 0 and c.lr_tpl < 0
 
 
+def test_a_tpl_without_cutoff_is_the_power_law_p_1_whatever_the_round_off():
+    """When the TPL fit has Λ = 0 it is the power law: R = 0 and p = 1. Summing the two log-densities
+    left R = −1.3e-14 on this sample, which gave p = 0.5 (half the χ² at 0) for the same situation."""
+    x = np.sort(np.random.default_rng(9).pareto(2.0, 300) + 1.0)
+    a = 1.0 + x.size / float(np.sum(np.log(x)))
+    c = compare_tails(x, a, 1.0)
+    assert c.tpl.Lambda == 0 and c.lr_tpl == 0.0 and c.p_tpl == 1.0
+
+
 def test_known_answer_exponential():
     x = 1.0 + np.random.default_rng(41).exponential(2.0, 2000)
     c = compare_tails(x, 1.0 + x.size / float(np.sum(np.log(x))), 1.0)

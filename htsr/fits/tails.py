@@ -98,7 +98,10 @@ def compare_tails(tail: np.ndarray, alpha: float, xmin: float) -> TailComparison
         r_ln, p_ln = vuong(lp_pl - _lognormal_logpdf(x, xmin)) if np.ptp(x) > 0 else (_NAN, _NAN)
     tpl = fit_truncated_power_law(x, xmin)
     if tpl.status == "ok":
-        r_tpl = min(0.0, float(np.sum(lp_pl - tpl_logpdf(x, tpl.alpha, tpl.Lambda, xmin))))
+        r_tpl = float(np.sum(lp_pl - tpl_logpdf(x, tpl.alpha, tpl.Lambda, xmin)))
+        # the TPL nests the power law (Λ = 0): R ≤ 0 but for round-off, which is no evidence against it
+        if tpl.Lambda == 0 or r_tpl > -1e-12 * float(np.sum(np.abs(lp_pl))):
+            r_tpl = 0.0
         p_tpl = 0.5 * float(scipy.stats.chi2.sf(-2.0 * r_tpl, 1)) if r_tpl < 0 else 1.0
     else:
         r_tpl = p_tpl = _NAN
