@@ -234,7 +234,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         extra.update(num_fit_evals=float(fit_x.size))
     metrics = compute_metrics(spectrum, fit)
     clipped = opts.clip_xmax and fit.status == "ok"
-    if num_windows is not None:
+    if num_windows is not None and fit is not not_attempted:  # the windows pooled for a fit
         extra.update(farms_windows=float(num_windows))
     try:
         rmt.update(_spectral_diagnostics(spectrum, fit, extra.get("num_fit_evals", math.nan), mp, rmt, kept, lm,

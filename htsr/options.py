@@ -52,11 +52,11 @@ def _int_range(lo: int, hi: int | None = None, none_ok: bool = False) -> Callabl
     return check
 
 
-def _float_range(lo: float, hi: float, lo_open: bool = False) -> Callable[[Any], bool]:
+def _float_range(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> Callable[[Any], bool]:
     def check(v: Any) -> bool:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             return False
-        return (v > lo if lo_open else v >= lo) and v <= hi
+        return (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
 
     return check
 
@@ -138,7 +138,7 @@ OPTION_SPECS: dict[str, OptionSpec] = {
         OptionSpec("bootstrap", 0, "an integer >= 0", _int_range(0),
                    "semi-parametric bootstrap replicates (x_min refitted in each): confidence interval "
                    "of alpha and goodness-of-fit p-value (0 = off; 200 is a good start)"),
-        OptionSpec("confidence", 0.95, "a number in (0, 1)", _float_range(0.0, 1.0 - 1e-9, lo_open=True),
+        OptionSpec("confidence", 0.95, "a number in (0, 1)", _float_range(0.0, 1.0, lo_open=True, hi_open=True),
                    "level of the bootstrap and Bayesian intervals of alpha"),
         OptionSpec("prior_shape", 0.0, "a number >= 0", _float_range(0.0, 1e9),
                    "Bayesian alpha: shape of the Gamma prior on alpha - 1 (0 with prior_rate 0 = Jeffreys)"),
@@ -146,7 +146,8 @@ OPTION_SPECS: dict[str, OptionSpec] = {
                    "Bayesian alpha: rate of the Gamma prior on alpha - 1"),
         OptionSpec("bayes_average", False, "True or False", _is_bool,
                    "Bayesian alpha averaged over every x_min candidate, weighted by its evidence under a "
-                   "log-uniform bulk model (default: at the fitted x_min)"),
+                   "log-uniform bulk model, instead of at the fitted x_min; a diagnostic of how much x_min "
+                   "matters, which the warnings do not use"),
         OptionSpec("seed", 0, "an integer >= 0", _int_range(0),
                    "seed of every random draw (bootstrap, randomize), so results are reproducible"),
         OptionSpec("mp_fit", True, "True or False", _is_bool,

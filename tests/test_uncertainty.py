@@ -854,6 +854,8 @@ def test_analyze_farms_windows():
     assert farms.farms_windows == 8  # 2000 / 250 square windows
     assert farms.num_fit_evals == 2000  # 8 × 250 eigenvalues pooled for the fit
     assert plain.num_fit_evals == 250 and math.isnan(plain.farms_windows)
+    small = htsr.analyze({"t.weight": W[:2, :200]}, farms_aspect=1.0).layers[0]  # 2 eigenvalues: no fit
+    assert small.status.startswith("not_fitted") and math.isnan(small.farms_windows)  # so no windows for one
     # norms and ranks stay those of the whole matrix (1e-12: the same spectrum, same arithmetic)
     assert farms.num_evals == 250
     assert farms.log_norm == pytest.approx(plain.log_norm, rel=1e-12)
@@ -877,12 +879,18 @@ def test_analyze_summary_fields():
 
 
 @pytest.mark.parametrize("option", [dict(bootstrap=-1), dict(confidence=1.5), dict(farms_aspect=0.5),
-                                    dict(seed="x"), dict(bootstrap=2.5), dict(confidence=0.0),
+                                    dict(seed="x"), dict(bootstrap=2.5), dict(confidence=0.0), dict(confidence=1.0),
                                     dict(prior_shape=-1.0), dict(tails="yes")])
 def test_analyze_bad_options(option):
     W = np.random.default_rng(0).standard_normal((60, 50))  # options are checked before any work
     with pytest.raises(htsr.OptionError, match=next(iter(option))):
         htsr.analyze({"fc.weight": W}, **option)
+
+
+def test_a_confidence_just_below_1_is_accepted_as_the_option_says():
+    """(0, 1) means every level below 1: 0.9999999999 was refused by a hidden cap at 1 − 1e-9."""
+    row = htsr.analyze({"fc.weight": _heavy_tailed_layer()}, confidence=0.9999999999).layers[0]
+    assert row.bayes_alpha_lo < row.alpha < row.bayes_alpha_hi
 
 
 def test_farms_reduces_shape_bias():

@@ -101,8 +101,9 @@ def _posterior(shape: np.ndarray, rate: np.ndarray, w: np.ndarray, level: float)
         bracket = (float(q_lo.min()) * 0.5, float(q_hi.max()) * 2.0)
         lo = _mixture_quantile(cdf, tail_p, bracket)
         hi = _mixture_quantile(cdf, 1.0 - tail_p, bracket)
-    # a weighted sum of CDFs can round past 1: clip the probabilities to [0, 1]
-    return BayesAlpha(mean, 1.0 + lo, 1.0 + hi, min(1.0, cdf(1.0)), max(0.0, 1.0 - cdf(5.0)))
+    # a weighted sum of CDFs can round past 1: clip the probabilities to [0, 1]; P(α > 6) from the survival
+    # functions, as 1 − CDF would leave round-off (1e-16) where it is 0
+    return BayesAlpha(mean, 1.0 + lo, 1.0 + hi, min(1.0, cdf(1.0)), min(1.0, float(w @ dists.sf(5.0))))
 
 
 def _mixture_quantile(cdf, q: float, bracket: tuple[float, float]) -> float:
