@@ -887,6 +887,16 @@ def test_analyze_bad_options(option):
         htsr.analyze({"fc.weight": W}, **option)
 
 
+def test_diagnostics_see_the_fit_s_own_tail_when_eigenvalues_tie_at_x_min():
+    """The KS scan takes every index as a candidate (as WeightWatcher), so with ties its tail can start inside
+    a run of equal values: 68 of the 100 values ≥ x_min here. The diagnostics use those 68 too: with
+    Jeffreys' prior the posterior mean equals the MLE (1e-12: the same sum, in another order). They used
+    all 100 (2.80 against alpha 2.23)."""
+    row = htsr.analyze({"d.weight": np.diag(np.r_[np.ones(60), 2 * np.ones(40)])}).layers[0]
+    assert row.num_pl_spikes == 68 and row.xmin == pytest.approx(1.0)
+    assert row.bayes_alpha == pytest.approx(row.alpha, rel=1e-12)
+
+
 def test_a_confidence_just_below_1_is_accepted_as_the_option_says():
     """(0, 1) means every level below 1: 0.9999999999 was refused by a hidden cap at 1 − 1e-9."""
     row = htsr.analyze({"fc.weight": _heavy_tailed_layer()}, confidence=0.9999999999).layers[0]

@@ -29,7 +29,10 @@ def tail_uncertainty(x: np.ndarray, fit: PowerLawFit, *, xmin: str | float = "ks
     if fit.status != "ok" or not math.isfinite(fit.alpha):
         return out
     seen = x[x <= fit.xmax]  # the values the fit saw (clip_xmax drops the top ones)
-    tail = seen[seen >= fit.xmin]
+    # its tail: the top n, which with ties at x_min is not every value ≥ x_min (the KS scan, as
+    # WeightWatcher's, takes each index as a candidate, a tie's later ones included)
+    n = fit.num_pl_spikes
+    tail = seen[seen.size - n:] if 0 < n <= seen.size and seen[seen.size - n] == fit.xmin else seen[seen >= fit.xmin]
     if bayes_average:
         b = bayesian_alpha_averaged(seen, confidence, prior_shape, prior_rate)
     else:
