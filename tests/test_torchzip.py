@@ -149,6 +149,28 @@ def test_module_state_dict_with_metadata(tmp_path):
         np.testing.assert_array_equal(refs[name].load(), t.numpy().astype(refs[name].load().dtype), err_msg=name)
 
 
+@pytest.mark.parametrize("legacy", [False, True])
+def test_optimizer_and_scheduler_state_are_not_layers(tmp_path, legacy):
+    """A GAN-style checkpoint keeps its networks under keys of their own, beside the optimizer's state:
+    Adam's exp_avg / exp_avg_sq are tensors shaped like the weights, and were analysed as dense layers.
+    They are training state, whatever the key (an optimizer state dict has param_groups) — in a file read
+    without torch, in torch.load's fallback and in memory."""
+    torch.manual_seed(5)
+    G, D = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64)), nn.Linear(64, 32)
+    opts = {k: torch.optim.Adam(m.parameters()) for k, m in (("g", G), ("d", D))}
+    (G(torch.randn(8, 64)).sum() + D(torch.randn(8, 64)).sum()).backward()
+    for o in opts.values():
+        o.step()
+    sched = torch.optim.lr_scheduler.StepLR(opts["g"], 10)
+    ckpt = {"generator": G.state_dict(), "discriminator": D.state_dict(), "g_optim": opts["g"].state_dict(),
+            "states": opts["d"].state_dict(), "lr_scheduler": sched.state_dict(), "epoch": 3}
+    path = tmp_path / "gan.pt"
+    torch.save(ckpt, str(path), _use_new_zipfile_serialization=not legacy)
+    want = {"generator.0", "generator.2", "discriminator"}
+    for source in (path, ckpt):
+        assert {l.name for l in htsr.analyze(source, min_evals=5).layers} == want, source
+
+
 def test_torch_save_results_equal_torch_load(tmp_path):
     path, _ = _checkpoint(tmp_path)
     state = torch.load(str(path), weights_only=True)["model"]

@@ -121,21 +121,34 @@ class TorchModule:
             yield TensorRef(name, tuple(p.shape), _dtype_name(p), (lambda p=p: _to_numpy(p)), kind)
 
 
+#: a sub-mapping under such a key holds training state (optimizer moments, scheduler, AMP scaler), not weights
+_TRAINING_STATE_KEY = re.compile(r"optim|sched|scaler", re.IGNORECASE)
+
+
+def _is_training_state(key: Any, value: Any) -> bool:
+    """An optimizer's state dict (``state`` and ``param_groups``: Adam's exp_avg… are tensors shaped like
+    the weights) or a sub-mapping named for training state (``optimizer``, ``g_optim``, ``lr_scheduler``)."""
+    return isinstance(value, Mapping) and ("param_groups" in value or bool(_TRAINING_STATE_KEY.search(str(key))))
+
+
 def unwrap_state(obj: Any, is_tensor: Callable[[Any], bool]) -> Mapping[str, Any] | None:
     """The state dict inside a checkpoint mapping: ``obj`` itself if it holds tensors, else the first
-    non-empty mapping under one of :data:`WRAPPER_KEYS` (recursively); None if ``obj`` is no mapping or
-    empty. Shared by the torch reader, the torch-free zip reader and in-memory checkpoint dicts."""
+    non-empty mapping under one of :data:`WRAPPER_KEYS` (recursively), else ``obj`` (several networks under
+    keys of their own: ``generator``, ``teacher``…); without the training state in it (optimizer moments
+    are tensors shaped like the weights, not weights). None if ``obj`` is no mapping or empty. Shared by
+    the torch reader, the torch-free zip reader and in-memory checkpoint dicts."""
     if not isinstance(obj, Mapping):
         return None
-    if any(is_tensor(v) for v in obj.values()):
-        return obj
+    weights = {k: v for k, v in obj.items() if not _is_training_state(k, v)}
+    if any(is_tensor(v) for v in weights.values()):
+        return weights if len(weights) < len(obj) else obj
     for key in WRAPPER_KEYS:
         inner = obj.get(key)
         if isinstance(inner, Mapping) and inner:
             found = unwrap_state(inner, is_tensor)
             if found is not None:
                 return found
-    return obj if obj else None
+    return weights or None
 
 
 def _unwrap(obj: Any, torch) -> Mapping[str, Any] | None:
