@@ -167,11 +167,34 @@ def _first_line(e: BaseException) -> str:
     return lines[0][:200] if lines else e.__class__.__name__
 
 
+#: the paragraphs of torch's weights-only error that are the same for every file (its advice to load with
+#: weights_only=False, which would run the pickle, is not passed on)
+_TORCH_BOILERPLATE = ("Weights only load failed", "Check the documentation", "Please file an issue",
+                      "You can use the following")
+
+
 def _unpickler_detail(e: BaseException) -> str:
-    """The specific reason in torch's weights-only error text (e.g. 'Unsupported global: GLOBAL x')."""
+    """The specific reason in torch's weights-only error text: after 'WeightsUnpickler error:' (e.g.
+    'Unsupported global: GLOBAL x'), or the paragraph of its own torch ≥ 2.10 gives it ('Trying to load
+    unsupported GLOBAL posix.system whose module posix is blocked.')."""
     text = _ANSI.sub("", str(e))
     m = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\. |\.\n|\nCheck the documentation|$)", text, re.DOTALL)
-    return " ".join(m.group(1).split())[:160] if m else _first_line(e)
+    if m:
+        return " ".join(m.group(1).split())[:160]
+    for paragraph in re.split(r"\n\s*\n", text):
+        paragraph = " ".join(paragraph.split())
+        if paragraph and not paragraph.startswith(_TORCH_BOILERPLATE):
+            return paragraph[:160]
+    return "torch's weights-only loader refused it"
+
+
+def _last_byte(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1)
+    except OSError:
+        return b""
 
 
 def load_torch_file(path: str | os.PathLike) -> TensorSource:
@@ -218,7 +241,10 @@ def load_torch_file(path: str | os.PathLike) -> TensorSource:
         if refused is not None:  # htsr's reader said which global; torch's wording differs by format
             raise SourceError(f"{refused}; torch.load(weights_only=True) refuses it too; re-save it with "
                               "torch.save(model.state_dict(), ...) or as safetensors") from None
-        if "Unsupported global" in detail or plain:
+        # a pickle of protocol 0 or 1 has no header, and torch's loader stops at its first old opcode; it
+        # does end with the STOP opcode, as random bytes seldom do
+        plain = plain or (detail.startswith("Unsupported operand") and _last_byte(path) == b".")
+        if "unsupported global" in detail.lower() or plain:
             what = "checkpoint is a pickle that needs to run code" if not plain else (
                 "file is a plain Python pickle, not a torch.save checkpoint, that torch's weights-only loader "
                 "cannot read")
