@@ -238,6 +238,24 @@ def test_fp8_and_strided_views_without_torch(tmp_path, monkeypatch, legacy):
 
 
 @pytest.mark.parametrize("legacy", [False, True])
+def test_fnuz_fp8_weights_are_analysed_and_a_scale_only_dtype_gets_a_row(tmp_path, monkeypatch, legacy):
+    """AMD's FP8 (float8_e4m3fnuz, float8_e5m2fnuz) weights are floats like NVIDIA's: analysed; they had no
+    row at all. A 2-D weight stored as E8M0 (exponents only, a dtype of scales) gets a skipped row."""
+    torch.manual_seed(9)
+    W = torch.randn(96, 64)
+    tensors = {"a.weight": W.to(torch.float8_e4m3fnuz), "b.weight": W.to(torch.float8_e5m2fnuz),
+               "e.weight": W.abs().to(torch.float8_e8m0fnu)}
+    path = tmp_path / "fnuz.pt"
+    torch.save(tensors, str(path), _use_new_zipfile_serialization=not legacy)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    refs = {r.name: r for r in load_torch_file(path)}
+    np.testing.assert_array_equal(refs["a.weight"].load(), tensors["a.weight"].float().numpy())
+    rows = {l.name: l.status for l in htsr.analyze(path, min_evals=5).layers}
+    assert rows["a"] == rows["b"] == "ok"
+    assert rows["e"].startswith("skipped: stored as float8_e8m0fnu, not a dtype of weights htsr analyses")
+
+
+@pytest.mark.parametrize("legacy", [False, True])
 def test_refused_global_gets_torch_loads_verdict(tmp_path, legacy):
     odd = tmp_path / "odd.pt"
     torch.save({"model": {"w": torch.randn(8, 8)}, "config": Config()}, str(odd),

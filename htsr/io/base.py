@@ -17,7 +17,7 @@ __all__ = ["FLOAT_DTYPES", "TensorRef", "TensorSource", "as_loaded", "import_ext
 
 #: dtype names (numpy / ml_dtypes spelling) whose tensors are weights htsr analyses
 FLOAT_DTYPES = frozenset(
-    {"float16", "float32", "float64", "bfloat16", "float8_e4m3fn", "float8_e5m2"}
+    {"float16", "float32", "float64", "bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz"}
 )
 
 

@@ -546,7 +546,7 @@ def _h5_dtype(ds: Any) -> str:
 
 def _float_array(a: np.ndarray) -> np.ndarray:
     """Reduced-precision floats as float32 (what htsr analyses), byte order native."""
-    if a.dtype.name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):  # ml_dtypes
+    if a.dtype.name.startswith(("bfloat16", "float8")):  # ml_dtypes
         return a.astype(np.float32)
     if a.dtype.kind == "f" and a.dtype not in (np.float32, np.float64):
         return a.astype(np.float32)

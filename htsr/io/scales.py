@@ -95,7 +95,7 @@ __all__ = ["SCALE_SUFFIXES", "PackedConfig", "unscaled_integer_weight", "with_sc
 SCALE_SUFFIXES = ("weight_scale_inv", "weight_scale", "SCB")
 _GPTQ_BITS = (2, 3, 4, 8)  # AutoGPTQ / GPTQModel
 _DIVISOR = {"SCB": 127.0}  # bitsandbytes stores the row's absmax: q = round(127 · w / absmax)
-_QUANTIZED = ("float8_e4m3fn", "float8_e5m2", "int8", "uint8")
+_QUANTIZED = ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "int8", "uint8")
 
 
 def _block(n: int, k: int) -> int | None:
@@ -860,6 +860,11 @@ def unscaled_integer_weight(ref: TensorRef) -> TensorRef | None:
     if ref.dtype.startswith("complex") and len(ref.shape) >= 2 and m is not None:
         return TensorRef(ref.name, ref.shape, ref.dtype, skipped_loader(
             f"a {ref.dtype} weight: htsr analyses real matrices (the ESD of a complex one is not defined here)"),
+            ref.kind)
+    if len(ref.shape) >= 2 and m is not None and not ref.dtype.startswith(("int", "uint", "bool")):
+        return TensorRef(ref.name, ref.shape, ref.dtype, skipped_loader(
+            f"stored as {ref.dtype}, not a dtype of weights htsr analyses (float16/32/64, bfloat16, float8 e4m3 "
+            "or e5m2)"),
             ref.kind)
     if not ref.dtype.startswith(("int", "uint")) or len(ref.shape) < 2 or m is None:
         return None

@@ -182,7 +182,8 @@ _ALLOWED = {
        for n, f in (("set", _set), ("frozenset", _set), ("slice", slice), ("complex", complex))},
 }
 # torch.float32, torch.bfloat16 …: a dtype stored as a plain value (e.g. a config entry)
-_TORCH_DTYPES = frozenset({"float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2", "int64",
+_TORCH_DTYPES = frozenset({"float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2",
+                           "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu", "int64",
                            "int32", "int16", "int8", "uint8", "uint16", "uint32", "uint64", "bool", "complex64",
                            "complex128"})
 
