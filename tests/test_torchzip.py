@@ -255,6 +255,27 @@ def test_fnuz_fp8_weights_are_analysed_and_a_scale_only_dtype_gets_a_row(tmp_pat
     assert rows["e"].startswith("skipped: stored as float8_e8m0fnu, not a dtype of weights htsr analyses")
 
 
+def test_a_corrupt_deflated_storage_fails_its_row_naming_the_file(tmp_path):
+    """A checkpoint re-zipped with compression whose member's deflate stream is damaged: zlib's error fails
+    that tensor's row naming the file and the tensor (it named neither); the other tensor is read."""
+    plain, deflated = tmp_path / "g.pt", tmp_path / "deflated.pt"
+    torch.manual_seed(10)
+    torch.save({"a.weight": torch.randn(100, 80), "b.weight": torch.randn(90, 70)}, str(plain))
+    with zipfile.ZipFile(plain) as z, zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in z.infolist():
+            out.writestr(info.filename, z.read(info.filename))
+    raw = bytearray(deflated.read_bytes())
+    with zipfile.ZipFile(deflated) as z:
+        info = z.getinfo("g/data/0")
+        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    raw[start + 50:start + 80] = bytes(b ^ 0xFF for b in raw[start + 50:start + 80])
+    deflated.write_bytes(bytes(raw))
+    rows = {l.name: l.status for l in htsr.analyze(deflated, min_evals=5).layers}
+    assert rows["b"] == "ok"
+    assert rows["a"].startswith(f"failed: {deflated}: tensor a.weight: storage unreadable (Error -3 while "
+                                "decompressing data") and rows["a"].endswith("save or download it again")
+
+
 @pytest.mark.parametrize("legacy", [False, True])
 def test_refused_global_gets_torch_loads_verdict(tmp_path, legacy):
     odd = tmp_path / "odd.pt"

@@ -31,6 +31,7 @@ import math
 import os
 import pickle
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -327,8 +328,9 @@ class _PickledTensors:
             return as_loaded(np.zeros(t.shape, dtype))
         try:
             raw = self._raw(t.storage, t.extent() * dtype.itemsize)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-            raise self._fail(f"tensor {name}: storage unreadable ({one_line(e, 120)}); truncated?") from None
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error) as e:  # zlib: a corrupt deflated member
+            raise self._fail(f"tensor {name}: storage unreadable ({one_line(e, 120)}); the file is truncated or "
+                             "corrupt: save or download it again") from None
         # strided through an unsigned integer of the same size: numpy cannot stride ml_dtypes' bf16 / fp8
         word = np.dtype(f"<u{dtype.itemsize}") if dtype.itemsize in (1, 2, 4, 8) else dtype
         base = np.frombuffer(raw, dtype=word)
