@@ -62,6 +62,30 @@ def test_fp8_block_scales_are_applied_and_scale_tensors_are_not_layers(tmp_path)
     assert row.name == "mlp.up" and row.status == "ok"
 
 
+def test_an_fp8_shard_whose_scales_are_in_another_gets_a_skipped_row_when_the_config_says_fp8(tmp_path):
+    """A shard file analysed alone, its weight_scale_inv in another shard: with config.json declaring FP8
+    quantization the e4m3 codes are not the weights (they were analysed raw, status ok, another alpha), and
+    the row says to analyse the folder. The folder itself pairs them; without such a config an FP8 weight is
+    analysed as stored (FP8 checkpoints without scales exist)."""
+    W = matrix_with_singular_values(np.linspace(1.0, 20.0, 200), 300, 200).astype(np.float32)
+    q, s = _fp8_blocks(W)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    _save(folder / "model-00001-of-00002.safetensors", {"mlp.up.weight": q})
+    _save(folder / "model-00002-of-00002.safetensors", {"mlp.up.weight_scale_inv": s})
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "mlp.up.weight": "model-00001-of-00002.safetensors", "mlp.up.weight_scale_inv": "model-00002-of-00002.safetensors"}}))
+    alone = folder / "model-00001-of-00002.safetensors"
+    assert htsr.analyze(alone).layers[0].status == "ok"  # no config: as stored
+    ct = {"quant_method": "compressed-tensors", "format": "float-quantized", "config_groups": {"group_0": {
+        "targets": ["Linear"], "weights": {"num_bits": 8, "type": "float", "strategy": "block"}}}}
+    for config in ({"quant_method": "fp8", "weight_block_size": [128, 128]}, ct):  # Hugging Face's, llm-compressor's
+        (folder / "config.json").write_text(json.dumps({"quantization_config": config}))
+        assert htsr.analyze(alone).layers[0].status.startswith(
+            "skipped: float8_e4m3fn weight without its scale (weight_scale_inv / weight_scale), which config.json's")
+        assert htsr.analyze(folder).layers[0].status == "ok"
+
+
 def test_int8_per_channel_scale_in_another_shard(tmp_path):
     rng = np.random.default_rng(0)
     W = rng.standard_normal((256, 128)).astype(np.float32)

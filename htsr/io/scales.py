@@ -145,6 +145,9 @@ class PackedConfig:
     ct_padded: bool | None = None
     # compressed-tensors' "block" strategy: the weights' [rows, inputs] block_structure, if all groups agree
     ct_block: tuple[int, int] | None = None
+    # the config says the FP8 weights are scaled (quant_method fp8 / fbgemm_fp8, compressed-tensors 8-bit
+    # floats): one without its scale is no weight as stored
+    fp8_scaled: bool = False
 
     @classmethod
     def of_folder(cls, folder: Path) -> PackedConfig:
@@ -173,9 +176,11 @@ class PackedConfig:
                           and all(_int(k) is not None and k > 0 for k in b)}
                 version = re.match(r"(\d+)\.(\d+)", str(q.get("version", ""))) if isinstance(groups, dict) else None
                 padded = (int(version[1]), int(version[2])) < (0, 18) if version else None
+                fp8 = str(q.get("quant_method", "")).lower() in ("fp8", "fbgemm_fp8") or any(
+                    w.get("type") == "float" and _int(w.get("num_bits")) == 8 for w in weights)
                 return cls(bits, str(q.get("checkpoint_format", "")).lower() == "gptq_v2",
                            _int(q.get("group_size")), layers, found=True, ct_padded=padded,
-                           ct_block=blocks.pop() if len(blocks) == 1 else None)
+                           ct_block=blocks.pop() if len(blocks) == 1 else None, fp8_scaled=fp8)
         return cls()
 
 
@@ -825,6 +830,11 @@ def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -
             out.append(unpacked[r.name])
             continue
         if r.name not in scale_of:
+            if cfg.fp8_scaled and r.dtype.startswith("float8") and len(r.shape) >= 2 and _WEIGHT_NAME.search(r.name):
+                r = TensorRef(r.name, r.shape, r.dtype, skipped_loader(
+                    f"{r.dtype} weight without its scale (weight_scale_inv / weight_scale), which config.json's "
+                    "quantization_config says it has: analyse the whole model folder, whose other files hold the "
+                    "scales"), r.kind)
             out.append(r)
             continue
         s, divisor = scale_of[r.name]
