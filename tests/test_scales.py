@@ -74,7 +74,8 @@ def test_an_fp8_shard_whose_scales_are_in_another_gets_a_skipped_row_when_the_co
     _save(folder / "model-00001-of-00002.safetensors", {"mlp.up.weight": q})
     _save(folder / "model-00002-of-00002.safetensors", {"mlp.up.weight_scale_inv": s})
     (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
-        "mlp.up.weight": "model-00001-of-00002.safetensors", "mlp.up.weight_scale_inv": "model-00002-of-00002.safetensors"}}))
+        "mlp.up.weight": "model-00001-of-00002.safetensors",
+        "mlp.up.weight_scale_inv": "model-00002-of-00002.safetensors"}}))
     alone = folder / "model-00001-of-00002.safetensors"
     assert htsr.analyze(alone).layers[0].status == "ok"  # no config: as stored
     ct = {"quant_method": "compressed-tensors", "format": "float-quantized", "config_groups": {"group_0": {

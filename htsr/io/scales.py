@@ -725,7 +725,8 @@ def _hqq_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set[
         prefix = name[: -len(".W_q")]
         if not name.endswith(".W_q") or f"{prefix}.scale" not in by_name or f"{prefix}.packing" not in by_name:
             continue
-        parts = {k: by_name[f"{prefix}.{k}"] for k in ("W_q", "scale", "zero", *_HQQ_META) if f"{prefix}.{k}" in by_name}
+        parts = {k: by_name[f"{prefix}.{k}"] for k in ("W_q", "scale", "zero", *_HQQ_META)
+                 if f"{prefix}.{k}" in by_name}
         used.update(r.name for r in parts.values())
         weight = _weight_name(prefix, name, by_name)
         what = f"{weight} (HQQ)"
