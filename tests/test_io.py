@@ -272,6 +272,22 @@ def test_nested_mapping_of_arrays_is_flattened():
                                                                ("emb", "embedding", "ok")]
 
 
+def test_mistral_s_consolidated_copy_beside_hugging_face_files_is_left_out(tmp_path):
+    """Mistral's repositories ship consolidated.safetensors (its own tensor names) beside the Hugging Face
+    files: the same weights twice under other names, so no name clash told them apart and every layer was
+    analysed twice. It is left out, and the source says so; alone it is the model."""
+    folder = tmp_path / "mistral"
+    folder.mkdir()
+    W = _rng(9).standard_normal((64, 32)).astype(np.float32)
+    np_save_file({"model.layers.0.self_attn.q_proj.weight": W}, str(folder / "model.safetensors"))
+    np_save_file({"layers.0.attention.wq.weight": W}, str(folder / "consolidated.safetensors"))
+    r = htsr.analyze(folder, min_evals=5)
+    assert [l.name for l in r.layers] == ["model.layers.0.self_attn.q_proj"]
+    assert r.source == f"{folder} (model.safetensors; the copies consolidated.safetensors left out)"
+    (folder / "model.safetensors").unlink()
+    assert [l.name for l in htsr.analyze(folder, min_evals=5).layers] == ["layers.0.attention.wq"]
+
+
 def test_folder_with_variants_of_one_file_is_one_model(tmp_path):
     """diffusers ships x.safetensors beside x.fp16.safetensors: one model twice. The plain file is read and
     the source says which variants were left out; unrelated files sharing names are refused."""
@@ -283,7 +299,7 @@ def test_folder_with_variants_of_one_file_is_one_model(tmp_path):
     np_save_file({"other.weight": _rng(8).standard_normal((40, 8)).astype(np.float32)}, str(folder / "extra.safetensors"))
     r = htsr.analyze(folder, min_evals=5)
     assert [l.name for l in r.layers] == ["down.0", "other"]
-    assert r.source == (f"{folder} (diffusion_pytorch_model.safetensors, extra.safetensors; the variants "
+    assert r.source == (f"{folder} (diffusion_pytorch_model.safetensors, extra.safetensors; the copies "
                         "diffusion_pytorch_model.fp16.safetensors left out)")
     clash = tmp_path / "clash"
     clash.mkdir()

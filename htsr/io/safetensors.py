@@ -158,14 +158,19 @@ class ShardedSafetensors:
             self._files = [SafetensorsFile(p) for p in self._index.shards]
         else:
             paths = sorted(self.folder.glob("*.safetensors"), key=lambda p: natural_key(p.name))
-            self._files = self._one_copy([SafetensorsFile(p) for p in paths])
+            # Mistral's own copy of the weights (its tensor names) beside the Hugging Face files
+            mistral = [p for p in paths if p.name.startswith("consolidated")]
+            left = [p.name for p in mistral] if len(mistral) < len(paths) else []
+            self._files = self._one_copy([SafetensorsFile(p) for p in paths if p.name not in left], left)
 
-    def _one_copy(self, files: list[SafetensorsFile]) -> list[SafetensorsFile]:
+    def _one_copy(self, files: list[SafetensorsFile], left: list[str]) -> list[SafetensorsFile]:
         """Loose files are one model's parts unless they repeat tensor names. Variants of one file
         (diffusers' ``x.safetensors`` beside ``x.fp16.safetensors``, ``x.non_ema.safetensors`` …) are one
         model stored twice: the plain file (else the first variant) is kept, and the description says
-        which were left out. Other files that share names are refused: which is the model is unknowable."""
-        left: list[str] = []
+        which were left out (with the files in ``left``, left out already: a ``consolidated.safetensors``
+        beside Hugging Face files is the same model under Mistral's names). Other files that share names
+        are refused: which is the model is unknowable."""
+        left = list(left)
         while True:
             owner: dict[str, SafetensorsFile] = {}
             clash = next(((owner[n], f, n) for f in files for n in f.names if owner.setdefault(n, f) is not f),
@@ -182,7 +187,7 @@ class ShardedSafetensors:
             left += [f.path.name for f in group if f is not keep]
             files = [f for f in files if f not in group or f is keep]
         if left:
-            self.description = (f"{self.folder} ({', '.join(f.path.name for f in files)}; the variants "
+            self.description = (f"{self.folder} ({', '.join(f.path.name for f in files)}; the copies "
                                 f"{', '.join(left)} left out)")
         return files
 
