@@ -607,16 +607,15 @@ def test_torch_state_dict_in_memory():
 
 
 @pytest.mark.parametrize("gadget", [ReduceGadget, SetstateGadget])
-def test_torch_pickle_with_custom_class_is_refused_not_executed(tmp_path, gadget):
+def test_torch_pickle_with_custom_class_is_read_without_running_it(tmp_path, gadget):
+    """A class or function of the user's own module in a checkpoint is an inert stand-in: its __reduce__
+    or __setstate__ is never looked up, let alone run, and the weights beside it are read."""
     marker = tmp_path / "PWNED"
     path = tmp_path / "evil.pt"
     torch.save({"fc.weight": torch.randn(8, 4), "extra": gadget(str(marker))}, path)
     assert not marker.exists()  # saving did not run the gadget
 
-    with pytest.raises(htsr.SourceError) as ei:
-        htsr.analyze(path)
-    msg = _one_line_source_error(ei, str(path))
-    assert "weights only" in msg.lower() or "weights_only" in msg.lower()
+    assert [(l.name, l.status) for l in htsr.analyze(path, min_evals=3).layers] == [("fc", "ok")]
     assert not marker.exists(), "htsr executed code from the pickle"
 
     # control: an unsafe load of the same file does run the gadget, so the check above is meaningful

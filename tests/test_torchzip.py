@@ -6,6 +6,7 @@ Silero VAD .jit (network-marked)."""
 
 from __future__ import annotations
 
+import argparse
 import io
 import itertools
 import pickle
@@ -203,9 +204,10 @@ def test_legacy_checkpoint_without_torch(tmp_path, monkeypatch, protocol):
 
 
 def test_refused_globals_without_torch(tmp_path, monkeypatch):
-    """A global outside the allow-list, in either format: refused, and the message says that installing
-    torch lets its own weights-only loader decide."""
-    odd = {"model": {"w": torch.randn(8, 8)}, "config": Config()}
+    """A torch global outside the allow-list (a pickled optimizer object), in either format: refused, and
+    the message says that installing torch lets its own weights-only loader decide."""
+    w = torch.randn(8, 8, requires_grad=True)
+    odd = {"model": {"w": w}, "opt": torch.optim.SGD([w], lr=0.1)}
     paths = [tmp_path / "odd.pt", tmp_path / "odd_legacy.pt"]
     torch.save(odd, str(paths[0]))
     torch.save(odd, str(paths[1]), _use_new_zipfile_serialization=False)
@@ -214,7 +216,34 @@ def test_refused_globals_without_torch(tmp_path, monkeypatch):
         with pytest.raises(SourceError) as e:
             load_torch_file(path)
         msg = str(e.value)
-        assert "\n" not in msg and str(path) in msg and "Config" in msg and "htsr[torch]" in msg
+        assert "\n" not in msg and str(path) in msg and "torch.optim.sgd.SGD" in msg and "htsr[torch]" in msg
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_classes_htsr_does_not_import_are_inert_stand_ins(tmp_path, monkeypatch, legacy):
+    """A checkpoint with a config object of the user's class, an argparse.Namespace and a numpy scalar beside
+    its state dict was refused whole. Such globals become inert stand-ins (nothing is looked up or run) and
+    the state dict is read; so is a checkpoint of whole modules — torch.save(model), or YOLO-style
+    {"model": model, "ema": model, "optimizer": …} — as the modules' state dicts (parameters and persistent
+    buffers, named as state_dict() names them), without torch."""
+    torch.manual_seed(11)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.Flatten(), nn.Linear(16 * 6 * 6, 10))
+    net.register_buffer("scratch", torch.zeros(3), persistent=False)
+    sd = net.state_dict()
+    kw = dict(_use_new_zipfile_serialization=not legacy)
+    files = {"odd": {"model": sd, "config": Config(), "args": argparse.Namespace(lr=0.1), "best": np.float64(0.9)},
+             "whole": net, "yolo": {"model": net, "ema": None, "epoch": 3,
+                                    "optimizer": torch.optim.SGD(net.parameters(), lr=0.1).state_dict()}}
+    for name, obj in files.items():
+        torch.save(obj, str(tmp_path / f"{name}.pt"), **kw)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    for name in files:
+        refs = {r.name: r for r in load_torch_file(tmp_path / f"{name}.pt")}
+        assert set(refs) == set(sd), name  # "scratch" is not persistent: not in the state dict
+        for k, t in sd.items():
+            np.testing.assert_array_equal(refs[k].load(), t.numpy(), err_msg=f"{name}: {k}")
+        assert [(l.name, l.kind, l.status) for l in htsr.analyze(tmp_path / f"{name}.pt", min_evals=3).layers] == [
+            ("0", "conv2d", "ok"), ("3", "dense", "ok")]
 
 
 @pytest.mark.parametrize("legacy", [False, True])
@@ -279,12 +308,13 @@ def test_a_corrupt_deflated_storage_fails_its_row_naming_the_file(tmp_path):
 @pytest.mark.parametrize("legacy", [False, True])
 def test_refused_global_gets_torch_loads_verdict(tmp_path, legacy):
     odd = tmp_path / "odd.pt"
-    torch.save({"model": {"w": torch.randn(8, 8)}, "config": Config()}, str(odd),
+    w = torch.randn(8, 8, requires_grad=True)
+    torch.save({"model": {"w": w}, "opt": torch.optim.SGD([w], lr=0.1)}, str(odd),
                _use_new_zipfile_serialization=not legacy)
     with pytest.raises(SourceError) as e:  # torch is installed: its weights-only unpickler refuses it too
         load_torch_file(odd)
     msg = str(e.value)  # htsr's reason (which global), whatever torch's wording for the format
-    assert "\n" not in msg and "refused" in msg and "Config" in msg and "refuses it too" in msg
+    assert "\n" not in msg and "refused" in msg and "SGD" in msg and "refuses it too" in msg
 
 
 def _rewrite(src: Path, dst: Path, replace: dict[str, bytes]) -> Path:

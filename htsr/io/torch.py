@@ -1,10 +1,12 @@
 """PyTorch sources: ``nn.Module`` objects, state dicts in memory, and ``.pt`` / ``.pth`` / ``.bin`` files.
 
 Files of ``torch.save`` (the zip format of PyTorch ≥ 1.6 and the legacy pickle format before it) are
-read without torch by :mod:`htsr.io.torchzip`; checkpoints holding types that reader does not know are
-loaded with ``torch.load(weights_only=True)`` — either way a pickle that would need to run code is refused,
-never executed. Checkpoints that wrap the state dict under a key such as ``state_dict``, ``model`` or
-``model_state`` are unwrapped.
+read without torch by :mod:`htsr.io.torchzip` (classes it does not import are inert stand-ins, whole
+pickled modules read as their state dicts); checkpoints holding torch functions that reader does not know
+are loaded with ``torch.load(weights_only=True)`` — either way nothing in the file is executed, and a
+pickle that names code to run (``os.system`` …) is refused. Checkpoints that wrap the state dict under a
+key such as ``state_dict``, ``model`` or ``model_state`` are unwrapped; optimizer and scheduler state is
+left out.
 """
 
 from __future__ import annotations

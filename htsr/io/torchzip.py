@@ -5,11 +5,17 @@ Both archives are a zip: ``<root>/data.pkl`` pickles the object (a state dict, a
 wraps one, or a TorchScript module tree), ``<root>/data/<key>`` hold the raw little-endian storages the
 tensors view. A TorchScript archive adds ``<root>/code/`` and ``constants.pkl``; each of its modules is an
 object of a ``__torch__.<module path> <Class>`` type whose state is a dict of attributes (submodules,
-parameters, buffers, plain values). ``data.pkl`` is read by a restricted unpickler that knows only the
-globals these archives use — tensors become lazy views of their storages, ``__torch__.*`` types inert
-attribute holders, ``torch.Size``/``torch.device``/dtypes plain values — and refuses anything else
-(:class:`RefusedGlobal`), so no code in the file can run. ``torch.load(weights_only=True)`` refuses
-TorchScript archives, and ``torch.jit.load`` needs torch.
+parameters, buffers, plain values). ``data.pkl`` is read by a restricted unpickler that runs nothing and
+imports nothing from the file: tensors become lazy views of their storages, ``__torch__.*`` types inert
+attribute holders, ``torch.Size``/``torch.device``/dtypes plain values. Any other class or function
+(a pickled ``nn.Module`` and the model class around it, ``argparse.Namespace``, numpy scalars, a config
+object) becomes an inert stand-in that only keeps the arguments and state it is given; a pickled module
+reads as its state dict (parameters and persistent buffers, named as ``state_dict()`` names them), so
+``torch.save(model)`` and checkpoints of whole models (``{"model": model, "ema": …}``) are read as state
+dicts. Refused (:class:`RefusedGlobal`): torch's own functions outside the list (tensor rebuilders htsr
+does not know: ``torch.load(weights_only=True)`` decides) and the globals of ``os``, ``sys``,
+``subprocess``, ``builtins`` and the like, which a checkpoint only names to run code when loaded.
+``torch.load(weights_only=True)`` refuses TorchScript archives, and ``torch.jit.load`` needs torch.
 
 A ``torch.save`` checkpoint is unwrapped as :mod:`htsr.io.torch` does (keys such as ``state_dict`` or
 ``model``) and its tensors are named by their dotted keys. In a TorchScript archive a weight's kind comes
@@ -102,6 +108,75 @@ class _Object:
         self.state = state
 
 
+class _Inert(_Object):
+    """A stand-in for a class or function htsr does not import (a pickled ``nn.Module`` and the model class
+    around it, ``argparse.Namespace``, a numpy scalar, a config object): called, it makes another stand-in
+    and keeps the arguments; built, it keeps the state; appended or assigned to, it keeps the items. Nothing
+    of the named global is looked up or run."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Inert:
+        return object.__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.items = args, {}
+
+    def append(self, value: Any) -> None:
+        self.items[len(self.items)] = value
+
+    def extend(self, values: Any) -> None:
+        for v in values:
+            self.append(v)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.items[key] = value
+
+
+def _reconstructor(cls: Any, base: Any, state: Any = None) -> Any:
+    """``copyreg._reconstructor``, how protocols 0 and 1 make an object of a class: a stand-in of it."""
+    return cls() if isinstance(cls, type) and issubclass(cls, _Inert) else _Inert()
+
+
+def _module_state(obj: Any, prefix: str, out: dict[str, Any]) -> None:
+    """``Module.state_dict()`` of a pickled module: its parameters and persistent buffers, then its
+    submodules', named by attribute path."""
+    state = obj.state if isinstance(getattr(obj, "state", None), dict) else {}
+    skip = state.get("_non_persistent_buffers_set") or ()
+    skip = set(skip) if isinstance(skip, (list, tuple, set)) else set()
+    for group in ("_parameters", "_buffers"):
+        for k, v in (state.get(group) or {}).items():
+            if v is not None and not (group == "_buffers" and k in skip):
+                out[f"{prefix}{k}"] = v
+    for k, m in (state.get("_modules") or {}).items():
+        if _is_module(m):
+            _module_state(m, f"{prefix}{k}.", out)
+
+
+def _is_module(obj: Any) -> bool:
+    state = getattr(obj, "state", None)
+    return isinstance(obj, _Inert) and isinstance(state, dict) and "_parameters" in state and "_modules" in state
+
+
+def _as_state_dicts(obj: Any, seen: set[int] | None = None) -> Any:
+    """``obj`` with every pickled ``nn.Module`` (a stand-in whose state has ``_parameters`` and ``_modules``)
+    replaced by its state dict, in the mappings and sequences that hold it: a checkpoint of whole models
+    (``{"model": model, "ema": ema, …}``, or ``torch.save(model)``) reads as one of state dicts."""
+    seen = set() if seen is None else seen
+    if _is_module(obj):
+        out: dict[str, Any] = {}
+        _module_state(obj, "", out)
+        return out
+    if id(obj) in seen:
+        return obj
+    if isinstance(obj, dict):
+        seen.add(id(obj))
+        for k, v in list(obj.items()):
+            obj[k] = _as_state_dicts(v, seen)
+    elif isinstance(obj, list):
+        seen.add(id(obj))
+        obj[:] = [_as_state_dicts(v, seen) for v in obj]
+    return obj
+
+
 def _rebuild_tensor(storage, offset, size, stride, *_ignored) -> _Tensor:
     if not isinstance(storage, _Storage):
         raise pickle.UnpicklingError("a tensor whose storage is not a persistent storage record")
@@ -134,6 +209,13 @@ class RefusedGlobal(SourceError):
 
 class _Refused(pickle.UnpicklingError):
     pass
+
+
+# modules whose globals in a checkpoint can only mean code meant to run on loading (a stand-in would be
+# inert, but such a file is hostile: it is refused)
+_HOSTILE = frozenset({"os", "posix", "nt", "subprocess", "sys", "shutil", "socket", "importlib", "runpy", "pickle",
+                      "_pickle", "marshal", "ctypes", "pty", "code", "codeop", "webbrowser", "builtins",
+                      "__builtin__"})
 
 
 def _refuse(module: str, name: str) -> _Refused:
@@ -180,7 +262,8 @@ _ALLOWED = {
     ("torch", "device"): _device,
     ("_codecs", "encode"): _codecs_encode,
     **{(m, n): f for m in ("builtins", "__builtin__")
-       for n, f in (("set", _set), ("frozenset", _set), ("slice", slice), ("complex", complex))},
+       for n, f in (("set", _set), ("frozenset", _set), ("slice", slice), ("complex", complex),
+                    ("object", object))},  # object: the base copyreg._reconstructor is given
 }
 # torch.float32, torch.bfloat16 …: a dtype stored as a plain value (e.g. a config entry)
 _TORCH_DTYPES = frozenset({"float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2",
@@ -210,9 +293,22 @@ class _Unpickler(pickle.Unpickler):
             return f"torch.{name}"
         if (module, name) in _ALLOWED:
             return _ALLOWED[(module, name)]
-        raise _refuse(module, name)
+        if (module, name) == ("copyreg", "_reconstructor"):
+            return _reconstructor
+        top = module.split(".", 1)[0]
+        # torch's own functions (tensor rebuilders htsr does not know: torch.load decides) and code
+        if top in _HOSTILE or (top == "torch" and not module.startswith("torch.nn.modules.")):
+            raise _refuse(module, name)
+        key = f"{module}.{name}"  # anything else (a model or config class, numpy): an inert stand-in
+        if key not in self._types:
+            self._types[key] = type(name, (_Inert,), {"type_name": key})
+        return self._types[key]
 
-    def persistent_load(self, pid: Any) -> _Storage:
+    def persistent_load(self, pid: Any) -> Any:
+        # the legacy format records a pickled module's class with its source: ('module', class, file, source)
+        if isinstance(pid, tuple) and len(pid) == 4 and pid[0] == "module" and isinstance(pid[1], type) \
+                and issubclass(pid[1], _Inert):
+            return pid[1]
         # ('storage', storage type, key, location, numel[, view metadata (legacy format)])
         if not (isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage" and isinstance(pid[1], str)
                 and isinstance(pid[2], str)):
@@ -285,6 +381,8 @@ class _PickledTensors:
         """Name the tensors of ``tree`` (and TorchScript ``consts``) and check them against ``sizes`` (bytes
         per storage key)."""
         try:
+            if not self.script:
+                tree = _as_state_dicts(tree)
             state = tree if self.script else unwrap_state(tree, lambda v: isinstance(v, _Tensor)) or tree
             found = list(_walk(state, "", "", set()))
         except RecursionError:
