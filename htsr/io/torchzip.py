@@ -41,7 +41,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -108,13 +108,16 @@ class _Object:
         self.state = state
 
 
+_I = TypeVar("_I", bound="_Inert")
+
+
 class _Inert(_Object):
     """A stand-in for a class or function htsr does not import (a pickled ``nn.Module`` and the model class
     around it, ``argparse.Namespace``, a numpy scalar, a config object): called, it makes another stand-in
     and keeps the arguments; built, it keeps the state; appended or assigned to, it keeps the items. Nothing
     of the named global is looked up or run."""
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> _Inert:
+    def __new__(cls: type[_I], *args: Any, **kwargs: Any) -> _I:
         return object.__new__(cls)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
