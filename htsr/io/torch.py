@@ -129,8 +129,11 @@ _TRAINING_STATE_KEY = re.compile(r"optim|sched|scaler", re.IGNORECASE)
 
 def _is_training_state(key: Any, value: Any) -> bool:
     """An optimizer's state dict (``state`` and ``param_groups``: Adam's exp_avg… are tensors shaped like
-    the weights) or a sub-mapping named for training state (``optimizer``, ``g_optim``, ``lr_scheduler``)."""
-    return isinstance(value, Mapping) and ("param_groups" in value or bool(_TRAINING_STATE_KEY.search(str(key))))
+    the weights), a sub-mapping named for training state (``optimizer``, ``g_optim``, ``lr_scheduler``), or
+    a pickled optimizer or scheduler object (read without torch: a stand-in named for its class)."""
+    if isinstance(value, Mapping):
+        return "param_groups" in value or bool(_TRAINING_STATE_KEY.search(str(key)))
+    return bool(_TRAINING_STATE_KEY.search(str(getattr(value, "type_name", ""))))
 
 
 def unwrap_state(obj: Any, is_tensor: Callable[[Any], bool]) -> Mapping[str, Any] | None:
@@ -256,6 +259,9 @@ def load_torch_file(path: str | os.PathLike) -> TensorSource:
             ) from None
         raise SourceError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {detail}") from None
     except Exception as e:  # zip errors, EOF on truncated files, bad storage sizes
+        if refused is not None:  # htsr's own reason first: torch's failure may be about something else
+            raise SourceError(f"{refused}; torch.load(weights_only=True) cannot read it either "
+                              f"({_first_line(e)})") from None
         raise SourceError(
             f"{path}: cannot be read as a PyTorch checkpoint (truncated or corrupt?): {_first_line(e)}"
         ) from None

@@ -36,17 +36,20 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import pickletools
+import reprlib
+import types
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from ..errors import SourceError
-from .base import TensorRef, as_loaded, numpy_dtype, one_line
+from .base import TensorRef, as_loaded, numpy_dtype, one_line, skipped_loader
 from .scales import PackedConfig, with_scales
 from .torch import module_kind, unwrap_state
 
@@ -73,20 +76,39 @@ _LEGACY_MAGIC, _LEGACY_PROTOCOL = 0x1950A86A20F9469CFC6C, 1001
 
 
 def is_legacy_torch(head: bytes) -> bool:
-    """True for the first (at least 23) bytes of a legacy ``torch.save`` file: a pickle of the magic number
-    (a LONG1 of 10 bytes, at any protocol from 2; from protocol 4 after a FRAME opcode and its length)."""
+    """True for the first (at least 27) bytes of a legacy ``torch.save`` file: a pickle of the magic number
+    (from protocol 2 a LONG1 of 10 bytes after the PROTO opcode, from protocol 4 also after a FRAME opcode
+    and its length; before protocol 2 a decimal LONG)."""
+    magic = b"\x8a\x0a" + _LEGACY_MAGIC.to_bytes(10, "little")
+    if head[:1] != b"\x80":
+        return head.startswith(b"L%dL\n" % _LEGACY_MAGIC)  # protocols 0 and 1: a LONG in decimal
     start = 11 if head[2:3] == b"\x95" else 2
-    return head[:1] == b"\x80" and head[start:start + 12] == b"\x8a\x0a" + _LEGACY_MAGIC.to_bytes(10, "little")
+    return head[start:start + 12] == magic
+
+
+class _Sealed:
+    """A value the pickle may not give state to after building it (a BUILD would write straight into its
+    __dict__: a tensor's stride checked at construction could be changed afterwards)."""
+
+    __slots__ = ()
+
+    def __setstate__(self, state: Any) -> None:
+        raise pickle.UnpicklingError(f"state given to a {type(self).__name__.strip('_').lower()} after it was "
+                                     "built: not a torch.save pickle")
 
 
 @dataclass(frozen=True)
-class _Storage:
+class _Storage(_Sealed):
     key: str  # the zip member holding the bytes, or the legacy format's storage key
     dtype: str
 
+    def __post_init__(self) -> None:
+        if not (isinstance(self.key, str) and self.dtype in _STORAGE_DTYPES):
+            raise pickle.UnpicklingError(f"a storage of dtype {str(self.dtype)[:40]!r}: not one torch saves")
+
 
 @dataclass(frozen=True)
-class _Tensor:
+class _Tensor(_Sealed):
     storage: _Storage
     offset: int  # in elements
     shape: tuple[int, ...]
@@ -108,16 +130,13 @@ class _Object:
         self.state = state
 
 
-_I = TypeVar("_I", bound="_Inert")
-
-
 class _Inert(_Object):
     """A stand-in for a class or function htsr does not import (a pickled ``nn.Module`` and the model class
     around it, ``argparse.Namespace``, a numpy scalar, a config object): called, it makes another stand-in
     and keeps the arguments; built, it keeps the state; appended or assigned to, it keeps the items. Nothing
     of the named global is looked up or run."""
 
-    def __new__(cls: type[_I], *args: Any, **kwargs: Any) -> _I:
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         return object.__new__(cls)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -139,19 +158,37 @@ def _reconstructor(cls: Any, base: Any, state: Any = None) -> Any:
     return cls() if isinstance(cls, type) and issubclass(cls, _Inert) else _Inert()
 
 
-def _module_state(obj: Any, prefix: str, out: dict[str, Any]) -> None:
+#: times one pickled module may appear in a module tree: a module held twice is named twice, as state_dict()
+#: does (tied submodules), but k levels of that give 2^k names from a file of a few kB
+_MAX_MODULE_USES = 64
+
+
+def _module_state(obj: Any, prefix: str, out: dict[str, Any], path: tuple[int, ...] = (),
+                  uses: dict[int, int] | None = None) -> None:
     """``Module.state_dict()`` of a pickled module: its parameters and persistent buffers, then its
     submodules', named by attribute path."""
-    state = obj.state if isinstance(getattr(obj, "state", None), dict) else {}
+    uses = {} if uses is None else uses
+    uses[id(obj)] = uses.get(id(obj), 0) + 1
+    if id(obj) in path:
+        raise pickle.UnpicklingError(f"module {prefix.rstrip('.') or '(root)'} contains itself")
+    if uses[id(obj)] > _MAX_MODULE_USES:
+        raise pickle.UnpicklingError(f"module {prefix.rstrip('.')} is held by more than {_MAX_MODULE_USES} "
+                                     "modules of the tree: not a model's")
+    state = obj.state
+    groups = [state.get(k) if state.get(k) is not None else {} for k in ("_parameters", "_buffers", "_modules")]
     skip = state.get("_non_persistent_buffers_set") or ()
-    skip = set(skip) if isinstance(skip, (list, tuple, set)) else set()
-    for group in ("_parameters", "_buffers"):
-        for k, v in (state.get(group) or {}).items():
+    if not all(isinstance(g, dict) for g in groups) or not isinstance(skip, (list, tuple, set, frozenset)) \
+            or not all(isinstance(k, str) for g in groups for k in g) or not all(isinstance(k, str) for k in skip):
+        raise pickle.UnpicklingError(f"module {prefix.rstrip('.') or '(root)'} of {obj.type_name}: parameters, "
+                                     "buffers or submodules that are not mappings of names")
+    parameters, buffers, modules = groups
+    for group, values in (("_parameters", parameters), ("_buffers", buffers)):
+        for k, v in values.items():
             if v is not None and not (group == "_buffers" and k in skip):
                 out[f"{prefix}{k}"] = v
-    for k, m in (state.get("_modules") or {}).items():
+    for k, m in modules.items():
         if _is_module(m):
-            _module_state(m, f"{prefix}{k}.", out)
+            _module_state(m, f"{prefix}{k}.", out, (*path, id(obj)), uses)
 
 
 def _is_module(obj: Any) -> bool:
@@ -199,7 +236,27 @@ def _rebuild_tensor_v3(storage, offset, size, stride, _requires_grad, _hooks, dt
 
 class _OrderedDict(dict):
     """``collections.OrderedDict``: a plain dict that also takes pickled attributes (``Module.state_dict()``
-    carries ``_metadata``, restored by a BUILD)."""
+    carries ``_metadata``, restored by a BUILD) — kept on the instance: a BUILD on the class itself (which
+    would set attributes of the class every later read uses) fails for want of an instance."""
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+class _Call:
+    """An allowed function as the pickle sees it: callable, and sealed against a BUILD, which would set
+    attributes on the function itself (its defaults) for every later read."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        object.__setattr__(self, "fn", fn)
+
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args)
+
+    def __setstate__(self, state: Any) -> None:
+        raise pickle.UnpicklingError("state given to a function: not a torch.save pickle")
 
 
 def _first(value, *_ignored):
@@ -221,6 +278,10 @@ _HOSTILE = frozenset({"os", "posix", "nt", "subprocess", "sys", "shutil", "socke
                       "__builtin__"})
 
 
+# torch modules whose globals rebuild tensors and storages (those htsr knows are in _ALLOWED)
+_TORCH_REBUILDERS = frozenset({"torch._utils", "torch._tensor", "torch.storage", "torch.serialization", "torch"})
+
+
 def _refuse(module: str, name: str) -> _Refused:
     return _Refused(f"the pickle references {module}.{name}, which htsr's weights-only reader does not "
                     "load; refused (nothing in the file is run)")
@@ -238,6 +299,8 @@ def _codecs_encode(text: str, encoding: str = "utf-8") -> bytes:
 
 
 def _device(*args) -> str:
+    if not all(isinstance(a, (str, int)) for a in args):
+        raise pickle.UnpicklingError("a torch.device of other than a name and an index")
     return ":".join(str(a) for a in args)
 
 
@@ -273,6 +336,7 @@ _TORCH_DTYPES = frozenset({"float64", "float32", "float16", "bfloat16", "float8_
                            "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu", "int64",
                            "int32", "int16", "int8", "uint8", "uint16", "uint32", "uint64", "bool", "complex64",
                            "complex128"})
+_STORAGE_DTYPES = frozenset(_STORAGES.values()) | _TORCH_DTYPES
 
 
 class _Unpickler(pickle.Unpickler):
@@ -295,12 +359,13 @@ class _Unpickler(pickle.Unpickler):
         if module == "torch" and name in _TORCH_DTYPES:
             return f"torch.{name}"
         if (module, name) in _ALLOWED:
-            return _ALLOWED[(module, name)]
+            found = _ALLOWED[(module, name)]
+            return _Call(found) if isinstance(found, types.FunctionType) else found
         if (module, name) == ("copyreg", "_reconstructor"):
-            return _reconstructor
-        top = module.split(".", 1)[0]
-        # torch's own functions (tensor rebuilders htsr does not know: torch.load decides) and code
-        if top in _HOSTILE or (top == "torch" and not module.startswith("torch.nn.modules.")):
+            return _Call(_reconstructor)
+        # code to run (os.system …), and torch's own tensor rebuilders htsr does not know (sparse, quantized
+        # or nested tensors: torch.load(weights_only=True) decides), are refused
+        if module.split(".", 1)[0] in _HOSTILE or module in _TORCH_REBUILDERS or name.startswith("_rebuild"):
             raise _refuse(module, name)
         key = f"{module}.{name}"  # anything else (a model or config class, numpy): an inert stand-in
         if key not in self._types:
@@ -315,7 +380,7 @@ class _Unpickler(pickle.Unpickler):
         # ('storage', storage type, key, location, numel[, view metadata (legacy format)])
         if not (isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage" and isinstance(pid[1], str)
                 and isinstance(pid[2], str)):
-            raise pickle.UnpicklingError(f"unknown persistent id {str(pid)[:60]}")
+            raise pickle.UnpicklingError(f"unknown persistent id {reprlib.repr(pid)[:60]}")
         return self._storage(pid)
 
 
@@ -332,17 +397,23 @@ def _walk(obj: Any, prefix: str, module_class: str, seen: set[int]) -> Iterator[
         cls = obj.type_name.rsplit(".", 1)[-1]
         if isinstance(state, dict):
             for k, v in state.items():
-                yield from _walk(v, f"{prefix}.{k}" if prefix else str(k), cls, seen)
+                yield from _walk(v, f"{prefix}.{_key(k)}" if prefix else _key(k), cls, seen)
         elif state is not None:
             yield from _walk(state, prefix, cls, seen)
     elif isinstance(obj, dict):
         seen.add(id(obj))
         for k, v in obj.items():
-            yield from _walk(v, f"{prefix}.{k}" if prefix else str(k), module_class, seen)
+            yield from _walk(v, f"{prefix}.{_key(k)}" if prefix else _key(k), module_class, seen)
     elif isinstance(obj, (list, tuple)):
         seen.add(id(obj))
         for i, v in enumerate(obj):
             yield from _walk(v, f"{prefix}.{i}" if prefix else str(i), module_class, seen)
+
+
+def _key(k: Any) -> str:
+    """A mapping key as a name part: strings and numbers as they are, anything else by its type (a key the
+    pickle built of shared parts would take 2^depth characters to print)."""
+    return str(k) if isinstance(k, (str, int, float)) else f"<{type(k).__name__}>"
 
 
 def _unaliased(found: list[tuple[str, _Tensor, str]]) -> list[tuple[str, _Tensor, str]]:
@@ -355,6 +426,78 @@ def _unaliased(found: list[tuple[str, _Tensor, str]]) -> list[tuple[str, _Tensor
             best[t] = (private, i)
     keep = {i for _, i in best.values()}
     return [f for i, f in enumerate(found) if i in keep]
+
+
+#: containers within containers a pickle may nest (real checkpoints nest a few dozen levels), and elements a
+#: dict key or set element may hold: CPython hashes a tuple recursively in C with no depth guard (a 1 MB
+#: pickle of nested tuples crashes it, torch.load included) and a key built of shared parts costs 2^depth
+_MAX_NESTING, _MAX_KEY = 1000, 1000
+_IN_PLACE = frozenset({"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"})  # change stack[-k]
+# opcode → (name, values it pops — or −1 − those below the mark for one that pops to a mark —, values it pushes)
+_OPS = {op.code: (op.name, -1 - [x.name for x in op.stack_before].index("mark")
+                  if any(x.name == "stackslice" for x in op.stack_before) else len(op.stack_before),
+                  len(op.stack_after)) for op in pickletools.opcodes}
+_KEYED = frozenset({"SETITEM", "SETITEMS", "DICT", "ADDITEMS", "FROZENSET"})
+_GETS, _PUTS = frozenset({"GET", "BINGET", "LONG_BINGET"}), frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+_EMPTY = frozenset({"EMPTY_DICT", "EMPTY_LIST", "EMPTY_SET"})  # containers that in-place ops fill
+
+
+def _check_nesting(stream: Any) -> None:
+    """Walk the opcodes of the pickle at ``stream``'s position (it is rewound) without building anything,
+    tracking how deep each value nests and how many elements it holds (shared parts counted each time they
+    are used), and refuse one that nests deeper than :data:`_MAX_NESTING` or hashes a key larger than
+    :data:`_MAX_KEY` (pickle.UnpicklingError)."""
+    start = stream.tell()
+    mark, atom = object(), (0, 1)  # atoms share one record; a container gets its own, which in-place ops change
+    stack: list[Any] = []  # per value: [depth, elements] (shared with the memo: in-place changes show there)
+    memo: dict[Any, Any] = {}
+    push, ops = stack.append, _OPS
+    for op, arg, _ in pickletools.genops(stream):
+        name, before, after = ops[op.code]
+        if before == 0:
+            if name in _GETS:
+                push(memo.get(arg, atom))
+            elif name in _PUTS:
+                memo[arg] = stack[-1] if stack else atom
+            elif name == "MARK":
+                push(mark)
+            elif after:
+                push([0, 1] if name in _EMPTY else atom)
+            continue
+        if name == "MEMOIZE":
+            memo[len(memo)] = stack[-1] if stack else atom
+            continue
+        if name == "DUP":
+            push(stack[-1] if stack else atom)
+            continue
+        items: list[Any] = []
+        below = before
+        if before < 0:  # the values above the mark, then the mark, then -1 - before values below it
+            while stack and stack[-1] is not mark:
+                items.append(stack.pop())
+            items.reverse()
+            if stack:
+                stack.pop()
+            below = -1 - before
+        popped = [v for v in [stack.pop() for _ in range(min(below, len(stack)))][::-1] if v is not mark]
+        if name in _KEYED:
+            keys = items if name in ("ADDITEMS", "FROZENSET") else (items[0::2] if items else popped[1:2])
+            if any(k[1] > _MAX_KEY for k in keys):
+                raise pickle.UnpicklingError(f"a dict key or set element of more than {_MAX_KEY} elements: "
+                                             "no checkpoint holds one")
+        if not after:
+            continue
+        if name in _IN_PLACE and popped and isinstance(popped[0], list):
+            new, added = popped[0], popped[1:] + items
+            new[0] = max(new[0], 1 + max((v[0] for v in added), default=0))
+            new[1] += sum(v[1] for v in added)
+        else:
+            values = popped + items
+            new = [1 + max((v[0] for v in values), default=-1), 1 + sum(v[1] for v in values)]
+        if new[0] > _MAX_NESTING:
+            raise pickle.UnpicklingError(f"values nested more than {_MAX_NESTING} levels deep: no checkpoint is")
+        stack.extend([new] * after)
+    stream.seek(start)
 
 
 class _PickledTensors:
@@ -370,6 +513,7 @@ class _PickledTensors:
     def _unpickle(self, stream: Any, what: str, storage: Callable[[tuple], _Storage]) -> Any:
         """One pickle from ``stream`` (``what`` names it in errors), its persistent ids resolved by ``storage``."""
         try:
+            _check_nesting(stream)
             return _Unpickler(stream, storage).load()
         except _Refused as e:
             raise RefusedGlobal(f"{self.path}: {what}: {one_line(e, 200)}") from None
@@ -390,6 +534,11 @@ class _PickledTensors:
             found = list(_walk(state, "", "", set()))
         except RecursionError:
             raise self._fail("the pickle nests objects too deeply to be a model; corrupt or hostile file") from None
+        except pickle.UnpicklingError as e:
+            raise self._fail(f"{one_line(e, 200)}; corrupt or hostile file") from None
+        except (TypeError, AttributeError, ValueError, LookupError, MemoryError) as e:
+            raise self._fail(f"the pickle's objects are not a checkpoint's ({e.__class__.__name__}: "
+                             f"{one_line(e, 80)}); corrupt or hostile file") from None
         if isinstance(consts, tuple):
             found += [(f"CONSTANTS.c{i}", t, "") for i, t in enumerate(consts) if isinstance(t, _Tensor)]
         # a bare tensor (torch.save(W, path)) is named after the file, as a .npy is
@@ -447,7 +596,11 @@ class _PickledTensors:
         """The tensors as stored (quantized weights and their scales or parts apart)."""
         for name, t, cls in self._tensors:
             kind = module_kind(cls, name.rsplit(".", 1)[-1], name, t.shape) if cls and len(t.shape) >= 2 else None
-            yield TensorRef(name, t.shape, t.storage.dtype, (lambda name=name, t=t: self._load(name, t)), kind)
+            load: Callable[[], np.ndarray] = lambda name=name, t=t: self._load(name, t)
+            if math.prod(t.shape) > t.extent():  # a stride of 0 (expand) or overlapping strides
+                load = skipped_loader(f"an expanded view: {math.prod(t.shape)} values over {t.extent()} stored ones "
+                                      "(a stride of 0), no stored matrix")
+            yield TensorRef(name, t.shape, t.storage.dtype, load, kind)
 
 
 class TorchZipFile(_PickledTensors):
@@ -470,7 +623,8 @@ class TorchZipFile(_PickledTensors):
                 tree = self._member(z, f"{root}/data.pkl", f"{root}/data", infos)
                 consts = (self._member(z, f"{root}/constants.pkl", f"{root}/constants", infos)
                           if f"{root}/constants.pkl" in infos else ())
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
+        except (zipfile.BadZipFile, OSError, EOFError, UnicodeError, RuntimeError, NotImplementedError,
+                zlib.error) as e:  # RuntimeError: an encrypted member; NotImplementedError: an unknown compression
             raise self._fail(f"corrupt PyTorch zip archive ({e.__class__.__name__}: {one_line(e, 120)}); "
                              "truncated?") from None
         self.script = is_torchscript_archive(list(infos))
