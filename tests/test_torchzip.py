@@ -306,6 +306,25 @@ def test_a_corrupt_deflated_storage_fails_its_row_naming_the_file(tmp_path):
                                 "decompressing data") and rows["a"].endswith("save or download it again")
 
 
+class _WithActivation(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.act = nn.Linear(16, 16), nn.functional.gelu  # a torch function held as an attribute
+
+
+def test_data_parallel_modules_with_torch_functions_and_protocol_1_legacy_files_are_read(tmp_path, monkeypatch):
+    """torch's own classes and functions other than tensor rebuilders (DataParallel, F.gelu as an attribute)
+    are stand-ins like any others (they were refused), and a legacy file of pickle protocol 1 (its magic
+    number a decimal LONG) is recognised as one."""
+    dp = nn.DataParallel(_WithActivation())
+    torch.save(dp, str(tmp_path / "dp.pt"))
+    torch.save(dp.module, str(tmp_path / "p1.pt"), pickle_protocol=1, _use_new_zipfile_serialization=False)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert [r.name for r in load_torch_file(tmp_path / "dp.pt")] == ["module.fc.weight", "module.fc.bias"]
+    assert isinstance(load_torch_file(tmp_path / "p1.pt"), TorchLegacyFile)
+    assert [r.name for r in load_torch_file(tmp_path / "p1.pt")] == ["fc.weight", "fc.bias"]
+
+
 @pytest.mark.parametrize("legacy", [False, True])
 def test_refused_global_gets_torch_loads_verdict(tmp_path, legacy):
     odd = tmp_path / "odd.pt"
