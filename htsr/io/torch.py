@@ -44,11 +44,17 @@ def is_torch_object(obj: Any) -> bool:
 
 
 def _to_numpy(t) -> np.ndarray:
+    """The tensor as numpy: float16 widened by numpy, which keeps every bit pattern (torch's widening quiets
+    signalling NaNs, and codes stored in a float16 tensor — bitsandbytes' quant_storage, HQQ's
+    view_as_float — must come back bit for bit); bfloat16 and fp8 widened by torch (bfloat16's is exact);
+    integers as stored."""
     torch = _torch()
-    t = t.detach()
+    t = t.detach().cpu()
+    if t.dtype == torch.float16:
+        return t.numpy().astype(np.float32)
     if t.dtype.is_floating_point and t.dtype not in (torch.float32, torch.float64):
-        t = t.to(torch.float32)  # fp16, bf16, fp8 (numpy has no bf16); integers stay as stored
-    return t.cpu().numpy()
+        t = t.to(torch.float32)  # bf16, fp8 (numpy has no such dtypes)
+    return t.numpy()
 
 
 def _dtype_name(t) -> str:
@@ -97,15 +103,29 @@ def module_kind(class_name: str, pname: str, full: str, shape: tuple[int, ...]) 
 
 
 class TorchModule:
-    """An ``nn.Module``: each weight's kind comes from its module's class."""
+    """An ``nn.Module``: each weight's kind comes from its module's class. A quantized module (its own
+    weights are integer codes, or bitsandbytes 4-bit parameters: bitsandbytes, HQQ, AQLM layers) is read
+    from its state dict, which holds the codes with their scales and quantization state, and dequantized
+    as in a checkpoint (:mod:`htsr.io.scales`)."""
 
     def __init__(self, module: Any) -> None:
         self.module = module
         self.description = f"<{type(module).__name__}>"
-        self._params = list(self._walk())
+        self._refs = list(self._walk())
 
-    def _walk(self):
+    def _walk(self) -> Iterator[TensorRef]:
+        quantized: list[str] = []  # prefixes of the quantized modules read from their state dicts
         for mod_name, mod in self.module.named_modules():
+            if any(mod_name.startswith(q) for q in quantized):
+                continue
+            own = [t for _, t in (*mod.named_parameters(recurse=False), *mod.named_buffers(recurse=False))]
+            if any(hasattr(t, "quant_state") or (t.ndim >= 2 and not t.dtype.is_floating_point) for t in own):
+                prefix = f"{mod_name}." if mod_name else ""
+                quantized.append(prefix)
+                # (prefixed here: HQQLinear's state_dict() takes no prefix)
+                state = {f"{prefix}{k}": v for k, v in mod.state_dict().items()}
+                yield from with_scales(TorchStateDict(state).refs())
+                continue
             cls = next((c.__name__ for c in type(mod).__mro__ if c.__name__ in _MODULE_KINDS), "")
             for pname, p in mod.named_parameters(recurse=False):
                 if p.ndim < 2:
@@ -113,14 +133,13 @@ class TorchModule:
                 full = f"{mod_name}.{pname}" if mod_name else pname
                 kind = module_kind(cls, pname, full, tuple(p.shape))
                 if kind is not None:
-                    yield full, p, kind
+                    yield TensorRef(full, tuple(p.shape), _dtype_name(p), (lambda p=p: _to_numpy(p)), kind)
 
     def __len__(self) -> int:
-        return len(self._params)
+        return len(self._refs)
 
     def __iter__(self) -> Iterator[TensorRef]:
-        for name, p, kind in self._params:
-            yield TensorRef(name, tuple(p.shape), _dtype_name(p), (lambda p=p: _to_numpy(p)), kind)
+        yield from self._refs
 
 
 #: a sub-mapping under such a key holds training state (optimizer moments, scheduler, AMP scaler), not weights
