@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import ml_dtypes
@@ -15,7 +16,7 @@ from htsr.io import open_source
 from htsr.io.safetensors import SafetensorsFile
 
 _ST = {"float32": "F32", "float16": "F16", "float8_e4m3fn": "F8_E4M3", "int8": "I8", "uint8": "U8", "int32": "I32",
-       "uint32": "U32",
+       "uint32": "U32", "int64": "I64",
        "bfloat16": "BF16"}
 
 
@@ -564,8 +565,9 @@ def test_compressed_tensors_block_strategy_layers_equal_the_library_decompress()
 
 def test_hqq_layers_equal_hqq_dequantize():
     """Layers quantized and serialized by HQQ itself (HQQLinear: 1, 2, 3, 4 and 8 bits, groups along either
-    axis, a [48, 160] layer whose 3-bit words are padded, codes stored view_as_float in bfloat16): htsr's
-    weight equals HQQLinear.dequantize() (tests/data/hqq/make_hqq_reference.py wrote both)."""
+    axis, a [48, 160] layer whose 3-bit words are padded, codes stored view_as_float in bfloat16, a layer
+    quantized channel_wise=False, whose codes are packed along the weight's own rows): htsr's weight equals
+    HQQLinear.dequantize() (tests/data/hqq/make_hqq_reference.py wrote both)."""
     folder = Path(__file__).parent / "data" / "hqq"
     want = np.load(folder / "dequantized.npz")
     refs = {r.name: r for r in open_source(folder)}
@@ -584,8 +586,9 @@ def test_hqq_layers_equal_hqq_dequantize():
 
 
 def test_hqq_layers_whose_meta_or_codes_do_not_fit_get_a_row_naming_them():
-    """An unknown packing or quantized scales (an older HQQ serialization) give a skipped row, codes too
-    few for the shape a failed one; the other layers are read."""
+    """An unknown packing, nbits that its packing does not store, quantized scales (an older HQQ
+    serialization) or no W_q at all give a skipped row (a layer without W_q had no row, its scale and zero
+    one each), codes too few for the shape a failed one; the other layers are read."""
     folder = Path(__file__).parent / "data" / "hqq"
     # (the view_as_float layer 5 is left out: its bfloat16 code bytes would be widened to float32 by load())
     state = {r.name: r.load() for r in SafetensorsFile(folder / "model.safetensors").refs() if ".5." not in r.name}
@@ -593,11 +596,16 @@ def test_hqq_layers_whose_meta_or_codes_do_not_fit_get_a_row_naming_them():
     state[layer(0, "packing")] = np.frombuffer(b"5bit_u8", np.uint8).copy()
     state[layer(1, "quant_scale")] = np.array(1, np.uint8)
     state[layer(2, "W_q")] = state[layer(2, "W_q")][:8]
+    state[layer(3, "nbits")] = np.array(4, np.int32)  # its packing is 1bit_u8
+    del state[layer(4, "W_q")]
     rows = {r.name: r.status for r in htsr.analyze(state, min_evals=5).layers}
-    assert rows[layer(0, "")[:-1]].startswith("skipped: HQQ layer whose meta cannot be read (packing '5bit_u8'")
-    assert rows[layer(1, "")[:-1]].startswith("skipped: HQQ layer whose meta cannot be read (quantized or offloaded")
+    assert set(rows) == {layer(i, "")[:-1] for i in (0, 1, 2, 3, 4, 6, 7)}  # no scale or zero rows
+    assert rows[layer(0, "")[:-1]].startswith("skipped: HQQ layer that cannot be read (packing '5bit_u8'")
+    assert rows[layer(1, "")[:-1]].startswith("skipped: HQQ layer that cannot be read (quantized or offloaded")
     assert rows[layer(2, "")[:-1]].startswith(f"failed: {layer(2, 'weight')} (HQQ): W_q [8, 32] holds fewer")
-    assert all(rows[layer(i, "")[:-1]] == "ok" for i in (3, 4, 6))
+    assert rows[layer(3, "")[:-1]].startswith("skipped: HQQ layer that cannot be read (nbits 4 with packing 1bit_u8")
+    assert rows[layer(4, "")[:-1]].startswith("skipped: HQQ layer that cannot be read (no W_q")
+    assert rows[layer(6, "")[:-1]] == rows[layer(7, "")[:-1]] == "ok"
 
 
 def test_aqlm_layers_equal_aqlm_dequantize():
@@ -607,6 +615,54 @@ def test_aqlm_layers_equal_aqlm_dequantize():
     # both sum the same float32 codebook vectors in the same order and scale them once: equal
     _matches_stored_reference(Path(__file__).parent / "data" / "aqlm", "dequantized.npz", None, atol=0.0,
                               others={"bias"})
+
+
+def test_aqlm_layers_missing_a_part_or_with_a_codebook_too_small_get_a_row_naming_it():
+    """Without its scales an AQLM layer was analysed unscaled (status ok); a codebook of 200 vectors for
+    8-bit codes wrapped the codes round it (ok). Now: skipped rows naming the missing part, and a failed row
+    for the codebook; no part gets a row of its own."""
+    folder = Path(__file__).parent / "data" / "aqlm"
+    state = {r.name: r.load() for r in SafetensorsFile(folder / "model.safetensors").refs()}
+    layer = "model.layers.{}.mlp.down_proj{}".format
+    del state[layer(0, ".scales")]
+    del state[layer(1, ".codebooks")]
+    state[layer(2, ".codebooks")] = state[layer(2, ".codebooks")][:, :12]  # 16 vectors for 4-bit codes: 12
+    rows = {r.name: r.status for r in htsr.analyze(state, min_evals=3).layers}
+    assert set(rows) == {layer(i, "") for i in range(3)}
+    assert rows[layer(0, "")].startswith("skipped: AQLM layer without its scales")
+    assert rows[layer(1, "")].startswith("skipped: AQLM layer without its codebooks")
+    assert rows[layer(2, "")].startswith(f"failed: {layer(2, '.weight')} (AQLM): codebooks of 12 vectors, not the")
+
+
+def test_bitsandbytes_4bit_block_counts_must_match_the_state(tmp_path):
+    """A quant_state whose blocksize disagrees with the absmax count (256 where absmax holds one per 64
+    values) was read with wrong scales, status ok: the counts must match exactly, as must the nested ones."""
+    rng = np.random.default_rng(19)
+    parts, _ = _bnb4_state(rng.standard_normal((64, 512)).astype(np.float32), nested=True)
+    state = json.loads(bytes(parts["weight.quant_state.bitsandbytes__nf4"]).decode())
+    blocks = {"a": {**state, "blocksize": 256}, "b": {**state, "nested_blocksize": 128}, "c": state}
+    model = {f"{k}.{p}": (np.frombuffer(json.dumps(v).encode(), np.uint8).copy() if p.startswith("weight.quant_state")
+                          else a) for k, v in blocks.items() for p, a in parts.items()}
+    rows = {r.name: r.status for r in htsr.analyze(model, min_evals=5).layers}
+    assert rows["a"].startswith("failed: a.weight (bitsandbytes NF4): quant_map of 16 values or 512 block scales")
+    assert rows["b"].startswith("failed: b.weight (bitsandbytes NF4): nested absmax of 512 uint8 values")
+    assert rows["c"] == "ok"
+
+
+def test_an_asymmetric_compressed_tensors_layer_without_its_zero_point_is_not_read_as_symmetric(tmp_path):
+    """A shard analysed alone whose zero points sit in another shard: with config.json saying the weights
+    are asymmetric, the layer gets a skipped row (it was read as symmetric, status ok, weights 0.05 off)."""
+    folder = tmp_path / "m"
+    shutil.copytree(CT_DATA, folder)
+    layer = "model.layers.0.mlp.down_proj"  # asymmetric 4-bit groups
+    tensors = {r.name: r.load() for r in SafetensorsFile(folder / "model.safetensors").refs()
+               if r.name.startswith(layer) and not r.name.endswith("zero_point")}
+    _save(folder / "model.safetensors", tensors)
+    assert htsr.analyze(folder, min_evals=5).layers[0].status == "ok"  # no config: symmetric is possible
+    (folder / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "compressed-tensors",
+        "config_groups": {"group_0": {"targets": ["Linear"], "weights": {"num_bits": 4, "symmetric": False}}}}}))
+    assert htsr.analyze(folder, min_evals=5).layers[0].status.startswith(
+        "skipped: packed quantized weight: asymmetric, as config.json says, but without its weight_zero_point")
 
 
 def test_compressed_tensors_act_order_layers_equal_the_library_decompress():

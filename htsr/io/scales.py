@@ -145,6 +145,8 @@ class PackedConfig:
     ct_padded: bool | None = None
     # compressed-tensors' "block" strategy: the weights' [rows, inputs] block_structure, if all groups agree
     ct_block: tuple[int, int] | None = None
+    # compressed-tensors: False when every group's weights are asymmetric (a layer then needs its zero point)
+    ct_symmetric: bool | None = None
     # the config says the FP8 weights are scaled (quant_method fp8 / fbgemm_fp8, compressed-tensors 8-bit
     # floats): one without its scale is no weight as stored
     fp8_scaled: bool = False
@@ -178,9 +180,11 @@ class PackedConfig:
                 padded = (int(version[1]), int(version[2])) < (0, 18) if version else None
                 fp8 = str(q.get("quant_method", "")).lower() in ("fp8", "fbgemm_fp8") or any(
                     w.get("type") == "float" and _int(w.get("num_bits")) == 8 for w in weights)
+                symmetric = {w.get("symmetric") for w in weights if isinstance(w.get("symmetric"), bool)}
                 return cls(bits, str(q.get("checkpoint_format", "")).lower() == "gptq_v2",
                            _int(q.get("group_size")), layers, found=True, ct_padded=padded,
-                           ct_block=blocks.pop() if len(blocks) == 1 else None, fp8_scaled=fp8)
+                           ct_block=blocks.pop() if len(blocks) == 1 else None, fp8_scaled=fp8,
+                           ct_symmetric=symmetric.pop() if len(symmetric) == 1 else None)
         return cls()
 
 
@@ -391,11 +395,11 @@ def _bnb4_weight(parts: dict[str, TensorRef], state: dict, what: str) -> np.ndar
         nested = np.asarray(parts["nested_quant_map"].load(), np.float32).reshape(-1)
         scale = np.asarray(parts["nested_absmax"].load(), np.float32).reshape(-1)
         step = int(state["nested_blocksize"])
-        if absmax.dtype != np.uint8 or nested.size < 256 or scale.size * step < absmax.size:
+        if absmax.dtype != np.uint8 or nested.size < 256 or step <= 0 or scale.size != -(-absmax.size // step):
             raise SourceError(f"{what}: nested absmax of {absmax.size} {absmax.dtype} values does not fit its state")
         absmax = nested[absmax] * np.repeat(scale, step)[: absmax.size] + np.float32(state["nested_offset"])
     absmax = absmax.astype(np.float32)
-    if values.size < 16 or absmax.size * block < n:
+    if values.size < 16 or absmax.size != -(-n // block):
         raise SourceError(f"{what}: quant_map of {values.size} values or {absmax.size} block scales for {n} weights")
     return (values[codes[:n]] * np.repeat(absmax, block)[:n]).reshape(shape)
 
@@ -607,6 +611,9 @@ def _ct_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict[str
             if len(bits) != 1:
                 raise _NotUnpacked(f"weight_packed {list(packed.shape)} holds codes of {len(bits)} bit widths from "
                                    f"1 to 8 for a {list(shape)} weight, not one")
+            if cfg.ct_symmetric is False and "weight_zero_point" not in parts:
+                raise _NotUnpacked("asymmetric, as config.json says, but without its weight_zero_point: analyse "
+                                   "the whole model folder, whose other files hold it")
         except (_NotUnpacked, HtsrError, ValueError) as e:
             out[name] = _not_read(weight, packed, f"packed quantized weight: {one_line(e, 160)}")
             continue
@@ -680,12 +687,14 @@ _HQQ_META = ("shape", "nbits", "axis", "packing", "group_size", "view_as_float",
              "channel_wise", "optimize", "round_zero")
 _HQQ_PACKING = {"8bit_u8": (8, "uint8"), "4bit_u8": (4, "uint8"), "2bit_u8": (2, "uint8"),
                 "1bit_u8": (1, "uint8"), "3bit_32": (3, "int32")}
+_HQQ_NBITS = {"8bit_u8": (8, 6, 5), "4bit_u8": (4,), "2bit_u8": (2, 1.58), "1bit_u8": (1,), "3bit_32": (3,)}
 
 
 def _hqq_weight(parts: dict[str, TensorRef], meta: dict, what: str) -> np.ndarray:
-    """An HQQ weight: the grouped weight ([group, n/group] for axis 0, [n/group, group] for axis 1) has its
-    codes packed along its first axis, k = 8 / bits (10 for 3-bit in int32) consecutive chunks to a word,
-    the first in the highest bits; W = (q − zero) · scale, reshaped to the layer's shape."""
+    """An HQQ weight: the grouped weight ([group, n/group] for axis 0, [n/group, group] for axis 1; the weight
+    itself without groups or channel_wise) has its codes packed along its first axis, k = 8 / bits (10 for
+    3-bit in int32) consecutive chunks to a word, the first in the highest bits; W = (q − zero) · scale,
+    reshaped to the layer's shape."""
     bits, view = _HQQ_PACKING[meta["packing"]]
     stored = parts["W_q"]
     words = np.asarray(stored.load())
@@ -697,7 +706,10 @@ def _hqq_weight(parts: dict[str, TensorRef], meta: dict, what: str) -> np.ndarra
     shifts = [(per - 1 - j) * bits for j in range(per)]
     q = np.concatenate([(words >> s) & ((1 << bits) - 1) for s in shifts], axis=0) if per > 1 else words
     n, group = math.prod(meta["shape"]), meta["group_size"]
-    rows = group if meta["axis"] == 0 else n // group
+    if not (meta["channel_wise"] and group):  # the weight quantized in its own shape
+        rows = meta["shape"][0]
+    else:
+        rows = group if meta["axis"] == 0 else n // group
     if q.shape[0] < rows or q.shape[0] * q.shape[1] < n:
         raise SourceError(f"{what}: W_q {list(stored.shape)} holds fewer than the {n} codes of a "
                           f"{list(meta['shape'])} weight")
@@ -721,30 +733,41 @@ def _hqq_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set[
     saves them: the packed codes ``<m>.W_q``, ``<m>.scale`` and ``<m>.zero`` (one per group) and the meta
     (``<m>.shape``, ``nbits``, ``axis``, ``group_size``, ``packing``, … encoded as tensors)."""
     out, used = {}, set()
-    for name, codes in by_name.items():
-        prefix = name[: -len(".W_q")]
-        if not name.endswith(".W_q") or f"{prefix}.scale" not in by_name or f"{prefix}.packing" not in by_name:
+    prefixes = dict.fromkeys(n.rsplit(".", 1)[0] for n in by_name if n.endswith((".W_q", ".packing")))
+    for prefix in prefixes:
+        if f"{prefix}.scale" not in by_name or f"{prefix}.packing" not in by_name:
             continue
         parts = {k: by_name[f"{prefix}.{k}"] for k in ("W_q", "scale", "zero", *_HQQ_META)
                  if f"{prefix}.{k}" in by_name}
         used.update(r.name for r in parts.values())
-        weight = _weight_name(prefix, name, by_name)
+        codes = parts.get("W_q", parts["scale"])  # (the layer's row in place of its scale when W_q is missing)
+        name = codes.name
+        weight = _weight_name(prefix, f"{prefix}.W_q", by_name)
         what = f"{weight} (HQQ)"
         try:
             meta = {"shape": tuple(int(d) for d in np.asarray(_hqq_meta(parts, "shape", ())).reshape(-1)),
                     "packing": _hqq_meta(parts, "packing"), "axis": int(_hqq_meta(parts, "axis", 1)),
                     "group_size": int(_hqq_meta(parts, "group_size", 0)),
+                    "channel_wise": bool(_hqq_meta(parts, "channel_wise", 1)),
                     "view_as_float": bool(_hqq_meta(parts, "view_as_float", 0))}
+            if len(meta["shape"]) == 2:
+                codes = TensorRef(codes.name, meta["shape"], codes.dtype, codes.loader, codes.kind)
+            if "W_q" not in parts:
+                raise _NotUnpacked("no W_q (its codes)")
             if meta["packing"] not in _HQQ_PACKING:
                 raise _NotUnpacked(f"packing {meta['packing']!r}, none of {', '.join(_HQQ_PACKING)}")
+            nbits = float(_hqq_meta(parts, "nbits", _HQQ_NBITS[meta["packing"]][0]))
+            if nbits not in _HQQ_NBITS[meta["packing"]]:
+                raise _NotUnpacked(f"nbits {nbits:g} with packing {meta['packing']}")
             if any(bool(_hqq_meta(parts, k, 0)) for k in ("quant_scale", "quant_zero", "offload_meta")):
                 raise _NotUnpacked("quantized or offloaded scale and zero (an older HQQ serialization)")
-            if "zero" not in parts or len(meta["shape"]) != 2 or min(meta["shape"]) <= 0 or meta["group_size"] <= 0 \
-                    or meta["axis"] not in (0, 1) or math.prod(meta["shape"]) % meta["group_size"]:
+            group = meta["group_size"]
+            if "zero" not in parts or len(meta["shape"]) != 2 or min(meta["shape"]) <= 0 or group < 0 \
+                    or meta["axis"] not in (0, 1) or (group and math.prod(meta["shape"]) % group):
                 raise _NotUnpacked(f"shape {list(meta['shape'])}, group size {meta['group_size']}, axis "
                                    f"{meta['axis']}{'' if 'zero' in parts else ', no zero'}")
         except (_NotUnpacked, HtsrError, ValueError, TypeError) as e:
-            out[name] = _not_read(weight, codes, f"HQQ layer whose meta cannot be read ({one_line(e, 120)})")
+            out[name] = _not_read(weight, codes, f"HQQ layer that cannot be read ({one_line(e, 120)})")
             continue
         out[name] = TensorRef(weight, meta["shape"], "float32", lambda parts=parts, meta=meta, what=what:
                               _named(what, _hqq_weight, parts, meta, what), codes.kind)
@@ -762,15 +785,16 @@ def _aqlm_weight(parts: dict[str, TensorRef], what: str) -> np.ndarray:
                           "not fit ([out groups, in groups, codebooks] integers, [codebooks, size, out, in] floats)")
     n_out, n_in, K = codes.shape
     size, og, ig = books.shape[1:]
+    if size & (size - 1) or size > 1 << (8 * codes.dtype.itemsize):
+        raise SourceError(f"{what}: codebooks of {size} vectors, not the 2^bits its {codes.dtype} codes address")
     W = np.zeros((n_out, n_in, og * ig), np.float32)
     flat = books.reshape(K, size, og * ig)
     for k in range(K):
         W += flat[k][codes[..., k].astype(np.int64) % size]
-    if "scales" in parts:
-        scales = np.asarray(parts["scales"].load(), np.float32).reshape(-1)
-        if scales.size != n_out:
-            raise SourceError(f"{what}: {scales.size} scales for {n_out} output groups")
-        W *= scales[:, None, None]
+    scales = np.asarray(parts["scales"].load(), np.float32).reshape(-1)
+    if scales.size != n_out:
+        raise SourceError(f"{what}: {scales.size} scales for {n_out} output groups")
+    W *= scales[:, None, None]
     return W.reshape(n_out, n_in, og, ig).swapaxes(1, 2).reshape(n_out * og, n_in * ig)
 
 
@@ -779,21 +803,24 @@ def _aqlm_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set
     ``<m>.codes`` [out groups, in groups, codebooks], ``<m>.codebooks`` [codebooks, 2^bits, out group, in
     group], ``<m>.scales`` [out groups, 1, 1, 1])."""
     out, used = {}, set()
-    for name, codes in by_name.items():
-        prefix = name[: -len(".codes")]
-        books = by_name.get(f"{prefix}.codebooks")
-        if not name.endswith(".codes") or books is None:
-            continue
+    prefixes = dict.fromkeys(n.rsplit(".", 1)[0] for n in by_name if n.endswith((".codes", ".codebooks")))
+    for prefix in prefixes:
         parts = {k: by_name[f"{prefix}.{k}"] for k in ("codes", "codebooks", "scales") if f"{prefix}.{k}" in by_name}
+        if len(parts) < 2:
+            continue  # codes alone: unscaled_integer_weight's row says what is missing
         used.update(r.name for r in parts.values())
-        weight = _weight_name(prefix, name, by_name)
-        if len(codes.shape) != 3 or len(books.shape) != 4 or codes.shape[2] != books.shape[0]:
-            out[name] = _not_read(weight, codes, f"AQLM codes {list(codes.shape)} with codebooks "
-                                                 f"{list(books.shape)} that do not fit")
+        codes = parts.get("codes", parts.get("codebooks"))  # the row's name: the codes', else the codebooks'
+        books = parts.get("codebooks", codes)
+        weight = _weight_name(prefix, f"{prefix}.codes", by_name)
+        missing = [k for k in ("codes", "codebooks", "scales") if k not in parts]
+        if missing or len(codes.shape) != 3 or len(books.shape) != 4 or codes.shape[2] != books.shape[0]:
+            why = (f"without its {' and '.join(missing)}" if missing else
+                   f"codes {list(codes.shape)} with codebooks {list(books.shape)} that do not fit")
+            out[codes.name] = _not_read(weight, codes, f"AQLM layer {why}")
             continue
         shape = (codes.shape[0] * books.shape[2], codes.shape[1] * books.shape[3])
-        out[name] = TensorRef(weight, shape, "float32", lambda parts=parts, weight=weight:
-                              _named(f"{weight} (AQLM)", _aqlm_weight, parts, f"{weight} (AQLM)"), codes.kind)
+        out[codes.name] = TensorRef(weight, shape, "float32", lambda parts=parts, weight=weight:
+                                    _named(f"{weight} (AQLM)", _aqlm_weight, parts, f"{weight} (AQLM)"), codes.kind)
     return out, used
 
 
