@@ -325,6 +325,26 @@ def test_data_parallel_modules_with_torch_functions_and_protocol_1_legacy_files_
     assert [r.name for r in load_torch_file(tmp_path / "p1.pt")] == ["fc.weight", "fc.bias"]
 
 
+class _Masked(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok, self.frontend = nn.Embedding(100, 32), nn.Conv1d(16, 24, 41)
+        self.register_buffer("tril", torch.ones(8, 8).tril().bool(), persistent=False)
+
+
+def test_optimizer_objects_modules_in_tuples_and_live_masks(tmp_path, monkeypatch):
+    """A pickled optimizer object (its state a defaultdict(dict)) beside the model is training state, not a
+    hostile file; a whole model inside a tuple reads as its state dict; a live module's bool mask buffer
+    does not make it a quantized module (its layers kept their kinds: conv1d, embedding)."""
+    m = _Masked()
+    assert {r.name: r.kind for r in open_source(m)} == {"tok.weight": "embedding", "frontend.weight": "conv1d"}
+    torch.save({"model": m, "optimizer": torch.optim.Adam(m.parameters())}, str(tmp_path / "opt.pt"))
+    torch.save((m, {"epoch": 1}), str(tmp_path / "tuple.pt"))
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert [r.name for r in load_torch_file(tmp_path / "opt.pt")] == list(m.state_dict())
+    assert [r.name for r in load_torch_file(tmp_path / "tuple.pt")] == [f"0.{k}" for k in m.state_dict()]
+
+
 @pytest.mark.parametrize("legacy", [False, True])
 def test_refused_global_gets_torch_loads_verdict(tmp_path, legacy):
     odd = tmp_path / "odd.pt"

@@ -118,8 +118,11 @@ class TorchModule:
         for mod_name, mod in self.module.named_modules():
             if any(mod_name.startswith(q) for q in quantized):
                 continue
-            own = [t for _, t in (*mod.named_parameters(recurse=False), *mod.named_buffers(recurse=False))]
-            if any(hasattr(t, "quant_state") or (t.ndim >= 2 and not t.dtype.is_floating_point) for t in own):
+            # a quantized layer's weight parameter holds integer codes (buffers such as masks or position
+            # indices do not make a layer quantized)
+            own = [t for _, t in mod.named_parameters(recurse=False)]
+            if any(hasattr(t, "quant_state") or (t.ndim >= 2 and not t.dtype.is_floating_point
+                                                 and str(t.dtype) != "torch.bool") for t in own):
                 prefix = f"{mod_name}." if mod_name else ""
                 quantized.append(prefix)
                 # (prefixed here: HQQLinear's state_dict() takes no prefix)

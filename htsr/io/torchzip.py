@@ -214,6 +214,8 @@ def _as_state_dicts(obj: Any, seen: set[int] | None = None) -> Any:
     elif isinstance(obj, list):
         seen.add(id(obj))
         obj[:] = [_as_state_dicts(v, seen) for v in obj]
+    elif isinstance(obj, tuple):
+        return tuple(_as_state_dicts(v, seen) for v in obj)
     return obj
 
 
@@ -329,7 +331,8 @@ _ALLOWED = {
     ("_codecs", "encode"): _codecs_encode,
     **{(m, n): f for m in ("builtins", "__builtin__")
        for n, f in (("set", _set), ("frozenset", _set), ("slice", slice), ("complex", complex),
-                    ("object", object))},  # object: the base copyreg._reconstructor is given
+                    ("object", object), ("dict", dict), ("list", list))},  # object: copyreg._reconstructor's
+    # base; dict, list: a defaultdict's factory (an optimizer's state)
 }
 # torch.float32, torch.bfloat16 …: a dtype stored as a plain value (e.g. a config entry)
 _TORCH_DTYPES = frozenset({"float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2",
