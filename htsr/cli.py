@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 from . import __version__
 from .analyze import analyze
 from .errors import HtsrError, OptionError
-from .fits.uncertainty import MIN_WARNING_REPLICATES
+from .fits.uncertainty import MIN_WARNING_REPLICATES, warning_interval
 from .options import OPTION_SPECS, Options
 from .results import AnalysisResult, atomic_write, check_outputs, format_value
 
@@ -117,6 +117,11 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
         Options.create(**options)  # validate before any file is touched
     except OptionError as e:  # in the flags' spelling: option 'farms_aspect' -> --farms-aspect
         raise OptionError(re.sub(r"option '(\w+)'", lambda m: _flag(m.group(1)), str(e))) from None
+    if 0 < options.get("bootstrap", 0) < FEW_REPLICATES and not args.quiet:
+        print(f"htsr: note: --bootstrap {options['bootstrap']}: with fewer than {FEW_REPLICATES} replicates the "
+              "interval's ends are among the most extreme replicates, and the p-value moves in steps of "
+              f"{1 / options['bootstrap']:.2g}; the warnings and the no-power-law count do not use them",
+              file=sys.stderr)
     return options
 
 
@@ -202,8 +207,7 @@ def format_summary(result: AnalysisResult) -> str:
         f"failed: {s.num_failed}",
         f"warnings: over-trained {s.num_over_trained}  under-trained {s.num_under_trained}  "
         f"uncertain {s.num_uncertain}  no-power-law {format_value(s.num_no_power_law, nan='n/a')}  "
-        f"(interval of alpha: {'bootstrap' if result.options.get('bootstrap') else 'Bayesian'}, "
-        f"{result.options.get('confidence', 0.95):.0%})",
+        f"(interval of alpha: {warning_interval(result.options)})",
         f"power law plausible (bootstrap p > 0.1): {format_value(s.share_plausible_pl, nan='n/a (--bootstrap N)')}  "
         f"best fit is the power law: {format_value(s.share_best_fit_pl, nan=no_tails)}",
         "phases: " + ("  ".join(f"{p} {format_value(n)}" for p, n in s.phases.items())
@@ -245,10 +249,6 @@ def _run_analyze(args: argparse.Namespace) -> int:
 
     source = open_source(args.source)  # headers only; then the files it reads (an ONNX model's external data)
     check_outputs([source], outputs)
-    if 0 < options.get("bootstrap", 0) < FEW_REPLICATES and not args.quiet:
-        print(f"htsr: note: --bootstrap {options['bootstrap']}: with fewer than {FEW_REPLICATES} replicates the "
-              "interval's ends are among the most extreme replicates, and the p-value moves in steps of "
-              f"{1 / options['bootstrap']:.2g}; the warnings use the Bayesian interval instead", file=sys.stderr)
     result = analyze(source, **options)
     say = (lambda *a: None) if args.quiet else print
     if args.json:

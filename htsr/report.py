@@ -33,7 +33,7 @@ from .figures import (  # one colour per role in both renderers
     phase_counts,
     role_color,
 )
-from .fits.uncertainty import interval_of
+from .fits.uncertainty import interval_of, warning_interval
 from .options import LAYER_KINDS, OPTION_SPECS
 from .results import AnalysisResult, LayerResult, atomic_write, format_value
 from .rmt.phases import PHASES
@@ -207,7 +207,7 @@ def _kv(pairs: Sequence[tuple[str, Any]]) -> str:
 
 def _summary(result: AnalysisResult) -> str:
     s, o = result.summary, result.options
-    interval = f"{'bootstrap' if o.get('bootstrap') else 'Bayesian'}, {o.get('confidence', 0.95):.0%}"
+    interval = warning_interval(o)
     counts = [("layers", s.num_layers), ("fitted", s.num_fitted), ("not fitted", s.num_not_fitted),
               ("failed", s.num_failed)]
     warns = [("over-trained", s.num_over_trained), ("under-trained", s.num_under_trained),

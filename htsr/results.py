@@ -21,6 +21,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .fits.uncertainty import MIN_WARNING_REPLICATES
 from .metrics import METRICS, PLAUSIBLE_P
 from .rmt.phases import PHASES
 
@@ -157,7 +158,8 @@ class Summary:
     num_under_trained: int
     num_over_trained: int
     num_uncertain: int  # the interval of alpha contains 2 or 6
-    num_no_power_law: int | float  # bootstrap p <= 0.1 (NaN without bootstrap: no layer was tested)
+    # bootstrap p <= 0.1, over the layers with at least MIN_WARNING_REPLICATES good replicates (NaN: none)
+    num_no_power_law: int | float
     share_plausible_pl: float  # share of bootstrapped layers with p > 0.1 (NaN without bootstrap)
     share_best_fit_pl: float  # share of compared layers whose best_fit is the power law (NaN without tails)
     # layers per phase (every phase, 0 included; NaN when no layer has one: the MP fit was off)
@@ -182,7 +184,9 @@ class Summary:
             num_under_trained=sum(r.warning == "under-trained" for r in layers),
             num_over_trained=sum(r.warning == "over-trained" for r in layers),
             num_uncertain=sum(r.warning == "uncertain" for r in layers),
-            num_no_power_law=_count([r.warning == "no-power-law" for r in layers if math.isfinite(r.pl_pvalue)]),
+            # over the layers whose p-value drives the warning (interval_of: enough good replicates)
+            num_no_power_law=_count([r.warning == "no-power-law" for r in layers
+                                     if math.isfinite(r.pl_pvalue) and r.num_boot >= MIN_WARNING_REPLICATES]),
             share_plausible_pl=_share([r.pl_pvalue > PLAUSIBLE_P for r in layers if math.isfinite(r.pl_pvalue)]),
             share_best_fit_pl=_share([r.best_fit == "power_law" for r in layers if r.best_fit]),
             phases={p: _count([r.phase == p for r in layers if r.phase]) for p in PHASES},

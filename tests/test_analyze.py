@@ -376,7 +376,9 @@ def test_summary_counts_of_diagnostics_that_did_not_run_are_nan():
     assert all(math.isnan(n) for n in s.phases.values())
     assert json.loads(htsr.analyze(model).json_text())["summary"]["num_with_traps"] is None
     s = htsr.analyze(model, bootstrap=20, randomize=True).summary
-    assert s.num_no_power_law in (0, 1, 2) and s.num_with_traps in (0, 1, 2)
+    assert math.isnan(s.num_no_power_law)  # 20 replicates are too few to test a layer (MIN_WARNING_REPLICATES)
+    assert s.num_with_traps in (0, 1, 2)
+    assert htsr.analyze(model, bootstrap=100, seed=0).summary.num_no_power_law in (0, 1, 2)
     assert sum(s.phases.values()) == 2  # every layer has a phase
 
 

@@ -94,7 +94,15 @@ def test_bootstrap_columns_replace_the_bayesian_interval(model, capsys):
     row = dict(zip(header, lines[1].split()))
     assert float(row["boot_alpha_lo"]) <= float(row["boot_alpha_hi"])
     assert 0.0 <= float(row["pl_pvalue"]) <= 1.0
-    assert "interval of alpha: bootstrap, 95%" in "\n".join(lines)
+    # 20 replicates fill the columns but are too few to drive the warnings: the summary says which interval does
+    assert "interval of alpha: Bayesian, 95%; a bootstrap of 20 < 100 replicates is not used" in "\n".join(lines)
+    assert "no-power-law n/a" in "\n".join(lines)  # no layer was tested
+    assert main(["analyze", str(model), "--bootstrap", "100", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "interval of alpha: bootstrap, 95% (Bayesian on a layer with fewer than 100 good replicates)" in out
+    assert "no-power-law n/a" not in out
+    assert main(["analyze", str(model), "--bayes-average"]) == 0
+    assert "interval of alpha: none: --bayes-average mixes the x_min candidates" in capsys.readouterr().out
 
 
 def test_few_bootstrap_replicates_get_a_note(model, capsys):

@@ -801,6 +801,9 @@ def test_warnings_follow_the_fixed_x_min_posterior_or_alpha_not_the_averaged_one
     row = htsr.analyze({"fc.weight": _heavy_tailed_layer(seed=2)}, bootstrap=20, seed=3).layers[0]
     assert row.num_boot == 20 and row.pl_pvalue <= 0.1  # 20 replicates reject, too few to be heard
     assert row.warning == warning_for(row.alpha, row.bayes_alpha_lo, row.bayes_alpha_hi) == ""
+    # nor does the summary count it: no layer had enough replicates to be tested (NaN, not "0 found")
+    assert math.isnan(htsr.analyze({"fc.weight": _heavy_tailed_layer(seed=2)}, bootstrap=20, seed=3)
+                      .summary.num_no_power_law)
 
 
 # ---------------------------------------------------------------------------------- end to end
@@ -864,7 +867,7 @@ def test_analyze_farms_windows():
 
 def test_analyze_summary_fields():
     src = {f"l{i}.weight": _heavy_tailed_layer(i) for i in range(3)}
-    r = htsr.analyze(src, bootstrap=20, seed=0)
+    r = htsr.analyze(src, bootstrap=MIN_WARNING_REPLICATES, seed=0)  # enough replicates to drive the warnings
     s = r.summary
     pv = [l.pl_pvalue for l in r.layers]
     assert s.share_plausible_pl == pytest.approx(np.mean([p > 0.1 for p in pv]))

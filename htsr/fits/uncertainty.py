@@ -18,7 +18,7 @@ from .powerlaw import PowerLawFit, fit_power_law
 from .tails import compare_tails
 from .tpl import fit_truncated_power_law
 
-__all__ = ["MIN_WARNING_REPLICATES", "interval_of", "tail_uncertainty"]
+__all__ = ["MIN_WARNING_REPLICATES", "interval_of", "tail_uncertainty", "warning_interval"]
 
 
 def tail_uncertainty(x: np.ndarray, fit: PowerLawFit, *, xmin: str | float = "ks", tails: bool = True,
@@ -72,3 +72,16 @@ def interval_of(columns: dict[str, Any], averaged: bool = False) -> tuple[float,
     if averaged:
         return nan, nan, nan
     return columns.get("bayes_alpha_lo", nan), columns.get("bayes_alpha_hi", nan), nan
+
+
+def warning_interval(options: dict[str, Any]) -> str:
+    """Which interval of alpha :func:`interval_of` gives the warnings under these analysis options, in words
+    (the model summary's label): the bootstrap's from :data:`MIN_WARNING_REPLICATES` replicates, else the
+    Bayesian one at the ``confidence`` level, none with ``bayes_average``."""
+    level = f"{options.get('confidence', 0.95):.0%}"
+    boot = options.get("bootstrap", 0) or 0
+    if boot >= MIN_WARNING_REPLICATES:
+        return f"bootstrap, {level} (Bayesian on a layer with fewer than {MIN_WARNING_REPLICATES} good replicates)"
+    fallback = ("none: --bayes-average mixes the x_min candidates, so alpha itself is compared"
+                if options.get("bayes_average") else f"Bayesian, {level}")
+    return fallback + (f"; a bootstrap of {boot} < {MIN_WARNING_REPLICATES} replicates is not used" if boot else "")
