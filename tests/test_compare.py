@@ -357,6 +357,13 @@ def test_cli_compare_prints_writes_and_distances(npz_pair, tmp_path, capsys):
     assert (out / "distances.csv").read_text().splitlines()[1].startswith("enc.fc1,dense,100x60,100,60,1,ok,")
 
 
+def test_cli_compare_notes_a_coarse_bootstrap(npz_pair, capsys):
+    """The same note as analyze: the options come through one parser."""
+    a, b = npz_pair
+    assert main(["compare", str(a), str(b), "--bootstrap", "10", "--no-progress", "--no-tails"]) == 0
+    assert capsys.readouterr().err.startswith("htsr: note: --bootstrap 10: with fewer than 100 replicates")
+
+
 def test_cli_compare_json_descending_and_figure(npz_pair, tmp_path, capsys, monkeypatch):
     a, b = npz_pair
     calls = []
