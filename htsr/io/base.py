@@ -44,6 +44,11 @@ def as_loaded(a: np.ndarray) -> np.ndarray:
     return a.astype(np.float32)
 
 
+def is_gzip(head: bytes) -> bool:
+    """True for the first bytes of a gzip stream (its magic number)."""
+    return head.startswith(b"\x1f\x8b")
+
+
 def skipped_loader(reason: str) -> Callable[[], np.ndarray]:
     """A loader that raises :class:`~htsr.errors.LayerSkipped`: the tensor's row says ``skipped: <reason>``
     (the reason is also its ``skip_reason`` attribute)."""

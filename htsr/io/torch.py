@@ -233,6 +233,7 @@ def load_torch_file(path: str | os.PathLike) -> TensorSource:
     read into memory (not memory-mapped: torch does not check a mapped record's size, and a truncated
     storage would be read on into the next record's bytes).
     """
+    from .pickles import PickleFile, is_pickle_head
     from .torchzip import RefusedGlobal, TorchLegacyFile, TorchZipFile, is_legacy_torch
 
     path = Path(path)
@@ -247,6 +248,10 @@ def load_torch_file(path: str | os.PathLike) -> TensorSource:
             raise SourceError(f"{path}: unreadable ({_first_line(e)})") from None
         if is_legacy_torch(head):
             reader = TorchLegacyFile
+        elif is_pickle_head(head) or _last_byte(path) == b".":
+            # pickle.dump, not torch.save (whose files are zips or start with its magic number): torch.load
+            # cannot read it at all. Protocols 0 and 1 have no header, but end with the STOP opcode
+            return PickleFile(path)
     if reader is not None:
         try:
             return reader(path)
@@ -258,7 +263,6 @@ def load_torch_file(path: str | os.PathLike) -> TensorSource:
                 raise SourceError(f"{refused}; install htsr[torch] to let torch.load(weights_only=True) "
                                   "try it") from None
     torch = _torch()
-    plain = reader is None and head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
     try:
         with warnings.catch_warnings():  # torch's note on the pickle protocol: the error below says it all
             warnings.simplefilter("ignore", UserWarning)
@@ -268,16 +272,11 @@ def load_torch_file(path: str | os.PathLike) -> TensorSource:
         if refused is not None:  # htsr's reader said which global; torch's wording differs by format
             raise SourceError(f"{refused}; torch.load(weights_only=True) refuses it too; re-save it with "
                               "torch.save(model.state_dict(), ...) or as safetensors") from None
-        # a pickle of protocol 0 or 1 has no header, and torch's loader stops at its first old opcode; it
-        # does end with the STOP opcode, as random bytes seldom do
-        plain = plain or (detail.startswith("Unsupported operand") and _last_byte(path) == b".")
-        if "unsupported global" in detail.lower() or plain:
-            what = "checkpoint is a pickle that needs to run code" if not plain else (
-                "file is a plain Python pickle, not a torch.save checkpoint, that torch's weights-only loader "
-                "cannot read")
+        if "unsupported global" in detail.lower():
             raise SourceError(
-                f"{path}: refused: the {what} ({detail}), and htsr loads weights only (nothing in the file was "
-                f"run); re-save it with torch.save(model.state_dict(), ...) or as safetensors"
+                f"{path}: refused: the checkpoint is a pickle that needs to run code ({detail}), and htsr loads "
+                "weights only (nothing in the file was run); re-save it with torch.save(model.state_dict(), ...) "
+                "or as safetensors"
             ) from None
         raise SourceError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {detail}") from None
     except Exception as e:  # zip errors, EOF on truncated files, bad storage sizes

@@ -7,7 +7,9 @@ tensors view. A TorchScript archive adds ``<root>/code/`` and ``constants.pkl``;
 object of a ``__torch__.<module path> <Class>`` type whose state is a dict of attributes (submodules,
 parameters, buffers, plain values). ``data.pkl`` is read by a restricted unpickler that runs nothing and
 imports nothing from the file: tensors become lazy views of their storages, ``__torch__.*`` types inert
-attribute holders, ``torch.Size``/``torch.device``/dtypes plain values. Any other class or function
+attribute holders, ``torch.Size``/``torch.device``/dtypes plain values, numpy arrays read-only arrays over
+their bytes in the pickle (numeric dtypes; object arrays become lists; :mod:`htsr.io.pickles` reads plain
+pickles with the same unpickler). Any other class or function
 (a pickled ``nn.Module`` and the model class around it, ``argparse.Namespace``, numpy scalars, a config
 object) becomes an inert stand-in that only keeps the arguments and state it is given; a pickled module
 reads as its state dict (parameters and persistent buffers, named as ``state_dict()`` names them), so
@@ -94,7 +96,7 @@ class _Sealed:
 
     def __setstate__(self, state: Any) -> None:
         raise pickle.UnpicklingError(f"state given to a {type(self).__name__.strip('_').lower()} after it was "
-                                     "built: not a torch.save pickle")
+                                     "built: not a checkpoint's pickle")
 
 
 @dataclass(frozen=True)
@@ -236,6 +238,112 @@ def _rebuild_tensor_v3(storage, offset, size, stride, _requires_grad, _hooks, dt
     return _rebuild_tensor(_Storage(storage.key, dtype.removeprefix("torch.")), offset, size, stride)
 
 
+#: dimensions a pickled numpy array may have (numpy's own limit is 64)
+_MAX_NDIM = 64
+#: dtype kinds whose arrays are weights (float, signed, unsigned, bool); other arrays (strings, records,
+#: dates, complex) hold no weights and keep nothing
+_NUMERIC_KINDS = frozenset("fiub")
+
+
+class _NpDtype:
+    """``numpy.dtype(spec, align, copy)`` as a pickle builds it, then given its byte order by one BUILD:
+    only the spec and the byte order are kept (a structured dtype's fields are not)."""
+
+    __slots__ = ("spec", "order", "structured", "built")
+
+    def __init__(self, spec: Any) -> None:
+        if not (isinstance(spec, str) and 0 < len(spec) <= 16 and spec.isascii() and spec.isalnum()):
+            raise pickle.UnpicklingError(f"a numpy dtype {reprlib.repr(spec)[:40]}")
+        self.spec, self.order, self.structured, self.built = spec, "|", False, False
+
+    def __setstate__(self, state: Any) -> None:
+        # (version, byte order, subarray, names, fields, item size, alignment, flags)
+        if self.built or not (isinstance(state, tuple) and len(state) >= 5 and state[1] in ("<", ">", "|", "=")):
+            raise pickle.UnpicklingError("a numpy dtype's state is not (version, byte order, …)")
+        self.built, self.order = True, state[1]
+        self.structured = any(x is not None for x in state[2:5])
+
+    def numeric(self) -> np.dtype | None:
+        """The dtype, in its byte order, of an array of weights; None for any other (strings, records …)."""
+        try:
+            dt = np.dtype(self.spec)
+        except TypeError:
+            return None
+        if self.structured or dt.kind not in _NUMERIC_KINDS or dt.hasobject:
+            return None
+        return dt.newbyteorder(self.order) if self.order in "<>" else dt
+
+
+def _np_dtype(spec: Any, align: Any = False, copy: Any = False) -> _NpDtype:
+    return _NpDtype(spec)
+
+
+class _NpArray:
+    """A pickled numpy array: ``_reconstruct(ndarray, (0,), b'b')`` makes it empty and one BUILD gives it
+    (version, shape, dtype, Fortran order, data); ``_frombuffer(data, dtype, shape, order)`` (protocol 5)
+    makes it whole. A numeric array is a read-only view of the pickle's bytes (``array``), an object array
+    the list of its items (walked like a list), any other array nothing. Nothing of numpy is called but
+    ``frombuffer``."""
+
+    __slots__ = ("array", "items", "built")
+
+    def __init__(self) -> None:
+        self.array: np.ndarray | None = None
+        self.items: list | None = None
+        self.built = False
+
+    def __setstate__(self, state: Any) -> None:
+        if not (isinstance(state, tuple) and len(state) in (4, 5)):
+            raise pickle.UnpicklingError("a numpy array's state is not (version, shape, dtype, order, data)")
+        shape, dtype, fortran, data = state[-4:]  # version 0 had no version
+        self._fill(shape, dtype, "F" if fortran in (True, 1) else "C", data)
+
+    def _fill(self, shape: Any, dtype: Any, order: str, data: Any) -> None:
+        if self.built:
+            raise pickle.UnpicklingError("state given to a numpy array after it was built")
+        self.built = True
+        if not (isinstance(shape, tuple) and len(shape) <= _MAX_NDIM and isinstance(dtype, _NpDtype)
+                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+            raise pickle.UnpicklingError("a numpy array whose shape or dtype is not one numpy writes")
+        count = math.prod(shape)
+        if dtype.spec.startswith("O"):  # an object array: its items, as a list
+            if not (isinstance(data, list) and len(data) == count):
+                raise pickle.UnpicklingError(f"an object array of shape {shape} with {reprlib.repr(data)[:40]}")
+            self.items = data
+            return
+        dt = dtype.numeric()
+        if dt is None:
+            return  # strings, records, dates: no weights
+        if isinstance(data, str):  # a Python 2 pickle's byte string, read as latin1
+            data = data.encode("latin1")
+        if not isinstance(data, (bytes, bytearray)) or len(data) != count * dt.itemsize:
+            raise pickle.UnpicklingError(f"a numpy array of shape {shape} and dtype {dt} with "
+                                         f"{len(data) if isinstance(data, (bytes, bytearray)) else 'no'} bytes "
+                                         f"of data (it needs {count * dt.itemsize})")
+        a = np.frombuffer(data, dtype=dt).reshape(shape, order=order)
+        a.flags.writeable = False
+        self.array = a
+
+
+def _np_reconstruct(cls: Any, shape: Any, typecode: Any) -> _NpArray:
+    """``numpy.core.multiarray._reconstruct``: an empty array (of ``numpy.ndarray`` or a subclass stand-in)."""
+    return _NpArray()
+
+
+def _np_frombuffer(data: Any, dtype: Any, shape: Any, order: Any) -> _NpArray:
+    """``numpy.core.numeric._frombuffer``: how protocol 5 pickles a contiguous array."""
+    a = _NpArray()
+    if order not in ("C", "F"):
+        raise pickle.UnpicklingError(f"a numpy array in order {reprlib.repr(order)[:20]}")
+    a._fill(shape, dtype, order, bytes(data) if isinstance(data, memoryview) else data)
+    return a
+
+
+def _is_leaf(v: Any) -> bool:
+    """A tensor or a numeric numpy array: what the tree's walk yields."""
+    return isinstance(v, _Tensor) or (isinstance(v, _NpArray) and v.array is not None)
+
+
 class _OrderedDict(dict):
     """``collections.OrderedDict``: a plain dict that also takes pickled attributes (``Module.state_dict()``
     carries ``_metadata``, restored by a BUILD) — kept on the instance: a BUILD on the class itself (which
@@ -258,7 +366,7 @@ class _Call:
         return self.fn(*args)
 
     def __setstate__(self, state: Any) -> None:
-        raise pickle.UnpicklingError("state given to a function: not a torch.save pickle")
+        raise pickle.UnpicklingError("state given to a function: not a checkpoint's pickle")
 
 
 def _first(value, *_ignored):
@@ -300,6 +408,19 @@ def _codecs_encode(text: str, encoding: str = "utf-8") -> bytes:
     return text.encode(encoding)
 
 
+def _bytes(*args) -> bytes:
+    """``bytes()``: how protocols 0 to 2 spell an empty bytes object (an empty array's data); nothing else (a
+    size argument would allocate that many bytes)."""
+    if args:
+        raise pickle.UnpicklingError("bytes() called with arguments")
+    return b""
+
+
+def _bytearray(text: str = "", encoding: str = "latin-1") -> bytearray:
+    """How protocols 0 to 4 spell a bytearray: ``bytearray(str, 'latin-1')``."""
+    return bytearray(_codecs_encode(text, encoding))
+
+
 def _device(*args) -> str:
     if not all(isinstance(a, (str, int)) for a in args):
         raise pickle.UnpicklingError("a torch.device of other than a name and an index")
@@ -329,9 +450,15 @@ _ALLOWED = {
     ("torch", "Size"): tuple,
     ("torch", "device"): _device,
     ("_codecs", "encode"): _codecs_encode,
+    # numpy arrays (numpy 1 and 2 spell the module apart)
+    **{(f"numpy.{core}.{m}", n): f for core in ("core", "_core")
+       for m, n, f in (("multiarray", "_reconstruct", _np_reconstruct), ("numeric", "_frombuffer", _np_frombuffer))},
+    ("numpy", "dtype"): _np_dtype,
+    ("numpy", "ndarray"): "numpy.ndarray",
     **{(m, n): f for m in ("builtins", "__builtin__")
        for n, f in (("set", _set), ("frozenset", _set), ("slice", slice), ("complex", complex),
-                    ("object", object), ("dict", dict), ("list", list))},  # object: copyreg._reconstructor's
+                    ("object", object), ("dict", dict), ("list", list), ("bytes", _bytes),
+                    ("bytearray", _bytearray))},  # object: copyreg._reconstructor's
     # base; dict, list: a defaultdict's factory (an optimizer's state)
 }
 # torch.float32, torch.bfloat16 …: a dtype stored as a plain value (e.g. a config entry)
@@ -346,8 +473,8 @@ class _Unpickler(pickle.Unpickler):
     """Knows the globals of ``_ALLOWED``, storage classes, dtypes and TorchScript types; refuses the rest.
     ``storage(pid)`` turns a persistent id into a :class:`_Storage` (or raises ``UnpicklingError``)."""
 
-    def __init__(self, stream: Any, storage: Callable[[tuple], _Storage]) -> None:
-        super().__init__(stream)
+    def __init__(self, stream: Any, storage: Callable[[tuple], _Storage], encoding: str = "ASCII") -> None:
+        super().__init__(stream, encoding=encoding)
         self._storage = storage
         self._types: dict[str, type] = {}
 
@@ -389,11 +516,13 @@ class _Unpickler(pickle.Unpickler):
 
 def _walk(obj: Any, prefix: str, module_class: str, seen: set[int]) -> Iterator[tuple[str, _Tensor, str]]:
     """(name, tensor, class name of the module holding it) for every tensor reachable from ``obj``."""
-    if isinstance(obj, _Tensor):
+    if _is_leaf(obj):
         yield prefix, obj, module_class
         return
     if id(obj) in seen:
         return
+    if isinstance(obj, _NpArray):  # an object array: its items, as a list's
+        obj = obj.items if obj.items is not None else ()
     if isinstance(obj, _Object):
         seen.add(id(obj))
         state = getattr(obj, "state", None)
@@ -509,6 +638,14 @@ class _PickledTensors:
 
     path: Path
     script = False
+    #: who writes the pickles this reader reads (in errors), and how a Python 2 byte string is decoded
+    writer, encoding = "torch.save / torch.jit.save", "ASCII"
+
+    @staticmethod
+    def _is_weight(v: Any) -> bool:
+        """What makes a mapping the state dict to unwrap: a torch tensor (a numpy array beside a checkpoint's
+        ``state_dict``, such as a saved RNG state, does not make the checkpoint itself one)."""
+        return isinstance(v, _Tensor)
 
     def _fail(self, what: str) -> SourceError:
         return SourceError(f"{self.path}: {what}")
@@ -517,7 +654,7 @@ class _PickledTensors:
         """One pickle from ``stream`` (``what`` names it in errors), its persistent ids resolved by ``storage``."""
         try:
             _check_nesting(stream)
-            return _Unpickler(stream, storage).load()
+            return _Unpickler(stream, storage, self.encoding).load()
         except _Refused as e:
             raise RefusedGlobal(f"{self.path}: {what}: {one_line(e, 200)}") from None
         except pickle.UnpicklingError as e:
@@ -525,7 +662,7 @@ class _PickledTensors:
         except (EOFError, ValueError, TypeError, LookupError, AttributeError, RecursionError,
                 UnicodeError, MemoryError, OverflowError) as e:
             raise self._fail(f"{what}: corrupt pickle ({e.__class__.__name__}: {one_line(e, 80)}); "
-                             "truncated, or not written by torch.save / torch.jit.save") from None
+                             f"truncated, or not written by {self.writer}") from None
 
     def _collect(self, tree: Any, consts: Any, sizes: dict[str, int]) -> None:
         """Name the tensors of ``tree`` (and TorchScript ``consts``) and check them against ``sizes`` (bytes
@@ -533,7 +670,7 @@ class _PickledTensors:
         try:
             if not self.script:
                 tree = _as_state_dicts(tree)
-            state = tree if self.script else unwrap_state(tree, lambda v: isinstance(v, _Tensor)) or tree
+            state = tree if self.script else unwrap_state(tree, self._is_weight) or tree
             found = list(_walk(state, "", "", set()))
         except RecursionError:
             raise self._fail("the pickle nests objects too deeply to be a model; corrupt or hostile file") from None
@@ -543,7 +680,7 @@ class _PickledTensors:
             raise self._fail(f"the pickle's objects are not a checkpoint's ({e.__class__.__name__}: "
                              f"{one_line(e, 80)}); corrupt or hostile file") from None
         if isinstance(consts, tuple):
-            found += [(f"CONSTANTS.c{i}", t, "") for i, t in enumerate(consts) if isinstance(t, _Tensor)]
+            found += [(f"CONSTANTS.c{i}", t, "") for i, t in enumerate(consts) if _is_leaf(t)]
         # a bare tensor (torch.save(W, path)) is named after the file, as a .npy is
         found = [(name or self.path.stem, t, cls) for name, t, cls in found]
         # a module's aliases (an LSTM's _flat_weights) are dropped; a state dict's tied keys are kept, as torch.load does
@@ -552,6 +689,9 @@ class _PickledTensors:
     def _validated(self, found, sizes: dict[str, int]) -> list[tuple[str, _Tensor, str]]:
         out, problems = [], []
         for name, t, cls in found:
+            if isinstance(t, _NpArray):  # its bytes were checked when it was built
+                out.append((name, t, cls))
+                continue
             try:
                 itemsize = numpy_dtype(t.storage.dtype).itemsize
             except TypeError:
@@ -598,7 +738,12 @@ class _PickledTensors:
     def refs(self) -> Iterator[TensorRef]:
         """The tensors as stored (quantized weights and their scales or parts apart)."""
         for name, t, cls in self._tensors:
-            kind = module_kind(cls, name.rsplit(".", 1)[-1], name, t.shape) if cls and len(t.shape) >= 2 else None
+            shape = t.array.shape if isinstance(t, _NpArray) else t.shape
+            kind = module_kind(cls, name.rsplit(".", 1)[-1], name, shape) if cls and len(shape) >= 2 else None
+            if isinstance(t, _NpArray):  # in the pickle itself: copied out, in native byte order
+                native = t.array.dtype.newbyteorder("=")
+                yield TensorRef(name, shape, native.name, lambda a=t.array, d=native: as_loaded(np.array(a, d)), kind)
+                continue
             load: Callable[[], np.ndarray] = lambda name=name, t=t: self._load(name, t)
             if math.prod(t.shape) > t.extent():  # a stride of 0 (expand) or overlapping strides
                 load = skipped_loader(f"an expanded view: {math.prod(t.shape)} values over {t.extent()} stored ones "
@@ -632,7 +777,8 @@ class TorchZipFile(_PickledTensors):
                              "truncated?") from None
         self.script = is_torchscript_archive(list(infos))
         self._collect(tree, consts, infos)
-        self._offsets = self._stored_offsets({t.storage.key: members[t.storage.key] for _, t, _ in self._tensors})
+        self._offsets = self._stored_offsets({t.storage.key: members[t.storage.key] for _, t, _ in self._tensors
+                                              if isinstance(t, _Tensor)})
 
     def _member(self, z: zipfile.ZipFile, member: str, storage_dir: str, infos: dict[str, int]) -> Any:
         """Unpickle ``member``; its tensors' storages are the members of ``storage_dir``."""

