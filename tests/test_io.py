@@ -601,6 +601,24 @@ def test_torch_module_passed_directly():
     np.testing.assert_array_equal(ref.load(), net.blocks[1][3].weight.detach().numpy())  # exact copy
 
 
+def test_a_live_module_gives_the_rows_of_its_saved_state_dict(tmp_path, recwarn):
+    """Persistent float buffers (a frozen projection) are analysed as the saved checkpoint's are; a
+    non-persistent one is not in the checkpoint, so not here either; weight norm's magnitude g is no layer
+    (its direction v is)."""
+    from torch import nn
+    from torch.nn.utils import weight_norm
+
+    torch.manual_seed(0)
+    net = nn.Sequential(weight_norm(nn.Conv1d(8, 16, 3)), nn.Linear(16, 4))
+    net.register_buffer("proj", torch.randn(20, 30))
+    net.register_buffer("scratch", torch.randn(20, 30), persistent=False)
+    net.register_buffer("mask", torch.ones(20, 30, dtype=torch.bool))
+    live = [(r.name, r.shape) for r in htsr.analyze(net, min_evals=3).layers]
+    torch.save(net.state_dict(), tmp_path / "net.pt")
+    saved = [(r.name, r.shape) for r in htsr.analyze(tmp_path / "net.pt", min_evals=3).layers]
+    assert live == saved == [("proj", "20x30"), ("0.weight_v", "16x8x3"), ("1", "4x16")]
+
+
 def test_torch_state_dict_in_memory():
     sd = _state_dict(14)
     assert [r.name for r in htsr.analyze(sd).layers] == ["encoder.fc1", "head"]

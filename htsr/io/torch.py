@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MissingExtraError, SourceError
-from ..matrices import infer_kind
+from ..matrices import infer_kind, is_bias_or_buffer
 from .base import TensorRef, TensorSource, import_extra
 from .numpy import flat_items
 from .scales import with_scales
@@ -97,8 +97,8 @@ def module_kind(class_name: str, pname: str, full: str, shape: tuple[int, ...]) 
     """Kind of parameter ``pname`` (full name ``full``) of a module of class ``class_name`` (a key of
     ``_MODULE_KINDS``, or any other name to infer the kind from the tensor's name and shape)."""
     kind = _MODULE_KINDS.get(class_name)
-    if kind is None or (kind == "rnn" and not pname.startswith("weight_")):
-        return infer_kind(full, shape)
+    if kind is None or (kind == "rnn" and not pname.startswith("weight_")) or is_bias_or_buffer(full):
+        return infer_kind(full, shape)  # (None for a bias, a batch-norm buffer or a weight norm's g)
     return kind
 
 
@@ -130,7 +130,12 @@ class TorchModule:
                 yield from with_scales(TorchStateDict(state).refs())
                 continue
             cls = next((c.__name__ for c in type(mod).__mro__ if c.__name__ in _MODULE_KINDS), "")
-            for pname, p in mod.named_parameters(recurse=False):
+            # parameters, then the persistent float buffers (a frozen projection, an STFT basis): what the
+            # module's state_dict() holds, so a live module gives the rows its saved checkpoint gives
+            skip = getattr(mod, "_non_persistent_buffers_set", set())
+            buffers = [(n, b) for n, b in mod.named_buffers(recurse=False)
+                       if n not in skip and b.dtype.is_floating_point]
+            for pname, p in [*mod.named_parameters(recurse=False), *buffers]:
                 if p.ndim < 2:
                     continue
                 full = f"{mod_name}.{pname}" if mod_name else pname
