@@ -619,6 +619,53 @@ def test_a_live_module_gives_the_rows_of_its_saved_state_dict(tmp_path, recwarn)
     assert live == saved == [("proj", "20x30"), ("0.weight_v", "16x8x3"), ("1", "4x16")]
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")  # torch.ao's migration notes
+def test_torch_ao_quantized_modules_are_dequantized(tmp_path):
+    """torch.ao's quantized Linear keeps (weight, bias) packed, its Conv a quantized weight, its dynamic LSTM
+    opaque packed objects: each is read (live, and Linear/Conv from the saved state dict) as the
+    dequantized weight under the float module's name and kind, not dropped."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    float_net = nn.Sequential(nn.Linear(64, 80), nn.ReLU(), nn.Linear(80, 10))
+    q = torch.ao.quantization.quantize_dynamic(float_net, {nn.Linear}, dtype=torch.qint8)
+    refs = {r.name: r for r in open_source(q)}
+    W, Wq = float_net[0].weight.detach(), q[0].weight()
+    np.testing.assert_array_equal(refs["0.weight"].load(), Wq.dequantize().numpy())  # exact: torch's dequantize
+    # round to nearest: each value within half a quantization step (per tensor) of the float weight
+    assert np.abs(refs["0.weight"].load() - W.numpy()).max() <= Wq.q_scale() / 2 * (1 + 1e-6)
+    torch.save(q.state_dict(), tmp_path / "dynamic.pt")
+    rows = [(r.name, r.kind, r.shape) for r in htsr.analyze(q, min_evals=5).layers]
+    assert rows == [(r.name, r.kind, r.shape) for r in htsr.analyze(tmp_path / "dynamic.pt", min_evals=5).layers]
+    assert rows == [(r.name, r.kind, r.shape) for r in htsr.analyze(float_net, min_evals=5).layers]
+
+    class Static(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.quant, self.dequant = torch.ao.quantization.QuantStub(), torch.ao.quantization.DeQuantStub()
+            self.conv, self.fc = nn.Conv2d(3, 16, 3), nn.Linear(16 * 6 * 6, 10)
+
+        def forward(self, x):
+            return self.dequant(self.fc(self.conv(self.quant(x)).flatten(1)))
+
+    net = Static().eval()
+    net.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")
+    prepared = torch.ao.quantization.prepare(net)
+    prepared(torch.randn(4, 3, 8, 8))
+    qs = torch.ao.quantization.convert(prepared)
+    torch.save(qs.state_dict(), tmp_path / "static.pt")
+    rows = [(r.name, r.kind) for r in htsr.analyze(qs, min_evals=3).layers]
+    assert rows == [(r.name, r.kind) for r in htsr.analyze(tmp_path / "static.pt", min_evals=3).layers]
+    assert rows == [("conv", "conv2d"), ("fc", "dense")]
+
+    lstm = nn.Sequential(nn.LSTM(16, 32, num_layers=2))
+    ql = torch.ao.quantization.quantize_dynamic(lstm, {nn.LSTM}, dtype=torch.qint8)
+    assert [(r.name, r.kind) for r in htsr.analyze(ql, min_evals=5).layers] == \
+        [(r.name, r.kind) for r in htsr.analyze(lstm, min_evals=5).layers]
+    got = next(r for r in open_source(ql) if r.name == "0.weight_hh_l1").load()
+    np.testing.assert_array_equal(got, ql[0]._weight_bias()["weight"]["weight_hh_l1"].dequantize().numpy())
+
+
 def test_torch_state_dict_in_memory():
     sd = _state_dict(14)
     assert [r.name for r in htsr.analyze(sd).layers] == ["encoder.fc1", "head"]

@@ -50,6 +50,8 @@ def _to_numpy(t) -> np.ndarray:
     integers as stored."""
     torch = _torch()
     t = t.detach().cpu()
+    if t.is_quantized:  # torch.ao's qint8 / quint8 with their scales and zero points (per tensor or channel)
+        t = t.dequantize()
     if t.dtype == torch.float16:
         return t.numpy().astype(np.float32)
     if t.dtype.is_floating_point and t.dtype not in (torch.float32, torch.float64):
@@ -58,8 +60,24 @@ def _to_numpy(t) -> np.ndarray:
 
 
 def _dtype_name(t) -> str:
+    if t.is_quantized:
+        return "float32"  # what load() gives: the dequantized weights (as for GGUF's block-quantized types)
     name = str(t.dtype).replace("torch.", "")
     return {"float8_e4m3fn": "float8_e4m3fn", "half": "float16"}.get(name, name)
+
+
+#: where torch.ao's quantized Linear (static and dynamic) keeps its (weight, bias) in its state dict
+_PACKED = "_packed_params._packed_params"
+
+
+def _unpacked(items: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
+    """State dict items with torch.ao's ``<prefix>_packed_params._packed_params = (weight, bias)`` given as
+    ``<prefix>weight`` and ``<prefix>bias``, as a float Linear names them."""
+    for name, v in items:
+        if name.endswith(_PACKED) and isinstance(v, (tuple, list)):
+            yield from zip((f"{name[:-len(_PACKED)]}weight", f"{name[:-len(_PACKED)]}bias"), v)
+        else:
+            yield name, v
 
 
 class TorchStateDict:
@@ -68,7 +86,7 @@ class TorchStateDict:
     def __init__(self, state: Mapping[str, Any], description: str = "<state dict>") -> None:
         self.description = description
         torch = _torch()
-        self._tensors = {name: v for name, v in flat_items(state) if isinstance(v, torch.Tensor)}
+        self._tensors = {name: v for name, v in _unpacked(flat_items(state)) if isinstance(v, torch.Tensor)}
 
     def __len__(self) -> int:
         return len(self._tensors)
@@ -103,10 +121,12 @@ def module_kind(class_name: str, pname: str, full: str, shape: tuple[int, ...]) 
 
 
 class TorchModule:
-    """An ``nn.Module``: each weight's kind comes from its module's class. A quantized module (its own
-    weights are integer codes, or bitsandbytes 4-bit parameters: bitsandbytes, HQQ, AQLM layers) is read
-    from its state dict, which holds the codes with their scales and quantization state, and dequantized
-    as in a checkpoint (:mod:`htsr.io.scales`)."""
+    """An ``nn.Module``: each weight's kind comes from its module's class; its parameters and persistent
+    float buffers, the rows its saved state dict gives. A quantized module (its own weights are integer
+    codes, or bitsandbytes 4-bit parameters: bitsandbytes, HQQ, AQLM layers; torch.ao's quantized Linear and
+    Conv, whose weights are packed) is read from its state dict, which holds the codes with their scales
+    and quantization state, and dequantized as in a checkpoint (:mod:`htsr.io.scales`); torch.ao's dynamic
+    quantized LSTM / GRU from its ``_weight_bias()``."""
 
     def __init__(self, module: Any) -> None:
         self.module = module
@@ -121,13 +141,22 @@ class TorchModule:
             # a quantized layer's weight parameter holds integer codes (buffers such as masks or position
             # indices do not make a layer quantized)
             own = [t for _, t in mod.named_parameters(recurse=False)]
-            if any(hasattr(t, "quant_state") or (t.ndim >= 2 and not t.dtype.is_floating_point
-                                                 and str(t.dtype) != "torch.bool") for t in own):
+            if hasattr(mod, "_packed_params") or any(  # torch.ao's quantized Linear and Conv keep theirs packed
+                    hasattr(t, "quant_state") or (t.ndim >= 2 and not t.dtype.is_floating_point
+                                                  and str(t.dtype) != "torch.bool") for t in own):
                 prefix = f"{mod_name}." if mod_name else ""
                 quantized.append(prefix)
                 # (prefixed here: HQQLinear's state_dict() takes no prefix)
                 state = {f"{prefix}{k}": v for k, v in mod.state_dict().items()}
                 yield from with_scales(TorchStateDict(state).refs())
+                continue
+            if hasattr(mod, "_all_weight_values") and callable(getattr(mod, "_weight_bias", None)):
+                # torch.ao's dynamic quantized LSTM / GRU: its state dict holds opaque packed objects, but
+                # _weight_bias() gives the quantized weight_ih_l0 … by name
+                prefix = f"{mod_name}." if mod_name else ""
+                quantized.append(prefix)
+                state = {f"{prefix}{k}": v for k, v in mod._weight_bias()["weight"].items()}
+                yield from TorchStateDict(state).refs()
                 continue
             cls = next((c.__name__ for c in type(mod).__mro__ if c.__name__ in _MODULE_KINDS), "")
             # parameters, then the persistent float buffers (a frozen projection, an STFT basis): what the
