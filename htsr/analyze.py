@@ -42,6 +42,7 @@ from .rmt import (
     js_distance,
     layer_quality,
     localization,
+    num_zero_evals,
     phase_of,
     randomize,
 )
@@ -312,7 +313,7 @@ def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: f
     """Phase, SETOL and localisation: what needs the fit as well as the spectrum."""
     ev = spectrum.evals
     cols: dict[str, Any] = {}
-    num_zero = ev.size - spectrum.rank
+    num_zero = num_zero_evals(ev, lm.N)  # at float32 precision: both precision paths count the same
     # x_min on the layer's own spectrum: with FARMS the fit saw window eigenvalues, so take the
     # eigenvalue at the same tail share instead
     xmin = fit.xmin

@@ -16,7 +16,8 @@ import scipy.integrate
 
 import htsr
 from htsr.errors import OptionError
-from htsr.rmt import (PHASES, fit_mp, js_distance, localization, mp_cdf, mp_quantiles, randomize, tw_edge)
+from htsr.rmt import (PHASES, fit_mp, js_distance, localization, mp_cdf, mp_quantiles, num_zero_evals, randomize,
+                       tw_edge)
 from htsr.rmt import synthetic as S
 from htsr.spectra import esd
 
@@ -192,6 +193,24 @@ def test_phase_thresholds_are_options_that_change_the_label():
     L = S.low_rank(N, M, 0, 450)  # 10 % zeros
     assert htsr.analyze({"a.weight": L}).layers[0].phase == "rank-collapse"
     assert htsr.analyze({"a.weight": L}, phase_rank_collapse=0.2).layers[0].phase != "rank-collapse"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rank_collapse_is_the_same_on_both_precision_paths(dtype):
+    """A rank-20 product stored in float32 is full-rank in float64 (its rounding adds singular values near
+    σ_max·ε₃₂): the float64 matrix_rank (WeightWatcher's) says 200 for the SVD path, but both paths see 180
+    eigenvalues that are zero at float32 precision, and both say rank-collapse."""
+    rng = np.random.default_rng(0)
+    W = (rng.standard_normal((400, 20)) @ rng.standard_normal((20, 200)) / 20).astype(dtype)
+    rows = [htsr.analyze({"a.weight": W}, precision=p, tails=False).layers[0] for p in ("fast", "accurate")]
+    assert [(r.num_zero_evals, r.phase) for r in rows] == [(180, "rank-collapse")] * 2
+    assert rows[1].matrix_rank == (200 if dtype is np.float32 else 20)  # numpy's float64 tolerance σ_max·N·ε₆₄
+
+
+def test_num_zero_evals_counts_below_the_float32_rank_tolerance():
+    tol = 4.0 * (100 * 2.0 ** -23) ** 2  # λ_max = 4, N = 100
+    ev = np.array([0.0, 0.5 * tol, tol, 1.01 * tol, 1.0, 4.0])
+    assert num_zero_evals(ev, 100) == 3 and num_zero_evals(np.array([]), 100) == 0
 
 
 def test_every_phase_is_counted_in_the_summary():

@@ -3,8 +3,8 @@
 The label reads a layer's ESD against its Marchenko–Pastur fit (:mod:`htsr.rmt.mp`). The rules, in
 order (the first that applies wins):
 
-1. ``rank-collapse``  at least ``rank_collapse`` (default 10 %) of the eigenvalues are zero (at or below
-   the layer's numerical floor): a large mass at λ = 0.
+1. ``rank-collapse``  at least ``rank_collapse`` (default 10 %) of the eigenvalues are zero at float32
+   precision (:func:`num_zero_evals`): a large mass at λ = 0.
 2. ``random-like``    no eigenvalue above the MP edge plus the Tracy–Widom margin (``num_spikes = 0``).
 3. ``heavy-tailed`` / ``bulk-decay``   at least ``ht_share`` (default 5 %) of the eigenvalues lie above
    the edge: a tail, not a few spikes. ``heavy-tailed`` when its power-law alpha is below ``ht_alpha``
@@ -26,12 +26,16 @@ entries, ~(NM)^⅓, are of the order of the edge); μ = 5 give ``random-like`` �
 
 from __future__ import annotations
 
+import bisect
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .mp import MPFit
 
-__all__ = ["PHASES", "PhaseThresholds", "phase_of", "bbp_entry_scale"]
+__all__ = ["PHASES", "PhaseThresholds", "bbp_entry_scale", "num_zero_evals", "phase_of"]
+
+_EPS32 = 2.0 ** -23  # float32's machine epsilon
 
 PHASES = ("random-like", "bleeding-out", "bulk+spikes", "bulk-decay", "heavy-tailed", "rank-collapse")
 
@@ -47,6 +51,17 @@ class PhaseThresholds:
 def bbp_entry_scale(N: int, M: int, sigma2: float) -> float:
     """Size above which a single entry of an N × M noise matrix of variance σ² creates an outlier."""
     return (N * M) ** 0.25 * math.sqrt(sigma2)
+
+
+def num_zero_evals(evals: Sequence[float], N: int) -> int:
+    """Eigenvalues of an N × M layer (``evals`` ascending) that are zero at float32 precision: λ ≤
+    λ_max·(N·ε₃₂)², i.e. singular values below numpy's ``matrix_rank`` tolerance σ_max·N·ε for a float32
+    matrix. Weights are stored in float32 or coarser, so a smaller eigenvalue is rounding, not signal; the
+    float64 rank (``matrix_rank``, as WeightWatcher's) counts such rounding as rank, and would make a
+    float32 product of low rank full-rank for one precision path and rank-deficient for the other."""
+    if len(evals) == 0:
+        return 0
+    return bisect.bisect_right(evals, float(evals[-1]) * (N * _EPS32) ** 2)
 
 
 def phase_of(num_evals: int, num_zero: int, mp: MPFit, lambda_max: float, alpha: float,
