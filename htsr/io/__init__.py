@@ -132,7 +132,7 @@ def _open_path(path: Path) -> TensorSource:
             f"Keras model.weights.h5; supported: {SUPPORTED}")
     size = path.stat().st_size
     with open(path, "rb") as f:
-        head = f.read(16)
+        head = f.read(32)  # a legacy torch.save pickle with a FRAME header needs 23 to be told apart
     if head[:4] == b"GGUF":  # before the safetensors check: a GGUF header can pass as a safetensors length
         from .gguf import GGUFFile
 
@@ -145,12 +145,6 @@ def _open_path(path: Path) -> TensorSource:
         return SafetensorsFile(path)
     if head.startswith(b"\x93NUMPY"):
         return NpyFile(path)
-    if is_gzip(head) or path.suffix in (".pkl", ".pickle"):  # pickle.dump of arrays or of objects holding them
-        from .pickles import PickleFile, gzipped_pickle
-        from .torchzip import is_legacy_torch
-
-        if gzipped_pickle(path) if is_gzip(head) else not is_legacy_torch(head):
-            return PickleFile(path)
     if head.startswith(b"PK"):
         try:
             with zipfile.ZipFile(path) as z:
@@ -174,6 +168,13 @@ def _open_path(path: Path) -> TensorSource:
 
             return KerasFile(path)
         raise SourceError(f"{path}: a zip archive that is neither .npz nor a PyTorch checkpoint; supported: {SUPPORTED}")
+    # after the zip check: a torch.save zip may be named .pkl (fastai's export.pkl)
+    if is_gzip(head) or path.suffix in (".pkl", ".pickle"):  # pickle.dump of arrays or of objects holding them
+        from .pickles import PickleFile, gzipped_pickle
+        from .torchzip import is_legacy_torch
+
+        if gzipped_pickle(path) if is_gzip(head) else not is_legacy_torch(head):
+            return PickleFile(path)
     from .onnx import (
         looks_like_onnx,  # sniffing only: onnx itself is imported by OnnxFile
     )

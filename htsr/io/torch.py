@@ -188,7 +188,7 @@ def _is_training_state(key: Any, value: Any) -> bool:
     the weights), a sub-mapping named for training state (``optimizer``, ``g_optim``, ``lr_scheduler``), or
     a pickled optimizer or scheduler object (read without torch: a stand-in named for its class)."""
     if isinstance(value, Mapping):
-        return "param_groups" in value or bool(_TRAINING_STATE_KEY.search(str(key)))
+        return "param_groups" in value or (isinstance(key, str) and bool(_TRAINING_STATE_KEY.search(key)))
     return bool(_TRAINING_STATE_KEY.search(str(getattr(value, "type_name", ""))))
 
 

@@ -139,7 +139,9 @@ class _Inert(_Object):
     of the named global is looked up or run."""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        return object.__new__(cls)
+        self = object.__new__(cls)  # made by __new__ alone at protocol 2+ (copyreg.__newobj__): no __init__
+        self.args, self.items = args, {}
+        return self
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.args, self.items = args, {}
@@ -198,26 +200,30 @@ def _is_module(obj: Any) -> bool:
     return isinstance(obj, _Inert) and isinstance(state, dict) and "_parameters" in state and "_modules" in state
 
 
-def _as_state_dicts(obj: Any, seen: set[int] | None = None) -> Any:
+def _as_state_dicts(obj: Any, done: dict[int, Any] | None = None) -> Any:
     """``obj`` with every pickled ``nn.Module`` (a stand-in whose state has ``_parameters`` and ``_modules``)
     replaced by its state dict, in the mappings and sequences that hold it: a checkpoint of whole models
-    (``{"model": model, "ema": ema, …}``, or ``torch.save(model)``) reads as one of state dicts."""
-    seen = set() if seen is None else seen
+    (``{"model": model, "ema": ema, …}``, or ``torch.save(model)``) reads as one of state dicts. Each
+    container is converted once (``done``: id → result), so a tuple shared k levels deep stays shared
+    instead of becoming 2^k copies."""
+    done = {} if done is None else done
     if _is_module(obj):
         out: dict[str, Any] = {}
         _module_state(obj, "", out)
         return out
-    if id(obj) in seen:
-        return obj
+    if id(obj) in done:
+        return done[id(obj)]
     if isinstance(obj, dict):
-        seen.add(id(obj))
+        done[id(obj)] = obj
         for k, v in list(obj.items()):
-            obj[k] = _as_state_dicts(v, seen)
+            obj[k] = _as_state_dicts(v, done)
     elif isinstance(obj, list):
-        seen.add(id(obj))
-        obj[:] = [_as_state_dicts(v, seen) for v in obj]
+        done[id(obj)] = obj
+        obj[:] = [_as_state_dicts(v, done) for v in obj]
     elif isinstance(obj, tuple):
-        return tuple(_as_state_dicts(v, seen) for v in obj)
+        done[id(obj)] = obj  # (a tuple cannot hold itself but through a list or dict, which are done)
+        done[id(obj)] = new = tuple(_as_state_dicts(v, done) for v in obj)
+        return new
     return obj
 
 
@@ -252,9 +258,10 @@ class _NpDtype:
     __slots__ = ("spec", "order", "structured", "built")
 
     def __init__(self, spec: Any) -> None:
-        if not (isinstance(spec, str) and 0 < len(spec) <= 16 and spec.isascii() and spec.isalnum()):
-            raise pickle.UnpicklingError(f"a numpy dtype {reprlib.repr(spec)[:40]}")
-        self.spec, self.order, self.structured, self.built = spec, "|", False, False
+        # anything but a short type code (numpy.record, a numpy 2 StringDType …) is kept as no spec: its
+        # arrays hold no weights, and numpy.dtype is never given it
+        ok = isinstance(spec, str) and 0 < len(spec) <= 16 and spec.isascii() and spec.isalnum()
+        self.spec, self.order, self.structured, self.built = spec if ok else "", "|", False, False
 
     def __setstate__(self, state: Any) -> None:
         # (version, byte order, subarray, names, fields, item size, alignment, flags)
@@ -265,6 +272,8 @@ class _NpDtype:
 
     def numeric(self) -> np.dtype | None:
         """The dtype, in its byte order, of an array of weights; None for any other (strings, records …)."""
+        if not self.spec:
+            return None
         try:
             dt = np.dtype(self.spec)
         except TypeError:
@@ -302,9 +311,11 @@ class _NpArray:
         if self.built:
             raise pickle.UnpicklingError("state given to a numpy array after it was built")
         self.built = True
-        if not (isinstance(shape, tuple) and len(shape) <= _MAX_NDIM and isinstance(dtype, _NpDtype)
+        if not (isinstance(shape, tuple) and len(shape) <= _MAX_NDIM
                 and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
-            raise pickle.UnpicklingError("a numpy array whose shape or dtype is not one numpy writes")
+            raise pickle.UnpicklingError("a numpy array whose shape is not one numpy writes")
+        if not isinstance(dtype, _NpDtype):
+            return  # a dtype of its own class (numpy 2's StringDType …): no weights
         count = math.prod(shape)
         if dtype.spec.startswith("O"):  # an object array: its items, as a list
             if not (isinstance(data, list) and len(data) == count):
@@ -320,7 +331,8 @@ class _NpArray:
             raise pickle.UnpicklingError(f"a numpy array of shape {shape} and dtype {dt} with "
                                          f"{len(data) if isinstance(data, (bytes, bytearray)) else 'no'} bytes "
                                          f"of data (it needs {count * dt.itemsize})")
-        a = np.frombuffer(data, dtype=dt).reshape(shape, order=order)
+        # a copy of a bytearray: a view would pin it, and a later APPEND to it raise BufferError
+        a = np.frombuffer(bytes(data) if isinstance(data, bytearray) else data, dtype=dt).reshape(shape, order=order)
         a.flags.writeable = False
         self.array = a
 
@@ -519,19 +531,32 @@ def _walk(obj: Any, prefix: str, module_class: str, seen: set[int]) -> Iterator[
     if _is_leaf(obj):
         yield prefix, obj, module_class
         return
+    if isinstance(obj, _NpArray):  # an object array: its items, as a list's (walked once, as any container)
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        obj = obj.items if obj.items is not None else ()
     if id(obj) in seen:
         return
-    if isinstance(obj, _NpArray):  # an object array: its items, as a list's
-        obj = obj.items if obj.items is not None else ()
     if isinstance(obj, _Object):
         seen.add(id(obj))
         state = getattr(obj, "state", None)
         cls = obj.type_name.rsplit(".", 1)[-1]
+        if (isinstance(state, tuple) and len(state) == 2
+                and all(isinstance(d, dict) or d is None for d in state)):  # (__dict__, __slots__ values)
+            state = {**(state[0] or {}), **(state[1] or {})}
         if isinstance(state, dict):
             for k, v in state.items():
                 yield from _walk(v, f"{prefix}.{_key(k)}" if prefix else _key(k), cls, seen)
         elif state is not None:
             yield from _walk(state, prefix, cls, seen)
+        if isinstance(obj, _Inert):
+            # what a stand-in was filled with (a dict or list subclass, a defaultdict), then what it was
+            # made from (a namedtuple's fields, a deque's list)
+            for k, v in obj.items.items():
+                yield from _walk(v, f"{prefix}.{_key(k)}" if prefix else _key(k), cls, seen)
+            for i, v in enumerate(obj.args):
+                yield from _walk(v, f"{prefix}.{i}" if prefix else str(i), cls, seen)
     elif isinstance(obj, dict):
         seen.add(id(obj))
         for k, v in obj.items():
@@ -542,9 +567,15 @@ def _walk(obj: Any, prefix: str, module_class: str, seen: set[int]) -> Iterator[
             yield from _walk(v, f"{prefix}.{i}" if prefix else str(i), module_class, seen)
 
 
+#: characters of a mapping key kept in a name (a checkpoint's keys are short; a name repeats its whole path)
+_MAX_KEY_CHARS = 200
+
+
 def _key(k: Any) -> str:
     """A mapping key as a name part: strings and numbers as they are, anything else by its type (a key the
     pickle built of shared parts would take 2^depth characters to print)."""
+    if isinstance(k, str) and len(k) > _MAX_KEY_CHARS:  # each name repeats its path: keep them short
+        return f"{k[:_MAX_KEY_CHARS]}…"
     return str(k) if isinstance(k, (str, int, float)) else f"<{type(k).__name__}>"
 
 
@@ -660,7 +691,7 @@ class _PickledTensors:
         except pickle.UnpicklingError as e:
             raise self._fail(f"{what}: {one_line(e, 200)}") from None
         except (EOFError, ValueError, TypeError, LookupError, AttributeError, RecursionError,
-                UnicodeError, MemoryError, OverflowError) as e:
+                UnicodeError, MemoryError, OverflowError, BufferError) as e:
             raise self._fail(f"{what}: corrupt pickle ({e.__class__.__name__}: {one_line(e, 80)}); "
                              f"truncated, or not written by {self.writer}") from None
 
@@ -843,7 +874,8 @@ class TorchLegacyFile(_PickledTensors):
                 if self._unpickle(f, "magic number", none) != _LEGACY_MAGIC:
                     raise self._fail("a pickle without torch.save's magic number: not a PyTorch checkpoint")
                 if (proto := self._unpickle(f, "protocol", none)) != _LEGACY_PROTOCOL:
-                    raise self._fail(f"legacy torch.save protocol {str(proto)[:20]} (htsr reads {_LEGACY_PROTOCOL})")
+                    raise self._fail(f"legacy torch.save protocol {proto if isinstance(proto, int) else type(proto).__name__} "
+                                     f"(htsr reads {_LEGACY_PROTOCOL})")
                 info = self._unpickle(f, "system info", none)
                 if not (isinstance(info, dict) and info.get("little_endian") is True):
                     raise self._fail("storages are not little-endian; re-save the model on a little-endian machine")
