@@ -116,3 +116,34 @@ def minilm_path() -> Path:
 @pytest.fixture(scope="session")
 def efficientnet_lite0_path() -> Path:
     return fetch_model("efficientnet_lite0")
+
+
+# code a malicious pickle would run (tests of the weights-only readers assert it never does)
+
+def _touch_marker(path: str) -> None:
+    """What a malicious pickle would run: create a file. The tests assert it never exists."""
+    Path(path).write_text("code from a pickle was executed")
+
+
+class ReduceGadget:
+    """Unpickling this runs _touch_marker(path) via __reduce__."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (_touch_marker, (self.marker,))
+
+
+class SetstateGadget:
+    """Unpickling this runs _touch_marker(path) via __setstate__."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __getstate__(self):
+        return {"marker": self.marker}
+
+    def __setstate__(self, state):
+        _touch_marker(state["marker"])
+        self.__dict__.update(state)

@@ -16,6 +16,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 import pytest
+from conftest import ReduceGadget, SetstateGadget
 from conftest import one_line_source_error as _one_line_source_error
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -67,35 +68,6 @@ def _fingerprint(paths) -> dict[str, tuple[str, int, int]]:
         st_ = os.stat(p)
         out[str(p)] = (hashlib.sha256(Path(p).read_bytes()).hexdigest(), st_.st_mtime_ns, st_.st_size)
     return out
-
-
-def _touch_marker(path: str) -> None:
-    """What a malicious pickle would run: create a file. The tests assert it never exists."""
-    Path(path).write_text("code from a pickle was executed")
-
-
-class ReduceGadget:
-    """Unpickling this runs _touch_marker(path) via __reduce__."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (_touch_marker, (self.marker,))
-
-
-class SetstateGadget:
-    """Unpickling this runs _touch_marker(path) via __setstate__."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __getstate__(self):
-        return {"marker": self.marker}
-
-    def __setstate__(self, state):
-        _touch_marker(state["marker"])
-        self.__dict__.update(state)
 
 
 # ----------------------------------------------------------------------------------- safetensors: dtypes

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import (
+    ReduceGadget,
     fetch_model,
     matrix_with_singular_values,
     one_line_source_error,
@@ -32,21 +33,6 @@ import htsr
 from htsr.errors import LayerSkipped, SourceError
 from htsr.io import open_source
 from htsr.io.pickles import PickleFile
-
-
-def _touch(path: str) -> None:
-    """What a malicious pickle would run: create a file. The tests assert it never exists."""
-    Path(path).write_text("code from a pickle was executed")
-
-
-class Gadget:
-    """Unpickling this runs _touch(path) via __reduce__."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (_touch, (self.marker,))
 
 
 class Network:
@@ -152,7 +138,8 @@ def test_detected_by_content_not_extension(tmp_path, name):
 def test_code_in_the_pickle_is_never_run(tmp_path):
     marker = tmp_path / "PWNED"
     path = tmp_path / "evil.pkl"
-    path.write_bytes(pickle.dumps({"fc": np.random.default_rng(0).standard_normal((60, 50)), "hook": Gadget(str(marker))}))
+    fc = np.random.default_rng(0).standard_normal((60, 50))
+    path.write_bytes(pickle.dumps({"fc": fc, "hook": ReduceGadget(str(marker))}))
     assert [r.name for r in htsr.analyze(path, min_evals=5).layers] == ["fc"]  # the gadget is an inert stand-in
     assert not marker.exists(), "htsr executed code from the pickle"
     pickle.loads(path.read_bytes())  # control: an unsafe load runs it, so the check above means something
