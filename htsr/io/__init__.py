@@ -169,7 +169,9 @@ def _open_path(path: Path) -> TensorSource:
             return KerasFile(path)
         raise SourceError(f"{path}: a zip archive that is neither .npz nor a PyTorch checkpoint; supported: {SUPPORTED}")
     # after the zip check: a torch.save zip may be named .pkl (fastai's export.pkl)
-    if is_gzip(head) or path.suffix in (".pkl", ".pickle"):  # pickle.dump of arrays or of objects holding them
+    # pickle.dump of arrays or of objects holding them (the suffixes are pickles.PICKLE_SUFFIXES, spelt out
+    # here: importing that module imports the torch pickle reader)
+    if is_gzip(head) or path.suffix in (".pkl", ".pickle"):
         from .pickles import PickleFile, gzipped_pickle
         from .torchzip import is_legacy_torch
 

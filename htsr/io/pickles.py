@@ -27,6 +27,7 @@ __all__ = ["PICKLE_SUFFIXES", "PickleFile", "gzipped_pickle", "is_pickle_head"]
 #: names that say "a pickle" when the content cannot (protocols 0 and 1 have no header)
 PICKLE_SUFFIXES = (".pkl", ".pickle")
 
+
 def is_pickle_head(head: bytes) -> bool:
     """True for the first bytes of a pickle of protocol 2 to 5 (the PROTO opcode and its version)."""
     return head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
