@@ -221,7 +221,6 @@ def _as_state_dicts(obj: Any, done: dict[int, Any] | None = None) -> Any:
         done[id(obj)] = obj
         obj[:] = [_as_state_dicts(v, done) for v in obj]
     elif isinstance(obj, tuple):
-        done[id(obj)] = obj  # (a tuple cannot hold itself but through a list or dict, which are done)
         done[id(obj)] = new = tuple(_as_state_dicts(v, done) for v in obj)
         return new
     return obj
@@ -290,7 +289,8 @@ def _np_dtype(spec: Any, align: Any = False, copy: Any = False) -> _NpDtype:
 class _NpArray:
     """A pickled numpy array: ``_reconstruct(ndarray, (0,), b'b')`` makes it empty and one BUILD gives it
     (version, shape, dtype, Fortran order, data); ``_frombuffer(data, dtype, shape, order)`` (protocol 5)
-    makes it whole. A numeric array is a read-only view of the pickle's bytes (``array``), an object array
+    makes it whole. A numeric array is read-only over the pickle's bytes (``array``; a bytearray's are
+copied, as the pickle may still append to it), an object array
     the list of its items (walked like a list), any other array nothing. Nothing of numpy is called but
     ``frombuffer``."""
 
@@ -347,7 +347,7 @@ def _np_frombuffer(data: Any, dtype: Any, shape: Any, order: Any) -> _NpArray:
     a = _NpArray()
     if order not in ("C", "F"):
         raise pickle.UnpicklingError(f"a numpy array in order {reprlib.repr(order)[:20]}")
-    a._fill(shape, dtype, order, bytes(data) if isinstance(data, memoryview) else data)
+    a._fill(shape, dtype, order, data)
     return a
 
 
