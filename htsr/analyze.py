@@ -23,14 +23,14 @@ from .io.scales import unscaled_integer_weight
 from .matrices import (
     LayerMatrices,
     aspect_windows,
-    infer_kind,
+    classify,
     is_bias_or_buffer,
     layer_matrices,
     row_name,
 )
 from .metrics import compute_metrics, warning_for
 from .options import Options
-from .results import AnalysisResult, LayerResult, LayerSpectra, Summary
+from .results import AnalysisResult, LayerResult, LayerSpectra, NotAnalysed, Summary
 from .rmt import (
     MPFit,
     PhaseThresholds,
@@ -60,8 +60,13 @@ WW_FLOOR_MAX_FRACTION = 1e-3
 THREADED_MAX_M = 2048
 
 
-def iter_layers(source: Any, opts: Options) -> tuple[str, int, Iterator[LayerMatrices]]:
-    """Open ``source`` and return (description, number of tensors, iterator of filtered layers)."""
+def iter_layers(source: Any, opts: Options, not_analysed: dict[str, list[str]] | None = None
+                ) -> tuple[str, int, Iterator[LayerMatrices]]:
+    """Open ``source`` and return (description, number of tensors, iterator of filtered layers); the tensors
+    a reader passed over count too.
+
+    ``not_analysed``, when given, receives the names of the tensors that give no row, by reason, as the
+    iterator runs (and, once it is exhausted, those the reader itself passed over: ONNX, Keras, Flax)."""
     src = open_source(source)
     if opts.base is not None:
         # an adapter's base gives W and W + ΔW rows; any other model's base gives deltas W - W_base
@@ -72,29 +77,47 @@ def iter_layers(source: Any, opts: Options) -> tuple[str, int, Iterator[LayerMat
         src = src.with_base(base) if hasattr(src, "with_base") else DeltaSource(src, base)
     pattern = re.compile(opts.layers) if opts.layers else None
 
+    def passed_over(name: str, reason: str) -> None:
+        if not_analysed is not None:
+            not_analysed.setdefault(reason, []).append(name)
+
     def gen() -> Iterator[LayerMatrices]:
         for t in src:
             if t.dtype not in FLOAT_DTYPES:
+                integer = t
                 t = unscaled_integer_weight(t)  # a quantized weight htsr cannot read: a row that says so
-                if t is None:
-                    continue  # integer buffers (position ids, counters) are not weights
-            kind = t.kind or infer_kind(t.name, t.shape)
+                if t is None:  # integer buffers (position ids, counters) are not weights
+                    passed_over(integer.name, "integer buffer (ids, masks, counters)")
+                    continue
+            kind, why_not = (t.kind, "") if t.kind else classify(t.name, t.shape)
             if (kind is None and hasattr(t.loader, "skip_reason") and len(t.shape) < 2
                     and not is_bias_or_buffer(t.name)):
                 # a reader's row that says why it cannot be read (a corrupt 1-D qweight, an array of
                 # pickled objects): shown whatever its shape, never dropped without a word
-                if (pattern is None or pattern.search(row_name(t.name))) and (opts.kinds is None
-                                                                               or "dense" in opts.kinds):
+                if pattern is not None and not pattern.search(row_name(t.name)):
+                    passed_over(t.name, "not matched by --layers")
+                elif opts.kinds is not None and "dense" not in opts.kinds:
+                    passed_over(t.name, "kind dense not in --kinds")
+                else:
                     yield LayerMatrices(row_name(t.name), "dense", tuple(t.shape), 1, max(1, math.prod(t.shape)),
                                         1, 1.0, t.load)
                 continue
-            if kind is None or (opts.kinds is not None and kind not in opts.kinds):
+            if kind is None:
+                passed_over(t.name, why_not)
+                continue
+            if opts.kinds is not None and kind not in opts.kinds:
+                passed_over(t.name, f"kind {kind} not in --kinds")
                 continue
             for lm in layer_matrices(t.name, kind, t.shape, t.load, opts.conv, opts.ww_conv_scale):
                 if pattern is None or pattern.search(lm.name):
                     yield lm
+                else:
+                    passed_over(lm.name, "not matched by --layers")
+        for name, reason in getattr(src, "skipped", ()):
+            passed_over(name, f"passed over by the reader: {reason}")
 
-    return src.description, len(src), gen()
+    # the readers' skip lists are complete once the source is open
+    return src.description, len(src) + len(getattr(src, "skipped", ())), gen()
 
 
 def weights_finite(mats: list[Any]) -> bool:
@@ -354,7 +377,8 @@ def analyze(source: Any, **options: Any) -> AnalysisResult:
     ('fc', 'ok', 1)
     """
     opts = Options.create(**options)
-    description, num_tensors, layer_iter = iter_layers(source, opts)
+    passed_over: dict[str, list[str]] = {}
+    description, num_tensors, layer_iter = iter_layers(source, opts, passed_over)
     layers = list(layer_iter)  # lazy: no tensor has been read yet
     if not layers:
         what = "matches the filters" if (opts.layers or opts.kinds) else "is a weight matrix"
@@ -380,7 +404,8 @@ def analyze(source: Any, **options: Any) -> AnalysisResult:
             bar.close()
     results = tuple(r for r, _ in rows)
     spectra = tuple(k for _, k in rows) if opts.keep_spectra else ()
-    return AnalysisResult(results, Summary.of(results), description, opts.as_dict(), spectra)
+    return AnalysisResult(results, Summary.of(results), description, opts.as_dict(), spectra, num_tensors,
+                          NotAnalysed.tally(passed_over))
 
 
 def _usable_cpus() -> int:

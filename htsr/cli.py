@@ -218,7 +218,17 @@ def format_summary(result: AnalysisResult) -> str:
         "means over layers with a finite value: "
         + "  ".join(f"{k}={format_value(v)}" for k, v in s.means.items()),
     ]
+    if result.not_analysed:
+        lines.append(format_not_analysed(result))
     return "\n".join(lines)
+
+
+def format_not_analysed(result: AnalysisResult) -> str:
+    """One line: how many of the source's tensors give no row, and why (summary.json lists examples)."""
+    total = sum(n.count for n in result.not_analysed)
+    of = f" of {result.num_tensors}" if result.num_tensors is not None else ""
+    return (f"tensors not analysed: {total}{of}: "
+            + "; ".join(f"{n.reason} {n.count}" for n in result.not_analysed))
 
 
 def out_folder(out: Path | None, names: Sequence[str]) -> list[tuple[str, Path]]:

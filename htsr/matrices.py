@@ -37,7 +37,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["LayerMatrices", "aspect_windows", "infer_kind", "is_recurrent", "layer_matrices", "row_name"]
+__all__ = ["LayerMatrices", "aspect_windows", "classify", "infer_kind", "is_recurrent", "layer_matrices", "row_name"]
 
 _EMBEDDING = re.compile(r"(^|[._])(emb|embed\w*|wte|wpe|tok_embeddings|shared)([._]|$)", re.IGNORECASE)
 _RNN = re.compile(r"weight_(ih|hh)(_l\d+(_reverse)?)?$")  # nn.LSTM/GRU/RNN, and their *Cell (no _l<n>)
@@ -96,27 +96,34 @@ def is_bias_or_buffer(name: str) -> bool:
 
 def infer_kind(name: str, shape: tuple[int, ...]) -> str | None:
     """Kind of a tensor read from a file, from its name and shape; None if it is not analysed."""
+    return classify(name, shape)[0]
+
+
+def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
+    """(kind, '') for a tensor that is analysed, (None, why not) for one that is not (see :func:`infer_kind`)."""
     if is_bias_or_buffer(name):  # biases and batch-norm buffers; norm weights are 1-D below
-        return None
+        return None, "bias or norm buffer"
     shape = _squeeze_leading(shape)
-    if len(shape) < 2 or min(shape) == 0:
-        return None
+    if len(shape) < 2:
+        return None, "1-D (norm scales, scalars)"
+    if min(shape) == 0:
+        return None, "empty (a dimension of size 0)"
     if len(shape) == 2:
         if is_recurrent(name):
-            return "rnn"
+            return "rnn", ""
         if _EMBEDDING.search(name):
-            return "embedding"
-        return "dense"
+            return "embedding", ""
+        return "dense", ""
     if len(shape) == 3:
         # a single input channel makes it a filter bank (e.g. an STFT basis [freq, 1, window]), not experts
         if not _EXPERT.search(name) and (shape[2] <= _MAX_CONV1D_KERNEL or shape[1] == 1 or _CONV.search(name)):
-            return "conv1d"
-        return "stack"
+            return "conv1d", ""
+        return "stack", ""
     if len(shape) == 4:
-        return "conv2d"
+        return "conv2d", ""
     if len(shape) == 5 and all(k <= _MAX_CONV1D_KERNEL for k in shape[2:]):  # [c_out, c_in, kd, kh, kw]
-        return "conv3d"
-    return None
+        return "conv3d", ""
+    return None, f"{len(shape)}-D tensor of no layer kind htsr knows"
 
 
 def _squeeze_leading(shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -219,10 +219,17 @@ def _summary(result: AnalysisResult) -> str:
     if o.get("randomize"):
         phases.append(("layers with correlation traps", _fmt(s.num_with_traps)))
     means = [(k, _fmt(v)) for k, v in s.means.items()]
+    if result.num_tensors is not None:
+        counts.insert(0, ("tensors in the source", result.num_tensors))
+    passed = ""
+    if result.not_analysed:  # each reason with its count, the first names as examples
+        passed = ("<div><h3>Tensors not analysed</h3>" + _kv([(n.reason, f"{n.count} ({', '.join(n.examples)}"
+                                                              f"{', …' if n.count > len(n.examples) else ''})")
+                                                             for n in result.not_analysed]) + "</div>")
     return ("<section id=\"summary\"><h2>Summary</h2><div class=\"cards\">"
             f"<div><h3>Layers</h3>{_kv(counts)}</div><div><h3>Warnings</h3>{_kv(warns)}</div>"
             f"<div><h3>Phases</h3>{_kv(phases)}</div><div><h3>Tail fits</h3>{_kv(fits)}</div>"
-            f"<div><h3>Means over layers with a finite value</h3>{_kv(means)}</div></div></section>\n")
+            f"<div><h3>Means over layers with a finite value</h3>{_kv(means)}</div>{passed}</div></section>\n")
 
 
 def _layer_link(i: int, r: LayerResult) -> str:

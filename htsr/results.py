@@ -25,7 +25,7 @@ from .fits.uncertainty import MIN_WARNING_REPLICATES
 from .metrics import METRICS, PLAUSIBLE_P
 from .rmt.phases import PHASES
 
-__all__ = ["LayerResult", "LayerSpectra", "Summary", "AnalysisResult", "COLUMNS", "SUMMARY_METRICS", "atomic_write", "csv_cell", "format_value", "json_safe"]
+__all__ = ["LayerResult", "LayerSpectra", "NotAnalysed", "Summary", "AnalysisResult", "COLUMNS", "SUMMARY_METRICS", "atomic_write", "csv_cell", "format_value", "json_safe"]
 
 NAN = float("nan")
 
@@ -316,6 +316,27 @@ class LayerSpectra:
 
 
 @dataclass(frozen=True)
+class NotAnalysed:
+    """Tensors of the source that give no row, for one reason (a bias, a 1-D norm scale, a filter …)."""
+
+    reason: str
+    count: int
+    examples: tuple[str, ...]  # the first few tensor names
+
+    #: names kept as examples per reason
+    MAX_EXAMPLES = 3
+
+    @classmethod
+    def tally(cls, names_by_reason: dict[str, list[str]]) -> tuple["NotAnalysed", ...]:
+        """One entry per reason, the most frequent first."""
+        items = sorted(names_by_reason.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        return tuple(cls(reason, len(names), tuple(names[: cls.MAX_EXAMPLES])) for reason, names in items)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"reason": self.reason, "count": self.count, "examples": list(self.examples)}
+
+
+@dataclass(frozen=True)
 class AnalysisResult:
     """What :func:`htsr.analyze` returns.
 
@@ -328,6 +349,8 @@ class AnalysisResult:
     source: str
     options: dict[str, Any]
     spectra: tuple[LayerSpectra | None, ...] = ()
+    num_tensors: int | None = None  # tensors the source holds (None: not counted)
+    not_analysed: tuple[NotAnalysed, ...] = ()  # those that give no row, by reason
 
     def to_records(self) -> list[dict[str, Any]]:
         return [r.as_dict() for r in self.layers]
@@ -355,9 +378,11 @@ class AnalysisResult:
         atomic_write(path, self.csv_text())
 
     def json_text(self, layers: bool = True) -> str:
-        """Source, options, summary (and the layers) as strict JSON, NaN written as null."""
+        """Source, options, summary, the tensors not analysed (and the layers) as strict JSON, NaN written
+        as null."""
         doc: dict[str, Any] = {"source": self.source, "options": self.options,
-                               "summary": self.summary.as_dict()}
+                               "summary": self.summary.as_dict(), "num_tensors": self.num_tensors,
+                               "not_analysed": [n.as_dict() for n in self.not_analysed]}
         if layers:
             doc["layers"] = self.to_records()
         return json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n"

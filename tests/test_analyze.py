@@ -112,6 +112,37 @@ def test_filters():
     assert all(l.status.startswith("not_fitted") for l in r.layers)
 
 
+def test_every_tensor_is_a_row_or_is_listed_as_not_analysed_with_why():
+    rng = np.random.default_rng(1)
+    src = {**_mapping(), "layers.0.fc1.weight_6d": rng.standard_normal((2, 3, 2, 3, 2, 3)),
+           "layers.2.empty.weight": np.zeros((0, 8), np.float32)}
+    r = htsr.analyze(src, layers=r"^(?!embed)", kinds=["dense", "conv2d", "conv1d", "embedding"])
+    assert r.num_tensors == len(src) == 10
+    got = {n.reason: (n.count, n.examples) for n in r.not_analysed}
+    assert got == {
+        "bias or norm buffer": (1, ("layers.0.fc1.bias",)),
+        "1-D (norm scales, scalars)": (1, ("layers.0.norm.weight",)),
+        "integer buffer (ids, masks, counters)": (1, ("position_ids",)),
+        "6-D tensor of no layer kind htsr knows": (1, ("layers.0.fc1.weight_6d",)),
+        "empty (a dimension of size 0)": (1, ("layers.2.empty.weight",)),
+        "kind stack not in --kinds": (1, ("moe.experts.w1",)),
+        "not matched by --layers": (1, ("embed_tokens",)),  # a row name: --layers matches rows
+    }
+    # the most frequent reason first, then by name; the rows and the list account for every tensor
+    assert [n.reason for n in r.not_analysed] == sorted(got)
+    assert len(r.layers) + sum(n.count for n in r.not_analysed) == r.num_tensors
+    doc = json.loads(r.json_text(layers=False))
+    assert doc["num_tensors"] == 10 and doc["not_analysed"][0] == {
+        "reason": "1-D (norm scales, scalars)", "count": 1, "examples": ["layers.0.norm.weight"]}
+
+
+def test_not_analysed_keeps_a_few_examples_per_reason():
+    src = {f"b{i}.bias": np.ones(4) for i in range(5)} | {"w.weight": np.ones((8, 4)), "n.weight": np.ones(4)}
+    r = htsr.analyze(src)
+    assert [(n.reason, n.count, len(n.examples)) for n in r.not_analysed] == [
+        ("bias or norm buffer", 5, 3), ("1-D (norm scales, scalars)", 1, 1)]
+
+
 def test_conv_per_position_and_ww_scale():
     rng = np.random.default_rng(3)
     W = rng.standard_normal((96, 64, 3, 3))

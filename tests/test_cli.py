@@ -84,6 +84,7 @@ def test_analyze_prints_table_and_summary(model, capsys):
     assert summary[4] == ("phases: random-like 1  bleeding-out 0  bulk+spikes 0  bulk-decay 0  heavy-tailed 0  "
                           "rank-collapse 0")  # the fitted layer; the 4-eigenvalue one gets no phase
     assert summary[5].startswith("means over layers with a finite value:") and "alpha=" in summary[5]
+    assert summary[6] == "tensors not analysed: 1 of 3: bias or norm buffer 1"
 
 
 def test_bootstrap_columns_replace_the_bayesian_interval(model, capsys):
@@ -443,7 +444,7 @@ def test_json_prints_one_strict_document_and_quiet_prints_nothing(model, capsys)
     assert main(["analyze", str(model), "--json"]) == 0
     out, err = capsys.readouterr()
     doc = json.loads(out, parse_constant=_no_nan_constants)
-    assert set(doc) == {"source", "options", "summary", "layers"} and err == ""
+    assert set(doc) == {"source", "options", "summary", "num_tensors", "not_analysed", "layers"} and err == ""
     assert [r["name"] for r in doc["layers"]] == [r.name for r in htsr.analyze(model).layers]
     assert main(["analyze", str(model), "--quiet"]) == 0
     assert capsys.readouterr() == ("", "")

@@ -49,6 +49,7 @@ def _model() -> dict[str, np.ndarray]:
     bad[0, 0] = np.nan  # failed
     model["bad.weight"] = bad
     model["emb.embed_tokens.weight"] = rng.standard_normal((500, 64))
+    model[f"{EVIL2}.bias"] = rng.standard_normal(90)  # not analysed: listed in the summary, by name
     return model
 
 
@@ -90,6 +91,10 @@ def test_sections_in_order_and_header(result, page):
     assert "randomize=True" in header and "keep_spectra=True" in header
     assert "xmin=" not in header and "tails=" not in header and "progress=" not in header
     assert f"<dd>{result.summary.num_layers}</dd>" in page[pos[0]:pos[1]]
+    # the tensors that give no row, why, and which
+    assert f"<dt>tensors in the source</dt><dd>{result.num_tensors}</dd>" in page[pos[0]:pos[1]]
+    assert (f"<h3>Tensors not analysed</h3><dl class=\"kv\"><dt>bias or norm buffer</dt><dd>1 ({html.escape(EVIL2)}.bias)"
+            "</dd></dl>") in page[pos[0]:pos[1]]
 
 
 def test_names_escaped_and_json_cannot_break_out(result, page):

@@ -271,12 +271,12 @@ def _key(k: Any) -> str:
     return k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)
 
 
-def _select_params(tree: Mapping) -> tuple[Mapping, dict[str, str]]:
-    """The ``params`` collection if there is one at the top, and the top-level entries left out."""
+def _select_params(tree: Mapping) -> tuple[Mapping, list[tuple[str, str]]]:
+    """The ``params`` collection if there is one at the top, and the top-level entries left out (with why)."""
     params = tree.get("params") if hasattr(tree, "get") else None
     if isinstance(params, Mapping):
-        return params, {_key(k): "not the 'params' collection" for k in tree if _key(k) != "params"}
-    return tree, {}
+        return params, [(_key(k), "not the 'params' collection") for k in tree if _key(k) != "params"]
+    return tree, []
 
 
 class _Tree:
@@ -299,7 +299,7 @@ class _Tree:
             full = ".".join(prefix + path)
             if isinstance(how, str):
                 if len(shape) >= 2:
-                    self.skipped[".".join(path)] = how
+                    self.skipped.append((".".join(path), how))
                 continue
             name, kind, htsr_shape, transform = how
             if name in seen:  # e.g. a module with both a 'kernel' and an 'embedding': keep the leaf key
