@@ -88,7 +88,8 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
     for name, spec in OPTION_SPECS.items():
         if name in ("progress", "keep_spectra"):  # set by --progress/--quiet and by --report
             continue
-        help_text = f"{spec.help} (default: {spec.default}; {spec.allowed})"
+        default = "none" if spec.default is None else spec.default
+        help_text = f"{spec.help} (default: {default}; {spec.flag_allowed})"
         if spec.default is False:
             parser.add_argument(_flag(name), dest=name, action="store_true", default=None,
                                 help=f"{spec.help} (default: off)")
@@ -115,8 +116,12 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
         options["progress"] = False
     try:
         Options.create(**options)  # validate before any file is touched
-    except OptionError as e:  # in the flags' spelling: option 'farms_aspect' -> --farms-aspect
-        raise OptionError(re.sub(r"option '(\w+)'", lambda m: _flag(m.group(1)), str(e))) from None
+    except OptionError as e:  # in the flags' terms: --farms-aspect, "none", a comma list
+        if e.option is None:
+            raise OptionError(re.sub(r"option '(\w+)'", lambda m: _flag(m.group(1)), str(e))) from None
+        v = e.value
+        got = "none" if v is None else ",".join(v) if isinstance(v, list) else v
+        raise OptionError(f"{_flag(e.option)} must be {OPTION_SPECS[e.option].flag_allowed}, got {got}") from None
     if 0 < options.get("bootstrap", 0) < FEW_REPLICATES and not args.quiet:
         print(f"htsr: note: --bootstrap {options['bootstrap']}: with fewer than {FEW_REPLICATES} replicates the "
               "interval's ends are among the most extreme replicates, and the p-value moves in steps of "

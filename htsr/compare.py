@@ -263,9 +263,9 @@ def _check_labels(labels: Sequence[str] | None, items: Sequence[Any]) -> tuple[s
         return tuple(_default_labels(items))
     labels = tuple(str(x) for x in labels)
     if len(labels) != len(items):
-        raise OptionError(f"labels: {len(labels)} given for {len(items)} models")
+        raise OptionError(f"labels (--labels): {len(labels)} given for {len(items)} models")
     if any(not x for x in labels) or len(set(labels)) != len(labels):
-        raise OptionError(f"labels must be distinct and non-empty, got {list(labels)}")
+        raise OptionError(f"labels (--labels) must be distinct and non-empty, got {list(labels)}")
     return labels
 
 

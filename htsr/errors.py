@@ -24,7 +24,12 @@ class HtsrError(Exception):
 
 
 class OptionError(HtsrError, ValueError):
-    """An option is unknown or has a value outside its allowed set."""
+    """An option is unknown or has a value outside its allowed set (``option`` and ``value`` name it, when
+    it is one of htsr's options)."""
+
+    def __init__(self, message: str, option: str | None = None, value: object = None) -> None:
+        super().__init__(message)
+        self.option, self.value = option, value
 
 
 class SourceError(HtsrError):

@@ -33,6 +33,12 @@ class OptionSpec:
     allowed: str  # human-readable statement of the allowed values
     check: Callable[[Any], bool]
     help: str
+    cli_allowed: str | None = None  # the same, as a command-line value ("none", a comma list …), if it differs
+
+    @property
+    def flag_allowed(self) -> str:
+        """The allowed values in the command line's terms."""
+        return self.cli_allowed if self.cli_allowed is not None else self.allowed
 
 
 def _choice(*values: Any) -> Callable[[Any], bool]:
@@ -113,7 +119,7 @@ OPTION_SPECS: dict[str, OptionSpec] = {
                    "and keep the first refit whose alpha drops by more than finger_thresh"),
         OptionSpec("max_fingers", 10, "an integer from 1 to 100", _int_range(1, 100),
                    "largest number of top eigenvalues clip_xmax may drop"),
-        OptionSpec("finger_thresh", 1.0, "a number > 0", _float_range(0.0, 1e9, lo_open=True),
+        OptionSpec("finger_thresh", 1.0, "a number > 0 and <= 1e9", _float_range(0.0, 1e9, lo_open=True),
                    "alpha must drop by more than this for clip_xmax to accept a clipped fit"),
         OptionSpec("evals_floor", "ww", "'ww' or 'numerical'", _choice("ww", "numerical"),
                    "eigenvalues kept for the fit: 'ww' = above the absolute 1e-5 WeightWatcher uses, and "
@@ -128,10 +134,11 @@ OPTION_SPECS: dict[str, OptionSpec] = {
         OptionSpec("ww_conv_scale", True, "True or False", _is_bool,
                    "scale Conv2d eigenvalues as WeightWatcher does (x 1/2 pooled, x kh*kw/2 per position), so log norms compare "
                    "with it and with the published tables"),
-        OptionSpec("farms_aspect", None, "None or a number >= 1", _none_or(_float_range(1.0, 1e6)),
+        OptionSpec("farms_aspect", None, "None or a number from 1 to 1e6", _none_or(_float_range(1.0, 1e6)),
                    "shape-bias correction (FARMS): fit the tail to the pooled eigenvalues of windows of "
                    "this aspect ratio covering each matrix, so alpha compares across layer shapes "
-                   "(norms and ranks stay those of the whole matrix)"),
+                   "(norms and ranks stay those of the whole matrix)",
+                   cli_allowed="none or a number from 1 to 1e6"),
         OptionSpec("tails", True, "True or False", _is_bool,
                    "alternative tails: fit a truncated power law (at x_min, and E-TPL at the peak-bounded "
                    "x_min), exponential and log-normal; likelihood-ratio tests and best_fit"),
@@ -140,9 +147,9 @@ OPTION_SPECS: dict[str, OptionSpec] = {
                    "of alpha and goodness-of-fit p-value (0 = off; 200 is a good start)"),
         OptionSpec("confidence", 0.95, "a number in (0, 1)", _float_range(0.0, 1.0, lo_open=True, hi_open=True),
                    "level of the bootstrap and Bayesian intervals of alpha"),
-        OptionSpec("prior_shape", 0.0, "a number >= 0", _float_range(0.0, 1e9),
+        OptionSpec("prior_shape", 0.0, "a number from 0 to 1e9", _float_range(0.0, 1e9),
                    "Bayesian alpha: shape of the Gamma prior on alpha - 1 (0 with prior_rate 0 = Jeffreys)"),
-        OptionSpec("prior_rate", 0.0, "a number >= 0", _float_range(0.0, 1e9),
+        OptionSpec("prior_rate", 0.0, "a number from 0 to 1e9", _float_range(0.0, 1e9),
                    "Bayesian alpha: rate of the Gamma prior on alpha - 1"),
         OptionSpec("bayes_average", False, "True or False", _is_bool,
                    "Bayesian alpha averaged over every x_min candidate, weighted by its evidence under a "
@@ -153,16 +160,16 @@ OPTION_SPECS: dict[str, OptionSpec] = {
         OptionSpec("mp_fit", True, "True or False", _is_bool,
                    "Marchenko-Pastur fit of the bulk (sigma, edges, spikes above the edge plus the "
                    "Tracy-Widom margin, softrank), heavy entries and the 5+1 phase label"),
-        OptionSpec("tw_margin", 4.0, "a number >= 0", _float_range(0.0, 1e6),
+        OptionSpec("tw_margin", 4.0, "a number from 0 to 1e6", _float_range(0.0, 1e6),
                    "spikes and traps lie above the MP edge plus this many Tracy-Widom scales"),
         OptionSpec("phase_rank_collapse", 0.10, "a number in (0, 1]", _float_range(0.0, 1.0, lo_open=True),
                    "phase: share of zero eigenvalues from which a layer is rank-collapse"),
         OptionSpec("phase_ht_share", 0.05, "a number in (0, 1]", _float_range(0.0, 1.0, lo_open=True),
                    "phase: share of eigenvalues above the MP edge from which they form a tail "
                    "(heavy-tailed or bulk-decay) rather than a few spikes"),
-        OptionSpec("phase_ht_alpha", 6.0, "a number > 1", _float_range(1.0, 1e6, lo_open=True),
+        OptionSpec("phase_ht_alpha", 6.0, "a number > 1 and <= 1e6", _float_range(1.0, 1e6, lo_open=True),
                    "phase: a tail with alpha below this is heavy-tailed, else bulk-decay"),
-        OptionSpec("phase_bleed_width", 0.25, "a number > 0", _float_range(0.0, 1e6, lo_open=True),
+        OptionSpec("phase_bleed_width", 0.25, "a number > 0 and <= 1e6", _float_range(0.0, 1e6, lo_open=True),
                    "phase: spikes all below (1 + this) x the MP edge are bleeding-out, else bulk+spikes"),
         OptionSpec("randomize", False, "True or False", _is_bool,
                    "shuffle each matrix's entries (seeded) and compare: correlation traps (shuffled "
@@ -177,19 +184,24 @@ OPTION_SPECS: dict[str, OptionSpec] = {
         OptionSpec("base", None, "None, a path, a mapping of arrays or a torch module", _source_ok,
                    "analyse the deltas W - W_base against this base model, tensor by tensor for the names "
                    "present in both with the same shape (the others are listed as skipped, never analysed); "
-                   "for a LoRA adapter folder: also analyse each adapted base weight W and W + delta W"),
+                   "for a LoRA adapter folder: also analyse each adapted base weight W and W + delta W",
+                   cli_allowed="a model file or folder"),
         OptionSpec("min_evals", 50, "an integer >= 2", _int_range(2),
                    "layers with fewer eigenvalues are described (norms, ERG) but get no power-law fit, MP fit or phase"),
         OptionSpec("max_evals", None, "None or an integer >= 1", _int_range(1, none_ok=True),
-                   "layers with more eigenvalues are skipped (None = no limit)"),
+                   "layers with more eigenvalues are skipped",
+                   cli_allowed="none or an integer >= 1"),
         OptionSpec("layers", None, "None or a regular expression", _regex_ok,
-                   "analyse only layers whose full dotted name matches this regular expression (re.search)"),
+                   "analyse only layers whose full dotted name matches this regular expression (re.search)",
+                   cli_allowed="a regular expression"),
         OptionSpec("kinds", None, f"None or a subset of {LAYER_KINDS}", _kinds_ok,
-                   "analyse only layers of these kinds"),
+                   "analyse only layers of these kinds",
+                   cli_allowed=f"a comma-separated subset of {', '.join(LAYER_KINDS)}"),
         OptionSpec("workers", None, "None (one per CPU) or an integer >= 1", _int_range(1, none_ok=True),
                    "layers with matrices up to 2048 on the smaller side analysed at once, in threads, "
                    "each with a single-threaded BLAS (faster than one at a time with a multi-threaded "
-                   "BLAS; larger ones run one at a time; each worker holds one tensor)"),
+                   "BLAS; larger ones run one at a time; each worker holds one tensor)",
+                   cli_allowed="none (one per CPU) or an integer >= 1"),
         OptionSpec("keep_spectra", False, "True or False", _is_bool,
                    "keep each layer's eigenvalues (and the shuffled ones with randomize) on the result, "
                    "for the per-layer figures (htsr.plot) and the report; costs 8 bytes per eigenvalue"),
@@ -253,7 +265,7 @@ class Options:
         for name, value in kwargs.items():
             spec = OPTION_SPECS[name]
             if not spec.check(value):
-                raise OptionError(f"option {name!r} must be {spec.allowed}, got {value!r}")
+                raise OptionError(f"option {name!r} must be {spec.allowed}, got {value!r}", name, value)
         if isinstance(kwargs.get("kinds"), (str, list, tuple, set)):
             k = kwargs["kinds"]
             kwargs["kinds"] = frozenset((k,) if isinstance(k, str) else k)

@@ -285,7 +285,22 @@ def test_help_mentions_every_option(capsys):
         elif spec.default is False and name != "progress":
             assert f"{' '.join(spec.help.split())} (default: off)" in flat, name
         elif name != "progress":
-            assert f"(default: {spec.default}; {' '.join(spec.allowed.split())})" in flat, name
+            default = "none" if spec.default is None else spec.default  # in the command line's terms
+            assert f"(default: {default}; {' '.join(spec.flag_allowed.split())})" in flat, name
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--kinds", "none"], "--kinds must be a comma-separated subset of dense, conv1d, conv2d, conv3d, embedding, "
+                          "rnn, stack, lora, got none"),
+    (["--kinds", "dense,foo"], "--kinds must be a comma-separated subset of"),
+    (["--finger-thresh", "1e10"], "--finger-thresh must be a number > 0 and <= 1e9, got 10000000000.0"),
+    (["--layers", "("], "--layers must be a regular expression, got ("),
+    (["--max-evals", "0"], "--max-evals must be none or an integer >= 1, got 0"),
+])
+def test_option_errors_in_the_command_lines_terms(model, capsys, argv, message):
+    """Flag names, 'none' and comma lists, and the real range (an upper bound too), never the API's wording."""
+    line = _assert_user_error(main(["analyze", str(model), *argv]), *capsys.readouterr())
+    assert message in line and "None" not in line
 
 
 def test_top_level_help_and_version(capsys):
