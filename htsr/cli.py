@@ -21,7 +21,7 @@ from .analyze import analyze
 from .errors import HtsrError, OptionError
 from .fits.uncertainty import MIN_WARNING_REPLICATES, warning_interval
 from .options import OPTION_SPECS, Options
-from .results import AnalysisResult, atomic_write, check_outputs, format_value
+from .results import AnalysisResult, check_outputs, format_value, write_outputs
 
 __all__ = ["main", "build_parser", "format_table", "add_option_flags", "options_from_args"]
 
@@ -42,6 +42,14 @@ FEW_REPLICATES = MIN_WARNING_REPLICATES
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def out_path(v: str) -> Path:
+    """An argparse type for an output path: an empty one (an unset shell variable) is refused rather than
+    read as the current folder."""
+    if not v.strip():
+        raise argparse.ArgumentTypeError("an empty path: give a folder or file to write")
+    return Path(v)
 
 
 def _xmin(v: str) -> Any:
@@ -148,9 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a model file or folder, detected by content: .safetensors (or a Hugging Face folder, "
                         "sharded), a .pt/.pth/.bin checkpoint or TorchScript archive, .npz/.npy, .onnx, "
                         ".keras/.h5, Flax .msgpack, .gguf, or a PEFT LoRA adapter folder")
-    p.add_argument("--out", metavar="DIR", type=Path,
+    p.add_argument("--out", metavar="DIR", type=out_path,
                    help="write layers.csv and summary.json into DIR (created if needed; atomic writes)")
-    p.add_argument("--report", metavar="FILE.html", type=Path,
+    p.add_argument("--report", metavar="FILE.html", type=out_path,
                    help="write a self-contained HTML report (summary, warnings, sortable table, figures; "
                         "keeps the eigenvalues for the per-layer figures); its folder is created if needed")
     p.add_argument("--json", action="store_true",
@@ -245,14 +253,6 @@ def out_folder(out: Path | None, names: Sequence[str]) -> list[tuple[str, Path]]
     return [("--out", out / name) for name in names]
 
 
-def make_folder(folder: Path, flag: str = "--out") -> None:
-    """Create an output folder (and its parents) when the results are written."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise HtsrError(f"{flag} {folder}: cannot create the folder ({e.strerror})") from None
-
-
 def _run_analyze(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     outputs = out_folder(args.out, ("layers.csv", "summary.json"))
@@ -273,17 +273,17 @@ def _run_analyze(args: argparse.Namespace) -> int:
         say(format_table(result))
         say()
         say(format_summary(result))
+    files: list[tuple[str, Path, str | bytes]] = []
     if args.out is not None:
-        make_folder(args.out)
-        result.to_csv(args.out / "layers.csv")
-        atomic_write(args.out / "summary.json", result.json_text(layers=False))
-        say(f"wrote {args.out / 'layers.csv'} and {args.out / 'summary.json'}")
+        files += [("--out", args.out / "layers.csv", result.csv_text()),
+                  ("--out", args.out / "summary.json", result.json_text(layers=False))]
     if args.report is not None:
-        from .report import write_report
+        from .report import render_report
 
-        make_folder(args.report.parent, "--report")
-        write_report(result, args.report)
-        say(f"wrote {args.report}")
+        files.append(("--report", args.report, render_report(result)))
+    write_outputs(files)  # as a set: a full disk leaves none of them, not a mix with an earlier run's
+    if files:
+        say("wrote " + ", ".join(str(path) for _, path, _ in files))
     return 0
 
 

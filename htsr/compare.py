@@ -70,6 +70,7 @@ from .results import (
     Summary,
     atomic_write,
     check_outputs,
+    write_outputs,
     csv_cell,
     format_value,
     json_safe,
@@ -183,7 +184,9 @@ class Comparison:
             "ascending": self.ascending,
             "direction": direction_word(self.ascending),
             "direction_from": self.direction_from,
-            "summary": [{"label": lab, **dict(zip(self.summary_columns, row))}
+            # counts as integers, as in summary.json (the table holds them as floats, NaN where undefined)
+            "summary": [{"label": lab, **{c: int(v) if c.startswith("num_") and math.isfinite(v) else v
+                                          for c, v in zip(self.summary_columns, row)}}
                         for lab, row in zip(self.labels, self.summary)],
             "ranking": [{"rank": e.rank, "label": e.label, "value": e.value} for e in self.ranking],
             "layer_metric": self.layer_metric,
@@ -662,7 +665,7 @@ def _labels_arg(v: str) -> list[str]:
 
 def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``compare`` subcommand to ``htsr``'s subparsers and return its parser."""
-    from .cli import add_option_flags
+    from .cli import add_option_flags, out_path
 
     p = subparsers.add_parser(
         "compare",
@@ -686,10 +689,10 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="rank higher values first")
     p.add_argument("--base-distances", action="store_true",
                    help="with exactly two models: distances of the first from the second, layer by layer")
-    p.add_argument("--out", metavar="DIR", type=Path,
+    p.add_argument("--out", metavar="DIR", type=out_path,
                    help="write comparison.csv (per-layer side by side) and comparison.json (and distances.csv "
                         "with --base-distances) into DIR (created if needed; atomic writes)")
-    p.add_argument("--figure", metavar="PATH", type=Path,
+    p.add_argument("--figure", metavar="PATH", type=out_path,
                    help="draw the summary metrics across the models into this image (needs matplotlib)")
     p.add_argument("--json", action="store_true",
                    help="print the comparison (and the distances) as one JSON document instead of the tables")
@@ -699,7 +702,7 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_compare(args: argparse.Namespace) -> int:
     """Run ``htsr compare`` from parsed arguments; raises HtsrError on bad input (main prints it)."""
-    from .cli import make_folder, options_from_args, out_folder
+    from .cli import options_from_args, out_folder
 
     options = options_from_args(args)
     if len(args.sources) < 2:
@@ -727,12 +730,13 @@ def run_compare(args: argparse.Namespace) -> int:
         keep = {k: v for k, v in options.items() if k not in ("base", "progress")}
         distances = layer_distances(sources[0], sources[1], **keep)
 
+    doc = c.as_dict()
+    if distances is not None:
+        doc["distances"] = json_safe([d.as_dict() for d in distances])
+    doc_text = json.dumps(doc, indent=2, allow_nan=False) + "\n"  # printed by --json, written by --out
     say = (lambda *a: None) if args.quiet else print
     if args.json:
-        doc = c.as_dict()
-        if distances is not None:
-            doc["distances"] = json_safe([d.as_dict() for d in distances])
-        print(json.dumps(doc, indent=2, allow_nan=False))
+        print(doc_text, end="")
         say = (lambda *a: print(*a, file=sys.stderr)) if not args.quiet else say
     else:
         say(format_comparison(c))
@@ -740,21 +744,20 @@ def run_compare(args: argparse.Namespace) -> int:
             say()
             say(f"distances of {c.labels[0]} from {c.labels[1]}, layer by layer:")
             say(format_distances(distances))
+    files: list[tuple[str, Path, str | bytes]] = []
     if args.out is not None:
-        make_folder(args.out)
-        c.to_csv(args.out / "comparison.csv")
-        c.to_json(args.out / "comparison.json")
-        written = [args.out / "comparison.csv", args.out / "comparison.json"]
+        files += [("--out", args.out / "comparison.csv", c.csv_text()),
+                  ("--out", args.out / "comparison.json", doc_text)]
         if distances is not None:
-            atomic_write(args.out / "distances.csv", distances_csv_text(distances))
-            written.append(args.out / "distances.csv")
-        say("wrote " + ", ".join(map(str, written)))
+            files.append(("--out", args.out / "distances.csv", distances_csv_text(distances)))
     if args.figure is not None:
         from . import figures
-        from .plot import save_panels
+        from .plot import panels_image
 
         metrics = TREND_METRICS + ((c.metric,) if c.metric not in TREND_METRICS else ())
-        make_folder(args.figure.parent, "--figure")
-        save_panels(figures.metric_trend(c.results, c.labels, metrics), args.figure)
-        say(f"wrote {args.figure}")
+        files.append(("--figure", args.figure, panels_image(figures.metric_trend(c.results, c.labels, metrics),
+                                                            args.figure)))
+    write_outputs(files)  # as a set: a full disk leaves none of them
+    if files:
+        say("wrote " + ", ".join(str(path) for _, path, _ in files))
     return 0

@@ -33,7 +33,7 @@ from .io.base import import_extra
 from .results import atomic_write
 from .rmt.phases import PHASES
 
-__all__ = ["draw_panel", "draw_panels", "save_panels", "plot_esd", "plot_esd_linear", "plot_log10_histogram",
+__all__ = ["draw_panel", "draw_panels", "panels_image", "save_panels", "plot_esd", "plot_esd_linear", "plot_log10_histogram",
            "plot_xmin_scan", "plot_shuffled_esd", "plot_erg", "plot_layer", "plot_alpha_by_layer",
            "plot_alpha_distribution", "plot_phase_counts"]
 
@@ -179,12 +179,16 @@ def image_format(path: str | os.PathLike) -> str:
 def save_panels(panels: Sequence[Panel], path: str | os.PathLike, ncols: int = 2) -> None:
     """Draw ``panels`` in a grid of ``ncols`` columns and save it, as PNG, SVG or PDF by the extension of
     ``path``, atomically (rendered in memory, written to a temporary file in the same folder, renamed)."""
-    path = Path(path)
+    atomic_write(path, panels_image(panels, path, ncols))
+
+
+def panels_image(panels: Sequence[Panel], path: str | os.PathLike, ncols: int = 2) -> bytes:
+    """The bytes :func:`save_panels` writes to ``path`` (its format from the extension)."""
     fmt = image_format(path)
     fig = draw_panels(panels, ncols)
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=120)
-    atomic_write(path, buf.getvalue())
+    return buf.getvalue()
 
 
 # ------------------------------------------------------------------------------------ per-layer figures

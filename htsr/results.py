@@ -17,7 +17,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from .fits.uncertainty import MIN_WARNING_REPLICATES
 from .metrics import METRICS, PLAUSIBLE_P
 from .rmt.phases import PHASES
 
-__all__ = ["LayerResult", "LayerSpectra", "NotAnalysed", "Summary", "AnalysisResult", "COLUMNS", "SUMMARY_METRICS", "atomic_write", "csv_cell", "format_value", "json_safe"]
+__all__ = ["LayerResult", "LayerSpectra", "NotAnalysed", "Summary", "AnalysisResult", "COLUMNS", "SUMMARY_METRICS", "atomic_write", "write_outputs", "csv_cell", "format_value", "json_safe"]
 
 NAN = float("nan")
 
@@ -222,10 +222,8 @@ def json_safe(v: Any) -> Any:
     return v
 
 
-def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
-    """Write ``data`` (text as UTF-8, or bytes) to ``path`` via a temporary file in the same folder and an
-    atomic rename."""
-    path = Path(path)
+def _write_temp(path: Path, data: str | bytes) -> Path:
+    """``data`` (text as UTF-8, or bytes) in a new temporary file beside ``path``; removed if writing fails."""
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     # created like open() would (0666 less the umask), exclusively, so no other writer shares it
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -236,11 +234,56 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
         else:
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
                 f.write(data)
-        os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return tmp
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
+    """Write ``data`` (text as UTF-8, or bytes) to ``path`` via a temporary file in the same folder and an
+    atomic rename."""
+    path = Path(path)
+    tmp = _write_temp(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_outputs(outputs: Sequence[tuple[str, str | os.PathLike, str | bytes]]) -> None:
+    """Write one run's outputs ``(flag, path, data)`` as a set: every one to a temporary file beside it
+    first (missing folders made), then all renamed. If one cannot be written (disk full, a folder that
+    cannot be made) none is, no temporary file is left, and the HtsrError names its flag and path."""
+    from .errors import HtsrError
+
+    done: list[tuple[Path, Path]] = []  # (temporary file, destination)
+    try:
+        for flag, path, data in outputs:
+            path = Path(path)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise HtsrError(f"{flag} {path}: cannot create the folder {path.parent} ({e.strerror or e}); "
+                                "no output was written") from None
+            try:
+                done.append((_write_temp(path, data), path))
+            except OSError as e:
+                raise HtsrError(f"{flag} {path}: cannot write ({e.strerror or e}); no output was written") from None
+    except BaseException:
+        for tmp, _ in done:
+            os.unlink(tmp)
+        raise
+    for i, (tmp, path) in enumerate(done):
+        try:
+            os.replace(tmp, path)
+        except OSError as e:  # a rename in a folder just written to: all but unheard of
+            for t, _ in done[i:]:
+                os.unlink(t)
+            kept = ", ".join(str(p) for _, p in done[:i]) or "none"
+            raise HtsrError(f"{path}: cannot replace it ({e.strerror or e}); written before it: {kept}") from None
 
 
 def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.PathLike]]) -> None:
@@ -261,8 +304,12 @@ def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.P
             elif p.exists():
                 read.add(p.resolve())
     probed: set[Path] = set()
+    taken: dict[Path, str] = {}
     for flag, path in outputs:
         path = Path(path)
+        if path.resolve() in taken:  # two outputs of one run in one file: the later would replace the earlier
+            raise HtsrError(f"{flag} {path}: is also written by {taken[path.resolve()]}; choose another path")
+        taken[path.resolve()] = flag
         folder = path.parent
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent

@@ -135,7 +135,7 @@ def test_out_writes_csv_and_json(model, tmp_path, capsys):
     out_dir = tmp_path / "results" / "run1"  # neither folder exists yet
     assert main(["analyze", str(model), "--out", str(out_dir)]) == 0
     out = capsys.readouterr().out
-    assert f"wrote {out_dir / 'layers.csv'} and {out_dir / 'summary.json'}" in out
+    assert f"wrote {out_dir / 'layers.csv'}, {out_dir / 'summary.json'}" in out
 
     # exactly the two files: no temporary file left behind
     assert sorted(p.name for p in out_dir.iterdir()) == ["layers.csv", "summary.json"]
@@ -222,6 +222,57 @@ def test_unwritable_outputs_fail_first_in_one_line(model, capsys, monkeypatch):
     rc = main(["analyze", str(model), "--out", str(model / "sub")])  # below a file: no folder can be made
     msg = _assert_user_error(rc, *capsys.readouterr())
     assert f"{model} is a file, so no folder can be made there" in msg and calls == []
+
+
+def test_two_outputs_of_one_run_in_one_file_are_refused(model, tmp_path, capsys, monkeypatch):
+    calls = []
+    monkeypatch.setattr("htsr.cli.analyze", lambda *a, **k: calls.append(a))  # refused before the analysis
+    out = tmp_path / "o"
+    for argv, clash in ((["analyze", str(model), "--out", str(out), "--report", str(out / "layers.csv")], "--out"),
+                        (["analyze", str(model), "--out", str(out), "--report", str(out / "summary.json")], "--out"),
+                        (["compare", str(model), str(model), "--out", str(out), "--figure",
+                          str(out / "comparison.json")], "--out")):
+        msg = _assert_user_error(main(argv), *capsys.readouterr())
+        assert f"is also written by {clash}; choose another path" in msg, msg
+    assert calls == [] and not out.exists()
+
+
+@pytest.mark.parametrize("flag", ["--out", "--report", "--figure"])
+def test_an_empty_output_path_is_refused_not_read_as_the_current_folder(model, tmp_path, capsys, monkeypatch, flag):
+    monkeypatch.chdir(tmp_path)
+    argv = (["compare", str(model), str(model)] if flag == "--figure" else ["analyze", str(model)]) + [flag, ""]
+    with pytest.raises(SystemExit) as ei:  # argparse's exit, in htsr's one-line format
+        main(argv)
+    msg = _assert_user_error(ei.value.code, *capsys.readouterr())
+    assert f"argument {flag}: an empty path" in msg
+    assert [p.name for p in tmp_path.iterdir()] == [model.name]  # nothing written into the current folder
+
+
+def test_a_full_disk_leaves_no_output_and_names_the_file(model, tmp_path, capsys, monkeypatch):
+    """The outputs are written as a set: when the second cannot be written (ENOSPC), the first is not
+    renamed into place, no temporary file is left, and the error names the flag and the file."""
+    import errno
+
+    import htsr.results as results
+
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "report.html").write_text("an earlier run's report")
+    real, calls = results._write_temp, []
+
+    def full_after_one(path, data):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(results, "_write_temp", full_after_one)
+    rc = main(["analyze", str(model), "--out", str(out), "--report", str(out / "report.html"), "-q"])
+    msg = _assert_user_error(rc, *capsys.readouterr())
+    assert msg == (f"htsr: error: --report {out / 'report.html'}: cannot write (No space left on device); "
+                   "no output was written")
+    assert sorted(p.name for p in out.iterdir()) == ["report.html"]  # no layers.csv, no temporary file
+    assert (out / "report.html").read_text() == "an earlier run's report"
 
 
 def test_report_inside_a_new_out_folder(model, tmp_path, capsys):

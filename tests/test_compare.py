@@ -353,6 +353,13 @@ def test_cli_compare_prints_writes_and_distances(npz_pair, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["comparison.csv", "comparison.json", "distances.csv"]
     doc = _strict_json((out / "comparison.json").read_text())
     assert doc["labels"] == ["ft", "pre"] and doc["options"]["tails"] is False
+    # the document --json prints, distances included; counts as integers, as in summary.json
+    assert [d["name"] for d in doc["distances"]] == ["enc.fc1", "enc.fc2"]
+    assert [(s["num_layers"], s["num_fitted"]) for s in doc["summary"]] == [(2, 2), (2, 2)]
+    assert all(type(s["num_layers"]) is int for s in doc["summary"])
+    assert main(["compare", str(a), str(b), "--labels", "ft,pre", "--base-distances", "--json", "--no-progress",
+                 "--no-tails"]) == 0
+    assert _strict_json(capsys.readouterr().out) == doc
     assert (out / "comparison.csv").read_text().splitlines()[0] == "name,kind,shape,alpha:ft,alpha:pre"
     assert (out / "distances.csv").read_text().splitlines()[1].startswith("enc.fc1,dense,100x60,100,60,1,ok,")
 
@@ -368,7 +375,7 @@ def test_cli_compare_json_descending_and_figure(npz_pair, tmp_path, capsys, monk
     a, b = npz_pair
     calls = []
     fake = types.ModuleType("htsr.plot")
-    fake.save_panels = lambda panels, path, ncols=2: calls.append(([p.title for p in panels], path))
+    fake.panels_image = lambda panels, path, ncols=2: calls.append(([p.title for p in panels], path)) or b"png"
     fake.image_format = lambda path: "png"
     monkeypatch.setitem(sys.modules, "htsr.plot", fake)
     fig = tmp_path / "trend.png"
@@ -382,6 +389,7 @@ def test_cli_compare_json_descending_and_figure(npz_pair, tmp_path, capsys, monk
     assert [d["name"] for d in doc["distances"]] == ["enc.fc1", "enc.fc2"]
     assert f"wrote {fig}" in captured.err
     assert calls == [([f"{m} across models" for m in TREND_METRICS + ("log_norm",)], fig)]
+    assert fig.read_bytes() == b"png"
 
 
 def test_cli_compare_checks_every_source_first(npz_pair, tmp_path, capsys, monkeypatch):
