@@ -44,6 +44,22 @@ def test_unmatched_and_reshaped_tensors_are_listed_but_never_analysed():
         assert np.isnan(rows[name].log_norm) and np.isnan(rows[name].alpha)
 
 
+def test_biases_and_norm_scales_in_one_source_only_give_no_row_and_are_counted_once():
+    """A LayerNorm scale or a bias missing from one side is no delta and no layer: like the model's own, it
+    is listed as not analysed (by what it is), never a 'dense' N x 1 skipped row. Prefix-matched names count
+    each tensor once."""
+    model, base, _ = _pair()
+    model |= {"enc.norm.weight": np.ones(200), "enc.a.bias": np.zeros(400)}
+    base |= {"enc.base_norm.weight": np.ones(100), "enc.b.bias": np.zeros(300), "enc.a.bias": np.ones(400)}
+    for wrap in ("", "bert."):
+        r = htsr.analyze({wrap + k: v for k, v in model.items()}, base=base)
+        assert [x.name for x in r.layers] == [wrap + n for n in ("enc.a", "enc.b", "enc.c", "enc.only_model")] + [
+            "enc.only_base"]
+        got = {n.reason: n.count for n in r.not_analysed}
+        assert got == {"1-D (norm scales, scalars)": 2, "bias or norm buffer": 2}  # enc.a.bias: a real delta, 1-D
+        assert r.num_tensors == 9 == len(r.layers) + sum(got.values())
+
+
 def test_inputs_are_not_modified_and_options_record_the_base(tmp_path):
     model, base, _ = _pair()
     before = {k: v.copy() for k, v in {**model, **base}.items()}

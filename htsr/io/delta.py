@@ -4,7 +4,8 @@ For every tensor name present in both sources with the same shape, the stream yi
 loader reads both and returns W − W_base (in the dtype the two loaders return, float32 for reduced
 precisions). Nothing is ever analysed as a delta that is not one: a tensor present in only one of
 the two sources, or whose shape differs from the base's, is still listed, but its loader raises
-:class:`~htsr.errors.LayerSkipped`, so its row says ``skipped: …`` and why. Base-only tensors come
+:class:`~htsr.errors.LayerSkipped`, so its row says ``skipped: …`` and why — if it is a weight matrix;
+a bias or a norm scale gives no row either way, and keeps its own loader. Base-only tensors come
 after the model's, in the base's order.
 
 Names are matched exactly. When no name matches, one leading name component of the model's names is
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 
 from ..errors import LayerSkipped, SourceError
+from ..matrices import infer_kind
 from .base import TensorRef, TensorSource, skipped_loader
 
 __all__ = ["DeltaSource", "align_names"]
@@ -50,15 +52,17 @@ class DeltaSource:
             self.description += f" (model names matched to the base's by {note})"
 
     def __len__(self) -> int:
-        model_names = {t.name for t in self._model}
-        return len(self._model) + sum(1 for n in self._base if n not in model_names)
+        matched = {self._key(t.name) for t in self._model}  # in the base's names
+        return len(self._model) + sum(1 for n in self._base if n not in matched)
 
     def __iter__(self) -> Iterator[TensorRef]:
         seen = set()
         for t in self._model:
             seen.add(self._key(t.name))
             b = self._base.get(self._key(t.name))
-            if b is None:
+            if (b is None or tuple(b.shape) != tuple(t.shape)) and not _is_matrix(t):
+                loader = t.load  # a bias or a norm scale: no row either way (analyze lists it as not analysed)
+            elif b is None:
                 loader = skipped_loader("only in the model: the base has no tensor of this name (not a delta)")
             elif tuple(b.shape) != tuple(t.shape):
                 loader = skipped_loader(f"shape {tuple(t.shape)} differs from the base's {tuple(b.shape)} (not a delta)")
@@ -67,8 +71,13 @@ class DeltaSource:
             yield TensorRef(t.name, t.shape, t.dtype, loader, t.kind)
         for name, b in self._base.items():
             if name not in seen:
-                yield TensorRef(b.name, b.shape, b.dtype, skipped_loader("only in the base: the model has no tensor of "
-                                                                   "this name (not a delta)"), b.kind)
+                yield TensorRef(b.name, b.shape, b.dtype, b.load if not _is_matrix(b) else skipped_loader(
+                    "only in the base: the model has no tensor of this name (not a delta)"), b.kind)
+
+
+def _is_matrix(t: TensorRef) -> bool:
+    """A tensor that gives a row (a weight matrix, conv kernel …), as opposed to a bias or a norm scale."""
+    return (t.kind or infer_kind(t.name, tuple(t.shape))) is not None
 
 
 def _delta(t: TensorRef, b: TensorRef) -> np.ndarray:
