@@ -173,6 +173,25 @@ def test_optimizer_and_scheduler_state_are_not_layers(tmp_path, legacy):
         assert {l.name for l in htsr.analyze(source, min_evals=5).layers} == want, source
 
 
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_checkpoint_s_other_weights_are_named_when_left_out(tmp_path, legacy):
+    """A checkpoint with a 'model' and an 'ema' state dict: the 'model' entry is read (WRAPPER_KEYS order),
+    and the source says which entry was read and that 'ema' was left out, never a silent choice."""
+    W = torch.randn(100, 60, generator=torch.Generator().manual_seed(0))
+    ckpt = {"model": {"fc.weight": W}, "ema": {"fc.weight": 10 * W}, "optimizer": {"state": {}, "param_groups": []}}
+    path = tmp_path / "ema.pt"
+    torch.save(ckpt, str(path), _use_new_zipfile_serialization=not legacy)
+    note = ("(the 'model' entry read; 'ema' left out: other weights in the checkpoint, which Python reads as "
+            "htsr.analyze(checkpoint['ema']))")
+    for source, where in ((path, str(path)), (ckpt, "<state dict>")):
+        r = htsr.analyze(source)
+        assert r.source == f"{where} {note}"
+        assert r.layers[0].log_norm == pytest.approx(float(np.log10(np.sum(W.numpy().astype(np.float64) ** 2))),
+                                                     rel=1e-6)  # the model's weights, not the 10x EMA's
+    assert htsr.analyze({"model": {"fc.weight": W}, "optimizer": {"state": {}, "param_groups": []}}).source == \
+        "<state dict>"  # only training state beside it: nothing left out to say
+
+
 def test_torch_save_results_equal_torch_load(tmp_path):
     path, _ = _checkpoint(tmp_path)
     state = torch.load(str(path), weights_only=True)["model"]

@@ -49,7 +49,9 @@ def open_source(source: Any) -> TensorSource:
 
         if any(is_torch_object(v) for _, v in flat_items(source)):  # torch tensors, nested or not
             # a checkpoint dict in memory is unwrapped as a file's is
-            return TorchStateDict(unwrap_state(source, is_torch_object) or source)
+            notes: list[str] = []
+            state = unwrap_state(source, is_torch_object, notes) or source
+            return TorchStateDict(state, "<state dict>" + "".join(f" ({n})" for n in notes))
         return ArrayMapping(source)
     from .keras import is_keras_object
 

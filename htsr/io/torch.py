@@ -192,12 +192,16 @@ def _is_training_state(key: Any, value: Any) -> bool:
     return bool(_TRAINING_STATE_KEY.search(str(getattr(value, "type_name", ""))))
 
 
-def unwrap_state(obj: Any, is_tensor: Callable[[Any], bool]) -> Mapping[str, Any] | None:
+def unwrap_state(obj: Any, is_tensor: Callable[[Any], bool],
+                 notes: list[str] | None = None) -> Mapping[str, Any] | None:
     """The state dict inside a checkpoint mapping: ``obj`` itself if it holds tensors, else the first
     non-empty mapping under one of :data:`WRAPPER_KEYS` (recursively), else ``obj`` (several networks under
     keys of their own: ``generator``, ``teacher``…); without the training state in it (optimizer moments
     are tensors shaped like the weights, not weights). None if ``obj`` is no mapping or empty. Shared by
-    the torch reader, the torch-free zip reader and in-memory checkpoint dicts."""
+    the torch reader, the torch-free zip reader and in-memory checkpoint dicts.
+
+    ``notes``, when given, receives one line per entry taken whose siblings hold other weights (a
+    checkpoint's ``model`` beside its ``ema``), naming what was left out: never a silent choice."""
     if not isinstance(obj, Mapping):
         return None
     weights = {k: v for k, v in obj.items() if not _is_training_state(k, v)}
@@ -206,17 +210,21 @@ def unwrap_state(obj: Any, is_tensor: Callable[[Any], bool]) -> Mapping[str, Any
     for key in WRAPPER_KEYS:
         inner = obj.get(key)
         if isinstance(inner, Mapping) and inner:
-            found = unwrap_state(inner, is_tensor)
+            found = unwrap_state(inner, is_tensor, notes)
             if found is not None:
+                others = [k for k, v in weights.items() if k != key and _holds_tensors(v, is_tensor)]
+                if notes is not None and others:
+                    notes.append(f"the {key!r} entry read; {', '.join(map(repr, others))} left out: other weights "
+                                 f"in the checkpoint, which Python reads as htsr.analyze(checkpoint[{others[0]!r}])")
                 return found
     return weights or None
 
 
-def _unwrap(obj: Any, torch) -> Mapping[str, Any] | None:
-    """Find the state dict inside a checkpoint object (an ``nn.Module`` gives its own)."""
-    if isinstance(obj, torch.nn.Module):
-        return obj.state_dict()
-    return unwrap_state(obj, lambda v: isinstance(v, torch.Tensor))
+def _holds_tensors(v: Any, is_tensor: Callable[[Any], bool], depth: int = 4) -> bool:
+    """A mapping with a tensor in it, ``depth`` levels down at most (a sibling state dict, an EMA copy)."""
+    if not isinstance(v, Mapping) or depth == 0:
+        return False
+    return any(is_tensor(x) or _holds_tensors(x, is_tensor, depth - 1) for x in v.values())
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -320,7 +328,9 @@ def load_torch_file(path: str | os.PathLike) -> TensorSource:
         raise SourceError(
             f"{path}: cannot be read as a PyTorch checkpoint (truncated or corrupt?): {_first_line(e)}"
         ) from None
-    state = _unwrap(obj, torch)
+    notes: list[str] = []
+    state = obj.state_dict() if isinstance(obj, torch.nn.Module) else unwrap_state(
+        obj, lambda v: isinstance(v, torch.Tensor), notes)
     if state is None:
         raise SourceError(f"{path}: no state dict found in the checkpoint (a {type(obj).__name__})")
-    return TorchStateDict(state, str(path))
+    return TorchStateDict(state, str(path) + "".join(f" ({n})" for n in notes))

@@ -701,7 +701,9 @@ class _PickledTensors:
         try:
             if not self.script:
                 tree = _as_state_dicts(tree)
-            state = tree if self.script else unwrap_state(tree, self._is_weight) or tree
+            notes: list[str] = []
+            state = tree if self.script else unwrap_state(tree, self._is_weight, notes) or tree
+            self.description += "".join(f" ({n})" for n in notes)
             found = list(_walk(state, "", "", set()))
         except RecursionError:
             raise self._fail("the pickle nests objects too deeply to be a model; corrupt or hostile file") from None
