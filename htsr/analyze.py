@@ -22,6 +22,7 @@ from .io.delta import DeltaSource
 from .io.scales import unscaled_integer_weight
 from .matrices import (
     LayerMatrices,
+    aspect_window_shape,
     aspect_windows,
     classify,
     is_bias_or_buffer,
@@ -148,6 +149,20 @@ def weight_problem(mats: list[Any], scale: float) -> str:
     return ""
 
 
+def _narrow_windows(lm: LayerMatrices, opts: Options) -> str:
+    """Why FARMS windows of this row are too narrow to fit (a ``not_fitted`` status), or ''. A window cut
+    narrower than the matrix needs min_evals eigenvalues, as a layer does: an ESD of a few eigenvalues per
+    window has no bulk shape, and their pooled tail reflects single columns (an aspect above N gives N × 1
+    windows, whose "eigenvalues" are squared column norms)."""
+    a = opts.farms_aspect
+    wN, wM = aspect_window_shape(lm.N, lm.M, a)
+    if wM >= lm.M or wM >= opts.min_evals:
+        return ""
+    return (f"not_fitted: --farms-aspect {a:g} cuts this {lm.N}x{lm.M} matrix into {wN}x{wM} windows, fewer "
+            f"than min_evals={opts.min_evals} eigenvalues each; use an aspect of at most "
+            f"{lm.N / opts.min_evals:.3g} here, or a lower --min-evals")
+
+
 def esd_scale(lm: LayerMatrices, opts: Options) -> float:
     """The eigenvalue multiplier of a row: its kind's convention, divided by N with normalize='N'."""
     return lm.scale / lm.N if opts.normalize == "N" else lm.scale
@@ -189,13 +204,15 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         if not np.isfinite(spectrum.evals).all():
             return LayerResult(**base, status="failed: eigenvalues beyond float64's range; rescale the weights "
                                               "(alpha does not change with the scale)"), None
-        num_windows = None
+        num_windows, too_narrow = None, ""
         # a low-rank update is known by its factors only: what needs the entries (windows, shuffles,
         # heavy entries, eigenvectors) is not computed for it, and its MP fit would only say "rank-collapse"
         lowrank = isinstance(mats[0], LowRank)
         factor_rank = mats[0].rank if lowrank else 0
         if lowrank:
             fit_spectrum = spectrum
+        elif opts.farms_aspect is not None and (too_narrow := _narrow_windows(lm, opts)):
+            fit_spectrum = spectrum  # not fitted; the rest of the row is the whole matrix's, as always
         elif opts.farms_aspect is not None:
             windows = [w for W in mats for w in aspect_windows(W, opts.farms_aspect)]
             fit_spectrum = esd(windows, opts.precision, opts.refine_fraction, scale)
@@ -227,6 +244,8 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
     elif lm.num_evals < opts.min_evals:
         fit, status = not_attempted, f"not_fitted: {lm.num_evals} eigenvalues < min_evals={opts.min_evals}"
         fit_x = fit_spectrum.evals
+    elif too_narrow:
+        fit, status, fit_x = not_attempted, too_narrow, fit_spectrum.evals
     else:
         # a low-rank update's small eigenvalues are real (its zeros are exact): its own floor, not 1e-5
         # the 1e-5 is in WeightWatcher's units (X = WᵀW): with normalize='N' it is divided by N too, so
@@ -269,7 +288,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
     if rmt_error:
         status = f"{status}; diagnostics failed: {rmt_error}"
     extra.update(rmt)
-    lo, hi, p = interval_of(extra, opts.bayes_average)
+    lo, hi, p = interval_of(extra)
     kept_spectra = None
     if opts.keep_spectra:
         kept_spectra = LayerSpectra(evals, fit_x, None if shuffled is None else shuffled.spectrum.evals,

@@ -37,7 +37,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["LayerMatrices", "aspect_windows", "classify", "infer_kind", "is_recurrent", "layer_matrices", "row_name"]
+__all__ = ["LayerMatrices", "aspect_window_shape", "aspect_windows", "classify", "infer_kind", "is_recurrent", "layer_matrices", "row_name"]
 
 _EMBEDDING = re.compile(r"(^|[._])(emb|embed\w*|wte|wpe|tok_embeddings|shared)([._]|$)", re.IGNORECASE)
 _RNN = re.compile(r"weight_(ih|hh)(_l\d+(_reverse)?)?$")  # nn.LSTM/GRU/RNN, and their *Cell (no _l<n>)
@@ -209,6 +209,12 @@ def layer_matrices(
         raise ValueError(f"unknown layer kind {kind!r}")
 
 
+def aspect_window_shape(N: int, M: int, aspect: float) -> tuple[int, int]:
+    """The sides (w_N, w_M) of :func:`aspect_windows`' windows of an N × M matrix (N ≥ M)."""
+    wM = max(1, min(M, int(N / aspect + 1e-9)))  # + 1e-9: 210 / 2.1 is 99.99999999999999 in binary
+    return min(N, max(1, int(round(aspect * wM)))), wM
+
+
 def aspect_windows(W: np.ndarray, aspect: float) -> list[np.ndarray]:
     """Submatrices of ``W`` that all have the aspect ratio ``aspect`` (FARMS, Hu et al., ICML 2025).
 
@@ -221,8 +227,7 @@ def aspect_windows(W: np.ndarray, aspect: float) -> list[np.ndarray]:
     """
     rows, cols = W.shape
     N, M = max(rows, cols), min(rows, cols)
-    wM = max(1, min(M, int(N / aspect + 1e-9)))  # + 1e-9: 210 / 2.1 is 99.99999999999999 in binary
-    wN = min(N, max(1, int(round(aspect * wM))))
+    wN, wM = aspect_window_shape(N, M, aspect)
     starts_N = np.unique(np.linspace(0, N - wN, -(-N // wN)).round().astype(int))
     starts_M = np.unique(np.linspace(0, M - wM, -(-M // wM)).round().astype(int))
     out = []

@@ -152,9 +152,9 @@ OPTION_SPECS: dict[str, OptionSpec] = {
         OptionSpec("prior_rate", 0.0, "a number from 0 to 1e9", _float_range(0.0, 1e9),
                    "Bayesian alpha: rate of the Gamma prior on alpha - 1"),
         OptionSpec("bayes_average", False, "True or False", _is_bool,
-                   "Bayesian alpha averaged over every x_min candidate, weighted by its evidence under a "
-                   "log-uniform bulk model, instead of at the fitted x_min; a diagnostic of how much x_min "
-                   "matters, which the warnings do not use"),
+                   "also the Bayesian alpha averaged over every x_min candidate, weighted by its evidence with a "
+                   "bulk uniform in log lambda (bayes_avg_* columns); a diagnostic of how much x_min matters, "
+                   "which the warnings do not use"),
         OptionSpec("seed", 0, "an integer >= 0", _int_range(0),
                    "seed of every random draw (bootstrap, randomize), so results are reproducible"),
         OptionSpec("mp_fit", True, "True or False", _is_bool,

@@ -154,7 +154,9 @@ def _columns(result: AnalysisResult) -> list[str]:
     cols = ["#"] + list(table_columns(result))
     if "alpha" in cols:
         cols.insert(cols.index("alpha") + 1, "sigma")
-    extra = _EXTRA_COLUMNS + (("rand_js_distance",) if result.options.get("randomize") else ())
+    extra = (_EXTRA_COLUMNS + (("rand_js_distance",) if result.options.get("randomize") else ())
+             + (("bayes_avg_alpha", "bayes_avg_alpha_lo", "bayes_avg_alpha_hi")
+                if result.options.get("bayes_average") else ()))
     return cols + [c for c in extra if c not in cols]
 
 
@@ -242,7 +244,7 @@ def _warnings(result: AnalysisResult) -> str:
                     key=lambda t: (_WARNING_ORDER.index(t[1].warning) if t[1].warning in _WARNING_ORDER else 9, t[0]))
     items = []
     for i, r in warned:
-        lo, hi, _ = interval_of(r.as_dict(), bool(result.options.get("bayes_average")))  # the warning's
+        lo, hi, _ = interval_of(r.as_dict())  # the warning's
         detail = f"α = {_fmt(r.alpha)}"
         if math.isfinite(lo) and math.isfinite(hi):
             detail += f" [{_fmt(lo)}, {_fmt(hi)}]"

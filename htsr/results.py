@@ -69,6 +69,10 @@ class LayerResult:
     bayes_alpha_hi: float = NAN
     p_alpha_lt_2: float = NAN  # posterior P(α < 2)
     p_alpha_gt_6: float = NAN  # posterior P(α > 6)
+    # with bayes_average: the posterior averaged over every x_min candidate, weighted by its evidence
+    bayes_avg_alpha: float = NAN  # posterior mean
+    bayes_avg_alpha_lo: float = NAN  # central credible interval at the `confidence` level
+    bayes_avg_alpha_hi: float = NAN
     # semi-parametric bootstrap (NaN unless bootstrap > 0)
     boot_alpha_lo: float = NAN  # basic bootstrap interval at the `confidence` level
     boot_alpha_hi: float = NAN

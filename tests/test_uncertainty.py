@@ -779,25 +779,35 @@ def test_warning_for(alpha, lo, hi, p, expected):
 
 
 def test_interval_of_uses_a_bootstrap_only_with_enough_replicates_and_never_the_averaged_posterior():
-    bayes = {"bayes_alpha_lo": 2.5, "bayes_alpha_hi": 3.5}
+    bayes = {"bayes_alpha_lo": 2.5, "bayes_alpha_hi": 3.5, "bayes_avg_alpha_lo": 1.1, "bayes_avg_alpha_hi": 1.5}
     boot = {"boot_alpha_lo": 2.2, "boot_alpha_hi": 3.9, "pl_pvalue": 0.04}
     assert interval_of({**bayes, **boot, "num_boot": float(MIN_WARNING_REPLICATES)}) == (2.2, 3.9, 0.04)
     lo, hi, p = interval_of({**bayes, **boot, "num_boot": MIN_WARNING_REPLICATES - 1.0})  # too coarse
     assert (lo, hi) == (2.5, 3.5) and math.isnan(p)
-    assert all(math.isnan(v) for v in interval_of({**bayes, "num_boot": NAN}, averaged=True))
-    assert interval_of({**bayes, **boot, "num_boot": 200.0}, averaged=True) == (2.2, 3.9, 0.04)
+    lo, hi, p = interval_of({**bayes, "num_boot": NAN})
+    assert (lo, hi) == (2.5, 3.5) and math.isnan(p)
 
 
-def test_warnings_follow_the_fixed_x_min_posterior_or_alpha_not_the_averaged_one_or_a_coarse_bootstrap():
-    """--bayes-average fills the Bayesian columns with the posterior averaged over x_min candidates, which
-    can sit far from the fitted alpha: the warning compares alpha itself then. A bootstrap of fewer than
-    MIN_WARNING_REPLICATES replicates gives its columns but not the warning's interval or p-value."""
+def test_bayes_average_fills_its_own_columns_and_changes_no_other_column():
+    """--bayes-average is a diagnostic: the posterior averaged over x_min candidates, which can sit far
+    from the fitted alpha, goes to bayes_avg_*; the fixed-x_min posterior, the warning and every other
+    column are those of the run without it."""
     rng = np.random.default_rng(0)  # a Marchenko-Pastur bulk and five spikes: the averaged evidence prefers
     U, V = rng.standard_normal((600, 5)), rng.standard_normal((5, 250))  # x_min candidates in the bulk
     W = rng.standard_normal((600, 250)) / np.sqrt(600) + (U * np.linspace(0.3, 1.5, 5)) @ V / np.sqrt(600 * 250) * 8
+    plain = htsr.analyze({"fc.weight": W.astype(np.float32)}).layers[0]
     row = htsr.analyze({"fc.weight": W.astype(np.float32)}, bayes_average=True).layers[0]
-    assert row.bayes_alpha_hi < 2 < row.alpha < 6  # the averaged interval lies below 2, the fitted alpha above
-    assert row.warning == warning_for(row.alpha) == ""
+    assert row.bayes_avg_alpha_hi < 2 < row.alpha < 6  # the averaged interval lies below 2, the fitted alpha above
+    assert row.bayes_avg_alpha_lo < row.bayes_avg_alpha < row.bayes_avg_alpha_hi
+    avg = {"bayes_avg_alpha", "bayes_avg_alpha_lo", "bayes_avg_alpha_hi"}
+    assert all(math.isnan(getattr(plain, c)) for c in avg)
+    a, b = plain.as_dict(), row.as_dict()
+    assert {k: repr(v) for k, v in a.items() if k not in avg} == {k: repr(v) for k, v in b.items() if k not in avg}
+
+
+def test_a_coarse_bootstrap_does_not_drive_the_warning():
+    """A bootstrap of fewer than MIN_WARNING_REPLICATES replicates gives its columns but not the warning's
+    interval or p-value."""
     row = htsr.analyze({"fc.weight": _heavy_tailed_layer(seed=2)}, bootstrap=20, seed=3).layers[0]
     assert row.num_boot == 20 and row.pl_pvalue <= 0.1  # 20 replicates reject, too few to be heard
     assert row.warning == warning_for(row.alpha, row.bayes_alpha_lo, row.bayes_alpha_hi) == ""
@@ -863,6 +873,24 @@ def test_analyze_farms_windows():
     assert farms.num_evals == 250
     assert farms.log_norm == pytest.approx(plain.log_norm, rel=1e-12)
     assert farms.lambda_max == pytest.approx(plain.lambda_max, rel=1e-12)
+
+
+def test_farms_windows_narrower_than_min_evals_are_not_fitted():
+    """An aspect that cuts a matrix into windows of fewer than min_evals eigenvalues gives a not_fitted row
+    saying which aspect would do, not an alpha of the squared column norms (an aspect above N gives N × 1
+    windows). A window as narrow as the matrix itself is a layer like any other."""
+    W = np.random.default_rng(3).standard_normal((400, 300))
+    for aspect, ok in ((8.0, True), (8.1, False), (1000.0, False)):  # 400 / 8 = 50 = min_evals
+        row = htsr.analyze({"fc.weight": W}, farms_aspect=aspect).layers[0]
+        assert (row.status == "ok") == ok, row.status
+        if not ok:
+            assert row.status.startswith(f"not_fitted: --farms-aspect {aspect:g} cuts this 400x300 matrix into")
+            assert "use an aspect of at most 8 here, or a lower --min-evals" in row.status
+            assert math.isnan(row.alpha) and math.isnan(row.farms_windows) and row.warning == ""
+            assert math.isfinite(row.log_norm)  # the rest of the row is the whole matrix's
+    assert htsr.analyze({"fc.weight": W}, farms_aspect=8.1, min_evals=40).layers[0].status == "ok"  # 49 ≥ 40
+    assert htsr.analyze({"fc.weight": W[:60, :30]}, farms_aspect=2.0).layers[0].status.startswith(
+        "not_fitted: 30 eigenvalues < min_evals")  # one whole 60x30 window: the layer's own rule
 
 
 def test_analyze_summary_fields():

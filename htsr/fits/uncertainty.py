@@ -33,12 +33,12 @@ def tail_uncertainty(x: np.ndarray, fit: PowerLawFit, *, xmin: str | float = "ks
     # WeightWatcher's, takes each index as a candidate, a tie's later ones included)
     n = fit.num_pl_spikes
     tail = seen[seen.size - n:] if 0 < n <= seen.size and seen[seen.size - n] == fit.xmin else seen[seen >= fit.xmin]
-    if bayes_average:
-        b = bayesian_alpha_averaged(seen, confidence, prior_shape, prior_rate)
-    else:
-        b = bayesian_alpha(tail, fit.xmin, confidence, prior_shape, prior_rate)
+    b = bayesian_alpha(tail, fit.xmin, confidence, prior_shape, prior_rate)
     out.update(bayes_alpha=b.mean, bayes_alpha_lo=b.lo, bayes_alpha_hi=b.hi, p_alpha_lt_2=b.p_lt_2,
                p_alpha_gt_6=b.p_gt_6)
+    if bayes_average:  # a diagnostic of how much x_min matters, in its own columns
+        a = bayesian_alpha_averaged(seen, confidence, prior_shape, prior_rate)
+        out.update(bayes_avg_alpha=a.mean, bayes_avg_alpha_lo=a.lo, bayes_avg_alpha_hi=a.hi)
     if tails:
         c = compare_tails(tail, fit.alpha, fit.xmin)
         out.update(best_fit=c.best_fit, lr_exponential=c.lr_exponential, p_exponential=c.p_exponential,
@@ -60,28 +60,24 @@ def tail_uncertainty(x: np.ndarray, fit: PowerLawFit, *, xmin: str | float = "ks
 MIN_WARNING_REPLICATES = 100
 
 
-def interval_of(columns: dict[str, Any], averaged: bool = False) -> tuple[float, float, float]:
+def interval_of(columns: dict[str, Any]) -> tuple[float, float, float]:
     """The interval of alpha and the goodness-of-fit p-value the warning uses: the bootstrap's when at least
-    :data:`MIN_WARNING_REPLICATES` replicates succeeded; else the Bayesian interval and no p-value (NaN) —
-    and no interval with ``averaged`` (``--bayes-average``), whose posterior mixes every x_min candidate:
-    it shows how much the choice of x_min matters, it is no interval for the fitted alpha."""
+    :data:`MIN_WARNING_REPLICATES` replicates succeeded; else the Bayesian interval at the fitted x_min and
+    no p-value (NaN). Never the ``bayes_average`` posterior, which mixes every x_min candidate: it shows
+    how much the choice of x_min matters, it is no interval for the fitted alpha."""
     nan = float("nan")
     if (columns.get("num_boot", nan) >= MIN_WARNING_REPLICATES and math.isfinite(columns.get("boot_alpha_lo", nan))
             and math.isfinite(columns.get("boot_alpha_hi", nan))):
         return columns["boot_alpha_lo"], columns["boot_alpha_hi"], columns.get("pl_pvalue", nan)
-    if averaged:
-        return nan, nan, nan
     return columns.get("bayes_alpha_lo", nan), columns.get("bayes_alpha_hi", nan), nan
 
 
 def warning_interval(options: dict[str, Any]) -> str:
     """Which interval of alpha :func:`interval_of` gives the warnings under these analysis options, in words
     (the model summary's label): the bootstrap's from :data:`MIN_WARNING_REPLICATES` replicates, else the
-    Bayesian one at the ``confidence`` level, none with ``bayes_average``."""
+    Bayesian one at the ``confidence`` level."""
     level = f"{options.get('confidence', 0.95):.0%}"
     boot = options.get("bootstrap", 0) or 0
     if boot >= MIN_WARNING_REPLICATES:
         return f"bootstrap, {level} (Bayesian on a layer with fewer than {MIN_WARNING_REPLICATES} good replicates)"
-    fallback = ("none: --bayes-average mixes the x_min candidates, so alpha itself is compared"
-                if options.get("bayes_average") else f"Bayesian, {level}")
-    return fallback + (f"; a bootstrap of {boot} < {MIN_WARNING_REPLICATES} replicates is not used" if boot else "")
+    return f"Bayesian, {level}" + (f"; a bootstrap of {boot} < {MIN_WARNING_REPLICATES} replicates is not used" if boot else "")
