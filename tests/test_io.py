@@ -914,6 +914,32 @@ def test_tensors_are_loaded_only_when_their_layer_is_analysed(tmp_path, monkeypa
     assert loaded == [] and all(r.status.startswith("skipped") for r in result.layers)
 
 
+def test_a_folder_s_other_weight_files_are_named_not_dropped(tmp_path):
+    """A folder holding the model in several files (safetensors beside pytorch_model.bin and an ONNX export;
+    a checkpoint beside an .npz): one is read, by the usual precedence, and the source names the others.
+    A Trainer checkpoint's optimizer.pt, scheduler.pt, rng_state.pth and training_args.bin are training
+    state, not other copies, and are not named."""
+    W = _rng(4).standard_normal((60, 30)).astype(np.float32)
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    np_save_file({"fc.weight": W}, str(folder / "model.safetensors"))
+    torch.save({"fc.weight": torch.from_numpy(W)}, folder / "pytorch_model.bin")
+    (folder / "model.onnx").write_bytes(b"\x08\x07")  # named only: never opened
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state_0.pth", "training_args.bin"):
+        (folder / name).write_bytes(b"x")
+    r = htsr.analyze(folder, min_evals=5)
+    assert r.source == f"{folder} (other weight files here, not read: model.onnx, pytorch_model.bin)"
+    assert [l.name for l in r.layers] == ["fc"]
+    (folder / "model.safetensors").unlink()
+    (folder / "w.npz").write_bytes(b"PK")
+    assert htsr.analyze(folder, min_evals=5).source == (
+        f"{folder / 'pytorch_model.bin'} (other weight files here, not read: model.onnx, w.npz)")
+    for name in ("model.onnx", "w.npz", "pytorch_model.bin"):
+        (folder / name).unlink()
+    np_save_file({"fc.weight": W}, str(folder / "model.safetensors"))
+    assert htsr.analyze(folder, min_evals=5).source == str(folder)  # training state alone: nothing to say
+
+
 def test_sharded_pytorch_bin_folder(tmp_path):
     # Hugging Face's older layout: pytorch_model-0000x-of-0000y.bin with pytorch_model.bin.index.json
     torch = pytest.importorskip("torch")

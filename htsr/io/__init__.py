@@ -7,6 +7,7 @@ names to arrays / tensors, and picks the reader by content (magic bytes), not by
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -73,6 +74,7 @@ class _Chain:
     def __init__(self, description: str, sources: list, folder: Path, index=None) -> None:
         self.description = description
         self._sources, self._folder, self._index = sources, folder, index
+        self.paths = list(index.shards) if index is not None else []  # the shard files
 
     def __len__(self) -> int:  # tensors, each name once (a copy in a second shard is not read)
         return len({r.name for s in self._sources for r in s.refs()})
@@ -97,41 +99,63 @@ def _torch_shards(index: Path) -> TensorSource:
     return _Chain(str(index.parent), [load_torch_file(p) for p in shards.shards], index.parent, shards)
 
 
+#: files that may hold a model's weights in a format htsr reads (a folder's others are named when not read)
+_WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5", ".keras", ".onnx",
+                              ".gguf", ".npz", ".npy", ".pkl"})
+#: a Hugging Face Trainer checkpoint's training state beside the weights: not another copy of the model
+_TRAINING_FILE = re.compile(r"(training_args|optimizer|scheduler|scaler|rng_state.*)\.(bin|pt|pth)$")
+
+
+def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
+    """The model in a folder, and the files (resolved) it reads."""
+    from .peft import is_peft_folder
+
+    if is_peft_folder(path):  # before the safetensors glob: it holds adapter_model.safetensors
+        from .peft import PeftAdapter
+
+        return PeftAdapter(path), {f.resolve() for f in path.iterdir()}  # its weights are its own
+    if (path / "model.safetensors.index.json").is_file() or any(path.glob("*.safetensors")):
+        return ShardedSafetensors(path), set()
+    index = path / "pytorch_model.bin.index.json"
+    if index.is_file():
+        shards = _torch_shards(index)
+        return shards, {p.resolve() for p in shards.paths}
+    for name in ("pytorch_model.bin", "model.pt", "model.pth"):
+        if (path / name).is_file():
+            from .torch import load_torch_file
+
+            return load_torch_file(path / name), {(path / name).resolve()}
+    if (path / "flax_model.msgpack").is_file():
+        from .flax import FlaxMsgpackFile
+
+        return FlaxMsgpackFile(path / "flax_model.msgpack"), {(path / "flax_model.msgpack").resolve()}
+    if (path / "config.json").is_file() and (path / "model.weights.h5").is_file():
+        from .keras import (
+            KerasFile,  # an unzipped Keras 3 model (save_model(zipped=False))
+        )
+
+        return KerasFile(path), {(path / "model.weights.h5").resolve()}
+    raise SourceError(
+        f"{path}: folder has no *.safetensors, pytorch_model.bin (or its shard index), flax_model.msgpack or "
+        f"Keras model.weights.h5; supported: {SUPPORTED}")
+
+
 def _open_path(path: Path) -> TensorSource:
     if not path.exists():
         raise SourceError(f"{path}: no such file or directory")
     if not (path.is_dir() or path.is_file()):  # a FIFO would block the first read forever; a device, worse
         raise SourceError(f"{path}: not a regular file or folder; give a model file or folder")
     if path.is_dir():
-        from .peft import is_peft_folder
-
-        if is_peft_folder(path):  # before the safetensors glob: it holds adapter_model.safetensors
-            from .peft import PeftAdapter
-
-            return PeftAdapter(path)
-        if (path / "model.safetensors.index.json").is_file() or any(path.glob("*.safetensors")):
-            return ShardedSafetensors(path)
-        index = path / "pytorch_model.bin.index.json"
-        if index.is_file():
-            return _torch_shards(index)
-        for name in ("pytorch_model.bin", "model.pt", "model.pth"):
-            if (path / name).is_file():
-                from .torch import load_torch_file
-
-                return load_torch_file(path / name)
-        if (path / "flax_model.msgpack").is_file():
-            from .flax import FlaxMsgpackFile
-
-            return FlaxMsgpackFile(path / "flax_model.msgpack")
-        if (path / "config.json").is_file() and (path / "model.weights.h5").is_file():
-            from .keras import (
-                KerasFile,  # an unzipped Keras 3 model (save_model(zipped=False))
-            )
-
-            return KerasFile(path)
-        raise SourceError(
-            f"{path}: folder has no *.safetensors, pytorch_model.bin (or its shard index), flax_model.msgpack or "
-            f"Keras model.weights.h5; supported: {SUPPORTED}")
+        src, read = _open_folder(path)
+        # the folder's other weight files (pytorch_model.bin beside model.safetensors, an .onnx export …):
+        # named, not dropped without a word (a safetensors folder names its own left-out copies)
+        others = sorted(f.name for f in path.iterdir()
+                        if f.suffix.lower() in _WEIGHT_SUFFIXES and f.resolve() not in read
+                        and not (isinstance(src, ShardedSafetensors) and f.suffix == ".safetensors")
+                        and not _TRAINING_FILE.match(f.name) and f.is_file())
+        if others:
+            src.description += f" (other weight files here, not read: {', '.join(others)})"
+        return src
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(32)  # a legacy torch.save pickle with a FRAME header needs 23 to be told apart
