@@ -49,7 +49,7 @@ from .rmt import (
 )
 from .spectra import LowRank, Spectrum, esd
 
-__all__ = ["analyze", "analyze_layer", "iter_layers"]
+__all__ = ["analyze", "analyze_layer", "check_has_layers", "iter_layers"]
 
 #: WeightWatcher drops eigenvalues at or below this absolute value before the power-law fit
 WW_EVALS_THRESH = 1e-5
@@ -119,6 +119,20 @@ def iter_layers(source: Any, opts: Options, not_analysed: dict[str, list[str]] |
 
     # the readers' skip lists are complete once the source is open
     return src.description, len(src) + len(getattr(src, "skipped", ())), gen()
+
+
+def no_layer_error(description: str, num_tensors: int, opts: Options) -> SourceError:
+    """The error for a source of which no layer is analysed (under the filters, if any)."""
+    what = "matches the filters" if (opts.layers or opts.kinds) else "is a weight matrix"
+    return SourceError(f"{description}: no analysable layer: none of its {num_tensors} tensors {what}")
+
+
+def check_has_layers(source: Any, opts: Options) -> None:
+    """Raise :func:`no_layer_error` now, before other models' analyses, if ``source`` has no layer to
+    analyse (its headers only: the layers are listed lazily, no tensor is read)."""
+    description, num_tensors, layer_iter = iter_layers(source, opts)
+    if next(layer_iter, None) is None:
+        raise no_layer_error(description, num_tensors, opts)
 
 
 def weights_finite(mats: list[Any]) -> bool:
@@ -400,8 +414,7 @@ def analyze(source: Any, **options: Any) -> AnalysisResult:
     description, num_tensors, layer_iter = iter_layers(source, opts, passed_over)
     layers = list(layer_iter)  # lazy: no tensor has been read yet
     if not layers:
-        what = "matches the filters" if (opts.layers or opts.kinds) else "is a weight matrix"
-        raise SourceError(f"{description}: no analysable layer: none of its {num_tensors} tensors {what}")
+        raise no_layer_error(description, num_tensors, opts)
     bar = _progress_bar(len(layers), description) if opts.progress else None
     rows: list[tuple[LayerResult, LayerSpectra | None] | None] = [None] * len(layers)
     # small matrices side by side (single-threaded BLAS each); large ones one at a time with every

@@ -384,14 +384,17 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
 
     The options are validated before any model is read; the models are analysed one after the other.
     """
-    from .analyze import analyze
+    from .analyze import analyze, check_has_layers
 
     sources = list(sources)
-    Options.create(**options)
+    opts = Options.create(**options)
     labels = _check_labels(labels, sources)  # before the (slow) analyses
     if len(sources) < 2:
         raise OptionError(f"compare needs at least two models, got {len(sources)}")
     _check_metric(metric, ascending)  # fail before the analyses
+    for s in sources:  # a model without a layer under the filters fails now, not after the others' analyses
+        if not isinstance(s, AnalysisResult):
+            check_has_layers(s, opts)
     results = [s if isinstance(s, AnalysisResult) else analyze(s, **options) for s in sources]
     return compare_results(results, labels, metric, ascending, layer_metric)
 
@@ -437,6 +440,12 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
         parts.append(f"layer names matched to {c.labels[0]}'s by " + "; ".join(c.name_alignment))
     if layers:
         parts += ["", f"{c.layer_metric} per layer, {len(c.common_layers)} layers present in every model:"]
+        if not c.common_layers and c.partial_layers:
+            firsts = {lab: next(n for n, h in c.partial_layers if lab in h) for lab in c.labels
+                      if any(lab in h for _, h in c.partial_layers)}
+            parts.append("no layer name is in every model, so no layer is compared side by side (first names: "
+                         + "; ".join(f"{lab} {n!r}" for lab, n in firsts.items())
+                         + "): the models name their layers differently")
         if c.common_layers:
             parts.append(_table(["name", "kind", "shape", *c.labels],
                                 [[n, k, _shape_text(s), *(format_value(x) for x in v)]

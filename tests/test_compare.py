@@ -403,6 +403,26 @@ def test_cli_compare_checks_every_source_first(npz_pair, tmp_path, capsys, monke
     assert "notes.txt: unknown file format" in capsys.readouterr().err
 
 
+def test_a_model_with_no_layer_under_the_filters_fails_before_any_analysis(npz_pair, tmp_path, capsys, monkeypatch):
+    a, _ = npz_pair
+    np.savez(tmp_path / "other.npz", **{"dec.fc.weight": np.ones((60, 50))})
+    import sys
+
+    monkeypatch.setattr(sys.modules["htsr.analyze"], "analyze", lambda *x, **k: pytest.fail("analysed first"))
+    assert main(["compare", str(a), str(tmp_path / "other.npz"), "--layers", "^enc"]) == 2
+    assert capsys.readouterr().err == (f"htsr: error: {tmp_path / 'other.npz'}: no analysable layer: none of its 1 "
+                                       "tensors matches the filters\n")
+
+
+def test_models_without_a_shared_layer_name_say_so(npz_pair, tmp_path):
+    a, _ = npz_pair
+    other = {f"wrapper.model.{k}": v for k, v in np.load(a).items()}  # two leading components more
+    c = compare([a, other], labels=["tuned", "wrapped"], tails=False)
+    assert c.common_layers == ()
+    assert ("no layer name is in every model, so no layer is compared side by side (first names: tuned 'enc.fc1'; "
+            "wrapped 'wrapper.model.enc.fc1'): the models name their layers differently") in format_comparison(c)
+
+
 def test_cli_compare_errors(npz_pair, tmp_path, capsys):
     a, b = npz_pair
     assert main(["compare", str(a), str(b), str(a), "--labels", "x,y,z", "--base-distances"]) == 2
