@@ -175,6 +175,27 @@ def test_log_normaliser_small_cutoff_expansion(a):
     assert _moments(a, c)[0] == pytest.approx(expected, abs=tol)
 
 
+@pytest.mark.parametrize("a, c", [(0.5, 1e-300), (0.0, 1e-250), (0.0, 1e-5), (0.0, 0.3), (2.0, 1e-200)])
+def test_tpl_moments_of_a_tiny_cut_off_stay_finite(a, c):
+    """c = Λ·x_min tiny (a fixed x_min far below the tail): t runs past 709, where eᵗ alone overflows.
+    Against the closed forms for c → 0 at a > 0: ln I = Γ(a)·c^(−a) to leading order, −ln a when the
+    cut-off does not bind; E[t] between that of the pure power law (1/a) and ln(1/c)."""
+    log_i, e_t, e_u = _moments(a, c)
+    assert all(math.isfinite(v) for v in (log_i, e_t, e_u))
+    if a > 0:
+        # the pure power law's: the cut-off at t ≈ ln(1/c) ≥ 460 removes a mass e^(−460·a) ≪ 1e-15
+        assert log_i == pytest.approx(-math.log(a), abs=1e-12)
+        assert e_t == pytest.approx(1.0 / a, rel=1e-9)
+    else:  # ∫₀^∞ e^(−c·eᵗ) dt = E₁(c) (u = eᵗ), scipy's exponential integral
+        assert log_i == pytest.approx(math.log(scipy.special.exp1(c)), rel=1e-12)
+
+
+def test_a_fixed_x_min_below_every_eigenvalue_gives_every_diagnostic():
+    W = np.random.default_rng(0).standard_normal((400, 200))
+    row = htsr.analyze({"fc.weight": W}, xmin=1e-300).layers[0]
+    assert row.status == "ok" and row.best_fit and math.isfinite(row.bayes_alpha) and math.isfinite(row.tpl_alpha)
+
+
 @pytest.mark.parametrize("alpha,Lambda,xmin", [(1.5, 0.01, 1.0), (2.5, 0.5, 3.0), (0.5, 1.0, 2.0),
                                                (3.0, 1e-4, 10.0), (1.0, 2.0, 0.5), (6.0, 0.05, 0.2)])
 def test_tpl_density_integrates_to_one(alpha, Lambda, xmin):

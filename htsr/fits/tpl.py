@@ -29,6 +29,7 @@ __all__ = ["TPLFit", "fit_truncated_power_law", "tpl_log_normaliser", "tpl_logpd
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(24)
 _PANELS = 24  # panels per side of the integrand's peak
 _DROP = 45.0  # the integrand is cut where it is below e^-45 of its peak (relative error < 1e-19)
+_FALL_MARGIN = 8.0  # the last piece starts this far before c·eᵗ = 1 (e^(−c·eᵗ) > 0.9997 there)
 
 
 @dataclass(frozen=True)
@@ -51,13 +52,17 @@ def _support(a: float, c: float) -> tuple[float, float]:
     g = c * math.exp(t_peak)  # c·e^t at the peak
     # beyond the peak the log-integrand falls by a·s + g·(eˢ − 1); E[eᵗ]'s integrand, eᵗ times larger,
     # by h(s) = (a − 1)·s + g·(eˢ − 1). Cut where h(s) = _DROP (h grows without bound as g > 0).
-    b = a - 1.0
+    b, log_g = a - 1.0, math.log(g)
+
+    def h(s: float) -> float:  # g·(eˢ − 1) in logs where eˢ alone would overflow (a tiny c: x_min far
+        return b * s + (g * math.expm1(s) if s < 700.0 else math.exp(min(log_g + s, 709.0)))  # below the tail)
+
     lo, hi = 0.0, 1.0
-    while b * hi + g * math.expm1(hi) < _DROP:
+    while h(hi) < _DROP:
         lo, hi = hi, 2.0 * hi
     for _ in range(60):
         mid = 0.5 * (lo + hi)
-        if b * mid + g * math.expm1(mid) < _DROP:
+        if h(mid) < _DROP:
             lo = mid
         else:
             hi = mid
@@ -67,7 +72,13 @@ def _support(a: float, c: float) -> tuple[float, float]:
 def _nodes(a: float, c: float) -> tuple[np.ndarray, np.ndarray]:
     t_peak, t_end = _support(a, c)
     pieces = [(0.0, t_peak)] if t_peak > 0 else []
-    pieces.append((t_peak, t_end))
+    # where c·eᵗ reaches 1 the integrand turns from a power law to a double-exponential fall: a long flat
+    # stretch before it (a small c, α near 1) gets panels of its own, so the fall is not left to a few
+    t_fall = math.log(1.0 / c) - _FALL_MARGIN
+    if t_peak < t_fall < t_end:
+        pieces += [(t_peak, t_fall), (t_fall, t_end)]
+    else:
+        pieces.append((t_peak, t_end))
     ts, ws = [], []
     for lo, hi in pieces:
         edges = np.linspace(lo, hi, _PANELS + 1)
@@ -85,12 +96,14 @@ def _moments(a: float, c: float) -> tuple[float, float, float]:
             return math.inf, math.nan, math.nan
         return -math.log(a), 1.0 / a, (a / (a - 1.0) if a > 1 else math.inf)
     t, w = _nodes(a, c)
-    et = np.exp(t)
-    logf = -a * t - c * et
+    with np.errstate(over="ignore"):  # c·eᵗ as one exponential: eᵗ alone overflows past t = 709, where a
+        # tiny c (x_min far below the tail) still keeps the integrand alive; an infinite c·eᵗ weighs 0
+        logf = -a * t - np.exp(math.log(c) + t)
     shift = float(logf.max())
     f = w * np.exp(logf - shift)
     total = float(f.sum())
-    return shift + math.log(total), float(f @ t) / total, float(f @ et) / total
+    e_u = float(np.sum(w * np.exp(logf - shift + t))) / total  # E[eᵗ], eᵗ folded into the exponent
+    return shift + math.log(total), float(f @ t) / total, e_u
 
 
 def tpl_log_normaliser(alpha: float, Lambda: float, xmin: float) -> float:
