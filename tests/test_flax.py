@@ -474,6 +474,9 @@ def _ext_checkpoint(tmp_path, payload: bytes) -> Path:
     (msgpack.packb(((3, 4), "float32", b"\0" * 52), use_bin_type=True), "52 bytes of data"),
     (msgpack.packb(((3, 4), "float32", b"\0" * 48), use_bin_type=True)[:-5], "claims 48 bytes but holds 43"),
     (msgpack.packb(((3, 4), "float99", b"\0" * 48), use_bin_type=True), "'float99' is not a numpy dtype"),
+    # names numpy's dtype parser fails on with ValueError and SyntaxError
+    (msgpack.packb(((3, 4), "(1000000000,1000000000)f4", b"\0" * 48), use_bin_type=True), "is not a numpy dtype"),
+    (msgpack.packb(((3, 4), "(2,2", b"\0" * 48), use_bin_type=True), "'(2,2' is not a numpy dtype"),
     (msgpack.packb(((3, -4), "float32", b""), use_bin_type=True), "is not a list of sizes"),
     (msgpack.packb(((3, 4), "float32"), use_bin_type=True), "not [shape, dtype, bytes]"),
     (msgpack.packb(((3, 4), "float32", "text"), use_bin_type=True), "not a msgpack bin object"),
@@ -497,6 +500,41 @@ def test_bad_chunked_array(tmp_path):
         with pytest.raises(SourceError) as ei:
             FlaxMsgpackFile(path)
         _one_line_source_error(ei, str(path), "chunked array 'Embed_0.embedding' is inconsistent")
+
+
+def test_a_chunked_array_of_infinite_size_is_inconsistent(tmp_path):
+    good = _chunk(_f32(8, 4), 32)
+    path = tmp_path / "inf.msgpack"
+    path.write_bytes(msgpack.packb({"params": {"Embed_0": {"embedding": {**good, "shape": {"0": float("inf"),
+                                                                                          "1": 4}}}}},
+                                   default=msgpack_ext_pack))
+    with pytest.raises(SourceError) as ei:
+        FlaxMsgpackFile(path)
+    _one_line_source_error(ei, str(path), "chunked array 'Embed_0.embedding' is inconsistent")
+
+
+def test_a_tree_nested_1020_levels_is_a_one_line_error(tmp_path):
+    tree: dict = {"kernel": _f32(3, 4)}
+    for i in range(1020):
+        tree = {f"m{i}": tree}
+    path = tmp_path / "deep.msgpack"
+    path.write_bytes(msgpack.packb({"params": tree}, default=msgpack_ext_pack))
+    with pytest.raises(SourceError) as ei:
+        FlaxMsgpackFile(path)
+    _one_line_source_error(ei, str(path), "nests too deeply")
+
+
+@pytest.mark.parametrize("body", [
+    # 1.1 million empty maps in 2 lists: ~2 MB of file, ~200 MB of dicts (70x), stopped at a million
+    b"\x92" + (b"\xdd" + (550_000).to_bytes(4, "big") + b"\x80" * 550_000) * 2,
+    b"\xdd" + (2_000_000).to_bytes(4, "big") + b"\xc0" * 2_000_000,  # a list longer than any model's
+])
+def test_files_of_millions_of_tiny_objects_are_refused_before_they_fill_memory(tmp_path, body):
+    path = tmp_path / "many.msgpack"
+    path.write_bytes(b"\x81\xa6params\x81\xa1x" + body)
+    with pytest.raises(SourceError) as ei:
+        FlaxMsgpackFile(path)
+    _one_line_source_error(ei, str(path), "corrupt")
 
 
 def test_missing_path(tmp_path):

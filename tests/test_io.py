@@ -10,6 +10,7 @@ import hashlib
 import importlib
 import json
 import pickle
+import zipfile
 import os
 from pathlib import Path
 
@@ -772,6 +773,41 @@ def test_npy_object_array_is_refused(tmp_path):
         htsr.analyze(path)
     _one_line_source_error(ei, str(path), "pickled Python objects", "re-save")
     assert not marker.exists()
+
+
+def _npy_with_header(header: bytes) -> bytes:
+    """A version 1.0 .npy: magic, the header padded to a multiple of 64 bytes, then 16 bytes of data."""
+    pad = 64 - (10 + len(header) + 1) % 64
+    h = header + b" " * pad + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(h).to_bytes(2, "little") + h + bytes(16)
+
+
+@pytest.mark.parametrize("header, what", [
+    (b"{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), ", "TokenError"),  # an unclosed brace
+    (b"{'descr': '<f4', 'fortran_order': False, 'shape': (0, 2**70), }", ""),  # not a literal: ValueError
+])
+def test_a_corrupt_npy_header_is_a_one_line_error_and_one_npz_member_does_not_sink_the_others(tmp_path, header,
+                                                                                               what):
+    path = tmp_path / "bad.npy"
+    path.write_bytes(_npy_with_header(header))
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(path)
+    _one_line_source_error(ei, str(path), "not a readable .npy file", what)
+    # (0, 2**70) spelt out parses: an empty array, listed as not analysed; a size overflowing the mmap
+    big = tmp_path / "big.npy"
+    big.write_bytes(_npy_with_header(b"{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2**70), }"
+                                     .replace(b"2**70", str(2**70).encode())))
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(big)
+    _one_line_source_error(ei, str(big), "not a readable .npy file")
+    ok = np.random.default_rng(0).standard_normal((60, 40)).astype(np.float32)
+    npz = tmp_path / "mixed.npz"
+    np.savez(npz, ok=ok)
+    with zipfile.ZipFile(npz, "a") as z:
+        z.writestr("bad.weight.npy", _npy_with_header(header))
+    rows = _rows(htsr.analyze(npz, min_evals=10))
+    assert rows["ok"].status == "ok"
+    assert rows["bad"].status.startswith("skipped: its .npy header cannot be read")
 
 
 # ------------------------------------------------------------------------ unknown formats, bad paths

@@ -498,10 +498,15 @@ def test_opening_and_listing_reads_no_tensor(keras_file, monkeypatch, analyze):
 
 def test_archive_is_read_in_place(keras_file, monkeypatch):
     """A stored model.weights.h5 is not extracted: h5py reads through a window on the zip file."""
-    monkeypatch.setattr(zipfile.ZipFile, "open", lambda *a, **k: pytest.fail("weights member extracted"))
-    monkeypatch.setattr(zipfile.ZipFile, "read", lambda self, name, *a: json.dumps(TOY_CONFIG).encode()
-                        if name == "config.json" else pytest.fail(f"{name} read whole"))
+    real_open, opened = zipfile.ZipFile.open, []
+
+    def only_the_config(self, name, *a, **k):
+        opened.append(getattr(name, "filename", name))
+        return real_open(self, name, *a, **k) if opened[-1] == "config.json" else pytest.fail(f"{name} extracted")
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", only_the_config)
     _check_toy(KerasFile(keras_file))
+    assert opened == ["config.json"]
 
 
 def test_file_is_not_modified(keras_file, legacy_file, analyze):
@@ -523,6 +528,104 @@ def test_truncated_archive(keras_file, fraction):
     with pytest.raises(SourceError) as ei:
         KerasFile(keras_file)
     _one_line_source_error(ei, str(keras_file))
+
+
+def _weights_h5(path: Path, build) -> Path:
+    """A Keras 3 weights file with one real Dense kernel, changed by ``build(f)``."""
+    with h5py.File(path, "w") as f:
+        f.create_dataset("layers/dense/vars/0", data=np.random.default_rng(0).standard_normal((20, 16)).astype("f4"))
+        build(f)
+    return path
+
+
+def test_a_group_hard_linked_along_2_to_the_40_paths_is_walked_once(tmp_path):
+    """A chain of 40 groups each linking twice to the next: 2^40 paths in ~50 KB. Each group is walked once."""
+    def diamond(f):
+        groups = [f.create_group(f"g{i}") for i in range(40)]
+        groups[-1].create_group("vars").create_dataset("0", data=np.ones((4, 4), "f4"))
+        for a, b in zip(groups, groups[1:]):
+            a["a"] = a["b"] = b
+        f["layers/dense/sub"] = groups[0]
+
+    src = KerasFile(_weights_h5(tmp_path / "diamond.weights.h5", diamond))  # would never finish before
+    assert len(src) == 2
+
+
+@pytest.mark.parametrize("how", ["external storage", "virtual dataset", "external link"])
+def test_data_outside_the_file_is_refused(tmp_path, how):
+    """External raw storage, virtual datasets and external links would make HDF5 read other files (here
+    /etc/passwd as a kernel); the file is refused at open, naming what it points at."""
+    def outside(f):
+        if how == "external storage":
+            f.create_dataset("layers/dense_1/vars/0", shape=(4, 4), dtype="u1", external=[("/etc/passwd", 0, 16)])
+        elif how == "virtual dataset":
+            other = tmp_path / "other.h5"
+            with h5py.File(other, "w") as g:
+                g.create_dataset("x", data=np.ones((4, 4), "f4"))
+            layout = h5py.VirtualLayout(shape=(4, 4), dtype="f4")
+            layout[:] = h5py.VirtualSource(str(other), "x", shape=(4, 4))
+            f.create_virtual_dataset("layers/dense_1/vars/0", layout)
+        else:
+            f["layers/dense_1"] = h5py.ExternalLink(str(tmp_path / "other.h5"), "/")
+
+    path = _weights_h5(tmp_path / "outside.weights.h5", outside)
+    with pytest.raises(SourceError) as ei:
+        KerasFile(path)
+    _one_line_source_error(ei, str(path), "htsr reads only the file it is given")
+
+
+def test_a_dataset_declaring_far_more_than_it_stores_is_not_loaded(tmp_path):
+    """A chunked 30000 x 30000 float32 dataset with no chunk written: 3.6 GB of fill value from 5 KB."""
+    path = _weights_h5(tmp_path / "huge.weights.h5", lambda f: f.create_dataset(
+        "layers/dense_1/vars/0", shape=(30000, 30000), dtype="f4", chunks=(1024, 1024)))
+    rows = {r.name: r for r in htsr.analyze(path, min_evals=5).layers}
+    assert rows["dense"].status == "ok"  # the real kernel beside it is analysed
+    assert rows["dense_1"].status.startswith("failed: ") and "declares 3600000000 bytes but stores 0" in \
+        rows["dense_1"].status
+
+
+def _rezip(path: Path, member: str, data: bytes, method: int = zipfile.ZIP_DEFLATED) -> Path:
+    raw = io.BytesIO()
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(raw, "w") as dst:
+        for n in src.namelist():
+            dst.writestr(n, data if n == member else src.read(n), compress_type=method if n == member else None)
+    path.write_bytes(raw.getvalue())
+    return path
+
+
+@pytest.mark.parametrize("member", ["config.json", "model.weights.h5"])
+def test_zip_bombs_are_refused_before_they_expand(keras_file, member):
+    """A member compressing 1000x and more: 300 MB of zeros in ~300 KB. Refused from its header, nothing
+    extracted (a real config is kilobytes; weights compress a few times at most)."""
+    path = _rezip(keras_file, member, bytes(300 << 20))
+    with pytest.raises(SourceError) as ei:
+        KerasFile(path)
+    _one_line_source_error(ei, str(path), member, "zip bomb")
+
+
+@pytest.mark.parametrize("member", ["config.json", "model.weights.h5"])
+def test_corrupt_compressed_members_are_one_line_errors(keras_file, member):
+    """A deflate stream with flipped bytes raises zlib.error inside zipfile: a SourceError here."""
+    path = _rezip(keras_file, member, (json.dumps(TOY_CONFIG) * 50).encode() if member == "config.json"
+                  else zipfile.ZipFile(keras_file).read(member))
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(member)
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    raw[start + 10 : start + 30] = bytes(range(20))  # inside the deflate stream
+    path.write_bytes(bytes(raw))
+    with pytest.raises(SourceError) as ei:
+        KerasFile(path)
+    _one_line_source_error(ei, str(path), member)
+
+
+def test_a_config_nested_too_deeply_is_a_one_line_error(tmp_path):
+    t, groups = toy_h5_tensors()
+    path = write_keras(tmp_path / "deep.keras", TOY_CONFIG, t, groups)
+    path = _rezip(path, "config.json", b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(SourceError) as ei:
+        KerasFile(path)
+    _one_line_source_error(ei, str(path), "nested too deeply")
 
 
 def test_zip_without_weights(tmp_path):

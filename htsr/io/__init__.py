@@ -175,8 +175,9 @@ def _open_path(path: Path) -> TensorSource:
         try:
             with zipfile.ZipFile(path) as z:
                 names = z.namelist()
-        except zipfile.BadZipFile as e:
-            raise SourceError(f"{path}: corrupt zip archive ({e}); truncated?") from None
+        except Exception as e:  # noqa: BLE001 - BadZipFile, but also ValueError, OverflowError … on lying headers
+            raise SourceError(f"{path}: corrupt zip archive ({e.__class__.__name__}: {str(e)[:120]}); "
+                              "truncated?") from None
         if names and all(n.endswith(".npy") for n in names):
             return NpzFile(path)
         from .torchzip import TorchZipFile, is_torchscript_archive

@@ -149,7 +149,7 @@ class _Payload:
         name = dtype.decode("ascii", "replace")
         try:
             dt = numpy_dtype(name)
-        except (TypeError, AttributeError):
+        except Exception:  # noqa: BLE001 - TypeError, ValueError, SyntaxError … from numpy's dtype parser
             return f"its dtype {name!r} is not a numpy dtype"
         if dt.hasobject or dt.fields is not None:
             return f"its dtype {name!r} is not a plain numeric dtype"
@@ -197,7 +197,9 @@ class _Chunked:
 def _ext_hook(code: int, data: bytes) -> Any:
     if code == EXT_NDARRAY:
         return _Payload(data)
-    return _Scalar(code)  # npscalar (3), native complex (2), unknown types: not weights
+    # npscalar (3), native complex (2), unknown types: not weights; one shared marker per code, so a file of
+    # millions of them costs a pointer each, not an object each
+    return _SCALARS.setdefault(code, _Scalar(code))
 
 
 class _Scalar:
@@ -205,6 +207,9 @@ class _Scalar:
 
     def __init__(self, code: int) -> None:
         self.code = code
+
+
+_SCALARS: dict[int, _Scalar] = {}
 
 
 # --------------------------------------------------------------------------------- naming and kinds
@@ -333,6 +338,17 @@ def _walk(node: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], A
 # ------------------------------------------------------------------------------------------ readers
 
 
+#: maps and lists a checkpoint may hold (a model has one map per module, thousands; each costs ~100 bytes of
+#: memory for a byte or two of file, so an unbounded count lets a file take ~70 times its size)
+_MAX_CONTAINERS = 1_000_000
+#: entries of one map or list (a module's parameters, a list of layers)
+_MAX_LEN = 1 << 20
+
+
+class _TooMany(Exception):
+    """Raised inside the msgpack decoder past :data:`_MAX_CONTAINERS`."""
+
+
 class FlaxMsgpackFile(_Tree):
     """A Flax msgpack checkpoint (``flax.serialization.to_bytes``); see the module docstring for memory."""
 
@@ -354,14 +370,29 @@ class FlaxMsgpackFile(_Tree):
         except OSError as e:
             raise SourceError(f"{self.path}: cannot read ({e.strerror or e})") from None
         self._msgpack = msgpack
-        self._build(tree, self._leaf)
+        try:
+            self._build(tree, self._leaf)
+        except RecursionError:  # msgpack nests up to 1024 levels; the walk recurses once per level
+            raise self._fail("the parameter tree nests too deeply to be a model's; corrupt file?") from None
 
     def _fail(self, what: str) -> SourceError:
         return SourceError(f"{self.path}: {what}")
 
     def _decode(self, msgpack: Any, buf: Any, size: int) -> Any:
+        built = [0]
+
+        def count(obj: Any) -> Any:  # every map and array decoded: a few bytes each in the file, ~100 in memory
+            built[0] += 1
+            if built[0] > _MAX_CONTAINERS:
+                raise _TooMany
+            return obj
+
         try:
-            tree = msgpack.unpackb(buf, ext_hook=_ext_hook, raw=False, strict_map_key=False)
+            tree = msgpack.unpackb(buf, ext_hook=_ext_hook, raw=False, strict_map_key=False, object_hook=count,
+                                   list_hook=count, max_array_len=_MAX_LEN, max_map_len=_MAX_LEN)
+        except _TooMany:
+            raise self._fail(f"more than {_MAX_CONTAINERS} maps and lists: not a parameter tree (a model has "
+                             "one map per module); corrupt or hostile file") from None
         except msgpack.ExtraData:
             raise self._fail("trailing bytes after the msgpack checkpoint (two files concatenated, or corrupt); "
                              "re-save it") from None
@@ -373,9 +404,10 @@ class FlaxMsgpackFile(_Tree):
             if "incomplete" in str(e):
                 raise self._fail(f"truncated msgpack checkpoint (the {size}-byte file ends inside a value); "
                                  "re-download or re-save it") from None
-            if "exceeds max_" in str(e):  # msgpack bounds every length by the size of the input
-                raise self._fail(f"truncated or corrupt msgpack checkpoint (a length field claims more than the "
-                                 f"{size}-byte file holds: {one_line(e)}); re-download or re-save it") from None
+            if "exceeds max_" in str(e):  # a length over _MAX_LEN, or (msgpack's own bound) over the input size
+                raise self._fail(f"corrupt msgpack checkpoint: a length field claims more entries than a model's "
+                                 f"map or list holds, or than the {size}-byte file holds ({one_line(e)}); "
+                                 "re-download or re-save it") from None
             raise self._fail(f"not valid msgpack ({one_line(e)}); corrupt file?") from None
         except Exception as e:  # noqa: BLE001 - anything else msgpack raises on corrupt input
             raise self._fail(f"not valid msgpack ({e.__class__.__name__}: {one_line(e)}); corrupt file?") from None
@@ -402,7 +434,7 @@ class FlaxMsgpackFile(_Tree):
         try:
             shape = tuple(int(shape_d[str(i)]) for i in range(len(shape_d)))
             chunks = [chunks_d[str(i)] for i in range(len(chunks_d))]
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):  # a missing size, a size of inf …
             raise bad from None
         for i, c in enumerate(chunks):
             if not isinstance(c, _Payload):

@@ -81,7 +81,6 @@ import json
 import math
 import os
 import re
-import shutil
 import tempfile
 import threading
 import zipfile
@@ -101,6 +100,11 @@ __all__ = ["HDF5_SIGNATURE", "KerasFile", "KerasModel", "is_hdf5", "is_keras_arc
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _CONFIG = "config.json"
 _WEIGHTS = "model.weights.h5"
+#: a config.json larger than this is refused (a real one is kilobytes; a zip bomb expands to gigabytes)
+_MAX_CONFIG_BYTES = 64 << 20
+#: a compressed member, or an HDF5 dataset, that declares more than this many times the bytes it stores is
+#: refused: weights compress a few times at most (even an all-zero matrix stays under 1000x with deflate)
+_MAX_EXPANSION = 1000
 
 _MODELS = {"Functional", "Sequential", "Model"}
 _DENSE = {"Dense", "QDense"}
@@ -309,13 +313,31 @@ def _member_file(path: Path, z: zipfile.ZipFile, info: zipfile.ZipInfo) -> io.IO
         if start + info.file_size > path.stat().st_size:
             raise SourceError(f"{path}: {info.filename} runs past the end of the archive (truncated?)")
         return _ZipMember(path, start, info.file_size)
+    if info.file_size > _MAX_EXPANSION * max(info.compress_size, 1) + (1 << 20):
+        raise SourceError(f"{path}: {info.filename} would expand {info.compress_size} bytes to {info.file_size}: "
+                          "not a compressed weights file (a zip bomb?); re-save the model")
     tmp = tempfile.TemporaryFile()  # noqa: SIM115 - kept open for h5py, deleted when closed
     try:
         with z.open(info) as src:
-            shutil.copyfileobj(src, tmp, 1 << 20)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+            head = src.read(len(HDF5_SIGNATURE))
+            if head != HDF5_SIGNATURE:  # before anything is copied
+                raise SourceError(f"{path}: {info.filename} is not an HDF5 file (starts with {head!r}); "
+                                  "re-save the model")
+            tmp.write(head)
+            copied = len(head)
+            while chunk := src.read(1 << 20):
+                copied += len(chunk)
+                if copied > info.file_size:  # a member that expands beyond what its header declares
+                    raise SourceError(f"{path}: {info.filename} expands beyond its declared {info.file_size} "
+                                      "bytes: corrupt archive")
+                tmp.write(chunk)
+    except SourceError:
         tmp.close()
-        raise SourceError(f"{path}: cannot extract {info.filename} ({_short(e)}); truncated or corrupt?") from None
+        raise
+    except Exception as e:  # noqa: BLE001 - BadZipFile, zlib.error, LZMAError, NotImplementedError, OSError …
+        tmp.close()
+        raise SourceError(f"{path}: cannot extract {info.filename} ({e.__class__.__name__}: {_short(e)}); "
+                          "truncated or corrupt?") from None
     tmp.seek(0)
     return tmp
 
@@ -511,13 +533,19 @@ class _Walker:
 class _H5Node:
     """A group of a Keras 3 weights file as a node of the object tree."""
 
-    def __init__(self, group: Any, h5py: Any) -> None:
-        self.group, self._h5py = group, h5py
+    def __init__(self, group: Any, h5py: Any, seen: set) -> None:
+        self.group, self._h5py, self._seen = group, h5py, seen  # seen: the groups walked (shared by the tree)
 
     def children(self) -> list[tuple[str, _H5Node]]:
-        Group = self._h5py.Group
-        return [(k, _H5Node(self.group[k], self._h5py)) for k in self.group
-                if k != "vars" and isinstance(self.group.get(k), Group)]
+        """The child groups not walked before: a group hard-linked under several names (2^n paths through
+        a chain of n doubly linked groups, in a few kilobytes) is walked once, under its first name."""
+        Group, out = self._h5py.Group, []
+        for k in self.group:
+            g = self.group.get(k) if k != "vars" else None
+            if isinstance(g, Group) and g.id not in self._seen:
+                self._seen.add(g.id)
+                out.append((k, _H5Node(g, self._h5py, self._seen)))
+        return out
 
     def variables(self) -> dict[str, _Var]:
         v = self.group.get("vars")
@@ -574,6 +602,9 @@ class KerasFile:
         config = None
         try:
             if self.path.is_dir():
+                if (self.path / _CONFIG).stat().st_size > _MAX_CONFIG_BYTES:
+                    raise SourceError(f"{self.path / _CONFIG}: larger than {_MAX_CONFIG_BYTES >> 20} MB: not a "
+                                      "Keras config")
                 config = self._read_config((self.path / _CONFIG).read_bytes(), self.path / _CONFIG)
                 self._where = str(self.path / _WEIGHTS)
                 self._h5 = self._open_h5(self.path / _WEIGHTS)
@@ -590,6 +621,7 @@ class KerasFile:
         except OSError as e:
             raise SourceError(f"{self.path}: cannot read ({e.strerror or _short(e)})") from None
         try:
+            self._check_contained()
             self._entries = self._scan(config)
         except Exception as e:  # anything corrupt HDF5 metadata provokes in h5py
             self.close()
@@ -609,6 +641,8 @@ class KerasFile:
             config = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise SourceError(f"{where}: corrupt Keras config ({_short(e)})") from None
+        except RecursionError:
+            raise SourceError(f"{where}: corrupt Keras config (nested too deeply to be a model's)") from None
         if not isinstance(config, dict):
             raise SourceError(f"{where}: corrupt Keras config (not a JSON object)")
         return config
@@ -629,10 +663,20 @@ class KerasFile:
                                   "model (save one with model.save('model.keras'))")
             if _CONFIG not in names:
                 raise SourceError(f"{self.path}: a .keras archive without {_CONFIG}; re-save the model")
+            info = z.getinfo(_CONFIG)
+            if info.file_size > _MAX_CONFIG_BYTES:
+                raise SourceError(f"{self.path}: {_CONFIG} declares {info.file_size} bytes, more than "
+                                  f"{_MAX_CONFIG_BYTES >> 20} MB: not a Keras config (a zip bomb?)")
             try:
-                config = self._read_config(z.read(_CONFIG), f"{self.path}: {_CONFIG}")
-            except (zipfile.BadZipFile, EOFError, OSError) as e:
-                raise SourceError(f"{self.path}: cannot read {_CONFIG} ({_short(e)}); truncated?") from None
+                with z.open(info) as f:
+                    raw = f.read(_MAX_CONFIG_BYTES + 1)  # never more, whatever the header says
+            except Exception as e:  # noqa: BLE001 - BadZipFile, zlib.error, LZMAError, NotImplementedError …
+                raise SourceError(f"{self.path}: cannot read {_CONFIG} ({e.__class__.__name__}: {_short(e)}); "
+                                  "truncated or corrupt?") from None
+            if len(raw) > _MAX_CONFIG_BYTES:
+                raise SourceError(f"{self.path}: {_CONFIG} expands beyond {_MAX_CONFIG_BYTES >> 20} MB: not a "
+                                  "Keras config (a zip bomb?)")
+            config = self._read_config(raw, f"{self.path}: {_CONFIG}")
             self._where = f"{self.path}: {_WEIGHTS}"
             self._fileobj = _member_file(self.path, z, z.getinfo(_WEIGHTS))
         self._h5 = self._open_h5(self._fileobj)
@@ -656,6 +700,29 @@ class KerasFile:
 
     # -------------------------------------------------------------------------------------- scanning
 
+    def _check_contained(self) -> None:
+        """Refuse a file whose data lives elsewhere: external links, external raw storage and virtual
+        datasets make HDF5 read other files (any file on disk: /etc/passwd as a kernel; a FIFO, forever).
+        Every link and object is visited once (HDF5's own walks), without following external links."""
+        h5py = self._h5py
+
+        def link(name: str, lnk: Any) -> str | None:
+            if isinstance(lnk, h5py.ExternalLink):
+                return f"{name!r} is a link into another file ({lnk.filename!r})"
+            return None
+
+        def dataset(name: str, obj: Any) -> str | None:
+            if isinstance(obj, h5py.Dataset):
+                if obj.is_virtual:
+                    return f"dataset {name!r} is a virtual dataset (its data are in other files)"
+                if obj.external:
+                    return f"dataset {name!r} stores its data in another file ({obj.external[0][0]!r})"
+            return None
+
+        why = self._h5.visititems_links(link) or self._h5.visititems(dataset)
+        if why:
+            raise self._fail(f"{why}; htsr reads only the file it is given: re-save the weights into one file")
+
     def _scan(self, config: dict | None) -> list[_Entry]:
         h5, Group = self._h5, self._h5py.Group
         if "layer_names" in h5.attrs or "layer_names0" in h5.attrs:
@@ -663,7 +730,7 @@ class KerasFile:
         elif isinstance(h5.get("model_weights"), Group):
             self._legacy(h5["model_weights"], self._legacy_config(h5))
         elif any(isinstance(h5.get(k), Group) for k in ("layers", "_layer_checkpoint_dependencies", "vars")):
-            return self._walker.walk(_H5Node(h5, self._h5py), config)
+            return self._walker.walk(_H5Node(h5, self._h5py, set()), config)
         else:
             raise self._fail("an HDF5 file that is not a Keras model or weights file (no layers, "
                              "model_weights or layer_names)")
@@ -780,7 +847,15 @@ class KerasFile:
         def load() -> np.ndarray:
             try:
                 with self._lock:
-                    a = self._h5[e.ref][()]
+                    ds = self._h5[e.ref]
+                    declared, stored = ds.size * ds.dtype.itemsize, ds.id.get_storage_size()
+                    if declared > _MAX_EXPANSION * stored + (1 << 20):
+                        raise SourceError(f"{self._where}: tensor {e.name!r} ({e.ref}) declares {declared} bytes "
+                                          f"but stores {stored} (unwritten chunks read as the fill value): not "
+                                          "loaded; corrupt or hostile file")
+                    a = ds[()]
+            except SourceError:
+                raise
             except Exception as ex:  # noqa: BLE001 - a corrupt chunk, a closed file…
                 raise SourceError(f"{self._where}: tensor {e.name!r} ({e.ref}): cannot read its data "
                                   f"({ex.__class__.__name__}: {_short(ex)}); truncated or corrupt?") from None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -36,7 +35,7 @@ def _holds_objects(path: Path) -> bool:
         with open(path, "rb") as f:
             header = _npy_header(f)
         return header is not None and header[1].hasobject
-    except (ValueError, OSError, EOFError):
+    except Exception:  # noqa: BLE001 - any parse failure of a corrupt header (TokenError, OverflowError …)
         return False
 
 
@@ -79,11 +78,19 @@ class NpzFile:
         self.description = str(self.path)
         try:
             self._npz = np.load(self.path, allow_pickle=False, mmap_mode="r")
-            self._meta = {}
-            for name in self._npz.files:
+            files = self._npz.files
+        except Exception as e:  # noqa: BLE001 - zipfile and numpy raise many kinds on a corrupt archive
+            raise SourceError(f"{self.path}: not a readable .npz archive ({e.__class__.__name__}: "
+                              f"{str(e)[:120]})") from None
+        # shape and dtype of each member; one whose header cannot be read gets a row saying so (its
+        # neighbours are still analysed)
+        self._meta: dict[str, tuple[tuple[int, ...], np.dtype] | str] = {}
+        for name in files:
+            try:
                 self._meta[name] = self._header(name)
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
-            raise SourceError(f"{self.path}: not a readable .npz archive ({e})") from None
+            except Exception as e:  # noqa: BLE001 - zlib/lzma errors, TokenError, OverflowError, KeyError …
+                self._meta[name] = (f"its .npy header cannot be read ({e.__class__.__name__}: {str(e)[:80]}); "
+                                    "truncated or corrupt member")
 
     def _header(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
         """Shape and dtype from the member's .npy header, without reading its data."""
@@ -102,13 +109,23 @@ class NpzFile:
             return skipped_loader(_PICKLED)
 
         def load() -> np.ndarray:
-            return as_loaded(self._npz[name])
+            try:
+                return as_loaded(self._npz[name])
+            except Exception as e:  # noqa: BLE001 - a corrupt or truncated member's data
+                raise SourceError(f"{self.path}: tensor {name!r}: cannot read its data ({e.__class__.__name__}: "
+                                  f"{str(e)[:80]}); truncated or corrupt?") from None
 
         return load
 
+    def _ref(self, name: str) -> TensorRef:
+        meta = self._meta[name]
+        if isinstance(meta, str):  # a row that says why (whatever its shape: it is unknown)
+            return TensorRef(name, (), "float32", skipped_loader(meta))
+        shape, dtype = meta
+        return TensorRef(name, shape, dtype.name, self._loader(name))
+
     def __iter__(self) -> Iterator[TensorRef]:
-        yield from with_scales(TensorRef(name, shape, dtype.name, self._loader(name))
-                               for name, (shape, dtype) in self._meta.items())
+        yield from with_scales(self._ref(name) for name in self._meta)
 
 
 class NpyFile:
@@ -119,10 +136,11 @@ class NpyFile:
         self.description = str(self.path)
         try:
             self._arr = np.load(self.path, allow_pickle=False, mmap_mode="r")
-        except (ValueError, OSError, EOFError) as e:
+        except Exception as e:  # noqa: BLE001 - a corrupt header raises TokenError, OverflowError, SyntaxError …
             if _holds_objects(self.path):
                 raise SourceError(f"{self.path}: {_PICKLED}") from None
-            raise SourceError(f"{self.path}: not a readable .npy file ({e})") from None
+            raise SourceError(f"{self.path}: not a readable .npy file ({e.__class__.__name__}: "
+                              f"{str(e)[:120]})") from None
 
     def __len__(self) -> int:
         return 1
