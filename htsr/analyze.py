@@ -88,7 +88,9 @@ def iter_layers(source: Any, opts: Options, not_analysed: dict[str, list[str]] |
                 integer = t
                 t = unscaled_integer_weight(t)  # a quantized weight htsr cannot read: a row that says so
                 if t is None:  # integer buffers (position ids, counters) are not weights
-                    passed_over(integer.name, "integer buffer (ids, masks, counters)")
+                    passed_over(integer.name, "integer buffer (ids, masks, counters)"
+                                if integer.dtype.startswith(("int", "uint", "bool"))
+                                else f"{integer.dtype} tensor: not a dtype of weights htsr analyses")
                     continue
             kind, why_not = (t.kind, "") if t.kind else classify(t.name, t.shape)
             if (kind is None and hasattr(t.loader, "skip_reason") and len(t.shape) < 2

@@ -628,6 +628,29 @@ def test_a_config_nested_too_deeply_is_a_one_line_error(tmp_path):
     _one_line_source_error(ei, str(path), "nested too deeply")
 
 
+def test_a_null_dataspace_beside_a_kernel_is_no_weight_and_sinks_nothing(tmp_path):
+    path = _weights_h5(tmp_path / "empty.weights.h5", lambda f: f.create_dataset(
+        "layers/dense_1/vars/0", data=h5py.Empty("f4")))
+    assert [r.name for r in KerasFile(path)] == ["dense"]
+
+
+def test_an_archive_with_a_data_pkl_asset_is_read_as_keras(keras_file):
+    """Assets may be named anything; a member ending in data.pkl does not make a .keras a torch archive."""
+    with zipfile.ZipFile(keras_file, "a") as z:
+        z.writestr("assets/tokenizer/data.pkl", b"not a torch pickle")
+    assert [r.name for r in htsr.analyze(keras_file, min_evals=2).layers] == \
+        [r.name for r in htsr.analyze(KerasFile(keras_file), min_evals=2).layers]
+
+
+def test_complex_kernels_are_listed_as_not_analysed_by_their_dtype(tmp_path):
+    path = _weights_h5(tmp_path / "c.weights.h5", lambda f: f.create_dataset(
+        "layers/dense_1/vars/0", data=np.ones((20, 16), np.complex64)))
+    r = htsr.analyze(path, min_evals=5)
+    assert [x.name for x in r.layers] == ["dense"]
+    assert [(n.reason, n.examples) for n in r.not_analysed] == [
+        ("complex64 tensor: not a dtype of weights htsr analyses", ("dense_1",))]
+
+
 def test_zip_without_weights(tmp_path):
     path = tmp_path / "noweights.keras"
     with zipfile.ZipFile(path, "w") as zf:

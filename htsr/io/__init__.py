@@ -184,16 +184,16 @@ def _open_path(path: Path) -> TensorSource:
 
         if is_torchscript_archive(names):  # torch.jit.save: read by htsr alone (torch.load refuses it weights-only)
             return TorchZipFile(path)
-        if any(n.endswith("data.pkl") for n in names):
-            from .torch import load_torch_file
-
-            return load_torch_file(path)
         if "config.json" in names and ("model.weights.h5" in names or "model.weights.npz" in names):
             from .keras import (
-                KerasFile,  # a Keras 3 .keras archive (npz weights get a clear refusal)
+                KerasFile,  # a Keras 3 .keras archive (npz weights get a clear refusal), whatever assets it holds
             )
 
             return KerasFile(path)
+        if any(n.endswith("/data.pkl") and n.count("/") == 1 for n in names):  # torch.save: <root>/data.pkl
+            from .torch import load_torch_file
+
+            return load_torch_file(path)
         raise SourceError(f"{path}: a zip archive that is neither .npz nor a PyTorch checkpoint; supported: {SUPPORTED}")
     # after the zip check: a torch.save zip may be named .pkl (fastai's export.pkl)
     # pickle.dump of arrays or of objects holding them (the suffixes are pickles.PICKLE_SUFFIXES, spelt out

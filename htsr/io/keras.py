@@ -553,7 +553,7 @@ class _H5Node:
             return {}
         Dataset = self._h5py.Dataset
         return {k: _Var(tuple(ds.shape), _h5_dtype(ds), ds.name, ds.name)
-                for k in v if isinstance(ds := v.get(k), Dataset)}
+                for k in v if isinstance(ds := v.get(k), Dataset) and ds.shape is not None}  # None: h5py.Empty
 
     def resolve_class(self, guess: str | None) -> str | None:
         if guess is not None:
@@ -800,6 +800,8 @@ class KerasFile:
 
     def _legacy_weight(self, ds: Any, layer: str, scope: list[str], var: str, lc: dict | None,
                        cls: str | None) -> None:
+        if ds.shape is None:  # a null dataspace (h5py.Empty): no values, no weight
+            return
         shape = tuple(ds.shape)
         inner = (lc or {}).get("config", {}) if isinstance(lc, dict) else {}
         inner = inner if isinstance(inner, dict) else {}
