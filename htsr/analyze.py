@@ -118,9 +118,11 @@ def iter_layers(source: Any, opts: Options, not_analysed: dict[str, list[str]] |
                     passed_over(lm.name, "not matched by --layers")
         for name, reason in getattr(src, "skipped", ()):
             passed_over(name, f"passed over by the reader: {reason}")
+        for name, reason in getattr(src, "not_weights", ()):  # the reader's own no-weights (ONNX's 1-D …)
+            passed_over(name, reason)
 
     # the readers' skip lists are complete once the source is open
-    return src.description, len(src) + len(getattr(src, "skipped", ())), gen()
+    return src.description, len(src) + len(getattr(src, "skipped", ())) + len(getattr(src, "not_weights", ())), gen()
 
 
 def no_layer_error(description: str, num_tensors: int, opts: Options) -> SourceError:

@@ -196,6 +196,22 @@ def test_opaque_names_are_unique_and_untyped_tensors_skipped(tmp_path):
     assert ("pos_table", "used by no MatMul/Gemm/Conv/Gather/LSTM/GRU/RNN") in src.skipped
 
 
+def test_every_initializer_is_a_row_or_listed_as_not_analysed(tmp_path):
+    """1-D initializers (biases) and integer ones (shapes) count among the model's tensors, as a state
+    dict's do; a Constant node's scalars are the graph's plumbing and do not."""
+    rng = _rng(8)
+    nodes = [helper.make_node("MatMul", ["x", "fc.weight"], ["a"], name="/fc/MatMul"),
+             helper.make_node("Add", ["a", "fc.bias"], ["b"], name="/fc/Add"),
+             helper.make_node("Constant", [], ["k"], value=helper.make_tensor("k", TensorProto.FLOAT, [], [2.0])),
+             helper.make_node("Mul", ["b", "k"], ["c"]),
+             helper.make_node("Reshape", ["c", "shape"], ["y"])]
+    inits = {"fc.weight": _f32(rng, 80, 60), "fc.bias": _f32(rng, 60), "shape": np.array([[-1, 60]], np.int64)}
+    r = htsr.analyze(_save(_model(nodes, inits), tmp_path / "m.onnx"))
+    assert [x.name for x in r.layers] == ["fc"] and r.num_tensors == 3
+    assert {n.reason: n.examples for n in r.not_analysed} == {
+        "1-D (biases, norm scales, scalars)": ("fc.bias",), "int64 tensor: shapes, indices, masks": ("shape",)}
+
+
 def test_esd_equals_safetensors_copy_of_same_weights(tmp_path):
     """The same Linear weights as ONNX MatMul ([in, out]) and as a state dict ([out, in]): same rows."""
     rng = _rng(8)

@@ -177,6 +177,8 @@ class OnnxFile:
         self.path = Path(path)
         self.description = str(self.path)
         self.skipped: list[tuple[str, str]] = []
+        # (name, reason) of the initializers that are no weights at all (1-D, integer shapes and indices)
+        self.not_weights: list[tuple[str, str]] = []
         self.input_files: set[Path] = {self.path.resolve()}  # and its external data files, found below
         onnx = _onnx()
         from google.protobuf.message import DecodeError  # protobuf comes with onnx
@@ -213,9 +215,12 @@ class OnnxFile:
         nodes: list[Any] = []
         consumers: dict[str, list[tuple[Any, int]]] = defaultdict(list)
 
+        initializers: set[str] = set()  # (a Constant's scalars and shapes are the graph's plumbing, not tensors)
+
         def walk(g) -> None:
             for t in g.initializer:
                 tensors.setdefault(t.name, t)
+                initializers.add(t.name)
             for n in g.node:
                 nodes.append(n)
                 for i, x in enumerate(n.input):
@@ -259,13 +264,17 @@ class OnnxFile:
         pending: list[tuple[int, str, Any, _Use, Callable[[], np.ndarray] | None]] = []
         for name, t in tensors.items():
             if len(t.dims) < 2:
+                if name in initializers:
+                    self.not_weights.append((name, "1-D (biases, norm scales, scalars)"))
                 continue
             dtype = _dtype_name(onnx, t.data_type)
             loader = None
             if dtype not in FLOAT_DTYPES:
                 quant = self._quantization(name, consumers, tensors) if dtype in _QUANT_DTYPES else None
                 if quant is None:
-                    continue  # shapes, indices, masks
+                    if name in initializers:
+                        self.not_weights.append((name, f"{dtype} tensor: shapes, indices, masks"))
+                    continue
                 loader = self._dequantized(name, t, *quant, tensors) if not isinstance(quant, str) else quant
                 if isinstance(loader, str):  # a quantized weight htsr cannot dequantize: its row says why
                     self.skipped.append((name, loader))
