@@ -347,12 +347,14 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
             cut = bbp_entry_scale(lm.N, lm.M, mp.sigma2)
             heavy = sum(_count_outside(W, cut) for W in mats) if math.isfinite(cut) else 0
             cols.update(mp_sigma=math.sqrt(mp.sigma2), mp_lambda_minus=mp.lambda_minus,
-                        mp_lambda_plus=mp.lambda_plus, mp_threshold=mp.threshold, num_spikes=float(mp.num_spikes),
+                        mp_lambda_plus=mp.lambda_plus, mp_threshold=mp.threshold,
+                        num_spikes=float(mp.num_spikes) if math.isfinite(mp.threshold) else math.nan,  # no fit: no count
                         mp_softrank=mp.softrank, mp_ks=mp.ks, num_heavy_entries=float(heavy))
         if opts.randomize:
             R = randomize(mats, lm.N, lm.M, opts.seed, scale, opts.precision, opts.refine_fraction, opts.tw_margin)
             where = [f"{m}:{r},{c}" if lm.num_matrices > 1 else f"{r},{c}" for m, r, c in R.locations]
-            cols.update(rand_lambda_max=float(R.spectrum.evals[-1]), num_traps=float(R.num_traps),
+            cols.update(rand_lambda_max=float(R.spectrum.evals[-1]),
+                        num_traps=float(R.num_traps) if math.isfinite(R.mp.threshold) else math.nan,
                         rand_js_distance=js_distance(spectrum.evals, R.spectrum.evals, spectrum.floor,
                                                      R.spectrum.floor),
                         trap_weights="; ".join(where))

@@ -68,6 +68,23 @@ def test_mp_fit_recovers_sigma_within_1_percent_with_no_spikes(sigma):
         assert f.softrank == pytest.approx(f.lambda_plus / _evals(S.gaussian(N, M, seed, sigma))[-1])
 
 
+
+def test_num_spikes_is_what_lies_above_the_threshold_even_on_a_tiny_spectrum():
+    """The bulk that sets σ² keeps at least 2 eigenvalues: with 2 eigenvalues in all, one of them may lie
+    above the threshold, and it counts as a spike (it was 0 beside a threshold it exceeded)."""
+    W = np.zeros((384, 2))
+    W[:, 0], W[:, 1] = np.random.default_rng(0).standard_normal(384), 0.05 * np.random.default_rng(1).standard_normal(384)
+    ev = np.sort(np.linalg.eigvalsh(W.T @ W))
+    mp = fit_mp(ev, 384, 2)
+    assert mp.num_spikes == int(np.sum(ev > mp.threshold)) >= 1
+    row = htsr.analyze({"t.weight": W}, min_evals=2).layers[0]
+    assert row.num_spikes == np.sum(ev > row.mp_threshold) >= 1
+
+
+def test_an_undefined_mp_fit_counts_no_spikes_as_nan_not_0():
+    r = htsr.analyze({"const.weight": np.ones((200, 100))}).layers[0]  # rank 1: no bulk to fit
+    assert math.isnan(r.mp_threshold) and math.isnan(r.num_spikes)
+
 @pytest.mark.parametrize("theta", [2.0, 3.0, 10.0])
 def test_mp_fit_counts_exactly_the_planted_spikes(theta):
     for seed in SEEDS:

@@ -123,9 +123,13 @@ def fit_mp(evals: np.ndarray, N: int, M: int, scale: float = 1.0, tw_margin: flo
     lam_plus = unit * (math.sqrt(N) + math.sqrt(M)) ** 2
     bulk = ev[lo:hi]
     ks = _bulk_ks(bulk / (N * unit), Q)
+    threshold = unit * (mu + tw_margin * s)
+    # the spikes are what lies above the threshold (the bulk that set σ² keeps at least 2 eigenvalues, so
+    # on a tiny spectrum it may hold one above it)
     return MPFit(
-        sigma2=sigma2, lambda_minus=lam_minus, lambda_plus=lam_plus, threshold=unit * (mu + tw_margin * s),
-        num_spikes=int(ev.size - hi), num_zero=num_zero, softrank=lam_plus / lmax, ks=ks,
+        sigma2=sigma2, lambda_minus=lam_minus, lambda_plus=lam_plus, threshold=threshold,
+        num_spikes=int(ev.size - np.searchsorted(ev, threshold, side="right")), num_zero=num_zero,
+        softrank=lam_plus / lmax, ks=ks,
     )
 
 
