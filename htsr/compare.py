@@ -700,7 +700,7 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="with exactly two models: distances of the first from the second, layer by layer")
     p.add_argument("--out", metavar="DIR", type=out_path,
                    help="write comparison.csv (per-layer side by side) and comparison.json (and distances.csv "
-                        "with --base-distances) into DIR (created if needed; atomic writes)")
+                        "with --base-distances) into DIR (created if needed; written with --figure as one set, atomically)")
     p.add_argument("--figure", metavar="PATH", type=out_path,
                    help="draw the summary metrics across the models into this image (needs matplotlib)")
     p.add_argument("--json", action="store_true",
