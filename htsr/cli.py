@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "sharded), a .pt/.pth/.bin checkpoint or TorchScript archive, .npz/.npy, .onnx, "
                         ".keras/.h5, Flax .msgpack, .gguf, or a PEFT LoRA adapter folder")
     p.add_argument("--out", metavar="DIR", type=out_path,
-                   help="write layers.csv and summary.json into DIR (created if needed; written with --report as one set, atomically: a failure leaves none of them)")
+                   help="write layers.csv and summary.json into DIR (created if needed; written with --report as "
+                        "one set, atomically: a failure leaves none of them)")
     p.add_argument("--report", metavar="FILE.html", type=out_path,
                    help="write a self-contained HTML report (summary, warnings, sortable table, figures; "
                         "keeps the eigenvalues for the per-layer figures); its folder is created if needed")
