@@ -61,13 +61,35 @@ WW_FLOOR_MAX_FRACTION = 1e-3
 THREADED_MAX_M = 2048
 
 
-def iter_layers(source: Any, opts: Options, not_analysed: dict[str, list[str]] | None = None
+class Tally:
+    """What became of a source's tensors as :func:`iter_layers` runs: the names the reader gave (a quantized
+    weight's scales and parts, folded into it, are not separate tensors), and those that give no row, by
+    reason."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, None] = {}  # every tensor, in order (a dict as an ordered set)
+        self.passed_over: dict[str, list[str]] = {}
+
+    def seen(self, name: str) -> None:
+        self.names[name] = None
+
+    def passed(self, name: str, reason: str) -> None:
+        self.names[name] = None
+        self.passed_over.setdefault(reason, []).append(name)
+
+    @property
+    def num_tensors(self) -> int:
+        return len(self.names)
+
+
+def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                 ) -> tuple[str, int, Iterator[LayerMatrices]]:
     """Open ``source`` and return (description, number of tensors, iterator of filtered layers); the tensors
-    a reader passed over count too.
+    a reader passed over count too (the number is the reader's own count, known before the iteration;
+    ``tally`` has the exact one after it).
 
-    ``not_analysed``, when given, receives the names of the tensors that give no row, by reason, as the
-    iterator runs (and, once it is exhausted, those the reader itself passed over: ONNX, Keras, Flax)."""
+    ``tally``, when given, records every tensor and the reason of each that gives no row as the iterator
+    runs (and, once it is exhausted, those the reader itself passed over: ONNX, Keras, Flax)."""
     src = open_source(source)
     if opts.base is not None:
         # an adapter's base gives W and W + ΔW rows; any other model's base gives deltas W - W_base
@@ -77,13 +99,12 @@ def iter_layers(source: Any, opts: Options, not_analysed: dict[str, list[str]] |
                               "adapter was trained on (and the adapter as the model)")
         src = src.with_base(base) if hasattr(src, "with_base") else DeltaSource(src, base)
     pattern = re.compile(opts.layers) if opts.layers else None
-
-    def passed_over(name: str, reason: str) -> None:
-        if not_analysed is not None:
-            not_analysed.setdefault(reason, []).append(name)
+    tally = tally if tally is not None else Tally()
+    passed_over = tally.passed
 
     def gen() -> Iterator[LayerMatrices]:
         for t in src:
+            tally.seen(t.name)
             if t.dtype not in FLOAT_DTYPES:
                 integer = t
                 t = unscaled_integer_weight(t)  # a quantized weight htsr cannot read: a row that says so
@@ -111,15 +132,21 @@ def iter_layers(source: Any, opts: Options, not_analysed: dict[str, list[str]] |
             if opts.kinds is not None and kind not in opts.kinds:
                 passed_over(t.name, f"kind {kind} not in --kinds")
                 continue
+            matched = False  # a tensor is not analysed only if none of its rows (experts, positions) matches
             for lm in layer_matrices(t.name, kind, t.shape, t.load, opts.conv, opts.ww_conv_scale):
                 if pattern is None or pattern.search(lm.name):
+                    matched = True
                     yield lm
-                else:
-                    passed_over(lm.name, "not matched by --layers")
+            if not matched:
+                passed_over(t.name, "not matched by --layers")
+        # a tensor the reader both lists and yields as a row that says why (an ONNX weight it cannot
+        # dequantize) is that row
         for name, reason in getattr(src, "skipped", ()):
-            passed_over(name, f"passed over by the reader: {reason}")
+            if name not in tally.names:
+                passed_over(name, f"passed over by the reader: {reason}")
         for name, reason in getattr(src, "not_weights", ()):  # the reader's own no-weights (ONNX's 1-D …)
-            passed_over(name, reason)
+            if name not in tally.names:
+                passed_over(name, reason)
 
     # the readers' skip lists are complete once the source is open
     return src.description, len(src) + len(getattr(src, "skipped", ())) + len(getattr(src, "not_weights", ())), gen()
@@ -134,9 +161,10 @@ def no_layer_error(description: str, num_tensors: int, opts: Options) -> SourceE
 def check_has_layers(source: Any, opts: Options) -> None:
     """Raise :func:`no_layer_error` now, before other models' analyses, if ``source`` has no layer to
     analyse (its headers only: the layers are listed lazily, no tensor is read)."""
-    description, num_tensors, layer_iter = iter_layers(source, opts)
-    if next(layer_iter, None) is None:
-        raise no_layer_error(description, num_tensors, opts)
+    tally = Tally()
+    description, _, layer_iter = iter_layers(source, opts, tally)
+    if next(layer_iter, None) is None:  # the whole source was walked: the tally is complete
+        raise no_layer_error(description, tally.num_tensors, opts)
 
 
 def weights_finite(mats: list[Any]) -> bool:
@@ -176,9 +204,10 @@ def _narrow_windows(lm: LayerMatrices, opts: Options) -> str:
     wN, wM = aspect_window_shape(lm.N, lm.M, a)
     if wM >= lm.M or wM >= opts.min_evals:
         return ""
+    most = math.floor(lm.N / opts.min_evals * 100) / 100  # rounded down: the advice must work when followed
     return (f"not_fitted: --farms-aspect {a:g} cuts this {lm.N}x{lm.M} matrix into {wN}x{wM} windows, fewer "
             f"than min_evals={opts.min_evals} eigenvalues each; use an aspect of at most "
-            f"{lm.N / opts.min_evals:.3g} here, or a lower --min-evals")
+            f"{most:.2f}".rstrip("0").rstrip(".") + " here, or a lower --min-evals")
 
 
 def esd_scale(lm: LayerMatrices, opts: Options) -> float:
@@ -416,11 +445,11 @@ def analyze(source: Any, **options: Any) -> AnalysisResult:
     ('fc', 'ok', 1)
     """
     opts = Options.create(**options)
-    passed_over: dict[str, list[str]] = {}
-    description, num_tensors, layer_iter = iter_layers(source, opts, passed_over)
+    tally = Tally()
+    description, _, layer_iter = iter_layers(source, opts, tally)
     layers = list(layer_iter)  # lazy: no tensor has been read yet
     if not layers:
-        raise no_layer_error(description, num_tensors, opts)
+        raise no_layer_error(description, tally.num_tensors, opts)
     bar = _progress_bar(len(layers), description) if opts.progress else None
     rows: list[tuple[LayerResult, LayerSpectra | None] | None] = [None] * len(layers)
     # small matrices side by side (single-threaded BLAS each); large ones one at a time with every
@@ -442,8 +471,8 @@ def analyze(source: Any, **options: Any) -> AnalysisResult:
             bar.close()
     results = tuple(r for r, _ in rows)
     spectra = tuple(k for _, k in rows) if opts.keep_spectra else ()
-    return AnalysisResult(results, Summary.of(results), description, opts.as_dict(), spectra, num_tensors,
-                          NotAnalysed.tally(passed_over))
+    return AnalysisResult(results, Summary.of(results), description, opts.as_dict(), spectra, tally.num_tensors,
+                          NotAnalysed.tally(tally.passed_over))
 
 
 def _usable_cpus() -> int:

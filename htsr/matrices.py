@@ -46,7 +46,8 @@ _EXPERT = re.compile(r"expert|_exps\b", re.IGNORECASE)  # HF experts, GGUF ffn_*
 # ``parametrizations.weight.original0``; the direction v, ``weight_v`` / ``original1``, is analysed); also in
 # a list (a pickled network's ``biases.0``, its column vectors)
 _NOT_A_WEIGHT = re.compile(r"(^|[._])(bias|biases|running_mean|running_var|num_batches_tracked|weight_g)(\.\d+)*$"
-                           r"|parametrizations\.weight\.original0$")
+                           r"|parametrizations\.weight\.original0$"
+                           r"|(^|[._])bias_(ih|hh)(_l\d+)?(_reverse)?$")  # nn.LSTM/GRU/RNN's and their cells' biases
 _CONV = re.compile(r"conv", re.IGNORECASE)
 # kernel sizes above this make a 3-D tensor a stack of matrices rather than a Conv1d kernel (unless the
 # name says conv: wav2vec2's positional conv has kernel 128)

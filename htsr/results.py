@@ -264,6 +264,7 @@ def write_outputs(outputs: Sequence[tuple[str, str | os.PathLike, str | bytes]])
     from .errors import HtsrError
 
     done: list[tuple[Path, Path]] = []  # (temporary file, destination)
+    flags = [flag for flag, _, _ in outputs]
     try:
         for flag, path, data in outputs:
             path = Path(path)
@@ -287,7 +288,8 @@ def write_outputs(outputs: Sequence[tuple[str, str | os.PathLike, str | bytes]])
             for t, _ in done[i:]:
                 os.unlink(t)
             kept = ", ".join(str(p) for _, p in done[:i]) or "none"
-            raise HtsrError(f"{path}: cannot replace it ({e.strerror or e}); written before it: {kept}") from None
+            raise HtsrError(f"{flags[i]} {path}: cannot replace it ({e.strerror or e}); written before it: "
+                            f"{kept}") from None
 
 
 def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.PathLike]]) -> None:
@@ -308,12 +310,17 @@ def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.P
             elif p.exists():
                 read.add(p.resolve())
     probed: set[Path] = set()
+    outputs = [(flag, Path(path)) for flag, path in outputs]
     taken: dict[Path, str] = {}
     for flag, path in outputs:
-        path = Path(path)
         if path.resolve() in taken:  # two outputs of one run in one file: the later would replace the earlier
             raise HtsrError(f"{flag} {path}: is also written by {taken[path.resolve()]}; choose another path")
         taken[path.resolve()] = flag
+    for flag, path in outputs:  # one output where another's folder will be (--out X --report X)
+        for other, q in outputs:
+            if path.resolve() in q.resolve().parents:
+                raise HtsrError(f"{flag} {path}: is the folder {other} writes {q.name} into; choose another path")
+    for flag, path in outputs:
         folder = path.parent
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent

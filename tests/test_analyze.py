@@ -126,7 +126,7 @@ def test_every_tensor_is_a_row_or_is_listed_as_not_analysed_with_why():
         "6-D tensor of no layer kind htsr knows": (1, ("layers.0.fc1.weight_6d",)),
         "empty (a dimension of size 0)": (1, ("layers.2.empty.weight",)),
         "kind stack not in --kinds": (1, ("moe.experts.w1",)),
-        "not matched by --layers": (1, ("embed_tokens",)),  # a row name: --layers matches rows
+        "not matched by --layers": (1, ("embed_tokens.weight",)),
     }
     # the most frequent reason first, then by name; the rows and the list account for every tensor
     assert [n.reason for n in r.not_analysed] == sorted(got)
@@ -134,6 +134,40 @@ def test_every_tensor_is_a_row_or_is_listed_as_not_analysed_with_why():
     doc = json.loads(r.json_text(layers=False))
     assert doc["num_tensors"] == 10 and doc["not_analysed"][0] == {
         "reason": "1-D (norm scales, scalars)", "count": 1, "examples": ["layers.0.norm.weight"]}
+
+
+def test_a_tensor_is_not_analysed_only_if_none_of_its_rows_matches():
+    """--layers matches rows: one expert of a fused stack, or one kernel position, makes its tensor analysed;
+    the count stays one per tensor (it was one per row: 575 'not analysed' of 296 tensors)."""
+    src = _mapping()
+    r = htsr.analyze(src, layers=r"w1\[0\]$|conv\[0,0\]$", conv="per_position")
+    assert [x.name for x in r.layers] == ["layers.0.conv[0,0]", "moe.experts.w1[0]"]
+    got = {n.reason: n.count for n in r.not_analysed}
+    assert got["not matched by --layers"] == 3  # embed_tokens, fc1, conv1d: whole tensors
+    assert r.num_tensors == len(src) == 2 + sum(got.values())  # conv and experts: analysed (a row each)
+
+
+def test_a_quantized_weight_s_scales_count_with_it():
+    """An FP8 weight and its scale are one tensor to analyse (read together, one row): the scale is neither a
+    row nor 'not analysed', and the count adds up."""
+    import ml_dtypes
+
+    W = np.random.default_rng(0).standard_normal((64, 32)).astype(ml_dtypes.float8_e4m3fn)
+    r = htsr.analyze({"fc.weight": W, "fc.weight_scale_inv": np.ones((1, 1), np.float32), "fc.bias": np.zeros(64)},
+                     min_evals=5)
+    assert [x.name for x in r.layers] == ["fc"] and r.num_tensors == 2
+    assert [(n.reason, n.count) for n in r.not_analysed] == [("bias or norm buffer", 1)]
+
+
+def test_a_live_module_counts_its_tensors_as_its_state_dict_does():
+    """Biases, norm scales and counters of a live module are named among the tensors not analysed, with the
+    same reasons as in its saved state dict."""
+    m = torch.nn.Sequential(torch.nn.Linear(60, 80), torch.nn.BatchNorm1d(80), torch.nn.Linear(80, 70))
+    live, saved = htsr.analyze(m), htsr.analyze(dict(m.state_dict()))
+    assert live.num_tensors == saved.num_tensors == len(m.state_dict()) == 9
+    assert live.not_analysed == saved.not_analysed
+    assert {n.reason: n.count for n in live.not_analysed} == {
+        "bias or norm buffer": 5, "1-D (norm scales, scalars)": 1, "integer buffer (ids, masks, counters)": 1}
 
 
 def test_not_analysed_keeps_a_few_examples_per_reason():

@@ -234,6 +234,12 @@ def test_two_outputs_of_one_run_in_one_file_are_refused(model, tmp_path, capsys,
                           str(out / "comparison.json")], "--out")):
         msg = _assert_user_error(main(argv), *capsys.readouterr())
         assert f"is also written by {clash}; choose another path" in msg, msg
+    # one output where another's folder is to be made: it failed after the analysis, half written
+    for argv in (["analyze", str(model), "--out", str(out), "--report", str(out)],
+                 ["analyze", str(model), "--report", str(out), "--out", str(out)],
+                 ["compare", str(model), str(model), "--out", str(out / "c.png"), "--figure", str(out / "c.png")]):
+        msg = _assert_user_error(main(argv), *capsys.readouterr())
+        assert "is the folder --out writes" in msg and "choose another path" in msg, msg
     assert calls == [] and not out.exists()
 
 

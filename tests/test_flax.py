@@ -246,6 +246,14 @@ def test_skipped_lists_leaves_of_two_or_more_dimensions(tmp_path):
         ("passed over by the reader", ("conv4d.kernel",)), ("passed over by the reader", ("mod.w",))}
 
 
+def test_biases_and_scales_are_counted_as_a_state_dict_s_are(tmp_path):
+    tree = {"params": {"Dense_0": {"kernel": _f32(60, 50), "bias": _f32(50)}, "LayerNorm_0": {"scale": _f32(50)}}}
+    r = htsr.analyze(FlaxMsgpackFile(write(tmp_path / "m.msgpack", tree)))
+    assert r.num_tensors == 3 and [x.name for x in r.layers] == ["Dense_0"]
+    assert {n.reason: n.examples for n in r.not_analysed} == {
+        "bias or norm buffer": ("Dense_0.bias",), "1-D (norm scales, scalars)": ("LayerNorm_0.scale",)}
+
+
 def test_no_params_collection_reads_the_whole_tree(tmp_path):
     # Hugging Face's flax_model.msgpack: to_bytes(model.params), no 'params' key at the top
     tree = {"encoder": {"layer": {"0": {"dense": {"kernel": _f32(6, 4), "bias": _f32(4)}}}}}

@@ -651,6 +651,14 @@ def test_complex_kernels_are_listed_as_not_analysed_by_their_dtype(tmp_path):
         ("complex64 tensor: not a dtype of weights htsr analyses", ("dense_1",))]
 
 
+def test_1d_variables_are_counted_among_the_tensors(keras_file, legacy_file):
+    """Biases and norm scales give no row but are named among the tensors not analysed, in both formats."""
+    for path in (keras_file, legacy_file):
+        r = htsr.analyze(path, min_evals=2)
+        na = sum(n.count for n in r.not_analysed)
+        assert na > 0 and r.num_tensors == len({x.name.split("[")[0] for x in r.layers}) + na, path
+
+
 def test_zip_without_weights(tmp_path):
     path = tmp_path / "noweights.keras"
     with zipfile.ZipFile(path, "w") as zf:

@@ -209,7 +209,7 @@ def test_every_initializer_is_a_row_or_listed_as_not_analysed(tmp_path):
     r = htsr.analyze(_save(_model(nodes, inits), tmp_path / "m.onnx"))
     assert [x.name for x in r.layers] == ["fc"] and r.num_tensors == 3
     assert {n.reason: n.examples for n in r.not_analysed} == {
-        "1-D (biases, norm scales, scalars)": ("fc.bias",), "int64 tensor: shapes, indices, masks": ("shape",)}
+        "bias or norm buffer": ("fc.bias",), "int64 tensor: shapes, indices, masks": ("shape",)}
 
 
 def test_esd_equals_safetensors_copy_of_same_weights(tmp_path):

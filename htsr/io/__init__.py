@@ -102,8 +102,24 @@ def _torch_shards(index: Path) -> TensorSource:
 #: files that may hold a model's weights in a format htsr reads (a folder's others are named when not read)
 _WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5", ".keras", ".onnx",
                               ".gguf", ".npz", ".npy", ".pkl"})
-#: a Hugging Face Trainer checkpoint's training state beside the weights: not another copy of the model
-_TRAINING_FILE = re.compile(r"(training_args|optimizer|scheduler|scaler|rng_state.*)\.(bin|pt|pth)$")
+#: a Hugging Face Trainer (or accelerate) checkpoint's training state beside the weights: not another copy
+_TRAINING_FILE = re.compile(r"(training_args|optimizer|scheduler|scaler|rng_state.*)\.(bin|pt|pth)$"
+                            r"|random_states.*\.pkl$")
+
+
+def _resolved(f: Path) -> Path | None:
+    """Where ``f`` leads, or None for a link that leads nowhere (a loop an interrupted download left)."""
+    try:
+        return f.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop, before Python 3.13
+        return None
+
+
+def _is_file(f: Path) -> bool:
+    try:
+        return f.is_file()
+    except OSError:
+        return False
 
 
 def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
@@ -113,28 +129,29 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
     if is_peft_folder(path):  # before the safetensors glob: it holds adapter_model.safetensors
         from .peft import PeftAdapter
 
-        return PeftAdapter(path), {f.resolve() for f in path.iterdir()}  # its weights are its own
+        return PeftAdapter(path), {_resolved(f) for f in path.iterdir()}  # its weights are its own
     if (path / "model.safetensors.index.json").is_file() or any(path.glob("*.safetensors")):
-        return ShardedSafetensors(path), set()
+        src = ShardedSafetensors(path)  # with an index, its shards; loose files say what they leave out
+        return src, {_resolved(f.path) for f in src.files} if src.indexed else set()
     index = path / "pytorch_model.bin.index.json"
     if index.is_file():
         shards = _torch_shards(index)
-        return shards, {p.resolve() for p in shards.paths}
+        return shards, {_resolved(p) for p in shards.paths}
     for name in ("pytorch_model.bin", "model.pt", "model.pth"):
         if (path / name).is_file():
             from .torch import load_torch_file
 
-            return load_torch_file(path / name), {(path / name).resolve()}
+            return load_torch_file(path / name), {_resolved(path / name)}
     if (path / "flax_model.msgpack").is_file():
         from .flax import FlaxMsgpackFile
 
-        return FlaxMsgpackFile(path / "flax_model.msgpack"), {(path / "flax_model.msgpack").resolve()}
+        return FlaxMsgpackFile(path / "flax_model.msgpack"), {_resolved(path / "flax_model.msgpack")}
     if (path / "config.json").is_file() and (path / "model.weights.h5").is_file():
         from .keras import (
             KerasFile,  # an unzipped Keras 3 model (save_model(zipped=False))
         )
 
-        return KerasFile(path), {(path / "model.weights.h5").resolve()}
+        return KerasFile(path), {_resolved(path / "model.weights.h5")}
     raise SourceError(
         f"{path}: folder has no *.safetensors, pytorch_model.bin (or its shard index), flax_model.msgpack or "
         f"Keras model.weights.h5; supported: {SUPPORTED}")
@@ -148,11 +165,12 @@ def _open_path(path: Path) -> TensorSource:
     if path.is_dir():
         src, read = _open_folder(path)
         # the folder's other weight files (pytorch_model.bin beside model.safetensors, an .onnx export …):
-        # named, not dropped without a word (a safetensors folder names its own left-out copies)
+        # named, not dropped without a word (loose safetensors files name their own left-out copies)
+        loose = isinstance(src, ShardedSafetensors) and not read
         others = sorted(f.name for f in path.iterdir()
-                        if f.suffix.lower() in _WEIGHT_SUFFIXES and f.resolve() not in read
-                        and not (isinstance(src, ShardedSafetensors) and f.suffix == ".safetensors")
-                        and not _TRAINING_FILE.match(f.name) and f.is_file())
+                        if f.suffix.lower() in _WEIGHT_SUFFIXES and not _TRAINING_FILE.match(f.name)
+                        and not (loose and f.suffix == ".safetensors") and _resolved(f) not in read
+                        and _is_file(f))
         if others:
             src.description += f" (other weight files here, not read: {', '.join(others)})"
         return src

@@ -12,8 +12,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["FLOAT_DTYPES", "TensorRef", "TensorSource", "as_loaded", "import_extra", "numpy_dtype", "one_line",
-           "skipped_loader"]
+__all__ = ["FLOAT_DTYPES", "MAX_EXPANSION", "TensorRef", "TensorSource", "as_loaded", "import_extra", "numpy_dtype",
+           "one_line", "skipped_loader"]
 
 #: dtype names (numpy / ml_dtypes spelling) whose tensors are weights htsr analyses
 FLOAT_DTYPES = frozenset(
@@ -42,6 +42,12 @@ def as_loaded(a: np.ndarray) -> np.ndarray:
     if a.dtype in (np.float32, np.float64) or a.dtype.kind in "iub":
         return a
     return a.astype(np.float32)
+
+
+#: a compressed member (zip) or dataset (HDF5) declaring more than this many times the bytes it stores is not
+#: decompressed: weights compress a few times at most (deflate's own limit, ~1032x, is reached only by
+#: constant data), so a larger ratio is constant data or a decompression bomb
+MAX_EXPANSION = 1000
 
 
 def is_gzip(head: bytes) -> bool:

@@ -81,6 +81,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SourceError
+from ..matrices import classify
 from .base import TensorRef, as_loaded, import_extra, numpy_dtype, one_line
 
 __all__ = ["FlaxMsgpackFile", "FlaxTensorRef", "FlaxTree", "flax_tensor", "is_flax_tree", "is_msgpack_checkpoint"]
@@ -292,6 +293,7 @@ class _Tree:
     def _build(self, tree: Mapping, leaf: Callable[[tuple[str, ...], Any], Any]) -> None:
         """``leaf(path, value)`` returns ``(shape, dtype name, array function)`` or None if not an array."""
         top, self.skipped = _select_params(tree)
+        self.not_weights: list[tuple[str, str]] = []  # (path, why) of the leaves of fewer than two dimensions
         self._refs: list[FlaxTensorRef] = []
         seen: set[str] = set()
         prefix = ("params",) if top is not tree else ()
@@ -305,6 +307,8 @@ class _Tree:
             if isinstance(how, str):
                 if len(shape) >= 2:
                     self.skipped.append((".".join(path), how))
+                else:  # in the words a state dict's 1-D tensor gets (a bias, a norm scale)
+                    self.not_weights.append((".".join(path), classify(".".join(path), tuple(shape))[1]))
                 continue
             name, kind, htsr_shape, transform = how
             if name in seen:  # e.g. a module with both a 'kernel' and an 'embedding': keep the leaf key

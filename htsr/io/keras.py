@@ -92,7 +92,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import SourceError
-from .base import TensorRef, import_extra, one_line
+from ..matrices import classify
+from .base import MAX_EXPANSION, TensorRef, import_extra, one_line
 from .safetensors import natural_key
 
 __all__ = ["HDF5_SIGNATURE", "KerasFile", "KerasModel", "is_hdf5", "is_keras_archive", "is_keras_object"]
@@ -102,9 +103,6 @@ _CONFIG = "config.json"
 _WEIGHTS = "model.weights.h5"
 #: a config.json larger than this is refused (a real one is kilobytes; a zip bomb expands to gigabytes)
 _MAX_CONFIG_BYTES = 64 << 20
-#: a compressed member, or an HDF5 dataset, that declares more than this many times the bytes it stores is
-#: refused: weights compress a few times at most (even an all-zero matrix stays under 1000x with deflate)
-_MAX_EXPANSION = 1000
 
 _MODELS = {"Functional", "Sequential", "Model"}
 _DENSE = {"Dense", "QDense"}
@@ -128,6 +126,11 @@ _PROJECTIONS = {"query_dense": "query", "key_dense": "key", "value_dense": "valu
 _STATE = re.compile(r"optimizer|metric|loss|tracker|seed_generator", re.IGNORECASE)
 _COUNTER = re.compile(r"_\d+$")
 _WEIGHT_SUFFIX = re.compile(r":\d+$")
+
+
+def _one_d(var: _Var) -> str:
+    """Why a 1-D variable is not analysed, in the words a state dict's 1-D tensor gets."""
+    return classify(var.where, var.shape)[1]
 
 
 def to_snake_case(name: str) -> str:
@@ -313,7 +316,7 @@ def _member_file(path: Path, z: zipfile.ZipFile, info: zipfile.ZipInfo) -> io.IO
         if start + info.file_size > path.stat().st_size:
             raise SourceError(f"{path}: {info.filename} runs past the end of the archive (truncated?)")
         return _ZipMember(path, start, info.file_size)
-    if info.file_size > _MAX_EXPANSION * max(info.compress_size, 1) + (1 << 20):
+    if info.file_size > MAX_EXPANSION * max(info.compress_size, 1) + (1 << 20):
         raise SourceError(f"{path}: {info.filename} would expand {info.compress_size} bytes to {info.file_size}: "
                           "not a compressed weights file (a zip bomb?); re-save the model")
     tmp = tempfile.TemporaryFile()  # noqa: SIM115 - kept open for h5py, deleted when closed
@@ -404,6 +407,7 @@ class _Walker:
     def __init__(self) -> None:
         self.entries: list[_Entry] = []
         self.skipped: list[tuple[str, str]] = []  # (HDF5 path, reason) of ≥2-D variables not yielded
+        self.not_weights: list[tuple[str, str]] = []  # (HDF5 path, reason) of the 1-D ones: biases, norm scales
 
     def walk(self, root: Any, config: dict | None) -> list[_Entry]:
         cfg = config if isinstance(config, dict) and isinstance(config.get("class_name"), str) else None
@@ -414,6 +418,8 @@ class _Walker:
         if plan is None:
             if len(var.shape) >= 2:
                 self.skipped.append((var.where, reason or f"{len(var.shape)}-D variable of an unknown layer"))
+            else:
+                self.not_weights.append((var.where, _one_d(var)))
             return
         self.entries.append(_Entry(name, var.ref, var.dtype, plan))
 
@@ -521,6 +527,8 @@ class _Walker:
             for k, var in variables.items():  # biases (2-D for EinsumDense and GRU), quantization scales
                 if len(var.shape) >= 2:
                     self.skipped.append((var.where, f"variable {k} of a {cls} layer: a bias or state"))
+                else:
+                    self.not_weights.append((var.where, _one_d(var)))
             return
         for k in sorted(variables, key=natural_key):
             var = variables[k]
@@ -528,6 +536,8 @@ class _Walker:
                 self.add(f"{base}.vars.{k}" if base else f"vars.{k}", var, _as_stored(var.shape, None))
             elif len(var.shape) > 2:
                 self.add("", var, None, f"{len(var.shape)}-D variable of a {cls or 'custom'} layer")
+            else:
+                self.not_weights.append((var.where, _one_d(var)))
 
 
 class _H5Node:
@@ -596,6 +606,7 @@ class KerasFile:
         self._walker = _Walker()  # the Keras 3 tree walk; legacy files add their entries to it too
         # (HDF5 path, reason) of ≥2-D variables not yielded
         self.skipped: list[tuple[str, str]] = self._walker.skipped
+        self.not_weights: list[tuple[str, str]] = self._walker.not_weights
         self._h5py = _h5py()
         self._fileobj: io.IOBase | None = None
         self._where = str(self.path)  # the HDF5 file, for messages
@@ -777,7 +788,8 @@ class KerasFile:
     def _legacy(self, root: Any, config: dict | None) -> None:
         Dataset = self._h5py.Dataset
         top = self._layer_configs(config)
-        for layer in self._names(root, "layer_names"):
+        read: set = set()  # each dataset once: a name listed again costs a few bytes, its analysis seconds
+        for layer in dict.fromkeys(self._names(root, "layer_names")):
             g = root.get(layer)
             if g is None:
                 raise self._fail(f"layer {layer!r} is listed in layer_names but missing from the file")
@@ -785,6 +797,9 @@ class KerasFile:
                 ds = g.get(wname)
                 if not isinstance(ds, Dataset):
                     raise self._fail(f"layer {layer!r}: weight {wname!r} is listed but missing from the file")
+                if ds.id in read:
+                    continue
+                read.add(ds.id)
                 comps = [c for c in _WEIGHT_SUFFIX.sub("", wname).split("/") if c]
                 var, scope = comps[-1], comps[:-1]
                 if scope and scope[0] == layer:
@@ -803,6 +818,10 @@ class KerasFile:
         if ds.shape is None:  # a null dataspace (h5py.Empty): no values, no weight
             return
         shape = tuple(ds.shape)
+        if len(shape) < 2 or var == "bias":
+            self._walker.not_weights.append((ds.name, classify(f"{ds.name}.{var}" if var == "bias" else ds.name,
+                                                               shape)[1] if len(shape) < 2 else "2-D bias of a layer"))
+            return
         inner = (lc or {}).get("config", {}) if isinstance(lc, dict) else {}
         inner = inner if isinstance(inner, dict) else {}
         is_cell = bool(scope) and (scope[-1] == "cell" or scope[-1].endswith("_cell"))
@@ -851,10 +870,10 @@ class KerasFile:
                 with self._lock:
                     ds = self._h5[e.ref]
                     declared, stored = ds.size * ds.dtype.itemsize, ds.id.get_storage_size()
-                    if declared > _MAX_EXPANSION * stored + (1 << 20):
+                    if declared > MAX_EXPANSION * stored + (1 << 20):
                         raise SourceError(f"{self._where}: tensor {e.name!r} ({e.ref}) declares {declared} bytes "
-                                          f"but stores {stored} (unwritten chunks read as the fill value): not "
-                                          "loaded; corrupt or hostile file")
+                                          f"but stores {stored}: constant or unwritten data (read as the fill "
+                                          "value), not loaded")
                     a = ds[()]
             except SourceError:
                 raise
@@ -1079,6 +1098,7 @@ class KerasModel:
         except SourceError as e:  # a layer that cannot list its variables
             raise SourceError(f"{self.description}: {e}") from None
         self.skipped = walker.skipped  # (path in a saved weights file, reason) of ≥2-D variables not yielded
+        self.not_weights = walker.not_weights  # and of the 1-D ones
 
     def __len__(self) -> int:
         return len(self._entries)

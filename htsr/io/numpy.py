@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SourceError
-from .base import TensorRef, as_loaded, skipped_loader
+from .base import MAX_EXPANSION, TensorRef, as_loaded, skipped_loader
 from .scales import with_scales
 
 __all__ = ["ArrayMapping", "NpyFile", "NpzFile"]
@@ -87,6 +87,11 @@ class NpzFile:
         self._meta: dict[str, tuple[tuple[int, ...], np.dtype] | str] = {}
         for name in files:
             try:
+                info = self._npz.zip.getinfo(name + ".npy")
+                if info.file_size > MAX_EXPANSION * max(info.compress_size, 1) + (1 << 20):
+                    self._meta[name] = (f"the member would expand {info.compress_size} bytes to {info.file_size}: "
+                                        "constant data or a zip bomb, not loaded")
+                    continue
                 self._meta[name] = self._header(name)
             except Exception as e:  # noqa: BLE001 - zlib/lzma errors, TokenError, OverflowError, KeyError …
                 self._meta[name] = (f"its .npy header cannot be read ({e.__class__.__name__}: {str(e)[:80]}); "

@@ -75,7 +75,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SourceError
-from ..matrices import is_recurrent
+from ..matrices import classify, is_recurrent
 from .base import (
     FLOAT_DTYPES,
     TensorRef,
@@ -92,6 +92,8 @@ __all__ = ["OnnxFile", "is_onnx", "looks_like_onnx"]
 # domain (4), model_version (5, varint), doc_string (6), graph (7), opset_import (8), metadata_props (14),
 # training_info (20), functions (25) — the last two are two-byte tags
 _NEXT_TAGS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0xA2, 0xCA}
+#: onnxruntime's quantizer names a weight's scale and zero point after it
+_QUANT_PARAM = re.compile(r"_(scale|zero_point)$")
 
 # ops a weight may pass through on its way to the operator that gives it a kind (layout unchanged)
 # QuantizeLinear/DequantizeLinear pass a float weight on ("fake quantization": the float is the weight);
@@ -264,8 +266,9 @@ class OnnxFile:
         pending: list[tuple[int, str, Any, _Use, Callable[[], np.ndarray] | None]] = []
         for name, t in tensors.items():
             if len(t.dims) < 2:
-                if name in initializers:
-                    self.not_weights.append((name, "1-D (biases, norm scales, scalars)"))
+                if name in initializers:  # a quantizer's scales and zero points, else what a state dict's would be
+                    self.not_weights.append((name, "quantization scale or zero point" if _QUANT_PARAM.search(name)
+                                             else classify(name, tuple(t.dims))[1]))
                 continue
             dtype = _dtype_name(onnx, t.data_type)
             loader = None

@@ -191,6 +191,15 @@ class ShardedSafetensors:
                                 f"{', '.join(left)} left out)")
         return files
 
+    @property
+    def files(self) -> list[SafetensorsFile]:
+        """The files read: the index's shards, or the loose files (copies left out)."""
+        return list(self._files)
+
+    @property
+    def indexed(self) -> bool:
+        return self._index is not None
+
     def __len__(self) -> int:  # tensors, each name once (a copy in a second shard is not read)
         return len({n for f in self._files for n in f.names})
 

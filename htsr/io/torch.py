@@ -162,12 +162,14 @@ class TorchModule:
             # parameters, then the persistent float buffers (a frozen projection, an STFT basis): what the
             # module's state_dict() holds, so a live module gives the rows its saved checkpoint gives
             skip = getattr(mod, "_non_persistent_buffers_set", set())
-            buffers = [(n, b) for n, b in mod.named_buffers(recurse=False)
-                       if n not in skip and b.dtype.is_floating_point]
+            buffers = [(n, b) for n, b in mod.named_buffers(recurse=False) if n not in skip]
             for pname, p in [*mod.named_parameters(recurse=False), *buffers]:
-                if p.ndim < 2:
-                    continue
                 full = f"{mod_name}.{pname}" if mod_name else pname
+                if p.ndim < 2 or not p.dtype.is_floating_point:
+                    # biases, norm scales, counters, masks: no row, but named (as from the saved state dict)
+                    # among the tensors not analysed; integer ones as integer buffers
+                    yield TensorRef(full, tuple(p.shape), _dtype_name(p), (lambda p=p: _to_numpy(p)))
+                    continue
                 kind = module_kind(cls, pname, full, tuple(p.shape))
                 if kind is not None:
                     yield TensorRef(full, tuple(p.shape), _dtype_name(p), (lambda p=p: _to_numpy(p)), kind)
@@ -221,10 +223,12 @@ def unwrap_state(obj: Any, is_tensor: Callable[[Any], bool],
 
 
 def _holds_tensors(v: Any, is_tensor: Callable[[Any], bool], depth: int = 4) -> bool:
-    """A mapping with a tensor in it, ``depth`` levels down at most (a sibling state dict, an EMA copy)."""
+    """A mapping with a weight matrix in it (a tensor of 2 or more dimensions), ``depth`` levels down at most:
+    a sibling state dict, an EMA copy — not a callback's scalar scores or an RNG state."""
     if not isinstance(v, Mapping) or depth == 0:
         return False
-    return any(is_tensor(x) or _holds_tensors(x, is_tensor, depth - 1) for x in v.values())
+    return any((is_tensor(x) and len(getattr(x, "shape", ())) >= 2) or _holds_tensors(x, is_tensor, depth - 1)
+               for x in v.values())
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
