@@ -782,6 +782,15 @@ def _npy_with_header(header: bytes) -> bytes:
     return b"\x93NUMPY\x01\x00" + len(h).to_bytes(2, "little") + h + bytes(16)
 
 
+def test_an_npz_member_expanding_over_1000_times_is_not_decompressed(tmp_path):
+    ok = np.random.default_rng(0).standard_normal((60, 40)).astype(np.float32)
+    path = tmp_path / "bomb.npz"
+    np.savez_compressed(path, ok=ok, **{"fc.weight": np.zeros((4096, 4096), np.float32)})  # 64 MB of zeros
+    rows = _rows(htsr.analyze(path, min_evals=10))
+    assert rows["ok"].status == "ok"
+    assert rows["fc"].status.startswith("skipped: the member would expand") and "not loaded" in rows["fc"].status
+
+
 @pytest.mark.parametrize("header, what", [
     (b"{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), ", "TokenError"),  # an unclosed brace
     (b"{'descr': '<f4', 'fortran_order': False, 'shape': (0, 2**70), }", ""),  # not a literal: ValueError
@@ -974,6 +983,21 @@ def test_a_folder_s_other_weight_files_are_named_not_dropped(tmp_path):
         (folder / name).unlink()
     np_save_file({"fc.weight": W}, str(folder / "model.safetensors"))
     assert htsr.analyze(folder, min_evals=5).source == str(folder)  # training state alone: nothing to say
+
+
+def test_a_folder_note_survives_a_symlink_loop_and_names_safetensors_outside_the_index(tmp_path):
+    W = _rng(5).standard_normal((60, 30)).astype(np.float32)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    np_save_file({"fc.weight": W}, str(folder / "model-00001-of-00001.safetensors"))
+    (folder / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {"fc.weight": "model-00001-of-00001.safetensors"}}))
+    np_save_file({"extra.weight": W}, str(folder / "consolidated.safetensors"))  # not in the index
+    (folder / "pytorch_model.bin").symlink_to("pytorch_model.bin")  # a loop an interrupted download leaves
+    (folder / "random_states_0.pkl").write_bytes(b"x")  # accelerate's training state
+    r = htsr.analyze(folder, min_evals=5)
+    assert r.source == f"{folder} (other weight files here, not read: consolidated.safetensors)"
+    assert [x.name for x in r.layers] == ["fc"]
 
 
 def test_sharded_pytorch_bin_folder(tmp_path):

@@ -659,6 +659,17 @@ def test_1d_variables_are_counted_among_the_tensors(keras_file, legacy_file):
         assert na > 0 and r.num_tensors == len({x.name.split("[")[0] for x in r.layers}) + na, path
 
 
+def test_a_legacy_layer_listed_many_times_is_read_once(tmp_path):
+    """layer_names repeating one layer 2000 times (a few bytes each) gave 2000 rows, each a full analysis."""
+    path = write_legacy(tmp_path / "dup.h5", legacy_layers(), TOY_CONFIG)
+    with h5py.File(path, "a") as f:
+        names = list(f["model_weights"].attrs["layer_names"])
+        width = max(len(n) for n in names)  # an HDF5 attribute holds at most 64 KB
+        f["model_weights"].attrs["layer_names"] = np.array(names + [names[0]] * 2000, dtype=f"S{width}")
+    assert [r.name for r in KerasFile(path)] == [r.name for r in KerasFile(write_legacy(
+        tmp_path / "once.h5", legacy_layers(), TOY_CONFIG))]
+
+
 def test_zip_without_weights(tmp_path):
     path = tmp_path / "noweights.keras"
     with zipfile.ZipFile(path, "w") as zf:
