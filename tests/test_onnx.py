@@ -555,7 +555,7 @@ def test_dequantize_linear_with_a_computed_scale_gets_a_skipped_row(tmp_path):
                  tmp_path / "dyn.onnx")
     f = OnnxFile(path)
     reason = "DequantizeLinear with a scale or zero point that is not a constant"
-    assert len(f) == 1 and f.skipped == [("q", reason)]
+    assert len(f) == 1 and f.skipped == []  # its row says why: it is not listed as passed over as well
     (row,) = htsr.analyze(path).layers  # a weight: its row says why it is not analysed
     assert (row.kind, row.shape, row.status) == ("dense", "16x32", f"skipped: {reason}; analyse the float model")
 
@@ -618,7 +618,7 @@ def test_dynamic_quantization_without_its_scale_gets_a_skipped_row(tmp_path):
                         inputs=("xq", "xz")), tmp_path / "q.onnx")
     f = OnnxFile(path)
     reason = "MatMulInteger weight without the w_scale initializer onnxruntime's quantizer writes beside it"
-    assert len(f) == 1 and f.skipped == [("w_quantized", reason)]
+    assert len(f) == 1 and f.skipped == []
     (row,) = htsr.analyze(path).layers
     assert row.name == "w" and row.status == f"skipped: {reason}; analyse the float model"
 

@@ -271,7 +271,7 @@ class OnnxFile:
                                              else classify(name, tuple(t.dims))[1]))
                 continue
             dtype = _dtype_name(onnx, t.data_type)
-            loader = None
+            loader, unreadable = None, ""
             if dtype not in FLOAT_DTYPES:
                 quant = self._quantization(name, consumers, tensors) if dtype in _QUANT_DTYPES else None
                 if quant is None:
@@ -280,12 +280,10 @@ class OnnxFile:
                     continue
                 loader = self._dequantized(name, t, *quant, tensors) if not isinstance(quant, str) else quant
                 if isinstance(loader, str):  # a quantized weight htsr cannot dequantize: its row says why
-                    self.skipped.append((name, loader))
-                    loader = skipped_loader(f"{loader}; analyse the float model")
+                    unreadable, loader = loader, skipped_loader(f"{loader}; analyse the float model")
             use = find_use(name)
-            if use is None:
-                if not hasattr(loader, "skip_reason"):  # (a quantized one is listed already)
-                    self.skipped.append((name, "used by no MatMul/Gemm/Conv/Gather/LSTM/GRU/RNN"))
+            if use is None:  # listed here (a weight that gets a row is not listed as well)
+                self.skipped.append((name, unreadable or "used by no MatMul/Gemm/Conv/Gather/LSTM/GRU/RNN"))
                 continue
             pending.append((node_order[id(use.node)], name, t, use, loader))
         pending.sort(key=lambda p: p[0])  # model order: the order of the consuming nodes
