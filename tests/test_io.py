@@ -361,6 +361,18 @@ def test_corrupt_data_offsets_outside_data_section(two_tensor_file):
     assert "block.b.weight" not in msg
 
 
+def test_tensors_sharing_bytes_are_refused(two_tensor_file):
+    """Many names over the same bytes would make a small file cost one analysis per name; safetensors
+    itself refuses such a header."""
+    path, header, data = two_tensor_file
+    for i in range(100):
+        header[f"copy{i}.weight"] = dict(header["block.a.weight"])
+    _write_safetensors_raw(path, header, data)
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(path)
+    _one_line_source_error(ei, str(path), "block.a.weight", "overlap")
+
+
 def test_corrupt_byte_count_does_not_match_shape(two_tensor_file):
     path, header, data = two_tensor_file
     header["block.b.weight"]["shape"] = [16, 5]  # 320 bytes of F32 expected, 256 present
