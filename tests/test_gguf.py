@@ -396,6 +396,17 @@ def test_misaligned_data_offset(small_file):
     _one_line_source_error(ei, str(small_file), "'blk.0.ffn_up.weight'", "alignment")
 
 
+def test_tensors_sharing_bytes_are_refused(small_file):
+    """Many names over the same data would make a small file cost one analysis per name."""
+    pos = _tensor_info_positions(small_file)["blk.0.ffn_up.weight"]["offset"]
+    raw = bytearray(small_file.read_bytes())
+    raw[pos:pos + 8] = struct.pack("<Q", 0)  # over attn_q's bytes (offset 0 is aligned)
+    small_file.write_bytes(bytes(raw))
+    with pytest.raises(SourceError) as ei:
+        GGUFFile(small_file)
+    _one_line_source_error(ei, str(small_file), "'blk.0.attn_q.weight'", "'blk.0.ffn_up.weight'", "overlap")
+
+
 @pytest.mark.parametrize("bad_type", [99, 4, 2**31])  # 4 was Q4_2, removed from GGML long ago
 def test_unknown_ggml_type(small_file, bad_type):
     pos = _tensor_info_positions(small_file)["blk.0.ffn_up.weight"]["type"]

@@ -170,7 +170,7 @@ def _reader_class() -> type:
             return super()._build_tensor_info(offs, count)
 
         def _build_tensors(self, start_offs, fields):
-            size, seen = len(self.data), set()
+            size, seen, spans = len(self.data), set(), []
             for i, field in enumerate(fields):
                 _, name_data, n_dims, dims, raw_type, offset = field.parts
                 try:
@@ -203,6 +203,13 @@ def _reader_class() -> type:
                     raise self._fail(
                         f"{label}: its {nbytes} bytes of {qtype.name} data at byte {begin} lie beyond the end "
                         f"of the {size}-byte file (truncated, or a corrupt offset)")
+                if nbytes:
+                    spans.append((begin, begin + nbytes, name))
+            # tensors share no bytes: many names over the same data would cost one analysis each
+            spans.sort()
+            for (_, end_a, a), (begin_b, _, b) in zip(spans, spans[1:]):
+                if begin_b < end_a:
+                    raise self._fail(f"GGUF header is corrupt: tensors {a!r} and {b!r} overlap in the data")
             super()._build_tensors(start_offs, fields)
 
     return _Reader
