@@ -385,6 +385,7 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
     The options are validated before any model is read; the models are analysed one after the other.
     """
     from .analyze import analyze, check_has_layers
+    from .io import open_source
 
     sources = list(sources)
     opts = Options.create(**options)
@@ -392,7 +393,10 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
     if len(sources) < 2:
         raise OptionError(f"compare needs at least two models, got {len(sources)}")
     _check_metric(metric, ascending)  # fail before the analyses
-    for s in sources:  # a model without a layer under the filters fails now, not after the others' analyses
+    # each model opened once (its headers), and one without a layer under the filters fails now, not after
+    # the others' analyses
+    sources = [s if isinstance(s, AnalysisResult) else open_source(s) for s in sources]
+    for s in sources:
         if not isinstance(s, AnalysisResult):
             check_has_layers(s, opts)
     results = [s if isinstance(s, AnalysisResult) else analyze(s, **options) for s in sources]

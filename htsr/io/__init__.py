@@ -46,13 +46,13 @@ def open_source(source: Any) -> TensorSource:
         if is_flax_tree(source):  # 'kernel'/'embedding' leaves, a 'params' collection, jax/flax objects
             return FlaxTree(source)
         from .numpy import flat_items
-        from .torch import TorchStateDict, is_torch_object, unwrap_state
+        from .torch import TorchStateDict, is_torch_object, unwrap_state, with_notes
 
         if any(is_torch_object(v) for _, v in flat_items(source)):  # torch tensors, nested or not
             # a checkpoint dict in memory is unwrapped as a file's is
             notes: list[str] = []
             state = unwrap_state(source, is_torch_object, notes) or source
-            return TorchStateDict(state, "<state dict>" + "".join(f" ({n})" for n in notes))
+            return TorchStateDict(state, with_notes("<state dict>", notes))
         return ArrayMapping(source)
     from .keras import is_keras_object
 

@@ -12,8 +12,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["FLOAT_DTYPES", "MAX_EXPANSION", "TensorRef", "TensorSource", "as_loaded", "import_extra", "numpy_dtype",
-           "one_line", "skipped_loader"]
+__all__ = ["FLOAT_DTYPES", "MAX_EXPANSION", "TensorRef", "TensorSource", "as_loaded", "expands_too_far",
+           "first_overlap", "import_extra", "numpy_dtype", "one_line", "skipped_loader"]
 
 #: dtype names (numpy / ml_dtypes spelling) whose tensors are weights htsr analyses
 FLOAT_DTYPES = frozenset(
@@ -48,6 +48,21 @@ def as_loaded(a: np.ndarray) -> np.ndarray:
 #: decompressed: weights compress a few times at most (deflate's own limit, ~1032x, is reached only by
 #: constant data), so a larger ratio is constant data or a decompression bomb
 MAX_EXPANSION = 1000
+
+
+def expands_too_far(declared: int, stored: int) -> bool:
+    """More than :data:`MAX_EXPANSION` times the bytes stored (a MiB of slack for tiny members)."""
+    return declared > MAX_EXPANSION * max(stored, 1) + (1 << 20)
+
+
+def first_overlap(spans: list[tuple[int, int, str]]) -> tuple[str, str] | None:
+    """The names of two byte ranges ``(begin, end, name)`` that overlap, or None: tensors of one file share
+    no bytes (many names over the same data would make a small file cost one analysis per name)."""
+    spans = sorted(s for s in spans if s[1] > s[0])
+    for (_, end_a, a), (begin_b, _, b) in zip(spans, spans[1:]):
+        if begin_b < end_a:
+            return a, b
+    return None
 
 
 def is_gzip(head: bytes) -> bool:

@@ -63,7 +63,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SourceError
-from .base import TensorRef, import_extra, one_line
+from .base import TensorRef, first_overlap, import_extra, one_line
 
 __all__ = ["GGUF_MAGIC", "GGUFFile", "GGUFTensorRef", "gguf_kind", "is_gguf"]
 
@@ -203,13 +203,11 @@ def _reader_class() -> type:
                     raise self._fail(
                         f"{label}: its {nbytes} bytes of {qtype.name} data at byte {begin} lie beyond the end "
                         f"of the {size}-byte file (truncated, or a corrupt offset)")
-                if nbytes:
-                    spans.append((begin, begin + nbytes, name))
-            # tensors share no bytes: many names over the same data would cost one analysis each
-            spans.sort()
-            for (_, end_a, a), (begin_b, _, b) in zip(spans, spans[1:]):
-                if begin_b < end_a:
-                    raise self._fail(f"GGUF header is corrupt: tensors {a!r} and {b!r} overlap in the data")
+                spans.append((begin, begin + nbytes, name))
+            overlap = first_overlap(spans)
+            if overlap:
+                raise self._fail(f"GGUF header is corrupt: tensors {overlap[0]!r} and {overlap[1]!r} overlap in "
+                                 "the data")
             super()._build_tensors(start_offs, fields)
 
     return _Reader

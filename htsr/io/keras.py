@@ -93,7 +93,7 @@ import numpy as np
 
 from ..errors import SourceError
 from ..matrices import classify
-from .base import MAX_EXPANSION, TensorRef, import_extra, one_line
+from .base import TensorRef, expands_too_far, import_extra, one_line
 from .safetensors import natural_key
 
 __all__ = ["HDF5_SIGNATURE", "KerasFile", "KerasModel", "is_hdf5", "is_keras_archive", "is_keras_object"]
@@ -316,7 +316,7 @@ def _member_file(path: Path, z: zipfile.ZipFile, info: zipfile.ZipInfo) -> io.IO
         if start + info.file_size > path.stat().st_size:
             raise SourceError(f"{path}: {info.filename} runs past the end of the archive (truncated?)")
         return _ZipMember(path, start, info.file_size)
-    if info.file_size > MAX_EXPANSION * max(info.compress_size, 1) + (1 << 20):
+    if expands_too_far(info.file_size, info.compress_size):
         raise SourceError(f"{path}: {info.filename} would expand {info.compress_size} bytes to {info.file_size}: "
                           "not a compressed weights file (a zip bomb?); re-save the model")
     tmp = tempfile.TemporaryFile()  # noqa: SIM115 - kept open for h5py, deleted when closed
@@ -870,7 +870,7 @@ class KerasFile:
                 with self._lock:
                     ds = self._h5[e.ref]
                     declared, stored = ds.size * ds.dtype.itemsize, ds.id.get_storage_size()
-                    if declared > MAX_EXPANSION * stored + (1 << 20):
+                    if expands_too_far(declared, stored):
                         raise SourceError(f"{self._where}: tensor {e.name!r} ({e.ref}) declares {declared} bytes "
                                           f"but stores {stored}: constant or unwritten data (read as the fill "
                                           "value), not loaded")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SourceError
-from .base import MAX_EXPANSION, TensorRef, as_loaded, skipped_loader
+from .base import TensorRef, as_loaded, expands_too_far, skipped_loader
 from .scales import with_scales
 
 __all__ = ["ArrayMapping", "NpyFile", "NpzFile"]
@@ -88,7 +88,7 @@ class NpzFile:
         for name in files:
             try:
                 info = self._npz.zip.getinfo(name + ".npy")
-                if info.file_size > MAX_EXPANSION * max(info.compress_size, 1) + (1 << 20):
+                if expands_too_far(info.file_size, info.compress_size):
                     self._meta[name] = (f"the member would expand {info.compress_size} bytes to {info.file_size}: "
                                         "constant data or a zip bomb, not loaded")
                     continue

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SourceError
-from .base import ShardIndex, TensorRef, as_loaded, numpy_dtype, skipped_loader
+from .base import ShardIndex, TensorRef, as_loaded, first_overlap, numpy_dtype, skipped_loader
 from .scales import PackedConfig, with_scales
 
 __all__ = ["SafetensorsFile", "ShardedSafetensors", "is_safetensors", "natural_key"]
@@ -113,13 +113,10 @@ class SafetensorsFile:
                 "corrupt safetensors header: tensor " + "; ".join(problems[:3]) + more
                 + " — the file is truncated or was not written by a safetensors writer"
             )
-        # tensors share no bytes (as safetensors itself requires): a header of many names over the same
-        # bytes would make a small file cost one analysis per name
-        spans = sorted((b, e, name) for name, (_, _, b, e) in entries.items() if e > b)
-        for (_, end_a, a), (begin_b, _, b) in zip(spans, spans[1:]):
-            if begin_b < end_a:
-                raise self._fail(f"corrupt safetensors header: tensors {a!r} and {b!r} overlap in the data "
-                                 "section — not written by a safetensors writer")
+        overlap = first_overlap([(b, e, name) for name, (_, _, b, e) in entries.items()])  # as safetensors requires
+        if overlap:
+            raise self._fail(f"corrupt safetensors header: tensors {overlap[0]!r} and {overlap[1]!r} overlap in the "
+                             "data section — not written by a safetensors writer")
         return entries
 
     def __len__(self) -> int:

@@ -28,7 +28,8 @@ from .base import TensorRef, TensorSource, import_extra
 from .numpy import flat_items
 from .scales import with_scales
 
-__all__ = ["TorchModule", "TorchStateDict", "is_torch_object", "load_torch_file", "module_kind", "unwrap_state"]
+__all__ = ["TorchModule", "TorchStateDict", "is_torch_object", "load_torch_file", "module_kind", "unwrap_state",
+           "with_notes"]
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module", "net", "network",
                 "ema", "params")
@@ -222,6 +223,11 @@ def unwrap_state(obj: Any, is_tensor: Callable[[Any], bool],
     return weights or None
 
 
+def with_notes(description: str, notes: list[str]) -> str:
+    """A source's description with :func:`unwrap_state`'s notes (what a checkpoint left out) after it."""
+    return description + "".join(f" ({n})" for n in notes)
+
+
 def _holds_tensors(v: Any, is_tensor: Callable[[Any], bool], depth: int = 4) -> bool:
     """A mapping with a weight matrix in it (a tensor of 2 or more dimensions), ``depth`` levels down at most:
     a sibling state dict, an EMA copy — not a callback's scalar scores or an RNG state."""
@@ -337,4 +343,4 @@ def load_torch_file(path: str | os.PathLike) -> TensorSource:
         obj, lambda v: isinstance(v, torch.Tensor), notes)
     if state is None:
         raise SourceError(f"{path}: no state dict found in the checkpoint (a {type(obj).__name__})")
-    return TorchStateDict(state, str(path) + "".join(f" ({n})" for n in notes))
+    return TorchStateDict(state, with_notes(str(path), notes))

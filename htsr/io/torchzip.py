@@ -53,7 +53,7 @@ import numpy as np
 from ..errors import SourceError
 from .base import TensorRef, as_loaded, numpy_dtype, one_line, skipped_loader
 from .scales import PackedConfig, with_scales
-from .torch import module_kind, unwrap_state
+from .torch import module_kind, unwrap_state, with_notes
 
 __all__ = ["RefusedGlobal", "TorchLegacyFile", "TorchZipFile", "is_legacy_torch", "is_torchscript_archive"]
 
@@ -703,7 +703,7 @@ class _PickledTensors:
                 tree = _as_state_dicts(tree)
             notes: list[str] = []
             state = tree if self.script else unwrap_state(tree, self._is_weight, notes) or tree
-            self.description += "".join(f" ({n})" for n in notes)
+            self.description = with_notes(self.description, notes)
             found = list(_walk(state, "", "", set()))
         except RecursionError:
             raise self._fail("the pickle nests objects too deeply to be a model; corrupt or hostile file") from None
