@@ -733,10 +733,12 @@ def run_compare(args: argparse.Namespace) -> int:
     from .io import open_source
 
     labels = _check_labels(args.labels, args.sources)  # from the paths, before they are opened
-    # every model opened (format, headers) before the first analysis: a bad last path fails now, and the
-    # analyses reuse these readers (a --base is opened by the first analysis, before it starts)
+    # every model and the --base opened (format, headers) before the first analysis: a bad last path fails
+    # now, and the analyses reuse these readers
     sources = [open_source(s) for s in args.sources]
-    check_outputs(sources, outputs)  # the files they read (an ONNX model's external data)
+    if options.get("base") is not None:  # opened once here, not once per model and per check
+        options["base"] = open_source(options["base"])
+    check_outputs([*sources, options.get("base")], outputs)  # the files they read (an ONNX model's external data)
     c = compare(sources, labels, args.metric, args.ascending, **options)
     distances = None
     if args.base_distances:

@@ -90,7 +90,13 @@ def _regex_ok(v: Any) -> bool:
 
 
 def _source_ok(v: Any) -> bool:
-    return v is None or isinstance(v, (str, os.PathLike, Mapping)) or hasattr(v, "named_modules")
+    """What :func:`htsr.io.open_source` takes: a path, a mapping of arrays, a torch module, a live Keras model
+    or a reader it returned (told without importing torch or keras)."""
+    from .io.base import TensorSource
+    from .io.keras import is_keras_object
+
+    return (v is None or isinstance(v, (str, os.PathLike, Mapping, TensorSource)) or hasattr(v, "named_modules")
+            or is_keras_object(v))
 
 
 def _kinds_ok(v: Any) -> bool:
@@ -181,7 +187,8 @@ OPTION_SPECS: dict[str, OptionSpec] = {
         OptionSpec("localization", False, "True or False", _is_bool,
                    "eigenvector localisation: participation and localisation ratios of tail and bulk "
                    "eigenvectors (one eigenvector pass per layer)"),
-        OptionSpec("base", None, "None, a path, a mapping of arrays or a torch module", _source_ok,
+        OptionSpec("base", None, "None, a path, a mapping of arrays, a torch or Keras model, or an opened source",
+                   _source_ok,
                    "analyse the deltas W - W_base against this base model, tensor by tensor for the names "
                    "present in both with the same shape (the others are listed as skipped, never analysed); "
                    "for a LoRA adapter folder: also analyse each adapted base weight W and W + delta W",
@@ -277,8 +284,10 @@ class Options:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # shallow: never copy a base model
         if d["kinds"] is not None:
             d["kinds"] = sorted(d["kinds"])
-        if d["base"] is not None:  # a path as text; an in-memory base by its type
-            d["base"] = os.fspath(d["base"]) if isinstance(d["base"], (str, os.PathLike)) else type(self.base).__name__
+        if d["base"] is not None:  # a path as text, an opened source by its description, an in-memory base by its type
+            b = d["base"]
+            d["base"] = (os.fspath(b) if isinstance(b, (str, os.PathLike))
+                         else b.description if isinstance(getattr(b, "description", None), str) else type(b).__name__)
         return d
 
 

@@ -392,6 +392,24 @@ def test_cli_compare_json_descending_and_figure(npz_pair, tmp_path, capsys, monk
     assert fig.read_bytes() == b"png"
 
 
+def test_cli_compare_opens_the_base_once(npz_pair, tmp_path, monkeypatch):
+    """--base: one reader for every model's check and analysis (not one opening per model and per check);
+    comparison.json records it by its path."""
+    a, b = npz_pair
+    import htsr.io as io
+
+    opened = []
+    real = io._open_path
+    monkeypatch.setattr(io, "_open_path", lambda p: opened.append(p.name) or real(p))
+    out = tmp_path / "out"
+    assert main(["compare", str(a), str(a), "--labels", "x,y", "--base", str(b), "--out", str(out), "--no-progress",
+                 "--no-tails", "--quiet"]) == 0
+    assert sorted(opened) == ["base.npz", "tuned.npz", "tuned.npz"]
+    doc = _strict_json((out / "comparison.json").read_text())
+    assert doc["options"]["base"] == str(b)
+    assert [s["num_layers"] for s in doc["summary"]] == [2, 2]  # the deltas of both fc layers
+
+
 def test_cli_compare_checks_every_source_first(npz_pair, tmp_path, capsys, monkeypatch):
     a, _ = npz_pair
     bad = tmp_path / "notes.txt"

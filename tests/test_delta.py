@@ -68,6 +68,13 @@ def test_inputs_are_not_modified_and_options_record_the_base(tmp_path):
     result = htsr.analyze(model, base=path)
     assert result.options["base"] == str(path) and "base" in result.source
     assert htsr.analyze(model, base=base).options["base"] == "dict"
+    # an opened source (what compare passes, to open a base once for every model): by its description
+    from htsr.io import open_source
+
+    again = htsr.analyze(model, base=open_source(path))
+    assert again.options["base"] == str(path)
+    assert [(l.name, l.status, repr(l.alpha)) for l in again.layers] == [(l.name, l.status, repr(l.alpha))
+                                                                         for l in result.layers]
     for k, v in {**model, **base}.items():
         assert np.array_equal(v, before[k])
 
