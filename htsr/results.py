@@ -260,15 +260,19 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
 def write_outputs(outputs: Sequence[tuple[str, str | os.PathLike, str | bytes]]) -> None:
     """Write one run's outputs ``(flag, path, data)`` as a set: every one to a temporary file beside it
     first (missing folders made), then all renamed. If one cannot be written (disk full, a folder that
-    cannot be made) none is, no temporary file is left, and the HtsrError names its flag and path."""
+    cannot be made) none is, no temporary file or folder made for them is left, and the HtsrError names
+    its flag and path."""
     from .errors import HtsrError
 
     done: list[tuple[Path, Path]] = []  # (temporary file, destination)
+    made: list[Path] = []  # folders this call created, outermost first
     flags = [flag for flag, _, _ in outputs]
     try:
         for flag, path, data in outputs:
             path = Path(path)
             try:
+                # noted before mkdir, which may make some of them and fail
+                made += [f for f in reversed((path.parent, *path.parent.parents)) if not f.exists() and f not in made]
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise HtsrError(f"{flag} {path}: cannot create the folder {path.parent} ({e.strerror or e}); "
@@ -280,6 +284,11 @@ def write_outputs(outputs: Sequence[tuple[str, str | os.PathLike, str | bytes]])
     except BaseException:
         for tmp, _ in done:
             os.unlink(tmp)
+        for folder in reversed(made):  # innermost first; one that holds anything else stays
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
         raise
     for i, (tmp, path) in enumerate(done):
         try:

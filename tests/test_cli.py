@@ -281,6 +281,34 @@ def test_a_full_disk_leaves_no_output_and_names_the_file(model, tmp_path, capsys
     assert (out / "report.html").read_text() == "an earlier run's report"
 
 
+def test_a_failed_write_leaves_no_folder_it_made(model, tmp_path, capsys, monkeypatch):
+    """Folders made for a set of outputs that could not be written are removed again (innermost first);
+    a folder that existed before, or holds anything else, stays."""
+    import errno
+
+    import htsr.results as results
+
+    real, calls = results._write_temp, []
+
+    def full_after_one(path, data):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(results, "_write_temp", full_after_one)
+    out = tmp_path / "new" / "run"
+    rc = main(["analyze", str(model), "--out", str(out), "--report", str(tmp_path / "r" / "report.html"), "-q"])
+    assert "no output was written" in _assert_user_error(rc, *capsys.readouterr())
+    assert sorted(p.name for p in tmp_path.iterdir()) == [model.name]  # new/run/ and r/ are gone
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "keep.txt").write_text("mine")
+    calls.clear()
+    rc = main(["analyze", str(model), "--out", str(out), "-q"])
+    assert "no output was written" in _assert_user_error(rc, *capsys.readouterr())
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["keep.txt"]  # run/ removed, new/ kept
+
+
 def test_report_inside_a_new_out_folder(model, tmp_path, capsys):
     out = tmp_path / "new" / "run"  # neither folder exists yet: both are made when written
     assert main(["analyze", str(model), "--out", str(out), "--report", str(out / "report.html"), "-q"]) == 0
