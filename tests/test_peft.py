@@ -87,6 +87,36 @@ def test_scaling_follows_lora_alpha_r_and_alpha_pattern(adapter):
     assert rsl["q#delta"][0].lambda_max == pytest.approx(8 * plain["q#delta"][0].lambda_max, rel=1e-12)
 
 
+class Stack(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([nn.ModuleDict({"proj": nn.Linear(24, 24), "up": nn.Linear(24, 32)})
+                                     for _ in range(3)])
+
+
+def test_alpha_pattern_keys_are_regular_expressions_and_the_first_match_wins(tmp_path):
+    """peft reads an alpha_pattern key as a regular expression the module name ends with, and takes the first
+    key that matches in the saved config's order: every module's scale equals the one peft itself uses
+    after loading the folder back (PeftModel.from_pretrained), exactly."""
+    torch.manual_seed(0)
+    cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["proj", "up"], init_lora_weights=False,
+                          alpha_pattern={r"layers\.[01]\.proj": 64, "proj": 2, r"\d\.up": 12})
+    peft.get_peft_model(Stack(), cfg).save_pretrained(str(tmp_path))
+    loaded = peft.PeftModel.from_pretrained(Stack(), str(tmp_path))
+    from htsr.io.peft import PeftAdapter
+
+    a = PeftAdapter(tmp_path)
+    scales = {name.removeprefix("base_model.model."): m.scaling["default"] for name, m in loaded.named_modules()
+              if hasattr(m, "get_delta_weight") and "default" in getattr(m, "scaling", {})}
+    assert len(scales) == 6 and len(set(scales.values())) == 3  # three different scales, keyed both ways
+    assert {n: a.scaling(n, 4) for n in scales} == scales
+    cfg = json.loads((tmp_path / "adapter_config.json").read_text())
+    cfg["alpha_pattern"] = {"proj(": 3}
+    (tmp_path / "adapter_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(SourceError, match=r"alpha_pattern key 'proj\(' is not a regular expression"):
+        PeftAdapter(tmp_path)
+
+
 def test_low_ranks_are_listed_not_dropped(adapter):
     d, _, _ = adapter
     r = htsr.analyze(d / "adapter")  # min_evals = 50 > r = 8

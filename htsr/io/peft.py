@@ -6,7 +6,8 @@ config with :mod:`json`; neither peft nor transformers is imported.
 A LoRA module stores A (``…lora_A.weight``, r × in) and B (``…lora_B.weight``, out × r); embeddings
 store ``…lora_embedding_A`` (r × vocab) and ``…lora_embedding_B`` (dim × r). The update is
 ΔW = s·B·A with s = lora_alpha / r, or lora_alpha / √r with ``use_rslora`` (PEFT's scalings);
-``alpha_pattern`` overrides lora_alpha per module (PEFT's key match: the module name ends with the key),
+``alpha_pattern`` overrides lora_alpha per module (PEFT's key match: the first key, a regular expression,
+that the module name ends with),
 and r is read from the factors' shapes, so ``rank_pattern`` needs no lookup. Each update becomes one
 row of kind ``lora`` named ``<module>#delta`` whose eigenvalues come from the QR factors of B and Aᵀ
 (:func:`htsr.spectra.lowrank_eigenvalues`); the out × in product is never formed. A conv LoRA (A a
@@ -79,13 +80,22 @@ class PeftAdapter:
             raise SourceError(f"{cfg_path}: peft_type {peft_type!r} is not supported (htsr reads LoRA adapters)")
         self.config = cfg
         try:
-            self.lora_alpha = float(cfg.get("lora_alpha", cfg.get("r", 8)))
-            self.alpha_pattern = {str(k): float(v) for k, v in (cfg.get("alpha_pattern") or {}).items()}
+            self.lora_alpha = float(cfg.get("lora_alpha", 8))  # peft's LoraConfig default
+            alpha_pattern = {str(k): float(v) for k, v in (cfg.get("alpha_pattern") or {}).items()}
         except (TypeError, ValueError, AttributeError):
             raise SourceError(f"{cfg_path}: lora_alpha must be a number and alpha_pattern an object of numbers; "
                               "re-save the adapter") from None
-        if not all(math.isfinite(a) for a in (self.lora_alpha, *self.alpha_pattern.values())):
+        if not all(math.isfinite(a) for a in (self.lora_alpha, *alpha_pattern.values())):
             raise SourceError(f"{cfg_path}: lora_alpha / alpha_pattern must be finite numbers; re-save the adapter")
+        # peft's get_pattern_key: a key is a regular expression the module name ends with (after a '.'), and
+        # the first key that matches, in the config's order, wins
+        self.alpha_pattern: list[tuple[re.Pattern[str], float]] = []
+        for key, value in alpha_pattern.items():
+            try:
+                self.alpha_pattern.append((re.compile(rf"(.*\.)?({key})$"), value))
+            except re.error as e:
+                raise SourceError(f"{cfg_path}: alpha_pattern key {key!r} is not a regular expression ({e}), as "
+                                  "peft reads it; fix the key") from None
         def flag(key: str) -> bool:
             value = cfg.get(key, False)
             if value is not None and not isinstance(value, bool):  # "false" would be true
@@ -128,10 +138,7 @@ class PeftAdapter:
         return modules, others
 
     def scaling(self, module: str, r: int) -> float:
-        alpha = self.lora_alpha
-        for key, value in self.alpha_pattern.items():  # PEFT: the module name ends with the key
-            if re.fullmatch(rf"(.*\.)?{re.escape(key)}", module):
-                alpha = value
+        alpha = next((value for key, value in self.alpha_pattern if key.match(module)), self.lora_alpha)
         return alpha / math.sqrt(r) if self.rslora else alpha / r
 
     def __len__(self) -> int:
