@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import stat
 import tempfile
 import uuid
 from dataclasses import dataclass, field
@@ -245,10 +246,30 @@ def _write_temp(path: Path, data: str | bytes) -> Path:
     return tmp
 
 
+def not_replaceable(path: Path) -> str:
+    """Why the rename of an atomic write must not put a new file at ``path``, or '': an existing folder, or
+    something other than a regular file (a device such as /dev/null, a pipe, a socket), which the rename
+    would replace with a plain file. (A symbolic link is replaced by the new file; its target is left.)"""
+    try:
+        mode = path.stat().st_mode
+    except OSError:  # nothing there (or a dangling link): a new file is made
+        return ""
+    if stat.S_ISDIR(mode):
+        return "needs a file path, not a folder"
+    if not stat.S_ISREG(mode):
+        return ("is not a regular file (a device, pipe or socket), which writing the output would replace; "
+                "choose a file path")
+    return ""
+
+
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
     """Write ``data`` (text as UTF-8, or bytes) to ``path`` via a temporary file in the same folder and an
-    atomic rename."""
+    atomic rename. Raises HtsrError if ``path`` is a folder or not a regular file (see :func:`not_replaceable`)."""
+    from .errors import HtsrError
+
     path = Path(path)
+    if why := not_replaceable(path):
+        raise HtsrError(f"{path}: {why}")
     tmp = _write_temp(path, data)
     try:
         os.replace(tmp, path)
@@ -270,6 +291,8 @@ def write_outputs(outputs: Sequence[tuple[str, str | os.PathLike, str | bytes]])
     try:
         for flag, path, data in outputs:
             path = Path(path)
+            if why := not_replaceable(path):
+                raise HtsrError(f"{flag} {path}: {why}")
             try:
                 # noted before mkdir, which may make some of them and fail
                 made += [f for f in reversed((path.parent, *path.parent.parents)) if not f.exists() and f not in made]
@@ -333,8 +356,8 @@ def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.P
         folder = path.parent
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
-        if path.is_dir():
-            raise HtsrError(f"{flag} {path}: needs a file path, not a folder")
+        if why := not_replaceable(path):
+            raise HtsrError(f"{flag} {path}: {why}")
         if not folder.is_dir():
             raise HtsrError(f"{flag} {path}: {folder} is a file, so no folder can be made there; choose another path")
         if path.resolve() in read:

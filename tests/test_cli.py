@@ -281,6 +281,24 @@ def test_a_full_disk_leaves_no_output_and_names_the_file(model, tmp_path, capsys
     assert (out / "report.html").read_text() == "an earlier run's report"
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a named pipe")
+def test_an_output_that_is_not_a_regular_file_is_refused_not_replaced(model, tmp_path, capsys, monkeypatch):
+    """A rename would put a plain file where a device or pipe was (as root: --report /dev/null would replace
+    /dev/null itself): refused before the analysis, and by the API's writers too."""
+    import stat
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    monkeypatch.setattr(sys.modules["htsr.analyze"], "analyze", lambda *a, **k: pytest.fail("analysed first"))
+    msg = _assert_user_error(main(["analyze", str(model), "--report", str(fifo)]), *capsys.readouterr())
+    assert msg == (f"htsr: error: --report {fifo}: is not a regular file (a device, pipe or socket), which writing "
+                   "the output would replace; choose a file path")
+    monkeypatch.undo()
+    with pytest.raises(htsr.HtsrError, match="is not a regular file"):
+        htsr.analyze({"w": np.eye(60)}).to_csv(fifo)
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
 def test_a_failed_write_leaves_no_folder_it_made(model, tmp_path, capsys, monkeypatch):
     """Folders made for a set of outputs that could not be written are removed again (innermost first);
     a folder that existed before, or holds anything else, stays."""
