@@ -27,6 +27,7 @@ import csv
 import io
 import math
 import os
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -208,6 +209,7 @@ class AlphaMonitor:
         """Called by the public methods only: the warning's stacklevel 3 is the line that called them."""
         if self._model is None:
             raise HtsrError("AlphaMonitor has no model: pass one or set monitor.model before recording")
+        step, epoch = _plain(step, "step"), _plain(epoch, "epoch")
         wall, t0 = time.time(), time.perf_counter()
         result = analyze(self._model, **self._kwargs)
         layers = tuple(LayerAlpha(r.name, r.kind, r.alpha, r.alpha_weighted, r.log_spectral_norm, r.D, r.status)
@@ -248,14 +250,25 @@ class AlphaMonitor:
 
     # the CSV ----------------------------------------------------------------------------------------
     def _check_csv(self) -> None:
+        """Before training: the CSV can be appended to (its folder written in, if it is new) and, if it
+        has anything in it, is a monitor CSV."""
         path = self.csv_path
         if not path.parent.is_dir():
             raise HtsrError(f"{path}: its folder does not exist")
         if path.is_dir():
             raise HtsrError(f"{path}: is a folder, not a CSV file")
+        try:
+            if path.exists():
+                with open(path, "ab"):  # opened for appending, nothing written
+                    pass
+            else:  # a probe file beside it, as the first record will create it there
+                fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
+                os.close(fd)
+                os.unlink(probe)
+        except OSError as e:
+            raise HtsrError(f"{path}: cannot be written ({e.strerror or e}); choose another file") from None
         if path.exists() and path.stat().st_size > 0:
-            with open(path, encoding="utf-8", newline="") as f:
-                first = f.readline().rstrip("\r\n")
+            first = _first_line(path)
             if first != ",".join(CSV_COLUMNS):
                 raise HtsrError(f"{path}: exists and is not a monitor CSV (its header is {first[:80]!r}); "
                                 f"records are only ever appended, so choose another file")
@@ -284,6 +297,28 @@ def _ends_with_newline(path: Path) -> bool:
 
 
 # reading back and the figure ----------------------------------------------------------------------------
+def _first_line(path: Path, limit: int = 4096) -> str:
+    """The file's first line (at most ``limit`` bytes: a binary file has no short one), undecodable bytes
+    replaced."""
+    with open(path, "rb") as f:
+        return f.readline(limit).decode("utf-8", errors="replace").rstrip("\r\n")
+
+
+def _plain(v: Any, what: str) -> int | float | None:
+    """A step or epoch as a plain Python number (numpy and torch scalars too: the CSV holds '0.25', never
+    'np.float64(0.25)' or 'tensor(5)'); None stays None."""
+    if v is None:
+        return None
+    if not isinstance(v, (int, float)) and hasattr(v, "item"):
+        try:
+            v = v.item()
+        except (TypeError, ValueError, RuntimeError):  # not one number
+            pass
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise OptionError(f"{what} must be a number or None, not {v!r}")
+    return int(v) if isinstance(v, int) else float(v)
+
+
 def _number(text: str) -> int | float | None:
     if text == "":
         return None
@@ -303,17 +338,23 @@ def load_history(csv_path: str | os.PathLike, threshold: float = 2.0) -> list[Mo
     Rows belong to one record while (step, epoch, time) stays the same and no layer repeats; ``alert``
     is replayed with ``threshold``; ``seconds`` is NaN.
     """
-    with open(csv_path, encoding="utf-8", newline="") as f:
+    first = _first_line(Path(csv_path))
+    if first != ",".join(CSV_COLUMNS):  # read as bytes, bounded: a checkpoint given by mistake is not decoded
+        raise HtsrError(f"{csv_path}: not a monitor CSV (its header is {first[:80]!r})")
+    with open(csv_path, encoding="utf-8", errors="replace", newline="") as f:
         reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
-            raise HtsrError(f"{csv_path}: not a monitor CSV (header {reader.fieldnames!r})")
         groups: list[tuple[tuple, list[LayerAlpha]]] = []
         for row in reader:
-            if not row.get("layer"):
-                continue  # an empty or cut line
+            if not row.get("layer") or None in row.values():
+                continue  # an empty line, or one cut short by a crash (fields missing)
             key = (row["step"], row["epoch"], row["time"])
-            la = LayerAlpha(row["layer"], row["kind"], _float(row["alpha"]), _float(row["alpha_weighted"]),
-                            _float(row["log_spectral_norm"]), _float(row["D"]), row["status"])
+            try:
+                la = LayerAlpha(row["layer"], row["kind"], _float(row["alpha"]), _float(row["alpha_weighted"]),
+                                _float(row["log_spectral_norm"]), _float(row["D"]), row["status"])
+                _number(row["step"]), _number(row["epoch"]), _float(row["time"])
+            except ValueError:
+                raise HtsrError(f"{csv_path}: line {reader.line_num}: a number column holds text; fix or remove "
+                                "that line") from None
             if groups and groups[-1][0] == key and all(x.name != la.name for x in groups[-1][1]):
                 groups[-1][1].append(la)
             else:

@@ -392,7 +392,7 @@ def csv_cell(v: Any) -> Any:
     """A CSV field: a finite float in full precision (repr), NaN/inf/None as an empty field, else as is."""
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return ""
-    return repr(v) if isinstance(v, float) else v
+    return repr(float(v)) if isinstance(v, float) else v  # float(): numpy's repr is 'np.float64(0.25)'
 
 
 @dataclass(frozen=True)

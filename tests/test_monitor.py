@@ -129,6 +129,49 @@ def test_a_cut_last_line_is_not_glued_to_the_next_record(tmp_path):
     assert [r["epoch"] for r in rows if r["layer"]] == ["1"] * 3 + ["2"] * 3
 
 
+def test_numpy_and_torch_steps_are_written_as_plain_numbers(tmp_path):
+    """A training loop's counters are often numpy or torch scalars: the CSV holds '0.25' and '5' (not
+    'np.float64(0.25)' or 'tensor(5)'), and load_history reads them back."""
+    path = tmp_path / "alpha.csv"
+    mon = AlphaMonitor(mlp(), path, unit="step")
+    mon.step(np.int64(4), epoch=np.int64(1) / np.int64(4))
+    mon.step(torch.tensor(5), epoch=torch.tensor(1.25))
+    assert [(r["step"], r["epoch"]) for r in read_rows(path)][::3] == [("4", "0.25"), ("5", "1.25")]
+    assert [(r.step, r.epoch) for r in load_history(path)] == [(4, 0.25), (5, 1.25)]
+    assert all(type(r.step) is int and type(r.epoch) is float for r in mon.history)
+    with pytest.raises(OptionError, match="step must be a number"):
+        mon.record(step=np.arange(3))
+
+
+def test_a_csv_that_cannot_be_written_or_is_a_binary_file_is_refused_before_training(tmp_path, monkeypatch):
+    import errno
+
+    import htsr.monitor as monitor
+
+    def read_only(**kw):  # a read-only mount (the probe, as the first record would, creates a file there)
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    with monkeypatch.context() as m:
+        m.setattr(monitor.tempfile, "mkstemp", read_only)
+        with pytest.raises(HtsrError, match=r"alpha.csv: cannot be written \(Read-only file system\)"):
+            AlphaMonitor(mlp(), tmp_path / "alpha.csv")
+    assert list(tmp_path.iterdir()) == []
+    ckpt = tmp_path / "model.pth"  # the checkpoint given by mistake: a bounded look at its first bytes
+    ckpt.write_bytes(b"PK\x03\x04\xff\xfe" + bytes(range(256)) * 64)
+    for call in (lambda: AlphaMonitor(mlp(), ckpt), lambda: load_history(ckpt)):
+        with pytest.raises(HtsrError, match="model.pth: .*not a monitor CSV"):
+            call()
+
+
+def test_load_history_names_the_file_of_a_line_with_text_in_a_number_column(tmp_path):
+    path = tmp_path / "alpha.csv"
+    AlphaMonitor(mlp(), path).record(step=1)
+    with open(path, "a") as f:
+        f.write("np.float64(0.25),,17.5,0,dense,2.5,1,1,0.1,ok\n")
+    with pytest.raises(HtsrError, match=r"alpha.csv: line 5: a number column holds text"):
+        load_history(path)
+
+
 # the alert --------------------------------------------------------------------------------------------
 def test_alert_fires_once_per_crossing_below_threshold():
     model = mlp()
