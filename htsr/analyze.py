@@ -6,6 +6,7 @@ while reading or computing it) becomes that layer's ``status``; the other layers
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -148,8 +149,22 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
             if name not in tally.names:
                 passed_over(name, reason)
 
+    def unique(rows: Iterator[LayerMatrices]) -> Iterator[LayerMatrices]:
+        # two tensors can give one row name ('fc.weight' and 'fc'): the later is 'fc#2', so that every name
+        # (a monitor's history, plot_layer, compare's matching) means one row
+        taken: set[str] = set()
+        for lm in rows:
+            if lm.name in taken:
+                k = 2
+                while f"{lm.name}#{k}" in taken:
+                    k += 1
+                lm = dataclasses.replace(lm, name=f"{lm.name}#{k}")
+            taken.add(lm.name)
+            yield lm
+
     # the readers' skip lists are complete once the source is open
-    return src.description, len(src) + len(getattr(src, "skipped", ())) + len(getattr(src, "not_weights", ())), gen()
+    return (src.description, len(src) + len(getattr(src, "skipped", ())) + len(getattr(src, "not_weights", ())),
+            unique(gen()))
 
 
 def no_layer_error(description: str, num_tensors: int, opts: Options) -> SourceError:

@@ -486,3 +486,12 @@ def test_numpy_scalars_are_accepted_as_options():
     assert type(o.bootstrap) is int and o.confidence == pytest.approx(0.9, rel=1e-7)  # float32's 0.9
     with pytest.raises(htsr.OptionError, match="'bootstrap'"):
         Options.create(bootstrap=np.int64(-1))
+
+
+def test_row_names_are_unique_when_two_tensors_give_one():
+    """'fc.weight' and 'fc' both name the row 'fc': the later becomes 'fc#2', so a name means one row (a
+    monitor's history groups records by it, plot_layer and compare look rows up by it)."""
+    rng = np.random.default_rng(0)
+    r = htsr.analyze({"fc.weight": rng.standard_normal((100, 60)), "fc": rng.standard_normal((80, 60)),
+                      "out.weight": rng.standard_normal((90, 60))})
+    assert [(l.name, l.N) for l in r.layers] == [("fc", 100), ("fc#2", 80), ("out", 90)]
