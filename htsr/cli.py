@@ -215,6 +215,10 @@ def format_table(result: AnalysisResult, columns: Sequence[str] | None = None) -
 def format_summary(result: AnalysisResult) -> str:
     s = result.summary
     no_tails = "nan" if result.options.get("tails", True) else "n/a (--no-tails)"
+    # phases and traps need a layer's Marchenko-Pastur fit: none with --no-mp-fit, below min_evals, or on a
+    # lora row (an update known by its factors only)
+    no_mp = ("--no-mp-fit" if not result.options.get("mp_fit", True)
+             else "no layer has a Marchenko-Pastur fit: none fitted, or LoRA updates only")
     lines = [
         f"source: {result.source}",
         f"layers: {s.num_layers}  fitted: {s.num_fitted}  not fitted: {s.num_not_fitted}  "
@@ -225,10 +229,9 @@ def format_summary(result: AnalysisResult) -> str:
         f"power law plausible (bootstrap p > 0.1): {format_value(s.share_plausible_pl, nan='n/a (--bootstrap N)')}  "
         f"best fit is the power law: {format_value(s.share_best_fit_pl, nan=no_tails)}",
         "phases: " + ("  ".join(f"{p} {format_value(n)}" for p, n in s.phases.items())
-                      if all(math.isfinite(n) for n in s.phases.values())
-                      else "n/a (no layer was classified: --no-mp-fit, or none fitted)")
-        + (f"  layers with correlation traps: {format_value(s.num_with_traps)}" if result.options.get("randomize")
-           else ""),
+                      if all(math.isfinite(n) for n in s.phases.values()) else f"n/a ({no_mp})")
+        + (f"  layers with correlation traps: {format_value(s.num_with_traps, nan='n/a')}"
+           if result.options.get("randomize") else ""),
         "means over layers with a finite value: "
         + "  ".join(f"{k}={format_value(v)}" for k, v in s.means.items()),
     ]

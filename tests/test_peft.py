@@ -384,3 +384,15 @@ def test_lora_bias_is_not_read_as_a_factor(tmp_path, safe):
         assert rows[f"{m}#delta"][0].status == "ok"
         # W + ΔW against peft's merge: float32 rounding of the sum (1e-5)
         assert rows[f"{m}#merged"][0].lambda_max == pytest.approx(ref[m][0].lambda_max, rel=1e-5)
+
+
+def test_summary_of_lora_rows_says_why_no_phase_or_trap(adapter, capsys):
+    """lora rows get no Marchenko-Pastur fit (the update is known by its factors only): the summary says so
+    instead of blaming --no-mp-fit, and the trap count reads n/a, not nan."""
+    from htsr.cli import main
+
+    d, _, _ = adapter
+    assert main(["analyze", str(d / "adapter"), "--min-evals", "2", "--randomize", "--no-progress"]) == 0
+    phases = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("phases: "))
+    assert phases == ("phases: n/a (no layer has a Marchenko-Pastur fit: none fitted, or LoRA updates only)  "
+                      "layers with correlation traps: n/a")
