@@ -156,6 +156,15 @@ def _note(row: Any, *notes: str) -> str:
     return "; ".join(n for n in ((row.status if row.status != "ok" else ""), *notes) if n)
 
 
+def _too_few(ev: np.ndarray) -> str:
+    """Why a panel of the eigenvalues ``ev`` (sorted) cannot be drawn, or ''."""
+    return ("fewer than 2 eigenvalues" if ev.size < 2 else "no positive eigenvalues" if ev[-1] <= 0 else "")
+
+
+#: why a lora row has no MP fit and no shuffled ESD (THEORY: its entries are never formed)
+_FACTORS_ONLY = "a LoRA update is known by its factors only"
+
+
 def _not_fitted(row: Any) -> bool:
     return row.status.startswith(("not_fitted", "skipped"))
 
@@ -210,8 +219,8 @@ def esd_linear(row: Any, sp: Any) -> Panel:
     """ESD on linear axes (bulk range) with the fitted MP density over it, scaled to the bulk's share."""
     title, xl, yl = f"ESD and Marchenko–Pastur: {_name(row)}", "eigenvalue λ", "density"
     ev = sp.evals
-    if ev.size < 2 or ev[-1] <= 0:
-        return _empty(title, xl, yl, _note(row, "no positive eigenvalues"))
+    if why := _too_few(ev):
+        return _empty(title, xl, yl, _note(row, why))
     has_mp = math.isfinite(row.mp_lambda_plus) and math.isfinite(row.mp_lambda_minus)
     # the bulk range: up to a little past the MP edge (spikes beyond it are marked, not binned, so the
     # bulk's bins are not stretched by one eigenvalue 100x larger)
@@ -231,7 +240,8 @@ def esd_linear(row: Any, sp: Any) -> Panel:
         if beyond.size:
             note = f"{beyond.size} eigenvalue(s) beyond the axis, up to {beyond[-1]:.4g}"
     else:
-        note = "no MP fit (mp_fit off or fewer than min_evals eigenvalues)"
+        note = (f"no MP fit: {_FACTORS_ONLY}" if row.kind == "lora"
+                else "no MP fit (mp_fit off or fewer than min_evals eigenvalues)")
     return Panel(title, xl, yl, tuple(series), note=_note(row, note))
 
 
@@ -285,7 +295,8 @@ def shuffled_esd(row: Any, sp: Any) -> Panel:
     title, xl, yl = f"ESD and shuffled ESD: {_name(row)}", "eigenvalue λ", "density"
     if sp.rand_evals is None:
         # randomize off, or on but skipped for this row (fewer than min_evals eigenvalues, a failure)
-        why = "not randomised" + ("" if row.status != "ok" else " (run with randomize=True)")
+        why = ("not randomised: " + _FACTORS_ONLY if row.kind == "lora"
+               else "not randomised" + ("" if row.status != "ok" else " (run with randomize=True)"))
         return _empty(title, xl, yl, _note(row, why), xlog=True, ylog=True)
     a, b = _positive(sp.evals), _positive(sp.rand_evals)
     if a.size < 2 or b.size < 2:
@@ -308,8 +319,8 @@ def erg_boundary(row: Any, sp: Any) -> Panel:
     ends where it first drops below 0 (the ERG edge), beside the power law's x_min."""
     title, xl, yl = f"ERG condition: {_name(row)}", "eigenvalue λ (from the largest down)", "Σ ln(λ / mean λ), top k"
     ev = np.asarray(sp.evals, dtype=np.float64)
-    if ev.size < 2 or ev[-1] <= 0:
-        return _empty(title, xl, yl, _note(row, "no positive eigenvalues"), xlog=True)
+    if why := _too_few(ev):
+        return _empty(title, xl, yl, _note(row, why), xlog=True)
     pos = ev[ev > 0][::-1]
     # as htsr.rmt.setol.erg_tail computes it, so the curve crosses 0 exactly at erg_lambda_min_raw
     top = float(pos[0])

@@ -265,6 +265,30 @@ def test_not_fitted_layer_panels_have_notes_and_no_fit(model):
     assert "randomize=True" not in F.shuffled_esd(row, sp).note
 
 
+def test_a_lora_row_and_a_single_eigenvalue_get_the_right_reason(tmp_path):
+    """A lora row has no MP fit and no shuffled ESD because its entries are never formed (not because of
+    mp_fit or randomize); a 1 x 300 layer has one positive eigenvalue, not none."""
+    import json
+
+    from safetensors.numpy import save_file
+
+    rng = _rng(3)
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 60, "lora_alpha": 60}))
+    save_file({"base_model.model.m.lora_A.weight": rng.standard_normal((60, 150)).astype(np.float32),
+               "base_model.model.m.lora_B.weight": rng.standard_normal((200, 60)).astype(np.float32)},
+              str(tmp_path / "adapter_model.safetensors"))
+    r = htsr.analyze(tmp_path, keep_spectra=True, randomize=True)
+    lrow, lsp = r.layers[0], r.spectra[0]
+    assert lrow.kind == "lora" and lrow.status == "ok"
+    assert F.esd_linear(lrow, lsp).note == "no MP fit: a LoRA update is known by its factors only"
+    assert F.shuffled_esd(lrow, lsp).note == "not randomised: a LoRA update is known by its factors only"
+    r = htsr.analyze({"row.weight": rng.standard_normal((1, 300))}, keep_spectra=True)
+    rrow, rsp = r.layers[0], r.spectra[0]
+    assert rsp.evals.size == 1 and rsp.evals[0] > 0
+    assert F.esd_linear(rrow, rsp).note.endswith("fewer than 2 eigenvalues")
+    assert F.erg_boundary(rrow, rsp).note.endswith("fewer than 2 eigenvalues")
+
+
 # ------------------------------------------------------------------------------------------ the panels
 
 
