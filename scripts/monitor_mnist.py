@@ -96,6 +96,14 @@ def main() -> None:
     import htsr.figures as F
     from htsr.monitor import AlphaMonitor, alpha_over_time
 
+    if args.figure:  # a bad extension or a missing matplotlib fails now, not after training
+        from htsr.errors import HtsrError
+        from htsr.plot import image_format
+
+        try:
+            image_format(args.figure)
+        except HtsrError as e:
+            ap.error(str(e))
     t0 = time.perf_counter()
     data = load_mnist()
     xtr, ytr = (torch.from_numpy(a) for a in data["train"])
