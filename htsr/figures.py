@@ -166,7 +166,9 @@ _FACTORS_ONLY = "a LoRA update is known by its factors only"
 
 
 def _not_fitted(row: Any) -> bool:
-    return row.status.startswith(("not_fitted", "skipped"))
+    """No fit to show: not fitted, skipped, or a fit the analysis refused (a flat spectrum's scan has
+    alphas in the millions)."""
+    return row.status.startswith(("not_fitted", "skipped", "fit_failed"))
 
 
 def _density(v: np.ndarray, edges: np.ndarray, n: int) -> np.ndarray:
@@ -267,7 +269,7 @@ def xmin_scan(row: Any, sp: Any) -> Panel:
     """KS distance D (left axis) and alpha (right axis) at every candidate x_min of the eigenvalues the fit
     saw (less the top ``num_fingers`` dropped by clip_xmax); the chosen one marked. The thinned curves keep
     the smallest D, which is the fit's (x_min, D) when x_min was chosen by the KS scan. Empty for a row
-    that was not fitted."""
+    that was not fitted or whose fit was refused."""
     title, xl, yl = f"x_min scan: {_name(row)}", "candidate x_min", "KS distance D"
     if _not_fitted(row):
         return _empty(title, xl, yl, row.status, xlog=True, ylabel2="alpha")

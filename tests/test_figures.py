@@ -289,6 +289,16 @@ def test_a_lora_row_and_a_single_eigenvalue_get_the_right_reason(tmp_path):
     assert F.erg_boundary(rrow, rsp).note.endswith("fewer than 2 eigenvalues")
 
 
+def test_a_refused_fit_draws_no_x_min_scan():
+    """An orthogonal matrix: a flat spectrum, fit_failed; its scan would show alphas in the millions."""
+    q, _ = np.linalg.qr(_rng(4).standard_normal((200, 100)))
+    r = htsr.analyze({"o.weight": q}, keep_spectra=True)
+    row, sp = r.layers[0], r.spectra[0]
+    assert row.status.startswith("fit_failed: a flat spectrum")
+    p = F.xmin_scan(row, sp)
+    assert p.series == () and p.note == row.status
+
+
 # ------------------------------------------------------------------------------------------ the panels
 
 
