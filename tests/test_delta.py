@@ -110,6 +110,19 @@ def test_task_model_names_are_aligned_with_the_base():
     assert "model names matched to the base's by adding 'bert.'" in htsr.analyze(base, base=wrapped).source
 
 
+def test_a_few_shared_names_do_not_hide_a_better_alignment():
+    """A '…ForCausalLM' ('model.layers…', 'lm_head') against its backbone ('layers…', 'lm_head'): one name
+    matches as it is, all of them once 'model.' is dropped; a model sharing half its names or more keeps
+    them as they are."""
+    from htsr.io.delta import align_names
+
+    names = ["lm_head.weight", "model.a.weight", "model.b.weight"]
+    rename, note = align_names(names, ["lm_head.weight", "a.weight", "b.weight"])
+    assert [rename(n) for n in names] == ["lm_head.weight", "a.weight", "b.weight"] and note == "dropping 'model.'"
+    rename, note = align_names(names, ["lm_head.weight", "model.a.weight", "b.weight"])
+    assert [rename(n) for n in names] == names and note == ""
+
+
 def test_no_name_in_common_is_refused():
     model, base, _ = _pair()
     with pytest.raises(htsr.SourceError, match="no tensor name in common"):

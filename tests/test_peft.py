@@ -396,3 +396,24 @@ def test_summary_of_lora_rows_says_why_no_phase_or_trap(adapter, capsys):
     phases = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("phases: "))
     assert phases == ("phases: n/a (no layer has a Marchenko-Pastur fit: none fitted, or LoRA updates only)  "
                       "layers with correlation traps: n/a")
+
+
+def test_base_names_are_aligned_as_for_deltas_and_a_base_without_them_is_refused(adapter, tmp_path):
+    """An adapter trained on a wrapped model ('model.q') against the bare model's file ('q.weight'): the
+    module names are matched by one leading component, as --base does for a model; a base with none of
+    the adapted weights is refused in one line instead of giving rows that are all skipped."""
+    d, _, merged = adapter
+    from safetensors.numpy import load_file, save_file
+
+    base = load_file(str(d / "base.safetensors"))
+    save_file({f"model.{k}": v for k, v in base.items()}, str(tmp_path / "wrapped.safetensors"))
+    r = htsr.analyze(d / "adapter", base=tmp_path / "wrapped.safetensors", min_evals=2)
+    assert "(module names matched to the base's by adding 'model.')" in r.source
+    rows = _rows(r)
+    plain = _rows(htsr.analyze(d / "adapter", base=d / "base.safetensors", min_evals=2))
+    assert sorted(rows) == sorted(plain)
+    assert all(rows[n][0].status == "ok" and rows[n][0].lambda_max == plain[n][0].lambda_max for n in rows)
+    save_file({"other.weight": np.ones((4, 4), np.float32)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(SourceError) as ei:
+        htsr.analyze(d / "adapter", base=tmp_path / "other.safetensors")
+    one_line_source_error(ei, "no adapted module's weight is in the base", "give the model the adapter was trained on")

@@ -93,17 +93,20 @@ def _identity(name: str) -> str:
 
 def align_names(names: list[str], ref: Iterable[str]) -> tuple[Callable[[str], str] | None, str]:
     """A map of ``names`` onto the names of ``ref``, and what it does ("dropping 'bert.'"): the identity when
-    any name is shared; else the change of one leading component — dropped (a task model's ``bert.``
-    against its base), added, or replaced (a TorchScript ``_model.`` against an export's ``model.``) — that
-    makes the most names match; None if nothing matches either way."""
+    at least half the names are shared; else the change of one leading component — dropped (a task model's
+    ``bert.`` against its base), added, or replaced (a TorchScript ``_model.`` against an export's
+    ``model.``) that makes half the names or more match, and more than the identity does (a
+    ``…ForCausalLM``'s ``model.layers…`` against its backbone's ``layers…`` where only ``lm_head`` is
+    shared); else the identity if any name is shared; None if nothing matches either way."""
     ref = set(ref)
-    if ref & set(names):
+    shared = len(ref & set(names))
+    if 2 * shared >= len(names) and shared:
         return _identity, ""
 
     def firsts(ns: Iterable[str]) -> list[str]:
         return sorted({n.split(".", 1)[0] + "." for n in ns if "." in n})
 
-    best: tuple[int, Callable[[str], str], str] | None = None
+    best: tuple[int, Callable[[str], str], str] | None = (shared, _identity, "") if shared else None
     for old in ["", *firsts(names)]:
         for new in ["", *firsts(ref)]:
             if old == new:
@@ -119,5 +122,7 @@ def align_names(names: list[str], ref: Iterable[str]) -> tuple[Callable[[str], s
 
 
 def _better(best, f: Callable[[str], str], note: str, names: list[str], ref: set[str]):
+    # a changed component must match half the names or more: replacing the module name itself ('q.' of
+    # 'q.weight' with 'other.') matches one name by chance, not the models' naming
     count = sum(f(n) in ref for n in names)
-    return (count, f, note) if count > (best[0] if best else 0) else best
+    return (count, f, note) if count > (best[0] if best else 0) and 2 * count >= len(names) else best

@@ -108,15 +108,30 @@ class PeftAdapter:
             raise SourceError(f"{self.folder}: adapter folder without {' or '.join(ADAPTER_FILES)}")
         self._refs = list(open_source(weights))
         self._base: dict[str, TensorRef] | None = None  # set by with_base
+        self._key = _same  # a module's tensor name -> the base's name (set by with_base)
         self.description = str(self.folder)
         self._modules, self._others = self._group()
 
     def with_base(self, base: TensorSource) -> PeftAdapter:
         """The same adapter with W and W + ΔW rows from ``base`` (what ``--base`` means for an adapter);
         the config and the adapter's tensor list are not read again."""
+        from .delta import align_names
+
         other = copy.copy(self)
         other._base = {t.name: t for t in base}
         other.description = f"{self.folder} on base {base.description}"
+        # names matched as --base matches a model's: exactly, else by one leading component (an adapter
+        # trained on a '…ForCausalLM' ('model.layers…') against the bare backbone's 'layers…')
+        wanted = [f"{name}.weight" for name in self._modules]
+        rename, note = align_names(wanted, other._base)
+        if rename is None and wanted:
+            raise SourceError(
+                f"{self.folder}: no adapted module's weight is in the base {base.description} (adapter modules like "
+                f"{wanted[0]!r}, base tensors like {next(iter(other._base), None)!r}): give the model the adapter "
+                "was trained on")
+        other._key = rename or _same
+        if note:
+            other.description += f" (module names matched to the base's by {note})"
         return other
 
     def _group(self) -> tuple[dict[str, dict[str, Any]], list[TensorRef]]:
@@ -192,11 +207,12 @@ class PeftAdapter:
         yield from self._others
 
     def _with_base(self, name: str, entry: dict[str, Any]) -> Iterator[TensorRef]:
-        b = self._base.get(f"{name}.weight") or self._base.get(name)
+        key = self._key(f"{name}.weight")
+        b = self._base.get(key) or self._base.get(self._key(name))
         if b is None:
             for tag in ("base", "merged"):
                 yield TensorRef(f"{name}#{tag}", (1, 1), "float32",
-                                skipped_loader(f"the base has no tensor {name}.weight"), "dense")
+                                skipped_loader(f"the base has no tensor {key}"), "dense")
             return
         kind = b.kind or infer_kind(b.name, b.shape)
         yield TensorRef(f"{name}#base", b.shape, b.dtype, b.load, kind)
@@ -221,6 +237,10 @@ class PeftAdapter:
             return V
 
         yield TensorRef(f"{name}#merged", b.shape, b.dtype, merged, kind)
+
+
+def _same(name: str) -> str:
+    return name
 
 
 def _dora_rescale(V: np.ndarray, magnitude: np.ndarray, out_axis: int) -> np.ndarray:
