@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -136,6 +136,31 @@ def _squeeze_leading(shape: tuple[int, ...]) -> tuple[int, ...]:
     return shape
 
 
+class SharedLoad:
+    """A value loaded once for several takers (the slices of an expert stack, read as one tensor): loaded by
+    the first :meth:`take`, dropped once every key has taken its part; safe across the analysis threads. A
+    key taking again after the drop loads again."""
+
+    def __init__(self, load: Callable[[], Any], keys: Iterable[Any]) -> None:
+        self._load, self._keys = load, frozenset(keys)
+        self._pending = set(self._keys)
+        self._value: Any = None
+        self._lock = threading.Lock()
+
+    def take(self, key: Any, part: Callable[[Any], Any]) -> Any:
+        """``part(value)`` copied (never a view that would keep the whole value alive) for ``key``."""
+        with self._lock:
+            if self._value is None:
+                self._value = self._load()
+                self._pending = set(self._keys)
+            out = part(self._value)
+            out = np.array(out) if isinstance(out, np.ndarray) else out
+            self._pending.discard(key)
+            if not self._pending:
+                self._value = None
+            return out
+
+
 def layer_matrices(
     name: str,
     kind: str,
@@ -162,26 +187,9 @@ def layer_matrices(
         yield LayerMatrices(base, kind, shape, r, c, 1, 1.0, lambda: [loaded().reshape(r, c)])
     elif kind == "stack":
         E, r, c = sq[0], int(np.prod(sq[1:-1])), sq[-1]
-        cache: dict[str, np.ndarray] = {}
-        lock = threading.Lock()
-        pending = set(range(E))
-
-        def slice_loader(e: int) -> Callable[[], list[np.ndarray]]:
-            def f() -> list[np.ndarray]:
-                # the whole stack is read once and dropped once every slice has been taken
-                with lock:
-                    if "t" not in cache:
-                        cache["t"] = loaded().reshape(E, r, c)
-                    out = [np.array(cache["t"][e])]
-                    pending.discard(e)
-                    if not pending:
-                        cache.clear()
-                return out
-
-            return f
-
+        stack = SharedLoad(lambda: loaded().reshape(E, r, c), range(E))  # read once for all E rows
         for e in range(E):
-            yield LayerMatrices(f"{base}[{e}]", kind, shape, r, c, 1, 1.0, slice_loader(e))
+            yield LayerMatrices(f"{base}[{e}]", kind, shape, r, c, 1, 1.0, lambda e=e: [stack.take(e, lambda t: t[e])])
     elif kind in ("conv1d", "conv2d", "conv3d", "lora"):  # a conv LoRA: load() returns one LowRank per position
         c_out, c_in = shape[0], shape[1]  # never squeezed: a conv's c_out may be 1
         positions = [tuple(p) for p in np.ndindex(*shape[2:])]

@@ -417,3 +417,57 @@ def test_base_names_are_aligned_as_for_deltas_and_a_base_without_them_is_refused
     with pytest.raises(SourceError) as ei:
         htsr.analyze(d / "adapter", base=tmp_path / "other.safetensors")
     one_line_source_error(ei, "no adapted module's weight is in the base", "give the model the adapter was trained on")
+
+
+class _Experts(nn.Module):
+    def __init__(self, E: int = 4, h: int = 32, f: int = 48) -> None:
+        super().__init__()
+        self.gate_up_proj = nn.Parameter(torch.randn(E, h, 2 * f))  # [E, in, out]-style fused stacks
+        self.down_proj = nn.Parameter(torch.randn(E, f, h))
+
+
+class _MoE(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Module() for _ in range(2)])
+        for layer in self.layers:
+            layer.experts = _Experts()
+        self.w = nn.Module()
+        self.w.W_q = nn.Parameter(torch.randn(24, 40))  # a 2-D parameter not named weight
+
+
+def test_target_parameters_give_one_row_per_expert_equal_to_peft(tmp_path):
+    """peft's target_parameters (LoRA on fused expert stacks, as for gpt-oss): A is (r·E) × in, B is
+    out × (r·E), expert e's update s·B[:, :, e]·A[e]. Every expert's row equals a dense SVD of peft's own
+    get_delta_weight slice, and with the base every merged expert equals merge_and_unload's; two parameters
+    on one module (peft nests them as 'experts.base_layer') are told apart by the base's shapes."""
+    torch.manual_seed(0)
+    model = _MoE()
+    safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "base.safetensors"))
+    cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=[], init_lora_weights=False,
+                          target_parameters=["experts.gate_up_proj", "experts.down_proj", "w.W_q"],
+                          rank_pattern={"layers.1.experts.down_proj": 2})
+    pm = peft.get_peft_model(model, cfg)
+    ref = {n.removeprefix("base_model.model.").replace(".base_layer", "") + "." + m.parameter_name:
+           m.get_delta_weight("default").detach().double().numpy()
+           for n, m in pm.named_modules() if type(m).__name__ == "ParamWrapper"}
+    pm.save_pretrained(str(tmp_path / "adapter"))
+    merged = {k: v.detach().double().numpy() for k, v in pm.merge_and_unload().state_dict().items()}
+    rows = {r.name: r for r in htsr.analyze(tmp_path / "adapter", base=tmp_path / "base.safetensors",
+                                             min_evals=2).layers}
+    assert len(ref) == 5 and len(rows) == 4 * 4 * 3 + 3  # 4 stacks of 4 experts, 3 rows each; W_q's 3
+    for key, dw in ref.items():
+        for e, d in enumerate(dw if dw.ndim == 3 else [dw]):
+            tag = f"[{e}]" if dw.ndim == 3 else ""
+            # float32 factors and merge against peft's float32 product and sum: 1e-5 relative
+            assert rows[f"{key}#delta{tag}"].lambda_max == pytest.approx(np.linalg.norm(d, 2) ** 2, rel=1e-5)
+            w = merged[key][e] if dw.ndim == 3 else merged[key]
+            assert rows[f"{key}#merged{tag}"].lambda_max == pytest.approx(np.linalg.norm(w, 2) ** 2, rel=1e-5)
+    assert all(r.status == "ok" for r in rows.values())
+    # without the base the parameter of a module holding two is not known: rows under the saved module
+    # name; where their ranks differ (rank_pattern) the experts cannot be told either, and the row says so
+    alone = {r.name: r for r in htsr.analyze(tmp_path / "adapter", min_evals=2).layers}
+    assert {"layers.0.experts#delta[3]", "layers.0.experts.base_layer#delta[3]", "w.W_q#delta"} <= set(alone)
+    assert alone["layers.1.experts#delta"].status.startswith(
+        "skipped: a LoRA on one of the parameters down_proj, gate_up_proj of layers.1.experts, whose rank or scale "
+        "differ")

@@ -25,6 +25,14 @@ embedding's dims, a conv's output channels) is rescaled to its learned magnitude
 read from ``…lora_magnitude_vector``; its ``#delta`` row is still the low-rank direction update s·B·A (the
 whole change m / ‖V‖ · V − W needs W, and is full-rank). Other tensors of the adapter (``modules_to_save``
 copies) are analysed as ordinary weights.
+
+A LoRA on a bare parameter (``target_parameters``: fused expert stacks [E, in, out] or [E, out, in], a
+2-D parameter not named ``weight``) stores A as (r·E) × in and B as out × (r·E); expert e's update is
+s·B[:, :, e]·A[e] (B seen as out × r × E, A as E × r × in), so each expert gets its own row,
+``<module>.<parameter>#delta[e]`` (and ``#base[e]``, ``#merged[e]`` with a base; a merge of square experts
+is skipped, as their layout is the model class's, not saved). Several such parameters on one module are
+nested by peft (``experts.base_layer``) in an order the adapter does not record: the base's shapes tell
+them apart; without a base their rows keep the saved module name.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import LayerSkipped, SourceError
-from ..matrices import infer_kind
+from ..matrices import SharedLoad, infer_kind
 from ..spectra import LowRank
 from .base import TensorRef, TensorSource, skipped_loader
 
@@ -80,22 +88,24 @@ class PeftAdapter:
             raise SourceError(f"{cfg_path}: peft_type {peft_type!r} is not supported (htsr reads LoRA adapters)")
         self.config = cfg
         try:
-            self.lora_alpha = float(cfg.get("lora_alpha", 8))  # peft's LoraConfig default
+            self.lora_alpha = float(cfg.get("lora_alpha", 8))  # peft's LoraConfig defaults: alpha 8, r 8
+            self.r = int(cfg.get("r", 8))
             alpha_pattern = {str(k): float(v) for k, v in (cfg.get("alpha_pattern") or {}).items()}
+            rank_pattern = {str(k): int(v) for k, v in (cfg.get("rank_pattern") or {}).items()}
+            targets = cfg.get("target_parameters") or []
+            if isinstance(targets, str) or not all(isinstance(t, str) for t in targets):
+                raise TypeError
+            self.target_parameters = sorted(set(targets))  # peft matches them in sorted order
         except (TypeError, ValueError, AttributeError):
-            raise SourceError(f"{cfg_path}: lora_alpha must be a number and alpha_pattern an object of numbers; "
-                              "re-save the adapter") from None
+            raise SourceError(f"{cfg_path}: lora_alpha and r must be numbers, alpha_pattern and rank_pattern objects "
+                              "of numbers, target_parameters a list of names; re-save the adapter") from None
         if not all(math.isfinite(a) for a in (self.lora_alpha, *alpha_pattern.values())):
             raise SourceError(f"{cfg_path}: lora_alpha / alpha_pattern must be finite numbers; re-save the adapter")
         # peft's get_pattern_key: a key is a regular expression the module name ends with (after a '.'), and
         # the first key that matches, in the config's order, wins
-        self.alpha_pattern: list[tuple[re.Pattern[str], float]] = []
-        for key, value in alpha_pattern.items():
-            try:
-                self.alpha_pattern.append((re.compile(rf"(.*\.)?({key})$"), value))
-            except re.error as e:
-                raise SourceError(f"{cfg_path}: alpha_pattern key {key!r} is not a regular expression ({e}), as "
-                                  "peft reads it; fix the key") from None
+        self.alpha_pattern = _patterns(cfg_path, "alpha_pattern", alpha_pattern)
+        self.rank_pattern = _patterns(cfg_path, "rank_pattern", rank_pattern)
+
         def flag(key: str) -> bool:
             value = cfg.get(key, False)
             if value is not None and not isinstance(value, bool):  # "false" would be true
@@ -122,7 +132,7 @@ class PeftAdapter:
         other.description = f"{self.folder} on base {base.description}"
         # names matched as --base matches a model's: exactly, else by one leading component (an adapter
         # trained on a '…ForCausalLM' ('model.layers…') against the bare backbone's 'layers…')
-        wanted = [f"{name}.weight" for name in self._modules]
+        wanted = [n for name in self._modules for n in self._weight_names(name)]
         rename, note = align_names(wanted, other._base)
         if rename is None and wanted:
             raise SourceError(
@@ -133,6 +143,109 @@ class PeftAdapter:
         if note:
             other.description += f" (module names matched to the base's by {note})"
         return other
+
+    def _wrapped(self, name: str) -> tuple[str, list[str]] | None:
+        """For a LoRA on a bare parameter (peft's ``target_parameters``, e.g. fused experts): the module's
+        name without peft's nesting of several such LoRAs on one module (``experts.base_layer``), and the
+        parameters it may adapt, in peft's order; None for a LoRA on a module's weight."""
+        if not self.target_parameters:
+            return None
+        unwrapped = name
+        while ".base_layer" in unwrapped:  # peft's strip_base_layer_from_name
+            head, _, tail = unwrapped.rpartition(".base_layer")
+            unwrapped = head + tail
+        params: list[str] = []
+        for key in self.target_parameters:
+            param = key.rpartition(".")[2]
+            full = f"{unwrapped}.{param}"
+            if (full == key or full.endswith("." + key)) and param not in params:
+                params.append(param)
+        return (unwrapped, params) if params else None
+
+    def _weight_names(self, name: str) -> list[str]:
+        """The tensor names of the base weight(s) a module's LoRA may update."""
+        wrapped = self._wrapped(name)
+        return [f"{wrapped[0]}.{p}" for p in wrapped[1]] if wrapped else [f"{name}.weight"]
+
+    def _parameter_rows(self, name: str, entry: dict[str, Any], unwrapped: str, params: list[str]
+                        ) -> Iterator[TensorRef]:
+        """The rows of a LoRA on a bare parameter. peft stores A as (r·E) × in and B as out × (r·E) for a
+        parameter of E experts; expert e's update is s·B[:, :, e]·A[e] with B seen as out × r × E and A as
+        E × r × in (ParamWrapper.get_delta_weight): one ``lora`` row per expert, ``<parameter>#delta[e]``,
+        and with a base the stack's rows ``#base[e]`` and ``#merged[e]``. E = (r·E) / r, r from the config
+        (``rank_pattern`` on ``<module>.<parameter>``)."""
+        ref = entry["A"]
+        A, B = (tuple(int(x) for x in entry[k].shape) for k in "AB")
+        if len(params) > 1 and self._base is not None:  # several on one module: the one whose base fits
+            fit = [p for p in params if _fits(self._base.get(self._key(f"{unwrapped}.{p}")), A, B,
+                                                  _lookup(self.rank_pattern, f"{unwrapped}.{p}", self.r))]
+            params = fit if len(fit) == 1 else params
+        settings = {(r, self.scaling(f"{unwrapped}.{p}", r))
+                    for p in params for r in [_lookup(self.rank_pattern, f"{unwrapped}.{p}", self.r)]}
+        row = f"{unwrapped}.{params[0]}" if len(params) == 1 else name
+
+        def skipped(reason: str) -> Iterator[TensorRef]:
+            yield TensorRef(f"{row}#delta", (1, 1), ref.dtype, skipped_loader(reason), "lora")
+
+        if len(A) != 2 or len(B) != 2 or B[1] != A[0] or 0 in A + B:
+            yield from skipped(f"LoRA factors of shapes {list(B)} (B) and {list(A)} (A) of a target parameter are "
+                               "not a rank-r update; re-save the adapter with peft")
+            return
+        if len(settings) != 1:
+            yield from skipped(f"a LoRA on one of the parameters {', '.join(params)} of {unwrapped}, whose rank or "
+                               "scale differ in the config; give the base model (--base) to tell which")
+            return
+        ((r, scale),) = settings
+        if r <= 0 or A[0] % r:
+            yield from skipped(f"A has {A[0]} rows, not a multiple of the config's rank r = {r}; re-save the adapter")
+            return
+        E, out, inp = A[0] // r, B[0], A[1]
+        factors = SharedLoad(lambda: (np.asarray(entry["A"].load(), np.float32).reshape(E, r, inp),
+                                      np.asarray(entry["B"].load(), np.float32).reshape(out, r, E)), range(E))
+
+        def expert(e: int) -> LowRank:
+            return factors.take(e, lambda f: LowRank(np.ascontiguousarray(f[1][:, :, e]), np.array(f[0][e]), scale))
+
+        for e in range(E):
+            yield TensorRef(f"{row}#delta[{e}]" if E > 1 else f"{row}#delta", (out, inp), ref.dtype,
+                            lambda e=e: expert(e), "lora")
+        if self._base is None:
+            return
+        if len(params) > 1:
+            for tag in ("base", "merged"):
+                yield TensorRef(f"{row}#{tag}", (1, 1), "float32", skipped_loader(
+                    f"the factors fit none or several of the base's {', '.join(params)} of {unwrapped}"), "dense")
+            return
+        key = self._key(row)
+        b = self._base.get(key)
+        if b is None:
+            for tag in ("base", "merged"):
+                yield TensorRef(f"{row}#{tag}", (1, 1), "float32", skipped_loader(f"the base has no tensor {key}"),
+                                "dense")
+            return
+        kind = "stack" if E > 1 else (b.kind or infer_kind(b.name, b.shape))
+        yield TensorRef(f"{row}#base", b.shape, b.dtype, b.load, kind)
+
+        def merged(b: TensorRef = b) -> np.ndarray:
+            W = np.array(b.load(), dtype=np.float32)  # a copy: the sum is made in place
+            if W.shape != ((E,) if E > 1 else ()) + W.shape[-2:] or {W.shape[-2], W.shape[-1]} != {out, inp}:
+                raise LayerSkipped(f"the update ({E} x {out} x {inp}) does not match the base tensor's {W.shape}")
+            # expert e's ΔW is B_e·A_e (out × in) or its transpose, as the parameter is laid out ([E, out, in]
+            # or [E, in, out]: peft's is_transposed, a property of the model's class): told by the shape
+            if E > 1 and out == inp:
+                raise LayerSkipped(f"square experts ({out} x {inp}): the update may be laid out as W or as its "
+                                   "transpose (the model class's is_transposed, not saved in the adapter); no merge")
+            flip = W.shape[-2:] != (out, inp)
+            for e in range(E):
+                f = expert(e)
+                D = f.dense().T if flip else f.dense()
+                if E > 1:
+                    W[e] += D
+                else:
+                    W += D
+            return W
+
+        yield TensorRef(f"{row}#merged", b.shape, b.dtype, merged, kind)
 
     def _group(self) -> tuple[dict[str, dict[str, Any]], list[TensorRef]]:
         modules: dict[str, dict[str, Any]] = {}
@@ -153,7 +266,7 @@ class PeftAdapter:
         return modules, others
 
     def scaling(self, module: str, r: int) -> float:
-        alpha = next((value for key, value in self.alpha_pattern if key.match(module)), self.lora_alpha)
+        alpha = _lookup(self.alpha_pattern, module, self.lora_alpha)
         return alpha / math.sqrt(r) if self.rslora else alpha / r
 
     def __len__(self) -> int:
@@ -199,6 +312,9 @@ class PeftAdapter:
                     f"LoRA factors of shapes {list(B)} (B) and {list(A)} (A) are not a rank-r update; re-save "
                     "the adapter with peft"), "lora")
                 continue
+            if (wrapped := self._wrapped(name)) is not None:  # a LoRA on a bare parameter: experts
+                yield from self._parameter_rows(name, entry, *wrapped)
+                continue
             shape = (A[1], B[0]) if entry["emb"] else (B[0], *A[1:])  # a conv LoRA: [out, in, k…]
             yield TensorRef(f"{name}#delta", tuple(int(s) for s in shape), ref.dtype,
                             lambda n=name, e=entry: self._factors(n, e), "lora")
@@ -237,6 +353,34 @@ class PeftAdapter:
             return V
 
         yield TensorRef(f"{name}#merged", b.shape, b.dtype, merged, kind)
+
+
+def _fits(b: TensorRef | None, A: tuple[int, ...], B: tuple[int, ...], r: int) -> bool:
+    """Whether factors A ((r·E) × in) and B (out × (r·E)) fit the base parameter ``b`` ([E, out, in] or
+    [E, in, out]; a 2-D one [out, in] with E = 1)."""
+    if b is None or r <= 0 or A[0] % r or len(b.shape) not in (2, 3):
+        return False
+    E = A[0] // r
+    shape = tuple(int(x) for x in b.shape)
+    return (shape[0] == E if len(shape) == 3 else E == 1) and {shape[-2], shape[-1]} == {B[0], A[1]} and (
+        len(shape) == 3 or shape == (B[0], A[1]))
+
+
+def _patterns(cfg_path: Path, what: str, pattern: dict[str, Any]) -> list[tuple[re.Pattern[str], Any]]:
+    """A config's ``alpha_pattern`` / ``rank_pattern`` as peft's ``get_pattern_key`` reads it: each key a
+    regular expression the module name ends with (after a '.'), tried in order."""
+    out = []
+    for key, value in pattern.items():
+        try:
+            out.append((re.compile(rf"(.*\.)?({key})$"), value))
+        except re.error as e:
+            raise SourceError(f"{cfg_path}: {what} key {key!r} is not a regular expression ({e}), as peft reads "
+                              "it; fix the key") from None
+    return out
+
+
+def _lookup(pattern: list[tuple[re.Pattern[str], Any]], name: str, default: Any) -> Any:
+    return next((value for key, value in pattern if key.match(name)), default)
 
 
 def _same(name: str) -> str:
