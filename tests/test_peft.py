@@ -471,3 +471,25 @@ def test_target_parameters_give_one_row_per_expert_equal_to_peft(tmp_path):
     assert alone["layers.1.experts#delta"].status.startswith(
         "skipped: a LoRA on one of the parameters down_proj, gate_up_proj of layers.1.experts, whose rank or scale "
         "differ")
+
+
+def test_two_adapters_in_one_file_give_a_row_each(tmp_path):
+    """A model's own state dict keeps the adapter's name in its keys ('fc.lora_A.default.weight'): a file
+    holding two adapters gives one row per adapter, '<module>(<adapter>)#delta', neither dropped."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(5)
+    f = {}
+    for name in ("default", "other"):
+        f[f"base_model.model.fc.lora_A.{name}.weight"] = rng.standard_normal((4, 40)).astype(np.float32)
+        f[f"base_model.model.fc.lora_B.{name}.weight"] = rng.standard_normal((30, 4)).astype(np.float32)
+    save_file(f, str(tmp_path / "adapter_model.safetensors"))
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8}))
+    r = htsr.analyze(tmp_path, min_evals=2)
+    rows = {x.name: x for x in r.layers}
+    assert sorted(rows) == ["fc(default)#delta", "fc(other)#delta"]
+    for name in ("default", "other"):
+        d = 2.0 * f[f"base_model.model.fc.lora_B.{name}.weight"].astype(np.float64) @ f[
+            f"base_model.model.fc.lora_A.{name}.weight"]
+        # float32 factors through QR against a float64 dense product: 1e-5 relative
+        assert rows[f"fc({name})#delta"].lambda_max == pytest.approx(np.linalg.norm(d, 2) ** 2, rel=1e-5)

@@ -59,8 +59,8 @@ _PREFIX = "base_model.model."
 # module, factor, optional adapter name (PEFT strips it on save; in-memory state dicts keep it)
 # (``lora_B.bias``, PEFT's lora_bias, is a bias of the update, not an adapter named "bias": no factor)
 _FACTOR = re.compile(
-    r"^(?P<module>.+?)\.lora_(?P<emb>embedding_)?(?P<ab>[AB])(?:\.(?P<adapter>(?!bias$)[^.]+))?(?:\.weight)?$")
-_DORA = re.compile(r"^(?P<module>.+?)\.lora_magnitude_vector(?:\..+)?$")
+    r"^(?P<module>.+?)\.lora_(?P<emb>embedding_)?(?P<ab>[AB])(?:\.(?P<adapter>(?!bias$|weight$)[^.]+))?(?:\.weight)?$")
+_DORA = re.compile(r"^(?P<module>.+?)\.lora_magnitude_vector(?:\.(?P<adapter>(?!weight$)[^.]+))?(?:\.weight)?$")
 
 
 def is_peft_folder(path: Path) -> bool:
@@ -132,7 +132,7 @@ class PeftAdapter:
         other.description = f"{self.folder} on base {base.description}"
         # names matched as --base matches a model's: exactly, else by one leading component (an adapter
         # trained on a '…ForCausalLM' ('model.layers…') against the bare backbone's 'layers…')
-        wanted = [n for name in self._modules for n in self._weight_names(name)]
+        wanted = [n for e in self._modules.values() for n in self._weight_names(e["module"])]
         rename, note = align_names(wanted, other._base)
         if rename is None and wanted:
             raise SourceError(
@@ -248,22 +248,27 @@ class PeftAdapter:
         yield TensorRef(f"{row}#merged", b.shape, b.dtype, merged, kind)
 
     def _group(self) -> tuple[dict[str, dict[str, Any]], list[TensorRef]]:
-        modules: dict[str, dict[str, Any]] = {}
+        """The adapter's modules by row label (the module's name; with several adapters in one file, as in a
+        model's own state dict, ``<module>(<adapter>)``), each with its factors ``A``, ``B``, DoRA's ``m``,
+        ``emb`` and the ``module`` name; and the file's other tensors."""
+        modules: dict[tuple[str, str | None], dict[str, Any]] = {}
         others = []
         for t in self._refs:
-            m = _FACTOR.match(t.name)
-            if m is not None:
-                name = m["module"].removeprefix(_PREFIX)
-                modules.setdefault(name, {})[m["ab"]] = t
-                modules[name]["emb"] = modules[name].get("emb", False) or bool(m["emb"])
-            elif (m := _DORA.match(t.name)) is not None:  # DoRA's magnitude vector m: used by the merge
-                modules.setdefault(m["module"].removeprefix(_PREFIX), {})["m"] = t
-            else:
+            m = _FACTOR.match(t.name) or _DORA.match(t.name)
+            if m is None:
                 others.append(t)
-        magnitudes_only = [n for n, e in modules.items() if "A" not in e and "B" not in e]
-        for n in magnitudes_only:  # a magnitude without factors is an ordinary (1-D) tensor of the file
-            others.append(modules.pop(n)["m"])
-        return modules, others
+                continue
+            entry = modules.setdefault((m["module"].removeprefix(_PREFIX), m["adapter"]), {"emb": False})
+            if "ab" in m.groupdict():
+                entry[m["ab"]] = t
+                entry["emb"] = entry["emb"] or bool(m["emb"])
+            else:  # DoRA's magnitude vector m: used by the merge
+                entry["m"] = t
+        for key in [k for k, e in modules.items() if "A" not in e and "B" not in e]:
+            others.append(modules.pop(key)["m"])  # a magnitude without factors: an ordinary (1-D) tensor
+        several = len({adapter for _, adapter in modules}) > 1
+        return {(f"{name}({adapter or 'unnamed'})" if several else name): {**e, "module": name}
+                for (name, adapter), e in modules.items()}, others
 
     def scaling(self, module: str, r: int) -> float:
         alpha = _lookup(self.alpha_pattern, module, self.lora_alpha)
@@ -299,16 +304,17 @@ class PeftAdapter:
         return np.stack([m.dense() for m in f], axis=-1).reshape(f[0].shape + kernel)
 
     def __iter__(self) -> Iterator[TensorRef]:
-        for name, entry in self._modules.items():
+        for label, entry in self._modules.items():
+            name = entry["module"]  # label is the row's name: the module's, and the adapter's if several
             missing = [k for k in "AB" if k not in entry]
             ref = entry.get("A") or entry.get("B")
             if missing:
-                yield TensorRef(f"{name}#delta", ref.shape, ref.dtype,
+                yield TensorRef(f"{label}#delta", ref.shape, ref.dtype,
                                 skipped_loader(f"lora_{missing[0]} is missing from the adapter"), "lora")
                 continue
             A, B = entry["A"].shape, entry["B"].shape
             if len(A) < 2 or len(B) < 2 or 0 in A + B:
-                yield TensorRef(f"{name}#delta", (1, 1), ref.dtype, skipped_loader(
+                yield TensorRef(f"{label}#delta", (1, 1), ref.dtype, skipped_loader(
                     f"LoRA factors of shapes {list(B)} (B) and {list(A)} (A) are not a rank-r update; re-save "
                     "the adapter with peft"), "lora")
                 continue
@@ -316,24 +322,24 @@ class PeftAdapter:
                 yield from self._parameter_rows(name, entry, *wrapped)
                 continue
             shape = (A[1], B[0]) if entry["emb"] else (B[0], *A[1:])  # a conv LoRA: [out, in, k…]
-            yield TensorRef(f"{name}#delta", tuple(int(s) for s in shape), ref.dtype,
+            yield TensorRef(f"{label}#delta", tuple(int(s) for s in shape), ref.dtype,
                             lambda n=name, e=entry: self._factors(n, e), "lora")
             if self._base is not None:
-                yield from self._with_base(name, entry)
+                yield from self._with_base(name, entry, label)
         yield from self._others
 
-    def _with_base(self, name: str, entry: dict[str, Any]) -> Iterator[TensorRef]:
+    def _with_base(self, name: str, entry: dict[str, Any], label: str) -> Iterator[TensorRef]:
         key = self._key(f"{name}.weight")
         b = self._base.get(key) or self._base.get(self._key(name))
         if b is None:
             for tag in ("base", "merged"):
-                yield TensorRef(f"{name}#{tag}", (1, 1), "float32",
+                yield TensorRef(f"{label}#{tag}", (1, 1), "float32",
                                 skipped_loader(f"the base has no tensor {key}"), "dense")
             return
         kind = b.kind or infer_kind(b.name, b.shape)
-        yield TensorRef(f"{name}#base", b.shape, b.dtype, b.load, kind)
+        yield TensorRef(f"{label}#base", b.shape, b.dtype, b.load, kind)
         if self.dora and "m" not in entry:
-            yield TensorRef(f"{name}#merged", b.shape, b.dtype,
+            yield TensorRef(f"{label}#merged", b.shape, b.dtype,
                             skipped_loader("use_dora is set but the adapter has no lora_magnitude_vector"), kind)
             return
 
@@ -352,7 +358,7 @@ class PeftAdapter:
                 V = _dora_rescale(V, np.asarray(entry["m"].load(), dtype=np.float32), 1 if entry["emb"] or flip else 0)
             return V
 
-        yield TensorRef(f"{name}#merged", b.shape, b.dtype, merged, kind)
+        yield TensorRef(f"{label}#merged", b.shape, b.dtype, merged, kind)
 
 
 def _fits(b: TensorRef | None, A: tuple[int, ...], B: tuple[int, ...], r: int) -> bool:
