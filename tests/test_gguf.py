@@ -573,3 +573,81 @@ def test_minilm_gguf_alpha_matches_safetensors(tmp_path, minilm_path):
     d_median = {n: abs(median_q8[n].alpha - r.alpha) for n, r in median_ref.items() if r.status == "ok"}
     print(f"Q8_0, --xmin median: max |Δalpha| = {max(d_median.values()):.4g} over {len(d_median)} layers")
     assert set(d_median) == set(q8) and max(d_median.values()) <= 0.05
+
+
+def _write_adapter(path: Path, tensors: dict[str, np.ndarray], alpha: float | None) -> Path:
+    """A llama.cpp LoRA adapter as convert_lora_to_gguf.py writes one: general.type 'adapter',
+    adapter.type 'lora', adapter.lora.alpha, '<weight>.lora_a' / '.lora_b' tensors."""
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_type("adapter")
+    w.add_string("adapter.type", "lora")
+    if alpha is not None:
+        w.add_float32("adapter.lora.alpha", alpha)
+    for name, a in tensors.items():
+        w.add_tensor(name, a.astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_llama_cpp_lora_adapter_gives_the_updates_not_the_factors(tmp_path):
+    """Each lora_a (r x in; token_embd's stored vocab x r) and lora_b (out x r) pair is one lora row of
+    ΔW = (alpha / r)·B·A, expert stacks one row per expert: the eigenvalues equal a dense SVD of the product
+    (float32 factors: 1e-5 relative); alpha 0 scales by 1, as llama.cpp does."""
+    rng = _rng(4)
+    a, b = rng.standard_normal((8, 96)), rng.standard_normal((128, 8))
+    emb_a, emb_b = rng.standard_normal((300, 8)), rng.standard_normal((64, 8))  # vocab x r, dim x r
+    ea, eb = rng.standard_normal((3, 8, 64)), rng.standard_normal((3, 80, 8))
+    tensors = {"blk.0.attn_q.weight.lora_a": a, "blk.0.attn_q.weight.lora_b": b,
+               "token_embd.weight.lora_a": emb_a, "token_embd.weight.lora_b": emb_b,
+               "blk.0.ffn_up_exps.weight.lora_a": ea, "blk.0.ffn_up_exps.weight.lora_b": eb,
+               "blk.0.attn_k.weight.lora_a": a, "blk.0.attn_norm.weight": np.ones(96)}
+    want = {"blk.0.attn_q#delta": b @ a, "token_embd#delta": emb_b @ emb_a.T,
+            **{f"blk.0.ffn_up_exps#delta[{e}]": eb[e] @ ea[e] for e in range(3)}}
+    for alpha, scale in ((16.0, 2.0), (0.0, 1.0)):
+        r = htsr.analyze(_write_adapter(tmp_path / f"a{alpha}.gguf", tensors, alpha), min_evals=2, keep_spectra=True)
+        rows = {x.name: (x, s) for x, s in zip(r.layers, r.spectra)}
+        assert sorted(rows) == sorted([*want, "blk.0.attn_k#delta"])
+        assert rows["blk.0.attn_k#delta"][0].status == "skipped: blk.0.attn_k.weight.lora_a has no lora_b beside it"
+        for name, d in want.items():
+            row, sp = rows[name]
+            assert row.kind == "lora" and row.status == "ok"
+            ref = np.sort(np.linalg.svd(scale * d, compute_uv=False) ** 2)
+            np.testing.assert_allclose(sp.evals[-8:], ref[-8:], rtol=1e-5)
+        assert [n.examples for n in r.not_analysed] == [("blk.0.attn_norm.weight",)]
+
+
+def test_bf16_in_a_big_endian_file_and_types_without_a_dequantizer(tmp_path):
+    """gguf's own endian converter makes a big-endian copy: its BF16 tensor reads as the little-endian
+    file's, exactly. A Q8_K tensor (a type of intermediate results: no dequantizer exists) gets a skipped
+    row saying so, and the other tensors go on."""
+    import subprocess
+    import sys
+
+    import gguf.quants as gq
+
+    a = _rng(6).standard_normal((64, 256)).astype(np.float32)
+
+    def write(path: Path, q8k: bool) -> Path:
+        w = gguf.GGUFWriter(str(path), "llama")
+        w.add_tensor("blk.0.attn_q.weight", gq.quantize(a, Q.BF16), raw_dtype=Q.BF16)
+        if q8k:  # (the endian converter refuses it)
+            block, size = gguf.GGML_QUANT_SIZES[Q.Q8_K]
+            w.add_tensor("blk.0.attn_k.weight", np.zeros((64, 256 // block * size), np.uint8), raw_dtype=Q.Q8_K)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        return path
+
+    le, be = write(tmp_path / "le.gguf", False), write(tmp_path / "be.gguf", False)
+    subprocess.run([sys.executable, "-m", "gguf.scripts.gguf_convert_endian", str(be), "big"], input=b"YES\n",
+                   check=True, capture_output=True)
+    assert GGUFFile(be)._reader.byte_order == "S"
+    assert np.array_equal(_refs(be)["blk.0.attn_q.weight"].load(), _refs(le)["blk.0.attn_q.weight"].load())
+    rows = {x.name: x for x in htsr.analyze(write(tmp_path / "q8k.gguf", True)).layers}
+    assert rows["blk.0.attn_q"].status == "ok"
+    assert rows["blk.0.attn_k"].status == ("skipped: Q8_K is a GGML type of intermediate results, not of stored "
+                                           "weights; no dequantizer exists for it")

@@ -46,7 +46,8 @@ kind from the reader: htsr then infers it from the name and shape as for any fil
 Bad input — a wrong magic, a truncated file, a header field or a tensor's data running past the end
 of the file, an unknown GGML type, a misaligned data offset — raises :class:`~htsr.errors.SourceError`
 with a one-line message naming the file and, where one is to blame, the tensor. Quantized tensors
-in big-endian GGUF files are refused (gguf's dequantizers assume little-endian blocks).
+in big-endian GGUF files are refused (gguf's dequantizers assume little-endian blocks); a type gguf
+cannot dequantize gets a ``skipped: …`` row.
 """
 
 from __future__ import annotations
@@ -62,12 +63,16 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SourceError
-from .base import TensorRef, first_overlap, import_extra, one_line
+from ..errors import LayerSkipped, SourceError
+from ..matrices import SharedLoad
+from ..spectra import LowRank
+from .base import TensorRef, first_overlap, import_extra, one_line, skipped_loader
 
 __all__ = ["GGUF_MAGIC", "GGUFFile", "GGUFTensorRef", "gguf_kind", "is_gguf"]
 
 GGUF_MAGIC = b"GGUF"
+# GGML's types for the other operand of a quantized matmul (ggml's vec_dot_type): no file stores weights in them
+_ACTIVATION_TYPES = ("Q8_1", "Q8_K")
 _MIN_SIZE = 24  # magic, version, tensor count, metadata count
 _MAX_DIMS = 4  # GGML_MAX_DIMS
 
@@ -266,14 +271,20 @@ class GGUFFile:
                 return data if data.dtype.isnative else data.astype(data.dtype.newbyteorder("="))
             if type_name in ("F16", "I8", "I16", "I32", "I64"):
                 return data.reshape(shape).astype(np.float32)
+            if type_name == "BF16":  # the top half of a float32, in the file's byte order
+                half = np.frombuffer(raw, dtype=">u2" if reader.byte_order == "S" else "<u2")
+                return (half.astype(np.uint32) << 16).view(np.float32).reshape(shape)
             if reader.byte_order == "S":
                 raise SourceError(f"{path}: tensor {t.name!r}: {type_name} data in a big-endian GGUF file is "
                                   "not supported")
             try:
                 out = gguf.quants.dequantize(data, t.tensor_type)
             except NotImplementedError:
-                raise SourceError(f"{path}: tensor {t.name!r}: gguf {_version()} cannot dequantize {type_name} "
-                                  "(pip install -U gguf)") from None
+                if type_name in _ACTIVATION_TYPES:
+                    raise LayerSkipped(f"{type_name} is a GGML type of intermediate results, not of stored weights; "
+                                       "no dequantizer exists for it") from None
+                raise LayerSkipped(f"gguf {_version()} cannot dequantize {type_name} (pip install -U gguf, if a "
+                                   "newer one can)") from None
             except Exception as e:  # noqa: BLE001 - validated data; any failure means a corrupt tensor
                 raise SourceError(f"{path}: tensor {t.name!r}: cannot dequantize its {type_name} data "
                                   f"({e.__class__.__name__}: {one_line(e)})") from None
@@ -281,10 +292,74 @@ class GGUFFile:
 
         return load
 
+    def _field(self, key: str) -> Any:
+        f = self._reader.fields.get(key)
+        try:
+            return f.contents() if f is not None else None
+        except Exception:  # noqa: BLE001 - a corrupt field is no field
+            return None
+
+    def lora_alpha(self) -> float | None:
+        """``adapter.lora.alpha`` of a llama.cpp LoRA adapter (``general.type`` 'adapter', ``adapter.type``
+        'lora'; 0 when absent, as llama.cpp reads it), else None."""
+        if self._field("general.type") != "adapter" or self._field("adapter.type") != "lora":
+            return None
+        alpha = self._field("adapter.lora.alpha")
+        return float(alpha) if isinstance(alpha, (int, float)) and math.isfinite(alpha) else 0.0
+
     def __iter__(self) -> Iterator[TensorRef]:
+        refs = []
         for t in self._reader.tensors:
             shape = tuple(int(d) for d in reversed(t.shape.tolist()))  # GGUF ne[] → PyTorch order
             type_name = t.tensor_type.name
             dtype = _PLAIN.get(type_name, "float32")  # block-quantized: the dtype of the dequantized array
-            yield GGUFTensorRef(t.name, shape, dtype, self._loader(t, shape, type_name),
-                                kind=gguf_kind(t.name, shape), ggml_type=type_name)
+            refs.append(GGUFTensorRef(t.name, shape, dtype, self._loader(t, shape, type_name),
+                                      kind=gguf_kind(t.name, shape), ggml_type=type_name))
+        alpha = self.lora_alpha()
+        yield from refs if alpha is None else _lora_updates(refs, alpha)
+
+
+def _lora_updates(refs: list[TensorRef], alpha: float) -> Iterator[TensorRef]:
+    """A llama.cpp LoRA adapter's tensors (``convert_lora_to_gguf.py``): each ``<weight>.lora_a`` (r × in;
+    ``token_embd``'s stored transposed, vocab × r) and ``<weight>.lora_b`` (out × r) pair becomes one
+    ``lora`` row ``<module>#delta`` of ΔW = s·B·A, s = alpha / r (1 when alpha is 0, as llama.cpp scales);
+    expert stacks ([E, r, in] and [E, out, r]) give one row per expert, ``#delta[e]``. Other tensors (the
+    norms mergekit adds) are yielded as they are."""
+    pairs: dict[str, dict[str, TensorRef]] = {}
+    for t in refs:
+        stem, dot, part = t.name.rpartition(".")
+        if dot and part in ("lora_a", "lora_b"):
+            pairs.setdefault(stem, {})[part] = t
+        else:
+            yield t
+    for stem, p in pairs.items():
+        row = f"{stem.removesuffix('.weight')}#delta"
+        a, b = p.get("lora_a"), p.get("lora_b")
+        if a is None or b is None:
+            t = a or b
+            yield TensorRef(row, (1, 1), t.dtype, skipped_loader(
+                f"{t.name} has no {'lora_b' if b is None else 'lora_a'} beside it"), "lora")
+            continue
+        A, B = tuple(a.shape), tuple(b.shape)
+        stacked = len(A) == len(B) == 3 and A[0] == B[0]
+        r = B[-1]
+        if not (len(A) == len(B) == 2 or stacked) or r not in (A[-2], A[-1]):
+            yield TensorRef(row, (1, 1), a.dtype, skipped_loader(
+                f"LoRA factors of shapes {list(B)} ({b.name}) and {list(A)} ({a.name}) do not multiply"), "lora")
+            continue
+        transposed = A[-2] != r  # token_embd's lora_a: vocab × r
+        scale = alpha / r if alpha else 1.0
+        inp = A[-2] if transposed else A[-1]
+        E = A[0] if stacked else 1
+
+        def load(a: TensorRef = a, b: TensorRef = b, transposed: bool = transposed) -> tuple[np.ndarray, np.ndarray]:
+            fa = np.asarray(a.load(), dtype=np.float32)
+            return (np.swapaxes(fa, -1, -2) if transposed else fa), np.asarray(b.load(), dtype=np.float32)
+
+        factors = SharedLoad(load, range(E))
+        for e in range(E):
+            def update(e: int = e, factors: SharedLoad = factors, scale: float = scale, stacked: bool = stacked) -> LowRank:
+                return factors.take(e, lambda f: LowRank(np.ascontiguousarray(f[1][e] if stacked else f[1]),
+                                                         np.ascontiguousarray(f[0][e] if stacked else f[0]), scale))
+
+            yield TensorRef(f"{row}[{e}]" if stacked else row, (B[-2], inp), a.dtype, update, "lora")
