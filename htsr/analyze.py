@@ -426,9 +426,9 @@ def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: f
     if fit.status == "ok" and opts.farms_aspect is not None:
         k = int(round(fit.num_pl_spikes * ev.size / num_fit_evals))
         xmin = float(ev[-max(1, min(k, ev.size))])
+    cols.update(num_zero_evals=float(num_zero))  # the spectrum's own count: a lora row's M − rank too
     if mp is not None:
-        cols.update(num_zero_evals=float(num_zero),
-                    phase=phase_of(ev.size, num_zero, mp, float(ev[-1]), fit.alpha, int(rmt["num_heavy_entries"]),
+        cols.update(phase=phase_of(ev.size, num_zero, mp, float(ev[-1]), fit.alpha, int(rmt["num_heavy_entries"]),
                                    PhaseThresholds(opts.phase_rank_collapse, opts.phase_ht_share,
                                                    opts.phase_ht_alpha, opts.phase_bleed_width)))
     if opts.setol and ev.size:

@@ -614,6 +614,7 @@ def test_llama_cpp_lora_adapter_gives_the_updates_not_the_factors(tmp_path):
         for name, d in want.items():
             row, sp = rows[name]
             assert row.kind == "lora" and row.status == "ok"
+            assert row.num_zero_evals == row.M - 8  # the spectrum's zeros: M less the rank
             ref = np.sort(np.linalg.svd(scale * d, compute_uv=False) ** 2)
             np.testing.assert_allclose(sp.evals[-8:], ref[-8:], rtol=1e-5)
         assert [n.examples for n in r.not_analysed] == [("blk.0.attn_norm.weight",)]

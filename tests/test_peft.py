@@ -493,3 +493,13 @@ def test_two_adapters_in_one_file_give_a_row_each(tmp_path):
             f"base_model.model.fc.lora_A.{name}.weight"]
         # float32 factors through QR against a float64 dense product: 1e-5 relative
         assert rows[f"fc({name})#delta"].lambda_max == pytest.approx(np.linalg.norm(d, 2) ** 2, rel=1e-5)
+
+
+def test_modules_to_save_copies_are_named_as_the_base_names_them(tmp_path):
+    """peft saves a modules_to_save copy as 'base_model.model.emb.weight': its row is 'emb', the name the
+    base model's own row has (so it lines up with it in compare and --base)."""
+    torch.manual_seed(0)
+    cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q"], modules_to_save=["emb"], init_lora_weights=False)
+    peft.get_peft_model(Tiny(), cfg).save_pretrained(str(tmp_path))
+    r = htsr.analyze(tmp_path, min_evals=2)
+    assert [(x.name, x.kind) for x in r.layers] == [("q#delta", "lora"), ("emb", "embedding")]

@@ -38,6 +38,7 @@ them apart; without a base their rows keep the saved module name.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import re
@@ -255,8 +256,8 @@ class PeftAdapter:
         others = []
         for t in self._refs:
             m = _FACTOR.match(t.name) or _DORA.match(t.name)
-            if m is None:
-                others.append(t)
+            if m is None:  # a modules_to_save copy and the like: named as the base model names it
+                others.append(dataclasses.replace(t, name=t.name.removeprefix(_PREFIX)))
                 continue
             entry = modules.setdefault((m["module"].removeprefix(_PREFIX), m["adapter"]), {"emb": False})
             if "ab" in m.groupdict():
