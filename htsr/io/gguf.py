@@ -43,6 +43,10 @@ kind from the reader: htsr then infers it from the name and shape as for any fil
 (:func:`htsr.matrices.infer_kind`; 2-D → dense, 1-D → skipped). Tensors are listed in file order
 (llama.cpp writes them in model order).
 
+LoRA adapters. A llama.cpp adapter file (``general.type`` 'adapter', ``adapter.type`` 'lora', written by
+``convert_lora_to_gguf.py``) holds factor pairs ``<weight>.lora_a`` / ``.lora_b``: each pair is one
+``lora`` row ``<module>#delta`` of ΔW = (alpha / r)·B·A, as for a PEFT folder (see :func:`_lora_updates`).
+
 Bad input — a wrong magic, a truncated file, a header field or a tensor's data running past the end
 of the file, an unknown GGML type, a misaligned data offset — raises :class:`~htsr.errors.SourceError`
 with a one-line message naming the file and, where one is to blame, the tensor. Quantized tensors
