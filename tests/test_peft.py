@@ -503,3 +503,36 @@ def test_modules_to_save_copies_are_named_as_the_base_names_them(tmp_path):
     peft.get_peft_model(Tiny(), cfg).save_pretrained(str(tmp_path))
     r = htsr.analyze(tmp_path, min_evals=2)
     assert [(x.name, x.kind) for x in r.layers] == [("q#delta", "lora"), ("emb", "embedding")]
+
+
+def test_square_layers_take_the_layout_the_other_layers_show(tmp_path):
+    """peft sets fan_in_fan_out per layer type (HF Conv1D stores W as in x out) but saves one flag. A GPT-2
+    style adapter: the square c_proj merges as the non-square c_attn shows (equal to peft's merge); with an
+    nn.Linear head beside them, both layouts are present and the square layer's is unknown: no merge."""
+    from transformers.pytorch_utils import Conv1D
+
+    class Block(nn.Module):
+        def __init__(self, head: bool) -> None:
+            super().__init__()
+            self.c_attn, self.c_proj = Conv1D(192, 64), Conv1D(64, 64)  # weights 64 x 192 and 64 x 64 (in x out)
+            if head:
+                self.score = nn.Linear(64, 3)
+
+    for head in (False, True):
+        d = tmp_path / str(head)
+        torch.manual_seed(0)
+        model = Block(head)
+        d.mkdir()
+        safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "base.safetensors"))
+        targets = ["c_attn", "c_proj"] + (["score"] if head else [])
+        pm = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=targets,
+                                                        fan_in_fan_out=True, init_lora_weights=False))
+        pm.save_pretrained(str(d / "adapter"))
+        merged = {k: v.detach().double().numpy() for k, v in pm.merge_and_unload().state_dict().items()}
+        rows = _rows(htsr.analyze(d / "adapter", base=d / "base.safetensors", min_evals=2))
+        for m in targets:
+            row = rows[f"{m}#merged"][0]
+            if head and m == "c_proj":
+                assert row.status.startswith("skipped: a square layer of an adapter on layers of both layouts")
+            else:  # float32 sum against peft's float32 merge: 1e-5 relative
+                assert row.lambda_max == pytest.approx(np.linalg.norm(merged[f"{m}.weight"], 2) ** 2, rel=1e-5), m

@@ -120,6 +120,7 @@ class PeftAdapter:
         self._refs = list(open_source(weights))
         self._base: dict[str, TensorRef] | None = None  # set by with_base
         self._key = _same  # a module's tensor name -> the base's name (set by with_base)
+        self._square_flip: bool | None = self.fan_in_fan_out  # a square base weight's layout (set by with_base)
         self.description = str(self.folder)
         self._modules, self._others = self._group()
 
@@ -143,7 +144,23 @@ class PeftAdapter:
         other._key = rename or _same
         if note:
             other.description += f" (module names matched to the base's by {note})"
+        other._square_flip = other._square_layout()
         return other
+
+    def _square_layout(self) -> bool | None:
+        """Whether a square layer's base weight is stored in × out (ΔWᵀ is added), or None if that cannot be
+        told. peft sets fan_in_fan_out per layer type (True for HF Conv1D, which stores W as in × out; False
+        for nn.Linear) and saves one flag for the whole adapter; the base's non-square weights show by their
+        shapes which layouts the model has: one layout → it, both → unknown, none → the config's flag."""
+        layouts = set()
+        for e in self._modules.values():
+            if e["emb"] or "A" not in e or "B" not in e or len(e["A"].shape) != 2 or self._wrapped(e["module"]):
+                continue
+            out, inp = int(e["B"].shape[0]), int(e["A"].shape[1])
+            b = self._base.get(self._key(f"{e['module']}.weight"))
+            if out != inp and b is not None and tuple(b.shape) in ((out, inp), (inp, out)):
+                layouts.add(tuple(b.shape) == (inp, out))
+        return self.fan_in_fan_out if not layouts else layouts.pop() if len(layouts) == 1 else None
 
     def _wrapped(self, name: str) -> tuple[str, list[str]] | None:
         """For a LoRA on a bare parameter (peft's ``target_parameters``, e.g. fused experts): the module's
@@ -348,8 +365,12 @@ class PeftAdapter:
             W = np.asarray(b.load(), dtype=np.float32)
             D = self._dense_delta(name, entry)
             # ΔW is out × in (an embedding's already vocab × dim); a fan_in_fan_out layer (HF Conv1D) stores W
-            # as in × out, which only the config tells for a square matrix
-            flip = D.ndim == 2 and (self.fan_in_fan_out if D.shape[0] == D.shape[1] else D.shape != W.shape)
+            # as in × out, which the shapes tell, or for a square matrix the other layers (_square_layout)
+            square = D.ndim == 2 and D.shape[0] == D.shape[1] and not entry["emb"]
+            if square and self._square_flip is None:
+                raise LayerSkipped("a square layer of an adapter on layers of both layouts (HF Conv1D's in x out and "
+                                   "nn.Linear's out x in): which this one has is not saved; no merge")
+            flip = D.ndim == 2 and (self._square_flip if square else D.shape != W.shape)
             D = D.T if flip else D
             if D.shape != W.shape:
                 raise LayerSkipped(f"the update's shape {D.shape} does not match the base tensor's {W.shape}")
