@@ -17,7 +17,8 @@ with its WeightWatcher 1/2 scale for 2-D kernels), so its row compares with ``#b
 
 With a base model (``analyze(ADAPTER, base=BASE)``, ``--base``) each adapted module also gets the rows
 ``<module>#base`` (the base weight W) and ``<module>#merged`` (W + ΔW, oriented like W: PEFT's
-``fan_in_fan_out`` layers and embeddings store ΔWᵀ). Module names drop PEFT's ``base_model.model.``
+``fan_in_fan_out`` layers and embeddings store ΔWᵀ; a non-square layer's orientation is told by the
+base's shape, a square one's by the other layers', see ``_square_layout``). Module names drop PEFT's ``base_model.model.``
 prefix so they match the base model's tensor names (``<module>.weight``). A module whose base tensor is
 missing or of another shape gets ``skipped: …`` rows, never a wrong merge. A DoRA adapter (``use_dora``)
 merges as PEFT does: every output of V = W + ΔW (a Linear's rows, an in × out layer's columns, an
