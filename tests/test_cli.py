@@ -254,25 +254,33 @@ def test_an_empty_output_path_is_refused_not_read_as_the_current_folder(model, t
     assert [p.name for p in tmp_path.iterdir()] == [model.name]  # nothing written into the current folder
 
 
-def test_a_full_disk_leaves_no_output_and_names_the_file(model, tmp_path, capsys, monkeypatch):
-    """The outputs are written as a set: when the second cannot be written (ENOSPC), the first is not
-    renamed into place, no temporary file is left, and the error names the flag and the file."""
+def _disk_full_at(monkeypatch, n: int) -> list:
+    """Make the n-th temporary output file of a run fail as a full disk does (ENOSPC); returns the list of
+    paths written so far (clear it to count again)."""
     import errno
 
     import htsr.results as results
 
-    out = tmp_path / "o"
-    out.mkdir()
-    (out / "report.html").write_text("an earlier run's report")
     real, calls = results._write_temp, []
 
-    def full_after_one(path, data):
+    def write(path, data):
         calls.append(path)
-        if len(calls) == 3:
+        if len(calls) == n:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, data)
 
-    monkeypatch.setattr(results, "_write_temp", full_after_one)
+    monkeypatch.setattr(results, "_write_temp", write)
+    return calls
+
+
+def test_a_full_disk_leaves_no_output_and_names_the_file(model, tmp_path, capsys, monkeypatch):
+    """The outputs are written as a set: when the second cannot be written (ENOSPC), the first is not
+    renamed into place, no temporary file is left, and the error names the flag and the file."""
+
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "report.html").write_text("an earlier run's report")
+    _disk_full_at(monkeypatch, 3)
     rc = main(["analyze", str(model), "--out", str(out), "--report", str(out / "report.html"), "-q"])
     msg = _assert_user_error(rc, *capsys.readouterr())
     assert msg == (f"htsr: error: --report {out / 'report.html'}: cannot write (No space left on device); "
@@ -302,19 +310,7 @@ def test_an_output_that_is_not_a_regular_file_is_refused_not_replaced(model, tmp
 def test_a_failed_write_leaves_no_folder_it_made(model, tmp_path, capsys, monkeypatch):
     """Folders made for a set of outputs that could not be written are removed again (innermost first);
     a folder that existed before, or holds anything else, stays."""
-    import errno
-
-    import htsr.results as results
-
-    real, calls = results._write_temp, []
-
-    def full_after_one(path, data):
-        calls.append(path)
-        if len(calls) == 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(path, data)
-
-    monkeypatch.setattr(results, "_write_temp", full_after_one)
+    calls = _disk_full_at(monkeypatch, 2)
     out = tmp_path / "new" / "run"
     rc = main(["analyze", str(model), "--out", str(out), "--report", str(tmp_path / "r" / "report.html"), "-q"])
     assert "no output was written" in _assert_user_error(rc, *capsys.readouterr())
