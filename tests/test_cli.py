@@ -276,7 +276,6 @@ def _disk_full_at(monkeypatch, n: int) -> list:
 def test_a_full_disk_leaves_no_output_and_names_the_file(model, tmp_path, capsys, monkeypatch):
     """The outputs are written as a set: when the second cannot be written (ENOSPC), the first is not
     renamed into place, no temporary file is left, and the error names the flag and the file."""
-
     out = tmp_path / "o"
     out.mkdir()
     (out / "report.html").write_text("an earlier run's report")
