@@ -257,6 +257,14 @@ def out_folder(out: Path | None, names: Sequence[str]) -> list[tuple[str, Path]]
     return [("--out", out / name) for name in names]
 
 
+def write_and_say(files: Sequence[tuple[str, Path, str | bytes]], say: Callable[..., None]) -> None:
+    """Write a command's outputs ``(flag, path, data)`` as one set (a full disk leaves none of them, not a mix
+    with an earlier run's) and say which were written."""
+    write_outputs(files)
+    if files:
+        say("wrote " + ", ".join(str(path) for _, path, _ in files))
+
+
 def _run_analyze(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     outputs = out_folder(args.out, ("layers.csv", "summary.json"))
@@ -285,9 +293,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
         from .report import render_report
 
         files.append(("--report", args.report, render_report(result)))
-    write_outputs(files)  # as a set: a full disk leaves none of them, not a mix with an earlier run's
-    if files:
-        say("wrote " + ", ".join(str(path) for _, path, _ in files))
+    write_and_say(files, say)
     return 0
 
 

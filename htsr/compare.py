@@ -70,7 +70,6 @@ from .results import (
     Summary,
     atomic_write,
     check_outputs,
-    write_outputs,
     csv_cell,
     format_value,
     json_safe,
@@ -715,7 +714,7 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_compare(args: argparse.Namespace) -> int:
     """Run ``htsr compare`` from parsed arguments; raises HtsrError on bad input (main prints it)."""
-    from .cli import options_from_args, out_folder
+    from .cli import options_from_args, out_folder, write_and_say
 
     options = options_from_args(args)
     if len(args.sources) < 2:
@@ -772,7 +771,5 @@ def run_compare(args: argparse.Namespace) -> int:
         metrics = TREND_METRICS + ((c.metric,) if c.metric not in TREND_METRICS else ())
         files.append(("--figure", args.figure, panels_image(figures.metric_trend(c.results, c.labels, metrics),
                                                             args.figure)))
-    write_outputs(files)  # as a set: a full disk leaves none of them
-    if files:
-        say("wrote " + ", ".join(str(path) for _, path, _ in files))
+    write_and_say(files, say)
     return 0
