@@ -186,16 +186,27 @@ def _cell(row: Any, column: str) -> str:
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+#: (option, columns it fills, the column they follow): shown in the table when the option is on
+OPTION_COLUMNS = (
+    ("farms_aspect", ("farms_windows",), "num_evals"),
+    ("clip_xmax", ("raw_alpha", "num_fingers"), "alpha"),
+    ("bayes_average", ("bayes_avg_alpha", "bayes_avg_alpha_lo", "bayes_avg_alpha_hi"), "pl_pvalue|bayes_alpha_hi"),
+    ("randomize", RANDOMIZE_COLUMNS, "num_spikes"),
+    ("localization", ("loc_pr_tail_mean", "loc_pr_bulk_mean", "loc_lr_tail_mean", "loc_lr_bulk_mean"), "stable_rank"),
+)
+
+
 def table_columns(result: AnalysisResult) -> tuple[str, ...]:
-    """The default table's columns for this result (the bootstrap's interval and p-value, the traps, when
-    they ran)."""
+    """The default table's columns for this result: with the bootstrap, its interval and p-value instead of
+    the Bayesian interval; with each option of :data:`OPTION_COLUMNS`, the columns it fills."""
     cols = TABLE_COLUMNS
     if result.options.get("bootstrap"):
         i = cols.index("bayes_alpha_lo")
         cols = cols[:i] + BOOTSTRAP_COLUMNS + cols[i + 2 :]
-    if result.options.get("randomize"):
-        i = cols.index("num_spikes") + 1
-        cols = cols[:i] + RANDOMIZE_COLUMNS + cols[i:]
+    for option, extra, after in OPTION_COLUMNS:
+        if result.options.get(option) not in (None, False, 0):
+            i = next(cols.index(a) for a in after.split("|") if a in cols) + 1
+            cols = cols[:i] + extra + cols[i:]
     return cols
 
 

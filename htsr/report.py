@@ -154,9 +154,7 @@ def _columns(result: AnalysisResult) -> list[str]:
     cols = ["#"] + list(table_columns(result))
     if "alpha" in cols:
         cols.insert(cols.index("alpha") + 1, "sigma")
-    extra = (_EXTRA_COLUMNS + (("rand_js_distance",) if result.options.get("randomize") else ())
-             + (("bayes_avg_alpha", "bayes_avg_alpha_lo", "bayes_avg_alpha_hi")
-                if result.options.get("bayes_average") else ()))
+    extra = _EXTRA_COLUMNS + (("rand_js_distance",) if result.options.get("randomize") else ())
     return cols + [c for c in extra if c not in cols]
 
 

@@ -87,6 +87,24 @@ def test_analyze_prints_table_and_summary(model, capsys):
     assert summary[6] == "tensors not analysed: 1 of 3: bias or norm buffer 1"
 
 
+@pytest.mark.parametrize("flags,columns", [
+    (["--farms-aspect", "1"], ["farms_windows"]),
+    (["--clip-xmax"], ["raw_alpha", "num_fingers"]),
+    (["--bayes-average"], ["bayes_avg_alpha", "bayes_avg_alpha_lo", "bayes_avg_alpha_hi"]),
+    (["--localization"], ["loc_pr_tail_mean", "loc_pr_bulk_mean", "loc_lr_tail_mean", "loc_lr_bulk_mean"]),
+])
+def test_an_option_shows_the_columns_it_fills(model, capsys, flags, columns):
+    """An option's own columns appear in the printed table (and the report, which uses the same list),
+    with the fitted layer's values in them; without the option they are not shown."""
+    from htsr.cli import table_columns
+
+    assert main(["analyze", str(model), "--no-progress", *flags]) == 0
+    header, row = (line.split() for line in capsys.readouterr().out.splitlines()[:2])
+    assert [c for c in header if c in columns] == columns
+    assert all(row[header.index(c)] != "nan" for c in columns)
+    assert not set(columns) & set(table_columns(htsr.analyze(model)))
+
+
 def test_bootstrap_columns_replace_the_bayesian_interval(model, capsys):
     assert main(["analyze", str(model), "--bootstrap", "20", "--seed", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
