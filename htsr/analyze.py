@@ -134,7 +134,7 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                 passed_over(t.name, f"kind {kind} not in --kinds")
                 continue
             matched = False  # a tensor is not analysed only if none of its rows (experts, positions) matches
-            for lm in layer_matrices(t.name, kind, t.shape, t.load, opts.conv, opts.ww_conv_scale):
+            for lm in layer_matrices(t.name, kind, t.shape, t.load, opts.conv, opts.ww_conv_scale, t.resolution):
                 if pattern is None or pattern.search(lm.name):
                     matched = True
                     yield lm
@@ -286,6 +286,10 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
             mats, lm, spectrum, scale, opts)
         kept = mats if opts.localization and not lowrank else None  # the eigenvectors need the matrices after the fit
         del mats
+        # a delta's eigenvalues below its inputs' rounding noise are not the update's: the noise matrix's largest
+        # eigenvalue, (rms·(√rows + √cols))² for iid entries of that rms (the MP edge), in the fit's units
+        rows, cols = (aspect_window_shape(lm.N, lm.M, opts.farms_aspect) if num_windows else (lm.rows, lm.cols))
+        storage_floor = scale * (lm.resolution() * (math.sqrt(rows) + math.sqrt(cols))) ** 2 if lm.resolution else 0.0
     except LayerSkipped as e:
         return LayerResult(**base, status=f"skipped: {e}"), None
     except HtsrError as e:
@@ -322,10 +326,13 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         # a partly refined conv layer is a float32 one, which would cut real eigenvalues of its float64 parts
         floor = 0.0 if "gram32" in fit_spectrum.method else fit_spectrum.floor
         cut = max(ww_cut, floor) if ww else fit_spectrum.floor
+        why = ""
+        if storage_floor > cut:
+            cut, why = storage_floor, " (the rounding noise of the model's and the base's stored weights)"
         fit_x = fit_spectrum.evals[fit_spectrum.evals > cut]
         if fit_x.size < opts.min_evals:  # a rank-deficient matrix: most of its eigenvalues are zeros
             fit, status = not_attempted, (f"not_fitted: {fit_x.size} of {lm.num_evals} eigenvalues above the "
-                                          f"floor {cut:.3g} < min_evals={opts.min_evals}")
+                                          f"floor {cut:.3g}{why} < min_evals={opts.min_evals}")
         else:
             fit = fit_power_law(fit_x, opts.xmin, opts.clip_xmax, opts.max_fingers, opts.finger_thresh)
             status = fit.status

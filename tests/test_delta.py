@@ -130,3 +130,26 @@ def test_no_name_in_common_is_refused():
     wrapped = {f"bert.{k}": v for k, v in model.items()}
     assert "by replacing 'bert.' with 'roberta.'" in htsr.analyze(
         wrapped, base={f"roberta.{k}": v for k, v in base.items()}).source
+
+
+def test_a_low_rank_update_is_not_fitted_to_the_rounding_noise_of_the_stored_weights(tmp_path):
+    """A rank-8 update stored in float32 (as a merged LoRA is): W − W_base is the update plus the rounding
+    of the stored W, eigenvalues near 1e-15 that a float64 spectrum keeps. Cut at that noise's MP edge,
+    (u·rms(W)/√3·(√N + √M))², only the 8 eigenvalues of the update are left, so the row is not fitted (it
+    was fitted to the noise: alpha 1.3, over-trained); a full-rank update far above the noise is fitted."""
+    rng = np.random.default_rng(3)
+    base = {f"l{i}.weight": (0.05 * rng.standard_normal((300, 200))).astype(np.float32) for i in range(2)}
+    update = 1e-3 * rng.standard_normal((300, 8)) @ rng.standard_normal((8, 200)) / 8  # entries ~3.5e-4
+    tuned = {"l0.weight": (base["l0.weight"] + update).astype(np.float32),
+             "l1.weight": (base["l1.weight"] + 1e-3 * rng.standard_normal((300, 200))).astype(np.float32)}
+    rows = {r.name: r for r in htsr.analyze(tuned, base=base).layers}
+    assert rows["l0"].status.startswith("not_fitted: 8 of 200 eigenvalues above the floor ")
+    assert rows["l0"].status.endswith(" (the rounding noise of the model's and the base's stored weights) "
+                                      "< min_evals=50")
+    assert rows["l1"].status == "ok"
+    # the same in bfloat16, 2^16 times coarser: not fitted (entries 3.5e-4 against an ulp near 2e-4)
+    import ml_dtypes
+
+    bf = {k: v.astype(ml_dtypes.bfloat16) for k, v in tuned.items()}
+    rows = {r.name: r for r in htsr.analyze(bf, base={k: v.astype(ml_dtypes.bfloat16) for k, v in base.items()}).layers}
+    assert rows["l0"].status.startswith("not_fitted: ") and rows["l1"].status == "ok"

@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["FLOAT_DTYPES", "MAX_EXPANSION", "TensorRef", "TensorSource", "as_loaded", "expands_too_far",
+__all__ = ["FLOAT_DTYPES", "MAX_EXPANSION", "TensorRef", "TensorSource", "as_loaded", "expands_too_far", "unit_roundoff",
            "first_overlap", "import_extra", "numpy_dtype", "one_line", "skipped_loader"]
 
 #: dtype names (numpy / ml_dtypes spelling) whose tensors are weights htsr analyses
@@ -30,10 +30,25 @@ class TensorRef:
     dtype: str
     loader: Callable[[], np.ndarray] = field(repr=False)
     kind: str | None = None  # set by readers that know the module class (e.g. torch modules)
+    #: once loaded, the rms size of the rounding its entries carry from their inputs' storage (a delta
+    #: W − W_base holds the rounding of both: its eigenvalues below that noise's are not the update's);
+    #: None when the entries are the stored values themselves
+    resolution: Callable[[], float] | None = field(default=None, repr=False, compare=False)
 
     def load(self) -> np.ndarray:
         """The tensor as a numpy array (float32 for reduced-precision floats; integers as stored)."""
         return self.loader()
+
+
+def unit_roundoff(dtype: str) -> float:
+    """Half the machine epsilon of a float dtype name (float32 2⁻²⁴, bfloat16 2⁻⁸, float8_e4m3fn 2⁻⁴ …): the
+    largest relative rounding error of a value stored in it; 0 for other dtypes."""
+    import ml_dtypes
+
+    try:
+        return float(ml_dtypes.finfo(numpy_dtype(dtype)).eps) / 2
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def as_loaded(a: np.ndarray) -> np.ndarray:

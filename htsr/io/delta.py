@@ -20,13 +20,14 @@ delta reads one tensor of each source, so memory stays at two tensors at a time.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
 from ..errors import LayerSkipped, SourceError
 from ..matrices import infer_kind
-from .base import TensorRef, TensorSource, skipped_loader
+from .base import TensorRef, TensorSource, skipped_loader, unit_roundoff
 
 __all__ = ["DeltaSource", "align_names"]
 
@@ -67,7 +68,10 @@ class DeltaSource:
             elif tuple(b.shape) != tuple(t.shape):
                 loader = skipped_loader(f"shape {tuple(t.shape)} differs from the base's {tuple(b.shape)} (not a delta)")
             else:
-                loader = (lambda t=t, b=b: _delta(t, b))
+                noise: dict[str, float] = {}
+                loader = (lambda t=t, b=b, noise=noise: _delta(t, b, noise))
+                yield TensorRef(t.name, t.shape, t.dtype, loader, t.kind, resolution=lambda noise=noise: noise["rms"])
+                continue
             yield TensorRef(t.name, t.shape, t.dtype, loader, t.kind)
         for name, b in self._base.items():
             if name not in seen:
@@ -80,10 +84,19 @@ def _is_matrix(t: TensorRef) -> bool:
     return (t.kind or infer_kind(t.name, tuple(t.shape))) is not None
 
 
-def _delta(t: TensorRef, b: TensorRef) -> np.ndarray:
+def _delta(t: TensorRef, b: TensorRef, noise: dict[str, float]) -> np.ndarray:
+    """W − W_base; ``noise['rms']`` is set to the rms rounding it holds. A fine-tune starts from the stored
+    base and is stored once: its entries are rounded to within their unit roundoff u (float32 2⁻²⁴,
+    bfloat16 2⁻⁸), errors spread evenly in ±u·|w|, whose rms is u·|w|/√3 (the coarser input's, when the
+    two are stored differently)."""
     w, w0 = t.load(), b.load()
     if np.array_equal(w, w0):
         raise LayerSkipped("unchanged: equal to the base tensor (a frozen layer), no update to analyse")
+
+    def rms(a: np.ndarray) -> float:  # BLAS's norm: no float64 copy of a large tensor
+        return float(np.linalg.norm(np.ravel(a))) / math.sqrt(a.size) if a.size else 0.0
+
+    noise["rms"] = max(unit_roundoff(t.dtype) * rms(w), unit_roundoff(b.dtype) * rms(w0)) / math.sqrt(3)
     return np.subtract(w, w0)
 
 
