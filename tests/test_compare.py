@@ -490,3 +490,22 @@ def test_models_without_a_value_are_unranked_and_a_bad_figure_name_fails_first(n
     monkeypatch.setattr(sys.modules["htsr.analyze"], "analyze", lambda *x, **k: analysed.append(x))
     assert main(["compare", str(a), str(b), "--figure", str(tmp_path / "f.xyz"), "--no-progress"]) == 2
     assert "cannot tell the image format" in capsys.readouterr().err and analysed == []
+
+
+def test_a_name_with_other_shapes_is_not_the_same_layer_and_differing_layers_are_noted():
+    """Another architecture's layer under the same name (a wider block) is shown side by side with its
+    shapes but left out of the same-layers mean; when the models' layers differ, the text says that the
+    ranking averages each model's own layers."""
+    a = _powerlaw_model(2.5, 1)
+    b = dict(a)
+    b["enc.l1.weight"] = np.random.default_rng(9).standard_normal((320, 160))  # 'enc.l1', of another shape
+    b["extra.weight"] = np.random.default_rng(10).standard_normal((300, 120))
+    c = compare([a, b], labels=["small", "wide"])
+    assert "enc.l1" in c.common_layers and c.shape_differs == ("enc.l1",)
+    assert c.num_common_finite == len(c.common_layers) - 1
+    assert c.common_means[0] == c.common_means[1]  # the same weights in the layers that are the same
+    text = format_comparison(c)
+    assert ("the models' layers differ (small 3, wide 4 layers; 2 the same in all, by name and shape): the ranking "
+            "averages each model's own layers") in text
+    assert "(1 of them under one name but of other shapes: other layers, shown with their shapes)" in text
+    assert c.as_dict()["shape_differs"] == ["enc.l1"]
