@@ -232,7 +232,7 @@ def format_summary(result: AnalysisResult) -> str:
              else "no layer has a Marchenko-Pastur fit: none fitted, or LoRA updates only")
     lines = [
         f"source: {result.source}",
-        f"layers: {s.num_layers}  fitted: {s.num_fitted}  not fitted: {s.num_not_fitted}  "
+        f"layers: {s.num_layers}  fitted: {s.num_fitted}  not fitted: {s.num_not_fitted}  skipped: {s.num_skipped}  "
         f"failed: {s.num_failed}",
         f"warnings: over-trained {s.num_over_trained}  under-trained {s.num_under_trained}  "
         f"uncertain {s.num_uncertain}  no-power-law {format_value(s.num_no_power_law, nan='n/a')}  "

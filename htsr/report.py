@@ -209,7 +209,7 @@ def _summary(result: AnalysisResult) -> str:
     s, o = result.summary, result.options
     interval = warning_interval(o)
     counts = [("layers", s.num_layers), ("fitted", s.num_fitted), ("not fitted", s.num_not_fitted),
-              ("failed", s.num_failed)]
+              ("skipped", s.num_skipped), ("failed", s.num_failed)]
     warns = [("over-trained", s.num_over_trained), ("under-trained", s.num_under_trained),
              ("uncertain", s.num_uncertain), ("no-power-law", _fmt(s.num_no_power_law)),
              ("interval of alpha", interval)]

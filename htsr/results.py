@@ -158,7 +158,8 @@ class Summary:
 
     num_layers: int
     num_fitted: int
-    num_not_fitted: int  # described but not fitted (too few eigenvalues, skipped by max_evals)
+    num_not_fitted: int  # described but not fitted (too few eigenvalues, a rank-r update)
+    num_skipped: int  # not analysed: over max_evals, an unchanged or unmatched delta, an unreadable tensor
     num_failed: int  # bad weights or a failed fit
     num_under_trained: int
     num_over_trained: int
@@ -184,7 +185,8 @@ class Summary:
         return cls(
             num_layers=len(layers),
             num_fitted=status.count("ok"),
-            num_not_fitted=status.count("not_fitted") + status.count("skipped"),
+            num_not_fitted=status.count("not_fitted"),
+            num_skipped=status.count("skipped"),
             num_failed=status.count("failed") + status.count("fit_failed"),
             num_under_trained=sum(r.warning == "under-trained" for r in layers),
             num_over_trained=sum(r.warning == "over-trained" for r in layers),

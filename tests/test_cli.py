@@ -77,7 +77,7 @@ def test_analyze_prints_table_and_summary(model, capsys):
     assert "not_fitted" in lines[2]  # 4 eigenvalues < min_evals
     summary = lines[blank + 1 :]
     assert summary[0] == f"source: {model}"
-    assert summary[1].startswith("layers: 2  fitted: 1  not fitted: 1  failed: 0")
+    assert summary[1].startswith("layers: 2  fitted: 1  not fitted: 1  skipped: 0  failed: 0")
     assert summary[2].startswith("warnings: over-trained 0  under-trained 0")
     assert "interval of alpha: Bayesian, 95%" in summary[2]
     assert summary[3].startswith("power law plausible (bootstrap p > 0.1): n/a (--bootstrap N)")  # no bootstrap ran

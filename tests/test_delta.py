@@ -33,8 +33,12 @@ def test_delta_spectrum_is_that_of_the_update():
 
 def test_unmatched_and_reshaped_tensors_are_listed_but_never_analysed():
     model, base, _ = _pair()
-    rows = {r.name: r for r in htsr.analyze(model, base=base).layers}
+    r = htsr.analyze(model, base=base)
+    rows = {x.name: x for x in r.layers}
     assert list(rows) == ["enc.a", "enc.b", "enc.c", "enc.only_model", "enc.only_base"]  # model order, then base-only
+    # counted as skipped, not as "not fitted" (which a rank-deficient update is)
+    assert (r.summary.num_skipped, r.summary.num_not_fitted) == (4, sum(x.status.startswith("not_fitted")
+                                                                         for x in r.layers))
     # an unchanged tensor (a frozen layer) has no update: skipped (not fitted), not a failed zero matrix
     assert rows["enc.b"].status == "skipped: unchanged: equal to the base tensor (a frozen layer), no update to analyse"
     assert rows["enc.c"].status.startswith("skipped: shape (100, 100) differs from the base's (200, 100)")
