@@ -848,6 +848,12 @@ def test_random_bytes_with_bin_extension_is_not_called_an_unsafe_pickle(tmp_path
     with pytest.raises(htsr.SourceError) as ei:
         htsr.analyze(path)
     assert "needs to run code" not in str(ei.value)
+    # bytes that are neither a zip nor a pickle are said to be so (torch.load's own error was a bare 'KeyError: 101')
+    path.write_bytes(b"hello\n")
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(path)
+    _one_line_source_error(ei, f"{path}: not a PyTorch checkpoint: it starts with b'hello\\n', neither a zip archive "
+                               "nor a pickle", SUPPORTED)
 
 
 @pytest.mark.parametrize("name, content", [

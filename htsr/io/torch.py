@@ -304,6 +304,11 @@ def load_torch_file(path: str | os.PathLike) -> TensorSource:
             # pickle.dump, not torch.save (whose files are zips or start with its magic number): torch.load
             # cannot read it at all. Protocols 0 and 1 have no header, but end with the STOP opcode
             return PickleFile(path)
+        elif head[:1] != b"\x80":  # no zip, no pickle (protocol 2 on starts with 0x80): torch.load cannot read it
+            from . import SUPPORTED
+
+            raise SourceError(f"{path}: not a PyTorch checkpoint: it starts with {head[:8]!r}, neither a zip archive "
+                              f"nor a pickle (truncated, or another format?); supported: {SUPPORTED}")
     if reader is not None:
         try:
             return reader(path)
