@@ -41,7 +41,7 @@ from .rmt.phases import PHASES
 __all__ = ["render_report", "write_report"]
 
 #: options that do not change the results, left out of the header's list of non-default options
-_UI_OPTIONS = ("progress", "workers")
+_UI_OPTIONS = ("progress", "workers", "keep_spectra")  # keep_spectra: what the report itself needs
 #: columns added to the CLI's table (sigma after alpha; the rest at the end)
 _EXTRA_COLUMNS = ("lambda_max", "entropy", "mp_softrank")
 _WARNING_ORDER = ("over-trained", "under-trained", "no-power-law", "uncertain")
