@@ -421,6 +421,12 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], text_columns: i
     return "\n".join([line(header), *(line(r) for r in rows)])
 
 
+#: summary metrics that only an option computes: what to add when no model has a value
+_METRIC_NEEDS = {"rand_js_distance": "--randomize", "num_with_traps": "--randomize", "pl_pvalue": "--bootstrap N",
+                 "share_plausible_pl": "--bootstrap N", "num_no_power_law": "--bootstrap N",
+                 "share_best_fit_pl": "the tail comparisons (no --no-tails)"}
+
+
 def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layers: bool = True) -> str:
     """The comparison as aligned plain text: the summary table (one row per model), the ranking and,
     with ``layers``, the per-layer values side by side."""
@@ -439,7 +445,9 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
         f"{', as given' if c.direction_from == 'user' else ''}; 1 = best): "
         + "  ".join([f"{e.rank}. {e.label} ({format_value(e.value)})" for e in c.ranking if e.rank is not None]
                     + [f"unranked (no value): {', '.join(e.label for e in c.ranking if e.rank is None)}"]
-                    * any(e.rank is None for e in c.ranking)),
+                    * any(e.rank is None for e in c.ranking))
+        + (f" ({c.metric} needs {_METRIC_NEEDS[c.metric]})"
+           if c.metric in _METRIC_NEEDS and all(e.rank is None for e in c.ranking) else ""),
     ]
     same = len(c.common_layers) - len(c.shape_differs)
     if c.partial_layers or c.shape_differs:  # the summary means are over different layers in each model

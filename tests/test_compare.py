@@ -509,3 +509,10 @@ def test_a_name_with_other_shapes_is_not_the_same_layer_and_differing_layers_are
             "averages each model's own layers") in text
     assert "(1 of them under one name but of other shapes: other layers, shown with their shapes)" in text
     assert c.as_dict()["shape_differs"] == ["enc.l1"]
+
+
+def test_a_metric_no_model_has_names_the_option_that_computes_it(npz_pair, capsys):
+    a, b = npz_pair
+    assert main(["compare", str(a), str(b), "--metric", "rand_js_distance", "--no-progress", "--no-tails"]) == 0
+    assert ("unranked (no value): tuned, base (rand_js_distance needs --randomize)"
+            in capsys.readouterr().out)
