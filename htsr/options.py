@@ -119,7 +119,8 @@ OPTION_SPECS: dict[str, OptionSpec] = {
         OptionSpec("xmin", "ks", "'ks', 'median', 'peak' or a positive number", _xmin_ok,
                    "power-law x_min: 'ks' = Clauset-Shalizi-Newman KS scan, 'median' = top half of the "
                    "spectrum, 'peak' = KS scan over candidates <= 1.5 x the log-histogram peak, "
-                   "a number = fixed x_min"),
+                   "a number = fixed x_min. The over-/under-trained thresholds (alpha 2 and 6) are read on "
+                   "KS fits: a lower x_min takes in bulk eigenvalues and gives smaller alphas"),
         OptionSpec("clip_xmax", False, "True or False", _is_bool,
                    "'fingers' remedy: refit after dropping the k largest eigenvalues (k = 1..max_fingers) "
                    "and keep the first refit whose alpha drops by more than finger_thresh"),
