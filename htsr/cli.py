@@ -225,7 +225,7 @@ def format_table(result: AnalysisResult, columns: Sequence[str] | None = None) -
 
 def format_summary(result: AnalysisResult) -> str:
     s = result.summary
-    no_tails = "nan" if result.options.get("tails", True) else "n/a (--no-tails)"
+    no_tails = "n/a (no layer fitted)" if result.options.get("tails", True) else "n/a (--no-tails)"
     # phases and traps need a layer's Marchenko-Pastur fit: none with --no-mp-fit, below min_evals, or on a
     # lora row (an update known by its factors only)
     no_mp = ("--no-mp-fit" if not result.options.get("mp_fit", True)
@@ -244,7 +244,7 @@ def format_summary(result: AnalysisResult) -> str:
         + (f"  layers with correlation traps: {format_value(s.num_with_traps, nan='n/a')}"
            if result.options.get("randomize") else ""),
         "means over layers with a finite value: "
-        + "  ".join(f"{k}={format_value(v)}" for k, v in s.means.items()),
+        + "  ".join(f"{k}={format_value(v, nan='n/a')}" for k, v in s.means.items()),
     ]
     if result.not_analysed:
         lines.append(format_not_analysed(result))
