@@ -310,6 +310,12 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
     elif lm.num_evals < opts.min_evals:
         fit, status = not_attempted, f"not_fitted: {lm.num_evals} eigenvalues < min_evals={opts.min_evals}"
         fit_x = fit_spectrum.evals
+    elif lm.M == 1 and lm.num_matrices > 1:
+        # a conv of one input or output channel (a depthwise conv, a fixed filter bank such as an STFT basis):
+        # each kernel position's matrix is N x 1, its one eigenvalue a squared norm; pooled, they are no spectrum
+        fit, status = not_attempted, (f"not_fitted: each of the {lm.num_matrices} kernel positions is a {lm.rows} x "
+                                      f"{lm.cols} matrix, whose one eigenvalue is a squared norm: pooled, no spectrum")
+        fit_x = fit_spectrum.evals
     elif too_narrow:
         fit, status, fit_x = not_attempted, too_narrow, fit_spectrum.evals
     else:

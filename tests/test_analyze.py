@@ -495,3 +495,14 @@ def test_row_names_are_unique_when_two_tensors_give_one():
     r = htsr.analyze({"fc.weight": rng.standard_normal((100, 60)), "fc": rng.standard_normal((80, 60)),
                       "out.weight": rng.standard_normal((90, 60))})
     assert [(l.name, l.N) for l in r.layers] == [("fc", 100), ("fc#2", 80), ("out", 90)]
+
+
+def test_a_conv_of_one_input_channel_is_described_not_fitted():
+    """[out, 1, k]: each of the k kernel positions is an out x 1 matrix, whose one eigenvalue is a squared
+    column norm (Silero's fixed STFT basis, 258 x 1 x 256): pooled they are not a spectrum, so no fit."""
+    W = np.random.default_rng(1).standard_normal((258, 1, 256))
+    row = htsr.analyze({"stft.forward_basis": W}).layers[0]
+    assert (row.kind, row.num_evals) == ("conv1d", 256)
+    assert row.status == ("not_fitted: each of the 256 kernel positions is a 258 x 1 matrix, whose one eigenvalue is "
+                          "a squared norm: pooled, no spectrum")
+    assert math.isnan(row.alpha) and math.isfinite(row.log_norm)
