@@ -157,3 +157,22 @@ def test_a_low_rank_update_is_not_fitted_to_the_rounding_noise_of_the_stored_wei
     bf = {k: v.astype(ml_dtypes.bfloat16) for k, v in tuned.items()}
     rows = {r.name: r for r in htsr.analyze(bf, base={k: v.astype(ml_dtypes.bfloat16) for k, v in base.items()}).layers}
     assert rows["l0"].status.startswith("not_fitted: ") and rows["l1"].status == "ok"
+
+
+def test_align_names_refuses_collisions_and_module_renames_and_keeps_wrappers_with_many_heads():
+    """T5's full model against its encoder: 'decoder.' replaced with 'encoder.' would match as many names
+    as the encoder's own, landing two names on one: the identity stays. A backbone under 'backbone.' with
+    more head tensors than backbone ones is still found. Flat models sharing nothing get no swap of one
+    module's name for another's (conv186's weight and bias 'matching' c144's)."""
+    from htsr.io.delta import align_names
+
+    enc = [f"encoder.block.{i}.{m}.weight" for i in range(3) for m in ("q", "k", "v", "o")]
+    full = enc + [n.replace("encoder.", "decoder.") for n in enc] + ["shared.weight", "lm_head.weight"]
+    rename, note = align_names(full, enc + ["shared.weight"])
+    assert note == "" and [rename(n) for n in full] == full
+    backbone = [f"layer{i}.{p}" for i in range(6) for p in ("weight", "bias")]
+    heads = [f"head{i}.{p}" for i in range(8) for p in ("weight", "bias")]
+    rename, note = align_names([f"backbone.{n}" for n in backbone] + heads, backbone)
+    assert note == "dropping 'backbone.'" and rename("backbone.layer3.bias") == "layer3.bias"
+    flat = [f"conv{i}.{p}" for i in range(500) for p in ("weight", "bias")]
+    assert align_names(flat, [f"c{i}.{p}" for i in range(500) for p in ("weight", "bias")]) == (None, "")

@@ -105,24 +105,49 @@ def _identity(name: str) -> str:
 
 
 def align_names(names: list[str], ref: Iterable[str]) -> tuple[Callable[[str], str] | None, str]:
-    """A map of ``names`` onto the names of ``ref``, and what it does ("dropping 'bert.'"): the identity when
-    at least half the names are shared; else the change of one leading component — dropped (a task model's
-    ``bert.`` against its base), added, or replaced (a TorchScript ``_model.`` against an export's
-    ``model.``) that makes half the names or more match, and more than the identity does (a
-    ``…ForCausalLM``'s ``model.layers…`` against its backbone's ``layers…`` where only ``lm_head`` is
-    shared); else the identity if any name is shared; None if nothing matches either way."""
+    """A map of ``names`` onto the names of ``ref``, and what it does ("dropping 'bert.'").
+
+    Candidates: the identity, and every change of one leading component — dropped (a task model's ``bert.``
+    against its base), added, or replaced (a TorchScript ``_model.`` against an export's ``model.``). The one
+    that makes the most names match wins, the identity on a tie. A change must match a tenth of the names and
+    at least two (a wrapper prefix covers many tensors; a module renamed, 'conv186.' as 'c144.', matches its
+    weight and bias by chance) and must not send two names to one (T5's 'decoder.' replaced with 'encoder.'
+    would subtract the decoder from the encoder's weights while the encoder's own names match as they are).
+    None if no name matches either way.
+
+    The counts come from the names' suffixes after each leading component, and only components that cover
+    enough names are paired, so the search stays fast on thousands of flat names."""
     ref = set(ref)
-    shared = len(ref & set(names))
-    if 2 * shared >= len(names) and shared:
-        return _identity, ""
+    names = list(dict.fromkeys(names))
+    own = set(names)
 
-    def firsts(ns: Iterable[str]) -> list[str]:
-        return sorted({n.split(".", 1)[0] + "." for n in ns if "." in n})
+    def by_first(ns: Iterable[str]) -> dict[str, set[str]]:  # 'bert.' -> {'fc.weight', …}; '' -> every name
+        out: dict[str, set[str]] = {"": set(ns)}
+        for n in out[""]:
+            head, dot, rest = n.partition(".")
+            if dot:
+                out.setdefault(head + ".", set()).add(rest)
+        return out
 
-    best: tuple[int, Callable[[str], str], str] | None = (shared, _identity, "") if shared else None
-    for old in ["", *firsts(names)]:
-        for new in ["", *firsts(ref)]:
+    needed = min(len(names), max(2, math.ceil(0.1 * len(names))))
+    mine = {k: v for k, v in by_first(names).items() if len(v) >= needed}
+    theirs = {k: v for k, v in by_first(ref).items() if len(v) >= needed}
+    shared = len(own & ref)
+    best = (shared, _identity, "") if shared else None
+    for old, rest in mine.items():
+        shared_under = sum(old + s in ref for s in rest)
+        for new, targets in theirs.items():
             if old == new:
+                continue
+            hits = rest & targets if len(rest) <= len(targets) else targets & rest
+            if len(hits) < needed:
+                continue
+            # names not under `old` keep theirs: they still match where they are shared
+            count = len(hits) + shared - shared_under
+            if best is not None and count <= best[0]:
+                continue
+            # one name each: a changed name must not land on a name another, unchanged, name already has
+            if any(new + s in own and not (new + s).startswith(old) for s in rest):
                 continue
 
             def swap(n: str, a: str = old, b: str = new) -> str:
@@ -130,12 +155,5 @@ def align_names(names: list[str], ref: Iterable[str]) -> tuple[Callable[[str], s
 
             note = (f"replacing {old!r} with {new!r}" if old and new else
                     f"dropping {old!r}" if old else f"adding {new!r}")
-            best = _better(best, swap, note, names, ref)
+            best = (count, swap, note)
     return (best[1], best[2]) if best is not None else (None, "")
-
-
-def _better(best, f: Callable[[str], str], note: str, names: list[str], ref: set[str]):
-    # a changed component must match half the names or more: replacing the module name itself ('q.' of
-    # 'q.weight' with 'other.') matches one name by chance, not the models' naming
-    count = sum(f(n) in ref for n in names)
-    return (count, f, note) if count > (best[0] if best else 0) and 2 * count >= len(names) else best
