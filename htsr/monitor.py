@@ -257,6 +257,8 @@ class AlphaMonitor:
             raise HtsrError(f"{path}: its folder does not exist")
         if path.is_dir():
             raise HtsrError(f"{path}: is a folder, not a CSV file")
+        if path.exists() and not path.is_file():  # a pipe would block the first record (and this check)
+            raise HtsrError(f"{path}: is not a regular file (a device, pipe or socket); choose a CSV file path")
         try:
             if path.exists():
                 with open(path, "ab"):  # opened for appending, nothing written

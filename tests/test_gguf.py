@@ -652,3 +652,16 @@ def test_bf16_in_a_big_endian_file_and_types_without_a_dequantizer(tmp_path):
     assert rows["blk.0.attn_q"].status == "ok"
     assert rows["blk.0.attn_k"].status == ("skipped: Q8_K is a GGML type of intermediate results, not of stored "
                                            "weights; no dequantizer exists for it")
+
+
+def test_llama_cpp_lora_pairs_that_make_no_update_are_skipped(tmp_path):
+    """A transposed lora_a is token_embd's only (elsewhere factors that do not multiply are no update), and a
+    rank-0 pair is no update: skipped rows, never a ZeroDivisionError or a guessed orientation."""
+    rng = _rng(8)
+    tensors = {"blk.0.attn_q.weight.lora_a": rng.standard_normal((4, 16)),
+               "blk.0.attn_q.weight.lora_b": rng.standard_normal((16, 16)),
+               "blk.0.attn_k.weight.lora_a": np.zeros((0, 16)), "blk.0.attn_k.weight.lora_b": np.zeros((16, 0))}
+    rows = {x.name: x.status for x in htsr.analyze(_write_adapter(tmp_path / "bad.gguf", tensors, 8.0)).layers}
+    assert rows == {n: rows[n] for n in ("blk.0.attn_q#delta", "blk.0.attn_k#delta")}
+    assert all(s.startswith("skipped: LoRA factors of shapes") and s.endswith("do not make a rank-r update")
+               for s in rows.values())

@@ -156,6 +156,12 @@ def test_a_csv_that_cannot_be_written_or_is_a_binary_file_is_refused_before_trai
         with pytest.raises(HtsrError, match=r"alpha.csv: cannot be written \(Read-only file system\)"):
             AlphaMonitor(mlp(), tmp_path / "alpha.csv")
     assert list(tmp_path.iterdir()) == []
+    import os
+
+    if hasattr(os, "mkfifo"):  # a pipe: opening it to append would wait for a reader, forever
+        os.mkfifo(tmp_path / "pipe.csv")
+        with pytest.raises(HtsrError, match=r"pipe.csv: is not a regular file"):
+            AlphaMonitor(mlp(), tmp_path / "pipe.csv")
     ckpt = tmp_path / "model.pth"  # the checkpoint given by mistake: a bounded look at its first bytes
     ckpt.write_bytes(b"PK\x03\x04\xff\xfe" + bytes(range(256)) * 64)
     for call in (lambda: AlphaMonitor(mlp(), ckpt), lambda: load_history(ckpt)):

@@ -488,6 +488,9 @@ def test_two_adapters_in_one_file_give_a_row_each(tmp_path):
     r = htsr.analyze(tmp_path, min_evals=2)
     rows = {x.name: x for x in r.layers}
     assert sorted(rows) == ["fc(default)#delta", "fc(other)#delta"]
+    # the folder's one config scales both: the source says so
+    assert r.source.endswith("(adapters default, other in one file, every one scaled by this folder's "
+                             "adapter_config.json)")
     for name in ("default", "other"):
         d = 2.0 * f[f"base_model.model.fc.lora_B.{name}.weight"].astype(np.float64) @ f[
             f"base_model.model.fc.lora_A.{name}.weight"]
@@ -536,3 +539,24 @@ def test_square_layers_take_the_layout_the_other_layers_show(tmp_path):
                 assert row.status.startswith("skipped: a square layer of an adapter on layers of both layouts")
             else:  # float32 sum against peft's float32 merge: 1e-5 relative
                 assert row.lambda_max == pytest.approx(np.linalg.norm(merged[f"{m}.weight"], 2) ** 2, rel=1e-5), m
+
+
+def test_bare_target_parameter_names_leave_target_modules_alone(tmp_path):
+    """target_parameters=['gate_up_proj'] (no module part) beside target_modules=['q']: 'q' is a LoRA on its
+    weight, scaled by its own alpha_pattern entry (it was read as a parameter LoRA 'q.gate_up_proj')."""
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.experts = _Experts()
+            self.q = nn.Linear(32, 40)
+
+    torch.manual_seed(0)
+    cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q"], target_parameters=["gate_up_proj"],
+                          alpha_pattern={"q": 40}, init_lora_weights=False)
+    pm = peft.get_peft_model(Block(), cfg)
+    want = np.linalg.norm(pm.base_model.model.q.get_delta_weight("default").detach().double().numpy(), 2) ** 2
+    pm.save_pretrained(str(tmp_path))
+    rows = _rows(htsr.analyze(tmp_path, min_evals=2))
+    assert rows["q#delta"][0].lambda_max == pytest.approx(want, rel=1e-5)  # float32 factors: 1e-5
+    assert {n for n in rows if n.startswith("experts.gate_up_proj#delta[")} == {
+        f"experts.gate_up_proj#delta[{e}]" for e in range(4)}

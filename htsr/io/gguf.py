@@ -347,11 +347,13 @@ def _lora_updates(refs: list[TensorRef], alpha: float) -> Iterator[TensorRef]:
         A, B = tuple(a.shape), tuple(b.shape)
         stacked = len(A) == len(B) == 3 and A[0] == B[0]
         r = B[-1]
-        if not (len(A) == len(B) == 2 or stacked) or r not in (A[-2], A[-1]):
+        # only token_embd's lora_a is stored transposed (vocab × r; llama.cpp's llm_build_inp_embd)
+        transposed = stem.split(".")[0] == "token_embd" and A[-2] != r
+        if not (len(A) == len(B) == 2 or stacked) or r == 0 or 0 in A + B or r != (A[-1] if transposed else A[-2]):
             yield TensorRef(row, (1, 1), a.dtype, skipped_loader(
-                f"LoRA factors of shapes {list(B)} ({b.name}) and {list(A)} ({a.name}) do not multiply"), "lora")
+                f"LoRA factors of shapes {list(B)} ({b.name}) and {list(A)} ({a.name}) do not make a rank-r update"),
+                "lora")
             continue
-        transposed = A[-2] != r  # token_embd's lora_a: vocab × r
         scale = alpha / r if alpha else 1.0
         inp = A[-2] if transposed else A[-1]
         E = A[0] if stacked else 1

@@ -132,7 +132,7 @@ class PeftAdapter:
 
         other = copy.copy(self)
         other._base = {t.name: t for t in base}
-        other.description = f"{self.folder} on base {base.description}"
+        other.description = f"{self.description} on base {base.description}"
         # names matched as --base matches a model's: exactly, else by one leading component (an adapter
         # trained on a '…ForCausalLM' ('model.layers…') against the bare backbone's 'layers…')
         wanted = [n for e in self._modules.values() for n in self._weight_names(e["module"])]
@@ -167,8 +167,8 @@ class PeftAdapter:
         """For a LoRA on a bare parameter (peft's ``target_parameters``, e.g. fused experts): the module's
         name without peft's nesting of several such LoRAs on one module (``experts.base_layer``), and the
         parameters it may adapt, in peft's order; None for a LoRA on a module's weight."""
-        if not self.target_parameters:
-            return None
+        if not self.target_parameters or (".base_layer" not in name and self._targets_module(name)):
+            return None  # a module target_modules names: a LoRA on its weight (peft nests parameter LoRAs only)
         unwrapped = name
         while ".base_layer" in unwrapped:  # peft's strip_base_layer_from_name
             head, _, tail = unwrapped.rpartition(".base_layer")
@@ -180,6 +180,19 @@ class PeftAdapter:
             if (full == key or full.endswith("." + key)) and param not in params:
                 params.append(param)
         return (unwrapped, params) if params else None
+
+    def _targets_module(self, name: str) -> bool:
+        """Whether ``target_modules`` names the module (peft's check_target_module_exists: a string is a
+        regular expression the whole name matches, 'all-linear' any layer; a list holds names the module's
+        ends with, after a '.')."""
+        targets = self.config.get("target_modules")
+        if isinstance(targets, str):
+            try:
+                return targets == "all-linear" or re.fullmatch(targets, name) is not None
+            except re.error:
+                return False
+        return isinstance(targets, list) and any(
+            isinstance(t, str) and (name == t or name.endswith("." + t)) for t in targets)
 
     def _weight_names(self, name: str) -> list[str]:
         """The tensor names of the base weight(s) a module's LoRA may update."""
@@ -199,8 +212,8 @@ class PeftAdapter:
             fit = [p for p in params if _fits(self._base.get(self._key(f"{unwrapped}.{p}")), A, B,
                                                   _lookup(self.rank_pattern, f"{unwrapped}.{p}", self.r))]
             params = fit if len(fit) == 1 else params
-        settings = {(r, self.scaling(f"{unwrapped}.{p}", r))
-                    for p in params for r in [_lookup(self.rank_pattern, f"{unwrapped}.{p}", self.r)]}
+        ranks = {p: _lookup(self.rank_pattern, f"{unwrapped}.{p}", self.r) for p in params}
+        settings = {(r, self.scaling(f"{unwrapped}.{p}", r) if r > 0 else math.nan) for p, r in ranks.items()}
         row = f"{unwrapped}.{params[0]}" if len(params) == 1 else name
 
         def skipped(reason: str) -> Iterator[TensorRef]:
@@ -216,7 +229,8 @@ class PeftAdapter:
             return
         ((r, scale),) = settings
         if r <= 0 or A[0] % r:
-            yield from skipped(f"A has {A[0]} rows, not a multiple of the config's rank r = {r}; re-save the adapter")
+            yield from skipped(f"the config's rank r = {r} is not positive; re-save the adapter" if r <= 0 else
+                               f"A has {A[0]} rows, not a multiple of the config's rank r = {r}; re-save the adapter")
             return
         E, out, inp = A[0] // r, B[0], A[1]
         factors = SharedLoad(lambda: (np.asarray(entry["A"].load(), np.float32).reshape(E, r, inp),
@@ -285,7 +299,11 @@ class PeftAdapter:
                 entry["m"] = t
         for key in [k for k, e in modules.items() if "A" not in e and "B" not in e]:
             others.append(modules.pop(key)["m"])  # a magnitude without factors: an ordinary (1-D) tensor
-        several = len({adapter for _, adapter in modules}) > 1
+        adapters = sorted({adapter or "unnamed" for _, adapter in modules})
+        several = len(adapters) > 1
+        if several:  # the folder has one config: which adapter it was written for, the file does not say
+            self.description += (f" (adapters {', '.join(adapters)} in one file, every one scaled by this folder's "
+                                 "adapter_config.json)")
         return {(f"{name}({adapter or 'unnamed'})" if several else name): {**e, "module": name}
                 for (name, adapter), e in modules.items()}, others
 
