@@ -347,9 +347,11 @@ def compare_results(results: Sequence[AnalysisResult], labels: Sequence[str] | N
     aligned = []
     for k in range(1, len(by_name)):
         rename, note = align_names(list(by_name[k]), by_name[0])
-        if note:
+        if rename is not None and note:
             by_name[k] = {rename(n): row for n, row in by_name[k].items()}
             aligned.append(f"{labels[k]}: {note}")
+        elif note:  # two renamings tie: the names are compared as they are
+            aligned.append(f"{labels[k]}: not renamed ({note})")
     common = tuple(n for n in by_name[0] if all(n in d for d in by_name[1:]))
     values = tuple(tuple(float(getattr(d[n], layer_metric)) for d in by_name) for n in common)
     shape_differs = tuple(n for n in common if len({d[n].shape for d in by_name}) > 1)
@@ -422,9 +424,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], text_columns: i
 
 
 #: summary metrics that only an option computes: what to add when no model has a value
-_METRIC_NEEDS = {"rand_js_distance": "--randomize", "num_with_traps": "--randomize", "pl_pvalue": "--bootstrap N",
-                 "share_plausible_pl": "--bootstrap N", "num_no_power_law": "--bootstrap N",
-                 "share_best_fit_pl": "the tail comparisons (no --no-tails)"}
+_METRIC_NEEDS = {"rand_js_distance": ("randomize", "--randomize"), "num_with_traps": ("randomize", "--randomize"),
+                 "pl_pvalue": ("bootstrap", "--bootstrap N"), "share_plausible_pl": ("bootstrap", "--bootstrap N"),
+                 "num_no_power_law": ("bootstrap", "--bootstrap N"),
+                 "share_best_fit_pl": ("tails", "the tail comparisons (no --no-tails)")}
 
 
 def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layers: bool = True) -> str:
@@ -446,8 +449,9 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
         + "  ".join([f"{e.rank}. {e.label} ({format_value(e.value)})" for e in c.ranking if e.rank is not None]
                     + [f"unranked (no value): {', '.join(e.label for e in c.ranking if e.rank is None)}"]
                     * any(e.rank is None for e in c.ranking))
-        + (f" ({c.metric} needs {_METRIC_NEEDS[c.metric]})"
-           if c.metric in _METRIC_NEEDS and all(e.rank is None for e in c.ranking) else ""),
+        + (f" ({c.metric} needs {_METRIC_NEEDS[c.metric][1]})"
+           if c.metric in _METRIC_NEEDS and all(e.rank is None for e in c.ranking)
+           and not c.results[0].options.get(_METRIC_NEEDS[c.metric][0]) else ""),
     ]
     same = len(c.common_layers) - len(c.shape_differs)
     if c.partial_layers or c.shape_differs:  # the summary means are over different layers in each model

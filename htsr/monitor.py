@@ -340,6 +340,8 @@ def load_history(csv_path: str | os.PathLike, threshold: float = 2.0) -> list[Mo
     Rows belong to one record while (step, epoch, time) stays the same and no layer repeats; ``alert``
     is replayed with ``threshold``; ``seconds`` is NaN.
     """
+    if not Path(csv_path).is_file():  # a pipe would block the read forever
+        raise HtsrError(f"{csv_path}: not a monitor CSV (not a regular file)")
     first = _first_line(Path(csv_path))
     if first != ",".join(CSV_COLUMNS):  # read as bytes, bounded: a checkpoint given by mistake is not decoded
         raise HtsrError(f"{csv_path}: not a monitor CSV (its header is {first[:80]!r})")

@@ -516,3 +516,7 @@ def test_a_metric_no_model_has_names_the_option_that_computes_it(npz_pair, capsy
     assert main(["compare", str(a), str(b), "--metric", "rand_js_distance", "--no-progress", "--no-tails"]) == 0
     assert ("unranked (no value): tuned, base (rand_js_distance needs --randomize)"
             in capsys.readouterr().out)
+    # with the option on but no value (nothing fitted), no such hint
+    assert main(["compare", str(a), str(b), "--metric", "rand_js_distance", "--randomize", "--min-evals", "500",
+                 "--no-progress", "--no-tails"]) == 0
+    assert "needs --randomize" not in capsys.readouterr().out

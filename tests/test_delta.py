@@ -176,3 +176,32 @@ def test_align_names_refuses_collisions_and_module_renames_and_keeps_wrappers_wi
     assert note == "dropping 'backbone.'" and rename("backbone.layer3.bias") == "layer3.bias"
     flat = [f"conv{i}.{p}" for i in range(500) for p in ("weight", "bias")]
     assert align_names(flat, [f"c{i}.{p}" for i in range(500) for p in ("weight", "bias")]) == (None, "")
+
+
+def test_two_renamings_that_tie_are_refused_not_picked_by_hash_order():
+    """BART's encoder and decoder layers share their suffixes: an encoder's 'layers.0.fc1' gains 'encoder.'
+    or 'decoder.' with as many matches. Neither is picked (it flipped with PYTHONHASHSEED, subtracting the
+    decoder from the encoder); the error says why."""
+    from htsr.io.delta import align_names
+
+    enc = [f"layers.{i}.{m}.weight" for i in range(3) for m in ("fc1", "fc2")]
+    full = [f"{side}.{n}" for side in ("encoder", "decoder") for n in enc]
+    rename, note = align_names(enc, full)
+    assert rename is None and note.startswith("ambiguous: adding 'decoder.' and adding 'encoder.' each match 6 names")
+    rng = np.random.default_rng(0)
+    with pytest.raises(htsr.SourceError, match="names matched to the base .*: ambiguous: adding 'decoder.'"):
+        htsr.analyze({n: rng.standard_normal((60, 60)) for n in enc},
+                     base={n: rng.standard_normal((60, 60)) for n in full})
+    assert align_names(["fc.weight"], ["linear.weight"]) == (None, "")  # one name: no renaming pattern
+    assert align_names([], ["a.b.weight"]) == (None, "")
+
+
+def test_the_noise_floor_is_the_model_storage_rounding_not_the_base_one():
+    """A float32 fine-tune of a bfloat16 base holds float32 rounding only (it started from the stored base):
+    an update of rms 1e-3 of the weights is fitted, not cut at bfloat16's noise."""
+    import ml_dtypes
+
+    rng = np.random.default_rng(4)
+    base = {"l.weight": (0.05 * rng.standard_normal((400, 256))).astype(ml_dtypes.bfloat16)}
+    tuned = {"l.weight": base["l.weight"].astype(np.float32) + 5e-5 * rng.standard_normal((400, 256)).astype(np.float32)}
+    assert htsr.analyze(tuned, base=base).layers[0].status == "ok"

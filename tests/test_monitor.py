@@ -162,6 +162,8 @@ def test_a_csv_that_cannot_be_written_or_is_a_binary_file_is_refused_before_trai
         os.mkfifo(tmp_path / "pipe.csv")
         with pytest.raises(HtsrError, match=r"pipe.csv: is not a regular file"):
             AlphaMonitor(mlp(), tmp_path / "pipe.csv")
+        with pytest.raises(HtsrError, match=r"pipe.csv: not a monitor CSV \(not a regular file\)"):
+            load_history(tmp_path / "pipe.csv")
     ckpt = tmp_path / "model.pth"  # the checkpoint given by mistake: a bounded look at its first bytes
     ckpt.write_bytes(b"PK\x03\x04\xff\xfe" + bytes(range(256)) * 64)
     for call in (lambda: AlphaMonitor(mlp(), ckpt), lambda: load_history(ckpt)):

@@ -56,7 +56,9 @@ def test_minilm_matches_weightwatcher(minilm_path):
 def test_efficientnet_lite0_matches_weightwatcher(efficientnet_lite0_path):
     # min_evals=20: compare every layer that WeightWatcher fits with its standard estimator
     fitted = _compare(efficientnet_lite0_path, "efficientnet_lite0", min_evals=20)
-    assert len(fitted) == 41
+    # 41 less the 9 depthwise 5x5 convs (25 kernel positions of C x 1 matrices: htsr does not fit their pooled
+    # squared norms, docs/weightwatcher.md)
+    assert len(fitted) == 32
     default = htsr.analyze(efficientnet_lite0_path)
     assert default.summary.num_fitted == sum(l.num_evals >= 50 for l in default.layers)
 

@@ -42,6 +42,8 @@ class DeltaSource:
         self.description = f"{model.description} - base {base.description}"
         model_names = [t.name for t in self._model]
         rename, note = align_names(model_names, [t.name for t in base_refs])
+        if rename is None and note:  # two renamings as good as each other
+            raise SourceError(f"{model.description}: names matched to the base {base.description}: {note}")
         if rename is None:
             raise SourceError(
                 f"{model.description}: no tensor name in common with the base {base.description} (model names "
@@ -86,9 +88,9 @@ def _is_matrix(t: TensorRef) -> bool:
 
 def _delta(t: TensorRef, b: TensorRef, noise: dict[str, float]) -> np.ndarray:
     """W − W_base; ``noise['rms']`` is set to the rms rounding it holds. A fine-tune starts from the stored
-    base and is stored once: its entries are rounded to within their unit roundoff u (float32 2⁻²⁴,
-    bfloat16 2⁻⁸), errors spread evenly in ±u·|w|, whose rms is u·|w|/√3 (the coarser input's, when the
-    two are stored differently)."""
+    base and is stored once: the difference holds the model's rounding only (not the base's, which both
+    share), its entries rounded to within the model dtype's unit roundoff u (float32 2⁻²⁴, bfloat16 2⁻⁸),
+    errors spread evenly in ±u·|w| at most, whose rms is u·|w|/√3."""
     w, w0 = t.load(), b.load()
     if np.array_equal(w, w0):
         raise LayerSkipped("unchanged: equal to the base tensor (a frozen layer), no update to analyse")
@@ -96,7 +98,7 @@ def _delta(t: TensorRef, b: TensorRef, noise: dict[str, float]) -> np.ndarray:
     def rms(a: np.ndarray) -> float:  # BLAS's norm: no float64 copy of a large tensor
         return float(np.linalg.norm(np.ravel(a))) / math.sqrt(a.size) if a.size else 0.0
 
-    noise["rms"] = max(unit_roundoff(t.dtype) * rms(w), unit_roundoff(b.dtype) * rms(w0)) / math.sqrt(3)
+    noise["rms"] = unit_roundoff(t.dtype) * rms(w) / math.sqrt(3)
     return np.subtract(w, w0)
 
 
@@ -113,13 +115,16 @@ def align_names(names: list[str], ref: Iterable[str]) -> tuple[Callable[[str], s
     at least two (a wrapper prefix covers many tensors; a module renamed, 'conv186.' as 'c144.', matches its
     weight and bias by chance) and must not send two names to one (T5's 'decoder.' replaced with 'encoder.'
     would subtract the decoder from the encoder's weights while the encoder's own names match as they are).
-    None if no name matches either way.
+    None if no name matches either way, or if two changes tie for the most (BART's 'encoder.' and 'decoder.'
+    layers have the same suffixes: adding either to an encoder's names matches as many), with a note saying so.
 
     The counts come from the names' suffixes after each leading component, and only components that cover
     enough names are paired, so the search stays fast on thousands of flat names."""
     ref = set(ref)
     names = list(dict.fromkeys(names))
     own = set(names)
+    if not names:
+        return None, ""
 
     def by_first(ns: Iterable[str]) -> dict[str, set[str]]:  # 'bert.' -> {'fc.weight', …}; '' -> every name
         out: dict[str, set[str]] = {"": set(ns)}
@@ -129,11 +134,12 @@ def align_names(names: list[str], ref: Iterable[str]) -> tuple[Callable[[str], s
                 out.setdefault(head + ".", set()).add(rest)
         return out
 
-    needed = min(len(names), max(2, math.ceil(0.1 * len(names))))
-    mine = {k: v for k, v in by_first(names).items() if len(v) >= needed}
-    theirs = {k: v for k, v in by_first(ref).items() if len(v) >= needed}
+    needed = max(2, math.ceil(0.1 * len(names)))
+    mine = {k: v for k, v in sorted(by_first(names).items()) if len(v) >= needed}
+    theirs = {k: v for k, v in sorted(by_first(ref).items()) if len(v) >= needed}
     shared = len(own & ref)
     best = (shared, _identity, "") if shared else None
+    tied = ""  # another change as good as the best one
     for old, rest in mine.items():
         shared_under = sum(old + s in ref for s in rest)
         for new, targets in theirs.items():
@@ -144,16 +150,22 @@ def align_names(names: list[str], ref: Iterable[str]) -> tuple[Callable[[str], s
                 continue
             # names not under `old` keep theirs: they still match where they are shared
             count = len(hits) + shared - shared_under
-            if best is not None and count <= best[0]:
+            if best is not None and (count < best[0] or count == best[0] and not best[2]):
                 continue
             # one name each: a changed name must not land on a name another, unchanged, name already has
             if any(new + s in own and not (new + s).startswith(old) for s in rest):
+                continue
+            note = (f"replacing {old!r} with {new!r}" if old and new else
+                    f"dropping {old!r}" if old else f"adding {new!r}")
+            if best is not None and count == best[0]:
+                tied = note
                 continue
 
             def swap(n: str, a: str = old, b: str = new) -> str:
                 return b + n[len(a):] if n.startswith(a) else n
 
-            note = (f"replacing {old!r} with {new!r}" if old and new else
-                    f"dropping {old!r}" if old else f"adding {new!r}")
-            best = (count, swap, note)
+            best, tied = (count, swap, note), ""
+    if best is not None and tied:
+        return None, (f"ambiguous: {best[2]} and {tied} each match {best[0]} names; rename the tensors so that "
+                      "the names themselves match")
     return (best[1], best[2]) if best is not None else (None, "")

@@ -137,6 +137,8 @@ class PeftAdapter:
         # trained on a '…ForCausalLM' ('model.layers…') against the bare backbone's 'layers…')
         wanted = [n for e in self._modules.values() for n in self._weight_names(e["module"])]
         rename, note = align_names(wanted, other._base)
+        if rename is None and note:
+            raise SourceError(f"{self.folder}: module names matched to the base {base.description}: {note}")
         if rename is None and wanted:
             raise SourceError(
                 f"{self.folder}: no adapted module's weight is in the base {base.description} (adapter modules like "
