@@ -113,6 +113,21 @@ def test_fixed_xmin_is_the_closed_form():
     assert fit.xmin == 1.2 and fit.num_pl_spikes == tail.size
 
 
+def test_a_fixed_xmin_far_below_the_spectrum_or_not_positive():
+    """x_min = 1e-306: λ / x_min overflows to inf, which gave alpha exactly 1 with status ok; log λ − log x_min
+    keeps the closed form (mpmath-free check: the same sum computed in logs). 0 and −1 are failures with a
+    status, never 'ok' with alpha 1 or NaN."""
+    x = np.sort(pareto_with_bulk(500, 3.0, seed=7))
+    for xmin in (1e-300, 1e-306, 1e-320):
+        fit = fit_power_law(x, xmin=xmin)
+        expected = 1 + x.size / np.sum(np.log(x) - math.log(xmin))
+        assert fit.status == "ok" and fit.alpha == pytest.approx(expected, rel=1e-12) and fit.alpha > 1
+        assert math.isfinite(fit.D)
+    for xmin in (0.0, -1.0):
+        fit = fit_power_law(x, xmin=xmin)
+        assert fit.status.startswith("fit_failed: the fixed xmin") and math.isnan(fit.alpha)
+
+
 def test_median_xmin_uses_top_half():
     x = pareto_with_bulk(1001, 3.0, seed=3)
     fit = fit_power_law(x, xmin="median")

@@ -309,6 +309,22 @@ def test_tpl_fit_at_least_as_good_as_powerlaw_package(seed, n, alpha, Lambda):
     assert fit.Lambda == pytest.approx(ref_Lambda, abs=1e-3)
 
 
+def test_tpl_fit_finds_the_cut_off_of_an_exponential_tail():
+    """A shifted exponential (α̂ of the plain power law ≈ 1.56): L-BFGS-B used to stop at its start point
+    (a stand-in value at the corner α = 1, Λ = 0) and the fit fell back to Λ = 0, 76 log-likelihood units
+    below the maximum. The optimum is α → 1 with Λ = 0.0376, as the `powerlaw` package finds (its
+    Nelder-Mead stops at ftol 1e-4: htsr's maximum is at least as high, by no more than 1e-3)."""
+    rng = np.random.default_rng(9)
+    x = np.sort(1 + rng.exponential(rng.uniform(0.1, 10), 300))
+    xmin = float(x[0])
+    ref = _quiet(lambda: powerlaw.Fit(x, xmin=xmin))
+    ref_alpha, ref_Lambda = _quiet(lambda: (ref.truncated_power_law.alpha, ref.truncated_power_law.Lambda))
+    ll_ref = float(np.sum(tpl_logpdf(x, ref_alpha, ref_Lambda, xmin)))
+    fit = fit_truncated_power_law(x, xmin)
+    assert ll_ref - 1e-6 <= fit.loglik < ll_ref + 1e-3
+    assert fit.Lambda == pytest.approx(ref_Lambda, rel=1e-3)  # 1e-3: fmin's xtol on a flat maximum
+
+
 # ------------------------------------------------------------------------------ alternative tails
 
 def test_vuong_matches_powerlaw_package_and_normal_tail():

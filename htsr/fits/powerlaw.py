@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
 
 __all__ = ["PowerLawFit", "fit_power_law", "ks_scan"]
@@ -172,15 +174,21 @@ def _fit_at(x: np.ndarray, i: int, alpha: float, D: float) -> PowerLawFit:
 
 
 def _fixed_xmin_fit(x: np.ndarray, xmin: float) -> PowerLawFit:
+    if not (math.isfinite(xmin) and xmin > 0):
+        return PowerLawFit.failed(f"the fixed xmin {xmin:g} is not a positive number")
     tail = x[x >= xmin]
     n = tail.size
     if n < 2:
         return PowerLawFit.failed(f"fewer than 2 eigenvalues above the fixed xmin {xmin:g}")
-    s = float(np.sum(np.log(tail / xmin)))
+    # log λ − log x_min, not log(λ / x_min): λ / 1e-306 overflows to inf (alpha would read exactly 1)
+    t = np.log(tail) - math.log(xmin)
+    s = float(np.sum(t))
     if s <= 0:
         return PowerLawFit.failed("all tail eigenvalues equal the fixed xmin")
     alpha = 1.0 + n / s
-    fit_cdf = -np.expm1((1.0 - alpha) * np.log(tail / xmin))
+    if not (math.isfinite(alpha) and alpha > 1.0):
+        return PowerLawFit.failed(f"alpha {alpha:g} at the fixed xmin {xmin:g} is no power law (needs alpha > 1)")
+    fit_cdf = -np.expm1((1.0 - alpha) * t)
     D = float(np.max(np.abs(fit_cdf - np.arange(n) / n)))
     return PowerLawFit(alpha, (alpha - 1.0) / np.sqrt(n), D, float(xmin), float(tail[-1]), int(n), "ok")
 

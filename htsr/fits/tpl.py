@@ -118,6 +118,11 @@ def tpl_logpdf(x: np.ndarray, alpha: float, Lambda: float, xmin: float) -> np.nd
     return -alpha * np.log(x) - Lambda * x - tpl_log_normaliser(alpha, Lambda, xmin)
 
 
+#: the smallest cut-off c = Λ·x_min, in units of 1/mean(λ/x_min), that the search visits (above it every
+#: (a ≥ 0, c) has a density; a smaller optimum is the plain power law's, within the likelihood's precision)
+_MIN_C = 1e-10
+
+
 def fit_truncated_power_law(tail: np.ndarray, xmin: float) -> TPLFit:
     """Maximum-likelihood (α, Λ) of a TPL for the values ``tail`` (all ≥ ``xmin`` > 0).
 
@@ -135,15 +140,15 @@ def fit_truncated_power_law(tail: np.ndarray, xmin: float) -> TPLFit:
 
     def nll(p: np.ndarray) -> tuple[float, np.ndarray]:
         a, c = float(p[0]), float(p[1]) * scale
-        if c == 0.0 and a <= 0:
-            return 1e300, np.array([-1.0, -1.0])
         log_i, e_t, e_u = _moments(a, c)
-        g_c = (u_bar - e_u) * scale if math.isfinite(e_u) else -1e6  # E[u] = ∞ at c = 0, a ≤ 1
-        return a * t_bar + c * u_bar + log_i, np.array([t_bar - e_t, g_c])
+        return a * t_bar + c * u_bar + log_i, np.array([t_bar - e_t, (u_bar - e_u) * scale])
 
+    # c stays above 0 in the search: the bound c = 0 is the plain power law, taken in closed form below, and
+    # its corner a = 0 has no density. (A stand-in value there made the first projected step of L-BFGS-B
+    # stop at the start point: the cut-off of a shifted exponential was missed, R off by 76.)
     start = np.array([1.0 / t_bar, 0.5])
     res = scipy.optimize.minimize(nll, start, jac=True, method="L-BFGS-B",
-                                  bounds=[(0.0, 1e4), (0.0, 1e8)], options={"ftol": 1e-14, "gtol": 1e-10})
+                                  bounds=[(0.0, 1e4), (_MIN_C, 1e8)], options={"ftol": 1e-14, "gtol": 1e-10})
     a, c = float(res.x[0]), float(res.x[1]) * scale
     value = float(res.fun)
     # the bound c = 0 is the plain power law, whose optimum is closed form: take it when it is better
