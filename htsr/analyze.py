@@ -134,10 +134,11 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                 passed_over(t.name, f"kind {kind} not in --kinds")
                 continue
             matched = False  # a tensor is not analysed only if none of its rows (experts, positions) matches
-            for lm in layer_matrices(t.name, kind, t.shape, t.load, opts.conv, opts.ww_conv_scale, t.resolution):
+            for lm in layer_matrices(t.name, kind, t.shape, t.load, opts.conv, opts.ww_conv_scale):
                 if pattern is None or pattern.search(lm.name):
                     matched = True
-                    yield lm
+                    # a delta's rounding noise, the same for every row of its tensor
+                    yield lm if t.resolution is None else dataclasses.replace(lm, resolution=t.resolution)
             if not matched:
                 passed_over(t.name, "not matched by --layers")
         # a tensor the reader both lists and yields as a row that says why (an ONNX weight it cannot

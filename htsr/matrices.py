@@ -170,10 +170,8 @@ def layer_matrices(
     load: Callable[[], np.ndarray],
     conv: str = "pooled",
     ww_conv_scale: bool = True,
-    resolution: Callable[[], float] | None = None,
 ) -> Iterator[LayerMatrices]:
-    """Yield the result rows for one tensor. ``load()`` returns the tensor as a numpy array; ``resolution``
-    is its :attr:`~htsr.io.base.TensorRef.resolution`, given to every row."""
+    """Yield the result rows for one tensor. ``load()`` returns the tensor as a numpy array."""
     base = row_name(name)
     shape = tuple(int(s) for s in shape)
     sq = shape if kind in ("conv1d", "conv2d", "conv3d") else _squeeze_leading(shape)  # a conv's c_out may be 1
@@ -183,19 +181,18 @@ def layer_matrices(
 
     if kind == "lora" and len(shape) == 2:  # load() returns a LowRank: its spectrum comes from the factors
         r, c = shape
-        yield LayerMatrices(base, kind, shape, r, c, 1, 1.0, lambda: [load()], resolution=resolution)
+        yield LayerMatrices(base, kind, shape, r, c, 1, 1.0, lambda: [load()])
     elif kind in ("dense", "embedding", "rnn") or (kind == "stack" and len(sq) == 2):
         r, c = sq[-2], sq[-1]
         if len(sq) != 2:
             r, c = int(np.prod(sq[:-1])), sq[-1]
-        yield LayerMatrices(base, kind, shape, r, c, 1, 1.0, lambda: [loaded().reshape(r, c)],
-                            resolution=resolution)
+        yield LayerMatrices(base, kind, shape, r, c, 1, 1.0, lambda: [loaded().reshape(r, c)])
     elif kind == "stack":
         E, r, c = sq[0], int(np.prod(sq[1:-1])), sq[-1]
         stack = SharedLoad(lambda: loaded().reshape(E, r, c), range(E))  # read once for all E rows
         for e in range(E):
             yield LayerMatrices(f"{base}[{e}]", kind, shape, r, c, 1, 1.0,
-                                lambda e=e: [stack.take(e, lambda t: t[e])], resolution=resolution)
+                                lambda e=e: [stack.take(e, lambda t: t[e])])
     elif kind in ("conv1d", "conv2d", "conv3d", "lora"):  # a conv LoRA: load() returns one LowRank per position
         c_out, c_in = shape[0], shape[1]  # never squeezed: a conv's c_out may be 1
         positions = [tuple(p) for p in np.ndindex(*shape[2:])]
@@ -214,13 +211,12 @@ def layer_matrices(
             return f
 
         if conv == "pooled":
-            yield LayerMatrices(base, kind, shape, c_out, c_in, k, 0.5 if ww else 1.0, slices(positions),
-                                resolution=resolution)
+            yield LayerMatrices(base, kind, shape, c_out, c_in, k, 0.5 if ww else 1.0, slices(positions))
         else:
             for p in positions:
                 label = ",".join(str(i) for i in p)
                 yield LayerMatrices(f"{base}[{label}]", kind, shape, c_out, c_in, 1, k / 2.0 if ww else 1.0,
-                                    slices([p]), resolution=resolution)
+                                    slices([p]))
     else:
         raise ValueError(f"unknown layer kind {kind!r}")
 

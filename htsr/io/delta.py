@@ -63,6 +63,7 @@ class DeltaSource:
         for t in self._model:
             seen.add(self._key(t.name))
             b = self._base.get(self._key(t.name))
+            resolution = None
             if (b is None or tuple(b.shape) != tuple(t.shape)) and not _is_matrix(t):
                 loader = t.load  # a bias or a norm scale: no row either way (analyze lists it as not analysed)
             elif b is None:
@@ -70,11 +71,10 @@ class DeltaSource:
             elif tuple(b.shape) != tuple(t.shape):
                 loader = skipped_loader(f"shape {tuple(t.shape)} differs from the base's {tuple(b.shape)} (not a delta)")
             else:
-                noise: dict[str, float] = {}
+                noise: dict[str, float] = {}  # set by the load
                 loader = (lambda t=t, b=b, noise=noise: _delta(t, b, noise))
-                yield TensorRef(t.name, t.shape, t.dtype, loader, t.kind, resolution=lambda noise=noise: noise["rms"])
-                continue
-            yield TensorRef(t.name, t.shape, t.dtype, loader, t.kind)
+                resolution = (lambda noise=noise: noise["rms"])
+            yield TensorRef(t.name, t.shape, t.dtype, loader, t.kind, resolution=resolution)
         for name, b in self._base.items():
             if name not in seen:
                 yield TensorRef(b.name, b.shape, b.dtype, b.load if not _is_matrix(b) else skipped_loader(
