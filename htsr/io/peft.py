@@ -247,16 +247,13 @@ class PeftAdapter:
         if self._base is None:
             return
         if len(params) > 1:
-            for tag in ("base", "merged"):
-                yield TensorRef(f"{row}#{tag}", (1, 1), "float32", skipped_loader(
-                    f"the factors fit none or several of the base's {', '.join(params)} of {unwrapped}"), "dense")
+            yield from _no_base_rows(row, f"the factors fit none or several of the base's {', '.join(params)} of "
+                                          f"{unwrapped}")
             return
         key = self._key(row)
         b = self._base.get(key)
         if b is None:
-            for tag in ("base", "merged"):
-                yield TensorRef(f"{row}#{tag}", (1, 1), "float32", skipped_loader(f"the base has no tensor {key}"),
-                                "dense")
+            yield from _no_base_rows(row, f"the base has no tensor {key}")
             return
         kind = "stack" if E > 1 else (b.kind or infer_kind(b.name, b.shape))
         yield TensorRef(f"{row}#base", b.shape, b.dtype, b.load, kind)
@@ -371,9 +368,7 @@ class PeftAdapter:
         key = self._key(f"{name}.weight")
         b = self._base.get(key) or self._base.get(self._key(name))
         if b is None:
-            for tag in ("base", "merged"):
-                yield TensorRef(f"{label}#{tag}", (1, 1), "float32",
-                                skipped_loader(f"the base has no tensor {key}"), "dense")
+            yield from _no_base_rows(label, f"the base has no tensor {key}")
             return
         kind = b.kind or infer_kind(b.name, b.shape)
         yield TensorRef(f"{label}#base", b.shape, b.dtype, b.load, kind)
@@ -402,6 +397,12 @@ class PeftAdapter:
             return V
 
         yield TensorRef(f"{label}#merged", b.shape, b.dtype, merged, kind)
+
+
+def _no_base_rows(row: str, reason: str) -> Iterator[TensorRef]:
+    """The ``#base`` and ``#merged`` rows of a module whose base weight cannot be used, saying why."""
+    for tag in ("base", "merged"):
+        yield TensorRef(f"{row}#{tag}", (1, 1), "float32", skipped_loader(reason), "dense")
 
 
 def _fits(b: TensorRef | None, A: tuple[int, ...], B: tuple[int, ...], r: int) -> bool:
