@@ -401,7 +401,7 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
         if lm.num_evals < opts.min_evals or not spectrum.evals[-1] > 0:
             return None, cols, "", None
         if opts.mp_fit:
-            mp = fit_mp(spectrum.evals, lm.N, lm.M, scale, opts.tw_margin, zero_floor=spectrum.floor)
+            mp = fit_mp(spectrum.evals, lm.N, lm.M, scale, opts.tw_margin)
             cut = bbp_entry_scale(lm.N, lm.M, mp.sigma2)
             heavy = sum(_count_outside(W, cut) for W in mats) if math.isfinite(cut) else 0
             cols.update(mp_sigma=math.sqrt(mp.sigma2), mp_lambda_minus=mp.lambda_minus,

@@ -9,9 +9,12 @@ s_NM = (√(N−½) + √(M−½))·(1/√(N−½) + 1/√(M−½))^⅓.
 **The fit** (:func:`fit_mp`) is a quantile match, not a kernel-density search: σ² is the least-squares
 scale that maps the MP quantiles (σ = 1) onto the empirical quantiles of the bulk at 19 probabilities
 (5 %, 10 %, …, 95 %). The bulk is every eigenvalue at or below the spike threshold
-σ²·(μ_NM + t·s_NM), t = ``tw_margin``, excluding the zero eigenvalues (at or below ``zero_floor``,
-the layer's numerical floor: the rank-deficient part); σ² and the bulk are refined in turn until the bulk stops changing (two or three
-rounds). Eigenvalues above the threshold are the spikes. A pooled layer (the kh·kw positions of a conv)
+σ²·(μ_NM + t·s_NM), t = ``tw_margin``, excluding the eigenvalues that are zero at float32 precision
+(:func:`zero_level`: the rank-deficient part, the same count for both precision paths); σ² and the bulk
+are refined in turn until the bulk stops changing. Starting from the whole spectrum the bulk can only
+shrink (a shorter bulk has smaller quantiles, so a lower threshold), so this ends at the largest
+self-consistent bulk: two or three rounds for an MP bulk with spikes, a few dozen for a heavy tail,
+each O(1) on the sorted spectrum. Eigenvalues above the threshold are the spikes. A pooled layer (the kh·kw positions of a conv)
 is fitted as one sample of M·k eigenvalues of the same MP law.
 
 Eigenvalue rigidity makes the quantiles of an MP bulk very stable (errors ~1/M), so σ comes out within a
@@ -27,9 +30,10 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["MPFit", "fit_mp", "mp_cdf", "mp_quantiles", "tw_edge"]
+__all__ = ["MPFit", "fit_mp", "mp_cdf", "mp_quantiles", "tw_edge", "zero_level"]
 
 NAN = float("nan")
+_EPS32 = 2.0 ** -23  # float32's machine epsilon
 #: probabilities at which the bulk's quantiles are matched
 _PROBS = np.linspace(0.05, 0.95, 19)
 _GRID = 4097
@@ -49,6 +53,14 @@ class MPFit:
     @classmethod
     def undefined(cls, num_zero: int = 0) -> "MPFit":
         return cls(NAN, NAN, NAN, NAN, 0, num_zero, NAN, NAN)
+
+
+def zero_level(lambda_max: float, N: int) -> float:
+    """Eigenvalues of an N × M layer at or below this are zero at float32 precision: λ_max·(N·ε₃₂)², i.e.
+    singular values below numpy's ``matrix_rank`` tolerance σ_max·N·ε for a float32 matrix. Weights are
+    stored in float32 or coarser, so a smaller eigenvalue is rounding, not signal; a float64 floor would
+    count the rounding of a float32 low-rank product as rank on one precision path and not the other."""
+    return lambda_max * (N * _EPS32) ** 2
 
 
 def tw_edge(N: int, M: int) -> tuple[float, float]:
@@ -88,8 +100,7 @@ def mp_quantiles(probs: np.ndarray, Q: float, sigma2: float = 1.0) -> np.ndarray
     return sigma2 * np.interp(probs, cdf, lam)
 
 
-def fit_mp(evals: np.ndarray, N: int, M: int, scale: float = 1.0, tw_margin: float = 4.0,
-           zero_floor: float = 0.0, max_rounds: int = 10) -> MPFit:
+def fit_mp(evals: np.ndarray, N: int, M: int, scale: float = 1.0, tw_margin: float = 4.0) -> MPFit:
     """Fit the MP bulk to ``evals`` (ascending, ≥ 0) of N × M matrices whose ESD was multiplied by ``scale``.
 
     ``sigma2`` is returned in weight units (the entry variance σ² of W, ``scale`` divided out); the
@@ -101,23 +112,22 @@ def fit_mp(evals: np.ndarray, N: int, M: int, scale: float = 1.0, tw_margin: flo
     Q = N / M
     mu, s = tw_edge(N, M)
     lmax = float(ev[-1])
-    lo = int(np.searchsorted(ev, zero_floor, side="right"))  # zero eigenvalues: [0, lo)
+    lo = int(np.searchsorted(ev, zero_level(lmax, N), side="right"))  # zero eigenvalues: [0, lo)
     num_zero = lo
     hi = ev.size
     q_mp = mp_quantiles(_PROBS, Q)  # σ² = 1, in units of λ/N
-    sigma2 = NAN
-    for _ in range(max_rounds):
-        bulk = ev[lo:hi]
-        if bulk.size < 2:
+    while True:  # hi never grows (module docstring), so this ends
+        if hi - lo < 2:
             return MPFit.undefined(num_zero)
-        q = np.quantile(bulk, _PROBS) / (N * scale)
+        q = _quantiles_of_sorted(ev[lo:hi], _PROBS) / (N * scale)
         sigma2 = float(np.dot(q, q_mp) / np.dot(q_mp, q_mp))
         if not sigma2 > 0:
             return MPFit.undefined(num_zero)
         new_hi = int(np.searchsorted(ev, sigma2 * scale * (mu + tw_margin * s), side="right"))
+        new_hi = max(min(new_hi, hi), lo + 2)
         if new_hi == hi:
             break
-        hi = max(new_hi, lo + 2)
+        hi = new_hi
     unit = sigma2 * scale
     lam_minus = unit * (math.sqrt(N) - math.sqrt(M)) ** 2
     lam_plus = unit * (math.sqrt(N) + math.sqrt(M)) ** 2
@@ -131,6 +141,13 @@ def fit_mp(evals: np.ndarray, N: int, M: int, scale: float = 1.0, tw_margin: flo
         num_spikes=int(ev.size - np.searchsorted(ev, threshold, side="right")), num_zero=num_zero,
         softrank=lam_plus / lmax, ks=ks,
     )
+
+
+def _quantiles_of_sorted(x: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """``np.quantile(x, probs)`` (its default linear method) of an ascending ``x``, without sorting it again."""
+    pos = probs * (x.size - 1)
+    i = np.minimum(pos.astype(np.intp), x.size - 2)
+    return x[i] + (pos - i) * (x[i + 1] - x[i])
 
 
 def _bulk_ks(x: np.ndarray, Q: float) -> float:

@@ -31,11 +31,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .mp import MPFit
+from .mp import MPFit, zero_level
 
 __all__ = ["PHASES", "PhaseThresholds", "bbp_entry_scale", "num_zero_evals", "phase_of"]
-
-_EPS32 = 2.0 ** -23  # float32's machine epsilon
 
 PHASES = ("random-like", "bleeding-out", "bulk+spikes", "bulk-decay", "heavy-tailed", "rank-collapse")
 
@@ -54,14 +52,14 @@ def bbp_entry_scale(N: int, M: int, sigma2: float) -> float:
 
 
 def num_zero_evals(evals: Sequence[float], N: int) -> int:
-    """Eigenvalues of an N × M layer (``evals`` ascending) that are zero at float32 precision: λ ≤
-    λ_max·(N·ε₃₂)², i.e. singular values below numpy's ``matrix_rank`` tolerance σ_max·N·ε for a float32
-    matrix. Weights are stored in float32 or coarser, so a smaller eigenvalue is rounding, not signal; the
-    float64 rank (``matrix_rank``, as WeightWatcher's) counts such rounding as rank, and would make a
-    float32 product of low rank full-rank for one precision path and rank-deficient for the other."""
+    """Eigenvalues of an N × M layer (``evals`` ascending) that are zero at float32 precision
+    (:func:`~htsr.rmt.mp.zero_level`; the MP fit leaves the same ones out of its bulk). Not
+    num_evals − ``matrix_rank``: that float64 rank (WeightWatcher's) counts the rounding of a float32
+    product of low rank as rank, and would make it full-rank for one precision path and rank-deficient
+    for the other."""
     if len(evals) == 0:
         return 0
-    return bisect.bisect_right(evals, float(evals[-1]) * (N * _EPS32) ** 2)
+    return bisect.bisect_right(evals, zero_level(float(evals[-1]), N))
 
 
 def phase_of(num_evals: int, num_zero: int, mp: MPFit, lambda_max: float, alpha: float,

@@ -86,7 +86,7 @@ def randomize(matrices: Sequence[np.ndarray], N: int, M: int, seed: int = 0, sca
     # shuffling the values in place is twice as fast as drawing a permutation and gathering through it
     shuffled = [rng.permuted(np.asarray(W).reshape(-1)).reshape(W.shape) for W in matrices]
     spectrum = esd(shuffled, precision, refine_fraction, scale)
-    mp = fit_mp(spectrum.evals, N, M, scale, tw_margin, zero_floor=spectrum.floor)
+    mp = fit_mp(spectrum.evals, N, M, scale, tw_margin)
     locations: list[tuple[float, int, int, int]] = []
     if mp.num_spikes:
         cut = np.sqrt(mp.threshold / scale)  # singular value of a trap
