@@ -42,9 +42,9 @@ __all__ = ["LayerMatrices", "aspect_window_shape", "aspect_windows", "classify",
 _EMBEDDING = re.compile(r"(^|[._])(emb|embed\w*|wte|wpe|tok_embeddings|shared)([._]|$)", re.IGNORECASE)
 _RNN = re.compile(r"weight_(ih|hh)(_l\d+(_reverse)?)?$")  # nn.LSTM/GRU/RNN, and their *Cell (no _l<n>)
 _EXPERT = re.compile(r"expert|_exps\b", re.IGNORECASE)  # HF experts, GGUF ffn_*_exps
-# biases, batch-norm buffers, and weight-norm magnitudes g (torch's weight_norm: ``weight_g``, or
-# ``parametrizations.weight.original0``; the direction v, ``weight_v`` / ``original1``, is analysed); also in
-# a list (a pickled network's ``biases.0``, its column vectors)
+# biases, batch-norm buffers, and weight-norm magnitudes g left without their direction v (torch's
+# weight_norm: ``weight_g``, or ``parametrizations.weight.original0``; with v, the readers combine the two
+# into the weight, htsr.io.reparam); also in a list (a pickled network's ``biases.0``, its column vectors)
 _NOT_A_WEIGHT = re.compile(r"(^|[._])(bias|biases|running_mean|running_var|num_batches_tracked|weight_g)(\.\d+)*$"
                            r"|parametrizations\.weight\.original0$"
                            r"|(^|[._])bias_(ih|hh)(_l\d+)?(_reverse)?$")  # nn.LSTM/GRU/RNN's and their cells' biases

@@ -194,8 +194,8 @@ def test_conv_per_position_and_ww_scale():
 
 def test_single_output_channel_conv_and_long_kernel_conv_from_a_file_and_a_module():
     """A conv with one output channel keeps it (it is not a leading batch dimension), a long-kernel
-    grouped Conv1d named conv is one conv1d row (not 96 'experts'), weight-norm magnitudes are not
-    weights; the state dict and the module give the same rows."""
+    grouped Conv1d named conv is one conv1d row (not 96 'experts'), a weight-normed conv is one row of
+    g·v/‖v‖ (htsr.io.reparam); the state dict and the module give the same rows."""
     torch = pytest.importorskip("torch")
     nn = torch.nn
     torch.manual_seed(0)
@@ -218,12 +218,14 @@ def test_single_output_channel_conv_and_long_kernel_conv_from_a_file_and_a_modul
     assert from_file["final_conv"].kind == "conv1d" and from_file["final_conv"].num_evals == 1
     pos = from_file["pos_conv"]
     assert (pos.kind, pos.num_matrices, pos.N, pos.M) == ("conv1d", 64, 96, 48)
-    assert "wn_conv.parametrizations.weight.original0" not in from_file
-    assert from_file["wn_conv.parametrizations.weight.original1"].kind == "conv1d"
+    assert not any("parametrizations" in name for name in from_file)
+    assert (from_file["wn_conv"].kind, from_file["wn_conv"].num_matrices) == ("conv1d", 48)
     assert (from_file["pos_embed"].kind, from_file["pos_embed"].N, from_file["pos_embed"].M) == ("embedding", 197, 64)
     for name, row in from_module.items():
         assert (row.kind, row.num_evals) == (from_file[name].kind, from_file[name].num_evals), name
-        assert row.lambda_max == pytest.approx(from_file[name].lambda_max, rel=1e-12), name
+        # the same stored weights: 1e-12; the weight-normed conv's W is computed in float32 by torch on the
+        # module and by numpy from the file (measured 6e-7)
+        assert row.lambda_max == pytest.approx(from_file[name].lambda_max, rel=1e-5 if name == "wn_conv" else 1e-12), name
 
 
 def test_default_floor_does_not_cut_into_tiny_weights():

@@ -588,8 +588,8 @@ def test_torch_module_passed_directly():
 
 def test_a_live_module_gives_the_rows_of_its_saved_state_dict(tmp_path, recwarn):
     """Persistent float buffers (a frozen projection) are analysed as the saved checkpoint's are; a
-    non-persistent one is not in the checkpoint, so not here either; weight norm's magnitude g is no layer
-    (its direction v is)."""
+    non-persistent one is not in the checkpoint, so not here either; weight norm's magnitude g and
+    direction v are one layer, the weight g·v/‖v‖."""
     from torch import nn
     from torch.nn.utils import weight_norm
 
@@ -601,7 +601,7 @@ def test_a_live_module_gives_the_rows_of_its_saved_state_dict(tmp_path, recwarn)
     live = [(r.name, r.shape) for r in htsr.analyze(net, min_evals=3).layers]
     torch.save(net.state_dict(), tmp_path / "net.pt")
     saved = [(r.name, r.shape) for r in htsr.analyze(tmp_path / "net.pt", min_evals=3).layers]
-    assert live == saved == [("proj", "20x30"), ("0.weight_v", "16x8x3"), ("1", "4x16")]
+    assert live == saved == [("proj", "20x30"), ("0", "16x8x3"), ("1", "4x16")]
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")  # torch.ao's migration notes

@@ -89,6 +89,7 @@ import numpy as np
 
 from ..errors import HtsrError, LayerSkipped, SourceError
 from .base import TensorRef, numpy_dtype, one_line, skipped_loader
+from .reparam import reparametrized_refs
 
 __all__ = ["SCALE_SUFFIXES", "PackedConfig", "unscaled_integer_weight", "with_scales"]
 
@@ -827,14 +828,15 @@ def _aqlm_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set
 def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -> list[TensorRef]:
     """The tensors with every quantized weight paired to its scale (or unpacked from its GPTQ / AWQ / MLX /
     compressed-tensors / MXFP4 parts, with the format hints ``packed``, or from its bitsandbytes 4-bit
-    state) and the scale tensors removed."""
+    state), every weight stored as a reparametrization's parts combined (:mod:`htsr.io.reparam`), and the
+    scale tensors and parts removed."""
     refs = list(refs)
     by_name = {r.name: r for r in refs}
     cfg = packed or PackedConfig()
     unpacked, parts = {}, set()
     for found, their_parts in (_packed_refs(by_name, cfg), _bnb4_refs(by_name), _mlx_refs(by_name, cfg),
                                _ct_refs(by_name, cfg), _mxfp4_refs(by_name), _hqq_refs(by_name),
-                               _aqlm_refs(by_name)):
+                               _aqlm_refs(by_name), reparametrized_refs(by_name)):
         unpacked.update(found)
         parts |= their_parts
     scale_of: dict[str, tuple[TensorRef, float]] = {}

@@ -132,54 +132,69 @@ class TorchModule:
     def __init__(self, module: Any) -> None:
         self.module = module
         self.description = f"<{type(module).__name__}>"
-        self._refs = list(self._walk())
+        # quantized weights with their scales, and weights kept as a hook's parts (weight_g and weight_v …)
+        # combined, as from the saved state dict
+        self._refs = with_scales(self._walk())
 
     def _walk(self) -> Iterator[TensorRef]:
-        quantized: list[str] = []  # prefixes of the quantized modules read from their state dicts
+        # prefixes of what is read whole: quantized modules (from their state dicts), parametrizations (their
+        # module computes the weight)
+        read: list[str] = []
         for mod_name, mod in self.module.named_modules():
-            if any(mod_name.startswith(q) for q in quantized):
+            if any(mod_name.startswith(q) for q in read):
                 continue
+            prefix = f"{mod_name}." if mod_name else ""
+            cls = next((c.__name__ for c in type(mod).__mro__ if c.__name__ in _MODULE_KINDS), "")
+            if isinstance(getattr(mod, "parametrizations", None), _torch().nn.ModuleDict):
+                # torch.nn.utils.parametrize: the weight the forward pass uses (weight norm, spectral norm,
+                # orthogonal …), computed by the parametrization; its originals and buffers are no layers
+                read.append(f"{prefix}parametrizations.")
+                for pname in mod.parametrizations:
+                    p = _parametrized(mod, pname)
+                    yield TensorRef(f"{prefix}{pname}", tuple(p.shape), _dtype_name(p),
+                                    (lambda mod=mod, pname=pname: _to_numpy(_parametrized(mod, pname))),
+                                    module_kind(cls, pname, f"{prefix}{pname}", tuple(p.shape)))
             # a quantized layer's weight parameter holds integer codes (buffers such as masks or position
             # indices do not make a layer quantized)
             own = [t for _, t in mod.named_parameters(recurse=False)]
             if hasattr(mod, "_packed_params") or any(  # torch.ao's quantized Linear and Conv keep theirs packed
                     hasattr(t, "quant_state") or (t.ndim >= 2 and not t.dtype.is_floating_point
                                                   and str(t.dtype) != "torch.bool") for t in own):
-                prefix = f"{mod_name}." if mod_name else ""
-                quantized.append(prefix)
+                read.append(prefix)
                 # (prefixed here: HQQLinear's state_dict() takes no prefix)
                 state = {f"{prefix}{k}": v for k, v in mod.state_dict().items()}
-                yield from with_scales(TorchStateDict(state).refs())
+                yield from TorchStateDict(state).refs()
                 continue
             if hasattr(mod, "_all_weight_values") and callable(getattr(mod, "_weight_bias", None)):
                 # torch.ao's dynamic quantized LSTM / GRU: its state dict holds opaque packed objects, but
                 # _weight_bias() gives the quantized weight_ih_l0 … by name
-                prefix = f"{mod_name}." if mod_name else ""
-                quantized.append(prefix)
+                read.append(prefix)
                 state = {f"{prefix}{k}": v for k, v in mod._weight_bias()["weight"].items()}
                 yield from TorchStateDict(state).refs()
                 continue
-            cls = next((c.__name__ for c in type(mod).__mro__ if c.__name__ in _MODULE_KINDS), "")
             # parameters, then the persistent float buffers (a frozen projection, an STFT basis): what the
             # module's state_dict() holds, so a live module gives the rows its saved checkpoint gives
             skip = getattr(mod, "_non_persistent_buffers_set", set())
             buffers = [(n, b) for n, b in mod.named_buffers(recurse=False) if n not in skip]
             for pname, p in [*mod.named_parameters(recurse=False), *buffers]:
-                full = f"{mod_name}.{pname}" if mod_name else pname
-                if p.ndim < 2 or not p.dtype.is_floating_point:
-                    # biases, norm scales, counters, masks: no row, but named (as from the saved state dict)
-                    # among the tensors not analysed; integer ones as integer buffers
-                    yield TensorRef(full, tuple(p.shape), _dtype_name(p), (lambda p=p: _to_numpy(p)))
-                    continue
-                kind = module_kind(cls, pname, full, tuple(p.shape))
-                if kind is not None:
-                    yield TensorRef(full, tuple(p.shape), _dtype_name(p), (lambda p=p: _to_numpy(p)), kind)
+                # every tensor, as from the saved state dict: biases, norm scales, counters and masks give no
+                # row but are named among the tensors not analysed; a matrix's kind is its module class's
+                # (None: its name and shape decide, and say why it is no layer if it is not)
+                matrix = p.ndim >= 2 and p.dtype.is_floating_point
+                yield TensorRef(prefix + pname, tuple(p.shape), _dtype_name(p), (lambda p=p: _to_numpy(p)),
+                                module_kind(cls, pname, prefix + pname, tuple(p.shape)) if matrix else None)
 
     def __len__(self) -> int:
         return len(self._refs)
 
     def __iter__(self) -> Iterator[TensorRef]:
         yield from self._refs
+
+
+def _parametrized(module: Any, pname: str):
+    """The value of parametrized tensor ``pname`` of ``module``, as its forward pass computes it."""
+    with _torch().no_grad():
+        return getattr(module, pname)
 
 
 #: a sub-mapping under such a key holds training state (optimizer moments, scheduler, AMP scaler), not weights

@@ -1,0 +1,131 @@
+"""Weights stored as the parts of a reparametrization (``torch.nn.utils``), combined on load.
+
+A model trained with weight norm, spectral norm or pruning keeps no tensor named ``weight``: its checkpoint
+holds the parts, and the layer's forward pass uses the weight they make. htsr analyses that weight (the
+one WeightWatcher reads from the live module), named ``<module>.weight``, and the parts are not layers:
+
+* **weight norm**: ``<m>.weight_g`` and ``<m>.weight_v`` (``torch.nn.utils.weight_norm``), or
+  ``<m>.parametrizations.weight.original0`` and ``original1`` (``parametrizations.weight_norm``):
+  W = g · v / ‖v‖, the norm taken over the dimensions along which g has size 1 (all of them for a scalar
+  g), as ``torch._weight_norm``. Analysing v alone leaves out the per-row scale g the layer learned
+  (wav2vec2's positional conv: alpha 19 for v, 2.5 for W);
+* **spectral norm**: ``<m>.weight_orig`` with the power-iteration vectors ``<m>.weight_u`` and
+  ``<m>.weight_v`` (``torch.nn.utils.spectral_norm``), or ``<m>.parametrizations.weight.original`` with
+  ``<m>.parametrizations.weight.0._u`` and ``._v``: W = W_orig / σ, σ = uᵀ·W_mat·v with W_mat the
+  original reshaped to [size along u, rest] — the σ the module divides by in eval mode;
+* **pruning**: ``<m>.weight_orig`` and its 0/1 ``<m>.weight_mask`` (``torch.nn.utils.prune``):
+  W = W_orig · mask (the mask is no layer);
+* **orthogonal** (``parametrizations.orthogonal``, which also stores ``parametrizations.weight.0.base``):
+  the weight is a function of the unconstrained original that depends on the map the module was built
+  with, so the row is ``skipped`` (analyse the live module, which gives the weight itself).
+
+Any parameter name works as ``weight`` does (``weight_hh_l0_g`` …). The combined weight keeps the
+original's dtype name and kind.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..errors import SourceError
+from .base import TensorRef, skipped_loader
+
+__all__ = ["reparametrized_refs"]
+
+# <module>.parametrizations.<tensor>.original…, or without a module for a parametrized root module
+_PARAM = re.compile(r"^(?:(.*)\.)?parametrizations\.([^.]+)\.(original[01]?)$")
+
+
+def _weight_norm(g: TensorRef, v: TensorRef, name: str) -> np.ndarray:
+    gv, vv = np.asarray(g.load()), np.asarray(v.load())
+    dtype = np.result_type(gv.dtype, vv.dtype, np.float32)
+    gv, vv = gv.astype(dtype, copy=False), vv.astype(dtype, copy=False)
+    if gv.ndim == vv.ndim and gv.size > 1:
+        axes = tuple(i for i, a in enumerate(gv.shape) if a == 1)
+    else:  # a scalar g: the norm of the whole tensor
+        axes, gv = tuple(range(vv.ndim)), gv.reshape(())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return vv * (gv / np.sqrt(np.sum(vv * vv, axis=axes, keepdims=True)))
+
+
+def _spectral_norm(orig: TensorRef, u: TensorRef, v: TensorRef, name: str) -> np.ndarray:
+    w = np.asarray(orig.load())
+    w = w.astype(np.result_type(w.dtype, np.float32), copy=False)
+    uu, vv = np.asarray(u.load(), np.float64).reshape(-1), np.asarray(v.load(), np.float64).reshape(-1)
+    # dim 0 (torch's default), or dim 1 (its choice for ConvTranspose): the one u's length fits
+    dim = next(d for d in range(min(2, w.ndim)) if w.shape[d] == uu.size)  # (_vectors_fit says one does)
+    mat = np.moveaxis(w, dim, 0).reshape(uu.size, -1).astype(np.float64)
+    sigma = float(uu @ (mat @ vv))
+    if not (math.isfinite(sigma) and sigma != 0.0):
+        raise SourceError(f"{name}: the spectral norm uᵀ·W·v of {orig.name} is {sigma}; not a weight to divide by it")
+    return w / w.dtype.type(sigma)
+
+
+def _masked(orig: TensorRef, mask: TensorRef) -> np.ndarray:
+    w = np.asarray(orig.load())
+    return w * np.asarray(mask.load()).astype(w.dtype, copy=False)
+
+
+def _combined(name: str, like: TensorRef, load) -> TensorRef:
+    return TensorRef(name, tuple(like.shape), like.dtype, load, like.kind)
+
+
+def _norm_fits(g: TensorRef, v: TensorRef) -> bool:
+    """g broadcasts over v as weight norm's magnitude: a scalar, or v's shape with 1 on the normed dims."""
+    return math.prod(g.shape) == 1 or (len(g.shape) == len(v.shape)
+                                       and all(a in (1, b) for a, b in zip(g.shape, v.shape)))
+
+
+def _vectors_fit(orig: TensorRef, u: TensorRef, v: TensorRef) -> bool:
+    """u and v are spectral norm's power-iteration vectors of ``orig`` reshaped along dim 0 or 1."""
+    nu, nv, n = math.prod(u.shape), math.prod(v.shape), math.prod(orig.shape)
+    return any(orig.shape[d] == nu and n == nu * nv for d in range(min(2, len(orig.shape))))
+
+
+def reparametrized_refs(by_name: Mapping[str, TensorRef]) -> tuple[dict[str, TensorRef], set[str]]:
+    """{name of the part that stands for the weight: the weight's ref} and the names of all parts, for each
+    weight stored as a reparametrization's parts (module docstring)."""
+    out: dict[str, TensorRef] = {}
+    used: set[str] = set()
+
+    def weight_norm(name: str, g: TensorRef, v: TensorRef | None) -> None:
+        if v is not None and _norm_fits(g, v):
+            out[v.name] = _combined(name, v, lambda g=g, v=v, name=name: _weight_norm(g, v, name))
+            used.update((g.name, v.name))
+
+    def spectral_norm(name: str, orig: TensorRef, u: TensorRef | None, v: TensorRef | None) -> bool:
+        if u is None or v is None or not _vectors_fit(orig, u, v):
+            return False
+        out[orig.name] = _combined(name, orig, lambda o=orig, u=u, v=v, name=name: _spectral_norm(o, u, v, name))
+        used.update((orig.name, u.name, v.name))
+        return True
+
+    for key, r in by_name.items():
+        if (m := _PARAM.match(key)) is not None:
+            module, pname, part = m.groups()
+            name = f"{module}.{pname}" if module else pname
+            if part == "original0":  # parametrizations.weight_norm
+                weight_norm(name, r, by_name.get(key[:-1] + "1"))
+            elif part == "original":  # parametrizations.spectral_norm or .orthogonal
+                stem = key[: -len("original")] + "0."
+                base = by_name.get(stem + "base")
+                if not spectral_norm(name, r, by_name.get(stem + "_u"), by_name.get(stem + "_v")) and base is not None:
+                    out[key] = TensorRef(name, tuple(r.shape), r.dtype, skipped_loader(
+                        f"an orthogonal parametrization's unconstrained {key} (the weight is an orthogonal map of "
+                        "it, which the checkpoint does not say): analyse the live module, which gives the weight"),
+                        r.kind)
+                    used.update((key, base.name))
+        elif key.endswith("_g"):  # torch.nn.utils.weight_norm
+            weight_norm(key[:-2], r, by_name.get(key[:-2] + "_v"))
+        elif key.endswith("_orig"):
+            stem = key[: -len("_orig")]
+            if not spectral_norm(stem, r, by_name.get(stem + "_u"), by_name.get(stem + "_v")):
+                mask = by_name.get(stem + "_mask")  # torch.nn.utils.prune
+                if mask is not None and tuple(mask.shape) == tuple(r.shape):
+                    out[key] = _combined(stem, r, lambda o=r, m=mask: _masked(o, m))
+                    used.update((key, mask.name))
+    return out, used
