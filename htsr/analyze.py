@@ -104,8 +104,13 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
     passed_over = tally.passed
 
     def gen() -> Iterator[LayerMatrices]:
+        first_name: dict[tuple, str] = {}  # storage key → the first name of a tensor stored there
         for t in src:
             tally.seen(t.name)
+            if t.storage_key is not None:
+                if (first := first_name.setdefault(t.storage_key, t.name)) != t.name:
+                    passed_over(t.name, f"the same tensor as {first} (tied weights): analysed once")
+                    continue
             if t.dtype not in FLOAT_DTYPES:
                 integer = t
                 t = unscaled_integer_weight(t)  # a quantized weight htsr cannot read: a row that says so

@@ -1131,3 +1131,26 @@ def test_an_empty_path_and_a_fifo_are_refused_not_read(tmp_path):
     with pytest.raises(htsr.SourceError) as e:
         htsr.analyze(fifo)
     _one_line_source_error(e, str(fifo), "not a regular file")
+
+
+def test_tied_weights_are_analysed_once_from_a_module_its_state_dict_and_its_file(tmp_path):
+    """GPT-2 style: the output projection is the embedding matrix; one matrix, one row, the other name
+    listed among the tensors not analysed (a mean over rows would count it twice)."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Module()
+    net.wte = nn.Embedding(500, 64)
+    net.mlp = nn.Linear(64, 64)
+    net.lm_head = nn.Linear(64, 500, bias=False)
+    net.lm_head.weight = net.wte.weight
+    torch.save(net.state_dict(), tmp_path / "net.pt")
+    for source in (net, net.state_dict(), tmp_path / "net.pt"):
+        r = htsr.analyze(source, min_evals=3)
+        assert [l.name for l in r.layers] == ["wte", "mlp"], source
+        tied = [n for n in r.not_analysed if n.reason.startswith("the same tensor as")]
+        assert [(n.reason, n.examples) for n in tied] == [
+            ("the same tensor as wte.weight (tied weights): analysed once", ("lm_head.weight",))], source
+    # equal values in separate storages are two tensors (a copy is not a tie)
+    copy = {"a.weight": torch.ones(8, 8), "b.weight": torch.ones(8, 8)}
+    assert [l.name for l in htsr.analyze(copy, min_evals=3).layers] == ["a", "b"]

@@ -34,6 +34,9 @@ class TensorRef:
     #: W − W_base holds the rounding of both: its eigenvalues below that noise's are not the update's);
     #: None when the entries are the stored values themselves
     resolution: Callable[[], float] | None = field(default=None, repr=False, compare=False)
+    #: where the values are stored (storage, offset, shape, strides), for readers that know it: two tensors
+    #: with the same key are one tensor under two names (tied weights), analysed once
+    storage_key: tuple | None = field(default=None, repr=False, compare=False)
 
     def load(self) -> np.ndarray:
         """The tensor as a numpy array (float32 for reduced-precision floats; integers as stored)."""

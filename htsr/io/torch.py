@@ -60,6 +60,14 @@ def _to_numpy(t) -> np.ndarray:
     return t.numpy()
 
 
+def _storage_key(t) -> tuple | None:
+    """Where a torch tensor's values live (None for one without storage of its own: meta, quantized, empty)."""
+    if t.is_quantized or t.is_meta or t.numel() == 0 or t.layout != _torch().strided:
+        return None
+    ptr = t.untyped_storage().data_ptr()
+    return (ptr, t.storage_offset(), tuple(t.shape), tuple(t.stride()), str(t.dtype)) if ptr else None
+
+
 def _dtype_name(t) -> str:
     if t.is_quantized:
         return "float32"  # what load() gives: the dequantized weights (as for GGUF's block-quantized types)
@@ -98,7 +106,7 @@ class TorchStateDict:
     def refs(self) -> Iterator[TensorRef]:
         """The tensors as stored (quantized weights and their scales or parts apart)."""
         for name, t in self._tensors.items():
-            yield TensorRef(name, tuple(t.shape), _dtype_name(t), (lambda t=t: _to_numpy(t)))
+            yield TensorRef(name, tuple(t.shape), _dtype_name(t), (lambda t=t: _to_numpy(t)), storage_key=_storage_key(t))
 
 
 # torch.nn class names (a module's own class or a base class) → the kind of their weight matrices
@@ -182,7 +190,8 @@ class TorchModule:
                 # (None: its name and shape decide, and say why it is no layer if it is not)
                 matrix = p.ndim >= 2 and p.dtype.is_floating_point
                 yield TensorRef(prefix + pname, tuple(p.shape), _dtype_name(p), (lambda p=p: _to_numpy(p)),
-                                module_kind(cls, pname, prefix + pname, tuple(p.shape)) if matrix else None)
+                                module_kind(cls, pname, prefix + pname, tuple(p.shape)) if matrix else None,
+                                storage_key=_storage_key(p))
 
     def __len__(self) -> int:
         return len(self._refs)
