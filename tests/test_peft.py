@@ -560,3 +560,24 @@ def test_bare_target_parameter_names_leave_target_modules_alone(tmp_path):
     assert rows["q#delta"][0].lambda_max == pytest.approx(want, rel=1e-5)  # float32 factors: 1e-5
     assert {n for n in rows if n.startswith("experts.gate_up_proj#delta[")} == {
         f"experts.gate_up_proj#delta[{e}]" for e in range(4)}
+
+
+def test_a_live_peft_model_gives_the_rows_of_its_saved_adapter_with_its_base(tmp_path):
+    """analyze(PeftModel) reads the active adapter's factors and the wrapped layers' base weights: the rows
+    of the saved adapter folder analysed with --base (it gave lora_A and lora_B as two dense layers)."""
+    torch.manual_seed(1)
+    model = Tiny()
+    safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "base.safetensors"))
+    cfg = peft.LoraConfig(r=8, lora_alpha=16, target_modules=["q", "sq", "emb"], init_lora_weights=False,
+                          alpha_pattern={"sq": 4})
+    pm = peft.get_peft_model(model, cfg)
+    pm.save_pretrained(str(tmp_path / "adapter"))
+    live = _rows(htsr.analyze(pm, min_evals=2))
+    saved = _rows(htsr.analyze(tmp_path / "adapter", base=tmp_path / "base.safetensors", min_evals=2))
+    assert sorted(live) == sorted(saved) == sorted(f"{m}#{t}" for m in ("emb", "q", "sq") for t in ("delta", "base", "merged"))
+    for name, (row, _) in live.items():
+        ref = saved[name][0]
+        # the same float32 values through the same code: equal up to the summation order of the SVD (1e-12)
+        assert row.kind == ref.kind and row.status == ref.status, name
+        assert row.lambda_max == pytest.approx(ref.lambda_max, rel=1e-12), name
+        assert row.log_norm == pytest.approx(ref.log_norm, rel=1e-12), name

@@ -77,14 +77,43 @@ class PeftAdapter:
             open_source,  # the adapter's weights file is read by its own format's reader
         )
 
-        self.folder = Path(folder)
-        cfg_path = self.folder / "adapter_config.json"
+        folder = Path(folder)
+        cfg_path = folder / "adapter_config.json"
         try:
             cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise SourceError(f"{cfg_path}: not a readable JSON adapter config ({e}); re-save the adapter") from None
         if not isinstance(cfg, dict):
             raise SourceError(f"{cfg_path}: not a JSON object; re-save the adapter")
+        weights = next((folder / f for f in ADAPTER_FILES if (folder / f).is_file()), None)
+        if weights is None:
+            raise SourceError(f"{folder}: adapter folder without {' or '.join(ADAPTER_FILES)}")
+        self._setup(cfg, str(cfg_path), lambda: list(open_source(weights)), str(folder))
+
+    @classmethod
+    def from_model(cls, model: Any) -> PeftAdapter:
+        """A live ``peft.PeftModel`` with LoRA adapters: its active adapter's updates, with its own base
+        weights (the wrapped layers' ``base_layer``) for the ``#base`` and ``#merged`` rows, as a saved
+        adapter analysed with ``--base`` gives them."""
+        from peft import get_peft_model_state_dict
+
+        from .torch import TorchStateDict
+
+        name = model.active_adapter if isinstance(model.active_adapter, str) else model.active_adapter[0]
+        config = model.peft_config[name]
+        cfg = {k: getattr(v, "value", v) for k, v in config.to_dict().items()}  # PeftType.LORA → "LORA"
+        adapter = TorchStateDict(get_peft_model_state_dict(model, adapter_name=name))
+        self = cls.__new__(cls)
+        description = f"<{type(model).__name__}, adapter {name!r}>"
+        self._setup(cfg, description, lambda: list(adapter.refs()), description)
+        # the base weights under the base model's names: a wrapped layer keeps W as <module>.base_layer.weight
+        base = {re.sub(r"\.base_layer(?=\.)", "", k): v for k, v in model.get_base_model().state_dict().items()
+                if not re.search(r"\.lora_(A|B|embedding_A|embedding_B|magnitude_vector)\.", k)}
+        return self.with_base(TorchStateDict(base, description))
+
+    def _setup(self, cfg: dict[str, Any], cfg_path: str, refs, description: str) -> None:
+        """Read the config ``cfg`` (``cfg_path`` names it in errors), then the adapter's tensors (``refs()``)."""
+        self.folder = description
         peft_type = str(cfg.get("peft_type", "LORA")).upper()
         if peft_type != "LORA":
             raise SourceError(f"{cfg_path}: peft_type {peft_type!r} is not supported (htsr reads LoRA adapters)")
@@ -115,14 +144,11 @@ class PeftAdapter:
             return bool(value)
 
         self.rslora, self.fan_in_fan_out, self.dora = flag("use_rslora"), flag("fan_in_fan_out"), flag("use_dora")
-        weights = next((self.folder / f for f in ADAPTER_FILES if (self.folder / f).is_file()), None)
-        if weights is None:
-            raise SourceError(f"{self.folder}: adapter folder without {' or '.join(ADAPTER_FILES)}")
-        self._refs = list(open_source(weights))
+        self._refs = refs()
         self._base: dict[str, TensorRef] | None = None  # set by with_base
         self._key = _same  # a module's tensor name -> the base's name (set by with_base)
         self._square_flip: bool | None = self.fan_in_fan_out  # a square base weight's layout (set by with_base)
-        self.description = str(self.folder)
+        self.description = description
         self._modules, self._others = self._group()
 
     def with_base(self, base: TensorSource) -> PeftAdapter:
@@ -416,7 +442,7 @@ def _fits(b: TensorRef | None, A: tuple[int, ...], B: tuple[int, ...], r: int) -
         len(shape) == 3 or shape == (B[0], A[1]))
 
 
-def _patterns(cfg_path: Path, what: str, pattern: dict[str, Any]) -> list[tuple[re.Pattern[str], Any]]:
+def _patterns(cfg_path: str, what: str, pattern: dict[str, Any]) -> list[tuple[re.Pattern[str], Any]]:
     """A config's ``alpha_pattern`` / ``rank_pattern`` as peft's ``get_pattern_key`` reads it: each key a
     regular expression the module name ends with (after a '.'), tried in order."""
     out = []
