@@ -1,4 +1,6 @@
-"""PEFT / LoRA adapter folders: ``adapter_config.json`` with ``adapter_model.safetensors`` (or ``.bin``).
+"""PEFT / LoRA adapter folders: ``adapter_config.json`` with ``adapter_model.safetensors`` (or ``.bin``);
+and live ``peft.PeftModel`` objects (:meth:`PeftAdapter.from_model`: the active adapter, with the model's
+own base weights as the base).
 
 No extra of its own: the weights are read by the safetensors (or weights-only torch) reader and the
 config with :mod:`json`; neither peft nor transformers is imported.
@@ -70,7 +72,8 @@ def is_peft_folder(path: Path) -> bool:
 
 
 class PeftAdapter:
-    """A PEFT LoRA adapter folder as a stream of low-rank updates (and, with a base, W and W + ΔW)."""
+    """A PEFT LoRA adapter folder (or a live PeftModel's adapter) as a stream of low-rank updates (and, with a
+    base, W and W + ΔW)."""
 
     def __init__(self, folder: str | Path) -> None:
         from . import (
