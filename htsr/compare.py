@@ -54,7 +54,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -394,6 +394,10 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
     from .analyze import analyze, check_has_layers
     from .io import open_source
 
+    if isinstance(sources, (str, os.PathLike, Mapping)) or hasattr(sources, "named_modules"):
+        # one model (a path, a state dict, an nn.Sequential) is iterable too: its characters, keys or children
+        raise OptionError(f"compare takes a list of two or more models, not one {type(sources).__name__}: "
+                          "compare([model_a, model_b], labels=['a', 'b'])")
     sources = list(sources)
     opts = Options.create(**options)
     labels = _check_labels(labels, sources)  # before the (slow) analyses

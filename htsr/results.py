@@ -444,6 +444,12 @@ class AnalysisResult:
     num_tensors: int | None = None  # tensors the source holds (None: not counted)
     not_analysed: tuple[NotAnalysed, ...] = ()  # those that give no row, by reason
 
+    def __repr__(self) -> str:  # the dataclass's would print every row's ~90 columns
+        s = self.summary
+        alpha = s.means.get("alpha", float("nan"))
+        return (f"<AnalysisResult {self.source}: {len(self.layers)} layers, {s.num_fitted} fitted, "
+                f"mean alpha {alpha:.3f}; .layers, .summary, .to_pandas()>")
+
     def to_records(self) -> list[dict[str, Any]]:
         return [r.as_dict() for r in self.layers]
 

@@ -214,6 +214,10 @@ def test_labels_are_checked_and_defaults_come_from_paths(tmp_path):
         compare([m, m], labels=["x", "x"])
     with pytest.raises(OptionError, match="at least two"):
         compare([m])
+    # one model is iterable too (a state dict's keys, a path's characters, an nn.Sequential's children)
+    for one in (m, "model.npz", tmp_path):
+        with pytest.raises(OptionError, match="a list of two or more models, not one"):
+            compare(one)
     with pytest.raises(OptionError):
         compare([m, m], bogus_option=1)
     for d in ("u", "v"):

@@ -1154,3 +1154,34 @@ def test_tied_weights_are_analysed_once_from_a_module_its_state_dict_and_its_fil
     # equal values in separate storages are two tensors (a copy is not a tie)
     copy = {"a.weight": torch.ones(8, 8), "b.weight": torch.ones(8, 8)}
     assert [l.name for l in htsr.analyze(copy, min_evals=3).layers] == ["a", "b"]
+
+
+def test_modules_without_values_give_rows_that_say_so_and_the_others_go_on():
+    """A meta-device layer, a Lazy layer before its first forward, a quantized layer whose state_dict()
+    raises: each gets a skipped row saying why, the other layers are analysed; MultiheadAttention's
+    bias_k / bias_v are biases, not 1 × E layers."""
+    from torch import nn
+
+    class BrokenInt8(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.randint(-127, 127, (128, 64), dtype=torch.int8), requires_grad=False)
+
+        def state_dict(self, *a, **k):
+            raise RuntimeError("boom")
+
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        on_meta = nn.Linear(64, 100)
+    net = nn.ModuleDict({"fc": nn.Linear(64, 100), "meta": on_meta, "lazy": nn.LazyLinear(10), "int8": BrokenInt8(),
+                         "mha": nn.MultiheadAttention(32, 4, add_bias_kv=True)})
+    r = htsr.analyze(net, min_evals=3)
+    status = {l.name: l.status for l in r.layers}
+    assert status["fc"] == "ok" and status["mha.in_proj_weight"] == "ok"
+    assert status["meta"] == "skipped: on the meta device: no values; load the weights into the model first"
+    assert status["lazy"] == "skipped: LazyLinear's weight is not initialized: run one forward pass first"
+    assert status["int8"].startswith("skipped: BrokenInt8.state_dict(), which holds its quantized weights, failed: boom")
+    assert not any("bias_" in name for name in status)
+    biases = next(n for n in r.not_analysed if n.reason == "bias or norm buffer")
+    # fc, meta, lazy, mha.in_proj and mha.out_proj biases, and bias_k, bias_v
+    assert biases.count == 7

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import MissingExtraError, SourceError
 from ..matrices import infer_kind, is_bias_or_buffer
-from .base import TensorRef, TensorSource, import_extra
+from .base import TensorRef, TensorSource, import_extra, one_line, skipped_loader
 from .numpy import flat_items
 from .scales import with_scales
 
@@ -169,8 +169,13 @@ class TorchModule:
                     hasattr(t, "quant_state") or (t.ndim >= 2 and not t.dtype.is_floating_point
                                                   and str(t.dtype) != "torch.bool") for t in own):
                 read.append(prefix)
-                # (prefixed here: HQQLinear's state_dict() takes no prefix)
-                state = {f"{prefix}{k}": v for k, v in mod.state_dict().items()}
+                try:
+                    # (prefixed here: HQQLinear's state_dict() takes no prefix)
+                    state = {f"{prefix}{k}": v for k, v in mod.state_dict().items()}
+                except Exception as e:  # one layer's failure is its row's status, not the run's end
+                    yield TensorRef(f"{prefix}weight", (), "float32", skipped_loader(
+                        f"{type(mod).__name__}.state_dict(), which holds its quantized weights, failed: {one_line(e)}"))
+                    continue
                 yield from TorchStateDict(state).refs()
                 continue
             if hasattr(mod, "_all_weight_values") and callable(getattr(mod, "_weight_bias", None)):
@@ -188,8 +193,14 @@ class TorchModule:
                 # every tensor, as from the saved state dict: biases, norm scales, counters and masks give no
                 # row but are named among the tensors not analysed; a matrix's kind is its module class's
                 # (None: its name and shape decide, and say why it is no layer if it is not)
+                if type(p).__name__.startswith("Uninitialized"):  # a Lazy module before its first forward
+                    yield TensorRef(prefix + pname, (), "float32", skipped_loader(
+                        f"{type(mod).__name__}'s {pname} is not initialized: run one forward pass first"))
+                    continue
                 matrix = p.ndim >= 2 and p.dtype.is_floating_point
-                yield TensorRef(prefix + pname, tuple(p.shape), _dtype_name(p), (lambda p=p: _to_numpy(p)),
+                load = (skipped_loader("on the meta device: no values; load the weights into the model first")
+                        if p.is_meta else (lambda p=p: _to_numpy(p)))
+                yield TensorRef(prefix + pname, tuple(p.shape), _dtype_name(p), load,
                                 module_kind(cls, pname, prefix + pname, tuple(p.shape)) if matrix else None,
                                 storage_key=_storage_key(p))
 
