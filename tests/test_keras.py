@@ -1138,3 +1138,34 @@ def test_open_source_refuses_other_objects_naming_keras():
     with pytest.raises(SourceError) as ei:
         open_source(object())
     _one_line_source_error(ei, "Keras 3 model")
+
+
+def test_a_custom_attention_layers_gemma_style_projections_are_read_right_from_every_file(keras, tmp_path):
+    """keras_hub's Gemma attention: query_dense is EinsumDense("btd,ndh->btnh"), kernel [heads, dim, head_dim],
+    not MultiHeadAttention's [dim, heads, head_dim]; the custom layer saves no config for it. Every file
+    gave a 1024 x 4 matrix; the model width is the larger of the first two axes."""
+    L = keras.layers
+
+    @keras.saving.register_keras_serializable(package="htsr_test")
+    class GemmaStyleAttention(L.Layer):
+        def build(self, shape):
+            self.query_dense = L.EinsumDense("btd,ndh->btnh", output_shape=(None, 4, 16), name="query")
+            self.query_dense.build(shape)
+            self.output_dense = L.EinsumDense("btnh,nhd->btd", output_shape=(None, shape[-1]), name="attention_output")
+            self.output_dense.build((None, None, 4, 16))
+
+        def call(self, x):
+            return self.output_dense(self.query_dense(x))
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((10, 64))
+    model = keras.Model(inp, GemmaStyleAttention(name="attn")(inp), name="g")
+    model.save(tmp_path / "g.keras")
+    model.save(tmp_path / "g.h5")
+    model.save_weights(tmp_path / "g.weights.h5")
+    k = keras.ops.convert_to_numpy(model.get_layer("attn").query_dense.kernel)  # [4, 64, 16]
+    truth = np.linalg.svd(k.transpose(1, 0, 2).reshape(64, 64).astype(np.float64), compute_uv=False) ** 2
+    for src in (model, tmp_path / "g.keras", tmp_path / "g.weights.h5", tmp_path / "g.h5"):
+        q = next(r for r in htsr.analyze(src, precision="accurate", min_evals=10).layers if r.name.endswith("query"))
+        assert (q.shape, q.num_evals) == ("64x64", 64), src
+        assert q.lambda_max == pytest.approx(truth[0], rel=1e-12), src  # the same float64 SVD of the same values
