@@ -458,7 +458,9 @@ def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: f
                     erg_lambda_min_raw=erg.erg_lambda_min_raw, erg_delta_lambda_min=delta_lambda_min(xmin_norm, erg),
                     **layer_quality(fit.alpha, float(ev[-1]), xmin))
     if kept is not None:
-        cols.update(localization(kept, xmin if fit.status == "ok" else math.inf, scale, spectrum.floor))
+        # the tail: the spectrum's eigenvalues from x_min up (fingers clip_xmax dropped included), by count
+        num_tail = ev.size - int(np.searchsorted(ev, xmin, side="left")) if fit.status == "ok" else 0
+        cols.update(localization(kept, num_tail, scale, spectrum.floor))
     return cols
 
 

@@ -8,8 +8,11 @@ For each unit eigenvector v of X (on the smaller side of each matrix), of dimens
 * localisation ratio LR = ‖v‖₁ / ‖v‖_∞ — the same idea with the other norms: about
   a random vector (≈ M/√(π ln M)), 1 for a coordinate vector.
 
-Tail = eigenvectors whose eigenvalue (scaled like the ESD) is ≥ x_min of the power-law fit; bulk = the
-others above the numerical floor. Each group gets the mean and standard deviation of PR and of LR.
+Tail = the eigenvectors of the ``num_tail`` largest eigenvalues (the analysis passes the number of its
+spectrum's eigenvalues ≥ x_min of the power-law fit: taken by rank, because the eigenvalues recomputed
+here with their vectors differ from the spectrum's in the last digits, and x_min, one of the spectrum's,
+would otherwise split ties at random); bulk = the others above the numerical floor (scaled like the ESD).
+Each group gets the mean and standard deviation of PR and of LR.
 """
 
 from __future__ import annotations
@@ -24,23 +27,24 @@ __all__ = ["localization", "LOCALIZATION_COLUMNS"]
 LOCALIZATION_COLUMNS = tuple(f"loc_{q}_{g}_{s}" for q in ("pr", "lr") for g in ("tail", "bulk") for s in ("mean", "std"))
 
 
-def localization(matrices: Sequence[np.ndarray], xmin: float, scale: float = 1.0, floor: float = 0.0) -> dict[str, float]:
-    """Mean and spread of the participation and localisation ratios of tail and bulk eigenvectors."""
-    groups: dict[str, list[np.ndarray]] = {"tail": [], "bulk": []}
+def localization(matrices: Sequence[np.ndarray], num_tail: int, scale: float = 1.0, floor: float = 0.0) -> dict[str, float]:
+    """Mean and spread of the participation and localisation ratios of the eigenvectors of the ``num_tail``
+    largest eigenvalues (pooled over ``matrices``) and of the others above ``floor``."""
+    evals, pr, lr = [], [], []
     for W in matrices:
         A = np.asarray(W, dtype=np.float64)
         G = A @ A.T if A.shape[0] <= A.shape[1] else A.T @ A
-        evals, V = scipy.linalg.eigh(G, overwrite_a=True, check_finite=False)
-        evals = evals * scale
-        pr = 1.0 / np.sum(V**4, axis=0)
-        lr = np.sum(np.abs(V), axis=0) / np.max(np.abs(V), axis=0)
-        tail = evals >= xmin if np.isfinite(xmin) else np.zeros(evals.size, bool)
-        bulk = ~tail & (evals > floor)
-        groups["tail"].append(np.stack([pr[tail], lr[tail]]))
-        groups["bulk"].append(np.stack([pr[bulk], lr[bulk]]))
+        ev, V = scipy.linalg.eigh(G, overwrite_a=True, check_finite=False)
+        evals.append(ev * scale)
+        pr.append(1.0 / np.sum(V**4, axis=0))
+        lr.append(np.sum(np.abs(V), axis=0) / np.max(np.abs(V), axis=0))
+    ev, ratios = np.concatenate(evals), np.stack([np.concatenate(pr), np.concatenate(lr)])
+    order = np.argsort(ev, kind="stable")[::-1]
+    tail = order[:max(0, min(num_tail, ev.size))]
+    rest = order[tail.size:]
+    groups = {"tail": ratios[:, tail], "bulk": ratios[:, rest[ev[rest] > floor]]}
     out: dict[str, float] = {}
-    for g, parts in groups.items():
-        vals = np.concatenate(parts, axis=1)
+    for g, vals in groups.items():
         for q, row in (("pr", vals[0]), ("lr", vals[1])):
             out[f"loc_{q}_{g}_mean"] = float(np.mean(row)) if row.size else float("nan")
             out[f"loc_{q}_{g}_std"] = float(np.std(row, ddof=1)) if row.size > 1 else float("nan")
