@@ -777,3 +777,35 @@ def test_an_empty_initializer_gets_a_skipped_row(tmp_path):
     onnx.save_model(_model(nodes, {"W1": np.zeros((128, 0), np.float32), "W2": _f32(rng, 64, 48)}), str(path))
     rows = {r.name: r.status for r in htsr.analyze(path, min_evals=5).layers}
     assert sorted(rows.values()) == ["ok", "skipped: an empty matrix (shape 0x128)"]
+
+
+@pytest.mark.parametrize("dtype", ["int4", "uint4"])
+@pytest.mark.parametrize("storage", ["raw", "typed", "external"])
+def test_four_bit_weights_packed_two_a_byte_are_dequantized(tmp_path, dtype, storage):
+    """quantize_static(weight_type=QInt4/QUInt4) and MatMulNBits' QDQ export store 4-bit weights two a byte:
+    the size checks assumed a byte each and refused the whole model as truncated."""
+    import ml_dtypes
+
+    rng = _rng(4)
+    lo, hi = (-8, 8) if dtype == "int4" else (0, 16)
+    q = rng.integers(lo, hi, size=(129, 96))  # an odd count: the last byte holds one value
+    zero = 0 if dtype == "int4" else 8
+    scale = np.float32(0.03)
+    if storage == "typed":  # int32_data, one packed byte per element (onnx.helper's encoding)
+        qt = helper.make_tensor("w_q", getattr(TensorProto, dtype.upper()), q.shape, q.reshape(-1).tolist())
+    else:
+        qt = numpy_helper.from_array(q.astype(getattr(ml_dtypes, dtype)), "w_q")
+    zt = numpy_helper.from_array(np.array(zero).astype(getattr(ml_dtypes, dtype)), "w_zp")
+    nodes = [helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_zp"], ["w"], name="/fc/DequantizeLinear"),
+             helper.make_node("MatMul", ["x", "w"], ["y"], name="/fc/MatMul")]
+    model = _model(nodes, {"w_s": np.array(scale)}, opset=21)
+    model.graph.initializer.extend([qt, zt])
+    path = tmp_path / "m.onnx"
+    if storage == "external":
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location="w.bin", size_threshold=0)
+    else:
+        _save(model, path)
+    (ref,) = [r for r in OnnxFile(path) if r.kind == "dense"]
+    expected = ((q - zero) * scale).astype(np.float32).T  # MatMul's [in, out] as [out, in]
+    np.testing.assert_array_equal(ref.load(), expected)  # exact: small integers times one float32 scale

@@ -142,6 +142,17 @@ def looks_like_onnx(path: Path, head: bytes) -> bool:
 # ------------------------------------------------------------------------------------------- helpers
 
 
+#: dtypes ONNX packs several values a byte into (first value in the low bits), by bits per value
+_SUB_BYTE = {"int4": 4, "uint4": 4, "float4_e2m1fn": 4, "int2": 2, "uint2": 2}
+
+
+def _stored_bytes(dtype_name: str, count: int) -> int:
+    """Bytes of ``count`` values of ``dtype_name`` as ONNX stores them (sub-byte types packed)."""
+    if dtype_name in _SUB_BYTE:
+        return -(-count * _SUB_BYTE[dtype_name] // 8)
+    return count * numpy_dtype(dtype_name).itemsize
+
+
 def _dtype_name(onnx, data_type: int) -> str | None:
     try:
         np_type = onnx.helper.tensor_dtype_to_np_dtype(data_type)
@@ -489,10 +500,11 @@ class OnnxFile:
         dtype_name = _dtype_name(onnx, t.data_type)
         count = math.prod(int(d) for d in t.dims)
         if t.raw_data:
-            got, need = len(t.raw_data), count * numpy_dtype(dtype_name).itemsize
-        else:  # typed fields: float_data (float32), double_data, int32_data (16- and 8-bit floats)
+            got, need = len(t.raw_data), _stored_bytes(dtype_name, count)
+        else:  # typed fields: float_data (float32), double_data, int32_data (16- and 8-bit floats; 4- and
+            # 2-bit values packed into one byte per element)
             field = {"float32": t.float_data, "float64": t.double_data}.get(dtype_name, t.int32_data)
-            got, need = len(field), count
+            got, need = len(field), (_stored_bytes(dtype_name, count) if dtype_name in _SUB_BYTE else count)
         if got != need:
             raise self._fail(f"tensor {name!r}: {got} stored values/bytes for shape {list(t.dims)} of {dtype_name}, "
                              f"expected {need}; the file is truncated or corrupt")
@@ -525,7 +537,7 @@ class OnnxFile:
         if not target.is_file():
             raise self._fail(f"tensor {name!r}: external data file {location!r} is missing from {folder}")
         self.input_files.add(target)
-        need = math.prod(shape) * np_dtype.itemsize
+        need = _stored_bytes(dtype_name, math.prod(shape))
         if length is None:
             length = need
         size = target.stat().st_size
@@ -537,6 +549,9 @@ class OnnxFile:
             if length == 0:
                 return np.zeros(shape, dtype=np.float32)
             raw = np.memmap(target, dtype=np.uint8, mode="r", offset=offset, shape=(length,))
+            if dtype_name in _SUB_BYTE:  # two (or four) values a byte: onnx unpacks them
+                packed = self._onnx.TensorProto(data_type=t.data_type, dims=shape, raw_data=raw.tobytes())
+                return self._onnx.numpy_helper.to_array(packed)
             return raw.view(np_dtype).reshape(shape)
 
         return load
