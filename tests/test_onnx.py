@@ -193,7 +193,7 @@ def test_opaque_names_are_unique_and_untyped_tensors_skipped(tmp_path):
     names = [r.name for r in src]
     assert names == ["blk.weight", "blk_2.weight", "123", "shared"]  # each tensor once, first consumer
     assert len(set(names)) == len(names) == len(src)
-    assert ("pos_table", "used by no MatMul/Gemm/Conv/Gather/LSTM/GRU/RNN") in src.skipped
+    assert ("pos_table", "used by no MatMul/Gemm/Conv/ConvTranspose/Gather/LSTM/GRU/RNN") in src.skipped
 
 
 def test_every_initializer_is_a_row_or_listed_as_not_analysed(tmp_path):
@@ -530,7 +530,7 @@ def test_dequantize_linear_weights_are_dequantized_and_typed(tmp_path):
     path = _save(_model(nodes, inits, inputs=("x", "img"), outputs=("y", "c"), opset=21), tmp_path / "q.onnx")
     refs = _refs(path)
     assert sorted(refs) == ["fc1.weight", "q2", "q3", "w4"]  # scales and zero points are not weights
-    assert ("s3", "used by no MatMul/Gemm/Conv/Gather/LSTM/GRU/RNN") in OnnxFile(path).skipped
+    assert ("s3", "used by no MatMul/Gemm/Conv/ConvTranspose/Gather/LSTM/GRU/RNN") in OnnxFile(path).skipped
     want = {"fc1.weight": ((q1.astype(np.float32) - 3) * 0.02).T,  # MatMul's [in, out] turned to [out, in]
             "q2": (q2.astype(np.float32) - z2[:, None]) * s2[:, None],
             "q3": q3.astype(np.float32) * np.repeat(s3, 4, axis=1),
@@ -809,3 +809,36 @@ def test_four_bit_weights_packed_two_a_byte_are_dequantized(tmp_path, dtype, sto
     (ref,) = [r for r in OnnxFile(path) if r.kind == "dense"]
     expected = ((q - zero) * scale).astype(np.float32).T  # MatMul's [in, out] as [out, in]
     np.testing.assert_array_equal(ref.load(), expected)  # exact: small integers times one float32 scale
+
+
+def test_a_weight_reaching_matmul_through_transpose_keeps_its_out_in_layout(tmp_path):
+    """torch.onnx.export(do_constant_folding=False) feeds Linear's [out, in] weight to MatMul through a
+    Transpose node; the weight was dropped (and a model of such layers refused whole)."""
+    rng = _rng(5)
+    W1, W2 = _f32(rng, 40, 30), _f32(rng, 20, 40)
+    nodes = [helper.make_node("Transpose", ["fc1.weight"], ["t1"], name="/fc1/Transpose", perm=[1, 0]),
+             helper.make_node("MatMul", ["x", "t1"], ["h"], name="/fc1/MatMul"),
+             helper.make_node("Transpose", ["fc2.weight"], ["t2"], name="/fc2/Transpose"),  # default perm: reversed
+             helper.make_node("Transpose", ["t2"], ["t3"], name="/fc2/Transpose_1"),  # and back: [in, out] again
+             helper.make_node("Gemm", ["h", "t3"], ["y"], name="/fc2/Gemm", transB=1)]
+    refs = _refs(_save(_model(nodes, {"fc1.weight": W1, "fc2.weight": W2}), tmp_path / "m.onnx"))
+    assert {n: (r.kind, r.shape) for n, r in refs.items()} == {"fc1.weight": ("dense", (40, 30)),
+                                                              "fc2.weight": ("dense", (20, 40))}
+    np.testing.assert_array_equal(refs["fc1.weight"].load(), W1)
+    np.testing.assert_array_equal(refs["fc2.weight"].load(), W2)
+
+
+def test_conv_transpose_weights_are_conv_layers_as_in_a_state_dict(tmp_path):
+    """ConvTranspose's W is [c_in, c_out/g, k…], as PyTorch stores a ConvTranspose weight: the same rows
+    (kind, matrices, eigenvalues) as that weight in a state dict. They were never read."""
+    rng = _rng(6)
+    W2, W1 = _f32(rng, 64, 48, 3, 3), _f32(rng, 48, 32, 4)
+    nodes = [helper.make_node("ConvTranspose", ["x", "up2.weight"], ["h"], name="/up2/ConvTranspose"),
+             helper.make_node("ConvTranspose", ["h", "up1.weight"], ["y"], name="/up1/ConvTranspose")]
+    path = _save(_model(nodes, {"up2.weight": W2, "up1.weight": W1}), tmp_path / "m.onnx")
+    by_onnx = {r.name: r for r in htsr.analyze(path, precision="accurate").layers}
+    by_dict = {r.name: r for r in htsr.analyze({"up2.weight": W2, "up1.weight": W1}, precision="accurate").layers}
+    assert {n: (r.kind, r.num_evals) for n, r in by_onnx.items()} == {"up2": ("conv2d", 432), "up1": ("conv1d", 128)}
+    for n, r in by_onnx.items():
+        assert (r.kind, r.shape, r.lambda_max, r.alpha) == (by_dict[n].kind, by_dict[n].shape, by_dict[n].lambda_max,
+                                                            by_dict[n].alpha)  # the same values, the same code

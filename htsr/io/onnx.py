@@ -13,6 +13,7 @@ MatMul (A)             ``[out, in]``                   ``dense`` as it is
 Gemm (B / A)           ``[in, out]`` or transB/transA  ``dense`` ``[out, in]``: transposed unless transB=1
                                                        (for A: transposed if transA=1)
 Conv (W)               ``[c_out, c_in/g, k…]``         ``conv1d`` / ``conv2d`` / ``conv3d`` by rank
+ConvTranspose (W)      ``[c_in, c_out/g, k…]``         the same, as PyTorch's ConvTranspose weight
 Gather (data)          ``[vocab, dim]``                ``embedding``
 LSTM / GRU / RNN (W,R) ``[dirs, k·hidden, in]``        ``rnn``: one ``[k·hidden, in]`` tensor per direction
 =====================  ==============================  ==================================================
@@ -33,7 +34,8 @@ at run time is listed in :attr:`OnnxFile.skipped`.
 An initializer that reaches one of these operators only through ``Identity``, ``Cast``, ``Slice``,
 ``Concat``, ``Split``, ``Squeeze`` or ``Unsqueeze`` (e.g. PyTorch's LSTM export, which reorders the gate
 blocks of ``weight_ih`` with Slice + Concat) is typed by that operator too, kept in its own layout
-except for the MatMul/Gemm transposition above. The gate order of an ONNX LSTM (i, o, f, c) differs
+except for the MatMul/Gemm transposition above; a matrix may also pass through ``Transpose`` (an export
+without constant folding feeds Linear's ``[out, in]`` to MatMul so), which turns that transposition around. The gate order of an ONNX LSTM (i, o, f, c) differs
 from PyTorch's (i, f, g, o): a permutation of rows, which changes no singular value. Biases (Gemm C,
 Conv B, LSTM B…), 1-D tensors, integer tensors (shapes, indices) and float tensors used by no weight
 operator (masks, position tables added with ``Add``) are not yielded; :attr:`OnnxFile.skipped` lists
@@ -112,7 +114,7 @@ _INTEGER_OPS = {"QLinearMatMul": ("MatMul", {0: 0, 3: 1}), "MatMulInteger": ("Ma
 def _known(node: Any) -> bool:
     """An operator of the ONNX domain, or one of onnxruntime's (com.microsoft) that htsr reads."""
     return node.domain in ("", "ai.onnx") or (node.domain == "com.microsoft" and node.op_type in _INTEGER_OPS)
-_TYPED_OPS = {"MatMul", "Gemm", "Conv", "Gather"} | _RNN_OPS | set(_INTEGER_OPS)
+_TYPED_OPS = {"MatMul", "Gemm", "Conv", "ConvTranspose", "Gather"} | _RNN_OPS | set(_INTEGER_OPS)
 _MAX_HOPS = 6
 
 _OPAQUE = re.compile(r"^(onnx::.*|[\W\d_]*|_?(val|const|constant|initializer)_?\d+|.*_output_\d+)$",
@@ -177,8 +179,9 @@ class _Use:
     ``index`` are those of the float operator an integer one stands for (QLinearMatMul's input 3 is
     MatMul's input 1), -1 for an input that is no weight of it (a scale, a zero point)."""
 
-    def __init__(self, node: Any, index: int, direct: bool) -> None:
+    def __init__(self, node: Any, index: int, direct: bool, flipped: bool = False) -> None:
         self.node, self.direct = node, direct
+        self.flipped = flipped  # reached through a Transpose of a 2-D tensor (an odd number of them)
         self.op, inputs = _INTEGER_OPS.get(node.op_type, (node.op_type, None))
         self.index = index if inputs is None else inputs.get(index, -1)
 
@@ -252,21 +255,29 @@ class OnnxFile:
         walk(graph)
         node_order = {id(n): k for k, n in enumerate(nodes)}
 
-        def find_use(name: str) -> _Use | None:
-            """Breadth-first through pass-through ops to the first typed consumer."""
-            frontier, seen = [name], {name}
+        def find_use(name: str, rank: int) -> _Use | None:
+            """Breadth-first through pass-through ops to the first typed consumer (for a matrix, through
+            Transpose too: an exporter that does not fold constants feeds Linear's [out, in] to MatMul so)."""
+            frontier, seen = [(name, False)], {name}
             for hop in range(_MAX_HOPS):
                 nxt = []
                 found = []
-                for v in frontier:
+                for v, flipped in frontier:
                     for n, i in consumers.get(v, ()):
                         if not _known(n):
                             continue
                         if n.op_type in _TYPED_OPS:
-                            found.append(_Use(n, i, hop == 0))
+                            found.append(_Use(n, i, hop == 0, flipped))
+                            continue
+                        if n.op_type == "Transpose" and rank == 2:
+                            perm = next((list(a.ints) for a in n.attribute if a.name == "perm"), [1, 0])
+                            step = perm == [1, 0]
                         elif n.op_type in _PASS_THROUGH and (i == 0 or n.op_type not in _QDQ):  # not a scale
-                            nxt += [o for o in n.output if o and o not in seen]
-                            seen.update(n.output)
+                            step = False
+                        else:
+                            continue
+                        nxt += [(o, flipped ^ step) for o in n.output if o and o not in seen]
+                        seen.update(n.output)
                 if found:
                     return min(found, key=lambda u: node_order[id(u.node)])
                 frontier = nxt
@@ -292,9 +303,9 @@ class OnnxFile:
                 loader = self._dequantized(name, t, *quant, tensors) if not isinstance(quant, str) else quant
                 if isinstance(loader, str):  # a quantized weight htsr cannot dequantize: its row says why
                     unreadable, loader = loader, skipped_loader(f"{loader}; analyse the float model")
-            use = find_use(name)
+            use = find_use(name, len(t.dims))
             if use is None:  # listed here (a weight that gets a row is not listed as well)
-                self.skipped.append((name, unreadable or "used by no MatMul/Gemm/Conv/Gather/LSTM/GRU/RNN"))
+                self.skipped.append((name, unreadable or "used by no MatMul/Gemm/Conv/ConvTranspose/Gather/LSTM/GRU/RNN"))
                 continue
             pending.append((node_order[id(use.node)], name, t, use, loader))
         pending.sort(key=lambda p: p[0])  # model order: the order of the consuming nodes
@@ -443,6 +454,7 @@ class OnnxFile:
                 transpose = not attrs.get("transB", 0)
             else:  # Gemm: A is [out, in] unless transA=1
                 transpose = bool(attrs.get("transA", 0))
+            transpose ^= use.flipped  # a Transpose node on the way
             if len(shape) == 2:
                 # an LSTM cell exported as Gemm (Silero's if-less copy) keeps its module's name: rnn, as in torch
                 kind = "rnn" if is_recurrent(layer) else "dense"
@@ -458,7 +470,7 @@ class OnnxFile:
                     yield ref(layer, shape, "stack", lambda: as_loaded(raw()))
             else:
                 self.skipped.append((name, f"Gemm input of rank {len(shape)}"))
-        elif op == "Conv":
+        elif op in ("Conv", "ConvTranspose"):  # ConvTranspose's [c_in, c_out/g, k…], as PyTorch stores it
             if idx != 1:
                 self.skipped.append((name, f"Conv input {idx}"))
                 return
