@@ -842,3 +842,17 @@ def test_conv_transpose_weights_are_conv_layers_as_in_a_state_dict(tmp_path):
     for n, r in by_onnx.items():
         assert (r.kind, r.shape, r.lambda_max, r.alpha) == (by_dict[n].kind, by_dict[n].shape, by_dict[n].lambda_max,
                                                             by_dict[n].alpha)  # the same values, the same code
+
+
+def test_a_weight_of_an_unknown_data_type_gets_a_row_saying_so(tmp_path):
+    """One weight of a type onnx cannot read: its row says which type, the other layers are analysed (it
+    was listed as a 'None tensor: shapes, indices, masks', and alone gave 'no analysable layer')."""
+    rng = _rng(7)
+    nodes = [helper.make_node("MatMul", ["x", "fc1.weight"], ["h"], name="/fc1/MatMul"),
+             helper.make_node("MatMul", ["h", "fc2.weight"], ["y"], name="/fc2/MatMul")]
+    model = _model(nodes, {"fc1.weight": _f32(rng, 128, 96), "fc2.weight": _f32(rng, 96, 64)})
+    bad = model.graph.initializer[1]
+    bad.data_type = 99
+    rows = {r.name: r.status for r in htsr.analyze(_save(model, tmp_path / "m.onnx")).layers}
+    assert rows["fc1"] == "ok"
+    assert rows["fc2"].startswith("skipped: data_type 99: not a tensor type onnx") and "re-export" in rows["fc2"]

@@ -294,7 +294,10 @@ class OnnxFile:
                 continue
             dtype = _dtype_name(onnx, t.data_type)
             loader, unreadable = None, ""
-            if dtype not in FLOAT_DTYPES:
+            if dtype is None:  # a weight's row (or its listing) says so; the other layers are read
+                unreadable = f"data_type {t.data_type}: not a tensor type onnx {onnx.__version__} can read"
+                loader = skipped_loader(f"{unreadable}; re-export the model")
+            elif dtype not in FLOAT_DTYPES:
                 quant = self._quantization(name, consumers, tensors) if dtype in _QUANT_DTYPES else None
                 if quant is None:
                     if name in initializers:
