@@ -856,3 +856,16 @@ def test_a_weight_of_an_unknown_data_type_gets_a_row_saying_so(tmp_path):
     rows = {r.name: r.status for r in htsr.analyze(_save(model, tmp_path / "m.onnx")).layers}
     assert rows["fc1"] == "ok"
     assert rows["fc2"].startswith("skipped: data_type 99: not a tensor type onnx") and "re-export" in rows["fc2"]
+
+
+def test_dynamo_exports_are_named_by_the_module_path_in_the_node_metadata(tmp_path):
+    """torch.onnx.export(dynamo=True) names nodes 'node_MatMul_36' and folded weights 'mul_1' / 't_3'; the
+    module path is the node's metadata_props 'pkg.torch.onnx.name_scopes' (the last entry the op)."""
+    rng = _rng(8)
+    W = _f32(rng, 30, 20)
+    node = helper.make_node("MatMul", ["x", "t_3"], ["y"], name="node_MatMul_36")
+    node.metadata_props.add(key="pkg.torch.onnx.name_scopes",
+                            value="['', 'm', 'm.encoder', 'm.encoder.layer.0.query', 'linear']")
+    refs = _refs(_save(_model([node], {"t_3": W.T.copy()}), tmp_path / "m.onnx"))
+    assert list(refs) == ["m.encoder.layer.0.query.weight"]
+    np.testing.assert_array_equal(refs["m.encoder.layer.0.query.weight"].load(), W)

@@ -41,7 +41,9 @@ Conv B, LSTM B…), 1-D tensors, integer tensors (shapes, indices) and float ten
 operator (masks, position tables added with ``Add``) are not yielded; :attr:`OnnxFile.skipped` lists
 the float tensors of rank ≥ 2 left out and why.
 
-**Names.** A tensor keeps its own name unless it is *opaque*: starting with ``onnx::`` (PyTorch's
+**Names.** A node of torch's dynamo exporter (``torch.onnx.export(dynamo=True)``, the default) records
+its module path in ``metadata_props`` (``pkg.torch.onnx.name_scopes``): that path is the node's scope,
+and a tensor name without a dot (a folded constant: ``mul_1``, ``t_3``) is opaque. A tensor keeps its own name unless it is *opaque*: starting with ``onnx::`` (PyTorch's
 exporter, e.g. ``onnx::MatMul_470``), made of digits and punctuation only, or of the form
 ``val_12`` / ``const_12``, or a node output such as ``/encoder/Constant_output_0``. An opaque tensor is named after its consumer node: the node name's scope,
 ``/`` turned into ``.``, without the last component (the operator instance) and with ``.weight``
@@ -66,6 +68,7 @@ converted to numpy one at a time (``onnx.numpy_helper.to_array``) only when load
 
 from __future__ import annotations
 
+import ast
 import math
 import os
 import re
@@ -161,6 +164,21 @@ def _dtype_name(onnx, data_type: int) -> str | None:
     except (KeyError, ValueError, TypeError):
         return None
     return np.dtype(np_type).name
+
+
+def _torch_scope(node: Any) -> str:
+    """The module path torch's dynamo exporter records on a node (``metadata_props``
+    ``pkg.torch.onnx.name_scopes``: ``['', 'm', …, 'm.encoder.layer.0.attention.self.query', 'linear']``,
+    the last entry the operation), or ''."""
+    for p in node.metadata_props:
+        if p.key == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = ast.literal_eval(p.value)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                return ""
+            if isinstance(scopes, list) and len(scopes) >= 2 and all(isinstance(x, str) for x in scopes):
+                return scopes[-2]
+    return ""
 
 
 def _scope_name(node_name: str) -> tuple[str, int]:
@@ -432,8 +450,12 @@ class OnnxFile:
         dtype = "float32" if dequantized else _dtype_name(onnx, t.data_type)
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         raw = dequantized or self._raw_loader(name, t)
-        opaque = bool(_OPAQUE.match(name)) and bool(node.name)
         scope, instance = _scope_name(node.name)
+        torch_scope = _torch_scope(node)
+        if torch_scope:  # torch's dynamo exporter: node names are 'node_MatMul_36', the module path is metadata
+            scope = torch_scope
+        # (dynamo also names folded constants after their op: 'mul_1', 't_3', no dots as a parameter has)
+        opaque = (bool(_OPAQUE.match(name)) and bool(node.name)) or (bool(torch_scope) and "." not in name)
         tokens = scope.split(".")
         if self._prefixes and ".".join(tokens[:2]) not in self._prefixes:
             # PyTorch's exporter prefixes scopes with wrapper modules ('/model/model.0/…' while the
