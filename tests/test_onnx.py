@@ -869,3 +869,20 @@ def test_dynamo_exports_are_named_by_the_module_path_in_the_node_metadata(tmp_pa
     refs = _refs(_save(_model([node], {"t_3": W.T.copy()}), tmp_path / "m.onnx"))
     assert list(refs) == ["m.encoder.layer.0.query.weight"]
     np.testing.assert_array_equal(refs["m.encoder.layer.0.query.weight"].load(), W)
+
+
+def test_onnxruntimes_fused_operators_type_their_weights(tmp_path):
+    """A model saved after onnxruntime's graph optimizer holds com.microsoft FusedGemm / FusedConv /
+    FusedMatMul (transB: B stored [out, in]): their weights were dropped."""
+    rng = _rng(9)
+    W1, W2, W3 = _f32(rng, 40, 30), _f32(rng, 20, 40), _f32(rng, 16, 8, 3, 3)
+    ms = "com.microsoft"
+    nodes = [helper.make_node("FusedConv", ["img", "conv.weight"], ["c"], name="/conv/FusedConv", domain=ms),
+             helper.make_node("FusedGemm", ["x", "fc1.weight"], ["h"], name="/fc1/FusedGemm", domain=ms, transB=1),
+             helper.make_node("FusedMatMul", ["h", "fc2.weight"], ["y"], name="/fc2/FusedMatMul", domain=ms, transB=1)]
+    refs = _refs(_save(_model(nodes, {"conv.weight": W3, "fc1.weight": W1, "fc2.weight": W2}, inputs=("img", "x")),
+                       tmp_path / "m.onnx"))
+    assert {n: (r.kind, r.shape) for n, r in refs.items()} == {
+        "conv.weight": ("conv2d", (16, 8, 3, 3)), "fc1.weight": ("dense", (40, 30)), "fc2.weight": ("dense", (20, 40))}
+    for name, W in (("conv.weight", W3), ("fc1.weight", W1), ("fc2.weight", W2)):
+        np.testing.assert_array_equal(refs[name].load(), W)

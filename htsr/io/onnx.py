@@ -26,7 +26,8 @@ operator's inputs, per output channel); read by ``MatMulInteger`` / ``ConvIntege
 quantization, e.g. ``model_quantized.onnx`` files: the zero point is an input, the scale the
 ``<name>_scale`` initializer); read by onnxruntime's ``com.microsoft.QGemm`` (a static model's Gemm); an int8 embedding table read by ``Gather`` (scale from the
 ``DequantizeLinear`` after it, or ``<name>_scale``). The integer operators type a weight as the float
-ones do (MatMul, Conv). Its rows say float32, and onnxruntime's ``<name>_quantized`` is named ``<name>``,
+ones do (MatMul, Conv), and so do the fused operators of a model saved by onnxruntime's graph optimizer
+(``com.microsoft.FusedGemm``, ``FusedConv``, ``FusedMatMul`` with its ``transA``/``transB``). Its rows say float32, and onnxruntime's ``<name>_quantized`` is named ``<name>``,
 as in the float model. A float weight passed through ``QuantizeLinear`` →
 ``DequantizeLinear`` ("fake quantization") is read as the float it is. A scale or zero point computed
 at run time is listed in :attr:`OnnxFile.skipped`.
@@ -107,17 +108,20 @@ _QDQ = {"QuantizeLinear", "DequantizeLinear"}
 _PASS_THROUGH = {"Identity", "Cast", "Slice", "Concat", "Split", "Squeeze", "Unsqueeze"} | _QDQ
 _QUANT_DTYPES = frozenset({"int8", "uint8", "int16", "uint16", "int32", "int4", "uint4"})
 _RNN_OPS = {"LSTM", "GRU", "RNN"}
-# integer operators of onnxruntime's quantized models (QOperator format, dynamic quantization): the float
-# operator they stand for, and which of their inputs is which input of it
-_INTEGER_OPS = {"QLinearMatMul": ("MatMul", {0: 0, 3: 1}), "MatMulInteger": ("MatMul", {0: 0, 1: 1}),
-                "QLinearConv": ("Conv", {3: 1}), "ConvInteger": ("Conv", {1: 1}),
-                "QGemm": ("Gemm", {0: 0, 3: 1})}  # QGemm: onnxruntime's com.microsoft domain
+# operators that stand for a float one: integer operators of onnxruntime's quantized models (QOperator
+# format, dynamic quantization) and the fused ones of its graph optimizer (a saved optimized model): the
+# float operator, and which of their inputs is which input of it
+_STAND_INS = {"QLinearMatMul": ("MatMul", {0: 0, 3: 1}), "MatMulInteger": ("MatMul", {0: 0, 1: 1}),
+              "QLinearConv": ("Conv", {3: 1}), "ConvInteger": ("Conv", {1: 1}),
+              # onnxruntime's com.microsoft domain
+              "QGemm": ("Gemm", {0: 0, 3: 1}), "FusedGemm": ("Gemm", {0: 0, 1: 1, 2: 2}),
+              "FusedConv": ("Conv", {1: 1}), "FusedMatMul": ("MatMul", {0: 0, 1: 1})}
 
 
 def _known(node: Any) -> bool:
     """An operator of the ONNX domain, or one of onnxruntime's (com.microsoft) that htsr reads."""
-    return node.domain in ("", "ai.onnx") or (node.domain == "com.microsoft" and node.op_type in _INTEGER_OPS)
-_TYPED_OPS = {"MatMul", "Gemm", "Conv", "ConvTranspose", "Gather"} | _RNN_OPS | set(_INTEGER_OPS)
+    return node.domain in ("", "ai.onnx") or (node.domain == "com.microsoft" and node.op_type in _STAND_INS)
+_TYPED_OPS = {"MatMul", "Gemm", "Conv", "ConvTranspose", "Gather"} | _RNN_OPS | set(_STAND_INS)
 _MAX_HOPS = 6
 
 _OPAQUE = re.compile(r"^(onnx::.*|[\W\d_]*|_?(val|const|constant|initializer)_?\d+|.*_output_\d+)$",
@@ -200,7 +204,7 @@ class _Use:
     def __init__(self, node: Any, index: int, direct: bool, flipped: bool = False) -> None:
         self.node, self.direct = node, direct
         self.flipped = flipped  # reached through a Transpose of a 2-D tensor (an odd number of them)
-        self.op, inputs = _INTEGER_OPS.get(node.op_type, (node.op_type, None))
+        self.op, inputs = _STAND_INS.get(node.op_type, (node.op_type, None))
         self.index = index if inputs is None else inputs.get(index, -1)
 
 
@@ -377,13 +381,13 @@ class OnnxFile:
             if op == "DequantizeLinear" and i == 0 and n.output:
                 attrs = {a.name: self._onnx.helper.get_attribute_value(a) for a in n.attribute}
                 return op, ins[1], ins[2], int(attrs.get("axis", 1)), int(attrs.get("block_size", 0))
-            if op in ("QLinearMatMul", "QLinearConv", "QGemm") and _INTEGER_OPS[op][1].get(i) is not None:
+            if op in ("QLinearMatMul", "QLinearConv", "QGemm") and _STAND_INS[op][1].get(i) is not None:
                 # per output channel: B's columns (MatMul input 1; Gemm's unless transB), A's rows (input 0),
                 # a kernel's c_out
                 trans_b = any(a.name == "transB" and a.i for a in n.attribute)
                 axis = 1 if i == 3 and op != "QLinearConv" and not (op == "QGemm" and trans_b) else 0
                 return op, ins[i + 1], ins[i + 2], axis, 0
-            if op in ("MatMulInteger", "ConvInteger") and _INTEGER_OPS[op][1].get(i) is not None:
+            if op in ("MatMulInteger", "ConvInteger") and _STAND_INS[op][1].get(i) is not None:
                 scale = name.removesuffix("_quantized") + "_scale"
                 if scale not in tensors:
                     return f"{op} weight without the {scale} initializer onnxruntime's quantizer writes beside it"
@@ -474,7 +478,8 @@ class OnnxFile:
                 self.skipped.append((name, f"{op} input {idx} (bias)"))
                 return
             if op == "MatMul":  # Y = X @ B with B [in, out]; Y = A @ X with A [out, in]
-                transpose = idx == 1
+                # (onnxruntime's FusedMatMul may say its operand is transposed)
+                transpose = (idx == 1) ^ bool(attrs.get("transB" if idx == 1 else "transA", 0))
             elif idx == 1:  # Gemm: B is [in, out] unless transB=1
                 transpose = not attrs.get("transB", 0)
             else:  # Gemm: A is [out, in] unless transA=1
