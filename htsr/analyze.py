@@ -173,10 +173,15 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
             unique(gen()))
 
 
-def no_layer_error(description: str, num_tensors: int, opts: Options) -> SourceError:
-    """The error for a source of which no layer is analysed (under the filters, if any)."""
-    what = "matches the filters" if (opts.layers or opts.kinds) else "is a weight matrix"
-    return SourceError(f"{description}: no analysable layer: none of its {num_tensors} tensors {what}")
+def no_layer_error(description: str, tally: Tally, opts: Options) -> SourceError:
+    """The error for a source of which no layer is analysed (under the filters, if any), with the reasons
+    its tensors gave no row, the most common first."""
+    what = "matches the filters" if (opts.layers or opts.kinds) else "is a weight matrix htsr can read"
+    reasons = sorted(tally.passed_over.items(), key=lambda kv: -len(kv[1]))
+    why = "; ".join(f"{len(names)} {reason} ({names[0]}{', …' if len(names) > 1 else ''})"
+                    for reason, names in reasons[:3])
+    return SourceError(f"{description}: no analysable layer: none of its {tally.num_tensors} tensors {what}"
+                       + (f": {why}" if why else ""))
 
 
 def check_has_layers(source: Any, opts: Options) -> None:
@@ -185,7 +190,7 @@ def check_has_layers(source: Any, opts: Options) -> None:
     tally = Tally()
     description, _, layer_iter = iter_layers(source, opts, tally)
     if next(layer_iter, None) is None:  # the whole source was walked: the tally is complete
-        raise no_layer_error(description, tally.num_tensors, opts)
+        raise no_layer_error(description, tally, opts)
 
 
 def weights_finite(mats: list[Any]) -> bool:
@@ -485,7 +490,7 @@ def analyze(source: Any, **options: Any) -> AnalysisResult:
     description, _, layer_iter = iter_layers(source, opts, tally)
     layers = list(layer_iter)  # lazy: no tensor has been read yet
     if not layers:
-        raise no_layer_error(description, tally.num_tensors, opts)
+        raise no_layer_error(description, tally, opts)
     bar = _progress_bar(len(layers), description) if opts.progress else None
     rows: list[tuple[LayerResult, LayerSpectra | None] | None] = [None] * len(layers)
     # small matrices side by side (single-threaded BLAS each); large ones one at a time with every

@@ -97,8 +97,10 @@ def test_bad_layers_get_a_status_and_the_rest_go_on():
 
 
 def test_no_analysable_layer_is_an_error():
-    with pytest.raises(htsr.SourceError, match="no analysable layer"):
-        htsr.analyze({"bias": np.ones(10), "ids": np.arange(10)[None, :]})
+    # the error says why the tensors gave no row, the most common reason first
+    with pytest.raises(htsr.SourceError, match=r"no analysable layer: none of its 3 tensors is a weight matrix htsr "
+                       r"can read: 2 bias or norm buffer \(a\.bias, …\); 1 integer buffer .* \(ids\)$"):
+        htsr.analyze({"a.bias": np.ones(10), "b.bias": np.ones(4), "ids": np.arange(10)[None, :]})
     with pytest.raises(htsr.SourceError, match="matches the filters"):
         htsr.analyze(_mapping(), layers="^nothing$")
 
