@@ -1124,11 +1124,40 @@ def test_live_bare_layer_quantized_and_unbuilt(keras):
     refs = {r.name: r for r in KerasModel(dense)}
     assert {n: (r.kind, r.shape) for n, r in refs.items()} == {"lonely": ("dense", (12, 20))}
     np.testing.assert_array_equal(refs["lonely"].load(), keras.ops.convert_to_numpy(dense.kernel).T)
-    model = keras.Sequential([keras.Input((16,)), L.Dense(24, name="a"), L.Dense(8, name="b")], name="q")
+
+
+@pytest.mark.filterwarnings("ignore:Layer InputLayer does not have")  # model.quantize on its input layer
+def test_int8_quantized_dense_and_embedding_are_dequantized_as_keras_computes(keras, tmp_path):
+    """model.quantize("int8"): Dense stores int8 kernel [in, units] and kernel_scale [units], Embedding int8
+    embeddings [vocab, dim] and embeddings_scale [vocab]; the weights are the codes over their scale (the
+    layers were listed as 'integer buffer', and a fully quantized model refused as having no weight matrix).
+    Other quantized kernels (int4 here) get a skipped row saying so."""
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((None,), dtype="int32")
+    out = L.Dense(80, name="b", use_bias=False)(L.Dense(96, name="a")(L.Embedding(120, 64, name="emb")(inp)))
+    model = keras.Model(inp, out, name="q")
     model.quantize("int8")
-    refs = {r.name: r for r in KerasModel(model)}
-    assert {n: (r.kind, r.shape, r.dtype) for n, r in refs.items()} == {
-        "a": ("dense", (24, 16), "int8"), "b": ("dense", (8, 24), "int8")}  # integer: analyze skips them
+    model.save(tmp_path / "q.keras")
+
+    def np_(v):
+        return keras.ops.convert_to_numpy(v).astype(np.float32)
+
+    expected = {n: np_(model.get_layer(n)._kernel) / np_(model.get_layer(n).kernel_scale) for n in ("a", "b")}
+    emb = model.get_layer("emb")
+    expected["emb"] = np_(emb._embeddings) / np_(emb.embeddings_scale)[:, None]
+    for src in (model, tmp_path / "q.keras"):
+        rows = {r.name: r for r in htsr.analyze(src, precision="accurate", min_evals=10).layers}
+        assert set(rows) == {"emb", "a", "b"} and all(r.status == "ok" for r in rows.values()), src
+        assert rows["emb"].kind == "embedding" and rows["a"].kind == rows["b"].kind == "dense"
+        for name, W in expected.items():
+            lam = np.linalg.svd(W.astype(np.float64), compute_uv=False)[0] ** 2
+            # the same float32 quotients, SVD'd in float64 by both: 1e-12
+            assert rows[name].lambda_max == pytest.approx(lam, rel=1e-12), (src, name)
+    int4 = keras.Sequential([keras.Input((16,)), L.Dense(24, name="c")], name="q4")
+    int4.quantize("int4")
+    (row,) = htsr.analyze(int4, min_evals=2).layers
+    assert row.status.startswith("skipped: int8 codes of a quantized Keras layer that htsr does not dequantize")
 
 
 def test_open_source_refuses_other_objects_naming_keras():
@@ -1169,3 +1198,14 @@ def test_a_custom_attention_layers_gemma_style_projections_are_read_right_from_e
         q = next(r for r in htsr.analyze(src, precision="accurate", min_evals=10).layers if r.name.endswith("query"))
         assert (q.shape, q.num_evals) == ("64x64", 64), src
         assert q.lambda_max == pytest.approx(truth[0], rel=1e-12), src  # the same float64 SVD of the same values
+
+
+def test_a_big_endian_float64_kernel_stays_float64(tmp_path):
+    """'>f8' is not np.float64 by ==: it was narrowed to float32 (eigenvalues off by ~1e-8 relative)."""
+    W = np.random.default_rng(3).standard_normal((20, 16))
+    path = _weights_h5(tmp_path / "be.weights.h5", lambda f: f.create_dataset(
+        "layers/dense_1/vars/0", data=W.astype(">f8")))
+    ref = next(r for r in KerasFile(path) if r.name == "dense_1")
+    a = ref.load()
+    assert a.dtype == np.float64 and a.dtype.isnative
+    np.testing.assert_array_equal(a, W.T)  # exact: the same float64 values

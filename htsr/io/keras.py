@@ -44,8 +44,10 @@ recurrent_kernel)
 them. Gate blocks keep Keras's order, a row permutation of PyTorch's, which changes no singular value.)
 Biases, normalization and other 1-D variables, optimizer and metric state are not yielded. A 2-D
 variable of an unknown (custom) layer is yielded as stored with no kind (htsr infers it: dense);
-a larger one is listed in :attr:`KerasFile.skipped`. Quantized (int8/int4)
-kernels are yielded with their integer dtype, which :func:`htsr.analyze` skips.
+a larger one is listed in :attr:`KerasFile.skipped`. A Keras 3 int8 Dense or Embedding
+(``model.quantize("int8")``) is dequantized as Keras computes with it: kernel / kernel_scale (one scale per
+unit), embeddings / embeddings_scale (one per token); other quantized kernels (int4, GPTQ, EinsumDense,
+a legacy ``.h5`` copy) get a ``skipped`` row saying so.
 
 **Names** are dotted paths of Keras layer names from the outermost layer (the model's own name is
 left out): ``dense_1``, ``encoder.layer_0.dense``; attention projections ``attn.query``,
@@ -76,6 +78,7 @@ live one the layer's own class (or the known layer class it derives from). keras
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -93,7 +96,7 @@ import numpy as np
 
 from ..errors import SourceError
 from ..matrices import classify
-from .base import TensorRef, expands_too_far, import_extra, one_line
+from .base import TensorRef, expands_too_far, import_extra, one_line, skipped_loader
 from .safetensors import natural_key
 
 __all__ = ["HDF5_SIGNATURE", "KerasFile", "KerasModel", "is_hdf5", "is_keras_archive", "is_keras_object"]
@@ -375,6 +378,24 @@ class _Entry:
     ref: Any  # _Var.ref
     dtype: str
     plan: _Plan
+    scale: Any = None  # a quantized kernel's scale (its _Var.ref): the weights are kernel / scale, as Keras's
+    scale_axis: int = 1  # the stored kernel's axis the scale runs along (Dense: units; Embedding: vocab 0)
+    skip: str = ""  # why the tensor cannot be read (a quantized kernel htsr does not dequantize): its row says so
+
+
+def _entry_loader(e: _Entry, read: Callable[[Any, str], np.ndarray]) -> Callable[[], np.ndarray]:
+    """The loader of entry ``e`` given ``read(ref, name)``, a reader's raw read of one variable."""
+    if e.skip:
+        return skipped_loader(e.skip)
+
+    def load() -> np.ndarray:
+        a = _float_array(read(e.ref, e.name))
+        if e.scale is not None:  # Keras's int8 Dense and Embedding: the codes divided by their scale
+            shape = [-1 if i == e.scale_axis else 1 for i in range(a.ndim)]
+            a = a.astype(np.float32) / _float_array(read(e.scale, e.name)).astype(np.float32).reshape(shape)
+        return e.plan.apply(a)
+
+    return load
 
 
 def _guess_class(key: str | None) -> str | None:
@@ -397,7 +418,7 @@ def _unique(entries: list[_Entry]) -> list[_Entry]:
     for e in entries:
         n = seen.get(e.name, 0) + 1
         seen[e.name] = n
-        out.append(e if n == 1 else _Entry(f"{e.name}_{n}", e.ref, e.dtype, e.plan))
+        out.append(e if n == 1 else dataclasses.replace(e, name=f"{e.name}_{n}"))
     return out
 
 
@@ -431,7 +452,27 @@ class _Walker:
             else:
                 self.not_weights.append((var.where, _one_d(var)))
             return
+        if var.dtype.startswith(("int", "uint")):  # quantized codes (a complex dtype is said as such downstream)
+            self.entries.append(_Entry(name, var.ref, var.dtype, plan, skip=(
+                f"{var.dtype} codes of a quantized Keras layer that htsr does not dequantize (it does int8 Dense "
+                "and Embedding layers of .keras files and live models); analyse the float model")))
+            return
         self.entries.append(_Entry(name, var.ref, var.dtype, plan))
+
+    def _quantized(self, base: str, variables: dict[str, _Var], embedding: bool) -> bool:
+        """Keras's int8 Dense and Embedding (``quantize("int8")``): a Dense stores kernel (int8 [in, units]),
+        bias if any, kernel_scale (float [units]); an Embedding embeddings (int8 [vocab, dim]) and
+        embeddings_scale ([vocab]); the weights are the codes divided by their scale. One entry, True."""
+        last_key = str(len(variables) - 1)
+        codes, last = variables.get("0"), variables.get(last_key)
+        axis = 0 if embedding else 1
+        if (codes is None or codes.dtype != "int8" or len(codes.shape) != 2 or len(variables) not in (2, 3)
+                or last is None or last.shape != (codes.shape[axis],) or not last.dtype.startswith("float")):
+            return False
+        del variables["0"], variables[last_key]
+        plan = _as_stored(codes.shape, "embedding") if embedding else _transposed(codes.shape, "dense")
+        self.entries.append(_Entry(base, codes.ref, "float32", plan, scale=last.ref, scale_axis=axis))
+        return True
 
     def _visit(self, node: Any, cfg: dict | None, cls: str | None, parts: list[str], top: bool = False,
                n_out: int = 1, mha: bool = True) -> None:
@@ -513,7 +554,8 @@ class _Walker:
                 self.add(name or suffix, var, plan_of(var.shape), f"unexpected shape for a {cls} kernel")
 
         if cls in _DENSE:
-            take(0, "", lambda s: _transposed(s, "dense"))
+            if not self._quantized(base, variables, embedding=False):
+                take(0, "", lambda s: _transposed(s, "dense"))
         elif cls in _EINSUM:
             role = parts[-1] if parts and parts[-1] in ("query", "key", "value", "attention_output") else None
             if "equation" in inner:
@@ -523,7 +565,8 @@ class _Walker:
             else:
                 take(0, "", lambda s: _transposed(s, "dense"))
         elif cls in _EMBEDDING:
-            take(0, "", lambda s: _as_stored(s, "embedding") if len(s) == 2 else None)
+            if not self._quantized(base, variables, embedding=True):
+                take(0, "", lambda s: _as_stored(s, "embedding") if len(s) == 2 else None)
         elif cls in _CONV:
             take(0, "", _conv)
         elif cls in _DEPTHWISE:
@@ -594,13 +637,14 @@ def _h5_dtype(ds: Any) -> str:
 
 
 def _float_array(a: np.ndarray) -> np.ndarray:
-    """Reduced-precision floats as float32 (what htsr analyses), byte order native."""
+    """Reduced-precision floats as float32 (what htsr analyses), byte order native (a big-endian float64
+    stays float64)."""
     if a.dtype.name.startswith(("bfloat16", "float8")):  # ml_dtypes
         return a.astype(np.float32)
+    if a.dtype.kind == "f" and not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
     if a.dtype.kind == "f" and a.dtype not in (np.float32, np.float64):
         return a.astype(np.float32)
-    if a.dtype.kind == "f" and not a.dtype.isnative:
-        return a.astype(a.dtype.newbyteorder("="))
     return a
 
 
@@ -876,34 +920,32 @@ class KerasFile:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _loader(self, e: _Entry) -> Callable[[], np.ndarray]:
-        def load() -> np.ndarray:
-            try:
-                with self._lock:
-                    ds = self._h5[e.ref]
-                    declared, stored = ds.size * ds.dtype.itemsize, ds.id.get_storage_size()
-                    if expands_too_far(declared, stored):
-                        raise SourceError(f"{self._where}: tensor {e.name!r} ({e.ref}) declares {declared} bytes "
-                                          f"but stores {stored}: constant or unwritten data (read as the fill "
-                                          "value), not loaded")
-                    a = ds[()]
-            except SourceError:
-                raise
-            except Exception as ex:  # noqa: BLE001 - a corrupt chunk, a closed file…
-                raise SourceError(f"{self._where}: tensor {e.name!r} ({e.ref}): cannot read its data "
-                                  f"({ex.__class__.__name__}: {_short(ex)}); truncated or corrupt?") from None
-            a = np.asarray(a)
-            if e.dtype == "bfloat16":
-                import ml_dtypes
+    def _read(self, ref: str, name: str) -> np.ndarray:
+        try:
+            with self._lock:
+                ds = self._h5[ref]
+                declared, stored = ds.size * ds.dtype.itemsize, ds.id.get_storage_size()
+                if expands_too_far(declared, stored):
+                    raise SourceError(f"{self._where}: tensor {name!r} ({ref}) declares {declared} bytes "
+                                      f"but stores {stored}: constant or unwritten data (read as the fill "
+                                      "value), not loaded")
+                a = ds[()]
+                bf16 = _text(ds.attrs.get("dtype", "")) == "bfloat16"
+        except SourceError:
+            raise
+        except Exception as ex:  # noqa: BLE001 - a corrupt chunk, a closed file…
+            raise SourceError(f"{self._where}: tensor {name!r} ({ref}): cannot read its data "
+                              f"({ex.__class__.__name__}: {_short(ex)}); truncated or corrupt?") from None
+        a = np.asarray(a)
+        if bf16:
+            import ml_dtypes
 
-                a = a.view(ml_dtypes.bfloat16)
-            return e.plan.apply(_float_array(a))
-
-        return load
+            a = a.view(ml_dtypes.bfloat16)
+        return a
 
     def __iter__(self) -> Iterator[TensorRef]:
         for e in self._entries:
-            yield TensorRef(e.name, e.plan.shape, e.dtype, self._loader(e), kind=e.plan.kind)
+            yield TensorRef(e.name, e.plan.shape, e.dtype, _entry_loader(e, self._read), kind=e.plan.kind)
 
 
 # ------------------------------------------------------------------------------------ live models
@@ -1115,20 +1157,16 @@ class KerasModel:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _loader(self, e: _Entry) -> Callable[[], np.ndarray]:
-        def load() -> np.ndarray:
-            v = e.ref
-            try:
-                a = np.asarray(self._keras.ops.convert_to_numpy(v))
-            except Exception as ex:  # noqa: BLE001 - a deleted variable, a device error…
-                raise SourceError(f"{self.description}: tensor {e.name!r} ({getattr(v, 'path', '')}): cannot read "
-                                  f"its value ({ex.__class__.__name__}: {_short(ex)})") from None
-            if not a.flags.owndata or not a.flags.writeable:  # a view on the variable's memory: copy
-                a = a.copy()
-            return e.plan.apply(_float_array(a))
-
-        return load
+    def _read(self, v: Any, name: str) -> np.ndarray:
+        try:
+            a = np.asarray(self._keras.ops.convert_to_numpy(v))
+        except Exception as ex:  # noqa: BLE001 - a deleted variable, a device error…
+            raise SourceError(f"{self.description}: tensor {name!r} ({getattr(v, 'path', '')}): cannot read "
+                              f"its value ({ex.__class__.__name__}: {_short(ex)})") from None
+        if not a.flags.owndata or not a.flags.writeable:  # a view on the variable's memory: copy
+            a = a.copy()
+        return a
 
     def __iter__(self) -> Iterator[TensorRef]:
         for e in self._entries:
-            yield TensorRef(e.name, e.plan.shape, e.dtype, self._loader(e), kind=e.plan.kind)
+            yield TensorRef(e.name, e.plan.shape, e.dtype, _entry_loader(e, self._read), kind=e.plan.kind)
