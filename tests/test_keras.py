@@ -1209,3 +1209,24 @@ def test_a_big_endian_float64_kernel_stays_float64(tmp_path):
     a = ref.load()
     assert a.dtype == np.float64 and a.dtype.isnative
     np.testing.assert_array_equal(a, W.T)  # exact: the same float64 values
+
+
+def test_a_lora_enabled_dense_in_a_legacy_h5_is_its_merged_kernel(keras, tmp_path):
+    """enable_lora(r): the .keras file and the live model hold W + (alpha / r)·A·B; a legacy .h5 holds W, A and B
+    (alpha and r in the model config). It gave W under the layer's name and A, B as two dense layers."""
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((40,))
+    model = keras.Model(inp, L.Dense(64, name="fc")(inp), name="lora")
+    fc = model.get_layer("fc")
+    fc.enable_lora(4, lora_alpha=8.0)
+    fc.lora_kernel_b.assign(np.random.default_rng(1).standard_normal((4, 64)).astype("float32"))
+    model.save(tmp_path / "m.keras")
+    model.save(tmp_path / "m.h5")
+    merged = keras.ops.convert_to_numpy(fc.kernel).astype(np.float64)  # what Keras computes with
+    lam = np.linalg.svd(merged, compute_uv=False)[0] ** 2
+    for src in (model, tmp_path / "m.keras", tmp_path / "m.h5"):
+        r = htsr.analyze(src, precision="accurate", min_evals=10)
+        assert [(x.name, x.shape) for x in r.layers] == [("fc", "64x40")], src
+        # the .h5's merge is computed by htsr in float32, Keras's in float32 too: ~1e-6
+        assert r.layers[0].lambda_max == pytest.approx(lam, rel=1e-5), src

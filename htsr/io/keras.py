@@ -380,6 +380,7 @@ class _Entry:
     plan: _Plan
     scale: Any = None  # a quantized kernel's scale (its _Var.ref): the weights are kernel / scale, as Keras's
     scale_axis: int = 1  # the stored kernel's axis the scale runs along (Dense: units; Embedding: vocab 0)
+    lora: tuple[Any, Any, float] | None = None  # a LoRA-enabled Dense in a legacy .h5: (A, B, alpha / rank)
     skip: str = ""  # why the tensor cannot be read (a quantized kernel htsr does not dequantize): its row says so
 
 
@@ -390,6 +391,9 @@ def _entry_loader(e: _Entry, read: Callable[[Any, str], np.ndarray]) -> Callable
 
     def load() -> np.ndarray:
         a = _float_array(read(e.ref, e.name))
+        if e.lora is not None:  # kernel + (alpha / rank)·A·B, the kernel Keras computes with
+            A, B, scale = e.lora
+            a = a + np.float32(scale) * (_float_array(read(A, e.name)) @ _float_array(read(B, e.name)))
         if e.scale is not None:  # Keras's int8 Dense and Embedding: the codes divided by their scale
             shape = [-1 if i == e.scale_axis else 1 for i in range(a.ndim)]
             a = a.astype(np.float32) / _float_array(read(e.scale, e.name)).astype(np.float32).reshape(shape)
@@ -445,7 +449,8 @@ class _Walker:
         self._visit(root, cfg, _config_class(cfg) if cfg else None, [], top=True)
         return _unique(self.entries)
 
-    def add(self, name: str, var: _Var, plan: _Plan | None, reason: str = "") -> None:
+    def add(self, name: str, var: _Var, plan: _Plan | None, reason: str = "",
+            lora: tuple[Any, Any, float] | None = None, skip: str = "") -> None:
         if plan is None:
             if len(var.shape) >= 2:
                 self.skipped.append((var.where, reason or f"{len(var.shape)}-D variable of an unknown layer"))
@@ -457,7 +462,7 @@ class _Walker:
                 f"{var.dtype} codes of a quantized Keras layer that htsr does not dequantize (it does int8 Dense "
                 "and Embedding layers of .keras files and live models); analyse the float model")))
             return
-        self.entries.append(_Entry(name, var.ref, var.dtype, plan))
+        self.entries.append(_Entry(name, var.ref, var.dtype, plan, lora=lora, skip=skip))
 
     def _quantized(self, base: str, variables: dict[str, _Var], embedding: bool) -> bool:
         """Keras's int8 Dense and Embedding (``quantize("int8")``): a Dense stores kernel (int8 [in, units]),
@@ -802,8 +807,9 @@ class KerasFile:
                              "model_weights or layer_names)")
         return _unique(self._walker.entries)
 
-    def _add(self, name: str, ds: Any, plan: _Plan | None, reason: str = "") -> None:
-        self._walker.add(name, _Var(tuple(ds.shape), _h5_dtype(ds), ds.name, ds.name), plan, reason)
+    def _add(self, name: str, ds: Any, plan: _Plan | None, reason: str = "",
+             lora: tuple[Any, Any, float] | None = None, skip: str = "") -> None:
+        self._walker.add(name, _Var(tuple(ds.shape), _h5_dtype(ds), ds.name, ds.name), plan, reason, lora, skip)
 
     # legacy Keras 2 ---------------------------------------------------------------------------------
     # legacy Keras 2 ---------------------------------------------------------------------------------
@@ -848,17 +854,21 @@ class KerasFile:
             g = root.get(layer)
             if g is None:
                 raise self._fail(f"layer {layer!r} is listed in layer_names but missing from the file")
+            weights = []
             for wname in self._names(g, "weight_names"):
                 ds = g.get(wname)
                 if not isinstance(ds, Dataset):
                     raise self._fail(f"layer {layer!r}: weight {wname!r} is listed but missing from the file")
-                if ds.id in read:
-                    continue
-                read.add(ds.id)
                 comps = [c for c in _WEIGHT_SUFFIX.sub("", wname).split("/") if c]
-                var, scope = comps[-1], comps[:-1]
-                if scope and scope[0] == layer:
-                    scope = scope[1:]
+                scope = comps[:-1][1:] if comps[:-1][:1] == [layer] else comps[:-1]
+                weights.append((ds, comps[-1], scope))
+            # a LoRA-enabled layer (Keras 3's enable_lora) stores its factors beside the kernel
+            factors = {(tuple(sc), v): ds for ds, v, sc in weights if v in ("lora_kernel_a", "lora_kernel_b")}
+            kernels = {tuple(sc) for _, v, sc in weights if v == "kernel"}
+            for ds, var, scope in weights:
+                if ds.id in read or (var in ("lora_kernel_a", "lora_kernel_b") and tuple(scope) in kernels):
+                    continue  # (the factors are read with their kernel)
+                read.add(ds.id)
                 # the class: follow the scope down the nested configs, else the layer's own
                 lc = top.get(layer)
                 cls = lc.get("class_name") if lc else None
@@ -866,10 +876,11 @@ class KerasFile:
                     sub = self._layer_configs(lc).get(c) if lc else None
                     if sub is not None:
                         lc, cls = sub, sub.get("class_name")
-                self._legacy_weight(ds, layer, scope, var, lc, cls)
+                pair = (factors.get((tuple(scope), "lora_kernel_a")), factors.get((tuple(scope), "lora_kernel_b")))
+                self._legacy_weight(ds, layer, scope, var, lc, cls, pair if var == "kernel" and all(pair) else None)
 
     def _legacy_weight(self, ds: Any, layer: str, scope: list[str], var: str, lc: dict | None,
-                       cls: str | None) -> None:
+                       cls: str | None, lora: tuple[Any, Any] | None = None) -> None:
         if ds.shape is None:  # a null dataspace (h5py.Empty): no values, no weight
             return
         shape = tuple(ds.shape)
@@ -884,7 +895,18 @@ class KerasFile:
         base = ".".join(parts)
         if len(shape) < 2:
             return
-        if var == "kernel":
+        if var == "kernel" and lora is not None:  # W + (alpha / rank)·A·B, as Keras merges it
+            A, B = lora
+            rank, alpha = inner.get("lora_rank"), inner.get("lora_alpha")
+            fits = len(shape) == 2 and A.shape == (shape[0], B.shape[0]) and B.shape[1:] == shape[1:]
+            if fits and isinstance(rank, int) and rank == B.shape[0] and rank > 0:
+                scale = float(alpha if isinstance(alpha, (int, float)) and alpha else rank) / rank
+                self._add(base, ds, _transposed(shape, "dense"), lora=(A.name, B.name, scale))
+            else:
+                self._add(base, ds, _transposed(shape, "dense"), skip=(
+                    "a LoRA-enabled layer whose factors or lora_rank (model config) do not fit its kernel: "
+                    "analyse the model saved as .keras, which stores the merged kernel"))
+        elif var == "kernel":
             if cls in _RNN_LAYERS or cls in _CELLS or is_cell:
                 self._add(f"{base}.kernel", ds, _transposed(shape, "rnn"))
             elif cls in _EINSUM and "equation" in inner:
