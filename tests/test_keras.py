@@ -1230,3 +1230,18 @@ def test_a_lora_enabled_dense_in_a_legacy_h5_is_its_merged_kernel(keras, tmp_pat
         assert [(x.name, x.shape) for x in r.layers] == [("fc", "64x40")], src
         # the .h5's merge is computed by htsr in float32, Keras's in float32 too: ~1e-6
         assert r.layers[0].lambda_max == pytest.approx(lam, rel=1e-5), src
+
+
+def test_attention_output_with_an_output_shape_is_read_without_a_config(keras, tmp_path):
+    """MultiHeadAttention(output_shape=(6, 8)): its output kernel is [heads, head_dim, 6, 8], the first two
+    axes the input. A .weights.h5 (no config) gave an 8 x 180 matrix instead of 48 x 30."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((5, 12))
+    model = keras.Model(inp, keras.layers.MultiHeadAttention(3, 10, output_shape=(6, 8), name="mha")(inp, inp))
+    model.save_weights(tmp_path / "m.weights.h5")
+    k = keras.ops.convert_to_numpy(model.get_layer("mha")._output_dense.kernel).astype(np.float64)  # [3, 10, 6, 8]
+    lam = np.linalg.svd(k.reshape(30, 48), compute_uv=False)[0] ** 2
+    for src in (model, tmp_path / "m.weights.h5"):
+        row = next(r for r in htsr.analyze(src, precision="accurate", min_evals=10).layers
+                   if r.name.endswith("attention_output"))
+        assert row.shape == "48x30" and row.lambda_max == pytest.approx(lam, rel=1e-12), src

@@ -251,9 +251,10 @@ def _einsum(shape: tuple[int, ...], equation: Any) -> _Plan | None:
     return _grouped(shape, ins, outs, batch)
 
 
-def _projection(shape: tuple[int, ...], role: str, n_out: int = 1, mha: bool = True) -> _Plan | None:
+def _projection(shape: tuple[int, ...], role: str, mha: bool = True) -> _Plan | None:
     """A MultiHeadAttention projection: query/key/value ``[dim, heads, head_dim]``, output
-    ``[heads, head_dim, *out]`` (``n_out`` output axes).
+    ``[heads, head_dim, *out]`` (the first two axes are the input, however many output axes
+    ``output_shape`` gives: no config is needed to read it).
 
     ``mha=False``: a projection of a custom attention layer whose equation is not saved. Its output kernel
     is laid out as MultiHeadAttention's, but its query/key/value may be ``[heads, dim, head_dim]``
@@ -263,8 +264,8 @@ def _projection(shape: tuple[int, ...], role: str, n_out: int = 1, mha: bool = T
     if r < 2:
         return None
     if role == "attention_output":
-        n_out = min(max(n_out, 1), r - 1)
-        return _grouped(shape, list(range(r - n_out)), list(range(r - n_out, r)), [])
+        n_in = 2 if r >= 3 else 1
+        return _grouped(shape, list(range(n_in)), list(range(n_in, r)), [])
     if not mha and r == 3:
         if shape[0] == shape[1]:
             return None
@@ -480,18 +481,15 @@ class _Walker:
         return True
 
     def _visit(self, node: Any, cfg: dict | None, cls: str | None, parts: list[str], top: bool = False,
-               n_out: int = 1, mha: bool = True) -> None:
+               mha: bool = True) -> None:
         inner = cfg.get("config", {}) if isinstance(cfg, dict) else {}
         inner = inner if isinstance(inner, dict) else {}
         if not isinstance(cfg, dict):  # no config reaches this object: what it tells of itself
             cls = node.resolve_class(cls)
             if cls in _EINSUM or cls in _ATTENTION:
                 inner = node.own_config()
-        if cls in _ATTENTION:  # output axes of the attention_output projection (1 unless output_shape)
-            out_shape = inner.get("output_shape")
-            n_out = len(out_shape) if isinstance(out_shape, (list, tuple)) else 1
         if not top:
-            self._vars(node, inner, cls, parts, n_out, mha)
+            self._vars(node, inner, cls, parts, mha)
         for key, child in sorted(node.children(), key=lambda kc: natural_key(kc[0])):
             if key in ("layers", "_layer_checkpoint_dependencies"):
                 self._container(child, inner.get("layers"), parts)
@@ -507,7 +505,7 @@ class _Walker:
             else:
                 sub_parts = parts + [attr]
             # (an attention projection's layout is MultiHeadAttention's under a known attention class only)
-            self._visit(child, sub_cfg, sub_cls, sub_parts, n_out=n_out, mha=cls in _ATTENTION)
+            self._visit(child, sub_cfg, sub_cls, sub_parts, mha=cls in _ATTENTION)
 
     def _container(self, node: Any, layers: Any, parts: list[str]) -> None:
         """A list of layers: entries named by snake-cased class name + counter, matched to the config."""
@@ -547,7 +545,7 @@ class _Walker:
             return None, "EinsumDense"
         return None, _guess_class(attr)
 
-    def _vars(self, node: Any, inner: dict, cls: str | None, parts: list[str], n_out: int, mha: bool = True) -> None:
+    def _vars(self, node: Any, inner: dict, cls: str | None, parts: list[str], mha: bool = True) -> None:
         """The per-layer-class mapping: which of an object's variables are weights, and their plans."""
         base = ".".join(parts)
         variables: dict[str, _Var] = dict(node.variables())
@@ -566,7 +564,7 @@ class _Walker:
             if "equation" in inner:
                 take(0, "", lambda s: _einsum(s, inner["equation"]))
             elif role is not None:
-                take(0, "", lambda s: _projection(s, role, n_out, mha))
+                take(0, "", lambda s: _projection(s, role, mha))
             else:
                 take(0, "", lambda s: _transposed(s, "dense"))
         elif cls in _EMBEDDING:
@@ -912,9 +910,7 @@ class KerasFile:
             elif cls in _EINSUM and "equation" in inner:
                 self._add(base, ds, _einsum(shape, inner["equation"]))
             elif scope and scope[-1] in _PROJECTIONS and (cls in _ATTENTION or len(shape) != 2):
-                out_shape = inner.get("output_shape")
-                n_out = len(out_shape) if isinstance(out_shape, (list, tuple)) else 1
-                self._add(base, ds, _projection(shape, _PROJECTIONS[scope[-1]], n_out, mha=cls in _ATTENTION),
+                self._add(base, ds, _projection(shape, _PROJECTIONS[scope[-1]], mha=cls in _ATTENTION),
                           "a custom attention layer's projection whose layout its first two axes do not tell")
             elif len(shape) == 2:
                 self._add(base, ds, _transposed(shape, "dense"))
