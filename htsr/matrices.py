@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["LayerMatrices", "aspect_window_shape", "aspect_windows", "classify", "infer_kind", "is_recurrent", "layer_matrices", "row_name"]
+__all__ = ["MAX_CONV_KERNEL", "LayerMatrices", "aspect_window_shape", "aspect_windows", "classify", "infer_kind", "is_recurrent", "layer_matrices", "row_name"]
 
 _EMBEDDING = re.compile(r"(^|[._])(emb|embed\w*|wte|wpe|tok_embeddings|shared)([._]|$)", re.IGNORECASE)
 _RNN = re.compile(r"weight_(ih|hh)(_l\d+(_reverse)?)?$")  # nn.LSTM/GRU/RNN, and their *Cell (no _l<n>)
@@ -52,7 +52,7 @@ _NOT_A_WEIGHT = re.compile(r"(^|[._])(bias|biases|running_mean|running_var|num_b
 _CONV = re.compile(r"conv", re.IGNORECASE)
 # kernel sizes above this make a 3-D tensor a stack of matrices rather than a Conv1d kernel (unless the
 # name says conv: wav2vec2's positional conv has kernel 128)
-_MAX_CONV1D_KERNEL = 32
+MAX_CONV_KERNEL = 32
 
 
 @dataclass(frozen=True)
@@ -120,12 +120,12 @@ def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
         return "dense", ""
     if len(shape) == 3:
         # a single input channel makes it a filter bank (e.g. an STFT basis [freq, 1, window]), not experts
-        if not _EXPERT.search(name) and (shape[2] <= _MAX_CONV1D_KERNEL or shape[1] == 1 or _CONV.search(name)):
+        if not _EXPERT.search(name) and (shape[2] <= MAX_CONV_KERNEL or shape[1] == 1 or _CONV.search(name)):
             return "conv1d", ""
         return "stack", ""
     if len(shape) == 4:
         return "conv2d", ""
-    if len(shape) == 5 and all(k <= _MAX_CONV1D_KERNEL for k in shape[2:]):  # [c_out, c_in, kd, kh, kw]
+    if len(shape) == 5 and all(k <= MAX_CONV_KERNEL for k in shape[2:]):  # [c_out, c_in, kd, kh, kw]
         return "conv3d", ""
     return None, f"{len(shape)}-D tensor of no layer kind htsr knows"
 
@@ -134,7 +134,7 @@ def _squeeze_leading(shape: tuple[int, ...]) -> tuple[int, ...]:
     """Drop leading singleton dimensions ([1, 197, 768] position embeddings), but not a conv kernel's
     single output channel ([1, c_in, k] or [1, c_in, kh, kw] with kernel sizes ≤ 32)."""
     shape = tuple(shape)
-    while len(shape) > 2 and shape[0] == 1 and not all(k <= _MAX_CONV1D_KERNEL for k in shape[2:]):
+    while len(shape) > 2 and shape[0] == 1 and not all(k <= MAX_CONV_KERNEL for k in shape[2:]):
         shape = shape[1:]
     return shape
 

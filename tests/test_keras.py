@@ -1245,3 +1245,17 @@ def test_attention_output_with_an_output_shape_is_read_without_a_config(keras, t
         row = next(r for r in htsr.analyze(src, precision="accurate", min_evals=10).layers
                    if r.name.endswith("attention_output"))
         assert row.shape == "48x30" and row.lambda_max == pytest.approx(lam, rel=1e-12), src
+
+
+def test_a_weights_only_keras2_file_does_not_guess_a_long_3d_kernel_is_a_conv(tmp_path):
+    """Without a model config a 3-D kernel's class is unknown: [3, 16, 8] is read as a Conv1D kernel (kernel
+    size 3), but an EinsumDense 'abc,cde->abde' kernel [40, 4, 10] is no conv (a 40-tap kernel, htsr's own
+    limit is 32): it is listed with the reason instead of analysed as 40 slices of 10 x 4."""
+    rng = np.random.default_rng(0)
+    path = write_legacy(tmp_path / "w.h5", {"c": [("c/kernel:0", rng.standard_normal((3, 16, 8)).astype("f4"))],
+                                            "ein3": [("ein3/kernel:0", rng.standard_normal((40, 4, 10)).astype("f4"))]},
+                        None, weights_only=True)
+    r = htsr.analyze(path, min_evals=5)
+    assert [(x.name, x.kind, x.num_matrices) for x in r.layers] == [("c", "conv1d", 3)]
+    (skipped,) = [n for n in r.not_analysed if "no class" in n.reason]
+    assert skipped.examples == ("/ein3/ein3/kernel:0",) and "no model config" in skipped.reason

@@ -95,7 +95,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SourceError
-from ..matrices import classify
+from ..matrices import MAX_CONV_KERNEL, classify
 from .base import TensorRef, expands_too_far, import_extra, one_line, skipped_loader
 from .safetensors import natural_key
 
@@ -914,10 +914,12 @@ class KerasFile:
                           "a custom attention layer's projection whose layout its first two axes do not tell")
             elif len(shape) == 2:
                 self._add(base, ds, _transposed(shape, "dense"))
-            elif cls in _CONV or (cls is None and len(shape) in (3, 4, 5)):
+            elif cls in _CONV or (cls is None and len(shape) in (3, 4, 5) and max(shape[:-2]) <= MAX_CONV_KERNEL):
                 self._add(base, ds, _conv(shape), f"{len(shape)}-D convolution kernel")
             else:
-                self._add(base, ds, None, f"{len(shape)}-D kernel of a {cls or 'custom'} layer")
+                self._add(base, ds, None, f"{len(shape)}-D kernel of a {cls} layer" if cls else
+                          f"{len(shape)}-D kernel of a layer the file gives no class for (no model config: an "
+                          "EinsumDense's axes are unknown); analyse the file model.save writes")
         elif var == "recurrent_kernel":
             self._add(f"{base}.recurrent_kernel", ds, _transposed(shape, "rnn"))
         elif var == "embeddings":
