@@ -1259,3 +1259,32 @@ def test_a_weights_only_keras2_file_does_not_guess_a_long_3d_kernel_is_a_conv(tm
     assert [(x.name, x.kind, x.num_matrices) for x in r.layers] == [("c", "conv1d", 3)]
     (skipped,) = [n for n in r.not_analysed if "no class" in n.reason]
     assert skipped.examples == ("/ein3/ein3/kernel:0",) and "no model config" in skipped.reason
+
+
+def test_layer_attributes_named_like_training_state_are_layers(keras, tmp_path):
+    """A subclassed model's aux_loss_head, head_for_metric, ctx_tracker are layers: they were dropped with the
+    optimizer because their keys contain loss / metric / tracker. The optimizer's moments stay out."""
+    L = keras.layers
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__(name="net")
+            self.body = L.Dense(64)
+            self.aux_loss_head = L.Dense(48)
+            self.head_for_metric = L.Dense(40)
+            self.ctx_tracker = L.Embedding(100, 32)
+
+        def call(self, x):
+            h = self.body(x)
+            return self.aux_loss_head(h)[..., :2] + 0 * self.head_for_metric(h)[..., :2]
+
+    keras.utils.set_random_seed(0)
+    net = Net()
+    net.compile(optimizer="adam", loss="mse", metrics=["mae"])
+    net.fit(np.ones((4, 30), "float32"), np.ones((4, 2), "float32"), verbose=0)
+    net.ctx_tracker(np.zeros((1, 2), "int32"))
+    net.save(tmp_path / "net.keras")
+    for src in (net, tmp_path / "net.keras"):
+        r = htsr.analyze(src, min_evals=10)
+        assert sorted(x.name for x in r.layers) == ["aux_loss_head", "body", "ctx_tracker", "head_for_metric"], src
+        assert r.num_tensors == 7, src  # 4 matrices and 3 biases; no optimizer moment

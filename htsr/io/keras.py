@@ -126,7 +126,9 @@ _PROJECTIONS = {"query_dense": "query", "key_dense": "key", "value_dense": "valu
                 "output_dense": "attention_output", "query": "query", "key": "key", "value": "value",
                 "attention_output": "attention_output"}
 # top-level entries of a Keras 3 weights file that hold training state, not the model's weights
-_STATE = re.compile(r"optimizer|metric|loss|tracker|seed_generator", re.IGNORECASE)
+# (whole keys: a subclassed model's own layer attribute 'aux_loss_head' or 'metric_proj' is no training state)
+_STATE = re.compile(r"_?(optimizer|metrics|compile_metrics|compile_loss|losses|loss_tracker|seed_generator(_\d+)?)",
+                    re.IGNORECASE)
 _COUNTER = re.compile(r"_\d+$")
 _WEIGHT_SUFFIX = re.compile(r":\d+$")
 
@@ -495,7 +497,7 @@ class _Walker:
                 self._container(child, inner.get("layers"), parts)
                 continue
             attr = key.lstrip("_")
-            if top and _STATE.search(key):
+            if top and _STATE.fullmatch(key):
                 continue  # optimizer, metrics, losses: training state
             sub_cfg, sub_cls = self._attribute(cls, inner, attr)
             if attr == "cell":
