@@ -1288,3 +1288,23 @@ def test_layer_attributes_named_like_training_state_are_layers(keras, tmp_path):
         r = htsr.analyze(src, min_evals=10)
         assert sorted(x.name for x in r.layers) == ["aux_loss_head", "body", "ctx_tracker", "head_for_metric"], src
         assert r.num_tensors == 7, src  # 4 matrices and 3 biases; no optimizer moment
+
+
+def test_element_wise_2d_parameters_are_no_weight_matrices(keras, tmp_path):
+    """PReLU's alpha (the input's shape), LayerNormalization and Normalization over two axes: 2-D variables
+    that scale entries one by one. They gave dense rows (all-zero 'failed', or fits of data statistics)."""
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((60, 64))
+    norm = L.Normalization(axis=(-2, -1), name="norm2d")
+    norm.adapt(np.random.default_rng(0).standard_normal((4, 60, 64)).astype("float32"))
+    x = norm(L.LayerNormalization(axis=(-2, -1), name="ln2d")(L.PReLU(name="prelu")(inp)))
+    model = keras.Model(inp, L.Dense(32, name="fc")(x), name="elem")
+    model.save(tmp_path / "m.keras")
+    model.save(tmp_path / "m.h5")
+    for src in (model, tmp_path / "m.keras", tmp_path / "m.h5"):
+        r = htsr.analyze(src, min_evals=10)
+        assert [x.name for x in r.layers] == ["fc"], src
+        reasons = {n.reason.removeprefix("passed over by the reader: "): n.count for n in r.not_analysed}
+        for cls, count in (("PReLU", 1), ("LayerNormalization", 2), ("Normalization", 2)):
+            assert reasons[f"element-wise parameters of a {cls} layer, no weight matrix"] == count, (src, cls)

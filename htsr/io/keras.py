@@ -119,6 +119,9 @@ _RNN_LAYERS = {"LSTM": "LSTMCell", "GRU": "GRUCell", "SimpleRNN": "SimpleRNNCell
                "CuDNNGRU": "GRUCell"}
 _CELLS = {"LSTMCell", "GRUCell", "SimpleRNNCell"}
 _ATTENTION = {"MultiHeadAttention", "GroupedQueryAttention", "CachedMultiHeadAttention"}
+# layers whose variables scale or shift entries one by one (2-D when they act over two axes): no matrices
+_ELEMENTWISE = {"PReLU", "LayerNormalization", "BatchNormalization", "GroupNormalization", "RMSNormalization",
+                "Normalization", "UnitNormalization"}
 # a config names a built-in class by its public name; the weights file by the Python class's own
 _CONFIG_ALIASES = {"GroupQueryAttention": "GroupedQueryAttention"}
 # attention sub-layer attribute (Keras 3 file) or sub-layer name (legacy) → row name and kernel role
@@ -131,6 +134,13 @@ _STATE = re.compile(r"_?(optimizer|metrics|compile_metrics|compile_loss|losses|l
                     re.IGNORECASE)
 _COUNTER = re.compile(r"_\d+$")
 _WEIGHT_SUFFIX = re.compile(r":\d+$")
+
+
+def _not_a_matrix(cls: str, what: str) -> str:
+    """Why a ≥ 2-D variable of a known layer class is not analysed."""
+    if cls in _ELEMENTWISE:
+        return f"element-wise parameters of a {cls} layer, no weight matrix"
+    return f"{what} of a {cls} layer: a bias or state"
 
 
 def _one_d(var: _Var) -> str:
@@ -146,7 +156,7 @@ def to_snake_case(name: str) -> str:
 
 
 _KNOWN = (_MODELS | _DENSE | _EINSUM | _EMBEDDING | _CONV | _DEPTHWISE | _SEPARABLE | set(_RNN_LAYERS)
-          | _CELLS | _ATTENTION | {"Bidirectional", "TimeDistributed", "RNN", "StackedRNNCells"})
+          | _CELLS | _ATTENTION | _ELEMENTWISE | {"Bidirectional", "TimeDistributed", "RNN", "StackedRNNCells"})
 _CLASS_OF_SNAKE = {to_snake_case(c): c for c in sorted(_KNOWN)}
 
 
@@ -585,7 +595,7 @@ class _Walker:
         if cls in _KNOWN:
             for k, var in variables.items():  # biases (2-D for EinsumDense and GRU), quantization scales
                 if len(var.shape) >= 2:
-                    self.skipped.append((var.where, f"variable {k} of a {cls} layer: a bias or state"))
+                    self.skipped.append((var.where, _not_a_matrix(cls, f"variable {k}")))
                 else:
                     self.not_weights.append((var.where, _one_d(var)))
             return
@@ -932,6 +942,8 @@ class KerasFile:
             self._add(f"{base}.pointwise", ds, _conv(shape))
         elif var == "bias":
             return
+        elif cls in _ELEMENTWISE:
+            self._add("", ds, None, _not_a_matrix(cls, repr(var)))
         elif len(shape) == 2:
             self._add(f"{base}.{var}", ds, _as_stored(shape, None))
         else:
