@@ -1308,3 +1308,23 @@ def test_element_wise_2d_parameters_are_no_weight_matrices(keras, tmp_path):
         reasons = {n.reason.removeprefix("passed over by the reader: "): n.count for n in r.not_analysed}
         for cls, count in (("PReLU", 1), ("LayerNormalization", 2), ("Normalization", 2)):
             assert reasons[f"element-wise parameters of a {cls} layer, no weight matrix"] == count, (src, cls)
+
+
+def test_an_untied_reversible_embeddings_output_matrix_is_a_layer(keras, tmp_path):
+    """ReversibleEmbedding(tie_weights=False), the LM head of keras_hub's Llama family: its reverse_embeddings
+    [dim, vocab] is the output projection, a dense [vocab, dim] row (it was 'a bias or state')."""
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    t = keras.Input((8,), dtype="int32")
+    emb = L.ReversibleEmbedding(500, 64, tie_weights=False, name="tok")
+    model = keras.Model(t, emb(L.Dense(64, name="body")(emb(t)), reverse=True), name="lm")
+    model.save(tmp_path / "m.keras")
+    model.save(tmp_path / "m.h5")
+    head = keras.ops.convert_to_numpy(emb.reverse_embeddings).astype(np.float64)
+    lam = np.linalg.svd(head, compute_uv=False)[0] ** 2
+    for src in (model, tmp_path / "m.keras", tmp_path / "m.h5"):
+        rows = {x.name: x for x in htsr.analyze(src, precision="accurate", min_evals=10).layers}
+        assert set(rows) == {"tok", "tok.reverse_embeddings", "body"}, src
+        head_row = rows["tok.reverse_embeddings"]
+        assert (head_row.kind, head_row.shape) == ("dense", "500x64"), src
+        assert head_row.lambda_max == pytest.approx(lam, rel=1e-12), src

@@ -582,6 +582,9 @@ class _Walker:
         elif cls in _EMBEDDING:
             if not self._quantized(base, variables, embedding=True):
                 take(0, "", lambda s: _as_stored(s, "embedding") if len(s) == 2 else None)
+            if cls == "ReversibleEmbedding" and len(variables) == 1:
+                # tie_weights=False (keras_hub's LLM heads): the output projection [dim, vocab], as [vocab, dim]
+                take(int(next(iter(variables))), "reverse_embeddings", lambda s: _transposed(s, "dense"))
         elif cls in _CONV:
             take(0, "", _conv)
         elif cls in _DEPTHWISE:
@@ -936,6 +939,8 @@ class KerasFile:
             self._add(f"{base}.recurrent_kernel", ds, _transposed(shape, "rnn"))
         elif var == "embeddings":
             self._add(base, ds, _as_stored(shape, "embedding") if len(shape) == 2 else None)
+        elif var == "reverse_embeddings":  # ReversibleEmbedding(tie_weights=False): the output projection
+            self._add(f"{base}.reverse_embeddings", ds, _transposed(shape, "dense"))
         elif var == "depthwise_kernel":
             self._add(f"{base}.depthwise" if cls in _SEPARABLE else base, ds, _depthwise(shape))
         elif var == "pointwise_kernel":
