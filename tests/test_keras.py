@@ -1328,3 +1328,23 @@ def test_an_untied_reversible_embeddings_output_matrix_is_a_layer(keras, tmp_pat
         head_row = rows["tok.reverse_embeddings"]
         assert (head_row.kind, head_row.shape) == ("dense", "500x64"), src
         assert head_row.lambda_max == pytest.approx(lam, rel=1e-12), src
+
+
+def test_keras3_legacy_h5_reads_depthwise_and_time_distributed_convs(keras, tmp_path):
+    """Keras 3 names a DepthwiseConv's variable 'kernel' (Keras 2: depthwise_kernel), and TimeDistributed keeps
+    its layer's config under 'layer': from a Keras 3 .h5 both were passed over (the same values as .keras)."""
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((4, 16, 16, 8))
+    x = L.TimeDistributed(L.Conv2D(32, 3), name="td_conv")(inp)
+    x = L.Reshape((4 * 14, 14, 32))(x)
+    x = L.DepthwiseConv2D(3, depth_multiplier=2, name="dw2")(x)
+    model = keras.Model(inp, x, name="dwtd")
+    model.save(tmp_path / "m.keras")
+    model.save(tmp_path / "m.h5")
+    def rows(path):  # (the two formats name the TimeDistributed layer's row differently)
+        return sorted((r.kind, r.shape, r.lambda_max) for r in htsr.analyze(path, precision="accurate",
+                                                                              min_evals=2).layers)
+
+    assert [(k, s) for k, s, _ in rows(tmp_path / "m.h5")] == [("conv2d", "32x8x3x3"), ("conv2d", "64x1x3x3")]
+    assert rows(tmp_path / "m.h5") == rows(tmp_path / "m.keras")  # the same values, the same code

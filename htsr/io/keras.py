@@ -849,8 +849,11 @@ class KerasFile:
 
     @staticmethod
     def _layer_configs(config: dict | None) -> dict[str, dict]:
+        """The configs of a model's layers, or of a wrapper's (TimeDistributed, Bidirectional) layer, by name."""
         inner = (config or {}).get("config", {})
         layers = inner.get("layers") if isinstance(inner, dict) else None
+        if not isinstance(layers, list) and isinstance(inner, dict):
+            layers = [inner[k] for k in ("layer", "backward_layer") if isinstance(inner.get(k), dict)]
         out = {}
         for lc in layers if isinstance(layers, list) else []:
             if isinstance(lc, dict):
@@ -929,6 +932,8 @@ class KerasFile:
                           "a custom attention layer's projection whose layout its first two axes do not tell")
             elif len(shape) == 2:
                 self._add(base, ds, _transposed(shape, "dense"))
+            elif cls in _DEPTHWISE:  # Keras 3 names its kernel 'kernel' (Keras 2: depthwise_kernel, below)
+                self._add(base, ds, _depthwise(shape))
             elif cls in _CONV or (cls is None and len(shape) in (3, 4, 5) and max(shape[:-2]) <= MAX_CONV_KERNEL):
                 self._add(base, ds, _conv(shape), f"{len(shape)}-D convolution kernel")
             else:
