@@ -1348,3 +1348,19 @@ def test_keras3_legacy_h5_reads_depthwise_and_time_distributed_convs(keras, tmp_
 
     assert [(k, s) for k, s, _ in rows(tmp_path / "m.h5")] == [("conv2d", "32x8x3x3"), ("conv2d", "64x1x3x3")]
     assert rows(tmp_path / "m.h5") == rows(tmp_path / "m.keras")  # the same values, the same code
+
+
+def test_a_live_layer_that_cannot_list_its_variables_gets_a_row_and_the_others_go_on(keras):
+    L = keras.layers
+
+    class Fragile(L.Dense):
+        def save_own_variables(self, store):
+            raise RuntimeError("not serializable on this backend")
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16,))
+    model = keras.Model(inp, L.Dense(8, name="fc2")(Fragile(24, name="fragile")(L.Dense(32, name="fc1")(inp))))
+    status = {r.name: r.status for r in htsr.analyze(model, min_evals=2).layers}
+    assert status["fc1"] == status["fc2"] == "ok"
+    assert status["fragile"] == ("skipped: Fragile.save_own_variables failed, so its variables cannot be listed "
+                                 "(RuntimeError: not serializable on this backend)")

@@ -439,6 +439,10 @@ def _unique(entries: list[_Entry]) -> list[_Entry]:
     return out
 
 
+class _Unlisted(Exception):
+    """A live layer whose variables cannot be listed (its own save_own_variables raised)."""
+
+
 class _Walker:
     """The one mapping of a Keras 3 object tree to htsr tensors — names, kinds and orientations — for
     a weights file (:class:`_H5Node`) and a live model (:class:`_LiveNode`) alike.
@@ -560,7 +564,11 @@ class _Walker:
     def _vars(self, node: Any, inner: dict, cls: str | None, parts: list[str], mha: bool = True) -> None:
         """The per-layer-class mapping: which of an object's variables are weights, and their plans."""
         base = ".".join(parts)
-        variables: dict[str, _Var] = dict(node.variables())
+        try:
+            variables: dict[str, _Var] = dict(node.variables())
+        except _Unlisted as e:
+            self.entries.append(_Entry(base or "<model>", None, "float32", _Plan(None, ()), skip=str(e)))
+            return
 
         def take(index: int, suffix: str, plan_of: Callable[[tuple[int, ...]], _Plan | None]) -> None:
             var = variables.pop(str(index), None)
@@ -1036,10 +1044,9 @@ class _LiveNode:
         store: dict[str, Any] = {}
         try:
             self.obj.save_own_variables(store)
-        except Exception as e:  # noqa: BLE001 - a custom layer's own code
-            raise SourceError(f"layer {getattr(self.obj, 'path', None) or self.obj.name!r} "
-                              f"({type(self.obj).__name__}): cannot list its variables "
-                              f"({e.__class__.__name__}: {_short(e)})") from None
+        except Exception as e:  # noqa: BLE001 - a custom layer's own code: its row says so, the others go on
+            raise _Unlisted(f"{type(self.obj).__name__}.save_own_variables failed, so its variables cannot be "
+                            f"listed ({e.__class__.__name__}: {_short(e)})") from None
         out = {}
         for k, v in store.items():
             shape = getattr(v, "shape", None)
@@ -1193,7 +1200,7 @@ class KerasModel:
         walker = _Walker()
         try:
             self._entries = walker.walk(root, config)
-        except SourceError as e:  # a layer that cannot list its variables
+        except SourceError as e:  # the walk names the layer to blame
             raise SourceError(f"{self.description}: {e}") from None
         self.skipped = walker.skipped  # (path in a saved weights file, reason) of ≥2-D variables not yielded
         self.not_weights = walker.not_weights  # and of the 1-D ones
