@@ -886,3 +886,20 @@ def test_onnxruntimes_fused_operators_type_their_weights(tmp_path):
         "conv.weight": ("conv2d", (16, 8, 3, 3)), "fc1.weight": ("dense", (40, 30)), "fc2.weight": ("dense", (20, 40))}
     for name, W in (("conv.weight", W3), ("fc1.weight", W1), ("fc2.weight", W2)):
         np.testing.assert_array_equal(refs[name].load(), W)
+
+
+def test_negative_dims_and_a_zero_point_of_the_wrong_shape_are_named(tmp_path):
+    rng = _rng(10)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="/fc/MatMul")]
+    model = _model(nodes, {"w": _f32(rng, 2, 2)})
+    del model.graph.initializer[0].dims[:]
+    model.graph.initializer[0].dims.extend([-2, -2])  # a positive product: 4 values, as stored
+    path = _save(model, tmp_path / "neg.onnx")
+    with pytest.raises(HtsrError, match=r"tensor 'w': negative dimension in \[-2, -2\]; the file is corrupt"):
+        OnnxFile(path)
+    q = rng.integers(-100, 100, size=(64, 96)).astype(np.int8)
+    nodes = [helper.make_node("DequantizeLinear", ["q", "s", "z"], ["w"], name="/fc/DequantizeLinear", axis=1),
+             helper.make_node("MatMul", ["x", "w"], ["y"], name="/fc/MatMul")]
+    model = _model(nodes, {"q": q, "s": np.full(96, 0.01, np.float32), "z": np.zeros(5, np.int8)})
+    (row,) = htsr.analyze(_save(model, tmp_path / "zp.onnx")).layers
+    assert row.status == "skipped: DequantizeLinear zero point of shape [5] is not its scale's [96]; analyse the float model"

@@ -309,6 +309,8 @@ class OnnxFile:
 
         pending: list[tuple[int, str, Any, _Use, Callable[[], np.ndarray] | None]] = []
         for name, t in tensors.items():
+            if any(d < 0 for d in t.dims):  # (-2, -2) has a positive product: the size checks would pass it
+                raise self._fail(f"tensor {name!r}: negative dimension in {list(t.dims)}; the file is corrupt")
             if len(t.dims) < 2:
                 if name in initializers:  # a quantizer's scales and zero points, else what a state dict's would be
                     self.not_weights.append((name, "quantization scale or zero point" if _QUANT_PARAM.search(name)
@@ -426,6 +428,8 @@ class OnnxFile:
             layout = "block"
         else:
             return f"{op} scale of shape {list(sshape)} fits no layout of a {list(shape)} weight"
+        if zp_t is not None and tuple(int(d) for d in zp_t.dims) != sshape and math.prod(zp_t.dims) != 1:
+            return f"{op} zero point of shape {list(zp_t.dims)} is not its scale's {list(sshape)}"
         q_raw, s_raw = self._raw_loader(name, t), self._raw_loader(scale, scale_t)
         z_raw = self._raw_loader(zero_point, zp_t) if zp_t is not None else None
 
