@@ -903,3 +903,11 @@ def test_negative_dims_and_a_zero_point_of_the_wrong_shape_are_named(tmp_path):
     model = _model(nodes, {"q": q, "s": np.full(96, 0.01, np.float32), "z": np.zeros(5, np.int8)})
     (row,) = htsr.analyze(_save(model, tmp_path / "zp.onnx")).layers
     assert row.status == "skipped: DequantizeLinear zero point of shape [5] is not its scale's [96]; analyse the float model"
+
+
+def test_a_fused_nodes_operator_name_is_no_module(tmp_path):
+    """onnxruntime names a fused node '/enc/fc1/MatMul/MatMulAddFusion': the row is enc.fc1, not enc.fc1.MatMul."""
+    rng = _rng(11)
+    nodes = [helper.make_node("Gemm", ["x", "onnx::MatMul_7"], ["y"], name="/enc/fc1/MatMul/MatMulAddFusion")]
+    refs = _refs(_save(_model(nodes, {"onnx::MatMul_7": _f32(rng, 30, 20)}), tmp_path / "m.onnx"))
+    assert list(refs) == ["enc.fc1.weight"]

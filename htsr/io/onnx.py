@@ -127,6 +127,8 @@ _MAX_HOPS = 6
 _OPAQUE = re.compile(r"^(onnx::.*|[\W\d_]*|_?(val|const|constant|initializer)_?\d+|.*_output_\d+)$",
                      re.IGNORECASE)
 _INSTANCE = re.compile(r"_(\d+)$")
+# an operator instance in a node's path ('MatMul', 'Gemm_3'): no module of the model
+_OP_INSTANCE = re.compile(r"(MatMul|Gemm|Conv|ConvTranspose|Gather|LSTM|GRU|RNN|Add|Transpose)(_\d+)?")
 
 
 def _onnx():
@@ -186,14 +188,20 @@ def _torch_scope(node: Any) -> str:
 
 
 def _scope_name(node_name: str) -> tuple[str, int]:
-    """'/encoder/layer.0/attention/self/query/MatMul' → ('encoder.layer.0.attention.self.query', 0)."""
+    """'/encoder/layer.0/attention/self/query/MatMul' → ('encoder.layer.0.attention.self.query', 0); an
+    onnxruntime fusion's '/enc/fc1/MatMul/MatMulAddFusion' → ('enc.fc1', 0), the fused operator's name
+    dropped with the node's."""
     parts = [p for p in node_name.split("/") if p]
     if not parts:
         return "", 0
     m = _INSTANCE.search(parts[-1])
     instance = int(m.group(1)) if m else 0
-    scope = ".".join(parts[:-1]) if len(parts) > 1 else parts[0]
-    return scope, instance
+    if len(parts) == 1:
+        return parts[0], instance
+    parts = parts[:-1]
+    while len(parts) > 1 and _OP_INSTANCE.fullmatch(parts[-1]):
+        parts = parts[:-1]
+    return ".".join(parts), instance
 
 
 class _Use:
