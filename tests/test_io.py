@@ -1185,3 +1185,19 @@ def test_modules_without_values_give_rows_that_say_so_and_the_others_go_on():
     biases = next(n for n in r.not_analysed if n.reason == "bias or norm buffer")
     # fc, meta, lazy, mha.in_proj and mha.out_proj biases, and bias_k, bias_v
     assert biases.count == 7
+
+
+def test_a_dynamic_quantized_lstms_packed_state_is_named_not_dropped():
+    """q.state_dict() of a dynamic-quantized LSTM holds opaque packed objects: the live module unpacks them;
+    the state dict names them among the tensors not analysed (they vanished, not even counted)."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Module()
+    net.lstm, net.fc = nn.LSTM(64, 64, num_layers=2), nn.Linear(64, 100)
+    q = torch.ao.quantization.quantize_dynamic(net, {nn.LSTM, nn.Linear}, dtype=torch.qint8)
+    assert sum(r.kind == "rnn" for r in htsr.analyze(q, min_evals=3).layers) == 4  # the live module: unpacked
+    r = htsr.analyze(q.state_dict(), min_evals=3)
+    assert [x.name for x in r.layers] == ["fc"]
+    (packed,) = [n for n in r.not_analysed if n.reason.startswith("torch.ao packed parameters")]
+    assert packed.count == 2 and packed.examples == ("lstm._all_weight_values.0.param", "lstm._all_weight_values.1.param")

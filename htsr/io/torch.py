@@ -95,7 +95,12 @@ class TorchStateDict:
     def __init__(self, state: Mapping[str, Any], description: str = "<state dict>") -> None:
         self.description = description
         torch = _torch()
-        self._tensors = {name: v for name, v in _unpacked(flat_items(state)) if isinstance(v, torch.Tensor)}
+        items = list(_unpacked(flat_items(state)))
+        self._tensors = {name: v for name, v in items if isinstance(v, torch.Tensor)}
+        # torch.ao's packed weights other than a Linear's (a dynamic-quantized LSTM's CellParamsBase): named
+        self.not_weights = [(name, "torch.ao packed parameters (a dynamic-quantized LSTM / GRU): analyse the live "
+                                   "module, which unpacks them, or the float model")
+                            for name, v in items if isinstance(v, torch.ScriptObject)]
 
     def __len__(self) -> int:
         return len(self._tensors)
