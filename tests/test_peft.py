@@ -27,18 +27,24 @@ class Tiny(nn.Module):
         self.out = nn.Linear(96, 10)
 
 
-@pytest.fixture(scope="module")
-def adapter(tmp_path_factory):
-    """A base model in safetensors and a peft-saved LoRA adapter on it (random B, so ΔW ≠ 0), with an
-    alpha_pattern override for one module; plus peft's own ΔW and merged weights as references."""
-    d = tmp_path_factory.mktemp("peft")
-    torch.manual_seed(0)
+def _tiny_adapter(d, seed: int):
+    """Tiny's base in d/base.safetensors and a peft LoRA adapter on it (random B, so ΔW ≠ 0, with an
+    alpha_pattern override for one module) saved to d/adapter; the live PeftModel."""
+    torch.manual_seed(seed)
     model = Tiny()
     safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "base.safetensors"))
     cfg = peft.LoraConfig(r=8, lora_alpha=16, target_modules=["q", "sq", "emb"], init_lora_weights=False,
                           alpha_pattern={"sq": 4})
     pm = peft.get_peft_model(model, cfg)
     pm.save_pretrained(str(d / "adapter"))
+    return pm
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory):
+    """_tiny_adapter's folder, with peft's own ΔW and merged weights as references."""
+    d = tmp_path_factory.mktemp("peft")
+    pm = _tiny_adapter(d, seed=0)
     deltas = {}
     for name, mod in pm.named_modules():
         if type(mod).__name__ in ("Linear", "Embedding") and hasattr(mod, "get_delta_weight"):
@@ -565,13 +571,7 @@ def test_bare_target_parameter_names_leave_target_modules_alone(tmp_path):
 def test_a_live_peft_model_gives_the_rows_of_its_saved_adapter_with_its_base(tmp_path):
     """analyze(PeftModel) reads the active adapter's factors and the wrapped layers' base weights: the rows
     of the saved adapter folder analysed with --base (it gave lora_A and lora_B as two dense layers)."""
-    torch.manual_seed(1)
-    model = Tiny()
-    safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "base.safetensors"))
-    cfg = peft.LoraConfig(r=8, lora_alpha=16, target_modules=["q", "sq", "emb"], init_lora_weights=False,
-                          alpha_pattern={"sq": 4})
-    pm = peft.get_peft_model(model, cfg)
-    pm.save_pretrained(str(tmp_path / "adapter"))
+    pm = _tiny_adapter(tmp_path, seed=1)
     live = _rows(htsr.analyze(pm, min_evals=2))
     saved = _rows(htsr.analyze(tmp_path / "adapter", base=tmp_path / "base.safetensors", min_evals=2))
     assert sorted(live) == sorted(saved) == sorted(f"{m}#{t}" for m in ("emb", "q", "sq") for t in ("delta", "base", "merged"))
