@@ -321,9 +321,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
     elif lm.num_evals < opts.min_evals:
         fit, status = not_attempted, f"not_fitted: {lm.num_evals} eigenvalues < min_evals={opts.min_evals}"
         fit_x = fit_spectrum.evals
-    elif lm.M == 1 and lm.num_matrices > 1:
-        # a conv of one input or output channel (a depthwise conv, a fixed filter bank such as an STFT basis):
-        # each kernel position's matrix is N x 1, its one eigenvalue a squared norm; pooled, they are no spectrum
+    elif _no_spectrum(lm):
         fit, status = not_attempted, (f"not_fitted: each of the {lm.num_matrices} kernel positions is a {lm.rows} x "
                                       f"{lm.cols} matrix, whose one eigenvalue is a squared norm: pooled, no spectrum")
         fit_x = fit_spectrum.evals
@@ -396,6 +394,13 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
     return row, kept_spectra
 
 
+def _no_spectrum(lm: LayerMatrices) -> bool:
+    """A conv of one input or output channel (a depthwise conv, a fixed filter bank such as an STFT basis):
+    each kernel position's matrix is N x 1, its one eigenvalue a squared norm; pooled, they are no spectrum
+    (no power-law fit, no MP fit, no traps)."""
+    return lm.M == 1 and lm.num_matrices > 1
+
+
 def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spectrum, scale: float,
                         opts: Options) -> tuple[MPFit | None, dict[str, Any], str, Randomized | None]:
     """What needs the matrices themselves: the MP fit with the heavy-entry count, and the randomisation.
@@ -408,7 +413,7 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
     try:
         # like the power-law fit, the MP fits (the layer's and the shuffled one's) need min_evals
         # eigenvalues to mean anything
-        if lm.num_evals < opts.min_evals or not spectrum.evals[-1] > 0:
+        if lm.num_evals < opts.min_evals or not spectrum.evals[-1] > 0 or _no_spectrum(lm):
             return None, cols, "", None
         if opts.mp_fit:
             mp = fit_mp(spectrum.evals, lm.N, lm.M, scale, opts.tw_margin)

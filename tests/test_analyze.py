@@ -503,9 +503,11 @@ def test_row_names_are_unique_when_two_tensors_give_one():
 
 def test_a_conv_of_one_input_channel_is_described_not_fitted():
     """[out, 1, k]: each of the k kernel positions is an out x 1 matrix, whose one eigenvalue is a squared
-    column norm (Silero's fixed STFT basis, 258 x 1 x 256): pooled they are not a spectrum, so no fit."""
+    column norm (Silero's fixed STFT basis, 258 x 1 x 256): pooled they are not a spectrum, so no fit, no MP
+    fit and no traps (the MP fit had called 253 of its 256 'eigenvalues' spikes)."""
     W = np.random.default_rng(1).standard_normal((258, 1, 256))
-    row = htsr.analyze({"stft.forward_basis": W}).layers[0]
+    row = htsr.analyze({"stft.forward_basis": W}, randomize=True).layers[0]
+    assert math.isnan(row.mp_sigma) and math.isnan(row.num_spikes) and math.isnan(row.num_traps)
     assert (row.kind, row.num_evals) == ("conv1d", 256)
     assert row.status == ("not_fitted: each of the 256 kernel positions is a 258 x 1 matrix, whose one eigenvalue is "
                           "a squared norm: pooled, no spectrum")

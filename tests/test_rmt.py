@@ -140,12 +140,42 @@ def test_mp_fit_ends_at_a_self_consistent_bulk_however_many_rounds_it_takes():
         assert refit.sigma2 == pytest.approx(f.sigma2, rel=1e-12) and refit.num_spikes == 0, seed
 
 
+def test_a_spectrum_without_an_mp_bulk_keeps_its_lower_half_as_the_bulk():
+    # Pareto mu = 0.8 entries at 64 x 64: every MP law fitted to what is left puts the top of it above its
+    # edge, and refitting ran down to the two smallest eigenvalues (sigma 1/30 of this); the bulk stops at
+    # the lower half, and the law fitted to it is the baseline
+    from htsr.rmt.mp import _PROBS
+
+    ev = esd([S.pareto(64, 64, 0, 0.8)], "accurate").evals
+    f = fit_mp(ev, 64, 64)
+    lower = ev[f.num_zero:f.num_zero + (ev.size - f.num_zero + 1) // 2]
+    q, q_mp = np.quantile(lower, _PROBS) / 64, mp_quantiles(_PROBS, 1.0)
+    assert f.sigma2 == pytest.approx(float(q @ q_mp / (q_mp @ q_mp)), rel=1e-12)
+    assert f.num_spikes >= ev.size // 2
+
+
 def test_mp_fit_of_a_degenerate_spectrum_is_undefined():
     f = fit_mp(np.zeros(10), 20, 10)
     assert math.isnan(f.sigma2) and f.num_spikes == 0
 
 
 # --- randomisation: traps ----------------------------------------------------------------------------
+
+def test_traps_of_heavy_tailed_entries_are_their_large_entries():
+    """The shuffled entries are i.i.d.: the baseline is the MP law of their variance (not a fit, which ran
+    down the spectrum of heavy-tailed entries, no MP bulk, and called 40-60 of 256 eigenvalues traps).
+    For Pareto entries with mu <= 2, an entry a whose a² is above the threshold is an outlier of its own
+    (at about a² + σ²(N + M)): the traps are those entries."""
+    n = 256
+    for mu in (1.5, 2.0):
+        for seed in range(10):
+            W = S.pareto(n, n, seed, mu)
+            R = randomize([W], n, n, seed=0)
+            assert R.mp.sigma2 == pytest.approx(np.var(W), rel=1e-12)
+            a2 = (W - W.mean()) ** 2
+            lo, hi = np.sum(a2 > R.mp.threshold), np.sum(a2 + R.mp.sigma2 * 2 * n > R.mp.threshold)
+            assert lo <= R.mp.num_spikes <= hi, (mu, seed)
+
 
 def test_planted_entry_gives_exactly_one_trap_at_its_place():
     for seed in SEEDS:

@@ -14,7 +14,11 @@ scale that maps the MP quantiles (σ = 1) onto the empirical quantiles of the bu
 are refined in turn until the bulk stops changing. Starting from the whole spectrum the bulk can only
 shrink (a shorter bulk has smaller quantiles, so a lower threshold), so this ends at the largest
 self-consistent bulk: two or three rounds for an MP bulk with spikes, a few dozen for a heavy tail,
-each O(1) on the sorted spectrum. Eigenvalues above the threshold are the spikes. A pooled layer (the kh·kw positions of a conv)
+each O(1) on the sorted spectrum. The bulk keeps the lower half of the non-zero eigenvalues at least:
+a spectrum with no MP bulk (its top half above the edge of any MP law fitted to the rest: a very heavy
+tail, or heavy-tailed entries) would otherwise be refitted down to its two smallest eigenvalues; there
+the law fitted to the lower half is the baseline, and more than half the eigenvalues are spikes.
+Eigenvalues above the threshold are the spikes. A pooled layer (the kh·kw positions of a conv)
 is fitted as one sample of M·k eigenvalues of the same MP law.
 
 Eigenvalue rigidity makes the quantiles of an MP bulk very stable (errors ~1/M), so σ comes out within a
@@ -100,11 +104,13 @@ def mp_quantiles(probs: np.ndarray, Q: float, sigma2: float = 1.0) -> np.ndarray
     return sigma2 * np.interp(probs, cdf, lam)
 
 
-def fit_mp(evals: np.ndarray, N: int, M: int, scale: float = 1.0, tw_margin: float = 4.0) -> MPFit:
+def fit_mp(evals: np.ndarray, N: int, M: int, scale: float = 1.0, tw_margin: float = 4.0,
+           sigma2: float | None = None) -> MPFit:
     """Fit the MP bulk to ``evals`` (ascending, ≥ 0) of N × M matrices whose ESD was multiplied by ``scale``.
 
     ``sigma2`` is returned in weight units (the entry variance σ² of W, ``scale`` divided out); the
-    edges and threshold are in the units of ``evals``.
+    edges and threshold are in the units of ``evals``. Given ``sigma2`` (a shuffled matrix's entries are
+    i.i.d. of their sample variance), nothing is fitted: the law of that variance is the baseline.
     """
     ev = np.asarray(evals, dtype=np.float64)
     if ev.size < 2 or not ev[-1] > 0:
@@ -115,24 +121,33 @@ def fit_mp(evals: np.ndarray, N: int, M: int, scale: float = 1.0, tw_margin: flo
     lo = int(np.searchsorted(ev, zero_level(lmax, N), side="right"))  # zero eigenvalues: [0, lo)
     num_zero = lo
     hi = ev.size
+    # the bulk keeps the lower half of the non-zero eigenvalues at least: a spectrum whose top half lies above
+    # every MP edge fitted to what is left has no MP bulk (a heavy tail, or heavy-tailed entries), and
+    # refitting to ever fewer of its smallest eigenvalues would run down to two
+    least = lo + max(2, (ev.size - lo + 1) // 2)
     q_mp = mp_quantiles(_PROBS, Q)  # σ² = 1, in units of λ/N
-    while True:  # hi never grows (module docstring), so this ends
+    given = sigma2 is not None
+    while sigma2 is None:  # hi never grows (module docstring), so this ends
         if hi - lo < 2:
             return MPFit.undefined(num_zero)
         q = _quantiles_of_sorted(ev[lo:hi], _PROBS) / (N * scale)
-        sigma2 = float(np.dot(q, q_mp) / np.dot(q_mp, q_mp))
-        if not sigma2 > 0:
+        fitted = float(np.dot(q, q_mp) / np.dot(q_mp, q_mp))
+        if not fitted > 0:
             return MPFit.undefined(num_zero)
-        new_hi = int(np.searchsorted(ev, sigma2 * scale * (mu + tw_margin * s), side="right"))
-        new_hi = max(min(new_hi, hi), lo + 2)
+        new_hi = int(np.searchsorted(ev, fitted * scale * (mu + tw_margin * s), side="right"))
+        new_hi = max(min(new_hi, hi), least)
         if new_hi == hi:
-            break
+            sigma2 = fitted
         hi = new_hi
+    if not sigma2 > 0:
+        return MPFit.undefined(num_zero)
+    if given:  # the bulk: what lies below the given law's threshold
+        hi = int(np.searchsorted(ev, sigma2 * scale * (mu + tw_margin * s), side="right"))
     unit = sigma2 * scale
     lam_minus = unit * (math.sqrt(N) - math.sqrt(M)) ** 2
     lam_plus = unit * (math.sqrt(N) + math.sqrt(M)) ** 2
     bulk = ev[lo:hi]
-    ks = _bulk_ks(bulk / (N * unit), Q)
+    ks = _bulk_ks(bulk / (N * unit), Q) if bulk.size else NAN
     threshold = unit * (mu + tw_margin * s)
     # the spikes are what lies above the threshold (the bulk that set σ² keeps at least 2 eigenvalues, so
     # on a tiny spectrum it may hold one above it)

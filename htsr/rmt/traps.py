@@ -1,10 +1,10 @@
 """Randomisation: the ESD of the element-shuffled matrix, correlation traps and where they live.
 
 Shuffling the entries of W (one seeded permutation per matrix) keeps the entry distribution and
-destroys every correlation, so the shuffled ESD should be a Marchenko–Pastur bulk. Eigenvalues of the
-*shuffled* matrix above its MP edge plus the Tracy–Widom margin (the same :func:`~htsr.rmt.mp.fit_mp`
-as the layer's own ESD) are **correlation traps**: structure that survives shuffling — a few
-anomalously large weights, or a rank-one mean.
+destroys every correlation, so the shuffled ESD should be a Marchenko–Pastur bulk: the law of i.i.d.
+entries of the matrix's own entry variance (nothing is fitted). Eigenvalues of the *shuffled* matrix above
+its MP edge plus the Tracy–Widom margin are **correlation traps**: structure that survives shuffling — a
+few anomalously large weights, or a rank-one mean.
 
 Where a trap lives: for each trap's singular triplet (s, u, v) of the shuffled matrix, the entry
 (i, j) with the largest |u_i·v_j| carries most of it; its value is looked up in the original matrix to
@@ -86,7 +86,10 @@ def randomize(matrices: Sequence[np.ndarray], N: int, M: int, seed: int = 0, sca
     # shuffling the values in place is twice as fast as drawing a permutation and gathering through it
     shuffled = [rng.permuted(np.asarray(W).reshape(-1)).reshape(W.shape) for W in matrices]
     spectrum = esd(shuffled, precision, refine_fraction, scale)
-    mp = fit_mp(spectrum.evals, N, M, scale, tw_margin)
+    # the shuffled entries are i.i.d. by construction: the baseline is the MP law of their own variance, not a
+    # fit (a fit to a heavy-tailed entry distribution's spectrum, which is no MP bulk, put its edge anywhere)
+    variance = float(np.var(np.concatenate([np.asarray(W, np.float64).reshape(-1) for W in matrices])))
+    mp = fit_mp(spectrum.evals, N, M, scale, tw_margin, sigma2=variance)
     locations: list[tuple[float, int, int, int]] = []
     if mp.num_spikes:
         cut = np.sqrt(mp.threshold / scale)  # singular value of a trap
