@@ -104,13 +104,9 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
     passed_over = tally.passed
 
     def gen() -> Iterator[LayerMatrices]:
-        first_name: dict[tuple, str] = {}  # storage key → the first name of a tensor stored there
+        first_name: dict[tuple, str] = {}  # storage key → the name of the tensor stored there that gave rows
         for t in src:
             tally.seen(t.name)
-            if t.storage_key is not None:
-                if (first := first_name.setdefault(t.storage_key, t.name)) != t.name:
-                    passed_over(t.name, f"the same tensor as {first} (tied weights): analysed once")
-                    continue
             if t.dtype not in FLOAT_DTYPES:
                 integer = t
                 t = unscaled_integer_weight(t)  # a quantized weight htsr cannot read: a row that says so
@@ -138,6 +134,9 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
             if opts.kinds is not None and kind not in opts.kinds:
                 passed_over(t.name, f"kind {kind} not in --kinds")
                 continue
+            if t.storage_key in first_name:  # after the filters: a tied name they keep is analysed
+                passed_over(t.name, f"the same tensor as {first_name[t.storage_key]} (tied weights): analysed once")
+                continue
             matched = False  # a tensor is not analysed only if none of its rows (experts, positions) matches
             for lm in layer_matrices(t.name, kind, t.shape, t.load, opts.conv, opts.ww_conv_scale):
                 if pattern is None or pattern.search(lm.name):
@@ -146,6 +145,8 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                     yield lm if t.resolution is None else dataclasses.replace(lm, resolution=t.resolution)
             if not matched:
                 passed_over(t.name, "not matched by --layers")
+            elif t.storage_key is not None:
+                first_name[t.storage_key] = t.name
         # a tensor the reader both lists and yields as a row that says why (an ONNX weight it cannot
         # dequantize) is that row
         for name, reason in getattr(src, "skipped", ()):
@@ -448,7 +449,7 @@ def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: f
     """Phase, SETOL and localisation: what needs the fit as well as the spectrum."""
     ev = spectrum.evals
     cols: dict[str, Any] = {}
-    num_zero = num_zero_evals(ev, lm.N)  # at float32 precision: both precision paths count the same
+    num_zero = num_zero_evals(ev, lm.N)  # at float32 precision (see rmt.mp.zero_level for the fast path)
     # x_min on the layer's own spectrum: with FARMS the fit saw window eigenvalues, so take the
     # eigenvalue at the same tail share instead
     xmin = fit.xmin

@@ -48,7 +48,7 @@ _EXPERT = re.compile(r"expert|_exps\b", re.IGNORECASE)  # HF experts, GGUF ffn_*
 _NOT_A_WEIGHT = re.compile(r"(^|[._])(bias|biases|running_mean|running_var|num_batches_tracked|weight_g)(\.\d+)*$"
                            r"|parametrizations\.weight\.original0$"
                            r"|(^|[._])bias_(ih|hh)(_l\d+)?(_reverse)?$"  # nn.LSTM/GRU/RNN's and their cells' biases
-                           r"|(^|[._])bias_[kv]$")  # nn.MultiheadAttention's add_bias_kv
+                           r"|(^|[._])bias_[kvu]$")  # MultiheadAttention's add_bias_kv, conformers' pos_bias_u/v
 _CONV = re.compile(r"conv", re.IGNORECASE)
 # kernel sizes above this make a 3-D tensor a stack of matrices rather than a Conv1d kernel (unless the
 # name says conv: wav2vec2's positional conv has kernel 128)

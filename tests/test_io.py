@@ -1151,9 +1151,17 @@ def test_tied_weights_are_analysed_once_from_a_module_its_state_dict_and_its_fil
         tied = [n for n in r.not_analysed if n.reason.startswith("the same tensor as")]
         assert [(n.reason, n.examples) for n in tied] == [
             ("the same tensor as wte.weight (tied weights): analysed once", ("lm_head.weight",))], source
+    # the filters come first: a tied name they keep is analysed
+    assert [l.name for l in htsr.analyze(net, min_evals=3, layers="lm_head").layers] == ["lm_head"]
     # equal values in separate storages are two tensors (a copy is not a tie)
     copy = {"a.weight": torch.ones(8, 8), "b.weight": torch.ones(8, 8)}
     assert [l.name for l in htsr.analyze(copy, min_evals=3).layers] == ["a", "b"]
+    # nor are two shards' tensors at the same place of their own files (each shard's first storage is data/0)
+    torch.save({"layer0.weight": torch.randn(40, 30)}, tmp_path / "pytorch_model-00001-of-00002.bin")
+    torch.save({"layer1.weight": torch.randn(40, 30)}, tmp_path / "pytorch_model-00002-of-00002.bin")
+    (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": {
+        "layer0.weight": "pytorch_model-00001-of-00002.bin", "layer1.weight": "pytorch_model-00002-of-00002.bin"}}))
+    assert [l.name for l in htsr.analyze(tmp_path, min_evals=3).layers] == ["layer0", "layer1"]
 
 
 def test_modules_without_values_give_rows_that_say_so_and_the_others_go_on():
@@ -1173,18 +1181,22 @@ def test_modules_without_values_give_rows_that_say_so_and_the_others_go_on():
     torch.manual_seed(0)
     with torch.device("meta"):
         on_meta = nn.Linear(64, 100)
-    net = nn.ModuleDict({"fc": nn.Linear(64, 100), "meta": on_meta, "lazy": nn.LazyLinear(10), "int8": BrokenInt8(),
-                         "mha": nn.MultiheadAttention(32, 4, add_bias_kv=True)})
+        meta_norm = nn.LayerNorm(64)  # 1-D: no row, meta or not
+    rel = nn.Module()
+    rel.pos_bias_u, rel.pos_bias_v = nn.Parameter(torch.randn(4, 16)), nn.Parameter(torch.randn(4, 16))  # conformer
+    net = nn.ModuleDict({"fc": nn.Linear(64, 100), "meta": on_meta, "meta_norm": meta_norm, "lazy": nn.LazyLinear(10),
+                         "int8": BrokenInt8(), "mha": nn.MultiheadAttention(32, 4, add_bias_kv=True), "rel": rel})
     r = htsr.analyze(net, min_evals=3)
     status = {l.name: l.status for l in r.layers}
+    assert not any(name.startswith(("meta_norm", "rel")) for name in status)
     assert status["fc"] == "ok" and status["mha.in_proj_weight"] == "ok"
     assert status["meta"] == "skipped: on the meta device: no values; load the weights into the model first"
     assert status["lazy"] == "skipped: LazyLinear's weight is not initialized: run one forward pass first"
     assert status["int8"].startswith("skipped: BrokenInt8.state_dict(), which holds its quantized weights, failed: boom")
     assert not any("bias_" in name for name in status)
     biases = next(n for n in r.not_analysed if n.reason == "bias or norm buffer")
-    # fc, meta, lazy, mha.in_proj and mha.out_proj biases, and bias_k, bias_v
-    assert biases.count == 7
+    # fc, meta, meta_norm, lazy, mha.in_proj and mha.out_proj biases, bias_k, bias_v, pos_bias_u, pos_bias_v
+    assert biases.count == 10
 
 
 def test_a_dynamic_quantized_lstms_packed_state_is_named_not_dropped():

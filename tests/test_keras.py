@@ -1158,6 +1158,16 @@ def test_int8_quantized_dense_and_embedding_are_dequantized_as_keras_computes(ke
     int4.quantize("int4")
     (row,) = htsr.analyze(int4, min_evals=2).layers
     assert row.status.startswith("skipped: int8 codes of a quantized Keras layer that htsr does not dequantize")
+    # Keras 3.11-3.12 store an int4 Dense as packed int8 [in/2, units] beside a [units] scale, int8's layout
+    # with half the rows: only the config's mode tells them apart (the same archive, its mode said int4)
+    with zipfile.ZipFile(tmp_path / "q.keras") as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    members["config.json"] = members["config.json"].replace(b'"mode": "int8"', b'"mode": "int4"')
+    with zipfile.ZipFile(tmp_path / "q4.keras", "w") as z:
+        for n, data in members.items():
+            z.writestr(n, data)
+    rows = {r.name: r.status for r in htsr.analyze(tmp_path / "q4.keras", min_evals=10).layers}
+    assert all(st.startswith("skipped: int8 codes of a quantized Keras layer") for st in rows.values()), rows
 
 
 def test_open_source_refuses_other_objects_naming_keras():
@@ -1216,20 +1226,24 @@ def test_a_lora_enabled_dense_in_a_legacy_h5_is_its_merged_kernel(keras, tmp_pat
     (alpha and r in the model config). It gave W under the layer's name and A, B as two dense layers."""
     L = keras.layers
     keras.utils.set_random_seed(0)
-    inp = keras.Input((40,))
-    model = keras.Model(inp, L.Dense(64, name="fc")(inp), name="lora")
-    fc = model.get_layer("fc")
+    inp = keras.Input((40,), dtype="int32")
+    model = keras.Model(inp, L.Dense(64, name="fc")(L.Embedding(200, 48, name="emb")(inp)), name="lora")
+    rng = np.random.default_rng(1)
+    fc, emb = model.get_layer("fc"), model.get_layer("emb")
     fc.enable_lora(4, lora_alpha=8.0)
-    fc.lora_kernel_b.assign(np.random.default_rng(1).standard_normal((4, 64)).astype("float32"))
+    fc.lora_kernel_b.assign(rng.standard_normal((4, 64)).astype("float32"))
+    emb.enable_lora(3)
+    emb.lora_embeddings_b.assign(rng.standard_normal((3, 48)).astype("float32"))
     model.save(tmp_path / "m.keras")
     model.save(tmp_path / "m.h5")
-    merged = keras.ops.convert_to_numpy(fc.kernel).astype(np.float64)  # what Keras computes with
-    lam = np.linalg.svd(merged, compute_uv=False)[0] ** 2
+    lam = {n: np.linalg.svd(keras.ops.convert_to_numpy(w).astype(np.float64), compute_uv=False)[0] ** 2
+           for n, w in (("fc", fc.kernel), ("emb", emb.embeddings))}  # the merged weights Keras computes with
     for src in (model, tmp_path / "m.keras", tmp_path / "m.h5"):
-        r = htsr.analyze(src, precision="accurate", min_evals=10)
-        assert [(x.name, x.shape) for x in r.layers] == [("fc", "64x40")], src
-        # the .h5's merge is computed by htsr in float32, Keras's in float32 too: ~1e-6
-        assert r.layers[0].lambda_max == pytest.approx(lam, rel=1e-5), src
+        r = {x.name: x for x in htsr.analyze(src, precision="accurate", min_evals=10).layers}
+        assert {n: x.shape for n, x in r.items()} == {"emb": "200x48", "fc": "64x48"}, src
+        for n in ("fc", "emb"):
+            # the .h5's merge is computed by htsr in float32, Keras's in float32 too: ~1e-6
+            assert r[n].lambda_max == pytest.approx(lam[n], rel=1e-5), (src, n)
 
 
 def test_attention_output_with_an_output_shape_is_read_without_a_config(keras, tmp_path):

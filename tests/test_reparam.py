@@ -44,6 +44,8 @@ def _cases():
     yield "spectral_norm", lambda: P.spectral_norm(nn.Linear(300, 400))
     yield "spectral_norm (old hook)", lambda: U.spectral_norm(nn.Linear(300, 400))
     yield "spectral_norm conv-transpose", lambda: U.spectral_norm(nn.ConvTranspose2d(96, 128, 3))
+    # as many input as output channels: u fits dim 0 and dim 1; torch normalises a ConvTranspose along dim 1
+    yield "spectral_norm square conv-transpose", lambda: P.spectral_norm(nn.ConvTranspose2d(96, 96, 3))
     yield "prune l1", lambda: U.prune.l1_unstructured(nn.Linear(300, 400), "weight", amount=0.9)
     yield "prune rows", lambda: U.prune.ln_structured(nn.Linear(300, 400), "weight", amount=0.5, n=2, dim=0)
 
@@ -52,13 +54,17 @@ CASES = dict(_cases())
 
 
 def _effective(module: nn.Module) -> np.ndarray:
-    """The weight the forward pass uses (old hooks recompute it in a pre-forward hook)."""
-    module.eval()
+    """The weight the forward pass uses (old hooks recompute it in a pre-forward hook), after training-mode
+    passes that let spectral norm's power iteration converge on the new weights, as training does."""
     x = torch.randn(2, *((module.in_channels, 16) if isinstance(module, (nn.Conv1d, nn.ConvTranspose2d))
                          else (module.in_features,)))
     if isinstance(module, nn.ConvTranspose2d):
         x = torch.randn(2, module.in_channels, 8, 8)
     with torch.no_grad():
+        module.train()
+        for _ in range(50):
+            module(x)
+        module.eval()
         module(x)
         return module.weight.detach().numpy().copy()
 
@@ -106,7 +112,9 @@ def test_orthogonal_is_the_weight_live_and_a_skipped_row_from_a_checkpoint(tmp_p
 def test_parts_that_do_not_fit_are_left_as_they_are():
     rng = np.random.default_rng(0)
     # a g that does not broadcast over v, a mask of another shape: no reparametrization, the tensors as stored
+    # and a g of v's own shape (RWKV's time_mix_g beside time_mix_v) is no norm's magnitude
     state = {"a.weight_g": rng.random((7, 1)), "a.weight_v": rng.standard_normal((300, 200)),
-             "b.weight_orig": rng.standard_normal((300, 200)), "b.weight_mask": np.ones((200, 300))}
+             "b.weight_orig": rng.standard_normal((300, 200)), "b.weight_mask": np.ones((200, 300)),
+             "c.time_mix_g": rng.random((300, 200)), "c.time_mix_v": rng.random((300, 200))}
     names = sorted(r.name for r in htsr.analyze(state).layers)
-    assert names == ["a.weight_v", "b.weight_mask", "b.weight_orig"]
+    assert names == ["a.weight_v", "b.weight_mask", "b.weight_orig", "c.time_mix_g", "c.time_mix_v"]

@@ -63,9 +63,9 @@ def open_source(source: Any) -> TensorSource:
     from .torch import TorchModule, is_torch_object
 
     if is_torch_object(source) and hasattr(source, "named_modules"):
-        if type(source).__module__.startswith("peft.") and hasattr(source, "get_base_model"):  # a live PeftModel
-            from .peft import PeftAdapter
+        from .peft import PeftAdapter, is_live_lora
 
+        if is_live_lora(source):  # a live PeftModel with LoRA adapters (others are read as plain modules)
             return PeftAdapter.from_model(source)
         return TorchModule(source)
     raise SourceError(f"cannot analyse an object of type {type(source).__name__}; supported: {SUPPORTED}")

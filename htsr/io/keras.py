@@ -133,7 +133,18 @@ _PROJECTIONS = {"query_dense": "query", "key_dense": "key", "value_dense": "valu
 _STATE = re.compile(r"_?(optimizer|metrics|compile_metrics|compile_loss|losses|loss_tracker|seed_generator(_\d+)?)",
                     re.IGNORECASE)
 _COUNTER = re.compile(r"_\d+$")
+# a LoRA-enabled layer's factors (Keras 3's enable_lora), by the variable they update
+_LORA_FACTORS = {"kernel": ("lora_kernel_a", "lora_kernel_b"), "embeddings": ("lora_embeddings_a", "lora_embeddings_b")}
+_LORA_OF = {f: var for var, pair in _LORA_FACTORS.items() for f in pair}
 _WEIGHT_SUFFIX = re.compile(r":\d+$")
+
+
+def _quantization_mode(inner: dict) -> str | None:
+    """The quantization mode a layer's config gives in its dtype policy ('int8', 'int4' for 'int4/128' …)."""
+    policy = inner.get("dtype")
+    cfg = policy.get("config") if isinstance(policy, dict) else None
+    mode = cfg.get("mode") if isinstance(cfg, dict) else None
+    return mode.split("/")[0] if isinstance(mode, str) else None
 
 
 def _not_a_matrix(cls: str, what: str) -> str:
@@ -393,7 +404,7 @@ class _Entry:
     plan: _Plan
     scale: Any = None  # a quantized kernel's scale (its _Var.ref): the weights are kernel / scale, as Keras's
     scale_axis: int = 1  # the stored kernel's axis the scale runs along (Dense: units; Embedding: vocab 0)
-    lora: tuple[Any, Any, float] | None = None  # a LoRA-enabled Dense in a legacy .h5: (A, B, alpha / rank)
+    lora: tuple[Any, Any, float] | None = None  # a LoRA-enabled layer in a legacy .h5: (A, B, alpha / rank)
     skip: str = ""  # why the tensor cannot be read (a quantized kernel htsr does not dequantize): its row says so
 
 
@@ -404,7 +415,7 @@ def _entry_loader(e: _Entry, read: Callable[[Any, str], np.ndarray]) -> Callable
 
     def load() -> np.ndarray:
         a = _float_array(read(e.ref, e.name))
-        if e.lora is not None:  # kernel + (alpha / rank)·A·B, the kernel Keras computes with
+        if e.lora is not None:  # W + (alpha / rank)·A·B, the weights Keras computes with
             A, B, scale = e.lora
             a = a + np.float32(scale) * (_float_array(read(A, e.name)) @ _float_array(read(B, e.name)))
         if e.scale is not None:  # Keras's int8 Dense and Embedding: the codes divided by their scale
@@ -481,10 +492,14 @@ class _Walker:
             return
         self.entries.append(_Entry(name, var.ref, var.dtype, plan, lora=lora, skip=skip))
 
-    def _quantized(self, base: str, variables: dict[str, _Var], embedding: bool) -> bool:
-        """Keras's int8 Dense and Embedding (``quantize("int8")``): a Dense stores kernel (int8 [in, units]),
-        bias if any, kernel_scale (float [units]); an Embedding embeddings (int8 [vocab, dim]) and
-        embeddings_scale ([vocab]); the weights are the codes divided by their scale. One entry, True."""
+    def _quantized(self, base: str, variables: dict[str, _Var], inner: dict, embedding: bool) -> bool:
+        """Keras's int8 Dense and Embedding (``quantize("int8")``, which the layer's config says in its dtype
+        policy's mode): a Dense stores kernel (int8 [in, units]), bias if any, kernel_scale (float [units]); an
+        Embedding embeddings (int8 [vocab, dim]) and embeddings_scale ([vocab]); the weights are the codes
+        divided by their scale. One entry, True. (Keras 3.11-3.12 store int4 as packed int8 of the same
+        layout, half as many rows: only the mode tells them apart.)"""
+        if _quantization_mode(inner) != "int8":
+            return False
         last_key = str(len(variables) - 1)
         codes, last = variables.get("0"), variables.get(last_key)
         axis = 0 if embedding else 1
@@ -577,7 +592,7 @@ class _Walker:
                 self.add(name or suffix, var, plan_of(var.shape), f"unexpected shape for a {cls} kernel")
 
         if cls in _DENSE:
-            if not self._quantized(base, variables, embedding=False):
+            if not self._quantized(base, variables, inner, embedding=False):
                 take(0, "", lambda s: _transposed(s, "dense"))
         elif cls in _EINSUM:
             role = parts[-1] if parts and parts[-1] in ("query", "key", "value", "attention_output") else None
@@ -588,7 +603,7 @@ class _Walker:
             else:
                 take(0, "", lambda s: _transposed(s, "dense"))
         elif cls in _EMBEDDING:
-            if not self._quantized(base, variables, embedding=True):
+            if not self._quantized(base, variables, inner, embedding=True):
                 take(0, "", lambda s: _as_stored(s, "embedding") if len(s) == 2 else None)
             if cls == "ReversibleEmbedding" and len(variables) == 1:
                 # tie_weights=False (keras_hub's LLM heads): the output projection [dim, vocab], as [vocab, dim]
@@ -886,12 +901,12 @@ class KerasFile:
                 comps = [c for c in _WEIGHT_SUFFIX.sub("", wname).split("/") if c]
                 scope = comps[:-1][1:] if comps[:-1][:1] == [layer] else comps[:-1]
                 weights.append((ds, comps[-1], scope))
-            # a LoRA-enabled layer (Keras 3's enable_lora) stores its factors beside the kernel
-            factors = {(tuple(sc), v): ds for ds, v, sc in weights if v in ("lora_kernel_a", "lora_kernel_b")}
-            kernels = {tuple(sc) for _, v, sc in weights if v == "kernel"}
+            # a LoRA-enabled layer (Keras 3's enable_lora) stores its factors beside its kernel or embeddings
+            factors = {(tuple(sc), v): ds for ds, v, sc in weights if v in _LORA_OF}
+            owners = {(tuple(sc), v) for _, v, sc in weights if v in _LORA_FACTORS}
             for ds, var, scope in weights:
-                if ds.id in read or (var in ("lora_kernel_a", "lora_kernel_b") and tuple(scope) in kernels):
-                    continue  # (the factors are read with their kernel)
+                if ds.id in read or (var in _LORA_OF and (tuple(scope), _LORA_OF[var]) in owners):
+                    continue  # (the factors are read with what they update)
                 read.add(ds.id)
                 # the class: follow the scope down the nested configs, else the layer's own
                 lc = top.get(layer)
@@ -900,8 +915,8 @@ class KerasFile:
                     sub = self._layer_configs(lc).get(c) if lc else None
                     if sub is not None:
                         lc, cls = sub, sub.get("class_name")
-                pair = (factors.get((tuple(scope), "lora_kernel_a")), factors.get((tuple(scope), "lora_kernel_b")))
-                self._legacy_weight(ds, layer, scope, var, lc, cls, pair if var == "kernel" and all(pair) else None)
+                pair = tuple(factors.get((tuple(scope), f)) for f in _LORA_FACTORS.get(var, ()))
+                self._legacy_weight(ds, layer, scope, var, lc, cls, pair if pair and all(pair) else None)
 
     def _legacy_weight(self, ds: Any, layer: str, scope: list[str], var: str, lc: dict | None,
                        cls: str | None, lora: tuple[Any, Any] | None = None) -> None:
@@ -919,15 +934,16 @@ class KerasFile:
         base = ".".join(parts)
         if len(shape) < 2:
             return
-        if var == "kernel" and lora is not None:  # W + (alpha / rank)·A·B, as Keras merges it
+        if lora is not None:  # W + (alpha / rank)·A·B, as Keras merges it (a Dense kernel, an Embedding table)
             A, B = lora
             rank, alpha = inner.get("lora_rank"), inner.get("lora_alpha")
             fits = len(shape) == 2 and A.shape == (shape[0], B.shape[0]) and B.shape[1:] == shape[1:]
+            plan = _transposed(shape, "dense") if var == "kernel" else _as_stored(shape, "embedding")
             if fits and isinstance(rank, int) and rank == B.shape[0] and rank > 0:
                 scale = float(alpha if isinstance(alpha, (int, float)) and alpha else rank) / rank
-                self._add(base, ds, _transposed(shape, "dense"), lora=(A.name, B.name, scale))
+                self._add(base, ds, plan, lora=(A.name, B.name, scale))
             else:
-                self._add(base, ds, _transposed(shape, "dense"), skip=(
+                self._add(base, ds, plan, skip=(
                     "a LoRA-enabled layer whose factors or lora_rank (model config) do not fit its kernel: "
                     "analyse the model saved as .keras, which stores the merged kernel"))
         elif var == "kernel":

@@ -71,6 +71,22 @@ def is_peft_folder(path: Path) -> bool:
     return (path / "adapter_config.json").is_file()
 
 
+def _active(model: Any) -> str:
+    active = model.active_adapter
+    return active if isinstance(active, str) else active[0]
+
+
+def is_live_lora(obj: Any) -> bool:
+    """A live ``peft.PeftModel`` whose active adapter is a LoRA (IA3, prompt tuning … are plain modules)."""
+    if not (type(obj).__module__.startswith("peft.") and hasattr(obj, "get_base_model")):
+        return False
+    try:
+        peft_type = obj.peft_config[_active(obj)].peft_type
+    except (AttributeError, KeyError, IndexError, TypeError):
+        return False
+    return str(getattr(peft_type, "value", peft_type)).upper() == "LORA"
+
+
 class PeftAdapter:
     """A PEFT LoRA adapter folder (or a live PeftModel's adapter) as a stream of low-rank updates (and, with a
     base, W and W + ΔW)."""
@@ -102,9 +118,15 @@ class PeftAdapter:
 
         from .torch import TorchStateDict
 
-        name = model.active_adapter if isinstance(model.active_adapter, str) else model.active_adapter[0]
+        name = _active(model)
+        merged = [n for n, m in model.named_modules() if getattr(m, "merged_adapters", None)]
+        if merged:  # its base_layer weights already hold W + ΔW
+            raise SourceError(f"<{type(model).__name__}>: its adapters are merged into the weights ({merged[0]}, …): "
+                              "call model.unmerge_adapter() first, or analyse model.merge_and_unload() as a model")
         config = model.peft_config[name]
-        cfg = {k: getattr(v, "value", v) for k, v in config.to_dict().items()}  # PeftType.LORA → "LORA"
+        # PeftType.LORA → "LORA", a set of target_modules → a sorted list, as the saved adapter_config.json has them
+        cfg = {k: sorted(v) if isinstance(v, (set, frozenset)) else getattr(v, "value", v)
+               for k, v in config.to_dict().items()}
         adapter = TorchStateDict(get_peft_model_state_dict(model, adapter_name=name))
         self = cls.__new__(cls)
         description = f"<{type(model).__name__}, adapter {name!r}>"

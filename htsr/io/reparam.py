@@ -56,10 +56,16 @@ def _spectral_norm(orig: TensorRef, u: TensorRef, v: TensorRef, name: str) -> np
     w = np.asarray(orig.load())
     w = w.astype(np.result_type(w.dtype, np.float32), copy=False)
     uu, vv = np.asarray(u.load(), np.float64).reshape(-1), np.asarray(v.load(), np.float64).reshape(-1)
-    # dim 0 (torch's default), or dim 1 (its choice for ConvTranspose): the one u's length fits
-    dim = next(d for d in range(min(2, w.ndim)) if w.shape[d] == uu.size)  # (_vectors_fit says one does)
-    mat = np.moveaxis(w, dim, 0).reshape(uu.size, -1).astype(np.float64)
-    sigma = float(uu @ (mat @ vv))
+    # dim 0 (torch's default), or dim 1 (its choice for ConvTranspose): the one u's length fits; if both do
+    # (as many input as output channels), the one whose W_mat·v points along u, as power iteration leaves it
+    mats = [np.moveaxis(w, d, 0).reshape(uu.size, -1).astype(np.float64) for d in range(min(2, w.ndim))
+            if w.shape[d] == uu.size]  # (_vectors_fit says one does)
+
+    def alignment(mat: np.ndarray) -> float:
+        wv = mat @ vv
+        return abs(float(uu @ wv)) / (float(np.linalg.norm(wv)) or 1.0)
+
+    sigma = float(uu @ (max(mats, key=alignment) @ vv))
     if not (math.isfinite(sigma) and sigma != 0.0):
         raise SourceError(f"{name}: the spectral norm uᵀ·W·v of {orig.name} is {sigma}; not a weight to divide by it")
     return w / w.dtype.type(sigma)
@@ -75,7 +81,10 @@ def _combined(name: str, like: TensorRef, load) -> TensorRef:
 
 
 def _norm_fits(g: TensorRef, v: TensorRef) -> bool:
-    """g broadcasts over v as weight norm's magnitude: a scalar, or v's shape with 1 on the normed dims."""
+    """g broadcasts over v as weight norm's magnitude: a scalar, or v's shape with 1 on the normed dims (at
+    least one: a g of v's own shape is no norm's magnitude, e.g. RWKV's time_mix_g beside time_mix_v)."""
+    if math.prod(g.shape) >= math.prod(v.shape):
+        return False
     return math.prod(g.shape) == 1 or (len(g.shape) == len(v.shape)
                                        and all(a in (1, b) for a, b in zip(g.shape, v.shape)))
 

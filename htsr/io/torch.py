@@ -61,11 +61,15 @@ def _to_numpy(t) -> np.ndarray:
 
 
 def _storage_key(t) -> tuple | None:
-    """Where a torch tensor's values live (None for one without storage of its own: meta, quantized, empty)."""
-    if t.is_quantized or t.is_meta or t.numel() == 0 or t.layout != _torch().strided:
+    """Where a torch tensor's values live (None for one without storage of its own: meta, quantized, empty,
+    or a tensor subclass that has none to show: DTensor, torchao's, NF4)."""
+    try:
+        if t.is_quantized or t.is_meta or t.numel() == 0 or t.layout != _torch().strided:
+            return None
+        ptr = t.untyped_storage().data_ptr()
+        return (ptr, t.storage_offset(), tuple(t.shape), tuple(t.stride()), str(t.dtype)) if ptr else None
+    except Exception:  # noqa: BLE001 - a subclass's own storage() may raise anything: then no tie is known
         return None
-    ptr = t.untyped_storage().data_ptr()
-    return (ptr, t.storage_offset(), tuple(t.shape), tuple(t.stride()), str(t.dtype)) if ptr else None
 
 
 def _dtype_name(t) -> str:
@@ -204,7 +208,7 @@ class TorchModule:
                     continue
                 matrix = p.ndim >= 2 and p.dtype.is_floating_point
                 load = (skipped_loader("on the meta device: no values; load the weights into the model first")
-                        if p.is_meta else (lambda p=p: _to_numpy(p)))
+                        if p.is_meta and matrix else (lambda p=p: _to_numpy(p)))
                 yield TensorRef(prefix + pname, tuple(p.shape), _dtype_name(p), load,
                                 module_kind(cls, pname, prefix + pname, tuple(p.shape)) if matrix else None,
                                 storage_key=_storage_key(p))

@@ -781,8 +781,9 @@ class _PickledTensors:
             if math.prod(t.shape) > t.extent():  # a stride of 0 (expand) or overlapping strides
                 load = skipped_loader(f"an expanded view: {math.prod(t.shape)} values over {t.extent()} stored ones "
                                       "(a stride of 0), no stored matrix")
+            # (the file's path with it: storage keys are unique within one file, and shards are read as one)
             yield TensorRef(name, t.shape, t.storage.dtype, load, kind,
-                            storage_key=(t.storage.key, t.offset, t.shape, t.stride))
+                            storage_key=(str(self.path), t.storage.key, t.offset, t.shape, t.stride))
 
 
 class TorchZipFile(_PickledTensors):

@@ -10,7 +10,7 @@ s_NM = (√(N−½) + √(M−½))·(1/√(N−½) + 1/√(M−½))^⅓.
 scale that maps the MP quantiles (σ = 1) onto the empirical quantiles of the bulk at 19 probabilities
 (5 %, 10 %, …, 95 %). The bulk is every eigenvalue at or below the spike threshold
 σ²·(μ_NM + t·s_NM), t = ``tw_margin``, excluding the eigenvalues that are zero at float32 precision
-(:func:`zero_level`: the rank-deficient part, the same count for both precision paths); σ² and the bulk
+(:func:`zero_level`: the rank-deficient part); σ² and the bulk
 are refined in turn until the bulk stops changing. Starting from the whole spectrum the bulk can only
 shrink (a shorter bulk has smaller quantiles, so a lower threshold), so this ends at the largest
 self-consistent bulk: two or three rounds for an MP bulk with spikes, a few dozen for a heavy tail,
@@ -63,7 +63,10 @@ def zero_level(lambda_max: float, N: int) -> float:
     """Eigenvalues of an N × M layer at or below this are zero at float32 precision: λ_max·(N·ε₃₂)², i.e.
     singular values below numpy's ``matrix_rank`` tolerance σ_max·N·ε for a float32 matrix. Weights are
     stored in float32 or coarser, so a smaller eigenvalue is rounding, not signal; a float64 floor would
-    count the rounding of a float32 low-rank product as rank on one precision path and not the other."""
+    count the rounding of a float32 low-rank product as rank on one precision path and not the other. Both
+    paths count alike but for one case: the fast path's float32 Gram resolves eigenvalues only to ~ε·λ_max,
+    so a matrix with exact zeros too few to refine it (under ``refine_fraction``) may show some of them as
+    tiny positive values (768 × 768 of rank 761: 4 zeros fast, 7 accurate)."""
     return lambda_max * (N * _EPS32) ** 2
 
 
