@@ -8,6 +8,7 @@ and parametrizations compute), analysed as a plain tensor.
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
@@ -16,7 +17,7 @@ import pytest
 import htsr
 
 torch = pytest.importorskip("torch")
-import torch.nn.utils.prune  # noqa: E402  (a submodule torch.nn.utils does not import)
+importlib.import_module("torch.nn.utils.prune")  # a submodule torch.nn.utils does not import
 from safetensors.torch import save_file  # noqa: E402
 
 nn, P, U = torch.nn, torch.nn.utils.parametrizations, torch.nn.utils

@@ -296,7 +296,6 @@ def test_every_phase_is_counted_in_the_summary():
 
 def test_localization_of_a_planted_entry_and_of_noise():
     W, _ = S.planted_entry(N, M, 0)
-    ev = _evals(W)
     loc = localization([W], num_tail=1)  # tail = the one spike
     # a coordinate-like eigenvector: PR ≈ 1 (it is 1 + O(1/θ²) for a finite spike; measured 1.10)
     assert loc["loc_pr_tail_mean"] < 1.5
