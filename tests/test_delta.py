@@ -205,3 +205,23 @@ def test_the_noise_floor_is_the_model_storage_rounding_not_the_base_one():
     base = {"l.weight": (0.05 * rng.standard_normal((400, 256))).astype(ml_dtypes.bfloat16)}
     tuned = {"l.weight": base["l.weight"].astype(np.float32) + 5e-5 * rng.standard_normal((400, 256)).astype(np.float32)}
     assert htsr.analyze(tuned, base=base).layers[0].status == "ok"
+
+
+def test_a_weight_tied_in_the_model_and_its_base_is_one_delta(tmp_path):
+    """GPT-2's lm_head is its wte in a fine-tune and in its base: one delta row, the other name listed."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    def net(seed):
+        torch.manual_seed(seed)
+        m = nn.Module()
+        m.wte, m.lm_head = nn.Embedding(300, 64), nn.Linear(64, 300, bias=False)
+        m.lm_head.weight = m.wte.weight
+        return m
+
+    base, tuned = net(0), net(0)
+    with torch.no_grad():
+        tuned.wte.weight.add_(0.01 * torch.randn(300, 64))
+    r = htsr.analyze(tuned, base=base, min_evals=3)
+    assert [x.name for x in r.layers] == ["wte"]
+    assert any(n.reason.startswith("the same tensor as wte.weight") for n in r.not_analysed)

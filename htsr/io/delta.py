@@ -74,7 +74,9 @@ class DeltaSource:
                 noise: dict[str, float] = {}  # set by the load
                 loader = (lambda t=t, b=b, noise=noise: _delta(t, b, noise))
                 resolution = (lambda noise=noise: noise["rms"])
-            yield TensorRef(t.name, t.shape, t.dtype, loader, t.kind, resolution=resolution)
+            # tied in both (lm_head and wte in the model and in the base): one delta
+            tie = (t.storage_key, b.storage_key) if t.storage_key and b is not None and b.storage_key else None
+            yield TensorRef(t.name, t.shape, t.dtype, loader, t.kind, resolution=resolution, storage_key=tie)
         for name, b in self._base.items():
             if name not in seen:
                 yield TensorRef(b.name, b.shape, b.dtype, b.load if not _is_matrix(b) else skipped_loader(
