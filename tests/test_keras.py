@@ -1378,3 +1378,29 @@ def test_a_live_layer_that_cannot_list_its_variables_gets_a_row_and_the_others_g
     assert status["fc1"] == status["fc2"] == "ok"
     assert status["fragile"] == ("skipped: Fragile.save_own_variables failed, so its variables cannot be listed "
                                  "(RuntimeError: not serializable on this backend)")
+
+
+def test_broken_keras_archives_are_named_and_one_bad_layer_config_does_not_stop_the_run(keras, tmp_path):
+    """A .keras zip missing a member said 'neither .npz nor a PyTorch checkpoint'; one layer's malformed
+    config (a list) failed the whole archive, blamed on its weights file."""
+    L = keras.layers
+    inp = keras.Input((32,))
+    keras.Model(inp, L.Dense(64, name="fc")(L.Dense(48, name="fc0")(inp)), name="tiny").save(tmp_path / "t.keras")
+    with zipfile.ZipFile(tmp_path / "t.keras") as z:
+        members = {n: z.read(n) for n in z.namelist()}
+
+    def write(name, d):
+        with zipfile.ZipFile(tmp_path / name, "w") as z:
+            for k, v in d.items():
+                z.writestr(k, v)
+        return tmp_path / name
+
+    for missing, says in (("model.weights.h5", "a zip archive without model.weights.h5"),
+                          ("config.json", "a .keras archive without config.json")):
+        with pytest.raises(SourceError) as ei:
+            htsr.analyze(write(f"no_{missing}.keras", {k: v for k, v in members.items() if k != missing}))
+        _one_line_source_error(ei, says)
+    cfg = json.loads(members["config.json"])
+    cfg["config"]["layers"][1]["config"] = [1, 2]
+    r = htsr.analyze(write("bad.keras", {**members, "config.json": json.dumps(cfg).encode()}), min_evals=2)
+    assert [x.status for x in r.layers] == ["ok", "ok"]

@@ -206,13 +206,16 @@ def _open_path(path: Path) -> TensorSource:
 
         if is_torchscript_archive(names):  # torch.jit.save: read by htsr alone (torch.load refuses it weights-only)
             return TorchZipFile(path)
-        if "config.json" in names and ("model.weights.h5" in names or "model.weights.npz" in names):
+        torch_pickle = any(n.endswith("/data.pkl") and n.count("/") == 1 for n in names)  # torch.save's
+        keras_members = {"config.json", "model.weights.h5", "model.weights.npz", "metadata.json"} & set(names)
+        if ("config.json" in names and ("model.weights.h5" in names or "model.weights.npz" in names)
+                or keras_members and not torch_pickle):
             from .keras import (
-                KerasFile,  # a Keras 3 .keras archive (npz weights get a clear refusal), whatever assets it holds
+                KerasFile,  # a Keras 3 .keras archive (npz weights get a clear refusal, a missing member is named)
             )
 
             return KerasFile(path)
-        if any(n.endswith("/data.pkl") and n.count("/") == 1 for n in names):  # torch.save: <root>/data.pkl
+        if torch_pickle:  # torch.save: <root>/data.pkl
             from .torch import load_torch_file
 
             return load_torch_file(path)

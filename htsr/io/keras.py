@@ -139,6 +139,13 @@ _LORA_OF = {f: var for var, pair in _LORA_FACTORS.items() for f in pair}
 _WEIGHT_SUFFIX = re.compile(r":\d+$")
 
 
+def _layer_name(lc: dict) -> Any:
+    """A serialized layer's name (its config's, else its own), None if neither is there; a config that is
+    no mapping (a corrupt config.json) names nothing, and the layer is read without it."""
+    inner = lc.get("config")
+    return (inner.get("name") if isinstance(inner, dict) else None) or lc.get("name")
+
+
 def _quantization_mode(inner: dict) -> str | None:
     """The quantization mode a layer's config gives in its dtype policy ('int8', 'int4' for 'int4/128' …)."""
     policy = inner.get("dtype")
@@ -556,7 +563,7 @@ class _Walker:
         for key in [k for k in order if k in children] + [k for k in children if k not in by_entry]:
             lc = by_entry.get(key)
             if lc is not None:
-                name = (lc.get("config") or {}).get("name") or lc.get("name") or key
+                name = _layer_name(lc) or key
                 cls = _config_class(lc)
             else:
                 name, cls = key, _guess_class(key)
@@ -880,7 +887,7 @@ class KerasFile:
         out = {}
         for lc in layers if isinstance(layers, list) else []:
             if isinstance(lc, dict):
-                name = (lc.get("config") or {}).get("name") or lc.get("name")
+                name = _layer_name(lc)
                 if isinstance(name, str):
                     out[name] = lc
         return out
