@@ -1213,3 +1213,31 @@ def test_a_dynamic_quantized_lstms_packed_state_is_named_not_dropped():
     assert [x.name for x in r.layers] == ["fc"]
     (packed,) = [n for n in r.not_analysed if n.reason.startswith("torch.ao packed parameters")]
     assert packed.count == 2 and packed.examples == ("lstm._all_weight_values.0.param", "lstm._all_weight_values.1.param")
+
+
+def test_a_folder_of_one_weight_file_or_optimums_model_onnx_is_read(tmp_path):
+    """Optimum's ONNX export folder (model.onnx beside model_quantized.onnx), a folder of one .npz: read; two
+    files with no rule to choose: refused, naming them."""
+    W = np.random.default_rng(0).standard_normal((60, 50))
+    (tmp_path / "one").mkdir()
+    np.savez(tmp_path / "one" / "weights.npz", **{"fc.weight": W})
+    r = htsr.analyze(tmp_path / "one", min_evals=3)
+    assert [l.name for l in r.layers] == ["fc"] and r.source.endswith("weights.npz")
+    (tmp_path / "two").mkdir()
+    for name in ("a.npz", "b.npz"):
+        np.savez(tmp_path / "two" / name, **{"fc.weight": W})
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(tmp_path / "two")
+    _one_line_source_error(ei, "(it has a.npz, b.npz: give one)")
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "fc.weight"], ["y"], name="/fc/MatMul")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              initializer=[numpy_helper.from_array(W.T.astype(np.float32), "fc.weight")])
+    (tmp_path / "optimum").mkdir()
+    for name in ("model.onnx", "model_quantized.onnx"):
+        onnx.save_model(helper.make_model(graph), str(tmp_path / "optimum" / name))
+    r = htsr.analyze(tmp_path / "optimum", min_evals=3)
+    assert [l.name for l in r.layers] == ["fc"] and "not read: model_quantized.onnx" in r.source

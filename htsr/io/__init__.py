@@ -156,9 +156,16 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
         )
 
         return KerasFile(path), {_resolved(path / "model.weights.h5")}
+    # Optimum's ONNX export (model.onnx beside model_quantized.onnx …), or a folder of one weight file
+    candidates = sorted(f for f in path.iterdir() if f.suffix.lower() in _WEIGHT_SUFFIXES and _is_file(f)
+                        and not _TRAINING_FILE.match(f.name))
+    one = path / "model.onnx" if (path / "model.onnx").is_file() else candidates[0] if len(candidates) == 1 else None
+    if one is not None:
+        return _open_path(one), {_resolved(one)}
+    which = f" (it has {', '.join(f.name for f in candidates[:4])}: give one)" if candidates else ""
     raise SourceError(
-        f"{path}: folder has no *.safetensors, pytorch_model.bin (or its shard index), flax_model.msgpack or "
-        f"Keras model.weights.h5; supported: {SUPPORTED}")
+        f"{path}: folder has no *.safetensors, pytorch_model.bin (or its shard index), flax_model.msgpack, Keras "
+        f"model.weights.h5, model.onnx or single weight file{which}; supported: {SUPPORTED}")
 
 
 def _open_path(path: Path) -> TensorSource:
