@@ -1404,3 +1404,17 @@ def test_broken_keras_archives_are_named_and_one_bad_layer_config_does_not_stop_
     cfg["config"]["layers"][1]["config"] = [1, 2]
     r = htsr.analyze(write("bad.keras", {**members, "config.json": json.dumps(cfg).encode()}), min_evals=2)
     assert [x.status for x in r.layers] == ["ok", "ok"]
+
+
+def test_a_bfloat16_layer_in_a_keras3_legacy_h5_is_read(keras, tmp_path):
+    """Keras 3's legacy .h5 writer stores bfloat16 as an opaque 2-byte type ('void16'): the bytes are the
+    bfloat16 values (the layer was dropped as a 'void16 tensor')."""
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((30,))
+    model = keras.Model(inp, L.Dense(48, name="fc_f32")(L.Dense(64, dtype="bfloat16", name="fc_bf16")(inp)))
+    model.save(tmp_path / "m.h5")
+    model.save(tmp_path / "m.keras")
+    rows = lambda p: {r.name: (r.shape, r.lambda_max) for r in htsr.analyze(p, min_evals=10).layers}  # noqa: E731
+    assert rows(tmp_path / "m.h5") == rows(tmp_path / "m.keras")  # the same bfloat16 values
+    assert set(rows(tmp_path / "m.h5")) == {"fc_bf16", "fc_f32"}

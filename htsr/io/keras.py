@@ -679,9 +679,15 @@ class _H5Node:
 
 
 def _h5_dtype(ds: Any) -> str:
-    if _text(ds.attrs.get("dtype", "")) == "bfloat16":
+    if _is_bf16(ds):
         return "bfloat16"
     return ds.dtype.name
+
+
+def _is_bf16(ds: Any) -> bool:
+    """A bfloat16 dataset: Keras 3 marks it with a dtype attribute; its legacy .h5 writer stores the same
+    two bytes a value as an opaque 2-byte type ('void16', which Keras itself cannot read back)."""
+    return _text(ds.attrs.get("dtype", "")) == "bfloat16" or (ds.dtype.kind == "V" and ds.dtype.itemsize == 2)
 
 
 def _float_array(a: np.ndarray) -> np.ndarray:
@@ -1005,7 +1011,7 @@ class KerasFile:
                                       f"but stores {stored}: constant or unwritten data (read as the fill "
                                       "value), not loaded")
                 a = ds[()]
-                bf16 = _text(ds.attrs.get("dtype", "")) == "bfloat16"
+                bf16 = _is_bf16(ds)
         except SourceError:
             raise
         except Exception as ex:  # noqa: BLE001 - a corrupt chunk, a closed file…
