@@ -911,3 +911,22 @@ def test_a_fused_nodes_operator_name_is_no_module(tmp_path):
     nodes = [helper.make_node("Gemm", ["x", "onnx::MatMul_7"], ["y"], name="/enc/fc1/MatMul/MatMulAddFusion")]
     refs = _refs(_save(_model(nodes, {"onnx::MatMul_7": _f32(rng, 30, 20)}), tmp_path / "m.onnx"))
     assert list(refs) == ["enc.fc1.weight"]
+
+
+def test_two_if_branches_with_initializers_of_one_name_are_both_counted(tmp_path):
+    """If/Loop branches scope their own initializer names: two 'w' in two branches. One is read, the other is
+    listed (it was lost without a word: 1 tensor counted for 2)."""
+    rng = _rng(12)
+
+    def branch(name, W):
+        return helper.make_graph([helper.make_node("MatMul", ["x", "w"], [f"{name}_y"], name=f"/{name}/MatMul")], name,
+                                 [], [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, None)],
+                                 initializer=[numpy_helper.from_array(W, "w")])
+
+    node = helper.make_node("If", ["cond"], ["y"], name="/if/If", then_branch=branch("then", _f32(rng, 30, 20)),
+                            else_branch=branch("else", _f32(rng, 30, 20)))
+    model = _model([node], {}, inputs=("x", "cond"))
+    r = htsr.analyze(_save(model, tmp_path / "m.onnx"), min_evals=3)
+    assert len(r.layers) == 1 and r.num_tensors == 2
+    (listed,) = r.not_analysed  # the branch walked second, as '<name> (<branch>)'
+    assert listed.count == 1 and listed.examples[0] in ("w (then)", "w (else)")

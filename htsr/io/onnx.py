@@ -265,7 +265,11 @@ class OnnxFile:
 
         def walk(g) -> None:
             for t in g.initializer:
-                tensors.setdefault(t.name, t)
+                if t.name in tensors and tensors[t.name] is not t:  # If/Loop branches scope their own names
+                    self.not_weights.append((f"{t.name} ({g.name or 'a subgraph'})", "an initializer of a name "
+                                             "an earlier (sub)graph's has: only that one is read"))
+                    continue
+                tensors[t.name] = t
                 initializers.add(t.name)
             for n in g.node:
                 nodes.append(n)
