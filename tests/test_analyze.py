@@ -512,3 +512,11 @@ def test_a_conv_of_one_input_channel_is_described_not_fitted():
     assert row.status == ("not_fitted: each of the 256 kernel positions is a 258 x 1 matrix, whose one eigenvalue is "
                           "a squared norm: pooled, no spectrum")
     assert math.isnan(row.alpha) and math.isfinite(row.log_norm)
+
+
+def test_a_results_repr_is_one_line():
+    """repr(result) printed every row's ~90 columns (42 k characters for 20 layers)."""
+    W = np.random.default_rng(0).standard_normal((300, 200))
+    r = htsr.analyze({f"l{i}.weight": W for i in range(20)})
+    assert repr(r) == (f"<AnalysisResult <mapping>: 20 layers, 20 fitted, mean alpha {r.summary.means['alpha']:.3f}; "
+                       ".layers, .summary, .to_pandas()>")
