@@ -1139,6 +1139,7 @@ def test_int8_quantized_dense_and_embedding_are_dequantized_as_keras_computes(ke
     model = keras.Model(inp, out, name="q")
     model.quantize("int8")
     model.save(tmp_path / "q.keras")
+    model.save_weights(tmp_path / "q.weights.h5")  # no config, no mode: the layout decides
 
     def np_(v):
         return keras.ops.convert_to_numpy(v).astype(np.float32)
@@ -1146,8 +1147,9 @@ def test_int8_quantized_dense_and_embedding_are_dequantized_as_keras_computes(ke
     expected = {n: np_(model.get_layer(n)._kernel) / np_(model.get_layer(n).kernel_scale) for n in ("a", "b")}
     emb = model.get_layer("emb")
     expected["emb"] = np_(emb._embeddings) / np_(emb.embeddings_scale)[:, None]
-    for src in (model, tmp_path / "q.keras"):
-        rows = {r.name: r for r in htsr.analyze(src, precision="accurate", min_evals=10).layers}
+    for src in (model, tmp_path / "q.keras", tmp_path / "q.weights.h5"):
+        rows = {r.name.replace("embedding", "emb").replace("dense_1", "b").replace("dense", "a"): r
+                for r in htsr.analyze(src, precision="accurate", min_evals=10).layers}  # (.weights.h5: entry names)
         assert set(rows) == {"emb", "a", "b"} and all(r.status == "ok" for r in rows.values()), src
         assert rows["emb"].kind == "embedding" and rows["a"].kind == rows["b"].kind == "dense"
         for name, W in expected.items():

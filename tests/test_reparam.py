@@ -119,3 +119,18 @@ def test_parts_that_do_not_fit_are_left_as_they_are():
              "c.time_mix_g": rng.random((300, 200)), "c.time_mix_v": rng.random((300, 200))}
     names = sorted(r.name for r in htsr.analyze(state).layers)
     assert names == ["a.weight_v", "b.weight_mask", "b.weight_orig", "c.time_mix_g", "c.time_mix_v"]
+
+
+def test_untrained_square_spectral_norm_and_one_input_weight_norm():
+    """Spectral norm saved before any training step keeps random u and v: a square Linear's dim is 0
+    (torch's for every layer but ConvTranspose), not guessed from their alignment. Weight norm on a
+    one-input Linear has g and v of one shape ([N, 1]), and is still weight norm."""
+    torch.manual_seed(0)
+    for module in (U.spectral_norm(nn.Linear(300, 300)), U.weight_norm(nn.Linear(1, 400))):
+        module.eval()
+        with torch.no_grad():
+            module(torch.randn(2, module.in_features))
+        W = module.weight.detach().numpy().copy()
+        (row,) = [r for r in htsr.analyze(module.state_dict(), min_evals=2).layers if r.name == "weight"]
+        # float32 combinations in torch and numpy: 1e-5
+        assert row.lambda_max == pytest.approx(float(np.linalg.svd(W, compute_uv=False)[0] ** 2), rel=1e-5), module

@@ -129,7 +129,7 @@ def test_mp_fit_is_the_same_on_both_precision_paths_of_a_square_matrix():
 
 
 def test_mp_fit_ends_at_a_self_consistent_bulk_however_many_rounds_it_takes():
-    # Pareto mu = 1 entries: a heavy tail that the alternating refit peels 15-21 rounds deep at this size
+    # Pareto mu = 1 entries: a heavy tail that the alternating refit peels 14-30 rounds deep at this size
     n = 384
     for seed in range(3):
         ev = esd([S.pareto(n, n, seed, 1.0)], "accurate").evals

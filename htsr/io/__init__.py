@@ -63,9 +63,9 @@ def open_source(source: Any) -> TensorSource:
     from .torch import TorchModule, is_torch_object
 
     if is_torch_object(source) and hasattr(source, "named_modules"):
-        from .peft import PeftAdapter, is_live_lora
+        from .peft import PeftAdapter, is_live_peft
 
-        if is_live_lora(source):  # a live PeftModel with LoRA adapters (others are read as plain modules)
+        if is_live_peft(source):  # a live PeftModel: its LoRA adapter (other PEFT types are refused, by name)
             return PeftAdapter.from_model(source)
         return TorchModule(source)
     raise SourceError(f"cannot analyse an object of type {type(source).__name__}; supported: {SUPPORTED}")
@@ -214,9 +214,10 @@ def _open_path(path: Path) -> TensorSource:
         if is_torchscript_archive(names):  # torch.jit.save: read by htsr alone (torch.load refuses it weights-only)
             return TorchZipFile(path)
         torch_pickle = any(n.endswith("/data.pkl") and n.count("/") == 1 for n in names)  # torch.save's
-        keras_members = {"config.json", "model.weights.h5", "model.weights.npz", "metadata.json"} & set(names)
-        if ("config.json" in names and ("model.weights.h5" in names or "model.weights.npz" in names)
-                or keras_members and not torch_pickle):
+        # a Keras archive: its weights member, or (a broken one) the config.json and metadata.json it writes
+        keras_weights = "model.weights.h5" in names or "model.weights.npz" in names
+        if ("config.json" in names and keras_weights
+                or not torch_pickle and (keras_weights or {"config.json", "metadata.json"} <= set(names))):
             from .keras import (
                 KerasFile,  # a Keras 3 .keras archive (npz weights get a clear refusal, a missing member is named)
             )

@@ -147,8 +147,11 @@ def _layer_name(lc: dict) -> Any:
 
 
 def _quantization_mode(inner: dict) -> str | None:
-    """The quantization mode a layer's config gives in its dtype policy ('int8', 'int4' for 'int4/128' …)."""
+    """The quantization mode a layer's config gives in its dtype policy ('int8', 'int4' for 'int4/128' or
+    Keras 3.2-3.3's 'int4_from_float32' …), None when it gives none (no config: a bare .weights.h5)."""
     policy = inner.get("dtype")
+    if isinstance(policy, str):
+        return policy.split("_from_")[0] if "_from_" in policy else None
     cfg = policy.get("config") if isinstance(policy, dict) else None
     mode = cfg.get("mode") if isinstance(cfg, dict) else None
     return mode.split("/")[0] if isinstance(mode, str) else None
@@ -504,8 +507,9 @@ class _Walker:
         policy's mode): a Dense stores kernel (int8 [in, units]), bias if any, kernel_scale (float [units]); an
         Embedding embeddings (int8 [vocab, dim]) and embeddings_scale ([vocab]); the weights are the codes
         divided by their scale. One entry, True. (Keras 3.11-3.12 store int4 as packed int8 of the same
-        layout, half as many rows: only the mode tells them apart.)"""
-        if _quantization_mode(inner) != "int8":
+        layout, half as many rows: their configs say the mode, which tells them apart; without a config the
+        layout decides.)"""
+        if _quantization_mode(inner) not in ("int8", None):  # (no mode said: the layout rule below decides)
             return False
         last_key = str(len(variables) - 1)
         codes, last = variables.get("0"), variables.get(last_key)

@@ -76,15 +76,10 @@ def _active(model: Any) -> str:
     return active if isinstance(active, str) else active[0]
 
 
-def is_live_lora(obj: Any) -> bool:
-    """A live ``peft.PeftModel`` whose active adapter is a LoRA (IA3, prompt tuning … are plain modules)."""
-    if not (type(obj).__module__.startswith("peft.") and hasattr(obj, "get_base_model")):
-        return False
-    try:
-        peft_type = obj.peft_config[_active(obj)].peft_type
-    except (AttributeError, KeyError, IndexError, TypeError):
-        return False
-    return str(getattr(peft_type, "value", peft_type)).upper() == "LORA"
+def is_live_peft(obj: Any) -> bool:
+    """A live ``peft.PeftModel`` (read as its active adapter; only LoRA is, others are refused by name: read
+    as plain modules, their adapters' own parameters would be rows and the wrapped weights ``base_layer``)."""
+    return type(obj).__module__.startswith("peft.") and hasattr(obj, "get_base_model") and hasattr(obj, "peft_config")
 
 
 class PeftAdapter:

@@ -56,9 +56,11 @@ def _spectral_norm(orig: TensorRef, u: TensorRef, v: TensorRef, name: str) -> np
     w = np.asarray(orig.load())
     w = w.astype(np.result_type(w.dtype, np.float32), copy=False)
     uu, vv = np.asarray(u.load(), np.float64).reshape(-1), np.asarray(v.load(), np.float64).reshape(-1)
-    # dim 0 (torch's default), or dim 1 (its choice for ConvTranspose): the one u's length fits; if both do
-    # (as many input as output channels), the one whose W_mat·v points along u, as power iteration leaves it
-    mats = [np.moveaxis(w, d, 0).reshape(uu.size, -1).astype(np.float64) for d in range(min(2, w.ndim))
+    # dim 0 (torch's default), or dim 1 (its choice for ConvTranspose, whose weights have 3 to 5 axes): the one
+    # u's length fits; if both do (as many input as output channels), the one whose W_mat·v points along u, as
+    # power iteration leaves it
+    dims = range(1 if w.ndim == 2 else 2)
+    mats = [np.moveaxis(w, d, 0).reshape(uu.size, -1).astype(np.float64) for d in dims
             if w.shape[d] == uu.size]  # (_vectors_fit says one does)
 
     def alignment(mat: np.ndarray) -> float:
@@ -81,18 +83,22 @@ def _combined(name: str, like: TensorRef, load) -> TensorRef:
 
 
 def _norm_fits(g: TensorRef, v: TensorRef) -> bool:
-    """g broadcasts over v as weight norm's magnitude: a scalar, or v's shape with 1 on the normed dims (at
-    least one: a g of v's own shape is no norm's magnitude, e.g. RWKV's time_mix_g beside time_mix_v)."""
-    if math.prod(g.shape) >= math.prod(v.shape):
-        return False
+    """g broadcasts over v as weight norm's magnitude: a scalar, or v's shape with 1 on the normed dims."""
     return math.prod(g.shape) == 1 or (len(g.shape) == len(v.shape)
                                        and all(a in (1, b) for a, b in zip(g.shape, v.shape)))
 
 
+# the parameters torch's weight_norm is put on: weight, and an RNN's weight_ih_l0 … (RWKV's time_mix_g and
+# time_mix_v, of one shape, are two parameters, no norm's parts)
+_WEIGHT_PARAM = re.compile(r"(^|\.)weight(_[a-z]+(_l\d+)?(_reverse)?)?$")
+
+
 def _vectors_fit(orig: TensorRef, u: TensorRef, v: TensorRef) -> bool:
-    """u and v are spectral norm's power-iteration vectors of ``orig`` reshaped along dim 0 or 1."""
+    """u and v are spectral norm's power-iteration vectors of ``orig`` reshaped along dim 0 (or dim 1, a
+    ConvTranspose's, for 3 to 5 axes)."""
     nu, nv, n = math.prod(u.shape), math.prod(v.shape), math.prod(orig.shape)
-    return any(orig.shape[d] == nu and n == nu * nv for d in range(min(2, len(orig.shape))))
+    dims = range(1 if len(orig.shape) == 2 else min(2, len(orig.shape)))
+    return any(orig.shape[d] == nu and n == nu * nv for d in dims)
 
 
 def reparametrized_refs(by_name: Mapping[str, TensorRef]) -> tuple[dict[str, TensorRef], set[str]]:
@@ -128,7 +134,7 @@ def reparametrized_refs(by_name: Mapping[str, TensorRef]) -> tuple[dict[str, Ten
                         "it, which the checkpoint does not say): analyse the live module, which gives the weight"),
                         r.kind)
                     used.update((key, base.name))
-        elif key.endswith("_g"):  # torch.nn.utils.weight_norm
+        elif key.endswith("_g") and _WEIGHT_PARAM.search(key[:-2]):  # torch.nn.utils.weight_norm
             weight_norm(key[:-2], r, by_name.get(key[:-2] + "_v"))
         elif key.endswith("_orig"):
             stem = key[: -len("_orig")]

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingExtraError, SourceError
+from ..errors import LayerSkipped, MissingExtraError, SourceError
 from ..matrices import infer_kind, is_bias_or_buffer
 from .base import TensorRef, TensorSource, import_extra, one_line, skipped_loader
 from .numpy import flat_items
@@ -207,8 +207,7 @@ class TorchModule:
                         f"{type(mod).__name__}'s {pname} is not initialized: run one forward pass first"))
                     continue
                 matrix = p.ndim >= 2 and p.dtype.is_floating_point
-                load = (skipped_loader("on the meta device: no values; load the weights into the model first")
-                        if p.is_meta and matrix else (lambda p=p: _to_numpy(p)))
+                load = _meta_loader(matrix) if p.is_meta else (lambda p=p: _to_numpy(p))
                 yield TensorRef(prefix + pname, tuple(p.shape), _dtype_name(p), load,
                                 module_kind(cls, pname, prefix + pname, tuple(p.shape)) if matrix else None,
                                 storage_key=_storage_key(p))
@@ -218,6 +217,21 @@ class TorchModule:
 
     def __iter__(self) -> Iterator[TensorRef]:
         yield from self._refs
+
+
+_META = "on the meta device: no values; load the weights into the model first"
+
+
+def _meta_loader(matrix: bool) -> Callable[[], np.ndarray]:
+    """A meta tensor's loader: a matrix's row says why it has no values (skipped_loader); a 1-D tensor gets
+    no row, but a weight combined from it (weight norm's g) is skipped with the same reason."""
+    if matrix:
+        return skipped_loader(_META)
+
+    def load() -> np.ndarray:
+        raise LayerSkipped(_META)
+
+    return load
 
 
 def _parametrized(module: Any, pname: str):

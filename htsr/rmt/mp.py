@@ -152,8 +152,8 @@ def fit_mp(evals: np.ndarray, N: int, M: int, scale: float = 1.0, tw_margin: flo
     bulk = ev[lo:hi]
     ks = _bulk_ks(bulk / (N * unit), Q) if bulk.size else NAN
     threshold = unit * (mu + tw_margin * s)
-    # the spikes are what lies above the threshold (the bulk that set σ² keeps at least 2 eigenvalues, so
-    # on a tiny spectrum it may hold one above it)
+    # the spikes are what lies above the threshold (the bulk that set σ² keeps the lower half of the
+    # spectrum, so where that floor stopped the refit it may hold eigenvalues above it)
     return MPFit(
         sigma2=sigma2, lambda_minus=lam_minus, lambda_plus=lam_plus, threshold=threshold,
         num_spikes=int(ev.size - np.searchsorted(ev, threshold, side="right")), num_zero=num_zero,

@@ -1,6 +1,7 @@
 """Randomisation: the ESD of the element-shuffled matrix, correlation traps and where they live.
 
-Shuffling the entries of W (one seeded permutation per matrix) keeps the entry distribution and
+Shuffling the entries of W (one seeded permutation of all the layer's entries: a conv's kernel positions
+together, as the weight tensor) keeps the entry distribution and
 destroys every correlation, so the shuffled ESD should be a Marchenko–Pastur bulk: the law of i.i.d.
 entries of the matrix's own entry variance (nothing is fitted). Eigenvalues of the *shuffled* matrix above
 its MP edge plus the Tracy–Widom margin are **correlation traps**: structure that survives shuffling — a
@@ -79,26 +80,40 @@ def _top_triplets(S: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.nda
     return s[order], U[:, order], Vt[order]
 
 
+def _variance(x: np.ndarray, chunk: int = 1 << 20) -> float:
+    """The variance of ``x`` in float64, a chunk at a time (no float64 copy of a large layer)."""
+    n = x.size
+    mean = sum(float(np.sum(x[k:k + chunk], dtype=np.float64)) for k in range(0, n, chunk)) / n
+    return sum(float(np.sum(np.square(x[k:k + chunk].astype(np.float64) - mean))) for k in range(0, n, chunk)) / n
+
+
 def randomize(matrices: Sequence[np.ndarray], N: int, M: int, seed: int = 0, scale: float = 1.0,
               precision: str = "fast", refine_fraction: float = 0.01, tw_margin: float = 4.0) -> Randomized:
-    """Shuffle each matrix's entries (seeded), fit MP to the pooled shuffled ESD and locate its traps."""
+    """Shuffle the layer's entries (seeded, all its matrices together), compare the shuffled ESD with the MP
+    law of the entries' variance and locate its traps."""
     rng = np.random.default_rng(seed)
-    # shuffling the values in place is twice as fast as drawing a permutation and gathering through it
-    shuffled = [rng.permuted(np.asarray(W).reshape(-1)).reshape(W.shape) for W in matrices]
+    # one shuffle over all the layer's entries (a conv's kernel positions together, as the whole weight
+    # tensor), so that every shuffled entry is a draw from the same distribution; shuffling the values in
+    # place is twice as fast as drawing a permutation and gathering through it
+    flat = [np.asarray(W).reshape(-1) for W in matrices]
+    pooled = rng.permuted(flat[0] if len(flat) == 1 else np.concatenate(flat))
+    shuffled = [part.reshape(W.shape) for part, W in
+                zip(np.split(pooled, np.cumsum([f.size for f in flat])[:-1]), matrices)]
     spectrum = esd(shuffled, precision, refine_fraction, scale)
     # the shuffled entries are i.i.d. by construction: the baseline is the MP law of their own variance, not a
     # fit (a fit to a heavy-tailed entry distribution's spectrum, which is no MP bulk, put its edge anywhere)
-    variance = float(np.var(np.concatenate([np.asarray(W, np.float64).reshape(-1) for W in matrices])))
-    mp = fit_mp(spectrum.evals, N, M, scale, tw_margin, sigma2=variance)
+    mp = fit_mp(spectrum.evals, N, M, scale, tw_margin, sigma2=_variance(pooled))
     locations: list[tuple[float, int, int, int]] = []
     if mp.num_spikes:
         cut = np.sqrt(mp.threshold / scale)  # singular value of a trap
-        for m, (S, W) in enumerate(zip(shuffled, matrices)):
+        for S in shuffled:
             s, U, Vt = _top_triplets(S, min(mp.num_spikes, MAX_LOCATED, min(S.shape)))
             for j in np.flatnonzero(s > cut):
                 i, c = int(np.argmax(np.abs(U[:, j]))), int(np.argmax(np.abs(Vt[j])))  # argmax of |u_i·v_c|
-                # the weight is found back by its value (the first occurrence, if it is repeated)
-                r0, c0 = np.unravel_index(int(np.flatnonzero(np.asarray(W) == S[i, c])[0]), W.shape)
-                locations.append((float(s[j]), m, int(r0), int(c0)))
+                # the weight is found back by its value, in whichever matrix (kernel position) holds it (the
+                # first occurrence, if it is repeated)
+                m0, k = next((m, hits[0]) for m, f in enumerate(flat) if (hits := np.flatnonzero(f == S[i, c])).size)
+                r0, c0 = np.unravel_index(int(k), matrices[m0].shape)
+                locations.append((float(s[j]), m0, int(r0), int(c0)))
     locations.sort(key=lambda t: -t[0])
     return Randomized(spectrum, mp, tuple((m, r, c) for _, m, r, c in locations[:MAX_LOCATED]))
