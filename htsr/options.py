@@ -179,9 +179,10 @@ OPTION_SPECS: dict[str, OptionSpec] = {
         OptionSpec("phase_bleed_width", 0.25, "a number > 0 and <= 1e6", _float_range(0.0, 1e6, lo_open=True),
                    "phase: spikes all below (1 + this) x the MP edge are bleeding-out, else bulk+spikes"),
         OptionSpec("randomize", False, "True or False", _is_bool,
-                   "shuffle each matrix's entries (seeded) and compare: correlation traps (shuffled "
-                   "eigenvalues above the MP edge), where they live (row, column), Jensen-Shannon distance "
-                   "between the two ESDs; one more eigenvalue pass per layer"),
+                   "shuffle each layer's entries (seeded; a conv's kernel positions together) and compare: "
+                   "correlation traps (shuffled eigenvalues above the MP edge of the entries' own variance), "
+                   "where they live (row, column), Jensen-Shannon distance between the two ESDs; one more "
+                   "eigenvalue pass per layer"),
         OptionSpec("setol", True, "True or False", _is_bool,
                    "SETOL: the ERG (det X = 1) tail by a running log-sum, its edge, delta-lambda-min and "
                    "the layer-quality closed forms"),
