@@ -213,15 +213,15 @@ def _open_path(path: Path) -> TensorSource:
 
         if is_torchscript_archive(names):  # torch.jit.save: read by htsr alone (torch.load refuses it weights-only)
             return TorchZipFile(path)
-        torch_pickle = any(n.endswith("/data.pkl") and n.count("/") == 1 for n in names)  # torch.save's
-        # a Keras archive: its weights member, or (a broken one) the config.json and metadata.json it writes
-        keras_weights = "model.weights.h5" in names or "model.weights.npz" in names
-        if ("config.json" in names and keras_weights
-                or not torch_pickle and (keras_weights or {"config.json", "metadata.json"} <= set(names))):
-            from .keras import (
-                KerasFile,  # a Keras 3 .keras archive (npz weights get a clear refusal, a missing member is named)
-            )
+        from .keras import KerasFile, is_keras_archive
 
+        torch_pickle = any(n.endswith("/data.pkl") and n.count("/") == 1 for n in names)  # torch.save's
+        # a Keras archive (npz weights get a clear refusal), whatever assets it holds; or, not a torch.save
+        # archive, a broken one (its weights member alone, or the config.json and metadata.json Keras writes):
+        # its missing member is named
+        keras_weights = "model.weights.h5" in names or "model.weights.npz" in names
+        broken_keras = keras_weights or {"config.json", "metadata.json"} <= set(names)
+        if is_keras_archive(names) or (broken_keras and not torch_pickle):
             return KerasFile(path)
         if torch_pickle:  # torch.save: <root>/data.pkl
             from .torch import load_torch_file

@@ -71,11 +71,6 @@ def is_peft_folder(path: Path) -> bool:
     return (path / "adapter_config.json").is_file()
 
 
-def _active(model: Any) -> str:
-    active = model.active_adapter
-    return active if isinstance(active, str) else active[0]
-
-
 def is_live_peft(obj: Any) -> bool:
     """A live ``peft.PeftModel`` (read as its active adapter; only LoRA is, others are refused by name: read
     as plain modules, their adapters' own parameters would be rows and the wrapped weights ``base_layer``)."""
@@ -113,7 +108,7 @@ class PeftAdapter:
 
         from .torch import TorchStateDict
 
-        name = _active(model)
+        name = model.active_adapter if isinstance(model.active_adapter, str) else model.active_adapter[0]
         merged = [n for n, m in model.named_modules() if getattr(m, "merged_adapters", None)]
         if merged:  # its base_layer weights already hold W + ΔW
             raise SourceError(f"<{type(model).__name__}>: its adapters are merged into the weights ({merged[0]}, …): "

@@ -56,12 +56,10 @@ def _spectral_norm(orig: TensorRef, u: TensorRef, v: TensorRef, name: str) -> np
     w = np.asarray(orig.load())
     w = w.astype(np.result_type(w.dtype, np.float32), copy=False)
     uu, vv = np.asarray(u.load(), np.float64).reshape(-1), np.asarray(v.load(), np.float64).reshape(-1)
-    # dim 0 (torch's default), or dim 1 (its choice for ConvTranspose, whose weights have 3 to 5 axes): the one
-    # u's length fits; if both do (as many input as output channels), the one whose W_mat·v points along u, as
-    # power iteration leaves it
-    dims = range(1 if w.ndim == 2 else 2)
-    mats = [np.moveaxis(w, d, 0).reshape(uu.size, -1).astype(np.float64) for d in dims
-            if w.shape[d] == uu.size]  # (_vectors_fit says one does)
+    # the dim u's length fits (_dims_of); if both do (as many input as output channels), the one whose W_mat·v
+    # points along u, as power iteration leaves it
+    mats = [np.moveaxis(w, d, 0).reshape(uu.size, -1).astype(np.float64)
+            for d in _dims_of(w.shape, uu.size)]  # (_vectors_fit says there is one)
 
     def alignment(mat: np.ndarray) -> float:
         wv = mat @ vv
@@ -93,12 +91,16 @@ def _norm_fits(g: TensorRef, v: TensorRef) -> bool:
 _WEIGHT_PARAM = re.compile(r"(^|\.)weight(_[a-z]+(_l\d+)?(_reverse)?)?$")
 
 
+def _dims_of(shape: tuple[int, ...], nu: int) -> list[int]:
+    """The dims spectral norm may have normalised a weight of ``shape`` along with a u of ``nu`` values:
+    dim 0 (torch's default), or dim 1 (its choice for ConvTranspose, whose weights have 3 to 5 axes)."""
+    return [d for d in range(1 if len(shape) == 2 else min(2, len(shape))) if shape[d] == nu]
+
+
 def _vectors_fit(orig: TensorRef, u: TensorRef, v: TensorRef) -> bool:
-    """u and v are spectral norm's power-iteration vectors of ``orig`` reshaped along dim 0 (or dim 1, a
-    ConvTranspose's, for 3 to 5 axes)."""
-    nu, nv, n = math.prod(u.shape), math.prod(v.shape), math.prod(orig.shape)
-    dims = range(1 if len(orig.shape) == 2 else min(2, len(orig.shape)))
-    return any(orig.shape[d] == nu and n == nu * nv for d in dims)
+    """u and v are spectral norm's power-iteration vectors of ``orig`` reshaped along one of its dims."""
+    nu, nv = math.prod(u.shape), math.prod(v.shape)
+    return bool(_dims_of(tuple(orig.shape), nu)) and math.prod(orig.shape) == nu * nv
 
 
 def reparametrized_refs(by_name: Mapping[str, TensorRef]) -> tuple[dict[str, TensorRef], set[str]]:
