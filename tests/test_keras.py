@@ -1420,3 +1420,44 @@ def test_a_bfloat16_layer_in_a_keras3_legacy_h5_is_read(keras, tmp_path):
     rows = lambda p: {r.name: (r.shape, r.lambda_max) for r in htsr.analyze(p, min_evals=10).layers}  # noqa: E731
     assert rows(tmp_path / "m.h5") == rows(tmp_path / "m.keras")  # the same bfloat16 values
     assert set(rows(tmp_path / "m.h5")) == {"fc_bf16", "fc_f32"}
+
+
+@pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file")
+def test_a_model_has_the_same_rows_in_the_same_order_from_every_format_with_a_config(keras, tmp_path):
+    """A live model, its .keras and its legacy .h5 (model.save) name, order and orient its rows alike:
+    attention projections query, key, value, output (a Keras 3 file lists them alphabetically); a
+    Bidirectional's forward then backward layer, and a wrapper's inner layer under the attribute Keras 3
+    names it by (legacy .h5 names them forward_gru, backward_gru, dense). So rows from two formats pair up
+    by name in compare and --base."""
+    keras.utils.set_random_seed(0)
+    model = _wide_model(keras)
+    model.save(tmp_path / "wide.keras")
+    model.save(tmp_path / "wide.h5")
+    live = KerasModel(model)
+    names = [r.name for r in live]
+    assert names[names.index("mha.query"):names.index("mha.query") + 4] == [
+        "mha.query", "mha.key", "mha.value", "mha.attention_output"]
+    assert names.index("bi.forward_layer.kernel") < names.index("bi.backward_layer.kernel")
+    assert "td.layer" in names
+    for path in (tmp_path / "wide.keras", tmp_path / "wide.h5"):
+        saved = KerasFile(path)
+        assert [r.name for r in saved] == names, path.name
+        for a, b in zip(live, saved, strict=True):
+            assert (a.kind, a.shape) == (b.kind, b.shape), a.name
+            np.testing.assert_array_equal(a.load(), b.load(), err_msg=f"{path.name}: {a.name}")
+
+
+@pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file")
+def test_a_given_backward_layer_is_named_backward_layer_in_a_legacy_h5(keras, tmp_path):
+    """Bidirectional(backward_layer=LSTM(name='bw')): the legacy file names it 'bw', Keras 3 files and the
+    live model by its attribute: one name, backward_layer, from all of them."""
+    L = keras.layers
+    x = keras.Input((5, 6))
+    y = L.Bidirectional(L.LSTM(4, return_sequences=True),
+                        backward_layer=L.LSTM(4, return_sequences=True, go_backwards=True, name="bw"), name="bi")(x)
+    model = keras.Model(x, y)
+    model.save(tmp_path / "m.h5")
+    want = ["bi.forward_layer.kernel", "bi.forward_layer.recurrent_kernel",
+            "bi.backward_layer.kernel", "bi.backward_layer.recurrent_kernel"]
+    assert [r.name for r in KerasModel(model)] == want
+    assert [r.name for r in KerasFile(tmp_path / "m.h5")] == want

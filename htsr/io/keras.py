@@ -54,8 +54,12 @@ left out): ``dense_1``, ``encoder.layer_0.dense``; attention projections ``attn.
 ``attn.key``, ``attn.value``, ``attn.attention_output``; recurrent layers ``lstm.kernel`` and
 ``lstm.recurrent_kernel`` (a ``cell`` level is left out); other sub-objects by attribute name
 without a leading underscore (``bidirectional.forward_layer.kernel``). Without a config (a bare
-``.weights.h5``) the file's own ``dense_1``-style entry names are used. Legacy files are named from
-the layer and its weight's path (``mha/query/kernel:0`` in layer ``mha`` → ``mha.query``).
+``.weights.h5``) the file's own ``dense_1``-style entry names are used (and its layers come in the
+file's alphabetical order: the config holds their order). Legacy files are named from the layer and its
+weight's path (``mha/query/kernel:0`` in layer ``mha`` → ``mha.query``), a wrapper's inner layer by the
+attribute Keras 3 names it by (``forward_layer``, ``backward_layer``; TimeDistributed's ``layer``), so a
+model has the same rows, in the same order, live, as ``.keras`` and as legacy ``.h5``; a layer's
+sub-objects come in the order it uses them (query, key, value, attention_output; forward, backward).
 
 Bad input — a truncated or corrupt zip or HDF5 file, an archive without ``model.weights.h5``, an
 HDF5 file that is not a Keras file, a weight listed but missing — raises
@@ -133,6 +137,9 @@ _PROJECTIONS = {"query_dense": "query", "key_dense": "key", "value_dense": "valu
 _STATE = re.compile(r"_?(optimizer|metrics|compile_metrics|compile_loss|losses|loss_tracker|seed_generator(_\d+)?)",
                     re.IGNORECASE)
 _COUNTER = re.compile(r"_\d+$")
+# a layer's sub-objects in the order the layer uses them (a file and dir() list them alphabetically:
+# key, output, query, value; backward before forward); the rest after these, by name
+_CHILD_ORDER = {"query": 0, "key": 1, "value": 2, "attention_output": 3, "forward_layer": 0, "backward_layer": 1}
 # a LoRA-enabled layer's factors (Keras 3's enable_lora), by the variable they update
 _LORA_FACTORS = {"kernel": ("lora_kernel_a", "lora_kernel_b"), "embeddings": ("lora_embeddings_a", "lora_embeddings_b")}
 _LORA_OF = {f: var for var, pair in _LORA_FACTORS.items() for f in pair}
@@ -532,7 +539,11 @@ class _Walker:
                 inner = node.own_config()
         if not top:
             self._vars(node, inner, cls, parts, mha)
-        for key, child in sorted(node.children(), key=lambda kc: natural_key(kc[0])):
+        def order(kc: tuple[str, Any]) -> tuple:
+            attr = kc[0].lstrip("_")
+            return _CHILD_ORDER.get(_PROJECTIONS.get(attr, attr), len(_CHILD_ORDER)), natural_key(kc[0])
+
+        for key, child in sorted(node.children(), key=order):
             if key in ("layers", "_layer_checkpoint_dependencies"):
                 self._container(child, inner.get("layers"), parts)
                 continue
@@ -865,7 +876,6 @@ class KerasFile:
         self._walker.add(name, _Var(tuple(ds.shape), _h5_dtype(ds), ds.name, ds.name), plan, reason, lora, skip)
 
     # legacy Keras 2 ---------------------------------------------------------------------------------
-    # legacy Keras 2 ---------------------------------------------------------------------------------
 
     def _legacy_config(self, h5: Any) -> dict | None:
         raw = h5.attrs.get("model_config")
@@ -933,7 +943,28 @@ class KerasFile:
                     if sub is not None:
                         lc, cls = sub, sub.get("class_name")
                 pair = tuple(factors.get((tuple(scope), f)) for f in _LORA_FACTORS.get(var, ()))
-                self._legacy_weight(ds, layer, scope, var, lc, cls, pair if pair and all(pair) else None)
+                self._legacy_weight(ds, layer, self._as_attributes(top.get(layer), scope), var, lc, cls,
+                                    pair if pair and all(pair) else None)
+
+    @staticmethod
+    def _as_attributes(lc: dict | None, scope: list[str]) -> list[str]:
+        """A wrapper's inner layer under the attribute Keras 3 files and live models name it by (``layer``;
+        ``forward_layer``, ``backward_layer``) instead of its layer name (``dense``; ``forward_lstm``, a given
+        backward layer's own name), so that a layer's rows are named alike from every format."""
+        if not scope:
+            return scope
+        cls = lc.get("class_name") if isinstance(lc, dict) else None
+        inner = lc.get("config") if isinstance(lc, dict) else None
+        inner = inner if isinstance(inner, dict) else {}
+        if cls == "TimeDistributed":
+            return ["layer"] + scope[1:]
+        cells = any(c == "cell" or c.endswith("_cell") for c in scope[1:])
+        if cls == "Bidirectional" or (cls is None and cells and scope[0].startswith(("forward_", "backward_"))):
+            back = inner.get("backward_layer")
+            back_name = _layer_name(back) if isinstance(back, dict) else None
+            backward = scope[0] == back_name if back_name else scope[0].startswith("backward_")
+            return ["backward_layer" if backward else "forward_layer"] + scope[1:]
+        return scope
 
     def _legacy_weight(self, ds: Any, layer: str, scope: list[str], var: str, lc: dict | None,
                        cls: str | None, lora: tuple[Any, Any] | None = None) -> None:
