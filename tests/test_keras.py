@@ -1461,3 +1461,32 @@ def test_a_given_backward_layer_is_named_backward_layer_in_a_legacy_h5(keras, tm
             "bi.backward_layer.kernel", "bi.backward_layer.recurrent_kernel"]
     assert [r.name for r in KerasModel(model)] == want
     assert [r.name for r in KerasFile(tmp_path / "m.h5")] == want
+
+
+@pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file")
+def test_conv_lstm_kernels_are_two_convolutions_from_every_format(keras, tmp_path):
+    """ConvLSTM1D/2D: kernel [k…, c_in, 4·filters] and recurrent_kernel [k…, filters, 4·filters] are convs
+    [4·filters, c_in | filters, k…] (they were listed as '4-D variable of a custom layer'), live, from
+    .keras, legacy .h5 and a bare .weights.h5 (named there by the file's conv_lstm2d entry)."""
+    L = keras.layers
+    x = keras.Input((4, 10, 10, 3))
+    y = L.ConvLSTM2D(8, 3, name="cl2")(x)
+    z = L.ConvLSTM1D(5, 2, name="cl1")(keras.ops.reshape(y, (-1, 8, 8, 8)))
+    model = keras.Model(x, z)
+    model.save(tmp_path / "m.keras")
+    model.save(tmp_path / "m.h5")
+    model.save_weights(tmp_path / "m.weights.h5")
+    stored = {v.path: keras.ops.convert_to_numpy(v) for v in model.weights}
+    k2, r2 = stored["cl2/conv_lstm_cell/kernel"], stored["cl2/conv_lstm_cell/recurrent_kernel"]
+    k1 = stored["cl1/conv_lstm_cell/kernel"]
+    for src, prefix in ((KerasModel(model), ""), (KerasFile(tmp_path / "m.keras"), ""),
+                        (KerasFile(tmp_path / "m.h5"), ""), (KerasFile(tmp_path / "m.weights.h5"), "conv_lstm")):
+        rows = {r.name: r for r in src}
+        n2, n1 = ("conv_lstm2d", "conv_lstm1d") if prefix else ("cl2", "cl1")
+        assert (rows[f"{n2}.kernel"].kind, rows[f"{n2}.kernel"].shape) == ("conv2d", (32, 3, 3, 3))
+        assert (rows[f"{n2}.recurrent_kernel"].kind, rows[f"{n2}.recurrent_kernel"].shape) == ("conv2d", (32, 8, 3, 3))
+        assert (rows[f"{n1}.kernel"].kind, rows[f"{n1}.kernel"].shape) == ("conv1d", (20, 8, 2))
+        np.testing.assert_array_equal(rows[f"{n2}.kernel"].load(), np.transpose(k2, (3, 2, 0, 1)))
+        np.testing.assert_array_equal(rows[f"{n2}.recurrent_kernel"].load(), np.transpose(r2, (3, 2, 0, 1)))
+        np.testing.assert_array_equal(rows[f"{n1}.kernel"].load(), np.transpose(k1, (2, 1, 0)))
+        assert not src.skipped, src.skipped

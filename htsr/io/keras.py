@@ -38,6 +38,8 @@ DepthwiseConv1D/2D (depthwise_kernel)      ``[k…, c_in, mult]``            ``c
 SeparableConv1D/2D                         depthwise + pointwise kernels   two conv tensors, as above
 LSTM / GRU / SimpleRNN cell (kernel,       ``[in, k·h]``, ``[h, k·h]``     ``rnn`` ``[k·h, in]``, ``[k·h, h]``
 recurrent_kernel)
+ConvLSTM1D/2D/3D (kernel,                  ``[k…, c_in, 4·f]``,            ``conv1d`` … ``[4·f, c_in, k…]``,
+recurrent_kernel)                          ``[k…, f, 4·f]``                ``[4·f, f, k…]``
 =========================================  ==============================  =====================================
 
 (Conv*Transpose kernels are ``[k…, c_out, c_in]`` and become ``[c_in, c_out, k…]``, as PyTorch stores
@@ -122,6 +124,9 @@ _SEPARABLE = {"SeparableConv1D", "SeparableConv2D", "SeparableConvolution1D", "S
 _RNN_LAYERS = {"LSTM": "LSTMCell", "GRU": "GRUCell", "SimpleRNN": "SimpleRNNCell", "CuDNNLSTM": "LSTMCell",
                "CuDNNGRU": "GRUCell"}
 _CELLS = {"LSTMCell", "GRUCell", "SimpleRNNCell"}
+# convolutional LSTMs: kernel [k…, c_in, 4·filters] and recurrent_kernel [k…, filters, 4·filters], two convs
+_RNN_LAYERS.update({"ConvLSTM1D": "ConvLSTMCell", "ConvLSTM2D": "ConvLSTMCell", "ConvLSTM3D": "ConvLSTMCell"})
+_CONV_CELLS = {"ConvLSTMCell", "ConvLSTM1DCell", "ConvLSTM2DCell", "ConvLSTM3DCell"}
 _ATTENTION = {"MultiHeadAttention", "GroupedQueryAttention", "CachedMultiHeadAttention"}
 # layers whose variables scale or shift entries one by one (2-D when they act over two axes): no matrices
 _ELEMENTWISE = {"PReLU", "LayerNormalization", "BatchNormalization", "GroupNormalization", "RMSNormalization",
@@ -184,7 +189,7 @@ def to_snake_case(name: str) -> str:
 
 
 _KNOWN = (_MODELS | _DENSE | _EINSUM | _EMBEDDING | _CONV | _DEPTHWISE | _SEPARABLE | set(_RNN_LAYERS)
-          | _CELLS | _ATTENTION | _ELEMENTWISE | {"Bidirectional", "TimeDistributed", "RNN", "StackedRNNCells"})
+          | _CELLS | _CONV_CELLS | _ATTENTION | _ELEMENTWISE | {"Bidirectional", "TimeDistributed", "RNN", "StackedRNNCells"})
 _CLASS_OF_SNAKE = {to_snake_case(c): c for c in sorted(_KNOWN)}
 
 
@@ -640,6 +645,9 @@ class _Walker:
         elif cls in _CELLS:
             take(0, "kernel", lambda s: _transposed(s, "rnn"))
             take(1, "recurrent_kernel", lambda s: _transposed(s, "rnn"))
+        elif cls in _CONV_CELLS:
+            take(0, "kernel", _conv)
+            take(1, "recurrent_kernel", _conv)
         if cls in _KNOWN:
             for k, var in variables.items():  # biases (2-D for EinsumDense and GRU), quantization scales
                 if len(var.shape) >= 2:
@@ -978,10 +986,10 @@ class KerasFile:
         inner = (lc or {}).get("config", {}) if isinstance(lc, dict) else {}
         inner = inner if isinstance(inner, dict) else {}
         is_cell = bool(scope) and (scope[-1] == "cell" or scope[-1].endswith("_cell"))
+        # a ConvLSTM's kernels are convolutions (without a config: a cell's kernel of more than two axes)
+        conv_cell = cls in _CONV_CELLS or _RNN_LAYERS.get(cls) in _CONV_CELLS or (is_cell and len(shape) > 2)
         parts = [layer] + [c for c in scope if not (c == "cell" or c.endswith("_cell"))]
         base = ".".join(parts)
-        if len(shape) < 2:
-            return
         if lora is not None:  # W + (alpha / rank)·A·B, as Keras merges it (a Dense kernel, an Embedding table)
             A, B = lora
             rank, alpha = inner.get("lora_rank"), inner.get("lora_alpha")
@@ -995,7 +1003,9 @@ class KerasFile:
                     "a LoRA-enabled layer whose factors or lora_rank (model config) do not fit its kernel: "
                     "analyse the model saved as .keras, which stores the merged kernel"))
         elif var == "kernel":
-            if cls in _RNN_LAYERS or cls in _CELLS or is_cell:
+            if conv_cell:
+                self._add(f"{base}.kernel", ds, _conv(shape), f"{len(shape)}-D convolutional LSTM kernel")
+            elif cls in _RNN_LAYERS or cls in _CELLS or is_cell:
                 self._add(f"{base}.kernel", ds, _transposed(shape, "rnn"))
             elif cls in _EINSUM and "equation" in inner:
                 self._add(base, ds, _einsum(shape, inner["equation"]))
@@ -1013,7 +1023,8 @@ class KerasFile:
                           f"{len(shape)}-D kernel of a layer the file gives no class for (no model config: an "
                           "EinsumDense's axes are unknown); analyse the file model.save writes")
         elif var == "recurrent_kernel":
-            self._add(f"{base}.recurrent_kernel", ds, _transposed(shape, "rnn"))
+            self._add(f"{base}.recurrent_kernel", ds, _conv(shape) if conv_cell else _transposed(shape, "rnn"),
+                      f"{len(shape)}-D recurrent kernel")
         elif var == "embeddings":
             self._add(base, ds, _as_stored(shape, "embedding") if len(shape) == 2 else None)
         elif var == "reverse_embeddings":  # ReversibleEmbedding(tie_weights=False): the output projection
