@@ -930,3 +930,134 @@ def test_two_if_branches_with_initializers_of_one_name_are_both_counted(tmp_path
     assert len(r.layers) == 1 and r.num_tensors == 2
     (listed,) = r.not_analysed  # the branch walked second, as '<name> (<branch>)'
     assert listed.count == 1 and listed.examples[0] in ("w (then)", "w (else)")
+
+
+# ------------------------------------------------------------- onnxruntime's transformer optimizer ops
+
+
+@pytest.mark.network
+def test_a_model_saved_by_onnxruntimes_transformer_optimizer_keeps_every_layer(tmp_path):
+    """paraphrase-MiniLM-L3-v2 through onnxruntime.transformers.optimizer (what optimum's O2+ runs): q, k, v
+    fused into com.microsoft.Attention's [in, 3·hidden] weight, the embeddings into EmbedLayerNormalization.
+    Before, 9 of 21 matrices were 'used by no MatMul…'. Now the fused weight is one dense row whose
+    matrix is the unoptimized model's query, key and value rows stacked, and every other row equals the
+    unoptimized model's exactly (the same float32 values)."""
+    from conftest import fetch_model
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    path = fetch_model("paraphrase_minilm_onnx")
+    opt = optimize_model(str(path), model_type="bert", num_heads=12, hidden_size=384)
+    ops = {n.op_type for n in opt.model.graph.node}
+    assert {"Attention", "EmbedLayerNormalization"} <= ops
+    opt.save_model_to_file(str(tmp_path / "opt.onnx"))
+    plain, fused = _refs(path), _refs(tmp_path / "opt.onnx")
+    assert not OnnxFile(tmp_path / "opt.onnx").skipped
+    qkv = sorted(n for n in fused if n not in plain)
+    assert qkv == [f"Attention_{i}_qkv_weight" for i in range(3)]
+    for name, ref in fused.items():
+        if name in plain:
+            assert (ref.kind, ref.shape) == (plain[name].kind, plain[name].shape), name
+            np.testing.assert_array_equal(ref.load(), plain[name].load(), err_msg=name)
+    for i, name in enumerate(qkv):
+        lay = f"model.0.auto_model.encoder.layer.{i}.attention.self."
+        want = np.vstack([plain[f"{lay}{p}.weight"].load() for p in ("query", "key", "value")])
+        assert (fused[name].kind, fused[name].shape) == ("dense", (1152, 384))
+        np.testing.assert_array_equal(fused[name].load(), want, err_msg=name)
+    assert len(fused) == len(plain) - 6  # 9 q/k/v rows became 3
+
+
+def _ms_model(nodes, inits, inputs=("x",)):
+    model = _model(nodes, inits, inputs=inputs)
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return model
+
+
+def test_attention_and_embed_layer_normalization_weights_are_typed(tmp_path):
+    """Offline: Attention's [in, 3·hidden] weight → one dense [3·hidden, in] row; EmbedLayerNormalization's
+    word / position / segment tables → embeddings; QAttention's int8 weight → (q − zero_point)·scale."""
+    rng = _rng(12)
+    ms = "com.microsoft"
+    word, pos, seg = _f32(rng, 100, 32), _f32(rng, 64, 32), _f32(rng, 2, 32)
+    qkv = _f32(rng, 32, 96)
+    q8 = rng.integers(-128, 128, size=(32, 96)).astype(np.int8)
+    nodes = [helper.make_node("EmbedLayerNormalization", ["ids", "segs", "word", "pos", "seg", "g", "b"],
+                              ["e", "mask"], name="EmbedLayerNormalization_0", domain=ms),
+             helper.make_node("Attention", ["e", "Attention_0_qkv_weight", "qkv_b"], ["a"], name="Attention_0",
+                              domain=ms, num_heads=4),
+             helper.make_node("QAttention", ["a", "Attention_1_qkv_weight_quantized", "qkv_b", "xs", "ws",
+                                             "", "xz", "wz"], ["y"], name="QAttention_1", domain=ms, num_heads=4)]
+    inits = {"word": word, "pos": pos, "seg": seg, "g": np.ones(32, np.float32), "b": np.zeros(32, np.float32),
+             "Attention_0_qkv_weight": qkv, "qkv_b": np.zeros(96, np.float32),
+             "Attention_1_qkv_weight_quantized": q8, "xs": np.float32(0.1), "ws": np.float32(0.02),
+             "xz": np.uint8(0), "wz": np.int8(3)}
+    refs = _refs(_save(_ms_model(nodes, inits, inputs=("ids", "segs")), tmp_path / "m.onnx"))
+    assert {n: (r.kind, r.shape, r.dtype) for n, r in refs.items()} == {
+        "word": ("embedding", (100, 32), "float32"), "pos": ("embedding", (64, 32), "float32"),
+        "seg": ("embedding", (2, 32), "float32"), "Attention_0_qkv_weight": ("dense", (96, 32), "float32"),
+        "Attention_1_qkv_weight": ("dense", (96, 32), "float32")}
+    np.testing.assert_array_equal(refs["word"].load(), word)
+    np.testing.assert_array_equal(refs["Attention_0_qkv_weight"].load(), qkv.T)
+    np.testing.assert_array_equal(refs["Attention_1_qkv_weight"].load(), ((q8.astype(np.float32) - 3) * 0.02).T)
+
+
+def _nbits_pack(codes: np.ndarray, bits: int) -> np.ndarray:
+    """[rows, n] codes < 2^bits → [rows, n·bits/8] bytes, low bits first (MatMulNBits's packing)."""
+    per = 8 // bits
+    c = codes.astype(np.uint8).reshape(codes.shape[0], -1, per)
+    return np.bitwise_or.reduce([c[..., j] << (bits * j) for j in range(per)], axis=0).astype(np.uint8)
+
+
+@pytest.mark.parametrize("bits,zero", [(4, "none"), (4, "packed"), (4, "float"), (8, "packed"), (2, "packed")])
+def test_matmulnbits_weights_equal_onnxruntimes_own_dequantization(tmp_path, bits, zero):
+    """onnxruntime's int4 LLM format (com.microsoft.MatMulNBits: B uint8 [N, blocks, block·bits/8], per-block
+    scales and zero points, K not a multiple of the block). The reference is onnxruntime itself: with
+    A = I_K the model outputs I·Bᵀ… i.e. the float B [K, N] it computes with; htsr's row is its [N, K]
+    (it was a skipped row: 'read by com.microsoft.MatMulNBits, an operator whose quantization htsr does
+    not know'). Tolerance 1e-6 relative: the same float32 products, summed with zeros by onnxruntime."""
+    ort = pytest.importorskip("onnxruntime")
+    rng = _rng(13)
+    K, N, block = 200, 48, 32  # 7 blocks, the last one padded
+    blocks = -(-K // block)
+    codes = rng.integers(0, 1 << bits, size=(N, blocks * block))
+    codes[:, K:] = 0
+    B = _nbits_pack(codes, bits).reshape(N, blocks, block * bits // 8)
+    scales = rng.uniform(0.01, 0.1, size=N * blocks).astype(np.float32)
+    inits = {"onnx::MatMul_17_Q4": B, "scales": scales}  # onnxruntime's quantizer's names
+    ins = ["A", "onnx::MatMul_17_Q4", "scales"]
+    if zero == "packed":
+        zp_codes = rng.integers(0, 1 << bits, size=(N, blocks))
+        pad = -(-blocks * bits // 8) * (8 // bits) - blocks
+        inits["zp"] = _nbits_pack(np.pad(zp_codes, ((0, 0), (0, pad))), bits).reshape(-1)
+        ins.append("zp")
+    elif zero == "float":
+        inits["zp"] = rng.uniform(0, (1 << bits) - 1, size=N * blocks).astype(np.float32)
+        ins.append("zp")
+    node = helper.make_node("MatMulNBits", ins, ["y"], name="/model/layers.0/mlp/up_proj/MatMul_Q4",
+                            domain="com.microsoft", K=K, N=N, bits=bits, block_size=block)
+    model = _ms_model([node], inits, inputs=("A",))
+    model.graph.input[0].type.tensor_type.shape.dim.add().dim_value = K
+    model.graph.input[0].type.tensor_type.shape.dim.add().dim_value = K
+    path = _save(model, tmp_path / "nbits.onnx")
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # an onnxruntime without this bit width
+        pytest.skip(f"onnxruntime {ort.__version__} cannot run MatMulNBits bits={bits}: {str(e)[:80]}")
+    (want,) = sess.run(None, {"A": np.eye(K, dtype=np.float32)})  # [K, N]
+    (ref,) = OnnxFile(path)
+    assert (ref.name, ref.kind, ref.shape, ref.dtype) == ("model.layers.0.mlp.up_proj.weight", "dense", (N, K), "float32")
+    np.testing.assert_allclose(ref.load(), want.T, rtol=1e-6, atol=1e-7)
+
+
+def test_matmulnbits_with_a_layout_htsr_does_not_read_gets_a_skipped_row(tmp_path):
+    ms = "com.microsoft"
+    B = np.zeros((8, 2, 16), np.uint8)
+    node = helper.make_node("MatMulNBits", ["x", "fc.weight_Q4G32", "s", "", "g"], ["y"], name="/fc/MatMulNBits",
+                            domain=ms, K=64, N=8, bits=4, block_size=32)
+    inits = {"fc.weight_Q4G32": B, "s": np.ones(16, np.float32), "g": np.zeros((64, 1), np.int32)}
+    (row,) = htsr.analyze(_save(_ms_model([node], inits), tmp_path / "g.onnx")).layers
+    assert row.name == "fc"  # (onnxruntime-genai's name for fc.weight quantized to 4 bits in groups of 32)
+    assert row.status == "skipped: MatMulNBits with g_idx (act-order groups); analyse the float model"
+    node = helper.make_node("MatMulNBits", ["x", "B", "s"], ["y"], name="/fc/MatMulNBits", domain=ms,
+                            K=64, N=8, bits=3, block_size=32)
+    (row,) = htsr.analyze(_save(_ms_model([node], {"B": B, "s": np.ones(16, np.float32)}), tmp_path / "b.onnx")).layers
+    assert row.status.startswith("skipped: MatMulNBits with bits=3, block_size=32")

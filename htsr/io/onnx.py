@@ -16,7 +16,15 @@ Conv (W)               ``[c_out, c_in/g, k…]``         ``conv1d`` / ``conv2d``
 ConvTranspose (W)      ``[c_in, c_out/g, k…]``         the same, as PyTorch's ConvTranspose weight
 Gather (data)          ``[vocab, dim]``                ``embedding``
 LSTM / GRU / RNN (W,R) ``[dirs, k·hidden, in]``        ``rnn``: one ``[k·hidden, in]`` tensor per direction
+Attention (weight)     ``[in, 3·hidden]``              ``dense`` ``[3·hidden, in]``: q, k, v stacked, one row
+EmbedLayerNorm. (2-4)  ``[vocab, dim]``                ``embedding`` (word, position, segment tables)
+MatMulNBits (B)        uint8 ``[N, blocks, bytes]``    ``dense`` ``[N, K]``, dequantized (see below)
 =====================  ==============================  ==================================================
+
+(Attention, EmbedLayerNormalization — and PackedAttention, QAttention, DecoderAttention — are onnxruntime's
+``com.microsoft`` operators that its transformer optimizer fuses a BERT or GPT-2 into, e.g. optimum's O2+
+exports; the fused Attention weight is one row, as a fused qkv weight is from other formats, named as the
+optimizer names it: ``Attention_0_qkv_weight``.)
 
 **Quantized weights.** An integer initializer is dequantized when loaded, W = (q − zero_point)·scale with
 the scale per tensor, per axis or per block (opset 21), in each of onnxruntime's formats: read by
@@ -24,8 +32,11 @@ the scale per tensor, per axis or per block (opset 21), in each of onnxruntime's
 after it; read by ``QLinearMatMul`` / ``QLinearConv`` (QOperator: the scale and zero point are the
 operator's inputs, per output channel); read by ``MatMulInteger`` / ``ConvInteger`` (dynamic
 quantization, e.g. ``model_quantized.onnx`` files: the zero point is an input, the scale the
-``<name>_scale`` initializer); read by onnxruntime's ``com.microsoft.QGemm`` (a static model's Gemm); an int8 embedding table read by ``Gather`` (scale from the
-``DequantizeLinear`` after it, or ``<name>_scale``). The integer operators type a weight as the float
+``<name>_scale`` initializer); read by onnxruntime's ``com.microsoft.QGemm`` (a static model's Gemm) or ``QAttention``; an int8 embedding table read by ``Gather`` (scale from the
+``DequantizeLinear`` after it, or ``<name>_scale``); read by ``com.microsoft.MatMulNBits``, the block-quantized
+2-, 4- or 8-bit format of onnxruntime's LLM exports (``B`` uint8 ``[N, blocks, block·bits/8]``, codes packed
+low bits first, per-block scales and zero points — packed, float, or the default 2^(bits−1); g_idx is
+not read: a skipped row), whose ``<name>_Q4`` / ``_Q4G128`` suffix is dropped. The integer operators type a weight as the float
 ones do (MatMul, Conv), and so do the fused operators of a model saved by onnxruntime's graph optimizer
 (``com.microsoft.FusedGemm``, ``FusedConv``, ``FusedMatMul`` with its ``transA``/``transB``). Its rows say float32, and onnxruntime's ``<name>_quantized`` is named ``<name>``,
 as in the float model. A float weight passed through ``QuantizeLinear`` →
@@ -115,7 +126,14 @@ _STAND_INS = {"QLinearMatMul": ("MatMul", {0: 0, 3: 1}), "MatMulInteger": ("MatM
               "QLinearConv": ("Conv", {3: 1}), "ConvInteger": ("Conv", {1: 1}),
               # onnxruntime's com.microsoft domain
               "QGemm": ("Gemm", {0: 0, 3: 1}), "FusedGemm": ("Gemm", {0: 0, 1: 1, 2: 2}),
-              "FusedConv": ("Conv", {1: 1}), "FusedMatMul": ("MatMul", {0: 0, 1: 1})}
+              "FusedConv": ("Conv", {1: 1}), "FusedMatMul": ("MatMul", {0: 0, 1: 1}),
+              # its transformer optimizer's fused operators (optimum's O2+, onnxruntime.transformers):
+              # Attention's weight is the q, k, v projections side by side, [in, 3·hidden] (one row, as a
+              # fused qkv weight is from other formats), EmbedLayerNormalization's inputs 2-4 the word,
+              # position and segment embeddings; MatMulNBits is a MatMul of a block-quantized B (see _nbits)
+              "Attention": ("MatMul", {1: 1}), "PackedAttention": ("MatMul", {1: 1}),
+              "QAttention": ("MatMul", {1: 1}), "DecoderAttention": ("MatMul", {2: 1, 3: 1}),
+              "EmbedLayerNormalization": ("Gather", {2: 0, 3: 0, 4: 0}), "MatMulNBits": ("MatMul", {1: 1})}
 
 
 def _known(node: Any) -> bool:
@@ -127,6 +145,7 @@ _MAX_HOPS = 6
 _OPAQUE = re.compile(r"^(onnx::.*|[\W\d_]*|_?(val|const|constant|initializer)_?\d+|.*_output_\d+)$",
                      re.IGNORECASE)
 _INSTANCE = re.compile(r"_(\d+)$")
+_NBITS_SUFFIX = re.compile(r"_Q\d(G\d+)?$")
 # an operator instance in a node's path ('MatMul', 'Gemm_3'): no module of the model
 _OP_INSTANCE = re.compile(r"(MatMul|Gemm|Conv|ConvTranspose|Gather|LSTM|GRU|RNN|Add|Transpose)(_\d+)?")
 
@@ -319,7 +338,8 @@ class OnnxFile:
                     break
             return None
 
-        pending: list[tuple[int, str, Any, _Use, Callable[[], np.ndarray] | None]] = []
+        # (node order, name, tensor, use, loader of an integer weight's floats, their shape if not the tensor's)
+        pending: list[tuple[int, str, Any, _Use, Callable[[], np.ndarray] | None, tuple[int, ...] | None]] = []
         for name, t in tensors.items():
             if any(d < 0 for d in t.dims):  # (-2, -2) has a positive product: the size checks would pass it
                 raise self._fail(f"tensor {name!r}: negative dimension in {list(t.dims)}; the file is corrupt")
@@ -329,10 +349,18 @@ class OnnxFile:
                                              else classify(name, tuple(t.dims))[1]))
                 continue
             dtype = _dtype_name(onnx, t.data_type)
-            loader, unreadable = None, ""
+            loader, unreadable, shape = None, "", None
+            nbits = next((n for n, i in consumers.get(name, ()) if i == 1 and n.op_type == "MatMulNBits"
+                          and n.domain == "com.microsoft"), None)
             if dtype is None:  # a weight's row (or its listing) says so; the other layers are read
                 unreadable = f"data_type {t.data_type}: not a tensor type onnx {onnx.__version__} can read"
                 loader = skipped_loader(f"{unreadable}; re-export the model")
+            elif nbits is not None and dtype == "uint8":
+                got, shape = self._nbits(name, t, nbits, tensors)
+                if isinstance(got, str):
+                    unreadable, loader = got, skipped_loader(f"{got}; analyse the float model")
+                else:
+                    loader = got
             elif dtype not in FLOAT_DTYPES:
                 quant = self._quantization(name, consumers, tensors) if dtype in _QUANT_DTYPES else None
                 if quant is None:
@@ -346,19 +374,20 @@ class OnnxFile:
             if use is None:  # listed here (a weight that gets a row is not listed as well)
                 self.skipped.append((name, unreadable or "used by no MatMul/Gemm/Conv/ConvTranspose/Gather/LSTM/GRU/RNN"))
                 continue
-            pending.append((node_order[id(use.node)], name, t, use, loader))
+            pending.append((node_order[id(use.node)], name, t, use, loader, shape))
         pending.sort(key=lambda p: p[0])  # model order: the order of the consuming nodes
         # the first two dotted components of the readable names, to align node scopes with them
-        self._prefixes = {".".join(n.split(".")[:2]) for _, n, _, _, _ in pending
+        self._prefixes = {".".join(n.split(".")[:2]) for _, n, _, _, _, _ in pending
                           if not _OPAQUE.match(n) and "." in n}
 
         taken: set[str] = set()
         refs: list[TensorRef] = []
-        for _, name, t, use, loader in pending:
+        for _, name, t, use, loader, shape in pending:
             # onnxruntime's quantizer names a weight <name>_quantized (<name>_Transposed_quantized when it
             # turned a Gemm's [out, in] B into MatMulInteger's [in, out]): the float model's name again
-            shown = name.removesuffix("_quantized").removesuffix("_Transposed") if loader else name
-            for ref in self._typed_refs(shown, t, use, loader):
+            # (and its MatMulNBits quantizer <name>_Q4, onnxruntime-genai's <name>_Q4G128)
+            shown = _NBITS_SUFFIX.sub("", name).removesuffix("_quantized").removesuffix("_Transposed") if loader else name
+            for ref in self._typed_refs(shown, t, use, loader, shape):
                 if ref is None:
                     continue
                 unique = self._unique(ref.name, taken)
@@ -401,6 +430,8 @@ class OnnxFile:
                 trans_b = any(a.name == "transB" and a.i for a in n.attribute)
                 axis = 1 if i == 3 and op != "QLinearConv" and not (op == "QGemm" and trans_b) else 0
                 return op, ins[i + 1], ins[i + 2], axis, 0
+            if op == "QAttention" and i == 1:  # weight_scale (input 4) and weight_zero_point (7): per tensor
+                return op, ins[4], ins[7], 1, 0  # or per column of [in, 3·hidden]
             if op in ("MatMulInteger", "ConvInteger") and _STAND_INS[op][1].get(i) is not None:
                 scale = name.removesuffix("_quantized") + "_scale"
                 if scale not in tensors:
@@ -460,13 +491,68 @@ class OnnxFile:
 
         return load
 
-    def _typed_refs(self, name: str, t: Any, use: _Use,
-                    dequantized: Callable[[], np.ndarray] | None = None) -> Iterator[TensorRef | None]:
+    def _nbits(self, name: str, t: Any, node: Any,
+               tensors: dict[str, Any]) -> tuple[Callable[[], np.ndarray] | str, tuple[int, int]]:
+        """The loader (or why there is none) and [K, N] shape of MatMulNBits's B (onnxruntime's block quantization, the int4 format
+        of its LLM exports): B is uint8 ``[N, blocks, block_size·bits/8]``, ``bits``-bit codes packed low bits
+        first, each row of K codes in blocks of ``block_size`` along K; W[n, k] = (q − zero_point)·scale of
+        block k // block_size; scales ``[N·blocks]``; zero points absent (2^(bits−1)), uint8 packed per row
+        like B, or floats ``[N·blocks]``. The float B is ``[K, N]`` as MatMul's (Y = A·B): its row is
+        ``[N, K]``. (Where K or N is not positive, the shape is the stored one's as a matrix.)"""
+        attrs = {a.name: self._onnx.helper.get_attribute_value(a) for a in node.attribute}
+        ins = list(node.input) + [""] * 6
+        K, N, bits, block = (int(attrs.get(k, d)) for k, d in (("K", 0), ("N", 0), ("bits", 4), ("block_size", 0)))
+        shape = tuple(int(d) for d in t.dims)
+        float_shape = (K, N) if K > 0 and N > 0 else (shape[0], math.prod(shape[1:]))
+        if bits not in (2, 4, 8) or block <= 0 or K <= 0 or N <= 0:
+            return f"MatMulNBits with bits={bits}, block_size={block}, K={K}, N={N} (htsr reads 2, 4 and 8 bits)", float_shape
+        if ins[4]:
+            return "MatMulNBits with g_idx (act-order groups)", float_shape
+        blocks, per_byte = -(-K // block), 8 // bits
+        if math.prod(shape) != N * blocks * (block // per_byte) or shape[0] != N:
+            return (f"MatMulNBits B of shape {list(shape)} is not [N={N}, {blocks} blocks, {block // per_byte} bytes]",
+                    float_shape)
+        scale_t, zp_t = tensors.get(ins[2]), tensors.get(ins[3]) if ins[3] else None
+        if scale_t is None or (ins[3] and zp_t is None):
+            return "MatMulNBits with a scale or zero point that is not a constant", float_shape
+        if math.prod(scale_t.dims) != N * blocks:
+            return f"MatMulNBits scales of shape {list(scale_t.dims)}, not N·blocks = {N * blocks}", float_shape
+        zp_float = zp_t is not None and _dtype_name(self._onnx, zp_t.data_type) in FLOAT_DTYPES
+        zp_bytes = -(-blocks * bits // 8)
+        if zp_t is not None and math.prod(zp_t.dims) != (N * blocks if zp_float else N * zp_bytes):
+            return (f"MatMulNBits zero points of shape {list(zp_t.dims)} fit no layout of {N} rows of {blocks} blocks",
+                    float_shape)
+        q_raw, s_raw = self._raw_loader(name, t), self._raw_loader(ins[2], scale_t)
+        z_raw = self._raw_loader(ins[3], zp_t) if zp_t is not None else None
+        mask = (1 << bits) - 1
+
+        def unpack(a: np.ndarray, rows: int, count: int) -> np.ndarray:  # codes, low bits first, per row
+            a = np.asarray(a, dtype=np.uint8).reshape(rows, -1)
+            codes = np.stack([(a >> (bits * j)) & mask for j in range(per_byte)], axis=-1)
+            return codes.reshape(rows, -1)[:, :count]
+
+        def load() -> np.ndarray:
+            q = unpack(q_raw(), N, blocks * block).astype(np.float32).reshape(N, blocks, block)
+            scale = np.asarray(s_raw(), dtype=np.float32).reshape(N, blocks, 1)
+            if z_raw is None:
+                zero = np.float32(1 << (bits - 1))
+            elif zp_float:
+                zero = np.asarray(z_raw(), dtype=np.float32).reshape(N, blocks, 1)
+            else:
+                zero = unpack(z_raw(), N, blocks).astype(np.float32).reshape(N, blocks, 1)
+            w = ((q - zero) * scale).reshape(N, blocks * block)[:, :K]
+            return np.ascontiguousarray(w.T)  # MatMul's B, [K, N]
+
+        return load, float_shape
+
+    def _typed_refs(self, name: str, t: Any, use: _Use, dequantized: Callable[[], np.ndarray] | None = None,
+                    float_shape: tuple[int, ...] | None = None) -> Iterator[TensorRef | None]:
         """The rows of tensor ``name`` typed by ``use``; ``dequantized``: the loader of an integer weight's
-        float values (its rows then say float32)."""
+        float values (its rows then say float32), ``float_shape`` their shape where it is not the stored
+        tensor's (MatMulNBits)."""
         onnx = self._onnx
         op, idx, node = use.op, use.index, use.node
-        shape = tuple(int(d) for d in t.dims)
+        shape = float_shape or tuple(int(d) for d in t.dims)
         dtype = "float32" if dequantized else _dtype_name(onnx, t.data_type)
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         raw = dequantized or self._raw_loader(name, t)
