@@ -1061,3 +1061,30 @@ def test_matmulnbits_with_a_layout_htsr_does_not_read_gets_a_skipped_row(tmp_pat
                             K=64, N=8, bits=3, block_size=32)
     (row,) = htsr.analyze(_save(_ms_model([node], {"B": B, "s": np.ones(16, np.float32)}), tmp_path / "b.onnx")).layers
     assert row.status.startswith("skipped: MatMulNBits with bits=3, block_size=32")
+
+
+def test_dynamically_quantized_lstm_reads_like_the_float_lstm(tmp_path):
+    """onnxruntime's quantize_dynamic turns an LSTM into com.microsoft.DynamicQuantizeLSTM with int8 W, R
+    stored [dirs, in, 4·hidden] (the float LSTM's transposed) and a scale and zero point per direction.
+    Each direction's row equals (q − zero_point)·scale turned back to [4·hidden, in], and is within half a
+    quantization step of the float weight (the error round-to-nearest allows); before, 'no analysable layer'."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    rng = _rng(14)
+    W, R = _f32(rng, 2, 4 * 32, 16), _f32(rng, 2, 4 * 32, 32)
+    node = helper.make_node("LSTM", ["x", "W", "R"], ["y"], name="/rnn/LSTM", hidden_size=32, direction="bidirectional")
+    _save(_model([node], {"W": W, "R": R}), tmp_path / "f.onnx")
+    quantize_dynamic(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["LSTM"])
+    q = onnx.load(str(tmp_path / "q.onnx"))
+    assert [n.op_type for n in q.graph.node] == ["DynamicQuantizeLSTM"]
+    init = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
+    float_rows, rows = _refs(tmp_path / "f.onnx"), _refs(tmp_path / "q.onnx")
+    assert {n: r.shape for n, r in rows.items()} == {n: r.shape for n, r in float_rows.items()} == {
+        "W": (128, 16), "W_reverse": (128, 16), "R": (128, 32), "R_reverse": (128, 32)}
+    for name, d in (("W", 0), ("W_reverse", 1), ("R", 0), ("R_reverse", 1)):
+        stem = name[0]
+        qd, scale, zp = init[f"{stem}_quantized"][d], init[f"{stem}_scale"][d], init[f"{stem}_zero_point"][d]
+        np.testing.assert_array_equal(rows[name].load(), ((qd.astype(np.float32) - zp) * scale).T)
+        assert np.abs(rows[name].load() - float_rows[name].load()).max() <= scale / 2 * (1 + 1e-5), name
+        assert rows[name].kind == "rnn"

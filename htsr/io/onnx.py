@@ -32,7 +32,8 @@ the scale per tensor, per axis or per block (opset 21), in each of onnxruntime's
 after it; read by ``QLinearMatMul`` / ``QLinearConv`` (QOperator: the scale and zero point are the
 operator's inputs, per output channel); read by ``MatMulInteger`` / ``ConvInteger`` (dynamic
 quantization, e.g. ``model_quantized.onnx`` files: the zero point is an input, the scale the
-``<name>_scale`` initializer); read by onnxruntime's ``com.microsoft.QGemm`` (a static model's Gemm) or ``QAttention``; an int8 embedding table read by ``Gather`` (scale from the
+``<name>_scale`` initializer); read by onnxruntime's ``com.microsoft.QGemm`` (a static model's Gemm), ``QAttention`` or
+``DynamicQuantizeLSTM`` (W and R stored ``[dirs, in, 4·hidden]``, LSTM's transposed, turned back); an int8 embedding table read by ``Gather`` (scale from the
 ``DequantizeLinear`` after it, or ``<name>_scale``); read by ``com.microsoft.MatMulNBits``, the block-quantized
 2-, 4- or 8-bit format of onnxruntime's LLM exports (``B`` uint8 ``[N, blocks, block·bits/8]``, codes packed
 low bits first, per-block scales and zero points — packed, float, or the default 2^(bits−1); g_idx is
@@ -133,7 +134,10 @@ _STAND_INS = {"QLinearMatMul": ("MatMul", {0: 0, 3: 1}), "MatMulInteger": ("MatM
               # position and segment embeddings; MatMulNBits is a MatMul of a block-quantized B (see _nbits)
               "Attention": ("MatMul", {1: 1}), "PackedAttention": ("MatMul", {1: 1}),
               "QAttention": ("MatMul", {1: 1}), "DecoderAttention": ("MatMul", {2: 1, 3: 1}),
-              "EmbedLayerNormalization": ("Gather", {2: 0, 3: 0, 4: 0}), "MatMulNBits": ("MatMul", {1: 1})}
+              "EmbedLayerNormalization": ("Gather", {2: 0, 3: 0, 4: 0}), "MatMulNBits": ("MatMul", {1: 1}),
+              # its dynamic quantizer's LSTM: int8 W [dirs, in, 4·hidden] and R [dirs, hidden, 4·hidden]
+              # (LSTM's, transposed), scale and zero point per direction (inputs 8-11)
+              "DynamicQuantizeLSTM": ("LSTM", {1: 1, 2: 2})}
 
 
 def _known(node: Any) -> bool:
@@ -430,6 +434,8 @@ class OnnxFile:
                 trans_b = any(a.name == "transB" and a.i for a in n.attribute)
                 axis = 1 if i == 3 and op != "QLinearConv" and not (op == "QGemm" and trans_b) else 0
                 return op, ins[i + 1], ins[i + 2], axis, 0
+            if op == "DynamicQuantizeLSTM" and i in (1, 2):
+                return op, ins[6 + 2 * i], ins[7 + 2 * i], 0, 0
             if op == "QAttention" and i == 1:  # weight_scale (input 4) and weight_zero_point (7): per tensor
                 return op, ins[4], ins[7], 1, 0  # or per column of [in, 3·hidden]
             if op in ("MatMulInteger", "ConvInteger") and _STAND_INS[op][1].get(i) is not None:
@@ -627,6 +633,11 @@ class OnnxFile:
                 base = name
             if len(shape) == 2:  # reached through Slice/Concat/Unsqueeze: PyTorch's [k·hidden, in]
                 yield ref(base, shape, "rnn", lambda: as_loaded(raw()))
+            elif len(shape) == 3 and node.op_type == "DynamicQuantizeLSTM":  # [dirs, in, k·hidden]
+                dirs = shape[0]
+                for d in range(dirs):
+                    n = base if d == 0 else f"{base}_reverse" if dirs == 2 else f"{base}[{d}]"
+                    yield ref(n, (shape[2], shape[1]), "rnn", lambda d=d: as_loaded(raw()[d]).T)
             elif len(shape) == 3:
                 dirs = shape[0]
                 for d in range(dirs):
