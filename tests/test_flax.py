@@ -207,7 +207,10 @@ def test_dense_general_reshaped_like_a_linear(small_file):
 @pytest.mark.parametrize("path, shape, expected", [
     (("Dense_0", "kernel"), (8, 3), ("Dense_0", "dense", (3, 8))),
     (("DenseGeneral_0", "kernel"), (8, 2, 5), ("DenseGeneral_0", "dense", (10, 8))),
-    (("DenseGeneral_0", "kernel"), (8, 2, 5, 3), ("DenseGeneral_0", "conv2d", (3, 5, 8, 2))),  # 4-D: conv
+    # flax's own name DenseGeneral_N: never a convolution, whatever its rank
+    (("DenseGeneral_0", "kernel"), (8, 2, 5, 3), ("DenseGeneral_0", "dense", (30, 8))),
+    (("blk", "kernel"), (8, 2, 5, 3), ("blk", "conv2d", (3, 5, 8, 2))),  # an unknown module's 4-D kernel: a conv
+    (("tubelet", "kernel"), (2, 3, 3, 3, 8), ("tubelet", "conv3d", (8, 3, 2, 3, 3))),  # and a 5-D one
     (("MultiHeadDotProductAttention_0", "key", "kernel"), (16, 2, 8, 1), (
         "MultiHeadDotProductAttention_0.key", "dense", (16, 16))),
     (("blk", "o_proj", "kernel"), (2, 8, 16), ("blk.o_proj", "dense", (16, 16))),
@@ -218,6 +221,26 @@ def test_dense_general_reshaped_like_a_linear(small_file):
 ])
 def test_flax_tensor_rules(path, shape, expected):
     name, kind, htsr_shape, transform = flax_tensor(path, shape)
+    assert (name, kind, htsr_shape) == expected
+    a = np.arange(math.prod(shape), dtype=np.float32).reshape(shape)
+    assert transform(a).shape == htsr_shape
+    assert transform(a).flags.c_contiguous
+
+
+@pytest.mark.parametrize("path, shape, bias, expected", [
+    # a bias of several axes is the kernel's output axes: DenseGeneral(features=(4, 16)) of any name
+    (("DenseGeneral_1", "kernel"), (4, 16, 4, 16), (4, 16), ("DenseGeneral_1", "dense", (64, 64))),
+    (("proj", "kernel"), (4, 16, 4, 16), (4, 16), ("proj", "dense", (64, 64))),
+    (("attn", "query", "kernel"), (64, 4, 16), (4, 16), ("attn.query", "dense", (64, 64))),
+    # a 1-D bias and a 3-D kernel of an unknown module: a Conv1D (a conv's bias is 1-D) ...
+    (("stem", "kernel"), (3, 64, 32), (32,), ("stem", "conv1d", (32, 64, 3))),
+    # ... unless its name says attention output (DenseGeneral over its two first axes)
+    (("proj_out", "kernel"), (4, 16, 64), (64,), ("proj_out", "dense", (64, 64))),
+])
+def test_flax_tensor_rules_read_by_the_bias(path, shape, bias, expected):
+    """The QA cases that were read wrong (proj_out as 1024×4, DenseGeneral_1 as 64 convolution taps, a Conv
+    named stem as 2048×3, a 3-D Conv named tubelet as a 216×2 dense): the bias's shape settles them."""
+    name, kind, htsr_shape, transform = flax_tensor(path, shape, bias)
     assert (name, kind, htsr_shape) == expected
     a = np.arange(math.prod(shape), dtype=np.float32).reshape(shape)
     assert transform(a).shape == htsr_shape
@@ -318,7 +341,7 @@ def test_analyze_through_the_reader(small_file, analyze):
 def test_arrays_are_built_only_on_load(small_file, monkeypatch):
     calls = []
     real = flax_io._Payload.array
-    monkeypatch.setattr(flax_io._Payload, "array", lambda self: calls.append(self) or real(self))
+    monkeypatch.setattr(flax_io._Payload, "array", lambda self, idx=(): calls.append(self) or real(self, idx))
     src = FlaxMsgpackFile(small_file)
     refs = list(src)
     assert len(refs) == 6 and calls == []  # opening and listing build no array
@@ -472,8 +495,25 @@ def test_trailing_bytes(tmp_path, small_file):
 
 def _ext_checkpoint(tmp_path, payload: bytes) -> Path:
     path = tmp_path / "bad.msgpack"
-    path.write_bytes(msgpack.packb({"params": {"Dense_0": {"kernel": msgpack.ExtType(1, payload)}}}))
+    path.write_bytes(msgpack.packb({"params": {"Dense_0": {"kernel": msgpack.ExtType(1, payload)},
+                                               "Dense_1": {"kernel": msgpack_ext_pack(_f32(30, 20))}}}))
     return path
+
+
+def _fails_alone(path: Path, module: str, *expect: str) -> None:
+    """One corrupt array fails alone: the file opens, the good Dense_1 is analysed, and the bad array's
+    row fails (its shape and dtype were readable) or it is listed as not analysed, saying why in one line."""
+    src = FlaxMsgpackFile(path)
+    rows = {r.name: r for r in htsr.analyze(src, min_evals=2).layers}
+    assert rows["Dense_1"].status == "ok"
+    if module in rows:
+        msg = rows[module].status
+        assert msg.startswith("failed: "), msg
+    else:
+        msg = dict(src.skipped)[f"{module}.kernel"]
+    assert "\n" not in msg and "corrupt" in msg and f"{module}.kernel" in msg, msg
+    for e in expect:
+        assert e in msg, msg
 
 
 @pytest.mark.parametrize("payload, expect", [
@@ -492,10 +532,7 @@ def _ext_checkpoint(tmp_path, payload: bytes) -> Path:
     (b"", "cannot be decoded"),
 ])
 def test_bad_array_payload(tmp_path, payload, expect):
-    path = _ext_checkpoint(tmp_path, payload)
-    with pytest.raises(SourceError) as ei:
-        FlaxMsgpackFile(path)
-    _one_line_source_error(ei, str(path), "'Dense_0.kernel'", expect, "corrupt")
+    _fails_alone(_ext_checkpoint(tmp_path, payload), "Dense_0", expect)
 
 
 def test_bad_chunked_array(tmp_path):
@@ -504,10 +541,11 @@ def test_bad_chunked_array(tmp_path):
     missing = {**good, "chunks": {"0": good["chunks"]["0"], "2": good["chunks"]["1"]}}
     for i, chunked in enumerate((bad_shape, missing, {**good, "shape": [8, 4]})):
         path = tmp_path / f"bad{i}.msgpack"
-        path.write_bytes(msgpack_serialize({"params": {"Embed_0": {"embedding": chunked}}}))
-        with pytest.raises(SourceError) as ei:
-            FlaxMsgpackFile(path)
-        _one_line_source_error(ei, str(path), "chunked array 'Embed_0.embedding' is inconsistent")
+        path.write_bytes(msgpack_serialize({"params": {"Embed_0": {"embedding": chunked},
+                                                       "Dense_1": {"kernel": _f32(30, 20)}}}))
+        src = FlaxMsgpackFile(path)
+        assert [r.name for r in src] == ["Dense_1"]
+        assert "chunked array 'Embed_0.embedding' is inconsistent" in dict(src.skipped)["Embed_0.embedding"]
 
 
 def test_a_chunked_array_of_infinite_size_is_inconsistent(tmp_path):
@@ -516,8 +554,8 @@ def test_a_chunked_array_of_infinite_size_is_inconsistent(tmp_path):
     path.write_bytes(msgpack.packb({"params": {"Embed_0": {"embedding": {**good, "shape": {"0": float("inf"),
                                                                                           "1": 4}}}}},
                                    default=msgpack_ext_pack))
-    with pytest.raises(SourceError) as ei:
-        FlaxMsgpackFile(path)
+    with pytest.raises(SourceError) as ei:  # (its only array: no analysable layer, and the file says why)
+        htsr.analyze(FlaxMsgpackFile(path))
     _one_line_source_error(ei, str(path), "chunked array 'Embed_0.embedding' is inconsistent")
 
 
@@ -682,3 +720,98 @@ def test_minilm_flax_alpha_matches_safetensors(tmp_path, minilm_path, analyze):
         # and the same matrices in the same orientation (not only the same spectra)
         for r in src:
             np.testing.assert_array_equal(r.load(), weights[names[r.name] + ".weight"])
+
+
+# ------------------------------------------------------------------------- stacked (scanned) layers
+
+
+def _scanned_block(L: int, seed: int = 0) -> dict:
+    """The params nn.scan(Block, variable_axes={'params': 0}, length=L) writes (as printed by flax 0.10 for a
+    block of attention, LayerNorm and two Dense layers): every parameter gets a leading layer axis."""
+    f = lambda *s: _f32(*s, seed=seed + len(s) + sum(s))  # noqa: E731
+    attn = {p: {"kernel": f(L, 64, 4, 16), "bias": f(L, 4, 16)} for p in ("query", "key", "value")}
+    attn["out"] = {"kernel": f(L, 4, 16, 64), "bias": f(L, 64)}
+    return {"Dense_0": {"kernel": f(L, 256, 64), "bias": f(L, 64)},
+            "Dense_1": {"kernel": f(L, 64, 256), "bias": f(L, 256)},
+            "LayerNorm_0": {"scale": f(L, 256), "bias": f(L, 256)},
+            "MultiHeadDotProductAttention_0": attn}
+
+
+def test_scanned_layers_give_one_row_per_layer_in_layer_order(tmp_path):
+    """nn.scan's stacked parameters [L, …] are L layers: rows Dense_0[k] … each the layer's own matrix,
+    layer by layer; the stacked LayerNorm scale and the stacked DenseGeneral biases are no matrices. Before,
+    the Dense kernels [3, 256, 64] were one 16384×3 'DenseGeneral' row and the scale [3, 256] a dense row."""
+    block = _scanned_block(3)
+    tree = {"params": {"embed": {"embedding": _f32(50, 64)}, "ScanBlock_0": block,
+                       "head": {"kernel": _f32(64, 10), "bias": _f32(10)}}}
+    src = FlaxMsgpackFile(write(tmp_path / "scan.msgpack", tree))
+    names = [r.name for r in src]
+    per_layer = ["Dense_0", "Dense_1", "MultiHeadDotProductAttention_0.query", "MultiHeadDotProductAttention_0.key",
+                 "MultiHeadDotProductAttention_0.value", "MultiHeadDotProductAttention_0.out"]
+    assert names == ["embed"] + [f"ScanBlock_0.{n}[{k}]" for k in range(3) for n in per_layer] + ["head"]
+    refs = _refs(src)
+    for k in range(3):
+        np.testing.assert_array_equal(refs[f"ScanBlock_0.Dense_0[{k}]"].load(), block["Dense_0"]["kernel"][k].T)
+        q = block["MultiHeadDotProductAttention_0"]["query"]["kernel"][k]
+        np.testing.assert_array_equal(refs[f"ScanBlock_0.MultiHeadDotProductAttention_0.query[{k}]"].load(),
+                                      q.reshape(64, 64).T)
+        o = block["MultiHeadDotProductAttention_0"]["out"]["kernel"][k]
+        np.testing.assert_array_equal(refs[f"ScanBlock_0.MultiHeadDotProductAttention_0.out[{k}]"].load(),
+                                      o.reshape(64, 64).T)
+    assert all(refs[n].kind == "dense" and refs[n].shape in ((64, 256), (256, 64), (64, 64)) for n in names[1:-1])
+    assert not src.skipped or all("bias" in p for p, _ in src.skipped)  # the DenseGeneral biases [h, hd]
+    assert "ScanBlock_0.LayerNorm_0.scale" in dict(src.not_weights)
+
+
+def test_remat_scan_and_bias_free_scanned_layers(tmp_path):
+    """nn.remat_scan(lengths=(2, 3)) stacks two axes: 6 layers, numbered in the order they run; a scanned
+    block's bias-free kernels (LLaMA-style) are stacked too, as its norm scale shows."""
+    kernel = _f32(2, 3, 128, 64)
+    tree = {"Remat_0": {"Dense_0": {"kernel": kernel, "bias": _f32(2, 3, 64)}},
+            "Llama": {"attn": {"q_proj": {"kernel": _f32(4, 64, 8, 8)}, "o_proj": {"kernel": _f32(4, 8, 8, 64)}},
+                      "mlp": {"kernel": _f32(4, 64, 96)}, "norm": {"scale": _f32(4, 64)}}}
+    refs = _refs(FlaxMsgpackFile(write(tmp_path / "remat.msgpack", tree)))
+    assert [n for n in refs if n.startswith("Remat_0")] == [f"Remat_0.Dense_0[{k}]" for k in range(6)]
+    np.testing.assert_array_equal(refs["Remat_0.Dense_0[4]"].load(), kernel[1, 1].T)
+    assert {n: r.shape for n, r in refs.items() if n.startswith("Llama") and n.endswith("[3]")} == {
+        "Llama.attn.q_proj[3]": (64, 64), "Llama.attn.o_proj[3]": (64, 64), "Llama.mlp[3]": (96, 64)}
+
+
+def test_an_unstacked_dense_general_is_not_taken_for_a_stack(tmp_path):
+    """A DenseGeneral query [dim, heads, head_dim] with its bias [heads, head_dim] is one layer, not a stack."""
+    tree = {"attn": {"query": {"kernel": _f32(64, 4, 16), "bias": _f32(4, 16)}}, "ln": {"scale": _f32(64)}}
+    src = FlaxMsgpackFile(write(tmp_path / "one.msgpack", tree))
+    assert {r.name: r.shape for r in src} == {"attn.query": (64, 64)}
+
+
+def test_a_nested_train_state_boxed_params_and_optimizer_state(tmp_path):
+    """{"state": TrainState}: its params, not the optax moments beside them (mu, nu shaped like the weights);
+    {"model": …, "opt_state": …}: the optimizer state is left out; nn.with_partitioning's boxes
+    {"value": kernel, "names": …} are read as the kernel they hold."""
+    W = _f32(32, 16)
+    params = {"Dense_0": {"kernel": W}}
+    moments = {"0": {"mu": params, "nu": params}}
+    for tree, skipped in (({"state": {"params": params, "opt_state": moments, "step": np.int32(3)}},
+                           {"state.opt_state", "state.step"}),
+                          ({"model": params, "opt_state": moments}, {"opt_state"})):
+        src = FlaxMsgpackFile(write(tmp_path / "s.msgpack", tree))
+        assert [r.name for r in src] == ["model.Dense_0" if "model" in tree else "Dense_0"]
+        assert {p for p, _ in src.skipped} == skipped
+    boxed = {"params": {"Dense_0": {"kernel": {"value": W, "names": {"0": "embed", "1": "mlp"}}},
+                        "Conv_0": {"kernel": {"value": _f32(3, 3, 4, 8), "names": {"0": None}}}}}
+    refs = _refs(FlaxMsgpackFile(write(tmp_path / "boxed.msgpack", boxed)))
+    assert {n: (r.kind, r.shape) for n, r in refs.items()} == {"Dense_0": ("dense", (16, 32)),
+                                                                "Conv_0": ("conv2d", (8, 4, 3, 3))}
+    np.testing.assert_array_equal(refs["Dense_0"].load(), W.T)
+
+
+def test_sub_byte_dtypes_are_read_not_refused(tmp_path):
+    """flax writes jnp.int4 (one value a byte, ml_dtypes' int4): the file was refused as corrupt ("'int4' is
+    not a numpy dtype"); now the int4 kernel is passed over as integer codes and the float one analysed."""
+    import ml_dtypes
+
+    q = np.arange(-8, 8, dtype=np.int8).repeat(8).reshape(16, 8).astype(ml_dtypes.int4)
+    tree = {"params": {"q": {"kernel": q}, "d": {"kernel": _f32(40, 30)}}}
+    r = htsr.analyze(FlaxMsgpackFile(write(tmp_path / "int4.msgpack", tree)), min_evals=2)
+    assert [x.name for x in r.layers] == ["d"] and r.layers[0].status == "ok"
+    assert r.num_tensors == 2

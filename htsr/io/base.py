@@ -129,14 +129,17 @@ def one_line(e: BaseException, limit: int | None = None) -> str:
 
 
 def numpy_dtype(name: str) -> np.dtype:
-    """The little-endian numpy dtype of a dtype name; bfloat16 and the float8 types come from ml_dtypes.
-    An unknown name raises TypeError (as ``numpy.dtype`` does)."""
-    if name.startswith(("bfloat16", "float8")):
+    """The little-endian numpy dtype of a dtype name; the types numpy lacks (bfloat16, float8/6/4, int4, int2 …,
+    one value a byte) come from ml_dtypes. An unknown name raises TypeError (as ``numpy.dtype`` does)."""
+    try:
+        return np.dtype(name).newbyteorder("<")
+    except TypeError:
         import ml_dtypes
 
-        if hasattr(ml_dtypes, name):
-            return np.dtype(getattr(ml_dtypes, name))
-    return np.dtype(name).newbyteorder("<")
+        t = getattr(ml_dtypes, name, None) if isinstance(name, str) and not name.startswith("_") else None
+        if isinstance(t, type) and issubclass(t, np.generic):
+            return np.dtype(t)
+        raise
 
 
 @dataclass(frozen=True)

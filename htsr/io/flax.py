@@ -21,9 +21,12 @@ concatenated). An in-memory tree is read where it is: a leaf (numpy or jax array
 converted with ``numpy.asarray`` only when loaded.
 
 **Which parameters.** If the top-level map has a ``params`` entry (a ``variables`` dict, a
-``TrainState``), only that collection is read; the others (``batch_stats``, ``opt_state``, ``step`` …)
-are listed in :attr:`FlaxTree.skipped`. Names are the dotted key paths below it, so
-``{"params": {"encoder": {"layer_0": {"query": {"kernel": …}}}}}`` gives ``encoder.layer_0.query``.
+``TrainState``) — or one entry of it does (``{"state": TrainState}``) — only that collection is read;
+the others (``batch_stats``, ``opt_state``, ``step`` …) are listed in :attr:`FlaxTree.skipped`. Without
+one, the whole tree is read except a top-level optimizer state (``opt_state``, ``optimizer`` …: optax's
+moments are shaped like the weights). Names are the dotted key paths below it, so
+``{"params": {"encoder": {"layer_0": {"query": {"kernel": …}}}}}`` gives ``encoder.layer_0.query``. A
+boxed parameter (``nn.with_partitioning``: ``{"value": kernel, "names": …}``) is the array it holds.
 
 **Kinds and orientation.** htsr orients matrices like PyTorch, ``[out, in]``; Flax stores them the
 other way round. A leaf is named after its module (the leaf key dropped) when it is a ``kernel`` or an
@@ -40,31 +43,43 @@ Flax leaf                  Flax layout                       htsr tensor (kind, 
 ``Embed`` ``embedding``    ``[vocab, dim]``                  ``embedding`` as it is
 =========================  ================================  ======================================
 
-A ``kernel`` of 3 or more dimensions is a convolution if its module's name contains ``conv``
-(``Conv_0``, ``conv1``, ``ConvTranspose_0`` …); otherwise a 4-D kernel is a ``conv2d`` and a 3-D one
-(or one of 5 or more dimensions) a ``DenseGeneral`` kernel — except that modules named ``query``,
-``key``, ``value``, ``qkv``, ``kv``, ``out``, ``q``, ``k``, ``v``, ``o``, ``q_proj``, ``k_proj``,
-``v_proj``, ``out_proj`` and ``o_proj`` are always ``DenseGeneral``. The checkpoint does not
-record which axes of a ``DenseGeneral`` kernel are inputs:
-only the first axis is (flax's default ``axis=-1``), except for an output projection (``out``, ``o``,
-``out_proj``, ``o_proj``: flax's ``MultiHeadDotProductAttention`` output uses ``axis=(-2, -1)``),
-whose inputs are all axes but the last. So an attention ``query`` kernel ``[dim, heads, head_dim]``
+A ``kernel`` of 3 or more dimensions is a ``DenseGeneral`` kernel if its module is named ``query``,
+``key``, ``value``, ``qkv``, ``kv``, ``q``, ``k``, ``v``, ``q_proj``, ``k_proj``, ``v_proj``, ``out``,
+``o``, ``out_proj``, ``o_proj``, ``proj_out``, ``output_proj``, ``attn_out`` or ``DenseGeneral_<n>``, or
+if its module's ``bias`` has two or more axes (a DenseGeneral's bias is its output axes; a
+convolution's is 1-D); otherwise it is a convolution if its module's name contains ``conv``
+(``Conv_0``, ``conv1``, ``ConvTranspose_0`` …), if it has 4 or 5 dimensions, or 3 and a 1-D bias (a
+Conv1D); a 3-D kernel without a bias is a ``DenseGeneral`` one (an attention projection). The checkpoint
+does not record which axes of a ``DenseGeneral`` kernel are inputs: the bias's axes are the outputs
+when there is one; otherwise only the first axis is an input (flax's default ``axis=-1``), except for
+an output projection (``out``, ``o``, ``out_proj``, ``o_proj`` …: flax's ``MultiHeadDotProductAttention``
+output uses ``axis=(-2, -1)``), whose inputs are all axes but the last. So an attention ``query`` kernel ``[dim, heads, head_dim]``
 becomes ``[heads·head_dim, dim]`` and its ``out`` kernel ``[heads, head_dim, dim]`` becomes
 ``[dim, heads·head_dim]`` — exactly the matrices of a PyTorch ``nn.Linear``. :attr:`FlaxTensorRef.path`
 keeps the leaf's full key path and :attr:`FlaxTensorRef.flax_shape` its stored shape. Convolution
-kernels of more than 5 dimensions are not analysed. Kernels of layers stacked by
-``nn.scan`` / ``nn.vmap`` (a leading layer axis) are not recognised as such: unstack them first.
+kernels of more than 5 dimensions are not analysed.
 
-Biases, LayerNorm / BatchNorm ``scale``, and every leaf of fewer than two dimensions are not yielded.
+**Stacked layers.** ``nn.scan``, ``nn.vmap`` and ``nn.remat_scan`` give every parameter of the block a
+leading layer axis (two for ``remat_scan(lengths=(a, b))``). A block is recognised by its parameters: a
+norm's ``scale`` or ``bias`` of more than one axis, an ``embedding`` of more than two, or a ``bias``
+that is its kernel's output axes only once leading axes shared with the kernel are set aside. The
+highest enclosing module whose every parameter shares those leading sizes is the stack (so its
+bias-free kernels are stacked too), and each of its kernels gives one row per layer, named
+``<module>[k]`` with k the layer in the order the scan runs them, rows written layer by layer.
+
+Biases, LayerNorm / BatchNorm ``scale`` (of any number of axes), and every leaf of fewer than two
+dimensions are not yielded.
 Any other leaf of two dimensions, leading 1s aside (a parameter a module created under its own name,
 e.g. a ViT's ``pos_embedding`` ``[1, tokens, dim]``), is yielded under its full key path with no kind, so
 htsr infers it from the name as for any file; one of three or more dimensions has no known layout
 and is listed in :attr:`~FlaxTree.skipped`.
 
-**Bad input** — not msgpack, a truncated file, trailing bytes, a top level that is not a map, an array
-payload that is malformed or whose byte count is not ``prod(shape) × itemsize``, an unknown dtype, an
-inconsistent chunked array — raises :class:`~htsr.errors.SourceError` with a one-line message naming
-the file (and the leaf) when the file is opened.
+**Bad input** — not msgpack, a truncated file, trailing bytes, a top level that is not a map — raises
+:class:`~htsr.errors.SourceError` with a one-line message naming the file when it is opened. One corrupt
+array (a malformed payload, a byte count that is not ``prod(shape) × itemsize``, an unknown dtype, an
+inconsistent chunked array) fails alone, saying so in one line naming it: its row fails when loaded
+if its shape and dtype could be read, else it is listed in :attr:`~FlaxTree.skipped`; the other arrays
+are analysed.
 """
 
 from __future__ import annotations
@@ -91,7 +106,14 @@ CHUNKED = "__msgpack_chunked_array__"
 
 _CONV = re.compile(r"conv", re.IGNORECASE)
 _IN_PROJ = frozenset({"query", "key", "value", "qkv", "kv", "q", "k", "v", "q_proj", "k_proj", "v_proj"})
-_OUT_PROJ = frozenset({"out", "o", "out_proj", "o_proj"})
+_OUT_PROJ = frozenset({"out", "o", "out_proj", "o_proj", "proj_out", "output_proj", "attn_out"})
+# flax's automatic module names: DenseGeneral_3 is never a convolution
+_AUTO_DENSE_GENERAL = re.compile(r"DenseGeneral_\d+")
+# a boxed parameter as flax.serialization stores it (nn.with_partitioning's Partitioned, LogicallyPartitioned):
+# {"value": array, "names": …}
+_BOX_KEYS = frozenset({"value", "names", "mesh", "rules", "sharding", "sharding_names"})
+# top-level entries of a saved training state that hold no weights of the model (optax's moments …)
+_TRAINING_STATE = frozenset({"opt_state", "optimizer", "optimizer_state", "optim_state", "tx_state"})
 
 
 def is_msgpack_checkpoint(head: bytes) -> bool:
@@ -154,6 +176,7 @@ class _Payload:
             return f"its dtype {name!r} is not a numpy dtype"
         if dt.hasobject or dt.fields is not None:
             return f"its dtype {name!r} is not a plain numeric dtype"
+        self.shape, self.dtype = tuple(shape), name  # (known: a bad byte count below fails this array alone)
         pos = u.tell()
         tag = data[pos] if pos < len(data) else None
         widths = {0xC4: 1, 0xC5: 2, 0xC6: 4}
@@ -168,13 +191,14 @@ class _Payload:
         if n != expected:
             return (f"{n} bytes of data for shape {tuple(shape)} {name} "
                     f"({math.prod(shape)} × {dt.itemsize} = {expected} bytes expected)")
-        self.shape, self.dtype, self.offset = tuple(shape), name, start
+        self.offset = start
         return None
 
-    def array(self) -> np.ndarray:
+    def array(self, idx: tuple[int, ...] = ()) -> np.ndarray:
+        """The array, or its ``[idx]`` (one layer of a stack)."""
         dt = numpy_dtype(self.dtype)
         count = math.prod(self.shape)
-        a = np.frombuffer(self.data, dtype=dt, count=count, offset=self.offset).reshape(self.shape)
+        a = np.frombuffer(self.data, dtype=dt, count=count, offset=self.offset).reshape(self.shape)[idx]
         # the payload starts at an arbitrary byte: an unaligned view would be read by numpy's slow,
         # non-BLAS loops (with other rounding than BLAS), so it is copied once to aligned memory
         return a if a.flags.aligned else a.copy()
@@ -189,10 +213,10 @@ class _Chunked:
         self.chunks, self.shape = chunks, shape
         self.dtype = chunks[0].dtype if chunks else "float32"
 
-    def array(self) -> np.ndarray:
+    def array(self, idx: tuple[int, ...] = ()) -> np.ndarray:
         if not self.chunks:
-            return np.zeros(self.shape, dtype=numpy_dtype(self.dtype))
-        return np.concatenate([c.array() for c in self.chunks]).reshape(self.shape)
+            return np.zeros(self.shape, dtype=numpy_dtype(self.dtype))[idx]
+        return np.concatenate([c.array() for c in self.chunks]).reshape(self.shape)[idx]
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
@@ -224,12 +248,13 @@ class FlaxTensorRef(TensorRef):
     flax_shape: tuple[int, ...] = ()  # the stored shape, in Flax's order
 
 
-def flax_tensor(path: tuple[str, ...], shape: tuple[int, ...]) -> tuple[str, str | None, tuple[int, ...],
-                                                                          Callable[[np.ndarray], np.ndarray]] | str:
+def flax_tensor(path: tuple[str, ...], shape: tuple[int, ...], bias: tuple[int, ...] | None = None,
+                ) -> tuple[str, str | None, tuple[int, ...], Callable[[np.ndarray], np.ndarray]] | str:
     """How one leaf is analysed: ``(name, kind, htsr shape, transform)``, or the reason it is not.
 
-    ``path`` is the leaf's key path below the ``params`` collection, ``shape`` its Flax shape; the
-    transform turns the stored array into htsr's orientation (see the module docstring).
+    ``path`` is the leaf's key path below the ``params`` collection, ``shape`` its Flax shape, ``bias``
+    the shape of its module's ``bias`` if it has one (its output axes: it tells a DenseGeneral's layout);
+    the transform turns the stored array into htsr's orientation (see the module docstring).
     """
     leaf, module = path[-1], path[:-1]
     mname = module[-1] if module else ""
@@ -239,6 +264,8 @@ def flax_tensor(path: tuple[str, ...], shape: tuple[int, ...]) -> tuple[str, str
         return "fewer than two dimensions"
     if leaf == "embedding" and n == 2 and module:
         return ".".join(module), "embedding", shape, _identity
+    if leaf in ("bias", "scale") and module:
+        return f"a {n}-D {leaf} (one number per output unit: a DenseGeneral's or a norm's), no weight matrix"
     if leaf != "kernel" or not module:
         if n - next((i for i, d in enumerate(shape) if d != 1), n) <= 2:  # 2-D once leading 1s are dropped
             return full, None, shape, _identity
@@ -246,13 +273,18 @@ def flax_tensor(path: tuple[str, ...], shape: tuple[int, ...]) -> tuple[str, str
     name = ".".join(module)
     if n == 2:
         return name, "dense", (shape[1], shape[0]), _transpose2
-    is_conv = bool(_CONV.search(mname)) and mname.lower() not in _IN_PROJ | _OUT_PROJ
-    if is_conv or (n == 4 and mname.lower() not in _IN_PROJ | _OUT_PROJ):
+    lname = mname.lower()
+    # a bias of two or more axes is a DenseGeneral's output axes (a convolution's bias is 1-D)
+    out_axes = len(bias) if bias and 2 <= len(bias) < n and tuple(shape[-len(bias):]) == tuple(bias) else 0
+    projection = lname in _IN_PROJ | _OUT_PROJ or bool(_AUTO_DENSE_GENERAL.fullmatch(mname))
+    if not projection and not out_axes and (_CONV.search(mname) or n in (4, 5) or (n == 3 and bias)):
+        # (a 3-D kernel with a 1-D bias: a Conv1D — a DenseGeneral of two input axes is an attention
+        # output, named so above; without a bias a 3-D kernel is taken for an attention input projection)
         if n > 5:
             return f"a {n - 2}-D convolution kernel (not analysed)"
         perm = (n - 1, n - 2, *range(n - 2))
         return name, f"conv{n - 2}d", tuple(shape[i] for i in perm), _permute(perm)
-    n_in = n - 1 if mname.lower() in _OUT_PROJ else 1
+    n_in = n - out_axes if out_axes else n - 1 if lname in _OUT_PROJ else 1
     rows, cols = math.prod(shape[n_in:]), math.prod(shape[:n_in])
     return name, "dense", (rows, cols), _dense_general(cols, rows)
 
@@ -277,12 +309,70 @@ def _key(k: Any) -> str:
     return k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)
 
 
-def _select_params(tree: Mapping) -> tuple[Mapping, list[tuple[str, str]]]:
-    """The ``params`` collection if there is one at the top, and the top-level entries left out (with why)."""
+def _select_params(tree: Mapping) -> tuple[Mapping, tuple[str, ...], list[tuple[str, str]]]:
+    """The parameters: the ``params`` collection at the top, or one level down (a ``{"state": TrainState}``),
+    else the whole tree without its optimizer state (``opt_state`` …: optax's moments, shaped like the
+    weights). Returns them, their key path, and the entries left out (with why)."""
     params = tree.get("params") if hasattr(tree, "get") else None
     if isinstance(params, Mapping):
-        return params, [(_key(k), "not the 'params' collection") for k in tree if _key(k) != "params"]
-    return tree, []
+        return params, ("params",), [(_key(k), "not the 'params' collection") for k in tree if _key(k) != "params"]
+    holders = [k for k, v in tree.items() if isinstance(v, Mapping) and isinstance(v.get("params"), Mapping)]
+    if len(holders) == 1:
+        outer = holders[0]
+        inner = tree[outer]
+        left = [(f"{_key(outer)}.{_key(k)}", "not the 'params' collection") for k in inner if _key(k) != "params"]
+        left += [(_key(k), "not the 'params' collection") for k in tree if k != outer]
+        return inner["params"], (_key(outer), "params"), left
+    state = [k for k in tree if _key(k) in _TRAINING_STATE]
+    if state:
+        kept = {k: v for k, v in tree.items() if k not in state}
+        return kept, (), [(_key(k), "optimizer state, not the model's parameters") for k in state]
+    return tree, (), []
+
+
+def _stacked_axes(params: Mapping[str, tuple[int, ...]]) -> int:
+    """How many leading layer axes one module's parameters show it has been stacked along (``nn.scan``,
+    ``nn.vmap``, ``nn.remat_scan``: every parameter gets them), 0 if none: a norm's ``scale`` / ``bias``
+    of more than one axis, an ``embedding`` of more than two, or a ``bias`` that is the kernel's output
+    axes only once leading axes shared with the kernel are set aside."""
+    kernel, bias, emb = params.get("kernel"), params.get("bias"), params.get("embedding")
+    if kernel is not None:
+        if bias is None or len(bias) < 2 or tuple(kernel[-len(bias):]) == tuple(bias):
+            return 0  # (a bias of one axis, or exactly the kernel's last axes: unstacked)
+        for s in range(1, len(bias)):
+            rest = len(bias) - s
+            if bias[:s] == kernel[:s] and tuple(kernel[len(kernel) - rest:]) == tuple(bias[s:]) and len(kernel) - s >= 2:
+                return s
+        return 0
+    if emb is not None:
+        return max(len(emb) - 2, 0)
+    norm = [shape for key, shape in params.items() if key in ("scale", "bias")]
+    return min(len(sh) for sh in norm) - 1 if norm and all(len(sh) >= 2 for sh in norm) else 0
+
+
+def _stacks(leaves: list[tuple[tuple[str, ...], tuple[int, ...]]]) -> dict[tuple[str, ...], int]:
+    """Scan roots → stacked leading axes. A module whose own parameters show s stacked axes
+    (:func:`_stacked_axes`) makes the highest of its ancestors whose every parameter shares those s
+    leading sizes a root: every module below it has them (an ``nn.scan`` stacks the whole block, also
+    its bias-free Dense and attention kernels)."""
+    modules: dict[tuple[str, ...], dict[str, tuple[int, ...]]] = {}
+    for path, shape in leaves:
+        modules.setdefault(path[:-1], {})[path[-1]] = shape
+    roots: dict[tuple[str, ...], int] = {}
+    for module, params in modules.items():
+        s = _stacked_axes(params)
+        if not s:
+            continue
+        lead = next(iter(params.values()))[:s]
+        root = module
+        for depth in range(len(module) - 1, -1, -1):
+            above = module[:depth]
+            if all(len(sh) > s and sh[:s] == lead for p, sh in leaves if p[:depth] == above):
+                root = above
+            else:
+                break
+        roots[root] = max(roots.get(root, 0), s)
+    return roots
 
 
 class _Tree:
@@ -291,31 +381,56 @@ class _Tree:
     description: str
 
     def _build(self, tree: Mapping, leaf: Callable[[tuple[str, ...], Any], Any]) -> None:
-        """``leaf(path, value)`` returns ``(shape, dtype name, array function)`` or None if not an array."""
-        top, self.skipped = _select_params(tree)
+        """``leaf(path, value)`` returns ``(shape, dtype name, array function of an index)`` or None if not
+        an array (a corrupt one is listed in ``self._corrupt`` by the file reader)."""
+        top, prefix, self.skipped = _select_params(tree)
         self.not_weights: list[tuple[str, str]] = []  # (path, why) of the leaves of fewer than two dimensions
         self._refs: list[FlaxTensorRef] = []
+        leaves = [(path, info) for path, value in _walk(top, ()) if (info := leaf(path, value)) is not None]
+        self.skipped += getattr(self, "_corrupt", [])
+        shapes = {path: info[0] for path, info in leaves}
+        roots = _stacks([(path, info[0]) for path, info in leaves])
         seen: set[str] = set()
-        prefix = ("params",) if top is not tree else ()
-        for path, value in _walk(top, ()):
-            info = leaf(path, value)
-            if info is None:
-                continue
-            shape, dtype, make = info
-            how = flax_tensor(path, shape)
-            full = ".".join(prefix + path)
+        groups: dict[tuple[str, ...], list[tuple]] = {}  # scan root → its rows' makings, written layer by layer
+        order: list[Any] = []  # refs and scan roots, in tree order
+        for path, (shape, dtype, make) in leaves:
+            root = max((path[:d] for d in range(len(path)) if path[:d] in roots), key=len, default=None)
+            s = roots[root] if root is not None else 0
+            bias = shapes.get(path[:-1] + ("bias",))
+            how = flax_tensor(path, shape[s:], bias[s:] if bias is not None and s else bias)
+            where = ".".join(path)
             if isinstance(how, str):
-                if len(shape) >= 2:
-                    self.skipped.append((".".join(path), how))
+                if len(shape) - s >= 2:
+                    self.skipped.append((where, how))
                 else:  # in the words a state dict's 1-D tensor gets (a bias, a norm scale)
-                    self.not_weights.append((".".join(path), classify(".".join(path), tuple(shape))[1]))
+                    self.not_weights.append((where, classify(where, tuple(shape[s:]))[1]))
                 continue
             name, kind, htsr_shape, transform = how
             if name in seen:  # e.g. a module with both a 'kernel' and an 'embedding': keep the leaf key
-                name = ".".join(path)
+                name = where
             seen.add(name)
-            self._refs.append(FlaxTensorRef(name, htsr_shape, dtype, _loader(make, transform), kind=kind,
-                                            path=full, flax_shape=shape))
+            made = (name, kind, htsr_shape, dtype, make, transform, ".".join(prefix + path), shape)
+            if root is None:
+                order.append(self._ref(made, ()))
+            else:
+                if root not in groups:
+                    groups[root] = []
+                    order.append(root)
+                groups[root].append(made)
+        for item in order:
+            if not isinstance(item, tuple):
+                self._refs.append(item)
+                continue
+            s = roots[item]
+            layers = groups[item][0][7][:s]
+            for k, idx in enumerate(np.ndindex(*layers)):  # layer by layer, in the order the scan runs them
+                self._refs += [self._ref(made, idx, f"[{k}]") for made in groups[item]]
+
+    @staticmethod
+    def _ref(made: tuple, idx: tuple[int, ...], suffix: str = "") -> FlaxTensorRef:
+        name, kind, htsr_shape, dtype, make, transform, full, shape = made
+        return FlaxTensorRef(name + suffix, htsr_shape, dtype, _loader(make, transform, idx), kind=kind, path=full,
+                             flax_shape=shape)
 
     def __len__(self) -> int:
         return len(self._refs)
@@ -324,12 +439,20 @@ class _Tree:
         return iter(self._refs)
 
 
-def _loader(make: Callable[[], np.ndarray], transform: Callable[[np.ndarray], np.ndarray]):
-    return lambda: as_loaded(transform(make()))
+def _loader(make: Callable[[tuple[int, ...]], np.ndarray], transform: Callable[[np.ndarray], np.ndarray],
+            idx: tuple[int, ...] = ()):
+    return lambda: as_loaded(transform(make(idx)))
+
+
+def _is_box(node: Mapping) -> bool:
+    """A boxed parameter, ``{"value": array, "names": …}`` (see :data:`_BOX_KEYS`)."""
+    return "value" in node and not isinstance(node["value"], Mapping) and set(map(_key, node)) <= _BOX_KEYS
 
 
 def _walk(node: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:
-    if isinstance(node, Mapping) and CHUNKED not in node:
+    if isinstance(node, Mapping) and path and _is_box(node):
+        yield path, node["value"]
+    elif isinstance(node, Mapping) and CHUNKED not in node:
         for k, v in node.items():
             yield from _walk(v, path + (_key(k),))
     elif isinstance(node, (list, tuple)):
@@ -374,6 +497,7 @@ class FlaxMsgpackFile(_Tree):
         except OSError as e:
             raise SourceError(f"{self.path}: cannot read ({e.strerror or e})") from None
         self._msgpack = msgpack
+        self._corrupt: list[tuple[str, str]] = []  # (path, why) of arrays too corrupt to give a row
         try:
             self._build(tree, self._leaf)
         except RecursionError:  # msgpack nests up to 1024 levels; the walk recurses once per level
@@ -420,14 +544,24 @@ class FlaxMsgpackFile(_Tree):
         return tree
 
     def _leaf(self, path: tuple[str, ...], value: Any):
+        """An array's (shape, dtype, array function). A corrupt one fails alone: if its shape and dtype could
+        be read, its row fails when loaded; if not, it is listed (in ``_corrupt``) with why."""
         where = ".".join(path)
-        if isinstance(value, Mapping):  # a chunked array
-            return self._chunked(where, value)
-        if not isinstance(value, _Payload):
+        try:
+            if isinstance(value, Mapping):  # a chunked array
+                return self._chunked(where, value)
+            if not isinstance(value, _Payload):
+                return None
+            err = value.parse(self._msgpack)
+            if err:
+                raise self._fail(f"array {where!r}: {err}; the checkpoint is corrupt, re-save it")
+        except SourceError as e:
+            if isinstance(value, _Payload) and value.dtype:  # its row says so when analysed
+                def fail(idx: tuple[int, ...] = (), e: SourceError = e) -> np.ndarray:
+                    raise e
+                return value.shape, value.dtype, fail
+            self._corrupt.append((where, str(e).removeprefix(f"{self.path}: ")))
             return None
-        err = value.parse(self._msgpack)
-        if err:
-            raise self._fail(f"array {where!r}: {err}; the checkpoint is corrupt, re-save it")
         return value.shape, value.dtype, value.array
 
     def _chunked(self, where: str, value: Mapping):
@@ -480,7 +614,7 @@ def _memory_leaf(path: tuple[str, ...], value: Any):
         dtype = np.dtype(a.dtype).name
     except TypeError:
         return None
-    return tuple(int(d) for d in a.shape), dtype, (lambda a=a: np.asarray(a))
+    return tuple(int(d) for d in a.shape), dtype, (lambda idx=(), a=a: np.asarray(a[idx] if idx else a))
 
 
 def is_flax_tree(obj: Any) -> bool:
