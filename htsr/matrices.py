@@ -39,7 +39,11 @@ import numpy as np
 
 __all__ = ["MAX_CONV_KERNEL", "LayerMatrices", "aspect_window_shape", "aspect_windows", "classify", "infer_kind", "is_recurrent", "layer_matrices", "row_name"]
 
-_EMBEDDING = re.compile(r"(^|[._])(emb|embed\w*|wte|wpe|tok_embeddings|shared)([._]|$)", re.IGNORECASE)
+# (T5's "shared" table, not a mixture's shared_expert / shared_experts / shared_expert_gate)
+_EMBEDDING = re.compile(r"(^|[._])(emb|embed\w*|wte|wpe|tok_embeddings)([._]|$)|(^|\.)shared(\.|$)", re.IGNORECASE)
+# a quantized weight's scale or zero point (the readers pair them with their weight; one left over belongs to
+# a weight in another file, e.g. another shard)
+_QUANT_SCALE = re.compile(r"(^|\.)(weight_scale(_inv|_2)?|input_scale|SCB|weight_zero_point)$|_scale_inv$")
 _RNN = re.compile(r"weight_(ih|hh)(_l\d+(_reverse)?)?$")  # nn.LSTM/GRU/RNN, and their *Cell (no _l<n>)
 _EXPERT = re.compile(r"expert|_exps\b", re.IGNORECASE)  # HF experts, GGUF ffn_*_exps
 # biases, batch-norm buffers, and weight-norm magnitudes g left without their direction v (torch's
@@ -107,6 +111,8 @@ def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
     """(kind, '') for a tensor that is analysed, (None, why not) for one that is not (see :func:`infer_kind`)."""
     if is_bias_or_buffer(name):  # biases and batch-norm buffers; norm weights are 1-D below
         return None, "bias or norm buffer"
+    if _QUANT_SCALE.search(name):
+        return None, "quantization scale without its weight (in another file?)"
     shape = _squeeze_leading(shape)
     if len(shape) < 2:
         return None, "1-D (norm scales, scalars)"

@@ -957,3 +957,72 @@ def test_compressed_tensors_version_tells_padded_from_dense_packing(tmp_path, ve
         "version": version, "config_groups": {"group_0": {"weights": {"num_bits": 3}}}}}))
     np.testing.assert_array_equal({r.name: r for r in open_source(folder)}["l.weight"].load(),
                                   (q * scale).astype(np.float32))
+
+
+def test_asymmetric_int8_weights_subtract_their_zero_point(tmp_path):
+    """compressed-tensors int8 with weight_zero_point (asymmetric): W = (q − z)·s per output row. The zero
+    point was listed as an 'integer buffer' and W read as q·s (0.88 relative error in the singular values,
+    status ok); it is a part of the weight now, not a row or a buffer of its own."""
+    rng = np.random.default_rng(3)
+    q = rng.integers(-128, 128, size=(96, 64)).astype(np.int8)
+    s = rng.uniform(0.001, 0.01, size=(96, 1)).astype(np.float32)
+    z = rng.integers(-20, 20, size=(96, 1)).astype(np.int8)
+    path = _save(tmp_path / "asym.safetensors", {"l.weight": q, "l.weight_scale": s, "l.weight_zero_point": z})
+    (ref,) = open_source(path)
+    assert (ref.name, ref.dtype) == ("l.weight", "float32")
+    np.testing.assert_array_equal(ref.load(), (q.astype(np.float32) - z) * s)
+    r = htsr.analyze(path, min_evals=2)
+    assert [x.name for x in r.layers] == ["l"] and not r.not_analysed  # (the zero point is part of the weight)
+
+
+def test_fp8_expert_stacks_take_each_experts_scales(tmp_path):
+    """transformers' FP8 experts (experts.gate_up_proj [E, out, in] in e4m3 beside experts.gate_up_proj_scale_inv
+    [E, ⌈out/128⌉, ⌈in/128⌉]) and per-expert per-row scales ([E, out, 1]): each expert dequantized with its own
+    scales. Before, the raw e4m3 codes were analysed and the scale grids were layers of their own (or every
+    expert row failed: 'scale shape (4, 3, 2) fits no scale layout')."""
+    rng = np.random.default_rng(4)
+    E, out, n_in = 3, 300, 200
+    W = rng.standard_normal((E, out, n_in)).astype(np.float32) * 0.02
+    qs, ss = zip(*(_fp8_blocks(W[e]) for e in range(E)))
+    q, s = np.stack(qs), np.stack(ss)  # s: [3, 3, 2]
+    rows_s = (np.abs(W).max(axis=2, keepdims=True) / 448.0).astype(np.float32)  # [E, out, 1]
+    q_rows = (W / rows_s).astype(ml_dtypes.float8_e4m3fn)
+    path = _save(tmp_path / "experts.safetensors", {
+        "mlp.experts.gate_up_proj": q, "mlp.experts.gate_up_proj_scale_inv": s,
+        "moe.experts.w2.weight": q_rows, "moe.experts.w2.weight_scale": rows_s})
+    refs = {r.name: r for r in open_source(path)}
+    assert list(refs) == ["mlp.experts.gate_up_proj", "moe.experts.w2.weight"]
+    got = refs["mlp.experts.gate_up_proj"].load()
+    for e in range(E):
+        blocks = np.repeat(np.repeat(s[e], 128, axis=0), 128, axis=1)[:out, :n_in]
+        np.testing.assert_array_equal(got[e], q[e].astype(np.float32) * blocks)
+    np.testing.assert_array_equal(refs["moe.experts.w2.weight"].load(), q_rows.astype(np.float32) * rows_s)
+    names = [r.name for r in htsr.analyze(path).layers]
+    assert names == [f"mlp.experts.gate_up_proj[{e}]" for e in range(E)] + [f"moe.experts.w2[{e}]" for e in range(E)]
+
+
+def test_packed_fp4_in_uint8_with_a_block_scale_is_not_read_as_codes_times_scale(tmp_path):
+    """ModelOpt NVFP4 / Quark MXFP4: uint8 [out, in/2] (two 4-bit floats a byte) beside a block scale
+    [out, in/16]: the bytes times the scale were analysed (256×256 for a 256×512 weight, status ok). Now a
+    skipped row says what it is; the scale is no layer."""
+    rng = np.random.default_rng(5)
+    packed = rng.integers(0, 256, size=(256, 256)).astype(np.uint8)
+    scale = rng.uniform(0.01, 0.1, size=(256, 32)).astype(ml_dtypes.float8_e4m3fn)
+    path = _save(tmp_path / "nvfp4.safetensors", {"mlp.down_proj.weight": packed,
+                                                  "mlp.down_proj.weight_scale": scale.view(np.uint8).view(
+                                                      ml_dtypes.float8_e4m3fn)})
+    (row,) = htsr.analyze(path).layers
+    assert row.name == "mlp.down_proj" and row.status.startswith("skipped: uint8 codes beside mlp.down_proj.weight_scale")
+
+
+def test_a_scale_whose_weight_is_in_another_file_is_no_layer(tmp_path):
+    """One shard of a DeepSeek-V3-style FP8 model holds a weight_scale_inv whose weight is in the next: it was
+    analysed as a 144×56 dense layer (alpha 2.45, in the means); now it is listed as not analysed. And a
+    mixture's shared experts are dense layers, not embeddings (the 'shared' of T5's table)."""
+    rng = np.random.default_rng(6)
+    path = _save(tmp_path / "shard.safetensors", {
+        "model.layers.1.mlp.down_proj.weight_scale_inv": rng.uniform(size=(144, 56)).astype(np.float32),
+        "model.layers.1.mlp.shared_expert.gate_proj.weight": rng.standard_normal((96, 64)).astype(np.float32)})
+    r = htsr.analyze(path, min_evals=2)
+    assert [(x.name, x.kind) for x in r.layers] == [("model.layers.1.mlp.shared_expert.gate_proj", "dense")]
+    assert [n.reason for n in r.not_analysed] == ["quantization scale without its weight (in another file?)"]

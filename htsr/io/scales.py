@@ -12,8 +12,15 @@ Formats that store a weight in 8 bits keep a float scale tensor beside it, named
   and one absmax per output row, W = q · SCB / 127 (bitsandbytes' ``int8_vectorwise_dequant``); its
   ``<module>.weight_format`` must say rows (0), the only layout bitsandbytes reads back.
 
+* ``<name>_scale_inv`` / ``<name>_scale`` — transformers' FP8 experts (``FP8Expert``): a fused expert
+  parameter such as ``experts.gate_up_proj`` [E, out, in] and its [E, ⌈out/128⌉, ⌈in/128⌉] grid.
+
 All mean the same thing: W = q · s, with s broadcast over its block (DeepSeek's ``weight_dequant``
-multiplies by ``weight_scale_inv`` despite the name), and s = SCB / 127 for bitsandbytes.
+multiplies by ``weight_scale_inv`` despite the name), and s = SCB / 127 for bitsandbytes; an expert
+stack [E, out, in] takes each expert's own scales ([E, …] in any of these layouts). An asymmetric weight
+(compressed-tensors) also stores ``<name>.weight_zero_point``, laid out like its scale: W = (q − z) · s.
+A uint8 weight beside a scale and no zero point is two 4-bit floats a byte (ModelOpt NVFP4, Quark MXFP4):
+not dequantized, its row says so.
 :func:`with_scales` pairs each scale with its weight by name, gives the weight a loader that
 dequantizes it to float32 and drops the scale tensors from the stream (a 2-D scale grid is not a layer). A dequantized int8
 weight is reported as ``float32`` (the array htsr analyses), so it is not skipped as an integer buffer;
@@ -94,6 +101,8 @@ from .reparam import reparametrized_refs
 __all__ = ["SCALE_SUFFIXES", "PackedConfig", "unscaled_integer_weight", "with_scales"]
 
 SCALE_SUFFIXES = ("weight_scale_inv", "weight_scale", "SCB")
+# transformers' FP8 experts (FP8Expert): a fused expert parameter <name> [E, out, in] beside <name>_scale_inv
+_PARAM_SCALE_SUFFIXES = ("_scale_inv", "_scale")
 _GPTQ_BITS = (2, 3, 4, 8)  # AutoGPTQ / GPTQModel
 _DIVISOR = {"SCB": 127.0}  # bitsandbytes stores the row's absmax: q = round(127 · w / absmax)
 _QUANTIZED = ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "int8", "uint8")
@@ -110,11 +119,19 @@ def _block(n: int, k: int) -> int | None:
     return next((b for b in (1 << e for e in range(31)) if math.ceil(n / b) == k), None)
 
 
-def _expand(scale: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
-    """``scale`` broadcast to ``shape`` (a scalar, one per output row, or a grid of equal blocks)."""
+def _expand(scale: np.ndarray, shape: tuple[int, ...], what: str, stack: bool = False) -> np.ndarray:
+    """``scale`` broadcast to ``shape`` (a scalar, one per output row, or a grid of equal blocks); for an
+    expert stack ``[E, out, in]`` (``stack``), each expert's the same way (``[E, …]`` scales), or the
+    stack's as one."""
     s = np.asarray(scale, dtype=np.float32)
     if s.size == 1:
         return s.reshape(())
+    if stack and len(shape) == 3 and s.ndim >= 1 and s.shape[0] == shape[0] and s.size % shape[0] == 0:
+        per = s.reshape(shape[0], *(s.shape[1:] or (1,)))
+        try:
+            return np.stack([np.broadcast_to(_expand(per[e], shape[1:], what), shape[1:]) for e in range(shape[0])])
+        except SourceError:
+            pass  # (then as the stack's own layout below)
     if len(shape) >= 2 and s.squeeze().shape == (shape[0],):  # per output channel: a row, or a conv's c_out
         return s.reshape((shape[0],) + (1,) * (len(shape) - 1))
     if s.ndim == len(shape) == 2:
@@ -840,18 +857,24 @@ def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -
         unpacked.update(found)
         parts |= their_parts
     scale_of: dict[str, tuple[TensorRef, float]] = {}
+    zero_of: dict[str, TensorRef] = {}  # an asymmetric int8 weight's zero point (compressed-tensors)
     for r in refs:
-        for suffix in SCALE_SUFFIXES:
-            if r.name.endswith("." + suffix):
+        for suffix in SCALE_SUFFIXES + _PARAM_SCALE_SUFFIXES:
+            dotted = suffix in SCALE_SUFFIXES
+            if r.name.endswith("." + suffix if dotted else suffix):
                 stem = r.name[: -len(suffix)]
-                w = by_name.get(stem + "weight")
-                if w is not None and w.dtype in _QUANTIZED:
+                w = by_name.get(stem + "weight" if dotted else stem)
+                if w is not None and w.dtype in _QUANTIZED and w.name not in scale_of:
                     scale_of[w.name] = (r, _DIVISOR.get(suffix, 1.0))
+                    zero = by_name.get((stem + "weight" if dotted else stem) + "_zero_point")
+                    if zero is not None:
+                        zero_of[w.name] = zero
                 break
     # bitsandbytes writes its LLM.int8() layout beside SCB: 0 = rows, the only one it reads back
     layout_of = {w: by_name[w[: -len("weight")] + "weight_format"] for w, (s, _) in scale_of.items()
                  if s.name.endswith(".SCB") and w[: -len("weight")] + "weight_format" in by_name}
-    used = {s.name for s, _ in scale_of.values()} | {f.name for f in layout_of.values()} | (parts - set(unpacked))
+    used = ({s.name for s, _ in scale_of.values()} | {f.name for f in layout_of.values()}
+            | {z.name for z in zero_of.values()} | (parts - set(unpacked)))
     out = []
     for r in refs:
         if r.name in used:
@@ -868,15 +891,22 @@ def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -
             out.append(r)
             continue
         s, divisor = scale_of[r.name]
-        layout = layout_of.get(r.name)
+        layout, zero = layout_of.get(r.name), zero_of.get(r.name)
+        if r.dtype == "uint8" and zero is None:
+            out.append(_not_read(r.name, r, f"uint8 codes beside {s.name}: 4-bit floats packed two a byte "
+                                 "(NVFP4 / MXFP4 as ModelOpt or Quark write them), which htsr does not dequantize"))
+            continue
+        stack = len(r.shape) == 3 and (r.kind == "stack" or r.kind is None)
 
-        def load(r: TensorRef = r, s: TensorRef = s, divisor: float = divisor,
-                 layout: TensorRef | None = layout) -> np.ndarray:
+        def load(r: TensorRef = r, s: TensorRef = s, divisor: float = divisor, layout: TensorRef | None = layout,
+                 zero: TensorRef | None = zero, stack: bool = stack) -> np.ndarray:
             if layout is not None and (code := np.asarray(layout.load()).reshape(-1).tolist()) != [0]:
                 raise LayerSkipped(f"bitsandbytes int8 weight in layout {layout.name} = {code}, not rows (0), "
                                    "the only one bitsandbytes reads back; re-save it with a current bitsandbytes")
             q = np.asarray(r.load(), dtype=np.float32)
-            scale = _expand(s.load(), q.shape, f"{r.name} with {s.name}")
+            if zero is not None:  # W = (q − z)·s, the zero point laid out as the scale
+                q -= _expand(zero.load(), q.shape, f"{r.name} with {zero.name}", stack)
+            scale = _expand(s.load(), q.shape, f"{r.name} with {s.name}", stack)
             return q * (scale / np.float32(divisor)) if divisor != 1.0 else q * scale
 
         dtype = r.dtype if r.dtype.startswith("float8") else "float32"
