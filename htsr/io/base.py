@@ -37,6 +37,9 @@ class TensorRef:
     #: where the values are stored (storage, offset, shape, strides), for readers that know it: two tensors
     #: with the same key are one tensor under two names (tied weights), analysed once
     storage_key: tuple | None = field(default=None, repr=False, compare=False)
+    #: for a weight dequantized from integer or block-quantized codes (its dtype says float32): the bits a
+    #: weight takes in storage (GGUF Q4_K 4.5, GPTQ 4, int8 8 …); its rounding is then far above float32's
+    bits: float | None = field(default=None, repr=False, compare=False)
 
     def load(self) -> np.ndarray:
         """The tensor as a numpy array (float32 for reduced-precision floats; integers as stored)."""

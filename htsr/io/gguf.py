@@ -317,8 +317,10 @@ class GGUFFile:
             shape = tuple(int(d) for d in reversed(t.shape.tolist()))  # GGUF ne[] → PyTorch order
             type_name = t.tensor_type.name
             dtype = _PLAIN.get(type_name, "float32")  # block-quantized: the dtype of the dequantized array
+            block, type_size = self._gguf.constants.GGML_QUANT_SIZES[t.tensor_type]
+            bits = None if type_name in _PLAIN else 8 * type_size / block  # (Q4_K: 4.5 with its scales)
             refs.append(GGUFTensorRef(t.name, shape, dtype, self._loader(t, shape, type_name),
-                                      kind=gguf_kind(t.name, shape), ggml_type=type_name))
+                                      kind=gguf_kind(t.name, shape), bits=bits, ggml_type=type_name))
         alpha = self.lora_alpha()
         yield from refs if alpha is None else _lora_updates(refs, alpha)
 

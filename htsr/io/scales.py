@@ -365,7 +365,7 @@ def _packed_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict
         what = f"{prefix} ({layout.upper()} {bits}-bit)"
         out[name] = TensorRef(weight, (n_out, n_in), "float32",
                               lambda parts=parts, a=(layout, bits, n_in, n_out), what=what:
-                              _named(what, _dequantize_packed, parts, *a, cfg, what), q.kind)
+                              _named(what, _dequantize_packed, parts, *a, cfg, what), q.kind, bits=bits)
     return out, used
 
 
@@ -449,7 +449,7 @@ def _bnb4_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set
                                     f"bitsandbytes 4-bit weight whose quant_state cannot be read ({one_line(e, 100)})")
             continue
         out[weight] = TensorRef(weight, shape, "float32", lambda parts=parts, state=state, what=what:
-                                _named(what, _bnb4_weight, parts, state, what), parts["weight"].kind)
+                                _named(what, _bnb4_weight, parts, state, what), parts["weight"].kind, bits=4)
     return out, used
 
 
@@ -524,7 +524,7 @@ def _mlx_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict[st
         shape = (*w.shape[:-1], w.shape[-1] * 32 // bits)
         out[name] = TensorRef(name, shape, "float32", lambda parts=parts, bits=bits, group=group, name=name:
                               _named(f"{name} (MLX {bits}-bit)", _mlx_weight, parts, bits, group),
-                              w.kind or ("stack" if len(shape) == 3 else None))
+                              w.kind or ("stack" if len(shape) == 3 else None), bits=bits)
     return out, used
 
 
@@ -639,7 +639,7 @@ def _ct_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict[str
                               lambda parts=parts, bits=bits[0], shape=shape, name=name, stream=stream:
                               _named(f"{name} ({bits}-bit)", _ct_experts if len(shape) == 3 else _ct_weight,
                                      parts, bits, shape, stream, cfg.ct_block),
-                              packed.kind or ("stack" if len(shape) == 3 else None))
+                              packed.kind or ("stack" if len(shape) == 3 else None), bits=bits[0])
     return out, used
 
 
@@ -695,7 +695,7 @@ def _mxfp4_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], se
         shape = tuple(blocks.shape[:-2]) + (blocks.shape[-2] * blocks.shape[-1] * 2,)
         parts = {"blocks": blocks, "scales": scales}
         out[name] = TensorRef(base, shape, "float32", lambda parts=parts, shape=shape, base=base:
-                              _named(f"{base} (MXFP4)", _mxfp4_weight, parts, shape), blocks.kind)
+                              _named(f"{base} (MXFP4)", _mxfp4_weight, parts, shape), blocks.kind, bits=4)
     return out, used
 
 
@@ -788,7 +788,8 @@ def _hqq_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set[
             out[name] = _not_read(weight, codes, f"HQQ layer that cannot be read ({one_line(e, 120)})")
             continue
         out[name] = TensorRef(weight, meta["shape"], "float32", lambda parts=parts, meta=meta, what=what:
-                              _named(what, _hqq_weight, parts, meta, what), codes.kind)
+                              _named(what, _hqq_weight, parts, meta, what), codes.kind,
+                              bits=_int(meta.get("nbits")) if isinstance(meta, dict) else None)
     return out, used
 
 
@@ -910,7 +911,7 @@ def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -
             return q * (scale / np.float32(divisor)) if divisor != 1.0 else q * scale
 
         dtype = r.dtype if r.dtype.startswith("float8") else "float32"
-        out.append(TensorRef(r.name, r.shape, dtype, load, r.kind))
+        out.append(TensorRef(r.name, r.shape, dtype, load, r.kind, bits=None if dtype != "float32" else 8))
     return out
 
 
