@@ -138,7 +138,7 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                 passed_over(t.name, f"the same tensor as {first_name[t.storage_key]} (tied weights): analysed once")
                 continue
             matched = False  # a tensor is not analysed only if none of its rows (experts, positions) matches
-            for lm in layer_matrices(t.name, kind, t.shape, t.load, opts.conv, opts.ww_conv_scale):
+            for lm in layer_matrices(t.name, kind, t.shape, t.load, opts.conv, opts.ww_conv_scale, t.load_item):
                 if pattern is None or pattern.search(lm.name):
                     matched = True
                     # a delta's rounding noise, the same for every row of its tensor

@@ -43,6 +43,9 @@ __all__ = ["MAX_CONV_KERNEL", "LayerMatrices", "aspect_window_shape", "aspect_wi
 _EMBEDDING = re.compile(r"(^|[._])(emb|embed\w*|wte|wpe|tok_embeddings)([._]|$)|(^|\.)shared(\.|$)", re.IGNORECASE)
 # a quantized weight's scale or zero point (the readers pair them with their weight; one left over belongs to
 # a weight in another file, e.g. another shard)
+# a normalization's scale (a module named *norm: q_norm, attn_q_norm, ssm_norm, input_layernorm): one number per
+# unit even when stored 2-D (per head: Command R's [heads, head_dim]; per group: Mamba-2's)
+_NORM = re.compile(r"(^|[._])[a-z_]*norm(\.(weight|scale))?$", re.IGNORECASE)
 _QUANT_SCALE = re.compile(r"(^|\.)(weight_scale(_inv|_2)?|input_scale|SCB|weight_zero_point)$|_scale_inv$")
 _RNN = re.compile(r"weight_(ih|hh)(_l\d+(_reverse)?)?$")  # nn.LSTM/GRU/RNN, and their *Cell (no _l<n>)
 _EXPERT = re.compile(r"expert|_exps\b", re.IGNORECASE)  # HF experts, GGUF ffn_*_exps
@@ -116,6 +119,8 @@ def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
     shape = _squeeze_leading(shape)
     if len(shape) < 2:
         return None, "1-D (norm scales, scalars)"
+    if _NORM.search(name):
+        return None, "norm scale (per head or group: 2-D)"
     if min(shape) == 0:
         return None, "empty (a dimension of size 0)"
     if len(shape) == 2:
@@ -177,11 +182,15 @@ def layer_matrices(
     load: Callable[[], np.ndarray],
     conv: str = "pooled",
     ww_conv_scale: bool = True,
+    load_item: Callable[[int], np.ndarray] | None = None,
 ) -> Iterator[LayerMatrices]:
-    """Yield the result rows for one tensor. ``load()`` returns the tensor as a numpy array."""
+    """Yield the result rows for one tensor. ``load()`` returns the tensor as a numpy array; for a stack,
+    ``load_item(e)``, if given, its e-th matrix alone (each row then reads only its own)."""
     base = row_name(name)
     shape = tuple(int(s) for s in shape)
-    sq = shape if kind in ("conv1d", "conv2d", "conv3d") else _squeeze_leading(shape)  # a conv's c_out may be 1
+    # (a conv's c_out may be 1; a stack of one expert is still expert [0]; a batch axis of 1 is no stack)
+    keep = kind in ("conv1d", "conv2d", "conv3d") or (kind == "stack" and _EXPERT.search(name) is not None)
+    sq = shape if keep else _squeeze_leading(shape)
 
     def loaded() -> np.ndarray:
         return np.asarray(load()).reshape(sq)
@@ -196,6 +205,11 @@ def layer_matrices(
         yield LayerMatrices(base, kind, shape, r, c, 1, 1.0, lambda: [loaded().reshape(r, c)])
     elif kind == "stack":
         E, r, c = sq[0], int(np.prod(sq[1:-1])), sq[-1]
+        if load_item is not None:
+            for e in range(E):
+                yield LayerMatrices(f"{base}[{e}]", kind, shape, r, c, 1, 1.0,
+                                    lambda e=e: [np.asarray(load_item(e)).reshape(r, c)])
+            return
         stack = SharedLoad(lambda: loaded().reshape(E, r, c), range(E))  # read once for all E rows
         for e in range(E):
             yield LayerMatrices(f"{base}[{e}]", kind, shape, r, c, 1, 1.0,

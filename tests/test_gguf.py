@@ -693,3 +693,75 @@ def test_a_delta_of_quantized_files_has_the_quantization_noise_as_its_floor(tmp_
     tiny = write_gguf(tmp_path / "tiny.gguf", {"blk.0.ffn_up.weight": (W2, qtype)})
     (row,) = htsr.analyze(tiny, base=base).layers
     assert row.status.startswith("not_fitted:") and "floor" in row.status, row.status
+
+
+def test_a_gguf_split_model_is_read_whole_from_its_first_shard_or_its_folder(tmp_path):
+    """llama.cpp's gguf-split (GGUFWriter(split_max_tensors=…): model-0000k-of-00003.gguf, split.count 3): the
+    first shard alone gave 5 of 16 matrices, silently; its folder was refused. Both give the whole model now;
+    a missing shard is refused, naming it."""
+    rng = _rng(22)
+    folder = tmp_path / "split"
+    folder.mkdir()
+    names = [f"blk.{i}.{r}.weight" for i in range(4) for r in ("attn_q", "attn_k", "ffn_up", "ffn_down")]
+    w = gguf.GGUFWriter(str(folder / "model.gguf"), "llama", split_max_tensors=6)
+    for n in names:
+        w.add_tensor(n, (rng.standard_normal((64, 96)) * 0.02).astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    shards = sorted(folder.glob("*.gguf"))
+    assert [p.name for p in shards] == [f"model-0000{k}-of-00003.gguf" for k in (1, 2, 3)]
+    for src in (shards[0], folder):
+        r = htsr.analyze(src, min_evals=2)
+        assert [x.name for x in r.layers] == [n[: -len(".weight")] for n in names]
+        assert r.source.endswith("model-00001-of-00003.gguf (+2 shards)")
+    shards[2].unlink()
+    with pytest.raises(SourceError) as ei:
+        open_source(shards[0])
+    _one_line_source_error(ei, str(shards[0]), "model-00003-of-00003.gguf is missing")
+
+
+def test_one_expert_of_a_quantized_stack_is_dequantized_alone(tmp_path, monkeypatch):
+    """Each expert row of a fused [E, out, in] Q8_0 stack dequantizes that expert's bytes only (the whole stack
+    was dequantized for the first expert: 551 MiB for a 4 MiB expert of a 64-expert Q4_K stack). The rows are
+    the experts, as before; a stack of one expert is still expert [0]."""
+    rng = _rng(23)
+    E, out, n_in = 4, 64, 96
+    stack = (rng.standard_normal((E, out, n_in)) * 0.02).astype(np.float32)
+    path = write_gguf(tmp_path / "moe.gguf", {"blk.0.ffn_up_exps.weight": (stack, Q.Q8_0),
+                                              "blk.1.ffn_up_exps.weight": (stack[:1], Q.Q8_0)})
+    sizes = []
+    real = gguf.quants.dequantize
+    monkeypatch.setattr(gguf.quants, "dequantize", lambda data, qtype: sizes.append(data.size) or real(data, qtype))
+    from htsr.analyze import iter_layers
+    from htsr.options import Options
+
+    rows = list(iter_layers(path, Options.create())[2])
+    assert [lm.name for lm in rows] == [f"blk.0.ffn_up_exps[{e}]" for e in range(E)] + ["blk.1.ffn_up_exps[0]"]
+    for e, lm in enumerate(rows[:E]):
+        sizes.clear()
+        got = lm.load()[0]
+        assert sizes == [out * n_in // 32 * 34]  # one expert's Q8_0 blocks
+        np.testing.assert_allclose(got, stack[e], atol=np.abs(stack[e]).max() / 127)  # Q8_0: half a step
+
+
+def test_norms_stored_2d_state_space_parameters_and_vision_embeddings(tmp_path):
+    """Command R's attn_q_norm [heads, head_dim] and Mamba-2's ssm_norm are norm scales, not dense layers
+    (alpha 1.97 'ok' before); Mamba's ssm_a, ssm_d and ssm_conv1d are listed as no weight matrices; gemma3n's
+    per_layer_token_embd and a vision tower's v.position_embd are embeddings."""
+    rng = _rng(24)
+    f = lambda *s: (rng.standard_normal(s) * 0.02).astype(np.float32)  # noqa: E731
+    path = write_gguf(tmp_path / "m.gguf", {
+        "blk.0.attn_q_norm.weight": (f(96, 128), Q.F32), "blk.0.ssm_norm.weight": (f(4, 64), Q.F32),
+        "blk.0.ssm_a": (f(256, 16), Q.F32), "blk.0.ssm_conv1d.weight": (f(256, 4), Q.F32),
+        "per_layer_token_embd.weight": (f(300, 64), Q.F32), "v.position_embd.weight": (f(197, 64), Q.F32),
+        "v.blk.0.attn_q.weight": (f(64, 64), Q.F32)})
+    r = htsr.analyze(path, min_evals=2)
+    assert {x.name: x.kind for x in r.layers} == {
+        "per_layer_token_embd": "embedding", "v.position_embd": "embedding", "v.blk.0.attn_q": "dense"}
+    reasons = {n.reason: n.examples for n in r.not_analysed}
+    assert set(reasons["norm scale (per head or group: 2-D)"]) == {"blk.0.attn_q_norm.weight", "blk.0.ssm_norm.weight"}
+    assert r.num_tensors == 7
+    assert any("ssm_a" in n for ex in reasons.values() for n in ex)
+    assert any("ssm_conv1d" in n for ex in reasons.values() for n in ex)

@@ -160,8 +160,14 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
     candidates = sorted(f for f in path.iterdir() if f.suffix.lower() in _WEIGHT_SUFFIXES and _is_file(f)
                         and not _TRAINING_FILE.match(f.name))
     one = path / "model.onnx" if (path / "model.onnx").is_file() else candidates[0] if len(candidates) == 1 else None
+    from .gguf import _SHARD
+
+    shards = [_SHARD.match(f.name) for f in candidates]
+    if one is None and candidates and all(shards) and len({(m["stem"], m["count"]) for m in shards}) == 1:
+        one = next((f for f, m in zip(candidates, shards) if int(m["no"]) == 1), None)  # a gguf-split model
     if one is not None:
-        return _open_path(one), {_resolved(one)}
+        src = _open_path(one)
+        return src, {_resolved(f) for f in getattr(src, "input_files", ())} | {_resolved(one)}
     which = f" (it has {', '.join(f.name for f in candidates[:4])}: give one)" if candidates else ""
     raise SourceError(
         f"{path}: folder has no *.safetensors, pytorch_model.bin (or its shard index), flax_model.msgpack, Keras "
@@ -189,9 +195,9 @@ def _open_path(path: Path) -> TensorSource:
     with open(path, "rb") as f:
         head = f.read(32)  # a legacy torch.save pickle with a FRAME header needs 23 to be told apart
     if head[:4] == b"GGUF":  # before the safetensors check: a GGUF header can pass as a safetensors length
-        from .gguf import GGUFFile
+        from .gguf import open_gguf
 
-        return GGUFFile(path)
+        return open_gguf(path)
     if head.startswith(b"\x89HDF\r\n\x1a\n"):  # HDF5: Keras 3 .weights.h5, legacy Keras 2 .h5
         from .keras import KerasFile
 

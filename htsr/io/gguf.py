@@ -26,7 +26,8 @@ Layer roles. Tensor names are kept as written in the file (llama.cpp names such 
 =================================================================  ==========  ============================
 llama.cpp role                                                     kind        tensor (htsr shape)
 =================================================================  ==========  ============================
-``token_embd``, ``token_types``, ``position_embd``                 embedding   ``[vocab, dim]``
+``token_embd``, ``token_types``, ``position_embd``,                embedding   ``[vocab, dim]``
+``per_layer_token_embd``
 ``output`` (the LM head)                                           dense       ``[vocab, dim]``
 ``attn_q``, ``attn_k``, ``attn_v``, ``attn_qkv``, ``attn_output``  dense       ``[out, in]``
 ``attn_q_a``, ``attn_q_b``, ``attn_kv_a_mqa``, ``attn_kv_b``,      dense       ``[out, in]`` (MLA)
@@ -35,13 +36,20 @@ llama.cpp role                                                     kind        t
 ``ffn_gate_shexp``, ``ffn_up_shexp``, ``ffn_down_shexp``           dense       ``[out, in]`` (shared expert)
 ``ffn_gate_exps``, ``ffn_up_exps``, ``ffn_down_exps``,             stack       ``[n_expert, out, in]``:
 ``ffn_gate_up_exps``                                                           one row per expert
-``*_norm``, biases, any 1-D tensor                                 (none)      not analysed
+``*_norm`` (also 2-D: per head, per group), biases, 1-D tensors    (none)      not analysed
+``ssm_a``, ``ssm_d``, ``ssm_conv1d`` (Mamba's A, D, conv taps)      (none)      listed, not analysed
 =================================================================  ==========  ============================
 
 A role in the table whose tensor has an unexpected number of dimensions, and any other name, gets no
 kind from the reader: htsr then infers it from the name and shape as for any file
 (:func:`htsr.matrices.infer_kind`; 2-D → dense, 1-D → skipped). Tensors are listed in file order
-(llama.cpp writes them in model order).
+(llama.cpp writes them in model order). A multimodal file's tower prefix (``v.``, ``a.``, ``mm.``) is set
+aside for the role (``v.blk.0.attn_q`` is an ``attn_q``). Each expert row of a quantized stack
+dequantizes that expert's bytes alone (``TensorRef.load_item``).
+
+Split models. A model split by llama.cpp's ``gguf-split`` (``<name>-00001-of-00003.gguf`` …, ``split.count``
+in each header) is read whole from any of its shards or from their folder (:func:`open_gguf`); a
+missing shard is refused, naming it.
 
 LoRA adapters. A llama.cpp adapter file (``general.type`` 'adapter', ``adapter.type`` 'lora', written by
 ``convert_lora_to_gguf.py``) holds factor pairs ``<weight>.lora_a`` / ``.lora_b``: each pair is one
@@ -72,7 +80,7 @@ from ..matrices import SharedLoad
 from ..spectra import LowRank
 from .base import TensorRef, first_overlap, import_extra, one_line, skipped_loader
 
-__all__ = ["GGUF_MAGIC", "GGUFFile", "GGUFTensorRef", "gguf_kind", "is_gguf"]
+__all__ = ["GGUF_MAGIC", "GGUFFile", "GGUFSplit", "GGUFTensorRef", "gguf_kind", "is_gguf", "open_gguf"]
 
 GGUF_MAGIC = b"GGUF"
 # GGML's types for the other operand of a quantized matmul (ggml's vec_dot_type): no file stores weights in them
@@ -81,7 +89,7 @@ _MIN_SIZE = 24  # magic, version, tensor count, metadata count
 _MAX_DIMS = 4  # GGML_MAX_DIMS
 
 _ROLE_KIND: dict[str, tuple[str, int]] = {  # role → (kind, number of dimensions it applies to)
-    **{r: ("embedding", 2) for r in ("token_embd", "token_types", "position_embd")},
+    **{r: ("embedding", 2) for r in ("token_embd", "token_types", "position_embd", "per_layer_token_embd")},
     **{r: ("dense", 2) for r in (
         "output",
         "attn_q", "attn_k", "attn_v", "attn_qkv", "attn_output",
@@ -91,7 +99,13 @@ _ROLE_KIND: dict[str, tuple[str, int]] = {  # role → (kind, number of dimensio
     )},
     **{r: ("stack", 3) for r in ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps", "ffn_gate_up_exps")},
 }
-_BLOCK = re.compile(r"^blk\.\d+\.")
+# a block's prefix, and a multimodal projector's towers' (v. vision, a. audio, mm. projector)
+_BLOCK = re.compile(r"^((v|a|mm)\.)?(blk\.\d+\.)?")
+# state-space (Mamba) parameters that are no weight matrix: A (log decays) and D per channel, and the
+# depthwise convolution's taps per channel
+_NOT_MATRICES = {"ssm_a": "a state-space layer's A (per-channel decay rates), not a weight matrix",
+                 "ssm_d": "a state-space layer's D (per-channel skip weights), not a weight matrix",
+                 "ssm_conv1d": "a depthwise convolution's taps (one short filter per channel), not a weight matrix"}
 _PLAIN = {"F32": "float32", "F16": "float16", "F64": "float64", "BF16": "bfloat16",
           "I8": "int8", "I16": "int16", "I32": "int32", "I64": "int64"}
 
@@ -257,19 +271,31 @@ class GGUFFile:
                 f"{self.path}: corrupt or unsupported GGUF file ({e.__class__.__name__}: {one_line(e)})"
             ) from None
 
-    def __len__(self) -> int:
-        return len(self._reader.tensors)
+        # (name, why) of the tensors that are no weight matrix (not yielded)
+        self.not_weights: list[tuple[str, str]] = [
+            (t.name, _NOT_MATRICES[role]) for t in self._reader.tensors
+            if (role := _BLOCK.sub("", t.name.removesuffix(".weight"))) in _NOT_MATRICES and len(t.shape) >= 2]
 
-    def _loader(self, t: Any, shape: tuple[int, ...], type_name: str):
+    def __len__(self) -> int:
+        return len(self._reader.tensors) - len(self.not_weights)
+
+    def _loader(self, t: Any, shape: tuple[int, ...], type_name: str, item: int | None = None):
+        """The tensor's loader; with ``item``, of its ``item``-th slice along the first (outermost) axis
+        alone: one expert of a stack, whose bytes are contiguous."""
         reader, path, gguf = self._reader, self.path, self._gguf
+        offset, n_bytes, stored = int(t.data_offset), int(t.n_bytes), tuple(t.data.shape)
+        if item is not None:
+            n_bytes //= shape[0]
+            offset += item * n_bytes
+            shape, stored = shape[1:], stored[1:]
 
         def load() -> np.ndarray:
             if math.prod(shape) == 0:
                 return np.zeros(shape, dtype=np.float32)
             # the tensor's bytes through a map of their own, dropped with the array: views into the
             # reader's whole-file map would keep every page read so far resident (6 GB RSS on a 6 GB file)
-            raw = np.memmap(path, dtype=np.uint8, mode="r", offset=int(t.data_offset), shape=(int(t.n_bytes),))
-            data = raw.view(t.data.dtype).reshape(t.data.shape)
+            raw = np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=(n_bytes,))
+            data = raw.view(t.data.dtype).reshape(stored)
             if type_name in ("F32", "F64"):  # the read-only memory map itself, as for safetensors
                 data = data.reshape(shape)
                 return data if data.dtype.isnative else data.astype(data.dtype.newbyteorder("="))
@@ -313,16 +339,70 @@ class GGUFFile:
 
     def __iter__(self) -> Iterator[TensorRef]:
         refs = []
+        listed = {name for name, _ in self.not_weights}
         for t in self._reader.tensors:
+            if t.name in listed:
+                continue
             shape = tuple(int(d) for d in reversed(t.shape.tolist()))  # GGUF ne[] → PyTorch order
             type_name = t.tensor_type.name
             dtype = _PLAIN.get(type_name, "float32")  # block-quantized: the dtype of the dequantized array
             block, type_size = self._gguf.constants.GGML_QUANT_SIZES[t.tensor_type]
             bits = None if type_name in _PLAIN else 8 * type_size / block  # (Q4_K: 4.5 with its scales)
+            kind = gguf_kind(t.name, shape)
+            item = (lambda e, t=t, shape=shape, type_name=type_name: self._loader(t, shape, type_name, e)()) \
+                if kind == "stack" else None  # one expert dequantized at a time
             refs.append(GGUFTensorRef(t.name, shape, dtype, self._loader(t, shape, type_name),
-                                      kind=gguf_kind(t.name, shape), bits=bits, ggml_type=type_name))
+                                      kind=kind, bits=bits, load_item=item, ggml_type=type_name))
         alpha = self.lora_alpha()
         yield from refs if alpha is None else _lora_updates(refs, alpha)
+
+
+#: llama.cpp's gguf-split shard names: <stem>-00001-of-00003.gguf
+_SHARD = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+
+
+class GGUFSplit:
+    """A model split by llama.cpp's ``gguf-split`` (``split.count`` shards ``<stem>-0000k-of-0000n.gguf``, each
+    with its own tensors): its shards' tensors, in shard order, as one model."""
+
+    def __init__(self, files: list[GGUFFile]) -> None:
+        self.files = files
+        self.description = f"{files[0].path} (+{len(files) - 1} shards)"
+        self.not_weights = [x for f in files for x in f.not_weights]
+        self.input_files = {f.path.resolve() for f in files}
+
+    def __len__(self) -> int:
+        return sum(len(f) for f in self.files)
+
+    def __iter__(self) -> Iterator[TensorRef]:
+        for f in self.files:
+            yield from f
+
+
+def open_gguf(path: str | os.PathLike) -> GGUFFile | GGUFSplit:
+    """A ``.gguf`` file, or — when its header says it is one shard of ``split.count`` — all its shards (found
+    beside it by llama.cpp's naming; a missing one is refused, naming it: part of a model is not the model)."""
+    first = GGUFFile(path)
+    count = first._field("split.count")
+    if not isinstance(count, int) or count <= 1:
+        return first
+    m = _SHARD.match(first.path.name)
+    if m is None or int(m["count"]) != count:
+        raise SourceError(f"{first.path}: shard of a model split in {count} files (split.count), but not named "
+                          "<name>-0000k-of-0000n.gguf as llama.cpp's gguf-split names them; give the first shard "
+                          "with its siblings beside it, or merge them (llama-gguf-split --merge)")
+    width = len(m["no"])
+    paths = [first.path.with_name(f"{m['stem']}-{k:0{width}d}-of-{m['count']}.gguf") for k in range(1, count + 1)]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise SourceError(f"{first.path}: shard of a model split in {count} files; {', '.join(missing)} "
+                          f"{'is' if len(missing) == 1 else 'are'} missing from {first.path.parent}")
+    files = [first if p == first.path else GGUFFile(p) for p in paths]
+    for k, f in enumerate(files):
+        if f._field("split.no") not in (None, k) or f._field("split.count") not in (None, count):
+            raise SourceError(f"{f.path}: its header says shard {f._field('split.no')} of {f._field('split.count')}, "
+                              f"not {k} of {count}: shards of different models?")
+    return GGUFSplit(files)
 
 
 def _lora_updates(refs: list[TensorRef], alpha: float) -> Iterator[TensorRef]:
