@@ -782,7 +782,9 @@ def test_inconsistent_quantization_parts_fail_that_layer_by_name(tmp_path):
 def test_mxfp4_experts_as_gpt_oss_stores_them(tmp_path):
     """gpt-oss's MoE experts: <base>_blocks uint8 [E, out, groups, 16] (two FP4 e2m1 codes a byte, low
     nibble first) and <base>_scales uint8 [E, out, groups] (E8M0 exponents, bias 127); W = fp4 · 2^(e−127),
-    one stacked [E, out, in] tensor, one row per expert."""
+    one stacked tensor, one row per expert, given [E, in, out] as transformers holds it dequantized and bf16
+    gpt-oss checkpoints store it: a fine-tune's delta against the MXFP4 base is a delta (every expert row was
+    'skipped: shape (4, 256, 384) differs from the base's (4, 384, 256)')."""
     rng = np.random.default_rng(20)
     fp4 = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6], np.float32)
     E, out, groups = 3, 80, 4  # 128 inputs
@@ -796,11 +798,15 @@ def test_mxfp4_experts_as_gpt_oss_stores_them(tmp_path):
                                               .astype(np.float32)})
     refs = {r.name: r for r in open_source(path)}
     assert set(refs) == {base, "model.layers.0.mlp.router.weight"}
-    assert refs[base].shape == (E, out, 128)
-    np.testing.assert_array_equal(refs[base].load(), want)  # powers of two times FP4 values: exact
+    assert refs[base].shape == (E, 128, out)
+    np.testing.assert_array_equal(refs[base].load(), want.transpose(0, 2, 1))  # powers of two times FP4: exact
     rows = {r.name: r for r in htsr.analyze(path, min_evals=5).layers}
     assert [rows[f"{base}[{e}]"].kind for e in range(E)] == ["stack"] * E
     assert all(rows[f"{base}[{e}]"].status == "ok" for e in range(E))
+    update = rng.standard_normal((E, 128, out)).astype(np.float32) * 0.1
+    tuned = _save(tmp_path / "tuned.safetensors", {base: want.transpose(0, 2, 1) + update})
+    deltas = {r.name: r for r in htsr.analyze(tuned, base=path, min_evals=5).layers}
+    assert all(not deltas[f"{base}[{e}]"].status.startswith("skipped") for e in range(E)), deltas
 
 
 def test_codes_of_formats_htsr_does_not_dequantize_get_a_row_that_names_the_format():

@@ -677,7 +677,9 @@ def _mxfp4_weight(parts: dict[str, TensorRef], shape: tuple[int, ...]) -> np.nda
 def _mxfp4_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set[str]]:
     """{blocks name: the ``<base>`` ref} and the parts, for each MXFP4 tensor as Hugging Face's gpt-oss
     checkpoints store them: ``<base>_blocks`` uint8 [..., groups, 16] beside ``<base>_scales`` uint8
-    [..., groups]; the weight is [..., groups · 32] (for experts [E, out, in], one row each)."""
+    [..., groups]; the weight is [..., groups · 32], an expert stack [E, out, in], which is given as
+    transformers holds it dequantized and bf16 gpt-oss checkpoints store it, [E, in, out] (one row an
+    expert, either way; and a bf16 fine-tune's delta against the MXFP4 base matches it)."""
     out, used = {}, set()
     for name, blocks in by_name.items():
         base = name[: -len("_blocks")]
@@ -694,6 +696,12 @@ def _mxfp4_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], se
             continue
         shape = tuple(blocks.shape[:-2]) + (blocks.shape[-2] * blocks.shape[-1] * 2,)
         parts = {"blocks": blocks, "scales": scales}
+        if len(shape) == 3:  # experts: transformers' [E, in, out]
+            out[name] = TensorRef(base, (shape[0], shape[2], shape[1]), "float32",
+                                  lambda parts=parts, shape=shape, base=base: np.swapaxes(
+                                      _named(f"{base} (MXFP4)", _mxfp4_weight, parts, shape), 1, 2),
+                                  blocks.kind, bits=4)
+            continue
         out[name] = TensorRef(base, shape, "float32", lambda parts=parts, shape=shape, base=base:
                               _named(f"{base} (MXFP4)", _mxfp4_weight, parts, shape), blocks.kind, bits=4)
     return out, used
