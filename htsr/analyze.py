@@ -518,7 +518,7 @@ def analyze(source: Any, **options: Any) -> AnalysisResult:
             bar.close()
     results = tuple(r for r, _ in rows)
     spectra = tuple(k for _, k in rows) if opts.keep_spectra else ()
-    return AnalysisResult(results, Summary.of(results), description, opts.as_dict(), spectra, tally.num_tensors,
+    return AnalysisResult(results, Summary.of(results), description, opts.as_dict(ui=False), spectra, tally.num_tensors,
                           NotAnalysed.tally(tally.passed_over))
 
 

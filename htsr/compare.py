@@ -14,8 +14,11 @@ Direction of a metric (:data:`METRIC_DIRECTIONS`): ``True`` = lower is better (a
 
 * alpha, alpha_weighted, log_alpha_norm, log_norm, log_spectral_norm, bayes_alpha: lower. In HTSR's
   reading a heavier-tailed ESD (smaller alpha) and smaller norms go with better-trained layers, and the
-  model-level averages of these metrics rank models of one family by test accuracy (Martin, Peng &
-  Mahoney, Nature Communications 2021). alpha < 2 reads as over-trained, which an average can hide.
+  model-level averages of these metrics correlated with test accuracy across many families of pretrained
+  models (Martin, Peng & Mahoney, Nature Communications 2021) — a reading, not a measurement: it need not
+  hold for a given family (EfficientNet-Lite0/1/2's mean alpha rises with their accuracy,
+  ``scripts/compare_efficientnet.py``). alpha < 2 reads as over-trained, which an average can hide.
+  The ranking says so: 1 is the first in the metric's reading, not a measured best.
 * stable_rank, entropy, mp_softrank: lower. They fall during training as correlations build up
   (Martin & Mahoney, JMLR 2021); a weaker reading than alpha's.
 * rand_js_distance: higher. A larger distance between the ESD and the ESD of the element-shuffled
@@ -182,6 +185,7 @@ class Comparison:
             "labels": list(self.labels),
             "sources": [r.source for r in self.results],
             "options": _options_of(self.results),
+            "options_differ": _plain(options_differ(self.results)),
             "metric": self.metric,
             "ascending": self.ascending,
             "direction": direction_word(self.ascending),
@@ -229,6 +233,14 @@ def _options_of(results: Sequence[AnalysisResult]) -> Any:
     """The options the models were analysed with: one dict when they agree, else one per model."""
     opts = [r.options for r in results]
     return opts[0] if opts and all(o == opts[0] for o in opts) else opts
+
+
+def options_differ(results: Sequence[AnalysisResult]) -> dict[str, list[Any]]:
+    """The analysis options that differ between ``results`` (results computed apart, compared later), each
+    with its value per model: their metrics are not comparable (``xmin='ks'`` against ``'median'``)."""
+    names = dict.fromkeys(k for r in results for k in r.options)
+    return {k: [r.options.get(k) for r in results] for k in names
+            if any(r.options.get(k) != results[0].options.get(k) for r in results)}
 
 
 def _plain(v: Any) -> Any:
@@ -404,6 +416,10 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
     if len(sources) < 2:
         raise OptionError(f"compare needs at least two models, got {len(sources)}")
     _check_metric(metric, ascending)  # fail before the analyses
+    needs = _METRIC_NEEDS.get(metric)
+    if needs is not None and not getattr(opts, needs[0]) and not all(isinstance(s, AnalysisResult) for s in sources):
+        raise OptionError(f"metric {metric!r} is computed only with {needs[1]}: no model would have a value to "
+                          "rank by; add it, or rank by another metric")
     # each model opened once (its headers), and one without a layer under the filters fails now, not after
     # the others' analyses
     sources = [s if isinstance(s, AnalysisResult) else open_source(s) for s in sources]
@@ -449,7 +465,8 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
                 for lab, row in zip(c.labels, c.summary)]),
         "",
         f"ranking by mean {c.metric} ({direction_word(c.ascending)}"
-        f"{', as given' if c.direction_from == 'user' else ''}; 1 = best): "
+        + (", as given" if c.direction_from == "user" else " in HTSR's reading, not a measured accuracy")
+        + f"; 1 = {'lowest' if c.ascending else 'highest'}): "
         + "  ".join([f"{e.rank}. {e.label} ({format_value(e.value)})" for e in c.ranking if e.rank is not None]
                     + [f"unranked (no value): {', '.join(e.label for e in c.ranking if e.rank is None)}"]
                     * any(e.rank is None for e in c.ranking))
@@ -457,6 +474,11 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
            if c.metric in _METRIC_NEEDS and all(e.rank is None for e in c.ranking)
            and not c.results[0].options.get(_METRIC_NEEDS[c.metric][0]) else ""),
     ]
+    differ = options_differ(c.results)
+    if differ:
+        parts.append("the models were analysed with different options ("
+                     + "; ".join(f"{k}: {' / '.join(repr(v) for v in vs)}" for k, vs in differ.items())
+                     + "): their metrics are not comparable; analyse them with the same options")
     same = len(c.common_layers) - len(c.shape_differs)
     if c.partial_layers or c.shape_differs:  # the summary means are over different layers in each model
         parts.append("the models' layers differ (" + ", ".join(f"{lab} {r.summary.num_layers}" for lab, r in

@@ -282,8 +282,11 @@ class Options:
             kwargs["xmin"] = float(kwargs["xmin"])
         return cls(**kwargs)
 
-    def as_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # shallow: never copy a base model
+    def as_dict(self, ui: bool = True) -> dict[str, Any]:
+        """The options by name; without the ones that change how a run shows and runs, not its numbers
+        (:data:`UI_OPTIONS`), with ``ui=False``: what a result records."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if ui or f.name not in UI_OPTIONS}
+        # (shallow: never copy a base model)
         if d["kinds"] is not None:
             d["kinds"] = sorted(d["kinds"])
         if d["base"] is not None:  # a path as text, an opened source by its description, an in-memory base by its type
@@ -292,6 +295,9 @@ class Options:
                          else b.description if isinstance(getattr(b, "description", None), str) else type(b).__name__)
         return d
 
+
+#: options that change how a run shows its progress, runs and what it keeps for figures, never a number
+UI_OPTIONS = frozenset({"progress", "workers", "keep_spectra"})
 
 # the dataclass defaults and the spec table must agree; checked at import so they cannot drift
 for _f in dataclasses.fields(Options):

@@ -34,14 +34,13 @@ from .figures import (  # one colour per role in both renderers
     role_color,
 )
 from .fits.uncertainty import interval_of, warning_interval
-from .options import LAYER_KINDS, OPTION_SPECS
+from .options import LAYER_KINDS, OPTION_SPECS, UI_OPTIONS
 from .results import AnalysisResult, LayerResult, atomic_write, format_value
 from .rmt.phases import PHASES
 
 __all__ = ["render_report", "write_report"]
 
 #: options that do not change the results, left out of the header's list of non-default options
-_UI_OPTIONS = ("progress", "workers", "keep_spectra")  # keep_spectra: what the report itself needs
 #: columns added to the CLI's table (sigma after alpha; the rest at the end)
 _EXTRA_COLUMNS = ("lambda_max", "entropy", "mp_softrank")
 _WARNING_ORDER = ("over-trained", "under-trained", "no-power-law", "uncertain")
@@ -179,7 +178,7 @@ def _non_defaults(options: dict[str, Any]) -> list[tuple[str, Any]]:
     out = []
     for name, value in options.items():
         spec = OPTION_SPECS.get(name)
-        if name in _UI_OPTIONS or (spec is not None and _same(value, spec.default)):
+        if name in UI_OPTIONS or (spec is not None and _same(value, spec.default)):
             continue
         out.append((name, value))
     return out

@@ -175,7 +175,7 @@ def test_out_writes_csv_and_json(model, tmp_path, capsys):
     assert doc["summary"]["num_layers"] == 2 and doc["summary"]["num_fitted"] == 1
     # the only fitted layer's alpha is the mean; JSON keeps the float exactly
     assert doc["summary"]["alpha"] == pytest.approx(lib.layers[0].alpha, rel=0, abs=0)
-    assert doc["options"] == {**htsr.Options().as_dict(), "progress": False}
+    assert doc["options"] == htsr.Options().as_dict(ui=False)  # (not progress, workers, keep_spectra: no numbers)
 
 
 def test_out_summary_json_nan_means_are_null(tmp_path, capsys):

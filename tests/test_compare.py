@@ -184,7 +184,7 @@ def test_summary_table_and_text(three_models):
     text = format_comparison(c)
     lines = text.splitlines()
     assert lines[1].split()[0] == "model" and lines[1].split()[-1] == "rank"
-    assert "ranking by mean alpha (lower is better; 1 = best): 1. heavy" in text
+    assert "ranking by mean alpha (lower is better in HTSR's reading, not a measured accuracy; 1 = lowest): 1. heavy" in text
     assert "3 layers present in every model" in text
     assert "\t" not in text
 
@@ -350,7 +350,7 @@ def test_cli_compare_prints_writes_and_distances(npz_pair, tmp_path, capsys):
                "--no-progress", "--no-tails"])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "ranking by mean alpha (lower is better; 1 = best)" in text
+    assert "ranking by mean alpha (lower is better in HTSR's reading, not a measured accuracy; 1 = lowest)" in text
     assert "alpha per layer, 2 layers present in every model" in text
     assert "distances of ft from pre, layer by layer:" in text
     assert "2 layers compared, 0 skipped, 0 failed" in text
@@ -476,14 +476,16 @@ def test_task_model_is_compared_under_its_base_names():
 
 def test_models_without_a_value_are_unranked_and_a_bad_figure_name_fails_first(npz_pair, tmp_path, capsys,
                                                                               monkeypatch):
-    """Without --randomize no model has a rand_js_distance: none is ranked (no order among NaNs claims
-    '1 = best'); with a value for one model only, only that one is. A --figure name of no image format is
-    refused before any model is analysed."""
+    """Without --randomize no model would have a rand_js_distance: refused before any analysis (it analysed
+    every model, then ranked none); results computed without it are unranked (no order among NaNs claims
+    '1 = highest'); with a value for one model only, only that one is. A --figure name of no image format
+    is refused before any model is analysed."""
     a, b = npz_pair
-    assert main(["compare", str(a), str(b), "--metric", "rand_js_distance", "--no-progress", "--no-tails"]) == 0
-    text = capsys.readouterr().out
-    assert "1 = best): unranked (no value): tuned, base" in text
-    c = compare([a, b], metric="rand_js_distance", tails=False)
+    assert main(["compare", str(a), str(b), "--metric", "rand_js_distance", "--no-progress", "--no-tails"]) == 2
+    assert "metric 'rand_js_distance' is computed only with --randomize" in capsys.readouterr().err
+    c = compare([htsr.analyze(a, tails=False), htsr.analyze(b, tails=False)], labels=["tuned", "base"],
+                metric="rand_js_distance")
+    assert "1 = highest): unranked (no value): tuned, base" in format_comparison(c)
     assert [e.rank for e in c.ranking] == [None, None]
     assert [r["rank"] for r in c.as_dict()["ranking"]] == [None, None]
     fitted = compare([a, b], metric="alpha", tails=False, min_evals=56)  # base's fc2 has 55: one model fits less
@@ -517,10 +519,26 @@ def test_a_name_with_other_shapes_is_not_the_same_layer_and_differing_layers_are
 
 def test_a_metric_no_model_has_names_the_option_that_computes_it(npz_pair, capsys):
     a, b = npz_pair
-    assert main(["compare", str(a), str(b), "--metric", "rand_js_distance", "--no-progress", "--no-tails"]) == 0
-    assert ("unranked (no value): tuned, base (rand_js_distance needs --randomize)"
-            in capsys.readouterr().out)
+    c = compare([htsr.analyze(a, tails=False), htsr.analyze(b, tails=False)], labels=["tuned", "base"],
+                metric="rand_js_distance")  # results computed without it: ranked by nothing, and said why
+    assert "unranked (no value): tuned, base (rand_js_distance needs --randomize)" in format_comparison(c)
     # with the option on but no value (nothing fitted), no such hint
     assert main(["compare", str(a), str(b), "--metric", "rand_js_distance", "--randomize", "--min-evals", "500",
                  "--no-progress", "--no-tails"]) == 0
     assert "needs --randomize" not in capsys.readouterr().out
+
+
+def test_results_computed_with_different_options_are_said_not_comparable(npz_pair):
+    """compare_results of results analysed apart: a different x_min rule makes their alphas incomparable, and
+    the comparison says so (it ranked them as if comparable; only 'options' turned into a list in the JSON).
+    keep_spectra, progress and workers change no number: a result does not record them, so they never differ."""
+    a, b = npz_pair
+    ra = htsr.analyze(a, tails=False, keep_spectra=True, progress=False)
+    rb = htsr.analyze(b, tails=False, xmin="median")
+    assert "keep_spectra" not in ra.options and "progress" not in ra.options and "workers" not in ra.options
+    c = compare_results([ra, rb], ["a", "b"])
+    assert c.as_dict()["options_differ"] == {"xmin": ["ks", "median"]}
+    assert ("the models were analysed with different options (xmin: 'ks' / 'median'): their metrics are not "
+            "comparable") in format_comparison(c)
+    same = compare_results([ra, htsr.analyze(b, tails=False)], ["a", "b"])
+    assert same.as_dict()["options_differ"] == {} and "different options" not in format_comparison(same)
