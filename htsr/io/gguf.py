@@ -87,6 +87,8 @@ GGUF_MAGIC = b"GGUF"
 _ACTIVATION_TYPES = ("Q8_1", "Q8_K")
 _MIN_SIZE = 24  # magic, version, tensor count, metadata count
 _MAX_DIMS = 4  # GGML_MAX_DIMS
+# GGML types llama.cpp removed (ARM repacked layouts, now repacked at load time): files converted with them
+_REMOVED_TYPES = {31: "Q4_0_4_4", 32: "Q4_0_4_8", 33: "Q4_0_8_8", 36: "IQ4_NL_4_4", 37: "IQ4_NL_4_8", 38: "IQ4_NL_8_8"}
 
 _ROLE_KIND: dict[str, tuple[str, int]] = {  # role → (kind, number of dimensions it applies to)
     **{r: ("embedding", 2) for r in ("token_embd", "token_types", "position_embd", "per_layer_token_embd")},
@@ -210,8 +212,13 @@ def _reader_class() -> type:
                     qtype = GGMLQuantizationType(int(raw_type[0]))
                     block, type_size = GGML_QUANT_SIZES[qtype]
                 except (ValueError, KeyError):
+                    code = int(raw_type[0])
+                    if code in _REMOVED_TYPES:
+                        raise self._fail(
+                            f"{label} has GGML type {code}, {_REMOVED_TYPES[code]}, a repacked type llama.cpp removed "
+                            "(it repacks at load time now): convert the model again with a current llama.cpp") from None
                     raise self._fail(
-                        f"{label} has unknown GGML type {int(raw_type[0])} (corrupt file, or a type newer "
+                        f"{label} has unknown GGML type {code} (corrupt file, or a type newer "
                         f"than gguf {_version()})") from None
                 ne = [int(d) for d in dims]
                 if ne and ne[0] % block:
