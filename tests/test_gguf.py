@@ -779,3 +779,31 @@ def test_a_removed_repacked_ggml_type_is_named_not_called_newer(small_file, code
         GGUFFile(small_file)
     _one_line_source_error(ei, str(small_file), "'blk.0.ffn_up.weight'", f"GGML type {code}, {name}",
                            "convert the model again")
+
+
+def _bigger_file(tmp_path) -> Path:
+    rng = _rng(25)
+    return write_gguf(tmp_path / "three.gguf", {
+        "blk.0.attn_q.weight": (rng.standard_normal((96, 128)).astype(np.float32), Q.Q8_0),
+        "blk.0.attn_k.weight": (rng.standard_normal((96, 128)).astype(np.float32), Q.Q8_0),
+        "blk.0.ffn_up.weight": (rng.standard_normal((96, 128)).astype(np.float32), Q.Q8_0)})
+
+
+@pytest.mark.parametrize("lie", ["tensor count 3 -> 2", "Q8_0 -> Q4_0", "rows 96 -> 48"])
+def test_header_lies_that_shrink_the_data_are_refused(tmp_path, lie):
+    """A header whose counts, types or sizes claim less data than the file holds was read, from shifted or
+    partial bytes, and analysed 'ok'. The tensors' data must follow one another as llama.cpp reads them, and
+    no more than the alignment's padding may follow the last."""
+    path = _bigger_file(tmp_path)
+    raw = bytearray(path.read_bytes())
+    pos = _tensor_info_positions(path)["blk.0.attn_k.weight"]
+    if lie == "tensor count 3 -> 2":
+        struct.pack_into("<Q", raw, 8, 2)
+    elif lie == "Q8_0 -> Q4_0":
+        struct.pack_into("<I", raw, pos["type"], int(Q.Q4_0))
+    else:
+        struct.pack_into("<Q", raw, pos["n_dims"] + 4 + 8, 48)  # ne[1], the rows
+    path.write_bytes(bytes(raw))
+    with pytest.raises(SourceError) as ei:
+        GGUFFile(path)
+    _one_line_source_error(ei, str(path), "wrong")
