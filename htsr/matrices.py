@@ -135,6 +135,9 @@ def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
             return "conv1d", ""
         return "stack", ""
     if len(shape) == 4:
+        if any(k > MAX_CONV_KERNEL for k in shape[2:]) and not _CONV.search(name):
+            # [2, 3, 128, 96] is no kernel of 128 × 96 taps (a grid of matrices: pooling it would mix them)
+            return None, f"4-D tensor whose last axes ({shape[2]} × {shape[3]}) are no convolution kernel"
         return "conv2d", ""
     if len(shape) == 5 and all(k <= MAX_CONV_KERNEL for k in shape[2:]):  # [c_out, c_in, kd, kh, kw]
         return "conv3d", ""

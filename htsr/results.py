@@ -239,7 +239,9 @@ def _write_temp(path: Path, data: str | bytes) -> Path:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
         else:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            # (a name no UTF-8 can spell — a lone surrogate a JSON header's \udcff escape made — is written
+            # escaped: the outputs of a long analysis are not lost to one name)
+            with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace", newline="") as f:
                 f.write(data)
     except BaseException:
         if os.path.exists(tmp):

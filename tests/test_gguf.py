@@ -807,3 +807,20 @@ def test_header_lies_that_shrink_the_data_are_refused(tmp_path, lie):
     with pytest.raises(SourceError) as ei:
         GGUFFile(path)
     _one_line_source_error(ei, str(path), "wrong")
+
+
+def test_a_tied_lm_head_stored_twice_is_analysed_once(tmp_path):
+    """llama.cpp's GPT-2 and MPT converters write output.weight as a copy of token_embd.weight: one matrix,
+    analysed once (it was two rows of one alpha, counted twice in the summary); an untied head stays a row."""
+    rng = _rng(26)
+    emb = (rng.standard_normal((300, 64)) * 0.02).astype(np.float32)
+    tied = write_gguf(tmp_path / "tied.gguf", {"token_embd.weight": (emb, Q.Q8_0), "output.weight": (emb, Q.Q8_0)})
+    r = htsr.analyze(tied)
+    assert [x.name for x in r.layers] == ["token_embd"]
+    assert [(n.reason, n.examples) for n in r.not_analysed] == [
+        ("the same tensor as token_embd.weight (tied weights): analysed once", ("output.weight",))]
+    other = emb.copy()
+    other[0, 0] += 0.5
+    untied = write_gguf(tmp_path / "untied.gguf", {"token_embd.weight": (emb, Q.Q8_0),
+                                                   "output.weight": (other, Q.Q8_0)})
+    assert [x.name for x in htsr.analyze(untied).layers] == ["token_embd", "output"]

@@ -1241,3 +1241,24 @@ def test_a_folder_of_one_weight_file_or_optimums_model_onnx_is_read(tmp_path):
         onnx.save_model(helper.make_model(graph), str(tmp_path / "optimum" / name))
     r = htsr.analyze(tmp_path / "optimum", min_evals=3)
     assert [l.name for l in r.layers] == ["fc"] and "not read: model_quantized.onnx" in r.source
+
+
+def test_a_4d_grid_of_large_matrices_is_no_convolution_and_a_name_no_utf8_spells_is_refused(tmp_path):
+    """[2, 3, 128, 96] named like experts was pooled as a conv2d of 2 × 3 matrices over 12 288 'kernel
+    positions' (status ok); it is listed as what it is not. A lone surrogate in a safetensors name (the
+    JSON escape \\udcff) failed the CLI with a traceback when writing layers.csv; it is refused in one line."""
+    from conftest import one_line_source_error
+
+    from htsr.matrices import classify
+
+    assert classify("moe.experts.w", (2, 3, 128, 96)) == (
+        None, "4-D tensor whose last axes (128 × 96) are no convolution kernel")
+    assert classify("stem.conv.weight", (64, 3, 7, 7))[0] == "conv2d"
+    np_save_file({"a.weight": np.ones((16, 8), np.float32)}, str(tmp_path / "s.safetensors"))
+    raw = (tmp_path / "s.safetensors").read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = raw[8:8 + n].replace(b'"a.weight"', b'"a\\udcff.weight"')
+    (tmp_path / "s.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + raw[8 + n:])
+    with pytest.raises(htsr.SourceError) as ei:
+        open_source(tmp_path / "s.safetensors")
+    one_line_source_error(ei, str(tmp_path / "s.safetensors"), "not valid UTF-8 text")

@@ -150,7 +150,9 @@ def test_code_in_the_pickle_is_never_run(tmp_path):
     b"cos\nsystem\n(S'touch PWNED'\ntR.",  # protocol 0: os.system('touch PWNED')
     b"\x80\x02cbuiltins\neval\nX\x05\x00\x00\x001 + 1\x85R.",  # builtins.eval
     b"\x80\x02csubprocess\nrun\n]\x85R.",
-], ids=["os.system", "builtins.eval", "subprocess.run"])
+    # pickle.dumps(subprocess.call, protocol=2) writes Python 2's name for it (an inert stand-in before)
+    b"\x80\x02ccommands\ncall\n]\x85R.",
+], ids=["os.system", "builtins.eval", "subprocess.run", "commands.call (protocol 2)"])
 def test_hostile_globals_are_refused_in_one_line(tmp_path, raw, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "evil.pkl"

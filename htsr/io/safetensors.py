@@ -87,6 +87,12 @@ class SafetensorsFile:
             if name == "__metadata__":
                 continue
             try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate from a JSON escape (\udcff): no text names it
+                problems.append(f"{name.encode('utf-8', 'backslashreplace').decode()} (a name that is not valid "
+                                "UTF-8 text)")
+                continue
+            try:
                 if info["dtype"] in _SUB_BYTE:
                     dtype, bits = f"safetensors {info['dtype']}", _SUB_BYTE[info["dtype"]]
                 else:

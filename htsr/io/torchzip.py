@@ -397,7 +397,9 @@ class _Refused(pickle.UnpicklingError):
 # inert, but such a file is hostile: it is refused)
 _HOSTILE = frozenset({"os", "posix", "nt", "subprocess", "sys", "shutil", "socket", "importlib", "runpy", "pickle",
                       "_pickle", "marshal", "ctypes", "pty", "code", "codeop", "webbrowser", "builtins",
-                      "__builtin__"})
+                      "__builtin__",
+                      # Python 2's names, which a protocol-2 pickle writes (subprocess.call as commands.call)
+                      "commands", "popen2", "cPickle"})
 
 
 # torch modules whose globals rebuild tensors and storages (those htsr knows are in _ALLOWED)
