@@ -280,6 +280,8 @@ def _run_analyze(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     outputs = out_folder(args.out, ("layers.csv", "summary.json"))
     if args.report is not None:
+        if args.report.suffix.lower() not in (".html", ".htm"):
+            raise OptionError(f"--report {args.report}: the report is an HTML file; name it .html")
         outputs.append(("--report", args.report))
         options["keep_spectra"] = True
     check_outputs([args.source, options.get("base")], outputs)  # before minutes of analysis, not after

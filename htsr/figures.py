@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .errors import OptionError
 from .fits.powerlaw import ks_scan
 from .rmt.phases import PHASES
 
@@ -352,11 +353,21 @@ def _group_of(row: Any, by: str) -> str:
     return (getattr(row, by) or "no phase") if by == "phase" else getattr(row, by)
 
 
+def _check_metric(metric: str) -> None:
+    """``metric`` is a numeric per-layer column (an OptionError naming them if not)."""
+    from .results import LayerResult
+
+    numeric = [n for n, f in LayerResult.__dataclass_fields__.items() if f.type in ("float", float)]
+    if metric not in numeric:
+        raise OptionError(f"metric {metric!r} is not a numeric per-layer column; one of {', '.join(numeric)}")
+
+
 def alpha_by_layer(result: Any, color_by: str = "kind", metric: str = "alpha") -> Panel:
     """``metric`` (alpha, alpha_weighted, …) per layer in model order, one series per kind (or phase),
     with the 2 and 6 lines of the HTSR bands when it is alpha."""
     if color_by not in ("kind", "phase"):
-        raise ValueError(f"color_by must be 'kind' or 'phase', got {color_by!r}")
+        raise OptionError(f"color_by must be 'kind' or 'phase', got {color_by!r}")
+    _check_metric(metric)
     rows = result.layers
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
@@ -375,6 +386,7 @@ def alpha_by_layer(result: Any, color_by: str = "kind", metric: str = "alpha") -
 
 
 def alpha_distribution(result: Any, metric: str = "alpha") -> Panel:
+    _check_metric(metric)
     v = np.asarray([getattr(r, metric) for r in result.layers], dtype=np.float64)
     v = v[np.isfinite(v)]
     title = f"distribution of {metric}"

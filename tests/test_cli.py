@@ -623,3 +623,9 @@ def test_control_characters_in_names_do_not_break_the_table():
     lines = format_table(r).splitlines()
     assert len(lines) == 3 and lines[1].startswith("a\\nb ") and lines[2].startswith("ü\\t ")
     assert [x.name for x in r.layers] == ["a\nb", "ü\t"]  # the names themselves are kept (CSV, JSON)
+
+
+def test_a_report_not_named_html_is_refused_before_the_analysis(model, tmp_path, capsys):
+    """--report x.pdf wrote HTML into a .pdf; now refused in one line, and nothing is analysed or written."""
+    assert main(["analyze", str(model), "--report", str(tmp_path / "x.pdf"), "--no-progress"]) == 2
+    assert "--report" in capsys.readouterr().err and not (tmp_path / "x.pdf").exists()

@@ -292,3 +292,18 @@ def test_missing_matplotlib_is_a_missing_extra(result, monkeypatch, tmp_path):
     with pytest.raises(MissingExtraError):
         P.save_panels([F.phase_counts(result)], tmp_path / "never.png")
     assert os.listdir(tmp_path) == []
+
+
+def test_a_bad_colouring_or_metric_is_an_option_error_naming_the_choices():
+    """plot_alpha_by_layer(color_by='xyz') raised a bare ValueError, metric='nope' an AttributeError of
+    LayerResult: htsr's OptionError now, naming what is allowed."""
+    from htsr.errors import OptionError
+    from htsr.figures import alpha_by_layer, alpha_distribution
+
+    result = htsr.analyze({"fc.weight": np.random.default_rng(0).standard_normal((80, 60)).astype(np.float32)})
+    with pytest.raises(OptionError, match="color_by must be 'kind' or 'phase'"):
+        alpha_by_layer(result, color_by="xyz")
+    with pytest.raises(OptionError, match="metric 'nope' is not a numeric per-layer column; one of .*alpha"):
+        alpha_by_layer(result, metric="nope")
+    with pytest.raises(OptionError, match="metric 'name' is not a numeric"):
+        alpha_distribution(result, metric="name")
