@@ -280,11 +280,11 @@ def _run_analyze(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     outputs = out_folder(args.out, ("layers.csv", "summary.json"))
     if args.report is not None:
-        if args.report.suffix.lower() not in (".html", ".htm"):
-            raise OptionError(f"--report {args.report}: the report is an HTML file; name it .html")
         outputs.append(("--report", args.report))
         options["keep_spectra"] = True
     check_outputs([args.source, options.get("base")], outputs)  # before minutes of analysis, not after
+    if args.report is not None and args.report.suffix.lower() not in (".html", ".htm"):
+        raise OptionError(f"--report {args.report}: the report is an HTML file; name it .html")
     from .io import open_source
 
     source = open_source(args.source)  # headers only; then the files it reads (an ONNX model's external data)
