@@ -347,16 +347,20 @@ def test_arrays_are_built_only_on_load(small_file, monkeypatch):
     assert len(refs) == 6 and calls == []  # opening and listing build no array
     refs[0].load()
     assert len(calls) == 1
-    # what is held: each array's payload as bytes (msgpack copies it out of the memory-mapped file)
+    # what is held: each array's place in the file, not a copy of its bytes (read through a map of its own)
     payload = calls[0]
-    assert isinstance(payload.data, bytes) and len(payload.data) > 20 * 12 * 4
+    assert payload.path == small_file and payload.end - payload.start > 20 * 12 * 4
 
 
-def test_payload_is_kept_in_memory_not_reread(small_file):
-    # the docstring says so: the file is decoded once when opened; loading does not read it again
+def test_an_array_is_read_from_the_file_when_loaded(small_file):
+    """The docstring says so: opening decodes the structure and the arrays' headers; an array's bytes are read
+    (through a map of its own, dropped with it) when loaded, so memory holds one array, not the file."""
     src = FlaxMsgpackFile(small_file)
-    small_file.unlink()
     np.testing.assert_array_equal(_refs(src)["Dense_0"].load(), small_tree()["params"]["Dense_0"]["kernel"].T)
+    small_file.write_bytes(b"")  # the file changed under an open source: a load fails, naming the array
+    with pytest.raises(SourceError) as ei:
+        _refs(src)["Dense_0"].load()
+    _one_line_source_error(ei, str(small_file), "'Dense_0.kernel' cannot be read", "changed")
 
 
 def test_pytree_leaves_converted_only_on_load():
@@ -571,7 +575,7 @@ def test_a_tree_nested_1020_levels_is_a_one_line_error(tmp_path):
 
 
 @pytest.mark.parametrize("body", [
-    # 1.1 million empty maps in 2 lists: ~2 MB of file, ~200 MB of dicts (70x), stopped at a million
+    # 1.1 million empty maps in 2 lists: ~2 MB of file, ~200 MB of dicts (70x), stopped at a million values
     b"\x92" + (b"\xdd" + (550_000).to_bytes(4, "big") + b"\x80" * 550_000) * 2,
     b"\xdd" + (2_000_000).to_bytes(4, "big") + b"\xc0" * 2_000_000,  # a list longer than any model's
 ])

@@ -10,14 +10,15 @@ arrays stored as msgpack extension type 1 (``ndarray``), its payload itself msgp
 scalars, not weights; arrays above 1 GiB are split by flax into a map ``{"__msgpack_chunked_array__":
 True, "shape": {"0": d0, …}, "chunks": {"0": 1-D array, …}}``, which is read as one array.
 
-**Memory.** msgpack has no index: a file can only be decoded as a whole. It is memory-mapped and
-decoded once when opened; msgpack copies each array's payload into a ``bytes`` object, which the
-reader keeps (only its small header — shape and dtype — is parsed then). So **while the source is
-alive, all the file's array bytes are in memory** (≈ the file's size), but no numpy array is built:
-a tensor's array is made only when its :class:`~htsr.io.base.TensorRef` is loaded (a view of the
-payload — copied if the payload is not aligned for its dtype — then the transposition below, which
-copies that one tensor; reduced-precision floats are converted to float32; a chunked array is
-concatenated). An in-memory tree is read where it is: a leaf (numpy or jax array) is
+**Memory.** msgpack has no index: a file's structure can only be decoded as a whole. It is
+memory-mapped and decoded once when opened, by htsr's own decoder, which records where each array's
+payload lies instead of copying it (msgpack's decoder copies every payload: the whole file in memory)
+and parses only the payload's small header — shape and dtype. A tensor's array is made when its
+:class:`~htsr.io.base.TensorRef` is loaded, from a memory map of its own bytes dropped with it (copied
+if not aligned for its dtype; then the transposition below, which copies that one tensor;
+reduced-precision floats are converted to float32; a chunked array is concatenated). So memory holds
+the structure and one tensor at a time, as for safetensors (a 512 MB checkpoint of eight 2048 × 8192
+kernels: peak RSS 425 MB, 316 MB from its safetensors copy; 951 MB with msgpack's decoder). An in-memory tree is read where it is: a leaf (numpy or jax array) is
 converted with ``numpy.asarray`` only when loaded.
 
 **Which parameters.** If the top-level map has a ``params`` entry (a ``variables`` dict, a
@@ -86,6 +87,7 @@ from __future__ import annotations
 
 import math
 import mmap
+import struct
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -144,21 +146,25 @@ def _msgpack() -> Any:
 
 
 class _Payload:
-    """An ``ndarray`` extension payload kept as bytes; :meth:`array` makes the numpy view on demand."""
+    """An ``ndarray`` extension payload: where it lies (``data[start:end]``: the file's memory map while it is
+    opened, a ``bytes`` object in tests); :meth:`array` makes the array on demand, from a map of its own
+    bytes once :attr:`path` is set (the file's map is then closed: pages read stay resident as long as a
+    map holds them)."""
 
-    __slots__ = ("data", "dtype", "offset", "shape")
+    __slots__ = ("data", "dtype", "end", "offset", "path", "shape", "start")
 
-    def __init__(self, data: bytes) -> None:
-        self.data = data
+    def __init__(self, data: Any, start: int = 0, end: int | None = None) -> None:
+        self.data, self.start, self.end = data, start, len(data) if end is None else end
+        self.path: Path | None = None
         self.shape: tuple[int, ...] = ()
         self.dtype = ""
-        self.offset = 0
+        self.offset = 0  # of the array bytes, from start
 
     def parse(self, msgpack: Any) -> str | None:
         """Read the header ``[shape, dtype name, bin]`` without copying the bytes; an error message or None."""
-        data = self.data
+        data = self.data[self.start:self.start + min(self.end - self.start, 4096)]  # the header is small
         u = msgpack.Unpacker(raw=True, strict_map_key=False)
-        u.feed(data[: min(len(data), 4096)])  # the header is small; the bytes are not decoded
+        u.feed(data)
         try:
             if u.read_array_header() != 3:
                 return "its payload is not [shape, dtype, bytes]"
@@ -186,8 +192,8 @@ class _Payload:
         n = int.from_bytes(data[pos + 1 : pos + 1 + w], "big")
         start = pos + 1 + w
         expected = math.prod(shape) * dt.itemsize
-        if n != len(data) - start:
-            return f"its data claims {n} bytes but holds {len(data) - start}"
+        if n != self.end - self.start - start:
+            return f"its data claims {n} bytes but holds {self.end - self.start - start}"
         if n != expected:
             return (f"{n} bytes of data for shape {tuple(shape)} {name} "
                     f"({math.prod(shape)} × {dt.itemsize} = {expected} bytes expected)")
@@ -198,7 +204,14 @@ class _Payload:
         """The array, or its ``[idx]`` (one layer of a stack)."""
         dt = numpy_dtype(self.dtype)
         count = math.prod(self.shape)
-        a = np.frombuffer(self.data, dtype=dt, count=count, offset=self.offset).reshape(self.shape)[idx]
+        if self.path is not None:
+            if count == 0:
+                return np.zeros(self.shape, dt)[idx]
+            raw = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self.start + self.offset,
+                            shape=(count * dt.itemsize,))
+            a = raw.view(dt).reshape(self.shape)[idx]
+        else:
+            a = np.frombuffer(self.data, dtype=dt, count=count, offset=self.start + self.offset).reshape(self.shape)[idx]
         # the payload starts at an arbitrary byte: an unaligned view would be read by numpy's slow,
         # non-BLAS loops (with other rounding than BLAS), so it is copied once to aligned memory
         return a if a.flags.aligned else a.copy()
@@ -217,14 +230,6 @@ class _Chunked:
         if not self.chunks:
             return np.zeros(self.shape, dtype=numpy_dtype(self.dtype))[idx]
         return np.concatenate([c.array() for c in self.chunks]).reshape(self.shape)[idx]
-
-
-def _ext_hook(code: int, data: bytes) -> Any:
-    if code == EXT_NDARRAY:
-        return _Payload(data)
-    # npscalar (3), native complex (2), unknown types: not weights; one shared marker per code, so a file of
-    # millions of them costs a pointer each, not an object each
-    return _SCALARS.setdefault(code, _Scalar(code))
 
 
 class _Scalar:
@@ -465,15 +470,100 @@ def _walk(node: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], A
 # ------------------------------------------------------------------------------------------ readers
 
 
-#: maps and lists a checkpoint may hold (a model has one map per module, thousands; each costs ~100 bytes of
-#: memory for a byte or two of file, so an unbounded count lets a file take ~70 times its size)
-_MAX_CONTAINERS = 1_000_000
+#: values a checkpoint may hold (a model has a map per module and an array per parameter, thousands; each
+#: value costs ~100 bytes of memory for a byte or a few of file, so an unbounded count lets a file take ~70
+#: times its size)
+_MAX_VALUES = 1_000_000
 #: entries of one map or list (a module's parameters, a list of layers)
 _MAX_LEN = 1 << 20
+#: maps nested in maps (a model's tree is a few dozen deep)
+_MAX_DEPTH = 256
 
 
-class _TooMany(Exception):
-    """Raised inside the msgpack decoder past :data:`_MAX_CONTAINERS`."""
+class _Corrupt(Exception):
+    """A msgpack structure error, with the message for the file's error."""
+
+
+class _Decoder:
+    """msgpack decoded from a memory map without copying its ``ndarray`` payloads: an extension of type 1 is a
+    :class:`_Payload` of its offsets, other extensions one shared :class:`_Scalar` marker per type (a file of
+    millions costs a pointer each), and the rest Python values. (msgpack's own decoder copies every payload
+    into a ``bytes`` object: a checkpoint as large as memory could not be read.)"""
+
+    def __init__(self, buf: Any, size: int) -> None:
+        self.buf, self.n, self.pos, self.values = buf, size, 0, 0
+
+    def take(self, k: int) -> int:
+        """The position of the next ``k`` bytes, which are skipped."""
+        if k > self.n - self.pos:
+            raise _Corrupt("truncated")
+        start = self.pos
+        self.pos += k
+        return start
+
+    def uint(self, k: int) -> int:
+        start = self.take(k)
+        return int.from_bytes(self.buf[start:start + k], "big")
+
+    def count(self, k: int) -> int:
+        """The length of a map or array that follows: each entry takes a byte at least."""
+        n = self.uint(k)
+        if n > _MAX_LEN or n > self.n - self.pos:
+            raise _Corrupt(f"a length field claims {n} entries, more than a model's map or list holds or than the "
+                           f"{self.n}-byte file holds")
+        return n
+
+    def value(self, depth: int = 0) -> Any:
+        self.values += 1
+        if self.values > _MAX_VALUES:
+            raise _Corrupt(f"more than {_MAX_VALUES} values: not a parameter tree (a model has a map per module and "
+                           "an array per parameter)")
+        b = self.buf[self.take(1)]
+        if b <= 0x7F:
+            return b
+        if b >= 0xE0:
+            return b - 0x100
+        if 0x80 <= b <= 0x8F or b in (0xDE, 0xDF):
+            n = b & 0x0F if b <= 0x8F else self.count(2 if b == 0xDE else 4)
+            if depth >= _MAX_DEPTH:
+                raise _Corrupt("deep")
+            out = {}
+            for _ in range(n):
+                key = self.value(depth + 1)
+                out[key if isinstance(key, (str, int, float, bool, bytes)) or key is None else repr(key)] = \
+                    self.value(depth + 1)
+            return out
+        if 0x90 <= b <= 0x9F or b in (0xDC, 0xDD):
+            n = b & 0x0F if b <= 0x9F else self.count(2 if b == 0xDC else 4)
+            if depth >= _MAX_DEPTH:
+                raise _Corrupt("deep")
+            return [self.value(depth + 1) for _ in range(n)]
+        if 0xA0 <= b <= 0xBF or b in (0xD9, 0xDA, 0xDB):
+            n = b & 0x1F if b <= 0xBF else self.uint({0xD9: 1, 0xDA: 2, 0xDB: 4}[b])
+            start = self.take(n)
+            return bytes(self.buf[start:start + n]).decode("utf-8", "surrogateescape")
+        if b in (0xC4, 0xC5, 0xC6):  # bin: not a parameter (an array is an extension)
+            start = self.take(self.uint({0xC4: 1, 0xC5: 2, 0xC6: 4}[b]))
+            return _SCALARS.setdefault(-1, _Scalar(-1))
+        if b in (0xC7, 0xC8, 0xC9) or 0xD4 <= b <= 0xD8:
+            n = self.uint({0xC7: 1, 0xC8: 2, 0xC9: 4}[b]) if b <= 0xC9 else 1 << (b - 0xD4)
+            code = int.from_bytes(self.buf[self.take(1):self.pos], "big", signed=True)
+            start = self.take(n)
+            if code == EXT_NDARRAY:
+                return _Payload(self.buf, start, start + n)
+            return _SCALARS.setdefault(code, _Scalar(code))  # npscalar (3), complex (2), unknown: no weights
+        if b == 0xC0:
+            return None
+        if b in (0xC2, 0xC3):
+            return b == 0xC3
+        if b in (0xCA, 0xCB):
+            start = self.take(4 if b == 0xCA else 8)
+            return struct.unpack(">f" if b == 0xCA else ">d", self.buf[start:self.pos])[0]
+        if 0xCC <= b <= 0xD3:  # uint 8-64, int 8-64
+            k = 1 << ((b - 0xCC) % 4)
+            start = self.take(k)
+            return int.from_bytes(self.buf[start:self.pos], "big", signed=b >= 0xD0)
+        raise _Corrupt(f"bad type byte 0x{b:02x} at byte {self.pos - 1}")
 
 
 class FlaxMsgpackFile(_Tree):
@@ -493,52 +583,38 @@ class FlaxMsgpackFile(_Tree):
                     raise self._fail(f"not a Flax msgpack checkpoint (starts with {head[:8]!r}, not a msgpack map "
                                      "of parameters); save it with flax.serialization.to_bytes")
                 with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-                    tree = self._decode(msgpack, mm, size)
+                    tree = self._decode(mm, size)
+                    self._corrupt: list[tuple[str, str]] = []  # (path, why) of arrays too corrupt to give a row
+                    self._msgpack = msgpack
+                    try:
+                        self._build(tree, self._leaf)  # (reads the arrays' headers from the map)
+                    except RecursionError:  # the walk recurses once per level
+                        raise self._fail("the parameter tree nests too deeply to be a model's; corrupt "
+                                         "file?") from None
         except OSError as e:
             raise SourceError(f"{self.path}: cannot read ({e.strerror or e})") from None
-        self._msgpack = msgpack
-        self._corrupt: list[tuple[str, str]] = []  # (path, why) of arrays too corrupt to give a row
-        try:
-            self._build(tree, self._leaf)
-        except RecursionError:  # msgpack nests up to 1024 levels; the walk recurses once per level
-            raise self._fail("the parameter tree nests too deeply to be a model's; corrupt file?") from None
 
     def _fail(self, what: str) -> SourceError:
         return SourceError(f"{self.path}: {what}")
 
-    def _decode(self, msgpack: Any, buf: Any, size: int) -> Any:
-        built = [0]
-
-        def count(obj: Any) -> Any:  # every map and array decoded: a few bytes each in the file, ~100 in memory
-            built[0] += 1
-            if built[0] > _MAX_CONTAINERS:
-                raise _TooMany
-            return obj
-
+    def _decode(self, buf: Any, size: int) -> Any:
+        d = _Decoder(buf, size)
         try:
-            tree = msgpack.unpackb(buf, ext_hook=_ext_hook, raw=False, strict_map_key=False, object_hook=count,
-                                   list_hook=count, max_array_len=_MAX_LEN, max_map_len=_MAX_LEN)
-        except _TooMany:
-            raise self._fail(f"more than {_MAX_CONTAINERS} maps and lists: not a parameter tree (a model has "
-                             "one map per module); corrupt or hostile file") from None
-        except msgpack.ExtraData:
-            raise self._fail("trailing bytes after the msgpack checkpoint (two files concatenated, or corrupt); "
-                             "re-save it") from None
-        except msgpack.FormatError as e:
-            raise self._fail(f"not valid msgpack ({one_line(e) or 'bad type byte'}); corrupt file?") from None
-        except msgpack.StackError:
-            raise self._fail("msgpack nesting too deep; corrupt file?") from None
-        except ValueError as e:
-            if "incomplete" in str(e):
+            tree = d.value()
+        except _Corrupt as e:
+            what = str(e)
+            if what == "truncated":
                 raise self._fail(f"truncated msgpack checkpoint (the {size}-byte file ends inside a value); "
                                  "re-download or re-save it") from None
-            if "exceeds max_" in str(e):  # a length over _MAX_LEN, or (msgpack's own bound) over the input size
-                raise self._fail(f"corrupt msgpack checkpoint: a length field claims more entries than a model's "
-                                 f"map or list holds, or than the {size}-byte file holds ({one_line(e)}); "
-                                 "re-download or re-save it") from None
-            raise self._fail(f"not valid msgpack ({one_line(e)}); corrupt file?") from None
-        except Exception as e:  # noqa: BLE001 - anything else msgpack raises on corrupt input
-            raise self._fail(f"not valid msgpack ({e.__class__.__name__}: {one_line(e)}); corrupt file?") from None
+            if what == "deep":
+                raise self._fail("the parameter tree nests too deeply to be a model's; corrupt file?") from None
+            if what.startswith("bad type byte"):
+                raise self._fail(f"not valid msgpack ({what}); corrupt file?") from None
+            raise self._fail(f"corrupt msgpack checkpoint: {what}; corrupt or hostile file, re-download or re-save "
+                             "it") from None
+        if d.pos != size:
+            raise self._fail("trailing bytes after the msgpack checkpoint (two files concatenated, or corrupt); "
+                             "re-save it")
         if not isinstance(tree, Mapping):
             raise self._fail(f"msgpack holding a {type(tree).__name__}, not a map of parameters")
         return tree
@@ -553,6 +629,7 @@ class FlaxMsgpackFile(_Tree):
             if not isinstance(value, _Payload):
                 return None
             err = value.parse(self._msgpack)
+            value.path = self.path  # read when loaded, through a map of its own bytes
             if err:
                 raise self._fail(f"array {where!r}: {err}; the checkpoint is corrupt, re-save it")
         except SourceError as e:
@@ -562,7 +639,7 @@ class FlaxMsgpackFile(_Tree):
                 return value.shape, value.dtype, fail
             self._corrupt.append((where, str(e).removeprefix(f"{self.path}: ")))
             return None
-        return value.shape, value.dtype, value.array
+        return value.shape, value.dtype, self._reading(where, value.array)
 
     def _chunked(self, where: str, value: Mapping):
         bad = self._fail(f"chunked array {where!r} is inconsistent (shape, chunks); the checkpoint is corrupt")
@@ -578,13 +655,25 @@ class FlaxMsgpackFile(_Tree):
             if not isinstance(c, _Payload):
                 raise bad
             err = c.parse(self._msgpack)
+            c.path = self.path
             if err:
                 raise self._fail(f"array {where!r} chunk {i}: {err}; the checkpoint is corrupt, re-save it")
         if any(len(c.shape) != 1 for c in chunks) or len({c.dtype for c in chunks}) > 1 \
                 or sum(c.shape[0] for c in chunks) != math.prod(shape) or any(d < 0 for d in shape):
             raise bad
         arr = _Chunked(chunks, shape)
-        return shape, arr.dtype, arr.array
+        return shape, arr.dtype, self._reading(where, arr.array)
+
+    def _reading(self, where: str, array: Callable[[tuple[int, ...]], np.ndarray]):
+        """``array``, its read failing in one line naming the file and the array (the file changed since it
+        was opened: shorter, or gone)."""
+        def read(idx: tuple[int, ...] = ()) -> np.ndarray:
+            try:
+                return array(idx)
+            except (OSError, ValueError) as e:
+                raise self._fail(f"array {where!r} cannot be read ({one_line(e)}): the file changed since it was "
+                                 "opened?") from None
+        return read
 
 
 class FlaxTree(_Tree):
