@@ -819,3 +819,24 @@ def test_sub_byte_dtypes_are_read_not_refused(tmp_path):
     r = htsr.analyze(FlaxMsgpackFile(write(tmp_path / "int4.msgpack", tree)), min_evals=2)
     assert [x.name for x in r.layers] == ["d"] and r.layers[0].status == "ok"
     assert r.num_tensors == 2
+
+
+def test_mutated_checkpoints_raise_only_htsr_errors(tmp_path, small_file):
+    """htsr's own msgpack decoder (not msgpack's): 500 seeded mutations of 1 to 4 bytes anywhere in a
+    checkpoint either open and analyse, or fail with htsr's own error — never another exception."""
+    import random
+
+    from htsr.errors import HtsrError
+
+    raw = small_file.read_bytes()
+    rnd = random.Random(0)
+    path = tmp_path / "m.msgpack"
+    for _ in range(500):
+        b = bytearray(raw)
+        for _ in range(rnd.randint(1, 4)):
+            b[rnd.randrange(len(b))] = rnd.randrange(256)
+        path.write_bytes(bytes(b))
+        try:
+            htsr.analyze(FlaxMsgpackFile(path), min_evals=2)
+        except HtsrError:
+            pass
