@@ -463,7 +463,12 @@ class AnalysisResult:
             from .errors import MissingExtraError
 
             raise MissingExtraError("pandas", "pandas", "AnalysisResult.to_pandas()") from None
-        return pd.DataFrame(self.to_records(), columns=list(COLUMNS))
+        frame = pd.DataFrame(self.to_records(), columns=list(COLUMNS))
+        # one dtype per column whatever the values (a count with no NaN would be int64 in one result and
+        # float64 in another: concatenating results mixed them): LayerResult's own types
+        types = {n: {"int": "int64", "float": "float64", "str": "object"}.get(str(f.type), "object")
+                 for n, f in LayerResult.__dataclass_fields__.items()}
+        return frame.astype({c: types[c] for c in frame.columns if c in types})
 
     def csv_text(self) -> str:
         buf = io.StringIO()

@@ -520,3 +520,19 @@ def test_a_results_repr_is_one_line():
     r = htsr.analyze({f"l{i}.weight": W for i in range(20)})
     assert repr(r) == (f"<AnalysisResult <mapping>: 20 layers, 20 fitted, mean alpha {r.summary.means['alpha']:.3f}; "
                        ".layers, .summary, .to_pandas()>")
+
+
+def test_to_pandas_gives_each_column_one_dtype_whatever_the_values():
+    """Count columns (matrix_rank, num_spikes, num_erg …) were int64 in a result where no row had a NaN and
+    float64 in another: concatenating two models' tables mixed them. Each column takes LayerResult's type."""
+    pytest.importorskip("pandas")
+    from htsr.results import LayerResult
+
+    rng = np.random.default_rng(0)
+    fitted = htsr.analyze({"fc.weight": rng.standard_normal((80, 60)).astype(np.float32)})
+    mixed = htsr.analyze({"fc.weight": rng.standard_normal((80, 60)).astype(np.float32),
+                          "tiny.weight": np.ones((3, 3), np.float32)})
+    want = {n: {"int": "int64", "float": "float64"}.get(str(f.type), "object")
+            for n, f in LayerResult.__dataclass_fields__.items()}
+    for r in (fitted, mixed):
+        assert {c: str(t) for c, t in r.to_pandas().dtypes.items()} == {c: want[c] for c in r.to_pandas().columns}
