@@ -21,7 +21,7 @@ from .analyze import analyze
 from .errors import HtsrError, OptionError
 from .fits.uncertainty import MIN_WARNING_REPLICATES, warning_interval
 from .options import OPTION_SPECS, Options
-from .results import AnalysisResult, check_outputs, format_value, write_outputs
+from .results import AnalysisResult, check_outputs, format_value, why_undefined, write_outputs
 
 __all__ = ["main", "build_parser", "format_table", "add_option_flags", "options_from_args"]
 
@@ -225,11 +225,7 @@ def format_table(result: AnalysisResult, columns: Sequence[str] | None = None) -
 
 def format_summary(result: AnalysisResult) -> str:
     s = result.summary
-    no_tails = "n/a (no layer fitted)" if result.options.get("tails", True) else "n/a (--no-tails)"
-    # phases and traps need a layer's Marchenko-Pastur fit: none with --no-mp-fit, below min_evals, or on a
-    # lora row (an update known by its factors only)
-    no_mp = ("--no-mp-fit" if not result.options.get("mp_fit", True)
-             else "no layer has a Marchenko-Pastur fit: none fitted, or LoRA updates only")
+    why = {k: f"n/a ({v})" for k, v in why_undefined(result.options).items()}
     lines = [
         f"source: {result.source}",
         f"layers: {s.num_layers}  fitted: {s.num_fitted}  not fitted: {s.num_not_fitted}  skipped: {s.num_skipped}  "
@@ -237,10 +233,11 @@ def format_summary(result: AnalysisResult) -> str:
         f"warnings: over-trained {s.num_over_trained}  under-trained {s.num_under_trained}  "
         f"uncertain {s.num_uncertain}  no-power-law {format_value(s.num_no_power_law, nan='n/a')}  "
         f"(interval of alpha: {warning_interval(result.options)})",
-        f"power law plausible (bootstrap p > 0.1): {format_value(s.share_plausible_pl, nan='n/a (--bootstrap N)')}  "
-        f"best fit is the power law: {format_value(s.share_best_fit_pl, nan=no_tails)}",
+        f"power law plausible (bootstrap p > 0.1): "
+        f"{format_value(s.share_plausible_pl, nan=why['share_plausible_pl'])}  "
+        f"best fit is the power law: {format_value(s.share_best_fit_pl, nan=why['share_best_fit_pl'])}",
         "phases: " + ("  ".join(f"{p} {format_value(n)}" for p, n in s.phases.items())
-                      if all(math.isfinite(n) for n in s.phases.values()) else f"n/a ({no_mp})")
+                      if all(math.isfinite(n) for n in s.phases.values()) else why["phases"])
         + (f"  layers with correlation traps: {format_value(s.num_with_traps, nan='n/a')}"
            if result.options.get("randomize") else ""),
         "means over layers with a finite value: "

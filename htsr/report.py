@@ -35,7 +35,7 @@ from .figures import (  # one colour per role in both renderers
 )
 from .fits.uncertainty import interval_of, warning_interval
 from .options import LAYER_KINDS, OPTION_SPECS, UI_OPTIONS
-from .results import AnalysisResult, LayerResult, atomic_write, format_value
+from .results import AnalysisResult, LayerResult, atomic_write, format_value, why_undefined
 from .rmt.phases import PHASES
 
 __all__ = ["render_report", "write_report"]
@@ -212,11 +212,19 @@ def _summary(result: AnalysisResult) -> str:
     warns = [("over-trained", s.num_over_trained), ("under-trained", s.num_under_trained),
              ("uncertain", s.num_uncertain), ("no-power-law", _fmt(s.num_no_power_law)),
              ("interval of alpha", interval)]
-    fits = [("power law plausible (bootstrap p > 0.1)", _fmt(s.share_plausible_pl)),
-            ("best fit is the power law", _fmt(s.share_best_fit_pl))]
-    phases = [(p, _fmt(n)) for p, n in s.phases.items()]
+    why = why_undefined(o)
+
+    def said(v: float, entry: str) -> str:  # an undefined value with why (as the CLI's summary says it)
+        return _fmt(v) if math.isfinite(v) else f"n/a ({why[entry]})"
+
+    warns[3] = ("no-power-law", said(s.num_no_power_law, "num_no_power_law"))
+    fits = [("power law plausible (bootstrap p > 0.1)", said(s.share_plausible_pl, "share_plausible_pl")),
+            ("best fit is the power law", said(s.share_best_fit_pl, "share_best_fit_pl"))]
+    phases = [(p, said(n, "phases")) for p, n in s.phases.items()]
+    if all(not math.isfinite(n) for n in s.phases.values()):
+        phases = [("phases", f"n/a ({why['phases']})")]
     if o.get("randomize"):
-        phases.append(("layers with correlation traps", _fmt(s.num_with_traps)))
+        phases.append(("layers with correlation traps", said(s.num_with_traps, "num_with_traps")))
     means = [(k, _fmt(v)) for k, v in s.means.items()]
     if result.num_tensors is not None:
         counts.insert(0, ("tensors in the source", result.num_tensors))

@@ -392,6 +392,16 @@ def format_value(v: Any, nan: str = "nan", empty: str = "-", inf: tuple[str, str
     return str(v) if v != "" else empty
 
 
+def why_undefined(options: dict[str, Any]) -> dict[str, str]:
+    """Why a run's summary has no value (NaN) for its option-dependent entries, by entry: what the CLI's
+    summary and the report print beside 'n/a'."""
+    no_mp = ("--no-mp-fit" if not options.get("mp_fit", True)  # phases and traps need a layer's MP fit
+             else "no layer has a Marchenko-Pastur fit: none fitted, or LoRA updates only")
+    return {"phases": no_mp, "num_with_traps": no_mp if options.get("randomize") else "--randomize",
+            "share_plausible_pl": "--bootstrap N", "num_no_power_law": "--bootstrap N",
+            "share_best_fit_pl": "no layer fitted" if options.get("tails", True) else "--no-tails"}
+
+
 def csv_cell(v: Any) -> Any:
     """A CSV field: a finite float in full precision (repr), NaN/inf/None as an empty field, else as is."""
     if v is None or (isinstance(v, float) and not math.isfinite(v)):

@@ -392,3 +392,14 @@ def test_browser_report_without_spectra(browser, report_files, tmp_path):
     _click(browser, '#layers th[data-col="0"]')
     assert _column(browser, 0)[0] == "0"
     assert _errors(browser) == []
+
+
+def test_undefined_summary_entries_say_why_as_the_cli_does():
+    """With --no-mp-fit the report's Phases card showed '–' for each phase, with no reason (the CLI prints
+    'n/a (--no-mp-fit)'); and without --bootstrap the plausibility share. Both now say why, in the CLI's words."""
+    from htsr.cli import format_summary
+
+    r = htsr.analyze({"a.weight": np.random.default_rng(0).standard_normal((300, 100))}, mp_fit=False)
+    text, cli = render_report(r), format_summary(r)
+    assert "phases: n/a (--no-mp-fit)" in cli and "n/a (--no-mp-fit)" in text
+    assert "n/a (--bootstrap N)" in cli and "n/a (--bootstrap N)" in text
