@@ -103,6 +103,10 @@ def _note_text(note: str) -> str:
     return "\n".join(lines)
 
 
+#: axis labels of counts and indices (figures.py's): whole-number ticks
+_COUNT_AXES = frozenset({"layers", "layer (model order)"})
+
+
 def draw_panel(panel: Panel, ax: Any = None) -> Any:
     """Draw ``panel`` on ``ax`` (a matplotlib Axes; a new Figure with one axis when None); return the figure.
 
@@ -134,6 +138,20 @@ def draw_panel(panel: Panel, ax: Any = None) -> Any:
         ax.set_xscale("log")
     if panel.ylog:
         ax.set_yscale("log")
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
+
+    for axis, label, log in ((ax.xaxis, panel.xlabel, panel.xlog), (ax.yaxis, panel.ylabel, panel.ylog)):
+        if not log and label in _COUNT_AXES:  # counts of layers, layer indices: no 0.5 of a layer
+            axis.set_major_locator(MaxNLocator(integer=True))
+        if log:
+            lo, hi = (ax.get_xlim() if axis is ax.xaxis else ax.get_ylim())
+            if lo > 0 and hi / lo < 20:
+                # within about a decade matplotlib labels every minor tick as 2×10⁰ 3×10⁰ …, overlapping: label
+                # 1, 2 and 5 times the powers of ten, as plain numbers
+                short = FuncFormatter(lambda v, _: f"{v:g}")
+                axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+                axis.set_minor_formatter(short)
+                axis.set_major_formatter(short)
     handles, labels = ax.get_legend_handles_labels()
     if ax2 is not None:
         h2, l2 = ax2.get_legend_handles_labels()

@@ -307,3 +307,23 @@ def test_a_bad_colouring_or_metric_is_an_option_error_naming_the_choices():
         alpha_by_layer(result, metric="nope")
     with pytest.raises(OptionError, match="metric 'name' is not a numeric"):
         alpha_distribution(result, metric="name")
+
+
+def test_count_axes_have_whole_ticks_and_a_short_log_axis_plain_labels():
+    """'layers per phase' had ticks at 0.5 and 1.5 layers; a log axis within a decade labelled every minor
+    tick 2×10⁰ 3×10⁰ 4×10⁰ …, overlapping. Counts tick at whole numbers; such an axis labels 2 and 5 times the
+    powers of ten, as plain numbers."""
+    r = htsr.analyze({"fc.weight": np.random.default_rng(0).standard_normal((80, 60)).astype(np.float32)})
+    fig = P.draw_panel(F.phase_counts(r))
+    fig.canvas.draw()
+    ticks = fig.axes[0].get_yticks()
+    assert all(float(t).is_integer() for t in ticks)
+    panel = F.Panel("t", "eigenvalue λ", "density",
+                    (F.Series("line", np.linspace(1.5, 9, 20), np.linspace(0.2, 0.9, 20), "x", "data"),),
+                    xlog=True, ylog=True)
+    fig = P.draw_panel(panel)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    shown = [t.get_text() for t in ax.get_xticklabels(which="both") if t.get_text() and
+             ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]]
+    assert shown == ["2", "5"], shown
