@@ -1045,6 +1045,7 @@ def test_matmulnbits_weights_equal_onnxruntimes_own_dequantization(tmp_path, bit
     (want,) = sess.run(None, {"A": np.eye(K, dtype=np.float32)})  # [K, N]
     (ref,) = OnnxFile(path)
     assert (ref.name, ref.kind, ref.shape, ref.dtype) == ("model.layers.0.mlp.up_proj.weight", "dense", (N, K), "float32")
+    assert ref.bits == bits  # (a delta's noise floor: the codes' rounding, not float32's)
     np.testing.assert_allclose(ref.load(), want.T, rtol=1e-6, atol=1e-7)
 
 

@@ -1072,7 +1072,8 @@ class KerasFile:
 
     def __iter__(self) -> Iterator[TensorRef]:
         for e in self._entries:
-            yield TensorRef(e.name, e.plan.shape, e.dtype, _entry_loader(e, self._read), kind=e.plan.kind)
+            yield TensorRef(e.name, e.plan.shape, e.dtype, _entry_loader(e, self._read), kind=e.plan.kind,
+                            bits=8 if e.scale is not None else None)  # (an int8 layer's codes)
 
 
 # ------------------------------------------------------------------------------------ live models
@@ -1295,4 +1296,5 @@ class KerasModel:
 
     def __iter__(self) -> Iterator[TensorRef]:
         for e in self._entries:
-            yield TensorRef(e.name, e.plan.shape, e.dtype, _entry_loader(e, self._read), kind=e.plan.kind)
+            yield TensorRef(e.name, e.plan.shape, e.dtype, _entry_loader(e, self._read), kind=e.plan.kind,
+                            bits=8 if e.scale is not None else None)  # (an int8 layer's codes)

@@ -578,8 +578,14 @@ class OnnxFile:
                     break
         layer = f"{scope}.weight" if opaque and scope else name
 
+        bits = None  # of a dequantized weight's codes (a delta's noise floor)
+        if dequantized:
+            stored = _dtype_name(onnx, t.data_type) or ""
+            bits = (int(attrs.get("bits", 4)) if node.op_type == "MatMulNBits"
+                    else _SUB_BYTE.get(stored) or 8 * numpy_dtype(stored).itemsize)
+
         def ref(n: str, shp: tuple[int, ...], kind: str, load: Callable[[], np.ndarray]) -> TensorRef:
-            return TensorRef(n, shp, dtype, load, kind)
+            return TensorRef(n, shp, dtype, load, kind, bits=bits)
 
         if op in ("MatMul", "Gemm"):
             if idx > 1:
