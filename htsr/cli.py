@@ -280,12 +280,12 @@ def _run_analyze(args: argparse.Namespace) -> int:
         outputs.append(("--report", args.report))
         options["keep_spectra"] = True
     check_outputs([args.source, options.get("base")], outputs)  # before minutes of analysis, not after
-    if args.report is not None and args.report.suffix.lower() not in (".html", ".htm"):
-        raise OptionError(f"--report {args.report}: the report is an HTML file; name it .html")
     from .io import open_source
 
     source = open_source(args.source)  # headers only; then the files it reads (an ONNX model's external data)
     check_outputs([source], outputs)
+    if args.report is not None and args.report.suffix.lower() not in (".html", ".htm"):
+        raise OptionError(f"--report {args.report}: the report is an HTML file; name it .html")
     result = analyze(source, **options)
     say = (lambda *a: None) if args.quiet else print
     if args.json:

@@ -1156,6 +1156,7 @@ def test_int8_quantized_dense_and_embedding_are_dequantized_as_keras_computes(ke
             lam = np.linalg.svd(W.astype(np.float64), compute_uv=False)[0] ** 2
             # the same float32 quotients, SVD'd in float64 by both: 1e-12
             assert rows[name].lambda_max == pytest.approx(lam, rel=1e-12), (src, name)
+    assert {r.bits for r in KerasFile(tmp_path / "q.keras")} == {8}  # the codes' width: a delta's noise floor
     int4 = keras.Sequential([keras.Input((16,)), L.Dense(24, name="c")], name="q4")
     int4.quantize("int4")
     (row,) = htsr.analyze(int4, min_evals=2).layers

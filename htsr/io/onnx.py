@@ -82,6 +82,7 @@ converted to numpy one at a time (``onnx.numpy_helper.to_array``) only when load
 from __future__ import annotations
 
 import ast
+import dataclasses
 import math
 import os
 import re
@@ -396,7 +397,7 @@ class OnnxFile:
                     continue
                 unique = self._unique(ref.name, taken)
                 taken.add(unique)
-                refs.append(TensorRef(unique, ref.shape, ref.dtype, ref.loader, ref.kind))
+                refs.append(dataclasses.replace(ref, name=unique))
         return refs
 
     @staticmethod
@@ -579,8 +580,8 @@ class OnnxFile:
         layer = f"{scope}.weight" if opaque and scope else name
 
         bits = None  # of a dequantized weight's codes (a delta's noise floor)
-        if dequantized:
-            stored = _dtype_name(onnx, t.data_type) or ""
+        stored = _dtype_name(onnx, t.data_type)
+        if dequantized and stored:
             bits = (int(attrs.get("bits", 4)) if node.op_type == "MatMulNBits"
                     else _SUB_BYTE.get(stored) or 8 * numpy_dtype(stored).itemsize)
 
