@@ -357,9 +357,10 @@ def _check_metric(metric: str) -> None:
     """``metric`` is a numeric per-layer column (an OptionError naming them if not)."""
     from .results import LayerResult
 
-    numeric = [n for n, f in LayerResult.__dataclass_fields__.items() if f.type in ("float", float)]
+    numeric = [n for n, f in LayerResult.__dataclass_fields__.items() if f.type in ("float", float, "int", int)]
     if metric not in numeric:
-        raise OptionError(f"metric {metric!r} is not a numeric per-layer column; one of {', '.join(numeric)}")
+        raise OptionError(f"metric {metric!r} is not a numeric per-layer column (alpha, log_norm, stable_rank, "
+                          "num_evals … : htsr.COLUMNS)")
 
 
 def alpha_by_layer(result: Any, color_by: str = "kind", metric: str = "alpha") -> Panel:

@@ -114,6 +114,8 @@ def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
     """(kind, '') for a tensor that is analysed, (None, why not) for one that is not (see :func:`infer_kind`)."""
     if is_bias_or_buffer(name):  # biases and batch-norm buffers; norm weights are 1-D below
         return None, "bias or norm buffer"
+    if len(shape) == 3 and shape[0] == 1 and _EXPERT.search(name) and min(shape) > 0:
+        return "stack", ""  # a mixture of one expert: expert [0] (not squeezed into a dense layer)
     if _QUANT_SCALE.search(name):
         return None, "quantization scale without its weight (in another file?)"
     shape = _squeeze_leading(shape)

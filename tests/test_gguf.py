@@ -848,3 +848,17 @@ def test_a_tokenizer_vocabulary_is_skipped_over_not_parsed(tmp_path, monkeypatch
     (ref,) = GGUFFile(path)
     assert len(calls) < 50, len(calls)  # keys and tensor names, not 20 000 tokens
     np.testing.assert_array_equal(ref.load(), W)
+
+
+def test_a_float_fine_tune_of_a_quantized_base_has_no_base_rounding_in_its_floor(tmp_path):
+    """A float model trained from a quantized base's dequantized weights (gpt-oss's MXFP4, a QLoRA merge):
+    W − deq(base) is the update exactly; the base's 4-8-bit rounding is not in it, so the floor is the
+    model's own float rounding (a 5 % full-rank update was 'not_fitted: 0 of 512 above the floor')."""
+    rng = _rng(28)
+    W0 = (rng.standard_normal((512, 512)) * 0.02).astype(np.float32)
+    base = write_gguf(tmp_path / "base.gguf", {"blk.0.ffn_up.weight": (W0, Q.Q8_0)})
+    deq = _refs(base)["blk.0.ffn_up.weight"].load()
+    update = (rng.standard_normal((512, 512)) * 0.001).astype(np.float32)  # 5 % of the weights' rms
+    model = write_gguf(tmp_path / "tuned.gguf", {"blk.0.ffn_up.weight": (deq + update, Q.F32)})
+    (row,) = htsr.analyze(model, base=base).layers
+    assert row.status == "ok", row.status

@@ -1262,3 +1262,10 @@ def test_a_4d_grid_of_large_matrices_is_no_convolution_and_a_name_no_utf8_spells
     with pytest.raises(htsr.SourceError) as ei:
         open_source(tmp_path / "s.safetensors")
     one_line_source_error(ei, str(tmp_path / "s.safetensors"), "not valid UTF-8 text")
+
+
+def test_a_one_expert_stack_is_expert_0_from_a_state_dict_too():
+    """A [1, out, in] fused expert tensor was squeezed into a dense row named without [0] (GGUF's was [0])."""
+    rows = htsr.analyze({"mlp.experts.gate_up_proj": np.random.default_rng(0).standard_normal((1, 96, 64))},
+                        min_evals=2).layers
+    assert [(r.name, r.kind) for r in rows] == [("mlp.experts.gate_up_proj[0]", "stack")]

@@ -1491,3 +1491,20 @@ def test_conv_lstm_kernels_are_two_convolutions_from_every_format(keras, tmp_pat
         np.testing.assert_array_equal(rows[f"{n2}.recurrent_kernel"].load(), np.transpose(r2, (3, 2, 0, 1)))
         np.testing.assert_array_equal(rows[f"{n1}.kernel"].load(), np.transpose(k1, (2, 1, 0)))
         assert not src.skipped, src.skipped
+
+
+def test_tf_keras_numbered_cells_in_a_legacy_h5_are_cells(tmp_path):
+    """tf.keras 2 numbers a second model's cells: bidirectional/forward_lstm/lstm_cell_1/kernel:0 gave rows
+    'bidirectional.forward_layer.lstm_cell_1' (a dense!) and '….lstm_cell_1.recurrent_kernel'; they are the
+    forward layer's kernel and recurrent kernel (rnn), named as live models and .keras files name them."""
+    k, r = _f32(6, 16, seed=1), _f32(4, 16, seed=2)
+    layers = {"bidirectional": [("bidirectional/forward_lstm/lstm_cell_1/kernel:0", k),
+                                ("bidirectional/forward_lstm/lstm_cell_1/recurrent_kernel:0", r),
+                                ("bidirectional/backward_lstm/lstm_cell_2/kernel:0", k),
+                                ("bidirectional/backward_lstm/lstm_cell_2/recurrent_kernel:0", r)],
+              "lstm_1": [("lstm_1/lstm_cell_3/kernel:0", k), ("lstm_1/lstm_cell_3/recurrent_kernel:0", r)]}
+    src = KerasFile(write_legacy(tmp_path / "w.h5", layers, None, weights_only=True))
+    assert {x.name: (x.kind, x.shape) for x in src} == {
+        "bidirectional.forward_layer.kernel": ("rnn", (16, 6)), "bidirectional.forward_layer.recurrent_kernel": ("rnn", (16, 4)),
+        "bidirectional.backward_layer.kernel": ("rnn", (16, 6)), "bidirectional.backward_layer.recurrent_kernel": ("rnn", (16, 4)),
+        "lstm_1.kernel": ("rnn", (16, 6)), "lstm_1.recurrent_kernel": ("rnn", (16, 4))}

@@ -101,8 +101,9 @@ def _delta(t: TensorRef, b: TensorRef, noise: dict[str, float]) -> np.ndarray:
     base and is stored once: the difference holds the model's rounding only (not the base's, which both
     share), its entries rounded to within the model dtype's unit roundoff u (float32 2⁻²⁴, bfloat16 2⁻⁸),
     errors spread evenly in ±u·|w| at most, whose rms is u·|w|/√3. A quantized tensor (``bits``: GGUF, GPTQ,
-    int8 …) was rounded to its codes on its own, the model's and the base's each: their
-    :func:`quantization_noise` add up (in quadrature)."""
+    int8 …) was rounded to its codes on its own: the model's :func:`quantization_noise`, and when the model
+    is quantized too, the base's (each quantized apart), added in quadrature; a float model of a quantized
+    base holds none of the base's (it started from the dequantized base)."""
     w, w0 = t.load(), b.load()
     if np.array_equal(w, w0):
         raise LayerSkipped("unchanged: equal to the base tensor (a frozen layer), no update to analyse")
@@ -111,7 +112,9 @@ def _delta(t: TensorRef, b: TensorRef, noise: dict[str, float]) -> np.ndarray:
         return float(np.linalg.norm(np.ravel(a))) / math.sqrt(a.size) if a.size else 0.0
 
     own = quantization_noise(t.bits) if t.bits else unit_roundoff(t.dtype) / math.sqrt(3)
-    base = quantization_noise(b.bits) * rms(w0) if b.bits else 0.0
+    # the base's own rounding only when the model was quantized on its own too: a float fine-tune of a
+    # quantized base (gpt-oss's MXFP4, a QLoRA merge) starts from the dequantized base, which it holds exactly
+    base = quantization_noise(b.bits) * rms(w0) if b.bits and t.bits else 0.0
     noise["rms"] = math.hypot(own * rms(w), base)
     return np.subtract(w, w0)
 

@@ -142,6 +142,8 @@ _PROJECTIONS = {"query_dense": "query", "key_dense": "key", "value_dense": "valu
 _STATE = re.compile(r"_?(optimizer|metrics|compile_metrics|compile_loss|losses|loss_tracker|seed_generator(_\d+)?)",
                     re.IGNORECASE)
 _COUNTER = re.compile(r"_\d+$")
+# a recurrent layer's cell in a legacy weight path: cell, lstm_cell, and tf.keras 2's numbered lstm_cell_1
+_CELL = re.compile(r"(\w+_)?cell(_\d+)?")
 # a layer's sub-objects in the order the layer uses them (a file and dir() list them alphabetically:
 # key, output, query, value; backward before forward); the rest after these, by name
 _CHILD_ORDER = {"query": 0, "key": 1, "value": 2, "attention_output": 3, "forward_layer": 0, "backward_layer": 1}
@@ -966,7 +968,7 @@ class KerasFile:
         inner = inner if isinstance(inner, dict) else {}
         if cls == "TimeDistributed":
             return ["layer"] + scope[1:]
-        cells = any(c == "cell" or c.endswith("_cell") for c in scope[1:])
+        cells = any(_CELL.fullmatch(c) for c in scope[1:])
         if cls == "Bidirectional" or (cls is None and cells and scope[0].startswith(("forward_", "backward_"))):
             back = inner.get("backward_layer")
             back_name = _layer_name(back) if isinstance(back, dict) else None
@@ -985,10 +987,10 @@ class KerasFile:
             return
         inner = (lc or {}).get("config", {}) if isinstance(lc, dict) else {}
         inner = inner if isinstance(inner, dict) else {}
-        is_cell = bool(scope) and (scope[-1] == "cell" or scope[-1].endswith("_cell"))
+        is_cell = bool(scope) and _CELL.fullmatch(scope[-1]) is not None
         # a ConvLSTM's kernels are convolutions (without a config: a cell's kernel of more than two axes)
         conv_cell = cls in _CONV_CELLS or _RNN_LAYERS.get(cls) in _CONV_CELLS or (is_cell and len(shape) > 2)
-        parts = [layer] + [c for c in scope if not (c == "cell" or c.endswith("_cell"))]
+        parts = [layer] + [c for c in scope if not _CELL.fullmatch(c)]
         base = ".".join(parts)
         if lora is not None:  # W + (alpha / rank)·A·B, as Keras merges it (a Dense kernel, an Embedding table)
             A, B = lora
