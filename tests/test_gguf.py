@@ -856,7 +856,7 @@ def test_a_float_fine_tune_of_a_quantized_base_has_no_base_rounding_in_its_floor
     model's own float rounding (a 5 % full-rank update was 'not_fitted: 0 of 512 above the floor')."""
     rng = _rng(28)
     W0 = (rng.standard_normal((512, 512)) * 0.02).astype(np.float32)
-    base = write_gguf(tmp_path / "base.gguf", {"blk.0.ffn_up.weight": (W0, Q.Q8_0)})
+    base = write_gguf(tmp_path / "base.gguf", {"blk.0.ffn_up.weight": (W0, Q.Q4_K)})  # 4.5 bits: noise ~6 %
     deq = _refs(base)["blk.0.ffn_up.weight"].load()
     update = (rng.standard_normal((512, 512)) * 0.001).astype(np.float32)  # 5 % of the weights' rms
     model = write_gguf(tmp_path / "tuned.gguf", {"blk.0.ffn_up.weight": (deq + update, Q.F32)})
