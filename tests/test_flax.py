@@ -841,3 +841,22 @@ def test_mutated_checkpoints_raise_only_htsr_errors(tmp_path, small_file):
                 ref.load()
         except HtsrError:
             pass
+
+
+def test_a_scan_along_axis_1_gives_its_layers(tmp_path):
+    """t5x's and MaxText's param_scan_axis=1: a norm scale [dim, layers], kernels [in, layers, out] and an
+    attention output [heads, layers, head_dim, dim]. Each kernel was one dense row mixing every layer
+    (decoder.layers.mlp.wi_0 192 × 32 for 3 layers); now one row per layer, its own matrix."""
+    L, D, H, hd, M = 3, 32, 4, 8, 64
+    wi, out = _f32(D, L, M, seed=1), _f32(H, L, hd, D, seed=2)
+    tree = {"params": {"decoder": {"layers": {"pre_self_attention_norm": {"scale": _f32(D, L, seed=3)},
+                                              "mlp": {"wi_0": {"kernel": wi}, "wo": {"kernel": _f32(M, L, D, seed=4)}},
+                                              "self_attention": {"query": {"kernel": _f32(D, L, H, hd, seed=5)},
+                                                                 "out": {"kernel": out}}},
+                                   "decoder_norm": {"scale": _f32(D, seed=6)}}}}
+    refs = _refs(FlaxMsgpackFile(write(tmp_path / "t5x.msgpack", tree)))
+    per_layer = ["mlp.wi_0", "mlp.wo", "self_attention.query", "self_attention.out"]
+    assert list(refs) == [f"decoder.layers.{n}[{k}]" for k in range(L) for n in per_layer]
+    np.testing.assert_array_equal(refs["decoder.layers.mlp.wi_0[1]"].load(), wi[:, 1, :].T)
+    np.testing.assert_array_equal(refs["decoder.layers.self_attention.out[2]"].load(),
+                                  out[:, 2].reshape(H * hd, D).T)

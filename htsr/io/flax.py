@@ -66,7 +66,11 @@ norm's ``scale`` or ``bias`` of more than one axis, an ``embedding`` of more tha
 that is its kernel's output axes only once leading axes shared with the kernel are set aside. The
 highest enclosing module whose every parameter shares those leading sizes is the stack (so its
 bias-free kernels are stacked too), and each of its kernels gives one row per layer, named
-``<module>[k]`` with k the layer in the order the scan runs them, rows written layer by layer.
+``<module>[k]`` with k the layer in the order the scan runs them, rows written layer by layer. A scan
+along axis 1 (t5x's and MaxText's ``param_scan_axis=1``: norm scales [dim, layers], kernels
+[in, layers, out]) is recognised by its norm scales when axis 1 covers the block and axis 0 does not (an
+attention output [heads, layers, head_dim, dim]); a block whose every parameter fits both is read along
+axis 0, flax's default.
 
 Biases, LayerNorm / BatchNorm ``scale`` (of any number of axes), and every leaf of fewer than two
 dimensions are not yielded.
@@ -355,28 +359,54 @@ def _stacked_axes(params: Mapping[str, tuple[int, ...]]) -> int:
     return min(len(sh) for sh in norm) - 1 if norm and all(len(sh) >= 2 for sh in norm) else 0
 
 
-def _stacks(leaves: list[tuple[tuple[str, ...], tuple[int, ...]]]) -> dict[tuple[str, ...], int]:
-    """Scan roots → stacked leading axes. A module whose own parameters show s stacked axes
-    (:func:`_stacked_axes`) makes the highest of its ancestors whose every parameter shares those s
+def _stacks(leaves: list[tuple[tuple[str, ...], tuple[int, ...]]]) -> dict[tuple[str, ...], tuple[int, int]]:
+    """Scan roots → (position, number) of their stacked axes. A module whose own parameters show s stacked
+    axes (:func:`_stacked_axes`) makes the highest of its ancestors whose every parameter shares those s
     leading sizes a root: every module below it has them (an ``nn.scan`` stacks the whole block, also
-    its bias-free Dense and attention kernels)."""
+    its bias-free Dense and attention kernels). A scan along axis 1 (t5x's and MaxText's
+    ``param_scan_axis=1``: a norm scale [dim, layers], kernels [in, layers, out]) is told by a norm scale of
+    two axes whose second size every parameter of a block has at position 1, where the first does not
+    cover the block (an attention kernel [heads, layers, head_dim, dim] has not dim first); axis 0 when both do."""
     modules: dict[tuple[str, ...], dict[str, tuple[int, ...]]] = {}
+    under: dict[tuple[str, ...], list[tuple[int, ...]]] = {}  # every ancestor's leaves' shapes
     for path, shape in leaves:
         modules.setdefault(path[:-1], {})[path[-1]] = shape
-    roots: dict[tuple[str, ...], int] = {}
+        for d in range(len(path)):
+            under.setdefault(path[:d], []).append(shape)
+    memo: dict[tuple, bool] = {}
+
+    def shared(above: tuple[str, ...], pos: int, lead: tuple[int, ...]) -> bool:
+        key = (above, pos, lead)
+        if key not in memo:
+            memo[key] = all(len(sh) > pos + len(lead) - 1 and sh[pos:pos + len(lead)] == lead for sh in under[above])
+        return memo[key]
+
+    def climb(module: tuple[str, ...], pos: int, lead: tuple[int, ...]) -> tuple[str, ...] | None:
+        if not shared(module, pos, lead):
+            return None
+        root = module
+        for depth in range(len(module) - 1, -1, -1):
+            if not shared(module[:depth], pos, lead):
+                break
+            root = module[:depth]
+        return root
+
+    roots: dict[tuple[str, ...], tuple[int, int]] = {}
     for module, params in modules.items():
         s = _stacked_axes(params)
         if not s:
             continue
-        lead = next(iter(params.values()))[:s]
-        root = module
-        for depth in range(len(module) - 1, -1, -1):
-            above = module[:depth]
-            if all(len(sh) > s and sh[:s] == lead for p, sh in leaves if p[:depth] == above):
-                root = above
-            else:
-                break
-        roots[root] = max(roots.get(root, 0), s)
+        first = next(iter(params.values()))
+        candidates = [(climb(module, 0, first[:s]), 0, s)]
+        if s == 1 and len(first) == 2 and "kernel" not in params and "embedding" not in params:
+            candidates.append((climb(module, 1, first[1:]), 1, 1))  # a norm [dim, layers]?
+        candidates = [c for c in candidates if c[0] is not None]
+        if not candidates:
+            continue
+        # the candidate covering the most parameters (axis 0 on a tie: flax's default)
+        root, pos, s = max(candidates, key=lambda c: (len(under[c[0]]), -c[1]))
+        if root not in roots or roots[root][1] < s:
+            roots[root] = (pos, s)
     return roots
 
 
@@ -400,15 +430,19 @@ class _Tree:
         order: list[Any] = []  # refs and scan roots, in tree order
         for path, (shape, dtype, make) in leaves:
             root = max((path[:d] for d in range(len(path)) if path[:d] in roots), key=len, default=None)
-            s = roots[root] if root is not None else 0
+            pos, s = roots[root] if root is not None else (0, 0)
+
+            def layer(sh: tuple[int, ...], pos: int = pos, s: int = s) -> tuple[int, ...]:  # one layer's shape
+                return tuple(sh[:pos]) + tuple(sh[pos + s:])
+
             bias = shapes.get(path[:-1] + ("bias",))
-            how = flax_tensor(path, shape[s:], bias[s:] if bias is not None and s else bias)
+            how = flax_tensor(path, layer(shape), layer(bias) if bias is not None else None)
             where = ".".join(path)
             if isinstance(how, str):
                 if len(shape) - s >= 2:
                     self.skipped.append((where, how))
                 else:  # in the words a state dict's 1-D tensor gets (a bias, a norm scale)
-                    self.not_weights.append((where, classify(where, tuple(shape[s:]))[1]))
+                    self.not_weights.append((where, classify(where, layer(shape))[1]))
                 continue
             name, kind, htsr_shape, transform = how
             if name in seen:  # e.g. a module with both a 'kernel' and an 'embedding': keep the leaf key
@@ -426,10 +460,10 @@ class _Tree:
             if not isinstance(item, tuple):
                 self._refs.append(item)
                 continue
-            s = roots[item]
-            layers = groups[item][0][7][:s]
+            pos, s = roots[item]
+            layers = groups[item][0][7][pos:pos + s]
             for k, idx in enumerate(np.ndindex(*layers)):  # layer by layer, in the order the scan runs them
-                self._refs += [self._ref(made, idx, f"[{k}]") for made in groups[item]]
+                self._refs += [self._ref(made, (slice(None),) * pos + idx, f"[{k}]") for made in groups[item]]
 
     @staticmethod
     def _ref(made: tuple, idx: tuple[int, ...], suffix: str = "") -> FlaxTensorRef:
