@@ -98,6 +98,10 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
         if hasattr(base, "with_base"):  # a LoRA adapter folder: an update, not a model to subtract or merge into
             raise SourceError(f"{base.description}: --base is a LoRA adapter folder; give the base model the "
                               "adapter was trained on (and the adapter as the model)")
+        if getattr(src, "lora_alpha", lambda: None)() is not None:  # a llama.cpp LoRA adapter (GGUF)
+            raise SourceError(f"{src.description}: a llama.cpp LoRA adapter: its rows are the updates ΔW alone, "
+                              "and --base is not read with it; merge it (llama-export-lora) and give the merged "
+                              "model with --base for W − W_base")
         src = src.with_base(base) if hasattr(src, "with_base") else DeltaSource(src, base)
     pattern = re.compile(opts.layers) if opts.layers else None
     tally = tally if tally is not None else Tally()

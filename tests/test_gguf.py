@@ -862,3 +862,16 @@ def test_a_float_fine_tune_of_a_quantized_base_has_no_base_rounding_in_its_floor
     model = write_gguf(tmp_path / "tuned.gguf", {"blk.0.ffn_up.weight": (deq + update, Q.F32)})
     (row,) = htsr.analyze(model, base=base).layers
     assert row.status == "ok", row.status
+
+
+def test_a_llama_cpp_lora_adapter_with_base_says_what_to_do(tmp_path):
+    """--base with a llama.cpp adapter failed with 'no tensor name in common … nothing to subtract'; it says
+    that an adapter's rows are its updates, and how to get W − W_base (merge it first)."""
+    rng = _rng(29)
+    adapter = _write_adapter(tmp_path / "a.gguf", {"blk.0.attn_q.weight.lora_a": rng.standard_normal((8, 96)),
+                                                   "blk.0.attn_q.weight.lora_b": rng.standard_normal((128, 8))}, 16.0)
+    base = write_gguf(tmp_path / "base.gguf", {"blk.0.attn_q.weight": (rng.standard_normal((128, 96)).astype(
+        np.float32), Q.F32)})
+    with pytest.raises(SourceError) as ei:
+        htsr.analyze(adapter, base=base)
+    _one_line_source_error(ei, str(adapter), "llama.cpp LoRA adapter", "llama-export-lora")
