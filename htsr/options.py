@@ -275,6 +275,11 @@ class Options:
             spec = OPTION_SPECS[name]
             if not spec.check(value):
                 raise OptionError(f"option {name!r} must be {spec.allowed}, got {value!r}", name, value)
+        for name, (other, needed) in _APPLIES_WITH.items():  # an option that would change nothing is refused
+            if name in kwargs and kwargs[name] != OPTION_SPECS[name].default \
+                    and kwargs.get(other, OPTION_SPECS[other].default) != needed:
+                raise OptionError(f"option {name!r} applies only with option {other!r} set to {needed!r}: "
+                                  "without it, it would change nothing")
         if isinstance(kwargs.get("kinds"), (str, list, tuple, set)):
             k = kwargs["kinds"]
             kwargs["kinds"] = frozenset((k,) if isinstance(k, str) else k)
@@ -295,6 +300,13 @@ class Options:
                          else b.description if isinstance(getattr(b, "description", None), str) else type(b).__name__)
         return d
 
+
+#: options that act only with another one's value (a finger setting without clip_xmax, a phase threshold
+#: without the MP fit): given alone, with a value other than their default, they are refused
+_APPLIES_WITH = {"max_fingers": ("clip_xmax", True), "finger_thresh": ("clip_xmax", True),
+                 "refine_fraction": ("precision", "fast"), "tw_margin": ("mp_fit", True),
+                 "phase_rank_collapse": ("mp_fit", True), "phase_ht_share": ("mp_fit", True),
+                 "phase_ht_alpha": ("mp_fit", True), "phase_bleed_width": ("mp_fit", True)}
 
 #: options that change how a run shows its progress, runs and what it keeps for figures, never a number
 UI_OPTIONS = frozenset({"progress", "workers", "keep_spectra"})

@@ -536,3 +536,18 @@ def test_to_pandas_gives_each_column_one_dtype_whatever_the_values():
             for n, f in LayerResult.__dataclass_fields__.items()}
     for r in (fitted, mixed):
         assert {c: str(t) for c, t in r.to_pandas().dtypes.items()} == {c: want[c] for c in r.to_pandas().columns}
+
+
+@pytest.mark.parametrize("given, message", [
+    ({"max_fingers": 5}, "'max_fingers' applies only with option 'clip_xmax' set to True"),
+    ({"finger_thresh": 0.5}, "'finger_thresh' applies only with option 'clip_xmax'"),
+    ({"tw_margin": 3.0, "mp_fit": False}, "'tw_margin' applies only with option 'mp_fit' set to True"),
+    ({"phase_ht_alpha": 5.0, "mp_fit": False}, "'phase_ht_alpha' applies only with option 'mp_fit'"),
+    ({"refine_fraction": 0.2, "precision": "accurate"}, "'refine_fraction' applies only with option 'precision'"),
+])
+def test_an_option_that_would_change_nothing_is_refused(given, message):
+    """--max-fingers without --clip-xmax, a phase threshold with --no-mp-fit, --refine-fraction with
+    --precision accurate were accepted and changed nothing (the same layers, hash for hash)."""
+    with pytest.raises(htsr.OptionError, match=message):
+        htsr.Options.create(**given)
+    htsr.Options.create(max_fingers=10)  # its default, given: no change either way, accepted

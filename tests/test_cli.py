@@ -350,7 +350,13 @@ def test_flags_reach_the_options(model, tmp_path, capsys):
     out_dir = tmp_path / "o"
     argv = ["analyze", str(model), "--out", str(out_dir), "--precision", "accurate", "--xmin", "median",
             "--min-evals", "3", "--max-evals", "none", "--no-ww-conv-scale", "--clip-xmax",
-            "--kinds", "dense,conv2d", "--layers", "small$", "--refine-fraction", "0.5"]
+            "--kinds", "dense,conv2d", "--layers", "small$"]
+    # --refine-fraction tunes the fast path only: with --precision accurate it would change nothing
+    assert main([*argv, "--refine-fraction", "0.5"]) == 2
+    assert "--refine-fraction applies only with --precision set to 'fast'" in capsys.readouterr().err
+    assert main(["analyze", str(model), "--out", str(tmp_path / "fast"), "--refine-fraction", "0.5", "-q"]) == 0
+    fast = json.loads((tmp_path / "fast" / "summary.json").read_text())["options"]
+    assert fast["refine_fraction"] == pytest.approx(0.5, abs=0)  # parsed from "0.5": exact
     assert main(argv) == 0
     capsys.readouterr()
     opts = json.loads((out_dir / "summary.json").read_text())["options"]
@@ -358,7 +364,6 @@ def test_flags_reach_the_options(model, tmp_path, capsys):
     assert opts["min_evals"] == 3 and opts["max_evals"] is None
     assert opts["ww_conv_scale"] is False and opts["clip_xmax"] is True
     assert opts["kinds"] == ["conv2d", "dense"] and opts["layers"] == "small$"
-    assert opts["refine_fraction"] == pytest.approx(0.5, abs=0)  # parsed from "0.5": exact
     rows = _read_csv(out_dir / "layers.csv")
     assert [r["name"] for r in rows] == ["enc.small"]  # --layers filter
     assert rows[0]["eig_method"] == "svd64"  # --precision accurate
