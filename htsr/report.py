@@ -451,6 +451,13 @@ _JS = r"""
     const max = Math.floor(width / (CW * 1.1));
     return text.length > max ? text.slice(0, max - 1) + '\u2026' : text;
   }
+  function fit(node, width) {  // clip's estimate, measured as drawn: bold and wide glyphs run past it
+    try {
+      const t = node.firstChild;
+      while (t && node.getComputedTextLength() > width && t.data.length > 2) t.data = t.data.slice(0, -2) + '\u2026';
+    } catch (e) { /* not laid out: the estimate stands */ }
+    return node;
+  }
 
   // ---- one panel ----
   const ORDER = {hist: 0, bar: 0, hline: 1, vline: 1, line: 2, points: 3};
@@ -486,8 +493,8 @@ _JS = r"""
     const H = PH + legendH + noteLines.length * 15 + 6;
     const svg = el('svg', {viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: 'img', 'aria-label': p.title}, holder);
     svg.style.maxWidth = W + 'px';
-    el('text', {x: x0, y: 18, 'font-size': 13, 'font-weight': 600}, svg, clip(p.title, W - x0)).appendChild(
-      el('title', {}, null, p.title));
+    fit(el('text', {x: x0, y: 18, 'font-size': 13, 'font-weight': 600}, svg, clip(p.title, W - x0)), W - x0 - 4)
+      .appendChild(el('title', {}, null, p.title));
 
     // scales
     const xs = [], ys = [], y2s = [];
@@ -539,11 +546,11 @@ _JS = r"""
     }
     el('text', {x: (x0 + x1) / 2, y: PH - 8, 'text-anchor': 'middle', 'font-size': 12}, svg, p.xlabel);
     const yc = (y0 + y1) / 2;
-    el('text', {x: 14, y: yc, 'text-anchor': 'middle', 'font-size': 12, transform: `rotate(-90 14 ${yc})`}, svg,
-       clip(p.ylabel, y1 - y0));
+    fit(el('text', {x: 14, y: yc, 'text-anchor': 'middle', 'font-size': 12, transform: `rotate(-90 14 ${yc})`},
+           svg, clip(p.ylabel, y1 - y0)), y1 - y0);
     if (hasRight) {
-      el('text', {x: W - 10, y: yc, 'text-anchor': 'middle', 'font-size': 12, transform: `rotate(90 ${W - 10} ${yc})`},
-         svg, clip(p.ylabel2, y1 - y0));
+      fit(el('text', {x: W - 10, y: yc, 'text-anchor': 'middle', 'font-size': 12,
+                      transform: `rotate(90 ${W - 10} ${yc})`}, svg, clip(p.ylabel2, y1 - y0)), y1 - y0);
     }
 
     // series, clipped to the axes

@@ -403,3 +403,20 @@ def test_undefined_summary_entries_say_why_as_the_cli_does():
     text, cli = render_report(r), format_summary(r)
     assert "phases: n/a (--no-mp-fit)" in cli and "n/a (--no-mp-fit)" in text
     assert "n/a (--bootstrap N)" in cli and "n/a (--bootstrap N)" in text
+
+
+@needs_chromium
+def test_browser_panel_titles_fit_their_panels(browser, tmp_path):
+    """A long layer name in a panel's bold title ran past the panel, cut mid-character ('…embeddings
+    (512x38'): the clip estimated the width of normal-weight text. Each title is measured as drawn and
+    ends in an ellipsis inside its panel."""
+    name = "model.0.auto_model.embeddings.position_embeddings_with_a_rather_long_module_path.weight"
+    r = htsr.analyze({name: np.random.default_rng(0).standard_normal((512, 384))}, keep_spectra=True)
+    write_report(r, tmp_path / "long.html")
+    _load(browser, tmp_path / "long.html")
+    browser.evaluate("htsrReport.toggle(0); 1")
+    over = browser.evaluate("""Array.from(document.querySelectorAll('svg')).flatMap(svg => {
+        const t = svg.querySelector('text'); const b = t.getBBox();
+        return b.x + b.width > svg.viewBox.baseVal.width + 0.5 ? [t.textContent] : []; })""")
+    assert over == [], over
+    assert _errors(browser) == []
