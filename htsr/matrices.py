@@ -40,7 +40,9 @@ import numpy as np
 __all__ = ["MAX_CONV_KERNEL", "LayerMatrices", "aspect_window_shape", "aspect_windows", "classify", "infer_kind", "is_recurrent", "layer_matrices", "row_name"]
 
 # (T5's "shared" table, not a mixture's shared_expert / shared_experts / shared_expert_gate)
-_EMBEDDING = re.compile(r"(^|[._])(emb|embed\w*|wte|wpe|tok_embeddings)([._]|$)|(^|\.)shared(\.|$)", re.IGNORECASE)
+# (T5's relative_attention_bias is an nn.Embedding of buckets × heads, as its Flax copy says)
+_EMBEDDING = re.compile(r"(^|[._])(emb|embed\w*|wte|wpe|tok_embeddings)([._]|$)|(^|\.)(shared|relative_attention_bias)(\.|$)",
+                        re.IGNORECASE)
 # a quantized weight's scale or zero point (the readers pair them with their weight; one left over belongs to
 # a weight in another file, e.g. another shard)
 # a normalization's scale (a module named *norm: q_norm, attn_q_norm, ssm_norm, input_layernorm): one number per

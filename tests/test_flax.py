@@ -860,3 +860,35 @@ def test_a_scan_along_axis_1_gives_its_layers(tmp_path):
     np.testing.assert_array_equal(refs["decoder.layers.mlp.wi_0[1]"].load(), wi[:, 1, :].T)
     np.testing.assert_array_equal(refs["decoder.layers.self_attention.out[2]"].load(),
                                   out[:, 2].reshape(H * hd, D).T)
+
+
+def test_a_single_modules_nnx_state_abstract_arrays_and_t5s_relative_attention_bias():
+    """An nnx State of one module ({'kernel', 'bias'}, not nested) was read as a plain mapping: a row 'kernel'
+    not transposed. Abstract arrays (jax.eval_shape's ShapeDtypeStruct) failed each row with a TypeError; they
+    are refused in one line. T5's relative_attention_bias is an embedding from every format (an nn.Embedding;
+    its Flax copy's 'embedding' leaf said so, the PyTorch name gave dense)."""
+    from collections import UserDict
+
+    from htsr.errors import SourceError
+    from htsr.io import open_source
+    from htsr.matrices import classify
+
+    class State(UserDict):  # flax.nnx's State, by its module
+        pass
+
+    State.__module__ = "flax.nnx.statelib"
+    W = _f32(30, 20)
+    src = open_source(State({"kernel": W, "bias": _f32(20)}))
+    assert isinstance(src, FlaxTree)
+    (ref,) = src
+    np.testing.assert_array_equal(ref.load(), W.T)
+
+    class ShapeDtypeStruct:
+        __module__ = "jax._src.api"
+
+        def __init__(self, shape, dtype):
+            self.shape, self.dtype = shape, np.dtype(dtype)
+
+    with pytest.raises(SourceError, match="'Dense_0.kernel' is an abstract array \\(ShapeDtypeStruct"):
+        FlaxTree({"params": {"Dense_0": {"kernel": ShapeDtypeStruct((30, 20), "float32")}}})
+    assert classify("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", (32, 8))[0] == "embedding"

@@ -271,15 +271,15 @@ def flax_tensor(path: tuple[str, ...], shape: tuple[int, ...], bias: tuple[int, 
     n = len(shape)
     if n < 2:
         return "fewer than two dimensions"
-    if leaf == "embedding" and n == 2 and module:
-        return ".".join(module), "embedding", shape, _identity
+    if leaf == "embedding" and n == 2:  # (a single module's state: no module name, the leaf's)
+        return ".".join(module) or leaf, "embedding", shape, _identity
     if leaf in ("bias", "scale") and module:
         return f"a {n}-D {leaf} (one number per output unit: a DenseGeneral's or a norm's), no weight matrix"
-    if leaf != "kernel" or not module:
+    if leaf != "kernel":
         if n - next((i for i, d in enumerate(shape) if d != 1), n) <= 2:  # 2-D once leading 1s are dropped
             return full, None, shape, _identity
         return f"a {n}-D parameter {leaf!r} of unknown layout"
-    name = ".".join(module)
+    name = ".".join(module) or leaf
     if n == 2:
         return name, "dense", (shape[1], shape[0]), _transpose2
     lname = mname.lower()
@@ -733,6 +733,9 @@ def _memory_leaf(path: tuple[str, ...], value: Any):
     a = _array_like(value)
     if a is None:
         return None
+    if not hasattr(a, "__array__") and not isinstance(a, np.ndarray):  # jax.ShapeDtypeStruct (eval_shape)
+        raise SourceError(f"<flax params>: {'.'.join(path)!r} is an abstract array ({type(a).__name__}: a shape "
+                          "without values, as jax.eval_shape gives); analyse the initialised or restored parameters")
     try:
         dtype = np.dtype(a.dtype).name
     except TypeError:
@@ -762,4 +765,5 @@ def is_flax_tree(obj: Any) -> bool:
         nested = nested or len(path) > 1
         if mod in ("jax", "jaxlib", "flax") or (path[-1] in ("kernel", "embedding") and _array_like(v) is not None):
             evidence = True
-    return evidence and nested
+    # (an nnx State of one module, {'kernel': Param, 'bias': Param}, is flax's own type though not nested)
+    return evidence and (nested or top_module(obj) == "flax")
