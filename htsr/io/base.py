@@ -40,6 +40,10 @@ class TensorRef:
     #: for a weight dequantized from integer or block-quantized codes (its dtype says float32): the bits a
     #: weight takes in storage (GGUF Q4_K 4.5, GPTQ 4, int8 8 …); its rounding is then far above float32's
     bits: float | None = field(default=None, repr=False, compare=False)
+    #: and how many consecutive entries of the loaded array share a scale (a block: GGUF's 32, a GPTQ group,
+    #: a row's per-channel scale; 0 the whole tensor), so its rounding is measured from the values; None:
+    #: not known (estimated from the bits alone)
+    quant_block: int | None = field(default=None, repr=False, compare=False)
     #: for a stack [E, …] (a mixture's fused experts): its e-th item alone, for a reader that can read one
     #: without the rest (a quantized GGUF stack dequantized whole would take E experts' float32 at once)
     load_item: Callable[[int], np.ndarray] | None = field(default=None, repr=False, compare=False)

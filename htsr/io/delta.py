@@ -96,13 +96,27 @@ def quantization_noise(bits: float) -> float:
     return 2.2 / math.sqrt(3) / (2.0 ** bits - 1)
 
 
+def rounding(t: TensorRef, w: np.ndarray) -> float:
+    """The rms rounding of a quantized tensor's loaded values ``w`` (``t.bits`` set): with ``t.quant_block``,
+    measured — each block's codes span its values' range in 2^bits − 1 steps Δ, and rounding to the nearest
+    leaves an error uniform in ±Δ/2, rms Δ/√12 (a block that does not use every code makes Δ look smaller);
+    without, :func:`quantization_noise` times the values' rms."""
+    flat = np.ravel(w)
+    size = t.quant_block or flat.size
+    if t.quant_block is None or flat.size == 0 or flat.size % size:
+        return quantization_noise(t.bits) * float(np.linalg.norm(flat)) / math.sqrt(max(flat.size, 1))
+    blocks = flat.reshape(-1, size)
+    step = (blocks.max(axis=1) - blocks.min(axis=1)).astype(np.float64) / (2.0 ** t.bits - 1)
+    return float(np.sqrt(np.mean(step ** 2) / 12))
+
+
 def _delta(t: TensorRef, b: TensorRef, noise: dict[str, float]) -> np.ndarray:
     """W − W_base; ``noise['rms']`` is set to the rms rounding it holds. A fine-tune starts from the stored
     base and is stored once: the difference holds the model's rounding only (not the base's, which both
     share), its entries rounded to within the model dtype's unit roundoff u (float32 2⁻²⁴, bfloat16 2⁻⁸),
     errors spread evenly in ±u·|w| at most, whose rms is u·|w|/√3. A quantized tensor (``bits``: GGUF, GPTQ,
-    int8 …) was rounded to its codes on its own: the model's :func:`quantization_noise`, and when the model
-    is quantized too, the base's (each quantized apart), added in quadrature; a float model of a quantized
+    int8 …) was rounded to its codes on its own: the model's :func:`rounding`, and when the model is
+    quantized too, the base's (each quantized apart), added in quadrature; a float model of a quantized
     base holds none of the base's (it started from the dequantized base)."""
     w, w0 = t.load(), b.load()
     if np.array_equal(w, w0):
@@ -111,11 +125,11 @@ def _delta(t: TensorRef, b: TensorRef, noise: dict[str, float]) -> np.ndarray:
     def rms(a: np.ndarray) -> float:  # BLAS's norm: no float64 copy of a large tensor
         return float(np.linalg.norm(np.ravel(a))) / math.sqrt(a.size) if a.size else 0.0
 
-    own = quantization_noise(t.bits) if t.bits else unit_roundoff(t.dtype) / math.sqrt(3)
+    own = rounding(t, w) if t.bits else unit_roundoff(t.dtype) / math.sqrt(3) * rms(w)
     # the base's own rounding only when the model was quantized on its own too: a float fine-tune of a
     # quantized base (gpt-oss's MXFP4, a QLoRA merge) starts from the dequantized base, which it holds exactly
-    base = quantization_noise(b.bits) * rms(w0) if b.bits and t.bits else 0.0
-    noise["rms"] = math.hypot(own * rms(w), base)
+    base = rounding(b, w0) if b.bits and t.bits else 0.0
+    noise["rms"] = math.hypot(own, base)
     return np.subtract(w, w0)
 
 

@@ -88,6 +88,10 @@ GGUF_MAGIC = b"GGUF"
 _ACTIVATION_TYPES = ("Q8_1", "Q8_K")
 _MIN_SIZE = 24  # magic, version, tensor count, metadata count
 _MAX_DIMS = 4  # GGML_MAX_DIMS
+# uniform block-quantized GGML types: (bits of a code, weights per scale: K-quants' sub-blocks) — a delta's
+# rounding is measured from the values with them (htsr.io.delta.rounding)
+_CODES = {"Q4_0": (4, 32), "Q4_1": (4, 32), "Q5_0": (5, 32), "Q5_1": (5, 32), "Q8_0": (8, 32), "Q8_1": (8, 32),
+          "Q2_K": (2, 16), "Q3_K": (3, 16), "Q4_K": (4, 32), "Q5_K": (5, 32), "Q6_K": (6, 16), "Q8_K": (8, 256)}
 # GGML types llama.cpp removed (ARM repacked layouts, now repacked at load time): files converted with them
 _REMOVED_TYPES = {31: "Q4_0_4_4", 32: "Q4_0_4_8", 33: "Q4_0_8_8", 36: "IQ4_NL_4_4", 37: "IQ4_NL_4_8", 38: "IQ4_NL_8_8"}
 
@@ -400,13 +404,15 @@ class GGUFFile:
             shape = tuple(int(d) for d in reversed(t.shape.tolist()))  # GGUF ne[] → PyTorch order
             type_name = t.tensor_type.name
             dtype = _PLAIN.get(type_name, "float32")  # block-quantized: the dtype of the dequantized array
-            block, type_size = self._gguf.constants.GGML_QUANT_SIZES[t.tensor_type]
-            bits = None if type_name in _PLAIN else 8 * type_size / block  # (Q4_K: 4.5 with its scales)
+            bits, block = _CODES.get(type_name, (None, None))
+            if bits is None and type_name not in _PLAIN:  # IQ, TQ, FP4 …: non-uniform; the bits their name says
+                m = re.match(r"[A-Z]*?(\d)", type_name)
+                bits = float(m[1]) if m else 4.0
             kind = gguf_kind(t.name, shape)
             item = (lambda e, t=t, shape=shape, type_name=type_name: self._loader(t, shape, type_name, e)()) \
                 if kind == "stack" else None  # one expert dequantized at a time
-            refs.append(GGUFTensorRef(t.name, shape, dtype, self._loader(t, shape, type_name),
-                                      kind=kind, bits=bits, load_item=item, ggml_type=type_name))
+            refs.append(GGUFTensorRef(t.name, shape, dtype, self._loader(t, shape, type_name), kind=kind, bits=bits,
+                                      quant_block=block, load_item=item, ggml_type=type_name))
         refs = self._tied(refs)
         alpha = self.lora_alpha()
         yield from refs if alpha is None else _lora_updates(refs, alpha)

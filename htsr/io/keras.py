@@ -1075,7 +1075,8 @@ class KerasFile:
     def __iter__(self) -> Iterator[TensorRef]:
         for e in self._entries:
             yield TensorRef(e.name, e.plan.shape, e.dtype, _entry_loader(e, self._read), kind=e.plan.kind,
-                            bits=8 if e.scale is not None else None)  # (an int8 layer's codes)
+                            bits=8 if e.scale is not None else None,  # (an int8 layer's codes, a scale a row)
+                            quant_block=e.plan.shape[-1] if e.scale is not None else None)
 
 
 # ------------------------------------------------------------------------------------ live models
@@ -1299,4 +1300,5 @@ class KerasModel:
     def __iter__(self) -> Iterator[TensorRef]:
         for e in self._entries:
             yield TensorRef(e.name, e.plan.shape, e.dtype, _entry_loader(e, self._read), kind=e.plan.kind,
-                            bits=8 if e.scale is not None else None)  # (an int8 layer's codes)
+                            bits=8 if e.scale is not None else None,  # (an int8 layer's codes, a scale a row)
+                            quant_block=e.plan.shape[-1] if e.scale is not None else None)

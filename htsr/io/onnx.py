@@ -496,6 +496,7 @@ class OnnxFile:
             z = spread(z_raw()) if z_raw is not None else np.float32(0.0)
             return (q - z) * spread(s_raw())
 
+        load.quant = (layout, axis, block)  # type: ignore[attr-defined]  (which entries share a scale)
         return load
 
     def _nbits(self, name: str, t: Any, node: Any,
@@ -550,6 +551,7 @@ class OnnxFile:
             w = ((q - zero) * scale).reshape(N, blocks * block)[:, :K]
             return np.ascontiguousarray(w.T)  # MatMul's B, [K, N]
 
+        load.quant = ("nbits", 0, block)  # type: ignore[attr-defined]  (blocks along K: the row's inputs)
         return load, float_shape
 
     def _typed_refs(self, name: str, t: Any, use: _Use, dequantized: Callable[[], np.ndarray] | None = None,
@@ -585,8 +587,25 @@ class OnnxFile:
             bits = (int(attrs.get("bits", 4)) if node.op_type == "MatMulNBits"
                     else _SUB_BYTE.get(stored) or 8 * numpy_dtype(stored).itemsize)
 
-        def ref(n: str, shp: tuple[int, ...], kind: str, load: Callable[[], np.ndarray]) -> TensorRef:
-            return TensorRef(n, shp, dtype, load, kind, bits=bits)
+        quant = getattr(dequantized, "quant", None)
+
+        def block(shp: tuple[int, ...], flipped: bool, per_slice: bool) -> int | None:
+            """How many consecutive entries of the row's array share a scale (TensorRef.quant_block)."""
+            if quant is None:
+                return None
+            layout, axis, size = quant
+            if layout == "tensor" or (per_slice and layout == "axis" and axis == 0):  # (an RNN's direction)
+                return 0
+            cols = shp[-1]
+            if layout == "nbits" or (layout == "block" and (1 - axis if flipped else axis) == len(shp) - 1):
+                return size if cols % size == 0 else None  # blocks along each row
+            if layout == "axis" and not per_slice and (1 - axis if flipped else axis) == 0:
+                return math.prod(shp[1:])  # one scale per output row (channel)
+            return None
+
+        def ref(n: str, shp: tuple[int, ...], kind: str, load: Callable[[], np.ndarray], flipped: bool = False,
+                per_slice: bool = False) -> TensorRef:
+            return TensorRef(n, shp, dtype, load, kind, bits=bits, quant_block=block(shp, flipped, per_slice))
 
         if op in ("MatMul", "Gemm"):
             if idx > 1:
@@ -604,7 +623,7 @@ class OnnxFile:
                 # an LSTM cell exported as Gemm (Silero's if-less copy) keeps its module's name: rnn, as in torch
                 kind = "rnn" if is_recurrent(layer) else "dense"
                 if transpose:
-                    yield ref(layer, (shape[1], shape[0]), kind, lambda: as_loaded(raw()).T)
+                    yield ref(layer, (shape[1], shape[0]), kind, lambda: as_loaded(raw()).T, flipped=True)
                 else:
                     yield ref(layer, shape, kind, lambda: as_loaded(raw()))
             elif op == "MatMul":  # batched weights [..., in, out]: a stack of matrices
@@ -644,12 +663,12 @@ class OnnxFile:
                 dirs = shape[0]
                 for d in range(dirs):
                     n = base if d == 0 else f"{base}_reverse" if dirs == 2 else f"{base}[{d}]"
-                    yield ref(n, (shape[2], shape[1]), "rnn", lambda d=d: as_loaded(raw()[d]).T)
+                    yield ref(n, (shape[2], shape[1]), "rnn", lambda d=d: as_loaded(raw()[d]).T, per_slice=True)
             elif len(shape) == 3:
                 dirs = shape[0]
                 for d in range(dirs):
                     n = base if d == 0 else f"{base}_reverse" if dirs == 2 else f"{base}[{d}]"
-                    yield ref(n, shape[1:], "rnn", lambda d=d: as_loaded(raw()[d]))
+                    yield ref(n, shape[1:], "rnn", lambda d=d: as_loaded(raw()[d]), per_slice=True)
             else:
                 self.skipped.append((name, f"{op} weight of rank {len(shape)}"))
 

@@ -365,7 +365,9 @@ def _packed_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict
         what = f"{prefix} ({layout.upper()} {bits}-bit)"
         out[name] = TensorRef(weight, (n_out, n_in), "float32",
                               lambda parts=parts, a=(layout, bits, n_in, n_out), what=what:
-                              _named(what, _dequantize_packed, parts, *a, cfg, what), q.kind, bits=bits)
+                              _named(what, _dequantize_packed, parts, *a, cfg, what), q.kind, bits=bits,
+                              # (groups of consecutive inputs along each [out, in] row, unless act-order)
+                              quant_block=None if "g_idx" in parts else n_in // parts["scales"].shape[0])
     return out, used
 
 
@@ -449,7 +451,8 @@ def _bnb4_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set
                                     f"bitsandbytes 4-bit weight whose quant_state cannot be read ({one_line(e, 100)})")
             continue
         out[weight] = TensorRef(weight, shape, "float32", lambda parts=parts, state=state, what=what:
-                                _named(what, _bnb4_weight, parts, state, what), parts["weight"].kind, bits=4)
+                                _named(what, _bnb4_weight, parts, state, what), parts["weight"].kind, bits=4,
+                                quant_block=_int(state.get("blocksize")))
     return out, used
 
 
@@ -524,7 +527,7 @@ def _mlx_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict[st
         shape = (*w.shape[:-1], w.shape[-1] * 32 // bits)
         out[name] = TensorRef(name, shape, "float32", lambda parts=parts, bits=bits, group=group, name=name:
                               _named(f"{name} (MLX {bits}-bit)", _mlx_weight, parts, bits, group),
-                              w.kind or ("stack" if len(shape) == 3 else None), bits=bits)
+                              w.kind or ("stack" if len(shape) == 3 else None), bits=bits, quant_block=group)
     return out, used
 
 
@@ -703,7 +706,8 @@ def _mxfp4_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], se
                                   blocks.kind, bits=4)
             continue
         out[name] = TensorRef(base, shape, "float32", lambda parts=parts, shape=shape, base=base:
-                              _named(f"{base} (MXFP4)", _mxfp4_weight, parts, shape), blocks.kind, bits=4)
+                              _named(f"{base} (MXFP4)", _mxfp4_weight, parts, shape), blocks.kind, bits=4,
+                              quant_block=32)
     return out, used
 
 
@@ -919,7 +923,11 @@ def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -
             return q * (scale / np.float32(divisor)) if divisor != 1.0 else q * scale
 
         dtype = r.dtype if r.dtype.startswith("float8") else "float32"
-        out.append(TensorRef(r.name, r.shape, dtype, load, r.kind, bits=None if dtype != "float32" else 8))
+        # one scale for the tensor, or one per output row: how many consecutive entries share it
+        per = math.prod(s.shape)
+        block = 0 if per == 1 else math.prod(r.shape[1:]) if per == r.shape[0] and len(r.shape) >= 2 else None
+        out.append(TensorRef(r.name, r.shape, dtype, load, r.kind, bits=None if dtype != "float32" else 8,
+                             quant_block=block if dtype == "float32" else None))
     return out
 
 
