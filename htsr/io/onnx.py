@@ -138,7 +138,7 @@ _STAND_INS = {"QLinearMatMul": ("MatMul", {0: 0, 3: 1}), "MatMulInteger": ("MatM
               "EmbedLayerNormalization": ("Gather", {2: 0, 3: 0, 4: 0}), "MatMulNBits": ("MatMul", {1: 1}),
               # its dynamic quantizer's LSTM: int8 W [dirs, in, 4·hidden] and R [dirs, hidden, 4·hidden]
               # (LSTM's, transposed), scale and zero point per direction (inputs 8-11)
-              "DynamicQuantizeLSTM": ("LSTM", {1: 1, 2: 2})}
+              "DynamicQuantizeLSTM": ("LSTM", {i: i for i in range(8)})}
 
 
 def _known(node: Any) -> bool:
