@@ -98,8 +98,7 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
         if hasattr(base, "with_base"):  # a LoRA adapter folder: an update, not a model to subtract or merge into
             raise SourceError(f"{base.description}: --base is a LoRA adapter folder; give the base model the "
                               "adapter was trained on (and the adapter as the model)")
-        gguf_alpha = getattr(src, "lora_alpha", None)  # (a GGUF file's method; a PEFT folder's is a number)
-        if callable(gguf_alpha) and gguf_alpha() is not None:  # a llama.cpp LoRA adapter (GGUF)
+        if getattr(src, "is_lora_adapter", False):  # a llama.cpp LoRA adapter (GGUF)
             raise SourceError(f"{src.description}: a llama.cpp LoRA adapter: its rows are the updates ΔW alone, "
                               "and --base is not read with it; merge it (llama-export-lora) and give the merged "
                               "model with --base for W − W_base")

@@ -209,20 +209,18 @@ def _summary(result: AnalysisResult) -> str:
     interval = warning_interval(o)
     counts = [("layers", s.num_layers), ("fitted", s.num_fitted), ("not fitted", s.num_not_fitted),
               ("skipped", s.num_skipped), ("failed", s.num_failed)]
-    warns = [("over-trained", s.num_over_trained), ("under-trained", s.num_under_trained),
-             ("uncertain", s.num_uncertain), ("no-power-law", _fmt(s.num_no_power_law)),
-             ("interval of alpha", interval)]
     why = why_undefined(o)
 
     def said(v: float, entry: str) -> str:  # an undefined value with why (as the CLI's summary says it)
         return _fmt(v) if math.isfinite(v) else f"n/a ({why[entry]})"
 
-    warns[3] = ("no-power-law", said(s.num_no_power_law, "num_no_power_law"))
+    warns = [("over-trained", s.num_over_trained), ("under-trained", s.num_under_trained),
+             ("uncertain", s.num_uncertain), ("no-power-law", said(s.num_no_power_law, "num_no_power_law")),
+             ("interval of alpha", interval)]
     fits = [("power law plausible (bootstrap p > 0.1)", said(s.share_plausible_pl, "share_plausible_pl")),
             ("best fit is the power law", said(s.share_best_fit_pl, "share_best_fit_pl"))]
-    phases = [(p, said(n, "phases")) for p, n in s.phases.items()]
-    if all(not math.isfinite(n) for n in s.phases.values()):
-        phases = [("phases", f"n/a ({why['phases']})")]
+    phases = ([("phases", f"n/a ({why['phases']})")] if not any(math.isfinite(n) for n in s.phases.values())
+              else [(p, said(n, "phases")) for p, n in s.phases.items()])
     if o.get("randomize"):
         phases.append(("layers with correlation traps", said(s.num_with_traps, "num_with_traps")))
     means = [(k, _fmt(v)) for k, v in s.means.items()]

@@ -92,7 +92,7 @@ def quantization_noise(bits: float) -> float:
     """The rms error of a weight stored in ``bits``-bit codes scaled by its block's largest magnitude, over
     the weights' rms: 2^bits levels span ±absmax, a step Δ = 2·absmax/(2^bits − 1), an error uniform in ±Δ/2
     of rms Δ/√12, and a block of 32 Gaussian weights has absmax ≈ 2.2 rms, so ≈ 1.27 / (2^bits − 1)
-    (int8 0.5 %, 4.5-bit Q4_K 6 %). An estimate of the order of the noise, not a bound."""
+    (int8 0.5 %, 4-bit 8 %): the estimate :func:`rounding` falls back on when the blocks are not known."""
     return 2.2 / math.sqrt(3) / (2.0 ** bits - 1)
 
 

@@ -410,6 +410,11 @@ def _stacks(leaves: list[tuple[tuple[str, ...], tuple[int, ...]]]) -> dict[tuple
     return roots
 
 
+def _one_layer(shape: tuple[int, ...], pos: int, s: int) -> tuple[int, ...]:
+    """A stacked parameter's shape for one layer: without its ``s`` layer axes at ``pos``."""
+    return tuple(shape[:pos]) + tuple(shape[pos + s:])
+
+
 class _Tree:
     """Shared by the file and in-memory readers: walk the leaves and classify them."""
 
@@ -431,18 +436,14 @@ class _Tree:
         for path, (shape, dtype, make) in leaves:
             root = max((path[:d] for d in range(len(path)) if path[:d] in roots), key=len, default=None)
             pos, s = roots[root] if root is not None else (0, 0)
-
-            def layer(sh: tuple[int, ...], pos: int = pos, s: int = s) -> tuple[int, ...]:  # one layer's shape
-                return tuple(sh[:pos]) + tuple(sh[pos + s:])
-
             bias = shapes.get(path[:-1] + ("bias",))
-            how = flax_tensor(path, layer(shape), layer(bias) if bias is not None else None)
+            how = flax_tensor(path, _one_layer(shape, pos, s), _one_layer(bias, pos, s) if bias is not None else None)
             where = ".".join(path)
             if isinstance(how, str):
                 if len(shape) - s >= 2:
                     self.skipped.append((where, how))
                 else:  # in the words a state dict's 1-D tensor gets (a bias, a norm scale)
-                    self.not_weights.append((where, classify(where, layer(shape))[1]))
+                    self.not_weights.append((where, classify(where, _one_layer(shape, pos, s))[1]))
                 continue
             name, kind, htsr_shape, transform = how
             if name in seen:  # e.g. a module with both a 'kernel' and an 'embedding': keep the leaf key

@@ -363,22 +363,26 @@ class GGUFFile:
 
         return load
 
-    def _tied(self, refs: list[TensorRef]) -> list[TensorRef]:
+    @functools.cached_property
+    def _tie_key(self) -> tuple | None:
         """A tied LM head stored twice: llama.cpp's GPT-2 and MPT converters write ``output.weight`` as a copy of
         ``token_embd.weight`` ("tied to (same as) wte"). Byte for byte the same: one storage key for both, so
-        the matrix is analysed once (the other name is listed)."""
+        the matrix is analysed once (the other name is listed). Compared once per file, not per iteration."""
         by_name = {t.name: t for t in self._reader.tensors}
         emb, out = by_name.get("token_embd.weight"), by_name.get("output.weight")
         if emb is None or out is None or emb.tensor_type != out.tensor_type or list(emb.shape) != list(out.shape):
-            return refs
+            return None
         a = np.memmap(self.path, dtype=np.uint8, mode="r", offset=int(emb.data_offset), shape=(int(emb.n_bytes),))
         b = np.memmap(self.path, dtype=np.uint8, mode="r", offset=int(out.data_offset), shape=(int(out.n_bytes),))
         step = 1 << 24
         if any(not np.array_equal(a[i:i + step], b[i:i + step]) for i in range(0, a.size, step)):  # stops early
-            return refs
-        key = ("gguf", str(self.path.resolve()), int(emb.data_offset))
-        return [dataclasses.replace(r, storage_key=key) if r.name in ("token_embd.weight", "output.weight") else r
-                for r in refs]
+            return None
+        return ("gguf", str(self.path.resolve()), int(emb.data_offset))
+
+    @property
+    def is_lora_adapter(self) -> bool:
+        """A llama.cpp LoRA adapter file (its rows are updates ΔW: no base to subtract)."""
+        return self.lora_alpha() is not None
 
     def _field(self, key: str) -> Any:
         f = self._reader.fields.get(key)
@@ -413,7 +417,9 @@ class GGUFFile:
                 if kind == "stack" else None  # one expert dequantized at a time
             refs.append(GGUFTensorRef(t.name, shape, dtype, self._loader(t, shape, type_name), kind=kind, bits=bits,
                                       quant_block=block, load_item=item, ggml_type=type_name))
-        refs = self._tied(refs)
+        if self._tie_key is not None:
+            refs = [dataclasses.replace(r, storage_key=self._tie_key)
+                    if r.name in ("token_embd.weight", "output.weight") else r for r in refs]
         alpha = self.lora_alpha()
         yield from refs if alpha is None else _lora_updates(refs, alpha)
 

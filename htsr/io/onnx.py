@@ -512,24 +512,26 @@ class OnnxFile:
         K, N, bits, block = (int(attrs.get(k, d)) for k, d in (("K", 0), ("N", 0), ("bits", 4), ("block_size", 0)))
         shape = tuple(int(d) for d in t.dims)
         float_shape = (K, N) if K > 0 and N > 0 else (shape[0], math.prod(shape[1:]))
-        if bits not in (2, 4, 8) or block <= 0 or K <= 0 or N <= 0:
-            return f"MatMulNBits with bits={bits}, block_size={block}, K={K}, N={N} (htsr reads 2, 4 and 8 bits)", float_shape
-        if ins[4]:
-            return "MatMulNBits with g_idx (act-order groups)", float_shape
-        blocks, per_byte = -(-K // block), 8 // bits
-        if math.prod(shape) != N * blocks * (block // per_byte) or shape[0] != N:
-            return (f"MatMulNBits B of shape {list(shape)} is not [N={N}, {blocks} blocks, {block // per_byte} bytes]",
-                    float_shape)
+        readable = bits in (2, 4, 8) and block > 0 and K > 0 and N > 0
+        blocks, per_byte = (-(-K // block), 8 // bits) if readable else (0, 1)
         scale_t, zp_t = tensors.get(ins[2]), tensors.get(ins[3]) if ins[3] else None
-        if scale_t is None or (ins[3] and zp_t is None):
-            return "MatMulNBits with a scale or zero point that is not a constant", float_shape
-        if math.prod(scale_t.dims) != N * blocks:
-            return f"MatMulNBits scales of shape {list(scale_t.dims)}, not N·blocks = {N * blocks}", float_shape
         zp_float = zp_t is not None and _dtype_name(self._onnx, zp_t.data_type) in FLOAT_DTYPES
-        zp_bytes = -(-blocks * bits // 8)
-        if zp_t is not None and math.prod(zp_t.dims) != (N * blocks if zp_float else N * zp_bytes):
-            return (f"MatMulNBits zero points of shape {list(zp_t.dims)} fit no layout of {N} rows of {blocks} blocks",
-                    float_shape)
+        if not readable:
+            why = f"MatMulNBits with bits={bits}, block_size={block}, K={K}, N={N} (htsr reads 2, 4 and 8 bits)"
+        elif ins[4]:
+            why = "MatMulNBits with g_idx (act-order groups)"
+        elif math.prod(shape) != N * blocks * (block // per_byte) or shape[0] != N:
+            why = f"MatMulNBits B of shape {list(shape)} is not [N={N}, {blocks} blocks, {block // per_byte} bytes]"
+        elif scale_t is None or (ins[3] and zp_t is None):
+            why = "MatMulNBits with a scale or zero point that is not a constant"
+        elif math.prod(scale_t.dims) != N * blocks:
+            why = f"MatMulNBits scales of shape {list(scale_t.dims)}, not N·blocks = {N * blocks}"
+        elif zp_t is not None and math.prod(zp_t.dims) != N * (blocks if zp_float else -(-blocks * bits // 8)):
+            why = f"MatMulNBits zero points of shape {list(zp_t.dims)} fit no layout of {N} rows of {blocks} blocks"
+        else:
+            why = ""
+        if why:
+            return why, float_shape
         q_raw, s_raw = self._raw_loader(name, t), self._raw_loader(ins[2], scale_t)
         z_raw = self._raw_loader(ins[3], zp_t) if zp_t is not None else None
         mask = (1 << bits) - 1
@@ -562,7 +564,8 @@ class OnnxFile:
         onnx = self._onnx
         op, idx, node = use.op, use.index, use.node
         shape = float_shape or tuple(int(d) for d in t.dims)
-        dtype = "float32" if dequantized else _dtype_name(onnx, t.data_type)
+        stored = _dtype_name(onnx, t.data_type)
+        dtype = "float32" if dequantized else stored
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         raw = dequantized or self._raw_loader(name, t)
         scope, instance = _scope_name(node.name)
@@ -582,7 +585,6 @@ class OnnxFile:
         layer = f"{scope}.weight" if opaque and scope else name
 
         bits = None  # of a dequantized weight's codes (a delta's noise floor)
-        stored = _dtype_name(onnx, t.data_type)
         if dequantized and stored:
             bits = (int(attrs.get("bits", 4)) if node.op_type == "MatMulNBits"
                     else _SUB_BYTE.get(stored) or 8 * numpy_dtype(stored).itemsize)
