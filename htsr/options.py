@@ -275,11 +275,11 @@ class Options:
             spec = OPTION_SPECS[name]
             if not spec.check(value):
                 raise OptionError(f"option {name!r} must be {spec.allowed}, got {value!r}", name, value)
-        for name, (other, needed) in _APPLIES_WITH.items():  # an option that would change nothing is refused
-            if name in kwargs and kwargs[name] != OPTION_SPECS[name].default \
-                    and kwargs.get(other, OPTION_SPECS[other].default) != needed:
-                raise OptionError(f"option {name!r} applies only with option {other!r} set to {needed!r}: "
-                                  "without it, it would change nothing")
+        for name, conditions in _APPLIES_WITH.items():  # an option that would change nothing is refused
+            if name in kwargs and kwargs[name] != OPTION_SPECS[name].default and not any(
+                    _holds(kwargs.get(other, OPTION_SPECS[other].default), needed) for other, needed in conditions):
+                when = " or ".join(f"option {other!r} {_words(needed)}" for other, needed in conditions)
+                raise OptionError(f"option {name!r} applies only with {when}: without it, it would change nothing")
         if isinstance(kwargs.get("kinds"), (str, list, tuple, set)):
             k = kwargs["kinds"]
             kwargs["kinds"] = frozenset((k,) if isinstance(k, str) else k)
@@ -303,10 +303,25 @@ class Options:
 
 #: options that act only with another one's value (a finger setting without clip_xmax, a phase threshold
 #: without the MP fit): given alone, with a value other than their default, they are refused
-_APPLIES_WITH = {"max_fingers": ("clip_xmax", True), "finger_thresh": ("clip_xmax", True),
-                 "refine_fraction": ("precision", "fast"), "tw_margin": ("mp_fit", True),
-                 "phase_rank_collapse": ("mp_fit", True), "phase_ht_share": ("mp_fit", True),
-                 "phase_ht_alpha": ("mp_fit", True), "phase_bleed_width": ("mp_fit", True)}
+class _Above(float):
+    """A condition of :data:`_APPLIES_WITH`: the other option's value above this number."""
+
+
+def _holds(value: Any, needed: Any) -> bool:
+    return value is not None and value > needed if isinstance(needed, _Above) else value == needed
+
+
+def _words(needed: Any) -> str:
+    return f"above {needed:g}" if isinstance(needed, _Above) else f"set to {needed!r}"
+
+
+#: option -> the conditions (other option, the value it needs) of which one must hold for it to change anything
+_APPLIES_WITH = {"max_fingers": (("clip_xmax", True),), "finger_thresh": (("clip_xmax", True),),
+                 "refine_fraction": (("precision", "fast"),),
+                 "tw_margin": (("mp_fit", True), ("randomize", True)),  # the spikes' edge, and the traps'
+                 "phase_rank_collapse": (("mp_fit", True),), "phase_ht_share": (("mp_fit", True),),
+                 "phase_ht_alpha": (("mp_fit", True),), "phase_bleed_width": (("mp_fit", True),),
+                 "seed": (("bootstrap", _Above(0)), ("randomize", True))}  # the only random draws
 
 #: options that change how a run shows its progress, runs and what it keeps for figures, never a number
 UI_OPTIONS = frozenset({"progress", "workers", "keep_spectra"})

@@ -544,6 +544,8 @@ def test_to_pandas_gives_each_column_one_dtype_whatever_the_values():
     ({"tw_margin": 3.0, "mp_fit": False}, "'tw_margin' applies only with option 'mp_fit' set to True"),
     ({"phase_ht_alpha": 5.0, "mp_fit": False}, "'phase_ht_alpha' applies only with option 'mp_fit'"),
     ({"refine_fraction": 0.2, "precision": "accurate"}, "'refine_fraction' applies only with option 'precision'"),
+    ({"seed": 7}, "'seed' applies only with option 'bootstrap' above 0 or option 'randomize' set to True"),
+    ({"tw_margin": 3.0, "mp_fit": False, "randomize": False}, "'tw_margin' applies only with option 'mp_fit'"),
 ])
 def test_an_option_that_would_change_nothing_is_refused(given, message):
     """--max-fingers without --clip-xmax, a phase threshold with --no-mp-fit, --refine-fraction with
@@ -551,3 +553,16 @@ def test_an_option_that_would_change_nothing_is_refused(given, message):
     with pytest.raises(htsr.OptionError, match=message):
         htsr.Options.create(**given)
     htsr.Options.create(max_fingers=10)  # its default, given: no change either way, accepted
+
+
+def test_an_option_applies_with_any_of_its_conditions():
+    """--seed draws the bootstrap's replicates and the shuffle of --randomize; --tw-margin sets the edge of
+    the spikes (mp_fit) and of the traps (randomize): either one is enough (--tw-margin with --no-mp-fit
+    --randomize was refused, though it moves the traps' edge)."""
+    htsr.Options.create(seed=7, bootstrap=20)
+    htsr.Options.create(seed=7, randomize=True)
+    W = np.random.default_rng(3).standard_normal((300, 100)).astype(np.float32)
+    W[0, 0] = 20.0  # one large entry: its shuffled eigenvalue lies between 4 and 20 Tracy-Widom scales above the edge
+    traps = [htsr.analyze({"fc.weight": W}, mp_fit=False, randomize=True, tw_margin=m).layers[0].num_traps
+             for m in (4.0, 20.0)]
+    assert traps == [1.0, 0.0]  # counts: exact (seeded shuffle; a 20-sigma entry at 4 TW scales is a trap, at 20 not)
