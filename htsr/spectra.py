@@ -19,11 +19,14 @@ eigenvalues from rounding are clipped to zero.
 
 Matrix rank. SVD path: as numpy's ``matrix_rank`` and WeightWatcher, the singular values above
 σ_max·N·ε₆₄ (one tolerance for a pooled conv layer, from its largest singular value). float64 Gram path:
-the eigenvalues above its floor. Unrefined float32 path: every eigenvalue counts — the matrix either
-has none below the floor, or so few (≤ ``refine_fraction``·M) that they are taken as the tiny but
-nonzero eigenvalues of a generic float32 matrix; a structurally rank-deficient matrix has many and is
-refined. ``num_evals_below_floor`` reports how many were taken so; ``refine_fraction=0`` or
-``precision="accurate"`` give an exact rank always.
+full rank when none of its eigenvalues lies below its floor; a matrix with some below it is rank-deficient
+at a resolution the Gram cannot give (its floor, ~10⁻¹⁴·λ_max, lies far above the SVD's tolerance
+(N·ε₆₄)²·λ_max: the float32 rounding of a stored low-rank product is rank there), so it is recomputed by
+the float64 SVD (method ``svd64``, as the accurate path). Unrefined float32 path: every eigenvalue counts
+— the matrix either has none below the floor, or so few (≤ ``refine_fraction``·M) that they are taken as
+the tiny but nonzero eigenvalues of a generic float32 matrix; a structurally rank-deficient matrix has many
+and is refined. ``num_evals_below_floor`` reports how many were taken so; ``refine_fraction=0`` or
+``precision="accurate"`` give the accurate path's rank always.
 """
 
 from __future__ import annotations
@@ -104,22 +107,28 @@ def matrix_eigenvalues(
     rows, cols = W.shape
     N, M = max(rows, cols), min(rows, cols)
     if precision == "accurate":
-        sv = scipy.linalg.svd(np.asarray(W, dtype=np.float64), compute_uv=False, check_finite=False)
-        sv = np.sort(sv)
-        smax = sv[-1] if sv.size else 0.0
-        evals = sv * sv
-        lmax = float(evals[-1]) if evals.size else 0.0
-        floor = 4.0 * np.sqrt(M) * _EPS64 * lmax
-        return evals, floor, float((smax * N * _EPS64) ** 2), "svd64"
+        return _svd_eigenvalues(W, N, M)
 
     evals, floor, dtype = _gram_eigenvalues(W, np.float32, rows <= cols)
     below = int(np.count_nonzero(evals < floor))
     if dtype is np.float32 and below > refine_fraction * M and below > 0:
         evals, floor, dtype = _gram_eigenvalues(W, np.float64, rows <= cols)
     if dtype is np.float64:
+        if np.count_nonzero(evals < floor):  # rank-deficient at the float64 Gram's resolution: the SVD decides
+            return _svd_eigenvalues(W, N, M)
         return evals, floor, floor, "gram64"
     # unrefined: all eigenvalues count towards the rank (see the module docstring); none if W = 0
     return evals, floor, (-1.0 if floor > 0 else 0.0), "gram32"
+
+
+def _svd_eigenvalues(W: np.ndarray, N: int, M: int) -> tuple[np.ndarray, float, float, str]:
+    """The accurate path's (evals, floor, rank_tol, "svd64"): float64 SVD, numpy's rank tolerance."""
+    sv = scipy.linalg.svd(np.asarray(W, dtype=np.float64), compute_uv=False, check_finite=False)
+    sv = np.sort(sv)
+    smax = sv[-1] if sv.size else 0.0
+    evals = sv * sv
+    lmax = float(evals[-1]) if evals.size else 0.0
+    return evals, 4.0 * np.sqrt(M) * _EPS64 * lmax, float((smax * N * _EPS64) ** 2), "svd64"
 
 
 def _gram_eigenvalues(W: np.ndarray, dtype: type, wide: bool) -> tuple[np.ndarray, float, type]:

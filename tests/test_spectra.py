@@ -27,12 +27,24 @@ def test_chosen_singular_values_come_back(shape, precision):
 
 
 def test_fast_path_refines_a_rank_deficient_matrix():
-    # rank 40 of 100: 60 eigenvalues sit at the float32 noise level, far more than 1 % of M
+    # rank 40 of 100: 60 eigenvalues sit at the float32 noise level, far more than 1 % of M; the float64
+    # Gram leaves them below its floor too, where it cannot tell a zero from a small singular value: the SVD
     W = matrix_with_singular_values(np.linspace(1.0, 5.0, 40), 300, 100)
     spec = esd([W], "fast")
-    assert spec.method == "gram64"
-    assert spec.rank == 40  # exact: float64 noise (1e-15 lambda_max) is far below the floor
+    assert spec.method == "svd64"
+    assert spec.rank == 40  # exact: float64 noise (1e-15 sigma_max) is below the tolerance N*eps64*sigma_max
     assert esd([W], "accurate").rank == 40
+
+
+def test_a_float32_low_rank_product_has_the_accurate_rank_on_the_fast_path():
+    """A rank-120 product stored in float32: its rounding leaves 180 singular values near 1e-7·σ_max, far
+    above the SVD's tolerance 400·ε₆₄·σ_max, so numpy's and WeightWatcher's rank is 300; the float64 Gram
+    put them at its floor (~1e-14·λ_max) and counted 120 (entropy 0.930 for 0.781)."""
+    rng = np.random.default_rng(0)
+    W = ((rng.standard_normal((300, 120)) @ rng.standard_normal((120, 400))) * 0.01).astype(np.float32)
+    fast, accurate = esd([W], "fast"), esd([W], "accurate")
+    assert np.linalg.matrix_rank(W.astype(np.float64)) == accurate.rank == fast.rank == 300
+    np.testing.assert_array_equal(fast.evals, accurate.evals)  # exact: the same float64 SVD
 
 
 def test_refine_fraction_zero_refines_a_single_zero():
@@ -41,7 +53,7 @@ def test_refine_fraction_zero_refines_a_single_zero():
     # one of 200 below the floor is within the default 1 %: taken as a tiny nonzero eigenvalue
     assert unrefined.method == "gram32" and unrefined.num_below_floor == 1 and unrefined.rank == 200
     spec = esd([W], "fast", refine_fraction=0.0)
-    assert spec.method == "gram64" and spec.rank == 199
+    assert spec.method == "svd64" and spec.rank == 199 == esd([W], "accurate").rank
 
 
 def test_fast_and_accurate_agree_on_gaussian():
