@@ -531,6 +531,26 @@ def test_torch_state_dict_file(tmp_path, wrapper):
     assert [r.name for r in htsr.analyze(obj).layers] == [r.name for r in htsr.analyze(path).layers]
 
 
+@pytest.mark.parametrize("optimizers", ["optimizer_states", "opts"])
+def test_a_list_or_mapping_of_optimizers_is_training_state(tmp_path, optimizers):
+    """A GAN's checkpoint: two networks and its optimizers' state dicts in a list (Lightning's
+    ``optimizer_states`` without a ``state_dict`` entry) or a mapping under a key of its own; Adam's moments
+    were analysed as 8 layers (``optimizer_states.0.state.0.exp_avg`` …) beside the 4 weights."""
+    g = torch.Generator().manual_seed(0)
+    nets = {k: torch.nn.Sequential(torch.nn.Linear(16, 24), torch.nn.Linear(24, 8)) for k in ("generator", "critic")}
+    opts = []
+    for net in nets.values():
+        opt = torch.optim.Adam(net.parameters())
+        net(torch.randn(4, 16, generator=g)).sum().backward()
+        opt.step()
+        opts.append(opt.state_dict())
+    ckpt = {k: net.state_dict() for k, net in nets.items()}
+    ckpt[optimizers] = opts if optimizers == "optimizer_states" else dict(zip(("g", "d"), opts))
+    torch.save(ckpt, tmp_path / "gan.pt")
+    for source in (tmp_path / "gan.pt", ckpt):
+        assert [r.name for r in htsr.analyze(source).layers] == ["generator.0", "generator.1", "critic.0", "critic.1"]
+
+
 @pytest.mark.parametrize("suffix", [".pt", ".pth", ".bin"])
 def test_torch_legacy_non_zip_format(tmp_path, suffix):
     sd = _state_dict(12)
@@ -703,6 +723,22 @@ def test_torch_checkpoint_without_tensors(tmp_path):
     with pytest.raises(htsr.SourceError) as ei:
         htsr.analyze(path)
     _one_line_source_error(ei, str(path))
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state")
+def test_torch_sparse_and_meta_tensors_in_a_checkpoint(tmp_path):
+    """Sparse weights (COO, CSR) are the matrices their layers multiply by: each read densely, as the dense
+    copy is (they failed with torch's "can't convert Sparse layout tensor to numpy"); a meta tensor saved to
+    a file is skipped with the reason a live module's gets (it failed with "Cannot copy out of meta tensor")."""
+    g = torch.Generator().manual_seed(0)
+    dense = torch.randn(80, 60, generator=g) * (torch.rand(80, 60, generator=g) > 0.7)
+    torch.save({"coo.weight": dense.to_sparse(), "csr.weight": dense.to_sparse_csr(), "dense.weight": dense,
+                "meta.weight": torch.empty(80, 60, device="meta")}, tmp_path / "sparse.pt")
+    rows = {r.name: r for r in htsr.analyze(tmp_path / "sparse.pt").layers}
+    assert rows["meta"].status.startswith("skipped: on the meta device")
+    for name in ("coo", "csr"):
+        assert rows[name].status == "ok"
+        assert rows[name].alpha == rows["dense"].alpha  # exact: the same values, the same computation
 
 
 # ----------------------------------------------------------------------------------------- npz / npy
@@ -1153,6 +1189,16 @@ def test_tied_weights_are_analysed_once_from_a_module_its_state_dict_and_its_fil
             ("the same tensor as wte.weight (tied weights): analysed once", ("lm_head.weight",))], source
     # the filters come first: a tied name they keep is analysed
     assert [l.name for l in htsr.analyze(net, min_evals=3, layers="lm_head").layers] == ["lm_head"]
+    # a submodule held under two names: the second is tied too, from the module as from its state dict (the
+    # live module's second name was dropped without a word: 2 tensors of the state dict's 4)
+    shared = nn.Module()
+    shared.a = nn.Linear(64, 80)
+    shared.b = shared.a
+    for source in (shared, shared.state_dict()):
+        r = htsr.analyze(source, min_evals=3)
+        assert r.num_tensors == 4 and [l.name for l in r.layers] == ["a"], source
+        assert ("the same tensor as a.weight (tied weights): analysed once", ("b.weight",)) in [
+            (n.reason, n.examples) for n in r.not_analysed], source
     # equal values in separate storages are two tensors (a copy is not a tie)
     copy = {"a.weight": torch.ones(8, 8), "b.weight": torch.ones(8, 8)}
     assert [l.name for l in htsr.analyze(copy, min_evals=3).layers] == ["a", "b"]

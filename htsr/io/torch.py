@@ -53,6 +53,8 @@ def _to_numpy(t) -> np.ndarray:
     t = t.detach().cpu()
     if t.is_quantized:  # torch.ao's qint8 / quint8 with their scales and zero points (per tensor or channel)
         t = t.dequantize()
+    if t.layout != torch.strided:  # sparse COO / CSR / CSC / BSR: the matrix the layer multiplies by
+        t = t.to_dense()
     if t.dtype == torch.float16:
         return t.numpy().astype(np.float32)
     if t.dtype.is_floating_point and t.dtype not in (torch.float32, torch.float64):
@@ -115,7 +117,8 @@ class TorchStateDict:
     def refs(self) -> Iterator[TensorRef]:
         """The tensors as stored (quantized weights and their scales or parts apart)."""
         for name, t in self._tensors.items():
-            yield TensorRef(name, tuple(t.shape), _dtype_name(t), (lambda t=t: _to_numpy(t)), storage_key=_storage_key(t))
+            load = _meta_loader(t.ndim >= 2) if t.is_meta else (lambda t=t: _to_numpy(t))
+            yield TensorRef(name, tuple(t.shape), _dtype_name(t), load, storage_key=_storage_key(t))
 
 
 # torch.nn class names (a module's own class or a base class) → the kind of their weight matrices
@@ -157,7 +160,8 @@ class TorchModule:
         # prefixes of what is read whole: quantized modules (from their state dicts), parametrizations (their
         # module computes the weight)
         read: list[str] = []
-        for mod_name, mod in self.module.named_modules():
+        # (a module held under two names is walked under each, as state_dict() names it: tied, not dropped)
+        for mod_name, mod in self.module.named_modules(remove_duplicate=False):
             if any(mod_name.startswith(q) for q in read):
                 continue
             prefix = f"{mod_name}." if mod_name else ""
@@ -246,10 +250,20 @@ _TRAINING_STATE_KEY = re.compile(r"optim|sched|scaler", re.IGNORECASE)
 
 def _is_training_state(key: Any, value: Any) -> bool:
     """An optimizer's state dict (``state`` and ``param_groups``: Adam's exp_avg… are tensors shaped like
-    the weights), a sub-mapping named for training state (``optimizer``, ``g_optim``, ``lr_scheduler``), or
-    a pickled optimizer or scheduler object (read without torch: a stand-in named for its class)."""
-    if isinstance(value, Mapping):
-        return "param_groups" in value or (isinstance(key, str) and bool(_TRAINING_STATE_KEY.search(key)))
+    the weights), or a list or mapping of them (a GAN's two optimizers); an entry named for training state
+    (``optimizer``, ``g_optim``, Lightning's ``optimizer_states`` list, ``lr_scheduler``); or a pickled
+    optimizer or scheduler object (read without torch: a stand-in named for its class)."""
+    if isinstance(value, (Mapping, list, tuple)) and isinstance(key, str) and _TRAINING_STATE_KEY.search(key):
+        return True
+    return _is_optimizer(value)
+
+
+def _is_optimizer(value: Any, depth: int = 2) -> bool:
+    if isinstance(value, Mapping) and "param_groups" in value:
+        return True
+    if isinstance(value, (Mapping, list, tuple)):
+        items = list(value.values() if isinstance(value, Mapping) else value)
+        return depth > 0 and bool(items) and all(_is_optimizer(v, depth - 1) for v in items)
     return bool(_TRAINING_STATE_KEY.search(str(getattr(value, "type_name", ""))))
 
 
