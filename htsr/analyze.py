@@ -29,6 +29,7 @@ from .matrices import (
     is_bias_or_buffer,
     layer_matrices,
     row_name,
+    unread_tensor_row,
 )
 from .metrics import compute_metrics, warning_for
 from .options import Options
@@ -142,7 +143,10 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                 passed_over(t.name, f"the same tensor as {first_name[t.storage_key]} (tied weights): analysed once")
                 continue
             matched = False  # a tensor is not analysed only if none of its rows (experts, positions) matches
-            for lm in layer_matrices(t.name, kind, t.shape, t.load, opts.conv, opts.ww_conv_scale, t.load_item):
+            rows = layer_matrices(t.name, kind, t.shape, t.load, opts.conv, opts.ww_conv_scale, t.load_item)
+            if hasattr(t.loader, "skip_reason") and kind in ("stack", "conv1d", "conv2d", "conv3d"):
+                rows = iter([unread_tensor_row(t.name, kind, tuple(t.shape), t.load)])
+            for lm in rows:
                 if pattern is None or pattern.search(lm.name):
                     matched = True
                     # a delta's rounding noise, the same for every row of its tensor

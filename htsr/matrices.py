@@ -30,6 +30,7 @@ tensor's name and shape (:func:`infer_kind`).
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from dataclasses import dataclass
@@ -49,7 +50,8 @@ _EMBEDDING = re.compile(r"(^|[._])(emb|embed\w*|wte|wpe|tok_embeddings)([._]|$)|
 # unit even when stored 2-D (per head: Command R's [heads, head_dim]; per group: Mamba-2's)
 _NORM = re.compile(r"(^|[._])[a-z_]*norm(\.(weight|scale))?$", re.IGNORECASE)
 _QUANT_SCALE = re.compile(r"(^|\.)(weight_scale(_inv|_2)?|input_scale|SCB|weight_zero_point)$|_scale_inv$")
-_RNN = re.compile(r"weight_(ih|hh)(_l\d+(_reverse)?)?$")  # nn.LSTM/GRU/RNN, and their *Cell (no _l<n>)
+# nn.LSTM/GRU/RNN, and their *Cell (no _l<n>); an LSTM's projection (proj_size) weight_hr_l<n>, as its module's
+_RNN = re.compile(r"weight_(ih|hh|hr)(_l\d+(_reverse)?)?$")
 _EXPERT = re.compile(r"expert|_exps\b", re.IGNORECASE)  # HF experts, GGUF ffn_*_exps
 # biases, batch-norm buffers, and weight-norm magnitudes g left without their direction v (torch's
 # weight_norm: ``weight_g``, or ``parametrizations.weight.original0``; with v, the readers combine the two
@@ -180,6 +182,17 @@ class SharedLoad:
             if not self._pending:
                 self._value = None
             return out
+
+
+def unread_tensor_row(name: str, kind: str, shape: tuple[int, ...], load: Callable[[], Any]) -> LayerMatrices:
+    """The one row of a stack or conv tensor the reader cannot read (``load`` raises LayerSkipped): it says
+    why once, instead of once per expert or kernel position (a view of stride 0 can claim 2^40 experts over
+    a few stored values)."""
+    if kind == "stack":
+        r, c, n = math.prod(shape[1:-1]), shape[-1], shape[0]
+    else:  # a conv: c_out × c_in per kernel position
+        r, c, n = shape[0], shape[1], math.prod(shape[2:])
+    return LayerMatrices(row_name(name), kind, shape, r, c, n, 1.0, load)
 
 
 def layer_matrices(

@@ -326,9 +326,12 @@ _NT = collections.namedtuple("_NT", "w n")
     (collections.deque([np.ones((3, 3))]), ["0"]),
     ({"r": np.rec.array([(1, 2.0)], dtype=[("a", "i4"), ("b", "f8")]), "w": np.ones((3, 3))}, ["w"]),
 ], ids=["dict subclass", "list subclass", "defaultdict", "namedtuple", "deque", "recarray beside"])
-def test_containers_htsr_does_not_import_are_walked(tmp_path, obj, names):
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_containers_htsr_does_not_import_are_walked(tmp_path, obj, names, protocol):
+    """At every protocol: 0 and 1 make a namedtuple by ``copy_reg._reconstructor(cls, __builtin__.tuple,
+    fields)`` (refused, then its fields named ``2.0``, ``2.1`` after the call's arguments)."""
     path = tmp_path / "c.pkl"
-    path.write_bytes(pickle.dumps(obj, protocol=4))
+    path.write_bytes(pickle.dumps(obj, protocol=protocol))
     assert _names(path) == names
 
 

@@ -840,8 +840,9 @@ def test_codes_of_formats_htsr_does_not_dequantize_get_a_row_that_names_the_form
 
 def test_fractional_g_idx_fails_and_a_bad_mxfp4_row_is_the_weight_s(tmp_path):
     """A float g_idx with fractions is no group numbering (it was truncated without a word): the layer
-    fails naming it; MXFP4 blocks whose scales do not fit get the rows of the expert stack they would give
-    (kind stack, [E, out, groups·32]), not a 'conv2d' row of the blocks."""
+    fails naming it; MXFP4 blocks whose scales do not fit get the row of the expert stack they would give
+    (kind stack, [E, out, groups·32]; one row for the tensor, which no expert can be read from), not a
+    'conv2d' row of the blocks."""
     rng = np.random.default_rng(22)
     codes, zeros, scales, g_idx, _ = _quantized(rng, 128, 64, 4, 2)
     state = {"a.qweight": _pack_words(codes, 4, 0), "a.qzeros": _pack_words(zeros - 1, 4, 1), "a.scales": scales,
@@ -851,7 +852,7 @@ def test_fractional_g_idx_fails_and_a_bad_mxfp4_row_is_the_weight_s(tmp_path):
     rows = {r.name: r for r in htsr.analyze(state, min_evals=5).layers}
     assert rows["a"].status.startswith("failed: a (GPTQ 4-bit): g_idx holds non-integer values")
     assert {n: (r.kind, r.shape) for n, r in rows.items() if n.startswith("e.")} == {
-        "e.gate_up_proj[0]": ("stack", "2x8x128"), "e.gate_up_proj[1]": ("stack", "2x8x128")}
+        "e.gate_up_proj": ("stack", "2x8x128")}
     assert all(r.status.startswith("skipped: MXFP4 blocks [2, 8, 4, 16] with scales [2, 8, 3]")
                for n, r in rows.items() if n.startswith("e."))
 

@@ -328,6 +328,54 @@ def test_a_corrupt_deflated_storage_fails_its_row_naming_the_file(tmp_path):
                                 "decompressing data") and rows["a"].endswith("save or download it again")
 
 
+def test_members_that_expand_past_a_thousand_times_are_not_decompressed(tmp_path):
+    """A 200 kB archive whose deflated data.pkl declares 200 MB (a valid pickle, then zeros) was decompressed
+    whole before the pickle was read (a 1 GB one peaked at 2.1 GB); a deflated storage of zeros likewise.
+    Both are refused by the ratio the keras and npz readers use (torch.save stores members uncompressed)."""
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        with z.open("archive/data.pkl", "w", force_zip64=True) as f:
+            f.write(b"\x80\x02}q\x00.")
+            f.write(bytes(200 << 20))
+    with pytest.raises(SourceError, match=r"archive/data.pkl would expand \d+ bytes to 209715206: .*zip bomb"):
+        open_source(bomb)
+    plain, zeros = tmp_path / "zeros.pt", tmp_path / "zeros_deflated.pt"
+    torch.save({"z.weight": torch.zeros(4096, 4096), "b.weight": torch.randn(90, 70)}, str(plain))  # 64 MiB: ~65 kB
+    with zipfile.ZipFile(plain) as z, zipfile.ZipFile(zeros, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in z.infolist():
+            out.writestr(info.filename, z.read(info.filename))
+    rows = {l.name: l.status for l in htsr.analyze(zeros, min_evals=5).layers}
+    assert rows["b"] == "ok" and "would expand" in rows["z"] and rows["z"].startswith("failed:")
+
+
+class _NamedAgainstKind(nn.Module):
+    """Layers whose names say another kind than their classes (only the class can say it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bag, self.tokens = nn.EmbeddingBag(90, 64), nn.Embedding(100, 64)
+        self.lstmp = nn.LSTM(64, 64, proj_size=32)  # weight_hr_l0: the projection
+        self.embed_out = nn.Linear(64, 200)  # GPT-NeoX's head, named like an embedding
+        self.sinc_filters = nn.Conv1d(64, 80, kernel_size=65)  # a kernel longer than a name-less guess allows
+
+
+def test_a_pickled_module_s_weights_have_their_module_classes_kinds(tmp_path, monkeypatch):
+    """torch.save(model) holds each module's class: its weights get the kinds the live module gives (the
+    class names were dropped with the modules, and the names guessed: bag and tokens dense, embed_out an
+    embedding, sinc_filters 80 rows of a 'stack'); an LSTM's projection weight_hr_l0 is rnn from a state
+    dict too."""
+    torch.manual_seed(0)
+    m = _NamedAgainstKind()
+    live = {l.name: l.kind for l in htsr.analyze(m, min_evals=5).layers}
+    assert live["bag"] == live["tokens"] == "embedding" and live["embed_out"] == "dense"
+    assert live["sinc_filters"] == "conv1d" and live["lstmp.weight_hr_l0"] == "rnn"
+    torch.save(m, str(tmp_path / "whole.pt"))
+    torch.save(m.state_dict(), str(tmp_path / "sd.pt"))
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert {l.name: l.kind for l in htsr.analyze(tmp_path / "whole.pt", min_evals=5).layers} == live
+    assert {l.name: l.kind for l in htsr.analyze(tmp_path / "sd.pt", min_evals=5).layers}["lstmp.weight_hr_l0"] == "rnn"
+
+
 class _WithActivation(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -345,6 +393,18 @@ def test_data_parallel_modules_with_torch_functions_and_protocol_1_legacy_files_
     assert [r.name for r in load_torch_file(tmp_path / "dp.pt")] == ["module.fc.weight", "module.fc.bias"]
     assert isinstance(load_torch_file(tmp_path / "p1.pt"), TorchLegacyFile)
     assert [r.name for r in load_torch_file(tmp_path / "p1.pt")] == ["fc.weight", "fc.bias"]
+
+
+def test_a_whole_module_whose_tensor_carries_an_attribute_is_read(tmp_path, monkeypatch):
+    """A tensor with a Python attribute of its own is pickled through torch._tensor._rebuild_from_type_v2 with
+    the class torch.Tensor (transformers' BERT position_ids): torch.save(model) of such a model was refused
+    ("the pickle references torch.Tensor"), by htsr and by torch.load(weights_only=True) after it."""
+    m = _WithActivation()
+    m.register_buffer("position_ids", torch.arange(64).unsqueeze(0))
+    m.position_ids.tag = "ids"
+    torch.save(m, str(tmp_path / "whole.pt"))
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert [r.name for r in load_torch_file(tmp_path / "whole.pt")] == list(m.state_dict())  # its order too
 
 
 class _Masked(nn.Module):
@@ -557,15 +617,29 @@ def test_a_submodule_shared_without_end_is_refused_and_a_tied_one_named_twice(tm
         open_source(tmp_path / "dag.pt")
     tied = _Twice(nn.Linear(4, 4))
     torch.save(tied, str(tmp_path / "tied.pt"))
-    assert [r.name for r in open_source(tmp_path / "tied.pt")] == list(tied.state_dict())
+    torch.jit.save(torch.jit.script(tied), str(tmp_path / "tied_script.pt"))
+    # TorchScript too (its alias filter for an LSTM's _flat_weights dropped a tied name without a word)
+    for path in (tmp_path / "tied.pt", tmp_path / "tied_script.pt"):
+        assert [r.name for r in open_source(path)] == list(tied.state_dict()), path.name
+        r = htsr.analyze(path, min_evals=2)
+        assert r.num_tensors == 4 and [l.name for l in r.layers] == ["a"], path.name
 
 
-def test_an_expanded_view_gets_a_skipped_row_not_a_huge_matrix(tmp_path):
+@pytest.mark.parametrize("legacy", [False, True])
+def test_an_expanded_view_gets_a_skipped_row_not_a_huge_matrix(tmp_path, legacy):
     """torch.save keeps an expand()ed view (stride 0): 4 stored values read as a 3000 × 3000 matrix took
-    1 GB. Such a view is no stored matrix: its row says so."""
-    torch.save({"w": torch.randn(3000).expand(3000, 3000), "v": torch.randn(64, 32)}, str(tmp_path / "x.pt"))
+    1 GB. Such a view is no stored matrix: its row says so — once for a whole expert stack or conv (a file
+    of 24 kB claiming 2^40 experts, or 2048 × 2048 kernel positions, was one row per expert or a list of
+    every position before the first row said so: it never finished)."""
+    torch.save({"w": torch.randn(3000).expand(3000, 3000), "v": torch.randn(64, 32),
+                "experts.w": torch.randn(100, 60).expand(2**40, 100, 60),
+                "conv.weight": torch.randn(1).expand(64, 32, 2048, 2048)}, str(tmp_path / "x.pt"),
+               _use_new_zipfile_serialization=not legacy)
     rows = {l.name: l.status for l in htsr.analyze(tmp_path / "x.pt", min_evals=5).layers}
+    assert rows.keys() == {"v", "w", "experts.w", "conv"}
     assert rows["v"] == "ok" and rows["w"].startswith("skipped: an expanded view: 9000000 values over 3000")
+    assert rows["experts.w"].startswith(f"skipped: an expanded view: {2**40 * 6000} values over 6000")
+    assert rows["conv"].startswith(f"skipped: an expanded view: {64 * 32 * 2048**2} values over 1 ")
 
 
 # ------------------------------------------------------------------ the legacy format's bad input

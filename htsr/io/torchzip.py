@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SourceError
-from .base import TensorRef, as_loaded, numpy_dtype, one_line, skipped_loader
+from .base import TensorRef, as_loaded, expands_too_far, numpy_dtype, one_line, skipped_loader
 from .scales import PackedConfig, with_scales
 from .torch import module_kind, unwrap_state, with_notes
 
@@ -158,8 +158,20 @@ class _Inert(_Object):
 
 
 def _reconstructor(cls: Any, base: Any, state: Any = None) -> Any:
-    """``copyreg._reconstructor``, how protocols 0 and 1 make an object of a class: a stand-in of it."""
-    return cls() if isinstance(cls, type) and issubclass(cls, _Inert) else _Inert()
+    """``copyreg._reconstructor``, how protocols 0 and 1 make an object of a class: a stand-in of it, made
+    from what its built-in base holds (a namedtuple's fields, an IntEnum's value), as ``__newobj__`` gives
+    them at protocol 2."""
+    make = cls if isinstance(cls, type) and issubclass(cls, _Inert) else _Inert
+    if base is object or state is None:
+        return make()
+    if base is tuple and isinstance(state, tuple):
+        return make(*state)
+    if (base is dict and isinstance(state, dict)) or (base is list and isinstance(state, list)):
+        obj = make()  # a dict or list subclass: the items it holds, as SETITEMS and APPENDS give them later
+        for k, v in (state.items() if isinstance(state, dict) else enumerate(state)):
+            obj[k] = v
+        return obj
+    return make(state)
 
 
 #: times one pickled module may appear in a module tree: a module held twice is named twice, as state_dict()
@@ -167,10 +179,19 @@ def _reconstructor(cls: Any, base: Any, state: Any = None) -> Any:
 _MAX_MODULE_USES = 64
 
 
-def _module_state(obj: Any, prefix: str, out: dict[str, Any], path: tuple[int, ...] = (),
+class _StateDict(dict):
+    """A pickled module's state dict, with the class name of the module holding each entry (``classes``), so
+    that its weights' kinds are their modules' as from the live module (an ``EmbeddingBag`` named ``bag``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.classes: dict[str, str] = {}
+
+
+def _module_state(obj: Any, prefix: str, out: _StateDict, path: tuple[int, ...] = (),
                   uses: dict[int, int] | None = None) -> None:
     """``Module.state_dict()`` of a pickled module: its parameters and persistent buffers, then its
-    submodules', named by attribute path."""
+    submodules', named by attribute path (and each entry's module class in ``out.classes``)."""
     uses = {} if uses is None else uses
     uses[id(obj)] = uses.get(id(obj), 0) + 1
     if id(obj) in path:
@@ -190,6 +211,7 @@ def _module_state(obj: Any, prefix: str, out: dict[str, Any], path: tuple[int, .
         for k, v in values.items():
             if v is not None and not (group == "_buffers" and k in skip):
                 out[f"{prefix}{k}"] = v
+                out.classes[f"{prefix}{k}"] = obj.type_name.rsplit(".", 1)[-1]
     for k, m in modules.items():
         if _is_module(m):
             _module_state(m, f"{prefix}{k}.", out, (*path, id(obj)), uses)
@@ -208,7 +230,7 @@ def _as_state_dicts(obj: Any, done: dict[int, Any] | None = None) -> Any:
     instead of becoming 2^k copies."""
     done = {} if done is None else done
     if _is_module(obj):
-        out: dict[str, Any] = {}
+        out = _StateDict()
         _module_state(obj, "", out)
         return out
     if id(obj) in done:
@@ -472,8 +494,10 @@ _ALLOWED = {
     **{(m, n): f for m in ("builtins", "__builtin__")
        for n, f in (("set", _set), ("frozenset", _set), ("slice", slice), ("complex", complex),
                     ("object", object), ("dict", dict), ("list", list), ("bytes", _bytes),
-                    ("bytearray", _bytearray))},  # object: copyreg._reconstructor's
-    # base; dict, list: a defaultdict's factory (an optimizer's state)
+                    ("bytearray", _bytearray), ("tuple", tuple), ("int", int), ("float", float), ("str", str))},
+    # object, tuple, int, float, str: copyreg._reconstructor's bases (a namedtuple, an IntEnum at protocols
+    # 0 and 1); dict, list: a defaultdict's factory (an optimizer's state)
+    ("torch", "Tensor"): "torch.Tensor",  # _rebuild_from_type_v2's type of a tensor with attributes of its own
 }
 # torch.float32, torch.bfloat16 …: a dtype stored as a plain value (e.g. a config entry)
 _TORCH_DTYPES = frozenset({"float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2",
@@ -505,7 +529,7 @@ class _Unpickler(pickle.Unpickler):
         if (module, name) in _ALLOWED:
             found = _ALLOWED[(module, name)]
             return _Call(found) if isinstance(found, types.FunctionType) else found
-        if (module, name) == ("copyreg", "_reconstructor"):
+        if module in ("copyreg", "copy_reg") and name == "_reconstructor":  # (Python 2's name at protocols 0, 1)
             return _Call(_reconstructor)
         # code to run (os.system …), and torch's own tensor rebuilders htsr does not know (sparse, quantized
         # or nested tensors: torch.load(weights_only=True) decides), are refused
@@ -561,8 +585,9 @@ def _walk(obj: Any, prefix: str, module_class: str, seen: set[int]) -> Iterator[
                 yield from _walk(v, f"{prefix}.{i}" if prefix else str(i), cls, seen)
     elif isinstance(obj, dict):
         seen.add(id(obj))
+        classes = obj.classes if isinstance(obj, _StateDict) else {}
         for k, v in obj.items():
-            yield from _walk(v, f"{prefix}.{_key(k)}" if prefix else _key(k), module_class, seen)
+            yield from _walk(v, f"{prefix}.{_key(k)}" if prefix else _key(k), classes.get(k, module_class), seen)
     elif isinstance(obj, (list, tuple)):
         seen.add(id(obj))
         for i, v in enumerate(obj):
@@ -582,15 +607,14 @@ def _key(k: Any) -> str:
 
 
 def _unaliased(found: list[tuple[str, _Tensor, str]]) -> list[tuple[str, _Tensor, str]]:
-    """One entry per tensor: a module can hold a tensor twice (an LSTM's ``_flat_weights`` list aliases its
-    ``weight_ih_l0`` …); the name with the fewest private (``_``) components wins, then the first."""
-    best: dict[_Tensor, tuple[int, int]] = {}
-    for i, (name, t, _) in enumerate(found):
-        private = sum(part.startswith("_") for part in name.split("."))
-        if t not in best or private < best[t][0]:
-            best[t] = (private, i)
-    keep = {i for _, i in best.values()}
-    return [f for i, f in enumerate(found) if i in keep]
+    """Without a tensor's private aliases: a module can hold a tensor twice (an LSTM's ``_flat_weights`` list
+    aliases its ``weight_ih_l0`` …); the names with the fewest private (``_``) components stay — two of them
+    (a tied ``lm_head.weight`` and ``wte.weight``) both, as the module's state dict names them."""
+    fewest: dict[_Tensor, int] = {}
+    private = [sum(part.startswith("_") for part in name.split(".")) for name, _, _ in found]
+    for (_, t, _), p in zip(found, private):
+        fewest[t] = min(p, fewest.get(t, p))
+    return [f for f, p in zip(found, private) if p == fewest[f[1]]]
 
 
 #: containers within containers a pickle may nest (real checkpoints nest a few dozen levels), and elements a
@@ -827,6 +851,10 @@ class TorchZipFile(_PickledTensors):
                 raise pickle.UnpicklingError(f"storage {pid[2]!r} is not in the archive (expected {key})")
             return _Storage(key, pid[1])
 
+        info = z.getinfo(member)
+        if expands_too_far(info.file_size, info.compress_size):  # (zipfile reads no more than it declares)
+            raise self._fail(f"{member} would expand {info.compress_size} bytes to {info.file_size}: not a pickle "
+                             "torch.save writes (a zip bomb?); re-save the model")
         return self._unpickle(io.BytesIO(z.read(member)), member, storage)
 
     def _stored_offsets(self, members: dict[str, zipfile.ZipInfo]) -> dict[str, int]:
@@ -850,8 +878,13 @@ class TorchZipFile(_PickledTensors):
         offset = self._offsets.get(storage.key)
         if offset is not None:
             return np.memmap(self.path, dtype=np.uint8, mode="r", offset=offset, shape=(nbytes,))
-        with zipfile.ZipFile(self.path) as z, z.open(storage.key) as f:
-            return f.read(nbytes)
+        with zipfile.ZipFile(self.path) as z:
+            info = z.getinfo(storage.key)
+            if expands_too_far(info.file_size, info.compress_size):  # torch.save stores storages uncompressed
+                raise ValueError(f"{storage.key} would expand {info.compress_size} bytes to {info.file_size} "
+                                 "(a zip bomb?)")
+            with z.open(info) as f:
+                return f.read(nbytes)
 
 
 class TorchLegacyFile(_PickledTensors):
