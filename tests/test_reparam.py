@@ -110,6 +110,27 @@ def test_orthogonal_is_the_weight_live_and_a_skipped_row_from_a_checkpoint(tmp_p
     assert "live module" in row.status and math.isnan(row.alpha)
 
 
+class _Symmetric(nn.Module):
+    def forward(self, X):
+        return X.triu() + X.triu(1).transpose(-1, -2)
+
+
+def test_a_parametrization_htsr_does_not_know_is_the_weight_live_and_a_skipped_row_from_a_checkpoint():
+    """A user's register_parametrization: the state dict holds only parametrizations.weight.original, of
+    which the weight is a function the checkpoint does not hold; it was analysed as if it were the weight
+    (alpha 6.3 where the layer's weight has 4.4), under the name 0.parametrizations.weight.original."""
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(300, 300), nn.Linear(300, 200))
+    torch.nn.utils.parametrize.register_parametrization(module[0], "weight", _Symmetric())
+    live = {r.name: r for r in htsr.analyze(module).layers}
+    assert live["0"].status == "ok"
+    np.testing.assert_array_equal(module[0].weight.detach().numpy(), module[0].weight.detach().numpy().T)
+    rows = {r.name: r for r in htsr.analyze(module.state_dict()).layers}
+    assert rows.keys() == live.keys() == {"0", "1"}
+    assert rows["0"].status.startswith("skipped: the original of a parametrization htsr does not know")
+    assert rows["1"].alpha == live["1"].alpha  # exact: the same unparametrized weight
+
+
 def test_parts_that_do_not_fit_are_left_as_they_are():
     rng = np.random.default_rng(0)
     # a g that does not broadcast over v, a mask of another shape: no reparametrization, the tensors as stored

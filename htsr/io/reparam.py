@@ -17,7 +17,9 @@ one WeightWatcher reads from the live module), named ``<module>.weight``, and th
   W = W_orig · mask (the mask is no layer);
 * **orthogonal** (``parametrizations.orthogonal``, which also stores ``parametrizations.weight.0.base``):
   the weight is a function of the unconstrained original that depends on the map the module was built
-  with, so the row is ``skipped`` (analyse the live module, which gives the weight itself).
+  with, so the row is ``skipped`` (analyse the live module, which gives the weight itself); so is a
+  ``parametrizations.<name>.original`` of any other parametrization (a user's ``register_parametrization``:
+  its function is code, which no checkpoint holds).
 
 Any parameter name works as ``weight`` does (``weight_hh_l0_g`` …). The combined weight keeps the
 original's dtype name and kind.
@@ -130,12 +132,15 @@ def reparametrized_refs(by_name: Mapping[str, TensorRef]) -> tuple[dict[str, Ten
             elif part == "original":  # parametrizations.spectral_norm or .orthogonal
                 stem = key[: -len("original")] + "0."
                 base = by_name.get(stem + "base")
-                if not spectral_norm(name, r, by_name.get(stem + "_u"), by_name.get(stem + "_v")) and base is not None:
+                if not spectral_norm(name, r, by_name.get(stem + "_u"), by_name.get(stem + "_v")):
+                    # the weight is a function of the original that the checkpoint does not say
+                    what = ("an orthogonal parametrization's unconstrained" if base is not None
+                            else "the original of a parametrization htsr does not know (its function is code, not "
+                                 "in the checkpoint):")
                     out[key] = TensorRef(name, tuple(r.shape), r.dtype, skipped_loader(
-                        f"an orthogonal parametrization's unconstrained {key} (the weight is an orthogonal map of "
-                        "it, which the checkpoint does not say): analyse the live module, which gives the weight"),
-                        r.kind)
-                    used.update((key, base.name))
+                        f"{what} {key}, not the weight the layer uses: analyse the live module, which gives the "
+                        "weight"), r.kind)
+                    used.update((key, base.name) if base is not None else (key,))
         elif key.endswith("_g") and _WEIGHT_PARAM.search(key[:-2]):  # torch.nn.utils.weight_norm
             weight_norm(key[:-2], r, by_name.get(key[:-2] + "_v"))
         elif key.endswith("_orig"):
