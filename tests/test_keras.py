@@ -1424,22 +1424,30 @@ def test_a_bfloat16_layer_in_a_keras3_legacy_h5_is_read(keras, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file")
-def test_a_model_has_the_same_rows_in_the_same_order_from_every_format_with_a_config(keras, tmp_path):
+@pytest.mark.parametrize("which", ["functional", "sequential"])
+def test_a_model_has_the_same_rows_in_the_same_order_from_every_format_with_a_config(keras, tmp_path, which):
     """A live model, its .keras and its legacy .h5 (model.save) name, order and orient its rows alike:
     attention projections query, key, value, output (a Keras 3 file lists them alphabetically); a
     Bidirectional's forward then backward layer, and a wrapper's inner layer under the attribute Keras 3
     names it by (legacy .h5 names them forward_gru, backward_gru, dense). So rows from two formats pair up
-    by name in compare and --base."""
+    by name in compare and --base. A Sequential model's .h5 names each weight under the model's name too
+    (``seq/fc1/kernel``): its rows were ``fc1.seq.fc1``."""
     keras.utils.set_random_seed(0)
-    model = _wide_model(keras)
+    L = keras.layers
+    model = _wide_model(keras) if which == "functional" else keras.Sequential([
+        keras.Input((10, 6)), L.Conv1D(16, 3, name="c"), L.LSTM(12, return_sequences=True, name="lstm"),
+        L.Bidirectional(L.GRU(8), name="bi"), L.Dense(20, name="fc1"), L.Dense(5, name="fc2")], name="seq")
     model.save(tmp_path / "wide.keras")
     model.save(tmp_path / "wide.h5")
     live = KerasModel(model)
     names = [r.name for r in live]
-    assert names[names.index("mha.query"):names.index("mha.query") + 4] == [
-        "mha.query", "mha.key", "mha.value", "mha.attention_output"]
+    if which == "functional":
+        assert names[names.index("mha.query"):names.index("mha.query") + 4] == [
+            "mha.query", "mha.key", "mha.value", "mha.attention_output"]
+        assert "td.layer" in names
+    else:
+        assert names[-2:] == ["fc1", "fc2"]
     assert names.index("bi.forward_layer.kernel") < names.index("bi.backward_layer.kernel")
-    assert "td.layer" in names
     for path in (tmp_path / "wide.keras", tmp_path / "wide.h5"):
         saved = KerasFile(path)
         assert [r.name for r in saved] == names, path.name

@@ -936,7 +936,9 @@ class KerasFile:
                 if not isinstance(ds, Dataset):
                     raise self._fail(f"layer {layer!r}: weight {wname!r} is listed but missing from the file")
                 comps = [c for c in _WEIGHT_SUFFIX.sub("", wname).split("/") if c]
-                scope = comps[:-1][1:] if comps[:-1][:1] == [layer] else comps[:-1]
+                # Keras 3 names a weight under its model's name scope too (``mlp/fc1/kernel`` in layer ``fc1``
+                # of Sequential ``mlp``): the scope is what follows the layer's own name
+                scope = comps[comps.index(layer) + 1:-1] if layer in comps[:-1] else comps[:-1]
                 weights.append((ds, comps[-1], scope))
             # a LoRA-enabled layer (Keras 3's enable_lora) stores its factors beside its kernel or embeddings
             factors = {(tuple(sc), v): ds for ds, v, sc in weights if v in _LORA_OF}
