@@ -112,6 +112,16 @@ def _below(mean: float, threshold: float) -> str:
 
 
 
+#: torch's training wrappers → the attribute holding the module they wrap
+_WRAPPERS = {"DataParallel": "module", "DistributedDataParallel": "module", "OptimizedModule": "_orig_mod"}
+
+
+def _unwrapped(model: Any) -> Any:
+    while type(model).__module__.startswith("torch.") and type(model).__name__ in _WRAPPERS:
+        model = getattr(model, _WRAPPERS[type(model).__name__])
+    return model
+
+
 def _check(ok: bool, name: str, allowed: str, value: Any) -> None:
     if not ok:
         raise OptionError(f"monitor option {name!r} must be {allowed}, got {value!r}")
@@ -153,6 +163,10 @@ class AlphaMonitor:
         self._history: list[MonitorRecord] = []
         self.alerts: list[MonitorRecord] = []  # the records that crossed below the threshold
         self.alert = False  # True while the latest finite mean alpha is below the threshold
+        if self.csv_path is not None and self.csv_path.exists() and self.csv_path.stat().st_size > 0:
+            # a resumed run appending to its CSV: the crossing the file holds already alerted
+            finite = [r.mean_alpha for r in load_history(self.csv_path, self.threshold) if math.isfinite(r.mean_alpha)]
+            self.alert = bool(finite) and finite[-1] < self.threshold
         self.last_result = None  # the full AnalysisResult of the latest record
         self._model = None
         self._last_step: Any = None
@@ -167,7 +181,10 @@ class AlphaMonitor:
 
     @model.setter
     def model(self, model: Any) -> None:
-        """Bind the model, checking (without reading any weight) that some layer is monitored."""
+        """Bind the model, checking (without reading any weight) that some layer is monitored. A model wrapped
+        for training (``DataParallel``, ``DistributedDataParallel``, ``torch.compile``) is monitored as the
+        module it wraps, so its layers have the names of an unwrapped run's (not ``module.0``, ``_orig_mod.0``)."""
+        model = _unwrapped(model)
         description, num_tensors, found = iter_layers(model, self.options)
         if next(found, None) is None:
             what = f"matches layers={self.layers!r}" if self.layers else "is a weight matrix htsr analyses"
@@ -465,25 +482,39 @@ def _lightning_class(pl) -> type:
             if self.monitor.model is None:
                 self.monitor.model = pl_module
 
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            self._batches = 0
+
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            self._batches = batch_idx + 1
             if trainer.is_global_zero:  # global_step counts optimizer steps done
                 n = trainer.num_training_batches  # the epoch as a fraction, as the HF Trainer reports it
                 epoch = trainer.current_epoch + ((batch_idx + 1) / n if isinstance(n, int) and n > 0 else 0)
-                self._after(trainer, pl_module, self.monitor.step(trainer.global_step, epoch=epoch), on_step=True)
+                self._after(pl_module, self.monitor.step(trainer.global_step, epoch=epoch), on_step=True)
+            self._stop(trainer, "step", trainer.global_step)
 
         def on_train_epoch_end(self, trainer, pl_module) -> None:
+            n = trainer.num_training_batches
+            if isinstance(n, int) and getattr(self, "_batches", n) < n:
+                return  # stopped inside the epoch (max_steps, a stop): no epoch ended (it was recorded as one)
             if trainer.is_global_zero:
                 rec = self.monitor.epoch_end(trainer.current_epoch + 1, step=trainer.global_step)
-                self._after(trainer, pl_module, rec, on_step=False)
+                self._after(pl_module, rec, on_step=False)
+            self._stop(trainer, "epoch", trainer.current_epoch + 1)
 
-        def _after(self, trainer, pl_module, rec: MonitorRecord | None, on_step: bool) -> None:
-            if rec is None:
-                return
-            if math.isfinite(rec.mean_alpha):  # to the progress bar's metrics and trainer.logger, if any
+        def _after(self, pl_module, rec: MonitorRecord | None, on_step: bool) -> None:
+            if rec is not None and math.isfinite(rec.mean_alpha):  # to the progress bar and trainer.logger
                 pl_module.log(self.log_name, rec.mean_alpha, on_step=on_step, on_epoch=not on_step,
                               batch_size=1, rank_zero_only=True)
-            if self.stop_on_alert and self.monitor.alert:
-                trainer.should_stop = True
+
+        def _stop(self, trainer, unit: str, n: int) -> None:
+            """With ``stop_on_alert``, after a record: every process stops when rank 0's monitor alerts (each
+            calls this at the same steps — ``should_record`` of a step count they share —, as the decision
+            is a collective; a stop on rank 0 alone left the others waiting for it)."""
+            if self.stop_on_alert and self.monitor.unit == unit and self.monitor.should_record(n):
+                alert = trainer.is_global_zero and self.monitor.alert
+                if trainer.strategy.reduce_boolean_decision(alert, all=False):
+                    trainer.should_stop = True
 
     HtsrLightningCallback.__qualname__ = HtsrLightningCallback.__name__
     _LIGHTNING_CLASSES[pl.__name__] = HtsrLightningCallback
@@ -511,6 +542,14 @@ def lightning_callback(csv_path: str | os.PathLike | None = None, *, monitor: Al
 _HF_CLASSES: dict[str, type] = {}
 
 
+def _whole_epoch(epoch: float | None) -> int | None:
+    """The Trainer's ``state.epoch`` at an epoch's end, as the whole epochs done; None inside an epoch (a run
+    stopped by ``max_steps`` ends one there, at 0.375: recorded as epoch 0, the baseline before training)."""
+    if epoch is None or not math.isfinite(epoch) or abs(epoch - round(epoch)) > 1e-6:
+        return None
+    return int(round(epoch))
+
+
 def _hf_class(transformers) -> type:
     if "cls" in _HF_CLASSES:
         return _HF_CLASSES["cls"]
@@ -527,22 +566,41 @@ def _hf_class(transformers) -> type:
 
         def on_step_end(self, args, state, control, **kwargs):
             if state.is_world_process_zero:
-                self._after(state, control, self.monitor.step(state.global_step, epoch=state.epoch))
+                self._after(state, self.monitor.step(state.global_step, epoch=state.epoch))
+            self._stop(args, state, control, "step", state.global_step)
             return control
 
         def on_epoch_end(self, args, state, control, **kwargs):
-            if state.is_world_process_zero:  # state.epoch is fractional: at an epoch's end it is whole
-                epoch = int(round(state.epoch)) if state.epoch is not None else None
-                if epoch is not None:
-                    self._after(state, control, self.monitor.epoch_end(epoch, step=state.global_step))
+            epoch = _whole_epoch(state.epoch)
+            if epoch is None:  # stopped inside an epoch (max_steps): no epoch ended
+                return control
+            if state.is_world_process_zero:
+                self._after(state, self.monitor.epoch_end(epoch, step=state.global_step))
+            self._stop(args, state, control, "epoch", epoch)
             return control
 
-        def _after(self, state, control, rec: MonitorRecord | None) -> None:
-            if rec is None:
+        def _after(self, state, rec: MonitorRecord | None) -> None:
+            if rec is not None:  # the Trainer's own log entries have this shape: {metric: value, "epoch", "step"}
+                state.log_history.append({self.log_name: rec.mean_alpha, "epoch": state.epoch,
+                                          "step": state.global_step})
+
+        def _stop(self, args, state, control, unit: str, n: int) -> None:
+            """With ``stop_on_alert``, after a record: every process stops when the main one's monitor alerts
+            (rank 0's decision broadcast at the steps all of them share; a stop on rank 0 alone left the
+            others waiting for it in their next collective)."""
+            if not (self.stop_on_alert and self.monitor.unit == unit and self.monitor.should_record(n)):
                 return
-            # the Trainer's own log entries have the same shape: {metric: value, "epoch": e, "step": s}
-            state.log_history.append({self.log_name: rec.mean_alpha, "epoch": state.epoch, "step": state.global_step})
-            if self.stop_on_alert and self.monitor.alert:
+            alert = state.is_world_process_zero and self.monitor.alert
+            if getattr(args, "world_size", 1) > 1:
+                import torch.distributed as dist
+
+                if dist.is_available() and dist.is_initialized():
+                    import torch
+
+                    flag = torch.tensor([1.0 if alert else 0.0], device=args.device)
+                    dist.broadcast(flag, src=0)
+                    alert = bool(flag.item())
+            if alert:
                 control.should_training_stop = True
 
     HtsrTrainerCallback.__qualname__ = HtsrTrainerCallback.__name__

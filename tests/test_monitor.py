@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import subprocess
 import sys
 import warnings
@@ -207,6 +208,40 @@ def test_alert_fires_once_per_crossing_below_threshold():
     assert [r.alert for r in mon.history] == [False, True, False, False, True]
 
 
+def test_a_resumed_run_does_not_alert_again_for_a_crossing_its_csv_holds(tmp_path):
+    """A run that crossed below, stopped and resumed appending to its CSV: the new monitor starts from the
+    file's last record (still below: no second warning nor on_alert, as load_history replays one alert),
+    and alerts again on a new crossing after the mean recovered."""
+    model = mlp()
+    set_tail(model, 1.5)
+    path = tmp_path / "alpha.csv"
+    with pytest.warns(HtsrAlphaWarning):
+        AlphaMonitor(model, path, unit="step").step(1)
+    calls = []
+    resumed = AlphaMonitor(model, path, unit="step", on_alert=calls.append)
+    assert resumed.alert
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HtsrAlphaWarning)
+        resumed.step(2)
+    set_tail(model, 4.0)
+    resumed.step(3)
+    set_tail(model, 1.5)
+    with pytest.warns(HtsrAlphaWarning, match="step 4"):
+        resumed.step(4)
+    assert [r.step for r in calls] == [4]
+    assert [r.step for r in load_history(path) if r.alert] == [1, 4]  # the file's own reading agrees
+
+
+def test_a_model_wrapped_for_training_is_monitored_as_the_module_it_wraps():
+    """DataParallel's and torch.compile's wrappers named every layer module.0 / _orig_mod.0, and a layers
+    filter written for the model found nothing ("nothing to monitor")."""
+    model = mlp()
+    for wrapped in (torch.nn.DataParallel(model), torch.compile(model)):
+        mon = AlphaMonitor(wrapped, None, layers="^0$")
+        assert mon.model is model
+        assert [r.name for r in mon.record().layers] == ["0"]
+
+
 def test_no_alert_above_threshold():
     model = mlp()
     set_tail(model, 4.0)
@@ -341,9 +376,10 @@ def test_lightning_callback_records_during_fit(tmp_path):
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    def fit(*callbacks, epochs=2):
-        trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, callbacks=list(callbacks), logger=False,
-                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    def fit(*callbacks, epochs=2, max_steps=-1):
+        trainer = pl.Trainer(max_epochs=epochs, max_steps=max_steps, accelerator="cpu", devices=1,
+                             callbacks=list(callbacks), logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False)
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*tensor_data()), batch_size=32)
         trainer.fit(Module(), loader)  # 8 optimizer steps per epoch
         return trainer
@@ -368,6 +404,11 @@ def test_lightning_callback_records_during_fit(tmp_path):
     with pytest.warns(HtsrAlphaWarning):
         trainer = fit(stopper, epochs=5)
     assert len(stopper.monitor.history) == 1 and trainer.current_epoch == 1
+
+    # max_steps inside the second epoch: that epoch did not end (it was recorded as epoch 2 after 4 of 8 steps)
+    cut = lightning_callback(None)
+    fit(cut, epochs=3, max_steps=12)
+    assert [(r.step, r.epoch) for r in cut.monitor.history] == [(8, 1)]
 
 
 def test_hf_trainer_callback_records_during_train(tmp_path):
@@ -396,10 +437,11 @@ def test_hf_trainer_callback_records_during_train(tmp_path):
         def __getitem__(self, i):
             return {"x": self.x[i], "labels": self.y[i]}
 
-    def train(callback, epochs=2):
+    def train(callback, epochs=2, max_steps=-1):
         args = transformers.TrainingArguments(
-            output_dir=str(tmp_path / "out"), report_to=[], num_train_epochs=epochs, per_device_train_batch_size=32,
-            save_strategy="no", logging_strategy="no", use_cpu=True, disable_tqdm=True, remove_unused_columns=False)
+            output_dir=str(tmp_path / "out"), report_to=[], num_train_epochs=epochs, max_steps=max_steps,
+            per_device_train_batch_size=32, save_strategy="no", logging_strategy="no", use_cpu=True,
+            disable_tqdm=True, remove_unused_columns=False)
         trainer = transformers.Trainer(model=Net(), args=args, train_dataset=Data(), callbacks=[callback])
         trainer.train()  # 8 optimizer steps per epoch
         return trainer
@@ -423,3 +465,73 @@ def test_hf_trainer_callback_records_during_train(tmp_path):
     with pytest.warns(HtsrAlphaWarning):
         trainer = train(stopper, epochs=5)
     assert [r.step for r in stopper.monitor.history] == [2] and trainer.state.global_step == 2
+
+    # max_steps inside an epoch: the Trainer ends it at state.epoch 0.375 (recorded as epoch 0, the baseline
+    # before training) or 1.5 (as epoch 2)
+    for max_steps, want in ((3, []), (12, [(8, 1)])):
+        cut = hf_callback(None)
+        train(cut, epochs=3, max_steps=max_steps)
+        assert [(r.step, r.epoch) for r in cut.monitor.history] == want, max_steps
+
+
+_DDP_SCRIPTS = {
+    "lightning": """
+import lightning.pytorch as pl, torch
+from htsr.monitor import lightning_callback
+class M(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 96))
+    def training_step(self, batch, i):
+        return self.net(batch[0]).pow(2).mean()
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    cb = lightning_callback(None, unit="step", every=2, threshold=100.0, stop_on_alert=True)
+    tr = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=1, callbacks=[cb], logger=False,
+                    enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False)
+    data = torch.utils.data.TensorDataset(torch.randn(400, 64))
+    tr.fit(M(), torch.utils.data.DataLoader(data, batch_size=10))
+    print(f"rank {tr.global_rank} stopped at step {tr.global_step}", flush=True)
+""",
+    "hf": """
+import os, torch, transformers
+from htsr.monitor import hf_callback
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 96))
+    def forward(self, x, labels=None):
+        return {"loss": self.net(x).pow(2).mean()}
+class Data(torch.utils.data.Dataset):
+    def __len__(self):
+        return 400
+    def __getitem__(self, i):
+        return {"x": torch.randn(64, generator=torch.Generator().manual_seed(i))}
+torch.manual_seed(0)
+cb = hf_callback(None, unit="step", every=2, threshold=100.0, stop_on_alert=True)
+args = transformers.TrainingArguments(output_dir=os.environ["OUT"], per_device_train_batch_size=4, num_train_epochs=1,
+                                      save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True,
+                                      remove_unused_columns=False, ddp_backend="gloo")
+tr = transformers.Trainer(model=Net(), args=args, train_dataset=Data(), callbacks=[cb])
+tr.train()
+print(f"rank {os.environ['RANK']} stopped at step {tr.state.global_step}", flush=True)
+""",
+}
+
+
+@pytest.mark.parametrize("framework", ["lightning", "hf"])
+def test_stop_on_alert_stops_every_process_of_a_ddp_run(tmp_path, framework):
+    """Two CPU processes (gloo): the monitor runs on rank 0, and its alert now stops both at the same step;
+    rank 0 alone stopped before, and the other died waiting for it ("Connection closed by peer")."""
+    pytest.importorskip("lightning.pytorch" if framework == "lightning" else "accelerate")
+    script = tmp_path / f"ddp_{framework}.py"
+    script.write_text(_DDP_SCRIPTS[framework])
+    launch = [sys.executable, str(script)] if framework == "lightning" else [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", str(script)]
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(launch, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(line for line in done.stdout.splitlines() if line.startswith("rank ")) == [
+        "rank 0 stopped at step 2", "rank 1 stopped at step 2"]
