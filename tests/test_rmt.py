@@ -177,6 +177,21 @@ def test_traps_of_heavy_tailed_entries_are_their_large_entries():
             assert lo <= R.mp.num_spikes <= hi, (mu, seed)
 
 
+def test_each_trap_is_located_at_a_large_entry_once():
+    """Student-t(3) entries, 60 × 5000: seven traps, each carried by one of the matrix's largest entries. The
+    argmax of |u| and of |v| taken apart met at a 0.1-sd entry, and two traps at one entry (listed twice),
+    while the 44- and 37-sd entries were not listed."""
+    rng = np.random.default_rng(0)
+    rng.standard_t(3, (100000, 8))
+    W = np.ascontiguousarray(rng.standard_t(3, (5000, 60)).astype(np.float32).T)
+    R = randomize([W], 5000, 60, seed=0)
+    located = [(r, c) for _, r, c in R.locations]
+    assert R.mp.num_spikes == len(located) == len(set(located)) == 7
+    sd = float(W.std())
+    # the 7 largest entries lie between 31.6 and 52.6 sd (measured); a trap's entry is among the 8 largest
+    assert all(abs(float(W[r, c])) > 30 * sd for r, c in located), [float(W[r, c]) / sd for r, c in located]
+
+
 def test_planted_entry_gives_exactly_one_trap_at_its_place():
     for seed in SEEDS:
         W, (r, c) = S.planted_entry(N, M, seed)

@@ -108,8 +108,15 @@ def randomize(matrices: Sequence[np.ndarray], N: int, M: int, seed: int = 0, sca
         cut = np.sqrt(mp.threshold / scale)  # singular value of a trap
         for S in shuffled:
             s, U, Vt = _top_triplets(S, min(mp.num_spikes, MAX_LOCATED, min(S.shape)))
+            taken: set[tuple[int, int]] = set()
             for j in np.flatnonzero(s > cut):
-                i, c = int(np.argmax(np.abs(U[:, j]))), int(np.argmax(np.abs(Vt[j])))  # argmax of |u_i·v_c|
+                # the entry carrying the trap: the largest term u_i·S_ic·v_c of s = uᵀSv (argmax |u| and argmax
+                # |v| apart can meet at a small entry), one not located already for a larger trap
+                share = np.abs(U[:, j])[:, None] * np.abs(S) * np.abs(Vt[j])[None, :]
+                for r0, c0 in taken:
+                    share[r0, c0] = -1.0
+                i, c = (int(x) for x in np.unravel_index(int(np.argmax(share)), share.shape))
+                taken.add((i, c))
                 # the weight is found back by its value, in whichever matrix (kernel position) holds it (the
                 # first occurrence, if it is repeated)
                 m0, k = next((m, hits[0]) for m, f in enumerate(flat) if (hits := np.flatnonzero(f == S[i, c])).size)
