@@ -341,20 +341,29 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         # the 1e-5 is in WeightWatcher's units (X = WᵀW): with normalize='N' it is divided by N too, so
         # normalizing moves no eigenvalue across it and alpha stays scale-free
         ww_cut = WW_EVALS_THRESH / lm.N if opts.normalize == "N" else WW_EVALS_THRESH
-        ww = (opts.evals_floor == "ww" and not lowrank
-              and ww_cut <= WW_FLOOR_MAX_FRACTION * fit_spectrum.evals[-1])
-        # and never below a float64 spectrum's numerical floor: eigenvalues there are round-off (a rank-1
-        # layer of large entries has 1e-5 < round-off, and its fit would be to noise). A spectrum with float32
-        # parts keeps them: an unrefined float32 matrix has fewer than refine_fraction of its eigenvalues
-        # below its floor by construction (WeightWatcher's float64 SVD keeps them), and the pooled floor of
-        # a partly refined conv layer is a float32 one, which would cut real eigenvalues of its float64 parts
-        floor = 0.0 if "gram32" in fit_spectrum.method else fit_spectrum.floor
-        cut = max(ww_cut, floor) if ww else fit_spectrum.floor
-        why = ""
+
+        def cut_of(sp: Spectrum) -> float:
+            ww = opts.evals_floor == "ww" and not lowrank and ww_cut <= WW_FLOOR_MAX_FRACTION * sp.evals[-1]
+            # and never below a float64 spectrum's numerical floor: eigenvalues there are round-off (a rank-1
+            # layer of large entries has 1e-5 < round-off, and its fit would be to noise). A spectrum with
+            # float32 parts keeps them: an unrefined float32 matrix has fewer than refine_fraction of its
+            # eigenvalues below its floor by construction (WeightWatcher's float64 SVD keeps them), and the pooled
+            # floor of a partly refined conv layer is a float32 one, which would cut real eigenvalues of its
+            # float64 parts
+            return max(ww_cut, 0.0 if "gram32" in sp.method else sp.floor) if ww else sp.floor
+
+        cut, why = cut_of(fit_spectrum), ""
         if storage_floor > cut:
             cut, why = storage_floor, " (the rounding noise of the model's and the base's stored weights)"
         fit_x = fit_spectrum.evals[fit_spectrum.evals > cut]
-        if fit_x.size < opts.min_evals:  # a rank-deficient matrix: most of its eigenvalues are zeros
+        # FARMS' windows of a rank-deficient matrix repeat its few directions: its own count decides (a rank-1
+        # matrix's 84 windows gave 84 values, fitted "ok" at alpha 11.7)
+        whole = int(np.count_nonzero(spectrum.evals > cut_of(spectrum))) if num_windows else opts.min_evals
+        if whole < opts.min_evals:
+            fit, status = not_attempted, (f"not_fitted: {whole} of {lm.num_evals} eigenvalues above the floor "
+                                          f"{cut_of(spectrum):.3g} < min_evals={opts.min_evals} (the windows of "
+                                          "--farms-aspect only repeat them)")
+        elif fit_x.size < opts.min_evals:  # a rank-deficient matrix: most of its eigenvalues are zeros
             fit, status = not_attempted, (f"not_fitted: {fit_x.size} of {lm.num_evals} eigenvalues above the "
                                           f"floor {cut:.3g}{why} < min_evals={opts.min_evals}")
         else:

@@ -930,6 +930,31 @@ def test_farms_windows_narrower_than_min_evals_are_not_fitted():
         "not_fitted: 30 eigenvalues < min_evals")  # one whole 60x30 window: the layer's own rule
 
 
+@pytest.mark.parametrize("rank", [1, 5])
+def test_farms_windows_of_a_low_rank_matrix_are_not_fitted(rank):
+    """A rank-r 5000 × 60 matrix has r eigenvalues above the floor: not fitted, with windows or without (its
+    84 square windows gave 84·r values of its r directions repeated, fitted "ok": alpha 11.7, under-trained)."""
+    rng = np.random.default_rng(0)
+    W = (rng.standard_normal((5000, rank)) @ rng.standard_normal((rank, 60))).astype(np.float32)
+    for kw in ({}, {"farms_aspect": 1.0}):
+        row = htsr.analyze({"fc.weight": W}, **kw).layers[0]
+        assert row.status.startswith(f"not_fitted: {rank} of 60 eigenvalues above the floor"), (kw, row.status)
+        assert math.isnan(row.alpha) and row.warning == ""
+
+
+def test_a_fixed_xmin_far_below_the_spectrum_gives_finite_diagnostics(recwarn):
+    """x_min = 1e-300 under eigenvalues of ~1e10: λ / x_min overflows float64. The fit used log differences
+    already; the posterior (interval NaN, P(α < 2) = P(α > 6) = 1), the likelihood ratios (−inf: best_fit
+    'exponential' by overflow) and the TPL did not. The posterior is the fit's (one sample: its mean is
+    1 + n/Σ ln(λ/x_min), as alpha)."""
+    W = np.random.default_rng(0).standard_t(3, (300, 200)).astype(np.float32) * 1e4
+    row = htsr.analyze({"fc.weight": W}, xmin=1e-300).layers[0]
+    assert row.status == "ok" and 1.0 < row.alpha < 1.01
+    assert row.bayes_alpha_lo < row.alpha < row.bayes_alpha_hi  # finite, around the fit
+    assert row.p_alpha_lt_2 == 1.0 and row.p_alpha_gt_6 == 0.0
+    assert math.isfinite(row.lr_exponential) and math.isfinite(row.lr_lognormal)
+
+
 def test_analyze_summary_fields():
     src = {f"l{i}.weight": _heavy_tailed_layer(i) for i in range(3)}
     r = htsr.analyze(src, bootstrap=MIN_WARNING_REPLICATES, seed=0)  # enough replicates to drive the warnings
