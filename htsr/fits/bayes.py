@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
 import scipy.optimize
 import scipy.special
@@ -50,7 +52,7 @@ def bayesian_alpha(tail: np.ndarray, xmin: float, level: float = 0.95,
                    prior_shape: float = 0.0, prior_rate: float = 0.0) -> BayesAlpha:
     """Posterior of α for the tail values ``tail`` (all ≥ ``xmin``) under a Gamma prior on α − 1."""
     tail = np.asarray(tail, dtype=np.float64)
-    T = float(np.sum(np.log(tail / xmin)))
+    T = float(np.sum(np.log(tail) - math.log(xmin)))  # (not log(tail / xmin): λ / 1e-300 overflows)
     return _posterior(np.array([prior_shape + tail.size]), np.array([prior_rate + T]), np.ones(1), level)
 
 

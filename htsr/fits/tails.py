@@ -60,7 +60,7 @@ def vuong(d: np.ndarray) -> tuple[float, float]:
 
 
 def _pl_logpdf(x: np.ndarray, alpha: float, xmin: float) -> np.ndarray:
-    return math.log((alpha - 1.0) / xmin) - alpha * np.log(x / xmin)
+    return math.log(alpha - 1.0) - math.log(xmin) - alpha * (np.log(x) - math.log(xmin))  # (x / xmin overflows)
 
 
 def _exp_logpdf(x: np.ndarray, xmin: float) -> np.ndarray:

@@ -132,10 +132,13 @@ def fit_truncated_power_law(tail: np.ndarray, xmin: float) -> TPLFit:
     tail = np.asarray(tail, dtype=np.float64)
     if tail.size < 2 or not xmin > 0:
         return TPLFit.failed("fewer than 2 tail values")
-    u = tail / xmin
-    t_bar, u_bar = float(np.mean(np.log(u))), float(np.mean(u))
+    with np.errstate(over="ignore"):
+        u = tail / xmin
+    t_bar, u_bar = float(np.mean(np.log(tail) - math.log(xmin))), float(np.mean(u))
     if t_bar <= 0:
         return TPLFit.failed("all tail values equal x_min")
+    if not math.isfinite(u_bar):
+        return TPLFit.failed(f"the tail reaches beyond float64's range in units of x_min = {xmin:g}")
     scale = 1.0 / u_bar
 
     def nll(p: np.ndarray) -> tuple[float, np.ndarray]:
