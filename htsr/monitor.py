@@ -139,6 +139,9 @@ class AlphaMonitor:
     monitor alerts. ``on_alert``: called with the :class:`MonitorRecord` that crossed below.
     ``options``: :func:`htsr.analyze` options over :data:`MONITOR_DEFAULTS`.
 
+    A CSV that already holds records is continued: the monitor starts from its last record's alert state, so a
+    resumed run does not alert twice for one crossing (give a new run a new CSV).
+
     Every argument is checked here: a bad option raises :class:`~htsr.errors.OptionError`, a model with
     no layer matching ``layers`` a :class:`~htsr.errors.SourceError`, a CSV with another header an
     :class:`~htsr.errors.HtsrError`, all before training starts.

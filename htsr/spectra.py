@@ -19,10 +19,12 @@ eigenvalues from rounding are clipped to zero.
 
 Matrix rank. SVD path: as numpy's ``matrix_rank`` and WeightWatcher, the singular values above
 σ_max·N·ε₆₄ (one tolerance for a pooled conv layer, from its largest singular value). float64 Gram path:
-full rank when none of its eigenvalues lies below its floor; a matrix with some below it is rank-deficient
-at a resolution the Gram cannot give (its floor, ~10⁻¹⁴·λ_max, lies far above the SVD's tolerance
-(N·ε₆₄)²·λ_max: the float32 rounding of a stored low-rank product is rank there), so it is recomputed by
-the float64 SVD (method ``svd64``, as the accurate path). Unrefined float32 path: every eigenvalue counts
+full rank when none of its eigenvalues lies below its floor, or when those below it are the zeros that
+all-zero rows or columns force (structured pruning: exact zeros); any other matrix with some below it is
+rank-deficient at a resolution the Gram cannot give (its floor, ~10⁻¹⁴·λ_max, lies far above the SVD's
+tolerance (N·ε₆₄)²·λ_max: the float32 rounding of a stored low-rank product is rank there), so it is
+recomputed by the float64 SVD (method ``svd64``, as the accurate path; such a matrix costs about what the
+accurate path does, plus its two Grams). Unrefined float32 path: every eigenvalue counts
 — the matrix either has none below the floor, or so few (≤ ``refine_fraction``·M) that they are taken as
 the tiny but nonzero eigenvalues of a generic float32 matrix; a structurally rank-deficient matrix has many
 and is refined. ``num_evals_below_floor`` reports how many were taken so; ``refine_fraction=0`` or
@@ -114,11 +116,21 @@ def matrix_eigenvalues(
     if dtype is np.float32 and below > refine_fraction * M and below > 0:
         evals, floor, dtype = _gram_eigenvalues(W, np.float64, rows <= cols)
     if dtype is np.float64:
-        if np.count_nonzero(evals < floor):  # rank-deficient at the float64 Gram's resolution: the SVD decides
+        below = int(np.count_nonzero(evals < floor))
+        if below and below != _structural_zeros(W):  # rank-deficient at the Gram's resolution: the SVD decides
             return _svd_eigenvalues(W, N, M)
         return evals, floor, floor, "gram64"
     # unrefined: all eigenvalues count towards the rank (see the module docstring); none if W = 0
     return evals, floor, (-1.0 if floor > 0 else 0.0), "gram32"
+
+
+def _structural_zeros(W: np.ndarray) -> int:
+    """The zero eigenvalues all-zero rows and columns force (structured pruning): min(N, M) − min(nonzero rows,
+    nonzero columns). When the float64 Gram's eigenvalues below its floor are exactly these, they are exact
+    zeros, and its rank is the SVD's without the SVD."""
+    nonzero = W != 0
+    rows, cols = int(np.count_nonzero(nonzero.any(axis=1))), int(np.count_nonzero(nonzero.any(axis=0)))
+    return min(W.shape) - min(rows, cols)
 
 
 def _svd_eigenvalues(W: np.ndarray, N: int, M: int) -> tuple[np.ndarray, float, float, str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import math
 import os
+import signal
+import socket
 import subprocess
 import sys
 import warnings
@@ -530,9 +532,21 @@ def test_stop_on_alert_stops_every_process_of_a_ddp_run(tmp_path, framework):
     pytest.importorskip("lightning.pytorch" if framework == "lightning" else "accelerate")
     script = tmp_path / f"ddp_{framework}.py"
     script.write_text(_DDP_SCRIPTS[framework])
+    with socket.socket() as sock:  # a free port: test sessions run side by side
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
     launch = [sys.executable, str(script)] if framework == "lightning" else [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", str(script)]
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(launch, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port, str(script)]
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "OMP_NUM_THREADS": "1", "MASTER_PORT": port}
+    # a session of its own: on a timeout the launcher and its workers go together (killing the launcher alone
+    # left its workers waiting for each other)
+    proc = subprocess.Popen(launch, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err[-2000:]
     assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == ["stopped at step 2"] * 2

@@ -35,6 +35,7 @@ maps each storage from its offset.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import pickle
@@ -385,10 +386,6 @@ def _np_frombuffer(data: Any, dtype: Any, shape: Any, order: Any) -> _NpArray:
     return a
 
 
-def _no_values() -> np.ndarray:
-    raise SourceError("a numpy array of strings or records holds no weights")
-
-
 def _is_leaf(v: Any) -> bool:
     """A tensor or a numeric numpy array: what the tree's walk yields."""
     return isinstance(v, _Tensor) or (isinstance(v, _NpArray) and (v.array is not None or v.other is not None))
@@ -479,6 +476,14 @@ def _device(*args) -> str:
     return ":".join(str(a) for a in args)
 
 
+def _str(value: Any = "") -> str:
+    """``str()`` of a string only (a str subclass's value at protocols 0 and 1): str() of a list built of
+    shared parts would walk 2^depth elements of a file of a few hundred bytes."""
+    if not isinstance(value, str):
+        raise pickle.UnpicklingError(f"str() called on a {type(value).__name__}")
+    return value
+
+
 def _set(items=()) -> list:
     return list(items)  # a set of plain values: never walked for tensors, order irrelevant
 
@@ -510,7 +515,7 @@ _ALLOWED = {
     **{(m, n): f for m in ("builtins", "__builtin__")
        for n, f in (("set", _set), ("frozenset", _set), ("slice", slice), ("complex", complex),
                     ("object", object), ("dict", dict), ("list", list), ("bytes", _bytes),
-                    ("bytearray", _bytearray), ("tuple", tuple), ("int", int), ("float", float), ("str", str))},
+                    ("bytearray", _bytearray), ("tuple", tuple), ("int", int), ("float", float), ("str", _str))},
     # object, tuple, int, float, str: copyreg._reconstructor's bases (a namedtuple, an IntEnum at protocols
     # 0 and 1); dict, list: a defaultdict's factory (an optimizer's state)
     ("torch", "Tensor"): "torch.Tensor",  # _rebuild_from_type_v2's type of a tensor with attributes of its own
@@ -786,6 +791,9 @@ class _PickledTensors:
     def __len__(self) -> int:
         return len(self._tensors)
 
+    def _no_values(self, name: str, dtype: str) -> np.ndarray:
+        raise self._fail(f"{name} is a numpy {dtype} array: no weights to load")
+
     def _raw(self, storage: _Storage, nbytes: int) -> Any:
         """The first ``nbytes`` bytes of ``storage`` (a buffer)."""
         raise NotImplementedError
@@ -816,7 +824,8 @@ class _PickledTensors:
             shape = (t.array.shape if t.array is not None else t.shape) if isinstance(t, _NpArray) else t.shape
             kind = module_kind(cls, name.rsplit(".", 1)[-1], name, shape) if cls and len(shape) >= 2 else None
             if isinstance(t, _NpArray) and t.array is None:  # strings, records: listed as a dtype of no weights
-                yield TensorRef(name, shape, t.other or "", _no_values)  # (never loaded: analyze lists its dtype)
+                # (never loaded by analyze, which lists it by its dtype)
+                yield TensorRef(name, shape, t.other or "", functools.partial(self._no_values, name, t.other))
                 continue
             if isinstance(t, _NpArray):  # in the pickle itself: copied out, in native byte order
                 native = t.array.dtype.newbyteorder("=")
