@@ -521,6 +521,9 @@ tr = transformers.Trainer(model=Net(), args=args, train_dataset=Data(), callback
 tr.train()
 with open(f"rank{os.environ['RANK']}.txt", "w") as f:  # a file each: two processes' prints interleave
     f.write(f"stopped at step {tr.state.global_step}")
+# as a DDP script ends: gloo's threads left to the interpreter's exit aborted it at times ("terminate called
+# without an active exception", after both ranks had stopped)
+torch.distributed.destroy_process_group()
 """,
 }
 
