@@ -70,6 +70,10 @@ def js_distance(a: np.ndarray, b: np.ndarray, floor_a: float = 0.0, floor_b: flo
     return float(np.sqrt(max(jsd, 0.0)))
 
 
+#: rows (and columns) where a trap's singular vectors are largest, among which its entry is sought
+_CANDIDATES = 64
+
+
 def _top_triplets(S: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The k largest singular triplets (s, U, Vᵀ) of S, largest first."""
     if k >= min(S.shape) - 1 or min(S.shape) <= 256:
@@ -111,11 +115,17 @@ def randomize(matrices: Sequence[np.ndarray], N: int, M: int, seed: int = 0, sca
             taken: set[tuple[int, int]] = set()
             for j in np.flatnonzero(s > cut):
                 # the entry carrying the trap: the largest term u_i·S_ic·v_c of s = uᵀSv (argmax |u| and argmax
-                # |v| apart can meet at a small entry), one not located already for a larger trap
-                share = np.abs(U[:, j])[:, None] * np.abs(S) * np.abs(Vt[j])[None, :]
+                # |v| apart can meet at a small entry), one not located already for a larger trap; sought among
+                # the rows and columns where u and v are largest (the vectors of a trap lie on its entry's row
+                # and column), not over a float64 copy of the whole matrix per trap
+                u, v = np.abs(U[:, j]), np.abs(Vt[j])
+                rows = np.argsort(u)[::-1][:_CANDIDATES]
+                cols = np.argsort(v)[::-1][:_CANDIDATES]
+                share = u[rows][:, None] * np.abs(S[np.ix_(rows, cols)]).astype(np.float64) * v[cols][None, :]
                 for r0, c0 in taken:
-                    share[r0, c0] = -1.0
-                i, c = (int(x) for x in np.unravel_index(int(np.argmax(share)), share.shape))
+                    share[np.ix_(rows == r0, cols == c0)] = -1.0
+                a, b = np.unravel_index(int(np.argmax(share)), share.shape)
+                i, c = int(rows[a]), int(cols[b])
                 taken.add((i, c))
                 # the weight is found back by its value, in whichever matrix (kernel position) holds it (the
                 # first occurrence, if it is repeated)
