@@ -143,9 +143,9 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                 passed_over(t.name, f"the same tensor as {first_name[t.storage_key]} (tied weights): analysed once")
                 continue
             matched = False  # a tensor is not analysed only if none of its rows (experts, positions) matches
-            rows = layer_matrices(t.name, kind, t.shape, t.load, opts.conv, opts.ww_conv_scale, t.load_item)
-            if hasattr(t.loader, "skip_reason") and kind in ("stack", "conv1d", "conv2d", "conv3d"):
-                rows = iter([unread_tensor_row(t.name, kind, tuple(t.shape), t.load)])
+            unread = hasattr(t.loader, "skip_reason") and kind in ("stack", "conv1d", "conv2d", "conv3d")
+            rows = ([unread_tensor_row(t.name, kind, tuple(t.shape), t.load)] if unread else
+                    layer_matrices(t.name, kind, t.shape, t.load, opts.conv, opts.ww_conv_scale, t.load_item))
             for lm in rows:
                 if pattern is None or pattern.search(lm.name):
                     matched = True
@@ -358,10 +358,11 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         fit_x = fit_spectrum.evals[fit_spectrum.evals > cut]
         # FARMS' windows of a rank-deficient matrix repeat its few directions: its own count decides (a rank-1
         # matrix's 84 windows gave 84 values, fitted "ok" at alpha 11.7)
-        whole = int(np.count_nonzero(spectrum.evals > cut_of(spectrum))) if num_windows else opts.min_evals
+        whole_cut = cut_of(spectrum) if num_windows else 0.0
+        whole = int(np.count_nonzero(spectrum.evals > whole_cut)) if num_windows else opts.min_evals
         if whole < opts.min_evals:
             fit, status = not_attempted, (f"not_fitted: {whole} of {lm.num_evals} eigenvalues above the floor "
-                                          f"{cut_of(spectrum):.3g} < min_evals={opts.min_evals} (the windows of "
+                                          f"{whole_cut:.3g} < min_evals={opts.min_evals} (the windows of "
                                           "--farms-aspect only repeat them)")
         elif fit_x.size < opts.min_evals:  # a rank-deficient matrix: most of its eigenvalues are zeros
             fit, status = not_attempted, (f"not_fitted: {fit_x.size} of {lm.num_evals} eigenvalues above the "

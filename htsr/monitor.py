@@ -203,19 +203,24 @@ class AlphaMonitor:
         """
         return float(n) % self.every == 0
 
+    def records_at(self, unit: str, n: int | float) -> bool:
+        """Whether a record falls at ``n`` counted in ``unit`` ('step' or 'epoch'): the monitor's unit, and a
+        multiple of ``every`` (the adapters' stop decision is taken there, on every process alike)."""
+        return unit == self.unit and self.should_record(n)
+
     def step(self, step: int, epoch: int | float | None = None) -> MonitorRecord | None:
         """Call after each optimizer step: records when ``unit='step'`` and ``should_record(step)``.
 
         A step already recorded (several batches per step with gradient accumulation) is not recorded again.
         """
-        if self.unit != "step" or not self.should_record(step) or step == self._last_step:
+        if not self.records_at("step", step) or step == self._last_step:
             return None
         self._last_step = step
         return self._record(step, epoch)
 
     def epoch_end(self, epoch: int, step: int | None = None) -> MonitorRecord | None:
         """Call after each epoch, counted from 1: records when ``unit='epoch'`` and ``should_record(epoch)``."""
-        if self.unit != "epoch" or not self.should_record(epoch) or epoch == self._last_epoch:
+        if not self.records_at("epoch", epoch) or epoch == self._last_epoch:
             return None
         self._last_epoch = epoch
         return self._record(step, epoch)
@@ -480,6 +485,7 @@ def _lightning_class(pl) -> type:
         def __init__(self, monitor: AlphaMonitor, log_name: str, stop_on_alert: bool) -> None:
             super().__init__()
             self.monitor, self.log_name, self.stop_on_alert = monitor, log_name, stop_on_alert
+            self._batches = 0  # batches of the current epoch done
 
         def on_fit_start(self, trainer, pl_module) -> None:
             if self.monitor.model is None:
@@ -498,7 +504,7 @@ def _lightning_class(pl) -> type:
 
         def on_train_epoch_end(self, trainer, pl_module) -> None:
             n = trainer.num_training_batches
-            if isinstance(n, int) and getattr(self, "_batches", n) < n:
+            if isinstance(n, int) and self._batches < n:
                 return  # stopped inside the epoch (max_steps, a stop): no epoch ended (it was recorded as one)
             if trainer.is_global_zero:
                 rec = self.monitor.epoch_end(trainer.current_epoch + 1, step=trainer.global_step)
@@ -514,7 +520,7 @@ def _lightning_class(pl) -> type:
             """With ``stop_on_alert``, after a record: every process stops when rank 0's monitor alerts (each
             calls this at the same steps — ``should_record`` of a step count they share —, as the decision
             is a collective; a stop on rank 0 alone left the others waiting for it)."""
-            if self.stop_on_alert and self.monitor.unit == unit and self.monitor.should_record(n):
+            if self.stop_on_alert and self.monitor.records_at(unit, n):
                 alert = trainer.is_global_zero and self.monitor.alert
                 if trainer.strategy.reduce_boolean_decision(alert, all=False):
                     trainer.should_stop = True
@@ -591,7 +597,7 @@ def _hf_class(transformers) -> type:
             """With ``stop_on_alert``, after a record: every process stops when the main one's monitor alerts
             (rank 0's decision broadcast at the steps all of them share; a stop on rank 0 alone left the
             others waiting for it in their next collective)."""
-            if not (self.stop_on_alert and self.monitor.unit == unit and self.monitor.should_record(n)):
+            if not (self.stop_on_alert and self.monitor.records_at(unit, n)):
                 return
             alert = state.is_world_process_zero and self.monitor.alert
             if getattr(args, "world_size", 1) > 1:

@@ -301,8 +301,6 @@ class Options:
         return d
 
 
-#: options that act only with another one's value (a finger setting without clip_xmax, a phase threshold
-#: without the MP fit): given alone, with a value other than their default, they are refused
 class _Above(float):
     """A condition of :data:`_APPLIES_WITH`: the other option's value above this number."""
 
@@ -315,7 +313,9 @@ def _words(needed: Any) -> str:
     return f"above {needed:g}" if isinstance(needed, _Above) else f"set to {needed!r}"
 
 
-#: option -> the conditions (other option, the value it needs) of which one must hold for it to change anything
+#: options that act only with another one's value (a finger setting without clip_xmax, a phase threshold
+#: without the MP fit): option -> the conditions (other option, the value it needs), one of which must hold;
+#: given without, with a value other than their default, they are refused
 _APPLIES_WITH = {"max_fingers": (("clip_xmax", True),), "finger_thresh": (("clip_xmax", True),),
                  "refine_fraction": (("precision", "fast"),),
                  "tw_margin": (("mp_fit", True), ("randomize", True)),  # the spikes' edge, and the traps'

@@ -331,7 +331,7 @@ copied, as the pickle may still append to it), an object array
         self.items: list | None = None
         self.built = False
         self.other: str | None = None  # the dtype of an array of no weights (strings, records): named, not read
-        self.shape: tuple[int, ...] = ()
+        self.shape: tuple[int, ...] = ()  # as given; a numeric array's array.shape too
 
     def __setstate__(self, state: Any) -> None:
         if not (isinstance(state, tuple) and len(state) in (4, 5)):
@@ -821,7 +821,7 @@ class _PickledTensors:
     def refs(self) -> Iterator[TensorRef]:
         """The tensors as stored (quantized weights and their scales or parts apart)."""
         for name, t, cls in self._tensors:
-            shape = (t.array.shape if t.array is not None else t.shape) if isinstance(t, _NpArray) else t.shape
+            shape = t.shape  # (an array's, as its pickle gave it)
             kind = module_kind(cls, name.rsplit(".", 1)[-1], name, shape) if cls and len(shape) >= 2 else None
             if isinstance(t, _NpArray) and t.array is None:  # strings, records: listed as a dtype of no weights
                 # (never loaded by analyze, which lists it by its dtype)
