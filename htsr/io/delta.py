@@ -104,10 +104,15 @@ def rounding(t: TensorRef, w: np.ndarray) -> float:
     flat = np.ravel(w)
     size = t.quant_block or flat.size
     if t.quant_block is None or flat.size == 0 or flat.size % size:
-        return quantization_noise(t.bits) * float(np.linalg.norm(flat)) / math.sqrt(max(flat.size, 1))
+        return quantization_noise(t.bits) * _rms(flat)
     blocks = flat.reshape(-1, size)
     step = (blocks.max(axis=1) - blocks.min(axis=1)).astype(np.float64) / (2.0 ** t.bits - 1)
     return float(np.sqrt(np.mean(step ** 2) / 12))
+
+
+def _rms(a: np.ndarray) -> float:
+    """The entries' rms, by BLAS's norm (no float64 copy of a large tensor); 0 for none."""
+    return float(np.linalg.norm(np.ravel(a))) / math.sqrt(a.size) if a.size else 0.0
 
 
 def _delta(t: TensorRef, b: TensorRef, noise: dict[str, float]) -> np.ndarray:
@@ -122,10 +127,7 @@ def _delta(t: TensorRef, b: TensorRef, noise: dict[str, float]) -> np.ndarray:
     if np.array_equal(w, w0):
         raise LayerSkipped("unchanged: equal to the base tensor (a frozen layer), no update to analyse")
 
-    def rms(a: np.ndarray) -> float:  # BLAS's norm: no float64 copy of a large tensor
-        return float(np.linalg.norm(np.ravel(a))) / math.sqrt(a.size) if a.size else 0.0
-
-    own = rounding(t, w) if t.bits else unit_roundoff(t.dtype) / math.sqrt(3) * rms(w)
+    own = rounding(t, w) if t.bits else unit_roundoff(t.dtype) / math.sqrt(3) * _rms(w)
     # the base's own rounding only when the model was quantized on its own too: a float fine-tune of a
     # quantized base (gpt-oss's MXFP4, a QLoRA merge) starts from the dequantized base, which it holds exactly
     base = rounding(b, w0) if b.bits and t.bits else 0.0

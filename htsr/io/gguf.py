@@ -90,8 +90,9 @@ _MIN_SIZE = 24  # magic, version, tensor count, metadata count
 _MAX_DIMS = 4  # GGML_MAX_DIMS
 # uniform block-quantized GGML types: (bits of a code, weights per scale: K-quants' sub-blocks) — a delta's
 # rounding is measured from the values with them (htsr.io.delta.rounding)
-_CODES = {"Q4_0": (4, 32), "Q4_1": (4, 32), "Q5_0": (5, 32), "Q5_1": (5, 32), "Q8_0": (8, 32), "Q8_1": (8, 32),
-          "Q2_K": (2, 16), "Q3_K": (3, 16), "Q4_K": (4, 32), "Q5_K": (5, 32), "Q6_K": (6, 16), "Q8_K": (8, 256)}
+# (the activation types Q8_1 and Q8_K hold no weights: their rows are skipped, so they have no entry)
+_CODES = {"Q4_0": (4, 32), "Q4_1": (4, 32), "Q5_0": (5, 32), "Q5_1": (5, 32), "Q8_0": (8, 32),
+          "Q2_K": (2, 16), "Q3_K": (3, 16), "Q4_K": (4, 32), "Q5_K": (5, 32), "Q6_K": (6, 16)}
 # GGML types llama.cpp removed (ARM repacked layouts, now repacked at load time): files converted with them
 _REMOVED_TYPES = {31: "Q4_0_4_4", 32: "Q4_0_4_8", 33: "Q4_0_8_8", 36: "IQ4_NL_4_4", 37: "IQ4_NL_4_8", 38: "IQ4_NL_8_8"}
 

@@ -432,6 +432,13 @@ class _Entry:
     skip: str = ""  # why the tensor cannot be read (a quantized kernel htsr does not dequantize): its row says so
 
 
+def _entry_ref(e: _Entry, read: Callable[[Any, str], np.ndarray]) -> TensorRef:
+    """The tensor of entry ``e``, read through ``read`` (an int8 layer's codes: 8 bits, a scale per row)."""
+    return TensorRef(e.name, e.plan.shape, e.dtype, _entry_loader(e, read), kind=e.plan.kind,
+                     bits=8 if e.scale is not None else None,
+                     quant_block=e.plan.shape[-1] if e.scale is not None else None)
+
+
 def _entry_loader(e: _Entry, read: Callable[[Any, str], np.ndarray]) -> Callable[[], np.ndarray]:
     """The loader of entry ``e`` given ``read(ref, name)``, a reader's raw read of one variable."""
     if e.skip:
@@ -1076,9 +1083,7 @@ class KerasFile:
 
     def __iter__(self) -> Iterator[TensorRef]:
         for e in self._entries:
-            yield TensorRef(e.name, e.plan.shape, e.dtype, _entry_loader(e, self._read), kind=e.plan.kind,
-                            bits=8 if e.scale is not None else None,  # (an int8 layer's codes, a scale a row)
-                            quant_block=e.plan.shape[-1] if e.scale is not None else None)
+            yield _entry_ref(e, self._read)
 
 
 # ------------------------------------------------------------------------------------ live models
@@ -1301,6 +1306,4 @@ class KerasModel:
 
     def __iter__(self) -> Iterator[TensorRef]:
         for e in self._entries:
-            yield TensorRef(e.name, e.plan.shape, e.dtype, _entry_loader(e, self._read), kind=e.plan.kind,
-                            bits=8 if e.scale is not None else None,  # (an int8 layer's codes, a scale a row)
-                            quant_block=e.plan.shape[-1] if e.scale is not None else None)
+            yield _entry_ref(e, self._read)

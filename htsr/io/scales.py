@@ -699,15 +699,14 @@ def _mxfp4_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], se
             continue
         shape = tuple(blocks.shape[:-2]) + (blocks.shape[-2] * blocks.shape[-1] * 2,)
         parts = {"blocks": blocks, "scales": scales}
-        if len(shape) == 3:  # experts: transformers' [E, in, out]
-            out[name] = TensorRef(base, (shape[0], shape[2], shape[1]), "float32",
-                                  lambda parts=parts, shape=shape, base=base: np.swapaxes(
-                                      _named(f"{base} (MXFP4)", _mxfp4_weight, parts, shape), 1, 2),
-                                  blocks.kind, bits=4)
-            continue
-        out[name] = TensorRef(base, shape, "float32", lambda parts=parts, shape=shape, base=base:
-                              _named(f"{base} (MXFP4)", _mxfp4_weight, parts, shape), blocks.kind, bits=4,
-                              quant_block=32)
+        experts = len(shape) == 3  # transformers' [E, in, out]
+
+        def load(parts=parts, shape=shape, base=base, experts=experts) -> np.ndarray:
+            w = _named(f"{base} (MXFP4)", _mxfp4_weight, parts, shape)
+            return np.swapaxes(w, 1, 2) if experts else w
+
+        out[name] = TensorRef(base, (shape[0], shape[2], shape[1]) if experts else shape, "float32", load,
+                              blocks.kind, bits=4, quant_block=None if experts else 32)
     return out, used
 
 
