@@ -67,6 +67,7 @@ import numpy as np
 from .errors import HtsrError, OptionError
 from .options import Options
 from .results import (
+    NUMERIC_COLUMNS,
     SUMMARY_METRICS,
     AnalysisResult,
     LayerResult,
@@ -342,9 +343,8 @@ def compare_results(results: Sequence[AnalysisResult], labels: Sequence[str] | N
     ranking = _rank(labels, [row[j] for row in rows], asc)
 
     if layer_metric is None:
-        layer_metric = metric if metric in LayerResult.__dataclass_fields__ else "alpha"
-    fld = LayerResult.__dataclass_fields__.get(layer_metric)
-    if fld is None or fld.type not in ("float", float):
+        layer_metric = metric if metric in NUMERIC_COLUMNS else "alpha"
+    if layer_metric not in NUMERIC_COLUMNS:
         raise OptionError(f"layer_metric {layer_metric!r} is not a numeric per-layer column")
     by_name: list[dict[str, LayerResult]] = []
     for r in results:

@@ -355,10 +355,9 @@ def _group_of(row: Any, by: str) -> str:
 
 def _check_metric(metric: str) -> None:
     """``metric`` is a numeric per-layer column (an OptionError naming them if not)."""
-    from .results import LayerResult
+    from .results import NUMERIC_COLUMNS
 
-    numeric = [n for n, f in LayerResult.__dataclass_fields__.items() if f.type in ("float", float, "int", int)]
-    if metric not in numeric:
+    if metric not in NUMERIC_COLUMNS:
         raise OptionError(f"metric {metric!r} is not a numeric per-layer column (alpha, log_norm, stable_rank, "
                           "num_evals … : htsr.COLUMNS)")
 

@@ -143,6 +143,11 @@ COUNT_COLUMNS = ("num_evals_below_floor", "matrix_rank", "num_pl_spikes", "num_f
                  "farms_windows", "num_boot", "num_spikes", "num_zero_evals", "num_heavy_entries", "num_traps",
                  "num_erg")
 assert set(COUNT_COLUMNS) <= set(COLUMNS)
+#: each column's pandas dtype, from LayerResult's annotations (counts are float fields so that they can be NaN)
+COLUMN_DTYPES: dict[str, str] = {f.name: {"int": "int64", "float": "float64"}.get(str(f.type), "object")
+                                 for f in dataclasses.fields(LayerResult)}
+#: the columns a plot or a comparison can rank layers by
+NUMERIC_COLUMNS: tuple[str, ...] = tuple(c for c, t in COLUMN_DTYPES.items() if t != "object")
 assert {m.name for m in METRICS} <= set(COLUMNS)
 
 #: metrics averaged in the model summary (finite values only)
@@ -476,9 +481,7 @@ class AnalysisResult:
         frame = pd.DataFrame(self.to_records(), columns=list(COLUMNS))
         # one dtype per column whatever the values (a count with no NaN would be int64 in one result and
         # float64 in another: concatenating results mixed them): LayerResult's own types
-        types = {n: {"int": "int64", "float": "float64", "str": "object"}.get(str(f.type), "object")
-                 for n, f in LayerResult.__dataclass_fields__.items()}
-        return frame.astype({c: types[c] for c in frame.columns if c in types})
+        return frame.astype(COLUMN_DTYPES)
 
     def csv_text(self) -> str:
         buf = io.StringIO()

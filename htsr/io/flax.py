@@ -150,16 +150,14 @@ def _msgpack() -> Any:
 
 
 class _Payload:
-    """An ``ndarray`` extension payload: where it lies (``data[start:end]``: the file's memory map while it is
-    opened, a ``bytes`` object in tests); :meth:`array` makes the array on demand, from a map of its own
-    bytes once :attr:`path` is set (the file's map is then closed: pages read stay resident as long as a
-    map holds them)."""
+    """An ``ndarray`` extension payload: where it lies in ``path`` (``data[start:end]`` of the file's memory map,
+    read for the header while the file is opened); :meth:`array` makes the array on demand from a map of its
+    own bytes (the file's map is then closed: pages read stay resident as long as a map holds them)."""
 
     __slots__ = ("data", "dtype", "end", "offset", "path", "shape", "start")
 
-    def __init__(self, data: Any, start: int = 0, end: int | None = None) -> None:
-        self.data, self.start, self.end = data, start, len(data) if end is None else end
-        self.path: Path | None = None
+    def __init__(self, data: Any, start: int, end: int, path: Path) -> None:
+        self.data, self.start, self.end, self.path = data, start, end, path
         self.shape: tuple[int, ...] = ()
         self.dtype = ""
         self.offset = 0  # of the array bytes, from start
@@ -208,14 +206,11 @@ class _Payload:
         """The array, or its ``[idx]`` (one layer of a stack)."""
         dt = numpy_dtype(self.dtype)
         count = math.prod(self.shape)
-        if self.path is not None:
-            if count == 0:
-                return np.zeros(self.shape, dt)[idx]
-            raw = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self.start + self.offset,
-                            shape=(count * dt.itemsize,))
-            a = raw.view(dt).reshape(self.shape)[idx]
-        else:
-            a = np.frombuffer(self.data, dtype=dt, count=count, offset=self.start + self.offset).reshape(self.shape)[idx]
+        if count == 0:
+            return np.zeros(self.shape, dt)[idx]
+        raw = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self.start + self.offset,
+                        shape=(count * dt.itemsize,))
+        a = raw.view(dt).reshape(self.shape)[idx]
         # the payload starts at an arbitrary byte: an unaligned view would be read by numpy's slow,
         # non-BLAS loops (with other rounding than BLAS), so it is copied once to aligned memory
         return a if a.flags.aligned else a.copy()
@@ -525,8 +520,8 @@ class _Decoder:
     millions costs a pointer each), and the rest Python values. (msgpack's own decoder copies every payload
     into a ``bytes`` object: a checkpoint as large as memory could not be read.)"""
 
-    def __init__(self, buf: Any, size: int) -> None:
-        self.buf, self.n, self.pos, self.values = buf, size, 0, 0
+    def __init__(self, buf: Any, size: int, path: Path) -> None:
+        self.buf, self.n, self.pos, self.values, self.path = buf, size, 0, 0, path
 
     def take(self, k: int) -> int:
         """The position of the next ``k`` bytes, which are skipped."""
@@ -585,7 +580,7 @@ class _Decoder:
             code = int.from_bytes(self.buf[self.take(1):self.pos], "big", signed=True)
             start = self.take(n)
             if code == EXT_NDARRAY:
-                return _Payload(self.buf, start, start + n)
+                return _Payload(self.buf, start, start + n, self.path)
             return _SCALARS.setdefault(code, _Scalar(code))  # npscalar (3), complex (2), unknown: no weights
         if b == 0xC0:
             return None
@@ -633,7 +628,7 @@ class FlaxMsgpackFile(_Tree):
         return SourceError(f"{self.path}: {what}")
 
     def _decode(self, buf: Any, size: int) -> Any:
-        d = _Decoder(buf, size)
+        d = _Decoder(buf, size, self.path)
         try:
             tree = d.value()
         except _Corrupt as e:
@@ -664,7 +659,6 @@ class FlaxMsgpackFile(_Tree):
             if not isinstance(value, _Payload):
                 return None
             err = value.parse(self._msgpack)
-            value.path = self.path  # read when loaded, through a map of its own bytes
             if err:
                 raise self._fail(f"array {where!r}: {err}; the checkpoint is corrupt, re-save it")
         except SourceError as e:
@@ -690,7 +684,6 @@ class FlaxMsgpackFile(_Tree):
             if not isinstance(c, _Payload):
                 raise bad
             err = c.parse(self._msgpack)
-            c.path = self.path
             if err:
                 raise self._fail(f"array {where!r} chunk {i}: {err}; the checkpoint is corrupt, re-save it")
         if any(len(c.shape) != 1 for c in chunks) or len({c.dtype for c in chunks}) > 1 \

@@ -123,12 +123,16 @@ def is_gguf(head: bytes) -> bool:
     return head[:4] == GGUF_MAGIC
 
 
+def _role(name: str) -> str:
+    """The llama.cpp role of a tensor name: the name without its block prefix and ``.weight``."""
+    return _BLOCK.sub("", name.removesuffix(".weight"))
+
+
 def gguf_kind(name: str, shape: tuple[int, ...]) -> str | None:
     """The layer kind of a llama.cpp tensor name (see the table above), or None to let htsr infer it."""
     if not name.endswith(".weight"):
         return None
-    role = _BLOCK.sub("", name[: -len(".weight")])
-    kind, ndim = _ROLE_KIND.get(role, (None, 0))
+    kind, ndim = _ROLE_KIND.get(_role(name), (None, 0))
     return kind if kind is not None and len(shape) == ndim else None
 
 
@@ -315,8 +319,8 @@ class GGUFFile:
 
         # (name, why) of the tensors that are no weight matrix (not yielded)
         self.not_weights: list[tuple[str, str]] = [
-            (t.name, _NOT_MATRICES[role]) for t in self._reader.tensors
-            if (role := _BLOCK.sub("", t.name.removesuffix(".weight"))) in _NOT_MATRICES and len(t.shape) >= 2]
+            (t.name, _NOT_MATRICES[_role(t.name)]) for t in self._reader.tensors
+            if _role(t.name) in _NOT_MATRICES and len(t.shape) >= 2]
 
     def __len__(self) -> int:
         return len(self._reader.tensors) - len(self.not_weights)

@@ -240,6 +240,19 @@ class _Use:
         self.index = index if inputs is None else inputs.get(index, -1)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Dequantized:
+    """An integer weight's float values, :meth:`load`-ed as W = (q − zero_point)·scale; ``bits`` per code;
+    which entries share a scale: one for the whole tensor (``layout`` "tensor"), one per index of ``axis``
+    ("axis"), one per ``block`` entries along ``axis`` ("block"), or MatMulNBits' blocks along K ("nbits")."""
+
+    load: Callable[[], np.ndarray]
+    bits: int
+    layout: str
+    axis: int
+    block: int
+
+
 class OnnxFile:
     """The weights of one ``.onnx`` model, read lazily (see the module docstring for the rules)."""
 
@@ -344,7 +357,8 @@ class OnnxFile:
             return None
 
         # (node order, name, tensor, use, loader of an integer weight's floats, their shape if not the tensor's)
-        pending: list[tuple[int, str, Any, _Use, Callable[[], np.ndarray] | None, tuple[int, ...] | None]] = []
+        pending: list[tuple[int, str, Any, _Use, _Dequantized | Callable[[], np.ndarray] | None,
+                           tuple[int, ...] | None]] = []
         for name, t in tensors.items():
             if any(d < 0 for d in t.dims):  # (-2, -2) has a positive product: the size checks would pass it
                 raise self._fail(f"tensor {name!r}: negative dimension in {list(t.dims)}; the file is corrupt")
@@ -458,7 +472,7 @@ class OnnxFile:
         return unknown
 
     def _dequantized(self, name: str, t: Any, op: str, scale: str, zero_point: str, axis: int, block: int,
-                     tensors: dict[str, Any]) -> Callable[[], np.ndarray] | str:
+                     tensors: dict[str, Any]) -> _Dequantized | str:
         """The loader of an integer weight: W = (q − zero_point)·scale, per tensor, per ``axis`` or per
         block (``block`` > 0, opset 21), the scale and zero point named as :meth:`_quantization` found them
         for the operator ``op``. Returns the reason instead when they are not constants of such a layout."""
@@ -496,11 +510,11 @@ class OnnxFile:
             z = spread(z_raw()) if z_raw is not None else np.float32(0.0)
             return (q - z) * spread(s_raw())
 
-        load.quant = (layout, axis, block)  # type: ignore[attr-defined]  (which entries share a scale)
-        return load
+        stored = _dtype_name(self._onnx, t.data_type)
+        return _Dequantized(load, _SUB_BYTE.get(stored) or 8 * numpy_dtype(stored).itemsize, layout, axis, block)
 
     def _nbits(self, name: str, t: Any, node: Any,
-               tensors: dict[str, Any]) -> tuple[Callable[[], np.ndarray] | str, tuple[int, int]]:
+               tensors: dict[str, Any]) -> tuple[_Dequantized | str, tuple[int, int]]:
         """The loader (or why there is none) and [K, N] shape of MatMulNBits's B (onnxruntime's block quantization, the int4 format
         of its LLM exports): B is uint8 ``[N, blocks, block_size·bits/8]``, ``bits``-bit codes packed low bits
         first, each row of K codes in blocks of ``block_size`` along K; W[n, k] = (q − zero_point)·scale of
@@ -553,21 +567,22 @@ class OnnxFile:
             w = ((q - zero) * scale).reshape(N, blocks * block)[:, :K]
             return np.ascontiguousarray(w.T)  # MatMul's B, [K, N]
 
-        load.quant = ("nbits", 0, block)  # type: ignore[attr-defined]  (blocks along K: the row's inputs)
-        return load, float_shape
+        return _Dequantized(load, bits, "nbits", 0, block), float_shape  # (blocks along K: the row's inputs)
 
-    def _typed_refs(self, name: str, t: Any, use: _Use, dequantized: Callable[[], np.ndarray] | None = None,
+    def _typed_refs(self, name: str, t: Any, use: _Use,
+                    loader: _Dequantized | Callable[[], np.ndarray] | None = None,
                     float_shape: tuple[int, ...] | None = None) -> Iterator[TensorRef | None]:
-        """The rows of tensor ``name`` typed by ``use``; ``dequantized``: the loader of an integer weight's
-        float values (its rows then say float32), ``float_shape`` their shape where it is not the stored
-        tensor's (MatMulNBits)."""
+        """The rows of tensor ``name`` typed by ``use``; ``loader``: an integer weight's float values (its rows
+        then say float32), or the loader that says why they cannot be read; ``float_shape`` their shape where
+        it is not the stored tensor's (MatMulNBits)."""
         onnx = self._onnx
         op, idx, node = use.op, use.index, use.node
         shape = float_shape or tuple(int(d) for d in t.dims)
         stored = _dtype_name(onnx, t.data_type)
-        dtype = "float32" if dequantized else stored
+        dtype = "float32" if loader else stored
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        raw = dequantized or self._raw_loader(name, t)
+        quant = loader if isinstance(loader, _Dequantized) else None
+        raw = quant.load if quant else loader or self._raw_loader(name, t)
         scope, instance = _scope_name(node.name)
         torch_scope = _torch_scope(node)
         if torch_scope:  # torch's dynamo exporter: node names are 'node_MatMul_36', the module path is metadata
@@ -584,18 +599,13 @@ class OnnxFile:
                     break
         layer = f"{scope}.weight" if opaque and scope else name
 
-        bits = None  # of a dequantized weight's codes (a delta's noise floor)
-        if dequantized and stored:
-            bits = (int(attrs.get("bits", 4)) if node.op_type == "MatMulNBits"
-                    else _SUB_BYTE.get(stored) or 8 * numpy_dtype(stored).itemsize)
-
-        quant = getattr(dequantized, "quant", None)
+        bits = quant.bits if quant else None  # of a dequantized weight's codes (a delta's noise floor)
 
         def block(shp: tuple[int, ...], flipped: bool, per_slice: bool) -> int | None:
             """How many consecutive entries of the row's array share a scale (TensorRef.quant_block)."""
             if quant is None:
                 return None
-            layout, axis, size = quant
+            layout, axis, size = quant.layout, quant.axis, quant.block
             if layout == "tensor" or (per_slice and layout == "axis" and axis == 0):  # (an RNN's direction)
                 return 0
             cols = shp[-1]
