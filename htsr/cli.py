@@ -265,12 +265,16 @@ def out_folder(out: Path | None, names: Sequence[str]) -> list[tuple[str, Path]]
     return [("--out", out / name) for name in names]
 
 
-def write_and_say(files: Sequence[tuple[str, Path, str | bytes]], say: Callable[..., None]) -> None:
+def write_and_say(files: Sequence[tuple[str, Path, str | bytes | None]], say: Callable[..., None]) -> None:
     """Write a command's outputs ``(flag, path, data)`` as one set (a full disk leaves none of them, not a mix
-    with an earlier run's) and say which were written."""
-    write_outputs(files)
-    if files:
-        say("wrote " + ", ".join(str(path) for _, path, _ in files))
+    with an earlier run's; data None: an output this run does not have, whose earlier file is removed) and
+    say which were written and removed."""
+    removed = write_outputs(files)
+    written = [str(path) for _, path, data in files if data is not None]
+    if written:
+        say("wrote " + ", ".join(written))
+    if removed:
+        say("removed " + ", ".join(map(str, removed)) + " (an earlier run's; this run has no such output)")
 
 
 def _run_analyze(args: argparse.Namespace) -> int:

@@ -58,7 +58,7 @@ import math
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -587,6 +587,9 @@ class LayerDistance:
     lambda_max_change: float = NAN  # (λ_max − λ_max,base) / λ_max,base
     cka: float = NAN  # centred linear CKA, oriented and pooled as in the module docstring
     cka_chance: float = NAN  # ≈ M / (k·N + M): CKA of two independent Gaussian matrices of this shape
+    # the base's row measured against ('encoder.layer.0.fc' for 'bert.encoder.layer.0.fc' when the names were
+    # aligned by a leading component, as --base aligns them); '' when the base has no such row
+    base_name: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
@@ -668,21 +671,22 @@ def layer_distances(a: Any, b: Any, **options: Any) -> list[LayerDistance]:
             continue
         seen.add(la.name)
         lb = base_rows.get(rename(la.name))
-        if lb is not None:
-            matched.add(lb.name)
         info = dict(name=la.name, kind=la.kind, shape="x".join(map(str, la.tensor_shape)), N=la.N, M=la.M,
                     num_matrices=la.num_matrices)
         if lb is None:
             out.append(LayerDistance(**info, status="skipped: only in the model (the base has no row of this name)"))
-        elif (la.rows, la.cols, la.num_matrices) != (lb.rows, lb.cols, lb.num_matrices):
-            out.append(LayerDistance(**info, status=f"skipped: shape {info['shape']} differs from the base's "
-                                                    f"{'x'.join(map(str, lb.tensor_shape))}"))
+            continue
+        matched.add(lb.name)
+        if (la.rows, la.cols, la.num_matrices) != (lb.rows, lb.cols, lb.num_matrices):
+            row = LayerDistance(**info, status=f"skipped: shape {info['shape']} differs from the base's "
+                                               f"{'x'.join(map(str, lb.tensor_shape))}")
         else:
-            out.append(_distance_row(la, lb, opts))
+            row = _distance_row(la, lb, opts)
+        out.append(replace(row, base_name=lb.name))
     for name, lb in base_rows.items():
         if name not in matched:
             out.append(LayerDistance(name, lb.kind, "", lb.N, lb.M, lb.num_matrices,
-                                     "skipped: only in the base (the model has no row of this name)"))
+                                     "skipped: only in the base (the model has no row of this name)", base_name=name))
     return out
 
 
@@ -700,6 +704,10 @@ def format_distances(distances: Sequence[LayerDistance], columns: Sequence[str] 
     skipped = sum(d.status.startswith("skipped") for d in distances)
     failed = sum(d.status.startswith("failed") for d in distances)
     line = f"{len(ok)} layers compared, {skipped} skipped, {failed} failed"
+    renamed = [d for d in distances if d.base_name and d.base_name != d.name]
+    if renamed:
+        line += (f" ({len(renamed)} against a base row of another name, the names aligned as --base aligns "
+                 f"them: {renamed[0].name!r} against {renamed[0].base_name!r}; base_name column)")
     if ok:
         def med(attr: str) -> float:
             v = [getattr(d, attr) for d in ok if math.isfinite(getattr(d, attr))]
@@ -755,7 +763,8 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="with exactly two models: distances of the first from the second, layer by layer")
     p.add_argument("--out", metavar="DIR", type=out_path,
                    help="write comparison.csv (per-layer side by side) and comparison.json (and distances.csv "
-                        "with --base-distances) into DIR (created if needed; written with --figure as one set, atomically)")
+                        "with --base-distances; without it, an earlier run's distances.csv is removed) into DIR (created if "
+                        "needed; written with --figure as one set, atomically)")
     p.add_argument("--figure", metavar="PATH", type=out_path,
                    help="draw the summary metrics across the models into this image (needs matplotlib)")
     p.add_argument("--json", action="store_true",
@@ -774,13 +783,16 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.base_distances and len(args.sources) != 2:
         raise OptionError(f"--base-distances needs exactly two models (the model, then its base), "
                           f"got {len(args.sources)}")
-    names = ("comparison.csv", "comparison.json") + (("distances.csv",) if args.base_distances else ())
+    if args.base_distances and options.get("base") is not None:
+        raise OptionError("--base-distances measures the two models' own weights, which --base does not change; "
+                          "run the comparison of deltas (--base) and the distances as two commands")
+    names = ("comparison.csv", "comparison.json", "distances.csv")  # (removed, if stale, without --base-distances)
     outputs = out_folder(args.out, names) + ([("--figure", args.figure)] if args.figure is not None else [])
     check_outputs([*args.sources, options.get("base")], outputs)  # before the analyses, not after
-    if args.figure is not None:
-        from .plot import image_format
+    if args.figure is not None:  # before the analyses: the extension, and matplotlib to draw it
+        from .plot import can_draw
 
-        image_format(args.figure)
+        can_draw(args.figure)
     from .io import open_source
 
     labels = _check_labels(args.labels, args.sources)  # from the paths, before they are opened
@@ -814,8 +826,9 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.out is not None:
         files += [("--out", args.out / "comparison.csv", c.csv_text()),
                   ("--out", args.out / "comparison.json", doc_text)]
-        if distances is not None:
-            files.append(("--out", args.out / "distances.csv", distances_csv_text(distances)))
+        # (without --base-distances, an earlier run's distances.csv would sit beside this comparison)
+        files.append(("--out", args.out / "distances.csv",
+                      distances_csv_text(distances) if distances is not None else None))
     if args.figure is not None:
         from . import figures
         from .plot import panels_image

@@ -194,6 +194,14 @@ def image_format(path: str | os.PathLike) -> str:
     return fmt
 
 
+def can_draw(path: str | os.PathLike) -> str:
+    """The image format of ``path`` (:func:`image_format`), once matplotlib is known to be installed: checked
+    before a command's analyses, not after them."""
+    fmt = image_format(path)
+    _figure_class()
+    return fmt
+
+
 def save_panels(panels: Sequence[Panel], path: str | os.PathLike, ncols: int = 2) -> None:
     """Draw ``panels`` in a grid of ``ncols`` columns and save it, as PNG, SVG or PDF by the extension of
     ``path``, atomically (rendered in memory, written to a temporary file in the same folder, renamed)."""

@@ -287,15 +287,19 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
         raise
 
 
-def write_outputs(outputs: Sequence[tuple[str, str | os.PathLike, str | bytes]]) -> None:
+def write_outputs(outputs: Sequence[tuple[str, str | os.PathLike, str | bytes | None]]) -> list[Path]:
     """Write one run's outputs ``(flag, path, data)`` as a set: every one to a temporary file beside it
     first (missing folders made), then all renamed. If one cannot be written (disk full, a folder that
     cannot be made) none is, no temporary file or folder made for them is left, and the HtsrError names
-    its flag and path."""
+    its flag and path. ``data`` None: this run has no such output, and a file an earlier run left at
+    ``path`` is removed once the others are in place (it would be taken for this run's). Returns the paths
+    removed."""
     from .errors import HtsrError
 
     done: list[tuple[Path, Path]] = []  # (temporary file, destination)
     made: list[Path] = []  # folders this call created, outermost first
+    stale = [Path(path) for _, path, data in outputs if data is None]
+    outputs = [o for o in outputs if o[2] is not None]
     flags = [flag for flag, _, _ in outputs]
     try:
         for flag, path, data in outputs:
@@ -325,12 +329,19 @@ def write_outputs(outputs: Sequence[tuple[str, str | os.PathLike, str | bytes]])
     for i, (tmp, path) in enumerate(done):
         try:
             os.replace(tmp, path)
-        except OSError as e:  # a rename in a folder just written to: all but unheard of
+        except BaseException as e:  # a rename in a folder just written to failing, or an interrupt between two
             for t, _ in done[i:]:
-                os.unlink(t)
+                if t.exists():
+                    os.unlink(t)
+            if not isinstance(e, OSError):
+                raise
             kept = ", ".join(str(p) for _, p in done[:i]) or "none"
             raise HtsrError(f"{flags[i]} {path}: cannot replace it ({e.strerror or e}); written before it: "
                             f"{kept}") from None
+    removed = [p for p in stale if p.is_file() or p.is_symlink()]
+    for p in removed:
+        p.unlink()
+    return removed
 
 
 def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.PathLike]]) -> None:

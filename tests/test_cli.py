@@ -306,6 +306,26 @@ def test_a_full_disk_leaves_no_output_and_names_the_file(model, tmp_path, capsys
     assert (out / "report.html").read_text() == "an earlier run's report"
 
 
+def test_an_interrupt_between_the_renames_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """Ctrl-C between two renames of an output set: the files not yet renamed are not left as hidden
+    temporaries beside the outputs."""
+    from htsr import results
+
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(src, dst)
+
+    monkeypatch.setattr(results.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        results.write_outputs([("--out", tmp_path / "a.csv", "a"), ("--out", tmp_path / "b.json", "b"),
+                               ("--out", tmp_path / "c.json", "c")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a named pipe")
 def test_an_output_that_is_not_a_regular_file_is_refused_not_replaced(model, tmp_path, capsys, monkeypatch):
     """A rename would put a plain file where a device or pipe was (as root: --report /dev/null would replace

@@ -327,6 +327,12 @@ def test_layer_distances_match_names_by_a_leading_component_as_base_does():
         assert got.status == r.status, n
         assert got.frobenius == r.frobenius or (math.isnan(got.frobenius) and math.isnan(r.frobenius)), n
     assert sum(r.status == "ok" for r in rows.values()) == 3
+    # each row names the base's row it was measured against, and the table says the names were aligned
+    assert all(r.base_name == r.name.removeprefix("bert.") for r in rows.values() if r.base_name)
+    assert all(r.base_name == r.name for r in plain.values() if r.base_name)
+    assert rows["only_base"].base_name == "only_base"
+    assert "(4 against a base row of another name" in format_distances(list(rows.values()))
+    assert "another name" not in format_distances(list(plain.values()))
 
 # ---------------------------------------------------------------------------------------------- CLI
 
@@ -368,6 +374,37 @@ def test_cli_compare_prints_writes_and_distances(npz_pair, tmp_path, capsys):
     assert (out / "distances.csv").read_text().splitlines()[1].startswith("enc.fc1,dense,100x60,100,60,1,ok,")
 
 
+def test_cli_compare_removes_an_earlier_runs_distances(npz_pair, tmp_path, capsys):
+    """Without --base-distances, a distances.csv an earlier run left in --out would be taken for this
+    comparison's: it is removed once the new files are in place, and the run says so."""
+    a, b = npz_pair
+    out = tmp_path / "out"
+    assert main(["compare", str(a), str(b), "--base-distances", "--out", str(out), "-q", "--no-tails"]) == 0
+    assert (out / "distances.csv").is_file()
+    assert main(["compare", str(b), str(a), "--out", str(out), "--no-progress", "--no-tails"]) == 0
+    text = capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.csv", "comparison.json"]
+    assert f"removed {out / 'distances.csv'} (an earlier run's; this run has no such output)" in text
+    assert f"wrote {out / 'comparison.csv'}, {out / 'comparison.json'}\n" in text
+
+
+def test_cli_compare_checks_matplotlib_before_the_analyses(npz_pair, tmp_path, capsys, monkeypatch):
+    """--figure without matplotlib: refused before minutes of analysis, not after them (when the --out
+    results would be lost with it)."""
+    a, b = npz_pair
+    import htsr.plot as plot
+    from htsr.errors import MissingExtraError
+
+    def missing():
+        raise MissingExtraError("matplotlib", "plot", "drawing figures")
+
+    monkeypatch.setattr(plot, "_figure_class", missing)
+    monkeypatch.setattr(sys.modules["htsr.analyze"], "analyze", lambda *x, **k: pytest.fail("analysed first"))
+    assert main(["compare", str(a), str(b), "--figure", str(tmp_path / "t.png"), "--out", str(tmp_path / "o")]) == 2
+    assert "matplotlib" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base.npz", "tuned.npz"]  # no --out written
+
+
 def test_cli_compare_notes_a_coarse_bootstrap(npz_pair, capsys):
     """The same note as analyze: the options come through one parser."""
     a, b = npz_pair
@@ -380,7 +417,7 @@ def test_cli_compare_json_descending_and_figure(npz_pair, tmp_path, capsys, monk
     calls = []
     fake = types.ModuleType("htsr.plot")
     fake.panels_image = lambda panels, path, ncols=2: calls.append(([p.title for p in panels], path)) or b"png"
-    fake.image_format = lambda path: "png"
+    fake.can_draw = lambda path: "png"
     monkeypatch.setitem(sys.modules, "htsr.plot", fake)
     fig = tmp_path / "trend.png"
     rc = main(["compare", str(a), str(b), "--json", "--descending", "--metric", "log_norm", "--base-distances",
@@ -449,6 +486,9 @@ def test_cli_compare_errors(npz_pair, tmp_path, capsys):
     a, b = npz_pair
     assert main(["compare", str(a), str(b), str(a), "--labels", "x,y,z", "--base-distances"]) == 2
     assert "--base-distances needs exactly two models" in capsys.readouterr().err
+    # the distances are of the two models' own weights: --base (the comparison of deltas) would not change them
+    assert main(["compare", str(a), str(b), "--base-distances", "--base", str(b)]) == 2
+    assert "--base-distances measures the two models' own weights" in capsys.readouterr().err
     assert main(["compare", str(a)]) == 2
     assert "at least two" in capsys.readouterr().err
     assert main(["compare", str(a), str(b), "--metric", "D"]) == 2
