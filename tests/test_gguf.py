@@ -82,9 +82,13 @@ def _encode(a: np.ndarray, qtype: Q) -> np.ndarray:
     return gguf.quants.quantize(np.ascontiguousarray(a, dtype=np.float32), qtype)
 
 
-def write_gguf(path: Path, tensors: dict[str, tuple[np.ndarray, Q]], arch: str = "llama") -> Path:
-    """Write ``{name: (array in PyTorch order, GGML type)}`` with gguf.GGUFWriter."""
+def write_gguf(path: Path, tensors: dict[str, tuple[np.ndarray, Q]], arch: str = "llama",
+               alignment: int | None = None) -> Path:
+    """Write ``{name: (array in PyTorch order, GGML type)}`` with gguf.GGUFWriter (``alignment``: the
+    ``general.alignment`` key, else the default 32)."""
     w = gguf.GGUFWriter(str(path), arch)
+    if alignment is not None:
+        w.add_custom_alignment(alignment)
     w.add_uint32("test.answer", 42)
     w.add_array("test.ids", [1, 2, 3])
     for name, (a, qtype) in tensors.items():
@@ -143,6 +147,17 @@ def test_f32_round_trip_orientation_and_exact_esd(tmp_path):
     f = GGUFFile(path)
     own = next(iter(f)).load()
     assert not np.shares_memory(own, f._reader.data)
+
+
+@pytest.mark.parametrize("alignment", [1, 64])
+def test_a_general_alignment_key_is_read(tmp_path, alignment):
+    """gguf reads general.alignment as a numpy uint32 (-n // it overflowed): such a file was refused whole."""
+    W = _rng(3).standard_normal((96, 160)).astype(np.float32)
+    tensors = {"blk.0.attn_q.weight": (W, Q.F32), "blk.0.attn_k.weight": (W[:64], Q.F16)}
+    plain, aligned = write_gguf(tmp_path / "a.gguf", tensors), write_gguf(tmp_path / "b.gguf", tensors, alignment=alignment)
+    assert gguf.GGUFReader(aligned).alignment == alignment
+    for name in tensors:  # the same values at other offsets
+        assert np.array_equal(_refs(aligned)[name].load(), _refs(plain)[name].load())
 
 
 def test_f16_round_trip_to_fp16_precision(tmp_path):

@@ -373,6 +373,19 @@ def test_tensors_sharing_bytes_are_refused(two_tensor_file):
     _one_line_source_error(ei, str(path), "block.a.weight", "overlap")
 
 
+def test_a_tensor_named_twice_in_the_header_is_refused(two_tensor_file):
+    """json keeps the last of two equal keys: the first tensor vanished, neither a row nor listed. The
+    safetensors library refuses such a header too."""
+    path, header, data = two_tensor_file
+    text = json.dumps(header)
+    first = '"block.a.weight": ' + json.dumps(header["block.a.weight"])
+    twice = text.replace(first, first + ", " + first.replace('"block.a.weight"', '"block.b.weight"'))
+    _write_safetensors_raw(path, twice.encode(), data)
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(path)
+    _one_line_source_error(ei, str(path), "'block.b.weight' appears twice")
+
+
 def test_corrupt_byte_count_does_not_match_shape(two_tensor_file):
     path, header, data = two_tensor_file
     header["block.b.weight"]["shape"] = [16, 5]  # 320 bytes of F32 expected, 256 present
@@ -1113,7 +1126,8 @@ def test_shard_index_names_the_shard_of_each_tensor_and_stays_in_its_folder(tmp_
     np_save_file({"x.weight": a}, str(outside))
     for weight_map, must in (({"l.0.weight": 5}, "weight_map must map"), ([1, 2], "weight_map must map"),
                              ({"x.weight": "../elsewhere.safetensors"}, "outside the model's folder"),
-                             ({"x.weight": str(outside)}, "outside the model's folder")):
+                             ({"x.weight": str(outside)}, "outside the model's folder"),
+                             ({}, "weight_map lists no tensor")):  # (it read as 'no analysable layer: 0 tensors')
         index.write_text(json.dumps({"weight_map": weight_map}))
         with pytest.raises(htsr.SourceError) as e:
             htsr.analyze(folder)

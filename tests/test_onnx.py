@@ -196,6 +196,22 @@ def test_opaque_names_are_unique_and_untyped_tensors_skipped(tmp_path):
     assert ("pos_table", "used by no MatMul/Gemm/Conv/ConvTranspose/Gather/LSTM/GRU/RNN") in src.skipped
 
 
+@pytest.mark.parametrize("fc_use", ["Add", "MatMul"])
+def test_a_name_taken_from_a_node_never_takes_a_tensors_own_name(tmp_path, fc_use):
+    """onnx::MatMul_5 under /fc/MatMul is named fc.weight after its node; a tensor whose own name is
+    fc.weight kept its name only if it came first: the other way round it became fc_2 (read by a MatMul), or
+    vanished from the listing of tensors not analysed (read by an Add: a row had its name)."""
+    rng = _rng(4)
+    nodes = [helper.make_node("MatMul", ["x", "onnx::MatMul_5"], ["h"], name="/fc/MatMul"),
+             helper.make_node(fc_use, ["h", "fc.weight"], ["y"], name="/other/" + fc_use)]
+    path = _save(_model(nodes, {"onnx::MatMul_5": _f32(rng, 20, 30), "fc.weight": _f32(rng, 30, 30)}), tmp_path / "m.onnx")
+    f = OnnxFile(path)
+    names = [r.name for r in f]
+    assert names == (["fc_2.weight", "fc.weight"] if fc_use == "MatMul" else ["fc_2.weight"])
+    if fc_use == "Add":
+        assert ("fc.weight", "used by no MatMul/Gemm/Conv/ConvTranspose/Gather/LSTM/GRU/RNN") in f.skipped
+
+
 def test_every_initializer_is_a_row_or_listed_as_not_analysed(tmp_path):
     """1-D initializers (biases) and integer ones (shapes) count among the model's tensors, as a state
     dict's do; a Constant node's scalars are the graph's plumbing and do not."""
@@ -325,6 +341,34 @@ def test_external_data_missing_or_short_file(tmp_path):
         OnnxFile(path)
     msg = _one_line(ei, str(path), "weights.bin", "missing")
     assert "onnx::MatMul_1" in msg or "l2.weight" in msg
+
+
+def test_external_data_overlapping_or_without_a_location_is_refused(tmp_path):
+    """Two tensors over the same external bytes (refused by the safetensors and GGUF readers: many names over
+    one region cost one analysis each) were two 'ok' rows; a tensor without a location was said to be
+    'outside the model's folder'."""
+    path, _ = _external_model(tmp_path / "m")
+    m = onnx.load(str(path), load_external_data=False)
+    first, second = m.graph.initializer
+    for e in second.external_data:  # the second tensor's offset moved into the first's bytes
+        if e.key == "offset":
+            e.value = "0"
+    second.dims[:] = [20, 10]
+    for e in second.external_data:
+        if e.key == "length":
+            e.value = str(20 * 10 * 4)
+    onnx.save_model(m, str(path))
+    with pytest.raises(htsr.SourceError) as ei:
+        OnnxFile(path)
+    _one_line(ei, str(path), "overlap in the external data weights.bin", first.name, second.name)
+    for t in m.graph.initializer:
+        for e in list(t.external_data):
+            if e.key == "location":
+                t.external_data.remove(e)
+    onnx.save_model(m, str(path))
+    with pytest.raises(htsr.SourceError) as ei:
+        OnnxFile(path)
+    _one_line(ei, str(path), "external data without a location")
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -530,7 +574,8 @@ def test_dequantize_linear_weights_are_dequantized_and_typed(tmp_path):
     path = _save(_model(nodes, inits, inputs=("x", "img"), outputs=("y", "c"), opset=21), tmp_path / "q.onnx")
     refs = _refs(path)
     assert sorted(refs) == ["fc1.weight", "q2", "q3", "w4"]  # scales and zero points are not weights
-    assert ("s3", "used by no MatMul/Gemm/Conv/ConvTranspose/Gather/LSTM/GRU/RNN") in OnnxFile(path).skipped
+    # (a block scale is 4-D: it was listed as 'used by no MatMul/Gemm/Conv/…')
+    assert ("s3", "quantization scale or zero point") in OnnxFile(path).not_weights
     want = {"fc1.weight": ((q1.astype(np.float32) - 3) * 0.02).T,  # MatMul's [in, out] turned to [out, in]
             "q2": (q2.astype(np.float32) - z2[:, None]) * s2[:, None],
             "q3": q3.astype(np.float32) * np.repeat(s3, 4, axis=1),
@@ -932,6 +977,36 @@ def test_two_if_branches_with_initializers_of_one_name_are_both_counted(tmp_path
     assert listed.count == 1 and listed.examples[0] in ("w (then)", "w (else)")
 
 
+def test_constants_of_one_name_in_two_branches_and_sparse_weights_are_listed(tmp_path):
+    """Two If branches each holding a Constant '/Constant_output_0' (a legal model): the second weight was
+    neither a row nor listed. A sparse initializer, or a Constant's sparse_value, was not mentioned at all
+    ('none of its 0 tensors'): listed, as a tensor htsr does not read."""
+    rng = _rng(13)
+
+    def branch(name, W):
+        return helper.make_graph(
+            [helper.make_node("Constant", [], ["/Constant_output_0"], value=numpy_helper.from_array(W, "c")),
+             helper.make_node("MatMul", ["x", "/Constant_output_0"], [f"{name}_y"], name=f"/{name}/MatMul")],
+            name, [], [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, None)])
+
+    W = _f32(rng, 30, 20)
+    idx = np.flatnonzero(np.abs(W) > 1)
+    sparse = helper.make_sparse_tensor(numpy_helper.from_array(W.ravel()[idx], "sp.weight"),
+                                       numpy_helper.from_array(idx.astype(np.int64), "sp.idx"), list(W.shape))
+    nodes = [helper.make_node("If", ["cond"], ["h"], name="/if/If", then_branch=branch("then", W),
+                              else_branch=branch("else", _f32(rng, 30, 20))),
+             helper.make_node("MatMul", ["h", "sp.weight"], ["y"], name="/sp/MatMul"),
+             helper.make_node("Constant", [], ["sp2"], sparse_value=sparse)]
+    model = _model(nodes, {}, inputs=("x", "cond"))
+    model.graph.sparse_initializer.append(sparse)
+    r = htsr.analyze(_save(model, tmp_path / "m.onnx"), min_evals=3)
+    assert len(r.layers) == 1 and r.num_tensors == 4
+    listed = {e.replace("(then)", "(else)"): n.reason for n in r.not_analysed for e in n.examples}  # (either one)
+    assert listed == {"/Constant_output_0 (else)": "a Constant of a name an earlier (sub)graph's has: only that one is read",
+                      "sp.weight": "a sparse initializer: htsr reads dense tensors; save the model with dense initializers",
+                      "sp2": "a sparse Constant: htsr reads dense tensors; save the model with dense initializers"}
+
+
 # ------------------------------------------------------------- onnxruntime's transformer optimizer ops
 
 
@@ -1029,8 +1104,9 @@ def test_matmulnbits_weights_equal_onnxruntimes_own_dequantization(tmp_path, bit
         pad = -(-blocks * bits // 8) * (8 // bits) - blocks
         inits["zp"] = _nbits_pack(np.pad(zp_codes, ((0, 0), (0, pad))), bits).reshape(-1)
         ins.append("zp")
-    elif zero == "float":
-        inits["zp"] = rng.uniform(0, (1 << bits) - 1, size=N * blocks).astype(np.float32)
+    elif zero == "float":  # (and 2-D scales, [N, blocks], as onnxruntime 1.32's quantizer writes them)
+        inits["zp"] = rng.uniform(0, (1 << bits) - 1, size=(N, blocks)).astype(np.float32)
+        inits["scales"] = scales.reshape(N, blocks)
         ins.append("zp")
     node = helper.make_node("MatMulNBits", ins, ["y"], name="/model/layers.0/mlp/up_proj/MatMul_Q4",
                             domain="com.microsoft", K=K, N=N, bits=bits, block_size=block)
@@ -1043,10 +1119,54 @@ def test_matmulnbits_weights_equal_onnxruntimes_own_dequantization(tmp_path, bit
     except Exception as e:  # an onnxruntime without this bit width
         pytest.skip(f"onnxruntime {ort.__version__} cannot run MatMulNBits bits={bits}: {str(e)[:80]}")
     (want,) = sess.run(None, {"A": np.eye(K, dtype=np.float32)})  # [K, N]
-    (ref,) = OnnxFile(path)
+    f = OnnxFile(path)
+    (ref,) = f  # 2-D scales and zero points are no dense layer of their own (they were: 'scales', 48 x 7)
+    assert sorted(f.not_weights) == [(n, "quantization scale or zero point") for n in ins[2:]]
     assert (ref.name, ref.kind, ref.shape, ref.dtype) == ("model.layers.0.mlp.up_proj.weight", "dense", (N, K), "float32")
     assert ref.bits == bits  # (a delta's noise floor: the codes' rounding, not float32's)
     np.testing.assert_allclose(ref.load(), want.T, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("fp8", ["FLOAT8E4M3FN", "FLOAT8E5M2"])
+def test_fp8_weights_read_by_dequantize_linear_are_dequantized(tmp_path, fp8):
+    """An FP8 weight and its per-channel scale (DequantizeLinear, opset 19+; onnxruntime's quantize_static
+    with QFLOAT8E4M3FN) were analysed as the codes alone, named fc.weight_quantized: alpha 3.50 where the
+    weights the model computes with have 5.21. Read now as the float32 copy of those weights: the same
+    eigenvalues to float32 rounding (1e-5 relative; the products are summed in another order)."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    rng = _rng(21)
+    B = (rng.standard_t(3, size=(160, 96)) * 0.05).astype(np.float32)  # MatMul's [in, out]
+    scale = (np.abs(B).max(0) / 448).astype(np.float32)  # one per output column
+    codes = (B / scale).astype(getattr(ml_dtypes, {"FLOAT8E4M3FN": "float8_e4m3fn", "FLOAT8E5M2": "float8_e5m2"}[fp8]))
+    weights = codes.astype(np.float32) * scale
+    q = helper.make_tensor("fc.weight_quantized", getattr(TensorProto, fp8), codes.shape, codes.tobytes(), raw=True)
+    nodes = [helper.make_node("DequantizeLinear", ["fc.weight_quantized", "fc.weight_scale"], ["w"], axis=1),
+             helper.make_node("MatMul", ["x", "w"], ["y"], name="/fc/MatMul")]
+    model = _model(nodes, {"fc.weight_scale": scale}, opset=21)
+    model.graph.initializer.append(q)
+    f = OnnxFile(_save(model, tmp_path / "fp8.onnx"))
+    (ref,) = f
+    assert (ref.name, ref.shape, ref.dtype, ref.bits) == ("fc.weight", (96, 160), "float32", 8)
+    np.testing.assert_array_equal(ref.load(), weights.T)
+    assert f.not_weights == [("fc.weight_scale", "quantization scale or zero point")]
+    np.testing.assert_allclose(_evals("fc.weight", "dense", ref.shape, ref.load),
+                               _evals("fc.weight", "dense", (96, 160), lambda: weights.T), rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "float4_e2m1fn"])
+def test_a_matmul_weight_of_values_htsr_cannot_read_gets_a_row_saying_so(tmp_path, dtype):
+    """A complex or FP4 MatMul weight was listed as 'shapes, indices, masks'; it is a weight: its row says
+    why it is not analysed, as the same tensor's in a safetensors file."""
+    if dtype == "float4_e2m1fn" and not hasattr(TensorProto, "FLOAT4E2M1"):
+        pytest.skip(f"onnx {onnx.__version__} has no FLOAT4E2M1")
+    data_type = {"complex64": TensorProto.COMPLEX64, "float4_e2m1fn": getattr(TensorProto, "FLOAT4E2M1", 0)}[dtype]
+    nbytes = {"complex64": 8 * 24, "float4_e2m1fn": 12}[dtype]
+    t = helper.make_tensor("fc.weight", data_type, (4, 6), bytes(nbytes), raw=True)
+    model = _model([helper.make_node("MatMul", ["x", "fc.weight"], ["y"], name="/fc/MatMul")], {})
+    model.graph.initializer.append(t)
+    result = htsr.analyze(_save(model, tmp_path / "m.onnx"))
+    (row,) = result.layers
+    assert row.status.startswith(f"skipped: {dtype} values (htsr reads float16/32/64, bfloat16, FP8"), row.status
 
 
 def test_matmulnbits_with_a_layout_htsr_does_not_read_gets_a_skipped_row(tmp_path):

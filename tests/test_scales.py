@@ -63,6 +63,24 @@ def test_fp8_block_scales_are_applied_and_scale_tensors_are_not_layers(tmp_path)
     assert row.name == "mlp.up" and row.status == "ok"
 
 
+@pytest.mark.parametrize("fnuz", ["float8_e4m3fnuz", "float8_e5m2fnuz"])
+def test_amd_fnuz_fp8_files_are_read(tmp_path, fnuz):
+    """F8_E4M3FNUZ / F8_E5M2FNUZ (AMD's FP8 checkpoints, written by safetensors.torch): the whole file was
+    refused as 'unknown dtype'. Read with their block scales, as e4m3fn: exactly the codes × the scales."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    W = matrix_with_singular_values(np.linspace(1.0, 20.0, 130), 260, 130).astype(np.float32)
+    s = np.full((3, 2), np.abs(W).max() / 240.0, np.float32)  # (fnuz e4m3's largest value is 240)
+    codes = torch.from_numpy(W / s[0, 0]).to(getattr(torch, fnuz))
+    path = tmp_path / "fnuz.safetensors"
+    save_file({"mlp.up.weight": codes, "mlp.up.weight_scale_inv": torch.from_numpy(s)}, str(path))
+    (ref,) = open_source(path)
+    assert (ref.name, ref.dtype) == ("mlp.up.weight", fnuz)
+    np.testing.assert_array_equal(ref.load(), codes.float().numpy() * s[0, 0])
+    assert htsr.analyze(path).layers[0].status == "ok"
+
+
 def test_an_fp8_shard_whose_scales_are_in_another_gets_a_skipped_row_when_the_config_says_fp8(tmp_path):
     """A shard file analysed alone, its weight_scale_inv in another shard: with config.json declaring FP8
     quantization the e4m3 codes are not the weights (they were analysed raw, status ok, another alpha), and

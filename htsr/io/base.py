@@ -175,6 +175,9 @@ class ShardIndex:
         if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str) and v
                                                        for k, v in weight_map.items()):
             raise SourceError(f"{index}: weight_map must map tensor names to shard file names; re-save the model")
+        if not weight_map:  # (the folder's shards would be read as none: 'no analysable layer: 0 tensors')
+            raise SourceError(f"{index}: weight_map lists no tensor; re-save the model, or move the index aside to "
+                              "read the folder's weight files")
         shards = []
         for name in dict.fromkeys(weight_map.values()):
             # the name, not where a symlink leads: a Hugging Face cache snapshot's shards link to ../../blobs

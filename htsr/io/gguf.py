@@ -225,6 +225,7 @@ def _reader_class() -> type:
 
         def _build_tensors(self, start_offs, fields):
             size, seen, spans = len(self.data), set(), []
+            align = int(self.alignment)  # (a general.alignment key is a numpy uint32: -n // it would overflow)
             expected, gap = 0, None  # as llama.cpp reads them: each tensor's data right after the last one's, padded
             for i, field in enumerate(fields):
                 _, name_data, n_dims, dims, raw_type, offset = field.parts
@@ -256,12 +257,12 @@ def _reader_class() -> type:
                         f"{label}: row length {ne[0]} is not a multiple of the {qtype.name} block size {block}")
                 nbytes = math.prod(ne) // block * type_size  # Python ints: no overflow
                 rel = int(offset[0])
-                if rel % self.alignment:
-                    raise self._fail(f"{label}: data offset {rel} is not a multiple of the alignment {self.alignment}")
+                if rel % align:
+                    raise self._fail(f"{label}: data offset {rel} is not a multiple of the alignment {align}")
                 if rel != expected and gap is None:
                     gap = (f"{label}: data offset {rel}, not {expected} where the tensors before it end (llama.cpp "
                            "refuses such a file too): a size, type or offset in the header is wrong")
-                expected = rel + -(-nbytes // self.alignment) * self.alignment
+                expected = rel + -(-nbytes // align) * align
                 begin = int(start_offs) + rel
                 if begin + nbytes > size:
                     raise self._fail(
@@ -274,7 +275,7 @@ def _reader_class() -> type:
                                  "the data")
             if gap is not None:
                 raise self._fail(gap)
-            if size - (int(start_offs) + expected) >= self.alignment:
+            if size - (int(start_offs) + expected) >= align:
                 raise self._fail(f"GGUF header is corrupt: {size - int(start_offs) - expected} bytes follow the "
                                  "last tensor's data (a tensor count, size or type in the header is wrong)")
             super()._build_tensors(start_offs, fields)

@@ -40,9 +40,11 @@ low bits first, per-block scales and zero points — packed, float, or the defau
 not read: a skipped row), whose ``<name>_Q4`` / ``_Q4G128`` suffix is dropped. The integer operators type a weight as the float
 ones do (MatMul, Conv), and so do the fused operators of a model saved by onnxruntime's graph optimizer
 (``com.microsoft.FusedGemm``, ``FusedConv``, ``FusedMatMul`` with its ``transA``/``transB``). Its rows say float32, and onnxruntime's ``<name>_quantized`` is named ``<name>``,
-as in the float model. A float weight passed through ``QuantizeLinear`` →
-``DequantizeLinear`` ("fake quantization") is read as the float it is. A scale or zero point computed
-at run time is listed in :attr:`OnnxFile.skipped`.
+as in the float model. An FP8 (or FP4) weight read by ``DequantizeLinear``
+(onnxruntime's ``QFLOAT8E4M3FN``) is codes, dequantized with its scale as an integer one is. A float
+weight passed through ``QuantizeLinear`` → ``DequantizeLinear`` ("fake quantization") is read as the float
+it is. A scale or zero point computed at run time is listed in :attr:`OnnxFile.skipped`; the constant
+ones (of any rank: a block scale is a matrix) are listed in :attr:`OnnxFile.not_weights`.
 
 An initializer that reaches one of these operators only through ``Identity``, ``Cast``, ``Slice``,
 ``Concat``, ``Split``, ``Squeeze`` or ``Unsqueeze`` (e.g. PyTorch's LSTM export, which reorders the gate
@@ -65,7 +67,8 @@ appended — ``/encoder/layer.0/attention/self/query/MatMul`` → ``encoder.laye
 ``<scope>.weight_ih_l<n>`` (W) and ``<scope>.weight_hh_l<n>`` (R), n being the node's instance number
 (``LSTM`` → 0, ``LSTM_1`` → 1), with ``_reverse`` for the second direction (a non-opaque name gets the
 ``_reverse`` suffix alone). A node without a name leaves the tensor's own name. Names are made unique
-by suffixes ``_2``, ``_3``… (before a final ``.weight``). When the model also has readable tensor
+by suffixes ``_2``, ``_3``… (before a final ``.weight``); a name taken from a node never takes a tensor's own
+name (``onnx::MatMul_5`` under ``/fc/MatMul`` is ``fc_2.weight`` where a tensor is named ``fc.weight``). When the model also has readable tensor
 names and a scope's first two dotted components are not the first two of any of them, up to two leading
 scope components are dropped if that makes them match: PyTorch's exporter names nodes after the module
 path from the exported wrapper (``/model/model.0/auto_model/encoder/…``) while the parameters keep the
@@ -74,7 +77,8 @@ path from the inner model (``model.0.auto_model.embeddings.word_embeddings.weigh
 **Memory.** The model is parsed with ``onnx.load(path, load_external_data=False)``: with external data
 (``data_location == EXTERNAL``) only the graph is read, and each tensor is memory-mapped from its file
 at its offset/length when it is loaded — the file must lie inside the model's folder and is checked
-(present, large enough) when the model is opened. Tensors embedded in the ``.onnx`` file are part of the
+(present, large enough, no two tensors over the same bytes) when the model is opened. Sparse initializers
+are listed as not read. Tensors embedded in the ``.onnx`` file are part of the
 protobuf, which is in memory as a whole once parsed (protobuf cannot be read partially); they are
 converted to numpy one at a time (``onnx.numpy_helper.to_array``) only when loaded.
 """
@@ -99,6 +103,7 @@ from .base import (
     FLOAT_DTYPES,
     TensorRef,
     as_loaded,
+    first_overlap,
     import_extra,
     numpy_dtype,
     one_line,
@@ -139,6 +144,17 @@ _STAND_INS = {"QLinearMatMul": ("MatMul", {0: 0, 3: 1}), "MatMulInteger": ("MatM
               # its dynamic quantizer's LSTM: int8 W [dirs, in, 4·hidden] and R [dirs, hidden, 4·hidden]
               # (LSTM's, transposed), scale and zero point per direction (inputs 8-11)
               "DynamicQuantizeLSTM": ("LSTM", {i: i for i in range(8)})}
+
+
+def _parameter_input(node: Any, index: int) -> bool:
+    """Whether input ``index`` of ``node`` is a parameter of how its weight is read, not a weight: a
+    QuantizeLinear / DequantizeLinear scale or zero point, or an input of a stand-in operator that is
+    none of its float operator's (QLinearMatMul's scales, MatMulNBits' scales and zero points)."""
+    if node.op_type in _QDQ:
+        return index > 0
+    if node.op_type in _STAND_INS and _known(node):
+        return index not in _STAND_INS[node.op_type][1]
+    return False
 
 
 def _known(node: Any) -> bool:
@@ -263,6 +279,7 @@ class OnnxFile:
         # (name, reason) of the initializers that are no weights at all (1-D, integer shapes and indices)
         self.not_weights: list[tuple[str, str]] = []
         self.input_files: set[Path] = {self.path.resolve()}  # and its external data files, found below
+        self._spans: dict[Path, dict[str, tuple[int, int, str]]] = defaultdict(dict)  # external data, per file
         onnx = _onnx()
         from google.protobuf.message import DecodeError  # protobuf comes with onnx
 
@@ -281,6 +298,10 @@ class OnnxFile:
         self._model = model  # keeps the TensorProtos (and any embedded data) alive for the loaders
         try:
             self._refs = self._collect(model.graph)
+            for target, spans in self._spans.items():  # as safetensors and GGUF: each tensor its own bytes
+                if overlap := first_overlap(list(spans.values())):
+                    raise self._fail(f"tensors {overlap[0]!r} and {overlap[1]!r} overlap in the external data "
+                                     f"{target.name}; the file is corrupt: re-export the model")
         except SourceError:
             raise
         except Exception as e:  # a protobuf that parses but holds nonsense (found by the fuzz test)
@@ -308,6 +329,9 @@ class OnnxFile:
                     continue
                 tensors[t.name] = t
                 initializers.add(t.name)
+            for sp in g.sparse_initializer:  # (rare: no exporter of trained models writes them)
+                self.not_weights.append((sp.values.name or "(a sparse initializer)", "a sparse initializer: htsr "
+                                         "reads dense tensors; save the model with dense initializers"))
             for n in g.node:
                 nodes.append(n)
                 for i, x in enumerate(n.input):
@@ -316,7 +340,12 @@ class OnnxFile:
                 if n.op_type == "Constant" and n.domain in ("", "ai.onnx") and n.output:
                     for a in n.attribute:
                         if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
-                            tensors.setdefault(n.output[0], a.t)
+                            if tensors.setdefault(n.output[0], a.t) is not a.t and len(a.t.dims) >= 2:
+                                self.not_weights.append((f"{n.output[0]} ({g.name or 'a subgraph'})", "a Constant "
+                                                         "of a name an earlier (sub)graph's has: only that one is read"))
+                        elif a.name == "sparse_value" and a.type == onnx.AttributeProto.SPARSE_TENSOR:
+                            self.not_weights.append((n.output[0], "a sparse Constant: htsr reads dense tensors; save "
+                                                     "the model with dense initializers"))
                 for a in n.attribute:
                     if a.type == onnx.AttributeProto.GRAPH:
                         walk(a.g)
@@ -338,7 +367,8 @@ class OnnxFile:
                         if not _known(n):
                             continue
                         if n.op_type in _TYPED_OPS:
-                            found.append(_Use(n, i, hop == 0, flipped))
+                            if not _parameter_input(n, i):  # (a stand-in's scale is no weight of it)
+                                found.append(_Use(n, i, hop == 0, flipped))
                             continue
                         if n.op_type == "Transpose" and rank == 2:
                             perm = next((list(a.ints) for a in n.attribute if a.name == "perm"), [1, 0])
@@ -362,6 +392,11 @@ class OnnxFile:
         for name, t in tensors.items():
             if any(d < 0 for d in t.dims):  # (-2, -2) has a positive product: the size checks would pass it
                 raise self._fail(f"tensor {name!r}: negative dimension in {list(t.dims)}; the file is corrupt")
+            uses = consumers.get(name, ())
+            if uses and all(_parameter_input(n, i) for n, i in uses):  # (2-D block scales, packed zero points too)
+                if len(t.dims) >= 2 or name in initializers:
+                    self.not_weights.append((name, "quantization scale or zero point"))
+                continue
             if len(t.dims) < 2:
                 if name in initializers:  # a quantizer's scales and zero points, else what a state dict's would be
                     self.not_weights.append((name, "quantization scale or zero point" if _QUANT_PARAM.search(name)
@@ -369,6 +404,9 @@ class OnnxFile:
                 continue
             dtype = _dtype_name(onnx, t.data_type)
             loader, unreadable, shape = None, "", None
+            # an FP8 (or FP4) weight read by DequantizeLinear is codes, dequantized with its scale as an integer one
+            coded = dtype is not None and dtype.startswith(("float8", "float4")) and any(
+                n.op_type == "DequantizeLinear" and i == 0 and _known(n) for n, i in uses)
             nbits = next((n for n, i in consumers.get(name, ()) if i == 1 and n.op_type == "MatMulNBits"
                           and n.domain == "com.microsoft"), None)
             if dtype is None:  # a weight's row (or its listing) says so; the other layers are read
@@ -380,9 +418,11 @@ class OnnxFile:
                     unreadable, loader = got, skipped_loader(f"{got}; analyse the float model")
                 else:
                     loader = got
-            elif dtype not in FLOAT_DTYPES:
-                quant = self._quantization(name, consumers, tensors) if dtype in _QUANT_DTYPES else None
-                if quant is None:
+            elif dtype not in FLOAT_DTYPES or coded:
+                quant = self._quantization(name, consumers, tensors) if dtype in _QUANT_DTYPES or coded else None
+                if quant is None and dtype.startswith(("float", "complex")):  # values, not indices: a row says so
+                    quant = f"{dtype} values (htsr reads float16/32/64, bfloat16, FP8 and dequantized integers)"
+                elif quant is None:
                     if name in initializers:
                         self.not_weights.append((name, f"{dtype} tensor: shapes, indices, masks"))
                     continue
@@ -399,20 +439,25 @@ class OnnxFile:
         self._prefixes = {".".join(n.split(".")[:2]) for _, n, _, _, _, _ in pending
                           if not _OPAQUE.match(n) and "." in n}
 
-        taken: set[str] = set()
-        refs: list[TensorRef] = []
+        built: list[tuple[TensorRef, bool]] = []  # (ref, named after its own tensor)
         for _, name, t, use, loader, shape in pending:
             # onnxruntime's quantizer names a weight <name>_quantized (<name>_Transposed_quantized when it
             # turned a Gemm's [out, in] B into MatMulInteger's [in, out]): the float model's name again
             # (and its MatMulNBits quantizer <name>_Q4, onnxruntime-genai's <name>_Q4G128)
             shown = _NBITS_SUFFIX.sub("", name).removesuffix("_quantized").removesuffix("_Transposed") if loader else name
-            for ref in self._typed_refs(shown, t, use, loader, shape):
-                if ref is None:
-                    continue
-                unique = self._unique(ref.name, taken)
-                taken.add(unique)
-                refs.append(dataclasses.replace(ref, name=unique))
-        return refs
+            built += [(ref, ref.name.startswith(shown)) for ref in self._typed_refs(shown, t, use, loader, shape)
+                      if ref is not None]
+        # names made unique, a tensor's own name first: a name taken from an opaque tensor's node
+        # ('fc.weight' for onnx::MatMul_5 under /fc/MatMul) never takes a tensor's own name from it
+        names: dict[int, str] = {}
+        taken: set[str] = set()
+        for own in (True, False):
+            for i, (ref, is_own) in enumerate(built):
+                if is_own == own:
+                    names[i] = self._unique(ref.name, taken)
+                    taken.add(names[i])
+            taken |= tensors.keys()
+        return [dataclasses.replace(ref, name=names[i]) for i, (ref, _) in enumerate(built)]
 
     @staticmethod
     def _unique(name: str, taken: set[str]) -> str:
@@ -723,8 +768,11 @@ class OnnxFile:
             length = int(info["length"]) if "length" in info else None
         except ValueError:
             raise self._fail(f"tensor {name!r}: external data has a bad offset/length {info}") from None
+        if not location:
+            raise self._fail(f"tensor {name!r}: external data without a location (no file named); the model is "
+                             "corrupt: re-export it")
         target = (folder / location).resolve()
-        if not location or os.path.isabs(location) or not target.is_relative_to(folder):
+        if os.path.isabs(location) or not target.is_relative_to(folder):
             raise self._fail(f"tensor {name!r}: external data file {location!r} is outside the model's folder "
                              f"{folder}; refused")
         if not target.is_file():
@@ -737,6 +785,7 @@ class OnnxFile:
         if length != need or offset < 0 or offset + length > size:
             raise self._fail(f"tensor {name!r}: external data {location!r} offset {offset} length {length} does "
                              f"not hold shape {list(shape)} of {dtype_name} in its {size} bytes; truncated?")
+        self._spans[target][name] = (offset, offset + length, name)
 
         def load() -> np.ndarray:
             if length == 0:

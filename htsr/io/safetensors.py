@@ -30,6 +30,7 @@ _MAX_HEADER = 100 * 1024 * 1024
 _DTYPES: dict[str, tuple[str, int]] = {
     "F64": ("float64", 8), "F32": ("float32", 4), "F16": ("float16", 2), "BF16": ("bfloat16", 2),
     "F8_E4M3": ("float8_e4m3fn", 1), "F8_E5M2": ("float8_e5m2", 1),
+    "F8_E4M3FNUZ": ("float8_e4m3fnuz", 1), "F8_E5M2FNUZ": ("float8_e5m2fnuz", 1),  # (AMD's FP8 checkpoints)
     "I64": ("int64", 8), "I32": ("int32", 4), "I16": ("int16", 2), "I8": ("int8", 1),
     "U64": ("uint64", 8), "U32": ("uint32", 4), "U16": ("uint16", 2), "U8": ("uint8", 1),
     "BOOL": ("bool", 1), "C64": ("complex64", 8), "F8_E8M0": ("float8_e8m0fnu", 1),
@@ -37,6 +38,19 @@ _DTYPES: dict[str, tuple[str, int]] = {
 # valid safetensors dtypes of fewer than 8 bits, which htsr does not decode: such a tensor named as a
 # weight gets a skipped row (the rest of the file is read)
 _SUB_BYTE: dict[str, int] = {"F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object's pairs as a dict, refusing a key given twice."""
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return d
 
 
 def natural_key(name: str) -> list:
@@ -75,9 +89,12 @@ class SafetensorsFile:
                     f"header length {n} exceeds the file size {size}: truncated or not a safetensors file"
                 )
             try:
-                header = json.loads(f.read(n))
+                header = json.loads(f.read(n), object_pairs_hook=_unique_keys)
             except (UnicodeDecodeError, json.JSONDecodeError) as e:
                 raise self._fail(f"corrupt safetensors header ({e.__class__.__name__}: {e})") from None
+            except _DuplicateKey as e:  # (json keeps the last: the first tensor would vanish unlisted)
+                raise self._fail(f"corrupt safetensors header: tensor {e.args[0]!r} appears twice — not written by a "
+                                 "safetensors writer") from None
         if not isinstance(header, dict):
             raise self._fail("corrupt safetensors header (not a JSON object)")
         self._data_start = 8 + n
