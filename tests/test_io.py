@@ -235,6 +235,23 @@ def test_folder_of_loose_safetensors_without_index(tmp_path):
     assert [r.name for r in htsr.analyze(folder).layers] == ["a", "b"]
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs symlinks and named pipes")
+def test_folder_entries_that_are_no_weight_files(tmp_path):
+    """A shard whose link leads nowhere (an interrupted Hugging Face download) raised a bare
+    FileNotFoundError; a folder or a pipe named *.safetensors raised IsADirectoryError, or blocked the run
+    forever. The link is refused in one line naming it; the folder and the pipe are no weight files."""
+    folder = tmp_path / "m"
+    folder.mkdir()
+    np_save_file({"a.weight": _rng(7).standard_normal((80, 40)).astype(np.float32)}, str(folder / "a.safetensors"))
+    (folder / "old.safetensors").mkdir()
+    os.mkfifo(folder / "pipe.safetensors")
+    assert [r.name for r in htsr.analyze(folder, min_evals=5).layers] == ["a"]
+    os.symlink(tmp_path / "blobs" / "missing", folder / "b.safetensors")
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(folder)
+    _one_line_source_error(ei, str(folder / "b.safetensors"), "a link to a missing file")
+
+
 def test_nested_mapping_of_arrays_is_flattened():
     """{'encoder': {'layer': {'weight': array}}} (no torch): rows named with dots, like a state dict's. It
     went to the torch reader and reported 'none of its 0 tensors'. 'emb.weight' is an embedding."""

@@ -63,6 +63,23 @@ def test_fp8_block_scales_are_applied_and_scale_tensors_are_not_layers(tmp_path)
     assert row.name == "mlp.up" and row.status == "ok"
 
 
+@pytest.mark.parametrize("stack", [False, True])
+def test_a_block_grid_of_one_row_is_not_read_as_one_scale_per_row(tmp_path, stack):
+    """A [56, 7168] FP8 weight has DeepSeek block scales [1, 56]: 56 blocks of 128 columns, as many as its
+    rows. They were read as one scale per row (squeezed to (56,)): lambda_max 10x off, and an expert stack's
+    alpha 1.11 where the dequantized weights give 6.56, status ok."""
+    rng = np.random.default_rng(3)
+    out, n_in = 56, 56 * 128
+    q = np.clip(rng.standard_normal((out, n_in)) * 50, -448, 448).astype(ml_dtypes.float8_e4m3fn)
+    s = np.logspace(-4, 0, 56, dtype=np.float32).reshape(1, 56)
+    want = q.astype(np.float32) * np.repeat(s, 128, axis=1)  # DeepSeek's weight_dequant
+    tensors = ({"mlp.experts.gate_up_proj": np.stack([q, q]), "mlp.experts.gate_up_proj_scale_inv": np.stack([s, s])}
+               if stack else {"proj.weight": q, "proj.weight_scale_inv": s})
+    (ref,) = open_source(_save(tmp_path / "fp8.safetensors", tensors))
+    got = ref.load()
+    np.testing.assert_array_equal(got, np.stack([want, want]) if stack else want)  # exact: the same products
+
+
 @pytest.mark.parametrize("fnuz", ["float8_e4m3fnuz", "float8_e5m2fnuz"])
 def test_amd_fnuz_fp8_files_are_read(tmp_path, fnuz):
     """F8_E4M3FNUZ / F8_E5M2FNUZ (AMD's FP8 checkpoints, written by safetensors.torch): the whole file was

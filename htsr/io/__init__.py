@@ -17,7 +17,7 @@ from ..errors import SourceError
 from .base import FLOAT_DTYPES, TensorRef, TensorSource, is_gzip
 from .flax import is_msgpack_checkpoint
 from .numpy import ArrayMapping, NpyFile, NpzFile
-from .safetensors import SafetensorsFile, ShardedSafetensors, is_safetensors
+from .safetensors import SafetensorsFile, ShardedSafetensors, is_safetensors, weight_files
 
 __all__ = ["FLOAT_DTYPES", "SUPPORTED", "TensorRef", "TensorSource", "open_source"]
 
@@ -41,10 +41,14 @@ def open_source(source: Any) -> TensorSource:
             raise SourceError("an empty path: give a model file or folder")
         return _open_path(Path(source))
     if isinstance(source, Mapping):
-        from .flax import FlaxTree, is_flax_tree
+        from .flax import FlaxTree, is_flax_tree, unflattened
 
         if is_flax_tree(source):  # 'kernel'/'embedding' leaves, a 'params' collection, jax/flax objects
             return FlaxTree(source)
+        flat = dict(source)  # ({'conv/kernel': …}: a Flax tree flattened, its kernels channels-last)
+        tree = unflattened(flat, flat.__getitem__) if all(isinstance(k, str) for k in flat) else None
+        if tree is not None and not any(isinstance(v, Mapping) for v in flat.values()):
+            return FlaxTree(tree)
         from .numpy import flat_items
         from .torch import TorchStateDict, is_torch_object, unwrap_state, with_notes
 
@@ -134,7 +138,7 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
         from .peft import PeftAdapter
 
         return PeftAdapter(path), {_resolved(f) for f in path.iterdir()}  # its weights are its own
-    if (path / "model.safetensors.index.json").is_file() or any(path.glob("*.safetensors")):
+    if (path / "model.safetensors.index.json").is_file() or weight_files(path, "*.safetensors"):
         src = ShardedSafetensors(path)  # with an index, its shards; loose files say what they leave out
         return src, {_resolved(f.path) for f in src.files} if src.indexed else set()
     index = path / "pytorch_model.bin.index.json"
@@ -172,6 +176,16 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
     raise SourceError(
         f"{path}: folder has no *.safetensors, pytorch_model.bin (or its shard index), flax_model.msgpack, Keras "
         f"model.weights.h5, model.onnx or single weight file{which}; supported: {SUPPORTED}")
+
+
+def _npz(path: Path) -> TensorSource:
+    """An .npz archive; a flattened Flax tree (the ViT and big_vision checkpoints: ``…/Dense_0/kernel``)
+    read as one, its kernels channels-last and [in, out]."""
+    npz = NpzFile(path)
+    from .flax import FlaxTree, unflattened
+
+    tree = unflattened(npz.names)
+    return npz if tree is None else FlaxTree(tree, str(path), leaf=npz.leaf, corrupt=npz.unreadable())
 
 
 def _open_path(path: Path) -> TensorSource:
@@ -214,7 +228,7 @@ def _open_path(path: Path) -> TensorSource:
             raise SourceError(f"{path}: corrupt zip archive ({e.__class__.__name__}: {str(e)[:120]}); "
                               "truncated?") from None
         if names and all(n.endswith(".npy") for n in names):
-            return NpzFile(path)
+            return _npz(path)
         from .torchzip import TorchZipFile, is_torchscript_archive
 
         if is_torchscript_archive(names):  # torch.jit.save: read by htsr alone (torch.load refuses it weights-only)

@@ -710,11 +710,16 @@ class FlaxTree(_Tree):
     Leaves with a ``value`` attribute holding the array (nnx ``Variable`` / ``VariableState``) are unwrapped.
     """
 
-    def __init__(self, tree: Mapping, description: str = "<flax params>") -> None:
+    def __init__(self, tree: Mapping, description: str = "<flax params>",
+                 leaf: Callable[[tuple[str, ...], Any], Any] | None = None, corrupt: Iterator[tuple[str, str]] = ()) -> None:
+        """``leaf``: how a leaf becomes ``(shape, dtype name, array function of an index)`` (see
+        :meth:`_Tree._build`), arrays in memory by default; ``corrupt``: (path, why) of leaves that cannot be
+        read (listed as skipped)."""
         if not isinstance(tree, Mapping):
             raise SourceError(f"{description}: a Flax parameter tree must be a mapping, not {type(tree).__name__}")
         self.description = description
-        self._build(tree, _memory_leaf)
+        self._corrupt = list(corrupt)
+        self._build(tree, leaf or _memory_leaf)
 
 
 def _array_like(v: Any) -> Any:
@@ -735,6 +740,28 @@ def _memory_leaf(path: tuple[str, ...], value: Any):
     except TypeError:
         return None
     return tuple(int(d) for d in a.shape), dtype, (lambda idx=(), a=a: np.asarray(a[idx] if idx else a))
+
+
+def unflattened(keys: Iterator[str] | list[str], values: Callable[[str], Any] = lambda k: k) -> dict | None:
+    """Flat Flax (or Keras) parameter paths nested again — ``Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel``,
+    as the ViT and big_vision ``.npz`` checkpoints store them, or dotted — with ``values(key)`` as leaves; None
+    unless some key ends in a ``kernel`` or ``embedding`` leaf (a PyTorch state dict says ``weight``), or if
+    one key is both a leaf and a parent. Their kernels are [in, out] and channels-last, as in a Flax tree."""
+    keys = list(keys)
+    sep = "/" if any("/" in k for k in keys) else "."
+    if not any(sep in k and k.rsplit(sep, 1)[1] in ("kernel", "embedding") for k in keys):
+        return None
+    tree: dict = {}
+    for k in keys:
+        node, (*parents, leaf) = tree, k.split(sep)
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                return None
+        if leaf in node:
+            return None
+        node[leaf] = values(k)
+    return tree
 
 
 def is_flax_tree(obj: Any) -> bool:

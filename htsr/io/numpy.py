@@ -122,6 +122,23 @@ class NpzFile:
 
         return load
 
+    @property
+    def names(self) -> list[str]:
+        return list(self._meta)
+
+    def unreadable(self) -> list[tuple[str, str]]:
+        """(name, why) of the members whose header cannot be read."""
+        return [(name, meta) for name, meta in self._meta.items() if isinstance(meta, str)]
+
+    def leaf(self, path: tuple[str, ...], name: str):
+        """Member ``name`` as a Flax tree's leaf: ``(shape, dtype name, array function of an index)``, read
+        when loaded; None for an unreadable one (listed by :meth:`unreadable`)."""
+        meta = self._meta[name]
+        if isinstance(meta, str):
+            return None
+        load = self._loader(name)
+        return meta[0], meta[1].name, lambda idx=(): load()[idx]
+
     def _ref(self, name: str) -> TensorRef:
         meta = self._meta[name]
         if isinstance(meta, str):  # a row that says why (whatever its shape: it is unknown)

@@ -22,7 +22,7 @@ from ..errors import SourceError
 from .base import ShardIndex, TensorRef, as_loaded, first_overlap, numpy_dtype, skipped_loader
 from .scales import PackedConfig, with_scales
 
-__all__ = ["SafetensorsFile", "ShardedSafetensors", "is_safetensors", "natural_key"]
+__all__ = ["SafetensorsFile", "ShardedSafetensors", "is_safetensors", "natural_key", "weight_files"]
 
 _MAX_HEADER = 100 * 1024 * 1024
 
@@ -72,7 +72,10 @@ class SafetensorsFile:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.description = str(self.path)
-        self._entries = self._read_header()
+        try:
+            self._entries = self._read_header()
+        except OSError as e:  # gone, a folder, unreadable (a shard named by an index)
+            raise self._fail(f"cannot read ({e.strerror or e})") from None
 
     def _fail(self, what: str) -> SourceError:
         return SourceError(f"{self.path}: {what}")
@@ -172,6 +175,20 @@ class SafetensorsFile:
         yield from with_scales(self.refs(), PackedConfig.of_folder(self.path.parent))
 
 
+def weight_files(folder: Path, pattern: str) -> list[Path]:
+    """The regular files in ``folder`` matching ``pattern`` (a folder or a pipe of that name is no weight
+    file: a pipe would block the read forever). A link to a missing file is refused: a folder with one
+    shard's link dangling (an interrupted Hugging Face download) would be read as the rest of the model."""
+    out = []
+    for p in folder.glob(pattern):
+        if p.is_file():  # (a regular file, through links)
+            out.append(p)
+        elif p.is_symlink() and not p.exists():
+            raise SourceError(f"{p}: a link to a missing file (an interrupted download?); download the model "
+                              "again, or remove the link")
+    return out
+
+
 class ShardedSafetensors:
     """A Hugging Face model folder: ``model.safetensors.index.json`` and its shards, or loose files."""
 
@@ -184,7 +201,7 @@ class ShardedSafetensors:
             self._index = ShardIndex.read(index)
             self._files = [SafetensorsFile(p) for p in self._index.shards]
         else:
-            paths = sorted(self.folder.glob("*.safetensors"), key=lambda p: natural_key(p.name))
+            paths = sorted(weight_files(self.folder, "*.safetensors"), key=lambda p: natural_key(p.name))
             # Mistral's own copy of the weights (its tensor names) beside the Hugging Face files
             mistral = [p for p in paths if p.name.startswith("consolidated")]
             left = [p.name for p in mistral] if len(mistral) < len(paths) else []

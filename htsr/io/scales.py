@@ -132,13 +132,14 @@ def _expand(scale: np.ndarray, shape: tuple[int, ...], what: str, stack: bool = 
             return np.stack([np.broadcast_to(_expand(per[e], shape[1:], what), shape[1:]) for e in range(shape[0])])
         except SourceError:
             pass  # (then as the stack's own layout below)
-    if len(shape) >= 2 and s.squeeze().shape == (shape[0],):  # per output channel: a row, or a conv's c_out
-        return s.reshape((shape[0],) + (1,) * (len(shape) - 1))
-    if s.ndim == len(shape) == 2:
+    if s.ndim == len(shape) == 2:  # a grid of blocks first: DeepSeek's [1, in/128] of a [56, 7168] weight is
+        # no scale per row, though it holds 56 (one per output row is [out, 1] here: a grid of one column)
         block = [_block(n, k) for n, k in zip(shape, s.shape)]
         if None not in block:
             full = np.repeat(np.repeat(s, block[0], axis=0), block[1], axis=1)
             return full[: shape[0], : shape[1]]
+    if len(shape) >= 2 and s.squeeze().shape == (shape[0],):  # per output channel: a row, or a conv's c_out
+        return s.reshape((shape[0],) + (1,) * (len(shape) - 1))
     raise SourceError(f"{what}: scale shape {tuple(s.shape)} fits no scale layout of a {tuple(shape)} weight "
                       "(scalar, per output row, or a grid of power-of-two blocks); the file may be corrupt")
 
