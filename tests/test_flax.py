@@ -359,6 +359,30 @@ def test_a_flattened_tree_in_an_npz_or_a_flat_dict_is_read_as_the_tree(tmp_path,
     assert not isinstance(open_source(sd), FlaxTree)
 
 
+def test_optimizer_states_of_flax_optim_and_optax_under_any_key_are_left_out(tmp_path):
+    """flax.optim's {'target', 'state': {'param_states'}} and an optax state under a key htsr does not know
+    ({'opt': {'0': {'mu', 'nu'}}}) gave the moments as dense rows; an int8 kernel (AQT) was listed as an
+    integer buffer: now a row that says why it is not analysed."""
+    p = {"Dense_0": {"kernel": _f32(80, 120, seed=1)}, "Dense_1": {"kernel": _f32(120, 100, seed=2)}}
+    moments = {"Dense_0": {"kernel": {"grad_ema": _f32(80, 120, seed=3), "grad_sq_ema": _f32(80, 120, seed=4)}}}
+    for tree, names, left in (
+            ({"target": p, "state": {"step": np.array(100, np.int32), "param_states": moments}},
+             ["Dense_0", "Dense_1"], ["state"]),
+            ({"model": p, "opt": {"0": {"count": np.array(3), "mu": p, "nu": p}}},
+             ["model.Dense_0", "model.Dense_1"], ["opt"])):
+        for source in (tree, write(tmp_path / "c.msgpack", tree)):
+            r = htsr.analyze(source, min_evals=2)
+            assert [l.name for l in r.layers] == names
+            assert [(n.reason, n.examples) for n in r.not_analysed] == [
+                ("passed over by the reader: optimizer state, not the model's parameters", tuple(left))]
+    q = {"params": {"Dense_0": {"kernel": _rng(5).integers(-100, 100, (80, 120)).astype(np.int8),
+                                "scale": np.ones((1, 120), np.float32)}, "Dense_1": p["Dense_1"]}}
+    rows = htsr.analyze(write(tmp_path / "q.msgpack", q), min_evals=2).layers
+    assert [(l.name, l.status) for l in rows] == [
+        ("Dense_0", "skipped: stored as int8: a quantized kernel, whose scale htsr does not apply; analyse the float "
+                    "parameters"), ("Dense_1", "ok")]
+
+
 def test_analyze_through_the_reader(small_file, analyze):
     rows = {r.name: r for r in analyze(FlaxMsgpackFile(small_file), min_evals=2).layers}
     assert {n: (r.kind, r.shape) for n, r in rows.items()} == {
@@ -844,13 +868,13 @@ def test_a_nested_train_state_boxed_params_and_optimizer_state(tmp_path):
 
 def test_sub_byte_dtypes_are_read_not_refused(tmp_path):
     """flax writes jnp.int4 (one value a byte, ml_dtypes' int4): the file was refused as corrupt ("'int4' is
-    not a numpy dtype"); now the int4 kernel is passed over as integer codes and the float one analysed."""
+    not a numpy dtype"); now the int4 kernel is a row saying why it is not analysed, and the float one analysed."""
     import ml_dtypes
 
     q = np.arange(-8, 8, dtype=np.int8).repeat(8).reshape(16, 8).astype(ml_dtypes.int4)
     tree = {"params": {"q": {"kernel": q}, "d": {"kernel": _f32(40, 30)}}}
     r = htsr.analyze(FlaxMsgpackFile(write(tmp_path / "int4.msgpack", tree)), min_evals=2)
-    assert [x.name for x in r.layers] == ["d"] and r.layers[0].status == "ok"
+    assert [(x.name, x.status[:27]) for x in r.layers] == [("q", "skipped: stored as int4: a "), ("d", "ok")]
     assert r.num_tensors == 2
 
 

@@ -941,6 +941,47 @@ def test_empty_folder_lists_supported_formats(tmp_path):
     _one_line_source_error(ei, str(tmp_path), SUPPORTED)
 
 
+def test_a_folder_of_model_folders_names_them(tmp_path):
+    """A Trainer's output folder (checkpoint-500/, checkpoint-1000/): the error said only what it lacks."""
+    for step in (500, 1000):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        np_save_file({"a.weight": np.ones((4, 4), np.float32)}, str(tmp_path / f"checkpoint-{step}" / "model.safetensors"))
+    (tmp_path / "logs").mkdir()
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(tmp_path)
+    _one_line_source_error(ei, str(tmp_path), "its subfolders checkpoint-1000/, checkpoint-500/ hold weight files: give one")
+
+
+def test_git_lfs_pointers_empty_archives_and_misnamed_pickles(tmp_path):
+    """A clone without 'git lfs pull' has pointer files for weights ('bad header length'); an index naming a
+    torch checkpoint as a shard said 'header length … exceeds'; np.savez() of no arrays was 'neither .npz nor
+    a PyTorch checkpoint'; a pickle named .msgpack was refused as 'not a Flax msgpack checkpoint'."""
+    pointer = b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"0" * 64 + b"\nsize 90868376\n"
+    (tmp_path / "model.safetensors").write_bytes(pointer)
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(tmp_path / "model.safetensors")
+    _one_line_source_error(ei, str(tmp_path / "model.safetensors"), "a Git LFS pointer", "git lfs pull")
+    folder = tmp_path / "sharded"
+    folder.mkdir()
+    (folder / "model-00001-of-00002.safetensors").write_bytes(pointer)
+    import zipfile
+    with zipfile.ZipFile(folder / "model-00002-of-00002.safetensors", "w") as z:
+        z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+    for shard, says in (("model-00001-of-00002.safetensors", "a Git LFS pointer"),
+                        ("model-00002-of-00002.safetensors", "a PyTorch checkpoint (zip or pickle), not a safetensors")):
+        (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a.weight": shard}}))
+        with pytest.raises(htsr.SourceError) as ei:
+            htsr.analyze(folder)
+        _one_line_source_error(ei, str(folder / shard), says)
+    np.savez(tmp_path / "empty.npz")
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(tmp_path / "empty.npz")
+    _one_line_source_error(ei, str(tmp_path / "empty.npz"), "an empty zip archive")
+    import pickle
+    (tmp_path / "w.msgpack").write_bytes(pickle.dumps({"fc.weight": np.ones((60, 50), np.float32)}, protocol=4))
+    assert [l.name for l in htsr.analyze(tmp_path / "w.msgpack", min_evals=5).layers] == ["fc"]
+
+
 def test_missing_path(tmp_path):
     path = tmp_path / "does" / "not" / "exist.safetensors"
     with pytest.raises(htsr.SourceError) as ei:

@@ -1409,6 +1409,22 @@ def test_broken_keras_archives_are_named_and_one_bad_layer_config_does_not_stop_
     assert [x.status for x in r.layers] == ["ok", "ok"]
 
 
+def test_sharded_keras_weights_are_refused_not_read_as_one_shard(keras, tmp_path):
+    """save_weights('sh.weights.json', max_shard_size=…) writes an index and sh_00000.weights.h5 …: one shard
+    was analysed as the whole model (1 layer of 4, no word), the index was an 'unknown file format'."""
+    m = keras.Sequential([keras.Input((64,))] + [keras.layers.Dense(128, name=f"d{i}") for i in range(4)])
+    m.save_weights(tmp_path / "sh.weights.json", max_shard_size=0.00007)
+    shards = sorted(tmp_path.glob("sh_*.weights.h5"))
+    assert len(shards) > 1
+    for path, says in ((shards[0], "one shard of Keras weights sharded by sh.weights.json"),
+                       (tmp_path / "sh.weights.json", "the index of Keras weights sharded")):
+        with pytest.raises(htsr.SourceError) as ei:
+            htsr.analyze(path)
+        _one_line_source_error(ei, str(path), says, "save them whole")
+    m.save_weights(tmp_path / "whole_00001.weights.h5")  # a name like a shard's, without an index: read
+    assert len(htsr.analyze(tmp_path / "whole_00001.weights.h5", min_evals=2).layers) == 4
+
+
 def test_a_bfloat16_layer_in_a_keras3_legacy_h5_is_read(keras, tmp_path):
     """Keras 3's legacy .h5 writer stores bfloat16 as an opaque 2-byte type ('void16'): the bytes are the
     bfloat16 values (the layer was dropped as a 'void16 tensor')."""

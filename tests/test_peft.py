@@ -282,6 +282,27 @@ def _write_adapter(folder, tensors, **cfg):
     return folder
 
 
+def test_a_model_beside_an_adapter_is_named_and_an_adapter_without_its_config_is_left_out(tmp_path):
+    """A folder with model.safetensors and a PEFT adapter: the model's weights were neither read nor named.
+    Without adapter_config.json, the adapter's lora_A / lora_B factors were read as dense layers of the model."""
+    rng = np.random.default_rng(1)
+    W = {f"model.layers.{i}.q_proj.weight": rng.standard_normal((120, 80)).astype(np.float32) for i in range(2)}
+    t = {}
+    for i in range(2):
+        t[f"base_model.model.model.layers.{i}.q_proj.lora_A.weight"] = rng.standard_normal((4, 80)).astype(np.float32)
+        t[f"base_model.model.model.layers.{i}.q_proj.lora_B.weight"] = rng.standard_normal((120, 4)).astype(np.float32)
+    folder = _write_adapter(tmp_path / "both", t, target_modules=["q_proj"])
+    safetensors_torch.save_file({k: torch.as_tensor(v) for k, v in W.items()}, str(folder / "model.safetensors"))
+    r = htsr.analyze(folder, min_evals=2)
+    assert [l.name for l in r.layers] == ["model.layers.0.q_proj#delta", "model.layers.1.q_proj#delta"]
+    assert r.source == f"{folder} (other weight files here, not read: model.safetensors)"
+    (folder / "adapter_config.json").unlink()
+    r = htsr.analyze(folder, min_evals=2)
+    assert [(l.name, l.kind) for l in r.layers] == [("model.layers.0.q_proj", "dense"), ("model.layers.1.q_proj", "dense")]
+    assert r.source == (f"{folder} (adapter_model.safetensors left out: a LoRA adapter, which htsr reads with the "
+                        "adapter_config.json it lacks here)")
+
+
 def test_fan_in_fan_out_merge_is_transposed(tmp_path):
     rng = np.random.default_rng(0)
     A, B = rng.standard_normal((4, 40)).astype(np.float32), rng.standard_normal((40, 4)).astype(np.float32)

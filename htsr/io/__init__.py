@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SourceError
-from .base import FLOAT_DTYPES, TensorRef, TensorSource, is_gzip
+from .base import FLOAT_DTYPES, LFS_POINTER, TensorRef, TensorSource, is_gzip, lfs_pointer_error
 from .flax import is_msgpack_checkpoint
 from .numpy import ArrayMapping, NpyFile, NpzFile
 from .safetensors import SafetensorsFile, ShardedSafetensors, is_safetensors, weight_files
@@ -130,14 +130,24 @@ def _is_file(f: Path) -> bool:
         return False
 
 
+def _holds_weights(d: Path) -> bool:
+    """Whether ``d`` is a folder with a weight file in it."""
+    try:
+        return d.is_dir() and any(f.suffix.lower() in _WEIGHT_SUFFIXES and _is_file(f) for f in d.iterdir())
+    except OSError:  # unreadable
+        return False
+
+
 def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
     """The model in a folder, and the files (resolved) it reads."""
     from .peft import is_peft_folder
 
     if is_peft_folder(path):  # before the safetensors glob: it holds adapter_model.safetensors
-        from .peft import PeftAdapter
+        from .peft import ADAPTER_FILES, PeftAdapter
 
-        return PeftAdapter(path), {_resolved(f) for f in path.iterdir()}  # its weights are its own
+        weights = next((path / f for f in ADAPTER_FILES if (path / f).is_file()), None)
+        # (a model's weights beside the adapter are named as not read: --base reads them)
+        return PeftAdapter(path), {_resolved(path / "adapter_config.json"), weights and _resolved(weights)}
     if (path / "model.safetensors.index.json").is_file() or weight_files(path, "*.safetensors"):
         src = ShardedSafetensors(path)  # with an index, its shards; loose files say what they leave out
         return src, {_resolved(f.path) for f in src.files} if src.indexed else set()
@@ -173,9 +183,22 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
         src = _open_path(one)
         return src, {_resolved(f) for f in getattr(src, "input_files", ())} | {_resolved(one)}
     which = f" (it has {', '.join(f.name for f in candidates[:4])}: give one)" if candidates else ""
+    if not candidates:  # a Trainer's output folder (checkpoint-500/ …), a diffusers pipeline (unet/ …)
+        held = sorted(d.name for d in path.iterdir() if _holds_weights(d))
+        which = f" (its subfolders {', '.join(d + '/' for d in held[:4])} hold weight files: give one)" if held else ""
     raise SourceError(
         f"{path}: folder has no *.safetensors, pytorch_model.bin (or its shard index), flax_model.msgpack, Keras "
         f"model.weights.h5, model.onnx or single weight file{which}; supported: {SUPPORTED}")
+
+
+#: a shard of Keras 3's sharded weights (save_weights("x.weights.json", max_shard_size=…)): x_00000.weights.h5
+_KERAS_SHARD = re.compile(r"(?P<stem>.+)_\d{5}\.weights\.h5$")
+
+
+def _keras_sharded(path: Path, index: Path) -> SourceError:
+    what = "the index of Keras weights sharded" if path == index else f"one shard of Keras weights sharded by {index.name}"
+    return SourceError(f"{path}: {what}, which htsr does not read; save them whole "
+                       "(model.save_weights('model.weights.h5')) or save the model as .keras")
 
 
 def _npz(path: Path) -> TensorSource:
@@ -208,6 +231,8 @@ def _open_path(path: Path) -> TensorSource:
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(32)  # a legacy torch.save pickle with a FRAME header needs 23 to be told apart
+    if head.startswith(LFS_POINTER):
+        raise lfs_pointer_error(path)
     if head[:4] == b"GGUF":  # before the safetensors check: a GGUF header can pass as a safetensors length
         from .gguf import open_gguf
 
@@ -215,6 +240,9 @@ def _open_path(path: Path) -> TensorSource:
     if head.startswith(b"\x89HDF\r\n\x1a\n"):  # HDF5: Keras 3 .weights.h5, legacy Keras 2 .h5
         from .keras import KerasFile
 
+        shard = _KERAS_SHARD.match(path.name)
+        if shard and (path.parent / f"{shard['stem']}.weights.json").is_file():  # one part of a model, not it
+            raise _keras_sharded(path, path.parent / f"{shard['stem']}.weights.json")
         return KerasFile(path)
     if is_safetensors(head, size):
         return SafetensorsFile(path)
@@ -227,7 +255,9 @@ def _open_path(path: Path) -> TensorSource:
         except Exception as e:  # noqa: BLE001 - BadZipFile, but also ValueError, OverflowError … on lying headers
             raise SourceError(f"{path}: corrupt zip archive ({e.__class__.__name__}: {str(e)[:120]}); "
                               "truncated?") from None
-        if names and all(n.endswith(".npy") for n in names):
+        if not names:
+            raise SourceError(f"{path}: an empty zip archive (np.savez of no arrays?): no weights to read")
+        if all(n.endswith(".npy") for n in names):
             return _npz(path)
         from .torchzip import TorchZipFile, is_torchscript_archive
 
@@ -265,7 +295,10 @@ def _open_path(path: Path) -> TensorSource:
         from .onnx import OnnxFile
 
         return OnnxFile(path)
-    if is_msgpack_checkpoint(head) or path.suffix == ".msgpack":  # a non-empty map: never 0x80 (a pickle)
+    if path.name.endswith(".weights.json") and head.lstrip()[:1] == b"{":
+        raise _keras_sharded(path, path)
+    # (a non-empty map never starts 0x80, as a pickle does: a pickle named .msgpack is read as one below)
+    if is_msgpack_checkpoint(head) or (path.suffix == ".msgpack" and head[:1] != b"\x80"):
         from .flax import FlaxMsgpackFile
 
         return FlaxMsgpackFile(path)

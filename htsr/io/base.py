@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 __all__ = ["FLOAT_DTYPES", "MAX_EXPANSION", "TensorRef", "TensorSource", "as_loaded", "expands_too_far", "unit_roundoff",
-           "first_overlap", "import_extra", "numpy_dtype", "one_line", "skipped_loader"]
+           "first_overlap", "import_extra", "LFS_POINTER", "lfs_pointer_error", "numpy_dtype", "one_line", "skipped_loader"]
 
 #: dtype names (numpy / ml_dtypes spelling) whose tensors are weights htsr analyses
 FLOAT_DTYPES = frozenset(
@@ -81,6 +81,18 @@ MAX_EXPANSION = 1000
 def expands_too_far(declared: int, stored: int) -> bool:
     """More than :data:`MAX_EXPANSION` times the bytes stored (a MiB of slack for tiny members)."""
     return declared > MAX_EXPANSION * max(stored, 1) + (1 << 20)
+
+
+#: the start of a Git LFS pointer: a clone without ``git lfs pull`` has these small text files for the weights
+LFS_POINTER = b"version https://git-lfs"
+
+
+def lfs_pointer_error(path: str | os.PathLike) -> Exception:
+    """The SourceError for a Git LFS pointer where weights were expected."""
+    from ..errors import SourceError
+
+    return SourceError(f"{path}: a Git LFS pointer, not the weights (the repository was cloned without them); run "
+                       "'git lfs pull' in it, or download the file")
 
 
 def first_overlap(spans: list[tuple[int, int, str]]) -> tuple[str, str] | None:

@@ -24,8 +24,10 @@ converted with ``numpy.asarray`` only when loaded.
 **Which parameters.** If the top-level map has a ``params`` entry (a ``variables`` dict, a
 ``TrainState``) — or one entry of it does (``{"state": TrainState}``) — only that collection is read;
 the others (``batch_stats``, ``opt_state``, ``step`` …) are listed in :attr:`FlaxTree.skipped`. Without
-one, the whole tree is read except a top-level optimizer state (``opt_state``, ``optimizer`` …: optax's
-moments are shaped like the weights). Names are the dotted key paths below it, so
+one, the whole tree is read except a top-level optimizer state (``opt_state``, ``optimizer`` …, or an entry
+holding optax's ``mu`` and ``nu``: its moments are shaped like the weights); a flax.optim ``Optimizer``
+(``{"target", "state": {"param_states"}}``) is read as its ``target``. An integer kernel (AQT's int8) gets a
+row saying it is not analysed: its scale is another leaf. Names are the dotted key paths below it, so
 ``{"params": {"encoder": {"layer_0": {"query": {"kernel": …}}}}}`` gives ``encoder.layer_0.query``. A
 boxed parameter (``nn.with_partitioning``: ``{"value": kernel, "names": …}``) is the array it holds.
 
@@ -103,7 +105,7 @@ import numpy as np
 
 from ..errors import SourceError
 from ..matrices import classify
-from .base import TensorRef, as_loaded, import_extra, numpy_dtype, one_line
+from .base import TensorRef, as_loaded, import_extra, numpy_dtype, one_line, skipped_loader
 
 __all__ = ["FlaxMsgpackFile", "FlaxTensorRef", "FlaxTree", "flax_tensor", "is_flax_tree", "is_msgpack_checkpoint"]
 
@@ -327,11 +329,26 @@ def _select_params(tree: Mapping) -> tuple[Mapping, tuple[str, ...], list[tuple[
         left = [(f"{_key(outer)}.{_key(k)}", "not the 'params' collection") for k in inner if _key(k) != "params"]
         left += [(_key(k), "not the 'params' collection") for k in tree if k != outer]
         return inner["params"], (_key(outer), "params"), left
-    state = [k for k in tree if _key(k) in _TRAINING_STATE]
+    target, state = tree.get("target") if hasattr(tree, "get") else None, tree.get("state") if hasattr(tree, "get") else None
+    if isinstance(target, Mapping) and isinstance(state, Mapping) and "param_states" in state:
+        # flax.optim's Optimizer (flax before 0.6): the model is its target, the moments its state
+        return target, ("target",), [(_key(k), "optimizer state, not the model's parameters")
+                                     for k in tree if _key(k) != "target"]
+    # the optimizer's state under a known name, or an optax state under any (its mu / nu mirror the weights)
+    state = [k for k, v in tree.items() if _key(k) in _TRAINING_STATE or _holds_moments(v)]
     if state:
         kept = {k: v for k, v in tree.items() if k not in state}
         return kept, (), [(_key(k), "optimizer state, not the model's parameters") for k in state]
     return tree, (), []
+
+
+def _holds_moments(node: Any, depth: int = 0) -> bool:
+    """Whether ``node`` holds an optax state: a mapping with both ``mu`` and ``nu`` (Adam's moments, each
+    shaped like the parameters), within a few levels (a chain's ``{"0": {"count", "mu", "nu"}}``)."""
+    if not isinstance(node, Mapping) or depth > 4:
+        return False
+    keys = {_key(k) for k in node}
+    return {"mu", "nu"} <= keys or any(_holds_moments(v, depth + 1) for v in node.values())
 
 
 def _stacked_axes(params: Mapping[str, tuple[int, ...]]) -> int:
@@ -464,8 +481,11 @@ class _Tree:
     @staticmethod
     def _ref(made: tuple, idx: tuple[int, ...], suffix: str = "") -> FlaxTensorRef:
         name, kind, htsr_shape, dtype, make, transform, full, shape = made
-        return FlaxTensorRef(name + suffix, htsr_shape, dtype, _loader(make, transform, idx), kind=kind, path=full,
-                             flax_shape=shape)
+        load = _loader(make, transform, idx)
+        if dtype.startswith(("int", "uint")):  # (AQT's int8 kernels: their scales are other leaves)
+            load = skipped_loader(f"stored as {dtype}: a quantized {full.rsplit('.', 1)[-1]}, whose scale htsr does "
+                                  "not apply; analyse the float parameters")
+        return FlaxTensorRef(name + suffix, htsr_shape, dtype, load, kind=kind, path=full, flax_shape=shape)
 
     def __len__(self) -> int:
         return len(self._refs)

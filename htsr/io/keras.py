@@ -66,8 +66,8 @@ sub-objects come in the order it uses them (query, key, value, attention_output;
 Bad input — a truncated or corrupt zip or HDF5 file, an archive without ``model.weights.h5``, an
 HDF5 file that is not a Keras file, a weight listed but missing — raises
 :class:`~htsr.errors.SourceError` with a one-line message naming the file and, where one is to blame,
-the layer or tensor. Sharded weights (``*.weights.json`` + shards) and npz-format archives are not
-read.
+the layer or tensor. Sharded weights (``*.weights.json`` + ``*_00000.weights.h5`` …) are refused, the
+index and each shard (a shard is not the model), and npz-format archives are not read.
 
 **Live models.** A Keras 3 model (or layer) object, of any backend, is read by :class:`KerasModel`
 through the same mapping (:class:`_Walker`, one walk for both): its object tree is keyed as

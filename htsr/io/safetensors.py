@@ -19,7 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SourceError
-from .base import ShardIndex, TensorRef, as_loaded, first_overlap, numpy_dtype, skipped_loader
+from .base import (
+    LFS_POINTER,
+    ShardIndex,
+    TensorRef,
+    as_loaded,
+    first_overlap,
+    lfs_pointer_error,
+    numpy_dtype,
+    skipped_loader,
+)
 from .scales import PackedConfig, with_scales
 
 __all__ = ["SafetensorsFile", "ShardedSafetensors", "is_safetensors", "natural_key", "weight_files"]
@@ -88,6 +97,11 @@ class SafetensorsFile:
                 raise self._fail("too short to be a safetensors file (truncated?)")
             n = int.from_bytes(raw, "little")
             if n > size - 8 or n > _MAX_HEADER:
+                if (raw + f.read(len(LFS_POINTER) - 8)).startswith(LFS_POINTER):  # (a shard an index names)
+                    raise lfs_pointer_error(self.path)
+                if raw.startswith((b"PK", b"\x80")):
+                    raise self._fail("a PyTorch checkpoint (zip or pickle), not a safetensors file; give it by its own "
+                                     "path, or convert it")
                 raise self._fail(
                     f"header length {n} exceeds the file size {size}: truncated or not a safetensors file"
                 )
@@ -205,7 +219,14 @@ class ShardedSafetensors:
             # Mistral's own copy of the weights (its tensor names) beside the Hugging Face files
             mistral = [p for p in paths if p.name.startswith("consolidated")]
             left = [p.name for p in mistral] if len(mistral) < len(paths) else []
-            self._files = self._one_copy([SafetensorsFile(p) for p in paths if p.name not in left], left)
+            # a PEFT adapter's weights beside the model's, without the adapter_config.json that makes the folder
+            # an adapter: its lora_A / lora_B factors are no layers of the model
+            adapters = [p.name for p in paths if p.name.startswith("adapter_model") and p.name not in left]
+            adapters = adapters if len(adapters) < len(paths) - len(left) else []
+            self._files = self._one_copy([SafetensorsFile(p) for p in paths if p.name not in left + adapters], left)
+            if adapters:
+                self.description += (f" ({', '.join(adapters)} left out: a LoRA adapter, which htsr reads with "
+                                     "the adapter_config.json it lacks here)")
 
     def _one_copy(self, files: list[SafetensorsFile], left: list[str]) -> list[SafetensorsFile]:
         """Loose files are one model's parts unless they repeat tensor names. Variants of one file
