@@ -321,6 +321,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
 
     not_attempted = PowerLawFit.failed("not attempted")
     extra: dict[str, Any] = {}
+    whole: int | None = None  # the whole matrix's eigenvalues above its floor, when FARMS' windows were fitted
     if evals[-1] <= 0:
         fit, status, fit_x = not_attempted, "failed: all-zero matrix", spectrum.evals[:0]
     elif lowrank and spectrum.rank < opts.min_evals:
@@ -359,8 +360,8 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         # FARMS' windows of a rank-deficient matrix repeat its few directions: its own count decides (a rank-1
         # matrix's 84 windows gave 84 values, fitted "ok" at alpha 11.7)
         whole_cut = cut_of(spectrum) if num_windows else 0.0
-        whole = int(np.count_nonzero(spectrum.evals > whole_cut)) if num_windows else opts.min_evals
-        if whole < opts.min_evals:
+        whole = int(np.count_nonzero(spectrum.evals > whole_cut)) if num_windows else None
+        if whole is not None and whole < opts.min_evals:
             fit, status = not_attempted, (f"not_fitted: {whole} of {lm.num_evals} eigenvalues above the floor "
                                           f"{whole_cut:.3g} < min_evals={opts.min_evals} (the windows of "
                                           "--farms-aspect only repeat them)")
@@ -383,8 +384,8 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
     if num_windows is not None and fit is not not_attempted:  # the windows pooled for a fit
         extra.update(farms_windows=float(num_windows))
     try:
-        rmt.update(_spectral_diagnostics(spectrum, fit, extra.get("num_fit_evals", math.nan), mp, rmt, kept, lm,
-                                         scale, opts))
+        rmt.update(_spectral_diagnostics(spectrum, fit, extra.get("num_fit_evals", math.nan), whole, mp, rmt, kept,
+                                         lm, scale, opts))
     except Exception as e:  # the fit stands; only these diagnostics are lost
         rmt_error = rmt_error or f"{e.__class__.__name__}: {e}"
     del kept
@@ -461,18 +462,19 @@ def _count_outside(W: np.ndarray, cut: float) -> int:
     return int(np.count_nonzero(W > m + cut)) + int(np.count_nonzero(W < m - cut))
 
 
-def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: float, mp: MPFit | None,
-                          rmt: dict[str, Any], kept: list[np.ndarray] | None, lm: LayerMatrices, scale: float,
-                          opts: Options) -> dict[str, Any]:
+def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: float, whole: int | None,
+                          mp: MPFit | None, rmt: dict[str, Any], kept: list[np.ndarray] | None, lm: LayerMatrices,
+                          scale: float, opts: Options) -> dict[str, Any]:
     """Phase, SETOL and localisation: what needs the fit as well as the spectrum."""
     ev = spectrum.evals
     cols: dict[str, Any] = {}
     num_zero = num_zero_evals(ev, lm.N)  # at float32 precision (see rmt.mp.zero_level for the fast path)
-    # x_min on the layer's own spectrum: with FARMS the fit saw window eigenvalues, so take the
-    # eigenvalue at the same tail share instead
+    # x_min on the layer's own spectrum: when FARMS' windows were fitted (``whole``: the layer's eigenvalues
+    # above its floor), the eigenvalue at the tail share the fit found among the windows' above theirs
+    # (a share of every eigenvalue, zeros included, put a rank-150 layer's x_min 2x too deep)
     xmin = fit.xmin
-    if fit.status == "ok" and opts.farms_aspect is not None:
-        k = int(round(fit.num_pl_spikes * ev.size / num_fit_evals))
+    if fit.status == "ok" and whole is not None:
+        k = int(round(fit.num_pl_spikes * whole / num_fit_evals))
         xmin = float(ev[-max(1, min(k, ev.size))])
     cols.update(num_zero_evals=float(num_zero))  # the spectrum's own count: a lora row's M − rank too
     if mp is not None:

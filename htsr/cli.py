@@ -44,6 +44,27 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _in_flags(text: str) -> str:
+    """An API message in the flags' terms: "option 'mp_fit' set to True" is "without --no-mp-fit",
+    "option 'clip_xmax' set to True" "--clip-xmax", "option 'precision' set to 'fast'" "--precision fast"; an
+    option on its own as it is typed (one on by default: --no-mp-fit)."""
+    def typed(name: str) -> str:
+        spec = OPTION_SPECS.get(name)
+        return "--no-" + name.replace("_", "-") if spec is not None and spec.default is True else _flag(name)
+
+    def condition(m: re.Match) -> str:
+        name, value = m.group(1), m.group(2)
+        if value not in ("True", "False"):
+            return f"{_flag(name)} {value.strip(chr(39))}"
+        on = value == "True"
+        flag = typed(name)
+        return f"with {flag}" if on != (OPTION_SPECS[name].default is True) else f"without {flag}"
+
+    text = re.sub(r"option '(\w+)' set to (True|False|'[^']*'|\S+)", condition, text)
+    text = text.replace("only with with ", "only with ").replace("only with without ", "only without ")
+    return re.sub(r"option '(\w+)'", lambda m: typed(m.group(1)), text)
+
+
 def out_path(v: str) -> Path:
     """An argparse type for an output path: an empty one (an unset shell variable) is refused rather than
     read as the current folder."""
@@ -120,15 +141,17 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     options = {name: getattr(args, name) for name in OPTION_SPECS if getattr(args, name, None) is not None}
     if "progress" not in options:
         options["progress"] = not args.quiet and _tqdm_available() and sys.stderr.isatty()
+    elif args.quiet and options["progress"]:
+        raise OptionError("--progress and --quiet: --quiet prints no progress bar; give one of them")
     elif args.quiet:
         options["progress"] = False
     try:
         Options.create(**options)  # validate before any file is touched
     except OptionError as e:  # in the flags' terms: --farms-aspect, "none", a comma list
         if e.option is None:
-            raise OptionError(re.sub(r"option '(\w+)'", lambda m: _flag(m.group(1)), str(e))) from None
+            raise OptionError(_in_flags(str(e))) from None
         v = e.value
-        got = "none" if v is None else ",".join(v) if isinstance(v, list) else v
+        got = "none" if v is None else ",".join(v) if isinstance(v, list) else "''" if v == "" else v
         raise OptionError(f"{_flag(e.option)} must be {OPTION_SPECS[e.option].flag_allowed}, got {got}") from None
     if 0 < options.get("bootstrap", 0) < FEW_REPLICATES and not args.quiet:
         print(f"htsr: note: --bootstrap {options['bootstrap']}: with fewer than {FEW_REPLICATES} replicates the "

@@ -65,7 +65,8 @@ from typing import Any
 import numpy as np
 
 from .errors import HtsrError, OptionError
-from .options import Options
+from .options import OPTION_SPECS, UI_OPTIONS, Options
+from .rmt.phases import PHASES
 from .results import (
     NUMERIC_COLUMNS,
     SUMMARY_METRICS,
@@ -76,6 +77,7 @@ from .results import (
     check_outputs,
     csv_cell,
     format_value,
+    phase_column,
     json_safe,
 )
 
@@ -447,7 +449,11 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], text_columns: i
 _METRIC_NEEDS = {"rand_js_distance": ("randomize", "--randomize"), "num_with_traps": ("randomize", "--randomize"),
                  "pl_pvalue": ("bootstrap", "--bootstrap N"), "share_plausible_pl": ("bootstrap", "--bootstrap N"),
                  "num_no_power_law": ("bootstrap", "--bootstrap N"),
-                 "share_best_fit_pl": ("tails", "the tail comparisons (no --no-tails)")}
+                 "share_best_fit_pl": ("tails", "the tail comparisons (no --no-tails)"),
+                 **{m: ("mp_fit", "the MP fit (no --no-mp-fit)") for m in (
+                     "mp_softrank", *map(phase_column, PHASES))},
+                 "erg_delta_lambda_min": ("setol", "SETOL (no --no-setol)")}
+assert set(_METRIC_NEEDS) <= set(summary_columns())
 
 
 def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layers: bool = True) -> str:
@@ -641,6 +647,10 @@ def _distance_row(la, lb, opts: Options) -> LayerDistance:
         cka=cka, cka_chance=la.M / (k_n + la.M))
 
 
+#: the options that select and shape the rows layer_distances compares
+DISTANCE_OPTIONS = ("layers", "kinds", "conv", "ww_conv_scale", "precision", "refine_fraction", "normalize", "max_evals")
+
+
 def layer_distances(a: Any, b: Any, **options: Any) -> list[LayerDistance]:
     """Model ``a`` against base ``b``, row by row (see the module docstring).
 
@@ -655,6 +665,11 @@ def layer_distances(a: Any, b: Any, **options: Any) -> list[LayerDistance]:
     opts = Options.create(**options)
     if opts.base is not None:
         raise OptionError("layer_distances compares its two sources; the base option does not apply")
+    inert = [k for k, v in options.items() if k not in DISTANCE_OPTIONS + tuple(UI_OPTIONS)
+             and v != OPTION_SPECS[k].default]
+    if inert:  # (a fit's options: the distances fit nothing)
+        raise OptionError(f"option {inert[0]!r} does not change the distances (they take "
+                          f"{', '.join(DISTANCE_OPTIONS)}); leave it out")
     _, _, it_b = iter_layers(b, opts)
     base_rows = {}
     for lm in it_b:  # lazy: names and shapes only, no tensor data
@@ -805,7 +820,7 @@ def run_compare(args: argparse.Namespace) -> int:
     c = compare(sources, labels, args.metric, args.ascending, **options)
     distances = None
     if args.base_distances:
-        keep = {k: v for k, v in options.items() if k not in ("base", "progress")}
+        keep = {k: v for k, v in options.items() if k in DISTANCE_OPTIONS}  # (the others are the analyses')
         distances = layer_distances(sources[0], sources[1], **keep)
 
     doc = c.as_dict()

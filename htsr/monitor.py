@@ -157,7 +157,13 @@ class AlphaMonitor:
                "threshold", "a finite number", threshold)
         _check(on_alert is None or callable(on_alert), "on_alert", "None or a callable", on_alert)
         self._kwargs = {**MONITOR_DEFAULTS, **options, "layers": layers}
-        self.options = Options.create(**self._kwargs)  # OptionError here, before any training
+        try:
+            self.options = Options.create(**self._kwargs)  # OptionError here, before any training
+        except OptionError as e:
+            changed = [k for k in MONITOR_DEFAULTS if k not in options and f"'{k}'" in str(e)]
+            if not changed:
+                raise
+            raise OptionError(f"{e} (the monitor turns {changed[0]} off, MONITOR_DEFAULTS: pass {changed[0]}=True)") from None
         self.every, self.unit, self.layers, self.threshold = every, unit, layers, float(threshold)
         self.on_alert = on_alert
         self.csv_path = None if csv_path is None else Path(csv_path)

@@ -80,7 +80,7 @@ def _xmin_ok(v: Any) -> bool:
 def _regex_ok(v: Any) -> bool:
     if v is None:
         return True
-    if not isinstance(v, str):
+    if not isinstance(v, str) or not v:  # '' (an unset shell variable) would match every layer
         return False
     try:
         re.compile(v)
@@ -149,7 +149,7 @@ OPTION_SPECS: dict[str, OptionSpec] = {
         OptionSpec("tails", True, "True or False", _is_bool,
                    "alternative tails: fit a truncated power law (at x_min, and E-TPL at the peak-bounded "
                    "x_min), exponential and log-normal; likelihood-ratio tests and best_fit"),
-        OptionSpec("bootstrap", 0, "an integer >= 0", _int_range(0),
+        OptionSpec("bootstrap", 0, "an integer from 0 to 100000", _int_range(0, 100_000),
                    "semi-parametric bootstrap replicates (x_min refitted in each): confidence interval "
                    "of alpha and goodness-of-fit p-value (0 = off; 200 is a good start)"),
         OptionSpec("confidence", 0.95, "a number in (0, 1)", _float_range(0.0, 1.0, lo_open=True, hi_open=True),
@@ -200,9 +200,9 @@ OPTION_SPECS: dict[str, OptionSpec] = {
         OptionSpec("max_evals", None, "None or an integer >= 1", _int_range(1, none_ok=True),
                    "layers with more eigenvalues are skipped",
                    cli_allowed="none or an integer >= 1"),
-        OptionSpec("layers", None, "None or a regular expression", _regex_ok,
+        OptionSpec("layers", None, "None or a non-empty regular expression", _regex_ok,
                    "analyse only layers whose full dotted name matches this regular expression (re.search)",
-                   cli_allowed="a regular expression"),
+                   cli_allowed="a non-empty regular expression"),
         OptionSpec("kinds", None, f"None or a subset of {LAYER_KINDS}", _kinds_ok,
                    "analyse only layers of these kinds",
                    cli_allowed=f"a comma-separated subset of {', '.join(LAYER_KINDS)}"),
@@ -268,9 +268,10 @@ class Options:
             raise OptionError(
                 f"unknown option {unknown[0]!r}; known options: {', '.join(OPTION_SPECS)}"
             )
-        # numpy scalars (a value from a sweep: np.int64(200), np.float32(0.9), np.bool_) as Python ones
-        kwargs = {k: v.item() if isinstance(v, np.generic) and v.dtype.kind in "biuf" else v
-                  for k, v in kwargs.items()}
+        # numpy scalars (a value from a sweep: np.int64(200), np.float32(0.9), np.bool_) as Python ones, a
+        # float32 by its shortest repr (0.9, not 0.8999999761581421: a run would not compare with one given 0.9)
+        kwargs = {k: (float(str(v)) if v.dtype.kind == "f" and v.dtype.itemsize < 8 else v.item())
+                  if isinstance(v, np.generic) and v.dtype.kind in "biuf" else v for k, v in kwargs.items()}
         for name, value in kwargs.items():
             spec = OPTION_SPECS[name]
             if not spec.check(value):
@@ -279,12 +280,18 @@ class Options:
             if name in kwargs and kwargs[name] != OPTION_SPECS[name].default and not any(
                     _holds(kwargs.get(other, OPTION_SPECS[other].default), needed) for other, needed in conditions):
                 when = " or ".join(f"option {other!r} {_words(needed)}" for other, needed in conditions)
-                raise OptionError(f"option {name!r} applies only with {when}: without it, it would change nothing")
+                raise OptionError(f"option {name!r} applies only with {when}: otherwise it would change nothing")
         if isinstance(kwargs.get("kinds"), (str, list, tuple, set)):
             k = kwargs["kinds"]
             kwargs["kinds"] = frozenset((k,) if isinstance(k, str) else k)
-        if isinstance(kwargs.get("xmin"), int) and not isinstance(kwargs.get("xmin"), bool):
-            kwargs["xmin"] = float(kwargs["xmin"])
+        kinds = kwargs.get("kinds")
+        for name, acting in _ON_KINDS.items():  # and one that acts on no layer of the kinds selected
+            if name in kwargs and kwargs[name] != OPTION_SPECS[name].default and kinds and not kinds & acting:
+                raise OptionError(f"option {name!r} acts only on {', '.join(k for k in LAYER_KINDS if k in acting)} "
+                                  f"layers, which kinds={sorted(kinds)} leaves out: it would change nothing")
+        # a number option given as an int is the float it means (farms_aspect=2 recorded as 2.0, as the CLI's)
+        kwargs = {k: float(v) if (k in _FLOAT_OPTIONS or k == "xmin") and isinstance(v, int) and not isinstance(v, bool)
+                  else v for k, v in kwargs.items()}
         return cls(**kwargs)
 
     def as_dict(self, ui: bool = True) -> dict[str, Any]:
@@ -323,6 +330,14 @@ _APPLIES_WITH = {"max_fingers": (("clip_xmax", True),), "finger_thresh": (("clip
                  "phase_ht_alpha": (("mp_fit", True),), "phase_bleed_width": (("mp_fit", True),),
                  "seed": (("bootstrap", _Above(0)), ("randomize", True))}  # the only random draws
 
+#: options that act on layers of some kinds only (a low-rank update is analysed from its factors: no shuffle,
+#: eigenvectors, MP fit, windows, float64 choice or floor of its own); given with kinds that select none, refused
+_NOT_LORA = frozenset(LAYER_KINDS) - {"lora"}
+_ON_KINDS = {"conv": frozenset({"conv1d", "conv2d", "conv3d", "lora"}), "ww_conv_scale": frozenset({"conv2d", "lora"}),
+             **{name: _NOT_LORA for name in ("randomize", "localization", "mp_fit", "tw_margin", "phase_rank_collapse",
+                                             "phase_ht_share", "phase_ht_alpha", "phase_bleed_width", "precision",
+                                             "refine_fraction", "evals_floor", "farms_aspect")}}
+
 #: options that change how a run shows its progress, runs and what it keeps for figures, never a number
 UI_OPTIONS = frozenset({"progress", "workers", "keep_spectra"})
 
@@ -330,3 +345,5 @@ UI_OPTIONS = frozenset({"progress", "workers", "keep_spectra"})
 for _f in dataclasses.fields(Options):
     assert OPTION_SPECS[_f.name].default == _f.default, _f.name
 assert set(OPTION_SPECS) == {f.name for f in dataclasses.fields(Options)}
+#: options whose values are numbers (an int given is the float it means)
+_FLOAT_OPTIONS = frozenset(f.name for f in dataclasses.fields(Options) if "float" in str(f.type))

@@ -208,9 +208,14 @@ class Summary:
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d.update({f"num_{p.replace('+', '_').replace('-', '_')}": n for p, n in d.pop("phases").items()})
+        d.update({phase_column(p): n for p, n in d.pop("phases").items()})
         d.update(d.pop("means"))
         return d
+
+
+def phase_column(phase: str) -> str:
+    """The summary column that counts a phase's layers: 'bulk+spikes' → 'num_bulk_spikes'."""
+    return "num_" + phase.replace("+", "_").replace("-", "_")
 
 
 def _share(flags: list[bool]) -> float:

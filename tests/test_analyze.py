@@ -546,6 +546,10 @@ def test_to_pandas_gives_each_column_one_dtype_whatever_the_values():
     ({"refine_fraction": 0.2, "precision": "accurate"}, "'refine_fraction' applies only with option 'precision'"),
     ({"seed": 7}, "'seed' applies only with option 'bootstrap' above 0 or option 'randomize' set to True"),
     ({"tw_margin": 3.0, "mp_fit": False, "randomize": False}, "'tw_margin' applies only with option 'mp_fit'"),
+    # an option that acts on no layer of the kinds selected (a LoRA update is analysed from its factors)
+    ({"kinds": "lora", "randomize": True}, "'randomize' acts only on dense, conv1d, conv2d, conv3d, embedding, rnn, "
+                                           r"stack layers, which kinds=\['lora'\] leaves out"),
+    ({"kinds": ["dense"], "ww_conv_scale": False}, "'ww_conv_scale' acts only on conv2d, lora layers"),
 ])
 def test_an_option_that_would_change_nothing_is_refused(given, message):
     """--max-fingers without --clip-xmax, a phase threshold with --no-mp-fit, --refine-fraction with
@@ -553,6 +557,15 @@ def test_an_option_that_would_change_nothing_is_refused(given, message):
     with pytest.raises(htsr.OptionError, match=message):
         htsr.Options.create(**given)
     htsr.Options.create(max_fingers=10)  # its default, given: no change either way, accepted
+    htsr.Options.create(kinds=["dense", "lora"], randomize=True, conv="per_position")  # some layer it acts on
+
+
+def test_numbers_from_numpy_and_ints_are_the_floats_they_mean():
+    """confidence=np.float32(0.9) was recorded as 0.8999999761581421 (a run 'not comparable' with one given
+    0.9); farms_aspect=2 as 2 by the API and 2.0 by the CLI."""
+    o = htsr.Options.create(confidence=np.float32(0.9), farms_aspect=2, tw_margin=np.int64(3), bootstrap=np.int64(5))
+    assert (o.confidence, o.farms_aspect, o.tw_margin, o.bootstrap) == (0.9, 2.0, 3.0, 5)
+    assert [type(v) for v in (o.confidence, o.farms_aspect, o.tw_margin, o.bootstrap)] == [float, float, float, int]
 
 
 def test_an_option_applies_with_any_of_its_conditions():

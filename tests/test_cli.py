@@ -373,7 +373,7 @@ def test_flags_reach_the_options(model, tmp_path, capsys):
             "--kinds", "dense,conv2d", "--layers", "small$"]
     # --refine-fraction tunes the fast path only: with --precision accurate it would change nothing
     assert main([*argv, "--refine-fraction", "0.5"]) == 2
-    assert "--refine-fraction applies only with --precision set to 'fast'" in capsys.readouterr().err
+    assert "--refine-fraction applies only with --precision fast" in capsys.readouterr().err
     assert main(["analyze", str(model), "--out", str(tmp_path / "fast"), "--refine-fraction", "0.5", "-q"]) == 0
     fast = json.loads((tmp_path / "fast" / "summary.json").read_text())["options"]
     assert fast["refine_fraction"] == pytest.approx(0.5, abs=0)  # parsed from "0.5": exact
@@ -435,7 +435,17 @@ def test_help_mentions_every_option(capsys):
                           "rnn, stack, lora, got none"),
     (["--kinds", "dense,foo"], "--kinds must be a comma-separated subset of"),
     (["--finger-thresh", "1e10"], "--finger-thresh must be a number > 0 and <= 1e9, got 10000000000.0"),
-    (["--layers", "("], "--layers must be a regular expression, got ("),
+    (["--layers", "("], "--layers must be a non-empty regular expression, got ("),
+    (["--layers", ""], "--layers must be a non-empty regular expression, got ''"),  # (an unset shell variable)
+    (["--bootstrap", "100000000000"], "--bootstrap must be an integer from 0 to 100000"),
+    # the API's words in the flags': "option 'mp_fit' set to True" is "without --no-mp-fit"
+    (["--no-mp-fit", "--phase-ht-alpha", "3"], "--phase-ht-alpha applies only without --no-mp-fit: otherwise"),
+    (["--no-mp-fit", "--tw-margin", "3"], "--tw-margin applies only without --no-mp-fit or with --randomize"),
+    (["--max-fingers", "3"], "--max-fingers applies only with --clip-xmax: otherwise it would change nothing"),
+    (["--kinds", "lora", "--no-mp-fit"], "--no-mp-fit acts only on dense, conv1d, conv2d, conv3d, embedding, rnn, "
+                                         "stack layers, which kinds=['lora'] leaves out"),
+    (["--kinds", "dense", "--conv", "per_position"], "--conv acts only on conv1d, conv2d, conv3d, lora layers"),
+    (["--progress", "--quiet"], "--progress and --quiet: --quiet prints no progress bar"),  # (--progress was dropped)
     (["--max-evals", "0"], "--max-evals must be none or an integer >= 1, got 0"),
 ])
 def test_option_errors_in_the_command_lines_terms(model, capsys, argv, message):

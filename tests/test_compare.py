@@ -314,6 +314,16 @@ def test_layer_distances_of_identical_models_and_options():
 
 
 
+def test_layer_distances_refuse_the_options_of_a_fit():
+    """layer_distances took every analysis option and used eight: bootstrap=200, xmin=3.0, randomize … gave
+    the same distances without a word. compare --base-distances passes it only those eight."""
+    model, base = _base_and_model()
+    for kw in (dict(bootstrap=200), dict(xmin=3.0), dict(randomize=True, seed=9), dict(farms_aspect=2.0)):
+        with pytest.raises(htsr.OptionError, match=f"option '{next(iter(kw))}' does not change the distances"):
+            layer_distances(model, base, **kw)
+    layer_distances(model, base, precision="accurate", kinds=["dense"], workers=1)  # these select and shape rows
+
+
 def test_layer_distances_match_names_by_a_leading_component_as_base_does():
     """A task model's 'bert.encoder…' against its base's 'encoder…': the rows are paired (compare's alpha
     table already paired them), under the model's names; a base-only row keeps the base's name."""
@@ -523,6 +533,12 @@ def test_models_without_a_value_are_unranked_and_a_bad_figure_name_fails_first(n
     a, b = npz_pair
     assert main(["compare", str(a), str(b), "--metric", "rand_js_distance", "--no-progress", "--no-tails"]) == 2
     assert "metric 'rand_js_distance' is computed only with --randomize" in capsys.readouterr().err
+    # (and those the MP fit or SETOL compute, without them: every analysis ran, then ranked nothing)
+    for metric, off, needs in (("mp_softrank", "--no-mp-fit", "the MP fit (no --no-mp-fit)"),
+                               ("num_heavy_tailed", "--no-mp-fit", "the MP fit (no --no-mp-fit)"),
+                               ("erg_delta_lambda_min", "--no-setol", "SETOL (no --no-setol)")):
+        assert main(["compare", str(a), str(b), "--metric", metric, "--ascending", off, "--no-progress"]) == 2
+        assert f"metric {metric!r} is computed only with {needs}" in capsys.readouterr().err
     c = compare([htsr.analyze(a, tails=False), htsr.analyze(b, tails=False)], labels=["tuned", "base"],
                 metric="rand_js_distance")
     assert "1 = highest): unranked (no value): tuned, base" in format_comparison(c)

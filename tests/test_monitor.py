@@ -293,6 +293,8 @@ def test_layers_regex_selects_what_is_recorded_and_averaged(tmp_path):
     (dict(unit="batch"), "unit"),
     (dict(threshold=math.nan), "threshold"),
     (dict(on_alert="print"), "on_alert"),
+    # refused as needing mp_fit, which the monitor itself turned off: the message says so
+    (dict(tw_margin=3.0), r"\(the monitor turns mp_fit off, MONITOR_DEFAULTS: pass mp_fit=True\)"),
 ])
 def test_bad_options_raise_at_construction(kw, match):
     with pytest.raises(OptionError, match=match):

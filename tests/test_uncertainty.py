@@ -942,6 +942,19 @@ def test_farms_windows_of_a_low_rank_matrix_are_not_fitted(rank):
         assert math.isnan(row.alpha) and row.warning == ""
 
 
+def test_farms_moves_no_setol_column_of_a_layer_whose_fit_it_does_not_change():
+    """A rank-150 600 x 300 layer with --farms-aspect 2 is one window, the whole matrix: the same fit (alpha,
+    x_min, tail). Its SETOL x_min was taken at the tail's share of all 300 eigenvalues, zeros included
+    (2x too deep): erg_delta_lambda_min 4.11 for 5.35, logq_inverse_mp 5.37 for 4.03. Now the share of those
+    above the floor: every column equal (exactly: the same arithmetic)."""
+    rng = np.random.default_rng(1)
+    W = (rng.standard_t(3, (600, 150)) @ rng.standard_normal((150, 300))).astype(np.float32)
+    plain, farms = (htsr.analyze({"fc.weight": W}, **kw).layers[0] for kw in ({}, {"farms_aspect": 2.0}))
+    assert farms.farms_windows == 1 and (farms.alpha, farms.xmin) == (plain.alpha, plain.xmin)
+    for c in ("erg_delta_lambda_min", "logq_inverse_mp", "logq_levy_wigner", "num_erg"):
+        assert getattr(farms, c) == getattr(plain, c), c
+
+
 def test_a_fixed_xmin_far_below_the_spectrum_gives_finite_diagnostics(recwarn):
     """x_min = 1e-300 under eigenvalues of ~1e10: λ / x_min overflows float64. The fit used log differences
     already; the posterior (interval NaN, P(α < 2) = P(α > 6) = 1), the likelihood ratios (−inf: best_fit
