@@ -1138,8 +1138,17 @@ def test_sharded_pytorch_bin_folder(tmp_path):
     (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
     r = htsr.analyze(tmp_path, min_evals=10)
     assert [l.name for l in r.layers] == ["layers.0.fc", "layers.1.fc"]
+    # without the index: the shards are one model, as loose safetensors files are (it said "give one", which
+    # would have analysed half of it); the rows follow the shards' order
+    (tmp_path / "pytorch_model.bin.index.json").unlink()
+    r = htsr.analyze(tmp_path, min_evals=10)
+    assert [l.name for l in r.layers] == ["layers.0.fc", "layers.1.fc"] and r.source == str(tmp_path)
+    (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
     (tmp_path / "pytorch_model-00002-of-00002.bin").unlink()
     with pytest.raises(htsr.SourceError, match="pytorch_model-00002-of-00002.bin"):
+        htsr.analyze(tmp_path)
+    (tmp_path / "pytorch_model.bin.index.json").unlink()
+    with pytest.raises(htsr.SourceError, match="shard 2 of 2 of pytorch_model is missing"):
         htsr.analyze(tmp_path)
 
 

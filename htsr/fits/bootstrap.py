@@ -93,6 +93,10 @@ def _smoothed(bulk: np.ndarray, rng: np.random.Generator, size: tuple[int, ...])
     return np.interp(rng.random(size) * (bulk.size - 1), np.arange(bulk.size), bulk)
 
 
+#: the most values one array of replicates holds (128 MB of float64)
+_ONE_DRAW = 1 << 24
+
+
 def _replicates(x: np.ndarray, fit: PowerLawFit, rng: np.random.Generator,
                 size: tuple[int, ...]) -> np.ndarray:
     """Replicates of the sorted ``x``, sorted along the last axis, spliced at ``fit.xmin``: each value
@@ -140,8 +144,14 @@ def bootstrap_power_law(x: np.ndarray, fit: PowerLawFit, reps: int, seed: int = 
         return BootstrapResult.undefined()
     x = np.sort(np.asarray(x, dtype=np.float64))
     rng = np.random.default_rng(seed)
-    draws = _replicates(x, fit, rng, (reps, x.size))
-    rows = [(draws[r], f) for r in range(reps) if (f := _refit(draws[r], xmin)) is not None]
+    # the replicates drawn at once (vectorised), or in parts where that would take more than _ONE_DRAW values
+    # of memory per array (100 000 replicates of 4096 eigenvalues: 3.3 GB each); the same draws either way
+    # below it, so the usual sizes give the numbers they always gave
+    part = reps if reps * x.size <= _ONE_DRAW else max(1, _ONE_DRAW // x.size)
+    rows = []  # (the replicate, kept only for the double bootstrap; its fit)
+    for start in range(0, reps, part):
+        draws = _replicates(x, fit, rng, (min(part, reps - start), x.size))
+        rows += [(d if fdb else None, f) for d in draws if (f := _refit(d, xmin)) is not None]
     if not rows:
         return BootstrapResult.undefined()
     a = np.array([f.alpha for _, f in rows])

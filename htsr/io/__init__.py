@@ -115,6 +115,10 @@ _TRAINING_FILE = re.compile(r"(training_args|optimizer|scheduler|scaler|rng_stat
                             r"|random_states.*\.pkl$")
 
 
+#: a Hugging Face PyTorch shard's name: pytorch_model-00001-of-00002.bin
+_TORCH_SHARD = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.(bin|pt|pth)$")
+
+
 def _resolved(f: Path) -> Path | None:
     """Where ``f`` leads, or None for a link that leads nowhere (a loop an interrupted download left)."""
     try:
@@ -173,6 +177,17 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
     # Optimum's ONNX export (model.onnx beside model_quantized.onnx …), or a folder of one weight file
     candidates = sorted(f for f in path.iterdir() if f.suffix.lower() in _WEIGHT_SUFFIXES and _is_file(f)
                         and not _TRAINING_FILE.match(f.name))
+    # PyTorch shards without their index (pytorch_model-00001-of-00002.bin …): one model, as loose safetensors are
+    parts = [_TORCH_SHARD.match(f.name) for f in candidates]
+    if candidates and all(parts) and len({(m["stem"], m["count"]) for m in parts}) == 1:
+        count = int(parts[0]["count"])
+        missing = sorted(set(range(1, count + 1)) - {int(m["no"]) for m in parts})
+        if missing:
+            raise SourceError(f"{path}: shard {missing[0]} of {count} of {parts[0]['stem']} is missing (and no "
+                              "index lists them); download the model again")
+        from .torch import load_torch_file
+
+        return _Chain(str(path), [load_torch_file(f) for f in candidates], path), {_resolved(f) for f in candidates}
     one = path / "model.onnx" if (path / "model.onnx").is_file() else candidates[0] if len(candidates) == 1 else None
     from .gguf import _SHARD
 
