@@ -39,7 +39,7 @@ import numpy as np
 from .analyze import analyze, iter_layers
 from .errors import HtsrError, OptionError, SourceError
 from .figures import Panel, Series
-from .options import Options
+from .options import Options, acts_on
 from .results import csv_cell
 
 __all__ = ["AlphaMonitor", "MonitorRecord", "LayerAlpha", "HtsrAlphaWarning", "CSV_COLUMNS", "MONITOR_DEFAULTS",
@@ -156,7 +156,9 @@ class AlphaMonitor:
         _check(not isinstance(threshold, bool) and isinstance(threshold, (int, float)) and math.isfinite(threshold),
                "threshold", "a finite number", threshold)
         _check(on_alert is None or callable(on_alert), "on_alert", "None or a callable", on_alert)
-        self._kwargs = {**MONITOR_DEFAULTS, **options, "layers": layers}
+        # (a default that acts on no layer of the kinds monitored is left to analyze: mp_fit for LoRA rows)
+        defaults = {k: v for k, v in MONITOR_DEFAULTS.items() if acts_on(k, options.get("kinds"))}
+        self._kwargs = {**defaults, **options, "layers": layers}
         try:
             self.options = Options.create(**self._kwargs)  # OptionError here, before any training
         except OptionError as e:

@@ -286,7 +286,7 @@ class Options:
             kwargs["kinds"] = frozenset((k,) if isinstance(k, str) else k)
         kinds = kwargs.get("kinds")
         for name, acting in _ON_KINDS.items():  # and one that acts on no layer of the kinds selected
-            if name in kwargs and kwargs[name] != OPTION_SPECS[name].default and kinds and not kinds & acting:
+            if name in kwargs and kwargs[name] != OPTION_SPECS[name].default and not acts_on(name, kinds):
                 raise OptionError(f"option {name!r} acts only on {', '.join(k for k in LAYER_KINDS if k in acting)} "
                                   f"layers, which kinds={sorted(kinds)} leaves out: it would change nothing")
         # a number option given as an int is the float it means (farms_aspect=2 recorded as 2.0, as the CLI's)
@@ -337,6 +337,13 @@ _ON_KINDS = {"conv": frozenset({"conv1d", "conv2d", "conv3d", "lora"}), "ww_conv
              **{name: _NOT_LORA for name in ("randomize", "localization", "mp_fit", "tw_margin", "phase_rank_collapse",
                                              "phase_ht_share", "phase_ht_alpha", "phase_bleed_width", "precision",
                                              "refine_fraction", "evals_floor", "farms_aspect")}}
+
+def acts_on(name: str, kinds: Any) -> bool:
+    """Whether option ``name`` acts on some layer of ``kinds`` (None, a kind or kinds: all of them by default)."""
+    if not kinds or name not in _ON_KINDS:
+        return True
+    return bool(frozenset((kinds,) if isinstance(kinds, str) else kinds) & _ON_KINDS[name])
+
 
 #: options that change how a run shows its progress, runs and what it keeps for figures, never a number
 UI_OPTIONS = frozenset({"progress", "workers", "keep_spectra"})

@@ -1421,6 +1421,9 @@ def test_sharded_keras_weights_are_refused_not_read_as_one_shard(keras, tmp_path
         with pytest.raises(htsr.SourceError) as ei:
             htsr.analyze(path)
         _one_line_source_error(ei, str(path), says, "save them whole")
+    with pytest.raises(htsr.SourceError) as ei:  # the folder (it said "give one", then refused the one given)
+        htsr.analyze(tmp_path)
+    _one_line_source_error(ei, str(tmp_path / "sh.weights.json"), "the index of Keras weights sharded")
     m.save_weights(tmp_path / "whole_00001.weights.h5")  # a name like a shard's, without an index: read
     assert len(htsr.analyze(tmp_path / "whole_00001.weights.h5", min_evals=2).layers) == 4
 

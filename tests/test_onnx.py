@@ -1065,7 +1065,13 @@ def test_attention_and_embed_layer_normalization_weights_are_typed(tmp_path):
              "Attention_0_qkv_weight": qkv, "qkv_b": np.zeros(96, np.float32),
              "Attention_1_qkv_weight_quantized": q8, "xs": np.float32(0.1), "ws": np.float32(0.02),
              "xz": np.uint8(0), "wz": np.int8(3)}
-    refs = _refs(_save(_ms_model(nodes, inits, inputs=("ids", "segs")), tmp_path / "m.onnx"))
+    f = OnnxFile(_save(_ms_model(nodes, inits, inputs=("ids", "segs")), tmp_path / "m.onnx"))
+    refs = {r.name: r for r in f}
+    # a fused operator's bias and LayerNorm parameters are no quantization parameters (they were called so);
+    # QAttention's scales and zero points are
+    listed = dict(f.not_weights)
+    assert [listed[n] for n in ("g", "b", "qkv_b")] == ["1-D (norm scales, scalars)"] * 3
+    assert {listed[n] for n in ("xs", "ws", "xz", "wz")} == {"quantization scale or zero point"}
     assert {n: (r.kind, r.shape, r.dtype) for n, r in refs.items()} == {
         "word": ("embedding", (100, 32), "float32"), "pos": ("embedding", (64, 32), "float32"),
         "seg": ("embedding", (2, 32), "float32"), "Attention_0_qkv_weight": ("dense", (96, 32), "float32"),

@@ -80,6 +80,21 @@ def test_a_block_grid_of_one_row_is_not_read_as_one_scale_per_row(tmp_path, stac
     np.testing.assert_array_equal(got, np.stack([want, want]) if stack else want)  # exact: the same products
 
 
+def test_scale_layouts_are_told_apart_and_a_row_scale_stays_a_column():
+    """[out, 1] per-row scales (compressed-tensors, FBGEMM) became a full float32 [out, in] copy when the
+    block grid was tried first (235 MB for a 14336 x 4096 weight); [1, out] stays per row, as it was read;
+    [1, in / 128] is DeepSeek's grid."""
+    from htsr.io.scales import _expand
+
+    s = np.arange(1, 57, dtype=np.float32)
+    assert _expand(s.reshape(56, 1), (56, 7168), "w").shape == (56, 1)
+    assert _expand(s, (56, 7168), "w").shape == (56, 1)
+    grid = _expand(s.reshape(1, 56), (56, 7168), "w")
+    assert grid.shape == (56, 7168) and (grid[:, 128] == 2).all()  # the second block of 128 columns
+    assert _expand(s.reshape(1, 56), (56, 56), "w").shape == (56, 1)  # square: per row, as before
+    assert _expand(np.ones((1, 7168), np.float32), (56, 7168), "w").shape == (56, 7168)  # one per input column
+
+
 @pytest.mark.parametrize("fnuz", ["float8_e4m3fnuz", "float8_e5m2fnuz"])
 def test_amd_fnuz_fp8_files_are_read(tmp_path, fnuz):
     """F8_E4M3FNUZ / F8_E5M2FNUZ (AMD's FP8 checkpoints, written by safetensors.torch): the whole file was

@@ -564,6 +564,19 @@ def _tensor(key: str, n: int) -> bytes:
             + b"\x89" + _glob("collections", "OrderedDict") + b")R" + b"tR")
 
 
+def test_another_packages_rebuild_function_is_inert_and_torchs_unknown_ones_refused(tmp_path):
+    """transformers 5's pickled LLMs (torch.save(model) of Llama, Mixtral … with the kernels package) call
+    kernels._internals.layer.layer._rebuild_kernel_func: the whole file was refused, as any '_rebuild…' was.
+    Another package's is an inert stand-in (the weights beside it read); torch's own unknown ones are refused."""
+    n = 16
+    kernel = _glob("kernels._internals.layer.layer", "_rebuild_kernel_func") + b"(" + _text("rmsnorm") + b"tR"
+    pkl = b"\x80\x02}(" + _text("w") + _tensor("0", n) + _text("k") + kernel + b"u."
+    assert [r.name for r in open_source(_zip_with(tmp_path / "m.pt", pkl, {"0": bytes(4 * n * n)}))] == ["w"]
+    sparse = _glob("torch._utils", "_rebuild_something_new") + b"(tR"
+    with pytest.raises(SourceError, match="torch._utils._rebuild_something_new"):
+        open_source(_zip_with(tmp_path / "s.pt", b"\x80\x02}(" + _text("w") + sparse + b"u."))
+
+
 def test_state_given_to_a_tensor_after_it_was_built_is_refused(tmp_path):
     """A BUILD after the tensor's rebuild wrote into the checked tensor (negative strides: the loader read
     memory outside the storage, and crashed the process when it was memory-mapped)."""

@@ -45,18 +45,19 @@ def open_source(source: Any) -> TensorSource:
 
         if is_flax_tree(source):  # 'kernel'/'embedding' leaves, a 'params' collection, jax/flax objects
             return FlaxTree(source)
-        flat = dict(source)  # ({'conv/kernel': …}: a Flax tree flattened, its kernels channels-last)
-        tree = unflattened(flat, flat.__getitem__) if all(isinstance(k, str) for k in flat) else None
-        if tree is not None and not any(isinstance(v, Mapping) for v in flat.values()):
-            return FlaxTree(tree)
         from .numpy import flat_items
         from .torch import TorchStateDict, is_torch_object, unwrap_state, with_notes
 
         if any(is_torch_object(v) for _, v in flat_items(source)):  # torch tensors, nested or not
-            # a checkpoint dict in memory is unwrapped as a file's is
+            # a checkpoint dict in memory is unwrapped as a file's is (a Keras torch-backend state dict's
+            # '…/dense/kernel' too: its kernels are torch tensors in Keras' layout, as the live model reads them)
             notes: list[str] = []
             state = unwrap_state(source, is_torch_object, notes) or source
             return TorchStateDict(state, with_notes("<state dict>", notes))
+        flat = dict(source)  # ({'conv/kernel': …}: a Flax tree flattened, its kernels channels-last)
+        tree = unflattened(flat, flat.__getitem__) if all(isinstance(k, str) for k in flat) else None
+        if tree is not None and not any(isinstance(v, Mapping) for v in flat.values()):
+            return FlaxTree(tree)
         return ArrayMapping(source)
     from .keras import is_keras_object
 
@@ -188,6 +189,10 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
         from .torch import load_torch_file
 
         return _Chain(str(path), [load_torch_file(f) for f in candidates], path), {_resolved(f) for f in candidates}
+    keras_index = next((i for f in candidates if (m := _KERAS_SHARD.match(f.name))
+                        and (i := path / f"{m['stem']}.weights.json").is_file()), None)
+    if keras_index is not None:  # (giving one shard would be refused as well)
+        raise _keras_sharded(keras_index, keras_index)
     one = path / "model.onnx" if (path / "model.onnx").is_file() else candidates[0] if len(candidates) == 1 else None
     from .gguf import _SHARD
 

@@ -765,11 +765,12 @@ def _memory_leaf(path: tuple[str, ...], value: Any):
 def unflattened(keys: Iterator[str] | list[str], values: Callable[[str], Any] = lambda k: k) -> dict | None:
     """Flat Flax (or Keras) parameter paths nested again — ``Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel``,
     as the ViT and big_vision ``.npz`` checkpoints store them, or dotted — with ``values(key)`` as leaves; None
-    unless some key ends in a ``kernel`` or ``embedding`` leaf (a PyTorch state dict says ``weight``), or if
-    one key is both a leaf and a parent. Their kernels are [in, out] and channels-last, as in a Flax tree."""
+    unless some key ends in a ``kernel`` or ``embedding`` leaf and none in ``weight`` (a PyTorch state dict's),
+    or if one key is both a leaf and a parent. Their kernels are [in, out] and channels-last, as in a Flax tree."""
     keys = list(keys)
     sep = "/" if any("/" in k for k in keys) else "."
-    if not any(sep in k and k.rsplit(sep, 1)[1] in ("kernel", "embedding") for k in keys):
+    leaves = {k.rsplit(sep, 1)[-1] for k in keys}
+    if not leaves & {"kernel", "embedding"} or "weight" in leaves:  # (a state dict names its weights 'weight')
         return None
     tree: dict = {}
     for k in keys:

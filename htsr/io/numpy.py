@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -137,7 +139,38 @@ class NpzFile:
         if isinstance(meta, str):
             return None
         load = self._loader(name)
-        return meta[0], meta[1].name, lambda idx=(): load()[idx]
+
+        def make(idx: tuple = ()) -> np.ndarray:
+            # one layer of a stacked (scanned) member: from a map of the member's bytes where they are stored
+            # as they are (np.savez), not the whole member decompressed once per layer
+            view = self._stored_view(name) if idx and not meta[1].hasobject else None
+            return np.array(view[idx]) if view is not None else load()[idx]
+
+        return meta[0], meta[1].name, make
+
+    def _stored_view(self, name: str) -> np.ndarray | None:
+        """A read-only map of member ``name``'s array where the archive stores it uncompressed, else None."""
+        info = self._npz.zip.getinfo(name + ".npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(info.header_offset)
+                local = f.read(30)  # the local file header: its name and extra field come before the data
+                start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+                f.seek(start)
+                fmt = np.lib.format
+                version = fmt.read_magic(f)
+                if version not in ((1, 0), (2, 0)):
+                    return None
+                shape, fortran, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)
+                offset = f.tell()
+            if offset - start + math.prod(shape) * dtype.itemsize > info.file_size:
+                return None  # (a header that lies: read the usual way, which says so)
+            return np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape),
+                             order="F" if fortran else "C")
+        except (OSError, ValueError):
+            return None
 
     def _ref(self, name: str) -> TensorRef:
         meta = self._meta[name]

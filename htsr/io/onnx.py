@@ -146,15 +146,19 @@ _STAND_INS = {"QLinearMatMul": ("MatMul", {0: 0, 3: 1}), "MatMulInteger": ("MatM
               "DynamicQuantizeLSTM": ("LSTM", {i: i for i in range(8)})}
 
 
+#: the scale and zero-point inputs of the quantized operators (a bias, a mask, a float fused operator's inputs
+#: are not)
+_SCALE_INPUTS = {"QLinearMatMul": {1, 2, 4, 5, 6, 7}, "MatMulInteger": {2, 3}, "QLinearConv": {1, 2, 4, 5, 6, 7},
+                 "ConvInteger": {2, 3}, "QGemm": {1, 2, 4, 5, 7, 8}, "QAttention": {3, 4, 6, 7},
+                 "MatMulNBits": {2, 3}, "DynamicQuantizeLSTM": {8, 9, 10, 11}}
+
+
 def _parameter_input(node: Any, index: int) -> bool:
-    """Whether input ``index`` of ``node`` is a parameter of how its weight is read, not a weight: a
-    QuantizeLinear / DequantizeLinear scale or zero point, or an input of a stand-in operator that is
-    none of its float operator's (QLinearMatMul's scales, MatMulNBits' scales and zero points)."""
+    """Whether input ``index`` of ``node`` is a scale or zero point of how a weight is read, not a weight:
+    QuantizeLinear's / DequantizeLinear's, or a quantized operator's (QLinearMatMul, MatMulNBits …)."""
     if node.op_type in _QDQ:
         return index > 0
-    if node.op_type in _STAND_INS and _known(node):
-        return index not in _STAND_INS[node.op_type][1]
-    return False
+    return _known(node) and index in _SCALE_INPUTS.get(node.op_type, ())
 
 
 def _known(node: Any) -> bool:
@@ -367,8 +371,9 @@ class OnnxFile:
                         if not _known(n):
                             continue
                         if n.op_type in _TYPED_OPS:
-                            if not _parameter_input(n, i):  # (a stand-in's scale is no weight of it)
-                                found.append(_Use(n, i, hop == 0, flipped))
+                            use = _Use(n, i, hop == 0, flipped)
+                            if use.index >= 0:  # (a stand-in's scale or mask is no weight of it)
+                                found.append(use)
                             continue
                         if n.op_type == "Transpose" and rank == 2:
                             perm = next((list(a.ints) for a in n.attribute if a.name == "perm"), [1, 0])
@@ -407,7 +412,7 @@ class OnnxFile:
             # an FP8 (or FP4) weight read by DequantizeLinear is codes, dequantized with its scale as an integer one
             coded = dtype is not None and dtype.startswith(("float8", "float4")) and any(
                 n.op_type == "DequantizeLinear" and i == 0 and _known(n) for n, i in uses)
-            nbits = next((n for n, i in consumers.get(name, ()) if i == 1 and n.op_type == "MatMulNBits"
+            nbits = next((n for n, i in uses if i == 1 and n.op_type == "MatMulNBits"
                           and n.domain == "com.microsoft"), None)
             if dtype is None:  # a weight's row (or its listing) says so; the other layers are read
                 unreadable = f"data_type {t.data_type}: not a tensor type onnx {onnx.__version__} can read"

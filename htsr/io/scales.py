@@ -132,16 +132,24 @@ def _expand(scale: np.ndarray, shape: tuple[int, ...], what: str, stack: bool = 
             return np.stack([np.broadcast_to(_expand(per[e], shape[1:], what), shape[1:]) for e in range(shape[0])])
         except SourceError:
             pass  # (then as the stack's own layout below)
-    if s.ndim == len(shape) == 2:  # a grid of blocks first: DeepSeek's [1, in/128] of a [56, 7168] weight is
-        # no scale per row, though it holds 56 (one per output row is [out, 1] here: a grid of one column)
-        block = [_block(n, k) for n, k in zip(shape, s.shape)]
-        if None not in block:
-            full = np.repeat(np.repeat(s, block[0], axis=0), block[1], axis=1)
-            return full[: shape[0], : shape[1]]
-    if len(shape) >= 2 and s.squeeze().shape == (shape[0],):  # per output channel: a row, or a conv's c_out
-        return s.reshape((shape[0],) + (1,) * (len(shape) - 1))
+    per_row = (shape[0],) + (1,) * (len(shape) - 1)
+    if len(shape) >= 2 and s.shape in ((shape[0],), per_row):  # per output channel: a row, or a conv's c_out
+        return s.reshape(per_row)
+    block = [_block(n, k) for n, k in zip(shape, s.shape)] if s.ndim == len(shape) == 2 else [None]
+    # a grid of blocks before a squeezed scale: DeepSeek's [1, in/128] of a [56, 7168] weight holds 56 numbers
+    # but is no scale per row (a grid whose blocks are single rows or columns is one per row or column)
+    if None not in block and all(b > 1 for b, k in zip(block, s.shape) if k > 1):
+        return _grid(s, block, shape)
+    if len(shape) >= 2 and s.squeeze().shape == (shape[0],):  # ([1, out]: per output channel, as it was read)
+        return s.reshape(per_row)
+    if None not in block:  # [1, in]: one per input column
+        return _grid(s, block, shape)
     raise SourceError(f"{what}: scale shape {tuple(s.shape)} fits no scale layout of a {tuple(shape)} weight "
                       "(scalar, per output row, or a grid of power-of-two blocks); the file may be corrupt")
+
+
+def _grid(s: np.ndarray, block: list[int], shape: tuple[int, ...]) -> np.ndarray:
+    return np.repeat(np.repeat(s, block[0], axis=0), block[1], axis=1)[: shape[0], : shape[1]]
 
 
 def _int(value: object) -> int | None:

@@ -553,8 +553,10 @@ class _Unpickler(pickle.Unpickler):
         if module in ("copyreg", "copy_reg") and name == "_reconstructor":  # (Python 2's name at protocols 0, 1)
             return _Call(_reconstructor)
         # code to run (os.system …), and torch's own tensor rebuilders htsr does not know (sparse, quantized
-        # or nested tensors: torch.load(weights_only=True) decides), are refused
-        if module.split(".", 1)[0] in _HOSTILE or module in _TORCH_REBUILDERS or name.startswith("_rebuild"):
+        # or nested tensors: torch.load(weights_only=True) decides), are refused; another package's
+        # '_rebuild…' (the kernels hub's _rebuild_kernel_func, in transformers 5's pickled LLMs) is inert
+        root = module.split(".", 1)[0]
+        if root in _HOSTILE or module in _TORCH_REBUILDERS or (root == "torch" and name.startswith("_rebuild")):
             raise _refuse(module, name)
         key = f"{module}.{name}"  # anything else (a model or config class, numpy): an inert stand-in
         if key not in self._types:
