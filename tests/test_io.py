@@ -1396,3 +1396,21 @@ def test_a_one_expert_stack_is_expert_0_from_a_state_dict_too():
     rows = htsr.analyze({"mlp.experts.gate_up_proj": np.random.default_rng(0).standard_normal((1, 96, 64))},
                         min_evals=2).layers
     assert [(r.name, r.kind) for r in rows] == [("mlp.experts.gate_up_proj[0]", "stack")]
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("bert.embeddings.word_embeddings.weight", "embedding"), ("model.embed_tokens.weight", "embedding"),
+    ("transformer.wte.weight", "embedding"), ("shared.weight", "embedding"), ("tok_emb.weight", "embedding"),
+    ("gpt_neox.embed_in.weight", "embedding"), ("encoder.embedding.weight", "embedding"),
+    ("x.global_relative_attention_bias.weight", "embedding"),  # LongT5's nn.Embedding of buckets × heads
+    # Linear layers named after embeddings (their live modules say dense; the files said embedding)
+    ("electra.embeddings_project.weight", "dense"), ("albert.encoder.embedding_hidden_mapping_in.weight", "dense"),
+    ("mobilebert.embeddings.embedding_transformation.weight", "dense"), ("gpt_neox.embed_out.weight", "dense"),
+    ("unet.time_embedding.linear_1.weight", "dense"), ("model.layers.0.mlp.shared_expert.gate_proj.weight", "dense"),
+])
+def test_a_state_dicts_kind_by_name_is_its_modules(name, kind):
+    """A file's 2-D tensor is typed by its module's name: the module holding it, not one enclosing it, named as
+    an embedding table (the same rows then from the file as from the live model, for --kinds)."""
+    from htsr.matrices import classify
+
+    assert classify(name, (300, 64))[0] == kind
