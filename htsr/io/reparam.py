@@ -7,7 +7,8 @@ one WeightWatcher reads from the live module), named ``<module>.weight``, and th
 * **weight norm**: ``<m>.weight_g`` and ``<m>.weight_v`` (``torch.nn.utils.weight_norm``), or
   ``<m>.parametrizations.weight.original0`` and ``original1`` (``parametrizations.weight_norm``):
   W = g · v / ‖v‖, the norm taken over the dimensions along which g has size 1 (all of them for a scalar
-  g), as ``torch._weight_norm``. Analysing v alone leaves out the per-row scale g the layer learned
+  g), as ``torch._weight_norm`` (a live module's weight norm is computed here too, from its parts: the same
+  weight to the bit as its saved state dict's). Analysing v alone leaves out the per-row scale g the layer learned
   (wav2vec2's positional conv: alpha 19 for v, 2.5 for W);
 * **spectral norm**: ``<m>.weight_orig`` with the power-iteration vectors ``<m>.weight_u`` and
   ``<m>.weight_v`` (``torch.nn.utils.spectral_norm``), or ``<m>.parametrizations.weight.original`` with
@@ -36,14 +37,20 @@ import numpy as np
 from ..errors import SourceError
 from .base import TensorRef, skipped_loader
 
-__all__ = ["reparametrized_refs"]
+__all__ = ["reparametrized_refs", "weight_norm"]
 
 # <module>.parametrizations.<tensor>.original…, or without a module for a parametrized root module
 _PARAM = re.compile(r"^(?:(.*)\.)?parametrizations\.([^.]+)\.(original[01]?)$")
 
 
 def _weight_norm(g: TensorRef, v: TensorRef, name: str) -> np.ndarray:
-    gv, vv = np.asarray(g.load()), np.asarray(v.load())
+    return weight_norm(g.load(), v.load())
+
+
+def weight_norm(g: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """W = g · v / ‖v‖ (see the module docstring), in the parts' precision (at least float32): the one
+    computation for a checkpoint's parts and a live module's, so both give the same weight to the bit."""
+    gv, vv = np.asarray(g), np.asarray(v)
     dtype = np.result_type(gv.dtype, vv.dtype, np.float32)
     gv, vv = gv.astype(dtype, copy=False), vv.astype(dtype, copy=False)
     if gv.ndim == vv.ndim and gv.size > 1:

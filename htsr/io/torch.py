@@ -173,7 +173,7 @@ class TorchModule:
                 for pname in mod.parametrizations:
                     p = _parametrized(mod, pname)
                     yield TensorRef(f"{prefix}{pname}", tuple(p.shape), _dtype_name(p),
-                                    (lambda mod=mod, pname=pname: _to_numpy(_parametrized(mod, pname))),
+                                    (lambda mod=mod, pname=pname: _parametrized_array(mod, pname)),
                                     module_kind(cls, pname, f"{prefix}{pname}", tuple(p.shape)))
             # a quantized layer's weight parameter holds integer codes (buffers such as masks or position
             # indices do not make a layer quantized)
@@ -242,6 +242,18 @@ def _parametrized(module: Any, pname: str):
     """The value of parametrized tensor ``pname`` of ``module``, as its forward pass computes it."""
     with _torch().no_grad():
         return getattr(module, pname)
+
+
+def _parametrized_array(module: Any, pname: str) -> np.ndarray:
+    """:func:`_parametrized` as numpy; a weight norm's as a checkpoint's parts give it (htsr.io.reparam's
+    weight_norm: torch's own computation rounds otherwise, 1e-6 apart), so the live module's row and its saved
+    state dict's are the same to the bit."""
+    plist = module.parametrizations[pname]
+    if len(plist) == 1 and type(plist[0]).__name__ == "_WeightNorm" and hasattr(plist, "original1"):
+        from .reparam import weight_norm
+
+        return weight_norm(_to_numpy(plist.original0), _to_numpy(plist.original1))
+    return _to_numpy(_parametrized(module, pname))
 
 
 #: a sub-mapping under such a key holds training state (optimizer moments, scheduler, AMP scaler), not weights
