@@ -6,6 +6,7 @@ names to arrays / tensors, and picks the reader by content (magic bytes), not by
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import zipfile
@@ -128,17 +129,19 @@ def _resolved(f: Path) -> Path | None:
         return None
 
 
-def _is_file(f: Path) -> bool:
+def _weight_file(f: Path) -> bool:
+    """A regular file of a weight format's suffix, not a Trainer checkpoint's training state."""
     try:
-        return f.is_file()
+        return f.suffix.lower() in _WEIGHT_SUFFIXES and not _TRAINING_FILE.match(f.name) and f.is_file()
     except OSError:
         return False
 
 
 def _holds_weights(d: Path) -> bool:
-    """Whether ``d`` is a folder with a weight file in it."""
+    """Whether ``d`` is a folder with a weight file among its first thousand entries (an error message asks:
+    a data set's folder of a million images is not listed to the end)."""
     try:
-        return d.is_dir() and any(f.suffix.lower() in _WEIGHT_SUFFIXES and _is_file(f) for f in d.iterdir())
+        return d.is_dir() and any(_weight_file(f) for f in itertools.islice(d.iterdir(), 1000))
     except OSError:  # unreadable
         return False
 
@@ -176,8 +179,7 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
 
         return KerasFile(path), {_resolved(path / "model.weights.h5")}
     # Optimum's ONNX export (model.onnx beside model_quantized.onnx …), or a folder of one weight file
-    candidates = sorted(f for f in path.iterdir() if f.suffix.lower() in _WEIGHT_SUFFIXES and _is_file(f)
-                        and not _TRAINING_FILE.match(f.name))
+    candidates = sorted(f for f in path.iterdir() if _weight_file(f))
     # PyTorch shards without their index (pytorch_model-00001-of-00002.bin …): one model, as loose safetensors are
     parts = [_TORCH_SHARD.match(f.name) for f in candidates]
     if candidates and all(parts) and len({(m["stem"], m["count"]) for m in parts}) == 1:
@@ -241,10 +243,8 @@ def _open_path(path: Path) -> TensorSource:
         # the folder's other weight files (pytorch_model.bin beside model.safetensors, an .onnx export …):
         # named, not dropped without a word (loose safetensors files name their own left-out copies)
         loose = isinstance(src, ShardedSafetensors) and not read
-        others = sorted(f.name for f in path.iterdir()
-                        if f.suffix.lower() in _WEIGHT_SUFFIXES and not _TRAINING_FILE.match(f.name)
-                        and not (loose and f.suffix == ".safetensors") and _resolved(f) not in read
-                        and _is_file(f))
+        others = sorted(f.name for f in path.iterdir() if _weight_file(f)
+                        and not (loose and f.suffix == ".safetensors") and _resolved(f) not in read)
         if others:
             src.description += f" (other weight files here, not read: {', '.join(others)})"
         return src

@@ -329,7 +329,7 @@ def _select_params(tree: Mapping) -> tuple[Mapping, tuple[str, ...], list[tuple[
         left = [(f"{_key(outer)}.{_key(k)}", "not the 'params' collection") for k in inner if _key(k) != "params"]
         left += [(_key(k), "not the 'params' collection") for k in tree if k != outer]
         return inner["params"], (_key(outer), "params"), left
-    target, state = tree.get("target") if hasattr(tree, "get") else None, tree.get("state") if hasattr(tree, "get") else None
+    target, state = tree.get("target"), tree.get("state")
     if isinstance(target, Mapping) and isinstance(state, Mapping) and "param_states" in state:
         # flax.optim's Optimizer (flax before 0.6): the model is its target, the moments its state
         return target, ("target",), [(_key(k), "optimizer state, not the model's parameters")
