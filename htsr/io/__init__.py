@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SourceError
-from .base import FLOAT_DTYPES, LFS_POINTER, TensorRef, TensorSource, is_gzip, lfs_pointer_error
+from .base import FLOAT_DTYPES, LFS_POINTER, TensorRef, TensorSource, is_gzip, lfs_pointer_error, one_split
 from .flax import is_msgpack_checkpoint
 from .numpy import ArrayMapping, NpyFile, NpzFile
 from .safetensors import SafetensorsFile, ShardedSafetensors, is_safetensors, weight_files
@@ -117,10 +117,6 @@ _TRAINING_FILE = re.compile(r"(training_args|optimizer|scheduler|scaler|rng_stat
                             r"|random_states.*\.pkl$")
 
 
-#: a Hugging Face PyTorch shard's name: pytorch_model-00001-of-00002.bin
-_TORCH_SHARD = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.(bin|pt|pth)$")
-
-
 def _resolved(f: Path) -> Path | None:
     """Where ``f`` leads, or None for a link that leads nowhere (a loop an interrupted download left)."""
     try:
@@ -180,9 +176,9 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
         return KerasFile(path), {_resolved(path / "model.weights.h5")}
     # Optimum's ONNX export (model.onnx beside model_quantized.onnx …), or a folder of one weight file
     candidates = sorted(f for f in path.iterdir() if _weight_file(f))
+    parts = one_split(candidates)  # a split model's shards: <stem>-00001-of-00002.<ext> …
     # PyTorch shards without their index (pytorch_model-00001-of-00002.bin …): one model, as loose safetensors are
-    parts = [_TORCH_SHARD.match(f.name) for f in candidates]
-    if candidates and all(parts) and len({(m["stem"], m["count"]) for m in parts}) == 1:
+    if parts is not None and parts[0]["ext"] in ("bin", "pt", "pth"):
         count = int(parts[0]["count"])
         missing = sorted(set(range(1, count + 1)) - {int(m["no"]) for m in parts})
         if missing:
@@ -196,11 +192,8 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
     if keras_index is not None:  # (giving one shard would be refused as well)
         raise _keras_sharded(keras_index, keras_index)
     one = path / "model.onnx" if (path / "model.onnx").is_file() else candidates[0] if len(candidates) == 1 else None
-    from .gguf import _SHARD
-
-    shards = [_SHARD.match(f.name) for f in candidates]
-    if one is None and candidates and all(shards) and len({(m["stem"], m["count"]) for m in shards}) == 1:
-        one = next((f for f, m in zip(candidates, shards) if int(m["no"]) == 1), None)  # a gguf-split model
+    if one is None and parts is not None and parts[0]["ext"] == "gguf":  # a gguf-split model, from its first shard
+        one = next((f for f, m in zip(candidates, parts) if int(m["no"]) == 1), None)
     if one is not None:
         src = _open_path(one)
         return src, {_resolved(f) for f in getattr(src, "input_files", ())} | {_resolved(one)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 __all__ = ["FLOAT_DTYPES", "MAX_EXPANSION", "TensorRef", "TensorSource", "as_loaded", "expands_too_far", "unit_roundoff",
-           "first_overlap", "import_extra", "LFS_POINTER", "lfs_pointer_error", "numpy_dtype", "one_line", "skipped_loader"]
+           "first_overlap", "import_extra", "LFS_POINTER", "lfs_pointer_error", "numpy_dtype", "one_line", "one_split", "skipped_loader",
+           "SPLIT_NAME"]
 
 #: dtype names (numpy / ml_dtypes spelling) whose tensors are weights htsr analyses
 FLOAT_DTYPES = frozenset(
@@ -81,6 +83,19 @@ MAX_EXPANSION = 1000
 def expands_too_far(declared: int, stored: int) -> bool:
     """More than :data:`MAX_EXPANSION` times the bytes stored (a MiB of slack for tiny members)."""
     return declared > MAX_EXPANSION * max(stored, 1) + (1 << 20)
+
+
+#: a shard's name as Hugging Face and llama.cpp's gguf-split write it: <stem>-00001-of-00003.<ext>
+SPLIT_NAME = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.(?P<ext>\w+)$")
+
+
+def one_split(files: list[Path]) -> list[re.Match] | None:
+    """The names of ``files`` matched by :data:`SPLIT_NAME` when they are all shards of one split (one stem,
+    count and extension), else None."""
+    parts = [SPLIT_NAME.match(f.name) for f in files]
+    if not files or not all(parts) or len({(m["stem"], m["count"], m["ext"]) for m in parts}) != 1:
+        return None
+    return parts
 
 
 #: the start of a Git LFS pointer: a clone without ``git lfs pull`` has these small text files for the weights

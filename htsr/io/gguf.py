@@ -79,7 +79,7 @@ import numpy as np
 from ..errors import LayerSkipped, SourceError
 from ..matrices import SharedLoad
 from ..spectra import LowRank
-from .base import TensorRef, first_overlap, import_extra, one_line, skipped_loader
+from .base import SPLIT_NAME, TensorRef, first_overlap, import_extra, one_line, skipped_loader
 
 __all__ = ["GGUF_MAGIC", "GGUFFile", "GGUFSplit", "GGUFTensorRef", "gguf_kind", "is_gguf", "open_gguf"]
 
@@ -430,10 +430,6 @@ class GGUFFile:
         yield from refs if alpha is None else _lora_updates(refs, alpha)
 
 
-#: llama.cpp's gguf-split shard names: <stem>-00001-of-00003.gguf
-_SHARD = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
-
-
 class GGUFSplit:
     """A model split by llama.cpp's ``gguf-split`` (``split.count`` shards ``<stem>-0000k-of-0000n.gguf``, each
     with its own tensors): its shards' tensors, in shard order, as one model."""
@@ -459,8 +455,8 @@ def open_gguf(path: str | os.PathLike) -> GGUFFile | GGUFSplit:
     count = first._field("split.count")
     if not isinstance(count, int) or count <= 1:
         return first
-    m = _SHARD.match(first.path.name)
-    if m is None or int(m["count"]) != count:
+    m = SPLIT_NAME.match(first.path.name)  # (llama.cpp's gguf-split names: <stem>-00001-of-00003.gguf)
+    if m is None or m["ext"] != "gguf" or int(m["count"]) != count:
         raise SourceError(f"{first.path}: shard of a model split in {count} files (split.count), but not named "
                           "<name>-0000k-of-0000n.gguf as llama.cpp's gguf-split names them; give the first shard "
                           "with its siblings beside it, or merge them (llama-gguf-split --merge)")

@@ -20,15 +20,16 @@ _PICKLED = ("an array of pickled Python objects, which htsr never unpickles; re-
             "arrays (numpy.savez of float arrays, or safetensors)")
 
 
-def _npy_header(f) -> tuple[tuple[int, ...], np.dtype] | None:
-    """Shape and dtype from the .npy header at the start of file object ``f``, without reading the data;
-    None for format 3.0 (utf-8 field names), which numpy gives no public header reader."""
+def _npy_header(f, order: bool = False) -> tuple | None:
+    """Shape and dtype (and with ``order``, whether the data is Fortran-ordered) from the .npy header at the
+    position of file object ``f``, which is left at the data; None for format 3.0 (utf-8 field names), which
+    numpy gives no public header reader."""
     fmt = np.lib.format
     version = fmt.read_magic(f)
     if version not in ((1, 0), (2, 0)):
         return None
-    shape, _, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)
-    return tuple(shape), dtype
+    shape, fortran, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)
+    return (tuple(shape), dtype, fortran) if order else (tuple(shape), dtype)
 
 
 def _holds_objects(path: Path) -> bool:
@@ -78,6 +79,7 @@ class NpzFile:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.description = str(self.path)
+        self._views: dict[str, np.ndarray | None] = {}  # maps of stored members, for layers of stacks
         try:
             self._npz = np.load(self.path, allow_pickle=False, mmap_mode="r")
             files = self._npz.files
@@ -143,10 +145,16 @@ class NpzFile:
         def make(idx: tuple = ()) -> np.ndarray:
             # one layer of a stacked (scanned) member: from a map of the member's bytes where they are stored
             # as they are (np.savez), not the whole member decompressed once per layer
-            view = self._stored_view(name) if idx and not meta[1].hasobject else None
+            view = self._view(name) if idx and not meta[1].hasobject else None
             return np.array(view[idx]) if view is not None else load()[idx]
 
         return meta[0], meta[1].name, make
+
+    def _view(self, name: str) -> np.ndarray | None:
+        """:meth:`_stored_view`, made once per member (a stack is read one layer at a time)."""
+        if name not in self._views:
+            self._views[name] = self._stored_view(name)
+        return self._views[name]
 
     def _stored_view(self, name: str) -> np.ndarray | None:
         """A read-only map of member ``name``'s array where the archive stores it uncompressed, else None."""
@@ -159,12 +167,10 @@ class NpzFile:
                 local = f.read(30)  # the local file header: its name and extra field come before the data
                 start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
                 f.seek(start)
-                fmt = np.lib.format
-                version = fmt.read_magic(f)
-                if version not in ((1, 0), (2, 0)):
+                header = _npy_header(f, order=True)
+                if header is None:
                     return None
-                shape, fortran, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)
-                offset = f.tell()
+                (shape, dtype, fortran), offset = header, f.tell()
             if offset - start + math.prod(shape) * dtype.itemsize > info.file_size:
                 return None  # (a header that lies: read the usual way, which says so)
             return np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape),
