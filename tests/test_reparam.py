@@ -170,3 +170,35 @@ def test_untrained_square_spectral_norm_and_one_input_weight_norm():
         (row,) = [r for r in htsr.analyze(module.state_dict(), min_evals=2).layers if r.name == "weight"]
         # float32 combinations in torch and numpy: 1e-5
         assert row.lambda_max == pytest.approx(float(np.linalg.svd(W, compute_uv=False)[0] ** 2), rel=1e-5), module
+
+
+def test_a_module_in_train_mode_is_analysed_as_it_is_and_left_unchanged(tmp_path):
+    """Reading a spectral-normed weight in train mode runs torch's power iteration, which writes _u and _v:
+    analysing (or monitoring) a model in training changed it, and its row was not its state dict's
+    (λ_max 1.096127 live, 1.099457 from the state dict). The weight is now made from the parts as stored."""
+    torch.manual_seed(0)
+    model = nn.Sequential(_trained_like(P.spectral_norm(nn.Linear(64, 100)), seed=3), nn.Linear(100, 64)).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    save_file(before, tmp_path / "m.safetensors")
+    live = htsr.analyze(model, min_evals=2).layers[0]
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    assert model.training and model[0].parametrizations.weight[0].training  # the modes are restored
+    saved = htsr.analyze(tmp_path / "m.safetensors", min_evals=2).layers[0]
+    assert live.name == saved.name == "0"
+    assert (live.lambda_max, live.log_norm, live.alpha) == (saved.lambda_max, saved.log_norm, saved.alpha)
+
+
+@pytest.mark.parametrize("make", [lambda: U.weight_norm(nn.Linear(64, 64)), lambda: P.weight_norm(nn.Linear(64, 64)),
+                                  lambda: P.spectral_norm(nn.Linear(64, 64)),
+                                  lambda: U.spectral_norm(nn.Linear(64, 64))])
+def test_a_reparametrized_module_held_under_two_names_is_one_row(make):
+    """A shared module's weight is tied, whether stored as itself or as a reparametrization's parts (these
+    gave a row under each name, the same matrix twice)."""
+    shared = make()
+    model = nn.Module()
+    model.a, model.b = shared, shared
+    for source in (model, dict(model.state_dict())):
+        result = htsr.analyze(source, min_evals=2)
+        assert [r.name for r in result.layers] == ["a"]
+        assert any("tied" in n.reason and n.examples == ("b.weight",) for n in result.not_analysed)

@@ -13,7 +13,8 @@ one WeightWatcher reads from the live module), named ``<module>.weight``, and th
 * **spectral norm**: ``<m>.weight_orig`` with the power-iteration vectors ``<m>.weight_u`` and
   ``<m>.weight_v`` (``torch.nn.utils.spectral_norm``), or ``<m>.parametrizations.weight.original`` with
   ``<m>.parametrizations.weight.0._u`` and ``._v``: W = W_orig / σ, σ = uᵀ·W_mat·v with W_mat the
-  original reshaped to [size along u, rest] — the σ the module divides by in eval mode;
+  original reshaped to [size along u, rest] — the σ the module divides by in eval mode (a live module's
+  too, whatever its mode: in train mode, reading its weight would run a power iteration that writes u and v);
 * **pruning**: ``<m>.weight_orig`` and its 0/1 ``<m>.weight_mask`` (``torch.nn.utils.prune``):
   W = W_orig · mask (the mask is no layer);
 * **orthogonal** (``parametrizations.orthogonal``, which also stores ``parametrizations.weight.0.base``):
@@ -37,7 +38,7 @@ import numpy as np
 from ..errors import SourceError
 from .base import TensorRef, skipped_loader
 
-__all__ = ["reparametrized_refs", "weight_norm"]
+__all__ = ["reparametrized_refs", "spectral_norm", "weight_norm"]
 
 # <module>.parametrizations.<tensor>.original…, or without a module for a parametrized root module
 _PARAM = re.compile(r"^(?:(.*)\.)?parametrizations\.([^.]+)\.(original[01]?)$")
@@ -62,9 +63,16 @@ def weight_norm(g: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def _spectral_norm(orig: TensorRef, u: TensorRef, v: TensorRef, name: str) -> np.ndarray:
-    w = np.asarray(orig.load())
+    return spectral_norm(orig.load(), u.load(), v.load(), f"{name}: the spectral norm uᵀ·W·v of {orig.name}")
+
+
+def spectral_norm(w: np.ndarray, u: np.ndarray, v: np.ndarray, what: str) -> np.ndarray:
+    """W = W_orig / σ with σ = uᵀ·W_mat·v (see the module docstring): the one computation for a checkpoint's
+    parts and a live module's (whose own forward pass in train mode would first run a power iteration,
+    writing its u and v), so both give the same weight to the bit; ``what`` names σ in the error."""
+    w = np.asarray(w)
     w = w.astype(np.result_type(w.dtype, np.float32), copy=False)
-    uu, vv = np.asarray(u.load(), np.float64).reshape(-1), np.asarray(v.load(), np.float64).reshape(-1)
+    uu, vv = np.asarray(u, np.float64).reshape(-1), np.asarray(v, np.float64).reshape(-1)
     # the dim u's length fits (_dims_of); if both do (as many input as output channels), the one whose W_mat·v
     # points along u, as power iteration leaves it
     mats = [np.moveaxis(w, d, 0).reshape(uu.size, -1).astype(np.float64)
@@ -76,7 +84,7 @@ def _spectral_norm(orig: TensorRef, u: TensorRef, v: TensorRef, name: str) -> np
 
     sigma = float(uu @ (max(mats, key=alignment) @ vv))
     if not (math.isfinite(sigma) and sigma != 0.0):
-        raise SourceError(f"{name}: the spectral norm uᵀ·W·v of {orig.name} is {sigma}; not a weight to divide by it")
+        raise SourceError(f"{what} is {sigma}; not a weight to divide by it")
     return w / w.dtype.type(sigma)
 
 
@@ -85,8 +93,12 @@ def _masked(orig: TensorRef, mask: TensorRef) -> np.ndarray:
     return w * np.asarray(mask.load()).astype(w.dtype, copy=False)
 
 
-def _combined(name: str, like: TensorRef, load) -> TensorRef:
-    return TensorRef(name, tuple(like.shape), like.dtype, load, like.kind)
+def _combined(name: str, like: TensorRef, load, *parts: TensorRef) -> TensorRef:
+    """The weight ``name`` made of ``like`` and the other ``parts``: tied to another such weight (a module
+    held under two names) when all its parts are the same tensors."""
+    keys = tuple(p.storage_key for p in (like, *parts))
+    return TensorRef(name, tuple(like.shape), like.dtype, load, like.kind,
+                     storage_key=keys if all(k is not None for k in keys) else None)
 
 
 def _norm_fits(g: TensorRef, v: TensorRef) -> bool:
@@ -120,13 +132,14 @@ def reparametrized_refs(by_name: Mapping[str, TensorRef]) -> tuple[dict[str, Ten
 
     def weight_norm(name: str, g: TensorRef, v: TensorRef | None) -> None:
         if v is not None and _norm_fits(g, v):
-            out[v.name] = _combined(name, v, lambda g=g, v=v, name=name: _weight_norm(g, v, name))
+            out[v.name] = _combined(name, v, lambda g=g, v=v, name=name: _weight_norm(g, v, name), g)
             used.update((g.name, v.name))
 
     def spectral_norm(name: str, orig: TensorRef, u: TensorRef | None, v: TensorRef | None) -> bool:
         if u is None or v is None or not _vectors_fit(orig, u, v):
             return False
-        out[orig.name] = _combined(name, orig, lambda o=orig, u=u, v=v, name=name: _spectral_norm(o, u, v, name))
+        out[orig.name] = _combined(name, orig, lambda o=orig, u=u, v=v, name=name: _spectral_norm(o, u, v, name),
+                                   u, v)
         used.update((orig.name, u.name, v.name))
         return True
 
@@ -155,6 +168,6 @@ def reparametrized_refs(by_name: Mapping[str, TensorRef]) -> tuple[dict[str, Ten
             if not spectral_norm(stem, r, by_name.get(stem + "_u"), by_name.get(stem + "_v")):
                 mask = by_name.get(stem + "_mask")  # torch.nn.utils.prune
                 if mask is not None and tuple(mask.shape) == tuple(r.shape):
-                    out[key] = _combined(stem, r, lambda o=r, m=mask: _masked(o, m))
+                    out[key] = _combined(stem, r, lambda o=r, m=mask: _masked(o, m), mask)
                     used.update((key, mask.name))
     return out, used

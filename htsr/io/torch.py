@@ -174,7 +174,8 @@ class TorchModule:
                     p = _parametrized(mod, pname)
                     yield TensorRef(f"{prefix}{pname}", tuple(p.shape), _dtype_name(p),
                                     (lambda mod=mod, pname=pname: _parametrized_array(mod, pname)),
-                                    module_kind(cls, pname, f"{prefix}{pname}", tuple(p.shape)))
+                                    module_kind(cls, pname, f"{prefix}{pname}", tuple(p.shape)),
+                                    storage_key=_parts_key(mod.parametrizations[pname]))
             # a quantized layer's weight parameter holds integer codes (buffers such as masks or position
             # indices do not make a layer quantized)
             own = [t for _, t in mod.named_parameters(recurse=False)]
@@ -239,20 +240,42 @@ def _meta_loader(matrix: bool) -> Callable[[], np.ndarray]:
 
 
 def _parametrized(module: Any, pname: str):
-    """The value of parametrized tensor ``pname`` of ``module``, as its forward pass computes it."""
-    with _torch().no_grad():
-        return getattr(module, pname)
+    """The value of parametrized tensor ``pname`` of ``module``, as its forward pass computes it in eval mode:
+    in train mode a spectral norm would first run a power iteration, which writes its ``_u`` and ``_v`` (the
+    model analysed, or monitored while it trains, is never changed)."""
+    plist = module.parametrizations[pname]
+    modes = [(m, m.training) for m in plist.modules()]
+    try:
+        plist.eval()
+        with _torch().no_grad():
+            return getattr(module, pname)
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _parts_key(plist: Any) -> tuple | None:
+    """Where a parametrized weight's parts (its originals, parameters and buffers) live: the same for a module
+    held under two names (tied), None if one part has no storage of its own."""
+    keys = tuple(_storage_key(t) for t in (*plist.parameters(), *plist.buffers()))
+    return keys if keys and all(k is not None for k in keys) else None
 
 
 def _parametrized_array(module: Any, pname: str) -> np.ndarray:
-    """:func:`_parametrized` as numpy; a weight norm's as a checkpoint's parts give it (htsr.io.reparam's
-    weight_norm: torch's own computation rounds otherwise, 1e-6 apart), so the live module's row and its saved
-    state dict's are the same to the bit."""
+    """:func:`_parametrized` as numpy; a weight norm's and a spectral norm's as a checkpoint's parts give them
+    (htsr.io.reparam: torch's own computation rounds otherwise, 1e-6 apart), so the live module's row and its
+    saved state dict's are the same to the bit."""
     plist = module.parametrizations[pname]
-    if len(plist) == 1 and type(plist[0]).__name__ == "_WeightNorm" and hasattr(plist, "original1"):
+    kind = type(plist[0]).__name__ if len(plist) == 1 else ""
+    if kind == "_WeightNorm" and hasattr(plist, "original1"):
         from .reparam import weight_norm
 
         return weight_norm(_to_numpy(plist.original0), _to_numpy(plist.original1))
+    if kind == "_SpectralNorm" and hasattr(plist, "original") and hasattr(plist[0], "_u"):
+        from .reparam import spectral_norm
+
+        return spectral_norm(_to_numpy(plist.original), _to_numpy(plist[0]._u), _to_numpy(plist[0]._v),
+                             f"{pname}: the spectral norm uᵀ·W·v of its original")
     return _to_numpy(_parametrized(module, pname))
 
 
