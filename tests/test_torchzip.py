@@ -642,8 +642,14 @@ def test_a_submodule_shared_without_end_is_refused_and_a_tied_one_named_twice(tm
     for _ in range(40):
         m = _Twice(m)
     torch.save(m, str(tmp_path / "dag.pt"))
-    with pytest.raises(SourceError, match="held by more than 64 modules"):
+    with pytest.raises(SourceError, match="names more than 200000 modules"):
         open_source(tmp_path / "dag.pt")
+    # one activation held by each of 80 blocks is no such tree (refused when a module's own uses were capped
+    # at 64)
+    act = nn.GELU()
+    blocks = nn.ModuleList(nn.Sequential(nn.Linear(4, 4), act) for _ in range(80))
+    torch.save(blocks, str(tmp_path / "blocks.pt"))
+    assert len(htsr.analyze(tmp_path / "blocks.pt", min_evals=2).layers) == 80
     tied = _Twice(nn.Linear(4, 4))
     torch.save(tied, str(tmp_path / "tied.pt"))
     torch.jit.save(torch.jit.script(tied), str(tmp_path / "tied_script.pt"))

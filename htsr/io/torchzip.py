@@ -175,9 +175,10 @@ def _reconstructor(cls: Any, base: Any, state: Any = None) -> Any:
     return make(state)
 
 
-#: times one pickled module may appear in a module tree: a module held twice is named twice, as state_dict()
-#: does (tied submodules), but k levels of that give 2^k names from a file of a few kB
-_MAX_MODULE_USES = 64
+#: modules named in one module tree: a module held twice is named twice, as state_dict() does (tied
+#: submodules, or one activation held by every block), but k levels of that give 2^k names from a file of a
+#: few kB (the largest models have some thousands)
+_MAX_MODULE_NAMES = 200_000
 
 
 class _StateDict(dict):
@@ -190,16 +191,16 @@ class _StateDict(dict):
 
 
 def _module_state(obj: Any, prefix: str, out: _StateDict, path: tuple[int, ...] = (),
-                  uses: dict[int, int] | None = None) -> None:
+                  uses: list[int] | None = None) -> None:
     """``Module.state_dict()`` of a pickled module: its parameters and persistent buffers, then its
     submodules', named by attribute path (and each entry's module class in ``out.classes``)."""
-    uses = {} if uses is None else uses
-    uses[id(obj)] = uses.get(id(obj), 0) + 1
+    uses = [0] if uses is None else uses
+    uses[0] += 1
     if id(obj) in path:
         raise pickle.UnpicklingError(f"module {prefix.rstrip('.') or '(root)'} contains itself")
-    if uses[id(obj)] > _MAX_MODULE_USES:
-        raise pickle.UnpicklingError(f"module {prefix.rstrip('.')} is held by more than {_MAX_MODULE_USES} "
-                                     "modules of the tree: not a model's")
+    if uses[0] > _MAX_MODULE_NAMES:
+        raise pickle.UnpicklingError(f"the module tree names more than {_MAX_MODULE_NAMES} modules (at "
+                                     f"{prefix.rstrip('.')}): modules held under many names, not a model's")
     state = obj.state
     groups = [state.get(k) if state.get(k) is not None else {} for k in ("_parameters", "_buffers", "_modules")]
     skip = state.get("_non_persistent_buffers_set") or ()
