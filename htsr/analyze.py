@@ -63,6 +63,11 @@ WW_FLOOR_MAX_FRACTION = 1e-3
 THREADED_MAX_M = 2048
 
 
+#: the index a reader gives each part of one stored tensor it yields apart (a LoRA pair's expert
+#: ``#delta[3]``, a scanned Flax stack's layer ``[3]``): the tensor counts once
+_ITEM = re.compile(r"\[\d+\]$")
+
+
 class Tally:
     """What became of a source's tensors as :func:`iter_layers` runs: the names the reader gave (a quantized
     weight's scales and parts, folded into it, are not separate tensors), and those that give no row, by
@@ -73,10 +78,10 @@ class Tally:
         self.passed_over: dict[str, list[str]] = {}
 
     def seen(self, name: str) -> None:
-        self.names[name] = None
+        self.names[_ITEM.sub("", name)] = None
 
     def passed(self, name: str, reason: str) -> None:
-        self.names[name] = None
+        self.names[_ITEM.sub("", name)] = None
         self.passed_over.setdefault(reason, []).append(name)
 
     @property

@@ -54,6 +54,9 @@ _EMBEDDING = re.compile(r"(^|\.)((\w+_)?(emb|embed|embeds|embedding|embeddings|e
 _NORM = re.compile(r"(^|[._])[a-z_]*norm(\.(weight|scale))?$", re.IGNORECASE)
 _QUANT_SCALE = re.compile(r"(^|\.)(weight_scale(_inv|_2)?|input_scale|SCB|weight_zero_point)$|_scale_inv$")
 # nn.LSTM/GRU/RNN, and their *Cell (no _l<n>); an LSTM's projection (proj_size) weight_hr_l<n>, as its module's
+# a layer's weight matrix by its name (PyTorch's weight, Keras's and Flax's kernel, a hand-written network's
+# weights.2 or W2)
+_WEIGHT_NAME = re.compile(r"(^|[._/])(weights?|kernel|w\d*)(\.\d+)*$", re.IGNORECASE)
 _RNN = re.compile(r"weight_(ih|hh|hr)(_l\d+(_reverse)?)?$")
 _EXPERT = re.compile(r"expert|_exps\b", re.IGNORECASE)  # HF experts, GGUF ffn_*_exps
 # biases, batch-norm buffers, and weight-norm magnitudes g left without their direction v (torch's
@@ -112,6 +115,16 @@ def is_bias_or_buffer(name: str) -> bool:
     return _NOT_A_WEIGHT.search(name) is not None
 
 
+#: why a vector kept in the shape it is broadcast in is no layer
+VECTOR = "vector (one axis longer than 1: a layer scale, a class token)"
+
+
+def is_vector(shape: tuple[int, ...]) -> bool:
+    """A tensor of two or more axes with at most one longer than 1: a vector kept in the shape it is
+    broadcast in (ConvNeXt's layer_scale [C, 1, 1], ViT's class_token [1, 1, D], RWKV's lerp [1, 1, D])."""
+    return len(shape) >= 2 and min(shape) >= 1 and sum(d > 1 for d in shape) <= 1
+
+
 def infer_kind(name: str, shape: tuple[int, ...]) -> str | None:
     """Kind of a tensor read from a file, from its name and shape; None if it is not analysed."""
     return classify(name, shape)[0]
@@ -125,6 +138,9 @@ def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
         return "stack", ""  # a mixture of one expert: expert [0] (not squeezed into a dense layer)
     if _QUANT_SCALE.search(name):
         return None, "quantization scale without its weight (in another file?)"
+    if is_vector(shape) and not _WEIGHT_NAME.search(name):
+        # (a layer's [1, in] weight, one output of a Linear, is its module's: named weight)
+        return None, VECTOR
     shape = _squeeze_leading(shape)
     if len(shape) < 2:
         return None, "1-D (norm scales, scalars)"

@@ -138,6 +138,28 @@ def test_every_tensor_is_a_row_or_is_listed_as_not_analysed_with_why():
         "reason": "1-D (norm scales, scalars)", "count": 1, "examples": ["layers.0.norm.weight"]}
 
 
+def test_vectors_kept_in_a_broadcast_shape_are_no_layers():
+    """ConvNeXt's layer_scale [C, 1, 1] was a conv1d row of one eigenvalue and ViT's class_token [1, 1, D] a
+    dense one (an all-zero token a failed row): vectors, listed as such. A layer's own [1, in] weight (a
+    Linear with one output, a hand-written network's last weights) keeps its row, live and from a file."""
+    rng = np.random.default_rng(2)
+    src = {"blocks.0.layer_scale": np.full((96, 1, 1), 1e-6, np.float32),
+           "class_token": rng.standard_normal((1, 1, 96)).astype(np.float32),
+           "mask_token": np.zeros((1, 1, 96), np.float32),
+           "head.weight": rng.standard_normal((1, 96)).astype(np.float32),
+           "weights.2": rng.standard_normal((30, 1)), "W2": rng.standard_normal((1, 30)),
+           "fc.weight": rng.standard_normal((64, 96)).astype(np.float32)}
+    r = htsr.analyze(src, min_evals=2)
+    assert [x.name for x in r.layers] == ["head", "weights.2", "W2", "fc"]
+    assert {n.reason: set(n.examples) for n in r.not_analysed} == {
+        "vector (one axis longer than 1: a layer scale, a class token)": {"blocks.0.layer_scale", "class_token",
+                                                                          "mask_token"}}
+    module = torch.nn.Module()
+    module.layer_scale = torch.nn.Parameter(torch.ones(96, 1, 1))
+    module.head = torch.nn.Linear(96, 1)
+    assert [x.name for x in htsr.analyze(module, min_evals=2).layers] == ["head"]
+
+
 def test_a_tensor_is_not_analysed_only_if_none_of_its_rows_matches():
     """--layers matches rows: one expert of a fused stack, or one kernel position, makes its tensor analysed;
     the count stays one per tensor (it was one per row: 575 'not analysed' of 296 tensors)."""

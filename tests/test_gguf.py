@@ -623,26 +623,33 @@ def test_llama_cpp_lora_adapter_gives_the_updates_not_the_factors(tmp_path):
     tensors = {"blk.0.attn_q.weight.lora_a": a, "blk.0.attn_q.weight.lora_b": b,
                "token_embd.weight.lora_a": emb_a, "token_embd.weight.lora_b": emb_b,
                "blk.0.ffn_up_exps.weight.lora_a": ea, "blk.0.ffn_up_exps.weight.lora_b": eb,
-               "blk.0.attn_k.weight.lora_a": a, "blk.0.attn_norm.weight": np.ones(96)}
-    want = {"blk.0.attn_q#delta": b @ a, "token_embd#delta": emb_b @ emb_a.T,
+               "blk.0.attn_k.weight.lora_a": a, "blk.0.attn_norm.weight": np.ones(96),
+               # rank 1: factors [1, in] and [out, 1] are no vectors to pass over
+               "blk.0.attn_v.weight.lora_a": a[:1], "blk.0.attn_v.weight.lora_b": b[:, :1]}
+    want = {"blk.0.attn_q#delta": b @ a, "token_embd#delta": emb_b @ emb_a.T, "blk.0.attn_v#delta": b[:, :1] @ a[:1],
             **{f"blk.0.ffn_up_exps#delta[{e}]": eb[e] @ ea[e] for e in range(3)}}
     for alpha, scale in ((16.0, 2.0), (0.0, 1.0)):
         r = htsr.analyze(_write_adapter(tmp_path / f"a{alpha}.gguf", tensors, alpha), min_evals=2, keep_spectra=True)
         rows = {x.name: (x, s) for x, s in zip(r.layers, r.spectra)}
         assert sorted(rows) == sorted([*want, "blk.0.attn_k#delta"])
+        # an update (its A and B) counts once, a stack's too: 3 experts' rows counted as 3 tensors before
+        assert r.num_tensors == 6
         assert rows["blk.0.attn_k#delta"][0].status == "skipped: blk.0.attn_k.weight.lora_a has no lora_b beside it"
         for name, d in want.items():
             row, sp = rows[name]
-            assert row.kind == "lora" and row.status == "ok"
-            assert row.num_zero_evals == row.M - 8  # the spectrum's zeros: M less the rank
-            ref = np.sort(np.linalg.svd(scale * d, compute_uv=False) ** 2)
-            np.testing.assert_allclose(sp.evals[-8:], ref[-8:], rtol=1e-5)
+            rank = 1 if name == "blk.0.attn_v#delta" else 8
+            assert row.kind == "lora" and row.status == ("ok" if rank > 1 else
+                                                         "not_fitted: rank-1 update has 1 nonzero eigenvalues < min_evals=2")
+            assert row.num_zero_evals == row.M - rank  # the spectrum's zeros: M less the rank
+            s = scale * 8 / rank if alpha else 1.0  # alpha / r
+            ref = np.sort(np.linalg.svd(s * d, compute_uv=False) ** 2)
+            np.testing.assert_allclose(sp.evals[-rank:], ref[-rank:], rtol=1e-5)
         assert [n.examples for n in r.not_analysed] == [("blk.0.attn_norm.weight",)]
 
 
 def test_bf16_in_a_big_endian_file_and_types_without_a_dequantizer(tmp_path):
-    """gguf's own endian converter makes a big-endian copy: its BF16 tensor reads as the little-endian
-    file's, exactly. A Q8_K tensor (a type of intermediate results: no dequantizer exists) gets a skipped
+    """gguf's own endian converter makes a big-endian copy: its BF16 and block-quantized tensors read as the
+    little-endian file's, exactly. A Q8_K tensor (a type of intermediate results: no dequantizer exists) gets a skipped
     row saying so, and the other tensors go on."""
     import subprocess
     import sys
@@ -654,6 +661,17 @@ def test_bf16_in_a_big_endian_file_and_types_without_a_dequantizer(tmp_path):
     def write(path: Path, q8k: bool) -> Path:
         w = gguf.GGUFWriter(str(path), "llama")
         w.add_tensor("blk.0.attn_q.weight", gq.quantize(a, Q.BF16), raw_dtype=Q.BF16)
+        if not q8k:  # the block types the converter swaps (their float16 scales)
+            for i, qt in enumerate((Q.Q4_0, Q.Q8_0, Q.Q4_K, Q.Q6_K)):
+                if qt in (Q.Q4_0, Q.Q8_0):
+                    data = gq.quantize(a, qt)
+                else:  # (gguf quantizes no K type: random codes, with scales that are not symmetric in bytes)
+                    block, size = gguf.GGML_QUANT_SIZES[qt]
+                    data = _rng(i).integers(0, 256, (64, 256 // block, size), dtype=np.uint8)
+                    for off in ((0, 2) if qt == Q.Q4_K else (208,)):
+                        data[..., off:off + 2] = np.frombuffer(np.float16(0.0123 * (off + 1)).tobytes(), np.uint8)
+                    data = data.reshape(64, -1)
+                w.add_tensor(f"blk.{i + 1}.attn_q.weight", data, raw_dtype=qt)
         if q8k:  # (the endian converter refuses it)
             block, size = gguf.GGML_QUANT_SIZES[Q.Q8_K]
             w.add_tensor("blk.0.attn_k.weight", np.zeros((64, 256 // block * size), np.uint8), raw_dtype=Q.Q8_K)
@@ -667,7 +685,18 @@ def test_bf16_in_a_big_endian_file_and_types_without_a_dequantizer(tmp_path):
     subprocess.run([sys.executable, "-m", "gguf.scripts.gguf_convert_endian", str(be), "big"], input=b"YES\n",
                    check=True, capture_output=True)
     assert GGUFFile(be)._reader.byte_order == "S"
-    assert np.array_equal(_refs(be)["blk.0.attn_q.weight"].load(), _refs(le)["blk.0.attn_q.weight"].load())
+    for name in [f"blk.{i}.attn_q.weight" for i in range(5)]:  # (quantized blocks were refused before)
+        assert np.array_equal(_refs(be)[name].load(), _refs(le)[name].load()), name
+    # a quantized type the converter does not swap (its fields' order unknown): a row that says what to run
+    w = gguf.GGUFWriter(str(tmp_path / "q5.gguf"), "llama", endianess=gguf.GGUFEndian.BIG)
+    w.add_tensor("blk.0.attn_q.weight", gq.quantize(a, Q.Q5_0), raw_dtype=Q.Q5_0)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    assert htsr.analyze(tmp_path / "q5.gguf").layers[0].status == (
+        "skipped: Q5_0 data in a big-endian GGUF file (only Q4_0, Q8_0, Q4_K, Q6_K, MXFP4 and NVFP4 are read so): "
+        "convert the file with gguf_convert_endian FILE little")
     rows = {x.name: x for x in htsr.analyze(write(tmp_path / "q8k.gguf", True)).layers}
     assert rows["blk.0.attn_q"].status == "ok"
     assert rows["blk.0.attn_k"].status == ("skipped: Q8_K is a GGML type of intermediate results, not of stored "
@@ -786,6 +815,48 @@ def test_norms_stored_2d_state_space_parameters_and_vision_embeddings(tmp_path):
     assert r.num_tensors == 7
     assert any("ssm_a" in n for ex in reasons.values() for n in ex)
     assert any("ssm_conv1d" in n for ex in reasons.values() for n in ex)
+
+
+def test_roles_of_mla_rwkv_t5_and_short_convolutions(tmp_path):
+    """convert_hf_to_gguf's tensors that are no plain [out, in] matrix: MLA's kv_b_proj split per head into
+    attn_k_b (stored transposed) and attn_v_b gave a row per head (15 600 rows for DeepSeek-V3), now one matrix
+    each, the heads' rows of kv_b_proj; RWKV6's time_mix_w2 [5, dim, 32] was a conv1d of 32 taps, now its 5
+    projections; its lerp vectors [1, 1, dim] and per-head vectors were dense 1-eigenvalue layers; LFM2's and
+    Kimi-Linear's conv taps were dense / conv2d layers; T5's relative position buckets are an embedding, as
+    from Hugging Face."""
+    rng = _rng(26)
+    f = lambda *s: (rng.standard_normal(s) * 0.02).astype(np.float32)  # noqa: E731
+    heads, nope, v_head, rank = 4, 16, 24, 32
+    kv_b = f(heads * (nope + v_head), rank)  # Hugging Face's kv_b_proj.weight
+    per_head = kv_b.reshape(heads, nope + v_head, rank)
+    k_b, v_b = per_head[:, :nope].transpose(0, 2, 1), per_head[:, nope:]  # as convert_hf_to_gguf splits it
+    w2 = f(5, 64, 8)
+    path = write_gguf(tmp_path / "m.gguf", {
+        "blk.0.attn_k_b.weight": (np.ascontiguousarray(k_b), Q.F32), "blk.0.attn_v_b.weight": (v_b, Q.F32),
+        "blk.0.time_mix_w2.weight": (w2, Q.F32), "blk.0.time_mix_lerp_x.weight": (f(1, 1, 64), Q.F32),
+        "blk.0.time_mix_first.weight": (f(4, 16), Q.F32), "blk.0.shortconv.conv.weight": (f(64, 3), Q.F32),
+        "blk.1.ssm_conv1d_q.weight": (f(1, 64, 1, 4), Q.F32), "enc.blk.0.attn_rel_b.weight": (f(8, 32), Q.F32),
+        "dec.blk.0.attn_q.weight": (f(64, 64), Q.F32)})
+    r = htsr.analyze(path, min_evals=2, keep_spectra=True)
+    rows = {x.name: (x, s) for x, s in zip(r.layers, r.spectra)}
+    assert {n: x.kind for n, (x, _) in rows.items()} == {
+        "blk.0.attn_k_b": "dense", "blk.0.attn_v_b": "dense",
+        **{f"blk.0.time_mix_w2[{e}]": "stack" for e in range(5)},
+        "enc.blk.0.attn_rel_b": "embedding", "dec.blk.0.attn_q": "dense"}
+    for name, part in (("blk.0.attn_k_b", per_head[:, :nope]), ("blk.0.attn_v_b", per_head[:, nope:])):
+        row, sp = rows[name]
+        assert (row.N, row.M) == (heads * part.shape[1], rank)
+        ref = np.linalg.svd(part.reshape(-1, rank).astype(np.float64), compute_uv=False) ** 2
+        np.testing.assert_allclose(np.sort(sp.evals), np.sort(ref), rtol=1e-4)  # float32 Gram: ~1e-6
+    for e in range(5):
+        ref = np.linalg.svd(w2[e].astype(np.float64), compute_uv=False) ** 2
+        np.testing.assert_allclose(np.sort(rows[f"blk.0.time_mix_w2[{e}]"][1].evals), np.sort(ref), rtol=1e-4)
+    reasons = {n.reason: set(n.examples) for n in r.not_analysed}
+    assert reasons["vector (one axis longer than 1: a layer scale, a class token)"] == {"blk.0.time_mix_lerp_x.weight"}
+    assert "blk.0.time_mix_first.weight" in reasons["RWKV's vectors per head (bonus u, r_k), not a weight matrix"]
+    assert {"blk.0.shortconv.conv.weight", "blk.1.ssm_conv1d_q.weight"} <= reasons[
+        "a depthwise convolution's taps (one short filter per channel), not a weight matrix"]
+    assert r.num_tensors == 9
 
 
 def _bigger_file(tmp_path) -> Path:

@@ -28,23 +28,29 @@ llama.cpp role                                                     kind        t
 =================================================================  ==========  ============================
 ``token_embd``, ``token_types``, ``position_embd``,                embedding   ``[vocab, dim]``
 ``per_layer_token_embd``
+``attn_rel_b``, ``cross_attn_rel_b`` (T5's position buckets)       embedding   ``[heads, buckets]``
 ``output`` (the LM head)                                           dense       ``[vocab, dim]``
 ``attn_q``, ``attn_k``, ``attn_v``, ``attn_qkv``, ``attn_output``  dense       ``[out, in]``
-``attn_q_a``, ``attn_q_b``, ``attn_kv_a_mqa``, ``attn_kv_b``,      dense       ``[out, in]`` (MLA)
-``attn_k_b``, ``attn_v_b``
+``attn_q_a``, ``attn_q_b``, ``attn_kv_a_mqa``, ``attn_kv_b``       dense       ``[out, in]`` (MLA)
+``attn_k_b``, ``attn_v_b`` (MLA's kv_b split per head)             dense       ``[heads, d, rank]`` read as
+                                                                               ``[heads · d, rank]`` (k_b,
+                                                                               stored transposed, turned)
 ``ffn_gate``, ``ffn_up``, ``ffn_down``, ``ffn_gate_inp`` (router)  dense       ``[out, in]``
 ``ffn_gate_shexp``, ``ffn_up_shexp``, ``ffn_down_shexp``           dense       ``[out, in]`` (shared expert)
 ``ffn_gate_exps``, ``ffn_up_exps``, ``ffn_down_exps``,             stack       ``[n_expert, out, in]``:
-``ffn_gate_up_exps``                                                           one row per expert
+``ffn_gate_up_exps``; RWKV6's ``time_mix_w2``                                  one row per expert
 ``*_norm`` (also 2-D: per head, per group), biases, 1-D tensors    (none)      not analysed
-``ssm_a``, ``ssm_d``, ``ssm_conv1d`` (Mamba's A, D, conv taps)      (none)      listed, not analysed
+``ssm_a``, ``ssm_d``, ``ssm_conv1d`` (Mamba's A, D, conv taps),    (none)      listed, not analysed
+``ssm_conv1d_q/k/v``, ``shortconv.conv`` (conv taps), RWKV's
+``time_mix_first``, ``time_mix_r_k`` (per head), vectors
+(``time_mix_lerp_*`` [1, 1, dim]: one axis longer than 1)
 =================================================================  ==========  ============================
 
 A role in the table whose tensor has an unexpected number of dimensions, and any other name, gets no
 kind from the reader: htsr then infers it from the name and shape as for any file
 (:func:`htsr.matrices.infer_kind`; 2-D → dense, 1-D → skipped). Tensors are listed in file order
-(llama.cpp writes them in model order). A multimodal file's tower prefix (``v.``, ``a.``, ``mm.``) is set
-aside for the role (``v.blk.0.attn_q`` is an ``attn_q``). Each expert row of a quantized stack
+(llama.cpp writes them in model order). A multimodal file's tower prefix (``v.``, ``a.``, ``mm.``) and an
+encoder-decoder's (``enc.``, ``dec.``) are set aside for the role (``v.blk.0.attn_q`` is an ``attn_q``). Each expert row of a quantized stack
 dequantizes that expert's bytes alone (``TensorRef.load_item``).
 
 Split models. A model split by llama.cpp's ``gguf-split`` (``<name>-00001-of-00003.gguf`` …, ``split.count``
@@ -57,9 +63,10 @@ LoRA adapters. A llama.cpp adapter file (``general.type`` 'adapter', ``adapter.t
 
 Bad input — a wrong magic, a truncated file, a header field or a tensor's data running past the end
 of the file, an unknown GGML type, a misaligned data offset — raises :class:`~htsr.errors.SourceError`
-with a one-line message naming the file and, where one is to blame, the tensor. Quantized tensors
-in big-endian GGUF files are refused (gguf's dequantizers assume little-endian blocks); a type gguf
-cannot dequantize gets a ``skipped: …`` row.
+with a one-line message naming the file and, where one is to blame, the tensor. A big-endian GGUF file
+(``gguf_convert_endian FILE big``) is read: its Q4_0, Q8_0, Q4_K and Q6_K blocks' float16 fields are
+swapped back as that tool swapped them; other quantized types in it, and a type gguf cannot dequantize,
+get a ``skipped: …`` row.
 """
 
 from __future__ import annotations
@@ -77,7 +84,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import LayerSkipped, SourceError
-from ..matrices import SharedLoad
+from ..matrices import VECTOR, SharedLoad, is_vector
 from ..spectra import LowRank
 from .base import SPLIT_NAME, TensorRef, first_overlap, import_extra, one_line, skipped_loader
 
@@ -105,17 +112,56 @@ _ROLE_KIND: dict[str, tuple[str, int]] = {  # role → (kind, number of dimensio
         "ffn_gate", "ffn_up", "ffn_down", "ffn_gate_inp",
         "ffn_gate_shexp", "ffn_up_shexp", "ffn_down_shexp",
     )},
-    **{r: ("stack", 3) for r in ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps", "ffn_gate_up_exps")},
+    **{r: ("stack", 3) for r in ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps", "ffn_gate_up_exps",
+                                 "time_mix_w2")},
+    # MLA's kv_b_proj as convert_hf_to_gguf splits it: per head, k_b [n_head, kv_lora_rank, qk_nope] (transposed)
+    # and v_b [n_head, v_head, kv_lora_rank]; each is read as one matrix [n_head · d, kv_lora_rank], its heads'
+    # rows of kv_b_proj (k_b turned back: _MLA_TRANSPOSED)
+    **{r: ("dense", 3) for r in ("attn_k_b", "attn_v_b")},
+    # T5's relative position buckets (Hugging Face's relative_attention_bias, an nn.Embedding)
+    **{r: ("embedding", 2) for r in ("attn_rel_b", "cross_attn_rel_b")},
 }
-# a block's prefix, and a multimodal projector's towers' (v. vision, a. audio, mm. projector)
-_BLOCK = re.compile(r"^((v|a|mm)\.)?(blk\.\d+\.)?")
-# state-space (Mamba) parameters that are no weight matrix: A (log decays) and D per channel, and the
-# depthwise convolution's taps per channel
+_MLA_TRANSPOSED = "attn_k_b"
+# a block's prefix, and a multimodal projector's towers' (v. vision, a. audio, mm. projector) or an
+# encoder-decoder's halves' (enc., dec.)
+_BLOCK = re.compile(r"^((v|a|mm|enc|dec)\.)?(blk\.\d+\.)?")
+_CONV_TAPS = "a depthwise convolution's taps (one short filter per channel), not a weight matrix"
+# parameters that are no weight matrix: a state-space (Mamba) layer's A (log decays) and D per channel; the
+# depthwise convolutions' taps per channel (Mamba's, Kimi-Linear's q/k/v, LFM2's short conv); RWKV's vectors
+# per head
 _NOT_MATRICES = {"ssm_a": "a state-space layer's A (per-channel decay rates), not a weight matrix",
                  "ssm_d": "a state-space layer's D (per-channel skip weights), not a weight matrix",
-                 "ssm_conv1d": "a depthwise convolution's taps (one short filter per channel), not a weight matrix"}
+                 **{r: _CONV_TAPS for r in ("ssm_conv1d", "ssm_conv1d_q", "ssm_conv1d_k", "ssm_conv1d_v",
+                                            "shortconv.conv")},
+                 **{r: "RWKV's vectors per head (bonus u, r_k), not a weight matrix"
+                    for r in ("time_mix_first", "time_mix_r_k")}}
+
+
+def _not_a_matrix(name: str, ne: tuple[int, ...]) -> str | None:
+    """Why a tensor of two or more axes named ``name`` is no weight matrix, or None."""
+    role = _role(name)
+    if len(ne) < 2 or role in _ROLE_KIND or name.endswith((".lora_a", ".lora_b")):  # (a rank-1 LoRA's [1, in])
+        return None
+    return _NOT_MATRICES.get(role) or (VECTOR if is_vector(ne) else None)  # (RWKV's lerp [1, 1, dim])
 _PLAIN = {"F32": "float32", "F16": "float16", "F64": "float64", "BF16": "bfloat16",
           "I8": "int8", "I16": "int16", "I32": "int32", "I64": "int64"}
+
+
+#: the byte offsets of the float16 fields in one block of the quantized types gguf_convert_endian writes
+#: big-endian (gguf's dequantizers read blocks little-endian; the other bytes are codes, in either order)
+_BIG_ENDIAN_HALVES = {"Q4_0": (0,), "Q8_0": (0,), "Q4_K": (0, 2), "Q6_K": (208,), "MXFP4": (), "NVFP4": ()}
+
+
+def _little_endian_blocks(raw: np.ndarray, type_name: str) -> np.ndarray:
+    """A big-endian file's blocks of ``type_name`` (bytes) as the little-endian blocks gguf dequantizes: the
+    float16 fields of each block swapped back, as gguf_convert_endian swapped them."""
+    import gguf
+
+    block = gguf.constants.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[type_name]][1]
+    blocks = np.array(raw).reshape(-1, block)
+    for off in _BIG_ENDIAN_HALVES[type_name]:
+        blocks[:, [off, off + 1]] = blocks[:, [off + 1, off]]
+    return blocks.reshape(-1)
 
 
 def is_gguf(head: bytes) -> bool:
@@ -320,8 +366,8 @@ class GGUFFile:
 
         # (name, why) of the tensors that are no weight matrix (not yielded)
         self.not_weights: list[tuple[str, str]] = [
-            (t.name, _NOT_MATRICES[_role(t.name)]) for t in self._reader.tensors
-            if _role(t.name) in _NOT_MATRICES and len(t.shape) >= 2]
+            (t.name, why) for t in self._reader.tensors
+            if (why := _not_a_matrix(t.name, tuple(int(d) for d in t.shape))) is not None]
 
     def __len__(self) -> int:
         return len(self._reader.tensors) - len(self.not_weights)
@@ -352,8 +398,11 @@ class GGUFFile:
                 half = np.frombuffer(raw, dtype=">u2" if reader.byte_order == "S" else "<u2")
                 return (half.astype(np.uint32) << 16).view(np.float32).reshape(shape)
             if reader.byte_order == "S":
-                raise SourceError(f"{path}: tensor {t.name!r}: {type_name} data in a big-endian GGUF file is "
-                                  "not supported")
+                if type_name not in _BIG_ENDIAN_HALVES:
+                    raise LayerSkipped(f"{type_name} data in a big-endian GGUF file (only Q4_0, Q8_0, Q4_K, Q6_K, "
+                                       "MXFP4 and NVFP4 are read so): convert the file with gguf_convert_endian "
+                                       "FILE little")
+                data = _little_endian_blocks(raw, type_name).view(t.data.dtype).reshape(stored)
             try:
                 out = gguf.quants.dequantize(data, t.tensor_type)
             except NotImplementedError:
@@ -421,7 +470,10 @@ class GGUFFile:
             kind = gguf_kind(t.name, shape)
             item = (lambda e, t=t, shape=shape, type_name=type_name: self._loader(t, shape, type_name, e)()) \
                 if kind == "stack" else None  # one expert dequantized at a time
-            refs.append(GGUFTensorRef(t.name, shape, dtype, self._loader(t, shape, type_name), kind=kind, bits=bits,
+            load = self._loader(t, shape, type_name)
+            if kind == "dense" and len(shape) == 3 and _role(t.name) == _MLA_TRANSPOSED:
+                shape, load = (shape[0], shape[2], shape[1]), (lambda load=load: np.swapaxes(load(), 1, 2))
+            refs.append(GGUFTensorRef(t.name, shape, dtype, load, kind=kind, bits=bits,
                                       quant_block=block, load_item=item, ggml_type=type_name))
         if self._tie_key is not None:
             refs = [dataclasses.replace(r, storage_key=self._tie_key)
