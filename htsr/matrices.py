@@ -57,6 +57,9 @@ _QUANT_SCALE = re.compile(r"(^|\.)(weight_scale(_inv|_2)?|input_scale|SCB|weight
 # a layer's weight matrix by its name (PyTorch's weight, Keras's and Flax's kernel, a hand-written network's
 # weights.2 or W2)
 _WEIGHT_NAME = re.compile(r"(^|[._/])(weights?|kernel|w\d*)(\.\d+)*$", re.IGNORECASE)
+# a PEFT LoRA layer's factors and DoRA magnitudes in a whole model's state dict (an adapter folder's are
+# read by htsr.io.peft): <module>.lora_A.<adapter>.weight …
+_LORA_PART = re.compile(r"\.lora_(A|B|embedding_A|embedding_B|magnitude_vector)\.([^.]+\.)?(weight|[^.]+)$")
 _RNN = re.compile(r"weight_(ih|hh|hr)(_l\d+(_reverse)?)?$")
 _EXPERT = re.compile(r"expert|_exps\b", re.IGNORECASE)  # HF experts, GGUF ffn_*_exps
 # biases, batch-norm buffers, and weight-norm magnitudes g left without their direction v (torch's
@@ -138,6 +141,9 @@ def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
         return "stack", ""  # a mixture of one expert: expert [0] (not squeezed into a dense layer)
     if _QUANT_SCALE.search(name):
         return None, "quantization scale without its weight (in another file?)"
+    if _LORA_PART.search(name):
+        return None, ("a LoRA factor without its adapter_config.json (its scale unknown): analyse the live model, "
+                      "or the folder save_pretrained writes")
     if is_vector(shape) and not _WEIGHT_NAME.search(name):
         # (a layer's [1, in] weight, one output of a Linear, is its module's: named weight)
         return None, VECTOR

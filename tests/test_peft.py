@@ -620,3 +620,58 @@ def test_a_merged_live_peft_model_and_other_peft_types_are_refused(tmp_path):
     with pytest.raises(SourceError) as ei:
         htsr.analyze(ia3, min_evals=2)
     one_line_source_error(ei, "peft_type 'IA3' is not supported")
+
+
+def test_an_injected_adapter_a_compiled_peft_model_and_a_whole_state_dict(tmp_path):
+    """transformers' load_adapter() / add_adapter() inject LoRA layers into the model itself (no PeftModel),
+    and torch.compile wraps a PeftModel: both gave lora_A and lora_B as dense layers (alpha 3.4 'ok' for a
+    64 × 256 factor), and the summary's mean took them in. They give the PeftModel's rows now. A whole
+    model's state dict holds the factors without their scale: listed, with what to analyse instead."""
+    pm = _tiny_adapter(tmp_path, seed=4)
+    want = _rows(htsr.analyze(pm, min_evals=2))
+    injected = peft.inject_adapter_in_model(peft.LoraConfig(**{k: getattr(pm.peft_config["default"], k) for k in (
+        "r", "lora_alpha", "target_modules", "alpha_pattern")}), Tiny())
+    injected.load_state_dict({k.removeprefix("base_model.model."): v for k, v in pm.state_dict().items()})
+    for source in (injected, torch.compile(pm)):
+        got = _rows(htsr.analyze(source, min_evals=2))
+        assert sorted(got) == sorted(want)
+        for name, (row, _) in got.items():  # the same values: equal up to the SVD's summation order
+            assert row.lambda_max == pytest.approx(want[name][0].lambda_max, rel=1e-12), name
+    r = htsr.analyze(dict(pm.state_dict()), min_evals=2)
+    assert not any("lora_" in x.name for x in r.layers)
+    listed = {n.reason: n.count for n in r.not_analysed}
+    assert listed["a LoRA factor without its adapter_config.json (its scale unknown): analyse the live model, "
+                  "or the folder save_pretrained writes"] == 6
+
+
+def test_a_base_weight_saved_with_the_adapter_is_its_module_s_base(tmp_path):
+    """peft saves W beside the factors of an embedding or LM head it adapts (save_embedding_layers, e.g. after
+    resizing the vocabulary: <module>.base_layer.weight). It was a dense layer of the adapter's own, and with
+    --base the merge was skipped (the base model's table has the old vocabulary). It is that module's #base,
+    and its #merged is W + ΔW, with or without --base."""
+    torch.manual_seed(5)
+    model = Tiny()
+    safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "base.safetensors"))
+    rng = np.random.default_rng(5)
+    W = rng.standard_normal((130, 32)).astype(np.float32)  # 10 tokens added to Tiny's 120
+    A, B = rng.standard_normal((8, 130)).astype(np.float32), rng.standard_normal((32, 8)).astype(np.float32)
+    qa, qb = rng.standard_normal((8, 64)).astype(np.float32), rng.standard_normal((96, 8)).astype(np.float32)
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["emb", "q"]}))
+    safetensors_torch.save_file({k: torch.from_numpy(v) for k, v in {
+        "base_model.model.emb.base_layer.weight": W, "base_model.model.emb.lora_embedding_A": A,
+        "base_model.model.emb.lora_embedding_B": B, "base_model.model.q.lora_A.weight": qa,
+        "base_model.model.q.lora_B.weight": qb}.items()}, str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    merged = W.astype(np.float64) + 2.0 * (B @ A).T.astype(np.float64)  # s = 16 / 8; an embedding's ΔW = (B·A)ᵀ
+    for base in (None, tmp_path / "base.safetensors"):
+        r = htsr.analyze(tmp_path / "adapter", base=base, min_evals=2, keep_spectra=True)
+        rows = _rows(r)
+        assert {n: x.kind for n, (x, _) in rows.items() if n.startswith("emb")} == {
+            "emb#delta": "lora", "emb#base": "embedding", "emb#merged": "embedding"}
+        assert sorted(rows) == sorted(["emb#delta", "emb#base", "emb#merged", "q#delta"]
+                                      + (["q#base", "q#merged"] if base else []))
+        for name, ref in (("emb#base", W), ("emb#merged", merged)):
+            want = np.sort(np.linalg.svd(ref.astype(np.float64), compute_uv=False) ** 2)
+            np.testing.assert_allclose(np.sort(rows[name][1].evals), want, rtol=1e-4)  # float32 W and product
+        assert r.num_tensors == len(rows)

@@ -71,6 +71,9 @@ def open_source(source: Any) -> TensorSource:
     if is_torch_object(source) and hasattr(source, "named_modules"):
         from .peft import PeftAdapter, is_live_peft
 
+        inner = getattr(source, "_orig_mod", None)  # torch.compile's wrapper of a PeftModel: the PeftModel
+        if type(source).__name__ == "OptimizedModule" and inner is not None and is_live_peft(inner):
+            source = inner
         if is_live_peft(source):  # a live PeftModel: its LoRA adapter (other PEFT types are refused, by name)
             return PeftAdapter.from_model(source)
         return TorchModule(source)

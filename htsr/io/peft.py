@@ -1,6 +1,6 @@
 """PEFT / LoRA adapter folders: ``adapter_config.json`` with ``adapter_model.safetensors`` (or ``.bin``);
-and live ``peft.PeftModel`` objects (:meth:`PeftAdapter.from_model`: the active adapter, with the model's
-own base weights as the base).
+and live ``peft.PeftModel`` objects or models with an adapter injected (transformers' ``load_adapter``;
+:meth:`PeftAdapter.from_model`: the active adapter, with the model's own base weights as the base).
 
 No extra of its own: the weights are read by the safetensors (or weights-only torch) reader and the
 config with :mod:`json`; neither peft nor transformers is imported.
@@ -60,6 +60,7 @@ __all__ = ["ADAPTER_FILES", "PeftAdapter", "is_peft_folder"]
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 _PREFIX = "base_model.model."
+_SAVED_BASE = ".base_layer.weight"
 # module, factor, optional adapter name (PEFT strips it on save; in-memory state dicts keep it)
 # (``lora_B.bias``, PEFT's lora_bias, is a bias of the update, not an adapter named "bias": no factor)
 _FACTOR = re.compile(
@@ -72,9 +73,19 @@ def is_peft_folder(path: Path) -> bool:
 
 
 def is_live_peft(obj: Any) -> bool:
-    """A live ``peft.PeftModel`` (read as its active adapter; only LoRA is, others are refused by name: read
-    as plain modules, their adapters' own parameters would be rows and the wrapped weights ``base_layer``)."""
-    return type(obj).__module__.startswith("peft.") and hasattr(obj, "get_base_model") and hasattr(obj, "peft_config")
+    """A live ``peft.PeftModel``, or a model with an adapter injected into it (transformers' ``load_adapter``
+    / ``add_adapter``, ``peft.inject_adapter_in_model``: a ``peft_config`` and peft's layers): read as its
+    active adapter; only LoRA is, others are refused by name (read as plain modules, their adapters' own
+    factors would be dense rows and the wrapped weights ``base_layer``)."""
+    if type(obj).__module__.startswith("peft.") and hasattr(obj, "get_base_model") and hasattr(obj, "peft_config"):
+        return True
+    return isinstance(getattr(obj, "peft_config", None), dict) and bool(_tuner_layers(obj))
+
+
+def _tuner_layers(model: Any) -> list[Any]:
+    """The layers a PEFT adapter wraps (peft's tuner layers, which hold the base layer and the factors)."""
+    return [m for _, m in model.named_modules() if type(m).__module__.startswith("peft.tuners.")
+            and hasattr(m, "active_adapters")]
 
 
 class PeftAdapter:
@@ -108,7 +119,11 @@ class PeftAdapter:
 
         from .torch import TorchStateDict
 
-        name = model.active_adapter if isinstance(model.active_adapter, str) else model.active_adapter[0]
+        if hasattr(model, "get_base_model"):  # a PeftModel
+            name = model.active_adapter if isinstance(model.active_adapter, str) else model.active_adapter[0]
+            base_model = model.get_base_model()
+        else:  # an adapter injected into the model itself: its wrapped layers' active adapter
+            name, base_model = _tuner_layers(model)[0].active_adapters[0], model
         merged = [n for n, m in model.named_modules() if getattr(m, "merged_adapters", None)]
         if merged:  # its base_layer weights already hold W + ΔW
             raise SourceError(f"<{type(model).__name__}>: its adapters are merged into the weights ({merged[0]}, …): "
@@ -122,7 +137,7 @@ class PeftAdapter:
         description = f"<{type(model).__name__}, adapter {name!r}>"
         self._setup(cfg, description, lambda: list(adapter.refs()), description)
         # the base weights under the base model's names: a wrapped layer keeps W as <module>.base_layer.weight
-        base = {re.sub(r"\.base_layer(?=\.)", "", k): v for k, v in model.get_base_model().state_dict().items()
+        base = {re.sub(r"\.base_layer(?=\.)", "", k): v for k, v in base_model.state_dict().items()
                 if not re.search(r"\.lora_(A|B|embedding_A|embedding_B|magnitude_vector)\.", k)}
         return self.with_base(TorchStateDict(base, description))
 
@@ -339,6 +354,12 @@ class PeftAdapter:
                 entry["m"] = t
         for key in [k for k, e in modules.items() if "A" not in e and "B" not in e]:
             others.append(modules.pop(key)["m"])  # a magnitude without factors: an ordinary (1-D) tensor
+        # the base weight W peft saves with the factors of an embedding or LM head it adapts (save_embedding_layers,
+        # a resized vocabulary): the module's own #base, no layer of the adapter's
+        adapted = {name for name, _ in modules}
+        self._saved_base = {t.name.removesuffix(_SAVED_BASE): t for t in others
+                            if t.name.endswith(_SAVED_BASE) and t.name.removesuffix(_SAVED_BASE) in adapted}
+        others = [t for t in others if t.name.removesuffix(_SAVED_BASE) not in self._saved_base]
         adapters = sorted({adapter or "unnamed" for _, adapter in modules})
         several = len(adapters) > 1
         if several:  # the folder has one config: which adapter it was written for, the file does not say
@@ -352,7 +373,8 @@ class PeftAdapter:
         return alpha / math.sqrt(r) if self.rslora else alpha / r
 
     def __len__(self) -> int:
-        return len(self._modules) * (1 if self._base is None else 3) + len(self._others)
+        with_base = len(self._modules) if self._base is not None else len(self._saved_base)
+        return len(self._modules) + 2 * with_base + len(self._others)
 
     def _factors(self, name: str, entry: dict[str, Any]) -> LowRank | list[LowRank]:
         """ΔW as a LowRank; for a conv LoRA (A a conv kernel [r, in, k…], B a 1×… conv [out, r, 1…]) one
@@ -401,17 +423,19 @@ class PeftAdapter:
             shape = (A[1], B[0]) if entry["emb"] else (B[0], *A[1:])  # a conv LoRA: [out, in, k…]
             yield TensorRef(f"{label}#delta", tuple(int(s) for s in shape), ref.dtype,
                             lambda n=name, e=entry: self._factors(n, e), "lora")
-            if self._base is not None:
+            if self._base is not None or name in self._saved_base:
                 yield from self._with_base(name, entry, label)
         yield from self._others
 
     def _with_base(self, name: str, entry: dict[str, Any], label: str) -> Iterator[TensorRef]:
         key = self._key(f"{name}.weight")
-        b = self._base.get(key) or self._base.get(self._key(name))
+        saved = self._saved_base.get(name)  # (a resized vocabulary's W is the adapter's, not the base model's)
+        b = saved or self._base.get(key) or self._base.get(self._key(name))
         if b is None:
             yield from _no_base_rows(label, f"the base has no tensor {key}")
             return
-        kind = b.kind or infer_kind(b.name, b.shape)
+        kind = ("embedding" if entry["emb"] else infer_kind(f"{name}.weight", b.shape)) if saved else (
+            b.kind or infer_kind(b.name, b.shape))
         yield TensorRef(f"{label}#base", b.shape, b.dtype, b.load, kind)
         if self.dora and "m" not in entry:
             yield TensorRef(f"{label}#merged", b.shape, b.dtype,
