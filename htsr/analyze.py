@@ -481,15 +481,20 @@ def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: f
     if fit.status == "ok" and whole is not None:
         k = int(round(fit.num_pl_spikes * whole / num_fit_evals))
         xmin = float(ev[-max(1, min(k, ev.size))])
+        cols.update(farms_xmin=xmin)
     cols.update(num_zero_evals=float(num_zero))  # the spectrum's own count: a lora row's M − rank too
     if mp is not None:
         cols.update(phase=phase_of(ev.size, num_zero, mp, float(ev[-1]), fit.alpha, int(rmt["num_heavy_entries"]),
                                    PhaseThresholds(opts.phase_rank_collapse, opts.phase_ht_share,
                                                    opts.phase_ht_alpha, opts.phase_bleed_width)))
     if opts.setol and ev.size:
-        erg = erg_tail(ev)
-        total = float(np.sum(ev))
-        xmin_norm = xmin * ev.size / total if total > 0 else math.nan
+        # over the correlation space the weights span: a rank-deficient spectrum's zeros (a LoRA update's M − r)
+        # would end the walk on λ = 0, with a tail of rank + 1 whatever the spectrum (THEORY.md §7's mean over
+        # M then is over a space the layer does not have)
+        live = ev[min(num_zero, ev.size - 1):]
+        erg = erg_tail(live)
+        total = float(np.sum(live))
+        xmin_norm = xmin * live.size / total if total > 0 else math.nan
         cols.update(num_erg=float(erg.num_erg) if erg.defined else math.nan, erg_lambda_min=erg.erg_lambda_min,
                     erg_lambda_min_raw=erg.erg_lambda_min_raw, erg_delta_lambda_min=delta_lambda_min(xmin_norm, erg),
                     **layer_quality(fit.alpha, float(ev[-1]), xmin))

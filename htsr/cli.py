@@ -211,7 +211,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 #: (option, columns it fills, the column they follow): shown in the table when the option is on
 OPTION_COLUMNS = (
-    ("farms_aspect", ("farms_windows",), "num_evals"),
+    ("farms_aspect", ("farms_windows", "farms_xmin"), "num_evals"),
     ("clip_xmax", ("raw_alpha", "num_fingers"), "alpha"),
     ("bayes_average", ("bayes_avg_alpha", "bayes_avg_alpha_lo", "bayes_avg_alpha_hi"), "pl_pvalue|bayes_alpha_hi"),
     ("randomize", RANDOMIZE_COLUMNS, "num_spikes"),

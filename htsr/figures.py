@@ -199,7 +199,8 @@ def esd_loglog(row: Any, sp: Any) -> Panel:
             lx = np.geomspace(row.xmin, row.xmax, 50)
             ly = share * (row.alpha - 1.0) / row.xmin * (lx / row.xmin) ** (-row.alpha)
             series.append(Series("line", lx, ly, f"power law α = {row.alpha:.3g}", "fit"))
-        series.append(Series("vline", _arr(row.xmin), _arr(), f"x_min = {row.xmin:.3g}", "xmin"))
+        x = _own_xmin(row)
+        series.append(Series("vline", _arr(x), _arr(), f"x_min = {x:.3g}", "xmin"))
     if math.isfinite(row.mp_lambda_plus):
         series.append(Series("vline", _arr(row.mp_lambda_plus), _arr(), "MP edge λ₊", "mp"))
     return Panel(title, xl, yl, tuple(series), xlog=True, ylog=True, note=_note(row, *notes))
@@ -257,7 +258,7 @@ def log10_histogram(row: Any, sp: Any) -> Panel:
     lx = np.log10(x)
     edges = np.linspace(lx[0], lx[-1] + 1e-12 * max(1.0, abs(lx[-1])), 101 if x.size > 500 else _bins(x.size) + 1)
     series = [Series("hist", edges, np.histogram(lx, edges)[0].astype(np.float64), "log10 λ", "data")]
-    for v, label, role in ((row.xmin, "x_min", "xmin"), (row.mp_lambda_plus, "MP edge λ₊", "mp"),
+    for v, label, role in ((_own_xmin(row), "x_min", "xmin"), (row.mp_lambda_plus, "MP edge λ₊", "mp"),
                            (row.erg_lambda_min_raw, "ERG edge", "erg")):
         if math.isfinite(v) and v > 0:
             series.append(Series("vline", _arr(math.log10(v)), _arr(), label, role))
@@ -324,10 +325,13 @@ def erg_boundary(row: Any, sp: Any) -> Panel:
     ev = np.asarray(sp.evals, dtype=np.float64)
     if why := _too_few(ev):
         return _empty(title, xl, yl, _note(row, why), xlog=True)
-    pos = ev[ev > 0][::-1]
-    # as htsr.rmt.setol.erg_tail computes it, so the curve crosses 0 exactly at erg_lambda_min_raw
+    # over the eigenvalues above the zero level, as htsr.analyze gives them to htsr.rmt.setol.erg_tail (which
+    # computes it so), so the curve crosses 0 exactly at erg_lambda_min_raw
+    zeros = int(row.num_zero_evals) if math.isfinite(row.num_zero_evals) else 0
+    live = ev[min(zeros, ev.size - 1):]
+    pos = live[live > 0][::-1]
     top = float(pos[0])
-    log_mean = math.log(top) + math.log(float(np.sum(ev / top)) / ev.size)
+    log_mean = math.log(top) + math.log(float(np.sum(live / top)) / live.size)
     running = np.cumsum(np.log(pos) - log_mean)
     below = np.flatnonzero(running < 0.0)
     lx, ly = _thin(pos, running, keep=[below[0] - 1, below[0]] if below.size and below[0] > 0 else below[:1])
@@ -335,9 +339,15 @@ def erg_boundary(row: Any, sp: Any) -> Panel:
     if math.isfinite(row.erg_lambda_min_raw):
         series.append(Series("vline", _arr(row.erg_lambda_min_raw), _arr(), f"ERG edge ({row.num_erg:.0f} evals)",
                              "erg"))
-    if math.isfinite(row.xmin):
-        series.append(Series("vline", _arr(row.xmin), _arr(), "x_min", "xmin"))
+    if math.isfinite(_own_xmin(row)):
+        series.append(Series("vline", _arr(_own_xmin(row)), _arr(), "x_min", "xmin"))
     return Panel(title, xl, yl, tuple(series), xlog=True, note=_note(row))
+
+
+def _own_xmin(row: Any) -> float:
+    """x_min on the layer's own eigenvalues: with FARMS, the one at the windows' tail share (``xmin`` is in
+    the windows' units)."""
+    return row.farms_xmin if math.isfinite(row.farms_xmin) else row.xmin
 
 
 #: the per-layer panels, in the order the report shows them

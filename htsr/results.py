@@ -64,6 +64,9 @@ class LayerResult:
     raw_alpha: float = NAN  # alpha before clip_xmax (NaN when off)
     num_fit_evals: float = NAN  # eigenvalues the tail fit saw (after the floor; FARMS windows pooled)
     farms_windows: float = NAN  # FARMS windows pooled for the fit (NaN when farms_aspect is off)
+    # x_min on the layer's own eigenvalues, at the tail share the windows' fit found (SETOL, localisation and
+    # the figures use it: xmin is in the windows' units; NaN when farms_aspect is off)
+    farms_xmin: float = NAN
     # Bayesian alpha at the fitted x_min (Gamma prior on α−1; Jeffreys by default)
     bayes_alpha: float = NAN  # posterior mean
     bayes_alpha_lo: float = NAN  # central credible interval at the `confidence` level

@@ -601,3 +601,18 @@ def test_an_option_applies_with_any_of_its_conditions():
     traps = [htsr.analyze({"fc.weight": W}, mp_fit=False, randomize=True, tw_margin=m).layers[0].num_traps
              for m in (4.0, 20.0)]
     assert traps == [1.0, 0.0]  # counts: exact (seeded shuffle; a 20-sigma entry at 4 TW scales is a trap, at 20 not)
+
+
+def test_the_erg_tail_is_taken_over_the_space_the_weights_span():
+    """A rank-150 layer of 300 columns: with its 150 zero eigenvalues in the mean, the ERG walk never drops
+    below 0 over the nonzero ones and ended on λ = 0 (num_erg 151, erg_lambda_min 0: a LoRA row's was
+    always rank + 1). The walk is over the nonzero spectrum, normalised to its own mean."""
+    from htsr.rmt.setol import erg_tail
+
+    rng = np.random.default_rng(7)
+    W = (rng.standard_t(3, size=(600, 150)) @ rng.standard_normal((150, 300))).astype(np.float64)
+    r = htsr.analyze({"fc.weight": W}, precision="accurate", keep_spectra=True)
+    row, sp = r.layers[0], r.spectra[0]
+    assert row.num_zero_evals == 150
+    ref = erg_tail(sp.evals[150:])
+    assert row.num_erg == ref.num_erg < 150 and row.erg_lambda_min == ref.erg_lambda_min > 0

@@ -141,7 +141,14 @@ def test_esd_loglog_with_farms_marks_x_min_but_draws_no_power_law():
     assert row.status == "ok" and row.farms_windows == 3
     panel = F.esd_loglog(row, sp)
     assert not [s for s in panel.series if s.role == "fit"] and "FARMS" in panel.note
-    _one(panel, "vline", "xmin")
+    # x_min on this ESD's axis: the layer's eigenvalue at the windows' tail share (the windows' x_min, in their
+    # units, was drawn here: MiniLM's word embeddings 6.12 on an axis where the tail starts at 315)
+    assert row.farms_xmin in sp.evals and row.farms_xmin != row.xmin
+    tail = sp.evals.size - int(np.searchsorted(sp.evals, row.farms_xmin))
+    assert tail == round(row.num_pl_spikes * sp.evals.size / row.num_fit_evals)
+    for p in (panel, F.log10_histogram(row, sp), F.erg_boundary(row, sp)):
+        x = _one(p, "vline", "xmin").x[0]
+        assert x == (np.log10(row.farms_xmin) if p.xlabel == "log10 λ" else row.farms_xmin), p.title
 
 
 # ----------------------------------------------------------------------------------- log10 histogram
