@@ -24,6 +24,7 @@ no SETOL, no Marchenko-Pastur fit), since the monitor records none of their colu
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 import os
@@ -71,6 +72,10 @@ class LayerAlpha:
     log_spectral_norm: float
     D: float
     status: str
+
+
+#: the numbers a record keeps per layer (what alpha_over_time can draw)
+_RECORDED = tuple(f.name for f in dataclasses.fields(LayerAlpha) if f.type == "float")
 
 
 @dataclass(frozen=True)
@@ -417,6 +422,8 @@ def alpha_over_time(history: Sequence[MonitorRecord], x: str = "epoch", threshol
     """
     if x not in UNITS:
         raise ValueError(f"x must be 'epoch' or 'step', got {x!r}")
+    if metric not in _RECORDED:
+        raise OptionError(f"metric must be one the monitor records ({', '.join(_RECORDED)}), got {metric!r}")
     other = "step" if x == "epoch" else "epoch"
     if history and all(getattr(r, x) is not None for r in history):
         xlabel = x
@@ -597,7 +604,9 @@ def _hf_class(transformers) -> type:
             return control
 
         def _after(self, state, rec: MonitorRecord | None) -> None:
-            if rec is not None:  # the Trainer's own log entries have this shape: {metric: value, "epoch", "step"}
+            # the Trainer's own log entries have this shape: {metric: value, "epoch", "step"}; a record without a
+            # fitted layer has no mean (NaN would make trainer_state.json invalid JSON)
+            if rec is not None and math.isfinite(rec.mean_alpha):
                 state.log_history.append({self.log_name: rec.mean_alpha, "epoch": state.epoch,
                                           "step": state.global_step})
 

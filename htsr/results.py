@@ -421,8 +421,12 @@ def why_undefined(options: dict[str, Any]) -> dict[str, str]:
     summary and the report print beside 'n/a'."""
     no_mp = ("--no-mp-fit" if not options.get("mp_fit", True)  # phases and traps need a layer's MP fit
              else "no layer has a Marchenko-Pastur fit: none fitted, or LoRA updates only")
+    boot = options.get("bootstrap", 0) or 0
+    no_boot = "--bootstrap N" if not boot else "no layer fitted"
     return {"phases": no_mp, "num_with_traps": no_mp if options.get("randomize") else "--randomize",
-            "share_plausible_pl": "--bootstrap N", "num_no_power_law": "--bootstrap N",
+            "share_plausible_pl": no_boot,
+            "num_no_power_law": no_boot if not 0 < boot < MIN_WARNING_REPLICATES else
+            f"--bootstrap {boot}: fewer than {MIN_WARNING_REPLICATES} replicates",
             "share_best_fit_pl": "no layer fitted" if options.get("tails", True) else "--no-tails"}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import signal
@@ -349,6 +350,11 @@ def test_panel_data_equals_the_csv(tmp_path):
     assert [(s.label, s.x.tolist(), s.y.tolist()) for s in from_file.series] == \
         [(s.label, s.x.tolist(), s.y.tolist()) for s in panel.series]
     assert mon.panel(x="epoch").xlabel == "step"  # no epoch recorded: falls back to the step
+    assert [s.y.tolist() for s in mon.panel(metric="D").series if s.label == "0"] == \
+        [[float(r["D"]) for r in rows if r["layer"] == "0"]]
+    with pytest.raises(OptionError, match="metric must be one the monitor records .alpha, alpha_weighted, "
+                                          "log_spectral_norm, D., got 'log_norm'"):
+        mon.panel(metric="log_norm")  # (an AttributeError escaped)
     assert alpha_over_time([]).note == "no record yet"
 
 
@@ -476,6 +482,13 @@ def test_hf_trainer_callback_records_during_train(tmp_path):
         cut = hf_callback(None)
         train(cut, epochs=3, max_steps=max_steps)
         assert [(r.step, r.epoch) for r in cut.monitor.history] == want, max_steps
+
+    # records without a fitted layer have no mean: not logged (a NaN made trainer_state.json invalid JSON)
+    unfitted = hf_callback(None, unit="step", every=4, min_evals=5000)
+    trainer = train(unfitted, epochs=1)
+    assert len(unfitted.monitor.history) == 2 and all(math.isnan(r.mean_alpha) for r in unfitted.monitor.history)
+    assert not [e for e in trainer.state.log_history if "htsr_mean_alpha" in e]
+    json.dumps(trainer.state.log_history, allow_nan=False)
 
 
 _DDP_SCRIPTS = {

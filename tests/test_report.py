@@ -403,6 +403,11 @@ def test_undefined_summary_entries_say_why_as_the_cli_does():
     text, cli = render_report(r), format_summary(r)
     assert "phases: n/a (--no-mp-fit)" in cli and "n/a (--no-mp-fit)" in text
     assert "n/a (--bootstrap N)" in cli and "n/a (--bootstrap N)" in text
+    # with a bootstrap too short for the warnings, the no-power-law count says so (it asked for --bootstrap N)
+    r = htsr.analyze({"a.weight": np.random.default_rng(0).standard_normal((300, 100))}, bootstrap=20)
+    text, cli = render_report(r), format_summary(r)
+    assert "no-power-law n/a" in cli and "n/a (--bootstrap 20: fewer than 100 replicates)" in text
+    assert "--bootstrap N" not in cli + text
 
 
 @needs_chromium
