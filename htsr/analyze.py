@@ -328,7 +328,9 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
     extra: dict[str, Any] = {}
     whole: int | None = None  # the whole matrix's eigenvalues above its floor, when FARMS' windows were fitted
     if evals[-1] <= 0:
-        fit, status, fit_x = not_attempted, "failed: all-zero matrix", spectrum.evals[:0]
+        # an update of zero (a LoRA whose B is still its initial 0) is no broken layer: there is no change
+        status = "skipped: zero update (an untrained LoRA: B = 0)" if lowrank else "failed: all-zero matrix"
+        fit, fit_x = not_attempted, spectrum.evals[:0]
     elif lowrank and spectrum.rank < opts.min_evals:
         fit, status = not_attempted, (f"not_fitted: rank-{factor_rank} update has {spectrum.rank} nonzero "
                                       f"eigenvalues < min_evals={opts.min_evals}")

@@ -675,3 +675,30 @@ def test_a_base_weight_saved_with_the_adapter_is_its_module_s_base(tmp_path):
             want = np.sort(np.linalg.svd(ref.astype(np.float64), compute_uv=False) ** 2)
             np.testing.assert_allclose(np.sort(rows[name][1].evals), want, rtol=1e-4)  # float32 W and product
         assert r.num_tensors == len(rows)
+
+
+def test_an_untrained_adapter_s_updates_are_skipped_not_failed():
+    """peft initialises B to 0: before the first step every update is zero. Those rows said 'failed: all-zero
+    matrix' (the monitor's step-0 baseline counted 2 failed layers); there is no change to analyse."""
+    torch.manual_seed(6)
+    pm = peft.get_peft_model(Tiny(), peft.LoraConfig(r=8, lora_alpha=16, target_modules=["q", "sq"]))
+    r = htsr.analyze(pm, min_evals=2)
+    rows = {x.name: x for x in r.layers}
+    for m in ("q", "sq"):
+        assert rows[f"{m}#delta"].status == "skipped: zero update (an untrained LoRA: B = 0)"
+        assert rows[f"{m}#base"].status == rows[f"{m}#merged"].status == "ok"
+    assert r.summary.num_failed == 0 and r.summary.num_skipped == 2
+
+
+def test_a_grouped_conv_lora_is_skipped_with_why(tmp_path):
+    """A LoRA on a Conv2d with groups = 4 (B a 1×1 conv taking r / groups channels): 'failed: … do not multiply;
+    re-save the adapter with peft', though peft wrote it (and cannot merge it either)."""
+    rng = np.random.default_rng(8)
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
+                                                              "target_modules": ["g"]}))
+    safetensors_torch.save_file({"base_model.model.g.lora_A.weight": torch.from_numpy(rng.standard_normal((4, 16, 3, 3))),
+                                 "base_model.model.g.lora_B.weight": torch.from_numpy(rng.standard_normal((32, 1, 1, 1)))},
+                                str(tmp_path / "adapter_model.safetensors"))
+    rows = htsr.analyze(tmp_path, min_evals=2).layers
+    assert [(x.name, x.status) for x in rows] == [("g#delta", "skipped: LoRA on a grouped convolution (B takes 1 of "
+                                                   "A's 4 channels: 4 groups), whose update htsr does not form")]

@@ -385,6 +385,9 @@ class PeftAdapter:
         conv = A.ndim in (3, 4, 5) and B.ndim == A.ndim and all(s == 1 for s in B.shape[2:])
         if conv:
             B = B.reshape(B.shape[:2])
+        if conv and B.ndim == 2 and 0 < B.shape[1] < A.shape[0] and A.shape[0] % B.shape[1] == 0:
+            raise LayerSkipped(f"LoRA on a grouped convolution (B takes {B.shape[1]} of A's {A.shape[0]} channels: "
+                               f"{A.shape[0] // B.shape[1]} groups), whose update htsr does not form")
         if not (A.ndim == 2 or conv) or B.ndim != 2 or B.shape[1] != A.shape[0]:
             raise SourceError(f"{self.folder}: {name}: LoRA factors of shapes {entry['B'].shape} (B) and "
                               f"{entry['A'].shape} (A) do not multiply; re-save the adapter with peft")
