@@ -702,3 +702,44 @@ def test_a_grouped_conv_lora_is_skipped_with_why(tmp_path):
     rows = htsr.analyze(tmp_path, min_evals=2).layers
     assert [(x.name, x.status) for x in rows] == [("g#delta", "skipped: LoRA on a grouped convolution (B takes 1 of "
                                                    "A's 4 channels: 4 groups), whose update htsr does not form")]
+
+
+def test_adapters_that_start_from_part_of_w_and_variants_of_another_update(tmp_path):
+    """PiSSA (and OLoRA, CorDA, LoRA-GA, LoftQ) start from factors holding W's principal part and run the model
+    on W less it. Read as LoRA, an untrained PiSSA adapter's #delta was W's top component and its #merged W
+    plus it again (λ_max 7.92 where the model's is 1.98). Now: #delta skipped; from a folder, #base is W and
+    #merged skipped; live, #merged is the model's weight. KaSA, BD-LoRA … (another update) are refused."""
+    torch.manual_seed(7)
+    base = Tiny()
+    safetensors_torch.save_file({k: v.contiguous() for k, v in base.state_dict().items()}, str(tmp_path / "base.safetensors"))
+    pm = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=4, target_modules=["q"], init_lora_weights="pissa"))
+    pm.save_pretrained(str(tmp_path / "adapter"))
+    saved = {x.name: x.status for x in htsr.analyze(tmp_path / "adapter", base=tmp_path / "base.safetensors",
+                                                    min_evals=2).layers}
+    assert saved["q#delta"].startswith("skipped: init_lora_weights 'pissa': the factors hold the part of W")
+    assert saved["q#base"] == "ok" and saved["q#merged"].startswith("skipped: init_lora_weights 'pissa': the model runs")
+    live = {x.name: x for x in htsr.analyze(pm, min_evals=2, keep_spectra=True).layers}
+    assert live["q#delta"].status.startswith("skipped") and live["q#base"].status.startswith("skipped")
+    model_w = pm.merge_and_unload().q.weight.detach().double().numpy()  # the weight the model runs on
+    assert live["q#merged"].lambda_max == pytest.approx(np.linalg.norm(model_w, 2) ** 2, rel=1e-5)  # float32
+    d = tmp_path / "bd"
+    d.mkdir()
+    (d / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "use_bdlora": {"nblocks": 2}}))
+    safetensors_torch.save_file({"base_model.model.q.lora_A.weight": torch.zeros(4, 64),
+                                 "base_model.model.q.lora_B.weight": torch.zeros(96, 4)}, str(d / "adapter_model.safetensors"))
+    with pytest.raises(SourceError) as ei:
+        htsr.analyze(d)
+    one_line_source_error(ei, "use_bdlora is set: a LoRA variant whose update is not scale·B·A")
+
+
+def test_trainable_tokens_are_listed_not_analysed(tmp_path):
+    """trainable_token_indices saves the new embedding rows of a few tokens (token_adapter.trainable_tokens_delta,
+    despite its name not a delta): it was a dense 3 × 32 layer (λ_max 1794)."""
+    torch.manual_seed(8)
+    pm = peft.get_peft_model(Tiny(), peft.LoraConfig(r=4, target_modules=["q"], trainable_token_indices={"emb": [1, 2, 3]}))
+    pm.save_pretrained(str(tmp_path / "adapter"))
+    r = htsr.analyze(tmp_path / "adapter", min_evals=2)
+    assert [x.name for x in r.layers] == ["q#delta"]
+    listed = {n.reason: n.examples for n in r.not_analysed}
+    assert listed["trainable tokens' own embedding rows (trainable_token_indices), not a layer"] == (
+        "emb.token_adapter.trainable_tokens_delta",)

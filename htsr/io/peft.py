@@ -61,6 +61,9 @@ __all__ = ["ADAPTER_FILES", "PeftAdapter", "is_peft_folder"]
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 _PREFIX = "base_model.model."
 _SAVED_BASE = ".base_layer.weight"
+_TOKENS = re.compile(r"\.token_adapter\.trainable_tokens_(delta|original)(\.[^.]+)?$")
+_VARIANTS = ("kasa_config", "use_bdlora", "use_qalora", "monteclora_config")
+_MOVES_BASE = ("pissa", "olora", "corda", "lora_ga", "loftq")
 # module, factor, optional adapter name (PEFT strips it on save; in-memory state dicts keep it)
 # (``lora_B.bias``, PEFT's lora_bias, is a bias of the update, not an adapter named "bias": no factor)
 _FACTOR = re.compile(
@@ -136,6 +139,7 @@ class PeftAdapter:
         self = cls.__new__(cls)
         description = f"<{type(model).__name__}, adapter {name!r}>"
         self._setup(cfg, description, lambda: list(adapter.refs()), description)
+        self._live = True
         # the base weights under the base model's names: a wrapped layer keeps W as <module>.base_layer.weight
         base = {re.sub(r"\.base_layer(?=\.)", "", k): v for k, v in base_model.state_dict().items()
                 if not re.search(r"\.lora_(A|B|embedding_A|embedding_B|magnitude_vector)\.", k)}
@@ -174,6 +178,17 @@ class PeftAdapter:
             return bool(value)
 
         self.rslora, self.fan_in_fan_out, self.dora = flag("use_rslora"), flag("fan_in_fan_out"), flag("use_dora")
+        # LoRA variants whose update is not s·B·A (or DoRA's merge): KaSA's singular values between B and A,
+        # BD-LoRA's block-diagonal factors, QA-LoRA's pooled inputs, MonteCLoRA's sampled factors
+        variant = next((k for k in _VARIANTS if cfg.get(k) not in (None, False, {}, [])), None)
+        if variant is not None:
+            raise SourceError(f"{cfg_path}: {variant} is set: a LoRA variant whose update is not scale·B·A; htsr "
+                              "reads LoRA, rsLoRA and DoRA adapters")
+        # PiSSA, OLoRA, CorDA, LoRA-GA and LoftQ start from factors that hold part of W, and the model runs on the
+        # base less that part (peft writes init_lora_weights true once the adapter is converted to a plain one)
+        init = cfg.get("init_lora_weights", True)
+        self.moves_base = init if isinstance(init, str) and init.lower().startswith(_MOVES_BASE) else None
+        self._live = False  # a live model's adapter (from_model): its base weights are the ones it runs on
         self._refs = refs()
         self._base: dict[str, TensorRef] | None = None  # set by with_base
         self._key = _same  # a module's tensor name -> the base's name (set by with_base)
@@ -360,6 +375,10 @@ class PeftAdapter:
         self._saved_base = {t.name.removesuffix(_SAVED_BASE): t for t in others
                             if t.name.endswith(_SAVED_BASE) and t.name.removesuffix(_SAVED_BASE) in adapted}
         others = [t for t in others if t.name.removesuffix(_SAVED_BASE) not in self._saved_base]
+        # trainable tokens (trainable_token_indices): the new embedding rows of a few tokens, no update of a layer
+        self.not_weights = [(t.name, "trainable tokens' own embedding rows (trainable_token_indices), not a layer")
+                            for t in others if _TOKENS.search(t.name)]
+        others = [t for t in others if not _TOKENS.search(t.name)]
         adapters = sorted({adapter or "unnamed" for _, adapter in modules})
         several = len(adapters) > 1
         if several:  # the folder has one config: which adapter it was written for, the file does not say
@@ -425,10 +444,16 @@ class PeftAdapter:
                 continue
             shape = (A[1], B[0]) if entry["emb"] else (B[0], *A[1:])  # a conv LoRA: [out, in, k…]
             yield TensorRef(f"{label}#delta", tuple(int(s) for s in shape), ref.dtype,
-                            lambda n=name, e=entry: self._factors(n, e), "lora")
+                            skipped_loader(self._moved(f"the factors hold the part of W it started from, not an "
+                                                       "update: convert the adapter (save_pretrained with "
+                                                       "path_initial_model_for_weight_conversion) for ΔW"))
+                            if self.moves_base else (lambda n=name, e=entry: self._factors(n, e)), "lora")
             if self._base is not None or name in self._saved_base:
                 yield from self._with_base(name, entry, label)
         yield from self._others
+
+    def _moved(self, what: str) -> str:
+        return f"init_lora_weights {self.moves_base!r}: {what}"
 
     def _with_base(self, name: str, entry: dict[str, Any], label: str) -> Iterator[TensorRef]:
         key = self._key(f"{name}.weight")
@@ -439,7 +464,15 @@ class PeftAdapter:
             return
         kind = ("embedding" if entry["emb"] else infer_kind(f"{name}.weight", b.shape)) if saved else (
             b.kind or infer_kind(b.name, b.shape))
-        yield TensorRef(f"{label}#base", b.shape, b.dtype, b.load, kind)
+        if self.moves_base and not self._live:  # the pretrained W, but the adapter runs on W less a part of it
+            yield TensorRef(f"{label}#base", b.shape, b.dtype, b.load, kind)
+            yield TensorRef(f"{label}#merged", b.shape, b.dtype, skipped_loader(self._moved(
+                "the model runs on W less the factors' initial part, which the adapter does not hold; no merge")), kind)
+            return
+        # (a live model's wrapped weight is that residual: its W + ΔW is the model's weight, but not W itself)
+        yield TensorRef(f"{label}#base", b.shape, b.dtype, skipped_loader(self._moved(
+            "the live model's base weight is W less the factors' initial part, not W")) if self.moves_base else b.load,
+                        kind)
         if self.dora and "m" not in entry:
             yield TensorRef(f"{label}#merged", b.shape, b.dtype,
                             skipped_loader("use_dora is set but the adapter has no lora_magnitude_vector"), kind)
