@@ -498,6 +498,17 @@ def test_target_parameters_give_one_row_per_expert_equal_to_peft(tmp_path):
     assert alone["layers.1.experts#delta"].status.startswith(
         "skipped: a LoRA on one of the parameters down_proj, gate_up_proj of layers.1.experts, whose rank or scale "
         "differ")
+    # a base saved one tensor per expert (transformers 5 writes Mixtral's so) has neither fused parameter: said so
+    # (it was 'the factors fit none or several of the base's down_proj, gate_up_proj')
+    per_expert = {f"layers.{i}.experts.{e}.w1.weight": torch.zeros(8, 8) for i in range(2) for e in range(4)}
+    per_expert["w.W_q"] = model.w.W_q.detach().clone()
+    safetensors_torch.save_file(per_expert, str(tmp_path / "per_expert.safetensors"))
+    with_base = {r.name: r.status for r in htsr.analyze(tmp_path / "adapter", base=tmp_path / "per_expert.safetensors",
+                                                         min_evals=2).layers}
+    assert with_base["layers.0.experts#merged"] == (
+        "skipped: the base has none of layers.0.experts.down_proj, layers.0.experts.gate_up_proj (a base saved one "
+        "tensor per expert, experts.0.w1.weight …, is not fused back): give the live model, or a base saved with its "
+        "fused experts")
 
 
 def test_two_adapters_in_one_file_give_a_row_each(tmp_path):
@@ -743,3 +754,16 @@ def test_trainable_tokens_are_listed_not_analysed(tmp_path):
     listed = {n.reason: n.examples for n in r.not_analysed}
     assert listed["trainable tokens' own embedding rows (trainable_token_indices), not a layer"] == (
         "emb.token_adapter.trainable_tokens_delta",)
+
+
+def test_other_adapters_saved_beside_one_are_named(tmp_path):
+    """peft saves a model's second adapter in a subfolder of the first's (adapter/second/): the source named
+    only the first, and nothing said the other was there."""
+    pm = _tiny_adapter(tmp_path, seed=9)
+    pm.add_adapter("second", peft.LoraConfig(r=2, target_modules=["sq"]))
+    pm.save_pretrained(str(tmp_path / "both"))
+    assert (tmp_path / "both" / "second" / "adapter_config.json").is_file()
+    r = htsr.analyze(tmp_path / "both", min_evals=2)
+    assert r.source == (f"{tmp_path / 'both'} (other adapters beside it, not read: second/; give one's folder to "
+                        "analyse it)")
+    assert {x.name for x in htsr.analyze(tmp_path / "both" / "second", min_evals=2).layers} == {"sq#delta"}

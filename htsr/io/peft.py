@@ -111,7 +111,12 @@ class PeftAdapter:
         weights = next((folder / f for f in ADAPTER_FILES if (folder / f).is_file()), None)
         if weights is None:
             raise SourceError(f"{folder}: adapter folder without {' or '.join(ADAPTER_FILES)}")
+        # peft's save_pretrained of several adapters: the default one here, each other in a subfolder of its name
+        others = sorted(d.name for d in folder.iterdir() if d.is_dir() and is_peft_folder(d))
         self._setup(cfg, str(cfg_path), lambda: list(open_source(weights)), str(folder))
+        if others:
+            self.description += (f" (other adapters beside it, not read: {', '.join(f'{n}/' for n in others)}; give "
+                                 "one's folder to analyse it)")
 
     @classmethod
     def from_model(cls, model: Any) -> PeftAdapter:
@@ -318,8 +323,12 @@ class PeftAdapter:
         if self._base is None:
             return
         if len(params) > 1:
-            yield from _no_base_rows(row, f"the factors fit none or several of the base's {', '.join(params)} of "
-                                          f"{unwrapped}")
+            held = [p for p in params if self._key(f"{unwrapped}.{p}") in self._base]
+            yield from _no_base_rows(row, (
+                f"the factors fit none or several of the base's {', '.join(params)} of {unwrapped}" if held else
+                f"the base has none of {', '.join(f'{unwrapped}.{p}' for p in params)} (a base saved one tensor "
+                "per expert, experts.0.w1.weight …, is not fused back): give the live model, or a base saved with "
+                "its fused experts"))
             return
         key = self._key(row)
         b = self._base.get(key)
