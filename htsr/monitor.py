@@ -28,6 +28,7 @@ import dataclasses
 import io
 import math
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -102,8 +103,16 @@ class MonitorRecord:
 
 
 def _mean_alpha(layers: Iterable[LayerAlpha]) -> float:
-    vals = [r.alpha for r in layers if math.isfinite(r.alpha)]
+    """The mean of the finite alphas; of a LoRA model (a PeftModel: ``#delta``, ``#base`` and ``#merged`` rows),
+    of its updates' (``#delta``): the frozen base's rows, and the merged ones close to them, would hold the mean
+    where it started whatever the training does."""
+    layers = list(layers)
+    updates = [r for r in layers if _UPDATE.search(r.name)]
+    vals = [r.alpha for r in (updates or layers) if math.isfinite(r.alpha)]
     return math.fsum(vals) / len(vals) if vals else NAN
+
+
+_UPDATE = re.compile(r"#delta(\[\d+\])?$")
 
 
 def _below(mean: float, threshold: float) -> str:

@@ -570,3 +570,20 @@ def test_stop_on_alert_stops_every_process_of_a_ddp_run(tmp_path, framework):
             proc.wait()
     assert proc.returncode == 0, err[-2000:]
     assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == ["stopped at step 2"] * 2
+
+
+def test_a_lora_model_s_mean_alpha_is_its_updates(tmp_path):
+    """A PeftModel's rows are each adapted layer's #delta, #base and #merged: the frozen #base rows (and the
+    #merged, close to them) held the mean where it started. The mean is over the updates."""
+    peft = pytest.importorskip("peft")
+    from htsr.monitor import _mean_alpha
+
+    pm = peft.get_peft_model(mlp(), peft.LoraConfig(r=64, lora_alpha=64, target_modules=["0", "2"],
+                                                    init_lora_weights=False))
+    mon = AlphaMonitor(pm, tmp_path / "a.csv", every=1, unit="step")
+    rec = mon.step(1)
+    names = {la.name for la in rec.layers}
+    assert {"0#delta", "0#base", "0#merged"} <= names
+    deltas = [la.alpha for la in rec.layers if la.name.endswith("#delta") and math.isfinite(la.alpha)]
+    assert len(deltas) == 2 and rec.mean_alpha == pytest.approx(sum(deltas) / 2, rel=1e-12)
+    assert rec.mean_alpha != pytest.approx(_mean_alpha([la for la in rec.layers if "#delta" not in la.name]))
