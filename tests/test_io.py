@@ -693,6 +693,17 @@ def test_torch_ao_quantized_modules_are_dequantized(tmp_path):
     assert rows == [(r.name, r.kind) for r in htsr.analyze(tmp_path / "static.pt", min_evals=3).layers]
     assert rows == [("conv", "conv2d"), ("fc", "dense")]
 
+    # weight-only quantized embeddings keep theirs as _packed_params._packed_weight: it was a dense row of that
+    # name; it is the table's, under the float module's name and kind
+    emb = nn.ModuleDict({"tok": nn.Embedding(300, 64), "bag": nn.EmbeddingBag(300, 64, mode="sum")}).eval()
+    for m in emb.values():
+        m.qconfig = torch.ao.quantization.float_qparams_weight_only_qconfig
+    qe = torch.ao.quantization.convert(torch.ao.quantization.prepare(emb))
+    assert [(r.name, r.kind) for r in htsr.analyze(qe, min_evals=3).layers] == [("tok", "embedding"), ("bag", "embedding")]
+    assert [r.name for r in htsr.analyze(dict(qe.state_dict()), min_evals=3).layers] == ["tok", "bag"]
+    got = {r.name: r for r in open_source(qe)}["tok.weight"].load()
+    np.testing.assert_array_equal(got, qe.tok.weight().dequantize().numpy())
+
     lstm = nn.Sequential(nn.LSTM(16, 32, num_layers=2))
     ql = torch.ao.quantization.quantize_dynamic(lstm, {nn.LSTM}, dtype=torch.qint8)
     assert [(r.name, r.kind) for r in htsr.analyze(ql, min_evals=5).layers] == \
@@ -1326,7 +1337,7 @@ def test_modules_without_values_give_rows_that_say_so_and_the_others_go_on():
     assert biases.count == 10
 
 
-def test_a_dynamic_quantized_lstms_packed_state_is_named_not_dropped():
+def test_a_dynamic_quantized_lstms_packed_state_is_named_not_dropped(tmp_path):
     """q.state_dict() of a dynamic-quantized LSTM holds opaque packed objects: the live module unpacks them;
     the state dict names them among the tensors not analysed (they vanished, not even counted)."""
     from torch import nn
@@ -1340,6 +1351,13 @@ def test_a_dynamic_quantized_lstms_packed_state_is_named_not_dropped():
     assert [x.name for x in r.layers] == ["fc"]
     (packed,) = [n for n in r.not_analysed if n.reason.startswith("torch.ao packed parameters")]
     assert packed.count == 2 and packed.examples == ("lstm._all_weight_values.0.param", "lstm._all_weight_values.1.param")
+    # saved, those objects need torch's code: the file is refused, and the advice is not to re-save the state
+    # dict (which holds them: that was the advice)
+    torch.save(q.state_dict(), tmp_path / "q.pt")
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(tmp_path / "q.pt")
+    _one_line_source_error(ei, "TorchScript objects (torch.ao's packed parameters of a dynamic-quantized LSTM",
+                           "analyse the live model")
 
 
 def test_a_folder_of_one_weight_file_or_optimums_model_onnx_is_read(tmp_path):

@@ -11,6 +11,8 @@ left out.
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import pickle
 import re
@@ -81,16 +83,21 @@ def _dtype_name(t) -> str:
     return {"float8_e4m3fn": "float8_e4m3fn", "half": "float16"}.get(name, name)
 
 
-#: where torch.ao's quantized Linear (static and dynamic) keeps its (weight, bias) in its state dict
+#: where torch.ao's quantized Linear (static and dynamic) keeps its (weight, bias) in its state dict, and its
+#: quantized Embedding / EmbeddingBag its weight
 _PACKED = "_packed_params._packed_params"
+_PACKED_TABLE = "_packed_params._packed_weight"
 
 
 def _unpacked(items: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
     """State dict items with torch.ao's ``<prefix>_packed_params._packed_params = (weight, bias)`` given as
-    ``<prefix>weight`` and ``<prefix>bias``, as a float Linear names them."""
+    ``<prefix>weight`` and ``<prefix>bias``, and its ``<prefix>_packed_params._packed_weight`` as
+    ``<prefix>weight``, as a float Linear and Embedding name them."""
     for name, v in items:
         if name.endswith(_PACKED) and isinstance(v, (tuple, list)):
             yield from zip((f"{name[:-len(_PACKED)]}weight", f"{name[:-len(_PACKED)]}bias"), v)
+        elif name.endswith(_PACKED_TABLE):
+            yield f"{name[:-len(_PACKED_TABLE)]}weight", v
         else:
             yield name, v
 
@@ -190,7 +197,9 @@ class TorchModule:
                     yield TensorRef(f"{prefix}weight", (), "float32", skipped_loader(
                         f"{type(mod).__name__}.state_dict(), which holds its quantized weights, failed: {one_line(e)}"))
                     continue
-                yield from TorchStateDict(state).refs()
+                for r in TorchStateDict(state).refs():  # the weight typed by its class (a quantized Embedding)
+                    kind = module_kind(cls, "weight", r.name, tuple(r.shape)) if r.name == f"{prefix}weight" else None
+                    yield dataclasses.replace(r, kind=kind) if kind is not None and r.kind is None else r
                 continue
             if hasattr(mod, "_all_weight_values") and callable(getattr(mod, "_weight_bias", None)):
                 # torch.ao's dynamic quantized LSTM / GRU: its state dict holds opaque packed objects, but
@@ -433,6 +442,10 @@ def load_torch_file(path: str | os.PathLike) -> TensorSource:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         detail = _unpickler_detail(e)
+        if "ScriptObject" in detail:  # re-saving the state dict, the usual advice, would write the same objects
+            raise SourceError(f"{path}: holds TorchScript objects (torch.ao's packed parameters of a dynamic-quantized "
+                              "LSTM or GRU, in its state dict too) that only torch's own code rebuilds; analyse the "
+                              "live model, which unpacks them, or the float model") from None
         if refused is not None:  # htsr's reader said which global; torch's wording differs by format
             raise SourceError(f"{refused}; torch.load(weights_only=True) refuses it too; re-save it with "
                               "torch.save(model.state_dict(), ...) or as safetensors") from None
