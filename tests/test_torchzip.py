@@ -838,3 +838,17 @@ def test_a_bare_tensor_is_named_after_its_file(tmp_path):
     torch.save(torch.randn(40, 30, generator=torch.Generator().manual_seed(1)), str(path))
     (row,) = htsr.analyze(path, min_evals=5).layers
     assert (row.name, row.shape, row.status) == ("proj", "40x30", "ok")
+
+
+def test_a_lazy_model_saved_before_its_first_forward_gives_rows_that_say_so(tmp_path):
+    """A LazyLinear's UninitializedParameter pickles as an object of no values: its tensors vanished (6 keys
+    in the file, num_tensors 2, one row), as the live module's give skipped rows."""
+    model = nn.Sequential(nn.LazyLinear(64), nn.ReLU(), nn.Linear(64, 100), nn.LazyConv2d(16, 3))
+    torch.save(model.state_dict(), str(tmp_path / "lazy.pt"))
+    r = htsr.analyze(tmp_path / "lazy.pt", min_evals=2)
+    assert r.num_tensors == 6
+    assert [(x.name, x.status) for x in r.layers] == [
+        ("0", "skipped: not initialized: a Lazy module saved before its first forward pass; run one, then save"),
+        ("2", "ok"),
+        ("3", "skipped: not initialized: a Lazy module saved before its first forward pass; run one, then save")]
+    assert [(n.reason, n.examples) for n in r.not_analysed] == [("bias or norm buffer", ("0.bias", "2.bias", "3.bias"))]

@@ -388,8 +388,17 @@ def _np_frombuffer(data: Any, dtype: Any, shape: Any, order: Any) -> _NpArray:
 
 
 def _is_leaf(v: Any) -> bool:
-    """A tensor or a numeric numpy array: what the tree's walk yields."""
-    return isinstance(v, _Tensor) or (isinstance(v, _NpArray) and (v.array is not None or v.other is not None))
+    """A tensor or a numeric numpy array, or a Lazy module's parameter not yet initialized: what the tree's
+    walk yields."""
+    return isinstance(v, _Tensor) or (isinstance(v, _NpArray) and (v.array is not None or v.other is not None)) \
+        or _uninitialized(v)
+
+
+def _uninitialized(v: Any) -> bool:
+    """``torch.nn.parameter.UninitializedParameter`` / ``UninitializedBuffer``: a Lazy module saved before its
+    first forward pass (no shape, no values)."""
+    return isinstance(v, _Inert) and v.type_name in ("torch.nn.parameter.UninitializedParameter",
+                                                     "torch.nn.parameter.UninitializedBuffer")
 
 
 class _OrderedDict(dict):
@@ -772,7 +781,7 @@ class _PickledTensors:
     def _validated(self, found, sizes: dict[str, int]) -> list[tuple[str, _Tensor, str]]:
         out, problems = [], []
         for name, t, cls in found:
-            if isinstance(t, _NpArray):  # its bytes were checked when it was built
+            if isinstance(t, _NpArray) or _uninitialized(t):  # its bytes were checked when it was built; none
                 out.append((name, t, cls))
                 continue
             try:
@@ -824,6 +833,10 @@ class _PickledTensors:
     def refs(self) -> Iterator[TensorRef]:
         """The tensors as stored (quantized weights and their scales or parts apart)."""
         for name, t, cls in self._tensors:
+            if _uninitialized(t):  # a row that says why (a bias, none: named among the tensors not analysed)
+                yield TensorRef(name, (), "float32", skipped_loader(
+                    "not initialized: a Lazy module saved before its first forward pass; run one, then save"))
+                continue
             shape = t.shape  # (an array's, as its pickle gave it)
             kind = module_kind(cls, name.rsplit(".", 1)[-1], name, shape) if cls and len(shape) >= 2 else None
             if isinstance(t, _NpArray) and t.array is None:  # strings, records: listed as a dtype of no weights
