@@ -852,3 +852,29 @@ def test_a_lazy_model_saved_before_its_first_forward_gives_rows_that_say_so(tmp_
         ("2", "ok"),
         ("3", "skipped: not initialized: a Lazy module saved before its first forward pass; run one, then save")]
     assert [(n.reason, n.examples) for n in r.not_analysed] == [("bias or norm buffer", ("0.bias", "2.bias", "3.bias"))]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")  # torch.ao's migration notes
+def test_a_quantized_torchscript_model_is_refused_with_what_to_analyse(tmp_path):
+    """A torch.ao quantized model scripted (or saved for the lite interpreter) holds quantized tensors htsr does
+    not rebuild: refused in one line, which said nothing of what to do."""
+    q = torch.ao.quantization
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.quant, self.dequant, self.fc = q.QuantStub(), q.DeQuantStub(), nn.Linear(32, 100)
+
+        def forward(self, x):
+            return self.dequant(self.fc(self.quant(x)))
+
+    net = Net().eval()
+    net.qconfig = q.get_default_qconfig("fbgemm")
+    prepared = q.prepare(net)
+    prepared(torch.randn(4, 32))
+    scripted = torch.jit.script(q.convert(prepared))
+    scripted.save(str(tmp_path / "q.pt"))
+    with pytest.raises(SourceError) as ei:
+        htsr.analyze(tmp_path / "q.pt")
+    msg = str(ei.value)
+    assert "\n" not in msg and "a torch.ao quantized model: analyse the live model" in msg

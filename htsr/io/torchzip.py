@@ -40,6 +40,7 @@ import math
 import os
 import pickle
 import pickletools
+import re
 import reprlib
 import types
 import zipfile
@@ -746,7 +747,9 @@ class _PickledTensors:
             _check_nesting(stream)
             return _Unpickler(stream, storage, self.encoding).load()
         except _Refused as e:
-            raise RefusedGlobal(f"{self.path}: {what}: {one_line(e, 200)}") from None
+            hint = ("; a torch.ao quantized model: analyse the live model (its quantized layers are dequantized), "
+                    "or its float model" if re.search(r"_rebuild_qtensor|torch\.q(u)?int", str(e)) else "")
+            raise RefusedGlobal(f"{self.path}: {what}: {one_line(e, 200)}{hint}") from None
         except pickle.UnpicklingError as e:
             raise self._fail(f"{what}: {one_line(e, 200)}") from None
         except (EOFError, ValueError, TypeError, LookupError, AttributeError, RecursionError,
