@@ -878,3 +878,35 @@ def test_a_quantized_torchscript_model_is_refused_with_what_to_analyse(tmp_path)
         htsr.analyze(tmp_path / "q.pt")
     msg = str(ei.value)
     assert "\n" not in msg and "a torch.ao quantized model: analyse the live model" in msg
+
+
+class _MyConv1d(nn.Conv1d):
+    pass
+
+
+class _ScaledEmbedding(nn.Embedding):
+    pass
+
+
+class _Subclassed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fir, self.tok = _MyConv1d(4, 8, 64), _ScaledEmbedding(100, 32)
+
+    def forward(self, x):
+        return self.fir(x)
+
+
+def test_a_subclassed_layer_is_typed_as_its_torch_base_from_files(tmp_path):
+    """A user's class MyConv1d(nn.Conv1d) with 64 taps: its pickled class name is its own, and its kind was
+    guessed from the name and shape (8 'stack' rows of 64 × 4 instead of one conv1d; the embedding 'dense').
+    Its attributes (a whole pickle's state, a TorchScript class's constants in its code) say what it is."""
+    torch.manual_seed(0)
+    model = _Subclassed()
+    torch.save(model, str(tmp_path / "whole.pt"))
+    torch.jit.script(model).save(str(tmp_path / "script.pt"))
+    live = [(r.name, r.kind, r.N, r.M, r.num_matrices) for r in htsr.analyze(model, min_evals=2).layers]
+    assert live == [("fir", "conv1d", 8, 4, 64), ("tok", "embedding", 100, 32, 1)]
+    for path in (tmp_path / "whole.pt", tmp_path / "script.pt"):
+        got = [(r.name, r.kind, r.N, r.M, r.num_matrices) for r in htsr.analyze(path, min_evals=2).layers]
+        assert got == live, path.name

@@ -55,7 +55,7 @@ import numpy as np
 from ..errors import SourceError
 from .base import TensorRef, as_loaded, expands_too_far, numpy_dtype, one_line, skipped_loader
 from .scales import PackedConfig, with_scales
-from .torch import module_kind, unwrap_state, with_notes
+from .torch import _MODULE_KINDS, module_kind, unwrap_state, with_notes
 
 __all__ = ["RefusedGlobal", "TorchLegacyFile", "TorchZipFile", "is_legacy_torch", "is_torchscript_archive"]
 
@@ -214,10 +214,69 @@ def _module_state(obj: Any, prefix: str, out: _StateDict, path: tuple[int, ...] 
         for k, v in values.items():
             if v is not None and not (group == "_buffers" and k in skip):
                 out[f"{prefix}{k}"] = v
-                out.classes[f"{prefix}{k}"] = obj.type_name.rsplit(".", 1)[-1]
+                out.classes[f"{prefix}{k}"] = _layer_class(obj)
     for k, m in modules.items():
         if _is_module(m):
             _module_state(m, f"{prefix}{k}.", out, (*path, id(obj)), uses)
+
+
+def _layer_class(obj: Any) -> str:
+    """The class name a pickled module's weights are typed by: its own, or for a class htsr does not know by
+    name (a user's ``class MyConv1d(nn.Conv1d)``, whose base the pickle does not record) the torch layer its
+    attributes make it: ``kernel_size`` with ``in_channels`` → Conv1d/2d/3d, ``num_embeddings`` → Embedding,
+    ``in_features`` with ``out_features`` → Linear, an RNN's ``mode`` with ``hidden_size`` → RNNBase (a
+    TorchScript module's from its code's constants, :func:`_script_constants`)."""
+    own = obj.type_name.rsplit(".", 1)[-1]
+    state = getattr(obj, "state", None)
+    if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], dict):  # (__dict__, __slots__)
+        state = state[0]
+    if own in _MODULE_KINDS or not isinstance(state, dict):
+        return own
+    state = {**getattr(obj, "declared", {}), **state}  # a TorchScript class's constants are in its code
+    k = state.get("kernel_size")
+    if isinstance(k, (tuple, list)) and 1 <= len(k) <= 3 and "in_channels" in state and "out_channels" in state:
+        return f"Conv{len(k)}d"
+    if "num_embeddings" in state and "embedding_dim" in state:
+        return "Embedding"
+    if "in_features" in state and "out_features" in state:
+        return "Linear"
+    if "mode" in state and "hidden_size" in state and "num_layers" in state:
+        return "RNNBase"
+    return own
+
+
+#: a TorchScript class in an archive's code/ (its body: the lines indented under it), and a constant it declares
+_SCRIPT_CLASS = re.compile(r"^class (\w+)\(Module\):\n((?:  .*\n?)*)", re.MULTILINE)
+_SCRIPT_FINAL = re.compile(r"^  (\w+) : Final\[.*\] = (.+)$", re.MULTILINE)
+#: code read for them (the code of the largest models is a few MB)
+_MAX_CODE = 64 << 20
+
+
+def _script_constants(z: zipfile.ZipFile, code: str, infos: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """{class: {constant: value}} of the TorchScript classes in the archive's ``code`` folder (a scripted
+    nn.Conv1d declares ``kernel_size : Final[Tuple[int]] = (64,)``, which its pickled state does not hold);
+    values are Python literals (ast.literal_eval: nothing is run), others None."""
+    import ast
+
+    out: dict[str, dict[str, Any]] = {}
+    files = [n for n in infos if n.startswith(code) and n.endswith(".py")]
+    if sum(infos[n] for n in files) > _MAX_CODE:
+        return out
+    for name in files:
+        try:
+            text = z.read(name).decode("utf-8")
+        except (UnicodeError, zipfile.BadZipFile, OSError, zlib.error):
+            continue
+        module = name[len(code):-len(".py")].replace("/", ".")
+        for c in _SCRIPT_CLASS.finditer(text):
+            consts: dict[str, Any] = {}
+            for f in _SCRIPT_FINAL.finditer(c[2]):
+                try:
+                    consts[f[1]] = ast.literal_eval(f[2].strip())
+                except (ValueError, SyntaxError, MemoryError, RecursionError):
+                    consts[f[1]] = None
+            out[f"{module}.{c[1]}"] = consts
+    return out
 
 
 def _is_module(obj: Any) -> bool:
@@ -543,16 +602,18 @@ class _Unpickler(pickle.Unpickler):
     """Knows the globals of ``_ALLOWED``, storage classes, dtypes and TorchScript types; refuses the rest.
     ``storage(pid)`` turns a persistent id into a :class:`_Storage` (or raises ``UnpicklingError``)."""
 
-    def __init__(self, stream: Any, storage: Callable[[tuple], _Storage], encoding: str = "ASCII") -> None:
+    def __init__(self, stream: Any, storage: Callable[[tuple], _Storage], encoding: str = "ASCII",
+                 declared: dict[str, dict[str, Any]] | None = None) -> None:
         super().__init__(stream, encoding=encoding)
         self._storage = storage
         self._types: dict[str, type] = {}
+        self._declared = declared or {}
 
     def find_class(self, module: str, name: str) -> Any:
         if module == "__torch__" or module.startswith("__torch__."):
             key = f"{module}.{name}"
-            if key not in self._types:
-                self._types[key] = type(name, (_Object,), {"type_name": key})
+            if key not in self._types:  # (with the constants its code declares: _script_constants)
+                self._types[key] = type(name, (_Object,), {"type_name": key, "declared": self._declared.get(key, {})})
             return self._types[key]
         if module == "torch" and name in _STORAGES:
             return _STORAGES[name]
@@ -601,7 +662,7 @@ def _walk(obj: Any, prefix: str, module_class: str, seen: set[int]) -> Iterator[
     if isinstance(obj, _Object):
         seen.add(id(obj))
         state = getattr(obj, "state", None)
-        cls = obj.type_name.rsplit(".", 1)[-1]
+        cls = _layer_class(obj)
         if (isinstance(state, tuple) and len(state) == 2
                 and all(isinstance(d, dict) or d is None for d in state)):  # (__dict__, __slots__ values)
             state = {**(state[0] or {}), **(state[1] or {})}
@@ -741,11 +802,12 @@ class _PickledTensors:
     def _fail(self, what: str) -> SourceError:
         return SourceError(f"{self.path}: {what}")
 
-    def _unpickle(self, stream: Any, what: str, storage: Callable[[tuple], _Storage]) -> Any:
+    def _unpickle(self, stream: Any, what: str, storage: Callable[[tuple], _Storage],
+                  declared: dict[str, dict[str, Any]] | None = None) -> Any:
         """One pickle from ``stream`` (``what`` names it in errors), its persistent ids resolved by ``storage``."""
         try:
             _check_nesting(stream)
-            return _Unpickler(stream, storage, self.encoding).load()
+            return _Unpickler(stream, storage, self.encoding, declared).load()
         except _Refused as e:
             hint = ("; a torch.ao quantized model: analyse the live model (its quantized layers are dequantized), "
                     "or its float model" if re.search(r"_rebuild_qtensor|torch\.q(u)?int", str(e)) else "")
@@ -876,7 +938,8 @@ class TorchZipFile(_PickledTensors):
                 order = z.read(f"{root}/byteorder").decode().strip() if f"{root}/byteorder" in infos else "little"
                 if order != "little":
                     raise self._fail(f"storages are {order}-endian; re-save the model on a little-endian machine")
-                tree = self._member(z, f"{root}/data.pkl", f"{root}/data", infos)
+                declared = _script_constants(z, f"{root}/code/", infos)
+                tree = self._member(z, f"{root}/data.pkl", f"{root}/data", infos, declared)
                 consts = (self._member(z, f"{root}/constants.pkl", f"{root}/constants", infos)
                           if f"{root}/constants.pkl" in infos else ())
         except (zipfile.BadZipFile, OSError, EOFError, UnicodeError, RuntimeError, NotImplementedError,
@@ -888,7 +951,8 @@ class TorchZipFile(_PickledTensors):
         self._offsets = self._stored_offsets({t.storage.key: members[t.storage.key] for _, t, _ in self._tensors
                                               if isinstance(t, _Tensor)})
 
-    def _member(self, z: zipfile.ZipFile, member: str, storage_dir: str, infos: dict[str, int]) -> Any:
+    def _member(self, z: zipfile.ZipFile, member: str, storage_dir: str, infos: dict[str, int],
+                declared: dict[str, dict[str, Any]] | None = None) -> Any:
         """Unpickle ``member``; its tensors' storages are the members of ``storage_dir``."""
         import io
 
@@ -902,7 +966,7 @@ class TorchZipFile(_PickledTensors):
         if expands_too_far(info.file_size, info.compress_size):  # (zipfile reads no more than it declares)
             raise self._fail(f"{member} would expand {info.compress_size} bytes to {info.file_size}: not a pickle "
                              "torch.save writes (a zip bomb?); re-save the model")
-        return self._unpickle(io.BytesIO(z.read(member)), member, storage)
+        return self._unpickle(io.BytesIO(z.read(member)), member, storage, declared)
 
     def _stored_offsets(self, members: dict[str, zipfile.ZipInfo]) -> dict[str, int]:
         """The file offset of each uncompressed member's bytes (torch.save stores storages uncompressed),
