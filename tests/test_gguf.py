@@ -770,6 +770,20 @@ def test_a_gguf_split_model_is_read_whole_from_its_first_shard_or_its_folder(tmp
     with pytest.raises(SourceError) as ei:
         open_source(shards[0])
     _one_line_source_error(ei, str(shards[0]), "model-00003-of-00003.gguf is missing")
+    # without its first shard, the folder named the others to 'give one', which was then refused
+    shards[0].unlink()
+    with pytest.raises(SourceError) as ei:
+        open_source(folder)
+    _one_line_source_error(ei, "model-00001-of-00003.gguf, model-00003-of-00003.gguf are missing")
+
+
+def test_a_legacy_llama_cpp_file_is_named_for_what_it_is(tmp_path):
+    """GGML / GGJT files (llama.cpp before GGUF) were 'not a PyTorch checkpoint … another format?'."""
+    path = tmp_path / "ggml-model-q4_0.bin"
+    path.write_bytes(b"tjgg" + (3).to_bytes(4, "little") + bytes(200))
+    with pytest.raises(SourceError) as ei:
+        open_source(path)
+    _one_line_source_error(ei, str(path), "a legacy llama.cpp GGJT file", "convert_llama_ggml_to_gguf.py")
 
 
 def test_one_expert_of_a_quantized_stack_is_dequantized_alone(tmp_path, monkeypatch):

@@ -196,7 +196,8 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
         raise _keras_sharded(keras_index, keras_index)
     one = path / "model.onnx" if (path / "model.onnx").is_file() else candidates[0] if len(candidates) == 1 else None
     if one is None and parts is not None and parts[0]["ext"] == "gguf":  # a gguf-split model, from its first shard
-        one = next((f for f, m in zip(candidates, parts) if int(m["no"]) == 1), None)
+        # (or from any: its reader names the shards missing)
+        one = next((f for f, m in zip(candidates, parts) if int(m["no"]) == 1), candidates[0])
     if one is not None:
         src = _open_path(one)
         return src, {_resolved(f) for f in getattr(src, "input_files", ())} | {_resolved(one)}
@@ -229,6 +230,9 @@ def _npz(path: Path) -> TensorSource:
     return npz if tree is None else FlaxTree(tree, str(path), leaf=npz.leaf, corrupt=npz.unreadable())
 
 
+_GGML_MAGICS = {b"lmgg": "GGML", b"fmgg": "GGMF", b"tjgg": "GGJT", b"algg": "GGLA (LoRA)"}
+
+
 def _open_path(path: Path) -> TensorSource:
     if not path.exists():
         raise SourceError(f"{path}: no such file or directory")
@@ -253,6 +257,9 @@ def _open_path(path: Path) -> TensorSource:
         from .gguf import open_gguf
 
         return open_gguf(path)
+    if head[:4] in _GGML_MAGICS:  # llama.cpp's formats before GGUF (magic 'ggml', 'ggmf', 'ggjt', 'ggla' as uint32)
+        raise SourceError(f"{path}: a legacy llama.cpp {_GGML_MAGICS[head[:4]]} file (before GGUF, 2023): convert "
+                          "it with llama.cpp's convert_llama_ggml_to_gguf.py, then analyse the .gguf")
     if head.startswith(b"\x89HDF\r\n\x1a\n"):  # HDF5: Keras 3 .weights.h5, legacy Keras 2 .h5
         from .keras import KerasFile
 
