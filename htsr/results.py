@@ -437,6 +437,24 @@ def csv_cell(v: Any) -> Any:
     return repr(float(v)) if isinstance(v, float) else v  # float(): numpy's repr is 'np.float64(0.25)'
 
 
+def read_layers(path: str | os.PathLike):
+    """A ``layers.csv`` htsr wrote (:meth:`AnalysisResult.to_csv`, ``htsr analyze --out``) as a pandas DataFrame
+    with :meth:`AnalysisResult.to_pandas`'s dtypes (``pd.read_csv`` alone guesses them from the values: a count
+    column without an empty cell comes back int64, an all-empty text column float64, and tables of two runs
+    then do not concatenate cleanly). Empty numeric cells are NaN, empty text cells ''."""
+    try:
+        import pandas as pd
+    except ImportError:
+        from .errors import MissingExtraError
+
+        raise MissingExtraError("pandas", "pandas", "htsr.results.read_layers()") from None
+    with open(path, newline="", encoding="utf-8") as f:
+        header = next(csv.reader(f), [])
+    text = [c for c in header if COLUMN_DTYPES.get(c) == "object"]
+    return pd.read_csv(path, dtype={c: COLUMN_DTYPES.get(c, "object") for c in header}, keep_default_na=False,
+                       na_values={c: [""] for c in header if c not in text})
+
+
 @dataclass(frozen=True)
 class LayerSpectra:
     """The eigenvalues behind one row, kept with ``keep_spectra=True`` for figures and the report."""
@@ -507,6 +525,7 @@ class AnalysisResult:
         return frame.astype(COLUMN_DTYPES)
 
     def csv_text(self) -> str:
+        """The per-layer table as CSV text (read it back with :func:`read_layers`)."""
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
         w.writeheader()

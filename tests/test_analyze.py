@@ -616,3 +616,18 @@ def test_the_erg_tail_is_taken_over_the_space_the_weights_span():
     assert row.num_zero_evals == 150
     ref = erg_tail(sp.evals[150:])
     assert row.num_erg == ref.num_erg < 150 and row.erg_lambda_min == ref.erg_lambda_min > 0
+
+
+def test_layers_csv_reads_back_with_the_tables_dtypes(tmp_path):
+    """pd.read_csv guesses each column's dtype from its values: a count column without an empty cell came back
+    int64 (float64 in to_pandas()), an all-empty text column float64. read_layers gives to_pandas()'s frame."""
+    pd = pytest.importorskip("pandas")
+    from htsr.results import read_layers
+
+    rng = np.random.default_rng(3)
+    r = htsr.analyze({"a.weight": rng.standard_normal((300, 100)), "b.weight": rng.standard_normal((20, 10)),
+                      "c.weight": rng.standard_t(2, (400, 200))}, randomize=True)
+    r.to_csv(tmp_path / "layers.csv")
+    guessed = pd.read_csv(tmp_path / "layers.csv")
+    assert (guessed.dtypes != r.to_pandas().dtypes).any()  # what the reader is for
+    pd.testing.assert_frame_equal(read_layers(tmp_path / "layers.csv"), r.to_pandas())
