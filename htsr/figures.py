@@ -27,7 +27,7 @@ from .errors import OptionError
 from .fits.powerlaw import ks_scan
 from .rmt.phases import PHASES
 
-__all__ = ["ROLE_COLORS", "PALETTE", "KINDS", "role_color", "Series", "Panel", "LAYER_PANELS", "layer_panels",
+__all__ = ["ROLE_COLORS", "PALETTE", "KINDS", "COUNT_AXES", "role_color", "Series", "Panel", "LAYER_PANELS", "layer_panels",
            "esd_loglog", "esd_linear", "log10_histogram", "xmin_scan", "shuffled_esd", "erg_boundary",
            "alpha_by_layer", "alpha_distribution", "phase_counts", "metric_trend", "mp_density"]
 
@@ -36,6 +36,8 @@ __all__ = ["ROLE_COLORS", "PALETTE", "KINDS", "role_color", "Series", "Panel", "
 SERIES_KINDS = ("hist", "line", "points", "vline", "hline", "bar")
 #: the most points a line or scatter keeps (the x_min scan of a 16 000-eigenvalue layer is thinned)
 MAX_POINTS = 400
+#: axis labels of counts and indices: whole-number ticks in both renderers (no 0.5 of a layer)
+COUNT_AXES = frozenset({"layers", "layer (model order)"})
 
 
 #: one colour per role, shared by the matplotlib figures (htsr.plot) and the HTML report (tab10 colours)

@@ -103,10 +103,6 @@ def _note_text(note: str) -> str:
     return "\n".join(lines)
 
 
-#: axis labels of counts and indices (figures.py's): whole-number ticks
-_COUNT_AXES = frozenset({"layers", "layer (model order)"})
-
-
 def draw_panel(panel: Panel, ax: Any = None) -> Any:
     """Draw ``panel`` on ``ax`` (a matplotlib Axes; a new Figure with one axis when None); return the figure.
 
@@ -141,7 +137,7 @@ def draw_panel(panel: Panel, ax: Any = None) -> Any:
     from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
 
     for axis, label, log in ((ax.xaxis, panel.xlabel, panel.xlog), (ax.yaxis, panel.ylabel, panel.ylog)):
-        if not log and label in _COUNT_AXES:  # counts of layers, layer indices: no 0.5 of a layer
+        if not log and label in figures.COUNT_AXES:  # counts of layers, layer indices: no 0.5 of a layer
             axis.set_major_locator(MaxNLocator(integer=True))
         if log:
             lo, hi = (ax.get_xlim() if axis is ax.xaxis else ax.get_ylim())

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .figures import (  # one colour per role in both renderers
+    COUNT_AXES,
     ROLE_COLORS,
     Panel,
     alpha_by_layer,
@@ -62,6 +63,7 @@ def render_report(result: AnalysisResult, title: str | None = None) -> str:
         "table": {"columns": columns, "numeric": [c not in _TEXT_TYPES for c in columns],
                   "values": [[_value(i, r, c) for c in columns] for i, r in enumerate(result.layers)]},
         "kept": kept,
+        "count_axes": sorted(COUNT_AXES),
     }
     parts = [
         ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
@@ -379,8 +381,8 @@ _JS = r"""
     const raw = span / n, p = Math.pow(10, Math.floor(Math.log10(raw))), q = raw / p;
     return (q < 1.5 ? 1 : q < 3 ? 2 : q < 7 ? 5 : 10) * p;
   }
-  function linTicks(a, b) {
-    const s = niceStep(b - a, 5), out = [];
+  function linTicks(a, b, integer) {
+    const s = integer ? Math.max(1, niceStep(b - a, 5)) : niceStep(b - a, 5), out = [];
     for (let k = Math.ceil(a / s - 1e-9); k * s <= b + s * 1e-9; k++) out.push(k === 0 ? 0 : +(k * s).toPrecision(12));
     return out;
   }
@@ -430,7 +432,7 @@ _JS = r"""
     }
     const f = v => r0 + ((log ? Math.log10(v) : v) - a) / (b - a) * (r1 - r0);
     f.ok = v => finite(v) && (!log || v > 0);
-    f.ticks = () => log ? logTicks(a, b) : linTicks(a, b);
+    f.ticks = () => log ? logTicks(a, b) : linTicks(a, b, opt.integer);
     f.log = log;
     return f;
   }
@@ -506,8 +508,8 @@ _JS = r"""
       else { xs.push(...s.x); Y.push(...s.y); }
     }
     const fx = cats ? (i => x0 + (i + 0.5) * (x1 - x0) / cats.length)
-                    : scale(xs, p.xlog, x0, x1, {pad: p.xlog ? 0.02 : 0.03});
-    const fy = scale(ys, p.ylog, y1, y0, {pad: 0.05, zero: zero});
+                    : scale(xs, p.xlog, x0, x1, {pad: p.xlog ? 0.02 : 0.03, integer: CFG.count_axes.includes(p.xlabel)});
+    const fy = scale(ys, p.ylog, y1, y0, {pad: 0.05, zero: zero, integer: CFG.count_axes.includes(p.ylabel)});
     const fy2 = hasRight ? scale(y2s, false, y1, y0, {pad: 0.05}) : null;
     if (cats) { fx.ok = finite; }
 

@@ -425,3 +425,18 @@ def test_browser_panel_titles_fit_their_panels(browser, tmp_path):
         return b.x + b.width > svg.viewBox.baseVal.width + 0.5 ? [t.textContent] : []; })""")
     assert over == [], over
     assert _errors(browser) == []
+
+
+@needs_chromium
+def test_browser_count_axes_have_whole_number_ticks(browser, tmp_path):
+    """The 'layers per phase' and 'distribution of alpha' axes of a model of a few layers counted 0, 0.5, 1,
+    1.5 … layers (the matplotlib figures already ticked whole numbers only)."""
+    rng = np.random.default_rng(4)
+    write_report(htsr.analyze({f"l{i}.weight": rng.standard_t(3, (300, 100)) for i in range(2)}), tmp_path / "r.html")
+    _load(browser, tmp_path / "r.html")
+    ticks = browser.evaluate("""Array.from(document.querySelectorAll('#model-figs svg'))
+        .filter(s => ['layers per phase', 'distribution of alpha'].includes(s.getAttribute('aria-label')))
+        .map(s => Array.from(s.querySelectorAll('text[text-anchor="end"][dy=".32em"]')).map(t => t.textContent))""")
+    assert len(ticks) == 2 and all(len(t) >= 2 for t in ticks)
+    assert all(float(v) == int(float(v)) for t in ticks for v in t), ticks
+    assert _errors(browser) == []
