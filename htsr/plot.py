@@ -103,6 +103,10 @@ def _note_text(note: str) -> str:
     return "\n".join(lines)
 
 
+#: characters of a panel's title (at fontsize 10 in a panel of the default width)
+_TITLE_CHARS = 64
+
+
 def draw_panel(panel: Panel, ax: Any = None) -> Any:
     """Draw ``panel`` on ``ax`` (a matplotlib Axes; a new Figure with one axis when None); return the figure.
 
@@ -127,7 +131,10 @@ def draw_panel(panel: Panel, ax: Any = None) -> Any:
             target = ax2
         _draw_series(target, s, hists == 0, panel.xlog, panel.ylog and target is ax)
         hists += s.kind == "hist"
-    ax.set_title(panel.title, fontsize=10)
+    # a long layer name would run into the next panel's title: its middle elided
+    title = panel.title if len(panel.title) <= _TITLE_CHARS else (
+        f"{panel.title[:_TITLE_CHARS // 2 - 1]}…{panel.title[-(_TITLE_CHARS // 2 - 1):]}")
+    ax.set_title(title, fontsize=10)
     ax.set_xlabel(panel.xlabel)
     ax.set_ylabel(panel.ylabel)
     if panel.xlog:
@@ -139,6 +146,10 @@ def draw_panel(panel: Panel, ax: Any = None) -> Any:
     for axis, label, log in ((ax.xaxis, panel.xlabel, panel.xlog), (ax.yaxis, panel.ylabel, panel.ylog)):
         if not log and label in figures.COUNT_AXES:  # counts of layers, layer indices: no 0.5 of a layer
             axis.set_major_locator(MaxNLocator(integer=True))
+        formatter = axis.get_major_formatter()
+        if not log and hasattr(formatter, "set_useOffset"):
+            # values as they are: with an offset ('1e−6 + 4.5711') 4.571187 vs 4.571193 looked like a cliff
+            formatter.set_useOffset(False)
         if log:
             lo, hi = (ax.get_xlim() if axis is ax.xaxis else ax.get_ylim())
             if lo > 0 and hi / lo < 20:

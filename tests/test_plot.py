@@ -327,3 +327,18 @@ def test_count_axes_have_whole_ticks_and_a_short_log_axis_plain_labels():
     shown = [t.get_text() for t in ax.get_xticklabels(which="both") if t.get_text() and
              ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]]
     assert shown == ["2", "5"], shown
+
+
+def test_long_titles_are_elided_and_close_values_are_not_offset():
+    """An 800-character layer name made a title running into its neighbours'; mean alphas 4.571187 and 4.571193
+    were ticked '1e−6 + 4.5711' (an offset), a steep line out of nothing. Titles keep their two ends; ticks
+    show the values."""
+    name = "encoder." * 100 + "fc"
+    fig = P.draw_panel(F.Panel(f"ESD, log-log: {name}", "x", "mean alpha",
+                               (F.Series("line", np.array([0.0, 1.0]), np.array([4.571187, 4.571193]), "a", "data"),)))
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    title = ax.get_title()
+    assert len(title) == 63 and title.startswith("ESD, log-log: encoder.") and title.endswith("encoder.fc")
+    assert ax.yaxis.get_offset_text().get_text() == ""
+    assert all(t.get_text().startswith("4.5711") for t in ax.get_yticklabels() if t.get_text())
