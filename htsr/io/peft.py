@@ -453,7 +453,7 @@ class PeftAdapter:
                 continue
             shape = (A[1], B[0]) if entry["emb"] else (B[0], *A[1:])  # a conv LoRA: [out, in, k…]
             yield TensorRef(f"{label}#delta", tuple(int(s) for s in shape), ref.dtype,
-                            skipped_loader(self._moved(f"the factors hold the part of W it started from, not an "
+                            skipped_loader(self._moved("the factors hold the part of W it started from, not an "
                                                        "update: convert the adapter (save_pretrained with "
                                                        "path_initial_model_for_weight_conversion) for ΔW"))
                             if self.moves_base else (lambda n=name, e=entry: self._factors(n, e)), "lora")
