@@ -492,8 +492,9 @@ def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: f
     if opts.setol and ev.size:
         # over the correlation space the weights span: a rank-deficient spectrum's zeros (a LoRA update's M − r)
         # would end the walk on λ = 0, with a tail of rank + 1 whatever the spectrum (THEORY.md §7's mean over
-        # M then is over a space the layer does not have)
-        live = ev[min(num_zero, ev.size - 1):]
+        # M then is over a space the layer does not have); a full-rank layer's every eigenvalue, as WeightWatcher
+        # takes them, however small (MiniLM's layer 1 key has one below float32's zero level)
+        live = ev[min(ev.size - spectrum.rank, ev.size - 1):] if spectrum.rank < ev.size else ev
         erg = erg_tail(live)
         total = float(np.sum(live))
         xmin_norm = xmin * live.size / total if total > 0 else math.nan

@@ -327,10 +327,10 @@ def erg_boundary(row: Any, sp: Any) -> Panel:
     ev = np.asarray(sp.evals, dtype=np.float64)
     if why := _too_few(ev):
         return _empty(title, xl, yl, _note(row, why), xlog=True)
-    # over the eigenvalues above the zero level, as htsr.analyze gives them to htsr.rmt.setol.erg_tail (which
-    # computes it so), so the curve crosses 0 exactly at erg_lambda_min_raw
-    zeros = int(row.num_zero_evals) if math.isfinite(row.num_zero_evals) else 0
-    live = ev[min(zeros, ev.size - 1):]
+    # over the eigenvalues of the rank (a rank-deficient layer's zeros left out), as htsr.analyze gives them to
+    # htsr.rmt.setol.erg_tail (which computes it so), so the curve crosses 0 exactly at erg_lambda_min_raw
+    deficit = ev.size - int(row.matrix_rank) if math.isfinite(row.matrix_rank) else 0
+    live = ev[min(max(deficit, 0), ev.size - 1):]
     pos = live[live > 0][::-1]
     top = float(pos[0])
     log_mean = math.log(top) + math.log(float(np.sum(live / top)) / live.size)
