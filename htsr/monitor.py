@@ -105,14 +105,16 @@ class MonitorRecord:
 def _mean_alpha(layers: Iterable[LayerAlpha]) -> float:
     """The mean of the finite alphas; of a LoRA model (a PeftModel: ``#delta``, ``#base`` and ``#merged`` rows),
     of its updates' (``#delta``): the frozen base's rows, and the merged ones close to them, would hold the mean
-    where it started whatever the training does."""
-    layers = list(layers)
+    where it started whatever the training does. Updates of a rank below ``min_evals`` are not fitted: then of
+    the model's own weights (``#merged``), the frozen ``#base`` left out."""
+    layers = [r for r in layers if math.isfinite(r.alpha)]
     updates = [r for r in layers if _UPDATE.search(r.name)]
-    vals = [r.alpha for r in (updates or layers) if math.isfinite(r.alpha)]
+    vals = [r.alpha for r in (updates or [r for r in layers if not _BASE.search(r.name)] or layers)]
     return math.fsum(vals) / len(vals) if vals else NAN
 
 
 _UPDATE = re.compile(r"#delta(\[\d+\])?$")
+_BASE = re.compile(r"#base(\[\d+\])?$")
 
 
 def _below(mean: float, threshold: float) -> str:

@@ -587,3 +587,8 @@ def test_a_lora_model_s_mean_alpha_is_its_updates(tmp_path):
     deltas = [la.alpha for la in rec.layers if la.name.endswith("#delta") and math.isfinite(la.alpha)]
     assert len(deltas) == 2 and rec.mean_alpha == pytest.approx(sum(deltas) / 2, rel=1e-12)
     assert rec.mean_alpha != pytest.approx(_mean_alpha([la for la in rec.layers if "#delta" not in la.name]))
+    # rank 8 < min_evals: the updates are not fitted; the mean is the merged weights' (it was NaN: no alert)
+    pm8 = peft.get_peft_model(mlp(), peft.LoraConfig(r=8, target_modules=["0", "2"], init_lora_weights=False))
+    rec = AlphaMonitor(pm8, None, every=1, unit="step").step(1)
+    merged = [la.alpha for la in rec.layers if la.name.endswith("#merged") and math.isfinite(la.alpha)]
+    assert len(merged) == 2 and rec.mean_alpha == pytest.approx(sum(merged) / 2, rel=1e-12)
