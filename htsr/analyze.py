@@ -63,9 +63,9 @@ WW_FLOOR_MAX_FRACTION = 1e-3
 THREADED_MAX_M = 2048
 
 
-#: the index a reader gives each part of one stored tensor it yields apart (a LoRA pair's expert
-#: ``#delta[3]``, a scanned Flax stack's layer ``[3]``): the tensor counts once
-_ITEM = re.compile(r"\[\d+\]$")
+#: the index a reader gives each expert of one stored LoRA pair it yields apart (``#delta[3]``): the pair
+#: counts once
+_ITEM = re.compile(r"(?<=#delta)\[\d+\]$")
 
 
 class Tally:

@@ -123,9 +123,10 @@ VECTOR = "vector (one axis longer than 1: a layer scale, a class token)"
 
 
 def is_vector(shape: tuple[int, ...]) -> bool:
-    """A tensor of two or more axes with at most one longer than 1: a vector kept in the shape it is
-    broadcast in (ConvNeXt's layer_scale [C, 1, 1], ViT's class_token [1, 1, D], RWKV's lerp [1, 1, D])."""
-    return len(shape) >= 2 and min(shape) >= 1 and sum(d > 1 for d in shape) <= 1
+    """A tensor of three or more axes with at most one longer than 1: a vector kept in the shape it is
+    broadcast in (ConvNeXt's layer_scale [C, 1, 1], ViT's class_token [1, 1, D], RWKV's lerp [1, 1, D]). A 2-D
+    [1, n] or [n, 1] may be a layer of one output (a classifier's or a reranker's head): not one."""
+    return len(shape) >= 3 and min(shape) >= 1 and sum(d > 1 for d in shape) <= 1
 
 
 def infer_kind(name: str, shape: tuple[int, ...]) -> str | None:
@@ -145,7 +146,7 @@ def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
         return None, ("a LoRA factor without its adapter_config.json (its scale unknown): analyse the live model, "
                       "or the folder save_pretrained writes")
     if is_vector(shape) and not _WEIGHT_NAME.search(name):
-        # (a layer's [1, in] weight, one output of a Linear, is its module's: named weight)
+        # (a conv's [1, in, 1, 1] weight, one output channel, is its module's: named weight)
         return None, VECTOR
     shape = _squeeze_leading(shape)
     if len(shape) < 2:

@@ -148,9 +148,12 @@ def test_vectors_kept_in_a_broadcast_shape_are_no_layers():
            "mask_token": np.zeros((1, 1, 96), np.float32),
            "head.weight": rng.standard_normal((1, 96)).astype(np.float32),
            "weights.2": rng.standard_normal((30, 1)), "W2": rng.standard_normal((1, 30)),
-           "fc.weight": rng.standard_normal((64, 96)).astype(np.float32)}
+           "arr_2": rng.standard_normal((64, 1)),  # np.savez's positional name of a Dense(1) kernel: 2-D, a layer
+           "fc.weight": rng.standard_normal((64, 96)).astype(np.float32),
+           "W[0]": rng.standard_normal((20, 10)), "W[1]": rng.standard_normal((20, 10))}  # two tensors, counted 2
     r = htsr.analyze(src, min_evals=2)
-    assert [x.name for x in r.layers] == ["head", "weights.2", "W2", "fc"]
+    assert [x.name for x in r.layers] == ["head", "weights.2", "W2", "arr_2", "fc", "W[0]", "W[1]"]
+    assert r.num_tensors == len(src)
     assert {n.reason: set(n.examples) for n in r.not_analysed} == {
         "vector (one axis longer than 1: a layer scale, a class token)": {"blocks.0.layer_scale", "class_token",
                                                                           "mask_token"}}

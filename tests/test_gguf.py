@@ -852,13 +852,14 @@ def test_roles_of_mla_rwkv_t5_and_short_convolutions(tmp_path):
         "blk.0.time_mix_w2.weight": (w2, Q.F32), "blk.0.time_mix_lerp_x.weight": (f(1, 1, 64), Q.F32),
         "blk.0.time_mix_first.weight": (f(4, 16), Q.F32), "blk.0.shortconv.conv.weight": (f(64, 3), Q.F32),
         "blk.1.ssm_conv1d_q.weight": (f(1, 64, 1, 4), Q.F32), "enc.blk.0.attn_rel_b.weight": (f(8, 32), Q.F32),
-        "dec.blk.0.attn_q.weight": (f(64, 64), Q.F32)})
+        "dec.blk.0.attn_q.weight": (f(64, 64), Q.F32),
+        "cls.output.weight": (f(1, 64), Q.F32)})  # a reranker's score head: one output, a layer
     r = htsr.analyze(path, min_evals=2, keep_spectra=True)
     rows = {x.name: (x, s) for x, s in zip(r.layers, r.spectra)}
     assert {n: x.kind for n, (x, _) in rows.items()} == {
         "blk.0.attn_k_b": "dense", "blk.0.attn_v_b": "dense",
         **{f"blk.0.time_mix_w2[{e}]": "stack" for e in range(5)},
-        "enc.blk.0.attn_rel_b": "embedding", "dec.blk.0.attn_q": "dense"}
+        "enc.blk.0.attn_rel_b": "embedding", "dec.blk.0.attn_q": "dense", "cls.output": "dense"}
     for name, part in (("blk.0.attn_k_b", per_head[:, :nope]), ("blk.0.attn_v_b", per_head[:, nope:])):
         row, sp = rows[name]
         assert (row.N, row.M) == (heads * part.shape[1], rank)
@@ -872,7 +873,7 @@ def test_roles_of_mla_rwkv_t5_and_short_convolutions(tmp_path):
     assert "blk.0.time_mix_first.weight" in reasons["RWKV's vectors per head (bonus u, r_k), not a weight matrix"]
     assert {"blk.0.shortconv.conv.weight", "blk.1.ssm_conv1d_q.weight"} <= reasons[
         "a depthwise convolution's taps (one short filter per channel), not a weight matrix"]
-    assert r.num_tensors == 9
+    assert r.num_tensors == 10
 
 
 def _bigger_file(tmp_path) -> Path:

@@ -888,10 +888,24 @@ class _ScaledEmbedding(nn.Embedding):
     pass
 
 
+class _ScaledStdConv2d(nn.Conv2d):  # timm's NFNet conv: a gain per output channel beside its weight
+    def __init__(self, *a) -> None:
+        super().__init__(*a)
+        self.gain = nn.Parameter(torch.ones(self.out_channels, 1, 1, 1))
+
+
+class _Experts(nn.Module):  # a module of experts that keeps Linear's attributes: no Linear
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_features, self.out_features = 96, 80
+        self.weight = nn.Parameter(torch.randn(4, 80, 96))
+
+
 class _Subclassed(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.fir, self.tok = _MyConv1d(4, 8, 64), _ScaledEmbedding(100, 32)
+        self.std = _ScaledStdConv2d(16, 32, 3)
 
     def forward(self, x):
         return self.fir(x)
@@ -906,7 +920,16 @@ def test_a_subclassed_layer_is_typed_as_its_torch_base_from_files(tmp_path):
     torch.save(model, str(tmp_path / "whole.pt"))
     torch.jit.script(model).save(str(tmp_path / "script.pt"))
     live = [(r.name, r.kind, r.N, r.M, r.num_matrices) for r in htsr.analyze(model, min_evals=2).layers]
-    assert live == [("fir", "conv1d", 8, 4, 64), ("tok", "embedding", 100, 32, 1)]
+    assert live == [("fir", "conv1d", 8, 4, 64), ("tok", "embedding", 100, 32, 1), ("std", "conv2d", 32, 16, 9)]
+    # the class types its weight alone: the gain [C, 1, 1, 1] is a vector, live as from the state dict (it was
+    # a conv2d row live)
+    state = htsr.analyze(dict(model.state_dict()), min_evals=2)  # (no classes: 'fir' by its shape, 8 stack rows)
     for path in (tmp_path / "whole.pt", tmp_path / "script.pt"):
-        got = [(r.name, r.kind, r.N, r.M, r.num_matrices) for r in htsr.analyze(path, min_evals=2).layers]
-        assert got == live, path.name
+        r = htsr.analyze(path, min_evals=2)
+        assert [(x.name, x.kind, x.N, x.M, x.num_matrices) for x in r.layers] == live, path.name
+        assert r.not_analysed == state.not_analysed == htsr.analyze(model, min_evals=2).not_analysed
+    experts = nn.Module()
+    experts.e = _Experts()
+    torch.save(experts, str(tmp_path / "experts.pt"))
+    assert [(x.name, x.kind) for x in htsr.analyze(tmp_path / "experts.pt", min_evals=2).layers] == [
+        (f"e[{k}]", "stack") for k in range(4)]

@@ -28,7 +28,7 @@ llama.cpp role                                                     kind        t
 =================================================================  ==========  ============================
 ``token_embd``, ``token_types``, ``position_embd``,                embedding   ``[vocab, dim]``
 ``per_layer_token_embd``
-``attn_rel_b``, ``cross_attn_rel_b`` (T5's position buckets)       embedding   ``[heads, buckets]``
+``attn_rel_b``, ``cross_attn_rel_b`` (T5's position buckets)       embedding   ``[buckets, heads]``
 ``output`` (the LM head)                                           dense       ``[vocab, dim]``
 ``attn_q``, ``attn_k``, ``attn_v``, ``attn_qkv``, ``attn_output``  dense       ``[out, in]``
 ``attn_q_a``, ``attn_q_b``, ``attn_kv_a_mqa``, ``attn_kv_b``       dense       ``[out, in]`` (MLA)

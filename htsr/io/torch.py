@@ -143,7 +143,10 @@ def module_kind(class_name: str, pname: str, full: str, shape: tuple[int, ...]) 
     """Kind of parameter ``pname`` (full name ``full``) of a module of class ``class_name`` (a key of
     ``_MODULE_KINDS``, or any other name to infer the kind from the tensor's name and shape)."""
     kind = _MODULE_KINDS.get(class_name)
-    if kind is None or (kind == "rnn" and not pname.startswith("weight_")) or is_bias_or_buffer(full):
+    # the class types its weights (an RNN's weight_ih_l0 …); another parameter of it (a subclass's gain or
+    # layer scale) is typed as from a file, by its name and shape
+    weight = pname == "weight" or (kind == "rnn" and pname.startswith("weight_"))
+    if kind is None or not weight or is_bias_or_buffer(full):
         return infer_kind(full, shape)  # (None for a bias, a batch-norm buffer or a weight norm's g)
     return kind
 

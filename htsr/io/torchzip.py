@@ -232,24 +232,35 @@ def _layer_class(obj: Any) -> str:
         state = state[0]
     if own in _MODULE_KINDS or not isinstance(state, dict):
         return own
+    params = state.get("_parameters")  # (a whole pickle's module; a TorchScript one holds its weight itself)
+    weight = params.get("weight") if isinstance(params, dict) else state.get("weight")
+    shape = getattr(weight, "shape", None)
     state = {**getattr(obj, "declared", {}), **state}  # a TorchScript class's constants are in its code
     k = state.get("kernel_size")
     if isinstance(k, (tuple, list)) and 1 <= len(k) <= 3 and "in_channels" in state and "out_channels" in state:
-        return f"Conv{len(k)}d"
-    if "num_embeddings" in state and "embedding_dim" in state:
-        return "Embedding"
-    if "in_features" in state and "out_features" in state:
-        return "Linear"
-    if "mode" in state and "hidden_size" in state and "num_layers" in state:
-        return "RNNBase"
-    return own
+        layer, ndim = f"Conv{len(k)}d", len(k) + 2
+    elif "num_embeddings" in state and "embedding_dim" in state:
+        layer, ndim = "Embedding", 2
+    elif "in_features" in state and "out_features" in state:
+        layer, ndim = "Linear", 2
+    elif "mode" in state and "hidden_size" in state and "num_layers" in state:
+        return "RNNBase"  # (its weights are weight_ih_l0 …)
+    else:
+        return own
+    # only if its weight has that layer's number of axes (a module of experts [E, out, in] that keeps its
+    # in_features is no Linear)
+    return layer if isinstance(shape, tuple) and len(shape) == ndim else own
 
 
 #: a TorchScript class in an archive's code/ (its body: the lines indented under it), and a constant it declares
 _SCRIPT_CLASS = re.compile(r"^class (\w+)\(Module\):\n((?:  .*\n?)*)", re.MULTILINE)
 _SCRIPT_FINAL = re.compile(r"^  (\w+) : Final\[.*\] = (.+)$", re.MULTILINE)
-#: code read for them (the code of the largest models is a few MB)
-_MAX_CODE = 64 << 20
+#: code read for them (the code of the largest models is a few MB), the constants read (those _layer_class
+#: asks for) and the longest value parsed
+_MAX_CODE = 16 << 20
+_LAYER_CONSTANTS = frozenset({"kernel_size", "in_channels", "out_channels", "num_embeddings", "embedding_dim",
+                              "in_features", "out_features", "mode", "hidden_size", "num_layers"})
+_MAX_CONSTANT = 200
 
 
 def _script_constants(z: zipfile.ZipFile, code: str, infos: dict[str, int]) -> dict[str, dict[str, Any]]:
@@ -271,8 +282,10 @@ def _script_constants(z: zipfile.ZipFile, code: str, infos: dict[str, int]) -> d
         for c in _SCRIPT_CLASS.finditer(text):
             consts: dict[str, Any] = {}
             for f in _SCRIPT_FINAL.finditer(c[2]):
+                if f[1] not in _LAYER_CONSTANTS:
+                    continue
                 try:
-                    consts[f[1]] = ast.literal_eval(f[2].strip())
+                    consts[f[1]] = ast.literal_eval(f[2].strip()) if len(f[2]) <= _MAX_CONSTANT else None
                 except (ValueError, SyntaxError, MemoryError, RecursionError):
                     consts[f[1]] = None
             out[f"{module}.{c[1]}"] = consts
