@@ -126,6 +126,9 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                                 else f"{integer.dtype} tensor: not a dtype of weights htsr analyses")
                     continue
             kind, why_not = (t.kind, "") if t.kind else classify(t.name, t.shape)
+            if kind is not None and kind != "lora" and (len(t.shape) < 2 or min(t.shape) < 0):
+                # a reader's kind on a shape of no matrix (a corrupt header's): as classify says of it
+                kind, why_not = None, f"shape {list(t.shape)} of no matrix"
             if (kind is None and hasattr(t.loader, "skip_reason") and len(t.shape) < 2
                     and not is_bias_or_buffer(t.name)):
                 # a reader's row that says why it cannot be read (a corrupt 1-D qweight, an array of
@@ -148,7 +151,10 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                 passed_over(t.name, f"the same tensor as {first_name[t.storage_key]} (tied weights): analysed once")
                 continue
             matched = False  # a tensor is not analysed only if none of its rows (experts, positions) matches
-            unread = hasattr(t.loader, "skip_reason") and kind in ("stack", "conv1d", "conv2d", "conv3d")
+            # (an empty stack or conv too: one 'empty matrix' row, not 2^32 kernel positions of nothing, as a
+            # corrupt ONNX Conv of [0, 1, 65536, 65536] gave)
+            unread = (hasattr(t.loader, "skip_reason") or 0 in t.shape) and kind in ("stack", "conv1d", "conv2d",
+                                                                                    "conv3d")
             rows = ([unread_tensor_row(t.name, kind, tuple(t.shape), t.load)] if unread else
                     layer_matrices(t.name, kind, t.shape, t.load, opts.conv, opts.ww_conv_scale, t.load_item))
             for lm in rows:
@@ -223,8 +229,9 @@ def weight_problem(mats: list[Any], scale: float) -> str:
     dense = [W for W in mats if not isinstance(W, LowRank) and W.size]
     if not dense:
         return ""
-    a = max(max(float(W.max()), -float(W.min())) for W in dense)
-    if not math.isfinite(a):
+    peaks = [max(float(W.max()), -float(W.min())) for W in dense]
+    a = max(peaks)
+    if not all(math.isfinite(p) for p in peaks):  # (max() keeps a NaN only when it comes first)
         return "NaN or Inf in the weights"
     if a * a * max(W.size for W in dense) * max(scale, 1.0) >= np.finfo(np.float64).max / 4:
         return (f"weights up to {a:.3g} in magnitude: eigenvalues could exceed float64's range; rescale the "

@@ -970,3 +970,21 @@ def test_a_single_modules_nnx_state_abstract_arrays_and_t5s_relative_attention_b
     with pytest.raises(SourceError, match="'Dense_0.kernel' is an abstract array \\(ShapeDtypeStruct"):
         FlaxTree({"params": {"Dense_0": {"kernel": ShapeDtypeStruct((30, 20), "float32")}}})
     assert classify("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", (32, 8))[0] == "embedding"
+
+
+def test_a_payload_whose_shape_its_bytes_do_not_hold_keeps_no_shape(tmp_path):
+    """A 116-byte file whose scanned block declared 10⁶ layers over 16 bytes listed 10⁶ tensors (808 MB); a
+    kernel of 65536 × 65536 × 3 × 8 over 4 bytes ran out of memory. The array is listed, saying why."""
+    def ext(shape):
+        return msgpack.ExtType(1, msgpack.packb([list(shape), "float32", b"\0" * 16], use_bin_type=True))
+
+    path = tmp_path / "lying.msgpack"
+    path.write_bytes(msgpack.packb({"params": {"ScanBlock": {"Dense_0": {"kernel": ext((10**6, 8, 12))}},
+                                               "Conv_0": {"kernel": ext((65536, 65536, 3, 8))},
+                                               "Dense_1": {"kernel": msgpack_ext_pack(np.ones((8, 12), np.float32))}}},
+                                   use_bin_type=True))
+    src = open_source(path)
+    assert len(list(src)) < 10
+    r = htsr.analyze(path, min_evals=2)
+    assert [x.name for x in r.layers] == ["Dense_1"]
+    assert sum(n.count for n in r.not_analysed if "bytes of data for shape" in n.reason) == 2

@@ -1432,3 +1432,54 @@ def test_a_state_dicts_kind_by_name_is_its_modules(name, kind):
     from htsr.matrices import classify
 
     assert classify(name, (300, 64))[0] == kind
+
+
+def test_npz_headers_that_lie_about_their_shape_and_arrays_of_no_numbers(tmp_path):
+    """A member declaring shape (10⁶, 8, 8) over 256 bytes gave 10⁶ rows (and a MemoryError after 90 s); a
+    negative or huge dimension stopped the run with numpy's ValueError. Each is one row saying why. Loading
+    an array of strings raised numpy's ValueError from the API: an htsr error now."""
+    import io as _io
+    import zipfile as _zip
+
+    def member(shape, data: bytes) -> bytes:
+        buf = _io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        return buf.getvalue() + data
+
+    path = tmp_path / "lying.npz"
+    with _zip.ZipFile(path, "w") as z:
+        z.writestr("stack.weight.npy", member((10**6, 8, 8), bytes(256)))
+        z.writestr("conv.weight.npy", member((8, 3, -1, 3), bytes(64)))
+        buf = _io.BytesIO()
+        np.save(buf, np.random.default_rng(1).standard_normal((60, 50)).astype(np.float32))
+        z.writestr("fc.weight.npy", buf.getvalue())
+    r = htsr.analyze(path, min_evals=2)
+    rows = {x.name: x.status for x in r.layers}
+    assert list(rows) == ["stack", "conv", "fc"] and rows["fc"] == "ok"
+    assert rows["stack"].startswith("skipped: its .npy header cannot be read (ValueError: its header declares shape "
+                                    "(1000000, 8, 8) float32 (256000000 bytes), and the member holds")
+    assert rows["conv"].startswith("skipped: its .npy header cannot be read (ValueError: its header declares shape "
+                                   "(8, 3, -1, 3))")
+    np.save(tmp_path / "labels.npy", np.array(["cat", "dog"]))
+    (ref,) = open_source(tmp_path / "labels.npy")
+    with pytest.raises(htsr.SourceError, match="an array of dtype <U3: no numbers to analyse"):
+        ref.load()
+
+
+def test_a_reader_s_empty_conv_or_stack_is_one_row_and_nan_anywhere_in_a_kernel_is_found(tmp_path):
+    """An ONNX Conv kernel of [0, 1, 65536, 65536] (82 bytes) became 2^32 kernel positions of nothing and a
+    MemoryError: a reader's kind skipped classify's empty check. NaN in a kernel position other than the first
+    gave 'failed: LinAlgError' (max() drops a NaN that is not first)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [0, 1, 65536, 65536], [])
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    onnx.save_model(helper.make_model(graph), str(tmp_path / "empty.onnx"))
+    rows = htsr.analyze(tmp_path / "empty.onnx").layers
+    assert [(x.name, x.status) for x in rows] == [("w", "skipped: an empty matrix (shape 0x1x65536x65536)")]
+    W = np.random.default_rng(0).standard_normal((32, 16, 3, 3)).astype(np.float32)
+    W[3, 4, 1, 1] = np.nan
+    assert htsr.analyze({"conv.weight": W}).layers[0].status == "failed: NaN or Inf in the weights"

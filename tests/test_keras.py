@@ -1535,3 +1535,17 @@ def test_tf_keras_numbered_cells_in_a_legacy_h5_are_cells(tmp_path):
         "bidirectional.forward_layer.kernel": ("rnn", (16, 6)), "bidirectional.forward_layer.recurrent_kernel": ("rnn", (16, 4)),
         "bidirectional.backward_layer.kernel": ("rnn", (16, 6)), "bidirectional.backward_layer.recurrent_kernel": ("rnn", (16, 4)),
         "lstm_1.kernel": ("rnn", (16, 6)), "lstm_1.recurrent_kernel": ("rnn", (16, 4))}
+
+
+def test_a_float32_dataset_marked_bfloat16_is_read_as_stored(tmp_path):
+    """Keras 3 marks a bfloat16 variable with a dtype attribute over 2-byte values. A float32 dataset with that
+    mark (a hand-edited or corrupt file) was viewed as twice as many bfloat16 values: a bare reshape ValueError
+    from load()."""
+    from htsr.io.keras import _is_bf16
+
+    with h5py.File(tmp_path / "w.h5", "w") as f:
+        f32 = f.create_dataset("a", data=np.ones((12, 8), np.float32))
+        f32.attrs["dtype"] = "bfloat16"
+        u16 = f.create_dataset("b", data=np.ones((12, 8), np.uint16))
+        u16.attrs["dtype"] = "bfloat16"
+        assert not _is_bf16(f32) and _is_bf16(u16)

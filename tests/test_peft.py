@@ -767,3 +767,26 @@ def test_other_adapters_saved_beside_one_are_named(tmp_path):
     assert r.source == (f"{tmp_path / 'both'} (other adapters beside it, not read: second/; give one's folder to "
                         "analyse it)")
     assert {x.name for x in htsr.analyze(tmp_path / "both" / "second", min_evals=2).layers} == {"sq#delta"}
+
+
+def test_factors_of_no_matrix_and_runaway_patterns(tmp_path):
+    """A 1-D lora_A without its lora_B stopped the run with an IndexError (its row took A's shape), and so did
+    a 0-D lora_B with a base; an alpha_pattern key repeating a repeated group ('(.*.){13}Z') took 24 s on
+    one module name: refused in one line."""
+    d = tmp_path / "a"
+    d.mkdir()
+    (d / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8}))
+    safetensors_torch.save_file({"base_model.model.q.lora_A.weight": torch.zeros(4),
+                                 "base_model.model.sq.lora_A.weight": torch.zeros(4, 80),
+                                 "base_model.model.sq.lora_B.weight": torch.zeros(())}, str(d / "adapter_model.safetensors"))
+    torch.manual_seed(10)
+    safetensors_torch.save_file({k: v.contiguous() for k, v in Tiny().state_dict().items()},
+                                str(tmp_path / "base.safetensors"))
+    for base in (None, tmp_path / "base.safetensors"):
+        rows = {x.name: x.status for x in htsr.analyze(d, base=base, min_evals=2).layers}
+        assert rows["q#delta"] == "skipped: lora_B is missing from the adapter"
+        assert rows["sq#delta"].startswith("skipped: LoRA factors of shapes")
+    (d / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "alpha_pattern": {"(.*.){13}Z": 2}}))
+    with pytest.raises(SourceError) as ei:
+        htsr.analyze(d)
+    one_line_source_error(ei, "alpha_pattern key '(.*.){13}Z' repeats a group that repeats itself")

@@ -71,7 +71,12 @@ def as_loaded(a: np.ndarray) -> np.ndarray:
     (fp16, bf16, fp8) widened to float32, integers as stored (packed quantized words keep their bits)."""
     if a.dtype in (np.float32, np.float64) or a.dtype.kind in "iub":
         return a
-    return a.astype(np.float32)
+    try:
+        return a.astype(np.float32)
+    except (ValueError, TypeError):  # strings, records, raw bytes: no weights (one htsr error, not numpy's)
+        from ..errors import SourceError
+
+        raise SourceError(f"an array of dtype {a.dtype}: no numbers to analyse") from None
 
 
 #: a compressed member (zip) or dataset (HDF5) declaring more than this many times the bytes it stores is not

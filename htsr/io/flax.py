@@ -186,7 +186,6 @@ class _Payload:
             return f"its dtype {name!r} is not a numpy dtype"
         if dt.hasobject or dt.fields is not None:
             return f"its dtype {name!r} is not a plain numeric dtype"
-        self.shape, self.dtype = tuple(shape), name  # (known: a bad byte count below fails this array alone)
         pos = u.tell()
         tag = data[pos] if pos < len(data) else None
         widths = {0xC4: 1, 0xC5: 2, 0xC6: 4}
@@ -201,7 +200,8 @@ class _Payload:
         if n != expected:
             return (f"{n} bytes of data for shape {tuple(shape)} {name} "
                     f"({math.prod(shape)} × {dt.itemsize} = {expected} bytes expected)")
-        self.offset = start
+        # (a shape its bytes do not hold is not kept: 10⁶ scanned layers declared over 4 bytes made 10⁶ rows)
+        self.shape, self.dtype, self.offset = tuple(shape), name, start
         return None
 
     def array(self, idx: tuple[int, ...] = ()) -> np.ndarray:

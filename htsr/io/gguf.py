@@ -516,7 +516,8 @@ def open_gguf(path: str | os.PathLike) -> GGUFFile | GGUFSplit:
     paths = [first.path.with_name(f"{m['stem']}-{k:0{width}d}-of-{m['count']}.gguf") for k in range(1, count + 1)]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
-        raise SourceError(f"{first.path}: shard of a model split in {count} files; {', '.join(missing)} "
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise SourceError(f"{first.path}: shard of a model split in {count} files; {', '.join(missing[:5])}{more} "
                           f"{'is' if len(missing) == 1 else 'are'} missing from {first.path.parent}")
     files = [first if p == first.path else GGUFFile(p) for p in paths]
     for k, f in enumerate(files):

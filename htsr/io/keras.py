@@ -719,7 +719,8 @@ def _h5_dtype(ds: Any) -> str:
 def _is_bf16(ds: Any) -> bool:
     """A bfloat16 dataset: Keras 3 marks it with a dtype attribute; its legacy .h5 writer stores the same
     two bytes a value as an opaque 2-byte type ('void16', which Keras itself cannot read back)."""
-    return _text(ds.attrs.get("dtype", "")) == "bfloat16" or (ds.dtype.kind == "V" and ds.dtype.itemsize == 2)
+    # (two bytes a value either way: a float32 dataset marked bfloat16 is read as the float32 it holds)
+    return ds.dtype.itemsize == 2 and (_text(ds.attrs.get("dtype", "")) == "bfloat16" or ds.dtype.kind == "V")
 
 
 def _float_array(a: np.ndarray) -> np.ndarray:

@@ -96,18 +96,25 @@ class NpzFile:
                     self._meta[name] = (f"the member would expand {info.compress_size} bytes to {info.file_size}: "
                                         "constant data or a zip bomb, not loaded")
                     continue
-                self._meta[name] = self._header(name)
+                self._meta[name] = self._header(name, info.file_size)
             except Exception as e:  # noqa: BLE001 - zlib/lzma errors, TokenError, OverflowError, KeyError …
-                self._meta[name] = (f"its .npy header cannot be read ({e.__class__.__name__}: {str(e)[:80]}); "
+                self._meta[name] = (f"its .npy header cannot be read ({e.__class__.__name__}: {str(e)[:120]}); "
                                     "truncated or corrupt member")
 
-    def _header(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
-        """Shape and dtype from the member's .npy header, without reading its data."""
+    def _header(self, name: str, size: int) -> tuple[tuple[int, ...], np.dtype]:
+        """Shape and dtype from the member's .npy header, without reading its data; a header whose shape the
+        member's ``size`` bytes cannot hold raises ValueError (10⁶ experts declared over 256 bytes)."""
         with self._npz.zip.open(name + ".npy") as f:
             header = _npy_header(f)
         if header is None:  # format 3.0: read the array
             a = self._npz[name]
             header = tuple(a.shape), a.dtype
+        shape, dtype = header
+        if any(d < 0 for d in shape):
+            raise ValueError(f"its header declares shape {shape}")
+        if not dtype.hasobject and math.prod(shape) * dtype.itemsize > size:
+            raise ValueError(f"its header declares shape {shape} {dtype} ({math.prod(shape) * dtype.itemsize} "
+                             f"bytes), and the member holds {size}")
         return header
 
     def __len__(self) -> int:

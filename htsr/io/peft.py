@@ -233,7 +233,8 @@ class PeftAdapter:
         shapes which layouts the model has: one layout → it, both → unknown, none → the config's flag."""
         layouts = set()
         for e in self._modules.values():
-            if e["emb"] or "A" not in e or "B" not in e or len(e["A"].shape) != 2 or self._wrapped(e["module"]):
+            if e["emb"] or "A" not in e or "B" not in e or len(e["A"].shape) != 2 or len(e["B"].shape) != 2 \
+                    or self._wrapped(e["module"]):
                 continue
             out, inp = int(e["B"].shape[0]), int(e["A"].shape[1])
             b = self._base.get(self._key(f"{e['module']}.weight"))
@@ -438,8 +439,8 @@ class PeftAdapter:
             name = entry["module"]  # label is the row's name: the module's, and the adapter's if several
             missing = [k for k in "AB" if k not in entry]
             ref = entry.get("A") or entry.get("B")
-            if missing:
-                yield TensorRef(f"{label}#delta", ref.shape, ref.dtype,
+            if missing:  # (a row of the update's shape, which one factor does not tell)
+                yield TensorRef(f"{label}#delta", (1, 1), ref.dtype,
                                 skipped_loader(f"lora_{missing[0]} is missing from the adapter"), "lora")
                 continue
             A, B = entry["A"].shape, entry["B"].shape
@@ -531,12 +532,19 @@ def _patterns(cfg_path: str, what: str, pattern: dict[str, Any]) -> list[tuple[r
     regular expression the module name ends with (after a '.'), tried in order."""
     out = []
     for key, value in pattern.items():
+        if _NESTED_REPEAT.search(key):  # '(.*.){13}Z' took 24 s on one module name, 3x more per repeat
+            raise SourceError(f"{cfg_path}: {what} key {key!r} repeats a group that repeats itself, which a regular "
+                              "expression matcher can take exponential time on; write the module names out")
         try:
             out.append((re.compile(rf"(.*\.)?({key})$"), value))
         except re.error as e:
             raise SourceError(f"{cfg_path}: {what} key {key!r} is not a regular expression ({e}), as peft reads "
                               "it; fix the key") from None
     return out
+
+
+#: a quantified group holding a quantifier ('(a+)+', '(.*.){13}'): catastrophic backtracking
+_NESTED_REPEAT = re.compile(r"\([^()]*[*+}][^()]*\)\s*[*+{]")
 
 
 def _lookup(pattern: list[tuple[re.Pattern[str], Any]], name: str, default: Any) -> Any:
