@@ -53,13 +53,13 @@ _EMBEDDING = re.compile(r"(^|\.)((\w+_)?(emb|embed|embeds|embedding|embeddings|e
 # unit even when stored 2-D (per head: Command R's [heads, head_dim]; per group: Mamba-2's)
 _NORM = re.compile(r"(^|[._])[a-z_]*norm(\.(weight|scale))?$", re.IGNORECASE)
 _QUANT_SCALE = re.compile(r"(^|\.)(weight_scale(_inv|_2)?|input_scale|SCB|weight_zero_point)$|_scale_inv$")
-# nn.LSTM/GRU/RNN, and their *Cell (no _l<n>); an LSTM's projection (proj_size) weight_hr_l<n>, as its module's
 # a layer's weight matrix by its name (PyTorch's weight, Keras's and Flax's kernel, a hand-written network's
 # weights.2 or W2)
 _WEIGHT_NAME = re.compile(r"(^|[._/])(weights?|kernel|w\d*)(\.\d+)*$", re.IGNORECASE)
 # a PEFT LoRA layer's factors and DoRA magnitudes in a whole model's state dict (an adapter folder's are
 # read by htsr.io.peft): <module>.lora_A.<adapter>.weight …
 _LORA_PART = re.compile(r"\.lora_(A|B|embedding_A|embedding_B|magnitude_vector)\.([^.]+\.)?(weight|[^.]+)$")
+# nn.LSTM/GRU/RNN, and their *Cell (no _l<n>); an LSTM's projection (proj_size) weight_hr_l<n>, as its module's
 _RNN = re.compile(r"weight_(ih|hh|hr)(_l\d+(_reverse)?)?$")
 _EXPERT = re.compile(r"expert|_exps\b", re.IGNORECASE)  # HF experts, GGUF ffn_*_exps
 # biases, batch-norm buffers, and weight-norm magnitudes g left without their direction v (torch's

@@ -363,7 +363,8 @@ class PeftAdapter:
     def _group(self) -> tuple[dict[str, dict[str, Any]], list[TensorRef]]:
         """The adapter's modules by row label (the module's name; with several adapters in one file, as in a
         model's own state dict, ``<module>(<adapter>)``), each with its factors ``A``, ``B``, DoRA's ``m``,
-        ``emb`` and the ``module`` name; and the file's other tensors."""
+        ``emb`` and the ``module`` name; and the file's other tensors (setting ``_saved_base``, the base weights
+        saved with the factors, and ``not_weights``, the trainable tokens, which are neither)."""
         modules: dict[tuple[str, str | None], dict[str, Any]] = {}
         others = []
         for t in self._refs:

@@ -12,7 +12,6 @@ left out.
 from __future__ import annotations
 
 import dataclasses
-
 import os
 import pickle
 import re
