@@ -790,3 +790,7 @@ def test_factors_of_no_matrix_and_runaway_patterns(tmp_path):
     with pytest.raises(SourceError) as ei:
         htsr.analyze(d)
     one_line_source_error(ei, "alpha_pattern key '(.*.){13}Z' repeats a group that repeats itself")
+    # a repeated group of what cannot overlap is matched in linear time: applied, as peft applies it
+    (d / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
+                                                       "alpha_pattern": {r"(?:\w+\.)*sq": 2}}))
+    assert {x.name for x in htsr.analyze(d, min_evals=2).layers} == {"q#delta", "sq#delta"}

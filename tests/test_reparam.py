@@ -202,3 +202,17 @@ def test_a_reparametrized_module_held_under_two_names_is_one_row(make):
         result = htsr.analyze(source, min_evals=2)
         assert [r.name for r in result.layers] == ["a"]
         assert any("tied" in n.reason and n.examples == ("b.weight",) for n in result.not_analysed)
+
+
+def test_a_reparametrized_weight_keeps_its_module_s_kind():
+    """A pruned Conv1d of 48 taps and a weight-normed Embedding: their parts (weight_orig, weight_v) are typed
+    by the module's class, as its weight is (when only 'weight' was, the conv became 64 'stack' rows of 48
+    eigenvalues and the embedding a dense layer); a gain [C, 1, 1, 1] beside a conv's weight is a vector."""
+    model = nn.Module()
+    model.frontend = U.prune.l1_unstructured(nn.Conv1d(64, 64, 48), "weight", amount=0.5)
+    model.tok = U.weight_norm(nn.Embedding(500, 64))
+    model.conv = nn.Conv2d(16, 32, 3)
+    model.conv.gain = nn.Parameter(torch.ones(32, 1, 1, 1))
+    r = htsr.analyze(model, min_evals=2)
+    assert [(x.name, x.kind) for x in r.layers] == [("frontend", "conv1d"), ("tok", "embedding"), ("conv", "conv2d")]
+    assert any(n.examples == ("conv.gain",) and n.reason.startswith("vector") for n in r.not_analysed)

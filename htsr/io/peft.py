@@ -544,8 +544,9 @@ def _patterns(cfg_path: str, what: str, pattern: dict[str, Any]) -> list[tuple[r
     return out
 
 
-#: a quantified group holding a quantifier ('(a+)+', '(.*.){13}'): catastrophic backtracking
-_NESTED_REPEAT = re.compile(r"\([^()]*[*+}][^()]*\)\s*[*+{]")
+#: a quantified group holding a repeated wildcard ('(.*.){13}', '(.+)+'): catastrophic backtracking (a group
+#: of what cannot overlap, '(?:\w+\.)*', is matched in linear time and allowed)
+_NESTED_REPEAT = re.compile(r"\((?=[^()]*(?<!\\)\.)[^()]*[*+}][^()]*\)\s*[*+{]")
 
 
 def _lookup(pattern: list[tuple[re.Pattern[str], Any]], name: str, default: Any) -> Any:

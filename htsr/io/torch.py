@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import LayerSkipped, MissingExtraError, SourceError
-from ..matrices import infer_kind, is_bias_or_buffer
+from ..matrices import infer_kind, is_bias_or_buffer, is_vector
 from .base import TensorRef, TensorSource, import_extra, one_line, skipped_loader
 from .numpy import flat_items
 from .scales import with_scales
@@ -142,10 +142,10 @@ def module_kind(class_name: str, pname: str, full: str, shape: tuple[int, ...]) 
     """Kind of parameter ``pname`` (full name ``full``) of a module of class ``class_name`` (a key of
     ``_MODULE_KINDS``, or any other name to infer the kind from the tensor's name and shape)."""
     kind = _MODULE_KINDS.get(class_name)
-    # the class types its weights (an RNN's weight_ih_l0 …); another parameter of it (a subclass's gain or
-    # layer scale) is typed as from a file, by its name and shape
-    weight = pname == "weight" or (kind == "rnn" and pname.startswith("weight_"))
-    if kind is None or not weight or is_bias_or_buffer(full):
+    # the class types its weights and their parts (weight_v, weight_orig: a weight norm's, a pruning's); a
+    # vector beside them (a subclass's gain [C, 1, 1, 1]) is typed as from a file, by its name and shape
+    if (kind is None or (kind == "rnn" and not pname.startswith("weight_")) or is_bias_or_buffer(full)
+            or is_vector(shape)):
         return infer_kind(full, shape)  # (None for a bias, a batch-norm buffer or a weight norm's g)
     return kind
 
