@@ -19,6 +19,7 @@ from .errors import HtsrError, LayerSkipped, SourceError
 from .fits.powerlaw import PowerLawFit, fit_power_law
 from .fits.uncertainty import interval_of, tail_uncertainty
 from .io import FLOAT_DTYPES, open_source
+from .io.base import ROW_TAG
 from .io.delta import DeltaSource
 from .io.scales import unscaled_integer_weight
 from .matrices import (
@@ -40,6 +41,7 @@ from .rmt import (
     Randomized,
     bbp_entry_scale,
     delta_lambda_min,
+    erg_eigenvalues,
     erg_tail,
     fit_mp,
     js_distance,
@@ -63,9 +65,11 @@ WW_FLOOR_MAX_FRACTION = 1e-3
 THREADED_MAX_M = 2048
 
 
-#: the index a reader gives each expert of one stored LoRA pair it yields apart (``#delta[3]``): the pair
-#: counts once
-_ITEM = re.compile(r"(?<=#delta)\[\d+\]$")
+def _tensor(name: str) -> str:
+    """The tensor a reader's ref stands for: an expert's update of one stored LoRA pair it yields apart
+    (``#delta[3]``) is the pair's, which counts once."""
+    m = ROW_TAG.search(name)
+    return name[:m.start("item")] if m and m["tag"] == "delta" and m["item"] else name
 
 
 class Tally:
@@ -78,10 +82,10 @@ class Tally:
         self.passed_over: dict[str, list[str]] = {}
 
     def seen(self, name: str) -> None:
-        self.names[_ITEM.sub("", name)] = None
+        self.names[_tensor(name)] = None
 
     def passed(self, name: str, reason: str) -> None:
-        self.names[_ITEM.sub("", name)] = None
+        self.names[_tensor(name)] = None
         self.passed_over.setdefault(reason, []).append(name)
 
     @property
@@ -497,11 +501,7 @@ def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: f
                                    PhaseThresholds(opts.phase_rank_collapse, opts.phase_ht_share,
                                                    opts.phase_ht_alpha, opts.phase_bleed_width)))
     if opts.setol and ev.size:
-        # over the correlation space the weights span: a rank-deficient spectrum's zeros (a LoRA update's M − r)
-        # would end the walk on λ = 0, with a tail of rank + 1 whatever the spectrum (THEORY.md §7's mean over
-        # M then is over a space the layer does not have); a full-rank layer's every eigenvalue, as WeightWatcher
-        # takes them, however small (MiniLM's layer 1 key has one below float32's zero level)
-        live = ev[min(ev.size - spectrum.rank, ev.size - 1):] if spectrum.rank < ev.size else ev
+        live = erg_eigenvalues(ev, spectrum.rank)
         erg = erg_tail(live)
         total = float(np.sum(live))
         xmin_norm = xmin * live.size / total if total > 0 else math.nan

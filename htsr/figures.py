@@ -26,6 +26,7 @@ import numpy as np
 from .errors import OptionError
 from .fits.powerlaw import ks_scan
 from .rmt.phases import PHASES
+from .rmt.setol import erg_eigenvalues
 
 __all__ = ["ROLE_COLORS", "PALETTE", "KINDS", "COUNT_AXES", "role_color", "Series", "Panel", "LAYER_PANELS", "layer_panels",
            "esd_loglog", "esd_linear", "log10_histogram", "xmin_scan", "shuffled_esd", "erg_boundary",
@@ -329,8 +330,7 @@ def erg_boundary(row: Any, sp: Any) -> Panel:
         return _empty(title, xl, yl, _note(row, why), xlog=True)
     # over the eigenvalues of the rank (a rank-deficient layer's zeros left out), as htsr.analyze gives them to
     # htsr.rmt.setol.erg_tail (which computes it so), so the curve crosses 0 exactly at erg_lambda_min_raw
-    deficit = ev.size - int(row.matrix_rank) if math.isfinite(row.matrix_rank) else 0
-    live = ev[min(max(deficit, 0), ev.size - 1):]
+    live = erg_eigenvalues(ev, int(row.matrix_rank) if math.isfinite(row.matrix_rank) else ev.size)
     pos = live[live > 0][::-1]
     top = float(pos[0])
     log_mean = math.log(top) + math.log(float(np.sum(live / top)) / live.size)
@@ -341,8 +341,8 @@ def erg_boundary(row: Any, sp: Any) -> Panel:
     if math.isfinite(row.erg_lambda_min_raw):
         series.append(Series("vline", _arr(row.erg_lambda_min_raw), _arr(), f"ERG edge ({row.num_erg:.0f} evals)",
                              "erg"))
-    if math.isfinite(_own_xmin(row)):
-        series.append(Series("vline", _arr(_own_xmin(row)), _arr(), "x_min", "xmin"))
+    if math.isfinite(x := _own_xmin(row)):
+        series.append(Series("vline", _arr(x), _arr(), "x_min", "xmin"))
     return Panel(title, xl, yl, tuple(series), xlog=True, note=_note(row))
 
 

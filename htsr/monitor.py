@@ -28,7 +28,6 @@ import dataclasses
 import io
 import math
 import os
-import re
 import tempfile
 import time
 import warnings
@@ -41,6 +40,7 @@ import numpy as np
 from .analyze import analyze, iter_layers
 from .errors import HtsrError, OptionError, SourceError
 from .figures import Panel, Series
+from .io.base import ROW_TAG
 from .options import Options, acts_on
 from .results import csv_cell
 
@@ -108,13 +108,10 @@ def _mean_alpha(layers: Iterable[LayerAlpha]) -> float:
     where it started whatever the training does. Updates of a rank below ``min_evals`` are not fitted: then of
     the model's own weights (``#merged``), the frozen ``#base`` left out."""
     layers = [r for r in layers if math.isfinite(r.alpha)]
-    updates = [r for r in layers if _UPDATE.search(r.name)]
-    vals = [r.alpha for r in (updates or [r for r in layers if not _BASE.search(r.name)] or layers)]
+    tags = [m["tag"] if (m := ROW_TAG.search(r.name)) else "" for r in layers]
+    updates = [r for r, t in zip(layers, tags) if t == "delta"]
+    vals = [r.alpha for r in (updates or [r for r, t in zip(layers, tags) if t != "base"] or layers)]
     return math.fsum(vals) / len(vals) if vals else NAN
-
-
-_UPDATE = re.compile(r"#delta(\[\d+\])?$")
-_BASE = re.compile(r"#base(\[\d+\])?$")
 
 
 def _below(mean: float, threshold: float) -> str:

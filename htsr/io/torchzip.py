@@ -210,11 +210,12 @@ def _module_state(obj: Any, prefix: str, out: _StateDict, path: tuple[int, ...] 
         raise pickle.UnpicklingError(f"module {prefix.rstrip('.') or '(root)'} of {obj.type_name}: parameters, "
                                      "buffers or submodules that are not mappings of names")
     parameters, buffers, modules = groups
+    cls = _layer_class(obj)
     for group, values in (("_parameters", parameters), ("_buffers", buffers)):
         for k, v in values.items():
             if v is not None and not (group == "_buffers" and k in skip):
                 out[f"{prefix}{k}"] = v
-                out.classes[f"{prefix}{k}"] = _layer_class(obj)
+                out.classes[f"{prefix}{k}"] = cls
     for k, m in modules.items():
         if _is_module(m):
             _module_state(m, f"{prefix}{k}.", out, (*path, id(obj)), uses)

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ERGResult", "delta_lambda_min", "erg_tail", "layer_quality"]
+__all__ = ["ERGResult", "delta_lambda_min", "erg_eigenvalues", "erg_tail", "layer_quality"]
 
 NAN = float("nan")
 
@@ -64,6 +64,14 @@ class ERGResult:
 
 def _undefined(reason: str) -> ERGResult:
     return ERGResult(0, NAN, NAN, f"undefined: {reason}")
+
+
+def erg_eigenvalues(evals: np.ndarray, rank: int) -> np.ndarray:
+    """The eigenvalues a layer's ERG is taken over: of ascending ``evals``, the ``rank`` largest (at least
+    one) — the correlation space its weights span. A rank-deficient layer's zeros (a LoRA update's M − r) in
+    the mean would end the walk on λ = 0, with a tail of rank + 1 whatever the spectrum; a full-rank layer's
+    are every eigenvalue, however small, as WeightWatcher takes them."""
+    return evals[max(0, min(evals.size - rank, evals.size - 1)):]
 
 
 def erg_tail(evals: np.ndarray) -> ERGResult:
