@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import htsr
-from htsr.errors import SourceError
+from htsr.errors import LayerSkipped, SourceError
+from htsr.io import open_source
+from htsr.spectra import lowrank_eigenvalues
+from safetensors.numpy import load_file, save_file
 from conftest import one_line_source_error
 
 torch = pytest.importorskip("torch")
@@ -794,3 +798,160 @@ def test_factors_of_no_matrix_and_runaway_patterns(tmp_path):
     (d / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
                                                        "alpha_pattern": {r"(?:\w+\.)*sq": 2}}))
     assert {x.name for x in htsr.analyze(d, min_evals=2).layers} == {"q#delta", "sq#delta"}
+
+
+# single-file LoRAs: written by diffusers 0.42.1 (tests/data/diffusers_lora/make_diffusers_lora.py, which also
+# stored peft's own singular values of each ΔW and of the UNet's W + ΔW)
+LORA_DATA = Path(__file__).parent / "data" / "diffusers_lora"
+
+
+def _sv(ref) -> np.ndarray:
+    """The singular values of a row's matrix (a LoRA update from its factors, else the dense matrix)."""
+    m = ref.load()
+    if hasattr(m, "B"):
+        return np.sqrt(lowrank_eigenvalues(m.B, m.A, m.scale))[::-1]
+    return np.linalg.svd(np.asarray(m, dtype=np.float64), compute_uv=False)
+
+
+def _kohya(name: str) -> str:  # diffusers' module name as convert_state_dict_to_kohya spells it
+    return name.replace("unet.", "lora_unet.").replace("text_encoder.", "lora_te1.").replace(".", "_")
+
+
+def test_a_diffusers_lora_file_is_its_updates_scaled_by_each_components_config():
+    """pytorch_lora_weights.safetensors holds a UNet's factors (r 4, lora_alpha 8: scale 2) and a text
+    encoder's (r 2, lora_alpha 2, rsLoRA: scale √2), each component's LoraConfig in the header. Every module is
+    one #delta row whose singular values are peft's get_delta_weight's; read as factors with one scale they
+    were 36 modules x 2 dense rows."""
+    expected = np.load(LORA_DATA / "expected.npz")
+    src = open_source(LORA_DATA / "pytorch_lora_weights.safetensors")
+    assert src.description.endswith("(a single-file LoRA, diffusers names)")
+    rows = list(src)
+    assert len(rows) == 36 and all(t.name.endswith("#delta") and t.kind == "lora" for t in rows)
+    for t in rows:
+        ref = expected["delta:" + t.name.removesuffix("#delta")]
+        # factors stored in float32, peft's product formed in float32: 1e-6 of the largest
+        np.testing.assert_allclose(_sv(t), ref[:len(_sv(t))], rtol=0, atol=1e-6 * ref[0])
+        assert ref[len(_sv(t)):].max(initial=0) < 1e-6 * ref[0]  # and the rest of peft's are zero
+
+
+def test_a_kohya_lora_file_is_scaled_by_its_alpha_tensors():
+    """kohya.safetensors is the same factors through diffusers' convert_state_dict_to_kohya: lora_down /
+    lora_up under kohya-ss's names, with an .alpha of r per module (the converter drops lora_alpha), so each
+    ΔW is peft's divided by that component's scale (2 for the UNet, √2 for the text encoder)."""
+    expected = np.load(LORA_DATA / "expected.npz")
+    src = open_source(LORA_DATA / "kohya.safetensors")
+    assert src.description.endswith("(a single-file LoRA, kohya-ss names)")
+    refs = {_kohya(k.removeprefix("delta:")): k for k in expected.files if k.startswith("delta:")}
+    rows = list(src)
+    assert sorted(t.name.removesuffix("#delta") for t in rows) == sorted(refs)
+    for t in rows:
+        key = refs[t.name.removesuffix("#delta")]
+        ref = expected[key] / (2.0 if key.startswith("delta:unet.") else math.sqrt(2))
+        np.testing.assert_allclose(_sv(t), ref[:len(_sv(t))], rtol=0, atol=1e-6 * ref[0])  # (as above)
+    assert sorted(n for n, _ in src.not_weights) == sorted(f"{m}.alpha" for m in refs)
+
+
+def test_a_single_file_lora_with_base_merges_into_the_base_by_either_name_spelling():
+    """With the UNet as the base: diffusers' names match it by dropping 'unet.', kohya-ss's by reading '_' as
+    '.'; every UNet module's #merged equals W + ΔW (peft's fuse_lora for the diffusers file; for the kohya file,
+    W + up·down from the file, its scale 1), and the text encoder's modules say the base lacks them."""
+    expected = np.load(LORA_DATA / "expected.npz")
+    base = LORA_DATA / "unet.safetensors"
+    src = open_source(LORA_DATA / "pytorch_lora_weights.safetensors").with_base(open_source(base))
+    assert src.description.endswith("(module names matched to the base's by dropping 'unet.')")
+    merged = [t for t in src if t.name.endswith("#merged")]
+    assert len(merged) == 36
+    for t in merged:
+        if t.name.startswith("text_encoder."):
+            with pytest.raises(LayerSkipped, match="the base has no tensor text_encoder"):
+                t.load()
+            continue
+        ref = expected["merged:" + t.name.removesuffix("#merged")]
+        np.testing.assert_allclose(_sv(t), ref, rtol=0, atol=1e-6 * ref[0])  # float32 W + ΔW: as above
+    weights = load_file(str(base))
+    factors = load_file(str(LORA_DATA / "kohya.safetensors"))
+    src = open_source(LORA_DATA / "kohya.safetensors").with_base(open_source(base))
+    assert src.description.endswith("(module names matched to the base's by reading the adapter's '_' as '.')")
+    done = 0
+    for t in src:
+        if not t.name.endswith("#merged") or t.name.startswith("lora_te1_"):
+            continue
+        module = t.name.removesuffix("#merged")
+        name = next(k for k in weights if k.endswith(".weight") and "lora_unet_" + k[:-7].replace(".", "_") == module)
+        W = weights[name].astype(np.float64) + factors[f"{module}.lora_up.weight"].astype(np.float64) @ \
+            factors[f"{module}.lora_down.weight"].astype(np.float64)
+        np.testing.assert_allclose(np.asarray(t.load(), dtype=np.float64), W, rtol=0, atol=1e-6)  # float32 sums
+        done += 1
+    assert done == 32
+
+
+def test_a_folder_of_one_lora_file_is_that_lora(tmp_path):
+    """diffusers saves a LoRA as a folder holding pytorch_lora_weights.safetensors alone."""
+    (tmp_path / "pytorch_lora_weights.safetensors").write_bytes(
+        (LORA_DATA / "pytorch_lora_weights.safetensors").read_bytes())
+    r = htsr.analyze(tmp_path, min_evals=2)
+    assert r.source == f"{tmp_path / 'pytorch_lora_weights.safetensors'} (a single-file LoRA, diffusers names)"
+    assert len(r.layers) == 36 and all(x.kind == "lora" for x in r.layers)
+
+
+def test_kohya_alphas_lycoris_parts_and_what_is_not_a_lora_file(tmp_path):
+    """alpha / r per module (alpha 0 read as r, as kohya-ss does; no .alpha: scale 1); LyCORIS's LoHa and LoKr
+    modules are skipped rows naming the algorithm, its full update (.diff) a dense #delta row, a DoRA magnitude
+    (dora_scale) leaves #merged unformed. Not LoRA files: a model's state dict holding adapted layers (their own
+    weight beside the factors), and a PEFT adapter's file without its adapter_config.json."""
+    rng = np.random.default_rng(3)
+    down, up = rng.standard_normal((8, 64)).astype(np.float32), rng.standard_normal((48, 8)).astype(np.float32)
+    f = tmp_path / "k.safetensors"
+    save_file({"lora_unet_a.lora_down.weight": down, "lora_unet_a.lora_up.weight": up,
+               "lora_unet_a.alpha": np.array(4.0, np.float16),
+               "lora_unet_b.lora_down.weight": down, "lora_unet_b.lora_up.weight": up,
+               "lora_unet_b.alpha": np.array(0.0, np.float32),
+               "lora_unet_c.lora_down.weight": down, "lora_unet_c.lora_up.weight": up,
+               "lora_unet_c.dora_scale": np.ones((48, 1), np.float32),
+               "lora_unet_d.hada_w1_a": up, "lora_unet_d.hada_w1_b": down,
+               "lora_unet_d.hada_w2_a": up, "lora_unet_d.hada_w2_b": down, "lora_unet_d.alpha": np.array(8.0, np.float32),
+               "lora_unet_e.lokr_w1": np.ones((4, 4), np.float32), "lora_unet_e.lokr_w2": down,
+               "lora_unet_f.diff": up @ down, "lora_unet_f.diff_b": np.ones(48, np.float32)}, str(f))
+    src = open_source(f)
+    rows = {t.name: t for t in src}
+    assert set(rows) == {f"lora_unet_{m}#delta" for m in "abcdef"}
+    for m, scale in (("a", 0.5), ("b", 1.0), ("c", 1.0)):
+        np.testing.assert_allclose(_sv(rows[f"lora_unet_{m}#delta"]), scale * np.linalg.svd(
+            up.astype(np.float64) @ down, compute_uv=False)[:8], rtol=1e-9)  # exact QR path vs dense SVD
+    with pytest.raises(LayerSkipped, match="^a LoHa update .*, which htsr does not form$"):
+        rows["lora_unet_d#delta"].load()
+    with pytest.raises(LayerSkipped, match="^a LoKr update"):
+        rows["lora_unet_e#delta"].load()
+    assert rows["lora_unet_f#delta"].kind == "dense"
+    np.testing.assert_array_equal(rows["lora_unet_f#delta"].load(), up @ down)
+    assert {n for n, _ in src.not_weights} == {"lora_unet_a.alpha", "lora_unet_b.alpha", "lora_unet_d.alpha",
+                                               "lora_unet_c.dora_scale", "lora_unet_f.diff_b"}
+    save_file({"a.weight": rng.standard_normal((48, 64)).astype(np.float32),
+               "c.weight": rng.standard_normal((48, 64)).astype(np.float32)}, str(tmp_path / "base.safetensors"))
+    with_base = {t.name: t for t in src.with_base(open_source(tmp_path / "base.safetensors"))}
+    assert with_base["lora_unet_a#merged"].load().shape == (48, 64)
+    with pytest.raises(LayerSkipped, match="dora_scale"):
+        with_base["lora_unet_c#merged"].load()
+    # a model's own state dict with peft's layers in it: its factors are listed, the weights analysed
+    save_file({"q.base_layer.weight": up @ down, "q.lora_A.weight": down, "q.lora_B.weight": up},
+              str(tmp_path / "model.safetensors"))
+    assert type(open_source(tmp_path / "model.safetensors")).__name__ == "SafetensorsFile"
+    # a PEFT adapter's own file without its config: the scale is unknown, the factors listed (as before)
+    save_file({"base_model.model.q.lora_A.weight": down, "base_model.model.q.lora_B.weight": up},
+              str(tmp_path / "adapter_model.safetensors"))
+    assert type(open_source(tmp_path / "adapter_model.safetensors")).__name__ == "SafetensorsFile"
+
+
+def test_a_lora_files_bad_metadata_is_one_line(tmp_path):
+    f = tmp_path / "pytorch_lora_weights.safetensors"
+    down, up = np.ones((2, 8), np.float32), np.ones((8, 2), np.float32)
+    save_file({"unet.q.lora_A.weight": down, "unet.q.lora_B.weight": up}, str(f),
+              metadata={"lora_adapter_metadata": "{not json"})
+    with pytest.raises(SourceError) as ei:
+        htsr.analyze(f)
+    one_line_source_error(ei, f"{f}: its lora_adapter_metadata is not JSON")
+    save_file({"unet.q.lora_A.weight": down, "unet.q.lora_B.weight": up}, str(f),
+              metadata={"lora_adapter_metadata": json.dumps({"unet.r": 2, "unet.lora_alpha": "x"})})
+    with pytest.raises(SourceError) as ei:
+        htsr.analyze(f)
+    one_line_source_error(ei, "lora_alpha and r must be numbers")

@@ -23,7 +23,8 @@ from .safetensors import SafetensorsFile, ShardedSafetensors, is_safetensors, we
 __all__ = ["FLOAT_DTYPES", "SUPPORTED", "TensorRef", "TensorSource", "open_source"]
 
 SUPPORTED = (
-    ".safetensors files and Hugging Face folders of (sharded) safetensors; PEFT LoRA adapter folders; "
+    ".safetensors files and Hugging Face folders of (sharded) safetensors; PEFT LoRA adapter folders and "
+    "single-file LoRAs (kohya-ss, LyCORIS, diffusers); "
     ".pt/.pth/.bin PyTorch checkpoints (zip and legacy pickle formats, without torch); TorchScript archives; .npz/.npy arrays; "
     "plain pickles of numpy arrays (.pkl, gzipped too; nothing in them is run); torch.nn.Module objects [htsr[torch]]; .onnx models [htsr[onnx]]; .keras archives and Keras .h5 files "
     "[htsr[keras]]; Keras 3 model and layer objects (any backend); .gguf llama.cpp files, quantized types "
@@ -156,6 +157,11 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
         # (a model's weights beside the adapter are named as not read: --base reads them)
         return PeftAdapter(path), {_resolved(path / "adapter_config.json"), weights and _resolved(weights)}
     if (path / "model.safetensors.index.json").is_file() or weight_files(path, "*.safetensors"):
+        loose = weight_files(path, "*.safetensors")
+        if len(loose) == 1 and not (path / "model.safetensors.index.json").is_file():  # a diffusers LoRA's folder …
+            src = _lora_or(loose[0], SafetensorsFile(loose[0]))
+            if not isinstance(src, SafetensorsFile):
+                return src, {_resolved(loose[0])}
         src = ShardedSafetensors(path)  # with an index, its shards; loose files say what they leave out
         return src, {_resolved(f.path) for f in src.files} if src.indexed else set()
     index = path / "pytorch_model.bin.index.json"
@@ -230,6 +236,17 @@ def _npz(path: Path) -> TensorSource:
     return npz if tree is None else FlaxTree(tree, str(path), leaf=npz.leaf, corrupt=npz.unreadable())
 
 
+def _lora_or(path: Path, src: TensorSource) -> TensorSource:
+    """A single-file LoRA (kohya-ss's, LyCORIS's, diffusers') read as its updates, else ``src`` as it is."""
+    from .peft import PeftAdapter, looks_like_lora
+
+    names = src.names if isinstance(src, SafetensorsFile) else [t.name for t in src]
+    if not looks_like_lora(names):
+        return src
+    lora = PeftAdapter.from_file(path, list(src), getattr(src, "metadata", None))
+    return src if lora is None else lora
+
+
 _GGML_MAGICS = {b"lmgg": "GGML", b"fmgg": "GGMF", b"tjgg": "GGJT", b"algg": "GGLA (LoRA)"}
 
 
@@ -268,7 +285,7 @@ def _open_path(path: Path) -> TensorSource:
             raise _keras_sharded(path, path.parent / f"{shard['stem']}.weights.json")
         return KerasFile(path)
     if is_safetensors(head, size):
-        return SafetensorsFile(path)
+        return _lora_or(path, SafetensorsFile(path))
     if head.startswith(b"\x93NUMPY"):
         return NpyFile(path)
     if head.startswith(b"PK"):
@@ -299,7 +316,7 @@ def _open_path(path: Path) -> TensorSource:
         if torch_pickle:  # torch.save: <root>/data.pkl
             from .torch import load_torch_file
 
-            return load_torch_file(path)
+            return _lora_or(path, load_torch_file(path))
         raise SourceError(f"{path}: a zip archive that is neither .npz nor a PyTorch checkpoint; supported: {SUPPORTED}")
     # after the zip check: a torch.save zip may be named .pkl (fastai's export.pkl)
     # pickle.dump of arrays or of objects holding them (the suffixes are pickles.PICKLE_SUFFIXES, spelt out
@@ -329,7 +346,7 @@ def _open_path(path: Path) -> TensorSource:
         # legacy PyTorch pickles start with a pickle protocol byte; plain pickles too (read as such)
         from .torch import load_torch_file
 
-        return load_torch_file(path)
+        return _lora_or(path, load_torch_file(path))
     if path.suffix == ".safetensors":
         raise SourceError(f"{path}: not a valid safetensors file (bad header length); truncated or corrupt?")
     if path.suffix == ".gguf":

@@ -1,6 +1,8 @@
 """PEFT / LoRA adapter folders: ``adapter_config.json`` with ``adapter_model.safetensors`` (or ``.bin``);
-and live ``peft.PeftModel`` objects or models with an adapter injected (transformers' ``load_adapter``;
-:meth:`PeftAdapter.from_model`: the active adapter, with the model's own base weights as the base).
+live ``peft.PeftModel`` objects or models with an adapter injected (transformers' ``load_adapter``;
+:meth:`PeftAdapter.from_model`: the active adapter, with the model's own base weights as the base); and
+single-file LoRAs, kohya-ss's, LyCORIS's and diffusers' (:meth:`PeftAdapter.from_file`), read as a PEFT
+adapter whose scale comes from the file.
 
 No extra of its own: the weights are read by the safetensors (or weights-only torch) reader and the
 config with :mod:`json`; neither peft nor transformers is imported.
@@ -45,7 +47,7 @@ import dataclasses
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +58,7 @@ from ..matrices import SharedLoad, infer_kind
 from ..spectra import LowRank
 from .base import TensorRef, TensorSource, skipped_loader
 
-__all__ = ["ADAPTER_FILES", "PeftAdapter", "is_peft_folder"]
+__all__ = ["ADAPTER_FILES", "PeftAdapter", "is_peft_folder", "looks_like_lora"]
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 _PREFIX = "base_model.model."
@@ -69,6 +71,37 @@ _MOVES_BASE = ("pissa", "olora", "corda", "lora_ga", "loftq")
 _FACTOR = re.compile(
     r"^(?P<module>.+?)\.lora_(?P<emb>embedding_)?(?P<ab>[AB])(?:\.(?P<adapter>(?!bias$|weight$)[^.]+))?(?:\.weight)?$")
 _DORA = re.compile(r"^(?P<module>.+?)\.lora_magnitude_vector(?:\.(?P<adapter>(?!weight$)[^.]+))?(?:\.weight)?$")
+
+# single-file LoRAs (read by PeftAdapter.from_file)
+#: factors under other tools' names, renamed to PEFT's: kohya-ss sd-scripts and LyCORIS (``lora_down`` is A,
+#: ``lora_up`` B), diffusers' attention-processor formats (``lora.down``, ``lora_linear_layer.down``, and
+#: ``processor.to_q_lora.down``, whose module is ``to_q``; ``to_out_lora``'s is ``to_out.0``)
+_FILE_NAMES = [
+    (re.compile(r"\.processor\.(to_[qkv])_lora\."), r".\1.lora."),
+    (re.compile(r"\.processor\.to_out_lora\."), ".to_out.0.lora."),
+    (re.compile(r"\.(?:lora_down|lora(?:_linear_layer)?\.down)\.weight$"), ".lora_A.weight"),
+    (re.compile(r"\.(?:lora_up|lora(?:_linear_layer)?\.up)\.weight$"), ".lora_B.weight"),
+]
+_ALPHA = re.compile(r"^(?P<module>.+)\.alpha$")  # kohya-ss's alpha of a module: its scale is alpha / r
+#: LyCORIS updates that are not B·A, by their parts' names
+_LYCORIS = re.compile(r"^(?P<module>.+)\.(?P<part>hada_(?:w[12]_[ab]|t[12])|lokr_(?:w[12](?:_[ab])?|t[12])"
+                      r"|oft_(?:blocks|diag|R)|lora_mid\.weight)$")
+_ALGORITHMS = {"hada": "a LoHa update (the Hadamard product of two low-rank pairs)",
+               "lokr": "a LoKr update (a Kronecker product)", "oft": "an OFT update (a rotation of W)",
+               "lora": "a LoCon update with a Tucker core (lora_mid)"}
+_DIFF = re.compile(r"^(?P<module>.+)\.diff(?P<bias>_b)?$")  # LyCORIS's full update of a module (and of its bias)
+_DORA_SCALE = re.compile(r"^(?P<module>.+)\.dora_scale$")  # kohya-ss's and LyCORIS's DoRA magnitudes
+_METADATA_KEY = "lora_adapter_metadata"  # diffusers' copy of the LoraConfig in a safetensors header
+
+
+def looks_like_lora(names: list[str]) -> bool:
+    """Whether tensor names hold a LoRA's factors or LyCORIS's parts (a cheap test before
+    :meth:`PeftAdapter.from_file`, which decides)."""
+    return any(_LORA_NAME.search(n) for n in names)
+
+
+_LORA_NAME = re.compile(r"\.(lora_(down|up|A|B|embedding_[AB])(\.[^.]+)?\.weight"
+                        r"|lora(_linear_layer)?\.(down|up)\.weight|hada_w1_a|lokr_w[12](_a)?|oft_(blocks|diag|R)|diff)$")
 
 
 def is_peft_folder(path: Path) -> bool:
@@ -150,6 +183,111 @@ class PeftAdapter:
                 if not re.search(r"\.lora_(A|B|embedding_A|embedding_B|magnitude_vector)\.", k)}
         return self.with_base(TorchStateDict(base, description))
 
+    @classmethod
+    def from_file(cls, path: str | Path, refs: list[TensorRef], metadata: dict[str, str] | None = None
+                  ) -> PeftAdapter | None:
+        """A single-file LoRA: kohya-ss sd-scripts' and LyCORIS's (``<module>.lora_down.weight``,
+        ``.lora_up.weight``, ``.alpha``; module names spelt with ``_`` for ``.``, ``lora_unet_…``, ``lora_te_…``)
+        or diffusers' (``pytorch_lora_weights.safetensors``: PEFT's names under a component, ``unet.…``,
+        ``transformer.…``, or its older ``lora.down`` / ``processor.to_q_lora`` names); None if ``refs``, the
+        tensors of the file at ``path``, are not one.
+
+        ΔW = (alpha / r)·B·A per module, alpha from the module's ``.alpha`` tensor, else from the LoraConfig
+        diffusers keeps in the header (``metadata['lora_adapter_metadata']``, per component, with rsLoRA and
+        ``alpha_pattern`` as peft reads them), else alpha = r (scale 1), as kohya-ss's and diffusers' loaders
+        take a file that stores none. LyCORIS's other updates (LoHa, LoKr, OFT, a Tucker ``lora_mid``) are
+        skipped rows naming the algorithm; its full updates (``.diff``) are ``#delta`` rows as stored. With a
+        base, kohya-ss's names are matched to the base's with ``.`` read as ``_`` (see :func:`_flat_align`).
+
+        A PEFT adapter's own file (``adapter_model.*``, ``base_model.model.…`` names) is not one: its scale is
+        in the ``adapter_config.json`` beside it; nor is a model's state dict holding adapted layers (the
+        factors beside their module's own weight)."""
+        path = Path(path)
+        renamed = []
+        for t in refs:
+            name = t.name
+            for pattern, to in _FILE_NAMES:
+                name = pattern.sub(to, name)
+            renamed.append(dataclasses.replace(t, name=name) if name != t.name else t)
+        factored = {m["module"] for t in renamed if (m := _FACTOR.match(t.name))}
+        lycoris: dict[str, list[TensorRef]] = {}
+        algorithm: dict[str, str] = {}  # a LyCORIS module's algorithm, by its parts' names
+        for t in renamed:
+            if m := _LYCORIS.match(t.name):
+                lycoris.setdefault(m["module"], []).append(t)
+                algorithm.setdefault(m["module"], _ALGORITHMS[m["part"].split("_")[0]])
+        alphas = {m["module"]: t for t in renamed if (m := _ALPHA.match(t.name))}
+        diffs = [t for t in renamed if _DIFF.match(t.name)]
+        names = {t.name for t in refs}
+        only_diffs = bool(diffs) and all(_DIFF.match(t.name) or _ALPHA.match(t.name) for t in renamed)
+        if not (factored or lycoris or only_diffs):
+            return None
+        if any(f"{m}.weight" in names or f"{m}{_SAVED_BASE}" in names for m in factored | lycoris.keys()):
+            return None  # a model's state dict with its adapters in it: the factors are listed as such
+        own_names = [t for t, r in zip(refs, renamed) if t is not r]
+        if not (own_names or alphas or lycoris or diffs) and (
+                path.name.startswith("adapter_model") or any(n.startswith(_PREFIX) for n in names)):
+            return None  # a PEFT adapter's file without its config
+        raw = (metadata or {}).get(_METADATA_KEY)
+        try:
+            cfg = {} if raw is None else json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise SourceError(f"{path}: its {_METADATA_KEY} is not JSON ({e}); re-save the LoRA") from None
+        if not isinstance(cfg, dict):
+            raise SourceError(f"{path}: its {_METADATA_KEY} is not a JSON object; re-save the LoRA")
+        # diffusers' pipelines key each component's config by its name: {'unet.r': 4, 'text_encoder.r': 8 …}
+        components: dict[str, dict[str, Any]] = {}
+        if cfg and not ({"r", "lora_alpha", "peft_type"} & cfg.keys()):
+            for key, value in cfg.items():
+                head, dot, rest = str(key).partition(".")
+                components.setdefault(head if dot else "", {})[rest if dot else head] = value
+        where = f"{path} ({_METADATA_KEY})"
+        parts = {id(t) for ts in lycoris.values() for t in ts} | {id(t) for t in diffs}
+        scales = {m: t for t in renamed if (m := _DORA_SCALE.match(t.name))}
+        consumed = parts | {id(t) for t in alphas.values()} | {id(t) for t in scales.values()}
+        kept = [t for t in renamed if id(t) not in consumed]
+        self = cls.__new__(cls)
+        what = "kohya-ss names" if own_names or alphas or lycoris or diffs else "diffusers names"
+        self._setup(cfg if not components else {}, where, lambda: kept, f"{path} (a single-file LoRA, {what})")
+        parsed = {}
+        for head, sub in components.items():  # each component's config, read (and checked) as peft reads it
+            parsed[head] = cls.__new__(cls)
+            parsed[head]._setup(sub, f"{where}, {head}", list, str(path))
+        self.dora = self.dora or any(p.dora for p in parsed.values())
+        self.moves_base = self.moves_base or next((p.moves_base for p in parsed.values() if p.moves_base), None)
+        for e in self._modules.values():
+            if "A" not in e:
+                continue
+            module, r = e["module"], int(e["A"].shape[0])
+            alpha = alphas.get(module)
+            if alpha is not None:  # kohya-ss: alpha / r, with alpha 0 (or none) read as r
+                a = float(np.asarray(alpha.load(), dtype=np.float64).reshape(-1)[0]) if math.prod(alpha.shape) else 0.0
+                self._module_scale[module] = a / r if a and math.isfinite(a) and r else 1.0
+            elif components:
+                head = next((h for h in parsed if h and module.startswith(h + ".")), "")
+                own = parsed.get(head)
+                self._module_scale[module] = own.scaling(module.removeprefix(head + "."), r) if own is not None else 1.0
+            elif not cfg:  # no alpha stored anywhere: alpha = r
+                self._module_scale[module] = 1.0
+        self._flat = bool(self._modules) and all("." not in e["module"] for e in self._modules.values())
+        self._unmerged = {m["module"]: "a DoRA magnitude (dora_scale) as kohya-ss / LyCORIS store it, whose merge "
+                          "htsr does not form" for m in scales}
+        for module, ts in lycoris.items():
+            self._others.append(TensorRef(f"{module}#delta", (1, 1), ts[0].dtype,
+                                          skipped_loader(f"{algorithm[module]}, which htsr does not form"), "lora"))
+        for t in diffs:
+            m = _DIFF.match(t.name)
+            kind = None if m["bias"] else infer_kind(f"{m['module']}.weight", t.shape)
+            if kind is None:
+                self.not_weights.append((t.name, "a LyCORIS full update of a bias or a 1-D tensor"))
+            else:
+                self._others.append(dataclasses.replace(t, name=f"{m['module']}#delta", kind=kind))
+        self.not_weights += [(t.name, "the LoRA's alpha, read into its update's scale") for t in alphas.values()]
+        self.not_weights += [(t.name, "a DoRA magnitude (dora_scale)") for t in scales.values()]
+        if not alphas and not cfg:
+            self.description += " (no alpha stored: scale 1, alpha = r, as kohya-ss and diffusers load it)"
+        return self
+
     def _setup(self, cfg: dict[str, Any], cfg_path: str, refs, description: str) -> None:
         """Read the config ``cfg`` (``cfg_path`` names it in errors), then the adapter's tensors (``refs()``)."""
         self.folder = description
@@ -194,6 +332,9 @@ class PeftAdapter:
         init = cfg.get("init_lora_weights", True)
         self.moves_base = init if isinstance(init, str) and init.lower().startswith(_MOVES_BASE) else None
         self._live = False  # a live model's adapter (from_model): its base weights are the ones it runs on
+        self._module_scale: dict[str, float] = {}  # a single-file LoRA's scale per module (from_file)
+        self._flat = False  # module names with '_' for '.' (kohya-ss): matched to a base's by that spelling
+        self._unmerged: dict[str, str] = {}  # modules whose W + ΔW is not formed, and why
         self._refs = refs()
         self._base: dict[str, TensorRef] | None = None  # set by with_base
         self._key = _same  # a module's tensor name -> the base's name (set by with_base)
@@ -212,7 +353,7 @@ class PeftAdapter:
         # names matched as --base matches a model's: exactly, else by one leading component (an adapter
         # trained on a '…ForCausalLM' ('model.layers…') against the bare backbone's 'layers…')
         wanted = [n for e in self._modules.values() for n in self._weight_names(e["module"])]
-        rename, note = align_names(wanted, other._base)
+        rename, note = _flat_align(wanted, other._base) if self._flat else align_names(wanted, other._base)
         if rename is None and note:
             raise SourceError(f"{self.folder}: module names matched to the base {base.description}: {note}")
         if rename is None and wanted:
@@ -399,6 +540,8 @@ class PeftAdapter:
                 for (name, adapter), e in modules.items()}, others
 
     def scaling(self, module: str, r: int) -> float:
+        if module in self._module_scale:  # a single-file LoRA's (from_file)
+            return self._module_scale[module]
         alpha = _lookup(self.alpha_pattern, module, self.lora_alpha)
         return alpha / math.sqrt(r) if self.rslora else alpha / r
 
@@ -484,6 +627,9 @@ class PeftAdapter:
         yield TensorRef(f"{label}#base", b.shape, b.dtype, skipped_loader(self._moved(
             "the live model's base weight is W less the factors' initial part, not W")) if self.moves_base else b.load,
                         kind)
+        if name in self._unmerged:
+            yield TensorRef(f"{label}#merged", b.shape, b.dtype, skipped_loader(self._unmerged[name]), kind)
+            return
         if self.dora and "m" not in entry:
             yield TensorRef(f"{label}#merged", b.shape, b.dtype,
                             skipped_loader("use_dora is set but the adapter has no lora_magnitude_vector"), kind)
@@ -555,6 +701,33 @@ def _lookup(pattern: list[tuple[re.Pattern[str], Any]], name: str, default: Any)
 
 def _same(name: str) -> str:
     return name
+
+
+#: kohya-ss's module name prefixes: the network part (unet, text encoders, a DiT) before the module's path
+_FLAT_PREFIX = re.compile(r"^(?:lora|lycoris)_(?:unet|te\d*|transformer|text_encoder(?:_\d)?)?_?")
+
+
+def _flat_align(names: list[str], ref: dict[str, TensorRef]) -> tuple[Callable[[str], str] | None, str]:
+    """A map of kohya-ss names (``lora_unet_down_blocks_0_attentions_0_proj_in.weight``: a module's path with
+    ``_`` for ``.``, after its network's prefix) onto the base's tensor names: the one base name that, with ``.``
+    read as ``_``, ends with the module's path (``down_blocks.0.attentions.0.proj_in.weight``, or
+    ``model.diffusion_model.…`` in a whole checkpoint). A name that two base names end with is left as it is
+    (its rows say the base lacks it). None if no name maps, with a note."""
+    suffixes: dict[str, list[str]] = {}
+    for n in ref:
+        if not n.endswith(".weight"):
+            continue
+        flat = n.removesuffix(".weight").replace(".", "_")
+        for i in [0] + [i + 1 for i, c in enumerate(flat) if c == "_"]:
+            suffixes.setdefault(flat[i:], []).append(n)
+    rename = {}
+    for n in names:
+        hits = suffixes.get(_FLAT_PREFIX.sub("", n.removesuffix(".weight")), [])
+        if len(hits) == 1:
+            rename[n] = hits[0]
+    if not rename:
+        return None, ""
+    return (lambda n: rename.get(n, n)), "reading the adapter's '_' as '.'"
 
 
 def _dora_rescale(V: np.ndarray, magnitude: np.ndarray, out_axis: int) -> np.ndarray:

@@ -115,6 +115,8 @@ class SafetensorsFile:
         if not isinstance(header, dict):
             raise self._fail("corrupt safetensors header (not a JSON object)")
         self._data_start = 8 + n
+        meta = header.get("__metadata__")  # free text, string to string (a LoRA's config, the format …)
+        self.metadata = {k: v for k, v in meta.items() if isinstance(v, str)} if isinstance(meta, dict) else {}
         data_len = size - self._data_start
         entries, problems = {}, []
         for name, info in header.items():
