@@ -247,8 +247,12 @@ class PeftAdapter:
         consumed = parts | {id(t) for t in alphas.values()} | {id(t) for t in scales.values()}
         kept = [t for t in renamed if id(t) not in consumed]
         self = cls.__new__(cls)
-        what = "kohya-ss names" if own_names or alphas or lycoris or diffs else "diffusers names"
-        self._setup(cfg if not components else {}, where, lambda: kept, f"{path} (a single-file LoRA, {what})")
+        # kohya-ss's module names have no '.' (lora_unet_down_blocks_0_…): matched to a base's by that spelling
+        modules = factored | lycoris.keys() | {_DIFF.match(t.name)["module"] for t in diffs}
+        flat = all("." not in m for m in modules)
+        self._setup(cfg if not components else {}, where, lambda: kept,
+                    f"{path} (a single-file LoRA, {'kohya-ss' if flat else 'diffusers'} names)")
+        self._flat = flat
         parsed = {}
         for head, sub in components.items():  # each component's config, read (and checked) as peft reads it
             parsed[head] = cls.__new__(cls)
@@ -269,7 +273,6 @@ class PeftAdapter:
                 self._module_scale[module] = own.scaling(module.removeprefix(head + "."), r) if own is not None else 1.0
             elif not cfg:  # no alpha stored anywhere: alpha = r
                 self._module_scale[module] = 1.0
-        self._flat = bool(self._modules) and all("." not in e["module"] for e in self._modules.values())
         self._unmerged = {m["module"]: "a DoRA magnitude (dora_scale) as kohya-ss / LyCORIS store it, whose merge "
                           "htsr does not form" for m in scales}
         for module, ts in lycoris.items():
