@@ -1106,7 +1106,10 @@ def test_a_folder_s_other_weight_files_are_named_not_dropped(tmp_path):
     np_save_file({"fc.weight": W}, str(folder / "model.safetensors"))
     torch.save({"fc.weight": torch.from_numpy(W)}, folder / "pytorch_model.bin")
     (folder / "model.onnx").write_bytes(b"\x08\x07")  # named only: never opened
-    for name in ("optimizer.pt", "scheduler.pt", "rng_state_0.pth", "training_args.bin"):
+    # (accelerate's save_state numbers them per model: optimizer_1.bin, scheduler_1.bin; a DeepSpeed folder's
+    # ZeRO partitions are zero_pp_rank_0_mp_rank_00_optim_states.pt)
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state_0.pth", "training_args.bin", "optimizer_1.bin",
+                 "scheduler_1.bin", "sampler.bin", "zero_pp_rank_0_mp_rank_00_optim_states.pt"):
         (folder / name).write_bytes(b"x")
     r = htsr.analyze(folder, min_evals=5)
     assert r.source == f"{folder} (other weight files here, not read: model.onnx, pytorch_model.bin)"

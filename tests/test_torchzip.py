@@ -25,6 +25,7 @@ from htsr.errors import LayerSkipped, SourceError
 from htsr.io import open_source
 from htsr.io.torch import load_torch_file
 from htsr.io.torchzip import TorchLegacyFile, TorchZipFile
+from conftest import one_line_source_error
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -193,6 +194,38 @@ def test_a_checkpoint_s_other_weights_are_named_when_left_out(tmp_path, legacy):
     # a Lightning checkpoint's callbacks hold scalar scores and an RNG state a byte vector: no weights
     assert htsr.analyze({"state_dict": {"fc.weight": W}, "callbacks": {"ModelCheckpoint": {
         "best_model_score": torch.tensor(0.5)}}, "rng": {"torch": torch.get_rng_state()}}).source == "<state dict>"
+    # scalars and vectors at the top beside the wrapped state dicts (PyTorch's ImageNet example's best_acc1,
+    # k-diffusion's RNG state demo_gen) do not make the checkpoint a state dict: its rows had been named
+    # 'state_dict.fc', and a model beside its EMA gave both copies' rows
+    top = {"model": {"fc.weight": W}, "model_ema": {"fc.weight": 10 * W}, "best_acc1": torch.tensor(76.1),
+           "demo_gen": torch.Generator().manual_seed(0).get_state()}
+    torch.save(top, str(path), _use_new_zipfile_serialization=not legacy)
+    for source, where in ((path, str(path)), (top, "<state dict>")):
+        r = htsr.analyze(source)
+        assert [l.name for l in r.layers] == ["fc"]
+        assert r.source == f"{where} (the 'model' entry read; 'model_ema' left out: other weights in the checkpoint, " \
+                           "which Python reads as htsr.analyze(checkpoint['model_ema']))"
+    # an EMA kept as a list of tensors (torch_ema's and diffusers' shadow_params) is named as left out too
+    assert htsr.analyze({"model": {"fc.weight": W}, "ema": {"shadow_params": [10 * W], "decay": 0.999}}).source == \
+        "<state dict> (the 'model' entry read; 'ema' left out: other weights in the checkpoint, which Python reads " \
+        "as htsr.analyze(checkpoint['ema']))"
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_an_optimizer_state_file_is_refused_not_analysed(tmp_path, legacy):
+    """torch.save(optimizer.state_dict()) (a Trainer's optimizer.pt, accelerate's optimizer.bin) holds Adam's
+    moments, shaped like the weights: they had been analysed as 14 layers ('state.0.exp_avg dense 100x24')."""
+    model = nn.Sequential(nn.Linear(24, 100), nn.Linear(100, 10))
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.randn(4, 24)).sum().backward()
+    opt.step()
+    path = tmp_path / "optimizer.pt"
+    torch.save(opt.state_dict(), str(path), _use_new_zipfile_serialization=not legacy)
+    for source, where in ((path, str(path)), (opt.state_dict(), "<state dict>")):
+        with pytest.raises(SourceError) as ei:
+            htsr.analyze(source)
+        one_line_source_error(ei, f"{where}: an optimizer's state (torch.optim's state_dict: 'state' and "
+                                  "'param_groups')")
 
 
 def test_torch_save_results_equal_torch_load(tmp_path):

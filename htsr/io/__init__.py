@@ -117,7 +117,8 @@ def _torch_shards(index: Path) -> TensorSource:
 _WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5", ".keras", ".onnx",
                               ".gguf", ".npz", ".npy", ".pkl"})
 #: a Hugging Face Trainer (or accelerate) checkpoint's training state beside the weights: not another copy
-_TRAINING_FILE = re.compile(r"(training_args|optimizer|scheduler|scaler|rng_state.*)\.(bin|pt|pth)$"
+_TRAINING_FILE = re.compile(r"(training_args|(optimizer|scheduler|sampler|scaler)(_\d+)?|rng_state.*|.*optim_states)"
+                            r"\.(bin|pt|pth)$"
                             r"|random_states.*\.pkl$")
 
 

@@ -314,24 +314,33 @@ def _is_optimizer(value: Any, depth: int = 2) -> bool:
 
 
 def unwrap_state(obj: Any, is_tensor: Callable[[Any], bool],
-                 notes: list[str] | None = None) -> Mapping[str, Any] | None:
+                 notes: list[str] | None = None, where: str = "<state dict>") -> Mapping[str, Any] | None:
     """The state dict inside a checkpoint mapping: ``obj`` itself if it holds tensors, else the first
     non-empty mapping under one of :data:`WRAPPER_KEYS` (recursively), else ``obj`` (several networks under
     keys of their own: ``generator``, ``teacher``…); without the training state in it (optimizer moments
     are tensors shaped like the weights, not weights). None if ``obj`` is no mapping or empty. Shared by
-    the torch reader, the torch-free zip reader and in-memory checkpoint dicts.
+    the torch reader, the torch-free zip reader and in-memory checkpoint dicts. An optimizer's state dict alone
+    raises :class:`SourceError` naming ``where``.
 
     ``notes``, when given, receives one line per entry taken whose siblings hold other weights (a
     checkpoint's ``model`` beside its ``ema``), naming what was left out: never a silent choice."""
     if not isinstance(obj, Mapping):
         return None
+    if "param_groups" in obj and "state" in obj:  # torch.optim's state_dict(): a Trainer's optimizer.pt …
+        raise SourceError(f"{where}: an optimizer's state (torch.optim's state_dict: 'state' and 'param_groups'), "
+                          "whose moments are shaped like the weights but are not them; give the model's own file")
     weights = {k: v for k, v in obj.items() if not _is_training_state(k, v)}
-    if any(is_tensor(v) for v in weights.values()):
+    direct = [v for v in weights.values() if is_tensor(v)]
+    # a state dict holds its tensors at the top; a checkpoint may too, beside its wrapped state dict, but only
+    # scalars and vectors (PyTorch's ImageNet example's best_acc1, k-diffusion's RNG state demo_gen)
+    wrapped = not any(len(getattr(v, "shape", ())) >= 2 for v in direct) and any(
+        _holds_tensors(obj.get(k), is_tensor) for k in WRAPPER_KEYS)
+    if direct and not wrapped:
         return weights if len(weights) < len(obj) else obj
     for key in WRAPPER_KEYS:
         inner = obj.get(key)
         if isinstance(inner, Mapping) and inner:
-            found = unwrap_state(inner, is_tensor, notes)
+            found = unwrap_state(inner, is_tensor, notes, where)
             if found is not None:
                 others = [k for k, v in weights.items() if k != key and _holds_tensors(v, is_tensor)]
                 if notes is not None and others:
@@ -347,12 +356,13 @@ def with_notes(description: str, notes: list[str]) -> str:
 
 
 def _holds_tensors(v: Any, is_tensor: Callable[[Any], bool], depth: int = 4) -> bool:
-    """A mapping with a weight matrix in it (a tensor of 2 or more dimensions), ``depth`` levels down at most:
-    a sibling state dict, an EMA copy — not a callback's scalar scores or an RNG state."""
-    if not isinstance(v, Mapping) or depth == 0:
+    """A mapping or list with a weight matrix in it (a tensor of 2 or more dimensions), ``depth`` levels down at
+    most: a sibling state dict, an EMA copy (torch_ema's and diffusers' ``shadow_params`` are a list) — not a
+    callback's scalar scores or an RNG state."""
+    if not isinstance(v, (Mapping, list, tuple)) or depth == 0:
         return False
     return any((is_tensor(x) and len(getattr(x, "shape", ())) >= 2) or _holds_tensors(x, is_tensor, depth - 1)
-               for x in v.values())
+               for x in (v.values() if isinstance(v, Mapping) else v))
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -467,7 +477,7 @@ def load_torch_file(path: str | os.PathLike) -> TensorSource:
         ) from None
     notes: list[str] = []
     state = obj.state_dict() if isinstance(obj, torch.nn.Module) else unwrap_state(
-        obj, lambda v: isinstance(v, torch.Tensor), notes)
+        obj, lambda v: isinstance(v, torch.Tensor), notes, str(path))
     if state is None:
         raise SourceError(f"{path}: no state dict found in the checkpoint (a {type(obj).__name__})")
     return TorchStateDict(state, with_notes(str(path), notes))

@@ -840,7 +840,7 @@ class _PickledTensors:
             if not self.script:
                 tree = _as_state_dicts(tree)
             notes: list[str] = []
-            state = tree if self.script else unwrap_state(tree, self._is_weight, notes) or tree
+            state = tree if self.script else unwrap_state(tree, self._is_weight, notes, str(self.path)) or tree
             self.description = with_notes(self.description, notes)
             found = list(_walk(state, "", "", set()))
         except RecursionError:
