@@ -80,12 +80,15 @@ class Tally:
     def __init__(self) -> None:
         self.names: dict[str, None] = {}  # every tensor, in order (a dict as an ordered set)
         self.passed_over: dict[str, list[str]] = {}
+        self._part_of: dict[str, str] = {}  # a ref's name → the stored tensor it is one of (TensorRef.part_of)
 
-    def seen(self, name: str) -> None:
-        self.names[_tensor(name)] = None
+    def seen(self, name: str, part_of: str | None = None) -> None:
+        if part_of is not None:
+            self._part_of[name] = part_of
+        self.names[part_of or _tensor(name)] = None
 
     def passed(self, name: str, reason: str) -> None:
-        self.names[_tensor(name)] = None
+        self.names[self._part_of.get(name) or _tensor(name)] = None
         self.passed_over.setdefault(reason, []).append(name)
 
     @property
@@ -120,7 +123,7 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
     def gen() -> Iterator[LayerMatrices]:
         first_name: dict[tuple, str] = {}  # storage key → the name of the tensor stored there that gave rows
         for t in src:
-            tally.seen(t.name)
+            tally.seen(t.name, t.part_of)
             if t.dtype not in FLOAT_DTYPES:
                 integer = t
                 t = unscaled_integer_weight(t)  # a quantized weight htsr cannot read: a row that says so
@@ -204,6 +207,9 @@ def no_layer_error(description: str, tally: Tally, opts: Options) -> SourceError
     reasons = sorted(tally.passed_over.items(), key=lambda kv: -len(kv[1]))
     why = "; ".join(f"{len(names)} {reason} ({names[0]}{', …' if len(names) > 1 else ''})"
                     for reason, names in reasons[:3])
+    if not tally.num_tensors:  # (an ONNX export without its weights: export_params=False)
+        return SourceError(f"{description}: no analysable layer: it holds no tensors; give a model saved with its "
+                           "weights")
     return SourceError(f"{description}: no analysable layer: none of its {tally.num_tensors} tensors {what}"
                        + (f": {why}" if why else ""))
 

@@ -151,14 +151,17 @@ def test_gru_second_layer_and_weights_through_slice_concat(tmp_path):
         helper.make_node("Concat", ["b", "a"], ["c"], axis=0, name="/lstm/Concat"),
         helper.make_node("Unsqueeze", ["c", "ax"], ["w"], name="/lstm/Unsqueeze"),
         helper.make_node("LSTM", ["x", "w", "r"], ["h"], name="/lstm/LSTM", hidden_size=hidden),
-        helper.make_node("GRU", ["h", "onnx::GRU_5", "onnx::GRU_6"], ["y"], name="/gru/GRU_1", hidden_size=hidden),
+        helper.make_node("GRU", ["h", "onnx::GRU_3", "onnx::GRU_4"], ["g"], name="/gru/GRU", hidden_size=hidden),
+        helper.make_node("GRU", ["g", "onnx::GRU_5", "onnx::GRU_6"], ["y"], name="/gru/GRU_1", hidden_size=hidden),
     ]
     inits = {"lstm.weight_ih": w_ih, "r": _f32(rng, 1, 4 * hidden, hidden), **consts,
+             "onnx::GRU_3": _f32(rng, 1, 3 * hidden, hidden), "onnx::GRU_4": _f32(rng, 1, 3 * hidden, hidden),
              "onnx::GRU_5": _f32(rng, 1, 3 * hidden, hidden), "onnx::GRU_6": _f32(rng, 1, 3 * hidden, hidden)}
     refs = _refs(_save(_model(nodes, inits), tmp_path / "s.onnx"))
     assert {n: (r.kind, r.shape) for n, r in refs.items()} == {
         "lstm.weight_ih": ("rnn", (16, 6)),  # typed by the LSTM it reaches; PyTorch's layout as stored
         "r": ("rnn", (16, 4)),
+        "gru.weight_ih_l0": ("rnn", (12, 4)), "gru.weight_hh_l0": ("rnn", (12, 4)),
         "gru.weight_ih_l1": ("rnn", (12, 4)), "gru.weight_hh_l1": ("rnn", (12, 4)),  # GRU_1 → layer 1
     }
     np.testing.assert_array_equal(refs["lstm.weight_ih"].load(), w_ih)
@@ -1239,3 +1242,99 @@ def test_an_int8_copy_against_its_float_model_is_rounding_and_an_update_is_not(t
     assert row.status.startswith("not_fitted:") and "floor" in row.status, row.status
     (row,) = htsr.analyze(tmp_path / "tuned_q.onnx", base=tmp_path / "float.onnx").layers
     assert row.status == "ok", row.status
+
+
+def test_torch_exports_of_sequentials_and_tied_heads_are_named_as_the_modules(tmp_path):
+    """PyTorch's exporter (constant folding on, its default) names a Linear inside an nn.Sequential's
+    node '/mlp/mlp.0/MatMul': its row had been 'mlp.mlp.0'. A tied LM head is exported as a folded transposed
+    copy of the embedding table: one matrix, which had been two rows (embedding and dense)."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(300, 64)
+            self.mlp = nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.Linear(128, 64))
+            self.head = nn.Linear(64, 300, bias=False)
+            self.head.weight = self.emb.weight
+
+        def forward(self, ids):
+            x = self.emb(ids)
+            return self.head(x + self.mlp(x))
+
+    torch.manual_seed(0)
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(Block().eval(), (torch.randint(0, 300, (2, 5)),), str(path), dynamo=False)
+    r = htsr.analyze(path, min_evals=5)
+    assert [x.name for x in r.layers] == ["emb", "mlp.0", "mlp.2"]
+    assert [x.count for x in r.not_analysed if "tied weights" in x.reason] == [1]
+
+
+def test_a_quantized_dynamo_node_takes_its_bias_adds_module_path(tmp_path):
+    """onnxruntime's quantize_dynamic puts MatMulInteger 'node_MatMul_1_quant' (no metadata) in place of a
+    dynamo MatMul; the bias Add after it keeps torch's metadata: its module path names the row (it had been
+    'node_MatMul_1_quant'). A layer without such an Add keeps the tensor's name."""
+    rng = _rng(11)
+    W = rng.integers(-127, 128, (20, 30)).astype(np.int8)
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+             helper.make_node("MatMulInteger", ["xq", "w_quantized", "xz", "w_zero_point"], ["mi"],
+                              name="node_MatMul_1_quant"),
+             helper.make_node("Cast", ["mi"], ["mc"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["xs", "w_scale"], ["s"]),
+             helper.make_node("Mul", ["mc", "s"], ["m"]),
+             helper.make_node("Add", ["m", "b"], ["y"], name="node_Add_2")]
+    nodes[-1].metadata_props.add(key="pkg.torch.onnx.name_scopes", value="['', 'attn_proj', 'linear']")
+    model = _model(nodes, {"b": _f32(rng, 30)})
+    model.graph.initializer.extend([numpy_helper.from_array(W, "w_quantized"),
+                                    numpy_helper.from_array(np.array(0.02, np.float32), "w_scale"),
+                                    numpy_helper.from_array(np.array(0, np.int8), "w_zero_point")])
+    refs = _refs(_save(model, tmp_path / "q.onnx"))
+    assert list(refs) == ["attn_proj.weight"]
+    np.testing.assert_allclose(refs["attn_proj.weight"].load(), (W.astype(np.float32) * 0.02).T)
+    del model.graph.node[-1].metadata_props[:]  # no Add with a module path: the tensor's own name (w_quantized → w)
+    assert list(_refs(_save(model, tmp_path / "q2.onnx"))) == ["w"]
+
+
+def test_per_channel_quantized_lstms_and_their_layer_numbers(tmp_path):
+    """quantize_dynamic(per_channel=True) gives DynamicQuantizeLSTM a scale per direction and gate output
+    ([dirs, 4·hidden]): every row had been 'skipped: … fits no layout'. The second LSTM node
+    ('/lstm/LSTM_1_quant') was layer 0 again ('weight_ih_l0_2'). A bidirectional weight holds two rows but
+    counts as one tensor (num_tensors had counted it twice)."""
+    torch = pytest.importorskip("torch")
+    ort_q = pytest.importorskip("onnxruntime.quantization")
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = torch.nn.LSTM(40, 32, num_layers=2, bidirectional=True)
+
+        def forward(self, x):
+            return self.lstm(x)[0]
+
+    torch.manual_seed(1)
+    f, q = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    torch.onnx.export(Net().eval(), (torch.randn(5, 2, 40),), str(f), dynamo=False)
+    ort_q.quantize_dynamic(str(f), str(q), weight_type=ort_q.QuantType.QInt8, per_channel=True)
+    want = {f"lstm.weight_{w}_l{k}{d}" for w in ("ih", "hh") for k in (0, 1) for d in ("", "_reverse")}
+    floats, quants = _refs(f), _refs(q)
+    assert set(floats) == set(quants) == want
+    for name in want:
+        a, b = floats[name].load(), quants[name].load()
+        # int8 per output row: a step is that row's max|W|/127, half of it at most
+        step = np.abs(a).max(axis=1, keepdims=True) / 127
+        assert (np.abs(b - a) <= 0.5001 * step).all(), name
+    r = htsr.analyze(q, min_evals=5)
+    assert len(r.layers) == 8 and all(x.status == "ok" for x in r.layers)
+    # every initializer (4 weights, each both directions' rows; biases; the quantizer's scales and zero points)
+    # and every Constant of rank >= 2 (the exporter's initial states), once
+    graph = onnx.load(str(q)).graph
+    constants = [n for n in graph.node if n.op_type == "Constant" and len(n.attribute[0].t.dims) >= 2]
+    assert r.num_tensors == len(graph.initializer) + len(constants) == 18
+
+
+def test_an_export_without_its_weights_says_so(tmp_path):
+    path = _save(_model([helper.make_node("Relu", ["x"], ["y"])], {}), tmp_path / "m.onnx")
+    with pytest.raises(HtsrError) as ei:
+        htsr.analyze(path)
+    _one_line(ei, "no analysable layer: it holds no tensors; give a model saved with its weights")

@@ -49,6 +49,9 @@ class TensorRef:
     #: for a stack [E, …] (a mixture's fused experts): its e-th item alone, for a reader that can read one
     #: without the rest (a quantized GGUF stack dequantized whole would take E experts' float32 at once)
     load_item: Callable[[int], np.ndarray] | None = field(default=None, repr=False, compare=False)
+    #: the stored tensor this ref is one of several of (an ONNX bidirectional RNN's W holds both directions'
+    #: rows): counted once, under that name; None when the ref is its tensor
+    part_of: str | None = field(default=None, repr=False, compare=False)
 
     def load(self) -> np.ndarray:
         """The tensor as a numpy array (float32 for reduced-precision floats; integers as stored)."""

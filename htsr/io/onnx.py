@@ -63,10 +63,14 @@ exporter, e.g. ``onnx::MatMul_470``), made of digits and punctuation only, or of
 ``val_12`` / ``const_12``, or a node output such as ``/encoder/Constant_output_0``. An opaque tensor is named after its consumer node: the node name's scope,
 ``/`` turned into ``.``, without the last component (the operator instance) and with ``.weight``
 appended — ``/encoder/layer.0/attention/self/query/MatMul`` → ``encoder.layer.0.attention.self.query.weight``
-(row ``encoder.layer.0.attention.self.query``). Recurrent weights are named like PyTorch's:
-``<scope>.weight_ih_l<n>`` (W) and ``<scope>.weight_hh_l<n>`` (R), n being the node's instance number
-(``LSTM`` → 0, ``LSTM_1`` → 1), with ``_reverse`` for the second direction (a non-opaque name gets the
-``_reverse`` suffix alone). A node without a name leaves the tensor's own name. Names are made unique
+(row ``encoder.layer.0.attention.self.query``); an ``nn.Sequential``'s scope before its child's is dropped
+(``/mlp/mlp.0/MatMul`` → ``mlp.0``) unless the tensors' own names show a module of the longer path. A node
+onnxruntime's quantizer put in place of a dynamo node (``node_MatMul_1_quant``) has no metadata: it takes
+the scope of the bias ``Add`` after it, reached through the quantizer's own nodes. Recurrent weights are named like PyTorch's:
+``<scope>.weight_ih_l<n>`` (W) and ``<scope>.weight_hh_l<n>`` (R), n being the node's place among the
+recurrent nodes of its scope (``LSTM`` → 0, ``LSTM_1`` → 1), with ``_reverse`` for the second direction (a non-opaque name gets the
+``_reverse`` suffix alone). A dense copy of an embedding table (a tied LM head exported as the table's
+folded transpose) is the table's tied twin: analysed once. A node without a name leaves the tensor's own name. Names are made unique
 by suffixes ``_2``, ``_3``… (before a final ``.weight``); a name taken from a node never takes a tensor's own
 name (``onnx::MatMul_5`` under ``/fc/MatMul`` is ``fc_2.weight`` where a tensor is named ``fc.weight``). When the model also has readable tensor
 names and a scope's first two dotted components are not the first two of any of them, up to two leading
@@ -169,7 +173,6 @@ _MAX_HOPS = 6
 
 _OPAQUE = re.compile(r"^(onnx::.*|[\W\d_]*|_?(val|const|constant|initializer)_?\d+|.*_output_\d+)$",
                      re.IGNORECASE)
-_INSTANCE = re.compile(r"_(\d+)$")
 _NBITS_SUFFIX = re.compile(r"_Q\d(G\d+)?$")
 # an operator instance in a node's path ('MatMul', 'Gemm_3'): no module of the model
 _OP_INSTANCE = re.compile(r"(MatMul|Gemm|Conv|ConvTranspose|Gather|LSTM|GRU|RNN|Add|Transpose)(_\d+)?")
@@ -231,21 +234,42 @@ def _torch_scope(node: Any) -> str:
     return ""
 
 
-def _scope_name(node_name: str) -> tuple[str, int]:
-    """'/encoder/layer.0/attention/self/query/MatMul' → ('encoder.layer.0.attention.self.query', 0); an
-    onnxruntime fusion's '/enc/fc1/MatMul/MatMulAddFusion' → ('enc.fc1', 0), the fused operator's name
-    dropped with the node's."""
+def _scope_name(node_name: str, collapse: bool = True) -> str:
+    """'/encoder/layer.0/attention/self/query/MatMul' → 'encoder.layer.0.attention.self.query'; an
+    onnxruntime fusion's '/enc/fc1/MatMul/MatMulAddFusion' → 'enc.fc1', the fused operator's name dropped
+    with the node's. PyTorch's exporter gives an ``nn.Sequential`` a scope of its own before its children's,
+    which are named with the Sequential's name: '/mlp/mlp.0/MatMul' is module ``mlp.0`` (``collapse``;
+    without it, ``mlp.mlp.0``, as it would be for a ModuleList ``mlp`` inside a module ``mlp``)."""
     parts = [p for p in node_name.split("/") if p]
-    if not parts:
-        return "", 0
-    m = _INSTANCE.search(parts[-1])
-    instance = int(m.group(1)) if m else 0
-    if len(parts) == 1:
-        return parts[0], instance
+    if len(parts) <= 1:
+        return "".join(parts)
     parts = parts[:-1]
     while len(parts) > 1 and _OP_INSTANCE.fullmatch(parts[-1]):
         parts = parts[:-1]
-    return ".".join(parts), instance
+    if collapse:
+        parts = [p for k, p in enumerate(parts) if k + 1 == len(parts) or not parts[k + 1].startswith(p + ".")]
+    return ".".join(parts)
+
+
+def _tied(built: list[tuple[TensorRef, bool]]) -> list[tuple[TensorRef, bool]]:
+    """A dense row of an embedding table's shape whose values are the table's (a tied LM head, exported as a
+    folded transposed copy of the table) gets the table's storage key: one matrix, analysed once. Only such
+    pairs are loaded, here, to be compared."""
+    tables = [i for i, (ref, _) in enumerate(built) if ref.kind == "embedding" and len(ref.shape) == 2]
+    keys: dict[int, tuple] = {}
+    for i, (ref, _) in enumerate(built):
+        if ref.kind != "dense" or len(ref.shape) != 2:
+            continue
+        for k in (k for k in tables if built[k][0].shape == ref.shape):
+            try:
+                same = np.array_equal(np.asarray(built[k][0].load()), np.asarray(ref.load()))
+            except Exception:  # noqa: BLE001 - a row that cannot be read says so when it is analysed
+                same = False
+            if same:
+                keys[i] = keys[k] = built[k][0].storage_key or ("onnx tied", built[k][0].name)
+                break
+    return [(dataclasses.replace(ref, storage_key=keys[i]) if i in keys else ref, own)
+            for i, (ref, own) in enumerate(built)]
 
 
 class _Use:
@@ -264,7 +288,8 @@ class _Use:
 class _Dequantized:
     """An integer weight's float values, :meth:`load`-ed as W = (q − zero_point)·scale; ``bits`` per code;
     which entries share a scale: one for the whole tensor (``layout`` "tensor"), one per index of ``axis``
-    ("axis"), one per ``block`` entries along ``axis`` ("block"), or MatMulNBits' blocks along K ("nbits")."""
+    ("axis"), one per ``block`` entries along ``axis`` ("block"), MatMulNBits' blocks along K ("nbits"), or a
+    DynamicQuantizeLSTM weight's per direction and gate output ("gates")."""
 
     load: Callable[[], np.ndarray]
     bits: int
@@ -440,18 +465,25 @@ class OnnxFile:
                 continue
             pending.append((node_order[id(use.node)], name, t, use, loader, shape))
         pending.sort(key=lambda p: p[0])  # model order: the order of the consuming nodes
+        self._consumers = consumers
+        self._rnn_instances: dict[str, dict[int, int]] = {}  # per scope: its recurrent nodes' layer numbers
+        # the module paths the tensors' own names show (a bias's 'mlp.0.bias': module mlp.0)
+        self._modules = {n.rpartition(".")[0] for n in tensors if "." in n and not _OPAQUE.match(n)}
         # the first two dotted components of the readable names, to align node scopes with them
         self._prefixes = {".".join(n.split(".")[:2]) for _, n, _, _, _, _ in pending
                           if not _OPAQUE.match(n) and "." in n}
 
         built: list[tuple[TensorRef, bool]] = []  # (ref, named after its own tensor)
+        self._count = 0  # tensors with rows (a bidirectional RNN's weight has two)
         for _, name, t, use, loader, shape in pending:
             # onnxruntime's quantizer names a weight <name>_quantized (<name>_Transposed_quantized when it
             # turned a Gemm's [out, in] B into MatMulInteger's [in, out]): the float model's name again
             # (and its MatMulNBits quantizer <name>_Q4, onnxruntime-genai's <name>_Q4G128)
             shown = _NBITS_SUFFIX.sub("", name).removesuffix("_quantized").removesuffix("_Transposed") if loader else name
-            built += [(ref, ref.name.startswith(shown)) for ref in self._typed_refs(shown, t, use, loader, shape)
-                      if ref is not None]
+            refs = [ref for ref in self._typed_refs(shown, t, use, loader, shape) if ref is not None]
+            self._count += bool(refs)
+            built += [(ref, ref.name.startswith(shown)) for ref in refs]
+        built = _tied(built)
         # names made unique, a tensor's own name first: a name taken from an opaque tensor's node
         # ('fc.weight' for onnx::MatMul_5 under /fc/MatMul) never takes a tensor's own name from it
         names: dict[int, str] = {}
@@ -463,6 +495,26 @@ class OnnxFile:
                     taken.add(names[i])
             taken |= tensors.keys()
         return [dataclasses.replace(ref, name=names[i]) for i, (ref, _) in enumerate(built)]
+
+    def _borrowed_scope(self, node: Any) -> str:
+        """The module path of a node without torch's metadata that onnxruntime's quantizer put in place of a
+        dynamo node (``node_MatMul_1_quant``): the scope of the bias ``Add`` its output reaches through the
+        quantizer's own nodes (Cast, Mul by the scale), which have none either; '' if there is none (a
+        layer without a bias: the next node with metadata is another module's)."""
+        frontier, seen = list(node.output), set(node.output)
+        for _ in range(4):
+            nxt = []
+            for v in frontier:
+                for n, _i in self._consumers.get(v, ()):
+                    scope = _torch_scope(n)
+                    if scope:
+                        if n.op_type == "Add":
+                            return scope
+                        continue
+                    nxt += [o for o in n.output if o and o not in seen]
+                    seen.update(n.output)
+            frontier = nxt
+        return ""
 
     @staticmethod
     def _unique(name: str, taken: set[str]) -> str:
@@ -540,6 +592,8 @@ class OnnxFile:
             layout = "axis"
         elif block > 0 and sshape == shape[:axis] + (-(-shape[axis] // block),) + shape[axis + 1:]:
             layout = "block"
+        elif op == "DynamicQuantizeLSTM" and len(shape) == 3 and sshape == (shape[0], shape[2]):
+            layout = "gates"  # per channel: per direction and per gate output, of [dirs, in, 4·hidden]
         else:
             return f"{op} scale of shape {list(sshape)} fits no layout of a {list(shape)} weight"
         if zp_t is not None and tuple(int(d) for d in zp_t.dims) != sshape and math.prod(zp_t.dims) != 1:
@@ -553,6 +607,8 @@ class OnnxFile:
                 return a.reshape(())
             if layout == "axis":
                 return a.reshape([shape[axis] if k == axis else 1 for k in range(len(shape))])
+            if layout == "gates":
+                return a.reshape(shape[0], 1, shape[2])
             return np.repeat(a, block, axis=axis).take(range(shape[axis]), axis=axis)
 
         def load() -> np.ndarray:
@@ -633,8 +689,10 @@ class OnnxFile:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         quant = loader if isinstance(loader, _Dequantized) else None
         raw = quant.load if quant else loader or self._raw_loader(name, t)
-        scope, instance = _scope_name(node.name)
-        torch_scope = _torch_scope(node)
+        scope, nested = _scope_name(node.name), _scope_name(node.name, collapse=False)
+        if nested != scope and nested in self._modules:  # a module 'mlp' holding a ModuleList 'mlp' after all
+            scope = nested
+        torch_scope = _torch_scope(node) or self._borrowed_scope(node)
         if torch_scope:  # torch's dynamo exporter: node names are 'node_MatMul_36', the module path is metadata
             scope = torch_scope
         # (dynamo also names folded constants after their op: 'mul_1', 't_3', no dots as a parameter has)
@@ -658,6 +716,8 @@ class OnnxFile:
             layout, axis, size = quant.layout, quant.axis, quant.block
             if layout == "tensor" or (per_slice and layout == "axis" and axis == 0):  # (an RNN's direction)
                 return 0
+            if layout == "gates":  # a direction's [4·hidden, in]: one scale per row
+                return shp[-1]
             cols = shp[-1]
             if layout == "nbits" or (layout == "block" and (1 - axis if flipped else axis) == len(shp) - 1):
                 return size if cols % size == 0 else None  # blocks along each row
@@ -667,7 +727,8 @@ class OnnxFile:
 
         def ref(n: str, shp: tuple[int, ...], kind: str, load: Callable[[], np.ndarray], flipped: bool = False,
                 per_slice: bool = False) -> TensorRef:
-            return TensorRef(n, shp, dtype, load, kind, bits=bits, quant_block=block(shp, flipped, per_slice))
+            return TensorRef(n, shp, dtype, load, kind, bits=bits, quant_block=block(shp, flipped, per_slice),
+                             part_of=name if per_slice else None)  # (a direction of a recurrent weight)
 
         if op in ("MatMul", "Gemm"):
             if idx > 1:
@@ -716,6 +777,10 @@ class OnnxFile:
                 return
             which = "ih" if idx == 1 else "hh"
             if opaque and scope:
+                # the layer: this node's place among the recurrent nodes of its scope ('LSTM', 'LSTM_1', a
+                # quantizer's 'LSTM_1_quant', dynamo's 'node_LSTM_68' whose number counts every node)
+                instances = self._rnn_instances.setdefault(scope, {})
+                instance = instances.setdefault(id(node), len(instances))
                 base = f"{scope}.weight_{which}_l{instance}"
             else:
                 base = name
@@ -805,8 +870,8 @@ class OnnxFile:
 
     # ---------------------------------------------------------------------------------------- protocol
 
-    def __len__(self) -> int:
-        return len(self._refs)
+    def __len__(self) -> int:  # tensors, not rows
+        return self._count
 
     def __iter__(self) -> Iterator[TensorRef]:
         yield from self._refs
