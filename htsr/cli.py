@@ -177,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("source", metavar="SOURCE",
                    help="a model file or folder, detected by content: .safetensors (or a Hugging Face folder, "
-                        "sharded), a .pt/.pth/.bin checkpoint or TorchScript archive, .npz/.npy, .onnx, "
+                        "sharded), a .pt/.pth/.bin checkpoint, TorchScript or torch.export (.pt2) archive, "
+                        ".npz/.npy, .onnx, "
                         ".keras/.h5, Flax .msgpack, .gguf, a PEFT LoRA adapter folder, or a single-file LoRA "
                         "(kohya-ss, LyCORIS, diffusers .safetensors)")
     p.add_argument("--out", metavar="DIR", type=out_path,

@@ -142,6 +142,9 @@ def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
         return "stack", ""  # a mixture of one expert: expert [0] (not squeezed into a dense layer)
     if _QUANT_SCALE.search(name):
         return None, "quantization scale without its weight (in another file?)"
+    if name == "_flat_param" or name.endswith("._flat_param"):
+        return None, ("an FSDP flat parameter (a wrapped unit's parameters concatenated): save the full state dict "
+                      "(FULL_STATE_DICT) and analyse that")
     if _LORA_PART.search(name):
         return None, ("a LoRA factor without its adapter_config.json (its scale unknown): analyse the live model, "
                       "or the folder save_pretrained writes")

@@ -11,6 +11,7 @@ import contextlib
 import io
 import itertools
 import pickle
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -966,3 +967,111 @@ def test_a_subclassed_layer_is_typed_as_its_torch_base_from_files(tmp_path):
     torch.save(experts, str(tmp_path / "experts.pt"))
     assert [(x.name, x.kind) for x in htsr.analyze(tmp_path / "experts.pt", min_evals=2).layers] == [
         (f"e[{k}]", "stack") for k in range(4)]
+
+
+class _Frozen(nn.Module):  # a layer of each kind a frozen module's code names by its op
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(100, 24)
+        self.conv = nn.Conv1d(24, 20, 5)
+        self.lstm = nn.LSTM(20, 32, batch_first=True)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, tok):
+        x = self.conv(self.emb(tok).transpose(1, 2)).transpose(1, 2)
+        return self.fc(self.lstm(x)[0][:, -1])
+
+
+def test_a_frozen_modules_constants_are_typed_by_the_ops_its_code_passes_them_to(tmp_path):
+    """torch.jit.freeze turns the weights into CONSTANTS.c<i> of no module: the embedding table (used by
+    torch.embedding) and the LSTM's weights (a list passed to torch.lstm) had been dense rows. Live, a frozen
+    module lists none of them: refused, saying to save it."""
+    torch.manual_seed(2)
+    net = _Frozen().eval()
+    frozen = torch.jit.freeze(torch.jit.script(net))
+    path = tmp_path / "frozen.pt"
+    torch.jit.save(frozen, str(path))
+    layers = htsr.analyze(path, min_evals=5).layers
+    kinds = {r.shape: r.kind for r in layers}  # (every weight here has a shape of its own)
+    for kind, weight in (("embedding", net.emb.weight), ("conv1d", net.conv.weight), ("rnn", net.lstm.weight_ih_l0),
+                         ("rnn", net.lstm.weight_hh_l0), ("dense", net.fc.weight)):
+        assert kinds["x".join(map(str, weight.shape))] == kind
+    assert len(layers) == 5
+    with pytest.raises(SourceError) as ei:
+        htsr.analyze(frozen)
+    one_line_source_error(ei, "a frozen TorchScript module (torch.jit.freeze)", "torch.jit.save it")
+
+
+def test_a_torch_export_archive_is_read_without_torch(tmp_path, monkeypatch):
+    """torch.export.save writes a .pt2 (no data.pkl: 'a zip archive that is neither .npz nor a PyTorch
+    checkpoint'): its weights are raw members described by JSON, each typed by the class of the module whose
+    graph node uses it. The rows equal the live module's, bit for bit; a live ExportedProgram too."""
+    torch.manual_seed(4)
+    net = _Frozen().eval()
+    program = torch.export.export(net, (torch.randint(0, 100, (2, 12)),))
+    path = tmp_path / "m.pt2"
+    torch.export.save(program, str(path))
+    live = htsr.analyze(net, min_evals=5)
+    exported = htsr.analyze(program, min_evals=5)
+    assert exported.source == "<ExportedProgram>"
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` fails from here on
+    saved = htsr.analyze(path, min_evals=5)
+    for r in (saved, exported):
+        assert [(x.name, x.kind, x.shape) for x in r.layers] == [(x.name, x.kind, x.shape) for x in live.layers]
+        assert [x.log_norm for x in r.layers] == [x.log_norm for x in live.layers]  # the same bits in
+    # an AOTInductor package holds compiled code, its weights inside a shared library: refused, saying so
+    with zipfile.ZipFile(tmp_path / "aoti.pt2", "w") as z:
+        z.writestr("aoti/archive_format", "pt2")
+        z.writestr("aoti/data/aotinductor/model/x.wrapper.so", b"\x7fELF")
+    with pytest.raises(SourceError) as ei:
+        htsr.analyze(tmp_path / "aoti.pt2")
+    one_line_source_error(ei, "an AOTInductor package")
+
+
+def test_sharded_training_saves_say_what_to_convert(tmp_path):
+    """A torch.distributed.checkpoint save (.distcp files: several torch.save archives joined, of which zipfile
+    saw the last, one tensor named after the file), a DeepSpeed ZeRO-3 model_states.pt (empty placeholders:
+    '8 1-D (norm scales)') and an FSDP flat parameter each say what they are and what to run."""
+    import torch.distributed.checkpoint as dcp
+
+    net = _Frozen()
+    dcp.save({"model": net.state_dict()}, checkpoint_id=str(tmp_path / "dcp"))
+    for source in (tmp_path / "dcp", next((tmp_path / "dcp").glob("*.distcp")), tmp_path / "dcp" / ".metadata"):
+        with pytest.raises(SourceError) as ei:
+            htsr.analyze(source)
+        one_line_source_error(ei, f"{source}: a torch.distributed.checkpoint (DCP) save", "dcp_to_torch_save")
+    placeholders = {k: torch.empty(0) if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    torch.save({"module": placeholders, "ds_version": "0.15.0", "param_shapes": [{}], "optimizer": None},
+               str(tmp_path / "mp_rank_00_model_states.pt"))
+    with pytest.raises(SourceError) as ei:
+        htsr.analyze(tmp_path / "mp_rank_00_model_states.pt")
+    one_line_source_error(ei, "a DeepSpeed ZeRO-3 checkpoint", "zero_to_fp32.py")
+    torch.save({"_fsdp_wrapped_module._flat_param": torch.randn(5000)}, str(tmp_path / "flat.pt"))
+    with pytest.raises(SourceError) as ei:
+        htsr.analyze(tmp_path / "flat.pt")
+    one_line_source_error(ei, "an FSDP flat parameter")
+
+
+def test_dtensors_are_read_on_one_rank_and_their_files_say_how_to_gather(tmp_path):
+    """An FSDP2 model (fully_shard): live, its DTensors' rows had failed ('.numpy() is not supported for tensor
+    subclasses'); its state_dict saved by torch.save is refused with how to save the gathered weights. Run in a
+    process of its own: the process group is global state."""
+    script = f"""
+import tempfile, torch, torch.distributed as dist, htsr
+from torch.distributed.fsdp import fully_shard
+dist.init_process_group("gloo", init_method="file://" + tempfile.mktemp(), rank=0, world_size=1)
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Linear(24, 64), torch.nn.Linear(64, 10))
+want = [x.log_norm for x in htsr.analyze(net, min_evals=5).layers]
+fully_shard(net)
+got = htsr.analyze(net, min_evals=5).layers
+assert [x.status for x in got] == ["ok", "ok"] and [x.log_norm for x in got] == want, got
+torch.save(net.state_dict(), {str(tmp_path / 'dtensor.pt')!r})
+dist.destroy_process_group()
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
+    # in a fresh process (once torch.distributed is imported, torch.load rebuilds DTensors: one rank's, read)
+    cli = subprocess.run([sys.executable, "-m", "htsr", "analyze", str(tmp_path / "dtensor.pt")],
+                         capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 2 and "holds tensor subclasses (DTensors" in cli.stderr
+    assert "full_state_dict=True" in cli.stderr and len(cli.stderr.strip().splitlines()) == 1

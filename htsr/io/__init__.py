@@ -25,7 +25,8 @@ __all__ = ["FLOAT_DTYPES", "SUPPORTED", "TensorRef", "TensorSource", "open_sourc
 SUPPORTED = (
     ".safetensors files and Hugging Face folders of (sharded) safetensors; PEFT LoRA adapter folders and "
     "single-file LoRAs (kohya-ss, LyCORIS, diffusers); "
-    ".pt/.pth/.bin PyTorch checkpoints (zip and legacy pickle formats, without torch); TorchScript archives; .npz/.npy arrays; "
+    ".pt/.pth/.bin PyTorch checkpoints (zip and legacy pickle formats, without torch); TorchScript archives; "
+    "torch.export .pt2 archives; .npz/.npy arrays; "
     "plain pickles of numpy arrays (.pkl, gzipped too; nothing in them is run); torch.nn.Module objects [htsr[torch]]; .onnx models [htsr[onnx]]; .keras archives and Keras .h5 files "
     "[htsr[keras]]; Keras 3 model and layer objects (any backend); .gguf llama.cpp files, quantized types "
     "dequantized [htsr[gguf]]; .msgpack Flax checkpoints [htsr[flax]]; Flax parameter pytrees; mappings of "
@@ -69,8 +70,18 @@ def open_source(source: Any) -> TensorSource:
         return KerasModel(source)
     from .torch import TorchModule, is_torch_object
 
+    if type(source).__name__ == "ExportedProgram" and type(source).__module__.startswith("torch."):
+        src = TorchModule(source.module())  # torch.export's program: its weights in the module it unlifts to
+        src.description = "<ExportedProgram>"
+        return src
     if is_torch_object(source) and hasattr(source, "named_modules"):
         from .peft import PeftAdapter, is_live_peft
+
+        if "ScriptModule" in type(source).__name__ and not any(True for _ in source.parameters()) and \
+                "CONSTANTS." in str(getattr(source, "code", "")):
+            raise SourceError(f"<{type(source).__name__}>: a frozen TorchScript module (torch.jit.freeze), its "
+                              "weights constants of its code, which a live module does not list: torch.jit.save "
+                              "it and analyse the file")
 
         inner = getattr(source, "_orig_mod", None)  # torch.compile's wrapper of a PeftModel: the PeftModel
         if type(source).__name__ == "OptimizedModule" and inner is not None and is_live_peft(inner):
@@ -237,6 +248,13 @@ def _npz(path: Path) -> TensorSource:
     return npz if tree is None else FlaxTree(tree, str(path), leaf=npz.leaf, corrupt=npz.unreadable())
 
 
+def _dcp_error(path: Path) -> SourceError:
+    return SourceError(f"{path}: a torch.distributed.checkpoint (DCP) save, its tensors split across the ranks' "
+                       ".distcp files: convert it with torch.distributed.checkpoint.format_utils."
+                       "dcp_to_torch_save(folder, 'model.pt') (a Lightning checkpoint folder: python -m "
+                       "lightning.pytorch.utilities.consolidate_checkpoint FOLDER), then analyse that file")
+
+
 def _lora_or(path: Path, src: TensorSource) -> TensorSource:
     """A single-file LoRA (kohya-ss's, LyCORIS's, diffusers') read as its updates, else ``src`` as it is."""
     from .peft import PeftAdapter, looks_like_lora
@@ -256,6 +274,9 @@ def _open_path(path: Path) -> TensorSource:
         raise SourceError(f"{path}: no such file or directory")
     if not (path.is_dir() or path.is_file()):  # a FIFO would block the first read forever; a device, worse
         raise SourceError(f"{path}: not a regular file or folder; give a model file or folder")
+    folder = path if path.is_dir() else path.parent if path.name == ".metadata" else None
+    if folder is not None and any(folder.glob("*.distcp")):  # (.metadata: DCP's pickled plan of them)
+        raise _dcp_error(path)
     if path.is_dir():
         src, read = _open_folder(path)
         # the folder's other weight files (pytorch_model.bin beside model.safetensors, an .onnx export …):
@@ -314,10 +335,16 @@ def _open_path(path: Path) -> TensorSource:
         broken_keras = keras_weights or {"config.json", "metadata.json"} <= set(names)
         if is_keras_archive(names) or (broken_keras and not torch_pickle):
             return KerasFile(path)
+        if path.suffix == ".distcp":  # (zipfile sees the last of the archives the file joins)
+            raise _dcp_error(path)
         if torch_pickle:  # torch.save: <root>/data.pkl
             from .torch import load_torch_file
 
             return _lora_or(path, load_torch_file(path))
+        from .torchzip import TorchExportArchive, is_export_archive
+
+        if is_export_archive(names):  # torch.export.save: a .pt2
+            return TorchExportArchive(path)
         raise SourceError(f"{path}: a zip archive that is neither .npz nor a PyTorch checkpoint; supported: {SUPPORTED}")
     # after the zip check: a torch.save zip may be named .pkl (fastai's export.pkl)
     # pickle.dump of arrays or of objects holding them (the suffixes are pickles.PICKLE_SUFFIXES, spelt out

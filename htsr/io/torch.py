@@ -51,6 +51,12 @@ def _to_numpy(t) -> np.ndarray:
     view_as_float — must come back bit for bit); bfloat16 and fp8 widened by torch (bfloat16's is exact);
     integers as stored."""
     torch = _torch()
+    if type(t).__name__ == "DTensor":  # FSDP2's, tensor parallel's: a shard per rank
+        if t.device_mesh.size() > 1 and not all(p.is_replicate() for p in t.placements):
+            raise LayerSkipped(f"a DTensor sharded over {t.device_mesh.size()} ranks (FSDP2, tensor parallel): "
+                               "gather it first, get_model_state_dict(model, options=StateDictOptions("
+                               "full_state_dict=True)) on every rank, and analyse that")
+        t = t.to_local()  # (one rank, or replicated: the whole tensor)
     t = t.detach().cpu()
     if t.is_quantized:  # torch.ao's qint8 / quint8 with their scales and zero points (per tensor or channel)
         t = t.dequantize()
@@ -326,6 +332,13 @@ def unwrap_state(obj: Any, is_tensor: Callable[[Any], bool],
     checkpoint's ``model`` beside its ``ema``), naming what was left out: never a silent choice."""
     if not isinstance(obj, Mapping):
         return None
+    module = obj.get("module")
+    if "ds_version" in obj and isinstance(module, Mapping):  # DeepSpeed's mp_rank_00_model_states.pt
+        shapes = [tuple(getattr(v, "shape", ())) for v in module.values() if is_tensor(v)]
+        if any(0 in s for s in shapes) and not any(len(s) >= 2 for s in shapes):  # ZeRO-3's empty placeholders
+            raise SourceError(f"{where}: a DeepSpeed ZeRO-3 checkpoint, whose weights are partitioned across the "
+                              "*_optim_states.pt files; run the zero_to_fp32.py DeepSpeed saved beside it and "
+                              "analyse its output")
     if "param_groups" in obj and "state" in obj:  # torch.optim's state_dict(): a Trainer's optimizer.pt …
         raise SourceError(f"{where}: an optimizer's state (torch.optim's state_dict: 'state' and 'param_groups'), "
                           "whose moments are shaped like the weights but are not them; give the model's own file")
@@ -458,6 +471,11 @@ def load_torch_file(path: str | os.PathLike) -> TensorSource:
             raise SourceError(f"{path}: holds TorchScript objects (torch.ao's packed parameters of a dynamic-quantized "
                               "LSTM or GRU, in its state dict too) that only torch's own code rebuilds; analyse the "
                               "live model, which unpacks them, or the float model") from None
+        if "_rebuild_wrapper_subclass" in f"{refused} {detail}" or "DTensor" in detail:
+            raise SourceError(f"{path}: holds tensor subclasses (DTensors: an FSDP2 or tensor-parallel model's "
+                              "state_dict() is its shards), which weights-only loading does not rebuild; save the "
+                              "gathered weights, get_model_state_dict(model, options=StateDictOptions("
+                              "full_state_dict=True, cpu_offload=True)), and analyse that") from None
         if refused is not None:  # htsr's reader said which global; torch's wording differs by format
             raise SourceError(f"{refused}; torch.load(weights_only=True) refuses it too; re-save it with "
                               "torch.save(model.state_dict(), ...) or as safetensors") from None

@@ -57,7 +57,8 @@ from .base import TensorRef, as_loaded, expands_too_far, numpy_dtype, one_line, 
 from .scales import PackedConfig, with_scales
 from .torch import _MODULE_KINDS, module_kind, unwrap_state, with_notes
 
-__all__ = ["RefusedGlobal", "TorchLegacyFile", "TorchZipFile", "is_legacy_torch", "is_torchscript_archive"]
+__all__ = ["RefusedGlobal", "TorchExportArchive", "TorchLegacyFile", "TorchZipFile", "is_export_archive",
+           "is_legacy_torch", "is_torchscript_archive"]
 
 # storage class name in the pickle → numpy / ml_dtypes dtype name
 _STORAGES = {
@@ -271,14 +272,7 @@ def _script_constants(z: zipfile.ZipFile, code: str, infos: dict[str, int]) -> d
     import ast
 
     out: dict[str, dict[str, Any]] = {}
-    files = [n for n in infos if n.startswith(code) and n.endswith(".py")]
-    if sum(infos[n] for n in files) > _MAX_CODE:
-        return out
-    for name in files:
-        try:
-            text = z.read(name).decode("utf-8")
-        except (UnicodeError, zipfile.BadZipFile, OSError, zlib.error):
-            continue
+    for name, text in _code_files(z, code, infos):
         module = name[len(code):-len(".py")].replace("/", ".")
         for c in _SCRIPT_CLASS.finditer(text):
             consts: dict[str, Any] = {}
@@ -290,6 +284,49 @@ def _script_constants(z: zipfile.ZipFile, code: str, infos: dict[str, int]) -> d
                 except (ValueError, SyntaxError, MemoryError, RecursionError):
                     consts[f[1]] = None
             out[f"{module}.{c[1]}"] = consts
+    return out
+
+
+def _code_files(z: zipfile.ZipFile, code: str, infos: dict[str, int]) -> Iterator[tuple[str, str]]:
+    """(member, text) of the archive's TorchScript code files; none if they exceed :data:`_MAX_CODE` bytes
+    (a hostile archive's 61 MB code folder took 39 s to parse)."""
+    files = [n for n in infos if n.startswith(code) and n.endswith(".py")]
+    if sum(infos[n] for n in files) > _MAX_CODE:
+        return
+    for name in files:
+        try:
+            yield name, z.read(name).decode("utf-8")
+        except (UnicodeError, zipfile.BadZipFile, OSError, zlib.error):
+            continue
+
+
+#: the aten ops a frozen module's code passes its constants to, and the kind each makes of a matrix
+_FROZEN_OPS = {"embedding": "embedding", "embedding_bag": "embedding", "_embedding_bag": "embedding",
+               "conv1d": "conv1d", "conv_transpose1d": "conv1d", "conv2d": "conv2d", "conv_transpose2d": "conv2d",
+               "conv3d": "conv3d", "conv_transpose3d": "conv3d", "lstm": "rnn", "gru": "rnn", "rnn_tanh": "rnn",
+               "rnn_relu": "rnn", "lstm_cell": "rnn", "gru_cell": "rnn", "rnn_tanh_cell": "rnn",
+               "rnn_relu_cell": "rnn", "linear": "dense", "matmul": "dense", "addmm": "dense", "mm": "dense"}
+_FROZEN_CALL = re.compile(r"\btorch\.(\w+)\(")
+_CONSTANT_USE = re.compile(r"\bCONSTANTS\.(c\d+)\b")
+_CONSTANT_LIST = re.compile(r"^\s*(\w+)\s*=\s*\[((?:\s*CONSTANTS\.c\d+\s*,?)+)\]\s*$", re.MULTILINE)
+
+
+def _frozen_kinds(z: zipfile.ZipFile, code: str, infos: dict[str, int]) -> dict[str, str]:
+    """A frozen TorchScript module's constants (``CONSTANTS.c<i>``, a ``torch.jit.freeze``'d module's
+    weights) → the kind the op its code passes them to makes of them: ``torch.embedding(CONSTANTS.c2, …)``
+    an embedding, ``torch.lstm(…, [CONSTANTS.c5, …], …)`` (through a list assigned first) recurrent weights;
+    the first op that uses a constant decides. Statements are one a line in TorchScript's code."""
+    out: dict[str, str] = {}
+    for _, text in _code_files(z, code, infos):
+        lists = {m[1]: _CONSTANT_USE.findall(m[2]) for m in _CONSTANT_LIST.finditer(text)}
+        for line in text.splitlines():
+            ops = [op for op in _FROZEN_CALL.findall(line) if op in _FROZEN_OPS]
+            if not ops:
+                continue
+            used = _CONSTANT_USE.findall(line) + [c for v, cs in lists.items() if re.search(rf"\b{v}\b", line)
+                                                   and not line.lstrip().startswith(v + " =") for c in cs]
+            for c in used:
+                out.setdefault(f"CONSTANTS.{c}", _FROZEN_OPS[ops[0]])
     return out
 
 
@@ -804,6 +841,7 @@ class _PickledTensors:
 
     path: Path
     script = False
+    _const_kinds: dict[str, str] = {}  # a frozen TorchScript module's constants' kinds (_frozen_kinds)
     #: who writes the pickles this reader reads (in errors), and how a Python 2 byte string is decoded
     writer, encoding = "torch.save / torch.jit.save", "ASCII"
 
@@ -918,6 +956,8 @@ class _PickledTensors:
                 continue
             shape = t.shape  # (an array's, as its pickle gave it)
             kind = module_kind(cls, name.rsplit(".", 1)[-1], name, shape) if cls and len(shape) >= 2 else None
+            if name in self._const_kinds and len(shape) >= 2:  # a frozen module's weight, by the op using it
+                kind = self._const_kinds[name] if self._const_kinds[name] != "dense" or len(shape) == 2 else kind
             if isinstance(t, _NpArray) and t.array is None:  # strings, records: listed as a dtype of no weights
                 # (never loaded by analyze, which lists it by its dtype)
                 yield TensorRef(name, shape, t.other or "", functools.partial(self._no_values, name, t.other))
@@ -953,6 +993,8 @@ class TorchZipFile(_PickledTensors):
                 if order != "little":
                     raise self._fail(f"storages are {order}-endian; re-save the model on a little-endian machine")
                 declared = _script_constants(z, f"{root}/code/", infos)
+                self._const_kinds = _frozen_kinds(z, f"{root}/code/", infos) if f"{root}/constants.pkl" in infos \
+                    else {}
                 tree = self._member(z, f"{root}/data.pkl", f"{root}/data", infos, declared)
                 consts = (self._member(z, f"{root}/constants.pkl", f"{root}/constants", infos)
                           if f"{root}/constants.pkl" in infos else ())
@@ -1071,3 +1113,126 @@ class TorchLegacyFile(_PickledTensors):
 
     def _raw(self, storage: _Storage, nbytes: int) -> Any:
         return np.memmap(self.path, dtype=np.uint8, mode="r", offset=self._offsets[storage.key], shape=(nbytes,))
+
+
+#: torch.export's serialized dtypes (torch._export.serde.schema.ScalarType) as htsr names them
+_EXPORT_DTYPES = {1: "uint8", 2: "int8", 3: "int16", 4: "int32", 5: "int64", 6: "float16", 7: "float32",
+                  8: "float64", 12: "bool", 13: "bfloat16", 28: "uint16", 29: "float8_e4m3fn", 30: "float8_e5m2",
+                  31: "float8_e4m3fnuz", 32: "float8_e5m2fnuz"}
+
+
+def is_export_archive(names: list[str]) -> bool:
+    """True for the member list of a ``torch.export.save`` archive (``.pt2``): ``<root>/archive_format``
+    and no ``data.pkl``."""
+    return any(n.count("/") == 1 and n.endswith("/archive_format") for n in names) and not any(
+        n.endswith("/data.pkl") for n in names)
+
+
+class TorchExportArchive(TorchZipFile):
+    """A ``torch.export.save`` archive (``.pt2``), read without torch: each weight's bytes are a member
+    ``<root>/data/weights/<path>`` (buffers and lifted constants ``data/constants/``), described by
+    ``<root>/data/weights/model_weights_config.json`` (name → dtype, sizes, strides, storage offset); its
+    kind comes from the class of the module whose graph node uses it, which the program records
+    (``nn_module_stack`` in ``<root>/models/model.json``), as for a live module. A tensor stored pickled (a
+    subclass) gets a skipped row. An AOTInductor package (compiled code, its weights inside a shared
+    library) is refused, saying what to give instead."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        import json
+
+        self.path = Path(path)
+        self.description = str(self.path)
+        self._pickled: dict[str, str] = {}
+        try:
+            with zipfile.ZipFile(self.path) as z:
+                members = {i.filename: i for i in z.infolist()}
+                root = next(n.split("/", 1)[0] for n in members if n.endswith("/archive_format"))
+                if any(n.startswith(f"{root}/data/aotinductor/") for n in members):
+                    raise self._fail("an AOTInductor package (compiled code; its weights are inside the shared "
+                                     "library): analyse the torch.export archive (torch.export.save) or the model "
+                                     "it was compiled from")
+                order = z.read(f"{root}/byteorder").decode().strip() if f"{root}/byteorder" in members else "little"
+                if order != "little":
+                    raise self._fail(f"weights are {order}-endian; re-save the program on a little-endian machine")
+                configs = sorted(n for n in members if re.fullmatch(
+                    rf"{re.escape(root)}/data/(weights|constants)/[^/]*(weights|constants)_config\.json", n))
+                classes: dict[str, str] = {}
+                for model in (n for n in members if re.fullmatch(rf"{re.escape(root)}/models/[^/]+\.json", n)):
+                    classes.update(_export_classes(json.loads(self._small(z, members[model]))))
+                found = []
+                for config in configs:
+                    folder = config.rsplit("/", 1)[0]
+                    entries = json.loads(self._small(z, members[config])).get("config", {})
+                    for name, e in entries.items():
+                        found.append(self._entry(name, e, f"{folder}/{e.get('path_name')}", members,
+                                                 classes.get(name, "")))
+        except SourceError:
+            raise
+        except (zipfile.BadZipFile, OSError, EOFError, UnicodeError, RuntimeError, NotImplementedError, zlib.error,
+                ValueError, KeyError, TypeError, AttributeError, StopIteration) as e:
+            raise self._fail(f"corrupt torch.export archive ({e.__class__.__name__}: {one_line(e, 120)}); save it "
+                             "again") from None
+        self.script = False
+        self._tensors = self._validated([f for f in found if f is not None],
+                                        {k: i.file_size for k, i in members.items()})
+        self._offsets = self._stored_offsets({t.storage.key: members[t.storage.key] for _, t, _ in self._tensors})
+
+    def _small(self, z: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+        if info.file_size > 1 << 28 or expands_too_far(info.file_size, info.compress_size):
+            raise self._fail(f"{info.filename} declares {info.file_size} bytes: not the JSON torch.export writes")
+        return z.read(info)
+
+    def _entry(self, name: str, e: dict, member: str, members: dict, cls: str) -> tuple[str, _Tensor, str] | None:
+        meta = e["tensor_meta"]
+        shape = tuple(int(s["as_int"]) for s in meta["sizes"])
+        stride = tuple(int(s["as_int"]) for s in meta["strides"])
+        offset = int(meta.get("storage_offset", {}).get("as_int", 0))
+        dtype = _EXPORT_DTYPES.get(int(meta["dtype"]))
+        if e.get("use_pickle") or dtype is None or member not in members or meta.get("layout", 7) != 7:
+            why = ("stored pickled (a tensor subclass)" if e.get("use_pickle") else
+                   f"serialized dtype {meta['dtype']}" if dtype is None else
+                   "not a strided tensor" if meta.get("layout", 7) != 7 else f"its member {member} is missing")
+            self._pickled[name] = why
+            return None
+        if len(shape) != len(stride) or min(shape + stride + (offset,), default=0) < 0:
+            raise ValueError(f"{name}: sizes {list(shape)}, strides {list(stride)}, offset {offset}")
+        return name, _Tensor(_Storage(member, dtype), offset, shape, stride), cls
+
+    def refs(self) -> Iterator[TensorRef]:
+        yield from super().refs()
+        for name, why in self._pickled.items():
+            yield TensorRef(name, (), "float32", skipped_loader(f"{why}: htsr reads plain tensors; analyse "
+                                                                "torch.export.load(path).module()"))
+
+    def __len__(self) -> int:
+        return len(self._tensors) + len(self._pickled)
+
+
+def _export_classes(program: dict) -> dict[str, str]:
+    """Parameter and buffer names → the class of the module that uses them, from a serialized
+    ExportedProgram: its signature names each placeholder's parameter, and a node's ``nn_module_stack``
+    (``key,path,class;…``) the modules it runs in; the one whose path is the parameter's module is its owner
+    (a parameter used elsewhere, outside its module's forward, gets none)."""
+    gm = program.get("graph_module", {})
+    fqn = {}
+    for spec in gm.get("signature", {}).get("input_specs", []):
+        for kind, field in (("parameter", "parameter_name"), ("buffer", "buffer_name"),
+                            ("tensor_constant", "tensor_constant_name")):
+            if kind in spec:
+                fqn[spec[kind]["arg"]["name"]] = spec[kind][field]
+    out: dict[str, str] = {}
+    for node in gm.get("graph", {}).get("nodes", []):
+        stack = {}
+        for item in str((node.get("metadata") or {}).get("nn_module_stack", "")).split(";"):
+            parts = item.split(",")
+            if len(parts) >= 3:
+                stack[parts[1]] = parts[-1].rsplit(".", 1)[-1]
+        args = []
+        for i in node.get("inputs", []):
+            arg = i.get("arg", {})
+            args += [arg["as_tensor"]] if "as_tensor" in arg else list(arg.get("as_tensors", []))
+        for a in args:
+            name = fqn.get(a.get("name"))
+            if name is not None and name.rpartition(".")[0] in stack:
+                out.setdefault(name, stack[name.rpartition(".")[0]])
+    return out
