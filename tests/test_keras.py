@@ -29,6 +29,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import warnings
 import os
 import subprocess
 import sys
@@ -1061,7 +1062,7 @@ def test_live_subclassed_model(keras, tmp_path):
             self.head = L.Embedding(40, 16, name="positions")  # no hint in the file
             self.codes = L.Embedding(40, 16)  # the file stores its default name, embedding_<n>: the hint
             self.boost = Scaled(16, name="boost")  # the file: a custom class; live: a Dense
-            self.proj = L.Dense(8)  # after 'layers' in dir(): saved as layers/dense, so named 'dense'
+            self.proj = L.Dense(8)  # after 'layers' in dir(): saved as layers/dense, named by its own name
 
         def call(self, t):
             return self.proj(self.block(self.boost(self.embedding(t) + self.head(t) + self.codes(t))))
@@ -1077,7 +1078,8 @@ def test_live_subclassed_model(keras, tmp_path):
         "block.attn.query": ("dense", (16, 16)), "block.attn.key": ("dense", (16, 16)),
         "block.attn.value": ("dense", (16, 16)), "block.attn.attention_output": ("dense", (16, 16)),
         "block.ffn.dense": ("dense", (32, 16)), "block.ffn.dense_1": ("dense", (16, 32)),
-        "embedding": ("embedding", (40, 16)), "head": ("embedding", (40, 16)), "dense": ("dense", (8, 16)),
+        "embedding": ("embedding", (40, 16)), "head": ("embedding", (40, 16)),
+        model.proj.name: ("dense", (8, 16)),  # (dense_<n>: Keras counts the Dense layers made in the process)
         "codes": ("embedding", (40, 16)), "boost": ("dense", (16, 16)),
     }
     with zipfile.ZipFile(path) as z, h5py.File(io.BytesIO(z.read("model.weights.h5")), "r") as f:
@@ -1495,7 +1497,8 @@ def test_a_given_backward_layer_is_named_backward_layer_in_a_legacy_h5(keras, tm
 def test_conv_lstm_kernels_are_two_convolutions_from_every_format(keras, tmp_path):
     """ConvLSTM1D/2D: kernel [k…, c_in, 4·filters] and recurrent_kernel [k…, filters, 4·filters] are convs
     [4·filters, c_in | filters, k…] (they were listed as '4-D variable of a custom layer'), live, from
-    .keras, legacy .h5 and a bare .weights.h5 (named there by the file's conv_lstm2d entry)."""
+    .keras, legacy .h5 and a bare .weights.h5 (named there by the layer names it stores, else by its
+    conv_lstm2d entries)."""
     L = keras.layers
     x = keras.Input((4, 10, 10, 3))
     y = L.ConvLSTM2D(8, 3, name="cl2")(x)
@@ -1507,10 +1510,13 @@ def test_conv_lstm_kernels_are_two_convolutions_from_every_format(keras, tmp_pat
     stored = {v.path: keras.ops.convert_to_numpy(v) for v in model.weights}
     k2, r2 = stored["cl2/conv_lstm_cell/kernel"], stored["cl2/conv_lstm_cell/recurrent_kernel"]
     k1 = stored["cl1/conv_lstm_cell/kernel"]
-    for src, prefix in ((KerasModel(model), ""), (KerasFile(tmp_path / "m.keras"), ""),
-                        (KerasFile(tmp_path / "m.h5"), ""), (KerasFile(tmp_path / "m.weights.h5"), "conv_lstm")):
+    with h5py.File(tmp_path / "m.weights.h5", "r") as f:  # Keras >= 3.8 stores each layer's name, 3.5 not
+        names_stored = "name" in f["layers/conv_lstm2d/vars"].attrs
+    for src, by_entry in ((KerasModel(model), False), (KerasFile(tmp_path / "m.keras"), False),
+                          (KerasFile(tmp_path / "m.h5"), False),
+                          (KerasFile(tmp_path / "m.weights.h5"), not names_stored)):
         rows = {r.name: r for r in src}
-        n2, n1 = ("conv_lstm2d", "conv_lstm1d") if prefix else ("cl2", "cl1")
+        n2, n1 = ("conv_lstm2d", "conv_lstm1d") if by_entry else ("cl2", "cl1")
         assert (rows[f"{n2}.kernel"].kind, rows[f"{n2}.kernel"].shape) == ("conv2d", (32, 3, 3, 3))
         assert (rows[f"{n2}.recurrent_kernel"].kind, rows[f"{n2}.recurrent_kernel"].shape) == ("conv2d", (32, 8, 3, 3))
         assert (rows[f"{n1}.kernel"].kind, rows[f"{n1}.kernel"].shape) == ("conv1d", (20, 8, 2))
@@ -1549,3 +1555,90 @@ def test_a_float32_dataset_marked_bfloat16_is_read_as_stored(tmp_path):
         u16 = f.create_dataset("b", data=np.ones((12, 8), np.uint16))
         u16.attrs["dtype"] = "bfloat16"
         assert not _is_bf16(f32) and _is_bf16(u16)
+
+
+def _formats(keras, model, tmp_path, name: str) -> dict[str, list[tuple]]:
+    """(name, kind, shape) of every row of ``model`` live and saved as .keras, legacy .h5 and .weights.h5."""
+    out = {"live": [(r.name, r.kind, r.shape) for r in KerasModel(model)]}
+    for ext in ("keras", "h5", "weights.h5"):
+        path = tmp_path / f"{name}.{ext}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (Keras's note that .h5 is a legacy format)
+            (model.save_weights if ext == "weights.h5" else model.save)(path)
+        out[ext] = [(r.name, r.kind, r.shape) for r in KerasFile(path)]
+    return out
+
+
+def test_a_functional_subclass_and_registered_subclasses_of_layers_read_alike_from_every_format(keras, tmp_path):
+    """A Functional subclass (keras_hub's backbones) saves a config of its own arguments, no layer list: its
+    layers had been named by class counters (dense, multi_head_attention_1) and the legacy .h5 by their names.
+    Registered subclasses of Keras layers (a weight-standardised Conv2D, an Embedding, a Dense) in a model's
+    layer list had been a not-analysed 4-D variable, a dense table and an untransposed kernel, live and from
+    .keras alike."""
+    L = keras.layers
+
+    @keras.saving.register_keras_serializable("htsr_test")
+    class Backbone(keras.Model):
+        def __init__(self, **kw):
+            ids = keras.Input((6,), dtype="int32")
+            x = L.Embedding(40, 16, name="token_embedding")(ids)
+            x = x + L.MultiHeadAttention(2, 8, name="attn_0")(x, x)
+            super().__init__(inputs=ids, outputs=L.Dense(16, name="ffn")(x), **kw)
+
+        def get_config(self):
+            return {"name": self.name, "trainable": self.trainable}
+
+    keras.utils.set_random_seed(0)
+    want = {("ffn", "dense", (16, 16)), ("token_embedding", "embedding", (40, 16)),
+            *{(f"attn_0.{p}", "dense", (16, 16)) for p in ("query", "key", "value", "attention_output")}}
+    names_stored = tuple(int(v) for v in keras.version().split(".")[:2]) >= (3, 8)
+    for fmt, rows in _formats(keras, Backbone(name="backbone"), tmp_path, "b").items():
+        if names_stored or fmt in ("live", "h5"):  # (before Keras 3.8 a file names no layer it has no config of)
+            assert set(rows) == want, fmt
+
+    @keras.saving.register_keras_serializable("htsr_test")
+    class StdConv2D(L.Conv2D):
+        pass
+
+    @keras.saving.register_keras_serializable("htsr_test")
+    class TokEmbedding(L.Embedding):
+        pass
+
+    @keras.saving.register_keras_serializable("htsr_test")
+    class MyDense(L.Dense):
+        pass
+
+    img, tok = keras.Input((8, 8, 3)), keras.Input((5,), dtype="int32")
+    y = MyDense(7, name="mydense")(L.GlobalAveragePooling2D()(StdConv2D(6, 3, name="stdconv")(img)))
+    model = keras.Model([img, tok], [y, TokEmbedding(30, 7, name="tokemb")(tok)])
+    want = {("stdconv", "conv2d", (6, 3, 3, 3)), ("mydense", "dense", (7, 6)), ("tokemb", "embedding", (30, 7))}
+    for fmt, rows in _formats(keras, model, tmp_path, "s").items():
+        if fmt != "weights.h5":  # (a bare weights file holds no config: its custom classes are unknown)
+            assert set(rows) == want, fmt
+
+
+def test_a_subclassed_models_own_weights_are_rows_in_every_format(keras, tmp_path):
+    """add_weight on a subclassed Model itself (a position table, an output projection) gave no row and no
+    listing: num_tensors 2 of 4."""
+    L = keras.layers
+
+    @keras.saving.register_keras_serializable("htsr_test")
+    class Net(keras.Model):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.fc = L.Dense(8, name="fc")
+
+        def build(self, shape):
+            self.pos = self.add_weight(shape=(16, 8), name="pos")
+            self.proj = self.add_weight(shape=(8, 12), name="proj")
+            self.fc.build(shape)
+
+        def call(self, x):
+            return (self.fc(x) + self.pos[: x.shape[1]]) @ self.proj
+
+    keras.utils.set_random_seed(0)
+    model = Net(name="net")
+    model(np.zeros((2, 16, 5), "float32"))
+    for fmt, rows in _formats(keras, model, tmp_path, "n").items():
+        own = sorted(r for r in rows if r[0].startswith("vars."))
+        assert own == [("vars.0", None, (16, 8)), ("vars.1", None, (8, 12))], fmt

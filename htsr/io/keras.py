@@ -55,9 +55,14 @@ a legacy ``.h5`` copy) get a ``skipped`` row saying so.
 left out): ``dense_1``, ``encoder.layer_0.dense``; attention projections ``attn.query``,
 ``attn.key``, ``attn.value``, ``attn.attention_output``; recurrent layers ``lstm.kernel`` and
 ``lstm.recurrent_kernel`` (a ``cell`` level is left out); other sub-objects by attribute name
-without a leading underscore (``bidirectional.forward_layer.kernel``). Without a config (a bare
-``.weights.h5``) the file's own ``dense_1``-style entry names are used (and its layers come in the
-file's alphabetical order: the config holds their order). Legacy files are named from the layer and its
+without a leading underscore (``bidirectional.forward_layer.kernel``). Where no config lists a model's
+layers (a bare ``.weights.h5``; a Functional subclass, such as keras_hub's backbones, whose config holds
+its own arguments) they are named by the names Keras ≥ 3.8 stores with them (``vars`` attribute
+``name``; live, the layer's ``name``), else by the file's own ``dense_1``-style entries, and come in
+the file's alphabetical entry order. A model's own variables (``add_weight`` on a subclassed model) are
+``vars.<i>``. A registered subclass of a Keras layer (``class StdConv2D(Conv2D)``) is read as that
+layer: live by its class's ancestry, from files by its config, which is its base's
+(:func:`_base_by_config`). Legacy files are named from the layer and its
 weight's path (``mha/query/kernel:0`` in layer ``mha`` → ``mha.query``), a wrapper's inner layer by the
 attribute Keras 3 names it by (``forward_layer``, ``backward_layer``; TimeDistributed's ``layer``), so a
 model has the same rows, in the same order, live, as ``.keras`` and as legacy ``.h5``; a layer's
@@ -464,6 +469,31 @@ def _guess_class(key: str | None) -> str | None:
     return _CLASS_OF_SNAKE.get(_COUNTER.sub("", key), _CLASS_OF_SNAKE.get(key))
 
 
+def _base_by_config(inner: dict) -> str | None:
+    """The Keras layer a custom class's config is the config of (a registered subclass keeps its base's
+    ``get_config``): Conv1D/2D/3D by ``filters`` and a ``kernel_size`` of that rank, DepthwiseConv by
+    ``depth_multiplier``, Embedding by ``input_dim`` and ``output_dim``, MultiHeadAttention by ``num_heads`` and
+    ``key_dim``, EinsumDense by ``equation``, Dense by ``units`` (a recurrent cell's ``recurrent_*`` keys
+    excluded); None for any other config."""
+    keys = inner.keys()
+    size = inner.get("kernel_size")
+    rank = len(size) if isinstance(size, (list, tuple)) else 1 if isinstance(size, int) else 0
+    if "depth_multiplier" in keys and rank in (1, 2) and "pointwise_initializer" not in keys:
+        return f"DepthwiseConv{rank}D"
+    if "filters" in keys and rank in (1, 2, 3) and not any(k.startswith(("recurrent", "depth", "pointwise"))
+                                                           for k in keys):
+        return f"Conv{rank}D"
+    if {"input_dim", "output_dim"} <= keys:
+        return "Embedding"
+    if {"num_heads", "key_dim"} <= keys:
+        return "MultiHeadAttention"
+    if "equation" in keys and "output_shape" in keys:
+        return "EinsumDense"
+    if "units" in keys and not any(k.startswith("recurrent") for k in keys):
+        return "Dense"
+    return None
+
+
 def _config_class(cfg: dict) -> str:
     """The Python class name of a serialized object (``package>Name`` for registered custom ones)."""
     name = cfg["class_name"].split(">")[-1]
@@ -551,8 +581,9 @@ class _Walker:
             cls = node.resolve_class(cls)
             if cls in _EINSUM or cls in _ATTENTION:
                 inner = node.own_config()
-        if not top:
-            self._vars(node, inner, cls, parts, mha)
+        elif cls not in _KNOWN:  # a registered subclass of a Keras layer (class StdConv2D(Conv2D)) is that layer
+            cls = node.known_base() or _base_by_config(inner) or cls
+        self._vars(node, inner, cls, parts, mha)  # (a subclassed model's own add_weight matrices too)
         def order(kc: tuple[str, Any]) -> tuple:
             attr = kc[0].lstrip("_")
             return _CHILD_ORDER.get(_PROJECTIONS.get(attr, attr), len(_CHILD_ORDER)), natural_key(kc[0])
@@ -594,8 +625,8 @@ class _Walker:
             if lc is not None:
                 name = _layer_name(lc) or key
                 cls = _config_class(lc)
-            else:
-                name, cls = key, _guess_class(key)
+            else:  # (a Functional subclass's config has no layer list: keras_hub's backbones)
+                name, cls = children[key].stored_name() or key, _guess_class(key)
             self._visit(children[key], lc, cls, parts + [str(name)])
 
     def _attribute(self, cls: str | None, inner: dict, attr: str) -> tuple[dict | None, str | None]:
@@ -708,6 +739,15 @@ class _H5Node:
 
     def own_config(self) -> dict:
         return {}
+
+    def known_base(self) -> str | None:
+        return None  # (a file does not say what a custom class derives from: its config does, _base_by_config)
+
+    def stored_name(self) -> str | None:
+        """The layer's own name, which Keras ≥ 3.8 stores on its ``vars`` group."""
+        v = self.group.get("vars")
+        name = v.attrs.get("name") if isinstance(v, self._h5py.Group) else None
+        return _text(name) or None if name is not None else None
 
 
 def _h5_dtype(ds: Any) -> str:
@@ -965,6 +1005,15 @@ class KerasFile:
                 pair = tuple(factors.get((tuple(scope), f)) for f in _LORA_FACTORS.get(var, ()))
                 self._legacy_weight(ds, layer, self._as_attributes(top.get(layer), scope), var, lc, cls,
                                     pair if pair and all(pair) else None)
+        # a subclassed model's own variables (add_weight on the model), named as the other formats name them
+        own = root.get("top_level_model_weights")
+        if isinstance(own, self._h5py.Group):
+            for k, wname in enumerate(self._names(own, "weight_names")):
+                ds = own.get(wname)
+                if isinstance(ds, Dataset) and ds.shape is not None and ds.id not in read:
+                    read.add(ds.id)
+                    self._add(f"vars.{k}", ds, _as_stored(tuple(ds.shape), None) if len(ds.shape) == 2 else None,
+                              f"{len(ds.shape)}-D variable of the model itself")
 
     @staticmethod
     def _as_attributes(lc: dict | None, scope: list[str]) -> list[str]:
@@ -997,6 +1046,8 @@ class KerasFile:
             return
         inner = (lc or {}).get("config", {}) if isinstance(lc, dict) else {}
         inner = inner if isinstance(inner, dict) else {}
+        if cls is not None and cls not in _KNOWN:  # a registered subclass of a Keras layer: that layer
+            cls = _base_by_config(inner) or cls
         is_cell = bool(scope) and _CELL.fullmatch(scope[-1]) is not None
         # a ConvLSTM's kernels are convolutions (without a config: a cell's kernel of more than two axes)
         conv_cell = cls in _CONV_CELLS or _RNN_LAYERS.get(cls) in _CONV_CELLS or (is_cell and len(shape) > 2)
@@ -1156,6 +1207,18 @@ class _LiveNode:
             return names[0]
         base = next((n for n in names[1:] if n in _KNOWN and n not in _MODELS), None)
         return base or guess or _guess_class(getattr(self.obj, "name", None))
+
+    def known_base(self) -> str | None:
+        """The nearest known Keras layer class the object's class derives from (its variables are that
+        layer's), or None."""
+        if self.obj is None:
+            return None
+        return next((c.__name__ for c in type(self.obj).__mro__[1:] if c.__name__ in _KNOWN
+                     and c.__name__ not in _MODELS), None)
+
+    def stored_name(self) -> str | None:
+        name = getattr(self.obj, "name", None)
+        return name if isinstance(name, str) and name else None
 
     def own_config(self) -> dict:
         try:
