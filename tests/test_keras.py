@@ -1642,3 +1642,45 @@ def test_a_subclassed_models_own_weights_are_rows_in_every_format(keras, tmp_pat
     for fmt, rows in _formats(keras, model, tmp_path, "n").items():
         own = sorted(r for r in rows if r[0].startswith("vars."))
         assert own == [("vars.0", None, (16, 8)), ("vars.1", None, (8, 12))], fmt
+
+
+def test_nested_models_in_a_legacy_h5_name_wrappers_and_shared_layers_as_the_other_formats(keras, tmp_path):
+    """A legacy .h5 of a model with a nested Sequential: a wrapper inside it kept its inner layer's name
+    ('inner.td.conv2d', 'inner.bi.forward_lstm': --base against the .keras copy found no pair), and a layer
+    shared by two nested models, of which Keras writes a copy into each group, was a second row."""
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    inner = keras.Sequential([L.Input((4, 8, 8, 3)), L.TimeDistributed(L.Conv2D(5, 3), name="td"),
+                              L.TimeDistributed(L.Flatten()), L.Bidirectional(L.LSTM(4), name="bi")], name="inner")
+    shared = L.Dense(8, name="shared")
+    s1 = keras.Sequential([L.Input((8,)), shared, L.Dense(8, name="a1")], name="s1")
+    s2 = keras.Sequential([L.Input((8,)), L.Dense(8, name="b1"), shared], name="s2")
+    x, v = keras.Input((4, 8, 8, 3)), keras.Input((8,))
+    model = keras.Model([x, v], [L.Dense(3, name="head")(inner(x)), s2(s1(v))])
+    got = _formats(keras, model, tmp_path, "m")
+    assert sorted(got["h5"]) == sorted(got["live"]) == sorted(got["keras"])
+    assert sum(name.endswith("shared") for name, _, _ in got["h5"]) == 1
+
+
+def test_int4_layers_give_skipped_rows_and_their_scales_are_no_rows(keras, tmp_path):
+    """An int4-quantized model: live, MultiHeadAttention's packed projections were listed as 'unexpected shape
+    for a EinsumDense kernel' (no row; the .keras copy gives skipped rows); from a legacy .h5 a Dense's and an
+    Embedding's kernel_scale / kernel_zero were rows of their own."""
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    x, t = keras.Input((6, 24)), keras.Input((6,), dtype="int32")
+    y = L.Dense(16, name="fc")(L.MultiHeadAttention(2, 8, name="mha")(x, x))
+    model = keras.Model([x, t], [y, L.Embedding(40, 16, name="emb")(t)])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.quantize("int4")
+    except (ValueError, NotImplementedError) as e:
+        pytest.skip(f"this Keras cannot quantize to int4: {e}")
+    got = _formats(keras, model, tmp_path, "q")
+    mha = {f"mha.{p}" for p in ("query", "key", "value", "attention_output")}
+    assert mha | {"fc", "emb"} == {n for n, _, _ in got["live"]} == {n for n, _, _ in got["keras"]}
+    assert {n for n, _, _ in got["h5"]} <= mha | {"fc", "emb"} and not any("scale" in n or "zero" in n
+                                                                       for n, _, _ in got["h5"])
+    rows = htsr.analyze(model, min_evals=2).layers
+    assert all(r.status.startswith("skipped: int8 codes") for r in rows if r.name in mha)

@@ -656,7 +656,10 @@ class _Walker:
             var = variables.pop(str(index), None)
             if var is not None:
                 name = f"{base}.{suffix}" if suffix else base
-                self.add(name or suffix, var, plan_of(var.shape), f"unexpected shape for a {cls} kernel")
+                plan = plan_of(var.shape)
+                if plan is None and var.dtype.startswith(("int", "uint")):  # packed codes (int4: half the rows)
+                    plan = _as_stored(var.shape, None)  # (a row saying they are not read, as from a file)
+                self.add(name or suffix, var, plan, f"unexpected shape for a {cls} kernel")
 
         if cls in _DENSE:
             if not self._quantized(base, variables, inner, embedding=False):
@@ -974,6 +977,7 @@ class KerasFile:
         Dataset = self._h5py.Dataset
         top = self._layer_configs(config)
         read: set = set()  # each dataset once: a name listed again costs a few bytes, its analysis seconds
+        named: set = set()  # and each weight name once
         for layer in dict.fromkeys(self._names(root, "layer_names")):
             g = root.get(layer)
             if g is None:
@@ -983,6 +987,9 @@ class KerasFile:
                 ds = g.get(wname)
                 if not isinstance(ds, Dataset):
                     raise self._fail(f"layer {layer!r}: weight {wname!r} is listed but missing from the file")
+                if "/" in wname and wname in named:  # a layer shared by two submodels: each group holds a copy
+                    continue
+                named.add(wname)
                 comps = [c for c in _WEIGHT_SUFFIX.sub("", wname).split("/") if c]
                 # Keras 3 names a weight under its model's name scope too (``mlp/fc1/kernel`` in layer ``fc1``
                 # of Sequential ``mlp``): the scope is what follows the layer's own name
@@ -1015,25 +1022,31 @@ class KerasFile:
                     self._add(f"vars.{k}", ds, _as_stored(tuple(ds.shape), None) if len(ds.shape) == 2 else None,
                               f"{len(ds.shape)}-D variable of the model itself")
 
-    @staticmethod
-    def _as_attributes(lc: dict | None, scope: list[str]) -> list[str]:
+    @classmethod
+    def _as_attributes(cls, lc: dict | None, scope: list[str]) -> list[str]:
         """A wrapper's inner layer under the attribute Keras 3 files and live models name it by (``layer``;
         ``forward_layer``, ``backward_layer``) instead of its layer name (``dense``; ``forward_lstm``, a given
-        backward layer's own name), so that a layer's rows are named alike from every format."""
-        if not scope:
-            return scope
-        cls = lc.get("class_name") if isinstance(lc, dict) else None
-        inner = lc.get("config") if isinstance(lc, dict) else None
-        inner = inner if isinstance(inner, dict) else {}
-        if cls == "TimeDistributed":
-            return ["layer"] + scope[1:]
-        cells = any(_CELL.fullmatch(c) for c in scope[1:])
-        if cls == "Bidirectional" or (cls is None and cells and scope[0].startswith(("forward_", "backward_"))):
-            back = inner.get("backward_layer")
-            back_name = _layer_name(back) if isinstance(back, dict) else None
-            backward = scope[0] == back_name if back_name else scope[0].startswith("backward_")
-            return ["backward_layer" if backward else "forward_layer"] + scope[1:]
-        return scope
+        backward layer's own name), so that a layer's rows are named alike from every format; at any depth
+        of ``scope`` (a wrapper inside a nested model), the configs followed down from the layer's ``lc``."""
+        out: list[str] = []
+        for i, comp in enumerate(scope):
+            kind = lc.get("class_name") if isinstance(lc, dict) else None
+            inner = lc.get("config") if isinstance(lc, dict) else None
+            inner = inner if isinstance(inner, dict) else {}
+            cells = any(_CELL.fullmatch(c) for c in scope[i + 1:])
+            if kind == "TimeDistributed":
+                out.append("layer")
+                lc = inner.get("layer")
+            elif kind == "Bidirectional" or (kind is None and cells and comp.startswith(("forward_", "backward_"))):
+                back = inner.get("backward_layer")
+                back_name = _layer_name(back) if isinstance(back, dict) else None
+                backward = comp == back_name if back_name else comp.startswith("backward_")
+                out.append("backward_layer" if backward else "forward_layer")
+                lc = (back if backward and isinstance(back, dict) else inner.get("layer"))
+            else:
+                out.append(comp)
+                lc = cls._layer_configs(lc).get(comp) if isinstance(lc, dict) else None
+        return out
 
     def _legacy_weight(self, ds: Any, layer: str, scope: list[str], var: str, lc: dict | None,
                        cls: str | None, lora: tuple[Any, Any] | None = None) -> None:
@@ -1098,7 +1111,7 @@ class KerasFile:
             self._add(f"{base}.pointwise", ds, _conv(shape))
         elif var == "bias":
             return
-        elif cls in _ELEMENTWISE:
+        elif cls in _KNOWN:  # a known layer's other variables: a quantized layer's scales and zero points …
             self._add("", ds, None, _not_a_matrix(cls, repr(var)))
         elif len(shape) == 2:
             self._add(f"{base}.{var}", ds, _as_stored(shape, None))
