@@ -193,7 +193,8 @@ OPTION_SPECS: dict[str, OptionSpec] = {
                    _source_ok,
                    "analyse the deltas W - W_base against this base model, tensor by tensor for the names "
                    "present in both with the same shape (the others are listed as skipped, never analysed); "
-                   "for a LoRA adapter folder: also analyse each adapted base weight W and W + delta W",
+                   "for a LoRA adapter (a PEFT folder or a single-file LoRA): also analyse each adapted base "
+                   "weight W and W + delta W",
                    cli_allowed="a model file or folder"),
         OptionSpec("min_evals", 50, "an integer >= 2", _int_range(2),
                    "layers with fewer eigenvalues are described (norms, ERG) but get no power-law fit, MP fit or phase"),

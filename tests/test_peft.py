@@ -955,3 +955,67 @@ def test_a_lora_files_bad_metadata_is_one_line(tmp_path):
     with pytest.raises(SourceError) as ei:
         htsr.analyze(f)
     one_line_source_error(ei, "lora_alpha and r must be numbers")
+
+
+def test_single_file_lora_formats_diffusers_loads_and_what_kohya_names_match(tmp_path):
+    """Review of the single-file reader: diffusers' old attention-processor names (the UNet's
+    'processor.to_q_lora.down', the text encoder's 'self_attn.to_q_lora.down', which diffusers maps to q_proj)
+    had been dense factor rows; a DoRA file without metadata (diffusers tells it by its magnitude vectors) was
+    merged as plain LoRA; a LyCORIS Tucker LoCon gave an 'ok' row of up·down (its core ignored) beside its
+    skipped one; SDXL's lora_te2_ path matched text encoder 1's weight; an exact path lost to a longer one
+    ending with it (single_transformer_blocks); a NaN alpha was read as scale 1."""
+    rng = np.random.default_rng(5)
+
+    def f32(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    old = {"unet.down.attn1.processor.to_q_lora.down.weight": f32(4, 16),
+           "unet.down.attn1.processor.to_q_lora.up.weight": f32(16, 4),
+           "text_encoder.layers.0.self_attn.to_out_lora.down.weight": f32(4, 16),
+           "text_encoder.layers.0.self_attn.to_out_lora.up.weight": f32(16, 4)}
+    save_file(old, str(tmp_path / "old.safetensors"))
+    assert {t.name for t in open_source(tmp_path / "old.safetensors")} == {
+        "unet.down.attn1.to_q#delta", "text_encoder.layers.0.self_attn.out_proj#delta"}
+
+    W = f32(16, 32)
+    save_file({"attn.to_q.weight": W, "attn.to_k.weight": W}, str(tmp_path / "base.safetensors"))
+    A, B, m = f32(4, 32), f32(16, 4), np.abs(f32(16)) + 1
+    save_file({f"unet.attn.to_{p}.{k}": v for p in "qk" for k, v in (("lora_A.weight", A), ("lora_B.weight", B),
+                                                                      ("lora_magnitude_vector", m))},
+              str(tmp_path / "dora.safetensors"))  # (two modules: a base matched by dropping 'unet.' takes two)
+    merged = {t.name: t for t in htsr.io.open_source(tmp_path / "dora.safetensors").with_base(
+        open_source(tmp_path / "base.safetensors"))}["unet.attn.to_q#merged"].load()
+    V = W.astype(np.float64) + B.astype(np.float64) @ A  # scale 1: no alpha stored
+    V = m[:, None] / np.linalg.norm(V, axis=1, keepdims=True) * V  # peft's DoRA merge, per output row
+    np.testing.assert_allclose(merged, V, rtol=1e-5)  # float32 sums
+
+    save_file({"lycoris_c.lora_down.weight": f32(4, 8, 1, 1), "lycoris_c.lora_mid.weight": f32(4, 4, 3, 3),
+               "lycoris_c.lora_up.weight": f32(8, 4, 1, 1), "lycoris_c.alpha": np.array(4.0, np.float32),
+               "lycoris_n.lora_down.weight": f32(4, 8), "lycoris_n.lora_up.weight": f32(8, 4),
+               "lycoris_n.alpha": np.array(np.nan, np.float32)}, str(tmp_path / "tucker.safetensors"))
+    rows = {x.name: x.status for x in htsr.analyze(tmp_path / "tucker.safetensors", min_evals=2).layers}
+    assert rows == {"lycoris_c#delta": "skipped: a LoCon update with a Tucker core (lora_mid), which htsr does not "
+                                       "form",
+                    "lycoris_n#delta": "skipped: no scale: the LoRA's alpha is not one finite number (NaN, infinite, "
+                                       "or several)"}
+
+    base = {"conditioner.embedders.0.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight": f32(16, 16),
+            "transformer_blocks.0.attn.to_q.weight": f32(24, 24),
+            "single_transformer_blocks.0.attn.to_q.weight": f32(24, 24)}
+    save_file(base, str(tmp_path / "sdxl.safetensors"))
+    lora = {}
+    for module, n in (("lora_te1_text_model_encoder_layers_0_self_attn_q_proj", 16),
+                      ("lora_te2_text_model_encoder_layers_0_self_attn_q_proj", 32),  # OpenCLIP's in the base
+                      ("lora_transformer_transformer_blocks_0_attn_to_q", 24)):
+        lora |= {f"{module}.lora_down.weight": f32(4, n), f"{module}.lora_up.weight": f32(n, 4)}
+    save_file(lora, str(tmp_path / "k.safetensors"))
+    rows = {x.name: x for x in htsr.analyze(tmp_path / "k.safetensors", base=tmp_path / "sdxl.safetensors",
+                                            min_evals=2).layers}
+    assert rows["lora_te1_text_model_encoder_layers_0_self_attn_q_proj#base"].shape == "16x16"
+    assert rows["lora_te2_text_model_encoder_layers_0_self_attn_q_proj#base"].status == (
+        "skipped: no base tensor of the update's shape is lora_te2_text_model_encoder_layers_0_self_attn_q_proj "
+        "with '_' read as '.'")
+    got = rows["lora_transformer_transformer_blocks_0_attn_to_q#base"]
+    want = htsr.analyze({"transformer_blocks.0.attn.to_q.weight": base["transformer_blocks.0.attn.to_q.weight"]},
+                        min_evals=2).layers[0]
+    assert got.status == "ok" and got.log_norm == want.log_norm  # the exact path's weight, not single_…'s

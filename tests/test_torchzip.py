@@ -1075,3 +1075,59 @@ dist.destroy_process_group()
                          capture_output=True, text=True, timeout=300)
     assert cli.returncode == 2 and "holds tensor subclasses (DTensors" in cli.stderr
     assert "full_state_dict=True" in cli.stderr and len(cli.stderr.strip().splitlines()) == 1
+
+
+class _Rope(nn.Module):  # a layer with a non-persistent buffer (a RoPE cache) and a lifted constant
+    def __init__(self):
+        super().__init__()
+        self.q = nn.Linear(16, 16)
+        self.register_buffer("cos_cached", torch.randn(32, 16), persistent=False)
+
+    def forward(self, x):
+        return self.q(x) * self.cos_cached[: x.shape[0]] + torch.ones(16, 16)[: x.shape[0]]
+
+
+def test_a_torch_export_archive_holds_its_state_dict_and_a_broken_one_is_named(tmp_path):
+    """A .pt2 stores the program's non-persistent buffers and lifted constants beside its weights: they had
+    been rows the live module does not have. A config whose sizes are not integers (1e400 raised a bare
+    OverflowError), an archive without its weights config (read as the rest, silently), and one cut short
+    (zipfile found its sample inputs' zip and read it as the model) each get a one-line error."""
+    import json
+
+    torch.manual_seed(6)
+    net = _Rope().eval()
+    path = tmp_path / "r.pt2"
+    torch.export.save(torch.export.export(net, (torch.randn(8, 16),)), str(path))
+    r = htsr.analyze(path, min_evals=5)
+    assert [x.name for x in r.layers] == [x.name for x in htsr.analyze(net, min_evals=5).layers] == ["q"]
+    assert "cos_cached" in [n for x in r.not_analysed for n in x.examples]
+
+    def rewrite(name: str, change) -> Path:
+        out = tmp_path / name
+        with zipfile.ZipFile(path) as z, zipfile.ZipFile(out, "w") as w:
+            for info in z.infolist():
+                data = z.read(info)
+                if info.filename.endswith("model_weights_config.json"):
+                    data = change(data)
+                    if data is None:
+                        continue
+                w.writestr(info, data)
+        return out
+
+    def inf_size(data: bytes) -> bytes:
+        cfg = json.loads(data)
+        cfg["config"]["q.weight"]["tensor_meta"]["sizes"][0]["as_int"] = 1e400
+        return json.dumps(cfg).encode()
+
+    for bad, why in ((rewrite("inf.pt2", inf_size), "corrupt torch.export archive (ValueError: q.weight: inf is "
+                                                    "not an integer)"),
+                     (rewrite("nocfg.pt2", lambda data: None), "have no stored tensor (its weights config is "
+                                                               "missing?)")):
+        with pytest.raises(SourceError) as ei:
+            htsr.analyze(bad)
+        one_line_source_error(ei, why)
+    cut = tmp_path / "cut.pt2"
+    cut.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(SourceError) as ei:
+        htsr.analyze(cut)
+    one_line_source_error(ei, f"{cut}: a zip archive cut short")

@@ -248,6 +248,20 @@ def _npz(path: Path) -> TensorSource:
     return npz if tree is None else FlaxTree(tree, str(path), leaf=npz.leaf, corrupt=npz.unreadable())
 
 
+def _zip_cut_short(path: Path, size: int) -> bool:
+    """Whether the last zip end record in the file does not end it: the archive's own record was cut off, and
+    the one found is that of a zip stored in it (a .pt2's sample inputs, a .keras's weights …). zipfile takes
+    the last record it finds in the last 64 KiB. (A zip64 archive's end record locator precedes it; its
+    record ends the file too.)"""
+    with open(path, "rb") as f:
+        f.seek(max(0, size - (1 << 16) - 22))
+        tail = f.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        return False  # (none in reach, or a signature in data: zipfile decides)
+    return at + 22 + int.from_bytes(tail[at + 20:at + 22], "little") != len(tail)
+
+
 def _dcp_error(path: Path) -> SourceError:
     return SourceError(f"{path}: a torch.distributed.checkpoint (DCP) save, its tensors split across the ranks' "
                        ".distcp files: convert it with torch.distributed.checkpoint.format_utils."
@@ -311,6 +325,9 @@ def _open_path(path: Path) -> TensorSource:
     if head.startswith(b"\x93NUMPY"):
         return NpyFile(path)
     if head.startswith(b"PK"):
+        if _zip_cut_short(path, size):  # (zipfile would read an archive stored inside it as the whole)
+            raise SourceError(f"{path}: a zip archive cut short: its end record is missing, and the last one in "
+                              "the file belongs to an archive stored inside it; download or save it again")
         try:
             with zipfile.ZipFile(path) as z:
                 names = z.namelist()

@@ -79,6 +79,9 @@ _DORA = re.compile(r"^(?P<module>.+?)\.lora_magnitude_vector(?:\.(?P<adapter>(?!
 _FILE_NAMES = [
     (re.compile(r"\.processor\.(to_[qkv])_lora\."), r".\1.lora."),
     (re.compile(r"\.processor\.to_out_lora\."), ".to_out.0.lora."),
+    # (a text encoder's attention in the same format: CLIP's q_proj … out_proj, as diffusers maps them)
+    (re.compile(r"\.self_attn\.to_([qkv])_lora\."), r".self_attn.\1_proj.lora."),
+    (re.compile(r"\.self_attn\.to_out_lora\."), ".self_attn.out_proj.lora."),
     (re.compile(r"\.(?:lora_down|lora(?:_linear_layer)?\.down)\.weight$"), ".lora_A.weight"),
     (re.compile(r"\.(?:lora_up|lora(?:_linear_layer)?\.up)\.weight$"), ".lora_B.weight"),
 ]
@@ -100,8 +103,8 @@ def looks_like_lora(names: list[str]) -> bool:
     return any(_LORA_NAME.search(n) for n in names)
 
 
-_LORA_NAME = re.compile(r"\.(lora_(down|up|A|B|embedding_[AB])(\.[^.]+)?\.weight"
-                        r"|lora(_linear_layer)?\.(down|up)\.weight|hada_w1_a|lokr_w[12](_a)?|oft_(blocks|diag|R)|diff)$")
+_LORA_NAME = re.compile(r"(\.(lora_(down|up|A|B|embedding_[AB])(\.[^.]+)?\.weight|hada_w1_a|lokr_w[12](_a)?"
+                        r"|oft_(blocks|diag|R)|diff)|[._]lora(_linear_layer)?\.(down|up)\.weight)$")
 
 
 def is_peft_folder(path: Path) -> bool:
@@ -216,6 +219,8 @@ class PeftAdapter:
             if m := _LYCORIS.match(t.name):
                 lycoris.setdefault(m["module"], []).append(t)
                 algorithm.setdefault(m["module"], _ALGORITHMS[m["part"].split("_")[0]])
+        # (a Tucker LoCon's lora_up / lora_down belong to its update with lora_mid, which is not B·A)
+        factored -= lycoris.keys()
         alphas = {m["module"]: t for t in renamed if (m := _ALPHA.match(t.name))}
         diffs = [t for t in renamed if _DIFF.match(t.name)]
         names = {t.name for t in refs}
@@ -242,7 +247,8 @@ class PeftAdapter:
                 head, dot, rest = str(key).partition(".")
                 components.setdefault(head if dot else "", {})[rest if dot else head] = value
         where = f"{path} ({_METADATA_KEY})"
-        parts = {id(t) for ts in lycoris.values() for t in ts} | {id(t) for t in diffs}
+        parts = {id(t) for ts in lycoris.values() for t in ts} | {id(t) for t in diffs} | {
+            id(t) for t in renamed if (m := _FACTOR.match(t.name)) and m["module"] in lycoris}
         scales = {m: t for t in renamed if (m := _DORA_SCALE.match(t.name))}
         consumed = parts | {id(t) for t in alphas.values()} | {id(t) for t in scales.values()}
         kept = [t for t in renamed if id(t) not in consumed]
@@ -257,16 +263,19 @@ class PeftAdapter:
         for head, sub in components.items():  # each component's config, read (and checked) as peft reads it
             parsed[head] = cls.__new__(cls)
             parsed[head]._setup(sub, f"{where}, {head}", list, str(path))
-        self.dora = self.dora or any(p.dora for p in parsed.values())
+        # (diffusers writes no use_dora without metadata: its loader tells DoRA by the magnitude vectors)
+        self.dora = self.dora or any(p.dora for p in parsed.values()) or (
+            not cfg and any(_DORA.match(t.name) for t in kept))
         self.moves_base = self.moves_base or next((p.moves_base for p in parsed.values() if p.moves_base), None)
         for e in self._modules.values():
             if "A" not in e:
                 continue
             module, r = e["module"], int(e["A"].shape[0])
             alpha = alphas.get(module)
-            if alpha is not None:  # kohya-ss: alpha / r, with alpha 0 (or none) read as r
-                a = float(np.asarray(alpha.load(), dtype=np.float64).reshape(-1)[0]) if math.prod(alpha.shape) else 0.0
-                self._module_scale[module] = a / r if a and math.isfinite(a) and r else 1.0
+            if alpha is not None:  # kohya-ss: alpha / r, with alpha 0 read as r; not one finite number: no scale
+                values = np.asarray(alpha.load(), dtype=np.float64).reshape(-1)
+                a = float(values[0]) if values.size == 1 else math.nan
+                self._module_scale[module] = (a / r if a else 1.0) if math.isfinite(a) and r else math.nan
             elif components:
                 head = next((h for h in parsed if h and module.startswith(h + ".")), "")
                 own = parsed.get(head)
@@ -356,7 +365,11 @@ class PeftAdapter:
         # names matched as --base matches a model's: exactly, else by one leading component (an adapter
         # trained on a '…ForCausalLM' ('model.layers…') against the bare backbone's 'layers…')
         wanted = [n for e in self._modules.values() for n in self._weight_names(e["module"])]
-        rename, note = _flat_align(wanted, other._base) if self._flat else align_names(wanted, other._base)
+        updates = {f"{e['module']}.weight": (int(e["B"].shape[0]), int(e["A"].shape[1]))
+                   for e in self._modules.values() if "A" in e and "B" in e and len(e["A"].shape) >= 2
+                   and len(e["B"].shape) >= 2 and not e["emb"]}
+        rename, note = (_flat_align(wanted, other._base, updates) if self._flat
+                        else align_names(wanted, other._base))
         if rename is None and note:
             raise SourceError(f"{self.folder}: module names matched to the base {base.description}: {note}")
         if rename is None and wanted:
@@ -568,6 +581,8 @@ class PeftAdapter:
             raise SourceError(f"{self.folder}: {name}: LoRA factors of shapes {entry['B'].shape} (B) and "
                               f"{entry['A'].shape} (A) do not multiply; re-save the adapter with peft")
         scale = self.scaling(name, A.shape[0])
+        if not math.isfinite(scale):
+            raise LayerSkipped("no scale: the LoRA's alpha is not one finite number (NaN, infinite, or several)")
         if conv:
             return [LowRank(B, np.ascontiguousarray(A[(slice(None), slice(None)) + p]), scale)
                     for p in np.ndindex(*A.shape[2:])]
@@ -617,7 +632,14 @@ class PeftAdapter:
         saved = self._saved_base.get(name)  # (a resized vocabulary's W is the adapter's, not the base model's)
         b = saved or self._base.get(key) or self._base.get(self._key(name))
         if b is None:
-            yield from _no_base_rows(label, f"the base has no tensor {key}")
+            yield from _no_base_rows(label, f"no base tensor of the update's shape is {name} with '_' read as '.'"
+                                     if self._flat else f"the base has no tensor {key}")
+            return
+        A, B = entry["A"].shape, entry["B"].shape
+        update = (int(A[1]), int(B[0])) if entry["emb"] else (int(B[0]), int(A[1]))
+        if len(b.shape) < 2 or tuple(b.shape[:2]) not in (update, update[::-1]):
+            yield from _no_base_rows(label, f"the base tensor {b.name} is {'x'.join(map(str, b.shape))}, not the "
+                                            f"update's {update[0]}x{update[1]}: another layer's, no base of this one")
             return
         kind = ("embedding" if entry["emb"] else infer_kind(f"{name}.weight", b.shape)) if saved else (
             b.kind or infer_kind(b.name, b.shape))
@@ -706,28 +728,48 @@ def _same(name: str) -> str:
     return name
 
 
-#: kohya-ss's module name prefixes: the network part (unet, text encoders, a DiT) before the module's path
-_FLAT_PREFIX = re.compile(r"^(?:lora|lycoris)_(?:unet|te\d*|transformer|text_encoder(?:_\d)?)?_?")
+#: kohya-ss's module name prefixes: the network part (unet, a text encoder, a DiT) before the module's path
+_FLAT_PREFIX = re.compile(r"^(?:lora|lycoris)_(?:(?:unet|te\d*|transformer|text_encoder(?:_\d)?)_)?")
+_FLAT_ROOT = re.compile(r"^(?:lora|lycoris)_")  # (LyCORIS's names may start with the path: transformer_blocks_0…)
 
 
-def _flat_align(names: list[str], ref: dict[str, TensorRef]) -> tuple[Callable[[str], str] | None, str]:
+def _flat_align(names: list[str], ref: dict[str, TensorRef], updates: dict[str, tuple[int, int]]
+                ) -> tuple[Callable[[str], str] | None, str]:
     """A map of kohya-ss names (``lora_unet_down_blocks_0_attentions_0_proj_in.weight``: a module's path with
-    ``_`` for ``.``, after its network's prefix) onto the base's tensor names: the one base name that, with ``.``
-    read as ``_``, ends with the module's path (``down_blocks.0.attentions.0.proj_in.weight``, or
-    ``model.diffusion_model.…`` in a whole checkpoint). A name that two base names end with is left as it is
-    (its rows say the base lacks it). None if no name maps, with a note."""
+    ``_`` for ``.``, after its network's prefix) onto the base's tensor names: the base name that, with ``.``
+    read as ``_``, is the module's path (``down_blocks.0.attentions.0.proj_in.weight``), else the one that
+    ends with it (``model.diffusion_model.…`` in a whole checkpoint); only a base tensor of the update's
+    shape (``updates``: out x in) is one, and one base tensor is no two modules' (SDXL's lora_te1_ and
+    lora_te2_ paths are alike). A name matched by none, or by two, is left as it is (its rows say the base
+    lacks it). None if no name maps, with a note."""
+    exact: dict[str, list[str]] = {}
     suffixes: dict[str, list[str]] = {}
     for n in ref:
         if not n.endswith(".weight"):
             continue
         flat = n.removesuffix(".weight").replace(".", "_")
-        for i in [0] + [i + 1 for i, c in enumerate(flat) if c == "_"]:
+        exact.setdefault(flat, []).append(n)
+        for i in (i + 1 for i, c in enumerate(flat) if c == "_"):
             suffixes.setdefault(flat[i:], []).append(n)
+
+    def fits(name: str, base: str) -> bool:
+        shape, update = tuple(ref[base].shape), updates.get(name)
+        return update is None or (len(shape) >= 2 and shape[:2] in (update, update[::-1]))
+
     rename = {}
     for n in names:
-        hits = suffixes.get(_FLAT_PREFIX.sub("", n.removesuffix(".weight")), [])
-        if len(hits) == 1:
-            rename[n] = hits[0]
+        stem = n.removesuffix(".weight")
+        keys = dict.fromkeys((_FLAT_PREFIX.sub("", stem), _FLAT_ROOT.sub("", stem)))
+        for table in (exact, suffixes):  # a whole-path match first: 'transformer_blocks_0…' is not 'single_…'
+            hits = {b for k in keys for b in table.get(k, ()) if fits(n, b)}
+            if hits:
+                if len(hits) == 1:
+                    rename[n] = hits.pop()
+                break
+    taken: dict[str, int] = {}
+    for b in rename.values():
+        taken[b] = taken.get(b, 0) + 1
+    rename = {n: b for n, b in rename.items() if taken[b] == 1}
     if not rename:
         return None, ""
     return (lambda n: rename.get(n, n)), "reading the adapter's '_' as '.'"

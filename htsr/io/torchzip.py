@@ -1143,6 +1143,7 @@ class TorchExportArchive(TorchZipFile):
         self.path = Path(path)
         self.description = str(self.path)
         self._pickled: dict[str, str] = {}
+        self.not_weights: list[tuple[str, str]] = []
         try:
             with zipfile.ZipFile(self.path) as z:
                 members = {i.filename: i for i in z.infolist()}
@@ -1157,19 +1158,31 @@ class TorchExportArchive(TorchZipFile):
                 configs = sorted(n for n in members if re.fullmatch(
                     rf"{re.escape(root)}/data/(weights|constants)/[^/]*(weights|constants)_config\.json", n))
                 classes: dict[str, str] = {}
+                state: set[str] = set()  # the parameters and persistent buffers: the state dict's names
                 for model in (n for n in members if re.fullmatch(rf"{re.escape(root)}/models/[^/]+\.json", n)):
-                    classes.update(_export_classes(json.loads(self._small(z, members[model]))))
-                found = []
+                    program = json.loads(self._small(z, members[model]))
+                    classes.update(_export_classes(program))
+                    state |= _export_state(program)
+                found, stored = [], set()
                 for config in configs:
                     folder = config.rsplit("/", 1)[0]
                     entries = json.loads(self._small(z, members[config])).get("config", {})
                     for name, e in entries.items():
+                        stored.add(name)
+                        if name not in state:  # a non-persistent buffer (a RoPE cache), a lifted constant
+                            self.not_weights.append((name, "a non-persistent buffer or constant of the program: "
+                                                           "no state-dict tensor"))
+                            continue
                         found.append(self._entry(name, e, f"{folder}/{e.get('path_name')}", members,
                                                  classes.get(name, "")))
+                if state - stored:
+                    raise self._fail(f"corrupt torch.export archive: {len(state - stored)} of the program's "
+                                     f"weights ({sorted(state - stored)[0]!r} …) have no stored tensor (its "
+                                     "weights config is missing?); save it again")
         except SourceError:
             raise
         except (zipfile.BadZipFile, OSError, EOFError, UnicodeError, RuntimeError, NotImplementedError, zlib.error,
-                ValueError, KeyError, TypeError, AttributeError, StopIteration) as e:
+                ValueError, KeyError, TypeError, AttributeError, StopIteration, OverflowError, RecursionError) as e:
             raise self._fail(f"corrupt torch.export archive ({e.__class__.__name__}: {one_line(e, 120)}); save it "
                              "again") from None
         self.script = False
@@ -1184,10 +1197,16 @@ class TorchExportArchive(TorchZipFile):
 
     def _entry(self, name: str, e: dict, member: str, members: dict, cls: str) -> tuple[str, _Tensor, str] | None:
         meta = e["tensor_meta"]
-        shape = tuple(int(s["as_int"]) for s in meta["sizes"])
-        stride = tuple(int(s["as_int"]) for s in meta["strides"])
-        offset = int(meta.get("storage_offset", {}).get("as_int", 0))
-        dtype = _EXPORT_DTYPES.get(int(meta["dtype"]))
+
+        def number(v: Any) -> int:  # (JSON's 16.5, "16", true or 1e400 are no sizes)
+            if type(v) is not int:
+                raise ValueError(f"{name}: {v!r} is not an integer")
+            return v
+
+        shape = tuple(number(s["as_int"]) for s in meta["sizes"])
+        stride = tuple(number(s["as_int"]) for s in meta["strides"])
+        offset = number(meta.get("storage_offset", {}).get("as_int", 0))
+        dtype = _EXPORT_DTYPES.get(number(meta["dtype"]))
         if e.get("use_pickle") or dtype is None or member not in members or meta.get("layout", 7) != 7:
             why = ("stored pickled (a tensor subclass)" if e.get("use_pickle") else
                    f"serialized dtype {meta['dtype']}" if dtype is None else
@@ -1206,6 +1225,18 @@ class TorchExportArchive(TorchZipFile):
 
     def __len__(self) -> int:
         return len(self._tensors) + len(self._pickled)
+
+
+def _export_state(program: dict) -> set[str]:
+    """The names of a serialized ExportedProgram's parameters and persistent buffers (its signature's input
+    specs): what its module's state dict holds."""
+    out = set()
+    for spec in program.get("graph_module", {}).get("signature", {}).get("input_specs", []):
+        if "parameter" in spec:
+            out.add(spec["parameter"]["parameter_name"])
+        elif "buffer" in spec and spec["buffer"].get("persistent", True):
+            out.add(spec["buffer"]["buffer_name"])
+    return out
 
 
 def _export_classes(program: dict) -> dict[str, str]:
