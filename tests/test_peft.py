@@ -1019,3 +1019,40 @@ def test_single_file_lora_formats_diffusers_loads_and_what_kohya_names_match(tmp
     want = htsr.analyze({"transformer_blocks.0.attn.to_q.weight": base["transformer_blocks.0.attn.to_q.weight"]},
                         min_evals=2).layers[0]
     assert got.status == "ok" and got.log_norm == want.log_norm  # the exact path's weight, not single_…'s
+
+
+def test_a_diffusers_pipeline_folder_is_its_components_and_a_loras_base(tmp_path):
+    """A diffusers pipeline folder (model_index.json, a folder per component) had been refused ('its
+    subfolders … hold weight files: give one'). Its components are read as one model, each tensor under its
+    component's name: the names diffusers' own LoRA files use, so the pipeline is their base as it is (every
+    module's #merged formed, the text encoder's too), and kohya-ss's names find their component by shape."""
+    import shutil
+
+    pipe = tmp_path / "pipe"
+    for component, stored, name in (("unet", "unet.safetensors", "diffusion_pytorch_model.safetensors"),
+                                    ("text_encoder", "text_encoder.safetensors", "model.safetensors")):
+        (pipe / component).mkdir(parents=True)
+        shutil.copy(LORA_DATA / stored, pipe / component / name)
+    (pipe / "scheduler").mkdir()
+    (pipe / "scheduler" / "scheduler_config.json").write_text("{}")
+    (pipe / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+        "text_encoder": ["transformers", "CLIPTextModel"], "scheduler": ["diffusers", "PNDMScheduler"]}))
+    r = htsr.analyze(pipe, min_evals=5)
+    assert r.source == f"{pipe} (a diffusers pipeline: text_encoder/, unet/)"
+    def same(x) -> dict:  # a row's values, NaN comparable
+        return {k: "nan" if isinstance(v, float) and math.isnan(v) else v for k, v in x.as_dict().items()}
+
+    unet = htsr.analyze(LORA_DATA / "unet.safetensors", min_evals=5)
+    assert [same(x) | {"name": "unet." + x.name} for x in unet.layers] == \
+        [same(x) for x in r.layers if x.name.startswith("unet.")]
+    expected = np.load(LORA_DATA / "expected.npz")
+    for lora in ("pytorch_lora_weights.safetensors", "kohya.safetensors"):
+        src = open_source(LORA_DATA / lora).with_base(open_source(pipe))
+        merged = [t for t in src if t.name.endswith("#merged")]
+        assert len(merged) == 36
+        for t in merged:
+            sv = _sv(t)  # (every module's base found: a missing one raises LayerSkipped here)
+            key = "merged:" + t.name.removesuffix("#merged")
+            if lora.startswith("pytorch") and key in expected:  # the UNet's, as diffusers fused them
+                np.testing.assert_allclose(sv, expected[key], rtol=0, atol=1e-6 * expected[key][0])

@@ -6,7 +6,9 @@ names to arrays / tensors, and picks the reader by content (magic bytes), not by
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import os
 import re
 import zipfile
@@ -92,6 +94,42 @@ def open_source(source: Any) -> TensorSource:
     raise SourceError(f"cannot analyse an object of type {type(source).__name__}; supported: {SUPPORTED}")
 
 
+def _pipeline_components(path: Path) -> dict[str, tuple[TensorSource, set]]:
+    """A diffusers pipeline's models (``model_index.json`` names each component: ``unet``, ``text_encoder``,
+    ``vae``, ``transformer`` …), each read from its folder as a model folder is, by component name; the
+    components without weights (scheduler, tokenizer) are none."""
+    try:
+        index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SourceError(f"{path / 'model_index.json'}: not a readable JSON pipeline index ({e}); download the "
+                          "pipeline again") from None
+    names = sorted(k for k, v in index.items() if isinstance(index, dict) and isinstance(v, list)
+                   and _holds_weights(path / k)) if isinstance(index, dict) else []
+    return {name: _open_folder(path / name) for name in names}
+
+
+class _Components:
+    """The models of a diffusers pipeline read as one, each tensor named ``<component>.<name>`` (diffusers'
+    own LoRA files name their modules so: ``unet.down_blocks.0…``, ``text_encoder.text_model…``)."""
+
+    def __init__(self, folder: Path, components: dict[str, tuple[TensorSource, set]]) -> None:
+        self._sources = {name: src for name, (src, _) in components.items()}
+        self.description = f"{folder} (a diffusers pipeline: {', '.join(f'{n}/' for n in self._sources)})"
+        self.skipped = [(f"{n}.{t}", why) for n, src in self._sources.items()
+                        for t, why in getattr(src, "skipped", ())]
+        self.not_weights = [(f"{n}.{t}", why) for n, src in self._sources.items()
+                            for t, why in getattr(src, "not_weights", ())]
+
+    def __len__(self) -> int:
+        return sum(len(src) for src in self._sources.values())
+
+    def __iter__(self):
+        for name, src in self._sources.items():
+            for t in src:
+                yield dataclasses.replace(t, name=f"{name}.{t.name}",
+                                          part_of=f"{name}.{t.part_of}" if t.part_of else None)
+
+
 class _Chain:
     """The torch.save shards of one checkpoint in ``folder`` read as one (each source has ``refs()``, its
     tensors as stored); a quantized weight and its scales or parts may sit in different shards."""
@@ -168,6 +206,10 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
         weights = next((path / f for f in ADAPTER_FILES if (path / f).is_file()), None)
         # (a model's weights beside the adapter are named as not read: --base reads them)
         return PeftAdapter(path), {_resolved(path / "adapter_config.json"), weights and _resolved(weights)}
+    if (path / "model_index.json").is_file() and not weight_files(path, "*.safetensors"):
+        components = _pipeline_components(path)
+        if components:  # a diffusers pipeline: its models, each in a folder of its own
+            return _Components(path, components), {f for src in components.values() for f in src[1]}
     if (path / "model.safetensors.index.json").is_file() or weight_files(path, "*.safetensors"):
         loose = weight_files(path, "*.safetensors")
         if len(loose) == 1 and not (path / "model.safetensors.index.json").is_file():  # a diffusers LoRA's folder …

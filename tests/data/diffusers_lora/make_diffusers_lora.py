@@ -9,7 +9,8 @@ noise (a trained adapter's B is not zero). Written:
   LoRA script saves it, with each component's LoraConfig in the header's ``lora_adapter_metadata``;
 * ``kohya.safetensors``: the same factors through ``diffusers.utils.convert_state_dict_to_kohya`` (kohya-ss
   names, ``lora_unet_…``/``lora_te1_…``, and an ``.alpha`` per module, which it sets to r);
-* ``unet.safetensors``: the UNet's own weights (a base for ``--base``);
+* ``unet.safetensors``, ``text_encoder.safetensors``: the UNet's and the text encoder's own weights (bases for
+  ``--base``, alone or as a pipeline's components);
 * ``expected.npz``: per module, the singular values of peft's ``get_delta_weight`` (ΔW as peft adds it), and of
   the UNet's W + ΔW (``merge_and_unload``), keyed by the diffusers file's module names.
 
@@ -34,6 +35,7 @@ unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers
 text = CLIPTextModel(CLIPTextConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                                     num_attention_heads=2, vocab_size=100, max_position_embeddings=16))
 save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, "unet.safetensors")
+save_file({k: v.contiguous() for k, v in text.state_dict().items()}, "text_encoder.safetensors")
 unet_cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
 text_cfg = LoraConfig(r=2, lora_alpha=2, use_rslora=True, target_modules=["q_proj", "v_proj"])
 unet.add_adapter(unet_cfg)
