@@ -25,7 +25,7 @@ import htsr
 from htsr.errors import LayerSkipped, SourceError
 from htsr.io import open_source
 from htsr.io.torch import load_torch_file
-from htsr.io.torchzip import TorchLegacyFile, TorchZipFile
+from htsr.io.torchzip import TorchExportArchive, TorchLegacyFile, TorchZipFile
 from conftest import one_line_source_error
 
 torch = pytest.importorskip("torch")
@@ -1131,3 +1131,62 @@ def test_a_torch_export_archive_holds_its_state_dict_and_a_broken_one_is_named(t
     with pytest.raises(SourceError) as ei:
         htsr.analyze(cut)
     one_line_source_error(ei, f"{cut}: a zip archive cut short")
+
+
+_PT2: dict[str, bytes] = {}  # a small torch.export archive's members, made once
+
+
+def _pt2_members() -> dict[str, bytes]:
+    if not _PT2:
+        import io as _io
+
+        torch.manual_seed(7)
+        buf = _io.BytesIO()
+        torch.export.save(torch.export.export(nn.Sequential(nn.Linear(6, 8), nn.Conv1d(8, 4, 3)).eval(),
+                                              (torch.randn(2, 8, 6),)), buf)
+        with zipfile.ZipFile(buf) as z:
+            _PT2.update({n: z.read(n) for n in z.namelist()})
+    return _PT2
+
+
+def _leaves(obj, path=()):
+    """The key paths of a JSON document's values."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _leaves(v, path + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _leaves(v, path + (i,))
+    yield path
+
+
+@settings(max_examples=300, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.floats(0, 1, exclude_max=True),
+                          st.one_of(st.integers(-2 ** 70, 2 ** 70), st.floats(), st.text(max_size=4), st.none(),
+                                    st.booleans(), st.just([]), st.just({}))), min_size=1, max_size=4),
+       st.sampled_from(["weights", "model"]))
+def test_fuzzed_torch_export_archive_raises_only_htsr_errors(tmp_path, mutations, which):
+    """Values anywhere in a .pt2's weights config or program JSON replaced by others: only htsr's errors."""
+    import json
+
+    members = dict(_pt2_members())
+    name = next(n for n in members if n.endswith("model_weights_config.json" if which == "weights" else
+                                                  "models/model.json"))
+    doc = json.loads(members[name])
+    paths = [p for p in _leaves(doc) if p]
+    for where, value in mutations:
+        *head, last = paths[int(where * len(paths))]
+        target = doc
+        try:
+            for k in head:
+                target = target[k]
+            target[last] = value
+        except (KeyError, IndexError, TypeError):  # (an earlier mutation changed the path's shape)
+            continue
+    members[name] = json.dumps(doc).encode()
+    path = tmp_path / f"fuzz{next(_counter)}.pt2"
+    with zipfile.ZipFile(path, "w") as z:
+        for n, data in members.items():
+            z.writestr(n, data)
+    _load_all(TorchExportArchive, path)
