@@ -1338,3 +1338,26 @@ def test_an_export_without_its_weights_says_so(tmp_path):
     with pytest.raises(HtsrError) as ei:
         htsr.analyze(path)
     _one_line(ei, "no analysable layer: it holds no tensors; give a model saved with its weights")
+
+
+def test_quantized_embed_layer_normalization_tables_are_dequantized(tmp_path):
+    """onnxruntime's quantizer turns a fused BERT's EmbedLayerNormalization into com.microsoft
+    QEmbedLayerNormalization: the word, position and segment tables uint8 with a scale (inputs 8-10) and a
+    zero point (13-15) each. They had no row ('an operator whose quantization htsr does not know')."""
+    rng = _rng(13)
+    ms = "com.microsoft"
+    tables = {n: rng.integers(0, 256, size=shape).astype(np.uint8)
+              for n, shape in (("word_quantized", (100, 32)), ("pos_quantized", (64, 32)), ("seg_quantized", (2, 32)))}
+    params = {"ws": np.float32(0.01), "ps": np.float32(0.02), "ss": np.float32(0.03), "gs": np.float32(0.1),
+              "bs": np.float32(0.1), "wz": np.uint8(128), "pz": np.uint8(120), "sz": np.uint8(5), "gz": np.uint8(0),
+              "bz": np.uint8(0), "g": np.ones(32, np.uint8), "b": np.zeros(32, np.uint8)}
+    node = helper.make_node("QEmbedLayerNormalization",
+                            ["ids", "segs", "word_quantized", "pos_quantized", "seg_quantized", "g", "b", "",
+                             "ws", "ps", "ss", "gs", "bs", "wz", "pz", "sz", "gz", "bz"], ["e", "mask"],
+                            name="EmbedLayerNormalization_0_quant", domain=ms)
+    f = OnnxFile(_save(_ms_model([node], {**tables, **params}, inputs=("ids", "segs")), tmp_path / "q.onnx"))
+    refs = {r.name: r for r in f}
+    assert {n: r.kind for n, r in refs.items()} == {"word": "embedding", "pos": "embedding", "seg": "embedding"}
+    for name, scale, zero in (("word", 0.01, 128), ("pos", 0.02, 120), ("seg", 0.03, 5)):
+        np.testing.assert_allclose(refs[name].load(), (tables[f"{name}_quantized"].astype(np.float32) - zero) * scale,
+                                   rtol=1e-6)  # (q − z)·s in float32

@@ -145,6 +145,8 @@ _STAND_INS = {"QLinearMatMul": ("MatMul", {0: 0, 3: 1}), "MatMulInteger": ("MatM
               "Attention": ("MatMul", {1: 1}), "PackedAttention": ("MatMul", {1: 1}),
               "QAttention": ("MatMul", {1: 1}), "DecoderAttention": ("MatMul", {2: 1, 3: 1}),
               "EmbedLayerNormalization": ("Gather", {2: 0, 3: 0, 4: 0}), "MatMulNBits": ("MatMul", {1: 1}),
+              # its quantizer's: the three tables uint8, each with a scale (inputs 8-10) and zero point (13-15)
+              "QEmbedLayerNormalization": ("Gather", {2: 0, 3: 0, 4: 0}),
               # its dynamic quantizer's LSTM: int8 W [dirs, in, 4·hidden] and R [dirs, hidden, 4·hidden]
               # (LSTM's, transposed), scale and zero point per direction (inputs 8-11)
               "DynamicQuantizeLSTM": ("LSTM", {i: i for i in range(8)})}
@@ -154,7 +156,8 @@ _STAND_INS = {"QLinearMatMul": ("MatMul", {0: 0, 3: 1}), "MatMulInteger": ("MatM
 #: are not)
 _SCALE_INPUTS = {"QLinearMatMul": {1, 2, 4, 5, 6, 7}, "MatMulInteger": {2, 3}, "QLinearConv": {1, 2, 4, 5, 6, 7},
                  "ConvInteger": {2, 3}, "QGemm": {1, 2, 4, 5, 7, 8}, "QAttention": {3, 4, 6, 7},
-                 "MatMulNBits": {2, 3}, "DynamicQuantizeLSTM": {8, 9, 10, 11}}
+                 "MatMulNBits": {2, 3}, "DynamicQuantizeLSTM": {8, 9, 10, 11},
+                 "QEmbedLayerNormalization": set(range(8, 18))}
 
 
 def _parameter_input(node: Any, index: int) -> bool:
@@ -553,6 +556,8 @@ class OnnxFile:
                 return op, ins[i + 1], ins[i + 2], axis, 0
             if op == "DynamicQuantizeLSTM" and i in (1, 2):
                 return op, ins[6 + 2 * i], ins[7 + 2 * i], 0, 0
+            if op == "QEmbedLayerNormalization" and i in (2, 3, 4):  # per tensor
+                return op, ins[i + 6], ins[i + 11], 1, 0
             if op == "QAttention" and i == 1:  # weight_scale (input 4) and weight_zero_point (7): per tensor
                 return op, ins[4], ins[7], 1, 0  # or per column of [in, 3·hidden]
             if op in ("MatMulInteger", "ConvInteger") and _STAND_INS[op][1].get(i) is not None:
