@@ -33,7 +33,9 @@ after it; read by ``QLinearMatMul`` / ``QLinearConv`` (QOperator: the scale and 
 operator's inputs, per output channel); read by ``MatMulInteger`` / ``ConvInteger`` (dynamic
 quantization, e.g. ``model_quantized.onnx`` files: the zero point is an input, the scale the
 ``<name>_scale`` initializer); read by onnxruntime's ``com.microsoft.QGemm`` (a static model's Gemm), ``QAttention`` or
-``DynamicQuantizeLSTM`` (W and R stored ``[dirs, in, 4·hidden]``, LSTM's transposed, turned back); an int8 embedding table read by ``Gather`` (scale from the
+``DynamicQuantizeLSTM`` (W and R stored ``[dirs, in, 4·hidden]``, LSTM's transposed, turned back; a scale per
+direction, or per direction and gate output), or ``QEmbedLayerNormalization`` (a quantized fused BERT's three
+tables, a scale each); an int8 embedding table read by ``Gather`` (scale from the
 ``DequantizeLinear`` after it, or ``<name>_scale``); read by ``com.microsoft.MatMulNBits``, the block-quantized
 2-, 4- or 8-bit format of onnxruntime's LLM exports (``B`` uint8 ``[N, blocks, block·bits/8]``, codes packed
 low bits first, per-block scales and zero points — packed, float, or the default 2^(bits−1); g_idx is
