@@ -65,10 +65,13 @@ WW_FLOOR_MAX_FRACTION = 1e-3
 THREADED_MAX_M = 2048
 
 
-def _tensor(name: str) -> str:
+def _tensor(name: str) -> str | None:
     """The tensor a reader's ref stands for: an expert's update of one stored LoRA pair it yields apart
-    (``#delta[3]``) is the pair's, which counts once."""
+    (``#delta[3]``) is the pair's, which counts once; an adapter's ``#merged`` row, W + ΔW, is no stored tensor
+    (None: not counted), its ``#base`` the base model's."""
     m = ROW_TAG.search(name)
+    if m and m["tag"] == "merged":
+        return None
     return name[:m.start("item")] if m and m["tag"] == "delta" and m["item"] else name
 
 
@@ -85,11 +88,15 @@ class Tally:
     def seen(self, name: str, part_of: str | None = None) -> None:
         if part_of is not None:
             self._part_of[name] = part_of
-        self.names[part_of or _tensor(name)] = None
+        self._count(part_of or _tensor(name))
 
     def passed(self, name: str, reason: str) -> None:
-        self.names[self._part_of.get(name) or _tensor(name)] = None
+        self._count(self._part_of.get(name) or _tensor(name))
         self.passed_over.setdefault(reason, []).append(name)
+
+    def _count(self, tensor: str | None) -> None:
+        if tensor is not None:
+            self.names[tensor] = None
 
     @property
     def num_tensors(self) -> int:
@@ -109,7 +116,7 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
         # an adapter's base gives W and W + ΔW rows; any other model's base gives deltas W - W_base
         base = open_source(opts.base)
         if hasattr(base, "with_base"):  # a LoRA adapter folder: an update, not a model to subtract or merge into
-            raise SourceError(f"{base.description}: --base is a LoRA adapter folder; give the base model the "
+            raise SourceError(f"{base.description}: --base is a LoRA adapter; give the base model the "
                               "adapter was trained on (and the adapter as the model)")
         if getattr(src, "is_lora_adapter", False):  # a llama.cpp LoRA adapter (GGUF)
             raise SourceError(f"{src.description}: a llama.cpp LoRA adapter: its rows are the updates ΔW alone, "

@@ -689,7 +689,8 @@ def test_a_base_weight_saved_with_the_adapter_is_its_module_s_base(tmp_path):
         for name, ref in (("emb#base", W), ("emb#merged", merged)):
             want = np.sort(np.linalg.svd(ref.astype(np.float64), compute_uv=False) ** 2)
             np.testing.assert_allclose(np.sort(rows[name][1].evals), want, rtol=1e-4)  # float32 W and product
-        assert r.num_tensors == len(rows)
+        # each update and each base weight a tensor; a #merged row is none (W + ΔW, stored nowhere)
+        assert r.num_tensors == len([n for n in rows if not n.endswith("#merged")])
 
 
 def test_an_untrained_adapter_s_updates_are_skipped_not_failed():
@@ -848,7 +849,8 @@ def test_a_kohya_lora_file_is_scaled_by_its_alpha_tensors():
         key = refs[t.name.removesuffix("#delta")]
         ref = expected[key] / (2.0 if key.startswith("delta:unet.") else math.sqrt(2))
         np.testing.assert_allclose(_sv(t), ref[:len(_sv(t))], rtol=0, atol=1e-6 * ref[0])  # (as above)
-    assert sorted(n for n, _ in src.not_weights) == sorted(f"{m}.alpha" for m in refs)
+    # an alpha is its update's, which counts once, as its factors do (they had been 36 tensors not analysed)
+    assert src.not_weights == [] and htsr.analyze(LORA_DATA / "kohya.safetensors").num_tensors == 36
 
 
 def test_a_single_file_lora_with_base_merges_into_the_base_by_either_name_spelling():
@@ -924,8 +926,7 @@ def test_kohya_alphas_lycoris_parts_and_what_is_not_a_lora_file(tmp_path):
         rows["lora_unet_e#delta"].load()
     assert rows["lora_unet_f#delta"].kind == "dense"
     np.testing.assert_array_equal(rows["lora_unet_f#delta"].load(), up @ down)
-    assert {n for n, _ in src.not_weights} == {"lora_unet_a.alpha", "lora_unet_b.alpha", "lora_unet_d.alpha",
-                                               "lora_unet_c.dora_scale", "lora_unet_f.diff_b"}
+    assert {n for n, _ in src.not_weights} == {"lora_unet_c.dora_scale", "lora_unet_f.diff_b"}
     save_file({"a.weight": rng.standard_normal((48, 64)).astype(np.float32),
                "c.weight": rng.standard_normal((48, 64)).astype(np.float32)}, str(tmp_path / "base.safetensors"))
     with_base = {t.name: t for t in src.with_base(open_source(tmp_path / "base.safetensors"))}
@@ -1056,3 +1057,64 @@ def test_a_diffusers_pipeline_folder_is_its_components_and_a_loras_base(tmp_path
             key = "merged:" + t.name.removesuffix("#merged")
             if lora.startswith("pytorch") and key in expected:  # the UNet's, as diffusers fused them
                 np.testing.assert_allclose(sv, expected[key], rtol=0, atol=1e-6 * expected[key][0])
+
+
+def test_a_hub_pipeline_snapshot_and_what_a_lora_files_scale_depends_on_are_said(tmp_path):
+    """A Hub snapshot of SDXL keeps its original single-file checkpoints beside model_index.json: the folder
+    had been read as those files (an offset LoRA's factors as dense rows, sd_xl_base_1.0_0.9vae called a copy
+    of sd_xl_base_1.0), never as the pipeline. A component's own notes (a variant left out) and a listed model
+    with no weights here are said. A UNet's use_dora had turned off the text encoder's merges, and modules
+    under no component of the metadata took scale 1 without a word."""
+    import shutil
+
+    pipe = tmp_path / "sdxl"
+    for component, stored, name in (("unet", "unet.safetensors", "diffusion_pytorch_model.safetensors"),
+                                    ("text_encoder", "text_encoder.safetensors", "model.safetensors")):
+        (pipe / component).mkdir(parents=True)
+        shutil.copy(LORA_DATA / stored, pipe / component / name)
+    shutil.copy(LORA_DATA / "unet.safetensors", pipe / "unet" / "diffusion_pytorch_model.fp16.safetensors")
+    shutil.copy(LORA_DATA / "unet.safetensors", pipe / "sd_xl_base_1.0.safetensors")
+    shutil.copy(LORA_DATA / "kohya.safetensors", pipe / "sd_xl_offset_example-lora_1.0.safetensors")
+    (pipe / "model_index.json").write_text(json.dumps({
+        "unet": ["diffusers", "UNet2DConditionModel"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        "safety_checker": [None, None]}))
+    r = htsr.analyze(pipe, min_evals=5)
+    assert r.source == (f"{pipe} (a diffusers pipeline: text_encoder/, unet/) (unet/: "
+                        "diffusion_pytorch_model.safetensors; the copies diffusion_pytorch_model.fp16.safetensors "
+                        "left out) (vae/: listed, no weights here) (other weight files here, not read: "
+                        "sd_xl_base_1.0.safetensors, sd_xl_offset_example-lora_1.0.safetensors)")
+    assert all(x.name.startswith(("unet.", "text_encoder.")) for x in r.layers)
+
+    rng = np.random.default_rng(8)
+    W = rng.standard_normal((16, 32)).astype(np.float32)
+    base = tmp_path / "pipe2"
+    for component in ("unet", "text_encoder"):
+        (base / component).mkdir(parents=True)
+        save_file({"attn.to_q.weight": W, "attn.to_k.weight": W}, str(base / component / "model.safetensors"))
+    (base / "model_index.json").write_text(json.dumps({"unet": ["diffusers", "UNet2DConditionModel"],
+                                                       "text_encoder": ["transformers", "CLIPTextModel"]}))
+    A, B, m = (rng.standard_normal(s).astype(np.float32) for s in ((4, 32), (16, 4), (16,)))
+    meta = {"unet.r": 4, "unet.lora_alpha": 4, "unet.use_dora": True, "text_encoder.r": 4, "text_encoder.lora_alpha": 4}
+    tensors = {f"{c}.attn.to_{p}.{k}": v for c in ("unet", "text_encoder") for p in "qk"
+               for k, v in (("lora_A.weight", A), ("lora_B.weight", B))}
+    tensors |= {f"unet.attn.to_{p}.lora_magnitude_vector": np.abs(m) + 1 for p in "qk"}
+    save_file(tensors, str(tmp_path / "l.safetensors"), metadata={"lora_adapter_metadata": json.dumps(meta)})
+    rows = {t.name: t for t in open_source(tmp_path / "l.safetensors").with_base(open_source(base))}
+    V = W.astype(np.float64) + B.astype(np.float64) @ A  # scale 1: lora_alpha 4 / r 4
+    np.testing.assert_allclose(rows["text_encoder.attn.to_q#merged"].load(), V, rtol=1e-5)  # plain: no DoRA
+    np.testing.assert_allclose(rows["unet.attn.to_q#merged"].load(),
+                               (np.abs(m) + 1)[:, None] / np.linalg.norm(V, axis=1, keepdims=True) * V, rtol=1e-5)
+    meta = {"transformer.r": 4, "transformer.lora_alpha": 8}
+    save_file({k: v for k, v in tensors.items() if "magnitude" not in k}, str(tmp_path / "m.safetensors"),
+              metadata={"lora_adapter_metadata": json.dumps(meta)})
+    assert "4 modules, text_encoder.attn.to_k …, under no component of its lora_adapter_metadata (transformer): " \
+           "scale 1, alpha = r" in open_source(tmp_path / "m.safetensors").description
+    # a kohya file with a whole model's weights beside its factors: they are said to be read as they are
+    mixed = dict(load_file(str(LORA_DATA / "kohya.safetensors"))) | {"conv_in.weight": np.ones((8, 4, 3, 3), np.float32)}
+    save_file(mixed, str(tmp_path / "mixed.safetensors"))
+    assert open_source(tmp_path / "mixed.safetensors").description.endswith(
+        "(1 tensors beside the updates, conv_in.weight …: analysed as they are, never as deltas)")
+    with pytest.raises(SourceError) as ei:
+        htsr.analyze(LORA_DATA / "unet.safetensors", base=LORA_DATA / "kohya.safetensors")
+    one_line_source_error(ei, "--base is a LoRA adapter; give the base model")

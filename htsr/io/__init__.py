@@ -94,27 +94,38 @@ def open_source(source: Any) -> TensorSource:
     raise SourceError(f"cannot analyse an object of type {type(source).__name__}; supported: {SUPPORTED}")
 
 
-def _pipeline_components(path: Path) -> dict[str, tuple[TensorSource, set]]:
+def _pipeline_components(path: Path) -> tuple[dict[str, tuple[TensorSource, set]], list[str]]:
     """A diffusers pipeline's models (``model_index.json`` names each component: ``unet``, ``text_encoder``,
-    ``vae``, ``transformer`` …), each read from its folder as a model folder is, by component name; the
-    components without weights (scheduler, tokenizer) are none."""
+    ``vae``, ``transformer`` …), each read from its folder as a model folder is, by component name; and the
+    model components that hold no weights here (a folder missing or empty). Schedulers, tokenizers, feature
+    extractors and processors are no models; a component of no class (``[null, null]``) is none."""
     try:
         index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SourceError(f"{path / 'model_index.json'}: not a readable JSON pipeline index ({e}); download the "
                           "pipeline again") from None
-    names = sorted(k for k, v in index.items() if isinstance(index, dict) and isinstance(v, list)
-                   and _holds_weights(path / k)) if isinstance(index, dict) else []
-    return {name: _open_folder(path / name) for name in names}
+    listed = sorted(k for k, v in index.items() if isinstance(v, list) and len(v) == 2 and isinstance(v[1], str)
+                    and not _NOT_A_MODEL.search(v[1])) if isinstance(index, dict) else []
+    with_weights = [k for k in listed if _holds_weights(path / k)]
+    return {k: _open_folder(path / k) for k in with_weights}, [k for k in listed if k not in with_weights]
+
+
+_NOT_A_MODEL = re.compile(r"Scheduler|Tokenizer|FeatureExtractor|ImageProcessor|Processor$")
 
 
 class _Components:
     """The models of a diffusers pipeline read as one, each tensor named ``<component>.<name>`` (diffusers'
     own LoRA files name their modules so: ``unet.down_blocks.0…``, ``text_encoder.text_model…``)."""
 
-    def __init__(self, folder: Path, components: dict[str, tuple[TensorSource, set]]) -> None:
+    def __init__(self, folder: Path, components: dict[str, tuple[TensorSource, set]], empty: list[str]) -> None:
         self._sources = {name: src for name, (src, _) in components.items()}
         self.description = f"{folder} (a diffusers pipeline: {', '.join(f'{n}/' for n in self._sources)})"
+        for name, src in self._sources.items():  # what a component's folder left out, as it says read alone
+            own = str(folder / name)
+            if src.description != own:
+                self.description += f" ({name}/: {src.description.removeprefix(own).strip(' ()')})"
+        if empty:
+            self.description += f" ({', '.join(f'{n}/' for n in empty)}: listed, no weights here)"
         self.skipped = [(f"{n}.{t}", why) for n, src in self._sources.items()
                         for t, why in getattr(src, "skipped", ())]
         self.not_weights = [(f"{n}.{t}", why) for n, src in self._sources.items()
@@ -206,10 +217,11 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
         weights = next((path / f for f in ADAPTER_FILES if (path / f).is_file()), None)
         # (a model's weights beside the adapter are named as not read: --base reads them)
         return PeftAdapter(path), {_resolved(path / "adapter_config.json"), weights and _resolved(weights)}
-    if (path / "model_index.json").is_file() and not weight_files(path, "*.safetensors"):
-        components = _pipeline_components(path)
-        if components:  # a diffusers pipeline: its models, each in a folder of its own
-            return _Components(path, components), {f for src in components.values() for f in src[1]}
+    if (path / "model_index.json").is_file():
+        components, empty = _pipeline_components(path)
+        if components:  # a diffusers pipeline: its models, each in a folder of its own (a Hub snapshot's
+            # original single-file checkpoints beside them are named as not read)
+            return _Components(path, components, empty), {f for src in components.values() for f in src[1]}
     if (path / "model.safetensors.index.json").is_file() or weight_files(path, "*.safetensors"):
         loose = weight_files(path, "*.safetensors")
         if len(loose) == 1 and not (path / "model.safetensors.index.json").is_file():  # a diffusers LoRA's folder …

@@ -267,7 +267,11 @@ class PeftAdapter:
         self.dora = self.dora or any(p.dora for p in parsed.values()) or (
             not cfg and any(_DORA.match(t.name) for t in kept))
         self.moves_base = self.moves_base or next((p.moves_base for p in parsed.values() if p.moves_base), None)
+        unconfigured = []  # modules under no component of the metadata
         for e in self._modules.values():
+            head = next((h for h in parsed if h and e["module"].startswith(h + ".")), "")
+            if components:  # each component's own use_dora (a UNet's DoRA is not its text encoder's)
+                e["dora"] = parsed[head].dora if head in parsed else False
             if "A" not in e:
                 continue
             module, r = e["module"], int(e["A"].shape[0])
@@ -277,9 +281,10 @@ class PeftAdapter:
                 a = float(values[0]) if values.size == 1 else math.nan
                 self._module_scale[module] = (a / r if a else 1.0) if math.isfinite(a) and r else math.nan
             elif components:
-                head = next((h for h in parsed if h and module.startswith(h + ".")), "")
                 own = parsed.get(head)
                 self._module_scale[module] = own.scaling(module.removeprefix(head + "."), r) if own is not None else 1.0
+                if own is None:
+                    unconfigured.append(module)
             elif not cfg:  # no alpha stored anywhere: alpha = r
                 self._module_scale[module] = 1.0
         self._unmerged = {m["module"]: "a DoRA magnitude (dora_scale) as kohya-ss / LyCORIS store it, whose merge "
@@ -294,10 +299,17 @@ class PeftAdapter:
                 self.not_weights.append((t.name, "a LyCORIS full update of a bias or a 1-D tensor"))
             else:
                 self._others.append(dataclasses.replace(t, name=f"{m['module']}#delta", kind=kind))
-        self.not_weights += [(t.name, "the LoRA's alpha, read into its update's scale") for t in alphas.values()]
+        # (an alpha is its update's, which counts once, as its factors do: it is not listed)
         self.not_weights += [(t.name, "a DoRA magnitude (dora_scale)") for t in scales.values()]
         if not alphas and not cfg:
             self.description += " (no alpha stored: scale 1, alpha = r, as kohya-ss and diffusers load it)"
+        if unconfigured:
+            self.description += (f" ({len(unconfigured)} modules, {unconfigured[0]} …, under no component of its "
+                                 f"{_METADATA_KEY} ({', '.join(sorted(parsed))}): scale 1, alpha = r)")
+        whole = [t.name for t in self._others if not t.name.endswith("#delta")]
+        if whole:  # a modules_to_save copy, a full model beside the factors: its weights as they are, no deltas
+            self.description += (f" ({len(whole)} tensors beside the updates, {whole[0]} …: analysed as they are, "
+                                 "never as deltas)")
         return self
 
     def _setup(self, cfg: dict[str, Any], cfg_path: str, refs, description: str) -> None:
@@ -561,9 +573,9 @@ class PeftAdapter:
         alpha = _lookup(self.alpha_pattern, module, self.lora_alpha)
         return alpha / math.sqrt(r) if self.rslora else alpha / r
 
-    def __len__(self) -> int:
+    def __len__(self) -> int:  # tensors: each update, each base weight (a #merged row is neither), the others
         with_base = len(self._modules) if self._base is not None else len(self._saved_base)
-        return len(self._modules) + 2 * with_base + len(self._others)
+        return len(self._modules) + with_base + len(self._others)
 
     def _factors(self, name: str, entry: dict[str, Any]) -> LowRank | list[LowRank]:
         """ΔW as a LowRank; for a conv LoRA (A a conv kernel [r, in, k…], B a 1×… conv [out, r, 1…]) one
@@ -655,7 +667,8 @@ class PeftAdapter:
         if name in self._unmerged:
             yield TensorRef(f"{label}#merged", b.shape, b.dtype, skipped_loader(self._unmerged[name]), kind)
             return
-        if self.dora and "m" not in entry:
+        dora = entry.get("dora", self.dora)  # (a single-file LoRA's components each say their own)
+        if dora and "m" not in entry:
             yield TensorRef(f"{label}#merged", b.shape, b.dtype,
                             skipped_loader("use_dora is set but the adapter has no lora_magnitude_vector"), kind)
             return
@@ -674,7 +687,7 @@ class PeftAdapter:
             if D.shape != W.shape:
                 raise LayerSkipped(f"the update's shape {D.shape} does not match the base tensor's {W.shape}")
             V = W + D
-            if self.dora:
+            if dora:
                 # the output axis: an embedding's dim (W is vocab × dim) and an in × out layer's last axis
                 V = _dora_rescale(V, np.asarray(entry["m"].load(), dtype=np.float32), 1 if entry["emb"] or flip else 0)
             return V

@@ -205,6 +205,15 @@ def weight_files(folder: Path, pattern: str) -> list[Path]:
     return out
 
 
+#: diffusers' variants of a weights file: x.fp16.safetensors, x.non_ema.safetensors … beside x.safetensors
+_VARIANT = re.compile(r"\.(fp16|fp32|bf16|fp8\w*|ema|non_ema)$")
+
+
+def _variant_stem(name: str) -> str:
+    """The file a variant is of: 'x.fp16.safetensors' → 'x' ('sd_xl_base_1.0.safetensors' keeps its dot)."""
+    return _VARIANT.sub("", name.removesuffix(".safetensors"))
+
+
 class ShardedSafetensors:
     """A Hugging Face model folder: ``model.safetensors.index.json`` and its shards, or loose files."""
 
@@ -245,11 +254,11 @@ class ShardedSafetensors:
             if clash is None:
                 break
             a, b, name = clash
-            stem = a.path.name.split(".")[0]
-            if b.path.name.split(".")[0] != stem:
+            stem = _variant_stem(a.path.name)
+            if _variant_stem(b.path.name) != stem:
                 raise SourceError(f"{self.folder}: {a.path.name} and {b.path.name} both hold tensor {name!r}; "
                                   "analyse one file, or add a model.safetensors.index.json")
-            group = [f for f in files if f.path.name.split(".")[0] == stem]
+            group = [f for f in files if _variant_stem(f.path.name) == stem]
             keep = next((f for f in group if f.path.name == f"{stem}.safetensors"), group[0])
             left += [f.path.name for f in group if f is not keep]
             files = [f for f in files if f not in group or f is keep]
