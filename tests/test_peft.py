@@ -1118,3 +1118,17 @@ def test_a_hub_pipeline_snapshot_and_what_a_lora_files_scale_depends_on_are_said
     with pytest.raises(SourceError) as ei:
         htsr.analyze(LORA_DATA / "unet.safetensors", base=LORA_DATA / "kohya.safetensors")
     one_line_source_error(ei, "--base is a LoRA adapter; give the base model")
+
+
+def test_a_lora_file_beside_a_models_weights_is_left_out_and_named(tmp_path):
+    """A folder of loose safetensors holding a model and a single-file LoRA: the LoRA's factors had been read
+    as layers of the model."""
+    import shutil
+
+    shutil.copy(LORA_DATA / "unet.safetensors", tmp_path / "diffusion_pytorch_model.safetensors")
+    shutil.copy(LORA_DATA / "kohya.safetensors", tmp_path / "offset-lora.safetensors")
+    r = htsr.analyze(tmp_path, min_evals=5)
+    assert r.source == (f"{tmp_path} (offset-lora.safetensors left out: a LoRA, an update of the model: analyse "
+                        "it on its own, with --base for W and W + ΔW)")
+    assert [x.name for x in r.layers] == [x.name for x in htsr.analyze(LORA_DATA / "unet.safetensors",
+                                                                        min_evals=5).layers]

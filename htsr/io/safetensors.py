@@ -205,6 +205,12 @@ def weight_files(folder: Path, pattern: str) -> list[Path]:
     return out
 
 
+def _is_lora_file(f: SafetensorsFile) -> bool:
+    from .peft import PeftAdapter, looks_like_lora
+
+    return looks_like_lora(f.names) and PeftAdapter.from_file(f.path, list(f), f.metadata) is not None
+
+
 #: diffusers' variants of a weights file: x.fp16.safetensors, x.non_ema.safetensors … beside x.safetensors
 _VARIANT = re.compile(r"\.(fp16|fp32|bf16|fp8\w*|ema|non_ema)$")
 
@@ -234,10 +240,17 @@ class ShardedSafetensors:
             # an adapter: its lora_A / lora_B factors are no layers of the model
             adapters = [p.name for p in paths if p.name.startswith("adapter_model") and p.name not in left]
             adapters = adapters if len(adapters) < len(paths) - len(left) else []
-            self._files = self._one_copy([SafetensorsFile(p) for p in paths if p.name not in left + adapters], left)
+            files = [SafetensorsFile(p) for p in paths if p.name not in left + adapters]
+            # a single-file LoRA beside a model's weights (a Hub snapshot's offset LoRA): an update, no part of it
+            loras = [f for f in files if _is_lora_file(f)] if len(files) > 1 else []
+            loras = loras if len(loras) < len(files) else []
+            self._files = self._one_copy([f for f in files if f not in loras], left)
             if adapters:
                 self.description += (f" ({', '.join(adapters)} left out: a LoRA adapter, which htsr reads with "
                                      "the adapter_config.json it lacks here)")
+            if loras:
+                self.description += (f" ({', '.join(f.path.name for f in loras)} left out: a LoRA, an update of the "
+                                     "model: analyse it on its own, with --base for W and W + ΔW)")
 
     def _one_copy(self, files: list[SafetensorsFile], left: list[str]) -> list[SafetensorsFile]:
         """Loose files are one model's parts unless they repeat tensor names. Variants of one file
