@@ -1066,3 +1066,35 @@ def test_bootstrap_interval_stays_in_the_parameter_space():
             assert r.alpha_hi == pytest.approx(1 + (fit.alpha - 1) ** 2 / (r.q_lo - 1), rel=1e-12)
             below += 2 * fit.alpha - r.q_hi < 1.0
     assert below >= 1  # the additive interval would have left the parameter space for some of these
+
+
+def test_nelder_mead_takes_scipys_steps_bit_for_bit():
+    """htsr's Nelder-Mead (the truncated log-normal fit of every layer's tail, whose maximum likelihood can run
+    off to μ → −∞ for thousands of steps) is scipy's algorithm on Python floats: the same point, bit for bit,
+    on Rosenbrock's function from several starts and on the log-normal likelihoods of seeded tails."""
+    import scipy.optimize
+    import scipy.special
+
+    from htsr.fits.tails import nelder_mead
+
+    def rosen(p):
+        return float(scipy.optimize.rosen(np.asarray(p, dtype=np.float64)))
+
+    problems = [(rosen, (x, y)) for x, y in ((-1.2, 1.0), (0.0, 0.0), (3.0, -2.0), (0.0, 5.0))]
+    rng = np.random.default_rng(4)
+    for k in range(12):  # power-law, log-normal and exponential tails of 20 to 400 points above x_min = 1
+        n = int(rng.integers(20, 400))
+        x = (rng.pareto(2.0, n) + 1 if k % 3 == 0 else np.exp(np.abs(rng.normal(0, 1, n))) if k % 3 == 1
+             else 1 + rng.exponential(1.0, n))
+        y = np.log(x)
+        ybar, y2bar = float(np.mean(y)), float(np.mean(y * y))
+
+        def nll(p, ybar=ybar, y2bar=y2bar):
+            mu, s = float(p[0]), math.exp(float(p[1]))
+            return (y2bar - 2 * mu * ybar + mu * mu) / (2 * s * s) + float(p[1]) + float(scipy.special.log_ndtr(mu / s))
+
+        problems.append((nll, (ybar, math.log(float(np.std(y))))))
+    for f, x0 in problems:
+        want = scipy.optimize.minimize(f, np.array(x0), method="Nelder-Mead",
+                                       options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": 4000}).x
+        assert nelder_mead(f, x0, xatol=1e-10, fatol=1e-14, maxiter=4000) == tuple(float(v) for v in want)
