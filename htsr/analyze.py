@@ -91,7 +91,10 @@ class Tally:
         self._count(part_of or _tensor(name))
 
     def passed(self, name: str, reason: str) -> None:
-        self._count(self._part_of.get(name) or _tensor(name))
+        tensor = self._part_of.get(name) or _tensor(name)
+        if tensor is None:  # an adapter's #merged row left out: no tensor to list
+            return
+        self._count(tensor)
         self.passed_over.setdefault(reason, []).append(name)
 
     def _count(self, tensor: str | None) -> None:

@@ -1062,7 +1062,8 @@ def test_live_subclassed_model(keras, tmp_path):
             self.head = L.Embedding(40, 16, name="positions")  # no hint in the file
             self.codes = L.Embedding(40, 16)  # the file stores its default name, embedding_<n>: the hint
             self.boost = Scaled(16, name="boost")  # the file: a custom class; live: a Dense
-            self.proj = L.Dense(8)  # after 'layers' in dir(): saved as layers/dense, named by its own name
+            self.proj = L.Dense(8)  # after 'layers' in dir(): saved as layers/dense, named so (its own name,
+            # dense_<n>, is Keras's count of the Dense layers made in the process: no name of this model's)
 
         def call(self, t):
             return self.proj(self.block(self.boost(self.embedding(t) + self.head(t) + self.codes(t))))
@@ -1078,8 +1079,7 @@ def test_live_subclassed_model(keras, tmp_path):
         "block.attn.query": ("dense", (16, 16)), "block.attn.key": ("dense", (16, 16)),
         "block.attn.value": ("dense", (16, 16)), "block.attn.attention_output": ("dense", (16, 16)),
         "block.ffn.dense": ("dense", (32, 16)), "block.ffn.dense_1": ("dense", (16, 32)),
-        "embedding": ("embedding", (40, 16)), "head": ("embedding", (40, 16)),
-        model.proj.name: ("dense", (8, 16)),  # (dense_<n>: Keras counts the Dense layers made in the process)
+        "embedding": ("embedding", (40, 16)), "head": ("embedding", (40, 16)), "dense": ("dense", (8, 16)),
         "codes": ("embedding", (40, 16)), "boost": ("dense", (16, 16)),
     }
     with zipfile.ZipFile(path) as z, h5py.File(io.BytesIO(z.read("model.weights.h5")), "r") as f:
@@ -1684,3 +1684,59 @@ def test_int4_layers_give_skipped_rows_and_their_scales_are_no_rows(keras, tmp_p
                                                                        for n, _, _ in got["h5"])
     rows = htsr.analyze(model, min_evals=2).layers
     assert all(r.status.startswith("skipped: int8 codes") for r in rows if r.name in mha)
+
+
+def test_review_custom_layers_with_dense_like_configs_and_legacy_names(keras, tmp_path):
+    """A registered custom cell or attention layer whose config holds 'units' is no Dense: its own matrices
+    (recurrent_kernel, u) had been dropped as 'a bias or state' once the config made it one. Two nested models'
+    layers of one name (proj/kernel twice) are two layers in a legacy .h5 (the second had vanished). A
+    subclassed model's layers are named the same in every instance (not Keras's process-wide dense_<n>)."""
+    L = keras.layers
+
+    @keras.saving.register_keras_serializable("htsr_test")
+    class MinimalCell(L.Layer):
+        def __init__(self, units, **kw):
+            super().__init__(**kw)
+            self.units, self.state_size = units, units
+
+        def build(self, shape):
+            self.kernel = self.add_weight(shape=(shape[-1], self.units), name="kernel")
+            self.recurrent_kernel = self.add_weight(shape=(self.units, self.units), name="recurrent_kernel")
+
+        def call(self, x, states):
+            h = keras.ops.matmul(x, self.kernel) + keras.ops.matmul(states[0], self.recurrent_kernel)
+            return h, [h]
+
+        def get_config(self):
+            return {**super().get_config(), "units": self.units}
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((5, 16))
+    model = keras.Model(x, L.RNN(MinimalCell(32), name="rnn")(x))
+    for fmt, rows in _formats(keras, model, tmp_path, "c").items():
+        if fmt != "h5":  # (the legacy file names the cell's variables: rnn.kernel, rnn.recurrent_kernel)
+            assert sorted(shape for _, _, shape in rows) == [(16, 32), (32, 32)], fmt
+
+    def tower(name):
+        i = keras.Input((16,))
+        return keras.Model(i, L.Dense(8, name="proj")(i), name=name)
+
+    i = keras.Input((16,))
+    model = keras.Model(i, [tower("encoder")(i), tower("decoder")(i)])
+    got = _formats(keras, model, tmp_path, "t")
+    assert sorted(n for n, _, _ in got["h5"]) == sorted(n for n, _, _ in got["live"]) == ["decoder.proj", "encoder.proj"]
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = L.Dense(8), L.Dense(4)
+
+        def call(self, x):
+            return self.b(self.a(x))
+
+    names = []
+    for _ in range(2):
+        net = Net()
+        net(np.zeros((1, 16), "float32"))
+        names.append([r.name for r in KerasModel(net)])
+    assert names[0] == names[1]

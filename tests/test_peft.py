@@ -1132,3 +1132,36 @@ def test_a_lora_file_beside_a_models_weights_is_left_out_and_named(tmp_path):
                         "it on its own, with --base for W and W + ΔW)")
     assert [x.name for x in r.layers] == [x.name for x in htsr.analyze(LORA_DATA / "unet.safetensors",
                                                                         min_evals=5).layers]
+
+
+def test_review_pipeline_notes_bad_index_keys_zero_d_factors_and_filtered_counts(tmp_path):
+    """A pipeline component's other weight files (a pytorch_model.bin beside model.safetensors) are named as
+    the folder names them alone. model_index.json keys that are no
+    plain folder names ('.', '..', '/etc': a RecursionError, a look outside) are no components. A 0-D lora_down
+    gave an IndexError. With --layers '#delta' and a base, the #base rows left out are tensors not analysed,
+    the #merged ones no tensors at all."""
+    import shutil
+
+    pipe = tmp_path / "pipe"
+    (pipe / "text_encoder").mkdir(parents=True)
+    shutil.copy(LORA_DATA / "text_encoder.safetensors", pipe / "text_encoder" / "model.safetensors")
+    (pipe / "text_encoder" / "pytorch_model.bin").write_bytes(b"x")  # named only: never opened
+    (pipe / "unet").mkdir()
+    shutil.copy(LORA_DATA / "unet.safetensors", pipe / "unet" / "unet.safetensors")
+    (pipe / "model_index.json").write_text(json.dumps({
+        "text_encoder": ["transformers", "CLIPTextModel"], "unet": ["diffusers", "UNet2DConditionModel"],
+        ".": ["diffusers", "UNet2DConditionModel"], "..": ["x", "Y"], "/etc": ["x", "Y"]}))
+    assert htsr.analyze(pipe, min_evals=5).source == (
+        f"{pipe} (a diffusers pipeline: text_encoder/, unet/) (text_encoder/: other weight files here, not read: "
+        "pytorch_model.bin)")
+
+    save_file({"lora_unet_a.lora_down.weight": np.ones((), np.float32),
+               "lora_unet_a.lora_up.weight": np.ones((8, 4), np.float32),
+               "lora_unet_b.lora_down.weight": np.ones((4, 8), np.float32),
+               "lora_unet_b.lora_up.weight": np.ones((8, 4), np.float32)}, str(tmp_path / "z.safetensors"))
+    rows = {x.name: x.status for x in htsr.analyze(tmp_path / "z.safetensors", min_evals=2).layers}
+    assert rows["lora_unet_a#delta"].startswith("skipped: LoRA factors of shapes") and rows["lora_unet_b#delta"]
+
+    r = htsr.analyze(LORA_DATA / "pytorch_lora_weights.safetensors", base=pipe, layers="#delta", min_evals=2)
+    assert len(r.layers) == 36 and r.num_tensors == 72  # 36 updates and 36 base weights, no #merged
+    assert sum(x.count for x in r.not_analysed) == 36

@@ -1041,7 +1041,8 @@ def test_sharded_training_saves_say_what_to_convert(tmp_path):
             htsr.analyze(source)
         one_line_source_error(ei, f"{source}: a torch.distributed.checkpoint (DCP) save", "dcp_to_torch_save")
     placeholders = {k: torch.empty(0) if v.is_floating_point() else v for k, v in net.state_dict().items()}
-    torch.save({"module": placeholders, "ds_version": "0.15.0", "param_shapes": [{}], "optimizer": None},
+    placeholders["position_ids"] = torch.arange(12).reshape(1, 12)  # a 2-D buffer: no placeholder (BERT's)
+    torch.save({"module": placeholders, "ds_version": "0.15.0", "buffer_names": ["position_ids"], "optimizer": None},
                str(tmp_path / "mp_rank_00_model_states.pt"))
     with pytest.raises(SourceError) as ei:
         htsr.analyze(tmp_path / "mp_rank_00_model_states.pt")

@@ -105,9 +105,14 @@ def _pipeline_components(path: Path) -> tuple[dict[str, tuple[TensorSource, set]
         raise SourceError(f"{path / 'model_index.json'}: not a readable JSON pipeline index ({e}); download the "
                           "pipeline again") from None
     listed = sorted(k for k, v in index.items() if isinstance(v, list) and len(v) == 2 and isinstance(v[1], str)
-                    and not _NOT_A_MODEL.search(v[1])) if isinstance(index, dict) else []
+                    and not _NOT_A_MODEL.search(v[1]) and _COMPONENT.fullmatch(k)) if isinstance(index, dict) else []
     with_weights = [k for k in listed if _holds_weights(path / k)]
-    return {k: _open_folder(path / k) for k in with_weights}, [k for k in listed if k not in with_weights]
+    # (each read as a folder given alone is, its notes with it: a pytorch_model.bin beside model.safetensors)
+    return {k: (_open_path(path / k), set()) for k in with_weights}, [k for k in listed if k not in with_weights]
+
+
+#: a pipeline component's folder: a plain name inside the pipeline's (not '.', '..', '/etc')
+_COMPONENT = re.compile(r"(?!\.{1,2}$)[\w][\w.-]*")
 
 
 _NOT_A_MODEL = re.compile(r"Scheduler|Tokenizer|FeatureExtractor|ImageProcessor|Processor$")
@@ -122,8 +127,13 @@ class _Components:
         self.description = f"{folder} (a diffusers pipeline: {', '.join(f'{n}/' for n in self._sources)})"
         for name, src in self._sources.items():  # what a component's folder left out, as it says read alone
             own = str(folder / name)
-            if src.description != own:
-                self.description += f" ({name}/: {src.description.removeprefix(own).strip(' ()')})"
+            rest = src.description.removeprefix(own)
+            if rest.startswith("/"):  # (a folder of one weight file: read as that file)
+                file, _, rest = rest[1:].partition(" ")
+                rest = f"{file} read {rest}".strip()
+            rest = rest.strip()
+            if rest:
+                self.description += f" ({name}/: {rest[1:-1] if rest.startswith('(') and rest.endswith(')') else rest})"
         if empty:
             self.description += f" ({', '.join(f'{n}/' for n in empty)}: listed, no weights here)"
         self.skipped = [(f"{n}.{t}", why) for n, src in self._sources.items()
@@ -310,10 +320,15 @@ def _zip_cut_short(path: Path, size: int) -> bool:
     with open(path, "rb") as f:
         f.seek(max(0, size - (1 << 16) - 22))
         tail = f.read()
+    found = False
     at = tail.rfind(b"PK\x05\x06")
-    if at < 0 or len(tail) - at < 22:
-        return False  # (none in reach, or a signature in data: zipfile decides)
-    return at + 22 + int.from_bytes(tail[at + 20:at + 22], "little") != len(tail)
+    while at >= 0:  # (the signature may occur in the archive's comment too: any record that ends the file)
+        if len(tail) - at >= 22:
+            found = True
+            if at + 22 + int.from_bytes(tail[at + 20:at + 22], "little") == len(tail):
+                return False
+        at = tail.rfind(b"PK\x05\x06", 0, at)
+    return found
 
 
 def _dcp_error(path: Path) -> SourceError:

@@ -469,12 +469,32 @@ def _guess_class(key: str | None) -> str | None:
     return _CLASS_OF_SNAKE.get(_COUNTER.sub("", key), _CLASS_OF_SNAKE.get(key))
 
 
-def _base_by_config(inner: dict) -> str | None:
+def _base_by_config(inner: dict, shapes: list[tuple[int, ...]] | None = None) -> str | None:
     """The Keras layer a custom class's config is the config of (a registered subclass keeps its base's
     ``get_config``): Conv1D/2D/3D by ``filters`` and a ``kernel_size`` of that rank, DepthwiseConv by
     ``depth_multiplier``, Embedding by ``input_dim`` and ``output_dim``, MultiHeadAttention by ``num_heads`` and
     ``key_dim``, EinsumDense by ``equation``, Dense by ``units`` (a recurrent cell's ``recurrent_*`` keys
-    excluded); None for any other config."""
+    excluded); None for any other config. With the layer's variables' ``shapes`` (in order), only if they
+    are that layer's: its kernel (of the convolution's rank), then a bias at most — a custom cell or
+    attention layer that keeps ``units`` in its config but weights of its own is no Dense."""
+    base = _config_base(inner)
+    if base is None or shapes is None or base == "MultiHeadAttention":  # (an attention's weights: sub-layers)
+        return base
+    rank = {"Conv1D": 3, "Conv2D": 4, "Conv3D": 5, "DepthwiseConv1D": 3, "DepthwiseConv2D": 4, "Dense": 2,
+            "Embedding": 2}.get(base)
+    fits = bool(shapes) and len(shapes) <= 2 and (len(shapes[0]) == rank if rank else len(shapes[0]) >= 2) and all(
+        len(s) == 1 for s in shapes[1:]) and not (base == "Embedding" and len(shapes) > 1)
+    return base if fits else None
+
+
+#: a Keras layer's own variables by name, as a legacy .h5 names them
+_BASE_VARIABLES = {"Dense": ("kernel",), "EinsumDense": ("kernel",), "Embedding": ("embeddings",),
+                   "Conv1D": ("kernel",), "Conv2D": ("kernel",), "Conv3D": ("kernel",),
+                   "DepthwiseConv1D": ("kernel", "depthwise_kernel"), "DepthwiseConv2D": ("kernel", "depthwise_kernel"),
+                   "MultiHeadAttention": ("kernel",)}
+
+
+def _config_base(inner: dict) -> str | None:
     keys = inner.keys()
     size = inner.get("kernel_size")
     rank = len(size) if isinstance(size, (list, tuple)) else 1 if isinstance(size, int) else 0
@@ -581,8 +601,12 @@ class _Walker:
             cls = node.resolve_class(cls)
             if cls in _EINSUM or cls in _ATTENTION:
                 inner = node.own_config()
-        elif cls not in _KNOWN:  # a registered subclass of a Keras layer (class StdConv2D(Conv2D)) is that layer
-            cls = node.known_base() or _base_by_config(inner) or cls
+        elif cls not in _KNOWN and not top:  # a registered subclass of a Keras layer (StdConv2D(Conv2D)): that layer
+            try:
+                shapes = [v.shape for _, v in sorted(node.variables().items(), key=lambda kv: natural_key(kv[0]))]
+            except _Unlisted:
+                shapes = []
+            cls = node.known_base() or _base_by_config(inner, shapes) or cls
         self._vars(node, inner, cls, parts, mha)  # (a subclassed model's own add_weight matrices too)
         def order(kc: tuple[str, Any]) -> tuple:
             attr = kc[0].lstrip("_")
@@ -625,8 +649,11 @@ class _Walker:
             if lc is not None:
                 name = _layer_name(lc) or key
                 cls = _config_class(lc)
-            else:  # (a Functional subclass's config has no layer list: keras_hub's backbones)
-                name, cls = children[key].stored_name() or key, _guess_class(key)
+            else:  # (a Functional subclass's config has no layer list: keras_hub's backbones): its own name, unless
+                # one Keras made up (dense_7: its count of Dense layers in the process, no name of this model's)
+                cls, stored = _guess_class(key), children[key].stored_name()
+                auto = stored is not None and re.fullmatch(rf"{re.escape(_COUNTER.sub('', key))}(_\d+)?", stored)
+                name = stored if stored and not auto else key
             self._visit(children[key], lc, cls, parts + [str(name)])
 
     def _attribute(self, cls: str | None, inner: dict, attr: str) -> tuple[dict | None, str | None]:
@@ -977,7 +1004,7 @@ class KerasFile:
         Dataset = self._h5py.Dataset
         top = self._layer_configs(config)
         read: set = set()  # each dataset once: a name listed again costs a few bytes, its analysis seconds
-        named: set = set()  # and each weight name once
+        named: dict = {}  # each weight name's first dataset: a copy of it under that name is read once
         for layer in dict.fromkeys(self._names(root, "layer_names")):
             g = root.get(layer)
             if g is None:
@@ -987,9 +1014,9 @@ class KerasFile:
                 ds = g.get(wname)
                 if not isinstance(ds, Dataset):
                     raise self._fail(f"layer {layer!r}: weight {wname!r} is listed but missing from the file")
-                if "/" in wname and wname in named:  # a layer shared by two submodels: each group holds a copy
-                    continue
-                named.add(wname)
+                first = named.setdefault(wname, ds)
+                if first is not ds and first.shape == ds.shape and np.array_equal(first[()], ds[()]):
+                    continue  # a layer shared by two submodels: each group holds a copy (another's proj/kernel: not)
                 comps = [c for c in _WEIGHT_SUFFIX.sub("", wname).split("/") if c]
                 # Keras 3 names a weight under its model's name scope too (``mlp/fc1/kernel`` in layer ``fc1``
                 # of Sequential ``mlp``): the scope is what follows the layer's own name
@@ -1059,8 +1086,9 @@ class KerasFile:
             return
         inner = (lc or {}).get("config", {}) if isinstance(lc, dict) else {}
         inner = inner if isinstance(inner, dict) else {}
-        if cls is not None and cls not in _KNOWN:  # a registered subclass of a Keras layer: that layer
-            cls = _base_by_config(inner) or cls
+        if cls is not None and cls not in _KNOWN:  # a registered subclass of a Keras layer: that layer, if the
+            base = _base_by_config(inner)  # weight is one of that layer's (a custom layer's own W, u are not)
+            cls = base if base and var in _BASE_VARIABLES.get(base, ()) else cls
         is_cell = bool(scope) and _CELL.fullmatch(scope[-1]) is not None
         # a ConvLSTM's kernels are convolutions (without a config: a cell's kernel of more than two axes)
         conv_cell = cls in _CONV_CELLS or _RNN_LAYERS.get(cls) in _CONV_CELLS or (is_cell and len(shape) > 2)

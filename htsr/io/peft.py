@@ -272,7 +272,7 @@ class PeftAdapter:
             head = next((h for h in parsed if h and e["module"].startswith(h + ".")), "")
             if components:  # each component's own use_dora (a UNet's DoRA is not its text encoder's)
                 e["dora"] = parsed[head].dora if head in parsed else False
-            if "A" not in e:
+            if "A" not in e or len(e["A"].shape) < 2:  # (no factor: its row says so)
                 continue
             module, r = e["module"], int(e["A"].shape[0])
             alpha = alphas.get(module)

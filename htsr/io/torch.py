@@ -334,8 +334,13 @@ def unwrap_state(obj: Any, is_tensor: Callable[[Any], bool],
         return None
     module = obj.get("module")
     if "ds_version" in obj and isinstance(module, Mapping):  # DeepSpeed's mp_rank_00_model_states.pt
-        shapes = [tuple(getattr(v, "shape", ())) for v in module.values() if is_tensor(v)]
-        if any(0 in s for s in shapes) and not any(len(s) >= 2 for s in shapes):  # ZeRO-3's empty placeholders
+        # its parameters (param_shapes names them, buffer_names the others: position_ids is no placeholder)
+        buffers = obj.get("buffer_names") if isinstance(obj.get("buffer_names"), (list, tuple)) else ()
+        shapes_of = obj.get("param_shapes") if isinstance(obj.get("param_shapes"), (list, tuple)) else ()
+        params = ({n for d in shapes_of if isinstance(d, Mapping) for n in d if isinstance(n, str)}
+                  or set(module) - {b for b in buffers if isinstance(b, str)})
+        shapes = [tuple(getattr(module[n], "shape", ())) for n in params if n in module and is_tensor(module[n])]
+        if shapes and all(0 in s for s in shapes):  # ZeRO-3's empty placeholders
             raise SourceError(f"{where}: a DeepSpeed ZeRO-3 checkpoint, whose weights are partitioned across the "
                               "*_optim_states.pt files; run the zero_to_fp32.py DeepSpeed saved beside it and "
                               "analyse its output")
