@@ -1191,3 +1191,23 @@ def test_fuzzed_torch_export_archive_raises_only_htsr_errors(tmp_path, mutations
         for n, data in members.items():
             z.writestr(n, data)
     _load_all(TorchExportArchive, path)
+
+
+def test_a_frozen_constant_takes_the_kind_of_the_innermost_op_holding_it():
+    """Nested calls on one line of TorchScript's code: each constant is typed by the op whose parentheses hold
+    it (the first op of the line had typed them all), a list of constants by the op it is passed to."""
+    import io as _io
+
+    from htsr.io.torchzip import _frozen_kinds
+
+    code = ("    w = [CONSTANTS.c5, CONSTANTS.c6]\n"
+            "    x = torch.linear(torch.conv1d(x, CONSTANTS.c0), CONSTANTS.c1)\n"
+            "    e = torch.transpose(torch.embedding(CONSTANTS.c2, tok), 1, 2)\n"
+            "    _1, _2, _3 = torch.lstm(x, [h, c], w, True, 1, 0., False, False, True)\n")
+    buf = _io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("r/code/m.py", code)
+    with zipfile.ZipFile(buf) as z:
+        kinds = _frozen_kinds(z, "r/code/", {n: z.getinfo(n).file_size for n in z.namelist()})
+    assert kinds == {"CONSTANTS.c0": "conv1d", "CONSTANTS.c1": "dense", "CONSTANTS.c2": "embedding",
+                     "CONSTANTS.c5": "rnn", "CONSTANTS.c6": "rnn"}

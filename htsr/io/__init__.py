@@ -94,7 +94,7 @@ def open_source(source: Any) -> TensorSource:
     raise SourceError(f"cannot analyse an object of type {type(source).__name__}; supported: {SUPPORTED}")
 
 
-def _pipeline_components(path: Path) -> tuple[dict[str, tuple[TensorSource, set]], list[str]]:
+def _pipeline_components(path: Path) -> tuple[dict[str, TensorSource], list[str]]:
     """A diffusers pipeline's models (``model_index.json`` names each component: ``unet``, ``text_encoder``,
     ``vae``, ``transformer`` …), each read from its folder as a model folder is, by component name; and the
     model components that hold no weights here (a folder missing or empty). Schedulers, tokenizers, feature
@@ -108,7 +108,7 @@ def _pipeline_components(path: Path) -> tuple[dict[str, tuple[TensorSource, set]
                     and not _NOT_A_MODEL.search(v[1]) and _COMPONENT.fullmatch(k)) if isinstance(index, dict) else []
     with_weights = [k for k in listed if _holds_weights(path / k)]
     # (each read as a folder given alone is, its notes with it: a pytorch_model.bin beside model.safetensors)
-    return {k: (_open_path(path / k), set()) for k in with_weights}, [k for k in listed if k not in with_weights]
+    return {k: _open_path(path / k) for k in with_weights}, [k for k in listed if k not in with_weights]
 
 
 #: a pipeline component's folder: a plain name inside the pipeline's (not '.', '..', '/etc')
@@ -122,8 +122,8 @@ class _Components:
     """The models of a diffusers pipeline read as one, each tensor named ``<component>.<name>`` (diffusers'
     own LoRA files name their modules so: ``unet.down_blocks.0…``, ``text_encoder.text_model…``)."""
 
-    def __init__(self, folder: Path, components: dict[str, tuple[TensorSource, set]], empty: list[str]) -> None:
-        self._sources = {name: src for name, (src, _) in components.items()}
+    def __init__(self, folder: Path, components: dict[str, TensorSource], empty: list[str]) -> None:
+        self._sources = components
         self.description = f"{folder} (a diffusers pipeline: {', '.join(f'{n}/' for n in self._sources)})"
         for name, src in self._sources.items():  # what a component's folder left out, as it says read alone
             own = str(folder / name)
@@ -231,7 +231,7 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
         components, empty = _pipeline_components(path)
         if components:  # a diffusers pipeline: its models, each in a folder of its own (a Hub snapshot's
             # original single-file checkpoints beside them are named as not read)
-            return _Components(path, components, empty), {f for src in components.values() for f in src[1]}
+            return _Components(path, components, empty), set()
     if (path / "model.safetensors.index.json").is_file() or weight_files(path, "*.safetensors"):
         loose = weight_files(path, "*.safetensors")
         if len(loose) == 1 and not (path / "model.safetensors.index.json").is_file():  # a diffusers LoRA's folder …

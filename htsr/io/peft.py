@@ -42,6 +42,7 @@ them apart; without a base their rows keep the saved module name.
 
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
 import json
@@ -97,14 +98,15 @@ _DORA_SCALE = re.compile(r"^(?P<module>.+)\.dora_scale$")  # kohya-ss's and LyCO
 _METADATA_KEY = "lora_adapter_metadata"  # diffusers' copy of the LoraConfig in a safetensors header
 
 
+#: the names of a LoRA's factors or LyCORIS's parts, in any of the formats above
+_LORA_NAME = re.compile(r"(\.(lora_(down|up|A|B|embedding_[AB])(\.[^.]+)?\.weight|hada_w1_a|lokr_w[12](_a)?"
+                        r"|oft_(blocks|diag|R)|diff)|[._]lora(_linear_layer)?\.(down|up)\.weight)$")
+
+
 def looks_like_lora(names: list[str]) -> bool:
     """Whether tensor names hold a LoRA's factors or LyCORIS's parts (a cheap test before
     :meth:`PeftAdapter.from_file`, which decides)."""
     return any(_LORA_NAME.search(n) for n in names)
-
-
-_LORA_NAME = re.compile(r"(\.(lora_(down|up|A|B|embedding_[AB])(\.[^.]+)?\.weight|hada_w1_a|lokr_w[12](_a)?"
-                        r"|oft_(blocks|diag|R)|diff)|[._]lora(_linear_layer)?\.(down|up)\.weight)$")
 
 
 def is_peft_folder(path: Path) -> bool:
@@ -779,9 +781,7 @@ def _flat_align(names: list[str], ref: dict[str, TensorRef], updates: dict[str, 
                 if len(hits) == 1:
                     rename[n] = hits.pop()
                 break
-    taken: dict[str, int] = {}
-    for b in rename.values():
-        taken[b] = taken.get(b, 0) + 1
+    taken = collections.Counter(rename.values())
     rename = {n: b for n, b in rename.items() if taken[b] == 1}
     if not rename:
         return None, ""

@@ -320,13 +320,18 @@ def _frozen_kinds(z: zipfile.ZipFile, code: str, infos: dict[str, int]) -> dict[
     for _, text in _code_files(z, code, infos):
         lists = {m[1]: _CONSTANT_USE.findall(m[2]) for m in _CONSTANT_LIST.finditer(text)}
         for line in text.splitlines():
-            ops = [op for op in _FROZEN_CALL.findall(line) if op in _FROZEN_OPS]
-            if not ops:
+            calls = [m for m in _FROZEN_CALL.finditer(line) if m[1] in _FROZEN_OPS]
+            if not calls:
                 continue
-            used = _CONSTANT_USE.findall(line) + [c for v, cs in lists.items() if re.search(rf"\b{v}\b", line)
-                                                   and not line.lstrip().startswith(v + " =") for c in cs]
-            for c in used:
-                out.setdefault(f"CONSTANTS.{c}", _FROZEN_OPS[ops[0]])
+            uses = [(m.start(), [m[1]]) for m in _CONSTANT_USE.finditer(line)] + [
+                (m.start(), lists[m[0]]) for m in re.finditer(r"\b\w+\b", line) if m[0] in lists
+                and not line.lstrip().startswith(m[0] + " =")]
+            for at, constants in uses:
+                # the innermost op whose parentheses hold it (torch.linear(torch.conv1d(x, c0), c1): c0 conv1d)
+                op = next((c[1] for c in reversed(calls) if c.end() <= at
+                           and line.count("(", c.end(), at) >= line.count(")", c.end(), at)), None)
+                for c in constants if op else ():
+                    out.setdefault(f"CONSTANTS.{c}", _FROZEN_OPS[op])
     return out
 
 
