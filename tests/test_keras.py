@@ -1740,3 +1740,47 @@ def test_review_custom_layers_with_dense_like_configs_and_legacy_names(keras, tm
         net(np.zeros((1, 16), "float32"))
         names.append([r.name for r in KerasModel(net)])
     assert names[0] == names[1]
+
+
+def test_review_einsum_subclass_bias_and_legacy_twins_of_equal_values(keras, tmp_path):
+    """A registered EinsumDense subclass with a 2-D bias ('de') had its bias analysed and its kernel skipped
+    (the config rule wanted a 1-D bias). Two streams' layers of equal values in a legacy .h5 (a frozen
+    pretrained conv in each, weight names without their model's scope) had been read once, the other vanishing."""
+    L = keras.layers
+
+    @keras.saving.register_keras_serializable("htsr_test")
+    class MyEinsum(L.EinsumDense):
+        pass
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((6, 32))
+    model = keras.Model(x, MyEinsum("abc,cde->abde", output_shape=(None, 4, 8), bias_axes="de", name="proj")(x))
+    got = _formats(keras, model, tmp_path, "e")
+    assert got["live"] == got["keras"] == [("proj", "dense", (32, 32))]
+
+    def stream(name):
+        i = keras.Input((16,))
+        return keras.Model(i, L.Dense(4, name="fc")(L.Dense(8, name="conv1", kernel_initializer="ones")(i)), name=name)
+
+    i = keras.Input((16,))
+    model = keras.Model(i, [stream("rgb")(i), stream("flow")(i)])
+    got = _formats(keras, model, tmp_path, "s")
+    assert sorted(n for n, _, _ in got["h5"]) == sorted(n for n, _, _ in got["live"]) == [
+        "flow.conv1", "flow.fc", "rgb.conv1", "rgb.fc"]
+    # tf.keras 2 writes the streams' weight names without their model's scope ('conv1/kernel:0' in each)
+    frozen = np.ones((3, 3, 3, 16), np.float32)
+    tower = lambda name: {"class_name": "Functional", "name": name, "config": {"name": name, "layers": [  # noqa: E731
+        {"class_name": "Conv2D", "name": "conv1", "config": {"name": "conv1", "filters": 16, "kernel_size": [3, 3]}},
+        {"class_name": "Dense", "name": "fc", "config": {"name": "fc", "units": 10}}]}}
+    path = tmp_path / "twins.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = json.dumps({"class_name": "Functional", "config": {
+            "name": "model", "layers": [tower("rgb_stream"), tower("flow_stream")]}})
+        weights = f.create_group("model_weights")
+        weights.attrs["layer_names"] = [b"rgb_stream", b"flow_stream"]
+        for t in ("rgb_stream", "flow_stream"):
+            g = weights.create_group(t)
+            g.attrs["weight_names"] = [b"conv1/kernel:0", b"fc/kernel:0"]
+            g["conv1/kernel:0"], g["fc/kernel:0"] = frozen, np.random.default_rng(len(t)).random((16, 10), np.float32)
+    assert sorted(r.name for r in KerasFile(path)) == ["flow_stream.conv1", "flow_stream.fc", "rgb_stream.conv1",
+                                                       "rgb_stream.fc"]

@@ -1165,3 +1165,49 @@ def test_review_pipeline_notes_bad_index_keys_zero_d_factors_and_filtered_counts
     r = htsr.analyze(LORA_DATA / "pytorch_lora_weights.safetensors", base=pipe, layers="#delta", min_evals=2)
     assert len(r.layers) == 36 and r.num_tensors == 72  # 36 updates and 36 base weights, no #merged
     assert sum(x.count for x in r.not_analysed) == 36
+
+
+def test_review_pipeline_components_shards_variants_and_failures_and_dora_per_component(tmp_path):
+    """A component sharded under diffusers' index name (diffusion_pytorch_model.safetensors.index.json) with a
+    shard missing had been read as its other shards, silently; a component of .bin variants (x.bin beside
+    x.fp16.bin) stopped the pipeline ('give one'), as did any component htsr cannot read. Without metadata, a
+    text encoder's plain LoRA had been skipped as DoRA because the UNet's modules carried magnitude vectors."""
+    from safetensors.numpy import save_file as save
+
+    rng = np.random.default_rng(9)
+    pipe = tmp_path / "pipe"
+    t = pipe / "transformer"
+    t.mkdir(parents=True)
+    for k in (1, 3):
+        save({f"blocks.{k}.weight": rng.standard_normal((8, 8)).astype(np.float32)},
+             str(t / f"diffusion_pytorch_model-0000{k}-of-00003.safetensors"))
+    (t / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        f"blocks.{k}.weight": f"diffusion_pytorch_model-0000{k}-of-00003.safetensors" for k in (1, 2, 3)}}))
+    v = pipe / "vae"
+    v.mkdir()
+    torch.save({"dec.weight": torch.randn(8, 8)}, str(v / "diffusion_pytorch_model.bin"))
+    torch.save({"dec.weight": torch.randn(8, 8).half()}, str(v / "diffusion_pytorch_model.fp16.bin"))
+    (pipe / "model_index.json").write_text(json.dumps({"transformer": ["diffusers", "FluxTransformer2DModel"],
+                                                       "vae": ["diffusers", "AutoencoderKL"]}))
+    r = htsr.analyze(pipe, min_evals=2)
+    assert [x.name for x in r.layers] == ["vae.dec"]
+    assert "(transformer/ not read: " in r.source and "diffusion_pytorch_model-00002-of-00003.safetensors is " \
+        "missing" in r.source and "(other weight files here, not read: diffusion_pytorch_model.fp16.bin)" in r.source
+
+    W = rng.standard_normal((16, 32)).astype(np.float32)
+    base = tmp_path / "pipe2"
+    for component in ("unet", "text_encoder"):
+        (base / component).mkdir(parents=True)
+        save({"attn.to_q.weight": W, "attn.to_k.weight": W}, str(base / component / "model.safetensors"))
+    (base / "model_index.json").write_text(json.dumps({"unet": ["diffusers", "UNet2DConditionModel"],
+                                                       "text_encoder": ["transformers", "CLIPTextModel"]}))
+    A, B, m = (rng.standard_normal(s).astype(np.float32) for s in ((4, 32), (16, 4), (16,)))
+    tensors = {f"{c}.attn.to_{p}.{k}": x for c in ("unet", "text_encoder") for p in "qk"
+               for k, x in (("lora_A.weight", A), ("lora_B.weight", B))}
+    tensors |= {f"unet.attn.to_{p}.lora_magnitude_vector": np.abs(m) + 1 for p in "qk"}
+    save(tensors, str(tmp_path / "l.safetensors"))  # no metadata: DoRA told by each module's vectors
+    rows = {t.name: t for t in open_source(tmp_path / "l.safetensors").with_base(open_source(base))}
+    V = W.astype(np.float64) + B.astype(np.float64) @ A
+    np.testing.assert_allclose(rows["text_encoder.attn.to_q#merged"].load(), V, rtol=1e-5)  # (float32 sums)
+    np.testing.assert_allclose(rows["unet.attn.to_q#merged"].load(),
+                               (np.abs(m) + 1)[:, None] / np.linalg.norm(V, axis=1, keepdims=True) * V, rtol=1e-5)

@@ -20,7 +20,14 @@ from ..errors import SourceError
 from .base import FLOAT_DTYPES, LFS_POINTER, TensorRef, TensorSource, is_gzip, lfs_pointer_error, one_split
 from .flax import is_msgpack_checkpoint
 from .numpy import ArrayMapping, NpyFile, NpzFile
-from .safetensors import SafetensorsFile, ShardedSafetensors, is_safetensors, weight_files
+from .safetensors import (
+    SafetensorsFile,
+    ShardedSafetensors,
+    is_safetensors,
+    safetensors_index,
+    variant_stem,
+    weight_files,
+)
 
 __all__ = ["FLOAT_DTYPES", "SUPPORTED", "TensorRef", "TensorSource", "open_source"]
 
@@ -107,8 +114,15 @@ def _pipeline_components(path: Path) -> tuple[dict[str, TensorSource], list[str]
     listed = sorted(k for k, v in index.items() if isinstance(v, list) and len(v) == 2 and isinstance(v[1], str)
                     and not _NOT_A_MODEL.search(v[1]) and _COMPONENT.fullmatch(k)) if isinstance(index, dict) else []
     with_weights = [k for k in listed if _holds_weights(path / k)]
-    # (each read as a folder given alone is, its notes with it: a pytorch_model.bin beside model.safetensors)
-    return {k: _open_path(path / k) for k in with_weights}, [k for k in listed if k not in with_weights]
+    # (each read as a folder given alone is, its notes with it: a pytorch_model.bin beside model.safetensors;
+    # one htsr cannot read is said, the others are read)
+    out: dict[str, TensorSource | SourceError] = {}
+    for k in with_weights:
+        try:
+            out[k] = _open_path(path / k)
+        except SourceError as e:
+            out[k] = e
+    return out, [k for k in listed if k not in with_weights]
 
 
 #: a pipeline component's folder: a plain name inside the pipeline's (not '.', '..', '/etc')
@@ -122,8 +136,9 @@ class _Components:
     """The models of a diffusers pipeline read as one, each tensor named ``<component>.<name>`` (diffusers'
     own LoRA files name their modules so: ``unet.down_blocks.0…``, ``text_encoder.text_model…``)."""
 
-    def __init__(self, folder: Path, components: dict[str, TensorSource], empty: list[str]) -> None:
-        self._sources = components
+    def __init__(self, folder: Path, components: dict[str, TensorSource | SourceError], empty: list[str]) -> None:
+        self._sources = {n: src for n, src in components.items() if not isinstance(src, SourceError)}
+        unread = {n: e for n, e in components.items() if isinstance(e, SourceError)}
         self.description = f"{folder} (a diffusers pipeline: {', '.join(f'{n}/' for n in self._sources)})"
         for name, src in self._sources.items():  # what a component's folder left out, as it says read alone
             own = str(folder / name)
@@ -136,6 +151,8 @@ class _Components:
                 self.description += f" ({name}/: {rest[1:-1] if rest.startswith('(') and rest.endswith(')') else rest})"
         if empty:
             self.description += f" ({', '.join(f'{n}/' for n in empty)}: listed, no weights here)"
+        for name, e in unread.items():
+            self.description += f" ({name}/ not read: {str(e).removeprefix(str(folder / name) + ': ')})"
         self.skipped = [(f"{n}.{t}", why) for n, src in self._sources.items()
                         for t, why in getattr(src, "skipped", ())]
         self.not_weights = [(f"{n}.{t}", why) for n, src in self._sources.items()
@@ -229,12 +246,12 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
         return PeftAdapter(path), {_resolved(path / "adapter_config.json"), weights and _resolved(weights)}
     if (path / "model_index.json").is_file():
         components, empty = _pipeline_components(path)
-        if components:  # a diffusers pipeline: its models, each in a folder of its own (a Hub snapshot's
+        if any(not isinstance(src, SourceError) for src in components.values()):  # a diffusers pipeline: its models, each in a folder of its own (a Hub snapshot's
             # original single-file checkpoints beside them are named as not read)
             return _Components(path, components, empty), set()
-    if (path / "model.safetensors.index.json").is_file() or weight_files(path, "*.safetensors"):
+    if safetensors_index(path) is not None or weight_files(path, "*.safetensors"):
         loose = weight_files(path, "*.safetensors")
-        if len(loose) == 1 and not (path / "model.safetensors.index.json").is_file():  # a diffusers LoRA's folder …
+        if len(loose) == 1 and safetensors_index(path) is None:  # a diffusers LoRA's folder …
             src = _lora_or(loose[0], SafetensorsFile(loose[0]))
             if not isinstance(src, SafetensorsFile):
                 return src, {_resolved(loose[0])}
@@ -277,6 +294,9 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
     if keras_index is not None:  # (giving one shard would be refused as well)
         raise _keras_sharded(keras_index, keras_index)
     one = path / "model.onnx" if (path / "model.onnx").is_file() else candidates[0] if len(candidates) == 1 else None
+    if one is None and candidates and len({variant_stem(f.name) for f in candidates}) == 1:
+        # variants of one file (diffusers' x.bin beside x.fp16.bin): the plain one; the others named as not read
+        one = next((f for f in candidates if variant_stem(f.name) == f.stem), candidates[0])
     if one is None and parts is not None and parts[0]["ext"] == "gguf":  # a gguf-split model, from its first shard
         # (or from any: its reader names the shards missing)
         one = next((f for f, m in zip(candidates, parts) if int(m["no"]) == 1), candidates[0])

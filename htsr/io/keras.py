@@ -483,7 +483,7 @@ def _base_by_config(inner: dict, shapes: list[tuple[int, ...]] | None = None) ->
     rank = {"Conv1D": 3, "Conv2D": 4, "Conv3D": 5, "DepthwiseConv1D": 3, "DepthwiseConv2D": 4, "Dense": 2,
             "Embedding": 2}.get(base)
     fits = bool(shapes) and len(shapes) <= 2 and (len(shapes[0]) == rank if rank else len(shapes[0]) >= 2) and all(
-        len(s) == 1 for s in shapes[1:]) and not (base == "Embedding" and len(shapes) > 1)
+        len(s) == 1 or base == "EinsumDense" for s in shapes[1:]) and not (base == "Embedding" and len(shapes) > 1)
     return base if fits else None
 
 
@@ -1004,8 +1004,9 @@ class KerasFile:
         Dataset = self._h5py.Dataset
         top = self._layer_configs(config)
         read: set = set()  # each dataset once: a name listed again costs a few bytes, its analysis seconds
-        named: dict = {}  # each weight name's first dataset: a copy of it under that name is read once
-        for layer in dict.fromkeys(self._names(root, "layer_names")):
+        layers = list(dict.fromkeys(self._names(root, "layer_names")))
+        owner: dict[str, str] = {}  # a weight name → the layer group that listed it first
+        for layer in layers:
             g = root.get(layer)
             if g is None:
                 raise self._fail(f"layer {layer!r} is listed in layer_names but missing from the file")
@@ -1014,10 +1015,14 @@ class KerasFile:
                 ds = g.get(wname)
                 if not isinstance(ds, Dataset):
                     raise self._fail(f"layer {layer!r}: weight {wname!r} is listed but missing from the file")
-                first = named.setdefault(wname, ds)
-                if first is not ds and first.shape == ds.shape and np.array_equal(first[()], ds[()]):
-                    continue  # a layer shared by two submodels: each group holds a copy (another's proj/kernel: not)
                 comps = [c for c in _WEIGHT_SUFFIX.sub("", wname).split("/") if c]
+                # a layer shared by two nested models: Keras 3 writes a copy into each one's group, under the
+                # name of the model that owns it (s1/shared/kernel in group s2): read once, its copy listed
+                if comps and comps[0] != layer and comps[0] in layers and owner.get(wname) == comps[0]:
+                    self._walker.not_weights.append((ds.name, f"a copy of {comps[0]}'s weight (a layer shared by two "
+                                                              "models): analysed once"))
+                    continue
+                owner.setdefault(wname, layer)
                 # Keras 3 names a weight under its model's name scope too (``mlp/fc1/kernel`` in layer ``fc1``
                 # of Sequential ``mlp``): the scope is what follows the layer's own name
                 scope = comps[comps.index(layer) + 1:-1] if layer in comps[:-1] else comps[:-1]

@@ -265,15 +265,16 @@ class PeftAdapter:
         for head, sub in components.items():  # each component's config, read (and checked) as peft reads it
             parsed[head] = cls.__new__(cls)
             parsed[head]._setup(sub, f"{where}, {head}", list, str(path))
-        # (diffusers writes no use_dora without metadata: its loader tells DoRA by the magnitude vectors)
+        # (diffusers writes no use_dora without metadata: its loader tells DoRA by the magnitude vectors, per
+        # component; so does a module here, by its own, where no config of its component says)
         self.dora = self.dora or any(p.dora for p in parsed.values()) or (
             not cfg and any(_DORA.match(t.name) for t in kept))
         self.moves_base = self.moves_base or next((p.moves_base for p in parsed.values() if p.moves_base), None)
         unconfigured = []  # modules under no component of the metadata
         for e in self._modules.values():
             head = next((h for h in parsed if h and e["module"].startswith(h + ".")), "")
-            if components:  # each component's own use_dora (a UNet's DoRA is not its text encoder's)
-                e["dora"] = parsed[head].dora if head in parsed else False
+            if components or not cfg:  # each component's own use_dora (a UNet's DoRA is not its text encoder's)
+                e["dora"] = parsed[head].dora if head in parsed else "m" in e
             if "A" not in e or len(e["A"].shape) < 2:  # (no factor: its row says so)
                 continue
             module, r = e["module"], int(e["A"].shape[0])

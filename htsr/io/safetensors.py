@@ -215,20 +215,32 @@ def _is_lora_file(f: SafetensorsFile) -> bool:
 _VARIANT = re.compile(r"\.(fp16|fp32|bf16|fp8\w*|ema|non_ema)$")
 
 
-def _variant_stem(name: str) -> str:
-    """The file a variant is of: 'x.fp16.safetensors' → 'x' ('sd_xl_base_1.0.safetensors' keeps its dot)."""
-    return _VARIANT.sub("", name.removesuffix(".safetensors"))
+def variant_stem(name: str) -> str:
+    """The file a variant is of: 'x.fp16.safetensors' → 'x', 'x.fp16.bin' → 'x' ('sd_xl_base_1.0.safetensors'
+    keeps its dot)."""
+    return _VARIANT.sub("", name.removesuffix(Path(name).suffix))
+
+
+def safetensors_index(folder: Path) -> Path | None:
+    """A folder's shard index: ``model.safetensors.index.json``, else the one other ``*.safetensors.index.json``
+    not of a variant (diffusers' ``diffusion_pytorch_model.safetensors.index.json`` beside its ``.fp16`` one)."""
+    if (folder / "model.safetensors.index.json").is_file():
+        return folder / "model.safetensors.index.json"
+    found = [p for p in folder.glob("*.safetensors.index.json") if p.is_file()
+             and not _VARIANT.search(p.name.removesuffix(".safetensors.index.json"))]
+    return found[0] if len(found) == 1 else None
 
 
 class ShardedSafetensors:
-    """A Hugging Face model folder: ``model.safetensors.index.json`` and its shards, or loose files."""
+    """A Hugging Face model folder: ``model.safetensors.index.json`` (diffusers':
+    ``diffusion_pytorch_model.safetensors.index.json``) and its shards, or loose files."""
 
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
         self.description = str(self.folder)
-        index = self.folder / "model.safetensors.index.json"
+        index = safetensors_index(self.folder)
         self._index = None
-        if index.is_file():
+        if index is not None:
             self._index = ShardIndex.read(index)
             self._files = [SafetensorsFile(p) for p in self._index.shards]
         else:
@@ -267,11 +279,11 @@ class ShardedSafetensors:
             if clash is None:
                 break
             a, b, name = clash
-            stem = _variant_stem(a.path.name)
-            if _variant_stem(b.path.name) != stem:
+            stem = variant_stem(a.path.name)
+            if variant_stem(b.path.name) != stem:
                 raise SourceError(f"{self.folder}: {a.path.name} and {b.path.name} both hold tensor {name!r}; "
                                   "analyse one file, or add a model.safetensors.index.json")
-            group = [f for f in files if _variant_stem(f.path.name) == stem]
+            group = [f for f in files if variant_stem(f.path.name) == stem]
             keep = next((f for f in group if f.path.name == f"{stem}.safetensors"), group[0])
             left += [f.path.name for f in group if f is not keep]
             files = [f for f in files if f not in group or f is keep]
