@@ -58,8 +58,9 @@ left out): ``dense_1``, ``encoder.layer_0.dense``; attention projections ``attn.
 without a leading underscore (``bidirectional.forward_layer.kernel``). Where no config lists a model's
 layers (a bare ``.weights.h5``; a Functional subclass, such as keras_hub's backbones, whose config holds
 its own arguments) they are named by the names Keras ≥ 3.8 stores with them (``vars`` attribute
-``name``; live, the layer's ``name``), else by the file's own ``dense_1``-style entries, and come in
-the file's alphabetical entry order. A model's own variables (``add_weight`` on a subclassed model) are
+``name``; live, the layer's ``name``), except a name of the form Keras makes up (``dense_7``: its count of
+the layers of that class made in the process, which differs between two instances of one model), else by
+the file's own ``dense_1``-style entries, and come in the file's alphabetical entry order. A model's own variables (``add_weight`` on a subclassed model) are
 ``vars.<i>``. A registered subclass of a Keras layer (``class StdConv2D(Conv2D)``) is read as that
 layer: live by its class's ancestry, from files by its config, which is its base's
 (:func:`_base_by_config`). Legacy files are named from the layer and its
