@@ -1059,6 +1059,21 @@ def test_a_diffusers_pipeline_folder_is_its_components_and_a_loras_base(tmp_path
                 np.testing.assert_allclose(sv, expected[key], rtol=0, atol=1e-6 * expected[key][0])
 
 
+def _two_component_pipeline(base: Path, W: np.ndarray) -> Path:
+    """A diffusers pipeline folder whose unet/ and text_encoder/ each hold attn.to_q and attn.to_k = W."""
+    for component in ("unet", "text_encoder"):
+        (base / component).mkdir(parents=True)
+        save_file({"attn.to_q.weight": W, "attn.to_k.weight": W}, str(base / component / "model.safetensors"))
+    (base / "model_index.json").write_text(json.dumps({"unet": ["diffusers", "UNet2DConditionModel"],
+                                                       "text_encoder": ["transformers", "CLIPTextModel"]}))
+    return base
+
+
+def _dora_factors(rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A (4 x 32), B (16 x 4) and a magnitude vector (16) for _two_component_pipeline's weights."""
+    return tuple(rng.standard_normal(s).astype(np.float32) for s in ((4, 32), (16, 4), (16,)))
+
+
 def test_a_hub_pipeline_snapshot_and_what_a_lora_files_scale_depends_on_are_said(tmp_path):
     """A Hub snapshot of SDXL keeps its original single-file checkpoints beside model_index.json: the folder
     had been read as those files (an offset LoRA's factors as dense rows, sd_xl_base_1.0_0.9vae called a copy
@@ -1088,13 +1103,7 @@ def test_a_hub_pipeline_snapshot_and_what_a_lora_files_scale_depends_on_are_said
 
     rng = np.random.default_rng(8)
     W = rng.standard_normal((16, 32)).astype(np.float32)
-    base = tmp_path / "pipe2"
-    for component in ("unet", "text_encoder"):
-        (base / component).mkdir(parents=True)
-        save_file({"attn.to_q.weight": W, "attn.to_k.weight": W}, str(base / component / "model.safetensors"))
-    (base / "model_index.json").write_text(json.dumps({"unet": ["diffusers", "UNet2DConditionModel"],
-                                                       "text_encoder": ["transformers", "CLIPTextModel"]}))
-    A, B, m = (rng.standard_normal(s).astype(np.float32) for s in ((4, 32), (16, 4), (16,)))
+    base, (A, B, m) = _two_component_pipeline(tmp_path / "pipe2", W), _dora_factors(rng)
     meta = {"unet.r": 4, "unet.lora_alpha": 4, "unet.use_dora": True, "text_encoder.r": 4, "text_encoder.lora_alpha": 4}
     tensors = {f"{c}.attn.to_{p}.{k}": v for c in ("unet", "text_encoder") for p in "qk"
                for k, v in (("lora_A.weight", A), ("lora_B.weight", B))}
@@ -1195,13 +1204,7 @@ def test_review_pipeline_components_shards_variants_and_failures_and_dora_per_co
         "missing" in r.source and "(other weight files here, not read: diffusion_pytorch_model.fp16.bin)" in r.source
 
     W = rng.standard_normal((16, 32)).astype(np.float32)
-    base = tmp_path / "pipe2"
-    for component in ("unet", "text_encoder"):
-        (base / component).mkdir(parents=True)
-        save({"attn.to_q.weight": W, "attn.to_k.weight": W}, str(base / component / "model.safetensors"))
-    (base / "model_index.json").write_text(json.dumps({"unet": ["diffusers", "UNet2DConditionModel"],
-                                                       "text_encoder": ["transformers", "CLIPTextModel"]}))
-    A, B, m = (rng.standard_normal(s).astype(np.float32) for s in ((4, 32), (16, 4), (16,)))
+    base, (A, B, m) = _two_component_pipeline(tmp_path / "pipe2", W), _dora_factors(rng)
     tensors = {f"{c}.attn.to_{p}.{k}": x for c in ("unet", "text_encoder") for p in "qk"
                for k, x in (("lora_A.weight", A), ("lora_B.weight", B))}
     tensors |= {f"unet.attn.to_{p}.lora_magnitude_vector": np.abs(m) + 1 for p in "qk"}
