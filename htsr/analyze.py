@@ -88,18 +88,16 @@ class Tally:
     def seen(self, name: str, part_of: str | None = None) -> None:
         if part_of is not None:
             self._part_of[name] = part_of
-        self._count(part_of or _tensor(name))
+        tensor = part_of or _tensor(name)
+        if tensor is not None:
+            self.names[tensor] = None
 
     def passed(self, name: str, reason: str) -> None:
         tensor = self._part_of.get(name) or _tensor(name)
         if tensor is None:  # an adapter's #merged row left out: no tensor to list
             return
-        self._count(tensor)
+        self.names[tensor] = None
         self.passed_over.setdefault(reason, []).append(name)
-
-    def _count(self, tensor: str | None) -> None:
-        if tensor is not None:
-            self.names[tensor] = None
 
     @property
     def num_tensors(self) -> int:
@@ -214,12 +212,12 @@ def no_layer_error(description: str, tally: Tally, opts: Options) -> SourceError
     """The error for a source of which no layer is analysed (under the filters, if any), with the reasons
     its tensors gave no row, the most common first."""
     what = "matches the filters" if (opts.layers or opts.kinds) else "is a weight matrix htsr can read"
-    reasons = sorted(tally.passed_over.items(), key=lambda kv: -len(kv[1]))
-    why = "; ".join(f"{len(names)} {reason} ({names[0]}{', …' if len(names) > 1 else ''})"
-                    for reason, names in reasons[:3])
     if not tally.num_tensors:  # (an ONNX export without its weights: export_params=False)
         return SourceError(f"{description}: no analysable layer: it holds no tensors; give a model saved with its "
                            "weights")
+    reasons = sorted(tally.passed_over.items(), key=lambda kv: -len(kv[1]))
+    why = "; ".join(f"{len(names)} {reason} ({names[0]}{', …' if len(names) > 1 else ''})"
+                    for reason, names in reasons[:3])
     return SourceError(f"{description}: no analysable layer: none of its {tally.num_tensors} tensors {what}"
                        + (f": {why}" if why else ""))
 

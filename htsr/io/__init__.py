@@ -360,12 +360,9 @@ def _dcp_error(path: Path) -> SourceError:
 
 def _lora_or(path: Path, src: TensorSource) -> TensorSource:
     """A single-file LoRA (kohya-ss's, LyCORIS's, diffusers') read as its updates, else ``src`` as it is."""
-    from .peft import PeftAdapter, looks_like_lora
+    from .peft import single_file_lora
 
-    names = src.names if isinstance(src, SafetensorsFile) else [t.name for t in src]
-    if not looks_like_lora(names):
-        return src
-    lora = PeftAdapter.from_file(path, list(src), getattr(src, "metadata", None))
+    lora = single_file_lora(path, src)
     return src if lora is None else lora
 
 

@@ -764,9 +764,8 @@ class _H5Node:
     def resolve_class(self, guess: str | None) -> str | None:
         if guess is not None:
             return guess
-        v = self.group.get("vars")  # Keras ≥ 3.8 stores the object's name: a default one gives the class
-        name = v.attrs.get("name") if isinstance(v, self._h5py.Group) else None
-        return _guess_class(_text(name)) if name is not None else None
+        name = self.stored_name()  # (Keras ≥ 3.8 stores the object's name: a default one gives the class)
+        return _guess_class(name) if name is not None else None
 
     def own_config(self) -> dict:
         return {}
@@ -778,7 +777,7 @@ class _H5Node:
         """The layer's own name, which Keras ≥ 3.8 stores on its ``vars`` group."""
         v = self.group.get("vars")
         name = v.attrs.get("name") if isinstance(v, self._h5py.Group) else None
-        return _text(name) or None if name is not None else None
+        return (_text(name) or None) if name is not None else None
 
 
 def _h5_dtype(ds: Any) -> str:
@@ -1249,11 +1248,8 @@ class _LiveNode:
         keeps its base's variables), else what the file would guess (the key, the default name)."""
         if self.obj is None:
             return guess
-        names = [c.__name__ for c in type(self.obj).__mro__]
-        if names[0] in _KNOWN:
-            return names[0]
-        base = next((n for n in names[1:] if n in _KNOWN and n not in _MODELS), None)
-        return base or guess or _guess_class(getattr(self.obj, "name", None))
+        own = type(self.obj).__name__
+        return own if own in _KNOWN else self.known_base() or guess or _guess_class(self.stored_name())
 
     def known_base(self) -> str | None:
         """The nearest known Keras layer class the object's class derives from (its variables are that

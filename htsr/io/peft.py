@@ -59,7 +59,7 @@ from ..matrices import SharedLoad, infer_kind
 from ..spectra import LowRank
 from .base import TensorRef, TensorSource, skipped_loader
 
-__all__ = ["ADAPTER_FILES", "PeftAdapter", "is_peft_folder", "looks_like_lora"]
+__all__ = ["ADAPTER_FILES", "PeftAdapter", "is_peft_folder", "looks_like_lora", "single_file_lora"]
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 _PREFIX = "base_model.model."
@@ -107,6 +107,15 @@ def looks_like_lora(names: list[str]) -> bool:
     """Whether tensor names hold a LoRA's factors or LyCORIS's parts (a cheap test before
     :meth:`PeftAdapter.from_file`, which decides)."""
     return any(_LORA_NAME.search(n) for n in names)
+
+
+def single_file_lora(path: Path, src: TensorSource) -> PeftAdapter | None:
+    """The file ``src`` (opened from ``path``) read as a single-file LoRA, or None if it is not one: its names
+    tested first (a safetensors file's from its header alone), then :meth:`PeftAdapter.from_file`."""
+    names = src.names if hasattr(src, "names") else [t.name for t in src]
+    if not looks_like_lora(names):
+        return None
+    return PeftAdapter.from_file(path, list(src), getattr(src, "metadata", None))
 
 
 def is_peft_folder(path: Path) -> bool:

@@ -206,9 +206,9 @@ def weight_files(folder: Path, pattern: str) -> list[Path]:
 
 
 def _is_lora_file(f: SafetensorsFile) -> bool:
-    from .peft import PeftAdapter, looks_like_lora
+    from .peft import single_file_lora
 
-    return looks_like_lora(f.names) and PeftAdapter.from_file(f.path, list(f), f.metadata) is not None
+    return single_file_lora(f.path, f) is not None
 
 
 #: diffusers' variants of a weights file: x.fp16.safetensors, x.non_ema.safetensors … beside x.safetensors

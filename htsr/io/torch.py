@@ -332,18 +332,10 @@ def unwrap_state(obj: Any, is_tensor: Callable[[Any], bool],
     checkpoint's ``model`` beside its ``ema``), naming what was left out: never a silent choice."""
     if not isinstance(obj, Mapping):
         return None
-    module = obj.get("module")
-    if "ds_version" in obj and isinstance(module, Mapping):  # DeepSpeed's mp_rank_00_model_states.pt
-        # its parameters (param_shapes names them, buffer_names the others: position_ids is no placeholder)
-        buffers = obj.get("buffer_names") if isinstance(obj.get("buffer_names"), (list, tuple)) else ()
-        shapes_of = obj.get("param_shapes") if isinstance(obj.get("param_shapes"), (list, tuple)) else ()
-        params = ({n for d in shapes_of if isinstance(d, Mapping) for n in d if isinstance(n, str)}
-                  or set(module) - {b for b in buffers if isinstance(b, str)})
-        shapes = [tuple(getattr(module[n], "shape", ())) for n in params if n in module and is_tensor(module[n])]
-        if shapes and all(0 in s for s in shapes):  # ZeRO-3's empty placeholders
-            raise SourceError(f"{where}: a DeepSpeed ZeRO-3 checkpoint, whose weights are partitioned across the "
-                              "*_optim_states.pt files; run the zero_to_fp32.py DeepSpeed saved beside it and "
-                              "analyse its output")
+    if _zero3_placeholders(obj, is_tensor):
+        raise SourceError(f"{where}: a DeepSpeed ZeRO-3 checkpoint, whose weights are partitioned across the "
+                          "*_optim_states.pt files; run the zero_to_fp32.py DeepSpeed saved beside it and "
+                          "analyse its output")
     if "param_groups" in obj and "state" in obj:  # torch.optim's state_dict(): a Trainer's optimizer.pt …
         raise SourceError(f"{where}: an optimizer's state (torch.optim's state_dict: 'state' and 'param_groups'), "
                           "whose moments are shaped like the weights but are not them; give the model's own file")
@@ -366,6 +358,21 @@ def unwrap_state(obj: Any, is_tensor: Callable[[Any], bool],
                                  f"in the checkpoint, which Python reads as htsr.analyze(checkpoint[{others[0]!r}])")
                 return found
     return weights or None
+
+
+def _zero3_placeholders(obj: Mapping, is_tensor: Callable[[Any], bool]) -> bool:
+    """Whether ``obj`` is DeepSpeed's ``mp_rank_00_model_states.pt`` of a ZeRO-3 run: its ``module``'s
+    parameters (``param_shapes`` names them, else all but ``buffer_names``: position_ids is no placeholder) are
+    empty, the weights being partitioned across the optimizer-state files."""
+    module = obj.get("module")
+    if "ds_version" not in obj or not isinstance(module, Mapping):
+        return False
+    buffers = obj.get("buffer_names") if isinstance(obj.get("buffer_names"), (list, tuple)) else ()
+    shapes_of = obj.get("param_shapes") if isinstance(obj.get("param_shapes"), (list, tuple)) else ()
+    params = ({n for d in shapes_of if isinstance(d, Mapping) for n in d if isinstance(n, str)}
+              or set(module) - {b for b in buffers if isinstance(b, str)})
+    shapes = [tuple(getattr(module[n], "shape", ())) for n in params if n in module and is_tensor(module[n])]
+    return bool(shapes) and all(0 in s for s in shapes)
 
 
 def with_notes(description: str, notes: list[str]) -> str:
