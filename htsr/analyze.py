@@ -51,7 +51,7 @@ from .rmt import (
     phase_of,
     randomize,
 )
-from .spectra import LowRank, Spectrum, esd
+from .spectra import Factored, Spectrum, esd
 
 __all__ = ["analyze", "analyze_layer", "check_has_layers", "iter_layers"]
 
@@ -232,9 +232,9 @@ def check_has_layers(source: Any, opts: Options) -> None:
 
 
 def weights_finite(mats: list[Any]) -> bool:
-    """No NaN or Inf in a layer's matrices (dense arrays, or the factors of a LowRank)."""
+    """No NaN or Inf in a layer's matrices (dense arrays, or a Factored matrix's factors)."""
     with np.errstate(over="ignore", invalid="ignore"):  # inf − inf in the sum: NaN, the answer
-        return all(W.is_finite() if isinstance(W, LowRank) else math.isfinite(float(np.sum(W, dtype=np.float64)))
+        return all(W.is_finite() if isinstance(W, Factored) else math.isfinite(float(np.sum(W, dtype=np.float64)))
                    for W in mats)
 
 
@@ -242,9 +242,9 @@ def weight_problem(mats: list[Any], scale: float) -> str:
     """Why a layer's matrices cannot be analysed, or '': NaN or Inf in them, or eigenvalues that would leave
     float64's range — with a the largest entry, an N × M matrix's largest eigenvalue lies between a² and
     N·M·a² (times the row's scale). One pass of max and min over the entries answers both (NaN propagates)."""
-    if not all(W.is_finite() for W in mats if isinstance(W, LowRank)):
+    if not all(W.is_finite() for W in mats if isinstance(W, Factored)):
         return "NaN or Inf in the weights"
-    dense = [W for W in mats if not isinstance(W, LowRank) and W.size]
+    dense = [W for W in mats if not isinstance(W, Factored) and W.size]
     if not dense:
         return ""
     peaks = [max(float(W.max()), -float(W.min())) for W in dense]
@@ -319,7 +319,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         num_windows, too_narrow = None, ""
         # a low-rank update is known by its factors only: what needs the entries (windows, shuffles,
         # heavy entries, eigenvectors) is not computed for it, and its MP fit would only say "rank-collapse"
-        lowrank = isinstance(mats[0], LowRank)
+        lowrank = isinstance(mats[0], Factored)
         factor_rank = mats[0].rank if lowrank else 0
         if lowrank:
             fit_spectrum = spectrum
@@ -354,7 +354,8 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
     whole: int | None = None  # the whole matrix's eigenvalues above its floor, when FARMS' windows were fitted
     if evals[-1] <= 0:
         # an update of zero (a LoRA whose B is still its initial 0) is no broken layer: there is no change
-        status = "skipped: zero update (an untrained LoRA: B = 0)" if lowrank else "failed: all-zero matrix"
+        status = ("skipped: zero update (an untrained adapter: a factor still at its initial 0, as LoRA's B)"
+                  if lowrank else "failed: all-zero matrix")
         fit, fit_x = not_attempted, spectrum.evals[:0]
     elif lowrank and spectrum.rank < opts.min_evals:
         fit, status = not_attempted, (f"not_fitted: rank-{factor_rank} update has {spectrum.rank} nonzero "

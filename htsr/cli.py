@@ -179,8 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a model file or folder, detected by content: .safetensors (or a Hugging Face folder, "
                         "sharded), a .pt/.pth/.bin checkpoint, TorchScript or torch.export (.pt2) archive, "
                         ".npz/.npy, .onnx, "
-                        ".keras/.h5, Flax .msgpack, .gguf, a PEFT LoRA adapter folder, or a single-file LoRA "
-                        "(kohya-ss, LyCORIS, diffusers .safetensors)")
+                        ".keras/.h5, Flax .msgpack, .gguf, a PEFT adapter folder (LoRA, LoHa, LoKr), or a "
+                        "single-file LoRA (kohya-ss, LyCORIS, diffusers .safetensors)")
     p.add_argument("--out", metavar="DIR", type=out_path,
                    help="write layers.csv and summary.json into DIR (created if needed; written with --report as "
                         "one set, atomically: a failure leaves none of them)")

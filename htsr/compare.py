@@ -612,7 +612,7 @@ def _stacked(mats: Sequence[np.ndarray]) -> np.ndarray:
 def _distance_row(la, lb, opts: Options) -> LayerDistance:
     from .analyze import esd_scale, weights_finite
     from .rmt.traps import js_distance
-    from .spectra import LowRank, esd
+    from .spectra import Factored, esd
 
     base = dict(name=la.name, kind=la.kind, shape="x".join(map(str, la.tensor_shape)), N=la.N, M=la.M,
                 num_matrices=la.num_matrices)
@@ -621,8 +621,8 @@ def _distance_row(la, lb, opts: Options) -> LayerDistance:
     try:
         raw_a, raw_b = la.load(), lb.load()
         # the entries (a LoRA update's product formed here: distances need them); spectra from the originals
-        A = [W.dense() if isinstance(W, LowRank) else np.asarray(W) for W in raw_a]
-        B = [W.dense() if isinstance(W, LowRank) else np.asarray(W) for W in raw_b]
+        A = [W.dense() if isinstance(W, Factored) else np.asarray(W) for W in raw_a]
+        B = [W.dense() if isinstance(W, Factored) else np.asarray(W) for W in raw_b]
         if not (weights_finite(A) and weights_finite(B)):
             return LayerDistance(**base, status="failed: NaN or Inf in the weights")
         diff2 = math.fsum(float(np.linalg.norm(np.subtract(a, b, dtype=np.float64))) ** 2 for a, b in zip(A, B))

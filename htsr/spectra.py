@@ -40,7 +40,8 @@ from typing import Sequence
 import numpy as np
 import scipy.linalg
 
-__all__ = ["LowRank", "Spectrum", "esd", "matrix_eigenvalues", "lowrank_eigenvalues"]
+__all__ = ["Factored", "Kronecker", "LowRank", "Spectrum", "esd", "hadamard_lowrank", "lowrank_eigenvalues",
+           "matrix_eigenvalues"]
 
 _EPS32 = float(np.finfo(np.float32).eps)
 _EPS64 = float(np.finfo(np.float64).eps)
@@ -60,13 +61,42 @@ class Spectrum:
     method: str  # "svd64", "gram32", "gram64", or "gram32+gram64" when only some were refined
 
 
+class Factored:
+    """A matrix known by its factors (an adapter's update ΔW), whose nonzero eigenvalues of ΔWᵀΔW come from
+    them without forming it: :class:`LowRank` (LoRA's B·A, LoHa's Hadamard product) and :class:`Kronecker`
+    (LoKr's). What needs the entries (windows, shuffles, eigenvectors) is not computed for one."""
+
+    method = ""  # the eig_method of its spectrum
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    @property
+    def rank(self) -> int:
+        """An upper bound of the rank, from the factors' shapes."""
+        raise NotImplementedError
+
+    def is_finite(self) -> bool:
+        raise NotImplementedError
+
+    def nonzero_eigenvalues(self) -> np.ndarray:
+        """At most min(out, in) eigenvalues of ΔWᵀΔW, float64, ascending: those the factors can make nonzero."""
+        raise NotImplementedError
+
+    def dense(self) -> np.ndarray:
+        """ΔW as a float32 out × in array (for a merge; the spectrum never needs it)."""
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
-class LowRank:
+class LowRank(Factored):
     """The matrix scale·B·A kept as its factors (a LoRA update ΔW): B is out × r, A is r × in."""
 
     B: np.ndarray
     A: np.ndarray
     scale: float = 1.0
+    method = "lowrank64"
 
     def __post_init__(self) -> None:
         if self.B.ndim != 2 or self.A.ndim != 2 or self.B.shape[1] != self.A.shape[0]:
@@ -84,26 +114,83 @@ class LowRank:
     def is_finite(self) -> bool:
         return bool(math.isfinite(self.scale) and np.isfinite(self.B).all() and np.isfinite(self.A).all())
 
+    def nonzero_eigenvalues(self) -> np.ndarray:
+        return lowrank_eigenvalues(self.B, self.A, self.scale)
+
     def dense(self) -> np.ndarray:
-        """scale·B·A as a float32 out × in array (for a merge; the spectrum never needs it)."""
         return (np.float32(self.scale) * (np.asarray(self.B, np.float32) @ np.asarray(self.A, np.float32)))
 
 
-def matrix_eigenvalues(
-    W: np.ndarray | LowRank, precision: str = "fast", refine_fraction: float = 0.01
-) -> tuple[np.ndarray, float, float, str]:
-    """Eigenvalues of WᵀW for one 2-D matrix, or of a :class:`LowRank` one through its factors.
+def hadamard_lowrank(B1: np.ndarray, A1: np.ndarray, B2: np.ndarray, A2: np.ndarray, scale: float = 1.0) -> LowRank:
+    """scale·(B1·A1) ∘ (B2·A2), the Hadamard product of two low-rank matrices (LoHa's update), as one
+    :class:`LowRank` of rank r1·r2: (B1·A1) ∘ (B2·A2) = (B1 ⊙ B2)·(A1 ⊙ A2) with ⊙ the row-wise Khatri–Rao
+    product of the B's (out × r1·r2: every product of a column of B1 and one of B2) and the column-wise one
+    of the A's (r1·r2 × in), as (B1·A1)[i, j]·(B2·A2)[i, j] = Σ_ab B1[i, a]·B2[i, b]·A1[a, j]·A2[b, j]."""
+    B1, A1, B2, A2 = (np.asarray(x, dtype=np.float64) for x in (B1, A1, B2, A2))
+    if not (B1.ndim == A1.ndim == B2.ndim == A2.ndim == 2 and B1.shape[1] == A1.shape[0]
+            and B2.shape[1] == A2.shape[0] and B1.shape[0] == B2.shape[0] and A1.shape[1] == A2.shape[1]):
+        raise ValueError(f"expected two pairs B (out x r) and A (r x in), got {B1.shape} {A1.shape} and "
+                         f"{B2.shape} {A2.shape}")
+    (out, r1), (r2, inp) = B1.shape, A2.shape
+    B = (B1[:, :, None] * B2[:, None, :]).reshape(out, r1 * r2)
+    A = (A1[:, None, :] * A2[None, :, :]).reshape(r1 * r2, inp)
+    return LowRank(B, A, scale)
 
-    Returns (evals ascending float64 clipped at 0, floor, rank_tol, method). A low-rank matrix gets its
-    r nonzero eigenvalues from :func:`lowrank_eigenvalues` (float64, either precision) and min(out, in) − r
-    exact zeros; its floor and rank tolerance are the float64 SVD's (method "lowrank64").
+
+@dataclass(frozen=True)
+class Kronecker(Factored):
+    """The matrix scale·(W1 ⊗ W2) kept as its two factors (a LoKr update ΔW): W1 is a × c, W2 is b × d, and
+    ΔW is (a·b) × (c·d). Its singular values are the products of W1's and W2's, so its ESD comes from two
+    small SVDs: O(a·c·min(a, c) + b·d·min(b, d)) work instead of the (a·b) × (c·d) matrix's."""
+
+    W1: np.ndarray
+    W2: np.ndarray
+    scale: float = 1.0
+    method = "kron64"
+
+    def __post_init__(self) -> None:
+        if self.W1.ndim != 2 or self.W2.ndim != 2:
+            raise ValueError(f"expected two 2-D factors, got {self.W1.shape} and {self.W2.shape}")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.W1.shape[0] * self.W2.shape[0], self.W1.shape[1] * self.W2.shape[1]
+
+    @property
+    def rank(self) -> int:
+        return min(self.W1.shape) * min(self.W2.shape)
+
+    def is_finite(self) -> bool:
+        return bool(math.isfinite(self.scale) and np.isfinite(self.W1).all() and np.isfinite(self.W2).all())
+
+    def nonzero_eigenvalues(self) -> np.ndarray:
+        s1, s2 = (scipy.linalg.svd(np.asarray(W, dtype=np.float64), compute_uv=False, check_finite=False)
+                  for W in (self.W1, self.W2))
+        with np.errstate(over="ignore"):  # beyond 1e154: inf, which the caller reports
+            sv = np.abs(self.scale) * np.outer(s1, s2).reshape(-1)
+            return np.sort(sv * sv)
+
+    def dense(self) -> np.ndarray:
+        return np.float32(self.scale) * np.kron(np.asarray(self.W1, np.float32), np.asarray(self.W2, np.float32))
+
+
+def matrix_eigenvalues(
+    W: np.ndarray | Factored, precision: str = "fast", refine_fraction: float = 0.01
+) -> tuple[np.ndarray, float, float, str]:
+    """Eigenvalues of WᵀW for one 2-D matrix, or of a :class:`Factored` one through its factors.
+
+    Returns (evals ascending float64 clipped at 0, floor, rank_tol, method). A factored matrix gets the
+    eigenvalues its factors can make nonzero (a rank-r :class:`LowRank`'s r from :func:`lowrank_eigenvalues`,
+    a :class:`Kronecker`'s products of its factors' singular values; float64, either precision) and exact
+    zeros for the rest of min(out, in); its floor and rank tolerance are the float64 SVD's (method
+    "lowrank64" or "kron64").
     """
-    if isinstance(W, LowRank):
+    if isinstance(W, Factored):
         N, M = max(W.shape), min(W.shape)
-        nonzero = lowrank_eigenvalues(W.B, W.A, W.scale)[-M:]
+        nonzero = W.nonzero_eigenvalues()[-M:]
         evals = np.concatenate([np.zeros(M - nonzero.size), nonzero])
         lmax = float(evals[-1]) if evals.size else 0.0
-        return evals, 4.0 * np.sqrt(M) * _EPS64 * lmax, lmax * (N * _EPS64) ** 2, "lowrank64"
+        return evals, 4.0 * np.sqrt(M) * _EPS64 * lmax, lmax * (N * _EPS64) ** 2, W.method
     if W.ndim != 2:
         raise ValueError(f"expected a 2-D matrix, got shape {W.shape}")
     rows, cols = W.shape

@@ -12,7 +12,7 @@ import pytest
 import htsr
 from htsr.errors import LayerSkipped, SourceError
 from htsr.io import open_source
-from htsr.spectra import lowrank_eigenvalues
+from htsr.spectra import Kronecker, hadamard_lowrank, lowrank_eigenvalues, matrix_eigenvalues
 from safetensors.numpy import load_file, save_file
 from conftest import one_line_source_error
 
@@ -207,6 +207,94 @@ def test_conv_lora_per_kernel_position_equals_peft_delta_weight(tmp_path):
         assert rows[f"{name}#merged"][0].lambda_max == pytest.approx(ref[name][0].lambda_max, rel=1e-5)
     per = _rows(htsr.analyze(tmp_path / "adapter", conv="per_position", min_evals=2))
     assert sorted(n for n in per if n.startswith("c2")) == [f"c2#delta[{i},{j}]" for i in range(3) for j in range(3)]
+
+
+class LycorisNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(96, 64)
+        self.fc2 = nn.Linear(60, 96)
+        self.c2 = nn.Conv2d(16, 32, 3)
+        self.c1 = nn.Conv1d(8, 12, 5)
+
+
+_LYCORIS_CONFIGS = {
+    "loha": lambda: peft.LoHaConfig(r=4, alpha=6, target_modules=["fc", "fc2", "c2", "c1"], init_weights=False,
+                                    rank_pattern={"fc2": 2}, alpha_pattern={"fc2": 5}),
+    "loha-tucker": lambda: peft.LoHaConfig(r=4, alpha=6, target_modules=["fc", "c2", "c1"], init_weights=False,
+                                           use_effective_conv2d=True),
+    "lokr": lambda: peft.LoKrConfig(r=4, alpha=6, target_modules=["fc", "fc2", "c2", "c1"], init_weights=False,
+                                    rank_pattern={"fc2": 3}, alpha_pattern={"fc2": 5}),
+    "lokr-both": lambda: peft.LoKrConfig(r=2, alpha=3, target_modules=["fc", "fc2", "c2"], init_weights=False,
+                                         decompose_both=True, decompose_factor=8),
+    "lokr-tucker": lambda: peft.LoKrConfig(r=2, alpha=3, target_modules=["fc", "c2", "c1"], init_weights=False,
+                                           use_effective_conv2d=True),
+    "lokr-full": lambda: peft.LoKrConfig(r=64, alpha=3, target_modules=["fc", "c2"], init_weights=False),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_LYCORIS_CONFIGS))
+def test_loha_and_lokr_adapters_equal_peft_delta_weight(tmp_path, kind):
+    """peft's own LoHa and LoKr adapters (Linear, Conv2d, Conv1d; Tucker cores, decomposed and full Kronecker
+    factors, rank and alpha patterns): each #delta row's eigenvalues, from the factors (LoHa a rank-r1·r2 LowRank,
+    LoKr a Kronecker), equal the dense SVD of peft's get_delta_weight, per kernel position with the base, and
+    #merged equals peft's merge_and_unload. Without a base a conv's flattened update (out x in·k) is a matrix
+    of that shape, unless a Tucker core or a full conv factor gives its kernel."""
+    torch.manual_seed(3)
+    model = LycorisNet()
+    safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                                str(tmp_path / "base.safetensors"))
+    pm = peft.get_peft_model(model, _LYCORIS_CONFIGS[kind]())
+    pm.save_pretrained(str(tmp_path / "adapter"))
+    deltas = {n.removeprefix("base_model.model."): m.get_delta_weight("default").detach().double().numpy()
+              for n, m in pm.named_modules() if hasattr(m, "get_delta_weight") and n.count(".") == 2}
+    merged = {k: v.detach().double().numpy() for k, v in pm.merge_and_unload().state_dict().items()}
+    adapter = open_source(tmp_path / "adapter")
+    alone = {t.name: t for t in adapter}
+    rows = {t.name: t for t in adapter.with_base(open_source(tmp_path / "base.safetensors"))}
+    assert {n.partition("#")[0] for n in rows} == set(deltas)
+    for name, dw in deltas.items():
+        assert rows[f"{name}#delta"].shape == dw.shape and rows[f"{name}#delta"].kind == "lora"
+        factored = rows[f"{name}#delta"].load()
+        per_position = factored if isinstance(factored, list) else [factored]
+        got = np.concatenate([matrix_eigenvalues(f)[0] for f in per_position])
+        # float64 from the factors vs peft's float32 product: agreement to float32 rounding, 1e-6 of λ_max
+        ref = _conv_evals(dw.reshape(*dw.shape, 1) if dw.ndim == 2 else dw, 1.0)
+        np.testing.assert_allclose(np.sort(got), ref, atol=1e-6 * ref[-1])
+        # W + ΔW in float32 vs peft's merge: float32 rounding of the sum (1e-6 of the largest entry)
+        np.testing.assert_allclose(rows[f"{name}#merged"].load(), merged[f"{name}.weight"],
+                                   atol=1e-6 * np.abs(merged[f"{name}.weight"]).max())
+        flat = alone[f"{name}#delta"].shape
+        # (peft's Tucker core of a Conv1d is r x r x k x 1: without the base, a conv of kernel k x 1)
+        assert flat == dw.shape or (flat == (dw.shape[0], math.prod(dw.shape[1:])) and dw.ndim > 2) or (
+            flat == (*dw.shape, 1) and kind.endswith("tucker") and name == "c1")
+        if len(flat) == 2 and dw.ndim > 2:  # the flattened update's one matrix: its singular values are ΔW reshaped's
+            sv = np.sort(matrix_eigenvalues(alone[f"{name}#delta"].load())[0])
+            ref = np.sort(np.linalg.svd(dw.reshape(flat), compute_uv=False) ** 2)
+            np.testing.assert_allclose(sv, ref, atol=1e-6 * ref[-1])
+
+
+def test_kronecker_and_hadamard_factors_give_the_dense_spectrum():
+    """Known answers: kron(W1, W2)'s singular values are the products of W1's and W2's, and (B1·A1) ∘ (B2·A2)
+    is (B1 ⊙ B2)·(A1 ⊙ A2); both against numpy's SVD of the dense matrix, in float64 (1e-10 of λ_max: the
+    SVDs' own rounding)."""
+    rng = np.random.default_rng(5)
+    W1, W2 = rng.standard_normal((3, 5)), rng.standard_normal((7, 4))
+    k = Kronecker(W1, W2, -0.5)
+    assert k.shape == (21, 20) and k.rank == 12
+    dense = -0.5 * np.kron(W1, W2)
+    ev = matrix_eigenvalues(k)[0]
+    ref = np.sort(np.linalg.svd(dense, compute_uv=False) ** 2)
+    np.testing.assert_allclose(ev, ref, atol=1e-10 * ref[-1])
+    assert ev.size == 20 and np.count_nonzero(ev) == 12
+    np.testing.assert_allclose(k.dense(), dense, rtol=1e-6)  # (float32)
+    B1, A1, B2, A2 = (rng.standard_normal(s) for s in ((30, 3), (3, 40), (30, 2), (2, 40)))
+    h = hadamard_lowrank(B1, A1, B2, A2, 2.0)
+    assert h.shape == (30, 40) and h.rank == 6
+    dense = 2.0 * (B1 @ A1) * (B2 @ A2)
+    np.testing.assert_allclose(h.B @ h.A * h.scale, dense, rtol=1e-12, atol=1e-12)
+    ref = np.sort(np.linalg.svd(dense, compute_uv=False) ** 2)
+    np.testing.assert_allclose(matrix_eigenvalues(h)[0], ref, atol=1e-10 * ref[-1])
 
 
 class DoraNet(nn.Module):
@@ -701,7 +789,8 @@ def test_an_untrained_adapter_s_updates_are_skipped_not_failed():
     r = htsr.analyze(pm, min_evals=2)
     rows = {x.name: x for x in r.layers}
     for m in ("q", "sq"):
-        assert rows[f"{m}#delta"].status == "skipped: zero update (an untrained LoRA: B = 0)"
+        assert rows[f"{m}#delta"].status == ("skipped: zero update (an untrained adapter: a factor still at its "
+                                             "initial 0, as LoRA's B)")
         assert rows[f"{m}#base"].status == rows[f"{m}#merged"].status == "ok"
     assert r.summary.num_failed == 0 and r.summary.num_skipped == 2
 
@@ -898,7 +987,8 @@ def test_a_folder_of_one_lora_file_is_that_lora(tmp_path):
 
 def test_kohya_alphas_lycoris_parts_and_what_is_not_a_lora_file(tmp_path):
     """alpha / r per module (alpha 0 read as r, as kohya-ss does; no .alpha: scale 1); LyCORIS's LoHa and LoKr
-    modules are skipped rows naming the algorithm, its full update (.diff) a dense #delta row, a DoRA magnitude
+    modules are formed from their parts (alpha / r, r LoHa's inner size; a LoKr of two full factors: scale 1),
+    its OFT modules skipped rows naming the algorithm, its full update (.diff) a dense #delta row, a DoRA magnitude
     (dora_scale) leaves #merged unformed. Not LoRA files: a model's state dict holding adapted layers (their own
     weight beside the factors), and a PEFT adapter's file without its adapter_config.json."""
     rng = np.random.default_rng(3)
@@ -913,17 +1003,27 @@ def test_kohya_alphas_lycoris_parts_and_what_is_not_a_lora_file(tmp_path):
                "lora_unet_d.hada_w1_a": up, "lora_unet_d.hada_w1_b": down,
                "lora_unet_d.hada_w2_a": up, "lora_unet_d.hada_w2_b": down, "lora_unet_d.alpha": np.array(8.0, np.float32),
                "lora_unet_e.lokr_w1": np.ones((4, 4), np.float32), "lora_unet_e.lokr_w2": down,
+               "lora_unet_e.alpha": np.array(3.0, np.float32),
+               "lora_unet_g.oft_blocks": np.ones((4, 16, 16), np.float32),
                "lora_unet_f.diff": up @ down, "lora_unet_f.diff_b": np.ones(48, np.float32)}, str(f))
     src = open_source(f)
     rows = {t.name: t for t in src}
-    assert set(rows) == {f"lora_unet_{m}#delta" for m in "abcdef"}
+    assert set(rows) == {f"lora_unet_{m}#delta" for m in "abcdefg"}
     for m, scale in (("a", 0.5), ("b", 1.0), ("c", 1.0)):
         np.testing.assert_allclose(_sv(rows[f"lora_unet_{m}#delta"]), scale * np.linalg.svd(
             up.astype(np.float64) @ down, compute_uv=False)[:8], rtol=1e-9)  # exact QR path vs dense SVD
-    with pytest.raises(LayerSkipped, match="^a LoHa update .*, which htsr does not form$"):
-        rows["lora_unet_d#delta"].load()
-    with pytest.raises(LayerSkipped, match="^a LoKr update"):
-        rows["lora_unet_e#delta"].load()
+    # LoHa: alpha 8 / r 8 = scale 1 on (up·down) ∘ (up·down); LoKr of full factors: scale 1 whatever its alpha
+    # (exact float64 paths vs dense SVDs: 1e-9)
+    # (of rank 36 ≤ r(r+1)/2 here, its two pairs being one: the rest are rounding, compared to σ_max)
+    d = up.astype(np.float64) @ down
+    ref = np.linalg.svd(d * d, compute_uv=False)
+    np.testing.assert_allclose(_sv(rows["lora_unet_d#delta"]), ref, rtol=1e-9, atol=1e-12 * ref[0])
+    assert rows["lora_unet_e#delta"].shape == (32, 256)
+    ref = np.sort(np.linalg.svd(np.kron(np.ones((4, 4)), down.astype(np.float64)), compute_uv=False) ** 2)
+    np.testing.assert_allclose(matrix_eigenvalues(rows["lora_unet_e#delta"].load())[0], ref, rtol=1e-9,
+                               atol=1e-12 * ref[-1])  # (of rank 8: ones(4, 4) is rank 1; the rest rounding or 0)
+    with pytest.raises(LayerSkipped, match="^an OFT update .*, which htsr does not form$"):
+        rows["lora_unet_g#delta"].load()
     assert rows["lora_unet_f#delta"].kind == "dense"
     np.testing.assert_array_equal(rows["lora_unet_f#delta"].load(), up @ down)
     assert {n for n, _ in src.not_weights} == {"lora_unet_c.dora_scale", "lora_unet_f.diff_b"}
@@ -941,6 +1041,63 @@ def test_kohya_alphas_lycoris_parts_and_what_is_not_a_lora_file(tmp_path):
     save_file({"base_model.model.q.lora_A.weight": down, "base_model.model.q.lora_B.weight": up},
               str(tmp_path / "adapter_model.safetensors"))
     assert type(open_source(tmp_path / "adapter_model.safetensors")).__name__ == "SafetensorsFile"
+
+
+def test_a_lycoris_file_of_loha_and_lokr_is_matched_to_its_base_conv_by_kohya_names(tmp_path):
+    """A LyCORIS file (kohya-ss names, alpha / r): a conv's LoHa update, stored flattened (out x in·k·k), is
+    the base conv's shape once --base gives it, one matrix per kernel position; a linear LoKr update is
+    w1 ⊗ (w2a·w2b) scaled alpha / r with r the pair's. Against numpy's dense ΔW, reshaped as LyCORIS does."""
+    rng = np.random.default_rng(11)
+    f32 = np.float32
+    conv, lin = "down_blocks.0.resnets.0.conv1", "down_blocks.0.attentions.0.proj_in"
+    base = {f"{conv}.weight": rng.standard_normal((32, 16, 3, 3)).astype(f32),
+            f"{lin}.weight": rng.standard_normal((64, 96)).astype(f32)}
+    save_file(base, str(tmp_path / "unet.safetensors"))
+    h = [rng.standard_normal(s).astype(f32) for s in ((32, 4), (4, 144), (32, 4), (4, 144))]
+    k = [rng.standard_normal(s).astype(f32) for s in ((8, 8), (8, 2), (2, 12))]
+    kc, kl = "lycoris_" + conv.replace(".", "_"), "lycoris_" + lin.replace(".", "_")
+    save_file({f"{kc}.hada_w1_a": h[0], f"{kc}.hada_w1_b": h[1], f"{kc}.hada_w2_a": h[2], f"{kc}.hada_w2_b": h[3],
+               f"{kc}.alpha": np.array(2.0, f32), f"{kl}.lokr_w1": k[0], f"{kl}.lokr_w2_a": k[1],
+               f"{kl}.lokr_w2_b": k[2], f"{kl}.alpha": np.array(1.0, f32)}, str(tmp_path / "lyco.safetensors"))
+    h64, k64 = [x.astype(np.float64) for x in h], [x.astype(np.float64) for x in k]
+    d_conv = (0.5 * (h64[0] @ h64[1]) * (h64[2] @ h64[3])).reshape(32, 16, 3, 3)  # alpha 2 / r 4
+    d_lin = 0.5 * np.kron(k64[0], k64[1] @ k64[2])  # alpha 1 / r 2
+    src = open_source(tmp_path / "lyco.safetensors").with_base(open_source(tmp_path / "unet.safetensors"))
+    rows = {t.name: t for t in src}
+    assert rows[f"{kc}#delta"].shape == (32, 16, 3, 3) and rows[f"{kl}#delta"].shape == (64, 96)
+    got = np.sort(np.concatenate([matrix_eigenvalues(m)[0] for m in rows[f"{kc}#delta"].load()]))
+    ref = _conv_evals(d_conv, 1.0)
+    np.testing.assert_allclose(got, ref, atol=1e-10 * ref[-1])  # float64 factors vs float64 dense: 1e-10
+    ref = np.sort(np.linalg.svd(d_lin, compute_uv=False) ** 2)
+    np.testing.assert_allclose(matrix_eigenvalues(rows[f"{kl}#delta"].load())[0], ref, atol=1e-10 * ref[-1])
+    # W + ΔW in float32 (1e-6 of the largest entry: float32 rounding of the sum)
+    for name, module, d in ((kc, conv, d_conv), (kl, lin, d_lin)):
+        want = base[f"{module}.weight"] + d
+        np.testing.assert_allclose(rows[f"{name}#merged"].load(), want, atol=1e-6 * np.abs(want).max())
+        assert rows[f"{name}#base"].name == f"{name}#base"
+    # without the base the conv's update is its stored out x in·k·k matrix
+    alone = {t.name: t for t in open_source(tmp_path / "lyco.safetensors")}
+    assert alone[f"{kc}#delta"].shape == (32, 144)
+
+
+def test_loha_and_lokr_parts_that_do_not_make_an_update_are_skipped_rows(tmp_path):
+    """A LoHa module without its second pair, a LoKr module whose low-rank pair does not multiply: skipped rows
+    saying so; the other modules are read."""
+    f32 = np.ones
+    save_file({"lora_unet_a.hada_w1_a": f32((8, 2), np.float32), "lora_unet_a.hada_w1_b": f32((2, 6), np.float32),
+               "lora_unet_b.lokr_w1_a": f32((4, 2), np.float32), "lora_unet_b.lokr_w1_b": f32((3, 4), np.float32),
+               "lora_unet_b.lokr_w2": f32((5, 5), np.float32),
+               "lora_unet_c.lokr_w1": f32((2, 2), np.float32), "lora_unet_c.lokr_w2": f32((5, 5), np.float32)},
+              str(tmp_path / "bad.safetensors"))
+    rows = {x.name: x for x in htsr.analyze(tmp_path / "bad.safetensors", min_evals=2).layers}
+    assert rows["lora_unet_a#delta"].status == (
+        "skipped: a LoHa update needs hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b (and hada_t1, hada_t2 with a "
+        "Tucker core), not hada_w1_a, hada_w1_b; re-save the adapter")
+    assert rows["lora_unet_b#delta"].status.startswith("skipped: LoKr parts of shapes lokr_w1_a [4, 2], lokr_w1_b "
+                                                       "[3, 4], lokr_w2 [5, 5] do not fit together")
+    # (ones ⊗ ones: rank 1, so not fitted, but formed)
+    assert rows["lora_unet_c#delta"].status.startswith("not_fitted: rank-10 update has 1 nonzero eigenvalues")
+    assert rows["lora_unet_c#delta"].shape == "10x10" and rows["lora_unet_c#delta"].eig_method == "kron64"
 
 
 def test_a_lora_files_bad_metadata_is_one_line(tmp_path):

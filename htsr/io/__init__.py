@@ -95,7 +95,7 @@ def open_source(source: Any) -> TensorSource:
         inner = getattr(source, "_orig_mod", None)  # torch.compile's wrapper of a PeftModel: the PeftModel
         if type(source).__name__ == "OptimizedModule" and inner is not None and is_live_peft(inner):
             source = inner
-        if is_live_peft(source):  # a live PeftModel: its LoRA adapter (other PEFT types are refused, by name)
+        if is_live_peft(source):  # a live PeftModel: its LoRA / LoHa / LoKr adapter (others refused, by name)
             return PeftAdapter.from_model(source)
         return TorchModule(source)
     raise SourceError(f"cannot analyse an object of type {type(source).__name__}; supported: {SUPPORTED}")

@@ -38,6 +38,11 @@ s·B[:, :, e]·A[e] (B seen as out × r × E, A as E × r × in), so each expert
 is skipped, as their layout is the model class's, not saved). Several such parameters on one module are
 nested by peft (``experts.base_layer``) in an order the adapter does not record: the base's shapes tell
 them apart; without a base their rows keep the saved module name.
+
+LoHa and LoKr (peft's ``LOHA`` / ``LOKR`` adapters, whose scale is ``alpha`` / r, and LyCORIS's single files) are
+read from their parts by :func:`_lycoris_update`: LoHa's s·(w1a·w1b) ∘ (w2a·w2b) as one LowRank of rank r1·r2,
+LoKr's s·(w1 ⊗ w2) as a :class:`~htsr.spectra.Kronecker`; a conv's per kernel position, its kernel given by a
+Tucker core or a full conv factor, or for an update stored flattened (out × in·k…) by the base.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ import numpy as np
 
 from ..errors import LayerSkipped, SourceError
 from ..matrices import SharedLoad, infer_kind
-from ..spectra import LowRank
+from ..spectra import Factored, Kronecker, LowRank, hadamard_lowrank
 from .base import TensorRef, TensorSource, skipped_loader
 
 __all__ = ["ADAPTER_FILES", "PeftAdapter", "is_peft_folder", "looks_like_lora", "single_file_lora"]
@@ -87,12 +92,13 @@ _FILE_NAMES = [
     (re.compile(r"\.(?:lora_up|lora(?:_linear_layer)?\.up)\.weight$"), ".lora_B.weight"),
 ]
 _ALPHA = re.compile(r"^(?P<module>.+)\.alpha$")  # kohya-ss's alpha of a module: its scale is alpha / r
-#: LyCORIS updates that are not B·A, by their parts' names
-_LYCORIS = re.compile(r"^(?P<module>.+)\.(?P<part>hada_(?:w[12]_[ab]|t[12])|lokr_(?:w[12](?:_[ab])?|t[12])"
-                      r"|oft_(?:blocks|diag|R)|lora_mid\.weight)$")
-_ALGORITHMS = {"hada": "a LoHa update (the Hadamard product of two low-rank pairs)",
-               "lokr": "a LoKr update (a Kronecker product)", "oft": "an OFT update (a rotation of W)",
-               "lora": "a LoCon update with a Tucker core (lora_mid)"}
+#: LyCORIS's LoHa and LoKr parts (peft's LOHA and LOKR adapters store them under the same names): their
+#: updates are formed from the parts (:func:`_lycoris_update`), LoHa's as a LowRank, LoKr's as a Kronecker
+_PART = re.compile(r"^(?P<module>.+?)\.(?P<part>hada_(?:w[12]_[ab]|t[12])|lokr_(?:w[12](?:_[ab])?|t[12]))"
+                   r"(?:\.(?P<adapter>(?!weight$)[^.]+))?(?:\.weight)?$")
+#: LyCORIS updates htsr does not form, by their parts' names
+_UNFORMED = re.compile(r"^(?P<module>.+)\.(?P<part>oft_(?:blocks|diag|R)|lora_mid\.weight)$")
+_ALGORITHMS = {"oft": "an OFT update (a rotation of W)", "lora": "a LoCon update with a Tucker core (lora_mid)"}
 _DIFF = re.compile(r"^(?P<module>.+)\.diff(?P<bias>_b)?$")  # LyCORIS's full update of a module (and of its bias)
 _DORA_SCALE = re.compile(r"^(?P<module>.+)\.dora_scale$")  # kohya-ss's and LyCORIS's DoRA magnitudes
 _METADATA_KEY = "lora_adapter_metadata"  # diffusers' copy of the LoraConfig in a safetensors header
@@ -125,8 +131,8 @@ def is_peft_folder(path: Path) -> bool:
 def is_live_peft(obj: Any) -> bool:
     """A live ``peft.PeftModel``, or a model with an adapter injected into it (transformers' ``load_adapter``
     / ``add_adapter``, ``peft.inject_adapter_in_model``: a ``peft_config`` and peft's layers): read as its
-    active adapter; only LoRA is, others are refused by name (read as plain modules, their adapters' own
-    factors would be dense rows and the wrapped weights ``base_layer``)."""
+    active adapter; only LoRA, LoHa and LoKr are, others are refused by name (read as plain modules, their
+    adapters' own factors would be dense rows and the wrapped weights ``base_layer``)."""
     if type(obj).__module__.startswith("peft.") and hasattr(obj, "get_base_model") and hasattr(obj, "peft_config"):
         return True
     return isinstance(getattr(obj, "peft_config", None), dict) and bool(_tuner_layers(obj))
@@ -194,7 +200,7 @@ class PeftAdapter:
         self._live = True
         # the base weights under the base model's names: a wrapped layer keeps W as <module>.base_layer.weight
         base = {re.sub(r"\.base_layer(?=\.)", "", k): v for k, v in base_model.state_dict().items()
-                if not re.search(r"\.lora_(A|B|embedding_A|embedding_B|magnitude_vector)\.", k)}
+                if not re.search(r"\.(lora_(A|B|embedding_A|embedding_B|magnitude_vector)|hada_\w+|lokr_\w+)\.", k)}
         return self.with_base(TorchStateDict(base, description))
 
     @classmethod
@@ -223,11 +229,11 @@ class PeftAdapter:
             for pattern, to in _FILE_NAMES:
                 name = pattern.sub(to, name)
             renamed.append(dataclasses.replace(t, name=name) if name != t.name else t)
-        factored = {m["module"] for t in renamed if (m := _FACTOR.match(t.name))}
-        lycoris: dict[str, list[TensorRef]] = {}
+        factored = {m["module"] for t in renamed if (m := _FACTOR.match(t.name) or _PART.match(t.name))}
+        lycoris: dict[str, list[TensorRef]] = {}  # the modules of updates htsr does not form
         algorithm: dict[str, str] = {}  # a LyCORIS module's algorithm, by its parts' names
         for t in renamed:
-            if m := _LYCORIS.match(t.name):
+            if m := _UNFORMED.match(t.name):
                 lycoris.setdefault(m["module"], []).append(t)
                 algorithm.setdefault(m["module"], _ALGORITHMS[m["part"].split("_")[0]])
         # (a Tucker LoCon's lora_up / lora_down belong to its update with lora_mid, which is not B·A)
@@ -284,11 +290,17 @@ class PeftAdapter:
             head = next((h for h in parsed if h and e["module"].startswith(h + ".")), "")
             if components or not cfg:  # each component's own use_dora (a UNet's DoRA is not its text encoder's)
                 e["dora"] = parsed[head].dora if head in parsed else "m" in e
-            if "A" not in e or len(e["A"].shape) < 2:  # (no factor: its row says so)
+            if "parts" in e:  # LoHa / LoKr: alpha / r, r the inner size of a low-rank pair (none: scale 1)
+                r = _lycoris_rank(e["parts"])
+            elif "A" not in e or len(e["A"].shape) < 2:  # (no factor: its row says so)
                 continue
-            module, r = e["module"], int(e["A"].shape[0])
+            else:
+                r = int(e["A"].shape[0])
+            module = e["module"]
             alpha = alphas.get(module)
-            if alpha is not None:  # kohya-ss: alpha / r, with alpha 0 read as r; not one finite number: no scale
+            if r is None:  # LyCORIS's LoKr of two full factors: scale 1, whatever its alpha
+                self._module_scale[module] = 1.0
+            elif alpha is not None:  # kohya-ss: alpha / r, with alpha 0 read as r; not one finite number: no scale
                 values = np.asarray(alpha.load(), dtype=np.float64).reshape(-1)
                 a = float(values[0]) if values.size == 1 else math.nan
                 self._module_scale[module] = (a / r if a else 1.0) if math.isfinite(a) and r else math.nan
@@ -328,11 +340,14 @@ class PeftAdapter:
         """Read the config ``cfg`` (``cfg_path`` names it in errors), then the adapter's tensors (``refs()``)."""
         self.folder = description
         peft_type = str(cfg.get("peft_type", "LORA")).upper()
-        if peft_type != "LORA":
-            raise SourceError(f"{cfg_path}: peft_type {peft_type!r} is not supported (htsr reads LoRA adapters)")
+        if peft_type not in ("LORA", "LOHA", "LOKR"):
+            raise SourceError(f"{cfg_path}: peft_type {peft_type!r} is not supported (htsr reads LoRA, LoHa and LoKr "
+                              "adapters)")
+        self.peft_type = peft_type
         self.config = cfg
         try:
-            self.lora_alpha = float(cfg.get("lora_alpha", 8))  # peft's LoraConfig defaults: alpha 8, r 8
+            # peft's defaults: alpha 8, r 8 (LoraConfig's lora_alpha; LoHaConfig's and LoKrConfig's alpha)
+            self.lora_alpha = float(cfg.get("lora_alpha" if peft_type == "LORA" else "alpha", 8))
             self.r = int(cfg.get("r", 8))
             alpha_pattern = {str(k): float(v) for k, v in (cfg.get("alpha_pattern") or {}).items()}
             rank_pattern = {str(k): int(v) for k, v in (cfg.get("rank_pattern") or {}).items()}
@@ -392,6 +407,13 @@ class PeftAdapter:
         updates = {f"{e['module']}.weight": (int(e["B"].shape[0]), int(e["A"].shape[1]))
                    for e in self._modules.values() if "A" in e and "B" in e and len(e["A"].shape) >= 2
                    and len(e["B"].shape) >= 2 and not e["emb"]}
+        for e in self._modules.values():  # a LoHa / LoKr update: out × in, or a conv's out × in·k…
+            if "parts" in e:
+                try:
+                    shape = _lycoris_shape({k: tuple(int(x) for x in t.shape) for k, t in e["parts"].items()})
+                except ValueError:  # (its row says so)
+                    continue
+                updates[f"{e['module']}.weight"] = (shape[0], math.prod(shape[1:]))
         rename, note = (_flat_align(wanted, other._base, updates) if self._flat
                         else align_names(wanted, other._base))
         if rename is None and note:
@@ -543,13 +565,14 @@ class PeftAdapter:
 
     def _group(self) -> tuple[dict[str, dict[str, Any]], list[TensorRef]]:
         """The adapter's modules by row label (the module's name; with several adapters in one file, as in a
-        model's own state dict, ``<module>(<adapter>)``), each with its factors ``A``, ``B``, DoRA's ``m``,
-        ``emb`` and the ``module`` name; and the file's other tensors (setting ``_saved_base``, the base weights
-        saved with the factors, and ``not_weights``, the trainable tokens, which are neither)."""
+        model's own state dict, ``<module>(<adapter>)``), each with its factors ``A``, ``B`` (LoRA) or its
+        ``parts`` (LoHa's and LoKr's, by name), DoRA's ``m``, ``emb`` and the ``module`` name; and the file's
+        other tensors (setting ``_saved_base``, the base weights saved with the factors, and ``not_weights``, the
+        trainable tokens, which are neither)."""
         modules: dict[tuple[str, str | None], dict[str, Any]] = {}
         others = []
         for t in self._refs:
-            m = _FACTOR.match(t.name) or _DORA.match(t.name)
+            m = _FACTOR.match(t.name) or _DORA.match(t.name) or _PART.match(t.name)
             if m is None:  # a modules_to_save copy and the like: named as the base model names it
                 others.append(dataclasses.replace(t, name=t.name.removeprefix(_PREFIX)))
                 continue
@@ -557,9 +580,11 @@ class PeftAdapter:
             if "ab" in m.groupdict():
                 entry[m["ab"]] = t
                 entry["emb"] = entry["emb"] or bool(m["emb"])
+            elif "part" in m.groupdict():  # a LoHa / LoKr part
+                entry.setdefault("parts", {})[m["part"]] = t
             else:  # DoRA's magnitude vector m: used by the merge
                 entry["m"] = t
-        for key in [k for k, e in modules.items() if "A" not in e and "B" not in e]:
+        for key in [k for k, e in modules.items() if "A" not in e and "B" not in e and "parts" not in e]:
             others.append(modules.pop(key)["m"])  # a magnitude without factors: an ordinary (1-D) tensor
         # the base weight W peft saves with the factors of an embedding or LM head it adapts (save_embedding_layers,
         # a resized vocabulary): the module's own #base, no layer of the adapter's
@@ -579,9 +604,14 @@ class PeftAdapter:
         return {(f"{name}({adapter or 'unnamed'})" if several else name): {**e, "module": name}
                 for (name, adapter), e in modules.items()}, others
 
-    def scaling(self, module: str, r: int) -> float:
-        if module in self._module_scale:  # a single-file LoRA's (from_file)
+    def scaling(self, module: str, r: int | None) -> float:
+        """A module's scale: a single-file LoRA's own (from_file), else alpha / r, or alpha / √r with rsLoRA.
+        peft's LoKr takes r from the config (``rank_pattern``), as a LoKr of full factors has none in its
+        shapes; ``r`` None: the config's r as well."""
+        if module in self._module_scale:
             return self._module_scale[module]
+        if r is None or self.peft_type == "LOKR":
+            r = _lookup(self.rank_pattern, module, self.r)
         alpha = _lookup(self.alpha_pattern, module, self.lora_alpha)
         return alpha / math.sqrt(r) if self.rslora else alpha / r
 
@@ -589,9 +619,16 @@ class PeftAdapter:
         with_base = len(self._modules) if self._base is not None else len(self._saved_base)
         return len(self._modules) + with_base + len(self._others)
 
-    def _factors(self, name: str, entry: dict[str, Any]) -> LowRank | list[LowRank]:
+    def _factors(self, name: str, entry: dict[str, Any]) -> Factored | list[Factored]:
         """ΔW as a LowRank; for a conv LoRA (A a conv kernel [r, in, k…], B a 1×… conv [out, r, 1…]) one
-        LowRank per kernel position p, ΔW[:, :, p] = scale·B·A[:, :, p], in ``numpy.ndindex`` order."""
+        LowRank per kernel position p, ΔW[:, :, p] = scale·B·A[:, :, p], in ``numpy.ndindex`` order. A LoHa /
+        LoKr update as :func:`_lycoris_update` forms it, a conv's per position of its row's kernel."""
+        if "parts" in entry:
+            scale = self.scaling(name, _lycoris_rank(entry["parts"]))
+            if not math.isfinite(scale):
+                raise LayerSkipped("no scale: the update's alpha is not one finite number (NaN, infinite, or several)")
+            parts = {k: t.load() for k, t in entry["parts"].items()}
+            return _lycoris_update(parts, scale, self._lycoris_row_shape(entry)[2:], self.peft_type == "LOKR")
         A, B = (np.asarray(entry[k].load(), dtype=np.float32) for k in "AB")
         if entry["emb"]:  # lora_embedding_A is r × vocab, lora_embedding_B is dim × r: ΔW = (B·A)ᵀ
             A, B = B.T, A.T
@@ -615,14 +652,68 @@ class PeftAdapter:
     def _dense_delta(self, name: str, entry: dict[str, Any]) -> np.ndarray:
         """ΔW as a float32 array: out × in, or out × in × k… for a conv LoRA."""
         f = self._factors(name, entry)
-        if isinstance(f, LowRank):
+        if isinstance(f, Factored):
             return f.dense()
-        kernel = tuple(int(s) for s in entry["A"].shape[2:])
+        kernel = self._lycoris_row_shape(entry)[2:] if "parts" in entry else tuple(int(s) for s in entry["A"].shape[2:])
         return np.stack([m.dense() for m in f], axis=-1).reshape(f[0].shape + kernel)
+
+    def _base_ref(self, name: str) -> TensorRef | None:
+        """The base tensor of a module (``<module>.weight``, or the module's own name: a bare parameter)."""
+        return self._base.get(self._key(f"{name}.weight")) or self._base.get(self._key(name))
+
+    def _lycoris_row_shape(self, entry: dict[str, Any]) -> tuple[int, ...]:
+        """A LoHa / LoKr update's row shape: its parts' (:func:`_lycoris_shape`), or with a base the base conv
+        kernel's shape its flattened (out, in·k…) update is (a Conv1d's Tucker update, out × in × k × 1, is the
+        base's out × in × k); ValueError if the parts do not fit together."""
+        stored = _lycoris_shape({k: tuple(int(x) for x in t.shape) for k, t in entry["parts"].items()})
+        b = self._base_ref(entry["module"]) if self._base is not None else None
+        shape = tuple(int(x) for x in b.shape) if b is not None else ()
+        if len(shape) > 2 and shape[0] == stored[0] and math.prod(shape[1:]) == math.prod(stored[1:]) and (
+                len(stored) == 2 or shape[1] == stored[1]):
+            return shape
+        return stored
+
+    def _lycoris_rows(self, label: str, entry: dict[str, Any]) -> Iterator[TensorRef]:
+        """A LoHa / LoKr module's ``#delta`` row (its update from its parts) and, with a base, ``#base`` and
+        ``#merged`` (W + ΔW; these layers are Linear and Conv, stored out × in (× k…), as the update is)."""
+        name, ref = entry["module"], next(iter(entry["parts"].values()))
+        if "A" in entry or "B" in entry:
+            yield TensorRef(f"{label}#delta", (1, 1), ref.dtype, skipped_loader(
+                "LoRA factors and LoHa / LoKr parts on one module; re-save the adapter"), "lora")
+            return
+        try:
+            shape = self._lycoris_row_shape(entry)
+        except ValueError as e:
+            yield TensorRef(f"{label}#delta", (1, 1), ref.dtype, skipped_loader(f"{e}; re-save the adapter"), "lora")
+            return
+        yield TensorRef(f"{label}#delta", shape, ref.dtype, lambda: self._factors(name, entry), "lora")
+        if self._base is None:
+            return
+        b = self._base_ref(name)
+        if b is None or tuple(b.shape) != shape:
+            yield from _no_base_rows(label, (
+                f"the base tensor {b.name} is {'x'.join(map(str, b.shape))}, not the update's "
+                f"{'x'.join(map(str, shape))}: another layer's, no base of this one" if b is not None else
+                f"no base tensor of the update's shape is {name} with '_' read as '.'" if self._flat else
+                f"the base has no tensor {self._key(f'{name}.weight')}"))
+            return
+        kind = b.kind or infer_kind(b.name, b.shape)
+        yield TensorRef(f"{label}#base", b.shape, b.dtype, b.load, kind)
+        if name in self._unmerged:
+            yield TensorRef(f"{label}#merged", b.shape, b.dtype, skipped_loader(self._unmerged[name]), kind)
+            return
+
+        def merged(b: TensorRef = b) -> np.ndarray:
+            return np.asarray(b.load(), dtype=np.float32) + self._dense_delta(name, entry)
+
+        yield TensorRef(f"{label}#merged", b.shape, b.dtype, merged, kind)
 
     def __iter__(self) -> Iterator[TensorRef]:
         for label, entry in self._modules.items():
             name = entry["module"]  # label is the row's name: the module's, and the adapter's if several
+            if "parts" in entry:
+                yield from self._lycoris_rows(label, entry)
+                continue
             missing = [k for k in "AB" if k not in entry]
             ref = entry.get("A") or entry.get("B")
             if missing:  # (a row of the update's shape, which one factor does not tell)
@@ -654,7 +745,7 @@ class PeftAdapter:
     def _with_base(self, name: str, entry: dict[str, Any], label: str) -> Iterator[TensorRef]:
         key = self._key(f"{name}.weight")
         saved = self._saved_base.get(name)  # (a resized vocabulary's W is the adapter's, not the base model's)
-        b = saved or self._base.get(key) or self._base.get(self._key(name))
+        b = saved or self._base_ref(name)
         if b is None:
             yield from _no_base_rows(label, f"no base tensor of the update's shape is {name} with '_' read as '.'"
                                      if self._flat else f"the base has no tensor {key}")
@@ -705,6 +796,119 @@ class PeftAdapter:
             return V
 
         yield TensorRef(f"{label}#merged", b.shape, b.dtype, merged, kind)
+
+
+def _lycoris_rank(parts: dict[str, Any]) -> int | None:
+    """The r of a LoHa / LoKr update's scale alpha / r, as ComfyUI and A1111 read a LyCORIS file: a low-rank
+    pair's inner size (LoKr's second pair's first); None for a LoKr of two full factors (LyCORIS: scale 1)."""
+    for key in ("hada_w1_b", "lokr_w2_b", "lokr_w1_b"):
+        if key in parts and len(parts[key].shape) >= 1:
+            return int(parts[key].shape[0])
+    return None
+
+
+#: the parts a LoHa / LoKr update needs, by its form (a Tucker core or not; LoKr's factors full or low-rank)
+_LOHA = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
+_LOKR_1 = (("lokr_w1",), ("lokr_w1_a", "lokr_w1_b"))
+_LOKR_2 = (("lokr_w2",), ("lokr_t2", "lokr_w2_a", "lokr_w2_b"), ("lokr_w2_a", "lokr_w2_b"))
+
+
+def _lycoris_shape(parts: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
+    """The shape of a LoHa / LoKr update from its parts' shapes: (out, in) for a linear layer, and for a conv
+    (out, in, k…) when a Tucker core or a full conv factor gives its kernel, else the flattened (out, in·k…) it
+    is stored as; ValueError saying what does not fit."""
+    names = set(parts)
+    if names & set(_LOHA):
+        tucker = {"hada_t1", "hada_t2"} & names
+        if names != set(_LOHA) | ({"hada_t1", "hada_t2"} if tucker else set()):
+            raise ValueError(f"a LoHa update needs {', '.join(_LOHA)} (and hada_t1, hada_t2 with a Tucker core), "
+                             f"not {', '.join(sorted(names))}")
+        (o1, r1), (q1, n1), (o2, r2), (q2, n2) = (_dims(parts[k], 2) for k in _LOHA)
+        if not tucker and r1 == q1 and r2 == q2 and o1 == o2 and n1 == n2:
+            return o1, n1
+        if tucker:  # w_a is r × out, w_b r' × in, t r × r' × k…
+            t1, t2 = parts["hada_t1"], parts["hada_t2"]
+            if (len(t1) > 2 and t1[2:] == t2[2:] and t1[:2] == (o1, q1) and (o2, q2) == t2[:2] and r1 == r2
+                    and n1 == n2):
+                return (r1, n1, *t1[2:])
+        raise ValueError("LoHa parts of shapes " + ", ".join(f"{k} {list(v)}" for k, v in sorted(parts.items()))
+                         + " do not fit together")
+    first = next((f for f in _LOKR_1 if set(f) <= names), None)
+    second = next((f for f in _LOKR_2 if set(f) <= names), None)
+    if first is None or second is None or names != set(first) | set(second):
+        raise ValueError("a LoKr update needs lokr_w1 (or lokr_w1_a, lokr_w1_b) and lokr_w2 (or lokr_w2_a, "
+                         f"lokr_w2_b, with lokr_t2 for a Tucker core), not {', '.join(sorted(names))}")
+    fits = True
+    if len(first) == 1:
+        a, c = _dims(parts["lokr_w1"], 2)
+    else:
+        (a, r), (q, c) = _dims(parts["lokr_w1_a"], 2), _dims(parts["lokr_w1_b"], 2)
+        fits = r == q
+    if len(second) == 1:
+        w2 = parts["lokr_w2"]
+        if len(w2) < 2:
+            raise ValueError(f"lokr_w2 of shape {list(w2)} is not a matrix or a conv kernel")
+        b, d, kernel = w2[0], w2[1], w2[2:]
+    elif len(second) == 3:  # w2_a is r × b, w2_b r' × d, t2 r × r' × k…
+        t2, (r, b), (q, d) = parts["lokr_t2"], _dims(parts["lokr_w2_a"], 2), _dims(parts["lokr_w2_b"], 2)
+        fits, kernel = fits and len(t2) > 2 and t2[:2] == (r, q), t2[2:]
+    else:  # w2_b is r × d, or r × d·k… (a conv's, flattened), or r × d × k… (LyCORIS's functional API)
+        (b, r), w2b = _dims(parts["lokr_w2_a"], 2), parts["lokr_w2_b"]
+        if len(w2b) < 2:
+            raise ValueError(f"lokr_w2_b of shape {list(w2b)} is not a matrix or a conv kernel")
+        q, d, kernel = w2b[0], w2b[1], w2b[2:]
+        fits = fits and r == q
+    if not fits:
+        raise ValueError("LoKr parts of shapes " + ", ".join(f"{k} {list(v)}" for k, v in sorted(parts.items()))
+                         + " do not fit together")
+    return (a * b, c * d, *kernel)
+
+
+def _dims(shape: tuple[int, ...], n: int) -> tuple[int, ...]:
+    if len(shape) != n:
+        raise ValueError(f"a part of shape {list(shape)} where a {n}-D one belongs")
+    return shape
+
+
+def _lycoris_update(parts: dict[str, np.ndarray], scale: float, kernel: tuple[int, ...], peft: bool = False
+                    ) -> Factored | list[Factored]:
+    """A LoHa / LoKr update from its parts (as peft's get_delta_weight and LyCORIS form it, without forming it):
+    LoHa's s·(w1a·w1b) ∘ (w2a·w2b) as one LowRank of rank r1·r2 (:func:`~htsr.spectra.hadamard_lowrank`), LoKr's
+    s·(w1 ⊗ w2) as a :class:`~htsr.spectra.Kronecker`, with w1 = w1a·w1b and w2 = w2a·w2b when low-rank. A
+    conv's (``kernel`` its kernel shape, () for a linear layer) is one per kernel position p in ``numpy.ndindex``
+    order: a Tucker core's slice t[:, :, p] between the pair (wᵃᵀ·t_p·wᵇ), a full conv factor's slice, or the
+    columns of the flattened (out, in·k…) update that hold position p (every K-th, K = the kernel's size).
+
+    ``peft``: a peft LOKR adapter's, whose make_kron lines w1 up with a 4-D w2 only: a Conv1d's full w2 (b × d × k)
+    makes torch.kron put w2 first, so that its ΔW_p is w2_p ⊗ w1 (LyCORIS's is w1 ⊗ w2_p; the spectra agree,
+    the merges do not)."""
+    P = {k: np.asarray(v, dtype=np.float64) for k, v in parts.items()}
+    K = math.prod(kernel)
+    positions = list(np.ndindex(*kernel)) if kernel else [None]
+
+    def at(x: np.ndarray, i: int, p: tuple[int, ...] | None) -> np.ndarray:  # the i-th kernel position of a part
+        if p is None:
+            return x
+        if x.ndim > 2:  # a Tucker core or a full conv factor: its slice (a Conv1d's core is r × r' × k × 1)
+            return x.reshape(*x.shape[:2], -1)[:, :, i]
+        return x[:, i::K]  # a flattened conv: the columns of position p
+
+    def pair(t: str, a: str, b: str, i: int, p: tuple[int, ...] | None) -> tuple[np.ndarray, np.ndarray]:
+        if t in P:  # Tucker: (wᵃᵀ·t_p)·wᵇ
+            return P[a].T @ at(P[t], i, p), P[b]
+        return P[a], at(P[b], i, p)
+
+    out: list[Factored] = []
+    for i, p in enumerate(positions):
+        if "hada_w1_a" in P:
+            out.append(hadamard_lowrank(*pair("hada_t1", "hada_w1_a", "hada_w1_b", i, p),
+                                        *pair("hada_t2", "hada_w2_a", "hada_w2_b", i, p), scale))
+            continue
+        W1 = P["lokr_w1"] if "lokr_w1" in P else P["lokr_w1_a"] @ P["lokr_w1_b"]
+        W2 = at(P["lokr_w2"], i, p) if "lokr_w2" in P else np.matmul(*pair("lokr_t2", "lokr_w2_a", "lokr_w2_b", i, p))
+        W2 = np.ascontiguousarray(W2)
+        out.append(Kronecker(W2, W1, scale) if peft and P.get("lokr_w2", W1).ndim == 3 else Kronecker(W1, W2, scale))
+    return out if kernel else out[0]
 
 
 def _no_base_rows(row: str, reason: str) -> Iterator[TensorRef]:
@@ -777,9 +981,10 @@ def _flat_align(names: list[str], ref: dict[str, TensorRef], updates: dict[str, 
         for i in (i + 1 for i, c in enumerate(flat) if c == "_"):
             suffixes.setdefault(flat[i:], []).append(n)
 
-    def fits(name: str, base: str) -> bool:
+    def fits(name: str, base: str) -> bool:  # (a conv's LoHa / LoKr update is stored flattened: out × in·k…)
         shape, update = tuple(ref[base].shape), updates.get(name)
-        return update is None or (len(shape) >= 2 and shape[:2] in (update, update[::-1]))
+        return update is None or (len(shape) >= 2 and (shape[:2] in (update, update[::-1]) or (
+            shape[0] == update[0] and math.prod(shape[1:]) == update[1])))
 
     rename = {}
     for n in names:
