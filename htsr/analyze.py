@@ -138,6 +138,8 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                 if t is None:  # integer buffers (position ids, counters) are not weights
                     passed_over(integer.name, "integer buffer (ids, masks, counters)"
                                 if integer.dtype.startswith(("int", "uint", "bool"))
+                                else f"{integer.dtype} tensor: not a dtype of weights htsr analyses (a bfloat16 array "
+                                "numpy saved as raw 2-byte voids: re-save it as float32)" if integer.dtype == "void16"
                                 else f"{integer.dtype} tensor: not a dtype of weights htsr analyses")
                     continue
             kind, why_not = (t.kind, "") if t.kind else classify(t.name, t.shape)

@@ -988,3 +988,86 @@ def test_a_payload_whose_shape_its_bytes_do_not_hold_keeps_no_shape(tmp_path):
     r = htsr.analyze(path, min_evals=2)
     assert [x.name for x in r.layers] == ["Dense_1"]
     assert sum(n.count for n in r.not_analysed if "bytes of data for shape" in n.reason) == 2
+
+
+def test_transformers_sharded_flax_weights_are_one_tree(tmp_path):
+    """transformers' FlaxPreTrainedModel.save_pretrained(max_shard_size=…): the tree flattened with '/', cut
+    into shards, each unflattened and written with to_bytes, and flax_model.msgpack.index.json mapping each
+    flat name to its shard. The folder is the whole model (a module's kernel and bias in two shards is one
+    module: its DenseGeneral test reads the bias); one shard given alone says so."""
+    rng = _rng(4)
+    q = rng.standard_normal((32, 4, 8)).astype(np.float32)  # a DenseGeneral: [in, heads, head_dim]
+    flat = {"model/embed/embedding": _f32(50, 32, seed=1), "model/q/kernel": q,
+            "model/q/bias": np.zeros((4, 8), np.float32), "model/mlp/kernel": _f32(32, 64, seed=2),
+            "lm_head/kernel": _f32(32, 50, seed=3)}
+    shards = [["model/embed/embedding", "model/q/kernel"], ["model/q/bias", "model/mlp/kernel"], ["lm_head/kernel"]]
+    weight_map = {}
+    for i, names in enumerate(shards, 1):
+        tree: dict = {}
+        for n in names:
+            *parents, leaf = n.split("/")
+            node = tree
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = flat[n]
+        fn = f"flax_model-{i:05d}-of-{len(shards):05d}.msgpack"
+        write(tmp_path / fn, tree)
+        weight_map.update({n: fn for n in names})
+    import json
+
+    (tmp_path / "flax_model.msgpack.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    r = htsr.analyze(tmp_path, min_evals=2)
+    assert r.source == str(tmp_path)
+    rows = {x.name: x for x in r.layers}
+    assert [(n, x.kind, x.shape) for n, x in rows.items()] == [
+        ("model.embed", "embedding", "50x32"), ("model.q", "dense", "32x32"), ("model.mlp", "dense", "64x32"),
+        ("lm_head", "dense", "50x32")]
+    # the DenseGeneral's [in, 4, 8] kernel read as 32 x 32 (out x in), its bias in the next shard telling so
+    got = open_source(tmp_path)
+    np.testing.assert_array_equal(next(t for t in got if t.name == "model.q").load(), q.reshape(32, 32).T)
+    one = htsr.analyze(tmp_path / "flax_model-00002-of-00003.msgpack", min_evals=2)
+    assert one.source.endswith("flax_model-00002-of-00003.msgpack (shard 2 of 3 alone: give its folder for the whole "
+                               "model)")
+    # a parameter in two shards: a corrupt index's, one line naming the shard
+    write(tmp_path / "flax_model-00003-of-00003.msgpack", {"lm_head": {"kernel": flat["lm_head/kernel"]},
+                                                           "model": {"mlp": {"kernel": flat["model/mlp/kernel"]}}})
+    with pytest.raises(SourceError) as ei:
+        htsr.analyze(tmp_path)
+    _one_line_source_error(ei, f"{tmp_path / 'flax_model-00003-of-00003.msgpack'}: parameter 'kernel' is in another "
+                               "shard too")
+
+
+def test_nnx_lora_is_one_update_row_and_flat_trees_of_norm_weights_or_tf_names_are_flax(tmp_path):
+    """flax nnx's LoRALinear: its lora_a [in, r] and lora_b [r, out] are one 'lora' row of ΔW = (a·b)ᵀ (nnx adds
+    x @ a @ b: scale 1), not two dense rows. A flattened HF Flax Llama (1-D RMSNorm 'weight' leaves beside its
+    kernels) and TF-Keras 2's 'dense/kernel:0' names are Flax trees: kernels [in, out], channels last."""
+    rng = _rng(6)
+    a, b = rng.standard_normal((64, 4)).astype(np.float32), rng.standard_normal((4, 48)).astype(np.float32)
+    tree = {"q": {"kernel": _f32(64, 48, seed=7), "bias": np.zeros(48, np.float32), "lora": {"lora_a": a, "lora_b": b}}}
+    for src in (write(tmp_path / "lora.msgpack", tree), {"params": tree}):
+        rows = {t.name: t for t in open_source(src)}
+        assert set(rows) == {"q", "q.lora#delta"} and rows["q.lora#delta"].kind == "lora"
+        assert rows["q.lora#delta"].shape == (48, 64)
+        f = rows["q.lora#delta"].load()
+        # the LowRank's product is (a·b)ᵀ exactly (float32 factors, float32 product: 1e-6)
+        np.testing.assert_allclose(f.B @ f.A * f.scale, (a @ b).T, rtol=1e-6, atol=1e-6)
+    flat = {"model/embed_tokens/embedding": _f32(40, 16, seed=8), "model/layers/0/mlp/up_proj/kernel": _f32(16, 32),
+            "model/layers/0/input_layernorm/weight": np.ones(16, np.float32), "model/norm/weight": np.ones(16, np.float32)}
+    np.savez(tmp_path / "llama.npz", **flat)
+    for src in (tmp_path / "llama.npz", flat):
+        rows = {x.name: (x.kind, x.shape) for x in htsr.analyze(src, min_evals=2).layers}
+        assert rows == {"model.embed_tokens": ("embedding", "40x16"), "model.layers.0.mlp.up_proj": ("dense", "32x16")}
+    # (a 2-D 'weight' beside them is a state dict's, read as one)
+    torchish = {**flat, "model/proj/weight": _f32(16, 16)}
+    assert "model/embed_tokens/embedding" in {x.name for x in htsr.analyze(torchish, min_evals=2).layers}
+    tf = {"conv2d/kernel:0": _f32(3, 3, 16, 32), "conv2d/bias:0": np.zeros(32, np.float32), "dense/kernel:0": _f32(64, 10)}
+    np.savez(tmp_path / "tf.npz", **tf)
+    rows = {x.name: (x.kind, x.shape) for x in htsr.analyze(tmp_path / "tf.npz", min_evals=2).layers}
+    assert rows == {"conv2d": ("conv2d", "32x16x3x3"), "dense": ("dense", "10x64")}
+
+
+def test_a_flax_training_checkpoint_folder_is_read(tmp_path):
+    """flax.training.checkpoints.save_checkpoint writes checkpoint_<step>, no suffix: its folder is that file."""
+    write(tmp_path / "checkpoint_100", {"params": {"Dense_0": {"kernel": _f32(24, 16)}}, "step": np.array(100)})
+    r = htsr.analyze(tmp_path, min_evals=2)
+    assert [(x.name, x.shape) for x in r.layers] == [("Dense_0", "16x24")]

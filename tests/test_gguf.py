@@ -970,3 +970,22 @@ def test_a_llama_cpp_lora_adapter_with_base_says_what_to_do(tmp_path):
     with pytest.raises(SourceError) as ei:
         htsr.analyze(adapter, base=base)
     _one_line_source_error(ei, str(adapter), "llama.cpp LoRA adapter", "llama-export-lora")
+
+
+def test_an_importance_matrix_is_refused_in_one_line(tmp_path):
+    """llama-imatrix writes a GGUF (general.type 'imatrix') of per-weight sums of squared activations and
+    counts: statistics, not weights; analysed, its <weight>.in_sum2 matrices were dense rows with an alpha."""
+    path = tmp_path / "imatrix.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_type("imatrix")
+    w.add_tensor("blk.0.ffn_up_exps.weight.in_sum2", np.abs(np.random.default_rng(0).standard_normal((4, 64))
+                                                           ).astype(np.float32))
+    w.add_tensor("blk.0.ffn_up_exps.weight.counts", np.full((4, 1), 100.0, np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(SourceError) as ei:
+        htsr.analyze(path)
+    _one_line_source_error(ei, f"{path}: an importance matrix (llama-imatrix's sums of squared activations), not a "
+                               "model's weights")

@@ -1486,3 +1486,32 @@ def test_a_reader_s_empty_conv_or_stack_is_one_row_and_nan_anywhere_in_a_kernel_
     W = np.random.default_rng(0).standard_normal((32, 16, 3, 3)).astype(np.float32)
     W[3, 4, 1, 1] = np.nan
     assert htsr.analyze({"conv.weight": W}).layers[0].status == "failed: NaN or Inf in the weights"
+
+
+def test_a_mapping_of_lists_of_arrays_is_read_as_a_pickle_of_it_is(tmp_path):
+    """A hand-written network's {'weights': [W1, W2], 'biases': [...]}: in memory as in a pickle file, each
+    item a row named by its index (numpy had raised on arrays of two shapes, and stacked arrays of one shape
+    into a 3-D 'stack'); a list of numbers stays one array."""
+    import pickle
+
+    rng = np.random.default_rng(0)
+    net = {"weights": [rng.standard_normal((784, 128)).astype(np.float32),
+                       rng.standard_normal((128, 10)).astype(np.float32)],
+           "biases": [np.zeros(128, np.float32), np.zeros(10, np.float32)],
+           "grid": [[1.0, 2.0], [3.0, 4.0]]}
+    (tmp_path / "net.pkl").write_bytes(pickle.dumps({k: v for k, v in net.items() if k != "grid"}))
+    want = [("weights.0", "dense", "784x128"), ("weights.1", "dense", "128x10")]
+    assert [(x.name, x.kind, x.shape) for x in htsr.analyze(tmp_path / "net.pkl", min_evals=2).layers] == want
+    r = htsr.analyze(net, min_evals=2)
+    assert [(x.name, x.kind, x.shape) for x in r.layers] == [*want, ("grid", "dense", "2x2")]
+    same = {"weights": [rng.standard_normal((64, 64)).astype(np.float32) for _ in range(3)]}
+    assert [x.name for x in htsr.analyze(same, min_evals=2).layers] == ["weights.0", "weights.1", "weights.2"]
+
+
+def test_a_bfloat16_array_numpy_saved_as_voids_says_to_resave_it(tmp_path):
+    """np.savez of an ml_dtypes bfloat16 array stores it as '<V2' (2-byte voids): listed with what to do."""
+    np.savez(tmp_path / "bf.npz", fc=np.zeros((8, 8), np.float32), w=np.zeros((8, 8), "V2"))
+    r = htsr.analyze(tmp_path / "bf.npz", min_evals=2)
+    assert [(n.reason, n.examples) for n in r.not_analysed if "void16" in n.reason] == [
+        ("void16 tensor: not a dtype of weights htsr analyses (a bfloat16 array numpy saved as raw 2-byte voids: "
+         "re-save it as float32)", ("w",))]

@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SourceError
-from .base import FLOAT_DTYPES, LFS_POINTER, TensorRef, TensorSource, is_gzip, lfs_pointer_error, one_split
+from .base import (
+    FLOAT_DTYPES,
+    LFS_POINTER,
+    SPLIT_NAME,
+    TensorRef,
+    TensorSource,
+    is_gzip,
+    lfs_pointer_error,
+    one_split,
+)
 from .flax import is_msgpack_checkpoint
 from .numpy import ArrayMapping, NpyFile, NpzFile
 from .safetensors import (
@@ -51,7 +60,13 @@ def open_source(source: Any) -> TensorSource:
     if isinstance(source, (str, os.PathLike)):
         if not os.fspath(source):  # "" would be the current folder: never what an empty argument meant
             raise SourceError("an empty path: give a model file or folder")
-        return _open_path(Path(source))
+        path = Path(source)
+        src = _open_path(path)
+        part = SPLIT_NAME.match(path.name) if path.is_file() and not isinstance(src, _Chain) else None
+        if part and int(part["count"]) > 1 and len(getattr(src, "input_files", ())) <= 1:  # (gguf-split reads all)
+            src.description += (f" (shard {int(part['no'])} of {int(part['count'])} alone: give its folder for the "
+                                 "whole model)")
+        return src
     if isinstance(source, Mapping):
         from .flax import FlaxTree, is_flax_tree, unflattened
 
@@ -67,7 +82,8 @@ def open_source(source: Any) -> TensorSource:
             state = unwrap_state(source, is_torch_object, notes) or source
             return TorchStateDict(state, with_notes("<state dict>", notes))
         flat = dict(source)  # ({'conv/kernel': …}: a Flax tree flattened, its kernels channels-last)
-        tree = unflattened(flat, flat.__getitem__) if all(isinstance(k, str) for k in flat) else None
+        tree = (unflattened(flat, flat.__getitem__, lambda k: len(getattr(flat[k], "shape", ())))
+                if all(isinstance(k, str) for k in flat) else None)
         if tree is not None and not any(isinstance(v, Mapping) for v in flat.values()):
             return FlaxTree(tree)
         return ArrayMapping(source)
@@ -217,10 +233,16 @@ def _resolved(f: Path) -> Path | None:
         return None
 
 
+#: flax.training.checkpoints.save_checkpoint's files: checkpoint_<step>, no suffix
+_FLAX_CHECKPOINT = re.compile(r"checkpoint_\d+")
+
+
 def _weight_file(f: Path) -> bool:
-    """A regular file of a weight format's suffix, not a Trainer checkpoint's training state."""
+    """A regular file of a weight format's suffix (or a Flax checkpoint's name), not a Trainer checkpoint's
+    training state."""
     try:
-        return f.suffix.lower() in _WEIGHT_SUFFIXES and not _TRAINING_FILE.match(f.name) and f.is_file()
+        return ((f.suffix.lower() in _WEIGHT_SUFFIXES and not _TRAINING_FILE.match(f.name))
+                or _FLAX_CHECKPOINT.fullmatch(f.name) is not None) and f.is_file()
     except OSError:
         return False
 
@@ -266,10 +288,13 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
             from .torch import load_torch_file
 
             return load_torch_file(path / name), {_resolved(path / name)}
-    if (path / "flax_model.msgpack").is_file():
+    flax_index = path / "flax_model.msgpack.index.json"  # transformers' sharded Flax weights
+    if flax_index.is_file() or (path / "flax_model.msgpack").is_file():
         from .flax import FlaxMsgpackFile
 
-        return FlaxMsgpackFile(path / "flax_model.msgpack"), {_resolved(path / "flax_model.msgpack")}
+        src = (FlaxMsgpackFile(path / "flax_model.msgpack", flax_index) if flax_index.is_file() else
+               FlaxMsgpackFile(path / "flax_model.msgpack"))
+        return src, {_resolved(f) for f in src.input_files}
     if (path / "config.json").is_file() and (path / "model.weights.h5").is_file():
         from .keras import (
             KerasFile,  # an unzipped Keras 3 model (save_model(zipped=False))
@@ -308,7 +333,7 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
         held = sorted(d.name for d in path.iterdir() if _holds_weights(d))
         which = f" (its subfolders {', '.join(d + '/' for d in held[:4])} hold weight files: give one)" if held else ""
     raise SourceError(
-        f"{path}: folder has no *.safetensors, pytorch_model.bin (or its shard index), flax_model.msgpack, Keras "
+        f"{path}: folder has no *.safetensors, pytorch_model.bin or flax_model.msgpack (or their shard index), Keras "
         f"model.weights.h5, model.onnx or single weight file{which}; supported: {SUPPORTED}")
 
 
@@ -328,7 +353,7 @@ def _npz(path: Path) -> TensorSource:
     npz = NpzFile(path)
     from .flax import FlaxTree, unflattened
 
-    tree = unflattened(npz.names)
+    tree = unflattened(npz.names, ndim=npz.ndim)
     return npz if tree is None else FlaxTree(tree, str(path), leaf=npz.leaf, corrupt=npz.unreadable())
 
 

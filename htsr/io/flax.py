@@ -91,6 +91,7 @@ are analysed.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import mmap
 import struct
@@ -445,7 +446,16 @@ class _Tree:
         seen: set[str] = set()
         groups: dict[tuple[str, ...], list[tuple]] = {}  # scan root → its rows' makings, written layer by layer
         order: list[Any] = []  # refs and scan roots, in tree order
+        lora = _lora_pairs(shapes, roots)  # nnx LoRA modules: lora_a's path → lora_b's
         for path, (shape, dtype, make) in leaves:
+            if path in lora:  # one row for the update lora_a·lora_b (x @ a @ b: scale 1), from its factors
+                made = {p: m for p, (_, _, m) in leaves if p in (path, lora[path])}
+                a, b = shapes[path], shapes[lora[path]]
+                order.append(FlaxTensorRef(f"{'.'.join(path[:-1])}#delta", (b[1], a[0]), dtype, _lora_loader(
+                    made[path], made[lora[path]]), kind="lora", path=".".join(prefix + path), flax_shape=shape))
+                continue
+            if path in lora.values():
+                continue
             root = max((path[:d] for d in range(len(path)) if path[:d] in roots), key=len, default=None)
             pos, s = roots[root] if root is not None else (0, 0)
             bias = shapes.get(path[:-1] + ("bias",))
@@ -492,6 +502,26 @@ class _Tree:
 
     def __iter__(self) -> Iterator[TensorRef]:
         return iter(self._refs)
+
+
+def _lora_pairs(shapes: dict[tuple[str, ...], tuple[int, ...]], roots: dict) -> dict[tuple[str, ...], tuple[str, ...]]:
+    """flax nnx's LoRA modules (``nnx.LoRA``, ``nnx.LoRALinear``'s ``lora``): a ``lora_a`` [in, r] and a
+    ``lora_b`` [r, out] leaf side by side, outside a scan (a scanned pair's rows are its layers'); lora_a's
+    path → lora_b's."""
+    pairs = {}
+    for path, a in shapes.items():
+        b = shapes.get(path[:-1] + ("lora_b",))
+        if path[-1] == "lora_a" and b is not None and len(a) == len(b) == 2 and a[1] == b[0] and not any(
+                path[:d] in roots for d in range(len(path))):
+            pairs[path] = path[:-1] + ("lora_b",)
+    return pairs
+
+
+def _lora_loader(a: Callable[[tuple[int, ...]], np.ndarray], b: Callable[[tuple[int, ...]], np.ndarray]):
+    """ΔW = (lora_a·lora_b)ᵀ, out × in, as a LowRank of B = lora_bᵀ (out × r) and A = lora_aᵀ (r × in)."""
+    from ..spectra import LowRank
+
+    return lambda: LowRank(np.asarray(b(()), dtype=np.float32).T, np.asarray(a(()), dtype=np.float32).T, 1.0)
 
 
 def _loader(make: Callable[[tuple[int, ...]], np.ndarray], transform: Callable[[np.ndarray], np.ndarray],
@@ -619,10 +649,29 @@ class _Decoder:
 class FlaxMsgpackFile(_Tree):
     """A Flax msgpack checkpoint (``flax.serialization.to_bytes``); see the module docstring for memory."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, index: os.PathLike | None = None) -> None:
+        """``index``: a Hugging Face shard index (``flax_model.msgpack.index.json``, transformers'
+        ``save_pretrained(max_shard_size=…)``); its shards, each a nested tree of some of the parameters, are
+        read as one tree (a module's kernel and bias may be in two shards)."""
+        from .base import ShardIndex
+
         self.path = Path(path)
-        self.description = str(self.path)
-        msgpack = _msgpack()
+        self.description = str(Path(index).parent if index is not None else self.path)
+        self.input_files = ShardIndex.read(Path(index)).shards if index is not None else (self.path,)
+        self._msgpack = _msgpack()
+        self._corrupt: list[tuple[str, str]] = []  # (path, why) of arrays too corrupt to give a row
+        tree: dict = {}
+        with contextlib.ExitStack() as maps:  # (the arrays' headers are read from the maps, all open until built)
+            for shard in self.input_files:
+                self.path = shard  # (named by the errors of its arrays, read later from their own file)
+                _merge(tree, self._read(maps), self.path)
+            try:
+                self._build(tree, self._leaf)
+            except RecursionError:  # the walk recurses once per level
+                raise self._fail("the parameter tree nests too deeply to be a model's; corrupt file?") from None
+
+    def _read(self, maps: contextlib.ExitStack) -> Mapping:
+        """The tree of the file at ``self.path``, its arrays as payloads on a memory map ``maps`` holds."""
         try:
             size = self.path.stat().st_size
             with open(self.path, "rb") as f:
@@ -632,15 +681,8 @@ class FlaxMsgpackFile(_Tree):
                 if not is_msgpack_checkpoint(head):
                     raise self._fail(f"not a Flax msgpack checkpoint (starts with {head[:8]!r}, not a msgpack map "
                                      "of parameters); save it with flax.serialization.to_bytes")
-                with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-                    tree = self._decode(mm, size)
-                    self._corrupt: list[tuple[str, str]] = []  # (path, why) of arrays too corrupt to give a row
-                    self._msgpack = msgpack
-                    try:
-                        self._build(tree, self._leaf)  # (reads the arrays' headers from the map)
-                    except RecursionError:  # the walk recurses once per level
-                        raise self._fail("the parameter tree nests too deeply to be a model's; corrupt "
-                                         "file?") from None
+                mm = maps.enter_context(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+            return self._decode(mm, size)
         except OSError as e:
             raise SourceError(f"{self.path}: cannot read ({e.strerror or e})") from None
 
@@ -724,6 +766,21 @@ class FlaxMsgpackFile(_Tree):
         return read
 
 
+def _merge(tree: dict, part: Mapping, path: Path) -> None:
+    """``part``, one shard's tree, into ``tree``; a parameter in two shards is a corrupt index's."""
+    for k, v in part.items():
+        if isinstance(v, Mapping) and not _is_array_map(v) and isinstance(tree.get(k, {}), dict):
+            _merge(tree.setdefault(k, {}), v, path)
+        elif k in tree:
+            raise SourceError(f"{path}: parameter {k!r} is in another shard too; re-save the model")
+        else:
+            tree[k] = v
+
+
+def _is_array_map(v: Mapping) -> bool:  # a chunked array's map (module docstring): a leaf, not a module
+    return "chunks" in v and "shape" in v
+
+
 class FlaxTree(_Tree):
     """A Flax parameter pytree in memory: nested dicts / ``FrozenDict`` / nnx ``State`` of numpy or jax arrays.
 
@@ -762,19 +819,24 @@ def _memory_leaf(path: tuple[str, ...], value: Any):
     return tuple(int(d) for d in a.shape), dtype, (lambda idx=(), a=a: np.asarray(a[idx] if idx else a))
 
 
-def unflattened(keys: Iterator[str] | list[str], values: Callable[[str], Any] = lambda k: k) -> dict | None:
+def unflattened(keys: Iterator[str] | list[str], values: Callable[[str], Any] = lambda k: k,
+                ndim: Callable[[str], int] | None = None) -> dict | None:
     """Flat Flax (or Keras) parameter paths nested again — ``Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel``,
-    as the ViT and big_vision ``.npz`` checkpoints store them, or dotted — with ``values(key)`` as leaves; None
-    unless some key ends in a ``kernel`` or ``embedding`` leaf and none in ``weight`` (a PyTorch state dict's),
-    or if one key is both a leaf and a parent. Their kernels are [in, out] and channels-last, as in a Flax tree."""
+    as the ViT and big_vision ``.npz`` checkpoints store them, or dotted, or TF-Keras 2's ``dense/kernel:0`` (the
+    ``:0`` dropped) — with ``values(key)`` as leaves; None unless some key ends in a ``kernel`` or ``embedding``
+    leaf and none in a ``weight`` of two or more dimensions (``ndim(key)``; without it, none in ``weight``: a
+    PyTorch state dict's matrices; a Flax Llama's RMSNorm scales are 1-D ``weight`` leaves), or if one key is both
+    a leaf and a parent. Their kernels are [in, out] and channels-last, as in a Flax tree."""
     keys = list(keys)
     sep = "/" if any("/" in k for k in keys) else "."
-    leaves = {k.rsplit(sep, 1)[-1] for k in keys}
-    if not leaves & {"kernel", "embedding"} or "weight" in leaves:  # (a state dict names its weights 'weight')
+    path = {k: _VARIABLE_INDEX.sub("", k).split(sep) for k in keys}
+    leaves = {p[-1] for p in path.values()}
+    weights = [k for k, p in path.items() if p[-1] == "weight"]
+    if not leaves & {"kernel", "embedding"} or (weights and (ndim is None or any(ndim(k) >= 2 for k in weights))):
         return None
     tree: dict = {}
     for k in keys:
-        node, (*parents, leaf) = tree, k.split(sep)
+        node, (*parents, leaf) = tree, path[k]
         for p in parents:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
@@ -783,6 +845,10 @@ def unflattened(keys: Iterator[str] | list[str], values: Callable[[str], Any] = 
             return None
         node[leaf] = values(k)
     return tree
+
+
+#: TensorFlow's variable index in a variable's name (``dense/kernel:0``)
+_VARIABLE_INDEX = re.compile(r":\d+$")
 
 
 def is_flax_tree(obj: Any) -> bool:

@@ -504,6 +504,9 @@ def open_gguf(path: str | os.PathLike) -> GGUFFile | GGUFSplit:
     """A ``.gguf`` file, or — when its header says it is one shard of ``split.count`` — all its shards (found
     beside it by llama.cpp's naming; a missing one is refused, naming it: part of a model is not the model)."""
     first = GGUFFile(path)
+    if first._field("general.type") == "imatrix":  # llama-imatrix's output: activation statistics, no weights
+        raise SourceError(f"{first.path}: an importance matrix (llama-imatrix's sums of squared activations), not a "
+                          "model's weights; give the model's .gguf")
     count = first._field("split.count")
     if not isinstance(count, int) or count <= 1:
         return first

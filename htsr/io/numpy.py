@@ -42,12 +42,17 @@ def _holds_objects(path: Path) -> bool:
         return False
 
 
-def flat_items(mapping: Mapping, prefix: str = "") -> Iterator[tuple[str, object]]:
-    """(dotted name, value) for every leaf of nested mappings, in order."""
-    for k, v in mapping.items():
+def flat_items(mapping: Mapping, prefix: str = "", lists: bool = False) -> Iterator[tuple[str, object]]:
+    """(dotted name, value) for every leaf of nested mappings, in order. ``lists``: a list or tuple of arrays or
+    mappings (a hand-written network's ``{'weights': [W1, W2]}``) is nested too, its items named by index, as a
+    pickle's are (a list of numbers is one array; a state dict's tuples are its modules' packed state)."""
+    items = mapping.items() if isinstance(mapping, Mapping) else enumerate(mapping)
+    for k, v in items:
         name = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, Mapping):
-            yield from flat_items(v, name)
+        if isinstance(v, Mapping) or (lists and isinstance(v, (list, tuple)) and v and all(
+                isinstance(x, (Mapping, list, tuple)) or hasattr(x, "shape") for x in v)
+                and not all(isinstance(x, (list, tuple)) for x in v)):
+            yield from flat_items(v, name, lists)
         else:
             yield name, v
 
@@ -57,7 +62,7 @@ class ArrayMapping:
     in the mapping's order."""
 
     def __init__(self, mapping: Mapping[str, object], description: str = "<mapping>") -> None:
-        self._mapping = dict(flat_items(mapping))
+        self._mapping = dict(flat_items(mapping, lists=True))
         self.description = description
 
     def __len__(self) -> int:
@@ -136,6 +141,11 @@ class NpzFile:
     @property
     def names(self) -> list[str]:
         return list(self._meta)
+
+    def ndim(self, name: str) -> int:
+        """Member ``name``'s number of dimensions (0 if its header cannot be read)."""
+        meta = self._meta[name]
+        return 0 if isinstance(meta, str) else len(meta[0])
 
     def unreadable(self) -> list[tuple[str, str]]:
         """(name, why) of the members whose header cannot be read."""
