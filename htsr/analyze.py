@@ -315,7 +315,10 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         if problem:
             return LayerResult(**base, status=f"failed: {problem}"), None
         spectrum = esd(mats, opts.precision, opts.refine_fraction, scale)
-        if not np.isfinite(spectrum.evals).all():
+        # (a factored update is checked here, by its spectrum: as weight_problem bounds a dense one's, its sum
+        # of eigenvalues, M·λ_max at most, must stay within float64's range)
+        if not np.isfinite(spectrum.evals).all() or (isinstance(mats[0], Factored) and spectrum.evals.size and float(
+                spectrum.evals[-1]) * spectrum.evals.size >= np.finfo(np.float64).max / 4):
             return LayerResult(**base, status="failed: eigenvalues beyond float64's range; rescale the weights "
                                               "(alpha does not change with the scale)"), None
         num_windows, too_narrow = None, ""

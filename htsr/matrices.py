@@ -59,6 +59,8 @@ _WEIGHT_NAME = re.compile(r"(^|[._/])(weights?|kernel|w\d*)(\.\d+)*$", re.IGNORE
 # a PEFT LoRA layer's factors and DoRA magnitudes in a whole model's state dict (an adapter folder's are
 # read by htsr.io.peft): <module>.lora_A.<adapter>.weight …
 _LORA_PART = re.compile(r"\.lora_(A|B|embedding_A|embedding_B|magnitude_vector)\.([^.]+\.)?(weight|[^.]+)$")
+# a PEFT LoHa / LoKr layer's parts (LyCORIS's names): <module>.hada_w1_a[.<adapter>] …
+_LYCORIS_PART = re.compile(r"\.(hada_(w[12]_[ab]|t[12])|lokr_(w[12](_[ab])?|t[12]))(\.[^.]+)?$")
 # nn.LSTM/GRU/RNN, and their *Cell (no _l<n>); an LSTM's projection (proj_size) weight_hr_l<n>, as its module's
 _RNN = re.compile(r"weight_(ih|hh|hr)(_l\d+(_reverse)?)?$")
 _EXPERT = re.compile(r"expert|_exps\b", re.IGNORECASE)  # HF experts, GGUF ffn_*_exps
@@ -148,6 +150,9 @@ def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
     if _LORA_PART.search(name):
         return None, ("a LoRA factor without its adapter_config.json (its scale unknown): analyse the live model, "
                       "or the folder save_pretrained writes")
+    if _LYCORIS_PART.search(name):
+        return None, ("a LoHa / LoKr part without its adapter_config.json (its scale unknown): analyse the live "
+                      "model, or the folder save_pretrained writes")
     if is_vector(shape) and not _WEIGHT_NAME.search(name):
         # (a conv's [1, in, 1, 1] weight, one output channel, is its module's: named weight)
         return None, VECTOR

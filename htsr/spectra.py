@@ -132,6 +132,9 @@ def hadamard_lowrank(B1: np.ndarray, A1: np.ndarray, B2: np.ndarray, A2: np.ndar
         raise ValueError(f"expected two pairs B (out x r) and A (r x in), got {B1.shape} {A1.shape} and "
                          f"{B2.shape} {A2.shape}")
     (out, r1), (r2, inp) = B1.shape, A2.shape
+    if r1 * r2 >= min(out, inp):  # no lower rank than the matrix's own: formed, and its factors W and I
+        D = (B1 @ A1) * (B2 @ A2)  # (the QR path on r1·r2 columns would cost more than the matrix's SVD)
+        return LowRank(D, np.eye(inp), scale) if out >= inp else LowRank(np.eye(out), D, scale)
     B = (B1[:, :, None] * B2[:, None, :]).reshape(out, r1 * r2)
     A = (A1[:, None, :] * A2[None, :, :]).reshape(r1 * r2, inp)
     return LowRank(B, A, scale)
@@ -146,6 +149,7 @@ class Kronecker(Factored):
     W1: np.ndarray
     W2: np.ndarray
     scale: float = 1.0
+    bound: int = 0  # an upper bound of the rank the factors' own factors give (0: their shapes')
     method = "kron64"
 
     def __post_init__(self) -> None:
@@ -158,7 +162,7 @@ class Kronecker(Factored):
 
     @property
     def rank(self) -> int:
-        return min(self.W1.shape) * min(self.W2.shape)
+        return self.bound or min(self.W1.shape) * min(self.W2.shape)
 
     def is_finite(self) -> bool:
         return bool(math.isfinite(self.scale) and np.isfinite(self.W1).all() and np.isfinite(self.W2).all())

@@ -264,10 +264,15 @@ def test_loha_and_lokr_adapters_equal_peft_delta_weight(tmp_path, kind):
         # W + ΔW in float32 vs peft's merge: float32 rounding of the sum (1e-6 of the largest entry)
         np.testing.assert_allclose(rows[f"{name}#merged"].load(), merged[f"{name}.weight"],
                                    atol=1e-6 * np.abs(merged[f"{name}.weight"]).max())
+        # the rank bound a status names: a LoKr's rank(w1)·rank(w2) bound is its rank (generic factors); a LoHa's
+        # r1·r2 (or the matrix's side) bounds it (peft's float32 product: rank above 1e-5·σ_max, its rounding ~1e-7)
+        for f, i in zip(per_position, range(len(per_position))):
+            x = dw.reshape(*dw.shape[:2], -1)[:, :, i] if dw.ndim > 2 else dw
+            true = np.linalg.matrix_rank(x, tol=1e-5 * np.linalg.norm(x, 2))
+            assert f.rank == true if kind.startswith("lokr") else f.rank >= true
         flat = alone[f"{name}#delta"].shape
-        # (peft's Tucker core of a Conv1d is r x r x k x 1: without the base, a conv of kernel k x 1)
-        assert flat == dw.shape or (flat == (dw.shape[0], math.prod(dw.shape[1:])) and dw.ndim > 2) or (
-            flat == (*dw.shape, 1) and kind.endswith("tucker") and name == "c1")
+        # (peft's Tucker core of a Conv1d, r x r x k x 1, is read as the Conv1d's out x in x k without a base too)
+        assert flat == dw.shape or (flat == (dw.shape[0], math.prod(dw.shape[1:])) and dw.ndim > 2)
         if len(flat) == 2 and dw.ndim > 2:  # the flattened update's one matrix: its singular values are ΔW reshaped's
             sv = np.sort(matrix_eigenvalues(alone[f"{name}#delta"].load())[0])
             ref = np.sort(np.linalg.svd(dw.reshape(flat), compute_uv=False) ** 2)
@@ -295,6 +300,15 @@ def test_kronecker_and_hadamard_factors_give_the_dense_spectrum():
     np.testing.assert_allclose(h.B @ h.A * h.scale, dense, rtol=1e-12, atol=1e-12)
     ref = np.sort(np.linalg.svd(dense, compute_uv=False) ** 2)
     np.testing.assert_allclose(matrix_eigenvalues(h)[0], ref, atol=1e-10 * ref[-1])
+    # r1·r2 at least the short side: the product is formed (its factors W and I), the spectrum the same
+    for out, inp in ((12, 40), (40, 12)):
+        B1, A1, B2, A2 = (rng.standard_normal(s) for s in ((out, 4), (4, inp), (out, 4), (4, inp)))  # r1·r2 = 16
+        h = hadamard_lowrank(B1, A1, B2, A2, 2.0)
+        assert h.rank == 12 and h.shape == (out, inp)
+        dense = 2.0 * (B1 @ A1) * (B2 @ A2)
+        np.testing.assert_allclose(h.B @ h.A * h.scale, dense, rtol=1e-12, atol=1e-12)
+        ref = np.sort(np.linalg.svd(dense, compute_uv=False) ** 2)
+        np.testing.assert_allclose(matrix_eigenvalues(h)[0], ref, atol=1e-10 * ref[-1])
 
 
 class DoraNet(nn.Module):
@@ -742,6 +756,11 @@ def test_an_injected_adapter_a_compiled_peft_model_and_a_whole_state_dict(tmp_pa
             assert row.lambda_max == pytest.approx(want[name][0].lambda_max, rel=1e-12), name
     r = htsr.analyze(dict(pm.state_dict()), min_evals=2)
     assert not any("lora_" in x.name for x in r.layers)
+    # (a LoHa model's parts likewise: listed, never dense rows of their own)
+    loha = peft.get_peft_model(Tiny(), peft.LoHaConfig(r=2, target_modules=["q", "out"], init_weights=False))
+    listed = {n.reason: n.count for n in htsr.analyze(dict(loha.state_dict()), min_evals=2).not_analysed}
+    assert listed["a LoHa / LoKr part without its adapter_config.json (its scale unknown): analyse the live model, "
+                  "or the folder save_pretrained writes"] == 8
     listed = {n.reason: n.count for n in r.not_analysed}
     assert listed["a LoRA factor without its adapter_config.json (its scale unknown): analyse the live model, "
                   "or the folder save_pretrained writes"] == 6
@@ -1081,13 +1100,17 @@ def test_a_lycoris_file_of_loha_and_lokr_is_matched_to_its_base_conv_by_kohya_na
 
 
 def test_loha_and_lokr_parts_that_do_not_make_an_update_are_skipped_rows(tmp_path):
-    """A LoHa module without its second pair, a LoKr module whose low-rank pair does not multiply: skipped rows
-    saying so; the other modules are read."""
+    """A LoHa module without its second pair, a LoKr module whose low-rank pair does not multiply, a LoHa of rank
+    0 (its alpha finite: not blamed): skipped rows saying so; the other modules are read."""
     f32 = np.ones
     save_file({"lora_unet_a.hada_w1_a": f32((8, 2), np.float32), "lora_unet_a.hada_w1_b": f32((2, 6), np.float32),
                "lora_unet_b.lokr_w1_a": f32((4, 2), np.float32), "lora_unet_b.lokr_w1_b": f32((3, 4), np.float32),
                "lora_unet_b.lokr_w2": f32((5, 5), np.float32),
-               "lora_unet_c.lokr_w1": f32((2, 2), np.float32), "lora_unet_c.lokr_w2": f32((5, 5), np.float32)},
+               "lora_unet_c.lokr_w1": f32((2, 2), np.float32), "lora_unet_c.lokr_w2": f32((5, 5), np.float32),
+               **{f"lora_unet_d.hada_w{i}_{ab}": np.ones((8, 0) if ab == "a" else (0, 6), np.float32)
+                  for i in (1, 2) for ab in "ab"}, "lora_unet_d.alpha": np.array(4.0, np.float32),
+               **{f"lora_unet_e.hada_w{i}_{ab}": np.full((8, 2) if ab == "a" else (2, 6), 1e38, np.float32)
+                  for i in (1, 2) for ab in "ab"}},
               str(tmp_path / "bad.safetensors"))
     rows = {x.name: x for x in htsr.analyze(tmp_path / "bad.safetensors", min_evals=2).layers}
     assert rows["lora_unet_a#delta"].status == (
@@ -1097,6 +1120,11 @@ def test_loha_and_lokr_parts_that_do_not_make_an_update_are_skipped_rows(tmp_pat
                                                        "[3, 4], lokr_w2 [5, 5] do not fit together")
     # (ones ⊗ ones: rank 1, so not fitted, but formed)
     assert rows["lora_unet_c#delta"].status.startswith("not_fitted: rank-10 update has 1 nonzero eigenvalues")
+    assert rows["lora_unet_d#delta"].status == (
+        "skipped: hada_w1_a [8, 0], hada_w1_b [0, 6], hada_w2_a [8, 0], hada_w2_b [0, 6]: parts of size 0, no "
+        "update; re-save the adapter")
+    # parts past float64's range: failed, as a dense layer's weights would be, not numbers from overflowed sums
+    assert rows["lora_unet_e#delta"].status.startswith("failed: eigenvalues beyond float64's range")
     assert rows["lora_unet_c#delta"].shape == "10x10" and rows["lora_unet_c#delta"].eig_method == "kron64"
 
 

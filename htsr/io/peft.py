@@ -215,7 +215,8 @@ class PeftAdapter:
         ΔW = (alpha / r)·B·A per module, alpha from the module's ``.alpha`` tensor, else from the LoraConfig
         diffusers keeps in the header (``metadata['lora_adapter_metadata']``, per component, with rsLoRA and
         ``alpha_pattern`` as peft reads them), else alpha = r (scale 1), as kohya-ss's and diffusers' loaders
-        take a file that stores none. LyCORIS's other updates (LoHa, LoKr, OFT, a Tucker ``lora_mid``) are
+        take a file that stores none. LyCORIS's LoHa and LoKr updates are formed from their parts (alpha / r, r
+        a low-rank pair's inner size, :func:`_lycoris_rank`); its OFT and Tucker LoCon (``lora_mid``) updates are
         skipped rows naming the algorithm; its full updates (``.diff``) are ``#delta`` rows as stored. With a
         base, kohya-ss's names are matched to the base's with ``.`` read as ``_`` (see :func:`_flat_align`).
 
@@ -664,8 +665,11 @@ class PeftAdapter:
     def _lycoris_row_shape(self, entry: dict[str, Any]) -> tuple[int, ...]:
         """A LoHa / LoKr update's row shape: its parts' (:func:`_lycoris_shape`), or with a base the base conv
         kernel's shape its flattened (out, in·k…) update is (a Conv1d's Tucker update, out × in × k × 1, is the
-        base's out × in × k); ValueError if the parts do not fit together."""
+        base's out × in × k, and without a base, a peft adapter's); ValueError if the parts do not fit together."""
         stored = _lycoris_shape({k: tuple(int(x) for x in t.shape) for k, t in entry["parts"].items()})
+        if self.peft_type != "LORA" and len(stored) == 4 and stored[3] == 1 and {"hada_t1", "lokr_t2"} & set(
+                entry["parts"]):  # peft gives a Conv1d's Tucker core a kernel k × 1 (its make_weight_cp is 2-D)
+            stored = stored[:3]
         b = self._base_ref(entry["module"]) if self._base is not None else None
         shape = tuple(int(x) for x in b.shape) if b is not None else ()
         if len(shape) > 2 and shape[0] == stored[0] and math.prod(shape[1:]) == math.prod(stored[1:]) and (
@@ -818,12 +822,15 @@ def _lycoris_shape(parts: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
     (out, in, k…) when a Tucker core or a full conv factor gives its kernel, else the flattened (out, in·k…) it
     is stored as; ValueError saying what does not fit."""
     names = set(parts)
+    empty = [k for k, v in sorted(parts.items()) if 0 in v]
+    if empty:
+        raise ValueError(f"{', '.join(f'{k} {list(parts[k])}' for k in empty)}: parts of size 0, no update")
     if names & set(_LOHA):
         tucker = {"hada_t1", "hada_t2"} & names
         if names != set(_LOHA) | ({"hada_t1", "hada_t2"} if tucker else set()):
             raise ValueError(f"a LoHa update needs {', '.join(_LOHA)} (and hada_t1, hada_t2 with a Tucker core), "
                              f"not {', '.join(sorted(names))}")
-        (o1, r1), (q1, n1), (o2, r2), (q2, n2) = (_dims(parts[k], 2) for k in _LOHA)
+        (o1, r1), (q1, n1), (o2, r2), (q2, n2) = (_dims(parts, k) for k in _LOHA)
         if not tucker and r1 == q1 and r2 == q2 and o1 == o2 and n1 == n2:
             return o1, n1
         if tucker:  # w_a is r × out, w_b r' × in, t r × r' × k…
@@ -840,9 +847,9 @@ def _lycoris_shape(parts: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
                          f"lokr_w2_b, with lokr_t2 for a Tucker core), not {', '.join(sorted(names))}")
     fits = True
     if len(first) == 1:
-        a, c = _dims(parts["lokr_w1"], 2)
+        a, c = _dims(parts, "lokr_w1")
     else:
-        (a, r), (q, c) = _dims(parts["lokr_w1_a"], 2), _dims(parts["lokr_w1_b"], 2)
+        (a, r), (q, c) = _dims(parts, "lokr_w1_a"), _dims(parts, "lokr_w1_b")
         fits = r == q
     if len(second) == 1:
         w2 = parts["lokr_w2"]
@@ -850,10 +857,10 @@ def _lycoris_shape(parts: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
             raise ValueError(f"lokr_w2 of shape {list(w2)} is not a matrix or a conv kernel")
         b, d, kernel = w2[0], w2[1], w2[2:]
     elif len(second) == 3:  # w2_a is r × b, w2_b r' × d, t2 r × r' × k…
-        t2, (r, b), (q, d) = parts["lokr_t2"], _dims(parts["lokr_w2_a"], 2), _dims(parts["lokr_w2_b"], 2)
+        t2, (r, b), (q, d) = parts["lokr_t2"], _dims(parts, "lokr_w2_a"), _dims(parts, "lokr_w2_b")
         fits, kernel = fits and len(t2) > 2 and t2[:2] == (r, q), t2[2:]
     else:  # w2_b is r × d, or r × d·k… (a conv's, flattened), or r × d × k… (LyCORIS's functional API)
-        (b, r), w2b = _dims(parts["lokr_w2_a"], 2), parts["lokr_w2_b"]
+        (b, r), w2b = _dims(parts, "lokr_w2_a"), parts["lokr_w2_b"]
         if len(w2b) < 2:
             raise ValueError(f"lokr_w2_b of shape {list(w2b)} is not a matrix or a conv kernel")
         q, d, kernel = w2b[0], w2b[1], w2b[2:]
@@ -864,10 +871,10 @@ def _lycoris_shape(parts: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
     return (a * b, c * d, *kernel)
 
 
-def _dims(shape: tuple[int, ...], n: int) -> tuple[int, ...]:
-    if len(shape) != n:
-        raise ValueError(f"a part of shape {list(shape)} where a {n}-D one belongs")
-    return shape
+def _dims(parts: dict[str, tuple[int, ...]], name: str, n: int = 2) -> tuple[int, ...]:
+    if len(parts[name]) != n:
+        raise ValueError(f"{name} of shape {list(parts[name])}, where a {n}-D part belongs")
+    return parts[name]
 
 
 def _lycoris_update(parts: dict[str, np.ndarray], scale: float, kernel: tuple[int, ...], peft: bool = False
@@ -907,7 +914,13 @@ def _lycoris_update(parts: dict[str, np.ndarray], scale: float, kernel: tuple[in
         W1 = P["lokr_w1"] if "lokr_w1" in P else P["lokr_w1_a"] @ P["lokr_w1_b"]
         W2 = at(P["lokr_w2"], i, p) if "lokr_w2" in P else np.matmul(*pair("lokr_t2", "lokr_w2_a", "lokr_w2_b", i, p))
         W2 = np.ascontiguousarray(W2)
-        out.append(Kronecker(W2, W1, scale) if peft and P.get("lokr_w2", W1).ndim == 3 else Kronecker(W1, W2, scale))
+        # rank(w1 ⊗ w2) = rank(w1)·rank(w2), each at most its pair's inner size (a Tucker core's sides)
+        r1 = min(*W1.shape, *P["lokr_w1_b"].shape[:1]) if "lokr_w1_b" in P else min(W1.shape)
+        r2 = min(*W2.shape, *(P["lokr_t2"].shape[:2] if "lokr_t2" in P else P["lokr_w2_b"].shape[:1]
+                              if "lokr_w2_b" in P else ()))
+        bound = r1 * r2
+        out.append(Kronecker(W2, W1, scale, bound) if peft and P.get("lokr_w2", W1).ndim == 3
+                   else Kronecker(W1, W2, scale, bound))
     return out if kernel else out[0]
 
 
