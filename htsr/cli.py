@@ -290,6 +290,24 @@ def out_folder(out: Path | None, names: Sequence[str]) -> list[tuple[str, Path]]
     return [("--out", out / name) for name in names]
 
 
+def _stdout(*a: object, **kw: Any) -> None:
+    """print, to a pipe that may close (``| head``): once it has, the rest of the output is dropped, not an
+    error, and the command goes on to write its files."""
+    try:
+        print(*a, **kw)
+        sys.stdout.flush()  # (a pipe closed under a buffer would fail at exit instead, after the outputs)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def speakers(args: argparse.Namespace) -> tuple[Callable[..., None], Callable[..., None]]:
+    """(out, say) of a command: ``out`` prints its document (``--json``) to stdout; ``say`` its table and notes,
+    to stdout, or to stderr with ``--json``, or nowhere with ``--quiet``."""
+    if args.quiet:
+        return _stdout, lambda *a: None
+    return _stdout, (lambda *a: print(*a, file=sys.stderr)) if args.json else _stdout
+
+
 def write_and_say(files: Sequence[tuple[str, Path, str | bytes | None]], say: Callable[..., None]) -> None:
     """Write a command's outputs ``(flag, path, data)`` as one set (a full disk leaves none of them, not a mix
     with an earlier run's; data None: an output this run does not have, whose earlier file is removed) and
@@ -316,10 +334,9 @@ def _run_analyze(args: argparse.Namespace) -> int:
     if args.report is not None and args.report.suffix.lower() not in (".html", ".htm"):
         raise OptionError(f"--report {args.report}: the report is an HTML file; name it .html")
     result = analyze(source, **options)
-    say = (lambda *a: None) if args.quiet else print
+    out, say = speakers(args)
     if args.json:
-        print(result.json_text(), end="")
-        say = (lambda *a: print(*a, file=sys.stderr)) if not args.quiet else say
+        out(result.json_text(), end="")
     else:
         say(format_table(result))
         say()

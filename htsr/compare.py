@@ -56,7 +56,6 @@ import io
 import json
 import math
 import os
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -790,7 +789,7 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_compare(args: argparse.Namespace) -> int:
     """Run ``htsr compare`` from parsed arguments; raises HtsrError on bad input (main prints it)."""
-    from .cli import options_from_args, out_folder, write_and_say
+    from .cli import options_from_args, out_folder, speakers, write_and_say
 
     options = options_from_args(args)
     if len(args.sources) < 2:
@@ -827,10 +826,9 @@ def run_compare(args: argparse.Namespace) -> int:
     if distances is not None:
         doc["distances"] = json_safe([d.as_dict() for d in distances])
     doc_text = json.dumps(doc, indent=2, allow_nan=False) + "\n"  # printed by --json, written by --out
-    say = (lambda *a: None) if args.quiet else print
+    out, say = speakers(args)
     if args.json:
-        print(doc_text, end="")
-        say = (lambda *a: print(*a, file=sys.stderr)) if not args.quiet else say
+        out(doc_text, end="")
     else:
         say(format_comparison(c))
         if distances is not None:

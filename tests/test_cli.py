@@ -597,6 +597,25 @@ def test_subprocess_python_m_htsr(model, tmp_path):
     json.loads((out_dir / "summary.json").read_text(), parse_constant=_no_nan_constants)
 
 
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_a_closed_pipe_still_gets_the_files_written(model, tmp_path, json_flag):
+    """`htsr analyze … --out DIR | head`: the reader gone before the table is printed; the files are still
+    written and the exit is 0 (they had not been: the broken pipe ended the command before its outputs)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONPATH"] = str(REPO)
+    r, w = os.pipe()
+    os.close(r)  # the reader has gone: the first write to stdout fails with EPIPE
+    try:
+        proc = subprocess.run([sys.executable, "-m", "htsr", "analyze", str(model), "--out", str(tmp_path / "o"),
+                               "--report", str(tmp_path / "r.html"), *json_flag], cwd=tmp_path, env=env,
+                              stdout=w, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(w)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["layers.csv", "summary.json"]
+    assert (tmp_path / "r.html").is_file()
+
+
 def test_subprocess_user_error(tmp_path):
     proc = _run("analyze", str(_corrupt(tmp_path)), cwd=tmp_path)
     assert proc.returncode == 2

@@ -1515,3 +1515,29 @@ def test_a_bfloat16_array_numpy_saved_as_voids_says_to_resave_it(tmp_path):
     assert [(n.reason, n.examples) for n in r.not_analysed if "void16" in n.reason] == [
         ("void16 tensor: not a dtype of weights htsr analyses (a bfloat16 array numpy saved as raw 2-byte voids: "
          "re-save it as float32)", ("w",))]
+
+
+def test_a_module_whose_getattr_raises_another_error_is_read(tmp_path):
+    """diffusers' ModelMixin.__getattr__ looks a name up in its config (a dict) when the dict has it as an
+    attribute, so '__len__' raises KeyError, not AttributeError: the reader check (a runtime protocol, which
+    looks '__len__' up) let it escape from analyze(unet) and AlphaMonitor."""
+    torch = pytest.importorskip("torch")
+
+    class Strict(torch.nn.Module):  # ModelMixin's __getattr__, in short
+        def __init__(self) -> None:
+            super().__init__()
+            self._internal_dict = {"in_channels": 32}
+            self.fc = torch.nn.Linear(32, 48)
+            # (the protocol's attributes are looked up in a set's order, which varies from run to run: with this
+            # one present, '__len__' and '__iter__' are looked up whatever the order)
+            self.description = "a model with a description"
+
+        def __getattr__(self, name: str):
+            if hasattr(self.__dict__.get("_internal_dict"), name) and name not in self.__dict__:
+                return self.__dict__["_internal_dict"][name]
+            return super().__getattr__(name)
+
+    with pytest.raises(KeyError):
+        hasattr(Strict(), "__len__")  # (what the protocol check met)
+
+    assert [(x.name, x.shape) for x in htsr.analyze(Strict(), min_evals=2).layers] == [("fc", "48x32")]
