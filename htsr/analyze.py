@@ -99,6 +99,16 @@ class Tally:
         self.names[tensor] = None
         self.passed_over.setdefault(reason, []).append(name)
 
+    def used_by(self, merged: str) -> None:
+        """An adapter's ``<module>#merged`` row is analysed: W + ΔW uses its ``#base`` and ``#delta`` tensors,
+        which are analysed then, whatever filter left their own rows out."""
+        m = ROW_TAG.search(merged)
+        used = {f"{merged[:m.start()]}#{tag}{m['item'] or ''}" for tag in ("base", "delta")}
+        for reason in list(self.passed_over):
+            self.passed_over[reason] = [n for n in self.passed_over[reason] if n not in used]
+            if not self.passed_over[reason]:
+                del self.passed_over[reason]
+
     @property
     def num_tensors(self) -> int:
         return len(self.names)
@@ -181,8 +191,11 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                     yield lm if t.resolution is None else dataclasses.replace(lm, resolution=t.resolution)
             if not matched:
                 passed_over(t.name, "not matched by --layers")
-            elif t.storage_key is not None:
-                first_name[t.storage_key] = t.name
+            else:
+                if t.storage_key is not None:
+                    first_name[t.storage_key] = t.name
+                if (m := ROW_TAG.search(t.name)) and m["tag"] == "merged":
+                    tally.used_by(t.name)
         # a tensor the reader both lists and yields as a row that says why (an ONNX weight it cannot
         # dequantize) is that row
         for name, reason in getattr(src, "skipped", ()):
@@ -579,7 +592,8 @@ def analyze(source: Any, **options: Any) -> AnalysisResult:
     results = tuple(r for r, _ in rows)
     spectra = tuple(k for _, k in rows) if opts.keep_spectra else ()
     return AnalysisResult(results, Summary.of(results), description, opts.as_dict(ui=False), spectra, tally.num_tensors,
-                          NotAnalysed.tally(tally.passed_over))
+                          NotAnalysed.tally(tally.passed_over),
+                          os.fspath(source) if isinstance(source, (str, os.PathLike)) else "")
 
 
 def _usable_cpus() -> int:

@@ -63,7 +63,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import HtsrError, OptionError
+from .errors import HtsrError, LayerSkipped, OptionError
 from .options import OPTION_SPECS, UI_OPTIONS, Options
 from .rmt.phases import PHASES
 from .results import (
@@ -261,17 +261,21 @@ def _shape_text(shapes: Sequence[str]) -> str:
 
 
 def _default_labels(sources: Sequence[Any]) -> list[str]:
-    """Paths by their stem (the parent folder added when stems collide); anything else as 'model<i>'."""
+    """Paths by their name, a file's without its suffix (``Qwen2.5-0.5B/``, ``model.safetensors`` → ``model``;
+    the parent folder added when they collide); results by the path they analysed; anything else as
+    'model<i>'."""
     def path_of(s: Any) -> Path | None:
-        if isinstance(s, AnalysisResult):
-            s = s.source
-            return Path(s) if s and not s.startswith("<") and " - base " not in s else None
-        return Path(s) if isinstance(s, (str, os.PathLike)) else None
+        s = s.path if isinstance(s, AnalysisResult) else s
+        return Path(s) if isinstance(s, (str, os.PathLike)) and os.fspath(s) else None
+
+    def name(p: Path) -> str:  # (a folder's name is its whole name: 'Qwen2.5-0.5B', not 'Qwen2.5-0')
+        p = Path(os.path.normpath(p))
+        return p.stem if p.is_file() else p.name
 
     paths = [path_of(s) for s in sources]
-    labels = [p.stem if p is not None and p.stem else f"model{i + 1}" for i, p in enumerate(paths)]
+    labels = [name(p) if p is not None and name(p) else f"model{i + 1}" for i, p in enumerate(paths)]
     if len(set(labels)) < len(labels):
-        labels = [f"{p.parent.name}/{p.stem}" if p is not None and p.parent.name else lab
+        labels = [f"{Path(os.path.abspath(p)).parent.name}/{name(p)}" if p is not None else lab
                   for lab, p in zip(labels, paths)]
     if len(set(labels)) < len(labels):
         labels = [f"{lab}#{i + 1}" for i, lab in enumerate(labels)]
@@ -632,6 +636,8 @@ def _distance_row(la, lb, opts: Options) -> LayerDistance:
         sb = esd(raw_b, opts.precision, opts.refine_fraction, scale)
         cka = linear_cka(_stacked(A), _stacked(B))
         del A, B, raw_a, raw_b
+    except LayerSkipped as e:  # (as analyze says of the row: a PiSSA adapter's update, an unformed merge …)
+        return LayerDistance(**base, status=f"skipped: {e}")
     except HtsrError as e:
         return LayerDistance(**base, status=f"failed: {e}")
     except Exception as e:  # one bad layer never stops the run

@@ -501,6 +501,7 @@ class AnalysisResult:
     spectra: tuple[LayerSpectra | None, ...] = ()
     num_tensors: int | None = None  # tensors the source holds (None: not counted)
     not_analysed: tuple[NotAnalysed, ...] = ()  # those that give no row, by reason
+    path: str = ""  # the path analysed, as given ('' for an object): what compare labels it by
 
     def __repr__(self) -> str:  # the dataclass's would print every row's ~90 columns
         s = self.summary

@@ -8,6 +8,7 @@ matrix. Models are small in-memory mappings or .npz files under ``tmp_path``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -225,6 +226,17 @@ def test_labels_are_checked_and_defaults_come_from_paths(tmp_path):
         np.savez(tmp_path / d / "model.npz", **m)
     c = compare([tmp_path / "u" / "model.npz", tmp_path / "v" / "model.npz"], tails=False)
     assert c.labels == ("u/model", "v/model")
+    # folders by their whole names (dots are no suffix: 'Qwen2.5-0.5B' had been 'Qwen2.5-0'); results by the
+    # path they analysed (had been their description: 'x (a LoRA …) on base y' was labelled by the base)
+    for d in ("Qwen2.5-0.5B", "Qwen2.5-1.5B"):
+        (tmp_path / d).mkdir()
+        np.savez(tmp_path / d / "model.npz", **m)
+    assert compare([tmp_path / "Qwen2.5-0.5B", tmp_path / "Qwen2.5-1.5B"], tails=False).labels == (
+        "Qwen2.5-0.5B", "Qwen2.5-1.5B")
+    results = [htsr.analyze(tmp_path / d, tails=False) for d in ("Qwen2.5-0.5B", "Qwen2.5-1.5B")]
+    results[0] = dataclasses.replace(results[0], source=f"{results[0].source} on base {tmp_path / 'base'}")
+    assert compare_results(results).labels == ("Qwen2.5-0.5B", "Qwen2.5-1.5B")
+    assert compare_results([htsr.analyze(m, tails=False)] * 2).labels == ("model1", "model2")
 
 
 def test_json_is_strict_and_csv_round_trips(three_models, tmp_path):

@@ -439,6 +439,12 @@ def test_distances_between_two_adapters(tmp_path):
     # ΔW = (8/4)·B·A in float32, as the reader forms it: float32 rounding of the products (1e-6)
     assert d.frobenius == pytest.approx(np.linalg.norm(diff), rel=1e-6)
     assert d.lambda_max == pytest.approx(np.linalg.svd(f["a"][1].astype(np.float64), compute_uv=False)[0] ** 2, rel=1e-5)
+    # a row analyze skips is skipped here too, not 'failed' (a PiSSA adapter's update is not its factors')
+    pissa = _write_adapter(tmp_path / "pissa", {"base_model.model.fc.lora_A.weight": rng.standard_normal((4, 60)),
+                                                "base_model.model.fc.lora_B.weight": rng.standard_normal((50, 4))},
+                           init_lora_weights="pissa")
+    (d,) = layer_distances(pissa, f["b"][0])
+    assert d.status.startswith("skipped: init_lora_weights 'pissa': the factors hold the part of W")
 
 
 def test_an_adapter_as_the_base_is_refused(adapter):
@@ -1399,3 +1405,20 @@ def test_review_pipeline_components_shards_variants_and_failures_and_dora_per_co
     np.testing.assert_allclose(rows["text_encoder.attn.to_q#merged"].load(), V, rtol=1e-5)  # (float32 sums)
     np.testing.assert_allclose(rows["unet.attn.to_q#merged"].load(),
                                (np.abs(m) + 1)[:, None] / np.linalg.norm(V, axis=1, keepdims=True) * V, rtol=1e-5)
+
+
+def test_a_merged_row_kept_by_a_filter_counts_its_base_and_update_as_analysed(adapter):
+    """--layers '#merged$' (or --kinds dense) keeps W + ΔW and leaves the #base and #delta rows out: the tensors
+    the merge reads are analysed by it, not listed as 'not matched by --layers' (all 12 of 12 had been)."""
+    d, _, _ = adapter
+    full = htsr.analyze(d / "adapter", base=d / "base.safetensors", min_evals=2)
+    merged = htsr.analyze(d / "adapter", base=d / "base.safetensors", min_evals=2, layers="#merged$")
+    assert {x.name for x in merged.layers} == {x.name for x in full.layers if x.name.endswith("#merged")}
+    assert merged.num_tensors == full.num_tensors and merged.not_analysed == full.not_analysed
+    dense = htsr.analyze(d / "adapter", base=d / "base.safetensors", min_evals=2, kinds=["dense"])
+    # (the embedding's merge is no dense row: its update is listed; the Linear layers' are not)
+    assert {n.reason: n.examples for n in dense.not_analysed} == {
+        "kind embedding not in --kinds": ("emb#base",), "kind lora not in --kinds": ("emb#delta",)}
+    # (a filter that leaves the merge out lists them, as before)
+    delta = htsr.analyze(d / "adapter", base=d / "base.safetensors", min_evals=2, layers="#delta$")
+    assert [n.examples[0] for n in delta.not_analysed if n.reason == "not matched by --layers"][0].endswith("#base")
