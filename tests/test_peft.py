@@ -158,6 +158,8 @@ def test_missing_base_tensor_is_skipped_with_a_reason(adapter):
     rows = _rows(htsr.analyze(d / "adapter", base=partial, min_evals=2))
     for tag in ("base", "merged"):
         assert rows[f"sq#{tag}"][0].status == "skipped: the base has no tensor sq.weight"
+        # (of the update's shape, the module's as the adapter has it: not a made-up 1 x 1)
+        assert (rows[f"sq#{tag}"][0].shape, rows[f"sq#{tag}"][0].N) == ("80x80", 80)
     assert rows["q#merged"][0].status == "ok"
 
 
@@ -1422,3 +1424,15 @@ def test_a_merged_row_kept_by_a_filter_counts_its_base_and_update_as_analysed(ad
     # (a filter that leaves the merge out lists them, as before)
     delta = htsr.analyze(d / "adapter", base=d / "base.safetensors", min_evals=2, layers="#delta$")
     assert [n.examples[0] for n in delta.not_analysed if n.reason == "not matched by --layers"][0].endswith("#base")
+
+
+def test_a_live_peft_models_weights_not_adapted_are_said(tmp_path):
+    """A live PeftModel is read as its adapter: the model's weights no adapter touches are no rows, and the
+    source says so (they had been in neither the rows nor the tensors not analysed)."""
+    torch.manual_seed(0)
+    pm = peft.get_peft_model(Tiny(), peft.LoraConfig(r=4, target_modules=["q"], init_lora_weights=False))
+    r = htsr.analyze(pm, min_evals=2)
+    assert {x.name for x in r.layers} == {"q#delta", "q#base", "q#merged"}
+    # Tiny's 7 tensors (the embedding's table; q, sq and out's weights and biases) less q.weight
+    assert r.source.endswith("(6 other tensors of the model, emb.weight …, are not adapted: analyse "
+                             "model.get_base_model() for them)")

@@ -201,7 +201,13 @@ class PeftAdapter:
         # the base weights under the base model's names: a wrapped layer keeps W as <module>.base_layer.weight
         base = {re.sub(r"\.base_layer(?=\.)", "", k): v for k, v in base_model.state_dict().items()
                 if not re.search(r"\.(lora_(A|B|embedding_A|embedding_B|magnitude_vector)|hada_\w+|lokr_\w+)\.", k)}
-        return self.with_base(TorchStateDict(base, description))
+        other = self.with_base(TorchStateDict(base, description))
+        adapted = {other._key(n) for e in self._modules.values() for n in self._weight_names(e["module"])}
+        rest = [k for k in base if k not in adapted]
+        if rest:  # (the adapter is the source: the model's other weights are no rows of it, and are said so)
+            other.description += (f" ({len(rest)} other tensors of the model, {rest[0]} …, are not adapted: "
+                                   "analyse model.get_base_model() for them)")
+        return other
 
     @classmethod
     def from_file(cls, path: str | Path, refs: list[TensorRef], metadata: dict[str, str] | None = None
@@ -533,12 +539,12 @@ class PeftAdapter:
                 f"the factors fit none or several of the base's {', '.join(params)} of {unwrapped}" if held else
                 f"the base has none of {', '.join(f'{unwrapped}.{p}' for p in params)} (a base saved one tensor "
                 "per expert, experts.0.w1.weight …, is not fused back): give the live model, or a base saved with "
-                "its fused experts"))
+                "its fused experts"), (out, inp))
             return
         key = self._key(row)
         b = self._base.get(key)
         if b is None:
-            yield from _no_base_rows(row, f"the base has no tensor {key}")
+            yield from _no_base_rows(row, f"the base has no tensor {key}", (out, inp))
             return
         kind = "stack" if E > 1 else (b.kind or infer_kind(b.name, b.shape))
         yield TensorRef(f"{row}#base", b.shape, b.dtype, b.load, kind)
@@ -699,7 +705,7 @@ class PeftAdapter:
                 f"the base tensor {b.name} is {'x'.join(map(str, b.shape))}, not the update's "
                 f"{'x'.join(map(str, shape))}: another layer's, no base of this one" if b is not None else
                 f"no base tensor of the update's shape is {name} with '_' read as '.'" if self._flat else
-                f"the base has no tensor {self._key(f'{name}.weight')}"))
+                f"the base has no tensor {self._key(f'{name}.weight')}"), shape)
             return
         kind = b.kind or infer_kind(b.name, b.shape)
         yield TensorRef(f"{label}#base", b.shape, b.dtype, b.load, kind)
@@ -750,15 +756,17 @@ class PeftAdapter:
         key = self._key(f"{name}.weight")
         saved = self._saved_base.get(name)  # (a resized vocabulary's W is the adapter's, not the base model's)
         b = saved or self._base_ref(name)
-        if b is None:
-            yield from _no_base_rows(label, f"no base tensor of the update's shape is {name} with '_' read as '.'"
-                                     if self._flat else f"the base has no tensor {key}")
-            return
         A, B = entry["A"].shape, entry["B"].shape
         update = (int(A[1]), int(B[0])) if entry["emb"] else (int(B[0]), int(A[1]))
+        shape = update if entry["emb"] else (*update, *(int(k) for k in A[2:]))  # (a conv LoRA's kernel)
+        if b is None:
+            yield from _no_base_rows(label, f"no base tensor of the update's shape is {name} with '_' read as '.'"
+                                     if self._flat else f"the base has no tensor {key}", shape)
+            return
         if len(b.shape) < 2 or tuple(b.shape[:2]) not in (update, update[::-1]):
             yield from _no_base_rows(label, f"the base tensor {b.name} is {'x'.join(map(str, b.shape))}, not the "
-                                            f"update's {update[0]}x{update[1]}: another layer's, no base of this one")
+                                            f"update's {update[0]}x{update[1]}: another layer's, no base of this one",
+                                     shape)
             return
         kind = ("embedding" if entry["emb"] else infer_kind(f"{name}.weight", b.shape)) if saved else (
             b.kind or infer_kind(b.name, b.shape))
@@ -924,10 +932,12 @@ def _lycoris_update(parts: dict[str, np.ndarray], scale: float, kernel: tuple[in
     return out if kernel else out[0]
 
 
-def _no_base_rows(row: str, reason: str) -> Iterator[TensorRef]:
-    """The ``#base`` and ``#merged`` rows of a module whose base weight cannot be used, saying why."""
+def _no_base_rows(row: str, reason: str, shape: tuple[int, ...]) -> Iterator[TensorRef]:
+    """The ``#base`` and ``#merged`` rows of a module whose base weight cannot be used, saying why; of the
+    update's ``shape`` (the module's, as the adapter has it), typed by it."""
+    kind = infer_kind(f"{row}.weight", shape) or "dense" if len(shape) > 2 else "dense"
     for tag in ("base", "merged"):
-        yield TensorRef(f"{row}#{tag}", (1, 1), "float32", skipped_loader(reason), "dense")
+        yield TensorRef(f"{row}#{tag}", shape, "float32", skipped_loader(reason), kind)
 
 
 def _fits(b: TensorRef | None, A: tuple[int, ...], B: tuple[int, ...], r: int) -> bool:
