@@ -23,6 +23,7 @@ from .io.base import ROW_TAG
 from .io.delta import DeltaSource
 from .io.scales import unscaled_integer_weight
 from .matrices import (
+    STORAGE_ROUNDOFF,
     LayerMatrices,
     aspect_window_shape,
     aspect_windows,
@@ -187,8 +188,11 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
             for lm in rows:
                 if pattern is None or pattern.search(lm.name):
                     matched = True
-                    # a delta's rounding noise, the same for every row of its tensor
-                    yield lm if t.resolution is None else dataclasses.replace(lm, resolution=t.resolution)
+                    # a delta's rounding noise, the same for every row of its tensor; a coarse storage's roundoff
+                    noise = {"resolution": t.resolution} if t.resolution is not None else {}
+                    if t.dtype in STORAGE_ROUNDOFF:
+                        noise["storage_eps"] = STORAGE_ROUNDOFF[t.dtype]
+                    yield dataclasses.replace(lm, **noise) if noise else lm
             if not matched:
                 passed_over(t.name, "not matched by --layers")
             else:
@@ -489,7 +493,7 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
         if opts.mp_fit:
             mp = fit_mp(spectrum.evals, lm.N, lm.M, scale, opts.tw_margin)
             cut = bbp_entry_scale(lm.N, lm.M, mp.sigma2)
-            heavy = sum(_count_outside(W, cut) for W in mats) if math.isfinite(cut) else 0
+            heavy = sum(_count_outside(W, cut) for W in mats) if math.isfinite(cut) else math.nan  # (no fit)
             cols.update(mp_sigma=math.sqrt(mp.sigma2), mp_lambda_minus=mp.lambda_minus,
                         mp_lambda_plus=mp.lambda_plus, mp_threshold=mp.threshold,
                         num_spikes=float(mp.num_spikes) if math.isfinite(mp.threshold) else math.nan,  # no fit: no count
@@ -507,6 +511,23 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
     return mp, cols, "", R
 
 
+def _rounding_floor(ev: np.ndarray, lm: LayerMatrices, scale: float) -> float:
+    """Below this, an eigenvalue may be the rounding of the layer's stored entries alone, in the spectrum's
+    units: twice (rms·(√rows + √cols))², the MP edge of noise of that rounding's rms (its largest eigenvalues
+    spread past the edge, and the rms is an estimate). A delta's rms is its inputs' (``lm.resolution``); a
+    storage coarser than float32 (``lm.storage_eps``, unit roundoff u) rounds each entry by up to u of its
+    size, rms u/√3 of the entries' (Σλ / (matrices·rows·cols), scale included). 0 for an update from its
+    factors (their product is exact)."""
+    if lm.kind == "lora":
+        return 0.0
+    sides = 2.0 * (math.sqrt(lm.rows) + math.sqrt(lm.cols)) ** 2
+    floor = scale * lm.resolution() ** 2 * sides if lm.resolution else 0.0
+    if lm.storage_eps and ev.size:
+        mean_square = float(np.sum(ev)) / (lm.num_matrices * lm.rows * lm.cols)
+        floor = max(floor, lm.storage_eps ** 2 / 3.0 * mean_square * sides)
+    return floor
+
+
 def _count_outside(W: np.ndarray, cut: float) -> int:
     """Entries with |W_ij − mean| > cut, counted without a full-size temporary (this runs on every layer)."""
     m = float(W.mean(dtype=np.float64))
@@ -519,7 +540,8 @@ def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: f
     """Phase, SETOL and localisation: what needs the fit as well as the spectrum."""
     ev = spectrum.evals
     cols: dict[str, Any] = {}
-    num_zero = num_zero_evals(ev, lm.N)  # at float32 precision (see rmt.mp.zero_level for the fast path)
+    # zero at float32 precision (see rmt.mp.zero_level for the fast path), or below the storage's rounding
+    num_zero = num_zero_evals(ev, lm.N, _rounding_floor(ev, lm, scale))
     # x_min on the layer's own spectrum: when FARMS' windows were fitted (``whole``: the layer's eigenvalues
     # above its floor), the eigenvalue at the tail share the fit found among the windows' above theirs
     # (a share of every eigenvalue, zeros included, put a rank-150 layer's x_min 2x too deep)
@@ -530,11 +552,13 @@ def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: f
         cols.update(farms_xmin=xmin)
     cols.update(num_zero_evals=float(num_zero))  # the spectrum's own count: a lora row's M − rank too
     if mp is not None:
-        cols.update(phase=phase_of(ev.size, num_zero, mp, float(ev[-1]), fit.alpha, int(rmt["num_heavy_entries"]),
+        cols.update(phase=phase_of(ev.size, num_zero, mp, float(ev[-1]), fit.alpha, rmt["num_heavy_entries"],
                                    PhaseThresholds(opts.phase_rank_collapse, opts.phase_ht_share,
                                                    opts.phase_ht_alpha, opts.phase_bleed_width)))
     if opts.setol and ev.size:
-        live = erg_eigenvalues(ev, spectrum.rank)
+        # over the layer's span: its eigenvalues less those zero at its precision (matrix_rank, float64's,
+        # WeightWatcher's, counts the rounding of a rank-deficient float32 layer as rank: its tail ended on it)
+        live = erg_eigenvalues(ev, ev.size - num_zero)
         erg = erg_tail(live)
         total = float(np.sum(live))
         xmin_norm = xmin * live.size / total if total > 0 else math.nan

@@ -108,6 +108,7 @@ def randomize(matrices: Sequence[np.ndarray], N: int, M: int, seed: int = 0, sca
     # fit (a fit to a heavy-tailed entry distribution's spectrum, which is no MP bulk, put its edge anywhere)
     mp = fit_mp(spectrum.evals, N, M, scale, tw_margin, sigma2=_variance(pooled))
     locations: list[tuple[float, int, int, int]] = []
+    named: set[tuple[int, int]] = set()  # (matrix, flat index) of the weights located already
     if mp.num_spikes:
         cut = np.sqrt(mp.threshold / scale)  # singular value of a trap
         for S in shuffled:
@@ -128,9 +129,11 @@ def randomize(matrices: Sequence[np.ndarray], N: int, M: int, seed: int = 0, sca
                 i, c = int(rows[a]), int(cols[b])
                 taken.add((i, c))
                 # the weight is found back by its value, in whichever matrix (kernel position) holds it (the
-                # first occurrence, if it is repeated)
-                m0, k = next((m, hits[0]) for m, f in enumerate(flat) if (hits := np.flatnonzero(f == S[i, c])).size)
-                r0, c0 = np.unravel_index(int(k), matrices[m0].shape)
+                # first occurrence not located already, if it is repeated: equal values are common in bf16)
+                hits = [(m, int(h)) for m, f in enumerate(flat) for h in np.flatnonzero(f == S[i, c])]
+                m0, k = next((h for h in hits if h not in named), hits[0])
+                named.add((m0, k))
+                r0, c0 = np.unravel_index(k, matrices[m0].shape)
                 locations.append((float(s[j]), m0, int(r0), int(c0)))
     locations.sort(key=lambda t: -t[0])
     return Randomized(spectrum, mp, tuple((m, r, c) for _, m, r, c in locations[:MAX_LOCATED]))
