@@ -425,8 +425,10 @@ def why_undefined(options: dict[str, Any]) -> dict[str, str]:
     no_boot = "--bootstrap N" if not boot else "no layer fitted"
     return {"phases": no_mp, "num_with_traps": no_mp if options.get("randomize") else "--randomize",
             "share_plausible_pl": no_boot,
-            "num_no_power_law": no_boot if not 0 < boot < MIN_WARNING_REPLICATES else
-            f"--bootstrap {boot}: fewer than {MIN_WARNING_REPLICATES} replicates",
+            "num_no_power_law": "--bootstrap N" if not boot else
+            f"--bootstrap {boot}: fewer than {MIN_WARNING_REPLICATES} replicates" if boot < MIN_WARNING_REPLICATES
+            else f"no layer fitted with {MIN_WARNING_REPLICATES} good replicates (a replicate whose refit fails is "
+                 "not counted: num_boot)",
             "share_best_fit_pl": "no layer fitted" if options.get("tails", True) else "--no-tails"}
 
 

@@ -10,6 +10,8 @@ import warnings
 import numpy as np
 import pytest
 
+import htsr
+
 from htsr.fits.powerlaw import fit_power_law, ks_scan
 from conftest import pareto_with_bulk
 
@@ -115,8 +117,8 @@ def test_fixed_xmin_is_the_closed_form():
 
 def test_a_fixed_xmin_far_below_the_spectrum_or_not_positive():
     """x_min = 1e-306: λ / x_min overflows to inf, which gave alpha exactly 1 with status ok; log λ − log x_min
-    keeps the closed form (mpmath-free check: the same sum computed in logs). 0 and −1 are failures with a
-    status, never 'ok' with alpha 1 or NaN."""
+    keeps the closed form (mpmath-free check: the same sum computed in logs). 0 and −1 are refused, as
+    analyze's option is (never 'ok' with alpha 1 or NaN)."""
     x = np.sort(pareto_with_bulk(500, 3.0, seed=7))
     for xmin in (1e-300, 1e-306, 1e-320):
         fit = fit_power_law(x, xmin=xmin)
@@ -124,8 +126,8 @@ def test_a_fixed_xmin_far_below_the_spectrum_or_not_positive():
         assert fit.status == "ok" and fit.alpha == pytest.approx(expected, rel=1e-12) and fit.alpha > 1
         assert math.isfinite(fit.D)
     for xmin in (0.0, -1.0):
-        fit = fit_power_law(x, xmin=xmin)
-        assert fit.status.startswith("fit_failed: the fixed xmin") and math.isnan(fit.alpha)
+        with pytest.raises(htsr.OptionError, match="xmin must be"):
+            fit_power_law(x, xmin=xmin)
 
 
 def test_median_xmin_uses_top_half():

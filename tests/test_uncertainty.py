@@ -1098,3 +1098,33 @@ def test_nelder_mead_takes_scipys_steps_bit_for_bit():
         want = scipy.optimize.minimize(f, np.array(x0), method="Nelder-Mead",
                                        options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": 4000}).x
         assert nelder_mead(f, x0, xatol=1e-10, fatol=1e-14, maxiter=4000) == tuple(float(v) for v in want)
+
+
+def test_fit_power_law_refuses_what_analyze_refuses():
+    """htsr.fit_power_law checks its arguments as analyze's options are checked: an unknown x_min strategy ran
+    the KS scan silently, None (WeightWatcher's 'auto') raised a TypeError, True was a fixed x_min of 1."""
+    ev = np.sort(np.random.default_rng(0).pareto(2.0, 500) + 1.0)
+    for bad in ("Median", "xmin_peak", "5", None, True, 0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(htsr.OptionError, match="^fit_power_law: xmin must be 'ks', 'median', 'peak' or a "):
+            fit_power_law(ev, xmin=bad)
+    with pytest.raises(htsr.OptionError, match="max_fingers"):
+        fit_power_law(ev, clip_xmax=True, max_fingers=0)
+    with pytest.raises(htsr.OptionError, match="finger_thresh"):
+        fit_power_law(ev, clip_xmax=True, finger_thresh=-1)
+    assert fit_power_law(ev, xmin="median").status == "ok" and fit_power_law(ev, xmin=2).status == "ok"
+
+
+def test_the_summary_names_the_interval_level_and_why_a_count_is_undefined():
+    """The interval's level as given (99.9 %, not a rounded '100%'); with --bootstrap 100 and no layer that
+    reached 100 good replicates, the no-power-law count is undefined for that reason, not 'no layer fitted'."""
+    from htsr.fits.uncertainty import warning_interval
+    from htsr.results import why_undefined
+
+    assert warning_interval({"confidence": 0.999}) == "Bayesian, 99.9%"
+    assert warning_interval({"confidence": 0.975, "bootstrap": 200}).startswith("bootstrap, 97.5% ")
+    rng = np.random.default_rng(0)
+    W = rng.standard_t(3, (300, 100))
+    ev = np.sort(np.linalg.eigvalsh(W.T @ W))
+    r = htsr.analyze({"fc.weight": W}, xmin=float(ev[-3]) * 0.999, bootstrap=100)  # a 3-value tail
+    assert r.summary.num_fitted == 1 and r.layers[0].num_boot < 100 and math.isnan(r.summary.num_no_power_law)
+    assert why_undefined(r.options)["num_no_power_law"].startswith("no layer fitted with 100 good replicates")

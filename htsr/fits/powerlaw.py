@@ -220,8 +220,10 @@ def _fit_once(x: np.ndarray, xmin: str | float) -> PowerLawFit:
         candidates = _peak_candidates(x)
         if candidates.size == 0:
             return PowerLawFit.failed("no x_min candidate below 1.5 x the ESD peak")
-    else:
+    elif xmin == "ks":
         candidates = None
+    else:
+        raise ValueError(f"unknown x_min strategy {xmin!r}")
     if candidates is None:
         candidates = np.arange(x.size - 1)
     L = _shifted_logs(x)
@@ -246,6 +248,13 @@ def fit_power_law(
     ``clip_xmax``: refit after dropping the k = 1..max_fingers largest eigenvalues and keep the first
     refit whose α is lower than the unclipped α by more than ``finger_thresh``.
     """
+    from ..errors import OptionError
+    from ..options import OPTION_SPECS  # (the checks analyze's options get: one rule for both)
+
+    for name, value in (("xmin", xmin), ("clip_xmax", clip_xmax), ("max_fingers", max_fingers),
+                        ("finger_thresh", finger_thresh)):
+        if not OPTION_SPECS[name].check(value):
+            raise OptionError(f"fit_power_law: {name} must be {OPTION_SPECS[name].allowed}, got {value!r}", name, value)
     x = np.sort(np.asarray(evals, dtype=np.float64))
     if x.size and not (x[0] > 0 and np.isfinite(x[-1])):
         raise ValueError("fit_power_law needs positive, finite eigenvalues")

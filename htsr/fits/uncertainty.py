@@ -76,7 +76,7 @@ def warning_interval(options: dict[str, Any]) -> str:
     """Which interval of alpha :func:`interval_of` gives the warnings under these analysis options, in words
     (the model summary's label): the bootstrap's from :data:`MIN_WARNING_REPLICATES` replicates, else the
     Bayesian one at the ``confidence`` level."""
-    level = f"{options.get('confidence', 0.95):.0%}"
+    level = f"{100 * options.get('confidence', 0.95):.10g}%"  # (0.999 is 99.9 %, not a rounded '100%')
     boot = options.get("bootstrap", 0) or 0
     if boot >= MIN_WARNING_REPLICATES:
         return f"bootstrap, {level} (Bayesian on a layer with fewer than {MIN_WARNING_REPLICATES} good replicates)"
