@@ -556,9 +556,12 @@ def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: f
                                    PhaseThresholds(opts.phase_rank_collapse, opts.phase_ht_share,
                                                    opts.phase_ht_alpha, opts.phase_bleed_width)))
     if opts.setol and ev.size:
-        # over the layer's span: its eigenvalues less those zero at its precision (matrix_rank, float64's,
-        # WeightWatcher's, counts the rounding of a rank-deficient float32 layer as rank: its tail ended on it)
-        live = erg_eigenvalues(ev, ev.size - num_zero)
+        # over the space the weights span: the matrix_rank largest (WeightWatcher's), and for a rank-collapsed
+        # layer, whose float64 rank counts the rounding of its float32 (or coarser) entries, its eigenvalues
+        # less those zero at its precision (its tail ended on that rounding, ~1e-16); a few tiny ones of a
+        # nearly full-rank layer stay in, as WeightWatcher has them
+        collapsed = num_zero >= opts.phase_rank_collapse * ev.size
+        live = erg_eigenvalues(ev, ev.size - num_zero if collapsed else spectrum.rank)
         erg = erg_tail(live)
         total = float(np.sum(live))
         xmin_norm = xmin * live.size / total if total > 0 else math.nan
