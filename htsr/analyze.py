@@ -18,7 +18,7 @@ import numpy as np
 from .errors import HtsrError, LayerSkipped, SourceError
 from .fits.powerlaw import PowerLawFit, fit_power_law
 from .fits.uncertainty import interval_of, tail_uncertainty
-from .io import FLOAT_DTYPES, open_source
+from .io import FLOAT_DTYPES, is_reader, open_source
 from .io.base import ROW_TAG
 from .io.delta import DeltaSource
 from .io.scales import unscaled_integer_weight
@@ -622,8 +622,17 @@ def analyze(source: Any, **options: Any) -> AnalysisResult:
     results = tuple(r for r, _ in rows)
     spectra = tuple(k for _, k in rows) if opts.keep_spectra else ()
     return AnalysisResult(results, Summary.of(results), description, opts.as_dict(ui=False), spectra, tally.num_tensors,
-                          NotAnalysed.tally(tally.passed_over),
-                          os.fspath(source) if isinstance(source, (str, os.PathLike)) else "")
+                          NotAnalysed.tally(tally.passed_over), _path_of(source))
+
+
+def _path_of(source: Any) -> str:
+    """The path a source was given by, or an opened file reader's (``path``); '' for an object."""
+    if not isinstance(source, (str, os.PathLike)):
+        try:
+            source = getattr(source, "path", None) if is_reader(source) else None
+        except Exception:  # noqa: BLE001 - a model's __getattr__ may raise anything
+            source = None
+    return os.fspath(source) if isinstance(source, (str, os.PathLike)) else ""
 
 
 def _usable_cpus() -> int:

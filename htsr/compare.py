@@ -400,7 +400,7 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
 
     ``sources``: paths or in-memory models (anything :func:`htsr.analyze` accepts); an
     :class:`~htsr.results.AnalysisResult` is taken as is (it keeps the options it was computed with).
-    ``labels``: one distinct name per source (default: the file stems, else ``model1``, ``model2``, …).
+    ``labels``: one distinct name per source (default: the paths' names, else ``model1``, ``model2``, …).
     ``metric``: the summary column that ranks the models; its direction comes from
     :data:`METRIC_DIRECTIONS` unless ``ascending`` is given (True: lower values first).
     ``layer_metric``: the per-layer column shown side by side (default: ``metric`` when it is a per-layer
@@ -427,11 +427,15 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
                           "rank by; add it, or rank by another metric")
     # each model opened once (its headers), and one without a layer under the filters fails now, not after
     # the others' analyses
+    given = list(sources)
     sources = [s if isinstance(s, AnalysisResult) else open_source(s) for s in sources]
     for s in sources:
         if not isinstance(s, AnalysisResult):
             check_has_layers(s, opts)
     results = [s if isinstance(s, AnalysisResult) else analyze(s, **options) for s in sources]
+    # (each opened reader's result keeps the path it was given: compare_results of them labels them so too)
+    results = [replace(r, path=os.fspath(g)) if isinstance(g, (str, os.PathLike)) else r
+               for r, g in zip(results, given)]
     return compare_results(results, labels, metric, ascending, layer_metric)
 
 

@@ -41,6 +41,15 @@ class OptionSpec:
         return self.cli_allowed if self.cli_allowed is not None else self.allowed
 
 
+def plain(v: Any) -> Any:
+    """A numpy scalar (a value from a sweep: np.int64(200), np.float32(0.9), np.bool_) as the Python one, a
+    float32 by its shortest repr (0.9, not 0.8999999761581421: a run would not compare with one given 0.9);
+    anything else as it is."""
+    if isinstance(v, np.generic) and v.dtype.kind in "biuf":
+        return float(str(v)) if v.dtype.kind == "f" and v.dtype.itemsize < 8 else v.item()
+    return v
+
+
 def _choice(*values: Any) -> Callable[[Any], bool]:
     return lambda v: v in values
 
@@ -269,10 +278,7 @@ class Options:
             raise OptionError(
                 f"unknown option {unknown[0]!r}; known options: {', '.join(OPTION_SPECS)}"
             )
-        # numpy scalars (a value from a sweep: np.int64(200), np.float32(0.9), np.bool_) as Python ones, a
-        # float32 by its shortest repr (0.9, not 0.8999999761581421: a run would not compare with one given 0.9)
-        kwargs = {k: (float(str(v)) if v.dtype.kind == "f" and v.dtype.itemsize < 8 else v.item())
-                  if isinstance(v, np.generic) and v.dtype.kind in "biuf" else v for k, v in kwargs.items()}
+        kwargs = {k: plain(v) for k, v in kwargs.items()}
         for name, value in kwargs.items():
             spec = OPTION_SPECS[name]
             if not spec.check(value):

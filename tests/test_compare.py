@@ -237,6 +237,13 @@ def test_labels_are_checked_and_defaults_come_from_paths(tmp_path):
     results[0] = dataclasses.replace(results[0], source=f"{results[0].source} on base {tmp_path / 'base'}")
     assert compare_results(results).labels == ("Qwen2.5-0.5B", "Qwen2.5-1.5B")
     assert compare_results([htsr.analyze(m, tails=False)] * 2).labels == ("model1", "model2")
+    # compare's results, and an opened reader's, keep their paths (compare_results of them: the same labels)
+    c = compare([tmp_path / "u" / "model.npz", tmp_path / "Qwen2.5-0.5B" / "model.npz"], tails=False)
+    assert compare_results(c.results).labels == c.labels == ("u/model", "Qwen2.5-0.5B/model")
+    from htsr.io import open_source
+
+    r = htsr.analyze(open_source(tmp_path / "u" / "model.npz"), tails=False)
+    assert r.path == str(tmp_path / "u" / "model.npz")
 
 
 def test_json_is_strict_and_csv_round_trips(three_models, tmp_path):

@@ -1112,6 +1112,10 @@ def test_fit_power_law_refuses_what_analyze_refuses():
     with pytest.raises(htsr.OptionError, match="finger_thresh"):
         fit_power_law(ev, clip_xmax=True, finger_thresh=-1)
     assert fit_power_law(ev, xmin="median").status == "ok" and fit_power_law(ev, xmin=2).status == "ok"
+    # numpy scalars are the numbers they hold, exactly (an x_min of np.float32(λ) keeps λ in the tail)
+    ev32 = ev.astype(np.float32)
+    assert fit_power_law(ev32, xmin=ev32[150]).alpha == fit_power_law(ev32, xmin=float(ev32[150])).alpha
+    assert fit_power_law(ev, clip_xmax=np.True_, max_fingers=np.int64(3)).status == "ok"
 
 
 def test_the_summary_names_the_interval_level_and_why_a_count_is_undefined():

@@ -251,6 +251,9 @@ def fit_power_law(
     from ..errors import OptionError
     from ..options import OPTION_SPECS  # (the checks analyze's options get: one rule for both)
 
+    # (numpy scalars as the Python ones, exactly: an x_min of np.float32(λ) is λ)
+    xmin, clip_xmax, max_fingers, finger_thresh = (v.item() if isinstance(v, np.generic) else v
+                                                   for v in (xmin, clip_xmax, max_fingers, finger_thresh))
     for name, value in (("xmin", xmin), ("clip_xmax", clip_xmax), ("max_fingers", max_fingers),
                         ("finger_thresh", finger_thresh)):
         if not OPTION_SPECS[name].check(value):

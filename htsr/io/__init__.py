@@ -52,7 +52,7 @@ SUPPORTED = (
 )
 
 
-def _is_reader(obj: Any) -> bool:
+def is_reader(obj: Any) -> bool:
     """Whether ``obj`` is a reader (a :class:`TensorSource`, a runtime protocol: its check looks attributes up,
     and a model's ``__getattr__`` may raise another error than AttributeError: diffusers' ModelMixin a KeyError)."""
     try:
@@ -64,7 +64,7 @@ def _is_reader(obj: Any) -> bool:
 def open_source(source: Any) -> TensorSource:
     """Return the reader for ``source`` (a reader itself is returned as it is); raise :class:`SourceError` if
     it cannot be read."""
-    if _is_reader(source) and not isinstance(source, Mapping):  # already opened
+    if is_reader(source) and not isinstance(source, Mapping):  # already opened
         return source
     if isinstance(source, (str, os.PathLike)):
         if not os.fspath(source):  # "" would be the current folder: never what an empty argument meant
