@@ -23,7 +23,6 @@ from .io.base import ROW_TAG
 from .io.delta import DeltaSource
 from .io.scales import unscaled_integer_weight
 from .matrices import (
-    STORAGE_ROUNDOFF,
     LayerMatrices,
     aspect_window_shape,
     aspect_windows,
@@ -62,6 +61,9 @@ WW_EVALS_THRESH = 1e-5
 #: (tiny weights: a fine-tune's update W − W_base, weights scaled by 1e-3) it would cut into the spectrum
 #: itself, so the layer's own numerical floor is used instead
 WW_FLOOR_MAX_FRACTION = 1e-3
+#: the share of eigenvalues zero at float32 precision from which a layer's ERG leaves them out (see
+#: _spectral_diagnostics; the phase's default rank-collapse share, fixed here: no phase option moves it)
+ERG_ZERO_SHARE = 0.10
 #: layers whose matrices have at most this smaller side are analysed side by side in threads
 THREADED_MAX_M = 2048
 
@@ -188,18 +190,15 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
             for lm in rows:
                 if pattern is None or pattern.search(lm.name):
                     matched = True
-                    # a delta's rounding noise, the same for every row of its tensor; a coarse storage's roundoff
-                    noise = {"resolution": t.resolution} if t.resolution is not None else {}
-                    if t.dtype in STORAGE_ROUNDOFF:
-                        noise["storage_eps"] = STORAGE_ROUNDOFF[t.dtype]
-                    yield dataclasses.replace(lm, **noise) if noise else lm
+                    # a delta's rounding noise, the same for every row of its tensor
+                    yield lm if t.resolution is None else dataclasses.replace(lm, resolution=t.resolution)
             if not matched:
                 passed_over(t.name, "not matched by --layers")
             else:
                 if t.storage_key is not None:
                     first_name[t.storage_key] = t.name
-                if (m := ROW_TAG.search(t.name)) and m["tag"] == "merged":
-                    tally.used_by(t.name)
+                if (m := ROW_TAG.search(t.name)) and m["tag"] == "merged" and not hasattr(t.loader, "skip_reason"):
+                    tally.used_by(t.name)  # (a merge not formed reads nothing)
         # a tensor the reader both lists and yields as a row that says why (an ONNX weight it cannot
         # dequantize) is that row
         for name, reason in getattr(src, "skipped", ()):
@@ -511,23 +510,6 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
     return mp, cols, "", R
 
 
-def _rounding_floor(ev: np.ndarray, lm: LayerMatrices, scale: float) -> float:
-    """Below this, an eigenvalue may be the rounding of the layer's stored entries alone, in the spectrum's
-    units: twice (rms·(√rows + √cols))², the MP edge of noise of that rounding's rms (its largest eigenvalues
-    spread past the edge, and the rms is an estimate). A delta's rms is its inputs' (``lm.resolution``); a
-    storage coarser than float32 (``lm.storage_eps``, unit roundoff u) rounds each entry by up to u of its
-    size, rms u/√3 of the entries' (Σλ / (matrices·rows·cols), scale included). 0 for an update from its
-    factors (their product is exact)."""
-    if lm.kind == "lora":
-        return 0.0
-    sides = 2.0 * (math.sqrt(lm.rows) + math.sqrt(lm.cols)) ** 2
-    floor = scale * lm.resolution() ** 2 * sides if lm.resolution else 0.0
-    if lm.storage_eps and ev.size:
-        mean_square = float(np.sum(ev)) / (lm.num_matrices * lm.rows * lm.cols)
-        floor = max(floor, lm.storage_eps ** 2 / 3.0 * mean_square * sides)
-    return floor
-
-
 def _count_outside(W: np.ndarray, cut: float) -> int:
     """Entries with |W_ij − mean| > cut, counted without a full-size temporary (this runs on every layer)."""
     m = float(W.mean(dtype=np.float64))
@@ -540,8 +522,7 @@ def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: f
     """Phase, SETOL and localisation: what needs the fit as well as the spectrum."""
     ev = spectrum.evals
     cols: dict[str, Any] = {}
-    # zero at float32 precision (see rmt.mp.zero_level for the fast path), or below the storage's rounding
-    num_zero = num_zero_evals(ev, lm.N, _rounding_floor(ev, lm, scale))
+    num_zero = num_zero_evals(ev, lm.N)  # at float32 precision (see rmt.mp.zero_level for the fast path)
     # x_min on the layer's own spectrum: when FARMS' windows were fitted (``whole``: the layer's eigenvalues
     # above its floor), the eigenvalue at the tail share the fit found among the windows' above theirs
     # (a share of every eigenvalue, zeros included, put a rank-150 layer's x_min 2x too deep)
@@ -556,12 +537,12 @@ def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: f
                                    PhaseThresholds(opts.phase_rank_collapse, opts.phase_ht_share,
                                                    opts.phase_ht_alpha, opts.phase_bleed_width)))
     if opts.setol and ev.size:
-        # over the space the weights span: the matrix_rank largest (WeightWatcher's), and for a rank-collapsed
-        # layer, whose float64 rank counts the rounding of its float32 (or coarser) entries, its eigenvalues
-        # less those zero at its precision (its tail ended on that rounding, ~1e-16); a few tiny ones of a
-        # nearly full-rank layer stay in, as WeightWatcher has them
-        collapsed = num_zero >= opts.phase_rank_collapse * ev.size
-        live = erg_eigenvalues(ev, ev.size - num_zero if collapsed else spectrum.rank)
+        # over the space the weights span: the matrix_rank largest (WeightWatcher's), and for a rank-deficient
+        # layer, whose float64 rank counts the rounding of its float32 entries, its eigenvalues less those zero
+        # at float32 precision (its tail ended on that rounding, ~1e-16); a few tiny ones of a nearly full-rank
+        # layer stay in, as WeightWatcher has them
+        deficient = num_zero >= ERG_ZERO_SHARE * ev.size
+        live = erg_eigenvalues(ev, ev.size - num_zero if deficient else spectrum.rank)
         erg = erg_tail(live)
         total = float(np.sum(live))
         xmin_norm = xmin * live.size / total if total > 0 else math.nan

@@ -91,8 +91,6 @@ class LayerMatrices:
     load: Callable[[], Sequence[np.ndarray]]
     #: after load(), the rms rounding its entries carry from their inputs' storage (TensorRef.resolution)
     resolution: Callable[[], float] | None = None
-    #: the unit roundoff of the entries' storage when coarser than float32's (:data:`STORAGE_ROUNDOFF`)
-    storage_eps: float = 0.0
 
     @property
     def N(self) -> int:
@@ -105,11 +103,6 @@ class LayerMatrices:
     @property
     def num_evals(self) -> int:
         return self.M * self.num_matrices
-
-
-#: unit roundoff u of the float dtypes coarser than float32 (a stored value is off by up to u of its size)
-STORAGE_ROUNDOFF = {"float16": 2.0 ** -11, "bfloat16": 2.0 ** -8, "float8_e4m3fn": 2.0 ** -4,
-                    "float8_e4m3fnuz": 2.0 ** -4, "float8_e5m2": 2.0 ** -3, "float8_e5m2fnuz": 2.0 ** -3}
 
 
 def row_name(tensor_name: str) -> str:

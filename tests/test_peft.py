@@ -1409,7 +1409,7 @@ def test_review_pipeline_components_shards_variants_and_failures_and_dora_per_co
                                (np.abs(m) + 1)[:, None] / np.linalg.norm(V, axis=1, keepdims=True) * V, rtol=1e-5)
 
 
-def test_a_merged_row_kept_by_a_filter_counts_its_base_and_update_as_analysed(adapter):
+def test_a_merged_row_kept_by_a_filter_counts_its_base_and_update_as_analysed(adapter, tmp_path):
     """--layers '#merged$' (or --kinds dense) keeps W + ΔW and leaves the #base and #delta rows out: the tensors
     the merge reads are analysed by it, not listed as 'not matched by --layers' (all 12 of 12 had been)."""
     d, _, _ = adapter
@@ -1424,6 +1424,14 @@ def test_a_merged_row_kept_by_a_filter_counts_its_base_and_update_as_analysed(ad
     # (a filter that leaves the merge out lists them, as before)
     delta = htsr.analyze(d / "adapter", base=d / "base.safetensors", min_evals=2, layers="#delta$")
     assert [n.examples[0] for n in delta.not_analysed if n.reason == "not matched by --layers"][0].endswith("#base")
+    # a merge not formed (the base lacks its weight) reads nothing: its update stays listed; the embedding's
+    # skipped rows are typed embedding (--kinds embedding keeps them)
+    base = load_file(str(d / "base.safetensors"))
+    save_file({k: v for k, v in base.items() if k not in ("sq.weight", "emb.weight")}, str(tmp_path / "b.safetensors"))
+    r = htsr.analyze(d / "adapter", base=tmp_path / "b.safetensors", min_evals=2, layers="#merged$")
+    listed = {n.reason: n.examples for n in r.not_analysed}
+    assert {"sq#delta", "emb#delta"} <= set(listed["not matched by --layers"])
+    assert {x.name: x.kind for x in r.layers}["emb#merged"] == "embedding"
 
 
 def test_a_live_peft_models_weights_not_adapted_are_said(tmp_path):
@@ -1433,6 +1441,10 @@ def test_a_live_peft_models_weights_not_adapted_are_said(tmp_path):
     pm = peft.get_peft_model(Tiny(), peft.LoraConfig(r=4, target_modules=["q"], init_lora_weights=False))
     r = htsr.analyze(pm, min_evals=2)
     assert {x.name for x in r.layers} == {"q#delta", "q#base", "q#merged"}
+    # (a modules_to_save layer's copies are a row and the base's own: not among them)
+    pm = peft.get_peft_model(Tiny(), peft.LoraConfig(r=4, target_modules=["q"], modules_to_save=["sq"]))
+    assert "(4 other tensors of the model, emb.weight …" in htsr.analyze(pm, min_evals=2).source
     # Tiny's 7 tensors (the embedding's table; q, sq and out's weights and biases) less q.weight
+    r = htsr.analyze(peft.get_peft_model(Tiny(), peft.LoraConfig(r=4, target_modules=["q"])), min_evals=2)
     assert r.source.endswith("(6 other tensors of the model, emb.weight …, are not adapted: analyse "
                              "model.get_base_model() for them)")

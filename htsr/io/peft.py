@@ -203,7 +203,8 @@ class PeftAdapter:
                 if not re.search(r"\.(lora_(A|B|embedding_A|embedding_B|magnitude_vector)|hada_\w+|lokr_\w+)\.", k)}
         other = self.with_base(TorchStateDict(base, description))
         adapted = {other._key(n) for e in self._modules.values() for n in self._weight_names(e["module"])}
-        rest = [k for k in base if k not in adapted]
+        # (a modules_to_save layer's trained copy is a row of the adapter, its original the base's own)
+        rest = [k for k in base if k not in adapted and not re.search(r"\.(modules_to_save|original_module)\.", k)]
         if rest:  # (the adapter is the source: the model's other weights are no rows of it, and are said so)
             other.description += (f" ({len(rest)} other tensors of the model, {rest[0]} …, are not adapted: "
                                    "analyse model.get_base_model() for them)")
@@ -759,14 +760,15 @@ class PeftAdapter:
         A, B = entry["A"].shape, entry["B"].shape
         update = (int(A[1]), int(B[0])) if entry["emb"] else (int(B[0]), int(A[1]))
         shape = update if entry["emb"] else (*update, *(int(k) for k in A[2:]))  # (a conv LoRA's kernel)
+        kind = "embedding" if entry["emb"] else None
         if b is None:
             yield from _no_base_rows(label, f"no base tensor of the update's shape is {name} with '_' read as '.'"
-                                     if self._flat else f"the base has no tensor {key}", shape)
+                                     if self._flat else f"the base has no tensor {key}", shape, kind)
             return
         if len(b.shape) < 2 or tuple(b.shape[:2]) not in (update, update[::-1]):
             yield from _no_base_rows(label, f"the base tensor {b.name} is {'x'.join(map(str, b.shape))}, not the "
                                             f"update's {update[0]}x{update[1]}: another layer's, no base of this one",
-                                     shape)
+                                     shape, kind)
             return
         kind = ("embedding" if entry["emb"] else infer_kind(f"{name}.weight", b.shape)) if saved else (
             b.kind or infer_kind(b.name, b.shape))
@@ -932,10 +934,10 @@ def _lycoris_update(parts: dict[str, np.ndarray], scale: float, kernel: tuple[in
     return out if kernel else out[0]
 
 
-def _no_base_rows(row: str, reason: str, shape: tuple[int, ...]) -> Iterator[TensorRef]:
+def _no_base_rows(row: str, reason: str, shape: tuple[int, ...], kind: str | None = None) -> Iterator[TensorRef]:
     """The ``#base`` and ``#merged`` rows of a module whose base weight cannot be used, saying why; of the
-    update's ``shape`` (the module's, as the adapter has it), typed by it."""
-    kind = infer_kind(f"{row}.weight", shape) or "dense" if len(shape) > 2 else "dense"
+    update's ``shape`` (the module's, as the adapter has it), typed ``kind`` or by the shape."""
+    kind = kind or (infer_kind(f"{row}.weight", shape) or "dense" if len(shape) > 2 else "dense")
     for tag in ("base", "merged"):
         yield TensorRef(f"{row}#{tag}", shape, "float32", skipped_loader(reason), kind)
 
