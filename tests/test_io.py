@@ -1506,6 +1506,21 @@ def test_a_mapping_of_lists_of_arrays_is_read_as_a_pickle_of_it_is(tmp_path):
     assert [(x.name, x.kind, x.shape) for x in r.layers] == [*want, ("grid", "dense", "2x2")]
     same = {"weights": [rng.standard_normal((64, 64)).astype(np.float32) for _ in range(3)]}
     assert [x.name for x in htsr.analyze(same, min_evals=2).layers] == ["weights.0", "weights.1", "weights.2"]
+    # stax's [(W, b), …] pairs and a list holding None, as their pickles
+    W1, W2 = net["weights"]
+    for obj, want in (({"layers": [(W1, np.zeros(128)), (W2, np.zeros(10))]}, ["layers.0.0", "layers.1.0"]),
+                      ({"weights": [W1, None]}, ["weights.0"])):
+        (tmp_path / "o.pkl").write_bytes(pickle.dumps(obj))
+        assert [x.name for x in htsr.analyze(obj, min_evals=2).layers] == want
+        assert [x.name for x in htsr.analyze(tmp_path / "o.pkl", min_evals=2).layers] == want
+    # a list of vectors stays one matrix in memory, as it was (word vectors)
+    vectors = {"word_vectors": list(rng.standard_normal((300, 64)).astype(np.float32))}
+    assert [(x.name, x.shape) for x in htsr.analyze(vectors, min_evals=2).layers] == [("word_vectors", "300x64")]
+    # torch tensors in a list (a model's parameters, grads on; bf16): read as a state dict's, not a numpy error
+    torch = pytest.importorskip("torch")
+    params = list(torch.nn.Linear(64, 128).parameters()) + [torch.randn(10, 128, dtype=torch.bfloat16)]
+    assert [(x.name, x.shape) for x in htsr.analyze({"weights": params}, min_evals=2).layers] == [
+        ("weights.0", "128x64"), ("weights.2", "10x128")]
 
 
 def test_a_bfloat16_array_numpy_saved_as_voids_says_to_resave_it(tmp_path):

@@ -84,7 +84,7 @@ def open_source(source: Any) -> TensorSource:
         from .numpy import flat_items
         from .torch import TorchStateDict, is_torch_object, unwrap_state, with_notes
 
-        if any(is_torch_object(v) for _, v in flat_items(source)):  # torch tensors, nested or not
+        if any(is_torch_object(v) for _, v in flat_items(source, lists=True)):  # torch tensors, nested or not
             # a checkpoint dict in memory is unwrapped as a file's is (a Keras torch-backend state dict's
             # '…/dense/kernel' too: its kernels are torch tensors in Keras' layout, as the live model reads them)
             notes: list[str] = []

@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 import os
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import SourceError
-from .base import TensorRef, as_loaded, expands_too_far, skipped_loader
+from .base import TensorRef, as_loaded, expands_too_far, one_line, skipped_loader
 from .scales import with_scales
 
 __all__ = ["ArrayMapping", "NpyFile", "NpzFile"]
@@ -42,19 +42,28 @@ def _holds_objects(path: Path) -> bool:
         return False
 
 
-def flat_items(mapping: Mapping, prefix: str = "", lists: bool = False) -> Iterator[tuple[str, object]]:
-    """(dotted name, value) for every leaf of nested mappings, in order. ``lists``: a list or tuple of arrays or
-    mappings (a hand-written network's ``{'weights': [W1, W2]}``) is nested too, its items named by index, as a
-    pickle's are (a list of numbers is one array; a state dict's tuples are its modules' packed state)."""
+def flat_items(mapping: Mapping, prefix: str = "", lists: bool = False,
+               leaf: Callable[[str], bool] = lambda name: False) -> Iterator[tuple[str, object]]:
+    """(dotted name, value) for every leaf of nested mappings, in order. ``lists``: a list or tuple that holds a
+    matrix or a mapping somewhere (a hand-written network's ``{'weights': [W1, W2]}``, stax's ``[(W, b), …]``)
+    is nested too, its items named by index, as a pickle's are, unless ``leaf(name)`` (a state dict's packed
+    parameters); one of numbers or of vectors is one array (a list of word vectors is their matrix)."""
     items = mapping.items() if isinstance(mapping, Mapping) else enumerate(mapping)
     for k, v in items:
         name = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, Mapping) or (lists and isinstance(v, (list, tuple)) and v and all(
-                isinstance(x, (Mapping, list, tuple)) or hasattr(x, "shape") for x in v)
-                and not all(isinstance(x, (list, tuple)) for x in v)):
-            yield from flat_items(v, name, lists)
+        if isinstance(v, Mapping) or (lists and isinstance(v, (list, tuple)) and _holds_matrix(v) and not leaf(name)):
+            yield from flat_items(v, name, lists, leaf)
         else:
             yield name, v
+
+
+def _holds_matrix(v: object, depth: int = 0) -> bool:
+    """Whether a list or tuple holds a mapping, or an array of two or more dimensions, at any depth."""
+    if isinstance(v, Mapping):
+        return True
+    if isinstance(v, (list, tuple)):
+        return depth < 32 and any(_holds_matrix(x, depth + 1) for x in v)
+    return len(getattr(v, "shape", ())) >= 2
 
 
 class ArrayMapping:
@@ -74,7 +83,12 @@ class ArrayMapping:
     def refs(self) -> Iterator[TensorRef]:
         """The arrays as stored (quantized weights and their scales or parts apart)."""
         for name, value in self._mapping.items():
-            a = np.asarray(value)
+            try:
+                a = np.asarray(value)
+            except Exception as e:  # noqa: BLE001 - ragged lists, torch tensors that need grad … : a row says so
+                yield TensorRef(str(name), (1, 1), "float32", skipped_loader(
+                    f"not an array ({one_line(e)}); give arrays, or lists of arrays of one shape"))
+                continue
             yield TensorRef(str(name), a.shape, a.dtype.name, (lambda a=a: as_loaded(a)))
 
 

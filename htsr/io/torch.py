@@ -113,7 +113,8 @@ class TorchStateDict:
     def __init__(self, state: Mapping[str, Any], description: str = "<state dict>") -> None:
         self.description = description
         torch = _torch()
-        items = list(_unpacked(flat_items(state)))
+        # (lists of tensors named by index, as a pickle's; torch.ao's packed (weight, bias) kept whole)
+        items = list(_unpacked(flat_items(state, lists=True, leaf=lambda name: name.endswith(_PACKED))))
         self._tensors = {name: v for name, v in items if isinstance(v, torch.Tensor)}
         # torch.ao's packed weights other than a Linear's (a dynamic-quantized LSTM's CellParamsBase): named
         self.not_weights = [(name, "torch.ao packed parameters (a dynamic-quantized LSTM / GRU): analyse the live "
