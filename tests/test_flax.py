@@ -1028,13 +1028,20 @@ def test_transformers_sharded_flax_weights_are_one_tree(tmp_path):
     one = htsr.analyze(tmp_path / "flax_model-00002-of-00003.msgpack", min_evals=2)
     assert one.source.endswith("flax_model-00002-of-00003.msgpack (shard 2 of 3 alone: give its folder for the whole "
                                "model)")
-    # a parameter in two shards: a corrupt index's, one line naming the shard
+    # a parameter in two shards is read from the one the index names (as safetensors shards are); one the
+    # index lists that no shard holds is listed, saying so
     write(tmp_path / "flax_model-00003-of-00003.msgpack", {"lm_head": {"kernel": flat["lm_head/kernel"]},
-                                                           "model": {"mlp": {"kernel": flat["model/mlp/kernel"]}}})
-    with pytest.raises(SourceError) as ei:
-        htsr.analyze(tmp_path)
-    _one_line_source_error(ei, f"{tmp_path / 'flax_model-00003-of-00003.msgpack'}: parameter 'kernel' is in another "
-                               "shard too")
+                                                           "model": {"mlp": {"kernel": 2 * flat["model/mlp/kernel"]}}})
+    got = {t.name: t for t in open_source(tmp_path)}
+    np.testing.assert_array_equal(got["model.mlp"].load(), flat["model/mlp/kernel"].T)
+    weight_map["model/gone/kernel"] = "flax_model-00001-of-00003.msgpack"
+    (tmp_path / "flax_model.msgpack.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    assert ("model.gone.kernel", "the index puts it in flax_model-00001-of-00003.msgpack, which does not hold it") in (
+        open_source(tmp_path).skipped)
+    # without the index, the shards are one model too (the first named for it)
+    (tmp_path / "flax_model.msgpack.index.json").unlink()
+    assert [x.name for x in htsr.analyze(tmp_path, min_evals=2).layers] == [
+        "model.embed", "model.q", "model.mlp", "lm_head"]
 
 
 def test_nnx_lora_is_one_update_row_and_flat_trees_of_norm_weights_or_tf_names_are_flax(tmp_path):
@@ -1051,6 +1058,15 @@ def test_nnx_lora_is_one_update_row_and_flat_trees_of_norm_weights_or_tf_names_a
         f = rows["q.lora#delta"].load()
         # the LowRank's product is (a·b)ᵀ exactly (float32 factors, float32 product: 1e-6)
         np.testing.assert_allclose(f.B @ f.A * f.scale, (a @ b).T, rtol=1e-6, atol=1e-6)
+    # a scanned block's pair (nnx.scan / vmap: a leading layer axis): listed, not dense rows of its factors
+    scanned = {"layers": {"q": {"kernel": rng.standard_normal((3, 64, 48)).astype(np.float32),
+                                "bias": np.zeros((3, 48), np.float32),
+                                "lora": {"lora_a": rng.standard_normal((3, 64, 4)).astype(np.float32),
+                                         "lora_b": rng.standard_normal((3, 4, 48)).astype(np.float32)}},
+                          "norm": {"scale": np.ones((3, 64), np.float32)}}}
+    src = open_source({"params": scanned})
+    assert [t.name for t in src] == ["layers.q[0]", "layers.q[1]", "layers.q[2]"]
+    assert {n for n, _ in src.skipped} == {"layers.q.lora.lora_a", "layers.q.lora.lora_b"}
     flat = {"model/embed_tokens/embedding": _f32(40, 16, seed=8), "model/layers/0/mlp/up_proj/kernel": _f32(16, 32),
             "model/layers/0/input_layernorm/weight": np.ones(16, np.float32), "model/norm/weight": np.ones(16, np.float32)}
     np.savez(tmp_path / "llama.npz", **flat)
@@ -1071,3 +1087,21 @@ def test_a_flax_training_checkpoint_folder_is_read(tmp_path):
     write(tmp_path / "checkpoint_100", {"params": {"Dense_0": {"kernel": _f32(24, 16)}}, "step": np.array(100)})
     r = htsr.analyze(tmp_path, min_evals=2)
     assert [(x.name, x.shape) for x in r.layers] == [("Dense_0", "16x24")]
+
+
+def test_a_sharded_flax_models_errors_name_their_own_shard(tmp_path):
+    """A shard cut short after it was opened fails its own arrays' rows naming that shard (they named the
+    last); a Git LFS pointer in place of a shard says to pull it."""
+    for i, name in enumerate(("a", "b"), 1):
+        write(tmp_path / f"flax_model-0000{i}-of-00002.msgpack", {"model": {name: {"kernel": _f32(32, 24, seed=i)}}})
+    src = open_source(tmp_path)
+    first = tmp_path / "flax_model-00001-of-00002.msgpack"
+    first.write_bytes(first.read_bytes()[:100])
+    rows = {t.name: t for t in src}
+    with pytest.raises(SourceError) as ei:
+        rows["model.a"].load()
+    _one_line_source_error(ei, f"{first}: array 'model.a.kernel' cannot be read")
+    first.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n")
+    with pytest.raises(SourceError) as ei:
+        open_source(tmp_path)
+    _one_line_source_error(ei, f"{first}: a Git LFS pointer")

@@ -41,13 +41,13 @@ from .safetensors import (
 __all__ = ["FLOAT_DTYPES", "SUPPORTED", "TensorRef", "TensorSource", "open_source"]
 
 SUPPORTED = (
-    ".safetensors files and Hugging Face folders of (sharded) safetensors; PEFT LoRA adapter folders and "
-    "single-file LoRAs (kohya-ss, LyCORIS, diffusers); "
+    ".safetensors files and Hugging Face folders of (sharded) safetensors; PEFT adapter folders (LoRA, LoHa, "
+    "LoKr) and single-file LoRAs (kohya-ss, LyCORIS, diffusers); "
     ".pt/.pth/.bin PyTorch checkpoints (zip and legacy pickle formats, without torch); TorchScript archives; "
     "torch.export .pt2 archives; .npz/.npy arrays; "
     "plain pickles of numpy arrays (.pkl, gzipped too; nothing in them is run); torch.nn.Module objects [htsr[torch]]; .onnx models [htsr[onnx]]; .keras archives and Keras .h5 files "
     "[htsr[keras]]; Keras 3 model and layer objects (any backend); .gguf llama.cpp files, quantized types "
-    "dequantized [htsr[gguf]]; .msgpack Flax checkpoints [htsr[flax]]; Flax parameter pytrees; mappings of "
+    "dequantized [htsr[gguf]]; .msgpack Flax checkpoints, sharded too [htsr[flax]]; Flax parameter pytrees; mappings of "
     "names to arrays"
 )
 
@@ -313,13 +313,18 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
     # Optimum's ONNX export (model.onnx beside model_quantized.onnx …), or a folder of one weight file
     candidates = sorted(f for f in path.iterdir() if _weight_file(f))
     parts = one_split(candidates)  # a split model's shards: <stem>-00001-of-00002.<ext> …
-    # PyTorch shards without their index (pytorch_model-00001-of-00002.bin …): one model, as loose safetensors are
-    if parts is not None and parts[0]["ext"] in ("bin", "pt", "pth"):
+    # PyTorch or Flax shards without their index (pytorch_model-00001-of-00002.bin …): one model, as loose
+    # safetensors are
+    if parts is not None and parts[0]["ext"] in ("bin", "pt", "pth", "msgpack"):
         count = int(parts[0]["count"])
         missing = sorted(set(range(1, count + 1)) - {int(m["no"]) for m in parts})
         if missing:
             raise SourceError(f"{path}: shard {missing[0]} of {count} of {parts[0]['stem']} is missing (and no "
                               "index lists them); download the model again")
+        if parts[0]["ext"] == "msgpack":
+            from .flax import FlaxMsgpackFile
+
+            return FlaxMsgpackFile(candidates[0], shards=tuple(candidates)), {_resolved(f) for f in candidates}
         from .torch import load_torch_file
 
         return _Chain(str(path), [load_torch_file(f) for f in candidates], path), {_resolved(f) for f in candidates}

@@ -106,7 +106,16 @@ import numpy as np
 
 from ..errors import SourceError
 from ..matrices import classify
-from .base import TensorRef, as_loaded, import_extra, numpy_dtype, one_line, skipped_loader
+from .base import (
+    LFS_POINTER,
+    TensorRef,
+    as_loaded,
+    import_extra,
+    lfs_pointer_error,
+    numpy_dtype,
+    one_line,
+    skipped_loader,
+)
 
 __all__ = ["FlaxMsgpackFile", "FlaxTensorRef", "FlaxTree", "flax_tensor", "is_flax_tree", "is_msgpack_checkpoint"]
 
@@ -456,6 +465,12 @@ class _Tree:
                 continue
             if path in lora.values():
                 continue
+            pair = path[:-1] + ("lora_b" if path[-1] == "lora_a" else "lora_a",)
+            if path[-1] in ("lora_a", "lora_b") and pair in shapes:
+                # (a scanned block's pair: its per-layer updates are not formed; its factors are no layers)
+                self.skipped.append((".".join(path), "an nnx LoRA factor of a scanned block: its per-layer update "
+                                                     "lora_a·lora_b is not formed"))
+                continue
             root = max((path[:d] for d in range(len(path)) if path[:d] in roots), key=len, default=None)
             pos, s = roots[root] if root is not None else (0, 0)
             bias = shapes.get(path[:-1] + ("bias",))
@@ -649,91 +664,107 @@ class _Decoder:
 class FlaxMsgpackFile(_Tree):
     """A Flax msgpack checkpoint (``flax.serialization.to_bytes``); see the module docstring for memory."""
 
-    def __init__(self, path: str | os.PathLike, index: os.PathLike | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, index: os.PathLike | None = None,
+                 shards: tuple[Path, ...] = ()) -> None:
         """``index``: a Hugging Face shard index (``flax_model.msgpack.index.json``, transformers'
-        ``save_pretrained(max_shard_size=…)``); its shards, each a nested tree of some of the parameters, are
-        read as one tree (a module's kernel and bias may be in two shards)."""
+        ``save_pretrained(max_shard_size=…)``), or ``shards``, the files of a split without one: their trees,
+        each of some of the parameters, are read as one (a module's kernel and bias may be in two shards); a
+        parameter in two shards is read from the one the index names, a parameter the index lists that no shard
+        holds is listed."""
         from .base import ShardIndex
 
         self.path = Path(path)
-        self.description = str(Path(index).parent if index is not None else self.path)
-        self.input_files = ShardIndex.read(Path(index)).shards if index is not None else (self.path,)
+        shard_index = ShardIndex.read(Path(index)) if index is not None else None
+        self.description = str(Path(index).parent if index is not None else self.path.parent if shards else self.path)
+        self.input_files = shard_index.shards if shard_index is not None else tuple(shards) or (self.path,)
         self._msgpack = _msgpack()
         self._corrupt: list[tuple[str, str]] = []  # (path, why) of arrays too corrupt to give a row
+        named = {k.replace("/", "."): v for k, v in shard_index.weight_map.items()} if shard_index else {}
         tree: dict = {}
         with contextlib.ExitStack() as maps:  # (the arrays' headers are read from the maps, all open until built)
             for shard in self.input_files:
-                self.path = shard  # (named by the errors of its arrays, read later from their own file)
-                _merge(tree, self._read(maps), self.path)
+                _merge(tree, self._read(shard, maps), shard, named)
+            missing = [(k, f"the index puts it in {named[k]}, which does not hold it") for k in named
+                       if not _holds(tree, k.split("."))]
             try:
                 self._build(tree, self._leaf)
             except RecursionError:  # the walk recurses once per level
                 raise self._fail("the parameter tree nests too deeply to be a model's; corrupt file?") from None
+        self.skipped += missing
 
-    def _read(self, maps: contextlib.ExitStack) -> Mapping:
-        """The tree of the file at ``self.path``, its arrays as payloads on a memory map ``maps`` holds."""
+    def _read(self, path: Path, maps: contextlib.ExitStack) -> Mapping:
+        """The tree of the file at ``path``, its arrays as payloads on a memory map ``maps`` holds."""
         try:
-            size = self.path.stat().st_size
-            with open(self.path, "rb") as f:
-                head = f.read(16)
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                head = f.read(32)
+                if head.startswith(LFS_POINTER):
+                    raise lfs_pointer_error(path)
                 if size == 0:
-                    raise self._fail("empty file, not a Flax msgpack checkpoint")
+                    raise self._fail("empty file, not a Flax msgpack checkpoint", path)
                 if not is_msgpack_checkpoint(head):
                     raise self._fail(f"not a Flax msgpack checkpoint (starts with {head[:8]!r}, not a msgpack map "
-                                     "of parameters); save it with flax.serialization.to_bytes")
+                                     "of parameters); save it with flax.serialization.to_bytes", path)
                 mm = maps.enter_context(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
-            return self._decode(mm, size)
+            return self._decode(mm, size, path)
         except OSError as e:
-            raise SourceError(f"{self.path}: cannot read ({e.strerror or e})") from None
+            raise SourceError(f"{path}: cannot read ({e.strerror or e})") from None
 
-    def _fail(self, what: str) -> SourceError:
-        return SourceError(f"{self.path}: {what}")
+    def _fail(self, what: str, path: Path | None = None) -> SourceError:
+        return SourceError(f"{path or self.path}: {what}")
 
-    def _decode(self, buf: Any, size: int) -> Any:
-        d = _Decoder(buf, size, self.path)
+    def _decode(self, buf: Any, size: int, path: Path) -> Any:
+        d = _Decoder(buf, size, path)
+
+        def fail(what: str) -> SourceError:
+            return self._fail(what, path)
+
         try:
             tree = d.value()
         except _Corrupt as e:
             what = str(e)
             if what == "truncated":
-                raise self._fail(f"truncated msgpack checkpoint (the {size}-byte file ends inside a value); "
+                raise fail(f"truncated msgpack checkpoint (the {size}-byte file ends inside a value); "
                                  "re-download or re-save it") from None
             if what == "deep":
-                raise self._fail("the parameter tree nests too deeply to be a model's; corrupt file?") from None
+                raise fail("the parameter tree nests too deeply to be a model's; corrupt file?") from None
             if what.startswith("bad type byte"):
-                raise self._fail(f"not valid msgpack ({what}); corrupt file?") from None
-            raise self._fail(f"corrupt msgpack checkpoint: {what}; corrupt or hostile file, re-download or re-save "
+                raise fail(f"not valid msgpack ({what}); corrupt file?") from None
+            raise fail(f"corrupt msgpack checkpoint: {what}; corrupt or hostile file, re-download or re-save "
                              "it") from None
         if d.pos != size:
-            raise self._fail("trailing bytes after the msgpack checkpoint (two files concatenated, or corrupt); "
+            raise fail("trailing bytes after the msgpack checkpoint (two files concatenated, or corrupt); "
                              "re-save it")
         if not isinstance(tree, Mapping):
-            raise self._fail(f"msgpack holding a {type(tree).__name__}, not a map of parameters")
+            raise fail(f"msgpack holding a {type(tree).__name__}, not a map of parameters")
         return tree
 
     def _leaf(self, path: tuple[str, ...], value: Any):
         """An array's (shape, dtype, array function). A corrupt one fails alone: if its shape and dtype could
         be read, its row fails when loaded; if not, it is listed (in ``_corrupt``) with why."""
         where = ".".join(path)
+        chunks = value.get("chunks") if isinstance(value, Mapping) else None
+        first = next(iter(chunks.values()), None) if isinstance(chunks, Mapping) else value
+        file = first.path if isinstance(first, _Payload) else self.path  # (its shard's, of a sharded model)
         try:
             if isinstance(value, Mapping):  # a chunked array
-                return self._chunked(where, value)
+                return self._chunked(where, value, file)
             if not isinstance(value, _Payload):
                 return None
             err = value.parse(self._msgpack)
             if err:
-                raise self._fail(f"array {where!r}: {err}; the checkpoint is corrupt, re-save it")
+                raise self._fail(f"array {where!r}: {err}; the checkpoint is corrupt, re-save it", file)
         except SourceError as e:
             if isinstance(value, _Payload) and value.dtype:  # its row says so when analysed
                 def fail(idx: tuple[int, ...] = (), e: SourceError = e) -> np.ndarray:
                     raise e
                 return value.shape, value.dtype, fail
-            self._corrupt.append((where, str(e).removeprefix(f"{self.path}: ")))
+            self._corrupt.append((where, str(e).removeprefix(f"{file}: ")))
             return None
-        return value.shape, value.dtype, self._reading(where, value.array)
+        return value.shape, value.dtype, self._reading(where, value.array, file)
 
-    def _chunked(self, where: str, value: Mapping):
-        bad = self._fail(f"chunked array {where!r} is inconsistent (shape, chunks); the checkpoint is corrupt")
+    def _chunked(self, where: str, value: Mapping, file: Path):
+        bad = self._fail(f"chunked array {where!r} is inconsistent (shape, chunks); the checkpoint is corrupt", file)
         shape_d, chunks_d = value.get("shape"), value.get("chunks")
         if not isinstance(shape_d, Mapping) or not isinstance(chunks_d, Mapping):
             raise bad
@@ -747,14 +778,14 @@ class FlaxMsgpackFile(_Tree):
                 raise bad
             err = c.parse(self._msgpack)
             if err:
-                raise self._fail(f"array {where!r} chunk {i}: {err}; the checkpoint is corrupt, re-save it")
+                raise self._fail(f"array {where!r} chunk {i}: {err}; the checkpoint is corrupt, re-save it", file)
         if any(len(c.shape) != 1 for c in chunks) or len({c.dtype for c in chunks}) > 1 \
                 or sum(c.shape[0] for c in chunks) != math.prod(shape) or any(d < 0 for d in shape):
             raise bad
         arr = _Chunked(chunks, shape)
-        return shape, arr.dtype, self._reading(where, arr.array)
+        return shape, arr.dtype, self._reading(where, arr.array, file)
 
-    def _reading(self, where: str, array: Callable[[tuple[int, ...]], np.ndarray]):
+    def _reading(self, where: str, array: Callable[[tuple[int, ...]], np.ndarray], file: Path):
         """``array``, its read failing in one line naming the file and the array (the file changed since it
         was opened: shorter, or gone)."""
         def read(idx: tuple[int, ...] = ()) -> np.ndarray:
@@ -762,19 +793,28 @@ class FlaxMsgpackFile(_Tree):
                 return array(idx)
             except (OSError, ValueError) as e:
                 raise self._fail(f"array {where!r} cannot be read ({one_line(e)}): the file changed since it was "
-                                 "opened?") from None
+                                 "opened?", file) from None
         return read
 
 
-def _merge(tree: dict, part: Mapping, path: Path) -> None:
-    """``part``, one shard's tree, into ``tree``; a parameter in two shards is a corrupt index's."""
+def _merge(tree: dict, part: Mapping, path: Path, named: dict[str, str], prefix: str = "") -> None:
+    """``part``, one shard's tree, into ``tree``: a parameter in two shards is taken from the shard the index
+    (``named``: dotted path → shard file name) names for it, else from the first."""
     for k, v in part.items():
+        where = f"{prefix}.{k}" if prefix else str(k)
         if isinstance(v, Mapping) and not _is_array_map(v) and isinstance(tree.get(k, {}), dict):
-            _merge(tree.setdefault(k, {}), v, path)
-        elif k in tree:
-            raise SourceError(f"{path}: parameter {k!r} is in another shard too; re-save the model")
-        else:
+            _merge(tree.setdefault(k, {}), v, path, named, where)
+        elif k not in tree or named.get(where) == path.name:
             tree[k] = v
+
+
+def _holds(tree: Mapping, keys: list[str]) -> bool:
+    """Whether the nested ``tree`` has the leaf at the path ``keys``."""
+    for k in keys:
+        if not isinstance(tree, Mapping) or k not in tree:
+            return False
+        tree = tree[k]
+    return True
 
 
 def _is_array_map(v: Mapping) -> bool:  # a chunked array's map (module docstring): a leaf, not a module
