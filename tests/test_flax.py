@@ -1025,6 +1025,7 @@ def test_transformers_sharded_flax_weights_are_one_tree(tmp_path):
     # the DenseGeneral's [in, 4, 8] kernel read as 32 x 32 (out x in), its bias in the next shard telling so
     got = open_source(tmp_path)
     np.testing.assert_array_equal(next(t for t in got if t.name == "model.q").load(), q.reshape(32, 32).T)
+    assert htsr.analyze(got, min_evals=2).path == str(tmp_path)  # (the folder opened, as compare labels it)
     one = htsr.analyze(tmp_path / "flax_model-00002-of-00003.msgpack", min_evals=2)
     assert one.source.endswith("flax_model-00002-of-00003.msgpack (shard 2 of 3 alone: give its folder for the whole "
                                "model)")

@@ -1513,9 +1513,18 @@ def test_a_mapping_of_lists_of_arrays_is_read_as_a_pickle_of_it_is(tmp_path):
         (tmp_path / "o.pkl").write_bytes(pickle.dumps(obj))
         assert [x.name for x in htsr.analyze(obj, min_evals=2).layers] == want
         assert [x.name for x in htsr.analyze(tmp_path / "o.pkl", min_evals=2).layers] == want
-    # a list of vectors stays one matrix in memory, as it was (word vectors)
-    vectors = {"word_vectors": list(rng.standard_normal((300, 64)).astype(np.float32))}
-    assert [(x.name, x.shape) for x in htsr.analyze(vectors, min_evals=2).layers] == [("word_vectors", "300x64")]
+    # a network's list of biases: items, listed as 1-D (as in its pickle; stacked, they had been a 'layer')
+    r = htsr.analyze({**net, "ragged": [[1.0, 2.0], [3.0]]}, min_evals=2)
+    assert [x.name for x in r.layers] == ["weights.0", "weights.1", "grid"]
+    listed = {n.reason: n.examples for n in r.not_analysed}
+    assert listed.pop("bias or norm buffer") == ("biases.0", "biases.1")
+    assert [(k.startswith("not an array (setting an array element with a sequence"), v) for k, v in listed.items()] == [
+        (True, ("ragged",))]
+    # numpy arrays beside torch tensors (in a list) are read with them, not dropped; a list is a source too
+    torch_ = pytest.importorskip("torch")
+    mixed = htsr.analyze({"W": W1, "t": [torch_.randn(70, 90)]}, min_evals=2)
+    assert [x.name for x in mixed.layers] == ["W", "t.0"]
+    assert [x.name for x in htsr.analyze([W1, W2], min_evals=2).layers] == ["0", "1"]
     # torch tensors in a list (a model's parameters, grads on; bf16): read as a state dict's, not a numpy error
     torch = pytest.importorskip("torch")
     params = list(torch.nn.Linear(64, 128).parameters()) + [torch.randn(10, 128, dtype=torch.bfloat16)]

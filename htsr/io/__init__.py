@@ -76,6 +76,8 @@ def open_source(source: Any) -> TensorSource:
             src.description += (f" (shard {int(part['no'])} of {int(part['count'])} alone: give its folder for the "
                                  "whole model)")
         return src
+    if isinstance(source, (list, tuple)) and source:  # a network's list of layers (an EMA's list of tensors):
+        source = {str(i): v for i, v in enumerate(source)}  # its items named by index, as a pickle's are
     if isinstance(source, Mapping):
         from .flax import FlaxTree, is_flax_tree, unflattened
 

@@ -673,9 +673,10 @@ class FlaxMsgpackFile(_Tree):
         holds is listed."""
         from .base import ShardIndex
 
-        self.path = Path(path)
+        # (a sharded model's path is its folder: each array's errors name its own shard)
+        self.path = Path(index).parent if index is not None else Path(path).parent if shards else Path(path)
         shard_index = ShardIndex.read(Path(index)) if index is not None else None
-        self.description = str(Path(index).parent if index is not None else self.path.parent if shards else self.path)
+        self.description = str(self.path)
         self.input_files = shard_index.shards if shard_index is not None else tuple(shards) or (self.path,)
         self._msgpack = _msgpack()
         self._corrupt: list[tuple[str, str]] = []  # (path, why) of arrays too corrupt to give a row

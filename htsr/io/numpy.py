@@ -44,10 +44,10 @@ def _holds_objects(path: Path) -> bool:
 
 def flat_items(mapping: Mapping, prefix: str = "", lists: bool = False,
                leaf: Callable[[str], bool] = lambda name: False) -> Iterator[tuple[str, object]]:
-    """(dotted name, value) for every leaf of nested mappings, in order. ``lists``: a list or tuple that holds a
-    matrix or a mapping somewhere (a hand-written network's ``{'weights': [W1, W2]}``, stax's ``[(W, b), …]``)
-    is nested too, its items named by index, as a pickle's are, unless ``leaf(name)`` (a state dict's packed
-    parameters); one of numbers or of vectors is one array (a list of word vectors is their matrix)."""
+    """(dotted name, value) for every leaf of nested mappings, in order. ``lists``: a list or tuple that holds an
+    array or a mapping somewhere (a hand-written network's ``{'weights': [W1, W2], 'biases': [b1, b2]}``, stax's
+    ``[(W, b), …]``) is nested too, its items named by index, as a pickle's are, unless ``leaf(name)`` (a state
+    dict's packed parameters); one of numbers is one array."""
     items = mapping.items() if isinstance(mapping, Mapping) else enumerate(mapping)
     for k, v in items:
         name = f"{prefix}.{k}" if prefix else str(k)
@@ -58,12 +58,13 @@ def flat_items(mapping: Mapping, prefix: str = "", lists: bool = False,
 
 
 def _holds_matrix(v: object, depth: int = 0) -> bool:
-    """Whether a list or tuple holds a mapping, or an array of two or more dimensions, at any depth."""
+    """Whether a list or tuple holds a mapping or an array (not a scalar), at any depth: a network's list of
+    weights and one of biases are each items, as in its pickle; a list of numbers is one array."""
     if isinstance(v, Mapping):
         return True
     if isinstance(v, (list, tuple)):
         return depth < 32 and any(_holds_matrix(x, depth + 1) for x in v)
-    return len(getattr(v, "shape", ())) >= 2
+    return len(getattr(v, "shape", ())) >= 1
 
 
 class ArrayMapping:
@@ -82,12 +83,12 @@ class ArrayMapping:
 
     def refs(self) -> Iterator[TensorRef]:
         """The arrays as stored (quantized weights and their scales or parts apart)."""
+        self.not_weights = []
         for name, value in self._mapping.items():
             try:
                 a = np.asarray(value)
-            except Exception as e:  # noqa: BLE001 - ragged lists, torch tensors that need grad … : a row says so
-                yield TensorRef(str(name), (1, 1), "float32", skipped_loader(
-                    f"not an array ({one_line(e)}); give arrays, or lists of arrays of one shape"))
+            except Exception as e:  # noqa: BLE001 - a ragged list of numbers …: listed, saying so
+                self.not_weights.append((str(name), f"not an array ({one_line(e, 60)})"))
                 continue
             yield TensorRef(str(name), a.shape, a.dtype.name, (lambda a=a: as_loaded(a)))
 

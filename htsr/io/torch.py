@@ -115,7 +115,10 @@ class TorchStateDict:
         torch = _torch()
         # (lists of tensors named by index, as a pickle's; torch.ao's packed (weight, bias) kept whole)
         items = list(_unpacked(flat_items(state, lists=True, leaf=lambda name: name.endswith(_PACKED))))
-        self._tensors = {name: v for name, v in items if isinstance(v, torch.Tensor)}
+        # (numpy arrays beside the tensors, as an in-memory dict may mix them: tensors too, not dropped)
+        self._tensors = {name: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(v))
+                         for name, v in items if isinstance(v, torch.Tensor) or (
+                             isinstance(v, np.ndarray) and v.dtype.kind in "biuf")}
         # torch.ao's packed weights other than a Linear's (a dynamic-quantized LSTM's CellParamsBase): named
         self.not_weights = [(name, "torch.ao packed parameters (a dynamic-quantized LSTM / GRU): analyse the live "
                                    "module, which unpacks them, or the float model")
