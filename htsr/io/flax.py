@@ -455,19 +455,17 @@ class _Tree:
         seen: set[str] = set()
         groups: dict[tuple[str, ...], list[tuple]] = {}  # scan root → its rows' makings, written layer by layer
         order: list[Any] = []  # refs and scan roots, in tree order
-        lora = _lora_pairs(shapes, roots)  # nnx LoRA modules: lora_a's path → lora_b's
+        lora, scanned = _lora_pairs(shapes, roots)  # nnx LoRA modules: lora_a's path → lora_b's
+        makes = {path: make for path, (_, _, make) in leaves}
         for path, (shape, dtype, make) in leaves:
             if path in lora:  # one row for the update lora_a·lora_b (x @ a @ b: scale 1), from its factors
-                made = {p: m for p, (_, _, m) in leaves if p in (path, lora[path])}
                 a, b = shapes[path], shapes[lora[path]]
                 order.append(FlaxTensorRef(f"{'.'.join(path[:-1])}#delta", (b[1], a[0]), dtype, _lora_loader(
-                    made[path], made[lora[path]]), kind="lora", path=".".join(prefix + path), flax_shape=shape))
+                    make, makes[lora[path]]), kind="lora", path=".".join(prefix + path), flax_shape=shape))
                 continue
             if path in lora.values():
                 continue
-            pair = path[:-1] + ("lora_b" if path[-1] == "lora_a" else "lora_a",)
-            if path[-1] in ("lora_a", "lora_b") and pair in shapes:
-                # (a scanned block's pair: its per-layer updates are not formed; its factors are no layers)
+            if path in scanned:  # (its per-layer updates are not formed; its factors are no layers)
                 self.skipped.append((".".join(path), "an nnx LoRA factor of a scanned block: its per-layer update "
                                                      "lora_a·lora_b is not formed"))
                 continue
@@ -519,17 +517,22 @@ class _Tree:
         return iter(self._refs)
 
 
-def _lora_pairs(shapes: dict[tuple[str, ...], tuple[int, ...]], roots: dict) -> dict[tuple[str, ...], tuple[str, ...]]:
-    """flax nnx's LoRA modules (``nnx.LoRA``, ``nnx.LoRALinear``'s ``lora``): a ``lora_a`` [in, r] and a
-    ``lora_b`` [r, out] leaf side by side, outside a scan (a scanned pair's rows are its layers'); lora_a's
-    path → lora_b's."""
-    pairs = {}
+def _lora_pairs(shapes: dict[tuple[str, ...], tuple[int, ...]], roots: dict
+                ) -> tuple[dict[tuple[str, ...], tuple[str, ...]], set[tuple[str, ...]]]:
+    """flax nnx's LoRA modules (``nnx.LoRA``, ``nnx.LoRALinear``'s ``lora``), a ``lora_a`` [in, r] and a
+    ``lora_b`` [r, out] leaf side by side: lora_a's path → lora_b's of those outside a scan, and the paths of
+    both factors of the others (a scanned block's pair, stacked, whose per-layer updates are not formed)."""
+    pairs, scanned = {}, set()
     for path, a in shapes.items():
-        b = shapes.get(path[:-1] + ("lora_b",))
-        if path[-1] == "lora_a" and b is not None and len(a) == len(b) == 2 and a[1] == b[0] and not any(
-                path[:d] in roots for d in range(len(path))):
-            pairs[path] = path[:-1] + ("lora_b",)
-    return pairs
+        other = path[:-1] + ("lora_b",)
+        b = shapes.get(other)
+        if path[-1] != "lora_a" or b is None:
+            continue
+        if len(a) == len(b) == 2 and a[1] == b[0] and not any(path[:d] in roots for d in range(len(path))):
+            pairs[path] = other
+        else:
+            scanned |= {path, other}
+    return pairs, scanned
 
 
 def _lora_loader(a: Callable[[tuple[int, ...]], np.ndarray], b: Callable[[tuple[int, ...]], np.ndarray]):

@@ -51,19 +51,19 @@ def flat_items(mapping: Mapping, prefix: str = "", lists: bool = False,
     items = mapping.items() if isinstance(mapping, Mapping) else enumerate(mapping)
     for k, v in items:
         name = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, Mapping) or (lists and isinstance(v, (list, tuple)) and _holds_matrix(v) and not leaf(name)):
+        if isinstance(v, Mapping) or (lists and isinstance(v, (list, tuple)) and _holds_array(v) and not leaf(name)):
             yield from flat_items(v, name, lists, leaf)
         else:
             yield name, v
 
 
-def _holds_matrix(v: object, depth: int = 0) -> bool:
+def _holds_array(v: object, depth: int = 0) -> bool:
     """Whether a list or tuple holds a mapping or an array (not a scalar), at any depth: a network's list of
     weights and one of biases are each items, as in its pickle; a list of numbers is one array."""
     if isinstance(v, Mapping):
         return True
     if isinstance(v, (list, tuple)):
-        return depth < 32 and any(_holds_matrix(x, depth + 1) for x in v)
+        return depth < 32 and any(_holds_array(x, depth + 1) for x in v)
     return len(getattr(v, "shape", ())) >= 1
 
 

@@ -418,7 +418,7 @@ class PeftAdapter:
         for e in self._modules.values():  # a LoHa / LoKr update: out × in, or a conv's out × in·k…
             if "parts" in e:
                 try:
-                    shape = _lycoris_shape({k: tuple(int(x) for x in t.shape) for k, t in e["parts"].items()})
+                    shape = _lycoris_shape(e["parts"])
                 except ValueError:  # (its row says so)
                     continue
                 updates[f"{e['module']}.weight"] = (shape[0], math.prod(shape[1:]))
@@ -669,11 +669,16 @@ class PeftAdapter:
         """The base tensor of a module (``<module>.weight``, or the module's own name: a bare parameter)."""
         return self._base.get(self._key(f"{name}.weight")) or self._base.get(self._key(name))
 
+    def _no_base(self, name: str) -> str:
+        """Why a module has no base tensor (:meth:`_base_ref` found none)."""
+        return (f"no base tensor of the update's shape is {name} with '_' read as '.'" if self._flat
+                else f"the base has no tensor {self._key(f'{name}.weight')}")
+
     def _lycoris_row_shape(self, entry: dict[str, Any]) -> tuple[int, ...]:
         """A LoHa / LoKr update's row shape: its parts' (:func:`_lycoris_shape`), or with a base the base conv
         kernel's shape its flattened (out, in·k…) update is (a Conv1d's Tucker update, out × in × k × 1, is the
         base's out × in × k, and without a base, a peft adapter's); ValueError if the parts do not fit together."""
-        stored = _lycoris_shape({k: tuple(int(x) for x in t.shape) for k, t in entry["parts"].items()})
+        stored = _lycoris_shape(entry["parts"])
         if self.peft_type != "LORA" and len(stored) == 4 and stored[3] == 1 and {"hada_t1", "lokr_t2"} & set(
                 entry["parts"]):  # peft gives a Conv1d's Tucker core a kernel k × 1 (its make_weight_cp is 2-D)
             stored = stored[:3]
@@ -705,8 +710,7 @@ class PeftAdapter:
             yield from _no_base_rows(label, (
                 f"the base tensor {b.name} is {'x'.join(map(str, b.shape))}, not the update's "
                 f"{'x'.join(map(str, shape))}: another layer's, no base of this one" if b is not None else
-                f"no base tensor of the update's shape is {name} with '_' read as '.'" if self._flat else
-                f"the base has no tensor {self._key(f'{name}.weight')}"), shape)
+                self._no_base(name)), shape)
             return
         kind = b.kind or infer_kind(b.name, b.shape)
         yield TensorRef(f"{label}#base", b.shape, b.dtype, b.load, kind)
@@ -754,7 +758,6 @@ class PeftAdapter:
         return f"init_lora_weights {self.moves_base!r}: {what}"
 
     def _with_base(self, name: str, entry: dict[str, Any], label: str) -> Iterator[TensorRef]:
-        key = self._key(f"{name}.weight")
         saved = self._saved_base.get(name)  # (a resized vocabulary's W is the adapter's, not the base model's)
         b = saved or self._base_ref(name)
         A, B = entry["A"].shape, entry["B"].shape
@@ -762,8 +765,7 @@ class PeftAdapter:
         shape = update if entry["emb"] else (*update, *(int(k) for k in A[2:]))  # (a conv LoRA's kernel)
         kind = "embedding" if entry["emb"] else None
         if b is None:
-            yield from _no_base_rows(label, f"no base tensor of the update's shape is {name} with '_' read as '.'"
-                                     if self._flat else f"the base has no tensor {key}", shape, kind)
+            yield from _no_base_rows(label, self._no_base(name), shape, kind)
             return
         if len(b.shape) < 2 or tuple(b.shape[:2]) not in (update, update[::-1]):
             yield from _no_base_rows(label, f"the base tensor {b.name} is {'x'.join(map(str, b.shape))}, not the "
@@ -827,10 +829,11 @@ _LOKR_1 = (("lokr_w1",), ("lokr_w1_a", "lokr_w1_b"))
 _LOKR_2 = (("lokr_w2",), ("lokr_t2", "lokr_w2_a", "lokr_w2_b"), ("lokr_w2_a", "lokr_w2_b"))
 
 
-def _lycoris_shape(parts: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
+def _lycoris_shape(refs: dict[str, TensorRef]) -> tuple[int, ...]:
     """The shape of a LoHa / LoKr update from its parts' shapes: (out, in) for a linear layer, and for a conv
     (out, in, k…) when a Tucker core or a full conv factor gives its kernel, else the flattened (out, in·k…) it
     is stored as; ValueError saying what does not fit."""
+    parts = {k: tuple(int(x) for x in t.shape) for k, t in refs.items()}
     names = set(parts)
     empty = [k for k, v in sorted(parts.items()) if 0 in v]
     if empty:
