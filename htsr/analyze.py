@@ -425,11 +425,13 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         else:
             fit = fit_power_law(fit_x, opts.xmin, opts.clip_xmax, opts.max_fingers, opts.finger_thresh)
             status = fit.status
+            notes: list[str] = []
             try:
                 extra = tail_uncertainty(
                     fit_x, fit, xmin=opts.xmin, tails=opts.tails, bootstrap=opts.bootstrap, seed=opts.seed,
                     confidence=opts.confidence, prior_shape=opts.prior_shape, prior_rate=opts.prior_rate,
-                    bayes_average=opts.bayes_average)
+                    bayes_average=opts.bayes_average, notes=notes)
+                status = "; ".join([status, *notes])
             except Exception as e:  # the fit stands; only its diagnostics are lost
                 extra, status = {}, f"{status}; diagnostics failed: {e.__class__.__name__}: {e}"
         extra.update(num_fit_evals=float(fit_x.size))

@@ -196,6 +196,25 @@ def test_a_fixed_x_min_below_every_eigenvalue_gives_every_diagnostic():
     assert row.status == "ok" and row.best_fit and math.isfinite(row.bayes_alpha) and math.isfinite(row.tpl_alpha)
 
 
+def test_a_failed_tpl_fit_says_why_in_the_status(monkeypatch):
+    # a tail past float64's range in units of x_min: no TPL; the reason reaches the caller's notes
+    x = np.geomspace(1e-200, 1e200, 400)
+    fit = fit_power_law(x, xmin=1e-200)
+    notes: list[str] = []
+    cols = htsr.fits.tail_uncertainty(x, fit, xmin=1e-200, notes=notes)
+    assert math.isnan(cols["tpl_alpha"]) and math.isfinite(cols["bayes_alpha"])
+    assert any(n.startswith("tpl fit_failed: the tail reaches beyond float64") for n in notes)
+    # and an analysed layer's status keeps its fit's 'ok' first, then the reason (as diagnostics failures do)
+    import htsr.fits.tails as tails
+    from htsr.fits.tpl import TPLFit
+    monkeypatch.setattr(tails, "fit_truncated_power_law", lambda *a: TPLFit.failed("no optimum"))
+    W = np.random.default_rng(0).standard_normal((400, 200))
+    r = htsr.analyze({"fc.weight": W})
+    row = r.layers[0]
+    assert row.status == "ok; tpl fit_failed: no optimum" and math.isnan(row.tpl_alpha)
+    assert math.isfinite(row.etpl_alpha) and r.summary.num_fitted == 1
+
+
 @pytest.mark.parametrize("alpha,Lambda,xmin", [(1.5, 0.01, 1.0), (2.5, 0.5, 3.0), (0.5, 1.0, 2.0),
                                                (3.0, 1e-4, 10.0), (1.0, 2.0, 0.5), (6.0, 0.05, 0.2)])
 def test_tpl_density_integrates_to_one(alpha, Lambda, xmin):

@@ -23,8 +23,10 @@ __all__ = ["MIN_WARNING_REPLICATES", "interval_of", "tail_uncertainty", "warning
 
 def tail_uncertainty(x: np.ndarray, fit: PowerLawFit, *, xmin: str | float = "ks", tails: bool = True,
                      bootstrap: int = 0, seed: int = 0, confidence: float = 0.95, prior_shape: float = 0.0,
-                     prior_rate: float = 0.0, bayes_average: bool = False) -> dict[str, Any]:
-    """Columns for a successful ``fit`` of the sorted values ``x`` (only the columns computed)."""
+                     prior_rate: float = 0.0, bayes_average: bool = False,
+                     notes: list[str] | None = None) -> dict[str, Any]:
+    """Columns for a successful ``fit`` of the sorted values ``x`` (only the columns computed). Why a computed
+    column is NaN (a TPL or E-TPL fit that failed) is appended to ``notes`` when given: a layer's status."""
     out: dict[str, Any] = {}
     if fit.status != "ok" or not math.isfinite(fit.alpha):
         return out
@@ -45,9 +47,14 @@ def tail_uncertainty(x: np.ndarray, fit: PowerLawFit, *, xmin: str | float = "ks
                    lr_lognormal=c.lr_lognormal, p_lognormal=c.p_lognormal, lr_tpl=c.lr_tpl, p_tpl=c.p_tpl,
                    tpl_alpha=c.tpl.alpha, tpl_Lambda=c.tpl.Lambda)
         peak = fit if xmin == "peak" else fit_power_law(seen, xmin="peak")
-        if peak.status == "ok":
-            e = fit_truncated_power_law(seen[seen >= peak.xmin], peak.xmin)
+        e = fit_truncated_power_law(seen[seen >= peak.xmin], peak.xmin) if peak.status == "ok" else None
+        if e is not None:
             out.update(etpl_alpha=e.alpha, etpl_Lambda=e.Lambda, etpl_xmin=peak.xmin)
+        if notes is not None:
+            notes += [f"{name} {f.status}" for name, f in (("tpl", c.tpl), ("etpl", e))
+                      if f is not None and f.status != "ok"]
+            if e is None:
+                notes.append(f"etpl not fitted: no peak-bounded x_min ({peak.status})")
     if bootstrap > 0:
         r = bootstrap_power_law(seen, fit, bootstrap, seed, xmin, confidence)
         out.update(boot_alpha_lo=r.alpha_lo, boot_alpha_hi=r.alpha_hi, boot_alpha_se=r.alpha_se,
