@@ -1083,6 +1083,24 @@ def test_nnx_lora_is_one_update_row_and_flat_trees_of_norm_weights_or_tf_names_a
     assert rows == {"conv2d": ("conv2d", "32x16x3x3"), "dense": ("dense", "10x64")}
 
 
+def test_tf_keras_recurrent_cells_in_a_flat_tree_are_rnn_rows_as_the_keras_reader_gives(tmp_path):
+    """TF-Keras 2 variables saved by name (``lstm/lstm_cell/kernel:0`` [in, 4u], ``recurrent_kernel:0`` [u, 4u]):
+    'rnn' rows [4u, in] and [4u, u] named as the Keras reader names them; the recurrent kernel had been an
+    untransposed row of no kind, the input kernel a 'dense' one. A ConvLSTM2D's two kernels are convolutions."""
+    k, r, ck, cr = _f32(24, 320, seed=1), _f32(80, 320, seed=2), _f32(3, 3, 4, 32, seed=3), _f32(3, 3, 8, 32, seed=4)
+    tf = {"lstm/lstm_cell/kernel:0": k, "lstm/lstm_cell/recurrent_kernel:0": r, "lstm/lstm_cell/bias:0": _f32(320),
+          "conv_lstm2d/conv_lstm_cell/kernel:0": ck, "conv_lstm2d/conv_lstm_cell/recurrent_kernel:0": cr,
+          "dense/kernel:0": _f32(80, 10)}
+    np.savez(tmp_path / "tf.npz", **tf)
+    src = {t.name: t for t in open_source(tmp_path / "tf.npz")}
+    assert {n: (t.kind, t.shape) for n, t in src.items()} == {
+        "lstm.kernel": ("rnn", (320, 24)), "lstm.recurrent_kernel": ("rnn", (320, 80)),
+        "conv_lstm2d.kernel": ("conv2d", (32, 4, 3, 3)), "conv_lstm2d.recurrent_kernel": ("conv2d", (32, 8, 3, 3)),
+        "dense": ("dense", (10, 80))}
+    np.testing.assert_array_equal(src["lstm.recurrent_kernel"].load(), r.T)  # a copy: exact
+    np.testing.assert_array_equal(src["conv_lstm2d.recurrent_kernel"].load(), cr.transpose(3, 2, 0, 1))
+
+
 def test_a_flax_training_checkpoint_folder_is_read(tmp_path):
     """flax.training.checkpoints.save_checkpoint writes checkpoint_<step>, no suffix: its folder is that file."""
     write(tmp_path / "checkpoint_100", {"params": {"Dense_0": {"kernel": _f32(24, 16)}}, "step": np.array(100)})

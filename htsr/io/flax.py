@@ -44,6 +44,7 @@ Flax leaf                  Flax layout                       htsr tensor (kind, 
 ``Conv`` ``kernel`` 5-D    ``[kd, kh, kw, c_in/g, c_out]``   ``conv3d`` ``[c_out, c_in/g, kd, kh, kw]``
 ``DenseGeneral`` kernel    ``[*in_axes, *out_axes]``         ``dense`` ``[prod(out), prod(in)]``
 ``Embed`` ``embedding``    ``[vocab, dim]``                  ``embedding`` as it is
+TF-Keras cell ``kernel``   ``[in, 4·units]``                 ``rnn`` ``[4·units, in]`` (``recurrent_kernel`` too)
 =========================  ================================  ======================================
 
 A ``kernel`` of 3 or more dimensions is a ``DenseGeneral`` kernel if its module is named ``query``,
@@ -265,12 +266,13 @@ class FlaxTensorRef(TensorRef):
 
 
 def flax_tensor(path: tuple[str, ...], shape: tuple[int, ...], bias: tuple[int, ...] | None = None,
+                recurrent: bool = False,
                 ) -> tuple[str, str | None, tuple[int, ...], Callable[[np.ndarray], np.ndarray]] | str:
     """How one leaf is analysed: ``(name, kind, htsr shape, transform)``, or the reason it is not.
 
     ``path`` is the leaf's key path below the ``params`` collection, ``shape`` its Flax shape, ``bias``
-    the shape of its module's ``bias`` if it has one (its output axes: it tells a DenseGeneral's layout);
-    the transform turns the stored array into htsr's orientation (see the module docstring).
+    the shape of its module's ``bias`` if it has one (its output axes: it tells a DenseGeneral's layout),
+    ``recurrent`` whether its module also has a ``recurrent_kernel`` (a recurrent cell's input kernel); the transform turns the stored array into htsr's orientation (see the module docstring).
     """
     leaf, module = path[-1], path[:-1]
     mname = module[-1] if module else ""
@@ -282,6 +284,17 @@ def flax_tensor(path: tuple[str, ...], shape: tuple[int, ...], bias: tuple[int, 
         return ".".join(module) or leaf, "embedding", shape, _identity
     if leaf in ("bias", "scale") and module:
         return f"a {n}-D {leaf} (one number per output unit: a DenseGeneral's or a norm's), no weight matrix"
+    if leaf == "recurrent_kernel" or (leaf == "kernel" and recurrent):
+        # a TF-Keras 2 recurrent cell's (``lstm/lstm_cell/recurrent_kernel:0``): named and laid out as the Keras
+        # reader names a recurrent layer's, ``lstm.kernel`` [4·units, in] and ``lstm.recurrent_kernel`` (the cell
+        # level left out); a ConvLSTM's kernels are convolutions
+        name = ".".join([m for m in module if not _RNN_CELL.fullmatch(m)] + [leaf])
+        if n == 2:
+            return name, "rnn", (shape[1], shape[0]), _transpose2
+        if n > 5:
+            return f"a {n - 2}-D convolutional recurrent kernel (not analysed)"
+        perm = (n - 1, n - 2, *range(n - 2))
+        return name, f"conv{n - 2}d", tuple(shape[i] for i in perm), _permute(perm)
     if leaf != "kernel":
         if n - next((i for i, d in enumerate(shape) if d != 1), n) <= 2:  # 2-D once leading 1s are dropped
             return full, None, shape, _identity
@@ -472,7 +485,8 @@ class _Tree:
             root = max((path[:d] for d in range(len(path)) if path[:d] in roots), key=len, default=None)
             pos, s = roots[root] if root is not None else (0, 0)
             bias = shapes.get(path[:-1] + ("bias",))
-            how = flax_tensor(path, _one_layer(shape, pos, s), _one_layer(bias, pos, s) if bias is not None else None)
+            how = flax_tensor(path, _one_layer(shape, pos, s), _one_layer(bias, pos, s) if bias is not None else None,
+                              path[:-1] + ("recurrent_kernel",) in shapes)
             where = ".".join(path)
             if isinstance(how, str):
                 if len(shape) - s >= 2:
@@ -890,6 +904,9 @@ def unflattened(keys: Iterator[str] | list[str], values: Callable[[str], Any] = 
         node[leaf] = values(k)
     return tree
 
+
+#: a recurrent layer's cell level in a TF-Keras 2 variable path: cell, lstm_cell, gru_cell_1 …
+_RNN_CELL = re.compile(r"(\w+_)?cell(_\d+)?")
 
 #: TensorFlow's variable index in a variable's name (``dense/kernel:0``)
 _VARIABLE_INDEX = re.compile(r":\d+$")
