@@ -196,7 +196,7 @@ def test_opaque_names_are_unique_and_untyped_tensors_skipped(tmp_path):
     names = [r.name for r in src]
     assert names == ["blk.weight", "blk_2.weight", "123", "shared"]  # each tensor once, first consumer
     assert len(set(names)) == len(names) == len(src)
-    assert ("pos_table", "used by no MatMul/Gemm/Conv/ConvTranspose/Gather/LSTM/GRU/RNN") in src.skipped
+    assert ("pos_table", "used by no MatMul/Gemm/Einsum/Conv/ConvTranspose/Gather/LSTM/GRU/RNN") in src.skipped
 
 
 @pytest.mark.parametrize("fc_use", ["Add", "MatMul"])
@@ -212,7 +212,7 @@ def test_a_name_taken_from_a_node_never_takes_a_tensors_own_name(tmp_path, fc_us
     names = [r.name for r in f]
     assert names == (["fc_2.weight", "fc.weight"] if fc_use == "MatMul" else ["fc_2.weight"])
     if fc_use == "Add":
-        assert ("fc.weight", "used by no MatMul/Gemm/Conv/ConvTranspose/Gather/LSTM/GRU/RNN") in f.skipped
+        assert ("fc.weight", "used by no MatMul/Gemm/Einsum/Conv/ConvTranspose/Gather/LSTM/GRU/RNN") in f.skipped
 
 
 def test_every_initializer_is_a_row_or_listed_as_not_analysed(tmp_path):
@@ -1361,3 +1361,46 @@ def test_quantized_embed_layer_normalization_tables_are_dequantized(tmp_path):
     for name, scale, zero in (("word", 0.01, 128), ("pos", 0.02, 120), ("seg", 0.03, 5)):
         np.testing.assert_allclose(refs[name].load(), (tables[f"{name}_quantized"].astype(np.float32) - zero) * scale,
                                    rtol=1e-6)  # (q − z)·s in float32
+
+
+def test_einsum_weights_are_grouped_by_the_equation_as_keras_einsumdense_kernels(tmp_path):
+    """tf2onnx exports Keras' EinsumDense and MultiHeadAttention as ``Einsum`` nodes, torch.einsum is one too:
+    a weight's input axes are its letters the other operand has and the output has not, its output axes
+    the output's alone, a letter of all three a stack axis (the Keras reader's rule for the same kernels).
+    They had all been listed as 'used by no MatMul…', no row."""
+    rng = _rng(11)
+    wq, wo, wt = _f32(rng, 16, 4, 8), _f32(rng, 4, 8, 16), _f32(rng, 24, 16)  # [dim, heads, hd], [heads, hd, dim]
+    wf, wh, w3 = _f32(rng, 24, 16), _f32(rng, 4, 6, 16), _f32(rng, 16, 16)
+    nodes = [
+        helper.make_node("Einsum", ["x", "mha/query/kernel"], ["q"], equation="abc,cde->abde"),
+        helper.make_node("Einsum", ["q", "mha/attention_output/kernel"], ["o"], equation="abcd,cde->abe"),
+        helper.make_node("Einsum", ["fc.weight", "o"], ["t"], equation="oi,abi->abo"),  # the weight first, [out, in]
+        helper.make_node("Transpose", ["flipped"], ["flipped_t"], perm=[1, 0]),
+        helper.make_node("Einsum", ["t", "flipped_t"], ["f"], equation="abi,oi->abo"),  # its [24, 16]ᵀ is [o, i]
+        helper.make_node("Einsum", ["x", "heads"], ["h"], equation="abj,hij->ahbi"),  # no batch: [h·i, j]
+        helper.make_node("Einsum", ["x", "w3", "x"], ["y3"], equation="abi,ij,abj->ab"),  # three operands: no row
+        helper.make_node("Identity", ["f"], ["y"]),
+    ]
+    inits = {"mha/query/kernel": wq, "mha/attention_output/kernel": wo, "fc.weight": wt, "flipped": wf,
+             "heads": wh, "w3": w3}
+    path = _save(_model(nodes, inits, outputs=("y", "h", "y3")), tmp_path / "einsum.onnx")
+    ort = pytest.importorskip("onnxruntime")  # the graph is one onnxruntime runs (the equations are valid)
+    ort.InferenceSession(str(path)).run(None, {"x": _f32(rng, 2, 7, 16)})
+    f = OnnxFile(path)
+    refs = {r.name: r for r in f}
+    assert {n: (r.kind, r.shape) for n, r in refs.items()} == {
+        "mha/query/kernel": ("dense", (32, 16)), "mha/attention_output/kernel": ("dense", (16, 32)),
+        "fc.weight": ("dense", (24, 16)), "flipped": ("dense", (16, 24)), "heads": ("dense", (24, 16))}
+    # exact: copies of the stored values, regrouped
+    np.testing.assert_array_equal(refs["mha/query/kernel"].load(), wq.reshape(16, 32).T)
+    np.testing.assert_array_equal(refs["mha/attention_output/kernel"].load(), wo.reshape(32, 16).T)
+    np.testing.assert_array_equal(refs["fc.weight"].load(), wt)
+    np.testing.assert_array_equal(refs["flipped"].load(), wf.T)
+    np.testing.assert_array_equal(refs["heads"].load(), wh.reshape(24, 16))
+    assert dict(f.skipped)["w3"].startswith("Einsum operand 1 of 'abi,ij,abj->ab'")
+    # a letter all three operands have is a stack axis: per-head matrices [h, i, j]
+    path = _save(_model([helper.make_node("Einsum", ["x", "heads"], ["y"], equation="bhj,hij->bhi")],
+                        {"heads": wh}), tmp_path / "stack.onnx")
+    (r,) = OnnxFile(path)
+    assert (r.kind, r.shape) == ("stack", (4, 6, 16))
+    np.testing.assert_array_equal(r.load(), wh)

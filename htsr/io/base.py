@@ -13,7 +13,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["FLOAT_DTYPES", "MAX_EXPANSION", "TensorRef", "TensorSource", "as_loaded", "expands_too_far", "unit_roundoff",
+__all__ = ["FLOAT_DTYPES", "MAX_EXPANSION", "TensorRef", "TensorSource", "as_loaded", "einsum_axes", "expands_too_far",
+           "unit_roundoff",
            "first_overlap", "import_extra", "LFS_POINTER", "lfs_pointer_error", "numpy_dtype", "one_line", "one_split", "skipped_loader",
            "SPLIT_NAME"]
 
@@ -135,6 +136,27 @@ def first_overlap(spans: list[tuple[int, int, str]]) -> tuple[str, str] | None:
 def is_gzip(head: bytes) -> bool:
     """True for the first bytes of a gzip stream (its magic number)."""
     return head.startswith(b"\x1f\x8b")
+
+
+def einsum_axes(equation: str, operand: int, rank: int) -> tuple[list[int], list[int], list[int]] | None:
+    """The axes of a weight that is operand ``operand`` (0 or 1) of a two-operand einsum, an input's and a
+    weight's (Keras' EinsumDense, ONNX's Einsum): ``(inputs, outputs, batch)``. Its input axes are its letters
+    the other operand has and the output has not (contracted; a letter of the weight's alone, summed, counts
+    as one), its output axes those only the output has, its batch axes those all three have (a stack of
+    matrices). None if the equation is not of that form or the weight's term is not of ``rank`` letters (an
+    ellipsis dropped: it stands for the input's leading axes)."""
+    try:
+        lhs, out = str(equation).replace("...", "").replace(" ", "").split("->")
+        terms = lhs.split(",")
+        mine, other = terms[operand], terms[1 - operand]
+    except (ValueError, IndexError):
+        return None
+    if len(terms) != 2 or len(mine) != rank or len(set(mine)) != rank:
+        return None
+    ins, outs, batch = [], [], []
+    for i, c in enumerate(mine):
+        (batch if c in other and c in out else outs if c in out else ins).append(i)
+    return ins, outs, batch
 
 
 def skipped_loader(reason: str) -> Callable[[], np.ndarray]:

@@ -108,7 +108,7 @@ import numpy as np
 
 from ..errors import SourceError
 from ..matrices import MAX_CONV_KERNEL, classify
-from .base import TensorRef, expands_too_far, import_extra, one_line, skipped_loader
+from .base import TensorRef, einsum_axes, expands_too_far, import_extra, one_line, skipped_loader
 from .safetensors import natural_key
 
 __all__ = ["HDF5_SIGNATURE", "KerasFile", "KerasModel", "is_hdf5", "is_keras_archive", "is_keras_object"]
@@ -289,19 +289,9 @@ def _grouped(shape: tuple[int, ...], ins: list[int], outs: list[int], batch: lis
 
 
 def _einsum(shape: tuple[int, ...], equation: Any) -> _Plan | None:
-    """An EinsumDense kernel: its input axes are the kernel letters found in the input operand,
-    its output axes those found in the output; a letter in both is a batch (stack) axis."""
-    try:
-        lhs, out = str(equation).replace("...", "").replace(" ", "").split("->")
-        inp, ker = lhs.split(",")
-    except ValueError:
-        return None
-    if len(ker) != len(shape):
-        return None
-    ins, outs, batch = [], [], []
-    for i, c in enumerate(ker):
-        (batch if c in inp and c in out else outs if c in out else ins).append(i)
-    return _grouped(shape, ins, outs, batch)
+    """An EinsumDense kernel (the einsum's second operand), grouped by :func:`~htsr.io.base.einsum_axes`."""
+    axes = einsum_axes(equation, 1, len(shape))
+    return _grouped(shape, *axes) if axes else None
 
 
 def _projection(shape: tuple[int, ...], role: str, mha: bool = True) -> _Plan | None:

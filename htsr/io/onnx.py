@@ -14,6 +14,9 @@ Gemm (B / A)           ``[in, out]`` or transB/transA  ``dense`` ``[out, in]``: 
                                                        (for A: transposed if transA=1)
 Conv (W)               ``[c_out, c_in/g, k…]``         ``conv1d`` / ``conv2d`` / ``conv3d`` by rank
 ConvTranspose (W)      ``[c_in, c_out/g, k…]``         the same, as PyTorch's ConvTranspose weight
+Einsum (either operand) by the equation               ``dense`` ``[prod(out), prod(in)]``: in = letters the
+                                                       other operand has, out = the output's alone; ``stack``
+                                                       with letters of all three (see ``einsum_axes``)
 Gather (data)          ``[vocab, dim]``                ``embedding``
 LSTM / GRU / RNN (W,R) ``[dirs, k·hidden, in]``        ``rnn``: one ``[k·hidden, in]`` tensor per direction
 Attention (weight)     ``[in, 3·hidden]``              ``dense`` ``[3·hidden, in]``: q, k, v stacked, one row
@@ -109,6 +112,7 @@ from .base import (
     FLOAT_DTYPES,
     TensorRef,
     as_loaded,
+    einsum_axes,
     first_overlap,
     import_extra,
     numpy_dtype,
@@ -173,7 +177,7 @@ def _parameter_input(node: Any, index: int) -> bool:
 def _known(node: Any) -> bool:
     """An operator of the ONNX domain, or one of onnxruntime's (com.microsoft) that htsr reads."""
     return node.domain in ("", "ai.onnx") or (node.domain == "com.microsoft" and node.op_type in _STAND_INS)
-_TYPED_OPS = {"MatMul", "Gemm", "Conv", "ConvTranspose", "Gather"} | _RNN_OPS | set(_STAND_INS)
+_TYPED_OPS = {"MatMul", "Gemm", "Conv", "ConvTranspose", "Gather", "Einsum"} | _RNN_OPS | set(_STAND_INS)
 _MAX_HOPS = 6
 
 _OPAQUE = re.compile(r"^(onnx::.*|[\W\d_]*|_?(val|const|constant|initializer)_?\d+|.*_output_\d+)$",
@@ -466,7 +470,8 @@ class OnnxFile:
                     unreadable, loader = loader, skipped_loader(f"{loader}; analyse the float model")
             use = find_use(name, len(t.dims))
             if use is None:  # listed here (a weight that gets a row is not listed as well)
-                self.skipped.append((name, unreadable or "used by no MatMul/Gemm/Conv/ConvTranspose/Gather/LSTM/GRU/RNN"))
+                self.skipped.append((name, unreadable or "used by no MatMul/Gemm/Einsum/Conv/ConvTranspose/Gather/"
+                                                      "LSTM/GRU/RNN"))
                 continue
             pending.append((node_order[id(use.node)], name, t, use, loader, shape))
         pending.sort(key=lambda p: p[0])  # model order: the order of the consuming nodes
@@ -773,6 +778,25 @@ class OnnxFile:
                 self.skipped.append((name, f"Conv kernel of rank {len(shape)} (1-D, 2-D and 3-D convolutions)"))
                 return
             yield ref(layer, shape, kind, lambda: as_loaded(raw()))
+        elif op == "Einsum":  # a weight contracted with an input (tf2onnx's EinsumDense, torch.einsum)
+            equation = attrs.get("equation", b"")
+            equation = equation.decode("utf-8", "replace") if isinstance(equation, bytes) else str(equation)
+            axes = einsum_axes(equation, idx, len(shape))
+            if axes is None or not axes[0] or not axes[1]:
+                self.skipped.append((name, f"Einsum operand {idx} of {equation!r}: not a weight contracted with "
+                                     "one input"))
+                return
+            ins, outs, batch = axes
+            if use.flipped:  # the equation's letters are those of the transposed 2-D tensor
+                ins, outs, batch = ([1 - a for a in x] for x in (ins, outs, batch))
+            perm = tuple(batch + outs + ins)
+            rows, cols = math.prod(shape[a] for a in outs), math.prod(shape[a] for a in ins)
+            shp = (math.prod(shape[a] for a in batch), rows, cols) if batch else (rows, cols)
+            r = ref(layer, shp, "stack" if batch else "dense",
+                    lambda: as_loaded(np.ascontiguousarray(np.transpose(raw(), perm)).reshape(shp)),
+                    flipped=perm == (1, 0))
+            # (which entries of a regrouped 3-D or larger weight share a scale is not followed)
+            yield r if len(shape) == 2 else dataclasses.replace(r, quant_block=None)
         elif op == "Gather":
             if idx != 0 or len(shape) != 2:
                 self.skipped.append((name, f"Gather input {idx} of rank {len(shape)}"))
