@@ -52,7 +52,11 @@ _EMBEDDING = re.compile(r"(^|\.)((\w+_)?(emb|embed|embeds|embedding|embeddings|e
 # a normalization's scale (a module named *norm: q_norm, attn_q_norm, ssm_norm, input_layernorm): one number per
 # unit even when stored 2-D (per head: Command R's [heads, head_dim]; per group: Mamba-2's)
 _NORM = re.compile(r"(^|[._])[a-z_]*norm(\.(weight|scale))?$", re.IGNORECASE)
-_QUANT_SCALE = re.compile(r"(^|\.)(weight_scale(_inv|_2)?|input_scale|SCB|weight_zero_point)$|_scale_inv$")
+_QUANT_SCALE = re.compile(r"(^|\.)(weight_scale(_inv|_2)?|SCB|weight_zero_point)$|_scale_inv$")
+# a static activation or KV-cache quantization's scale (llm-compressor / compressed-tensors' W8A8 and FP8
+# models, ModelOpt's: q_proj.input_scale, self_attn.k_scale): of what a layer reads or caches, not of a weight
+_ACTIVATION_SCALE = re.compile(r"(^|\.)((input|output)_(scale|zero_point|global_scale)|[qkv]_(scale|zero_point)"
+                               r"|kv_scale)$")
 # a layer's weight matrix by its name (PyTorch's weight, Keras's and Flax's kernel, a hand-written network's
 # weights.2 or W2)
 _WEIGHT_NAME = re.compile(r"(^|[._/])(weights?|kernel|w\d*)(\.\d+)*$", re.IGNORECASE)
@@ -144,6 +148,8 @@ def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
         return "stack", ""  # a mixture of one expert: expert [0] (not squeezed into a dense layer)
     if _QUANT_SCALE.search(name):
         return None, "quantization scale without its weight (in another file?)"
+    if _ACTIVATION_SCALE.search(name) and len(shape) <= 1:
+        return None, "activation or KV-cache quantization scale (of a layer's inputs, not its weight)"
     if name == "_flat_param" or name.endswith("._flat_param"):
         return None, ("an FSDP flat parameter (a wrapped unit's parameters concatenated): save the full state dict "
                       "(FULL_STATE_DICT) and analyse that")

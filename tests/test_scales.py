@@ -63,6 +63,23 @@ def test_fp8_block_scales_are_applied_and_scale_tensors_are_not_layers(tmp_path)
     assert row.name == "mlp.up" and row.status == "ok"
 
 
+def test_activation_and_kv_cache_scales_are_named_as_such_not_as_orphaned_weight_scales(tmp_path):
+    """llm-compressor's FP8 / W8A8 models (RedHatAI's *-FP8) store a static input_scale beside each Linear's
+    weight and weight_scale, and k_scale / v_scale on attention: they had been listed as 'quantization
+    scale without its weight (in another file?)', though nothing is missing."""
+    rng = np.random.default_rng(5)
+    W = rng.standard_normal((64, 64)).astype(np.float32)
+    s = (np.abs(W).max(axis=1, keepdims=True) / 448.0).astype(np.float32)
+    path = _save(tmp_path / "model.safetensors", {
+        "attn.q_proj.weight": (W / s).astype(ml_dtypes.float8_e4m3fn), "attn.q_proj.weight_scale": s,
+        "attn.q_proj.input_scale": np.array(0.01, np.float32), "attn.k_scale": np.array(0.02, np.float32),
+        "attn.v_scale": np.array([0.03], np.float32)})
+    r = htsr.analyze(path, min_evals=10)
+    assert [x.name for x in r.layers] == ["attn.q_proj"] and r.num_tensors == 4  # (weight_scale counts with it)
+    assert [(n.reason, n.count) for n in r.not_analysed] == [
+        ("activation or KV-cache quantization scale (of a layer's inputs, not its weight)", 3)]
+
+
 @pytest.mark.parametrize("stack", [False, True])
 def test_a_block_grid_of_one_row_is_not_read_as_one_scale_per_row(tmp_path, stack):
     """A [56, 7168] FP8 weight has DeepSeek block scales [1, 56]: 56 blocks of 128 columns, as many as its
