@@ -262,8 +262,8 @@ def _shape_text(shapes: Sequence[str]) -> str:
 
 def _default_labels(sources: Sequence[Any]) -> list[str]:
     """Paths by their name, a file's without its suffix (``Qwen2.5-0.5B/``, ``model.safetensors`` → ``model``;
-    the parent folder added when they collide); results by the path they analysed; anything else as
-    'model<i>'."""
+    the folders above added, one at a time, while two paths collide; the same path twice numbered ``#i``);
+    results by the path they analysed; anything else as 'model<i>'."""
     def path_of(s: Any) -> Path | None:
         s = s.path if isinstance(s, AnalysisResult) else s
         return Path(s) if isinstance(s, (str, os.PathLike)) and os.fspath(s) else None
@@ -274,9 +274,19 @@ def _default_labels(sources: Sequence[Any]) -> list[str]:
 
     paths = [path_of(s) for s in sources]
     labels = [name(p) if p is not None and name(p) else f"model{i + 1}" for i, p in enumerate(paths)]
-    if len(set(labels)) < len(labels):
-        labels = [f"{Path(os.path.abspath(p)).parent.name}/{name(p)}" if p is not None else lab
-                  for lab, p in zip(labels, paths)]
+    # folders above added, one at a time, until the labels differ ('lr1e-4/checkpoint-500/model' and
+    # 'lr3e-4/checkpoint-500/model'); the same path given twice is numbered
+    where = [os.path.abspath(p) if p is not None else None for p in paths]
+    parents = [Path(w).parent.parts[1:][::-1] if w is not None else () for w in where]
+
+    def collide() -> bool:  # two labels alike for two different paths
+        return len({(lab, w) for lab, w in zip(labels, where)}) > len(set(labels))
+
+    for depth in range(1, max(map(len, parents), default=0) + 1):
+        if not collide():
+            break
+        labels = ["/".join([*reversed(up[:depth]), name(p)]) if p is not None else lab
+                  for lab, p, up in zip(labels, paths, parents)]
     if len(set(labels)) < len(labels):
         labels = [f"{lab}#{i + 1}" for i, lab in enumerate(labels)]
     return labels
@@ -301,7 +311,7 @@ def _direction(metric: str, ascending: bool | None) -> tuple[bool, str]:
     d = METRIC_DIRECTIONS.get(metric)
     if d is None:
         raise OptionError(f"metric {metric!r} has no agreed direction (better when lower or higher): pass "
-                          f"ascending=True (lower first) or ascending=False (--ascending / --descending)")
+                          f"ascending=True (--ascending: lower first) or ascending=False (--descending)")
     return d, "default"
 
 

@@ -226,6 +226,16 @@ def test_labels_are_checked_and_defaults_come_from_paths(tmp_path):
         np.savez(tmp_path / d / "model.npz", **m)
     c = compare([tmp_path / "u" / "model.npz", tmp_path / "v" / "model.npz"], tails=False)
     assert c.labels == ("u/model", "v/model")
+    # as many folders as tell them apart (one had been added, then '#i': 'checkpoint-500/model#1'); the same
+    # path twice numbered
+    for lr in ("1e-4", "3e-4"):
+        (tmp_path / "runs" / lr / "checkpoint-500").mkdir(parents=True)
+        np.savez(tmp_path / "runs" / lr / "checkpoint-500" / "model.npz", **m)
+    runs = [tmp_path / "runs" / lr / "checkpoint-500" / "model.npz" for lr in ("1e-4", "3e-4")]
+    assert compare(runs, tails=False).labels == ("1e-4/checkpoint-500/model", "3e-4/checkpoint-500/model")
+    assert compare([runs[0], runs[0], runs[1]], tails=False).labels == (
+        "1e-4/checkpoint-500/model#1", "1e-4/checkpoint-500/model#2", "3e-4/checkpoint-500/model#3")
+    assert compare([runs[0], runs[0]], tails=False).labels == ("model#1", "model#2")
     # folders by their whole names (dots are no suffix: 'Qwen2.5-0.5B' had been 'Qwen2.5-0'); results by the
     # path they analysed (had been their description: 'x (a LoRA …) on base y' was labelled by the base)
     for d in ("Qwen2.5-0.5B", "Qwen2.5-1.5B"):
