@@ -86,10 +86,12 @@ def test_gemm_honours_transB(tmp_path, trans_b):
     rng = _rng(2)
     W = _f32(rng, 12, 20)  # [out, in]
     B = W if trans_b else W.T.copy()
-    node = helper.make_node("Gemm", ["x", "fc.weight", "fc.bias"], ["y"], name="/fc/Gemm", transB=trans_b)
-    path = _save(_model([node], {"fc.weight": B, "fc.bias": _f32(rng, 12)}), tmp_path / "g.onnx")
+    # (a PyTorch parameter under its own name with transB=0 is stored [in, out] by its module: kept so, below)
+    b = "fc.weight" if trans_b else "onnx::Gemm_3"
+    node = helper.make_node("Gemm", ["x", b, "fc.bias"], ["y"], name="/fc/Gemm", transB=trans_b)
+    path = _save(_model([node], {b: B, "fc.bias": _f32(rng, 12)}), tmp_path / "g.onnx")
     refs = _refs(path)
-    assert list(refs) == ["fc.weight"]  # readable name kept; the bias (Gemm C, 1-D) is not yielded
+    assert list(refs) == ["fc.weight"]  # readable name kept (or the node's); the bias (Gemm C, 1-D) is not yielded
     ref = refs["fc.weight"]
     assert (ref.kind, ref.shape) == ("dense", (12, 20))
     np.testing.assert_array_equal(ref.load(), W)
@@ -561,7 +563,8 @@ def test_dequantize_linear_weights_are_dequantized_and_typed(tmp_path):
     s3 = rng.uniform(1e-2, 1e-1, (16, 2, 3, 3)).astype(np.float32)
     w4 = _f32(rng, 40, 24)  # a float weight fake-quantized on the way to its MatMul
     nodes = [
-        helper.make_node("DequantizeLinear", ["fc1.weight_quantized", "s1", "z1"], ["w1"], name="/fc1/DequantizeLinear"),
+        helper.make_node("DequantizeLinear", ["onnx::MatMul_5_quantized", "s1", "z1"], ["w1"],
+                         name="/fc1/DequantizeLinear"),
         helper.make_node("MatMul", ["x", "w1"], ["h1"], name="/fc1/MatMul"),
         helper.make_node("DequantizeLinear", ["q2", "s2", "z2"], ["w2"], name="/fc2/DequantizeLinear", axis=0),
         helper.make_node("Gemm", ["h1", "w2"], ["h2"], name="/fc2/Gemm", transB=1),
@@ -572,7 +575,8 @@ def test_dequantize_linear_weights_are_dequantized_and_typed(tmp_path):
         helper.make_node("DequantizeLinear", ["w4q", "s4"], ["w4d"], name="/fc4/DequantizeLinear"),
         helper.make_node("MatMul", ["h2", "w4d"], ["y"], name="/fc4/MatMul"),
     ]
-    inits = {"fc1.weight_quantized": q1, "s1": np.array(0.02, np.float32), "z1": np.array(3, np.int8), "q2": q2, "s2": s2, "z2": z2,
+    inits = {"onnx::MatMul_5_quantized": q1, "s1": np.array(0.02, np.float32), "z1": np.array(3, np.int8), "q2": q2,
+             "s2": s2, "z2": z2,
              "q3": q3, "s3": s3, "w4": w4, "s4": np.array(0.05, np.float32)}
     path = _save(_model(nodes, inits, inputs=("x", "img"), outputs=("y", "c"), opset=21), tmp_path / "q.onnx")
     refs = _refs(path)
@@ -623,7 +627,7 @@ def test_integer_operators_of_quantized_models_are_dequantized(tmp_path):
     q5 = i8(50, 12)  # Gather of an int8 table, DequantizeLinear after it
     scalar = lambda v, t=np.float32: np.array(v, t)
     nodes = [
-        helper.make_node("QLinearMatMul", ["xq", "xs", "xz", "fc1.weight_quantized", "s1", "z1", "ys", "yz"], ["h1"],
+        helper.make_node("QLinearMatMul", ["xq", "xs", "xz", "onnx::MatMul_5_quantized", "s1", "z1", "ys", "yz"], ["h1"],
                          name="/fc1/MatMul_quant"),
         helper.make_node("QLinearConv", ["img", "xs", "xz", "q2", "s2", "z2", "ys", "yz"], ["c"], name="/conv/Conv_quant"),
         helper.make_node("MatMulInteger", ["hq", "onnx::MatMul_9_quantized", "hz", "onnx::MatMul_9_zero_point"], ["h3"],
@@ -637,7 +641,7 @@ def test_integer_operators_of_quantized_models_are_dequantized(tmp_path):
         helper.make_node("Gather", ["pos.weight_quantized", "ids"], ["pq"], name="/pos/Gather"),
         helper.make_node("Add", ["pq", "pq"], ["p"], name="/pos/Add"),
     ]
-    inits = {"fc1.weight_quantized": q1, "s1": s1, "z1": z1, "q2": q2, "s2": s2, "z2": np.zeros(8, np.int8),
+    inits = {"onnx::MatMul_5_quantized": q1, "s1": s1, "z1": z1, "q2": q2, "s2": s2, "z2": np.zeros(8, np.int8),
              "xs": scalar(0.1), "xz": scalar(0, np.int8), "ys": scalar(0.2), "yz": scalar(0, np.int8),
              "onnx::MatMul_9_quantized": q3, "onnx::MatMul_9_scale": s3, "onnx::MatMul_9_zero_point": z3,
              "conv1d.weight_quantized": q4, "conv1d.weight_scale": scalar(0.03),
@@ -1148,16 +1152,16 @@ def test_fp8_weights_read_by_dequantize_linear_are_dequantized(tmp_path, fp8):
     scale = (np.abs(B).max(0) / 448).astype(np.float32)  # one per output column
     codes = (B / scale).astype(getattr(ml_dtypes, {"FLOAT8E4M3FN": "float8_e4m3fn", "FLOAT8E5M2": "float8_e5m2"}[fp8]))
     weights = codes.astype(np.float32) * scale
-    q = helper.make_tensor("fc.weight_quantized", getattr(TensorProto, fp8), codes.shape, codes.tobytes(), raw=True)
-    nodes = [helper.make_node("DequantizeLinear", ["fc.weight_quantized", "fc.weight_scale"], ["w"], axis=1),
+    q = helper.make_tensor("onnx::MatMul_4_quantized", getattr(TensorProto, fp8), codes.shape, codes.tobytes(), raw=True)
+    nodes = [helper.make_node("DequantizeLinear", ["onnx::MatMul_4_quantized", "onnx::MatMul_4_scale"], ["w"], axis=1),
              helper.make_node("MatMul", ["x", "w"], ["y"], name="/fc/MatMul")]
-    model = _model(nodes, {"fc.weight_scale": scale}, opset=21)
+    model = _model(nodes, {"onnx::MatMul_4_scale": scale}, opset=21)
     model.graph.initializer.append(q)
     f = OnnxFile(_save(model, tmp_path / "fp8.onnx"))
     (ref,) = f
     assert (ref.name, ref.shape, ref.dtype, ref.bits) == ("fc.weight", (96, 160), "float32", 8)
     np.testing.assert_array_equal(ref.load(), weights.T)
-    assert f.not_weights == [("fc.weight_scale", "quantization scale or zero point")]
+    assert f.not_weights == [("onnx::MatMul_4_scale", "quantization scale or zero point")]
     np.testing.assert_allclose(_evals("fc.weight", "dense", ref.shape, ref.load),
                                _evals("fc.weight", "dense", (96, 160), lambda: weights.T), rtol=1e-5)
 
@@ -1232,8 +1236,8 @@ def test_an_int8_copy_against_its_float_model_is_rounding_and_an_update_is_not(t
     W = _f32(rng, 256, 192) * 0.05
     update = _f32(rng, 256, 192) * 0.0025
     for name, w in (("float", W), ("tuned", W + update)):
-        node = helper.make_node("MatMul", ["x", "fc.weight"], ["y"], name="/fc/MatMul")
-        _save(_model([node], {"fc.weight": w}), tmp_path / f"{name}.onnx")
+        node = helper.make_node("MatMul", ["x", "onnx::MatMul_7"], ["y"], name="/fc/MatMul")  # a Linear's export
+        _save(_model([node], {"onnx::MatMul_7": w}), tmp_path / f"{name}.onnx")
         quantize_dynamic(str(tmp_path / f"{name}.onnx"), str(tmp_path / f"{name}_q.onnx"),
                          weight_type=QuantType.QInt8, per_channel=per_channel)
     (ref,) = OnnxFile(tmp_path / "float_q.onnx")
@@ -1404,3 +1408,32 @@ def test_einsum_weights_are_grouped_by_the_equation_as_keras_einsumdense_kernels
     (r,) = OnnxFile(path)
     assert (r.kind, r.shape) == ("stack", (4, 6, 16))
     np.testing.assert_array_equal(r.load(), wh)
+
+
+def test_gpt2_conv1d_weights_keep_the_layout_their_state_dict_has(tmp_path):
+    """Hugging Face's Conv1D (GPT-2) holds its weight [in, out] and exports it by name to Gemm (transB=0):
+    the ONNX rows had been turned to [out, in], so against the model's own safetensors with --base a square
+    c_proj was analysed as Wᵀ − W (alpha 3.5, status ok) and the others skipped as 'shape differs'. Kept as
+    stored now, every row is the state dict's: the same shapes, and 'unchanged' against it."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    import contextlib
+    import io
+    import warnings
+
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=128, n_embd=64, n_layer=1, n_head=4, n_positions=32, use_cache=False)
+    m = transformers.GPT2LMHeadModel(cfg).eval()
+    m.save_pretrained(tmp_path / "hf")
+    ids = torch.randint(0, 100, (1, 8))
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (), str(tmp_path / "m.onnx"), kwargs={"input_ids": ids, "attention_mask": torch.ones_like(ids)}, dynamo=False, opset_version=17)
+    onnx_rows = {r.name: r.shape for r in htsr.analyze(tmp_path / "m.onnx", min_evals=2).layers}
+    hf_rows = {r.name: r.shape for r in htsr.analyze(tmp_path / "hf", min_evals=2).layers}
+    conv1d = [n for n in hf_rows if n.endswith(("c_attn", "c_proj", "c_fc"))]
+    assert len(conv1d) == 4 and all(onnx_rows[n] == hf_rows[n] for n in conv1d)
+    assert onnx_rows["transformer.h.0.mlp.c_fc"] == "64x256"  # [in, out], as Conv1D holds it
+    delta = htsr.analyze(tmp_path / "m.onnx", base=tmp_path / "hf", min_evals=2)
+    assert {r.name: r.status for r in delta.layers if r.name in conv1d} == {
+        n: "skipped: unchanged: equal to the base tensor (a frozen layer), no update to analyse" for n in conv1d}

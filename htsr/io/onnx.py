@@ -8,7 +8,8 @@ ESDs match a safetensors copy of the same weights:
 =====================  ==============================  ==================================================
 consumer (input)       ONNX layout                     htsr tensor
 =====================  ==============================  ==================================================
-MatMul (B)             ``[in, out]``                   ``dense`` ``[out, in]`` (transposed); ``stack`` if 3-D
+MatMul (B)             ``[in, out]``                   ``dense`` ``[out, in]`` (transposed); ``stack`` if 3-D;
+                                                       as stored under a PyTorch parameter's own name (below)
 MatMul (A)             ``[out, in]``                   ``dense`` as it is
 Gemm (B / A)           ``[in, out]`` or transB/transA  ``dense`` ``[out, in]``: transposed unless transB=1
                                                        (for A: transposed if transA=1)
@@ -23,6 +24,12 @@ Attention (weight)     ``[in, 3·hidden]``              ``dense`` ``[3·hidden, 
 EmbedLayerNorm. (2-4)  ``[vocab, dim]``                ``embedding`` (word, position, segment tables)
 MatMulNBits (B)        uint8 ``[N, blocks, bytes]``    ``dense`` ``[N, K]``, dequantized (see below)
 =====================  ==============================  ==================================================
+
+A MatMul or Gemm operand stored ``[in, out]`` under a PyTorch parameter's own dotted name
+(``transformer.h.0.attn.c_attn.weight``) is that parameter as its module holds it — Hugging Face's GPT-2
+``Conv1D``, or an ``nn.Parameter`` multiplied ``x @ W`` — and is kept so, as its state dict has it (PyTorch's
+exporters give an ``nn.Linear`` weight to MatMul as a folded transposed copy of an opaque name, or by name to
+Gemm with ``transB=1``).
 
 (Attention, EmbedLayerNormalization — and PackedAttention, QAttention, DecoderAttention — are onnxruntime's
 ``com.microsoft`` operators that its transformer optimizer fuses a BERT or GPT-2 into, e.g. optimum's O2+
@@ -258,6 +265,20 @@ def _scope_name(node_name: str, collapse: bool = True) -> str:
     if collapse:
         parts = [p for k, p in enumerate(parts) if k + 1 == len(parts) or not parts[k + 1].startswith(p + ".")]
     return ".".join(parts)
+
+
+#: a PyTorch parameter's path (``transformer.h.0.attn.c_attn.weight``, ``experts.gate_up_proj``): dotted words
+_TORCH_PARAMETER = re.compile(r"[A-Za-z_]\w*(\.\w+)+")
+
+
+def _kept_as_stored(name: str, stored: str, opaque: bool) -> bool:
+    """Whether a MatMul / Gemm operand stored [in, out] is kept so rather than turned to [out, in]: a tensor
+    under a PyTorch parameter's own name is that parameter as its module holds it, and a module that holds
+    [in, out] multiplies x @ W itself (Hugging Face's Conv1D in GPT-2, ``nn.Parameter`` experts). An
+    ``nn.Linear`` weight, [out, in], reaches MatMul as a folded transposed copy of an opaque name
+    (``onnx::MatMul_12``, dynamo's ``val_3``), or by name through Gemm's ``transB=1`` or a ``Transpose``
+    node, none of which is this. onnxruntime's quantizer marks a weight it transposed (``_Transposed``)."""
+    return not opaque and _TORCH_PARAMETER.fullmatch(name) is not None and "_Transposed" not in stored
 
 
 def _tied(built: list[tuple[TensorRef, bool]]) -> list[tuple[TensorRef, bool]]:
@@ -754,6 +775,8 @@ class OnnxFile:
             else:  # Gemm: A is [out, in] unless transA=1
                 transpose = bool(attrs.get("transA", 0))
             transpose ^= use.flipped  # a Transpose node on the way
+            if transpose and not use.flipped and float_shape is None and _kept_as_stored(name, t.name, opaque):
+                transpose = False  # a module's own [in, out] parameter, as its state dict holds it (HF Conv1D)
             if len(shape) == 2:
                 # an LSTM cell exported as Gemm (Silero's if-less copy) keeps its module's name: rnn, as in torch
                 kind = "rnn" if is_recurrent(layer) else "dense"
