@@ -1298,6 +1298,11 @@ def test_a_quantized_dynamo_node_takes_its_bias_adds_module_path(tmp_path):
     np.testing.assert_allclose(refs["attn_proj.weight"].load(), (W.astype(np.float32) * 0.02).T)
     del model.graph.node[-1].metadata_props[:]  # no Add with a module path: the tensor's own name (w_quantized → w)
     assert list(_refs(_save(model, tmp_path / "q2.onnx"))) == ["w"]
+    # a layer without a bias (Llama's o_proj, down_proj) reaches its block's residual 'add': another module's
+    # path, not its own (o_proj had been named 'model.layers.0', down_proj 'model.layers.0_2')
+    model.graph.node[-1].metadata_props.add(key="pkg.torch.onnx.name_scopes",
+                                            value="['', 'model', 'model.layers.0', 'add_6']")
+    assert list(_refs(_save(model, tmp_path / "q3.onnx"))) == ["w"]
 
 
 def test_per_channel_quantized_lstms_and_their_layer_numbers(tmp_path):

@@ -235,10 +235,10 @@ def _dtype_name(onnx, data_type: int) -> str | None:
     return np.dtype(np_type).name
 
 
-def _torch_scope(node: Any) -> str:
+def _torch_scope(node: Any, op: bool = False) -> str:
     """The module path torch's dynamo exporter records on a node (``metadata_props``
     ``pkg.torch.onnx.name_scopes``: ``['', 'm', …, 'm.encoder.layer.0.attention.self.query', 'linear']``,
-    the last entry the operation), or ''."""
+    the last entry the operation; that with ``op``), or ''."""
     for p in node.metadata_props:
         if p.key == "pkg.torch.onnx.name_scopes":
             try:
@@ -246,8 +246,12 @@ def _torch_scope(node: Any) -> str:
             except (ValueError, SyntaxError, MemoryError, RecursionError):
                 return ""
             if isinstance(scopes, list) and len(scopes) >= 2 and all(isinstance(x, str) for x in scopes):
-                return scopes[-2]
+                return scopes[-1] if op else scopes[-2]
     return ""
+
+
+#: the operation of an ``nn.Linear`` (``F.linear``) in dynamo's scopes: 'linear', 'linear_3'
+_LINEAR_OP = re.compile(r"linear(_\d+)?")
 
 
 def _scope_name(node_name: str, collapse: bool = True) -> str:
@@ -530,8 +534,9 @@ class OnnxFile:
     def _borrowed_scope(self, node: Any) -> str:
         """The module path of a node without torch's metadata that onnxruntime's quantizer put in place of a
         dynamo node (``node_MatMul_1_quant``): the scope of the bias ``Add`` its output reaches through the
-        quantizer's own nodes (Cast, Mul by the scale), which have none either; '' if there is none (a
-        layer without a bias: the next node with metadata is another module's)."""
+        quantizer's own nodes (Cast, Mul by the scale), which have none either — an Add of the ``linear``
+        operation; '' if there is none (a layer without a bias: the next node with metadata is another module's,
+        such as the residual ``add`` after an ``o_proj``)."""
         frontier, seen = list(node.output), set(node.output)
         for _ in range(4):
             nxt = []
@@ -539,7 +544,7 @@ class OnnxFile:
                 for n, _i in self._consumers.get(v, ()):
                     scope = _torch_scope(n)
                     if scope:
-                        if n.op_type == "Add":
+                        if n.op_type == "Add" and _LINEAR_OP.fullmatch(_torch_scope(n, op=True)):
                             return scope
                         continue
                     nxt += [o for o in n.output if o and o not in seen]
