@@ -225,3 +225,26 @@ def test_a_weight_tied_in_the_model_and_its_base_is_one_delta(tmp_path):
     r = htsr.analyze(tuned, base=base, min_evals=3)
     assert [x.name for x in r.layers] == ["wte"]
     assert any(n.reason.startswith("the same tensor as wte.weight") for n in r.not_analysed)
+
+
+def test_a_weight_tied_on_one_side_only_is_one_delta_and_two_untied_bases_two(tmp_path):
+    """A tied LM head saved on one side only (a .pt state dict holds lm_head.weight beside wte, a
+    save_pretrained folder drops it): one delta row, wte, the LM head listed as tied. Its row had been
+    'skipped: only in the model' (or 'only in the base'). A base that holds the two untied keeps two deltas."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    w0 = torch.from_numpy(rng.standard_normal((300, 64)).astype(np.float32))
+    w1 = w0 + torch.from_numpy(0.01 * rng.standard_normal((300, 64)).astype(np.float32))
+    tied = {"wte.weight": w1, "lm_head.weight": w1}  # one storage: torch.save keeps it tied
+    torch.save(tied, tmp_path / "tied.pt")
+    torch.save({"wte.weight": w0, "lm_head.weight": w0}, tmp_path / "tied_base.pt")
+    torch.save({"wte.weight": w1}, tmp_path / "alone.pt")
+    torch.save({"wte.weight": w0}, tmp_path / "alone_base.pt")
+    for model, base in (("tied", "alone_base"), ("alone", "tied_base")):
+        r = htsr.analyze(tmp_path / f"{model}.pt", base=tmp_path / f"{base}.pt", min_evals=3)
+        assert [(x.name, x.status) for x in r.layers] == [("wte", "ok")], (model, base)
+        assert [n.count for n in r.not_analysed if n.reason.startswith("the same tensor as wte.weight")] == [1]
+    untied = {"wte.weight": w0, "lm_head.weight": w0 + 0.02}
+    torch.save(untied, tmp_path / "untied_base.pt")
+    r = htsr.analyze(tmp_path / "tied.pt", base=tmp_path / "untied_base.pt", min_evals=3)
+    assert [x.name for x in r.layers] == ["wte", "lm_head"]  # two different deltas

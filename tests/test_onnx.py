@@ -1442,3 +1442,19 @@ def test_gpt2_conv1d_weights_keep_the_layout_their_state_dict_has(tmp_path):
     delta = htsr.analyze(tmp_path / "m.onnx", base=tmp_path / "hf", min_evals=2)
     assert {r.name: r.status for r in delta.layers if r.name in conv1d} == {
         n: "skipped: unchanged: equal to the base tensor (a frozen layer), no update to analyse" for n in conv1d}
+
+
+def test_a_dynamo_tied_table_stored_under_the_lm_heads_name_is_named_as_the_table(tmp_path):
+    """torch's dynamo exporter stores a tied Llama's (GPT-2's, Gemma's) embedding table under one of its two
+    names, 'lm_head.weight'; the Gather's metadata says the module reading it as a table. The row had been
+    'lm_head', kind embedding, which pairs with no 'model.embed_tokens' of the model's safetensors."""
+    rng = _rng(12)
+    E = _f32(rng, 50, 16)
+    nodes = [helper.make_node("Gather", ["lm_head.weight", "ids"], ["e"], name="node_embedding"),
+             helper.make_node("MatMul", ["e", "val_9"], ["y"], name="node_linear_7")]
+    for n, scopes in zip(nodes, ("['', 'model', 'model.embed_tokens', 'embedding']", "['', 'lm_head', 'linear_7']")):
+        n.metadata_props.add(key="pkg.torch.onnx.name_scopes", value=scopes)
+    path = _save(_model(nodes, {"lm_head.weight": E, "val_9": E.T.copy()}, inputs=("ids",)), tmp_path / "t.onnx")
+    r = htsr.analyze(path, min_evals=3)
+    assert [(x.name, x.kind) for x in r.layers] == [("model.embed_tokens", "embedding")]
+    assert [n.count for n in r.not_analysed if "tied weights" in n.reason] == [1]  # the head: the same matrix

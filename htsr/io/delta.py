@@ -6,7 +6,9 @@ precisions). Nothing is ever analysed as a delta that is not one: a tensor prese
 the two sources, or whose shape differs from the base's, is still listed, but its loader raises
 :class:`~htsr.errors.LayerSkipped`, so its row says ``skipped: …`` and why — if it is a weight matrix;
 a bias or a norm scale gives no row either way, and keeps its own loader. Base-only tensors come
-after the model's, in the base's order.
+after the model's, in the base's order. Tied weights: a tensor tied in both sources is one delta; one tied
+on one side to a delta and missing on the other (a tied LM head a ``.pt`` holds and a ``save_pretrained``
+folder drops) is that delta, analysed once with it.
 
 Names are matched exactly. When no name matches, one leading name component of the model's names is
 dropped, added or replaced, whichever makes the most names match — a task model wraps its base
@@ -59,10 +61,15 @@ class DeltaSource:
         return len(self._model) + sum(1 for n in self._base if n not in matched)
 
     def __iter__(self) -> Iterator[TensorRef]:
+        pairs = [(t, self._base.get(self._key(t.name))) for t in self._model]
+        keys = self._tie_keys(pairs)
+        # a tensor the model stores tied to a delta and the base does not store (the base's LM head tied to
+        # nothing it saved) follows that delta, as the same tensor: analysed once with it
+        waiting: dict[tuple, list[TensorRef]] = {}
+        anchors = {k for (t, b), k in zip(pairs, keys) if b is not None and k is not None}
         seen = set()
-        for t in self._model:
+        for (t, b), tie in zip(pairs, keys):
             seen.add(self._key(t.name))
-            b = self._base.get(self._key(t.name))
             resolution = None
             if (b is None or tuple(b.shape) != tuple(t.shape)) and not _is_matrix(t):
                 loader = t.load  # a bias or a norm scale: no row either way (analyze lists it as not analysed)
@@ -74,13 +81,45 @@ class DeltaSource:
                 noise: dict[str, float] = {}  # set by the load
                 loader = (lambda t=t, b=b, noise=noise: _delta(t, b, noise))
                 resolution = (lambda noise=noise: noise["rms"])
-            # tied in both (lm_head and wte in the model and in the base): one delta
-            tie = (t.storage_key, b.storage_key) if t.storage_key and b is not None and b.storage_key else None
-            yield TensorRef(t.name, t.shape, t.dtype, loader, t.kind, resolution=resolution, storage_key=tie)
+            ref = TensorRef(t.name, t.shape, t.dtype, loader, t.kind, resolution=resolution, storage_key=tie)
+            if b is None and tie in anchors:
+                waiting.setdefault(tie, []).append(ref)
+                continue
+            yield ref
+            yield from waiting.pop(tie, []) if b is not None and tie is not None else ()
+        for refs in waiting.values():  # (an anchor that was not yielded: none is, but nothing is dropped)
+            yield from refs
+        tied_base = {b.storage_key: k for (t, b), k in zip(pairs, keys) if b is not None and b.storage_key and k}
         for name, b in self._base.items():
             if name not in seen:
                 yield TensorRef(b.name, b.shape, b.dtype, b.load if not _is_matrix(b) else skipped_loader(
-                    "only in the base: the model has no tensor of this name (not a delta)"), b.kind)
+                    "only in the base: the model has no tensor of this name (not a delta)"), b.kind,
+                    storage_key=tied_base.get(b.storage_key) if b.storage_key else None)
+
+    @staticmethod
+    def _tie_keys(pairs: list[tuple[TensorRef, TensorRef | None]]) -> list[tuple | None]:
+        """Each model tensor's storage key in the delta stream: tied in both sources (lm_head and wte in the
+        model and in the base), one delta; a tensor the model ties to a delta whose own base tensor is missing
+        (or the base ties to a delta's base tensor one the model lacks: a tied LM head saved on one side only),
+        that delta; else None — two names tied in the model only are two deltas when the base holds both."""
+        keys: list[tuple | None] = [(t.storage_key, b.storage_key) if t.storage_key and b is not None and
+                                    b.storage_key else None for t, b in pairs]
+        by_model: dict[tuple, int] = {}  # a model storage key -> its first tensor with a base tensor
+        for i, (t, b) in enumerate(pairs):
+            if t.storage_key and b is not None:
+                by_model.setdefault(t.storage_key, i)
+        model_only = {t.storage_key for t, b in pairs if b is None and t.storage_key}
+        base_keys = [b.storage_key for _, b in pairs if b is not None and b.storage_key]
+        for i, (t, b) in enumerate(pairs):
+            if b is None or keys[i] is not None:
+                continue
+            if (t.storage_key in model_only and by_model.get(t.storage_key) == i) or (
+                    b.storage_key and base_keys.count(b.storage_key) == 1):  # tied in the base to a tensor alone
+                keys[i] = ("delta", t.name)
+        for i, (t, b) in enumerate(pairs):
+            if b is None and t.storage_key in by_model:
+                keys[i] = keys[by_model[t.storage_key]]
+        return keys
 
 
 def _is_matrix(t: TensorRef) -> bool:

@@ -744,6 +744,11 @@ class OnnxFile:
                     scope = ".".join(tokens[k:])
                     break
         layer = f"{scope}.weight" if opaque and scope else name
+        if (op == "Gather" and torch_scope and not opaque and _TORCH_PARAMETER.fullmatch(name)
+                and name.rpartition(".")[0] != torch_scope):
+            # a tied table stored under its LM head's name (dynamo's 'lm_head.weight' for a tied Llama's, GPT-2's):
+            # named after the module that reads it as a table, as the model's state dict names it
+            layer = f"{torch_scope}.weight"
 
         bits = quant.bits if quant else None  # of a dequantized weight's codes (a delta's noise floor)
 
