@@ -1458,3 +1458,45 @@ def test_a_dynamo_tied_table_stored_under_the_lm_heads_name_is_named_as_the_tabl
     r = htsr.analyze(path, min_evals=3)
     assert [(x.name, x.kind) for x in r.layers] == [("model.embed_tokens", "embedding")]
     assert [n.count for n in r.not_analysed if "tied weights" in n.reason] == [1]  # the head: the same matrix
+
+
+def test_an_opaque_weight_is_named_by_its_bias_as_the_state_dict_names_it(tmp_path):
+    """nn.MultiheadAttention's in_proj_weight is exported as a folded copy under the attention's scope, and a
+    conv called through its weight by the parent's code (Mamba's mixer: F.conv1d(x, self.conv1d.weight, …))
+    under the parent's: the rows had been 'enc.layers.0.self_attn' and 'mixer'. The bias beside each keeps
+    the parameter's path: 'self_attn.in_proj_weight' and 'mixer.conv1d', as the state dict names them."""
+    torch = pytest.importorskip("torch")
+    import contextlib
+    import io
+    import warnings
+
+    class Mixer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1d = torch.nn.Conv1d(32, 32, 4, groups=32, padding=3)
+            self.in_proj = torch.nn.Linear(32, 32)
+
+        def forward(self, x):  # [b, t, 32]
+            h = self.in_proj(x).transpose(1, 2)
+            h = torch.nn.functional.conv1d(h, self.conv1d.weight.float(), self.conv1d.bias, padding=3, groups=32)
+            return h[..., : x.shape[1]].transpose(1, 2)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(32, 4, 48, batch_first=True), 1,
+                                                   enable_nested_tensor=False)
+            self.mixer = Mixer()
+
+        def forward(self, x):
+            return self.mixer(self.enc(x))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.randn(2, 5, 32),), str(tmp_path / "m.onnx"), dynamo=False)
+    onnx_rows = {r.name: r.shape for r in htsr.analyze(tmp_path / "m.onnx", min_evals=2).layers}
+    torch_rows = {r.name: r.shape for r in htsr.analyze(net, min_evals=2).layers}
+    assert "enc.layers.0.self_attn.in_proj_weight" in onnx_rows and "mixer.conv1d" in onnx_rows
+    assert onnx_rows == torch_rows

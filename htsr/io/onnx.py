@@ -75,7 +75,9 @@ exporter, e.g. ``onnx::MatMul_470``), made of digits and punctuation only, or of
 ``val_12`` / ``const_12``, or a node output such as ``/encoder/Constant_output_0``. An opaque tensor is named after its consumer node: the node name's scope,
 ``/`` turned into ``.``, without the last component (the operator instance) and with ``.weight``
 appended — ``/encoder/layer.0/attention/self/query/MatMul`` → ``encoder.layer.0.attention.self.query.weight``
-(row ``encoder.layer.0.attention.self.query``); an ``nn.Sequential``'s scope before its child's is dropped
+(row ``encoder.layer.0.attention.self.query``) — unless a float weight's bias, under a PyTorch parameter's name, gives
+its path: Conv's or Gemm's third input, or the other operand of the Add after a MatMul (``conv1d.bias`` →
+``conv1d.weight``, an attention's ``in_proj_bias`` → ``in_proj_weight``, as its state dict names them); an ``nn.Sequential``'s scope before its child's is dropped
 (``/mlp/mlp.0/MatMul`` → ``mlp.0``) unless the tensors' own names show a module of the longer path. A node
 onnxruntime's quantizer put in place of a dynamo node (``node_MatMul_1_quant``) has no metadata: it takes
 the scope of the bias ``Add`` after it, reached through the quantizer's own nodes. Recurrent weights are named like PyTorch's:
@@ -249,6 +251,9 @@ def _torch_scope(node: Any, op: bool = False) -> str:
                 return scopes[-1] if op else scopes[-2]
     return ""
 
+
+#: a PyTorch module's bias parameter: ``….bias``, ``….in_proj_bias``
+_BIAS = re.compile(r"[A-Za-z_]\w*(\.\w+)*\.(\w+_)?bias")
 
 #: the operation of an ``nn.Linear`` (``F.linear``) in dynamo's scopes: 'linear', 'linear_3'
 _LINEAR_OP = re.compile(r"linear(_\d+)?")
@@ -504,6 +509,8 @@ class OnnxFile:
         self._rnn_instances: dict[str, dict[int, int]] = {}  # per scope: its recurrent nodes' layer numbers
         # the module paths the tensors' own names show (a bias's 'mlp.0.bias': module mlp.0)
         self._modules = {n.rpartition(".")[0] for n in tensors if "." in n and not _OPAQUE.match(n)}
+        # biases under a PyTorch parameter's name: they name an opaque weight beside them (_bias_named)
+        self._biases = {n for n, t in tensors.items() if len(t.dims) == 1 and _BIAS.fullmatch(n)}
         # the first two dotted components of the readable names, to align node scopes with them
         self._prefixes = {".".join(n.split(".")[:2]) for _, n, _, _, _, _ in pending
                           if not _OPAQUE.match(n) and "." in n}
@@ -530,6 +537,24 @@ class OnnxFile:
                     taken.add(names[i])
             taken |= tensors.keys()
         return [dataclasses.replace(ref, name=names[i]) for i, (ref, _) in enumerate(built)]
+
+    def _bias_named(self, node: Any) -> str:
+        """The weight's name its bias gives, '' if none: a PyTorch module's bias (``conv1d.bias``, an
+        ``nn.MultiheadAttention``'s ``in_proj_bias``) is Conv's or Gemm's third input, or the other operand of the
+        Add that takes a MatMul's output. A folded weight's name is lost (``onnx::Conv_378``), and the node's
+        scope is the module whose code calls the layer (Mamba's mixer for its ``conv1d``, the attention for its
+        ``in_proj_weight``); the bias keeps the parameter's path, the weight's but for its last word."""
+        bias = ""
+        if node.op_type != "MatMul":
+            bias = node.input[2] if len(node.input) > 2 else ""
+        elif node.output:
+            adds = [n for n, _ in self._consumers.get(node.output[0], ()) if n.op_type == "Add"]
+            if len(adds) == 1:
+                bias = next((x for x in adds[0].input if x != node.output[0]), "")
+        if bias not in self._biases:
+            return ""
+        stem, _, last = bias.rpartition(".")
+        return f"{stem}.{last[: -len('bias')]}weight"
 
     def _borrowed_scope(self, node: Any) -> str:
         """The module path of a node without torch's metadata that onnxruntime's quantizer put in place of a
@@ -744,6 +769,8 @@ class OnnxFile:
                     scope = ".".join(tokens[k:])
                     break
         layer = f"{scope}.weight" if opaque and scope else name
+        if opaque and node.op_type in ("MatMul", "Gemm", "Conv", "ConvTranspose") and not quant:
+            layer = self._bias_named(node) or layer
         if (op == "Gather" and torch_scope and not opaque and _TORCH_PARAMETER.fullmatch(name)
                 and name.rpartition(".")[0] != torch_scope):
             # a tied table stored under its LM head's name (dynamo's 'lm_head.weight' for a tied Llama's, GPT-2's):
