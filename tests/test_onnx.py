@@ -1500,3 +1500,19 @@ def test_an_opaque_weight_is_named_by_its_bias_as_the_state_dict_names_it(tmp_pa
     torch_rows = {r.name: r.shape for r in htsr.analyze(net, min_evals=2).layers}
     assert "enc.layers.0.self_attn.in_proj_weight" in onnx_rows and "mixer.conv1d" in onnx_rows
     assert onnx_rows == torch_rows
+
+
+def test_a_learned_position_table_added_to_the_activations_is_an_embedding_row(tmp_path):
+    """ViT's vit.embeddings.position_embeddings [1, 17, 64] is added (Add), read by no typed operator: it had been
+    listed 'used by no MatMul…' where the state dict, .pt, live and .pt2 routes give an embedding row. A
+    tensor added by Add whose name says no table (a mask) is still listed."""
+    rng = _rng(13)
+    pos, mask = _f32(rng, 1, 17, 64), _f32(rng, 1, 17, 64)
+    nodes = [helper.make_node("Add", ["x", "vit.embeddings.position_embeddings"], ["h"], name="/vit/embeddings/Add"),
+             helper.make_node("Add", ["h", "attn_mask_bias"], ["y"], name="/Add_1")]
+    f = OnnxFile(_save(_model(nodes, {"vit.embeddings.position_embeddings": pos, "attn_mask_bias": mask}),
+                       tmp_path / "v.onnx"))
+    (ref,) = f
+    assert (ref.name, ref.kind, ref.shape) == ("vit.embeddings.position_embeddings", "embedding", (1, 17, 64))
+    np.testing.assert_array_equal(ref.load(), pos)
+    assert [n for n, _ in f.skipped] == ["attn_mask_bias"]

@@ -19,6 +19,7 @@ Einsum (either operand) by the equation               ``dense`` ``[prod(out), pr
                                                        other operand has, out = the output's alone; ``stack``
                                                        with letters of all three (see ``einsum_axes``)
 Gather (data)          ``[vocab, dim]``                ``embedding``
+another op (Add …)     a table by its name             ``embedding`` (ViT's ``position_embeddings``), as it is
 LSTM / GRU / RNN (W,R) ``[dirs, k·hidden, in]``        ``rnn``: one ``[k·hidden, in]`` tensor per direction
 Attention (weight)     ``[in, 3·hidden]``              ``dense`` ``[3·hidden, in]``: q, k, v stacked, one row
 EmbedLayerNorm. (2-4)  ``[vocab, dim]``                ``embedding`` (word, position, segment tables)
@@ -499,6 +500,12 @@ class OnnxFile:
                 if isinstance(loader, str):  # a quantized weight htsr cannot dequantize: its row says why
                     unreadable, loader = loader, skipped_loader(f"{loader}; analyse the float model")
             use = find_use(name, len(t.dims))
+            if (use is None and uses and loader is None and not _OPAQUE.match(name)
+                    and classify(name, tuple(int(d) for d in t.dims))[0] == "embedding"):
+                # a learned table added to the activations (ViT's position_embeddings, by Add): a table by its
+                # name, as in the model's state dict
+                use = _Use(min((n for n, _ in uses), key=lambda n: node_order[id(n)]), 0, True)
+                use.op = "table"
             if use is None:  # listed here (a weight that gets a row is not listed as well)
                 self.skipped.append((name, unreadable or "used by no MatMul/Gemm/Einsum/Conv/ConvTranspose/Gather/"
                                                       "LSTM/GRU/RNN"))
@@ -857,6 +864,8 @@ class OnnxFile:
                     flipped=perm == (1, 0))
             # (which entries of a regrouped 3-D or larger weight share a scale is not followed)
             yield r if len(shape) == 2 else dataclasses.replace(r, quant_block=None)
+        elif op == "table":  # (see _collect: an embedding by its name, read by no typed operator)
+            yield ref(name, shape, "embedding", lambda: as_loaded(raw()))
         elif op == "Gather":
             if idx != 0 or len(shape) != 2:
                 self.skipped.append((name, f"Gather input {idx} of rank {len(shape)}"))
