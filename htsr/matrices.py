@@ -176,8 +176,11 @@ def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
             return "embedding", ""
         return "dense", ""
     if len(shape) == 3:
-        # a single input channel makes it a filter bank (e.g. an STFT basis [freq, 1, window]), not experts
-        if not _EXPERT.search(name) and (shape[2] <= MAX_CONV_KERNEL or shape[1] == 1 or _CONV.search(name)):
+        # a single input channel makes it a filter bank (e.g. an STFT basis [freq, 1, window]), not experts; a
+        # short last axis makes a conv1d kernel of a module's weight, not of a bare parameter (a hand-written
+        # mixture's w_out [E, out, in] with in ≤ 32 had been 32 'kernel positions' of E × out)
+        if not _EXPERT.search(name) and (shape[1] == 1 or _CONV.search(name) or (
+                shape[2] <= MAX_CONV_KERNEL and _WEIGHT_NAME.search(name))):
             return "conv1d", ""
         return "stack", ""
     if len(shape) == 4:

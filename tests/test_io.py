@@ -1565,3 +1565,21 @@ def test_a_module_whose_getattr_raises_another_error_is_read(tmp_path):
         hasattr(Strict(), "__len__")  # (what the protocol check met)
 
     assert [(x.name, x.shape) for x in htsr.analyze(Strict(), min_evals=2).layers] == [("fc", "48x32")]
+
+
+@pytest.mark.parametrize("name,shape,kind", [
+    ("w_out", (4, 40, 24), "stack"),  # a hand-written mixture's bare parameter [E, out, in], in ≤ 32: experts
+    ("wq", (4, 24, 8), "stack"),  # per-head projections [h, d, hd]
+    ("w_in", (4, 24, 40), "stack"),
+    ("blocks.0.conv.weight", (64, 32, 3), "conv1d"),  # a module's weight with a short last axis: a kernel
+    ("encoder.layer.weight", (64, 32, 5), "conv1d"),
+    ("stft.basis", (257, 1, 512), "conv1d"),  # one input channel: a filter bank
+    ("feature.conv_pos", (768, 48, 128), "conv1d"),  # named conv: wav2vec2's positional conv of 128 taps
+    ("moe.experts.w1", (8, 64, 16), "stack"),
+])
+def test_a_3d_tensor_is_a_conv_kernel_only_as_a_modules_weight_or_by_its_name(name, shape, kind):
+    """A 3-D tensor's kind had turned on its last axis alone (≤ 32: conv1d): of one mixture's two parameters
+    [4, 24, 40] was a stack and [4, 40, 24] a conv1d pooling 24 'kernel positions' of 4 × 40."""
+    from htsr.matrices import classify
+
+    assert classify(name, shape)[0] == kind
