@@ -19,7 +19,7 @@ from .errors import HtsrError, LayerSkipped, SourceError
 from .fits.powerlaw import PowerLawFit, fit_power_law
 from .fits.uncertainty import interval_of, tail_uncertainty
 from .io import FLOAT_DTYPES, is_reader, open_source
-from .io.base import ROW_TAG
+from .io.base import ROW_TAG, unit_roundoff
 from .io.delta import DeltaSource
 from .io.scales import unscaled_integer_weight
 from .matrices import (
@@ -66,6 +66,14 @@ WW_FLOOR_MAX_FRACTION = 1e-3
 ERG_ZERO_SHARE = 0.10
 #: layers whose matrices have at most this smaller side are analysed side by side in threads
 THREADED_MAX_M = 2048
+#: float32's unit roundoff: a storage coarser than it (bfloat16, float16, FP8) rounds the entries visibly
+_FLOAT32_ROUNDOFF = 2.0 ** -24
+#: eigenvalues below the storage's rounding floor are zeros only when at least ROUNDING_MIN_ZEROS of them are
+#: and the next one lies ROUNDING_GAP times above the floor: a gap, as a rank-deficient layer's spectrum has (a
+#: full-rank one runs on through the floor; a square one's smallest one or two may fall far below the next by
+#: chance, its smallest singular values spaced like 1, 2, 3 … times the first)
+ROUNDING_GAP = 10.0
+ROUNDING_MIN_ZEROS = 3
 
 
 def _tensor(name: str) -> str | None:
@@ -191,7 +199,13 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                 if pattern is None or pattern.search(lm.name):
                     matched = True
                     # a delta's rounding noise, the same for every row of its tensor
-                    yield lm if t.resolution is None else dataclasses.replace(lm, resolution=t.resolution)
+                    # and a storage coarser than float32's (a bfloat16 checkpoint), whose rounding the entries carry
+                    # (a delta's rounding is its inputs', ``resolution``: not its storage's share of its own size)
+                    eps = unit_roundoff(t.dtype) if t.bits is None and t.resolution is None else 0.0
+                    noise = {"resolution": t.resolution} if t.resolution is not None else {}
+                    if eps > _FLOAT32_ROUNDOFF:
+                        noise["storage_eps"] = eps
+                    yield dataclasses.replace(lm, **noise) if noise else lm
             if not matched:
                 passed_over(t.name, "not matched by --layers")
             else:
@@ -353,8 +367,9 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
             del windows  # views into mats: they would keep the tensor alive through the fits
         else:
             fit_spectrum = spectrum
+        zeros = _rounding_zeros(spectrum.evals, lm, scale)  # a coarse storage's rounding, under a gap
         mp, rmt, rmt_error, shuffled = (None, {}, "", None) if lowrank else _matrix_diagnostics(
-            mats, lm, spectrum, scale, opts)
+            mats, lm, spectrum, scale, opts, zeros)
         kept = mats if opts.localization and not lowrank else None  # the eigenvectors need the matrices after the fit
         del mats
         # a delta's eigenvalues below its inputs' rounding noise are not the update's: the noise matrix's largest
@@ -410,10 +425,12 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         cut, why = cut_of(fit_spectrum), ""
         if storage_floor > cut:
             cut, why = storage_floor, " (the rounding noise of the model's and the base's stored weights)"
+        if zeros > cut and not num_windows and not lm.resolution:  # (a delta's cut is its storage_floor above)
+            cut, why = zeros, " (the rounding of the weights' storage, under a gap)"
         fit_x = fit_spectrum.evals[fit_spectrum.evals > cut]
         # FARMS' windows of a rank-deficient matrix repeat its few directions: its own count decides (a rank-1
         # matrix's 84 windows gave 84 values, fitted "ok" at alpha 11.7)
-        whole_cut = cut_of(spectrum) if num_windows else 0.0
+        whole_cut = max(cut_of(spectrum), zeros) if num_windows else 0.0
         whole = int(np.count_nonzero(spectrum.evals > whole_cut)) if num_windows else None
         if whole is not None and whole < opts.min_evals:
             fit, status = not_attempted, (f"not_fitted: {whole} of {lm.num_evals} eigenvalues above the floor "
@@ -441,7 +458,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         extra.update(farms_windows=float(num_windows))
     try:
         rmt.update(_spectral_diagnostics(spectrum, fit, extra.get("num_fit_evals", math.nan), whole, mp, rmt, kept,
-                                         lm, scale, opts))
+                                         lm, scale, opts, zeros))
     except Exception as e:  # the fit stands; only these diagnostics are lost
         rmt_error = rmt_error or f"{e.__class__.__name__}: {e}"
     del kept
@@ -478,7 +495,7 @@ def _no_spectrum(lm: LayerMatrices) -> bool:
 
 
 def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spectrum, scale: float,
-                        opts: Options) -> tuple[MPFit | None, dict[str, Any], str, Randomized | None]:
+                        opts: Options, zeros: float = 0.0) -> tuple[MPFit | None, dict[str, Any], str, Randomized | None]:
     """What needs the matrices themselves: the MP fit with the heavy-entry count, and the randomisation.
 
     Returns (MP fit or None, columns, error message or '', the randomisation or None); an error here
@@ -492,7 +509,7 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
         if lm.num_evals < opts.min_evals or not spectrum.evals[-1] > 0 or _no_spectrum(lm):
             return None, cols, "", None
         if opts.mp_fit:
-            mp = fit_mp(spectrum.evals, lm.N, lm.M, scale, opts.tw_margin)
+            mp = fit_mp(spectrum.evals, lm.N, lm.M, scale, opts.tw_margin, zero_floor=zeros)
             cut = bbp_entry_scale(lm.N, lm.M, mp.sigma2)
             heavy = sum(_count_outside(W, cut) for W in mats) if math.isfinite(cut) else math.nan  # (no fit)
             cols.update(mp_sigma=math.sqrt(mp.sigma2), mp_lambda_minus=mp.lambda_minus,
@@ -512,6 +529,28 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
     return mp, cols, "", R
 
 
+def _rounding_zeros(ev: np.ndarray, lm: LayerMatrices, scale: float) -> float:
+    """The floor below which the layer's eigenvalues are the rounding of its stored entries, in the spectrum's
+    units, when they are separated from the rest by a gap — else 0, nothing is a zero by it.
+
+    The floor is twice the MP edge (rms·(√rows + √cols))² of noise of the rounding's rms (its largest
+    eigenvalues spread past the edge, and the rms is an estimate): a delta's inputs' (``lm.resolution``),
+    or a storage coarser than float32 (``lm.storage_eps``, unit roundoff u: each entry off by up to u of its
+    size, rms u/√3 of the entries'). A rank-r layer stored in bfloat16 has its M − r other eigenvalues there,
+    under a gap of orders of magnitude: those are its zeros. A full-rank layer's small eigenvalues run on
+    through the floor with no gap (a square FP8 layer has some below it): they stay, as at float32 precision.
+    0 for an update from its factors, whose product is exact."""
+    if lm.kind == "lora" or ev.size == 0 or not (lm.resolution or lm.storage_eps):
+        return 0.0
+    sides = 2.0 * (math.sqrt(lm.rows) + math.sqrt(lm.cols)) ** 2
+    floor = scale * lm.resolution() ** 2 * sides if lm.resolution else 0.0
+    if lm.storage_eps:
+        mean_square = float(np.sum(ev)) / (lm.num_matrices * lm.rows * lm.cols)  # of the entries, scale included
+        floor = max(floor, lm.storage_eps ** 2 / 3.0 * mean_square * sides)
+    k = int(np.searchsorted(ev, floor, side="right"))
+    return floor if ROUNDING_MIN_ZEROS <= k < ev.size and ev[k] >= ROUNDING_GAP * floor else 0.0
+
+
 def _count_outside(W: np.ndarray, cut: float) -> int:
     """Entries with |W_ij − mean| > cut, counted without a full-size temporary (this runs on every layer)."""
     m = float(W.mean(dtype=np.float64))
@@ -520,11 +559,12 @@ def _count_outside(W: np.ndarray, cut: float) -> int:
 
 def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: float, whole: int | None,
                           mp: MPFit | None, rmt: dict[str, Any], kept: list[np.ndarray] | None, lm: LayerMatrices,
-                          scale: float, opts: Options) -> dict[str, Any]:
+                          scale: float, opts: Options, zeros: float = 0.0) -> dict[str, Any]:
     """Phase, SETOL and localisation: what needs the fit as well as the spectrum."""
     ev = spectrum.evals
     cols: dict[str, Any] = {}
-    num_zero = num_zero_evals(ev, lm.N)  # at float32 precision (see rmt.mp.zero_level for the fast path)
+    # at float32 precision (see rmt.mp.zero_level for the fast path), or in a coarser storage's rounding under a gap
+    num_zero = num_zero_evals(ev, lm.N, zeros)
     # x_min on the layer's own spectrum: when FARMS' windows were fitted (``whole``: the layer's eigenvalues
     # above its floor), the eigenvalue at the tail share the fit found among the windows' above theirs
     # (a share of every eigenvalue, zeros included, put a rank-150 layer's x_min 2x too deep)

@@ -95,6 +95,8 @@ class LayerMatrices:
     load: Callable[[], Sequence[np.ndarray]]
     #: after load(), the rms rounding its entries carry from their inputs' storage (TensorRef.resolution)
     resolution: Callable[[], float] | None = None
+    #: the unit roundoff of the entries' storage when coarser than float32's (bfloat16 2⁻⁸, float8_e4m3fn 2⁻⁴)
+    storage_eps: float = 0.0
 
     @property
     def N(self) -> int:

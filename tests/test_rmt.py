@@ -294,6 +294,38 @@ def test_rank_collapse_is_the_same_on_both_precision_paths(dtype):
     assert rows[1].matrix_rank == (200 if dtype is np.float32 else 20)  # numpy's float64 tolerance σ_max·N·ε₆₄
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float8_e4m3fn"])
+def test_a_low_rank_layer_in_a_coarse_storage_is_rank_collapsed_and_a_full_rank_one_is_not(dtype):
+    """A rank-32 768 × 512 layer stored in bfloat16 (FP8, fp16) has its 480 other eigenvalues in the storage's
+    rounding, orders of magnitude under its 32: they are zeros, as at float32 precision. They had been read
+    as a spectrum: bfloat16 'heavy-tailed', alpha 4.95 fitted 'ok' over the rounding, 29 zeros. A full-rank
+    layer in the same storage has no gap: its small eigenvalues stay (nothing changes from float32's)."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    dt = getattr(ml_dtypes, dtype, None) or np.dtype(dtype)
+    rng = np.random.default_rng(0)
+    low = (rng.standard_normal((768, 32)) @ rng.standard_normal((32, 512)) / 6).astype(np.float32)
+    r = htsr.analyze({"a.weight": low.astype(dt)}).layers[0]
+    assert (r.num_zero_evals, r.phase) == (480, "rank-collapse")
+    assert r.status.startswith("not_fitted: 32 of 512 eigenvalues above the floor") and "storage, under a gap" in r.status
+    full = (rng.standard_normal((384, 384)) * 0.05).astype(np.float32)  # a square one: some λ near 0, no gap
+    want = htsr.analyze({"a.weight": full}).layers[0]
+    got = htsr.analyze({"a.weight": full.astype(dt)}).layers[0]
+    assert (got.num_zero_evals, got.phase, got.status) == (want.num_zero_evals, want.phase, want.status) == (
+        0, "random-like", "ok")
+
+
+def test_a_low_rank_update_merged_in_bfloat16_is_rank_collapsed():
+    """A rank-8 update merged into a bfloat16 base, stored bfloat16, minus that base: the difference holds the
+    merge's rounding under the update's 8 eigenvalues. Its phase had been 'bulk-decay' over that rounding."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    rng = np.random.default_rng(1)
+    base = (rng.standard_normal((768, 512)) * 0.05).astype(ml_dtypes.bfloat16)
+    update = (rng.standard_normal((768, 8)) @ rng.standard_normal((8, 512)) * 1e-3).astype(np.float32)
+    tuned = (base.astype(np.float32) + update).astype(ml_dtypes.bfloat16)
+    r = htsr.analyze({"l.weight": tuned}, base={"l.weight": base}).layers[0]
+    assert (r.num_zero_evals, r.phase) == (504, "rank-collapse")
+
+
 def test_num_zero_evals_counts_below_the_float32_rank_tolerance():
     tol = 4.0 * (100 * 2.0 ** -23) ** 2  # λ_max = 4, N = 100
     ev = np.array([0.0, 0.5 * tol, tol, 1.01 * tol, 1.0, 4.0])

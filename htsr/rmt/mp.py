@@ -108,12 +108,13 @@ def mp_quantiles(probs: np.ndarray, Q: float, sigma2: float = 1.0) -> np.ndarray
 
 
 def fit_mp(evals: np.ndarray, N: int, M: int, scale: float = 1.0, tw_margin: float = 4.0,
-           sigma2: float | None = None) -> MPFit:
+           sigma2: float | None = None, zero_floor: float = 0.0) -> MPFit:
     """Fit the MP bulk to ``evals`` (ascending, ≥ 0) of N × M matrices whose ESD was multiplied by ``scale``.
 
     ``sigma2`` is returned in weight units (the entry variance σ² of W, ``scale`` divided out); the
     edges and threshold are in the units of ``evals``. Given ``sigma2`` (a shuffled matrix's entries are
     i.i.d. of their sample variance), nothing is fitted: the law of that variance is the baseline.
+    Eigenvalues at or below ``zero_floor`` (a coarser storage's rounding under a gap) are zeros too.
     """
     ev = np.asarray(evals, dtype=np.float64)
     if ev.size < 2 or not ev[-1] > 0:
@@ -121,7 +122,7 @@ def fit_mp(evals: np.ndarray, N: int, M: int, scale: float = 1.0, tw_margin: flo
     Q = N / M
     mu, s = tw_edge(N, M)
     lmax = float(ev[-1])
-    lo = int(np.searchsorted(ev, zero_level(lmax, N), side="right"))  # zero eigenvalues: [0, lo)
+    lo = int(np.searchsorted(ev, max(zero_level(lmax, N), zero_floor), side="right"))  # zero eigenvalues: [0, lo)
     num_zero = lo
     hi = ev.size
     # the bulk keeps the lower half of the non-zero eigenvalues at least: a spectrum whose top half lies above

@@ -4,7 +4,8 @@ The label reads a layer's ESD against its Marchenko–Pastur fit (:mod:`htsr.rmt
 order (the first that applies wins):
 
 1. ``rank-collapse``  at least ``rank_collapse`` (default 10 %) of the eigenvalues are zero at float32
-   precision (:func:`num_zero_evals`): a large mass at λ = 0.
+   precision, or lie in the rounding of a coarser storage below a gap (:func:`num_zero_evals`): a large mass
+   at λ = 0.
 2. ``random-like``    no eigenvalue above the MP edge plus the Tracy–Widom margin (``num_spikes = 0``).
 3. ``heavy-tailed`` / ``bulk-decay``   at least ``ht_share`` (default 5 %) of the eigenvalues lie above
    the edge: a tail, not a few spikes. ``heavy-tailed`` when its power-law alpha is below ``ht_alpha``
@@ -51,15 +52,16 @@ def bbp_entry_scale(N: int, M: int, sigma2: float) -> float:
     return (N * M) ** 0.25 * math.sqrt(sigma2)
 
 
-def num_zero_evals(evals: Sequence[float], N: int) -> int:
+def num_zero_evals(evals: Sequence[float], N: int, floor: float = 0.0) -> int:
     """Eigenvalues of an N × M layer (``evals`` ascending) that are zero at float32 precision
-    (:func:`~htsr.rmt.mp.zero_level`; the MP fit leaves the same ones out of its bulk). Not
+    (:func:`~htsr.rmt.mp.zero_level`; the MP fit leaves the same ones out of its bulk), or at or below
+    ``floor``, the rounding of a coarser storage under a gap (see ``htsr.analyze._rounding_zeros``). Not
     num_evals − ``matrix_rank``: that float64 rank (WeightWatcher's) counts the rounding of a float32
     product of low rank as rank, and would make it full-rank for one precision path and rank-deficient
     for the other."""
     if len(evals) == 0:
         return 0
-    return bisect.bisect_right(evals, zero_level(float(evals[-1]), N))
+    return bisect.bisect_right(evals, max(zero_level(float(evals[-1]), N), floor))
 
 
 def phase_of(num_evals: int, num_zero: int, mp: MPFit, lambda_max: float, alpha: float,
