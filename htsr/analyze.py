@@ -196,16 +196,19 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
             rows = ([unread_tensor_row(t.name, kind, tuple(t.shape), t.load)] if unread else
                     layer_matrices(t.name, kind, t.shape, t.load, opts.conv, opts.ww_conv_scale, t.load_item))
             for lm in rows:
-                if pattern is None or pattern.search(lm.name):
-                    matched = True
-                    # a delta's rounding noise, the same for every row of its tensor
-                    # and a storage coarser than float32's (a bfloat16 checkpoint), whose rounding the entries carry
-                    # (a delta's rounding is its inputs', ``resolution``: not its storage's share of its own size)
-                    eps = unit_roundoff(t.dtype) if t.bits is None and t.resolution is None else 0.0
-                    noise = {"resolution": t.resolution} if t.resolution is not None else {}
-                    if eps > _FLOAT32_ROUNDOFF:
-                        noise["storage_eps"] = eps
-                    yield dataclasses.replace(lm, **noise) if noise else lm
+                if pattern is not None and not pattern.search(lm.name):
+                    if lm.release is not None:  # (an expert or kernel position left out: its tensor not kept for it)
+                        lm.release()
+                    continue
+                matched = True
+                # a delta's rounding noise, the same for every row of its tensor, and a storage coarser than
+                # float32's (a bfloat16 checkpoint), whose rounding the entries carry (a delta's rounding is its
+                # inputs', ``resolution``: not its storage's share of its own size)
+                eps = unit_roundoff(t.dtype) if t.bits is None and t.resolution is None else 0.0
+                noise = {"resolution": t.resolution} if t.resolution is not None else {}
+                if eps > _FLOAT32_ROUNDOFF:
+                    noise["storage_eps"] = eps
+                yield dataclasses.replace(lm, **noise) if noise else lm
             if not matched:
                 passed_over(t.name, "not matched by --layers")
             else:
@@ -330,6 +333,9 @@ def _analyze_layer(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, Layer
         return _layer_row(lm, opts)
     except Exception as e:  # one bad layer never stops a run, whatever stage it fails in
         return LayerResult(**_row_base(lm), status=f"failed: {e.__class__.__name__}: {e}"), None
+    finally:
+        if lm.release is not None:  # its tensor, read once for several rows, is not kept for it
+            lm.release()
 
 
 def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpectra | None]:

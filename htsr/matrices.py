@@ -97,6 +97,9 @@ class LayerMatrices:
     resolution: Callable[[], float] | None = None
     #: the unit roundoff of the entries' storage when coarser than float32's (bfloat16 2⁻⁸, float8_e4m3fn 2⁻⁴)
     storage_eps: float = 0.0
+    #: called once the row will load no more (analysed, or filtered out): a tensor read once for several rows
+    #: (an expert stack, a conv's kernel positions) is not kept for it (:class:`SharedLoad`)
+    release: Callable[[], None] | None = None
 
     @property
     def N(self) -> int:
@@ -205,12 +208,14 @@ def _squeeze_leading(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 class SharedLoad:
-    """A value loaded once for several takers (the slices of an expert stack, read as one tensor): loaded by
-    the first :meth:`take`, dropped once every key has taken its part; safe across the analysis threads. A
+    """A value loaded once for several takers (the slices of an expert stack or of a conv's kernel positions,
+    read as one tensor): loaded by the first :meth:`take`, dropped once every key has taken its part or been
+    :meth:`release`-d (a row filtered out, or done: it will not take); safe across the analysis threads. A
     key taking again after the drop loads again."""
 
     def __init__(self, load: Callable[[], Any], keys: Iterable[Any]) -> None:
         self._load, self._keys = load, frozenset(keys)
+        self._released: set[Any] = set()
         self._pending = set(self._keys)
         self._value: Any = None
         self._lock = threading.Lock()
@@ -220,13 +225,21 @@ class SharedLoad:
         with self._lock:
             if self._value is None:
                 self._value = self._load()
-                self._pending = set(self._keys)
+                self._pending = set(self._keys) - self._released - {key}
             out = part(self._value)
             out = np.array(out) if isinstance(out, np.ndarray) else out
             self._pending.discard(key)
             if not self._pending:
                 self._value = None
             return out
+
+    def release(self, key: Any) -> None:
+        """``key`` will not take (again): the value is not kept for it."""
+        with self._lock:
+            self._released.add(key)
+            self._pending.discard(key)
+            if not self._pending:
+                self._value = None
 
 
 def unread_tensor_row(name: str, kind: str, shape: tuple[int, ...], load: Callable[[], Any]) -> LayerMatrices:
@@ -278,7 +291,7 @@ def layer_matrices(
         stack = SharedLoad(lambda: loaded().reshape(E, r, c), range(E))  # read once for all E rows
         for e in range(E):
             yield LayerMatrices(f"{base}[{e}]", kind, shape, r, c, 1, 1.0,
-                                lambda e=e: [stack.take(e, lambda t: t[e])])
+                                lambda e=e: [stack.take(e, lambda t: t[e])], release=lambda e=e: stack.release(e))
     elif kind in ("conv1d", "conv2d", "conv3d", "lora"):  # a conv LoRA: load() returns one LowRank per position
         c_out, c_in = shape[0], shape[1]  # never squeezed: a conv's c_out may be 1
         positions = [tuple(p) for p in np.ndindex(*shape[2:])]
@@ -286,23 +299,20 @@ def layer_matrices(
         # WeightWatcher scales Conv2d eigenvalues by 1/2 when pooled and by kh·kw/2 per position
         ww = (kind == "conv2d" or (kind == "lora" and len(shape) == 4)) and ww_conv_scale
 
-        def slices(ps: Sequence[tuple[int, ...]]) -> Callable[[], list[np.ndarray]]:
-            def f() -> list[np.ndarray]:
-                if kind == "lora":
-                    per_position = load()
-                    return [per_position[positions.index(p)] for p in ps]
-                t = loaded()
-                return [np.ascontiguousarray(t[(slice(None), slice(None)) + p]) for p in ps]
-
-            return f
+        def part(t: Any, p: tuple[int, ...]) -> Any:  # (a conv LoRA's load() is a list of positions' LowRanks)
+            return t[positions.index(p)] if kind == "lora" else np.ascontiguousarray(t[(slice(None), slice(None)) + p])
 
         if conv == "pooled":
-            yield LayerMatrices(base, kind, shape, c_out, c_in, k, 0.5 if ww else 1.0, slices(positions))
+            yield LayerMatrices(base, kind, shape, c_out, c_in, k, 0.5 if ww else 1.0,
+                                lambda: (lambda t: [part(t, p) for p in positions])(load() if kind == "lora" else loaded()))
         else:
+            # the tensor read once for all k rows, dropped when the last one has taken its position
+            tensor = SharedLoad(load if kind == "lora" else loaded, positions)
             for p in positions:
                 label = ",".join(str(i) for i in p)
                 yield LayerMatrices(f"{base}[{label}]", kind, shape, c_out, c_in, 1, k / 2.0 if ww else 1.0,
-                                    slices([p]))
+                                    lambda p=p: [tensor.take(p, lambda t, p=p: part(t, p))],
+                                    release=lambda p=p: tensor.release(p))
     else:
         raise ValueError(f"unknown layer kind {kind!r}")
 

@@ -634,3 +634,49 @@ def test_layers_csv_reads_back_with_the_tables_dtypes(tmp_path):
     guessed = pd.read_csv(tmp_path / "layers.csv")
     assert (guessed.dtypes != r.to_pandas().dtypes).any()  # what the reader is for
     pd.testing.assert_frame_equal(read_layers(tmp_path / "layers.csv"), r.to_pandas())
+
+
+def test_a_tensor_read_once_for_several_rows_is_dropped_when_the_rows_it_was_kept_for_are_done(monkeypatch):
+    """A fused expert stack is read once for its E rows, and (now) so is a conv for its kernel positions with
+    --conv per_position: each position's row had read and converted the whole tensor again (49 reads of a 7x7
+    conv). A --layers filter that keeps some experts had kept every whole stack alive to the end of the run
+    (its other experts never took their part): 661 MiB against 214 MiB unfiltered, on 8 bf16 stacks."""
+    import gc
+    import importlib
+    import weakref
+
+    from htsr.matrices import SharedLoad
+
+    ha = importlib.import_module("htsr.analyze")  # (the module: htsr.analyze is the function)
+
+    loads, alive = [], []
+    orig = ha.layer_matrices
+
+    def counting(name, kind, shape, load, *a, **k):
+        def counted():
+            loads.append(name)
+            arr = np.asarray(load())
+            holder = type("Held", (np.ndarray,), {})  # a weakref-able view of the loaded tensor
+            out = arr.view(holder)
+            alive.append(weakref.ref(out))
+            return out
+        return orig(name, kind, shape, counted, *a, **k)
+
+    monkeypatch.setattr(ha, "layer_matrices", counting)
+    rng = np.random.default_rng(0)
+    conv = rng.standard_normal((64, 48, 3, 3)).astype(np.float32)
+    r = htsr.analyze({"c.weight": conv}, conv="per_position", tails=False, workers=1)
+    assert len(r.layers) == 9 and loads == ["c.weight"]  # one read for the nine positions
+    loads.clear()
+    experts = {f"l{i}.mlp.experts.down_proj": rng.standard_normal((4, 64, 48)).astype(np.float32) for i in range(3)}
+    r = htsr.analyze(experts, layers=r"down_proj\[0\]$", tails=False, workers=1)
+    assert [x.name for x in r.layers] == [f"l{i}.mlp.experts.down_proj[0]" for i in range(3)] and len(loads) == 3
+    gc.collect()
+    assert all(ref() is None for ref in alive)  # no stack kept past its one analysed expert
+    # SharedLoad: released keys do not hold the value, and a later load does not wait for them
+    s = SharedLoad(lambda: np.arange(4.0), range(4))
+    s.release(1)
+    s.release(2)
+    assert s.take(0, lambda t: t[0]) == 0.0 and s._value is not None
+    s.take(3, lambda t: t[3])
+    assert s._value is None
