@@ -11,7 +11,7 @@ import math
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -627,24 +627,8 @@ def analyze(source: Any, **options: Any) -> AnalysisResult:
     if not layers:
         raise no_layer_error(description, tally, opts)
     bar = _progress_bar(len(layers), description) if opts.progress else None
-    rows: list[tuple[LayerResult, LayerSpectra | None] | None] = [None] * len(layers)
-    # small matrices side by side (single-threaded BLAS each); large ones one at a time with every
-    # BLAS thread (measured crossover on 2 cores: x2.0 at M = 1024, x1.2 at 2048, x0.7 at 3072). An adapter's
-    # update from its factors is small whatever its sides: O((out + in)·r²) work, on thin matrices that threaded
-    # BLAS slows down (a rank-16 4096 x 4096 LoRA: 0.8 ms on one thread, up to 170 ms on two of a loaded machine)
-    light = [lm.M <= THREADED_MAX_M or lm.kind == "lora" for lm in layers]
-    small = [i for i, x in enumerate(light) if x]
-    large = [i for i, x in enumerate(light) if not x]
-    workers = min(opts.workers or _usable_cpus(), len(small))
     try:
-        if small:  # with workers = 1 one at a time, still with a single-threaded BLAS (spinning BLAS
-            # threads made --workers 1 ten times slower on a loaded 2-core machine)
-            for i, row in zip(small, _analyze_in_threads([layers[i] for i in small], opts, workers, bar)):
-                rows[i] = row
-        for i in large:
-            rows[i] = _analyze_layer(layers[i], opts)
-            if bar is not None:
-                bar.update()
+        rows = in_threads(layers, lambda lm: _analyze_layer(lm, opts), opts.workers, bar)
     finally:
         if bar is not None:
             bar.close()
@@ -671,9 +655,30 @@ def _usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _analyze_in_threads(layers: list[LayerMatrices], opts: Options, workers: int,
-                        bar) -> list[tuple[LayerResult, LayerSpectra | None]]:
-    """Analyse ``workers`` layers at a time, each with a single-threaded BLAS.
+def in_threads(layers: list[LayerMatrices], work: Callable[[LayerMatrices], Any], workers: int | None = None,
+               bar=None) -> list[Any]:
+    """``work(lm)`` for every row, in order: small matrices side by side (single-threaded BLAS each), large ones
+    one at a time with every BLAS thread (measured crossover on 2 cores: x2.0 at M = 1024, x1.2 at 2048, x0.7 at
+    3072). An adapter's update from its factors is small whatever its sides: O((out + in)·r²) work, on thin
+    matrices that threaded BLAS slows down (a rank-16 4096 x 4096 LoRA: 0.8 ms on one thread, up to 170 ms on
+    two of a loaded machine). ``workers``: at most so many at a time (None: every usable CPU)."""
+    light = [lm.M <= THREADED_MAX_M or lm.kind == "lora" for lm in layers]
+    small = [i for i, x in enumerate(light) if x]
+    out: list[Any] = [None] * len(layers)
+    if small:  # with workers = 1 one at a time, still with a single-threaded BLAS (spinning BLAS threads made
+        # --workers 1 ten times slower on a loaded 2-core machine)
+        n = min(workers or _usable_cpus(), len(small))
+        for i, row in zip(small, _in_threads([layers[i] for i in small], work, n, bar)):
+            out[i] = row
+    for i in (i for i, x in enumerate(light) if not x):
+        out[i] = work(layers[i])
+        if bar is not None:
+            bar.update()
+    return out
+
+
+def _in_threads(layers: list[LayerMatrices], work: Callable[[LayerMatrices], Any], workers: int, bar) -> list[Any]:
+    """``work`` on ``workers`` rows at a time, each with a single-threaded BLAS.
 
     numpy and LAPACK release the GIL, and for the matrix sizes of real layers several single-threaded
     eigensolvers side by side beat one multi-threaded solver (the tridiagonal reduction scales poorly
@@ -682,7 +687,7 @@ def _analyze_in_threads(layers: list[LayerMatrices], opts: Options, workers: int
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(_analyze_layer, lm, opts) for lm in layers]
+        futures = [pool.submit(work, lm) for lm in layers]
         try:
             if bar is not None:
                 for _ in as_completed(futures):

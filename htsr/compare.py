@@ -627,6 +627,15 @@ def _stacked(mats: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _distance_row(la, lb, opts: Options) -> LayerDistance:
+    try:
+        return _measured(la, lb, opts)
+    finally:
+        for lm in (la, lb):
+            if lm.release is not None:  # (a tensor read once for several rows is not kept for it)
+                lm.release()
+
+
+def _measured(la, lb, opts: Options) -> LayerDistance:
     from .analyze import esd_scale, weights_finite
     from .rmt.traps import js_distance
     from .spectra import Factored, esd
@@ -678,7 +687,7 @@ def layer_distances(a: Any, b: Any, **options: Any) -> list[LayerDistance]:
     ``a`` and ``b``). Rows follow ``a``'s order (and names), then the base-only rows. Names are matched as
     ``--base`` matches them: exactly, else by dropping, adding or replacing one leading component.
     """
-    from .analyze import iter_layers
+    from .analyze import in_threads, iter_layers
     from .io.delta import align_names
 
     opts = Options.create(**options)
@@ -699,7 +708,7 @@ def layer_distances(a: Any, b: Any, **options: Any) -> list[LayerDistance]:
     # the base's 'encoder…')
     rename, _ = align_names([la.name for la in rows_a], base_rows)
     rename = rename or (lambda n: n)
-    out, seen, matched = [], set(), set()
+    out, seen, matched, pairs = [], set(), set(), {}
     for la in rows_a:
         if la.name in seen:
             continue
@@ -714,9 +723,16 @@ def layer_distances(a: Any, b: Any, **options: Any) -> list[LayerDistance]:
         if (la.rows, la.cols, la.num_matrices) != (lb.rows, lb.cols, lb.num_matrices):
             row = LayerDistance(**info, status=f"skipped: shape {info['shape']} differs from the base's "
                                                f"{'x'.join(map(str, lb.tensor_shape))}")
+            out.append(replace(row, base_name=lb.name))
         else:
-            row = _distance_row(la, lb, opts)
-        out.append(replace(row, base_name=lb.name))
+            pairs[len(out)] = (la, lb)
+            out.append(None)
+    # the pairs measured as analyze runs its rows: small ones side by side on single-threaded BLAS
+    base_of = {la.name: lb for la, lb in pairs.values()}
+    measured = in_threads([la for la, _ in pairs.values()], lambda la: _distance_row(la, base_of[la.name], opts),
+                          opts.workers)
+    for i, row in zip(pairs, measured):
+        out[i] = replace(row, base_name=pairs[i][1].name)
     for name, lb in base_rows.items():
         if name not in matched:
             out.append(LayerDistance(name, lb.kind, "", lb.N, lb.M, lb.num_matrices,
@@ -839,7 +855,8 @@ def run_compare(args: argparse.Namespace) -> int:
     c = compare(sources, labels, args.metric, args.ascending, **options)
     distances = None
     if args.base_distances:
-        keep = {k: v for k, v in options.items() if k in DISTANCE_OPTIONS}  # (the others are the analyses')
+        # (the others are the analyses'; --workers runs both)
+        keep = {k: v for k, v in options.items() if k in DISTANCE_OPTIONS or k == "workers"}
         distances = layer_distances(sources[0], sources[1], **keep)
 
     doc = c.as_dict()
