@@ -570,7 +570,7 @@ def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: f
     ev = spectrum.evals
     cols: dict[str, Any] = {}
     # at float32 precision (see rmt.mp.zero_level for the fast path), or in a coarser storage's rounding under a gap
-    num_zero = num_zero_evals(ev, lm.N, zeros)
+    num_zero = num_zero_evals(ev, lm.N, lm.M, zeros)
     # x_min on the layer's own spectrum: when FARMS' windows were fitted (``whole``: the layer's eigenvalues
     # above its floor), the eigenvalue at the tail share the fit found among the windows' above theirs
     # (a share of every eigenvalue, zeros included, put a rank-150 layer's x_min 2x too deep)

@@ -326,10 +326,23 @@ def test_a_low_rank_update_merged_in_bfloat16_is_rank_collapsed():
     assert (r.num_zero_evals, r.phase) == (504, "rank-collapse")
 
 
-def test_num_zero_evals_counts_below_the_float32_rank_tolerance():
-    tol = 4.0 * (100 * 2.0 ** -23) ** 2  # λ_max = 4, N = 100
+def test_num_zero_evals_counts_below_the_float32_rounding_level():
+    tol = 4.0 * ((math.sqrt(100) + math.sqrt(36)) * 2.0 ** -23) ** 2  # λ_max = 4, N × M = 100 × 36
     ev = np.array([0.0, 0.5 * tol, tol, 1.01 * tol, 1.0, 4.0])
-    assert num_zero_evals(ev, 100) == 3 and num_zero_evals(np.array([]), 100) == 0
+    assert num_zero_evals(ev, 100, 36) == 3 and num_zero_evals(np.array([]), 100, 36) == 0
+
+
+def test_a_tall_layers_small_eigenvalues_are_not_zeros():
+    """numpy's float32 rank tolerance σ_max·N·ε grows with N: in a 150 000 × 128 embedding it called every
+    singular value below 1.8 % of σ_max zero (rank-collapse: 100 of 128 eigenvalues resolved to 1e-8 by the
+    SVD, singular values 1 to 2 under one of 100). The float32 rounding of the entries is ε·σ_max each at most:
+    its largest eigenvalue, λ_max·((√N + √M)·ε)², is the zero level, and a rank-20 product's rounding stays
+    under it (test_rank_collapse_is_the_same_on_both_precision_paths)."""
+    rng = np.random.default_rng(0)
+    sv = np.concatenate([[100.0], np.linspace(1.0, 2.0, 127)])
+    W = (np.linalg.qr(rng.standard_normal((150_000, 128)))[0] * sv).astype(np.float32)
+    r = htsr.analyze({"embed_tokens.weight": W}, tails=False, setol=False).layers[0]
+    assert r.num_zero_evals == 0 and r.phase != "rank-collapse"  # (its singular values 1 to 2 are no MP bulk)
 
 
 def test_every_phase_is_counted_in_the_summary():

@@ -59,15 +59,18 @@ class MPFit:
         return cls(NAN, NAN, NAN, NAN, 0, num_zero, NAN, NAN)
 
 
-def zero_level(lambda_max: float, N: int) -> float:
-    """Eigenvalues of an N × M layer at or below this are zero at float32 precision: λ_max·(N·ε₃₂)², i.e.
-    singular values below numpy's ``matrix_rank`` tolerance σ_max·N·ε for a float32 matrix. Weights are
-    stored in float32 or coarser, so a smaller eigenvalue is rounding, not signal; a float64 floor would
-    count the rounding of a float32 low-rank product as rank on one precision path and not the other. Both
-    paths count alike but for one case: the fast path's float32 Gram resolves eigenvalues only to ~ε·λ_max,
-    so a matrix with exact zeros too few to refine it (under ``refine_fraction``) may show some of them as
-    tiny positive values (768 × 768 of rank 761: 4 zeros fast, 7 accurate)."""
-    return lambda_max * (N * _EPS32) ** 2
+def zero_level(lambda_max: float, N: int, M: int) -> float:
+    """Eigenvalues of an N × M layer at or below this are zero at float32 precision: λ_max·((√N + √M)·ε₃₂)², the
+    largest eigenvalue of rounding noise of ε₃₂·σ_max per entry (every |W_ij| ≤ σ_max, and storing or forming the
+    entries in float32 rounds each by ε₃₂ of its size, a product's a few times that): the MP edge of that noise.
+    Weights are stored in float32 or coarser, so a smaller eigenvalue is rounding, not signal; a float64 floor
+    would count the rounding of a float32 low-rank product as rank on one precision path and not the other.
+    (numpy's ``matrix_rank`` tolerance for a float32 matrix, σ_max·max(N, M)·ε, bounds a float32 *solver*'s
+    error instead, and grows with N: it called singular values below 1.8 % of σ_max zero in a 150 000 × 128
+    embedding.) Both paths count alike but for one case: the fast path's float32 Gram resolves eigenvalues only
+    to ~ε·λ_max, so a matrix with exact zeros too few to refine it (under ``refine_fraction``) may show some of
+    them as tiny positive values (768 × 768 of rank 761: 4 zeros fast, 7 accurate)."""
+    return lambda_max * ((math.sqrt(N) + math.sqrt(M)) * _EPS32) ** 2
 
 
 def tw_edge(N: int, M: int) -> tuple[float, float]:
@@ -122,7 +125,7 @@ def fit_mp(evals: np.ndarray, N: int, M: int, scale: float = 1.0, tw_margin: flo
     Q = N / M
     mu, s = tw_edge(N, M)
     lmax = float(ev[-1])
-    lo = int(np.searchsorted(ev, max(zero_level(lmax, N), zero_floor), side="right"))  # zero eigenvalues: [0, lo)
+    lo = int(np.searchsorted(ev, max(zero_level(lmax, N, M), zero_floor), side="right"))  # zero eigenvalues: [0, lo)
     num_zero = lo
     hi = ev.size
     # the bulk keeps the lower half of the non-zero eigenvalues at least: a spectrum whose top half lies above

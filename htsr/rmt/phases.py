@@ -52,7 +52,7 @@ def bbp_entry_scale(N: int, M: int, sigma2: float) -> float:
     return (N * M) ** 0.25 * math.sqrt(sigma2)
 
 
-def num_zero_evals(evals: Sequence[float], N: int, floor: float = 0.0) -> int:
+def num_zero_evals(evals: Sequence[float], N: int, M: int, floor: float = 0.0) -> int:
     """Eigenvalues of an N × M layer (``evals`` ascending) that are zero at float32 precision
     (:func:`~htsr.rmt.mp.zero_level`; the MP fit leaves the same ones out of its bulk), or at or below
     ``floor``, the rounding of a coarser storage under a gap (see ``htsr.analyze._rounding_zeros``). Not
@@ -61,7 +61,7 @@ def num_zero_evals(evals: Sequence[float], N: int, floor: float = 0.0) -> int:
     for the other."""
     if len(evals) == 0:
         return 0
-    return bisect.bisect_right(evals, max(zero_level(float(evals[-1]), N), floor))
+    return bisect.bisect_right(evals, max(zero_level(float(evals[-1]), N, M), floor))
 
 
 def phase_of(num_evals: int, num_zero: int, mp: MPFit, lambda_max: float, alpha: float,
