@@ -182,3 +182,22 @@ def test_flat_spectrum_is_not_fitted():
         assert row.status.startswith("fit_failed: a flat spectrum") and math.isnan(row.alpha)
     x = 1.0 + np.linspace(0.0, 2 * FLAT_SPREAD, 300)  # just above the threshold: fitted
     assert fit_power_law(x).status == "ok"
+
+
+def test_no_x_min_candidate_leaves_a_flat_tail():
+    """60 equal singular values above 140 others: the top 60 eigenvalues differ by the solver's rounding
+    (3.9e-8 relative), and an x_min among them gave alpha 3.7e6 (fast) or 1.1e8 (accurate), status ok. A
+    candidate whose tail lies within FLAT_SPREAD of the largest is no candidate: both paths agree now, and a
+    spectrum all of whose candidates are so fails saying why."""
+    import htsr
+    from htsr.fits.powerlaw import FLAT_SPREAD
+
+    rng = np.random.default_rng(0)
+    U, _ = np.linalg.qr(rng.standard_normal((300, 200)))
+    V, _ = np.linalg.qr(rng.standard_normal((200, 200)))
+    W = ((U * np.r_[np.full(60, 3.0), np.full(140, 1.0)]) @ V.T).astype(np.float32)
+    rows = [htsr.analyze({"fc.weight": W}, precision=p, tails=False).layers[0] for p in ("fast", "accurate")]
+    assert all(r.status == "ok" and 1 < r.alpha < 10 for r in rows)
+    assert rows[0].alpha == pytest.approx(rows[1].alpha, rel=1e-3)  # (the paths' eigenvalues differ by ~1e-7)
+    x = np.r_[np.linspace(0.1, 1.0, 30), np.full(40, 9.0) * (1 + np.linspace(0, FLAT_SPREAD / 2, 40))]
+    assert fit_power_law(x, xmin="median").status.startswith("fit_failed: a flat tail")

@@ -226,6 +226,12 @@ def _fit_once(x: np.ndarray, xmin: str | float) -> PowerLawFit:
         raise ValueError(f"unknown x_min strategy {xmin!r}")
     if candidates is None:
         candidates = np.arange(x.size - 1)
+    # a tail whose values all lie within FLAT_SPREAD of its largest is flat too (60 equal singular values above
+    # the rest, apart by the solver's rounding: alpha 1e6–1e8, 'ok'): no candidate
+    candidates = candidates[x[-1] - x[candidates] > FLAT_SPREAD * x[-1]]
+    if candidates.size == 0:
+        return PowerLawFit.failed(f"a flat tail: the eigenvalues above every x_min candidate lie within {FLAT_SPREAD:g} "
+                                  "of the largest (equal singular values); no power law to fit")
     L = _shifted_logs(x)
     alphas = _alphas(L, candidates)
     if not np.any(alphas > 1.0):
