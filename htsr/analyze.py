@@ -66,6 +66,8 @@ WW_FLOOR_MAX_FRACTION = 1e-3
 ERG_ZERO_SHARE = 0.10
 #: layers whose matrices have at most this smaller side are analysed side by side in threads
 THREADED_MAX_M = 2048
+#: the refine_fraction whose unrefined float32 spectra keep their sub-floor eigenvalues for the fit (see cut_of)
+DEFAULT_REFINE_FRACTION = 0.01
 #: float32's unit roundoff: a storage coarser than it (bfloat16, float16, FP8) rounds the entries visibly
 _FLOAT32_ROUNDOFF = 2.0 ** -24
 #: eigenvalues below the storage's rounding floor are zeros only when at least ROUNDING_MIN_ZEROS of them are
@@ -374,6 +376,8 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         else:
             fit_spectrum = spectrum
         zeros = _rounding_zeros(spectrum.evals, lm, scale)  # a coarse storage's rounding, under a gap
+        if "gram32" in spectrum.method and spectrum.num_below_floor > DEFAULT_REFINE_FRACTION * spectrum.evals.size:
+            zeros = max(zeros, spectrum.floor)  # (a larger refine_fraction left float32 round-off unrefined: zeros)
         mp, rmt, rmt_error, shuffled = (None, {}, "", None) if lowrank else _matrix_diagnostics(
             mats, lm, spectrum, scale, opts, zeros)
         kept = mats if opts.localization and not lowrank else None  # the eigenvectors need the matrices after the fit
@@ -426,7 +430,11 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
             # eigenvalues below its floor by construction (WeightWatcher's float64 SVD keeps them), and the pooled
             # floor of a partly refined conv layer is a float32 one, which would cut real eigenvalues of its
             # float64 parts
-            return max(ww_cut, 0.0 if "gram32" in sp.method else sp.floor) if ww else sp.floor
+            # (by construction only at the default refine_fraction: with a larger one an unrefined float32 part may
+            # hold many below its floor — a rank-20 product's 180 of 200 at 0.95, 87 of them fitted as a tail —
+            # and then they are round-off, cut at the floor as on the other paths)
+            unrefined = "gram32" in sp.method and sp.num_below_floor <= DEFAULT_REFINE_FRACTION * sp.evals.size
+            return max(ww_cut, 0.0 if unrefined else sp.floor) if ww else sp.floor
 
         cut, why = cut_of(fit_spectrum), ""
         if storage_floor > cut:
