@@ -366,6 +366,8 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         factor_rank = mats[0].rank if lowrank else 0
         if lowrank:
             fit_spectrum = spectrum
+        elif opts.farms_aspect is not None and (lm.num_evals < opts.min_evals or _no_spectrum(lm)):
+            fit_spectrum = spectrum  # never fitted (below): no windows to cut (a depthwise 7x7 conv had 50 176)
         elif opts.farms_aspect is not None and (too_narrow := _narrow_windows(lm, opts)):
             fit_spectrum = spectrum  # not fitted; the rest of the row is the whole matrix's, as always
         elif opts.farms_aspect is not None:

@@ -695,3 +695,20 @@ def test_a_larger_refine_fraction_leaves_no_round_off_in_the_fit_or_the_rank(ran
     assert got.eig_method == "gram32" and got.num_evals_below_floor == 200 - rank
     assert (got.num_zero_evals, got.num_fit_evals) == (want.num_zero_evals, want.num_fit_evals) == (200 - rank, rank)
     assert got.status.split(" above")[0] == want.status.split(" above")[0]
+
+
+def test_farms_cuts_no_windows_for_a_row_that_is_never_fitted(monkeypatch):
+    """A depthwise conv [1024, 1, 7, 7] (49 eigenvalues, M = 1) is not fitted with or without --farms-aspect;
+    its 50 176 windows of 1 x 1 had been cut and eigen-solved anyway (0.01 s -> 3.8 s per such layer)."""
+    import importlib
+
+    ha = importlib.import_module("htsr.analyze")
+    cut = []
+    orig = ha.aspect_windows
+    monkeypatch.setattr(ha, "aspect_windows", lambda W, a: cut.append(W.shape) or orig(W, a))
+    rng = np.random.default_rng(0)
+    src = {"dw.weight": rng.standard_normal((1024, 1, 7, 7)).astype(np.float32),
+           "head.weight": rng.standard_normal((40, 30)).astype(np.float32)}  # 30 eigenvalues < min_evals
+    plain = htsr.analyze(src)
+    farms = htsr.analyze(src, farms_aspect=1.0)
+    assert cut == [] and [r.status for r in farms.layers] == [r.status for r in plain.layers]
