@@ -44,9 +44,11 @@ __all__ = ["MAX_CONV_KERNEL", "LayerMatrices", "aspect_window_shape", "aspect_wi
 # wte …; T5's "shared", not a mixture's shared_expert; T5's and LongT5's (global_)relative_attention_bias, an
 # nn.Embedding of buckets × heads, as its Flax copy says). A projection named after embeddings is a Linear:
 # electra.embeddings_project, ALBERT's embedding_hidden_mapping_in, GPT-NeoX's embed_out head, a time_embedding's
-# linear_1 (the enclosing module's name does not make its Linear layers tables)
+# linear_1 (the enclosing module's name does not make its Linear layers tables); Swin's and BEiT's
+# relative_position_bias_table [positions, heads], a table of biases as T5's is
 _EMBEDDING = re.compile(r"(^|\.)((\w+_)?(emb|embed|embeds|embedding|embeddings|embed_tokens|embed_positions|embed_in)"
-                        r"|wte|wpe|tok_embeddings|shared|\w*relative_attention_bias)(\.\w+)?$", re.IGNORECASE)
+                        r"|wte|wpe|tok_embeddings|shared|\w*relative_attention_bias|relative_position_bias_table)"
+                        r"(\.\w+)?$", re.IGNORECASE)
 # a quantized weight's scale or zero point (the readers pair them with their weight; one left over belongs to
 # a weight in another file, e.g. another shard)
 # a normalization's scale (a module named *norm: q_norm, attn_q_norm, ssm_norm, input_layernorm): one number per

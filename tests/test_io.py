@@ -1576,6 +1576,8 @@ def test_a_module_whose_getattr_raises_another_error_is_read(tmp_path):
     ("stft.basis", (257, 1, 512), "conv1d"),  # one input channel: a filter bank
     ("feature.conv_pos", (768, 48, 128), "conv1d"),  # named conv: wav2vec2's positional conv of 128 taps
     ("moe.experts.w1", (8, 64, 16), "stack"),
+    # Swin's / BEiT's table of relative-position biases [positions, heads], as T5's relative_attention_bias (was dense)
+    ("swin.encoder.layers.0.blocks.0.attention.self.relative_position_bias_table", (169, 3), "embedding"),
 ])
 def test_a_3d_tensor_is_a_conv_kernel_only_as_a_modules_weight_or_by_its_name(name, shape, kind):
     """A 3-D tensor's kind had turned on its last axis alone (≤ 32: conv1d): of one mixture's two parameters
