@@ -456,17 +456,18 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
             fit, status = not_attempted, (f"not_fitted: {fit_x.size} of {lm.num_evals} eigenvalues above the "
                                           f"floor {cut:.3g}{why} < min_evals={opts.min_evals}")
         else:
-            fit = fit_power_law(fit_x, opts.xmin, opts.clip_xmax, opts.max_fingers, opts.finger_thresh)
-            status = fit.status
-            notes: list[str] = []
-            try:
-                extra = tail_uncertainty(
-                    fit_x, fit, xmin=opts.xmin, tails=opts.tails, bootstrap=opts.bootstrap, seed=opts.seed,
-                    confidence=opts.confidence, prior_shape=opts.prior_shape, prior_rate=opts.prior_rate,
-                    bayes_average=opts.bayes_average, notes=notes)
-                status = "; ".join([status, *notes])
-            except Exception as e:  # the fit stands; only its diagnostics are lost
-                extra, status = {}, f"{status}; diagnostics failed: {e.__class__.__name__}: {e}"
+            with _one_blas_thread():  # (vectors of a few thousand values: threaded BLAS only spins; see below)
+                fit = fit_power_law(fit_x, opts.xmin, opts.clip_xmax, opts.max_fingers, opts.finger_thresh)
+                status = fit.status
+                notes: list[str] = []
+                try:
+                    extra = tail_uncertainty(
+                        fit_x, fit, xmin=opts.xmin, tails=opts.tails, bootstrap=opts.bootstrap, seed=opts.seed,
+                        confidence=opts.confidence, prior_shape=opts.prior_shape, prior_rate=opts.prior_rate,
+                        bayes_average=opts.bayes_average, notes=notes)
+                    status = "; ".join([status, *notes])
+                except Exception as e:  # the fit stands; only its diagnostics are lost
+                    extra, status = {}, f"{status}; diagnostics failed: {e.__class__.__name__}: {e}"
         extra.update(num_fit_evals=float(fit_x.size))
     metrics = compute_metrics(spectrum, fit)
     clipped = opts.clip_xmax and fit.status == "ok"
@@ -501,6 +502,21 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         **metrics,
     )
     return row, kept_spectra
+
+
+_BLAS_CONTROLLER: list[Any] = []  # threadpoolctl's controller, made once (its scan of the libraries takes 0.3 ms)
+
+
+def _one_blas_thread():
+    """A single-threaded BLAS for what follows: the fits, on a layer analysed with every BLAS thread (one of more
+    than THREADED_MAX_M, or analyze_layer called alone). Their small L-BFGS-B and vector products spin on a
+    threaded BLAS (tail_uncertainty of 3 072 eigenvalues: 60–128 ms on two threads of a loaded machine, 23–30
+    ms on one; analyze_layer 128 against 10 ms a row). Nested in the analysis threads' own limit, a no-op."""
+    from threadpoolctl import ThreadpoolController
+
+    if not _BLAS_CONTROLLER:
+        _BLAS_CONTROLLER.append(ThreadpoolController())
+    return _BLAS_CONTROLLER[0].limit(limits=1, user_api="blas")
 
 
 def _no_spectrum(lm: LayerMatrices) -> bool:
