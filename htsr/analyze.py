@@ -378,7 +378,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         else:
             fit_spectrum = spectrum
         zeros = _rounding_zeros(spectrum.evals, lm, scale)  # a coarse storage's rounding, under a gap
-        if "gram32" in spectrum.method and spectrum.num_below_floor > DEFAULT_REFINE_FRACTION * spectrum.evals.size:
+        if _round_off_left(spectrum):
             zeros = max(zeros, spectrum.floor)  # (a larger refine_fraction left float32 round-off unrefined: zeros)
         mp, rmt, rmt_error, shuffled = (None, {}, "", None) if lowrank else _matrix_diagnostics(
             mats, lm, spectrum, scale, opts, zeros)
@@ -435,7 +435,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
             # (by construction only at the default refine_fraction: with a larger one an unrefined float32 part may
             # hold many below its floor — a rank-20 product's 180 of 200 at 0.95, 87 of them fitted as a tail —
             # and then they are round-off, cut at the floor as on the other paths)
-            unrefined = "gram32" in sp.method and sp.num_below_floor <= DEFAULT_REFINE_FRACTION * sp.evals.size
+            unrefined = "gram32" in sp.method and not _round_off_left(sp)
             return max(ww_cut, 0.0 if unrefined else sp.floor) if ww else sp.floor
 
         cut, why = cut_of(fit_spectrum), ""
@@ -502,6 +502,14 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         **metrics,
     )
     return row, kept_spectra
+
+
+def _round_off_left(sp: Spectrum) -> bool:
+    """Whether an all-float32 spectrum holds more eigenvalues below its floor than the default refine_fraction
+    leaves unrefined: a larger refine_fraction left them, and they are round-off. (A partly refined pooled
+    spectrum, ``gram32+…``, counts its refined parts' exact zeros below the floor too: its float32 parts keep
+    theirs, see cut_of.)"""
+    return sp.method == "gram32" and sp.num_below_floor > DEFAULT_REFINE_FRACTION * sp.evals.size
 
 
 _BLAS_CONTROLLER: list[Any] = []  # threadpoolctl's controller, made once (its scan of the libraries takes 0.3 ms)

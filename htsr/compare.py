@@ -282,10 +282,20 @@ def _default_labels(sources: Sequence[Any]) -> list[str]:
     def collide() -> bool:  # two labels alike for two different paths
         return len({(lab, w) for lab, w in zip(labels, where)}) > len(set(labels))
 
+    # two files of one folder alike but for their suffix (model.safetensors and its model.onnx export): their
+    # whole names, as no folder tells them apart
+    files: dict[tuple[str, str], set[str]] = {}  # (folder, label) -> the distinct files so labelled
+    for lab, w in zip(labels, where):
+        if w is not None and os.path.isfile(w):
+            files.setdefault((os.path.dirname(w), lab), set()).add(w)
+    twins = {k for k, v in files.items() if len(v) > 1}
+    labels = [os.path.basename(w) if w is not None and os.path.isfile(w) and (os.path.dirname(w), lab) in twins
+              else lab for lab, w in zip(labels, where)]
+
     for depth in range(1, max(map(len, parents), default=0) + 1):
         if not collide():
             break
-        labels = ["/".join([*reversed(up[:depth]), name(p)]) if p is not None else lab
+        labels = ["/".join([*reversed(up[:depth]), lab.rpartition("/")[2]]) if p is not None else lab
                   for lab, p, up in zip(labels, paths, parents)]
     if len(set(labels)) < len(labels):
         labels = [f"{lab}#{i + 1}" for i, lab in enumerate(labels)]

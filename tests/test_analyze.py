@@ -712,3 +712,16 @@ def test_farms_cuts_no_windows_for_a_row_that_is_never_fitted(monkeypatch):
     plain = htsr.analyze(src)
     farms = htsr.analyze(src, farms_aspect=1.0)
     assert cut == [] and [r.status for r in farms.layers] == [r.status for r in plain.layers]
+
+
+def test_a_partly_refined_pooled_conv_counts_the_zeros_of_its_refined_part_only():
+    """A conv whose centre position is rank 100 (its 156 other eigenvalues exact zeros, refined) beside random
+    positions (float32, unrefined): the refined zeros are below the pooled floor, and that floor had been taken
+    for round-off of the float32 parts too (fast 165 zeros, accurate 156). Both paths count 156 now."""
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((256, 256, 3, 3)).astype(np.float32) * 0.05
+    W[:, :, 1, 1] = (rng.standard_normal((256, 100)) @ rng.standard_normal((100, 256))).astype(np.float32) * 0.05
+    rows = [htsr.analyze({"features.0.weight": W}, precision=p, tails=False).layers[0] for p in ("fast", "accurate")]
+    assert "+" in rows[0].eig_method  # partly refined
+    assert [r.num_zero_evals for r in rows] == [156, 156]
+    assert rows[0].num_fit_evals == rows[1].num_fit_evals

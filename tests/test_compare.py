@@ -236,6 +236,14 @@ def test_labels_are_checked_and_defaults_come_from_paths(tmp_path):
     assert compare([runs[0], runs[0], runs[1]], tails=False).labels == (
         "1e-4/checkpoint-500/model#1", "1e-4/checkpoint-500/model#2", "3e-4/checkpoint-500/model#3")
     assert compare([runs[0], runs[0]], tails=False).labels == ("model#1", "model#2")
+    # two files of one folder alike but for their suffix: their whole names (no folder tells them apart; they had
+    # become the whole absolute path, numbered, and a third path's label too)
+    from safetensors.numpy import save_file
+
+    save_file(m, str(runs[0].with_suffix(".safetensors")))
+    np.savez(runs[0].parent / "other.npz", **m)
+    got = compare([runs[0], runs[0].with_suffix(".safetensors"), runs[0].parent / "other.npz"], tails=False).labels
+    assert got == ("model.npz", "model.safetensors", "other")
     # folders by their whole names (dots are no suffix: 'Qwen2.5-0.5B' had been 'Qwen2.5-0'); results by the
     # path they analysed (had been their description: 'x (a LoRA …) on base y' was labelled by the base)
     for d in ("Qwen2.5-0.5B", "Qwen2.5-1.5B"):

@@ -1098,6 +1098,13 @@ def test_tf_keras_recurrent_cells_in_a_flat_tree_are_rnn_rows_as_the_keras_reade
         "conv_lstm2d.kernel": ("conv2d", (32, 4, 3, 3)), "conv_lstm2d.recurrent_kernel": ("conv2d", (32, 8, 3, 3)),
         "dense": ("dense", (10, 80))}
     np.testing.assert_array_equal(src["lstm.recurrent_kernel"].load(), r.T)  # a copy: exact
+    # a Bidirectional's forward_lstm / backward_lstm are its forward_layer / backward_layer, as Keras names them
+    bi = {f"bidirectional/{d}_lstm/lstm_cell/{k}:0": _f32(*shp, seed=i) for i, (d, (k, shp)) in enumerate(
+        (d, ks) for d in ("forward", "backward") for ks in (("kernel", (24, 64)), ("recurrent_kernel", (16, 64))))}
+    np.savez(tmp_path / "bi.npz", **bi)
+    assert sorted(t.name for t in open_source(tmp_path / "bi.npz")) == [
+        "bidirectional.backward_layer.kernel", "bidirectional.backward_layer.recurrent_kernel",
+        "bidirectional.forward_layer.kernel", "bidirectional.forward_layer.recurrent_kernel"]
     np.testing.assert_array_equal(src["conv_lstm2d.recurrent_kernel"].load(), cr.transpose(3, 2, 0, 1))
 
 

@@ -1516,3 +1516,22 @@ def test_a_learned_position_table_added_to_the_activations_is_an_embedding_row(t
     assert (ref.name, ref.kind, ref.shape) == ("vit.embeddings.position_embeddings", "embedding", (1, 17, 64))
     np.testing.assert_array_equal(ref.load(), pos)
     assert [n for n, _ in f.skipped] == ["attn_mask_bias"]
+
+
+def test_a_bias_many_nodes_read_names_none_of_their_weights(tmp_path):
+    """dynamo's optimizer keeps one of several equal biases (zeros at initialisation) for all their Adds: the
+    layers fc2 and fc3 had been named after fc1's bias ('fc1_2', 'fc1_3'); their node scopes name them. A bias
+    outside a dynamo node's own module names nothing either."""
+    rng = _rng(14)
+    nodes, inits = [], {"fc1.bias": np.zeros(16, np.float32)}
+    x = "x"
+    for i in (1, 2, 3):
+        nodes += [helper.make_node("MatMul", [x, f"val_{i}"], [f"m{i}"], name=f"node_MatMul_{i}"),
+                  helper.make_node("Add", [f"m{i}", "fc1.bias"], [f"a{i}"], name=f"node_linear_{i}")]
+        for n in nodes[-2:]:
+            n.metadata_props.add(key="pkg.torch.onnx.name_scopes", value=f"['', 'fc{i}', 'linear']")
+        inits[f"val_{i}"] = _f32(rng, 16, 16)
+        x = f"a{i}"
+    nodes.append(helper.make_node("Identity", [x], ["y"]))
+    names = [r.name for r in OnnxFile(_save(_model(nodes, inits), tmp_path / "m.onnx"))]
+    assert names == ["fc1.weight", "fc2.weight", "fc3.weight"]

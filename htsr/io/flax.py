@@ -288,7 +288,11 @@ def flax_tensor(path: tuple[str, ...], shape: tuple[int, ...], bias: tuple[int, 
         # a TF-Keras 2 recurrent cell's (``lstm/lstm_cell/recurrent_kernel:0``): named and laid out as the Keras
         # reader names a recurrent layer's, ``lstm.kernel`` [4·units, in] and ``lstm.recurrent_kernel`` (the cell
         # level left out); a ConvLSTM's kernels are convolutions
-        name = ".".join([m for m in module if not _RNN_CELL.fullmatch(m)] + [leaf])
+        parts = [m for m in module if not _RNN_CELL.fullmatch(m)]
+        # a Bidirectional's two layers (TF-Keras' forward_lstm / backward_lstm) as the Keras reader names them
+        parts = [f"{m.split('_')[0]}_layer" if k and parts[k - 1].startswith("bidirectional")
+                 and m.startswith(("forward_", "backward_")) else m for k, m in enumerate(parts)]
+        name = ".".join(parts + [leaf])
         if n == 2:
             return name, "rnn", (shape[1], shape[0]), _transpose2
         if n > 5:

@@ -545,12 +545,14 @@ class OnnxFile:
             taken |= tensors.keys()
         return [dataclasses.replace(ref, name=names[i]) for i, (ref, _) in enumerate(built)]
 
-    def _bias_named(self, node: Any) -> str:
+    def _bias_named(self, node: Any, torch_scope: str = "") -> str:
         """The weight's name its bias gives, '' if none: a PyTorch module's bias (``conv1d.bias``, an
         ``nn.MultiheadAttention``'s ``in_proj_bias``) is Conv's or Gemm's third input, or the other operand of the
         Add that takes a MatMul's output. A folded weight's name is lost (``onnx::Conv_378``), and the node's
         scope is the module whose code calls the layer (Mamba's mixer for its ``conv1d``, the attention for its
-        ``in_proj_weight``); the bias keeps the parameter's path, the weight's but for its last word."""
+        ``in_proj_weight``); the bias keeps the parameter's path, the weight's but for its last word. Not a bias
+        other nodes read too (dynamo's optimizer keeps one of several equal biases, zeros at initialisation, for
+        all of them), nor one outside a dynamo node's own module (``torch_scope``)."""
         bias = ""
         if node.op_type != "MatMul":
             bias = node.input[2] if len(node.input) > 2 else ""
@@ -558,9 +560,11 @@ class OnnxFile:
             adds = [n for n, _ in self._consumers.get(node.output[0], ()) if n.op_type == "Add"]
             if len(adds) == 1:
                 bias = next((x for x in adds[0].input if x != node.output[0]), "")
-        if bias not in self._biases:
+        if bias not in self._biases or len(self._consumers.get(bias, ())) != 1:
             return ""
         stem, _, last = bias.rpartition(".")
+        if torch_scope and not (stem == torch_scope or stem.startswith(torch_scope + ".")):
+            return ""
         return f"{stem}.{last[: -len('bias')]}weight"
 
     def _borrowed_scope(self, node: Any) -> str:
@@ -777,7 +781,7 @@ class OnnxFile:
                     break
         layer = f"{scope}.weight" if opaque and scope else name
         if opaque and node.op_type in ("MatMul", "Gemm", "Conv", "ConvTranspose") and not quant:
-            layer = self._bias_named(node) or layer
+            layer = self._bias_named(node, torch_scope) or layer
         if (op == "Gather" and torch_scope and not opaque and _TORCH_PARAMETER.fullmatch(name)
                 and name.rpartition(".")[0] != torch_scope):
             # a tied table stored under its LM head's name (dynamo's 'lm_head.weight' for a tied Llama's, GPT-2's):
