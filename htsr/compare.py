@@ -78,6 +78,8 @@ from .results import (
     format_value,
     phase_column,
     json_safe,
+    load_result,
+    saved_result,
 )
 
 __all__ = [
@@ -419,7 +421,8 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
     """Analyse each source with the same ``options`` and compare them.
 
     ``sources``: paths or in-memory models (anything :func:`htsr.analyze` accepts); an
-    :class:`~htsr.results.AnalysisResult` is taken as is (it keeps the options it was computed with).
+    :class:`~htsr.results.AnalysisResult` is taken as is (it keeps the options it was computed with), and so is
+    a run saved by ``htsr analyze --out DIR`` or ``--json`` given by its path (:func:`~htsr.results.load_result`).
     ``labels``: one distinct name per source (default: the paths' names, else ``model1``, ``model2``, …).
     ``metric``: the summary column that ranks the models; its direction comes from
     :data:`METRIC_DIRECTIONS` unless ``ascending`` is given (True: lower values first).
@@ -448,7 +451,8 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
     # each model opened once (its headers), and one without a layer under the filters fails now, not after
     # the others' analyses
     given = list(sources)
-    sources = [s if isinstance(s, AnalysisResult) else open_source(s) for s in sources]
+    sources = [s if isinstance(s, AnalysisResult) else load_result(s) if saved_result(s) else open_source(s)
+               for s in sources]
     for s in sources:
         if not isinstance(s, AnalysisResult):
             check_has_layers(s, opts)
@@ -858,7 +862,11 @@ def run_compare(args: argparse.Namespace) -> int:
     labels = _check_labels(args.labels, args.sources)  # from the paths, before they are opened
     # every model and the --base opened (format, headers) before the first analysis: a bad last path fails
     # now, and the analyses reuse these readers
-    sources = [open_source(s) for s in args.sources]
+    sources = [load_result(s) if saved_result(s) else open_source(s) for s in args.sources]
+    saved = [a for a, s in zip(args.sources, sources) if isinstance(s, AnalysisResult)]
+    if args.base_distances and saved:
+        raise OptionError(f"--base-distances measures the two models' weights: give the models, not saved runs "
+                          f"({', '.join(map(str, saved))})")
     if options.get("base") is not None:  # opened once here, not once per model and per check
         options["base"] = open_source(options["base"])
     check_outputs([*sources, options.get("base")], outputs)  # the files they read (an ONNX model's external data)

@@ -26,7 +26,7 @@ from .fits.uncertainty import MIN_WARNING_REPLICATES
 from .metrics import METRICS, PLAUSIBLE_P
 from .rmt.phases import PHASES
 
-__all__ = ["LayerResult", "LayerSpectra", "NotAnalysed", "Summary", "AnalysisResult", "COLUMNS", "SUMMARY_METRICS", "atomic_write", "write_outputs", "csv_cell", "format_value", "json_safe"]
+__all__ = ["LayerResult", "LayerSpectra", "NotAnalysed", "Summary", "AnalysisResult", "COLUMNS", "SUMMARY_METRICS", "atomic_write", "write_outputs", "csv_cell", "format_value", "json_safe", "load_result", "saved_result"]
 
 NAN = float("nan")
 
@@ -543,7 +543,7 @@ class AnalysisResult:
     def json_text(self, layers: bool = True) -> str:
         """Source, options, summary, the tensors not analysed (and the layers) as strict JSON, NaN written
         as null."""
-        doc: dict[str, Any] = {"source": self.source, "options": self.options,
+        doc: dict[str, Any] = {"source": self.source, "path": self.path, "options": self.options,
                                "summary": self.summary.as_dict(), "num_tensors": self.num_tensors,
                                "not_analysed": [n.as_dict() for n in self.not_analysed]}
         if layers:
@@ -553,3 +553,88 @@ class AnalysisResult:
     def to_json(self, path: str | os.PathLike) -> None:
         """Write source, options, summary and layers as one JSON document, atomically."""
         atomic_write(path, self.json_text())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# a saved run read back
+
+
+def saved_result(path: Any) -> Path | None:
+    """The saved run ``path`` names, or None: a folder ``htsr analyze --out`` wrote (``layers.csv`` and
+    ``summary.json``), or a JSON document of a whole result (``--json``, :meth:`AnalysisResult.to_json`)."""
+    if not isinstance(path, (str, os.PathLike)):
+        return None
+    p = Path(path)
+    if p.is_dir():
+        return p if (p / "layers.csv").is_file() and (p / "summary.json").is_file() else None
+    if p.suffix.lower() == ".json" and p.is_file():
+        try:
+            with open(p, encoding="utf-8") as f:
+                doc = json.load(f)
+        except (OSError, ValueError, RecursionError):
+            return None
+        return p if isinstance(doc, dict) and {"layers", "summary", "options"} <= set(doc) else None
+    return None
+
+
+def load_result(path: str | os.PathLike) -> AnalysisResult:
+    """A run saved by ``htsr analyze --out DIR`` (the folder: ``layers.csv`` and ``summary.json``) or ``--json``
+    (the document) read back as the :class:`AnalysisResult` it was: its rows, options, source, the tensors not
+    analysed and the path analysed; the summary is recomputed from the rows (it is a function of them); no
+    eigenvalues (``spectra`` empty: they are not saved). :func:`htsr.compare.compare` takes such paths as they
+    are, so runs saved on different days compare without analysing again. A column this htsr does not know
+    (a file of a newer htsr) is refused; a column it has and the file lacks (an older htsr's) is empty, NaN."""
+    from .errors import SourceError
+
+    p = saved_result(path)
+    if p is None:
+        raise SourceError(f"{path}: not a saved htsr run (a folder with layers.csv and summary.json, as "
+                          "'htsr analyze --out' writes, or a JSON document of a whole result, as --json prints)")
+    try:
+        if p.is_dir():
+            with open(p / "summary.json", encoding="utf-8") as f:
+                doc = json.load(f)
+            with open(p / "layers.csv", newline="", encoding="utf-8") as f:
+                records = list(csv.DictReader(f))
+                header = list(records[0]) if records else []
+            where = p / "layers.csv"
+        else:
+            with open(p, encoding="utf-8") as f:
+                doc = json.load(f)
+            records, where = doc.get("layers"), p
+            if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+                raise ValueError("'layers' is not a list of rows")
+            header = list(records[0]) if records else []
+        if not isinstance(doc, dict):
+            raise ValueError("the document is not a JSON object")
+        unknown = [c for c in header if c not in COLUMN_DTYPES]
+        if unknown:
+            raise SourceError(f"{where}: columns this htsr does not know ({', '.join(unknown[:5])}): written by a "
+                              "newer htsr? Upgrade htsr to read it")
+        layers = tuple(_row(r) for r in records)
+        not_analysed = tuple(NotAnalysed(str(n["reason"]), int(n["count"]), tuple(map(str, n["examples"])))
+                             for n in doc.get("not_analysed") or ())
+        num = doc.get("num_tensors")
+        return AnalysisResult(layers, Summary.of(layers), str(doc.get("source", "")), dict(doc.get("options") or {}),
+                              (), int(num) if num is not None else None, not_analysed, str(doc.get("path") or ""))
+    except SourceError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError, csv.Error) as e:
+        raise SourceError(f"{p}: cannot read the saved run ({e.__class__.__name__}: {e}); write it again with "
+                          "'htsr analyze --out'") from None
+
+
+def _row(record: dict[str, Any]) -> LayerResult:
+    """One saved row: CSV text (an empty field for NaN and '') or JSON values (null for NaN), typed as the
+    LayerResult field is."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(LayerResult):
+        v = record.get(f.name)
+        kind = COLUMN_DTYPES[f.name]
+        if kind == "object":
+            values[f.name] = "" if v is None else str(v)
+        elif kind == "int64":
+            values[f.name] = int(v)
+        else:
+            values[f.name] = NAN if v is None or v == "" else float(v)
+    return LayerResult(**values)

@@ -629,7 +629,7 @@ def test_json_prints_one_strict_document_and_quiet_prints_nothing(model, capsys)
     assert main(["analyze", str(model), "--json"]) == 0
     out, err = capsys.readouterr()
     doc = json.loads(out, parse_constant=_no_nan_constants)
-    assert set(doc) == {"source", "options", "summary", "num_tensors", "not_analysed", "layers"} and err == ""
+    assert set(doc) == {"source", "path", "options", "summary", "num_tensors", "not_analysed", "layers"} and err == ""
     assert [r["name"] for r in doc["layers"]] == [r.name for r in htsr.analyze(model).layers]
     assert main(["analyze", str(model), "--quiet"]) == 0
     assert capsys.readouterr() == ("", "")

@@ -635,3 +635,56 @@ def test_results_computed_with_different_options_are_said_not_comparable(npz_pai
             "comparable") in format_comparison(c)
     same = compare_results([ra, htsr.analyze(b, tails=False)], ["a", "b"])
     assert same.as_dict()["options_differ"] == {} and "different options" not in format_comparison(same)
+
+
+def _same_rows(a, b):
+    """Two results' rows equal field by field, NaN equal to NaN (a saved float is its repr: exact)."""
+    assert len(a.layers) == len(b.layers)
+    for x, y in zip(a.layers, b.layers):
+        for k, v in x.as_dict().items():
+            w = getattr(y, k)
+            assert (isinstance(v, float) and math.isnan(v) and math.isnan(w)) or v == w, (x.name, k, v, w)
+
+
+def test_a_saved_run_reads_back_as_its_result_and_compares_without_its_model(tmp_path, capsys):
+    """'htsr analyze --out DIR' and --json are read back (load_result) as the results they were: every row,
+    the options, the source, the path and the tensors not analysed; compare takes the saved runs' paths as
+    they are (runs of different days, without the models). There had been no way back from the files."""
+    from htsr.errors import SourceError
+    from htsr.results import load_result
+
+    paths = []
+    for i in range(2):
+        m = {f"l{j}.weight": matrix_with_singular_values(np.linspace(1, 5 + i + j, 80), 120, 80) for j in range(3)}
+        m["l0.bias"] = np.zeros(120)
+        np.savez(tmp_path / f"m{i}.npz", **m)
+        paths.append(tmp_path / f"m{i}.npz")
+    assert main(["analyze", str(paths[0]), "--out", str(tmp_path / "run0"), "-q", "--bootstrap", "20"]) == 0
+    assert main(["analyze", str(paths[1]), "--json", "-q", "--bootstrap", "20"]) == 0
+    (tmp_path / "run1.json").write_text(capsys.readouterr().out)
+    fresh = [htsr.analyze(p, bootstrap=20) for p in paths]
+    for saved, want in zip((tmp_path / "run0", tmp_path / "run1.json"), fresh):
+        got = load_result(saved)
+        _same_rows(got, want)
+        assert (got.options, got.source, got.path, got.num_tensors, got.not_analysed) == (
+            want.options, want.source, want.path, want.num_tensors, want.not_analysed)
+        assert json.dumps(got.summary.as_dict(), default=str) == json.dumps(want.summary.as_dict(), default=str)
+    c = compare([tmp_path / "run0", tmp_path / "run1.json"], bootstrap=20)
+    assert c.labels == ("run0", "run1") and c.csv_text() == compare_results(fresh, ["run0", "run1"]).csv_text()
+    assert main(["compare", str(tmp_path / "run0"), str(tmp_path / "run1.json"), "-q", "--bootstrap", "20"]) == 0
+    assert main(["compare", str(tmp_path / "run0"), str(paths[1]), "--base-distances", "-q"]) == 2
+    assert "give the models, not saved runs" in capsys.readouterr().err
+    # a column of a newer htsr is refused; one an older htsr did not write is empty
+    text = (tmp_path / "run0" / "layers.csv").read_text().splitlines()
+    (tmp_path / "run0" / "layers.csv").write_text("\n".join([text[0] + ",new_col"] + [t + ",1" for t in text[1:]]))
+    with pytest.raises(SourceError, match="columns this htsr does not know \\(new_col\\)"):
+        load_result(tmp_path / "run0")
+    import csv
+
+    rows = list(csv.reader(text))
+    drop = rows[0].index("mp_ks")
+    with open(tmp_path / "run0" / "layers.csv", "w", newline="") as f:
+        csv.writer(f).writerows([c for k, c in enumerate(r) if k != drop] for r in rows)
+    assert all(math.isnan(r.mp_ks) for r in load_result(tmp_path / "run0").layers)
+    with pytest.raises(SourceError, match="not a saved htsr run"):
+        load_result(tmp_path)
