@@ -12,13 +12,14 @@ from .analyze import analyze
 from .errors import HtsrError, MissingExtraError, OptionError, SourceError
 from .fits.powerlaw import PowerLawFit, fit_power_law
 from .options import OPTION_SPECS, Options
-from .results import COLUMNS, AnalysisResult, LayerResult, LayerSpectra, Summary
+from .results import COLUMNS, AnalysisResult, LayerResult, LayerSpectra, Summary, load_result
 from .spectra import Spectrum, esd
 
 __version__ = "0.1.0"
 
 __all__ = [
     "analyze",
+    "load_result",
     "AnalysisResult",
     "LayerResult",
     "LayerSpectra",
