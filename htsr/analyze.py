@@ -558,7 +558,7 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
                         mp_softrank=mp.softrank, mp_ks=mp.ks, num_heavy_entries=float(heavy))
         if opts.randomize:
             R = randomize(mats, lm.N, lm.M, opts.seed, scale, opts.precision, opts.refine_fraction, opts.tw_margin)
-            where = [f"{m}:{r},{c}" if lm.num_matrices > 1 else f"{r},{c}" for m, r, c in R.locations]
+            where = ["mean" if r < 0 else f"{m}:{r},{c}" if lm.num_matrices > 1 else f"{r},{c}" for m, r, c in R.locations]
             cols.update(rand_lambda_max=float(R.spectrum.evals[-1]),
                         num_traps=float(R.num_traps) if math.isfinite(R.mp.threshold) else math.nan,
                         rand_js_distance=js_distance(spectrum.evals, R.spectrum.evals, spectrum.floor,

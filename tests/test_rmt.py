@@ -199,6 +199,19 @@ def test_planted_entry_gives_exactly_one_trap_at_its_place():
         assert R.num_traps == 1, seed
         assert R.locations == ((0, r, c),), seed
 
+def test_a_mean_that_survives_shuffling_is_a_trap_named_mean_not_a_weight():
+    """Entries of mean 0.02 beside noise of 0.05: the shuffled matrix keeps the rank-one mean, a trap no weight
+    carries. It had been pinned on an arbitrary ordinary weight ('183,158'); it is 'mean' now, and two planted
+    heavy entries beside it keep their places."""
+    rng = np.random.default_rng(0)
+    W = (rng.standard_normal((400, 200)) * 0.05 + 0.02).astype(np.float32)
+    r = htsr.analyze({"a.weight": W}, randomize=True).layers[0]
+    assert (r.num_traps, r.trap_weights) == (1, "mean")
+    W[5, 7], W[100, 50] = 3.0, -2.5
+    r = htsr.analyze({"a.weight": W}, randomize=True).layers[0]
+    assert (r.num_traps, r.trap_weights) == (3, "mean; 5,7; 100,50")
+
+
 
 @pytest.mark.parametrize("make", [
     lambda s: S.gaussian(N, M, s),

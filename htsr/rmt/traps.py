@@ -7,7 +7,9 @@ entries of the matrix's own entry variance (nothing is fitted). Eigenvalues of t
 its MP edge plus the Tracy–Widom margin are **correlation traps**: structure that survives shuffling — a
 few anomalously large weights, or a rank-one mean.
 
-Where a trap lives: for each trap's singular triplet (s, u, v) of the shuffled matrix, the entry
+Where a trap lives: a trap whose singular vectors lie along the all-ones vectors (the product of their cosines
+with them ≥ 0.8) is the entries' mean, a rank-one term shuffling keeps: located as (-1, -1, -1), ``mean`` in the
+``trap_weights`` column. For any other trap's singular triplet (s, u, v) of the shuffled matrix, the entry
 (i, j) with the largest |u_i·v_j| carries most of it; its value is looked up in the original matrix to
 give the (row, column) there (the first occurrence if the value is repeated, as in quantised weights). At most :data:`MAX_LOCATED` traps per layer are located (the largest).
 
@@ -34,13 +36,16 @@ __all__ = ["Randomized", "randomize", "js_distance", "MAX_LOCATED"]
 
 #: traps located per layer (the largest first)
 MAX_LOCATED = 10
+#: a trap whose singular vectors have cosines with the all-ones vectors whose product is at least this is the
+#: entries' mean (located as (-1, -1, -1), 'mean'): a single heavy entry's vectors are one-hot, cosines ~1/√N
+_MEAN_ALIGNMENT = 0.8
 
 
 @dataclass(frozen=True)
 class Randomized:
     spectrum: Spectrum  # ESD of the shuffled matrices (pooled, scaled like the layer's)
     mp: MPFit  # its MP fit; mp.num_spikes = number of traps
-    locations: tuple[tuple[int, int, int], ...]  # (matrix index, row, column) per located trap
+    locations: tuple[tuple[int, int, int], ...]  # (matrix index, row, column) per located trap; (-1, -1, -1): the mean
 
     @property
     def num_traps(self) -> int:
@@ -115,11 +120,17 @@ def randomize(matrices: Sequence[np.ndarray], N: int, M: int, seed: int = 0, sca
             s, U, Vt = _top_triplets(S, min(mp.num_spikes, MAX_LOCATED, min(S.shape)))
             taken: set[tuple[int, int]] = set()
             for j in np.flatnonzero(s > cut):
+                u, v = U[:, j], Vt[j]
+                if abs(float(np.sum(u))) * abs(float(np.sum(v))) >= _MEAN_ALIGNMENT * np.sqrt(u.size * v.size):
+                    # singular vectors along the all-ones vectors: the entries' common mean, rank one, which
+                    # shuffling keeps; no weight carries it (the 'largest' entry would be any one)
+                    locations.append((float(s[j]), -1, -1, -1))
+                    continue
                 # the entry carrying the trap: the largest term u_i·S_ic·v_c of s = uᵀSv (argmax |u| and argmax
                 # |v| apart can meet at a small entry), one not located already for a larger trap; sought among
                 # the rows and columns where u and v are largest (the vectors of a trap lie on its entry's row
                 # and column), not over a float64 copy of the whole matrix per trap
-                u, v = np.abs(U[:, j]), np.abs(Vt[j])
+                u, v = np.abs(u), np.abs(v)
                 rows = np.argsort(u)[::-1][:_CANDIDATES]
                 cols = np.argsort(v)[::-1][:_CANDIDATES]
                 share = u[rows][:, None] * np.abs(S[np.ix_(rows, cols)]).astype(np.float64) * v[cols][None, :]
