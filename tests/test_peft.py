@@ -1448,3 +1448,18 @@ def test_a_live_peft_models_weights_not_adapted_are_said(tmp_path):
     r = htsr.analyze(peft.get_peft_model(Tiny(), peft.LoraConfig(r=4, target_modules=["q"])), min_evals=2)
     assert r.source.endswith("(6 other tensors of the model, emb.weight …, are not adapted: analyse "
                              "model.get_base_model() for them)")
+
+
+def test_a_pt_lora_whose_alpha_is_a_python_number_is_scaled_by_it(tmp_path):
+    """A single-file LoRA saved with torch.save may hold its alpha as a Python float (lora_unet_a.alpha: 4.0): it
+    had been dropped (not a tensor), the update scaled by 1 instead of alpha / r = 0.5 (lambda_max 4x). Read as the
+    tensor alpha is; a number under another name (a step counter) is still no tensor."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    down, up = rng.standard_normal((8, 64)).astype(np.float32), rng.standard_normal((48, 8)).astype(np.float32)
+    want = 0.5 * np.linalg.svd(up.astype(np.float64) @ down, compute_uv=False)
+    for alpha in (4.0, 4, torch.tensor(4.0)):
+        torch.save({"lora_unet_a.lora_down.weight": torch.from_numpy(down), "lora_unet_a.lora_up.weight":
+                    torch.from_numpy(up), "lora_unet_a.alpha": alpha, "step": 100}, tmp_path / "l.pt")
+        (row,) = open_source(tmp_path / "l.pt")
+        np.testing.assert_allclose(_sv(row), want[:8], rtol=1e-5)  # float32 factors; rank 8

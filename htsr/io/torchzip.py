@@ -704,9 +704,16 @@ class _Unpickler(pickle.Unpickler):
 
 
 def _walk(obj: Any, prefix: str, module_class: str, seen: set[int]) -> Iterator[tuple[str, _Tensor, str]]:
-    """(name, tensor, class name of the module holding it) for every tensor reachable from ``obj``."""
+    """(name, tensor, class name of the module holding it) for every tensor reachable from ``obj``; and a LoRA's
+    ``alpha`` stored as a Python number (a .pt LoRA's ``lora_unet_….alpha: 4.0``) as the 0-D array its scale is
+    read from (it had been dropped: the update scaled by 1, not alpha / r)."""
     if _is_leaf(obj):
         yield prefix, obj, module_class
+        return
+    if isinstance(obj, (int, float)) and not isinstance(obj, bool) and prefix.rpartition(".")[2] == "alpha":
+        number = _NpArray()
+        number.array, number.built = np.asarray(obj, dtype=np.float32), True
+        yield prefix, number, module_class
         return
     if isinstance(obj, _NpArray):  # an object array: its items, as a list's (walked once, as any container)
         if id(obj) in seen:
