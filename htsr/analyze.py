@@ -7,6 +7,7 @@ while reading or computing it) becomes that layer's ``status``; the other layers
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -33,7 +34,7 @@ from .matrices import (
     unread_tensor_row,
 )
 from .metrics import compute_metrics, warning_for
-from .options import Options
+from .options import OPTION_SPECS, Options
 from .results import AnalysisResult, LayerResult, LayerSpectra, NotAnalysed, Summary
 from .rmt import (
     MPFit,
@@ -67,7 +68,7 @@ ERG_ZERO_SHARE = 0.10
 #: layers whose matrices have at most this smaller side are analysed side by side in threads
 THREADED_MAX_M = 2048
 #: the refine_fraction whose unrefined float32 spectra keep their sub-floor eigenvalues for the fit (see cut_of)
-DEFAULT_REFINE_FRACTION = 0.01
+DEFAULT_REFINE_FRACTION = OPTION_SPECS["refine_fraction"].default
 #: float32's unit roundoff: a storage coarser than it (bfloat16, float16, FP8) rounds the entries visibly
 _FLOAT32_ROUNDOFF = 2.0 ** -24
 #: eigenvalues below the storage's rounding floor are zeros only when at least ROUNDING_MIN_ZEROS of them are
@@ -512,7 +513,12 @@ def _round_off_left(sp: Spectrum) -> bool:
     return sp.method == "gram32" and sp.num_below_floor > DEFAULT_REFINE_FRACTION * sp.evals.size
 
 
-_BLAS_CONTROLLER: list[Any] = []  # threadpoolctl's controller, made once (its scan of the libraries takes 0.3 ms)
+@functools.cache
+def _blas_controller() -> Any:
+    """threadpoolctl's controller, made once: its scan of the loaded libraries takes 0.3 ms, a limit 14 µs."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _one_blas_thread():
@@ -520,11 +526,7 @@ def _one_blas_thread():
     than THREADED_MAX_M, or analyze_layer called alone). Their small L-BFGS-B and vector products spin on a
     threaded BLAS (tail_uncertainty of 3 072 eigenvalues: 60–128 ms on two threads of a loaded machine, 23–30
     ms on one; analyze_layer 128 against 10 ms a row). Nested in the analysis threads' own limit, a no-op."""
-    from threadpoolctl import ThreadpoolController
-
-    if not _BLAS_CONTROLLER:
-        _BLAS_CONTROLLER.append(ThreadpoolController())
-    return _BLAS_CONTROLLER[0].limit(limits=1, user_api="blas")
+    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 def _no_spectrum(lm: LayerMatrices) -> bool:

@@ -333,7 +333,7 @@ def test_outputs_are_atomic_and_nan_free(tmp_path):
 
 def test_public_surface():
     assert set(htsr.__all__) == {
-        "analyze", "AnalysisResult", "LayerResult", "LayerSpectra", "Summary", "COLUMNS", "Options", "OPTION_SPECS",
+        "analyze", "load_result", "AnalysisResult", "LayerResult", "LayerSpectra", "Summary", "COLUMNS", "Options", "OPTION_SPECS",
         "fit_power_law", "PowerLawFit", "esd", "Spectrum", "HtsrError", "OptionError", "SourceError",
         "MissingExtraError", "__version__"}
     for name in htsr.__all__:
