@@ -1463,3 +1463,37 @@ def test_a_pt_lora_whose_alpha_is_a_python_number_is_scaled_by_it(tmp_path):
                     torch.from_numpy(up), "lora_unet_a.alpha": alpha, "step": 100}, tmp_path / "l.pt")
         (row,) = open_source(tmp_path / "l.pt")
         np.testing.assert_allclose(_sv(row), want[:8], rtol=1e-5)  # float32 factors; rank 8
+
+
+def test_live_models_whose_adapter_state_htsr_cannot_read_as_one_update_say_so(tmp_path):
+    """Two adapters active at once (base_model.set_adapter([...])) had been read as the first alone, its
+    #merged not the model's weight; a disabled adapter (disable_adapter) as if it ran; a PeftMixedModel
+    refused with 'no adapted module's weight is in the base'. Each is refused saying what it is. An activated
+    LoRA (aLoRA) has no #merged (peft does not merge it: its update applies after its invocation tokens), and
+    peft's Arrow router is refused as a variant whose update is not scale·B·A."""
+    torch.manual_seed(0)
+    pm = peft.get_peft_model(Tiny(), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q"],
+                                                     init_lora_weights=False), adapter_name="first")
+    pm.add_adapter("second", peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q"], init_lora_weights=False))
+    pm.base_model.set_adapter(["first", "second"])
+    with pytest.raises(htsr.SourceError, match="adapters 'first', 'second' are active at once"):
+        htsr.analyze(pm, min_evals=2)
+    pm.base_model.set_adapter("second")
+    assert [r.name for r in htsr.analyze(pm, min_evals=2).layers if r.name.endswith("#delta")] == ["q#delta"]
+    with pm.disable_adapter(), pytest.raises(htsr.SourceError, match="its adapters are disabled"):
+        htsr.analyze(pm, min_evals=2)
+    mixed = peft.get_peft_model(Tiny(), peft.LoraConfig(r=4, target_modules=["q"]), mixed=True)
+    with pytest.raises(htsr.SourceError, match="a mixed-adapter model"):
+        htsr.analyze(mixed, min_evals=2)
+    safetensors_torch.save_file({k: v.contiguous() for k, v in Tiny().state_dict().items()},
+                                str(tmp_path / "base.safetensors"))
+    folder = tmp_path / "alora"
+    peft.get_peft_model(Tiny(), peft.LoraConfig(r=4, target_modules=["q"], init_lora_weights=False)).save_pretrained(
+        str(folder))
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**cfg, "alora_invocation_tokens": [5, 6]}))
+    rows = {r.name: r.status for r in htsr.analyze(folder, base=tmp_path / "base.safetensors", min_evals=2).layers}
+    assert rows["q#merged"].startswith("skipped: an activated LoRA (alora_invocation_tokens)")
+    (folder / "adapter_config.json").write_text(json.dumps({**cfg, "arrow_config": {"top_k": 2}}))
+    with pytest.raises(htsr.SourceError, match="arrow_config is set"):
+        htsr.analyze(folder, min_evals=2)

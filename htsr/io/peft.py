@@ -70,7 +70,7 @@ ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 _PREFIX = "base_model.model."
 _SAVED_BASE = ".base_layer.weight"
 _TOKENS = re.compile(r"\.token_adapter\.trainable_tokens_(delta|original)(\.[^.]+)?$")
-_VARIANTS = ("kasa_config", "use_bdlora", "use_qalora", "monteclora_config")
+_VARIANTS = ("kasa_config", "use_bdlora", "use_qalora", "monteclora_config", "arrow_config")
 _MOVES_BASE = ("pissa", "olora", "corda", "lora_ga", "loftq")
 # module, factor, optional adapter name (PEFT strips it on save; in-memory state dicts keep it)
 # (``lora_B.bias``, PEFT's lora_bias, is a bias of the update, not an adapter named "bias": no factor)
@@ -180,11 +180,26 @@ class PeftAdapter:
 
         from .torch import TorchStateDict
 
+        if type(model).__name__ == "PeftMixedModel":
+            raise SourceError(f"<{type(model).__name__}>: a mixed-adapter model: analyse each adapter's saved "
+                              "folder, or a PeftModel of one adapter")
+        layers = _tuner_layers(model)
         if hasattr(model, "get_base_model"):  # a PeftModel
             name = model.active_adapter if isinstance(model.active_adapter, str) else model.active_adapter[0]
             base_model = model.get_base_model()
         else:  # an adapter injected into the model itself: its wrapped layers' active adapter
-            name, base_model = _tuner_layers(model)[0].active_adapters[0], model
+            name, base_model = layers[0].active_adapters[0], model
+        # what the layers run (set_adapter of a list, disable_adapter): not the model's own attribute, which a
+        # base_model.set_adapter([...]) leaves as it was
+        active = sorted({a for m in layers for a in m.active_adapters})
+        if any(getattr(m, "_disable_adapters", False) is True for m in layers):
+            raise SourceError(f"<{type(model).__name__}>: its adapters are disabled (disable_adapter): the model runs "
+                              "on its base weights; analyse model.get_base_model(), or enable the adapter")
+        if len(active) > 1:
+            raise SourceError(f"<{type(model).__name__}>: adapters {', '.join(map(repr, active))} are active at once: "
+                              "htsr reads one adapter's update; set_adapter one of them, or analyse their saved folders")
+        if active:
+            name = active[0]
         merged = [n for n, m in model.named_modules() if getattr(m, "merged_adapters", None)]
         if merged:  # its base_layer weights already hold W + ΔW
             raise SourceError(f"<{type(model).__name__}>: its adapters are merged into the weights ({merged[0]}, …): "
@@ -400,6 +415,12 @@ class PeftAdapter:
         self._square_flip: bool | None = self.fan_in_fan_out  # a square base weight's layout (set by with_base)
         self.description = description
         self._modules, self._others = self._group()
+        # activated LoRA (aLoRA) applies its update only after its invocation tokens: there is no W + ΔW (peft
+        # refuses to merge it)
+        if cfg.get("alora_invocation_tokens"):
+            self._unmerged.update({m: "an activated LoRA (alora_invocation_tokens): its update applies only after "
+                                      "the invocation tokens, so no merged weight exists (peft does not merge it)"
+                                   for m in self._modules})
 
     def with_base(self, base: TensorSource) -> PeftAdapter:
         """The same adapter with W and W + ΔW rows from ``base`` (what ``--base`` means for an adapter);
