@@ -65,6 +65,12 @@ _WEIGHT_NAME = re.compile(r"(^|[._/])(weights?|kernel|w\d*)(\.\d+)*$", re.IGNORE
 # a PEFT LoRA layer's factors and DoRA magnitudes in a whole model's state dict (an adapter folder's are
 # read by htsr.io.peft): <module>.lora_A.<adapter>.weight …
 _LORA_PART = re.compile(r"\.lora_(A|B|embedding_A|embedding_B|magnitude_vector)\.([^.]+\.)?(weight|[^.]+)$")
+# the parts of PEFT's other adapter types, as their adapter_model.safetensors names them: AdaLoRA's lora_A / lora_B /
+# lora_E (no .weight) and ranknum, VeRA's shared vera_A / vera_B and per-layer vera_lambda_b / _d, IA3's ia3_l,
+# OFT's oft_R, BOFT's boft_R / boft_s, FourierFT's spectrum, C3A's kernel, RandLoRA's and SHiRA's parts …
+_PEFT_PART = re.compile(r"(^|\.)(lora_[ABE]|ranknum|vera_(A|B|lambda_[bd])|ia3_l|oft_(R|s)|boft_(R|s)|"
+                        r"fourierft_spectrum|c3a_kernel|randlora_(A|B|lambda|gamma)|shira_weight|bone_block|"
+                        r"miss_block|hra_u)(\.[^.]+)?$")
 # a PEFT LoHa / LoKr layer's parts (LyCORIS's names): <module>.hada_w1_a[.<adapter>] …
 _LYCORIS_PART = re.compile(r"\.(hada_(w[12]_[ab]|t[12])|lokr_(w[12](_[ab])?|t[12]))(\.[^.]+)?$")
 # nn.LSTM/GRU/RNN, and their *Cell (no _l<n>); an LSTM's projection (proj_size) weight_hr_l<n>, as its module's
@@ -163,6 +169,9 @@ def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
     if _LORA_PART.search(name):
         return None, ("a LoRA factor without its adapter_config.json (its scale unknown): analyse the live model, "
                       "or the folder save_pretrained writes")
+    if _PEFT_PART.search(name) and not _LORA_PART.search(name):
+        return None, ("a part of a PEFT adapter (AdaLoRA, VeRA, IA3, OFT, BOFT, FourierFT …) without its "
+                      "adapter_config.json: give the adapter's folder, which names its type")
     if _LYCORIS_PART.search(name):
         return None, ("a LoHa / LoKr part without its adapter_config.json (its scale unknown): analyse the live "
                       "model, or the folder save_pretrained writes")

@@ -1585,3 +1585,22 @@ def test_a_3d_tensor_is_a_conv_kernel_only_as_a_modules_weight_or_by_its_name(na
     from htsr.matrices import classify
 
     assert classify(name, shape)[0] == kind
+
+
+@pytest.mark.parametrize("name,shape", [
+    ("base_model.model.model.layers.0.self_attn.q_proj.lora_E", (8, 1)),  # AdaLoRA
+    ("base_model.model.model.layers.0.self_attn.q_proj.lora_A", (8, 64)),
+    ("base_model.vera_A", (256, 64)),  # VeRA's shared random matrices
+    ("base_model.model.model.layers.0.self_attn.q_proj.vera_lambda_b", (64,)),
+    ("base_model.model.bert.encoder.layer.0.attention.self.key.ia3_l", (64, 1)),
+    ("base_model.model.model.layers.0.self_attn.q_proj.oft_R.weight", (6, 28)),
+    ("base_model.model.model.layers.0.self_attn.q_proj.boft_R", (1, 6, 8, 8)),
+    ("base_model.model.model.layers.0.self_attn.q_proj.fourierft_spectrum", (1000,)),
+])
+def test_other_peft_adapter_types_parts_without_their_config_are_listed_not_analysed(name, shape):
+    """An AdaLoRA, VeRA, IA3, OFT or BOFT adapter_model.safetensors given alone: its parts had been dense (or
+    conv2d) rows, VeRA's frozen random matrices fitted at alpha 4.9 and 6.1. Listed, saying to give the folder."""
+    from htsr.matrices import classify
+
+    kind, why = classify(name, shape)
+    assert kind is None and why.startswith("a part of a PEFT adapter")
