@@ -307,7 +307,9 @@ def _narrow_windows(lm: LayerMatrices, opts: Options) -> str:
     wN, wM = aspect_window_shape(lm.N, lm.M, a)
     if wM >= lm.M or wM >= opts.min_evals:
         return ""
-    most = math.floor(lm.N / opts.min_evals * 100) / 100  # rounded down: the advice must work when followed
+    # an aspect up to N / M (≥ 1, as --farms-aspect must be) keeps the matrix whole, one window; one up to
+    # N / min_evals cuts wide enough windows. Rounded down: the advice must work when followed
+    most = math.floor(max(lm.N / lm.M, lm.N / opts.min_evals) * 100) / 100
     return (f"not_fitted: --farms-aspect {a:g} cuts this {lm.N}x{lm.M} matrix into {wN}x{wM} windows, fewer "
             f"than min_evals={opts.min_evals} eigenvalues each; use an aspect of at most "
             f"{most:.2f}".rstrip("0").rstrip(".") + " here, or a lower --min-evals")

@@ -971,6 +971,12 @@ def test_farms_windows_narrower_than_min_evals_are_not_fitted():
     assert htsr.analyze({"fc.weight": W}, farms_aspect=8.1, min_evals=40).layers[0].status == "ok"  # 49 ≥ 40
     assert htsr.analyze({"fc.weight": W[:60, :30]}, farms_aspect=2.0).layers[0].status.startswith(
         "not_fitted: 30 eigenvalues < min_evals")  # one whole 60x30 window: the layer's own rule
+    # a LeNet conv (16 x 6 per kernel position, 25 positions pooled): any aspect up to N / M = 2.67 keeps each
+    # matrix whole, and that fits. The advice had been N / min_evals = 0.32, which --farms-aspect refuses (< 1)
+    conv = {"c.weight": np.random.default_rng(4).standard_normal((16, 6, 5, 5))}
+    row = htsr.analyze(conv, farms_aspect=4.0).layers[0]
+    assert row.status.endswith("use an aspect of at most 2.66 here, or a lower --min-evals")
+    assert htsr.analyze(conv, farms_aspect=2.66).layers[0].status == "ok"
 
 
 @pytest.mark.parametrize("rank", [1, 5])
