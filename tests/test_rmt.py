@@ -381,8 +381,9 @@ def test_localization_of_a_planted_entry_and_of_noise():
 def test_localization_tail_is_the_fits_tail_however_the_eigenvalues_round():
     # the tail is the power-law fit's: num_pl_spikes eigenvectors (x_min, one of the spectrum's eigenvalues,
     # compared with eigenvalues recomputed with their vectors split them at random: 31 of 32 on MiniLM)
-    for seed in range(3):
-        W = S.pareto(384, 300, seed, 1.5)
+    # (and a square layer's eigenvectors are X = WᵀW's, THEORY's X, as a rectangular one's: they had been W·Wᵀ's)
+    for seed, (n_rows, n_cols) in enumerate(((384, 300), (384, 300), (300, 300))):
+        W = S.pareto(n_rows, n_cols, seed, 1.5)
         row = htsr.analyze({"w.weight": W}, precision="accurate", localization=True).layers[0]
         n = int(row.num_pl_spikes)
         ev, V = np.linalg.eigh(W.T.astype(np.float64) @ W)  # independent: numpy's solver, the vectors by rank

@@ -1,7 +1,8 @@
 """Eigenvector localisation (THEORY §5, optional): are the tail's eigenvectors concentrated on a few
 coordinates, as spikes and traps are, while the bulk's are spread out?
 
-For each unit eigenvector v of X (on the smaller side of each matrix), of dimension M:
+For each unit eigenvector v of X (on the smaller side of each matrix; X = WᵀW, the input side, for a square
+one, as THEORY's X is), of dimension M:
 
 * participation ratio PR = 1 / Σ v_i⁴ — about how many coordinates carry v: M/3 on average for a random
   (delocalised) unit vector in high dimension, 1 for a coordinate vector;
@@ -33,7 +34,7 @@ def localization(matrices: Sequence[np.ndarray], num_tail: int, scale: float = 1
     evals, pr, lr = [], [], []
     for W in matrices:
         A = np.asarray(W, dtype=np.float64)
-        G = A @ A.T if A.shape[0] <= A.shape[1] else A.T @ A
+        G = A @ A.T if A.shape[0] < A.shape[1] else A.T @ A  # (a square one's X = WᵀW: its input side)
         ev, V = scipy.linalg.eigh(G, overwrite_a=True, check_finite=False)
         evals.append(ev * scale)
         pr.append(1.0 / np.sum(V**4, axis=0))
