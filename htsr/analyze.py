@@ -405,8 +405,12 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
     whole: int | None = None  # the whole matrix's eigenvalues above its floor, when FARMS' windows were fitted
     if evals[-1] <= 0:
         # an update of zero (a LoRA whose B is still its initial 0) is no broken layer: there is no change
+        # (one kernel position of a conv, --conv per_position, may be all zero: a filter bank's zero tap, as a Hann
+        # window's first; that is no broken layer either)
+        position = lm.kind.startswith("conv") and lm.num_matrices == 1 and math.prod(lm.tensor_shape[2:]) > 1
         status = ("skipped: zero update (an untrained adapter: a factor still at its initial 0, as LoRA's B)"
-                  if lowrank else "failed: all-zero matrix")
+                  if lowrank else "skipped: an all-zero kernel position (a zero tap of the filter)" if position
+                  else "failed: all-zero matrix")
         fit, fit_x = not_attempted, spectrum.evals[:0]
     elif lowrank and spectrum.rank < opts.min_evals:
         fit, status = not_attempted, (f"not_fitted: rank-{factor_rank} update has {spectrum.rank} nonzero "

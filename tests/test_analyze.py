@@ -725,3 +725,15 @@ def test_a_partly_refined_pooled_conv_counts_the_zeros_of_its_refined_part_only(
     assert "+" in rows[0].eig_method  # partly refined
     assert [r.num_zero_evals for r in rows] == [156, 156]
     assert rows[0].num_fit_evals == rows[1].num_fit_evals
+
+
+def test_a_zero_kernel_position_is_a_skipped_row_not_a_failed_layer():
+    """An STFT basis [258, 1, 256] windowed by a Hann window, whose first tap is 0 (Silero's stft conv): with
+    --conv per_position its position [0] is an all-zero 258 x 1 matrix, which had been 'failed: all-zero
+    matrix' where the pooled run has no failure. A whole all-zero layer is still a failed one."""
+    n = np.arange(256)
+    basis = np.cos(np.outer(np.arange(258), n) * np.pi / 256) * (0.5 - 0.5 * np.cos(2 * np.pi * n / 256))
+    rows = htsr.analyze({"stft.weight": basis[:, None, :].astype(np.float32)}, conv="per_position").layers
+    assert rows[0].status == "skipped: an all-zero kernel position (a zero tap of the filter)"
+    assert not any(r.status.startswith("failed") for r in rows)
+    assert htsr.analyze({"fc.weight": np.zeros((64, 64))}).layers[0].status == "failed: all-zero matrix"
