@@ -193,9 +193,11 @@ class Summary:
         return cls(
             num_layers=len(layers),
             num_fitted=status.count("ok"),
-            num_not_fitted=status.count("not_fitted"),
+            # (a fit that could not be made, fit_failed — a fixed x_min above the spectrum, a flat tail — is a
+            # layer not fitted; failed is a layer that could not be analysed: NaN weights, an unreadable tensor)
+            num_not_fitted=status.count("not_fitted") + status.count("fit_failed"),
             num_skipped=status.count("skipped"),
-            num_failed=status.count("failed") + status.count("fit_failed"),
+            num_failed=status.count("failed"),
             num_under_trained=sum(r.warning == "under-trained" for r in layers),
             num_over_trained=sum(r.warning == "over-trained" for r in layers),
             num_uncertain=sum(r.warning == "uncertain" for r in layers),

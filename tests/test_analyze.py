@@ -737,3 +737,13 @@ def test_a_zero_kernel_position_is_a_skipped_row_not_a_failed_layer():
     assert rows[0].status == "skipped: an all-zero kernel position (a zero tap of the filter)"
     assert not any(r.status.startswith("failed") for r in rows)
     assert htsr.analyze({"fc.weight": np.zeros((64, 64))}).layers[0].status == "failed: all-zero matrix"
+
+
+def test_a_fit_that_could_not_be_made_counts_as_not_fitted():
+    """A fixed x_min above every eigenvalue gives 'fit_failed: fewer than 2 eigenvalues above the fixed xmin':
+    the layer is fine, no fit could be made. The summary (and the CLI line) had counted it as failed, with the
+    NaN-weight layers."""
+    W = np.random.default_rng(0).standard_normal((300, 100))
+    r = htsr.analyze({"a.weight": W, "b.weight": W[:, :60]}, xmin=1e6)
+    assert all(x.status.startswith("fit_failed: fewer than 2 eigenvalues above the fixed xmin") for x in r.layers)
+    assert (r.summary.num_not_fitted, r.summary.num_failed) == (2, 0)
