@@ -286,13 +286,13 @@ def _default_labels(sources: Sequence[Any]) -> list[str]:
 
     # two files of one folder alike but for their suffix (model.safetensors and its model.onnx export): their
     # whole names, as no folder tells them apart
-    files: dict[tuple[str, str], set[str]] = {}  # (folder, label) -> the distinct files so labelled
+    files: dict[tuple[str, str], set[str]] = {}  # (folder, label) -> the distinct paths so labelled
     for lab, w in zip(labels, where):
-        if w is not None and os.path.isfile(w):
+        if w is not None:
             files.setdefault((os.path.dirname(w), lab), set()).add(w)
-    twins = {k for k, v in files.items() if len(v) > 1}
-    labels = [os.path.basename(w) if w is not None and os.path.isfile(w) and (os.path.dirname(w), lab) in twins
-              else lab for lab, w in zip(labels, where)]
+    twins = {k for k, v in files.items() if len(v) > 1}  # (a run's --out folder and its --json document too)
+    labels = [os.path.basename(w) if w is not None and (os.path.dirname(w), lab) in twins else lab
+              for lab, w in zip(labels, where)]
 
     for depth in range(1, max(map(len, parents), default=0) + 1):
         if not collide():
@@ -444,8 +444,12 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
     if len(sources) < 2:
         raise OptionError(f"compare needs at least two models, got {len(sources)}")
     _check_metric(metric, ascending)  # fail before the analyses
+    saved = [isinstance(s, AnalysisResult) or saved_result(s) is not None for s in sources]
+    if all(saved) and (changed := [k for k in options if k not in UI_OPTIONS and options[k] != OPTION_SPECS[k].default]):
+        raise OptionError(f"option {changed[0]!r} (--{changed[0].replace('_', '-')}) would change nothing: every model "
+                          "is a saved run, which keeps the options it was analysed with; leave it out")
     needs = _METRIC_NEEDS.get(metric)
-    if needs is not None and not getattr(opts, needs[0]) and not all(isinstance(s, AnalysisResult) for s in sources):
+    if needs is not None and not getattr(opts, needs[0]) and not all(saved):
         raise OptionError(f"metric {metric!r} is computed only with {needs[1]}: no model would have a value to "
                           "rank by; add it, or rank by another metric")
     # each model opened once (its headers), and one without a layer under the filters fails now, not after
@@ -852,7 +856,10 @@ def run_compare(args: argparse.Namespace) -> int:
                           "run the comparison of deltas (--base) and the distances as two commands")
     names = ("comparison.csv", "comparison.json", "distances.csv")  # (removed, if stale, without --base-distances)
     outputs = out_folder(args.out, names) + ([("--figure", args.figure)] if args.figure is not None else [])
-    check_outputs([*args.sources, options.get("base")], outputs)  # before the analyses, not after
+    # (a saved run's folder is read for its two files only: a comparison may be written beside them)
+    inputs = [[p / "layers.csv", p / "summary.json"] if (p := saved_result(s)) is not None and p.is_dir() else [s]
+              for s in args.sources]
+    check_outputs([*(f for group in inputs for f in group), options.get("base")], outputs)  # before the analyses
     if args.figure is not None:  # before the analyses: the extension, and matplotlib to draw it
         from .plot import can_draw
 
@@ -869,7 +876,7 @@ def run_compare(args: argparse.Namespace) -> int:
                           f"({', '.join(map(str, saved))})")
     if options.get("base") is not None:  # opened once here, not once per model and per check
         options["base"] = open_source(options["base"])
-    check_outputs([*sources, options.get("base")], outputs)  # the files they read (an ONNX model's external data)
+    check_outputs([*(s for s in sources if not isinstance(s, AnalysisResult)), options.get("base")], outputs)
     c = compare(sources, labels, args.metric, args.ascending, **options)
     distances = None
     if args.base_distances:

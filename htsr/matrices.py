@@ -38,6 +38,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .errors import HtsrError
+
 __all__ = ["MAX_CONV_KERNEL", "LayerMatrices", "aspect_window_shape", "aspect_windows", "classify", "infer_kind", "is_recurrent", "layer_matrices", "row_name"]
 
 # the module that holds the weight is named as an embedding table (word_embeddings, embed_tokens, tok_emb,
@@ -170,8 +172,8 @@ def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
         return None, ("a LoRA factor without its adapter_config.json (its scale unknown): analyse the live model, "
                       "or the folder save_pretrained writes")
     if _PEFT_PART.search(name) and not _LORA_PART.search(name):
-        return None, ("a part of a PEFT adapter (AdaLoRA, VeRA, IA3, OFT, BOFT, FourierFT …) without its "
-                      "adapter_config.json: give the adapter's folder, which names its type")
+        return None, ("a part of a PEFT adapter of a type htsr does not read (AdaLoRA, VeRA, IA3, OFT, BOFT, "
+                      "FourierFT …; it reads LoRA, LoHa and LoKr adapters)")
     if _LYCORIS_PART.search(name):
         return None, ("a LoHa / LoKr part without its adapter_config.json (its scale unknown): analyse the live "
                       "model, or the folder save_pretrained writes")
@@ -317,12 +319,20 @@ def layer_matrices(
             yield LayerMatrices(base, kind, shape, c_out, c_in, k, 0.5 if ww else 1.0,
                                 lambda: (lambda t: [part(t, p) for p in positions])(load() if kind == "lora" else loaded()))
         else:
-            # the tensor read once for all k rows, dropped when the last one has taken its position
-            tensor = SharedLoad(load if kind == "lora" else loaded, positions)
+            # the tensor read once for all k rows, dropped when the last one has taken its position; with whether any
+            # entry is nonzero (a zero position of a nonzero filter is a zero tap; of an all-zero one, the layer's zero)
+            tensor = SharedLoad((lambda: (load(), True)) if kind == "lora" else
+                                (lambda: (lambda t: (t, bool(np.any(t))))(loaded())), positions)
+
+            def position(value: tuple[Any, bool], p: tuple[int, ...]) -> Any:
+                if not value[1]:
+                    raise HtsrError("all-zero matrix (every kernel position of the layer)")
+                return part(value[0], p)
+
             for p in positions:
                 label = ",".join(str(i) for i in p)
                 yield LayerMatrices(f"{base}[{label}]", kind, shape, c_out, c_in, 1, k / 2.0 if ww else 1.0,
-                                    lambda p=p: [tensor.take(p, lambda t, p=p: part(t, p))],
+                                    lambda p=p: [tensor.take(p, lambda t, p=p: position(t, p))],
                                     release=lambda p=p: tensor.release(p))
     else:
         raise ValueError(f"unknown layer kind {kind!r}")

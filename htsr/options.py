@@ -310,7 +310,10 @@ class Options:
             d["kinds"] = sorted(d["kinds"])
         if d["base"] is not None:  # a path as text, an opened source by its description, an in-memory base by its type
             b = d["base"]
-            d["base"] = (os.fspath(b) if isinstance(b, (str, os.PathLike))
+            # (a path absolute: './m.safetensors' and 'm.safetensors' are one base, and a saved run read from
+            # another folder still names it)
+            where = b if isinstance(b, (str, os.PathLike)) else getattr(b, "path", None)
+            d["base"] = (os.path.abspath(os.fspath(where)) if isinstance(where, (str, os.PathLike)) and os.fspath(where)
                          else b.description if isinstance(getattr(b, "description", None), str) else type(b).__name__)
         return d
 

@@ -168,7 +168,7 @@ class Summary:
     num_fitted: int
     num_not_fitted: int  # described but not fitted (too few eigenvalues, a rank-r update)
     num_skipped: int  # not analysed: over max_evals, an unchanged or unmatched delta, an unreadable tensor
-    num_failed: int  # bad weights or a failed fit
+    num_failed: int  # weights that could not be analysed (NaN/Inf, unreadable, all zero)
     num_under_trained: int
     num_over_trained: int
     num_uncertain: int  # the interval of alpha contains 2 or 6
@@ -561,6 +561,12 @@ class AnalysisResult:
 # a saved run read back
 
 
+#: the files of a saved run's folder: analyze's --out (and a --report or compare --out written beside them)
+_RUN_FILES = frozenset({"layers.csv", "summary.json", "report.html", "comparison.csv", "comparison.json",
+                        "distances.csv"})
+_FIGURE_SUFFIXES = frozenset({".html", ".htm", ".png", ".svg", ".pdf", ".jpg", ".jpeg"})
+
+
 def saved_result(path: Any) -> Path | None:
     """The saved run ``path`` names, or None: a folder ``htsr analyze --out`` wrote (``layers.csv`` and
     ``summary.json``), or a JSON document of a whole result (``--json``, :meth:`AnalysisResult.to_json`)."""
@@ -568,14 +574,20 @@ def saved_result(path: Any) -> Path | None:
         return None
     p = Path(path)
     if p.is_dir():
-        return p if (p / "layers.csv").is_file() and (p / "summary.json").is_file() else None
+        # only what htsr writes beside them (a report, a comparison, figures): a model folder that also holds an
+        # earlier run's files ('htsr analyze ck1 --out ck1') is the model
+        if not ((p / "layers.csv").is_file() and (p / "summary.json").is_file()):
+            return None
+        return p if all(f.is_dir() or f.name in _RUN_FILES or f.suffix.lower() in _FIGURE_SUFFIXES
+                        for f in p.iterdir()) else None
     if p.suffix.lower() == ".json" and p.is_file():
         try:
             with open(p, encoding="utf-8") as f:
                 doc = json.load(f)
         except (OSError, ValueError, RecursionError):
             return None
-        return p if isinstance(doc, dict) and {"layers", "summary", "options"} <= set(doc) else None
+        # (a comparison's JSON has layers, summary and options too, but no source or tensors not analysed)
+        return p if isinstance(doc, dict) and {"layers", "summary", "options", "source", "not_analysed"} <= set(doc) else None
     return None
 
 

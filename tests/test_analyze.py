@@ -747,3 +747,13 @@ def test_a_fit_that_could_not_be_made_counts_as_not_fitted():
     r = htsr.analyze({"a.weight": W, "b.weight": W[:, :60]}, xmin=1e6)
     assert all(x.status.startswith("fit_failed: fewer than 2 eigenvalues above the fixed xmin") for x in r.layers)
     assert (r.summary.num_not_fitted, r.summary.num_failed) == (2, 0)
+
+
+def test_a_wholly_zero_conv_is_failed_per_position_as_pooled():
+    """guided-diffusion's zero_module convs in an initial checkpoint are all zero: pooled, one 'failed: all-zero
+    matrix' row; per position they had become nine 'skipped' zero taps (num_failed 0). A zero tap is a zero
+    position of a nonzero filter only."""
+    src = {"out.weight": np.zeros((64, 32, 3, 3), np.float32)}
+    assert htsr.analyze(src).layers[0].status == "failed: all-zero matrix"
+    rows = htsr.analyze(src, conv="per_position").layers
+    assert len(rows) == 9 and all(r.status.startswith("failed: all-zero matrix") for r in rows)

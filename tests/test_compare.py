@@ -669,9 +669,9 @@ def test_a_saved_run_reads_back_as_its_result_and_compares_without_its_model(tmp
         assert (got.options, got.source, got.path, got.num_tensors, got.not_analysed) == (
             want.options, want.source, want.path, want.num_tensors, want.not_analysed)
         assert json.dumps(got.summary.as_dict(), default=str) == json.dumps(want.summary.as_dict(), default=str)
-    c = compare([tmp_path / "run0", tmp_path / "run1.json"], bootstrap=20)
+    c = compare([tmp_path / "run0", tmp_path / "run1.json"])  # (they keep their own options: --bootstrap 20)
     assert c.labels == ("run0", "run1") and c.csv_text() == compare_results(fresh, ["run0", "run1"]).csv_text()
-    assert main(["compare", str(tmp_path / "run0"), str(tmp_path / "run1.json"), "-q", "--bootstrap", "20"]) == 0
+    assert main(["compare", str(tmp_path / "run0"), str(tmp_path / "run1.json"), "-q"]) == 0
     assert main(["compare", str(tmp_path / "run0"), str(paths[1]), "--base-distances", "-q"]) == 2
     assert "give the models, not saved runs" in capsys.readouterr().err
     # a column of a newer htsr is refused; one an older htsr did not write is empty
@@ -688,3 +688,36 @@ def test_a_saved_run_reads_back_as_its_result_and_compares_without_its_model(tmp
     assert all(math.isnan(r.mp_ks) for r in load_result(tmp_path / "run0").layers)
     with pytest.raises(SourceError, match="not a saved htsr run"):
         load_result(tmp_path)
+
+
+def test_saved_runs_in_the_cli_and_beside_models(tmp_path, monkeypatch, capsys):
+    """Review of the saved runs: a model folder that also holds an earlier run's files is the model; options
+    given when every model is a saved run are refused (they changed nothing); a metric the saved runs hold
+    ranks them; 'compare --out' may write beside a saved run's two files, again; a run's --out folder and its
+    --json document are 'run' and 'run.json'; a comparison's JSON is no saved run; the CLI keeps a folder's
+    path, and a --base spelled two ways is one base."""
+    from htsr.results import saved_result
+
+    monkeypatch.chdir(tmp_path)
+    m = {f"l{j}.weight": matrix_with_singular_values(np.linspace(1, 5 + j, 80), 120, 80) for j in range(2)}
+    (tmp_path / "ck").mkdir()
+    np.savez(tmp_path / "ck" / "model.npz", **m)
+    assert main(["analyze", "ck", "--out", "ck", "-q", "--no-tails"]) == 0
+    assert saved_result("ck") is None  # its weights are there: the model
+    assert main(["analyze", "ck/model.npz", "--out", "run", "-q", "--randomize"]) == 0
+    # (a folder of one weight file is that file: its path)
+    assert saved_result("run") is not None and json.loads((tmp_path / "ck" / "summary.json").read_text())["path"] in (
+        "ck", "ck/model.npz")
+    assert main(["analyze", "ck/model.npz", "--json", "-q", "--randomize"]) == 0
+    (tmp_path / "run.json").write_text(capsys.readouterr().out)
+    assert main(["compare", "run", "run.json", "--xmin", "median", "-q"]) == 2
+    assert "would change nothing: every model is a saved run" in capsys.readouterr().err
+    c = compare(["run", "run.json"], metric="rand_js_distance")
+    assert c.labels == ("run", "run.json") and all(math.isfinite(e.value) for e in c.ranking)
+    for _ in range(2):
+        assert main(["compare", "run", "run.json", "--out", "run", "-q"]) == 0
+    assert saved_result("run/comparison.json") is None and saved_result("run") is not None
+    np.savez(tmp_path / "ft.npz", **{k: v + 0.01 for k, v in m.items()})
+    assert main(["analyze", "ft.npz", "--base", "./ck/model.npz", "--out", "delta", "-q", "--no-tails"]) == 0
+    c = compare(["delta", "ft.npz"], base="ck/model.npz", tails=False)
+    assert "different options" not in format_comparison(c)
