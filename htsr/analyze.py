@@ -198,19 +198,19 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                                                                                     "conv3d")
             rows = ([unread_tensor_row(t.name, kind, tuple(t.shape), t.load)] if unread else
                     layer_matrices(t.name, kind, t.shape, t.load, opts.conv, opts.ww_conv_scale, t.load_item))
+            # a delta's rounding noise, the same for every row of its tensor, and a storage coarser than float32's
+            # (a bfloat16 checkpoint), whose rounding the entries carry (a delta's rounding is its inputs',
+            # ``resolution``: not its storage's share of its own size)
+            eps = unit_roundoff(t.dtype) if t.bits is None and t.resolution is None else 0.0
+            noise = {"resolution": t.resolution} if t.resolution is not None else {}
+            if eps > _FLOAT32_ROUNDOFF:
+                noise["storage_eps"] = eps
             for lm in rows:
                 if pattern is not None and not pattern.search(lm.name):
                     if lm.release is not None:  # (an expert or kernel position left out: its tensor not kept for it)
                         lm.release()
                     continue
                 matched = True
-                # a delta's rounding noise, the same for every row of its tensor, and a storage coarser than
-                # float32's (a bfloat16 checkpoint), whose rounding the entries carry (a delta's rounding is its
-                # inputs', ``resolution``: not its storage's share of its own size)
-                eps = unit_roundoff(t.dtype) if t.bits is None and t.resolution is None else 0.0
-                noise = {"resolution": t.resolution} if t.resolution is not None else {}
-                if eps > _FLOAT32_ROUNDOFF:
-                    noise["storage_eps"] = eps
                 yield dataclasses.replace(lm, **noise) if noise else lm
             if not matched:
                 passed_over(t.name, "not matched by --layers")
@@ -390,7 +390,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         # a delta's eigenvalues below its inputs' rounding noise are not the update's: the noise matrix's largest
         # eigenvalue, (rms·(√rows + √cols))² for iid entries of that rms (the MP edge), in the fit's units
         rows, cols = (aspect_window_shape(lm.N, lm.M, opts.farms_aspect) if num_windows else (lm.rows, lm.cols))
-        storage_floor = scale * (lm.resolution() * (math.sqrt(rows) + math.sqrt(cols))) ** 2 if lm.resolution else 0.0
+        storage_floor = _noise_edge(lm.resolution(), rows, cols, scale) if lm.resolution else 0.0
     except LayerSkipped as e:
         return LayerResult(**base, status=f"skipped: {e}"), None
     except HtsrError as e:
@@ -577,6 +577,12 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
     return mp, cols, "", R
 
 
+def _noise_edge(rms: float, rows: int, cols: int, scale: float) -> float:
+    """The largest eigenvalue of rows × cols noise of i.i.d. entries of this rms, (rms·(√rows + √cols))² (the MP
+    edge), in the spectrum's units (``scale``)."""
+    return scale * (rms * (math.sqrt(rows) + math.sqrt(cols))) ** 2
+
+
 def _rounding_zeros(ev: np.ndarray, lm: LayerMatrices, scale: float) -> float:
     """The floor below which the layer's eigenvalues are the rounding of its stored entries, in the spectrum's
     units, when they are separated from the rest by a gap — else 0, nothing is a zero by it.
@@ -590,11 +596,11 @@ def _rounding_zeros(ev: np.ndarray, lm: LayerMatrices, scale: float) -> float:
     0 for an update from its factors, whose product is exact."""
     if lm.kind == "lora" or ev.size == 0 or not (lm.resolution or lm.storage_eps):
         return 0.0
-    sides = 2.0 * (math.sqrt(lm.rows) + math.sqrt(lm.cols)) ** 2
-    floor = scale * lm.resolution() ** 2 * sides if lm.resolution else 0.0
-    if lm.storage_eps:
-        mean_square = float(np.sum(ev)) / (lm.num_matrices * lm.rows * lm.cols)  # of the entries, scale included
-        floor = max(floor, lm.storage_eps ** 2 / 3.0 * mean_square * sides)
+    rms = lm.resolution() if lm.resolution else 0.0
+    if lm.storage_eps:  # Σλ / (matrices·rows·cols): the entries' mean square, the scale divided out
+        rms = max(rms, lm.storage_eps / math.sqrt(3.0) * math.sqrt(float(np.sum(ev)) / scale / (
+            lm.num_matrices * lm.rows * lm.cols)))
+    floor = 2.0 * _noise_edge(rms, lm.rows, lm.cols, scale)
     k = int(np.searchsorted(ev, floor, side="right"))
     return floor if ROUNDING_MIN_ZEROS <= k < ev.size and ev[k] >= ROUNDING_GAP * floor else 0.0
 

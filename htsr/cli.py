@@ -8,7 +8,6 @@ library errors into a one-line message and exit status 2.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
 import re
@@ -335,8 +334,6 @@ def _run_analyze(args: argparse.Namespace) -> int:
     if args.report is not None and args.report.suffix.lower() not in (".html", ".htm"):
         raise OptionError(f"--report {args.report}: the report is an HTML file; name it .html")
     result = analyze(source, **options)
-    if not result.path:  # (a folder's reader keeps no path: the one given names the run, as the API's does)
-        result = dataclasses.replace(result, path=os.fspath(args.source))
     out, say = speakers(args)
     if args.json:
         out(result.json_text(), end="")

@@ -78,8 +78,8 @@ from .results import (
     format_value,
     phase_column,
     json_safe,
-    load_result,
     saved_result,
+    saved_run,
 )
 
 __all__ = [
@@ -444,7 +444,10 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
     if len(sources) < 2:
         raise OptionError(f"compare needs at least two models, got {len(sources)}")
     _check_metric(metric, ascending)  # fail before the analyses
-    saved = [isinstance(s, AnalysisResult) or saved_result(s) is not None for s in sources]
+    given = list(sources)
+    # saved runs read back now, once (their options are known before any analysis)
+    sources = [s if isinstance(s, AnalysisResult) else saved_run(s) or s for s in sources]
+    saved = [isinstance(s, AnalysisResult) for s in sources]
     if all(saved) and (changed := [k for k in options if k not in UI_OPTIONS and options[k] != OPTION_SPECS[k].default]):
         raise OptionError(f"option {changed[0]!r} (--{changed[0].replace('_', '-')}) would change nothing: every model "
                           "is a saved run, which keeps the options it was analysed with; leave it out")
@@ -454,9 +457,7 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
                           "rank by; add it, or rank by another metric")
     # each model opened once (its headers), and one without a layer under the filters fails now, not after
     # the others' analyses
-    given = list(sources)
-    sources = [s if isinstance(s, AnalysisResult) else load_result(s) if saved_result(s) else open_source(s)
-               for s in sources]
+    sources = [s if isinstance(s, AnalysisResult) else open_source(s) for s in sources]
     for s in sources:
         if not isinstance(s, AnalysisResult):
             check_has_layers(s, opts)
@@ -857,7 +858,7 @@ def run_compare(args: argparse.Namespace) -> int:
     names = ("comparison.csv", "comparison.json", "distances.csv")  # (removed, if stale, without --base-distances)
     outputs = out_folder(args.out, names) + ([("--figure", args.figure)] if args.figure is not None else [])
     # (a saved run's folder is read for its two files only: a comparison may be written beside them)
-    inputs = [[p / "layers.csv", p / "summary.json"] if (p := saved_result(s)) is not None and p.is_dir() else [s]
+    inputs = [[p / "layers.csv", p / "summary.json"] if (p := Path(s)).is_dir() and saved_result(p) else [s]
               for s in args.sources]
     check_outputs([*(f for group in inputs for f in group), options.get("base")], outputs)  # before the analyses
     if args.figure is not None:  # before the analyses: the extension, and matplotlib to draw it
@@ -869,7 +870,7 @@ def run_compare(args: argparse.Namespace) -> int:
     labels = _check_labels(args.labels, args.sources)  # from the paths, before they are opened
     # every model and the --base opened (format, headers) before the first analysis: a bad last path fails
     # now, and the analyses reuse these readers
-    sources = [load_result(s) if saved_result(s) else open_source(s) for s in args.sources]
+    sources = [saved_run(s) or open_source(s) for s in args.sources]
     saved = [a for a, s in zip(args.sources, sources) if isinstance(s, AnalysisResult)]
     if args.base_distances and saved:
         raise OptionError(f"--base-distances measures the two models' weights: give the models, not saved runs "

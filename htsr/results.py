@@ -22,11 +22,12 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .errors import SourceError
 from .fits.uncertainty import MIN_WARNING_REPLICATES
 from .metrics import METRICS, PLAUSIBLE_P
 from .rmt.phases import PHASES
 
-__all__ = ["LayerResult", "LayerSpectra", "NotAnalysed", "Summary", "AnalysisResult", "COLUMNS", "SUMMARY_METRICS", "atomic_write", "write_outputs", "csv_cell", "format_value", "json_safe", "load_result", "saved_result"]
+__all__ = ["LayerResult", "LayerSpectra", "NotAnalysed", "Summary", "AnalysisResult", "COLUMNS", "SUMMARY_METRICS", "atomic_write", "write_outputs", "csv_cell", "format_value", "json_safe", "load_result", "saved_result", "saved_run"]
 
 NAN = float("nan")
 
@@ -567,9 +568,8 @@ _RUN_FILES = frozenset({"layers.csv", "summary.json", "report.html", "comparison
 _FIGURE_SUFFIXES = frozenset({".html", ".htm", ".png", ".svg", ".pdf", ".jpg", ".jpeg"})
 
 
-def saved_result(path: Any) -> Path | None:
-    """The saved run ``path`` names, or None: a folder ``htsr analyze --out`` wrote (``layers.csv`` and
-    ``summary.json``), or a JSON document of a whole result (``--json``, :meth:`AnalysisResult.to_json`)."""
+def _saved(path: Any) -> tuple[Path, dict | None] | None:
+    """(the path, its JSON document if it is one) when ``path`` names a saved run, else None."""
     if not isinstance(path, (str, os.PathLike)):
         return None
     p = Path(path)
@@ -578,8 +578,8 @@ def saved_result(path: Any) -> Path | None:
         # earlier run's files ('htsr analyze ck1 --out ck1') is the model
         if not ((p / "layers.csv").is_file() and (p / "summary.json").is_file()):
             return None
-        return p if all(f.is_dir() or f.name in _RUN_FILES or f.suffix.lower() in _FIGURE_SUFFIXES
-                        for f in p.iterdir()) else None
+        return (p, None) if all(f.is_dir() or f.name in _RUN_FILES or f.suffix.lower() in _FIGURE_SUFFIXES
+                                for f in p.iterdir()) else None
     if p.suffix.lower() == ".json" and p.is_file():
         try:
             with open(p, encoding="utf-8") as f:
@@ -587,8 +587,23 @@ def saved_result(path: Any) -> Path | None:
         except (OSError, ValueError, RecursionError):
             return None
         # (a comparison's JSON has layers, summary and options too, but no source or tensors not analysed)
-        return p if isinstance(doc, dict) and {"layers", "summary", "options", "source", "not_analysed"} <= set(doc) else None
+        keys = {"layers", "summary", "options", "source", "not_analysed"}
+        return (p, doc) if isinstance(doc, dict) and keys <= set(doc) else None
     return None
+
+
+def saved_result(path: Any) -> Path | None:
+    """The saved run ``path`` names, or None: a folder ``htsr analyze --out`` wrote (``layers.csv`` and
+    ``summary.json``), or a JSON document of a whole result (``--json``, :meth:`AnalysisResult.to_json`)."""
+    found = _saved(path)
+    return found[0] if found else None
+
+
+def saved_run(path: Any) -> AnalysisResult | None:
+    """The saved run ``path`` names read back (:func:`load_result`), or None if it names none; its files are
+    read once."""
+    found = _saved(path)
+    return _read_saved(*found) if found else None
 
 
 def load_result(path: str | os.PathLike) -> AnalysisResult:
@@ -598,12 +613,15 @@ def load_result(path: str | os.PathLike) -> AnalysisResult:
     eigenvalues (``spectra`` empty: they are not saved). :func:`htsr.compare.compare` takes such paths as they
     are, so runs saved on different days compare without analysing again. A column this htsr does not know
     (a file of a newer htsr) is refused; a column it has and the file lacks (an older htsr's) is empty, NaN."""
-    from .errors import SourceError
-
-    p = saved_result(path)
-    if p is None:
+    run = saved_run(path)
+    if run is None:
         raise SourceError(f"{path}: not a saved htsr run (a folder with layers.csv and summary.json, as "
                           "'htsr analyze --out' writes, or a JSON document of a whole result, as --json prints)")
+    return run
+
+
+def _read_saved(p: Path, doc: dict | None) -> AnalysisResult:
+    """The run saved at ``p`` (a folder, or the JSON document ``doc`` read from ``p``)."""
     try:
         if p.is_dir():
             with open(p / "summary.json", encoding="utf-8") as f:
@@ -613,8 +631,6 @@ def load_result(path: str | os.PathLike) -> AnalysisResult:
                 header = list(records[0]) if records else []
             where = p / "layers.csv"
         else:
-            with open(p, encoding="utf-8") as f:
-                doc = json.load(f)
             records, where = doc.get("layers"), p
             if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
                 raise ValueError("'layers' is not a list of rows")

@@ -75,6 +75,11 @@ def open_source(source: Any) -> TensorSource:
         if part and int(part["count"]) > 1 and len(getattr(src, "input_files", ())) <= 1:  # (gguf-split reads all)
             src.description += (f" (shard {int(part['no'])} of {int(part['count'])} alone: give its folder for the "
                                  "whole model)")
+        if getattr(src, "path", None) is None:  # a folder's reader (shards, a pipeline, an adapter): the path given
+            try:
+                src.path = path
+            except AttributeError:  # (a reader whose path is a read-only property keeps its own)
+                pass
         return src
     if isinstance(source, (list, tuple)) and source:  # a network's list of layers (an EMA's list of tensors):
         source = {str(i): v for i, v in enumerate(source)}  # its items named by index, as a pickle's are

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["FLOAT_DTYPES", "MAX_EXPANSION", "TensorRef", "TensorSource", "as_loaded", "einsum_axes", "expands_too_far",
+__all__ = ["FLOAT_DTYPES", "MAX_EXPANSION", "TensorRef", "TensorSource", "as_loaded", "einsum_axes", "expands_too_far", "grouped_axes",
            "unit_roundoff",
            "first_overlap", "import_extra", "LFS_POINTER", "lfs_pointer_error", "numpy_dtype", "one_line", "one_split", "skipped_loader",
            "SPLIT_NAME"]
@@ -157,6 +158,19 @@ def einsum_axes(equation: str, operand: int, rank: int) -> tuple[list[int], list
     for i, c in enumerate(mine):
         (batch if c in other and c in out else outs if c in out else ins).append(i)
     return ins, outs, batch
+
+
+def grouped_axes(shape: tuple[int, ...], ins: list[int], outs: list[int], batch: list[int]
+                 ) -> tuple[str, tuple[int, ...], tuple[int, ...]] | None:
+    """A weight's axes grouped into a matrix ``[out, in]`` — or a stack ``[batch, out, in]`` —: (kind, shape,
+    the transposition that orders the axes so, before the reshape); None unless the three lists part its axes
+    with at least one input and one output axis (:func:`einsum_axes`'s, a DenseGeneral's)."""
+    if sorted(ins + outs + batch) != list(range(len(shape))) or not ins or not outs:
+        return None
+    rows, cols = math.prod(shape[a] for a in outs), math.prod(shape[a] for a in ins)
+    if batch:
+        return "stack", (math.prod(shape[a] for a in batch), rows, cols), tuple(batch + outs + ins)
+    return "dense", (rows, cols), tuple(outs + ins)
 
 
 def skipped_loader(reason: str) -> Callable[[], np.ndarray]:

@@ -23,6 +23,7 @@ delta reads one tensor of each source, so memory stays at two tensors at a time.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
@@ -109,12 +110,12 @@ class DeltaSource:
             if t.storage_key and b is not None:
                 by_model.setdefault(t.storage_key, i)
         model_only = {t.storage_key for t, b in pairs if b is None and t.storage_key}
-        base_keys = [b.storage_key for _, b in pairs if b is not None and b.storage_key]
+        base_keys = Counter(b.storage_key for _, b in pairs if b is not None and b.storage_key)
         for i, (t, b) in enumerate(pairs):
             if b is None or keys[i] is not None:
                 continue
             if (t.storage_key in model_only and by_model.get(t.storage_key) == i) or (
-                    b.storage_key and base_keys.count(b.storage_key) == 1):  # tied in the base to a tensor alone
+                    b.storage_key and base_keys[b.storage_key] == 1):  # tied in the base to a tensor alone
                 keys[i] = ("delta", t.name)
         for i, (t, b) in enumerate(pairs):
             if b is None and t.storage_key in by_model:

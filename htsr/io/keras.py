@@ -93,7 +93,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import math
 import os
 import re
 import tempfile
@@ -108,7 +107,7 @@ import numpy as np
 
 from ..errors import SourceError
 from ..matrices import MAX_CONV_KERNEL, classify
-from .base import TensorRef, einsum_axes, expands_too_far, import_extra, one_line, skipped_loader
+from .base import TensorRef, einsum_axes, expands_too_far, grouped_axes, import_extra, one_line, skipped_loader
 from .safetensors import natural_key
 
 __all__ = ["HDF5_SIGNATURE", "KerasFile", "KerasModel", "is_hdf5", "is_keras_archive", "is_keras_object"]
@@ -275,17 +274,9 @@ def _depthwise(shape: tuple[int, ...]) -> _Plan | None:
 
 
 def _grouped(shape: tuple[int, ...], ins: list[int], outs: list[int], batch: list[int]) -> _Plan | None:
-    """Axes of a kernel grouped into ``[out, in]`` (or ``[batch, out, in]``, a stack)."""
-    if sorted(ins + outs + batch) != list(range(len(shape))) or not ins or not outs:
-        return None
-    perm = tuple(batch + outs + ins)
-
-    def prod(axes: list[int]) -> int:
-        return math.prod(shape[a] for a in axes)
-
-    if batch:
-        return _Plan("stack", (prod(batch), prod(outs), prod(ins)), perm=perm)
-    return _Plan("dense", (prod(outs), prod(ins)), perm=perm)
+    """Axes of a kernel grouped into ``[out, in]`` (or ``[batch, out, in]``, a stack): :func:`grouped_axes`."""
+    g = grouped_axes(shape, ins, outs, batch)
+    return _Plan(g[0], g[1], perm=g[2]) if g else None
 
 
 def _einsum(shape: tuple[int, ...], equation: Any) -> _Plan | None:

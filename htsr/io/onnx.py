@@ -124,6 +124,7 @@ from .base import (
     as_loaded,
     einsum_axes,
     first_overlap,
+    grouped_axes,
     import_extra,
     numpy_dtype,
     one_line,
@@ -853,18 +854,15 @@ class OnnxFile:
             equation = attrs.get("equation", b"")
             equation = equation.decode("utf-8", "replace") if isinstance(equation, bytes) else str(equation)
             axes = einsum_axes(equation, idx, len(shape))
-            if axes is None or not axes[0] or not axes[1]:
+            if axes is not None and use.flipped:  # the equation's letters are those of the transposed 2-D tensor
+                axes = tuple([1 - a for a in x] for x in axes)
+            grouped = grouped_axes(shape, *axes) if axes is not None else None
+            if grouped is None:
                 self.skipped.append((name, f"Einsum operand {idx} of {equation!r}: not a weight contracted with "
                                      "one input"))
                 return
-            ins, outs, batch = axes
-            if use.flipped:  # the equation's letters are those of the transposed 2-D tensor
-                ins, outs, batch = ([1 - a for a in x] for x in (ins, outs, batch))
-            perm = tuple(batch + outs + ins)
-            rows, cols = math.prod(shape[a] for a in outs), math.prod(shape[a] for a in ins)
-            shp = (math.prod(shape[a] for a in batch), rows, cols) if batch else (rows, cols)
-            r = ref(layer, shp, "stack" if batch else "dense",
-                    lambda: as_loaded(np.ascontiguousarray(np.transpose(raw(), perm)).reshape(shp)),
+            kind, shp, perm = grouped
+            r = ref(layer, shp, kind, lambda: as_loaded(np.ascontiguousarray(np.transpose(raw(), perm)).reshape(shp)),
                     flipped=perm == (1, 0))
             # (which entries of a regrouped 3-D or larger weight share a scale is not followed)
             yield r if len(shape) == 2 else dataclasses.replace(r, quant_block=None)

@@ -184,13 +184,10 @@ class PeftAdapter:
             raise SourceError(f"<{type(model).__name__}>: a mixed-adapter model: analyse each adapter's saved "
                               "folder, or a PeftModel of one adapter")
         layers = _tuner_layers(model)
-        if hasattr(model, "get_base_model"):  # a PeftModel
-            name = model.active_adapter if isinstance(model.active_adapter, str) else model.active_adapter[0]
-            base_model = model.get_base_model()
-        else:  # an adapter injected into the model itself: its wrapped layers' active adapter
-            name, base_model = layers[0].active_adapters[0], model
-        # what the layers run (set_adapter of a list, disable_adapter): not the model's own attribute, which a
-        # base_model.set_adapter([...]) leaves as it was
+        # a PeftModel, or an adapter injected into the model itself
+        base_model = model.get_base_model() if hasattr(model, "get_base_model") else model
+        # the adapter the layers run (set_adapter of a list, disable_adapter): not the model's own attribute, which
+        # a base_model.set_adapter([...]) leaves as it was
         active = sorted({a for m in layers for a in m.active_adapters})
         if any(getattr(m, "_disable_adapters", False) is True for m in layers):
             raise SourceError(f"<{type(model).__name__}>: its adapters are disabled (disable_adapter): the model runs "
@@ -198,8 +195,8 @@ class PeftAdapter:
         if len(active) > 1:
             raise SourceError(f"<{type(model).__name__}>: adapters {', '.join(map(repr, active))} are active at once: "
                               "htsr reads one adapter's update; set_adapter one of them, or analyse their saved folders")
-        if active:
-            name = active[0]
+        name = active[0] if active else (model.active_adapter if isinstance(model.active_adapter, str)
+                                         else model.active_adapter[0])
         merged = [n for n, m in model.named_modules() if getattr(m, "merged_adapters", None)]
         if merged:  # its base_layer weights already hold W + ΔW
             raise SourceError(f"<{type(model).__name__}>: its adapters are merged into the weights ({merged[0]}, …): "
