@@ -432,6 +432,47 @@ def test_lognormal_logpdf_is_a_normalised_truncated_lognormal():
         assert _truncated_lognormal_loglik(tail, mu + dm, s + ds, xmin) < best
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_lognormal_on_its_boundary_is_the_power_law(seed):
+    # A Pareto tail whose ln(x / x_min) has var ≥ mean² (about half of them): the truncated log-normal's
+    # likelihood only approaches the power law's as μ → −∞, σ → ∞. Its maximum is the power law itself:
+    # no evidence either way, R = 0 and p = 1 exactly, not a value that depends on where a search stopped
+    rng = np.random.default_rng(seed)
+    n = 0
+    while True:  # draw until the sample sits on the boundary (seeded: the same draws every run)
+        x = np.sort((1.0 - rng.random(400)) ** (-1.0 / 1.5))  # α = 2.5, x_min = 1
+        u = np.log(x)
+        n += 1
+        if np.var(u) >= np.mean(u) ** 2:
+            break
+    assert n < 20
+    a = 1.0 + x.size / float(np.sum(u))
+    c = compare_tails(x, a, 1.0)
+    assert (c.lr_lognormal, c.p_lognormal) == (0.0, 1.0)
+    assert c.best_fit != "lognormal"
+    # independent check that no log-normal does better: scipy's exact truncated density over a wide grid of
+    # (μ, σ), down to μ = −1e4 where it is within 1e-3 of the power law (1e-9: rounding of the sums)
+    ll_pl = _pl_loglik(x, a, 1.0)
+    best = max(_truncated_lognormal_loglik(x, mu, s, 1.0)
+               for mu in (-1e4, -1e3, -300.0, -100.0, -30.0, -10.0, -3.0, -1.0, 0.0, 1.0)
+               for s in np.geomspace(0.1, 300.0, 60))
+    assert best <= ll_pl + 1e-9
+    # and a fit the power law's alpha is not the MLE of is tested against that power law
+    c2 = compare_tails(x, a + 0.1, 1.0)
+    assert c2.lr_lognormal < 0 and c2.lr_lognormal == pytest.approx(_pl_loglik(x, a + 0.1, 1.0) - ll_pl, rel=1e-9)
+
+
+def test_lognormal_off_its_boundary_is_fitted():
+    # var(u) < mean(u)²: the maximum is inside (σ finite), and beats the power law's likelihood
+    x = np.random.default_rng(3).lognormal(0.0, 0.5, 4000)
+    tail = np.sort(x[x >= 1.0])
+    u = np.log(tail)
+    assert np.var(u) < np.mean(u) ** 2
+    assert _lognormal_logpdf(tail, 1.0) is not None
+    a = 1.0 + tail.size / float(np.sum(u))
+    assert compare_tails(tail, a, 1.0).lr_lognormal < 0
+
+
 def test_tpl_comparison_is_half_the_nested_chi2():
     # htsr's p for PL vs TPL is ½·P(χ²₁ > 2|R|) (boundary of the parameter space, Self & Liang);
     # powerlaw 1.5 reports P(χ²₁ > 2|R|) for nested models

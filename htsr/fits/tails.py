@@ -68,10 +68,20 @@ def _exp_logpdf(x: np.ndarray, xmin: float) -> np.ndarray:
     return math.log(mu) - mu * (x - xmin)
 
 
-def _lognormal_logpdf(x: np.ndarray, xmin: float) -> np.ndarray:
-    """Per-point log-density of the MLE log-normal truncated to x ≥ x_min."""
+def _lognormal_logpdf(x: np.ndarray, xmin: float) -> np.ndarray | None:
+    """Per-point log-density of the MLE log-normal truncated to x ≥ x_min; None when the maximum lies on the
+    family's boundary, where it is the power law.
+
+    In u = ln(x / x_min) ≥ 0 the truncated log-normal is the exponential family ∝ e^(−a·u − b·u²), b = 1/(2σ²) ≥ 0,
+    whose mean negative log-likelihood is convex in (a, b). At b = 0 it is the power law, best at a = 1/ū
+    (α = 1 + 1/ū), where the slope in b is mean(u²) − 2ū² = var(u) − ū². When that is ≥ 0 no b > 0 does better:
+    the maximum is the power law itself, which a search in (μ, σ) only approaches as μ → −∞, σ → ∞ (thousands of
+    steps, stopping wherever its tolerance happens to be met)."""
     y = np.log(x)
     y0 = math.log(xmin)
+    u = y - y0
+    if float(np.var(u)) >= float(np.mean(u)) ** 2:
+        return None
     ybar, y2bar = float(np.mean(y)), float(np.mean(y * y))
 
     def nll(p: np.ndarray) -> float:
@@ -145,13 +155,26 @@ def nelder_mead(f, x0: tuple[float, ...], *, xatol: float, fatol: float, maxiter
     return sim[0]
 
 
+def _versus_lognormal(x: np.ndarray, lp_pl: np.ndarray, alpha: float, xmin: float) -> tuple[float, float]:
+    """Vuong's test of the power law against the MLE log-normal; when that is the power law with the MLE alpha
+    (the family's boundary), no evidence either way: R = 0, p = 1 (or the test against that power law, for an
+    ``alpha`` that is not the MLE)."""
+    lp_ln = _lognormal_logpdf(x, xmin)
+    if lp_ln is not None:
+        return vuong(lp_pl - lp_ln)
+    alpha_mle = 1.0 + 1.0 / float(np.mean(np.log(x) - math.log(xmin)))
+    if math.isclose(alpha, alpha_mle, rel_tol=1e-12):  # (the same estimate, summed in another order)
+        return 0.0, 1.0
+    return vuong(lp_pl - _pl_logpdf(x, alpha_mle, xmin))
+
+
 def compare_tails(tail: np.ndarray, alpha: float, xmin: float) -> TailComparison:
     """Compare the fitted power law (``alpha``, ``xmin``) on ``tail`` with the alternative tails."""
     x = np.asarray(tail, dtype=np.float64)
     lp_pl = _pl_logpdf(x, alpha, xmin)
     with np.errstate(all="ignore"):
         r_exp, p_exp = vuong(lp_pl - _exp_logpdf(x, xmin)) if np.ptp(x) > 0 else (_NAN, _NAN)
-        r_ln, p_ln = vuong(lp_pl - _lognormal_logpdf(x, xmin)) if np.ptp(x) > 0 else (_NAN, _NAN)
+        r_ln, p_ln = _versus_lognormal(x, lp_pl, alpha, xmin) if np.ptp(x) > 0 else (_NAN, _NAN)
     tpl = fit_truncated_power_law(x, xmin)
     if tpl.status == "ok":
         r_tpl = float(np.sum(lp_pl - tpl_logpdf(x, tpl.alpha, tpl.Lambda, xmin)))
