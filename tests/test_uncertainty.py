@@ -303,6 +303,30 @@ def test_tpl_fit_on_pure_power_law_has_no_cutoff():
     assert fit.loglik >= _pl_loglik(x, alpha_pl, xmin) - 1e-9
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_tpl_on_its_boundary_is_the_power_law_without_a_search(seed, monkeypatch):
+    # When mean(λ/x_min) ≥ a/(a − 1) at the power law's a = 1/mean ln(λ/x_min), the convex objective rises
+    # into c > 0: the maximum is the power law, Λ = 0, taken in closed form (no L-BFGS-B run)
+    rng = np.random.default_rng(seed)
+    while True:  # Pareto α = 4 (seeded: the same draws every run) until the sample is on the boundary
+        x = _pareto(500, 4.0, rng, 1.0)
+        a = 1.0 / float(np.mean(np.log(x)))
+        if float(np.mean(x)) >= a / (a - 1.0):
+            break
+    monkeypatch.setattr(scipy.optimize, "minimize", None)  # the closed form needs no search
+    fit = fit_truncated_power_law(x, 1.0)
+    assert fit.Lambda == 0.0 and fit.alpha == pytest.approx(1.0 + a, rel=1e-12)  # (sums in another order)
+    ll_pl = _pl_loglik(x, fit.alpha, 1.0)
+    assert fit.loglik == pytest.approx(ll_pl, rel=1e-12)
+    monkeypatch.undo()
+    # independent check: no small cut-off does better, each with its best α (scipy's bounded search on
+    # the exact density, normalised by quadrature); 1e-9: rounding of the sums
+    for lam in (1e-4, 1e-3, 1e-2, 1e-1):
+        best = scipy.optimize.minimize_scalar(
+            lambda al: -float(np.sum(tpl_logpdf(x, al, lam, 1.0))), bounds=(1.01, 10.0), method="bounded")
+        assert -best.fun <= ll_pl + 1e-9
+
+
 def test_tpl_fit_degenerate_inputs():
     assert fit_truncated_power_law(np.array([2.0]), 1.0).status.startswith("fit_failed")
     assert fit_truncated_power_law(np.ones(10), 1.0).status.startswith("fit_failed")

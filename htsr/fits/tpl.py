@@ -140,6 +140,12 @@ def fit_truncated_power_law(tail: np.ndarray, xmin: float) -> TPLFit:
     if not math.isfinite(u_bar):
         return TPLFit.failed(f"the tail reaches beyond float64's range in units of x_min = {xmin:g}")
     scale = 1.0 / u_bar
+    # the bound c = 0 is the plain power law, whose optimum is closed form, a = 1/t̄; there the slope of the convex
+    # objective in c is ū − E[u] = ū − a/(a − 1) (infinite E[u] for a ≤ 1). When it is ≥ 0 no cut-off does better
+    pl = 1.0 + math.log(t_bar)  # a·t̄ + ln I at a = 1/t̄, c = 0
+    a_pl = 1.0 / t_bar
+    if a_pl > 1.0 and u_bar >= a_pl / (a_pl - 1.0):
+        return TPLFit(a_pl + 1.0, 0.0, float(xmin), _loglik(tail, pl), "ok")
 
     def nll(p: np.ndarray) -> tuple[float, np.ndarray]:
         a, c = float(p[0]), float(p[1]) * scale
@@ -154,12 +160,13 @@ def fit_truncated_power_law(tail: np.ndarray, xmin: float) -> TPLFit:
                                   bounds=[(0.0, 1e4), (_MIN_C, 1e8)], options={"ftol": 1e-14, "gtol": 1e-10})
     a, c = float(res.x[0]), float(res.x[1]) * scale
     value = float(res.fun)
-    # the bound c = 0 is the plain power law, whose optimum is closed form: take it when it is better
-    pl = 1.0 + math.log(t_bar)  # a·t̄ + ln I at a = 1/t̄, c = 0
-    if pl <= value:
-        a, c, value = 1.0 / t_bar, 0.0, pl
+    if pl <= value:  # (the search stops near the bound c = 0, a little short of the power law's optimum)
+        a, c, value = a_pl, 0.0, pl
     if not math.isfinite(value):
         return TPLFit.failed("the likelihood could not be maximised")
-    # Σ ln p(λ_i) = −n·(a t̄ + c ū + ln I) − Σ ln λ_i
-    loglik = -tail.size * value - float(np.sum(np.log(tail)))
-    return TPLFit(a + 1.0, c / xmin, float(xmin), loglik, "ok")
+    return TPLFit(a + 1.0, c / xmin, float(xmin), _loglik(tail, value), "ok")
+
+
+def _loglik(tail: np.ndarray, value: float) -> float:
+    """Σ ln p(λ_i) = −n·(a t̄ + c ū + ln I) − Σ ln λ_i, from the mean objective ``value``."""
+    return -tail.size * value - float(np.sum(np.log(tail)))
