@@ -99,10 +99,11 @@ def _moments(a: float, c: float) -> tuple[float, float, float]:
     with np.errstate(over="ignore"):  # c·eᵗ as one exponential: eᵗ alone overflows past t = 709, where a
         # tiny c (x_min far below the tail) still keeps the integrand alive; an infinite c·eᵗ weighs 0
         logf = -a * t - np.exp(math.log(c) + t)
-    shift = float(logf.max())
-    f = w * np.exp(logf - shift)
-    total = float(f.sum())
-    e_u = float(np.sum(w * np.exp(logf - shift + t))) / total  # E[eᵗ], eᵗ folded into the exponent
+        shift = float(logf.max())
+        f = w * np.exp(logf - shift)
+        total = float(f.sum())
+        # E[eᵗ], eᵗ folded into the exponent (infinite for α ≤ 2 with c → 0: the search is steered off it)
+        e_u = float(np.sum(w * np.exp(logf - shift + t))) / total
     return shift + math.log(total), float(f @ t) / total, e_u
 
 
