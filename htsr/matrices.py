@@ -48,9 +48,19 @@ __all__ = ["MAX_CONV_KERNEL", "LayerMatrices", "aspect_window_shape", "aspect_wi
 # electra.embeddings_project, ALBERT's embedding_hidden_mapping_in, GPT-NeoX's embed_out head, a time_embedding's
 # linear_1 (the enclosing module's name does not make its Linear layers tables); Swin's and BEiT's
 # relative_position_bias_table [positions, heads], a table of biases as T5's is
-_EMBEDDING = re.compile(r"(^|\.)((\w+_)?(emb|embed|embeds|embedding|embeddings|embed_tokens|embed_positions|embed_in)"
+# (a table in a ModuleList keeps its index: MusicGen's embed_tokens.0 … one per codebook; ViT-MAE's
+# decoder_embed is a Linear mapping the encoder's width to the decoder's)
+_EMBEDDING = re.compile(r"(^|\.)((?!decoder_embed\b)(\w+_)?(emb|embed|embeds|embedding|embed_positions|embed_in)"
+                        r"|(\w+_)?(embeddings|embed_tokens)(\.\d+)?"
                         r"|wte|wpe|tok_embeddings|shared|\w*relative_attention_bias|relative_position_bias_table)"
                         r"(\.\w+)?$", re.IGNORECASE)
+# XLNet's and Funnel's attention projections, [d_model, n_head, d_head] parameters read by einsum (q, k, v, r:
+# "ibh,hnd->ibnd"; o: "ibnd,hnd->ibh"): one matrix between d_model and n_head·d_head, not d_model matrices of heads
+_HEAD_SPLIT = re.compile(r"(^|\.)(rel_attn\.[qkvor]|r_kernel)$")
+# parameters of no linear map, whatever their shape: XLNet's and Funnel's per-head segment embeddings
+# [2, n_head, d_head]; Mamba's A_log [d_inner, d_state], the state's per-channel decay rates
+_NOT_A_MAP = {"seg_embed": "per-head segment embeddings (XLNet, Funnel: one vector per segment and head)",
+              "A_log": "state-space decay rates (Mamba's A_log: one per channel and state, not a linear map)"}
 # a quantized weight's scale or zero point (the readers pair them with their weight; one left over belongs to
 # a weight in another file, e.g. another shard)
 # a normalization's scale (a module named *norm: q_norm, attn_q_norm, ssm_norm, input_layernorm): one number per
@@ -177,9 +187,13 @@ def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
     if _LYCORIS_PART.search(name):
         return None, ("a LoHa / LoKr part without its adapter_config.json (its scale unknown): analyse the live "
                       "model, or the folder save_pretrained writes")
-    if is_vector(shape) and not _WEIGHT_NAME.search(name):
-        # (a conv's [1, in, 1, 1] weight, one output channel, is its module's: named weight)
+    if is_vector(shape) and not (_WEIGHT_NAME.search(name) and max(range(len(shape)), key=shape.__getitem__) <= 1):
+        # (a conv's [1, in, 1, 1] weight, one output channel, is its module's: named weight; ConvNeXt-V2's GRN
+        # weight [1, 1, 1, C], long on its last axis, is a vector in channels-last broadcast shape)
         return None, VECTOR
+    why = _NOT_A_MAP.get(name.rsplit(".", 1)[-1])
+    if why is not None:
+        return None, why
     shape = _squeeze_leading(shape)
     if len(shape) < 2:
         return None, "1-D (norm scales, scalars)"
@@ -194,6 +208,8 @@ def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
             return "embedding", ""
         return "dense", ""
     if len(shape) == 3:
+        if _HEAD_SPLIT.search(name):
+            return "dense", ""
         # a single input channel makes it a filter bank (e.g. an STFT basis [freq, 1, window]), not experts; a
         # short last axis makes a conv1d kernel of a module's weight, not of a bare parameter (a hand-written
         # mixture's w_out [E, out, in] with in ≤ 32 had been 32 'kernel positions' of E × out)
@@ -289,6 +305,12 @@ def layer_matrices(
     if kind == "lora" and len(shape) == 2:  # load() returns a LowRank: its spectrum comes from the factors
         r, c = shape
         yield LayerMatrices(base, kind, shape, r, c, 1, 1.0, lambda: [load()])
+    elif kind == "dense" and len(sq) == 3 and _HEAD_SPLIT.search(name):
+        h, hd = sq[0], sq[1] * sq[2]  # [d_model, n_head, d_head]: o maps the heads to d_model, the others d_model out
+        out = name.endswith(".o")
+        r, c = (h, hd) if out else (hd, h)
+        yield LayerMatrices(base, kind, shape, r, c, 1, 1.0,
+                            lambda: [(lambda m: m if out else m.T)(loaded().reshape(h, hd))])
     elif kind in ("dense", "embedding", "rnn") or (kind == "stack" and len(sq) == 2):
         r, c = sq[-2], sq[-1]
         if len(sq) != 2:

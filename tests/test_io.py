@@ -1428,6 +1428,10 @@ def test_a_one_expert_stack_is_expert_0_from_a_state_dict_too():
     ("electra.embeddings_project.weight", "dense"), ("albert.encoder.embedding_hidden_mapping_in.weight", "dense"),
     ("mobilebert.embeddings.embedding_transformation.weight", "dense"), ("gpt_neox.embed_out.weight", "dense"),
     ("unet.time_embedding.linear_1.weight", "dense"), ("model.layers.0.mlp.shared_expert.gate_proj.weight", "dense"),
+    # MusicGen's tables in a ModuleList (one per codebook: embed_tokens.0 …) were dense from a file; ViT-MAE's
+    # decoder_embed, a Linear from the encoder's width to the decoder's, was an embedding from a file
+    ("model.decoder.embed_tokens.3.weight", "embedding"), ("decoder.decoder_embed.weight", "dense"),
+    ("unet.time_embed.0.weight", "dense"),  # (an original Stable Diffusion UNet's Sequential of Linear layers)
 ])
 def test_a_state_dicts_kind_by_name_is_its_modules(name, kind):
     """A file's 2-D tensor is typed by its module's name: the module holding it, not one enclosing it, named as
@@ -1585,6 +1589,36 @@ def test_a_3d_tensor_is_a_conv_kernel_only_as_a_modules_weight_or_by_its_name(na
     from htsr.matrices import classify
 
     assert classify(name, shape)[0] == kind
+
+
+@pytest.mark.parametrize("name,shape,why", [
+    ("encoder.stages.0.layers.0.grn.weight", (1, 1, 1, 384), "vector"),  # ConvNeXt-V2's GRN gamma (was a dense 384 × 1)
+    ("layer.0.rel_attn.seg_embed", (2, 12, 64), "per-head segment embeddings"),  # XLNet (was 2 stack rows)
+    ("backbone.layers.0.mixer.A_log", (1536, 16), "state-space decay rates"),  # Mamba (was a dense row)
+])
+def test_parameters_of_no_linear_map_are_listed(name, shape, why):
+    from htsr.matrices import classify
+
+    kind, reason = classify(name, shape)
+    assert kind is None and reason.startswith(why)
+
+
+def test_xlnet_and_funnel_head_split_projections_are_one_matrix_each():
+    """XLNet's rel_attn.q/k/v/o/r and Funnel's r_kernel are [d_model, n_head, d_head] parameters read by einsum:
+    one d_model × n_head·d_head matrix each. They had been d_model 'stack' rows of n_head × d_head (3845 rows for
+    one xlnet-base layer); seg_embed [2, n_head, d_head] is listed, not analysed."""
+    rng = np.random.default_rng(0)
+    sd = {f"layer.0.rel_attn.{p}": rng.standard_normal((96, 4, 24)).astype(np.float32) for p in "qkvor"}
+    sd["layer.0.rel_attn.seg_embed"] = rng.standard_normal((2, 4, 24)).astype(np.float32)
+    sd["blocks.0.attention.r_kernel"] = rng.standard_normal((96, 4, 24)).astype(np.float32)
+    res = htsr.analyze(sd, min_evals=2, tails=False)
+    rows = {r.name: r for r in res.layers}
+    assert sorted(rows) == sorted([f"layer.0.rel_attn.{p}" for p in "qkvor"] + ["blocks.0.attention.r_kernel"])
+    for name, row in rows.items():
+        w = sd[name].astype(np.float64).reshape(96, 96)
+        assert row.kind == "dense" and (row.N, row.M) == (96, 96)
+        # λ_max of WᵀW = σ_max² of the reshaped matrix (1e-5: float32 input, float64 Gram)
+        assert row.lambda_max == pytest.approx(np.linalg.norm(w, 2) ** 2, rel=1e-5)
 
 
 @pytest.mark.parametrize("name,shape", [
