@@ -321,7 +321,11 @@ def esd_scale(lm: LayerMatrices, opts: Options) -> float:
 
 
 def analyze_layer(lm: LayerMatrices, opts: Options) -> LayerResult:
-    """Analyse one row; never raises for problems confined to this layer."""
+    """Analyse one row; never raises for problems confined to this layer. The same row as :func:`analyze` gives:
+    on a single-threaded BLAS for the matrices :func:`in_threads` runs so (a threaded BLAS sums in another order)."""
+    if _light(lm):
+        with _one_blas_thread():
+            return _analyze_layer(lm, opts)[0]
     return _analyze_layer(lm, opts)[0]
 
 
@@ -710,7 +714,7 @@ def in_threads(layers: list[LayerMatrices], work: Callable[[LayerMatrices], Any]
     3072). An adapter's update from its factors is small whatever its sides: O((out + in)·r²) work, on thin
     matrices that threaded BLAS slows down (a rank-16 4096 x 4096 LoRA: 0.8 ms on one thread, up to 170 ms on
     two of a loaded machine). ``workers``: at most so many at a time (None: every usable CPU)."""
-    light = [lm.M <= THREADED_MAX_M or lm.kind == "lora" for lm in layers]
+    light = [_light(lm) for lm in layers]
     small = [i for i, x in enumerate(light) if x]
     out: list[Any] = [None] * len(layers)
     if small:  # with workers = 1 one at a time, still with a single-threaded BLAS (spinning BLAS threads made
@@ -723,6 +727,11 @@ def in_threads(layers: list[LayerMatrices], work: Callable[[LayerMatrices], Any]
         if bar is not None:
             bar.update()
     return out
+
+
+def _light(lm: LayerMatrices) -> bool:
+    """Whether :func:`in_threads` analyses ``lm`` on a single-threaded BLAS, beside others."""
+    return lm.M <= THREADED_MAX_M or lm.kind == "lora"
 
 
 def _in_threads(layers: list[LayerMatrices], work: Callable[[LayerMatrices], Any], workers: int, bar) -> list[Any]:

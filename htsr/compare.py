@@ -448,7 +448,9 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
     # saved runs read back now, once (their options are known before any analysis)
     sources = [s if isinstance(s, AnalysisResult) else saved_run(s) or s for s in sources]
     saved = [isinstance(s, AnalysisResult) for s in sources]
-    if all(saved) and (changed := [k for k in options if k not in UI_OPTIONS and options[k] != OPTION_SPECS[k].default]):
+    # (workers too: nothing is analysed; the progress bar and the spectra kept are the CLI's own settings)
+    if all(saved) and (changed := [k for k in options if (k not in UI_OPTIONS or k == "workers")
+                                   and options[k] != OPTION_SPECS[k].default]):
         raise OptionError(f"option {changed[0]!r} (--{changed[0].replace('_', '-')}) would change nothing: every model "
                           "is a saved run, which keeps the options it was analysed with; leave it out")
     needs = _METRIC_NEEDS.get(metric)

@@ -290,11 +290,17 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
     path = Path(path)
     if why := not_replaceable(path):
         raise HtsrError(f"{path}: {why}")
-    tmp = _write_temp(path, data)
+    try:
+        tmp = _write_temp(path, data)
+    except OSError as e:  # (the temporary file's name is none the caller gave)
+        raise HtsrError(f"{path}: cannot write ({e.strerror or e}); check that its folder exists and is writable, "
+                        "or choose another path") from None
     try:
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise HtsrError(f"{path}: cannot write ({e.strerror or e}); choose another path") from None
         raise
 
 
@@ -368,30 +374,39 @@ def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.P
         read.update(Path(f).resolve() for f in getattr(src, "input_files", ()))
         if isinstance(src, (str, os.PathLike)):
             p = Path(src)
-            if p.is_dir():
-                read.update(q.resolve() for q in p.iterdir() if q.is_file())
+            if p.is_dir():  # (but an earlier run's outputs beside a model's weights: 'htsr analyze ck --out ck' again)
+                read.update(q.resolve() for q in p.iterdir() if q.is_file() and not _an_output(q))
             elif p.exists():
                 read.add(p.resolve())
     probed: set[Path] = set()
     outputs = [(flag, Path(path)) for flag, path in outputs]
+    resolved: dict[Path, Path] = {}
+    for flag, path in outputs:
+        try:
+            resolved[path] = path.resolve()
+        except (OSError, RuntimeError):  # RuntimeError: a symlink loop, before Python 3.13
+            raise HtsrError(f"{flag} {path}: a link in it leads round in a loop; choose another path") from None
     taken: dict[Path, str] = {}
     for flag, path in outputs:
-        if path.resolve() in taken:  # two outputs of one run in one file: the later would replace the earlier
-            raise HtsrError(f"{flag} {path}: is also written by {taken[path.resolve()]}; choose another path")
-        taken[path.resolve()] = flag
+        if resolved[path] in taken:  # two outputs of one run in one file: the later would replace the earlier
+            raise HtsrError(f"{flag} {path}: is also written by {taken[resolved[path]]}; choose another path")
+        taken[resolved[path]] = flag
     for flag, path in outputs:  # one output where another's folder will be (--out X --report X)
         for other, q in outputs:
-            if path.resolve() in q.resolve().parents:
+            if resolved[path] in resolved[q].parents:
                 raise HtsrError(f"{flag} {path}: is the folder {other} writes {q.name} into; choose another path")
     for flag, path in outputs:
         folder = path.parent
         while not folder.exists() and folder != folder.parent:
+            if folder.is_symlink():  # no folder can be made where a link to a missing one is
+                raise HtsrError(f"{flag} {path}: {folder} is a link to a missing folder; remove the link or choose "
+                                "another path")
             folder = folder.parent
         if why := not_replaceable(path):
             raise HtsrError(f"{flag} {path}: {why}")
         if not folder.is_dir():
             raise HtsrError(f"{flag} {path}: {folder} is a file, so no folder can be made there; choose another path")
-        if path.resolve() in read:
+        if resolved[path] in read:
             raise HtsrError(f"{flag} {path}: is a file this run reads, and htsr never overwrites its inputs; "
                             "choose another path")
         if folder in probed:
@@ -403,6 +418,12 @@ def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.P
             os.unlink(probe)
         except OSError as e:
             raise HtsrError(f"{flag} {path}: cannot write in {folder} ({e.strerror})") from None
+
+
+def _an_output(f: Path) -> bool:
+    """Whether ``f``, in a model's folder, is a file htsr writes (a run's tables, summary, report or figures) and no
+    reader reads."""
+    return f.name in _RUN_FILES or f.suffix.lower() in _FIGURE_SUFFIXES or f.suffix.lower() == ".csv"
 
 
 def format_value(v: Any, nan: str = "nan", empty: str = "-", inf: tuple[str, str] = ("inf", "-inf")) -> str:
@@ -578,8 +599,9 @@ def _saved(path: Any) -> tuple[Path, dict | None] | None:
         # earlier run's files ('htsr analyze ck1 --out ck1') is the model
         if not ((p / "layers.csv").is_file() and (p / "summary.json").is_file()):
             return None
+        # (hidden files aside: a Finder's .DS_Store, an editor's swap file)
         return (p, None) if all(f.is_dir() or f.name in _RUN_FILES or f.suffix.lower() in _FIGURE_SUFFIXES
-                                for f in p.iterdir()) else None
+                                or f.name.startswith(".") for f in p.iterdir()) else None
     if p.suffix.lower() == ".json" and p.is_file():
         try:
             with open(p, encoding="utf-8") as f:

@@ -585,6 +585,19 @@ def test_an_option_that_would_change_nothing_is_refused(given, message):
     htsr.Options.create(kinds=["dense", "lora"], randomize=True, conv="per_position")  # some layer it acts on
 
 
+def test_analyze_layer_gives_analyzes_row():
+    """analyze_layer ran on every BLAS thread, analyze on one for matrices up to THREADED_MAX_M: 39 of MiniLM's
+    40 rows differed in their last digits (a threaded BLAS sums in another order)."""
+    from htsr.analyze import analyze_layer, iter_layers
+
+    m = {f"l{j}.weight": np.random.default_rng(j).standard_t(3, (300, 200 + 40 * j)).astype(np.float32)
+         for j in range(3)}
+    opts = htsr.Options.create()
+    rows = [analyze_layer(lm, opts) for lm in iter_layers(m, opts)[2]]
+    # (NaN == NaN: compared as text, every digit)
+    assert [repr(r.as_dict()) for r in rows] == [repr(r.as_dict()) for r in htsr.analyze(m).layers]
+
+
 def test_numbers_from_numpy_and_ints_are_the_floats_they_mean():
     """confidence=np.float32(0.9) was recorded as 0.8999999761581421 (a run 'not comparable' with one given
     0.9); farms_aspect=2 as 2 by the API and 2.0 by the CLI."""

@@ -200,6 +200,33 @@ def test_out_into_existing_folder_overwrites_only_its_files(model, tmp_path, cap
     assert (out_dir / "layers.csv").read_text().startswith("name,kind,shape,")
 
 
+def test_output_paths_through_broken_links_fail_first_in_one_line(model, tmp_path, capsys, monkeypatch):
+    """A link loop in an output path had ended in a traceback (Path.resolve's RuntimeError); --out through a
+    link to a missing folder had passed the check and failed after the whole analysis."""
+    calls = []
+    monkeypatch.setattr("htsr.cli.analyze", lambda *a, **k: calls.append(a))  # must not be reached
+    os.symlink(tmp_path / "loopB", tmp_path / "loopA")
+    os.symlink(tmp_path / "loopA", tmp_path / "loopB")
+    os.symlink(tmp_path / "gone", tmp_path / "dl")
+    for argv, says in ((["--out", str(tmp_path / "loopA")], "leads round in a loop"),
+                       (["--report", str(tmp_path / "loopA")], "leads round in a loop"),
+                       (["--out", str(tmp_path / "dl")], "is a link to a missing folder")):
+        rc = main(["analyze", str(model), *argv])
+        out, err = capsys.readouterr()
+        assert says in _assert_user_error(rc, out, err)
+    assert calls == []
+
+
+def test_api_writers_name_the_path_given(model, tmp_path):
+    """to_csv / to_json into a missing folder had raised a builtin FileNotFoundError naming their hidden
+    temporary file (.layers.csv.<uuid>.tmp)."""
+    res = htsr.analyze(str(model))
+    for write, name in ((res.to_csv, "layers.csv"), (res.to_json, "run.json")):
+        with pytest.raises(htsr.HtsrError) as e:
+            write(tmp_path / "missing" / name)
+        assert str(e.value).startswith(f"{tmp_path / 'missing' / name}: cannot write") and ".tmp" not in str(e.value)
+
+
 def test_out_is_an_existing_file(model, tmp_path, capsys):
     target = tmp_path / "taken"
     target.write_text("x")

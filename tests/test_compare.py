@@ -702,9 +702,13 @@ def test_saved_runs_in_the_cli_and_beside_models(tmp_path, monkeypatch, capsys):
     m = {f"l{j}.weight": matrix_with_singular_values(np.linspace(1, 5 + j, 80), 120, 80) for j in range(2)}
     (tmp_path / "ck").mkdir()
     np.savez(tmp_path / "ck" / "model.npz", **m)
-    assert main(["analyze", "ck", "--out", "ck", "-q", "--no-tails"]) == 0
+    # (again: the earlier run's files beside the weights are not read, so they are no inputs it must keep; the
+    # second run had been refused, 'is a file this run reads')
+    for _ in range(2):
+        assert main(["analyze", "ck", "--out", "ck", "-q", "--no-tails", "--report", "ck/report.html"]) == 0
     assert saved_result("ck") is None  # its weights are there: the model
     assert main(["analyze", "ck/model.npz", "--out", "run", "-q", "--randomize"]) == 0
+    (tmp_path / "run" / ".DS_Store").write_bytes(b"\0")  # a hidden file beside them (had made it no saved run)
     # (a folder of one weight file is that file: its path)
     assert saved_result("run") is not None and json.loads((tmp_path / "ck" / "summary.json").read_text())["path"] in (
         "ck", "ck/model.npz")
@@ -712,6 +716,8 @@ def test_saved_runs_in_the_cli_and_beside_models(tmp_path, monkeypatch, capsys):
     (tmp_path / "run.json").write_text(capsys.readouterr().out)
     assert main(["compare", "run", "run.json", "--xmin", "median", "-q"]) == 2
     assert "would change nothing: every model is a saved run" in capsys.readouterr().err
+    assert main(["compare", "run", "run.json", "--workers", "1", "-q"]) == 2  # (nothing is analysed)
+    assert "'workers'" in capsys.readouterr().err
     c = compare(["run", "run.json"], metric="rand_js_distance")
     assert c.labels == ("run", "run.json") and all(math.isfinite(e.value) for e in c.ranking)
     for _ in range(2):

