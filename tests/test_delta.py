@@ -248,3 +248,43 @@ def test_a_weight_tied_on_one_side_only_is_one_delta_and_two_untied_bases_two(tm
     torch.save(untied, tmp_path / "untied_base.pt")
     r = htsr.analyze(tmp_path / "tied.pt", base=tmp_path / "untied_base.pt", min_evals=3)
     assert [x.name for x in r.layers] == ["wte", "lm_head"]  # two different deltas
+
+
+@pytest.mark.parametrize("arch", ["llava", "gpt_neox", "dinov2"])
+def test_a_live_transformers_model_pairs_with_its_own_checkpoint(arch, tmp_path):
+    """transformers 5 renames some weights on load and back on save (Llava's language_model.model.* is
+    model.language_model.* in memory): a live model's rows had not paired with its save_pretrained folder, so
+    --base had listed all 9 language-model rows 'only in the model' and the changed layer got no delta. Its rows
+    are named as the checkpoint names them; only the changed layer is a delta, its norm the change's."""
+    torch = pytest.importorskip("torch")
+    T = pytest.importorskip("transformers")
+    T.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    if arch == "llava":
+        m = T.LlavaForConditionalGeneration(T.LlavaConfig(
+            vision_config=T.CLIPVisionConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                                             num_attention_heads=2, image_size=32, patch_size=8),
+            text_config=T.LlamaConfig(vocab_size=200, hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
+                                      num_key_value_heads=2, intermediate_size=96), image_token_index=199))
+        changed, saved_name = m.model.language_model.layers[0].mlp.up_proj, "language_model.model.layers.0.mlp.up_proj"
+    elif arch == "gpt_neox":
+        m = T.GPTNeoXForCausalLM(T.GPTNeoXConfig(vocab_size=200, hidden_size=64, num_hidden_layers=1,
+                                                 num_attention_heads=4, intermediate_size=96))
+        changed, saved_name = m.lm_head, "embed_out"  # (lm_head in memory)
+    else:
+        m = T.Dinov2Model(T.Dinov2Config(hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=96, image_size=32, patch_size=8))
+        changed, saved_name = m.encoder.layer[0].attention.q_proj, "encoder.layer.0.attention.attention.query"
+    m.eval().save_pretrained(tmp_path)
+    live, folder = htsr.analyze(m, min_evals=5), htsr.analyze(tmp_path, min_evals=5)
+    assert sorted(r.name for r in live.layers) == sorted(r.name for r in folder.layers)
+    assert "named as save_pretrained writes them" in live.source
+    with torch.no_grad():
+        step = 0.01 * torch.randn_like(changed.weight)
+        changed.weight.add_(step)
+    res = htsr.analyze(m, base=tmp_path, min_evals=5)
+    rows = {r.name: r for r in res.layers}
+    assert not [n for n, r in rows.items() if "only in" in r.status]
+    assert [n for n, r in rows.items() if not r.status.startswith("skipped")] == [saved_name]
+    # the delta is the step (Frobenius norm² = Σλ; 1e-4: the step is float32, subtracted in float32)
+    assert 10 ** rows[saved_name].log_norm == pytest.approx(float(step.double().norm() ** 2), rel=1e-4)

@@ -174,6 +174,11 @@ class TorchModule:
         # quantized weights with their scales, and weights kept as a hook's parts (weight_g and weight_v …)
         # combined, as from the saved state dict
         self._refs = with_scales(self._walk())
+        saved = checkpoint_names(module, [r.name for r in self._refs])
+        if saved:  # a transformers model's rows named as its checkpoints name them (a folder's rows pair with them)
+            self._refs = [dataclasses.replace(r, name=saved.get(r.name, r.name)) for r in self._refs]
+            self.description += (f" ({len(saved)} tensors named as save_pretrained writes them, e.g. "
+                                 f"{next(iter(saved))} as {next(iter(saved.values()))})")
 
     def _walk(self) -> Iterator[TensorRef]:
         # prefixes of what is read whole: quantized modules (from their state dicts), parametrizations (their
@@ -246,6 +251,44 @@ class TorchModule:
 
 
 _META = "on the meta device: no values; load the weights into the model first"
+
+
+def checkpoint_names(module: Any, names: list[str]) -> dict[str, str]:
+    """For a transformers model, the ``names`` its checkpoints spell otherwise: {name in memory: name saved}.
+    transformers 5 renames some weights when it loads a checkpoint (Llava's ``language_model.model.*`` becomes
+    ``model.language_model.*``, DINOv2's ``attention.attention.query`` ``attention.q_proj``, GPT-NeoX's
+    ``embed_out`` ``lm_head``) and back when it saves one; a live model's rows are named as the saved ones, which
+    the Hub's files, transformers 4 and a Trainer's checkpoints have. Weights it converts (fused into another
+    tensor) keep their names. Empty for any other module, or if transformers' mapping cannot be read."""
+    if not any(c.__module__.startswith("transformers.") and c.__name__ == "PreTrainedModel"
+               for c in type(module).__mro__):
+        return {}
+    try:  # (transformers' own reversal, revert_weight_conversion, on names alone: no tensor is converted)
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import (
+            PrefixChange,
+            WeightConverter,
+            WeightRenaming,
+            apply_converters,
+            apply_renamings,
+        )
+
+        conversions = getattr(module, "_weight_conversions", None)
+        if conversions is None:  # (not from from_pretrained: the registered mapping, as save_pretrained takes it)
+            conversions = [c for c in get_model_conversion_mapping(module, add_legacy=False)
+                           if not isinstance(c, PrefixChange)]
+        reverse = [c.reverse_transform() for c in conversions[::-1]]
+        renamings = [c for c in reverse if isinstance(c, WeightRenaming)]
+        converters = [c for c in reverse if isinstance(c, WeightConverter)]
+        out = {}
+        for name in names:
+            if apply_converters(name, converters)[1] is None:
+                saved = apply_renamings(name, renamings)
+                if saved != name:
+                    out[name] = saved
+    except Exception:  # (another transformers: its rows keep the names in memory)
+        return {}
+    return out if len(set(out.values()) | (set(names) - set(out))) == len(names) else {}  # one name each
 
 
 def _meta_loader(matrix: bool) -> Callable[[], np.ndarray]:
