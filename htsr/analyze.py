@@ -366,7 +366,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
                 spectrum.evals[-1]) * spectrum.evals.size >= np.finfo(np.float64).max / 4):
             return LayerResult(**base, status="failed: eigenvalues beyond float64's range; rescale the weights "
                                               "(alpha does not change with the scale)"), None
-        num_windows, too_narrow = None, ""
+        num_windows, too_narrow, share = None, "", 1.0
         # a low-rank update is known by its factors only: what needs the entries (windows, shuffles,
         # heavy entries, eigenvectors) is not computed for it, and its MP fit would only say "rank-collapse"
         lowrank = isinstance(mats[0], Factored)
@@ -381,6 +381,8 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
             windows = [w for W in mats for w in aspect_windows(W, opts.farms_aspect)]
             fit_spectrum = esd(windows, opts.precision, opts.refine_fraction, scale)
             num_windows = len(windows)
+            # overlapping windows repeat rows: the pooled values carry the distinct entries' share of information
+            share = min(1.0, sum(W.size for W in mats) / sum(w.size for w in windows))
             del windows  # views into mats: they would keep the tensor alive through the fits
         else:
             fit_spectrum = spectrum
@@ -475,7 +477,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
                     extra = tail_uncertainty(
                         fit_x, fit, xmin=opts.xmin, tails=opts.tails, bootstrap=opts.bootstrap, seed=opts.seed,
                         confidence=opts.confidence, prior_shape=opts.prior_shape, prior_rate=opts.prior_rate,
-                        bayes_average=opts.bayes_average, notes=notes)
+                        bayes_average=opts.bayes_average, notes=notes, share=share)
                     status = "; ".join([status, *notes])
                 except Exception as e:  # the fit stands; only its diagnostics are lost
                     extra, status = {}, f"{status}; diagnostics failed: {e.__class__.__name__}: {e}"

@@ -49,16 +49,20 @@ class BayesAlpha:
 
 
 def bayesian_alpha(tail: np.ndarray, xmin: float, level: float = 0.95,
-                   prior_shape: float = 0.0, prior_rate: float = 0.0) -> BayesAlpha:
-    """Posterior of α for the tail values ``tail`` (all ≥ ``xmin``) under a Gamma prior on α − 1."""
+                   prior_shape: float = 0.0, prior_rate: float = 0.0, share: float = 1.0) -> BayesAlpha:
+    """Posterior of α for the tail values ``tail`` (all ≥ ``xmin``) under a Gamma prior on α − 1. ``share``
+    (≤ 1): the information each value carries, for values that are not independent (FARMS' overlapping windows
+    repeat rows: the likelihood is raised to this power, as ``share``·n independent values would give it)."""
     tail = np.asarray(tail, dtype=np.float64)
     T = float(np.sum(np.log(tail) - math.log(xmin)))  # (not log(tail / xmin): λ / 1e-300 overflows)
-    return _posterior(np.array([prior_shape + tail.size]), np.array([prior_rate + T]), np.ones(1), level)
+    return _posterior(np.array([prior_shape + share * tail.size]), np.array([prior_rate + share * T]), np.ones(1),
+                      level)
 
 
 def bayesian_alpha_averaged(x: np.ndarray, level: float = 0.95, prior_shape: float = 0.0,
-                            prior_rate: float = 0.0, min_tail: int = 2) -> BayesAlpha:
-    """Posterior of α averaged over every x_min candidate of the sorted sample ``x`` (module docstring)."""
+                            prior_rate: float = 0.0, min_tail: int = 2, share: float = 1.0) -> BayesAlpha:
+    """Posterior of α averaged over every x_min candidate of the sorted sample ``x`` (module docstring); ``share``
+    as in :func:`bayesian_alpha` (every count and sum in the evidence scaled by it)."""
     x = np.sort(np.asarray(x, dtype=np.float64))
     N = x.size
     k = np.arange(0, N - min_tail + 1)  # candidate x_k = x[k]; tail size n = N − k ≥ min_tail
@@ -68,7 +72,7 @@ def bayesian_alpha_averaged(x: np.ndarray, level: float = 0.95, prior_shape: flo
     m = k.astype(np.float64)
     T = S[k] - n * L[k]
     ok = T > 0
-    k, n, m, T = k[ok], n[ok], m[ok], T[ok]
+    k, n, m, T = k[ok], share * n[ok], share * m[ok], share * T[ok]
     if k.size == 0:
         return BayesAlpha.undefined()
     shape, rate = prior_shape + n, prior_rate + T

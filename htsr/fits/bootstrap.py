@@ -59,6 +59,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
 
 from .powerlaw import PowerLawFit, _fit_once
@@ -133,36 +135,41 @@ def fdb_p_value(t: float, t1: np.ndarray, t2: np.ndarray) -> float:
 
 
 def bootstrap_power_law(x: np.ndarray, fit: PowerLawFit, reps: int, seed: int = 0,
-                        xmin: str | float = "ks", level: float = 0.95, fdb: bool = False) -> BootstrapResult:
+                        xmin: str | float = "ks", level: float = 0.95, fdb: bool = False,
+                        share: float = 1.0) -> BootstrapResult:
     """Bootstrap ``fit`` (a successful fit of the values ``x``) with ``reps`` replicates.
 
     ``x`` are the values the fit saw (after any floor or x_max clipping); ``xmin`` the strategy that
     chose its x_min, used again in every replicate. ``fdb``: also compute ``p_value_fdb``, the p-value
     corrected by the fast double bootstrap (one second-level replicate per replicate: twice the fits).
+    ``share`` (≤ 1): the information each value carries, for values that are not independent (FARMS'
+    overlapping windows): replicates of share·N independent values, and the observed KS statistic scaled
+    as for share·n tail values.
     """
     if reps < 1 or fit.status != "ok" or not np.isfinite(fit.alpha):
         return BootstrapResult.undefined()
     x = np.sort(np.asarray(x, dtype=np.float64))
     rng = np.random.default_rng(seed)
+    size = x.size if share >= 1.0 else max(2, round(share * x.size))
     # the replicates drawn at once (vectorised), or in parts where that would take more than _ONE_DRAW values
     # of memory per array (100 000 replicates of 4096 eigenvalues: 3.3 GB each); the same draws either way
     # below it, so the usual sizes give the numbers they always gave
-    part = reps if reps * x.size <= _ONE_DRAW else max(1, _ONE_DRAW // x.size)
+    part = reps if reps * size <= _ONE_DRAW else max(1, _ONE_DRAW // size)
     rows = []  # (the replicate, kept only for the double bootstrap; its fit)
     for start in range(0, reps, part):
-        draws = _replicates(x, fit, rng, (min(part, reps - start), x.size))
+        draws = _replicates(x, fit, rng, (min(part, reps - start), size))
         rows += [(d if fdb else None, f) for d in draws if (f := _refit(d, xmin)) is not None]
     if not rows:
         return BootstrapResult.undefined()
     a = np.array([f.alpha for _, f in rows])
     D1 = np.array([f.D for _, f in rows])
     T1 = np.array([_scaled_ks(f) for _, f in rows])
-    T = _scaled_ks(fit)
+    T = _scaled_ks(fit) * math.sqrt(min(share, 1.0))
     p_fdb, num_fdb = _NAN, 0
     if fdb:
         T2 = np.full(T1.size, np.nan)
         for j, (row, f) in enumerate(rows):
-            f2 = _refit(_replicates(row, f, rng, (x.size,)), xmin)
+            f2 = _refit(_replicates(row, f, rng, (size,)), xmin)
             if f2 is not None:
                 T2[j] = _scaled_ks(f2)
         both = np.isfinite(T2)

@@ -50,13 +50,14 @@ class TailComparison:
     best_fit: str  # power_law | exponential | lognormal | truncated_power_law
 
 
-def vuong(d: np.ndarray) -> tuple[float, float]:
-    """(R, two-sided p) of Vuong's normalised test for per-point log-likelihood differences ``d``."""
-    R = float(np.sum(d))
+def vuong(d: np.ndarray, share: float = 1.0) -> tuple[float, float]:
+    """(R, two-sided p) of Vuong's normalised test for per-point log-likelihood differences ``d``; with ``share``
+    < 1 (values that are not independent, :func:`compare_tails`) as share·n independent points would give them."""
+    R = share * float(np.sum(d))
     sd = float(np.std(d))
     if not sd > 0:
         return R, (1.0 if R == 0 else 0.0)
-    return R, float(scipy.special.erfc(abs(R) / (sd * math.sqrt(2.0 * d.size))))
+    return R, float(scipy.special.erfc(abs(R) / (sd * math.sqrt(2.0 * share * d.size))))
 
 
 def _pl_logpdf(x: np.ndarray, alpha: float, xmin: float) -> np.ndarray:
@@ -155,29 +156,32 @@ def nelder_mead(f, x0: tuple[float, ...], *, xatol: float, fatol: float, maxiter
     return sim[0]
 
 
-def _versus_lognormal(x: np.ndarray, lp_pl: np.ndarray, alpha: float, xmin: float) -> tuple[float, float]:
+def _versus_lognormal(x: np.ndarray, lp_pl: np.ndarray, alpha: float, xmin: float,
+                      share: float = 1.0) -> tuple[float, float]:
     """Vuong's test of the power law against the MLE log-normal; when that is the power law with the MLE alpha
     (the family's boundary), no evidence either way: R = 0, p = 1 (or the test against that power law, for an
     ``alpha`` that is not the MLE)."""
     lp_ln = _lognormal_logpdf(x, xmin)
     if lp_ln is not None:
-        return vuong(lp_pl - lp_ln)
+        return vuong(lp_pl - lp_ln, share)
     alpha_mle = 1.0 + 1.0 / float(np.mean(np.log(x) - math.log(xmin)))
     if math.isclose(alpha, alpha_mle, rel_tol=1e-12):  # (the same estimate, summed in another order)
         return 0.0, 1.0
-    return vuong(lp_pl - _pl_logpdf(x, alpha_mle, xmin))
+    return vuong(lp_pl - _pl_logpdf(x, alpha_mle, xmin), share)
 
 
-def compare_tails(tail: np.ndarray, alpha: float, xmin: float) -> TailComparison:
-    """Compare the fitted power law (``alpha``, ``xmin``) on ``tail`` with the alternative tails."""
+def compare_tails(tail: np.ndarray, alpha: float, xmin: float, share: float = 1.0) -> TailComparison:
+    """Compare the fitted power law (``alpha``, ``xmin``) on ``tail`` with the alternative tails. ``share`` (≤ 1):
+    the information each value carries, for values that are not independent (FARMS' overlapping windows): the
+    log-likelihood ratios R are scaled by it, as from share·n independent values, and so are their tests."""
     x = np.asarray(tail, dtype=np.float64)
     lp_pl = _pl_logpdf(x, alpha, xmin)
     with np.errstate(all="ignore"):
-        r_exp, p_exp = vuong(lp_pl - _exp_logpdf(x, xmin)) if np.ptp(x) > 0 else (_NAN, _NAN)
-        r_ln, p_ln = _versus_lognormal(x, lp_pl, alpha, xmin) if np.ptp(x) > 0 else (_NAN, _NAN)
+        r_exp, p_exp = vuong(lp_pl - _exp_logpdf(x, xmin), share) if np.ptp(x) > 0 else (_NAN, _NAN)
+        r_ln, p_ln = _versus_lognormal(x, lp_pl, alpha, xmin, share) if np.ptp(x) > 0 else (_NAN, _NAN)
     tpl = fit_truncated_power_law(x, xmin)
     if tpl.status == "ok":
-        r_tpl = float(np.sum(lp_pl - tpl_logpdf(x, tpl.alpha, tpl.Lambda, xmin)))
+        r_tpl = share * float(np.sum(lp_pl - tpl_logpdf(x, tpl.alpha, tpl.Lambda, xmin)))
         # the TPL nests the power law (Λ = 0): R ≤ 0 but for round-off, which is no evidence against it
         if tpl.Lambda == 0 or r_tpl > -1e-12 * float(np.sum(np.abs(lp_pl))):
             r_tpl = 0.0
@@ -185,7 +189,7 @@ def compare_tails(tail: np.ndarray, alpha: float, xmin: float) -> TailComparison
     else:
         r_tpl = p_tpl = _NAN
     return TailComparison(r_exp, p_exp, r_ln, p_ln, r_tpl, p_tpl, tpl,
-                          best_fit(float(np.sum(lp_pl)), r_exp, p_exp, r_ln, p_ln, r_tpl, p_tpl))
+                          best_fit(share * float(np.sum(lp_pl)), r_exp, p_exp, r_ln, p_ln, r_tpl, p_tpl))
 
 
 def best_fit(loglik_pl: float, r_exp: float, p_exp: float, r_ln: float, p_ln: float,

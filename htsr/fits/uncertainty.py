@@ -24,9 +24,12 @@ __all__ = ["MIN_WARNING_REPLICATES", "interval_of", "tail_uncertainty", "warning
 def tail_uncertainty(x: np.ndarray, fit: PowerLawFit, *, xmin: str | float = "ks", tails: bool = True,
                      bootstrap: int = 0, seed: int = 0, confidence: float = 0.95, prior_shape: float = 0.0,
                      prior_rate: float = 0.0, bayes_average: bool = False,
-                     notes: list[str] | None = None) -> dict[str, Any]:
+                     notes: list[str] | None = None, share: float = 1.0) -> dict[str, Any]:
     """Columns for a successful ``fit`` of the sorted values ``x`` (only the columns computed). Why a computed
-    column is NaN (a TPL or E-TPL fit that failed) is appended to ``notes`` when given: a layer's status."""
+    column is NaN (a TPL or E-TPL fit that failed) is appended to ``notes`` when given: a layer's status.
+    ``share`` (≤ 1): the information each value carries when they are not independent (FARMS' windows overlap,
+    repeating rows: the share of the pooled entries that are distinct); the intervals, tests and bootstrap
+    count the values as share·n independent ones."""
     out: dict[str, Any] = {}
     if fit.status != "ok" or not math.isfinite(fit.alpha):
         return out
@@ -35,14 +38,14 @@ def tail_uncertainty(x: np.ndarray, fit: PowerLawFit, *, xmin: str | float = "ks
     # WeightWatcher's, takes each index as a candidate, a tie's later ones included)
     n = fit.num_pl_spikes
     tail = seen[seen.size - n:] if 0 < n <= seen.size and seen[seen.size - n] == fit.xmin else seen[seen >= fit.xmin]
-    b = bayesian_alpha(tail, fit.xmin, confidence, prior_shape, prior_rate)
+    b = bayesian_alpha(tail, fit.xmin, confidence, prior_shape, prior_rate, share)
     out.update(bayes_alpha=b.mean, bayes_alpha_lo=b.lo, bayes_alpha_hi=b.hi, p_alpha_lt_2=b.p_lt_2,
                p_alpha_gt_6=b.p_gt_6)
     if bayes_average:  # a diagnostic of how much x_min matters, in its own columns
-        a = bayesian_alpha_averaged(seen, confidence, prior_shape, prior_rate)
+        a = bayesian_alpha_averaged(seen, confidence, prior_shape, prior_rate, share=share)
         out.update(bayes_avg_alpha=a.mean, bayes_avg_alpha_lo=a.lo, bayes_avg_alpha_hi=a.hi)
     if tails:
-        c = compare_tails(tail, fit.alpha, fit.xmin)
+        c = compare_tails(tail, fit.alpha, fit.xmin, share)
         out.update(best_fit=c.best_fit, lr_exponential=c.lr_exponential, p_exponential=c.p_exponential,
                    lr_lognormal=c.lr_lognormal, p_lognormal=c.p_lognormal, lr_tpl=c.lr_tpl, p_tpl=c.p_tpl,
                    tpl_alpha=c.tpl.alpha, tpl_Lambda=c.tpl.Lambda)
@@ -56,7 +59,7 @@ def tail_uncertainty(x: np.ndarray, fit: PowerLawFit, *, xmin: str | float = "ks
             if e is None:
                 notes.append(f"etpl not fitted: no peak-bounded x_min ({peak.status})")
     if bootstrap > 0:
-        r = bootstrap_power_law(seen, fit, bootstrap, seed, xmin, confidence)
+        r = bootstrap_power_law(seen, fit, bootstrap, seed, xmin, confidence, share=share)
         out.update(boot_alpha_lo=r.alpha_lo, boot_alpha_hi=r.alpha_hi, boot_alpha_se=r.alpha_se,
                    pl_pvalue=r.p_value, num_boot=float(r.num_ok))
     return out
