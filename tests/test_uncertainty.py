@@ -12,6 +12,7 @@ import contextlib
 import functools
 import io
 import math
+import re
 import warnings
 
 import mpmath
@@ -1265,3 +1266,25 @@ def test_the_summary_names_the_interval_level_and_why_a_count_is_undefined():
     r = htsr.analyze({"fc.weight": W}, xmin=float(ev[-3]) * 0.999, bootstrap=100)  # a 3-value tail
     assert r.summary.num_fitted == 1 and r.layers[0].num_boot < 100 and math.isnan(r.summary.num_no_power_law)
     assert why_undefined(r.options)["num_no_power_law"].startswith("no layer fitted with 100 good replicates")
+
+
+def test_the_public_fit_functions_check_their_arguments():
+    """bayesian_alpha(level=95) had given a NaN interval; bootstrap_power_law(level=95) and bayesian_alpha(xmin=0)
+    bare numpy/math errors; bayesian_alpha given every eigenvalue (values below x_min) a confident α of 7.6 for a
+    tail of 2.55, under-trained with no error. They are refused as fit_power_law refuses its own."""
+    x = np.sort(pareto_with_bulk(800, 2.5, seed=3))
+    fit = fit_power_law(x)
+    tail = x[x >= fit.xmin]
+    for call, says in ((lambda: bayesian_alpha(tail, fit.xmin, level=95), "level must be a number in (0, 1)"),
+                       (lambda: bayesian_alpha_averaged(x, level=95), "level must be a number in (0, 1)"),
+                       (lambda: bootstrap_power_law(x, fit, 5, level=95), "level must be a number in (0, 1)"),
+                       (lambda: bayesian_alpha(tail, fit.xmin, prior_shape=-5), "prior_shape must be"),
+                       (lambda: bayesian_alpha(tail, fit.xmin, share=0.0), "share must be a number in (0, 1]")):
+        with pytest.raises(htsr.OptionError, match=re.escape(says)):
+            call()
+    for call, says in ((lambda: bayesian_alpha(x, fit.xmin), "the tail values must be finite and ≥ xmin"),
+                       (lambda: compare_tails(x, fit.alpha, fit.xmin), "the tail values must be finite and ≥ xmin"),
+                       (lambda: bayesian_alpha(tail, 0.0), "xmin must be a positive finite number"),
+                       (lambda: compare_tails(tail, 1.0, fit.xmin), "alpha must be a finite number above 1")):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            call()

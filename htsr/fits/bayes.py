@@ -30,6 +30,8 @@ import scipy.optimize
 import scipy.special
 import scipy.stats
 
+from .powerlaw import check_args, check_tail
+
 __all__ = ["BayesAlpha", "bayesian_alpha", "bayesian_alpha_averaged"]
 
 _NAN = float("nan")
@@ -54,6 +56,8 @@ def bayesian_alpha(tail: np.ndarray, xmin: float, level: float = 0.95,
     (≤ 1): the information each value carries, for values that are not independent (FARMS' overlapping windows
     repeat rows: the likelihood is raised to this power, as ``share``·n independent values would give it)."""
     tail = np.asarray(tail, dtype=np.float64)
+    check_args("bayesian_alpha", level=level, prior_shape=prior_shape, prior_rate=prior_rate, share=share)
+    check_tail("bayesian_alpha", tail, xmin)
     T = float(np.sum(np.log(tail) - math.log(xmin)))  # (not log(tail / xmin): λ / 1e-300 overflows)
     return _posterior(np.array([prior_shape + share * tail.size]), np.array([prior_rate + share * T]), np.ones(1),
                       level)
@@ -63,7 +67,10 @@ def bayesian_alpha_averaged(x: np.ndarray, level: float = 0.95, prior_shape: flo
                             prior_rate: float = 0.0, min_tail: int = 2, share: float = 1.0) -> BayesAlpha:
     """Posterior of α averaged over every x_min candidate of the sorted sample ``x`` (module docstring); ``share``
     as in :func:`bayesian_alpha` (every count and sum in the evidence scaled by it)."""
+    check_args("bayesian_alpha_averaged", level=level, prior_shape=prior_shape, prior_rate=prior_rate, share=share)
     x = np.sort(np.asarray(x, dtype=np.float64))
+    if x.size and not (x[0] > 0 and np.isfinite(x[-1])):
+        raise ValueError("bayesian_alpha_averaged needs positive, finite values")
     N = x.size
     k = np.arange(0, N - min_tail + 1)  # candidate x_k = x[k]; tail size n = N − k ≥ min_tail
     L = np.log(x)

@@ -63,7 +63,7 @@ import math
 
 import numpy as np
 
-from .powerlaw import PowerLawFit, _fit_once
+from .powerlaw import PowerLawFit, _fit_once, check_args
 
 __all__ = ["BootstrapResult", "bootstrap_power_law", "fdb_p_value"]
 
@@ -146,6 +146,7 @@ def bootstrap_power_law(x: np.ndarray, fit: PowerLawFit, reps: int, seed: int = 
     overlapping windows): replicates of share·N independent values, and the observed KS statistic scaled
     as for share·n tail values.
     """
+    check_args("bootstrap_power_law", level=level, share=share)
     if reps < 1 or fit.status != "ok" or not np.isfinite(fit.alpha):
         return BootstrapResult.undefined()
     x = np.sort(np.asarray(x, dtype=np.float64))

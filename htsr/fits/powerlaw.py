@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -240,6 +241,37 @@ def _fit_once(x: np.ndarray, xmin: str | float) -> PowerLawFit:
     return _fit_at(x, int(candidates[k]), alphas[k], D)
 
 
+#: arguments of the public fit functions checked by the rule of the analysis option they are (level: confidence)
+_AS_OPTION = {"level": "confidence"}
+
+
+def check_args(where: str, **values: Any) -> None:
+    """The public fit functions' arguments, checked by the rules analyze's options follow (one rule for both):
+    OptionError naming ``where`` and the argument. ``share``: the information a value carries, in (0, 1]."""
+    from ..errors import OptionError
+    from ..options import OPTION_SPECS
+
+    for name, value in values.items():
+        value = value.item() if isinstance(value, np.generic) else value
+        if name == "share":
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1):
+                raise OptionError(f"{where}: share must be a number in (0, 1], got {value!r}", name, value)
+            continue
+        spec = OPTION_SPECS[_AS_OPTION.get(name, name)]
+        if not spec.check(value):
+            raise OptionError(f"{where}: {name} must be {spec.allowed}, got {value!r}", name, value)
+
+
+def check_tail(where: str, tail: np.ndarray, xmin: float) -> None:
+    """A tail given with its x_min: a positive finite x_min, and every value finite and at least x_min (values
+    below it would enter the likelihood of a density that is zero there); ValueError saying so."""
+    if not (isinstance(xmin, (int, float, np.floating)) and math.isfinite(xmin) and xmin > 0):
+        raise ValueError(f"{where}: xmin must be a positive finite number, got {xmin!r}")
+    if tail.size and not (np.isfinite(tail).all() and float(np.min(tail)) >= xmin):
+        raise ValueError(f"{where}: the tail values must be finite and ≥ xmin = {xmin:g} (the smallest is "
+                         f"{float(np.min(tail)):g}); pass only the values at or above x_min")
+
+
 def fit_power_law(
     evals: np.ndarray,
     xmin: str | float = "ks",
@@ -254,16 +286,10 @@ def fit_power_law(
     ``clip_xmax``: refit after dropping the k = 1..max_fingers largest eigenvalues and keep the first
     refit whose α is lower than the unclipped α by more than ``finger_thresh``.
     """
-    from ..errors import OptionError
-    from ..options import OPTION_SPECS  # (the checks analyze's options get: one rule for both)
-
     # (numpy scalars as the Python ones, exactly: an x_min of np.float32(λ) is λ)
     xmin, clip_xmax, max_fingers, finger_thresh = (v.item() if isinstance(v, np.generic) else v
                                                    for v in (xmin, clip_xmax, max_fingers, finger_thresh))
-    for name, value in (("xmin", xmin), ("clip_xmax", clip_xmax), ("max_fingers", max_fingers),
-                        ("finger_thresh", finger_thresh)):
-        if not OPTION_SPECS[name].check(value):
-            raise OptionError(f"fit_power_law: {name} must be {OPTION_SPECS[name].allowed}, got {value!r}", name, value)
+    check_args("fit_power_law", xmin=xmin, clip_xmax=clip_xmax, max_fingers=max_fingers, finger_thresh=finger_thresh)
     x = np.sort(np.asarray(evals, dtype=np.float64))
     if x.size and not (x[0] > 0 and np.isfinite(x[-1])):
         raise ValueError("fit_power_law needs positive, finite eigenvalues")

@@ -30,6 +30,7 @@ import scipy.optimize
 import scipy.special
 import scipy.stats
 
+from .powerlaw import check_args, check_tail
 from .tpl import TPLFit, fit_truncated_power_law, tpl_logpdf
 
 __all__ = ["LR_LEVEL", "TailComparison", "compare_tails", "vuong"]
@@ -175,6 +176,10 @@ def compare_tails(tail: np.ndarray, alpha: float, xmin: float, share: float = 1.
     the information each value carries, for values that are not independent (FARMS' overlapping windows): the
     log-likelihood ratios R are scaled by it, as from share·n independent values, and so are their tests."""
     x = np.asarray(tail, dtype=np.float64)
+    check_args("compare_tails", share=share)
+    check_tail("compare_tails", x, xmin)
+    if not (isinstance(alpha, (int, float, np.floating)) and alpha > 1 and math.isfinite(alpha)):
+        raise ValueError(f"compare_tails: alpha must be a finite number above 1 (a power law's), got {alpha!r}")
     lp_pl = _pl_logpdf(x, alpha, xmin)
     with np.errstate(all="ignore"):
         r_exp, p_exp = vuong(lp_pl - _exp_logpdf(x, xmin), share) if np.ptp(x) > 0 else (_NAN, _NAN)
