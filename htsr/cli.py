@@ -222,12 +222,14 @@ OPTION_COLUMNS = (
 
 
 def table_columns(result: AnalysisResult) -> tuple[str, ...]:
-    """The default table's columns for this result: with the bootstrap, its interval and p-value instead of
-    the Bayesian interval; with each option of :data:`OPTION_COLUMNS`, the columns it fills."""
+    """The default table's columns for this result: with a bootstrap of enough replicates to drive the warnings,
+    its interval and p-value instead of the Bayesian interval (with fewer, beside it: the warnings use the
+    Bayesian one, which the table must show); with each option of :data:`OPTION_COLUMNS`, the columns it fills."""
     cols = TABLE_COLUMNS
     if result.options.get("bootstrap"):
         i = cols.index("bayes_alpha_lo")
-        cols = cols[:i] + BOOTSTRAP_COLUMNS + cols[i + 2 :]
+        keep = 0 if result.options["bootstrap"] >= MIN_WARNING_REPLICATES else 2
+        cols = cols[:i + keep] + BOOTSTRAP_COLUMNS + cols[i + 2 :]
     for option, extra, after in OPTION_COLUMNS:
         if result.options.get(option) not in (None, False, 0):
             i = next(cols.index(a) for a in after.split("|") if a in cols) + 1
