@@ -21,7 +21,7 @@ from .analyze import analyze
 from .errors import HtsrError, OptionError
 from .fits.uncertainty import MIN_WARNING_REPLICATES, warning_interval
 from .options import OPTION_SPECS, Options
-from .results import AnalysisResult, check_outputs, format_value, why_undefined, write_outputs
+from .results import AnalysisResult, an_output, check_outputs, format_value, why_undefined, write_outputs
 
 __all__ = ["main", "build_parser", "format_table", "add_option_flags", "options_from_args"]
 
@@ -352,6 +352,12 @@ def _run_analyze(args: argparse.Namespace) -> int:
 
         files.append(("--report", args.report, render_report(result)))
     write_and_say(files, say)
+    if args.out is not None:  # an earlier run's report or figures beside this run's tables would read as its own
+        written = {Path(p).resolve() for _, p, _ in files}
+        earlier = sorted(f.name for f in args.out.iterdir() if f.is_file() and an_output(f)
+                         and f.resolve() not in written)
+        if earlier:
+            say(f"note: {args.out} also holds {', '.join(earlier)}, not written by this run")
     return 0
 
 

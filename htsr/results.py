@@ -375,7 +375,7 @@ def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.P
         if isinstance(src, (str, os.PathLike)):
             p = Path(src)
             if p.is_dir():  # (but an earlier run's outputs beside a model's weights: 'htsr analyze ck --out ck' again)
-                read.update(q.resolve() for q in p.iterdir() if q.is_file() and not _an_output(q))
+                read.update(q.resolve() for q in p.iterdir() if q.is_file() and not an_output(q))
             elif p.exists():
                 read.add(p.resolve())
     probed: set[Path] = set()
@@ -420,7 +420,7 @@ def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.P
             raise HtsrError(f"{flag} {path}: cannot write in {folder} ({e.strerror})") from None
 
 
-def _an_output(f: Path) -> bool:
+def an_output(f: Path) -> bool:
     """Whether ``f``, in a model's folder, is a file htsr writes (a run's tables, summary, report or figures) and no
     reader reads."""
     return f.name in _RUN_FILES or f.suffix.lower() in _FIGURE_SUFFIXES or f.suffix.lower() == ".csv"

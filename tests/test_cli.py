@@ -713,3 +713,13 @@ def test_a_report_not_named_html_is_refused_before_the_analysis(model, tmp_path,
     """--report x.pdf wrote HTML into a .pdf; now refused in one line, and nothing is analysed or written."""
     assert main(["analyze", str(model), "--report", str(tmp_path / "x.pdf"), "--no-progress"]) == 2
     assert "--report" in capsys.readouterr().err and not (tmp_path / "x.pdf").exists()
+
+
+def test_an_earlier_runs_report_in_the_out_folder_is_named(model, tmp_path, capsys):
+    """A reused --out folder kept an earlier run's report.html beside this run's tables without a word."""
+    out = tmp_path / "res"
+    assert main(["analyze", str(model), "--out", str(out), "--report", str(out / "report.html"), "-q"]) == 0
+    assert main(["analyze", str(model), "--out", str(out)]) == 0
+    assert f"note: {out} also holds report.html, not written by this run" in capsys.readouterr().out
+    assert main(["analyze", str(model), "--out", str(out), "--report", str(out / "report.html")]) == 0
+    assert "also holds" not in capsys.readouterr().out
