@@ -256,6 +256,22 @@ def test_folder_entries_that_are_no_weight_files(tmp_path):
     assert [r.name for r in htsr.analyze(folder, min_evals=5).layers] == ["a"]
 
 
+def test_a_hugging_face_cache_folder_points_to_its_snapshot(tmp_path):
+    """huggingface_hub's models--org--name/ (blobs/, refs/, snapshots/<rev>/) had got the generic 'folder has
+    no …' error; it names the snapshot refs/main points to."""
+    repo = tmp_path / "models--org--name"
+    snap = repo / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    np_save_file({"fc.weight": _rng(1).standard_normal((60, 40)).astype(np.float32)}, str(snap / "model.safetensors"))
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(repo)
+    _one_line_source_error(ei, f"a Hugging Face cache folder: give its snapshot, {snap}/")
+    assert [r.name for r in htsr.analyze(snap, min_evals=5).layers] == ["fc"]
+
+
 def test_nested_mapping_of_arrays_is_flattened():
     """{'encoder': {'layer': {'weight': array}}} (no torch): rows named with dots, like a state dict's. It
     went to the torch reader and reported 'none of its 0 tensors'. 'emb.weight' is an embedding."""

@@ -355,6 +355,12 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
     if not candidates:  # a Trainer's output folder (checkpoint-500/ …), a diffusers pipeline (unet/ …)
         held = sorted(d.name for d in path.iterdir() if _holds_weights(d))
         which = f" (its subfolders {', '.join(d + '/' for d in held[:4])} hold weight files: give one)" if held else ""
+        if (path / "snapshots").is_dir() and (path / "blobs").is_dir():  # huggingface_hub's cache of one repo
+            try:
+                rev = (path / "refs" / "main").read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError):
+                rev = "<revision>"
+            which = f" (a Hugging Face cache folder: give its snapshot, {path / 'snapshots' / rev}/)"
     raise SourceError(
         f"{path}: folder has no *.safetensors, pytorch_model.bin or flax_model.msgpack (or their shard index), Keras "
         f"model.weights.h5, model.onnx or single weight file{which}; supported: {SUPPORTED}")
