@@ -300,6 +300,13 @@ def _stdout(*a: object, **kw: Any) -> None:
         sys.stdout.flush()  # (a pipe closed under a buffer would fail at exit instead, after the outputs)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except OSError as e:  # a full disk under a redirect: the files are still written, then the command fails
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _STDOUT_FAILED.append(e.strerror or str(e))
+
+
+#: why standard output could not be written, if it could not (main reports it once the outputs are written)
+_STDOUT_FAILED: list[str] = []
 
 
 def speakers(args: argparse.Namespace) -> tuple[Callable[..., None], Callable[..., None]]:
@@ -380,11 +387,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             # numpy's overflow / invalid-value warnings on odd layers: each such layer's row says what
             # became of it, and the output stays the table (and --json stays one document on stdout)
             warnings.simplefilter("ignore", RuntimeWarning)
+            _STDOUT_FAILED.clear()
             if args.command == "compare":
                 from .compare import run_compare
 
-                return run_compare(args)
-            return _run_analyze(args)
+                rc = run_compare(args)
+            else:
+                rc = _run_analyze(args)
+            if _STDOUT_FAILED:
+                print(f"htsr: error: standard output: cannot write ({_STDOUT_FAILED[0]}); the output files were "
+                      "written", file=sys.stderr)
+                return 1
+            return rc
     except HtsrError as e:
         print(f"htsr: error: {e}", file=sys.stderr)
         return 2

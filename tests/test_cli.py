@@ -10,6 +10,7 @@ import json
 import math
 import os
 import subprocess
+import io
 import sys
 from pathlib import Path
 
@@ -723,3 +724,24 @@ def test_an_earlier_runs_report_in_the_out_folder_is_named(model, tmp_path, caps
     assert f"note: {out} also holds report.html, not written by this run" in capsys.readouterr().out
     assert main(["analyze", str(model), "--out", str(out), "--report", str(out / "report.html")]) == 0
     assert "also holds" not in capsys.readouterr().out
+
+
+def test_a_full_disk_under_stdout_still_writes_the_files(model, tmp_path, capsys, monkeypatch):
+    """--json --out res > /dev/full had failed with 'htsr: error: No space left on device' (no file named) and
+    written no res/; the files are written, then the command fails naming standard output."""
+    import errno
+
+    class Full(io.TextIOWrapper):
+        def write(self, s):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def fileno(self):  # (dup2 is a no-op here)
+            return 1
+
+    full = Full(io.BytesIO())
+    monkeypatch.setattr(os, "dup2", lambda *a: None)  # (the real stdout is pytest's capture: left alone)
+    monkeypatch.setattr(sys, "stdout", full)
+    rc = main(["analyze", str(model), "--json", "--out", str(tmp_path / "res")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "htsr: error: standard output: cannot write (No space left on device)" in err
+    assert sorted(os.listdir(tmp_path / "res")) == ["layers.csv", "summary.json"]
