@@ -7,6 +7,7 @@ temporary file in the target folder, then renamed, so a reader never sees half a
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -343,6 +344,40 @@ def write_outputs(outputs: Sequence[tuple[str, str | os.PathLike, str | bytes | 
             except OSError:
                 pass
         raise
+    with _signals_held():  # (Ctrl-C between two renames would leave a mix of this run's files and an earlier's)
+        _rename_all(done, flags)
+    removed = [p for p in stale if p.is_file() or p.is_symlink()]
+    for p in removed:
+        p.unlink()
+    return removed
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM held back (delivered on exit) while the body runs, in the main thread: the renames of a set of outputs take microseconds, and all of them or none must happen."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # (only the main thread sets handlers)
+        yield
+        return
+    pending: list[int] = []
+    # (handlers, not a signal mask: a mask is per thread, and a signal goes to any thread that does not block it)
+    old = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        if pending:
+            signal.raise_signal(pending[0])  # now, to the handler it had
+
+
+def _rename_all(done: list[tuple[Path, Path]], flags: list[str]) -> None:
+    """Each temporary file onto its destination; on a failure, the rest of the temporary files removed and the
+    HtsrError says which were replaced before it."""
+    from .errors import HtsrError
+
     for i, (tmp, path) in enumerate(done):
         try:
             os.replace(tmp, path)
@@ -355,10 +390,6 @@ def write_outputs(outputs: Sequence[tuple[str, str | os.PathLike, str | bytes | 
             kept = ", ".join(str(p) for _, p in done[:i]) or "none"
             raise HtsrError(f"{flags[i]} {path}: cannot replace it ({e.strerror or e}); written before it: "
                             f"{kept}") from None
-    removed = [p for p in stale if p.is_file() or p.is_symlink()]
-    for p in removed:
-        p.unlink()
-    return removed
 
 
 def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.PathLike]]) -> None:

@@ -745,3 +745,25 @@ def test_a_full_disk_under_stdout_still_writes_the_files(model, tmp_path, capsys
     err = capsys.readouterr().err
     assert rc == 1 and "htsr: error: standard output: cannot write (No space left on device)" in err
     assert sorted(os.listdir(tmp_path / "res")) == ["layers.csv", "summary.json"]
+
+
+def test_ctrl_c_between_the_renames_leaves_one_runs_files(model, tmp_path, monkeypatch):
+    """A SIGINT arriving between the renames of layers.csv and summary.json had left this run's table beside an
+    earlier run's summary; it is held until every output is in place, then stops the command."""
+    import signal
+
+    out = tmp_path / "res"
+    assert main(["analyze", str(model), "--out", str(out), "-q", "--no-tails"]) == 0
+    before = (out / "summary.json").read_text()
+    real = os.replace
+    calls = []
+
+    def replace(a, b):
+        calls.append(b)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # (delivered at once unless held)
+        real(a, b)
+
+    monkeypatch.setattr(os, "replace", replace)
+    assert main(["analyze", str(model), "--out", str(out), "-q"]) == 130  # interrupted, after the renames
+    assert len(calls) == 2 and (out / "summary.json").read_text() != before  # both replaced: one run's set
