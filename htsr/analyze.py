@@ -152,6 +152,19 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
     tally = tally if tally is not None else Tally()
     passed_over = tally.passed
 
+    taken: set[str] = set()
+
+    def unique(lm: LayerMatrices) -> LayerMatrices:
+        # two tensors can give one row name ('fc.weight' and 'fc'): the later is 'fc#2', so that every name
+        # (a monitor's history, plot_layer, compare's matching) means one row
+        if lm.name in taken:
+            k = 2
+            while f"{lm.name}#{k}" in taken:
+                k += 1
+            lm = dataclasses.replace(lm, name=f"{lm.name}#{k}")
+        taken.add(lm.name)
+        return lm
+
     def gen() -> Iterator[LayerMatrices]:
         first_name: dict[tuple, str] = {}  # storage key → the name of the tensor stored there that gave rows
         for t in src:
@@ -174,13 +187,14 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                     and not is_bias_or_buffer(t.name)):
                 # a reader's row that says why it cannot be read (a corrupt 1-D qweight, an array of
                 # pickled objects): shown whatever its shape, never dropped without a word
-                if pattern is not None and not pattern.search(row_name(t.name)):
+                lm = unique(LayerMatrices(row_name(t.name), "dense", tuple(t.shape), 1, max(1, math.prod(t.shape)),
+                                          1, 1.0, t.load))
+                if pattern is not None and not pattern.search(lm.name):
                     passed_over(t.name, "not matched by --layers")
                 elif opts.kinds is not None and "dense" not in opts.kinds:
                     passed_over(t.name, "kind dense not in --kinds")
                 else:
-                    yield LayerMatrices(row_name(t.name), "dense", tuple(t.shape), 1, max(1, math.prod(t.shape)),
-                                        1, 1.0, t.load)
+                    yield lm
                 continue
             if kind is None:
                 passed_over(t.name, why_not)
@@ -206,6 +220,7 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
             if eps > _FLOAT32_ROUNDOFF:
                 noise["storage_eps"] = eps
             for lm in rows:
+                lm = unique(lm)  # (before the filter: a row's name never depends on which others it keeps)
                 if pattern is not None and not pattern.search(lm.name):
                     if lm.release is not None:  # (an expert or kernel position left out: its tensor not kept for it)
                         lm.release()
@@ -228,22 +243,9 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
             if name not in tally.names:
                 passed_over(name, reason)
 
-    def unique(rows: Iterator[LayerMatrices]) -> Iterator[LayerMatrices]:
-        # two tensors can give one row name ('fc.weight' and 'fc'): the later is 'fc#2', so that every name
-        # (a monitor's history, plot_layer, compare's matching) means one row
-        taken: set[str] = set()
-        for lm in rows:
-            if lm.name in taken:
-                k = 2
-                while f"{lm.name}#{k}" in taken:
-                    k += 1
-                lm = dataclasses.replace(lm, name=f"{lm.name}#{k}")
-            taken.add(lm.name)
-            yield lm
-
     # the readers' skip lists are complete once the source is open
     return (src.description, len(src) + len(getattr(src, "skipped", ())) + len(getattr(src, "not_weights", ())),
-            unique(gen()))
+            gen())
 
 
 def no_layer_error(description: str, tally: Tally, opts: Options) -> SourceError:

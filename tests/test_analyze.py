@@ -524,6 +524,11 @@ def test_row_names_are_unique_when_two_tensors_give_one():
     r = htsr.analyze({"fc.weight": rng.standard_normal((100, 60)), "fc": rng.standard_normal((80, 60)),
                       "out.weight": rng.standard_normal((90, 60))})
     assert [(l.name, l.N) for l in r.layers] == [("fc", 100), ("fc#2", 80), ("out", 90)]
+    # named before --layers filters them: 'fc#2' is selected by its own name, and keeps it alone (it had not been
+    # selectable: the filter saw 'fc', and the row would have been named 'fc' alone)
+    src = {"fc.weight": rng.standard_normal((100, 60)), "fc": rng.standard_normal((80, 60))}
+    assert [(l.name, l.N) for l in htsr.analyze(src, layers="^fc#2$").layers] == [("fc#2", 80)]
+    assert [(l.name, l.N) for l in htsr.analyze(src, layers="^fc$").layers] == [("fc", 100)]
 
 
 def test_a_conv_of_one_input_channel_is_described_not_fitted():
