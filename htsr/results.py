@@ -406,7 +406,10 @@ def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.P
         if isinstance(src, (str, os.PathLike)):
             p = Path(src)
             if p.is_dir():  # (but an earlier run's outputs beside a model's weights: 'htsr analyze ck --out ck' again)
-                read.update(q.resolve() for q in p.iterdir() if q.is_file() and not an_output(q))
+                try:
+                    read.update(q.resolve() for q in p.iterdir() if q.is_file() and not an_output(q))
+                except OSError:  # an unreadable folder: opening it says so, in one line
+                    pass
             elif p.exists():
                 read.add(p.resolve())
     probed: set[Path] = set()

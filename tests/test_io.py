@@ -1671,3 +1671,22 @@ def test_other_peft_adapter_types_parts_without_their_config_are_listed_not_anal
 
     kind, why = classify(name, shape)
     assert kind is None and why.startswith("a part of a PEFT adapter of a type htsr does not read")
+
+
+def test_an_unreadable_input_is_a_one_line_source_error(tmp_path, monkeypatch):
+    """A file or folder htsr may not read had raised a builtin PermissionError from the API (exit status 1 and
+    no advice from the CLI). (Simulated: the tests may run as root, whom permissions do not stop.)"""
+    import errno
+
+    import htsr.io as io_module
+
+    path = tmp_path / "m.safetensors"
+    np_save_file({"fc.weight": np.ones((4, 4), np.float32)}, str(path))
+
+    def denied(p):
+        raise PermissionError(errno.EACCES, "Permission denied", str(p))
+
+    monkeypatch.setattr(io_module, "_open_path", denied)
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(path)
+    _one_line_source_error(ei, f"{path}: cannot read it (Permission denied); give read access to it")

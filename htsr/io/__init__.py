@@ -70,7 +70,11 @@ def open_source(source: Any) -> TensorSource:
         if not os.fspath(source):  # "" would be the current folder: never what an empty argument meant
             raise SourceError("an empty path: give a model file or folder")
         path = Path(source)
-        src = _open_path(path)
+        try:
+            src = _open_path(path)
+        except PermissionError as e:  # (a builtin error, exit status 1, had escaped the API and the CLI)
+            raise SourceError(f"{e.filename or path}: cannot read it ({e.strerror}); give read access to it (and "
+                              "to the folders above it)") from None
         part = SPLIT_NAME.match(path.name) if path.is_file() and not isinstance(src, _Chain) else None
         if part and int(part["count"]) > 1 and len(getattr(src, "input_files", ())) <= 1:  # (gguf-split reads all)
             src.description += (f" (shard {int(part['no'])} of {int(part['count'])} alone: give its folder for the "
