@@ -472,7 +472,8 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
                                           f"floor {cut:.3g}{why} < min_evals={opts.min_evals}")
         else:
             with _one_blas_thread():  # (vectors of a few thousand values: threaded BLAS only spins; see below)
-                fit = fit_power_law(fit_x, opts.xmin, opts.clip_xmax, opts.max_fingers, opts.finger_thresh)
+                fit = fit_power_law(fit_x, opts.xmin, opts.clip_xmax, opts.max_fingers, opts.finger_thresh,
+                                    opts.drop_top)
                 status = fit.status
                 notes: list[str] = []
                 try:
@@ -485,7 +486,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
                     extra, status = {}, f"{status}; diagnostics failed: {e.__class__.__name__}: {e}"
         extra.update(num_fit_evals=float(fit_x.size))
     metrics = compute_metrics(spectrum, fit)
-    clipped = opts.clip_xmax and fit.status == "ok"
+    clipped = (opts.clip_xmax or opts.drop_top > 0) and fit.status == "ok"
     if num_windows is not None and fit is not not_attempted:  # the windows pooled for a fit
         extra.update(farms_windows=float(num_windows))
     try:

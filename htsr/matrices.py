@@ -48,9 +48,8 @@ __all__ = ["MAX_CONV_KERNEL", "LayerMatrices", "aspect_window_shape", "aspect_wi
 # electra.embeddings_project, ALBERT's embedding_hidden_mapping_in, GPT-NeoX's embed_out head, a time_embedding's
 # linear_1 (the enclosing module's name does not make its Linear layers tables); Swin's and BEiT's
 # relative_position_bias_table [positions, heads], a table of biases as T5's is
-# (a table in a ModuleList keeps its index: MusicGen's embed_tokens.0 … one per codebook; ViT-MAE's
-# decoder_embed is a Linear mapping the encoder's width to the decoder's)
-_EMBEDDING = re.compile(r"(^|\.)((?!decoder_embed\b)(\w+_)?(emb|embed|embeds|embedding|embed_positions|embed_in)"
+# (a table in a ModuleList keeps its index: MusicGen's embed_tokens.0 … one per codebook)
+_EMBEDDING = re.compile(r"(^|\.)((\w+_)?(emb|embed|embeds|embedding|embed_positions|embed_in)"
                         r"|(\w+_)?(embeddings|embed_tokens)(\.\d+)?"
                         r"|wte|wpe|tok_embeddings|shared|\w*relative_attention_bias|relative_position_bias_table"
                         r"|position_embeddings\.weights\.\d+)"  # (Reformer's axial factors: [512, 1, 64], [1, 1024, 192])
@@ -188,9 +187,10 @@ def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
     if _LYCORIS_PART.search(name):
         return None, ("a LoHa / LoKr part without its adapter_config.json (its scale unknown): analyse the live "
                       "model, or the folder save_pretrained writes")
-    if is_vector(shape) and not (_WEIGHT_NAME.search(name) and max(range(len(shape)), key=shape.__getitem__) <= 1):
-        # (a conv's [1, in, 1, 1] weight, one output channel, is its module's: named weight; ConvNeXt-V2's GRN
-        # weight [1, 1, 1, C], long on its last axis, is a vector in channels-last broadcast shape)
+    if is_vector(shape) and not (_WEIGHT_NAME.search(name) and _conv_shaped_vector(shape)):
+        # (a conv's [1, in, 1, 1] weight, one output channel, is its module's: named weight, as is a one-channel
+        # conv's [1, 1, k] (ECA's); ConvNeXt-V2's GRN weight [1, 1, 1, C], long on its last axis beyond any
+        # kernel, is a vector in channels-last broadcast shape)
         return None, VECTOR
     why = _NOT_A_MAP.get(name.rsplit(".", 1)[-1])
     if why is not None:
@@ -228,6 +228,13 @@ def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
     if len(shape) == 5 and all(k <= MAX_CONV_KERNEL for k in shape[2:]):  # [c_out, c_in, kd, kh, kw]
         return "conv3d", ""
     return None, f"{len(shape)}-D tensor of no layer kind htsr knows"
+
+
+def _conv_shaped_vector(shape: tuple[int, ...]) -> bool:
+    """Whether a vector-shaped weight reads as a conv's: its long axis the output's or the input's channels, or
+    a kernel axis no longer than a kernel (MAX_CONV_KERNEL)."""
+    long = max(range(len(shape)), key=shape.__getitem__)
+    return long <= 1 or shape[long] <= MAX_CONV_KERNEL
 
 
 def _squeeze_leading(shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -137,6 +137,9 @@ OPTION_SPECS: dict[str, OptionSpec] = {
                    "largest number of top eigenvalues clip_xmax may drop"),
         OptionSpec("finger_thresh", 1.0, "a number > 0 and <= 1e9", _float_range(0.0, 1e9, lo_open=True),
                    "alpha must drop by more than this for clip_xmax to accept a clipped fit"),
+        OptionSpec("drop_top", 0, "an integer from 0 to 100", _int_range(0, 100),
+                   "fit the tail without the k largest eigenvalues (WeightWatcher's xmax=-k; counted in "
+                   "num_fingers); clip_xmax chooses k itself"),
         OptionSpec("evals_floor", "ww", "'ww' or 'numerical'", _choice("ww", "numerical"),
                    "eigenvalues kept for the fit: 'ww' = above the absolute 1e-5 WeightWatcher uses, and "
                    "above a float64 spectrum's numerical floor where that is higher (round-off of large weights); "
@@ -240,6 +243,7 @@ class Options:
     clip_xmax: bool = False
     max_fingers: int = 10
     finger_thresh: float = 1.0
+    drop_top: int = 0
     evals_floor: str = "ww"
     normalize: str = "none"
     conv: str = "pooled"
@@ -288,6 +292,9 @@ class Options:
                     _holds(kwargs.get(other, OPTION_SPECS[other].default), needed) for other, needed in conditions):
                 when = " or ".join(f"option {other!r} {_words(needed)}" for other, needed in conditions)
                 raise OptionError(f"option {name!r} applies only with {when}: otherwise it would change nothing")
+        if kwargs.get("drop_top") and kwargs.get("clip_xmax"):
+            raise OptionError("options 'drop_top' and 'clip_xmax' both choose the top eigenvalues a fit leaves out: "
+                              "give one of them")
         if isinstance(kwargs.get("kinds"), (str, list, tuple, set)):
             k = kwargs["kinds"]
             kwargs["kinds"] = frozenset((k,) if isinstance(k, str) else k)

@@ -279,6 +279,11 @@ def test_a_live_transformers_model_pairs_with_its_own_checkpoint(arch, tmp_path)
     live, folder = htsr.analyze(m, min_evals=5), htsr.analyze(tmp_path, min_evals=5)
     assert sorted(r.name for r in live.layers) == sorted(r.name for r in folder.layers)
     assert "named as save_pretrained writes them" in live.source
+    # torch.compile's wrapper too (its '_orig_mod.' dropped when paired, as any wrapper's; its names had stayed
+    # the ones in memory, with no layer in common)
+    compiled = htsr.analyze(torch.compile(m), base=tmp_path, min_evals=5)
+    assert {r.status.split(":")[0] for r in compiled.layers} == {"skipped"}
+    assert all("only in" not in r.status for r in compiled.layers)
     with torch.no_grad():
         step = 0.01 * torch.randn_like(changed.weight)
         changed.weight.add_(step)

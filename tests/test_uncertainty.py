@@ -331,7 +331,10 @@ def test_tpl_on_its_boundary_is_the_power_law_without_a_search(seed, monkeypatch
 def test_tpl_fit_degenerate_inputs():
     assert fit_truncated_power_law(np.array([2.0]), 1.0).status.startswith("fit_failed")
     assert fit_truncated_power_law(np.ones(10), 1.0).status.startswith("fit_failed")
-    assert fit_truncated_power_law(np.array([1.0, 2.0]), 0.0).status.startswith("fit_failed")
+    with pytest.raises(ValueError, match="xmin must be a positive finite number"):  # (an argument error)
+        fit_truncated_power_law(np.array([1.0, 2.0]), 0.0)
+    with pytest.raises(ValueError, match="the tail values must be finite and ≥ xmin"):  # (had fitted alpha 23)
+        fit_truncated_power_law(np.array([1.0, 2.0, 3.0]), 1.5)
     assert math.isnan(fit_truncated_power_law(np.ones(10), 1.0).alpha)
 
 

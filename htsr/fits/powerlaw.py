@@ -278,22 +278,29 @@ def fit_power_law(
     clip_xmax: bool = False,
     max_fingers: int = 10,
     finger_thresh: float = 1.0,
+    drop_top: int = 0,
 ) -> PowerLawFit:
     """Fit a power law to the tail of ``evals`` (positive eigenvalues, any order).
 
     ``xmin``: ``"ks"`` (scan, default), ``"median"`` (tail = top half), ``"peak"`` (scan restricted
     to candidates ≤ 1.5 × the log-histogram peak) or a positive number (fixed).
     ``clip_xmax``: refit after dropping the k = 1..max_fingers largest eigenvalues and keep the first
-    refit whose α is lower than the unclipped α by more than ``finger_thresh``.
+    refit whose α is lower than the unclipped α by more than ``finger_thresh``. ``drop_top``: fit without the
+    k largest eigenvalues, always (WeightWatcher's ``xmax=-k``); they count as ``num_fingers``.
     """
     # (numpy scalars as the Python ones, exactly: an x_min of np.float32(λ) is λ)
-    xmin, clip_xmax, max_fingers, finger_thresh = (v.item() if isinstance(v, np.generic) else v
-                                                   for v in (xmin, clip_xmax, max_fingers, finger_thresh))
-    check_args("fit_power_law", xmin=xmin, clip_xmax=clip_xmax, max_fingers=max_fingers, finger_thresh=finger_thresh)
+    xmin, clip_xmax, max_fingers, finger_thresh, drop_top = (
+        v.item() if isinstance(v, np.generic) else v for v in (xmin, clip_xmax, max_fingers, finger_thresh, drop_top))
+    check_args("fit_power_law", xmin=xmin, clip_xmax=clip_xmax, max_fingers=max_fingers, finger_thresh=finger_thresh,
+               drop_top=drop_top)
     x = np.sort(np.asarray(evals, dtype=np.float64))
     if x.size and not (x[0] > 0 and np.isfinite(x[-1])):
         raise ValueError("fit_power_law needs positive, finite eigenvalues")
     first = _fit_once(x, xmin)
+    if drop_top and first.status == "ok":
+        kept = _fit_once(x[:-drop_top], xmin) if x.size - drop_top >= 3 else PowerLawFit.failed(
+            f"{x.size} eigenvalues: none left to fit without the {drop_top} largest")
+        return PowerLawFit(**{**kept.__dict__, "num_fingers": drop_top, "raw_alpha": first.alpha})
     if not clip_xmax or first.status != "ok":
         return first
     for k in range(1, max_fingers + 1):

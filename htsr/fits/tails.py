@@ -54,6 +54,8 @@ class TailComparison:
 def vuong(d: np.ndarray, share: float = 1.0) -> tuple[float, float]:
     """(R, two-sided p) of Vuong's normalised test for per-point log-likelihood differences ``d``; with ``share``
     < 1 (values that are not independent, :func:`compare_tails`) as share·n independent points would give them."""
+    check_args("vuong", share=share)
+    share = float(share)
     R = share * float(np.sum(d))
     sd = float(np.std(d))
     if not sd > 0:
@@ -178,6 +180,7 @@ def compare_tails(tail: np.ndarray, alpha: float, xmin: float, share: float = 1.
     x = np.asarray(tail, dtype=np.float64)
     check_args("compare_tails", share=share)
     check_tail("compare_tails", x, xmin)
+    share = float(share)
     if not (isinstance(alpha, (int, float, np.floating)) and alpha > 1 and math.isfinite(alpha)):
         raise ValueError(f"compare_tails: alpha must be a finite number above 1 (a power law's), got {alpha!r}")
     lp_pl = _pl_logpdf(x, alpha, xmin)

