@@ -399,6 +399,11 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         # eigenvalue, (rms·(√rows + √cols))² for iid entries of that rms (the MP edge), in the fit's units
         rows, cols = (aspect_window_shape(lm.N, lm.M, opts.farms_aspect) if num_windows else (lm.rows, lm.cols))
         storage_floor = _noise_edge(lm.resolution(), rows, cols, scale) if lm.resolution else 0.0
+        if mp is not None and lm.resolution and spectrum.evals[-1] <= _noise_edge(lm.resolution(), lm.rows, lm.cols,
+                                                                                  scale):
+            # a delta wholly within its inputs' rounding noise: an MP fit of that noise has no spikes or phase of
+            # the update's (an fp16 copy against its fp32 original had 'bulk+spikes' below the noise edge)
+            mp, rmt = None, {k: v for k, v in rmt.items() if k not in _MP_COLUMNS}
     except LayerSkipped as e:
         return LayerResult(**base, status=f"skipped: {e}"), None
     except HtsrError as e:
@@ -549,6 +554,11 @@ def _no_spectrum(lm: LayerMatrices) -> bool:
     each kernel position's matrix is N x 1, its one eigenvalue a squared norm; pooled, they are no spectrum
     (no power-law fit, no MP fit, no traps)."""
     return lm.M == 1 and lm.num_matrices > 1
+
+
+#: the columns of a layer's MP fit (_matrix_diagnostics)
+_MP_COLUMNS = frozenset({"mp_sigma", "mp_lambda_minus", "mp_lambda_plus", "mp_threshold", "num_spikes", "mp_softrank",
+                         "mp_ks", "num_heavy_entries"})
 
 
 def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spectrum, scale: float,

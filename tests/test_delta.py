@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from conftest import matrix_with_singular_values
@@ -125,6 +127,20 @@ def test_a_few_shared_names_do_not_hide_a_better_alignment():
     assert [rename(n) for n in names] == ["lm_head.weight", "a.weight", "b.weight"] and note == "dropping 'model.'"
     rename, note = align_names(names, ["lm_head.weight", "model.a.weight", "b.weight"])
     assert [rename(n) for n in names] == names and note == ""
+
+
+def test_a_delta_wholly_within_rounding_noise_gets_no_mp_fit_or_phase():
+    """An fp16 copy against its fp32 original: every eigenvalue of W − W_base lies below the rounding noise's MP
+    edge, yet the rows had MP spikes and phases (EfficientNet-Lite0: 'bulk+spikes' 7, 'bleeding-out' 5 of 50 rows,
+    none fitted). A noise MP fit describes no update; a delta above the noise keeps its fit."""
+    rng = np.random.default_rng(4)
+    base = {f"l{i}.weight": (0.05 * rng.standard_normal((300, 200))).astype(np.float32) for i in range(2)}
+    model = {"l0.weight": base["l0.weight"].astype(np.float16),  # its rounding alone
+             "l1.weight": (base["l1.weight"] + 0.01 * rng.standard_normal((300, 200))).astype(np.float16)}
+    rows = {r.name: r for r in htsr.analyze(model, base=base).layers}
+    assert rows["l0"].status.startswith("not_fitted: 0 of 200 eigenvalues above the floor")
+    assert rows["l0"].phase == "" and all(math.isnan(getattr(rows["l0"], c)) for c in ("num_spikes", "mp_sigma"))
+    assert rows["l1"].status == "ok" and rows["l1"].phase and math.isfinite(rows["l1"].mp_sigma)
 
 
 def test_no_name_in_common_is_refused():
