@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import fetch_model
+from real_models import fetch_model
 
 from htsr import figures
 from htsr.compare import (

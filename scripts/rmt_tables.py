@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from conftest import MODELS, fetch_model  # noqa: E402
+from real_models import MODELS, fetch_model  # noqa: E402
 
 import htsr  # noqa: E402
 

@@ -19,8 +19,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import fetch_model
-from test_onnx import _value_match
+from real_models import fetch_model
+from real_models import value_match
 
 import htsr
 from htsr.io import open_source
@@ -40,7 +40,7 @@ def main() -> None:
     w = {k: tensors(p) for k, p in paths.items()}
     rows = {k: {r.name: r for r in htsr.analyze(p).layers} for k, p in paths.items()}
     jit16 = {n: t for n, t in w["jit"].items() if n.startswith("_model.")}  # the 16 kHz model of the .jit
-    onnx_to_jit = _value_match(w["onnx"], jit16)
+    onnx_to_jit = value_match(w["onnx"], jit16)
     by_role = {f"model.{v}": k for k, v in ROLES.items()}
     print(f"{len(onnx_to_jit)} of {len(w['onnx'])} ONNX weights equal a TorchScript tensor\n")
     print("| ONNX weight | = TorchScript | safetensors (same role) | max abs diff / max (ONNX vs safetensors) "

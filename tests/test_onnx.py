@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from real_models import value_match
 from conftest import one_line_source_error as _one_line
 from conftest import missing_extra_error
 from hypothesis import HealthCheck, given, settings
@@ -469,21 +470,6 @@ def test_paraphrase_minilm_onnx():
             assert r.status == "ok" and np.isfinite(r.alpha) and r.alpha > 1.0, (name, r.status, r.alpha)
 
 
-def _value_match(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, str]:
-    """Names of ``a`` → names of ``b`` whose tensors are equal (ESD-preserving row permutations allowed
-    for recurrent weights: ONNX LSTM gates are i,o,f,c, PyTorch's i,f,g,o)."""
-    out = {}
-    for na, ta in a.items():
-        for nb, tb in b.items():
-            if ta.shape != tb.shape:
-                continue
-            if np.array_equal(ta, tb) or (ta.ndim == 2 and np.array_equal(np.sort(ta, axis=0), np.sort(tb, axis=0))
-                                          and np.array_equal(np.sort(ta.ravel()), np.sort(tb.ravel()))):
-                out[na] = nb
-                break
-    return out
-
-
 @pytest.mark.network
 def test_silero_onnx_and_safetensors():
     """The 6.2.3 wheel's 16k safetensors and its ONNX models share the architecture (same shapes, in the
@@ -503,7 +489,7 @@ def test_silero_onnx_and_safetensors():
     assert sorted(st) == sorted(same_layer) and sorted(ox) == sorted(same_layer.values())
     assert all(st[a].shape == ox[b].shape for a, b in same_layer.items())
     assert [r.kind for r in ox.values()] == ["conv1d"] * 5 + ["rnn"] * 2 + ["conv1d"]
-    match = _value_match({n: r.load() for n, r in ox.items()}, {n: np.asarray(r.load()) for n, r in st.items()})
+    match = value_match({n: r.load() for n, r in ox.items()}, {n: np.asarray(r.load()) for n, r in st.items()})
     assert match == {"model.stft.forward_basis_buffer": "stft_conv.weight"}
     for on, sn in match.items():
         o, s = ox[on], st[sn]
@@ -534,7 +520,7 @@ def test_silero_onnx_encodings_agree():
     base = srcs["silero_onnx"]
     assert len(base) == 8
     for other in ("silero_onnx_sequence", "silero_onnx_ifless"):
-        match = _value_match({n: r.load() for n, r in base.items()}, {n: r.load() for n, r in srcs[other].items()})
+        match = value_match({n: r.load() for n, r in base.items()}, {n: r.load() for n, r in srcs[other].items()})
         assert len(match) == 8, (other, match)
         for on, xn in match.items():
             o, x = base[on], srcs[other][xn]

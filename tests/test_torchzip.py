@@ -799,7 +799,7 @@ def test_silero_jit_equals_torch_and_onnx():
     """The real Silero VAD TorchScript file: htsr's reader (no torch) gives exactly torch.jit.load's
     parameters, and its 16 kHz model holds the weights of the wheel's ONNX copy (so the same alphas)."""
     from conftest import fetch_model
-    from test_onnx import _value_match
+    from real_models import value_match
 
     from htsr.io.onnx import OnnxFile
 
@@ -813,7 +813,7 @@ def test_silero_jit_equals_torch_and_onnx():
         np.testing.assert_array_equal(refs[n].load(), p, err_msg=n)
     jit16 = {n: r.load() for n, r in refs.items() if n.startswith("_model.") and len(r.shape) >= 2}
     ox = {r.name: r.load() for r in OnnxFile(onnx_path)}
-    match = _value_match(ox, jit16)
+    match = value_match(ox, jit16)
     assert len(match) == len(ox) == 8, match  # every ONNX weight is a JIT tensor
     a = {r.name: r for r in htsr.analyze(onnx_path).layers}
     b = {r.name: r for r in htsr.analyze(jit_path).layers}
