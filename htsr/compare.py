@@ -385,7 +385,8 @@ def compare_results(results: Sequence[AnalysisResult], labels: Sequence[str] | N
 
     aligned = []
     for k in range(1, len(by_name)):
-        rename, note = align_names(list(by_name[k]), by_name[0])
+        rename, note = align_names(list(by_name[k]), by_name[0],
+                                   lambda a, b, d=by_name[k]: d[a].shape == by_name[0][b].shape)
         if rename is not None and note:
             by_name[k] = {rename(n): row for n, row in by_name[k].items()}
             aligned.append(f"{labels[k]}: {note}")
@@ -727,7 +728,9 @@ def layer_distances(a: Any, b: Any, **options: Any) -> list[LayerDistance]:
     rows_a = list(it_a)  # lazy rows: names and shapes only
     # names matched as --base matches them: exactly, else by one leading component ('bert.encoder…' against
     # the base's 'encoder…')
-    rename, _ = align_names([la.name for la in rows_a], base_rows)
+    shape_a = {la.name: la.tensor_shape for la in rows_a}
+    rename, _ = align_names([la.name for la in rows_a], base_rows,
+                            lambda a, b: shape_a[a] == base_rows[b].tensor_shape)
     rename = rename or (lambda n: n)
     out, seen, matched, pairs = [], set(), set(), {}
     for la in rows_a:

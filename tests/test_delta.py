@@ -309,3 +309,27 @@ def test_a_live_transformers_model_pairs_with_its_own_checkpoint(arch, tmp_path)
     assert [n for n, r in rows.items() if not r.status.startswith("skipped")] == [saved_name]
     # the delta is the step (Frobenius norm² = Σλ; 1e-4: the step is float32, subtracted in float32)
     assert 10 ** rows[saved_name].log_norm == pytest.approx(float(step.double().norm() ** 2), rel=1e-4)
+
+
+def test_align_names_counts_matches_of_one_shape_and_makes_disjoint_ties_together():
+    """Silero's TorchScript holds _model.* (16 kHz) and _model_8k.*, its ONNX exports model.* (and model_8k.*):
+    by names alone '_model.' and '_model_8k.' each matched 8 of an export's names (refused as ambiguous); by
+    shape 8 and 6. Two changes of different components that tie are both made."""
+    from htsr.io.delta import align_names
+
+    parts = ["encoder.0.w", "encoder.1.w", "encoder.2.w", "decoder.w"]
+    jit = [f"_model.{p}" for p in parts] + [f"_model_8k.{p}" for p in parts]
+    shape = {**{f"_model.{p}": (8, 4) for p in parts}, **{f"_model_8k.{p}": (4, 4) for p in parts}}
+    onnx16 = {f"model.{p}": (8, 4) for p in parts}
+    rename, note = align_names(jit, onnx16)
+    assert rename is None and note.startswith("ambiguous")  # (names alone)
+    rename, note = align_names(jit, onnx16, lambda a, b: shape[a] == onnx16[b])
+    assert note == "replacing '_model.' with 'model.'" and rename("_model.decoder.w") == "model.decoder.w"
+    both = {**onnx16, **{f"model_8k.{p}": (4, 4) for p in parts}}
+    rename, note = align_names(jit, both, lambda a, b: shape[a] == both[b])
+    assert note == "replacing '_model.' with 'model.' and replacing '_model_8k.' with 'model_8k.'"
+    assert [rename(n) for n in jit] == list(both)
+    # BART's tie stays refused: adding 'encoder.' or 'decoder.' to the same names (one component, two ways)
+    names = ["layers.0.fc1.weight", "layers.1.fc1.weight"]
+    ref = {f"{s}.{n}": None for s in ("encoder", "decoder") for n in names}
+    assert align_names(names, ref)[0] is None

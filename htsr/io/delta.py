@@ -44,7 +44,9 @@ class DeltaSource:
         base_refs = list(base)
         self.description = f"{model.description} - base {base.description}"
         model_names = [t.name for t in self._model]
-        rename, note = align_names(model_names, [t.name for t in base_refs])
+        shapes, base_shapes = {t.name: tuple(t.shape) for t in self._model}, {t.name: tuple(t.shape) for t in base_refs}
+        rename, note = align_names(model_names, [t.name for t in base_refs],
+                                   lambda a, b: shapes.get(a) == base_shapes.get(b))
         if rename is None and note:  # two renamings as good as each other
             raise SourceError(f"{model.description}: names matched to the base {base.description}: {note}")
         if rename is None:
@@ -179,7 +181,8 @@ def _identity(name: str) -> str:
     return name
 
 
-def align_names(names: list[str], ref: Iterable[str]) -> tuple[Callable[[str], str] | None, str]:
+def align_names(names: list[str], ref: Iterable[str], same: Callable[[str, str], bool] | None = None
+                ) -> tuple[Callable[[str], str] | None, str]:
     """A map of ``names`` onto the names of ``ref``, and what it does ("dropping 'bert.'").
 
     Candidates: the identity, and every change of one leading component — dropped (a task model's ``bert.``
@@ -190,6 +193,10 @@ def align_names(names: list[str], ref: Iterable[str]) -> tuple[Callable[[str], s
     would subtract the decoder from the encoder's weights while the encoder's own names match as they are).
     None if no name matches either way, or if two changes tie for the most (BART's 'encoder.' and 'decoder.'
     layers have the same suffixes: adding either to an encoder's names matches as many), with a note saying so.
+    ``same(name, ref_name)``, when given, says whether two tensors have the same shape: only such pairs count as
+    matches (Silero's TorchScript '_model.' and '_model_8k.' each match 8 of an export's 'model.' names, 8 and 6
+    of them with the same shape). Changes that tie but touch different components on both sides ('_model.' →
+    'model.' and '_model_8k.' → 'model_8k.') are made together.
 
     The counts come from the names' suffixes after each leading component, and only components that cover
     enough names are paired, so the search stays fast on thousands of flat names."""
@@ -213,12 +220,15 @@ def align_names(names: list[str], ref: Iterable[str]) -> tuple[Callable[[str], s
     shared = len(own & ref)
     best = (shared, _identity, "") if shared else None
     tied = ""  # another change as good as the best one
+    equal: list[tuple[str, str, str]] = []  # the changes as good as the best: (old, new, note)
     for old, rest in mine.items():
         shared_under = sum(old + s in ref for s in rest)
         for new, targets in theirs.items():
             if old == new:
                 continue
             hits = rest & targets if len(rest) <= len(targets) else targets & rest
+            if same is not None:
+                hits = {h for h in hits if same(old + h, new + h)}
             if len(hits) < needed:
                 continue
             # names not under `old` keep theirs: they still match where they are shared
@@ -232,13 +242,29 @@ def align_names(names: list[str], ref: Iterable[str]) -> tuple[Callable[[str], s
                     f"dropping {old!r}" if old else f"adding {new!r}")
             if best is not None and count == best[0]:
                 tied = note
+                equal.append((old, new, note))
                 continue
 
             def swap(n: str, a: str = old, b: str = new) -> str:
                 return b + n[len(a):] if n.startswith(a) else n
 
-            best, tied = (count, swap, note), ""
+            best, tied, equal = (count, swap, note), "", [(old, new, note)]
     if best is not None and tied:
+        olds, news = [o for o, _, _ in equal], [n for _, n, _ in equal]
+        if all(olds) and all(news) and _apart(olds) and _apart(news):  # changes of different components: all made
+            def swaps(n: str) -> str:
+                for a, b, _ in equal:
+                    if n.startswith(a):
+                        return b + n[len(a):]
+                return n
+
+            return swaps, " and ".join(note for _, _, note in equal)
         return None, (f"ambiguous: {best[2]} and {tied} each match {best[0]} names; rename the tensors so that "
                       "the names themselves match")
     return (best[1], best[2]) if best is not None else (None, "")
+
+
+def _apart(prefixes: list[str]) -> bool:
+    """Whether no prefix (a leading component, with its dot) is another's."""
+    return len(set(prefixes)) == len(prefixes) and not any(
+        a != b and b.startswith(a) for a in prefixes for b in prefixes)
