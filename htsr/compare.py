@@ -495,6 +495,11 @@ _METRIC_NEEDS = {"rand_js_distance": ("randomize", "--randomize"), "num_with_tra
 assert set(_METRIC_NEEDS) <= set(summary_columns())
 
 
+def _a_count(metric: str) -> bool:
+    """Whether a summary metric is a count or a share of the layers (num_…, share_…), not a mean over them."""
+    return metric.startswith(("num_", "share_"))
+
+
 def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layers: bool = True) -> str:
     """The comparison as aligned plain text: the summary table (one row per model), the ranking and,
     with ``layers``, the per-layer values side by side."""
@@ -509,7 +514,7 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
                [[lab, *(format_value(row[i]) for i in idx), "-" if rank_of[lab] is None else str(rank_of[lab])]
                 for lab, row in zip(c.labels, c.summary)]),
         "",
-        f"ranking by mean {c.metric} ({direction_word(c.ascending)}"
+        f"ranking by {'' if _a_count(c.metric) else 'mean '}{c.metric} ({direction_word(c.ascending)}"
         + (", as given" if c.direction_from == "user" else " in HTSR's reading, not a measured accuracy")
         + f"; 1 = {'lowest' if c.ascending else 'highest'}): "
         + "  ".join([f"{e.rank}. {e.label} ({format_value(e.value)})" for e in c.ranking if e.rank is not None]
@@ -528,8 +533,8 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
     if c.partial_layers or c.shape_differs:  # the summary means are over different layers in each model
         parts.append("the models' layers differ (" + ", ".join(f"{lab} {r.summary.num_layers}" for lab, r in
                                                                 zip(c.labels, c.results))
-                     + f" layers; {same} the same in all, by name and shape): the ranking averages each model's own "
-                     "layers")
+                     + f" layers; {same} the same in all, by name and shape): the ranking "
+                     + ("counts in" if _a_count(c.metric) else "averages") + " each model's own layers")
     if c.common_layers:
         parts.append(f"mean {c.layer_metric} over the {c.num_common_finite} layers present in every model with one "
                      f"shape where it is finite in each (the same layers for all): "

@@ -727,3 +727,11 @@ def test_saved_runs_in_the_cli_and_beside_models(tmp_path, monkeypatch, capsys):
     assert main(["analyze", "ft.npz", "--base", "./ck/model.npz", "--out", "delta", "-q", "--no-tails"]) == 0
     c = compare(["delta", "ft.npz"], base="ck/model.npz", tails=False)
     assert "different options" not in format_comparison(c)
+
+
+def test_a_count_metric_is_not_called_a_mean():
+    """--metric num_under_trained had been announced as 'ranking by mean num_under_trained' (a count)."""
+    m = {f"l{j}.weight": matrix_with_singular_values(np.linspace(1, 5 + j, 80), 120, 80) for j in range(2)}
+    text = format_comparison(compare([m, {k: 2 * v for k, v in m.items()}], metric="num_under_trained"))
+    assert "ranking by num_under_trained (" in text and "mean num_under_trained" not in text
+    assert "ranking by mean alpha (" in format_comparison(compare([m, m]))

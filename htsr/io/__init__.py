@@ -275,7 +275,8 @@ def _holds_weights(d: Path) -> bool:
     """Whether ``d`` is a folder with a weight file among its first thousand entries (an error message asks:
     a data set's folder of a million images is not listed to the end)."""
     try:
-        return d.is_dir() and any(_weight_file(f) for f in itertools.islice(d.iterdir(), 1000))
+        return d.is_dir() and any(_weight_file(f, _WEIGHT_SUFFIXES | _MAYBE_WEIGHT_SUFFIXES)
+                                  for f in itertools.islice(d.iterdir(), 1000))
     except OSError:  # unreadable
         return False
 
@@ -328,9 +329,9 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
         return KerasFile(path), {_resolved(path / "model.weights.h5")}
     # Optimum's ONNX export (model.onnx beside model_quantized.onnx …), or a folder of one weight file
     candidates = sorted(f for f in path.iterdir() if _weight_file(f))
-    if not candidates:  # a pickle alone (a tokenizer's pickle beside a .keras model is not a second model)
-        maybe = [f for f in path.iterdir() if _weight_file(f, _MAYBE_WEIGHT_SUFFIXES)]
-        candidates = maybe if len(maybe) == 1 else []
+    maybe = [] if candidates else sorted(f for f in path.iterdir() if _weight_file(f, _MAYBE_WEIGHT_SUFFIXES))
+    if len(maybe) == 1:  # a pickle alone (a tokenizer's pickle beside a .keras model is not a second model)
+        candidates = maybe
     parts = one_split(candidates)  # a split model's shards: <stem>-00001-of-00002.<ext> …
     # PyTorch or Flax shards without their index (pytorch_model-00001-of-00002.bin …): one model, as loose
     # safetensors are
@@ -361,8 +362,8 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
     if one is not None:
         src = _open_path(one)
         return src, {_resolved(f) for f in getattr(src, "input_files", ())} | {_resolved(one)}
-    which = f" (it has {', '.join(f.name for f in candidates[:4])}: give one)" if candidates else ""
-    if not candidates:  # a Trainer's output folder (checkpoint-500/ …), a diffusers pipeline (unet/ …)
+    which = f" (it has {', '.join(f.name for f in (candidates or maybe)[:4])}: give one)" if candidates or maybe else ""
+    if not candidates and not maybe:  # a Trainer's output folder (checkpoint-500/ …), a diffusers pipeline (unet/ …)
         held = sorted(d.name for d in path.iterdir() if _holds_weights(d))
         which = f" (its subfolders {', '.join(d + '/' for d in held[:4])} hold weight files: give one)" if held else ""
         if (path / "snapshots").is_dir() and (path / "blobs").is_dir():  # huggingface_hub's cache of one repo
