@@ -220,7 +220,7 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
             if eps > _FLOAT32_ROUNDOFF:
                 noise["storage_eps"] = eps
             for lm in rows:
-                lm = unique(lm)  # (before the filter: a row's name never depends on which others it keeps)
+                lm = unique(lm)  # (before --layers: a row's name never depends on which rows that filter keeps)
                 if pattern is not None and not pattern.search(lm.name):
                     if lm.release is not None:  # (an expert or kernel position left out: its tensor not kept for it)
                         lm.release()
@@ -399,11 +399,11 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         # eigenvalue, (rms·(√rows + √cols))² for iid entries of that rms (the MP edge), in the fit's units
         rows, cols = (aspect_window_shape(lm.N, lm.M, opts.farms_aspect) if num_windows else (lm.rows, lm.cols))
         storage_floor = _noise_edge(lm.resolution(), rows, cols, scale) if lm.resolution else 0.0
-        if mp is not None and lm.resolution and spectrum.evals[-1] <= _noise_edge(lm.resolution(), lm.rows, lm.cols,
-                                                                                  scale):
+        if lm.resolution and spectrum.evals[-1] <= _noise_edge(lm.resolution(), lm.rows, lm.cols, scale):
             # a delta wholly within its inputs' rounding noise: an MP fit of that noise has no spikes or phase of
-            # the update's (an fp16 copy against its fp32 original had 'bulk+spikes' below the noise edge)
-            mp, rmt = None, {k: v for k, v in rmt.items() if k not in _MP_COLUMNS}
+            # the update's, and its shuffle no traps (an fp16 copy against its fp32 original had 'bulk+spikes'
+            # below the noise edge)
+            mp, rmt, shuffled = None, {}, None
     except LayerSkipped as e:
         return LayerResult(**base, status=f"skipped: {e}"), None
     except HtsrError as e:
@@ -554,11 +554,6 @@ def _no_spectrum(lm: LayerMatrices) -> bool:
     each kernel position's matrix is N x 1, its one eigenvalue a squared norm; pooled, they are no spectrum
     (no power-law fit, no MP fit, no traps)."""
     return lm.M == 1 and lm.num_matrices > 1
-
-
-#: the columns of a layer's MP fit (_matrix_diagnostics)
-_MP_COLUMNS = frozenset({"mp_sigma", "mp_lambda_minus", "mp_lambda_plus", "mp_threshold", "num_spikes", "mp_softrank",
-                         "mp_ks", "num_heavy_entries"})
 
 
 def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spectrum, scale: float,

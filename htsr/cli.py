@@ -215,6 +215,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 OPTION_COLUMNS = (
     ("farms_aspect", ("farms_windows", "farms_xmin"), "num_evals"),
     ("clip_xmax", ("raw_alpha", "num_fingers"), "alpha"),
+    ("drop_top", ("raw_alpha", "num_fingers"), "alpha"),
     ("bayes_average", ("bayes_avg_alpha", "bayes_avg_alpha_lo", "bayes_avg_alpha_hi"), "pl_pvalue|bayes_alpha_hi"),
     ("randomize", RANDOMIZE_COLUMNS, "num_spikes"),
     ("localization", ("loc_pr_tail_mean", "loc_pr_bulk_mean", "loc_lr_tail_mean", "loc_lr_bulk_mean"), "stable_rank"),
@@ -395,8 +396,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 rc = _run_analyze(args)
             if _STDOUT_FAILED:
-                print(f"htsr: error: standard output: cannot write ({_STDOUT_FAILED[0]}); the output files were "
-                      "written", file=sys.stderr)
+                wrote = any(getattr(args, flag, None) is not None for flag in ("out", "report", "figure"))
+                print(f"htsr: error: standard output: cannot write ({_STDOUT_FAILED[0]})"
+                      + ("; the output files were written" if wrote and rc == 0 else ""), file=sys.stderr)
                 return 1
             return rc
     except HtsrError as e:

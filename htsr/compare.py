@@ -243,8 +243,12 @@ def options_differ(results: Sequence[AnalysisResult]) -> dict[str, list[Any]]:
     """The analysis options that differ between ``results`` (results computed apart, compared later), each
     with its value per model: their metrics are not comparable (``xmin='ks'`` against ``'median'``)."""
     names = dict.fromkeys(k for r in results for k in r.options)
-    return {k: [r.options.get(k) for r in results] for k in names
-            if any(r.options.get(k) != results[0].options.get(k) for r in results)}
+
+    def value(r: AnalysisResult, k: str) -> Any:  # (an option a run saved by an older htsr lacks: its default)
+        return r.options.get(k, OPTION_SPECS[k].default if k in OPTION_SPECS else None)
+
+    return {k: [value(r, k) for r in results] for k in names if any(value(r, k) != value(results[0], k)
+                                                                     for r in results)}
 
 
 def _plain(v: Any) -> Any:

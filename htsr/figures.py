@@ -272,7 +272,7 @@ def log10_histogram(row: Any, sp: Any) -> Panel:
 
 def xmin_scan(row: Any, sp: Any) -> Panel:
     """KS distance D (left axis) and alpha (right axis) at every candidate x_min of the eigenvalues the fit
-    saw (less the top ``num_fingers`` dropped by clip_xmax); the chosen one marked. The thinned curves keep
+    saw (less the top ``num_fingers`` dropped by clip_xmax or drop_top); the chosen one marked. The thinned curves keep
     the smallest D, which is the fit's (x_min, D) when x_min was chosen by the KS scan. Empty for a row
     that was not fitted or whose fit was refused."""
     title, xl, yl = f"x_min scan: {_name(row)}", "candidate x_min", "KS distance D"
@@ -281,7 +281,7 @@ def xmin_scan(row: Any, sp: Any) -> Panel:
     x = np.sort(sp.fit_evals[sp.fit_evals > 0])
     fingers = int(row.num_fingers) if math.isfinite(row.num_fingers) else 0
     if fingers:
-        x = x[:-fingers]  # clip_xmax refitted without them
+        x = x[:-fingers]  # clip_xmax or drop_top refitted without them
     if x.size < 3 or x[0] == x[-1]:
         return _empty(title, xl, yl, _note(row, "fewer than 3 eigenvalues to scan"), xlog=True, ylabel2="alpha")
     # every candidate's D costs a pass over the tail (O(n²) in all: 6 s for 11 520 eigenvalues): a spread of
@@ -300,7 +300,7 @@ def xmin_scan(row: Any, sp: Any) -> Panel:
     series = [Series("line", cx, cd, "D", "data"), Series("line", ax_, aa, "alpha", "fit:right")]
     if math.isfinite(row.xmin):
         series.append(Series("vline", _arr(row.xmin), _arr(), f"chosen x_min = {row.xmin:.3g}", "xmin"))
-    note = f"scan without the top {fingers} eigenvalue(s) dropped by clip_xmax" if fingers else ""
+    note = f"scan without the top {fingers} eigenvalue(s) the fit dropped" if fingers else ""
     return Panel(title, xl, yl, tuple(series), xlog=True, ylabel2="alpha", note=_note(row, note))
 
 

@@ -54,6 +54,7 @@ _EMBEDDING = re.compile(r"(^|\.)((\w+_)?(emb|embed|embeds|embedding|embed_positi
                         r"|wte|wpe|tok_embeddings|shared|\w*relative_attention_bias|relative_position_bias_table"
                         r"|position_embeddings\.weights\.\d+)"  # (Reformer's axial factors: [512, 1, 64], [1, 1024, 192])
                         r"(\.\w+)?$", re.IGNORECASE)
+_AXIAL = re.compile(r"(^|\.)position_embeddings\.weights\.\d+$")
 # XLNet's and Funnel's attention projections, [d_model, n_head, d_head] parameters read by einsum (q, k, v, r:
 # "ibh,hnd->ibnd"; o: "ibnd,hnd->ibh"): one matrix between d_model and n_head·d_head, not d_model matrices of heads
 _HEAD_SPLIT = re.compile(r"(^|\.)(rel_attn\.[qkvor]|r_kernel)$")
@@ -211,7 +212,7 @@ def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
     if len(shape) == 3:
         if _HEAD_SPLIT.search(name):
             return "dense", ""
-        if 1 in shape and _EMBEDDING.search(name):  # an axial position embedding's factor, kept in its broadcast shape
+        if 1 in shape and _AXIAL.search(name):  # an axial position embedding's factor, kept in its broadcast shape
             return "embedding", ""
         # a single input channel makes it a filter bank (e.g. an STFT basis [freq, 1, window]), not experts; a
         # short last axis makes a conv1d kernel of a module's weight, not of a bare parameter (a hand-written

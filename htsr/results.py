@@ -344,11 +344,12 @@ def write_outputs(outputs: Sequence[tuple[str, str | os.PathLike, str | bytes | 
             except OSError:
                 pass
         raise
-    with _signals_held():  # (Ctrl-C between two renames would leave a mix of this run's files and an earlier's)
+    # (Ctrl-C between two renames, or before an earlier run's file is removed, would leave a mix of runs)
+    with _signals_held():
         _rename_all(done, flags)
-    removed = [p for p in stale if p.is_file() or p.is_symlink()]
-    for p in removed:
-        p.unlink()
+        removed = [p for p in stale if p.is_file() or p.is_symlink()]
+        for p in removed:
+            p.unlink()
     return removed
 
 
@@ -705,6 +706,8 @@ def _read_saved(p: Path, doc: dict | None) -> AnalysisResult:
                               (), int(num) if num is not None else None, not_analysed, str(doc.get("path") or ""))
     except SourceError:
         raise
+    except PermissionError as e:
+        raise SourceError(f"{e.filename or p}: cannot read the saved run ({e.strerror}); give read access to it") from None
     except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError, csv.Error) as e:
         raise SourceError(f"{p}: cannot read the saved run ({e.__class__.__name__}: {e}); write it again with "
                           "'htsr analyze --out'") from None

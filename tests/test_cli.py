@@ -106,6 +106,11 @@ def test_an_option_shows_the_columns_it_fills(model, capsys, flags, columns):
     assert not set(columns) & set(table_columns(htsr.analyze(model)))
 
 
+def test_drop_top_shows_what_it_dropped(model, capsys):
+    assert main(["analyze", str(model), "--drop-top", "2"]) == 0
+    assert {"raw_alpha", "num_fingers"} <= set(capsys.readouterr().out.splitlines()[0].split())
+
+
 def test_bootstrap_columns_replace_the_bayesian_interval(model, capsys):
     """... when they drive the warnings (100 replicates); below, beside it: a 30-replicate bootstrap's interval
     [1.617, 2.055] had been the only one shown beside an over-trained warning the Bayesian [1.634, 1.976] gave."""
@@ -745,6 +750,8 @@ def test_a_full_disk_under_stdout_still_writes_the_files(model, tmp_path, capsys
     err = capsys.readouterr().err
     assert rc == 1 and "htsr: error: standard output: cannot write (No space left on device)" in err
     assert sorted(os.listdir(tmp_path / "res")) == ["layers.csv", "summary.json"]
+    assert main(["analyze", str(model), "--json"]) == 1  # (no output file asked for: none is said to be written)
+    assert capsys.readouterr().err.strip().endswith("cannot write (No space left on device)")
 
 
 def test_ctrl_c_between_the_renames_leaves_one_runs_files(model, tmp_path, monkeypatch):

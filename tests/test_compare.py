@@ -735,3 +735,16 @@ def test_a_count_metric_is_not_called_a_mean():
     text = format_comparison(compare([m, {k: 2 * v for k, v in m.items()}], metric="num_under_trained"))
     assert "ranking by num_under_trained (" in text and "mean num_under_trained" not in text
     assert "ranking by mean alpha (" in format_comparison(compare([m, m]))
+
+
+def test_an_option_an_older_run_lacks_counts_as_its_default():
+    """A run saved before --drop-top existed had 'differed in options' (drop_top: None / 0) from a new run of the
+    same model with the same numbers."""
+    from htsr.compare import options_differ
+
+    m = {f"l{j}.weight": matrix_with_singular_values(np.linspace(1, 5 + j, 80), 120, 80) for j in range(2)}
+    new = htsr.analyze(m)
+    old = dataclasses.replace(new, options={k: v for k, v in new.options.items() if k != "drop_top"})
+    assert options_differ([old, new]) == {}
+    assert options_differ([old, htsr.analyze(m, drop_top=1)]) == {"drop_top": [0, 1]}
+

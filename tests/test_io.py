@@ -1627,6 +1627,7 @@ def test_a_module_whose_getattr_raises_another_error_is_read(tmp_path):
     # Reformer's axial position embedding's factors (had been a conv1d of 64 'kernel positions' and a dense)
     ("reformer.embeddings.position_embeddings.weights.0", (512, 1, 64), "embedding"),
     ("reformer.embeddings.position_embeddings.weights.1", (1, 1024, 192), "embedding"),
+    ("encoder.patch_embed.weight", (96, 1, 16), "conv1d"),  # (a one-channel Conv1d named *_embed stays a conv)
 ])
 def test_a_3d_tensor_is_a_conv_kernel_only_as_a_modules_weight_or_by_its_name(name, shape, kind):
     """A 3-D tensor's kind had turned on its last axis alone (≤ 32: conv1d): of one mixture's two parameters

@@ -73,8 +73,10 @@ def open_source(source: Any) -> TensorSource:
         try:
             src = _open_path(path)
         except PermissionError as e:  # (a builtin error, exit status 1, had escaped the API and the CLI)
-            raise SourceError(f"{e.filename or path}: cannot read it ({e.strerror}); give read access to it (and "
-                              "to the folders above it)") from None
+            # (a folder that may not be listed or entered: the folder, not the first file a probe looked for in it)
+            where = path if path.is_dir() and not os.access(path, os.R_OK | os.X_OK) else e.filename or path
+            raise SourceError(f"{where}: cannot read it ({e.strerror}); give read access to it (and to the folders "
+                              "above it)") from None
         part = SPLIT_NAME.match(path.name) if path.is_file() and not isinstance(src, _Chain) else None
         if part and int(part["count"]) > 1 and len(getattr(src, "input_files", ())) <= 1:  # (gguf-split reads all)
             src.description += (f" (shard {int(part['no'])} of {int(part['count'])} alone: give its folder for the "
