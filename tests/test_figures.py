@@ -217,7 +217,7 @@ def test_xmin_scan_with_clip_xmax_scans_what_the_refit_saw():
     row, sp = r.layers[0], r.spectra[0]
     assert row.num_fingers > 0  # measured: 5 fingers for this seed
     _check_scan_minimum(row, sp)
-    assert f"top {row.num_fingers:.0f} eigenvalue(s) dropped by clip_xmax" in F.xmin_scan(row, sp).note
+    assert f"top {row.num_fingers:.0f} eigenvalue(s) the fit dropped" in F.xmin_scan(row, sp).note
 
 
 # ------------------------------------------------------------------------------ shuffled ESD and ERG
