@@ -6,6 +6,7 @@ while reading or computing it) becomes that layer's ``status``; the other layers
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -325,10 +326,8 @@ def esd_scale(lm: LayerMatrices, opts: Options) -> float:
 def analyze_layer(lm: LayerMatrices, opts: Options) -> LayerResult:
     """Analyse one row; never raises for problems confined to this layer. The same row as :func:`analyze` gives:
     on a single-threaded BLAS for the matrices :func:`in_threads` runs so (a threaded BLAS sums in another order)."""
-    if _light(lm):
-        with _one_blas_thread():
-            return _analyze_layer(lm, opts)[0]
-    return _analyze_layer(lm, opts)[0]
+    with _one_blas_thread() if _light(lm) else contextlib.nullcontext():
+        return _analyze_layer(lm, opts)[0]
 
 
 def _row_base(lm: LayerMatrices) -> dict[str, Any]:
@@ -398,8 +397,9 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         # a delta's eigenvalues below its inputs' rounding noise are not the update's: the noise matrix's largest
         # eigenvalue, (rms·(√rows + √cols))² for iid entries of that rms (the MP edge), in the fit's units
         rows, cols = (aspect_window_shape(lm.N, lm.M, opts.farms_aspect) if num_windows else (lm.rows, lm.cols))
-        storage_floor = _noise_edge(lm.resolution(), rows, cols, scale) if lm.resolution else 0.0
-        if lm.resolution and spectrum.evals[-1] <= _noise_edge(lm.resolution(), lm.rows, lm.cols, scale):
+        rms = lm.resolution() if lm.resolution else 0.0
+        storage_floor = _noise_edge(rms, rows, cols, scale) if rms else 0.0
+        if rms and spectrum.evals[-1] <= _noise_edge(rms, lm.rows, lm.cols, scale):
             # a delta wholly within its inputs' rounding noise: an MP fit of that noise has no spikes or phase of
             # the update's, and its shuffle no traps (an fp16 copy against its fp32 original had 'bulk+spikes'
             # below the noise edge)

@@ -355,7 +355,8 @@ def write_outputs(outputs: Sequence[tuple[str, str | os.PathLike, str | bytes | 
 
 @contextlib.contextmanager
 def _signals_held():
-    """SIGINT and SIGTERM held back (delivered on exit) while the body runs, in the main thread: the renames of a set of outputs take microseconds, and all of them or none must happen."""
+    """SIGINT and SIGTERM held back (delivered on exit) while the body runs, in the main thread: the renames of a
+    set of outputs take microseconds, and all of them or none must happen."""
     import signal
     import threading
 
