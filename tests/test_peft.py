@@ -1497,3 +1497,28 @@ def test_live_models_whose_adapter_state_htsr_cannot_read_as_one_update_say_so(t
     (folder / "adapter_config.json").write_text(json.dumps({**cfg, "arrow_config": {"top_k": 2}}))
     with pytest.raises(htsr.SourceError, match="arrow_config is set"):
         htsr.analyze(folder, min_evals=2)
+
+
+def test_a_saved_adapter_of_a_model_transformers_renames_pairs_with_the_base_folder(tmp_path):
+    """transformers 5 names DINOv2's attention.attention.query 'attention.q_proj' in memory, where peft's adapter
+    names it; the base's save_pretrained folder keeps the checkpoint's name. The adapter with --base that folder
+    had been refused ('no adapted module's weight is in the base'); its modules are named as the base's model
+    saves them, and #merged is peft's own merge."""
+    torch = pytest.importorskip("torch")
+    T = pytest.importorskip("transformers")
+    peft = pytest.importorskip("peft")
+    T.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    cfg = T.Dinov2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
+                         image_size=32, patch_size=8)
+    T.Dinov2Model(cfg).save_pretrained(tmp_path / "base")
+    pm = peft.get_peft_model(T.Dinov2Model.from_pretrained(tmp_path / "base"),
+                             peft.LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+    pm.save_pretrained(tmp_path / "lora")
+    res = htsr.analyze(tmp_path / "lora", base=tmp_path / "base", min_evals=4)
+    rows = {r.name: r for r in res.layers}
+    assert "naming them as the base's transformers model saves them" in res.source
+    merged = pm.merge_and_unload().encoder.layer[0].attention.q_proj.weight.detach().double().numpy()
+    row = rows["encoder.layer.0.attention.q_proj#merged"]
+    # λ_max of W + ΔW against peft's own merge (1e-5: float32 weights)
+    assert row.status == "ok" and row.lambda_max == pytest.approx(np.linalg.norm(merged, 2) ** 2, rel=1e-5)

@@ -442,6 +442,8 @@ class PeftAdapter:
                 updates[f"{e['module']}.weight"] = (shape[0], math.prod(shape[1:]))
         rename, note = (_flat_align(wanted, other._base, updates) if self._flat
                         else align_names(wanted, other._base))
+        if not self._flat and _matched(rename, wanted, other._base) < len(wanted):
+            rename, note = _as_saved(wanted, other._base, getattr(base, "path", None), rename, note)
         if rename is None and note:
             raise SourceError(f"{self.folder}: module names matched to the base {base.description}: {note}")
         if rename is None and wanted:
@@ -1006,6 +1008,30 @@ def _same(name: str) -> str:
 #: kohya-ss's module name prefixes: the network part (unet, a text encoder, a DiT) before the module's path
 _FLAT_PREFIX = re.compile(r"^(?:lora|lycoris)_(?:(?:unet|te\d*|transformer|text_encoder(?:_\d)?)_)?")
 _FLAT_ROOT = re.compile(r"^(?:lora|lycoris)_")  # (LyCORIS's names may start with the path: transformer_blocks_0…)
+
+
+def _matched(rename: Callable[[str], str] | None, names: list[str], base: dict[str, Any]) -> int:
+    return 0 if rename is None else sum(rename(n) in base for n in names)
+
+
+def _as_saved(wanted: list[str], base: dict[str, Any], folder: Any, rename: Callable[[str], str] | None,
+              note: str) -> tuple[Callable[[str], str] | None, str]:
+    """An adapter trained on a transformers 5 model names the modules as they are in memory; the base model's
+    saved folder, as transformers writes them (Llava's language_model.model.*, DINOv2's attention.attention.query).
+    Its modules named as the folder's config's model saves them (:func:`htsr.io.torch.checkpoint_names_of_folder`)
+    when that pairs more of them; else (rename, note) as they were."""
+    from .delta import align_names
+    from .torch import checkpoint_names_of_folder
+
+    saved = checkpoint_names_of_folder(folder) if folder is not None else {}
+    if not saved:
+        return rename, note
+    named = [saved.get(n, n) for n in wanted]
+    again, how = align_names(named, base)
+    if _matched(again, named, base) <= _matched(rename, wanted, base):
+        return rename, note
+    return ((lambda n: again(saved.get(n, n))),
+            "naming them as the base's transformers model saves them" + (f", then {how}" if how else ""))
 
 
 def _flat_align(names: list[str], ref: dict[str, TensorRef], updates: dict[str, tuple[int, int]]

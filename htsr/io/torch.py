@@ -299,6 +299,28 @@ def checkpoint_names(module: Any, names: list[str]) -> dict[str, str]:
     return out if len(set(out.values()) | (set(names) - set(out))) == len(names) else {}  # one name each
 
 
+def checkpoint_names_of_folder(folder: Any) -> dict[str, str]:
+    """:func:`checkpoint_names` of the transformers model a saved folder's ``config.json`` describes, built on the
+    meta device (no weights, no downloads): {name in memory: name the folder holds}. Empty without a config naming
+    a transformers class, without transformers and torch, or if the model cannot be built."""
+    path = Path(os.fspath(folder)) if isinstance(folder, (str, os.PathLike)) else None
+    if path is None or not (path / "config.json").is_file():
+        return {}
+    try:
+        import torch
+        import transformers
+
+        config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+        cls = getattr(transformers, (getattr(config, "architectures", None) or [""])[0], None)
+        if cls is None:
+            return {}
+        with torch.device("meta"):
+            model = cls(config)
+        return checkpoint_names(model, list(model.state_dict()))
+    except Exception:  # (another transformers, a custom class, a config it cannot build): the names as they are
+        return {}
+
+
 def _meta_loader(matrix: bool) -> Callable[[], np.ndarray]:
     """A meta tensor's loader: a matrix's row says why it has no values (skipped_loader); a 1-D tensor gets
     no row, but a weight combined from it (weight norm's g) is skipped with the same reason."""
