@@ -1518,7 +1518,11 @@ def test_a_saved_adapter_of_a_model_transformers_renames_pairs_with_the_base_fol
     res = htsr.analyze(tmp_path / "lora", base=tmp_path / "base", min_evals=4)
     rows = {r.name: r for r in res.layers}
     assert "naming them as the base's transformers model saves them" in res.source
+    # and with the live base model, whose rows are named as its checkpoint names them (that had broken the pairing
+    # an in-memory adapter name had with it)
+    live = htsr.analyze(tmp_path / "lora", base=T.Dinov2Model.from_pretrained(tmp_path / "base"), min_evals=4)
     merged = pm.merge_and_unload().encoder.layer[0].attention.q_proj.weight.detach().double().numpy()
-    row = rows["encoder.layer.0.attention.q_proj#merged"]
-    # λ_max of W + ΔW against peft's own merge (1e-5: float32 weights)
-    assert row.status == "ok" and row.lambda_max == pytest.approx(np.linalg.norm(merged, 2) ** 2, rel=1e-5)
+    for rows in (rows, {r.name: r for r in live.layers}):
+        row = rows["encoder.layer.0.attention.q_proj#merged"]
+        # λ_max of W + ΔW against peft's own merge (1e-5: float32 weights)
+        assert row.status == "ok" and row.lambda_max == pytest.approx(np.linalg.norm(merged, 2) ** 2, rel=1e-5)

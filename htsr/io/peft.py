@@ -443,7 +443,7 @@ class PeftAdapter:
         rename, note = (_flat_align(wanted, other._base, updates) if self._flat
                         else align_names(wanted, other._base))
         if not self._flat and _matched(rename, wanted, other._base) < len(wanted):
-            rename, note = _as_saved(wanted, other._base, getattr(base, "path", None), rename, note)
+            rename, note = _as_saved(wanted, other._base, base, rename, note)
         if rename is None and note:
             raise SourceError(f"{self.folder}: module names matched to the base {base.description}: {note}")
         if rename is None and wanted:
@@ -1014,16 +1014,17 @@ def _matched(rename: Callable[[str], str] | None, names: list[str], base: dict[s
     return 0 if rename is None else sum(rename(n) in base for n in names)
 
 
-def _as_saved(wanted: list[str], base: dict[str, Any], folder: Any, rename: Callable[[str], str] | None,
+def _as_saved(wanted: list[str], base: dict[str, Any], source: Any, rename: Callable[[str], str] | None,
               note: str) -> tuple[Callable[[str], str] | None, str]:
     """An adapter trained on a transformers 5 model names the modules as they are in memory; the base model's
-    saved folder, as transformers writes them (Llava's language_model.model.*, DINOv2's attention.attention.query).
-    Its modules named as the folder's config's model saves them (:func:`htsr.io.torch.checkpoint_names_of_folder`)
-    when that pairs more of them; else (rename, note) as they were."""
+    saved folder, and the live model's rows, as transformers writes them (Llava's language_model.model.*, DINOv2's
+    attention.attention.query). Its modules named so — by the live model's own map, or by the folder's config's
+    model (:func:`htsr.io.torch.checkpoint_names_of_folder`) — when that pairs more of them; else (rename, note)
+    as they were."""
     from .delta import align_names
     from .torch import checkpoint_names_of_folder
 
-    saved = checkpoint_names_of_folder(folder) if folder is not None else {}
+    saved = getattr(source, "saved_names", None) or checkpoint_names_of_folder(getattr(source, "path", None))
     if not saved:
         return rename, note
     named = [saved.get(n, n) for n in wanted]

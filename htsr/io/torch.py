@@ -180,6 +180,7 @@ class TorchModule:
         self._refs = with_scales(self._walk(), None if glu is None else PackedConfig(
             experts=(glu.moe_num_experts, glu.ffn_hidden_size)))
         saved = checkpoint_names(module, [r.name for r in self._refs])
+        self.saved_names = saved  # (an adapter trained on this model names its modules as they are in memory)
         if saved:  # a transformers model's rows named as its checkpoints name them (a folder's rows pair with them)
             self._refs = [dataclasses.replace(r, name=saved.get(r.name, r.name)) for r in self._refs]
             self.description += (f" ({len(saved)} tensors named as save_pretrained writes them, e.g. "
