@@ -1728,30 +1728,3 @@ def test_a_bilinear_layers_weight_is_one_matrix_per_output():
         ("stack", 30, 20)}
     # λ_max of each output's form (1e-5: float32 weights, float64 Gram)
     assert [r.lambda_max for r in rows] == pytest.approx([np.linalg.norm(w[k], 2) ** 2 for k in range(40)], rel=1e-5)
-
-
-def test_dbrx_expert_stacks_stored_2d_are_one_row_per_expert(tmp_path):
-    """DBRX keeps each expert stack 2-D, [experts·ffn, hidden], and views it [experts, ffn, hidden] in forward:
-    it had been one dense row of all experts at once (live and from its folder). The expert count comes from the
-    live expert module, or from the folder's config.json."""
-    torch = pytest.importorskip("torch")
-    T = pytest.importorskip("transformers")
-    T.logging.set_verbosity_error()
-    torch.manual_seed(0)
-    E, F, H = 4, 96, 64
-    m = T.DbrxForCausalLM(T.DbrxConfig(
-        vocab_size=200, d_model=H, n_layers=1, n_heads=4, max_seq_len=64,
-        attn_config=dict(kv_n_heads=2, rope_theta=10000.0),
-        ffn_config=dict(ffn_hidden_size=F, moe_num_experts=E, moe_top_k=2))).eval()
-    with torch.no_grad():  # experts of different scales, as trained experts are
-        for e in range(E):
-            m.transformer.blocks[0].ffn.experts.mlp.w1.view(E, F, H)[e].mul_(e + 1)
-    m.save_pretrained(tmp_path)
-    w1 = m.transformer.blocks[0].ffn.experts.mlp.w1.detach().double().numpy().reshape(E, F, H)
-    want = [np.linalg.norm(w1[e], 2) ** 2 for e in range(E)]
-    for src in (m, tmp_path):
-        rows = [r for r in htsr.analyze(src, min_evals=5, tails=False).layers if ".experts.mlp.w1" in r.name]
-        assert [r.name.rsplit(".", 1)[1] for r in rows] == [f"w1[{e}]" for e in range(E)]
-        assert {(r.kind, r.N, r.M) for r in rows} == {("stack", F, H)}
-        # λ_max per expert (1e-5: float32 weights, float64 Gram)
-        assert [r.lambda_max for r in rows] == pytest.approx(want, rel=1e-5)

@@ -89,7 +89,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -177,26 +177,11 @@ class PackedConfig:
     # the config says the FP8 weights are scaled (quant_method fp8 / fbgemm_fp8, compressed-tensors 8-bit
     # floats): one without its scale is no weight as stored
     fp8_scaled: bool = False
-    # DBRX's (experts, ffn width): its expert stacks are stored 2-D, [experts·ffn, hidden] (see _flat_experts)
-    experts: tuple[int, int] | None = None
 
     @classmethod
     def of_folder(cls, folder: Path) -> PackedConfig:
         """From ``config.json``'s ``quantization_config`` (Hugging Face) or ``quantization`` (MLX), or
-        AutoGPTQ's ``quantize_config.json`` in ``folder``; the defaults when none says (or cannot be read).
-        Also a DBRX config's expert count and width."""
-        found = cls._of_folder(folder)
-        try:
-            cfg = json.loads((folder / "config.json").read_text())
-            ffn = cfg.get("ffn_config") if isinstance(cfg, dict) and cfg.get("model_type") == "dbrx" else None
-            e, f = (_int(ffn.get("moe_num_experts")), _int(ffn.get("ffn_hidden_size"))) if isinstance(ffn, dict) else (
-                None, None)
-        except (OSError, ValueError):
-            e = f = None
-        return replace(found, experts=(e, f)) if e and f else found
-
-    @classmethod
-    def _of_folder(cls, folder: Path) -> PackedConfig:
+        AutoGPTQ's ``quantize_config.json`` in ``folder``; the defaults when none says (or cannot be read)."""
         for name in ("config.json", "quantize_config.json"):
             try:
                 cfg = json.loads((folder / name).read_text())
@@ -878,35 +863,14 @@ def _aqlm_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set
     return out, used
 
 
-#: DBRX's expert stacks, stored 2-D ([experts·ffn, hidden]; its forward views them [experts, ffn, hidden])
-_FLAT_EXPERT_NAME = re.compile(r"(^|\.)experts\.mlp\.(w1|v1|w2)$")
-
-
-def _flat_experts(refs: Iterable[TensorRef], experts: tuple[int, int] | None) -> list[TensorRef]:
-    """``refs`` with each of DBRX's 2-D expert stacks as the [experts, ffn, hidden] stack it is, when the
-    folder's config gives (experts, ffn); one dense row of every expert at once had been analysed."""
-    refs = list(refs)
-    if experts is None:
-        return refs
-    n, ffn = experts
-    out = []
-    for r in refs:
-        if _FLAT_EXPERT_NAME.search(r.name) and len(r.shape) == 2 and r.shape[0] == n * ffn:
-            shape = (n, ffn, int(r.shape[1]))
-            r = replace(r, shape=shape, loader=lambda r=r, shape=shape: np.asarray(r.load()).reshape(shape),
-                                    kind="stack")
-        out.append(r)
-    return out
-
-
 def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -> list[TensorRef]:
     """The tensors with every quantized weight paired to its scale (or unpacked from its GPTQ / AWQ / MLX /
     compressed-tensors / MXFP4 parts, with the format hints ``packed``, or from its bitsandbytes 4-bit
     state), every weight stored as a reparametrization's parts combined (:mod:`htsr.io.reparam`), and the
     scale tensors and parts removed."""
-    cfg = packed or PackedConfig()
-    refs = _flat_experts(refs, cfg.experts)
+    refs = list(refs)
     by_name = {r.name: r for r in refs}
+    cfg = packed or PackedConfig()
     unpacked, parts = {}, set()
     for found, their_parts in (_packed_refs(by_name, cfg), _bnb4_refs(by_name), _mlx_refs(by_name, cfg),
                                _ct_refs(by_name, cfg), _mxfp4_refs(by_name), _hqq_refs(by_name),

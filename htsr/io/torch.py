@@ -27,7 +27,7 @@ from ..errors import LayerSkipped, MissingExtraError, SourceError
 from ..matrices import infer_kind, is_bias_or_buffer, is_vector
 from .base import TensorRef, TensorSource, import_extra, one_line, skipped_loader
 from .numpy import flat_items
-from .scales import PackedConfig, with_scales
+from .scales import with_scales
 
 __all__ = ["TorchModule", "TorchStateDict", "is_torch_object", "load_torch_file", "module_kind", "unwrap_state",
            "with_notes"]
@@ -174,11 +174,7 @@ class TorchModule:
         self.description = f"<{type(module).__name__}>"
         # quantized weights with their scales, and weights kept as a hook's parts (weight_g and weight_v …)
         # combined, as from the saved state dict
-        # (DBRX keeps its expert stacks 2-D; its expert module knows how many experts they hold)
-        glu = next((m for m in module.modules() if isinstance(getattr(m, "moe_num_experts", None), int)
-                    and isinstance(getattr(m, "ffn_hidden_size", None), int)), None)
-        self._refs = with_scales(self._walk(), None if glu is None else PackedConfig(
-            experts=(glu.moe_num_experts, glu.ffn_hidden_size)))
+        self._refs = with_scales(self._walk())
         saved = checkpoint_names(module, [r.name for r in self._refs])
         self.saved_names = saved  # (an adapter trained on this model names its modules as they are in memory)
         if saved:  # a transformers model's rows named as its checkpoints name them (a folder's rows pair with them)
