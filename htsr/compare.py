@@ -385,12 +385,16 @@ def compare_results(results: Sequence[AnalysisResult], labels: Sequence[str] | N
         by_name.append(d)
     # a model none of whose names the first model has (a task model's 'bert.encoder…' against its base's
     # 'encoder…'): its rows are matched under the first model's names, and the comparison says how
-    from .io.delta import align_names
+    from .io.delta import align_names, align_saved
 
     aligned = []
     for k in range(1, len(by_name)):
-        rename, note = align_names(list(by_name[k]), by_name[0],
-                                   lambda a, b, d=by_name[k]: d[a].shape == by_name[0][b].shape)
+        same = (lambda a, b, d=by_name[k]: d[a].shape == by_name[0][b].shape)  # noqa: E731
+        rename, note = align_names(list(by_name[k]), by_name[0], same)
+        if rename is None or any(rename(n) not in by_name[0] for n in by_name[k]):
+            # a live transformers 5 model (or its state dict) against its save_pretrained folder
+            rename, note = align_saved(list(by_name[k]), by_name[0], _saved_rows(results[0], results[k]), rename,
+                                       note, same)
         if rename is not None and note:
             by_name[k] = {rename(n): row for n, row in by_name[k].items()}
             aligned.append(f"{labels[k]}: {note}")
@@ -497,6 +501,18 @@ _METRIC_NEEDS = {"rand_js_distance": ("randomize", "--randomize"), "num_with_tra
                      "mp_softrank", *map(phase_column, PHASES))},
                  "erg_delta_lambda_min": ("setol", "SETOL (no --no-setol)")}
 assert set(_METRIC_NEEDS) <= set(summary_columns())
+
+
+def _saved_rows(*results: AnalysisResult) -> dict[str, str]:
+    """{row name in memory: row name saved} of the transformers model whose folder one of ``results`` analysed
+    (:func:`htsr.io.torch.checkpoint_names_of_folder`); empty if none did."""
+    from .io.torch import checkpoint_names_of_folder
+    from .matrices import row_name
+
+    for r in results:
+        if r.path and (saved := checkpoint_names_of_folder(r.path)):
+            return {row_name(a): row_name(b) for a, b in saved.items()}
+    return {}
 
 
 def _a_count(metric: str) -> bool:

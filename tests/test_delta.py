@@ -270,11 +270,14 @@ def test_a_weight_tied_on_one_side_only_is_one_delta_and_two_untied_bases_two(tm
 @pytest.mark.parametrize("arch", ["llava", "gpt_neox", "dinov2"])
 def test_a_live_transformers_model_pairs_with_its_own_checkpoint(arch, tmp_path):
     """transformers 5 renames some weights on load and back on save (Llava's language_model.model.* is
-    model.language_model.* in memory): a live model's rows had not paired with its save_pretrained folder, so
-    --base had listed all 9 language-model rows 'only in the model' and the changed layer got no delta. Its rows
-    are named as the checkpoint names them; only the changed layer is a delta, its norm the change's."""
+    model.language_model.* in memory). A live model, and its state_dict() saved with torch.save, keep the names in
+    memory (those of named_modules(), --layers and plot_layer); against the model's save_pretrained folder they had
+    not paired (--base listed all 9 language-model rows 'only in the model', the changed layer got no delta). Both
+    sides spelled as the folder's config's model saves them pair; only the changed layer is a delta."""
     torch = pytest.importorskip("torch")
     T = pytest.importorskip("transformers")
+    from htsr.compare import compare
+
     T.logging.set_verbosity_error()
     torch.manual_seed(0)
     if arch == "llava":
@@ -283,33 +286,33 @@ def test_a_live_transformers_model_pairs_with_its_own_checkpoint(arch, tmp_path)
                                              num_attention_heads=2, image_size=32, patch_size=8),
             text_config=T.LlamaConfig(vocab_size=200, hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
                                       num_key_value_heads=2, intermediate_size=96), image_token_index=199))
-        changed, saved_name = m.model.language_model.layers[0].mlp.up_proj, "language_model.model.layers.0.mlp.up_proj"
+        changed, name = m.model.language_model.layers[0].mlp.up_proj, "model.language_model.layers.0.mlp.up_proj"
     elif arch == "gpt_neox":
         m = T.GPTNeoXForCausalLM(T.GPTNeoXConfig(vocab_size=200, hidden_size=64, num_hidden_layers=1,
                                                  num_attention_heads=4, intermediate_size=96))
-        changed, saved_name = m.lm_head, "embed_out"  # (lm_head in memory)
+        changed, name = m.lm_head, "lm_head"  # (embed_out in the folder)
     else:
         m = T.Dinov2Model(T.Dinov2Config(hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
                                          intermediate_size=96, image_size=32, patch_size=8))
-        changed, saved_name = m.encoder.layer[0].attention.q_proj, "encoder.layer.0.attention.attention.query"
-    m.eval().save_pretrained(tmp_path)
-    live, folder = htsr.analyze(m, min_evals=5), htsr.analyze(tmp_path, min_evals=5)
-    assert sorted(r.name for r in live.layers) == sorted(r.name for r in folder.layers)
-    assert "named as save_pretrained writes them" in live.source
-    # torch.compile's wrapper too (its '_orig_mod.' dropped when paired, as any wrapper's; its names had stayed
-    # the ones in memory, with no layer in common)
-    compiled = htsr.analyze(torch.compile(m), base=tmp_path, min_evals=5)
-    assert {r.status.split(":")[0] for r in compiled.layers} == {"skipped"}
-    assert all("only in" not in r.status for r in compiled.layers)
+        changed, name = m.encoder.layer[0].attention.q_proj, "encoder.layer.0.attention.q_proj"
+    m.eval().save_pretrained(tmp_path / "hf")
+    torch.save(m.state_dict(), tmp_path / "before.pt")
+    live = htsr.analyze(m, min_evals=5)
+    assert name in {r.name for r in live.layers}  # (the name in memory)
+    assert len(compare([m, tmp_path / "hf"]).common_layers) == len(live.layers)
     with torch.no_grad():
         step = 0.01 * torch.randn_like(changed.weight)
         changed.weight.add_(step)
-    res = htsr.analyze(m, base=tmp_path, min_evals=5)
-    rows = {r.name: r for r in res.layers}
-    assert not [n for n, r in rows.items() if "only in" in r.status]
-    assert [n for n, r in rows.items() if not r.status.startswith("skipped")] == [saved_name]
-    # the delta is the step (Frobenius norm² = Σλ; 1e-4: the step is float32, subtracted in float32)
-    assert 10 ** rows[saved_name].log_norm == pytest.approx(float(step.double().norm() ** 2), rel=1e-4)
+    for base in (tmp_path / "hf", tmp_path / "before.pt"):
+        res = htsr.analyze(m, base=base, min_evals=5)
+        rows = {r.name: r for r in res.layers}
+        assert not [n for n, r in rows.items() if "only in" in r.status]
+        assert [n for n, r in rows.items() if not r.status.startswith("skipped")] == [name]
+        # the delta is the step (Frobenius norm² = Σλ; 1e-4: the step is float32, subtracted in float32)
+        assert 10 ** rows[name].log_norm == pytest.approx(float(step.double().norm() ** 2), rel=1e-4)
+    # and torch.compile's wrapper ('_orig_mod.' dropped, as any wrapper's prefix)
+    compiled = htsr.analyze(torch.compile(m), base=tmp_path / "before.pt", min_evals=5)
+    assert not [r for r in compiled.layers if "only in" in r.status]
 
 
 def test_align_names_counts_matches_of_one_shape_and_makes_disjoint_ties_together():

@@ -1517,9 +1517,8 @@ def test_a_saved_adapter_of_a_model_transformers_renames_pairs_with_the_base_fol
     pm.save_pretrained(tmp_path / "lora")
     res = htsr.analyze(tmp_path / "lora", base=tmp_path / "base", min_evals=4)
     rows = {r.name: r for r in res.layers}
-    assert "naming them as the base's transformers model saves them" in res.source
-    # and with the live base model, whose rows are named as its checkpoint names them (that had broken the pairing
-    # an in-memory adapter name had with it)
+    assert "naming both as transformers' checkpoints do" in res.source
+    # and with the live base model, whose names are the adapter's
     live = htsr.analyze(tmp_path / "lora", base=T.Dinov2Model.from_pretrained(tmp_path / "base"), min_evals=4)
     merged = pm.merge_and_unload().encoder.layer[0].attention.q_proj.weight.detach().double().numpy()
     for rows in (rows, {r.name: r for r in live.layers}):

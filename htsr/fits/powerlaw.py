@@ -242,7 +242,7 @@ def _fit_once(x: np.ndarray, xmin: str | float) -> PowerLawFit:
 
 
 #: arguments of the public fit functions checked by the rule of the analysis option they are (level: confidence)
-_AS_OPTION = {"level": "confidence"}
+_AS_OPTION = {"level": "confidence", "reps": "bootstrap"}
 
 
 def check_args(where: str, **values: Any) -> None:

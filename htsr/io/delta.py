@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 
 import numpy as np
 
@@ -45,8 +45,14 @@ class DeltaSource:
         self.description = f"{model.description} - base {base.description}"
         model_names = [t.name for t in self._model]
         shapes, base_shapes = {t.name: tuple(t.shape) for t in self._model}, {t.name: tuple(t.shape) for t in base_refs}
-        rename, note = align_names(model_names, [t.name for t in base_refs],
-                                   lambda a, b: shapes.get(a) == base_shapes.get(b))
+        same = (lambda a, b: shapes.get(a) == base_shapes.get(b))  # noqa: E731
+        rename, note = align_names(model_names, [t.name for t in base_refs], same)
+        if _count(rename, model_names, base_shapes) < len(model_names):  # a transformers folder against a live model
+            from .torch import checkpoint_names_of_folder
+
+            saved = (checkpoint_names_of_folder(getattr(base, "path", None))
+                     or checkpoint_names_of_folder(getattr(model, "path", None)))
+            rename, note = align_saved(model_names, base_shapes, saved, rename, note, same)
         if rename is None and note:  # two renamings as good as each other
             raise SourceError(f"{model.description}: names matched to the base {base.description}: {note}")
         if rename is None:
@@ -262,6 +268,49 @@ def align_names(names: list[str], ref: Iterable[str], same: Callable[[str, str],
         return None, (f"ambiguous: {best[2]} and {tied} each match {best[0]} names; rename the tensors so that "
                       "the names themselves match")
     return (best[1], best[2]) if best is not None else (None, "")
+
+
+def saved_namer(saved: dict[str, str]) -> Callable[[str], str]:
+    """A name as a transformers checkpoint spells it, from ``saved`` ({name in memory: name saved}, see
+    :func:`htsr.io.torch.checkpoint_names`): the name itself, or under one leading component a task model adds
+    ('dinov2.' before a backbone's names), or the name unchanged."""
+    spelled = set(saved.values())
+
+    def name(n: str) -> str:
+        if n in saved:
+            return saved[n]
+        if n in spelled:  # (already a checkpoint's name: 'language_model.lm_head' is no task model's 'lm_head')
+            return n
+        head, dot, rest = n.partition(".")
+        return head + dot + saved[rest] if dot and rest in saved else n
+
+    return name
+
+
+def align_saved(names: list[str], ref: Iterable[str], saved: dict[str, str], rename: Callable[[str], str] | None,
+                note: str, same: Callable[[str, str], bool] | None = None) -> tuple[Callable[[str], str] | None, str]:
+    """(rename, note) of :func:`align_names`, or, when spelling both sides' names as a transformers checkpoint does
+    (``saved``: {name in memory: name saved}) pairs more of them, that: a live transformers 5 model, its state dict
+    or a peft adapter against the model's ``save_pretrained`` folder (Llava's ``model.language_model.*`` against
+    ``language_model.model.*``)."""
+    ref = list(ref)
+    if not saved:
+        return rename, note
+    name = saved_namer(saved)
+    theirs = {name(r): r for r in ref}
+    if len(theirs) < len(ref):  # (two names spelled as one: no pairing by it)
+        return rename, note
+    ours = [name(n) for n in names]
+    again, how = align_names(ours, theirs, None if same is None else (
+        lambda a, b, back=dict(zip(ours, names)): same(back[a], theirs[b])))
+    if again is None or _count(again, ours, theirs) <= _count(rename, names, set(ref)):
+        return rename, note
+    return ((lambda n: theirs.get(again(name(n)), again(name(n)))),
+            "naming both as transformers' checkpoints do" + (f", then {how}" if how else ""))
+
+
+def _count(rename: Callable[[str], str] | None, names: list[str], ref: Container[str]) -> int:
+    return 0 if rename is None else sum(rename(n) in ref for n in names)
 
 
 def _apart(prefixes: list[str]) -> bool:

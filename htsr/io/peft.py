@@ -422,7 +422,7 @@ class PeftAdapter:
     def with_base(self, base: TensorSource) -> PeftAdapter:
         """The same adapter with W and W + ΔW rows from ``base`` (what ``--base`` means for an adapter);
         the config and the adapter's tensor list are not read again."""
-        from .delta import align_names
+        from .delta import align_names, align_saved
 
         other = copy.copy(self)
         other._base = {t.name: t for t in base}
@@ -442,8 +442,13 @@ class PeftAdapter:
                 updates[f"{e['module']}.weight"] = (shape[0], math.prod(shape[1:]))
         rename, note = (_flat_align(wanted, other._base, updates) if self._flat
                         else align_names(wanted, other._base))
-        if not self._flat and _matched(rename, wanted, other._base) < len(wanted):
-            rename, note = _as_saved(wanted, other._base, base, rename, note)
+        if not self._flat and (rename is None or sum(rename(n) in other._base for n in wanted) < len(wanted)):
+            # an adapter of a transformers 5 model names its modules as they are in memory; the model's
+            # save_pretrained folder, as transformers writes them (DINOv2's attention.attention.query)
+            from .torch import checkpoint_names_of_folder
+
+            rename, note = align_saved(wanted, other._base, checkpoint_names_of_folder(getattr(base, "path", None)),
+                                       rename, note)
         if rename is None and note:
             raise SourceError(f"{self.folder}: module names matched to the base {base.description}: {note}")
         if rename is None and wanted:
@@ -1008,31 +1013,6 @@ def _same(name: str) -> str:
 #: kohya-ss's module name prefixes: the network part (unet, a text encoder, a DiT) before the module's path
 _FLAT_PREFIX = re.compile(r"^(?:lora|lycoris)_(?:(?:unet|te\d*|transformer|text_encoder(?:_\d)?)_)?")
 _FLAT_ROOT = re.compile(r"^(?:lora|lycoris)_")  # (LyCORIS's names may start with the path: transformer_blocks_0…)
-
-
-def _matched(rename: Callable[[str], str] | None, names: list[str], base: dict[str, Any]) -> int:
-    return 0 if rename is None else sum(rename(n) in base for n in names)
-
-
-def _as_saved(wanted: list[str], base: dict[str, Any], source: Any, rename: Callable[[str], str] | None,
-              note: str) -> tuple[Callable[[str], str] | None, str]:
-    """An adapter trained on a transformers 5 model names the modules as they are in memory; the base model's
-    saved folder, and the live model's rows, as transformers writes them (Llava's language_model.model.*, DINOv2's
-    attention.attention.query). Its modules named so — by the live model's own map, or by the folder's config's
-    model (:func:`htsr.io.torch.checkpoint_names_of_folder`) — when that pairs more of them; else (rename, note)
-    as they were."""
-    from .delta import align_names
-    from .torch import checkpoint_names_of_folder
-
-    saved = getattr(source, "saved_names", None) or checkpoint_names_of_folder(getattr(source, "path", None))
-    if not saved:
-        return rename, note
-    named = [saved.get(n, n) for n in wanted]
-    again, how = align_names(named, base)
-    if _matched(again, named, base) <= _matched(rename, wanted, base):
-        return rename, note
-    return ((lambda n: again(saved.get(n, n))),
-            "naming them as the base's transformers model saves them" + (f", then {how}" if how else ""))
 
 
 def _flat_align(names: list[str], ref: dict[str, TensorRef], updates: dict[str, tuple[int, int]]

@@ -175,12 +175,6 @@ class TorchModule:
         # quantized weights with their scales, and weights kept as a hook's parts (weight_g and weight_v …)
         # combined, as from the saved state dict
         self._refs = with_scales(self._walk())
-        saved = checkpoint_names(module, [r.name for r in self._refs])
-        self.saved_names = saved  # (an adapter trained on this model names its modules as they are in memory)
-        if saved:  # a transformers model's rows named as its checkpoints name them (a folder's rows pair with them)
-            self._refs = [dataclasses.replace(r, name=saved.get(r.name, r.name)) for r in self._refs]
-            self.description += (f" ({len(saved)} tensors named as save_pretrained writes them, e.g. "
-                                 f"{next(iter(saved))} as {next(iter(saved.values()))})")
 
     def _walk(self) -> Iterator[TensorRef]:
         # prefixes of what is read whole: quantized modules (from their state dicts), parametrizations (their
@@ -259,16 +253,10 @@ def checkpoint_names(module: Any, names: list[str]) -> dict[str, str]:
     """For a transformers model, the ``names`` its checkpoints spell otherwise: {name in memory: name saved}.
     transformers 5 renames some weights when it loads a checkpoint (Llava's ``language_model.model.*`` becomes
     ``model.language_model.*``, DINOv2's ``attention.attention.query`` ``attention.q_proj``, GPT-NeoX's
-    ``embed_out`` ``lm_head``) and back when it saves one; a live model's rows are named as the saved ones, which
-    the Hub's files, transformers 4 and a Trainer's checkpoints have. Weights it converts (fused into another
-    tensor) keep their names. Empty for any other module, or if transformers' mapping cannot be read. A
-    ``torch.compile``'d model's names keep its wrapper's ``_orig_mod.`` (dropped when it is paired with a
-    checkpoint, as any wrapper's prefix)."""
-    inner = getattr(module, "_orig_mod", None)
-    if type(module).__name__ == "OptimizedModule" and inner is not None:
-        wrap = "_orig_mod."
-        inside = checkpoint_names(inner, [n[len(wrap):] for n in names if n.startswith(wrap)])
-        return {wrap + a: wrap + b for a, b in inside.items()}
+    ``embed_out`` ``lm_head``) and back when ``save_pretrained`` writes one (the Hub's files, transformers 4's and a
+    Trainer's checkpoints have the saved names; a live model, its ``state_dict()`` and a peft adapter the ones in
+    memory). Weights it converts (fused into another tensor) keep their names. Empty for any other module, or if
+    transformers' mapping cannot be read."""
     if not any(c.__module__.startswith("transformers.") and c.__name__ == "PreTrainedModel"
                for c in type(module).__mro__):
         return {}
@@ -305,13 +293,16 @@ def checkpoint_names_of_folder(folder: Any) -> dict[str, str]:
     meta device (no weights, no downloads): {name in memory: name the folder holds}. Empty without a config naming
     a transformers class, without transformers and torch, or if the model cannot be built."""
     path = Path(os.fspath(folder)) if isinstance(folder, (str, os.PathLike)) else None
+    if path is not None and not path.is_dir():  # a weight file: the config beside it
+        path = path.parent
     if path is None or not (path / "config.json").is_file():
         return {}
     try:
         import torch
         import transformers
 
-        config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+        # (never the folder's own code: a config that needs it is refused, and gives no names)
+        config = transformers.AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
         cls = getattr(transformers, (getattr(config, "architectures", None) or [""])[0], None)
         if cls is None:
             return {}
