@@ -391,10 +391,9 @@ def compare_results(results: Sequence[AnalysisResult], labels: Sequence[str] | N
     for k in range(1, len(by_name)):
         same = (lambda a, b, d=by_name[k]: d[a].shape == by_name[0][b].shape)  # noqa: E731
         rename, note = align_names(list(by_name[k]), by_name[0], same)
-        if rename is None or any(rename(n) not in by_name[0] for n in by_name[k]):
-            # a live transformers 5 model (or its state dict) against its save_pretrained folder
-            rename, note = align_saved(list(by_name[k]), by_name[0], _saved_rows(results[0], results[k]), rename,
-                                       note, same)
+        # (a live transformers 5 model, or its state dict, against its save_pretrained folder)
+        rename, note = align_saved(list(by_name[k]), by_name[0], lambda k=k: _saved_rows(results[0], results[k]),
+                                   rename, note, same)
         if rename is not None and note:
             by_name[k] = {rename(n): row for n, row in by_name[k].items()}
             aligned.append(f"{labels[k]}: {note}")
@@ -506,13 +505,10 @@ assert set(_METRIC_NEEDS) <= set(summary_columns())
 def _saved_rows(*results: AnalysisResult) -> dict[str, str]:
     """{row name in memory: row name saved} of the transformers model whose folder one of ``results`` analysed
     (:func:`htsr.io.torch.checkpoint_names_of_folder`); empty if none did."""
-    from .io.torch import checkpoint_names_of_folder
+    from .io.delta import saved_names_of
     from .matrices import row_name
 
-    for r in results:
-        if r.path and (saved := checkpoint_names_of_folder(r.path)):
-            return {row_name(a): row_name(b) for a, b in saved.items()}
-    return {}
+    return {row_name(a): row_name(b) for a, b in saved_names_of(*results).items()}
 
 
 def _a_count(metric: str) -> bool:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Container, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -47,12 +48,8 @@ class DeltaSource:
         shapes, base_shapes = {t.name: tuple(t.shape) for t in self._model}, {t.name: tuple(t.shape) for t in base_refs}
         same = (lambda a, b: shapes.get(a) == base_shapes.get(b))  # noqa: E731
         rename, note = align_names(model_names, [t.name for t in base_refs], same)
-        if _count(rename, model_names, base_shapes) < len(model_names):  # a transformers folder against a live model
-            from .torch import checkpoint_names_of_folder
-
-            saved = (checkpoint_names_of_folder(getattr(base, "path", None))
-                     or checkpoint_names_of_folder(getattr(model, "path", None)))
-            rename, note = align_saved(model_names, base_shapes, saved, rename, note, same)
+        # (a transformers folder against a live model)
+        rename, note = align_saved(model_names, base_shapes, lambda: saved_names_of(base, model), rename, note, same)
         if rename is None and note:  # two renamings as good as each other
             raise SourceError(f"{model.description}: names matched to the base {base.description}: {note}")
         if rename is None:
@@ -287,14 +284,15 @@ def saved_namer(saved: dict[str, str]) -> Callable[[str], str]:
     return name
 
 
-def align_saved(names: list[str], ref: Iterable[str], saved: dict[str, str], rename: Callable[[str], str] | None,
-                note: str, same: Callable[[str, str], bool] | None = None) -> tuple[Callable[[str], str] | None, str]:
-    """(rename, note) of :func:`align_names`, or, when spelling both sides' names as a transformers checkpoint does
-    (``saved``: {name in memory: name saved}) pairs more of them, that: a live transformers 5 model, its state dict
-    or a peft adapter against the model's ``save_pretrained`` folder (Llava's ``model.language_model.*`` against
-    ``language_model.model.*``)."""
+def align_saved(names: list[str], ref: Iterable[str], saved: Callable[[], dict[str, str]],
+                rename: Callable[[str], str] | None, note: str, same: Callable[[str, str], bool] | None = None
+                ) -> tuple[Callable[[str], str] | None, str]:
+    """(rename, note) of :func:`align_names` when it pairs every name; else, when spelling both sides' names as a
+    transformers checkpoint does (``saved()``: {name in memory: name saved}, asked for only then) pairs more of them,
+    that: a live transformers 5 model, its state dict or a peft adapter against the model's ``save_pretrained``
+    folder (Llava's ``model.language_model.*`` against ``language_model.model.*``)."""
     ref = list(ref)
-    if not saved:
+    if _count(rename, names, set(ref)) == len(names) or not (saved := saved()):
         return rename, note
     name = saved_namer(saved)
     theirs = {name(r): r for r in ref}
@@ -307,6 +305,17 @@ def align_saved(names: list[str], ref: Iterable[str], saved: dict[str, str], ren
         return rename, note
     return ((lambda n: theirs.get(again(name(n)), again(name(n)))),
             "naming both as transformers' checkpoints do" + (f", then {how}" if how else ""))
+
+
+def saved_names_of(*sources: Any) -> dict[str, str]:
+    """{name in memory: name saved} of the transformers model whose folder (or weight file beside its config) the
+    first of ``sources`` that has one was read from (:func:`htsr.io.torch.checkpoint_names_of_folder`)."""
+    from .torch import checkpoint_names_of_folder
+
+    for src in sources:
+        if saved := checkpoint_names_of_folder(getattr(src, "path", None)):
+            return saved
+    return {}
 
 
 def _count(rename: Callable[[str], str] | None, names: list[str], ref: Container[str]) -> int:

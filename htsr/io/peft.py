@@ -422,7 +422,7 @@ class PeftAdapter:
     def with_base(self, base: TensorSource) -> PeftAdapter:
         """The same adapter with W and W + ΔW rows from ``base`` (what ``--base`` means for an adapter);
         the config and the adapter's tensor list are not read again."""
-        from .delta import align_names, align_saved
+        from .delta import align_names, align_saved, saved_names_of
 
         other = copy.copy(self)
         other._base = {t.name: t for t in base}
@@ -442,13 +442,9 @@ class PeftAdapter:
                 updates[f"{e['module']}.weight"] = (shape[0], math.prod(shape[1:]))
         rename, note = (_flat_align(wanted, other._base, updates) if self._flat
                         else align_names(wanted, other._base))
-        if not self._flat and (rename is None or sum(rename(n) in other._base for n in wanted) < len(wanted)):
-            # an adapter of a transformers 5 model names its modules as they are in memory; the model's
-            # save_pretrained folder, as transformers writes them (DINOv2's attention.attention.query)
-            from .torch import checkpoint_names_of_folder
-
-            rename, note = align_saved(wanted, other._base, checkpoint_names_of_folder(getattr(base, "path", None)),
-                                       rename, note)
+        if not self._flat:  # an adapter of a transformers 5 model names its modules as they are in memory; the
+            # model's save_pretrained folder, as transformers writes them (DINOv2's attention.attention.query)
+            rename, note = align_saved(wanted, other._base, lambda: saved_names_of(base), rename, note)
         if rename is None and note:
             raise SourceError(f"{self.folder}: module names matched to the base {base.description}: {note}")
         if rename is None and wanted:

@@ -292,7 +292,7 @@ def checkpoint_names_of_folder(folder: Any) -> dict[str, str]:
     """:func:`checkpoint_names` of the transformers model a saved folder's ``config.json`` describes, built on the
     meta device (no weights, no downloads): {name in memory: name the folder holds}. Empty without a config naming
     a transformers class, without transformers and torch, or if the model cannot be built."""
-    path = Path(os.fspath(folder)) if isinstance(folder, (str, os.PathLike)) else None
+    path = Path(os.fspath(folder)) if isinstance(folder, (str, os.PathLike)) and os.fspath(folder) else None
     if path is not None and not path.is_dir():  # a weight file: the config beside it
         path = path.parent
     if path is None or not (path / "config.json").is_file():
