@@ -28,7 +28,6 @@ import math
 import numpy as np
 import scipy.optimize
 import scipy.special
-import scipy.stats
 
 from .powerlaw import check_args, check_tail
 
@@ -102,23 +101,28 @@ def _posterior(shape: np.ndarray, rate: np.ndarray, w: np.ndarray, level: float)
     shape, rate, w = shape[keep], rate[keep], w[keep] / w[keep].sum()
     if shape.size == 0 or not np.all(shape > 0) or not np.all(rate > 0):
         return BayesAlpha.undefined()
-    dists = scipy.stats.gamma(shape, scale=1.0 / rate)
+    # the Gamma components through scipy.special, as scipy.stats.gamma computes them (x / scale, q·scale),
+    # without a frozen distribution's set-up per layer (it was most of this function's time)
+    scale = 1.0 / rate
     mean = 1.0 + float(w @ (shape / rate))
 
     def cdf(b: float) -> float:
-        return float(w @ dists.cdf(b))
+        return float(w @ scipy.special.gammainc(shape, b / scale))
+
+    def ppf(q: float) -> np.ndarray:
+        return scipy.special.gammaincinv(shape, q) * scale
 
     tail_p = (1.0 - level) / 2.0
     if shape.size == 1:
-        lo, hi = (float(v) for v in dists.ppf([tail_p, 1.0 - tail_p]))
+        lo, hi = float(ppf(tail_p)[0]), float(ppf(1.0 - tail_p)[0])
     else:  # quantiles of the mixture by root finding between the components' own quantiles
-        q_lo, q_hi = dists.ppf(tail_p), dists.ppf(1.0 - tail_p)
-        bracket = (float(q_lo.min()) * 0.5, float(q_hi.max()) * 2.0)
+        bracket = (float(ppf(tail_p).min()) * 0.5, float(ppf(1.0 - tail_p).max()) * 2.0)
         lo = _mixture_quantile(cdf, tail_p, bracket)
         hi = _mixture_quantile(cdf, 1.0 - tail_p, bracket)
     # a weighted sum of CDFs can round past 1: clip the probabilities to [0, 1]; P(α > 6) from the survival
     # functions, as 1 − CDF would leave round-off (1e-16) where it is 0
-    return BayesAlpha(mean, 1.0 + lo, 1.0 + hi, min(1.0, cdf(1.0)), min(1.0, float(w @ dists.sf(5.0))))
+    p_gt_6 = float(w @ scipy.special.gammaincc(shape, 5.0 / scale))
+    return BayesAlpha(mean, 1.0 + lo, 1.0 + hi, min(1.0, cdf(1.0)), min(1.0, p_gt_6))
 
 
 def _mixture_quantile(cdf, q: float, bracket: tuple[float, float]) -> float:
