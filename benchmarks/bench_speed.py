@@ -1,7 +1,8 @@
 """Time htsr's default analysis against WeightWatcher 0.7.7 and the bare linear algebra, same weights.
 
-Shapes: a GPT-2-small-shaped model (12 blocks of 768×2304, 768×768, 768×3072, 3072×768) and one
-LLaMA-7B-shaped block (q, k, v, o 4096×4096; gate, up 11008×4096; down 4096×11008), as torch
+Shapes: a GPT-2-small-shaped model (12 blocks of 768×2304, 768×768, 768×3072, 3072×768), one
+LLaMA-7B-shaped block (q, k, v, o 4096×4096; gate, up 11008×4096; down 4096×11008), and 200 small
+128×64 layers (where the per-layer fits, not the eigensolver, set the time), as torch
 nn.Linear modules with seeded N(0, 0.02²) weights. In one process, on the same modules:
 
 * htsr        ``htsr.analyze(model)`` with default options (fast path, KS power-law fit, metrics)
@@ -12,7 +13,7 @@ htsr and the bare linear algebra run ``--repeats`` times (median reported); Weig
 takes minutes on the LLaMA block, runs ``--ww-repeats`` times. Usage::
 
     pip install -r benchmarks/requirements.txt
-    python benchmarks/bench_speed.py [--only gpt2|llama] [--repeats 3] [--ww-repeats 1]
+    python benchmarks/bench_speed.py [--only gpt2|llama|small] [--repeats 3] [--ww-repeats 1]
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import htsr
 SHAPES = {
     "gpt2-small": [(768, 2304), (768, 768), (768, 3072), (3072, 768)] * 12,
     "llama7b-block": [(4096, 4096)] * 4 + [(11008, 4096)] * 2 + [(4096, 11008)],
+    "small-200": [(128, 64)] * 200,
 }
 
 
@@ -64,7 +66,7 @@ def timed(fn, repeats: int) -> list[float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["gpt2", "llama"], default=None)
+    ap.add_argument("--only", choices=["gpt2", "llama", "small"], default=None)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--ww-repeats", type=int, default=1)
     args = ap.parse_args()

@@ -543,7 +543,7 @@ def _blas_controller() -> Any:
 
 def _one_blas_thread():
     """A single-threaded BLAS for what follows: the fits, on a layer analysed with every BLAS thread (one of more
-    than THREADED_MAX_M, or analyze_layer called alone). Their small L-BFGS-B and vector products spin on a
+    than THREADED_MAX_M, or analyze_layer called alone). Their small solves and vector products spin on a
     threaded BLAS (tail_uncertainty of 3 072 eigenvalues: 60–128 ms on two threads of a loaded machine, 23–30
     ms on one; analyze_layer 128 against 10 ms a row). Nested in the analysis threads' own limit, a no-op."""
     return _blas_controller().limit(limits=1, user_api="blas")

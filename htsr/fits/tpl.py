@@ -22,7 +22,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.optimize
 
 from .powerlaw import check_tail
 
@@ -32,6 +31,9 @@ _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(24)
 _PANELS = 24  # panels per side of the integrand's peak
 _DROP = 45.0  # the integrand is cut where it is below e^-45 of its peak (relative error < 1e-19)
 _FALL_MARGIN = 8.0  # the last piece starts this far before c·eᵗ = 1 (e^(−c·eᵗ) > 0.9997 there)
+# the composite rule on [0, 1]: _PANELS equal panels of the Gauss–Legendre rule, scaled to each piece
+_UNIT_NODES = ((np.arange(_PANELS)[:, None] + 0.5 + 0.5 * _GL_NODES) / _PANELS).ravel()
+_UNIT_WEIGHTS = np.tile(0.5 * _GL_WEIGHTS / _PANELS, _PANELS)
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,13 @@ def _support(a: float, c: float) -> tuple[float, float]:
     lo, hi = 0.0, 1.0
     while h(hi) < _DROP:
         lo, hi = hi, 2.0 * hi
-    for _ in range(60):
+    if hi < 700.0:  # h is convex with h(0) = 0 < _DROP ≤ h(hi): Newton's method from hi descends to the root
+        for _ in range(60):
+            step = (h(hi) - _DROP) / (b + g * math.exp(hi))
+            hi -= step
+            if step <= 1e-13 * hi:
+                return t_peak, t_peak + hi
+    for _ in range(60):  # (where h is evaluated in logs, or Newton did not settle) bisection
         mid = 0.5 * (lo + hi)
         if h(mid) < _DROP:
             lo = mid
@@ -81,22 +89,24 @@ def _nodes(a: float, c: float) -> tuple[np.ndarray, np.ndarray]:
         pieces += [(t_peak, t_fall), (t_fall, t_end)]
     else:
         pieces.append((t_peak, t_end))
-    ts, ws = [], []
-    for lo, hi in pieces:
-        edges = np.linspace(lo, hi, _PANELS + 1)
-        half = 0.5 * np.diff(edges)[:, None]
-        mid = 0.5 * (edges[:-1] + edges[1:])[:, None]
-        ts.append((mid + half * _GL_NODES).ravel())
-        ws.append((half * _GL_WEIGHTS).ravel())
-    return np.concatenate(ts), np.concatenate(ws)
+    if len(pieces) == 1:
+        lo, hi = pieces[0]
+        return lo + (hi - lo) * _UNIT_NODES, (hi - lo) * _UNIT_WEIGHTS
+    return (np.concatenate([lo + (hi - lo) * _UNIT_NODES for lo, hi in pieces]),
+            np.concatenate([(hi - lo) * _UNIT_WEIGHTS for lo, hi in pieces]))
 
 
-def _moments(a: float, c: float) -> tuple[float, float, float]:
-    """(ln I(a, c), E[t], E[eᵗ]) under the TPL density of t."""
+def _moments(a: float, c: float, second: bool = False) -> tuple[float, ...]:
+    """(ln I(a, c), E[t], E[eᵗ]) under the TPL density of t; with ``second`` also (Var t, Cov(t, eᵗ), Var eᵗ),
+    the Hessian of the fit's objective."""
     if c == 0.0:
         if a <= 0:
-            return math.inf, math.nan, math.nan
-        return -math.log(a), 1.0 / a, (a / (a - 1.0) if a > 1 else math.inf)
+            return (math.inf, math.nan, math.nan) + ((math.nan,) * 3 if second else ())
+        e_u = a / (a - 1.0) if a > 1 else math.inf
+        if not second:
+            return -math.log(a), 1.0 / a, e_u
+        var_u = a / (a - 2.0) - e_u * e_u if a > 2 else math.inf
+        return -math.log(a), 1.0 / a, e_u, 1.0 / (a * a), (1.0 / (a - 1.0) ** 2 if a > 1 else math.inf), var_u
     t, w = _nodes(a, c)
     with np.errstate(over="ignore"):  # c·eᵗ as one exponential: eᵗ alone overflows past t = 709, where a
         # tiny c (x_min far below the tail) still keeps the integrand alive; an infinite c·eᵗ weighs 0
@@ -105,8 +115,15 @@ def _moments(a: float, c: float) -> tuple[float, float, float]:
         f = w * np.exp(logf - shift)
         total = float(f.sum())
         # E[eᵗ], eᵗ folded into the exponent (infinite for α ≤ 2 with c → 0: the search is steered off it)
-        e_u = float(np.sum(w * np.exp(logf - shift + t))) / total
-    return shift + math.log(total), float(f @ t) / total, e_u
+        fu = w * np.exp(logf - shift + t)
+        e_t, e_u = float(f @ t) / total, float(fu.sum()) / total
+        if not second:
+            return shift + math.log(total), e_t, e_u
+        d = t - e_t  # central moments, without the cancellation of E[t²] − E[t]²
+        var_t = float(f @ (d * d)) / total
+        cov = float(fu @ d) / total
+        var_u = float(np.sum(w * np.exp(logf - shift + 2.0 * t))) / total - e_u * e_u
+    return shift + math.log(total), e_t, e_u, var_t, cov, var_u
 
 
 def tpl_log_normaliser(alpha: float, Lambda: float, xmin: float) -> float:
@@ -129,8 +146,8 @@ _MIN_C = 1e-10
 def fit_truncated_power_law(tail: np.ndarray, xmin: float) -> TPLFit:
     """Maximum-likelihood (α, Λ) of a TPL for the values ``tail`` (all ≥ ``xmin`` > 0).
 
-    Convex problem in (a, c) = (α − 1, Λ·x_min), solved with L-BFGS-B on the exact gradient from the
-    sufficient statistics mean(t) and mean(u); c is scaled by mean(u) so both variables are O(1).
+    Convex problem in (a, c) = (α − 1, Λ·x_min), solved with Newton's method on the exact gradient and Hessian
+    (the mean and covariance of the sufficient statistics t and u under the model).
     """
     tail = np.asarray(tail, dtype=np.float64)
     check_tail("fit_truncated_power_law", tail, xmin)
@@ -143,7 +160,6 @@ def fit_truncated_power_law(tail: np.ndarray, xmin: float) -> TPLFit:
         return TPLFit.failed("all tail values equal x_min")
     if not math.isfinite(u_bar):
         return TPLFit.failed(f"the tail reaches beyond float64's range in units of x_min = {xmin:g}")
-    scale = 1.0 / u_bar
     # the bound c = 0 is the plain power law, whose optimum is closed form, a = 1/t̄; there the slope of the convex
     # objective in c is ū − E[u] = ū − a/(a − 1) (infinite E[u] for a ≤ 1). When it is ≥ 0 no cut-off does better
     pl = 1.0 + math.log(t_bar)  # a·t̄ + ln I at a = 1/t̄, c = 0
@@ -151,24 +167,70 @@ def fit_truncated_power_law(tail: np.ndarray, xmin: float) -> TPLFit:
     if a_pl > 1.0 and u_bar >= a_pl / (a_pl - 1.0):
         return TPLFit(a_pl + 1.0, 0.0, float(xmin), _loglik(tail, pl), "ok")
 
-    def nll(p: np.ndarray) -> tuple[float, np.ndarray]:
-        a, c = float(p[0]), float(p[1]) * scale
-        log_i, e_t, e_u = _moments(a, c)
-        return a * t_bar + c * u_bar + log_i, np.array([t_bar - e_t, (u_bar - e_u) * scale])
-
-    # c stays above 0 in the search: the bound c = 0 is the plain power law, taken in closed form below, and
-    # its corner a = 0 has no density. (A stand-in value there made the first projected step of L-BFGS-B
-    # stop at the start point: the cut-off of a shifted exponential was missed, R off by 76.)
-    start = np.array([1.0 / t_bar, 0.5])
-    res = scipy.optimize.minimize(nll, start, jac=True, method="L-BFGS-B",
-                                  bounds=[(0.0, 1e4), (_MIN_C, 1e8)], options={"ftol": 1e-14, "gtol": 1e-10})
-    a, c = float(res.x[0]), float(res.x[1]) * scale
-    value = float(res.fun)
+    a, c, value = _newton(t_bar, u_bar, 1.0 / t_bar, 0.5 / u_bar, c_bounds=(_MIN_C / u_bar, 1e8 / u_bar))
     if pl <= value:  # (the search stops near the bound c = 0, a little short of the power law's optimum)
         a, c, value = a_pl, 0.0, pl
     if not math.isfinite(value):
         return TPLFit.failed("the likelihood could not be maximised")
     return TPLFit(a + 1.0, c / xmin, float(xmin), _loglik(tail, value), "ok")
+
+
+_A_MAX = 1e4  # α − 1 beyond this is no tail anyone fits
+
+
+def _newton(t_bar: float, u_bar: float, a: float, c: float, c_bounds: tuple[float, float]
+            ) -> tuple[float, float, float]:
+    """Minimise the convex F(a, c) = a·t̄ + c·ū + ln I(a, c) on 0 ≤ a ≤ _A_MAX, c in ``c_bounds``, from (a, c):
+    (a, c, F). Projected Newton steps on the exact gradient (t̄ − E t, ū − E eᵗ) and Hessian (the covariance of
+    (t, eᵗ)), halved until F falls enough (Armijo), a variable held on a bound its gradient pushes against.
+
+    c stays above 0: the bound c = 0 is the plain power law, which the caller takes in closed form, and its
+    corner a = 0 has no density. (A stand-in value there had made L-BFGS-B, used before, stop at its start
+    point: the cut-off of a shifted exponential was missed, R off by 76.)"""
+    bounds = ((0.0, _A_MAX), c_bounds)
+    p = [min(max(v, lo), hi) for v, (lo, hi) in zip((a, c), bounds)]
+
+    def evaluate(p: list[float]) -> tuple[float, tuple[float, ...]]:
+        m = _moments(p[0], p[1], second=True)
+        return p[0] * t_bar + p[1] * u_bar + m[0], m
+
+    value, m = evaluate(p)
+    for _ in range(200):
+        g = (t_bar - m[1], u_bar - m[2])
+        H = ((m[3], m[4]), (m[4], m[5]))
+        if not all(map(math.isfinite, (value, *g, m[3], m[4], m[5]))):
+            break
+        free = [not ((p[i] <= bounds[i][0] and g[i] > 0) or (p[i] >= bounds[i][1] and g[i] < 0)) for i in (0, 1)]
+        if free[0] and free[1]:
+            det = H[0][0] * H[1][1] - H[0][1] ** 2
+            step = [(-g[0] * H[1][1] + g[1] * H[0][1]) / det, (-g[1] * H[0][0] + g[0] * H[0][1]) / det] \
+                if det > 0 else [-g[0], -g[1]]
+        elif free[0] or free[1]:
+            i = 0 if free[0] else 1
+            step = [0.0, 0.0]
+            step[i] = -g[i] / H[i][i] if H[i][i] > 0 else -g[i]
+        else:
+            break
+        slope = step[0] * g[0] + step[1] * g[1]
+        if not (math.isfinite(slope) and slope < 0):  # not a descent direction: the gradient's
+            step = [-g[i] if free[i] else 0.0 for i in (0, 1)]
+            slope = step[0] * g[0] + step[1] * g[1]
+        if -slope <= 1e-18 * max(1.0, abs(value)):  # the Newton decrement: F is within it of its minimum
+            break
+        s = 1.0
+        for _ in range(60):
+            q = [min(max(p[i] + s * step[i], bounds[i][0]), bounds[i][1]) for i in (0, 1)]
+            new_value, new_m = evaluate(q)
+            if new_value <= value + 1e-4 * ((q[0] - p[0]) * g[0] + (q[1] - p[1]) * g[1]):
+                break
+            s *= 0.5
+        else:
+            break
+        still = all(abs(q[i] - p[i]) <= 1e-15 * abs(p[i]) for i in (0, 1))
+        p, value, m = q, new_value, new_m
+        if still:
+            break
+    return p[0], p[1], value
 
 
 def _loglik(tail: np.ndarray, value: float) -> float:
