@@ -35,7 +35,7 @@ from .matrices import (
     unread_tensor_row,
 )
 from .metrics import compute_metrics, warning_for
-from .options import OPTION_SPECS, Options
+from .options import Options
 from .results import AnalysisResult, LayerResult, LayerSpectra, NotAnalysed, Summary
 from .rmt import (
     MPFit,
@@ -53,7 +53,7 @@ from .rmt import (
     phase_of,
     randomize,
 )
-from .spectra import Factored, Spectrum, esd
+from .spectra import FEW_BELOW_FLOOR, Factored, Spectrum, esd
 
 __all__ = ["analyze", "analyze_layer", "check_has_layers", "iter_layers"]
 
@@ -68,8 +68,6 @@ WW_FLOOR_MAX_FRACTION = 1e-3
 ERG_ZERO_SHARE = 0.10
 #: layers whose matrices have at most this smaller side are analysed side by side in threads
 THREADED_MAX_M = 2048
-#: the refine_fraction whose unrefined float32 spectra keep their sub-floor eigenvalues for the fit (see cut_of)
-DEFAULT_REFINE_FRACTION = OPTION_SPECS["refine_fraction"].default
 #: float32's unit roundoff: a storage coarser than it (bfloat16, float16, FP8) rounds the entries visibly
 _FLOAT32_ROUNDOFF = 2.0 ** -24
 #: eigenvalues below the storage's rounding floor are zeros only when at least ROUNDING_MIN_ZEROS of them are
@@ -530,7 +528,7 @@ def _round_off_left(sp: Spectrum) -> bool:
     leaves unrefined: a larger refine_fraction left them, and they are round-off. (A partly refined pooled
     spectrum, ``gram32+…``, counts its refined parts' exact zeros below the floor too: its float32 parts keep
     theirs, see cut_of.)"""
-    return sp.method == "gram32" and sp.num_below_floor > DEFAULT_REFINE_FRACTION * sp.evals.size
+    return sp.method == "gram32" and sp.num_below_floor > FEW_BELOW_FLOOR * sp.evals.size
 
 
 @functools.cache

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import OptionError
+from .spectra import FEW_BELOW_FLOOR
 
 __all__ = ["Options", "OPTION_SPECS", "LAYER_KINDS"]
 
@@ -122,9 +123,10 @@ OPTION_SPECS: dict[str, OptionSpec] = {
         OptionSpec("precision", "fast", "'fast' or 'accurate'", _choice("fast", "accurate"),
                    "eigenvalue path: 'fast' = float32 Gram + symmetric eigensolver, guarded "
                    "(see refine_fraction); 'accurate' = float64 SVD, as WeightWatcher"),
-        OptionSpec("refine_fraction", 0.01, "a number in [0, 1]", _float_range(0.0, 1.0),
+        OptionSpec("refine_fraction", FEW_BELOW_FLOOR, "a number in [0, 1]", _float_range(0.0, 1.0),
                    "fast path only: recompute a matrix in float64 when more than this fraction of "
-                   "its eigenvalues lie below the float32 resolution floor (0 = whenever any does)"),
+                   "its eigenvalues lie below the float32 resolution floor, or any rounds to zero "
+                   "(0 = whenever any lies below)"),
         OptionSpec("xmin", "ks", "'ks', 'median', 'peak' or a positive number", _xmin_ok,
                    "power-law x_min: 'ks' = Clauset-Shalizi-Newman KS scan, 'median' = top half of the "
                    "spectrum, 'peak' = KS scan over candidates <= 1.5 x the log-histogram peak, "
@@ -238,7 +240,7 @@ class Options:
     """Validated analysis options. Build with :meth:`create`; fields are documented in OPTION_SPECS."""
 
     precision: str = "fast"
-    refine_fraction: float = 0.01
+    refine_fraction: float = FEW_BELOW_FLOOR
     xmin: Any = "ks"
     clip_xmax: bool = False
     max_fingers: int = 10

@@ -13,7 +13,8 @@ error of about ε₃₂·√M·λ_max (measured: ≤ 2·10⁻⁵·λ_max for M =
 ``floor = 4·√M·ε·λ_max`` the layer's numerical floor (ε of the dtype used) and count the eigenvalues below
 it. The power-law tail, the norms, the stable rank and the entropy are insensitive to them; the
 matrix rank and any bulk statistic of a nearly singular layer are not. When more than
-``refine_fraction`` of a matrix's eigenvalues lie below the floor, the matrix is recomputed with the
+``refine_fraction`` of a matrix's eigenvalues lie below the floor, or any was rounded to zero or below (it would
+count as an exact zero, which the float32 Gram cannot tell), the matrix is recomputed with the
 Gram accumulated in float64 and a float64 solver, whose floor is 10⁹ times lower. Tiny negative
 eigenvalues from rounding are clipped to zero.
 
@@ -25,8 +26,8 @@ rank-deficient at a resolution the Gram cannot give (its floor, ~10⁻¹⁴·λ_
 tolerance (N·ε₆₄)²·λ_max: the float32 rounding of a stored low-rank product is rank there), so it is
 recomputed by the float64 SVD (method ``svd64``, as the accurate path; such a matrix costs about what the
 accurate path does, plus its two Grams). Unrefined float32 path: every eigenvalue counts
-— the matrix either has none below the floor, or so few (≤ ``refine_fraction``·M) that they are taken as
-the tiny but nonzero eigenvalues of a generic float32 matrix; a structurally rank-deficient matrix has many
+— the matrix either has none below the floor, or so few (≤ ``refine_fraction``·M, none rounded to ≤ 0) that
+they are taken as the tiny but nonzero eigenvalues of a generic float32 matrix; a structurally rank-deficient matrix has many
 and is refined. ``num_evals_below_floor`` reports how many were taken so; ``refine_fraction=0`` or
 ``precision="accurate"`` give the accurate path's rank always.
 """
@@ -178,8 +179,13 @@ class Kronecker(Factored):
         return np.float32(self.scale) * np.kron(np.asarray(self.W1, np.float32), np.asarray(self.W2, np.float32))
 
 
+#: the share of a matrix's eigenvalues below the float32 floor up to which, unrefined, they are taken as tiny
+#: nonzero eigenvalues (the default ``refine_fraction``); more, left by a larger one, are round-off
+FEW_BELOW_FLOOR = 0.01
+
+
 def matrix_eigenvalues(
-    W: np.ndarray | Factored, precision: str = "fast", refine_fraction: float = 0.01
+    W: np.ndarray | Factored, precision: str = "fast", refine_fraction: float = FEW_BELOW_FLOOR
 ) -> tuple[np.ndarray, float, float, str]:
     """Eigenvalues of WᵀW for one 2-D matrix, or of a :class:`Factored` one through its factors.
 
@@ -204,7 +210,12 @@ def matrix_eigenvalues(
 
     evals, floor, dtype = _gram_eigenvalues(W, np.float32, rows <= cols)
     below = int(np.count_nonzero(evals < floor))
-    if dtype is np.float32 and below > refine_fraction * M and below > 0:
+    # among a few below the floor, taken as tiny nonzero eigenvalues, one the float32 Gram rounded to ≤ 0 would
+    # count as an exact zero (num_zero_evals, the MP fit's share of zeros) though it cannot be told from one of
+    # ~floor: refined however few (a MiniLM layer's 7.6e-10 came out 0 at 2^20 times its scale, not at 1×).
+    # (Many below it, left by a larger refine_fraction, are round-off, zeros all: see analyze._round_off_left.)
+    clipped = evals.size > 0 and evals[0] <= 0 and below <= FEW_BELOW_FLOOR * M
+    if dtype is np.float32 and below > 0 and (below > refine_fraction * M or clipped):
         evals, floor, dtype = _gram_eigenvalues(W, np.float64, rows <= cols)
     if dtype is np.float64:
         below = int(np.count_nonzero(evals < floor))
@@ -257,7 +268,7 @@ def _gram_eigenvalues(W: np.ndarray, dtype: type, wide: bool) -> tuple[np.ndarra
 def esd(
     matrices: Sequence[np.ndarray],
     precision: str = "fast",
-    refine_fraction: float = 0.01,
+    refine_fraction: float = FEW_BELOW_FLOOR,
     scale: float = 1.0,
 ) -> Spectrum:
     """Pooled ESD of one layer's matrices (e.g. the kh·kw kernel positions of a conv), times ``scale``."""
