@@ -483,6 +483,10 @@ def test_help_mentions_every_option(capsys):
     (["--kinds", "dense", "--conv", "per_position"], "--conv acts only on conv1d, conv2d, conv3d, lora layers"),
     (["--progress", "--quiet"], "--progress and --quiet: --quiet prints no progress bar"),  # (--progress was dropped)
     (["--max-evals", "0"], "--max-evals must be none or an integer >= 1, got 0"),
+    # (a layer at most max_evals is below min_evals: every row skipped or not fitted, the run had gone on)
+    (["--min-evals", "50", "--max-evals", "20"], "--max-evals (20) is below --min-evals (50): every layer would be"),
+    (["--max-evals", "20"], "--max-evals (20) is below --min-evals (50)"),  # (min_evals' default)
+    (["--drop-top", "2", "--clip-xmax"], "--drop-top and --clip-xmax both choose"),
 ])
 def test_option_errors_in_the_command_lines_terms(model, capsys, argv, message):
     """Flag names, 'none' and comma lists, and the real range (an upper bound too), never the API's wording."""

@@ -215,6 +215,6 @@ def test_drop_top_fits_without_the_k_largest_as_weightwatchers_negative_xmax():
         # 1e-12: the same fit of the same eigenvalues (accurate: a float64 SVD, as here)
         assert row.alpha == pytest.approx(ref.alpha, rel=1e-12) and row.xmin == pytest.approx(ref.xmin, rel=1e-12)
         assert row.num_fingers == k and row.raw_alpha == pytest.approx(fit_power_law(ev).alpha, rel=1e-12)
-    with pytest.raises(htsr.OptionError, match="'drop_top' and 'clip_xmax' both choose"):
+    with pytest.raises(htsr.OptionError, match="'drop_top' and option 'clip_xmax' both choose"):
         htsr.Options.create(drop_top=1, clip_xmax=True)
     assert fit_power_law(ev[:4], drop_top=3).status.startswith("fit_failed: 4 eigenvalues: none left")
