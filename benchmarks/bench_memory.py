@@ -137,6 +137,8 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=6)
     ap.add_argument("--dir", default=tempfile.gettempdir())
     args = ap.parse_args()
+    if not Path(args.dir).is_dir():
+        ap.error(f"--dir {args.dir}: no such folder (the checkpoint is written to a temporary folder inside it)")
     largest = max(r * c for r, c in block_shapes(args.hidden)) * 4
     with tempfile.TemporaryDirectory(dir=args.dir) as d:
         for fmt in args.format:

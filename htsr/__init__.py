@@ -17,6 +17,18 @@ from .spectra import Spectrum, esd
 
 __version__ = "0.1.0"
 
+#: submodules that ``htsr.<name>`` imports on first use (``htsr.plot.plot_layer(...)`` after ``import htsr``),
+#: so that importing htsr loads neither matplotlib nor the training hooks
+_LAZY_SUBMODULES = frozenset({"compare", "figures", "monitor", "plot", "report"})
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "analyze",
     "load_result",

@@ -342,3 +342,17 @@ def test_long_titles_are_elided_and_close_values_are_not_offset():
     assert len(title) == 63 and title.startswith("ESD, log-log: encoder.") and title.endswith("encoder.fc")
     assert ax.yaxis.get_offset_text().get_text() == ""
     assert all(t.get_text().startswith("4.5711") for t in ax.get_yticklabels() if t.get_text())
+
+
+def test_import_htsr_then_htsr_plot_as_the_docs_write_it():
+    """README and docs/monitor.md call ``htsr.plot.plot_layer(...)`` / ``htsr.plot.save_panels(...)`` after
+    ``import htsr``: the submodule loads on first use (it had raised AttributeError), and not before (importing
+    htsr loads no matplotlib). A fresh interpreter: this one has imported htsr.plot already."""
+    code = ("import sys, htsr; assert 'matplotlib' not in sys.modules and 'htsr.plot' not in sys.modules; "
+            "import numpy as np; r = htsr.analyze({'fc.weight': np.random.default_rng(0).standard_normal((300, 100))}, "
+            "keep_spectra=True); fig = htsr.plot.plot_layer(r, 'fc'); print(type(fig).__name__, "
+            "htsr.monitor.AlphaMonitor.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "MPLBACKEND": "Agg"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["Figure", "AlphaMonitor"]
