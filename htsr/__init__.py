@@ -9,7 +9,7 @@ every weight matrix, a power-law fit of its tail (alpha) and the norm and rank m
 """
 
 from .analyze import analyze
-from .errors import HtsrError, MissingExtraError, OptionError, SourceError
+from .errors import BrokenPackageError, HtsrError, MissingExtraError, OptionError, SourceError
 from .fits.powerlaw import PowerLawFit, fit_power_law
 from .options import OPTION_SPECS, Options
 from .results import COLUMNS, AnalysisResult, LayerResult, LayerSpectra, Summary, load_result
@@ -47,5 +47,6 @@ __all__ = [
     "OptionError",
     "SourceError",
     "MissingExtraError",
+    "BrokenPackageError",
     "__version__",
 ]

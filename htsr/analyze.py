@@ -765,12 +765,9 @@ def _in_threads(layers: list[LayerMatrices], work: Callable[[LayerMatrices], Any
 
 
 def _progress_bar(total: int, description: str):
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        from .errors import MissingExtraError
+    from .io.base import import_extra
 
-        raise MissingExtraError("tqdm", "progress", "the progress bar") from None
+    tqdm = import_extra("tqdm", "progress", "the progress bar").tqdm
     # the end of a long path names the model; "htsr" stays in front
     name = description if len(description) <= 55 else "…" + description[-54:]
     return tqdm(total=total, desc=f"htsr {name}", unit="layer", leave=False)

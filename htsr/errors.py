@@ -37,12 +37,22 @@ class SourceError(HtsrError):
 
 
 class MissingExtraError(HtsrError, ImportError):
-    """An optional dependency is needed for this source or output."""
+    """An optional dependency is needed for this source or output: installed by htsr's ``extra``, or, for a
+    package no extra installs (``extra`` None: a training framework the user brings), by its own name."""
 
-    def __init__(self, package: str, extra: str, purpose: str) -> None:
-        super().__init__(
-            f"{purpose} needs the '{package}' package: pip install 'htsr[{extra}]'"
-        )
+    def __init__(self, package: str, extra: str | None, purpose: str) -> None:
+        how = f"pip install 'htsr[{extra}]'" if extra else f"pip install {package}"
+        super().__init__(f"{purpose} needs the '{package}' package: {how}")
+
+
+class BrokenPackageError(HtsrError, ImportError):
+    """An optional dependency is installed but fails to import (built for another numpy, a missing library of
+    its own): installing htsr's extra again would change nothing."""
+
+    def __init__(self, package: str, purpose: str, error: BaseException) -> None:
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+        super().__init__(f"{purpose} needs the '{package}' package, which is installed but fails to import "
+                         f"({reason}); reinstall or upgrade it: pip install -U {package}")
 
 
 class LayerSkipped(HtsrError):

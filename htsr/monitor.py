@@ -485,17 +485,21 @@ _LIGHTNING_CLASSES: dict[str, type] = {}
 
 
 def _lightning_module(package: str | None):
+    from .errors import MissingExtraError
     from .io.base import import_extra
 
     if package is None:
         try:
-            return import_extra("lightning.pytorch", "lightning", "the Lightning callback")
-        except ImportError:
-            package = "pytorch_lightning"
+            return import_extra("lightning.pytorch", None, "the Lightning callback", "lightning")
+        except MissingExtraError as neither:  # the older package name, else the current one's pip line
+            try:
+                return import_extra("pytorch_lightning", None, "the Lightning callback")
+            except MissingExtraError:
+                raise neither from None
     if package not in ("lightning.pytorch", "lightning", "pytorch_lightning"):
         raise OptionError(f"package must be 'lightning.pytorch' or 'pytorch_lightning', got {package!r}")
-    return import_extra("lightning.pytorch" if package.startswith("lightning") else package, "lightning",
-                        "the Lightning callback")
+    return import_extra("lightning.pytorch" if package.startswith("lightning") else package, None,
+                        "the Lightning callback", "lightning" if package.startswith("lightning") else package)
 
 
 def _lightning_class(pl) -> type:
@@ -655,5 +659,5 @@ def hf_callback(csv_path: str | os.PathLike | None = None, *, monitor: AlphaMoni
     """
     from .io.base import import_extra
 
-    transformers = import_extra("transformers", "hf", "the Hugging Face Trainer callback")
+    transformers = import_extra("transformers", None, "the Hugging Face Trainer callback")
     return _hf_class(transformers)(_monitor_from(monitor, csv_path, kw), log_name, bool(stop_on_alert))

@@ -297,10 +297,6 @@ class Options:
         if kwargs.get("drop_top") and kwargs.get("clip_xmax"):
             raise OptionError("option 'drop_top' and option 'clip_xmax' both choose the top eigenvalues a fit leaves "
                               "out: give one of them")
-        low, high = kwargs.get("min_evals", OPTION_SPECS["min_evals"].default), kwargs.get("max_evals")
-        if high is not None and high < low:  # (a layer of fewer than min_evals eigenvalues is never fitted)
-            raise OptionError(f"option 'max_evals' ({high}) is below option 'min_evals' ({low}): every layer would be "
-                              "skipped or not fitted")
         if isinstance(kwargs.get("kinds"), (str, list, tuple, set)):
             k = kwargs["kinds"]
             kwargs["kinds"] = frozenset((k,) if isinstance(k, str) else k)

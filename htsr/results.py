@@ -504,12 +504,9 @@ def read_layers(path: str | os.PathLike):
     with :meth:`AnalysisResult.to_pandas`'s dtypes (``pd.read_csv`` alone guesses them from the values: a count
     column without an empty cell comes back int64, an all-empty text column float64, and tables of two runs
     then do not concatenate cleanly). Empty numeric cells are NaN, empty text cells ''."""
-    try:
-        import pandas as pd
-    except ImportError:
-        from .errors import MissingExtraError
+    from .io.base import import_extra
 
-        raise MissingExtraError("pandas", "pandas", "htsr.results.read_layers()") from None
+    pd = import_extra("pandas", "pandas", "htsr.results.read_layers()")
     with open(path, newline="", encoding="utf-8") as f:
         header = next(csv.reader(f), [])
     text = [c for c in header if COLUMN_DTYPES.get(c) == "object"]
@@ -576,12 +573,9 @@ class AnalysisResult:
 
     def to_pandas(self):
         """The per-layer table as a pandas DataFrame (needs pandas)."""
-        try:
-            import pandas as pd
-        except ImportError:
-            from .errors import MissingExtraError
+        from .io.base import import_extra
 
-            raise MissingExtraError("pandas", "pandas", "AnalysisResult.to_pandas()") from None
+        pd = import_extra("pandas", "pandas", "AnalysisResult.to_pandas()")
         frame = pd.DataFrame(self.to_records(), columns=list(COLUMNS))
         # one dtype per column whatever the values (a count with no NaN would be int64 in one result and
         # float64 in another: concatenating results mixed them): LayerResult's own types

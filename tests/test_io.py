@@ -1728,3 +1728,44 @@ def test_a_bilinear_layers_weight_is_one_matrix_per_output():
         ("stack", 30, 20)}
     # λ_max of each output's form (1e-5: float32 weights, float64 Gram)
     assert [r.lambda_max for r in rows] == pytest.approx([np.linalg.norm(w[k], 2) ** 2 for k in range(40)], rel=1e-5)
+
+
+def test_an_installed_package_that_fails_to_import_is_named_as_broken(tmp_path, monkeypatch):
+    """An optional package present but unimportable (h5py 3.10 built for numpy 1 under numpy 2 raises
+    ValueError on import) had given a traceback, or "pip install 'htsr[plot]'" for a matplotlib already installed:
+    now one line that says it is installed and fails, with the reason. A package not installed keeps the extra's
+    pip line."""
+    from htsr.errors import BrokenPackageError, HtsrError, MissingExtraError
+    from htsr.io.base import import_extra
+
+    (tmp_path / "htsr_test_broken").mkdir()
+    (tmp_path / "htsr_test_broken" / "__init__.py").write_text(
+        "raise ValueError('numpy.dtype size changed, may indicate binary incompatibility')\n")
+    (tmp_path / "htsr_test_halfway").mkdir()  # its own dependency missing: installed, not importable
+    (tmp_path / "htsr_test_halfway" / "__init__.py").write_text("import htsr_test_not_there\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for module, reason in (("htsr_test_broken", "ValueError: numpy.dtype size changed"),
+                           ("htsr_test_halfway", "ModuleNotFoundError: No module named 'htsr_test_not_there'")):
+        with pytest.raises(BrokenPackageError) as ei:
+            import_extra(module, "keras", "reading Keras .keras / .h5 files")
+        message = str(ei.value)
+        assert isinstance(ei.value, HtsrError) and "\n" not in message
+        assert f"'{module}' package, which is installed but fails to import ({reason}" in message
+        assert f"pip install -U {module}" in message and "htsr[" not in message
+    with pytest.raises(MissingExtraError, match=r"needs the 'htsr_test_not_there' package: pip install 'htsr\[keras\]'"):
+        import_extra("htsr_test_not_there", "keras", "reading Keras .keras / .h5 files")
+
+
+@pytest.mark.parametrize("call, package", [("lightning_callback", "lightning"), ("hf_callback", "transformers")])
+def test_the_training_callbacks_name_their_framework_not_an_extra(tmp_path, monkeypatch, call, package):
+    """No extra installs Lightning or transformers (the training framework is the user's): the messages had said
+    pip install 'htsr[lightning]' / 'htsr[hf]', extras pip does not know."""
+    import sys
+
+    import htsr.monitor
+
+    for module in ("lightning", "lightning.pytorch", "pytorch_lightning", "transformers"):
+        monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(htsr.MissingExtraError) as ei:
+        getattr(htsr.monitor, call)(tmp_path / "a.csv")
+    assert str(ei.value).endswith(f"needs the '{package}' package: pip install {package}")

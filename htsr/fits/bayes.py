@@ -26,7 +26,6 @@ from dataclasses import dataclass
 import math
 
 import numpy as np
-import scipy.optimize
 import scipy.special
 
 from .powerlaw import check_args, check_tail
@@ -126,4 +125,6 @@ def _posterior(shape: np.ndarray, rate: np.ndarray, w: np.ndarray, level: float)
 
 
 def _mixture_quantile(cdf, q: float, bracket: tuple[float, float]) -> float:
+    import scipy.optimize  # (only here: importing it costs 0.2 s of every `import htsr`)
+
     return float(scipy.optimize.brentq(lambda b: cdf(b) - q, *bracket, xtol=1e-12, rtol=1e-12))

@@ -26,9 +26,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.optimize
 import scipy.special
-import scipy.stats
 
 from .powerlaw import check_args, check_tail
 from .tpl import TPLFit, fit_truncated_power_law, tpl_logpdf
@@ -193,7 +191,7 @@ def compare_tails(tail: np.ndarray, alpha: float, xmin: float, share: float = 1.
         # the TPL nests the power law (Λ = 0): R ≤ 0 but for round-off, which is no evidence against it
         if tpl.Lambda == 0 or r_tpl > -1e-12 * float(np.sum(np.abs(lp_pl))):
             r_tpl = 0.0
-        p_tpl = 0.5 * float(scipy.stats.chi2.sf(-2.0 * r_tpl, 1)) if r_tpl < 0 else 1.0
+        p_tpl = 0.5 * float(scipy.special.chdtrc(1, -2.0 * r_tpl)) if r_tpl < 0 else 1.0  # (χ²₁'s sf, as scipy.stats)
     else:
         r_tpl = p_tpl = _NAN
     return TailComparison(r_exp, p_exp, r_ln, p_ln, r_tpl, p_tpl, tpl,

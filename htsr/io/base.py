@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import math
 import os
 import re
@@ -197,14 +198,24 @@ class TensorSource(Protocol):
     def __iter__(self) -> Iterator[TensorRef]: ...
 
 
-def import_extra(module: str, extra: str, purpose: str) -> ModuleType:
-    """Import an optional dependency, or raise MissingExtraError with the pip line for its extra."""
-    from ..errors import MissingExtraError
+def import_extra(module: str, extra: str | None, purpose: str, package: str | None = None) -> ModuleType:
+    """Import an optional dependency, or raise MissingExtraError with the pip line for its extra (``extra`` None:
+    for the ``package`` itself, by default the module's top-level name) when it is not installed, and
+    BrokenPackageError when it is but fails to import (an h5py built for numpy 1 under numpy 2)."""
+    from ..errors import BrokenPackageError, MissingExtraError
 
+    top = module.split(".")[0]
+    package = package or top
     try:
         return importlib.import_module(module)
-    except ImportError:
-        raise MissingExtraError(module.split(".")[0], extra, purpose) from None
+    except Exception as e:  # (not only ImportError: a binary built for another numpy raises ValueError)
+        try:
+            installed = importlib.util.find_spec(top) is not None
+        except (ImportError, ValueError):
+            installed = False
+        if isinstance(e, ImportError) and (not installed or getattr(e, "name", None) in (top, module)):
+            raise MissingExtraError(package, extra, purpose) from None
+        raise BrokenPackageError(package, purpose, e) from None
 
 
 def one_line(e: BaseException, limit: int | None = None) -> str:

@@ -1351,7 +1351,7 @@ class KerasModel:
     copy: the model's weights are never modified). A bare layer is read as a one-layer model."""
 
     def __init__(self, model: Any) -> None:
-        keras = import_extra("keras", "keras", "reading Keras model objects")
+        keras = import_extra("keras", None, "reading Keras model objects")
         self._keras = keras
         self.model = model
         name = getattr(model, "name", None)
