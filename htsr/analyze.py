@@ -442,8 +442,11 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         # normalizing moves no eigenvalue across it and alpha stays scale-free
         ww_cut = WW_EVALS_THRESH / lm.N if opts.normalize == "N" else WW_EVALS_THRESH
 
+        def ww_applies(sp: Spectrum) -> bool:
+            return opts.evals_floor == "ww" and not lowrank and ww_cut <= WW_FLOOR_MAX_FRACTION * sp.evals[-1]
+
         def cut_of(sp: Spectrum) -> float:
-            ww = opts.evals_floor == "ww" and not lowrank and ww_cut <= WW_FLOOR_MAX_FRACTION * sp.evals[-1]
+            ww = ww_applies(sp)
             # and never below a float64 spectrum's numerical floor: eigenvalues there are round-off (a rank-1
             # layer of large entries has 1e-5 < round-off, and its fit would be to noise). A spectrum with
             # float32 parts keeps them: an unrefined float32 matrix has fewer than refine_fraction of its
@@ -461,7 +464,15 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
             cut, why = storage_floor, " (the rounding noise of the model's and the base's stored weights)"
         if zeros > cut and not num_windows and not lm.resolution:  # (a delta's cut is its storage_floor above)
             cut, why = zeros, " (the rounding of the weights' storage, under a gap)"
-        fit_x = fit_spectrum.evals[fit_spectrum.evals > cut]
+        low = ww_cut if ww_applies(fit_spectrum) else 0.0
+        if fit_spectrum.own_floor is not None and not why and cut == fit_spectrum.floor > low:
+            # the numerical floor decides, and a pooled layer's matrices have their own: each eigenvalue is cut at
+            # its own matrix's (a quiet kernel position's resolved eigenvalues are not its loudest one's round-off)
+            keep = fit_spectrum.above_floor(low)
+            why = " (the largest of its kernel positions' floors, each cut at its own)"
+        else:
+            keep = fit_spectrum.evals > cut
+        fit_x = fit_spectrum.evals[keep]
         # FARMS' windows of a rank-deficient matrix repeat its few directions: its own count decides (a rank-1
         # matrix's 84 windows gave 84 values, fitted "ok" at alpha 11.7)
         whole_cut = max(cut_of(spectrum), zeros) if num_windows else 0.0

@@ -60,6 +60,13 @@ class Spectrum:
     num_below_floor: int  # eigenvalues below their matrix's floor
     rank: int  # eigenvalues above their matrix's rank tolerance
     method: str  # "svd64", "gram32", "gram64", or "gram32+gram64" when only some were refined
+    # each eigenvalue's own matrix's floor, aligned with evals (None: ``floor`` for all). A pooled conv layer's kernel
+    # positions differ: the loudest one's floor would cut the quiet ones' well-resolved eigenvalues
+    own_floor: np.ndarray | None = None
+
+    def above_floor(self, cut: float = 0.0) -> np.ndarray:
+        """Mask of the eigenvalues above ``cut`` and above their own matrix's floor."""
+        return (self.evals > cut) & (self.evals > (self.floor if self.own_floor is None else self.own_floor))
 
 
 class Factored:
@@ -279,7 +286,12 @@ def esd(
         floors.append(floor)
         tols.append(tol)
         methods.add(method)
-    evals = np.sort(np.concatenate(parts)) * scale
+    pooled = np.concatenate(parts)
+    order = np.argsort(pooled, kind="stable")
+    evals = pooled[order] * scale
+    own_floor = None
+    if len(set(floors)) > 1:
+        own_floor = np.repeat(np.asarray(floors, dtype=np.float64), [ev.size for ev in parts])[order] * scale
     below = sum(int(np.count_nonzero(ev < f)) for ev, f in zip(parts, floors))
     if methods == {"svd64"}:
         # one pooled tolerance (the largest), as WeightWatcher counts the rank of a pooled conv layer
@@ -292,6 +304,7 @@ def esd(
         num_below_floor=below,
         rank=rank,
         method="+".join(sorted(methods)),
+        own_floor=own_floor,
     )
 
 

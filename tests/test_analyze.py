@@ -335,7 +335,7 @@ def test_public_surface():
     assert set(htsr.__all__) == {
         "analyze", "load_result", "AnalysisResult", "LayerResult", "LayerSpectra", "Summary", "COLUMNS", "Options", "OPTION_SPECS",
         "fit_power_law", "PowerLawFit", "esd", "Spectrum", "HtsrError", "OptionError", "SourceError",
-        "MissingExtraError", "__version__"}
+        "MissingExtraError", "BrokenPackageError", "__version__"}
     for name in htsr.__all__:
         assert hasattr(htsr, name)
 
@@ -743,6 +743,24 @@ def test_a_partly_refined_pooled_conv_counts_the_zeros_of_its_refined_part_only(
     assert "+" in rows[0].eig_method  # partly refined
     assert [r.num_zero_evals for r in rows] == [156, 156]
     assert rows[0].num_fit_evals == rows[1].num_fit_evals
+
+
+@pytest.mark.parametrize("options", [{"evals_floor": "numerical"}, {"scale": 1e-3}])
+def test_each_kernel_position_of_a_pooled_conv_is_cut_at_its_own_floor(options):
+    """Silero's conv4 has positions of λ_max 0.44, 1785 and 0.40: the pooled floor 4·√64·ε₃₂·1785 = 6.8e-3, the
+    loudest position's, had cut 66 of the quiet positions' 128 eigenvalues, which their own Grams resolve 300×
+    above their floors (fitted 126 of 192 with --evals-floor numerical, or at λ_max < 1e-2, where the layer's own
+    floor replaces 1e-5). Chosen spectra: two quiet positions with eigenvalues 1e-3..0.4, one loud up to 1800."""
+    quiet = np.sqrt(np.geomspace(1e-3, 0.4, 64))
+    W = np.stack([matrix_with_singular_values(quiet, 128, 64, seed=1),
+                  matrix_with_singular_values(np.sqrt(np.geomspace(1.0, 1800.0, 64)), 128, 64, seed=2),
+                  matrix_with_singular_values(quiet, 128, 64, seed=3)], axis=-1).astype(np.float32)
+    W *= options.pop("scale", 1.0)
+    row = htsr.analyze({"conv.weight": W}, **options, tails=False).layers[0]
+    accurate = htsr.analyze({"conv.weight": W}, **options, precision="accurate", tails=False).layers[0]
+    assert row.eig_method == "gram32" and row.num_evals_below_floor == 0
+    assert row.num_fit_evals == accurate.num_fit_evals == 192  # every eigenvalue is above its own floor
+    assert row.alpha == pytest.approx(accurate.alpha, rel=1e-4)  # (float32 Gram against float64 SVD)
 
 
 def test_a_zero_kernel_position_is_a_skipped_row_not_a_failed_layer():
