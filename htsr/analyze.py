@@ -277,6 +277,14 @@ def weights_finite(mats: list[Any]) -> bool:
                    for W in mats)
 
 
+def _attention_mask(mats: list[Any]) -> bool:
+    """Whether a layer's matrices hold only 0 and −inf, some −inf: an additive attention mask a module keeps as a
+    plain tensor (CLIP's causal 77 × 77 ``attn_mask``, a TorchScript constant), not a weight with NaN or Inf."""
+    if not mats or any(isinstance(W, Factored) for W in mats):
+        return False
+    return all(np.isneginf(W).any() and bool(np.all((W == 0) | np.isneginf(W))) for W in mats)
+
+
 def weight_problem(mats: list[Any], scale: float) -> str:
     """Why a layer's matrices cannot be analysed, or '': NaN or Inf in them, or eigenvalues that would leave
     float64's range — with a the largest entry, an N × M matrix's largest eigenvalue lies between a² and
@@ -356,6 +364,8 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         mats = lm.load()
         scale = esd_scale(lm, opts)
         problem = weight_problem(mats, scale)
+        if problem and _attention_mask(mats):
+            return LayerResult(**base, status="skipped: an attention mask (entries 0 and −inf), not a weight"), None
         if problem:
             return LayerResult(**base, status=f"failed: {problem}"), None
         spectrum = esd(mats, opts.precision, opts.refine_fraction, scale)

@@ -166,6 +166,11 @@ def infer_kind(name: str, shape: tuple[int, ...]) -> str | None:
     return classify(name, shape)[0]
 
 
+#: LitEma (CompVis latent diffusion, Stable Diffusion 1.x/2.x checkpoints): a buffer per weight of the model, named
+#: model_ema.<its name without the dots> (model_ema.diffusion_modelinput_blocks00weight)
+_LIT_EMA = re.compile(r"model_ema\.[A-Za-z0-9_]+(weight|bias)$")
+
+
 def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
     """(kind, '') for a tensor that is analysed, (None, why not) for one that is not (see :func:`infer_kind`)."""
     if is_bias_or_buffer(name):  # biases and batch-norm buffers; norm weights are 1-D below
@@ -179,6 +184,9 @@ def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
     if name == "_flat_param" or name.endswith("._flat_param"):
         return None, ("an FSDP flat parameter (a wrapped unit's parameters concatenated): save the full state dict "
                       "(FULL_STATE_DICT) and analyse that")
+    if _LIT_EMA.match(name):
+        return None, ("the EMA copy of a weight (LitEma's model_ema.<name without dots>, as CompVis / Stable "
+                      "Diffusion checkpoints keep it beside the model's own weights under model.)")
     if _LORA_PART.search(name):
         return None, ("a LoRA factor without its adapter_config.json (its scale unknown): analyse the live model, "
                       "or the folder save_pretrained writes")

@@ -793,3 +793,16 @@ def test_a_wholly_zero_conv_is_failed_per_position_as_pooled():
     assert htsr.analyze(src).layers[0].status == "failed: all-zero matrix"
     rows = htsr.analyze(src, conv="per_position").layers
     assert len(rows) == 9 and all(r.status.startswith("failed: all-zero matrix") for r in rows)
+
+
+def test_an_attention_mask_kept_as_a_tensor_is_skipped_not_failed():
+    """CLIP's causal mask (0 on and below the diagonal, −inf above), a plain tensor attribute that torch.jit.trace
+    freezes into a constant, had been a dense row 'failed: NaN or Inf in the weights' and counted as a failure.
+    A weight with an Inf among real values still fails."""
+    mask = np.triu(np.full((77, 77), -np.inf, dtype=np.float32), 1)
+    W = np.random.default_rng(0).standard_normal((77, 77)).astype(np.float32)
+    W[3, 5] = np.inf
+    r = htsr.analyze({"attn_mask": mask, "fc.weight": W})
+    assert [l.status for l in r.layers] == ["skipped: an attention mask (entries 0 and −inf), not a weight",
+                                            "failed: NaN or Inf in the weights"]
+    assert (r.summary.num_skipped, r.summary.num_failed) == (1, 1)

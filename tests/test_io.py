@@ -1769,3 +1769,76 @@ def test_the_training_callbacks_name_their_framework_not_an_extra(tmp_path, monk
     with pytest.raises(htsr.MissingExtraError) as ei:
         getattr(htsr.monitor, call)(tmp_path / "a.csv")
     assert str(ei.value).endswith(f"needs the '{package}' package: pip install {package}")
+
+
+# ------------------------------------------------------------------------ training-framework checkpoint layouts
+
+def test_a_tar_archive_is_named_with_what_to_extract(tmp_path):
+    """A NeMo .nemo (a tar, plain or gzipped, of model_config.yaml and model_weights.ckpt) had been 'unknown file
+    format' and the list of every format; the extracted checkpoint is read."""
+    import tarfile
+
+    (tmp_path / "model_config.yaml").write_text("a: 1\n")
+    np.savez(tmp_path / "model_weights.npz", w=np.ones((4, 4)))
+    for name, mode in (("m.nemo", "w"), ("mz.nemo", "w:gz")):
+        with tarfile.open(tmp_path / name, mode) as tar:
+            tar.add(tmp_path / "model_config.yaml", "model_config.yaml")
+            tar.add(tmp_path / "model_weights.npz", "model_weights.ckpt")
+        with pytest.raises(htsr.SourceError) as ei:
+            open_source(tmp_path / name)
+        _one_line_source_error(ei, name, "a tar archive", "extract it (tar xf)", "model_weights.ckpt")
+
+
+def test_deepspeed_training_state_files_are_named_as_such(tmp_path):
+    """DeepSpeed's zero_pp_rank_0_mp_rank_00_optim_states.pt (flat fp32 partitions under 'optimizer_state_dict')
+    had been 'it holds no tensors'; a pipeline-parallel run's mp_rank_00_model_states.pt ('module' None, the
+    weights in its layer_*-model_states.pt files) too."""
+    torch = pytest.importorskip("torch")
+    optim = tmp_path / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    torch.save({"optimizer_state_dict": {"base_optimizer_state": {"state": {}, "param_groups": [{"lr": 0.1}]},
+                                         "single_partition_of_fp32_groups": [torch.randn(1000)], "zero_stage": 2},
+                "ds_config": {"zero_optimization": {"stage": 2}}, "ds_version": "0.16.0"}, optim)
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(optim)
+    _one_line_source_error(ei, optim.name, "training state only", "'optimizer_state_dict'", "zero_to_fp32.py")
+    stage = tmp_path / "mp_rank_00_model_states.pt"
+    torch.save({"module": None, "ds_version": "0.16.0", "buffer_names": []}, stage)
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(stage)
+    _one_line_source_error(ei, stage.name, "pipeline-parallel", "layer_*-model_states.pt")
+
+
+def test_megatron_distributed_optimizer_state_and_fsdp_shards_in_folders(tmp_path):
+    """Megatron's --use-distributed-optimizer writes distrib_optim.pt beside model_optim_rng.pt: training state, so
+    the rank folder's weights are read (it had been 'give one'). A folder whose subfolder holds an FSDP sharded
+    state dict (.distcp) names that subfolder (it had been the generic 'folder has no …')."""
+    torch = pytest.importorskip("torch")
+    rank = tmp_path / "mp_rank_00"
+    rank.mkdir()
+    W = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
+    torch.save({"model": {"language_model": {"encoder": {"layers.0.mlp.dense_h_to_4h.weight": torch.from_numpy(W)}}},
+                "iteration": 10}, rank / "model_optim_rng.pt")
+    torch.save({"param_state": {0: {"exp_avg": torch.randn(64, 32)}}}, rank / "distrib_optim.pt")
+    assert [l.shape for l in htsr.analyze(rank, tails=False).layers] == ["64x32"]
+    (tmp_path / "fsdp" / "pytorch_model_fsdp_0").mkdir(parents=True)
+    (tmp_path / "fsdp" / "pytorch_model_fsdp_0" / "__0_0.distcp").write_bytes(b"PK\x03\x04")
+    with pytest.raises(htsr.SourceError) as ei:
+        open_source(tmp_path / "fsdp")
+    _one_line_source_error(ei, "pytorch_model_fsdp_0/")
+
+
+def test_a_stable_diffusion_checkpoints_ema_copy_is_not_analysed_twice(tmp_path):
+    """CompVis / SD 1.x 'pruned' checkpoints keep LitEma's copy of every weight as model_ema.<name without dots>
+    beside model.diffusion_model.<name>: each layer had been analysed twice and the summary averaged both."""
+    rng = np.random.default_rng(0)
+    W = {"model.diffusion_model.input_blocks.1.1.proj_in.weight": rng.standard_normal((320, 320, 1, 1)),
+         "model.diffusion_model.out.2.weight": rng.standard_normal((4, 320, 3, 3))}
+    tensors = {**W, **{"model_ema." + k[len("model."):].replace(".", ""): v for k, v in W.items()},
+               "model_ema.decay": np.array(0.9999), "model_ema.num_updates": np.array(10, dtype=np.int32)}
+    path = tmp_path / "v1-5-pruned.safetensors"
+    np_save_file({k: np.asarray(v, dtype=np.float32) if v.dtype.kind == "f" else v for k, v in tensors.items()}, path)
+    r = htsr.analyze(path, tails=False)
+    assert [l.name for l in r.layers] == ["model.diffusion_model.input_blocks.1.1.proj_in",
+                                          "model.diffusion_model.out.2"]
+    ema = [n for n in r.not_analysed if n.reason.startswith("the EMA copy of a weight (LitEma's")]
+    assert len(ema) == 1 and ema[0].count == 2

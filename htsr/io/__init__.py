@@ -246,7 +246,8 @@ _WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".
 #: gzipped pickle mnist_net_model.gz), and never named as a weight file left unread
 _MAYBE_WEIGHT_SUFFIXES = frozenset({".pkl", ".pickle", ".gz"})
 #: a Hugging Face Trainer (or accelerate) checkpoint's training state beside the weights: not another copy
-_TRAINING_FILE = re.compile(r"(training_args|(optimizer|scheduler|sampler|scaler)(_\d+)?|rng_state.*|.*optim_states)"
+_TRAINING_FILE = re.compile(r"(training_args|(optimizer|scheduler|sampler|scaler)(_\d+)?|rng_state.*|.*optim_states"
+                            r"|distrib_optim)"  # (Megatron's --use-distributed-optimizer state beside model_optim_rng.pt)
                             r"\.(bin|pt|pth)$"
                             r"|random_states.*\.pkl$")
 
@@ -277,7 +278,7 @@ def _holds_weights(d: Path) -> bool:
     """Whether ``d`` is a folder with a weight file among its first thousand entries (an error message asks:
     a data set's folder of a million images is not listed to the end)."""
     try:
-        return d.is_dir() and any(_weight_file(f, _WEIGHT_SUFFIXES | _MAYBE_WEIGHT_SUFFIXES)
+        return d.is_dir() and any(_weight_file(f, _WEIGHT_SUFFIXES | _MAYBE_WEIGHT_SUFFIXES | {".distcp"})
                                   for f in itertools.islice(d.iterdir(), 1000))
     except OSError:  # unreadable
         return False
@@ -549,4 +550,18 @@ def _open_path(path: Path) -> TensorSource:
         raise SourceError(f"{path}: not a valid safetensors file (bad header length); truncated or corrupt?")
     if path.suffix == ".gguf":
         raise SourceError(f"{path}: not a GGUF file (bad magic {head[:4]!r}); truncated or corrupt?")
+    if _is_tar(path):
+        raise SourceError(f"{path}: a tar archive (a NeMo .nemo is one): extract it (tar xf) and give the weight "
+                          "file inside (NeMo's model_weights.ckpt)")
     raise SourceError(f"{path}: unknown file format; supported: {SUPPORTED}")
+
+
+def _is_tar(path: Path) -> bool:
+    """Whether ``path`` is a tar archive, plain or compressed (tarfile opens it and finds a first member)."""
+    import tarfile
+
+    try:
+        with tarfile.open(path) as tar:
+            return tar.next() is not None
+    except (tarfile.TarError, OSError, EOFError, ValueError):
+        return False

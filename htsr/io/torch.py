@@ -408,7 +408,16 @@ def unwrap_state(obj: Any, is_tensor: Callable[[Any], bool],
     if "param_groups" in obj and "state" in obj:  # torch.optim's state_dict(): a Trainer's optimizer.pt …
         raise SourceError(f"{where}: an optimizer's state (torch.optim's state_dict: 'state' and 'param_groups'), "
                           "whose moments are shaped like the weights but are not them; give the model's own file")
+    if "ds_version" in obj and "module" in obj and obj["module"] is None:
+        raise SourceError(f"{where}: a DeepSpeed pipeline-parallel checkpoint, whose weights are in the "
+                          "layer_*-model_states.pt files beside it (one per pipeline stage); give one of them, or run "
+                          "the zero_to_fp32.py DeepSpeed saved beside it and analyse its output")
     weights = {k: v for k, v in obj.items() if not _is_training_state(k, v)}
+    if len(weights) < len(obj) and not any(is_tensor(v) or _holds_tensors(v, is_tensor) for v in weights.values()):
+        # (DeepSpeed's *_optim_states.pt: its fp32 partitions are flat vectors, under 'optimizer_state_dict')
+        raise SourceError(f"{where}: training state only ({', '.join(map(repr, list(obj)[:4]))}: optimizer moments "
+                          "and the like, shaped like the weights but not them); give the model's own file (DeepSpeed: "
+                          "mp_rank_00_model_states.pt, or the output of its zero_to_fp32.py)")
     direct = [v for v in weights.values() if is_tensor(v)]
     # a state dict holds its tensors at the top; a checkpoint may too, beside its wrapped state dict, but only
     # scalars and vectors (PyTorch's ImageNet example's best_acc1, k-diffusion's RNG state demo_gen)
