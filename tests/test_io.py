@@ -1842,3 +1842,33 @@ def test_a_stable_diffusion_checkpoints_ema_copy_is_not_analysed_twice(tmp_path)
                                           "model.diffusion_model.out.2"]
     ema = [n for n in r.not_analysed if n.reason.startswith("the EMA copy of a weight (LitEma's")]
     assert len(ema) == 1 and ema[0].count == 2
+
+
+def test_a_sentence_transformers_folder_reads_its_dense_modules_too(tmp_path):
+    """SentenceTransformer.save writes the transformer in the folder itself and each Dense module in its own
+    (modules.json lists them: '', 1_Pooling, 2_Dense, 3_Normalize): the 2_Dense layer had been dropped without a
+    word. The legacy layout (0_Transformer/ too) had been refused with 'give one'."""
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((96, 64)).astype(np.float32)
+    D = rng.standard_normal((32, 64)).astype(np.float32)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+               {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+               {"idx": 3, "name": "3", "path": "3_Normalize", "type": "sentence_transformers.models.Normalize"}]
+    for layout in ("modern", "legacy"):
+        root = tmp_path / layout
+        model = root / ("0_Transformer" if layout == "legacy" else "")
+        for d in (model, root / "1_Pooling", root / "2_Dense", root / "3_Normalize"):
+            d.mkdir(parents=True, exist_ok=True)
+        np_save_file({"encoder.layer.0.output.dense.weight": W}, model / "model.safetensors")
+        (model / "config.json").write_text("{}")
+        (root / "1_Pooling" / "config.json").write_text('{"word_embedding_dimension": 64}')
+        np_save_file({"linear.weight": D, "linear.bias": np.zeros(32, np.float32)}, root / "2_Dense" / "model.safetensors")
+        listed = [dict(m, path="0_Transformer") if m["path"] == "" and layout == "legacy" else m for m in modules]
+        (root / "modules.json").write_text(json.dumps(listed))
+        r = htsr.analyze(root, tails=False)
+        prefix = "0_Transformer." if layout == "legacy" else ""
+        assert [l.name for l in r.layers] == [f"{prefix}encoder.layer.0.output.dense", "2_Dense.linear"]
+        assert r.layers[1].lambda_max == pytest.approx(np.linalg.svd(D.astype(np.float64), compute_uv=False)[0] ** 2,
+                                                       rel=1e-5)  # (float32 Gram)
+        assert "a sentence-transformers model" in r.source and "not read" not in r.source

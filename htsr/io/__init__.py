@@ -172,13 +172,20 @@ _NOT_A_MODEL = re.compile(r"Scheduler|Tokenizer|FeatureExtractor|ImageProcessor|
 
 class _Components:
     """The models of a diffusers pipeline read as one, each tensor named ``<component>.<name>`` (diffusers'
-    own LoRA files name their modules so: ``unet.down_blocks.0…``, ``text_encoder.text_model…``)."""
+    own LoRA files name their modules so: ``unet.down_blocks.0…``, ``text_encoder.text_model…``); or the modules
+    of a sentence-transformers model (``what``), the one in the folder itself (component '') unprefixed."""
 
-    def __init__(self, folder: Path, components: dict[str, TensorSource | SourceError], empty: list[str]) -> None:
+    def __init__(self, folder: Path, components: dict[str, TensorSource | SourceError], empty: list[str],
+                 what: str = "a diffusers pipeline") -> None:
         self._sources = {n: src for n, src in components.items() if not isinstance(src, SourceError)}
         unread = {n: e for n, e in components.items() if isinstance(e, SourceError)}
-        self.description = f"{folder} (a diffusers pipeline: {', '.join(f'{n}/' for n in self._sources)})"
+        self.description = f"{folder} ({what}: {', '.join(f'{n}/' if n else './' for n in self._sources)})"
         for name, src in self._sources.items():  # what a component's folder left out, as it says read alone
+            if not name:  # (the folder's own model: its notes follow its description)
+                rest = src.description.removeprefix(str(folder)).strip()
+                if rest:
+                    self.description += f" (./: {rest[1:-1] if rest.startswith('(') and rest.endswith(')') else rest})"
+                continue
             own = str(folder / name)
             rest = src.description.removeprefix(own)
             if rest.startswith("/"):  # (a folder of one weight file: read as that file)
@@ -191,9 +198,8 @@ class _Components:
             self.description += f" ({', '.join(f'{n}/' for n in empty)}: listed, no weights here)"
         for name, e in unread.items():
             self.description += f" ({name}/ not read: {str(e).removeprefix(str(folder / name) + ': ')})"
-        self.skipped = [(f"{n}.{t}", why) for n, src in self._sources.items()
-                        for t, why in getattr(src, "skipped", ())]
-        self.not_weights = [(f"{n}.{t}", why) for n, src in self._sources.items()
+        self.skipped = [(_in(n, t), why) for n, src in self._sources.items() for t, why in getattr(src, "skipped", ())]
+        self.not_weights = [(_in(n, t), why) for n, src in self._sources.items()
                             for t, why in getattr(src, "not_weights", ())]
 
     def __len__(self) -> int:
@@ -202,8 +208,13 @@ class _Components:
     def __iter__(self):
         for name, src in self._sources.items():
             for t in src:
-                yield dataclasses.replace(t, name=f"{name}.{t.name}",
-                                          part_of=f"{name}.{t.part_of}" if t.part_of else None)
+                yield t if not name else dataclasses.replace(t, name=_in(name, t.name),
+                                                             part_of=_in(name, t.part_of) if t.part_of else None)
+
+
+def _in(component: str, name: str) -> str:
+    """A tensor's name in a model of components: ``<component>.<name>``, or the name alone in the folder's own."""
+    return f"{component}.{name}" if component else name
 
 
 class _Chain:
@@ -299,6 +310,44 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
         if any(not isinstance(src, SourceError) for src in components.values()):  # a diffusers pipeline: its models, each in a folder of its own (a Hub snapshot's
             # original single-file checkpoints beside them are named as not read)
             return _Components(path, components, empty), set()
+    if (path / "modules.json").is_file():  # a sentence-transformers model: its transformer and its Dense layers
+        modules = _sentence_transformer_modules(path)
+        if [n for n in modules if n]:
+            read: set[Path] = set()
+            if "" in modules:  # the Transformer in the folder itself
+                try:
+                    modules[""], read = _open_model_folder(path)
+                    if isinstance(modules[""], ShardedSafetensors) and not read:  # (loose files: all read)
+                        read = {_resolved(f.path) for f in modules[""].files}
+                except SourceError as e:
+                    modules[""] = e
+            return _Components(path, dict(sorted(modules.items())), [], "a sentence-transformers model"), read
+    return _open_model_folder(path)
+
+
+def _sentence_transformer_modules(path: Path) -> dict[str, TensorSource | SourceError | None]:
+    """The modules sentence-transformers' ``modules.json`` lists whose folders hold weights (``2_Dense/``, the
+    legacy ``0_Transformer/``), each read as a model folder, by folder; '' (None: read by the caller) when the
+    folder itself holds a module's weights (the Transformer, ``"path": ""``). Pooling and Normalize hold none."""
+    try:
+        listed = json.loads((path / "modules.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}  # (not sentence-transformers' file: the folder is read as any other)
+    paths = [m.get("path") for m in listed if isinstance(m, dict)] if isinstance(listed, list) else []
+    out: dict[str, TensorSource | SourceError | None] = {}
+    for p in paths:
+        if p == "":
+            out[""] = None
+        elif isinstance(p, str) and _COMPONENT.fullmatch(p) and _holds_weights(path / p):
+            try:
+                out[p] = _open_path(path / p)
+            except SourceError as e:
+                out[p] = e
+    return out
+
+
+def _open_model_folder(path: Path) -> tuple[TensorSource, set[Path]]:
+    """The model in a folder of one model (not a pipeline's or a sentence-transformers' components)."""
     indexed = safetensors_index(path) is not None  # (then its shards are read: a dangling link beside them is not)
     if indexed or weight_files(path, "*.safetensors"):
         loose = [] if indexed else weight_files(path, "*.safetensors")
