@@ -1872,3 +1872,22 @@ def test_a_sentence_transformers_folder_reads_its_dense_modules_too(tmp_path):
         assert r.layers[1].lambda_max == pytest.approx(np.linalg.svd(D.astype(np.float64), compute_uv=False)[0] ** 2,
                                                        rel=1e-5)  # (float32 Gram)
         assert "a sentence-transformers model" in r.source and "not read" not in r.source
+
+
+def test_one_tensor_parallel_shard_of_megatron_says_so(tmp_path):
+    """Megatron-LM's iter_*/mp_rank_00/model_optim_rng.pt of a run with --tensor-model-parallel-size 2 holds the
+    rank's slice of each matrix (a 384 × 128 query_key_value as 192 × 128): analysed as the model with no word
+    (alpha 9.88 for the whole matrix's 8.79). Its args say how the model is split; the source says it too."""
+    import argparse
+
+    torch = pytest.importorskip("torch")
+    args = argparse.Namespace(tensor_model_parallel_size=2, pipeline_model_parallel_size=1, hidden_size=128)
+    torch.save({"model": {"language_model": {"encoder": {
+        "layers.0.self_attention.query_key_value.weight": torch.randn(192, 128)}}}, "args": args,
+        "iteration": 1000, "checkpoint_version": 3.0}, tmp_path / "model_optim_rng.pt")
+    r = htsr.analyze(tmp_path / "model_optim_rng.pt", tails=False)
+    assert [l.shape for l in r.layers] == ["192x128"]
+    assert "one shard of a model split 2 ways by tensor parallelism" in r.source
+    args.tensor_model_parallel_size = 1  # a run on one rank: its file is the model
+    torch.save({"model": {"w.weight": torch.randn(64, 32)}, "args": args}, tmp_path / "one.pt")
+    assert "one shard of a model" not in htsr.analyze(tmp_path / "one.pt", tails=False).source

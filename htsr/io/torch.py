@@ -412,6 +412,10 @@ def unwrap_state(obj: Any, is_tensor: Callable[[Any], bool],
         raise SourceError(f"{where}: a DeepSpeed pipeline-parallel checkpoint, whose weights are in the "
                           "layer_*-model_states.pt files beside it (one per pipeline stage); give one of them, or run "
                           "the zero_to_fp32.py DeepSpeed saved beside it and analyse its output")
+    split = _model_parallel(obj.get("args"))
+    if split and notes is not None:
+        notes.append(f"one shard of a model split {split}: its matrices are slices of the model's, and their "
+                     "spectra are not the model's; merge the shards first (Megatron's checkpoint converter)")
     weights = {k: v for k, v in obj.items() if not _is_training_state(k, v)}
     if len(weights) < len(obj) and not any(is_tensor(v) or _holds_tensors(v, is_tensor) for v in weights.values()):
         # (DeepSpeed's *_optim_states.pt: its fp32 partitions are flat vectors, under 'optimizer_state_dict')
@@ -436,6 +440,16 @@ def unwrap_state(obj: Any, is_tensor: Callable[[Any], bool],
                                  f"in the checkpoint, which Python reads as htsr.analyze(checkpoint[{others[0]!r}])")
                 return found
     return weights or None
+
+
+def _model_parallel(args: Any) -> str:
+    """How a Megatron-LM checkpoint's model is split across its rank files, from the ``args`` it saves (an
+    argparse.Namespace: a stand-in's state, or the object itself): '2 ways by tensor parallelism' …, or ''."""
+    state = getattr(args, "state", None)
+    state = state if isinstance(state, Mapping) else getattr(args, "__dict__", {})
+    ways = [(state.get(k), what) for k, what in (("tensor_model_parallel_size", "tensor"),
+                                                 ("pipeline_model_parallel_size", "pipeline"))]
+    return " and ".join(f"{n} ways by {what} parallelism" for n, what in ways if isinstance(n, int) and n > 1)
 
 
 def _zero3_placeholders(obj: Mapping, is_tensor: Callable[[Any], bool]) -> bool:
