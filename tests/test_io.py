@@ -1891,3 +1891,20 @@ def test_one_tensor_parallel_shard_of_megatron_says_so(tmp_path):
     args.tensor_model_parallel_size = 1  # a run on one rank: its file is the model
     torch.save({"model": {"w.weight": torch.randn(64, 32)}, "args": args}, tmp_path / "one.pt")
     assert "one shard of a model" not in htsr.analyze(tmp_path / "one.pt", tails=False).source
+
+
+def test_accelerates_save_state_of_two_models_reads_each_as_its_own(tmp_path):
+    """accelerate's save_state writes each prepared model to a file of its own (model.safetensors, model_1 …):
+    a GAN's generator and discriminator had been merged into one model without a word, and two models of the
+    same parameter names refused as a sharded model missing its index."""
+    rng = np.random.default_rng(0)
+    for names in (("gen.0.weight", "disc.0.weight"), ("0.weight", "0.weight")):
+        folder = tmp_path / names[0].split(".")[0]
+        folder.mkdir()
+        for i, name in enumerate(names):
+            np_save_file({name: rng.standard_normal((64, 32)).astype(np.float32)},
+                         folder / ("model.safetensors" if i == 0 else f"model_{i}.safetensors"))
+        (folder / "optimizer.bin").write_bytes(b"\x80\x04N.")  # (training state beside them)
+        r = htsr.analyze(folder, tails=False)
+        assert [l.name for l in r.layers] == [f"model.{names[0][:-7]}", f"model_1.{names[1][:-7]}"]
+        assert "accelerate's save_state, one model a file: model.safetensors, model_1.safetensors" in r.source

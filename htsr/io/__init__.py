@@ -173,18 +173,20 @@ _NOT_A_MODEL = re.compile(r"Scheduler|Tokenizer|FeatureExtractor|ImageProcessor|
 class _Components:
     """The models of a diffusers pipeline read as one, each tensor named ``<component>.<name>`` (diffusers'
     own LoRA files name their modules so: ``unet.down_blocks.0…``, ``text_encoder.text_model…``); or the modules
-    of a sentence-transformers model (``what``), the one in the folder itself (component '') unprefixed."""
+    of a sentence-transformers model (``what``), the one in the folder itself (component '') unprefixed; or models
+    each in a file of its own (``suffix``: the files' suffix, a component its file's stem)."""
 
     def __init__(self, folder: Path, components: dict[str, TensorSource | SourceError], empty: list[str],
-                 what: str = "a diffusers pipeline") -> None:
+                 what: str = "a diffusers pipeline", suffix: str = "/") -> None:
         self._sources = {n: src for n, src in components.items() if not isinstance(src, SourceError)}
         unread = {n: e for n, e in components.items() if isinstance(e, SourceError)}
-        self.description = f"{folder} ({what}: {', '.join(f'{n}/' if n else './' for n in self._sources)})"
+        self.description = f"{folder} ({what}: {', '.join(n + suffix if n else './' for n in self._sources)})"
         for name, src in self._sources.items():  # what a component's folder left out, as it says read alone
-            if not name:  # (the folder's own model: its notes follow its description)
-                rest = src.description.removeprefix(str(folder)).strip()
+            if not name or suffix != "/":  # (the folder's own model, or a file: its notes follow its description)
+                rest = src.description.removeprefix(str(folder / (name + suffix) if name else folder)).strip()
                 if rest:
-                    self.description += f" (./: {rest[1:-1] if rest.startswith('(') and rest.endswith(')') else rest})"
+                    label = name + suffix if name else "./"
+                    self.description += f" ({label}: {rest[1:-1] if rest.startswith('(') and rest.endswith(')') else rest})"
                 continue
             own = str(folder / name)
             rest = src.description.removeprefix(own)
@@ -355,6 +357,11 @@ def _open_model_folder(path: Path) -> tuple[TensorSource, set[Path]]:
             src = _lora_or(loose[0], SafetensorsFile(loose[0]))
             if not isinstance(src, SafetensorsFile):
                 return src, {_resolved(loose[0])}
+        if len(loose) > 1 and {f.stem for f in loose} == {"model", *(f"model_{i}" for i in range(1, len(loose)))}:
+            # accelerate's save_state of several prepared models (a GAN's generator and discriminator): one a file,
+            # each its own model, named by its file
+            return (_Components(path, {f.stem: SafetensorsFile(f) for f in loose}, [],
+                                "accelerate's save_state, one model a file", ".safetensors"), {_resolved(f) for f in loose})
         src = ShardedSafetensors(path)  # with an index, its shards; loose files say what they leave out
         return src, {_resolved(f.path) for f in src.files} if src.indexed else set()
     index = path / "pytorch_model.bin.index.json"
