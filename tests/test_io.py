@@ -1743,9 +1743,12 @@ def test_an_installed_package_that_fails_to_import_is_named_as_broken(tmp_path, 
         "raise ValueError('numpy.dtype size changed, may indicate binary incompatibility')\n")
     (tmp_path / "htsr_test_halfway").mkdir()  # its own dependency missing: installed, not importable
     (tmp_path / "htsr_test_halfway" / "__init__.py").write_text("import htsr_test_not_there\n")
+    (tmp_path / "htsr_test_no_ext").mkdir()  # its compiled part missing ('cannot import name', name = the package)
+    (tmp_path / "htsr_test_no_ext" / "__init__.py").write_text("from . import _ext\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     for module, reason in (("htsr_test_broken", "ValueError: numpy.dtype size changed"),
-                           ("htsr_test_halfway", "ModuleNotFoundError: No module named 'htsr_test_not_there'")):
+                           ("htsr_test_halfway", "ModuleNotFoundError: No module named 'htsr_test_not_there'"),
+                           ("htsr_test_no_ext", "ImportError: cannot import name '_ext'")):
         with pytest.raises(BrokenPackageError) as ei:
             import_extra(module, "keras", "reading Keras .keras / .h5 files")
         message = str(ei.value)

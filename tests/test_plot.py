@@ -350,8 +350,8 @@ def test_import_htsr_then_htsr_plot_as_the_docs_write_it():
     htsr loads no matplotlib). A fresh interpreter: this one has imported htsr.plot already."""
     code = ("import sys, htsr; assert 'matplotlib' not in sys.modules and 'htsr.plot' not in sys.modules; "
             "import numpy as np; r = htsr.analyze({'fc.weight': np.random.default_rng(0).standard_normal((300, 100))}, "
-            "keep_spectra=True); fig = htsr.plot.plot_layer(r, 'fc'); print(type(fig).__name__, "
-            "htsr.monitor.AlphaMonitor.__name__)")
+            "keep_spectra=True); assert {'plot', 'monitor', 'compare'} <= set(dir(htsr)); "
+            "fig = htsr.plot.plot_layer(r, 'fc'); print(type(fig).__name__, htsr.monitor.AlphaMonitor.__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "MPLBACKEND": "Agg"})
     assert out.returncode == 0, out.stderr

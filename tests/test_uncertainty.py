@@ -1319,3 +1319,43 @@ def test_the_public_fit_functions_check_their_arguments():
                        (lambda: compare_tails(tail, 1.0, fit.xmin), "alpha must be a finite number above 1")):
         with pytest.raises(ValueError, match=re.escape(says)):
             call()
+
+
+def test_tpl_fit_of_a_tail_far_above_x_min():
+    """x_min 1e-155 below a 1 + Exp(1) tail: mean(λ/x_min) ~ 1e155, whose square overflows. The Hessian had
+    been inf from the first step and the search stopped there, falling back to Λ = 0 (log-likelihood −1499.3
+    where L-BFGS-B, used before, found −1302.9); in the scaled variable v = eᵗ/ū it stays finite."""
+    x = np.sort(1.0 + np.random.default_rng(0).exponential(1.0, 200))
+    for xmin in (1e-100, 1e-155, 1e-300):
+        fit = fit_truncated_power_law(x, xmin)
+        lam = 1.0 / float(np.mean(x))  # the exponential's rate: α → 1 and Λ near it (1 + Exp(1) is no TPL exactly)
+
+        def nll(p):
+            return -float(np.sum(tpl_logpdf(x, 1.0 + p[0], p[1], xmin)))
+
+        ref = scipy.optimize.minimize(nll, np.array([0.01, lam]), method="L-BFGS-B",
+                                      bounds=[(0.0, 10.0), (1e-6, 10.0)], options={"ftol": 1e-15, "gtol": 1e-12})
+        # 1e-9 relative: the sums of the two objectives round differently
+        assert fit.loglik >= -ref.fun - 1e-9 * abs(ref.fun)
+        assert fit.Lambda == pytest.approx(ref.x[1], rel=1e-3)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_tpl_fit_of_a_narrow_tail_stays_in_its_valley(seed):
+    """A tail of spread x_max/x_min − 1 ~ 1e-4..1e-3 (a near-orthogonal layer's): t and u = eᵗ are nearly
+    collinear, and the likelihood runs along a flat valley. The uncentred Var u had made the covariance look
+    indefinite; the search then ran along the valley to α = 10001 (tpl_alpha 10001 on a near-orthogonal
+    256 × 256 layer, 1 before). Its maximum is at least scipy's from the start, and α stays near it."""
+    rng = np.random.default_rng(seed)
+    x = np.sort(1.0 + rng.uniform(0.0, 10.0 ** rng.uniform(-4, -3), int(rng.integers(20, 3000))))
+    x = np.concatenate([[1.0], x])
+    fit = fit_truncated_power_law(x, 1.0)
+
+    def nll(p):
+        return -float(np.sum(tpl_logpdf(x, 1.0 + p[0], p[1], 1.0)))
+
+    ref = scipy.optimize.minimize(nll, np.array([1.0 / float(np.mean(np.log(x))), 0.5 / float(np.mean(x))]),
+                                  method="L-BFGS-B", bounds=[(0.0, 1e4), (1e-10, 1e8)],
+                                  options={"ftol": 1e-15, "gtol": 1e-12})
+    assert fit.loglik >= -ref.fun - 1e-9 * abs(ref.fun)  # (1e-9 relative: the sums round differently)
+    assert fit.alpha < 100.0  # not run to the far bound α = 10001 along the valley

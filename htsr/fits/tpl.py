@@ -96,33 +96,40 @@ def _nodes(a: float, c: float) -> tuple[np.ndarray, np.ndarray]:
             np.concatenate([(hi - lo) * _UNIT_WEIGHTS for lo, hi in pieces]))
 
 
-def _moments(a: float, c: float, second: bool = False) -> tuple[float, ...]:
-    """(ln I(a, c), E[t], E[eᵗ]) under the TPL density of t; with ``second`` also (Var t, Cov(t, eᵗ), Var eᵗ),
-    the Hessian of the fit's objective."""
+def _moments(a: float, c: float, second: bool = False, log_s: float = 0.0) -> tuple[float, ...]:
+    """(ln I(a, c), E[t], E[eᵗ]) under the TPL density of t; with ``second``, (ln I, E[t], E[v], Var t, Cov(t, v),
+    Var v) for v = s·eᵗ, s = e^``log_s`` (the fit's scaled variable: v of order 1 where eᵗ would overflow its
+    square), the Hessian of the fit's objective; the variances about the means, without the cancellation of
+    E[v²] − E[v]² (a narrow tail's t and v are nearly collinear, and that cancellation made the covariance
+    look indefinite)."""
     if c == 0.0:
         if a <= 0:
             return (math.inf, math.nan, math.nan) + ((math.nan,) * 3 if second else ())
         e_u = a / (a - 1.0) if a > 1 else math.inf
         if not second:
             return -math.log(a), 1.0 / a, e_u
+        s = math.exp(log_s)
         var_u = a / (a - 2.0) - e_u * e_u if a > 2 else math.inf
-        return -math.log(a), 1.0 / a, e_u, 1.0 / (a * a), (1.0 / (a - 1.0) ** 2 if a > 1 else math.inf), var_u
+        cov = 1.0 / (a - 1.0) ** 2 if a > 1 else math.inf
+        return -math.log(a), 1.0 / a, s * e_u, 1.0 / (a * a), s * cov, s * s * var_u
     t, w = _nodes(a, c)
-    with np.errstate(over="ignore"):  # c·eᵗ as one exponential: eᵗ alone overflows past t = 709, where a
-        # tiny c (x_min far below the tail) still keeps the integrand alive; an infinite c·eᵗ weighs 0
+    with np.errstate(over="ignore", invalid="ignore"):  # c·eᵗ as one exponential: eᵗ alone overflows past
+        # t = 709, where a tiny c (x_min far below the tail) still keeps the integrand alive; an infinite c·eᵗ
+        # weighs 0
         logf = -a * t - np.exp(math.log(c) + t)
         shift = float(logf.max())
         f = w * np.exp(logf - shift)
         total = float(f.sum())
         # E[eᵗ], eᵗ folded into the exponent (infinite for α ≤ 2 with c → 0: the search is steered off it)
-        fu = w * np.exp(logf - shift + t)
+        fu = w * np.exp(logf - shift + t + log_s)
         e_t, e_u = float(f @ t) / total, float(fu.sum()) / total
         if not second:
             return shift + math.log(total), e_t, e_u
-        d = t - e_t  # central moments, without the cancellation of E[t²] − E[t]²
+        d = t - e_t
         var_t = float(f @ (d * d)) / total
         cov = float(fu @ d) / total
-        var_u = float(np.sum(w * np.exp(logf - shift + 2.0 * t))) / total - e_u * e_u
+        dv = np.exp(t + log_s) - e_u  # (infinite only where the integrand is 0: those nodes weigh nothing)
+        var_u = float(np.sum(np.where(f > 0, f * dv * dv, 0.0))) / total
     return shift + math.log(total), e_t, e_u, var_t, cov, var_u
 
 
@@ -167,7 +174,7 @@ def fit_truncated_power_law(tail: np.ndarray, xmin: float) -> TPLFit:
     if a_pl > 1.0 and u_bar >= a_pl / (a_pl - 1.0):
         return TPLFit(a_pl + 1.0, 0.0, float(xmin), _loglik(tail, pl), "ok")
 
-    a, c, value = _newton(t_bar, u_bar, 1.0 / t_bar, 0.5 / u_bar, c_bounds=(_MIN_C / u_bar, 1e8 / u_bar))
+    a, c, value = _newton(t_bar, u_bar)
     if pl <= value:  # (the search stops near the bound c = 0, a little short of the power law's optimum)
         a, c, value = a_pl, 0.0, pl
     if not math.isfinite(value):
@@ -178,45 +185,50 @@ def fit_truncated_power_law(tail: np.ndarray, xmin: float) -> TPLFit:
 _A_MAX = 1e4  # α − 1 beyond this is no tail anyone fits
 
 
-def _newton(t_bar: float, u_bar: float, a: float, c: float, c_bounds: tuple[float, float]
-            ) -> tuple[float, float, float]:
-    """Minimise the convex F(a, c) = a·t̄ + c·ū + ln I(a, c) on 0 ≤ a ≤ _A_MAX, c in ``c_bounds``, from (a, c):
-    (a, c, F). Projected Newton steps on the exact gradient (t̄ − E t, ū − E eᵗ) and Hessian (the covariance of
-    (t, eᵗ)), halved until F falls enough (Armijo), a variable held on a bound its gradient pushes against.
+def _newton(t_bar: float, u_bar: float) -> tuple[float, float, float]:
+    """Minimise the convex F(a, c) = a·t̄ + c·ū + ln I(a, c) over 0 ≤ a ≤ _A_MAX and k = c·ū in
+    [_MIN_C, 1e8]: (a, c, F). In (a, k) both variables are of order 1, and F = a·t̄ + k + ln I(a, k/ū) has the
+    gradient (t̄ − E t, 1 − E v) and Hessian Cov(t, v), v = eᵗ/ū (finite where ū is 1e150 and more).
+
+    Projected Newton steps, halved until F falls enough (Armijo): a variable on a bound its gradient pushes
+    against is held there; a step that would cross a bound goes to it, the other variable taking its best step
+    given that; where the covariance is singular to rounding (a narrow tail: t and v nearly collinear, a valley
+    of equal likelihood) the step is the pseudo-inverse's, along the curved direction only, so that the search
+    stays near where it started instead of running to a bound along the flat one. It stops when the Newton
+    decrement is below rounding.
 
     c stays above 0: the bound c = 0 is the plain power law, which the caller takes in closed form, and its
     corner a = 0 has no density. (A stand-in value there had made L-BFGS-B, used before, stop at its start
     point: the cut-off of a shifted exponential was missed, R off by 76.)"""
-    bounds = ((0.0, _A_MAX), c_bounds)
-    p = [min(max(v, lo), hi) for v, (lo, hi) in zip((a, c), bounds)]
+    bounds = ((0.0, _A_MAX), (_MIN_C, 1e8))
+    log_s = -math.log(u_bar)
+    p = [min(max(1.0 / t_bar, 0.0), _A_MAX), 0.5]
 
     def evaluate(p: list[float]) -> tuple[float, tuple[float, ...]]:
-        m = _moments(p[0], p[1], second=True)
-        return p[0] * t_bar + p[1] * u_bar + m[0], m
+        m = _moments(p[0], p[1] / u_bar, second=True, log_s=log_s)
+        return p[0] * t_bar + p[1] + m[0], m
 
     value, m = evaluate(p)
     for _ in range(200):
-        g = (t_bar - m[1], u_bar - m[2])
-        H = ((m[3], m[4]), (m[4], m[5]))
-        if not all(map(math.isfinite, (value, *g, m[3], m[4], m[5]))):
+        g = (t_bar - m[1], 1.0 - m[2])
+        h11, h12, h22 = m[3], m[4], m[5]
+        if not all(map(math.isfinite, (value, *g, h11, h12, h22))):
             break
         free = [not ((p[i] <= bounds[i][0] and g[i] > 0) or (p[i] >= bounds[i][1] and g[i] < 0)) for i in (0, 1)]
-        if free[0] and free[1]:
-            det = H[0][0] * H[1][1] - H[0][1] ** 2
-            step = [(-g[0] * H[1][1] + g[1] * H[0][1]) / det, (-g[1] * H[0][0] + g[0] * H[0][1]) / det] \
-                if det > 0 else [-g[0], -g[1]]
-        elif free[0] or free[1]:
-            i = 0 if free[0] else 1
-            step = [0.0, 0.0]
-            step[i] = -g[i] / H[i][i] if H[i][i] > 0 else -g[i]
-        else:
+        step = _newton_step(g, h11, h12, h22, free)
+        if step is None:
             break
-        slope = step[0] * g[0] + step[1] * g[1]
-        if not (math.isfinite(slope) and slope < 0):  # not a descent direction: the gradient's
-            step = [-g[i] if free[i] else 0.0 for i in (0, 1)]
-            slope = step[0] * g[0] + step[1] * g[1]
-        if -slope <= 1e-18 * max(1.0, abs(value)):  # the Newton decrement: F is within it of its minimum
+        decrement = -(step[0] * g[0] + step[1] * g[1])
+        if not decrement > 1e-18 * max(1.0, abs(value)):  # F is within rounding of its minimum (or no descent)
             break
+        for i, j in ((0, 1), (1, 0)):  # a step across a bound goes to it; the other variable's best step given that
+            target = p[i] + step[i]
+            if free[i] and not bounds[i][0] <= target <= bounds[i][1]:
+                step[i] = min(max(target, bounds[i][0]), bounds[i][1]) - p[i]
+                hjj, hji = (h22, h12) if j == 1 else (h11, h12)
+                if free[j] and hjj > 0:
+                    step[j] = -(g[j] + hji * step[i]) / hjj
+                break
         s = 1.0
         for _ in range(60):
             q = [min(max(p[i] + s * step[i], bounds[i][0]), bounds[i][1]) for i in (0, 1)]
@@ -230,7 +242,34 @@ def _newton(t_bar: float, u_bar: float, a: float, c: float, c_bounds: tuple[floa
         p, value, m = q, new_value, new_m
         if still:
             break
-    return p[0], p[1], value
+    return p[0], p[1] / u_bar, value
+
+
+def _newton_step(g: tuple[float, float], h11: float, h12: float, h22: float, free: list[bool]) -> list[float] | None:
+    """The Newton step −H⁻¹g on the free variables (the pseudo-inverse's where H is singular to rounding), or
+    None when no variable is free."""
+    if free[0] and free[1]:
+        half_trace, det = 0.5 * (h11 + h22), h11 * h22 - h12 * h12
+        lam1 = half_trace + math.hypot(0.5 * (h11 - h22), h12)  # the larger eigenvalue
+        if not lam1 > 0:
+            return None
+        if det > 1e-10 * lam1 * lam1:
+            return [(-g[0] * h22 + g[1] * h12) / det, (-g[1] * h11 + g[0] * h12) / det]
+        # (v1: the eigenvector of lam1, from whichever row of H − lam1·I is better conditioned)
+        v = (h12, lam1 - h11) if abs(lam1 - h11) >= abs(lam1 - h22) else (lam1 - h22, h12)
+        norm = math.hypot(*v)
+        if not norm > 0:
+            v, norm = ((1.0, 0.0) if h11 >= h22 else (0.0, 1.0)), 1.0
+        v = (v[0] / norm, v[1] / norm)
+        along = -(v[0] * g[0] + v[1] * g[1]) / lam1
+        return [along * v[0], along * v[1]]
+    if free[0] or free[1]:
+        i = 0 if free[0] else 1
+        hii = h11 if i == 0 else h22
+        step = [0.0, 0.0]
+        step[i] = -g[i] / hii if hii > 0 else -g[i]
+        return step
+    return None
 
 
 def _loglik(tail: np.ndarray, value: float) -> float:

@@ -213,7 +213,9 @@ def import_extra(module: str, extra: str | None, purpose: str, package: str | No
             installed = importlib.util.find_spec(top) is not None
         except (ImportError, ValueError):
             installed = False
-        if isinstance(e, ImportError) and (not installed or getattr(e, "name", None) in (top, module)):
+        # (not found: the package itself, or the submodule asked for; an ImportError inside an installed package,
+        # "cannot import name '_ext' from 'pkg'", is a broken one)
+        if isinstance(e, ModuleNotFoundError) and (not installed or getattr(e, "name", None) in (top, module)):
             raise MissingExtraError(package, extra, purpose) from None
         raise BrokenPackageError(package, purpose, e) from None
 
