@@ -27,8 +27,8 @@ tolerance (N·ε₆₄)²·λ_max: the float32 rounding of a stored low-rank pro
 recomputed by the float64 SVD (method ``svd64``, as the accurate path; such a matrix costs about what the
 accurate path does, plus its two Grams). Unrefined float32 path: every eigenvalue counts
 — the matrix either has none below the floor, or so few (≤ ``refine_fraction``·M, none rounded to ≤ 0) that
-they are taken as the tiny but nonzero eigenvalues of a generic float32 matrix; a structurally rank-deficient matrix has many
-and is refined. ``num_evals_below_floor`` reports how many were taken so; ``refine_fraction=0`` or
+they are taken as the tiny but nonzero eigenvalues of a generic float32 matrix; a structurally rank-deficient
+matrix has many and is refined. ``num_evals_below_floor`` reports how many were taken so; ``refine_fraction=0`` or
 ``precision="accurate"`` give the accurate path's rank always.
 """
 
