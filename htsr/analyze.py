@@ -278,11 +278,13 @@ def weights_finite(mats: list[Any]) -> bool:
 
 
 def _attention_mask(mats: list[Any]) -> bool:
-    """Whether a layer's matrices hold only 0 and −inf, some −inf: an additive attention mask a module keeps as a
-    plain tensor (CLIP's causal 77 × 77 ``attn_mask``, a TorchScript constant), not a weight with NaN or Inf."""
+    """Whether a layer's matrices are additive attention masks a module keeps as a plain tensor (CLIP's causal
+    77 × 77 ``attn_mask``, a TorchScript constant), not weights with Inf: square, 0 on the diagonal (a position
+    always sees itself), 0 or −inf elsewhere, some −inf. (A diverged weight of −inf everywhere is no mask.)"""
     if not mats or any(isinstance(W, Factored) for W in mats):
         return False
-    return all(np.isneginf(W).any() and bool(np.all((W == 0) | np.isneginf(W))) for W in mats)
+    return all(W.ndim == 2 and W.shape[0] == W.shape[1] and not np.diagonal(W).any() and np.isneginf(W).any()
+               and bool(np.all((W == 0) | np.isneginf(W))) for W in mats)
 
 
 def weight_problem(mats: list[Any], scale: float) -> str:
@@ -486,7 +488,11 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         # FARMS' windows of a rank-deficient matrix repeat its few directions: its own count decides (a rank-1
         # matrix's 84 windows gave 84 values, fitted "ok" at alpha 11.7)
         whole_cut = max(cut_of(spectrum), zeros) if num_windows else 0.0
-        whole = int(np.count_nonzero(spectrum.evals > whole_cut)) if num_windows else None
+        whole = None
+        if num_windows:  # (a pooled layer's eigenvalues each above their own matrix's floor, as the fit's above)
+            whole_low = max(ww_cut if ww_applies(spectrum) else 0.0, zeros)
+            own = spectrum.own_floor is not None and whole_cut == spectrum.floor > whole_low
+            whole = int(np.count_nonzero(spectrum.above_floor(whole_low) if own else spectrum.evals > whole_cut))
         if whole is not None and whole < opts.min_evals:
             fit, status = not_attempted, (f"not_fitted: {whole} of {lm.num_evals} eigenvalues above the floor "
                                           f"{whole_cut:.3g} < min_evals={opts.min_evals} (the windows of "

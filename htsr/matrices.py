@@ -168,7 +168,7 @@ def infer_kind(name: str, shape: tuple[int, ...]) -> str | None:
 
 #: LitEma (CompVis latent diffusion, Stable Diffusion 1.x/2.x checkpoints): a buffer per weight of the model, named
 #: model_ema.<its name without the dots> (model_ema.diffusion_modelinput_blocks00weight)
-_LIT_EMA = re.compile(r"model_ema\.[A-Za-z0-9_]+(weight|bias)$")
+_LIT_EMA = re.compile(r"model_ema\.diffusion_model[A-Za-z0-9_]+(weight|bias)$")
 
 
 def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:

@@ -763,6 +763,21 @@ def test_each_kernel_position_of_a_pooled_conv_is_cut_at_its_own_floor(options):
     assert row.alpha == pytest.approx(accurate.alpha, rel=1e-4)  # (float32 Gram against float64 SVD)
 
 
+
+def test_farms_counts_a_pooled_convs_eigenvalues_each_above_its_own_floor():
+    """FARMS checks that the whole layer has min_evals eigenvalues above the floor before fitting its windows:
+    that count had used the loudest kernel position's floor ('not_fitted: 38 of 80 eigenvalues above the floor
+    0.00384', beside 560 fitted window values) where every one is above its own (80, as without FARMS)."""
+    q = np.sqrt(np.geomspace(1e-4, 0.02, 20))
+    W = np.stack([matrix_with_singular_values(q, 128, 20, seed=1), matrix_with_singular_values(q, 128, 20, seed=5),
+                  matrix_with_singular_values(np.sqrt(np.geomspace(1.0, 1800.0, 20)), 128, 20, seed=2),
+                  matrix_with_singular_values(q, 128, 20, seed=3)], axis=-1).astype(np.float32)
+    for precision in ("fast", "accurate"):
+        row = htsr.analyze({"conv.weight": W}, evals_floor="numerical", farms_aspect=1.0, precision=precision,
+                           tails=False).layers[0]
+        assert row.status == "ok" and row.num_fit_evals == 560
+
+
 def test_a_zero_kernel_position_is_a_skipped_row_not_a_failed_layer():
     """An STFT basis [258, 1, 256] windowed by a Hann window, whose first tap is 0 (Silero's stft conv): with
     --conv per_position its position [0] is an all-zero 258 x 1 matrix, which had been 'failed: all-zero
@@ -802,7 +817,9 @@ def test_an_attention_mask_kept_as_a_tensor_is_skipped_not_failed():
     mask = np.triu(np.full((77, 77), -np.inf, dtype=np.float32), 1)
     W = np.random.default_rng(0).standard_normal((77, 77)).astype(np.float32)
     W[3, 5] = np.inf
-    r = htsr.analyze({"attn_mask": mask, "fc.weight": W})
-    assert [l.status for l in r.layers] == ["skipped: an attention mask (entries 0 and −inf), not a weight",
-                                            "failed: NaN or Inf in the weights"]
-    assert (r.summary.num_skipped, r.summary.num_failed) == (1, 1)
+    diverged = np.full((64, 64), -np.inf, dtype=np.float32)  # (no mask: a position always sees itself)
+    dead = np.where(np.random.default_rng(1).random((64, 64)) < 0.5, 0.0, -np.inf).astype(np.float32)
+    r = htsr.analyze({"attn_mask": mask, "fc.weight": W, "fc1.weight": diverged, "fc2.weight": dead})
+    assert [l.status for l in r.layers] == ["skipped: an attention mask (entries 0 and −inf), not a weight"] + [
+        "failed: NaN or Inf in the weights"] * 3
+    assert (r.summary.num_skipped, r.summary.num_failed) == (1, 3)

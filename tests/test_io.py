@@ -1809,6 +1809,11 @@ def test_deepspeed_training_state_files_are_named_as_such(tmp_path):
     with pytest.raises(htsr.SourceError) as ei:
         htsr.analyze(stage)
     _one_line_source_error(ei, stage.name, "pipeline-parallel", "layer_*-model_states.pt")
+    # an ordinary checkpoint with an optimizer beside its model is read (the refusal is DeepSpeed's alone)
+    plain = tmp_path / "ckpt.pt"
+    torch.save({"model": {"a": {"b": {"c": {"d": {"fc.weight": torch.randn(64, 32)}}}}},
+                "optimizer": {"state": {}, "param_groups": []}}, plain)
+    assert [l.shape for l in htsr.analyze(plain, tails=False).layers] == ["64x32"]
 
 
 def test_megatron_distributed_optimizer_state_and_fsdp_shards_in_folders(tmp_path):
@@ -1843,6 +1848,8 @@ def test_a_stable_diffusion_checkpoints_ema_copy_is_not_analysed_twice(tmp_path)
     r = htsr.analyze(path, tails=False)
     assert [l.name for l in r.layers] == ["model.diffusion_model.input_blocks.1.1.proj_in",
                                           "model.diffusion_model.out.2"]
+    # (a module named model_ema of other weights is analysed: an nn.MultiheadAttention's in_proj_weight)
+    assert htsr.matrices.classify("model_ema.in_proj_weight", (96, 32))[0] == "dense"
     ema = [n for n in r.not_analysed if n.reason.startswith("the EMA copy of a weight (LitEma's")]
     assert len(ema) == 1 and ema[0].count == 2
 
@@ -1871,6 +1878,13 @@ def test_a_sentence_transformers_folder_reads_its_dense_modules_too(tmp_path):
         (root / "modules.json").write_text(json.dumps(listed))
         r = htsr.analyze(root, tails=False)
         prefix = "0_Transformer." if layout == "legacy" else ""
+        if layout == "modern":  # (its transformer unreadable: the folder's error, not its Dense head alone)
+            broken = tmp_path / "broken"
+            import shutil
+            shutil.copytree(root, broken)
+            (broken / "model.safetensors").write_bytes(b"\x10" * 16)
+            with pytest.raises(htsr.SourceError, match="model.safetensors"):
+                htsr.analyze(broken)
         assert [l.name for l in r.layers] == [f"{prefix}encoder.layer.0.output.dense", "2_Dense.linear"]
         assert r.layers[1].lambda_max == pytest.approx(np.linalg.svd(D.astype(np.float64), compute_uv=False)[0] ** 2,
                                                        rel=1e-5)  # (float32 Gram)
@@ -1911,3 +1925,11 @@ def test_accelerates_save_state_of_two_models_reads_each_as_its_own(tmp_path):
         r = htsr.analyze(folder, tails=False)
         assert [l.name for l in r.layers] == [f"model.{names[0][:-7]}", f"model_1.{names[1][:-7]}"]
         assert "accelerate's save_state, one model a file: model.safetensors, model_1.safetensors" in r.source
+
+
+def test_a_modules_json_too_deep_to_parse_is_not_sentence_transformers(tmp_path):
+    """json.loads raises RecursionError on a deeply nested file (not a JSONDecodeError): it had escaped as a
+    traceback; the folder is read as any other."""
+    np_save_file({"fc.weight": np.ones((8, 4), np.float32)}, tmp_path / "model.safetensors")
+    (tmp_path / "modules.json").write_text("[" * 200_000 + "]" * 200_000)
+    assert [l.name for l in htsr.analyze(tmp_path, tails=False).layers] == ["fc"]

@@ -179,6 +179,8 @@ def fit_truncated_power_law(tail: np.ndarray, xmin: float) -> TPLFit:
         a, c, value = a_pl, 0.0, pl
     if not math.isfinite(value):
         return TPLFit.failed("the likelihood could not be maximised")
+    if not math.isfinite(c / xmin):
+        return TPLFit.failed(f"the cut-off rate overflows at x_min = {xmin:g} (subnormal): rescale the values")
     return TPLFit(a + 1.0, c / xmin, float(xmin), _loglik(tail, value), "ok")
 
 
@@ -239,8 +241,9 @@ def _newton(t_bar: float, u_bar: float) -> tuple[float, float, float]:
         else:
             break
         still = all(abs(q[i] - p[i]) <= 1e-15 * abs(p[i]) for i in (0, 1))
+        flat = value - new_value <= 1e-15 * max(1.0, abs(value))  # (F fell by no more than its rounding)
         p, value, m = q, new_value, new_m
-        if still:
+        if still or flat:
             break
     return p[0], p[1] / u_bar, value
 

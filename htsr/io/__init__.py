@@ -183,7 +183,11 @@ class _Components:
         self.description = f"{folder} ({what}: {', '.join(n + suffix if n else './' for n in self._sources)})"
         for name, src in self._sources.items():  # what a component's folder left out, as it says read alone
             if not name or suffix != "/":  # (the folder's own model, or a file: its notes follow its description)
-                rest = src.description.removeprefix(str(folder / (name + suffix) if name else folder)).strip()
+                rest = src.description.removeprefix(str(folder / (name + suffix) if name else folder))
+                if rest.startswith("/"):  # (a folder of one weight file: read as that file)
+                    file, _, rest = rest[1:].partition(" ")
+                    rest = f"{file} read {rest}"
+                rest = rest.strip()
                 if rest:
                     label = name + suffix if name else "./"
                     self.description += f" ({label}: {rest[1:-1] if rest.startswith('(') and rest.endswith(')') else rest})"
@@ -316,13 +320,11 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
         modules = _sentence_transformer_modules(path)
         if [n for n in modules if n]:
             read: set[Path] = set()
-            if "" in modules:  # the Transformer in the folder itself
-                try:
-                    modules[""], read = _open_model_folder(path)
-                    if isinstance(modules[""], ShardedSafetensors) and not read:  # (loose files: all read)
-                        read = {_resolved(f.path) for f in modules[""].files}
-                except SourceError as e:
-                    modules[""] = e
+            if "" in modules:  # the Transformer in the folder itself: nearly all of the model, so its error is the
+                # folder's (a Dense head alone is no analysis of it)
+                modules[""], read = _open_model_folder(path)
+                if isinstance(modules[""], ShardedSafetensors) and not read:  # (loose files: all read)
+                    read = {_resolved(f.path) for f in modules[""].files}
             return _Components(path, dict(sorted(modules.items())), [], "a sentence-transformers model"), read
     return _open_model_folder(path)
 
@@ -333,7 +335,7 @@ def _sentence_transformer_modules(path: Path) -> dict[str, TensorSource | Source
     folder itself holds a module's weights (the Transformer, ``"path": ""``). Pooling and Normalize hold none."""
     try:
         listed = json.loads((path / "modules.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return {}  # (not sentence-transformers' file: the folder is read as any other)
     paths = [m.get("path") for m in listed if isinstance(m, dict)] if isinstance(listed, list) else []
     out: dict[str, TensorSource | SourceError | None] = {}

@@ -417,7 +417,8 @@ def unwrap_state(obj: Any, is_tensor: Callable[[Any], bool],
         notes.append(f"one shard of a model split {split}: its matrices are slices of the model's, and their "
                      "spectra are not the model's; merge the shards first (Megatron's checkpoint converter)")
     weights = {k: v for k, v in obj.items() if not _is_training_state(k, v)}
-    if len(weights) < len(obj) and not any(is_tensor(v) or _holds_tensors(v, is_tensor) for v in weights.values()):
+    if "ds_version" in obj and "optimizer_state_dict" in obj and not any(
+            is_tensor(v) or _holds_tensors(v, is_tensor) for v in weights.values()):
         # (DeepSpeed's *_optim_states.pt: its fp32 partitions are flat vectors, under 'optimizer_state_dict')
         raise SourceError(f"{where}: training state only ({', '.join(map(repr, list(obj)[:4]))}: optimizer moments "
                           "and the like, shaped like the weights but not them); give the model's own file (DeepSpeed: "
