@@ -181,25 +181,15 @@ class _Components:
         self._sources = {n: src for n, src in components.items() if not isinstance(src, SourceError)}
         unread = {n: e for n, e in components.items() if isinstance(e, SourceError)}
         self.description = f"{folder} ({what}: {', '.join(n + suffix if n else './' for n in self._sources)})"
-        for name, src in self._sources.items():  # what a component's folder left out, as it says read alone
-            if not name or suffix != "/":  # (the folder's own model, or a file: its notes follow its description)
-                rest = src.description.removeprefix(str(folder / (name + suffix) if name else folder))
-                if rest.startswith("/"):  # (a folder of one weight file: read as that file)
-                    file, _, rest = rest[1:].partition(" ")
-                    rest = f"{file} read {rest}"
-                rest = rest.strip()
-                if rest:
-                    label = name + suffix if name else "./"
-                    self.description += f" ({label}: {rest[1:-1] if rest.startswith('(') and rest.endswith(')') else rest})"
-                continue
-            own = str(folder / name)
-            rest = src.description.removeprefix(own)
+        for name, src in self._sources.items():  # what a component left out, as it says read alone
+            label = name + suffix if name else "./"  # (the folder's own model: ./)
+            rest = src.description.removeprefix(str(folder / (name if suffix == "/" else label)) if name else str(folder))
             if rest.startswith("/"):  # (a folder of one weight file: read as that file)
                 file, _, rest = rest[1:].partition(" ")
-                rest = f"{file} read {rest}".strip()
+                rest = f"{file} read {rest}"
             rest = rest.strip()
             if rest:
-                self.description += f" ({name}/: {rest[1:-1] if rest.startswith('(') and rest.endswith(')') else rest})"
+                self.description += f" ({label}: {rest[1:-1] if rest.startswith('(') and rest.endswith(')') else rest})"
         if empty:
             self.description += f" ({', '.join(f'{n}/' for n in empty)}: listed, no weights here)"
         for name, e in unread.items():
