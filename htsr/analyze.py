@@ -400,20 +400,19 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         zeros = _rounding_zeros(spectrum.evals, lm, scale)  # a coarse storage's rounding, under a gap
         if _round_off_left(spectrum):
             zeros = max(zeros, spectrum.floor)  # (a larger refine_fraction left float32 round-off unrefined: zeros)
-        mp, rmt, rmt_error, shuffled = (None, {}, "", None) if lowrank else _matrix_diagnostics(
+        # a delta's eigenvalues below its inputs' rounding noise are not the update's: the noise matrix's largest
+        # eigenvalue, (rms·(√rows + √cols))² for iid entries of that rms (the MP edge), in the fit's units
+        rms = lm.resolution() if lm.resolution else 0.0
+        # a delta wholly within its inputs' rounding noise: an MP fit of that noise has no spikes or phase of the
+        # update's, and its shuffle no traps (an fp16 copy against its fp32 original had 'bulk+spikes' below the
+        # noise edge): none is made
+        noise_only = bool(rms) and spectrum.evals[-1] <= _noise_edge(rms, lm.rows, lm.cols, scale)
+        mp, rmt, rmt_error, shuffled = (None, {}, "", None) if lowrank or noise_only else _matrix_diagnostics(
             mats, lm, spectrum, scale, opts, zeros)
         kept = mats if opts.localization and not lowrank else None  # the eigenvectors need the matrices after the fit
         del mats
-        # a delta's eigenvalues below its inputs' rounding noise are not the update's: the noise matrix's largest
-        # eigenvalue, (rms·(√rows + √cols))² for iid entries of that rms (the MP edge), in the fit's units
         rows, cols = (aspect_window_shape(lm.N, lm.M, opts.farms_aspect) if num_windows else (lm.rows, lm.cols))
-        rms = lm.resolution() if lm.resolution else 0.0
         storage_floor = _noise_edge(rms, rows, cols, scale) if rms else 0.0
-        if rms and spectrum.evals[-1] <= _noise_edge(rms, lm.rows, lm.cols, scale):
-            # a delta wholly within its inputs' rounding noise: an MP fit of that noise has no spikes or phase of
-            # the update's, and its shuffle no traps (an fp16 copy against its fp32 original had 'bulk+spikes'
-            # below the noise edge)
-            mp, rmt, shuffled = None, {}, None
     except LayerSkipped as e:
         return LayerResult(**base, status=f"skipped: {e}"), None
     except HtsrError as e:
@@ -476,23 +475,16 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
             cut, why = storage_floor, " (the rounding noise of the model's and the base's stored weights)"
         if zeros > cut and not num_windows and not lm.resolution:  # (a delta's cut is its storage_floor above)
             cut, why = zeros, " (the rounding of the weights' storage, under a gap)"
-        low = ww_cut if ww_applies(fit_spectrum) else 0.0
-        if fit_spectrum.own_floor is not None and not why and cut == fit_spectrum.floor > low:
-            # the numerical floor decides, and a pooled layer's matrices have their own: each eigenvalue is cut at
-            # its own matrix's (a quiet kernel position's resolved eigenvalues are not its loudest one's round-off)
-            keep = fit_spectrum.above_floor(low)
+        # (a storage's or its rounding's cut above is one for all the matrices: no floor of their own below it)
+        low = cut if why else ww_cut if ww_applies(fit_spectrum) else 0.0
+        if fit_spectrum.cuts_own(cut, low):
             why = " (the largest of its kernel positions' floors, each cut at its own)"
-        else:
-            keep = fit_spectrum.evals > cut
-        fit_x = fit_spectrum.evals[keep]
+        fit_x = fit_spectrum.evals[fit_spectrum.kept(cut, low)]
         # FARMS' windows of a rank-deficient matrix repeat its few directions: its own count decides (a rank-1
         # matrix's 84 windows gave 84 values, fitted "ok" at alpha 11.7)
         whole_cut = max(cut_of(spectrum), zeros) if num_windows else 0.0
-        whole = None
-        if num_windows:  # (a pooled layer's eigenvalues each above their own matrix's floor, as the fit's above)
-            whole_low = max(ww_cut if ww_applies(spectrum) else 0.0, zeros)
-            own = spectrum.own_floor is not None and whole_cut == spectrum.floor > whole_low
-            whole = int(np.count_nonzero(spectrum.above_floor(whole_low) if own else spectrum.evals > whole_cut))
+        whole = int(np.count_nonzero(spectrum.kept(whole_cut, max(ww_cut if ww_applies(spectrum) else 0.0, zeros)))
+                    ) if num_windows else None
         if whole is not None and whole < opts.min_evals:
             fit, status = not_attempted, (f"not_fitted: {whole} of {lm.num_evals} eigenvalues above the floor "
                                           f"{whole_cut:.3g} < min_evals={opts.min_evals} (the windows of "

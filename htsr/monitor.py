@@ -490,7 +490,7 @@ def _lightning_module(package: str | None):
 
     if package is None:
         try:
-            return import_extra("lightning.pytorch", None, "the Lightning callback", "lightning")
+            return import_extra("lightning.pytorch", None, "the Lightning callback")
         except MissingExtraError as neither:  # the older package name, else the current one's pip line
             try:
                 return import_extra("pytorch_lightning", None, "the Lightning callback")
@@ -499,7 +499,7 @@ def _lightning_module(package: str | None):
     if package not in ("lightning.pytorch", "lightning", "pytorch_lightning"):
         raise OptionError(f"package must be 'lightning.pytorch' or 'pytorch_lightning', got {package!r}")
     return import_extra("lightning.pytorch" if package.startswith("lightning") else package, None,
-                        "the Lightning callback", "lightning" if package.startswith("lightning") else package)
+                        "the Lightning callback")
 
 
 def _lightning_class(pl) -> type:

@@ -64,9 +64,16 @@ class Spectrum:
     # positions differ: the loudest one's floor would cut the quiet ones' well-resolved eigenvalues
     own_floor: np.ndarray | None = None
 
-    def above_floor(self, cut: float = 0.0) -> np.ndarray:
-        """Mask of the eigenvalues above ``cut`` and above their own matrix's floor."""
-        return (self.evals > cut) & (self.evals > (self.floor if self.own_floor is None else self.own_floor))
+    def cuts_own(self, cut: float, low: float) -> bool:
+        """Whether ``cut`` is the numerical floor (the largest of a pooled layer's matrices', which differ) above
+        every other cut (``low``): then each eigenvalue is cut at its own matrix's floor instead."""
+        return self.own_floor is not None and cut == self.floor > low
+
+    def kept(self, cut: float, low: float) -> np.ndarray:
+        """Mask of the eigenvalues above ``cut``, or (:meth:`cuts_own`) above ``low`` and their own matrix's floor."""
+        if self.cuts_own(cut, low):
+            return (self.evals > low) & (self.evals > self.own_floor)
+        return self.evals > cut
 
 
 class Factored:

@@ -204,7 +204,7 @@ def _newton(t_bar: float, u_bar: float) -> tuple[float, float, float]:
     point: the cut-off of a shifted exponential was missed, R off by 76.)"""
     bounds = ((0.0, _A_MAX), (_MIN_C, 1e8))
     log_s = -math.log(u_bar)
-    p = [min(max(1.0 / t_bar, 0.0), _A_MAX), 0.5]
+    p = [min(1.0 / t_bar, _A_MAX), 0.5]
 
     def evaluate(p: list[float]) -> tuple[float, tuple[float, ...]]:
         m = _moments(p[0], p[1] / u_bar, second=True, log_s=log_s)

@@ -180,10 +180,11 @@ class _Components:
                  what: str = "a diffusers pipeline", suffix: str = "/") -> None:
         self._sources = {n: src for n, src in components.items() if not isinstance(src, SourceError)}
         unread = {n: e for n, e in components.items() if isinstance(e, SourceError)}
-        self.description = f"{folder} ({what}: {', '.join(n + suffix if n else './' for n in self._sources)})"
+        labels = {n: n + suffix if n else "./" for n in self._sources}  # (the folder's own model: ./)
+        self.description = f"{folder} ({what}: {', '.join(labels.values())})"
         for name, src in self._sources.items():  # what a component left out, as it says read alone
-            label = name + suffix if name else "./"  # (the folder's own model: ./)
-            rest = src.description.removeprefix(str(folder / (name if suffix == "/" else label)) if name else str(folder))
+            label = labels[name]
+            rest = src.description.removeprefix(str(folder / label))  # (pathlib drops a trailing '/' and a './')
             if rest.startswith("/"):  # (a folder of one weight file: read as that file)
                 file, _, rest = rest[1:].partition(" ")
                 rest = f"{file} read {rest}"
@@ -281,12 +282,15 @@ def _weight_file(f: Path, suffixes: frozenset[str] = _WEIGHT_SUFFIXES) -> bool:
         return False
 
 
+#: a subfolder's files that make it one that holds weights (an FSDP sharded state dict's .distcp too)
+_HELD_SUFFIXES = _WEIGHT_SUFFIXES | _MAYBE_WEIGHT_SUFFIXES | {".distcp"}
+
+
 def _holds_weights(d: Path) -> bool:
     """Whether ``d`` is a folder with a weight file among its first thousand entries (an error message asks:
     a data set's folder of a million images is not listed to the end)."""
     try:
-        return d.is_dir() and any(_weight_file(f, _WEIGHT_SUFFIXES | _MAYBE_WEIGHT_SUFFIXES | {".distcp"})
-                                  for f in itertools.islice(d.iterdir(), 1000))
+        return d.is_dir() and any(_weight_file(f, _HELD_SUFFIXES) for f in itertools.islice(d.iterdir(), 1000))
     except OSError:  # unreadable
         return False
 
@@ -343,8 +347,8 @@ def _sentence_transformer_modules(path: Path) -> dict[str, TensorSource | Source
 def _open_model_folder(path: Path) -> tuple[TensorSource, set[Path]]:
     """The model in a folder of one model (not a pipeline's or a sentence-transformers' components)."""
     indexed = safetensors_index(path) is not None  # (then its shards are read: a dangling link beside them is not)
-    if indexed or weight_files(path, "*.safetensors"):
-        loose = [] if indexed else weight_files(path, "*.safetensors")
+    loose = [] if indexed else weight_files(path, "*.safetensors")
+    if indexed or loose:
         if len(loose) == 1:  # a diffusers LoRA's folder …
             src = _lora_or(loose[0], SafetensorsFile(loose[0]))
             if not isinstance(src, SafetensorsFile):

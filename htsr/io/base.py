@@ -198,14 +198,13 @@ class TensorSource(Protocol):
     def __iter__(self) -> Iterator[TensorRef]: ...
 
 
-def import_extra(module: str, extra: str | None, purpose: str, package: str | None = None) -> ModuleType:
+def import_extra(module: str, extra: str | None, purpose: str) -> ModuleType:
     """Import an optional dependency, or raise MissingExtraError with the pip line for its extra (``extra`` None:
-    for the ``package`` itself, by default the module's top-level name) when it is not installed, and
-    BrokenPackageError when it is but fails to import (an h5py built for numpy 1 under numpy 2)."""
+    for the package itself, the module's top-level name) when it is not installed, and BrokenPackageError when it
+    is but fails to import (an h5py built for numpy 1 under numpy 2)."""
     from ..errors import BrokenPackageError, MissingExtraError
 
-    top = module.split(".")[0]
-    package = package or top
+    package = top = module.split(".")[0]
     try:
         return importlib.import_module(module)
     except Exception as e:  # (not only ImportError: a binary built for another numpy raises ValueError)

@@ -292,7 +292,8 @@ def align_saved(names: list[str], ref: Iterable[str], saved: Callable[[], dict[s
     that: a live transformers 5 model, its state dict or a peft adapter against the model's ``save_pretrained``
     folder (Llava's ``model.language_model.*`` against ``language_model.model.*``)."""
     ref = list(ref)
-    if _count(rename, names, set(ref)) == len(names) or not (saved := saved()):
+    paired = _count(rename, names, set(ref))
+    if paired == len(names) or not (saved := saved()):
         return rename, note
     name = saved_namer(saved)
     theirs = {name(r): r for r in ref}
@@ -301,7 +302,7 @@ def align_saved(names: list[str], ref: Iterable[str], saved: Callable[[], dict[s
     ours = [name(n) for n in names]
     again, how = align_names(ours, theirs, None if same is None else (
         lambda a, b, back=dict(zip(ours, names)): same(back[a], theirs[b])))
-    if again is None or _count(again, ours, theirs) <= _count(rename, names, set(ref)):
+    if again is None or _count(again, ours, theirs) <= paired:
         return rename, note
     return ((lambda n: theirs.get(again(name(n)), again(name(n)))),
             "naming both as transformers' checkpoints do" + (f", then {how}" if how else ""))

@@ -12,6 +12,7 @@ left out.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import pickle
 import re
@@ -297,6 +298,16 @@ def checkpoint_names_of_folder(folder: Any) -> dict[str, str]:
         path = path.parent
     if path is None or not (path / "config.json").is_file():
         return {}
+    try:  # (once a config: compare asks it for the first result against each of the others)
+        return _checkpoint_names_of_config(str(path.resolve()), (path / "config.json").stat().st_mtime_ns)
+    except OSError:
+        return {}
+
+
+@functools.lru_cache(maxsize=16)
+def _checkpoint_names_of_config(folder: str, mtime_ns: int) -> dict[str, str]:
+    """:func:`checkpoint_names_of_folder` of a folder with a config.json (as of ``mtime_ns``); read only."""
+    path = Path(folder)
     try:
         import torch
         import transformers
