@@ -4,7 +4,7 @@ All models are fitted by maximum likelihood to the same tail λ ≥ x_min (the p
 
 * ``power_law``            p(λ) = (α−1)/x_min · (λ/x_min)^(−α)
 * ``exponential``          p(λ) = μ·e^(−μ(λ−x_min))                       (μ̂ = 1/mean(λ − x_min))
-* ``lognormal``            log-normal density truncated to λ ≥ x_min     (2 parameters, numerical MLE)
+* ``lognormal``            log-normal density truncated to λ ≥ x_min     (2 parameters, MLE by Newton's method)
 * ``truncated_power_law``  λ^(−α) e^(−Λλ), see :mod:`htsr.fits.tpl`
 
 Non-nested alternatives (exponential, log-normal) are compared with Vuong's normalised test, as in
@@ -93,13 +93,75 @@ def _lognormal_logpdf(x: np.ndarray, xmin: float) -> np.ndarray | None:
         quad = (y2bar - 2.0 * mu * ybar + mu * mu) / (2.0 * s * s)
         return quad + log_s + float(scipy.special.log_ndtr(-(y0 - mu) / s))
 
-    s0 = max(float(np.std(y)), 1e-3)
-    # (a mean log-likelihood of order 1 is not resolved below ~1e-14: a tolerance there was met only by chance, and
-    # a fit that missed it took 4000 steps, ~16 000 evaluations, for the optimum it had found: R within 4e-14)
-    mu, log_s = nelder_mead(nll, (ybar, math.log(s0)), xatol=1e-8, fatol=1e-12, maxiter=4000)
-    s = math.exp(log_s)
+    ab = _lognormal_newton(float(np.mean(u)), float(np.mean(u * u)), float(np.var(u)))
+    if ab is not None:
+        s = math.sqrt(0.5 / ab[1])
+        mu = y0 - ab[0] * s * s
+    else:
+        s0 = max(float(np.std(y)), 1e-3)
+        # (a mean log-likelihood of order 1 is not resolved below ~1e-14: a tolerance there was met only by chance,
+        # and a fit that missed it took 4000 steps, ~16 000 evaluations, for the optimum it had found: R within 4e-14)
+        mu, log_s = nelder_mead(nll, (ybar, math.log(s0)), xatol=1e-8, fatol=1e-12, maxiter=4000)
+        s = math.exp(log_s)
     z = (y - mu) / s
     return -0.5 * z * z - math.log(s * math.sqrt(2.0 * math.pi)) - y - float(scipy.special.log_ndtr(-(y0 - mu) / s))
+
+
+_SQRT2 = math.sqrt(2.0)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def _lognormal_newton(u1: float, u2: float, var_u: float, max_iter: int = 50) -> tuple[float, float] | None:
+    """(a, b) of the truncated log-normal ∝ e^(−a·u − b·u²) on u ≥ 0 (:func:`_lognormal_logpdf`) that minimises its
+    mean negative log-likelihood a·ū + b·mean(u²) + ln Z(a, b), given ū = ``u1``, mean(u²) = ``u2`` and var(u) =
+    ``var_u`` < ū²; by Newton's method in (a, b), where it is convex: the gradient is the data's (ū, mean(u²)) less
+    the model's moments, the Hessian their covariance, both from the truncated normal's moments (mean m = −a·s²,
+    s² = 1/(2b), cut at u = 0, a₀ = a·s standard deviations below m). None when it does not converge, as where the
+    fit nears the power law (b → 0, a₀ large: the moments cancel to a few digits and the Hessian loses its sign):
+    the caller then searches. Typically 5–10 steps, ~15× faster than the Nelder–Mead search it replaces."""
+
+    def nll(a: float, b: float) -> float:
+        s = math.sqrt(0.5 / b)
+        a0 = a * s
+        # ln Z = ln(s·√(2π)·Q(a₀)) + a₀²/2 (Q the normal survival function), by erfcx where a₀ ≥ 0 (no cancellation)
+        lnq = (math.log(0.5 * float(scipy.special.erfcx(a0 / _SQRT2))) if a0 >= 0
+               else float(scipy.special.log_ndtr(-a0)) + 0.5 * a0 * a0)
+        return a * u1 + b * u2 + math.log(s) + _LOG_SQRT_2PI + lnq
+
+    b = 0.5 / var_u  # the normal with the data's mean and variance
+    a = -2.0 * b * u1
+    f = nll(a, b)
+    for _ in range(max_iter):
+        s2 = 0.5 / b
+        s = math.sqrt(s2)
+        a0 = a * s
+        hazard = _SQRT_2_OVER_PI / float(scipy.special.erfcx(a0 / _SQRT2))  # φ(a₀)/Q(a₀)
+        e1 = s * (hazard - a0)  # E[u^k] by the truncated normal's recurrence E[u^k] = m·E[u^(k−1)] + (k−1)·s²·E[u^(k−2)]
+        e2 = s2 * (1.0 - a0 * (hazard - a0))
+        e3 = -a * s2 * e2 + 2.0 * s2 * e1
+        e4 = -a * s2 * e3 + 3.0 * s2 * e2
+        g1, g2 = u1 - e1, u2 - e2
+        h11, h12, h22 = e2 - e1 * e1, e3 - e1 * e2, e4 - e2 * e2
+        det = h11 * h22 - h12 * h12
+        if not (h11 > 0 and det > 0 and math.isfinite(det)):
+            return None
+        da, db = -(h22 * g1 - h12 * g2) / det, -(h11 * g2 - h12 * g1) / det
+        decrement = -(g1 * da + g2 * db)  # ≈ 2·(f − the minimum)
+        if decrement <= 1e-15 * max(1.0, abs(f)):
+            return a, b
+        t = 1.0
+        while b + t * db <= 0:
+            t *= 0.5
+        while True:  # backtracking (Armijo)
+            fn = nll(a + t * da, b + t * db)
+            if fn <= f - 1e-4 * t * decrement or t < 1e-10:
+                break
+            t *= 0.5
+        if not fn < f:  # no step lowers it further: the minimum, to rounding, if the decrement says so
+            return (a, b) if decrement <= 1e-10 * max(1.0, abs(f)) else None
+        a, b, f = a + t * da, b + t * db, fn
+    return None
 
 
 def nelder_mead(f, x0: tuple[float, ...], *, xatol: float, fatol: float, maxiter: int) -> tuple[float, ...]:
