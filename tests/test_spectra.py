@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -59,12 +61,20 @@ def test_structurally_zero_rows_or_columns_keep_the_float64_gram(axis, zeros, ra
 
 
 def test_refine_fraction_zero_refines_a_single_zero():
-    W = matrix_with_singular_values(np.r_[np.linspace(1.0, 5.0, 199), 0.0], 400, 200)
+    # one eigenvalue of 200 below the float32 floor (1.7e-4), λ = 8e-5: five times the float32 Gram's rounding of
+    # it (2e-5 came out between −5.1e-6 and 3.0e-5 on five OpenBLAS kernels), so it comes out positive on any. Within
+    # the default 1 % it is taken as a tiny nonzero eigenvalue; refine_fraction=0 recomputes it in float64, resolved
+    W = matrix_with_singular_values(np.r_[np.linspace(1.0, 5.0, 199), math.sqrt(8e-5)], 400, 200)
     unrefined = esd([W], "fast")
-    # one of 200 below the floor is within the default 1 %: taken as a tiny nonzero eigenvalue
     assert unrefined.method == "gram32" and unrefined.num_below_floor == 1 and unrefined.rank == 200
-    spec = esd([W], "fast", refine_fraction=0.0)
-    assert spec.method == "svd64" and spec.rank == 199 == esd([W], "accurate").rank
+    refined = esd([W], "fast", refine_fraction=0.0)
+    assert refined.method == "gram64" and refined.num_below_floor == 0 and refined.rank == 200
+    assert refined.evals[0] == pytest.approx(8e-5, rel=1e-6)  # (float64 Gram: error ~ε₆₄·λ_max)
+    # an exact zero: whatever sign the float32 Gram rounds it to (−2.9e-6 on SkylakeX, positive on Haswell), the
+    # float64 Gram leaves it below its floor, which the SVD decides: rank 199
+    W0 = matrix_with_singular_values(np.r_[np.linspace(1.0, 5.0, 199), 0.0], 400, 200)
+    spec = esd([W0], "fast", refine_fraction=0.0)
+    assert spec.method == "svd64" and spec.rank == 199 == esd([W0], "accurate").rank
 
 
 def test_fast_and_accurate_agree_on_gaussian():
