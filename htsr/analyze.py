@@ -12,6 +12,7 @@ import functools
 import math
 import os
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Callable, Iterator
 
@@ -558,12 +559,34 @@ def _blas_controller() -> Any:
     return ThreadpoolController()
 
 
-def _one_blas_thread():
-    """A single-threaded BLAS for what follows: the fits, on a layer analysed with every BLAS thread (one of more
-    than THREADED_MAX_M, or analyze_layer called alone). Their small solves and vector products spin on a
-    threaded BLAS (tail_uncertainty of 3 072 eigenvalues: 60–128 ms on two threads of a loaded machine, 23–30
-    ms on one; analyze_layer 128 against 10 ms a row). Nested in the analysis threads' own limit, a no-op."""
-    return _blas_controller().limit(limits=1, user_api="blas")
+_blas_lock = threading.Lock()
+_blas_holders = 0  # entries into _one_blas_thread not yet left, in every thread
+_blas_limiter: Any = None  # the limit they share, made by the first and restored by the last
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """A single-threaded BLAS for what follows: the analysis threads of :func:`_in_threads`, and the fits on a
+    layer analysed with every BLAS thread (one of more than THREADED_MAX_M, or analyze_layer called alone), whose
+    small solves and vector products spin on a threaded BLAS (tail_uncertainty of 3 072 eigenvalues: 60–128 ms on
+    two threads of a loaded machine, 23–30 ms on one; analyze_layer 128 against 10 ms a row).
+
+    The limit is the process's, not the thread's: analyses running side by side in a user's threads share one,
+    set by the first to enter and restored by the last to leave. (Each setting and restoring its own, one that
+    saved another's limit of 1 put it back last, and left the process's BLAS single-threaded for good.)"""
+    global _blas_holders, _blas_limiter
+    with _blas_lock:
+        if _blas_holders == 0:
+            _blas_limiter = _blas_controller().limit(limits=1, user_api="blas")
+        _blas_holders += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_holders -= 1
+            if _blas_holders == 0:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
 
 
 def _no_spectrum(lm: LayerMatrices) -> bool:
@@ -768,9 +791,7 @@ def _in_threads(layers: list[LayerMatrices], work: Callable[[LayerMatrices], Any
     eigensolvers side by side beat one multi-threaded solver (the tridiagonal reduction scales poorly
     across threads). The BLAS thread limit is restored on exit.
     """
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+    with _one_blas_thread(), ThreadPoolExecutor(workers) as pool:
         futures = [pool.submit(work, lm) for lm in layers]
         try:
             if bar is not None:

@@ -362,6 +362,35 @@ def test_threads_give_the_same_rows_and_restore_blas_threads():
     assert [p["num_threads"] for p in threadpoolctl.threadpool_info()] == before  # a guest: limits restored
 
 
+def test_overlapping_analyses_restore_the_process_blas_threads():
+    # two analyses in a user's threads, interleaved: A limits the BLAS to 1, B enters, A leaves, B leaves. Each
+    # saving and restoring its own limit, B saved A's 1 and put it back last: the process's BLAS stayed
+    # single-threaded after both. The limit is now the process's, restored by the last to leave
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from htsr.analyze import _one_blas_thread
+
+    def blas_threads():
+        return [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):  # (whatever the machine's CPU count)
+        assert set(blas_threads()) == {2}
+        a, b = _one_blas_thread(), _one_blas_thread()
+        a.__enter__()
+        b.__enter__()
+        assert set(blas_threads()) == {1}
+        a.__exit__(None, None, None)
+        assert set(blas_threads()) == {1}  # B still runs
+        b.__exit__(None, None, None)
+        assert set(blas_threads()) == {2}
+        # and with real analyses side by side, as often as it took to catch the race before
+        from concurrent.futures import ThreadPoolExecutor
+        m = _mapping(9)
+        for _ in range(5):
+            with ThreadPoolExecutor(2) as pool:
+                list(pool.map(lambda _: htsr.analyze(m), range(2)))
+            assert set(blas_threads()) == {2}
+
+
 def test_hugging_face_conv1d_module_is_dense():
     class Conv1D(torch.nn.Module):  # transformers' GPT-2 layer: weight stored [in, out]
         def __init__(self, nf, nx):
