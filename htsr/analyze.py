@@ -7,6 +7,7 @@ while reading or computing it) becomes that layer's ``status``; the other layers
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import math
@@ -335,7 +336,7 @@ def esd_scale(lm: LayerMatrices, opts: Options) -> float:
 def analyze_layer(lm: LayerMatrices, opts: Options) -> LayerResult:
     """Analyse one row; never raises for problems confined to this layer. The same row as :func:`analyze` gives:
     on a single-threaded BLAS for the matrices :func:`in_threads` runs so (a threaded BLAS sums in another order)."""
-    with _one_blas_thread() if _light(lm) else contextlib.nullcontext():
+    with _ANALYSIS_LOCK, _one_blas_thread() if _light(lm) else contextlib.nullcontext():
         return _analyze_layer(lm, opts)[0]
 
 
@@ -559,9 +560,13 @@ def _blas_controller() -> Any:
     return ThreadpoolController()
 
 
-_blas_lock = threading.Lock()
-_blas_holders = 0  # entries into _one_blas_thread not yet left, in every thread
-_blas_limiter: Any = None  # the limit they share, made by the first and restored by the last
+#: held by every analysis while its layers run (:func:`in_threads`, :func:`analyze_layer`): analyses started in
+#: several of a user's threads run one at a time. Each uses every CPU already; side by side they would share the
+#: process's BLAS thread limit, which one sets and restores (threadpoolctl ≥ 3.8 lets only the thread that set it
+#: restore it), and run another's layers at a thread count its own run does not use (other rounding)
+_ANALYSIS_LOCK = threading.RLock()
+#: set where htsr's single-threaded BLAS limit holds: in its analysis threads, which inherit it (no nested limit)
+_BLAS_LIMITED: contextvars.ContextVar[bool] = contextvars.ContextVar("htsr_blas_limited", default=False)
 
 
 @contextlib.contextmanager
@@ -569,24 +574,17 @@ def _one_blas_thread() -> Iterator[None]:
     """A single-threaded BLAS for what follows: the analysis threads of :func:`_in_threads`, and the fits on a
     layer analysed with every BLAS thread (one of more than THREADED_MAX_M, or analyze_layer called alone), whose
     small solves and vector products spin on a threaded BLAS (tail_uncertainty of 3 072 eigenvalues: 60–128 ms on
-    two threads of a loaded machine, 23–30 ms on one; analyze_layer 128 against 10 ms a row).
-
-    The limit is the process's, not the thread's: analyses running side by side in a user's threads share one,
-    set by the first to enter and restored by the last to leave. (Each setting and restoring its own, one that
-    saved another's limit of 1 put it back last, and left the process's BLAS single-threaded for good.)"""
-    global _blas_holders, _blas_limiter
-    with _blas_lock:
-        if _blas_holders == 0:
-            _blas_limiter = _blas_controller().limit(limits=1, user_api="blas")
-        _blas_holders += 1
-    try:
+    two threads of a loaded machine, 23–30 ms on one; analyze_layer 128 against 10 ms a row). Set and restored by
+    the thread that enters; within it (and in the analysis threads, which run in its context) a no-op."""
+    if _BLAS_LIMITED.get():
         yield
-    finally:
-        with _blas_lock:
-            _blas_holders -= 1
-            if _blas_holders == 0:
-                _blas_limiter.restore_original_limits()
-                _blas_limiter = None
+        return
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        token = _BLAS_LIMITED.set(True)
+        try:
+            yield
+        finally:
+            _BLAS_LIMITED.reset(token)
 
 
 def _no_spectrum(lm: LayerMatrices) -> bool:
@@ -763,19 +761,21 @@ def in_threads(layers: list[LayerMatrices], work: Callable[[LayerMatrices], Any]
     one at a time with every BLAS thread (measured crossover on 2 cores: x2.0 at M = 1024, x1.2 at 2048, x0.7 at
     3072). An adapter's update from its factors is small whatever its sides: O((out + in)·r²) work, on thin
     matrices that threaded BLAS slows down (a rank-16 4096 x 4096 LoRA: 0.8 ms on one thread, up to 170 ms on
-    two of a loaded machine). ``workers``: at most so many at a time (None: every usable CPU)."""
+    two of a loaded machine). ``workers``: at most so many at a time (None: every usable CPU). Analyses in several
+    threads take turns here (_ANALYSIS_LOCK)."""
     light = [_light(lm) for lm in layers]
     small = [i for i, x in enumerate(light) if x]
     out: list[Any] = [None] * len(layers)
-    if small:  # with workers = 1 one at a time, still with a single-threaded BLAS (spinning BLAS threads made
-        # --workers 1 ten times slower on a loaded 2-core machine)
-        n = min(workers or _usable_cpus(), len(small))
-        for i, row in zip(small, _in_threads([layers[i] for i in small], work, n, bar)):
-            out[i] = row
-    for i in (i for i, x in enumerate(light) if not x):
-        out[i] = work(layers[i])
-        if bar is not None:
-            bar.update()
+    with _ANALYSIS_LOCK:
+        if small:  # with workers = 1 one at a time, still with a single-threaded BLAS (spinning BLAS threads made
+            # --workers 1 ten times slower on a loaded 2-core machine)
+            n = min(workers or _usable_cpus(), len(small))
+            for i, row in zip(small, _in_threads([layers[i] for i in small], work, n, bar)):
+                out[i] = row
+        for i in (i for i, x in enumerate(light) if not x):
+            out[i] = work(layers[i])
+            if bar is not None:
+                bar.update()
     return out
 
 
@@ -792,7 +792,8 @@ def _in_threads(layers: list[LayerMatrices], work: Callable[[LayerMatrices], Any
     across threads). The BLAS thread limit is restored on exit.
     """
     with _one_blas_thread(), ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(work, lm) for lm in layers]
+        # (each in this context, where the limit holds: the fits' own _one_blas_thread is a no-op there)
+        futures = [pool.submit(contextvars.copy_context().run, work, lm) for lm in layers]
         try:
             if bar is not None:
                 for _ in as_completed(futures):

@@ -216,3 +216,21 @@ def test_a_reparametrized_weight_keeps_its_module_s_kind():
     r = htsr.analyze(model, min_evals=2)
     assert [(x.name, x.kind) for x in r.layers] == [("frontend", "conv1d"), ("tok", "embedding"), ("conv", "conv2d")]
     assert any(n.examples == ("conv.gain",) and n.reason.startswith("vector") for n in r.not_analysed)
+
+
+def test_analyses_in_threads_leave_a_modules_parametrizations_in_train_mode():
+    # the parametrized weight is computed in eval mode (no power iteration), each module's mode restored after;
+    # two threads interleaving, one saved the other's eval mode and restored that: a model trained afterwards had
+    # spectral norms that no longer ran their power iteration (seen in 2 of 3 runs of this test)
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.manual_seed(0)
+    m = nn.Sequential(*[P.spectral_norm(nn.Linear(300, 300)) for _ in range(4)]).train()
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+    serial = [l.lambda_max for l in htsr.analyze(m).layers]
+    for _ in range(3):
+        with ThreadPoolExecutor(4) as pool:
+            runs = list(pool.map(lambda _: [l.lambda_max for l in htsr.analyze(m).layers], range(16)))
+        assert all(r == serial for r in runs)
+        assert all(mod.training for mod in m.modules())
+        assert all(torch.equal(v, state[k]) for k, v in m.state_dict().items())  # u and v untouched

@@ -16,6 +16,7 @@ import functools
 import os
 import pickle
 import re
+import threading
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
@@ -341,14 +342,18 @@ def _parametrized(module: Any, pname: str):
     in train mode a spectral norm would first run a power iteration, which writes its ``_u`` and ``_v`` (the
     model analysed, or monitored while it trains, is never changed)."""
     plist = module.parametrizations[pname]
-    modes = [(m, m.training) for m in plist.modules()]
-    try:
-        plist.eval()
-        with _torch().no_grad():
-            return getattr(module, pname)
-    finally:
-        for m, training in modes:
-            m.training = training
+    with _PARAMETRIZED_LOCK:  # (analyses in two threads: one saving the other's eval mode would restore that)
+        modes = [(m, m.training) for m in plist.modules()]
+        try:
+            plist.eval()
+            with _torch().no_grad():
+                return getattr(module, pname)
+        finally:
+            for m, training in modes:
+                m.training = training
+
+
+_PARAMETRIZED_LOCK = threading.RLock()
 
 
 def _parts_key(plist: Any) -> tuple | None:
