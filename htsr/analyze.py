@@ -37,7 +37,7 @@ from .matrices import (
     unread_tensor_row,
 )
 from .metrics import compute_metrics, warning_for
-from .options import Options
+from .options import Options, options_doc
 from .results import AnalysisResult, LayerResult, LayerSpectra, NotAnalysed, Summary
 from .rmt import (
     MPFit,
@@ -707,12 +707,17 @@ def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: f
 def analyze(source: Any, **options: Any) -> AnalysisResult:
     """Analyse every weight matrix of ``source`` from its weights alone.
 
-    ``source``: a path (.safetensors, a Hugging Face folder, .pt/.pth/.bin, .npz/.npy), a
-    ``torch.nn.Module``, or a mapping of names to arrays or tensors.
-    ``options``: see :data:`htsr.options.OPTION_SPECS` (``htsr analyze --help`` lists the same).
+    ``source``: a path (``str`` or ``os.PathLike``) to a model file or folder, detected by content: .safetensors
+    (or a Hugging Face folder, sharded), a .pt/.pth/.bin checkpoint, TorchScript or torch.export (.pt2) archive,
+    a pickle of numpy arrays, .npz/.npy, .onnx, .keras/.h5, Flax .msgpack, .gguf, a PEFT adapter folder (LoRA,
+    LoHa, LoKr) or a single-file LoRA (kohya-ss, LyCORIS, diffusers .safetensors); or an object: a
+    ``torch.nn.Module`` (a ``peft.PeftModel`` too), a Keras 3 model, a Flax parameter pytree, a mapping of names
+    to arrays or tensors (nested mappings and lists of arrays are named by their keys and positions).
+    ``options``: the keywords below (:data:`htsr.options.OPTION_SPECS`).
 
     Raises :class:`~htsr.errors.OptionError` for a bad option and :class:`~htsr.errors.SourceError`
-    for a source that cannot be read or has no analysable layer.
+    for a source that cannot be read or has no analysable layer. Analyses called from several threads at once
+    run their layers one at a time (each uses every CPU).
 
     >>> import numpy as np, htsr
     >>> W = np.random.default_rng(0).standard_normal((300, 100))
@@ -737,6 +742,8 @@ def analyze(source: Any, **options: Any) -> AnalysisResult:
     return AnalysisResult(results, Summary.of(results), description, opts.as_dict(ui=False), spectra, tally.num_tensors,
                           NotAnalysed.tally(tally.passed_over), _path_of(source))
 
+
+analyze.__doc__ = (analyze.__doc__ or "") + options_doc()
 
 def _path_of(source: Any) -> str:
     """The path a source was given by, or an opened file reader's (``path``); '' for an object."""

@@ -20,7 +20,7 @@ import numpy as np
 from .errors import OptionError
 from .spectra import FEW_BELOW_FLOOR
 
-__all__ = ["Options", "OPTION_SPECS", "LAYER_KINDS"]
+__all__ = ["Options", "OPTION_SPECS", "LAYER_KINDS", "options_doc"]
 
 #: Layer kinds htsr knows; ``kinds=`` filters on them.
 LAYER_KINDS = ("dense", "conv1d", "conv2d", "conv3d", "embedding", "rnn", "stack", "lora")
@@ -233,6 +233,15 @@ OPTION_SPECS: dict[str, OptionSpec] = {
                    "show a progress bar on stderr (needs tqdm)"),
     ]
 }
+
+
+def options_doc() -> str:
+    """The options of :data:`OPTION_SPECS` as a docstring section (:func:`htsr.analyze`'s, for ``help()``): one
+    entry per option, its meaning, default and allowed values, as ``--help`` gives them."""
+    lines = ["", "    Options (keywords; ``htsr analyze --help`` gives the same as flags):", ""]
+    for name, spec in OPTION_SPECS.items():
+        lines.append(f"    ``{name}``: {spec.help} (default: {spec.default!r}; {spec.allowed})")
+    return "\n".join(lines) + "\n"
 
 
 @dataclass(frozen=True)

@@ -1637,6 +1637,25 @@ def test_a_3d_tensor_is_a_conv_kernel_only_as_a_modules_weight_or_by_its_name(na
     assert classify(name, shape)[0] == kind
 
 
+def test_a_list_of_name_value_pairs_is_read_as_the_mapping_it_lists(tmp_path):
+    """``list(model.named_parameters())``, ``list(state_dict.items())``: the names are the pairs' own (each pair
+    had been nested as items of its index: rows '0.1', '2.1', the names lost without a word); in a pickle too.
+    Pairs with a repeated name would lose a tensor as a mapping: they stay items named by index."""
+    import pickle
+
+    m = torch.nn.Sequential(torch.nn.Linear(200, 400), torch.nn.ReLU(), torch.nn.Linear(400, 300))
+    r = htsr.analyze(list(m.named_parameters()))
+    assert [x.name for x in r.layers] == ["0", "2"] == [x.name for x in htsr.analyze(m).layers]
+    assert [x.alpha for x in r.layers] == [x.alpha for x in htsr.analyze(m).layers]
+    W = np.random.default_rng(0).standard_normal((100, 80)).astype(np.float32)
+    assert [x.name for x in htsr.analyze([("fc.weight", W)]).layers] == ["fc"]
+    net = {"net": [("a.weight", W), ("b.weight", W.T.copy())]}
+    (tmp_path / "pairs.pkl").write_bytes(pickle.dumps(net))
+    assert [x.name for x in htsr.analyze(net).layers] == ["net.a", "net.b"]
+    assert [x.name for x in htsr.analyze(tmp_path / "pairs.pkl").layers] == ["net.a", "net.b"]
+    assert [x.name for x in htsr.analyze([("w", W), ("w", W)]).layers] == ["0.1", "1.1"]
+
+
 @pytest.mark.parametrize("name,shape,why", [
     ("encoder.stages.0.layers.0.grn.weight", (1, 1, 1, 384), "vector"),  # ConvNeXt-V2's GRN gamma (was a dense 384 × 1)
     ("eca.conv.weight", (1, 1, 5), None),  # (ECA's one-channel Conv1d kernel is a conv: no reason)

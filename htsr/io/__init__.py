@@ -87,8 +87,11 @@ def open_source(source: Any) -> TensorSource:
             except AttributeError:  # (a reader whose path is a read-only property keeps its own)
                 pass
         return src
-    if isinstance(source, (list, tuple)) and source:  # a network's list of layers (an EMA's list of tensors):
-        source = {str(i): v for i, v in enumerate(source)}  # its items named by index, as a pickle's are
+    if isinstance(source, (list, tuple)) and source:  # (name, value) pairs name their values; a network's list
+        # of layers (an EMA's list of tensors) is named by index, as a pickle's is
+        from .numpy import named_pairs
+
+        source = dict(source) if named_pairs(source) else {str(i): v for i, v in enumerate(source)}
     if isinstance(source, Mapping):
         from .flax import FlaxTree, is_flax_tree, unflattened
 

@@ -48,13 +48,21 @@ def flat_items(mapping: Mapping, prefix: str = "", lists: bool = False,
     array or a mapping somewhere (a hand-written network's ``{'weights': [W1, W2], 'biases': [b1, b2]}``, stax's
     ``[(W, b), …]``) is nested too, its items named by index, as a pickle's are, unless ``leaf(name)`` (a state
     dict's packed parameters); one of numbers is one array."""
-    items = mapping.items() if isinstance(mapping, Mapping) else enumerate(mapping)
+    items = mapping.items() if isinstance(mapping, Mapping) else mapping if named_pairs(mapping) else enumerate(mapping)
     for k, v in items:
         name = f"{prefix}.{k}" if prefix else str(k)
         if isinstance(v, Mapping) or (lists and isinstance(v, (list, tuple)) and _holds_array(v) and not leaf(name)):
             yield from flat_items(v, name, lists, leaf)
         else:
             yield name, v
+
+
+def named_pairs(v: object) -> bool:
+    """Whether a list or tuple is one of (name, value) pairs, distinct names all (``list(model.named_parameters())``,
+    ``list(state_dict.items())``): read as the mapping it lists, not as items named by their index."""
+    return (isinstance(v, (list, tuple)) and len(v) > 0
+            and all(isinstance(x, (list, tuple)) and len(x) == 2 and isinstance(x[0], str) for x in v)
+            and len({x[0] for x in v}) == len(v))
 
 
 def _holds_array(v: object, depth: int = 0) -> bool:

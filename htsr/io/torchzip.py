@@ -54,6 +54,7 @@ import numpy as np
 
 from ..errors import SourceError
 from .base import TensorRef, as_loaded, expands_too_far, numpy_dtype, one_line, skipped_loader
+from .numpy import named_pairs
 from .scales import PackedConfig, with_scales
 from .torch import _MODULE_KINDS, module_kind, unwrap_state, with_notes
 
@@ -748,8 +749,8 @@ def _walk(obj: Any, prefix: str, module_class: str, seen: set[int]) -> Iterator[
             yield from _walk(v, f"{prefix}.{_key(k)}" if prefix else _key(k), classes.get(k, module_class), seen)
     elif isinstance(obj, (list, tuple)):
         seen.add(id(obj))
-        for i, v in enumerate(obj):
-            yield from _walk(v, f"{prefix}.{i}" if prefix else str(i), module_class, seen)
+        for i, v in (obj if named_pairs(obj) else enumerate(obj)):  # ((name, value) pairs by their names)
+            yield from _walk(v, f"{prefix}.{_key(i)}" if prefix else _key(i), module_class, seen)
 
 
 #: characters of a mapping key kept in a name (a checkpoint's keys are short; a name repeats its whole path)
