@@ -9,7 +9,7 @@ every weight matrix, a power-law fit of its tail (alpha) and the norm and rank m
 """
 
 from .analyze import analyze
-from .errors import BrokenPackageError, HtsrError, MissingExtraError, OptionError, SourceError
+from .errors import BrokenPackageError, HtsrError, MissingExtraError, OptionError, OutputError, SourceError
 from .fits.powerlaw import PowerLawFit, fit_power_law
 from .options import OPTION_SPECS, Options
 from .results import COLUMNS, AnalysisResult, LayerResult, LayerSpectra, Summary, load_result
@@ -50,6 +50,7 @@ __all__ = [
     "HtsrError",
     "OptionError",
     "SourceError",
+    "OutputError",
     "MissingExtraError",
     "BrokenPackageError",
     "__version__",

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 from . import __version__
 from .analyze import analyze
-from .errors import HtsrError, OptionError
+from .errors import HtsrError, OptionError, OutputError
 from .fits.uncertainty import MIN_WARNING_REPLICATES, warning_interval
 from .options import OPTION_SPECS, Options
 from .results import AnalysisResult, an_output, check_outputs, format_value, why_undefined, write_outputs
@@ -289,7 +289,7 @@ def out_folder(out: Path | None, names: Sequence[str]) -> list[tuple[str, Path]]
     if out is None:
         return []
     if out.exists() and not out.is_dir():
-        raise HtsrError(f"--out {out}: exists and is not a folder")
+        raise OutputError(f"--out {out}: exists and is not a folder")
     return [("--out", out / name) for name in names]
 
 

@@ -4,11 +4,14 @@ Every error a user can cause derives from :class:`HtsrError`, so a caller (and t
 type and show its one-line message::
 
     HtsrError
-    ├── OptionError      an unknown option, or a value outside its allowed set or range
-    ├── SourceError      a path that does not exist, an unknown or corrupt file, a refused pickle
-    ├── MissingExtraError  an optional dependency is not installed; the message has the pip line
-    └── LayerSkipped     raised by a tensor's loader when that tensor must not be analysed (a delta
-                         without a base tensor); caught per layer, it becomes a ``skipped: …`` status
+    ├── OptionError        an unknown option, or a value outside its allowed set or range (also a ValueError)
+    ├── SourceError        a path that does not exist, an unknown or corrupt file, a refused pickle
+    ├── OutputError        an output (``--out``, a report, a CSV) that cannot be written (also an OSError)
+    ├── MissingExtraError  an optional dependency is not installed; the message has the pip line (also an
+    │                      ImportError)
+    ├── BrokenPackageError an optional dependency is installed but fails to import (also an ImportError)
+    └── LayerSkipped       raised by a tensor's loader when that tensor must not be analysed (a delta
+                           without a base tensor); caught per layer, it becomes a ``skipped: …`` status
 
 Problems confined to one layer (NaN weights, an all-zero matrix, a failed fit) are never raised:
 they become that layer's ``status`` and the analysis goes on.
@@ -16,7 +19,8 @@ they become that layer's ``status`` and the analysis goes on.
 
 from __future__ import annotations
 
-__all__ = ["HtsrError", "OptionError", "SourceError", "MissingExtraError", "LayerSkipped"]
+__all__ = ["HtsrError", "OptionError", "SourceError", "OutputError", "MissingExtraError", "BrokenPackageError",
+           "LayerSkipped"]
 
 
 class HtsrError(Exception):
@@ -36,6 +40,11 @@ class SourceError(HtsrError):
     """A model source cannot be read: missing, unknown format, corrupt, or unsafe."""
 
 
+class OutputError(HtsrError, OSError):
+    """An output cannot be written: its path is a folder or no regular file, its folder cannot be made or written
+    in, the disk is full. The message names the path (and the flag that gave it)."""
+
+
 class MissingExtraError(HtsrError, ImportError):
     """An optional dependency is needed for this source or output: installed by htsr's ``extra``, or, for a
     package no extra installs (``extra`` None: a training framework the user brings), by its own name."""
@@ -43,16 +52,25 @@ class MissingExtraError(HtsrError, ImportError):
     def __init__(self, package: str, extra: str | None, purpose: str) -> None:
         how = f"pip install 'htsr[{extra}]'" if extra else f"pip install {package}"
         super().__init__(f"{purpose} needs the '{package}' package: {how}")
+        self._made_of = (package, extra, purpose)
+
+    def __reduce__(self):  # (from a process pool's worker: Exception's own pickling passes the message alone)
+        return type(self), self._made_of
 
 
 class BrokenPackageError(HtsrError, ImportError):
     """An optional dependency is installed but fails to import (built for another numpy, a missing library of
     its own): installing htsr's extra again would change nothing."""
 
-    def __init__(self, package: str, purpose: str, error: BaseException) -> None:
-        reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+    def __init__(self, package: str, purpose: str, error: BaseException | str) -> None:
+        """``error``: the import's exception, or its one-line account (``'ImportError: …'``)."""
+        reason = error if isinstance(error, str) else " ".join(f"{type(error).__name__}: {error}".split())[:200]
         super().__init__(f"{purpose} needs the '{package}' package, which is installed but fails to import "
                          f"({reason}); reinstall or upgrade it: pip install -U {package}")
+        self._made_of = (package, purpose, reason)
+
+    def __reduce__(self):  # (the import's exception itself is not kept: it may not pickle)
+        return type(self), self._made_of
 
 
 class LayerSkipped(HtsrError):

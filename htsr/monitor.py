@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from .analyze import analyze, iter_layers
-from .errors import HtsrError, OptionError, SourceError
+from .errors import HtsrError, OptionError, OutputError, SourceError
 from .figures import Panel, Series
 from .io.base import ROW_TAG
 from .options import Options, acts_on
@@ -156,8 +156,8 @@ class AlphaMonitor:
     resumed run does not alert twice for one crossing (give a new run a new CSV).
 
     Every argument is checked here: a bad option raises :class:`~htsr.errors.OptionError`, a model with
-    no layer matching ``layers`` a :class:`~htsr.errors.SourceError`, a CSV with another header an
-    :class:`~htsr.errors.HtsrError`, all before training starts.
+    no layer matching ``layers`` a :class:`~htsr.errors.SourceError`, a CSV with another header or that cannot
+    be written an :class:`~htsr.errors.OutputError`, all before training starts.
     """
 
     def __init__(self, model: Any = None, csv_path: str | os.PathLike | None = None, every: int = 1,
@@ -300,11 +300,11 @@ class AlphaMonitor:
         has anything in it, is a monitor CSV."""
         path = self.csv_path
         if not path.parent.is_dir():
-            raise HtsrError(f"{path}: its folder does not exist")
+            raise OutputError(f"{path}: its folder does not exist")
         if path.is_dir():
-            raise HtsrError(f"{path}: is a folder, not a CSV file")
+            raise OutputError(f"{path}: is a folder, not a CSV file")
         if path.exists() and not path.is_file():  # a pipe would block the first record (and this check)
-            raise HtsrError(f"{path}: is not a regular file (a device, pipe or socket); choose a CSV file path")
+            raise OutputError(f"{path}: is not a regular file (a device, pipe or socket); choose a CSV file path")
         try:
             if path.exists():
                 with open(path, "ab"):  # opened for appending, nothing written
@@ -314,11 +314,11 @@ class AlphaMonitor:
                 os.close(fd)
                 os.unlink(probe)
         except OSError as e:
-            raise HtsrError(f"{path}: cannot be written ({e.strerror or e}); choose another file") from None
+            raise OutputError(f"{path}: cannot be written ({e.strerror or e}); choose another file") from None
         if path.exists() and path.stat().st_size > 0:
             first = _first_line(path)
             if first != ",".join(CSV_COLUMNS):
-                raise HtsrError(f"{path}: exists and is not a monitor CSV (its header is {first[:80]!r}); "
+                raise OutputError(f"{path}: exists and is not a monitor CSV (its header is {first[:80]!r}); "
                                 f"records are only ever appended, so choose another file")
 
     def _append_csv(self, rec: MonitorRecord) -> None:
@@ -387,10 +387,10 @@ def load_history(csv_path: str | os.PathLike, threshold: float = 2.0) -> list[Mo
     is replayed with ``threshold``; ``seconds`` is NaN.
     """
     if not Path(csv_path).is_file():  # a pipe would block the read forever
-        raise HtsrError(f"{csv_path}: not a monitor CSV (not a regular file)")
+        raise SourceError(f"{csv_path}: not a monitor CSV (not a regular file)")
     first = _first_line(Path(csv_path))
     if first != ",".join(CSV_COLUMNS):  # read as bytes, bounded: a checkpoint given by mistake is not decoded
-        raise HtsrError(f"{csv_path}: not a monitor CSV (its header is {first[:80]!r})")
+        raise SourceError(f"{csv_path}: not a monitor CSV (its header is {first[:80]!r})")
     with open(csv_path, encoding="utf-8", errors="replace", newline="") as f:
         reader = csv.DictReader(f)
         groups: list[tuple[tuple, list[LayerAlpha]]] = []
@@ -403,7 +403,7 @@ def load_history(csv_path: str | os.PathLike, threshold: float = 2.0) -> list[Mo
                                 _float(row["log_spectral_norm"]), _float(row["D"]), row["status"])
                 _number(row["step"]), _number(row["epoch"]), _float(row["time"])
             except ValueError:
-                raise HtsrError(f"{csv_path}: line {reader.line_num}: a number column holds text; fix or remove "
+                raise SourceError(f"{csv_path}: line {reader.line_num}: a number column holds text; fix or remove "
                                 "that line") from None
             if groups and groups[-1][0] == key and all(x.name != la.name for x in groups[-1][1]):
                 groups[-1][1].append(la)

@@ -285,34 +285,34 @@ def not_replaceable(path: Path) -> str:
 
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
     """Write ``data`` (text as UTF-8, or bytes) to ``path`` via a temporary file in the same folder and an
-    atomic rename. Raises HtsrError if ``path`` is a folder or not a regular file (see :func:`not_replaceable`)."""
-    from .errors import HtsrError
+    atomic rename. Raises OutputError if ``path`` is a folder or not a regular file (see :func:`not_replaceable`)."""
+    from .errors import OutputError
 
     path = Path(path)
     if why := not_replaceable(path):
-        raise HtsrError(f"{path}: {why}")
+        raise OutputError(f"{path}: {why}")
     try:
         tmp = _write_temp(path, data)
     except OSError as e:  # (the temporary file's name is none the caller gave)
-        raise HtsrError(f"{path}: cannot write ({e.strerror or e}); check that its folder exists and is writable, "
+        raise OutputError(f"{path}: cannot write ({e.strerror or e}); check that its folder exists and is writable, "
                         "or choose another path") from None
     try:
         os.replace(tmp, path)
     except BaseException as e:
         os.unlink(tmp)
         if isinstance(e, OSError):
-            raise HtsrError(f"{path}: cannot write ({e.strerror or e}); choose another path") from None
+            raise OutputError(f"{path}: cannot write ({e.strerror or e}); choose another path") from None
         raise
 
 
 def write_outputs(outputs: Sequence[tuple[str, str | os.PathLike, str | bytes | None]]) -> list[Path]:
     """Write one run's outputs ``(flag, path, data)`` as a set: every one to a temporary file beside it
     first (missing folders made), then all renamed. If one cannot be written (disk full, a folder that
-    cannot be made) none is, no temporary file or folder made for them is left, and the HtsrError names
+    cannot be made) none is, no temporary file or folder made for them is left, and the OutputError names
     its flag and path. ``data`` None: this run has no such output, and a file an earlier run left at
     ``path`` is removed once the others are in place (it would be taken for this run's). Returns the paths
     removed."""
-    from .errors import HtsrError
+    from .errors import OutputError
 
     done: list[tuple[Path, Path]] = []  # (temporary file, destination)
     made: list[Path] = []  # folders this call created, outermost first
@@ -323,18 +323,18 @@ def write_outputs(outputs: Sequence[tuple[str, str | os.PathLike, str | bytes | 
         for flag, path, data in outputs:
             path = Path(path)
             if why := not_replaceable(path):
-                raise HtsrError(f"{flag} {path}: {why}")
+                raise OutputError(f"{flag} {path}: {why}")
             try:
                 # noted before mkdir, which may make some of them and fail
                 made += [f for f in reversed((path.parent, *path.parent.parents)) if not f.exists() and f not in made]
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
-                raise HtsrError(f"{flag} {path}: cannot create the folder {path.parent} ({e.strerror or e}); "
+                raise OutputError(f"{flag} {path}: cannot create the folder {path.parent} ({e.strerror or e}); "
                                 "no output was written") from None
             try:
                 done.append((_write_temp(path, data), path))
             except OSError as e:
-                raise HtsrError(f"{flag} {path}: cannot write ({e.strerror or e}); no output was written") from None
+                raise OutputError(f"{flag} {path}: cannot write ({e.strerror or e}); no output was written") from None
     except BaseException:
         for tmp, _ in done:
             os.unlink(tmp)
@@ -377,8 +377,8 @@ def _signals_held():
 
 def _rename_all(done: list[tuple[Path, Path]], flags: list[str]) -> None:
     """Each temporary file onto its destination; on a failure, the rest of the temporary files removed and the
-    HtsrError says which were replaced before it."""
-    from .errors import HtsrError
+    OutputError says which were replaced before it."""
+    from .errors import OutputError
 
     for i, (tmp, path) in enumerate(done):
         try:
@@ -390,7 +390,7 @@ def _rename_all(done: list[tuple[Path, Path]], flags: list[str]) -> None:
             if not isinstance(e, OSError):
                 raise
             kept = ", ".join(str(p) for _, p in done[:i]) or "none"
-            raise HtsrError(f"{flags[i]} {path}: cannot replace it ({e.strerror or e}); written before it: "
+            raise OutputError(f"{flags[i]} {path}: cannot replace it ({e.strerror or e}); written before it: "
                             f"{kept}") from None
 
 
@@ -399,8 +399,8 @@ def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.P
     existing folder above it (missing folders are made when the output is written) — and none is a file
     the run reads (a source file, or a file in a source folder; for an opened source, also the files it
     says it reads, its ``input_files``: an ONNX model's external data). Nothing is created here. Raises
-    HtsrError naming the flag and the path."""
-    from .errors import HtsrError
+    OutputError naming the flag and the path."""
+    from .errors import OutputError
 
     read: set[Path] = set()
     for src in inputs:
@@ -421,29 +421,29 @@ def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.P
         try:
             resolved[path] = path.resolve()
         except (OSError, RuntimeError):  # RuntimeError: a symlink loop, before Python 3.13
-            raise HtsrError(f"{flag} {path}: a link in it leads round in a loop; choose another path") from None
+            raise OutputError(f"{flag} {path}: a link in it leads round in a loop; choose another path") from None
     taken: dict[Path, str] = {}
     for flag, path in outputs:
         if resolved[path] in taken:  # two outputs of one run in one file: the later would replace the earlier
-            raise HtsrError(f"{flag} {path}: is also written by {taken[resolved[path]]}; choose another path")
+            raise OutputError(f"{flag} {path}: is also written by {taken[resolved[path]]}; choose another path")
         taken[resolved[path]] = flag
     for flag, path in outputs:  # one output where another's folder will be (--out X --report X)
         for other, q in outputs:
             if resolved[path] in resolved[q].parents:
-                raise HtsrError(f"{flag} {path}: is the folder {other} writes {q.name} into; choose another path")
+                raise OutputError(f"{flag} {path}: is the folder {other} writes {q.name} into; choose another path")
     for flag, path in outputs:
         folder = path.parent
         while not folder.exists() and folder != folder.parent:
             if folder.is_symlink():  # no folder can be made where a link to a missing one is
-                raise HtsrError(f"{flag} {path}: {folder} is a link to a missing folder; remove the link or choose "
+                raise OutputError(f"{flag} {path}: {folder} is a link to a missing folder; remove the link or choose "
                                 "another path")
             folder = folder.parent
         if why := not_replaceable(path):
-            raise HtsrError(f"{flag} {path}: {why}")
+            raise OutputError(f"{flag} {path}: {why}")
         if not folder.is_dir():
-            raise HtsrError(f"{flag} {path}: {folder} is a file, so no folder can be made there; choose another path")
+            raise OutputError(f"{flag} {path}: {folder} is a file, so no folder can be made there; choose another path")
         if resolved[path] in read:
-            raise HtsrError(f"{flag} {path}: is a file this run reads, and htsr never overwrites its inputs; "
+            raise OutputError(f"{flag} {path}: is a file this run reads, and htsr never overwrites its inputs; "
                             "choose another path")
         if folder in probed:
             continue
@@ -453,7 +453,7 @@ def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.P
             os.close(fd)
             os.unlink(probe)
         except OSError as e:
-            raise HtsrError(f"{flag} {path}: cannot write in {folder} ({e.strerror})") from None
+            raise OutputError(f"{flag} {path}: cannot write in {folder} ({e.strerror})") from None
 
 
 def an_output(f: Path) -> bool:

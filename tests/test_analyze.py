@@ -335,9 +335,34 @@ def test_public_surface():
     assert set(htsr.__all__) == {
         "analyze", "load_result", "AnalysisResult", "LayerResult", "LayerSpectra", "Summary", "COLUMNS", "Options", "OPTION_SPECS",
         "fit_power_law", "PowerLawFit", "esd", "Spectrum", "HtsrError", "OptionError", "SourceError",
-        "MissingExtraError", "BrokenPackageError", "__version__"}
+        "OutputError", "MissingExtraError", "BrokenPackageError", "__version__"}
     for name in htsr.__all__:
         assert hasattr(htsr, name)
+    from htsr import errors
+    assert {n for n in htsr.__all__ if n.endswith("Error")} <= set(errors.__all__)  # every one documented there
+
+
+def test_errors_survive_a_process_pool_and_say_the_same():
+    # an error raised in a worker of a process pool is pickled back: MissingExtraError and BrokenPackageError,
+    # whose constructors take their parts, had failed to unpickle (TypeError), which broke the whole pool
+    import pickle
+
+    from htsr.errors import OutputError
+    for e in (htsr.MissingExtraError("onnx", "onnx", "reading m.onnx"), htsr.MissingExtraError("lightning", None, "x"),
+              htsr.BrokenPackageError("h5py", "reading m.h5", ImportError("numpy.core.multiarray failed to import")),
+              htsr.OptionError("bad", "seed", -1), htsr.SourceError("m.bin: corrupt"), OutputError("out: full")):
+        back = pickle.loads(pickle.dumps(e))
+        assert type(back) is type(e) and str(back) == str(e)
+        if isinstance(e, htsr.BrokenPackageError):
+            assert "(ImportError: numpy.core.multiarray failed to import)" in str(back)
+
+
+def test_an_output_that_cannot_be_written_is_an_output_error(tmp_path):
+    from htsr.errors import OutputError
+    r = htsr.analyze(_mapping(1))
+    with pytest.raises(OutputError, match="no_such_folder") as e:
+        r.to_csv(tmp_path / "no_such_folder" / "layers.csv")
+    assert isinstance(e.value, OSError) and isinstance(e.value, htsr.HtsrError)
 
 
 def test_core_imports_no_heavy_dependencies():
