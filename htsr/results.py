@@ -19,7 +19,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from .errors import SourceError
 from .fits.uncertainty import MIN_WARNING_REPLICATES
 from .metrics import METRICS, PLAUSIBLE_P
 from .rmt.phases import PHASES
+
+if TYPE_CHECKING:  # (pandas is an extra: imported where a table is made)
+    import pandas
 
 __all__ = ["LayerResult", "LayerSpectra", "NotAnalysed", "Summary", "AnalysisResult", "COLUMNS", "SUMMARY_METRICS", "atomic_write", "write_outputs", "csv_cell", "format_value", "json_safe", "load_result", "saved_result", "saved_run"]
 
@@ -499,7 +502,7 @@ def csv_cell(v: Any) -> Any:
     return repr(float(v)) if isinstance(v, float) else v  # float(): numpy's repr is 'np.float64(0.25)'
 
 
-def read_layers(path: str | os.PathLike):
+def read_layers(path: str | os.PathLike) -> "pandas.DataFrame":
     """A ``layers.csv`` htsr wrote (:meth:`AnalysisResult.to_csv`, ``htsr analyze --out``) as a pandas DataFrame
     with :meth:`AnalysisResult.to_pandas`'s dtypes (``pd.read_csv`` alone guesses them from the values: a count
     column without an empty cell comes back int64, an all-empty text column float64, and tables of two runs
@@ -571,7 +574,7 @@ class AnalysisResult:
     def to_records(self) -> list[dict[str, Any]]:
         return [r.as_dict() for r in self.layers]
 
-    def to_pandas(self):
+    def to_pandas(self) -> "pandas.DataFrame":
         """The per-layer table as a pandas DataFrame (needs pandas)."""
         from .io.base import import_extra
 
