@@ -285,7 +285,14 @@ def esd(
     refine_fraction: float = FEW_BELOW_FLOOR,
     scale: float = 1.0,
 ) -> Spectrum:
-    """Pooled ESD of one layer's matrices (e.g. the kh·kw kernel positions of a conv), times ``scale``."""
+    """Pooled ESD of one layer's matrices (e.g. the kh·kw kernel positions of a conv), times ``scale``; a single
+    2-D array is the one matrix of its layer. ``precision`` and ``refine_fraction`` as :func:`htsr.analyze`'s
+    options (OptionError for a value they do not allow)."""
+    from .fits.powerlaw import check_args  # (the options' rules; options imports this module)
+
+    check_args("esd", precision=precision, refine_fraction=refine_fraction)
+    if isinstance(matrices, np.ndarray) and matrices.ndim == 2:
+        matrices = [matrices]
     parts, floors, tols, methods = [], [], [], set()
     for W in matrices:
         ev, floor, tol, method = matrix_eigenvalues(W, precision, refine_fraction)

@@ -218,3 +218,12 @@ def test_drop_top_fits_without_the_k_largest_as_weightwatchers_negative_xmax():
     with pytest.raises(htsr.OptionError, match="'drop_top' and option 'clip_xmax' both choose"):
         htsr.Options.create(drop_top=1, clip_xmax=True)
     assert fit_power_law(ev[:4], drop_top=3).status.startswith("fit_failed: 4 eigenvalues: none left")
+
+
+def test_drop_top_and_clip_xmax_together_are_refused_as_analyze_refuses_them():
+    # the drop_top fit had been returned and clip_xmax ignored without a word
+    from htsr.errors import OptionError
+
+    x = pareto_with_bulk(2000, 2.5, seed=0)
+    with pytest.raises(OptionError, match="drop_top and clip_xmax both choose"):
+        fit_power_law(x, clip_xmax=True, drop_top=2)

@@ -152,3 +152,16 @@ def test_an_eigenvalue_rounded_to_zero_is_refined_however_few():
         rows = [htsr.analyze({"fc.weight": W}, precision=p, tails=False).layers[0] for p in ("fast", "accurate")]
         assert rows[0].num_zero_evals == rows[1].num_zero_evals == 0
     assert clipped > 0  # (else this test would check nothing on this machine)
+
+
+def test_esd_checks_its_options_as_analyze_does_and_takes_one_matrix():
+    # precision='bogus' had run the fast path, refine_fraction=5 had been used as given; a bare 2-D array had
+    # been iterated by rows ("expected a 2-D matrix, got shape (60,)")
+    from htsr.errors import OptionError
+
+    W = np.random.default_rng(0).standard_normal((100, 60))
+    with pytest.raises(OptionError, match="esd: precision must be 'fast' or 'accurate', got 'bogus'"):
+        esd([W], precision="bogus")
+    with pytest.raises(OptionError, match=r"esd: refine_fraction must be a number in \[0, 1\], got 5"):
+        esd([W], refine_fraction=5)
+    np.testing.assert_array_equal(esd(W).evals, esd([W]).evals)

@@ -293,6 +293,11 @@ def fit_power_law(
         v.item() if isinstance(v, np.generic) else v for v in (xmin, clip_xmax, max_fingers, finger_thresh, drop_top))
     check_args("fit_power_law", xmin=xmin, clip_xmax=clip_xmax, max_fingers=max_fingers, finger_thresh=finger_thresh,
                drop_top=drop_top)
+    if drop_top and clip_xmax:
+        from ..errors import OptionError
+
+        raise OptionError("fit_power_law: drop_top and clip_xmax both choose the top eigenvalues a fit leaves out: "
+                          "give one of them", "drop_top", drop_top)
     x = np.sort(np.asarray(evals, dtype=np.float64))
     if x.size and not (x[0] > 0 and np.isfinite(x[-1])):
         raise ValueError("fit_power_law needs positive, finite eigenvalues")
