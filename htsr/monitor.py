@@ -41,6 +41,7 @@ from .analyze import analyze, iter_layers
 from .errors import HtsrError, OptionError, OutputError, SourceError
 from .figures import Panel, Series
 from .io.base import ROW_TAG
+from .io.torch import unwrapped
 from .options import Options, acts_on
 from .results import csv_cell
 
@@ -125,16 +126,6 @@ def _below(mean: float, threshold: float) -> str:
 
 
 
-#: torch's training wrappers → the attribute holding the module they wrap
-_WRAPPERS = {"DataParallel": "module", "DistributedDataParallel": "module", "OptimizedModule": "_orig_mod"}
-
-
-def _unwrapped(model: Any) -> Any:
-    while type(model).__module__.startswith("torch.") and type(model).__name__ in _WRAPPERS:
-        model = getattr(model, _WRAPPERS[type(model).__name__])
-    return model
-
-
 def _check(ok: bool, name: str, allowed: str, value: Any) -> None:
     if not ok:
         raise OptionError(f"monitor option {name!r} must be {allowed}, got {value!r}")
@@ -208,7 +199,7 @@ class AlphaMonitor:
         """Bind the model, checking (without reading any weight) that some layer is monitored. A model wrapped
         for training (``DataParallel``, ``DistributedDataParallel``, ``torch.compile``) is monitored as the
         module it wraps, so its layers have the names of an unwrapped run's (not ``module.0``, ``_orig_mod.0``)."""
-        model = _unwrapped(model)
+        model = unwrapped(model)
         description, num_tensors, found = iter_layers(model, self.options)
         if next(found, None) is None:
             what = f"matches layers={self.layers!r}" if self.layers else "is a weight matrix htsr analyses"

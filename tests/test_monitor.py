@@ -17,6 +17,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import htsr
 from conftest import matrix_with_singular_values
 from htsr.errors import HtsrError, OptionError, SourceError
 from htsr.monitor import (CSV_COLUMNS, MONITOR_DEFAULTS, AlphaMonitor, HtsrAlphaWarning,
@@ -243,6 +244,11 @@ def test_a_model_wrapped_for_training_is_monitored_as_the_module_it_wraps():
         mon = AlphaMonitor(wrapped, None, layers="^0$")
         assert mon.model is model
         assert [r.name for r in mon.record().layers] == ["0"]
+        # and analyze names them so too (it had given _orig_mod.0: a monitor CSV and a table did not join)
+        r = htsr.analyze(wrapped, layers="^0$")
+        assert [x.name for x in r.layers] == ["0"] and r.source == "<Sequential>"
+        assert [x.alpha for x in r.layers] == [x.alpha for x in htsr.analyze(model, layers="^0$").layers]
+    assert [x.name for x in htsr.analyze(torch.compile(torch.nn.DataParallel(model)), layers="^0$").layers] == ["0"]
 
 
 def test_no_alert_above_threshold():

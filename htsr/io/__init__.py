@@ -118,7 +118,7 @@ def open_source(source: Any) -> TensorSource:
         from .keras import KerasModel
 
         return KerasModel(source)
-    from .torch import TorchModule, is_torch_object
+    from .torch import TorchModule, is_torch_object, unwrapped
 
     if type(source).__name__ == "ExportedProgram" and type(source).__module__.startswith("torch."):
         src = TorchModule(source.module())  # torch.export's program: its weights in the module it unlifts to
@@ -133,9 +133,7 @@ def open_source(source: Any) -> TensorSource:
                               "weights constants of its code, which a live module does not list: torch.jit.save "
                               "it and analyse the file")
 
-        inner = getattr(source, "_orig_mod", None)  # torch.compile's wrapper of a PeftModel: the PeftModel
-        if type(source).__name__ == "OptimizedModule" and inner is not None and is_live_peft(inner):
-            source = inner
+        source = unwrapped(source)  # (DataParallel, torch.compile: the model's layers under their own names)
         if is_live_peft(source):  # a live PeftModel: its LoRA / LoHa / LoKr adapter (others refused, by name)
             return PeftAdapter.from_model(source)
         return TorchModule(source)

@@ -47,6 +47,19 @@ def is_torch_object(obj: Any) -> bool:
     return any(c.__module__.split(".")[0] == "torch" for c in type(obj).__mro__)
 
 
+#: torch's training wrappers → the attribute holding the module they wrap
+_WRAPPERS = {"DataParallel": "module", "DistributedDataParallel": "module", "OptimizedModule": "_orig_mod"}
+
+
+def unwrapped(model: Any) -> Any:
+    """The module a training wrapper (``DataParallel``, ``DistributedDataParallel``, ``torch.compile``'s
+    ``OptimizedModule``) wraps, at any depth: analysed and monitored under its layers' own names (not
+    ``module.0``, ``_orig_mod.0``); anything else as it is."""
+    while type(model).__module__.startswith("torch.") and type(model).__name__ in _WRAPPERS:
+        model = getattr(model, _WRAPPERS[type(model).__name__])
+    return model
+
+
 def _to_numpy(t) -> np.ndarray:
     """The tensor as numpy: float16 widened by numpy, which keeps every bit pattern (torch's widening quiets
     signalling NaNs, and codes stored in a float16 tensor — bitsandbytes' quant_storage, HQQ's
