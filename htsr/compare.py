@@ -51,8 +51,6 @@ pooled conv) so a value can be read against it.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import math
 import os
@@ -74,7 +72,7 @@ from .results import (
     Summary,
     atomic_write,
     check_outputs,
-    csv_cell,
+    csv_table,
     format_value,
     phase_column,
     json_safe,
@@ -218,12 +216,9 @@ class Comparison:
     def csv_text(self) -> str:
         """The per-layer side-by-side table: name, kind, shape, then one column per model
         (``<layer_metric>:<label>``); NaN as an empty field."""
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["name", "kind", "shape", *(f"{self.layer_metric}:{lab}" for lab in self.labels)])
-        for n, k, s, v in zip(self.common_layers, self.layer_kinds, self.layer_shapes, self.layer_values):
-            w.writerow([n, k, _shape_text(s), *(csv_cell(x) for x in v)])
-        return buf.getvalue()
+        return csv_table(["name", "kind", "shape", *(f"{self.layer_metric}:{lab}" for lab in self.labels)],
+                         ([n, k, _shape_text(s), *v] for n, k, s, v in
+                          zip(self.common_layers, self.layer_kinds, self.layer_shapes, self.layer_values)))
 
     def to_csv(self, path: str | os.PathLike) -> None:
         """Write the per-layer side-by-side table, atomically."""
@@ -813,13 +808,7 @@ def format_distances(distances: Sequence[LayerDistance], columns: Sequence[str] 
 
 
 def distances_csv_text(distances: Iterable[LayerDistance]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(DISTANCE_COLUMNS)
-    for d in distances:
-        w.writerow([csv_cell(v)
-                    for v in (getattr(d, c) for c in DISTANCE_COLUMNS)])
-    return buf.getvalue()
+    return csv_table(DISTANCE_COLUMNS, ([getattr(d, c) for c in DISTANCE_COLUMNS] for d in distances))
 
 
 # ----------------------------------------------------------------------------------------------------------

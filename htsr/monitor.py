@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import io
 import math
 import os
 import tempfile
@@ -43,7 +42,7 @@ from .figures import Panel, Series
 from .io.base import ROW_TAG
 from .io.torch import unwrapped
 from .options import Options, acts_on
-from .results import csv_cell
+from .results import csv_table
 
 __all__ = ["AlphaMonitor", "MonitorRecord", "LayerAlpha", "HtsrAlphaWarning", "CSV_COLUMNS", "MONITOR_DEFAULTS",
            "alpha_over_time", "load_history", "lightning_callback", "hf_callback"]
@@ -310,15 +309,11 @@ class AlphaMonitor:
             first = _first_line(path)
             if first != ",".join(CSV_COLUMNS):
                 raise OutputError(f"{path}: exists and is not a monitor CSV (its header is {first[:80]!r}); "
-                                f"records are only ever appended, so choose another file")
+                                  f"records are only ever appended, so choose another file")
 
     def _append_csv(self, rec: MonitorRecord) -> None:
         """Append the record's rows in one write (header first if the file is new or empty), then flush."""
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        for row in rec.rows():
-            w.writerow([csv_cell(row[c]) for c in CSV_COLUMNS])
-        body = buf.getvalue()
+        body = csv_table(None, ([row[c] for c in CSV_COLUMNS] for row in rec.rows()))
         # binary append: one write() of whole lines; O_APPEND puts it at the end even with another writer
         with open(self.csv_path, "ab") as f:
             if f.tell() == 0:

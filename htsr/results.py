@@ -31,7 +31,7 @@ from .rmt.phases import PHASES
 if TYPE_CHECKING:  # (pandas is an extra: imported where a table is made)
     import pandas
 
-__all__ = ["LayerResult", "LayerSpectra", "NotAnalysed", "Summary", "AnalysisResult", "COLUMNS", "SUMMARY_METRICS", "atomic_write", "write_outputs", "csv_cell", "format_value", "json_safe", "load_result", "saved_result", "saved_run"]
+__all__ = ["LayerResult", "LayerSpectra", "NotAnalysed", "Summary", "AnalysisResult", "COLUMNS", "SUMMARY_METRICS", "atomic_write", "write_outputs", "csv_cell", "csv_table", "format_value", "json_safe", "load_result", "saved_result", "saved_run"]
 
 NAN = float("nan")
 
@@ -495,6 +495,21 @@ def why_undefined(options: dict[str, Any]) -> dict[str, str]:
             "share_best_fit_pl": "no layer fitted" if options.get("tails", True) else "--no-tails"}
 
 
+def csv_table(header: Sequence[str] | None, rows: Iterable[Sequence[Any]]) -> str:
+    """CSV text of ``rows`` (each cell by :func:`csv_cell`), after ``header`` if given, lines ending in '\\n'. A row
+    with a '\\r' in a text cell (a tensor name) has every field quoted: before Python 3.13 the csv module left a
+    bare '\\r' unquoted, which readers take for a line break (the table read back one row too many)."""
+    buf = io.StringIO()
+    plain = csv.writer(buf, lineterminator="\n")
+    quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    if header is not None:
+        plain.writerow(header)
+    for row in rows:
+        cells = [csv_cell(v) for v in row]
+        (quoted if any(isinstance(c, str) and "\r" in c for c in cells) else plain).writerow(cells)
+    return buf.getvalue()
+
+
 def csv_cell(v: Any) -> Any:
     """A CSV field: a finite float in full precision (repr), NaN/inf/None as an empty field, else as is."""
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
@@ -586,12 +601,7 @@ class AnalysisResult:
 
     def csv_text(self) -> str:
         """The per-layer table as CSV text (read it back with :func:`read_layers`)."""
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
-        w.writeheader()
-        for r in self.to_records():
-            w.writerow({k: csv_cell(v) for k, v in r.items()})
-        return buf.getvalue()
+        return csv_table(COLUMNS, ([r[c] for c in COLUMNS] for r in self.to_records()))
 
     def to_csv(self, path: str | os.PathLike) -> None:
         """Write the per-layer table (NaN as an empty field), atomically."""

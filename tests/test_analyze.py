@@ -870,3 +870,26 @@ def test_an_attention_mask_kept_as_a_tensor_is_skipped_not_failed():
     assert [l.status for l in r.layers] == ["skipped: an attention mask (entries 0 and −inf), not a weight"] + [
         "failed: NaN or Inf in the weights"] * 3
     assert (r.summary.num_skipped, r.summary.num_failed) == (1, 3)
+
+
+def test_csv_tables_round_trip_names_with_carriage_returns(tmp_path):
+    # a tensor name holding '\r' (a model file may name anything): Python < 3.13's csv writer left it unquoted,
+    # and every reader took it for a line break (13 rows read back for 12; read_layers raised)
+    import csv
+    from htsr.compare import compare
+    from htsr.results import read_layers
+
+    pd = pytest.importorskip("pandas")
+    W = np.random.default_rng(0).standard_normal((120, 80)).astype(np.float32)
+    names = ["a\rb.weight", "c\r\nd.weight", 'q"uote,comma\n.weight', "plain.weight"]
+    r = htsr.analyze({n: W * (i + 1) for i, n in enumerate(names)})
+    r.to_csv(tmp_path / "layers.csv")
+    with open(tmp_path / "layers.csv", newline="", encoding="utf-8") as f:
+        assert [row[0] for row in csv.reader(f)][1:] == [x.name for x in r.layers]
+    back = read_layers(tmp_path / "layers.csv")
+    assert list(back["name"]) == [x.name for x in r.layers] and back["alpha"].tolist() == [x.alpha for x in r.layers]
+    assert pd.read_csv(tmp_path / "layers.csv", keep_default_na=False)["name"].tolist() == [x.name for x in r.layers]
+    c = compare([{n: W for n in names}, {n: 2 * W for n in names}], labels=["x", "y"])
+    c.to_csv(tmp_path / "cmp.csv")
+    with open(tmp_path / "cmp.csv", newline="", encoding="utf-8") as f:
+        assert sorted(row[0] for row in list(csv.reader(f))[1:]) == sorted(x.name for x in r.layers)
