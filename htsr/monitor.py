@@ -390,7 +390,7 @@ def load_history(csv_path: str | os.PathLike, threshold: float = 2.0) -> list[Mo
                 _number(row["step"]), _number(row["epoch"]), _float(row["time"])
             except ValueError:
                 raise SourceError(f"{csv_path}: line {reader.line_num}: a number column holds text; fix or remove "
-                                "that line") from None
+                                  "that line") from None
             if groups and groups[-1][0] == key and all(x.name != la.name for x in groups[-1][1]):
                 groups[-1][1].append(la)
             else:

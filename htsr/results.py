@@ -298,7 +298,7 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
         tmp = _write_temp(path, data)
     except OSError as e:  # (the temporary file's name is none the caller gave)
         raise OutputError(f"{path}: cannot write ({e.strerror or e}); check that its folder exists and is writable, "
-                        "or choose another path") from None
+                          "or choose another path") from None
     try:
         os.replace(tmp, path)
     except BaseException as e:
@@ -333,7 +333,7 @@ def write_outputs(outputs: Sequence[tuple[str, str | os.PathLike, str | bytes | 
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise OutputError(f"{flag} {path}: cannot create the folder {path.parent} ({e.strerror or e}); "
-                                "no output was written") from None
+                                  "no output was written") from None
             try:
                 done.append((_write_temp(path, data), path))
             except OSError as e:
@@ -394,7 +394,7 @@ def _rename_all(done: list[tuple[Path, Path]], flags: list[str]) -> None:
                 raise
             kept = ", ".join(str(p) for _, p in done[:i]) or "none"
             raise OutputError(f"{flags[i]} {path}: cannot replace it ({e.strerror or e}); written before it: "
-                            f"{kept}") from None
+                              f"{kept}") from None
 
 
 def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.PathLike]]) -> None:
@@ -439,7 +439,7 @@ def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.P
         while not folder.exists() and folder != folder.parent:
             if folder.is_symlink():  # no folder can be made where a link to a missing one is
                 raise OutputError(f"{flag} {path}: {folder} is a link to a missing folder; remove the link or choose "
-                                "another path")
+                                  "another path")
             folder = folder.parent
         if why := not_replaceable(path):
             raise OutputError(f"{flag} {path}: {why}")
@@ -447,7 +447,7 @@ def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.P
             raise OutputError(f"{flag} {path}: {folder} is a file, so no folder can be made there; choose another path")
         if resolved[path] in read:
             raise OutputError(f"{flag} {path}: is a file this run reads, and htsr never overwrites its inputs; "
-                            "choose another path")
+                              "choose another path")
         if folder in probed:
             continue
         probed.add(folder)
