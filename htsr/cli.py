@@ -2,16 +2,19 @@
 
 It parses arguments into the same options the library validates (the flags are generated from
 :data:`htsr.options.OPTION_SPECS`), calls the library, prints or writes the results, and turns
-library errors into a one-line message and exit status 2.
+library errors into a one-line message and an exit status (:data:`EXIT_STATUSES`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import re
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -23,7 +26,16 @@ from .fits.uncertainty import MIN_WARNING_REPLICATES, warning_interval
 from .options import OPTION_SPECS, Options
 from .results import AnalysisResult, an_output, check_outputs, format_value, why_undefined, write_outputs
 
-__all__ = ["main", "build_parser", "format_table", "add_option_flags", "options_from_args"]
+__all__ = ["main", "build_parser", "format_table", "add_option_flags", "options_from_args", "EXIT_STATUSES"]
+
+#: the exit statuses of ``htsr`` (its --help's epilog and the README list the same)
+EXIT_STATUSES = {
+    0: "done (some layers may be not_fitted, skipped or failed: their status says why)",
+    1: "an output (--out, --report, --figure, standard output) could not be written",
+    2: "a bad option or argument, or a source that cannot be read or has no analysable layer",
+    3: "analyze: every layer failed (its rows and outputs are still written)",
+    130: "interrupted (Ctrl-C); 143: terminated (SIGTERM); no output is left half-written",
+}
 
 TABLE_COLUMNS = ("name", "kind", "shape", "num_evals", "alpha", "bayes_alpha_lo", "bayes_alpha_hi", "D", "xmin",
                  "num_pl_spikes", "best_fit", "phase", "num_spikes", "alpha_weighted", "log_norm", "log_spectral_norm",
@@ -106,7 +118,13 @@ def _parser_for(name: str, default: Any) -> Callable[[str], Any]:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with htsr's one-line error format (exit status 2, no usage dump)."""
+    """argparse with htsr's one-line error format (exit status 2, no usage dump), and no abbreviated long options
+    (``--boot 20`` had been taken as ``--bootstrap``: a script's abbreviation would change meaning as soon as
+    another option of that prefix came)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"htsr: error: {message} (see '{self.prog} --help')\n")
@@ -161,11 +179,15 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+_EXIT_EPILOG = "exit status:\n" + "\n".join(f"  {code:<4} {what}" for code, what in EXIT_STATUSES.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="htsr",
         description="How well is each layer of a trained network trained? Spectral (HTSR) analysis "
                     "of its weights alone: no training or test data.",
+        epilog=_EXIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"htsr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
@@ -174,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="analyse every weight matrix of a model",
         description="Analyse every weight matrix of a model: ESD, power-law alpha, norms, ranks. "
                     "Prints a per-layer table and the model summary.",
+        epilog=_EXIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("source", metavar="SOURCE",
                    help="a model file or folder, detected by content: .safetensors (or a Hugging Face folder, "
@@ -366,6 +389,10 @@ def _run_analyze(args: argparse.Namespace) -> int:
                          and f.resolve() not in written)
         if earlier:
             say(f"note: {args.out} also holds {', '.join(earlier)}, not written by this run")
+    if all(r.status.startswith("failed") for r in result.layers):
+        print(f"htsr: error: every layer failed ({len(result.layers)} of {len(result.layers)}; their statuses say "
+              "why)", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -377,7 +404,83 @@ def _tqdm_available() -> bool:
     return True
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread as Ctrl-C's KeyboardInterrupt is: a run's temporary outputs are removed."""
+
+
+class _DropWhenGone:
+    """A text stream (stderr) whose writes after its reader has gone (``2>&1 | head``, a closed pipe) are dropped,
+    not an error: the progress bar and the notes were no reason to stop a run that writes its files (the run had
+    stopped and exited 0, nothing written). The file descriptor then goes to /dev/null, so nothing fails at exit."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream, self._gone = stream, False
+
+    def _went(self) -> None:
+        self._gone = True
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except OSError:
+                self._went()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except OSError:
+                self._went()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _sturdy_process() -> Any:
+    """For one command: standard streams that cannot stop it — a closed one (``>&-``) as /dev/null, characters
+    its encoding lacks (a non-UTF-8 locale, PYTHONIOENCODING=ascii; names are anything) escaped, not an error
+    after minutes of analysis, and a stderr whose reader has gone dropped — and SIGTERM raised as _Terminated
+    (in the main thread, where handlers are set). Everything is put back after."""
+    saved = sys.stdout, sys.stderr
+    opened, errors, handler = [], [], None
+    try:
+        for name in ("stdout", "stderr"):
+            if getattr(sys, name) is None:
+                opened.append(open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115 (closed below)
+                setattr(sys, name, opened[-1])
+            stream = getattr(sys, name)
+            if hasattr(stream, "reconfigure") and getattr(stream, "errors", None) != "backslashreplace":
+                errors.append((stream, stream.errors))
+                stream.reconfigure(errors="backslashreplace")
+        sys.stderr = _DropWhenGone(sys.stderr)
+        if threading.current_thread() is threading.main_thread():
+            def terminated(signum: int, frame: Any) -> None:
+                raise _Terminated()
+
+            handler = signal.signal(signal.SIGTERM, terminated)
+        yield
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGTERM, handler)
+        for stream, was in errors:
+            with contextlib.suppress(Exception):
+                stream.reconfigure(errors=was)
+        sys.stdout, sys.stderr = saved
+        for f in opened:
+            f.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    with _sturdy_process():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # named here, where the subcommand is known: its --help lists what it takes
@@ -407,6 +510,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("htsr: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("htsr: terminated", file=sys.stderr)
+        return 143
     except BrokenPipeError:
         # output piped into e.g. `head`: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

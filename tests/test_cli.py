@@ -653,6 +653,100 @@ def test_a_closed_pipe_still_gets_the_files_written(model, tmp_path, json_flag):
     assert (tmp_path / "r.html").is_file()
 
 
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def test_a_closed_stderr_pipe_does_not_stop_the_run(model, tmp_path):
+    """`htsr analyze … --progress 2>&1 | head -c 5`: the progress bar's write to a stderr whose reader has gone
+    had ended the run, nothing written, exit 0; the bar and the notes are dropped and the run goes on."""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "htsr", "analyze", str(model), "--out", str(tmp_path / "o"),
+                               "--progress", "--bootstrap", "5"], cwd=tmp_path, env=_env(),
+                              stdout=subprocess.DEVNULL, stderr=w, timeout=120)
+    finally:
+        os.close(w)
+    assert proc.returncode == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["layers.csv", "summary.json"]
+
+
+@pytest.mark.parametrize("closed", ["stdout", "stderr"])
+def test_a_closed_standard_stream_is_not_an_error(model, tmp_path, closed):
+    # `htsr … >&-` / `2>&-`: sys.stdout (sys.stderr) is None; the run had failed on it, nothing written
+    redirect = ">&-" if closed == "stdout" else "2>&-"
+    proc = subprocess.run(["bash", "-c", f'exec "$0" -m htsr analyze "$1" --out "$2" {redirect}', sys.executable,
+                           str(model), str(tmp_path / "o")], cwd=tmp_path, env=_env(), capture_output=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["layers.csv", "summary.json"]
+
+
+def test_an_ascii_terminal_gets_escapes_not_a_crash(tmp_path):
+    # an ASCII (or cp1252) stdout: a name such as 'café' or a status with '−' had raised UnicodeEncodeError after
+    # the analysis, before the files were written
+    path = tmp_path / "m.npz"
+    W = np.random.default_rng(0).standard_normal((300, 200)).astype(np.float32)
+    np.savez(path, **{"café.weight": W, "层.weight": W.T.copy()})
+    env = _env()
+    env["PYTHONIOENCODING"] = "ascii"
+    proc = subprocess.run([sys.executable, "-m", "htsr", "analyze", str(path), "--out", str(tmp_path / "o")],
+                          cwd=tmp_path, env=env, capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert b"caf\\xe9" in proc.stdout and b"\\u5c42" in proc.stdout
+    assert [r["name"] for r in _read_csv(tmp_path / "o" / "layers.csv")] == ["café", "层"]
+
+
+def test_every_layer_failed_exits_3_with_its_files(tmp_path, capsys):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **{"a.weight": np.full((100, 80), np.nan, np.float32), "b.weight": np.full((90, 80), np.inf, np.float32)})
+    assert main(["analyze", str(path), "--out", str(tmp_path / "o")]) == 3
+    out, err = capsys.readouterr()
+    assert err.strip().splitlines()[-1] == "htsr: error: every layer failed (2 of 2; their statuses say why)"
+    assert [r["status"] for r in _read_csv(tmp_path / "o" / "layers.csv")] == ["failed: NaN or Inf in the weights"] * 2
+
+
+def test_long_options_are_not_abbreviated(model, capsys):
+    # '--boot 20' had been taken as --bootstrap 20
+    for argv in (["analyze", str(model), "--boot", "20"], ["compare", str(model), str(model), "--rep", "x.html"]):
+        with pytest.raises(SystemExit) as ei:
+            main(argv)
+        assert ei.value.code == 2 and f"unrecognized arguments: {argv[-2]}" in capsys.readouterr().err
+
+
+def test_exit_statuses_are_in_the_help(capsys):
+    from htsr.cli import EXIT_STATUSES
+
+    for argv in (["--help"], ["analyze", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        out = capsys.readouterr().out
+        assert "exit status:" in out and all(f"  {code:<4} {what}" in out for code, what in EXIT_STATUSES.items())
+
+
+def test_sigterm_leaves_no_output_and_exits_143(tmp_path):
+    """SIGTERM while the outputs are being written: Python's default action had left the temporary files and
+    the folders made for them; it is handled as Ctrl-C is (exit 143, nothing left)."""
+    code = ("import os, signal, sys, htsr.results as R\n"
+            "real = R._write_temp\n"
+            "def slow(path, data):\n"
+            "    if path.name == 'summary.json':  # the second output: the first one's temporary file is made\n"
+            "        os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    return real(path, data)\n"
+            "R._write_temp = slow\n"
+            "from htsr.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    path = tmp_path / "m.npz"
+    np.savez(path, **{"fc.weight": np.random.default_rng(0).standard_normal((300, 200)).astype(np.float32)})
+    proc = subprocess.run([sys.executable, "-c", code, "analyze", str(path), "--out", str(tmp_path / "a" / "b")],
+                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 143 and proc.stderr.strip().splitlines()[-1] == "htsr: terminated", proc.stderr
+    assert not (tmp_path / "a").exists()
+
+
 def test_subprocess_user_error(tmp_path):
     proc = _run("analyze", str(_corrupt(tmp_path)), cwd=tmp_path)
     assert proc.returncode == 2
