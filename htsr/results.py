@@ -18,6 +18,7 @@ import stat
 import tempfile
 import uuid
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
@@ -36,8 +37,40 @@ __all__ = ["LayerResult", "LayerSpectra", "NotAnalysed", "Summary", "AnalysisRes
 NAN = float("nan")
 
 
-@dataclass(frozen=True)
-class LayerResult:
+def same_values(a: Any, b: Any) -> bool:
+    """Equality in which NaN equals NaN (an undefined number is the same undefined number: two runs of one
+    analysis compare equal), through dataclasses, mappings, sequences and numpy arrays."""
+    if dataclasses.is_dataclass(a) and not isinstance(a, type):
+        return type(a) is type(b) and all(same_values(getattr(a, f.name), getattr(b, f.name))
+                                          for f in dataclasses.fields(a))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype and a.shape == b.shape
+                and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")))
+    if isinstance(a, Mapping):
+        return isinstance(b, Mapping) and a.keys() == b.keys() and all(same_values(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(same_values(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return bool(a == b)
+
+
+class NanEqual:
+    """Mixin of the result dataclasses: ``==`` by :func:`same_values` (the dataclass' own ``==`` compared NaN
+    fields, which nearly every row has, as unequal: a result was not even equal to its own copy)."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return same_values(self, other) if type(other) is type(self) else NotImplemented
+
+    def __hash__(self) -> int:  # (by the text and integer fields: equal values have equal hashes, NaN or not)
+        return hash((type(self).__name__, *(v for v in (getattr(self, f.name) for f in dataclasses.fields(self))
+                                            if isinstance(v, (str, int)))))
+
+
+@dataclass(frozen=True, eq=False)
+class LayerResult(NanEqual):
     """One analysed matrix (or pooled conv layer). Field order is the column order."""
 
     name: str  # full dotted path of the module (tensor name without '.weight')
@@ -165,8 +198,8 @@ SUMMARY_METRICS = ("alpha", "alpha_weighted", "log_alpha_norm", "log_norm", "log
 
 
 
-@dataclass(frozen=True)
-class Summary:
+@dataclass(frozen=True, eq=False)
+class Summary(NanEqual):
     """Model summary: layer counts and each metric's mean over the layers where it is finite."""
 
     num_layers: int
@@ -532,8 +565,8 @@ def read_layers(path: str | os.PathLike) -> "pandas.DataFrame":
                        na_values={c: [""] for c in header if c not in text})
 
 
-@dataclass(frozen=True)
-class LayerSpectra:
+@dataclass(frozen=True, eq=False)
+class LayerSpectra(NanEqual):
     """The eigenvalues behind one row, kept with ``keep_spectra=True`` for figures and the report."""
 
     evals: np.ndarray  # the layer's ESD (all its matrices pooled), ascending, in the units of the columns
@@ -563,8 +596,8 @@ class NotAnalysed:
         return {"reason": self.reason, "count": self.count, "examples": list(self.examples)}
 
 
-@dataclass(frozen=True)
-class AnalysisResult:
+@dataclass(frozen=True, eq=False)
+class AnalysisResult(NanEqual):
     """What :func:`htsr.analyze` returns.
 
     ``spectra`` is aligned with ``layers`` when the analysis ran with ``keep_spectra=True`` (None for a
