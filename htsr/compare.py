@@ -79,6 +79,7 @@ from .results import (
     saved_result,
     saved_run,
 )
+from .values import NanEqual
 
 __all__ = [
     "METRIC_DIRECTIONS",
@@ -142,15 +143,15 @@ def direction_word(ascending: bool | None) -> str:
     return {True: "lower is better", False: "higher is better", None: "no direction"}[ascending]
 
 
-@dataclass(frozen=True)
-class RankEntry:
+@dataclass(frozen=True, eq=False)
+class RankEntry(NanEqual):
     rank: int | None  # 1 = best in the metric's reading (ties share the smaller rank); None: no value to rank
     label: str
     value: float
 
 
-@dataclass(frozen=True)
-class Comparison:
+@dataclass(frozen=True, eq=False)
+class Comparison(NanEqual):
     """Models side by side (see the module docstring). Rows of ``summary`` and ``layer_values`` follow
     ``labels``."""
 
@@ -628,8 +629,8 @@ def linear_cka(X: np.ndarray, Y: np.ndarray) -> float:
     return min(1.0, max(0.0, num / den))
 
 
-@dataclass(frozen=True)
-class LayerDistance:
+@dataclass(frozen=True, eq=False)
+class LayerDistance(NanEqual):
     """One row name of the model against the same row of the base (``status`` 'ok', 'skipped: …' or
     'failed: …'; the numbers are NaN unless 'ok')."""
 

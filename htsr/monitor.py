@@ -43,6 +43,7 @@ from .io.base import ROW_TAG
 from .io.torch import unwrapped
 from .options import Options, acts_on
 from .results import csv_table
+from .values import NanEqual
 
 __all__ = ["AlphaMonitor", "MonitorRecord", "LayerAlpha", "HtsrAlphaWarning", "CSV_COLUMNS", "MONITOR_DEFAULTS",
            "alpha_over_time", "load_history", "lightning_callback", "hf_callback"]
@@ -62,8 +63,8 @@ class HtsrAlphaWarning(UserWarning):
     """The mean alpha of the monitored layers dropped below the monitor's threshold."""
 
 
-@dataclass(frozen=True)
-class LayerAlpha:
+@dataclass(frozen=True, eq=False)
+class LayerAlpha(NanEqual):
     """One layer at one record: what the CSV row holds besides step, epoch and time."""
 
     name: str
@@ -79,8 +80,8 @@ class LayerAlpha:
 _RECORDED = tuple(f.name for f in dataclasses.fields(LayerAlpha) if f.type == "float")
 
 
-@dataclass(frozen=True)
-class MonitorRecord:
+@dataclass(frozen=True, eq=False)
+class MonitorRecord(NanEqual):
     """One analysis of the model during training.
 
     ``alert`` is True on the record where the mean alpha crossed below the threshold (the one that

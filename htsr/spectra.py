@@ -41,6 +41,8 @@ from typing import Sequence
 import numpy as np
 import scipy.linalg
 
+from .values import NanEqual
+
 __all__ = ["Factored", "Kronecker", "LowRank", "Spectrum", "esd", "hadamard_lowrank", "lowrank_eigenvalues",
            "matrix_eigenvalues"]
 
@@ -51,8 +53,8 @@ _EPS64 = float(np.finfo(np.float64).eps)
 _TINY32 = 1e-30
 
 
-@dataclass(frozen=True)
-class Spectrum:
+@dataclass(frozen=True, eq=False)
+class Spectrum(NanEqual):
     """Eigenvalues of one layer (all its matrices pooled), ascending, float64, ≥ 0."""
 
     evals: np.ndarray

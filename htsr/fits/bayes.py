@@ -29,14 +29,15 @@ import numpy as np
 import scipy.special
 
 from .powerlaw import check_args, check_tail
+from ..values import NanEqual
 
 __all__ = ["BayesAlpha", "bayesian_alpha", "bayesian_alpha_averaged"]
 
 _NAN = float("nan")
 
 
-@dataclass(frozen=True)
-class BayesAlpha:
+@dataclass(frozen=True, eq=False)
+class BayesAlpha(NanEqual):
     mean: float  # posterior mean of α
     lo: float  # lower end of the central credible interval
     hi: float

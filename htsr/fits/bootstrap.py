@@ -64,14 +64,15 @@ import math
 import numpy as np
 
 from .powerlaw import PowerLawFit, _fit_once, check_args
+from ..values import NanEqual
 
 __all__ = ["BootstrapResult", "bootstrap_power_law", "fdb_p_value"]
 
 _NAN = float("nan")
 
 
-@dataclass(frozen=True)
-class BootstrapResult:
+@dataclass(frozen=True, eq=False)
+class BootstrapResult(NanEqual):
     alpha_lo: float
     alpha_hi: float
     alpha_se: float  # standard deviation of the replicates' α*

@@ -22,14 +22,16 @@ from typing import Any
 
 import numpy as np
 
+from ..values import NanEqual
+
 __all__ = ["PowerLawFit", "fit_power_law", "ks_scan"]
 
 # Elements per block of the KS evaluation: bounds the scratch memory (3 float64 arrays of this size).
 _BLOCK_ELEMENTS = 1 << 21
 
 
-@dataclass(frozen=True)
-class PowerLawFit:
+@dataclass(frozen=True, eq=False)
+class PowerLawFit(NanEqual):
     """Result of :func:`fit_power_law`. Undefined numbers are NaN and ``status`` says why."""
 
     alpha: float

@@ -30,6 +30,7 @@ import scipy.special
 
 from .powerlaw import check_args, check_tail
 from .tpl import TPLFit, fit_truncated_power_law, tpl_logpdf
+from ..values import NanEqual
 
 __all__ = ["LR_LEVEL", "TailComparison", "compare_tails", "vuong"]
 
@@ -37,8 +38,8 @@ LR_LEVEL = 0.1
 _NAN = float("nan")
 
 
-@dataclass(frozen=True)
-class TailComparison:
+@dataclass(frozen=True, eq=False)
+class TailComparison(NanEqual):
     lr_exponential: float  # R = ℓ_PL − ℓ_exp (> 0 favours the power law)
     p_exponential: float
     lr_lognormal: float

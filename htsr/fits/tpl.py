@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .powerlaw import check_tail
+from ..values import NanEqual
 
 __all__ = ["TPLFit", "fit_truncated_power_law", "tpl_log_normaliser", "tpl_logpdf"]
 
@@ -36,8 +37,8 @@ _UNIT_NODES = ((np.arange(_PANELS)[:, None] + 0.5 + 0.5 * _GL_NODES) / _PANELS).
 _UNIT_WEIGHTS = np.tile(0.5 * _GL_WEIGHTS / _PANELS, _PANELS)
 
 
-@dataclass(frozen=True)
-class TPLFit:
+@dataclass(frozen=True, eq=False)
+class TPLFit(NanEqual):
     alpha: float
     Lambda: float  # cut-off rate Λ, in the units of 1/λ
     xmin: float

@@ -34,6 +34,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..values import NanEqual
+
 __all__ = ["MPFit", "fit_mp", "mp_cdf", "mp_quantiles", "tw_edge", "zero_level"]
 
 NAN = float("nan")
@@ -43,8 +45,8 @@ _PROBS = np.linspace(0.05, 0.95, 19)
 _GRID = 4097
 
 
-@dataclass(frozen=True)
-class MPFit:
+@dataclass(frozen=True, eq=False)
+class MPFit(NanEqual):
     sigma2: float  # variance of one entry, in the units of the eigenvalues given (see fit_mp's scale)
     lambda_minus: float  # bulk edges σ²(√N ∓ √M)², in the units of the eigenvalues
     lambda_plus: float

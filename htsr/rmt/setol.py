@@ -43,13 +43,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..values import NanEqual
+
 __all__ = ["ERGResult", "delta_lambda_min", "erg_eigenvalues", "erg_tail", "layer_quality"]
 
 NAN = float("nan")
 
 
-@dataclass(frozen=True)
-class ERGResult:
+@dataclass(frozen=True, eq=False)
+class ERGResult(NanEqual):
     """The ERG tail of one spectrum (see :func:`erg_tail`)."""
 
     num_erg: int  # ERG tail size (0 when undefined)

@@ -31,6 +31,7 @@ import scipy.sparse.linalg
 
 from ..spectra import Spectrum, esd
 from .mp import MPFit, fit_mp
+from ..values import NanEqual
 
 __all__ = ["Randomized", "randomize", "js_distance", "MAX_LOCATED"]
 
@@ -41,8 +42,8 @@ MAX_LOCATED = 10
 _MEAN_ALIGNMENT = 0.8
 
 
-@dataclass(frozen=True)
-class Randomized:
+@dataclass(frozen=True, eq=False)
+class Randomized(NanEqual):
     spectrum: Spectrum  # ESD of the shuffled matrices (pooled, scaled like the layer's)
     mp: MPFit  # its MP fit; mp.num_spikes = number of traps
     locations: tuple[tuple[int, int, int], ...]  # (matrix index, row, column) per located trap; (-1, -1, -1): the mean
