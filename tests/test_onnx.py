@@ -1521,3 +1521,36 @@ def test_a_bias_many_nodes_read_names_none_of_their_weights(tmp_path):
     nodes.append(helper.make_node("Identity", [x], ["y"]))
     names = [r.name for r in OnnxFile(_save(_model(nodes, inits), tmp_path / "m.onnx"))]
     assert names == ["fc1.weight", "fc2.weight", "fc3.weight"]
+
+
+def test_onnx_types_onnx_before_1_19_decodes_as_their_computation_type_are_decoded_by_htsr():
+    # onnx 1.16–1.18 (the declared floor is 1.16) map bfloat16 and the float8 types to float32 and int4 to int8:
+    # every such weight had been refused as "truncated or corrupt". htsr decodes their bytes itself; here against
+    # this onnx's numpy_helper (>= 1.19), raw and typed (int32_data), sub-byte values unpacked
+    from onnx import TensorProto, helper, numpy_helper
+
+    from htsr.io.base import numpy_dtype
+    from htsr.io.onnx import _ONNX_DTYPES, _OWN_DECODING, _bytes_of, _decoded
+
+    if tuple(int(x) for x in onnx.__version__.split(".")[:2]) < (1, 19):
+        pytest.skip("the reference decoding needs onnx >= 1.19")
+    code_of = {v: k for k, v in _ONNX_DTYPES.items()}
+    assert all(getattr(TensorProto, n) == code_of[numpy_helper.helper.tensor_dtype_to_np_dtype(getattr(TensorProto, n)).name]
+               for n in ("FLOAT", "BFLOAT16", "FLOAT8E4M3FN", "INT4", "UINT2", "FLOAT4E2M1", "FLOAT8E8M0"))
+    rng = np.random.default_rng(0)
+    for name in sorted(_OWN_DECODING):
+        shape, dt = (7, 5), numpy_dtype(name)  # (35 values: an odd count leaves half a packed byte)
+        if name in ("int4", "int2", "uint4", "uint2"):
+            bits = 4 if "4" in name else 2
+            lo, hi = (-(1 << (bits - 1)), 1 << (bits - 1)) if name.startswith("int") else (0, 1 << bits)
+            values = rng.integers(lo, hi, size=shape).astype(dt)
+            typed = values.reshape(-1).tolist()
+        else:
+            values = (rng.standard_normal(shape) * 2).astype(dt)
+            typed = values.astype(np.float32).reshape(-1).tolist()
+        raw_t = numpy_helper.from_array(values, "w")
+        typed_t = helper.make_tensor("w", code_of[name], shape, typed)
+        for t in (raw_t, typed_t):
+            ref = numpy_helper.to_array(t).astype(np.float32)
+            got = _decoded(_bytes_of(t, name), name, shape)
+            assert got.dtype == dt and np.array_equal(got.astype(np.float32), ref, equal_nan=True), name

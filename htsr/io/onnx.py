@@ -224,6 +224,36 @@ def looks_like_onnx(path: Path, head: bytes) -> bool:
 _SUB_BYTE = {"int4": 4, "uint4": 4, "float4_e2m1fn": 4, "int2": 2, "uint2": 2}
 
 
+#: types onnx's numpy_helper decodes as their computation type before onnx 1.19 (bfloat16 and float8 as float32,
+#: int4 as int8): htsr decodes their bytes itself (:func:`_decoded`)
+_OWN_DECODING = frozenset({"bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz",
+                           "float8_e8m0fnu", "int4", "uint4", "float4_e2m1fn", "int2", "uint2"})
+
+
+def _decoded(raw: np.ndarray, dtype_name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """An ONNX tensor of one of _OWN_DECODING's types from its stored bytes (uint8): sub-byte values unpacked from
+    the lowest bits of each byte up, as ONNX packs them, into the one byte per value ml_dtypes keeps (signed ones
+    sign-extended)."""
+    if dtype_name not in _SUB_BYTE:
+        return raw.view(numpy_dtype(dtype_name)).reshape(shape)
+    bits = _SUB_BYTE[dtype_name]
+    codes = (raw[:, None] >> (np.arange(8 // bits, dtype=np.uint8) * bits)) & np.uint8((1 << bits) - 1)
+    codes = codes.reshape(-1)[:math.prod(shape)]
+    if dtype_name in ("int4", "int2"):
+        codes = codes.astype(np.int8)
+        codes[codes >= 1 << (bits - 1)] -= np.int8(1 << bits)
+    return codes.view(numpy_dtype(dtype_name)).reshape(shape)
+
+
+def _bytes_of(t: Any, dtype_name: str) -> np.ndarray:
+    """A TensorProto's stored bytes (uint8): its raw_data, or its int32_data, each entry a 16-bit (bfloat16) or an
+    8-bit pattern (float8, a packed byte of sub-byte values), laid out as raw_data would hold them."""
+    if t.raw_data:
+        return np.frombuffer(t.raw_data, np.uint8)
+    bits = np.asarray(t.int32_data, np.int64).astype("<u2" if dtype_name == "bfloat16" else np.uint8)
+    return bits.view(np.uint8)
+
+
 def _stored_bytes(dtype_name: str, count: int) -> int:
     """Bytes of ``count`` values of ``dtype_name`` as ONNX stores them (sub-byte types packed)."""
     if dtype_name in _SUB_BYTE:
@@ -231,12 +261,20 @@ def _stored_bytes(dtype_name: str, count: int) -> int:
     return count * numpy_dtype(dtype_name).itemsize
 
 
-def _dtype_name(onnx, data_type: int) -> str | None:
-    try:
-        np_type = onnx.helper.tensor_dtype_to_np_dtype(data_type)
-    except (KeyError, ValueError, TypeError):
-        return None
-    return np.dtype(np_type).name
+#: ONNX's TensorProto.DataType codes (fixed by the standard) → the numpy / ml_dtypes type their values have.
+#: htsr's own table: onnx before 1.19 maps bfloat16 and the float8 types to float32 and int4 to int8 (their
+#: computation type), which made every such weight read as "truncated or corrupt" (half its expected size)
+_ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 8: "object",
+                9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 14: "complex64", 15: "complex128",
+                16: "bfloat16", 17: "float8_e4m3fn", 18: "float8_e4m3fnuz", 19: "float8_e5m2", 20: "float8_e5m2fnuz",
+                21: "uint4", 22: "int4", 23: "float4_e2m1fn", 24: "float8_e8m0fnu", 25: "uint2", 26: "int2",
+                27: "float6_e2m3fn", 28: "float6_e3m2fn"}
+
+
+def _dtype_name(data_type: int) -> str | None:
+    """The type name of ONNX data type code ``data_type``, None for one htsr does not know (``onnx`` unused: the
+    codes are the standard's)."""
+    return _ONNX_DTYPES.get(data_type) if isinstance(data_type, int) else None
 
 
 def _torch_scope(node: Any, op: bool = False) -> str:
@@ -473,7 +511,7 @@ class OnnxFile:
                     self.not_weights.append((name, "quantization scale or zero point" if _QUANT_PARAM.search(name)
                                              else classify(name, tuple(t.dims))[1]))
                 continue
-            dtype = _dtype_name(onnx, t.data_type)
+            dtype = _dtype_name(t.data_type)
             loader, unreadable, shape = None, "", None
             # an FP8 (or FP4) weight read by DequantizeLinear is codes, dequantized with its scale as an integer one
             coded = dtype is not None and dtype.startswith(("float8", "float4")) and any(
@@ -691,7 +729,7 @@ class OnnxFile:
             z = spread(z_raw()) if z_raw is not None else np.float32(0.0)
             return (q - z) * spread(s_raw())
 
-        stored = _dtype_name(self._onnx, t.data_type)
+        stored = _dtype_name(t.data_type)
         return _Dequantized(load, _SUB_BYTE.get(stored) or 8 * numpy_dtype(stored).itemsize, layout, axis, block)
 
     def _nbits(self, name: str, t: Any, node: Any,
@@ -710,7 +748,7 @@ class OnnxFile:
         readable = bits in (2, 4, 8) and block > 0 and K > 0 and N > 0
         blocks, per_byte = (-(-K // block), 8 // bits) if readable else (0, 1)
         scale_t, zp_t = tensors.get(ins[2]), tensors.get(ins[3]) if ins[3] else None
-        zp_float = zp_t is not None and _dtype_name(self._onnx, zp_t.data_type) in FLOAT_DTYPES
+        zp_float = zp_t is not None and _dtype_name(zp_t.data_type) in FLOAT_DTYPES
         if not readable:
             why = f"MatMulNBits with bits={bits}, block_size={block}, K={K}, N={N} (htsr reads 2, 4 and 8 bits)"
         elif ins[4]:
@@ -759,7 +797,7 @@ class OnnxFile:
         onnx = self._onnx
         op, idx, node = use.op, use.index, use.node
         shape = float_shape or tuple(int(d) for d in t.dims)
-        stored = _dtype_name(onnx, t.data_type)
+        stored = _dtype_name(t.data_type)
         dtype = "float32" if loader else stored
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         quant = loader if isinstance(loader, _Dequantized) else None
@@ -907,7 +945,7 @@ class OnnxFile:
         onnx = self._onnx
         if t.data_location == onnx.TensorProto.EXTERNAL:
             return self._external_loader(name, t)
-        dtype_name = _dtype_name(onnx, t.data_type)
+        dtype_name = _dtype_name(t.data_type)
         count = math.prod(int(d) for d in t.dims)
         if t.raw_data:
             got, need = len(t.raw_data), _stored_bytes(dtype_name, count)
@@ -921,6 +959,8 @@ class OnnxFile:
 
         def load() -> np.ndarray:
             try:
+                if dtype_name in _OWN_DECODING:
+                    return _decoded(_bytes_of(t, dtype_name), dtype_name, tuple(int(d) for d in t.dims))
                 return onnx.numpy_helper.to_array(t)
             except Exception as e:  # whatever numpy_helper trips on in a corrupt TensorProto
                 raise self._fail(f"tensor {name!r}: cannot decode its data ({one_line(e, 200)}); the file is "
@@ -931,7 +971,7 @@ class OnnxFile:
     def _external_loader(self, name: str, t: Any) -> Callable[[], np.ndarray]:
         info = {e.key: e.value for e in t.external_data}
         shape = tuple(int(d) for d in t.dims)
-        dtype_name = _dtype_name(self._onnx, t.data_type)
+        dtype_name = _dtype_name(t.data_type)
         np_dtype = numpy_dtype(dtype_name)
         folder = self.path.parent.resolve()
         location = info.get("location", "")
@@ -963,9 +1003,8 @@ class OnnxFile:
             if length == 0:
                 return np.zeros(shape, dtype=np.float32)
             raw = np.memmap(target, dtype=np.uint8, mode="r", offset=offset, shape=(length,))
-            if dtype_name in _SUB_BYTE:  # two (or four) values a byte: onnx unpacks them
-                packed = self._onnx.TensorProto(data_type=t.data_type, dims=shape, raw_data=raw.tobytes())
-                return self._onnx.numpy_helper.to_array(packed)
+            if dtype_name in _SUB_BYTE:  # two (or four) values a byte
+                return _decoded(np.asarray(raw), dtype_name, shape)
             return raw.view(np_dtype).reshape(shape)
 
         return load
