@@ -1784,3 +1784,16 @@ def test_review_einsum_subclass_bias_and_legacy_twins_of_equal_values(keras, tmp
             g["conv1/kernel:0"], g["fc/kernel:0"] = frozen, np.random.default_rng(len(t)).random((16, 10), np.float32)
     assert sorted(r.name for r in KerasFile(path)) == ["flow_stream.conv1", "flow_stream.fc", "rgb_stream.conv1",
                                                        "rgb_stream.fc"]
+
+
+def test_an_h5py_older_than_the_floor_says_so_not_corrupt(tmp_path, monkeypatch):
+    # h5py before 3.11 has no Group.visititems_links, the contained-file check's link walk: every .h5 and .keras
+    # file had been refused as "corrupt Keras weights file (AttributeError …); re-save the model"
+    from htsr.errors import MissingExtraError
+
+    path = write_legacy(tmp_path / "toy.weights.h5", legacy_layers(), None, weights_only=True)
+    monkeypatch.delattr(h5py.Group, "visititems_links")
+    with pytest.raises(MissingExtraError) as ei:
+        KerasFile(path)
+    assert str(ei.value) == (f"reading {path} (h5py {h5py.__version__} is installed) needs the 'h5py>=3.11' "
+                             "package: pip install 'htsr[keras]'")

@@ -105,7 +105,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SourceError
+from ..errors import MissingExtraError, SourceError
 from ..matrices import MAX_CONV_KERNEL, classify
 from .base import TensorRef, einsum_axes, expands_too_far, grouped_axes, import_extra, one_line, skipped_loader
 from .safetensors import natural_key
@@ -825,11 +825,14 @@ class KerasFile:
         except OSError as e:
             raise SourceError(f"{self.path}: cannot read ({e.strerror or _short(e)})") from None
         try:
+            if not hasattr(self._h5, "visititems_links"):  # (h5py 3.11: the link walk _check_contained needs)
+                raise MissingExtraError("h5py>=3.11", "keras", f"reading {self._where} (h5py "
+                                        f"{getattr(self._h5py, '__version__', '?')} is installed)")
             self._check_contained()
             self._entries = self._scan(config)
         except Exception as e:  # anything corrupt HDF5 metadata provokes in h5py
             self.close()
-            if isinstance(e, SourceError):
+            if isinstance(e, (SourceError, MissingExtraError)):
                 raise
             raise SourceError(f"{self._where}: corrupt Keras weights file ({e.__class__.__name__}: "
                               f"{_short(e)}); re-save the model") from None
