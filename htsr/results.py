@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import errno
 import io
 import json
 import math
@@ -422,10 +423,16 @@ def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.P
     outputs = [(flag, Path(path)) for flag, path in outputs]
     resolved: dict[Path, Path] = {}
     for flag, path in outputs:
+        loop = OutputError(f"{flag} {path}: a link in it leads round in a loop; choose another path")
+        try:
+            os.stat(path)  # (Python 3.13's resolve() no longer raises on a loop: it returns the path as given)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise loop from None
         try:
             resolved[path] = path.resolve()
-        except (OSError, RuntimeError):  # RuntimeError: a symlink loop, before Python 3.13
-            raise OutputError(f"{flag} {path}: a link in it leads round in a loop; choose another path") from None
+        except (OSError, RuntimeError):  # RuntimeError: a loop, before Python 3.13
+            raise loop from None
     taken: dict[Path, str] = {}
     for flag, path in outputs:
         if resolved[path] in taken:  # two outputs of one run in one file: the later would replace the earlier
