@@ -1011,7 +1011,7 @@ def test_a_model_saved_by_onnxruntimes_transformer_optimizer_keeps_every_layer(t
     matrix is the unoptimized model's query, key and value rows stacked, and every other row equals the
     unoptimized model's exactly (the same float32 values)."""
     from conftest import fetch_model
-    from onnxruntime.transformers.optimizer import optimize_model
+    optimize_model = pytest.importorskip("onnxruntime.transformers.optimizer").optimize_model
 
     path = fetch_model("paraphrase_minilm_onnx")
     opt = optimize_model(str(path), model_type="bert", num_heads=12, hidden_size=384)
@@ -1188,7 +1188,8 @@ def test_dynamically_quantized_lstm_reads_like_the_float_lstm(tmp_path):
     stored [dirs, in, 4·hidden] (the float LSTM's transposed) and a scale and zero point per direction.
     Each direction's row equals (q − zero_point)·scale turned back to [4·hidden, in], and is within half a
     quantization step of the float weight (the error round-to-nearest allows); before, 'no analysable layer'."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    ort_q = pytest.importorskip("onnxruntime.quantization")
+    QuantType, quantize_dynamic = ort_q.QuantType, ort_q.quantize_dynamic
 
     rng = _rng(14)
     W, R = _f32(rng, 2, 4 * 32, 16), _f32(rng, 2, 4 * 32, 32)
@@ -1216,7 +1217,8 @@ def test_an_int8_copy_against_its_float_model_is_rounding_and_an_update_is_not(t
     (each scale's range in 255 steps; TensorRef.quant_block: the whole tensor, or one row per channel) it is
     the floor, and no row is fitted (a per-tensor copy had 20 of 21 paraphrase-MiniLM rows fitted 'ok' on its
     rounding). A fine-tune 5 % of the weights' size, quantized, is above it and fitted."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    ort_q = pytest.importorskip("onnxruntime.quantization")
+    QuantType, quantize_dynamic = ort_q.QuantType, ort_q.quantize_dynamic
 
     rng = _rng(15)
     W = _f32(rng, 256, 192) * 0.05
