@@ -45,8 +45,8 @@ from .options import Options, acts_on
 from .results import csv_table
 from .values import NanEqual
 
-__all__ = ["AlphaMonitor", "MonitorRecord", "LayerAlpha", "HtsrAlphaWarning", "CSV_COLUMNS", "MONITOR_DEFAULTS",
-           "alpha_over_time", "load_history", "lightning_callback", "hf_callback"]
+__all__ = ["AlphaMonitor", "MonitorRecord", "LayerAlpha", "HtsrAlphaWarning", "HtsrMonitorWarning", "CSV_COLUMNS",
+           "MONITOR_DEFAULTS", "alpha_over_time", "load_history", "lightning_callback", "hf_callback"]
 
 #: the columns of the monitor's CSV, one row per layer and record
 CSV_COLUMNS = ("step", "epoch", "time", "layer", "kind", "alpha", "alpha_weighted", "log_spectral_norm", "D",
@@ -61,6 +61,10 @@ NAN = float("nan")
 
 class HtsrAlphaWarning(UserWarning):
     """The mean alpha of the monitored layers dropped below the monitor's threshold."""
+
+
+class HtsrMonitorWarning(UserWarning):
+    """The monitor's CSV could not be written for a record (kept, and written with a later one)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -176,6 +180,7 @@ class AlphaMonitor:
         if self.csv_path is not None:
             self._check_csv()
         self._history: list[MonitorRecord] = []
+        self._unwritten: list[MonitorRecord] = []  # records the CSV could not take yet (a file held by another program)
         self.alerts: list[MonitorRecord] = []  # the records that crossed below the threshold
         self.alert = False  # True while the latest finite mean alpha is below the threshold
         if self.csv_path is not None and self.csv_path.exists() and self.csv_path.stat().st_size > 0:
@@ -313,16 +318,29 @@ class AlphaMonitor:
                                   f"records are only ever appended, so choose another file")
 
     def _append_csv(self, rec: MonitorRecord) -> None:
-        """Append the record's rows in one write (header first if the file is new or empty), then flush."""
-        body = csv_table(None, ([row[c] for c in CSV_COLUMNS] for row in rec.rows()))
-        # binary append: one write() of whole lines; O_APPEND puts it at the end even with another writer
-        with open(self.csv_path, "ab") as f:
-            if f.tell() == 0:
-                body = ",".join(CSV_COLUMNS) + "\n" + body
-            elif not _ends_with_newline(self.csv_path):  # a line cut short by a crash: start a new one
-                body = "\n" + body
-            f.write(body.encode("utf-8"))
-            f.flush()
+        """Append the record's rows in one write (header first if the file is new or empty), then flush. A CSV
+        that cannot be written now (held open by a spreadsheet on Windows, a full disk) does not stop the training
+        it watches: the record is kept, a warning says so once, and the rows go in with the next record that can
+        be written (the exception had ended the training run)."""
+        pending = [*self._unwritten, rec]
+        body = csv_table(None, ([row[c] for c in CSV_COLUMNS] for r in pending for row in r.rows()))
+        try:
+            # binary append: one write() of whole lines; O_APPEND puts it at the end even with another writer
+            with open(self.csv_path, "ab") as f:
+                if f.tell() == 0:
+                    body = ",".join(CSV_COLUMNS) + "\n" + body
+                elif not _ends_with_newline(self.csv_path):  # a line cut short by a crash: start a new one
+                    body = "\n" + body
+                f.write(body.encode("utf-8"))
+                f.flush()
+        except OSError as e:
+            if not self._unwritten:
+                warnings.warn(HtsrMonitorWarning(
+                    f"{self.csv_path}: cannot append the record ({e.strerror or e}); it is kept, and written with the "
+                    "next record that can be (the training goes on)"), stacklevel=4)
+            self._unwritten = pending
+            return
+        self._unwritten = []
 
 
 def _ends_with_newline(path: Path) -> bool:

@@ -113,6 +113,38 @@ def test_csv_rows_header_once_appended_across_instances(tmp_path):
         [(r.step, [x.name for x in r.layers]) for r in hist]
 
 
+def test_a_csv_held_by_another_program_does_not_stop_training(tmp_path, monkeypatch):
+    """The CSV open in a spreadsheet (Windows refuses the append: PermissionError) at records 2 and 3: the
+    exception had come out of step() and ended the training run. The records are kept, one warning says so, and
+    record 4 writes all three in order."""
+    import builtins
+
+    from htsr import monitor as monitor_module
+    from htsr.monitor import HtsrMonitorWarning
+
+    path = tmp_path / "alpha.csv"
+    mon = AlphaMonitor(mlp(), path, unit="step")
+    held = {2, 3}
+
+    def sometimes_refused(file, mode="r", *args, **kwargs):
+        if os.fspath(file) == os.fspath(path) and "a" in mode and mon.history and mon.history[-1].step in held:
+            raise PermissionError(13, "Permission denied", os.fspath(file))
+        return builtins.open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(monitor_module, "open", sometimes_refused, raising=False)
+    mon.step(1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mon.step(2)
+        mon.step(3)
+    assert [w.category for w in caught] == [HtsrMonitorWarning]  # once, not at every refused record
+    assert "Permission denied" in str(caught[0].message) and str(path) in str(caught[0].message)
+    assert [r["step"] for r in read_rows(path)] == ["1"] * 3
+    mon.step(4)
+    assert [r["step"] for r in read_rows(path)] == [str(s) for s in (1, 2, 3, 4) for _ in range(3)]
+    assert [r.step for r in load_history(path)] == [1, 2, 3, 4]
+
+
 def test_csv_of_another_kind_is_refused_before_training(tmp_path):
     path = tmp_path / "other.csv"
     path.write_text("a,b\n1,2\n")
