@@ -489,6 +489,16 @@ def _monitor_from(monitor: AlphaMonitor | None, csv_path: Any, kw: dict[str, Any
 _LIGHTNING_CLASSES: dict[str, type] = {}
 
 
+def _rebuilt_callback(make_class: Callable[[Any], type], package: str, state: dict[str, Any]) -> Any:
+    """A callback instance unpickled (Lightning's ddp_spawn, a process pool): its class made again from its
+    training framework's package, its attributes as they were."""
+    import importlib
+
+    cb = object.__new__(make_class(importlib.import_module(package)))
+    cb.__dict__.update(state)
+    return cb
+
+
 def _lightning_module(package: str | None):
     from .errors import MissingExtraError
     from .io.base import import_extra
@@ -518,6 +528,9 @@ def _lightning_class(pl) -> type:
             super().__init__()
             self.monitor, self.log_name, self.stop_on_alert = monitor, log_name, stop_on_alert
             self._batches = 0  # batches of the current epoch done
+
+        def __reduce__(self):  # (a class made in a function: pickled by how to make it again, for ddp_spawn)
+            return _rebuilt_callback, (_lightning_class, pl.__name__, self.__dict__)
 
         def on_fit_start(self, trainer, pl_module) -> None:
             if self.monitor.model is None:
@@ -600,6 +613,9 @@ def _hf_class(transformers) -> type:
 
         def __init__(self, monitor: AlphaMonitor, log_name: str, stop_on_alert: bool) -> None:
             self.monitor, self.log_name, self.stop_on_alert = monitor, log_name, stop_on_alert
+
+        def __reduce__(self):  # (a class made in a function: pickled by how to make it again)
+            return _rebuilt_callback, (_hf_class, transformers.__name__, self.__dict__)
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             if self.monitor.model is None and model is not None:

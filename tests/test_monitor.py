@@ -630,3 +630,21 @@ def test_a_lora_model_s_mean_alpha_is_its_updates(tmp_path):
     rec = AlphaMonitor(pm8, None, every=1, unit="step").step(1)
     merged = [la.alpha for la in rec.layers if la.name.endswith("#merged") and math.isfinite(la.alpha)]
     assert len(merged) == 2 and rec.mean_alpha == pytest.approx(sum(merged) / 2, rel=1e-12)
+
+
+@pytest.mark.parametrize("framework", ["lightning.pytorch", "transformers"])
+def test_the_callbacks_pickle_for_spawned_processes(tmp_path, framework):
+    # Lightning's ddp_spawn (the multi-process strategy where there is no fork: Windows, macOS notebooks) pickles
+    # the callbacks: their classes, made in a function, had failed ("attribute lookup … on htsr.monitor failed")
+    import pickle
+
+    from htsr.monitor import hf_callback, lightning_callback
+
+    pytest.importorskip(framework)
+    model = mlp()
+    cb = (lightning_callback if framework == "lightning.pytorch" else hf_callback)(tmp_path / "a.csv", model=model,
+                                                                                   stop_on_alert=True)
+    back = pickle.loads(pickle.dumps(cb))
+    assert type(back) is type(cb) and back.stop_on_alert and back.log_name == cb.log_name
+    assert back.monitor.csv_path == cb.monitor.csv_path
+    assert [x.name for x in back.monitor.record(0).layers] == ["0", "2", "4"]  # its own copy of the model
