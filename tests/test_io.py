@@ -1952,3 +1952,30 @@ def test_a_modules_json_too_deep_to_parse_is_not_sentence_transformers(tmp_path)
     np_save_file({"fc.weight": np.ones((8, 4), np.float32)}, tmp_path / "model.safetensors")
     (tmp_path / "modules.json").write_text("[" * 200_000 + "]" * 200_000)
     assert [l.name for l in htsr.analyze(tmp_path, tails=False).layers] == ["fc"]
+
+
+def test_macos_appledouble_files_beside_the_weights_are_not_read(tmp_path):
+    """macOS writes a 4 KB '._<name>' (AppleDouble) beside every file on an exFAT drive or a network share: the
+    folder had been refused ("._model.safetensors: header length … exceeds the file size"), or its source listed
+    them as other weight files. Hidden files are no weight files."""
+    rng = np.random.default_rng(0)
+    t = {"fc.weight": rng.standard_normal((96, 64)).astype(np.float32),
+         "out.weight": rng.standard_normal((80, 64)).astype(np.float32)}
+    apple = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + b"\x00" * 4070
+    one = tmp_path / "one"
+    one.mkdir()
+    np_save_file(t, str(one / "model.safetensors"))
+    (one / "._model.safetensors").write_bytes(apple)
+    (one / "._config.json").write_bytes(apple)
+    r = htsr.analyze(one)
+    assert [x.name for x in r.layers] == ["fc", "out"] and "._" not in r.source
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    names = {"fc.weight": "model-00001-of-00002.safetensors", "out.weight": "model-00002-of-00002.safetensors"}
+    for name, file in names.items():
+        np_save_file({name: t[name]}, str(sharded / file))
+        (sharded / f"._{file}").write_bytes(apple)
+    (sharded / "model.safetensors.index.json").write_text(json.dumps({"weight_map": names}), encoding="utf-8")
+    (sharded / "._model.safetensors.index.json").write_bytes(apple)
+    r = htsr.analyze(sharded)
+    assert [x.name for x in r.layers] == ["fc", "out"] and "._" not in r.source

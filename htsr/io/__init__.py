@@ -275,9 +275,10 @@ _FLAX_CHECKPOINT = re.compile(r"checkpoint_\d+")
 
 def _weight_file(f: Path, suffixes: frozenset[str] = _WEIGHT_SUFFIXES) -> bool:
     """A regular file of a weight format's suffix (or a Flax checkpoint's name), not a Trainer checkpoint's
-    training state."""
+    training state, nor a hidden file (macOS's AppleDouble ``._model.safetensors`` beside every file on an exFAT
+    drive or a network share had made a model folder unreadable)."""
     try:
-        return ((f.suffix.lower() in suffixes and not _TRAINING_FILE.match(f.name))
+        return not f.name.startswith(".") and ((f.suffix.lower() in suffixes and not _TRAINING_FILE.match(f.name))
                 or _FLAX_CHECKPOINT.fullmatch(f.name) is not None) and f.is_file()
     except OSError:
         return False

@@ -197,6 +197,8 @@ def weight_files(folder: Path, pattern: str) -> list[Path]:
     shard's link dangling (an interrupted Hugging Face download) would be read as the rest of the model."""
     out = []
     for p in folder.glob(pattern):
+        if p.name.startswith("."):  # a hidden file: macOS's AppleDouble ._model.safetensors, a download's temp
+            continue
         if p.is_file():  # (a regular file, through links)
             out.append(p)
         elif p.is_symlink() and not p.exists():
@@ -226,7 +228,7 @@ def safetensors_index(folder: Path) -> Path | None:
     not of a variant (diffusers' ``diffusion_pytorch_model.safetensors.index.json`` beside its ``.fp16`` one)."""
     if (folder / "model.safetensors.index.json").is_file():
         return folder / "model.safetensors.index.json"
-    found = [p for p in folder.glob("*.safetensors.index.json") if p.is_file()
+    found = [p for p in folder.glob("*.safetensors.index.json") if p.is_file() and not p.name.startswith(".")
              and not _VARIANT.search(p.name.removesuffix(".safetensors.index.json"))]
     return found[0] if len(found) == 1 else None
 
