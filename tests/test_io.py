@@ -1228,6 +1228,10 @@ def test_shard_index_names_the_shard_of_each_tensor_and_stays_in_its_folder(tmp_
     for weight_map, must in (({"l.0.weight": 5}, "weight_map must map"), ([1, 2], "weight_map must map"),
                              ({"x.weight": "../elsewhere.safetensors"}, "outside the model's folder"),
                              ({"x.weight": str(outside)}, "outside the model's folder"),
+                             # Windows' rooted and drive-relative names, not absolute there (had been let through)
+                             ({"x.weight": "\\Users\\me\\x.safetensors"}, "outside the model's folder"),
+                             ({"x.weight": "C:other.safetensors"}, "outside the model's folder"),
+                             ({"x.weight": "sub\\..\\..\\elsewhere.safetensors"}, "outside the model's folder"),
                              ({}, "weight_map lists no tensor")):  # (it read as 'no analysable layer: 0 tensors')
         index.write_text(json.dumps({"weight_map": weight_map}))
         with pytest.raises(htsr.SourceError) as e:

@@ -9,7 +9,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from types import ModuleType
 from typing import Protocol, runtime_checkable
 
@@ -239,6 +239,12 @@ def numpy_dtype(name: str) -> np.dtype:
         raise
 
 
+def leaves_folder(name: str) -> bool:
+    """Whether a file name a model's index lists could lead out of its folder, on any system: absolute, rooted
+    (Windows' '\\x' and drive-relative 'C:x' are not absolute there, and were let through), or with a '..' part."""
+    return any(p.drive or p.root or ".." in p.parts for p in (PurePosixPath(name), PureWindowsPath(name)))
+
+
 @dataclass(frozen=True)
 class ShardIndex:
     """A Hugging Face shard index (``model.safetensors.index.json``, ``pytorch_model.bin.index.json``): the
@@ -270,7 +276,7 @@ class ShardIndex:
         shards = []
         for name in dict.fromkeys(weight_map.values()):
             # the name, not where a symlink leads: a Hugging Face cache snapshot's shards link to ../../blobs
-            if Path(name).is_absolute() or os.path.normpath(name).split(os.sep)[0] == os.pardir:
+            if leaves_folder(name):
                 raise SourceError(f"{index}: shard {name!r} is outside the model's folder; htsr reads shards "
                                   "from the index's own folder only")
             path = index.parent / name
