@@ -354,7 +354,7 @@ def _first_line(path: Path, limit: int = 4096) -> str:
     """The file's first line (at most ``limit`` bytes: a binary file has no short one), undecodable bytes
     replaced."""
     with open(path, "rb") as f:
-        return f.readline(limit).decode("utf-8", errors="replace").rstrip("\r\n")
+        return f.readline(limit).decode("utf-8-sig", errors="replace").rstrip("\r\n")
 
 
 def _plain(v: Any, what: str) -> int | float | None:
@@ -396,7 +396,7 @@ def load_history(csv_path: str | os.PathLike, threshold: float = 2.0) -> list[Mo
     first = _first_line(Path(csv_path))
     if first != ",".join(CSV_COLUMNS):  # read as bytes, bounded: a checkpoint given by mistake is not decoded
         raise SourceError(f"{csv_path}: not a monitor CSV (its header is {first[:80]!r})")
-    with open(csv_path, encoding="utf-8", errors="replace", newline="") as f:
+    with open(csv_path, encoding="utf-8-sig", errors="replace", newline="") as f:
         reader = csv.DictReader(f)
         groups: list[tuple[tuple, list[LayerAlpha]]] = []
         for row in reader:

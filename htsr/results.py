@@ -533,10 +533,10 @@ def read_layers(path: str | os.PathLike) -> "pandas.DataFrame":
     from .io.base import import_extra
 
     pd = import_extra("pandas", "pandas", "htsr.results.read_layers()")
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         header = next(csv.reader(f), [])
     text = [c for c in header if COLUMN_DTYPES.get(c) == "object"]
-    return pd.read_csv(path, dtype={c: COLUMN_DTYPES.get(c, "object") for c in header}, keep_default_na=False,
+    return pd.read_csv(path, encoding="utf-8-sig", dtype={c: COLUMN_DTYPES.get(c, "object") for c in header}, keep_default_na=False,
                        na_values={c: [""] for c in header if c not in text})
 
 
@@ -655,7 +655,7 @@ def _saved(path: Any) -> tuple[Path, dict | None] | None:
                                 or f.name.startswith(".") for f in p.iterdir()) else None
     if p.suffix.lower() == ".json" and p.is_file():
         try:
-            with open(p, encoding="utf-8") as f:
+            with open(p, encoding="utf-8-sig") as f:
                 doc = json.load(f)
         except (OSError, ValueError, RecursionError):
             return None
@@ -697,9 +697,9 @@ def _read_saved(p: Path, doc: dict | None) -> AnalysisResult:
     """The run saved at ``p`` (a folder, or the JSON document ``doc`` read from ``p``)."""
     try:
         if p.is_dir():
-            with open(p / "summary.json", encoding="utf-8") as f:
+            with open(p / "summary.json", encoding="utf-8-sig") as f:
                 doc = json.load(f)
-            with open(p / "layers.csv", newline="", encoding="utf-8") as f:
+            with open(p / "layers.csv", newline="", encoding="utf-8-sig") as f:
                 records = list(csv.DictReader(f))
                 header = list(records[0]) if records else []
             where = p / "layers.csv"

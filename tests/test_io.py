@@ -1983,3 +1983,30 @@ def test_macos_appledouble_files_beside_the_weights_are_not_read(tmp_path):
     (sharded / "._model.safetensors.index.json").write_bytes(apple)
     r = htsr.analyze(sharded)
     assert [x.name for x in r.layers] == ["fc", "out"] and "._" not in r.source
+
+
+def test_files_a_windows_tool_saved_with_a_utf8_bom_are_read(tmp_path):
+    """Excel's "CSV UTF-8", older Notepad and PowerShell 5 put a byte-order mark before the text: a saved run's
+    layers.csv had been refused ("columns this htsr does not know (\\ufeffname)"), its summary.json and a shard
+    index as not JSON."""
+    from htsr.results import load_result, read_layers
+
+    rng = np.random.default_rng(0)
+    t = {"fc.weight": rng.standard_normal((96, 64)).astype(np.float32),
+         "out.weight": rng.standard_normal((80, 64)).astype(np.float32)}
+    run = tmp_path / "run"
+    r = htsr.analyze(t)
+    run.mkdir()
+    r.to_csv(run / "layers.csv")
+    (run / "summary.json").write_text(r.json_text(layers=False), encoding="utf-8")
+    for f in ("layers.csv", "summary.json"):
+        (run / f).write_bytes(b"\xef\xbb\xbf" + (run / f).read_bytes())
+    assert load_result(run) == load_result(run) and [x.name for x in load_result(run).layers] == ["fc", "out"]
+    assert list(read_layers(run / "layers.csv")["name"]) == ["fc", "out"]
+    folder = tmp_path / "sharded"
+    folder.mkdir()
+    np_save_file({"fc.weight": t["fc.weight"]}, str(folder / "a.safetensors"))
+    np_save_file({"out.weight": t["out.weight"]}, str(folder / "b.safetensors"))
+    index = {"weight_map": {"fc.weight": "a.safetensors", "out.weight": "b.safetensors"}}
+    (folder / "model.safetensors.index.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(index).encode())
+    assert [x.name for x in htsr.analyze(folder).layers] == ["fc", "out"]

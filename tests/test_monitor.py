@@ -648,3 +648,14 @@ def test_the_callbacks_pickle_for_spawned_processes(tmp_path, framework):
     assert type(back) is type(cb) and back.stop_on_alert and back.log_name == cb.log_name
     assert back.monitor.csv_path == cb.monitor.csv_path
     assert [x.name for x in back.monitor.record(0).layers] == ["0", "2", "4"]  # its own copy of the model
+
+
+def test_a_monitor_csv_saved_with_a_bom_is_read_and_continued(tmp_path):
+    # opened and saved in Excel ("CSV UTF-8"): a byte-order mark before the header, which had read as another
+    # header ("not a monitor CSV")
+    path = tmp_path / "alpha.csv"
+    AlphaMonitor(mlp(), path, unit="step").step(1)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert [r.step for r in load_history(path)] == [1]
+    AlphaMonitor(mlp(), path, unit="step").step(2)
+    assert [r.step for r in load_history(path)] == [1, 2]

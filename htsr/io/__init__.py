@@ -146,7 +146,7 @@ def _pipeline_components(path: Path) -> tuple[dict[str, TensorSource], list[str]
     model components that hold no weights here (a folder missing or empty). Schedulers, tokenizers, feature
     extractors and processors are no models; a component of no class (``[null, null]``) is none."""
     try:
-        index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+        index = json.loads((path / "model_index.json").read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SourceError(f"{path / 'model_index.json'}: not a readable JSON pipeline index ({e}); download the "
                           "pipeline again") from None
@@ -330,7 +330,7 @@ def _sentence_transformer_modules(path: Path) -> dict[str, TensorSource | Source
     legacy ``0_Transformer/``), each read as a model folder, by folder; '' (None: read by the caller) when the
     folder itself holds a module's weights (the Transformer, ``"path": ""``). Pooling and Normalize hold none."""
     try:
-        listed = json.loads((path / "modules.json").read_text(encoding="utf-8"))
+        listed = json.loads((path / "modules.json").read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return {}  # (not sentence-transformers' file: the folder is read as any other)
     paths = [m.get("path") for m in listed if isinstance(m, dict)] if isinstance(listed, list) else []

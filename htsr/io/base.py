@@ -262,7 +262,7 @@ class ShardIndex:
         from ..errors import SourceError
 
         try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            weight_map = json.loads(index.read_text(encoding="utf-8-sig"))["weight_map"]
         except PermissionError as e:
             raise SourceError(f"{index}: cannot read it ({e.strerror}); give read access to it") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:

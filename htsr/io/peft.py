@@ -156,7 +156,7 @@ class PeftAdapter:
         folder = Path(folder)
         cfg_path = folder / "adapter_config.json"
         try:
-            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8-sig"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise SourceError(f"{cfg_path}: not a readable JSON adapter config ({e}); re-save the adapter") from None
         if not isinstance(cfg, dict):

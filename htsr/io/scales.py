@@ -184,7 +184,7 @@ class PackedConfig:
         AutoGPTQ's ``quantize_config.json`` in ``folder``; the defaults when none says (or cannot be read)."""
         for name in ("config.json", "quantize_config.json"):
             try:
-                cfg = json.loads((folder / name).read_text())
+                cfg = json.loads((folder / name).read_text(encoding="utf-8-sig"))
             except (OSError, ValueError):
                 continue
             if not isinstance(cfg, dict):
