@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import math
 import os
 import re
@@ -31,8 +32,9 @@ __all__ = ["main", "build_parser", "format_table", "add_option_flags", "options_
 #: the exit statuses of ``htsr`` (its --help's epilog and the README list the same)
 EXIT_STATUSES = {
     0: "done (some layers may be not_fitted, skipped or failed: their status says why)",
-    1: "an output (--out, --report, --figure, standard output) could not be written",
-    2: "a bad option or argument, or a source that cannot be read or has no analysable layer",
+    1: "standard output could not be written (the output files were)",
+    2: "a bad option or argument, a source that cannot be read or has no analysable layer, or an output "
+       "(--out, --report, --figure) that cannot be written",
     3: "analyze: every layer failed (its rows and outputs are still written)",
     130: "interrupted (Ctrl-C); 143: terminated (SIGTERM); no output is left half-written",
 }
@@ -322,12 +324,15 @@ def _stdout(*a: object, **kw: Any) -> None:
     try:
         print(*a, **kw)
         sys.stdout.flush()  # (a pipe closed under a buffer would fail at exit instead, after the outputs)
-    except BrokenPipeError:
+    except OSError as e:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except OSError as e:  # a full disk under a redirect: the files are still written, then the command fails
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        _STDOUT_FAILED.append(e.strerror or str(e))
+        # a reader gone (`| head`) is no error: BrokenPipeError, or on Windows EINVAL (CPython issue 79935); a full
+        # disk under a redirect is, once the files are written
+        if not (isinstance(e, BrokenPipeError) or (_WINDOWS and e.errno == errno.EINVAL)):
+            _STDOUT_FAILED.append(e.strerror or str(e))
 
+
+_WINDOWS = os.name == "nt"
 
 #: why standard output could not be written, if it could not (main reports it once the outputs are written)
 _STDOUT_FAILED: list[str] = []

@@ -16,7 +16,6 @@ import json
 import math
 import os
 import stat
-import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,9 +250,14 @@ def json_safe(v: Any) -> Any:
     return v
 
 
+def _temp_path(path: Path) -> Path:
+    """A new name for the temporary file an atomic write of ``path`` makes beside it."""
+    return path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+
+
 def _write_temp(path: Path, data: str | bytes) -> Path:
     """``data`` (text as UTF-8, or bytes) in a new temporary file beside ``path``; removed if writing fails."""
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    tmp = _temp_path(path)
     # created like open() would (0666 less the umask), exclusively, so no other writer shares it
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
@@ -419,7 +423,6 @@ def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.P
                     pass
             elif p.exists():
                 read.add(p.resolve())
-    probed: set[Path] = set()
     outputs = [(flag, Path(path)) for flag, path in outputs]
     resolved: dict[Path, Path] = {}
     for flag, path in outputs:
@@ -456,12 +459,10 @@ def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.P
         if resolved[path] in read:
             raise OutputError(f"{flag} {path}: is a file this run reads, and htsr never overwrites its inputs; "
                               "choose another path")
-        if folder in probed:
-            continue
-        probed.add(folder)
-        try:  # a probe file where atomic_write will put its temporary file (or its nearest existing folder)
-            fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".probe")
-            os.close(fd)
+        try:  # a probe: the temporary file atomic_write will make, by its name (as long: a name of 225 characters
+            # had passed a shorter probe and failed after the analysis), in the folder (or its nearest existing one)
+            probe = _temp_path(folder / path.name)
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             os.unlink(probe)
         except OSError as e:
             raise OutputError(f"{flag} {path}: cannot write in {folder} ({e.strerror})") from None

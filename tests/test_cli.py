@@ -276,6 +276,12 @@ def test_unwritable_outputs_fail_first_in_one_line(model, capsys, monkeypatch):
     rc = main(["analyze", str(model), "--out", str(model / "sub")])  # below a file: no folder can be made
     msg = _assert_user_error(rc, *capsys.readouterr())
     assert f"{model} is a file, so no folder can be made there" in msg and calls == []
+    # a name the file system takes (225 + 5 of 255 characters) but not with the temporary file's 38 more: the probe
+    # had been 22 characters shorter than that file, and the write failed after the analysis
+    long = model.parent / ("r" * 225 + ".html")
+    rc = main(["analyze", str(model), "--report", str(long)])
+    msg = _assert_user_error(rc, *capsys.readouterr())
+    assert "File name too long" in msg and calls == []
 
 
 def test_two_outputs_of_one_run_in_one_file_are_refused(model, tmp_path, capsys, monkeypatch):
@@ -847,6 +853,30 @@ def test_a_full_disk_under_stdout_still_writes_the_files(model, tmp_path, capsys
     assert sorted(os.listdir(tmp_path / "res")) == ["layers.csv", "summary.json"]
     assert main(["analyze", str(model), "--json"]) == 1  # (no output file asked for: none is said to be written)
     assert capsys.readouterr().err.strip().endswith("cannot write (No space left on device)")
+
+
+def test_a_closed_pipe_on_windows_is_not_an_error(model, tmp_path, capsys, monkeypatch):
+    """On Windows a pipe whose reader has gone raises OSError(EINVAL), not BrokenPipeError (CPython issue 79935):
+    `htsr … | more` quit early had ended in 'standard output: cannot write (Invalid argument)', exit 1."""
+    import errno
+
+    from htsr import cli
+
+    class Gone(io.TextIOWrapper):
+        def write(self, s):
+            raise OSError(errno.EINVAL, "Invalid argument")
+
+        def fileno(self):
+            return 1
+
+    monkeypatch.setattr(os, "dup2", lambda *a: None)
+    monkeypatch.setattr(sys, "stdout", Gone(io.BytesIO()))
+    monkeypatch.setattr(cli, "_WINDOWS", True)
+    assert main(["analyze", str(model), "--out", str(tmp_path / "res")]) == 0
+    assert "cannot write" not in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path / "res")) == ["layers.csv", "summary.json"]
+    monkeypatch.setattr(cli, "_WINDOWS", False)  # elsewhere EINVAL is a real failure of standard output
+    assert main(["analyze", str(model)]) == 1
 
 
 def test_ctrl_c_between_the_renames_leaves_one_runs_files(model, tmp_path, monkeypatch):
