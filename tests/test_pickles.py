@@ -359,3 +359,12 @@ def test_a_torch_save_file_named_pkl_is_read_as_one(tmp_path, legacy):
     path = tmp_path / "export.pkl"
     torch.save({"fc.weight": torch.ones(8, 4)}, path, _use_new_zipfile_serialization=not legacy, pickle_protocol=4)
     assert not isinstance(open_source(path), PickleFile) and _names(path) == ["fc.weight"]
+
+
+def test_a_pickle_named_in_capitals_is_read(tmp_path):
+    # protocol 0 has no header: the suffix says it is a pickle, '.PKL' (a Windows tool's spelling) as '.pkl' (it had
+    # been an unknown file format)
+    W = np.random.default_rng(0).standard_normal((120, 80))
+    for name in ("net.PKL", "net.Pickle"):
+        (tmp_path / name).write_bytes(pickle.dumps({"fc.weight": W}, protocol=0))
+        assert [x.name for x in htsr.analyze(tmp_path / name).layers] == ["fc"]

@@ -186,7 +186,7 @@ class _Components:
         for name, src in self._sources.items():  # what a component left out, as it says read alone
             label = labels[name]
             rest = src.description.removeprefix(str(folder / label))  # (pathlib drops a trailing '/' and a './')
-            if rest.startswith("/"):  # (a folder of one weight file: read as that file)
+            if rest.startswith(("/", os.sep)):  # (a folder of one weight file: read as that file)
                 file, _, rest = rest[1:].partition(" ")
                 rest = f"{file} read {rest}"
             rest = rest.strip()
@@ -560,7 +560,7 @@ def _open_path(path: Path) -> TensorSource:
         broken_keras = keras_weights or {"config.json", "metadata.json"} <= set(names)
         if is_keras_archive(names) or (broken_keras and not torch_pickle):
             return KerasFile(path)
-        if path.suffix == ".distcp":  # (zipfile sees the last of the archives the file joins)
+        if path.suffix.lower() == ".distcp":  # (zipfile sees the last of the archives the file joins)
             raise _dcp_error(path)
         if torch_pickle:  # torch.save: <root>/data.pkl
             from .torch import load_torch_file
@@ -574,7 +574,7 @@ def _open_path(path: Path) -> TensorSource:
     # after the zip check: a torch.save zip may be named .pkl (fastai's export.pkl)
     # pickle.dump of arrays or of objects holding them (the suffixes are pickles.PICKLE_SUFFIXES, spelt out
     # here: importing that module imports the torch pickle reader)
-    if is_gzip(head) or path.suffix in (".pkl", ".pickle"):
+    if is_gzip(head) or path.suffix.lower() in (".pkl", ".pickle"):
         from .pickles import PickleFile, gzipped_pickle
         from .torchzip import is_legacy_torch
 
@@ -591,18 +591,18 @@ def _open_path(path: Path) -> TensorSource:
     if path.name.endswith(".weights.json") and head.lstrip()[:1] == b"{":
         raise _keras_sharded(path, path)
     # (a non-empty map never starts 0x80, as a pickle does: a pickle named .msgpack is read as one below)
-    if is_msgpack_checkpoint(head) or (path.suffix == ".msgpack" and head[:1] != b"\x80"):
+    if is_msgpack_checkpoint(head) or (path.suffix.lower() == ".msgpack" and head[:1] != b"\x80"):
         from .flax import FlaxMsgpackFile
 
         return FlaxMsgpackFile(path)
-    if head[:1] == b"\x80" or path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
+    if head[:1] == b"\x80" or path.suffix.lower() in (".pt", ".pth", ".bin", ".ckpt"):
         # legacy PyTorch pickles start with a pickle protocol byte; plain pickles too (read as such)
         from .torch import load_torch_file
 
         return _lora_or(path, load_torch_file(path))
-    if path.suffix == ".safetensors":
+    if path.suffix.lower() == ".safetensors":
         raise SourceError(f"{path}: not a valid safetensors file (bad header length); truncated or corrupt?")
-    if path.suffix == ".gguf":
+    if path.suffix.lower() == ".gguf":
         raise SourceError(f"{path}: not a GGUF file (bad magic {head[:4]!r}); truncated or corrupt?")
     if _is_tar(path):
         raise SourceError(f"{path}: a tar archive (a NeMo .nemo is one): extract it (tar xf) and give the weight "

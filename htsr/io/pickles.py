@@ -36,7 +36,7 @@ def is_pickle_head(head: bytes) -> bool:
 def gzipped_pickle(path: Path) -> bool:
     """True if ``path`` is a gzip file whose content starts as a pickle of protocol 2 to 5, or is named as a
     pickle (``.pkl.gz``, or ``.pkl`` itself: protocols 0 and 1 have no header)."""
-    if path.suffix in PICKLE_SUFFIXES or Path(path.stem).suffix in PICKLE_SUFFIXES:
+    if path.suffix.lower() in PICKLE_SUFFIXES or Path(path.stem).suffix.lower() in PICKLE_SUFFIXES:
         return True
     try:
         with gzip.open(path, "rb") as f:
