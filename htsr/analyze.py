@@ -569,6 +569,17 @@ _ANALYSIS_LOCK = threading.RLock()
 _BLAS_LIMITED: contextvars.ContextVar[bool] = contextvars.ContextVar("htsr_blas_limited", default=False)
 
 
+def _new_analysis_lock() -> None:
+    """A fresh lock in a forked child: one held by a parent's thread (an analysis running at the fork) would be
+    held for good there, by a thread the child does not have (its analyses hung)."""
+    global _ANALYSIS_LOCK
+    _ANALYSIS_LOCK = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):  # (not on Windows, which does not fork)
+    os.register_at_fork(after_in_child=_new_analysis_lock)
+
+
 @contextlib.contextmanager
 def _one_blas_thread() -> Iterator[None]:
     """A single-threaded BLAS for what follows: the analysis threads of :func:`_in_threads`, and the fits on a

@@ -325,7 +325,7 @@ def _stdout(*a: object, **kw: Any) -> None:
         print(*a, **kw)
         sys.stdout.flush()  # (a pipe closed under a buffer would fail at exit instead, after the outputs)
     except OSError as e:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _to_devnull(sys.stdout.fileno())
         # a reader gone (`| head`) is no error: BrokenPipeError, or on Windows EINVAL (CPython issue 79935); a full
         # disk under a redirect is, once the files are written
         if not (isinstance(e, BrokenPipeError) or (_WINDOWS and e.errno == errno.EINVAL)):
@@ -333,6 +333,15 @@ def _stdout(*a: object, **kw: Any) -> None:
 
 
 _WINDOWS = os.name == "nt"
+
+
+def _to_devnull(fd: int) -> None:
+    """File descriptor ``fd`` (a standard stream's) onward writes to /dev/null."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
 
 #: why standard output could not be written, if it could not (main reports it once the outputs are written)
 _STDOUT_FAILED: list[str] = []
@@ -424,7 +433,7 @@ class _DropWhenGone:
     def _went(self) -> None:
         self._gone = True
         with contextlib.suppress(OSError, ValueError, AttributeError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+            _to_devnull(self._stream.fileno())
 
     def write(self, text: str) -> int:
         if not self._gone:
@@ -463,7 +472,9 @@ def _sturdy_process() -> Any:
                 errors.append((stream, stream.errors))
                 stream.reconfigure(errors="backslashreplace")
         sys.stderr = _DropWhenGone(sys.stderr)
-        if threading.current_thread() is threading.main_thread():
+        # (in the main thread, where handlers are set; not where SIGTERM is ignored, as `nohup`-like launchers
+        # and a shell's `trap '' TERM` leave it, or handled by the embedding program)
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
             def terminated(signum: int, frame: Any) -> None:
                 raise _Terminated()
 
@@ -520,7 +531,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return 143
     except BrokenPipeError:
         # output piped into e.g. `head`: not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _to_devnull(sys.stdout.fileno())
         return 0
     except OSError as e:  # an output that failed after the checks (disk full, removed folder …)
         where = f"{e.filename}: " if e.filename else ""

@@ -910,3 +910,30 @@ def test_two_runs_of_one_analysis_are_equal_nan_and_all():
     c = htsr.analyze({**m, next(iter(m)): 2 * next(iter(m.values()))}, keep_spectra=True)
     assert a != c and a.layers[0] != c.layers[0] and a.layers[-1] == c.layers[-1]
     assert a.layers[0] != a.layers[0].as_dict()  # another type: not equal
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_child_forked_while_a_thread_analyses_can_analyse():
+    # the analysis lock, held for a whole analysis, was inherited held by a thread the child does not have: the
+    # child's own analysis hung (multiprocessing's fork start, Linux's default before Python 3.14)
+    import multiprocessing as mp
+    import threading
+    import time
+
+    m = {f"l{i}.weight": np.random.default_rng(i).standard_normal((600, 600)).astype(np.float32) for i in range(12)}
+    started = threading.Event()
+    t = threading.Thread(target=lambda: (started.set(), htsr.analyze(m)))
+    t.start()
+    started.wait()
+    time.sleep(0.3)  # (inside the analysis: its layers take seconds)
+    with mp.get_context("fork").Pool(1) as pool:
+        r = pool.apply_async(_child_analysis)
+        try:
+            assert r.get(timeout=60) == "ok"
+        finally:
+            pool.terminate()
+            t.join()
+
+
+def _child_analysis() -> str:
+    return htsr.analyze({"x.weight": np.random.default_rng(0).standard_normal((100, 80))}).layers[0].status

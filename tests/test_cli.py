@@ -753,6 +753,26 @@ def test_sigterm_leaves_no_output_and_exits_143(tmp_path):
     assert not (tmp_path / "a").exists()
 
 
+def test_an_ignored_sigterm_stays_ignored(tmp_path):
+    """A SIGTERM the launching program ignores (a shell's `trap '' TERM`, nohup-like launchers) is inherited as
+    ignored: htsr had installed its own handler over it and stopped (exit 143)."""
+    code = ("import os, signal, sys, htsr.results as R\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "real = R._write_temp\n"
+            "def slow(path, data):\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    return real(path, data)\n"
+            "R._write_temp = slow\n"
+            "from htsr.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    path = tmp_path / "m.npz"
+    np.savez(path, **{"fc.weight": np.random.default_rng(0).standard_normal((300, 200)).astype(np.float32)})
+    proc = subprocess.run([sys.executable, "-c", code, "analyze", str(path), "--out", str(tmp_path / "o")],
+                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["layers.csv", "summary.json"]
+
+
 def test_subprocess_user_error(tmp_path):
     proc = _run("analyze", str(_corrupt(tmp_path)), cwd=tmp_path)
     assert proc.returncode == 2

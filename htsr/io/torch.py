@@ -369,6 +369,15 @@ def _parametrized(module: Any, pname: str):
 _PARAMETRIZED_LOCK = threading.RLock()
 
 
+def _new_parametrized_lock() -> None:  # (a forked child's: see analyze._new_analysis_lock)
+    global _PARAMETRIZED_LOCK
+    _PARAMETRIZED_LOCK = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_parametrized_lock)
+
+
 def _parts_key(plist: Any) -> tuple | None:
     """Where a parametrized weight's parts (its originals, parameters and buffers) live: the same for a module
     held under two names (tied), None if one part has no storage of its own."""
