@@ -554,7 +554,7 @@ def test_lognormal_newton_reaches_the_search_optimum(seed, monkeypatch):
         u = np.log(tail / xmin)
         if not np.var(u) < np.mean(u) ** 2:
             continue  # on the boundary: the power law itself (test above)
-        assert _lognormal_newton(float(np.mean(u)), float(np.mean(u * u)), float(np.var(u))) is not None
+        assert _lognormal_newton(-float(np.mean(u)), float(np.var(u))) is not None
         ll_newton = float(np.sum(_lognormal_logpdf(tail, xmin)))
         ll_search = _lognormal_loglik_by_search(tail, xmin, monkeypatch)
         # at least as high: the search stops within its tolerance 1e-12 of the mean log-likelihood (per point)
@@ -571,7 +571,7 @@ def test_lognormal_near_its_boundary_falls_back_to_the_search(monkeypatch):
     u = np.random.default_rng(0).exponential(1.0, 1000)
     u = (u - u.mean()) * math.sqrt((1 - 1e-4) * u.mean() ** 2 / np.var(u)) + u.mean()  # var(u) = (1 − 1e-4)·ū²
     tail = np.sort(np.exp(u))
-    assert _lognormal_newton(float(np.mean(u)), float(np.mean(u * u)), float(np.var(u))) is None
+    assert _lognormal_newton(-float(np.mean(u)), float(np.var(u))) is None
     lp = _lognormal_logpdf(tail, 1.0)
     assert lp is not None
     assert float(np.sum(lp)) >= _pl_loglik(tail, 1.0 + 1.0 / float(np.mean(u)), 1.0)
@@ -582,6 +582,23 @@ def test_lognormal_near_its_boundary_falls_back_to_the_search(monkeypatch):
     assert best == pytest.approx(float(np.sum(lp)), rel=1e-9)
     for dm, ds in ((0.05 * s, 0), (-0.05 * s, 0), (0, 0.05 * s), (0, -0.05 * s)):
         assert _truncated_lognormal_loglik(tail, mu + dm, s + ds, 1.0) < best
+
+
+def test_tails_of_a_tight_cluster_or_within_rounding_of_xmin_are_compared_without_error():
+    # ten values 1e-9 apart far above x_min (var(u) 3e-19, mean(u)² 2.6): the moments taken about 0 had cancelled
+    # (Newton gave up, the search divided by σ² = 0: ZeroDivisionError); centred, the log-normal is fitted and is
+    # far better than the power law (its σ is the cluster's spread: R ≈ −215)
+    x = 5.0 + 1e-9 * np.arange(10)
+    y = np.log(x)
+    lp = _lognormal_logpdf(x, 1.0)
+    mu, s = float(np.mean(y)), float(np.std(y))  # the truncation at 1 is 1e9 σ away: the plain normal's MLE
+    ref = scipy.stats.norm.logpdf(y, mu, s) - y
+    np.testing.assert_allclose(lp, ref, rtol=1e-9)  # (σ from a variance of 3e-19: rounding at ~1e-10 relative)
+    c = compare_tails(x, 2.0, 1.0)
+    assert c.lr_lognormal < -200 and c.p_lognormal < 1e-10
+    # three values within an ulp of x_min: ln(x / x_min) 0 or 2e-16, no power law to compare with, no error
+    x = np.array([8.466728487635178e+179, 8.46672848763518e+179, 8.46672848763518e+179])
+    compare_tails(x, 2.5, float(x[0]))
 
 
 def test_tpl_comparison_is_half_the_nested_chi2():
