@@ -33,10 +33,11 @@ __all__ = ["main", "build_parser", "format_table", "add_option_flags", "options_
 EXIT_STATUSES = {
     0: "done (some layers may be not_fitted, skipped or failed: their status says why)",
     1: "standard output could not be written (the output files were)",
-    2: "a bad option or argument, a source that cannot be read or has no analysable layer, or an output "
-       "(--out, --report, --figure) that cannot be written",
+    2: "a bad option or argument, a source that cannot be read or has no analysable layer, or an output\n"
+       "       (--out, --report, --figure) that cannot be written",
     3: "analyze: every layer failed (its rows and outputs are still written)",
-    130: "interrupted (Ctrl-C); 143: terminated (SIGTERM); no output is left half-written",
+    130: "interrupted (Ctrl-C); no output is left half-written",
+    143: "terminated (SIGTERM); no output is left half-written",
 }
 
 TABLE_COLUMNS = ("name", "kind", "shape", "num_evals", "alpha", "bayes_alpha_lo", "bayes_alpha_hi", "D", "xmin",
@@ -318,6 +319,18 @@ def out_folder(out: Path | None, names: Sequence[str]) -> list[tuple[str, Path]]
     return [("--out", out / name) for name in names]
 
 
+_WINDOWS = os.name == "nt"
+
+
+def _to_devnull(fd: int) -> None:
+    """File descriptor ``fd`` (a standard stream's) onward writes to /dev/null."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
 def _stdout(*a: object, **kw: Any) -> None:
     """print, to a pipe that may close (``| head``): once it has, the rest of the output is dropped, not an
     error, and the command goes on to write its files."""
@@ -331,17 +344,6 @@ def _stdout(*a: object, **kw: Any) -> None:
         if not (isinstance(e, BrokenPipeError) or (_WINDOWS and e.errno == errno.EINVAL)):
             _STDOUT_FAILED.append(e.strerror or str(e))
 
-
-_WINDOWS = os.name == "nt"
-
-
-def _to_devnull(fd: int) -> None:
-    """File descriptor ``fd`` (a standard stream's) onward writes to /dev/null."""
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, fd)
-    finally:
-        os.close(null)
 
 #: why standard output could not be written, if it could not (main reports it once the outputs are written)
 _STDOUT_FAILED: list[str] = []
@@ -474,7 +476,8 @@ def _sturdy_process() -> Any:
         sys.stderr = _DropWhenGone(sys.stderr)
         # (in the main thread, where handlers are set; not where SIGTERM is ignored, as `nohup`-like launchers
         # and a shell's `trap '' TERM` leave it, or handled by the embedding program)
-        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        main_thread = threading.current_thread() is threading.main_thread()
+        if main_thread and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
             def terminated(signum: int, frame: Any) -> None:
                 raise _Terminated()
 
