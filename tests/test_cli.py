@@ -733,13 +733,14 @@ def test_exit_statuses_are_in_the_help(capsys):
         assert "exit status:" in out and all(f"  {code:<4} {what}" in out for code, what in EXIT_STATUSES.items())
 
 
-def test_sigterm_leaves_no_output_and_exits_143(tmp_path):
-    """SIGTERM while the outputs are being written: Python's default action had left the temporary files and
-    the folders made for them; it is handled as Ctrl-C is (exit 143, nothing left)."""
+def _sigterm_during_the_write(tmp_path: Path, out: Path, ignored: bool) -> subprocess.CompletedProcess:
+    """``htsr analyze … --out out`` in a child that sends itself SIGTERM as it writes summary.json (the second
+    output: the first one's temporary file is made), with SIGTERM ignored by its launcher or not."""
     code = ("import os, signal, sys, htsr.results as R\n"
+            f"if {ignored}: signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
             "real = R._write_temp\n"
             "def slow(path, data):\n"
-            "    if path.name == 'summary.json':  # the second output: the first one's temporary file is made\n"
+            "    if path.name == 'summary.json':\n"
             "        os.kill(os.getpid(), signal.SIGTERM)\n"
             "    return real(path, data)\n"
             "R._write_temp = slow\n"
@@ -747,8 +748,14 @@ def test_sigterm_leaves_no_output_and_exits_143(tmp_path):
             "sys.exit(main(sys.argv[1:]))\n")
     path = tmp_path / "m.npz"
     np.savez(path, **{"fc.weight": np.random.default_rng(0).standard_normal((300, 200)).astype(np.float32)})
-    proc = subprocess.run([sys.executable, "-c", code, "analyze", str(path), "--out", str(tmp_path / "a" / "b")],
-                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", code, "analyze", str(path), "--out", str(out)], cwd=tmp_path,
+                          env=_env(), capture_output=True, text=True, timeout=120)
+
+
+def test_sigterm_leaves_no_output_and_exits_143(tmp_path):
+    """SIGTERM while the outputs are being written: Python's default action had left the temporary files and
+    the folders made for them; it is handled as Ctrl-C is (exit 143, nothing left)."""
+    proc = _sigterm_during_the_write(tmp_path, tmp_path / "a" / "b", ignored=False)
     assert proc.returncode == 143 and proc.stderr.strip().splitlines()[-1] == "htsr: terminated", proc.stderr
     assert not (tmp_path / "a").exists()
 
@@ -756,19 +763,7 @@ def test_sigterm_leaves_no_output_and_exits_143(tmp_path):
 def test_an_ignored_sigterm_stays_ignored(tmp_path):
     """A SIGTERM the launching program ignores (a shell's `trap '' TERM`, nohup-like launchers) is inherited as
     ignored: htsr had installed its own handler over it and stopped (exit 143)."""
-    code = ("import os, signal, sys, htsr.results as R\n"
-            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-            "real = R._write_temp\n"
-            "def slow(path, data):\n"
-            "    os.kill(os.getpid(), signal.SIGTERM)\n"
-            "    return real(path, data)\n"
-            "R._write_temp = slow\n"
-            "from htsr.cli import main\n"
-            "sys.exit(main(sys.argv[1:]))\n")
-    path = tmp_path / "m.npz"
-    np.savez(path, **{"fc.weight": np.random.default_rng(0).standard_normal((300, 200)).astype(np.float32)})
-    proc = subprocess.run([sys.executable, "-c", code, "analyze", str(path), "--out", str(tmp_path / "o")],
-                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)
+    proc = _sigterm_during_the_write(tmp_path, tmp_path / "o", ignored=True)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["layers.csv", "summary.json"]
 
