@@ -756,6 +756,7 @@ def analyze(source: Any, **options: Any) -> AnalysisResult:
 
 analyze.__doc__ = (analyze.__doc__ or "") + options_doc()
 
+
 def _path_of(source: Any) -> str:
     """The path a source was given by, or an opened file reader's (``path``); '' for an object."""
     if not isinstance(source, (str, os.PathLike)):
