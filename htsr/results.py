@@ -725,7 +725,7 @@ def _read_saved(p: Path, doc: dict | None) -> AnalysisResult:
         raise
     except PermissionError as e:
         raise SourceError(f"{e.filename or p}: cannot read the saved run ({e.strerror}); give read access to it") from None
-    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError, csv.Error) as e:
+    except (OSError, ValueError, RecursionError, KeyError, TypeError, csv.Error) as e:
         raise SourceError(f"{p}: cannot read the saved run ({e.__class__.__name__}: {e}); write it again with "
                           "'htsr analyze --out'") from None
 

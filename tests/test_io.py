@@ -2010,3 +2010,32 @@ def test_files_a_windows_tool_saved_with_a_utf8_bom_are_read(tmp_path):
     index = {"weight_map": {"fc.weight": "a.safetensors", "out.weight": "b.safetensors"}}
     (folder / "model.safetensors.index.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(index).encode())
     assert [x.name for x in htsr.analyze(folder).layers] == ["fc", "out"]
+
+
+@pytest.mark.parametrize("hostile", ["[" * 100_000 + "]" * 100_000, '{"a": ' + "9" * 5000 + "}"])
+def test_hostile_json_beside_or_in_a_model_is_one_line_or_ignored(tmp_path, hostile):
+    """JSON nested 100 000 deep (RecursionError) or holding a 5000-digit integer (ValueError: Python's limit on
+    converting them) had escaped as a traceback from every JSON htsr reads but the Keras config; a corrupt
+    config.json beside a good model had killed the run. Each is a one-line error, or ignored where optional."""
+    W = np.random.default_rng(0).standard_normal((96, 64)).astype(np.float32)
+    cases = {}
+    m = tmp_path / "cfg"
+    m.mkdir()
+    np_save_file({"fc.weight": W}, str(m / "model.safetensors"))
+    (m / "config.json").write_text(hostile, encoding="utf-8")  # optional (quantization settings): ignored
+    assert [x.name for x in htsr.analyze(m).layers] == ["fc"]
+    for folder, name in (("index", "model.safetensors.index.json"), ("pipe", "model_index.json"),
+                         ("peft", "adapter_config.json")):
+        d = tmp_path / folder
+        d.mkdir()
+        np_save_file({"fc.weight": W}, str(d / ("model.safetensors" if folder != "peft" else "adapter_model.safetensors")))
+        (d / name).write_text(hostile, encoding="utf-8")
+        cases[folder] = (d, str(d / name))
+    st = tmp_path / "deep.safetensors"  # the safetensors header itself
+    bad = hostile.encode()
+    st.write_bytes(len(bad).to_bytes(8, "little") + bad + W.tobytes())
+    cases["header"] = (st, str(st))
+    for what, (path, must) in cases.items():
+        with pytest.raises(htsr.SourceError) as e:
+            htsr.analyze(path)
+        _one_line_source_error(e, must)

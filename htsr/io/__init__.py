@@ -147,7 +147,7 @@ def _pipeline_components(path: Path) -> tuple[dict[str, TensorSource], list[str]
     extractors and processors are no models; a component of no class (``[null, null]``) is none."""
     try:
         index = json.loads((path / "model_index.json").read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise SourceError(f"{path / 'model_index.json'}: not a readable JSON pipeline index ({e}); download the "
                           "pipeline again") from None
     listed = sorted(k for k, v in index.items() if isinstance(v, list) and len(v) == 2 and isinstance(v[1], str)
@@ -331,7 +331,7 @@ def _sentence_transformer_modules(path: Path) -> dict[str, TensorSource | Source
     folder itself holds a module's weights (the Transformer, ``"path": ""``). Pooling and Normalize hold none."""
     try:
         listed = json.loads((path / "modules.json").read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (OSError, ValueError, RecursionError):
         return {}  # (not sentence-transformers' file: the folder is read as any other)
     paths = [m.get("path") for m in listed if isinstance(m, dict)] if isinstance(listed, list) else []
     out: dict[str, TensorSource | SourceError | None] = {}

@@ -265,7 +265,7 @@ class ShardIndex:
             weight_map = json.loads(index.read_text(encoding="utf-8-sig"))["weight_map"]
         except PermissionError as e:
             raise SourceError(f"{index}: cannot read it ({e.strerror}); give read access to it") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        except (OSError, ValueError, RecursionError, KeyError, TypeError) as e:
             raise SourceError(f"{index}: not a valid shard index ({one_line(e, 100)}); re-save the model") from None
         if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str) and v
                                                        for k, v in weight_map.items()):

@@ -846,7 +846,7 @@ class KerasFile:
     def _read_config(self, raw: bytes, where: Any) -> dict:
         try:
             config = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except ValueError as e:  # (not UTF-8, not JSON, an integer of thousands of digits)
             raise SourceError(f"{where}: corrupt Keras config ({_short(e)})") from None
         except RecursionError:
             raise SourceError(f"{where}: corrupt Keras config (nested too deeply to be a model's)") from None
@@ -955,7 +955,7 @@ class KerasFile:
             return None
         try:
             config = json.loads(_text(raw))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (ValueError, RecursionError):
             return None  # weights are still readable; layer classes come from variable names
         return config if isinstance(config, dict) else None
 

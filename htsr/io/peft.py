@@ -157,7 +157,7 @@ class PeftAdapter:
         cfg_path = folder / "adapter_config.json"
         try:
             cfg = json.loads(cfg_path.read_text(encoding="utf-8-sig"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (OSError, ValueError, RecursionError) as e:
             raise SourceError(f"{cfg_path}: not a readable JSON adapter config ({e}); re-save the adapter") from None
         if not isinstance(cfg, dict):
             raise SourceError(f"{cfg_path}: not a JSON object; re-save the adapter")
@@ -273,7 +273,7 @@ class PeftAdapter:
         raw = (metadata or {}).get(_METADATA_KEY)
         try:
             cfg = {} if raw is None else json.loads(raw)
-        except json.JSONDecodeError as e:
+        except (ValueError, RecursionError) as e:
             raise SourceError(f"{path}: its {_METADATA_KEY} is not JSON ({e}); re-save the LoRA") from None
         if not isinstance(cfg, dict):
             raise SourceError(f"{path}: its {_METADATA_KEY} is not a JSON object; re-save the LoRA")

@@ -107,7 +107,8 @@ class SafetensorsFile:
                 )
             try:
                 header = json.loads(f.read(n), object_pairs_hook=_unique_keys)
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            except (ValueError, RecursionError) as e:  # (not JSON, not UTF-8, nested too deep, an integer of
+                # thousands of digits: Python's limit on converting them)
                 raise self._fail(f"corrupt safetensors header ({e.__class__.__name__}: {e})") from None
             except _DuplicateKey as e:  # (json keeps the last: the first tensor would vanish unlisted)
                 raise self._fail(f"corrupt safetensors header: tensor {e.args[0]!r} appears twice — not written by a "

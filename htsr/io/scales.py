@@ -185,7 +185,7 @@ class PackedConfig:
         for name in ("config.json", "quantize_config.json"):
             try:
                 cfg = json.loads((folder / name).read_text(encoding="utf-8-sig"))
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 continue
             if not isinstance(cfg, dict):
                 continue
@@ -455,7 +455,7 @@ def _bnb4_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set
             shape = tuple(int(d) for d in state["shape"])
             if len(shape) < 2 or min(shape) <= 0 or "absmax" not in parts or "quant_map" not in parts:
                 raise ValueError(f"shape {list(shape)}, parts {sorted(parts)}")
-        except (ValueError, KeyError, TypeError, HtsrError) as e:
+        except (ValueError, RecursionError, KeyError, TypeError, HtsrError) as e:
             out[weight] = _not_read(weight, parts["weight"],
                                     f"bitsandbytes 4-bit weight whose quant_state cannot be read ({one_line(e, 100)})")
             continue
