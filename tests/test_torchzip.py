@@ -1212,3 +1212,20 @@ def test_a_frozen_constant_takes_the_kind_of_the_innermost_op_holding_it():
         kinds = _frozen_kinds(z, "r/code/", {n: z.getinfo(n).file_size for n in z.namelist()})
     assert kinds == {"CONSTANTS.c0": "conv1d", "CONSTANTS.c1": "dense", "CONSTANTS.c2": "embedding",
                      "CONSTANTS.c5": "rnn", "CONSTANTS.c6": "rnn"}
+
+
+@pytest.mark.parametrize("byteorder, compression, says", [
+    ("big", zipfile.ZIP_STORED, "storages are big-endian"),
+    ("\x1b]0;title\x07\x1b[2Jhtsr: done", zipfile.ZIP_STORED, "storages are not marked little or big-endian"),
+    ("l" * 100_000_000, zipfile.ZIP_BZIP2, "storages are not marked little or big-endian"),  # 100 MB from ~100 bytes
+])
+def test_an_archives_byteorder_member_is_read_no_further_than_its_word(tmp_path, byteorder, compression, says):
+    """The byteorder member had been read whole and put in the error message: a bzip2 member of gigabytes from a
+    kilobyte file (8.5 GB of memory), terminal escapes printed raw. It says little, big, or neither."""
+    path = tmp_path / "m.pt"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({}, protocol=2))
+        z.writestr(zipfile.ZipInfo("archive/byteorder"), byteorder, compress_type=compression)
+    with pytest.raises(SourceError) as e:
+        TorchZipFile(path)
+    assert str(e.value) == f"{path}: {says}; re-save the model on a little-endian machine"

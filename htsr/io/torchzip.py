@@ -704,6 +704,18 @@ class _Unpickler(pickle.Unpickler):
         return self._storage(pid)
 
 
+def _byteorder(z: zipfile.ZipFile, member: str) -> str:
+    """An archive's ``byteorder`` member: 'little', 'big', or 'not marked little or big' for anything else (read
+    no further than 16 bytes: a crafted member of gigabytes, or one holding terminal escapes, went whole into the
+    error message)."""
+    info = z.getinfo(member)
+    if info.file_size > 16 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        return "not marked little or big"  # (bzip2 and lzma decompress a whole block to give 16 bytes)
+    with z.open(info) as f:
+        text = f.read(16).decode("ascii", errors="replace").strip()
+    return text if text in ("little", "big") else "not marked little or big"
+
+
 def _walk(obj: Any, prefix: str, module_class: str, seen: set[int]) -> Iterator[tuple[str, _Tensor, str]]:
     """(name, tensor, class name of the module holding it) for every tensor reachable from ``obj``; and a LoRA's
     ``alpha`` stored as a Python number (a .pt LoRA's ``lora_unet_….alpha: 4.0``) as the 0-D array its scale is
@@ -1002,7 +1014,7 @@ class TorchZipFile(_PickledTensors):
                 if not pkl:
                     raise self._fail("a zip without <root>/data.pkl: not a PyTorch archive")
                 root = pkl[0].split("/", 1)[0]
-                order = z.read(f"{root}/byteorder").decode().strip() if f"{root}/byteorder" in infos else "little"
+                order = _byteorder(z, f"{root}/byteorder") if f"{root}/byteorder" in infos else "little"
                 if order != "little":
                     raise self._fail(f"storages are {order}-endian; re-save the model on a little-endian machine")
                 declared = _script_constants(z, f"{root}/code/", infos)
@@ -1165,7 +1177,7 @@ class TorchExportArchive(TorchZipFile):
                     raise self._fail("an AOTInductor package (compiled code; its weights are inside the shared "
                                      "library): analyse the torch.export archive (torch.export.save) or the model "
                                      "it was compiled from")
-                order = z.read(f"{root}/byteorder").decode().strip() if f"{root}/byteorder" in members else "little"
+                order = _byteorder(z, f"{root}/byteorder") if f"{root}/byteorder" in members else "little"
                 if order != "little":
                     raise self._fail(f"weights are {order}-endian; re-save the program on a little-endian machine")
                 configs = sorted(n for n in members if re.fullmatch(
