@@ -679,6 +679,18 @@ def test_a_submodule_shared_without_end_is_refused_and_a_tied_one_named_twice(tm
     torch.save(m, str(tmp_path / "dag.pt"))
     with pytest.raises(SourceError, match="names more than 200000 modules"):
         open_source(tmp_path / "dag.pt")
+    # fewer modules (2^9 visits), each visit of the leaf naming its 3000 parameters again: 1.5 million names from
+    # a 30 kB file (at 17 levels, all memory: 24 GB)
+    leaf = nn.Module()
+    w = nn.Parameter(torch.ones(2, 2))
+    for i in range(3000):
+        leaf.register_parameter(f"p{i}", w)
+    m = leaf
+    for _ in range(9):
+        m = _Twice(m)
+    torch.save(m, str(tmp_path / "wide.pt"))
+    with pytest.raises(SourceError, match="names more than 1000000 parameters and buffers"):
+        open_source(tmp_path / "wide.pt")
     # one activation held by each of 80 blocks is no such tree (refused when a module's own uses were capped
     # at 64)
     act = nn.GELU()
