@@ -2039,3 +2039,32 @@ def test_hostile_json_beside_or_in_a_model_is_one_line_or_ignored(tmp_path, host
         with pytest.raises(htsr.SourceError) as e:
             htsr.analyze(path)
         _one_line_source_error(e, must)
+
+
+def test_structures_shared_or_nested_without_end_are_refused_in_one_line(monkeypatch):
+    """A list holding the list below twice, k levels: 2^k paths from a few hundred bytes (a pickle memoises it,
+    and torch.load's fallback hands it over). Looking for arrays in it had taken hours; naming its leaves, all
+    memory; a nesting of 990 dicts escaped as RecursionError."""
+    import time
+
+    W = np.random.default_rng(0).standard_normal((96, 64)).astype(np.float32)
+    empty: list = []
+    for _ in range(40):
+        empty = [empty, empty]
+    t = time.perf_counter()
+    r = htsr.analyze({"w": W, "junk": empty})  # no array in it: a value, too large to be a list of numbers
+    assert [x.name for x in r.layers] == ["w"] and r.not_analysed[0].examples == ("junk",)
+    assert "a nested list of more than 2000000 values" in r.not_analysed[0].reason
+    assert time.perf_counter() - t < 30  # (2^40 paths: it never finished, or took all memory)
+    from htsr.io import numpy as numpy_reader
+    monkeypatch.setattr(numpy_reader, "MAX_FLAT_ITEMS", 10_000)  # (the cap's mechanism, not its million)
+    held = [W[:2, :2]]
+    for _ in range(22):
+        held = [held, held]
+    with pytest.raises(htsr.SourceError, match=r"^<mapping>: w\.0\..*more than 10000 values in one structure"):
+        htsr.analyze({"w": held})
+    deep: dict = {"weight": W}
+    for _ in range(990):
+        deep = {"x": deep}
+    with pytest.raises(htsr.SourceError, match=r"^<mapping>: x\.x\..*nested more than 200 levels deep"):
+        htsr.analyze(deep)

@@ -100,7 +100,11 @@ def open_source(source: Any) -> TensorSource:
         from .numpy import flat_items
         from .torch import TorchStateDict, is_torch_object, unwrap_state, with_notes
 
-        if any(is_torch_object(v) for _, v in flat_items(source, lists=True)):  # torch tensors, nested or not
+        try:
+            torch_values = any(is_torch_object(v) for _, v in flat_items(source, lists=True))  # nested or not
+        except SourceError as e:  # (too deep, or one value held under millions of names)
+            raise SourceError(f"<mapping>: {e}") from None
+        if torch_values:  # torch tensors
             # a checkpoint dict in memory is unwrapped as a file's is (a Keras torch-backend state dict's
             # '…/dense/kernel' too: its kernels are torch tensors in Keras' layout, as the live model reads them)
             notes: list[str] = []

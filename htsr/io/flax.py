@@ -465,7 +465,10 @@ class _Tree:
         top, prefix, self.skipped = _select_params(tree)
         self.not_weights: list[tuple[str, str]] = []  # (path, why) of the leaves of fewer than two dimensions
         self._refs: list[FlaxTensorRef] = []
-        leaves = [(path, info) for path, value in _walk(top, ()) if (info := leaf(path, value)) is not None]
+        try:
+            leaves = [(path, info) for path, value in _walk(top, ()) if (info := leaf(path, value)) is not None]
+        except _TooLarge as e:
+            raise SourceError(f"{self.description}: a tree of {e}; not a model's parameters") from None
         self.skipped += getattr(self, "_corrupt", [])
         shapes = {path: info[0] for path, info in leaves}
         roots = _stacks([(path, info[0]) for path, info in leaves])
@@ -570,15 +573,34 @@ def _is_box(node: Mapping) -> bool:
     return "value" in node and not isinstance(node["value"], Mapping) and set(map(_key, node)) <= _BOX_KEYS
 
 
-def _walk(node: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:
+class _TooLarge(Exception):
+    """An in-memory tree past _MAX_VALUES nodes or _MAX_DEPTH levels (what the message says)."""
+
+
+def _walk(node: Any, path: tuple[str, ...], budget: list[int] | None = None,
+          seen: set[int] | None = None) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """(path, leaf) of every leaf of a tree of maps and lists, in order; _TooLarge past _MAX_VALUES nodes visited
+    or _MAX_DEPTH levels (a list holding the one below twice, k levels deep, has 2^k paths from a few hundred
+    bytes: the walk had run for hours). With ``seen``, a map or list already walked is not walked again (its
+    leaves under their first path only)."""
+    budget = [_MAX_VALUES] if budget is None else budget
+    if seen is not None and isinstance(node, (Mapping, list, tuple)):
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _TooLarge(f"more than {_MAX_VALUES} values (one held under many names?)")
+    if len(path) > _MAX_DEPTH:
+        raise _TooLarge(f"nested more than {_MAX_DEPTH} levels deep")
     if isinstance(node, Mapping) and path and _is_box(node):
         yield path, node["value"]
     elif isinstance(node, Mapping) and CHUNKED not in node:
         for k, v in node.items():
-            yield from _walk(v, path + (_key(k),))
+            yield from _walk(v, path + (_key(k),), budget, seen)
     elif isinstance(node, (list, tuple)):
         for i, v in enumerate(node):
-            yield from _walk(v, path + (str(i),))
+            yield from _walk(v, path + (str(i),), budget, seen)
     elif path:
         yield path, node
 
@@ -931,12 +953,15 @@ def is_flax_tree(obj: Any) -> bool:
 
     evidence = top_module(obj) == "flax" or isinstance(obj.get("params") if hasattr(obj, "get") else None, Mapping)
     nested = False
-    for path, v in _walk(obj, ()):
-        mod = top_module(v)
-        if mod == "torch":
-            return False
-        nested = nested or len(path) > 1
-        if mod in ("jax", "jaxlib", "flax") or (path[-1] in ("kernel", "embedding") and _array_like(v) is not None):
-            evidence = True
+    try:
+        for path, v in _walk(obj, (), seen=set()):  # (a shared subtree's leaves are evidence once)
+            mod = top_module(v)
+            if mod == "torch":
+                return False
+            nested = nested or len(path) > 1
+            if mod in ("jax", "jaxlib", "flax") or (path[-1] in ("kernel", "embedding") and _array_like(v) is not None):
+                evidence = True
+    except _TooLarge:  # (no model's tree: the reader it goes to says what it is)
+        return False
     # (an nnx State of one module, {'kernel': Param, 'bias': Param}, is flax's own type though not nested)
     return evidence and (nested or top_module(obj) == "flax")

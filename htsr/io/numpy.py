@@ -42,19 +42,62 @@ def _holds_objects(path: Path) -> bool:
         return False
 
 
+#: leaves and nesting of one structure of mappings and lists: a model's are thousands of names some tens of
+#: levels deep; a crafted pickle holding each level twice names 2^k leaves from a few kB (hours, all memory)
+MAX_FLAT_ITEMS = 1_000_000
+MAX_FLAT_DEPTH = 200
+
+
 def flat_items(mapping: Mapping, prefix: str = "", lists: bool = False,
                leaf: Callable[[str], bool] = lambda name: False) -> Iterator[tuple[str, object]]:
     """(dotted name, value) for every leaf of nested mappings, in order. ``lists``: a list or tuple that holds an
     array or a mapping somewhere (a hand-written network's ``{'weights': [W1, W2], 'biases': [b1, b2]}``, stax's
     ``[(W, b), …]``) is nested too, its items named by index, as a pickle's are, unless ``leaf(name)`` (a state
-    dict's packed parameters); one of numbers is one array."""
-    items = mapping.items() if isinstance(mapping, Mapping) else mapping if named_pairs(mapping) else enumerate(mapping)
-    for k, v in items:
-        name = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, Mapping) or (lists and isinstance(v, (list, tuple)) and _holds_array(v) and not leaf(name)):
-            yield from flat_items(v, name, lists, leaf)
-        else:
-            yield name, v
+    dict's packed parameters); one of numbers is one array. SourceError past MAX_FLAT_ITEMS leaves or
+    MAX_FLAT_DEPTH levels."""
+    count = [0]
+    holds: dict[int, bool] = {}  # _holds_array's answers by object: a list shared by many holders is looked at once
+
+    def walk(node: object, prefix: str, depth: int) -> Iterator[tuple[str, object]]:
+        if depth > MAX_FLAT_DEPTH:
+            raise SourceError(f"{_shortened(prefix)}: nested more than {MAX_FLAT_DEPTH} levels deep; not a model's "
+                              "weights")
+        items = node.items() if isinstance(node, Mapping) else node if named_pairs(node) else enumerate(node)
+        for k, v in items:
+            name = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(v, Mapping) or (lists and isinstance(v, (list, tuple)) and _holds_array(v, holds=holds)
+                                          and not leaf(name)):
+                yield from walk(v, name, depth + 1)
+            else:
+                count[0] += 1
+                if count[0] > MAX_FLAT_ITEMS:
+                    raise SourceError(f"{_shortened(name)}: more than {MAX_FLAT_ITEMS} values in one structure (one "
+                                      "held under many names?); not a model's weights")
+                yield name, v
+
+    return walk(mapping, prefix, 0)
+
+
+#: values of a nested list of numbers read as one array (numpy's conversion walks every path: a list holding the
+#: one below twice, 40 levels deep, had 2^40, and took all memory)
+_MAX_LIST_VALUES = 2_000_000
+
+
+def _few_values(v: list | tuple) -> bool:
+    """Whether a nested list has at most _MAX_LIST_VALUES items along all its paths, counted without numpy."""
+    budget, stack = _MAX_LIST_VALUES, [v]
+    while stack:
+        node = stack.pop()
+        budget -= len(node)
+        if budget < 0:
+            return False
+        stack.extend(x for x in node if isinstance(x, (list, tuple)))
+    return True
+
+
+def _shortened(name: str) -> str:
+    """A name as an error message quotes it: its ends, when it is a crafted path of hundreds of parts."""
+    return name if len(name) <= 80 else f"{name[:40]}…{name[-30:]}"
 
 
 def named_pairs(v: object) -> bool:
@@ -65,13 +108,19 @@ def named_pairs(v: object) -> bool:
             and len({x[0] for x in v}) == len(v))
 
 
-def _holds_array(v: object, depth: int = 0) -> bool:
+def _holds_array(v: object, depth: int = 0, holds: dict[int, bool] | None = None) -> bool:
     """Whether a list or tuple holds a mapping or an array (not a scalar), at any depth: a network's list of
-    weights and one of biases are each items, as in its pickle; a list of numbers is one array."""
+    weights and one of biases are each items, as in its pickle; a list of numbers is one array. ``holds``: the
+    answers so far, by object (lists shared by many holders looked at once, not once per path to them)."""
     if isinstance(v, Mapping):
         return True
     if isinstance(v, (list, tuple)):
-        return depth < 32 and any(_holds_array(x, depth + 1) for x in v)
+        if holds is not None and id(v) in holds:
+            return holds[id(v)]
+        found = depth < 32 and any(_holds_array(x, depth + 1, holds) for x in v)
+        if holds is not None:
+            holds[id(v)] = found
+        return found
     return len(getattr(v, "shape", ())) >= 1
 
 
@@ -80,7 +129,10 @@ class ArrayMapping:
     in the mapping's order."""
 
     def __init__(self, mapping: Mapping[str, object], description: str = "<mapping>") -> None:
-        self._mapping = dict(flat_items(mapping, lists=True))
+        try:
+            self._mapping = dict(flat_items(mapping, lists=True))
+        except SourceError as e:
+            raise SourceError(f"{description}: {e}") from None
         self.description = description
 
     def __len__(self) -> int:
@@ -93,6 +145,10 @@ class ArrayMapping:
         """The arrays as stored (quantized weights and their scales or parts apart)."""
         self.not_weights = []
         for name, value in self._mapping.items():
+            if isinstance(value, (list, tuple)) and not _few_values(value):
+                self.not_weights.append((str(name), f"a nested list of more than {_MAX_LIST_VALUES} values (one held "
+                                                    "under many names?), not an array"))
+                continue
             try:
                 a = np.asarray(value)
             except Exception as e:  # noqa: BLE001 - a ragged list of numbers …: listed, saying so

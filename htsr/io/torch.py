@@ -129,7 +129,10 @@ class TorchStateDict:
         self.description = description
         torch = _torch()
         # (lists of tensors named by index, as a pickle's; torch.ao's packed (weight, bias) kept whole)
-        items = list(_unpacked(flat_items(state, lists=True, leaf=lambda name: name.endswith(_PACKED))))
+        try:
+            items = list(_unpacked(flat_items(state, lists=True, leaf=lambda name: name.endswith(_PACKED))))
+        except SourceError as e:  # (a structure of no model: too deep, or one held under millions of names)
+            raise SourceError(f"{description}: {e}") from None
         # (numpy arrays beside the tensors, as an in-memory dict may mix them: tensors too, not dropped)
         self._tensors = {name: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(v))
                          for name, v in items if isinstance(v, torch.Tensor) or (
