@@ -234,7 +234,14 @@ def _cell(row: Any, column: str) -> str:
     return format_value(v)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+#: what a terminal would act on rather than show, in anything htsr prints (a name or a file's text quoted in an
+#: error, a source line): C0 controls but tab, newline and carriage return (the progress bar's), DEL, C1 controls,
+#: and the bidirectional overrides; each shown as its escape. A tensor named "\x1b]0;…\x07\x1b[2J" had set the
+#: terminal's title and cleared its screen.
+_TERMINAL_ESCAPES = {c: repr(chr(c))[1:-1] for c in (*range(0x00, 0x20), *range(0x7f, 0xa0), *range(0x202a, 0x202f),
+                                                     *range(0x2066, 0x206a)) if chr(c) not in "\t\n\r"}
 
 
 #: (option, columns it fills, the column they follow): shown in the table when the option is on
@@ -420,17 +427,24 @@ def _tqdm_available() -> bool:
     return True
 
 
+def _one_line(message: str) -> str:
+    """An error message on one line whatever it quotes (a tensor named "x\\nhtsr: done" had forged a second line)."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
 class _Terminated(BaseException):
     """SIGTERM, raised in the main thread as Ctrl-C's KeyboardInterrupt is: a run's temporary outputs are removed."""
 
 
-class _DropWhenGone:
-    """A text stream (stderr) whose writes after its reader has gone (``2>&1 | head``, a closed pipe) are dropped,
-    not an error: the progress bar and the notes were no reason to stop a run that writes its files (the run had
-    stopped and exited 0, nothing written). The file descriptor then goes to /dev/null, so nothing fails at exit."""
+class _SafeStream:
+    """A standard stream whose text is written with the characters a terminal would act on escaped
+    (_TERMINAL_ESCAPES); with ``drop_when_gone`` (stderr), writes after its reader has gone (``2>&1 | head``, a
+    closed pipe) are dropped, not an error: the progress bar and the notes were no reason to stop a run that writes
+    its files (the run had stopped and exited 0, nothing written). The file descriptor then goes to /dev/null, so
+    nothing fails at exit. Without it (stdout), errors reach the caller, which says what failed."""
 
-    def __init__(self, stream: Any) -> None:
-        self._stream, self._gone = stream, False
+    def __init__(self, stream: Any, drop_when_gone: bool) -> None:
+        self._stream, self._gone, self._drop = stream, False, drop_when_gone
 
     def _went(self) -> None:
         self._gone = True
@@ -440,8 +454,10 @@ class _DropWhenGone:
     def write(self, text: str) -> int:
         if not self._gone:
             try:
-                return self._stream.write(text)
+                self._stream.write(text.translate(_TERMINAL_ESCAPES))
             except OSError:
+                if not self._drop:
+                    raise
                 self._went()
         return len(text)
 
@@ -450,6 +466,8 @@ class _DropWhenGone:
             try:
                 self._stream.flush()
             except OSError:
+                if not self._drop:
+                    raise
                 self._went()
 
     def __getattr__(self, name: str) -> Any:
@@ -460,8 +478,8 @@ class _DropWhenGone:
 def _sturdy_process() -> Any:
     """For one command: standard streams that cannot stop it — a closed one (``>&-``) as /dev/null, characters
     its encoding lacks (a non-UTF-8 locale, PYTHONIOENCODING=ascii; names are anything) escaped, not an error
-    after minutes of analysis, and a stderr whose reader has gone dropped — and SIGTERM raised as _Terminated
-    (in the main thread, where handlers are set). Everything is put back after."""
+    after minutes of analysis, what a terminal would act on escaped, and a stderr whose reader has gone dropped —
+    and SIGTERM raised as _Terminated (in the main thread, where handlers are set). Everything is put back after."""
     saved = sys.stdout, sys.stderr
     opened, errors, handler = [], [], None
     try:
@@ -473,7 +491,7 @@ def _sturdy_process() -> Any:
             if hasattr(stream, "reconfigure") and getattr(stream, "errors", None) != "backslashreplace":
                 errors.append((stream, stream.errors))
                 stream.reconfigure(errors="backslashreplace")
-        sys.stderr = _DropWhenGone(sys.stderr)
+        sys.stdout, sys.stderr = _SafeStream(sys.stdout, False), _SafeStream(sys.stderr, True)
         # (in the main thread, where handlers are set; not where SIGTERM is ignored, as `nohup`-like launchers
         # and a shell's `trap '' TERM` leave it, or handled by the embedding program)
         main_thread = threading.current_thread() is threading.main_thread()
@@ -524,7 +542,7 @@ def _main(argv: Sequence[str] | None) -> int:
                 return 1
             return rc
     except HtsrError as e:
-        print(f"htsr: error: {e}", file=sys.stderr)
+        print(f"htsr: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("htsr: interrupted", file=sys.stderr)
@@ -538,7 +556,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return 0
     except OSError as e:  # an output that failed after the checks (disk full, removed folder …)
         where = f"{e.filename}: " if e.filename else ""
-        print(f"htsr: error: {where}{e.strerror or e}", file=sys.stderr)
+        print(f"htsr: error: {_one_line(f'{where}{e.strerror or e}')}", file=sys.stderr)
         return 1
 
 

@@ -831,6 +831,32 @@ def test_control_characters_in_names_do_not_break_the_table():
     assert [x.name for x in r.layers] == ["a\nb", "ü\t"]  # the names themselves are kept (CSV, JSON)
 
 
+def test_what_a_terminal_would_act_on_is_escaped_in_everything_printed(tmp_path, capsys):
+    """Tensor names (and so error messages quoting them, and compare's table) holding terminal escapes — a title
+    set, a screen clear, an OSC 8 link, C1 controls, a bidi override — had reached the terminal raw; a newline in
+    an error message forged a second 'htsr:' line."""
+    from safetensors.numpy import save_file
+
+    W = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
+    evil = ["\x1b]0;PWNED\x07title.weight", "\x1b[2Jclear.weight", "\x9b31mcsi.weight", "\u202eevil.weight"]
+    save_file({n: W * (i + 1) for i, n in enumerate(evil)}, str(tmp_path / "a.safetensors"))
+    save_file({n: W * (i + 2) for i, n in enumerate(evil)}, str(tmp_path / "b.safetensors"))
+    assert main(["analyze", str(tmp_path / "a.safetensors"), "--min-evals", "5"]) == 0
+    out, err = capsys.readouterr()
+    assert main(["compare", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"), "--min-evals", "5"]) == 0
+    out2, err2 = capsys.readouterr()
+    for text in (out, err, out2, err2):
+        assert not any(c in text for c in "\x1b\x07\x9b\u202e")
+    assert "\\x1b]0;PWNED\\x07title" in out and "\\u202eevil" in out and "\\x1b[2Jclear" in out2
+    # an error quoting a name with a newline stays one line
+    bad = tmp_path / "bad.safetensors"
+    header = b'{"x\\nhtsr: done\\u001b[2J": {"dtype": "XX", "shape": [2], "data_offsets": [0, 8]}}'
+    bad.write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 8)
+    assert main(["analyze", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "\x1b" not in err and "x\\nhtsr: done\\x1b[2J" in err
+
+
 def test_a_report_not_named_html_is_refused_before_the_analysis(model, tmp_path, capsys):
     """--report x.pdf wrote HTML into a .pdf; now refused in one line, and nothing is analysed or written."""
     assert main(["analyze", str(model), "--report", str(tmp_path / "x.pdf"), "--no-progress"]) == 2
