@@ -601,6 +601,30 @@ def test_tails_of_a_tight_cluster_or_within_rounding_of_xmin_are_compared_withou
     compare_tails(x, 2.5, float(x[0]))
 
 
+def test_numpy_scalar_arguments_give_the_python_floats_results():
+    # a float16 x_min had made the TPL's c / x_min a float16 (overflowing: NaN R with p = 1, best_fit flipped), a
+    # float32 one moved lr_tpl by 1e-6 and returned Lambda as np.float32; numpy integers had been refused
+    t = np.sort((1 - np.random.default_rng(0).random(100)) ** (-1 / 1.5))
+    ref = compare_tails(t, 2.5, 1.0)
+    for xmin, alpha in ((np.float32(1.0), np.float32(2.5)), (np.float16(1.0), np.float16(2.5)), (np.int64(1), 2.5)):
+        c = compare_tails(t, alpha, xmin)
+        assert c == ref and type(c.tpl.Lambda) is float
+    assert bayesian_alpha(t, 1.0, 0.95, np.float32(1.5), np.float32(2.5)) == bayesian_alpha(t, 1.0, 0.95, 1.5, 2.5)
+
+
+def test_an_exponential_without_a_finite_rate_is_no_test():
+    # excesses within a subnormal of x_min (rate 1/0) or summing past float64 (rate 0): ZeroDivisionError and a
+    # math domain error had escaped; and a NaN R had come with p = 0, "significant"
+    for tail, xmin in ((np.array([5e-324, 1e-323]), 5e-324), (np.array([1e-300, np.nextafter(1e-300, 1)]), 1e-300)):
+        c = compare_tails(tail, 2.0, xmin)
+        assert math.isnan(c.lr_exponential) and math.isnan(c.p_exponential)
+    c = compare_tails(np.array([1.0e308, 1.7e308]), 2.0, 1.0e308)  # (x − x_min summed overflows: scaled, it fits)
+    assert math.isfinite(c.lr_exponential) and 0 <= c.p_exponential <= 1
+    assert vuong(np.array([np.nan, 1.0])) == pytest.approx((math.nan, math.nan), nan_ok=True)
+    with pytest.raises(ValueError, match="the tail is empty"):
+        compare_tails(np.array([]), 2.0, 1.0)
+
+
 def test_tpl_comparison_is_half_the_nested_chi2():
     # htsr's p for PL vs TPL is ½·P(χ²₁ > 2|R|) (boundary of the parameter space, Self & Liang);
     # powerlaw 1.5 reports P(χ²₁ > 2|R|) for nested models

@@ -56,6 +56,7 @@ def bayesian_alpha(tail: np.ndarray, xmin: float, level: float = 0.95,
     repeat rows: the likelihood is raised to this power, as ``share``·n independent values would give it)."""
     tail = np.asarray(tail, dtype=np.float64)
     check_args("bayesian_alpha", level=level, prior_shape=prior_shape, prior_rate=prior_rate, share=share)
+    level, prior_shape, prior_rate, share = float(level), float(prior_shape), float(prior_rate), float(share)
     check_tail("bayesian_alpha", tail, xmin)
     share = float(share)
     T = float(np.sum(np.log(tail) - math.log(xmin)))  # (not log(tail / xmin): λ / 1e-300 overflows)
@@ -68,6 +69,7 @@ def bayesian_alpha_averaged(x: np.ndarray, level: float = 0.95, prior_shape: flo
     """Posterior of α averaged over every x_min candidate of the sorted sample ``x`` (module docstring); ``share``
     as in :func:`bayesian_alpha` (every count and sum in the evidence scaled by it)."""
     check_args("bayesian_alpha_averaged", level=level, prior_shape=prior_shape, prior_rate=prior_rate, share=share)
+    level, prior_shape, prior_rate, share = float(level), float(prior_shape), float(prior_rate), float(share)
     share = float(share)
     x = np.sort(np.asarray(x, dtype=np.float64))
     if x.size and not (x[0] > 0 and np.isfinite(x[-1])):

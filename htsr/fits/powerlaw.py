@@ -267,7 +267,8 @@ def check_args(where: str, **values: Any) -> None:
 def check_tail(where: str, tail: np.ndarray, xmin: float) -> None:
     """A tail given with its x_min: a positive finite x_min, and every value finite and at least x_min (values
     below it would enter the likelihood of a density that is zero there); ValueError saying so."""
-    if not (isinstance(xmin, (int, float, np.floating)) and math.isfinite(xmin) and xmin > 0):
+    if not (isinstance(xmin, (int, float, np.floating, np.integer)) and not isinstance(xmin, bool)
+            and math.isfinite(xmin) and xmin > 0):
         raise ValueError(f"{where}: xmin must be a positive finite number, got {xmin!r}")
     if tail.size and not (np.isfinite(tail).all() and float(np.min(tail)) >= xmin):
         raise ValueError(f"{where}: the tail values must be finite and ≥ xmin = {xmin:g} (the smallest is "

@@ -56,6 +56,8 @@ def vuong(d: np.ndarray, share: float = 1.0) -> tuple[float, float]:
     check_args("vuong", share=share)
     share = float(share)
     R = share * float(np.sum(d))
+    if not math.isfinite(R):  # (an alternative with no density: no test)
+        return _NAN, _NAN
     sd = float(np.std(d))
     if not sd > 0:
         return R, (1.0 if R == 0 else 0.0)
@@ -67,7 +69,14 @@ def _pl_logpdf(x: np.ndarray, alpha: float, xmin: float) -> np.ndarray:
 
 
 def _exp_logpdf(x: np.ndarray, xmin: float) -> np.ndarray:
-    mu = 1.0 / float(np.mean(x - xmin))
+    """The MLE exponential's log-density; NaN where its rate is no finite positive number (a tail within a subnormal
+    of x_min, or one whose excesses overflow)."""
+    mean = float(np.mean(x - xmin))
+    if not math.isfinite(mean):  # (x − x_min summed overflows near 1e308)
+        mean = float(np.mean(x / xmin - 1.0)) * xmin
+    if not (math.isfinite(mean) and mean > 0 and math.isfinite(1.0 / mean)):
+        return np.full(x.shape, _NAN)
+    mu = 1.0 / mean
     return math.log(mu) - mu * (x - xmin)
 
 
@@ -252,9 +261,13 @@ def compare_tails(tail: np.ndarray, alpha: float, xmin: float, share: float = 1.
     x = np.asarray(tail, dtype=np.float64)
     check_args("compare_tails", share=share)
     check_tail("compare_tails", x, xmin)
+    if x.size == 0:
+        raise ValueError("compare_tails: the tail is empty; pass the values at or above x_min")
     share = float(share)
-    if not (isinstance(alpha, (int, float, np.floating)) and alpha > 1 and math.isfinite(alpha)):
+    if not (isinstance(alpha, (int, float, np.floating, np.integer)) and not isinstance(alpha, bool) and alpha > 1
+            and math.isfinite(alpha)):
         raise ValueError(f"compare_tails: alpha must be a finite number above 1 (a power law's), got {alpha!r}")
+    alpha, xmin = float(alpha), float(xmin)  # (a float16 or float32 x_min had carried its precision into the fits)
     lp_pl = _pl_logpdf(x, alpha, xmin)
     with np.errstate(all="ignore"):
         r_exp, p_exp = vuong(lp_pl - _exp_logpdf(x, xmin), share) if np.ptp(x) > 0 else (_NAN, _NAN)
@@ -265,7 +278,8 @@ def compare_tails(tail: np.ndarray, alpha: float, xmin: float, share: float = 1.
         # the TPL nests the power law (Λ = 0): R ≤ 0 but for round-off, which is no evidence against it
         if tpl.Lambda == 0 or r_tpl > -1e-12 * float(np.sum(np.abs(lp_pl))):
             r_tpl = 0.0
-        p_tpl = 0.5 * float(scipy.special.chdtrc(1, -2.0 * r_tpl)) if r_tpl < 0 else 1.0  # (χ²₁'s sf, as scipy.stats)
+        p_tpl = (0.5 * float(scipy.special.chdtrc(1, -2.0 * r_tpl)) if r_tpl < 0  # (χ²₁'s sf, as scipy.stats)
+                 else 1.0 if r_tpl == 0 else _NAN)
     else:
         r_tpl = p_tpl = _NAN
     return TailComparison(r_exp, p_exp, r_ln, p_ln, r_tpl, p_tpl, tpl,

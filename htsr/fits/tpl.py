@@ -136,7 +136,8 @@ def _moments(a: float, c: float, second: bool = False, log_s: float = 0.0) -> tu
 
 def tpl_log_normaliser(alpha: float, Lambda: float, xmin: float) -> float:
     """ln ∫_{x_min}^∞ λ^(−α) e^(−Λλ) dλ."""
-    a = alpha - 1.0
+    alpha, Lambda, xmin = float(alpha), float(Lambda), float(xmin)  # (numpy scalars as Python floats: float16 had
+    a = alpha - 1.0  # kept its precision, and overflowed)
     return _moments(a, Lambda * xmin)[0] - a * math.log(xmin)
 
 
@@ -159,6 +160,7 @@ def fit_truncated_power_law(tail: np.ndarray, xmin: float) -> TPLFit:
     """
     tail = np.asarray(tail, dtype=np.float64)
     check_tail("fit_truncated_power_law", tail, xmin)
+    xmin = float(xmin)  # (a float16 x_min had made c / x_min a float16)
     if tail.size < 2:
         return TPLFit.failed("fewer than 2 tail values")
     with np.errstate(over="ignore"):
