@@ -1799,6 +1799,26 @@ def test_the_training_callbacks_name_their_framework_not_an_extra(tmp_path, monk
 
 # ------------------------------------------------------------------------ training-framework checkpoint layouts
 
+def test_a_tar_sniff_reads_one_header_however_large_its_long_name_says_it_is(tmp_path):
+    """An unknown file that is a bzip2 tar whose first header is a GNU long name declaring 1 GB: tarfile's first
+    member had read the name whole (5.9 GB of memory from a 2 kB file, then "unknown file format")."""
+    import bz2
+    import resource
+    import tarfile
+
+    info = tarfile.TarInfo("././@LongLink")
+    info.type, info.size = tarfile.GNUTYPE_LONGNAME, 1 << 30
+    c = bz2.BZ2Compressor(9)
+    body = [c.compress(info.tobuf(format=tarfile.GNU_FORMAT))]
+    zeros = b"\0" * (1 << 24)
+    body += [c.compress(zeros) for _ in range(64)] + [c.flush()]
+    (tmp_path / "x.nemo").write_bytes(b"".join(body))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(htsr.SourceError, match="a tar archive"):
+        open_source(tmp_path / "x.nemo")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KB: far below the 1 GB name
+
+
 def test_a_tar_archive_is_named_with_what_to_extract(tmp_path):
     """A NeMo .nemo (a tar, plain or gzipped, of model_config.yaml and model_weights.ckpt) had been 'unknown file
     format' and the list of every format; the extracted checkpoint is read."""
@@ -1806,7 +1826,7 @@ def test_a_tar_archive_is_named_with_what_to_extract(tmp_path):
 
     (tmp_path / "model_config.yaml").write_text("a: 1\n")
     np.savez(tmp_path / "model_weights.npz", w=np.ones((4, 4)))
-    for name, mode in (("m.nemo", "w"), ("mz.nemo", "w:gz")):
+    for name, mode in (("m.nemo", "w"), ("mz.nemo", "w:gz"), ("mb.nemo", "w:bz2"), ("mx.nemo", "w:xz")):
         with tarfile.open(tmp_path / name, mode) as tar:
             tar.add(tmp_path / "model_config.yaml", "model_config.yaml")
             tar.add(tmp_path / "model_weights.npz", "model_weights.ckpt")

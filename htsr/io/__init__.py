@@ -615,11 +615,20 @@ def _open_path(path: Path) -> TensorSource:
 
 
 def _is_tar(path: Path) -> bool:
-    """Whether ``path`` is a tar archive, plain or compressed (tarfile opens it and finds a first member)."""
-    import tarfile
+    """Whether ``path`` is a tar archive, plain or compressed: its first 512-byte header, decompressed no further,
+    carries the ustar magic (tarfile's own first member had read a GNU long name's declared size whole: gigabytes
+    from a 2 kB bzip2 file)."""
+    import bz2
+    import gzip
+    import lzma
 
     try:
-        with tarfile.open(path) as tar:
-            return tar.next() is not None
-    except (tarfile.TarError, OSError, EOFError, ValueError):
+        with open(path, "rb") as f:
+            head = f.read(6)
+        opener = (gzip.open if head[:2] == b"\x1f\x8b" else bz2.open if head[:3] == b"BZh"
+                  else lzma.open if head[:6] == b"\xfd7zXZ\x00" else open)
+        with opener(path, "rb") as f:
+            block = f.read(512)
+    except (OSError, EOFError, ValueError, lzma.LZMAError):
         return False
+    return len(block) == 512 and block[257:262] == b"ustar"
