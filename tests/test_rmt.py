@@ -471,3 +471,13 @@ def test_two_traps_of_equal_value_name_two_weights_and_no_mp_fit_counts_no_heavy
     assert x.num_traps == 2 and x.trap_weights == "3,4; 300,100"
     (x,) = htsr.analyze({"l.weight": np.full((300, 200), 0.1, np.float32)}).layers
     assert math.isnan(x.mp_sigma) and math.isnan(x.num_heavy_entries)
+
+
+def test_fit_mp_takes_eigenvalues_in_any_order():
+    # numpy's SVD gives them descending: fit_mp had read the last as λ_max (softrank 26, 0 spikes) without a word
+    from htsr.rmt import fit_mp
+
+    W = np.random.default_rng(0).standard_normal((400, 200))
+    W[:, :5] *= 8.0  # a few spikes
+    ev = np.linalg.svd(W, compute_uv=False) ** 2  # descending
+    assert fit_mp(ev, 400, 200) == fit_mp(np.sort(ev), 400, 200)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import pareto_with_bulk
 
+import htsr
 from htsr.rmt.setol import ERGResult, delta_lambda_min, erg_tail, layer_quality
 
 # The normalised edge is computed as λ/λ_max/mean(λ/λ_max): a sum of ≤ 30 terms plus two divisions,
@@ -303,3 +304,19 @@ def test_layer_quality_nan_handling():
     for a in (-2.0, 0.0, math.inf):
         q = layer_quality(alpha=a, lambda_max=100.0, xmin=1.0)
         assert math.isnan(q["logq_levy_wigner"]) and math.isnan(q["logq_inverse_mp"])
+
+
+def test_a_flat_spectrum_has_no_erg_tail_at_any_scale():
+    # an orthogonal layer's eigenvalues differ by its eigensolver's rounding: its ERG count had been that rounding
+    # (80 at scale 1e-10, 56 at 1, undefined at 1e-3), and ln x − ln mean had cancelled to ~1e-13 far from scale 1
+    Q, _ = np.linalg.qr(np.random.default_rng(7).standard_normal((100, 100)))
+    for k in (1e-10, 1e-3, 1.0, 1e3, 1e10):
+        r = htsr.analyze({"q.weight": Q * k}, precision="accurate").layers[0]
+        assert math.isnan(r.num_erg) and math.isnan(r.erg_lambda_min)
+    assert erg_tail(np.array([1.0, 1.00000002]) * 1e-100).status.startswith("undefined: a flat spectrum")
+    # and a spectrum that is not flat gives the same edge at every scale, to rounding
+    x = np.sort(np.random.default_rng(3).pareto(2.0, 500) + 1.0)
+    ref = erg_tail(x)
+    for k in (1e-200, 1e-5, 1e5, 1e200):
+        r = erg_tail(x * k)
+        assert r.num_erg == ref.num_erg and r.erg_lambda_min == pytest.approx(ref.erg_lambda_min, rel=1e-12)

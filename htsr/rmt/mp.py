@@ -122,6 +122,8 @@ def fit_mp(evals: np.ndarray, N: int, M: int, scale: float = 1.0, tw_margin: flo
     Eigenvalues at or below ``zero_floor`` (a coarser storage's rounding under a gap) are zeros too.
     """
     ev = np.asarray(evals, dtype=np.float64)
+    if ev.size > 1 and not np.all(ev[1:] >= ev[:-1]):  # (numpy's SVD gives them descending: as the law is, sorted)
+        ev = np.sort(ev)
     if ev.size < 2 or not ev[-1] > 0:
         return MPFit.undefined()
     Q = N / M

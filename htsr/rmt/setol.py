@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..fits.powerlaw import FLAT_SPREAD
 from ..values import NanEqual
 
 __all__ = ["ERGResult", "delta_lambda_min", "erg_eigenvalues", "erg_tail", "layer_quality"]
@@ -109,12 +110,16 @@ def erg_tail(evals: np.ndarray) -> ERGResult:
         return _undefined("zero spectrum")
     if x[0] == top:
         return _undefined("all eigenvalues equal")
+    if top - x[0] <= FLAT_SPREAD * top:  # (an orthogonal layer: its count would be its eigensolver's rounding,
+        # 56 at one scale, 80 at another)
+        return _undefined(f"a flat spectrum: every eigenvalue within {FLAT_SPREAD:g} of the largest")
 
     # mean of x/top lies in [1/n, 1]: no overflow in the sum whatever the scale of x
     mean_scaled = float(np.sum(x / top)) / n
-    log_mean = math.log(top) + math.log(mean_scaled)  # ln(Σλ/n)
     with np.errstate(divide="ignore"):
-        log_norm = np.log(x) - log_mean  # ln λ̃; −inf for zero eigenvalues
+        # ln λ̃ (−inf for zero eigenvalues), from x/top: ln x − ln mean cancelled to ~1e-13 at scales far from 1,
+        # which made a near-flat spectrum's count depend on the weights' scale
+        log_norm = np.log(x / top) - math.log(mean_scaled)
     running = np.cumsum(log_norm[::-1])  # running[k] = Σ ln λ̃ over the top k+1 eigenvalues
     below = np.flatnonzero(running < 0.0)
     if below.size == 0:
