@@ -1100,3 +1100,20 @@ def test_a_scale_whose_weight_is_in_another_file_is_no_layer(tmp_path):
     r = htsr.analyze(path, min_evals=2)
     assert [(x.name, x.kind) for x in r.layers] == [("model.layers.1.mlp.shared_expert.gate_proj", "dense")]
     assert [n.reason for n in r.not_analysed] == ["quantization scale without its weight (in another file?)"]
+
+
+def test_a_bitsandbytes_block_size_from_the_file_costs_memory_by_the_weight_not_by_itself():
+    """A quant state whose nested block size is 2e9 (one nested scale covering every absmax, as the sizes allow):
+    the scales had been repeated 2e9 times (7.9 GB for a 4 kB file); spread by index, the weight is the same."""
+    import resource
+
+    W = np.random.default_rng(12).standard_normal((256, 512)).astype(np.float32)
+    parts, want = _bnb4_state(W, nested=True)
+    state = json.loads(bytes(parts["weight.quant_state.bitsandbytes__nf4"]))
+    state["nested_blocksize"] = 2_000_000_000  # 2048 absmax codes in one nested block: one scale
+    parts["weight.nested_absmax"] = parts["weight.nested_absmax"][:1]
+    parts["weight.quant_state.bitsandbytes__nf4"] = np.frombuffer(json.dumps(state).encode(), np.uint8).copy()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    w = {r.name: r for r in open_source({f"fc.{k}": v for k, v in parts.items()})}["fc.weight"].load()
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KB (it had been ~8 GB)
+    assert w.shape == (256, 512) and np.isfinite(w).all()

@@ -149,7 +149,9 @@ def _expand(scale: np.ndarray, shape: tuple[int, ...], what: str, stack: bool = 
 
 
 def _grid(s: np.ndarray, block: list[int], shape: tuple[int, ...]) -> np.ndarray:
-    return np.repeat(np.repeat(s, block[0], axis=0), block[1], axis=1)[: shape[0], : shape[1]]
+    """Block scales spread over the weight's shape (by index: repeated, a block size from a crafted config took
+    memory in proportion to it, not to the weight)."""
+    return s[np.arange(shape[0]) // block[0]][:, np.arange(shape[1]) // block[1]]
 
 
 def _int(value: object) -> int | None:
@@ -426,11 +428,12 @@ def _bnb4_weight(parts: dict[str, TensorRef], state: dict, what: str) -> np.ndar
         step = int(state["nested_blocksize"])
         if absmax.dtype != np.uint8 or nested.size < 256 or step <= 0 or scale.size != -(-absmax.size // step):
             raise SourceError(f"{what}: nested absmax of {absmax.size} {absmax.dtype} values does not fit its state")
-        absmax = nested[absmax] * np.repeat(scale, step)[: absmax.size] + np.float32(state["nested_offset"])
+        # (by index, not np.repeat: a crafted block size of 2e9 had repeated the scales into gigabytes)
+        absmax = nested[absmax] * scale[np.arange(absmax.size) // step] + np.float32(state["nested_offset"])
     absmax = absmax.astype(np.float32)
     if values.size < 16 or absmax.size != -(-n // block):
         raise SourceError(f"{what}: quant_map of {values.size} values or {absmax.size} block scales for {n} weights")
-    return (values[codes[:n]] * np.repeat(absmax, block)[:n]).reshape(shape)
+    return (values[codes[:n]] * absmax[np.arange(n) // block]).reshape(shape)
 
 
 def _bnb4_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set[str]]:
@@ -561,7 +564,7 @@ def _ct_weight(parts: dict[str, TensorRef], bits: int, shape: tuple[int, int], s
             return _per_row_groups(ref, a, shape)
         if a.shape != grid:
             raise SourceError(f"{ref.name}: shape {list(a.shape)}, not the block scales' {list(grid)}")
-        return np.repeat(a, row_block, axis=0)[:out]
+        return a[np.arange(out) // row_block]
 
     scale = per_row(parts["weight_scale"], scale)
     groups = scale.shape[1]
