@@ -386,7 +386,9 @@ def _run_analyze(args: argparse.Namespace) -> int:
     from .io import open_source
 
     source = open_source(args.source)  # headers only; then the files it reads (an ONNX model's external data)
-    check_outputs([source], outputs)
+    if isinstance(options.get("base"), (str, os.PathLike)):  # and the base's (its external data had been replaced)
+        options["base"] = open_source(options["base"])
+    check_outputs([source, options.get("base")], outputs)
     if args.report is not None and args.report.suffix.lower() not in (".html", ".htm"):
         raise OptionError(f"--report {args.report}: the report is an HTML file; name it .html")
     result = analyze(source, **options)

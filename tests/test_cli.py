@@ -262,6 +262,30 @@ def test_outputs_never_overwrite_an_input(model, tmp_path, capsys, monkeypatch):
     assert calls == [] and model.read_bytes() == before
 
 
+def test_outputs_never_overwrite_a_file_the_base_reads(tmp_path, capsys):
+    """--base's own files (an ONNX base's external data, named anything: here layers.csv) had not been checked:
+    --out into the base's folder replaced its data."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    def make(folder: Path, location: str) -> Path:
+        folder.mkdir()
+        W = numpy_helper.from_array(np.random.default_rng(0).standard_normal((128, 64)).astype(np.float32), "W")
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 128])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])
+        m = helper.make_model(helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g", [x], [y], [W]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+        onnx.save(m, str(folder / "m.onnx"), save_as_external_data=True, location=location, size_threshold=0)
+        return folder / "m.onnx"
+
+    base, model = make(tmp_path / "base", "layers.csv"), make(tmp_path / "model", "w.bin")
+    before = (tmp_path / "base" / "layers.csv").read_bytes()
+    rc = main(["analyze", str(model), "--base", str(base), "--out", str(tmp_path / "base")])
+    msg = _assert_user_error(rc, *capsys.readouterr())
+    assert "layers.csv: is a file this run reads" in msg
+    assert (tmp_path / "base" / "layers.csv").read_bytes() == before
+
+
 def test_unwritable_outputs_fail_first_in_one_line(model, capsys, monkeypatch):
     calls = []
     monkeypatch.setattr("htsr.cli.analyze", lambda *a, **k: calls.append(a))
