@@ -293,8 +293,11 @@ def esd(
     from .fits.powerlaw import check_args  # (the options' rules; options imports this module)
 
     check_args("esd", precision=precision, refine_fraction=refine_fraction)
-    if isinstance(matrices, np.ndarray) and matrices.ndim == 2:
-        matrices = [matrices]
+    if not (isinstance(scale, (int, float, np.floating, np.integer)) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"esd: scale must be a positive finite number, got {scale!r}")
+    matrices = [matrices] if isinstance(matrices, np.ndarray) and matrices.ndim == 2 else list(matrices)
+    if not matrices:
+        raise ValueError("esd: no matrices given; pass a layer's matrices (or one 2-D array)")
     parts, floors, tols, methods = [], [], [], set()
     for W in matrices:
         ev, floor, tol, method = matrix_eigenvalues(W, precision, refine_fraction)

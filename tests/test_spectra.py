@@ -165,3 +165,28 @@ def test_esd_checks_its_options_as_analyze_does_and_takes_one_matrix():
     with pytest.raises(OptionError, match=r"esd: refine_fraction must be a number in \[0, 1\], got 5"):
         esd([W], refine_fraction=5)
     np.testing.assert_array_equal(esd(W).evals, esd([W]).evals)
+
+
+def test_the_numeric_functions_check_their_arguments_in_their_own_words():
+    # fuzzing: esd([]) had raised numpy's "need at least one array to concatenate", esd(scale=-1) returned negative
+    # eigenvalues, bootstrap_power_law(seed=-1) numpy's seed error, bayesian_alpha_averaged(min_tail=0) an
+    # IndexError, fit_mp(N=0) a ZeroDivisionError
+    from htsr.errors import OptionError
+    from htsr.fits.bayes import bayesian_alpha_averaged
+    from htsr.fits.bootstrap import bootstrap_power_law
+    from htsr.fits.powerlaw import fit_power_law
+    from htsr.rmt import fit_mp
+
+    W = np.random.default_rng(0).standard_normal((100, 60))
+    with pytest.raises(ValueError, match="esd: no matrices given"):
+        esd([])
+    for scale in (-1.0, 0.0, float("nan")):
+        with pytest.raises(ValueError, match="esd: scale must be a positive finite number"):
+            esd([W], scale=scale)
+    ev = esd([W]).evals
+    with pytest.raises(OptionError, match="bootstrap_power_law: seed must be an integer >= 0, got -1"):
+        bootstrap_power_law(ev, fit_power_law(ev), reps=10, seed=-1)
+    with pytest.raises(ValueError, match="min_tail must be an integer >= 1, got 0"):
+        bayesian_alpha_averaged(ev, min_tail=0)
+    with pytest.raises(ValueError, match="fit_mp: the matrices' sides must be at least 1"):
+        fit_mp(ev, 0, 60)

@@ -69,6 +69,8 @@ def bayesian_alpha_averaged(x: np.ndarray, level: float = 0.95, prior_shape: flo
     """Posterior of α averaged over every x_min candidate of the sorted sample ``x`` (module docstring); ``share``
     as in :func:`bayesian_alpha` (every count and sum in the evidence scaled by it)."""
     check_args("bayesian_alpha_averaged", level=level, prior_shape=prior_shape, prior_rate=prior_rate, share=share)
+    if not (isinstance(min_tail, (int, np.integer)) and not isinstance(min_tail, bool) and min_tail >= 1):
+        raise ValueError(f"bayesian_alpha_averaged: min_tail must be an integer >= 1, got {min_tail!r}")
     level, prior_shape, prior_rate, share = float(level), float(prior_shape), float(prior_rate), float(share)
     share = float(share)
     x = np.sort(np.asarray(x, dtype=np.float64))

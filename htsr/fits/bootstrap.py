@@ -147,7 +147,7 @@ def bootstrap_power_law(x: np.ndarray, fit: PowerLawFit, reps: int, seed: int = 
     overlapping windows): replicates of share·N independent values, and the observed KS statistic scaled
     as for share·n tail values.
     """
-    check_args("bootstrap_power_law", reps=reps, level=level, share=share, xmin=xmin)
+    check_args("bootstrap_power_law", reps=reps, level=level, share=share, xmin=xmin, seed=seed)
     share = float(share)
     if reps < 1 or fit.status != "ok" or not np.isfinite(fit.alpha):
         return BootstrapResult.undefined()

@@ -121,6 +121,8 @@ def fit_mp(evals: np.ndarray, N: int, M: int, scale: float = 1.0, tw_margin: flo
     i.i.d. of their sample variance), nothing is fitted: the law of that variance is the baseline.
     Eigenvalues at or below ``zero_floor`` (a coarser storage's rounding under a gap) are zeros too.
     """
+    if not (N >= 1 and M >= 1):
+        raise ValueError(f"fit_mp: the matrices' sides must be at least 1, got N={N!r}, M={M!r}")
     ev = np.asarray(evals, dtype=np.float64)
     if ev.size > 1 and not np.all(ev[1:] >= ev[:-1]):  # (numpy's SVD gives them descending: as the law is, sorted)
         ev = np.sort(ev)
