@@ -230,18 +230,17 @@ def _cell(row: Any, column: str) -> str:
     if column == "trap_weights" and v.count(";") >= 2:  # the table shows two; the files have them all
         v = "; ".join(v.split("; ")[:2]) + "; …"
     if isinstance(v, str):  # a control character in a tensor name would break the table's lines
-        v = _CONTROL.sub(lambda m: repr(m.group())[1:-1], v)
+        v = v.translate(_CONTROL_ESCAPES)
     return format_value(v)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
+#: control characters (C0, DEL, C1) and the bidirectional overrides, each as its escape ('\\n', '\\x1b', '\\u202e')
+_CONTROL_ESCAPES = {c: repr(chr(c))[1:-1] for c in (*range(0x00, 0x20), *range(0x7f, 0xa0), *range(0x202a, 0x202f),
+                                                    *range(0x2066, 0x206a))}
 #: what a terminal would act on rather than show, in anything htsr prints (a name or a file's text quoted in an
-#: error, a source line): C0 controls but tab, newline and carriage return (the progress bar's), DEL, C1 controls,
-#: and the bidirectional overrides; each shown as its escape. A tensor named "\x1b]0;…\x07\x1b[2J" had set the
-#: terminal's title and cleared its screen.
-_TERMINAL_ESCAPES = {c: repr(chr(c))[1:-1] for c in (*range(0x00, 0x20), *range(0x7f, 0xa0), *range(0x202a, 0x202f),
-                                                     *range(0x2066, 0x206a)) if chr(c) not in "\t\n\r"}
+#: error, a source line): those but tab, newline and carriage return (the progress bar's). A tensor named
+#: "\x1b]0;…\x07\x1b[2J" had set the terminal's title and cleared its screen.
+_TERMINAL_ESCAPES = {c: e for c, e in _CONTROL_ESCAPES.items() if chr(c) not in "\t\n\r"}
 
 
 #: (option, columns it fills, the column they follow): shown in the table when the option is on
@@ -431,7 +430,7 @@ def _tqdm_available() -> bool:
 
 def _one_line(message: str) -> str:
     """An error message on one line whatever it quotes (a tensor named "x\\nhtsr: done" had forged a second line)."""
-    return message.replace("\r", "\\r").replace("\n", "\\n")
+    return message.translate({c: _CONTROL_ESCAPES[c] for c in (10, 13)})
 
 
 class _Terminated(BaseException):

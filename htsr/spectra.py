@@ -306,11 +306,13 @@ def esd(
         tols.append(tol)
         methods.add(method)
     pooled = np.concatenate(parts)
-    order = np.argsort(pooled, kind="stable")
-    evals = pooled[order] * scale
     own_floor = None
-    if len(set(floors)) > 1:
+    if len(set(floors)) > 1:  # (each eigenvalue's floor in the pooled order: the sort's permutation is needed)
+        order = np.argsort(pooled, kind="stable")
+        evals = pooled[order] * scale
         own_floor = np.repeat(np.asarray(floors, dtype=np.float64), [ev.size for ev in parts])[order] * scale
+    else:
+        evals = np.sort(pooled) * scale
     below = sum(int(np.count_nonzero(ev < f)) for ev, f in zip(parts, floors))
     if methods == {"svd64"}:
         # one pooled tolerance (the largest), as WeightWatcher counts the rank of a pooled conv layer

@@ -58,7 +58,6 @@ def bayesian_alpha(tail: np.ndarray, xmin: float, level: float = 0.95,
     check_args("bayesian_alpha", level=level, prior_shape=prior_shape, prior_rate=prior_rate, share=share)
     level, prior_shape, prior_rate, share = float(level), float(prior_shape), float(prior_rate), float(share)
     check_tail("bayesian_alpha", tail, xmin)
-    share = float(share)
     T = float(np.sum(np.log(tail) - math.log(xmin)))  # (not log(tail / xmin): λ / 1e-300 overflows)
     return _posterior(np.array([prior_shape + share * tail.size]), np.array([prior_rate + share * T]), np.ones(1),
                       level)
@@ -72,7 +71,6 @@ def bayesian_alpha_averaged(x: np.ndarray, level: float = 0.95, prior_shape: flo
     if not (isinstance(min_tail, (int, np.integer)) and not isinstance(min_tail, bool) and min_tail >= 1):
         raise ValueError(f"bayesian_alpha_averaged: min_tail must be an integer >= 1, got {min_tail!r}")
     level, prior_shape, prior_rate, share = float(level), float(prior_shape), float(prior_rate), float(share)
-    share = float(share)
     x = np.sort(np.asarray(x, dtype=np.float64))
     if x.size and not (x[0] > 0 and np.isfinite(x[-1])):
         raise ValueError("bayesian_alpha_averaged needs positive, finite values")

@@ -110,7 +110,7 @@ def _lognormal_logpdf(x: np.ndarray, xmin: float) -> np.ndarray | None:
     if ms is not None:
         mu, s = ybar + ms[0], ms[1]
     else:
-        s0 = max(float(np.std(y)), 1e-3)
+        s0 = max(math.sqrt(var_y), 1e-3)
         # (a mean log-likelihood of order 1 is not resolved below ~1e-14: a tolerance there was met only by chance,
         # and a fit that missed it took 4000 steps, ~16 000 evaluations, for the optimum it had found: R within 4e-14)
         mu, log_s = nelder_mead(nll, (ybar, math.log(s0)), xatol=1e-8, fatol=1e-12, maxiter=4000)

@@ -65,7 +65,7 @@ def flat_items(mapping: Mapping, prefix: str = "", lists: bool = False,
         items = node.items() if isinstance(node, Mapping) else node if named_pairs(node) else enumerate(node)
         for k, v in items:
             name = f"{prefix}.{k}" if prefix else str(k)
-            if isinstance(v, Mapping) or (lists and isinstance(v, (list, tuple)) and _holds_array(v, holds=holds)
+            if isinstance(v, Mapping) or (lists and isinstance(v, (list, tuple)) and _holds_array(v, holds)
                                           and not leaf(name)):
                 yield from walk(v, name, depth + 1)
             else:
@@ -108,19 +108,16 @@ def named_pairs(v: object) -> bool:
             and len({x[0] for x in v}) == len(v))
 
 
-def _holds_array(v: object, depth: int = 0, holds: dict[int, bool] | None = None) -> bool:
+def _holds_array(v: object, holds: dict[int, bool], depth: int = 0) -> bool:
     """Whether a list or tuple holds a mapping or an array (not a scalar), at any depth: a network's list of
     weights and one of biases are each items, as in its pickle; a list of numbers is one array. ``holds``: the
     answers so far, by object (lists shared by many holders looked at once, not once per path to them)."""
     if isinstance(v, Mapping):
         return True
     if isinstance(v, (list, tuple)):
-        if holds is not None and id(v) in holds:
-            return holds[id(v)]
-        found = depth < 32 and any(_holds_array(x, depth + 1, holds) for x in v)
-        if holds is not None:
-            holds[id(v)] = found
-        return found
+        if id(v) not in holds:
+            holds[id(v)] = depth < 32 and any(_holds_array(x, holds, depth + 1) for x in v)
+        return holds[id(v)]
     return len(getattr(v, "shape", ())) >= 1
 
 

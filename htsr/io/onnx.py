@@ -230,6 +230,14 @@ _OWN_DECODING = frozenset({"bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "floa
                            "float8_e8m0fnu", "int4", "uint4", "float4_e2m1fn", "int2", "uint2"})
 
 
+def _unpacked(a: np.ndarray, bits: int, rows: int, count: int) -> np.ndarray:
+    """The first ``count`` codes of ``bits`` bits of each of ``rows`` rows of packed bytes, each byte's from its
+    lowest bits up (as ONNX packs int4/int2 and MatMulNBits its weights)."""
+    a = np.asarray(a, dtype=np.uint8).reshape(rows, -1)
+    codes = np.stack([(a >> (bits * j)) & ((1 << bits) - 1) for j in range(8 // bits)], axis=-1)
+    return codes.reshape(rows, -1)[:, :count]
+
+
 def _decoded(raw: np.ndarray, dtype_name: str, shape: tuple[int, ...]) -> np.ndarray:
     """An ONNX tensor of one of _OWN_DECODING's types from its stored bytes (uint8): sub-byte values unpacked from
     the lowest bits of each byte up, as ONNX packs them, into the one byte per value ml_dtypes keeps (signed ones
@@ -237,8 +245,7 @@ def _decoded(raw: np.ndarray, dtype_name: str, shape: tuple[int, ...]) -> np.nda
     if dtype_name not in _SUB_BYTE:
         return raw.view(numpy_dtype(dtype_name)).reshape(shape)
     bits = _SUB_BYTE[dtype_name]
-    codes = (raw[:, None] >> (np.arange(8 // bits, dtype=np.uint8) * bits)) & np.uint8((1 << bits) - 1)
-    codes = codes.reshape(-1)[:math.prod(shape)]
+    codes = _unpacked(raw, bits, 1, math.prod(shape)).reshape(-1)
     if dtype_name in ("int4", "int2"):
         codes = codes.astype(np.int8)
         codes[codes >= 1 << (bits - 1)] -= np.int8(1 << bits)
@@ -767,22 +774,16 @@ class OnnxFile:
             return why, float_shape
         q_raw, s_raw = self._raw_loader(name, t), self._raw_loader(ins[2], scale_t)
         z_raw = self._raw_loader(ins[3], zp_t) if zp_t is not None else None
-        mask = (1 << bits) - 1
-
-        def unpack(a: np.ndarray, rows: int, count: int) -> np.ndarray:  # codes, low bits first, per row
-            a = np.asarray(a, dtype=np.uint8).reshape(rows, -1)
-            codes = np.stack([(a >> (bits * j)) & mask for j in range(per_byte)], axis=-1)
-            return codes.reshape(rows, -1)[:, :count]
 
         def load() -> np.ndarray:
-            q = unpack(q_raw(), N, blocks * block).astype(np.float32).reshape(N, blocks, block)
+            q = _unpacked(q_raw(), bits, N, blocks * block).astype(np.float32).reshape(N, blocks, block)
             scale = np.asarray(s_raw(), dtype=np.float32).reshape(N, blocks, 1)
             if z_raw is None:
                 zero = np.float32(1 << (bits - 1))
             elif zp_float:
                 zero = np.asarray(z_raw(), dtype=np.float32).reshape(N, blocks, 1)
             else:
-                zero = unpack(z_raw(), N, blocks).astype(np.float32).reshape(N, blocks, 1)
+                zero = _unpacked(z_raw(), bits, N, blocks).astype(np.float32).reshape(N, blocks, 1)
             w = ((q - zero) * scale).reshape(N, blocks * block)[:, :K]
             return np.ascontiguousarray(w.T)  # MatMul's B, [K, N]
 
@@ -972,7 +973,7 @@ class OnnxFile:
         info = {e.key: e.value for e in t.external_data}
         shape = tuple(int(d) for d in t.dims)
         dtype_name = _dtype_name(t.data_type)
-        np_dtype = numpy_dtype(dtype_name)
+        numpy_dtype(dtype_name)  # (a type numpy and ml_dtypes lack raises here, before the file is looked for)
         folder = self.path.parent.resolve()
         location = info.get("location", "")
         try:
@@ -1002,10 +1003,8 @@ class OnnxFile:
         def load() -> np.ndarray:
             if length == 0:
                 return np.zeros(shape, dtype=np.float32)
-            raw = np.memmap(target, dtype=np.uint8, mode="r", offset=offset, shape=(length,))
-            if dtype_name in _SUB_BYTE:  # two (or four) values a byte
-                return _decoded(np.asarray(raw), dtype_name, shape)
-            return raw.view(np_dtype).reshape(shape)
+            return _decoded(np.memmap(target, dtype=np.uint8, mode="r", offset=offset, shape=(length,)), dtype_name,
+                            shape)  # (sub-byte values unpacked; any other type viewed as it is stored)
 
         return load
 

@@ -54,7 +54,7 @@ import numpy as np
 
 from ..errors import SourceError
 from .base import TensorRef, as_loaded, expands_too_far, numpy_dtype, one_line, skipped_loader
-from .numpy import named_pairs
+from .numpy import MAX_FLAT_ITEMS, named_pairs
 from .scales import PackedConfig, with_scales
 from .torch import _MODULE_KINDS, module_kind, unwrap_state, with_notes
 
@@ -182,9 +182,6 @@ def _reconstructor(cls: Any, base: Any, state: Any = None) -> Any:
 #: submodules, or one activation held by every block), but k levels of that give 2^k names from a file of a
 #: few kB (the largest models have some thousands)
 _MAX_MODULE_NAMES = 200_000
-#: entries (parameters and buffers) named in one module tree: each visit of a module held under many names
-#: writes all its parameters again (a 30 kB file's tree named billions and took all memory)
-_MAX_STATE_ENTRIES = 1_000_000
 
 
 class _StateDict(dict):
@@ -221,8 +218,9 @@ def _module_state(obj: Any, prefix: str, out: _StateDict, path: tuple[int, ...] 
             if v is not None and not (group == "_buffers" and k in skip):
                 out[f"{prefix}{k}"] = v
                 out.classes[f"{prefix}{k}"] = cls
-                if len(out) > _MAX_STATE_ENTRIES:
-                    raise pickle.UnpicklingError(f"the module tree names more than {_MAX_STATE_ENTRIES} parameters "
+                if len(out) > MAX_FLAT_ITEMS:  # (each visit of a module held under many names names all its
+                    # parameters again: a 30 kB file's tree named billions and took all memory)
+                    raise pickle.UnpicklingError(f"the module tree names more than {MAX_FLAT_ITEMS} parameters "
                                                  f"and buffers (at {prefix}{k}): modules held under many names, not a "
                                                  "model's")
     for k, m in modules.items():
