@@ -312,32 +312,39 @@ _FROZEN_OPS = {"embedding": "embedding", "embedding_bag": "embedding", "_embeddi
                "conv3d": "conv3d", "conv_transpose3d": "conv3d", "lstm": "rnn", "gru": "rnn", "rnn_tanh": "rnn",
                "rnn_relu": "rnn", "lstm_cell": "rnn", "gru_cell": "rnn", "rnn_tanh_cell": "rnn",
                "rnn_relu_cell": "rnn", "linear": "dense", "matmul": "dense", "addmm": "dense", "mm": "dense"}
-_FROZEN_CALL = re.compile(r"\btorch\.(\w+)\(")
 _CONSTANT_USE = re.compile(r"\bCONSTANTS\.(c\d+)\b")
 _CONSTANT_LIST = re.compile(r"^\s*(\w+)\s*=\s*\[((?:\s*CONSTANTS\.c\d+\s*,?)+)\]\s*$", re.MULTILINE)
+#: the tokens of a line _frozen_kinds reads: a call of a torch op (its parenthesis taken), a parenthesis, a
+#: constant, a name (a list of constants assigned before)
+_FROZEN_TOKEN = re.compile(r"\btorch\.(\w+)\(|([()])|\bCONSTANTS\.(c\d+)\b|\b(\w+)\b")
 
 
 def _frozen_kinds(z: zipfile.ZipFile, code: str, infos: dict[str, int]) -> dict[str, str]:
     """A frozen TorchScript module's constants (``CONSTANTS.c<i>``, a ``torch.jit.freeze``'d module's
     weights) → the kind the op its code passes them to makes of them: ``torch.embedding(CONSTANTS.c2, …)``
     an embedding, ``torch.lstm(…, [CONSTANTS.c5, …], …)`` (through a list assigned first) recurrent weights;
-    the first op that uses a constant decides. Statements are one a line in TorchScript's code."""
+    the innermost op whose parentheses hold a constant types it (``torch.linear(torch.conv1d(x, c0), c1)``:
+    c0 conv1d, c1 dense), and the first use decides. Statements are one a line in TorchScript's code; each
+    line is read once, left to right, keeping the op each open parenthesis is inside (linear in its length)."""
     out: dict[str, str] = {}
     for _, text in _code_files(z, code, infos):
         lists = {m[1]: _CONSTANT_USE.findall(m[2]) for m in _CONSTANT_LIST.finditer(text)}
         for line in text.splitlines():
-            calls = [m for m in _FROZEN_CALL.finditer(line) if m[1] in _FROZEN_OPS]
-            if not calls:
+            if "torch." not in line:
                 continue
-            uses = [(m.start(), [m[1]]) for m in _CONSTANT_USE.finditer(line)] + [
-                (m.start(), lists[m[0]]) for m in re.finditer(r"\b\w+\b", line) if m[0] in lists
-                and not line.lstrip().startswith(m[0] + " =")]
-            for at, constants in uses:
-                # the innermost op whose parentheses hold it (torch.linear(torch.conv1d(x, c0), c1): c0 conv1d)
-                op = next((c[1] for c in reversed(calls) if c.end() <= at
-                           and line.count("(", c.end(), at) >= line.count(")", c.end(), at)), None)
-                for c in constants if op else ():
-                    out.setdefault(f"CONSTANTS.{c}", _FROZEN_OPS[op])
+            assigned = line.lstrip().split("=", 1)[0].strip() if "=" in line else ""
+            inside: list[str | None] = []  # per open parenthesis: the innermost op holding it
+            for m in _FROZEN_TOKEN.finditer(line):
+                call, paren, constant, name = m.groups()
+                if call is not None or paren == "(":
+                    held = inside[-1] if inside else None
+                    inside.append(_FROZEN_OPS.get(call, held) if call else held)
+                elif paren == ")":
+                    if inside:
+                        inside.pop()
+                elif inside and inside[-1] is not None:
+                    for c in [constant] if constant else lists.get(name, ()) if name != assigned else ():
+                        out.setdefault(f"CONSTANTS.{c}", inside[-1])
     return out
 
 
