@@ -272,13 +272,6 @@ def check_has_layers(source: Any, opts: Options) -> None:
         raise no_layer_error(description, tally, opts)
 
 
-def weights_finite(mats: list[Any]) -> bool:
-    """No NaN or Inf in a layer's matrices (dense arrays, or a Factored matrix's factors)."""
-    with np.errstate(over="ignore", invalid="ignore"):  # inf − inf in the sum: NaN, the answer
-        return all(W.is_finite() if isinstance(W, Factored) else math.isfinite(float(np.sum(W, dtype=np.float64)))
-                   for W in mats)
-
-
 def _attention_mask(mats: list[Any]) -> bool:
     """Whether a layer's matrices are additive attention masks a module keeps as a plain tensor (CLIP's causal
     77 × 77 ``attn_mask``, a TorchScript constant), not weights with Inf: square, 0 on the diagonal (a position

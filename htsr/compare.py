@@ -675,7 +675,8 @@ def _distance_row(la, lb, opts: Options) -> LayerDistance:
 
 
 def _measured(la, lb, opts: Options) -> LayerDistance:
-    from .analyze import esd_scale, weights_finite
+    from .analyze import esd_scale
+    from .spectra import weights_finite
     from .rmt.traps import js_distance
     from .spectra import Factored, esd
 

@@ -195,6 +195,13 @@ class Kronecker(Factored):
         return np.float32(self.scale) * np.kron(np.asarray(self.W1, np.float32), np.asarray(self.W2, np.float32))
 
 
+def weights_finite(mats: Sequence[np.ndarray | Factored]) -> bool:
+    """No NaN or Inf in a layer's matrices (dense arrays, or a Factored matrix's factors)."""
+    with np.errstate(over="ignore", invalid="ignore"):  # inf − inf in the sum: NaN, the answer
+        return all(W.is_finite() if isinstance(W, Factored) else math.isfinite(float(np.sum(W, dtype=np.float64)))
+                   for W in mats)
+
+
 #: the share of a matrix's eigenvalues below the float32 floor up to which, unrefined, they are taken as tiny
 #: nonzero eigenvalues (the default ``refine_fraction``); more, left by a larger one, are round-off
 FEW_BELOW_FLOOR = 0.01
@@ -298,6 +305,9 @@ def esd(
     matrices = [matrices] if isinstance(matrices, np.ndarray) and matrices.ndim == 2 else list(matrices)
     if not matrices:
         raise ValueError("esd: no matrices given; pass a layer's matrices (or one 2-D array)")
+    bad = next((i for i, W in enumerate(matrices) if not weights_finite([W])), None)
+    if bad is not None:  # (LAPACK's answer to them is an "Internal Error", or NaN eigenvalues)
+        raise ValueError(f"esd: matrix {bad} holds NaN or infinite values; a spectrum needs finite weights")
     parts, floors, tols, methods = [], [], [], set()
     for W in matrices:
         ev, floor, tol, method = matrix_eigenvalues(W, precision, refine_fraction)

@@ -165,6 +165,13 @@ def test_esd_checks_its_options_as_analyze_does_and_takes_one_matrix():
     with pytest.raises(OptionError, match=r"esd: refine_fraction must be a number in \[0, 1\], got 5"):
         esd([W], refine_fraction=5)
     np.testing.assert_array_equal(esd(W).evals, esd([W]).evals)
+    # NaN or Inf weights: LAPACK's "Internal Error" (LinAlgError) had escaped, with no word of the cause
+    for bad in (np.nan, np.inf):
+        V = W.copy()
+        V[3, 4] = bad
+        for precision in ("fast", "accurate"):
+            with pytest.raises(ValueError, match="esd: matrix 1 holds NaN or infinite values"):
+                esd([W, V], precision=precision)
 
 
 def test_the_numeric_functions_check_their_arguments_in_their_own_words():
