@@ -1470,3 +1470,20 @@ def test_tpl_fit_stops_where_the_likelihood_stops_falling(monkeypatch):
     monkeypatch.undo()
     tiny = fit_truncated_power_law(np.sort(1e-309 * (1.0 + np.random.default_rng(0).exponential(1.0, 100))), 1e-309)
     assert tiny.status.startswith("fit_failed: the cut-off rate overflows") and math.isnan(tiny.Lambda)
+
+
+def test_a_tiny_share_gives_its_posterior_or_nan_never_a_root_finders_error():
+    """Fuzzing: the averaged posterior of share 1e-300 had raised brentq's "f(a) and f(b) must have different
+    signs" (its components' quantiles round to 0, and so did the bracket), and share 5e-324 gave NaN ends with
+    P(α < 2) = 0. A posterior of so little information has its 95 % mass at β = 0 to float precision (α = 1),
+    its mean unchanged; a subnormal one is undefined."""
+    x = np.sort(pareto_with_bulk(600, 2.5, seed=5))
+    xmin = float(np.quantile(x, 0.5))
+    for fn, args in ((bayesian_alpha, (x[x >= xmin], xmin)), (bayesian_alpha_averaged, (x,))):
+        full = fn(*args)
+        b = fn(*args, share=1e-300)
+        assert (b.lo, b.hi) == (1.0, 1.0) and b.p_lt_2 == pytest.approx(1.0)  # (exact: the quantiles are ~1e-300)
+        if fn is bayesian_alpha:  # the Gamma's mean, shape/rate, does not depend on the share
+            assert b.mean == pytest.approx(full.mean, rel=1e-12)  # (rounding of share·n / share·T)
+        nan = fn(*args, share=5e-324)
+        assert all(math.isnan(v) for v in (nan.mean, nan.lo, nan.hi, nan.p_lt_2, nan.p_gt_6))

@@ -101,33 +101,38 @@ def _posterior(shape: np.ndarray, rate: np.ndarray, w: np.ndarray, level: float)
     """Summaries of α = 1 + β for β ~ Σ w_j Gamma(shape_j, rate_j)."""
     keep = w > 1e-12
     shape, rate, w = shape[keep], rate[keep], w[keep] / w[keep].sum()
-    if shape.size == 0 or not np.all(shape > 0) or not np.all(rate > 0):
+    tiny = np.finfo(np.float64).tiny  # (a subnormal shape, from a share near 1e-320, leaves gammaincinv NaN)
+    if shape.size == 0 or not np.all(shape >= tiny) or not np.all(rate >= tiny):
         return BayesAlpha.undefined()
-    # the Gamma components through scipy.special, as scipy.stats.gamma computes them (x / scale, q·scale),
-    # without a frozen distribution's set-up per layer (it was most of this function's time)
-    scale = 1.0 / rate
+    # the Gamma components through scipy.special, as scipy.stats.gamma computes them (x·rate, q / rate: 1 / rate
+    # overflows for a tiny share), without a frozen distribution's set-up per layer (it was most of this
+    # function's time)
     mean = 1.0 + float(w @ (shape / rate))
 
     def cdf(b: float) -> float:
-        return float(w @ scipy.special.gammainc(shape, b / scale))
+        return float(w @ scipy.special.gammainc(shape, b * rate))
 
     def ppf(q: float) -> np.ndarray:
-        return scipy.special.gammaincinv(shape, q) * scale
+        return scipy.special.gammaincinv(shape, q) / rate
 
     tail_p = (1.0 - level) / 2.0
     if shape.size == 1:
         lo, hi = float(ppf(tail_p)[0]), float(ppf(1.0 - tail_p)[0])
-    else:  # quantiles of the mixture by root finding between the components' own quantiles
-        bracket = (float(ppf(tail_p).min()) * 0.5, float(ppf(1.0 - tail_p).max()) * 2.0)
-        lo = _mixture_quantile(cdf, tail_p, bracket)
-        hi = _mixture_quantile(cdf, 1.0 - tail_p, bracket)
+    else:  # quantiles of the mixture by root finding below the largest of the components' own quantiles
+        lo = _mixture_quantile(cdf, tail_p, float(ppf(tail_p).max()))
+        hi = _mixture_quantile(cdf, 1.0 - tail_p, float(ppf(1.0 - tail_p).max()))
     # a weighted sum of CDFs can round past 1: clip the probabilities to [0, 1]; P(α > 6) from the survival
     # functions, as 1 − CDF would leave round-off (1e-16) where it is 0
-    p_gt_6 = float(w @ scipy.special.gammaincc(shape, 5.0 / scale))
+    p_gt_6 = float(w @ scipy.special.gammaincc(shape, 5.0 * rate))
     return BayesAlpha(mean, 1.0 + lo, 1.0 + hi, min(1.0, cdf(1.0)), min(1.0, p_gt_6))
 
 
-def _mixture_quantile(cdf, q: float, bracket: tuple[float, float]) -> float:
+def _mixture_quantile(cdf, q: float, top: float) -> float:
+    """The mixture's q-quantile: at most ``top``, the largest of its components' (there each component's CDF is
+    at least q); 0 where that rounds to 0 (a posterior of a tiny ``share``: its mass is all near β = 0)."""
     import scipy.optimize  # (only here: importing it costs 0.2 s of every `import htsr`)
 
-    return float(scipy.optimize.brentq(lambda b: cdf(b) - q, *bracket, xtol=1e-12, rtol=1e-12))
+    if not top > 0:
+        return 0.0
+    top *= 2.0  # (the CDFs' rounding)
+    return float(scipy.optimize.brentq(lambda b: cdf(b) - q, 0.0, top, xtol=1e-12, rtol=1e-12))
