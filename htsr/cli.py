@@ -320,7 +320,7 @@ def out_folder(out: Path | None, names: Sequence[str]) -> list[tuple[str, Path]]
     """The files ``--out`` will hold, as outputs for :func:`~htsr.results.check_outputs`."""
     if out is None:
         return []
-    if out.exists() and not out.is_dir():
+    if os.path.exists(out) and not os.path.isdir(out):  # (os.path's tests: pathlib's raise in a locked folder)
         raise OutputError(f"--out {out}: exists and is not a folder")
     return [("--out", out / name) for name in names]
 
@@ -555,10 +555,11 @@ def _main(argv: Sequence[str] | None) -> int:
         # output piped into e.g. `head`: not an error
         _to_devnull(sys.stdout.fileno())
         return 0
-    except OSError as e:  # an output that failed after the checks (disk full, removed folder …)
+    except OSError as e:  # a file that failed past the checks (a removed folder …): an input or an output, status 2
+        # (1 is standard output's alone, which _SafeStream reports)
         where = f"{e.filename}: " if e.filename else ""
         print(f"htsr: error: {_one_line(f'{where}{e.strerror or e}')}", file=sys.stderr)
-        return 1
+        return 2
 
 
 if __name__ == "__main__":

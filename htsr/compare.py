@@ -272,7 +272,7 @@ def _default_labels(sources: Sequence[Any]) -> list[str]:
 
     def name(p: Path) -> str:  # (a folder's name is its whole name: 'Qwen2.5-0.5B', not 'Qwen2.5-0')
         p = Path(os.path.normpath(p))
-        return p.stem if p.is_file() else p.name
+        return p.stem if os.path.isfile(p) else p.name
 
     paths = [path_of(s) for s in sources]
     labels = [name(p) if p is not None and name(p) else f"model{i + 1}" for i, p in enumerate(paths)]
@@ -875,7 +875,7 @@ def run_compare(args: argparse.Namespace) -> int:
     names = ("comparison.csv", "comparison.json", "distances.csv")  # (removed, if stale, without --base-distances)
     outputs = out_folder(args.out, names) + ([("--figure", args.figure)] if args.figure is not None else [])
     # (a saved run's folder is read for its two files only: a comparison may be written beside them)
-    inputs = [[p / "layers.csv", p / "summary.json"] if (p := Path(s)).is_dir() and saved_result(p) else [s]
+    inputs = [[p / "layers.csv", p / "summary.json"] if os.path.isdir(p := Path(s)) and saved_result(p) else [s]
               for s in args.sources]
     check_outputs([*(f for group in inputs for f in group), options.get("base")], outputs)  # before the analyses
     if args.figure is not None:  # before the analyses: the extension, and matplotlib to draw it

@@ -416,12 +416,14 @@ def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.P
         read.update(Path(f).resolve() for f in getattr(src, "input_files", ()))
         if isinstance(src, (str, os.PathLike)):
             p = Path(src)
-            if p.is_dir():  # (but an earlier run's outputs beside a model's weights: 'htsr analyze ck --out ck' again)
+            # (os.path's tests: pathlib's raise PermissionError on a path in a folder that may not be entered, which
+            # opening the source reports in one line)
+            if os.path.isdir(p):  # (but an earlier run's outputs beside a model's weights: 'htsr analyze ck --out ck' again)
                 try:
                     read.update(q.resolve() for q in p.iterdir() if q.is_file() and not an_output(q))
                 except OSError:  # an unreadable folder: opening it says so, in one line
                     pass
-            elif p.exists():
+            elif os.path.exists(p):
                 read.add(p.resolve())
     outputs = [(flag, Path(path)) for flag, path in outputs]
     resolved: dict[Path, Path] = {}
@@ -447,14 +449,16 @@ def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.P
                 raise OutputError(f"{flag} {path}: is the folder {other} writes {q.name} into; choose another path")
     for flag, path in outputs:
         folder = path.parent
-        while not folder.exists() and folder != folder.parent:
-            if folder.is_symlink():  # no folder can be made where a link to a missing one is
+        # (os.path's tests, which say False in a folder that may not be entered, where pathlib's raise: the probe
+        # below then names the folder that may not be written)
+        while not os.path.exists(folder) and folder != folder.parent:
+            if os.path.islink(folder):  # no folder can be made where a link to a missing one is
                 raise OutputError(f"{flag} {path}: {folder} is a link to a missing folder; remove the link or choose "
                                   "another path")
             folder = folder.parent
         if why := not_replaceable(path):
             raise OutputError(f"{flag} {path}: {why}")
-        if not folder.is_dir():
+        if not os.path.isdir(folder):
             raise OutputError(f"{flag} {path}: {folder} is a file, so no folder can be made there; choose another path")
         if resolved[path] in read:
             raise OutputError(f"{flag} {path}: is a file this run reads, and htsr never overwrites its inputs; "
@@ -465,7 +469,8 @@ def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.P
             os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             os.unlink(probe)
         except OSError as e:
-            raise OutputError(f"{flag} {path}: cannot write in {folder} ({e.strerror})") from None
+            raise OutputError(f"{flag} {path}: cannot write in {folder} ({e.strerror}); give write access to it or "
+                              "choose another path") from None
 
 
 def an_output(f: Path) -> bool:
@@ -646,15 +651,17 @@ def _saved(path: Any) -> tuple[Path, dict | None] | None:
     if not isinstance(path, (str, os.PathLike)):
         return None
     p = Path(path)
-    if p.is_dir():
+    if os.path.isdir(p):  # (os.path's tests: see check_outputs)
         # only what htsr writes beside them (a report, a comparison, figures): a model folder that also holds an
         # earlier run's files ('htsr analyze ck1 --out ck1') is the model
-        if not ((p / "layers.csv").is_file() and (p / "summary.json").is_file()):
+        if not (os.path.isfile(p / "layers.csv") and os.path.isfile(p / "summary.json")):
             return None
-        # (hidden files aside: a Finder's .DS_Store, an editor's swap file)
-        return (p, None) if all(f.is_dir() or f.name in _RUN_FILES or f.suffix.lower() in _FIGURE_SUFFIXES
-                                or f.name.startswith(".") for f in p.iterdir()) else None
-    if p.suffix.lower() == ".json" and p.is_file():
+        try:  # (hidden files aside: a Finder's .DS_Store, an editor's swap file)
+            return (p, None) if all(os.path.isdir(f) or f.name in _RUN_FILES or f.suffix.lower() in _FIGURE_SUFFIXES
+                                    or f.name.startswith(".") for f in p.iterdir()) else None
+        except PermissionError as e:
+            raise SourceError(f"{p}: cannot list it ({e.strerror}); give read access to it") from None
+    if p.suffix.lower() == ".json" and os.path.isfile(p):
         try:
             with open(p, encoding="utf-8-sig") as f:
                 doc = json.load(f)

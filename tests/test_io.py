@@ -1729,6 +1729,52 @@ def test_an_unreadable_input_is_a_one_line_source_error(tmp_path, monkeypatch):
     _one_line_source_error(ei, f"{path}: cannot read it (Permission denied); give read access to it")
 
 
+def test_a_file_in_a_folder_that_may_not_be_entered_names_the_folder(tmp_path, monkeypatch, capsys):
+    """A model in a folder without search permission: pathlib's is_dir/exists raise PermissionError there
+    (Python <= 3.13), and the handler of that error had itself raised it again: a builtin error from the API,
+    'htsr: error: …: Permission denied' and exit status 1 (standard output's) from the CLI, for the model, a
+    --base, a compared model and an --out folder inside it. (Simulated: the tests may run as root, whom
+    permissions do not stop; stat, open and access behave in the folder as the kernel's do.)"""
+    import errno
+
+    from htsr.cli import main
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    inside, other = locked / "a.npz", tmp_path / "b.npz"
+    for f in (inside, other):
+        np.savez(f, w=np.random.default_rng(0).standard_normal((40, 30)).astype(np.float32))
+    real_stat, real_open, real_access = os.stat, os.open, os.access
+
+    def under(p) -> bool:
+        return isinstance(p, (str, os.PathLike)) and os.path.abspath(os.fspath(p)).startswith(str(locked) + os.sep)
+
+    def stat(p, *a, **k):
+        if under(p):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(p))
+        return real_stat(p, *a, **k)
+
+    def open_(p, *a, **k):
+        if under(p):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(p))
+        return real_open(p, *a, **k)
+
+    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: os.fspath(p) != str(locked) and real_access(p, mode, **k))
+    says = f"{inside}: cannot read it (Permission denied on the folder {locked}); give read access to that folder"
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(inside)
+    _one_line_source_error(ei, says)
+    for argv in (["analyze", str(inside)], ["analyze", str(other), "--base", str(inside)],
+                 ["compare", str(other), str(inside)]):
+        assert main(argv) == 2, argv
+        assert capsys.readouterr().err == f"htsr: error: {says}\n"
+    assert main(["analyze", str(other), "--out", str(locked / "sub"), "-q"]) == 2
+    assert capsys.readouterr().err == (f"htsr: error: --out {locked / 'sub' / 'layers.csv'}: cannot write in {locked} "
+                                       "(Permission denied); give write access to it or choose another path\n")
+
+
 def test_a_bilinear_layers_weight_is_one_matrix_per_output():
     """nn.Bilinear's weight [out, in1, in2] holds one bilinear form x1ᵀ·W_k·x2 per output k: a stack of out
     in1 × in2 matrices. It had been a conv1d of in2 'kernel positions' of out × in1 (live and pickled modules:

@@ -61,6 +61,20 @@ def is_reader(obj: Any) -> bool:
         return False
 
 
+def _permission_denied(path: Path, e: PermissionError) -> str:
+    """The one-line message of a source ``path`` that could not be read: the folder that may not be listed or
+    entered (the source itself, or one above it: a file in a folder without search permission cannot even be
+    looked at), else the file the error names."""
+    # (os.path's tests, which say False where pathlib's raise PermissionError again: Python ≤ 3.13)
+    locked = next((p for p in (path, *path.parents, *path.absolute().parents)
+                   if os.path.isdir(p) and not os.access(p, os.R_OK | os.X_OK)), None)
+    if locked is None:
+        return f"{e.filename or path}: cannot read it ({e.strerror}); give read access to it (and to the folders above it)"
+    if locked == path:
+        return f"{path}: cannot read it ({e.strerror}); give read access to it (and to the folders above it)"
+    return f"{path}: cannot read it ({e.strerror} on the folder {locked}); give read access to that folder"
+
+
 def open_source(source: Any) -> TensorSource:
     """Return the reader for ``source`` (a reader itself is returned as it is); raise :class:`SourceError` if
     it cannot be read."""
@@ -73,11 +87,8 @@ def open_source(source: Any) -> TensorSource:
         try:
             src = _open_path(path)
         except PermissionError as e:  # (a builtin error, exit status 1, had escaped the API and the CLI)
-            # (a folder that may not be listed or entered: the folder, not the first file a probe looked for in it)
-            where = path if path.is_dir() and not os.access(path, os.R_OK | os.X_OK) else e.filename or path
-            raise SourceError(f"{where}: cannot read it ({e.strerror}); give read access to it (and to the folders "
-                              "above it)") from None
-        part = SPLIT_NAME.match(path.name) if path.is_file() and not isinstance(src, _Chain) else None
+            raise SourceError(_permission_denied(path, e)) from None
+        part = SPLIT_NAME.match(path.name) if os.path.isfile(path) and not isinstance(src, _Chain) else None
         if part and int(part["count"]) > 1 and len(getattr(src, "input_files", ())) <= 1:  # (gguf-split reads all)
             src.description += (f" (shard {int(part['no'])} of {int(part['count'])} alone: give its folder for the "
                                  "whole model)")
