@@ -1186,6 +1186,21 @@ def test_sharded_pytorch_bin_folder(tmp_path):
         htsr.analyze(tmp_path)
 
 
+def test_loose_safetensors_shards_with_one_missing_are_refused_as_bin_shards_are(tmp_path):
+    """Two of three safetensors shards and no index had been analysed as the whole model, without a word (the
+    .bin shards' folder is refused); a whole split still reads without its index."""
+    rng = np.random.default_rng(3)
+    for i in (1, 2, 3):
+        np_save_file({f"layers.{i}.weight": rng.standard_normal((40, 30)).astype(np.float32)},
+                     str(tmp_path / f"model-0000{i}-of-00003.safetensors"))
+    assert [l.name for l in htsr.analyze(tmp_path, tails=False).layers] == ["layers.1", "layers.2", "layers.3"]
+    (tmp_path / "model-00002-of-00003.safetensors").unlink()
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(tmp_path)
+    _one_line_source_error(ei, f"{tmp_path}: shard 2 of 3 of model is missing (and no index lists them); download "
+                               "the model again")
+
+
 def test_shard_index_names_the_shard_of_each_tensor_and_stays_in_its_folder(tmp_path):
     """A tensor stored in two shards is read once, from the shard the index names; an index whose
     weight_map is not {tensor: file} or names a shard outside the model's folder is refused in one line

@@ -23,6 +23,7 @@ from .base import (
     SPLIT_NAME,
     TensorRef,
     TensorSource,
+    check_split_whole,
     is_gzip,
     lfs_pointer_error,
     one_split,
@@ -408,11 +409,7 @@ def _open_model_folder(path: Path) -> tuple[TensorSource, set[Path]]:
     # PyTorch or Flax shards without their index (pytorch_model-00001-of-00002.bin …): one model, as loose
     # safetensors are
     if parts is not None and parts[0]["ext"] in ("bin", "pt", "pth", "msgpack"):
-        count = int(parts[0]["count"])
-        missing = sorted(set(range(1, count + 1)) - {int(m["no"]) for m in parts})
-        if missing:
-            raise SourceError(f"{path}: shard {missing[0]} of {count} of {parts[0]['stem']} is missing (and no "
-                              "index lists them); download the model again")
+        check_split_whole(path, parts)
         if parts[0]["ext"] == "msgpack":
             from .flax import FlaxMsgpackFile
 

@@ -113,6 +113,18 @@ def one_split(files: list[Path]) -> list[re.Match] | None:
     return parts
 
 
+def check_split_whole(folder: str | os.PathLike, parts: list[re.Match]) -> None:
+    """SourceError when the shards ``parts`` (of :func:`one_split`, found without an index) leave one out: a
+    model with a shard missing is no model to analyse."""
+    from ..errors import SourceError
+
+    count = int(parts[0]["count"])
+    missing = sorted(set(range(1, count + 1)) - {int(m["no"]) for m in parts})
+    if missing:
+        raise SourceError(f"{folder}: shard {missing[0]} of {count} of {parts[0]['stem']} is missing (and no index "
+                          "lists them); download the model again")
+
+
 #: the start of a Git LFS pointer: a clone without ``git lfs pull`` has these small text files for the weights
 LFS_POINTER = b"version https://git-lfs"
 

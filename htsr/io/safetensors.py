@@ -24,9 +24,11 @@ from .base import (
     ShardIndex,
     TensorRef,
     as_loaded,
+    check_split_whole,
     first_overlap,
     lfs_pointer_error,
     numpy_dtype,
+    one_split,
     skipped_loader,
 )
 from .scales import PackedConfig, with_scales
@@ -260,6 +262,9 @@ class ShardedSafetensors:
             loras = [f for f in files if _is_lora_file(f)] if len(files) > 1 else []
             loras = loras if len(loras) < len(files) else []
             self._files = self._one_copy([f for f in files if f not in loras], left)
+            parts = one_split([f.path for f in self._files])  # model-00001-of-00003 … without their index
+            if parts is not None:
+                check_split_whole(self.folder, parts)
             if adapters:
                 self.description += (f" ({', '.join(adapters)} left out: a LoRA adapter, which htsr reads with "
                                      "the adapter_config.json it lacks here)")
