@@ -24,7 +24,7 @@ from . import __version__
 from .analyze import analyze
 from .errors import HtsrError, OptionError, OutputError
 from .fits.uncertainty import MIN_WARNING_REPLICATES, warning_interval
-from .options import OPTION_SPECS, Options
+from .options import OPTION_SPECS, Options, typed_flag
 from .results import AnalysisResult, an_output, check_outputs, format_value, why_undefined, write_outputs
 
 __all__ = ["main", "build_parser", "format_table", "add_option_flags", "options_from_args", "EXIT_STATUSES"]
@@ -63,21 +63,17 @@ def _in_flags(text: str) -> str:
     """An API message in the flags' terms: "option 'mp_fit' set to True" is "without --no-mp-fit",
     "option 'clip_xmax' set to True" "--clip-xmax", "option 'precision' set to 'fast'" "--precision fast"; an
     option on its own as it is typed (one on by default: --no-mp-fit)."""
-    def typed(name: str) -> str:
-        spec = OPTION_SPECS.get(name)
-        return "--no-" + name.replace("_", "-") if spec is not None and spec.default is True else _flag(name)
-
     def condition(m: re.Match) -> str:
         name, value = m.group(1), m.group(2)
         if value not in ("True", "False"):
             return f"{_flag(name)} {value.strip(chr(39))}"
         on = value == "True"
-        flag = typed(name)
+        flag = typed_flag(name)
         return f"with {flag}" if on != (OPTION_SPECS[name].default is True) else f"without {flag}"
 
     text = re.sub(r"option '(\w+)' set to (True|False|'[^']*'|\S+)", condition, text)
     text = text.replace("only with with ", "only with ").replace("only with without ", "only without ")
-    return re.sub(r"option '(\w+)'", lambda m: typed(m.group(1)), text)
+    return re.sub(r"option '(\w+)'", lambda m: typed_flag(m.group(1)), text)
 
 
 def out_path(v: str) -> Path:
@@ -172,7 +168,8 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
         if e.option is None:
             raise OptionError(_in_flags(str(e))) from None
         v = e.value
-        got = "none" if v is None else ",".join(v) if isinstance(v, list) else "''" if v == "" else v
+        got = "none" if v is None else ",".join(v) if isinstance(v, list) else v
+        got = "''" if got == "" else got  # (--kinds ',' is an empty list)
         raise OptionError(f"{_flag(e.option)} must be {OPTION_SPECS[e.option].flag_allowed}, got {got}") from None
     if 0 < options.get("bootstrap", 0) < FEW_REPLICATES and not args.quiet:
         print(f"htsr: note: --bootstrap {options['bootstrap']}: with fewer than {FEW_REPLICATES} replicates the "

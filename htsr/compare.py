@@ -61,8 +61,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import HtsrError, LayerSkipped, OptionError
-from .options import OPTION_SPECS, UI_OPTIONS, Options
+from .errors import HtsrError, LayerSkipped, OptionError, shown
+from .options import OPTION_SPECS, UI_OPTIONS, Options, typed_flag
 from .rmt.phases import PHASES
 from .results import (
     NUMERIC_COLUMNS,
@@ -318,7 +318,7 @@ def _check_labels(labels: Sequence[str] | None, items: Sequence[Any]) -> tuple[s
 def _direction(metric: str, ascending: bool | None) -> tuple[bool, str]:
     if ascending is not None:
         if not isinstance(ascending, bool):
-            raise OptionError(f"ascending must be True, False or None, got {ascending!r}")
+            raise OptionError(f"ascending must be True, False or None, got {shown(ascending)}")
         return ascending, "user"
     d = METRIC_DIRECTIONS.get(metric)
     if d is None:
@@ -334,8 +334,8 @@ def summary_columns() -> tuple[str, ...]:
 
 
 def _check_metric(metric: str, ascending: bool | None) -> tuple[bool, str]:
-    if metric not in summary_columns():
-        raise OptionError(f"metric {metric!r} is not a summary column; the summary metrics are "
+    if not (isinstance(metric, str) and metric in summary_columns()):
+        raise OptionError(f"metric {shown(metric)} is not a summary column; the summary metrics are "
                           f"{', '.join(SUMMARY_METRICS)} (and the layer counts: see Summary)")
     return _direction(metric, ascending)
 
@@ -455,7 +455,7 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
     # (workers too: nothing is analysed; the progress bar and the spectra kept are the CLI's own settings)
     if all(saved) and (changed := [k for k in options if (k not in UI_OPTIONS or k == "workers")
                                    and options[k] != OPTION_SPECS[k].default]):
-        raise OptionError(f"option {changed[0]!r} (--{changed[0].replace('_', '-')}) would change nothing: every model "
+        raise OptionError(f"option {changed[0]!r} ({typed_flag(changed[0])}) would change nothing: every model "
                           "is a saved run, which keeps the options it was analysed with; leave it out")
     needs = _METRIC_NEEDS.get(metric)
     if needs is not None and not getattr(opts, needs[0]) and not all(saved):

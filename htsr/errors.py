@@ -19,8 +19,24 @@ they become that layer's ``status`` and the analysis goes on.
 
 from __future__ import annotations
 
+import re
+import reprlib
+
 __all__ = ["HtsrError", "OptionError", "SourceError", "OutputError", "MissingExtraError", "BrokenPackageError",
-           "LayerSkipped"]
+           "LayerSkipped", "shown"]
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = 60
+
+
+def shown(value: object) -> str:
+    """``value`` as an error message quotes it: its repr, cut short (a list of 2000 values, 5 kB of bytes, a
+    tensor) and on one line (a tensor's repr has several)."""
+    try:
+        text = _SHOWN.repr(value)
+    except Exception:  # noqa: BLE001 - an object whose __repr__ raises
+        text = f"<{type(value).__name__}>"
+    return re.sub(r"\s*[\r\n]+\s*", " ", text)
 
 
 class HtsrError(Exception):

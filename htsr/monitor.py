@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from .analyze import analyze, iter_layers
-from .errors import HtsrError, OptionError, OutputError, SourceError
+from .errors import HtsrError, OptionError, OutputError, SourceError, shown
 from .figures import Panel, Series
 from .io.base import ROW_TAG
 from .io.torch import unwrapped
@@ -132,7 +132,7 @@ def _below(mean: float, threshold: float) -> str:
 
 def _check(ok: bool, name: str, allowed: str, value: Any) -> None:
     if not ok:
-        raise OptionError(f"monitor option {name!r} must be {allowed}, got {value!r}")
+        raise OptionError(f"monitor option {name!r} must be {allowed}, got {shown(value)}")
 
 
 class AlphaMonitor:
@@ -368,7 +368,7 @@ def _plain(v: Any, what: str) -> int | float | None:
         except (TypeError, ValueError, RuntimeError):  # not one number
             pass
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise OptionError(f"{what} must be a number or None, not {v!r}")
+        raise OptionError(f"{what} must be a number or None, not {shown(v)}")
     return int(v) if isinstance(v, int) else float(v)
 
 

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import OptionError
+from .errors import OptionError, shown
 from .spectra import FEW_BELOW_FLOOR
 
 __all__ = ["Options", "OPTION_SPECS", "LAYER_KINDS", "options_doc"]
@@ -42,6 +42,13 @@ class OptionSpec:
         return self.cli_allowed if self.cli_allowed is not None else self.allowed
 
 
+def typed_flag(name: str) -> str:
+    """An option's command-line flag as a user types it to change it: ``--no-mp-fit`` for one on by default,
+    ``--clip-xmax``, ``--bootstrap``."""
+    spec = OPTION_SPECS.get(name)
+    return ("--no-" if spec is not None and spec.default is True else "--") + name.replace("_", "-")
+
+
 def plain(v: Any) -> Any:
     """A numpy scalar (a value from a sweep: np.int64(200), np.float32(0.9), np.bool_) as the Python one, a
     float32 by its shortest repr (0.9, not 0.8999999761581421: a run would not compare with one given 0.9);
@@ -51,8 +58,8 @@ def plain(v: Any) -> Any:
     return v
 
 
-def _choice(*values: Any) -> Callable[[Any], bool]:
-    return lambda v: v in values
+def _choice(*values: str) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, str) and v in values  # (an array's `in` had raised numpy's "truth value …")
 
 
 def _is_bool(v: Any) -> bool:
@@ -82,7 +89,7 @@ def _none_or(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
 
 
 def _xmin_ok(v: Any) -> bool:
-    if v in XMIN_STRATEGIES:
+    if isinstance(v, str) and v in XMIN_STRATEGIES:
         return True
     return not isinstance(v, bool) and isinstance(v, (int, float)) and v > 0 and v == v and v != float("inf")
 
@@ -94,7 +101,7 @@ def _regex_ok(v: Any) -> bool:
         return False
     try:
         re.compile(v)
-    except re.error:
+    except (re.error, RecursionError, OverflowError):  # (500 nested groups exhaust the parser's recursion)
         return False
     return True
 
@@ -114,7 +121,8 @@ def _kinds_ok(v: Any) -> bool:
         return True
     if isinstance(v, str):
         v = (v,)
-    return isinstance(v, (tuple, list, set, frozenset)) and len(v) > 0 and all(k in LAYER_KINDS for k in v)
+    return (isinstance(v, (tuple, list, set, frozenset)) and len(v) > 0
+            and all(isinstance(k, str) and k in LAYER_KINDS for k in v))
 
 
 OPTION_SPECS: dict[str, OptionSpec] = {
@@ -244,6 +252,33 @@ def options_doc() -> str:
     return "\n".join(lines) + "\n"
 
 
+#: WeightWatcher 0.7.7's analyze() keywords htsr has no option of that name for → what htsr does instead (the
+#: unknown-option error says it; docs/weightwatcher.md has the measured agreement)
+WEIGHTWATCHER_KEYWORDS = {
+    "pool": "pool=False is conv='per_position'",
+    "vectors": "vectors=True is localization=True (other definitions)",
+    "fix_fingers": "'xmin_peak' is xmin='peak', 'clip_xmax' is clip_xmax=True",
+    "xmax": "xmax=-k is drop_top=k",
+    "fit": "the truncated power laws ('TPL', 'E_TPL') are the tpl_* and etpl_* columns, fitted by default (tails=True)",
+    "base_model": "base_model=M is base=M (the rows are W - W_base)",
+    "svd_method": "precision='accurate' is its float64 SVD; 'fast' (the default) a guarded float32 Gram",
+    "conv2d_norm": "conv2d_norm=False is ww_conv_scale=False",
+    "detX": "the ERG columns (num_erg, erg_lambda_min_raw …) are computed by default (setol=True)",
+    "ERG": "the ERG columns are computed by default (setol=True)",
+    "peft": "a PEFT adapter folder is read as one (its #delta rows); base=MODEL adds W and W + ΔW",
+    "min_size": "htsr filters by eigenvalue count: min_evals",
+    "max_size": "htsr filters by eigenvalue count: max_evals",
+    "plot": "htsr.plot draws the figures; the CLI's --report writes them into one HTML file",
+    "savefig": "htsr.plot draws the figures; the CLI's --report writes them into one HTML file",
+    "glorot_fix": "it changes nothing in WeightWatcher 0.7.7; htsr has no such option",
+    "tolerance": "ranks use the matrix's own round-off floor (matrix_rank, num_evals_below_floor)",
+    "intra": "not offered: products of layers are no layer's weights",
+    "inverse": "not offered: W⁻¹ is no layer's weights",
+    "conv2d_fft": "not offered: a conv's FFT singular values are no layer's weight matrix",
+    "stacked": "not offered: every layer stacked is no layer's weights",
+}
+
+
 @dataclass(frozen=True)
 class Options:
     """Validated analysis options. Build with :meth:`create`; fields are documented in OPTION_SPECS."""
@@ -290,14 +325,20 @@ class Options:
         """Validate keyword options and return an :class:`Options`; raise OptionError on any problem."""
         unknown = sorted(set(kwargs) - set(OPTION_SPECS))
         if unknown:
-            raise OptionError(
-                f"unknown option {unknown[0]!r}; known options: {', '.join(OPTION_SPECS)}"
-            )
+            ww = WEIGHTWATCHER_KEYWORDS.get(unknown[0])
+            raise OptionError(f"unknown option {unknown[0]!r}"
+                              + (f" (a WeightWatcher keyword: {ww}; see docs/weightwatcher.md)" if ww else "")
+                              + f"; known options: {', '.join(OPTION_SPECS)}")
+        if isinstance(kwargs.get("layers"), (list, tuple, int)) and not isinstance(kwargs["layers"], bool):
+            raise OptionError(f"option 'layers' must be {OPTION_SPECS['layers'].allowed}, got {shown(kwargs['layers'])}: "
+                              "htsr picks layers by a regular expression of their names (re.search), not by "
+                              "WeightWatcher's layer ids; '^(?!a$|b$)' leaves out the layers named a and b",
+                              "layers", kwargs["layers"])
         kwargs = {k: plain(v) for k, v in kwargs.items()}
         for name, value in kwargs.items():
             spec = OPTION_SPECS[name]
             if not spec.check(value):
-                raise OptionError(f"option {name!r} must be {spec.allowed}, got {value!r}", name, value)
+                raise OptionError(f"option {name!r} must be {spec.allowed}, got {shown(value)}", name, value)
         for name, conditions in _APPLIES_WITH.items():  # an option that would change nothing is refused
             if name in kwargs and kwargs[name] != OPTION_SPECS[name].default and not any(
                     _holds(kwargs.get(other, OPTION_SPECS[other].default), needed) for other, needed in conditions):
@@ -313,7 +354,8 @@ class Options:
         for name, acting in _ON_KINDS.items():  # and one that acts on no layer of the kinds selected
             if name in kwargs and kwargs[name] != OPTION_SPECS[name].default and not acts_on(name, kinds):
                 raise OptionError(f"option {name!r} acts only on {', '.join(k for k in LAYER_KINDS if k in acting)} "
-                                  f"layers, which kinds={sorted(kinds)} leaves out: it would change nothing")
+                                  f"layers, which option 'kinds' set to '{','.join(sorted(kinds))}' leaves out: it "
+                                  "would change nothing")
         # a number option given as an int is the float it means (farms_aspect=2 recorded as 2.0, as the CLI's)
         kwargs = {k: float(v) if (k in _FLOAT_OPTIONS or k == "xmin") and isinstance(v, int) and not isinstance(v, bool)
                   else v for k, v in kwargs.items()}

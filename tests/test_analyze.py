@@ -316,6 +316,30 @@ def test_bad_options_name_the_option(bad, match):
         htsr.analyze({"w": np.ones((5, 5))}, **bad)
 
 
+def test_option_errors_quote_values_on_one_short_line_and_name_weightwatchers_keywords():
+    """An array given as a choice option had raised numpy's 'truth value of an array … is ambiguous' (no option
+    named); a list of 2000 values, 5 kB of bytes or a tensor was quoted whole (10-20 kB, several lines); a
+    WeightWatcher keyword got the list of options alone, its list of layer ids the regular-expression rule."""
+    W = {"w": np.ones((5, 5))}
+    for name, value in (("xmin", np.zeros((5, 5))), ("precision", np.array(["fast", "x"])),
+                        ("kinds", [np.array("dense")]), ("xmin", list(range(2000))), ("xmin", b"\0" * 5000),
+                        ("kinds", ["x"] * 3000), ("layers", "\n".join(["("] * 500))):
+        with pytest.raises(htsr.OptionError, match=f"option '{name}' must be") as ei:
+            htsr.analyze(W, **{name: value})
+        assert "\n" not in str(ei.value) and len(str(ei.value)) < 250, (name, str(ei.value))
+    with pytest.raises(htsr.OptionError) as ei:
+        htsr.analyze(W, pool=False)
+    assert str(ei.value).startswith("unknown option 'pool' (a WeightWatcher keyword: pool=False is "
+                                    "conv='per_position'; see docs/weightwatcher.md); known options: precision,")
+    with pytest.raises(htsr.OptionError, match="not by WeightWatcher's layer ids"):
+        htsr.analyze(W, layers=[1, 3])
+    from htsr.options import WEIGHTWATCHER_KEYWORDS
+
+    for name in WEIGHTWATCHER_KEYWORDS:  # (each a keyword WeightWatcher's analyze() takes, none an htsr option)
+        with pytest.raises(htsr.OptionError, match=f"unknown option '{name}' \\(a WeightWatcher keyword: "):
+            htsr.analyze(W, **{name: True})
+
+
 def test_outputs_are_atomic_and_nan_free(tmp_path):
     r = htsr.analyze({"a.weight": np.random.default_rng(0).standard_normal((200, 60)),
                       "b.weight": np.zeros((100, 60))})
@@ -625,7 +649,7 @@ def test_to_pandas_gives_each_column_one_dtype_whatever_the_values():
     ({"tw_margin": 3.0, "mp_fit": False, "randomize": False}, "'tw_margin' applies only with option 'mp_fit'"),
     # an option that acts on no layer of the kinds selected (a LoRA update is analysed from its factors)
     ({"kinds": "lora", "randomize": True}, "'randomize' acts only on dense, conv1d, conv2d, conv3d, embedding, rnn, "
-                                           r"stack layers, which kinds=\['lora'\] leaves out"),
+                                           r"stack layers, which option 'kinds' set to 'lora' leaves out"),
     ({"kinds": ["dense"], "ww_conv_scale": False}, "'ww_conv_scale' acts only on conv2d, lora layers"),
 ])
 def test_an_option_that_would_change_nothing_is_refused(given, message):

@@ -509,7 +509,7 @@ def test_help_mentions_every_option(capsys):
     (["--no-mp-fit", "--tw-margin", "3"], "--tw-margin applies only without --no-mp-fit or with --randomize"),
     (["--max-fingers", "3"], "--max-fingers applies only with --clip-xmax: otherwise it would change nothing"),
     (["--kinds", "lora", "--no-mp-fit"], "--no-mp-fit acts only on dense, conv1d, conv2d, conv3d, embedding, rnn, "
-                                         "stack layers, which kinds=['lora'] leaves out"),
+                                         "stack layers, which --kinds lora leaves out"),
     (["--kinds", "dense", "--conv", "per_position"], "--conv acts only on conv1d, conv2d, conv3d, lora layers"),
     (["--progress", "--quiet"], "--progress and --quiet: --quiet prints no progress bar"),  # (--progress was dropped)
     (["--max-evals", "0"], "--max-evals must be none or an integer >= 1, got 0"),

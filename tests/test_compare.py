@@ -718,6 +718,9 @@ def test_saved_runs_in_the_cli_and_beside_models(tmp_path, monkeypatch, capsys):
     assert "would change nothing: every model is a saved run" in capsys.readouterr().err
     assert main(["compare", "run", "run.json", "--workers", "1", "-q"]) == 2  # (nothing is analysed)
     assert "'workers'" in capsys.readouterr().err
+    # an option on by default is named by the flag that was typed (it had said '--mp-fit', which does not exist)
+    assert main(["compare", "run", "run.json", "--no-mp-fit", "-q"]) == 2
+    assert "option 'mp_fit' (--no-mp-fit) would change nothing" in capsys.readouterr().err
     c = compare(["run", "run.json"], metric="rand_js_distance")
     assert c.labels == ("run", "run.json") and all(math.isfinite(e.value) for e in c.ranking)
     for _ in range(2):
