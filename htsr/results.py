@@ -708,9 +708,16 @@ def _read_saved(p: Path, doc: dict | None) -> AnalysisResult:
             with open(p / "summary.json", encoding="utf-8-sig") as f:
                 doc = json.load(f)
             with open(p / "layers.csv", newline="", encoding="utf-8-sig") as f:
-                records = list(csv.DictReader(f))
-                header = list(records[0]) if records else []
+                reader = csv.DictReader(f)
+                records = list(reader)
+                header = list(reader.fieldnames or ())
             where = p / "layers.csv"
+            # a file cut short (a copy interrupted, a full disk): a row with fewer or more fields than the header
+            # (csv fills the missing ones with None, and keys the extra ones None)
+            cut = next((i for i, r in enumerate(records) if None in r or None in r.values()), None)
+            if cut is not None:
+                raise SourceError(f"{where}: row {cut + 1} does not have the header's {len(header)} fields: the saved "
+                                  "run is truncated or corrupt; write it again with 'htsr analyze --out'")
         else:
             records, where = doc.get("layers"), p
             if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
@@ -718,6 +725,11 @@ def _read_saved(p: Path, doc: dict | None) -> AnalysisResult:
             header = list(records[0]) if records else []
         if not isinstance(doc, dict):
             raise ValueError("the document is not a JSON object")
+        summary = doc.get("summary")
+        counted = summary.get("num_layers") if isinstance(summary, dict) else None
+        if isinstance(counted, int) and not isinstance(counted, bool) and counted != len(records):
+            raise SourceError(f"{where}: {len(records)} rows, where its summary counts {counted} layers: the saved run "
+                              "is truncated or corrupt; write it again with 'htsr analyze --out'")
         unknown = [c for c in header if c not in COLUMN_DTYPES]
         if unknown:
             raise SourceError(f"{where}: columns this htsr does not know ({', '.join(unknown[:5])}): written by a "

@@ -688,6 +688,14 @@ def test_a_saved_run_reads_back_as_its_result_and_compares_without_its_model(tmp
     assert all(math.isnan(r.mp_ks) for r in load_result(tmp_path / "run0").layers)
     with pytest.raises(SourceError, match="not a saved htsr run"):
         load_result(tmp_path)
+    # a layers.csv cut short (a copy interrupted) had been read as a run of fewer layers, the cut row 'ok' with
+    # NaN numbers, and compared as if whole; a whole row cut off, or the header cut, by the summary's count
+    for keep, says in ((text[:3] + [text[3][:60]], "row 3 does not have the header's"),
+                       (text[:3], "2 rows, where its summary counts 3 layers"),
+                       ([text[0][:100]], "0 rows, where its summary counts 3 layers")):
+        (tmp_path / "run0" / "layers.csv").write_text("\n".join(keep) + "\n")
+        with pytest.raises(SourceError, match=f"{says}.*the saved run is truncated or corrupt; write it again"):
+            load_result(tmp_path / "run0")
 
 
 def test_saved_runs_in_the_cli_and_beside_models(tmp_path, monkeypatch, capsys):
