@@ -349,6 +349,26 @@ def test_external_data_missing_or_short_file(tmp_path):
     assert "onnx::MatMul_1" in msg or "l2.weight" in msg
 
 
+def test_external_data_with_a_bad_offset_quotes_it_short(tmp_path):
+    """A non-numeric offset had put the tensor's whole external-data record in the message (5 kB from a long
+    location and offset), with no advice; a long missing location likewise."""
+    path, _ = _external_model(tmp_path / "m")
+    m = onnx.load(str(path), load_external_data=False)
+    for e in m.graph.initializer[0].external_data:
+        if e.key == "offset":
+            e.value = "x" * 3000
+    onnx.save_model(m, str(path))
+    with pytest.raises(htsr.SourceError) as ei:
+        OnnxFile(path)
+    msg = _one_line(ei, str(path), "external data has a bad offset or length", "re-export it")
+    assert len(msg) < 400
+    path, _ = _external_model(tmp_path / "m2")
+    _set_location(path, "y" * 3000 + ".bin")
+    with pytest.raises(htsr.SourceError) as ei:
+        OnnxFile(path)
+    assert len(_one_line(ei, str(path), "is missing from", "copy it beside the model")) < 400
+
+
 def test_external_data_overlapping_or_without_a_location_is_refused(tmp_path):
     """Two tensors over the same external bytes (refused by the safetensors and GGUF readers: many names over
     one region cost one analysis each) were two 'ok' rows; a tensor without a location was said to be

@@ -116,7 +116,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SourceError
+from ..errors import SourceError, shown
 from ..matrices import classify, is_recurrent
 from .base import (
     FLOAT_DTYPES,
@@ -980,23 +980,26 @@ class OnnxFile:
             offset = int(info.get("offset", 0))
             length = int(info["length"]) if "length" in info else None
         except ValueError:
-            raise self._fail(f"tensor {name!r}: external data has a bad offset/length {info}") from None
+            raise self._fail(f"tensor {name!r}: external data has a bad offset or length (offset "
+                             f"{shown(info.get('offset'))}, length {shown(info.get('length'))}); the model is corrupt: "
+                             "re-export it") from None
         if not location:
             raise self._fail(f"tensor {name!r}: external data without a location (no file named); the model is "
                              "corrupt: re-export it")
         target = (folder / location).resolve()
         if os.path.isabs(location) or not target.is_relative_to(folder):
-            raise self._fail(f"tensor {name!r}: external data file {location!r} is outside the model's folder "
+            raise self._fail(f"tensor {name!r}: external data file {shown(location)} is outside the model's folder "
                              f"{folder}; refused")
-        if not target.is_file():
-            raise self._fail(f"tensor {name!r}: external data file {location!r} is missing from {folder}")
+        if not os.path.isfile(target):  # (pathlib's raises on a name too long, os.path's says False)
+            raise self._fail(f"tensor {name!r}: external data file {shown(location)} is missing from {folder}; copy "
+                             "it beside the model")
         self.input_files.add(target)
         need = _stored_bytes(dtype_name, math.prod(shape))
         if length is None:
             length = need
         size = target.stat().st_size
         if length != need or offset < 0 or offset + length > size:
-            raise self._fail(f"tensor {name!r}: external data {location!r} offset {offset} length {length} does "
+            raise self._fail(f"tensor {name!r}: external data {shown(location)} offset {offset} length {length} does "
                              f"not hold shape {list(shape)} of {dtype_name} in its {size} bytes; truncated?")
         self._spans[target][name] = (offset, offset + length, name)
 
