@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from safetensors.numpy import save_file as np_save_file
 
 import htsr
-from htsr.io import SUPPORTED, open_source
+from htsr.io import SUPPORTED, SUPPORTED_FILES, open_source
 from htsr.io.base import TensorRef
 
 torch = pytest.importorskip("torch")
@@ -950,7 +950,7 @@ def test_random_bytes_with_bin_extension_is_not_called_an_unsafe_pickle(tmp_path
     with pytest.raises(htsr.SourceError) as ei:
         htsr.analyze(path)
     _one_line_source_error(ei, f"{path}: not a PyTorch checkpoint: it starts with b'hello\\n', neither a zip archive "
-                               "nor a pickle", SUPPORTED)
+                               "nor a pickle", SUPPORTED_FILES)
 
 
 @pytest.mark.parametrize("name, content", [
@@ -959,17 +959,32 @@ def test_random_bytes_with_bin_extension_is_not_called_an_unsafe_pickle(tmp_path
     ("config.json", b'{"hidden_size": 8}'),
 ])
 def test_unknown_format_lists_supported_formats(tmp_path, name, content):
+    """A file lists the formats of files (the objects the API takes besides mean nothing on a command line)."""
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(htsr.SourceError) as ei:
         htsr.analyze(path)
-    _one_line_source_error(ei, str(path), SUPPORTED)
+    assert "torch.nn.Module objects" not in _one_line_source_error(ei, str(path), SUPPORTED_FILES)
+
+
+@pytest.mark.parametrize("suffix, says", [
+    (".h5", "Keras .h5 (HDF5)"), (".keras", "Keras 3 archive (a zip)"), (".npz", "NumPy .npz archive (a zip)"),
+    (".npy", "NumPy .npy"), (".jit", "TorchScript archive (a zip)"), (".pt2", "torch.export archive (a zip)")])
+def test_a_corrupt_file_of_a_known_suffix_says_so_not_unknown_format(tmp_path, suffix, says):
+    """A garbage or cut file named as a weight file had been an 'unknown file format' with the 900-character
+    list of formats; it says which format its name promises and that it is not one."""
+    path = tmp_path / f"model{suffix}"
+    path.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(path)
+    _one_line_source_error(ei, f"{path}: not a valid {says} file (it starts with b'\\x00garbage'); truncated or "
+                               "corrupt? Download or save it again")
 
 
 def test_empty_folder_lists_supported_formats(tmp_path):
     with pytest.raises(htsr.SourceError) as ei:
         htsr.analyze(tmp_path)
-    _one_line_source_error(ei, str(tmp_path), SUPPORTED)
+    _one_line_source_error(ei, str(tmp_path), SUPPORTED_FILES)
 
 
 def test_a_folder_of_model_folders_names_them(tmp_path):

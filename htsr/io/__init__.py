@@ -39,18 +39,26 @@ from .safetensors import (
     weight_files,
 )
 
-__all__ = ["FLOAT_DTYPES", "SUPPORTED", "TensorRef", "TensorSource", "open_source"]
+__all__ = ["FLOAT_DTYPES", "SUPPORTED", "SUPPORTED_FILES", "TensorRef", "TensorSource", "open_source"]
 
-SUPPORTED = (
+#: the files and folders htsr reads (what an unknown file is told)
+SUPPORTED_FILES = (
     ".safetensors files and Hugging Face folders of (sharded) safetensors; PEFT adapter folders (LoRA, LoHa, "
     "LoKr) and single-file LoRAs (kohya-ss, LyCORIS, diffusers); "
     ".pt/.pth/.bin PyTorch checkpoints (zip and legacy pickle formats, without torch); TorchScript archives; "
     "torch.export .pt2 archives; .npz/.npy arrays; "
-    "plain pickles of numpy arrays (.pkl, gzipped too; nothing in them is run); torch.nn.Module objects [htsr[torch]]; .onnx models [htsr[onnx]]; .keras archives and Keras .h5 files "
-    "[htsr[keras]]; Keras 3 model and layer objects (any backend); .gguf llama.cpp files, quantized types "
-    "dequantized [htsr[gguf]]; .msgpack Flax checkpoints, sharded too [htsr[flax]]; Flax parameter pytrees; mappings of "
-    "names to arrays"
+    "plain pickles of numpy arrays (.pkl, gzipped too; nothing in them is run); .onnx models [htsr[onnx]]; "
+    ".keras archives and Keras .h5 files [htsr[keras]]; .gguf llama.cpp files, quantized types dequantized "
+    "[htsr[gguf]]; .msgpack Flax checkpoints, sharded too [htsr[flax]]"
 )
+#: and what the API reads besides (what an object of another type is told)
+SUPPORTED = (f"{SUPPORTED_FILES}; torch.nn.Module objects [htsr[torch]]; Keras 3 model and layer objects (any "
+             "backend); Flax parameter pytrees; mappings of names to arrays")
+#: a weight file's suffix → its format, for a file of that name that is none of the formats (cut short, or not
+#: what its name says)
+_FORMAT_OF_SUFFIX = {".h5": "Keras .h5 (HDF5)", ".hdf5": "HDF5", ".keras": "Keras 3 archive (a zip)",
+                     ".npz": "NumPy .npz archive (a zip)", ".npy": "NumPy .npy", ".jit": "TorchScript archive (a zip)",
+                     ".pt2": "torch.export archive (a zip)"}
 
 
 def is_reader(obj: Any) -> bool:
@@ -443,7 +451,7 @@ def _open_model_folder(path: Path) -> tuple[TensorSource, set[Path]]:
             which = f" (a Hugging Face cache folder: give its snapshot, {path / 'snapshots' / rev}/)"
     raise SourceError(
         f"{path}: folder has no *.safetensors, pytorch_model.bin or flax_model.msgpack (or their shard index), Keras "
-        f"model.weights.h5, model.onnx or single weight file{which}; supported: {SUPPORTED}")
+        f"model.weights.h5, model.onnx or single weight file{which}; supported: {SUPPORTED_FILES}")
 
 
 #: a shard of Keras 3's sharded weights (save_weights("x.weights.json", max_shard_size=…)): x_00000.weights.h5
@@ -582,7 +590,8 @@ def _open_path(path: Path) -> TensorSource:
 
         if is_export_archive(names):  # torch.export.save: a .pt2
             return TorchExportArchive(path)
-        raise SourceError(f"{path}: a zip archive that is neither .npz nor a PyTorch checkpoint; supported: {SUPPORTED}")
+        raise SourceError(f"{path}: a zip archive that is neither .npz nor a PyTorch checkpoint; supported: "
+                          f"{SUPPORTED_FILES}")
     # after the zip check: a torch.save zip may be named .pkl (fastai's export.pkl)
     # pickle.dump of arrays or of objects holding them (the suffixes are pickles.PICKLE_SUFFIXES, spelt out
     # here: importing that module imports the torch pickle reader)
@@ -614,12 +623,15 @@ def _open_path(path: Path) -> TensorSource:
         return _lora_or(path, load_torch_file(path))
     if path.suffix.lower() == ".safetensors":
         raise SourceError(f"{path}: not a valid safetensors file (bad header length); truncated or corrupt?")
+    if path.suffix.lower() in _FORMAT_OF_SUFFIX:
+        raise SourceError(f"{path}: not a valid {_FORMAT_OF_SUFFIX[path.suffix.lower()]} file (it starts with "
+                          f"{head[:8]!r}); truncated or corrupt? Download or save it again")
     if path.suffix.lower() == ".gguf":
         raise SourceError(f"{path}: not a GGUF file (bad magic {head[:4]!r}); truncated or corrupt?")
     if _is_tar(path):
         raise SourceError(f"{path}: a tar archive (a NeMo .nemo is one): extract it (tar xf) and give the weight "
                           "file inside (NeMo's model_weights.ckpt)")
-    raise SourceError(f"{path}: unknown file format; supported: {SUPPORTED}")
+    raise SourceError(f"{path}: unknown file format; supported: {SUPPORTED_FILES}")
 
 
 def _is_tar(path: Path) -> bool:

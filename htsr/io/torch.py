@@ -592,10 +592,10 @@ def load_torch_file(path: str | os.PathLike) -> TensorSource:
             # cannot read it at all. Protocols 0 and 1 have no header, but end with the STOP opcode
             return PickleFile(path)
         elif head[:1] != b"\x80":  # no zip, no pickle (protocol 2 on starts with 0x80): torch.load cannot read it
-            from . import SUPPORTED
+            from . import SUPPORTED_FILES
 
             raise SourceError(f"{path}: not a PyTorch checkpoint: it starts with {head[:8]!r}, neither a zip archive "
-                              f"nor a pickle (truncated, or another format?); supported: {SUPPORTED}")
+                              f"nor a pickle (truncated, or another format?); supported: {SUPPORTED_FILES}")
     if reader is not None:
         try:
             return reader(path)
