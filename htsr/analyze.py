@@ -65,9 +65,6 @@ WW_EVALS_THRESH = 1e-5
 #: (tiny weights: a fine-tune's update W − W_base, weights scaled by 1e-3) it would cut into the spectrum
 #: itself, so the layer's own numerical floor is used instead
 WW_FLOOR_MAX_FRACTION = 1e-3
-#: the share of eigenvalues zero at float32 precision from which a layer's ERG leaves them out (see
-#: _spectral_diagnostics; the phase's default rank-collapse share, fixed here: no phase option moves it)
-ERG_ZERO_SHARE = 0.10
 #: layers whose matrices have at most this smaller side are analysed side by side in threads
 THREADED_MAX_M = 2048
 #: float32's unit roundoff: a storage coarser than it (bfloat16, float16, FP8) rounds the entries visibly
@@ -689,12 +686,9 @@ def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: f
                                    PhaseThresholds(opts.phase_rank_collapse, opts.phase_ht_share,
                                                    opts.phase_ht_alpha, opts.phase_bleed_width)))
     if opts.setol and ev.size:
-        # over the space the weights span: the matrix_rank largest (WeightWatcher's), and for a rank-deficient
-        # layer, whose float64 rank counts the rounding of its float32 entries, its eigenvalues less those zero
-        # at float32 precision (its tail ended on that rounding, ~1e-16); a few tiny ones of a nearly full-rank
-        # layer stay in, as WeightWatcher has them
-        deficient = num_zero >= ERG_ZERO_SHARE * ev.size
-        live = erg_eigenvalues(ev, ev.size - num_zero if deficient else spectrum.rank)
+        # over the space the weights span: the matrix_rank largest (WeightWatcher's), a rank-deficient layer's
+        # nonzero ones (erg_eigenvalues)
+        live = erg_eigenvalues(ev, spectrum.rank, num_zero)
         erg = erg_tail(live)
         total = float(np.sum(live))
         xmin_norm = xmin * live.size / total if total > 0 else math.nan

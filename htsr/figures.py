@@ -337,7 +337,8 @@ def erg_boundary(row: Any, sp: Any) -> Panel:
         return _empty(title, xl, yl, _note(row, why), xlog=True)
     # over the eigenvalues of the rank (a rank-deficient layer's zeros left out), as htsr.analyze gives them to
     # htsr.rmt.setol.erg_tail (which computes it so), so the curve crosses 0 exactly at erg_lambda_min_raw
-    live = erg_eigenvalues(ev, int(row.matrix_rank) if math.isfinite(row.matrix_rank) else ev.size)
+    live = erg_eigenvalues(ev, int(row.matrix_rank) if math.isfinite(row.matrix_rank) else ev.size,
+                           int(row.num_zero_evals) if math.isfinite(row.num_zero_evals) else 0)
     pos = live[live > 0][::-1]
     top = float(pos[0])
     log_mean = math.log(top) + math.log(float(np.sum(live / top)) / live.size)

@@ -259,6 +259,20 @@ def test_erg_running_sum_crosses_zero_at_the_erg_edge(model, name):
     assert np.all(np.diff(line.x) < 0)  # from the largest down
 
 
+def test_erg_running_sum_of_a_float32_low_rank_product_crosses_at_its_edge():
+    """A rank-120 product stored in float32: its float64 rank counts the rounding (300), and the analysis takes
+    its ERG over the 120 nonzero eigenvalues; the figure had walked all 300 and crossed 0 at 3e-13, not at the
+    column's edge (87.6), which the same report's histogram marks."""
+    rng = _rng(4)
+    W = (rng.standard_normal((400, 120)) @ rng.standard_normal((120, 300))).astype(np.float32)
+    r = htsr.analyze({"p.weight": W}, keep_spectra=True)
+    row, sp = r.layers[0], r.spectra[0]
+    assert row.matrix_rank > 120 and row.num_zero_evals >= 0.1 * row.num_evals  # (the case: else it checks nothing)
+    line = _one(F.erg_boundary(row, sp), "line", "data")
+    k = int(np.flatnonzero(line.y < 0)[0])
+    assert line.x[k] == row.erg_lambda_min_raw and line.y[k - 1] >= 0  # the same sums: exactly
+
+
 def test_erg_crossing_survives_thinning(gauss):
     row, sp = gauss
     line = _one(F.erg_boundary(row, sp), "line", "data")

@@ -69,11 +69,20 @@ def _undefined(reason: str) -> ERGResult:
     return ERGResult(0, NAN, NAN, f"undefined: {reason}")
 
 
-def erg_eigenvalues(evals: np.ndarray, rank: int) -> np.ndarray:
+#: the share of eigenvalues zero at float32 precision from which a layer's ERG leaves them out (the phase's
+#: default rank-collapse share, fixed here: no phase option moves it)
+ERG_ZERO_SHARE = 0.10
+
+
+def erg_eigenvalues(evals: np.ndarray, rank: int, num_zero: int = 0) -> np.ndarray:
     """The eigenvalues a layer's ERG is taken over: of ascending ``evals``, the ``rank`` largest (at least
-    one) — the correlation space its weights span. A rank-deficient layer's zeros (a LoRA update's M − r) in
-    the mean would end the walk on λ = 0, with a tail of rank + 1 whatever the spectrum; a full-rank layer's
-    are every eigenvalue, however small, as WeightWatcher takes them."""
+    one) — the correlation space its weights span; for a rank-deficient layer, whose ``num_zero`` eigenvalues
+    zero at float32 precision are at least :data:`ERG_ZERO_SHARE` of them, all but those (its float64 rank
+    counts the rounding of its float32 entries, and its tail would end on that rounding, ~1e-16). A rank-deficient
+    layer's zeros (a LoRA update's M − r) in the mean would end the walk on λ = 0, with a tail of rank + 1
+    whatever the spectrum; a nearly full-rank layer's few tiny ones stay in, as WeightWatcher has them."""
+    if num_zero >= ERG_ZERO_SHARE * evals.size:
+        rank = evals.size - num_zero
     return evals[max(0, min(evals.size - rank, evals.size - 1)):]
 
 
