@@ -390,8 +390,9 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         else:
             fit_spectrum = spectrum
         zeros = _rounding_zeros(spectrum.evals, lm, scale)  # a coarse storage's rounding, under a gap
-        if _round_off_left(spectrum):
-            zeros = max(zeros, spectrum.floor)  # (a larger refine_fraction left float32 round-off unrefined: zeros)
+        if _round_off_left(spectrum):  # a larger refine_fraction left float32 round-off unrefined: zeros, as many
+            # as lie below their own matrix's floor (a pooled layer's largest floor had taken 93 for 55)
+            zeros = max(zeros, float(spectrum.evals[spectrum.num_below_floor - 1]))
         # a delta's eigenvalues below its inputs' rounding noise are not the update's: the noise matrix's largest
         # eigenvalue, (rms·(√rows + √cols))² for iid entries of that rms (the MP edge), in the fit's units
         rms = lm.resolution() if lm.resolution else 0.0

@@ -134,7 +134,10 @@ OPTION_SPECS: dict[str, OptionSpec] = {
         OptionSpec("refine_fraction", FEW_BELOW_FLOOR, "a number in [0, 1]", _float_range(0.0, 1.0),
                    "fast path only: recompute a matrix in float64 when more than this fraction of "
                    "its eigenvalues lie below the float32 resolution floor, or any rounds to zero "
-                   "(0 = whenever any lies below)"),
+                   "(0 = whenever any lies below). Above the default, the eigenvalues a matrix keeps below "
+                   "that floor are unresolved and count as zeros (matrix_rank, num_zero_evals, the "
+                   "rank-collapse phase, the MP bulk): faster, but a layer with real tiny eigenvalues can "
+                   "read as rank-deficient"),
         OptionSpec("xmin", "ks", "'ks', 'median', 'peak' or a positive number", _xmin_ok,
                    "power-law x_min: 'ks' = Clauset-Shalizi-Newman KS scan, 'median' = top half of the "
                    "spectrum, 'peak' = KS scan over candidates <= 1.5 x the log-histogram peak, "

@@ -245,7 +245,11 @@ def matrix_eigenvalues(
         if below and below != _structural_zeros(W):  # rank-deficient at the Gram's resolution: the SVD decides
             return _svd_eigenvalues(W, N, M)
         return evals, floor, floor, "gram64"
-    # unrefined: all eigenvalues count towards the rank (see the module docstring); none if W = 0
+    # unrefined: all eigenvalues count towards the rank (see the module docstring); none if W = 0. More below
+    # the floor than the default refine_fraction leaves, left by a larger one, are round-off: no rank (they
+    # count as zeros, num_zero_evals, as well)
+    if below > FEW_BELOW_FLOOR * M:
+        return evals, floor, floor, "gram32"
     return evals, floor, (-1.0 if floor > 0 else 0.0), "gram32"
 
 

@@ -784,6 +784,21 @@ def test_a_larger_refine_fraction_leaves_no_round_off_in_the_fit_or_the_rank(ran
     assert got.eig_method == "gram32" and got.num_evals_below_floor == 200 - rank
     assert (got.num_zero_evals, got.num_fit_evals) == (want.num_zero_evals, want.num_fit_evals) == (200 - rank, rank)
     assert got.status.split(" above")[0] == want.status.split(" above")[0]
+    # the rank says so too: the round-off is no rank (it had been full, 200, beside 180 zeros and rank-collapse)
+    assert got.matrix_rank == rank
+
+
+def test_a_larger_refine_fraction_counts_as_zeros_those_below_their_own_matrixs_floor():
+    """A pooled conv whose kernel positions differ in scale: with refine_fraction 0.9 the round-off left
+    unrefined (a rank-5 position's 43 below its floor) had been counted against the pooled layer's largest
+    floor, taking the full-rank position's real eigenvalues for zeros too (a Silero conv: 93 zeros for 55)."""
+    rng = np.random.default_rng(1)
+    K = np.empty((64, 48, 1, 2), np.float32)
+    K[:, :, 0, 0] = rng.standard_normal((64, 48))
+    K[:, :, 0, 1] = 1e3 * (rng.standard_normal((64, 5)) @ rng.standard_normal((5, 48)))
+    row = htsr.analyze({"conv.weight": K}, refine_fraction=0.9, min_evals=20).layers[0]
+    assert row.eig_method == "gram32" and row.num_evals_below_floor == 43
+    assert row.num_zero_evals == 43 and row.matrix_rank == 96 - 43
 
 
 def test_farms_cuts_no_windows_for_a_row_that_is_never_fitted(monkeypatch):
