@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import OptionError
-from .fits.powerlaw import ks_scan
+from .fits.powerlaw import FLAT_SPREAD, ks_scan
 from .rmt.phases import PHASES
 from .rmt.setol import erg_eigenvalues
 
@@ -147,6 +147,18 @@ def _positive(evals: np.ndarray) -> np.ndarray:
     return evals[evals > 0]
 
 
+def _nonzero(row: Any, evals: np.ndarray) -> np.ndarray:
+    """A row's eigenvalues on a log axis: without the ``num_zero_evals`` it counts as zeros (a float32 product's
+    rounding at 1e-15, which the MP bulk, the phase and the ERG leave out too: drawn, they spread the histogram
+    over 17 decades), and without any ≤ 0."""
+    zeros = int(row.num_zero_evals) if math.isfinite(row.num_zero_evals) else 0
+    return _positive(evals[min(zeros, evals.size):])
+
+
+def _zeros_note(n: int) -> str:
+    return f"{n} zero eigenvalue(s) (num_zero_evals) not shown" if n else ""
+
+
 def _empty(title: str, xlabel: str, ylabel: str, note: str, **kw: Any) -> Panel:
     return Panel(title, xlabel, ylabel, (), note=note, **kw)
 
@@ -184,13 +196,13 @@ def _density(v: np.ndarray, edges: np.ndarray, n: int) -> np.ndarray:
 def esd_loglog(row: Any, sp: Any) -> Panel:
     """ESD density on log-log axes (log-spaced bins), the fitted power law over [x_min, x_max], x_min."""
     title, xl, yl = f"ESD, log-log: {_name(row)}", "eigenvalue λ", "density"
-    x = _positive(sp.evals)
+    x = _nonzero(row, sp.evals)
     if x.size < 2 or x[0] == x[-1]:
-        return _empty(title, xl, yl, _note(row, "fewer than 2 distinct positive eigenvalues"), xlog=True,
+        return _empty(title, xl, yl, _note(row, "fewer than 2 distinct nonzero eigenvalues"), xlog=True,
                       ylog=True)
     edges = np.geomspace(x[0], x[-1] * (1 + 1e-12), _bins(x.size) + 1)
     series = [Series("hist", edges, _density(x, edges, sp.evals.size), "ESD", "data")]
-    notes = []
+    notes = [_zeros_note(sp.evals.size - x.size)]
     if math.isfinite(row.alpha) and math.isfinite(row.xmin):
         if math.isfinite(row.farms_windows):
             # FARMS: the fit's density is of the windows' eigenvalues, not of this ESD
@@ -246,18 +258,18 @@ def esd_linear(row: Any, sp: Any) -> Panel:
         beyond = ev[ev > hi]
         if beyond.size:
             note = f"{beyond.size} eigenvalue(s) beyond the axis, up to {beyond[-1]:.4g}"
-    else:
-        note = (f"no MP fit: {_FACTORS_ONLY}" if row.kind == "lora"
-                else "no MP fit (mp_fit off or fewer than min_evals eigenvalues)")
+    else:  # (a row not 'ok' says why in its status, which _note puts first)
+        note = (f"no MP fit: {_FACTORS_ONLY}" if row.kind == "lora" else "no MP fit" if row.status != "ok"
+                else "no MP fit (mp_fit off, or no bulk to fit: see the phase)")
     return Panel(title, xl, yl, tuple(series), note=_note(row, note))
 
 
 def log10_histogram(row: Any, sp: Any) -> Panel:
     """Histogram of log10 λ with x_min, the MP edge and the ERG edge."""
     title, xl, yl = f"log10 λ: {_name(row)}", "log10 λ", "count"
-    x = _positive(sp.evals)
+    x = _nonzero(row, sp.evals)
     if x.size < 2:
-        return _empty(title, xl, yl, _note(row, "fewer than 2 positive eigenvalues"))
+        return _empty(title, xl, yl, _note(row, "fewer than 2 nonzero eigenvalues"))
     lx = np.log10(x)
     edges = np.linspace(lx[0], lx[-1] + 1e-12 * max(1.0, abs(lx[-1])), 101 if x.size > 500 else _bins(x.size) + 1)
     series = [Series("hist", edges, np.histogram(lx, edges)[0].astype(np.float64), "log10 λ", "data")]
@@ -265,16 +277,16 @@ def log10_histogram(row: Any, sp: Any) -> Panel:
                            (row.erg_lambda_min_raw, "ERG edge", "erg")):
         if math.isfinite(v) and v > 0:
             series.append(Series("vline", _arr(math.log10(v)), _arr(), label, role))
-    zeros = sp.evals.size - x.size
-    note = f"{zeros} zero eigenvalue(s) not shown" if zeros else ""
-    return Panel(title, xl, yl, tuple(series), note=_note(row, note))
+    return Panel(title, xl, yl, tuple(series), note=_note(row, _zeros_note(sp.evals.size - x.size)))
 
 
 def xmin_scan(row: Any, sp: Any) -> Panel:
-    """KS distance D (left axis) and alpha (right axis) at every candidate x_min of the eigenvalues the fit
-    saw (less the top ``num_fingers`` dropped by clip_xmax or drop_top); the chosen one marked. The thinned curves keep
-    the smallest D, which is the fit's (x_min, D) when x_min was chosen by the KS scan. Empty for a row
-    that was not fitted or whose fit was refused."""
+    """KS distance D (left axis) and alpha (right axis) at the candidate x_min of the eigenvalues the fit
+    saw (less the top ``num_fingers`` dropped by clip_xmax or drop_top; FARMS' windows' eigenvalues), those of a
+    flat tail left out as the fit leaves them; the chosen one marked. The thinned curves keep the smallest D,
+    which is the fit's (x_min, D) when x_min was chosen by the KS scan over every candidate (the default); a note
+    says when it was not (``xmin='peak'`` scans fewer, 'median' or a number fixes it). Above 1 600 candidates
+    an even spread of 1 600 is computed. Empty for a row that was not fitted or whose fit was refused."""
     title, xl, yl = f"x_min scan: {_name(row)}", "candidate x_min", "KS distance D"
     if _not_fitted(row):
         return _empty(title, xl, yl, row.status, xlog=True, ylabel2="alpha")
@@ -286,11 +298,13 @@ def xmin_scan(row: Any, sp: Any) -> Panel:
         return _empty(title, xl, yl, _note(row, "fewer than 3 eigenvalues to scan"), xlog=True, ylabel2="alpha")
     # every candidate's D costs a pass over the tail (O(n²) in all: 6 s for 11 520 eigenvalues): a spread of
     # candidates as dense as the thinned curves, and the chosen x_min's (the curve's minimum is the fit's)
-    idx = np.arange(x.size - 1)
+    idx = np.flatnonzero(x[-1] - x[:-1] > FLAT_SPREAD * x[-1])  # (a flat tail is no candidate of the fit's)
+    if idx.size == 0:
+        return _empty(title, xl, yl, _note(row, "a flat tail: no candidate to scan"), xlog=True, ylabel2="alpha")
     if idx.size > 4 * MAX_POINTS:
         chosen = np.searchsorted(x, row.xmin, side="left") if math.isfinite(row.xmin) else 0
-        idx = np.unique(np.r_[np.linspace(0, x.size - 2, 4 * MAX_POINTS).round().astype(np.intp),
-                              min(int(chosen), x.size - 2)])
+        idx = np.unique(np.r_[idx[np.linspace(0, idx.size - 1, 4 * MAX_POINTS).round().astype(np.intp)],
+                              min(int(chosen), int(idx[-1]))])
     alphas, Ds = ks_scan(x, idx)
     ok = alphas > 1.0
     c, d, a = x[idx][ok], Ds[ok], alphas[ok]
@@ -300,8 +314,12 @@ def xmin_scan(row: Any, sp: Any) -> Panel:
     series = [Series("line", cx, cd, "D", "data"), Series("line", ax_, aa, "alpha", "fit:right")]
     if math.isfinite(row.xmin):
         series.append(Series("vline", _arr(row.xmin), _arr(), f"chosen x_min = {row.xmin:.3g}", "xmin"))
-    note = f"scan without the top {fingers} eigenvalue(s) the fit dropped" if fingers else ""
-    return Panel(title, xl, yl, tuple(series), xlog=True, ylabel2="alpha", note=_note(row, note))
+    notes = [f"scan without the top {fingers} eigenvalue(s) the fit dropped" if fingers else "",
+             "the FARMS windows' eigenvalues" if math.isfinite(row.farms_windows) else ""]
+    if best and math.isfinite(row.xmin) and c[best[0]] != row.xmin:
+        notes.append(f"the curve's minimum (at {c[best[0]]:.3g}) is not the fit's x_min: it was chosen among fewer "
+                     "candidates (xmin='peak') or fixed (xmin='median' or a number)")
+    return Panel(title, xl, yl, tuple(series), xlog=True, ylabel2="alpha", note=_note(row, *notes))
 
 
 def shuffled_esd(row: Any, sp: Any) -> Panel:
@@ -312,7 +330,7 @@ def shuffled_esd(row: Any, sp: Any) -> Panel:
         why = ("not randomised: " + _FACTORS_ONLY if row.kind == "lora"
                else "not randomised" + ("" if row.status != "ok" else " (run with randomize=True)"))
         return _empty(title, xl, yl, _note(row, why), xlog=True, ylog=True)
-    a, b = _positive(sp.evals), _positive(sp.rand_evals)
+    a, b = _nonzero(row, sp.evals), _positive(sp.rand_evals)
     if a.size < 2 or b.size < 2:
         return _empty(title, xl, yl, _note(row, "fewer than 2 positive eigenvalues"), xlog=True, ylog=True)
     lo, hi = min(a[0], b[0]), max(a[-1], b[-1])
@@ -324,8 +342,11 @@ def shuffled_esd(row: Any, sp: Any) -> Panel:
         traps = b[b > sp.rand_threshold]
         if traps.size:
             series.append(Series("points", traps, np.full(traps.size, np.nan), f"{traps.size} trap(s)", "trap"))
+    located = row.trap_weights.count(";") + 1 if row.trap_weights else 0
+    where = ("" if not located else f"traps at {row.trap_weights}" if located >= row.num_traps
+             else f"the {located} largest of {row.num_traps:.0f} traps at {row.trap_weights}")
     return Panel(title, xl, yl, tuple(series), xlog=True, ylog=True,
-                 note=_note(row, f"traps at {row.trap_weights}" if row.trap_weights else ""))
+                 note=_note(row, _zeros_note(sp.evals.size - a.size), where))
 
 
 def erg_boundary(row: Any, sp: Any) -> Panel:

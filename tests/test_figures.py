@@ -108,7 +108,9 @@ def test_esd_loglog_histogram_integrates_to_the_share_of_positive_eigenvalues(mo
     hist = _one(F.esd_loglog(row, sp), "hist", "data")
     assert hist.x.size == hist.y.size + 1 and np.all(np.diff(hist.x) > 0)
     mass = float(np.sum(np.nan_to_num(hist.y) * np.diff(hist.x)))
-    assert mass == pytest.approx(np.count_nonzero(sp.evals > 0) / sp.evals.size, abs=1e-12)
+    # the share of the eigenvalues drawn: all but the num_zero_evals the analysis counts as zeros
+    drawn = np.count_nonzero(sp.evals[int(row.num_zero_evals):] > 0)
+    assert mass == pytest.approx(drawn / sp.evals.size, abs=1e-12)
     # empty bins are NaN (gaps on a log axis), never 0
     assert not np.any(hist.y == 0)
 
@@ -154,16 +156,19 @@ def test_esd_loglog_with_farms_marks_x_min_but_draws_no_power_law():
 # ----------------------------------------------------------------------------------- log10 histogram
 
 
-def test_log10_histogram_counts_every_positive_eigenvalue(model):
+def test_log10_histogram_counts_every_nonzero_eigenvalue(model):
+    """Those the analysis counts as zeros (num_zero_evals: a rank-deficient layer's rounding at ~1e-15, which its
+    float64 SVD leaves positive) are not drawn, as the MP bulk and the ERG leave them out: drawn, they had
+    spread the histogram over 17 decades. The note says how many."""
     row, sp = _row(model, "lowrank")
     panel = F.log10_histogram(row, sp)
     hist = _one(panel, "hist", "data")
-    positive = np.count_nonzero(sp.evals > 0)
-    assert hist.y.sum() == positive
-    zeros = sp.evals.size - positive  # (the float64 SVD of this rank-deficient layer leaves none exactly zero)
-    assert (f"{zeros} zero eigenvalue(s) not shown" in panel.note) if zeros else ("zero eigenvalue" not in panel.note)
-    zero_cols = F.log10_histogram(row, dataclasses.replace(sp, evals=np.r_[np.zeros(7), sp.evals[7:]]))
-    assert "7 zero eigenvalue(s) not shown" in zero_cols.note
+    assert row.num_zero_evals == 30 and hist.y.sum() == sp.evals.size - 30  # (rank 70 of 100)
+    assert "30 zero eigenvalue(s) (num_zero_evals) not shown" in panel.note
+    full = dataclasses.replace(row, num_zero_evals=0.0)  # exact zeros are never drawn on a log axis
+    zero_cols = F.log10_histogram(full, dataclasses.replace(sp, evals=np.r_[np.zeros(7), sp.evals[7:]]))
+    assert "7 zero eigenvalue(s) (num_zero_evals) not shown" in zero_cols.note
+    assert "zero eigenvalue" not in F.log10_histogram(*_row(model, "dense")).note
     assert _one(panel, "vline", "xmin").x[0] == pytest.approx(math.log10(row.xmin), rel=1e-12)
     assert _one(panel, "vline", "erg").x[0] == pytest.approx(math.log10(row.erg_lambda_min_raw), rel=1e-12)
 
@@ -220,6 +225,26 @@ def test_xmin_scan_with_clip_xmax_scans_what_the_refit_saw():
     assert f"top {row.num_fingers:.0f} eigenvalue(s) the fit dropped" in F.xmin_scan(row, sp).note
 
 
+def test_xmin_scan_says_when_its_minimum_is_not_the_fits_and_drops_a_flat_tail():
+    """With xmin='peak' the fit scans fewer candidates: the curve's minimum had been unmarked as another than the
+    fit's (the docstring said it was the fit's); a flat tail's candidates, which the fit never takes, had been
+    drawn with alphas in the millions."""
+    W = _rng(5).standard_t(3, (600, 300))
+    for xmin in ("ks", "peak", "median"):
+        row, sp = (lambda r: (r.layers[0], r.spectra[0]))(htsr.analyze({"w.weight": W}, keep_spectra=True, xmin=xmin))
+        panel = F.xmin_scan(row, sp)
+        D = _one(panel, "line", "data")
+        differs = D.x[int(np.argmin(D.y))] != row.xmin
+        assert ("is not the fit's x_min" in panel.note) == differs, xmin
+        if xmin != "peak":  # (the default's minimum is the fit's; median's fixed x_min is another, measured)
+            assert differs == (xmin == "median")
+    U = np.linalg.qr(_rng(6).standard_normal((300, 300)))[0]
+    s = np.r_[np.linspace(0.1, 1.0, 240), np.full(60, 5.0)]  # 60 equal singular values on top of a spread
+    row, sp = (lambda r: (r.layers[0], r.spectra[0]))(htsr.analyze({"w.weight": (U * s) @ U.T}, keep_spectra=True))
+    alpha = _one(F.xmin_scan(row, sp), "line", "fit:right")
+    assert np.all(alpha.y < 1e3)  # (the flat tail's had reached 1e7)
+
+
 # ------------------------------------------------------------------------------ shuffled ESD and ERG
 
 
@@ -233,6 +258,9 @@ def test_shuffled_esd_marks_exactly_the_traps(model):
     assert traps.x.size == row.num_traps and np.all(np.isnan(traps.y))  # a rug: positions only
     assert np.all(traps.x > sp.rand_threshold) and _one(panel, "vline", "threshold").x[0] == sp.rand_threshold
     assert row.trap_weights in panel.note
+    located = row.trap_weights.count(";") + 1
+    if row.num_traps > located:  # at most MAX_LOCATED are located: the note says which of how many
+        assert f"the {located} largest of {row.num_traps:.0f} traps at" in panel.note
     for h, ev in ((data, sp.evals), (shuffled, sp.rand_evals)):
         assert float(np.sum(np.nan_to_num(h.y) * np.diff(h.x))) == pytest.approx(np.mean(ev > 0), abs=1e-12)
 
