@@ -217,7 +217,9 @@ def test_drop_top_fits_without_the_k_largest_as_weightwatchers_negative_xmax():
         assert row.num_fingers == k and row.raw_alpha == pytest.approx(fit_power_law(ev).alpha, rel=1e-12)
     with pytest.raises(htsr.OptionError, match="'drop_top' and option 'clip_xmax' both choose"):
         htsr.Options.create(drop_top=1, clip_xmax=True)
-    assert fit_power_law(ev[:4], drop_top=3).status.startswith("fit_failed: 4 eigenvalues: none left")
+    # (it had said "none left to fit" with 2 left)
+    assert fit_power_law(ev[:5], drop_top=3).status == (
+        "fit_failed: 5 eigenvalues: 2 left without the 3 largest, and a fit needs 3")
 
 
 def test_drop_top_and_clip_xmax_together_are_refused_as_analyze_refuses_them():

@@ -307,7 +307,7 @@ def fit_power_law(
     first = _fit_once(x, xmin)
     if drop_top and first.status == "ok":
         kept = _fit_once(x[:-drop_top], xmin) if x.size - drop_top >= 3 else PowerLawFit.failed(
-            f"{x.size} eigenvalues: none left to fit without the {drop_top} largest")
+            f"{x.size} eigenvalues: {max(x.size - drop_top, 0)} left without the {drop_top} largest, and a fit needs 3")
         return PowerLawFit(**{**kept.__dict__, "num_fingers": drop_top, "raw_alpha": first.alpha})
     if not clip_xmax or first.status != "ok":
         return first
