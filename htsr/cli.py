@@ -195,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
         "analyze",
         help="analyse every weight matrix of a model",
         description="Analyse every weight matrix of a model: ESD, power-law alpha, norms, ranks. "
-                    "Prints a per-layer table and the model summary.",
+                    "Prints a per-layer table and the model summary. An option that would change nothing "
+                    "(--seed without --bootstrap or --randomize, --max-fingers without --clip-xmax …) is "
+                    "refused, not ignored.",
         epilog=_EXIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("source", metavar="SOURCE",

@@ -347,6 +347,11 @@ class Options:
                     _holds(kwargs.get(other, OPTION_SPECS[other].default), needed) for other, needed in conditions):
                 when = " or ".join(f"option {other!r} {_words(needed)}" for other, needed in conditions)
                 raise OptionError(f"option {name!r} applies only with {when}: otherwise it would change nothing")
+        # (both given: max_evals alone below the default min_evals lists the layers without a fit, as describe())
+        low, high = kwargs.get("min_evals"), kwargs.get("max_evals")
+        if low is not None and high is not None and low > high:
+            raise OptionError(f"option 'min_evals' ({low}) is above option 'max_evals' ({high}): no layer could be "
+                              "fitted; lower the one or raise the other")
         if kwargs.get("drop_top") and kwargs.get("clip_xmax"):
             raise OptionError("option 'drop_top' and option 'clip_xmax' both choose the top eigenvalues a fit leaves "
                               "out: give one of them")

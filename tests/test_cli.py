@@ -513,6 +513,9 @@ def test_help_mentions_every_option(capsys):
     (["--kinds", "dense", "--conv", "per_position"], "--conv acts only on conv1d, conv2d, conv3d, lora layers"),
     (["--progress", "--quiet"], "--progress and --quiet: --quiet prints no progress bar"),  # (--progress was dropped)
     (["--max-evals", "0"], "--max-evals must be none or an integer >= 1, got 0"),
+    # a contradictory pair (it had run, every row not fitted); --max-evals alone below the default is describe()
+    (["--min-evals", "500", "--max-evals", "400"], "--min-evals (500) is above --max-evals (400): no layer could be "
+                                                   "fitted"),
     (["--drop-top", "2", "--clip-xmax"], "--drop-top and --clip-xmax both choose"),
 ])
 def test_option_errors_in_the_command_lines_terms(model, capsys, argv, message):
