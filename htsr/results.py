@@ -496,11 +496,13 @@ def format_value(v: Any, nan: str = "nan", empty: str = "-", inf: tuple[str, str
 def why_undefined(options: dict[str, Any]) -> dict[str, str]:
     """Why a run's summary has no value (NaN) for its option-dependent entries, by entry: what the CLI's
     summary and the report print beside 'n/a'."""
-    no_mp = ("--no-mp-fit" if not options.get("mp_fit", True)  # phases and traps need a layer's MP fit
+    no_mp = ("--no-mp-fit" if not options.get("mp_fit", True)  # phases need a layer's MP fit
              else "no layer has a Marchenko-Pastur fit: none fitted, or LoRA updates only")
+    # (traps need a shuffle of their own, with or without the MP fit)
+    no_shuffle = "no layer randomised: none with min_evals eigenvalues, or LoRA updates only"
     boot = options.get("bootstrap", 0) or 0
     no_boot = "--bootstrap N" if not boot else "no layer fitted"
-    return {"phases": no_mp, "num_with_traps": no_mp if options.get("randomize") else "--randomize",
+    return {"phases": no_mp, "num_with_traps": no_shuffle if options.get("randomize") else "--randomize",
             "share_plausible_pl": no_boot,
             "num_no_power_law": "--bootstrap N" if not boot else
             f"--bootstrap {boot}: fewer than {MIN_WARNING_REPLICATES} replicates" if boot < MIN_WARNING_REPLICATES

@@ -1487,3 +1487,16 @@ def test_a_tiny_share_gives_its_posterior_or_nan_never_a_root_finders_error():
             assert b.mean == pytest.approx(full.mean, rel=1e-12)  # (rounding of share·n / share·T)
         nan = fn(*args, share=5e-324)
         assert all(math.isnan(v) for v in (nan.mean, nan.lo, nan.hi, nan.p_lt_2, nan.p_gt_6))
+
+
+def test_the_traps_count_is_undefined_for_its_own_reason_not_the_mp_fits():
+    """Traps come from a shuffle of their own, with or without the MP fit: with --randomize --no-mp-fit and no
+    layer reaching min_evals, the report had said 'n/a (--no-mp-fit)'."""
+    from htsr.results import why_undefined
+
+    W = np.random.default_rng(0).standard_normal((300, 100))
+    r = htsr.analyze({"fc.weight": W}, randomize=True, mp_fit=False, min_evals=1000)
+    assert math.isnan(r.summary.num_with_traps)
+    assert why_undefined(r.options)["num_with_traps"].startswith("no layer randomised: none with min_evals")
+    assert htsr.analyze({"fc.weight": W}, randomize=True, mp_fit=False).summary.num_with_traps == 0  # (no MP fit)
+    assert why_undefined({})["num_with_traps"] == "--randomize"
