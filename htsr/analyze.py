@@ -475,12 +475,17 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         fit_x = fit_spectrum.evals[fit_spectrum.kept(cut, low)]
         # FARMS' windows of a rank-deficient matrix repeat its few directions: its own count decides (a rank-1
         # matrix's 84 windows gave 84 values, fitted "ok" at alpha 11.7)
-        whole_cut = max(cut_of(spectrum), zeros) if num_windows else 0.0
-        whole = int(np.count_nonzero(spectrum.kept(whole_cut, max(ww_cut if ww_applies(spectrum) else 0.0, zeros)))
-                    ) if num_windows else None
+        # (cut as without windows: a delta's at its inputs' rounding noise, the whole matrix's, any other's at its
+        # storage's rounding under a gap)
+        whole_floor = _noise_edge(rms, lm.rows, lm.cols, scale) if lm.resolution else zeros
+        whole_cut = max(cut_of(spectrum), whole_floor) if num_windows else 0.0
+        whole = int(np.count_nonzero(spectrum.kept(whole_cut, max(ww_cut if ww_applies(spectrum) else 0.0,
+                                                                  whole_floor)))) if num_windows else None
         if whole is not None and whole < opts.min_evals:
+            noise = (" (the rounding noise of the model's and the base's stored weights)"
+                     if lm.resolution and whole_floor >= whole_cut else "")
             fit, status = not_attempted, (f"not_fitted: {whole} of {lm.num_evals} eigenvalues above the floor "
-                                          f"{whole_cut:.3g} < min_evals={opts.min_evals} (the windows of "
+                                          f"{whole_cut:.3g}{noise} < min_evals={opts.min_evals} (the windows of "
                                           "--farms-aspect only repeat them)")
         elif fit_x.size < opts.min_evals:  # a rank-deficient matrix: most of its eigenvalues are zeros
             fit, status = not_attempted, (f"not_fitted: {fit_x.size} of {lm.num_evals} eigenvalues above the "

@@ -337,3 +337,18 @@ def test_align_names_counts_matches_of_one_shape_and_makes_disjoint_ties_togethe
     names = ["layers.0.fc1.weight", "layers.1.fc1.weight"]
     ref = {f"{s}.{n}": None for s in ("encoder", "decoder") for n in names}
     assert align_names(names, ref)[0] is None
+
+
+def test_farms_counts_a_deltas_eigenvalues_above_the_same_floor_as_without_it():
+    """A delta's whole matrix is cut at its inputs' rounding noise (the MP edge of that noise); with
+    --farms-aspect it had been cut at twice that (the storage rule's), with another count and no reason."""
+    rng = np.random.default_rng(5)
+    W = rng.standard_normal((400, 384)).astype(np.float32)
+    upd = 1e-4 * (rng.standard_normal((400, 8)) @ rng.standard_normal((8, 384))) / np.sqrt(8)
+    model = {"fc.weight": (W.astype(np.float64) + upd).astype(np.float32)}
+    rows = [htsr.analyze(model, base={"fc.weight": W}, **o).layers[0] for o in ({}, {"farms_aspect": 1.0})]
+    plain, farms = (r.status for r in rows)
+    assert plain.startswith("not_fitted: ") and farms.startswith("not_fitted: ")
+    # the same count above the same floor, for the same reason
+    assert farms.split(" < min_evals")[0] == plain.split(" < min_evals")[0], (plain, farms)
+    assert "(the rounding noise of the model's and the base's stored weights)" in farms
