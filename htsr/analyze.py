@@ -517,6 +517,11 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
     del kept
     if rmt_error:
         status = f"{status}; diagnostics failed: {rmt_error}"
+    elif fit.status == "ok" and "loc_pr_tail_mean" in rmt:  # why a localisation column of a fitted row is NaN
+        lonely = [f"no {g} eigenvectors" if math.isnan(rmt[f"loc_pr_{g}_mean"]) else f"one {g} eigenvector, no spread"
+                  for g in ("tail", "bulk") if math.isnan(rmt[f"loc_pr_{g}_std"])]
+        if lonely:
+            status = f"{status}; localization: {', '.join(lonely)}"
     extra.update(rmt)
     lo, hi, p = interval_of(extra)
     kept_spectra = None

@@ -393,6 +393,17 @@ def test_localization_tail_is_the_fits_tail_however_the_eigenvalues_round():
         assert row.loc_lr_bulk_mean == pytest.approx(np.mean(lr[:-n]), rel=1e-8), seed
 
 
+def test_localization_says_why_a_group_has_no_ratio():
+    """A fixed x_min below the whole spectrum leaves no bulk eigenvector: its columns had been NaN on an 'ok' row
+    with nothing saying why; so had a one-vector tail's spread."""
+    W = S.pareto(300, 200, 0, 1.5)
+    ev = np.linalg.eigvalsh(W.T.astype(np.float64) @ W)
+    row = htsr.analyze({"w.weight": W}, xmin=float(ev[0]) * 0.5, localization=True).layers[0]
+    assert math.isnan(row.loc_pr_bulk_mean) and row.status == "ok; localization: no bulk eigenvectors"
+    row = htsr.analyze({"w.weight": W}, localization=True).layers[0]
+    assert row.status == "ok" and math.isfinite(row.loc_pr_bulk_std)
+
+
 # --- integration: options, schema, CLI ---------------------------------------------------------------
 
 def test_columns_are_nan_when_an_analysis_is_off():
