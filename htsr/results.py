@@ -541,11 +541,23 @@ def read_layers(path: str | os.PathLike) -> "pandas.DataFrame":
     from .io.base import import_extra
 
     pd = import_extra("pandas", "pandas", "htsr.results.read_layers()")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        header = next(csv.reader(f), [])
-    text = [c for c in header if COLUMN_DTYPES.get(c) == "object"]
-    return pd.read_csv(path, encoding="utf-8-sig", dtype={c: COLUMN_DTYPES.get(c, "object") for c in header}, keep_default_na=False,
-                       na_values={c: [""] for c in header if c not in text})
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), [])
+        if "name" not in header or "status" not in header:  # (every table htsr writes has them)
+            raise SourceError(f"{path}: not a layers.csv htsr wrote (its header has no name and status columns)")
+        unknown = [c for c in header if c not in COLUMN_DTYPES]
+        if unknown:
+            raise SourceError(f"{path}: columns this htsr does not know ({', '.join(unknown[:5])}): written by a "
+                              "newer htsr? Upgrade htsr to read it")
+        text = [c for c in header if COLUMN_DTYPES.get(c) == "object"]
+        return pd.read_csv(path, encoding="utf-8-sig", dtype={c: COLUMN_DTYPES[c] for c in header},
+                           keep_default_na=False, na_values={c: [""] for c in header if c not in text})
+    except SourceError:
+        raise
+    except (OSError, UnicodeError, ValueError, csv.Error) as e:  # (pandas' parser errors are ValueErrors)
+        raise SourceError(f"{path}: cannot read it as a layers.csv ({e.__class__.__name__}: "
+                          f"{getattr(e, 'strerror', None) or str(e)[:120]})") from None
 
 
 @dataclass(frozen=True, eq=False)

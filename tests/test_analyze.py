@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import os
 import sys
 
@@ -723,6 +724,16 @@ def test_layers_csv_reads_back_with_the_tables_dtypes(tmp_path):
     guessed = pd.read_csv(tmp_path / "layers.csv")
     assert (guessed.dtypes != r.to_pandas().dtypes).any()  # what the reader is for
     pd.testing.assert_frame_equal(read_layers(tmp_path / "layers.csv"), r.to_pandas())
+    # what is no table of htsr's is a SourceError naming it (a UnicodeDecodeError, IsADirectoryError or
+    # FileNotFoundError had escaped, and any CSV read as a table of one column)
+    (tmp_path / "w.pt").write_bytes(b"\x80\x02garbage")
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "newer.csv").write_text((tmp_path / "layers.csv").read_text().replace("name,", "name,new_col,", 1))
+    for p, says in (("w.pt", "cannot read it as a layers.csv (UnicodeDecodeError"), (".", "IsADirectoryError"),
+                    ("none.csv", "No such file or directory"), ("other.csv", "not a layers.csv htsr wrote"),
+                    ("newer.csv", "columns this htsr does not know (new_col)")):
+        with pytest.raises(htsr.SourceError, match=re.escape(says)):
+            read_layers(tmp_path / p)
 
 
 def test_a_tensor_read_once_for_several_rows_is_dropped_when_the_rows_it_was_kept_for_are_done(monkeypatch):
