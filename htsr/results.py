@@ -709,6 +709,8 @@ def load_result(path: str | os.PathLike) -> AnalysisResult:
     are, so runs saved on different days compare without analysing again. A column this htsr does not know
     (a file of a newer htsr) is refused; a column it has and the file lacks (an older htsr's) is empty, NaN."""
     run = saved_run(path)
+    if run is None and isinstance(path, (str, os.PathLike)) and not os.path.lexists(path):
+        raise SourceError(f"{path}: no such file or folder")
     if run is None:
         raise SourceError(f"{path}: not a saved htsr run (a folder with layers.csv and summary.json, as "
                           "'htsr analyze --out' writes, or a JSON document of a whole result, as --json prints)")

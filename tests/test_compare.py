@@ -688,6 +688,8 @@ def test_a_saved_run_reads_back_as_its_result_and_compares_without_its_model(tmp
     assert all(math.isnan(r.mp_ks) for r in load_result(tmp_path / "run0").layers)
     with pytest.raises(SourceError, match="not a saved htsr run"):
         load_result(tmp_path)
+    with pytest.raises(SourceError, match="none: no such file or folder"):  # (it had said "not a saved htsr run")
+        load_result(tmp_path / "none")
     # a layers.csv cut short (a copy interrupted) had been read as a run of fewer layers, the cut row 'ok' with
     # NaN numbers, and compared as if whole; a whole row cut off, or the header cut, by the summary's count
     for keep, says in ((text[:3] + [text[3][:60]], "row 3 does not have the header's"),
