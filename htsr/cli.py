@@ -413,8 +413,8 @@ def _run_analyze(args: argparse.Namespace) -> int:
         if earlier:
             say(f"note: {args.out} also holds {', '.join(earlier)}, not written by this run")
     if all(r.status.startswith("failed") for r in result.layers):
-        print(f"htsr: error: every layer failed ({len(result.layers)} of {len(result.layers)}; their statuses say "
-              "why)", file=sys.stderr)
+        print(_one_line(f"htsr: error: {result.source}: every layer failed ({len(result.layers)} of "
+                        f"{len(result.layers)}; their statuses say why)"), file=sys.stderr)
         return 3
     return 0
 

@@ -881,7 +881,10 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.figure is not None:  # before the analyses: the extension, and matplotlib to draw it
         from .plot import can_draw
 
-        can_draw(args.figure)
+        try:
+            can_draw(args.figure)
+        except OptionError as e:  # (the flag named, as the other outputs' errors name theirs)
+            raise OptionError(f"--figure {e}") from None
     from .io import open_source
 
     labels = _check_labels(args.labels, args.sources)  # from the paths, before they are opened

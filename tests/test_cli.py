@@ -738,7 +738,8 @@ def test_every_layer_failed_exits_3_with_its_files(tmp_path, capsys):
     np.savez(path, **{"a.weight": np.full((100, 80), np.nan, np.float32), "b.weight": np.full((90, 80), np.inf, np.float32)})
     assert main(["analyze", str(path), "--out", str(tmp_path / "o")]) == 3
     out, err = capsys.readouterr()
-    assert err.strip().splitlines()[-1] == "htsr: error: every layer failed (2 of 2; their statuses say why)"
+    # (the source named: the line may end a script's log of many runs)
+    assert err.strip().splitlines()[-1] == f"htsr: error: {path}: every layer failed (2 of 2; their statuses say why)"
     assert [r["status"] for r in _read_csv(tmp_path / "o" / "layers.csv")] == ["failed: NaN or Inf in the weights"] * 2
 
 

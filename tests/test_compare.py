@@ -588,7 +588,8 @@ def test_models_without_a_value_are_unranked_and_a_bad_figure_name_fails_first(n
     analysed = []
     monkeypatch.setattr(sys.modules["htsr.analyze"], "analyze", lambda *x, **k: analysed.append(x))
     assert main(["compare", str(a), str(b), "--figure", str(tmp_path / "f.xyz"), "--no-progress"]) == 2
-    assert "cannot tell the image format" in capsys.readouterr().err and analysed == []
+    assert f"htsr: error: --figure {tmp_path / 'f.xyz'}: cannot tell the image format" in capsys.readouterr().err
+    assert analysed == []
 
 
 def test_a_name_with_other_shapes_is_not_the_same_layer_and_differing_layers_are_noted():
