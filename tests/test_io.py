@@ -1858,6 +1858,21 @@ def test_an_installed_package_that_fails_to_import_is_named_as_broken(tmp_path, 
         import_extra("htsr_test_not_there", "keras", "reading Keras .keras / .h5 files")
 
 
+def test_a_missing_extra_names_the_file_that_needs_it(tmp_path, monkeypatch):
+    """'reading ONNX models needs the 'onnx' package' had not said which of the files given (a --base's, one of a
+    comparison's) is the ONNX model."""
+    import sys
+
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"\x08\x07\x12\x04test")  # (an ONNX ModelProto's first fields: ir_version, producer)
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(htsr.MissingExtraError) as ei:
+        htsr.analyze(path)
+    assert str(ei.value) == f"{path}: reading ONNX models needs the 'onnx' package: pip install 'htsr[onnx]'"
+    e = pickle.loads(pickle.dumps(ei.value))  # (from a process pool's worker: the same words)
+    assert str(e) == str(ei.value)
+
+
 @pytest.mark.parametrize("call, package", [("lightning_callback", "lightning"), ("hf_callback", "transformers")])
 def test_the_training_callbacks_name_their_framework_not_an_extra(tmp_path, monkeypatch, call, package):
     """No extra installs Lightning or transformers (the training framework is the user's): the messages had said
