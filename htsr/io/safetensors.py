@@ -85,6 +85,9 @@ class SafetensorsFile:
         self.description = str(self.path)
         try:
             self._entries = self._read_header()
+        except PermissionError as e:  # (in the words a file given alone gets)
+            raise self._fail(f"cannot read it ({e.strerror}); give read access to it (and to the folders above "
+                             "it)") from None
         except OSError as e:  # gone, a folder, unreadable (a shard named by an index)
             raise self._fail(f"cannot read ({e.strerror or e})") from None
 
