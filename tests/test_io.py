@@ -1757,6 +1757,13 @@ def test_an_unreadable_input_is_a_one_line_source_error(tmp_path, monkeypatch):
     with pytest.raises(htsr.SourceError) as ei:
         htsr.analyze(path)
     _one_line_source_error(ei, f"{path}: cannot read it (Permission denied); give read access to it")
+    # a shard an index names, opened by its reader, in the same words
+    from htsr.io.safetensors import SafetensorsFile
+
+    monkeypatch.setattr(SafetensorsFile, "_read_header", lambda self: denied(self.path))
+    with pytest.raises(htsr.SourceError) as ei:
+        SafetensorsFile(path)
+    _one_line_source_error(ei, f"{path}: cannot read it (Permission denied); give read access to it")
 
 
 def test_a_file_in_a_folder_that_may_not_be_entered_names_the_folder(tmp_path, monkeypatch, capsys):
