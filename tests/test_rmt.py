@@ -96,6 +96,22 @@ def test_mp_fit_counts_exactly_the_planted_spikes(theta):
         assert np.median(ev[-10:]) / N == pytest.approx(S.spike_location(theta * BBP, N, M), rel=0.05)
 
 
+@pytest.mark.parametrize("share", [0.25, 0.3, 0.4])
+def test_mp_fit_counts_a_cluster_of_spikes_a_quarter_of_the_spectrum_and_more(share):
+    """k strong spikes (5x BBP, ~7 lambda_+) making up a quarter of the spectrum or more: the sigma fitted to the
+    whole spectrum put the threshold above the cluster, a self-consistent bulk too, and the layer read
+    'random-like' with 0 spikes and sigma 3x too large. The bulk below the gap is the layer's."""
+    n = 512
+    k = int(share * n)
+    ev = _evals(S.spiked(n, n, 0, k, 5 * S.bbp_threshold(n, n)))
+    f = fit_mp(ev, n, n)
+    assert f.num_spikes == k
+    # the bulk of N x M noise less k directions is that of (N - k) x (M - k) noise, fitted with N and M: sigma is
+    # low by (sqrt(N - k) + sqrt(M - k)) / (sqrt(N) + sqrt(M)) (0.87 to 0.77 here), within 2 %
+    assert math.sqrt(f.sigma2) == pytest.approx(math.sqrt(1 - share), rel=0.02)
+    # (no such cluster without its gap: the tails of real layers keep the largest bulk, tests of real models)
+
+
 def test_mp_fit_sees_no_spike_below_the_bbp_threshold():
     assert all(fit_mp(_evals(S.spiked(N, M, s, 5, 0.6 * BBP)), N, M).num_spikes == 0 for s in SEEDS)
 

@@ -23,7 +23,10 @@ is fitted as one sample of M·k eigenvalues of the same MP law.
 
 Eigenvalue rigidity makes the quantiles of an MP bulk very stable (errors ~1/M), so σ comes out within a
 fraction of a percent for a 1000 × 500 Gaussian matrix, and a few spikes — excluded from the bulk —
-do not bias it.
+do not bias it (k of them leave the bulk of (N − k) × (M − k) noise: σ low by (√(N−k) + √(M−k)) / (√N + √M)).
+A cluster of spikes a quarter of the spectrum or more is a self-consistent part of the bulk fitted from the
+whole spectrum: the smallest self-consistent bulk, refined up from the lower half, is taken instead where a gap
+parts it from the cluster and it fits better (docs/rmt.md).
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ _EPS32 = 2.0 ** -23  # float32's machine epsilon
 #: probabilities at which the bulk's quantiles are matched
 _PROBS = np.linspace(0.05, 0.95, 19)
 _GRID = 4097
+#: the gap (ratio of the first spike to the bulk's largest eigenvalue) that parts a bulk from a cluster of spikes
+#: above it (fit_mp)
+_GAP = 1.5
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,18 +146,23 @@ def fit_mp(evals: np.ndarray, N: int, M: int, scale: float = 1.0, tw_margin: flo
     least = lo + max(2, (ev.size - lo + 1) // 2)
     q_mp = mp_quantiles(_PROBS, Q)  # σ² = 1, in units of λ/N
     given = sigma2 is not None
-    while sigma2 is None:  # hi never grows (module docstring), so this ends
+    if not given:
         if hi - lo < 2:
             return MPFit.undefined(num_zero)
-        q = _quantiles_of_sorted(ev[lo:hi], _PROBS) / (N * scale)
-        fitted = float(np.dot(q, q_mp) / np.dot(q_mp, q_mp))
-        if not fitted > 0:
+        cut = scale * (mu + tw_margin * s)  # the threshold per unit σ²
+        above = _self_consistent(ev, lo, hi, least, hi, N * scale, cut, q_mp, grow=False)
+        if above is None:
             return MPFit.undefined(num_zero)
-        new_hi = int(np.searchsorted(ev, fitted * scale * (mu + tw_margin * s), side="right"))
-        new_hi = max(min(new_hi, hi), least)
-        if new_hi == hi:
-            sigma2 = fitted
-        hi = new_hi
+        sigma2, hi = above
+        # from below too: a cluster of spikes a quarter of the spectrum or more inflates the σ² fitted to the whole,
+        # whose threshold then lies above the cluster, itself a self-consistent bulk (a 25 % cluster at 7 λ₊ had
+        # been 'random-like', σ 3x too large). The smaller bulk is the layer's where a gap parts it from what lies
+        # above (its first spike GAP times its largest eigenvalue) and it fits the MP law better (KS); a tail
+        # that runs on from the bulk without a gap keeps the largest bulk, as before
+        below = _self_consistent(ev, lo, least, least, hi, N * scale, cut, q_mp, grow=True) if hi > least else None
+        if (below is not None and below[1] < hi and ev[below[1]] > _GAP * ev[below[1] - 1]
+                and _bulk_ks(ev[lo:below[1]] / (N * scale * below[0]), Q) < _bulk_ks(ev[lo:hi] / (N * scale * sigma2), Q)):
+            sigma2, hi = below
     if not sigma2 > 0:
         return MPFit.undefined(num_zero)
     if given:  # the bulk: what lies below the given law's threshold
@@ -169,6 +180,26 @@ def fit_mp(evals: np.ndarray, N: int, M: int, scale: float = 1.0, tw_margin: flo
         num_spikes=int(ev.size - np.searchsorted(ev, threshold, side="right")), num_zero=num_zero,
         softrank=lam_plus / lmax, ks=ks,
     )
+
+
+def _self_consistent(ev: np.ndarray, lo: int, hi: int, least: int, most: int, unit: float, cut: float,
+                     q_mp: np.ndarray, grow: bool) -> tuple[float, int] | None:
+    """(σ², hi): σ² fitted to the bulk ``ev[lo:hi]`` (quantile match), the bulk then refitted up to the threshold
+    σ²·``cut`` in turn until it stops changing, kept within [``least``, ``most``]. From the whole spectrum the
+    bulk can only shrink (a shorter bulk has smaller quantiles, a lower threshold), and from ``least`` (``grow``)
+    only grow: the largest, or the smallest, self-consistent bulk. None where no σ² > 0 fits."""
+    while True:
+        if hi - lo < 2:
+            return None
+        q = _quantiles_of_sorted(ev[lo:hi], _PROBS) / unit
+        fitted = float(np.dot(q, q_mp) / np.dot(q_mp, q_mp))
+        if not fitted > 0:
+            return None
+        new_hi = min(max(int(np.searchsorted(ev, fitted * cut, side="right")), least), most)
+        new_hi = max(new_hi, hi) if grow else min(new_hi, hi)  # (one way: rounding cannot make it cycle)
+        if new_hi == hi:
+            return fitted, hi
+        hi = new_hi
 
 
 def _quantiles_of_sorted(x: np.ndarray, probs: np.ndarray) -> np.ndarray:
