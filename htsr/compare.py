@@ -676,9 +676,8 @@ def _distance_row(la, lb, opts: Options) -> LayerDistance:
 
 def _measured(la, lb, opts: Options) -> LayerDistance:
     from .analyze import esd_scale
-    from .spectra import weights_finite
     from .rmt.traps import js_distance
-    from .spectra import Factored, esd
+    from .spectra import Factored, esd, weights_finite
 
     base = dict(name=la.name, kind=la.kind, shape="x".join(map(str, la.tensor_shape)), N=la.N, M=la.M,
                 num_matrices=la.num_matrices)

@@ -332,7 +332,7 @@ def shuffled_esd(row: Any, sp: Any) -> Panel:
         return _empty(title, xl, yl, _note(row, why), xlog=True, ylog=True)
     a, b = _nonzero(row, sp.evals), _positive(sp.rand_evals)
     if a.size < 2 or b.size < 2:
-        return _empty(title, xl, yl, _note(row, "fewer than 2 positive eigenvalues"), xlog=True, ylog=True)
+        return _empty(title, xl, yl, _note(row, "fewer than 2 nonzero eigenvalues"), xlog=True, ylog=True)
     lo, hi = min(a[0], b[0]), max(a[-1], b[-1])
     edges = np.geomspace(lo, hi * (1 + 1e-12), _bins(max(a.size, b.size)) + 1)
     series = [Series("hist", edges, _density(a, edges, sp.evals.size), "ESD", "data"),

@@ -533,6 +533,15 @@ def csv_cell(v: Any) -> Any:
     return repr(float(v)) if isinstance(v, float) else v  # float(): numpy's repr is 'np.float64(0.25)'
 
 
+def _check_columns(where: Any, header: Sequence[str]) -> None:
+    """SourceError for a saved table with columns this htsr does not know (a newer htsr's); one it has and the
+    table lacks (an older htsr's) is read as empty."""
+    unknown = [c for c in header if c not in COLUMN_DTYPES]
+    if unknown:
+        raise SourceError(f"{where}: columns this htsr does not know ({', '.join(unknown[:5])}): written by a "
+                          "newer htsr? Upgrade htsr to read it")
+
+
 def read_layers(path: str | os.PathLike) -> "pandas.DataFrame":
     """A ``layers.csv`` htsr wrote (:meth:`AnalysisResult.to_csv`, ``htsr analyze --out``) as a pandas DataFrame
     with :meth:`AnalysisResult.to_pandas`'s dtypes (``pd.read_csv`` alone guesses them from the values: a count
@@ -546,10 +555,7 @@ def read_layers(path: str | os.PathLike) -> "pandas.DataFrame":
             header = next(csv.reader(f), [])
         if "name" not in header or "status" not in header:  # (every table htsr writes has them)
             raise SourceError(f"{path}: not a layers.csv htsr wrote (its header has no name and status columns)")
-        unknown = [c for c in header if c not in COLUMN_DTYPES]
-        if unknown:
-            raise SourceError(f"{path}: columns this htsr does not know ({', '.join(unknown[:5])}): written by a "
-                              "newer htsr? Upgrade htsr to read it")
+        _check_columns(path, header)
         text = [c for c in header if COLUMN_DTYPES.get(c) == "object"]
         return pd.read_csv(path, encoding="utf-8-sig", dtype={c: COLUMN_DTYPES[c] for c in header},
                            keep_default_na=False, na_values={c: [""] for c in header if c not in text})
@@ -746,10 +752,7 @@ def _read_saved(p: Path, doc: dict | None) -> AnalysisResult:
         if isinstance(counted, int) and not isinstance(counted, bool) and counted != len(records):
             raise SourceError(f"{where}: {len(records)} rows, where its summary counts {counted} layers: the saved run "
                               "is truncated or corrupt; write it again with 'htsr analyze --out'")
-        unknown = [c for c in header if c not in COLUMN_DTYPES]
-        if unknown:
-            raise SourceError(f"{where}: columns this htsr does not know ({', '.join(unknown[:5])}): written by a "
-                              "newer htsr? Upgrade htsr to read it")
+        _check_columns(where, header)
         layers = tuple(_row(r) for r in records)
         not_analysed = tuple(NotAnalysed(str(n["reason"]), int(n["count"]), tuple(map(str, n["examples"])))
                              for n in doc.get("not_analysed") or ())

@@ -28,7 +28,8 @@ recomputed by the float64 SVD (method ``svd64``, as the accurate path; such a ma
 accurate path does, plus its two Grams). Unrefined float32 path: every eigenvalue counts
 — the matrix either has none below the floor, or so few (≤ ``refine_fraction``·M, none rounded to ≤ 0) that
 they are taken as the tiny but nonzero eigenvalues of a generic float32 matrix; a structurally rank-deficient
-matrix has many and is refined. ``num_evals_below_floor`` reports how many were taken so; ``refine_fraction=0`` or
+matrix has many and is refined. (A ``refine_fraction`` above the default 1 % may leave more unrefined: they are
+round-off, no rank.) ``num_evals_below_floor`` reports how many were taken so; ``refine_fraction=0`` or
 ``precision="accurate"`` give the accurate path's rank always.
 """
 

@@ -27,6 +27,7 @@ from .base import (
     is_gzip,
     lfs_pointer_error,
     one_split,
+    unreadable,
 )
 from .flax import is_msgpack_checkpoint
 from .numpy import ArrayMapping, NpyFile, NpzFile
@@ -77,10 +78,8 @@ def _permission_denied(path: Path, e: PermissionError) -> str:
     # (os.path's tests, which say False where pathlib's raise PermissionError again: Python ≤ 3.13)
     locked = next((p for p in (path, *path.parents, *path.absolute().parents)
                    if os.path.isdir(p) and not os.access(p, os.R_OK | os.X_OK)), None)
-    if locked is None:
-        return f"{e.filename or path}: cannot read it ({e.strerror}); give read access to it (and to the folders above it)"
-    if locked == path:
-        return f"{path}: cannot read it ({e.strerror}); give read access to it (and to the folders above it)"
+    if locked is None or locked == path:
+        return unreadable(e.filename or path if locked is None else path, e.strerror)
     return f"{path}: cannot read it ({e.strerror} on the folder {locked}); give read access to that folder"
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from types import ModuleType
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -123,6 +123,11 @@ def check_split_whole(folder: str | os.PathLike, parts: list[re.Match]) -> None:
     if missing:
         raise SourceError(f"{folder}: shard {missing[0]} of {count} of {parts[0]['stem']} is missing (and no index "
                           "lists them); download the model again")
+
+
+def unreadable(path: Any, strerror: str | None) -> str:
+    """The message of a file htsr may not read (a PermissionError)."""
+    return f"{path}: cannot read it ({strerror}); give read access to it (and to the folders above it)"
 
 
 #: the start of a Git LFS pointer: a clone without ``git lfs pull`` has these small text files for the weights

@@ -30,6 +30,7 @@ from .base import (
     numpy_dtype,
     one_split,
     skipped_loader,
+    unreadable,
 )
 from .scales import PackedConfig, with_scales
 
@@ -86,8 +87,7 @@ class SafetensorsFile:
         try:
             self._entries = self._read_header()
         except PermissionError as e:  # (in the words a file given alone gets)
-            raise self._fail(f"cannot read it ({e.strerror}); give read access to it (and to the folders above "
-                             "it)") from None
+            raise SourceError(unreadable(self.path, e.strerror)) from None
         except OSError as e:  # gone, a folder, unreadable (a shard named by an index)
             raise self._fail(f"cannot read ({e.strerror or e})") from None
 
