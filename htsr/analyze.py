@@ -402,7 +402,6 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         noise_only = bool(rms) and spectrum.evals[-1] <= _noise_edge(rms, lm.rows, lm.cols, scale)
         mp, rmt, rmt_error, shuffled = (None, {}, "", None) if lowrank or noise_only else _matrix_diagnostics(
             mats, lm, spectrum, scale, opts, zeros)
-        spread_spikes = rmt.pop(_SPREAD_SPIKES, False)
         kept = mats if opts.localization and not lowrank else None  # the eigenvectors need the matrices after the fit
         del mats
         rows, cols = (aspect_window_shape(lm.N, lm.M, opts.farms_aspect) if num_windows else (lm.rows, lm.cols))
@@ -512,7 +511,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         extra.update(farms_windows=float(num_windows))
     try:
         rmt.update(_spectral_diagnostics(spectrum, fit, extra.get("num_fit_evals", math.nan), whole, mp, rmt, kept,
-                                         lm, scale, opts, zeros, spread_spikes))
+                                         lm, scale, opts, zeros))
     except Exception as e:  # the fit stands; only these diagnostics are lost
         rmt_error = rmt_error or f"{e.__class__.__name__}: {e}"
     del kept
@@ -625,12 +624,6 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
             mp = fit_mp(spectrum.evals, lm.N, lm.M, scale, opts.tw_margin, zero_floor=zeros)
             cut = bbp_entry_scale(lm.N, lm.M, mp.sigma2)
             heavy = sum(_count_outside(W, cut) for W in mats) if math.isfinite(cut) else math.nan  # (no fit)
-            if heavy > 0 and lm.num_matrices == 1 and 0 < mp.num_spikes < opts.phase_ht_share * lm.num_evals:
-                # a few spikes and heavy entries: the phase's heavy-entry rule (bulk-decay) holds where an entry
-                # drives a spike, whose singular vectors then sit on its row and column; a strong low-rank
-                # correlation has entries of its own past the cut (a rank-1 spike at 20x BBP in 128 x 128 noise:
-                # 6), but its vectors are spread (bulk+spikes)
-                cols[_SPREAD_SPIKES] = not _localized_spike(mats[0], mp.num_spikes)
             cols.update(mp_sigma=math.sqrt(mp.sigma2), mp_lambda_minus=mp.lambda_minus,
                         mp_lambda_plus=mp.lambda_plus, mp_threshold=mp.threshold,
                         num_spikes=float(mp.num_spikes) if math.isfinite(mp.threshold) else math.nan,  # no fit: no count
@@ -676,29 +669,6 @@ def _rounding_zeros(ev: np.ndarray, lm: LayerMatrices, scale: float) -> float:
     return floor if ROUNDING_MIN_ZEROS <= k < ev.size and ev[k] >= ROUNDING_GAP * floor else 0.0
 
 
-#: (a private key of _matrix_diagnostics' columns, taken out before the row is made: every spike's singular vectors
-#: are spread, so the heavy entries drive none)
-_SPREAD_SPIKES = "_spread_spikes"
-#: a singular vector whose participation ratio is below this share of its length sits on a few entries (a random
-#: unit vector's is 1/3; one on a single entry's 1/length)
-LOCALIZED_SHARE = 0.1
-
-
-def _localized_spike(W: np.ndarray, k: int) -> bool:
-    """Whether one of W's k largest singular vectors (left or right) is localised (:data:`LOCALIZED_SHARE`)."""
-    import scipy.linalg
-    import scipy.sparse.linalg
-
-    A = np.asarray(W, dtype=np.float64)
-    if min(A.shape) <= 512 or k >= min(A.shape) // 8:
-        U, _, Vt = scipy.linalg.svd(A, full_matrices=False, check_finite=False)
-        U, Vt = U[:, :k], Vt[:k]
-    else:  # the top k alone (ARPACK, from a fixed start: reproducible)
-        U, _, Vt = scipy.sparse.linalg.svds(A, k=k, v0=np.full(min(A.shape), min(A.shape) ** -0.5))
-    share = np.minimum(1.0 / np.sum(U**4, axis=0) / A.shape[0], 1.0 / np.sum(Vt**4, axis=1) / A.shape[1])
-    return bool(np.any(share < LOCALIZED_SHARE))
-
-
 def _count_outside(W: np.ndarray, cut: float) -> int:
     """Entries with |W_ij − mean| > cut, counted without a full-size temporary (this runs on every layer)."""
     m = float(W.mean(dtype=np.float64))
@@ -707,10 +677,8 @@ def _count_outside(W: np.ndarray, cut: float) -> int:
 
 def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: float, whole: int | None,
                           mp: MPFit | None, rmt: dict[str, Any], kept: list[np.ndarray] | None, lm: LayerMatrices,
-                          scale: float, opts: Options, zeros: float = 0.0, spread_spikes: bool = False
-                          ) -> dict[str, Any]:
-    """Phase, SETOL and localisation: what needs the fit as well as the spectrum. ``spread_spikes``: the layer's
-    few spikes have spread singular vectors, so its heavy entries drive none (the phase's heavy-entry rule)."""
+                          scale: float, opts: Options, zeros: float = 0.0) -> dict[str, Any]:
+    """Phase, SETOL and localisation: what needs the fit as well as the spectrum."""
     ev = spectrum.evals
     cols: dict[str, Any] = {}
     # at float32 precision (see rmt.mp.zero_level for the fast path), or in a coarser storage's rounding under a gap
@@ -725,8 +693,7 @@ def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: f
         cols.update(farms_xmin=xmin)
     cols.update(num_zero_evals=float(num_zero))  # the spectrum's own count: a lora row's M − rank too
     if mp is not None:
-        cols.update(phase=phase_of(ev.size, num_zero, mp, float(ev[-1]), fit.alpha,
-                                   0.0 if spread_spikes else rmt["num_heavy_entries"],
+        cols.update(phase=phase_of(ev.size, num_zero, mp, float(ev[-1]), fit.alpha, rmt["num_heavy_entries"],
                                    PhaseThresholds(opts.phase_rank_collapse, opts.phase_ht_share,
                                                    opts.phase_ht_alpha, opts.phase_bleed_width)))
     if opts.setol and ev.size:
