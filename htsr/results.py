@@ -714,9 +714,22 @@ def load_result(path: str | os.PathLike) -> AnalysisResult:
     eigenvalues (``spectra`` empty: they are not saved). :func:`htsr.compare.compare` takes such paths as they
     are, so runs saved on different days compare without analysing again. A column this htsr does not know
     (a file of a newer htsr) is refused; a column it has and the file lacks (an older htsr's) is empty, NaN."""
+    if isinstance(path, (str, os.PathLike)):
+        from .io.base import permission_denied
+
+        try:
+            os.lstat(path)
+        except FileNotFoundError:
+            raise SourceError(f"{path}: no such file or folder") from None
+        except PermissionError as e:  # (in a folder that may not be entered)
+            raise SourceError(permission_denied(Path(path), e)) from None
+        except OSError:  # (a name too long …: saved_run says what it is not)
+            pass
+        if os.path.isdir(path) and not os.access(path, os.R_OK | os.X_OK):
+            from .io.base import unreadable
+
+            raise SourceError(unreadable(path, "Permission denied"))
     run = saved_run(path)
-    if run is None and isinstance(path, (str, os.PathLike)) and not os.path.lexists(path):
-        raise SourceError(f"{path}: no such file or folder")
     if run is None:
         raise SourceError(f"{path}: not a saved htsr run (a folder with layers.csv and summary.json, as "
                           "'htsr analyze --out' writes, or a JSON document of a whole result, as --json prints)")

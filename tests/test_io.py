@@ -10,6 +10,7 @@ import hashlib
 import importlib
 import json
 import pickle
+import re
 import zipfile
 import os
 from pathlib import Path
@@ -1797,6 +1798,7 @@ def test_a_file_in_a_folder_that_may_not_be_entered_names_the_folder(tmp_path, m
         return real_open(p, *a, **k)
 
     monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr(os, "lstat", lambda p, *a, **k: stat(p, *a, follow_symlinks=False, **k))
     monkeypatch.setattr(os, "open", open_)
     monkeypatch.setattr(os, "access", lambda p, mode, **k: os.fspath(p) != str(locked) and real_access(p, mode, **k))
     says = f"{inside}: cannot read it (Permission denied on the folder {locked}); give read access to that folder"
@@ -1810,6 +1812,38 @@ def test_a_file_in_a_folder_that_may_not_be_entered_names_the_folder(tmp_path, m
     assert main(["analyze", str(other), "--out", str(locked / "sub"), "-q"]) == 2
     assert capsys.readouterr().err == (f"htsr: error: --out {locked / 'sub' / 'layers.csv'}: cannot write in {locked} "
                                        "(Permission denied); give write access to it or choose another path\n")
+    # a saved run in it had been "no such file or folder", the folder itself "not a saved htsr run"
+    with pytest.raises(htsr.SourceError, match=re.escape(f"{locked / 'run'}: cannot read it (Permission denied on "
+                                                         f"the folder {locked})")):
+        htsr.load_result(locked / "run")
+    with pytest.raises(htsr.SourceError, match=re.escape(f"{locked}: cannot read it (Permission denied)")):
+        htsr.load_result(locked)
+
+
+def test_a_file_that_may_not_be_read_in_a_folder_that_may_be_entered_is_named(tmp_path, monkeypatch):
+    """A folder that may be entered but not listed (a 0711 home) had been blamed for a file of its own that may
+    not be read, while the file beside it read fine. (Simulated, as above.)"""
+    import errno
+
+    home = tmp_path / "home"
+    (home / "pub").mkdir(parents=True)
+    secret = home / "pub" / "secret.npz"
+    np.savez(secret, w=np.ones((4, 4), np.float32))
+    real_access, real_open = os.access, open
+
+    def access(p, mode, **k):  # home: search (X) but no read (R) permission
+        return not (os.fspath(p) == str(home) and mode & os.R_OK) and real_access(p, mode, **k)
+
+    def open_(p, *a, **k):
+        if isinstance(p, (str, os.PathLike)) and os.fspath(p) == str(secret):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(p))
+        return real_open(p, *a, **k)
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr("builtins.open", open_)
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(secret)
+    _one_line_source_error(ei, f"{secret}: cannot read it (Permission denied); give read access to it")
 
 
 def test_a_bilinear_layers_weight_is_one_matrix_per_output():

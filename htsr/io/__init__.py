@@ -27,7 +27,7 @@ from .base import (
     is_gzip,
     lfs_pointer_error,
     one_split,
-    unreadable,
+    permission_denied,
 )
 from .flax import is_msgpack_checkpoint
 from .numpy import ArrayMapping, NpyFile, NpzFile
@@ -71,18 +71,6 @@ def is_reader(obj: Any) -> bool:
         return False
 
 
-def _permission_denied(path: Path, e: PermissionError) -> str:
-    """The one-line message of a source ``path`` that could not be read: the folder that may not be listed or
-    entered (the source itself, or one above it: a file in a folder without search permission cannot even be
-    looked at), else the file the error names."""
-    # (os.path's tests, which say False where pathlib's raise PermissionError again: Python ≤ 3.13)
-    locked = next((p for p in (path, *path.parents, *path.absolute().parents)
-                   if os.path.isdir(p) and not os.access(p, os.R_OK | os.X_OK)), None)
-    if locked is None or locked == path:
-        return unreadable(e.filename or path if locked is None else path, e.strerror)
-    return f"{path}: cannot read it ({e.strerror} on the folder {locked}); give read access to that folder"
-
-
 def open_source(source: Any) -> TensorSource:
     """Return the reader for ``source`` (a reader itself is returned as it is); raise :class:`SourceError` if
     it cannot be read."""
@@ -95,7 +83,7 @@ def open_source(source: Any) -> TensorSource:
         try:
             src = _open_path(path)
         except PermissionError as e:  # (a builtin error, exit status 1, had escaped the API and the CLI)
-            raise SourceError(_permission_denied(path, e)) from None
+            raise SourceError(permission_denied(path, e)) from None
         except MissingExtraError as e:  # the file that needs the package named (a --base's, a compared model's)
             package, extra, purpose = e._made_of
             if str(path) in purpose:

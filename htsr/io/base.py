@@ -130,6 +130,21 @@ def unreadable(path: Any, strerror: str | None) -> str:
     return f"{path}: cannot read it ({strerror}); give read access to it (and to the folders above it)"
 
 
+def permission_denied(path: Path, e: PermissionError) -> str:
+    """The one-line message of a source ``path`` that could not be read: a folder above it that may not be
+    entered (no search permission: nothing in it can even be looked at; a folder that may be entered but not
+    listed, a 0711 home, is no cause), the source itself when it is a folder that may not be listed or entered,
+    else the file the error names."""
+    # (os.path's tests, which say False where pathlib's raise PermissionError again: Python ≤ 3.13)
+    if os.path.isdir(path) and not os.access(path, os.R_OK | os.X_OK):
+        return unreadable(path, e.strerror)
+    locked = next((p for p in (*path.parents, *path.absolute().parents)
+                   if os.path.isdir(p) and not os.access(p, os.X_OK)), None)
+    if locked is None:
+        return unreadable(e.filename or path, e.strerror)
+    return f"{path}: cannot read it ({e.strerror} on the folder {locked}); give read access to that folder"
+
+
 #: the start of a Git LFS pointer: a clone without ``git lfs pull`` has these small text files for the weights
 LFS_POINTER = b"version https://git-lfs"
 
