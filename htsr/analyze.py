@@ -391,8 +391,9 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
             fit_spectrum = spectrum
         zeros = _rounding_zeros(spectrum.evals, lm, scale)  # a coarse storage's rounding, under a gap
         if _round_off_left(spectrum):  # a larger refine_fraction left float32 round-off unrefined: zeros, as many
-            # as lie below their own matrix's floor (a pooled layer's largest floor had taken 93 for 55)
-            zeros = max(zeros, float(spectrum.evals[spectrum.num_below_floor - 1]))
+            # as the rank leaves out (each matrix's own below its floor, when they are more than 1 % of it: a
+            # pooled layer's largest floor had taken 93 for 55)
+            zeros = max(zeros, float(spectrum.evals[spectrum.evals.size - spectrum.rank - 1]))
         # a delta's eigenvalues below its inputs' rounding noise are not the update's: the noise matrix's largest
         # eigenvalue, (rms·(√rows + √cols))² for iid entries of that rms (the MP edge), in the fit's units
         rms = lm.resolution() if lm.resolution else 0.0
@@ -546,11 +547,11 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
 
 
 def _round_off_left(sp: Spectrum) -> bool:
-    """Whether an all-float32 spectrum holds more eigenvalues below its floor than the default refine_fraction
-    leaves unrefined: a larger refine_fraction left them, and they are round-off. (A partly refined pooled
-    spectrum, ``gram32+…``, counts its refined parts' exact zeros below the floor too: its float32 parts keep
-    theirs, see cut_of.)"""
-    return sp.method == "gram32" and sp.num_below_floor > FEW_BELOW_FLOOR * sp.evals.size
+    """Whether an all-float32 spectrum holds round-off a larger refine_fraction left unrefined: a matrix with more
+    eigenvalues below its floor than the default leaves, which its rank leaves out (spectra.matrix_eigenvalues:
+    the same rule, matrix by matrix). (A partly refined pooled spectrum, ``gram32+…``, keeps its float32 parts'
+    tiny ones, see cut_of.)"""
+    return sp.method == "gram32" and sp.rank < sp.evals.size
 
 
 @functools.cache

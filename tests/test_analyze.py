@@ -810,6 +810,14 @@ def test_a_larger_refine_fraction_counts_as_zeros_those_below_their_own_matrixs_
     row = htsr.analyze({"conv.weight": K}, refine_fraction=0.9, min_evals=20).layers[0]
     assert row.eig_method == "gram32" and row.num_evals_below_floor == 43
     assert row.num_zero_evals == 43 and row.matrix_rank == 96 - 43
+    # one position's round-off (3 % of its eigenvalues) is 0.3 % of the pooled layer's: the rank, by matrix, had left
+    # its 10 out while the zeros, by the pooled share, counted 3
+    n = 200
+    C = rng.standard_normal((n, n, 3, 3)).astype(np.float32)
+    C[:, :, 0, 0] = rng.standard_normal((n, 194)) @ rng.standard_normal((194, n)) / np.sqrt(194)
+    row = htsr.analyze({"conv.weight": C}, refine_fraction=0.5).layers[0]
+    assert row.eig_method == "gram32" and 9 * n - 12 <= row.matrix_rank < 9 * n  # (its 6 zeros, ~10 below its floor)
+    assert row.num_zero_evals == 9 * n - row.matrix_rank
 
 
 def test_farms_cuts_no_windows_for_a_row_that_is_never_fitted(monkeypatch):
