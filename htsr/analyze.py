@@ -55,7 +55,7 @@ from .rmt import (
     phase_of,
     randomize,
 )
-from .spectra import FEW_BELOW_FLOOR, Factored, Spectrum, esd
+from .spectra import Factored, Spectrum, esd
 
 __all__ = ["analyze", "analyze_layer", "check_has_layers", "iter_layers"]
 

@@ -533,13 +533,28 @@ def csv_cell(v: Any) -> Any:
     return repr(float(v)) if isinstance(v, float) else v  # float(): numpy's repr is 'np.float64(0.25)'
 
 
+def _csv_records(path: Any) -> tuple[list[str], list[dict[str, Any]]]:
+    """(header, rows) of a layers.csv; SourceError for a file cut short (a copy interrupted, a full disk): a row
+    with fewer or more fields than the header (csv fills the missing ones with None, and keys the extra ones
+    None)."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        records = list(reader)
+        header = list(reader.fieldnames or ())
+    cut = next((i for i, r in enumerate(records) if None in r or None in r.values()), None)
+    if cut is not None:
+        raise SourceError(f"{path}: row {cut + 1} does not have the header's {len(header)} fields: the table is "
+                          "truncated or corrupt; write it again with 'htsr analyze --out'")
+    return header, records
+
+
 def _check_columns(where: Any, header: Sequence[str]) -> None:
     """SourceError for a saved table with columns this htsr does not know (a newer htsr's); one it has and the
     table lacks (an older htsr's) is read as empty."""
     unknown = [c for c in header if c not in COLUMN_DTYPES]
     if unknown:
         raise SourceError(f"{where}: columns this htsr does not know ({', '.join(unknown[:5])}): written by a "
-                          "newer htsr? Upgrade htsr to read it")
+                          "newer htsr (upgrade htsr to read it), or cut short?")
 
 
 def read_layers(path: str | os.PathLike) -> "pandas.DataFrame":
@@ -551,8 +566,7 @@ def read_layers(path: str | os.PathLike) -> "pandas.DataFrame":
 
     pd = import_extra("pandas", "pandas", "htsr.results.read_layers()")
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            header = next(csv.reader(f), [])
+        header, _ = _csv_records(path)
         if "name" not in header or "status" not in header:  # (every table htsr writes has them)
             raise SourceError(f"{path}: not a layers.csv htsr wrote (its header has no name and status columns)")
         _check_columns(path, header)
@@ -742,17 +756,8 @@ def _read_saved(p: Path, doc: dict | None) -> AnalysisResult:
         if p.is_dir():
             with open(p / "summary.json", encoding="utf-8-sig") as f:
                 doc = json.load(f)
-            with open(p / "layers.csv", newline="", encoding="utf-8-sig") as f:
-                reader = csv.DictReader(f)
-                records = list(reader)
-                header = list(reader.fieldnames or ())
             where = p / "layers.csv"
-            # a file cut short (a copy interrupted, a full disk): a row with fewer or more fields than the header
-            # (csv fills the missing ones with None, and keys the extra ones None)
-            cut = next((i for i, r in enumerate(records) if None in r or None in r.values()), None)
-            if cut is not None:
-                raise SourceError(f"{where}: row {cut + 1} does not have the header's {len(header)} fields: the saved "
-                                  "run is truncated or corrupt; write it again with 'htsr analyze --out'")
+            header, records = _csv_records(where)
         else:
             records, where = doc.get("layers"), p
             if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):

@@ -728,7 +728,8 @@ def test_layers_csv_reads_back_with_the_tables_dtypes(tmp_path):
     # FileNotFoundError had escaped, and any CSV read as a table of one column)
     (tmp_path / "w.pt").write_bytes(b"\x80\x02garbage")
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
-    (tmp_path / "newer.csv").write_text((tmp_path / "layers.csv").read_text().replace("name,", "name,new_col,", 1))
+    lines = (tmp_path / "layers.csv").read_text().splitlines()
+    (tmp_path / "newer.csv").write_text("\n".join([lines[0] + ",new_col"] + [t + ",1" for t in lines[1:]]) + "\n")
     for p, says in (("w.pt", "cannot read it as a layers.csv (UnicodeDecodeError"), (".", "IsADirectoryError"),
                     ("none.csv", "No such file or directory"), ("other.csv", "not a layers.csv htsr wrote"),
                     ("newer.csv", "columns this htsr does not know (new_col)")):

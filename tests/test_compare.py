@@ -697,8 +697,19 @@ def test_a_saved_run_reads_back_as_its_result_and_compares_without_its_model(tmp
                        (text[:3], "2 rows, where its summary counts 3 layers"),
                        ([text[0][:100]], "0 rows, where its summary counts 3 layers")):
         (tmp_path / "run0" / "layers.csv").write_text("\n".join(keep) + "\n")
-        with pytest.raises(SourceError, match=f"{says}.*the saved run is truncated or corrupt; write it again"):
+        with pytest.raises(SourceError, match=f"{says}.*(the saved run|the table) is truncated or corrupt; write it "
+                                              "again"):
             load_result(tmp_path / "run0")
+    # read_layers of the same cut table (it had read it whole, the cut row 'ok'), and of a header cut in a name
+    pytest.importorskip("pandas")
+    from htsr.results import read_layers
+
+    (tmp_path / "run0" / "layers.csv").write_text("\n".join(text[:3] + [text[3][:60]]) + "\n")
+    with pytest.raises(SourceError, match="row 3 does not have the header's .* fields: the table is truncated"):
+        read_layers(tmp_path / "run0" / "layers.csv")
+    (tmp_path / "run0" / "layers.csv").write_text(text[0][:100])
+    with pytest.raises(SourceError, match=r"columns this htsr does not know \(\w+\): .*or cut short\?"):
+        read_layers(tmp_path / "run0" / "layers.csv")
 
 
 def test_saved_runs_in_the_cli_and_beside_models(tmp_path, monkeypatch, capsys):
