@@ -55,7 +55,7 @@ from .rmt import (
     phase_of,
     randomize,
 )
-from .spectra import Factored, Spectrum, esd
+from .spectra import Factored, Spectrum, SpectrumOverflow, esd
 
 __all__ = ["analyze", "analyze_layer", "check_has_layers", "iter_layers"]
 
@@ -362,10 +362,13 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
             return LayerResult(**base, status="skipped: an attention mask (entries 0 and −inf), not a weight"), None
         if problem:
             return LayerResult(**base, status=f"failed: {problem}"), None
-        spectrum = esd(mats, opts.precision, opts.refine_fraction, scale)
+        try:
+            spectrum = esd(mats, opts.precision, opts.refine_fraction, scale)
+        except SpectrumOverflow:
+            spectrum = None
         # (a factored update is checked here, by its spectrum: as weight_problem bounds a dense one's, its sum
         # of eigenvalues, M·λ_max at most, must stay within float64's range)
-        if not np.isfinite(spectrum.evals).all() or (isinstance(mats[0], Factored) and spectrum.evals.size and float(
+        if spectrum is None or (isinstance(mats[0], Factored) and spectrum.evals.size and float(
                 spectrum.evals[-1]) * spectrum.evals.size >= np.finfo(np.float64).max / 4):
             return LayerResult(**base, status="failed: eigenvalues beyond float64's range; rescale the weights "
                                               "(alpha does not change with the scale)"), None

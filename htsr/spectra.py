@@ -44,8 +44,8 @@ import scipy.linalg
 
 from .values import NanEqual
 
-__all__ = ["Factored", "Kronecker", "LowRank", "Spectrum", "esd", "hadamard_lowrank", "lowrank_eigenvalues",
-           "matrix_eigenvalues"]
+__all__ = ["Factored", "Kronecker", "LowRank", "Spectrum", "SpectrumOverflow", "esd", "hadamard_lowrank",
+           "lowrank_eigenvalues", "matrix_eigenvalues", "weights_finite"]
 
 _EPS32 = float(np.finfo(np.float32).eps)
 _EPS64 = float(np.finfo(np.float64).eps)
@@ -196,11 +196,16 @@ class Kronecker(Factored):
         return np.float32(self.scale) * np.kron(np.asarray(self.W1, np.float32), np.asarray(self.W2, np.float32))
 
 
+class SpectrumOverflow(ValueError):
+    """:func:`esd` of weights whose eigenvalues leave float64's range (entries near 1e154 and above)."""
+
+
 def weights_finite(mats: Sequence[np.ndarray | Factored]) -> bool:
-    """No NaN or Inf in a layer's matrices (dense arrays, or a Factored matrix's factors)."""
+    """No NaN or Inf in a layer's matrices (dense arrays, or a Factored matrix's factors). A dense one's sum is
+    finite unless it holds one (or its entries near 1e308 overflow it: then they are looked at one by one)."""
     with np.errstate(over="ignore", invalid="ignore"):  # inf − inf in the sum: NaN, the answer
-        return all(W.is_finite() if isinstance(W, Factored) else math.isfinite(float(np.sum(W, dtype=np.float64)))
-                   for W in mats)
+        return all(W.is_finite() if isinstance(W, Factored) else (
+            math.isfinite(float(np.sum(W, dtype=np.float64))) or bool(np.isfinite(W).all())) for W in mats)
 
 
 #: the share of a matrix's eigenvalues below the float32 floor up to which, unrefined, they are taken as tiny
@@ -314,8 +319,16 @@ def esd(
     if bad is not None:  # (LAPACK's answer to them is an "Internal Error", or NaN eigenvalues)
         raise ValueError(f"esd: matrix {bad} holds NaN or infinite values; a spectrum needs finite weights")
     parts, floors, tols, methods = [], [], [], set()
-    for W in matrices:
-        ev, floor, tol, method = matrix_eigenvalues(W, precision, refine_fraction)
+    for i, W in enumerate(matrices):
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                ev, floor, tol, method = matrix_eigenvalues(W, precision, refine_fraction)
+        except np.linalg.LinAlgError:  # (LAPACK's "Internal Error" on a Gram that overflowed)
+            ev = np.array([np.inf])
+        if not np.isfinite(ev).all():
+            raise SpectrumOverflow(f"esd: matrix {i}: eigenvalues beyond float64's range (entries up to "
+                             f"{float(np.max(np.abs(W))) if isinstance(W, np.ndarray) else math.inf:.3g}); rescale "
+                             "the weights (alpha does not change with the scale)")
         parts.append(ev)
         floors.append(floor)
         tols.append(tol)

@@ -172,6 +172,14 @@ def test_esd_checks_its_options_as_analyze_does_and_takes_one_matrix():
         for precision in ("fast", "accurate"):
             with pytest.raises(ValueError, match="esd: matrix 1 holds NaN or infinite values"):
                 esd([W, V], precision=precision)
+    # finite entries near 1e307 (their sum overflows): not NaN or Inf, but eigenvalues beyond float64 ('holds NaN'
+    # had been said of them, and LAPACK's "Internal Error" or inf eigenvalues had come of others)
+    from htsr.spectra import SpectrumOverflow
+
+    for big in (np.full((10, 10), 1e307), np.full((4, 3), 1e306) * np.arange(12).reshape(4, 3)):
+        for precision in ("fast", "accurate"):
+            with pytest.raises(SpectrumOverflow, match="esd: matrix 0: eigenvalues beyond float64's range"):
+                esd(big, precision=precision)
 
 
 def test_the_numeric_functions_check_their_arguments_in_their_own_words():
