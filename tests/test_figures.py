@@ -258,11 +258,23 @@ def test_shuffled_esd_marks_exactly_the_traps(model):
     assert traps.x.size == row.num_traps and np.all(np.isnan(traps.y))  # a rug: positions only
     assert np.all(traps.x > sp.rand_threshold) and _one(panel, "vline", "threshold").x[0] == sp.rand_threshold
     assert row.trap_weights in panel.note
-    located = row.trap_weights.count(";") + 1
-    if row.num_traps > located:  # at most MAX_LOCATED are located: the note says which of how many
-        assert f"the {located} largest of {row.num_traps:.0f} traps at" in panel.note
     for h, ev in ((data, sp.evals), (shuffled, sp.rand_evals)):
         assert float(np.sum(np.nan_to_num(h.y) * np.diff(h.x))) == pytest.approx(np.mean(ev > 0), abs=1e-12)
+    assert "largest of" not in panel.note  # (every trap located: 7 here)
+
+
+def test_shuffled_esd_note_says_which_traps_of_how_many_it_locates():
+    """At most MAX_LOCATED (10) traps are located: the note had listed 10 as if they were all of 14."""
+    from htsr.rmt.traps import MAX_LOCATED
+
+    rng = _rng(9)
+    W = rng.standard_normal((600, 300))
+    W[rng.choice(600, 14, replace=False), rng.choice(300, 14, replace=False)] = 60.0  # 14 traps, rows and columns apart
+    r = htsr.analyze({"t.weight": W}, keep_spectra=True, randomize=True)
+    row, sp = r.layers[0], r.spectra[0]
+    assert row.num_traps > MAX_LOCATED and row.trap_weights.count(";") + 1 == MAX_LOCATED
+    note = F.shuffled_esd(row, sp).note
+    assert f"the {MAX_LOCATED} largest of {row.num_traps:.0f} traps at {row.trap_weights}" in note
 
 
 def test_shuffled_esd_without_traps_and_without_randomize(gauss):

@@ -418,6 +418,11 @@ def test_localization_says_why_a_group_has_no_ratio():
     assert math.isnan(row.loc_pr_bulk_mean) and row.status == "ok; localization: no bulk eigenvectors"
     row = htsr.analyze({"w.weight": W}, localization=True).layers[0]
     assert row.status == "ok" and math.isfinite(row.loc_pr_bulk_std)
+    # x_min above the smallest eigenvalue alone: one bulk eigenvector, no spread
+    row = htsr.analyze({"w.weight": W}, xmin=float(ev[1]) * (1 - 1e-9), localization=True,
+                       precision="accurate").layers[0]
+    assert math.isfinite(row.loc_pr_bulk_mean) and math.isnan(row.loc_pr_bulk_std)
+    assert row.status == "ok; localization: one bulk eigenvector, no spread"
 
 
 # --- integration: options, schema, CLI ---------------------------------------------------------------
