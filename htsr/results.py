@@ -729,7 +729,7 @@ def load_result(path: str | os.PathLike) -> AnalysisResult:
     are, so runs saved on different days compare without analysing again. A column this htsr does not know
     (a file of a newer htsr) is refused; a column it has and the file lacks (an older htsr's) is empty, NaN."""
     if isinstance(path, (str, os.PathLike)):
-        from .io.base import permission_denied
+        from .io.base import permission_denied, unreadable
 
         try:
             os.lstat(path)
@@ -740,8 +740,6 @@ def load_result(path: str | os.PathLike) -> AnalysisResult:
         except OSError:  # (a name too long …: saved_run says what it is not)
             pass
         if os.path.isdir(path) and not os.access(path, os.R_OK | os.X_OK):
-            from .io.base import unreadable
-
             raise SourceError(unreadable(path, "Permission denied"))
     run = saved_run(path)
     if run is None:
