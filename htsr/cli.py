@@ -73,6 +73,9 @@ def _in_flags(text: str) -> str:
 
     text = re.sub(r"option '(\w+)' set to (True|False|'[^']*'|\S+)", condition, text)
     text = text.replace("only with with ", "only with ").replace("only with without ", "only without ")
+    # "applies only without --no-mp-fit" (a double negative): "would change nothing with --no-mp-fit"
+    text = re.sub(r"applies only without (--no-[\w-]+)(?: or with (--[\w-]+))?: otherwise it would change nothing",
+                  lambda m: f"would change nothing with {m[1]}" + (f" unless {m[2]} is given" if m[2] else ""), text)
     return re.sub(r"option '(\w+)'", lambda m: typed_flag(m.group(1)), text)
 
 

@@ -505,8 +505,10 @@ def test_help_mentions_every_option(capsys):
     (["--layers", ""], "--layers must be a non-empty regular expression, got ''"),  # (an unset shell variable)
     (["--bootstrap", "100000000000"], "--bootstrap must be an integer from 0 to 100000"),
     # the API's words in the flags': "option 'mp_fit' set to True" is "without --no-mp-fit"
-    (["--no-mp-fit", "--phase-ht-alpha", "3"], "--phase-ht-alpha applies only without --no-mp-fit: otherwise"),
-    (["--no-mp-fit", "--tw-margin", "3"], "--tw-margin applies only without --no-mp-fit or with --randomize"),
+    # (and not in a double negative: it had said "applies only without --no-mp-fit")
+    (["--no-mp-fit", "--phase-ht-alpha", "3"], "--phase-ht-alpha would change nothing with --no-mp-fit"),
+    (["--no-mp-fit", "--tw-margin", "3"], "--tw-margin would change nothing with --no-mp-fit unless --randomize is "
+                                          "given"),
     (["--max-fingers", "3"], "--max-fingers applies only with --clip-xmax: otherwise it would change nothing"),
     (["--kinds", "lora", "--no-mp-fit"], "--no-mp-fit acts only on dense, conv1d, conv2d, conv3d, embedding, rnn, "
                                          "stack layers, which --kinds lora leaves out"),
