@@ -723,7 +723,8 @@ def analyze(source: Any, **options: Any) -> AnalysisResult:
     ``source``: a path (``str`` or ``os.PathLike``) to a model file or folder, detected by content: .safetensors
     (or a Hugging Face folder, sharded), a .pt/.pth/.bin checkpoint, TorchScript or torch.export (.pt2) archive,
     a pickle of numpy arrays, .npz/.npy, .onnx, .keras/.h5, Flax .msgpack, .gguf, a PEFT adapter folder (LoRA,
-    LoHa, LoKr) or a single-file LoRA (kohya-ss, LyCORIS, diffusers .safetensors); or an object: a
+    LoHa, LoKr), a single-file LoRA (kohya-ss, LyCORIS, diffusers .safetensors) or a folder of WeightWatcher's
+    extracted layers (``ww_config.json``); or an object: a
     ``torch.nn.Module`` (a ``peft.PeftModel`` too), a Keras 3 model, a Flax parameter pytree, a mapping of names
     to arrays or tensors (nested mappings and lists of arrays are named by their keys and positions).
     ``options``: the keywords below (:data:`htsr.options.OPTION_SPECS`).

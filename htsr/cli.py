@@ -207,8 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a model file or folder, detected by content: .safetensors (or a Hugging Face folder, "
                         "sharded), a .pt/.pth/.bin checkpoint, TorchScript or torch.export (.pt2) archive, "
                         ".npz/.npy, .onnx, "
-                        ".keras/.h5, Flax .msgpack, .gguf, a PEFT adapter folder (LoRA, LoHa, LoKr), or a "
-                        "single-file LoRA (kohya-ss, LyCORIS, diffusers .safetensors)")
+                        ".keras/.h5, Flax .msgpack, .gguf, a PEFT adapter folder (LoRA, LoHa, LoKr), a "
+                        "single-file LoRA (kohya-ss, LyCORIS, diffusers .safetensors), or a folder of "
+                        "WeightWatcher's extracted layers (ww_config.json)")
     p.add_argument("--out", metavar="DIR", type=out_path,
                    help="write layers.csv and summary.json into DIR (created if needed; written with --report as "
                         "one set, atomically: a failure leaves none of them)")

@@ -2220,3 +2220,33 @@ def test_structures_shared_or_nested_without_end_are_refused_in_one_line(monkeyp
         deep = {"x": deep}
     with pytest.raises(htsr.SourceError, match=r"^<mapping>: x\.x\..*nested more than 200 levels deep"):
         htsr.analyze(deep)
+
+
+def test_a_weightwatcher_extracted_folder_reads_under_the_models_keys(tmp_path):
+    """WeightWatcher's extract_pytorch_bins writes ww_config.json and one .npy a weight and a bias, numbered by its
+    layer ids (seq.1.weight.npy for the model's '10.weight'); WeightWatcher analyses such a folder, htsr had refused
+    it ('give one'). Its rows are the model's, named by the keys the config records, the same numbers as the
+    arrays given directly; a weight file the config names outside the folder is not read."""
+    rng = np.random.default_rng(4)
+    arrays = {"0.weight": rng.standard_normal((200, 120)), "0.bias": rng.standard_normal(200),
+              "10.weight": rng.standard_normal((96, 64, 3, 3))}
+    folder = tmp_path / "ww"
+    folder.mkdir()
+    np.save(folder / "seq.0.weight.npy", arrays["0.weight"])
+    np.save(folder / "seq.0.bias.npy", arrays["0.bias"])
+    np.save(folder / "seq.1.weight.npy", arrays["10.weight"])
+    np.save(tmp_path / "outside.npy", rng.standard_normal((50, 50)))
+    layers = {"0": {"key": "0.weight", "name": "seq.0", "weightfile": "seq.0.weight.npy", "biasfile": "seq.0.bias.npy",
+                    "type": "dense"},
+              "1": {"key": "10.weight", "name": "seq.1", "weightfile": "seq.1.weight.npy", "biasfile": None},
+              "2": {"key": "x.weight", "weightfile": "../outside.npy"}}
+    (folder / "ww_config.json").write_text(json.dumps({"framework": "pytorch", "layers": layers}))
+    r = htsr.analyze(folder, min_evals=20)
+    want = htsr.analyze({k: v for k, v in arrays.items()}, min_evals=20)
+    assert [l.name for l in r.layers] == ["0", "10"] and r.source.endswith("(WeightWatcher's extracted layers)")
+    assert [l.alpha for l in r.layers] == [l.alpha for l in want.layers]  # (the same arrays: exactly)
+    assert r.num_tensors == 3 and [n.examples for n in r.not_analysed] == [("0.bias",)]
+    (folder / "ww_config.json").write_text(json.dumps({"framework": "pytorch"}))
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(folder)
+    _one_line_source_error(ei, str(folder / "ww_config.json"), "no 'layers' in it")

@@ -47,7 +47,7 @@ SUPPORTED_FILES = (
     ".safetensors files and Hugging Face folders of (sharded) safetensors; PEFT adapter folders (LoRA, LoHa, "
     "LoKr) and single-file LoRAs (kohya-ss, LyCORIS, diffusers); "
     ".pt/.pth/.bin PyTorch checkpoints (zip and legacy pickle formats, without torch); TorchScript archives; "
-    "torch.export .pt2 archives; .npz/.npy arrays; "
+    "torch.export .pt2 archives; .npz/.npy arrays, and folders of WeightWatcher's extracted layers (ww_config.json); "
     "plain pickles of numpy arrays (.pkl, gzipped too; nothing in them is run); .onnx models [htsr[onnx]]; "
     ".keras archives and Keras .h5 files [htsr[keras]]; .gguf llama.cpp files, quantized types dequantized "
     "[htsr[gguf]]; .msgpack Flax checkpoints, sharded too [htsr[flax]]"
@@ -405,6 +405,11 @@ def _open_model_folder(path: Path) -> tuple[TensorSource, set[Path]]:
         )
 
         return KerasFile(path), {_resolved(path / "model.weights.h5")}
+    if (path / "ww_config.json").is_file():  # WeightWatcher's extract_pytorch_bins: one .npy a weight
+        from .numpy import WeightWatcherFolder
+
+        src = WeightWatcherFolder(path)
+        return src, set(src.input_files)
     # Optimum's ONNX export (model.onnx beside model_quantized.onnx …), or a folder of one weight file
     candidates = sorted(f for f in path.iterdir() if _weight_file(f))
     maybe = [] if candidates else sorted(f for f in path.iterdir() if _weight_file(f, _MAYBE_WEIGHT_SUFFIXES))

@@ -302,3 +302,46 @@ class NpyFile:
     def __iter__(self) -> Iterator[TensorRef]:
         a = self._arr
         yield TensorRef(self.path.stem, a.shape, a.dtype.name, lambda: as_loaded(a))
+
+
+class WeightWatcherFolder:
+    """A folder written by WeightWatcher's ``extract_pytorch_bins`` (``weightwatcher.WeightWatcher.analyze`` of
+    such a folder): ``ww_config.json`` and one ``.npy`` a weight and a bias. Each is named by the model's own key
+    the config records (``10.weight``, ``10.bias``; the files are numbered by WeightWatcher's layer ids,
+    ``seq.1.weight.npy``), else by its file. Memory-mapped, as a ``.npy``."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        import json
+
+        self.path = Path(folder)
+        self.description = f"{self.path} (WeightWatcher's extracted layers)"
+        config = self.path / "ww_config.json"
+        try:
+            layers = json.loads(config.read_text(encoding="utf-8-sig")).get("layers")
+        except (OSError, ValueError, RecursionError, AttributeError) as e:
+            raise SourceError(f"{config}: not WeightWatcher's layer list ({e.__class__.__name__}); extract the "
+                              "layers again, or give one .npy") from None
+        if not isinstance(layers, dict):
+            raise SourceError(f"{config}: no 'layers' in it; extract the layers again, or give one .npy")
+        self._files: list[tuple[str, Path]] = []
+        for entry in (e for e in layers.values() if isinstance(e, dict)):
+            key = entry.get("key") if isinstance(entry.get("key"), str) and entry.get("key") else None
+            bias = key[:-len("weight")] + "bias" if key and key.endswith("weight") else None
+            for part, name in (("weightfile", key), ("biasfile", bias)):
+                file = entry.get(part)
+                # (a plain name in the folder: the config names no other file htsr reads)
+                if (isinstance(file, str) and file.endswith(".npy") and Path(file).name == file
+                        and (self.path / file).is_file()):
+                    self._files.append((name or file[:-len(".npy")], self.path / file))
+        if not self._files:
+            raise SourceError(f"{config}: lists no weight file present in {self.path}; extract the layers again")
+        self.input_files = {f.resolve() for _, f in self._files}
+        self._arrays = [(name, NpyFile(f)) for name, f in self._files]  # (a bad file is named now, in one line)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    def __iter__(self) -> Iterator[TensorRef]:
+        for name, npy in self._arrays:
+            ref = next(iter(npy))
+            yield TensorRef(name, ref.shape, ref.dtype, ref.loader)
