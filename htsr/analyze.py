@@ -406,6 +406,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         noise_only = bool(rms) and spectrum.evals[-1] <= _noise_edge(rms, lm.rows, lm.cols, scale)
         mp, rmt, rmt_error, shuffled = (None, {}, "", None) if lowrank or noise_only else _matrix_diagnostics(
             mats, lm, spectrum, scale, opts, zeros)
+        spread_spikes = rmt.pop(_SPREAD_SPIKES, False)
         kept = mats if opts.localization and not lowrank else None  # the eigenvectors need the matrices after the fit
         del mats
         rows, cols = (aspect_window_shape(lm.N, lm.M, opts.farms_aspect) if num_windows else (lm.rows, lm.cols))
@@ -515,7 +516,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         extra.update(farms_windows=float(num_windows))
     try:
         rmt.update(_spectral_diagnostics(spectrum, fit, extra.get("num_fit_evals", math.nan), whole, mp, rmt, kept,
-                                         lm, scale, opts, zeros))
+                                         lm, scale, opts, zeros, spread_spikes))
     except Exception as e:  # the fit stands; only these diagnostics are lost
         rmt_error = rmt_error or f"{e.__class__.__name__}: {e}"
     del kept
@@ -632,6 +633,12 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
                         mp_lambda_plus=mp.lambda_plus, mp_threshold=mp.threshold,
                         num_spikes=float(mp.num_spikes) if math.isfinite(mp.threshold) else math.nan,  # no fit: no count
                         mp_softrank=mp.softrank, mp_ks=mp.ks, num_heavy_entries=float(heavy))
+            if heavy > 0 and lm.num_matrices == 1 and 0 < mp.num_spikes < opts.phase_ht_share * lm.num_evals:
+                # a few spikes and heavy entries: the phase's heavy-entry rule (bulk-decay) holds where an entry
+                # drives a spike, whose singular vectors then sit on its row and column; a strong low-rank
+                # correlation has entries of its own past the cut (a rank-1 spike at 20x BBP in 128 x 128 noise:
+                # 6), but its vectors are spread (bulk+spikes). (A pooled conv layer keeps the rule as it was.)
+                cols[_SPREAD_SPIKES] = not _localized_spike(mats[0], mp.num_spikes)
         if opts.randomize:
             R = randomize(mats, lm.N, lm.M, opts.seed, scale, opts.precision, opts.refine_fraction, opts.tw_margin)
             where = ["mean" if r < 0 else f"{m}:{r},{c}" if lm.num_matrices > 1 else f"{r},{c}" for m, r, c in R.locations]
@@ -673,6 +680,38 @@ def _rounding_zeros(ev: np.ndarray, lm: LayerMatrices, scale: float) -> float:
     return floor if ROUNDING_MIN_ZEROS <= k < ev.size and ev[k] >= ROUNDING_GAP * floor else 0.0
 
 
+#: (a private key of _matrix_diagnostics' columns, taken out before the row is made: every spike's singular vectors
+#: are spread, so the heavy entries drive none)
+_SPREAD_SPIKES = "_spread_spikes"
+#: a singular vector whose participation ratio is below this share of its length sits on a few entries (a random
+#: unit vector's is 1/3; one on a single entry's 1/length)
+LOCALIZED_SHARE = 0.1
+#: the largest spikes whose singular vectors are looked at (an entry-driven outlier behind three stronger
+#: correlations is left to them: bulk+spikes)
+LOCALIZED_TOP = 3
+
+
+def _localized_spike(W: np.ndarray, k: int) -> bool:
+    """Whether one of W's largest singular vectors (left or right; the top ``k``, at most :data:`LOCALIZED_TOP`)
+    is localised (:data:`LOCALIZED_SHARE`). In W's own precision, by ARPACK from a fixed start (reproducible;
+    0.4 s for the top 3 of a 4096 x 11008 float32 layer, whose analysis takes 4 s); True (the heavy-entry rule
+    as before) where it does not converge."""
+    import scipy.sparse.linalg
+
+    k = min(k, LOCALIZED_TOP, min(W.shape) - 1)
+    if k < 1:
+        return True
+    A = np.asarray(W)
+    A = A if A.dtype in (np.float32, np.float64) else A.astype(np.float32)
+    try:
+        U, _, Vt = scipy.sparse.linalg.svds(A, k=k, v0=np.full(min(A.shape), min(A.shape) ** -0.5, dtype=A.dtype))
+    except (scipy.sparse.linalg.ArpackError, scipy.sparse.linalg.ArpackNoConvergence, ValueError):
+        return True
+    U, Vt = U.astype(np.float64), Vt.astype(np.float64)
+    share = np.minimum(1.0 / np.sum(U**4, axis=0) / A.shape[0], 1.0 / np.sum(Vt**4, axis=1) / A.shape[1])
+    return bool(np.any(share < LOCALIZED_SHARE))
+
+
 def _count_outside(W: np.ndarray, cut: float) -> int:
     """Entries with |W_ij − mean| > cut, counted without a full-size temporary (this runs on every layer)."""
     m = float(W.mean(dtype=np.float64))
@@ -681,8 +720,10 @@ def _count_outside(W: np.ndarray, cut: float) -> int:
 
 def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: float, whole: int | None,
                           mp: MPFit | None, rmt: dict[str, Any], kept: list[np.ndarray] | None, lm: LayerMatrices,
-                          scale: float, opts: Options, zeros: float = 0.0) -> dict[str, Any]:
-    """Phase, SETOL and localisation: what needs the fit as well as the spectrum."""
+                          scale: float, opts: Options, zeros: float = 0.0, spread_spikes: bool = False
+                          ) -> dict[str, Any]:
+    """Phase, SETOL and localisation: what needs the fit as well as the spectrum. ``spread_spikes``: the layer's
+    few spikes have spread singular vectors, so its heavy entries drive none (the phase's heavy-entry rule)."""
     ev = spectrum.evals
     cols: dict[str, Any] = {}
     # at float32 precision (see rmt.mp.zero_level for the fast path), or in a coarser storage's rounding under a gap
@@ -697,7 +738,8 @@ def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: f
         cols.update(farms_xmin=xmin)
     cols.update(num_zero_evals=float(num_zero))  # the spectrum's own count: a lora row's M − rank too
     if mp is not None:
-        cols.update(phase=phase_of(ev.size, num_zero, mp, float(ev[-1]), fit.alpha, rmt["num_heavy_entries"],
+        cols.update(phase=phase_of(ev.size, num_zero, mp, float(ev[-1]), fit.alpha,
+                                   0.0 if spread_spikes else rmt["num_heavy_entries"],
                                    PhaseThresholds(opts.phase_rank_collapse, opts.phase_ht_share,
                                                    opts.phase_ht_alpha, opts.phase_bleed_width)))
     if opts.setol and ev.size:

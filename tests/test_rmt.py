@@ -278,6 +278,9 @@ SUITE = {
     "spikes just above BBP": ("bleeding-out", lambda s: S.spiked(N, M, s, 5, 1.3 * BBP)),
     "spikes well above BBP": ("bulk+spikes", lambda s: S.spiked(N, M, s, 10, 3 * BBP)),
     "strong spikes": ("bulk+spikes", lambda s: S.spiked(N, M, s, 10, 10 * BBP)),
+    # a low-rank correlation strong enough that its own entries pass the heavy-entry cut: its singular vectors are
+    # spread, no entry drives it (it had been 'bulk-decay')
+    "very strong spikes": ("bulk+spikes", lambda s: S.spiked(N, M, s, 5, 40 * BBP)),
     "Pareto mu=1": ("heavy-tailed", lambda s: S.pareto(N, M, s, 1.0)),
     "Pareto mu=3": ("bulk-decay", lambda s: S.pareto(N, M, s, 3.0)),
     "Pareto mu=5": ("random-like", lambda s: S.pareto(N, M, s, 5.0)),

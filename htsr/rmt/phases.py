@@ -14,7 +14,9 @@ order (the first that applies wins):
 4. ``bulk-decay``     a few eigenvalues above the edge, and the matrix has *heavy entries*: entries whose
    size alone, |W_ij − mean| > (NM)^¼·σ_mp (the BBP scale of a single entry), pulls an eigenvalue out
    of the bulk. The mass above the edge then comes from a heavy-tailed entry distribution, not from
-   low-rank correlations (for one such entry it is a correlation trap; see :mod:`htsr.rmt.traps`).
+   low-rank correlations (for one such entry it is a correlation trap; see :mod:`htsr.rmt.traps`). The
+   caller passes 0 heavy entries where none drives a spike (``htsr.analyze``: no spike's singular vector is
+   localised; a strong low-rank correlation's own entries pass the cut too, with spread vectors).
 5. ``bleeding-out``   a few eigenvalues above the edge, all within ``bleed_width`` (default 25 %) of it:
    spikes just past the BBP transition.
 6. ``bulk+spikes``    otherwise: an MP bulk and spikes well above its edge.
