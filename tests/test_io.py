@@ -2246,7 +2246,9 @@ def test_a_weightwatcher_extracted_folder_reads_under_the_models_keys(tmp_path):
     assert [l.name for l in r.layers] == ["0", "10"] and r.source.endswith("(WeightWatcher's extracted layers)")
     assert [l.alpha for l in r.layers] == [l.alpha for l in want.layers]  # (the same arrays: exactly)
     assert r.num_tensors == 3 and [n.examples for n in r.not_analysed] == [("0.bias",)]
-    (folder / "ww_config.json").write_text(json.dumps({"framework": "pytorch"}))
-    with pytest.raises(htsr.SourceError) as ei:
-        htsr.analyze(folder)
-    _one_line_source_error(ei, str(folder / "ww_config.json"), "no 'layers' in it")
+    for config, says in (({"framework": "pytorch"}, "no 'layers' in it"), ([1, 2], "not WeightWatcher's layer list"),
+                         ({"layers": {"0": {"weightfile": "../outside.npy"}}}, "lists no weight file present")):
+        (folder / "ww_config.json").write_text(json.dumps(config))
+        with pytest.raises(htsr.SourceError) as ei:
+            htsr.analyze(folder)
+        _one_line_source_error(ei, str(folder / "ww_config.json"), says)

@@ -304,6 +304,10 @@ class NpyFile:
         yield TensorRef(self.path.stem, a.shape, a.dtype.name, lambda: as_loaded(a))
 
 
+#: the largest ww_config.json read
+_MAX_WW_CONFIG = 64 << 20
+
+
 class WeightWatcherFolder:
     """A folder written by WeightWatcher's ``extract_pytorch_bins`` (``weightwatcher.WeightWatcher.analyze`` of
     such a folder): ``ww_config.json`` and one ``.npy`` a weight and a bias. Each is named by the model's own key
@@ -317,6 +321,8 @@ class WeightWatcherFolder:
         self.description = f"{self.path} (WeightWatcher's extracted layers)"
         config = self.path / "ww_config.json"
         try:
+            if config.stat().st_size > _MAX_WW_CONFIG:  # (a list of layers: kilobytes)
+                raise SourceError(f"{config}: larger than {_MAX_WW_CONFIG >> 20} MB: not WeightWatcher's layer list")
             layers = json.loads(config.read_text(encoding="utf-8-sig")).get("layers")
         except (OSError, ValueError, RecursionError, AttributeError) as e:
             raise SourceError(f"{config}: not WeightWatcher's layer list ({e.__class__.__name__}); extract the "
