@@ -156,8 +156,9 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
                         help="print nothing but errors and what --json asks for (no table, no summary, no progress bar)")
 
 
-def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The analysis options given on the command line, validated (OptionError on a bad one)."""
+def options_from_args(args: argparse.Namespace, note: bool = True) -> dict[str, Any]:
+    """The analysis options given on the command line, validated (OptionError on a bad one); with ``note``, the
+    note on a small --bootstrap printed (:func:`bootstrap_note`)."""
     options = {name: getattr(args, name) for name in OPTION_SPECS if getattr(args, name, None) is not None}
     if "progress" not in options:
         options["progress"] = not args.quiet and _tqdm_available() and sys.stderr.isatty()
@@ -174,12 +175,18 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
         got = "none" if v is None else ",".join(v) if isinstance(v, list) else v
         got = "''" if got == "" else got  # (--kinds ',' is an empty list)
         raise OptionError(f"{_flag(e.option)} must be {OPTION_SPECS[e.option].flag_allowed}, got {got}") from None
+    if note:
+        bootstrap_note(options, args)
+    return options
+
+
+def bootstrap_note(options: dict[str, Any], args: argparse.Namespace) -> None:
+    """On stderr, what a --bootstrap below FEW_REPLICATES cannot give (unless --quiet)."""
     if 0 < options.get("bootstrap", 0) < FEW_REPLICATES and not args.quiet:
         print(f"htsr: note: --bootstrap {options['bootstrap']}: with fewer than {FEW_REPLICATES} replicates the "
               "interval's ends are among the most extreme replicates, and the p-value moves in steps of "
               f"{1 / options['bootstrap']:.2g}; the warnings and the no-power-law count do not use them",
               file=sys.stderr)
-    return options
 
 
 _EXIT_EPILOG = "exit status:\n" + "\n".join(f"  {code:<4} {what}" for code, what in EXIT_STATUSES.items())

@@ -860,9 +860,9 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_compare(args: argparse.Namespace) -> int:
     """Run ``htsr compare`` from parsed arguments; raises HtsrError on bad input (main prints it)."""
-    from .cli import options_from_args, out_folder, speakers, write_and_say
+    from .cli import bootstrap_note, options_from_args, out_folder, speakers, write_and_say
 
-    options = options_from_args(args)
+    options = options_from_args(args, note=False)  # (the note after the checks: saved runs refuse --bootstrap)
     if len(args.sources) < 2:
         raise OptionError(f"compare needs at least two models, got {len(args.sources)}")
     if args.base_distances and len(args.sources) != 2:
@@ -891,6 +891,8 @@ def run_compare(args: argparse.Namespace) -> int:
     # now, and the analyses reuse these readers
     sources = [saved_run(s) or open_source(s) for s in args.sources]
     saved = [a for a, s in zip(args.sources, sources) if isinstance(s, AnalysisResult)]
+    if len(saved) < len(sources):  # (some model is analysed: --bootstrap is used)
+        bootstrap_note(options, args)
     if args.base_distances and saved:
         raise OptionError(f"--base-distances measures the two models' weights: give the models, not saved runs "
                           f"({', '.join(map(str, saved))})")

@@ -743,6 +743,10 @@ def test_saved_runs_in_the_cli_and_beside_models(tmp_path, monkeypatch, capsys):
     # an option on by default is named by the flag that was typed (it had said '--mp-fit', which does not exist)
     assert main(["compare", "run", "run.json", "--no-mp-fit", "-q"]) == 2
     assert "option 'mp_fit' (--no-mp-fit) would change nothing" in capsys.readouterr().err
+    # one line: the refusal, without the note on a small --bootstrap printed before it
+    assert main(["compare", "run", "run.json", "--bootstrap", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("htsr: error: option 'bootstrap' (--bootstrap) would change")
     c = compare(["run", "run.json"], metric="rand_js_distance")
     assert c.labels == ("run", "run.json") and all(math.isfinite(e.value) for e in c.ranking)
     for _ in range(2):
