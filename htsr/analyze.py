@@ -404,9 +404,8 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         # update's, and its shuffle no traps (an fp16 copy against its fp32 original had 'bulk+spikes' below the
         # noise edge): none is made
         noise_only = bool(rms) and spectrum.evals[-1] <= _noise_edge(rms, lm.rows, lm.cols, scale)
-        mp, rmt, rmt_error, shuffled = (None, {}, "", None) if lowrank or noise_only else _matrix_diagnostics(
-            mats, lm, spectrum, scale, opts, zeros)
-        spread_spikes = rmt.pop(_SPREAD_SPIKES, False)
+        mp, rmt, rmt_error, shuffled, driving = (None, {}, "", None, 0.0) if lowrank or noise_only else (
+            _matrix_diagnostics(mats, lm, spectrum, scale, opts, zeros))
         kept = mats if opts.localization and not lowrank else None  # the eigenvectors need the matrices after the fit
         del mats
         rows, cols = (aspect_window_shape(lm.N, lm.M, opts.farms_aspect) if num_windows else (lm.rows, lm.cols))
@@ -515,8 +514,8 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
     if num_windows is not None and fit is not not_attempted:  # the windows pooled for a fit
         extra.update(farms_windows=float(num_windows))
     try:
-        rmt.update(_spectral_diagnostics(spectrum, fit, extra.get("num_fit_evals", math.nan), whole, mp, rmt, kept,
-                                         lm, scale, opts, zeros, spread_spikes))
+        rmt.update(_spectral_diagnostics(spectrum, fit, extra.get("num_fit_evals", math.nan), whole, mp, kept, lm,
+                                         scale, opts, zeros, driving))
     except Exception as e:  # the fit stands; only these diagnostics are lost
         rmt_error = rmt_error or f"{e.__class__.__name__}: {e}"
     del kept
@@ -612,19 +611,21 @@ def _no_spectrum(lm: LayerMatrices) -> bool:
 
 
 def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spectrum, scale: float,
-                        opts: Options, zeros: float = 0.0) -> tuple[MPFit | None, dict[str, Any], str, Randomized | None]:
+                        opts: Options, zeros: float = 0.0
+                        ) -> tuple[MPFit | None, dict[str, Any], str, Randomized | None, float]:
     """What needs the matrices themselves: the MP fit with the heavy-entry count, and the randomisation.
 
-    Returns (MP fit or None, columns, error message or '', the randomisation or None); an error here
-    loses only these columns.
+    Returns (MP fit or None, columns, error message or '', the randomisation or None, the heavy entries that
+    drive spikes: the phase's heavy-entry rule reads them); an error here loses only these columns.
     """
     cols: dict[str, Any] = {}
     mp = R = None
+    driving = 0.0
     try:
         # like the power-law fit, the MP fits (the layer's and the shuffled one's) need min_evals
         # eigenvalues to mean anything
         if lm.num_evals < opts.min_evals or not spectrum.evals[-1] > 0 or _no_spectrum(lm):
-            return None, cols, "", None
+            return None, cols, "", None, driving
         if opts.mp_fit:
             mp = fit_mp(spectrum.evals, lm.N, lm.M, scale, opts.tw_margin, zero_floor=zeros)
             cut = bbp_entry_scale(lm.N, lm.M, mp.sigma2)
@@ -633,12 +634,13 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
                         mp_lambda_plus=mp.lambda_plus, mp_threshold=mp.threshold,
                         num_spikes=float(mp.num_spikes) if math.isfinite(mp.threshold) else math.nan,  # no fit: no count
                         mp_softrank=mp.softrank, mp_ks=mp.ks, num_heavy_entries=float(heavy))
+            driving = float(heavy)
             if heavy > 0 and lm.num_matrices == 1 and 0 < mp.num_spikes < opts.phase_ht_share * lm.num_evals:
                 # a few spikes and heavy entries: the phase's heavy-entry rule (bulk-decay) holds where an entry
                 # drives a spike, whose singular vectors then sit on its row and column; a strong low-rank
                 # correlation has entries of its own past the cut (a rank-1 spike at 20x BBP in 128 x 128 noise:
                 # 6), but its vectors are spread (bulk+spikes). (A pooled conv layer keeps the rule as it was.)
-                cols[_SPREAD_SPIKES] = not _localized_spike(mats[0], mp.num_spikes)
+                driving = driving if _localized_spike(mats[0], mp.num_spikes) else 0.0
         if opts.randomize:
             R = randomize(mats, lm.N, lm.M, opts.seed, scale, opts.precision, opts.refine_fraction, opts.tw_margin)
             where = ["mean" if r < 0 else f"{m}:{r},{c}" if lm.num_matrices > 1 else f"{r},{c}" for m, r, c in R.locations]
@@ -648,8 +650,8 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
                                                      R.spectrum.floor),
                         trap_weights="; ".join(where))
     except Exception as e:
-        return mp, cols, f"{e.__class__.__name__}: {e}", None
-    return mp, cols, "", R
+        return mp, cols, f"{e.__class__.__name__}: {e}", None, driving
+    return mp, cols, "", R, driving
 
 
 def _noise_edge(rms: float, rows: int, cols: int, scale: float) -> float:
@@ -680,9 +682,6 @@ def _rounding_zeros(ev: np.ndarray, lm: LayerMatrices, scale: float) -> float:
     return floor if ROUNDING_MIN_ZEROS <= k < ev.size and ev[k] >= ROUNDING_GAP * floor else 0.0
 
 
-#: (a private key of _matrix_diagnostics' columns, taken out before the row is made: every spike's singular vectors
-#: are spread, so the heavy entries drive none)
-_SPREAD_SPIKES = "_spread_spikes"
 #: a singular vector whose participation ratio is below this share of its length sits on a few entries (a random
 #: unit vector's is 1/3; one on a single entry's 1/length)
 LOCALIZED_SHARE = 0.1
@@ -719,11 +718,10 @@ def _count_outside(W: np.ndarray, cut: float) -> int:
 
 
 def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: float, whole: int | None,
-                          mp: MPFit | None, rmt: dict[str, Any], kept: list[np.ndarray] | None, lm: LayerMatrices,
-                          scale: float, opts: Options, zeros: float = 0.0, spread_spikes: bool = False
-                          ) -> dict[str, Any]:
-    """Phase, SETOL and localisation: what needs the fit as well as the spectrum. ``spread_spikes``: the layer's
-    few spikes have spread singular vectors, so its heavy entries drive none (the phase's heavy-entry rule)."""
+                          mp: MPFit | None, kept: list[np.ndarray] | None, lm: LayerMatrices,
+                          scale: float, opts: Options, zeros: float = 0.0, driving: float = 0.0) -> dict[str, Any]:
+    """Phase, SETOL and localisation: what needs the fit as well as the spectrum. ``driving``: the heavy entries
+    that drive spikes (_matrix_diagnostics), which the phase's heavy-entry rule reads."""
     ev = spectrum.evals
     cols: dict[str, Any] = {}
     # at float32 precision (see rmt.mp.zero_level for the fast path), or in a coarser storage's rounding under a gap
@@ -738,8 +736,7 @@ def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: f
         cols.update(farms_xmin=xmin)
     cols.update(num_zero_evals=float(num_zero))  # the spectrum's own count: a lora row's M − rank too
     if mp is not None:
-        cols.update(phase=phase_of(ev.size, num_zero, mp, float(ev[-1]), fit.alpha,
-                                   0.0 if spread_spikes else rmt["num_heavy_entries"],
+        cols.update(phase=phase_of(ev.size, num_zero, mp, float(ev[-1]), fit.alpha, driving,
                                    PhaseThresholds(opts.phase_rank_collapse, opts.phase_ht_share,
                                                    opts.phase_ht_alpha, opts.phase_bleed_width)))
     if opts.setol and ev.size:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import zipfile
@@ -329,7 +330,7 @@ class WeightWatcherFolder:
                               "layers again, or give one .npy") from None
         if not isinstance(layers, dict):
             raise SourceError(f"{config}: no 'layers' in it; extract the layers again, or give one .npy")
-        self._files: list[tuple[str, Path]] = []
+        files: list[tuple[str, Path]] = []
         for entry in (e for e in layers.values() if isinstance(e, dict)):
             key = entry.get("key") if isinstance(entry.get("key"), str) and entry.get("key") else None
             bias = key[:-len("weight")] + "bias" if key and key.endswith("weight") else None
@@ -338,16 +339,15 @@ class WeightWatcherFolder:
                 # (a plain name in the folder: the config names no other file htsr reads)
                 if (isinstance(file, str) and file.endswith(".npy") and Path(file).name == file
                         and (self.path / file).is_file()):
-                    self._files.append((name or file[:-len(".npy")], self.path / file))
-        if not self._files:
+                    files.append((name or file[:-len(".npy")], self.path / file))
+        if not files:
             raise SourceError(f"{config}: lists no weight file present in {self.path}; extract the layers again")
-        self.input_files = {f.resolve() for _, f in self._files}
-        self._arrays = [(name, NpyFile(f)) for name, f in self._files]  # (a bad file is named now, in one line)
+        self.input_files = {f.resolve() for _, f in files}
+        # (each opened now: a bad file is named in one line before the analysis)
+        self._refs = [dataclasses.replace(next(iter(NpyFile(f))), name=name) for name, f in files]
 
     def __len__(self) -> int:
-        return len(self._arrays)
+        return len(self._refs)
 
     def __iter__(self) -> Iterator[TensorRef]:
-        for name, npy in self._arrays:
-            ref = next(iter(npy))
-            yield TensorRef(name, ref.shape, ref.dtype, ref.loader)
+        yield from self._refs
