@@ -188,9 +188,9 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                 lm = unique(LayerMatrices(row_name(t.name), "dense", tuple(t.shape), 1, max(1, math.prod(t.shape)),
                                           1, 1.0, t.load))
                 if pattern is not None and not pattern.search(lm.name):
-                    passed_over(t.name, "not matched by --layers")
+                    passed_over(t.name, "not matched by option 'layers'")
                 elif opts.kinds is not None and "dense" not in opts.kinds:
-                    passed_over(t.name, "kind dense not in --kinds")
+                    passed_over(t.name, "kind dense not in option 'kinds'")
                 else:
                     yield lm
                 continue
@@ -198,7 +198,7 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                 passed_over(t.name, why_not)
                 continue
             if opts.kinds is not None and kind not in opts.kinds:
-                passed_over(t.name, f"kind {kind} not in --kinds")
+                passed_over(t.name, f"kind {kind} not in option 'kinds'")
                 continue
             if t.storage_key in first_name:  # after the filters: a tied name they keep is analysed
                 passed_over(t.name, f"the same tensor as {first_name[t.storage_key]} (tied weights): analysed once")
@@ -226,7 +226,7 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                 matched = True
                 yield dataclasses.replace(lm, **noise) if noise else lm
             if not matched:
-                passed_over(t.name, "not matched by --layers")
+                passed_over(t.name, "not matched by option 'layers'")
             else:
                 if t.storage_key is not None:
                     first_name[t.storage_key] = t.name

@@ -62,7 +62,7 @@ def _flag(name: str) -> str:
 def _in_flags(text: str) -> str:
     """An API message in the flags' terms: "option 'mp_fit' set to True" is "without --no-mp-fit",
     "option 'clip_xmax' set to True" "--clip-xmax", "option 'precision' set to 'fast'" "--precision fast"; an
-    option on its own as it is typed (one on by default: --no-mp-fit)."""
+    option on its own as it is typed (one on by default: --no-mp-fit); compare's "ascending=True" "--ascending"."""
     def condition(m: re.Match) -> str:
         name, value = m.group(1), m.group(2)
         if value not in ("True", "False"):
@@ -76,7 +76,9 @@ def _in_flags(text: str) -> str:
     # "applies only without --no-mp-fit" (a double negative): "would change nothing with --no-mp-fit"
     text = re.sub(r"applies only without (--no-[\w-]+)(?: or with (--[\w-]+))?: otherwise it would change nothing",
                   lambda m: f"would change nothing with {m[1]}" + (f" unless {m[2]} is given" if m[2] else ""), text)
-    return re.sub(r"option '(\w+)'", lambda m: typed_flag(m.group(1)), text)
+    text = text.replace("ascending=True", "--ascending").replace("ascending=False", "--descending")
+    text = re.sub(r"option '(\w+)'", lambda m: typed_flag(m.group(1)), text)
+    return re.sub(r"(--[\w-]+) \(\1\)", r"\1", text)  # (an API message naming both: "option 'workers' (--workers)")
 
 
 def out_path(v: str) -> Path:
@@ -323,7 +325,7 @@ def format_not_analysed(result: AnalysisResult) -> str:
     total = sum(n.count for n in result.not_analysed)
     of = f" of {result.num_tensors}" if result.num_tensors is not None else ""
     return (f"tensors not analysed: {total}{of}: "
-            + "; ".join(f"{n.reason} {n.count}" for n in result.not_analysed))
+            + "; ".join(f"{_in_flags(n.reason)} {n.count}" for n in result.not_analysed))
 
 
 def out_folder(out: Path | None, names: Sequence[str]) -> list[tuple[str, Path]]:
@@ -553,7 +555,7 @@ def _main(argv: Sequence[str] | None) -> int:
                 return 1
             return rc
     except HtsrError as e:
-        print(f"htsr: error: {_one_line(str(e))}", file=sys.stderr)
+        print(f"htsr: error: {_one_line(_in_flags(str(e)))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("htsr: interrupted", file=sys.stderr)

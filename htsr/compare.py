@@ -323,7 +323,7 @@ def _direction(metric: str, ascending: bool | None) -> tuple[bool, str]:
     d = METRIC_DIRECTIONS.get(metric)
     if d is None:
         raise OptionError(f"metric {metric!r} has no agreed direction (better when lower or higher): pass "
-                          f"ascending=True (--ascending: lower first) or ascending=False (--descending)")
+                          f"ascending=True (lower first) or ascending=False (higher first)")
     return d, "default"
 
 

@@ -128,8 +128,8 @@ def test_every_tensor_is_a_row_or_is_listed_as_not_analysed_with_why():
         "integer buffer (ids, masks, counters)": (1, ("position_ids",)),
         "6-D tensor of no layer kind htsr knows": (1, ("layers.0.fc1.weight_6d",)),
         "empty (a dimension of size 0)": (1, ("layers.2.empty.weight",)),
-        "kind stack not in --kinds": (1, ("moe.experts.w1",)),
-        "not matched by --layers": (1, ("embed_tokens.weight",)),
+        "kind stack not in option 'kinds'": (1, ("moe.experts.w1",)),
+        "not matched by option 'layers'": (1, ("embed_tokens.weight",)),
     }
     # the most frequent reason first, then by name; the rows and the list account for every tensor
     assert [n.reason for n in r.not_analysed] == sorted(got)
@@ -171,7 +171,7 @@ def test_a_tensor_is_not_analysed_only_if_none_of_its_rows_matches():
     r = htsr.analyze(src, layers=r"w1\[0\]$|conv\[0,0\]$", conv="per_position")
     assert [x.name for x in r.layers] == ["layers.0.conv[0,0]", "moe.experts.w1[0]"]
     got = {n.reason: n.count for n in r.not_analysed}
-    assert got["not matched by --layers"] == 3  # embed_tokens, fc1, conv1d: whole tensors
+    assert got["not matched by option 'layers'"] == 3  # embed_tokens, fc1, conv1d: whole tensors
     assert r.num_tensors == len(src) == 2 + sum(got.values())  # conv and experts: analysed (a row each)
 
 

@@ -88,6 +88,14 @@ def test_analyze_prints_table_and_summary(model, capsys):
     assert summary[6] == "tensors not analysed: 1 of 3: bias or norm buffer 1"
 
 
+def test_not_analysed_reasons_are_in_the_flags_terms(model, capsys):
+    """A result's reasons name the API's options ("not matched by option 'layers'"); the CLI prints them as its
+    flags, as it does its errors."""
+    assert main(["analyze", str(model), "--layers", "big", "--kinds", "dense,conv2d"]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line == "tensors not analysed: 2 of 3: bias or norm buffer 1; not matched by --layers 1"
+
+
 @pytest.mark.parametrize("flags,columns", [
     (["--farms-aspect", "1"], ["farms_windows"]),
     (["--clip-xmax"], ["raw_alpha", "num_fingers"]),

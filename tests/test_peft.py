@@ -1411,7 +1411,7 @@ def test_review_pipeline_components_shards_variants_and_failures_and_dora_per_co
 
 def test_a_merged_row_kept_by_a_filter_counts_its_base_and_update_as_analysed(adapter, tmp_path):
     """--layers '#merged$' (or --kinds dense) keeps W + ΔW and leaves the #base and #delta rows out: the tensors
-    the merge reads are analysed by it, not listed as 'not matched by --layers' (all 12 of 12 had been)."""
+    the merge reads are analysed by it, not listed as 'not matched by option 'layers'' (all 12 of 12 had been)."""
     d, _, _ = adapter
     full = htsr.analyze(d / "adapter", base=d / "base.safetensors", min_evals=2)
     merged = htsr.analyze(d / "adapter", base=d / "base.safetensors", min_evals=2, layers="#merged$")
@@ -1420,17 +1420,17 @@ def test_a_merged_row_kept_by_a_filter_counts_its_base_and_update_as_analysed(ad
     dense = htsr.analyze(d / "adapter", base=d / "base.safetensors", min_evals=2, kinds=["dense"])
     # (the embedding's merge is no dense row: its update is listed; the Linear layers' are not)
     assert {n.reason: n.examples for n in dense.not_analysed} == {
-        "kind embedding not in --kinds": ("emb#base",), "kind lora not in --kinds": ("emb#delta",)}
+        "kind embedding not in option 'kinds'": ("emb#base",), "kind lora not in option 'kinds'": ("emb#delta",)}
     # (a filter that leaves the merge out lists them, as before)
     delta = htsr.analyze(d / "adapter", base=d / "base.safetensors", min_evals=2, layers="#delta$")
-    assert [n.examples[0] for n in delta.not_analysed if n.reason == "not matched by --layers"][0].endswith("#base")
+    assert [n.examples[0] for n in delta.not_analysed if n.reason == "not matched by option 'layers'"][0].endswith("#base")
     # a merge not formed (the base lacks its weight) reads nothing: its update stays listed; the embedding's
     # skipped rows are typed embedding (--kinds embedding keeps them)
     base = load_file(str(d / "base.safetensors"))
     save_file({k: v for k, v in base.items() if k not in ("sq.weight", "emb.weight")}, str(tmp_path / "b.safetensors"))
     r = htsr.analyze(d / "adapter", base=tmp_path / "b.safetensors", min_evals=2, layers="#merged$")
     listed = {n.reason: n.examples for n in r.not_analysed}
-    assert {"sq#delta", "emb#delta"} <= set(listed["not matched by --layers"])
+    assert {"sq#delta", "emb#delta"} <= set(listed["not matched by option 'layers'"])
     assert {x.name: x.kind for x in r.layers}["emb#merged"] == "embedding"
 
 
