@@ -729,16 +729,17 @@ def load_result(path: str | os.PathLike) -> AnalysisResult:
     are, so runs saved on different days compare without analysing again. A column this htsr does not know
     (a file of a newer htsr) is refused; a column it has and the file lacks (an older htsr's) is empty, NaN."""
     if isinstance(path, (str, os.PathLike)):
-        from .io.base import permission_denied, unreadable
+        from .io.base import missing, permission_denied, unreadable
 
         try:
-            os.lstat(path)
+            os.stat(path)
         except FileNotFoundError:
-            raise SourceError(f"{path}: no such file or folder") from None
+            raise SourceError(missing(path)) from None
         except PermissionError as e:  # (in a folder that may not be entered)
             raise SourceError(permission_denied(Path(path), e)) from None
-        except OSError:  # (a name too long …: saved_run says what it is not)
-            pass
+        except OSError as e:  # (a name too long …: saved_run says what it is not)
+            if e.errno == errno.ELOOP:
+                raise SourceError(missing(path)) from None
         if os.path.isdir(path) and not os.access(path, os.R_OK | os.X_OK):
             raise SourceError(unreadable(path, "Permission denied"))
     run = saved_run(path)

@@ -1034,6 +1034,25 @@ def test_missing_path(tmp_path):
     with pytest.raises(htsr.SourceError) as ei:
         htsr.analyze(path)
     _one_line_source_error(ei, str(path))
+    assert str(ei.value) == f"{path}: no such file or folder"
+
+
+def test_a_dangling_link_and_a_loop_of_links_are_said_as_such(tmp_path):
+    """A model, or a saved run, that is a link to a missing file (an interrupted download) or a loop of links had
+    been "no such file", the name being right there."""
+    (tmp_path / "gone.safetensors").symlink_to(tmp_path / "partial.safetensors")
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    for read in (htsr.analyze, htsr.load_result):
+        with pytest.raises(htsr.SourceError) as ei:
+            read(tmp_path / "gone.safetensors")
+        assert str(ei.value) == (f"{tmp_path / 'gone.safetensors'}: a link to {tmp_path / 'partial.safetensors'}, "
+                                 "which does not exist; point it at the model")
+        for p in (tmp_path / "a", tmp_path / "a" / "model.safetensors"):  # (a loop above the file too)
+            with pytest.raises(htsr.SourceError) as ei:
+                read(p)
+            assert str(ei.value) == f"{p}: a loop of symbolic links (too many levels of links); point the link at " \
+                                    "the model"
 
 
 def test_unsupported_object():

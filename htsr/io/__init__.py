@@ -26,6 +26,7 @@ from .base import (
     check_split_whole,
     is_gzip,
     lfs_pointer_error,
+    missing,
     one_split,
     permission_denied,
 )
@@ -515,7 +516,7 @@ _GGML_MAGICS = {b"lmgg": "GGML", b"fmgg": "GGMF", b"tjgg": "GGJT", b"algg": "GGL
 
 def _open_path(path: Path) -> TensorSource:
     if not path.exists():
-        raise SourceError(f"{path}: no such file or directory")
+        raise SourceError(missing(path))
     if not (path.is_dir() or path.is_file()):  # a FIFO would block the first read forever; a device, worse
         raise SourceError(f"{path}: not a regular file or folder; give a model file or folder")
     folder = path if path.is_dir() else path.parent if path.name == ".metadata" else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import importlib.util
 import math
@@ -128,6 +129,20 @@ def check_split_whole(folder: str | os.PathLike, parts: list[re.Match]) -> None:
 def unreadable(path: Any, strerror: str | None) -> str:
     """The message of a file htsr may not read (a PermissionError)."""
     return f"{path}: cannot read it ({strerror}); give read access to it (and to the folders above it)"
+
+
+def missing(path: Any) -> str:
+    """The one-line message of a source ``path`` that does not exist: a link to a missing file (an interrupted
+    download) or a loop of links (``stat`` fails with ELOOP, for ``path`` or a folder above it) said as such, where
+    "no such file" would send the user looking for a name that is right there."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"{path}: a loop of symbolic links (too many levels of links); point the link at the model"
+    if os.path.islink(path):
+        return f"{path}: a link to {os.readlink(path)}, which does not exist; point it at the model"
+    return f"{path}: no such file or folder"
 
 
 def permission_denied(path: Path, e: PermissionError) -> str:
