@@ -25,7 +25,8 @@ from .analyze import analyze
 from .errors import HtsrError, OptionError, OutputError
 from .fits.uncertainty import MIN_WARNING_REPLICATES, warning_interval
 from .options import OPTION_SPECS, Options, typed_flag
-from .results import AnalysisResult, an_output, check_outputs, format_value, why_undefined, write_outputs
+from .results import (AnalysisResult, an_output, check_outputs, format_value, text_table, why_undefined,
+                      write_outputs)
 
 __all__ = ["main", "build_parser", "format_table", "add_option_flags", "options_from_args", "EXIT_STATUSES"]
 
@@ -285,14 +286,8 @@ def table_columns(result: AnalysisResult) -> tuple[str, ...]:
 def format_table(result: AnalysisResult, columns: Sequence[str] | None = None) -> str:
     """The per-layer table as aligned plain text."""
     columns = table_columns(result) if columns is None else columns
-    rows = [[_cell(r, c) for c in columns] for r in result.layers]
-    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
-    numeric = [c not in _TEXT_COLUMNS for c in columns]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)).rstrip()
-
-    return "\n".join([line(columns), *(line(r) for r in rows)])
+    return text_table(columns, [[_cell(r, c) for c in columns] for r in result.layers],
+                      [c in _TEXT_COLUMNS for c in columns])
 
 
 def format_summary(result: AnalysisResult) -> str:

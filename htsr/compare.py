@@ -74,10 +74,11 @@ from .results import (
     check_outputs,
     csv_table,
     format_value,
-    phase_column,
     json_safe,
+    phase_column,
     saved_result,
     saved_run,
+    text_table,
 )
 from .values import NanEqual
 
@@ -478,13 +479,7 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], text_columns: int = 1) -> str:
     """Aligned plain text: the first ``text_columns`` columns left-aligned, the others right-aligned."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i < text_columns else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    return "\n".join([line(header), *(line(r) for r in rows)])
+    return text_table(header, rows, [i < text_columns for i in range(len(header))])
 
 
 #: summary metrics that only an option computes: what to add when no model has a value

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import stat
+import unicodedata
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -524,6 +525,28 @@ def csv_table(header: Sequence[str] | None, rows: Iterable[Sequence[Any]]) -> st
         cells = [csv_cell(v) for v in row]
         (quoted if any(isinstance(c, str) and "\r" in c for c in cells) else plain).writerow(cells)
     return buf.getvalue()
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: Sequence[bool]) -> str:
+    """Aligned plain text: the columns with ``left`` true left-aligned (names, kinds), the others right-aligned
+    (numbers), two spaces apart, each cell padded to its column's width on a terminal: a wide character (CJK, an
+    emoji) takes two columns, a combining mark none (``len`` had misaligned every cell after a Chinese name)."""
+    widths = [max([shown_width(h), *(shown_width(r[i]) for r in rows)]) for i, h in enumerate(header)]
+
+    def line(cells: Sequence[str]) -> str:
+        pads = (" " * (w - shown_width(c)) for c, w in zip(cells, widths))
+        return "  ".join(c + pad if lft else pad + c for c, pad, lft in zip(cells, pads, left)).rstrip()
+
+    return "\n".join([line(header), *(line(r) for r in rows)])
+
+
+def shown_width(text: str) -> int:
+    """Columns ``text`` takes on a terminal (East Asian wide and full-width characters two, combining marks and
+    zero-width characters none)."""
+    if text.isascii():
+        return len(text)
+    return sum(0 if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf")
+               else 2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
 def csv_cell(v: Any) -> Any:

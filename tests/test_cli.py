@@ -88,6 +88,25 @@ def test_analyze_prints_table_and_summary(model, capsys):
     assert summary[6] == "tensors not analysed: 1 of 3: bias or norm buffer 1"
 
 
+def test_table_columns_line_up_on_a_terminal_with_wide_and_combining_characters(tmp_path, capsys):
+    """A CJK name takes two terminal columns a character, a combining accent none: padding by len() had pushed
+    every cell after such a name out of line."""
+    from htsr.cli import format_table
+    from htsr.results import shown_width
+
+    rng = np.random.default_rng(0)
+    names = ["编码器.权重", "cafe\u0301.weight", "plain.weight"]  # (the second: 'café' with a combining accent)
+    np.savez(tmp_path / "m.npz", **{n: rng.standard_normal((60, 40)) for n in names})
+    assert main(["analyze", str(tmp_path / "m.npz")]) == 0
+    assert capsys.readouterr().out.split("\n\n")[0] == format_table(htsr.analyze(tmp_path / "m.npz"))
+    table = format_table(htsr.analyze(tmp_path / "m.npz"), ["name", "kind", "alpha"]).splitlines()
+    assert [ln.split()[0] for ln in table[1:]] == ["编码器.权重", "cafe\u0301", "plain"]
+    # every line's columns end at the same terminal column: the kind's and the alpha's
+    assert len({shown_width(ln) for ln in table}) == 1
+    assert len({shown_width(ln[: ln.index("dense") + 5]) for ln in table[1:]}) == 1
+    assert shown_width("编码器") == 6 and shown_width("cafe\u0301") == 4 and shown_width("ab") == 2
+
+
 def test_not_analysed_reasons_are_in_the_flags_terms(model, capsys):
     """A result's reasons name the API's options ("not matched by option 'layers'"); the CLI prints them as its
     flags, as it does its errors."""
