@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from .errors import HtsrError, LayerSkipped, OptionError, shown
+from .fits.uncertainty import MIN_WARNING_REPLICATES
 from .options import OPTION_SPECS, UI_OPTIONS, Options, typed_flag
 from .rmt.phases import PHASES
 from .results import (
@@ -458,10 +459,9 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
                                    and options[k] != OPTION_SPECS[k].default]):
         raise OptionError(f"option {changed[0]!r} ({typed_flag(changed[0])}) would change nothing: every model "
                           "is a saved run, which keeps the options it was analysed with; leave it out")
-    needs = _METRIC_NEEDS.get(metric)
-    if needs is not None and not getattr(opts, needs[0]) and not all(saved):
-        raise OptionError(f"metric {metric!r} is computed only with {needs[1]}: no model would have a value to "
-                          "rank by; add it, or rank by another metric")
+    if not _computes(metric, opts.as_dict()) and not all(saved):
+        raise OptionError(f"metric {metric!r} is computed only with {_METRIC_NEEDS[metric][2]}: no model would have "
+                          "a value to rank by; add it, or rank by another metric")
     # each model opened once (its headers), and one without a layer under the filters fails now, not after
     # the others' analyses
     sources = [s if isinstance(s, AnalysisResult) else open_source(s) for s in sources]
@@ -482,14 +482,29 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], text_columns: i
     return text_table(header, rows, [i < text_columns for i in range(len(header))])
 
 
-#: summary metrics that only an option computes: what to add when no model has a value
-_METRIC_NEEDS = {"rand_js_distance": ("randomize", "--randomize"), "num_with_traps": ("randomize", "--randomize"),
-                 "pl_pvalue": ("bootstrap", "--bootstrap N"), "share_plausible_pl": ("bootstrap", "--bootstrap N"),
-                 "num_no_power_law": ("bootstrap", "--bootstrap N"),
-                 "share_best_fit_pl": ("tails", "the tail comparisons (no --no-tails)"),
-                 **{m: ("mp_fit", "the MP fit (no --no-mp-fit)") for m in (
+#: summary metrics that only an option computes: the option, the smallest value that computes it (True: the
+#: option on) and what to add when no model has a value
+_METRIC_NEEDS = {"rand_js_distance": ("randomize", True, "--randomize"),
+                 "num_with_traps": ("randomize", True, "--randomize"),
+                 "pl_pvalue": ("bootstrap", 1, "--bootstrap N"), "share_plausible_pl": ("bootstrap", 1, "--bootstrap N"),
+                 # (the count reads only p-values of enough replicates to drive the warning)
+                 "num_no_power_law": ("bootstrap", MIN_WARNING_REPLICATES, f"--bootstrap {MIN_WARNING_REPLICATES} "
+                                      "or more"),
+                 "share_best_fit_pl": ("tails", True, "the tail comparisons (no --no-tails)"),
+                 **{m: ("mp_fit", True, "the MP fit (no --no-mp-fit)") for m in (
                      "mp_softrank", *map(phase_column, PHASES))},
-                 "erg_delta_lambda_min": ("setol", "SETOL (no --no-setol)")}
+                 "erg_delta_lambda_min": ("setol", True, "SETOL (no --no-setol)")}
+
+
+def _computes(metric: str, options: Mapping[str, Any]) -> bool:
+    """Whether a run with these options computes the summary ``metric`` (:data:`_METRIC_NEEDS`)."""
+    if metric not in _METRIC_NEEDS:
+        return True
+    option, least, _ = _METRIC_NEEDS[metric]
+    value = options.get(option, OPTION_SPECS[option].default)
+    return bool(value) if least is True else (value or 0) >= least
+
+
 assert set(_METRIC_NEEDS) <= set(summary_columns())
 
 
@@ -527,9 +542,8 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
         + "  ".join([f"{e.rank}. {e.label} ({format_value(e.value)})" for e in c.ranking if e.rank is not None]
                     + [f"unranked (no value): {', '.join(e.label for e in c.ranking if e.rank is None)}"]
                     * any(e.rank is None for e in c.ranking))
-        + (f" ({c.metric} needs {_METRIC_NEEDS[c.metric][1]})"
-           if c.metric in _METRIC_NEEDS and all(e.rank is None for e in c.ranking)
-           and not c.results[0].options.get(_METRIC_NEEDS[c.metric][0]) else ""),
+        + (f" ({c.metric} needs {_METRIC_NEEDS[c.metric][2]})"
+           if all(e.rank is None for e in c.ranking) and not _computes(c.metric, c.results[0].options) else ""),
     ]
     differ = options_differ(c.results)
     if differ:

@@ -576,9 +576,14 @@ def test_models_without_a_value_are_unranked_and_a_bad_figure_name_fails_first(n
     # (and those the MP fit or SETOL compute, without them: every analysis ran, then ranked nothing)
     for metric, off, needs in (("mp_softrank", "--no-mp-fit", "the MP fit (no --no-mp-fit)"),
                                ("num_heavy_tailed", "--no-mp-fit", "the MP fit (no --no-mp-fit)"),
-                               ("erg_delta_lambda_min", "--no-setol", "SETOL (no --no-setol)")):
+                               ("erg_delta_lambda_min", "--no-setol", "SETOL (no --no-setol)"),
+                               # (the count reads only p-values of 100 replicates or more: 5 had ranked nothing)
+                               ("num_no_power_law", "--bootstrap=5", "--bootstrap 100 or more")):
         assert main(["compare", str(a), str(b), "--metric", metric, "--ascending", off, "--no-progress"]) == 2
         assert f"metric {metric!r} is computed only with {needs}" in capsys.readouterr().err
+    # computed with enough: ranked (each model's count of layers whose power law is implausible)
+    c = compare([a, b], metric="num_no_power_law", ascending=True, bootstrap=100, tails=False)
+    assert all(e.rank is not None for e in c.ranking)
     c = compare([htsr.analyze(a, tails=False), htsr.analyze(b, tails=False)], labels=["tuned", "base"],
                 metric="rand_js_distance")
     assert "1 = highest): unranked (no value): tuned, base" in format_comparison(c)
