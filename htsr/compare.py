@@ -342,6 +342,18 @@ def _check_metric(metric: str, ascending: bool | None) -> tuple[bool, str]:
     return _direction(metric, ascending)
 
 
+def _check_layer_metric(metric: str, layer_metric: str | None) -> str:
+    """The per-layer column shown side by side: ``layer_metric``, or by default ``metric`` when it is one, else
+    alpha."""
+    if layer_metric is None:
+        return metric if metric in NUMERIC_COLUMNS else "alpha"
+    if not (isinstance(layer_metric, str) and layer_metric in NUMERIC_COLUMNS):
+        raise OptionError(f"layer_metric {shown(layer_metric)} is not a numeric per-layer column; they are "
+                          "the layer table's numbers, e.g. alpha, alpha_weighted, log_norm, stable_rank, mp_softrank "
+                          "(htsr.results.NUMERIC_COLUMNS)")
+    return layer_metric
+
+
 def _rank(labels: Sequence[str], values: Sequence[float], ascending: bool) -> tuple[RankEntry, ...]:
     """Best first; ties share the smaller rank (1, 1, 3); a model without a finite value (a diagnostic
     not run, no layer fitted) is listed last, unranked (rank None)."""
@@ -371,10 +383,7 @@ def compare_results(results: Sequence[AnalysisResult], labels: Sequence[str] | N
     j = columns.index(metric)
     ranking = _rank(labels, [row[j] for row in rows], asc)
 
-    if layer_metric is None:
-        layer_metric = metric if metric in NUMERIC_COLUMNS else "alpha"
-    if layer_metric not in NUMERIC_COLUMNS:
-        raise OptionError(f"layer_metric {layer_metric!r} is not a numeric per-layer column")
+    layer_metric = _check_layer_metric(metric, layer_metric)
     by_name: list[dict[str, LayerResult]] = []
     for r in results:
         d: dict[str, LayerResult] = {}
@@ -450,6 +459,7 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
     if len(sources) < 2:
         raise OptionError(f"compare needs at least two models, got {len(sources)}")
     _check_metric(metric, ascending)  # fail before the analyses
+    _check_layer_metric(metric, layer_metric)
     given = list(sources)
     # saved runs read back now, once (their options are known before any analysis)
     sources = [s if isinstance(s, AnalysisResult) else saved_run(s) or s for s in sources]
@@ -847,6 +857,10 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--metric", default="alpha", metavar="NAME",
                    help="summary metric that ranks the models (default: alpha; e.g. alpha_weighted, log_norm, "
                         "log_spectral_norm, stable_rank, rand_js_distance)")
+    p.add_argument("--layer-metric", metavar="NAME",
+                   help="per-layer column shown side by side for the layers present in every model (default: "
+                        "--metric when it is a per-layer column, else alpha; e.g. alpha_weighted, stable_rank, "
+                        "mp_softrank)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--ascending", dest="ascending", action="store_const", const=True, default=None,
                    help="rank lower values first (default: the metric's HTSR reading; alpha-like metrics: lower is "
@@ -908,7 +922,7 @@ def run_compare(args: argparse.Namespace) -> int:
     if options.get("base") is not None:  # opened once here, not once per model and per check
         options["base"] = open_source(options["base"])
     check_outputs([*(s for s in sources if not isinstance(s, AnalysisResult)), options.get("base")], outputs)
-    c = compare(sources, labels, args.metric, args.ascending, **options)
+    c = compare(sources, labels, args.metric, args.ascending, args.layer_metric, **options)
     distances = None
     if args.base_distances:
         # (the others are the analyses'; --workers runs both)

@@ -600,6 +600,25 @@ def test_models_without_a_value_are_unranked_and_a_bad_figure_name_fails_first(n
     assert analysed == []
 
 
+def test_layer_metric_from_the_cli_and_a_bad_one_refused_before_any_analysis(npz_pair, capsys, monkeypatch):
+    """compare(layer_metric=) had no flag: the CLI always showed --metric or alpha side by side. A bad column is
+    refused before the analyses (it had been after them)."""
+    a, b = npz_pair
+    assert main(["compare", str(a), str(b), "--layer-metric", "stable_rank", "--json", "--no-progress"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["layer_metric"] == "stable_rank" and doc["common_layer_means"]["layer_metric"] == "stable_rank"
+    want = {r.name: r.stable_rank for r in htsr.analyze(a).layers}
+    label = doc["labels"][0]
+    assert {row["name"]: row["values"][label] for row in doc["layers"]} == want  # (the column, as computed)
+    analysed = []
+    monkeypatch.setattr(sys.modules["htsr.analyze"], "analyze", lambda *x, **k: analysed.append(x))
+    assert main(["compare", str(a), str(b), "--layer-metric", "phase", "--no-progress"]) == 2
+    assert "htsr: error: layer_metric 'phase' is not a numeric per-layer column" in capsys.readouterr().err
+    with pytest.raises(OptionError, match="layer_metric 'bogus' is not a numeric per-layer column"):
+        compare([a, b], layer_metric="bogus")
+    assert analysed == []
+
+
 def test_a_name_with_other_shapes_is_not_the_same_layer_and_differing_layers_are_noted():
     """Another architecture's layer under the same name (a wider block) is shown side by side with its
     shapes but left out of the same-layers mean; when the models' layers differ, the text says that the
