@@ -41,7 +41,6 @@ from .rmt.phases import PHASES
 
 __all__ = ["render_report", "write_report"]
 
-#: options that do not change the results, left out of the header's list of non-default options
 #: columns added to the CLI's table (sigma after alpha; the rest at the end)
 _EXTRA_COLUMNS = ("lambda_max", "entropy", "mp_softrank")
 _WARNING_ORDER = ("over-trained", "under-trained", "no-power-law", "uncertain")

@@ -1,4 +1,4 @@
-"""Typed, immutable analysis results with one fixed schema, and their writers (CSV, JSON, pandas).
+"""Typed analysis results (frozen dataclasses) with one fixed schema, and their writers (CSV, JSON, pandas).
 
 Every :class:`LayerResult` has every column of :data:`COLUMNS` whatever options ran; a value that is
 undefined or was not computed is NaN and ``status`` says why. Files are written atomically: to a

@@ -99,8 +99,7 @@ def _storage_key(t) -> tuple | None:
 def _dtype_name(t) -> str:
     if t.is_quantized:
         return "float32"  # what load() gives: the dequantized weights (as for GGUF's block-quantized types)
-    name = str(t.dtype).replace("torch.", "")
-    return {"float8_e4m3fn": "float8_e4m3fn", "half": "float16"}.get(name, name)
+    return str(t.dtype).replace("torch.", "")  # (torch.half is torch.float16: its str says so)
 
 
 #: where torch.ao's quantized Linear (static and dynamic) keeps its (weight, bias) in its state dict, and its
