@@ -27,6 +27,7 @@ from .errors import OptionError
 from .fits.powerlaw import FLAT_SPREAD, ks_scan
 from .rmt.phases import PHASES
 from .rmt.setol import erg_eigenvalues
+from .rmt.traps import esd_bins
 
 __all__ = ["ROLE_COLORS", "PALETTE", "KINDS", "COUNT_AXES", "role_color", "Series", "Panel", "LAYER_PANELS", "layer_panels",
            "esd_loglog", "esd_linear", "log10_histogram", "xmin_scan", "shuffled_esd", "erg_boundary",
@@ -139,10 +140,6 @@ def _thin(x: np.ndarray, y: np.ndarray, n: int = MAX_POINTS,
     return x[idx], y[idx]
 
 
-def _bins(n: int) -> int:
-    return int(np.clip(round(2.0 * n ** (1.0 / 3.0)), 10, 100))
-
-
 def _positive(evals: np.ndarray) -> np.ndarray:
     return evals[evals > 0]
 
@@ -200,7 +197,7 @@ def esd_loglog(row: Any, sp: Any) -> Panel:
     if x.size < 2 or x[0] == x[-1]:
         return _empty(title, xl, yl, _note(row, "fewer than 2 distinct nonzero eigenvalues"), xlog=True,
                       ylog=True)
-    edges = np.geomspace(x[0], x[-1] * (1 + 1e-12), _bins(x.size) + 1)
+    edges = np.geomspace(x[0], x[-1] * (1 + 1e-12), esd_bins(x.size) + 1)
     series = [Series("hist", edges, _density(x, edges, sp.evals.size), "ESD", "data")]
     notes = [_zeros_note(sp.evals.size - x.size)]
     if math.isfinite(row.alpha) and math.isfinite(row.xmin):
@@ -245,7 +242,7 @@ def esd_linear(row: Any, sp: Any) -> Panel:
     # bulk's bins are not stretched by one eigenvalue 100x larger)
     hi = min(float(ev[-1]), 1.5 * row.mp_threshold) if has_mp else float(ev[-1])
     shown = ev[ev <= hi]
-    edges = np.linspace(0.0, hi * (1 + 1e-12), max(_bins(shown.size), 20) + 1)
+    edges = np.linspace(0.0, hi * (1 + 1e-12), max(esd_bins(shown.size), 20) + 1)
     counts = np.histogram(shown, edges)[0]
     series = [Series("hist", edges, counts / (np.diff(edges) * ev.size), "ESD", "data")]
     note = ""
@@ -271,7 +268,7 @@ def log10_histogram(row: Any, sp: Any) -> Panel:
     if x.size < 2:
         return _empty(title, xl, yl, _note(row, "fewer than 2 nonzero eigenvalues"))
     lx = np.log10(x)
-    edges = np.linspace(lx[0], lx[-1] + 1e-12 * max(1.0, abs(lx[-1])), 101 if x.size > 500 else _bins(x.size) + 1)
+    edges = np.linspace(lx[0], lx[-1] + 1e-12 * max(1.0, abs(lx[-1])), 101 if x.size > 500 else esd_bins(x.size) + 1)
     series = [Series("hist", edges, np.histogram(lx, edges)[0].astype(np.float64), "log10 λ", "data")]
     for v, label, role in ((_own_xmin(row), "x_min", "xmin"), (row.mp_lambda_plus, "MP edge λ₊", "mp"),
                            (row.erg_lambda_min_raw, "ERG edge", "erg")):
@@ -334,7 +331,7 @@ def shuffled_esd(row: Any, sp: Any) -> Panel:
     if a.size < 2 or b.size < 2:
         return _empty(title, xl, yl, _note(row, "fewer than 2 nonzero eigenvalues"), xlog=True, ylog=True)
     lo, hi = min(a[0], b[0]), max(a[-1], b[-1])
-    edges = np.geomspace(lo, hi * (1 + 1e-12), _bins(max(a.size, b.size)) + 1)
+    edges = np.geomspace(lo, hi * (1 + 1e-12), esd_bins(max(a.size, b.size)) + 1)
     series = [Series("hist", edges, _density(a, edges, sp.evals.size), "ESD", "data"),
               Series("hist", edges, _density(b, edges, sp.rand_evals.size), "shuffled", "shuffled")]
     if math.isfinite(sp.rand_threshold):

@@ -33,7 +33,7 @@ from ..spectra import Spectrum, esd
 from .mp import MPFit, fit_mp
 from ..values import NanEqual
 
-__all__ = ["Randomized", "randomize", "js_distance", "MAX_LOCATED"]
+__all__ = ["Randomized", "randomize", "esd_bins", "js_distance", "MAX_LOCATED"]
 
 #: traps located per layer (the largest first)
 MAX_LOCATED = 10
@@ -53,11 +53,16 @@ class Randomized(NanEqual):
         return self.mp.num_spikes
 
 
+def esd_bins(n: int) -> int:
+    """Histogram bins for an ESD of ``n`` eigenvalues (2·n^⅓, Rice's rule, within 10–100): :func:`js_distance`'s,
+    and the figures' (``htsr.figures``), so a panel shows the histograms the distance compares."""
+    return int(np.clip(round(2.0 * n ** (1.0 / 3.0)), 10, 100))
+
+
 def js_distance(a: np.ndarray, b: np.ndarray, floor_a: float = 0.0, floor_b: float = 0.0) -> float:
     """Jensen–Shannon distance (base 2) between two ESDs as densities on a shared log-binned histogram."""
     za, zb = a[a > floor_a], b[b > floor_b]
-    n = max(a.size, b.size)
-    bins = int(np.clip(round(2.0 * n ** (1.0 / 3.0)), 10, 100))
+    bins = esd_bins(max(a.size, b.size))
     if za.size or zb.size:
         both = np.log10(np.concatenate([za, zb]))
         lo, hi = float(both.min()), float(both.max())
