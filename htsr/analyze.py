@@ -44,6 +44,7 @@ from .rmt import (
     PhaseThresholds,
     Randomized,
     bbp_entry_scale,
+    count_heavy_entries,
     delta_lambda_min,
     erg_eigenvalues,
     erg_tail,
@@ -51,6 +52,7 @@ from .rmt import (
     js_distance,
     layer_quality,
     localization,
+    localized_spike,
     num_zero_evals,
     phase_of,
     randomize,
@@ -629,7 +631,7 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
         if opts.mp_fit:
             mp = fit_mp(spectrum.evals, lm.N, lm.M, scale, opts.tw_margin, zero_floor=zeros)
             cut = bbp_entry_scale(lm.N, lm.M, mp.sigma2)
-            heavy = sum(_count_outside(W, cut) for W in mats) if math.isfinite(cut) else math.nan  # (no fit)
+            heavy = sum(count_heavy_entries(W, cut) for W in mats) if math.isfinite(cut) else math.nan  # (no fit)
             cols.update(mp_sigma=math.sqrt(mp.sigma2), mp_lambda_minus=mp.lambda_minus,
                         mp_lambda_plus=mp.lambda_plus, mp_threshold=mp.threshold,
                         num_spikes=float(mp.num_spikes) if math.isfinite(mp.threshold) else math.nan,  # no fit: no count
@@ -640,7 +642,7 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
                 # drives a spike, whose singular vectors then sit on its row and column; a strong low-rank
                 # correlation has entries of its own past the cut (a rank-1 spike at 20x BBP in 128 x 128 noise:
                 # 6), but its vectors are spread (bulk+spikes). (A pooled conv layer keeps the rule as it was.)
-                driving = driving if _localized_spike(mats[0], mp.num_spikes) else 0.0
+                driving = driving if localized_spike(mats[0], mp.num_spikes) else 0.0
         if opts.randomize:
             R = randomize(mats, lm.N, lm.M, opts.seed, scale, opts.precision, opts.refine_fraction, opts.tw_margin)
             where = ["mean" if r < 0 else f"{m}:{r},{c}" if lm.num_matrices > 1 else f"{r},{c}" for m, r, c in R.locations]
@@ -680,41 +682,6 @@ def _rounding_zeros(ev: np.ndarray, lm: LayerMatrices, scale: float) -> float:
     floor = 2.0 * _noise_edge(rms, lm.rows, lm.cols, scale)
     k = int(np.searchsorted(ev, floor, side="right"))
     return floor if ROUNDING_MIN_ZEROS <= k < ev.size and ev[k] >= ROUNDING_GAP * floor else 0.0
-
-
-#: a singular vector whose participation ratio is below this share of its length sits on a few entries (a random
-#: unit vector's is 1/3; one on a single entry's 1/length)
-LOCALIZED_SHARE = 0.1
-#: the largest spikes whose singular vectors are looked at (an entry-driven outlier behind three stronger
-#: correlations is left to them: bulk+spikes)
-LOCALIZED_TOP = 3
-
-
-def _localized_spike(W: np.ndarray, k: int) -> bool:
-    """Whether one of W's largest singular vectors (left or right; the top ``k``, at most :data:`LOCALIZED_TOP`)
-    is localised (:data:`LOCALIZED_SHARE`). In W's own precision, by ARPACK from a fixed start (reproducible;
-    0.4 s for the top 3 of a 4096 x 11008 float32 layer, whose analysis takes 4 s); True (the heavy-entry rule
-    as before) where it does not converge."""
-    import scipy.sparse.linalg
-
-    k = min(k, LOCALIZED_TOP, min(W.shape) - 1)
-    if k < 1:
-        return True
-    A = np.asarray(W)
-    A = A if A.dtype in (np.float32, np.float64) else A.astype(np.float32)
-    try:
-        U, _, Vt = scipy.sparse.linalg.svds(A, k=k, v0=np.full(min(A.shape), min(A.shape) ** -0.5, dtype=A.dtype))
-    except (scipy.sparse.linalg.ArpackError, scipy.sparse.linalg.ArpackNoConvergence, ValueError):
-        return True
-    U, Vt = U.astype(np.float64), Vt.astype(np.float64)
-    share = np.minimum(1.0 / np.sum(U**4, axis=0) / A.shape[0], 1.0 / np.sum(Vt**4, axis=1) / A.shape[1])
-    return bool(np.any(share < LOCALIZED_SHARE))
-
-
-def _count_outside(W: np.ndarray, cut: float) -> int:
-    """Entries with |W_ij − mean| > cut, counted without a full-size temporary (this runs on every layer)."""
-    m = float(W.mean(dtype=np.float64))
-    return int(np.count_nonzero(W > m + cut)) + int(np.count_nonzero(W < m - cut))
 
 
 def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: float, whole: int | None,

@@ -516,3 +516,24 @@ def test_fit_mp_takes_eigenvalues_in_any_order():
     W[:, :5] *= 8.0  # a few spikes
     ev = np.linalg.svd(W, compute_uv=False) ** 2  # descending
     assert fit_mp(ev, 400, 200) == fit_mp(np.sort(ev), 400, 200)
+
+
+def test_localized_spike_tells_an_entry_driven_outlier_from_a_spread_correlation():
+    """Known answers: one entry of 20 rms in 400 × 300 noise gives an outlier whose singular vectors sit on that
+    entry's row and column (participation ratio ~1, far below 0.1 of the length); a rank-one u·vᵀ of spread
+    unit vectors at 3× the noise edge has vectors spread over the matrix (a ratio near a random vector's 1/3)."""
+    from htsr.rmt import count_heavy_entries, localized_spike
+
+    rng = np.random.default_rng(7)
+    noise = rng.standard_normal((400, 300)) / np.sqrt(400)
+    W = noise.copy()
+    W[17, 42] = 20.0  # (BBP scale of one entry: (NM)^¼·σ = 18.6·0.05 = 0.93)
+    assert localized_spike(W, 1)
+    u, v = rng.standard_normal(400), rng.standard_normal(300)
+    spread = noise + 3.0 * (1 + np.sqrt(300 / 400)) * np.outer(u / np.linalg.norm(u), v / np.linalg.norm(v))
+    assert not localized_spike(spread, 1) and not localized_spike(spread.astype(np.float32), 3)
+    assert localized_spike(W, 0)  # no spike to look at: the heavy-entry rule as before (True)
+    # entries beyond a cut from the mean, both signs: exactly those planted
+    X = np.zeros((50, 40))
+    X[1, 2], X[3, 4], X[5, 6] = 5.0, -5.0, 0.5
+    assert count_heavy_entries(X, 1.0) == 2 and count_heavy_entries(X, 0.1) == 3

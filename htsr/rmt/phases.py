@@ -1,4 +1,5 @@
-"""The 5+1 phases of training (THEORY §6) as labels, with explicit thresholds. Pure Python.
+"""The 5+1 phases of training (THEORY §6) as labels, with explicit thresholds. Pure Python (numpy for
+the entry count).
 
 The label reads a layer's ESD against its Marchenko–Pastur fit (:mod:`htsr.rmt.mp`). The rules, in
 order (the first that applies wins):
@@ -15,7 +16,8 @@ order (the first that applies wins):
    size alone, |W_ij − mean| > (NM)^¼·σ_mp (the BBP scale of a single entry), pulls an eigenvalue out
    of the bulk. The mass above the edge then comes from a heavy-tailed entry distribution, not from
    low-rank correlations (for one such entry it is a correlation trap; see :mod:`htsr.rmt.traps`). The
-   caller passes 0 heavy entries where none drives a spike (``htsr.analyze``: no spike's singular vector is
+   caller passes 0 heavy entries where none drives a spike (``htsr.analyze``, by
+   :func:`htsr.rmt.localization.localized_spike`: no spike's singular vector is
    localised; a strong low-rank correlation's own entries pass the cut too, with spread vectors).
 5. ``bleeding-out``   a few eigenvalues above the edge, all within ``bleed_width`` (default 25 %) of it:
    spikes just past the BBP transition.
@@ -34,9 +36,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from .mp import MPFit, zero_level
 
-__all__ = ["PHASES", "PhaseThresholds", "bbp_entry_scale", "num_zero_evals", "phase_of"]
+__all__ = ["PHASES", "PhaseThresholds", "bbp_entry_scale", "count_heavy_entries", "num_zero_evals", "phase_of"]
 
 PHASES = ("random-like", "bleeding-out", "bulk+spikes", "bulk-decay", "heavy-tailed", "rank-collapse")
 
@@ -52,6 +56,13 @@ class PhaseThresholds:
 def bbp_entry_scale(N: int, M: int, sigma2: float) -> float:
     """Size above which a single entry of an N × M noise matrix of variance σ² creates an outlier."""
     return (N * M) ** 0.25 * math.sqrt(sigma2)
+
+
+def count_heavy_entries(W: np.ndarray, cut: float) -> int:
+    """Entries with |W_ij − mean| > ``cut`` (:func:`bbp_entry_scale`), counted without a full-size temporary (this
+    runs on every layer)."""
+    m = float(W.mean(dtype=np.float64))
+    return int(np.count_nonzero(W > m + cut)) + int(np.count_nonzero(W < m - cut))
 
 
 def num_zero_evals(evals: Sequence[float], N: int, M: int, floor: float = 0.0) -> int:
