@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import json
 import math
 import os
 import re
@@ -22,11 +23,21 @@ from typing import Any, Callable, Sequence
 
 from . import __version__
 from .analyze import analyze
+from .compare import (
+    DISTANCE_OPTIONS,
+    TREND_METRICS,
+    _check_labels,
+    compare,
+    distances_csv_text,
+    format_comparison,
+    format_distances,
+    layer_distances,
+)
 from .errors import HtsrError, OptionError, OutputError
 from .fits.uncertainty import MIN_WARNING_REPLICATES, warning_interval
 from .options import OPTION_SPECS, Options, typed_flag
-from .results import (AnalysisResult, an_output, check_outputs, format_value, text_table, why_undefined,
-                      write_outputs)
+from .results import (AnalysisResult, an_output, check_outputs, format_value, json_safe, saved_result, saved_run, table_columns,
+                      text_table, why_undefined, write_outputs)
 
 __all__ = ["main", "build_parser", "format_table", "add_option_flags", "options_from_args", "EXIT_STATUSES"]
 
@@ -41,13 +52,6 @@ EXIT_STATUSES = {
     143: "terminated (SIGTERM); no output is left half-written",
 }
 
-TABLE_COLUMNS = ("name", "kind", "shape", "num_evals", "alpha", "bayes_alpha_lo", "bayes_alpha_hi", "D", "xmin",
-                 "num_pl_spikes", "best_fit", "phase", "num_spikes", "alpha_weighted", "log_norm", "log_spectral_norm",
-                 "stable_rank", "warning", "status")
-#: the bootstrap's columns replace the Bayesian interval in the table when the bootstrap ran
-BOOTSTRAP_COLUMNS = ("boot_alpha_lo", "boot_alpha_hi", "pl_pvalue")
-#: shown after num_spikes when the randomisation ran
-RANDOMIZE_COLUMNS = ("num_traps", "trap_weights")
 _TEXT_COLUMNS = ("name", "kind", "shape", "best_fit", "phase", "trap_weights", "warning", "status")
 
 
@@ -230,8 +234,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the result (source, options, summary, layers) as one JSON document instead of "
                         "the table")
     add_option_flags(p)
-    from .compare import add_compare_parser  # imported here: compare builds on this module's flags
-
     add_compare_parser(sub)
     return parser
 
@@ -254,33 +256,6 @@ _CONTROL_ESCAPES = {c: repr(chr(c))[1:-1] for c in (*range(0x00, 0x20), *range(0
 #: error, a source line): those but tab, newline and carriage return (the progress bar's). A tensor named
 #: "\x1b]0;…\x07\x1b[2J" had set the terminal's title and cleared its screen.
 _TERMINAL_ESCAPES = {c: e for c, e in _CONTROL_ESCAPES.items() if chr(c) not in "\t\n\r"}
-
-
-#: (option, columns it fills, the column they follow): shown in the table when the option is on
-OPTION_COLUMNS = (
-    ("farms_aspect", ("farms_windows", "farms_xmin"), "num_evals"),
-    ("clip_xmax", ("raw_alpha", "num_fingers"), "alpha"),
-    ("drop_top", ("raw_alpha", "num_fingers"), "alpha"),
-    ("bayes_average", ("bayes_avg_alpha", "bayes_avg_alpha_lo", "bayes_avg_alpha_hi"), "pl_pvalue|bayes_alpha_hi"),
-    ("randomize", RANDOMIZE_COLUMNS, "num_spikes"),
-    ("localization", ("loc_pr_tail_mean", "loc_pr_bulk_mean", "loc_lr_tail_mean", "loc_lr_bulk_mean"), "stable_rank"),
-)
-
-
-def table_columns(result: AnalysisResult) -> tuple[str, ...]:
-    """The default table's columns for this result: with a bootstrap of enough replicates to drive the warnings,
-    its interval and p-value instead of the Bayesian interval (with fewer, beside it: the warnings use the
-    Bayesian one, which the table must show); with each option of :data:`OPTION_COLUMNS`, the columns it fills."""
-    cols = TABLE_COLUMNS
-    if result.options.get("bootstrap"):
-        i = cols.index("bayes_alpha_lo")
-        keep = 0 if result.options["bootstrap"] >= MIN_WARNING_REPLICATES else 2
-        cols = cols[:i + keep] + BOOTSTRAP_COLUMNS + cols[i + 2 :]
-    for option, extra, after in OPTION_COLUMNS:
-        if result.options.get(option) not in (None, False, 0):
-            i = next(cols.index(a) for a in after.split("|") if a in cols) + 1
-            cols = cols[:i] + extra + cols[i:]
-    return cols
 
 
 def format_table(result: AnalysisResult, columns: Sequence[str] | None = None) -> str:
@@ -538,8 +513,6 @@ def _main(argv: Sequence[str] | None) -> int:
             warnings.simplefilter("ignore", RuntimeWarning)
             _STDOUT_FAILED.clear()
             if args.command == "compare":
-                from .compare import run_compare
-
                 rc = run_compare(args)
             else:
                 rc = _run_analyze(args)
@@ -571,3 +544,128 @@ def _main(argv: Sequence[str] | None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# `htsr compare` (htsr.compare's API from the command line)
+
+
+def _labels_arg(v: str) -> list[str]:
+    return [x.strip() for x in v.split(",")]
+
+
+def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``compare`` subcommand to ``htsr``'s subparsers and return its parser."""
+    p = subparsers.add_parser(
+        "compare",
+        help="compare several models (summary table, ranking, per-layer alpha side by side)",
+        description="Analyse each model with the same options and compare them: summary table, a ranking by "
+                    "one summary metric, and per-layer values side by side for the layers present in every "
+                    "model. With --base-distances and two models, also how far the first is from the second, "
+                    "layer by layer (Frobenius, ESD Jensen-Shannon distance, lambda_max change, linear CKA).",
+    )
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="two or more models (any format htsr analyze reads)")
+    p.add_argument("--labels", type=_labels_arg, metavar="A,B,...",
+                   help="one distinct name per model, comma-separated (default: the file names)")
+    p.add_argument("--metric", default="alpha", metavar="NAME",
+                   help="summary metric that ranks the models (default: alpha; e.g. alpha_weighted, log_norm, "
+                        "log_spectral_norm, stable_rank, rand_js_distance)")
+    p.add_argument("--layer-metric", metavar="NAME",
+                   help="per-layer column shown side by side for the layers present in every model (default: "
+                        "--metric when it is a per-layer column, else alpha; e.g. alpha_weighted, stable_rank, "
+                        "mp_softrank)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--ascending", dest="ascending", action="store_const", const=True, default=None,
+                   help="rank lower values first (default: the metric's HTSR reading; alpha-like metrics: lower is "
+                        "better)")
+    g.add_argument("--descending", dest="ascending", action="store_const", const=False,
+                   help="rank higher values first")
+    p.add_argument("--base-distances", action="store_true",
+                   help="with exactly two models: distances of the first from the second, layer by layer")
+    p.add_argument("--out", metavar="DIR", type=out_path,
+                   help="write comparison.csv (per-layer side by side) and comparison.json (and distances.csv "
+                        "with --base-distances; without it, an earlier run's distances.csv is removed) into DIR (created if "
+                        "needed; written with --figure as one set, atomically)")
+    p.add_argument("--figure", metavar="PATH", type=out_path,
+                   help="draw the summary metrics across the models into this image (needs matplotlib)")
+    p.add_argument("--json", action="store_true",
+                   help="print the comparison (and the distances) as one JSON document instead of the tables")
+    add_option_flags(p)
+    return p
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """Run ``htsr compare`` from parsed arguments; raises HtsrError on bad input (main prints it)."""
+    options = options_from_args(args, note=False)  # (the note after the checks: saved runs refuse --bootstrap)
+    if len(args.sources) < 2:
+        raise OptionError(f"compare needs at least two models, got {len(args.sources)}")
+    if args.base_distances and len(args.sources) != 2:
+        raise OptionError(f"--base-distances needs exactly two models (the model, then its base), "
+                          f"got {len(args.sources)}")
+    if args.base_distances and options.get("base") is not None:
+        raise OptionError("--base-distances measures the two models' own weights, which --base does not change; "
+                          "run the comparison of deltas (--base) and the distances as two commands")
+    names = ("comparison.csv", "comparison.json", "distances.csv")  # (removed, if stale, without --base-distances)
+    outputs = out_folder(args.out, names) + ([("--figure", args.figure)] if args.figure is not None else [])
+    # (a saved run's folder is read for its two files only: a comparison may be written beside them)
+    inputs = [[p / "layers.csv", p / "summary.json"] if os.path.isdir(p := Path(s)) and saved_result(p) else [s]
+              for s in args.sources]
+    check_outputs([*(f for group in inputs for f in group), options.get("base")], outputs)  # before the analyses
+    if args.figure is not None:  # before the analyses: the extension, and matplotlib to draw it
+        from .plot import can_draw
+
+        try:
+            can_draw(args.figure)
+        except OptionError as e:  # (the flag named, as the other outputs' errors name theirs)
+            raise OptionError(f"--figure {e}") from None
+    from .io import open_source
+
+    labels = _check_labels(args.labels, args.sources)  # from the paths, before they are opened
+    # every model and the --base opened (format, headers) before the first analysis: a bad last path fails
+    # now, and the analyses reuse these readers
+    sources = [saved_run(s) or open_source(s) for s in args.sources]
+    saved = [a for a, s in zip(args.sources, sources) if isinstance(s, AnalysisResult)]
+    if len(saved) < len(sources):  # (some model is analysed: --bootstrap is used)
+        bootstrap_note(options, args)
+    if args.base_distances and saved:
+        raise OptionError(f"--base-distances measures the two models' weights: give the models, not saved runs "
+                          f"({', '.join(map(str, saved))})")
+    if options.get("base") is not None:  # opened once here, not once per model and per check
+        options["base"] = open_source(options["base"])
+    check_outputs([*(s for s in sources if not isinstance(s, AnalysisResult)), options.get("base")], outputs)
+    c = compare(sources, labels, args.metric, args.ascending, args.layer_metric, **options)
+    distances = None
+    if args.base_distances:
+        # (the others are the analyses'; --workers runs both)
+        keep = {k: v for k, v in options.items() if k in DISTANCE_OPTIONS or k == "workers"}
+        distances = layer_distances(sources[0], sources[1], **keep)
+
+    doc = c.as_dict()
+    if distances is not None:
+        doc["distances"] = json_safe([d.as_dict() for d in distances])
+    doc_text = json.dumps(doc, indent=2, allow_nan=False) + "\n"  # printed by --json, written by --out
+    out, say = speakers(args)
+    if args.json:
+        out(doc_text, end="")
+    else:
+        say(format_comparison(c))
+        if distances is not None:
+            say()
+            say(f"distances of {c.labels[0]} from {c.labels[1]}, layer by layer:")
+            say(format_distances(distances))
+    files: list[tuple[str, Path, str | bytes]] = []
+    if args.out is not None:
+        files += [("--out", args.out / "comparison.csv", c.csv_text()),
+                  ("--out", args.out / "comparison.json", doc_text)]
+        # (without --base-distances, an earlier run's distances.csv would sit beside this comparison)
+        files.append(("--out", args.out / "distances.csv",
+                      distances_csv_text(distances) if distances is not None else None))
+    if args.figure is not None:
+        from . import figures
+        from .plot import panels_image
+
+        metrics = TREND_METRICS + ((c.metric,) if c.metric not in TREND_METRICS else ())
+        files.append(("--figure", args.figure, panels_image(figures.metric_trend(c.results, c.labels, metrics),
+                                                            args.figure)))
+    write_and_say(files, say)
+    return 0

@@ -36,7 +36,7 @@ from .figures import (  # one colour per role in both renderers
 )
 from .fits.uncertainty import interval_of, warning_interval
 from .options import LAYER_KINDS, OPTION_SPECS, UI_OPTIONS
-from .results import AnalysisResult, LayerResult, atomic_write, format_value, why_undefined
+from .results import AnalysisResult, LayerResult, atomic_write, format_value, table_columns, why_undefined
 from .rmt.phases import PHASES
 
 __all__ = ["render_report", "write_report"]
@@ -149,8 +149,6 @@ def _colours(result: AnalysisResult) -> dict[str, str]:
 
 
 def _columns(result: AnalysisResult) -> list[str]:
-    from .cli import table_columns  # here, not at the top: the CLI may import this module
-
     cols = ["#"] + list(table_columns(result))
     if "alpha" in cols:
         cols.insert(cols.index("alpha") + 1, "sigma")

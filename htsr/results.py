@@ -33,7 +33,8 @@ from .values import NanEqual
 if TYPE_CHECKING:  # (pandas is an extra: imported where a table is made)
     import pandas
 
-__all__ = ["LayerResult", "LayerSpectra", "NotAnalysed", "Summary", "AnalysisResult", "COLUMNS", "SUMMARY_METRICS", "atomic_write", "write_outputs", "csv_cell", "csv_table", "format_value", "json_safe", "load_result", "saved_result", "saved_run"]
+__all__ = ["LayerResult", "LayerSpectra", "NotAnalysed", "Summary", "AnalysisResult", "COLUMNS", "SUMMARY_METRICS", "atomic_write", "write_outputs", "csv_cell", "csv_table", "format_value", "json_safe", "load_result", "saved_result", "saved_run",
+           "TABLE_COLUMNS", "table_columns", "text_table"]
 
 NAN = float("nan")
 
@@ -525,6 +526,42 @@ def csv_table(header: Sequence[str] | None, rows: Iterable[Sequence[Any]]) -> st
         cells = [csv_cell(v) for v in row]
         (quoted if any(isinstance(c, str) and "\r" in c for c in cells) else plain).writerow(cells)
     return buf.getvalue()
+
+
+#: the CLI's per-layer table (and the report's): these columns, and those of the options that ran
+TABLE_COLUMNS = ("name", "kind", "shape", "num_evals", "alpha", "bayes_alpha_lo", "bayes_alpha_hi", "D", "xmin",
+                 "num_pl_spikes", "best_fit", "phase", "num_spikes", "alpha_weighted", "log_norm", "log_spectral_norm",
+                 "stable_rank", "warning", "status")
+#: the bootstrap's columns replace the Bayesian interval in the table when the bootstrap ran
+BOOTSTRAP_COLUMNS = ("boot_alpha_lo", "boot_alpha_hi", "pl_pvalue")
+#: shown after num_spikes when the randomisation ran
+RANDOMIZE_COLUMNS = ("num_traps", "trap_weights")
+
+#: (option, columns it fills, the column they follow): shown in the table when the option is on
+OPTION_COLUMNS = (
+    ("farms_aspect", ("farms_windows", "farms_xmin"), "num_evals"),
+    ("clip_xmax", ("raw_alpha", "num_fingers"), "alpha"),
+    ("drop_top", ("raw_alpha", "num_fingers"), "alpha"),
+    ("bayes_average", ("bayes_avg_alpha", "bayes_avg_alpha_lo", "bayes_avg_alpha_hi"), "pl_pvalue|bayes_alpha_hi"),
+    ("randomize", RANDOMIZE_COLUMNS, "num_spikes"),
+    ("localization", ("loc_pr_tail_mean", "loc_pr_bulk_mean", "loc_lr_tail_mean", "loc_lr_bulk_mean"), "stable_rank"),
+)
+
+
+def table_columns(result: AnalysisResult) -> tuple[str, ...]:
+    """The default table's columns for this result: with a bootstrap of enough replicates to drive the warnings,
+    its interval and p-value instead of the Bayesian interval (with fewer, beside it: the warnings use the
+    Bayesian one, which the table must show); with each option of :data:`OPTION_COLUMNS`, the columns it fills."""
+    cols = TABLE_COLUMNS
+    if result.options.get("bootstrap"):
+        i = cols.index("bayes_alpha_lo")
+        keep = 0 if result.options["bootstrap"] >= MIN_WARNING_REPLICATES else 2
+        cols = cols[:i + keep] + BOOTSTRAP_COLUMNS + cols[i + 2 :]
+    for option, extra, after in OPTION_COLUMNS:
+        if result.options.get(option) not in (None, False, 0):
+            i = next(cols.index(a) for a in after.split("|") if a in cols) + 1
+            cols = cols[:i] + extra + cols[i:]
+    return cols
 
 
 def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: Sequence[bool]) -> str:

@@ -19,7 +19,8 @@ import pytest
 from safetensors.numpy import save_file
 
 import htsr
-from htsr.cli import TABLE_COLUMNS, main
+from htsr.cli import main
+from htsr.results import TABLE_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,7 +125,7 @@ def test_not_analysed_reasons_are_in_the_flags_terms(model, capsys):
 def test_an_option_shows_the_columns_it_fills(model, capsys, flags, columns):
     """An option's own columns appear in the printed table (and the report, which uses the same list),
     with the fitted layer's values in them; without the option they are not shown."""
-    from htsr.cli import table_columns
+    from htsr.results import table_columns
 
     assert main(["analyze", str(model), "--no-progress", *flags]) == 0
     header, row = (line.split() for line in capsys.readouterr().out.splitlines()[:2])

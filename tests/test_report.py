@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import htsr
-from htsr.cli import table_columns
+from htsr.results import table_columns
 from htsr.errors import HtsrError
 from htsr.figures import layer_panels
 from htsr.report import _panel_json, render_report, write_report
