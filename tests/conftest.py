@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 from real_models import CACHE, MODELS, fetch_model  # noqa: F401  (one list for the tests and the scripts)
+
+# Nothing the tests run writes into the user's home: keras (keras.json), onnxruntime (its device id database),
+# matplotlib (its font cache) and Chromium (crash reports) write there when they start. A home of the session's
+# own, set before any of them is imported; the real models stay in the user's cache (CACHE, resolved above,
+# passed on to the scripts the tests start).
+_HOME = tempfile.mkdtemp(prefix="htsr-tests-home-")
+atexit.register(shutil.rmtree, _HOME, True)
+os.environ["HTSR_CACHE"] = str(CACHE)
+for _var, _sub in (("HOME", ""), ("XDG_CACHE_HOME", ".cache"), ("XDG_CONFIG_HOME", ".config"),
+                   ("KERAS_HOME", ".keras"), ("MPLCONFIGDIR", ".config/matplotlib")):
+    os.environ[_var] = os.path.join(_HOME, _sub) if _sub else _HOME
+
+# the property-based tests draw the same examples every run (a failure in CI is the one a rerun gives)
+settings.register_profile("htsr", derandomize=True)
+settings.load_profile("htsr")
 
 
 def pareto_with_bulk(n: int, alpha: float, tail_fraction: float = 0.25, seed: int = 0) -> np.ndarray:

@@ -977,21 +977,34 @@ def test_a_child_forked_while_a_thread_analyses_can_analyse():
     # child's own analysis hung (multiprocessing's fork start, Linux's default before Python 3.14)
     import multiprocessing as mp
     import threading
-    import time
 
-    m = {f"l{i}.weight": np.random.default_rng(i).standard_normal((600, 600)).astype(np.float32) for i in range(12)}
-    started = threading.Event()
-    t = threading.Thread(target=lambda: (started.set(), htsr.analyze(m)))
+    analyze_module = sys.modules["htsr.analyze"]  # (htsr.analyze is the function)
+
+    m = {f"l{i}.weight": np.random.default_rng(i).standard_normal((200, 100)).astype(np.float32) for i in range(3)}
+    inside, done = threading.Event(), threading.Event()
+    real, parent = analyze_module._analyze_layer, os.getpid()
+
+    def held(lm, opts):  # a layer that lasts until the fork is over: the lock is held when the child is made
+        if os.getpid() == parent:  # (the child, forked with this in place, analyses for real)
+            inside.set()
+            done.wait(120)
+        return real(lm, opts)
+
+    analyze_module._analyze_layer = held
+    t = threading.Thread(target=htsr.analyze, args=(m,))
     t.start()
-    started.wait()
-    time.sleep(0.3)  # (inside the analysis: its layers take seconds)
-    with mp.get_context("fork").Pool(1) as pool:
-        r = pool.apply_async(_child_analysis)
-        try:
-            assert r.get(timeout=60) == "ok"
-        finally:
-            pool.terminate()
-            t.join()
+    try:
+        assert inside.wait(60)
+        with mp.get_context("fork").Pool(1) as pool:
+            r = pool.apply_async(_child_analysis)
+            try:
+                assert r.get(timeout=60) == "ok"
+            finally:
+                pool.terminate()
+    finally:
+        analyze_module._analyze_layer = real
+        done.set()
+        t.join()
 
 
 def _child_analysis() -> str:

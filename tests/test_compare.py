@@ -143,9 +143,16 @@ def test_ranking_by_alpha_follows_the_construction(three_models):
     assert [e.label for e in c.ranking] == ["heavy", "mid", "light"]
     assert [e.rank for e in c.ranking] == [1, 2, 3]
     alphas = {lab: c.summary_value(lab, "alpha") for lab in c.labels}
-    assert alphas["heavy"] == pytest.approx(2.0, abs=0.1)
-    assert alphas["mid"] == pytest.approx(3.0, abs=0.15)
-    assert alphas["light"] == pytest.approx(5.0, abs=0.3)
+    # each model's mean alpha is its own analysis' (the same rows, averaged again here)
+    for lab, model in (("mid", _powerlaw_model(3.0, 10)), ("heavy", _powerlaw_model(2.0, 20)),
+                       ("light", _powerlaw_model(5.0, 30))):
+        want = np.mean([r.alpha for r in htsr.analyze(model, tails=False, workers=1).layers])
+        assert alphas[lab] == pytest.approx(want, rel=1e-12)  # (float64 sums in another order)
+    # and near the construction: the KS fit of 60 rank-size eigenvalues is biased up by a few % (measured 2.052,
+    # 3.104, 5.208): 4 % holds all three; a fit off by one exponent step would not
+    assert alphas["heavy"] == pytest.approx(2.0, rel=0.04)
+    assert alphas["mid"] == pytest.approx(3.0, rel=0.04)
+    assert alphas["light"] == pytest.approx(5.0, rel=0.045)
     # per layer: every layer is in every model, in the first model's order, values in label order
     assert c.common_layers == ("enc.l0", "enc.l1", "enc.l2") and c.partial_layers == ()
     for vals in c.layer_values:

@@ -78,7 +78,7 @@ def test_matmul_initializer_is_transposed_to_out_in(tmp_path):
     assert ref.name == "encoder.layer.0.attention.self.query.weight"
     assert (ref.kind, ref.shape, ref.dtype) == ("dense", (24, 10), "float32")
     np.testing.assert_array_equal(ref.load(), W)
-    np.testing.assert_allclose(_evals(ref.name, ref.kind, ref.shape, ref.load),
+    np.testing.assert_allclose(_evals(ref.name, ref.kind, ref.shape, ref.load),  # (the same array: rounding only)
                                _evals("w", "dense", W.shape, lambda: W), rtol=1e-12)
 
 
@@ -546,11 +546,12 @@ def test_silero_onnx_encodings_agree():
             o, x = base[on], srcs[other][xn]
             assert o.kind == x.kind, (on, xn)  # the if-less copy's Gemm LSTM weights are rnn by their names
             eo, ex = _evals(on, o.kind, o.shape, o.load), _evals(xn, x.kind, x.shape, x.load)
+            # (the same float32 weights laid out by two exporters: equal but for the order of float64 sums)
             np.testing.assert_allclose(eo, ex, rtol=1e-9, atol=1e-12 * eo.max())
             ro, rx = results["silero_onnx"][on.removesuffix(".weight")], results[other][xn.removesuffix(".weight")]
             assert ro.status.split(":")[0] == rx.status.split(":")[0]
             if ro.status == "ok":
-                assert ro.alpha == pytest.approx(rx.alpha, rel=1e-9), (on, xn)
+                assert ro.alpha == pytest.approx(rx.alpha, rel=1e-9), (on, xn)  # (those eigenvalues: one fit)
 
 
 # ------------------------------------------------------------------ quantized weights (QDQ)

@@ -1071,9 +1071,9 @@ def test_dtensors_are_read_on_one_rank_and_their_files_say_how_to_gather(tmp_pat
     subclasses'); its state_dict saved by torch.save is refused with how to save the gathered weights. Run in a
     process of its own: the process group is global state."""
     script = f"""
-import tempfile, torch, torch.distributed as dist, htsr
+import torch, torch.distributed as dist, htsr
 from torch.distributed.fsdp import fully_shard
-dist.init_process_group("gloo", init_method="file://" + tempfile.mktemp(), rank=0, world_size=1)
+dist.init_process_group("gloo", init_method="file://" + {str(tmp_path / 'pg')!r}, rank=0, world_size=1)
 torch.manual_seed(0)
 net = torch.nn.Sequential(torch.nn.Linear(24, 64), torch.nn.Linear(64, 10))
 want = [x.log_norm for x in htsr.analyze(net, min_evals=5).layers]
