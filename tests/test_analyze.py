@@ -1009,3 +1009,15 @@ def test_a_child_forked_while_a_thread_analyses_can_analyse():
 
 def _child_analysis() -> str:
     return htsr.analyze({"x.weight": np.random.default_rng(0).standard_normal((100, 80))}).layers[0].status
+
+
+def test_entropy_is_normalised_by_the_matrix_rank():
+    """entropy = −Σ p ln p / ln R, p = λ/Σλ, R the matrix rank: a rank-50 layer of 150 eigenvalues is normalised by
+    ln 50 (by ln 150, the count, it would read 0.73 for 0.93)."""
+    rng = np.random.default_rng(0)
+    L = rng.standard_normal((200, 50)) @ rng.standard_normal((50, 150))
+    row = htsr.analyze({"a.weight": L}, precision="accurate").layers[0]
+    ev = np.linalg.svd(L, compute_uv=False) ** 2
+    assert row.matrix_rank == np.linalg.matrix_rank(L) == 50
+    p = ev[:50] / ev.sum()
+    assert row.entropy == pytest.approx(-np.sum(p * np.log(p)) / math.log(50), rel=1e-9)  # (the 100 zeros: ~1e-28)

@@ -160,6 +160,8 @@ def test_clip_xmax_removes_fingers():
     clipped = fit_power_law(x, clip_xmax=True)
     assert clipped.raw_alpha == plain.alpha and clipped.num_fingers == 1
     assert clipped.alpha == refits[0].alpha and clipped.xmin == refits[0].xmin
+    # max_fingers bounds the refits tried, the last one included: 1 allows the one this sample needs
+    assert fit_power_law(x, clip_xmax=True, max_fingers=1).num_fingers == 1
     for thresh in (drops[0] - 1e-9, drops[0] + 1e-9, drops[2] + 1e-9, max(drops) + 1e-9):
         want = next((k for k, d in enumerate(drops, 1) if d > thresh), 0)
         got = fit_power_law(x, clip_xmax=True, finger_thresh=thresh)
@@ -238,3 +240,62 @@ def test_drop_top_and_clip_xmax_together_are_refused_as_analyze_refuses_them():
     x = pareto_with_bulk(2000, 2.5, seed=0)
     with pytest.raises(OptionError, match="drop_top and clip_xmax both choose"):
         fit_power_law(x, clip_xmax=True, drop_top=2)
+
+
+# ------------------------------------------------------------- known answers each line of the fit is held to
+# (each test below fails for a one-point change of the code it names: a mutation the suite had let through)
+
+
+def _pareto(n: int, alpha: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.sort((1.0 - rng.random(n)) ** (-1.0 / (alpha - 1.0)))
+
+
+def test_fixed_xmin_D_sigma_and_tail_are_the_powerlaw_packages_and_the_closed_form():
+    """At a fixed x_min: the tail is every value ≥ x_min (a reported x_min, an eigenvalue, refits to the same fit),
+    D is the `powerlaw` package's (its empirical CDF steps at i/n), sigma is (α − 1)/√n."""
+    powerlaw = pytest.importorskip("powerlaw")
+    x = _pareto(1000, 3.0, 0)
+    for xm in (1.2, float(x[300])):
+        f = fit_power_law(x, xmin=xm)
+        ref = powerlaw.Fit(x, xmin=xm, verbose=False)
+        assert f.num_pl_spikes == ref.n_tail == int(np.sum(x >= xm))
+        assert f.alpha == pytest.approx(ref.power_law.alpha, rel=1e-12)  # (the same MLE, summed in another order)
+        assert f.D == pytest.approx(ref.power_law.D, rel=1e-9)  # (the same statistic; its CDF by another formula)
+        assert f.sigma == pytest.approx((f.alpha - 1.0) / math.sqrt(f.num_pl_spikes), rel=1e-12)
+    scanned = fit_power_law(x)
+    again = fit_power_law(x, xmin=scanned.xmin)
+    assert (again.xmin, again.num_pl_spikes) == (scanned.xmin, scanned.num_pl_spikes)
+    # (the scan sums by cumulative sums, the fixed fit directly: the last digit may differ)
+    assert again.alpha == pytest.approx(scanned.alpha, rel=1e-13) and again.D == pytest.approx(scanned.D, rel=1e-12)
+
+
+def test_ks_scan_can_take_the_smallest_value_as_xmin():
+    """A pure Pareto sample (seed 5) whose best x_min is its smallest value: the scan must try it, as the
+    `powerlaw` package does (leaving it out gave x_min 1.078, a tail of 176)."""
+    powerlaw = pytest.importorskip("powerlaw")
+    x = _pareto(200, 3.0, 5)
+    f = fit_power_law(x)
+    ref = powerlaw.Fit(x, verbose=False)
+    assert f.xmin == x[0] == ref.xmin and f.num_pl_spikes == 200
+    assert f.alpha == pytest.approx(ref.power_law.alpha, rel=1e-12)  # (the same MLE, summed in another order)
+
+
+def test_median_xmin_takes_the_top_half_for_even_and_odd_sizes():
+    """'median': the tail is the top half, x_min the median eigenvalue (of an even count: the upper middle one)."""
+    for n in (1000, 1001):
+        x = _pareto(n, 3.0, 1)
+        f = fit_power_law(x, xmin="median")
+        assert f.num_pl_spikes == n - n // 2 and f.xmin == x[n // 2]
+
+
+def test_peak_xmin_stays_below_its_bound_on_many_samples():
+    """'peak': x_min among the candidates at most 1.5 × the log-histogram's peak (its bin's lower edge), on 20
+    seeds (one seed had let a peak read at the upper edge through)."""
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        y = np.sort(np.r_[rng.uniform(0.05, 1.0, 3000), (1.0 - rng.random(1000)) ** (-1.0 / 1.5)])
+        counts, edges = np.histogram(np.log10(y), bins=100)
+        peak = 10 ** edges[np.argmax(counts)]
+        f = fit_power_law(y, xmin="peak")
+        assert f.status == "ok" and f.xmin <= 1.5 * peak, seed

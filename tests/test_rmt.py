@@ -13,6 +13,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import scipy.integrate
+import scipy.stats
 
 import htsr
 from htsr.errors import OptionError
@@ -539,3 +540,58 @@ def test_localized_spike_tells_an_entry_driven_outlier_from_a_spread_correlation
     X = np.zeros((50, 40))
     X[1, 2], X[3, 4], X[5, 6] = 5.0, -5.0, 0.5
     assert count_heavy_entries(X, 1.0) == 2 and count_heavy_entries(X, 0.1) == 3
+
+
+# ------------------------------------------------------------- known answers each line is held to
+# (each test below fails for a one-point change of the code it names: a mutation the suite had let through)
+
+
+def test_mp_fit_leaves_out_eigenvalues_at_its_zero_floor_and_its_ks_is_scipys():
+    """zero_floor (a coarse storage's rounding): the eigenvalues at or below it are the fit's zeros, and the bulk is
+    fitted without them, as if they were not there. The fit's KS distance is scipy's kstest of the bulk against the
+    fitted MP law (both sides of the empirical CDF's steps)."""
+    from htsr.rmt import MPFit
+
+    rng = np.random.default_rng(0)
+    N, M = 1000, 500
+    W = rng.standard_normal((N, 400)) @ rng.standard_normal((400, M)) / 20  # rank 400 of 500
+    ev = np.sort(np.linalg.svd(W, compute_uv=False) ** 2)
+    ev[:100] = np.sort(1e-4 * ev[-1] * rng.random(100))  # its 100 null directions, in a coarse storage's rounding
+    floor = 2e-4 * ev[-1]
+    m = fit_mp(ev, N, M, zero_floor=floor)
+    assert m.num_zero == int(np.sum(ev <= floor)) == 100
+    assert isinstance(m, MPFit) and m.sigma2 > 0.5  # (without the floor: σ² 0.108 and 264 spikes, measured)
+    for seed in (0, 1):  # (seed 0's distance is above the empirical CDF's steps, seed 1's below them)
+        ev = np.sort(np.linalg.svd(np.random.default_rng(seed).standard_normal((N, M)), compute_uv=False) ** 2)
+        m = fit_mp(ev, N, M)
+        assert m.num_spikes == 0 and m.num_zero == 0
+        ref = scipy.stats.kstest(ev / (N * m.sigma2), lambda v: mp_cdf(v, N / M)).statistic
+        assert m.ks == pytest.approx(ref, rel=1e-6), seed  # (the MP CDF from one table: interpolation, ~1e-8)
+
+
+def test_js_distance_is_scipys_on_the_documented_histogram():
+    """Jensen–Shannon distance (base 2) of the two ESDs on shared log bins, Rice's 2·n^⅓ of them between the
+    smallest and largest eigenvalue, with a bin of zeros in front: scipy's jensenshannon on that histogram."""
+    from scipy.spatial.distance import jensenshannon
+
+    rng = np.random.default_rng(0)
+    a = np.sort(np.linalg.svd(rng.standard_normal((1000, 500)), compute_uv=False) ** 2)
+    b = np.sort(np.linalg.svd(rng.standard_t(3, (1000, 500)), compute_uv=False) ** 2)
+    bins = int(np.clip(round(2 * 500 ** (1 / 3)), 10, 100))
+    e = np.linspace(np.log10(min(a.min(), b.min())), np.log10(max(a.max(), b.max())), bins + 1)
+    ha, hb = np.histogram(np.log10(a), e)[0], np.histogram(np.log10(b), e)[0]
+    want = jensenshannon(np.r_[0, ha], np.r_[0, hb], base=2)
+    assert js_distance(a, b) == pytest.approx(want, rel=1e-9)  # (the same sums in another order)
+
+
+def test_phase_thresholds_at_their_boundaries():
+    """At least ht_share (5 %) of the eigenvalues above the edge is a tail (5 of 100 is); spikes within
+    bleed_width (25 %) of λ₊ — the edge itself, not the spike threshold — bleed out."""
+    from htsr.rmt import MPFit, phase_of
+
+    mp = MPFit(1.0, 100.0, 1000.0, 1100.0, 5, 0, 0.5, 0.01)  # λ₊ 1000, spike threshold 1100
+    assert phase_of(100, 0, mp, 2000.0, 3.0, 0) == "heavy-tailed"  # 5 of 100: a tail, α 3
+    assert phase_of(101, 0, mp, 2000.0, 3.0, 0) == "bulk+spikes"  # 5 of 101: a few spikes
+    few = MPFit(1.0, 100.0, 1000.0, 1100.0, 2, 0, 0.5, 0.01)
+    assert phase_of(500, 0, few, 1250.0, math.nan, 0) == "bleeding-out"  # (1 + 0.25)·λ₊
+    assert phase_of(500, 0, few, 1300.0, math.nan, 0) == "bulk+spikes"  # within 25 % of the threshold, not of λ₊

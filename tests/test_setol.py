@@ -320,3 +320,13 @@ def test_a_flat_spectrum_has_no_erg_tail_at_any_scale():
     for k in (1e-200, 1e-5, 1e5, 1e200):
         r = erg_tail(x * k)
         assert r.num_erg == ref.num_erg and r.erg_lambda_min == pytest.approx(ref.erg_lambda_min, rel=1e-12)
+
+
+def test_erg_eigenvalues_leave_out_zeros_from_exactly_their_share():
+    """ERG_ZERO_SHARE (10 %) zeros at float32 precision or more are left out (the walk over the rest); fewer stay in
+    with the rank's eigenvalues: 10 of 100 is the share, 9 of 100 is not."""
+    from htsr.rmt.setol import erg_eigenvalues
+
+    ev = np.sort(np.r_[np.full(10, 1e-17), np.linspace(0.1, 1.0, 90)])
+    assert erg_eigenvalues(ev, rank=100, num_zero=10).size == 90
+    assert erg_eigenvalues(ev[1:], rank=99, num_zero=9).size == 99

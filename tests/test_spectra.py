@@ -207,3 +207,35 @@ def test_the_numeric_functions_check_their_arguments_in_their_own_words():
         bayesian_alpha_averaged(ev, min_tail=0)
     with pytest.raises(ValueError, match="fit_mp: the matrices' sides must be at least 1"):
         fit_mp(ev, 0, 60)
+
+
+# ------------------------------------------------------------- known answers each line is held to
+# (each test below fails for a one-point change of the code it names: a mutation the suite had let through)
+
+
+def test_rank_is_numpys_matrix_rank_for_tall_pooled_and_factored_matrices():
+    """numpy's tolerance, σ_max·max(N, M)·eps, on the larger side: a 1000 × 100 matrix with one singular value at
+    5e-14 has rank 99 (on the smaller side it would count); a pooled layer takes one tolerance, its loudest
+    matrix's (a quiet 1e-15 one adds no rank); a LoRA's factors, its dense product's rank."""
+    from htsr.spectra import LowRank
+
+    rng = np.random.default_rng(0)
+    U, _ = np.linalg.qr(rng.standard_normal((1000, 100)))
+    V, _ = np.linalg.qr(rng.standard_normal((100, 100)))
+    W = (U * np.r_[np.linspace(1, 0.1, 99), 5e-14]) @ V.T
+    assert esd(W, precision="accurate").rank == np.linalg.matrix_rank(W) == 99
+    A, B = rng.standard_normal((64, 32)), 1e-15 * rng.standard_normal((64, 32))
+    assert esd([A, B], precision="accurate").rank == np.linalg.matrix_rank(np.vstack([A, B])) == 32
+    U4, _ = np.linalg.qr(rng.standard_normal((4000, 4)))
+    V4, _ = np.linalg.qr(rng.standard_normal((100, 4)))
+    Bm = U4 * np.array([1.0, 0.5, 0.2, 5e-14])
+    assert esd([LowRank(Bm, V4.T)]).rank == np.linalg.matrix_rank(Bm @ V4.T) == 3
+
+
+def test_refined_eigenvalues_are_never_negative():
+    """A rank-60 float32 product refined at refine_fraction 0.9: the refined round-off eigenvalues are clipped at 0
+    (the ESD is of a Gram matrix: ≥ 0; 30 had come back negative)."""
+    rng = np.random.default_rng(0)
+    W = (rng.standard_normal((300, 60)) @ rng.standard_normal((60, 120))).astype(np.float32)
+    s = esd(W, precision="fast", refine_fraction=0.9)
+    assert s.evals.min() >= 0.0
