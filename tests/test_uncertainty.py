@@ -1555,3 +1555,15 @@ def test_averaged_bayes_is_the_documented_mixture_over_every_candidate():
     only = bayesian_alpha_averaged(y, min_tail=N)
     one = bayesian_alpha(y, float(y[0]))
     assert only.mean == pytest.approx(one.mean, rel=1e-12) and only.hi == pytest.approx(one.hi, rel=1e-9)
+
+
+def test_share_scales_the_observed_statistic_as_the_replicates_are_drawn():
+    """share: the information a value carries. A sample whose every value is repeated 4 times carries the
+    information of the values once: with share 0.25 its goodness-of-fit p-values of a true power law are spread as
+    the originals' are (mean 0.40 over these 30 seeds, measured; the originals' 0.46; uniform's 0.5, sd of a mean
+    of 30: 0.053). Scaling the statistic by share rather than √share had put them at 0.94."""
+    ps = []
+    for seed in range(30):
+        x4 = np.repeat(np.sort((1 - np.random.default_rng(seed).random(150)) ** (-1 / 1.5)), 4)
+        ps.append(bootstrap_power_law(x4, fit_power_law(x4), reps=100, seed=seed, share=0.25).p_value)
+    assert 0.2 < np.mean(ps) < 0.7
