@@ -36,8 +36,19 @@ from .compare import (
 from .errors import HtsrError, OptionError, OutputError
 from .fits.uncertainty import MIN_WARNING_REPLICATES, warning_interval
 from .options import OPTION_SPECS, Options, typed_flag
-from .results import (AnalysisResult, an_output, check_outputs, format_value, json_safe, saved_result, saved_run, table_columns,
-                      text_table, why_undefined, write_outputs)
+from .results import (
+    AnalysisResult,
+    an_output,
+    check_outputs,
+    format_value,
+    json_safe,
+    saved_result,
+    saved_run,
+    table_columns,
+    text_table,
+    why_undefined,
+    write_outputs,
+)
 
 __all__ = ["main", "build_parser", "format_table", "add_option_flags", "options_from_args", "EXIT_STATUSES"]
 
@@ -542,10 +553,6 @@ def _main(argv: Sequence[str] | None) -> int:
         return 2
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 # ----------------------------------------------------------------------------------------------------------
 # `htsr compare` (htsr.compare's API from the command line)
 
@@ -669,3 +676,7 @@ def run_compare(args: argparse.Namespace) -> int:
                                                             args.figure)))
     write_and_say(files, say)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,7 +1,7 @@
 """Several models side by side, and one model against its base layer by layer.
 
 Pure numpy (no plotting, no pandas): the figures are drawn by :mod:`htsr.plot` from
-:func:`htsr.figures.metric_trend`, lazily, only by the command line.
+:func:`htsr.figures.metric_trend`, lazily, only by the command line (``htsr compare``, in :mod:`htsr.cli`).
 
 **Comparing models** (:func:`compare`, :func:`compare_results`): every source is analysed with the same
 options; the :class:`Comparison` holds the summary table (one row per model: the layer counts and the
