@@ -381,7 +381,7 @@ def layer_matrices(
 
 def aspect_window_shape(N: int, M: int, aspect: float) -> tuple[int, int]:
     """The sides (w_N, w_M) of :func:`aspect_windows`' windows of an N × M matrix (N ≥ M)."""
-    wM = max(1, min(M, int(N / aspect + 1e-9)))  # + 1e-9: 210 / 2.1 is 99.99999999999999 in binary
+    wM = max(1, min(M, int(N / aspect + 1e-9)))  # + 1e-9: 110 / 2.2 is 49.99999999999999 in binary
     return min(N, max(1, int(round(aspect * wM)))), wM
 
 

@@ -1021,3 +1021,55 @@ def test_entropy_is_normalised_by_the_matrix_rank():
     assert row.matrix_rank == np.linalg.matrix_rank(L) == 50
     p = ev[:50] / ev.sum()
     assert row.entropy == pytest.approx(-np.sum(p * np.log(p)) / math.log(50), rel=1e-9)  # (the 100 zeros: ~1e-28)
+
+
+# ------------------------------------------------------------- known answers each line is held to
+# (each test below fails for a one-point change of the code it names: a mutation the suite had let through)
+
+
+def test_classify_conv_kernel_boundaries():
+    """A 3-D module weight is a conv1d kernel up to 32 taps (32 is one); a 4-D weight with any last axis over 32 is
+    no convolution kernel."""
+    from htsr.matrices import classify
+
+    assert classify("encoder.0.weight", (64, 16, 32))[0] == "conv1d"
+    assert classify("encoder.0.weight", (64, 16, 33))[0] != "conv1d"
+    kind, why = classify("blocks.0.weight", (8, 16, 64, 3))
+    assert kind is None and "no convolution kernel" in why
+
+
+def test_farms_window_side_is_not_lost_to_binary_rounding():
+    """w_M = ⌊N / aspect⌋ taken on the decimal quotient: 110 / 2.2 is 49.99999999999999 in binary (⌊⌋ 49)."""
+    from htsr.matrices import aspect_window_shape
+
+    assert aspect_window_shape(110, 50, 2.2) == (110, 50)
+    assert aspect_window_shape(33, 30, 1.1) == (33, 30)
+
+
+def test_conv1d_eigenvalues_are_not_scaled_as_weightwatcher_scales_conv2d():
+    """WeightWatcher's ½·k scale is for Conv2d only: a Conv1d's pooled ESD is its kernel positions' own squared
+    singular values (numpy's SVD), its log_norm log10 Σ W²."""
+    W = np.random.default_rng(0).standard_normal((64, 32, 5))
+    row = htsr.analyze({"c1.weight": W}, precision="accurate", min_evals=5).layers[0]
+    assert row.kind == "conv1d"
+    want = max(np.linalg.svd(W[:, :, p], compute_uv=False)[0] ** 2 for p in range(5))
+    assert row.lambda_max == pytest.approx(want, rel=1e-12)  # (float64 SVDs: rounding)
+    assert row.log_norm == pytest.approx(math.log10(np.sum(W**2)), rel=1e-12)
+
+
+def test_an_all_zero_one_by_one_conv_is_an_all_zero_matrix():
+    """A 1 × 1 conv has one kernel position: all zero, it is an all-zero matrix (failed), not a zero tap among
+    others (skipped)."""
+    row = htsr.analyze({"c.weight": np.zeros((8, 4, 1, 1))}).layers[0]
+    assert row.status == "failed: all-zero matrix"
+
+
+def test_farms_xmin_is_the_whole_matrix_eigenvalue_at_the_tail_share_the_windows_found():
+    """With overlapping windows the fit's tail share among the windows' eigenvalues maps back to the layer's own:
+    farms_xmin = ev[−round(num_pl_spikes · M / num_fit_evals)] of the layer's ESD (numpy's SVD)."""
+    W = np.random.default_rng(3).standard_t(3, (300, 100))
+    row = htsr.analyze({"fc.weight": W}, farms_aspect=2.1, precision="accurate").layers[0]
+    ev = np.sort(np.linalg.svd(W, compute_uv=False) ** 2)
+    assert row.farms_windows == 2 and row.num_fit_evals > 100
+    k = int(round(row.num_pl_spikes * 100 / row.num_fit_evals))
+    assert row.farms_xmin == pytest.approx(ev[-k], rel=1e-9)  # (the same eigenvalue from another SVD)

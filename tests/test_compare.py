@@ -811,3 +811,25 @@ def test_an_option_an_older_run_lacks_counts_as_its_default():
     assert options_differ([old, new]) == {}
     assert options_differ([old, htsr.analyze(m, drop_top=1)]) == {"drop_top": [0, 1]}
 
+
+
+def test_ties_share_the_smaller_rank_and_the_next_rank_skips():
+    """Standard competition ranking, as RankEntry documents: values 1, 1, 2, 3 rank 1, 1, 3, 4."""
+    from htsr.compare import _rank
+
+    assert [e.rank for e in _rank(["a", "b", "c", "d"], [1.0, 1.0, 2.0, 3.0], True)] == [1, 1, 3, 4]
+    assert [e.rank for e in _rank(["a", "b", "c"], [3.0, 3.0, float("nan")], False)] == [1, 1, None]
+
+
+def test_distances_skip_a_transposed_base_and_use_the_analysis_normalisation():
+    """A 40 × 60 weight against a 60 × 40 base is another layer (skipped, saying both shapes), not a broadcast
+    failure; with normalize='N' lambda_max is in the analysis' units (σ_max²/N), as analyze gives it."""
+    rng = np.random.default_rng(0)
+    a = {"fc.weight": rng.standard_normal((80, 60)), "t.weight": rng.standard_normal((40, 60))}
+    b = {"fc.weight": rng.standard_normal((80, 60)), "t.weight": rng.standard_normal((60, 40))}
+    d = {x.name: x for x in layer_distances(a, b, normalize="N")}
+    assert d["t"].status.startswith("skipped: shape 40x60 differs from the base's 60x40"), d["t"].status
+    want = htsr.analyze(a, normalize="N").layers[0]
+    assert want.name == "fc" and d["fc"].lambda_max == pytest.approx(want.lambda_max, rel=1e-5)  # (float32 paths)
+    assert d["fc"].lambda_max == pytest.approx(np.linalg.svd(a["fc.weight"], compute_uv=False)[0] ** 2 / 80,
+                                               rel=1e-5)

@@ -352,3 +352,25 @@ def test_farms_counts_a_deltas_eigenvalues_above_the_same_floor_as_without_it():
     # the same count above the same floor, for the same reason
     assert farms.split(" < min_evals")[0] == plain.split(" < min_evals")[0], (plain, farms)
     assert "(the rounding noise of the model's and the base's stored weights)" in farms
+
+
+def test_a_float_deltas_resolution_and_a_quantized_blocks_rounding_are_their_closed_forms():
+    """A float32 model's delta holds its own rounding: u/√3 of its entries' rms (u = 2⁻²⁴); a quantized tensor's
+    blocks, each spanning its range in 2^bits − 1 steps Δ, round with rms Δ/√12. A real update a few times that
+    resolution is analysed, not 'unchanged' (np.allclose would call it so: below its atol 1e-8)."""
+    from htsr.io import open_source
+    from htsr.io.base import TensorRef
+    from htsr.io.delta import DeltaSource, rounding
+
+    rng = np.random.default_rng(0)
+    w0 = (0.02 * rng.standard_normal((64, 48))).astype(np.float32)
+    w = w0 + np.float32(2e-9) * rng.standard_normal((64, 48)).astype(np.float32)  # 2e-9 vs resolution 7e-10
+    (t,) = list(DeltaSource(open_source({"fc.weight": w}), open_source({"fc.weight": w0})))
+    t.load()
+    rms = float(np.sqrt(np.mean(w.astype(np.float64) ** 2)))
+    assert t.resolution() == pytest.approx(2.0**-24 / np.sqrt(3) * rms, rel=1e-6)  # (float32 norm of w)
+    assert htsr.analyze({"fc.weight": w}, base={"fc.weight": w0}, min_evals=5).layers[0].status == "ok"
+    blocks = rng.uniform(-1, 1, (8, 32))
+    q = TensorRef("q.weight", (8, 32), "float32", lambda: blocks, bits=4, quant_block=32)
+    step = (blocks.max(axis=1) - blocks.min(axis=1)) / 15.0
+    assert rounding(q, blocks) == pytest.approx(np.sqrt(np.mean(step**2) / 12), rel=1e-12)

@@ -304,6 +304,8 @@ def test_llama_rows_through_analyze(tmp_path, qtype):
     ("blk.12.attn_qkv.weight", (12, 4), "dense"),
     ("blk.3.ffn_up_exps.weight", (4, 8, 4), "stack"),
     ("blk.3.ffn_up_exps.weight", (8, 4), None),  # unexpected rank: left to infer_kind
+    ("blk.3.ffn_up_exps.weight", (2, 4, 8, 4), None),  # (more axes too)
+    ("blk.0.attn_q.weight", (4, 64, 32), None),
     ("blk.0.attn_q.bias", (4,), None),
     ("blk.0.attn_norm.weight", (4,), None),
     ("some.custom.weight", (4, 4), None),

@@ -1313,10 +1313,13 @@ def test_valid_safetensors_dtypes_htsr_does_not_analyse_get_rows_not_a_refused_f
         "ok.weight": ("F32", [40, 30], ok.tobytes()),
         "c.weight": ("C64", [20, 10], rng.standard_normal((20, 20)).astype(np.float32).tobytes()),
         "q.weight": ("F4", [20, 10], bytes(100)), "r.weight": ("F6_E2M3", [8, 4], bytes(24)),
-        "s.scale": ("F8_E8M0", [1, 3], e.tobytes())}))
+        "s.scale": ("F8_E8M0", [1, 3], e.tobytes()),
+        # an odd count of sub-byte values takes its last byte whole (15 F4 values: 8 bytes); an empty tensor none
+        "odd.scale": ("F4", [3, 5], bytes(8)), "empty.weight": ("F32", [0, 4], b"")}))
     refs = {r.name: r for r in open_source(path)}
     np.testing.assert_array_equal(refs["s.scale"].load(), e.view(ml_dtypes.float8_e8m0fnu).astype(np.float32))
     assert refs["s.scale"].load()[0].tolist() == [2.0 ** -7, 1.0, 8.0]
+    assert refs["empty.weight"].shape == (0, 4) and refs["odd.scale"].shape == (3, 5)
     rows = {r.name: r.status for r in htsr.analyze(path, min_evals=5).layers}
     assert rows["ok"] == "ok" and rows["c"].startswith("skipped: a complex64 weight")
     assert rows["q"] == "skipped: stored as safetensors F4, a dtype htsr does not decode"

@@ -125,6 +125,10 @@ def test_alpha_pattern_keys_are_regular_expressions_and_the_first_match_wins(tmp
     (tmp_path / "adapter_config.json").write_text(json.dumps(cfg))
     with pytest.raises(SourceError, match=r"alpha_pattern key 'proj\(' is not a regular expression"):
         PeftAdapter(tmp_path)
+    # a config without lora_alpha: peft's default, LoraConfig's (8), over r
+    del cfg["lora_alpha"], cfg["alpha_pattern"]
+    (tmp_path / "adapter_config.json").write_text(json.dumps(cfg))
+    assert PeftAdapter(tmp_path).scaling("layers.0.up", 4) == peft.LoraConfig().lora_alpha / 4 == 2.0
 
 
 def test_low_ranks_are_listed_not_dropped(adapter):
