@@ -1073,3 +1073,21 @@ def test_farms_xmin_is_the_whole_matrix_eigenvalue_at_the_tail_share_the_windows
     assert row.farms_windows == 2 and row.num_fit_evals > 100
     k = int(round(row.num_pl_spikes * 100 / row.num_fit_evals))
     assert row.farms_xmin == pytest.approx(ev[-k], rel=1e-9)  # (the same eigenvalue from another SVD)
+
+
+def test_a_coarse_storage_counts_zeros_only_under_a_gap(tmp_path):
+    """A layer stored coarser than float32: its eigenvalues under twice the noise edge of its rounding are zeros
+    only when a gap (ROUNDING_GAP) parts them from the rest. A full-rank square layer in FP8 or float16 has small
+    eigenvalues running on through that floor (no gap): none is a zero (16 had been, without the gap's test); a
+    rank-10 product of 200 × 150 in bfloat16 has its 140 null directions there."""
+    import ml_dtypes
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(1)
+    low = rng.standard_normal((200, 10)) @ rng.standard_normal((10, 150))
+    sq = rng.standard_normal((256, 256))
+    save_file({"r10.weight": low.astype(ml_dtypes.bfloat16), "sq.weight": sq.astype(np.float16),
+               "e4.weight": sq.astype(ml_dtypes.float8_e4m3fn)}, str(tmp_path / "m.safetensors"))
+    rows = {r.name: r for r in htsr.analyze(tmp_path / "m.safetensors").layers}
+    assert rows["sq"].num_zero_evals == 0 and rows["e4"].num_zero_evals == 0
+    assert rows["r10"].num_zero_evals == 140
