@@ -1118,3 +1118,20 @@ def test_a_bitsandbytes_block_size_from_the_file_costs_memory_by_the_weight_not_
     w = {r.name: r for r in open_source({f"fc.{k}": v for k, v in parts.items()})}["fc.weight"].load()
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KB (it had been ~8 GB)
     assert w.shape == (256, 512) and np.isfinite(w).all()
+
+
+@pytest.mark.parametrize("scale_shape, row_block", [((256, 4), 1), ((4, 4), 64), ((2, 4), 128)])
+def test_int8_scales_on_blocks_of_other_rows_than_columns_dequantize_as_numpy_repeats_them(tmp_path, scale_shape,
+                                                                                           row_block):
+    """Scale grids whose blocks are not square: per row in groups of 128 columns ([out, in/128], compressed-tensors'
+    'group'), 64 rows × 128 columns, and 128 × 128 on a non-square weight: each code times its block's scale, as
+    numpy's repeat of the grid lays it out (the block tests had only square grids on square weights)."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    q = rng.integers(-127, 128, (256, 512)).astype(np.int8)
+    s = rng.uniform(0.001, 0.01, scale_shape).astype(np.float32)
+    save_file({"l.weight": q, "l.weight_scale": s}, str(tmp_path / "m.safetensors"))
+    (t,) = [t for t in open_source(tmp_path / "m.safetensors")]
+    want = q.astype(np.float32) * np.repeat(np.repeat(s, row_block, 0), 128, 1)
+    np.testing.assert_array_equal(t.load(), want)  # (one float32 product per entry, as numpy's)
