@@ -1530,3 +1530,31 @@ def test_a_saved_adapter_of_a_model_transformers_renames_pairs_with_the_base_fol
         row = rows["encoder.layer.0.attention.q_proj#merged"]
         # λ_max of W + ΔW against peft's own merge (1e-5: float32 weights)
         assert row.status == "ok" and row.lambda_max == pytest.approx(np.linalg.norm(merged, 2) ** 2, rel=1e-5)
+
+
+class _ExpertsInOut(_Experts):
+    is_transposed = True  # (gpt-oss, transformers 5: the stacks are [E, in, out], and peft's LoRA knows it)
+
+
+def test_target_parameters_on_stacks_stored_in_by_out_merge_as_peft_does(tmp_path):
+    """Expert stacks peft reads as [E, in, out] (``is_transposed``): each merged expert is the base's slice plus
+    the update in that orientation, merge_and_unload's (the flip had gone untested: without it the merge failed on
+    broadcasting)."""
+    torch.manual_seed(0)
+    model = _MoE()
+    for layer in model.layers:
+        layer.experts = _ExpertsInOut()
+    safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "base.safetensors"))
+    cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=[], init_lora_weights=False,
+                          target_parameters=["experts.gate_up_proj"])
+    pm = peft.get_peft_model(model, cfg)
+    pm.save_pretrained(str(tmp_path / "adapter"))
+    merged = {k: v.detach().double().numpy() for k, v in pm.merge_and_unload().state_dict().items()}
+    rows = {r.name: r for r in htsr.analyze(tmp_path / "adapter", base=tmp_path / "base.safetensors",
+                                             min_evals=2).layers}
+    for i in range(2):
+        for e in range(4):
+            row = rows[f"layers.{i}.experts.gate_up_proj#merged[{e}]"]
+            w = merged[f"layers.{i}.experts.gate_up_proj"][e]
+            # float32 factors and merge against peft's float32 sum: 1e-5 relative
+            assert row.status == "ok" and row.lambda_max == pytest.approx(np.linalg.norm(w, 2) ** 2, rel=1e-5)
