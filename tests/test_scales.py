@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -1135,3 +1136,39 @@ def test_int8_scales_on_blocks_of_other_rows_than_columns_dequantize_as_numpy_re
     (t,) = [t for t in open_source(tmp_path / "m.safetensors")]
     want = q.astype(np.float32) * np.repeat(np.repeat(s, row_block, 0), 128, 1)
     np.testing.assert_array_equal(t.load(), want)  # (one float32 product per entry, as numpy's)
+
+
+def test_a_quantized_deltas_resolution_is_its_blocks_rounding_in_closed_form(tmp_path):
+    """The rounding a quantized model's delta holds, blocks as the format defines them: each block's codes span
+    its values' range in 2^bits − 1 steps Δ, an error of rms Δ/√12 (io.delta.rounding). int8 with one scale per
+    row: blocks are rows (of 1024 values, not 64: the floor had moved 1.4×); 4-bit GPTQ in 4 groups of 128: blocks
+    are groups (not whole rows: 1.8×)."""
+    from safetensors.numpy import save_file
+
+    from htsr.io.delta import DeltaSource
+
+    def resolution(model: dict, base: dict) -> float:
+        save_file(model, str(tmp_path / "m.safetensors"))
+        save_file(base, str(tmp_path / "b.safetensors"))
+        (t,) = [t for t in DeltaSource(open_source(tmp_path / "m.safetensors"), open_source(tmp_path / "b.safetensors"))
+                if t.name.endswith("weight")]
+        t.load()
+        return t.resolution()
+
+    def closed_form(w: np.ndarray, block: int, bits: int) -> float:
+        b = w.astype(np.float64).reshape(-1, block)
+        return math.sqrt(np.mean(((b.max(1) - b.min(1)) / (2**bits - 1)) ** 2) / 12)
+
+    rng = np.random.default_rng(1)
+    W0 = (rng.standard_normal((64, 1024)) * np.geomspace(0.01, 1, 64)[:, None]).astype(np.float32)
+    W = W0 + (0.0025 * rng.standard_normal((64, 8)) @ rng.standard_normal((8, 1024))).astype(np.float32)
+    scb = np.abs(W).max(1)
+    q = np.round(W / scb[:, None] * 127).astype(np.int8)
+    got = resolution({"l.weight": q, "l.weight_scale": (scb / 127).astype(np.float32)}, {"l.weight": W0})
+    Wq = q.astype(np.float32) * (scb / 127).astype(np.float32)[:, None]
+    assert got == pytest.approx(closed_form(Wq, 1024, 8), rel=1e-6)  # (float32 dequantized values)
+    rng = np.random.default_rng(3)
+    codes, zeros, scales, _, want = _quantized(rng, 512, 64, 4, 4, False)
+    got = resolution({"fc.qweight": _pack_words(codes, 4, 0), "fc.qzeros": _pack_words(zeros - 1, 4, 1),
+                      "fc.scales": scales}, {"fc.weight": (want + 0.01 * rng.standard_normal(want.shape)).astype(np.float32)})
+    assert got == pytest.approx(closed_form(want, 128, 4), rel=1e-6)  # (float32 dequantized values)
