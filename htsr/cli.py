@@ -186,9 +186,9 @@ def options_from_args(args: argparse.Namespace, note: bool = True) -> dict[str, 
         options["progress"] = False
     try:
         Options.create(**options)  # validate before any file is touched
-    except OptionError as e:  # in the flags' terms: --farms-aspect, "none", a comma list
-        if e.option is None:
-            raise OptionError(_in_flags(str(e))) from None
+    except OptionError as e:  # a bad value in the flags' terms: --farms-aspect, "none", a comma list (any other
+        if e.option is None:  # message main prints in them: _in_flags)
+            raise
         v = e.value
         got = "none" if v is None else ",".join(v) if isinstance(v, list) else v
         got = "''" if got == "" else got  # (--kinds ',' is an empty list)

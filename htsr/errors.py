@@ -61,32 +61,49 @@ class OutputError(HtsrError, OSError):
     in, the disk is full. The message names the path (and the flag that gave it)."""
 
 
-class MissingExtraError(HtsrError, ImportError):
+class _PackageError(HtsrError, ImportError):
+    """An optional package that a purpose needs is missing or broken; ``_made_of``: the constructor's arguments,
+    the purpose at ``_PURPOSE``."""
+
+    _PURPOSE: int
+    _made_of: tuple
+
+    def __reduce__(self):  # (from a process pool's worker: Exception's own pickling passes the message alone)
+        return type(self), self._made_of
+
+    def naming(self, source: object) -> "_PackageError":
+        """This error with ``source`` (a file that needs the package) before its purpose, unless it names it."""
+        parts = list(self._made_of)
+        if str(source) in parts[self._PURPOSE]:
+            return self
+        parts[self._PURPOSE] = f"{source}: {parts[self._PURPOSE]}"
+        return type(self)(*parts)
+
+
+class MissingExtraError(_PackageError):
     """An optional dependency is needed for this source or output: installed by htsr's ``extra``, or, for a
     package no extra installs (``extra`` None: a training framework the user brings), by its own name."""
+
+    _PURPOSE = 2
 
     def __init__(self, package: str, extra: str | None, purpose: str) -> None:
         how = f"pip install 'htsr[{extra}]'" if extra else f"pip install {package}"
         super().__init__(f"{purpose} needs the '{package}' package: {how}")
         self._made_of = (package, extra, purpose)
 
-    def __reduce__(self):  # (from a process pool's worker: Exception's own pickling passes the message alone)
-        return type(self), self._made_of
 
-
-class BrokenPackageError(HtsrError, ImportError):
+class BrokenPackageError(_PackageError):
     """An optional dependency is installed but fails to import (built for another numpy, a missing library of
     its own): installing htsr's extra again would change nothing."""
+
+    _PURPOSE = 1
 
     def __init__(self, package: str, purpose: str, error: BaseException | str) -> None:
         """``error``: the import's exception, or its one-line account (``'ImportError: …'``)."""
         reason = error if isinstance(error, str) else " ".join(f"{type(error).__name__}: {error}".split())[:200]
         super().__init__(f"{purpose} needs the '{package}' package, which is installed but fails to import "
                          f"({reason}); reinstall or upgrade it: pip install -U {package}")
-        self._made_of = (package, purpose, reason)
-
-    def __reduce__(self):  # (the import's exception itself is not kept: it may not pickle)
-        return type(self), self._made_of
+        self._made_of = (package, purpose, reason)  # (the import's exception itself is not kept: it may not pickle)
 
 
 class LayerSkipped(HtsrError):

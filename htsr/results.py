@@ -593,14 +593,16 @@ def csv_cell(v: Any) -> Any:
     return repr(float(v)) if isinstance(v, float) else v  # float(): numpy's repr is 'np.float64(0.25)'
 
 
-def _csv_records(path: Any) -> tuple[list[str], list[dict[str, Any]]]:
-    """(header, rows) of a layers.csv; SourceError for a file cut short (a copy interrupted, a full disk): a row
-    with fewer or more fields than the header (csv fills the missing ones with None, and keys the extra ones
-    None)."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        records = list(reader)
-        header = list(reader.fieldnames or ())
+def _csv_records(path: Any, text: str | None = None) -> tuple[list[str], list[dict[str, Any]]]:
+    """(header, rows) of a layers.csv (its ``text``, when read already); SourceError for a file cut short (a copy
+    interrupted, a full disk): a row with fewer or more fields than the header (csv fills the missing ones with
+    None, and keys the extra ones None)."""
+    if text is None:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            text = f.read()
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    records = list(reader)
+    header = list(reader.fieldnames or ())
     cut = next((i for i, r in enumerate(records) if None in r or None in r.values()), None)
     if cut is not None:
         raise SourceError(f"{path}: row {cut + 1} does not have the header's {len(header)} fields: the table is "
@@ -626,12 +628,14 @@ def read_layers(path: str | os.PathLike) -> "pandas.DataFrame":
 
     pd = import_extra("pandas", "pandas", "htsr.results.read_layers()")
     try:
-        header, _ = _csv_records(path)
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            content = f.read()  # (once: checked, then parsed)
+        header, _ = _csv_records(path, content)
         if "name" not in header or "status" not in header:  # (every table htsr writes has them)
             raise SourceError(f"{path}: not a layers.csv htsr wrote (its header has no name and status columns)")
         _check_columns(path, header)
         text = [c for c in header if COLUMN_DTYPES.get(c) == "object"]
-        return pd.read_csv(path, encoding="utf-8-sig", dtype={c: COLUMN_DTYPES[c] for c in header},
+        return pd.read_csv(io.StringIO(content, newline=""), dtype={c: COLUMN_DTYPES[c] for c in header},
                            keep_default_na=False, na_values={c: [""] for c in header if c not in text})
     except SourceError:
         raise

@@ -85,16 +85,8 @@ def open_source(source: Any) -> TensorSource:
             src = _open_path(path)
         except PermissionError as e:  # (a builtin error, exit status 1, had escaped the API and the CLI)
             raise SourceError(permission_denied(path, e)) from None
-        except MissingExtraError as e:  # the file that needs the package named (a --base's, a compared model's)
-            package, extra, purpose = e._made_of
-            if str(path) in purpose:
-                raise
-            raise MissingExtraError(package, extra, f"{path}: {purpose}") from None
-        except BrokenPackageError as e:
-            package, purpose, reason = e._made_of
-            if str(path) in purpose:
-                raise
-            raise BrokenPackageError(package, f"{path}: {purpose}", reason) from None
+        except (MissingExtraError, BrokenPackageError) as e:  # the file that needs the package named (a --base's,
+            raise e.naming(path) from None  # a compared model's)
         part = SPLIT_NAME.match(path.name) if os.path.isfile(path) and not isinstance(src, _Chain) else None
         if part and int(part["count"]) > 1 and len(getattr(src, "input_files", ())) <= 1:  # (gguf-split reads all)
             src.description += (f" (shard {int(part['no'])} of {int(part['count'])} alone: give its folder for the "
