@@ -37,6 +37,7 @@ from .errors import HtsrError, OptionError, OutputError
 from .fits.uncertainty import MIN_WARNING_REPLICATES, warning_interval
 from .options import OPTION_SPECS, Options, typed_flag
 from .results import (
+    MEANS_OVER,
     AnalysisResult,
     an_output,
     check_outputs,
@@ -293,7 +294,7 @@ def format_summary(result: AnalysisResult) -> str:
                       if all(math.isfinite(n) for n in s.phases.values()) else why["phases"])
         + (f"  layers with correlation traps: {format_value(s.num_with_traps, nan='n/a')}"
            if result.options.get("randomize") else ""),
-        "means over layers with a finite value: "
+        f"means over {MEANS_OVER[s.means_over]} with a finite value: "
         + "  ".join(f"{k}={format_value(v, nan='n/a')}" for k, v in s.means.items()),
     ]
     if result.not_analysed:

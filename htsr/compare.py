@@ -65,6 +65,7 @@ from .fits.uncertainty import MIN_WARNING_REPLICATES
 from .options import OPTION_SPECS, UI_OPTIONS, Options, typed_flag
 from .rmt.phases import PHASES
 from .results import (
+    MEANS_OVER,
     NUMERIC_COLUMNS,
     SUMMARY_METRICS,
     AnalysisResult,
@@ -555,6 +556,11 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
         parts.append("the models were analysed with different options ("
                      + "; ".join(f"{k}: {' / '.join(repr(v) for v in vs)}" for k, vs in differ.items())
                      + "): their metrics are not comparable; analyse them with the same options")
+    over = [(lab, r.summary.means_over) for lab, r in zip(c.labels, c.results)]
+    if any(o != "all" for _, o in over):  # an adapter's means are its updates' (results.means_rows)
+        kinds = dict.fromkeys(o for _, o in over)
+        parts.append("the summary means are over " + "; ".join(
+            f"{MEANS_OVER[o]} for {', '.join(lab for lab, x in over if x == o)}" for o in kinds))
     same = len(c.common_layers) - len(c.shape_differs)
     if c.partial_layers or c.shape_differs:  # the summary means are over different layers in each model
         parts.append("the models' layers differ (" + ", ".join(f"{lab} {r.summary.num_layers}" for lab, r in

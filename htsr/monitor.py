@@ -39,10 +39,9 @@ import numpy as np
 from .analyze import analyze, iter_layers
 from .errors import HtsrError, OptionError, OutputError, SourceError, shown
 from .figures import Panel, Series
-from .io.base import ROW_TAG
 from .io.torch import unwrapped
 from .options import Options, acts_on
-from .results import csv_table
+from .results import csv_table, means_rows
 from .values import NanEqual
 
 __all__ = ["AlphaMonitor", "MonitorRecord", "LayerAlpha", "HtsrAlphaWarning", "HtsrMonitorWarning", "CSV_COLUMNS",
@@ -108,14 +107,10 @@ class MonitorRecord(NanEqual):
 
 
 def _mean_alpha(layers: Iterable[LayerAlpha]) -> float:
-    """The mean of the finite alphas; of a LoRA model (a PeftModel: ``#delta``, ``#base`` and ``#merged`` rows),
-    of its updates' (``#delta``): the frozen base's rows, and the merged ones close to them, would hold the mean
-    where it started whatever the training does. Updates of a rank below ``min_evals`` are not fitted: then of
-    the model's own weights (``#merged``), the frozen ``#base`` left out."""
-    layers = [r for r in layers if math.isfinite(r.alpha)]
-    tags = [m["tag"] if (m := ROW_TAG.search(r.name)) else "" for r in layers]
-    updates = [r for r, t in zip(layers, tags) if t == "delta"]
-    vals = [r.alpha for r in (updates or [r for r, t in zip(layers, tags) if t != "base"] or layers)]
+    """The mean of the finite alphas over the rows a model summary averages (:func:`~htsr.results.means_rows`):
+    of a LoRA model (a PeftModel: ``#delta``, ``#base`` and ``#merged`` rows), its updates'."""
+    _, rows = means_rows(list(layers))
+    vals = [r.alpha for r in rows if math.isfinite(r.alpha)]
     return math.fsum(vals) / len(vals) if vals else NAN
 
 

@@ -36,7 +36,7 @@ from .figures import (  # one colour per role in both renderers
 )
 from .fits.uncertainty import interval_of, warning_interval
 from .options import LAYER_KINDS, OPTION_SPECS, UI_OPTIONS
-from .results import AnalysisResult, LayerResult, atomic_write, format_value, table_columns, why_undefined
+from .results import MEANS_OVER, AnalysisResult, LayerResult, atomic_write, format_value, table_columns, why_undefined
 from .rmt.phases import PHASES
 
 __all__ = ["render_report", "write_report"]
@@ -233,7 +233,7 @@ def _summary(result: AnalysisResult) -> str:
     return ("<section id=\"summary\"><h2>Summary</h2><div class=\"cards\">"
             f"<div><h3>Layers</h3>{_kv(counts)}</div><div><h3>Warnings</h3>{_kv(warns)}</div>"
             f"<div><h3>Phases</h3>{_kv(phases)}</div><div><h3>Tail fits</h3>{_kv(fits)}</div>"
-            f"<div><h3>Means over layers with a finite value</h3>{_kv(means)}</div>{passed}</div></section>\n")
+            f"<div><h3>Means over {_e(MEANS_OVER[s.means_over])} with a finite value</h3>{_kv(means)}</div>{passed}</div></section>\n")
 
 
 def _layer_link(i: int, r: LayerResult) -> str:

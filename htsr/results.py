@@ -20,7 +20,7 @@ import unicodedata
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence, TypeVar
 
 import numpy as np
 
@@ -168,6 +168,36 @@ SUMMARY_METRICS = ("alpha", "alpha_weighted", "log_alpha_norm", "log_norm", "log
 
 
 
+#: what a summary's means average over: every row; an adapter's updates (its ``#delta`` rows); the adapted
+#: model's weights (every row but the ``#base`` ones)
+MEANS_OVER = {"all": "layers", "delta": "the adapter's updates (#delta rows)",
+              "merged": "the adapted weights (rows but #base)"}
+
+
+class _Named(Protocol):
+    name: str
+    alpha: float
+
+
+_R = TypeVar("_R", bound=_Named)
+
+
+def means_rows(layers: Sequence[_R]) -> tuple[str, list[_R]]:
+    """The rows a model's mean metrics average over, and their key in :data:`MEANS_OVER`. Every row, but of an
+    adapter's rows (``<module>#delta``, ``#base`` and ``#merged``, with ``--base``) the updates: the frozen base,
+    and the merged weights close to it, would hold a mean where it started whatever the training did. When no
+    update has a finite alpha (ranks below ``min_evals`` are not fitted), the adapted model's weights: every row
+    but the frozen ``#base``."""
+    from .io.base import ROW_TAG
+
+    tags = [m["tag"] if (m := ROW_TAG.search(r.name)) else "" for r in layers]
+    if any(math.isfinite(r.alpha) for r, t in zip(layers, tags) if t == "delta"):
+        return "delta", [r for r, t in zip(layers, tags) if t == "delta"]
+    if "base" in tags and any(t != "base" for t in tags):
+        return "merged", [r for r, t in zip(layers, tags) if t != "base"]
+    return "all", list(layers)
+
+
 @dataclass(frozen=True, eq=False)
 class Summary(NanEqual):
     """Model summary: layer counts and each metric's mean over the layers where it is finite."""
@@ -188,13 +218,15 @@ class Summary(NanEqual):
     phases: dict[str, int | float] = field(default_factory=dict)
     num_with_traps: int | float = NAN  # layers with at least one correlation trap (NaN without randomize)
     means: dict[str, float] = field(default_factory=dict)
+    means_over: str = "all"  # the rows the means average over: one of MEANS_OVER (see means_rows)
 
     @classmethod
     def of(cls, layers: Iterable[LayerResult]) -> "Summary":
         layers = list(layers)
+        means_over, rows = means_rows(layers)
         means = {}
         for m in SUMMARY_METRICS:
-            vals = [getattr(r, m) for r in layers if math.isfinite(getattr(r, m))]
+            vals = [getattr(r, m) for r in rows if math.isfinite(getattr(r, m))]
             means[m] = math.fsum(vals) / len(vals) if vals else NAN
         # the leading word: "ok; diagnostics failed: …" is a fitted layer whose extras failed
         status = [r.status.split(":")[0].split(";")[0].strip() for r in layers]
@@ -217,6 +249,7 @@ class Summary(NanEqual):
             phases={p: _count([r.phase == p for r in layers if r.phase]) for p in PHASES},
             num_with_traps=_count([r.num_traps > 0 for r in layers if math.isfinite(r.num_traps)]),
             means=means,
+            means_over=means_over,
         )
 
     def as_dict(self) -> dict[str, Any]:

@@ -543,6 +543,48 @@ def test_summary_of_lora_rows_says_why_no_phase_or_trap(adapter, capsys):
                       "layers with correlation traps: n/a")
 
 
+def test_summary_means_of_an_adapter_are_its_updates_or_else_the_adapted_weights(adapter, tmp_path, capsys):
+    """An adapter's summary means average its updates (#delta rows), not those mixed with the frozen base and
+    the merged weights near it; with no update fitted (rank 8 below min_evals), the adapted weights (every row
+    but #base). The summary names which; the monitor and compare use the same rows."""
+    from htsr.cli import main
+    from htsr.compare import compare_results, format_comparison
+    from htsr.results import load_result
+
+    d, _, _ = adapter
+
+    def mean(rows, metric="alpha"):
+        vals = [getattr(x, metric) for x in rows if np.isfinite(getattr(x, metric))]
+        return float(np.mean(vals))
+
+    r = htsr.analyze(d / "adapter", base=d / "base.safetensors", min_evals=2)
+    delta = [x for x in r.layers if x.name.endswith("#delta")]
+    assert r.summary.means_over == "delta" and len(delta) == 3
+    for m in ("alpha", "log_norm", "stable_rank"):  # fsum against numpy's pairwise sum of 3 values: 1e-12
+        assert r.summary.means[m] == pytest.approx(mean(delta, m), rel=1e-12), m
+    assert abs(r.summary.means["alpha"] - mean(r.layers)) > 0.1  # the mixed mean it had been (3.06 vs 3.40)
+    assert r.summary.num_layers == 9 and r.summary.num_fitted == 9  # counts are of every row still
+    r.to_json(tmp_path / "run.json")
+    assert load_result(tmp_path / "run.json").summary.means_over == "delta"
+
+    unfitted = htsr.analyze(d / "adapter", base=d / "base.safetensors", min_evals=10)
+    assert all(not np.isfinite(x.alpha) for x in unfitted.layers if x.name.endswith("#delta"))
+    assert unfitted.summary.means_over == "merged"
+    kept = [x for x in unfitted.layers if not x.name.endswith("#base")]
+    assert unfitted.summary.means["alpha"] == pytest.approx(mean(kept), rel=1e-12)  # as above
+
+    plain = htsr.analyze(d / "base.safetensors", min_evals=2)
+    assert plain.summary.means_over == "all"
+    text = format_comparison(compare_results([r, unfitted, plain], labels=["lora", "short", "base"]))
+    assert ("the summary means are over the adapter's updates (#delta rows) for lora; the adapted weights "
+            "(rows but #base) for short; layers for base") in text
+    assert main(["analyze", str(d / "adapter"), "--base", str(d / "base.safetensors"), "--min-evals", "2",
+                 "--no-progress", "--out", str(tmp_path / "out")]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("means over"))
+    assert line.startswith("means over the adapter's updates (#delta rows) with a finite value: alpha=3.403")
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["summary"]["means_over"] == "delta"
+
+
 def test_base_names_are_aligned_as_for_deltas_and_a_base_without_them_is_refused(adapter, tmp_path):
     """An adapter trained on a wrapped model ('model.q') against the bare model's file ('q.weight'): the
     module names are matched by one leading component, as --base does for a model; a base with none of
