@@ -1091,3 +1091,34 @@ def test_a_coarse_storage_counts_zeros_only_under_a_gap(tmp_path):
     rows = {r.name: r for r in htsr.analyze(tmp_path / "m.safetensors").layers}
     assert rows["sq"].num_zero_evals == 0 and rows["e4"].num_zero_evals == 0
     assert rows["r10"].num_zero_evals == 140
+
+
+def test_the_storage_rounding_floor_is_its_closed_form():
+    """_rounding_zeros' floor is twice the MP edge of noise whose rms is u/√3 of the entries' (each entry off
+    by up to u of its size, uniformly), the entries' mean square Σλ/(matrices·rows·cols) with the spectrum's
+    scale divided out; it counts when ROUNDING_MIN_ZEROS or more eigenvalues lie under it with a gap above."""
+    from types import SimpleNamespace
+
+    from htsr.analyze import ROUNDING_GAP, ROUNDING_MIN_ZEROS, _rounding_zeros
+
+    u, rows, cols, n, scale = 2.0 ** -8, 64, 32, 3, 0.5  # bfloat16's unit roundoff; 3 pooled 64 x 32 matrices
+    lm = SimpleNamespace(kind="conv2d", resolution=None, storage_eps=u, num_matrices=n, rows=rows, cols=cols)
+    big = np.linspace(50.0, 400.0, 12)  # 4 directions per matrix
+
+    def floor_of(ev):
+        rms = u / math.sqrt(3) * math.sqrt(ev.sum() / scale / (n * rows * cols))
+        return 2 * scale * (rms * (math.sqrt(rows) + math.sqrt(cols))) ** 2
+
+    near = floor_of(big)  # the small eigenvalues move the sum by < 1e-5 of it
+    under = near * np.linspace(0.01, 0.9, n * cols - big.size)  # the other 84 eigenvalues, all under it
+    ev = np.sort(np.concatenate([under, big]))
+    assert big[0] >= ROUNDING_GAP * floor_of(ev) > under[-1]  # (a gap: 50 against ~1.7e-3)
+    # the same float64 operations in another order: a few ulps
+    assert _rounding_zeros(ev, lm, scale) == pytest.approx(floor_of(ev), rel=1e-12)
+    # fewer than ROUNDING_MIN_ZEROS under the floor: no zeros; exactly that many: zeros
+    few = np.sort(np.concatenate([under[:ROUNDING_MIN_ZEROS - 1], big]))
+    exact = np.sort(np.concatenate([under[:ROUNDING_MIN_ZEROS], big]))
+    assert _rounding_zeros(few, lm, scale) == 0.0
+    assert _rounding_zeros(exact, lm, scale) == pytest.approx(floor_of(exact), rel=1e-12)  # as above
+    # an update known by its factors has an exact product: no floor
+    assert _rounding_zeros(ev, SimpleNamespace(**{**vars(lm), "kind": "lora"}), scale) == 0.0

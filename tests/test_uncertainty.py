@@ -1051,6 +1051,23 @@ def test_warning_for(alpha, lo, hi, p, expected):
     assert warning_for(alpha, lo, hi, p) == expected
 
 
+def test_a_layer_s_warning_uses_its_interval_and_p_value():
+    """analyze's rows are warned by their interval and p-value, not alpha alone: Student-t matrices (100 × 60,
+    seed 0) whose alpha sits below 2 or inside (2, 6) with an interval across 2 or 6 are 'uncertain'; with a
+    bootstrap of 100 its basic interval and p-value decide (t4's runs past 6; t1's p = 0.05 rejects)."""
+    ms = {f"t{df:g}": np.random.default_rng(0).standard_t(df, size=(100, 60)) for df in (1.0, 1.4, 2.5, 4.0)}
+    bayes = {r.name: r for r in htsr.analyze(ms).layers}
+    # (alpha 1.34 in [1.25, 1.44]; 1.76 in [1.47, 2.11]; 4.57 in [2.71, 7.10]; 3.73 in [2.56, 5.22])
+    assert {n: r.warning for n, r in bayes.items()} == {"t1": "over-trained", "t1.4": "uncertain",
+                                                         "t2.5": "uncertain", "t4": ""}
+    assert bayes["t1.4"].alpha < 2 < bayes["t1.4"].bayes_alpha_hi and bayes["t2.5"].bayes_alpha_hi > 6
+    boot = {r.name: r for r in htsr.analyze(ms, bootstrap=100, seed=1).layers}
+    assert boot["t1"].pl_pvalue <= 0.1 and boot["t1"].warning == "no-power-law"
+    assert boot["t4"].boot_alpha_hi > 6 and boot["t4"].warning == "uncertain"
+    for r in (*bayes.values(), *boot.values()):
+        assert r.warning == warning_for(r.alpha, *interval_of(r.as_dict())), r.name
+
+
 def test_interval_of_uses_a_bootstrap_only_with_enough_replicates_and_never_the_averaged_posterior():
     bayes = {"bayes_alpha_lo": 2.5, "bayes_alpha_hi": 3.5, "bayes_avg_alpha_lo": 1.1, "bayes_avg_alpha_hi": 1.5}
     boot = {"boot_alpha_lo": 2.2, "boot_alpha_hi": 3.9, "pl_pvalue": 0.04}
