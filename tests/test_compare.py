@@ -345,6 +345,31 @@ def test_layer_distances_known_answers():
     assert "3 layers compared, 3 skipped, 0 failed" in text
 
 
+def test_float32_distances_are_float64_sums_and_each_spectrum_s_zeros_are_its_own():
+    """Float32 weights: the Frobenius distance is float64 arithmetic on them (a float32 difference and norm
+    would be ~1e-7 off). The JS distance counts each spectrum's zeros below that spectrum's own floor: a rank-5
+    float32 model layer has 35 zeros, a rank-10 base of a largest eigenvalue 1e5 times the model's 30 (its
+    float32 round-off, 2e-7 to 8e-5, lies above the model's floor, 1.6e-8, and below its own, 5.6e-3). The reference is scipy's
+    Jensen-Shannon distance of the two histograms built here."""
+    from scipy.spatial.distance import jensenshannon
+
+    rng = np.random.default_rng(11)
+    model = {"l.weight": (30.0 * rng.standard_normal((60, 5)) @ rng.standard_normal((5, 40))).astype(np.float32)}
+    s = np.sqrt(np.logspace(5, 12, 10))  # eigenvalues 1e5 … 1e12 across the model's 8.6e5 … 2.9e6
+    base = {"l.weight": matrix_with_singular_values(s, 60, 40, seed=3).astype(np.float32)}
+    d = layer_distances(model, base, precision="accurate")[0]
+    a, b = (x["l.weight"].astype(np.float64) for x in (model, base))
+    assert d.frobenius == pytest.approx(np.linalg.norm(a - b), rel=1e-12)  # float64 norms: a few ulps
+    assert d.relative_frobenius == pytest.approx(np.linalg.norm(a - b) / np.linalg.norm(b), rel=1e-12)  # (ditto)
+    ea, eb = (np.linalg.svd(x, compute_uv=False) ** 2 for x in (a, b))
+    za, zb = ea[:5], eb[:10]  # the model's 5 directions, the base's 10
+    logs = np.log10(np.concatenate([za, zb]))
+    edges = np.linspace(logs.min(), logs.max(), 10 + 1)  # Rice's 2·40^(1/3) = 7 bins, raised to the least, 10
+    p = np.concatenate([[35], np.histogram(np.log10(za), edges)[0]])
+    q = np.concatenate([[30], np.histogram(np.log10(zb), edges)[0]])
+    assert d.js_distance == pytest.approx(jensenshannon(p, q, base=2), abs=1e-12)  # the same sums: rounding
+
+
 def test_layer_distances_of_identical_models_and_options():
     model, _ = _base_and_model()
     rows = layer_distances(model, {k: v.copy() for k, v in model.items()}, layers="conv|fc", precision="accurate")
