@@ -330,3 +330,18 @@ def test_erg_eigenvalues_leave_out_zeros_from_exactly_their_share():
     ev = np.sort(np.r_[np.full(10, 1e-17), np.linspace(0.1, 1.0, 90)])
     assert erg_eigenvalues(ev, rank=100, num_zero=10).size == 90
     assert erg_eigenvalues(ev[1:], rank=99, num_zero=9).size == 99
+
+
+def test_a_row_s_delta_lambda_min_is_its_xmin_over_the_mean_less_the_erg_edge():
+    """Δλ_min = x_min·n/Σλ − λ̃_min^ERG over the eigenvalues the ERG walk takes (THEORY §7): every one of a
+    full-rank layer's; a rank-40 layer's 40 nonzero ones (its 60 zeros would cut the mean 2.5-fold, and a share
+    of x_min/Σλ alone would be off by n)."""
+    rng = np.random.default_rng(5)
+    full = rng.standard_t(3.0, size=(150, 100))
+    low = rng.standard_t(3.0, size=(150, 40)) @ rng.standard_normal((40, 100))
+    r = htsr.analyze({"full.weight": full, "low.weight": low}, keep_spectra=True, precision="accurate", min_evals=20)
+    for row, spec, n in zip(r.layers, r.spectra, (100, 40)):
+        assert row.status == "ok" and row.matrix_rank == n, row.name
+        live = spec.evals[-n:]
+        want = row.xmin * n / live.sum() - row.erg_lambda_min
+        assert row.erg_delta_lambda_min == pytest.approx(want, rel=1e-12), row.name  # the same sums: rounding
