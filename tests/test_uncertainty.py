@@ -828,6 +828,17 @@ def test_bootstrap_is_seeded():
     assert 0.0 <= a.p_value_csn <= 1.0 and math.isnan(a.p_value_fdb) and a.num_ok_fdb == 0
 
 
+def test_bootstrap_standard_error_is_the_replicates_sample_standard_deviation():
+    """alpha_se is the replicates' sample standard deviation (n − 1 in the denominator). Of two replicates,
+    numpy's linear quantiles at 2.5 % and 97.5 % are 0.95 of their range apart, and the sample standard
+    deviation is the range over √2 (over 2 with n)."""
+    x = pareto_with_bulk(400, 2.5, seed=3)
+    b = bootstrap_power_law(x, fit_power_law(x), reps=2, seed=11)
+    assert b.num_ok == 2 and b.q_hi > b.q_lo
+    # (the range recovered from two quantiles: a few ulps of ~0.2)
+    assert b.alpha_se == pytest.approx((b.q_hi - b.q_lo) / 0.95 / math.sqrt(2), rel=1e-12)
+
+
 def test_many_replicates_are_drawn_in_parts(monkeypatch):
     """--bootstrap 100000 drew every replicate at once: 100 000 x 4096 float64 values, 3.3 GB per array
     (MemoryError: the row lost its Bayesian interval and tail tests with it). Above _ONE_DRAW values they are
