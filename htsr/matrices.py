@@ -14,7 +14,7 @@ rnn         LSTM/GRU ``weight_ih_l*`` / ``weight_hh_l*``  the stacked gate block
 conv1d      ``[c_out, c_in/groups, k]``                 k matrices ``c_out × c_in/groups``
 conv2d      ``[c_out, c_in/groups, kh, kw]``            kh·kw matrices ``c_out × c_in/groups``
 stack       3-D ``[E, out, in]`` (e.g. MoE experts)      one row per slice, named ``name[e]``
-lora        LoRA factors B ``[out, r]``, A ``[r, in]``    one :class:`~htsr.spectra.LowRank` (never formed);
+lora        LoRA factors B ``[out, r]``, A ``[r, in]``    one :class:`~htsr.factored.LowRank` (never formed);
             conv LoRA ``[out, in, k…]``                 one LowRank per kernel position, as a conv layer
 ==========  ==========================================  =============================================
 

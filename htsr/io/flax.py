@@ -558,7 +558,7 @@ def _lora_pairs(shapes: dict[tuple[str, ...], tuple[int, ...]], roots: dict
 
 def _lora_loader(a: Callable[[tuple[int, ...]], np.ndarray], b: Callable[[tuple[int, ...]], np.ndarray]):
     """ΔW = (lora_a·lora_b)ᵀ, out × in, as a LowRank of B = lora_bᵀ (out × r) and A = lora_aᵀ (r × in)."""
-    from ..spectra import LowRank
+    from ..factored import LowRank
 
     return lambda: LowRank(np.asarray(b(()), dtype=np.float32).T, np.asarray(a(()), dtype=np.float32).T, 1.0)
 

@@ -85,7 +85,7 @@ import numpy as np
 
 from ..errors import LayerSkipped, SourceError
 from ..matrices import VECTOR, SharedLoad, is_vector
-from ..spectra import LowRank
+from ..factored import LowRank
 from .base import SPLIT_NAME, TensorRef, first_overlap, import_extra, one_line, skipped_loader
 
 __all__ = ["GGUF_MAGIC", "GGUFFile", "GGUFSplit", "GGUFTensorRef", "gguf_kind", "is_gguf", "open_gguf"]

@@ -41,7 +41,7 @@ them apart; without a base their rows keep the saved module name.
 
 LoHa and LoKr (peft's ``LOHA`` / ``LOKR`` adapters, whose scale is ``alpha`` / r, and LyCORIS's single files) are
 read from their parts by :func:`_lycoris_update`: LoHa's s·(w1a·w1b) ∘ (w2a·w2b) as one LowRank of rank r1·r2,
-LoKr's s·(w1 ⊗ w2) as a :class:`~htsr.spectra.Kronecker`; a conv's per kernel position, its kernel given by a
+LoKr's s·(w1 ⊗ w2) as a :class:`~htsr.factored.Kronecker`; a conv's per kernel position, its kernel given by a
 Tucker core or a full conv factor, or for an update stored flattened (out × in·k…) by the base.
 """
 
@@ -61,7 +61,7 @@ import numpy as np
 
 from ..errors import LayerSkipped, SourceError
 from ..matrices import SharedLoad, infer_kind
-from ..spectra import Factored, Kronecker, LowRank, hadamard_lowrank
+from ..factored import Factored, Kronecker, LowRank, hadamard_lowrank
 from .base import TensorRef, TensorSource, skipped_loader
 
 __all__ = ["ADAPTER_FILES", "PeftAdapter", "is_peft_folder", "looks_like_lora", "single_file_lora"]
@@ -915,7 +915,7 @@ def _lycoris_update(parts: dict[str, np.ndarray], scale: float, kernel: tuple[in
                     ) -> Factored | list[Factored]:
     """A LoHa / LoKr update from its parts (as peft's get_delta_weight and LyCORIS form it, without forming it):
     LoHa's s·(w1a·w1b) ∘ (w2a·w2b) as one LowRank of rank r1·r2 (:func:`~htsr.spectra.hadamard_lowrank`), LoKr's
-    s·(w1 ⊗ w2) as a :class:`~htsr.spectra.Kronecker`, with w1 = w1a·w1b and w2 = w2a·w2b when low-rank. A
+    s·(w1 ⊗ w2) as a :class:`~htsr.factored.Kronecker`, with w1 = w1a·w1b and w2 = w2a·w2b when low-rank. A
     conv's (``kernel`` its kernel shape, () for a linear layer) is one per kernel position p in ``numpy.ndindex``
     order: a Tucker core's slice t[:, :, p] between the pair (wᵃᵀ·t_p·wᵇ), a full conv factor's slice, or the
     columns of the flattened (out, in·k…) update that hold position p (every K-th, K = the kernel's size).
