@@ -1122,3 +1122,13 @@ def test_the_storage_rounding_floor_is_its_closed_form():
     assert _rounding_zeros(exact, lm, scale) == pytest.approx(floor_of(exact), rel=1e-12)  # as above
     # an update known by its factors has an exact product: no floor
     assert _rounding_zeros(ev, SimpleNamespace(**{**vars(lm), "kind": "lora"}), scale) == 0.0
+
+
+def test_min_evals_is_the_least_count_fitted():
+    """A layer of exactly min_evals eigenvalues is fitted, one fewer is not (a LoRA update likewise by its
+    nonzero eigenvalues: test_peft)."""
+    rng = np.random.default_rng(2)
+    W = rng.standard_t(3.0, size=(120, 50))
+    rows = {r.name: r for r in htsr.analyze({"at.weight": W, "under.weight": W[:, :49]}).layers}
+    assert rows["at"].num_evals == 50 and rows["at"].status == "ok"
+    assert rows["under"].status == "not_fitted: 49 eigenvalues < min_evals=50"
