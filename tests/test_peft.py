@@ -140,6 +140,17 @@ def test_low_ranks_are_listed_not_dropped(adapter):
         assert math.isnan(row.alpha) and math.isfinite(row.log_norm) and math.isfinite(row.stable_rank)
 
 
+def test_a_rank_r_update_is_fitted_from_min_evals_r(adapter):
+    """min_evals is the least count fitted: the rank-8 updates (80 x 80 and 96 x 64) are fitted at min_evals 8,
+    not at 9 (the 120 x 32 embedding's too: rank 8)."""
+    d, _, _ = adapter
+    at = _rows(htsr.analyze(d / "adapter", min_evals=8))
+    above = _rows(htsr.analyze(d / "adapter", min_evals=9))
+    for m in ("q#delta", "sq#delta", "emb#delta"):
+        assert at[m][0].status == "ok" and at[m][0].num_pl_spikes >= 1, m
+        assert above[m][0].status == "not_fitted: rank-8 update has 8 nonzero eigenvalues < min_evals=9", m
+
+
 def test_base_gives_w_and_merged_rows_equal_to_peft_merge(adapter):
     d, _, merged = adapter
     r = htsr.analyze(d / "adapter", base=d / "base.safetensors", min_evals=2)
