@@ -374,3 +374,27 @@ def test_a_float_deltas_resolution_and_a_quantized_blocks_rounding_are_their_clo
     q = TensorRef("q.weight", (8, 32), "float32", lambda: blocks, bits=4, quant_block=32)
     step = (blocks.max(axis=1) - blocks.min(axis=1)) / 15.0
     assert rounding(q, blocks) == pytest.approx(np.sqrt(np.mean(step**2) / 12), rel=1e-12)
+
+
+def test_farms_windows_of_a_delta_are_cut_at_a_window_s_noise_edge():
+    """With --farms-aspect, a delta's windows are cut at the MP edge of their inputs' rounding noise for a
+    window's shape, not the whole matrix's. A float32 model of entries near 1 over a base of ones: the delta is
+    exact multiples of 2⁻²³ (no rounding in it), rank 8, B·[H8 … H8] with B's columns on disjoint rows (13–16
+    entries of ±1): every 1000 × 8 window's eigenvalues are 8·s ulp² (104 … 128 ulp²), between a window's edge
+    (√1000 + √8)²/12 = 98.9 ulp² and the whole matrix's (√1000 + √64)²/12 = 130.8 ulp²; the whole's are 64·s."""
+    from scipy.linalg import hadamard
+
+    ulp = 2.0**-23  # of float32 in [1, 2); its unit roundoff u = ulp / 2, the resolution u/√3 of the rms ≈ 1
+    support = [13, 13, 14, 14, 15, 15, 16, 16]
+    B = np.zeros((1000, 8))
+    for i, s in enumerate(support):
+        B[100 * i: 100 * i + s, i] = np.where(np.arange(s) % 2, -1.0, 1.0)
+    D = B @ np.tile(hadamard(8), 8)  # 1000 x 64 of -1, 0 and 1: H8's signs on B's rows
+    w0 = np.ones((1000, 64), np.float32)
+    w = (w0 + (D * ulp).astype(np.float32)).astype(np.float32)
+    assert np.array_equal(w.astype(np.float64) - w0, D * ulp)  # the delta is exact
+    windows = np.linalg.eigvalsh(D[:, :8].T @ D[:, :8])  # one window's, in ulp²
+    np.testing.assert_allclose(windows, np.repeat([104, 112, 120, 128], 2), rtol=1e-12)  # (an integer Gram)
+    row = htsr.analyze({"l.weight": w}, base={"l.weight": w0}, farms_aspect=125.0, min_evals=8,
+                       precision="accurate").layers[0]
+    assert row.farms_windows == 8 and row.num_fit_evals == 64, row.status  # every window eigenvalue kept
