@@ -646,7 +646,9 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
         if opts.randomize:
             R = randomize(mats, lm.N, lm.M, opts.seed, scale, opts.precision, opts.refine_fraction, opts.tw_margin)
             where = ["mean" if r < 0 else f"{m}:{r},{c}" if lm.num_matrices > 1 else f"{r},{c}" for m, r, c in R.locations]
-            cols.update(rand_lambda_max=float(R.spectrum.evals[-1]),
+            cols.update(rand_lambda_max=float(R.spectrum.evals[-1]), rand_mp_sigma=math.sqrt(R.mp.sigma2),
+                        rand_mp_lambda_minus=R.mp.lambda_minus, rand_mp_lambda_plus=R.mp.lambda_plus,
+                        rand_mp_threshold=R.mp.threshold, rand_mp_softrank=R.mp.softrank,
                         num_traps=float(R.num_traps) if math.isfinite(R.mp.threshold) else math.nan,
                         rand_js_distance=js_distance(spectrum.evals, R.spectrum.evals, spectrum.floor,
                                                      R.spectrum.floor),

@@ -117,6 +117,13 @@ class LayerResult(NanEqual):
     num_heavy_entries: float = NAN  # entries beyond the BBP scale (NM)^(1/4)·mp_sigma
     # randomisation (randomize; see htsr.rmt.traps)
     rand_lambda_max: float = NAN  # largest eigenvalue of the element-shuffled matrices
+    # the Marchenko-Pastur law of the shuffled matrices: of i.i.d. entries of the layer's own entry variance
+    # (nothing fitted; WeightWatcher's rand_sigma_mp, rand_bulk_min, rand_bulk_max and rand_mp_softrank fit it)
+    rand_mp_sigma: float = NAN  # the entries' standard deviation (weight units)
+    rand_mp_lambda_minus: float = NAN  # its bulk edges, in the units of the ESD
+    rand_mp_lambda_plus: float = NAN
+    rand_mp_threshold: float = NAN  # the edge plus tw_margin Tracy-Widom scales: num_traps counts above it
+    rand_mp_softrank: float = NAN  # rand_mp_lambda_plus / rand_lambda_max
     num_traps: float = NAN  # shuffled eigenvalues above the shuffled ESD's spike threshold
     rand_js_distance: float = NAN  # Jensen-Shannon distance (base 2) between the ESD and the shuffled ESD
     trap_weights: str = ""  # 'row,col' of the weight carrying each trap ('k:row,col' for pooled kernels)

@@ -450,6 +450,28 @@ def test_analyze_reports_traps_with_their_weights():
     assert math.isfinite(row.rand_js_distance) and math.isfinite(row.loc_pr_bulk_mean)
 
 
+def test_the_shuffled_matrix_s_mp_law_is_that_of_its_entries_variance():
+    """The shuffled matrix's Marchenko-Pastur law is of i.i.d. entries of the layer's own variance, nothing
+    fitted: sd numpy's std of the entries; edges σ²(√N ∓ √M)²; num_traps counts the shuffled eigenvalues above
+    its threshold, which lies above the upper edge; softrank λ₊ over the shuffled λ_max. NaN without
+    randomize."""
+    W, _ = S.planted_entry(N, M, 7)
+    r = htsr.analyze({"fc.weight": W}, randomize=True, keep_spectra=True)
+    row, sp = r.layers[0], r.spectra[0]
+    sd, n, m = float(np.std(W)), max(W.shape), min(W.shape)
+    # (two-pass float64 variances, summed in other orders: rounding)
+    assert row.rand_mp_sigma == pytest.approx(sd, rel=1e-12)
+    assert row.rand_mp_lambda_plus == pytest.approx(sd**2 * (math.sqrt(n) + math.sqrt(m)) ** 2, rel=1e-12)
+    assert row.rand_mp_lambda_minus == pytest.approx(sd**2 * (math.sqrt(n) - math.sqrt(m)) ** 2, rel=1e-12)
+    assert row.rand_mp_threshold == sp.rand_threshold > row.rand_mp_lambda_plus
+    assert row.num_traps == np.count_nonzero(sp.rand_evals > row.rand_mp_threshold) == 1
+    assert row.rand_mp_softrank == pytest.approx(row.rand_mp_lambda_plus / row.rand_lambda_max, rel=1e-12)  # (ditto)
+    plain = htsr.analyze({"fc.weight": W}).layers[0]
+    assert all(math.isnan(getattr(plain, c)) for c in ("rand_mp_sigma", "rand_mp_lambda_minus",
+                                                        "rand_mp_lambda_plus", "rand_mp_threshold",
+                                                        "rand_mp_softrank"))
+
+
 def test_pooled_conv_layer_gets_kernel_position_in_trap_weights():
     rng = np.random.default_rng(0)
     K = rng.standard_normal((128, 64, 3, 3))
