@@ -394,7 +394,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
             del windows  # views into mats: they would keep the tensor alive through the fits
         else:
             fit_spectrum = spectrum
-        zeros = _rounding_zeros(spectrum.evals, lm, scale)  # a coarse storage's rounding, under a gap
+        zeros = storage_zeros = _rounding_zeros(spectrum.evals, lm, scale)  # a coarse storage's rounding, under a gap
         if _round_off_left(spectrum):  # a larger refine_fraction left float32 round-off unrefined: zeros, as many
             # as the rank leaves out (each matrix's own below its floor, when they are more than 1 % of it: a
             # pooled layer's largest floor had taken 93 for 55)
@@ -412,6 +412,9 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         del mats
         rows, cols = (aspect_window_shape(lm.N, lm.M, opts.farms_aspect) if num_windows else (lm.rows, lm.cols))
         storage_floor = _noise_edge(rms, rows, cols, scale) if rms else 0.0
+        # the storage's rounding under a gap, for FARMS' windows: the same rms's edge on a window's sides (a bfloat16
+        # rank-60 200 x 150 layer's two 200 x 100 windows had their 80 rounding eigenvalues fitted beside its 120)
+        window_zeros = storage_zeros * _noise_edge(1.0, rows, cols, 1.0) / _noise_edge(1.0, lm.rows, lm.cols, 1.0)
     except LayerSkipped as e:
         return LayerResult(**base, status=f"skipped: {e}"), None
     except HtsrError as e:
@@ -472,8 +475,8 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         cut, why = cut_of(fit_spectrum), ""
         if storage_floor > cut:
             cut, why = storage_floor, " (the rounding noise of the model's and the base's stored weights)"
-        if zeros > cut and not num_windows and not lm.resolution:  # (a delta's cut is its storage_floor above)
-            cut, why = zeros, " (the rounding of the weights' storage, under a gap)"
+        if not lm.resolution and (window_zeros if num_windows else zeros) > cut:  # (a delta's: storage_floor)
+            cut, why = window_zeros if num_windows else zeros, " (the rounding of the weights' storage, under a gap)"
         # (a storage's or its rounding's cut above is one for all the matrices: no floor of their own below it)
         low = cut if why else ww_cut if ww_applies(fit_spectrum) else 0.0
         if fit_spectrum.cuts_own(cut, low):

@@ -1093,6 +1093,27 @@ def test_a_coarse_storage_counts_zeros_only_under_a_gap(tmp_path):
     assert rows["r10"].num_zero_evals == 140
 
 
+def test_farms_windows_of_a_coarse_storage_leave_out_its_rounding_too(tmp_path):
+    """A rank-60 200 x 150 layer in bfloat16: its 90 rounding eigenvalues are zeros under a gap, and so are its
+    FARMS windows' (two windows, 200 x 100 at aspect 2 or 150 x 150 at 1, each of rank 60: 120 fitted, not
+    200 or 297), cut at the same rounding's edge on their sides. A full-rank layer keeps all of its windows'."""
+    import ml_dtypes
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(1)
+    low = rng.standard_t(4, (200, 60)) @ rng.standard_normal((60, 150))
+    full = rng.standard_t(4, (200, 150))
+    save_file({"r60.weight": low.astype(ml_dtypes.bfloat16), "full.weight": full.astype(ml_dtypes.bfloat16)},
+              str(tmp_path / "m.safetensors"))
+    whole = {r.name: r for r in htsr.analyze(tmp_path / "m.safetensors").layers}
+    assert whole["r60"].num_zero_evals == 90 and whole["r60"].num_fit_evals == 60
+    for aspect, windows in ((2.0, 2), (1.0, 2)):
+        rows = {r.name: r for r in htsr.analyze(tmp_path / "m.safetensors", farms_aspect=aspect).layers}
+        assert rows["r60"].farms_windows == windows and rows["r60"].num_fit_evals == 60 * windows, aspect
+        assert rows["r60"].status == "ok"
+        assert rows["full"].num_fit_evals == windows * (100 if aspect == 2.0 else 150), aspect
+
+
 def test_the_storage_rounding_floor_is_its_closed_form():
     """_rounding_zeros' floor is twice the MP edge of noise whose rms is u/√3 of the entries' (each entry off
     by up to u of its size, uniformly), the entries' mean square Σλ/(matrices·rows·cols) with the spectrum's
