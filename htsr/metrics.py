@@ -98,8 +98,8 @@ def warning_for(alpha: float, lo: float = NAN, hi: float = NAN, pl_pvalue: float
         return ""
     if math.isfinite(pl_pvalue) and pl_pvalue <= PLAUSIBLE_P:
         return "no-power-law"
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        lo = hi = alpha
+    if not (math.isfinite(lo) and math.isfinite(hi)):  # WeightWatcher's rule: 2 and 6 themselves say nothing
+        return "over-trained" if alpha < OVER_TRAINED else "under-trained" if alpha > UNDER_TRAINED else ""
     lo, hi = min(lo, alpha), max(hi, alpha)  # the interval with alpha in it: any disagreement is doubt
     if hi < OVER_TRAINED:
         return "over-trained"

@@ -1055,6 +1055,8 @@ def test_aspect_windows_wide_matrix_orientation():
     (1.5, NAN, NAN, NAN, "over-trained"),  # no interval: alpha itself, as WeightWatcher
     (6.5, NAN, NAN, NAN, "under-trained"),
     (4.0, NAN, NAN, NAN, ""),
+    (2.0, NAN, NAN, NAN, ""),  # no interval: alpha < 2 and alpha > 6 warn, as WeightWatcher's; 2 and 6 do not
+    (6.0, NAN, NAN, NAN, ""),
     (1.5, 1.2, NAN, NAN, "over-trained"),  # half an interval is no interval
     (4.0, NAN, 7.0, NAN, ""),
 ])
