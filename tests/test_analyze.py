@@ -85,7 +85,8 @@ def test_bad_layers_get_a_status_and_the_rest_go_on():
     assert status["d"] == "failed: all-zero matrix"
     assert status["e"].startswith("not_fitted") and r.layers[4].M == 1
     e = r.layers[4]
-    assert e.stable_rank == pytest.approx(1.0) and math.isnan(e.alpha)  # described, not fitted
+    # described, not fitted (its one eigenvalue: stable rank λ/λ = 1 exactly)
+    assert e.stable_rank == pytest.approx(1.0) and math.isnan(e.alpha)
     s = r.summary
     assert (s.num_layers, s.num_fitted, s.num_not_fitted, s.num_failed) == (5, 1, 1, 3)
     # the summary averages finite values only: alpha is the good layer's own
@@ -211,12 +212,13 @@ def test_conv_per_position_and_ww_scale():
     pooled = htsr.analyze({"c.weight": W}, precision="accurate").layers[0]
     unscaled = htsr.analyze({"c.weight": W}, precision="accurate", ww_conv_scale=False).layers[0]
     # WeightWatcher halves pooled Conv2d eigenvalues: log10 shifts by log10(2), alpha is scale-free
+    # (halving is exact: the logs' rounding only, ~1e-16)
     assert unscaled.log_spectral_norm - pooled.log_spectral_norm == pytest.approx(math.log10(2), abs=1e-12)
     assert unscaled.alpha == pytest.approx(pooled.alpha, rel=1e-12)
     rows = htsr.analyze({"c.weight": W}, precision="accurate", conv="per_position", min_evals=10).layers
     assert [l.name for l in rows][:2] == ["c[0,0]", "c[0,1]"] and len(rows) == 9
     sv = np.linalg.svd(W[:, :, 1, 2], compute_uv=False)
-    # per position WeightWatcher multiplies by kh*kw/2 = 4.5
+    # per position WeightWatcher multiplies by kh*kw/2 = 4.5 (float64 SVDs of the same matrix: rounding)
     assert rows[5].lambda_max == pytest.approx(4.5 * sv[0] ** 2, rel=1e-12)
 
 
@@ -241,6 +243,7 @@ def test_single_output_channel_conv_and_long_kernel_conv_from_a_file_and_a_modul
     head = from_file["head"]
     assert (head.kind, head.num_matrices, head.N, head.M) == ("conv2d", 9, 64, 1)
     # nine 1 × 64 matrices, halved as WeightWatcher's pooled Conv2d: the largest is the largest row norm²
+    # (a 1-row SVD against a float64 sum of squares: rounding, ~1e-16)
     assert head.lambda_max == pytest.approx(0.5 * max(np.sum(W[0, :, i, j] ** 2) for i in range(3)
                                                       for j in range(3)), rel=1e-12)
     assert from_file["final_conv"].kind == "conv1d" and from_file["final_conv"].num_evals == 1
@@ -274,7 +277,7 @@ def test_normalize_by_N():
     W = np.random.default_rng(4).standard_normal((400, 100))
     a = htsr.analyze({"w": W}, precision="accurate").layers[0]
     b = htsr.analyze({"w": W}, precision="accurate", normalize="N").layers[0]
-    assert b.lambda_max == pytest.approx(a.lambda_max / 400, rel=1e-12)
+    assert b.lambda_max == pytest.approx(a.lambda_max / 400, rel=1e-12)  # same SVD, times 1/N after: ~1 ulp
     assert b.alpha == pytest.approx(a.alpha, rel=1e-12)  # scale-free
     # eigenvalues from 1e-4 to 100: divided by N = 400 the small ones fall below 1e-5, so the absolute
     # floor must be divided by N too, or the fit's data (and alpha: 1.55 -> 4.81 on MiniLM's position
@@ -282,6 +285,7 @@ def test_normalize_by_N():
     s = np.geomspace(1e-2, 10.0, 100)
     W = matrix_with_singular_values(s, 400, 100, seed=4)
     a, b = (htsr.analyze({"w": W}, precision="accurate", normalize=n).layers[0] for n in ("none", "N"))
+    # alpha sees the eigenvalues' ratios, which the 1/N multiply changes by ~1 ulp (1e-9: ample)
     assert b.num_fit_evals == a.num_fit_evals and b.alpha == pytest.approx(a.alpha, rel=1e-9)
 
 
@@ -296,9 +300,10 @@ def test_known_spectrum_metrics():
     assert l.stable_rank == pytest.approx(ev.sum() / ev.max(), rel=1e-9)
     assert l.matrix_rank == 120
     p = ev / ev.sum()
-    assert l.entropy == pytest.approx(-(p * np.log(p)).sum() / math.log(120), rel=1e-9)
+    assert l.entropy == pytest.approx(-(p * np.log(p)).sum() / math.log(120), rel=1e-9)  # SVD rounding, as above
+    # the same alpha times log10 of λ_max, the SVD's vs the exact: ~1e-16 apart
     assert l.alpha_weighted == pytest.approx(l.alpha * math.log10(ev.max()), rel=1e-12)
-    assert l.log_alpha_norm == pytest.approx(math.log10((ev**l.alpha).sum()), rel=1e-9)
+    assert l.log_alpha_norm == pytest.approx(math.log10((ev**l.alpha).sum()), rel=1e-9)  # SVD rounding, as above
 
 
 @pytest.mark.parametrize("bad,match", [

@@ -64,7 +64,7 @@ def _orthogonal(p: int, seed: int) -> np.ndarray:
 @pytest.mark.parametrize("shape", [(40, 7), (7, 40), (30, 30)])
 def test_cka_of_a_matrix_with_itself_is_one(shape):
     W = np.random.default_rng(1).standard_normal(shape) + 3.0  # an offset: the centring must remove it
-    assert linear_cka(W, W) == pytest.approx(1.0, abs=1e-12)
+    assert linear_cka(W, W) == pytest.approx(1.0, abs=1e-12)  # numerator = denominator up to rounding, ~2e-16
 
 
 @pytest.mark.parametrize("shape", [(50, 12), (12, 50)])  # feature-side and kernel-side (n x n) forms
@@ -73,12 +73,12 @@ def test_cka_invariant_to_orthogonal_transform_and_isotropic_scaling(shape):
     X = rng.standard_normal(shape)
     Y = X + 0.7 * rng.standard_normal(shape)
     ref = linear_cka(X, Y)
-    assert 0.2 < ref < 0.99
+    assert 0.2 < ref < 0.99  # far from 0 and 1 (0.72, 0.93 here): the invariances below are not trivial
     Q = _orthogonal(shape[1], 3)
-    assert linear_cka(3.7 * X @ Q, Y) == pytest.approx(ref, abs=1e-12)
-    assert linear_cka(X, 0.01 * Y @ _orthogonal(shape[1], 4)) == pytest.approx(ref, abs=1e-12)
+    assert linear_cka(3.7 * X @ Q, Y) == pytest.approx(ref, abs=1e-12)  # float64 rounding of the products, ~1e-16
+    assert linear_cka(X, 0.01 * Y @ _orthogonal(shape[1], 4)) == pytest.approx(ref, abs=1e-12)  # (as above)
     # also a mean added to every example (a column offset) changes nothing: the columns are centred
-    assert linear_cka(X + rng.standard_normal(shape[1]), Y) == pytest.approx(ref, abs=1e-12)
+    assert linear_cka(X + rng.standard_normal(shape[1]), Y) == pytest.approx(ref, abs=1e-12)  # (rounding, ~5e-16)
 
 
 @pytest.mark.parametrize("n,p,q", [(9, 4, 4), (6, 11, 3), (5, 5, 8), (20, 3, 17)])
@@ -86,6 +86,7 @@ def test_cka_matches_brute_force_with_centring_matrix(n, p, q):
     rng = np.random.default_rng(n * 100 + p)
     X = rng.standard_normal((n, p)) + 1.5
     Y = X[:, :1] * rng.standard_normal((1, q)) + rng.standard_normal((n, q))
+    # the same sums in another order (CKA ≤ 1): float64 rounding, measured ≤ 6e-16; 1e-10 is loose
     assert linear_cka(X, Y) == pytest.approx(_brute_cka(X, Y), abs=1e-10)
 
 
@@ -109,6 +110,7 @@ def test_cka_without_variance_is_nan_and_shapes_are_checked():
 
 
 def test_spearman_known_answers():
+    # ranks are small integers: these three are exact (approx's default rel 1e-6 is ample)
     assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
     assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
     assert spearman([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
@@ -158,6 +160,7 @@ def test_ranking_by_alpha_follows_the_construction(three_models):
     for vals in c.layer_values:
         assert vals[1] < vals[0] < vals[2]
     assert c.num_common_finite == 3
+    # (math.fsum against np.mean of the same three values: rounding)
     assert c.common_means == pytest.approx(tuple(np.mean(c.layer_values, axis=0)), rel=1e-12)
     assert c.layer_shapes[0] == ("120x60",) * 3
 
@@ -279,7 +282,7 @@ def test_json_is_strict_and_csv_round_trips(three_models, tmp_path):
     assert doc["direction"] == "lower is better"
     assert [r["label"] for r in doc["ranking"]] == ["heavy", "mid", "light"]
     assert doc["summary"][0]["share_plausible_pl"] is None  # NaN without the bootstrap
-    assert doc["layers"][0]["values"]["heavy"] == pytest.approx(c.layer_values[0][1])
+    assert doc["layers"][0]["values"]["heavy"] == pytest.approx(c.layer_values[0][1])  # (JSON keeps repr: exact)
     assert doc["options"]["tails"] is False
     assert doc["common_layer_means"]["num_layers"] == 3 and doc["common_layer_means"]["layer_metric"] == "alpha"
     c.to_csv(tmp_path / "c.csv")
@@ -315,24 +318,28 @@ def test_layer_distances_known_answers():
     fc = d["fc"]
     assert fc.status == "ok"
     assert fc.frobenius == 0 and fc.relative_frobenius == 0 and fc.js_distance == 0 and fc.lambda_max_change == 0
-    assert fc.cka == pytest.approx(1.0, abs=1e-12)
-    assert fc.cka_chance == pytest.approx(60 / 150)
+    assert fc.cka == pytest.approx(1.0, abs=1e-12)  # numerator = denominator up to float64 rounding
+    assert fc.cka_chance == pytest.approx(60 / 150)  # the same closed form M / (N + M): exact
     # Frobenius and CKA against numpy, orientation: the longer side as examples
     wide = d["wide"]
     diff = model["wide.weight"] - base["wide.weight"]
+    # (float64 norms of the same differences: rounding, measured 0)
     assert wide.frobenius == pytest.approx(np.linalg.norm(diff), rel=1e-12)
     assert wide.relative_frobenius == pytest.approx(np.linalg.norm(diff) / np.linalg.norm(base["wide.weight"]),
                                                     rel=1e-12)
+    # (CKA: float64 rounding as in test_cka_matches_brute_force_with_centring_matrix)
     assert wide.cka == pytest.approx(_brute_cka(model["wide.weight"].T, base["wide.weight"].T), abs=1e-10)
     assert 0 < wide.js_distance <= 1
     ev = lambda W: np.linalg.svd(W, compute_uv=False)[0] ** 2
     assert wide.lambda_max == pytest.approx(ev(model["wide.weight"]), rel=1e-4)  # float32 Gram path
+    # ((a − b) / b against a / b − 1: rounding, measured 8e-16)
     assert wide.lambda_max_change == pytest.approx(wide.lambda_max / wide.lambda_max_base - 1, rel=1e-12)
     # pooled conv: one CKA over the 9 kernel positions stacked along the examples (the longer side 16)
     conv = d["conv"]
     stack = lambda W: np.concatenate([W[:, :, i, j] for i in range(3) for j in range(3)])
-    assert conv.num_matrices == 9 and conv.frobenius == pytest.approx(
+    assert conv.num_matrices == 9 and conv.frobenius == pytest.approx(  # (9 positions' fsum vs one norm: rounding)
         np.linalg.norm(model["conv.weight"] - base["conv.weight"]), rel=1e-12)
+    # (CKA: float64 rounding, as above; chance: the same closed form M / (k·N + M), exact)
     assert conv.cka == pytest.approx(_brute_cka(stack(model["conv.weight"]), stack(base["conv.weight"])), abs=1e-10)
     assert conv.cka_chance == pytest.approx(8 / (9 * 16 + 8))
     assert conv.cka > 0.8  # 0.3 noise on unit entries: still the same layer
@@ -376,7 +383,7 @@ def test_layer_distances_of_identical_models_and_options():
     assert [r.name for r in rows] == ["fc", "conv"]
     for r in rows:
         assert r.status == "ok" and r.frobenius == 0 and r.js_distance == 0
-        assert r.cka == pytest.approx(1.0, abs=1e-12)
+        assert r.cka == pytest.approx(1.0, abs=1e-12)  # numerator = denominator up to float64 rounding
     with pytest.raises(OptionError, match="base"):
         layer_distances(model, model, base=model)
     bad = dict(model, **{"fc.weight": np.full((90, 60), np.nan)})

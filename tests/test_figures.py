@@ -110,7 +110,7 @@ def test_esd_loglog_histogram_integrates_to_the_share_of_positive_eigenvalues(mo
     mass = float(np.sum(np.nan_to_num(hist.y) * np.diff(hist.x)))
     # the share of the eigenvalues drawn: all but the num_zero_evals the analysis counts as zeros
     drawn = np.count_nonzero(sp.evals[int(row.num_zero_evals):] > 0)
-    assert mass == pytest.approx(drawn / sp.evals.size, abs=1e-12)
+    assert mass == pytest.approx(drawn / sp.evals.size, abs=1e-12)  # (density × width sums back: rounding only)
     # empty bins are NaN (gaps on a log axis), never 0
     assert not np.any(hist.y == 0)
 
@@ -121,6 +121,7 @@ def test_esd_loglog_fit_line_is_the_tail_density(model, name):
     panel = F.esd_loglog(row, sp)
     line, xmin = _one(panel, "line", "fit"), _one(panel, "vline", "xmin")
     share = row.num_pl_spikes / sp.evals.size  # the tail's share of the layer's eigenvalues
+    # (the line's closed form in the same float64 operations: rounding only, measured 0)
     assert line.x[0] == pytest.approx(row.xmin, rel=1e-12) and line.x[-1] == pytest.approx(row.xmax, rel=1e-12)
     assert line.y[0] == pytest.approx(share * (row.alpha - 1) / row.xmin, rel=1e-12)
     np.testing.assert_allclose(line.y, share * (row.alpha - 1) / row.xmin * (line.x / row.xmin) ** -row.alpha,
@@ -169,6 +170,7 @@ def test_log10_histogram_counts_every_nonzero_eigenvalue(model):
     zero_cols = F.log10_histogram(full, dataclasses.replace(sp, evals=np.r_[np.zeros(7), sp.evals[7:]]))
     assert "7 zero eigenvalue(s) (num_zero_evals) not shown" in zero_cols.note
     assert "zero eigenvalue" not in F.log10_histogram(*_row(model, "dense")).note
+    # (log10 of the same values: rounding only)
     assert _one(panel, "vline", "xmin").x[0] == pytest.approx(math.log10(row.xmin), rel=1e-12)
     assert _one(panel, "vline", "erg").x[0] == pytest.approx(math.log10(row.erg_lambda_min_raw), rel=1e-12)
 
@@ -259,6 +261,7 @@ def test_shuffled_esd_marks_exactly_the_traps(model):
     assert np.all(traps.x > sp.rand_threshold) and _one(panel, "vline", "threshold").x[0] == sp.rand_threshold
     assert row.trap_weights in panel.note
     for h, ev in ((data, sp.evals), (shuffled, sp.rand_evals)):
+        # (a density of counts / (n · width): times the widths it sums back to the share, rounding only)
         assert float(np.sum(np.nan_to_num(h.y) * np.diff(h.x))) == pytest.approx(np.mean(ev > 0), abs=1e-12)
     assert "largest of" not in panel.note  # (every trap located: 7 here)
 

@@ -546,7 +546,7 @@ def test_minilm_gguf_alpha_matches_safetensors(tmp_path, minilm_path):
             assert (row.kind, row.shape, row.status) == (ref.kind, ref.shape, ref.status), (label, name)
             if ref.status == "ok":
                 d[name] = row.alpha - ref.alpha
-                if label == "F32":
+                if label == "F32":  # the same float32 values: only BLAS's sum order could differ (measured 0)
                     assert row.alpha == pytest.approx(ref.alpha, rel=1e-9, abs=0), name
         deltas[label] = d
         by_type: dict[str, list[float]] = {}
@@ -569,7 +569,7 @@ def test_minilm_gguf_alpha_matches_safetensors(tmp_path, minilm_path):
     for name, ref in reference.items():
         if ref.status == "ok":
             assert q8_rows[name].lambda_max == pytest.approx(ref.lambda_max, rel=2e-3), name
-            assert q8_rows[name].log_norm == pytest.approx(ref.log_norm, abs=2e-3), name
+            assert q8_rows[name].log_norm == pytest.approx(ref.log_norm, abs=2e-3), name  # (measured ≤ 4.4e-5)
     # ... but alpha comes from a discrete choice of x_min (the KS-optimal tail size), which such a
     # perturbation can shift by a few eigenvalues; a layer with a short, steep tail (alpha ≫ 6) also
     # amplifies eigenvalue changes. So most layers agree to 0.05, and every layer to well within the
@@ -585,8 +585,9 @@ def test_minilm_gguf_alpha_matches_safetensors(tmp_path, minilm_path):
         x = np.sort(q8_spectra[n].fit_evals)
         same_tail.append(abs(fit_power_law(x, xmin=float(x[-int(reference[n].num_pl_spikes)])).alpha
                              - reference[n].alpha))
+    # (measured as said: 4x under 0.005; 38 ≥ 0.95 · 39 = 37.05, no layer to spare)
     assert np.median(same_tail) < 0.005 and sum(d <= 0.05 for d in same_tail) >= 0.95 * len(same_tail)
-    assert all(abs(v) <= reference[n].sigma for n, v in q8.items())
+    assert all(abs(v) <= reference[n].sigma for n, v in q8.items())  # (one sigma: measured ≤ 0.45 sigma)
     assert all(np.isfinite(v) for v in deltas["Q4_K"].values())
     # with x_min = the median eigenvalue (--xmin median) there is no discrete choice for the perturbation to
     # shift, and every layer agrees to 0.05 (measured: max |Δalpha| 0.010 over 39 layers)

@@ -465,7 +465,7 @@ def test_rows_through_analyze(keras_file, analyze):
     for name, row in rows.items():
         if row.kind != "dense":
             continue  # a plain mapping has no kinds: infer_kind guesses the others from names and shapes
-        assert row.lambda_max == pytest.approx(ref[name].lambda_max, rel=1e-12), name
+        assert row.lambda_max == pytest.approx(ref[name].lambda_max, rel=1e-12), name  # same float32 matrix: rounding
 
 
 # ----------------------------------------------------------------------------------------- laziness
@@ -874,6 +874,7 @@ def test_minilm_keras_alpha_matches_safetensors(tmp_path, minilm_path, analyze):
             row = rows[name]
             assert (row.kind, row.shape, row.status) == (ref.kind, ref.shape, ref.status), (path.name, name)
             if ref.status == "ok":
+                # the same float32 matrices as the safetensors: at most BLAS's sum order differs
                 assert row.alpha == pytest.approx(ref.alpha, rel=1e-9, abs=0), (path.name, name)
                 fitted += 1
         assert fitted > 20
@@ -1263,6 +1264,7 @@ def test_attention_output_with_an_output_shape_is_read_without_a_config(keras, t
     for src in (model, tmp_path / "m.weights.h5"):
         row = next(r for r in htsr.analyze(src, precision="accurate", min_evals=10).layers
                    if r.name.endswith("attention_output"))
+        # (float64 SVDs of the same values, one of the transpose: rounding only)
         assert row.shape == "48x30" and row.lambda_max == pytest.approx(lam, rel=1e-12), src
 
 
@@ -1346,7 +1348,7 @@ def test_an_untied_reversible_embeddings_output_matrix_is_a_layer(keras, tmp_pat
         assert set(rows) == {"tok", "tok.reverse_embeddings", "body"}, src
         head_row = rows["tok.reverse_embeddings"]
         assert (head_row.kind, head_row.shape) == ("dense", "500x64"), src
-        assert head_row.lambda_max == pytest.approx(lam, rel=1e-12), src
+        assert head_row.lambda_max == pytest.approx(lam, rel=1e-12), src  # float64 SVDs, same values: rounding
 
 
 def test_keras3_legacy_h5_reads_depthwise_and_time_distributed_convs(keras, tmp_path):

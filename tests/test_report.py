@@ -127,6 +127,7 @@ def test_panel_json_is_as_dict_rounded(result):
                    {k: ws[k] for k in ("kind", "label", "role", "labels")}
             for k in ("x", "y"):
                 assert [g is None for g in gs[k]] == [w is None for w in ws[k]]
+                # %.5g (_PANEL_DIGITS = 5) rounds to ≤ 5e-5 relative
                 np.testing.assert_allclose([g for g in gs[k] if g is not None], [w for w in ws[k] if w is not None],
                                            rtol=1e-4)
 

@@ -47,12 +47,13 @@ def test_mp_quantiles_invert_the_cdf_and_scale_with_sigma2():
     p = np.linspace(0.01, 0.99, 25)
     q = mp_quantiles(p, 2.0)
     assert np.allclose(mp_cdf(q, 2.0), p, atol=1e-6)  # interpolation error of the table, ~1e-7
-    assert np.allclose(mp_quantiles(p, 2.0, sigma2=3.0), 3.0 * q)
+    assert np.allclose(mp_quantiles(p, 2.0, sigma2=3.0), 3.0 * q)  # (σ² only scales them: rounding)
 
 
 def test_tw_edge_is_johnstones_centring_and_scale():
     mu, s = tw_edge(1000, 500)
     a, b = math.sqrt(999.5), math.sqrt(499.5)
+    # the same closed form: exact (approx's default rel 1e-6 is ample)
     assert mu == pytest.approx((a + b) ** 2) and s == pytest.approx((a + b) * (1 / a + 1 / b) ** (1 / 3))
 
 
@@ -66,7 +67,7 @@ def test_mp_fit_recovers_sigma_within_1_percent_with_no_spikes(sigma):
         assert math.sqrt(f.sigma2) == pytest.approx(sigma, rel=0.01), seed
         assert f.num_spikes == 0, seed
         assert f.lambda_plus == pytest.approx(f.sigma2 * (math.sqrt(N) + math.sqrt(M)) ** 2, rel=1e-12)  # (identity)
-        assert f.softrank == pytest.approx(f.lambda_plus / _evals(S.gaussian(N, M, seed, sigma))[-1])
+        assert f.softrank == pytest.approx(f.lambda_plus / _evals(S.gaussian(N, M, seed, sigma))[-1])  # (identity)
 
 
 
@@ -121,6 +122,7 @@ def test_mp_fit_units_follow_the_esd_scale():
     W = S.gaussian(N, M, 0, 2.0)
     a = fit_mp(_evals(W), N, M)
     b = fit_mp(0.5 * _evals(W), N, M, scale=0.5)  # an ESD multiplied by 1/2 (WeightWatcher's conv scaling)
+    # (×1/2 is exact in binary: the same fit up to rounding; approx's default rel 1e-6)
     assert b.sigma2 == pytest.approx(a.sigma2) and b.lambda_plus == pytest.approx(0.5 * a.lambda_plus)
 
 
@@ -167,6 +169,7 @@ def test_a_spectrum_without_an_mp_bulk_keeps_its_lower_half_as_the_bulk():
     f = fit_mp(ev, 64, 64)
     lower = ev[f.num_zero:f.num_zero + (ev.size - f.num_zero + 1) // 2]
     q, q_mp = np.quantile(lower, _PROBS) / 64, mp_quantiles(_PROBS, 1.0)
+    # the same least-squares scale of np.quantile's linear quantiles: rounding only
     assert f.sigma2 == pytest.approx(float(q @ q_mp / (q_mp @ q_mp)), rel=1e-12)
     assert f.num_spikes >= ev.size // 2
 
@@ -188,7 +191,7 @@ def test_traps_of_heavy_tailed_entries_are_their_large_entries():
         for seed in range(10):
             W = S.pareto(n, n, seed, mu)
             R = randomize([W], n, n, seed=0)
-            assert R.mp.sigma2 == pytest.approx(np.var(W), rel=1e-12)
+            assert R.mp.sigma2 == pytest.approx(np.var(W), rel=1e-12)  # float64 two-pass variance as np.var's
             a2 = (W - W.mean()) ** 2
             lo, hi = np.sum(a2 > R.mp.threshold), np.sum(a2 + R.mp.sigma2 * 2 * n > R.mp.threshold)
             assert lo <= R.mp.num_spikes <= hi, (mu, seed)
@@ -264,9 +267,9 @@ def test_js_distance_known_answers():
     rng = np.random.default_rng(0)
     a = rng.lognormal(size=1000)
     assert js_distance(a, a) == 0.0
-    assert js_distance(a, 1e6 * a) == pytest.approx(1.0)  # disjoint supports
+    assert js_distance(a, 1e6 * a) == pytest.approx(1.0)  # disjoint supports: 1 up to rounding
     b = rng.lognormal(0.5, 1.0, size=1000)
-    assert js_distance(a, b) == pytest.approx(js_distance(b, a))
+    assert js_distance(a, b) == pytest.approx(js_distance(b, a))  # (the same terms summed in another order)
     assert 0.0 < js_distance(a, b) < 1.0
     # the zero bin: half zeros vs none is a large, finite distance
     z = np.concatenate([np.zeros(500), a[:500]])

@@ -406,7 +406,7 @@ def test_gptq_v2_zero_points_come_from_the_folder_config(tmp_path):
     (tmp_path / "m" / "config.json").write_text(json.dumps(
         {"quantization_config": {"quant_method": "gptq", "bits": 4, "checkpoint_format": "gptq_v2"}}))
     got = {r.name: r for r in open_source(tmp_path / "m")}["fc.weight"].load()
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)  # (code − zero)·scale rounded once, as want: equal
 
 
 def test_awq_gemm_layers_are_unpacked_in_awq_nibble_order(tmp_path):
@@ -418,6 +418,7 @@ def test_awq_gemm_layers_are_unpacked_in_awq_nibble_order(tmp_path):
     for source in (_save(tmp_path / "awq.safetensors", state), state):
         refs = {r.name: r for r in open_source(source)}
         assert list(refs) == ["attn.o_proj.weight"] and refs["attn.o_proj.weight"].shape == (128, 256)
+        # (code − zero)·scale rounded once to float32 by both: equal (rtol: margin only)
         np.testing.assert_allclose(refs["attn.o_proj.weight"].load(), want, rtol=1e-6, atol=0)
 
 
@@ -593,7 +594,7 @@ def _matches_stored_reference(folder: Path, reference: str, shape: tuple[int, in
     for name in want.files:
         got = refs[f"{name}.weight"].load()
         assert got.shape == want[name].shape and shape in (None, got.shape[-2:]), name
-        np.testing.assert_allclose(got, want[name], rtol=0, atol=atol, err_msg=name)
+        np.testing.assert_allclose(got, want[name], rtol=0, atol=atol, err_msg=name)  # (atol: each caller's reason)
     rows = htsr.analyze(folder, min_evals=5).layers
     experts = sum(want[n].shape[0] for n in want.files if want[n].ndim == 3)
     assert len(rows) == sum(want[n].ndim == 2 for n in want.files) + experts
@@ -813,6 +814,7 @@ def test_compressed_tensors_pack_quantized_layers(tmp_path, bits, n_in, group):
     refs = {r.name: r for r in open_source(_save(tmp_path / "ct.safetensors", state))}
     assert list(refs) == ["mlp.up_proj.weight"] and refs["mlp.up_proj.weight"].shape == (out, n_in)
     want = (q * np.repeat(scale.astype(np.float32), n_in // scale.shape[1], axis=1)).astype(np.float32)
+    # q·scale rounded once to float32 by both: equal
     np.testing.assert_allclose(refs["mlp.up_proj.weight"].load(), want, rtol=1e-6, atol=0)
 
 
@@ -845,6 +847,7 @@ def test_inconsistent_quantization_parts_fail_that_layer_by_name(tmp_path):
     (tmp_path / "m" / "config.json").write_text(json.dumps(
         {"quantization": {"bits": 4, "group_size": 64, "l.b": {"bits": 8}}}))
     (ref,) = open_source(tmp_path / "m")
+    # fp16 scale × 8-bit code is exact in float32, so both round scale·q + bias once: equal (measured 0)
     np.testing.assert_allclose(ref.load(), want, rtol=1e-6, atol=1e-7)
 
 
@@ -997,6 +1000,7 @@ def test_gptq_widths_the_shapes_cannot_tell_apart_are_not_guessed(tmp_path):
     (row,) = htsr.analyze(folder, min_evals=2).layers
     assert row.status.startswith("skipped: packed quantized weight: GPTQ qweight [16, 4]") and "bit widths" in row.status
     (folder / "quantize_config.json").write_text(json.dumps({"bits": 4, "group_size": 64}))
+    # (code − zero)·scale rounded once to float32 by both: equal
     np.testing.assert_allclose({r.name: r for r in open_source(folder)}["l.weight"].load(), want, rtol=1e-6, atol=0)
 
 

@@ -319,6 +319,7 @@ def test_a_flat_spectrum_has_no_erg_tail_at_any_scale():
     ref = erg_tail(x)
     for k in (1e-200, 1e-5, 1e5, 1e200):
         r = erg_tail(x * k)
+        # (λ·n/Σλ: the scaling's rounding only)
         assert r.num_erg == ref.num_erg and r.erg_lambda_min == pytest.approx(ref.erg_lambda_min, rel=1e-12)
 
 
