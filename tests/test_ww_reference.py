@@ -68,7 +68,7 @@ def test_minilm_erg_tail_matches_weightwatcher_detx(minilm_path):
 
     MiniLM's layers are small enough that WW's running product does not overflow, so the two must agree
     exactly on the count; the edges to float rounding of the mean normalisation (rel 1e-6, measured < 1e-12
-    on the accurate path; the fast path's float32 Gram moves the raw edge by ~1e-7 relative).
+    on the accurate path; the fast path's float32 Gram moves the edges by up to 7e-7 relative).
     """
     doc = json.loads((DATA / "minilm_l6_v2_detx.json").read_text())
     assert doc["meta"]["source_sha256"] == sha256(minilm_path)
