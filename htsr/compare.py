@@ -74,6 +74,7 @@ from .results import (
     atomic_write,
     csv_table,
     format_value,
+    in_means,
     json_safe,
     phase_column,
     saved_run,
@@ -193,8 +194,9 @@ class Comparison(NanEqual):
             "direction_from": self.direction_from,
             # counts as integers, as in summary.json (the table holds them as floats, NaN where undefined)
             "summary": [{"label": lab, **{c: int(v) if c.startswith("num_") and math.isfinite(v) else v
-                                          for c, v in zip(self.summary_columns, row)}}
-                        for lab, row in zip(self.labels, self.summary)],
+                                          for c, v in zip(self.summary_columns, row)},
+                         "means_over": r.summary.means_over}
+                        for lab, row, r in zip(self.labels, self.summary, self.results)],
             "ranking": [{"rank": e.rank, "label": e.label, "value": e.value} for e in self.ranking],
             "layer_metric": self.layer_metric,
             "layers": [{"name": n, "kind": k, "shapes": dict(zip(self.labels, s)),
@@ -405,7 +407,10 @@ def compare_results(results: Sequence[AnalysisResult], labels: Sequence[str] | N
     common = tuple(n for n in by_name[0] if all(n in d for d in by_name[1:]))
     values = tuple(tuple(float(getattr(d[n], layer_metric)) for d in by_name) for n in common)
     shape_differs = tuple(n for n in common if len({d[n].shape for d in by_name}) > 1)
-    finite = [v for n, v in zip(common, values) if all(math.isfinite(x) for x in v) and n not in shape_differs]
+    # over the rows each model's summary means average (an adapter's #delta rows: not its frozen #base)
+    over = [r.summary.means_over for r in results]
+    finite = [v for n, v in zip(common, values) if all(math.isfinite(x) for x in v) and n not in shape_differs
+              and all(in_means(n, o) for o in over)]
     means = tuple(math.fsum(v[i] for v in finite) / len(finite) if finite else NAN for i in range(len(results)))
     order: dict[str, None] = {}
     for d in by_name:
@@ -568,8 +573,10 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
                      + f" layers; {same} the same in all, by name and shape): the ranking "
                      + ("counts in" if _a_count(c.metric) else "averages") + " each model's own layers")
     if c.common_layers:
+        of = ("" if all(r.summary.means_over == "all" for r in c.results)
+              else ", of the rows the summary means average")
         parts.append(f"mean {c.layer_metric} over the {c.num_common_finite} layers present in every model with one "
-                     f"shape where it is finite in each (the same layers for all): "
+                     f"shape where it is finite in each{of} (the same layers for all): "
                      + "  ".join(f"{lab} {format_value(v)}" for lab, v in zip(c.labels, c.common_means)))
     if c.name_alignment:
         parts.append(f"layer names matched to {c.labels[0]}'s by " + "; ".join(c.name_alignment))

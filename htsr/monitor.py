@@ -95,7 +95,7 @@ class MonitorRecord(NanEqual):
     epoch: int | float | None
     time: float  # Unix time at the record
     layers: tuple[LayerAlpha, ...]
-    mean_alpha: float  # mean over the layers with a finite alpha (NaN if none has one)
+    mean_alpha: float  # over the rows a summary's means average (results.means_rows) with a finite alpha, or NaN
     alert: bool = False
     seconds: float = NAN
 
@@ -112,6 +112,13 @@ def _mean_alpha(layers: Iterable[LayerAlpha]) -> float:
     _, rows = means_rows(list(layers))
     vals = [r.alpha for r in rows if math.isfinite(r.alpha)]
     return math.fsum(vals) / len(vals) if vals else NAN
+
+
+def _counted(layers: Iterable[LayerAlpha]) -> str:
+    """The rows :func:`_mean_alpha` averages, counted: '12 layer(s)', '3 update(s) (#delta rows)'."""
+    over, rows = means_rows(list(layers))
+    n = sum(math.isfinite(r.alpha) for r in rows)
+    return {"all": f"{n} layer(s)", "delta": f"{n} update(s) (#delta rows)"}.get(over, f"{n} #merged row(s)")
 
 
 def _below(mean: float, threshold: float) -> str:
@@ -266,7 +273,7 @@ class AlphaMonitor:
             where = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                               for k, v in (("step", step), ("epoch", epoch)) if v is not None)
             warnings.warn(HtsrAlphaWarning(
-                f"mean alpha {_below(mean, self.threshold)} of {sum(math.isfinite(r.alpha) for r in layers)} layer(s) dropped below "
+                f"mean alpha {_below(mean, self.threshold)} of {_counted(layers)} dropped below "
                 f"{self.threshold:g}{' at ' + where if where else ''}: layers may be over-trained"),
                 stacklevel=3)
             if self.on_alert is not None:

@@ -176,9 +176,9 @@ SUMMARY_METRICS = ("alpha", "alpha_weighted", "log_alpha_norm", "log_norm", "log
 
 
 #: what a summary's means average over: every row; an adapter's updates (its ``#delta`` rows); the adapted
-#: model's weights (every row but the ``#base`` ones)
+#: model's weights (its ``#merged`` rows, and rows of no tag)
 MEANS_OVER = {"all": "layers", "delta": "the adapter's updates (#delta rows)",
-              "merged": "the adapted weights (rows but #base)"}
+              "merged": "the adapted weights (#merged rows)"}
 
 
 class _Named(Protocol):
@@ -189,20 +189,31 @@ class _Named(Protocol):
 _R = TypeVar("_R", bound=_Named)
 
 
-def means_rows(layers: Sequence[_R]) -> tuple[str, list[_R]]:
-    """The rows a model's mean metrics average over, and their key in :data:`MEANS_OVER`. Every row, but of an
-    adapter's rows (``<module>#delta``, ``#base`` and ``#merged``, with ``--base``) the updates: the frozen base,
-    and the merged weights close to it, would hold a mean where it started whatever the training did. When no
-    update has a finite alpha (ranks below ``min_evals`` are not fitted), the adapted model's weights: every row
-    but the frozen ``#base``."""
+def row_tag(name: str) -> str:
+    """A row's adapter tag: 'delta', 'base' or 'merged' (``<module>#delta`` …), else ''."""
     from .io.base import ROW_TAG
 
-    tags = [m["tag"] if (m := ROW_TAG.search(r.name)) else "" for r in layers]
-    if any(math.isfinite(r.alpha) for r, t in zip(layers, tags) if t == "delta"):
-        return "delta", [r for r, t in zip(layers, tags) if t == "delta"]
-    if "base" in tags and any(t != "base" for t in tags):
-        return "merged", [r for r, t in zip(layers, tags) if t != "base"]
-    return "all", list(layers)
+    return m["tag"] if (m := ROW_TAG.search(name)) else ""
+
+
+def in_means(name: str, over: str) -> bool:
+    """Whether the row ``name`` is one a summary's means average when they are over ``over`` (MEANS_OVER)."""
+    tag = row_tag(name)
+    return over == "all" or (tag == "delta" if over == "delta" else tag not in ("base", "delta"))
+
+
+def means_rows(layers: Sequence[_R]) -> tuple[str, list[_R]]:
+    """The rows a model's mean metrics average over, and their key in :data:`MEANS_OVER`. Every row, but of an
+    adapter's rows (``<module>#delta``, and with ``--base`` ``#base`` and ``#merged``) the updates: the frozen
+    base, and the merged weights close to it, would hold a mean where it started whatever the training did.
+    When no update has a finite alpha (ranks below ``min_evals`` are not fitted) and the adapted weights are
+    there, those: the ``#merged`` rows."""
+    tags = [row_tag(r.name) for r in layers]
+    fitted = any(math.isfinite(r.alpha) for r, t in zip(layers, tags) if t == "delta")
+    merged = any(t not in ("base", "delta") for t in tags)
+    over = ("delta" if "delta" in tags and (fitted or not merged) else
+            "merged" if "base" in tags and merged else "all")
+    return over, [r for r in layers if in_means(r.name, over)]
 
 
 @dataclass(frozen=True, eq=False)

@@ -627,6 +627,9 @@ def test_a_lora_model_s_mean_alpha_is_its_updates(tmp_path):
     deltas = [la.alpha for la in rec.layers if la.name.endswith("#delta") and math.isfinite(la.alpha)]
     # (fsum / 2 against sum / 2: rounding); the other rows' mean differs by ~65 %, far outside approx's 1e-6
     assert len(deltas) == 2 and rec.mean_alpha == pytest.approx(sum(deltas) / 2, rel=1e-12)
+    # an alert counts the rows it averaged: 2 updates, not every row with an alpha
+    with pytest.warns(HtsrAlphaWarning, match=r"of 2 update\(s\) \(#delta rows\) dropped below"):
+        AlphaMonitor(pm, None, every=1, unit="step", threshold=100.0).step(1)
     assert rec.mean_alpha != pytest.approx(_mean_alpha([la for la in rec.layers if "#delta" not in la.name]))
     # rank 8 < min_evals: the updates are not fitted; the mean is the merged weights' (it was NaN: no alert)
     pm8 = peft.get_peft_model(mlp(), peft.LoraConfig(r=8, target_modules=["0", "2"], init_lora_weights=False))

@@ -583,14 +583,22 @@ def test_summary_means_of_an_adapter_are_its_updates_or_else_the_adapted_weights
     unfitted = htsr.analyze(d / "adapter", base=d / "base.safetensors", min_evals=10)
     assert all(not np.isfinite(x.alpha) for x in unfitted.layers if x.name.endswith("#delta"))
     assert unfitted.summary.means_over == "merged"
-    kept = [x for x in unfitted.layers if not x.name.endswith("#base")]
-    assert unfitted.summary.means["alpha"] == pytest.approx(mean(kept), rel=1e-12)  # as above
+    kept = [x for x in unfitted.layers if x.name.endswith("#merged")]  # not the updates' norms
+    for m in ("alpha", "log_norm", "stable_rank"):
+        assert unfitted.summary.means[m] == pytest.approx(mean(kept, m), rel=1e-12), m  # as above
+    alone = htsr.analyze(d / "adapter", min_evals=10)  # an adapter's rows are its updates, fitted or not
+    assert alone.summary.means_over == "delta" and math.isnan(alone.summary.means["alpha"])
 
     plain = htsr.analyze(d / "base.safetensors", min_evals=2)
     assert plain.summary.means_over == "all"
     text = format_comparison(compare_results([r, unfitted, plain], labels=["lora", "short", "base"]))
     assert ("the summary means are over the adapter's updates (#delta rows) for lora; the adapted weights "
-            "(rows but #base) for short; layers for base") in text
+            "(#merged rows) for short; layers for base") in text
+    # two adapters: the mean over their common layers is over the updates too, as the summary's; the JSON says so
+    c = compare_results([r, htsr.analyze(d / "adapter", base=d / "base.safetensors", min_evals=3)])
+    assert c.num_common_finite == 3 and c.common_means[0] == pytest.approx(mean(delta), rel=1e-12)  # as above
+    assert [s["means_over"] for s in c.as_dict()["summary"]] == ["delta", "delta"]
+    assert "of the rows the summary means average" in format_comparison(c)
     assert main(["analyze", str(d / "adapter"), "--base", str(d / "base.safetensors"), "--min-evals", "2",
                  "--no-progress", "--out", str(tmp_path / "out")]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("means over"))
