@@ -412,9 +412,12 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         del mats
         rows, cols = (aspect_window_shape(lm.N, lm.M, opts.farms_aspect) if num_windows else (lm.rows, lm.cols))
         storage_floor = _noise_edge(rms, rows, cols, scale) if rms else 0.0
-        # the storage's rounding under a gap, for FARMS' windows: the same rms's edge on a window's sides (a bfloat16
-        # rank-60 200 x 150 layer's two 200 x 100 windows had their 80 rounding eigenvalues fitted beside its 120)
-        window_zeros = storage_zeros * _noise_edge(1.0, rows, cols, 1.0) / _noise_edge(1.0, lm.rows, lm.cols, 1.0)
+        # the storage's rounding under a gap, for FARMS' windows: the same rms's edge on a window's sides, when the
+        # windows' spectrum has a gap above it too (a bfloat16 rank-60 200 x 150 layer's two 200 x 100 windows had
+        # their 80 rounding eigenvalues fitted beside its 120; a window of small entries, whose rounding is
+        # smaller, can have real eigenvalues under that edge, and then no gap)
+        window_zeros = _under_gap(fit_spectrum.evals, storage_zeros * _noise_edge(1.0, rows, cols, 1.0) / _noise_edge(
+            1.0, lm.rows, lm.cols, 1.0)) if storage_zeros and num_windows else 0.0
     except LayerSkipped as e:
         return LayerResult(**base, status=f"skipped: {e}"), None
     except HtsrError as e:
@@ -491,8 +494,9 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         whole = int(np.count_nonzero(spectrum.kept(whole_cut, max(ww_cut if ww_applies(spectrum) else 0.0,
                                                                   whole_floor)))) if num_windows else None
         if whole is not None and whole < opts.min_evals:
-            noise = (" (the rounding noise of the model's and the base's stored weights)"
-                     if lm.resolution and whole_floor >= whole_cut else "")
+            noise = ("" if not whole_floor or whole_floor < whole_cut else
+                     " (the rounding noise of the model's and the base's stored weights)" if lm.resolution else
+                     " (the rounding of the weights' storage, under a gap)" if whole_floor == storage_zeros else "")
             fit, status = not_attempted, (f"not_fitted: {whole} of {lm.num_evals} eigenvalues above the floor "
                                           f"{whole_cut:.3g}{noise} < min_evals={opts.min_evals} (the windows of "
                                           "--farms-aspect only repeat them)")
@@ -684,7 +688,12 @@ def _rounding_zeros(ev: np.ndarray, lm: LayerMatrices, scale: float) -> float:
     if lm.storage_eps:  # Σλ / (matrices·rows·cols): the entries' mean square, the scale divided out
         rms = max(rms, lm.storage_eps / math.sqrt(3.0) * math.sqrt(float(np.sum(ev)) / scale / (
             lm.num_matrices * lm.rows * lm.cols)))
-    floor = 2.0 * _noise_edge(rms, lm.rows, lm.cols, scale)
+    return _under_gap(ev, 2.0 * _noise_edge(rms, lm.rows, lm.cols, scale))
+
+
+def _under_gap(ev: np.ndarray, floor: float) -> float:
+    """``floor`` when at least ROUNDING_MIN_ZEROS of the eigenvalues ``ev`` lie under it and the next one lies
+    ROUNDING_GAP times above it (a gap, as a rank-deficient layer's spectrum has), else 0."""
     k = int(np.searchsorted(ev, floor, side="right"))
     return floor if ROUNDING_MIN_ZEROS <= k < ev.size and ev[k] >= ROUNDING_GAP * floor else 0.0
 

@@ -1096,6 +1096,11 @@ def test_a_coarse_storage_counts_zeros_only_under_a_gap(tmp_path):
     rows = {r.name: r for r in htsr.analyze(tmp_path / "m.safetensors").layers}
     assert rows["sq"].num_zero_evals == 0 and rows["e4"].num_zero_evals == 0
     assert rows["r10"].num_zero_evals == 140
+    # not fitted, with or without FARMS' windows, and the floor that cut its eigenvalues named
+    why = "eigenvalues above the floor 0.0701 (the rounding of the weights' storage, under a gap) < min_evals=50"
+    assert rows["r10"].status == f"not_fitted: 10 of 150 {why}"
+    farms = htsr.analyze(tmp_path / "m.safetensors", farms_aspect=2.0, layers="r10").layers[0]
+    assert farms.status == f"not_fitted: 10 of 150 {why} (the windows of --farms-aspect only repeat them)"
 
 
 def test_farms_windows_of_a_coarse_storage_leave_out_its_rounding_too(tmp_path):
@@ -1117,6 +1122,16 @@ def test_farms_windows_of_a_coarse_storage_leave_out_its_rounding_too(tmp_path):
         assert rows["r60"].farms_windows == windows and rows["r60"].num_fit_evals == 60 * windows, aspect
         assert rows["r60"].status == "ok"
         assert rows["full"].num_fit_evals == windows * (100 if aspect == 2.0 else 150), aspect
+    # a window of small entries (columns 100-149 at 0.005 of the rest) has smaller rounding than that edge
+    # assumes, and real eigenvalues under it (1.2e-3 to 7.9e-3 against ~4e-3): no gap, no cut. The float32
+    # copy fits 120 window eigenvalues; the bfloat16 one keeps each of them (it had cut 7)
+    U, V = rng.standard_normal((200, 60)), rng.standard_normal((150, 60))
+    weak = U @ V.T / np.sqrt(60)
+    weak[:, 100:] *= 0.005
+    save_file({"w.weight": weak.astype(np.float32)}, str(tmp_path / "f32.safetensors"))
+    save_file({"w.weight": weak.astype(ml_dtypes.bfloat16)}, str(tmp_path / "bf16.safetensors"))
+    f32, bf16 = (htsr.analyze(tmp_path / f"{n}.safetensors", farms_aspect=2.0).layers[0] for n in ("f32", "bf16"))
+    assert f32.num_fit_evals == 120 and bf16.num_fit_evals >= 120
 
 
 def test_the_storage_rounding_floor_is_its_closed_form():
