@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import OptionError
 from .fits.powerlaw import FLAT_SPREAD, ks_scan
+from .results import SUMMARY_METRICS
 from .rmt.phases import PHASES
 from .rmt.setol import erg_eigenvalues
 from .rmt.traps import esd_bins
@@ -451,10 +452,14 @@ def phase_counts(result: Any) -> Panel:
 def metric_trend(results: Sequence[Any], labels: Sequence[str], metrics: Sequence[str]) -> list[Panel]:
     """One panel per summary metric: its value for each result, in the order given (checkpoints)."""
     x = np.arange(len(results), dtype=np.float64)
+    over = dict.fromkeys(r.summary.means_over for r in results)  # an adapter's: its updates' (results.means_rows)
+    words = {"all": "every row", "delta": "#delta rows", "merged": "#merged rows"}
+    rows = "" if list(over) == ["all"] else f" (means over {' / '.join(words[o] for o in over)})"
     panels = []
     for m in metrics:
         y = np.asarray([r.summary.as_dict().get(m, math.nan) for r in results], dtype=np.float64)
-        panels.append(Panel(f"{m} across models", "model (order given)", m,
+        shown = rows if m in SUMMARY_METRICS else ""  # (counts and shares are of every row)
+        panels.append(Panel(f"{m} across models{shown}", "model (order given)", m,
                             (Series("line", x, y, m, "data", tuple(labels)),
                              Series("points", x, y, "", "data", tuple(labels)))))
     return panels

@@ -465,3 +465,12 @@ def test_metric_trend_values_are_the_summaries(model, gauss):
         want = [r.summary.as_dict()[m] for r in (model, other)]
         np.testing.assert_array_equal(line.y, np.asarray(want, dtype=np.float64))  # NaN where not computed
         assert line.labels == ("model", "other") and line.x.tolist() == [0.0, 1.0]
+    assert [p.title for p in panels] == [f"{m} across models" for m in metrics]
+    # an adapter's means are over its updates: the metric panels say so, the counts (of every row) do not
+    import dataclasses
+
+    lora = dataclasses.replace(other, summary=dataclasses.replace(other.summary, means_over="delta"))
+    titles = [p.title for p in F.metric_trend([model, lora], ["model", "lora"], metrics)]
+    over = " (means over every row / #delta rows)"
+    assert titles == [f"alpha across models{over}", f"D across models{over}", "num_layers across models",
+                      f"rand_js_distance across models{over}"]
