@@ -48,6 +48,31 @@ def matrix_with_singular_values(s: np.ndarray, rows: int, cols: int, seed: int =
     return (U * s) @ V.T
 
 
+def layer_row(name: str = "l0", **columns):
+    """A fitted dense row with these columns (the rest as analyze leaves them): for tests of outputs."""
+    from htsr.results import LayerResult
+
+    base = dict(name=name, kind="dense", shape="60x50", N=60, M=50, num_matrices=1, num_evals=50, status="ok",
+                warning="", eig_method="svd64", num_evals_below_floor=0.0, alpha=3.0)
+    return LayerResult(**{**base, **columns})
+
+
+def result_of(rows, **options):
+    """An AnalysisResult of these rows, its summary computed from them."""
+    from htsr.results import AnalysisResult, Summary
+
+    rows = tuple(rows)
+    return AnalysisResult(rows, Summary.of(rows), "test.safetensors", dict(options))
+
+
+def save_run(result, folder: Path) -> Path:
+    """``result`` written as ``htsr analyze --out`` writes a run: layers.csv and summary.json in ``folder``."""
+    folder.mkdir()
+    result.to_csv(folder / "layers.csv")
+    (folder / "summary.json").write_text(result.json_text(layers=False))
+    return folder
+
+
 def one_line_source_error(excinfo, *must_contain: str) -> str:
     """Assert that a raised error is htsr's SourceError with a one-line message containing each string."""
     from htsr.errors import SourceError

@@ -19,6 +19,7 @@ import pytest
 from safetensors.numpy import save_file
 
 import htsr
+from conftest import layer_row, result_of
 from htsr.cli import main
 from htsr.results import TABLE_COLUMNS
 
@@ -1007,3 +1008,25 @@ def test_import_htsr_loads_no_optimiser_or_statistics_module():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_cli_table_shows_two_trap_locations_of_three():
+    from htsr.cli import format_table
+
+    r = result_of([layer_row("a", num_traps=3.0, trap_weights="1,2; 3,4; 5,6")])
+    assert format_table(r, ["name", "trap_weights"]).splitlines()[1].split(None, 1)[1] == "1,2; 3,4; …"
+
+
+def test_a_del_character_in_a_name_is_escaped_in_the_cli_table():
+    from htsr.cli import format_table
+
+    assert format_table(result_of([layer_row("a\x7fb")]), ["name"]).splitlines()[1] == "a\\x7fb"
+
+
+def test_the_cli_summary_puts_each_warning_count_under_its_name():
+    from htsr.cli import format_summary
+
+    r = result_of([layer_row("a", warning="over-trained", alpha=1.5), layer_row("b", warning="over-trained", alpha=1.6),
+                 layer_row("c", warning="under-trained", alpha=7.0)])
+    line = next(l for l in format_summary(r).splitlines() if l.startswith("warnings:"))
+    assert line.startswith("warnings: over-trained 2  under-trained 1  uncertain 0")

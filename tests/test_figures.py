@@ -11,6 +11,7 @@ import pytest
 from scipy.integrate import quad
 
 import htsr
+from conftest import layer_row, result_of
 from htsr import figures as F
 from htsr.rmt.phases import PHASES
 
@@ -467,10 +468,33 @@ def test_metric_trend_values_are_the_summaries(model, gauss):
         assert line.labels == ("model", "other") and line.x.tolist() == [0.0, 1.0]
     assert [p.title for p in panels] == [f"{m} across models" for m in metrics]
     # an adapter's means are over its updates: the metric panels say so, the counts (of every row) do not
-    import dataclasses
-
     lora = dataclasses.replace(other, summary=dataclasses.replace(other.summary, means_over="delta"))
     titles = [p.title for p in F.metric_trend([model, lora], ["model", "lora"], metrics)]
     over = " (means over every row / #delta rows)"
     assert titles == [f"alpha across models{over}", f"D across models{over}", "num_layers across models",
                       f"rand_js_distance across models{over}"]
+
+
+def test_series_as_dict_maps_infinities_to_none():
+    import numpy as np
+    from htsr.figures import Panel, Series
+
+    s = Series("line", np.array([1.0, np.inf]), np.array([np.nan, -np.inf]), "a", "data")
+    assert s.as_dict()["x"] == [1.0, None] and s.as_dict()["y"] == [None, None]
+    json.dumps(Panel("t", "x", "y", (s,)).as_dict(), allow_nan=False)  # strict JSON, as the docstring says
+
+
+def test_a_distribution_of_equal_alphas_has_bins_of_positive_width():
+    import numpy as np
+    from htsr.figures import alpha_distribution
+
+    hist = alpha_distribution(result_of([layer_row("a", alpha=3.0), layer_row("b", alpha=3.0)])).series[0]
+    assert hist.x[0] == 3.0 and hist.x[-1] == 4.0 and np.all(np.diff(hist.x) > 0)
+    assert hist.y[0] == 2.0  # both layers in the first bar, [3, 3.2)
+
+
+def test_kinds_are_drawn_in_alphabetical_order():
+    from htsr.figures import alpha_by_layer
+
+    r = result_of([layer_row("a", kind="dense"), layer_row("b", kind="conv2d"), layer_row("c", kind="embedding")])
+    assert [s.label for s in alpha_by_layer(r).series if s.kind == "points"] == ["conv2d", "dense", "embedding"]

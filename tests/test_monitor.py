@@ -665,3 +665,63 @@ def test_a_monitor_csv_saved_with_a_bom_is_read_and_continued(tmp_path):
     assert [r.step for r in load_history(path)] == [1]
     AlphaMonitor(mlp(), path, unit="step").step(2)
     assert [r.step for r in load_history(path)] == [1, 2]
+
+
+def test_the_alert_message_shows_a_mean_below_the_threshold():
+    from htsr.monitor import _below
+
+    assert _below(1.99996, 2.0) == "1.99996"  # not '2.000' ("mean alpha 2.000 ... dropped below 2")
+    assert _below(1.5, 2.0) == "1.500"
+
+
+def test_a_threshold_below_2_gets_its_own_line():
+    from htsr.monitor import alpha_over_time
+
+    roles = [s.role for s in alpha_over_time([], threshold=1.5).series]
+    assert roles == ["band", "threshold"]
+    assert [s.role for s in alpha_over_time([], threshold=2.0).series] == ["band"]
+
+
+def test_a_mean_alpha_equal_to_the_threshold_does_not_alert():
+    import warnings
+    import torch
+    from htsr.monitor import AlphaMonitor
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 96))
+    mean = AlphaMonitor(model, None).record().mean_alpha
+    assert math.isfinite(mean)
+    mon = AlphaMonitor(model, None, threshold=mean)  # "alerts when the mean drops below threshold"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rec = mon.record()
+    assert rec.mean_alpha == mean and not rec.alert and not mon.alert
+
+
+def test_a_record_without_a_fitted_layer_keeps_the_alert_state():
+    import warnings
+    import torch
+    from htsr.monitor import AlphaMonitor, HtsrAlphaWarning
+
+    torch.manual_seed(0)
+    big = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 96))
+    tiny = torch.nn.Linear(4, 8)  # 4 eigenvalues: described, not fitted (NaN alpha)
+    mon = AlphaMonitor(big, None, threshold=100.0)  # any model is below 100
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert mon.record(step=1).alert
+        mon.model = tiny
+        assert math.isnan(mon.record(step=2).mean_alpha)
+        mon.model = big
+        rec = mon.record(step=3)  # still below: the same crossing, no second alert
+    assert not rec.alert and mon.alert
+    assert len([w for w in caught if issubclass(w.category, HtsrAlphaWarning)]) == 1
+
+
+def test_the_mean_alpha_line_is_drawn_on_the_alpha_panel_only():
+    from htsr.monitor import LayerAlpha, MonitorRecord, alpha_over_time
+
+    hist = [MonitorRecord(s, None, 0.0, (LayerAlpha("l0", "dense", a, a, 1.0, d, "ok"),), a)
+            for s, a, d in ((1, 4.0, 0.05), (2, 3.0, 0.04))]
+    assert [s.role for s in alpha_over_time(hist, x="step", metric="alpha").series] == ["series:0", "mean", "band"]
+    assert [s.role for s in alpha_over_time(hist, x="step", metric="D").series] == ["series:0"]

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import htsr
+from conftest import layer_row, result_of
 from htsr.errors import HtsrError
 from htsr.figures import layer_panels
 from htsr.report import _panel_json, render_report, write_report
@@ -443,3 +444,49 @@ def test_browser_count_axes_have_whole_number_ticks(browser, tmp_path):
     assert len(ticks) == 2 and all(len(t) >= 2 for t in ticks)
     assert all(float(v) == int(float(v)) for t in ticks for v in t), ticks
     assert _errors(browser) == []
+
+
+def test_a_layer_whose_diagnostics_failed_is_listed_as_not_ok():
+    from htsr.report import render_report
+
+    page = render_report(result_of([layer_row("good"), layer_row("odd.layer", status="ok; diagnostics failed: localization")]))
+    not_ok = page.split('<ul id="not-ok">', 1)[1].split("</ul>", 1)[0]
+    assert 'data-layer="odd.layer"' in not_ok and 'data-layer="good"' not in not_ok
+    assert "Layers whose status is not ok (1)" in page
+
+
+def test_an_infinite_value_does_not_stop_the_report():
+    from htsr.report import render_report
+
+    page = render_report(result_of([layer_row("a", lambda_max=math.inf, alpha=2.5)]))
+    assert "<td class=\"num\">∞</td>" in page
+    cfg = page.split('id="htsr-config">', 1)[1].split("</script>", 1)[0]
+    json.loads(cfg)  # strict JSON: no Infinity
+
+
+def test_panel_numbers_embedded_in_the_report_are_strict_json():
+    import numpy as np
+    from htsr.figures import Panel, Series
+    from htsr.report import _panel_json
+
+    p = Panel("t", "x", "y", (Series("line", np.array([1.0, np.inf, 3.0]), np.array([np.nan, -np.inf, 2.0]), "a", "data"),))
+    s = json.loads(_panel_json(p))["series"][0]
+    assert s["x"] == [1.0, None, 3.0] and s["y"] == [None, None, 2.0]
+
+
+def test_quotes_in_a_layer_name_are_escaped_in_attributes():
+    from htsr.report import render_report
+
+    name = 'enc."x" onmouseover="alert(1)'
+    page = render_report(result_of([layer_row(name, warning="over-trained", alpha=1.5)]))
+    assert 'data-layer="enc.&quot;x&quot; onmouseover=&quot;alert(1)"' in page
+    assert 'onmouseover="alert(1)' not in page
+
+
+def test_the_summary_card_counts_not_fitted_and_skipped_apart():
+    from htsr.report import render_report
+
+    r = result_of([layer_row("a"), layer_row("b", status="not_fitted: 4 eigenvalues", alpha=math.nan),
+                 layer_row("c", status="skipped: over max_evals", alpha=math.nan), layer_row("d", status="skipped: unchanged", alpha=math.nan)])
+    page = render_report(r)
+    assert "<dt>not fitted</dt><dd>1</dd>" in page and "<dt>skipped</dt><dd>2</dd>" in page
