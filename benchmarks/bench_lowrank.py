@@ -4,7 +4,7 @@ For a ``--size`` × ``--size`` layer (seeded N(0, 1) factors), ``--repeats`` tim
 factored path on one BLAS thread, as analyze runs it (threads only slow down its thin QRs), the dense SVD on
 all of them:
 
-* LoRA, rank ``--rank``: ΔW = B·A, htsr's QR path (:func:`htsr.spectra.lowrank_eigenvalues`);
+* LoRA, rank ``--rank``: ΔW = B·A, htsr's QR path (:func:`htsr.factored.lowrank_eigenvalues`);
 * LoHa, rank ``--rank`` per pair: ΔW = (B1·A1) ∘ (B2·A2), one LowRank of rank r² (:func:`hadamard_lowrank`);
 * LoKr, factor 8, its second factor of rank ``--rank``: ΔW = W1 ⊗ (B2·A2), W1 8 × 8 (:class:`Kronecker`).
 

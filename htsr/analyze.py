@@ -394,7 +394,8 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
             del windows  # views into mats: they would keep the tensor alive through the fits
         else:
             fit_spectrum = spectrum
-        zeros = storage_zeros = _rounding_zeros(spectrum.evals, lm, scale)  # a coarse storage's rounding, under a gap
+        # a coarse storage's rounding, under a gap
+        zeros = storage_zeros = _rounding_zeros(spectrum.evals, lm, scale)
         if _round_off_left(spectrum):  # a larger refine_fraction left float32 round-off unrefined: zeros, as many
             # as the rank leaves out (each matrix's own below its floor, when they are more than 1 % of it: a
             # pooled layer's largest floor had taken 93 for 55)

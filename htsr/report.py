@@ -233,7 +233,8 @@ def _summary(result: AnalysisResult) -> str:
     return ("<section id=\"summary\"><h2>Summary</h2><div class=\"cards\">"
             f"<div><h3>Layers</h3>{_kv(counts)}</div><div><h3>Warnings</h3>{_kv(warns)}</div>"
             f"<div><h3>Phases</h3>{_kv(phases)}</div><div><h3>Tail fits</h3>{_kv(fits)}</div>"
-            f"<div><h3>Means over {_e(MEANS_OVER[s.means_over])} with a finite value</h3>{_kv(means)}</div>{passed}</div></section>\n")
+            f"<div><h3>Means over {_e(MEANS_OVER[s.means_over])} with a finite value</h3>{_kv(means)}</div>"
+            f"{passed}</div></section>\n")
 
 
 def _layer_link(i: int, r: LayerResult) -> str:

@@ -174,7 +174,6 @@ SUMMARY_METRICS = ("alpha", "alpha_weighted", "log_alpha_norm", "log_norm", "log
                    "rand_js_distance", "erg_delta_lambda_min")
 
 
-
 #: what a summary's means average over: every row; an adapter's updates (its ``#delta`` rows); the adapted
 #: model's weights (its ``#merged`` rows, and rows of no tag)
 MEANS_OVER = {"all": "layers", "delta": "the adapter's updates (#delta rows)",
@@ -218,7 +217,8 @@ def means_rows(layers: Sequence[_R]) -> tuple[str, list[_R]]:
 
 @dataclass(frozen=True, eq=False)
 class Summary(NanEqual):
-    """Model summary: layer counts and each metric's mean over the layers where it is finite."""
+    """Model summary: layer counts (of every row) and each metric's mean over the rows :func:`means_rows` picks
+    (every one; an adapter's updates) where it is finite."""
 
     num_layers: int
     num_fitted: int

@@ -84,8 +84,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import LayerSkipped, SourceError
-from ..matrices import VECTOR, SharedLoad, is_vector
 from ..factored import LowRank
+from ..matrices import VECTOR, SharedLoad, is_vector
 from .base import SPLIT_NAME, TensorRef, first_overlap, import_extra, one_line, skipped_loader
 
 __all__ = ["GGUF_MAGIC", "GGUFFile", "GGUFSplit", "GGUFTensorRef", "gguf_kind", "is_gguf", "open_gguf"]

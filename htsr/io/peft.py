@@ -14,7 +14,7 @@ store ``…lora_embedding_A`` (r × vocab) and ``…lora_embedding_B`` (dim × r
 that the module name ends with),
 and r is read from the factors' shapes, so ``rank_pattern`` needs no lookup. Each update becomes one
 row of kind ``lora`` named ``<module>#delta`` whose eigenvalues come from the QR factors of B and Aᵀ
-(:func:`htsr.spectra.lowrank_eigenvalues`); the out × in product is never formed. A conv LoRA (A a
+(:func:`htsr.factored.lowrank_eigenvalues`); the out × in product is never formed. A conv LoRA (A a
 conv kernel [r, in, k…], B a 1×1 conv [out, r, 1…]) has ΔW[:, :, p] = s·B·A[:, :, p] at every kernel
 position p: one LowRank per position, pooled or per position like the base conv layer's matrices (and
 with its WeightWatcher 1/2 scale for 2-D kernels), so its row compares with ``#base``.
@@ -60,8 +60,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import LayerSkipped, SourceError
-from ..matrices import SharedLoad, infer_kind
 from ..factored import Factored, Kronecker, LowRank, hadamard_lowrank
+from ..matrices import SharedLoad, infer_kind
 from .base import TensorRef, TensorSource, skipped_loader
 
 __all__ = ["ADAPTER_FILES", "PeftAdapter", "is_peft_folder", "looks_like_lora", "single_file_lora"]
@@ -914,7 +914,7 @@ def _dims(parts: dict[str, tuple[int, ...]], name: str, n: int = 2) -> tuple[int
 def _lycoris_update(parts: dict[str, np.ndarray], scale: float, kernel: tuple[int, ...], peft: bool = False
                     ) -> Factored | list[Factored]:
     """A LoHa / LoKr update from its parts (as peft's get_delta_weight and LyCORIS form it, without forming it):
-    LoHa's s·(w1a·w1b) ∘ (w2a·w2b) as one LowRank of rank r1·r2 (:func:`~htsr.spectra.hadamard_lowrank`), LoKr's
+    LoHa's s·(w1a·w1b) ∘ (w2a·w2b) as one LowRank of rank r1·r2 (:func:`~htsr.factored.hadamard_lowrank`), LoKr's
     s·(w1 ⊗ w2) as a :class:`~htsr.factored.Kronecker`, with w1 = w1a·w1b and w2 = w2a·w2b when low-rank. A
     conv's (``kernel`` its kernel shape, () for a linear layer) is one per kernel position p in ``numpy.ndindex``
     order: a Tucker core's slice t[:, :, p] between the pair (wᵃᵀ·t_p·wᵇ), a full conv factor's slice, or the
