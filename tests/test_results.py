@@ -98,3 +98,22 @@ def test_the_not_analysed_line_totals_the_tensors_not_the_reasons():
     r = AnalysisResult(rows, Summary.of(rows), "m", {}, (), 10,
                        NotAnalysed.tally({"a bias": ["b1", "b2", "b3"], "a 1-D norm scale": ["n1", "n2"]}))
     assert format_not_analysed(r).startswith("tensors not analysed: 5 of 10: ")
+
+
+def test_the_readme_column_table_names_every_column_and_no_other():
+    """README's column table (its rows' first cells, `loc_pr_*` a prefix) names each LayerResult column, and every
+    name it gives is one: a column added without a line, or a line left for a renamed column, fails here."""
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    from htsr.results import LayerResult
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    named = {n for line in text.splitlines() if line.startswith("| `")
+             for n in re.findall(r"`([A-Za-z_0-9]+\*?)`", line.split("|")[1])}
+    columns = [f.name for f in dataclasses.fields(LayerResult)]
+    covered = lambda c: c in named or any(n.endswith("*") and c.startswith(n[:-1]) for n in named)  # noqa: E731
+    assert [c for c in columns if not covered(c)] == []
+    assert sorted(n for n in named if not any(c == n or (n.endswith("*") and c.startswith(n[:-1]))
+                                              for c in columns)) == []
