@@ -117,3 +117,17 @@ def test_the_readme_column_table_names_every_column_and_no_other():
     assert [c for c in columns if not covered(c)] == []
     assert sorted(n for n in named if not any(c == n or (n.endswith("*") and c.startswith(n[:-1]))
                                               for c in columns)) == []
+
+
+def test_the_readme_names_every_summary_key():
+    """README's paragraph on summary.json names each key of Summary.as_dict (a phase's as `num_<phase>`)."""
+    from pathlib import Path
+
+    from htsr.results import phase_column
+    from htsr.rmt.phases import PHASES
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    phases = {phase_column(p) for p in PHASES}
+    keys = [k for k in Summary.of([layer_row()]).as_dict() if k not in phases]
+    assert [k for k in keys if f"`{k}`" not in text] == []
+    assert "`num_<phase>`" in text and "`num_bulk_spikes`" in text
