@@ -2285,3 +2285,167 @@ def test_a_weightwatcher_extracted_folder_reads_under_the_models_keys(tmp_path):
         with pytest.raises(htsr.SourceError) as ei:
             htsr.analyze(folder)
         _one_line_source_error(ei, str(folder / "ww_config.json"), says)
+
+
+# ---- detection and io.base at their boundaries (mutation testing, round 5)
+
+def _save_safetensors(path):
+    from safetensors.numpy import save_file
+
+    save_file({"w": np.ones((4, 3), np.float32)}, str(path))
+    return path
+
+
+# I02: a lone shard is said so only when the split has more than one shard
+def test_single_shard_of_one_is_not_called_a_lone_shard(tmp_path):
+    from htsr.io import open_source
+
+    one = _save_safetensors(tmp_path / "model-00001-of-00001.safetensors")
+    assert "alone" not in open_source(one).description
+    two = _save_safetensors(tmp_path / "model-00002-of-00003.safetensors")
+    assert "(shard 2 of 3 alone: give its folder for the whole model)" in open_source(two).description
+
+
+# I03: a one-file reader (a Flax .msgpack) that is one shard of several is said to be a shard alone
+def test_lone_flax_msgpack_shard_is_said_to_be_one_shard(tmp_path):
+    msgpack = pytest.importorskip("msgpack")
+    from htsr.io import open_source
+
+    a = np.ones((8, 6), np.float32)
+    kernel = msgpack.ExtType(1, msgpack.packb((a.shape, a.dtype.name, a.tobytes("C")), use_bin_type=True))
+    p = tmp_path / "flax_model-00001-of-00002.msgpack"
+    p.write_bytes(msgpack.packb({"params": {"Dense_0": {"kernel": kernel}}}, use_bin_type=True))
+    assert "(shard 1 of 2 alone: give its folder for the whole model)" in open_source(p).description
+
+
+# I05: only a top-level '<root>/data.pkl' makes a zip a torch.save checkpoint (not one nested deeper)
+def test_zip_with_a_deeply_nested_data_pkl_is_not_taken_for_a_torch_checkpoint(tmp_path):
+    import pickle
+    import zipfile
+
+    from htsr.errors import SourceError
+    from htsr.io import open_source
+
+    p = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("outer/inner/data.pkl", pickle.dumps({"a": 1}))
+    with pytest.raises(SourceError, match="a zip archive that is neither .npz nor a PyTorch checkpoint"):
+        open_source(p)
+
+
+# I07: a .ckpt that is no pickle nor zip is reported as a broken PyTorch checkpoint, as .pt/.pth/.bin are
+def test_corrupt_ckpt_file_is_reported_as_a_broken_pytorch_checkpoint(tmp_path):
+    from htsr.errors import SourceError
+    from htsr.io import open_source
+
+    p = tmp_path / "last.ckpt"
+    p.write_bytes(b"garbage bytes, not a checkpoint")
+    with pytest.raises(SourceError, match=r"last\.ckpt: not a PyTorch checkpoint"):
+        open_source(p)
+
+
+# I11: a folder of no weight file but several pickles is ambiguous: htsr asks for one, it never picks one
+def test_folder_of_two_pickles_asks_which_one(tmp_path):
+    import pickle
+
+    from htsr.errors import SourceError
+    from htsr.io import open_source
+
+    for name in ("weights.pkl", "weights.pickle"):
+        (tmp_path / name).write_bytes(pickle.dumps({"w": np.ones((8, 6), np.float32)}))
+    with pytest.raises(SourceError, match=r"it has weights\.pickle, weights\.pkl: give one"):
+        open_source(tmp_path)
+
+
+# I12: index-less PyTorch shards named .pth are read as one model, as .bin and .pt shards are
+def test_indexless_pth_shards_are_read_as_one_model(tmp_path):
+    torch = pytest.importorskip("torch")
+    from htsr.io import open_source
+
+    torch.save({"a.weight": torch.ones(8, 6)}, tmp_path / "model-00001-of-00002.pth")
+    torch.save({"b.weight": torch.ones(8, 6)}, tmp_path / "model-00002-of-00002.pth")
+    src = open_source(tmp_path)
+    assert sorted(t.name for t in src) == ["a.weight", "b.weight"]
+
+
+# I15: each pre-GGUF llama.cpp magic is named as its own format
+def test_legacy_llama_cpp_magics_are_named_by_their_format(tmp_path):
+    from htsr.errors import SourceError
+    from htsr.io import open_source
+
+    for magic, name in ((b"lmgg", "GGML"), (b"fmgg", "GGMF"), (b"tjgg", "GGJT")):
+        p = tmp_path / f"{name}.bin"
+        p.write_bytes(magic + b"\x00" * 60)
+        with pytest.raises(SourceError, match=rf"a legacy llama\.cpp {name} file"):
+            open_source(p)
+
+
+# I16: a mapping of arrays that happens to carry a `description` attribute is still read as arrays
+def test_mapping_with_a_description_attribute_is_read_as_arrays():
+    from htsr.io import open_source
+
+    class Described(dict):
+        description = "my weights"
+
+    src = open_source(Described(w=np.ones((8, 6), np.float32)))
+    refs = list(src)
+    assert [r.name for r in refs] == ["w"] and refs[0].load().shape == (8, 6)
+
+
+# B03: index-less shards must share their extension to be one split model
+def test_shards_with_different_extensions_are_not_one_split(tmp_path):
+    torch = pytest.importorskip("torch")
+    from htsr.errors import SourceError
+    from htsr.io import open_source
+
+    torch.save({"a.weight": torch.ones(8, 6)}, tmp_path / "model-00001-of-00002.bin")
+    torch.save({"b.weight": torch.ones(8, 6)}, tmp_path / "model-00002-of-00002.pt")
+    with pytest.raises(SourceError, match="give one"):
+        open_source(tmp_path)
+
+
+# B06: a source folder that may be listed but not entered is itself named as unreadable
+def test_permission_message_names_a_source_folder_that_cannot_be_entered(tmp_path, monkeypatch):
+    import os
+
+    from htsr.io.base import permission_denied
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, m, *a, **k: False if (os.fspath(p) == os.fspath(folder) and m & os.X_OK)
+                        else real(p, m, *a, **k))
+    e = PermissionError(13, "Permission denied", str(folder / "config.json"))
+    assert permission_denied(folder, e) == (f"{folder}: cannot read it (Permission denied); give read access to it "
+                                            "(and to the folders above it)")
+
+
+# B07: a missing submodule of an installed package is a missing extra, not a broken package
+def test_import_extra_missing_submodule_is_a_missing_extra():
+    from htsr.errors import BrokenPackageError, MissingExtraError
+    from htsr.io.base import import_extra
+
+    with pytest.raises(MissingExtraError, match=r"pip install 'htsr\[demo\]'") as e:
+        import_extra("json.no_such_submodule_xyz", "demo", "reading demo files")
+    assert not isinstance(e.value, BrokenPackageError)
+
+
+# B08: every float8 variant (here e5m2fnuz) is analysed as weights, not passed over
+def test_float8_e5m2fnuz_weights_are_analysed():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    import htsr
+
+    w = np.random.default_rng(0).standard_normal((64, 96)).astype(ml_dtypes.float8_e5m2fnuz)
+    rows = htsr.analyze({"w": w}).to_pandas()
+    assert list(rows["name"]) == ["w"] and rows["shape"].iloc[0] == "64x96"
+
+
+# E01: naming a file twice does not repeat it in the message
+def test_package_error_names_its_file_once():
+    from htsr.errors import BrokenPackageError, MissingExtraError
+
+    e = MissingExtraError("onnx", "onnx", "reading ONNX models").naming("m.onnx")
+    assert str(e) == "m.onnx: reading ONNX models needs the 'onnx' package: pip install 'htsr[onnx]'"
+    assert str(e.naming("m.onnx")) == str(e)
+    b = BrokenPackageError("h5py", "reading .h5", "ValueError: x").naming("a.h5").naming("a.h5")
+    assert str(b).count("a.h5") == 1
