@@ -197,7 +197,10 @@ def row_tag(name: str) -> str:
 
 def in_means(name: str, over: str) -> bool:
     """Whether the row ``name`` is one a summary's means average when they are over ``over`` (MEANS_OVER)."""
-    tag = row_tag(name)
+    return _tag_in_means(row_tag(name), over)
+
+
+def _tag_in_means(tag: str, over: str) -> bool:
     return over == "all" or (tag == "delta" if over == "delta" else tag not in ("base", "delta"))
 
 
@@ -212,7 +215,7 @@ def means_rows(layers: Sequence[_R]) -> tuple[str, list[_R]]:
     merged = any(t not in ("base", "delta") for t in tags)
     over = ("delta" if "delta" in tags and (fitted or not merged) else
             "merged" if "base" in tags and merged else "all")
-    return over, [r for r in layers if in_means(r.name, over)]
+    return over, [r for r, t in zip(layers, tags) if _tag_in_means(t, over)]
 
 
 @dataclass(frozen=True, eq=False)
