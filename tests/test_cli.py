@@ -979,12 +979,11 @@ def test_a_closed_pipe_on_windows_is_not_an_error(model, tmp_path, capsys, monke
     assert main(["analyze", str(model)]) == 1
 
 
-def test_ctrl_c_between_the_renames_leaves_one_runs_files(model, tmp_path, monkeypatch):
-    """A SIGINT arriving between the renames of layers.csv and summary.json had left this run's table beside an
-    earlier run's summary; it is held until every output is in place, then stops the command."""
+def _sigint_between_the_renames(model, out, monkeypatch) -> tuple[int, list, str]:
+    """``htsr analyze --out out`` run twice, the second time sending itself SIGINT after its first rename:
+    (its exit status, the renames it made, the first run's summary.json)."""
     import signal
 
-    out = tmp_path / "res"
     assert main(["analyze", str(model), "--out", str(out), "-q", "--no-tails"]) == 0
     before = (out / "summary.json").read_text()
     real = os.replace
@@ -997,8 +996,37 @@ def test_ctrl_c_between_the_renames_leaves_one_runs_files(model, tmp_path, monke
         real(a, b)
 
     monkeypatch.setattr(os, "replace", replace)
-    assert main(["analyze", str(model), "--out", str(out), "-q"]) == 130  # interrupted, after the renames
-    assert len(calls) == 2 and (out / "summary.json").read_text() != before  # both replaced: one run's set
+    return main(["analyze", str(model), "--out", str(out), "-q"]), calls, before
+
+
+def test_ctrl_c_between_the_renames_leaves_one_runs_files(model, tmp_path, monkeypatch):
+    """A SIGINT arriving between the renames of layers.csv and summary.json had left this run's table beside an
+    earlier run's summary; it is held until every output is in place, then stops the command."""
+    import signal
+
+    # Python's own Ctrl-C handler, as in a terminal (a non-interactive shell's background job inherits SIGINT
+    # ignored, and the test had then failed with 0 == 130: the next test covers that case)
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        rc, calls, before = _sigint_between_the_renames(model, tmp_path / "res", monkeypatch)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert rc == 130  # interrupted, after the renames
+    assert len(calls) == 2 and (tmp_path / "res" / "summary.json").read_text() != before  # both: one run's set
+
+
+def test_a_held_sigint_that_the_launcher_ignores_is_still_ignored(model, tmp_path, monkeypatch):
+    """``nohup``, or ``cmd &`` in a script, starts htsr with SIGINT ignored: holding it during the renames must
+    not turn it into an interrupt (the held signal goes back to the handler it had, SIG_IGN)."""
+    import signal
+
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        rc, calls, before = _sigint_between_the_renames(model, tmp_path / "res", monkeypatch)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # (and left as it was)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert rc == 0 and len(calls) == 2 and (tmp_path / "res" / "summary.json").read_text() != before
 
 
 def test_import_htsr_loads_no_optimiser_or_statistics_module():
