@@ -23,19 +23,10 @@ from .errors import HtsrError, LayerSkipped, SourceError
 from .fits.powerlaw import PowerLawFit, fit_power_law
 from .fits.uncertainty import interval_of, tail_uncertainty
 from .io import FLOAT_DTYPES, is_reader, open_source
-from .io.base import ROW_TAG, unit_roundoff
+from .io.base import unit_roundoff
 from .io.delta import DeltaSource
 from .io.scales import unscaled_integer_weight
-from .matrices import (
-    LayerMatrices,
-    aspect_window_shape,
-    aspect_windows,
-    classify,
-    is_bias_or_buffer,
-    layer_matrices,
-    row_name,
-    unread_tensor_row,
-)
+from .matrices import LayerMatrices, aspect_window_shape, aspect_windows, layer_matrices, unread_tensor_row
 from .metrics import compute_metrics, warning_for
 from .options import Options, options_doc
 from .results import AnalysisResult, LayerResult, LayerSpectra, NotAnalysed, Summary
@@ -58,6 +49,7 @@ from .rmt import (
     randomize,
 )
 from .spectra import Factored, Spectrum, SpectrumOverflow, esd
+from .tensors import ROW_TAG, classify, is_bias_or_buffer, row_name
 
 __all__ = ["analyze", "analyze_layer", "check_has_layers", "iter_layers"]
 

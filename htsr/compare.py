@@ -523,7 +523,7 @@ def _saved_rows(*results: AnalysisResult) -> dict[str, str]:
     """{row name in memory: row name saved} of the transformers model whose folder one of ``results`` analysed
     (:func:`htsr.io.torch.checkpoint_names_of_folder`); empty if none did."""
     from .io.delta import saved_names_of
-    from .matrices import row_name
+    from .tensors import row_name
 
     return {row_name(a): row_name(b) for a, b in saved_names_of(*results).items()}
 

@@ -25,82 +25,25 @@ kernel position when not pooling); htsr does the same by default (``ww_conv_scal
 alpha-hat compare. Conv1d layers are not scaled (WeightWatcher does not analyse them).
 
 For a module the kind comes from the module's class (the reader passes it); for a file, from the
-tensor's name and shape (:func:`infer_kind`).
+tensor's name and shape (:func:`htsr.tensors.infer_kind`).
 """
 
 from __future__ import annotations
 
 import math
-import re
-import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from .errors import HtsrError
+# (what a named tensor is, htsr.tensors; re-exported: htsr.matrices had them)
+from .tensors import (EXPERT, HEAD_SPLIT, MAX_CONV_KERNEL, VECTOR, SharedLoad, classify, infer_kind, is_bias_or_buffer,
+                      is_recurrent, is_vector, row_name, squeeze_leading)
 
-__all__ = ["MAX_CONV_KERNEL", "LayerMatrices", "aspect_window_shape", "aspect_windows", "classify", "infer_kind", "is_recurrent", "layer_matrices", "row_name"]
-
-# the module that holds the weight is named as an embedding table (word_embeddings, embed_tokens, tok_emb,
-# wte …; T5's "shared", not a mixture's shared_expert; T5's and LongT5's (global_)relative_attention_bias, an
-# nn.Embedding of buckets × heads, as its Flax copy says). A projection named after embeddings is a Linear:
-# electra.embeddings_project, ALBERT's embedding_hidden_mapping_in, GPT-NeoX's embed_out head, a time_embedding's
-# linear_1 (the enclosing module's name does not make its Linear layers tables); Swin's and BEiT's
-# relative_position_bias_table [positions, heads], a table of biases as T5's is
-# (a table in a ModuleList keeps its index: MusicGen's embed_tokens.0 … one per codebook)
-_EMBEDDING = re.compile(r"(^|\.)((\w+_)?(emb|embed|embeds|embedding|embed_positions|embed_in)"
-                        r"|(\w+_)?(embeddings|embed_tokens)(\.\d+)?"
-                        r"|wte|wpe|tok_embeddings|shared|\w*relative_attention_bias|relative_position_bias_table"
-                        r"|position_embeddings\.weights\.\d+)"  # (Reformer's axial factors: [512, 1, 64], [1, 1024, 192])
-                        r"(\.\w+)?$", re.IGNORECASE)
-_AXIAL = re.compile(r"(^|\.)position_embeddings\.weights\.\d+$")
-# XLNet's and Funnel's attention projections, [d_model, n_head, d_head] parameters read by einsum (q, k, v, r:
-# "ibh,hnd->ibnd"; o: "ibnd,hnd->ibh"): one matrix between d_model and n_head·d_head, not d_model matrices of heads
-_HEAD_SPLIT = re.compile(r"(^|\.)(rel_attn\.[qkvor]|r_kernel)$")
-# parameters of no linear map, whatever their shape: XLNet's and Funnel's per-head segment embeddings
-# [2, n_head, d_head]; Mamba's A_log [d_inner, d_state], the state's per-channel decay rates
-_NOT_A_MAP = {"seg_embed": "per-head segment embeddings (XLNet, Funnel: one vector per segment and head)",
-              "A_log": "state-space decay rates (Mamba's A_log: one per channel and state, not a linear map)"}
-# a quantized weight's scale or zero point (the readers pair them with their weight; one left over belongs to
-# a weight in another file, e.g. another shard)
-# a normalization's scale (a module named *norm: q_norm, attn_q_norm, ssm_norm, input_layernorm): one number per
-# unit even when stored 2-D (per head: Command R's [heads, head_dim]; per group: Mamba-2's)
-_NORM = re.compile(r"(^|[._])[a-z_]*norm(\.(weight|scale))?$", re.IGNORECASE)
-_QUANT_SCALE = re.compile(r"(^|\.)(weight_scale(_inv|_2)?|SCB|weight_zero_point)$|_scale_inv$")
-# a static activation or KV-cache quantization's scale (llm-compressor / compressed-tensors' W8A8 and FP8
-# models, ModelOpt's: q_proj.input_scale, self_attn.k_scale): of what a layer reads or caches, not of a weight
-_ACTIVATION_SCALE = re.compile(r"(^|\.)((input|output)_(scale|zero_point|global_scale)|[qkv]_(scale|zero_point)"
-                               r"|kv_scale)$")
-# a layer's weight matrix by its name (PyTorch's weight, Keras's and Flax's kernel, a hand-written network's
-# weights.2 or W2)
-_WEIGHT_NAME = re.compile(r"(^|[._/])(weights?|kernel|w\d*)(\.\d+)*$", re.IGNORECASE)
-# a PEFT LoRA layer's factors and DoRA magnitudes in a whole model's state dict (an adapter folder's are
-# read by htsr.io.peft): <module>.lora_A.<adapter>.weight …
-_LORA_PART = re.compile(r"\.lora_(A|B|embedding_A|embedding_B|magnitude_vector)\.([^.]+\.)?(weight|[^.]+)$")
-# the parts of PEFT's other adapter types, as their adapter_model.safetensors names them: AdaLoRA's lora_A / lora_B /
-# lora_E (no .weight) and ranknum, VeRA's shared vera_A / vera_B and per-layer vera_lambda_b / _d, IA3's ia3_l,
-# OFT's oft_R, BOFT's boft_R / boft_s, FourierFT's spectrum, C3A's kernel, RandLoRA's and SHiRA's parts …
-_PEFT_PART = re.compile(r"(^|\.)(lora_[ABE]|ranknum|vera_(A|B|lambda_[bd])|ia3_l|oft_(R|s)|boft_(R|s)|"
-                        r"fourierft_spectrum|c3a_kernel|randlora_(A|B|lambda|gamma)|shira_weight|bone_block|"
-                        r"miss_block|hra_u)(\.[^.]+)?$")
-# a PEFT LoHa / LoKr layer's parts (LyCORIS's names): <module>.hada_w1_a[.<adapter>] …
-_LYCORIS_PART = re.compile(r"\.(hada_(w[12]_[ab]|t[12])|lokr_(w[12](_[ab])?|t[12]))(\.[^.]+)?$")
-# nn.LSTM/GRU/RNN, and their *Cell (no _l<n>); an LSTM's projection (proj_size) weight_hr_l<n>, as its module's
-_RNN = re.compile(r"weight_(ih|hh|hr)(_l\d+(_reverse)?)?$")
-_EXPERT = re.compile(r"expert|_exps\b", re.IGNORECASE)  # HF experts, GGUF ffn_*_exps
-# biases, batch-norm buffers, and weight-norm magnitudes g left without their direction v (torch's
-# weight_norm: ``weight_g``, or ``parametrizations.weight.original0``; with v, the readers combine the two
-# into the weight, htsr.io.reparam); also in a list (a pickled network's ``biases.0``, its column vectors)
-_NOT_A_WEIGHT = re.compile(r"(^|[._])(bias|biases|running_mean|running_var|num_batches_tracked|weight_g)(\.\d+)*$"
-                           r"|parametrizations\.weight\.original0$"
-                           r"|(^|[._])bias_(ih|hh)(_l\d+)?(_reverse)?$"  # nn.LSTM/GRU/RNN's and their cells' biases
-                           r"|(^|[._])bias_[kvu]$")  # MultiheadAttention's add_bias_kv, conformers' pos_bias_u/v
-_CONV = re.compile(r"conv", re.IGNORECASE)
-# kernel sizes above this make a 3-D tensor a stack of matrices rather than a Conv1d kernel (unless the
-# name says conv: wav2vec2's positional conv has kernel 128)
-MAX_CONV_KERNEL = 32
-
+__all__ = ["MAX_CONV_KERNEL", "VECTOR", "LayerMatrices", "SharedLoad", "aspect_window_shape", "aspect_windows",
+           "classify", "infer_kind", "is_bias_or_buffer", "is_recurrent", "is_vector", "layer_matrices", "row_name",
+           "unread_tensor_row"]
 
 @dataclass(frozen=True)
 class LayerMatrices:
@@ -135,161 +78,6 @@ class LayerMatrices:
         return self.M * self.num_matrices
 
 
-def row_name(tensor_name: str) -> str:
-    """A row is named by its module's full dotted path: 'a.b.weight' → 'a.b'."""
-    return tensor_name[: -len(".weight")] if tensor_name.endswith(".weight") else tensor_name
-
-
-def is_recurrent(name: str) -> bool:
-    """A recurrent layer's input or hidden weight by its name (``weight_ih``, ``weight_hh_l0`` …)."""
-    return _RNN.search(name) is not None
-
-
-def is_bias_or_buffer(name: str) -> bool:
-    """A bias or a batch-norm buffer by its name: never a layer."""
-    return _NOT_A_WEIGHT.search(name) is not None
-
-
-#: why a vector kept in the shape it is broadcast in is no layer
-VECTOR = "vector (one axis longer than 1: a layer scale, a class token)"
-
-
-def is_vector(shape: tuple[int, ...]) -> bool:
-    """A tensor of three or more axes with at most one longer than 1: a vector kept in the shape it is
-    broadcast in (ConvNeXt's layer_scale [C, 1, 1], ViT's class_token [1, 1, D], RWKV's lerp [1, 1, D]). A 2-D
-    [1, n] or [n, 1] may be a layer of one output (a classifier's or a reranker's head): not one."""
-    return len(shape) >= 3 and min(shape) >= 1 and sum(d > 1 for d in shape) <= 1
-
-
-def infer_kind(name: str, shape: tuple[int, ...]) -> str | None:
-    """Kind of a tensor read from a file, from its name and shape; None if it is not analysed."""
-    return classify(name, shape)[0]
-
-
-#: LitEma (CompVis latent diffusion, Stable Diffusion 1.x/2.x checkpoints): a buffer per weight of the model, named
-#: model_ema.<its name without the dots> (model_ema.diffusion_modelinput_blocks00weight)
-_LIT_EMA = re.compile(r"model_ema\.diffusion_model[A-Za-z0-9_]+(weight|bias)$")
-
-
-def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
-    """(kind, '') for a tensor that is analysed, (None, why not) for one that is not (see :func:`infer_kind`)."""
-    if is_bias_or_buffer(name):  # biases and batch-norm buffers; norm weights are 1-D below
-        return None, "bias or norm buffer"
-    if len(shape) == 3 and shape[0] == 1 and _EXPERT.search(name) and min(shape) > 0:
-        return "stack", ""  # a mixture of one expert: expert [0] (not squeezed into a dense layer)
-    if _QUANT_SCALE.search(name):
-        return None, "quantization scale without its weight (in another file?)"
-    if _ACTIVATION_SCALE.search(name) and len(shape) <= 1:
-        return None, "activation or KV-cache quantization scale (of a layer's inputs, not its weight)"
-    if name == "_flat_param" or name.endswith("._flat_param"):
-        return None, ("an FSDP flat parameter (a wrapped unit's parameters concatenated): save the full state dict "
-                      "(FULL_STATE_DICT) and analyse that")
-    if _LIT_EMA.match(name):
-        return None, ("the EMA copy of a weight (LitEma's model_ema.<name without dots>, as CompVis / Stable "
-                      "Diffusion checkpoints keep it beside the model's own weights under model.)")
-    if _LORA_PART.search(name):
-        return None, ("a LoRA factor without its adapter_config.json (its scale unknown): analyse the live model, "
-                      "or the folder save_pretrained writes")
-    if _PEFT_PART.search(name) and not _LORA_PART.search(name):
-        return None, ("a part of a PEFT adapter of a type htsr does not read (AdaLoRA, VeRA, IA3, OFT, BOFT, "
-                      "FourierFT …; it reads LoRA, LoHa and LoKr adapters)")
-    if _LYCORIS_PART.search(name):
-        return None, ("a LoHa / LoKr part without its adapter_config.json (its scale unknown): analyse the live "
-                      "model, or the folder save_pretrained writes")
-    if is_vector(shape) and not (_WEIGHT_NAME.search(name) and _conv_shaped_vector(shape)):
-        # (a conv's [1, in, 1, 1] weight, one output channel, is its module's: named weight, as is a one-channel
-        # conv's [1, 1, k] (ECA's); ConvNeXt-V2's GRN weight [1, 1, 1, C], long on its last axis beyond any
-        # kernel, is a vector in channels-last broadcast shape)
-        return None, VECTOR
-    why = _NOT_A_MAP.get(name.rsplit(".", 1)[-1])
-    if why is not None:
-        return None, why
-    shape = _squeeze_leading(shape)
-    if len(shape) < 2:
-        return None, "1-D (norm scales, scalars)"
-    if _NORM.search(name):
-        return None, "norm scale (per head or group: 2-D)"
-    if min(shape) == 0:
-        return None, "empty (a dimension of size 0)"
-    if len(shape) == 2:
-        if is_recurrent(name):
-            return "rnn", ""
-        if _EMBEDDING.search(name):
-            return "embedding", ""
-        return "dense", ""
-    if len(shape) == 3:
-        if _HEAD_SPLIT.search(name):
-            return "dense", ""
-        if 1 in shape and _AXIAL.search(name):  # an axial position embedding's factor, kept in its broadcast shape
-            return "embedding", ""
-        # a single input channel makes it a filter bank (e.g. an STFT basis [freq, 1, window]), not experts; a
-        # short last axis makes a conv1d kernel of a module's weight, not of a bare parameter (a hand-written
-        # mixture's w_out [E, out, in] with in ≤ 32 had been 32 'kernel positions' of E × out)
-        if not _EXPERT.search(name) and (shape[1] == 1 or _CONV.search(name) or (
-                shape[2] <= MAX_CONV_KERNEL and _WEIGHT_NAME.search(name))):
-            return "conv1d", ""
-        return "stack", ""
-    if len(shape) == 4:
-        if any(k > MAX_CONV_KERNEL for k in shape[2:]) and not _CONV.search(name):
-            # [2, 3, 128, 96] is no kernel of 128 × 96 taps (a grid of matrices: pooling it would mix them)
-            return None, f"4-D tensor whose last axes ({shape[2]} × {shape[3]}) are no convolution kernel"
-        return "conv2d", ""
-    if len(shape) == 5 and all(k <= MAX_CONV_KERNEL for k in shape[2:]):  # [c_out, c_in, kd, kh, kw]
-        return "conv3d", ""
-    return None, f"{len(shape)}-D tensor of no layer kind htsr knows"
-
-
-def _conv_shaped_vector(shape: tuple[int, ...]) -> bool:
-    """Whether a vector-shaped weight reads as a conv's: its long axis the output's or the input's channels, or
-    a kernel axis no longer than a kernel (MAX_CONV_KERNEL)."""
-    long = max(range(len(shape)), key=shape.__getitem__)
-    return long <= 1 or shape[long] <= MAX_CONV_KERNEL
-
-
-def _squeeze_leading(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Drop leading singleton dimensions ([1, 197, 768] position embeddings), but not a conv kernel's
-    single output channel ([1, c_in, k] or [1, c_in, kh, kw] with kernel sizes ≤ 32)."""
-    shape = tuple(shape)
-    while len(shape) > 2 and shape[0] == 1 and not all(k <= MAX_CONV_KERNEL for k in shape[2:]):
-        shape = shape[1:]
-    return shape
-
-
-class SharedLoad:
-    """A value loaded once for several takers (the slices of an expert stack or of a conv's kernel positions,
-    read as one tensor): loaded by the first :meth:`take`, dropped once every key has taken its part or been
-    :meth:`release`-d (a row filtered out, or done: it will not take); safe across the analysis threads. A
-    key taking again after the drop loads again."""
-
-    def __init__(self, load: Callable[[], Any], keys: Iterable[Any]) -> None:
-        self._load, self._keys = load, frozenset(keys)
-        self._released: set[Any] = set()
-        self._pending = set(self._keys)
-        self._value: Any = None
-        self._lock = threading.Lock()
-
-    def take(self, key: Any, part: Callable[[Any], Any]) -> Any:
-        """``part(value)`` copied (never a view that would keep the whole value alive) for ``key``."""
-        with self._lock:
-            if self._value is None:
-                self._value = self._load()
-                self._pending = set(self._keys) - self._released - {key}
-            out = part(self._value)
-            out = np.array(out) if isinstance(out, np.ndarray) else out
-            self._pending.discard(key)
-            if not self._pending:
-                self._value = None
-            return out
-
-    def release(self, key: Any) -> None:
-        """``key`` will not take (again): the value is not kept for it."""
-        with self._lock:
-            self._released.add(key)
-            self._pending.discard(key)
-            if not self._pending:
-                self._value = None
-
-
 def unread_tensor_row(name: str, kind: str, shape: tuple[int, ...], load: Callable[[], Any]) -> LayerMatrices:
     """The one row of a stack or conv tensor the reader cannot read (``load`` raises LayerSkipped): it says
     why once, instead of once per expert or kernel position (a view of stride 0 can claim 2^40 experts over
@@ -315,8 +103,8 @@ def layer_matrices(
     base = row_name(name)
     shape = tuple(int(s) for s in shape)
     # (a conv's c_out may be 1; a stack of one expert is still expert [0]; a batch axis of 1 is no stack)
-    keep = kind in ("conv1d", "conv2d", "conv3d") or (kind == "stack" and _EXPERT.search(name) is not None)
-    sq = shape if keep else _squeeze_leading(shape)
+    keep = kind in ("conv1d", "conv2d", "conv3d") or (kind == "stack" and EXPERT.search(name) is not None)
+    sq = shape if keep else squeeze_leading(shape)
 
     def loaded() -> np.ndarray:
         return np.asarray(load()).reshape(sq)
@@ -324,7 +112,7 @@ def layer_matrices(
     if kind == "lora" and len(shape) == 2:  # load() returns a LowRank: its spectrum comes from the factors
         r, c = shape
         yield LayerMatrices(base, kind, shape, r, c, 1, 1.0, lambda: [load()])
-    elif kind == "dense" and len(sq) == 3 and _HEAD_SPLIT.search(name):
+    elif kind == "dense" and len(sq) == 3 and HEAD_SPLIT.search(name):
         h, hd = sq[0], sq[1] * sq[2]  # [d_model, n_head, d_head]: o maps the heads to d_model, the others d_model out
         out = name.endswith(".o")
         r, c = (h, hd) if out else (hd, h)

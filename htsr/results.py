@@ -28,6 +28,7 @@ from .errors import SourceError
 from .fits.uncertainty import MIN_WARNING_REPLICATES
 from .metrics import METRICS, PLAUSIBLE_P
 from .rmt.phases import PHASES
+from .tensors import ROW_TAG
 from .values import NanEqual
 
 if TYPE_CHECKING:  # (pandas is an extra: imported where a table is made)
@@ -190,8 +191,6 @@ _R = TypeVar("_R", bound=_Named)
 
 def row_tag(name: str) -> str:
     """A row's adapter tag: 'delta', 'base' or 'merged' (``<module>#delta`` …), else ''."""
-    from .io.base import ROW_TAG
-
     return m["tag"] if (m := ROW_TAG.search(name)) else ""
 
 

@@ -43,6 +43,7 @@ import numpy as np
 import scipy.linalg
 
 from .factored import Factored, Kronecker, LowRank, hadamard_lowrank, lowrank_eigenvalues
+from .specs import FEW_BELOW_FLOOR, check_args
 from .values import NanEqual
 
 __all__ = ["Factored", "Kronecker", "LowRank", "Spectrum", "SpectrumOverflow", "esd", "hadamard_lowrank",
@@ -92,9 +93,6 @@ def weights_finite(mats: Sequence[np.ndarray | Factored]) -> bool:
             math.isfinite(float(np.sum(W, dtype=np.float64))) or bool(np.isfinite(W).all())) for W in mats)
 
 
-#: the share of a matrix's eigenvalues below the float32 floor up to which, unrefined, they are taken as tiny
-#: nonzero eigenvalues (the default ``refine_fraction``); more, left by a larger one, are round-off
-FEW_BELOW_FLOOR = 0.01
 
 
 def matrix_eigenvalues(
@@ -191,8 +189,6 @@ def esd(
     """Pooled ESD of one layer's matrices (e.g. the kh·kw kernel positions of a conv), times ``scale``; a single
     2-D array is the one matrix of its layer. ``precision`` and ``refine_fraction`` as :func:`htsr.analyze`'s
     options (OptionError for a value they do not allow)."""
-    from .fits.powerlaw import check_args  # (the options' rules; options imports this module)
-
     check_args("esd", precision=precision, refine_fraction=refine_fraction)
     if not (isinstance(scale, (int, float, np.floating, np.integer)) and math.isfinite(scale) and scale > 0):
         raise ValueError(f"esd: scale must be a positive finite number, got {scale!r}")

@@ -403,6 +403,41 @@ def test_core_imports_no_heavy_dependencies():
     assert out.strip() == "[]"
 
 
+#: htsr's modules in the order data flows through them (README, Development): a module imports only its own stage or
+#: earlier ones; the leaves first (errors, values, factored matrices, what a named tensor is), the orchestrator
+#: (analyze) after the results it builds, the outputs last. (A prefix names a package: every module in it.)
+_STAGES = ["htsr.errors", "htsr.values", "htsr.factored", "htsr.tensors", "htsr.io", "htsr.specs", "htsr.options",
+           "htsr.matrices", "htsr.spectra", "htsr.fits", "htsr.rmt", "htsr.metrics", "htsr.results", "htsr.analyze",
+           "htsr.figures", "htsr.plot", "htsr.report", "htsr.compare", "htsr.monitor", "htsr.cli"]
+
+
+def _stage(module: str) -> int | None:
+    return next((i for i, s in enumerate(_STAGES) if module == s or module.startswith(s + ".")), None)
+
+
+def test_no_module_imports_a_later_stage():
+    """Data flows one way, and so do imports, lazy ones (inside a function) included: the readers had imported
+    the matrices stage for its tensor names, and the fit and spectra functions the options module for its rules."""
+    import ast
+    from pathlib import Path
+
+    root = Path(htsr.__file__).parent
+    later = []
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        if module in ("htsr", "htsr.__main__"):  # (the package's front door: it imports what it offers)
+            continue
+        assert _stage(module) is not None, f"{module}: not in _STAGES"
+        package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                target = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
+                if target != "htsr" and _stage(target) > _stage(module):
+                    later.append(f"{module} imports {target} (line {node.lineno})")
+    assert later == []
+
+
 def test_threads_give_the_same_rows_and_restore_blas_threads():
     threadpoolctl = pytest.importorskip("threadpoolctl")
     before = [p["num_threads"] for p in threadpoolctl.threadpool_info()]

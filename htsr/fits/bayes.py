@@ -28,7 +28,8 @@ import math
 import numpy as np
 import scipy.special
 
-from .powerlaw import check_args, check_tail
+from ..specs import check_args
+from .powerlaw import check_tail
 from ..values import NanEqual
 
 __all__ = ["BayesAlpha", "bayesian_alpha", "bayesian_alpha_averaged"]

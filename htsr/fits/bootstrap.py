@@ -63,7 +63,8 @@ import math
 
 import numpy as np
 
-from .powerlaw import PowerLawFit, _fit_once, check_args
+from ..specs import check_args
+from .powerlaw import PowerLawFit, _fit_once
 from ..values import NanEqual
 
 __all__ = ["BootstrapResult", "bootstrap_power_law", "fdb_p_value"]

@@ -18,10 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import math
-from typing import Any
 
 import numpy as np
 
+from ..specs import check_args
 from ..values import NanEqual
 
 __all__ = ["PowerLawFit", "fit_power_law", "ks_scan"]
@@ -242,26 +242,6 @@ def _fit_once(x: np.ndarray, xmin: str | float) -> PowerLawFit:
     k, D = _best_candidate(L, candidates, alphas)
     return _fit_at(x, int(candidates[k]), alphas[k], D)
 
-
-#: arguments of the public fit functions checked by the rule of the analysis option they are (level: confidence)
-_AS_OPTION = {"level": "confidence", "reps": "bootstrap"}
-
-
-def check_args(where: str, **values: Any) -> None:
-    """The public fit functions' arguments, checked by the rules analyze's options follow (one rule for both):
-    OptionError naming ``where`` and the argument. ``share``: the information a value carries, in (0, 1]."""
-    from ..errors import OptionError, shown
-    from ..options import OPTION_SPECS
-
-    for name, value in values.items():
-        value = value.item() if isinstance(value, np.generic) else value
-        if name == "share":
-            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1):
-                raise OptionError(f"{where}: share must be a number in (0, 1], got {shown(value)}", name, value)
-            continue
-        spec = OPTION_SPECS[_AS_OPTION.get(name, name)]
-        if not spec.check(value):
-            raise OptionError(f"{where}: {name} must be {spec.allowed}, got {shown(value)}", name, value)
 
 
 def check_tail(where: str, tail: np.ndarray, xmin: float) -> None:

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.special
 
-from .powerlaw import check_args, check_tail
+from ..specs import check_args
+from .powerlaw import check_tail
 from .tpl import TPLFit, fit_truncated_power_law, tpl_logpdf
 from ..values import NanEqual
 

@@ -97,10 +97,6 @@ def expands_too_far(declared: int, stored: int) -> bool:
     return declared > MAX_EXPANSION * max(stored, 1) + (1 << 20)
 
 
-#: the tag of an adapter's rows (a PEFT folder's, a llama.cpp LoRA file's): ``<module>#delta``, ``#base`` and
-#: ``#merged``, and an expert's ``[e]`` of a stack
-ROW_TAG = re.compile(r"#(?P<tag>delta|base|merged)(?P<item>\[\d+\])?$")
-
 #: a shard's name as Hugging Face and llama.cpp's gguf-split write it: <stem>-00001-of-00003.<ext>
 SPLIT_NAME = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.(?P<ext>\w+)$")
 

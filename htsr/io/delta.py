@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import LayerSkipped, SourceError
-from ..matrices import infer_kind
+from ..tensors import infer_kind
 from .base import TensorRef, TensorSource, skipped_loader, unit_roundoff
 
 __all__ = ["DeltaSource", "align_names"]

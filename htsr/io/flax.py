@@ -106,7 +106,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SourceError
-from ..matrices import classify
+from ..tensors import classify
 from .base import (
     LFS_POINTER,
     TensorRef,

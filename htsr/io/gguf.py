@@ -48,7 +48,7 @@ llama.cpp role                                                     kind        t
 
 A role in the table whose tensor has an unexpected number of dimensions, and any other name, gets no
 kind from the reader: htsr then infers it from the name and shape as for any file
-(:func:`htsr.matrices.infer_kind`; 2-D → dense, 1-D → skipped). Tensors are listed in file order
+(:func:`htsr.tensors.infer_kind`; 2-D → dense, 1-D → skipped). Tensors are listed in file order
 (llama.cpp writes them in model order). A multimodal file's tower prefix (``v.``, ``a.``, ``mm.``) and an
 encoder-decoder's (``enc.``, ``dec.``) are set aside for the role (``v.blk.0.attn_q`` is an ``attn_q``). Each expert row of a quantized stack
 dequantizes that expert's bytes alone (``TensorRef.load_item``).
@@ -85,7 +85,7 @@ import numpy as np
 
 from ..errors import LayerSkipped, SourceError
 from ..factored import LowRank
-from ..matrices import VECTOR, SharedLoad, is_vector
+from ..tensors import VECTOR, SharedLoad, is_vector
 from .base import SPLIT_NAME, TensorRef, first_overlap, import_extra, one_line, skipped_loader
 
 __all__ = ["GGUF_MAGIC", "GGUFFile", "GGUFSplit", "GGUFTensorRef", "gguf_kind", "is_gguf", "open_gguf"]

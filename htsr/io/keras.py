@@ -106,7 +106,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MissingExtraError, SourceError
-from ..matrices import MAX_CONV_KERNEL, classify
+from ..tensors import MAX_CONV_KERNEL, classify
 from .base import TensorRef, einsum_axes, expands_too_far, grouped_axes, import_extra, one_line, skipped_loader
 from .safetensors import natural_key
 

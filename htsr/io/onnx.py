@@ -117,7 +117,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SourceError, shown
-from ..matrices import classify, is_recurrent
+from ..tensors import classify, is_recurrent
 from .base import (
     FLOAT_DTYPES,
     TensorRef,

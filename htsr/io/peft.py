@@ -61,7 +61,7 @@ import numpy as np
 
 from ..errors import LayerSkipped, SourceError
 from ..factored import Factored, Kronecker, LowRank, hadamard_lowrank
-from ..matrices import SharedLoad, infer_kind
+from ..tensors import SharedLoad, infer_kind
 from .base import TensorRef, TensorSource, skipped_loader
 
 __all__ = ["ADAPTER_FILES", "PeftAdapter", "is_peft_folder", "looks_like_lora", "single_file_lora"]

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import LayerSkipped, MissingExtraError, SourceError
-from ..matrices import infer_kind, is_bias_or_buffer, is_vector
+from ..tensors import infer_kind, is_bias_or_buffer, is_vector
 from .base import TensorRef, TensorSource, import_extra, one_line, skipped_loader
 from .numpy import flat_items
 from .scales import with_scales
