@@ -145,6 +145,10 @@ class LayerResult(NanEqual):
     loc_lr_tail_std: float = NAN
     loc_lr_bulk_mean: float = NAN
     loc_lr_bulk_std: float = NAN
+    loc_ent_tail_mean: float = NAN  # vector entropy: of the histogram of |v_i| in 100 bins (WeightWatcher's)
+    loc_ent_tail_std: float = NAN
+    loc_ent_bulk_mean: float = NAN
+    loc_ent_bulk_std: float = NAN
 
     def as_dict(self) -> dict[str, Any]:
         """The row as a dict; counts (float fields so that they can be NaN) are ints where defined."""
@@ -597,7 +601,8 @@ OPTION_COLUMNS = (
     ("drop_top", ("raw_alpha", "num_fingers"), "alpha"),
     ("bayes_average", ("bayes_avg_alpha", "bayes_avg_alpha_lo", "bayes_avg_alpha_hi"), "pl_pvalue|bayes_alpha_hi"),
     ("randomize", RANDOMIZE_COLUMNS, "num_spikes"),
-    ("localization", ("loc_pr_tail_mean", "loc_pr_bulk_mean", "loc_lr_tail_mean", "loc_lr_bulk_mean"), "stable_rank"),
+    ("localization", ("loc_pr_tail_mean", "loc_pr_bulk_mean", "loc_lr_tail_mean", "loc_lr_bulk_mean",
+                      "loc_ent_tail_mean", "loc_ent_bulk_mean"), "stable_rank"),
 )
 
 

@@ -214,8 +214,8 @@ OPTION_SPECS: dict[str, OptionSpec] = {
                    "SETOL: the ERG (det X = 1) tail by a running log-sum, its edge, delta-lambda-min and "
                    "the layer-quality closed forms"),
         OptionSpec("localization", False, "True or False", _is_bool,
-                   "eigenvector localisation: participation and localisation ratios of tail and bulk "
-                   "eigenvectors (one eigenvector pass per layer)"),
+                   "eigenvector localisation: participation and localisation ratios and vector entropy of tail "
+                   "and bulk eigenvectors (one eigenvector pass per layer)"),
         OptionSpec("base", None, "None, a path, a mapping of arrays, a torch or Keras model, or an opened source",
                    _source_ok,
                    "analyse the deltas W - W_base against this base model, tensor by tensor for the names "

@@ -121,7 +121,8 @@ def test_not_analysed_reasons_are_in_the_flags_terms(model, capsys):
     (["--farms-aspect", "1"], ["farms_windows"]),
     (["--clip-xmax"], ["raw_alpha", "num_fingers"]),
     (["--bayes-average"], ["bayes_avg_alpha", "bayes_avg_alpha_lo", "bayes_avg_alpha_hi"]),
-    (["--localization"], ["loc_pr_tail_mean", "loc_pr_bulk_mean", "loc_lr_tail_mean", "loc_lr_bulk_mean"]),
+    (["--localization"], ["loc_pr_tail_mean", "loc_pr_bulk_mean", "loc_lr_tail_mean", "loc_lr_bulk_mean",
+                         "loc_ent_tail_mean", "loc_ent_bulk_mean"]),
 ])
 def test_an_option_shows_the_columns_it_fills(model, capsys, flags, columns):
     """An option's own columns appear in the printed table (and the report, which uses the same list),

@@ -418,6 +418,41 @@ def test_localization_tail_is_the_fits_tail_however_the_eigenvalues_round():
         assert row.loc_lr_bulk_mean == pytest.approx(np.mean(lr[:-n]), rel=1e-8), seed
 
 
+def test_vector_entropy_known_answers():
+    """WeightWatcher's vec_entropy: the Shannon entropy of the histogram of |v_i| in 100 equal bins over their range."""
+    from htsr.rmt.localization import vector_entropy
+
+    M = 400
+    # a coordinate vector: M − 1 magnitudes in the first bin, one in the last. The 1e-10 added to each bin's
+    # density (WeightWatcher's EPSILON; the densities sum to 100 over a range of 1) gives each of the 98 empty bins
+    # p = 1e-12 and −p·ln p = 2.8e-11: 2.7e-9 in all, within 1e-8 absolute
+    h = -((M - 1) / M) * math.log((M - 1) / M) - (1 / M) * math.log(1 / M)
+    assert vector_entropy(np.eye(M), axis=0) == pytest.approx(np.full(M, h), abs=1e-8)
+    # magnitudes spread evenly, 10 in each bin (bin centres), signs mixed: ln 100 (no empty bin: ε's effect is
+    # 1e-12 relative; 1e-9 absolute)
+    v = (np.arange(1000) // 10 + 0.5) * np.where(np.arange(1000) % 2, -1, 1)
+    assert vector_entropy(v[:, None], axis=0)[0] == pytest.approx(math.log(100), abs=1e-9)
+    # any vector: scipy's entropy of numpy's histogram density plus the ε (WeightWatcher's formula, computed
+    # independently: the same float64 operations up to summation order, 1e-12 relative); the same for c·v and
+    # along the other axis (the histogram of c·|v| has the same counts, exactly)
+    rng = np.random.default_rng(0)
+    V = rng.standard_normal((300, 5)) ** 3
+    ref = [scipy.stats.entropy(np.histogram(np.abs(c), bins=100, density=True)[0] + 1e-10) for c in V.T]
+    assert vector_entropy(V, axis=0) == pytest.approx(ref, rel=1e-12)
+    # (without the ε, scipy's entropy of the bare counts is 3e-8 to 1e-7 lower: 56 to 74 of these bins are empty)
+    # scale-free but for the ε, whose share of a bin scales with the range (above: < 1e-6 absolute at 8×)
+    assert vector_entropy(-8.0 * V.T, axis=1) == pytest.approx(vector_entropy(V, axis=0), abs=1e-6)
+
+
+def test_localization_entropy_splits_a_planted_entry_from_noise():
+    W, _ = S.planted_entry(N, M, 0)
+    loc = localization([W], num_tail=1)
+    # the spike's eigenvector sits on one coordinate: H near a coordinate vector's 0.015 (M = 500; measured 0.27,
+    # its other entries O(1/θ) spread over a few bins); a random unit vector's about 4.05 (measured 4.06, sd 0.09)
+    assert loc["loc_ent_tail_mean"] < 1.0
+    assert loc["loc_ent_bulk_mean"] == pytest.approx(4.05, abs=0.1)  # (±1 sd of one vector; the mean's is 0.004)
+
+
 def test_localization_says_why_a_group_has_no_ratio():
     """A fixed x_min below the whole spectrum leaves no bulk eigenvector: its columns had been NaN on an 'ok' row
     with nothing saying why; so had a one-vector tail's spread."""

@@ -83,6 +83,34 @@ def test_minilm_erg_tail_matches_weightwatcher_detx(minilm_path):
         assert r.erg_lambda_min_raw == pytest.approx(w["detX_val"], rel=1e-5), r.name
 
 
+def test_minilm_eigenvector_metrics_match_weightwatcher_vectors(minilm_path):
+    """htsr's --localization columns against WW 0.7.7's ``vectors=True`` (data/ww/make_vectors_reference.py) on
+    MiniLM's 14 rectangular layers, whose eigenvectors are of the same X in both (on a square layer WW takes W·Wᵀ,
+    htsr THEORY's WᵀW: other vectors). The tails have the same count on every layer. The vector entropy and the
+    localisation ratio are WW's definitions; the participation ratio is not (htsr's 1/Σv⁴ is WW's ‖v‖₂/‖v‖₄ to
+    the fourth power, and a mean of fourth powers is no fourth power of the mean: not compared)."""
+    doc = json.loads((DATA / "minilm_l6_v2_vectors.json").read_text())
+    assert doc["meta"]["source_sha256"] == sha256(minilm_path)
+    ref = {r["longname"]: r for r in doc["rows"] if r["N"] != r["M"]}
+    rows = [r for r in htsr.analyze(minilm_path, precision="accurate", localization=True).layers if r.name in ref]
+    assert len(rows) == len(ref) == 14
+    for r in rows:
+        w = ref[r.name]
+        assert r.num_pl_spikes == w["num_pl_spikes"], r.name
+        # The same X in float64, but formed from W or from Wᵀ as each orients it: the rounding rotates the vectors
+        # of near-equal eigenvalues, and an entry crossing a bin edge moves a vector's H by ~1/M. Measured, largest
+        # over the 14: bulk means (100 to 360 vectors) 9.0e-4 apart in H and 9.7e-4 relative in LR, tail means
+        # (21 to 284 vectors) 0.011 and 0.0093 relative, the bulk variance 1.4 % relative; 7 of the 14 layers
+        # agree to 1e-10 in all four. Bands of about 3× those
+        assert r.loc_ent_bulk_mean == pytest.approx(w["bulk_mean_vec_entropy"], abs=3e-3), r.name
+        assert r.loc_ent_tail_mean == pytest.approx(w["tail_mean_vec_entropy"], abs=0.03), r.name
+        assert r.loc_lr_bulk_mean == pytest.approx(w["bulk_mean_loc_ratio"], rel=3e-3), r.name
+        assert r.loc_lr_tail_mean == pytest.approx(w["tail_mean_loc_ratio"], rel=0.03), r.name
+        # WW's variance has ddof 0, htsr's sd ddof 1: htsr's sd² · (n−1)/n is WW's variance
+        n = r.num_evals - r.num_pl_spikes
+        assert r.loc_ent_bulk_std ** 2 * (n - 1) / n == pytest.approx(w["bulk_var_vec_entropy"], rel=0.05), r.name
+
+
 def test_efficientnet_lite0_rmt_columns(efficientnet_lite0_path):
     """Every layer large enough for a fit gets a phase, an MP fit and an ERG tail; traps are located."""
     result = htsr.analyze(efficientnet_lite0_path, randomize=True)
