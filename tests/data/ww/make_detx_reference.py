@@ -10,30 +10,8 @@ Builds the same module as make_reference.py, runs
 (= ``num_ERG_spikes``), ``detX_val_unrescaled`` (the tail's lower edge in WW's mean-normalised units,
 despite the name) and ``detX_val`` (raw units), with the versions and the file hash.
 """
-import argparse
-import json
-import os
-
-from make_reference import DEFAULT_MINILM, HERE, build_model, clean, load_state_dict, sha256, versions
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minilm", default=os.environ.get("HTSR_WW_MINILM", DEFAULT_MINILM))
-    ap.add_argument("--out", default=os.path.join(HERE, "minilm_l6_v2_detx.json"))
-    args = ap.parse_args()
-    import weightwatcher as ww
-
-    details = ww.WeightWatcher(model=build_model(load_state_dict(args.minilm))).analyze(detX=True)
-    cols = ["longname", "num_evals", "detX_num", "detX_val", "detX_val_unrescaled"]
-    rows = [{k: clean(r[k]) for k in cols} for r in details.to_dict(orient="records")]
-    doc = {"meta": {"model": "minilm_l6_v2", "source_sha256": sha256(args.minilm), "versions": versions(),
-                    "call": "weightwatcher.WeightWatcher(model=m).analyze(detX=True)"},
-           "rows": rows}
-    with open(args.out, "w") as f:
-        json.dump(doc, f, indent=1)
-    print(f"wrote {args.out}: {len(rows)} layers")
-
+from make_reference import minilm_columns_reference
 
 if __name__ == "__main__":
-    main()
+    minilm_columns_reference(__doc__, "minilm_l6_v2_detx.json",
+                             ["longname", "num_evals", "detX_num", "detX_val", "detX_val_unrescaled"], detX=True)

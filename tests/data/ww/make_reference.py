@@ -206,6 +206,27 @@ def versions():
     return out
 
 
+def minilm_columns_reference(doc_string, default_out, columns, **analyze_kwargs):
+    """The command-line script of a MiniLM reference of some columns: ``analyze(**analyze_kwargs)`` on the module
+    build_model makes, ``columns`` of every row (column names or a function of the details frame) written to
+    ``--out`` (``default_out`` in this folder) with the versions, the file hash and the call."""
+    ap = argparse.ArgumentParser(description=doc_string.splitlines()[0])
+    ap.add_argument("--minilm", default=os.environ.get("HTSR_WW_MINILM", DEFAULT_MINILM))
+    ap.add_argument("--out", default=os.path.join(HERE, default_out))
+    args = ap.parse_args()
+    import weightwatcher as ww
+
+    details = ww.WeightWatcher(model=build_model(load_state_dict(args.minilm))).analyze(**analyze_kwargs)
+    call = ", ".join(f"{k}={v!r}" for k, v in analyze_kwargs.items())
+    rows = [{k: clean(r[k]) for k in columns} for r in details.to_dict(orient="records")]
+    doc = {"meta": {"model": "minilm_l6_v2", "source_sha256": sha256(args.minilm), "versions": versions(),
+                    "call": f"weightwatcher.WeightWatcher(model=m).analyze({call})"},
+           "rows": rows}
+    with open(args.out, "w") as f:
+        json.dump(doc, f, indent=1)
+    print(f"wrote {args.out}: {len(rows)} layers")
+
+
 def process(tag, path, out_dir, evals_dir):
     import torch
     sd = load_state_dict(path)
