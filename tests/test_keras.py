@@ -393,6 +393,39 @@ def test_compressed_archive_member(tmp_path):
     _check_toy(KerasFile(write_keras(tmp_path / "toy.keras", TOY_CONFIG, t, groups, zipfile.ZIP_DEFLATED)))
 
 
+def test_a_stored_weights_member_with_a_zip_extra_field_is_read_as_the_original(keras, tmp_path):
+    """Info-ZIP's zip writes an extra field into each local header (UT timestamps, ux owner), longer there
+    than the one the central directory holds (28 and 24 bytes): a stored model.weights.h5 starts after the
+    local header's name *and* extra field. Re-zipped so, the archive gives the rows of the original, which
+    equal the kernels keras.saving.load_model reads back from the re-zipped file."""
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((6,)), L.Dense(5, name="fc1"), L.Dense(4, name="fc2")], name="m")
+    src, dst = tmp_path / "plain.keras", tmp_path / "infozip.keras"
+    m.save(src)
+    local = b"UT\x09\x00\x03\xf6\xe2\x14\x6b\xf6\xe2\x14\x6bux\x0b\x00\x01\x04" + bytes(4) + b"\x04" + bytes(4)
+    central = b"UT\x05\x00\x03\xf6\xe2\x14\x6bux\x0b\x00\x01\x04" + bytes(4) + b"\x04" + bytes(4)
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+        for old in zin.infolist():
+            info = zipfile.ZipInfo(old.filename, old.date_time)
+            info.extra = local
+            zout.writestr(info, zin.read(old.filename))  # the local header is written (and final) here
+            info.extra = central  # what close() writes into the central directory
+    with zipfile.ZipFile(dst) as z:
+        info = z.getinfo("model.weights.h5")
+        assert info.compress_type == zipfile.ZIP_STORED and info.extra == central
+    with open(dst, "rb") as f:  # the local header's own extra field is the longer one
+        f.seek(info.header_offset + 28)
+        assert int.from_bytes(f.read(2), "little") == len(local) == 28
+    loaded = keras.saving.load_model(dst)
+    got = {r.name: r for r in KerasFile(dst)}
+    assert list(got) == [r.name for r in KerasFile(src)] == ["fc1", "fc2"]
+    for a in KerasFile(src):
+        want = keras.ops.convert_to_numpy(loaded.get_layer(a.name).kernel).T
+        np.testing.assert_array_equal(a.load(), want)  # exact: the same float32 bytes
+        np.testing.assert_array_equal(got[a.name].load(), want)
+
+
 def test_bfloat16_and_float16_variables(tmp_path):
     import ml_dtypes
 
@@ -1216,6 +1249,49 @@ def test_a_custom_attention_layers_gemma_style_projections_are_read_right_from_e
         assert q.lambda_max == pytest.approx(truth[0], rel=1e-12), src  # the same float64 SVD of the same values
 
 
+@pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file")
+def test_a_custom_layers_key_and_value_attributes_are_rows_of_their_own_kernels(keras, tmp_path):
+    """A custom attention layer holding its projections as attributes self.query / self.key / self.value
+    (EinsumDense, no config htsr reads): each row is named after its attribute and holds that attribute's
+    kernel [dim, heads, head_dim] as [heads·head_dim, dim]. value has a wider head than key, so a swap of the
+    two is a wrong shape as well as wrong values. From the live model and every file it is saved as."""
+    L = keras.layers
+
+    @keras.saving.register_keras_serializable(package="htsr_test")
+    class KeyValueAttention(L.Layer):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.query = L.EinsumDense("btd,dnh->btnh", output_shape=(None, 2, 3), name="query")
+            self.key = L.EinsumDense("btd,dnh->btnh", output_shape=(None, 2, 3), name="key")
+            self.value = L.EinsumDense("btd,dnh->btnh", output_shape=(None, 2, 5), name="value")
+
+        def build(self, shape):
+            for sub in (self.query, self.key, self.value):
+                sub.build(shape)
+
+        def call(self, x):
+            return self.value(x)
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((7, 8))
+    model = keras.Model(inp, KeyValueAttention(name="attn")(inp), name="kv")
+    model.save(tmp_path / "kv.keras")
+    model.save(tmp_path / "kv.h5")
+    model.save_weights(tmp_path / "kv.weights.h5")
+    attn = model.get_layer("attn")
+    want = {f"attn.{a}": keras.ops.convert_to_numpy(getattr(attn, a).kernel).reshape(8, -1).T
+            for a in ("query", "key", "value")}
+    assert {n: w.shape for n, w in want.items()} == {"attn.query": (6, 8), "attn.key": (6, 8), "attn.value": (10, 8)}
+    sources = {"live": KerasModel(model),
+               **{f: KerasFile(tmp_path / f) for f in ("kv.keras", "kv.weights.h5", "kv.h5")}}
+    for src, refs in sources.items():
+        got = {r.name: r for r in refs}
+        assert list(got) == list(want), src
+        for name, w in want.items():
+            assert (got[name].kind, got[name].shape) == ("dense", w.shape), (src, name)
+            np.testing.assert_array_equal(got[name].load(), w, err_msg=f"{src}: {name}")  # exact: regrouped copy
+
+
 def test_a_big_endian_float64_kernel_stays_float64(tmp_path):
     """'>f8' is not np.float64 by ==: it was narrowed to float32 (eigenvalues off by ~1e-8 relative)."""
     W = np.random.default_rng(3).standard_normal((20, 16))
@@ -1250,6 +1326,45 @@ def test_a_lora_enabled_dense_in_a_legacy_h5_is_its_merged_kernel(keras, tmp_pat
         for n in ("fc", "emb"):
             # the .h5's merge is computed by htsr in float32, Keras's in float32 too: ~1e-6
             assert r[n].lambda_max == pytest.approx(lam[n], rel=1e-5), (src, n)
+
+
+@pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file")
+def test_a_legacy_lora_layer_whose_config_rank_differs_from_its_factors_gets_a_skipped_row(keras, tmp_path):
+    """A legacy .h5 holds W, A [in, r] and B [r, out]; the merge W + (alpha / lora_rank)·A·B takes lora_rank from
+    the model config. A config whose lora_rank (2) is not the factors' rank (4) gives a merge Keras never
+    computes (alpha/2 for alpha/4): the layer gets a skipped row, not a wrong kernel. The file as saved is
+    Keras's merged kernel."""
+    from htsr.errors import LayerSkipped
+
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((40,))
+    model = keras.Model(inp, L.Dense(64, name="fc")(inp), name="lora")
+    fc = model.get_layer("fc")
+    fc.enable_lora(4, lora_alpha=8.0)
+    fc.lora_kernel_b.assign(np.random.default_rng(1).standard_normal((4, 64)).astype("float32"))
+    model.save(tmp_path / "m.h5")
+    with h5py.File(tmp_path / "m.h5", "r") as f:
+        config = f.attrs["model_config"]
+        config = config.decode() if isinstance(config, bytes) else config
+    assert config.count('"lora_rank": 4') == 1
+    bad = tmp_path / "rank2.h5"
+    bad.write_bytes((tmp_path / "m.h5").read_bytes())
+    with h5py.File(bad, "r+") as f:
+        f.attrs["model_config"] = config.replace('"lora_rank": 4', '"lora_rank": 2')
+    merged = keras.ops.convert_to_numpy(fc.kernel).T  # the kernel Keras computes with, W + (8/4)·A·B
+    (ok,) = KerasFile(tmp_path / "m.h5")
+    # float32 rounding: htsr's A·B may sum in another order than Keras's (measured equal here); a few ulps of
+    # the largest entry (~3.3, ulp 2.4e-7) at most
+    np.testing.assert_allclose(ok.load(), merged, rtol=1e-5, atol=1e-6)
+    (ref,) = KerasFile(bad)
+    assert (ref.name, ref.shape) == ("fc", (64, 40))
+    reason = ("a LoRA-enabled layer whose factors or lora_rank (model config) do not fit its kernel: "
+              "analyse the model saved as .keras, which stores the merged kernel")
+    with pytest.raises(LayerSkipped, match="lora_rank"):
+        ref.load()
+    (row,) = htsr.analyze(bad, min_evals=5).layers
+    assert (row.name, row.status) == ("fc", f"skipped: {reason}")
 
 
 def test_attention_output_with_an_output_shape_is_read_without_a_config(keras, tmp_path):

@@ -98,6 +98,56 @@ def test_gemm_honours_transB(tmp_path, trans_b):
     np.testing.assert_array_equal(ref.load(), W)
 
 
+@pytest.mark.parametrize("trans_a", [0, 1])
+def test_gemm_with_the_weight_as_input_a_honours_transA(tmp_path, trans_a):
+    """Gemm(A=weight, B=x) computes Y = A'·x: A is the layer's [out, in] as stored unless transA=1 (then
+    [in, out]). Known answer: onnxruntime's own Y for x = I, which is A' itself, and numpy_helper's copy of
+    the initializer turned to that orientation."""
+    ort = pytest.importorskip("onnxruntime")
+    rng = _rng(22)
+    W = _f32(rng, 4, 6)  # [out, in]: not square, so a wrong orientation is a wrong shape too
+    stored = W.T.copy() if trans_a else W
+    node = helper.make_node("Gemm", ["onnx::Gemm_1", "x"], ["y"], name="/fc/Gemm", transA=trans_a)
+    path = _save(_model([node], {"onnx::Gemm_1": stored}), tmp_path / "ga.onnx")
+    init = numpy_helper.to_array(onnx.load(str(path)).graph.initializer[0])
+    want = init.T if trans_a else init
+    (y,) = ort.InferenceSession(str(path)).run(None, {"x": np.eye(6, dtype=np.float32)})
+    np.testing.assert_array_equal(y, want)  # exact: A'·I in float32 is A' (products by 1 and 0, sums with 0)
+    (ref,) = OnnxFile(path)
+    assert (ref.name, ref.kind, ref.shape) == ("fc.weight", "dense", (4, 6))
+    np.testing.assert_array_equal(ref.load(), want)  # exact: the stored values, reoriented
+
+
+def test_a_3d_opaque_matmul_weight_is_a_stack_of_out_in_matrices(tmp_path):
+    """A batched MatMul weight [E, in, out] under an opaque name (experts: y[e] = x[e] @ W[e]) is a stack of
+    E matrices [out, in]: np.swapaxes of the stored tensor (numpy_helper's copy), the matrix of each expert
+    and not the same values reshaped to [E, out, in]. onnxruntime's y for x[e] = I is W[e] itself."""
+    ort = pytest.importorskip("onnxruntime")
+    rng = _rng(23)
+    node = helper.make_node("MatMul", ["x", "onnx::MatMul_1"], ["y"], name="/experts/MatMul")
+    path = _save(_model([node], {"onnx::MatMul_1": _f32(rng, 3, 4, 5)}), tmp_path / "stack.onnx")
+    want = np.swapaxes(numpy_helper.to_array(onnx.load(str(path)).graph.initializer[0]), -1, -2)
+    (y,) = ort.InferenceSession(str(path)).run(None, {"x": np.tile(np.eye(4, dtype=np.float32), (3, 1, 1))})
+    np.testing.assert_array_equal(np.swapaxes(y, -1, -2), want)  # exact: x[e] = I, as above
+    (ref,) = OnnxFile(path)
+    assert (ref.name, ref.kind, ref.shape) == ("experts.weight", "stack", (3, 5, 4))
+    np.testing.assert_array_equal(ref.load(), want)  # exact: the stored values, axes swapped
+
+
+def test_a_5d_conv_kernel_is_a_conv3d_layer(tmp_path):
+    """Conv's W [c_out, c_in/g, kd, kh, kw] (a 3-D convolution) is kind conv3d, kept as stored; the analysis
+    row says conv3d too."""
+    rng = _rng(24)
+    W = _f32(rng, 8, 4, 3, 3, 3)
+    node = helper.make_node("Conv", ["x", "onnx::Conv_1"], ["y"], name="/c3/Conv")
+    path = _save(_model([node], {"onnx::Conv_1": W}), tmp_path / "c3.onnx")
+    (ref,) = OnnxFile(path)
+    assert (ref.name, ref.kind, ref.shape) == ("c3.weight", "conv3d", (8, 4, 3, 3, 3))
+    np.testing.assert_array_equal(ref.load(), W)  # exact: the same bytes
+    (row,) = htsr.analyze(path, min_evals=2).layers
+    assert (row.name, row.kind) == ("c3", "conv3d")
+
+
 def test_conv_gather_and_constant_node(tmp_path):
     rng = _rng(3)
     k1, k2, emb, const = _f32(rng, 8, 4, 3), _f32(rng, 16, 8, 3, 3), _f32(rng, 50, 8), _f32(rng, 6, 8)
@@ -606,6 +656,27 @@ def test_dequantize_linear_weights_are_dequantized_and_typed(tmp_path):
     assert rows["fc1"].status == "ok" and rows["q3"].kind == "conv2d"
 
 
+def test_dequantize_linear_without_an_axis_attribute_is_per_axis_1(tmp_path):
+    """A per-channel DequantizeLinear with no ``axis`` attribute takes the ONNX default, axis=1: for MatMul's
+    B [in, out] one scale and zero point per output column. Known answer: the weight onnxruntime dequantizes
+    (the DequantizeLinear output, a graph output here), as [out, in]."""
+    ort = pytest.importorskip("onnxruntime")
+    rng = _rng(25)
+    q = rng.integers(-127, 128, (8, 6)).astype(np.int8)  # [in, out]
+    s = rng.uniform(0.5, 1.5, 6).astype(np.float32)
+    z = rng.integers(-5, 5, 6).astype(np.int8)
+    nodes = [helper.make_node("DequantizeLinear", ["onnx::MatMul_3_quantized", "s", "z"], ["w"],
+                              name="/fc/DequantizeLinear"),  # no axis attribute
+             helper.make_node("MatMul", ["x", "w"], ["y"], name="/fc/MatMul")]
+    path = _save(_model(nodes, {"onnx::MatMul_3_quantized": q, "s": s, "z": z}, outputs=("y", "w"), opset=21),
+                 tmp_path / "dq.onnx")
+    _, w = ort.InferenceSession(str(path)).run(None, {"x": np.eye(8, dtype=np.float32)})
+    (ref,) = OnnxFile(path)
+    assert (ref.name, ref.kind, ref.shape, ref.dtype) == ("fc.weight", "dense", (6, 8), "float32")
+    # exact: onnxruntime's (q − z)·s is the same float32 operations as htsr's
+    np.testing.assert_array_equal(ref.load(), w.T)
+
+
 def test_dequantize_linear_with_a_computed_scale_gets_a_skipped_row(tmp_path):
     rng = _rng(6)
     nodes = [helper.make_node("Abs", ["s_in"], ["s"], name="/fc/Abs"),  # a scale computed at run time
@@ -965,10 +1036,12 @@ def test_negative_dims_and_a_zero_point_of_the_wrong_shape_are_named(tmp_path):
     assert row.status == "skipped: DequantizeLinear zero point of shape [5] is not its scale's [96]; analyse the float model"
 
 
-def test_a_fused_nodes_operator_name_is_no_module(tmp_path):
+# (a fusion of fused nodes keeps each operator's name: every trailing operator component is dropped)
+@pytest.mark.parametrize("node_name", ["/enc/fc1/MatMul/MatMulAddFusion", "/enc/fc1/MatMul/Add/MatMulAddFusion"])
+def test_a_fused_nodes_operator_name_is_no_module(tmp_path, node_name):
     """onnxruntime names a fused node '/enc/fc1/MatMul/MatMulAddFusion': the row is enc.fc1, not enc.fc1.MatMul."""
     rng = _rng(11)
-    nodes = [helper.make_node("Gemm", ["x", "onnx::MatMul_7"], ["y"], name="/enc/fc1/MatMul/MatMulAddFusion")]
+    nodes = [helper.make_node("Gemm", ["x", "onnx::MatMul_7"], ["y"], name=node_name)]
     refs = _refs(_save(_model(nodes, {"onnx::MatMul_7": _f32(rng, 30, 20)}), tmp_path / "m.onnx"))
     assert list(refs) == ["enc.fc1.weight"]
 
