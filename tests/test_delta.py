@@ -377,6 +377,52 @@ def test_a_float_deltas_resolution_and_a_quantized_blocks_rounding_are_their_clo
     assert rounding(q, blocks) == pytest.approx(np.sqrt(np.mean(step**2) / 12), rel=1e-12)  # same float64 formula
 
 
+def test_a_deltas_resolution_adds_both_quantized_inputs_roundings_and_no_base_term_under_a_float_model():
+    """The rms rounding a delta holds, known answers from its inputs' values: both quantized on their own (a
+    GGUF fine-tune against a GGUF base), the two blocks' roundings Δ/√12 in quadrature, hypot(model, base); a
+    float model of a quantized base (it started from the dequantized base, which it holds exactly) its own
+    float rounding u/√3·rms(W) alone, no base term; a quantized model of a float base its own rounding alone."""
+    from htsr.io.base import TensorRef
+    from htsr.io.delta import DeltaSource
+
+    class Refs:  # a source of these refs (DeltaSource lists a source and reads its description)
+        def __init__(self, *refs):
+            self.refs, self.description = refs, "refs"
+
+        def __iter__(self):
+            return iter(self.refs)
+
+    rng = np.random.default_rng(6)
+    w0 = rng.uniform(-1, 1, (16, 64)).astype(np.float32)  # 32 blocks of 32
+    w = w0 + np.float32(0.1) * rng.uniform(-1, 1, (16, 64)).astype(np.float32)
+
+    def blocks_rounding(a, bits):  # each block's range in 2^bits - 1 steps Δ, rounded to the nearest: Δ/√12
+        b = a.astype(np.float64).reshape(-1, 32)
+        step = (b.max(axis=1) - b.min(axis=1)) / (2.0**bits - 1)
+        return float(np.sqrt(np.mean(step**2 / 12)))
+
+    def resolution(model, base):
+        (t,) = list(DeltaSource(Refs(model), Refs(base)))
+        np.testing.assert_array_equal(t.load(), w - w0)  # (the delta, its noise set by the load)
+        return t.resolution()
+
+    q4 = TensorRef("fc.weight", w.shape, "float32", lambda: w, bits=4, quant_block=32)
+    q8_base = TensorRef("fc.weight", w0.shape, "float32", lambda: w0, bits=8, quant_block=32)
+    float_model = TensorRef("fc.weight", w.shape, "float32", lambda: w)
+    float_base = TensorRef("fc.weight", w0.shape, "float32", lambda: w0)
+    own4, base8 = blocks_rounding(w, 4), blocks_rounding(w0, 8)
+    # the base's term is seen in the sum: it raises hypot(own4, base8) over own4 by 1.6e-3, 1600 tolerances
+    assert math.hypot(own4, base8) > (1 + 1e-3) * own4
+    # htsr takes a block's range (max − min) in the values' float32, one rounding of 2^-24 relative, where
+    # this reference takes it in float64: they agree to 1e-6 relative
+    assert resolution(q4, q8_base) == pytest.approx(math.hypot(own4, base8), rel=1e-6)
+    assert resolution(q4, float_base) == pytest.approx(own4, rel=1e-6)
+    own_float = 2.0**-24 / math.sqrt(3) * float(np.sqrt(np.mean(w.astype(np.float64) ** 2)))
+    # float32's unit roundoff 2^-24 times the rms, which htsr takes by a float32 norm: 1e-6 relative
+    assert resolution(float_model, q8_base) == pytest.approx(own_float, rel=1e-6)
+    assert own_float < 1e-4 * base8  # (a base term in it would be seen: the base's rounding is 10^5 times larger)
+
+
 def test_farms_windows_of_a_delta_are_cut_at_a_window_s_noise_edge():
     """With --farms-aspect, a delta's windows are cut at the MP edge of their inputs' rounding noise for a
     window's shape, not the whole matrix's. A float32 model of entries near 1 over a base of ones: the delta is

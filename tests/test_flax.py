@@ -945,6 +945,22 @@ def test_a_scan_along_axis_1_gives_its_layers(tmp_path):
                                   out[:, 2].reshape(H * hd, D).T)
 
 
+def test_a_scan_that_fits_both_axes_is_read_along_axis_0(tmp_path):
+    """A scanned block of 3 layers of a square Dense: its LayerNorm scale and bias [3, 8] and Dense kernel
+    [3, 8, 8], bias [3, 8] fit a scan of 3 layers along axis 0 (flax's nn.scan default) and one of 8 along
+    axis 1 (t5x's) alike. Axis 0 wins the tie: 3 rows Dense_0[k], each kernel[k].T exactly (a byte copy).
+    Preferring axis 1 had read 8 rows kernel[:, k, :].T, each mixing every layer."""
+    L, D = 3, 8
+    kernel = _f32(L, D, D, seed=7)
+    block = {"LayerNorm_0": {"scale": np.ones((L, D), np.float32), "bias": np.zeros((L, D), np.float32)},
+             "Dense_0": {"kernel": kernel, "bias": np.zeros((L, D), np.float32)}}  # the norm listed first
+    refs = _refs(FlaxMsgpackFile(write(tmp_path / "square.msgpack", {"params": {"ScanBlock_0": block}})))
+    assert list(refs) == [f"ScanBlock_0.Dense_0[{k}]" for k in range(L)]
+    for k in range(L):
+        assert refs[f"ScanBlock_0.Dense_0[{k}]"].shape == (D, D)
+        np.testing.assert_array_equal(refs[f"ScanBlock_0.Dense_0[{k}]"].load(), kernel[k].T)
+
+
 def test_a_single_modules_nnx_state_abstract_arrays_and_t5s_relative_attention_bias():
     """An nnx State of one module ({'kernel', 'bias'}, not nested) was read as a plain mapping: a row 'kernel'
     not transposed. Abstract arrays (jax.eval_shape's ShapeDtypeStruct) failed each row with a TypeError; they

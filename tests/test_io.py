@@ -2449,3 +2449,255 @@ def test_package_error_names_its_file_once():
     assert str(e.naming("m.onnx")) == str(e)
     b = BrokenPackageError("h5py", "reading .h5", "ValueError: x").naming("a.h5").naming("a.h5")
     assert str(b).count("a.h5") == 1
+
+
+# ------------------------------------------------- every reader: a ref's load() has the ref's declared shape
+
+
+def _loaded_shapes(ref: TensorRef) -> list[tuple[int, ...]]:
+    """The shapes ``ref.load()`` gives, as the ref should declare them: an array's or a factored update's
+    (LowRank, Kronecker: ``.shape``) own; a conv LoRA's load() is one factored matrix per kernel position
+    (htsr.matrices' convention), which stands for [c_out, c_in, *kernel]."""
+    x = ref.load()
+    if isinstance(x, list):
+        assert len(x) == int(np.prod(ref.shape[2:])) and len({tuple(p.shape) for p in x}) == 1, ref.name
+        return [(*x[0].shape, *ref.shape[2:])]
+    return [tuple(x.shape)]
+
+
+def _shapes_safetensors(tmp_path):
+    rng = _rng(40)
+    w = {"emb.weight": rng.standard_normal((30, 8)).astype(np.float32),
+         "conv.weight": rng.standard_normal((6, 3, 3, 3)).astype(ml_dtypes.bfloat16),
+         "fc.weight": rng.standard_normal((5, 8)).astype(np.float16), "fc.bias": np.zeros(5, np.float32)}
+    np_save_file(w, str(tmp_path / "m.safetensors"))
+    return open_source(tmp_path / "m.safetensors"), {"embedding", "conv2d", "dense"}
+
+
+class _ShapesNet(torch.nn.Module):  # a layer of each kind a torch reader types
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(30, 8)
+        self.conv = torch.nn.Conv1d(8, 6, 3)
+        self.rnn = torch.nn.LSTM(6, 5, batch_first=True)
+        self.attn = torch.nn.MultiheadAttention(5, 1, batch_first=True)
+        self.fc = torch.nn.Linear(5, 4)
+
+    def forward(self, tok):
+        x = self.rnn(self.conv(self.emb(tok).transpose(1, 2)).transpose(1, 2))[0]
+        return self.fc(self.attn(x, x, x)[0])
+
+
+def _shapes_torch(tmp_path, how):
+    torch.manual_seed(40)
+    net = _ShapesNet().eval()
+    path = tmp_path / ("m.pt2" if how == "export" else "m.pt")
+    if how == "script":
+        torch.jit.save(torch.jit.script(net), str(path))
+    elif how == "export":
+        torch.export.save(torch.export.export(net, (torch.randint(0, 30, (2, 7)),)), str(path))
+    else:
+        torch.save(net.state_dict(), str(path), _use_new_zipfile_serialization=how == "zip")
+    return open_source(path), {"embedding", "conv1d", "rnn", "dense"}
+
+
+def _shapes_npz(tmp_path):
+    rng = _rng(41)
+    np.savez(tmp_path / "m.npz", **{"emb.weight": rng.standard_normal((30, 8)),
+                                    "conv.weight": rng.standard_normal((6, 3, 3, 3)).astype(np.float16),
+                                    "fc.weight": rng.standard_normal((5, 8)).astype(np.float32)})
+    return open_source(tmp_path / "m.npz"), {"embedding", "conv2d", "dense"}
+
+
+def _shapes_onnx(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = _rng(42)
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    H = 5
+    nodes = [helper.make_node("Gather", ["emb.weight", "ids"], ["e"], name="/emb/Gather"),
+             helper.make_node("MatMul", ["e", "W1"], ["h1"], name="/fc1/MatMul"),  # [in, out]: transposed
+             helper.make_node("Gemm", ["h1", "W2"], ["h2"], name="/fc2/Gemm", transB=1),
+             helper.make_node("DequantizeLinear", ["q3", "s3", "z3"], ["w3"], name="/fc3/DequantizeLinear", axis=1),
+             helper.make_node("MatMul", ["h2", "w3"], ["h3"], name="/fc3/MatMul"),
+             helper.make_node("MatMul", ["h3", "W4"], ["h4"], name="/experts/MatMul"),  # [E, in, out]: a stack
+             helper.make_node("LSTM", ["h4", "LW", "LR"], ["y"], name="/rnn/LSTM", hidden_size=H,
+                              direction="bidirectional"),
+             helper.make_node("Conv", ["img", "K"], ["c"], name="/conv/Conv")]
+    inits = {"emb.weight": f(30, 8), "ids": np.arange(4, dtype=np.int64).reshape(2, 2), "W1": f(8, 12),
+             "W2": f(10, 12), "q3": rng.integers(-128, 128, (10, 6)).astype(np.int8),
+             "s3": rng.uniform(1e-3, 1e-2, 6).astype(np.float32), "z3": np.zeros(6, np.int8), "W4": f(3, 6, 7),
+             "LW": f(2, 4 * H, 7), "LR": f(2, 4 * H, H), "K": f(6, 3, 3, 3)}
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(i, TensorProto.FLOAT, None)
+                                           for i in ("img",)],
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in ("y", "c")],
+                              initializer=[numpy_helper.from_array(a, n) for n, a in inits.items()])
+    path = tmp_path / "m.onnx"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), str(path))
+    return open_source(path), {"embedding", "dense", "stack", "rnn", "conv2d"}
+
+
+def _shapes_keras(tmp_path, legacy):
+    """A .keras archive (config.json and model.weights.h5, Keras 3's layout) or a Keras 2 .h5, written with
+    h5py as Keras writes them (tests/test_keras.py checks the layouts against Keras itself)."""
+    h5py = pytest.importorskip("h5py")
+    import io
+
+    rng = _rng(43)
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    emb, lk, lr, conv, fc, q, o, stack = f(30, 8), f(8, 20), f(5, 20), f(3, 3, 2, 6), f(5, 4), f(8, 2, 4), f(2, 4, 8), \
+        f(3, 8, 5)
+    layer = lambda cls, name, **c: {"module": "keras.layers", "class_name": cls,  # noqa: E731
+                                    "config": {"name": name, "trainable": True, **c}, "registered_name": None}
+    config = {"module": "keras", "class_name": "Functional", "registered_name": "Functional", "config": {
+        "name": "m", "trainable": True, "layers": [
+            layer("Embedding", "emb", input_dim=30, output_dim=8), layer("LSTM", "rnn", units=5),
+            layer("Conv2D", "conv", filters=6, kernel_size=[3, 3]), layer("Dense", "fc", units=4),
+            layer("MultiHeadAttention", "attn", num_heads=2, key_dim=4, output_shape=None),
+            layer("EinsumDense", "bproj", equation="abc,bcd->abd", output_shape=[None, 5])]}}
+    if legacy:
+        path = tmp_path / "m.h5"
+        layers = {"emb": [("emb/embeddings:0", emb)],
+                  "rnn": [("rnn/lstm_cell/kernel:0", lk), ("rnn/lstm_cell/recurrent_kernel:0", lr)],
+                  "conv": [("conv/kernel:0", conv)], "fc": [("fc/kernel:0", fc)],
+                  "attn": [("attn/query/kernel:0", q), ("attn/attention_output/kernel:0", o)],
+                  "bproj": [("bproj/kernel:0", stack)]}
+        with h5py.File(path, "w") as h:
+            h.attrs["keras_version"], h.attrs["backend"] = b"2.15.0", b"tensorflow"
+            h.attrs["model_config"] = json.dumps(config).encode()
+            root = h.create_group("model_weights")
+            root.attrs["layer_names"] = [n.encode() for n in layers]
+            for name in sorted(layers):
+                g = root.create_group(name)
+                g.attrs["weight_names"] = [w.encode() for w, _ in layers[name]]
+                for w, a in layers[name]:
+                    g[w] = a
+    else:
+        path = tmp_path / "m.keras"
+        buf = io.BytesIO()
+        with h5py.File(buf, "w") as h:
+            for p, a in {"layers/embedding/vars/0": emb, "layers/lstm/cell/vars/0": lk, "layers/lstm/cell/vars/1": lr,
+                         "layers/conv2d/vars/0": conv, "layers/dense/vars/0": fc,
+                         "layers/multi_head_attention/query_dense/vars/0": q,
+                         "layers/multi_head_attention/output_dense/vars/0": o,
+                         "layers/einsum_dense/vars/0": stack}.items():
+                h[p] = a
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("metadata.json", json.dumps({"keras_version": "3.8.0"}))
+            z.writestr("config.json", json.dumps(config))
+            z.writestr("model.weights.h5", buf.getvalue())
+    return open_source(path), {"embedding", "rnn", "conv2d", "dense", "stack"}
+
+
+def _shapes_flax(tmp_path):
+    """A flax msgpack checkpoint in flax.serialization's encoding (arrays as msgpack extension type 1 of
+    [shape, dtype name, C-order bytes]; tests/test_flax.py checks the encoding)."""
+    msgpack = pytest.importorskip("msgpack")
+    rng = _rng(44)
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    tree = {"params": {"Embed_0": {"embedding": f(30, 8)}, "Dense_0": {"kernel": f(8, 12), "bias": f(12)},
+                       "Conv_0": {"kernel": f(3, 3, 2, 6), "bias": f(6)},
+                       "attn": {"query": {"kernel": f(8, 2, 4), "bias": f(2, 4)}, "out": {"kernel": f(2, 4, 8)}},
+                       "ScanBlock_0": {"LayerNorm_0": {"scale": f(3, 8)}, "Dense_0": {"kernel": f(3, 8, 16),
+                                                                                    "bias": f(3, 16)}}}}
+
+    def ext(x):
+        if isinstance(x, np.ndarray):
+            return msgpack.ExtType(1, msgpack.packb((x.shape, x.dtype.name, x.tobytes("C")), use_bin_type=True))
+        return x
+
+    (tmp_path / "m.msgpack").write_bytes(msgpack.packb(tree, default=ext, strict_types=True))
+    return open_source(tmp_path / "m.msgpack"), {"embedding", "dense", "conv2d"}
+
+
+def _shapes_gguf(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    from gguf import GGMLQuantizationType as Q
+
+    rng = _rng(45)
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    w = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "llama")
+    w.add_tensor("token_embd.weight", f(40, 32))
+    w.add_tensor("blk.0.attn_norm.weight", f(32))
+    w.add_tensor("blk.0.attn_q.weight", gguf.quants.quantize(f(48, 32), Q.Q8_0), raw_dtype=Q.Q8_0)
+    w.add_tensor("blk.0.ffn_up.weight", gguf.quants.quantize(f(64, 32), Q.Q4_0), raw_dtype=Q.Q4_0)
+    w.add_tensor("blk.0.ffn_up_exps.weight", f(3, 64, 32).astype(np.float16))
+    w.add_tensor("output.weight", f(40, 32).astype(np.float16))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return open_source(tmp_path / "m.gguf"), {"embedding", "dense", "stack"}
+
+
+class _ShapesAdapted(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(30, 8)
+        self.conv = torch.nn.Conv2d(3, 6, 3)
+        self.fc = torch.nn.Linear(8, 12)
+
+
+def _shapes_peft(tmp_path, how):
+    """A peft adapter (saved by peft) on an embedding, a conv and a linear: LoRA's factored updates (an
+    embedding's is (B·A)ᵀ), alone or with the base model (#delta, #base and #merged rows); LoKr's Kronecker."""
+    peft = pytest.importorskip("peft")
+    from safetensors.torch import save_file
+
+    torch.manual_seed(46)
+    net = _ShapesAdapted()
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "base.safetensors"))
+    cfg = (peft.LoKrConfig(r=4, alpha=8, target_modules=["conv", "fc"], init_weights=False) if how == "lokr" else
+           peft.LoraConfig(r=4, lora_alpha=8, target_modules=["emb", "conv", "fc"], init_lora_weights=False))
+    peft.get_peft_model(net, cfg).save_pretrained(str(tmp_path / "adapter"))
+    src = open_source(tmp_path / "adapter")
+    if how == "base":
+        src = src.with_base(open_source(tmp_path / "base.safetensors"))
+    return src, {"lora"} | ({"embedding", "conv2d", "dense"} if how == "base" else set())
+
+
+def _shapes_delta(tmp_path):
+    from htsr.io.delta import DeltaSource
+
+    rng = _rng(47)
+    base = {"emb.weight": rng.standard_normal((30, 8)), "conv.weight": rng.standard_normal((6, 3, 3, 3)),
+            "fc.weight": rng.standard_normal((5, 8))}
+    model = {k: v + 0.01 * rng.standard_normal(v.shape) for k, v in base.items()}
+    return DeltaSource(open_source(model), open_source(base)), {"embedding", "conv2d", "dense"}
+
+
+_SHAPE_SOURCES = {
+    "safetensors": _shapes_safetensors,
+    "pt": lambda p: _shapes_torch(p, "zip"), "legacy_pt": lambda p: _shapes_torch(p, "legacy"),
+    "torchscript": lambda p: _shapes_torch(p, "script"), "pt2": lambda p: _shapes_torch(p, "export"),
+    "npz": _shapes_npz, "onnx": _shapes_onnx,
+    "keras": lambda p: _shapes_keras(p, legacy=False), "h5": lambda p: _shapes_keras(p, legacy=True),
+    "flax_msgpack": _shapes_flax, "gguf": _shapes_gguf,
+    "peft_lora": lambda p: _shapes_peft(p, "lora"), "peft_lora_with_base": lambda p: _shapes_peft(p, "base"),
+    "peft_lokr": lambda p: _shapes_peft(p, "lokr"), "delta": _shapes_delta,
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(_SHAPE_SOURCES))
+def test_every_readers_loaded_tensor_has_its_refs_declared_shape(tmp_path, fmt):
+    """The invariant analyze relies on (it sizes a row, N x M, from the ref's shape before loading): each
+    TensorRef's load() has the shape the ref declares, for every reader (an embedding LoRA's update, stored
+    as lora_embedding_A r x vocab and lora_embedding_B dim x r, had loaded as a dim x vocab LowRank under a
+    vocab x dim ref). Skipped rows (a load that raises LayerSkipped) declare no data."""
+    from htsr.errors import LayerSkipped
+    from htsr.tensors import infer_kind
+
+    source, kinds = _SHAPE_SOURCES[fmt](tmp_path)
+    refs = list(source)
+    typed = {r.name: r.kind or infer_kind(r.name, tuple(r.shape)) for r in refs}  # (as analyze types them)
+    assert kinds <= set(typed.values()), typed  # the builder makes each kind it says: the test covers them
+    checked = 0
+    for ref in refs:
+        try:
+            loaded = _loaded_shapes(ref)
+        except LayerSkipped:
+            continue
+        assert loaded == [tuple(ref.shape)], (ref.name, ref.kind, ref.shape, loaded)
+        checked += 1
+    assert checked >= 2, [r.name for r in refs]

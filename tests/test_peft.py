@@ -178,6 +178,22 @@ def test_missing_base_tensor_is_skipped_with_a_reason(adapter):
     assert rows["q#merged"][0].status == "ok"
 
 
+def test_a_base_tensor_of_another_shape_is_skipped_with_a_reason(adapter):
+    """A base whose sq.weight is not the update's shape (80x80 in Tiny; here 40x20, another layer's) is no
+    base of sq: both its #base and #merged rows are skipped with the shapes said, not the foreign tensor
+    analysed as sq's W (the #base row) beside a merge that cannot be made."""
+    d, _, merged = adapter
+    other = {**merged, "sq.weight": torch.randn(40, 20, generator=torch.Generator().manual_seed(1))}
+    rows = _rows(htsr.analyze(d / "adapter", base=other, min_evals=2))
+    for tag in ("base", "merged"):
+        row = rows[f"sq#{tag}"][0]
+        assert row.status == ("skipped: the base tensor sq.weight is 40x20, not the update's 80x80: another "
+                              "layer's, no base of this one"), (tag, row.status)
+        # (the update's shape, as the adapter has it: not the foreign tensor's 40x20)
+        assert (row.shape, row.N, row.M) == ("80x80", 80, 80), tag
+    assert rows["q#base"][0].status == "ok" and rows["q#merged"][0].status == "ok"
+
+
 class ConvNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -279,6 +279,29 @@ def test_refused_globals_without_torch(tmp_path, monkeypatch):
         assert "htsr[torch]" in msg
 
 
+def test_a_jagged_nested_tensor_is_refused_not_read_as_its_values(tmp_path, monkeypatch):
+    """A torch.nested jagged tensor (NJT) pickles as torch.nested._internal.nested_tensor._rebuild_njt of its
+    values, offsets and metadata: a torch rebuild function htsr's reader does not know, so refused naming it,
+    in either format (it had been read as a values row 'tokens.0.0.values', offsets and seqlen rows beside,
+    as if they were the model's weights). Written in a process of its own: once the jagged layout's machinery
+    is imported, torch.load rebuilds NJTs too, which would leave this process unlike a fresh one."""
+    script = f"""
+import torch
+torch.manual_seed(0)
+njt = torch.nested.nested_tensor([torch.randn(3, 8), torch.randn(5, 8)], layout=torch.jagged)
+d = {{"fc": torch.randn(16, 8), "tokens": [njt]}}
+torch.save(d, {str(tmp_path / 'njt.pt')!r})
+torch.save(d, {str(tmp_path / 'njt_legacy.pt')!r}, _use_new_zipfile_serialization=False)
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
+    monkeypatch.setitem(sys.modules, "torch", None)  # htsr's own reader decides: torch's would depend on imports
+    for name in ("njt.pt", "njt_legacy.pt"):
+        with pytest.raises(SourceError) as ei:
+            open_source(tmp_path / name)
+        one_line_source_error(ei, str(tmp_path / name), "torch.nested._internal.nested_tensor._rebuild_njt",
+                              "refused (nothing in the file is run)")
+
+
 @pytest.mark.parametrize("legacy", [False, True])
 def test_classes_htsr_does_not_import_are_inert_stand_ins(tmp_path, monkeypatch, legacy):
     """A checkpoint with a config object of the user's class, an argparse.Namespace and a numpy scalar beside
@@ -1017,6 +1040,49 @@ def test_a_frozen_modules_constants_are_typed_by_the_ops_its_code_passes_them_to
     one_line_source_error(ei, "a frozen TorchScript module (torch.jit.freeze)", "torch.jit.save it")
 
 
+class _Tied(nn.Module):  # a language model's embedding and LM head sharing one matrix
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(100, 16)
+        self.head = nn.Linear(16, 100, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, tok):
+        return self.head(self.emb(tok))
+
+
+def test_a_frozen_tied_embedding_and_head_is_typed_by_its_first_use(tmp_path):
+    """Frozen, a tied embedding / LM head is one constant used twice on one line:
+    torch.linear(torch.embedding(CONSTANTS.c0, tok), CONSTANTS.c0). Its kind is its first use's, embedding:
+    the live module's row (the last use had made it dense). The rule both ways, on code: a constant first
+    passed to torch.linear stays dense when torch.embedding takes it later."""
+    torch.manual_seed(0)
+    net = _Tied().eval()
+    frozen = torch.jit.freeze(torch.jit.script(net))
+    assert "torch.linear(torch.embedding(CONSTANTS.c0, tok), CONSTANTS.c0)" in frozen.code  # the case guarded
+    path = tmp_path / "tied.pt"
+    torch.jit.save(frozen, str(path))
+    live = htsr.analyze(net, min_evals=5).layers
+    saved = htsr.analyze(path, min_evals=5).layers
+    assert [(x.kind, x.shape) for x in live] == [("embedding", "100x16")]
+    assert [(x.name, x.kind, x.shape) for x in saved] == [("CONSTANTS.c0", "embedding", "100x16")]
+    assert saved[0].log_norm == live[0].log_norm  # the same bits in
+
+    import io as _io
+
+    from htsr.io.torchzip import _frozen_kinds
+
+    code = ("    y = torch.linear(x, CONSTANTS.c1)\n"
+            "    e = torch.embedding(CONSTANTS.c1, tok)\n"
+            "    z = torch.linear(torch.embedding(CONSTANTS.c2, tok), CONSTANTS.c2)\n")
+    buf = _io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("r/code/m.py", code)
+    with zipfile.ZipFile(buf) as z:
+        kinds = _frozen_kinds(z, "r/code/", {n: z.getinfo(n).file_size for n in z.namelist()})
+    assert kinds == {"CONSTANTS.c1": "dense", "CONSTANTS.c2": "embedding"}
+
+
 def test_a_torch_export_archive_is_read_without_torch(tmp_path, monkeypatch):
     """torch.export.save writes a .pt2 (no data.pkl: 'a zip archive that is neither .npz nor a PyTorch
     checkpoint'): its weights are raw members described by JSON, each typed by the class of the module whose
@@ -1041,6 +1107,34 @@ def test_a_torch_export_archive_is_read_without_torch(tmp_path, monkeypatch):
     with pytest.raises(SourceError) as ei:
         htsr.analyze(tmp_path / "aoti.pt2")
     one_line_source_error(ei, "an AOTInductor package")
+
+
+class _Unnamed(nn.Module):  # _Frozen's layers under names that do not say their kinds
+    def __init__(self):
+        super().__init__()
+        self.tok = nn.Embedding(100, 24)
+        self.c = nn.Conv1d(24, 20, 5)
+        self.rec = nn.LSTM(20, 32, batch_first=True)
+        self.out = nn.Linear(32, 10)
+
+    def forward(self, tok):
+        x = self.c(self.tok(tok).transpose(1, 2)).transpose(1, 2)
+        return self.out(self.rec(x)[0][:, -1])
+
+
+def test_a_torch_export_archives_kinds_come_from_its_module_classes_not_names(tmp_path, monkeypatch):
+    """A .pt2 keeps each graph node's nn_module_stack (key, module path, class): a weight's kind is its
+    module's class, found by the module's path. With names that say nothing (tok an nn.Embedding), the rows'
+    kinds equal the live module's; read by the stack's key instead of its path, they had fallen back to the
+    names' (tok a dense row)."""
+    torch.manual_seed(4)
+    net = _Unnamed().eval()
+    path = tmp_path / "m.pt2"
+    torch.export.save(torch.export.export(net, (torch.randint(0, 100, (2, 12)),)), str(path))
+    live = [(x.name, x.kind, x.shape) for x in htsr.analyze(net, min_evals=5).layers]
+    assert [k for _, k, _ in live] == ["embedding", "conv1d", "rnn", "rnn", "dense"]  # the live module's classes
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` fails from here on: the file alone
+    assert [(x.name, x.kind, x.shape) for x in htsr.analyze(path, min_evals=5).layers] == live
 
 
 def test_sharded_training_saves_say_what_to_convert(tmp_path):
