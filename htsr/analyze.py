@@ -15,7 +15,7 @@ import os
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -202,8 +202,13 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
             # corrupt ONNX Conv of [0, 1, 65536, 65536] gave)
             unread = (hasattr(t.loader, "skip_reason") or 0 in t.shape) and kind in ("stack", "conv1d", "conv2d",
                                                                                     "conv3d")
-            rows = ([unread_tensor_row(t.name, kind, tuple(t.shape), t.load)] if unread else
-                    layer_matrices(t.name, kind, t.shape, t.load, opts.conv, opts.ww_conv_scale, t.load_item))
+            try:  # (listed here: a shape or kind no matrix has, from a reader, fails its row, not the run)
+                rows = ([unread_tensor_row(t.name, kind, tuple(t.shape), t.load)] if unread else
+                        list(layer_matrices(t.name, kind, t.shape, t.load, opts.conv, opts.ww_conv_scale,
+                                            t.load_item)))
+            except Exception as e:  # noqa: BLE001 - one bad tensor never stops a run
+                rows = [LayerMatrices(row_name(t.name), kind, (), 1, 1, 1, 1.0, _failing(
+                    f"no matrices of its {kind} tensor of shape {_shown_shape(t.shape)} ({type(e).__name__}: {e})"))]
             # a delta's rounding noise, the same for every row of its tensor, and a storage coarser than float32's
             # (a bfloat16 checkpoint), whose rounding the entries carry (a delta's rounding is its inputs',
             # ``resolution``: not its storage's share of its own size)
@@ -656,6 +661,19 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
     except Exception as e:
         return mp, cols, f"{e.__class__.__name__}: {e}", None, driving
     return mp, cols, "", R, driving
+
+
+def _failing(message: str) -> Callable[[], Sequence[np.ndarray]]:
+    """A row's loader that fails it with ``message`` (its status: ``failed: <message>``)."""
+    def load() -> Sequence[np.ndarray]:
+        raise HtsrError(message)
+
+    return load
+
+
+def _shown_shape(shape: Sequence[Any]) -> str:
+    """A tensor's shape as 'AxB', each size as it prints (a symbolic one, a nested tensor's, included)."""
+    return "x".join(str(d) for d in shape) or "()"
 
 
 def _noise_edge(rms: float, rows: int, cols: int, scale: float) -> float:

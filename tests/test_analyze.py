@@ -72,6 +72,30 @@ def test_module_and_state_dict_and_numpy_agree():
         assert x.alpha == y.alpha == z.alpha and x.log_norm == y.log_norm == z.log_norm
 
 
+def test_a_tensor_no_matrix_can_be_made_of_fails_its_row_not_the_run():
+    """A reader's tensor of a kind layer_matrices does not know (a reader's bug, a corrupt header) had raised out
+    of the run; it is that tensor's failed row, and the other layers are analysed."""
+    from htsr.io.base import TensorRef, TensorSource
+
+    good = np.random.default_rng(3).standard_normal((160, 80))
+
+    class Source(TensorSource):
+        description = "two tensors"
+
+        def __len__(self):
+            return 2
+
+        def __iter__(self):
+            yield TensorRef("a.weight", (160, 80), "float64", lambda: good)
+            yield TensorRef("b.weight", (160, 80), "float64", lambda: good, "no_such_kind")
+
+    a, b = htsr.analyze(Source()).layers
+    assert (a.name, a.status) == ("a", "ok")
+    assert (b.name, b.kind) == ("b", "no_such_kind")
+    assert b.status == ("failed: no matrices of its no_such_kind tensor of shape 160x80 (ValueError: unknown layer "
+                        "kind 'no_such_kind')")
+
+
 def test_bad_layers_get_a_status_and_the_rest_go_on():
     rng = np.random.default_rng(2)
     good = rng.standard_normal((300, 100)).astype(np.float32)

@@ -1417,6 +1417,17 @@ def test_modules_without_values_give_rows_that_say_so_and_the_others_go_on():
     assert biases.count == 10
 
 
+def test_a_nested_tensor_in_a_state_dict_is_named_not_analysed():
+    """A jagged nested tensor's sizes are symbolic: its int() had raised AttributeError out of the run. It is no
+    weight matrix: named among the tensors not analysed, and the layers beside it are analysed."""
+    torch.manual_seed(0)
+    jagged = torch.nested.nested_tensor([torch.randn(3, 8), torch.randn(5, 8)], layout=torch.jagged)
+    r = htsr.analyze({"fc.weight": torch.randn(160, 80), "tokens": jagged})
+    assert [(l.name, l.status) for l in r.layers] == [("fc", "ok")]
+    (nested,) = [n for n in r.not_analysed if n.examples == ("tokens",)]
+    assert nested.reason == "a nested tensor (torch.nested: rows of their own lengths): no weight matrix"
+
+
 def test_a_dynamic_quantized_lstms_packed_state_is_named_not_dropped(tmp_path):
     """q.state_dict() of a dynamic-quantized LSTM holds opaque packed objects: the live module unpacks them;
     the state dict names them among the tensors not analysed (they vanished, not even counted)."""

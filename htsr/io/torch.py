@@ -133,13 +133,16 @@ class TorchStateDict:
         except SourceError as e:  # (a structure of no model: too deep, or one held under millions of names)
             raise SourceError(f"{description}: {e}") from None
         # (numpy arrays beside the tensors, as an in-memory dict may mix them: tensors too, not dropped)
+        # (a nested tensor, whose rows have lengths of their own, has no matrix: its symbolic sizes had ended the run)
         self._tensors = {name: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(v))
-                         for name, v in items if isinstance(v, torch.Tensor) or (
+                         for name, v in items if (isinstance(v, torch.Tensor) and not v.is_nested) or (
                              isinstance(v, np.ndarray) and v.dtype.kind in "biuf")}
         # torch.ao's packed weights other than a Linear's (a dynamic-quantized LSTM's CellParamsBase): named
         self.not_weights = [(name, "torch.ao packed parameters (a dynamic-quantized LSTM / GRU): analyse the live "
                                    "module, which unpacks them, or the float model")
                             for name, v in items if isinstance(v, torch.ScriptObject)]
+        self.not_weights += [(name, "a nested tensor (torch.nested: rows of their own lengths): no weight matrix")
+                             for name, v in items if isinstance(v, torch.Tensor) and v.is_nested]
 
     def __len__(self) -> int:
         return len(self._tensors)
