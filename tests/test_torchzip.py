@@ -1123,16 +1123,19 @@ class _Unnamed(nn.Module):  # _Frozen's layers under names that do not say their
 
 
 def test_a_torch_export_archives_kinds_come_from_its_module_classes_not_names(tmp_path, monkeypatch):
-    """A .pt2 keeps each graph node's nn_module_stack (key, module path, class): a weight's kind is its
-    module's class, found by the module's path. With names that say nothing (tok an nn.Embedding), the rows'
+    """A .pt2, and a live ExportedProgram, keep each graph node's nn_module_stack (key, module path, class): a
+    weight's kind is its module's class, found by the module's path. With names that say nothing (tok an nn.Embedding), the rows'
     kinds equal the live module's; read by the stack's key instead of its path, they had fallen back to the
     names' (tok a dense row)."""
     torch.manual_seed(4)
     net = _Unnamed().eval()
     path = tmp_path / "m.pt2"
-    torch.export.save(torch.export.export(net, (torch.randint(0, 100, (2, 12)),)), str(path))
+    program = torch.export.export(net, (torch.randint(0, 100, (2, 12)),))
+    torch.export.save(program, str(path))
     live = [(x.name, x.kind, x.shape) for x in htsr.analyze(net, min_evals=5).layers]
     assert [k for _, k, _ in live] == ["embedding", "conv1d", "rnn", "rnn", "dense"]  # the live module's classes
+    # the live program too: its unlifted module() has plain Modules, and its kinds had been the names' (tok dense)
+    assert [(x.name, x.kind, x.shape) for x in htsr.analyze(program, min_evals=5).layers] == live
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` fails from here on: the file alone
     assert [(x.name, x.kind, x.shape) for x in htsr.analyze(path, min_evals=5).layers] == live
 

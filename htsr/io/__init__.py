@@ -132,10 +132,12 @@ def open_source(source: Any) -> TensorSource:
         from .keras import KerasModel
 
         return KerasModel(source)
-    from .torch import TorchModule, is_torch_object, unwrapped
+    from .torch import TorchModule, exported_classes, is_torch_object, unwrapped
 
     if type(source).__name__ == "ExportedProgram" and type(source).__module__.startswith("torch."):
-        src = TorchModule(source.module())  # torch.export's program: its weights in the module it unlifts to
+        # torch.export's program: its weights in the module it unlifts to, their kinds from the classes its
+        # graph records (the unlifted module's are plain Modules)
+        src = TorchModule(source.module(), exported_classes(source))
         src.description = "<ExportedProgram>"
         return src
     if is_torch_object(source) and hasattr(source, "named_modules"):

@@ -181,6 +181,24 @@ def module_kind(class_name: str, pname: str, full: str, shape: tuple[int, ...]) 
     return kind
 
 
+def exported_classes(program: Any) -> dict[str, str]:
+    """Parameter and buffer names → the class name of the module that uses them, from a live torch.export
+    ExportedProgram (whose ``module()`` has plain Modules): its signature names each placeholder's parameter, and
+    a node's ``nn_module_stack`` ({key: (path, class)}) the modules it runs in; the one whose path is the
+    parameter's module is its owner, as a saved .pt2's (htsr.io.torchzip) are found."""
+    fqn = {spec.arg.name: spec.target for spec in program.graph_signature.input_specs
+           if spec.target is not None and hasattr(spec.arg, "name")}
+    out: dict[str, str] = {}
+    for node in program.graph.nodes:
+        stack = {path: (cls if isinstance(cls, str) else getattr(cls, "__qualname__", str(cls))).rsplit(".", 1)[-1]
+                 for path, cls in (node.meta.get("nn_module_stack") or {}).values()}
+        for arg in node.all_input_nodes:
+            name = fqn.get(arg.name)
+            if name is not None and name.rpartition(".")[0] in stack:
+                out.setdefault(name, stack[name.rpartition(".")[0]])
+    return out
+
+
 class TorchModule:
     """An ``nn.Module``: each weight's kind comes from its module's class; its parameters and persistent
     float buffers, the rows its saved state dict gives. A quantized module (its own weights are integer
@@ -189,9 +207,12 @@ class TorchModule:
     and quantization state, and dequantized as in a checkpoint (:mod:`htsr.io.scales`); torch.ao's dynamic
     quantized LSTM / GRU from its ``_weight_bias()``."""
 
-    def __init__(self, module: Any) -> None:
+    def __init__(self, module: Any, classes: Mapping[str, str] | None = None) -> None:
         self.module = module
         self.description = f"<{type(module).__name__}>"
+        # parameter name → the class of its module, where the module's own class is lost (an ExportedProgram's
+        # unlifted module: plain Modules; :func:`exported_classes`)
+        self._classes = dict(classes or {})
         # quantized weights with their scales, and weights kept as a hook's parts (weight_g and weight_v …)
         # combined, as from the saved state dict
         self._refs = with_scales(self._walk())
@@ -255,8 +276,9 @@ class TorchModule:
                     continue
                 matrix = p.ndim >= 2 and p.dtype.is_floating_point
                 load = _meta_loader(matrix) if p.is_meta else (lambda p=p: _to_numpy(p))
+                owner = cls or self._classes.get(prefix + pname, "")
                 yield TensorRef(prefix + pname, tuple(p.shape), _dtype_name(p), load,
-                                module_kind(cls, pname, prefix + pname, tuple(p.shape)) if matrix else None,
+                                module_kind(owner, pname, prefix + pname, tuple(p.shape)) if matrix else None,
                                 storage_key=_storage_key(p))
 
     def __len__(self) -> int:
