@@ -992,3 +992,171 @@ def test_an_importance_matrix_is_refused_in_one_line(tmp_path):
         htsr.analyze(path)
     _one_line_source_error(ei, f"{path}: an importance matrix (llama-imatrix's sums of squared activations), not a "
                                "model's weights")
+
+
+# ----------------------------------------------------------- known answers the readers' boundaries must give
+
+
+def test_a_llama_cpp_lora_adapter_without_an_alpha_key_is_scaled_by_1(tmp_path):
+    """An adapter written without adapter.lora.alpha: llama.cpp reads the missing key as 0 and scales by
+    ``alpha ? alpha / rank : 1`` (llama-adapter.cpp), so ΔW = B·A unscaled; read as alpha 1 it was B·A / r
+    (eigenvalues r² = 64 times too small for rank 8)."""
+    rng = _rng(30)
+    a, b = rng.standard_normal((8, 96)), rng.standard_normal((128, 8))
+    path = _write_adapter(tmp_path / "noalpha.gguf", {"blk.0.attn_q.weight.lora_a": a,
+                                                      "blk.0.attn_q.weight.lora_b": b}, None)
+    assert "adapter.lora.alpha" not in gguf.GGUFReader(str(path)).fields
+    assert GGUFFile(path).lora_alpha() == 0.0  # (as llama.cpp reads the missing key)
+    r = htsr.analyze(path, min_evals=2, keep_spectra=True)
+    (row,), (sp,) = r.layers, r.spectra
+    assert (row.name, row.kind, row.status) == ("blk.0.attn_q#delta", "lora", "ok")
+    # the factors are float32 (as written): the product's eigenvalues agree to ~1e-6 relative; 1e-5 allowed
+    ref = np.sort(np.linalg.svd(b.astype(np.float32).astype(np.float64) @ a.astype(np.float32).astype(np.float64),
+                                compute_uv=False) ** 2)
+    np.testing.assert_allclose(sp.evals[-8:], ref[-8:], rtol=1e-5)
+
+
+@pytest.mark.parametrize("ea, eb", [(3, 2), (2, 3)])
+def test_llama_cpp_lora_expert_stacks_of_different_expert_counts_are_no_update(tmp_path, ea, eb):
+    """lora_a [E_a, r, in] and lora_b [E_b, out, r] with E_a ≠ E_b pair no expert with its own factors: one
+    skipped row, not min(E_a, E_b) rows of mismatched experts (nor a row failing on an expert B lacks)."""
+    rng = _rng(31)
+    tensors = {"blk.0.ffn_up_exps.weight.lora_a": rng.standard_normal((ea, 8, 64)),
+               "blk.0.ffn_up_exps.weight.lora_b": rng.standard_normal((eb, 80, 8))}
+    r = htsr.analyze(_write_adapter(tmp_path / f"e{ea}{eb}.gguf", tensors, 16.0), min_evals=2)
+    assert [(x.name, x.status) for x in r.layers] == [(
+        "blk.0.ffn_up_exps#delta",
+        f"skipped: LoRA factors of shapes [{eb}, 80, 8] (blk.0.ffn_up_exps.weight.lora_b) and [{ea}, 8, 64] "
+        "(blk.0.ffn_up_exps.weight.lora_a) do not make a rank-r update")]
+
+
+def test_a_split_model_with_a_shard_copied_over_another_is_refused_naming_it(tmp_path):
+    """gguf's GGUFWriter(split_max_tensors=2) writes 3 shards, each with split.no 0, 1, 2; shard 2's file
+    overwritten by shard 3 (its header says split.no 2) is refused naming the file and what its header says;
+    it was read, its tensors twice and shard 2's not at all."""
+    rng = _rng(32)
+    folder = tmp_path / "split"
+    folder.mkdir()
+    w = gguf.GGUFWriter(str(folder / "model.gguf"), "llama", split_max_tensors=2)
+    for i in range(3):
+        for role in ("attn_q", "attn_k"):
+            w.add_tensor(f"blk.{i}.{role}.weight", (rng.standard_normal((64, 64)) * 0.02).astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    shards = sorted(folder.glob("*.gguf"))
+    assert [gguf.GGUFReader(str(p)).fields["split.no"].contents() for p in shards] == [0, 1, 2]
+    shards[1].write_bytes(shards[2].read_bytes())
+    with pytest.raises(SourceError) as ei:
+        open_source(shards[0])
+    _one_line_source_error(ei, f"{shards[1]}: its header says shard 2 of 3, not 1 of 3")
+
+
+# ggml-common.h's K-quant blocks of QK_K = 256 weights: (bits of a code, weights per scale, bytes that are not
+# codes: the fp16 super-scales and the packed sub-block scales), and the bytes that hold the codes
+_K_QUANTS = {
+    "Q2_K": (2, 16, 2 + 2 + 16, (16, 80)),    # scales[16] (4-bit scale | 4-bit min), qs[64], d, dmin
+    "Q3_K": (3, 16, 2 + 12, (0, 96)),         # hmask[32], qs[64], scales[12] (16 6-bit scales), d
+    "Q4_K": (4, 32, 2 + 2 + 12, (16, 144)),   # d, dmin, scales[12] (8 6-bit scales + 8 mins), qs[128]
+    "Q5_K": (5, 32, 2 + 2 + 12, (16, 176)),   # d, dmin, scales[12], qh[32], qs[128]
+    "Q6_K": (6, 16, 2 + 16, (0, 192)),        # ql[128], qh[64], scales[16] (int8), d
+}
+_K_HALVES = {"Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,)}
+
+
+@pytest.mark.parametrize("type_name", list(_K_QUANTS))
+def test_k_quants_bits_and_weights_per_scale_are_ggmls_block_layout(tmp_path, type_name):
+    """TensorRef.bits and quant_block (a delta's floor is measured from them) are ggml's: Q2_K, Q3_K and Q6_K
+    have one scale per 16 weights, Q4_K and Q5_K per 32. The table is checked against gguf's block sizes
+    (bits · 256 / 8 code bytes + the scales' bytes) and its dequantizer: with every code the same and random
+    scales, the weights are constant over runs of quant_block and not over runs twice as long."""
+    bits, per_scale, overhead, (c0, c1) = _K_QUANTS[type_name]
+    qt = Q[type_name]
+    assert gguf.GGML_QUANT_SIZES[qt] == (256, bits * 256 // 8 + overhead)
+    blocks = _rng(33).integers(0, 256, (8, 2, gguf.GGML_QUANT_SIZES[qt][1]), dtype=np.uint8)  # 8 rows of 512
+    blocks[..., c0:c1] = 0xFF  # every code its largest (nonzero in each type)
+    for off in _K_HALVES[type_name]:  # finite super-scales (random bytes could be inf or NaN)
+        blocks[..., off:off + 2] = np.frombuffer(np.float16(0.01).tobytes(), np.uint8)
+    path = tmp_path / "k.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_tensor("blk.0.ffn_up.weight", blocks.reshape(8, -1), raw_dtype=qt)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    (ref,) = GGUFFile(path)
+    assert (ref.ggml_type, ref.shape, ref.bits, ref.quant_block) == (type_name, (8, 512), bits, per_scale)
+    x = gguf.quants.dequantize(blocks.reshape(8, -1), qt).reshape(-1)
+    np.testing.assert_array_equal(ref.load().reshape(-1), x)
+    groups = x.reshape(-1, ref.quant_block)
+    assert (groups == groups[:, :1]).all()  # one scale (and min) per run of quant_block weights ...
+    pairs = x.reshape(-1, 2 * ref.quant_block)
+    assert not (pairs == pairs[:, :1]).all()  # ... and not one per run twice as long
+
+
+@pytest.mark.parametrize("alignment", [None, 1, 64])
+def test_exactly_an_alignments_worth_of_bytes_after_the_data_is_refused(tmp_path, alignment):
+    """The last tensor's data is followed by at most alignment − 1 bytes of padding: alignment − 1 stray bytes
+    are padding (read), alignment of them are a header that claims less data than the file holds (refused,
+    saying how many). gguf's default alignment is 32."""
+    align = alignment or 32
+    W = _rng(34).standard_normal((64, 64)).astype(np.float32)
+    path = write_gguf(tmp_path / "m.gguf", {"blk.0.attn_q.weight": (W, Q.F32)}, alignment=alignment)
+    assert gguf.GGUFReader(str(path)).alignment == align
+    raw = path.read_bytes()
+    padded = tmp_path / "padded.gguf"
+    padded.write_bytes(raw + bytes(align - 1))
+    (ref,) = GGUFFile(padded)
+    np.testing.assert_array_equal(ref.load(), W)
+    stray = tmp_path / "stray.gguf"
+    stray.write_bytes(raw + bytes(align))
+    with pytest.raises(SourceError) as ei:
+        GGUFFile(stray)
+    _one_line_source_error(ei, str(stray), f"{align} bytes follow the last tensor's data")
+
+
+_MIN_SIZE_GGUF = 24  # magic, version, tensor count, metadata count: a shorter file is refused before parsing
+
+
+def test_every_cut_inside_the_header_is_said_to_be_truncated(tmp_path):
+    """A file cut anywhere in its header (the metadata, the tensor infos) is refused as truncated, or as
+    holding more entries than can fit, never with numpy's words for a short slice (an IndexError, a dtype
+    view's ValueError) that reading a few bytes past the end gave."""
+    path = tmp_path / "src.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_uint32("test.answer", 42)
+    w.add_string("general.name", "x" * 5)
+    w.add_tensor("blk.0.attn_q.weight", np.ones((4, 32), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    raw = path.read_bytes()
+    said = {}
+    for cut in range(_MIN_SIZE_GGUF, _data_offset(path)):
+        cut_path = tmp_path / f"cut{cut}.gguf"  # a fresh file: never rewrite a mapped file
+        cut_path.write_bytes(raw[:cut])
+        with pytest.raises(SourceError) as ei:
+            GGUFFile(cut_path)
+        msg = _one_line_source_error(ei, str(cut_path))
+        assert "GGUF header is truncated or corrupt:" in msg or "cannot fit in the file" in msg, (cut, msg)
+        said[cut] = "truncated" in msg
+    assert sum(said.values()) >= len(said) // 2, said  # (measured: 105 of the 168 cuts say truncated)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int16", "int32", "int64"])
+def test_integer_tensors_keep_their_stored_dtype(tmp_path, dtype):
+    """GGUF's I8 … I64 tensors report the numpy dtype they are stored in (an int8 tensor said uint8), and
+    load their values exactly."""
+    a = np.arange(-64, 64, dtype=dtype).reshape(8, 16)
+    path = tmp_path / "ints.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_tensor("blk.0.attn_q.weight", a)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    (ref,) = GGUFFile(path)
+    assert (ref.dtype, ref.ggml_type, ref.shape) == (dtype, "I" + dtype[3:], (8, 16))
+    np.testing.assert_array_equal(ref.load(), a)  # (small integers: exact in float32)

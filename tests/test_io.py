@@ -176,6 +176,26 @@ def test_only_integer_tensors_is_no_analysable_layer(tmp_path):
     _one_line_source_error(ei, str(path), "no analysable layer")
 
 
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"])
+def test_integer_tensors_keep_their_stored_dtype(tmp_path, dtype):
+    """Each safetensors integer dtype (I8 … U64) is reported and loaded as the numpy dtype the file stores (a
+    U16 tensor said int16 and loaded 40000 as −25536): values from the top of the unsigned range tell a
+    signed reading apart."""
+    info = np.iinfo(dtype)
+    low = np.array(info.max // 2 + 1 if info.min == 0 else -50).astype(dtype)  # 2^(n−1) unsigned, −50 signed
+    a = ((np.arange(64 * 32) % 100).astype(dtype) + low).reshape(64, 32)
+    path = tmp_path / "ints.safetensors"
+    np_save_file({"fc.weight": a}, str(path))
+    from htsr.io.safetensors import SafetensorsFile
+
+    (ref,) = SafetensorsFile(path).refs()
+    assert (ref.dtype, ref.shape) == (dtype, (64, 32))
+    got = ref.load()
+    assert got.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(got, a)
+
+
 # ------------------------------------------------------------------------------------ sharded folders
 
 
@@ -476,6 +496,64 @@ def test_corrupt_shape_product_overflowing_int64(two_tensor_file):
     with pytest.raises(htsr.SourceError) as ei:
         htsr.analyze(path)
     _one_line_source_error(ei, str(path), "block.a.weight")
+
+
+
+def test_a_file_one_byte_short_is_refused_at_open(two_tensor_file):
+    """A file cut by exactly one byte: the last tensor's data_offsets end one byte past the data section, and
+    the header is refused when the file is opened (not a failed row when the map runs past the end)."""
+    from htsr.io.safetensors import SafetensorsFile
+
+    path, header, data = two_tensor_file
+    last = max((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][1])
+    assert header[last]["data_offsets"][1] == len(data)
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(htsr.SourceError) as ei:
+        SafetensorsFile(path)
+    _one_line_source_error(ei, str(path), last, f"data_offsets {header[last]['data_offsets']} outside the "
+                                                f"{len(data) - 1}-byte data section")
+
+
+@pytest.mark.parametrize("extra", [4, -4])
+def test_a_span_longer_or_shorter_than_its_shape_needs_is_refused_at_open(tmp_path, extra):
+    """data_offsets must span exactly the bytes the shape and dtype need (as safetensors requires): 4 bytes more
+    than a [64, 32] F32 tensor's 8192 (the file holding them) are refused when the file is opened, as 4 less are
+    (it was read, and its row failed reshaping 2049 floats)."""
+    from htsr.io.safetensors import SafetensorsFile
+
+    W = _rng(40).standard_normal((64, 32)).astype(np.float32)
+    data = W.tobytes() + bytes(max(extra, 0))
+    header = {"fc.weight": {"dtype": "F32", "shape": [64, 32], "data_offsets": [0, W.nbytes + extra]}}
+    path = _write_safetensors_raw(tmp_path / "m.safetensors", header, data)
+    with pytest.raises(htsr.SourceError) as ei:
+        SafetensorsFile(path)
+    _one_line_source_error(ei, str(path), f"fc.weight ({W.nbytes + extra} bytes for shape [64, 32] of F32)")
+
+
+def test_first_overlap_finds_a_one_byte_overlap_and_not_touching_ranges():
+    """first_overlap([(begin, end, name)]) with end exclusive: ranges sharing one byte overlap, ranges that
+    touch (one ends where the next begins) do not; empty ranges share no byte; the order given does not
+    matter."""
+    from htsr.io.base import first_overlap
+
+    assert first_overlap([(0, 10, "a"), (9, 20, "b")]) == ("a", "b")
+    assert first_overlap([(9, 20, "b"), (0, 10, "a")]) == ("a", "b")
+    assert first_overlap([(0, 10, "a"), (10, 20, "b")]) is None
+    assert first_overlap([(0, 10, "a"), (5, 5, "e"), (10, 20, "b")]) is None
+    assert first_overlap([(0, 10, "a"), (10, 20, "b"), (19, 30, "c")]) == ("b", "c")
+    assert first_overlap([]) is None
+
+
+def test_tensors_sharing_one_byte_are_refused(two_tensor_file):
+    """The second tensor's data_offsets moved back by one byte: its first byte is the first tensor's last."""
+    path, header, data = two_tensor_file
+    a, b = sorted((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][0])
+    header[b]["data_offsets"] = [o - 1 for o in header[b]["data_offsets"]]
+    assert header[b]["data_offsets"][0] == header[a]["data_offsets"][1] - 1
+    _write_safetensors_raw(path, header, data)
+    with pytest.raises(htsr.SourceError) as ei:
+        open_source(path)
+    _one_line_source_error(ei, str(path), f"tensors {a!r} and {b!r} overlap")
 
 
 # ------------------------------------------------------------------------- hypothesis: header fuzzing

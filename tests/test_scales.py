@@ -1176,3 +1176,39 @@ def test_a_quantized_deltas_resolution_is_its_blocks_rounding_in_closed_form(tmp
     got = resolution({"fc.qweight": _pack_words(codes, 4, 0), "fc.qzeros": _pack_words(zeros - 1, 4, 1),
                       "fc.scales": scales}, {"fc.weight": (want + 0.01 * rng.standard_normal(want.shape)).astype(np.float32)})
     assert got == pytest.approx(closed_form(want, 128, 4), rel=1e-6)  # (float32 dequantized values)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_a_symmetric_gptq_layer_saved_without_qzeros_is_centred_on_the_midpoint(tmp_path, bits):
+    """GPTQ with sym=True may leave qzeros out (the zero point is then implied): every zero is the code range's
+    midpoint 2^(bits − 1), as AutoGPTQ's symmetric quantizer sets it (maxq + 1) / 2, so W = scale·(q − 2^(bits−1))."""
+    rng = np.random.default_rng(40 + bits)
+    n_in, out, groups = 256, 96, 2
+    codes = rng.integers(0, 1 << bits, (n_in, out))
+    scales = rng.uniform(0.001, 0.02, (groups, out)).astype(np.float16)
+    g = np.arange(n_in) // (n_in // groups)
+    want = ((codes - (1 << (bits - 1))) * scales.astype(np.float32)[g]).astype(np.float32).T
+    folder = tmp_path / "m"
+    folder.mkdir()
+    _save(folder / "model.safetensors", {"l.qweight": _pack_words(codes, bits, 0), "l.scales": scales})
+    (folder / "config.json").write_text(json.dumps(
+        {"quantization_config": {"quant_method": "gptq", "bits": bits, "sym": True}}))
+    (ref,) = open_source(folder)
+    assert (ref.name, ref.shape, ref.bits) == ("l.weight", (out, n_in), bits)
+    # (code − midpoint)·scale rounded once to float32 by both: equal (rtol: margin only)
+    np.testing.assert_allclose(ref.load(), want, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_an_mlx_config_without_group_size_means_groups_of_64(tmp_path, bits):
+    """config.json's "quantization" with bits only: the group size is mlx.nn.quantize's default, 64 (256 inputs
+    in 4 groups); the layer is unpacked with it, not skipped or read in groups of 32."""
+    rng = np.random.default_rng(44 + bits)
+    parts, want = _mlx_layer(rng, 96, 256, bits, 64)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    _save(folder / "model.safetensors", {f"q.{k}": a for k, a in parts.items()})
+    (folder / "config.json").write_text(json.dumps({"quantization": {"bits": bits}}))
+    (ref,) = open_source(folder)
+    assert (ref.name, ref.shape, ref.bits, ref.quant_block) == ("q.weight", (96, 256), bits, 64)
+    np.testing.assert_allclose(ref.load(), want, rtol=1e-6, atol=1e-7)  # float32 multiply-add vs product + sum
