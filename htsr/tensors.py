@@ -155,8 +155,8 @@ def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
         return None, "1-D (norm scales, scalars)"
     if _NORM.search(name):
         return None, "norm scale (per head or group: 2-D)"
-    if min(shape) == 0:
-        return None, "empty (a dimension of size 0)"
+    # (an empty one, a dimension of size 0, keeps its kind: its row says 'skipped: an empty matrix', as a live
+    # module's nn.Linear(5, 0) and an ONNX operator's empty weight say; the file had listed it as no layer)
     if len(shape) == 2:
         if is_recurrent(name):
             return "rnn", ""

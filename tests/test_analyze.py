@@ -152,16 +152,30 @@ def test_every_tensor_is_a_row_or_is_listed_as_not_analysed_with_why():
         "1-D (norm scales, scalars)": (1, ("layers.0.norm.weight",)),
         "integer buffer (ids, masks, counters)": (1, ("position_ids",)),
         "6-D tensor of no layer kind htsr knows": (1, ("layers.0.fc1.weight_6d",)),
-        "empty (a dimension of size 0)": (1, ("layers.2.empty.weight",)),
         "kind stack not in option 'kinds'": (1, ("moe.experts.w1",)),
         "not matched by option 'layers'": (1, ("embed_tokens.weight",)),
     }
     # the most frequent reason first, then by name; the rows and the list account for every tensor
     assert [n.reason for n in r.not_analysed] == sorted(got)
     assert len(r.layers) + sum(n.count for n in r.not_analysed) == r.num_tensors
+    # an empty layer is a row that says so, as a live module's nn.Linear(8, 0) is (it had been listed as no layer)
+    assert [(l.name, l.status) for l in r.layers if "empty" in l.name] == [
+        ("layers.2.empty", "skipped: an empty matrix (shape 0x8)")]
     doc = json.loads(r.json_text(layers=False))
     assert doc["num_tensors"] == 10 and doc["not_analysed"][0] == {
         "reason": "1-D (norm scales, scalars)", "count": 1, "examples": ["layers.0.norm.weight"]}
+
+
+def test_an_empty_layer_is_the_same_row_live_and_from_its_state_dict(tmp_path):
+    """nn.Linear(5, 0): the live module (its class gives the kind) had a 'skipped' row, its state dict and its
+    saved file none (a name-typed empty tensor was listed as no layer): the layer counts differed, and compare
+    saw the layer in one run only."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(5, 0), torch.nn.Linear(64, 60))
+    torch.save(m.state_dict(), tmp_path / "m.pt")
+    rows = [[(l.name, l.status) for l in htsr.analyze(src).layers] for src in (m, m.state_dict(), tmp_path / "m.pt")]
+    assert rows[0] == rows[1] == rows[2]
+    assert rows[0][0] == ("0", "skipped: an empty matrix (shape 0x5)")
 
 
 def test_vectors_kept_in_a_broadcast_shape_are_no_layers():
