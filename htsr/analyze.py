@@ -642,12 +642,15 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
                         num_spikes=float(mp.num_spikes) if math.isfinite(mp.threshold) else math.nan,  # no fit: no count
                         mp_softrank=mp.softrank, mp_ks=mp.ks, num_heavy_entries=float(heavy))
             driving = float(heavy)
-            if heavy > 0 and lm.num_matrices == 1 and 0 < mp.num_spikes < opts.phase_ht_share * lm.num_evals:
+            if heavy > 0 and 0 < mp.num_spikes < opts.phase_ht_share * lm.num_evals:
                 # a few spikes and heavy entries: the phase's heavy-entry rule (bulk-decay) holds where an entry
                 # drives a spike, whose singular vectors then sit on its row and column; a strong low-rank
                 # correlation has entries of its own past the cut (a rank-1 spike at 20x BBP in 128 x 128 noise:
-                # 6), but its vectors are spread (bulk+spikes). (A pooled conv layer keeps the rule as it was.)
-                driving = driving if localized_spike(mats[0], mp.num_spikes) else 0.0
+                # 6), but its vectors are spread (bulk+spikes). A pooled conv's spikes are its positions': an
+                # entry drives one where a position's top singular vectors sit on it (the rule had been left as
+                # it was for pooled convs: a spread spike over 3 x 3 positions was bulk-decay, one position alone
+                # bulk+spikes)
+                driving = driving if any(localized_spike(W, mp.num_spikes) for W in mats) else 0.0
         if opts.randomize:
             R = randomize(mats, lm.N, lm.M, opts.seed, scale, opts.precision, opts.refine_fraction, opts.tw_margin)
             where = ["mean" if r < 0 else f"{m}:{r},{c}" if lm.num_matrices > 1 else f"{r},{c}" for m, r, c in R.locations]

@@ -1246,3 +1246,112 @@ def test_min_evals_is_the_least_count_fitted():
     rows = {r.name: r for r in htsr.analyze({"at.weight": W, "under.weight": W[:, :49]}).layers}
     assert rows["at"].num_evals == 50 and rows["at"].status == "ok"
     assert rows["under"].status == "not_fitted: 49 eigenvalues < min_evals=50"
+
+
+# ------------------------------------------------------------------------- mutation round 7: known answers
+
+
+def test_a_layer_of_exactly_max_evals_eigenvalues_is_analysed():
+    """max_evals is the most eigenvalues analysed: a 300 x 100 layer is fitted with max_evals=100, skipped with
+    99 (the distances likewise: test_compare)."""
+    W = np.random.default_rng(0).standard_normal((300, 100))
+    assert htsr.analyze({"fc.weight": W}, max_evals=100).layers[0].status == "ok"
+    assert htsr.analyze({"fc.weight": W}, max_evals=99).layers[0].status == "skipped: 100 eigenvalues > max_evals=99"
+
+
+def test_normalize_by_N_divides_the_ww_floor_by_N_not_M():
+    """WeightWatcher's 1e-5 floor is in the units of X = WᵀW; normalize='N' divides the eigenvalues by N, so the
+    floor too by N (= 300 here, not M = 100). Eigenvalues 1e-7 … 10 of a 300 x 100 layer: with either
+    normalisation the fit keeps the 75 above 1e-5 (in X's units), with the same alpha (/M had kept 69)."""
+    lam = np.logspace(-7, 1, 100)
+    W = matrix_with_singular_values(np.sqrt(lam), 300, 100, seed=0)
+    rows = [htsr.analyze({"fc.weight": W}, normalize=n, precision="accurate").layers[0] for n in ("none", "N")]
+    assert rows[0].num_fit_evals == rows[1].num_fit_evals == np.sum(lam > 1e-5) == 75
+    # the same float64 SVD, times 1/N after: alpha sees the ratios, off by ~1 ulp (1e-9: ample)
+    assert rows[1].alpha == pytest.approx(rows[0].alpha, rel=1e-9)
+
+
+def test_farms_xmin_rounds_the_tail_share_to_the_nearest_eigenvalue():
+    """farms_xmin = ev[−round(num_pl_spikes · whole / num_fit_evals)], ``whole`` the layer's eigenvalues above
+    its floor (all 100 of this full-rank 500 x 100 layer; its 5 square windows pool 500): here 13 · 100 / 500
+    = 2.6, rounded to 3 (truncated to 2 it had been the next eigenvalue up). The eigenvalues are the row's own
+    (keep_spectra), so the comparison is exact."""
+    g = np.random.default_rng(0)
+    W = g.standard_normal((500, 100)) @ np.diag(np.geomspace(1, 20, 100)) / 10
+    r = htsr.analyze({"fc.weight": W}, farms_aspect=1.0, keep_spectra=True)
+    row, ev = r.layers[0], r.spectra[0].evals
+    assert row.farms_windows == 5 and row.num_fit_evals == 500 and ev[0] > 1e-3  # every eigenvalue above 1e-5
+    k = row.num_pl_spikes * 100 / row.num_fit_evals
+    assert k % 1 >= 0.5  # a share whose rounding is not its truncation (2.6 here)
+    assert row.farms_xmin == ev[-round(k)]
+
+
+def test_a_pooled_conv_reads_its_spikes_as_its_positions_do():
+    """The phase's heavy-entry rule (bulk-decay when entries past the BBP cut drive a few spikes) asks whether a
+    spike's singular vectors sit on those entries; a spread low-rank spike's own large entries do not count. A
+    pooled conv had kept the rule without that question: a rank-1 spike at amp 20 spread over every kernel position
+    of a 128x128x3x3 conv was bulk-decay, one of its positions alone, a dense 128 x 128 layer, bulk+spikes. Both are
+    bulk+spikes now; an entry that drives a spike in one position makes the pooled conv bulk-decay, as it does
+    that position alone."""
+    g = np.random.default_rng(0)
+    W = g.standard_normal((128, 128, 3, 3))
+    u, v = g.standard_normal(128), g.standard_normal(128)
+    u /= np.linalg.norm(u)
+    v /= np.linalg.norm(v)
+    spread = W + 20 * np.sqrt(128) * np.outer(u, v)[:, :, None, None]
+    conv = htsr.analyze({"conv.weight": spread.astype(np.float32)}).layers[0]
+    assert conv.num_matrices == 9 and conv.num_spikes == 9 and conv.num_heavy_entries > 0
+    assert conv.phase == "bulk+spikes"
+    one = htsr.analyze({"fc.weight": spread[:, :, 1, 1].astype(np.float32)}).layers[0]
+    assert one.num_spikes == 1 and one.num_heavy_entries > 0 and one.phase == "bulk+spikes"
+    planted = W.copy()
+    planted[5, 7, 2, 0] = 60.0  # one entry of one position: a spike whose vectors sit on row 5 and column 7
+    conv = htsr.analyze({"conv.weight": planted.astype(np.float32)}).layers[0]
+    one = htsr.analyze({"fc.weight": planted[:, :, 2, 0].astype(np.float32)}).layers[0]
+    assert conv.num_spikes >= 1 and conv.num_heavy_entries > 0 and conv.phase == one.phase == "bulk-decay"
+
+
+def test_farms_window_rounding_floor_scales_by_the_windows_edge_over_the_matrixs():
+    """A bfloat16 rank-30 1000 x 100 layer whose first 100 rows are scaled by 0.003, at farms_aspect 1 (ten
+    100 x 100 windows): the windows' rounding floor is the matrix's storage floor times (√wr + √wc)² / (√N + √M)²
+    (the MP edge on a window's sides over the matrix's). The pooled windows' eigenvalues run on through that
+    floor (the small window's real ones: the next above it is 1.005x, no ROUNDING_GAP), so nothing is cut there
+    and the fit keeps the 751 above WeightWatcher's 1e-5. The inverse ratio (4.3x the floor instead of 0.23x)
+    found a gap and kept 270."""
+    from htsr.analyze import ROUNDING_GAP
+
+    g = np.random.default_rng(0)
+    W = g.standard_normal((1000, 30)) @ g.standard_normal((30, 100)) / 10
+    W[:100] *= 0.003
+    t = torch.tensor(W, dtype=torch.bfloat16)
+    row = htsr.analyze({"fc.weight": t}, min_evals=3, farms_aspect=1.0).layers[0]
+    # the reference: numpy's SVD of the stored values (bfloat16 to float64 is exact)
+    X = t.to(torch.float64).numpy()
+    ev = np.linalg.svd(X, compute_uv=False) ** 2
+    win = np.sort(np.concatenate([np.linalg.svd(X[i:i + 100], compute_uv=False) ** 2 for i in range(0, 1000, 100)]))
+    # the storage floor (test_the_storage_rounding_floor_is_its_closed_form): u = 2^-8, rms u/√3 of the entries'
+    rms = 2.0 ** -8 / math.sqrt(3) * math.sqrt(ev.sum() / X.size)
+    storage = 2 * (rms * (math.sqrt(1000) + math.sqrt(100))) ** 2
+    assert np.sum(ev <= storage) == 70 and np.sort(ev)[70] > ROUNDING_GAP * storage  # the matrix's: a gap
+    window = storage * (math.sqrt(100) + math.sqrt(100)) ** 2 / (math.sqrt(1000) + math.sqrt(100)) ** 2
+    k = int(np.sum(win <= window))
+    assert 3 <= k and win[k] < ROUNDING_GAP * window  # the windows': no gap at their floor
+    assert row.farms_windows == 10 and row.status == "ok"
+    assert row.num_fit_evals == np.sum(win > 1e-5) == 751
+
+
+def test_each_kernel_position_of_a_pooled_conv_is_cut_no_lower_than_the_ww_floor():
+    """Each kernel position is cut at its own floor, but with the default evals_floor='ww' never below
+    WeightWatcher's 1e-5: a 128x64x3 conv whose two quiet positions have eigenvalues 1e-8 … 1e-2 and its loud
+    one 1e8 … 1e12 (whose float64 floor, ~1e-16·1e12·M, is above 1e-5) keeps 32 + 32 + 64 = 128, the count
+    above 1e-5, on either path (the accurate one had kept all 192, the quiet positions' 1e-8 included)."""
+    quiet = np.geomspace(1e-8, 1e-2, 64)
+    loud = np.geomspace(1e8, 1e12, 64)
+    W = np.stack([matrix_with_singular_values(np.sqrt(quiet), 128, 64, seed=1),
+                  matrix_with_singular_values(np.sqrt(loud), 128, 64, seed=2),
+                  matrix_with_singular_values(np.sqrt(quiet), 128, 64, seed=3)], axis=-1)
+    want = 2 * np.sum(quiet > 1e-5) + np.sum(loud > 1e-5)
+    assert want == 128
+    for precision in ("fast", "accurate"):
+        row = htsr.analyze({"conv.weight": W}, tails=False, precision=precision).layers[0]
+        assert row.num_fit_evals == want, precision

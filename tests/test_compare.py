@@ -865,3 +865,75 @@ def test_distances_skip_a_transposed_base_and_use_the_analysis_normalisation():
     assert want.name == "fc" and d["fc"].lambda_max == pytest.approx(want.lambda_max, rel=1e-5)  # (float32 paths)
     assert d["fc"].lambda_max == pytest.approx(np.linalg.svd(a["fc.weight"], compute_uv=False)[0] ** 2 / 80,
                                                rel=1e-5)
+
+
+# ------------------------------------------------------------------------- mutation round 7: known answers
+
+
+def test_a_conv_of_another_kernel_size_than_its_base_is_skipped_not_failed():
+    """A 64x32x3x3 conv against a 64x32x5x5 base: per kernel position both are 64 x 32 matrices, but 9 of them
+    against 25 is another layer. It is skipped saying both shapes; it had been compared as stacks of 576 and
+    1600 rows and failed (a broadcast error)."""
+    g = np.random.default_rng(0)
+    a = {"conv.weight": g.standard_normal((64, 32, 3, 3)).astype(np.float32)}
+    b = {"conv.weight": g.standard_normal((64, 32, 5, 5)).astype(np.float32)}
+    (d,) = layer_distances(a, b)
+    assert d.status == "skipped: shape 64x32x3x3 differs from the base's 64x32x5x5"
+    assert math.isnan(d.frobenius) and math.isnan(d.cka)
+    assert "0 layers compared, 1 skipped, 0 failed" in format_distances([d])
+
+
+def test_the_common_layers_mean_is_over_the_layers_finite_in_every_model():
+    """common_means is np.mean over the layers whose value is finite in every model: a layer NaN in one model
+    only (all zero there: failed) is left out of every model's mean, and a layer NaN in both (20 eigenvalues
+    < min_evals) is neither a term nor counted in the denominator."""
+    g = np.random.default_rng(1)
+    ma = {n: g.standard_normal((300, 100)) for n in ("a.weight", "b.weight", "c.weight")}
+    mb = {n: g.standard_normal((300, 100)) for n in ("a.weight", "b.weight")}
+    mb["c.weight"] = np.zeros((300, 100))  # failed in b only: alpha NaN there, finite in a
+    ma["d.weight"] = mb["d.weight"] = g.standard_normal((60, 20))  # not fitted in either
+    c = compare([ma, mb], labels=["a", "b"], tails=False, workers=1)
+    assert c.common_layers == ("a", "b", "c", "d")
+    v = np.array(c.layer_values)
+    assert np.isfinite(v[:2]).all() and np.isfinite(v[2, 0]) and math.isnan(v[2, 1]) and np.isnan(v[3]).all()
+    assert c.num_common_finite == 2
+    # math.fsum / 2 against numpy's pairwise sum / 2 of the same two floats: rounding, a few ulps
+    assert c.common_means == pytest.approx(tuple(np.mean(v[:2], axis=0)), rel=1e-12)
+
+
+def test_renaming_to_the_first_models_names_uses_the_shapes():
+    """Silero's export names its layers 'model.*'; its TorchScript holds a 16 kHz model '_model.*' and an 8 kHz
+    one '_model_8k.*', whose last two layers have other shapes. Both renamings onto 'model.' match 8 names; only
+    '_model.' matches the shapes too, so it is the one taken and the 8 layers are common (without the shapes the
+    two had tied: not renamed, 0 common layers)."""
+    g = np.random.default_rng(0)
+    shape = lambda i: (60 + i, 40)
+    A = {f"model.l{i}.weight": g.standard_normal(shape(i)) for i in range(8)}
+    B = {f"_model.l{i}.weight": g.standard_normal(shape(i)) for i in range(8)}
+    B |= {f"_model_8k.l{i}.weight": g.standard_normal(shape(i) if i < 6 else (30, 20)) for i in range(8)}
+    ra, rb = (htsr.analyze(m, min_evals=3, tails=False, workers=1) for m in (A, B))
+    c = compare_results([ra, rb], labels=["export", "script"])
+    assert c.name_alignment == ("script: replacing '_model.' with 'model.'",)
+    assert c.common_layers == tuple(f"model.l{i}" for i in range(8)) and c.shape_differs == ()
+    # the 16 kHz rows, the 8 kHz ones are other layers
+    assert {n for n, _ in c.partial_layers} == {f"_model_8k.l{i}" for i in range(8)}
+
+
+def test_common_layers_follow_the_first_models_order():
+    """Comparison.common_layers is in the first model's order, whatever order the others list them in."""
+    g = np.random.default_rng(1)
+    ma = {n: g.standard_normal((300, 100)) for n in ("a.weight", "b.weight")}
+    mb = {n: ma[n] for n in ("b.weight", "a.weight")}  # the same layers, listed the other way round
+    c = compare([ma, mb], labels=["first", "second"], tails=False, workers=1)
+    assert c.common_layers == ("a", "b")
+    assert c.layer_values[0][0] == c.layer_values[0][1]  # row 'a' is a's in both (the same weights: equal)
+    assert c.common_layers == compare([mb, ma], tails=False, workers=1).common_layers[::-1]
+
+
+def test_a_layer_of_exactly_max_evals_eigenvalues_is_measured():
+    """max_evals is the most eigenvalues measured: a 300 x 100 layer is measured with max_evals=100, skipped
+    with 99 (analyze likewise: test_analyze)."""
+    W = np.random.default_rng(0).standard_normal((300, 100))
+    assert layer_distances({"fc.weight": W}, {"fc.weight": W * 1.1}, max_evals=100)[0].status == "ok"
+    assert layer_distances({"fc.weight": W}, {"fc.weight": W * 1.1}, max_evals=99)[0].status == (
+        "skipped: 100 eigenvalues > max_evals=99")

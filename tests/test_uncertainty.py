@@ -1604,3 +1604,15 @@ def test_share_scales_the_observed_statistic_as_the_replicates_are_drawn():
         x4 = np.repeat(np.sort((1 - np.random.default_rng(seed).random(150)) ** (-1 / 1.5)), 4)
         ps.append(bootstrap_power_law(x4, fit_power_law(x4), reps=100, seed=seed, share=0.25).p_value)
     assert 0.2 < np.mean(ps) < 0.7  # 0.5 ± 0.053 (sd of a mean of 30; measured 0.40): > 3.5 sd; √share gave 0.94
+
+
+def test_farms_windows_is_nan_on_a_row_never_fitted():
+    """farms_windows counts the windows pooled for a fit: a rank-2 400 x 100 layer (not fitted: its windows only
+    repeat 2 directions) and an all-zero one (failed) have their windows cut but never fitted, and no count."""
+    g = np.random.default_rng(0)
+    for W, status in ((g.standard_normal((400, 2)) @ g.standard_normal((2, 100)), "not_fitted: 2 of 100"),
+                      (np.zeros((400, 100)), "failed: all-zero matrix")):
+        row = htsr.analyze({"fc.weight": W}, farms_aspect=1.0).layers[0]
+        assert row.status.startswith(status), row.status
+        assert math.isnan(row.farms_windows) and math.isnan(row.alpha)
+    assert htsr.analyze({"fc.weight": g.standard_normal((400, 100))}, farms_aspect=1.0).layers[0].farms_windows == 4
