@@ -1114,6 +1114,30 @@ def test_classify_conv_kernel_boundaries():
     assert classify("encoder.0.weight", (64, 16, 33))[0] != "conv1d"
     kind, why = classify("blocks.0.weight", (8, 16, 64, 3))
     assert kind is None and "no convolution kernel" in why
+    # 4-D: a 32 x 32 kernel is one (CLIP ViT-B/32's patch_embedding [768, 3, 32, 32], no 'conv' in its name)
+    assert classify("vision_model.embeddings.patch_embedding.weight", (768, 3, 32, 32)) == ("conv2d", "")
+    assert classify("vision_model.embeddings.patch_embedding.weight", (768, 3, 33, 33))[0] is None
+    # 5-D: every kernel axis at most 32, the first of them included
+    assert classify("vol.weight", (8, 4, 3, 3, 3)) == ("conv3d", "")
+    assert classify("vol.weight", (8, 4, 64, 3, 3))[0] is None
+
+
+@pytest.mark.parametrize("name,shape,kind", [
+    ("layers.0.attn.q_norm.scale", (8, 64), None),  # a per-head norm's scale (Flax's name), 2-D
+    ("layers.0.attn.q_norm.weight", (8, 64), None),
+    ("layers.0.mixer.ssm_norm", (8, 64), None),  # a bare norm parameter (Mamba-2's, per group)
+    ("transformer.wpe.weight", (1024, 768), "embedding"),  # GPT-2's position table
+    ("transformer.wte.weight", (50257, 768), "embedding"),
+    ("model.embed_tokens.weight", (32000, 4096), "embedding"),
+    ("shared.weight", (32128, 512), "embedding"),  # T5's
+    ("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", (32, 8), "embedding"),
+    ("model.layers.0.self_attn.q_proj.weight", (4096, 4096), "dense"),
+])
+def test_classify_names_of_norms_and_embedding_tables(name, shape, kind):
+    """The name rules' known cases (the regexes' comments in htsr.tensors name their models)."""
+    from htsr.tensors import classify
+
+    assert classify(name, shape)[0] == kind
 
 
 def test_farms_window_side_is_not_lost_to_binary_rounding():

@@ -1833,6 +1833,55 @@ def test_xlnet_and_funnel_head_split_projections_are_one_matrix_each():
         assert row.lambda_max == pytest.approx(np.linalg.norm(w, 2) ** 2, rel=1e-5)
 
 
+@pytest.mark.parametrize("name", ["layer.0.rel_attn.q", "layer.0.rel_attn.o"])
+def test_a_head_split_projection_of_other_sides_is_its_matrix_not_a_reshuffle(name):
+    """A [d_model, n_head, d_head] projection with d_model ≠ n_head·d_head (96 vs 4·32 = 128): its matrix is the
+    tensor reshaped to d_model × n_head·d_head (o's too: the same matrix, read the other way). On square ones, the
+    only ones tested, the transposed reshape of the heads (scrambled entries) had the same spectrum. Known answer:
+    numpy's singular values of the reshaped tensor."""
+    W = np.random.default_rng(5).standard_normal((96, 4, 32)).astype(np.float32)
+    w = W.astype(np.float64).reshape(96, 128)
+    row = htsr.analyze({name: W}, min_evals=2, tails=False, keep_spectra=True, precision="accurate")
+    (layer,), (spectrum,) = row.layers, row.spectra
+    assert layer.kind == "dense" and (layer.N, layer.M) == (128, 96)
+    # two float64 SVDs of the same entries: 1e-9 relative on every eigenvalue (the smallest is 1/140 of the
+    # largest; round-off ~1e-15 of the largest)
+    np.testing.assert_allclose(np.sort(spectrum.evals), np.sort(np.linalg.svd(w, compute_uv=False) ** 2), rtol=1e-9)
+
+
+def test_a_fortran_ordered_scanned_kernel_in_an_npz_is_read_layer_by_layer(tmp_path):
+    """A big_vision-style flattened Flax tree whose nn.scan'd kernel [layers, in, out] numpy saved Fortran-ordered
+    (np.savez keeps the order): each layer's rows are its own kernel (read in C order, the layers' entries had been
+    interleaved: λ_max 4866 where 527.8). Known answer: numpy's SVD of each stored layer."""
+    rng = np.random.default_rng(0)
+    k = np.asfortranarray(np.stack([rng.standard_normal((64, 256)) * (i + 1) for i in range(4)]).astype(np.float32))
+    np.savez(tmp_path / "scan.npz", **{"encoder/block/Dense_0/kernel": k,
+                                       "encoder/block/LayerNorm_0/scale": np.ones((4, 64), np.float32)})
+    rows = htsr.analyze(tmp_path / "scan.npz", min_evals=2, tails=False).layers
+    assert [r.name for r in rows] == [f"encoder.block.Dense_0[{i}]" for i in range(4)]
+    for i, r in enumerate(rows):
+        # float32 entries, float32 Gram on the default path: 1e-5 relative on λ_max (measured 2e-7)
+        assert r.lambda_max == pytest.approx(float(np.linalg.svd(k[i], compute_uv=False)[0] ** 2), rel=1e-5), i
+
+
+def test_kinds_of_a_live_module_and_of_its_file_agree_for_subclasses_and_projections(tmp_path):
+    """A subclass of nn.Embedding is typed by its base class (the class's MRO), and an LSTM with proj_size has a
+    weight_hr_l0 that is an rnn weight by its name too: the live module and its saved .pt agree row by row, but for
+    the table, which a file can only type by its name ('tok' names no table: dense)."""
+    class TokEmb(torch.nn.Embedding):
+        pass
+
+    torch.manual_seed(0)
+    m = torch.nn.ModuleDict({"tok": TokEmb(1000, 64), "rec": torch.nn.LSTM(64, 128, proj_size=32),
+                             "proj": torch.nn.Linear(32, 64)})
+    torch.save(m.state_dict(), tmp_path / "m.pt")
+    live = [(r.name, r.kind) for r in htsr.analyze(m, min_evals=2).layers]
+    assert live == [("tok", "embedding"), ("rec.weight_ih_l0", "rnn"), ("rec.weight_hh_l0", "rnn"),
+                    ("rec.weight_hr_l0", "rnn"), ("proj", "dense")]
+    assert [(r.name, r.kind) for r in htsr.analyze(tmp_path / "m.pt", min_evals=2).layers] == [
+        ("tok", "dense"), *live[1:]]
+
+
 @pytest.mark.parametrize("name,shape", [
     ("base_model.model.model.layers.0.self_attn.q_proj.lora_E", (8, 1)),  # AdaLoRA
     ("base_model.model.model.layers.0.self_attn.q_proj.lora_A", (8, 64)),

@@ -153,9 +153,15 @@ def test_parts_that_do_not_fit_are_left_as_they_are():
     # and a g of v's own shape (RWKV's time_mix_g beside time_mix_v) is no norm's magnitude
     state = {"a.weight_g": rng.random((7, 1)), "a.weight_v": rng.standard_normal((300, 200)),
              "b.weight_orig": rng.standard_normal((300, 200)), "b.weight_mask": np.ones((200, 300)),
-             "c.time_mix_g": rng.random((300, 200)), "c.time_mix_v": rng.random((300, 200))}
-    names = sorted(r.name for r in htsr.analyze(state).layers)
-    assert names == ["a.weight_v", "b.weight_mask", "b.weight_orig", "c.time_mix_g", "c.time_mix_v"]
+             "c.time_mix_g": rng.random((300, 200)), "c.time_mix_v": rng.random((300, 200)),
+             # spectral norm's power-iteration vectors whose sizes do not fit the weight (u its 300 rows, but
+             # 300 · 16 ≠ 300 · 200)
+             "d.weight_orig": rng.standard_normal((300, 200)), "d.weight_u": rng.standard_normal(300),
+             "d.weight_v": rng.standard_normal(16)}
+    rows = {r.name: r for r in htsr.analyze(state).layers}
+    assert sorted(rows) == ["a.weight_v", "b.weight_mask", "b.weight_orig", "c.time_mix_g", "c.time_mix_v",
+                            "d.weight_orig"]
+    assert rows["d.weight_orig"].status == "ok"  # the tensor as stored (it had failed: numpy's matmul error)
 
 
 def test_untrained_square_spectral_norm_and_one_input_weight_norm():
