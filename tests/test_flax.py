@@ -945,6 +945,21 @@ def test_a_scan_along_axis_1_gives_its_layers(tmp_path):
                                   out[:, 2].reshape(H * hd, D).T)
 
 
+def test_a_per_head_norm_beside_a_square_kernel_is_no_scan_of_the_tree():
+    """A per-head norm scale [heads, head_dim] reads like t5x's axis-1 norm [dim, layers]; beside a [dim, dim]
+    kernel with dim = head_dim every leaf shared that size at position 1, and the whole tree was taken as
+    scanned along axis 1: the kernel became 64 vectors and the run stopped with 'no analysable layer'. A scan
+    leaves each layer's kernels matrices: this kernel is its own row, its values the tensor's (transposed)."""
+    rng = np.random.default_rng(0)
+    K = rng.standard_normal((64, 64)).astype(np.float32)
+    tree = {"layers": {"0": {"attn": {"q": {"kernel": K}, "q_norm": {"scale": rng.random((8, 64))}}}}}
+    src = htsr.io.open_source(tree)
+    (ref,) = [r for r in src if r.name == "layers.0.attn.q"]
+    assert ref.shape == (64, 64)
+    np.testing.assert_array_equal(ref.load(), K.T)  # exact: the stored values, [out, in]
+    assert [(l.name, l.kind) for l in htsr.analyze(tree, min_evals=2).layers] == [("layers.0.attn.q", "dense")]
+
+
 def test_a_scan_that_fits_both_axes_is_read_along_axis_0(tmp_path):
     """A scanned block of 3 layers of a square Dense: its LayerNorm scale and bias [3, 8] and Dense kernel
     [3, 8, 8], bias [3, 8] fit a scan of 3 layers along axis 0 (flax's nn.scan default) and one of 8 along

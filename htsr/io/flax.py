@@ -408,10 +408,13 @@ def _stacks(leaves: list[tuple[tuple[str, ...], tuple[int, ...]]]) -> dict[tuple
     cover the block (an attention kernel [heads, layers, head_dim, dim] has not dim first); axis 0 when both do."""
     modules: dict[tuple[str, ...], dict[str, tuple[int, ...]]] = {}
     under: dict[tuple[str, ...], list[tuple[int, ...]]] = {}  # every ancestor's leaves' shapes
+    matrices: dict[tuple[str, ...], list[tuple[int, ...]]] = {}  # … and its kernels' and embeddings'
     for path, shape in leaves:
         modules.setdefault(path[:-1], {})[path[-1]] = shape
         for d in range(len(path)):
             under.setdefault(path[:d], []).append(shape)
+            if path[-1] in ("kernel", "embedding"):
+                matrices.setdefault(path[:d], []).append(shape)
     memo: dict[tuple, bool] = {}
 
     def shared(above: tuple[str, ...], pos: int, lead: tuple[int, ...]) -> bool:
@@ -439,7 +442,10 @@ def _stacks(leaves: list[tuple[tuple[str, ...], tuple[int, ...]]]) -> dict[tuple
         candidates = [(climb(module, 0, first[:s]), 0, s)]
         if s == 1 and len(first) == 2 and "kernel" not in params and "embedding" not in params:
             candidates.append((climb(module, 1, first[1:]), 1, 1))  # a norm [dim, layers]?
-        candidates = [c for c in candidates if c[0] is not None]
+        # (a scan leaves each layer's kernels matrices: a per-head norm scale [heads, head_dim] beside a
+        # [dim, dim] kernel with dim = head_dim had made a scan along axis 1 of the whole tree, its kernels vectors)
+        candidates = [c for c in candidates if c[0] is not None
+                      and all(len(sh) - c[2] >= 2 for sh in matrices.get(c[0], ()))]
         if not candidates:
             continue
         # the candidate covering the most parameters (axis 0 on a tie: flax's default)
