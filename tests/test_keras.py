@@ -111,6 +111,15 @@ def write_keras(path: Path, config: dict, tensors: dict[str, np.ndarray], groups
     return path
 
 
+def _saved_every_way(net, folder: Path, stem: str) -> tuple[Path, Path, Path]:
+    """A live Keras model saved each way Keras writes one: a .keras archive, a legacy .h5 and bare weights."""
+    paths = (folder / f"{stem}.keras", folder / f"{stem}.h5", folder / f"{stem}.weights.h5")
+    net.save(paths[0])
+    net.save(paths[1])
+    net.save_weights(paths[2])
+    return paths
+
+
 def write_legacy(path: Path, layers: dict[str, list[tuple[str, np.ndarray]]], config: dict | None,
                  weights_only: bool = False) -> Path:
     """A Keras 2 ``.h5`` (full model, or weights only) as legacy_h5_format writes it."""
@@ -1238,9 +1247,7 @@ def test_a_custom_attention_layers_gemma_style_projections_are_read_right_from_e
     keras.utils.set_random_seed(0)
     inp = keras.Input((10, 64))
     model = keras.Model(inp, GemmaStyleAttention(name="attn")(inp), name="g")
-    model.save(tmp_path / "g.keras")
-    model.save(tmp_path / "g.h5")
-    model.save_weights(tmp_path / "g.weights.h5")
+    _saved_every_way(model, tmp_path, "g")
     k = keras.ops.convert_to_numpy(model.get_layer("attn").query_dense.kernel)  # [4, 64, 16]
     truth = np.linalg.svd(k.transpose(1, 0, 2).reshape(64, 64).astype(np.float64), compute_uv=False) ** 2
     for src in (model, tmp_path / "g.keras", tmp_path / "g.weights.h5", tmp_path / "g.h5"):
@@ -1275,9 +1282,7 @@ def test_a_custom_layers_key_and_value_attributes_are_rows_of_their_own_kernels(
     keras.utils.set_random_seed(0)
     inp = keras.Input((7, 8))
     model = keras.Model(inp, KeyValueAttention(name="attn")(inp), name="kv")
-    model.save(tmp_path / "kv.keras")
-    model.save(tmp_path / "kv.h5")
-    model.save_weights(tmp_path / "kv.weights.h5")
+    _saved_every_way(model, tmp_path, "kv")
     attn = model.get_layer("attn")
     want = {f"attn.{a}": keras.ops.convert_to_numpy(getattr(attn, a).kernel).reshape(8, -1).T
             for a in ("query", "key", "value")}
@@ -1621,9 +1626,7 @@ def test_conv_lstm_kernels_are_two_convolutions_from_every_format(keras, tmp_pat
     y = L.ConvLSTM2D(8, 3, name="cl2")(x)
     z = L.ConvLSTM1D(5, 2, name="cl1")(keras.ops.reshape(y, (-1, 8, 8, 8)))
     model = keras.Model(x, z)
-    model.save(tmp_path / "m.keras")
-    model.save(tmp_path / "m.h5")
-    model.save_weights(tmp_path / "m.weights.h5")
+    _saved_every_way(model, tmp_path, "m")
     stored = {v.path: keras.ops.convert_to_numpy(v) for v in model.weights}
     k2, r2 = stored["cl2/conv_lstm_cell/kernel"], stored["cl2/conv_lstm_cell/recurrent_kernel"]
     k1 = stored["cl1/conv_lstm_cell/kernel"]
