@@ -1132,6 +1132,10 @@ def test_classify_conv_kernel_boundaries():
     ("shared.weight", (32128, 512), "embedding"),  # T5's
     ("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", (32, 8), "embedding"),
     ("model.layers.0.self_attn.q_proj.weight", (4096, 4096), "dense"),
+    # a block-scale tensor left without its weight (in another shard): transformers' FP8 experts name theirs
+    # <weight>_scale_inv, [E, out/128, in/128]; not a stack of matrices
+    ("model.layers.3.mlp.experts.gate_up_proj_scale_inv", (8, 16, 32), None),
+    ("model.layers.3.mlp.experts.down_proj.weight_scale_inv", (8, 32, 16), None),
 ])
 def test_classify_names_of_norms_and_embedding_tables(name, shape, kind):
     """The name rules' known cases (the regexes' comments in htsr.tensors name their models)."""
