@@ -19,7 +19,7 @@ import re
 import threading
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -181,22 +181,30 @@ def module_kind(class_name: str, pname: str, full: str, shape: tuple[int, ...]) 
     return kind
 
 
+def owner_classes(fqn: Mapping[str, str], nodes: Iterable[tuple[Mapping[str, str], Iterable[str]]]) -> dict[str, str]:
+    """Parameter and buffer names → the class name of the module that uses them, from a torch.export program's
+    graph: ``fqn`` maps each placeholder to its parameter's name (the signature's input specs), and each node gives
+    (its ``nn_module_stack`` as module path → class name, its inputs' names). The module whose path is the
+    parameter's is its owner (a parameter used elsewhere, outside its module's forward, gets none). For a live
+    program (:func:`exported_classes`) and a saved .pt2 (htsr.io.torchzip) alike."""
+    out: dict[str, str] = {}
+    for stack, args in nodes:
+        for arg in args:
+            name = fqn.get(arg)
+            if name is not None and name.rpartition(".")[0] in stack:
+                out.setdefault(name, stack[name.rpartition(".")[0]].rsplit(".", 1)[-1])
+    return out
+
+
 def exported_classes(program: Any) -> dict[str, str]:
-    """Parameter and buffer names → the class name of the module that uses them, from a live torch.export
-    ExportedProgram (whose ``module()`` has plain Modules): its signature names each placeholder's parameter, and
-    a node's ``nn_module_stack`` ({key: (path, class)}) the modules it runs in; the one whose path is the
-    parameter's module is its owner, as a saved .pt2's (htsr.io.torchzip) are found."""
+    """:func:`owner_classes` of a live torch.export ExportedProgram (whose ``module()`` has plain Modules); a
+    stack's class is a type or its qualified name."""
     fqn = {spec.arg.name: spec.target for spec in program.graph_signature.input_specs
            if spec.target is not None and hasattr(spec.arg, "name")}
-    out: dict[str, str] = {}
-    for node in program.graph.nodes:
-        stack = {path: (cls if isinstance(cls, str) else getattr(cls, "__qualname__", str(cls))).rsplit(".", 1)[-1]
-                 for path, cls in (node.meta.get("nn_module_stack") or {}).values()}
-        for arg in node.all_input_nodes:
-            name = fqn.get(arg.name)
-            if name is not None and name.rpartition(".")[0] in stack:
-                out.setdefault(name, stack[name.rpartition(".")[0]])
-    return out
+    return owner_classes(fqn, (
+        ({path: cls if isinstance(cls, str) else getattr(cls, "__qualname__", str(cls))
+          for path, cls in (node.meta.get("nn_module_stack") or {}).values()},
+         [arg.name for arg in node.all_input_nodes]) for node in program.graph.nodes))
 
 
 class TorchModule:

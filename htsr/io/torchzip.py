@@ -56,7 +56,7 @@ from ..errors import SourceError
 from .base import TensorRef, as_loaded, expands_too_far, numpy_dtype, one_line, skipped_loader
 from .numpy import MAX_FLAT_ITEMS, named_pairs
 from .scales import PackedConfig, with_scales
-from .torch import _MODULE_KINDS, module_kind, unwrap_state, with_notes
+from .torch import _MODULE_KINDS, module_kind, owner_classes, unwrap_state, with_notes
 
 __all__ = ["RefusedGlobal", "TorchExportArchive", "TorchLegacyFile", "TorchZipFile", "is_export_archive",
            "is_legacy_torch", "is_torchscript_archive"]
@@ -1277,10 +1277,8 @@ def _export_state(program: dict) -> set[str]:
 
 
 def _export_classes(program: dict) -> dict[str, str]:
-    """Parameter and buffer names → the class of the module that uses them, from a serialized
-    ExportedProgram: its signature names each placeholder's parameter, and a node's ``nn_module_stack``
-    (``key,path,class;…``) the modules it runs in; the one whose path is the parameter's module is its owner
-    (a parameter used elsewhere, outside its module's forward, gets none)."""
+    """:func:`htsr.io.torch.owner_classes` of a serialized ExportedProgram: its signature's input specs, and each
+    node's ``nn_module_stack`` as ``key,path,class;…``."""
     gm = program.get("graph_module", {})
     fqn = {}
     for spec in gm.get("signature", {}).get("input_specs", []):
@@ -1288,19 +1286,17 @@ def _export_classes(program: dict) -> dict[str, str]:
                             ("tensor_constant", "tensor_constant_name")):
             if kind in spec:
                 fqn[spec[kind]["arg"]["name"]] = spec[kind][field]
-    out: dict[str, str] = {}
-    for node in gm.get("graph", {}).get("nodes", []):
+
+    def node_stack_and_args(node: dict) -> tuple[dict[str, str], list[str]]:
         stack = {}
         for item in str((node.get("metadata") or {}).get("nn_module_stack", "")).split(";"):
             parts = item.split(",")
             if len(parts) >= 3:
-                stack[parts[1]] = parts[-1].rsplit(".", 1)[-1]
+                stack[parts[1]] = parts[-1]
         args = []
         for i in node.get("inputs", []):
             arg = i.get("arg", {})
             args += [arg["as_tensor"]] if "as_tensor" in arg else list(arg.get("as_tensors", []))
-        for a in args:
-            name = fqn.get(a.get("name"))
-            if name is not None and name.rpartition(".")[0] in stack:
-                out.setdefault(name, stack[name.rpartition(".")[0]])
-    return out
+        return stack, [a.get("name") for a in args]
+
+    return owner_classes(fqn, map(node_stack_and_args, gm.get("graph", {}).get("nodes", [])))
