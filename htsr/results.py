@@ -403,6 +403,9 @@ def write_outputs(outputs: Sequence[tuple[str, str | os.PathLike, str | bytes | 
                 done.append((_write_temp(path, data), path))
             except OSError as e:
                 raise OutputError(f"{flag} {path}: cannot write ({e.strerror or e}); no output was written") from None
+        # another run writing to the same folders (a sweep's jobs given one --out) waits for this set: its
+        # renames and ours do not interleave, and the folder holds one run's set, the last one's
+        locks = _lock_folders({p.parent for _, p in done} | {p.parent for p in stale})
     except BaseException:
         for tmp, _ in done:
             os.unlink(tmp)
@@ -412,13 +415,44 @@ def write_outputs(outputs: Sequence[tuple[str, str | os.PathLike, str | bytes | 
             except OSError:
                 pass
         raise
-    # (Ctrl-C between two renames, or before an earlier run's file is removed, would leave a mix of runs)
-    with _signals_held():
-        _rename_all(done, flags)
-        removed = [p for p in stale if p.is_file() or p.is_symlink()]
-        for p in removed:
-            p.unlink()
+    try:
+        # (Ctrl-C between two renames, or before an earlier run's file is removed, would leave a mix of runs)
+        with _signals_held():
+            _rename_all(done, flags)
+            removed = [p for p in stale if p.is_file() or p.is_symlink()]
+            for p in removed:
+                p.unlink()
+    finally:
+        for fd in locks:
+            os.close(fd)  # (which releases its lock)
     return removed
+
+
+def _lock_folders(folders: Iterable[Path]) -> list[int]:
+    """An exclusive advisory lock (``flock``) on each existing folder, in one order (two runs never wait for each
+    other), held until its descriptor is closed; it is the folder's own, so no lock file is left in it. Where there
+    is no ``flock`` (Windows) or the file system refuses it (some network mounts) the folder is not locked."""
+    try:
+        import fcntl
+    except ImportError:
+        return []
+    fds: list[int] = []
+    try:
+        for folder in sorted(set(folders)):
+            try:
+                fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            except OSError:
+                continue  # (a stale file's folder that is gone: nothing of this set lands there)
+            fds.append(fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:
+                pass
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
 
 
 @contextlib.contextmanager

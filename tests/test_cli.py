@@ -422,6 +422,67 @@ def test_an_interrupt_between_the_renames_leaves_no_temporary_file(tmp_path, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
+def test_a_set_of_outputs_waits_while_another_run_writes_to_its_folder(tmp_path):
+    """Two runs given one --out: each renames its set while holding its folder's lock, so the folder ends with
+    one run's files, never layers.csv of one and summary.json of the other. Here the other run holds the lock
+    (a descriptor of its own, as another process would): the set waits, written to temporaries but not renamed,
+    and lands whole once the lock is released."""
+    import fcntl
+    import threading
+
+    from htsr import results
+
+    (tmp_path / "a.csv").write_text("old a")
+    (tmp_path / "b.json").write_text("old b")
+    other = os.open(tmp_path, os.O_RDONLY)
+    fcntl.flock(other, fcntl.LOCK_EX)
+    t = threading.Thread(target=results.write_outputs,
+                         args=([("--out", tmp_path / "a.csv", "new a"), ("--out", tmp_path / "b.json", "new b")],))
+    t.start()
+    try:
+        t.join(0.5)  # (it cannot get the lock: a time only to let it reach the wait)
+        assert t.is_alive()
+        assert [(tmp_path / f).read_text() for f in ("a.csv", "b.json")] == ["old a", "old b"]
+        assert len(list(tmp_path.iterdir())) == 4  # its two temporaries are written, waiting
+    finally:
+        os.close(other)
+        t.join(10)
+    assert not t.is_alive()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "b.json"]
+    assert [(tmp_path / f).read_text() for f in ("a.csv", "b.json")] == ["new a", "new b"]
+    fd = os.open(tmp_path, os.O_RDONLY)  # released: another run now gets the lock at once
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
+def test_an_interrupt_while_waiting_for_the_folder_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """Ctrl-C while the set waits for another run's lock: its temporaries and the folders it made are removed,
+    and every lock it took is released."""
+    import fcntl
+
+    from htsr import results
+
+    held = []
+
+    def flock(fd, op):
+        held.append(fd)
+        if len(held) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    closed = []
+    real_close = os.close
+    monkeypatch.setattr(results.os, "close", lambda fd: (closed.append(fd), real_close(fd)))
+    with pytest.raises(KeyboardInterrupt):
+        results.write_outputs([("--out", tmp_path / "x" / "a.csv", "a"), ("--out", tmp_path / "y" / "b.json", "b")])
+    assert list(tmp_path.iterdir()) == []
+    assert sorted(closed) == sorted(held)
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a named pipe")
 def test_an_output_that_is_not_a_regular_file_is_refused_not_replaced(model, tmp_path, capsys, monkeypatch):
     """A rename would put a plain file where a device or pipe was (as root: --report /dev/null would replace
