@@ -142,7 +142,9 @@ def test_a_csv_held_by_another_program_does_not_stop_training(tmp_path, monkeypa
     assert [r["step"] for r in read_rows(path)] == ["1"] * 3
     mon.step(4)
     assert [r["step"] for r in read_rows(path)] == [str(s) for s in (1, 2, 3, 4) for _ in range(3)]
-    assert [r.step for r in load_history(path)] == [1, 2, 3, 4]
+    mon.step(5)  # the kept records went in with record 4: not again with record 5
+    assert [r["step"] for r in read_rows(path)] == [str(s) for s in (1, 2, 3, 4, 5) for _ in range(3)]
+    assert [r.step for r in load_history(path)] == [1, 2, 3, 4, 5]
 
 
 def test_csv_of_another_kind_is_refused_before_training(tmp_path):
@@ -725,3 +727,70 @@ def test_the_mean_alpha_line_is_drawn_on_the_alpha_panel_only():
             for s, a, d in ((1, 4.0, 0.05), (2, 3.0, 0.04))]
     assert [s.role for s in alpha_over_time(hist, x="step", metric="alpha").series] == ["series:0", "mean", "band"]
     assert [s.role for s in alpha_over_time(hist, x="step", metric="D").series] == ["series:0"]
+
+
+def test_a_resumed_run_starts_from_its_csvs_last_record_not_its_first(tmp_path):
+    """The file crossed below at record 1 and recovered at record 2: the resumed monitor is not in alert, so a
+    new crossing alerts (and a file whose last record is below starts in alert)."""
+    model = mlp()
+    path = tmp_path / "alpha.csv"
+    first = AlphaMonitor(model, path, unit="step")
+    set_tail(model, 1.5)
+    with pytest.warns(HtsrAlphaWarning):
+        first.step(1)
+    set_tail(model, 4.0)
+    first.step(2)
+    resumed = AlphaMonitor(model, path, unit="step")
+    assert not resumed.alert
+    set_tail(model, 1.5)
+    with pytest.warns(HtsrAlphaWarning, match="step 3"):
+        resumed.step(3)
+    assert AlphaMonitor(model, path, unit="step").alert  # its last record, step 3, is below
+
+
+def _monitor_csv(path, lines: list[str]) -> None:
+    path.write_text(",".join(CSV_COLUMNS) + "\n" + "".join(line + "\n" for line in lines))
+
+
+def test_load_history_starts_a_record_where_a_layer_repeats_under_one_key(tmp_path):
+    """Two records with the same (step, epoch, time) — manual record() calls without step or epoch within one
+    millisecond, or two runs appended — are two records, split where a layer name repeats."""
+    path = tmp_path / "alpha.csv"
+    _monitor_csv(path, [",,100.0,a,dense,3.0,3.0,0.1,0.05,ok", ",,100.0,b,dense,5.0,5.0,0.1,0.05,ok",
+                        ",,100.0,a,dense,1.0,1.0,0.1,0.05,ok", ",,100.0,b,dense,2.0,2.0,0.1,0.05,ok"])
+    recs = load_history(path)
+    assert [[la.name for la in r.layers] for r in recs] == [["a", "b"], ["a", "b"]]
+    assert [r.mean_alpha for r in recs] == [4.0, 1.5]  # (exact: sums of two small binary fractions)
+    assert [r.alert for r in recs] == [False, True]
+
+
+def test_load_history_skips_a_line_cut_short_by_a_crash(tmp_path):
+    """A line with fields missing (the process died mid-write) is no layer: not a row of NaN values and no
+    status."""
+    path = tmp_path / "alpha.csv"
+    _monitor_csv(path, ["1,,100.0,a,dense,3.0,3.0,0.1,0.05,ok", "1,,100.0,b,dense"])
+    (rec,) = load_history(path)
+    assert [la.name for la in rec.layers] == ["a"] and rec.mean_alpha == 3.0
+
+
+def test_the_x_axis_is_the_record_index_when_neither_unit_is_in_every_record():
+    """One record has no epoch and another no step: neither unit is an axis for all of them, so the panel is
+    drawn against the record's index (not the unit some records have, which left a None to convert)."""
+    from htsr.monitor import LayerAlpha, MonitorRecord
+
+    la = LayerAlpha("l0", "dense", 3.0, 3.0, 1.0, 0.05, "ok")
+    hist = [MonitorRecord(1, None, 0.0, (la,), 3.0), MonitorRecord(None, 1, 0.0, (la,), 3.0),
+            MonitorRecord(2, 1, 0.0, (la,), 3.0)]
+    panel = alpha_over_time(hist, x="epoch")
+    assert panel.xlabel == "record"
+    np.testing.assert_array_equal(panel.series[0].x, [0.0, 1.0, 2.0])
+
+
+def test_the_alert_message_counts_the_layers_it_averaged():
+    """Layer 4 of the MLP (10 eigenvalues) is not fitted: the mean is over the two fitted layers, and the warning
+    says 2 layers, not the 3 rows."""
+    model = mlp()
+    set_tail(model, 1.5)
+    with pytest.warns(HtsrAlphaWarning, match=r"^mean alpha 1\.\d{3} of 2 layer\(s\) dropped below 2 at step 1"):
+        rec = AlphaMonitor(model, None, unit="step").step(1)
+    assert len(rec.layers) == 3
