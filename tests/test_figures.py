@@ -100,6 +100,30 @@ def test_esd_linear_mp_curve_follows_the_histogram_of_a_gaussian_matrix(gauss):
     assert gap.mean() < 0.05 * hist.y.max()
 
 
+def test_esd_linear_scales_the_mp_curve_by_the_bulks_share_without_spikes_or_zeros(model):
+    """The rank-70 product (100 eigenvalues): 30 zeros and 18 spikes are not in the bulk, so the MP density is
+    drawn at (100 − 18 − 30) / 100 of its height, the share of the eigenvalues the histogram's bulk holds."""
+    row, sp = _row(model, "lowrank")
+    assert (row.num_zero_evals, row.num_spikes, sp.evals.size) == (30, 18, 100)
+    mp = _one(F.esd_linear(row, sp), "line", "mp")
+    np.testing.assert_allclose(mp.y, F.mp_density(mp.x, row.mp_lambda_minus, row.mp_lambda_plus) * 0.52,
+                               rtol=1e-12)  # (the same expression: rounding only)
+
+
+def test_esd_linear_stops_its_axis_past_the_mp_edge_and_counts_the_eigenvalues_beyond(model):
+    """The Student-t matrix's largest eigenvalue is ~4x its spike threshold: the bins cover the bulk up to
+    1.5x the threshold (so one spike does not squeeze the bulk into a few bins), and the note counts the rest."""
+    row, sp = _row(model, "heavy")
+    hi = 1.5 * row.mp_threshold
+    assert sp.evals[-1] > 2 * hi
+    hist = _one(F.esd_linear(row, sp), "hist", "data")
+    assert hist.x[-1] == pytest.approx(hi, rel=1e-11)  # (the edge is hi·(1 + 1e-12), so the bin holds hi)
+    beyond = sp.evals[sp.evals > hi]
+    assert F.esd_linear(row, sp).note == f"{beyond.size} eigenvalue(s) beyond the axis, up to {beyond[-1]:.4g}"
+    # what the axis shows is a density of all eigenvalues: the shown ones' share
+    assert float(np.sum(hist.y * np.diff(hist.x))) == pytest.approx(1 - beyond.size / sp.evals.size, abs=1e-12)
+
+
 # ---------------------------------------------------------------------------------------- ESD log-log
 
 
@@ -444,6 +468,7 @@ def test_alpha_by_layer_other_metric_and_bad_color_by(model):
 def test_alpha_distribution_counts_every_finite_alpha(model):
     panel = F.alpha_distribution(model)
     hist = _one(panel, "hist", "data")
+    assert hist.x.size == 5 + 1  # a third as many bins as layers, at least 5 (and at most 40)
     assert hist.y.sum() == sum(math.isfinite(r.alpha) for r in model.layers)
     assert hist.x[0] == min(r.alpha for r in model.layers if math.isfinite(r.alpha))
 
