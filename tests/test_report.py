@@ -490,3 +490,64 @@ def test_the_summary_card_counts_not_fitted_and_skipped_apart():
                  layer_row("c", status="skipped: over max_evals", alpha=math.nan), layer_row("d", status="skipped: unchanged", alpha=math.nan)])
     page = render_report(r)
     assert "<dt>not fitted</dt><dd>1</dd>" in page and "<dt>skipped</dt><dd>2</dd>" in page
+
+
+def test_the_table_puts_sigma_after_alpha_and_the_js_distance_only_with_randomize(result):
+    """The report's table: sigma beside alpha; rand_js_distance (from the shuffled matrices) only when the run
+    randomised, as it is NaN everywhere otherwise."""
+    def columns(r):
+        return json.loads(_json_blocks(render_report(r))["htsr-config"])["table"]["columns"]
+
+    cols = columns(result)
+    assert cols[0] == "#" and cols.index("sigma") == cols.index("alpha") + 1
+    assert "rand_js_distance" in cols
+    plain = columns(htsr.analyze({"a.weight": np.random.default_rng(0).standard_normal((300, 100))}))
+    assert "rand_js_distance" not in plain and plain.index("sigma") == plain.index("alpha") + 1
+
+
+def test_the_header_leaves_out_options_that_cannot_change_the_results():
+    """workers and progress change how a run goes, not its numbers: not listed among the options, even when
+    not at their defaults; an option that changes the numbers is."""
+    r = htsr.analyze({"a.weight": np.random.default_rng(0).standard_normal((300, 100))}, workers=2, progress=False,
+                     min_evals=20)
+    page = render_report(r)
+    header = page[page.index("<header>"):page.index("</header>")]
+    assert "min_evals=20" in header and "workers=" not in header and "progress=" not in header
+
+
+def test_the_phases_card_counts_layers_with_traps_only_with_randomize(result):
+    """With randomize the Phases card has the number of layers with correlation traps; without, it has no
+    such entry (there is nothing to count)."""
+    card = render_report(result).split("<h3>Phases</h3>", 1)[1].split("</div>", 1)[0]
+    assert f"<dt>layers with correlation traps</dt><dd>{result.summary.num_with_traps}</dd>" in card
+    plain = htsr.analyze({"a.weight": np.random.default_rng(0).standard_normal((300, 100))})
+    assert "correlation traps" not in render_report(plain)
+
+
+def test_warned_layers_are_listed_by_warning_then_in_model_order():
+    """over-trained first, then under-trained, no-power-law, uncertain; within each, the model's order."""
+    rows = [layer_row("u1", warning="uncertain"), layer_row("o1", warning="over-trained", alpha=1.5),
+            layer_row("n1", warning="no-power-law"), layer_row("un1", warning="under-trained", alpha=7.0),
+            layer_row("o2", warning="over-trained", alpha=1.6), layer_row("plain")]
+    page = render_report(result_of(rows))
+    warned = page.split('<ul id="warned">', 1)[1].split("</ul>", 1)[0]
+    assert re.findall(r'<li data-layer="([^"]*)"', warned) == ["o1", "o2", "un1", "n1", "u1"]
+
+
+def test_trap_weights_show_two_locations_and_the_status_always_has_its_tooltip():
+    """A cell of two trap locations is shown whole; of three or more, the first two and an ellipsis, all of them in
+    its tooltip. A status cell always carries its text as a tooltip (it is cut by the column's width)."""
+    two, three = "(1, 2) 0.5; (3, 4) 0.4", "(1, 2) 0.5; (3, 4) 0.4; (5, 6) 0.3"
+    page = render_report(result_of([layer_row("a", trap_weights=two, num_traps=2.0),
+                                    layer_row("b", trap_weights=three, num_traps=3.0)], randomize=True))
+    assert f"<td>{html.escape(two)}</td>" in page
+    assert f'<td title="{html.escape(three)}">{html.escape("(1, 2) 0.5; (3, 4) 0.4; …")}</td>' in page
+    assert '<td title="ok">ok</td>' in page
+
+
+def test_a_not_ok_layers_badge_is_the_status_word_before_any_detail():
+    """'ok; diagnostics failed: …' is badged 'ok' (its fit stands), 'failed: …' 'failed'."""
+    page = render_report(result_of([layer_row("a", status="ok; diagnostics failed: localization"),
+                                    layer_row("b", status="failed: NaN in the weights", alpha=math.nan)]))
+    not_ok = page.split('<ul id="not-ok">', 1)[1].split("</ul>", 1)[0]
+    assert re.findall(r'<span class="badge s-([^"]*)">([^<]*)</span>', not_ok) == [("ok", "ok"), ("failed", "failed")]
