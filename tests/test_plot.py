@@ -356,3 +356,46 @@ def test_import_htsr_then_htsr_plot_as_the_docs_write_it():
                          env={**os.environ, "MPLBACKEND": "Agg"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["Figure", "AlphaMonitor"]
+
+
+def test_a_trend_labels_its_ticks_by_model_up_to_30_models():
+    """A trend across models names each x tick by its model, up to 30 (more would overlap): then numbers."""
+    r = htsr.analyze({"w.weight": np.random.default_rng(0).standard_normal((200, 80))})
+    for n, named in ((30, True), (31, False)):
+        labels = [f"ckpt-{i}" for i in range(n)]
+        ax = P.draw_panel(F.metric_trend([r] * n, labels, ["alpha"])[0]).axes[0]
+        shown = [t.get_text() for t in ax.get_xticklabels()]
+        assert (shown == labels) is named, shown[:3]
+
+
+def test_a_reference_line_at_zero_or_below_is_not_drawn_on_a_log_axis():
+    """A vertical line at x ≤ 0 has no place on a log x axis (matplotlib would warn and lose the limits): it is left
+    out; on a linear axis it is drawn."""
+    def panel(xlog):
+        return F.Panel("t", "x", "y", (F.Series("line", np.array([1.0, 10.0]), np.array([1.0, 2.0]), "a", "data"),
+                                       F.Series("vline", np.array([0.0]), np.array([]), "at 0", "xmin")), xlog=xlog)
+
+    assert len(P.draw_panel(panel(True)).axes[0].lines) == 1
+    assert len(P.draw_panel(panel(False)).axes[0].lines) == 2
+
+
+def test_a_long_note_is_cut_to_three_lines_ending_in_an_ellipsis():
+    note = " ".join(["word"] * 200)  # 999 characters: ten lines of 100
+    text = P._note_text(note)
+    lines = text.split("\n")
+    assert len(lines) == 3 and all(len(line) <= 100 for line in lines) and lines[-1].endswith("…")
+    assert P._note_text("short note") == "short note"
+
+
+def test_a_grid_of_fewer_panels_than_columns_is_as_wide_as_its_panels():
+    p = F.Panel("t", "x", "y", (F.Series("line", np.array([1.0, 2.0]), np.array([1.0, 2.0]), "a", "data"),))
+    one = P.draw_panels([p], ncols=1).get_size_inches()
+    np.testing.assert_array_equal(P.draw_panels([p], ncols=3).get_size_inches(), one)
+    np.testing.assert_array_equal(P.draw_panels([p, p], ncols=3).get_size_inches(), one * [2, 1])
+
+
+def test_the_layer_figure_title_has_alpha_only_when_the_layer_has_one(result):
+    assert P.plot_layer(result, "tiny").get_suptitle().startswith("tiny (dense, 20x10): not_fitted")
+    assert "α" not in P.plot_layer(result, "tiny").get_suptitle()
+    row, _ = _layer(result, "heavy")
+    assert P.plot_layer(result, "heavy").get_suptitle().endswith(f"α = {row.alpha:.3g}")
