@@ -366,6 +366,10 @@ def test_an_empty_output_path_is_refused_not_read_as_the_current_folder(model, t
     msg = _assert_user_error(ei.value.code, *capsys.readouterr())
     assert f"argument {flag}: an empty path" in msg
     assert [p.name for p in tmp_path.iterdir()] == [model.name]  # nothing written into the current folder
+    with pytest.raises(SystemExit) as ei:  # blanks only ("$OUT " with OUT unset) are no path either
+        main(argv[:-1] + ["  "])
+    assert f"argument {flag}: an empty path" in _assert_user_error(ei.value.code, *capsys.readouterr())
+    assert [p.name for p in tmp_path.iterdir()] == [model.name]
 
 
 def _disk_full_at(monkeypatch, n: int) -> list:
@@ -985,8 +989,11 @@ def test_a_report_not_named_html_is_refused_before_the_analysis(model, tmp_path,
 
 
 def test_an_earlier_runs_report_in_the_out_folder_is_named(model, tmp_path, capsys):
-    """A reused --out folder kept an earlier run's report.html beside this run's tables without a word."""
+    """A reused --out folder kept an earlier run's report.html beside this run's tables without a word. A file of
+    the user's own there (notes.txt) is no run's output: not named."""
     out = tmp_path / "res"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
     assert main(["analyze", str(model), "--out", str(out), "--report", str(out / "report.html"), "-q"]) == 0
     assert main(["analyze", str(model), "--out", str(out)]) == 0
     assert f"note: {out} also holds report.html, not written by this run" in capsys.readouterr().out
@@ -1120,3 +1127,37 @@ def test_the_cli_summary_puts_each_warning_count_under_its_name():
                  layer_row("c", warning="under-trained", alpha=7.0)])
     line = next(l for l in format_summary(r).splitlines() if l.startswith("warnings:"))
     assert line.startswith("warnings: over-trained 2  under-trained 1  uncertain 0")
+
+
+def test_a_report_named_in_capitals_is_html_too(model, tmp_path, capsys):
+    assert main(["analyze", str(model), "--report", str(tmp_path / "R.HTML"), "-q"]) == 0
+    assert (tmp_path / "R.HTML").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def test_out_naming_an_existing_file_is_refused_before_the_analysis(model, tmp_path, capsys, monkeypatch):
+    f = tmp_path / "results"
+    f.write_text("a file")
+    monkeypatch.setattr(sys.modules["htsr.analyze"], "analyze", lambda *a, **k: pytest.fail("analysed first"))
+    msg = _assert_user_error(main(["analyze", str(model), "--out", str(f)]), *capsys.readouterr())
+    assert msg == f"htsr: error: --out {f}: exists and is not a folder"
+    assert f.read_text() == "a file"
+
+
+def test_kinds_ignore_empty_items_and_none_is_read_in_any_case(model, tmp_path):
+    """--kinds 'dense,' (a trailing comma, a list built by a script) is the kind dense; --max-evals None, NONE or
+    none is no limit."""
+    for argv in (["--kinds", "dense,", "--max-evals", "None"], ["--kinds", " dense , ", "--max-evals", "NONE"]):
+        assert main(["analyze", str(model), "--out", str(tmp_path / "o"), "-q", *argv]) == 0
+        rows = _read_csv(tmp_path / "o" / "layers.csv")
+        assert [r["name"] for r in rows] == ["enc.big", "enc.small"]
+        summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+        assert summary["options"]["kinds"] == ["dense"] and summary["options"]["max_evals"] is None
+
+
+def test_the_table_shows_two_trap_locations_whole_and_cuts_three():
+    from htsr.cli import format_table
+
+    two, three = "(1, 2) 0.5; (3, 4) 0.4", "(1, 2) 0.5; (3, 4) 0.4; (5, 6) 0.3"
+    text = format_table(result_of([layer_row("a", trap_weights=two), layer_row("b", trap_weights=three)]),
+                        ["name", "trap_weights"])
+    assert text.splitlines()[1:] == ["a     (1, 2) 0.5; (3, 4) 0.4", "b     (1, 2) 0.5; (3, 4) 0.4; …"]
