@@ -26,6 +26,24 @@ def test_a_randomised_layer_with_no_trap_is_not_counted_as_having_traps():
     assert s.num_with_traps == 1
 
 
+def test_the_best_fit_share_is_over_the_layers_whose_tails_were_compared():
+    # a row without best_fit (not fitted, or tails off) is no vote: 1 power law of the 2 compared layers
+    s = Summary.of([layer_row("a", best_fit="power_law"), layer_row("b", best_fit="lognormal"),
+                    layer_row("c", best_fit="", alpha=math.nan, status="not_fitted: 4 eigenvalues")])
+    assert s.share_best_fit_pl == 0.5
+
+
+def test_each_phase_counts_under_an_identifier_key():
+    """summary.json's phase counts are keys a program can use as identifiers: '+' and '-' become '_'."""
+    rows = [layer_row("a", phase="heavy-tailed"), layer_row("b", phase="bulk+spikes"),
+            layer_row("c", phase="heavy-tailed")]
+    d = Summary.of(rows).as_dict()
+    assert {k: d[k] for k in d if k.startswith("num_") and k[4:] in {"random_like", "bleeding_out", "bulk_spikes",
+                                                                     "bulk_decay", "heavy_tailed", "rank_collapse"}} \
+        == {"num_random_like": 0, "num_bleeding_out": 0, "num_bulk_spikes": 1, "num_bulk_decay": 0,
+            "num_heavy_tailed": 2, "num_rank_collapse": 0}
+
+
 def test_json_safe_replaces_nan_inside_tuples():
     assert json_safe({"a": (1.0, math.nan, (math.inf,))}) == {"a": [1.0, None, [None]]}
 
