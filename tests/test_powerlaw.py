@@ -300,3 +300,60 @@ def test_peak_xmin_stays_below_its_bound_on_many_samples():
         peak = 10 ** edges[np.argmax(counts)]
         f = fit_power_law(y, xmin="peak")
         assert f.status == "ok" and f.xmin <= 1.5 * peak, seed
+
+
+def _scan_best(x: np.ndarray, candidates: np.ndarray) -> float:
+    """The x_min of the smallest D over ``candidates`` (indices into sorted ``x``), by WeightWatcher's loop."""
+    alphas, Ds = _brute_force(x)
+    Ds = np.where(alphas > 1, Ds, 1.0)
+    return float(x[candidates[int(np.argmin(Ds[candidates]))]])
+
+
+def test_peak_xmin_scans_the_candidates_up_to_1_5_times_the_log_histogram_peak():
+    """xmin='peak': the KS scan over the candidates ≤ 1.5 × the peak of the 100-bin log10 histogram. This sample's
+    best such candidate lies between 1.0 and 1.5 × the peak, so a bound at the peak itself gives another x_min."""
+    rng = np.random.default_rng(1)
+    x = np.sort(np.concatenate([rng.lognormal(0.0, 0.5, 300), 1.2 * (1 - rng.random(150)) ** (-1 / 1.5)]))
+    counts, edges = np.histogram(np.log10(x), bins=100)
+    peak = 10.0 ** edges[np.argmax(counts)]
+    best = _scan_best(x, np.flatnonzero(x[:-1] <= 1.5 * peak))
+    assert peak < best <= 1.5 * peak
+    assert fit_power_law(x, xmin="peak").xmin == best  # exact: the same candidate
+
+
+def test_the_ks_candidates_are_every_value_but_the_largest():
+    """x_min may be the second largest value (a tail of 2): here it has the smallest D (0.3647)."""
+    x = np.array([0.05, 0.5, 1.9, 2.0])
+    fit = fit_power_law(x)
+    alphas, Ds = _brute_force(x)
+    assert fit.xmin == _scan_best(x, np.arange(x.size - 1)) == 1.9
+    np.testing.assert_allclose([fit.alpha, fit.D], [alphas[2], Ds[2]], rtol=1e-9)  # same formulas, another order
+
+
+def test_the_exact_pass_evaluates_every_candidate_the_pruning_keeps(monkeypatch):
+    """With the pruning off every candidate goes through the exact pass in chunks of 32; this sample's best is the
+    33rd, the first of the second chunk."""
+    from htsr.fits import powerlaw as P
+
+    monkeypatch.setattr(P, "_strides", lambda n: ())
+    rng = np.random.default_rng(0)
+    x = np.sort(np.concatenate([rng.uniform(0.2, 1.0, 60), (1 - rng.random(60)) ** (-1 / 1.5)]))
+    alphas, Ds = P.ks_scan(x)
+    assert int(np.argmin(Ds)) == 32
+    f = P.fit_power_law(x)
+    assert f.xmin == x[32] and f.D == Ds[32]  # exact: the same expression on the same values
+
+
+def test_drop_top_leaving_exactly_three_values_fits():
+    """'a fit needs 3': three values left without the two largest are a fit."""
+    f = fit_power_law(np.array([1.0, 2.0, 4.0, 8.0, 16.0]), xmin=1.0, drop_top=2)
+    assert f.status == "ok" and f.num_pl_spikes == 3 and f.num_fingers == 2
+
+
+@pytest.mark.parametrize("xmin", ["ks", "median", "peak", 1.0])
+def test_every_x_min_path_returns_plain_python_numbers(xmin):
+    """A fit's fields are float and int on every path (the fixed x_min's sigma had been np.float64, which prints
+    as 'np.float64(0.83…)' in a fit's repr)."""
+    f = fit_power_law(_pareto(300, 2.5, 0), xmin=xmin)
+    assert f.status == "ok"
+    assert [type(v) for v in (f.alpha, f.sigma, f.D, f.xmin, f.xmax, f.num_pl_spikes)] == [float] * 5 + [int]

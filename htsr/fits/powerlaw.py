@@ -193,7 +193,7 @@ def _fixed_xmin_fit(x: np.ndarray, xmin: float) -> PowerLawFit:
         return PowerLawFit.failed(f"alpha {alpha:g} at the fixed xmin {xmin:g} is no power law (needs alpha > 1)")
     fit_cdf = -np.expm1((1.0 - alpha) * t)
     D = float(np.max(np.abs(fit_cdf - np.arange(n) / n)))
-    return PowerLawFit(alpha, (alpha - 1.0) / np.sqrt(n), D, float(xmin), float(tail[-1]), int(n), "ok")
+    return PowerLawFit(alpha, (alpha - 1.0) / math.sqrt(n), D, float(xmin), float(tail[-1]), int(n), "ok")
 
 
 def _peak_candidates(x: np.ndarray) -> np.ndarray:
