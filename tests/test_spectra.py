@@ -240,3 +240,62 @@ def test_refined_eigenvalues_are_never_negative():
     W = (rng.standard_normal((300, 60)) @ rng.standard_normal((60, 120))).astype(np.float32)
     s = esd(W, precision="fast", refine_fraction=0.9)
     assert s.evals.min() >= 0.0
+
+
+def _usv(rng: np.random.Generator, n: int, m: int, s) -> np.ndarray:
+    U = np.linalg.qr(rng.standard_normal((n, len(s))))[0]
+    V = np.linalg.qr(rng.standard_normal((m, len(s))))[0]
+    return (U * np.asarray(s)) @ V.T
+
+
+def test_a_factored_matrix_has_the_svd64_floor_and_tolerance_of_its_dense_product():
+    """A 400 x 10 rank-3 LoRA: its floor and rank tolerance are those of the float64 SVD of B·A (√M of the
+    short side, not √N: 6.3x apart here)."""
+    from htsr.factored import LowRank
+
+    rng = np.random.default_rng(1)
+    B, A = rng.standard_normal((400, 3)), rng.standard_normal((3, 10))
+    _, floor, tol, _ = matrix_eigenvalues(LowRank(B, A, 1.0))
+    _, ref_floor, ref_tol, _ = matrix_eigenvalues(B @ A, precision="accurate")
+    # both are formulas of λ_max, which the QR path and the SVD agree on to ~1e-14 relative: 1e-9 is ample
+    np.testing.assert_allclose([floor, tol], [ref_floor, ref_tol], rtol=1e-9)
+
+
+def test_exactly_refine_fraction_below_the_float32_floor_is_not_refined_and_counts_in_the_rank():
+    """One eigenvalue of 100 (= refine_fraction·M) at 1e-6·λ_max, below the float32 floor 4·√M·ε₃₂·λ_max =
+    4.8e-6·λ_max: refined only when *more* than that lie below; so few count toward the rank."""
+    rng = np.random.default_rng(3)
+    s = np.ones(100)
+    s[0] = 1e-3
+    sp = esd(_usv(rng, 300, 100, s).astype(np.float32), precision="fast", refine_fraction=0.01)
+    assert (sp.num_below_floor, sp.method, sp.rank) == (1, "gram32", 100)
+
+
+def test_the_own_floors_of_a_pooled_spectrum_scale_with_it():
+    """scale=8 (a power of two: exact) multiplies the eigenvalues, the floor and each matrix's own floor."""
+    rng = np.random.default_rng(4)
+    mats = [rng.standard_normal((60, 20)), 1e-3 * rng.standard_normal((60, 20))]
+    a, b = esd(mats, precision="accurate"), esd(mats, precision="accurate", scale=8.0)
+    assert a.own_floor is not None
+    np.testing.assert_array_equal(b.evals, 8.0 * a.evals)
+    np.testing.assert_array_equal(b.own_floor, 8.0 * a.own_floor)
+    assert b.floor == 8.0 * a.floor
+
+
+def test_a_factored_matrix_with_a_non_finite_scale_is_refused_by_its_index():
+    from htsr.factored import LowRank
+
+    B, A = np.ones((6, 2)), np.ones((2, 5))
+    assert LowRank(B, A, 1.0).is_finite()
+    assert not LowRank(B, A, math.nan).is_finite() and not LowRank(B, A, math.inf).is_finite()
+    with pytest.raises(ValueError, match="matrix 0 holds NaN or infinite values"):
+        esd([LowRank(B, A, math.nan)])
+
+
+def test_same_values_needs_the_same_keys_and_sequence_types():
+    from htsr.values import same_values
+
+    assert same_values({"a": [math.nan, 1]}, {"a": [math.nan, 1]})
+    assert not same_values({"a": 1}, {"a": 1, "b": 2})
+    assert not same_values([1, 2], (1, 2))
+    assert not same_values(np.zeros(2, np.float32), np.zeros(2, np.float64))

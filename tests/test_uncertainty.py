@@ -1616,3 +1616,48 @@ def test_farms_windows_is_nan_on_a_row_never_fitted():
         assert row.status.startswith(status), row.status
         assert math.isnan(row.farms_windows) and math.isnan(row.alpha)
     assert htsr.analyze({"fc.weight": g.standard_normal((400, 100))}, farms_aspect=1.0).layers[0].farms_windows == 4
+
+
+def test_etpl_is_fitted_at_the_peak_bounded_xmin():
+    """The E-TPL columns: the truncated power law at xmin='peak' (the extended tail), not at the KS x_min."""
+    from htsr.fits.uncertainty import tail_uncertainty
+
+    rng = np.random.default_rng(12)
+    x = np.sort(np.concatenate([rng.lognormal(0.0, 0.3, 400), _pareto(100, 2.2, rng, 2.0)]))
+    fit, peak = fit_power_law(x), fit_power_law(x, xmin="peak")
+    assert peak.xmin != fit.xmin  # the case that tells the two apart
+    cols = tail_uncertainty(x, fit)
+    e = fit_truncated_power_law(x[x >= peak.xmin], peak.xmin)
+    assert cols["etpl_xmin"] == peak.xmin  # exact: the same value
+    np.testing.assert_allclose([cols["etpl_alpha"], cols["etpl_Lambda"]], [e.alpha, e.Lambda], rtol=1e-12)  # same call
+
+
+def test_a_tpl_within_round_off_of_the_power_law_is_no_evidence():
+    """A Pareto tail whose mean is just inside the power law's (a cut-off of Λ ~ 1e-8 fits it): its log-likelihood
+    gain over the power law, ~4e-12 of Σ|ln p| ≈ 2e2, is round-off, so R = 0 and p = 1 exactly."""
+    rng = np.random.default_rng(1)
+    x = np.sort(_pareto(200, 3.0, rng))
+
+    def gap(last):  # ū − E[u] of the MLE power law: ≥ 0 means no cut-off helps (tpl.py's closed-form branch)
+        y = x.copy()
+        y[-1] = last
+        a = 1.0 / np.mean(np.log(y))
+        return np.mean(y) - a / (a - 1.0)
+
+    y = x.copy()
+    y[-1] = scipy.optimize.brentq(gap, x[-2], 10 * x[-1], xtol=1e-14) * (1 - 1e-5)  # just inside: a tiny Λ > 0
+    c = compare_tails(y, 1.0 + 1.0 / np.mean(np.log(y)), 1.0)
+    assert 0 < c.tpl.Lambda < 1e-6
+    assert c.lr_tpl == 0.0 and c.p_tpl == 1.0
+
+
+def test_bootstrap_replicates_take_tail_values_with_probability_n_over_N():
+    """CSN's semi-parametric bootstrap: each value is from the fitted power law with probability n/N (5 of 10)."""
+    from htsr.fits.bootstrap import _replicates
+
+    x = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0])
+    fit = fit_power_law(x, xmin=1.0)
+    assert fit.num_pl_spikes == 5
+    draws = _replicates(x, fit, np.random.default_rng(0), (20000, 10))
+    # 200 000 Bernoulli(0.5) draws: SE 0.0011; 0.005 is 4.5 SE, and n/(N−1) = 0.556 is 50 SE away
+    assert abs(float(np.mean(draws >= 1.0)) - 0.5) < 0.005
