@@ -655,3 +655,137 @@ def test_phase_thresholds_at_their_boundaries():
     few = MPFit(1.0, 100.0, 1000.0, 1100.0, 2, 0, 0.5, 0.01)
     assert phase_of(500, 0, few, 1250.0, math.nan, 0) == "bleeding-out"  # (1 + 0.25)·λ₊
     assert phase_of(500, 0, few, 1300.0, math.nan, 0) == "bulk+spikes"  # within 25 % of the threshold, not of λ₊
+
+
+# --- known answers from mutation round 9 ----------------------------------------------------------------
+
+def _svd_evals(W: np.ndarray) -> np.ndarray:
+    return np.sort(np.linalg.svd(np.asarray(W, dtype=np.float64), compute_uv=False) ** 2)
+
+
+def test_a_bulkless_spectrum_keeps_the_lower_half_of_its_eigenvalues_rounded_up():
+    """101 geometric eigenvalues (no MP bulk): the bulk keeps 'the lower half at least', 51 of 101, and σ² is the
+    least-squares quantile match of exactly those 51 (numpy's quantile here: the same arithmetic in another order,
+    rel 1e-9; 50 values would give 8 % less)."""
+    from htsr.rmt.mp import _PROBS
+
+    ev = 1.1 ** np.arange(101.0)
+    f = fit_mp(ev, 101, 101)
+    q, qm = np.quantile(ev[:51], _PROBS) / 101, mp_quantiles(_PROBS, 1.0)
+    assert f.sigma2 == pytest.approx(float(q @ qm / (qm @ qm)), rel=1e-9)
+    assert f.num_spikes == int(np.count_nonzero(ev > f.threshold))
+
+
+def test_a_spike_cluster_without_a_gap_is_not_counted_as_spikes():
+    """docs/rmt.md: 128 spikes at 5x BBP in 512 x 512 noise are all counted; at 2x BBP, with no gap between them
+    and the bulk, they are not (3 counted, measured: the fit takes the cluster into its bulk)."""
+    n, k = 512, 128
+    f = fit_mp(_svd_evals(S.spiked(n, n, 0, k, 2.0 * S.bbp_threshold(n, n))), n, n)
+    assert f.num_spikes < k // 2
+    f5 = fit_mp(_svd_evals(S.spiked(n, n, 0, k, 5.0 * S.bbp_threshold(n, n))), n, n)
+    assert f5.num_spikes == k
+
+
+def test_js_distance_cuts_each_spectrum_at_its_own_floor():
+    """a's floor 0.5 makes its 0.0 a zero; b's 0.1 leaves its 0.2 an eigenvalue of its own log bin: a quarter of
+    the mass differs, JSD = 1/4 bit, distance 0.5 (rel 1e-12: a few float operations); symmetric."""
+    a, b = np.array([0.0, 1.0, 2.0, 3.0]), np.array([0.2, 1.0, 2.0, 3.0])
+    d = js_distance(a, b, 0.5, 0.1)
+    assert d == pytest.approx(0.5, rel=1e-12)
+    assert d == pytest.approx(js_distance(b, a, 0.1, 0.5), rel=1e-12)
+    assert js_distance(a, b, 0.5, 0.5) == 0.0  # both cut at 0.5: the same densities
+
+
+def test_an_alpha_equal_to_the_heavy_tailed_bound_is_bulk_decay():
+    """docs/rmt.md rule 3: heavy-tailed if alpha < ht_alpha, else bulk-decay (exact float comparisons)."""
+    from htsr.rmt.mp import MPFit
+    from htsr.rmt.phases import PhaseThresholds, phase_of
+
+    mp = MPFit(sigma2=1.0, lambda_minus=0.0, lambda_plus=4.0, threshold=4.5, num_spikes=10, num_zero=0,
+               softrank=0.1, ks=0.01)  # 10 spikes in 100 eigenvalues: a tail (>= 5 %)
+    assert phase_of(100, 0, mp, 40.0, 6.0, 0.0) == "bulk-decay"
+    assert phase_of(100, 0, mp, 40.0, np.nextafter(6.0, 0.0), 0.0) == "heavy-tailed"
+    assert phase_of(100, 0, mp, 40.0, 3.0, 0.0, PhaseThresholds(ht_alpha=3.0)) == "bulk-decay"
+
+
+def test_heavy_entries_are_counted_about_the_mean_on_both_sides():
+    """|W_ij − mean| > cut: a constant added to every entry changes no count; two entries 10 above and below a
+    mean of 5, cut 3: exactly 2."""
+    from htsr.rmt.phases import count_heavy_entries
+
+    W = np.full((20, 10), 5.0)
+    W[0, 0], W[1, 1] = 15.0, -5.0  # the mean stays 5
+    assert count_heavy_entries(W, 3.0) == 2
+    G = np.random.default_rng(0).standard_normal((200, 100))
+    assert count_heavy_entries(G + 7.0, 2.5) == count_heavy_entries(G, 2.5) == \
+        int(np.count_nonzero(np.abs(G - G.mean()) > 2.5))
+
+
+def _pr_reference(W: np.ndarray, num_tail: int, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """The participation ratio 1/Σv⁴ of each unit eigenvector of X = WᵀW (numpy's eigh), largest eigenvalue
+    first, split into the tail and the bulk above ``floor``."""
+    ev, V = np.linalg.eigh(W.T @ W)
+    order = np.argsort(ev)[::-1]
+    pr, ev = 1.0 / np.sum(V[:, order] ** 4, axis=0), ev[order]
+    return pr[:num_tail], pr[num_tail:][ev[num_tail:] > floor]
+
+
+def test_localization_std_is_the_sample_standard_deviation():
+    """Against numpy's eigh and np.std(ddof=1), rel 1e-6 (two eigensolvers on a generic 60 x 20 Gaussian matrix,
+    whose vectors are well separated: the ratios agree to ~1e-12; ddof 0 is 18 % off for 3 vectors)."""
+    W = np.random.default_rng(1).standard_normal((60, 20))
+    out = localization([W], 3)
+    tail, bulk = _pr_reference(W, 3, 0.0)
+    assert out["loc_pr_tail_mean"] == pytest.approx(np.mean(tail), rel=1e-6)
+    assert out["loc_pr_tail_std"] == pytest.approx(np.std(tail, ddof=1), rel=1e-6)
+    assert out["loc_pr_bulk_std"] == pytest.approx(np.std(bulk, ddof=1), rel=1e-6)
+
+
+def test_the_localization_bulk_leaves_out_the_null_space():
+    """A rank-5 60 x 30 product: its 25 zero eigenvalues' vectors are any basis of the null space; the bulk is
+    the 3 non-zero ones below the 2-vector tail (reference and tolerance as above)."""
+    rng = np.random.default_rng(2)
+    W = rng.standard_normal((60, 5)) @ rng.standard_normal((5, 30))
+    floor = 1e-8 * float(np.linalg.norm(W, 2) ** 2)
+    out = localization([W], 2, floor=floor)
+    _, bulk = _pr_reference(W, 2, floor)
+    assert bulk.size == 3
+    assert out["loc_pr_bulk_mean"] == pytest.approx(np.mean(bulk), rel=1e-6)
+    assert out["loc_pr_bulk_std"] == pytest.approx(np.std(bulk, ddof=1), rel=1e-6)
+
+
+def _flat_spike(N: int, M: int, u_support: int, v_support: int, theta: float = 50.0, seed: int = 3) -> np.ndarray:
+    """theta·u vᵀ + N(0, 1/N) noise, u and v flat on their first u_support / v_support coordinates: their
+    participation ratios are u_support and v_support up to the noise (1/Σv⁴ of a flat vector)."""
+    rng = np.random.default_rng(seed)
+    u, v = np.zeros(N), np.zeros(M)
+    u[:u_support], v[:v_support] = 1.0 / math.sqrt(u_support), 1.0 / math.sqrt(v_support)
+    return theta * np.outer(u, v) + rng.standard_normal((N, M)) / math.sqrt(N)
+
+
+def test_a_spike_is_localised_by_either_of_its_vectors_each_against_its_own_length():
+    """A spike is entry-driven when its left OR right singular vector has a participation ratio below 0.1 of its
+    own length: u on 2 of 400 rows, or v on 2 of 200 columns, is; a spike spread over a tall 1000 x 50 layer's
+    rows and columns (shares ~1 and ~1) is not, and a planted entry of it is."""
+    from htsr.rmt.localization import localized_spike
+
+    assert localized_spike(_flat_spike(400, 200, 2, 200), 1)
+    assert localized_spike(_flat_spike(400, 200, 400, 2), 1)
+    assert not localized_spike(_flat_spike(1000, 50, 1000, 50), 1)
+    assert localized_spike(_flat_spike(1000, 50, 1, 1), 1)
+
+
+@pytest.mark.parametrize("share,expected", [(0.05, True), (0.15, False), (0.3, False)])
+def test_localised_means_a_participation_ratio_below_a_tenth_of_the_length(share, expected):
+    """docs/rmt.md: 'participation ratio below 0.1 of its length'. v flat on share·M coordinates has ratio
+    share·M; the noise (1/50 of the spike) moves it by < 1 %, so 0.05 and 0.15 are far from the cut."""
+    from htsr.rmt.localization import localized_spike
+
+    assert localized_spike(_flat_spike(800, 400, 800, int(share * 400)), 1) is expected
+
+
+def test_a_rank_one_layers_entropy_is_0():
+    """METRICS: 'entropy … (0 = rank one, 1 = flat)': ln R = 0 for R = 1, so it is the limit 0, not NaN."""
+    rng = np.random.default_rng(4)
+    row = htsr.analyze({"fc.weight": np.outer(rng.standard_normal(80), rng.standard_normal(60))}).layers[0]
+    assert row.matrix_rank == 1 and row.entropy == 0.0

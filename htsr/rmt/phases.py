@@ -23,10 +23,11 @@ order (the first that applies wins):
    spikes just past the BBP transition.
 6. ``bulk+spikes``    otherwise: an MP bulk and spikes well above its edge.
 
-What the synthetic suite (tests/test_phases.py) shows at 1000 × 500: Pareto entries with μ = 1 give
-``heavy-tailed``; μ = 3 give ``bulk-decay`` (a handful of entry-driven outliers: at this size the largest
-entries, ~(NM)^⅓, are of the order of the edge); μ = 5 give ``random-like`` — a finite fourth moment keeps
-λ_max at the MP edge (Bai–Yin), so the ESD cannot tell such a matrix from Gaussian noise.
+What the synthetic suite (``test_phase_label_is_right_in_at_least_95_percent_of_seeds`` in tests/test_rmt.py)
+shows at 1000 × 500: Pareto entries with μ = 1 give ``heavy-tailed``; μ = 3 give ``bulk-decay`` (a handful of
+entry-driven outliers: at this size the largest entries, ~(NM)^⅓, are of the order of the edge); μ = 5 give
+``random-like`` — a finite fourth moment keeps λ_max at the MP edge (Bai–Yin), so the ESD cannot tell such a
+matrix from Gaussian noise.
 """
 
 from __future__ import annotations
