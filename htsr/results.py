@@ -429,9 +429,10 @@ def write_outputs(outputs: Sequence[tuple[str, str | os.PathLike, str | bytes | 
 
 
 def _lock_folders(folders: Iterable[Path]) -> list[int]:
-    """An exclusive advisory lock (``flock``) on each existing folder, in one order (two runs never wait for each
-    other), held until its descriptor is closed; it is the folder's own, so no lock file is left in it. Where there
-    is no ``flock`` (Windows) or the file system refuses it (some network mounts) the folder is not locked."""
+    """An exclusive advisory lock (``flock``) on each existing folder, taken in sorted order (so two runs cannot each
+    hold a folder the other waits for), held until its descriptor is closed; it is the folder's own, so no lock file
+    is left in it. Where there is no ``flock`` (Windows) or the file system refuses it (some network mounts) the
+    folder is not locked."""
     try:
         import fcntl
     except ImportError:
