@@ -27,6 +27,8 @@ from safetensors.numpy import save_file as np_save_file
 import htsr
 from htsr.io import SUPPORTED, SUPPORTED_FILES, open_source
 from htsr.io.base import TensorRef
+from htsr.matrices import layer_matrices
+from htsr.tensors import classify, squeeze_leading
 
 torch = pytest.importorskip("torch")
 from safetensors.torch import save_file as torch_save_file
@@ -2839,3 +2841,48 @@ def test_every_readers_loaded_tensor_has_its_refs_declared_shape(tmp_path, fmt):
         assert loaded == [tuple(ref.shape)], (ref.name, ref.kind, ref.shape, loaded)
         checked += 1
     assert checked >= 2, [r.name for r in refs]
+
+
+
+def test_an_orphaned_bitsandbytes_scb_says_it_is_a_quantization_scale():
+    """bitsandbytes' LLM.int8() per-row absmax SCB [out], left without its CB weight, is named as what it is."""
+    assert classify("model.layers.0.mlp.fc.SCB", (16,)) == (
+        None, "quantization scale without its weight (in another file?)")
+    with pytest.raises(htsr.errors.SourceError, match=r"1 quantization scale without its weight .*\(fc\.SCB\)"):
+        htsr.analyze({"fc.SCB": np.ones(16, np.float32)})
+
+
+@pytest.mark.parametrize("name", ["fc.w", "fc.W", "net.w2", "weights.1"])
+def test_a_bare_w_named_3d_weight_with_short_last_axis_is_a_conv1d_kernel(name):
+    """_WEIGHT_NAME takes a hand-written network's w, W2, weights.1: a 3-D one with last axis <= 32 is a conv1d
+    kernel (one row pooling 3 positions of 64 x 32), not 64 'experts' of 32 x 3."""
+    assert classify(name, (64, 32, 3)) == ("conv1d", "")
+    T = np.random.default_rng(0).standard_normal((64, 32, 3)).astype(np.float32)
+    rows = htsr.analyze({name: T}, min_evals=10).layers
+    assert [(r.name, r.kind) for r in rows] == [(name, "conv1d")]
+
+
+def test_a_leading_one_before_a_kernel_axis_over_32_is_squeezed():
+    """squeeze_leading keeps [1, c_in, kh, kw] only when every kernel axis is <= 32: [1, 3, 20, 40] (40 > 32) is no
+    conv kernel of one output channel, its 1 a batch axis: squeezed to a stack of 3 matrices of 20 x 40."""
+    assert squeeze_leading((1, 3, 20, 40)) == (3, 20, 40)
+    assert squeeze_leading((1, 3, 40, 20)) == (3, 40, 20)
+    assert squeeze_leading((1, 3, 5, 5)) == (1, 3, 5, 5)  # a one-output-channel 5 x 5 kernel is kept
+    assert classify("x.pos", (1, 3, 20, 40)) == ("stack", "")
+    T = np.random.default_rng(1).standard_normal((1, 3, 20, 40)).astype(np.float32)
+    rows = htsr.analyze({"x.pos": T}, min_evals=10).layers
+    assert [(r.name, r.kind) for r in rows] == [("x.pos[0]", "stack"), ("x.pos[1]", "stack"), ("x.pos[2]", "stack")]
+
+
+@pytest.mark.parametrize("proj", ["q", "k", "v", "r", "o"])
+def test_head_split_projection_matrix_is_the_declared_orientation(proj):
+    """XLNet's rel_attn.q [d_model, n_head, d_head] maps d_model to n_head*d_head: as a [out, in] matrix it is the
+    reshape's transpose (n_head*d_head x d_model); o maps the heads back, d_model x n_head*d_head. The matrix loaded
+    has the rows x cols the row declares, and its entries are exactly the tensor's (a reshape and transpose:
+    no arithmetic, so exact equality)."""
+    T = np.arange(16 * 2 * 5, dtype=np.float32).reshape(16, 2, 5)
+    lm = next(layer_matrices(f"layer.0.rel_attn.{proj}", "dense", T.shape, lambda: T))
+    (m,) = lm.load()
+    assert m.shape == (lm.rows, lm.cols)
+    expected = T.reshape(16, 10) if proj == "o" else T.reshape(16, 10).T
+    np.testing.assert_array_equal(m, expected)

@@ -71,3 +71,25 @@ def test_option_error_quoting_a_multiline_repr_is_one_line():
     with pytest.raises(OptionError) as e:
         Options.create(confidence=np.ones((3, 3)))
     assert "\n" not in str(e.value) and "'confidence'" in str(e.value)
+
+
+def test_finger_thresh_of_zero_is_refused():
+    """The spec says 'a number > 0': 0 (accept any drop at all) is refused, the smallest positive accepted."""
+    with pytest.raises(OptionError, match=r"'finger_thresh' must be a number > 0"):
+        Options.create(clip_xmax=True, finger_thresh=0)
+    with pytest.raises(OptionError, match=r"'finger_thresh' must be a number > 0"):
+        Options.create(clip_xmax=True, finger_thresh=0.0)
+    assert Options.create(clip_xmax=True, finger_thresh=1e-12).finger_thresh == 1e-12
+
+
+@pytest.mark.parametrize("name,value", [
+    ("farms_aspect", 2.0), ("randomize", True), ("localization", True), ("mp_fit", False),
+    ("precision", "accurate"), ("evals_floor", "numerical"), ("tw_margin", 3.0),
+    ("phase_rank_collapse", 0.2), ("phase_ht_share", 0.1), ("phase_ht_alpha", 5.0), ("phase_bleed_width", 0.5),
+    ("refine_fraction", 0.5)])
+def test_an_option_no_lora_row_uses_is_refused_with_kinds_lora(name, value):
+    """A low-rank update is analysed from its factors: no windows, shuffle, MP fit … of its own (options._ON_KINDS).
+    Each such option with kinds='lora' alone would change nothing, and is refused; with kinds='lora,dense' it acts."""
+    with pytest.raises(OptionError, match=rf"option '{name}' acts only on dense, .*'lora' leaves out"):
+        Options.create(kinds="lora", **{name: value})
+    assert getattr(Options.create(kinds=("lora", "dense"), **{name: value}), name) == value
