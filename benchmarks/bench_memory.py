@@ -53,7 +53,7 @@ GGUF = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_
 
 
 def block_shapes(hidden: int) -> list[tuple[int, int]]:
-    inter = int(2.75 * hidden)  # LLaMA's 11008 / 4096
+    inter = 256 * -(-8 * hidden // (3 * 256))  # LLaMA: 8/3 of hidden, up to 256s (2816 for 1024, 11008 for 4096)
     return [(hidden, hidden)] * 4 + [(inter, hidden), (inter, hidden), (hidden, inter)]
 
 
