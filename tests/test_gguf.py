@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -1160,3 +1162,70 @@ def test_integer_tensors_keep_their_stored_dtype(tmp_path, dtype):
     (ref,) = GGUFFile(path)
     assert (ref.dtype, ref.ggml_type, ref.shape) == (dtype, "I" + dtype[3:], (8, 16))
     np.testing.assert_array_equal(ref.load(), a)  # (small integers: exact in float32)
+
+
+# --- known answers from mutation round 12 ----------------------------------------------------------
+
+def _gen32(seed: int, *shape) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def test_big_endian_f32_loads_as_native_float32(tmp_path):
+    """the module docstring says every loader returns a float32 array; a big-endian file's F32 tensor came
+    back '>f4' (torch.from_numpy refuses it; np.dtype('>f4') != np.float32)."""
+    a = _gen32(13, 64, 256)
+    path = tmp_path / "be.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_tensor("blk.0.attn_q.weight", a)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    subprocess.run([sys.executable, "-m", "gguf.scripts.gguf_convert_endian", str(path), "big"], input=b"YES\n",
+                   check=True, capture_output=True)
+    (ref,) = GGUFFile(path)
+    x = ref.load()
+    assert x.dtype == np.dtype(np.float32) and x.dtype.isnative
+    np.testing.assert_array_equal(x, a)
+
+
+def test_a_rank_1_lora_of_a_one_expert_stack_is_an_update(tmp_path):
+    """factors [1, 1, in] and [1, out, 1] (one expert, rank 1) have one axis longer than 1, as a vector has,
+    but are LoRA factors: one row ΔW = s·B·A, not two vectors listed."""
+    a, b = _gen32(14, 1, 1, 64), _gen32(15, 1, 80, 1)
+    path = _write_adapter(tmp_path / "a.gguf", {"blk.0.ffn_up_exps.weight.lora_a": a,
+                                                "blk.0.ffn_up_exps.weight.lora_b": b}, 1.0)
+    rows = {r.name: r for r in GGUFFile(path)}
+    assert list(rows) == ["blk.0.ffn_up_exps#delta[0]"]
+    lr = rows["blk.0.ffn_up_exps#delta[0]"].load()
+    np.testing.assert_allclose(lr.scale * (lr.B @ lr.A), b[0] @ a[0], rtol=1e-6)
+
+
+def test_a_non_finite_lora_alpha_scales_by_1(tmp_path):
+    """adapter.lora.alpha inf (or NaN) is no alpha: read as 0 (scale 1, as llama.cpp), not inf / r."""
+    rng = np.random.default_rng(16)
+    a, b = rng.standard_normal((4, 32)), rng.standard_normal((48, 4))
+    path = _write_adapter(tmp_path / "inf.gguf", {"blk.0.attn_q.weight.lora_a": a, "blk.0.attn_q.weight.lora_b": b},
+                          float("inf"))
+    assert GGUFFile(path).lora_alpha() == 0.0
+    (row,) = htsr.analyze(path, min_evals=2).layers
+    assert row.status == "ok"
+
+
+def test_a_tied_head_of_another_type_with_the_same_bytes_is_not_tied(tmp_path):
+    """token_embd F16 and output BF16 with identical bytes are different matrices: no shared storage key."""
+    import gguf.quants as gq
+
+    x = _gen32(17, 32, 64)
+    raw = x.astype(np.float16).view(np.uint8)
+    path = tmp_path / "t.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_tensor("token_embd.weight", raw.view(np.float16))
+    w.add_tensor("output.weight", raw.reshape(32, 128), raw_dtype=gq.GGMLQuantizationType.BF16)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    refs = {r.name: r for r in GGUFFile(path)}
+    assert refs["output.weight"].shape == refs["token_embd.weight"].shape == (32, 64)
+    assert refs["token_embd.weight"].storage_key is None and refs["output.weight"].storage_key is None

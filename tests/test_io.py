@@ -11,6 +11,7 @@ import importlib
 import json
 import pickle
 import re
+import struct
 import zipfile
 import os
 from pathlib import Path
@@ -26,7 +27,9 @@ from safetensors.numpy import save_file as np_save_file
 
 import htsr
 from htsr.io import SUPPORTED, SUPPORTED_FILES, open_source
+from htsr.errors import HtsrError
 from htsr.io.base import TensorRef
+from htsr.io.safetensors import SafetensorsFile, ShardedSafetensors
 from htsr.matrices import layer_matrices
 from htsr.tensors import classify, squeeze_leading
 
@@ -2886,3 +2889,91 @@ def test_head_split_projection_matrix_is_the_declared_orientation(proj):
     assert m.shape == (lm.rows, lm.cols)
     expected = T.reshape(16, 10) if proj == "o" else T.reshape(16, 10).T
     np.testing.assert_array_equal(m, expected)
+
+
+# --- safetensors: known answers from mutation round 12 ------------------------------------------------
+
+def _st_f32(seed: int, *shape) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _write_safetensors(path: Path, header: dict, data: bytes) -> Path:
+    h = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(h)) + h + data)
+    return path
+
+
+def _st(path: Path, tensors: dict[str, tuple[str, np.ndarray]], meta: dict | None = None) -> Path:
+    header, data = ({"__metadata__": meta} if meta is not None else {}), b""
+    for n, (dt, a) in tensors.items():
+        b = a.tobytes()
+        header[n] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [len(data), len(data) + len(b)]}
+        data += b
+    return _write_safetensors(path, header, data)
+
+
+def test_a_header_that_fills_the_file_is_a_safetensors_file(tmp_path):
+    """a file of no tensors (its header is the whole file after the length) is a safetensors file: its error
+    says it holds no tensors, not 'bad header length'."""
+    from htsr.io.safetensors import is_safetensors
+
+    p = _st(tmp_path / "empty.safetensors", {}, {"format": "pt"})
+    assert is_safetensors(p.read_bytes()[:64], p.stat().st_size)
+    with pytest.raises(HtsrError, match="holds no tensors"):
+        htsr.analyze(p)
+
+
+def test_a_header_length_a_few_bytes_short_of_the_file_is_called_truncated(tmp_path):
+    """a header length that leaves fewer than its 8 bytes of the file is refused as too long, before any
+    JSON is parsed (not as a UnicodeDecodeError of the bytes after the file's end)."""
+    p = _st(tmp_path / "t.safetensors", {"fc.weight": ("F32", _st_f32(18, 8, 6))})
+    raw = bytearray(p.read_bytes())
+    raw[:8] = struct.pack("<Q", len(raw) - 4)
+    p.write_bytes(bytes(raw))
+    with pytest.raises(HtsrError, match=r"header length \d+ exceeds the file size \d+: truncated"):
+        SafetensorsFile(p)
+
+
+def test_a_files_tensors_are_in_natural_order(tmp_path):
+    """one file's rows in model order: layer.2 before layer.10 (natural_key), as a sharded folder's."""
+    rng = np.random.default_rng(20)
+    p = _st(tmp_path / "o.safetensors",
+            {f"layer.{i}.weight": ("F32", rng.standard_normal((8, 6)).astype(np.float32)) for i in (10, 2, 1)})
+    assert [r.name for r in SafetensorsFile(p)] == ["layer.1.weight", "layer.2.weight", "layer.10.weight"]
+    assert [r.name for r in htsr.analyze(p).layers] == ["layer.1", "layer.2", "layer.10"]
+
+
+def test_a_diffusers_folder_with_an_fp16_variant_index_reads_the_plain_index(tmp_path):
+    """diffusion_pytorch_model.safetensors.index.json beside diffusion_pytorch_model.fp16.safetensors.index.json
+    (and both sets of shards): the plain index is read, not both shard sets refused as clashing."""
+    rng = np.random.default_rng(21)
+    for var, dt, np_dt in (("", "F32", np.float32), (".fp16", "F16", np.float16)):
+        names = {}
+        for k, t in ((1, "down.0.weight"), (2, "up.0.weight")):
+            f = f"diffusion_pytorch_model{var}-0000{k}-of-00002.safetensors"
+            _st(tmp_path / f, {t: (dt, rng.standard_normal((8, 6)).astype(np_dt))})
+            names[t] = f
+        (tmp_path / f"diffusion_pytorch_model{var}.safetensors.index.json").write_text(
+            json.dumps({"metadata": {}, "weight_map": names}))
+    assert [f.path.name for f in ShardedSafetensors(tmp_path).files] == [
+        "diffusion_pytorch_model-00001-of-00002.safetensors", "diffusion_pytorch_model-00002-of-00002.safetensors"]
+
+
+def test_header_metadata_keeps_string_values_only(tmp_path):
+    """__metadata__ is string to string; a non-string value (a hand-made header) is dropped, so the
+    diffusers LoRA config read from it (json.loads) never gets a dict (a TypeError traceback)."""
+    p = _st(tmp_path / "m.safetensors", {"fc.weight": ("F32", _st_f32(22, 8, 6))},
+            {"format": "pt", "n": 3, "lora_adapter_metadata": {"r": 4}})
+    assert SafetensorsFile(p).metadata == {"format": "pt"}
+
+
+def test_a_folder_of_only_an_adapter_file_reads_it(tmp_path):
+    """adapter_model.safetensors alone in a folder (no adapter_config.json) is the folder's only file: read
+    (its factors then listed as LoRA factors without their config), not left out as an adapter beside a model."""
+    rng = np.random.default_rng(23)
+    _st(tmp_path / "adapter_model.safetensors",
+        {"base_model.model.fc.lora_A.weight": ("F32", rng.standard_normal((4, 6)).astype(np.float32)),
+         "base_model.model.fc.lora_B.weight": ("F32", rng.standard_normal((8, 4)).astype(np.float32))})
+    assert len(ShardedSafetensors(tmp_path)) == 2
+    with pytest.raises(HtsrError, match="a LoRA factor without its adapter_config.json"):
+        htsr.analyze(tmp_path)

@@ -39,14 +39,24 @@ def _f32(rng, *shape) -> np.ndarray:
     return rng.standard_normal(shape).astype(np.float32)
 
 
-def _model(nodes, inits, inputs=("x",), outputs=("y",), opset=17):
+def _model(nodes, inits, inputs=("x",), outputs=("y",), opset=17, ms=False):
+    """A graph of ``nodes`` with initializers ``inits``; ``ms``: also onnxruntime's com.microsoft operators."""
     graph = helper.make_graph(
         nodes, "g",
         [helper.make_tensor_value_info(i, TensorProto.FLOAT, None) for i in inputs],
         [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
         initializer=[numpy_helper.from_array(a, n) for n, a in inits.items()],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    if ms:
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return model
+
+
+def _onnx_refs(model, path: Path) -> dict:
+    """The refs htsr reads from ``model`` saved at ``path``, by name."""
+    onnx.save_model(model, str(path))
+    return {r.name: r for r in OnnxFile(path)}
 
 
 def _save(model, path):
@@ -1658,3 +1668,143 @@ def test_onnx_types_onnx_before_1_19_decodes_as_their_computation_type_are_decod
             ref = numpy_helper.to_array(t).astype(np.float32)
             got = _decoded(_bytes_of(t, name), name, shape)
             assert got.dtype == dt and np.array_equal(got.astype(np.float32), ref, equal_nan=True), name
+
+
+# --- known answers from mutation round 12 ----------------------------------------------------------
+
+def test_fused_matmul_transB_on_an_opaque_weight_is_out_in_as_stored(tmp_path):
+    """com.microsoft.FusedMatMul(x, B, transB=1) holds B [out, in]: the row is B as stored. (The suite's
+    fused-operator test names B fc2.weight, whose kept-as-stored rule hides a dropped transB.)"""
+    W = _f32(np.random.default_rng(1), 20, 40)  # [out, in]
+    node = helper.make_node("FusedMatMul", ["x", "onnx::MatMul_5"], ["y"], name="/fc2/FusedMatMul",
+                            domain="com.microsoft", transB=1)
+    refs = _onnx_refs(_model([node], {"onnx::MatMul_5": W}, ms=True), tmp_path / "m.onnx")
+    ref = refs["fc2.weight"]
+    assert (ref.kind, ref.shape) == ("dense", (20, 40))
+    np.testing.assert_array_equal(ref.load(), W)
+
+
+def test_matmul_input_a_through_a_transpose_of_a_named_parameter_is_turned(tmp_path):
+    """MatMul(Transpose(proj.weight), x): A is [out, in], proj.weight is stored [in, out]; the row is A,
+    [out, in], not the parameter kept as stored (the kept-as-stored rule is for a direct [in, out] operand)."""
+    W = _f32(np.random.default_rng(2), 6, 4)  # stored [in=6, out=4]
+    nodes = [helper.make_node("Transpose", ["proj.weight"], ["t"], name="/proj/Transpose", perm=[1, 0]),
+             helper.make_node("MatMul", ["t", "x"], ["y"], name="/proj/MatMul")]
+    (ref,) = _onnx_refs(_model(nodes, {"proj.weight": W}), tmp_path / "m.onnx").values()
+    assert (ref.name, ref.shape) == ("proj.weight", (4, 6))
+    np.testing.assert_array_equal(ref.load(), W.T)
+
+
+def test_a_constant_n_tensor_is_opaque_and_named_by_its_node(tmp_path):
+    """'constant_12' is one of the documented opaque forms (val_12 / const_12 / constant_12 …): named
+    after its consumer's scope."""
+    W = _f32(np.random.default_rng(3), 24, 10)
+    node = helper.make_node("MatMul", ["x", "constant_12"], ["y"], name="/encoder/fc/MatMul")
+    refs = _onnx_refs(_model([node], {"constant_12": W.T.copy()}), tmp_path / "m.onnx")
+    assert list(refs) == ["encoder.fc.weight"]
+
+
+def test_only_a_sequentials_own_scope_is_collapsed_not_a_prefix_of_a_word(tmp_path):
+    """'/attn/attn_proj/MatMul' is module attn.attn_proj (attn_proj is no child 'attn.<k>' of a
+    Sequential attn): nothing collapsed."""
+    W = _f32(np.random.default_rng(4), 8, 12)
+    node = helper.make_node("MatMul", ["x", "onnx::MatMul_3"], ["y"], name="/attn/attn_proj/MatMul")
+    refs = _onnx_refs(_model([node], {"onnx::MatMul_3": W.T.copy()}), tmp_path / "m.onnx")
+    assert list(refs) == ["attn.attn_proj.weight"]
+
+
+def test_a_bias_shared_by_two_layers_names_neither(tmp_path):
+    """a bias read by two nodes (dynamo's optimizer keeps one of several equal biases) gives no name:
+    each opaque weight is named by its own node's scope, as _bias_named's docstring says."""
+    W1, W2 = _f32(np.random.default_rng(5), 8, 12), _f32(np.random.default_rng(6), 8, 12)
+    nodes = [helper.make_node("Gemm", ["x", "onnx::Gemm_1", "shared.bias"], ["h1"], name="/a/Gemm", transB=1),
+             helper.make_node("Gemm", ["x", "onnx::Gemm_2", "shared.bias"], ["y"], name="/b/Gemm", transB=1)]
+    model = _model(nodes, {"onnx::Gemm_1": W1, "onnx::Gemm_2": W2, "shared.bias": np.zeros(8, np.float32)})
+    refs = _onnx_refs(model, tmp_path / "m.onnx")
+    assert sorted(refs) == ["a.weight", "b.weight"]
+
+
+def test_dequantize_linear_blocks_that_do_not_divide_the_axis(tmp_path):
+    """opset 21 blocked DequantizeLinear: the scale has ceil(len / block) entries along the axis (the last
+    block short). K = 80, block 32: 3 scales per column. Known answer: (q - 0)·scale of each entry's block."""
+    rng = np.random.default_rng(7)
+    q = rng.integers(-100, 100, size=(80, 16)).astype(np.int8)  # MatMul's B [in=80, out=16]
+    s = rng.uniform(0.01, 0.1, size=(3, 16)).astype(np.float32)
+    nodes = [helper.make_node("DequantizeLinear", ["w_q", "w_s"], ["w"], name="/fc/DequantizeLinear", axis=0,
+                              block_size=32),
+             helper.make_node("MatMul", ["x", "w"], ["y"], name="/fc/MatMul")]
+    refs = _onnx_refs(_model(nodes, {"w_q": q, "w_s": s}, opset=21), tmp_path / "m.onnx")
+    (ref,) = refs.values()
+    want = (q.astype(np.float32) * np.repeat(s, 32, axis=0)[:80]).T
+    assert ref.shape == (16, 80)
+    np.testing.assert_array_equal(ref.load(), want)
+
+
+@pytest.mark.parametrize("bits", [2, 8])
+def test_matmulnbits_default_zero_point_is_2_to_the_bits_minus_1(tmp_path, bits):
+    """without a zero-point input MatMulNBits' zero point is 2^(bits-1) (2 for 2 bits, 128 for 8), not 8.
+    Known answer: W[k, n] = (code - 2^(bits-1))·scale."""
+    rng = np.random.default_rng(8)
+    K, N, block = 64, 16, 32
+    codes = rng.integers(0, 1 << bits, size=(N, K))
+    scales = rng.uniform(0.01, 0.1, size=N * (K // block)).astype(np.float32)
+    B = _nbits_pack(codes, bits).reshape(N, K // block, block * bits // 8)
+    node = helper.make_node("MatMulNBits", ["A", "onnx::MatMul_9_Q4", "scales"], ["y"], name="/fc/MatMul_Q4",
+                            domain="com.microsoft", K=K, N=N, bits=bits, block_size=block)
+    (ref,) = _onnx_refs(_model([node], {"onnx::MatMul_9_Q4": B, "scales": scales}, inputs=("A",), ms=True),
+                        tmp_path / "m.onnx").values()
+    want = (codes - (1 << (bits - 1))).astype(np.float32) * np.repeat(scales.reshape(N, -1), block, axis=1)
+    assert ref.shape == (N, K)
+    np.testing.assert_array_equal(ref.load(), want)
+
+
+def test_external_data_one_byte_short_is_refused_when_opened(tmp_path):
+    """an external data file one byte shorter than its last tensor needs is refused at open, naming the
+    tensor (not a numpy error at load time)."""
+    W = _f32(np.random.default_rng(9), 16, 8)
+    node = helper.make_node("MatMul", ["x", "fc.w"], ["y"], name="/fc/MatMul")
+    path = tmp_path / "m.onnx"
+    onnx.save_model(_model([node], {"fc.w": W}), str(path), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="w.bin", size_threshold=0)
+    data = (tmp_path / "w.bin").read_bytes()
+    (tmp_path / "w.bin").write_bytes(data[:-1])
+    with pytest.raises(HtsrError, match=r"tensor 'fc\.w': external data 'w\.bin' offset \d+ length 512 does not hold"):
+        OnnxFile(path)
+
+
+def test_a_table_read_by_gather_first_and_by_gemm_after_is_an_embedding(tmp_path):
+    """a tied table read by Gather (the embedding) and later by the LM head's Gemm(transB=1): typed by its
+    first consumer in model order — one embedding row, not a dense one."""
+    E = _f32(np.random.default_rng(10), 50, 8)
+    nodes = [helper.make_node("Gather", ["emb.weight", "ids"], ["h"], name="/embed/Gather"),
+             helper.make_node("Gemm", ["h2", "emb.weight"], ["y"], name="/lm_head/Gemm", transB=1)]
+    model = _model(nodes, {"emb.weight": E}, inputs=("ids", "h2"))
+    (ref,) = _onnx_refs(model, tmp_path / "m.onnx").values()
+    assert (ref.name, ref.kind, ref.shape) == ("emb.weight", "embedding", (50, 8))
+
+
+def test_a_dynamic_quantizers_transposed_copy_of_a_named_gemm_weight_is_out_in(tmp_path):
+    """onnxruntime's dynamic quantizer turns a Gemm's [out, in] B into MatMulInteger's [in, out] and names it
+    <name>_Transposed_quantized: under a dotted PyTorch name (fc1.weight) the row is still [out, in]."""
+    rng = np.random.default_rng(11)
+    W = rng.integers(-100, 100, size=(4, 6)).astype(np.int8)  # the float layer [out=4, in=6]
+    nodes = [helper.make_node("MatMulInteger", ["xq", "fc1.weight_Transposed_quantized", "xz", "wz"], ["y"],
+                              name="/fc1/Gemm_MatMul_quant")]
+    inits = {"fc1.weight_Transposed_quantized": W.T.copy(), "fc1.weight_Transposed_scale": np.array(0.5, np.float32),
+             "wz": np.array(0, np.int8)}
+    (ref,) = _onnx_refs(_model(nodes, inits, inputs=("xq", "xz")), tmp_path / "m.onnx").values()
+    assert (ref.name, ref.shape) == ("fc1.weight", (4, 6))
+    np.testing.assert_array_equal(ref.load(), W.astype(np.float32) * 0.5)
+
+
+def test_a_block_quantized_matmul_b_has_blocks_along_its_rows(tmp_path):
+    """DequantizeLinear(axis=0, block_size=32) of MatMul's B [K, N]: blocks run along K, which is the row
+    of the [N, K] weight htsr yields: quant_block 32 (a delta's rounding is measured per block)."""
+    rng = np.random.default_rng(12)
+    q = rng.integers(-100, 100, size=(64, 16)).astype(np.int8)
+    s = rng.uniform(0.01, 0.1, size=(2, 16)).astype(np.float32)
+    nodes = [helper.make_node("DequantizeLinear", ["w_q", "w_s"], ["w"], name="/fc/DequantizeLinear", axis=0,
+                              block_size=32),
+             helper.make_node("MatMul", ["x", "w"], ["y"], name="/fc/MatMul")]
+    (ref,) = _onnx_refs(_model(nodes, {"w_q": q, "w_s": s}, opset=21), tmp_path / "m.onnx").values()
+    assert (ref.shape, ref.bits, ref.quant_block) == ((16, 64), 8, 32)
