@@ -1171,16 +1171,10 @@ def _gen32(seed: int, *shape) -> np.ndarray:
 
 
 def test_big_endian_f32_loads_as_native_float32(tmp_path):
-    """the module docstring says every loader returns a float32 array; a big-endian file's F32 tensor came
+    """The module docstring says every loader returns a float32 array; a big-endian file's F32 tensor came
     back '>f4' (torch.from_numpy refuses it; np.dtype('>f4') != np.float32)."""
     a = _gen32(13, 64, 256)
-    path = tmp_path / "be.gguf"
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_tensor("blk.0.attn_q.weight", a)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    path = write_gguf(tmp_path / "be.gguf", {"blk.0.attn_q.weight": (a, Q.F32)})
     subprocess.run([sys.executable, "-m", "gguf.scripts.gguf_convert_endian", str(path), "big"], input=b"YES\n",
                    check=True, capture_output=True)
     (ref,) = GGUFFile(path)
@@ -1190,7 +1184,7 @@ def test_big_endian_f32_loads_as_native_float32(tmp_path):
 
 
 def test_a_rank_1_lora_of_a_one_expert_stack_is_an_update(tmp_path):
-    """factors [1, 1, in] and [1, out, 1] (one expert, rank 1) have one axis longer than 1, as a vector has,
+    """Factors [1, 1, in] and [1, out, 1] (one expert, rank 1) have one axis longer than 1, as a vector has,
     but are LoRA factors: one row ΔW = s·B·A, not two vectors listed."""
     a, b = _gen32(14, 1, 1, 64), _gen32(15, 1, 80, 1)
     path = _write_adapter(tmp_path / "a.gguf", {"blk.0.ffn_up_exps.weight.lora_a": a,

@@ -2913,7 +2913,7 @@ def _st(path: Path, tensors: dict[str, tuple[str, np.ndarray]], meta: dict | Non
 
 
 def test_a_header_that_fills_the_file_is_a_safetensors_file(tmp_path):
-    """a file of no tensors (its header is the whole file after the length) is a safetensors file: its error
+    """A file of no tensors (its header is the whole file after the length) is a safetensors file: its error
     says it holds no tensors, not 'bad header length'."""
     from htsr.io.safetensors import is_safetensors
 
@@ -2924,7 +2924,7 @@ def test_a_header_that_fills_the_file_is_a_safetensors_file(tmp_path):
 
 
 def test_a_header_length_a_few_bytes_short_of_the_file_is_called_truncated(tmp_path):
-    """a header length that leaves fewer than its 8 bytes of the file is refused as too long, before any
+    """A header length that leaves fewer than its 8 bytes of the file is refused as too long, before any
     JSON is parsed (not as a UnicodeDecodeError of the bytes after the file's end)."""
     p = _st(tmp_path / "t.safetensors", {"fc.weight": ("F32", _st_f32(18, 8, 6))})
     raw = bytearray(p.read_bytes())
@@ -2935,7 +2935,7 @@ def test_a_header_length_a_few_bytes_short_of_the_file_is_called_truncated(tmp_p
 
 
 def test_a_files_tensors_are_in_natural_order(tmp_path):
-    """one file's rows in model order: layer.2 before layer.10 (natural_key), as a sharded folder's."""
+    """One file's rows in model order: layer.2 before layer.10 (natural_key), as a sharded folder's."""
     rng = np.random.default_rng(20)
     p = _st(tmp_path / "o.safetensors",
             {f"layer.{i}.weight": ("F32", rng.standard_normal((8, 6)).astype(np.float32)) for i in (10, 2, 1)})

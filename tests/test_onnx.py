@@ -1714,7 +1714,7 @@ def test_only_a_sequentials_own_scope_is_collapsed_not_a_prefix_of_a_word(tmp_pa
 
 
 def test_a_bias_shared_by_two_layers_names_neither(tmp_path):
-    """a bias read by two nodes (dynamo's optimizer keeps one of several equal biases) gives no name:
+    """A bias read by two nodes (dynamo's optimizer keeps one of several equal biases) gives no name:
     each opaque weight is named by its own node's scope, as _bias_named's docstring says."""
     W1, W2 = _f32(np.random.default_rng(5), 8, 12), _f32(np.random.default_rng(6), 8, 12)
     nodes = [helper.make_node("Gemm", ["x", "onnx::Gemm_1", "shared.bias"], ["h1"], name="/a/Gemm", transB=1),
@@ -1725,7 +1725,7 @@ def test_a_bias_shared_by_two_layers_names_neither(tmp_path):
 
 
 def test_dequantize_linear_blocks_that_do_not_divide_the_axis(tmp_path):
-    """opset 21 blocked DequantizeLinear: the scale has ceil(len / block) entries along the axis (the last
+    """Opset 21 blocked DequantizeLinear: the scale has ceil(len / block) entries along the axis (the last
     block short). K = 80, block 32: 3 scales per column. Known answer: (q - 0)·scale of each entry's block."""
     rng = np.random.default_rng(7)
     q = rng.integers(-100, 100, size=(80, 16)).astype(np.int8)  # MatMul's B [in=80, out=16]
@@ -1742,7 +1742,7 @@ def test_dequantize_linear_blocks_that_do_not_divide_the_axis(tmp_path):
 
 @pytest.mark.parametrize("bits", [2, 8])
 def test_matmulnbits_default_zero_point_is_2_to_the_bits_minus_1(tmp_path, bits):
-    """without a zero-point input MatMulNBits' zero point is 2^(bits-1) (2 for 2 bits, 128 for 8), not 8.
+    """Without a zero-point input MatMulNBits' zero point is 2^(bits-1) (2 for 2 bits, 128 for 8), not 8.
     Known answer: W[k, n] = (code - 2^(bits-1))·scale."""
     rng = np.random.default_rng(8)
     K, N, block = 64, 16, 32
@@ -1759,7 +1759,7 @@ def test_matmulnbits_default_zero_point_is_2_to_the_bits_minus_1(tmp_path, bits)
 
 
 def test_external_data_one_byte_short_is_refused_when_opened(tmp_path):
-    """an external data file one byte shorter than its last tensor needs is refused at open, naming the
+    """An external data file one byte shorter than its last tensor needs is refused at open, naming the
     tensor (not a numpy error at load time)."""
     W = _f32(np.random.default_rng(9), 16, 8)
     node = helper.make_node("MatMul", ["x", "fc.w"], ["y"], name="/fc/MatMul")
@@ -1773,7 +1773,7 @@ def test_external_data_one_byte_short_is_refused_when_opened(tmp_path):
 
 
 def test_a_table_read_by_gather_first_and_by_gemm_after_is_an_embedding(tmp_path):
-    """a tied table read by Gather (the embedding) and later by the LM head's Gemm(transB=1): typed by its
+    """A tied table read by Gather (the embedding) and later by the LM head's Gemm(transB=1): typed by its
     first consumer in model order — one embedding row, not a dense one."""
     E = _f32(np.random.default_rng(10), 50, 8)
     nodes = [helper.make_node("Gather", ["emb.weight", "ids"], ["h"], name="/embed/Gather"),
