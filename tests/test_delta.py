@@ -445,3 +445,49 @@ def test_farms_windows_of_a_delta_are_cut_at_a_window_s_noise_edge():
     row = htsr.analyze({"l.weight": w}, base={"l.weight": w0}, farms_aspect=125.0, min_evals=8,
                        precision="accurate").layers[0]
     assert row.farms_windows == 8 and row.num_fit_evals == 64, row.status  # every window eigenvalue kept
+
+
+def test_the_rounding_estimate_without_blocks_is_that_of_absmax_codes_of_32_gaussian_weights():
+    """quantization_noise(bits): the rms rounding of weights coded in 2^bits levels over ±(the block's largest
+    magnitude), over the weights' rms, ≈ 1.39 / (2^bits − 1). Simulated here: 10 000 blocks of 32 N(0, 1) weights
+    coded so (measured 0.0907 at 4 bits, 0.00532 at 8; the ratio's standard error is about 0.3 %, and the constant
+    2.4 rounds the blocks' absmax rms of 2.39: 3 %; the 2.2 used before was 7 % low)."""
+    from htsr.io.delta import quantization_noise
+
+    rng = np.random.default_rng(0)
+    for bits in (4, 8):
+        w = rng.standard_normal((10_000, 32))
+        absmax = np.abs(w).max(axis=1, keepdims=True)
+        step = 2 * absmax / (2 ** bits - 1)
+        err = np.round((w + absmax) / step) * step - absmax - w
+        measured = np.sqrt(np.mean(err ** 2)) / np.sqrt(np.mean(w ** 2))
+        assert quantization_noise(bits) == pytest.approx(measured, rel=0.03), bits
+
+
+def test_blocks_that_do_not_divide_the_tensor_fall_back_to_the_estimate():
+    """A quant_block that does not divide the entries (50 of blocks of 32) cannot be measured block by block:
+    the estimate from the bits and the values' rms, not an error."""
+    from htsr.io.base import TensorRef
+    from htsr.io.delta import quantization_noise, rounding
+
+    w = np.random.default_rng(1).standard_normal((5, 10)).astype(np.float32)
+    t = TensorRef("fc.weight", (5, 10), "float32", lambda: w, bits=8, quant_block=32)
+    rms = float(np.sqrt(np.mean(w.astype(np.float64) ** 2)))
+    assert rounding(t, w) == pytest.approx(quantization_noise(8) * rms, rel=1e-6)  # (float32 norm vs float64 mean)
+
+
+def test_a_delta_counts_each_name_once():
+    """The tensors of model and base together, a shared name once: the count 'tensors not analysed: … of N' uses."""
+    rng = np.random.default_rng(2)
+    a0 = rng.standard_normal((40, 30))
+    model = {"a.weight": a0 + 0.01 * rng.standard_normal((40, 30)), "b.weight": rng.standard_normal((40, 30)),
+             "x.bias": np.zeros(40)}
+    base = {"a.weight": a0, "c.weight": rng.standard_normal((40, 30))}
+    r = htsr.analyze(model, base=base, min_evals=3)
+    assert r.num_tensors == 4  # a, b, x.bias, c
+    from htsr.io import open_source
+    from htsr.io.delta import DeltaSource
+
+    pair = DeltaSource(open_source(model), open_source(base))
+    assert len(pair) == len(list(pair)) == 4  # (a source's len is the number of refs it yields)
+    assert [(x.name, x.status.split(":")[0]) for x in r.layers] == [("a", "ok"), ("b", "skipped"), ("c", "skipped")]
