@@ -23,7 +23,7 @@ from .errors import HtsrError, LayerSkipped, SourceError
 from .fits.powerlaw import PowerLawFit, fit_power_law
 from .fits.uncertainty import interval_of, tail_uncertainty
 from .io import FLOAT_DTYPES, is_reader, open_source
-from .io.base import unit_roundoff
+from .io.base import raising_loader, unit_roundoff
 from .io.delta import DeltaSource
 from .io.scales import unscaled_integer_weight
 from .matrices import LayerMatrices, aspect_window_shape, aspect_windows, layer_matrices, unread_tensor_row
@@ -207,8 +207,8 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                         list(layer_matrices(t.name, kind, t.shape, t.load, opts.conv, opts.ww_conv_scale,
                                             t.load_item)))
             except Exception as e:  # noqa: BLE001 - one bad tensor never stops a run
-                rows = [LayerMatrices(row_name(t.name), kind, (), 1, 1, 1, 1.0, _failing(
-                    f"no matrices of its {kind} tensor of shape {_shown_shape(t.shape)} ({type(e).__name__}: {e})"))]
+                why = f"no matrices of its {kind} tensor of shape {_shown_shape(t.shape)} ({type(e).__name__}: {e})"
+                rows = [LayerMatrices(row_name(t.name), kind, (), 1, 1, 1, 1.0, raising_loader(HtsrError, why))]
             # a delta's rounding noise, the same for every row of its tensor, and a storage coarser than float32's
             # (a bfloat16 checkpoint), whose rounding the entries carry (a delta's rounding is its inputs',
             # ``resolution``: not its storage's share of its own size)
@@ -664,14 +664,6 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
     except Exception as e:
         return mp, cols, f"{e.__class__.__name__}: {e}", None, driving
     return mp, cols, "", R, driving
-
-
-def _failing(message: str) -> Callable[[], Sequence[np.ndarray]]:
-    """A row's loader that fails it with ``message`` (its status: ``failed: <message>``)."""
-    def load() -> Sequence[np.ndarray]:
-        raise HtsrError(message)
-
-    return load
 
 
 def _shown_shape(shape: Sequence[Any]) -> str:

@@ -11,7 +11,6 @@ import importlib
 import json
 import pickle
 import re
-import struct
 import zipfile
 import os
 from pathlib import Path
@@ -1372,9 +1371,10 @@ def test_shard_index_names_the_shard_of_each_tensor_and_stays_in_its_folder(tmp_
         _one_line_source_error(e, str(index), must)
 
 
-def _safetensors_bytes(tensors: dict[str, tuple[str, list[int], bytes]]) -> bytes:
-    """A safetensors file written by hand (for dtypes numpy cannot hand to safetensors' writer)."""
-    header, data = {}, b""
+def _safetensors_bytes(tensors: dict[str, tuple[str, list[int], bytes]], meta: dict | None = None) -> bytes:
+    """A safetensors file written by hand (for dtypes numpy cannot hand to safetensors' writer; ``meta``: its
+    ``__metadata__``, of any JSON values)."""
+    header, data = ({"__metadata__": meta} if meta is not None else {}), b""
     for name, (dtype, shape, raw) in tensors.items():
         header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
         data += raw
@@ -2897,19 +2897,10 @@ def _st_f32(seed: int, *shape) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
-def _write_safetensors(path: Path, header: dict, data: bytes) -> Path:
-    h = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(h)) + h + data)
-    return path
-
-
 def _st(path: Path, tensors: dict[str, tuple[str, np.ndarray]], meta: dict | None = None) -> Path:
-    header, data = ({"__metadata__": meta} if meta is not None else {}), b""
-    for n, (dt, a) in tensors.items():
-        b = a.tobytes()
-        header[n] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [len(data), len(data) + len(b)]}
-        data += b
-    return _write_safetensors(path, header, data)
+    """:func:`_safetensors_bytes` of arrays, written to ``path``."""
+    path.write_bytes(_safetensors_bytes({n: (dt, list(a.shape), a.tobytes()) for n, (dt, a) in tensors.items()}, meta))
+    return path
 
 
 def test_a_header_that_fills_the_file_is_a_safetensors_file(tmp_path):
@@ -2928,7 +2919,7 @@ def test_a_header_length_a_few_bytes_short_of_the_file_is_called_truncated(tmp_p
     JSON is parsed (not as a UnicodeDecodeError of the bytes after the file's end)."""
     p = _st(tmp_path / "t.safetensors", {"fc.weight": ("F32", _st_f32(18, 8, 6))})
     raw = bytearray(p.read_bytes())
-    raw[:8] = struct.pack("<Q", len(raw) - 4)
+    raw[:8] = (len(raw) - 4).to_bytes(8, "little")
     p.write_bytes(bytes(raw))
     with pytest.raises(HtsrError, match=r"header length \d+ exceeds the file size \d+: truncated"):
         SafetensorsFile(p)

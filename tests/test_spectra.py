@@ -242,12 +242,6 @@ def test_refined_eigenvalues_are_never_negative():
     assert s.evals.min() >= 0.0
 
 
-def _usv(rng: np.random.Generator, n: int, m: int, s) -> np.ndarray:
-    U = np.linalg.qr(rng.standard_normal((n, len(s))))[0]
-    V = np.linalg.qr(rng.standard_normal((m, len(s))))[0]
-    return (U * np.asarray(s)) @ V.T
-
-
 def test_a_factored_matrix_has_the_svd64_floor_and_tolerance_of_its_dense_product():
     """A 400 x 10 rank-3 LoRA: its floor and rank tolerance are those of the float64 SVD of B·A (√M of the
     short side, not √N: 6.3x apart here)."""
@@ -264,10 +258,10 @@ def test_a_factored_matrix_has_the_svd64_floor_and_tolerance_of_its_dense_produc
 def test_exactly_refine_fraction_below_the_float32_floor_is_not_refined_and_counts_in_the_rank():
     """One eigenvalue of 100 (= refine_fraction·M) at 1e-6·λ_max, below the float32 floor 4·√M·ε₃₂·λ_max =
     4.8e-6·λ_max: refined only when *more* than that lie below; so few count toward the rank."""
-    rng = np.random.default_rng(3)
     s = np.ones(100)
     s[0] = 1e-3
-    sp = esd(_usv(rng, 300, 100, s).astype(np.float32), precision="fast", refine_fraction=0.01)
+    sp = esd(matrix_with_singular_values(s, 300, 100, seed=3).astype(np.float32), precision="fast",
+             refine_fraction=0.01)
     assert (sp.num_below_floor, sp.method, sp.rank) == (1, "gram32", 100)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 __all__ = ["FLOAT_DTYPES", "MAX_EXPANSION", "TensorRef", "TensorSource", "as_loaded", "einsum_axes", "expands_too_far", "grouped_axes",
            "unit_roundoff",
-           "first_overlap", "import_extra", "LFS_POINTER", "lfs_pointer_error", "numpy_dtype", "one_line", "one_split", "skipped_loader",
+           "first_overlap", "import_extra", "LFS_POINTER", "lfs_pointer_error", "numpy_dtype", "one_line", "one_split", "raising_loader", "skipped_loader",
            "SPLIT_NAME"]
 
 #: dtype names (numpy / ml_dtypes spelling) whose tensors are weights htsr analyses
@@ -217,15 +217,22 @@ def grouped_axes(shape: tuple[int, ...], ins: list[int], outs: list[int], batch:
     return "dense", (rows, cols), tuple(outs + ins)
 
 
+def raising_loader(error: Callable[[str], BaseException], message: str) -> Callable[[], np.ndarray]:
+    """A loader that raises ``error(message)``: the row of its tensor says ``failed: <message>`` (an
+    :class:`~htsr.errors.HtsrError`), or ``skipped: <message>`` (:func:`skipped_loader`)."""
+
+    def load() -> np.ndarray:
+        raise error(message)
+
+    return load
+
+
 def skipped_loader(reason: str) -> Callable[[], np.ndarray]:
     """A loader that raises :class:`~htsr.errors.LayerSkipped`: the tensor's row says ``skipped: <reason>``
     (the reason is also its ``skip_reason`` attribute)."""
+    from ..errors import LayerSkipped
 
-    def load() -> np.ndarray:
-        from ..errors import LayerSkipped
-
-        raise LayerSkipped(reason)
-
+    load = raising_loader(LayerSkipped, reason)
     load.skip_reason = reason  # type: ignore[attr-defined]
     return load
 

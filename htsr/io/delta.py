@@ -137,7 +137,7 @@ def quantization_noise(bits: float) -> float:
     """The rms error of a weight stored in ``bits``-bit codes scaled by its block's largest magnitude, over
     the weights' rms: 2^bits levels span ±absmax, a step Δ = 2·absmax/(2^bits − 1), an error uniform in ±Δ/2
     of rms Δ/√12, and the absmax of a block of 32 Gaussian weights is ≈ 2.4 times their rms (2.35 on average,
-    2.39 in rms over blocks; 2.2, used before 2026-12-06, was 8 % low), so ≈ 1.39 / (2^bits − 1) (int8 0.54 %,
+    2.39 in rms over blocks; 2.2, used before 2026-12-06, gave estimates 7 % low), so ≈ 1.39 / (2^bits − 1) (int8 0.54 %,
     4-bit 9.2 %): the estimate :func:`rounding` falls back on when the blocks are not known. (Min–max codes over
     groups of 128, GPTQ's, make ≈ 1.6 / (2^bits − 1): this is a rough floor, not a measurement.)"""
     return 2.4 / math.sqrt(3) / (2.0 ** bits - 1)
