@@ -13,6 +13,7 @@ import functools
 import math
 import os
 import re
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Callable, Iterator, Sequence
@@ -59,8 +60,14 @@ WW_EVALS_THRESH = 1e-5
 #: (tiny weights: a fine-tune's update W − W_base, weights scaled by 1e-3) it would cut into the spectrum
 #: itself, so the layer's own numerical floor is used instead
 WW_FLOOR_MAX_FRACTION = 1e-3
-#: layers whose matrices have at most this smaller side are analysed side by side in threads
-THREADED_MAX_M = 2048
+#: layers whose matrices have at most this smaller side are analysed side by side in threads (larger ones one at a
+#: time, each with every BLAS thread: two at once would hold two of the largest Grams)
+THREADED_MAX_M = 4096
+#: ... unless their eigensolver work (Σ over the matrices of N·M² + M³: the Gram and its eigenvalues) is below
+#: this: their time is then the fits', Python holding its lock, and two threads taking turns for it are slower than
+#: one at a time. On 2 cores, 150 layers each, one at a time against two threads: 128 × 64 ×0.76, 256 × 128 ×0.91,
+#: 384 × 192 ×1.00, 256 × 256 ×1.13, 768 × 768 ×1.90
+TINY_WORK = 1 << 24
 #: float32's unit roundoff: a storage coarser than it (bfloat16, float16, FP8) rounds the entries visibly
 _FLOAT32_ROUNDOFF = 2.0 ** -24
 #: eigenvalues below the storage's rounding floor are zeros only when at least ROUNDING_MIN_ZEROS of them are
@@ -805,9 +812,11 @@ def _usable_cpus() -> int:
 
 def in_threads(layers: list[LayerMatrices], work: Callable[[LayerMatrices], Any], workers: int | None = None,
                bar=None) -> list[Any]:
-    """``work(lm)`` for every row, in order: small matrices side by side (single-threaded BLAS each), large ones
-    one at a time with every BLAS thread (measured crossover on 2 cores: x2.0 at M = 1024, x1.2 at 2048, x0.7 at
-    3072). An adapter's update from its factors is small whatever its sides: O((out + in)·r²) work, on thin
+    """``work(lm)`` for every row, in order: matrices up to :data:`THREADED_MAX_M` side by side (single-threaded
+    BLAS each), larger ones one at a time with every BLAS thread, tiny ones (:data:`TINY_WORK`) one at a time on
+    one. Side by side against one at a time on a 2-thread BLAS, on 2 cores: ×2.2 for 4096 × 1024, ×1.6 for
+    2048 × 2048, ×1.2 for 3072 × 3072 and 11008 × 4096 (the eigensolvers release Python's lock: :mod:`htsr.lapack`).
+    An adapter's update from its factors is small whatever its sides: O((out + in)·r²) work, on thin
     matrices that threaded BLAS slows down (a rank-16 4096 x 4096 LoRA: 0.8 ms on one thread, up to 170 ms on
     two of a loaded machine). ``workers``: at most so many at a time (None: every usable CPU). Analyses in several
     threads take turns here (_ANALYSIS_LOCK)."""
@@ -815,16 +824,28 @@ def in_threads(layers: list[LayerMatrices], work: Callable[[LayerMatrices], Any]
     small = [i for i, x in enumerate(light) if x]
     out: list[Any] = [None] * len(layers)
     with _ANALYSIS_LOCK:
-        if small:  # with workers = 1 one at a time, still with a single-threaded BLAS (spinning BLAS threads made
-            # --workers 1 ten times slower on a loaded 2-core machine)
-            n = min(workers or _usable_cpus(), len(small))
-            for i, row in zip(small, _in_threads([layers[i] for i in small], work, n, bar)):
+        # with workers = 1 one at a time, still with a single-threaded BLAS (spinning BLAS threads made --workers 1
+        # ten times slower on a loaded 2-core machine); tiny layers one at a time too, where Python has its lock
+        tiny = {i for i in small if _tiny(layers[i])} if _GIL else set()
+        for group, n in (([i for i in small if i not in tiny], workers or _usable_cpus()), (sorted(tiny), 1)):
+            for i, row in zip(group, _in_threads([layers[i] for i in group], work, min(n, len(group)), bar)
+                              if group else ()):
                 out[i] = row
         for i in (i for i, x in enumerate(light) if not x):
             out[i] = work(layers[i])
             if bar is not None:
                 bar.update()
     return out
+
+
+def _tiny(lm: LayerMatrices) -> bool:
+    """Whether ``lm``'s eigenvalues cost less than its fits (:data:`TINY_WORK`): :func:`in_threads` runs such
+    rows one at a time. An adapter's row is not: its work, O((out + in)·r²), waits on the rank its factors hold."""
+    return lm.kind != "lora" and lm.num_matrices * (lm.N * lm.M * lm.M + lm.M ** 3) < TINY_WORK
+
+
+#: whether Python runs with its global lock (a free-threaded build without it runs tiny rows side by side too)
+_GIL = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 
 def _light(lm: LayerMatrices) -> bool:

@@ -8,7 +8,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
+
+from .lapack import svdvals
 
 __all__ = ["Factored", "Kronecker", "LowRank", "hadamard_lowrank", "lowrank_eigenvalues"]
 
@@ -120,8 +121,7 @@ class Kronecker(Factored):
         return bool(math.isfinite(self.scale) and np.isfinite(self.W1).all() and np.isfinite(self.W2).all())
 
     def nonzero_eigenvalues(self) -> np.ndarray:
-        s1, s2 = (scipy.linalg.svd(np.asarray(W, dtype=np.float64), compute_uv=False, check_finite=False)
-                  for W in (self.W1, self.W2))
+        s1, s2 = (svdvals(np.asarray(W, dtype=np.float64)) for W in (self.W1, self.W2))
         with np.errstate(over="ignore"):  # beyond 1e154: inf, which the caller reports
             sv = np.abs(self.scale) * np.outer(s1, s2).reshape(-1)
             return np.sort(sv * sv)
@@ -144,6 +144,6 @@ def lowrank_eigenvalues(B: np.ndarray, A: np.ndarray, scale: float = 1.0) -> np.
         raise ValueError(f"expected B (out x r) and A (r x in), got {B.shape} and {A.shape}")
     R_B = np.linalg.qr(B, mode="r")
     R_A = np.linalg.qr(A.T, mode="r")
-    sv = scipy.linalg.svd(scale * (R_B @ R_A.T), compute_uv=False, check_finite=False)
+    sv = svdvals(scale * (R_B @ R_A.T))
     with np.errstate(over="ignore"):  # singular values beyond 1e154: inf, which the caller reports
         return np.sort(sv * sv)

@@ -235,7 +235,7 @@ OPTION_SPECS: dict[str, OptionSpec] = {
                    "analyse only layers of these kinds",
                    cli_allowed=f"a comma-separated subset of {', '.join(LAYER_KINDS)}"),
         OptionSpec("workers", None, "None (one per CPU) or an integer >= 1", _int_range(1, none_ok=True),
-                   "layers with matrices up to 2048 on the smaller side analysed at once, in threads, "
+                   "layers with matrices up to 4096 on the smaller side analysed at once, in threads, "
                    "each with a single-threaded BLAS (faster than one at a time with a multi-threaded "
                    "BLAS; larger ones run one at a time; each worker holds one tensor)",
                    cli_allowed="none (one per CPU) or an integer >= 1"),

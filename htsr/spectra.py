@@ -4,9 +4,12 @@ The ESD of an N × M matrix W (M = the smaller side) is the set of its M squared
 
 Two paths:
 
-``"accurate"``  float64 SVD of W (``scipy.linalg.svd``, values only) — what WeightWatcher 0.7.7 does.
+``"accurate"``  float64 SVD of W (LAPACK's ?gesdd, values only) — what WeightWatcher 0.7.7 does.
 ``"fast"``      the Gram matrix on the smaller side, formed in float32, and a symmetric
-                eigenvalues-only solver (``scipy.linalg.eigh``): 3–4× cheaper than the SVD.
+                eigenvalues-only solver (?syevr): 3–4× cheaper than the SVD.
+
+Both as scipy calls them, with Python's lock released (:mod:`htsr.lapack`), so the layers' threads solve side
+by side.
 
 Precision guard of the fast path. A float32 Gram + eigh resolves eigenvalues only down to an absolute
 error of about ε₃₂·√M·λ_max (measured: ≤ 2·10⁻⁵·λ_max for M = 4096). We call
@@ -40,9 +43,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-import scipy.linalg
 
 from .factored import Factored, Kronecker, LowRank, hadamard_lowrank, lowrank_eigenvalues
+from .lapack import eigvalsh, svdvals
 from .specs import FEW_BELOW_FLOOR, check_args
 from .values import NanEqual
 
@@ -152,7 +155,7 @@ def _structural_zeros(W: np.ndarray) -> int:
 
 def _svd_eigenvalues(W: np.ndarray, N: int, M: int) -> tuple[np.ndarray, float, float, str]:
     """The accurate path's (evals, floor, rank_tol, "svd64"): float64 SVD, numpy's rank tolerance."""
-    sv = scipy.linalg.svd(np.asarray(W, dtype=np.float64), compute_uv=False, check_finite=False)
+    sv = svdvals(np.asarray(W, dtype=np.float64))
     sv = np.sort(sv)
     smax = sv[-1] if sv.size else 0.0
     evals = sv * sv
@@ -171,7 +174,7 @@ def _gram_eigenvalues(W: np.ndarray, dtype: type, wide: bool) -> tuple[np.ndarra
         underflow = float(np.max(np.diagonal(G), initial=0.0)) < _TINY32 and bool(np.any(W))  # W: A may be 0
         if overflow or underflow:
             return _gram_eigenvalues(W, np.float64, wide)  # the float64 Gram holds them
-    evals = scipy.linalg.eigh(G, eigvals_only=True, overwrite_a=True, check_finite=False)
+    evals = eigvalsh(G)
     evals = np.asarray(evals, dtype=np.float64)
     evals.sort()
     np.maximum(evals, 0.0, out=evals)

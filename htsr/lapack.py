@@ -1,0 +1,122 @@
+"""Eigenvalues and singular values from LAPACK with Python's lock released.
+
+``scipy.linalg.eigh`` and ``scipy.linalg.svd`` hold the lock while LAPACK runs (their wrappers are not declared
+thread-safe), so two of the analysis's threads (:func:`htsr.analyze.in_threads`) solved one after the other: on
+2 cores, two threads gave ×1.0 for 768 × 768 Grams. The same LAPACK routines called here through
+``scipy.linalg.cython_lapack``'s function pointers, by ctypes, which releases the lock for the call, give ×1.8.
+Same routine, same arguments, same workspace as scipy's calls: the same numbers, bit for bit (tests/test_lapack.py).
+
+Where the pointers are missing or their C signature is not the one expected (another scipy), scipy's own
+functions are used.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import re
+
+import numpy as np
+import scipy.linalg
+
+__all__ = ["eigvalsh", "svdvals"]
+
+# argument kinds of the C signatures: c char*, i int*, x the matrix type (s float, d double)
+_SIGNATURES = {"syevr": "c c c i x i x x i i x i x x i i x i i i i", "gesdd": "c i i x i x x i x i x i i i"}
+_KIND = {"char": "c", "int": "i", "s": "x", "d": "x"}
+
+
+@functools.lru_cache(maxsize=None)
+def _routine(name: str):
+    """The ctypes function for LAPACK routine ``name`` ('ssyevr' …), or None."""
+    try:
+        from scipy.linalg import cython_lapack
+
+        capsule = cython_lapack.__pyx_capi__[name]
+        api = ctypes.pythonapi
+        api.PyCapsule_GetName.restype = ctypes.c_char_p
+        api.PyCapsule_GetName.argtypes = [ctypes.py_object]
+        api.PyCapsule_GetPointer.restype = ctypes.c_void_p
+        api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+        signature = api.PyCapsule_GetName(capsule)
+        args = re.fullmatch(r"void \((.*)\)", signature.decode())
+        kinds = [_KIND.get(re.sub(r"^__pyx_t_\w*cython_lapack_", "", a.strip()).rstrip(" *"))
+                 for a in args.group(1).split(",")] if args else []
+        if " ".join(map(str, kinds)) != _SIGNATURES[name[1:]]:
+            return None
+        pointer = api.PyCapsule_GetPointer(capsule, signature)
+    except Exception:  # (no cython_lapack, no such routine: scipy's wrappers then)
+        return None
+    return ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * len(kinds))(pointer)
+
+
+def _int(value: int = 0) -> ctypes.c_int:
+    return ctypes.c_int(value)
+
+
+def _ref(x) -> int | ctypes._CArgObject:
+    return x.ctypes.data if isinstance(x, np.ndarray) else ctypes.byref(x)
+
+
+def eigvalsh(G: np.ndarray) -> np.ndarray:
+    """Ascending eigenvalues of the symmetric float32 or float64 matrix ``G`` (its lower triangle), as
+    ``scipy.linalg.eigh(G, eigvals_only=True)``: ?syevr, all eigenvalues. ``G`` may be overwritten.
+    LinAlgError if LAPACK does not converge."""
+    dtype = np.dtype(G.dtype)
+    run = _routine({"float32": "ssyevr", "float64": "dsyevr"}.get(dtype.name, ""))
+    if run is None or G.ndim != 2 or G.shape[0] != G.shape[1]:
+        return scipy.linalg.eigh(G, eigvals_only=True, overwrite_a=True, check_finite=False)
+    n = G.shape[0]
+    a = np.asfortranarray(G)  # (scipy's wrapper makes the same column-major copy of a C-ordered matrix)
+    w, z, isuppz = np.zeros(n, dtype), np.zeros(1, dtype), np.zeros(2 * max(1, n), np.int32)
+    info, found = _int(), _int()
+    zero = np.zeros(1, dtype)
+
+    def call(work: np.ndarray, lwork: int, iwork: np.ndarray, liwork: int) -> None:
+        run(*map(_ref, (ctypes.c_char(b"N"), ctypes.c_char(b"A"), ctypes.c_char(b"L"), _int(n), a, _int(max(1, n)),
+                        zero, zero, _int(1), _int(n), zero, found, w, z, _int(1), isuppz, work, _int(lwork), iwork,
+                        _int(liwork), info)))
+
+    work, iwork = np.zeros(1, dtype), np.zeros(1, np.int32)
+    call(work, -1, iwork, -1)  # the workspace query
+    lwork, liwork = _query(work, info), int(iwork[0])
+    call(np.zeros(lwork, dtype), lwork, np.zeros(liwork, np.int32), liwork)
+    if info.value:
+        raise np.linalg.LinAlgError(f"?syevr: internal error (info {info.value})")
+    return w
+
+
+def svdvals(W: np.ndarray) -> np.ndarray:
+    """Descending singular values of the float32 or float64 matrix ``W``, as
+    ``scipy.linalg.svd(W, compute_uv=False)``: ?gesdd without vectors. LinAlgError if it does not converge."""
+    dtype = np.dtype(W.dtype)
+    run = _routine({"float32": "sgesdd", "float64": "dgesdd"}.get(dtype.name, ""))
+    if run is None or W.ndim != 2:
+        return scipy.linalg.svd(W, compute_uv=False, check_finite=False)
+    rows, cols = W.shape
+    a = np.array(W, order="F")  # a copy: ?gesdd overwrites it
+    s, u, vt = np.zeros(min(rows, cols), dtype), np.zeros(1, dtype), np.zeros(1, dtype)
+    iwork, info = np.zeros(8 * min(rows, cols), np.int32), _int()
+
+    def call(work: np.ndarray, lwork: int) -> None:
+        run(*map(_ref, (ctypes.c_char(b"N"), _int(rows), _int(cols), a, _int(max(1, rows)), s, u, _int(1), vt,
+                        _int(1), work, _int(lwork), iwork, info)))
+
+    work = np.zeros(1, dtype)
+    call(work, -1)
+    lwork = _query(work, info)
+    call(np.zeros(lwork, dtype), lwork)
+    if info.value:
+        raise np.linalg.LinAlgError(f"SVD did not converge (?gesdd info {info.value})")
+    return s
+
+
+def _query(work: np.ndarray, info: ctypes.c_int) -> int:
+    """The workspace size a query returned, rounded up as scipy's ``_compute_lwork`` does (a float32 holds
+    integers exactly only up to 2²⁴)."""
+    if info.value:
+        raise np.linalg.LinAlgError(f"LAPACK workspace query failed (info {info.value})")
+    value = float(work[0])
+    if work.dtype == np.float32:
+        value = float(np.nextafter(np.float32(value), np.float32(np.inf)))
+    return max(1, int(value))
