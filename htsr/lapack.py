@@ -60,8 +60,9 @@ def _ref(x) -> int | ctypes._CArgObject:
 
 def eigvalsh(G: np.ndarray) -> np.ndarray:
     """Ascending eigenvalues of the symmetric float32 or float64 matrix ``G`` (its lower triangle), as
-    ``scipy.linalg.eigh(G, eigvals_only=True)``: ?syevr, all eigenvalues. ``G`` may be overwritten.
-    LinAlgError if LAPACK does not converge."""
+    ``scipy.linalg.eigh(G, eigvals_only=True)``: ?syevr, all eigenvalues. ``G`` may be overwritten: a
+    column-major one is used in place, any other is copied (as scipy does). LinAlgError if LAPACK does not
+    converge."""
     dtype = np.dtype(G.dtype)
     run = _routine({"float32": "ssyevr", "float64": "dsyevr"}.get(dtype.name, ""))
     if run is None or G.ndim != 2 or G.shape[0] != G.shape[1]:

@@ -174,7 +174,9 @@ def _gram_eigenvalues(W: np.ndarray, dtype: type, wide: bool) -> tuple[np.ndarra
         underflow = float(np.max(np.diagonal(G), initial=0.0)) < _TINY32 and bool(np.any(W))  # W: A may be 0
         if overflow or underflow:
             return _gram_eigenvalues(W, np.float64, wide)  # the float64 Gram holds them
-    evals = eigvalsh(G)
+    # G.T: the same matrix, its buffer read in place as the column-major one LAPACK takes (numpy forms a Gram
+    # A·Aᵀ by a symmetric rank-k update, exactly symmetric: the numbers of G's own copy, without the copy)
+    evals = eigvalsh(G.T)
     evals = np.asarray(evals, dtype=np.float64)
     evals.sort()
     np.maximum(evals, 0.0, out=evals)

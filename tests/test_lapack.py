@@ -82,3 +82,26 @@ def test_an_unexpected_signature_falls_back_to_scipy(monkeypatch):
         monkeypatch.undo()
         lapack._routine.cache_clear()
     assert lapack._routine("dsyevr") is not None
+
+
+def test_a_column_major_matrix_is_solved_in_place():
+    # (the Gram's eigenvalues are taken from G.T, a column-major view: no copy of a 4096² Gram per layer)
+    G = np.random.default_rng(5).standard_normal((40, 40))
+    G = np.asfortranarray(G + G.T)
+    before = G.copy()
+    ev = lapack.eigvalsh(G)
+    assert not np.array_equal(G, before)  # LAPACK's reduction overwrote it: it had no copy
+    assert np.array_equal(ev, scipy.linalg.eigh(before, eigvals_only=True))
+
+
+@pytest.mark.parametrize("shape", [(300, 200), (200, 300), (90, 60), (1000, 30)])
+def test_the_fast_paths_eigenvalues_are_scipys_on_the_gram(shape):
+    """The fast path solves its Gram in place through G.T, which is G only if the Gram is exactly symmetric: numpy
+    forms A·Aᵀ by a symmetric rank-k update. Bit for bit scipy's eigenvalues of the same Gram."""
+    from htsr.spectra import matrix_eigenvalues
+
+    W = np.random.default_rng(6).standard_t(4, shape).astype(np.float32)
+    G = W.T @ W if shape[0] >= shape[1] else W @ W.T
+    expected = np.maximum(np.sort(scipy.linalg.eigh(G, eigvals_only=True).astype(np.float64)), 0.0)
+    evals, _, _, method = matrix_eigenvalues(W)
+    assert method == "gram32" and np.array_equal(evals, expected)
