@@ -813,8 +813,8 @@ def _usable_cpus() -> int:
 def in_threads(layers: list[LayerMatrices], work: Callable[[LayerMatrices], Any], workers: int | None = None,
                bar=None) -> list[Any]:
     """``work(lm)`` for every row, in order: matrices up to :data:`THREADED_MAX_M` side by side (single-threaded
-    BLAS each), larger ones one at a time with every BLAS thread, tiny ones (:data:`TINY_WORK`) one at a time on
-    one. Side by side against one at a time on a 2-thread BLAS, on 2 cores: ×2.2 for 4096 × 1024, ×1.6 for
+    BLAS each), larger ones one at a time with every BLAS thread; tiny ones (:data:`TINY_WORK`) one at a time,
+    beside the others. Side by side against one at a time on a 2-thread BLAS, on 2 cores: ×2.2 for 4096 × 1024, ×1.6 for
     2048 × 2048, ×1.2 for 3072 × 3072 and 11008 × 4096 (the eigensolvers release Python's lock: :mod:`htsr.lapack`).
     An adapter's update from its factors is small whatever its sides: O((out + in)·r²) work, on thin
     matrices that threaded BLAS slows down (a rank-16 4096 x 4096 LoRA: 0.8 ms on one thread, up to 170 ms on
@@ -824,12 +824,16 @@ def in_threads(layers: list[LayerMatrices], work: Callable[[LayerMatrices], Any]
     small = [i for i, x in enumerate(light) if x]
     out: list[Any] = [None] * len(layers)
     with _ANALYSIS_LOCK:
-        # with workers = 1 one at a time, still with a single-threaded BLAS (spinning BLAS threads made --workers 1
-        # ten times slower on a loaded 2-core machine); tiny layers one at a time too, where Python has its lock
-        tiny = {i for i in small if _tiny(layers[i])} if _GIL else set()
-        for group, n in (([i for i in small if i not in tiny], workers or _usable_cpus()), (sorted(tiny), 1)):
-            for i, row in zip(group, _in_threads([layers[i] for i in group], work, min(n, len(group)), bar)
-                              if group else ()):
+        if small:  # with workers = 1 one at a time, still with a single-threaded BLAS (spinning BLAS threads made
+            # --workers 1 ten times slower on a loaded 2-core machine)
+            tiny = threading.Lock()  # held by the one tiny row running, beside larger ones, where Python has its lock
+
+            def guarded(lm: LayerMatrices) -> Any:
+                with tiny if _GIL and _tiny(lm) else contextlib.nullcontext():
+                    return work(lm)
+
+            n = min(workers or _usable_cpus(), len(small))
+            for i, row in zip(small, _in_threads([layers[i] for i in small], guarded, n, bar)):
                 out[i] = row
         for i in (i for i, x in enumerate(light) if not x):
             out[i] = work(layers[i])
@@ -839,8 +843,8 @@ def in_threads(layers: list[LayerMatrices], work: Callable[[LayerMatrices], Any]
 
 
 def _tiny(lm: LayerMatrices) -> bool:
-    """Whether ``lm``'s eigenvalues cost less than its fits (:data:`TINY_WORK`): :func:`in_threads` runs such
-    rows one at a time. An adapter's row is not: its work, O((out + in)·r²), waits on the rank its factors hold."""
+    """Whether ``lm``'s eigenvalues cost less than its fits (:data:`TINY_WORK`): :func:`in_threads` runs one such
+    row at a time. An adapter's row is not: its work, O((out + in)·r²), waits on the rank its factors hold."""
     return lm.kind != "lora" and lm.num_matrices * (lm.N * lm.M * lm.M + lm.M ** 3) < TINY_WORK
 
 

@@ -494,7 +494,8 @@ def test_threads_give_the_same_rows_and_restore_blas_threads():
 def test_tiny_layers_run_one_at_a_time_and_others_side_by_side(monkeypatch, gil):
     """Rows whose eigenvalues cost less than their fits (Python's, under its lock) ran two at a time and took
     ×1.3 as long as one at a time (128 × 64 layers on 2 cores); the others, whose solver releases the lock,
-    take ×1.9 less side by side (768 × 768). Without the lock (a free-threaded Python) tiny rows run side by side."""
+    take ×1.9 less side by side (768 × 768). A tiny row runs beside a larger one (the MNIST MLP's 300 × 100 beside
+    its 784 × 300). Without the lock (a free-threaded Python) tiny rows run side by side."""
     import threading
     import time
 
@@ -502,26 +503,31 @@ def test_tiny_layers_run_one_at_a_time_and_others_side_by_side(monkeypatch, gil)
 
     a = sys.modules["htsr.analyze"]  # (the module: htsr.analyze is also its function)
     monkeypatch.setattr(a, "_GIL", gil)
-    lock, active, most = threading.Lock(), [0], {}
+    lock, active, most = threading.Lock(), {"t": 0, "b": 0}, {"t": 0, "b": 0, "both": 0}
 
     def work(lm):
+        group = lm.name[0]
         with lock:
-            active[0] += 1
-            most[lm.name[0]] = max(most.get(lm.name[0], 0), active[0])
+            active[group] += 1
+            most[group] = max(most[group], active[group])
+            most["both"] = max(most["both"], active["t"] + active["b"])
         time.sleep(0.02)  # (long enough for a second worker to start)
         with lock:
-            active[0] -= 1
+            active[group] -= 1
         return lm.name
 
     def row(name, rows, cols, n=1):
         return LayerMatrices(name, "dense", (rows, cols), rows, cols, n, 1.0, lambda: [])
 
     # tiny: 64·32² + 32³ work; 9 positions of 96 × 96: 9·2·96³ = 1.6e7 (just below 2^24); 256 × 256: 3.4e7
-    layers = [row(f"t{i}", 64, 32) for i in range(4)] + [row(f"b{i}", 256, 256) for i in range(4)]
-    layers += [row("t_conv", 96, 96, 9)]
-    layers = layers[::2] + layers[1::2]  # mixed
-    assert a.in_threads(layers, work, workers=2) == [lm.name for lm in layers]  # in order
-    assert most == {"t": 1 if gil else 2, "b": 2}
+    tiny = [row(f"t{i}", 64, 32) for i in range(4)] + [row("t_conv", 96, 96, 9)]
+    big = [row(f"b{i}", 256, 256) for i in range(4)]
+    assert a.in_threads(big + tiny, work, workers=2) == [lm.name for lm in big + tiny]  # in order
+    assert most == {"t": 1 if gil else 2, "b": 2, "both": 2}
+    most.update(t=0, b=0, both=0)
+    mixed = [x for pair in zip(tiny, big) for x in pair]
+    assert a.in_threads(mixed, work, workers=2) == [lm.name for lm in mixed]
+    assert most["both"] == 2 and (most["t"] == 1 or not gil)  # a tiny row beside a larger one
     assert not a._tiny(row("c", 96, 96, 10)) and not a._tiny(dataclasses.replace(row("l", 64, 32), kind="lora"))
 
 
