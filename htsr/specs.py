@@ -237,7 +237,8 @@ OPTION_SPECS: dict[str, OptionSpec] = {
         OptionSpec("workers", None, "None (one per CPU) or an integer >= 1", _int_range(1, none_ok=True),
                    "layers with matrices up to 4096 on the smaller side analysed at once, in threads, "
                    "each with a single-threaded BLAS (faster than one at a time with a multi-threaded "
-                   "BLAS; larger ones run one at a time; each worker holds one tensor)",
+                   "BLAS; larger ones run one at a time, and so do tiny ones, whose time is Python's; each "
+                   "worker holds one tensor)",
                    cli_allowed="none (one per CPU) or an integer >= 1"),
         OptionSpec("keep_spectra", False, "True or False", _is_bool,
                    "keep each layer's eigenvalues (and the shuffled ones with randomize) on the result, "
