@@ -19,7 +19,7 @@ import re
 import numpy as np
 import scipy.linalg
 
-__all__ = ["eigvalsh", "svdvals"]
+__all__ = ["eigh", "eigvalsh", "svdvals"]
 
 # argument kinds of the C signatures: c char*, i int*, x the matrix type (s float, d double)
 _SIGNATURES = {"syevr": "c c c i x i x x i i x i x x i i x i i i i", "gesdd": "c i i x i x x i x i x i i i"}
@@ -63,20 +63,32 @@ def eigvalsh(G: np.ndarray) -> np.ndarray:
     ``scipy.linalg.eigh(G, eigvals_only=True)``: ?syevr, all eigenvalues. ``G`` may be overwritten: a
     column-major one is used in place, any other is copied (as scipy does). LinAlgError if LAPACK does not
     converge."""
+    return _syevr(G, False)[0]
+
+
+def eigh(G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ascending eigenvalues, unit eigenvectors as columns) of ``G``, as ``scipy.linalg.eigh(G)``; otherwise as
+    :func:`eigvalsh`."""
+    return _syevr(G, True)
+
+
+def _syevr(G: np.ndarray, vectors: bool) -> tuple[np.ndarray, np.ndarray]:
     dtype = np.dtype(G.dtype)
     run = _routine({"float32": "ssyevr", "float64": "dsyevr"}.get(dtype.name, ""))
     if run is None or G.ndim != 2 or G.shape[0] != G.shape[1]:
-        return scipy.linalg.eigh(G, eigvals_only=True, overwrite_a=True, check_finite=False)
+        out = scipy.linalg.eigh(G, eigvals_only=not vectors, overwrite_a=True, check_finite=False)
+        return out if vectors else (out, None)
     n = G.shape[0]
     a = np.asfortranarray(G)  # (scipy's wrapper makes the same column-major copy of a C-ordered matrix)
-    w, z, isuppz = np.zeros(n, dtype), np.zeros(1, dtype), np.zeros(2 * max(1, n), np.int32)
+    w, isuppz = np.zeros(n, dtype), np.zeros(2 * max(1, n), np.int32)
+    z = np.zeros((n, n) if vectors else (1, 1), dtype, order="F")
     info, found = _int(), _int()
     zero = np.zeros(1, dtype)
 
     def call(work: np.ndarray, lwork: int, iwork: np.ndarray, liwork: int) -> None:
-        run(*map(_ref, (ctypes.c_char(b"N"), ctypes.c_char(b"A"), ctypes.c_char(b"L"), _int(n), a, _int(max(1, n)),
-                        zero, zero, _int(1), _int(n), zero, found, w, z, _int(1), isuppz, work, _int(lwork), iwork,
-                        _int(liwork), info)))
+        run(*map(_ref, (ctypes.c_char(b"V" if vectors else b"N"), ctypes.c_char(b"A"), ctypes.c_char(b"L"), _int(n),
+                        a, _int(max(1, n)), zero, zero, _int(1), _int(n), zero, found, w, z, _int(max(1, z.shape[0])),
+                        isuppz, work, _int(lwork), iwork, _int(liwork), info)))
 
     work, iwork = np.zeros(1, dtype), np.zeros(1, np.int32)
     call(work, -1, iwork, -1)  # the workspace query
@@ -84,7 +96,7 @@ def eigvalsh(G: np.ndarray) -> np.ndarray:
     call(np.zeros(lwork, dtype), lwork, np.zeros(liwork, np.int32), liwork)
     if info.value:
         raise np.linalg.LinAlgError(f"?syevr: internal error (info {info.value})")
-    return w
+    return w, z if vectors else None
 
 
 def svdvals(W: np.ndarray) -> np.ndarray:

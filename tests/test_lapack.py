@@ -27,6 +27,16 @@ def test_eigenvalues_and_singular_values_are_scipys_bit_for_bit(shape, dtype):
     assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [0, 1, 5, 120])
+def test_eigenvectors_are_scipys_bit_for_bit(n, dtype):
+    # (the localisation metrics' eigenvectors: ?syevr with vectors, as scipy.linalg.eigh(G) calls it)
+    W = np.random.default_rng(n).standard_t(3, (n + 30, n)).astype(dtype)
+    G = W.T @ W
+    (w, V), (w0, V0) = lapack.eigh(G.copy()), scipy.linalg.eigh(G, check_finite=False)
+    assert w.dtype == w0.dtype and V.dtype == V0.dtype and np.array_equal(w, w0) and np.array_equal(V, V0)
+
+
 def test_a_strided_matrix_is_read_as_its_values():
     W = np.random.default_rng(1).standard_normal((90, 140))
     view = W[::2, ::-3]  # neither C- nor F-contiguous

@@ -25,7 +25,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-import scipy.linalg
+
+from ..lapack import eigh
 
 __all__ = ["localization", "localized_spike", "vector_entropy", "ENTROPY_BINS", "LOCALIZATION_COLUMNS",
            "LOCALIZED_SHARE", "LOCALIZED_TOP"]
@@ -47,7 +48,7 @@ def localization(matrices: Sequence[np.ndarray], num_tail: int, scale: float = 1
     for W in matrices:
         A = np.asarray(W, dtype=np.float64)
         G = A @ A.T if A.shape[0] < A.shape[1] else A.T @ A  # (a square one's X = WᵀW: its input side)
-        ev, V = scipy.linalg.eigh(G, overwrite_a=True, check_finite=False)
+        ev, V = eigh(G.T)  # (G.T: numpy's Gram is exactly symmetric, solved in place; Python's lock released)
         evals.append(ev * scale)
         pr.append(participation_ratio(V, axis=0))
         lr.append(np.sum(np.abs(V), axis=0) / np.max(np.abs(V), axis=0))
