@@ -826,14 +826,11 @@ def in_threads(layers: list[LayerMatrices], work: Callable[[LayerMatrices], Any]
     with _ANALYSIS_LOCK:
         if small:  # with workers = 1 one at a time, still with a single-threaded BLAS (spinning BLAS threads made
             # --workers 1 ten times slower on a loaded 2-core machine)
-            tiny = threading.Lock()  # held by the one tiny row running, beside larger ones, where Python has its lock
-
-            def guarded(lm: LayerMatrices) -> Any:
-                with tiny if _GIL and _tiny(lm) else contextlib.nullcontext():
-                    return work(lm)
-
-            n = min(workers or _usable_cpus(), len(small))
-            for i, row in zip(small, _in_threads([layers[i] for i in small], guarded, n, bar)):
+            tiny = [layers[i] for i in small if _GIL and _tiny(layers[i])]
+            turns = _Turns(tiny)
+            n = 1 if len(tiny) == len(small) else min(workers or _usable_cpus(), len(small))  # (no hand-offs)
+            for i, row in zip(small, _in_threads([layers[i] for i in small], functools.partial(turns.run, work), n,
+                                                 bar, turns.abandon)):
                 out[i] = row
         for i in (i for i, x in enumerate(light) if not x):
             out[i] = work(layers[i])
@@ -857,8 +854,41 @@ def _light(lm: LayerMatrices) -> bool:
     return lm.M <= THREADED_MAX_M or lm.kind == "lora"
 
 
-def _in_threads(layers: list[LayerMatrices], work: Callable[[LayerMatrices], Any], workers: int, bar) -> list[Any]:
-    """``work`` on ``workers`` rows at a time, each with a single-threaded BLAS.
+class _Turns:
+    """The tiny rows (:func:`_tiny`) one at a time and in their order, beside the others: :func:`in_threads`."""
+
+    def __init__(self, rows: list[LayerMatrices]) -> None:
+        self._turn = {id(lm): k for k, lm in enumerate(rows)}
+        self._next = 0
+        self._abandoned = False
+        self._changed = threading.Condition()
+
+    def run(self, work: Callable[[LayerMatrices], Any], lm: LayerMatrices) -> Any:
+        k = self._turn.get(id(lm))
+        if k is None:
+            return work(lm)
+        with self._changed:
+            self._changed.wait_for(lambda: self._next == k or self._abandoned)
+            if self._abandoned:  # (a row before it was cancelled, and will never end its turn)
+                raise RuntimeError("analysis interrupted")
+        try:
+            return work(lm)
+        finally:
+            with self._changed:
+                self._next += 1
+                self._changed.notify_all()
+
+    def abandon(self) -> None:
+        """Release every row waiting for its turn (Ctrl-C: the rows not started are cancelled)."""
+        with self._changed:
+            self._abandoned = True
+            self._changed.notify_all()
+
+
+def _in_threads(layers: list[LayerMatrices], work: Callable[[LayerMatrices], Any], workers: int, bar,
+                on_abort: Callable[[], None] = lambda: None) -> list[Any]:
+    """``work`` on ``workers`` rows at a time, each with a single-threaded BLAS; ``on_abort`` after the rows not
+    started are cancelled (Ctrl-C).
 
     numpy and LAPACK release the GIL, and for the matrix sizes of real layers several single-threaded
     eigensolvers side by side beat one multi-threaded solver (the tridiagonal reduction scales poorly
@@ -875,6 +905,7 @@ def _in_threads(layers: list[LayerMatrices], work: Callable[[LayerMatrices], Any
         except BaseException:  # Ctrl-C: drop the layers not started (the running ones cannot be stopped)
             for f in futures:
                 f.cancel()
+            on_abort()
             raise
 
 

@@ -505,9 +505,12 @@ def test_tiny_layers_run_one_at_a_time_and_others_side_by_side(monkeypatch, gil)
     monkeypatch.setattr(a, "_GIL", gil)
     lock, active, most = threading.Lock(), {"t": 0, "b": 0}, {"t": 0, "b": 0, "both": 0}
 
+    started = []
+
     def work(lm):
         group = lm.name[0]
         with lock:
+            started.append(lm.name)
             active[group] += 1
             most[group] = max(most[group], active[group])
             most["both"] = max(most["both"], active["t"] + active["b"])
@@ -528,7 +531,45 @@ def test_tiny_layers_run_one_at_a_time_and_others_side_by_side(monkeypatch, gil)
     mixed = [x for pair in zip(tiny, big) for x in pair]
     assert a.in_threads(mixed, work, workers=2) == [lm.name for lm in mixed]
     assert most["both"] == 2 and (most["t"] == 1 or not gil)  # a tiny row beside a larger one
+    started.clear()
+    a.in_threads(tiny[::-1] + big, work, workers=2)
+    assert [n for n in started if n[0] == "t"] == [lm.name for lm in tiny[::-1]] or not gil  # in their order
     assert not a._tiny(row("c", 96, 96, 10)) and not a._tiny(dataclasses.replace(row("l", 64, 32), kind="lora"))
+
+
+def test_a_tiny_row_waiting_for_its_turn_is_released_on_ctrl_c():
+    """A tiny row waits for the one before it; if that one was cancelled (Ctrl-C: the rows not started are dropped),
+    its turn never ends: the waiting row is released, and the pool can shut down."""
+    import threading
+
+    from htsr.matrices import LayerMatrices
+
+    a = sys.modules["htsr.analyze"]
+    r0, r1 = (LayerMatrices(f"t{i}", "dense", (8, 4), 8, 4, 1, 1.0, lambda: []) for i in range(2))
+    turns, outcome = a._Turns([r0, r1]), []
+
+    def second():
+        try:
+            turns.run(lambda lm: lm.name, r1)
+        except RuntimeError as e:
+            outcome.append(e)
+
+    waiting = threading.Thread(target=second)
+    waiting.start()
+    waiting.join(0.1)
+    assert waiting.is_alive()  # r0 has not had its turn
+    turns.abandon()
+    waiting.join(5)
+    assert not waiting.is_alive() and len(outcome) == 1
+
+    def interrupted(lm):
+        if lm.name == "t0":
+            raise KeyboardInterrupt
+        return lm.name
+
+    rows = [LayerMatrices(f"t{i}", "dense", (8, 4), 8, 4, 1, 1.0, lambda: []) for i in range(6)]
+    with pytest.raises(KeyboardInterrupt):  # (and returns: no row left waiting)
+        a.in_threads(rows, interrupted, workers=2)
 
 
 def test_analyses_in_user_threads_restore_blas_threads_and_give_the_serial_rows():
