@@ -1,4 +1,4 @@
-"""Eigenvalues and singular values from LAPACK with Python's lock released.
+"""Eigenvalues, eigenvectors and singular values from LAPACK with Python's lock released.
 
 ``scipy.linalg.eigh`` and ``scipy.linalg.svd`` hold the lock while LAPACK runs (their wrappers are not declared
 thread-safe), so two of the analysis's threads (:func:`htsr.analyze.in_threads`) solved one after the other: on
@@ -6,8 +6,8 @@ thread-safe), so two of the analysis's threads (:func:`htsr.analyze.in_threads`)
 ``scipy.linalg.cython_lapack``'s function pointers, by ctypes, which releases the lock for the call, give ×1.8.
 Same routine, same arguments, same workspace as scipy's calls: the same numbers, bit for bit (tests/test_lapack.py).
 
-Where the pointers are missing or their C signature is not the one expected (another scipy), scipy's own
-functions are used.
+Where the pointers are missing or their C signature is not the one expected (another scipy: 64-bit integers),
+scipy's own functions are used.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import re
+from typing import Any
 
 import numpy as np
 import scipy.linalg
@@ -33,28 +34,28 @@ def _routine(name: str):
         from scipy.linalg import cython_lapack
 
         capsule = cython_lapack.__pyx_capi__[name]
-        api = ctypes.pythonapi
-        api.PyCapsule_GetName.restype = ctypes.c_char_p
-        api.PyCapsule_GetName.argtypes = [ctypes.py_object]
-        api.PyCapsule_GetPointer.restype = ctypes.c_void_p
-        api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-        signature = api.PyCapsule_GetName(capsule)
+        # (prototypes of our own: setting ctypes.pythonapi's would change them for every other user)
+        get_name = ctypes.PYFUNCTYPE(ctypes.c_char_p, ctypes.py_object)(("PyCapsule_GetName", ctypes.pythonapi))
+        get_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+            ("PyCapsule_GetPointer", ctypes.pythonapi))
+        signature = get_name(capsule)
         args = re.fullmatch(r"void \((.*)\)", signature.decode())
         kinds = [_KIND.get(re.sub(r"^__pyx_t_\w*cython_lapack_", "", a.strip()).rstrip(" *"))
                  for a in args.group(1).split(",")] if args else []
         if " ".join(map(str, kinds)) != _SIGNATURES[name[1:]]:
             return None
-        pointer = api.PyCapsule_GetPointer(capsule, signature)
+        pointer = get_pointer(capsule, signature)
     except Exception:  # (no cython_lapack, no such routine: scipy's wrappers then)
         return None
+    # (a CFUNCTYPE function releases Python's lock for the call; every argument is a pointer)
     return ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * len(kinds))(pointer)
 
 
-def _int(value: int = 0) -> ctypes.c_int:
-    return ctypes.c_int(value)
+_int, _char = ctypes.c_int, lambda c: ctypes.c_char(c.encode())
 
 
-def _ref(x) -> int | ctypes._CArgObject:
+def _ref(x: Any) -> Any:
+    """The pointer LAPACK takes: an array's data, or a ctypes scalar's address."""
     return x.ctypes.data if isinstance(x, np.ndarray) else ctypes.byref(x)
 
 
@@ -69,10 +70,12 @@ def eigvalsh(G: np.ndarray) -> np.ndarray:
 def eigh(G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(ascending eigenvalues, unit eigenvectors as columns) of ``G``, as ``scipy.linalg.eigh(G)``; otherwise as
     :func:`eigvalsh`."""
-    return _syevr(G, True)
+    w, V = _syevr(G, True)
+    assert V is not None
+    return w, V
 
 
-def _syevr(G: np.ndarray, vectors: bool) -> tuple[np.ndarray, np.ndarray]:
+def _syevr(G: np.ndarray, vectors: bool) -> tuple[np.ndarray, np.ndarray | None]:
     dtype = np.dtype(G.dtype)
     run = _routine({"float32": "ssyevr", "float64": "dsyevr"}.get(dtype.name, ""))
     if run is None or G.ndim != 2 or G.shape[0] != G.shape[1]:
@@ -86,9 +89,9 @@ def _syevr(G: np.ndarray, vectors: bool) -> tuple[np.ndarray, np.ndarray]:
     zero = np.zeros(1, dtype)
 
     def call(work: np.ndarray, lwork: int, iwork: np.ndarray, liwork: int) -> None:
-        run(*map(_ref, (ctypes.c_char(b"V" if vectors else b"N"), ctypes.c_char(b"A"), ctypes.c_char(b"L"), _int(n),
-                        a, _int(max(1, n)), zero, zero, _int(1), _int(n), zero, found, w, z, _int(max(1, z.shape[0])),
-                        isuppz, work, _int(lwork), iwork, _int(liwork), info)))
+        run(*map(_ref, (_char("V" if vectors else "N"), _char("A"), _char("L"), _int(n), a, _int(max(1, n)),
+                        zero, zero, _int(1), _int(n), zero, found, w, z, _int(max(1, z.shape[0])), isuppz,
+                        work, _int(lwork), iwork, _int(liwork), info)))
 
     work, iwork = np.zeros(1, dtype), np.zeros(1, np.int32)
     call(work, -1, iwork, -1)  # the workspace query
@@ -112,8 +115,8 @@ def svdvals(W: np.ndarray) -> np.ndarray:
     iwork, info = np.zeros(8 * min(rows, cols), np.int32), _int()
 
     def call(work: np.ndarray, lwork: int) -> None:
-        run(*map(_ref, (ctypes.c_char(b"N"), _int(rows), _int(cols), a, _int(max(1, rows)), s, u, _int(1), vt,
-                        _int(1), work, _int(lwork), iwork, info)))
+        run(*map(_ref, (_char("N"), _int(rows), _int(cols), a, _int(max(1, rows)), s, u, _int(1), vt, _int(1),
+                        work, _int(lwork), iwork, info)))
 
     work = np.zeros(1, dtype)
     call(work, -1)
