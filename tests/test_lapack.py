@@ -45,6 +45,14 @@ def test_a_strided_matrix_is_read_as_its_values():
     assert np.array_equal(lapack.eigvalsh(G), scipy.linalg.eigh(np.ascontiguousarray(G), eigvals_only=True))
 
 
+def test_only_the_lower_triangle_is_read_as_by_scipy():
+    # (the matrix LAPACK sees is the column-major copy of the C-ordered one: its lower triangle is G's own)
+    G = np.random.default_rng(7).standard_normal((50, 50))
+    expected = scipy.linalg.eigh(G, eigvals_only=True)
+    assert np.array_equal(lapack.eigvalsh(G.copy()), expected)
+    assert not np.allclose(expected, scipy.linalg.eigh(G.T, eigvals_only=True))  # (the upper one differs)
+
+
 def test_known_spectrum():
     # Q·diag(d)·Qᵀ: eigenvalues d; float64 rounding, ~1e-15 relative
     rng = np.random.default_rng(2)
