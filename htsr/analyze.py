@@ -814,9 +814,9 @@ def in_threads(layers: list[LayerMatrices], work: Callable[[LayerMatrices], Any]
                bar=None) -> list[Any]:
     """``work(lm)`` for every row, in order: matrices up to :data:`THREADED_MAX_M` side by side (single-threaded
     BLAS each), larger ones one at a time with every BLAS thread; tiny ones (:data:`TINY_WORK`) one at a time,
-    beside the others. Side by side against one at a time on a 2-thread BLAS, on 2 cores: ×2.2 for 4096 × 1024, ×1.6 for
-    2048 × 2048, ×1.2 for 3072 × 3072 and 11008 × 4096 (the eigensolvers release Python's lock: :mod:`htsr.lapack`).
-    An adapter's update from its factors is small whatever its sides: O((out + in)·r²) work, on thin
+    beside the others. Side by side against one at a time on a 2-thread BLAS, on 2 cores: ×2.2 for 4096 × 1024,
+    ×1.6 for 2048 × 2048, ×1.2 for 3072 × 3072 and 11008 × 4096 (the eigensolvers release Python's lock:
+    :mod:`htsr.lapack`). An adapter's update from its factors is small whatever its sides: O((out + in)·r²) work, on thin
     matrices that threaded BLAS slows down (a rank-16 4096 x 4096 LoRA: 0.8 ms on one thread, up to 170 ms on
     two of a loaded machine). ``workers``: at most so many at a time (None: every usable CPU). Analyses in several
     threads take turns here (_ANALYSIS_LOCK)."""
