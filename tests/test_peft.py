@@ -1638,3 +1638,120 @@ def test_target_parameters_on_stacks_stored_in_by_out_merge_as_peft_does(tmp_pat
             w = merged[f"layers.{i}.experts.gate_up_proj"][e]
             # float32 factors and merge against peft's float32 sum: 1e-5 relative
             assert row.status == "ok" and row.lambda_max == pytest.approx(np.linalg.norm(w, 2) ** 2, rel=1e-5)
+
+
+# round 13 of mutation testing (io/peft.py): survivors' known answers
+
+def test_square_layer_layout_is_told_by_the_other_layers_not_the_config_flag(tmp_path):
+    """[P07] The config says fan_in_fan_out false, but the base's non-square c_attn is stored in x out (HF Conv1D):
+    the square c_proj's update is added transposed, as the module docstring says (the flag loses to the shapes)."""
+    rng = np.random.default_rng(7)
+    t = {"base_model.model.h.c_attn.lora_A.weight": rng.standard_normal((4, 16)).astype(np.float32),  # in 16
+         "base_model.model.h.c_attn.lora_B.weight": rng.standard_normal((48, 4)).astype(np.float32),  # out 48
+         "base_model.model.h.c_proj.lora_A.weight": rng.standard_normal((4, 16)).astype(np.float32),
+         "base_model.model.h.c_proj.lora_B.weight": rng.standard_normal((16, 4)).astype(np.float32)}
+    W_attn = rng.standard_normal((16, 48)).astype(np.float32)  # in x out: the layout HF Conv1D stores
+    W_proj = rng.standard_normal((16, 16)).astype(np.float32)
+    f = _write_adapter(tmp_path / "a", t, fan_in_fan_out=False)
+    rows = {r.name: r for r in _open_rows(f, {"h.c_attn.weight": W_attn, "h.c_proj.weight": W_proj})}
+    D = 2.0 * (t["base_model.model.h.c_proj.lora_B.weight"] @ t["base_model.model.h.c_proj.lora_A.weight"])
+    np.testing.assert_allclose(rows["h.c_proj#merged"].load(), W_proj + D.T, rtol=1e-6, atol=1e-6)
+
+
+def _open_rows(folder, base):
+    from htsr.io.peft import PeftAdapter
+    from htsr.io.torch import TorchStateDict
+
+    return list(PeftAdapter(folder).with_base(TorchStateDict({k: torch.as_tensor(v) for k, v in base.items()})))
+
+
+def test_an_embedding_update_row_is_vocab_by_dim_like_its_base(tmp_path):
+    """[P09] lora_embedding_A is r x vocab and lora_embedding_B dim x r: the #delta row is vocab x dim, the
+    embedding's own shape (its #base row's), with and without a base."""
+    rng = np.random.default_rng(9)
+    t = {"base_model.model.emb.lora_embedding_A": rng.standard_normal((4, 120)).astype(np.float32),
+         "base_model.model.emb.lora_embedding_B": rng.standard_normal((32, 4)).astype(np.float32)}
+    f = _write_adapter(tmp_path / "a", t, target_modules=["emb"])
+    rows = _rows(htsr.analyze(f, base={"emb.weight": rng.standard_normal((120, 32)).astype(np.float32)}, min_evals=2))
+    assert rows["emb#base"][0].shape == "120x32"
+    assert rows["emb#delta"][0].shape == "120x32"
+    assert rows["emb#merged"][0].shape == "120x32"
+
+
+def _square_experts(tmp_path, E=3, n=12, r=2):
+    rng = np.random.default_rng(19)
+    t = {"base_model.model.mlp.experts.lora_A.weight": rng.standard_normal((r * E, n)).astype(np.float32),
+         "base_model.model.mlp.experts.lora_B.weight": rng.standard_normal((n, r * E)).astype(np.float32)}
+    f = _write_adapter(tmp_path / "sq", t, r=r, lora_alpha=2 * r, target_modules=[],
+                       target_parameters=["experts.down_proj"])
+    return f, {"mlp.experts.down_proj": rng.standard_normal((E, n, n)).astype(np.float32)}
+
+
+def test_square_experts_are_not_merged_as_their_layout_is_not_saved(tmp_path):
+    """[P19] Experts of n x n: [E, out, in] and [E, in, out] look alike and peft's is_transposed is not in the
+    adapter, so the #merged row is skipped, saying why (it had been merged as [E, out, in])."""
+    f, base = _square_experts(tmp_path)
+    rows = _rows(htsr.analyze(f, base=base, min_evals=2))
+    for e in range(3):
+        assert rows[f"mlp.experts.down_proj#base[{e}]"][0].status == "ok"
+        assert rows[f"mlp.experts.down_proj#merged[{e}]"][0].status.startswith("skipped: square experts (12 x 12)")
+
+
+@pytest.mark.parametrize("variant", ["use_qalora", "use_bdlora", "kasa_config", "monteclora_config", "arrow_config"])
+def test_every_lora_variant_whose_update_is_not_scale_b_a_is_refused(tmp_path, variant):
+    """[P26] QA-LoRA's A is r x (in / group size), applied to pooled inputs: its B·A is not ΔW (nor of W's shape).
+    Each variant in _VARIANTS is refused by name, not only the two a test had covered."""
+    rng = np.random.default_rng(26)
+    t = {"base_model.model.fc.lora_A.weight": rng.standard_normal((4, 8)).astype(np.float32),
+         "base_model.model.fc.lora_B.weight": rng.standard_normal((40, 4)).astype(np.float32)}
+    value = True if variant.startswith("use_") else {"x": 1}
+    f = _write_adapter(tmp_path / "v", t, **{variant: value})
+    with pytest.raises(SourceError, match=f"{variant} is set: a LoRA variant whose update is not scale·B·A"):
+        htsr.analyze(f)
+
+
+@pytest.mark.parametrize("init", ["olora", "corda", "lora_ga", "loftq", "pissa_niter_4"])
+def test_every_initialisation_that_moves_part_of_w_into_the_factors_has_no_delta(tmp_path, init):
+    """[P27] PiSSA, OLoRA, CorDA, LoRA-GA and LoftQ (peft's init_lora_weights) start from factors holding part of
+    W: the #delta row is skipped naming it, and the merge too (only 'pissa' had a test)."""
+    rng = np.random.default_rng(27)
+    t = {"base_model.model.fc.lora_A.weight": rng.standard_normal((4, 30)).astype(np.float32),
+         "base_model.model.fc.lora_B.weight": rng.standard_normal((40, 4)).astype(np.float32)}
+    f = _write_adapter(tmp_path / "i", t, init_lora_weights=init)
+    rows = _rows(htsr.analyze(f, base={"fc.weight": rng.standard_normal((40, 30)).astype(np.float32)}, min_evals=2))
+    assert rows["fc#delta"][0].status.startswith(f"skipped: init_lora_weights '{init}': the factors hold the part of W")
+    assert rows["fc#merged"][0].status.startswith(f"skipped: init_lora_weights '{init}': the model runs")
+
+
+def test_a_square_base_tensor_of_another_layer_is_no_base_of_a_non_square_update(tmp_path):
+    """[P28] The update is 40 x 30; a base fc.weight of 40 x 40 (another layer's) is no base of it: both rows
+    skipped with the shapes said (it had been analysed as fc's W, beside a merge that failed)."""
+    rng = np.random.default_rng(28)
+    t = {"base_model.model.fc.lora_A.weight": rng.standard_normal((4, 30)).astype(np.float32),
+         "base_model.model.fc.lora_B.weight": rng.standard_normal((40, 4)).astype(np.float32)}
+    f = _write_adapter(tmp_path / "s", t)
+    for W in (rng.standard_normal((40, 40)), rng.standard_normal((30, 30))):
+        rows = _rows(htsr.analyze(f, base={"fc.weight": W.astype(np.float32)}, min_evals=2))
+        for tag in ("base", "merged"):
+            assert rows[f"fc#{tag}"][0].status == (
+                f"skipped: the base tensor fc.weight is {W.shape[0]}x{W.shape[1]}, not the update's 40x30: another "
+                "layer's, no base of this one"), tag
+
+
+def test_a_kohya_alpha_of_several_values_gives_no_scale(tmp_path):
+    """[P30] kohya-ss stores one alpha per module; an alpha tensor of two values is no scale: the row is skipped
+    saying so (it had taken the first value, 8 / 4 = 2)."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(30)
+    m = "lora_unet_down_blocks_0_proj_in"
+    A, B = rng.standard_normal((4, 16)).astype(np.float32), rng.standard_normal((24, 4)).astype(np.float32)
+    save_file({f"{m}.lora_down.weight": A, f"{m}.lora_up.weight": B,
+               f"{m}.alpha": np.array([8.0, 8.0], np.float32)}, str(tmp_path / "two.safetensors"))
+    save_file({f"{m}.lora_down.weight": A, f"{m}.lora_up.weight": B,
+               f"{m}.alpha": np.array(8.0, np.float32)}, str(tmp_path / "one.safetensors"))
+    one = _rows(htsr.analyze(tmp_path / "one.safetensors", min_evals=2))[f"{m}#delta"][0]
+    assert one.status == "ok" and one.lambda_max == pytest.approx(
+        np.linalg.norm(2.0 * B.astype(np.float64) @ A, 2) ** 2, rel=1e-5)
+    two = _rows(htsr.analyze(tmp_path / "two.safetensors", min_evals=2))[f"{m}#delta"][0]
+    assert two.status.startswith("skipped: no scale") and math.isnan(two.lambda_max)

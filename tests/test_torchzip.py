@@ -1344,3 +1344,124 @@ def test_an_archives_byteorder_member_is_read_no_further_than_its_word(tmp_path,
     with pytest.raises(SourceError) as e:
         TorchZipFile(path)
     assert str(e.value) == f"{path}: {says}; re-save the model on a little-endian machine"
+
+
+# round 13 of mutation testing (io/torchzip.py): survivors' known answers
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_signed_and_unsigned_integer_storages_keep_their_values(tmp_path, legacy):
+    """[T01, T02] CharStorage is int8 and ShortStorage int16 (read as uint8 / uint16, -1 became 255 / 65535):
+    every integer dtype equals torch's values, zip and legacy."""
+    t = {"i8": torch.tensor([[-128, -1], [0, 127]], dtype=torch.int8),
+         "u8": torch.tensor([[0, 1], [128, 255]], dtype=torch.uint8),
+         "i16": torch.tensor([[-32768, -2], [3, 32767]], dtype=torch.int16),
+         "i32": torch.tensor([[-(2**31), -3], [4, 2**31 - 1]], dtype=torch.int32),
+         "i64": torch.tensor([[-(2**40), -4], [5, 2**40]], dtype=torch.int64)}
+    path = tmp_path / "ints.pt"
+    torch.save(t, str(path), _use_new_zipfile_serialization=not legacy)
+    refs = {r.name: r for r in (TorchLegacyFile if legacy else TorchZipFile)(path).refs()}
+    for k, v in t.items():
+        assert refs[k].dtype == str(v.dtype).removeprefix("torch."), k
+        np.testing.assert_array_equal(np.asarray(refs[k].load(), np.float64), v.double().numpy(), err_msg=k)
+
+
+def test_negative_strides_are_refused_when_the_tensor_is_rebuilt(tmp_path):
+    """[T07] torch never saves a negative stride; a pickle that claims one (here (-10000, 10000) over a storage of
+    10001 values) would read 40 kB before the storage: refused when rebuilt, naming shape and stride."""
+    K = 10_000
+    pid = (b"(" + _text("storage") + _glob("torch", "FloatStorage") + _text("0") + _text("cpu")
+           + _ints(K + 1)[1:-1] + b"tQ")
+    tensor = (_glob("torch._utils", "_rebuild_tensor_v2") + b"(" + pid + _ints(0)[1:-1] + _ints(2, 3) + _ints(-K, K)
+              + b"\x89" + _glob("collections", "OrderedDict") + b")R" + b"tR")
+    path = _zip_with(tmp_path / "neg.pt", b"\x80\x02}" + _text("w") + tensor + b"s.", {"0": bytes(4 * (K + 1))})
+    # (in a child process: a reader that took the stride would read unmapped memory, and may crash)
+    code = ("import sys\nfrom htsr.errors import SourceError\nfrom htsr.io.torchzip import TorchZipFile\n"
+            f"try:\n    [r.load() for r in TorchZipFile({str(path)!r}).refs()]\nexcept SourceError as e:\n"
+            "    print('REFUSED', e)\n    sys.exit(0)\nprint('READ')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("REFUSED"), (out.returncode, out.stdout, out.stderr[-300:])
+    assert "a tensor with shape (2, 3), stride (-10000, 10000)" in out.stdout
+
+
+def test_legacy_storage_views_are_refused(tmp_path, monkeypatch):
+    """[T09] A legacy storage record's sixth field is a view (key, offset, size) in files of PyTorch < 0.4;
+    read as the whole storage, the view's offset was lost: refused, saying why."""
+    monkeypatch.setitem(sys.modules, "torch", None)
+    raw = _LEGACY
+    i = raw.index(b"cpu", raw.index(b"storage"))
+    j = raw.index(b"Nt", i)  # the record's last field, None, then TUPLE
+    bad = raw[:j] + b"K\x00" + raw[j + 1:]  # a sixth field that is not None
+    with pytest.raises(SourceError, match="storage views"):
+        TorchLegacyFile(_write(tmp_path / "view.pt", bad))
+
+
+def test_a_storage_one_element_short_is_refused_when_opened(tmp_path):
+    """[T16] A storage one float32 short of what its 16 x 16 tensor reaches: refused at open, naming the tensor
+    (the load had read 4 bytes of whatever follows the member in the zip)."""
+    n = 16
+    pid = (b"(" + _text("storage") + _glob("torch", "FloatStorage") + _text("0") + _text("cpu")
+           + _ints(n * n)[1:-1] + b"tQ")
+    tensor = (_glob("torch._utils", "_rebuild_tensor_v2") + b"(" + pid + _ints(0)[1:-1] + _ints(n, n) + _ints(n, 1)
+              + b"\x89" + _glob("collections", "OrderedDict") + b")R" + b"tR")
+    path = _zip_with(tmp_path / "short.pt", b"\x80\x02}" + _text("w") + tensor + b"s.", {"0": bytes(4 * n * n - 4)})
+    with pytest.raises(SourceError, match=r"w \(shape \[16, 16\] needs 1024 bytes of storage 0, which holds 1020\)"):
+        TorchZipFile(path)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_an_expanded_view_of_two_values_over_one_is_skipped(tmp_path, legacy):
+    """[T22] The expanded-view rule has no slack: 2 values over 1 stored (shape (2, 1), stride (0, 1)) is a
+    skipped row like any other expand()."""
+    torch.save({"w": torch.randn(1, 1).expand(2, 1)}, str(tmp_path / "x.pt"), _use_new_zipfile_serialization=not legacy)
+    (ref,) = (TorchLegacyFile if legacy else TorchZipFile)(tmp_path / "x.pt").refs()
+    with pytest.raises(LayerSkipped, match="an expanded view: 2 values over 1"):
+        ref.load()
+
+
+def test_a_pt_lora_whose_alpha_is_a_python_int_is_scaled_by_it(tmp_path):
+    """[T25] kohya-ss's .pt LoRAs store alpha as a Python number: an int (alpha 8) as much as a float."""
+    torch.manual_seed(25)
+    A, B = torch.randn(4, 16), torch.randn(24, 4)
+    m = "lora_unet_proj_in"
+    torch.save({f"{m}.lora_down.weight": A, f"{m}.lora_up.weight": B, f"{m}.alpha": 8}, str(tmp_path / "l.pt"))
+    (row,) = htsr.analyze(tmp_path / "l.pt", min_evals=2).layers
+    want = np.linalg.norm(2.0 * (B.double() @ A.double()).numpy(), 2) ** 2  # alpha / r = 8 / 4
+    assert row.name == f"{m}#delta" and row.lambda_max == pytest.approx(want, rel=1e-5)
+
+
+class _ViewNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        fused = torch.randn(3 * 16, 16)
+        self.q = torch.nn.Linear(16, 16, bias=False)
+        self.k = torch.nn.Linear(16, 16, bias=False)
+        self.q.weight = torch.nn.Parameter(fused[:16])  # a view at offset 0
+        self.k.weight = torch.nn.Parameter(fused[16:32])  # a view at offset 256 of the same storage
+
+    def forward(self, x):
+        return self.k(self.q(x))
+
+
+def test_a_torch_export_archive_keeps_half_weights_and_storage_offsets(tmp_path, monkeypatch):
+    """[T26, T27] A .pt2 of float16 weights (serialized dtype 6) and of weights that are views at an offset into
+    one storage: every value equals the live module's."""
+    torch.manual_seed(27)
+    net = _ViewNet().eval()
+    for name, model, x in (("half", _ViewNet().half().eval(), torch.randn(2, 16).half()),
+                           ("view", net, torch.randn(2, 16))):
+        path = tmp_path / f"{name}.pt2"
+        torch.export.save(torch.export.export(model, (x,)), str(path))
+        want = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+        got = {r.name: r for r in TorchExportArchive(path).refs()}
+        assert got.keys() == want.keys(), name
+        for k in want:
+            assert got[k].dtype == ("float16" if name == "half" else "float32"), (name, k)
+            np.testing.assert_array_equal(np.asarray(got[k].load(), np.float32), want[k], err_msg=f"{name} {k}")
+
+
+def test_a_legacy_file_short_by_a_few_bytes_is_refused_when_opened(tmp_path, monkeypatch):
+    """[T31] Each storage's count and bytes are checked against the file's size when it is opened: a file missing
+    the last 4 bytes of its last storage is refused then, not when that tensor is loaded."""
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(SourceError, match="runs past the end of the file"):
+        TorchLegacyFile(_write(tmp_path / "cut.pt", _LEGACY[:-4]))
