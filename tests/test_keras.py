@@ -1917,3 +1917,61 @@ def test_an_h5py_older_than_the_floor_says_so_not_corrupt(tmp_path, monkeypatch)
         KerasFile(path)
     assert str(ei.value) == (f"reading {path} (h5py {h5py.__version__} is installed) needs the 'h5py>=3.11' "
                              "package: pip install 'htsr[keras]'")
+
+
+# round 14 of mutation testing (io/keras.py): survivors' known answers
+
+def _int8_dense_archive(tmp_path, dtype):
+    rng = np.random.default_rng(0)
+    q = rng.integers(-127, 128, size=(16, 24)).astype(np.int8)  # [in, units]
+    s = rng.uniform(50.0, 200.0, size=24).astype(np.float32)  # kernel_scale, one per unit
+    config = model("Sequential", "m", [layer("Dense", "d", units=24, dtype=dtype)])
+    path = write_keras(tmp_path / "q.keras", config, {"layers/dense/vars/0": q,
+                                                      "layers/dense/vars/1": np.zeros(24, np.float32),
+                                                      "layers/dense/vars/2": s})
+    return path, q, s
+
+
+def test_a_keras_3_2_int8_dense_whose_policy_is_a_string_is_dequantized(tmp_path):
+    """Keras 3.2-3.3 write an int8 layer's dtype policy as the string 'int8_from_float32': the mode is the part
+    before '_from_' (K07: the part after it, 'float32', made the layer a skipped 'int8 codes' row)."""
+    path, q, s = _int8_dense_archive(tmp_path, "int8_from_float32")
+    (ref,) = list(KerasFile(path))
+    assert (ref.name, ref.kind, ref.shape, ref.bits) == ("d", "dense", (24, 16), 8)
+    np.testing.assert_array_equal(ref.load(), (q.astype(np.float32) / s).T)
+
+
+def test_an_int8_dense_rows_share_their_scale_along_the_inputs(tmp_path):
+    """The quant_block of an int8 Dense [units, in] row is its length `in` (one kernel_scale per unit), so a
+    delta's rounding is measured per row (K09: shape[0] grouped `units` consecutive entries across rows)."""
+    from htsr.io.delta import rounding
+
+    path, q, s = _int8_dense_archive(tmp_path, {"module": "keras", "class_name": "QuantizedDTypePolicy",
+                                                "config": {"mode": "int8", "source_name": "float32"}})
+    (ref,) = list(KerasFile(path))
+    assert ref.quant_block == 16
+    W = ref.load()
+    step = (W.max(axis=1) - W.min(axis=1)).astype(np.float64) / 255  # each row's own range, in 255 steps
+    assert rounding(ref, W) == pytest.approx(np.sqrt(np.mean(step ** 2) / 12), rel=1e-12)
+
+
+def test_a_bare_weights_file_with_more_than_ten_dense_layers_reads_them_all_as_dense(tmp_path):
+    """Without a config, entry 'dense_10' is a Dense by its class counter like 'dense_1' (K13: a one-digit
+    counter rule read dense_10 as an unknown layer: 'dense_10.vars.0', kind None, kernel as stored [in, out])."""
+    tensors = {(f"layers/dense_{i}/vars/0" if i else "layers/dense/vars/0"): np.full((8, 6), i, np.float32)
+               for i in range(12)}
+    write_weights_h5(tmp_path / "m.weights.h5", tensors)
+    refs = {r.name: r for r in KerasFile(tmp_path / "m.weights.h5")}
+    assert set(refs) == {"dense"} | {f"dense_{i}" for i in range(1, 12)}
+    assert all(r.kind == "dense" and r.shape == (6, 8) for r in refs.values())
+
+
+def test_a_weights_only_keras2_kernel_of_htsrs_largest_conv_size_is_a_conv(tmp_path):
+    """A 3-D kernel of MAX_CONV_KERNEL (32) taps is still a Conv1D without a config (K24: `<` made the limit
+    exclusive and listed it as a kernel of no class)."""
+    rng = np.random.default_rng(0)
+    k = rng.standard_normal((32, 16, 8)).astype("f4")
+    path = write_legacy(tmp_path / "w.h5", {"c": [("c/kernel:0", k)]}, None, weights_only=True)
+    (ref,) = list(KerasFile(path))
+    assert (ref.name, ref.kind, ref.shape) == ("c", "conv1d", (8, 16, 32))
+    np.testing.assert_array_equal(ref.load(), k.transpose(2, 1, 0))

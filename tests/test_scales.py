@@ -1212,3 +1212,32 @@ def test_an_mlx_config_without_group_size_means_groups_of_64(tmp_path, bits):
     (ref,) = open_source(folder)
     assert (ref.name, ref.shape, ref.bits, ref.quant_block) == ("q.weight", (96, 256), bits, 64)
     np.testing.assert_allclose(ref.load(), want, rtol=1e-6, atol=1e-7)  # float32 multiply-add vs product + sum
+
+
+# round 14 of mutation testing (io/scales.py): survivors' known answers
+
+def test_a_grid_of_256_row_blocks_is_not_read_as_128_row_blocks(tmp_path):
+    """300 rows in 2 row blocks are blocks of 256 (128-row blocks would need 3): ⌈300/128⌉ = 3 ≠ 2 (S01: ⌊300/128⌋
+    = 2 picked 128 and indexed a third block row that does not exist)."""
+    rng = np.random.default_rng(0)
+    q = rng.integers(-127, 128, size=(300, 512)).astype(np.int8)
+    s = rng.uniform(0.001, 0.01, size=(2, 2)).astype(np.float32)
+    path = _save(tmp_path / "b.safetensors", {"l.weight": q, "l.weight_scale": s})
+    (ref,) = open_source(path)
+    expected = q.astype(np.float32) * s[np.arange(300) // 256][:, np.arange(512) // 256]
+    np.testing.assert_array_equal(ref.load(), expected)
+
+
+def test_asymmetric_uint8_weights_subtract_their_zero_point(tmp_path):
+    """A uint8 weight beside a scale AND a zero point is asymmetric 8-bit codes, W = (q − z)·s (S26: every uint8
+    weight with a scale was taken for packed FP4 and skipped); without the zero point it is FP4 (skipped)."""
+    rng = np.random.default_rng(3)
+    q = rng.integers(0, 256, size=(96, 64)).astype(np.uint8)
+    s = rng.uniform(0.001, 0.01, size=(96, 1)).astype(np.float32)
+    z = rng.integers(100, 156, size=(96, 1)).astype(np.uint8)
+    path = _save(tmp_path / "u8.safetensors", {"l.weight": q, "l.weight_scale": s, "l.weight_zero_point": z})
+    (ref,) = open_source(path)
+    assert (ref.name, ref.dtype, ref.bits) == ("l.weight", "float32", 8)
+    np.testing.assert_array_equal(ref.load(), (q.astype(np.float32) - z) * s)
+    r = htsr.analyze(path, min_evals=2)
+    assert [(x.name, x.status) for x in r.layers] == [("l", "ok")]
