@@ -40,6 +40,11 @@ def pareto_with_bulk(n: int, alpha: float, tail_fraction: float = 0.25, seed: in
     return np.concatenate([bulk, tail])
 
 
+def normal32(*shape: int, seed: int = 0) -> np.ndarray:
+    """Seeded standard-normal weights of ``shape``, float32."""
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
 def matrix_with_singular_values(s: np.ndarray, rows: int, cols: int, seed: int = 0) -> np.ndarray:
     """W = U diag(s) Vᵀ with random orthonormal U, V (so the ESD of W is exactly s²)."""
     rng = np.random.default_rng(seed)

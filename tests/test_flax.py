@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import normal32 as _f32
 from conftest import one_line_source_error as _one_line_source_error
 from conftest import missing_extra_error
 
@@ -89,10 +90,6 @@ def write(path: Path, tree: dict, **kw) -> Path:
 
 def _rng(seed: int = 0) -> np.random.Generator:
     return np.random.default_rng(seed)
-
-
-def _f32(*shape: int, seed: int = 0) -> np.ndarray:
-    return _rng(seed).standard_normal(shape).astype(np.float32)
 
 
 def _sv(a: np.ndarray) -> np.ndarray:

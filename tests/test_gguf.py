@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import normal32
 from conftest import one_line_source_error as _one_line_source_error
 from conftest import missing_extra_error
 from hypothesis import HealthCheck, given, settings
@@ -1166,14 +1167,10 @@ def test_integer_tensors_keep_their_stored_dtype(tmp_path, dtype):
 
 # --- known answers from mutation round 12 ----------------------------------------------------------
 
-def _gen32(seed: int, *shape) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-
 def test_big_endian_f32_loads_as_native_float32(tmp_path):
     """The module docstring says every loader returns a float32 array; a big-endian file's F32 tensor came
     back '>f4' (torch.from_numpy refuses it; np.dtype('>f4') != np.float32)."""
-    a = _gen32(13, 64, 256)
+    a = normal32(64, 256, seed=13)
     path = write_gguf(tmp_path / "be.gguf", {"blk.0.attn_q.weight": (a, Q.F32)})
     subprocess.run([sys.executable, "-m", "gguf.scripts.gguf_convert_endian", str(path), "big"], input=b"YES\n",
                    check=True, capture_output=True)
@@ -1186,7 +1183,7 @@ def test_big_endian_f32_loads_as_native_float32(tmp_path):
 def test_a_rank_1_lora_of_a_one_expert_stack_is_an_update(tmp_path):
     """Factors [1, 1, in] and [1, out, 1] (one expert, rank 1) have one axis longer than 1, as a vector has,
     but are LoRA factors: one row ΔW = s·B·A, not two vectors listed."""
-    a, b = _gen32(14, 1, 1, 64), _gen32(15, 1, 80, 1)
+    a, b = normal32(1, 1, 64, seed=14), normal32(1, 80, 1, seed=15)
     path = _write_adapter(tmp_path / "a.gguf", {"blk.0.ffn_up_exps.weight.lora_a": a,
                                                 "blk.0.ffn_up_exps.weight.lora_b": b}, 1.0)
     rows = {r.name: r for r in GGUFFile(path)}
@@ -1210,7 +1207,7 @@ def test_a_tied_head_of_another_type_with_the_same_bytes_is_not_tied(tmp_path):
     """token_embd F16 and output BF16 with identical bytes are different matrices: no shared storage key."""
     import gguf.quants as gq
 
-    x = _gen32(17, 32, 64)
+    x = normal32(32, 64, seed=17)
     raw = x.astype(np.float16).view(np.uint8)
     path = tmp_path / "t.gguf"
     w = gguf.GGUFWriter(str(path), "llama")

@@ -19,6 +19,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 from conftest import ReduceGadget, SetstateGadget
+from conftest import normal32
 from conftest import one_line_source_error as _one_line_source_error
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -2893,10 +2894,6 @@ def test_head_split_projection_matrix_is_the_declared_orientation(proj):
 
 # --- safetensors: known answers from mutation round 12 ------------------------------------------------
 
-def _st_f32(seed: int, *shape) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-
 def _st(path: Path, tensors: dict[str, tuple[str, np.ndarray]], meta: dict | None = None) -> Path:
     """:func:`_safetensors_bytes` of arrays, written to ``path``."""
     path.write_bytes(_safetensors_bytes({n: (dt, list(a.shape), a.tobytes()) for n, (dt, a) in tensors.items()}, meta))
@@ -2917,7 +2914,7 @@ def test_a_header_that_fills_the_file_is_a_safetensors_file(tmp_path):
 def test_a_header_length_a_few_bytes_short_of_the_file_is_called_truncated(tmp_path):
     """A header length that leaves fewer than its 8 bytes of the file is refused as too long, before any
     JSON is parsed (not as a UnicodeDecodeError of the bytes after the file's end)."""
-    p = _st(tmp_path / "t.safetensors", {"fc.weight": ("F32", _st_f32(18, 8, 6))})
+    p = _st(tmp_path / "t.safetensors", {"fc.weight": ("F32", normal32(8, 6, seed=18))})
     raw = bytearray(p.read_bytes())
     raw[:8] = (len(raw) - 4).to_bytes(8, "little")
     p.write_bytes(bytes(raw))
@@ -2953,7 +2950,7 @@ def test_a_diffusers_folder_with_an_fp16_variant_index_reads_the_plain_index(tmp
 def test_header_metadata_keeps_string_values_only(tmp_path):
     """__metadata__ is string to string; a non-string value (a hand-made header) is dropped, so the
     diffusers LoRA config read from it (json.loads) never gets a dict (a TypeError traceback)."""
-    p = _st(tmp_path / "m.safetensors", {"fc.weight": ("F32", _st_f32(22, 8, 6))},
+    p = _st(tmp_path / "m.safetensors", {"fc.weight": ("F32", normal32(8, 6, seed=22))},
             {"format": "pt", "n": 3, "lora_adapter_metadata": {"r": 4}})
     assert SafetensorsFile(p).metadata == {"format": "pt"}
 

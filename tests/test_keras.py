@@ -41,6 +41,7 @@ if "keras" not in sys.modules:
 
 import numpy as np
 import pytest
+from conftest import normal32 as _f32
 from conftest import one_line_source_error as _one_line_source_error
 from conftest import missing_extra_error
 
@@ -63,10 +64,6 @@ from htsr.io.keras import (
 )
 
 # --------------------------------------------------------------------------------------------- helpers
-
-
-def _f32(*shape: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
 def _sv(a: np.ndarray) -> np.ndarray:
