@@ -121,7 +121,7 @@ class Kronecker(Factored):
         return bool(math.isfinite(self.scale) and np.isfinite(self.W1).all() and np.isfinite(self.W2).all())
 
     def nonzero_eigenvalues(self) -> np.ndarray:
-        s1, s2 = (svdvals(np.asarray(W, dtype=np.float64)) for W in (self.W1, self.W2))
+        s1, s2 = (svdvals(W, np.float64) for W in (self.W1, self.W2))
         with np.errstate(over="ignore"):  # beyond 1e154: inf, which the caller reports
             sv = np.abs(self.scale) * np.outer(s1, s2).reshape(-1)
             return np.sort(sv * sv)

@@ -102,15 +102,16 @@ def _syevr(G: np.ndarray, vectors: bool) -> tuple[np.ndarray, np.ndarray | None]
     return w, z if vectors else None
 
 
-def svdvals(W: np.ndarray) -> np.ndarray:
-    """Descending singular values of the float32 or float64 matrix ``W``, as
-    ``scipy.linalg.svd(W, compute_uv=False)``: ?gesdd without vectors. LinAlgError if it does not converge."""
-    dtype = np.dtype(W.dtype)
+def svdvals(W: np.ndarray, dtype: Any = None) -> np.ndarray:
+    """Descending singular values of the float32 or float64 matrix ``W`` (in ``dtype`` if given: one copy, where a
+    conversion first would make two), as ``scipy.linalg.svd(W, compute_uv=False)``: ?gesdd without vectors.
+    LinAlgError if it does not converge."""
+    dtype = np.dtype(dtype or W.dtype)
     run = _routine({"float32": "sgesdd", "float64": "dgesdd"}.get(dtype.name, ""))
-    if run is None or W.ndim != 2:
-        return scipy.linalg.svd(W, compute_uv=False, check_finite=False)
+    if run is None or np.ndim(W) != 2:
+        return scipy.linalg.svd(np.asarray(W, dtype=dtype), compute_uv=False, check_finite=False)
     rows, cols = W.shape
-    a = np.array(W, order="F")  # a copy: ?gesdd overwrites it
+    a = np.array(W, dtype=dtype, order="F")  # a copy: ?gesdd overwrites it
     s, u, vt = np.zeros(min(rows, cols), dtype), np.zeros(1, dtype), np.zeros(1, dtype)
     iwork, info = np.zeros(8 * min(rows, cols), np.int32), _int()
 

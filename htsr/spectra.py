@@ -155,7 +155,7 @@ def _structural_zeros(W: np.ndarray) -> int:
 
 def _svd_eigenvalues(W: np.ndarray, N: int, M: int) -> tuple[np.ndarray, float, float, str]:
     """The accurate path's (evals, floor, rank_tol, "svd64"): float64 SVD, numpy's rank tolerance."""
-    sv = svdvals(np.asarray(W, dtype=np.float64))
+    sv = svdvals(W, np.float64)
     sv = np.sort(sv)
     smax = sv[-1] if sv.size else 0.0
     evals = sv * sv

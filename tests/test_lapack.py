@@ -37,6 +37,14 @@ def test_eigenvectors_are_scipys_bit_for_bit(n, dtype):
     assert w.dtype == w0.dtype and V.dtype == V0.dtype and np.array_equal(w, w0) and np.array_equal(V, V0)
 
 
+def test_singular_values_in_another_dtype_are_those_of_the_converted_matrix():
+    # (the accurate path's float64 SVD of float32 weights: one copy, converted and column-major at once)
+    W = np.random.default_rng(8).standard_normal((70, 40)).astype(np.float32)
+    ours = lapack.svdvals(W, np.float64)
+    assert ours.dtype == np.float64
+    assert np.array_equal(ours, scipy.linalg.svd(W.astype(np.float64), compute_uv=False))
+
+
 def test_a_strided_matrix_is_read_as_its_values():
     W = np.random.default_rng(1).standard_normal((90, 140))
     view = W[::2, ::-3]  # neither C- nor F-contiguous
