@@ -10,6 +10,7 @@ compares htsr's per-layer alpha with the safetensors original.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from collections.abc import Mapping
@@ -1046,8 +1047,6 @@ def test_transformers_sharded_flax_weights_are_one_tree(tmp_path):
         fn = f"flax_model-{i:05d}-of-{len(shards):05d}.msgpack"
         write(tmp_path / fn, tree)
         weight_map.update({n: fn for n in names})
-    import json
-
     (tmp_path / "flax_model.msgpack.index.json").write_text(json.dumps({"weight_map": weight_map}))
     r = htsr.analyze(tmp_path, min_evals=2)
     assert r.source == str(tmp_path)
@@ -1164,3 +1163,111 @@ def test_a_sharded_flax_models_errors_name_their_own_shard(tmp_path):
     with pytest.raises(SourceError) as ei:
         open_source(tmp_path)
     _one_line_source_error(ei, f"{first}: a Git LFS pointer")
+
+
+# ------------------------------------------------------------------ mutation round 17 (2026-12-06)
+def test_a_first_key_of_16_to_31_bytes_is_sniffed_as_a_checkpoint(tmp_path):  # m02
+    tree = {"TransformerBlock_0": {"Dense_0": {"kernel": _f32(30, 20)}}}  # 18-byte key: fixstr 0xB2
+    assert is_msgpack_checkpoint(msgpack.packb(tree, default=msgpack_ext_pack)[:32])
+    path = write(tmp_path / "checkpoint_100", tree)  # flax.training.checkpoints: no suffix
+    assert [(r.name, r.shape) for r in open_source(path)] == [("TransformerBlock_0.Dense_0", (20, 30))]
+
+
+def test_chunks_of_two_dtypes_or_a_negative_size_are_inconsistent(tmp_path):  # m11, m12
+    mixed = {"__msgpack_chunked_array__": True, "shape": {"0": 4, "1": 6},
+             "chunks": {"0": np.arange(12, dtype=np.float32), "1": np.arange(12, 24, dtype=np.float64)}}
+    negative = {"__msgpack_chunked_array__": True, "shape": {"0": -4, "1": -6},
+                "chunks": {"0": np.arange(24, dtype=np.float32)}}
+    for i, chunked in enumerate((mixed, negative)):
+        path = write(tmp_path / f"c{i}.msgpack", {"params": {"Dense_0": {"kernel": chunked},
+                                                             "Dense_1": {"kernel": _f32(30, 20)}}})
+        src = FlaxMsgpackFile(path)
+        assert [r.name for r in src] == ["Dense_1"], i
+        assert "chunked array 'Dense_0.kernel' is inconsistent" in dict(src.skipped)["Dense_0.kernel"], i
+
+
+def test_numpy_scalars_are_neither_weights_nor_counted_as_1d_tensors(tmp_path):  # m13
+    path = write(tmp_path / "s.msgpack", {"Dense_0": {"kernel": _f32(30, 20), "bias": _f32(20)},
+                                          "step": np.int64(7), "lr": np.float32(0.1)})
+    src = FlaxMsgpackFile(path)
+    assert [r.name for r in src] == ["Dense_0"]
+    assert [p for p, _ in src.not_weights] == ["Dense_0.bias"] and src.skipped == []
+
+
+@pytest.mark.parametrize("extra", ["map16", "array16", "str16"])
+def test_maps_lists_and_strings_of_16_bit_lengths_are_decoded(tmp_path, extra):  # m15, m16, m18
+    # 16 layers: a map of 16 entries is msgpack's map16 (0xDE) — every model of 16 or more layers
+    n = 16 if extra == "map16" else 3
+    tree = {"params": {"encoder": {"layer": {str(i): {"dense": {"kernel": _f32(30, 20, seed=i)}} for i in range(n)}}}}
+    if extra == "array16":
+        tree["meta"] = list(range(16))  # array16 (0xDC)
+    if extra == "str16":
+        tree["config"] = "x" * 300  # str16 (0xDA)
+    refs = _refs(FlaxMsgpackFile(write(tmp_path / "m.msgpack", tree)))
+    assert list(refs) == [f"encoder.layer.{i}.dense" for i in range(n)]
+    np.testing.assert_array_equal(refs[f"encoder.layer.{n - 1}.dense"].load(), _f32(30, 20, seed=n - 1).T)
+
+
+def test_a_bias_free_3d_kernel_whose_name_contains_conv_is_a_conv1d():  # m27
+    assert flax_tensor(("block", "depthwise_conv", "kernel"), (7, 1, 64))[:3] == ("block.depthwise_conv", "conv1d",
+                                                                                  (64, 1, 7))
+
+
+def test_a_nested_train_states_refs_keep_its_full_key_path(tmp_path):  # m31
+    path = write(tmp_path / "s.msgpack", {"state": {"params": {"Dense_0": {"kernel": _f32(30, 20)}},
+                                                    "step": np.int64(1)}})
+    (ref,) = FlaxMsgpackFile(path)
+    assert (ref.name, ref.path) == ("Dense_0", "state.params.Dense_0.kernel")
+
+
+def test_an_unsigned_integer_kernel_is_a_skipped_row(tmp_path):  # m35
+    K = _rng(0).integers(0, 255, (64, 48)).astype(np.uint8)
+    rows = htsr.analyze(write(tmp_path / "q.msgpack", {"params": {"Dense_0": {"kernel": K}}})).layers
+    assert [(r.name, r.status.split(":")[0]) for r in rows] == [("Dense_0", "skipped")]
+    assert "stored as uint8" in rows[0].status
+
+
+def test_a_parameter_in_two_shards_is_read_from_the_one_the_index_names(tmp_path):  # m36
+    good = _f32(30, 20, seed=5)
+    write(tmp_path / "flax_model-00001-of-00002.msgpack", {"Dense_0": {"kernel": np.zeros((30, 20), np.float32)},
+                                                          "Dense_1": {"kernel": _f32(30, 20)}})
+    write(tmp_path / "flax_model-00002-of-00002.msgpack", {"Dense_0": {"kernel": good}})
+    (tmp_path / "flax_model.msgpack.index.json").write_text(json.dumps({"metadata": {}, "weight_map": {
+        "Dense_1.kernel": "flax_model-00001-of-00002.msgpack",  # shard 1 read first
+        "Dense_0.kernel": "flax_model-00002-of-00002.msgpack"}}))
+    refs = _refs(open_source(tmp_path))
+    np.testing.assert_array_equal(refs["Dense_0"].load(), good.T)
+
+
+def test_an_object_dtype_payload_is_corrupt(tmp_path):  # m41
+    payload = msgpack.packb(((3, 4), "O", b"\0" * 96), use_bin_type=True)
+    src = FlaxMsgpackFile(_ext_checkpoint(tmp_path, payload))
+    assert [r.name for r in src] == ["Dense_1"]
+    assert "'O' is not a plain numeric dtype" in dict(src.skipped)["Dense_0.kernel"]
+
+
+def test_a_single_modules_flax_state_is_a_flax_tree_and_its_lora_one_update():  # m43
+    State = type("State", (dict,), {"__module__": "flax.nnx.statelib"})
+    a, b = _f32(30, 4, seed=1), _f32(4, 20, seed=2)
+    assert is_flax_tree(State(kernel=_f32(30, 20), bias=_f32(20)))
+    assert is_flax_tree(State(lora_a=a, lora_b=b))
+    rows = htsr.analyze(State(lora_a=a, lora_b=b)).layers
+    assert [(r.name, r.kind, r.shape) for r in rows] == [("#delta", "lora", "20x30")]
+
+
+def test_lora_factors_of_mismatched_ranks_form_no_update():  # m45
+    src = FlaxTree({"lin": {"lora": {"lora_a": _f32(30, 4), "lora_b": _f32(5, 20)}}, "Dense_0": {"kernel": _f32(30, 20)}})
+    assert [r.name for r in src] == ["Dense_0"]
+    assert {p for p, _ in src.skipped} == {"lin.lora.lora_a", "lin.lora.lora_b"}
+    # the reason is the shapes, not a scan (it said 'a scanned block' for every pair it did not form)
+    assert all("lora_a [30, 4] and lora_b [5, 20] make no product" in why for _, why in src.skipped)
+
+
+def test_every_loaded_array_is_aligned(tmp_path):  # m08 (killed only by the network test otherwise)
+    # payloads start at arbitrary bytes: an unaligned float32 view is read by numpy's slow loops, rounded unlike BLAS
+    # (embeddings are not transposed: their view is what load returns)
+    tree = {"params": {f"Embed_{i}": {"embedding": _f32(30 + i, 20, seed=i)} for i in range(4)}}
+    tree["params"]["x"] = {"kernel": np.zeros((3, 3), np.int8)}  # shifts the next payloads by an odd count
+    tree["params"]["y"] = {"embedding": _f32(31, 20, seed=9)}
+    refs = list(FlaxMsgpackFile(write(tmp_path / "a.msgpack", tree)))
+    assert all(r.load().flags.aligned for r in refs if r.dtype == "float32")

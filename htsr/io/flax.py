@@ -481,7 +481,7 @@ class _Tree:
         seen: set[str] = set()
         groups: dict[tuple[str, ...], list[tuple]] = {}  # scan root → its rows' makings, written layer by layer
         order: list[Any] = []  # refs and scan roots, in tree order
-        lora, scanned = _lora_pairs(shapes, roots)  # nnx LoRA modules: lora_a's path → lora_b's
+        lora, unpaired = _lora_pairs(shapes, roots)  # nnx LoRA modules: lora_a's path → lora_b's
         makes = {path: make for path, (_, _, make) in leaves}
         for path, (shape, dtype, make) in leaves:
             if path in lora:  # one row for the update lora_a·lora_b (x @ a @ b: scale 1), from its factors
@@ -491,9 +491,8 @@ class _Tree:
                 continue
             if path in lora.values():
                 continue
-            if path in scanned:  # (its per-layer updates are not formed; its factors are no layers)
-                self.skipped.append((".".join(path), "an nnx LoRA factor of a scanned block: its per-layer update "
-                                                     "lora_a·lora_b is not formed"))
+            if path in unpaired:  # (no update is formed; its factors are no layers)
+                self.skipped.append((".".join(path), unpaired[path]))
                 continue
             root = max((path[:d] for d in range(len(path)) if path[:d] in roots), key=len, default=None)
             pos, s = roots[root] if root is not None else (0, 0)
@@ -545,21 +544,28 @@ class _Tree:
 
 
 def _lora_pairs(shapes: dict[tuple[str, ...], tuple[int, ...]], roots: dict
-                ) -> tuple[dict[tuple[str, ...], tuple[str, ...]], set[tuple[str, ...]]]:
+                ) -> tuple[dict[tuple[str, ...], tuple[str, ...]], dict[tuple[str, ...], str]]:
     """flax nnx's LoRA modules (``nnx.LoRA``, ``nnx.LoRALinear``'s ``lora``), a ``lora_a`` [in, r] and a
-    ``lora_b`` [r, out] leaf side by side: lora_a's path → lora_b's of those outside a scan, and the paths of
-    both factors of the others (a scanned block's pair, stacked, whose per-layer updates are not formed)."""
-    pairs, scanned = {}, set()
+    ``lora_b`` [r, out] leaf side by side: lora_a's path → lora_b's of those outside a scan, and both factors'
+    paths of the others → why no update is formed (a scanned block's pair, stacked, whose per-layer updates are
+    not formed; factors whose shapes make no product)."""
+    pairs: dict[tuple[str, ...], tuple[str, ...]] = {}
+    unpaired: dict[tuple[str, ...], str] = {}
     for path, a in shapes.items():
         other = path[:-1] + ("lora_b",)
         b = shapes.get(other)
         if path[-1] != "lora_a" or b is None:
             continue
-        if len(a) == len(b) == 2 and a[1] == b[0] and not any(path[:d] in roots for d in range(len(path))):
+        if any(path[:d] in roots for d in range(len(path))):
+            why = "an nnx LoRA factor of a scanned block: its per-layer update lora_a·lora_b is not formed"
+        elif len(a) == len(b) == 2 and a[1] == b[0]:
             pairs[path] = other
+            continue
         else:
-            scanned |= {path, other}
-    return pairs, scanned
+            why = (f"an nnx LoRA factor: lora_a {list(a)} and lora_b {list(b)} make no product lora_a·lora_b "
+                   "(not [in, r] and [r, out]); no update is formed")
+        unpaired.update(dict.fromkeys((path, other), why))
+    return pairs, unpaired
 
 
 def _lora_loader(a: Callable[[tuple[int, ...]], np.ndarray], b: Callable[[tuple[int, ...]], np.ndarray]):
