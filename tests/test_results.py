@@ -7,6 +7,8 @@ import csv
 import io
 import json
 import math
+import os
+from pathlib import Path
 
 import pytest
 
@@ -123,8 +125,6 @@ def test_the_readme_column_table_names_every_column_and_no_other():
     name it gives is one: a column added without a line, or a line left for a renamed column, fails here."""
     import dataclasses
     import re
-    from pathlib import Path
-
     from htsr.results import LayerResult
 
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
@@ -139,8 +139,6 @@ def test_the_readme_column_table_names_every_column_and_no_other():
 
 def test_the_readme_names_every_summary_key():
     """README's paragraph on summary.json names each key of Summary.as_dict (a phase's as `num_<phase>`)."""
-    from pathlib import Path
-
     from htsr.results import phase_column
     from htsr.rmt.phases import PHASES
 
@@ -149,3 +147,130 @@ def test_the_readme_names_every_summary_key():
     keys = [k for k in Summary.of([layer_row()]).as_dict() if k not in phases]
     assert [k for k in keys if f"`{k}`" not in text] == []
     assert "`num_<phase>`" in text and "`num_bulk_spikes`" in text
+
+
+# ------------------------------------------------------------------ mutation round 16 (2026-12-06)
+def test_every_count_column_is_written_as_an_integer():
+    # m02: the README's counts (num_spikes, num_heavy_entries, ...) are integers in layers.csv and the JSON, not '3.0'
+    counts = ("num_evals_below_floor", "matrix_rank", "num_pl_spikes", "num_fingers", "num_fit_evals", "farms_windows",
+              "num_boot", "num_spikes", "num_zero_evals", "num_heavy_entries", "num_traps", "num_erg")
+    r = result_of([layer_row("a", **{c: 3.0 for c in counts})])
+    row = next(csv.DictReader(io.StringIO(r.csv_text())))
+    assert {c: row[c] for c in counts} == {c: "3" for c in counts}
+    assert all(type(r.to_records()[0][c]) is int for c in counts)
+
+
+def test_a_write_that_fails_midway_leaves_no_temporary_file(tmp_path):
+    # m13: _write_temp's own clean-up (the CLI's full-disk test replaces _write_temp whole, so never runs it)
+    resource = pytest.importorskip("resource")
+    from htsr.errors import OutputError
+    from htsr.results import atomic_write
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, hard))  # a file-size limit: writes past 10 kB fail (EFBIG)
+    try:
+        with pytest.raises(OutputError, match="cannot write"):
+            atomic_write(tmp_path / "layers.csv", "x" * 100_000)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_folder_lock_of_an_output_set_is_exclusive(tmp_path):
+    # m20: another run (a sweep's job with the same --out) may not take the folder, even for a shared lock
+    fcntl = pytest.importorskip("fcntl")
+    from htsr.results import _lock_folders
+
+    fds = _lock_folders([tmp_path])
+    other = os.open(tmp_path, os.O_RDONLY)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    finally:
+        os.close(other)
+        for fd in fds:
+            os.close(fd)
+
+
+def test_any_csv_in_a_model_folder_is_an_output_not_an_input():
+    # m25: a run's tables under another name (a renamed layers.csv) are htsr's outputs: noted, never read
+    from htsr.results import an_output
+
+    assert an_output(Path("ck") / "layers_v1.csv") and an_output(Path("ck") / "RUN.CSV")
+    assert not an_output(Path("ck") / "model.safetensors")
+
+
+def test_a_whole_number_below_a_billion_has_no_exponent():
+    # m26: format_value's docstring: whole numbers without a point
+    assert format_value(2_000_000.0) == "2000000" and format_value(123_456_789.0) == "123456789"
+    assert format_value(2e9) == "2e+09"
+
+
+def test_infinities_are_empty_csv_fields_as_in_the_json():
+    # m29: csv_cell: NaN/inf/None as an empty field (the JSON writes null for both)
+    r = result_of([layer_row("a", lambda_max=math.inf, log_spectral_norm=-math.inf)])
+    row = next(csv.DictReader(io.StringIO(r.csv_text())))
+    assert (row["lambda_max"], row["log_spectral_norm"]) == ("", "")
+
+
+def test_a_bootstrap_that_drives_the_warnings_replaces_both_bayesian_columns():
+    # m31: with 100 replicates neither bayes_alpha_lo nor bayes_alpha_hi is shown; with 20 both stay, once each
+    from htsr.results import table_columns
+
+    head = ("name", "kind", "shape", "num_evals", "alpha")
+    tail = ("D", "xmin", "num_pl_spikes", "best_fit", "phase", "num_spikes", "alpha_weighted", "log_norm",
+            "log_spectral_norm", "stable_rank", "warning", "status")
+    boot = ("boot_alpha_lo", "boot_alpha_hi", "pl_pvalue")
+    assert table_columns(result_of([layer_row()], bootstrap=100)) == head + boot + tail
+    assert table_columns(result_of([layer_row()], bootstrap=20)) == head + ("bayes_alpha_lo", "bayes_alpha_hi") + boot + tail
+
+
+def test_an_uncounted_number_of_tensors_reads_back_uncounted(tmp_path):
+    # m39: num_tensors None ("not counted") is saved as null and read back None, not 0
+    assert load_result(save_run(result_of([layer_row("a")]), tmp_path / "run")).num_tensors is None
+
+
+def test_unfitted_adapter_updates_alone_are_still_the_means_rows():
+    # m42: a rank-8 LoRA (its updates not fitted) with its base but no merged rows: the means are the updates'
+    # (NaN), not the frozen base's alpha; and alone, the means are labelled as over the updates
+    nf = dict(alpha=math.nan, status="not_fitted: rank-8 update")
+    s = Summary.of([layer_row("q#delta", **nf), layer_row("q#base", alpha=4.0)])
+    assert s.means_over == "delta" and math.isnan(s.means["alpha"])
+    assert Summary.of([layer_row("q#delta", **nf)]).means_over == "delta"
+
+
+def test_means_over_the_merged_weights_leave_out_the_updates():
+    # m43: over 'merged' the #delta rows are not averaged (their log_norm is finite though alpha is not)
+    nf = dict(alpha=math.nan, status="not_fitted: rank-8 update")
+    s = Summary.of([layer_row("q#delta", log_norm=0.5, **nf), layer_row("q#base", log_norm=2.0, alpha=4.0),
+                    layer_row("q#merged", log_norm=2.1, alpha=3.0)])
+    assert s.means_over == "merged" and s.means["log_norm"] == 2.1
+
+
+def test_tails_are_on_by_default_in_why_undefined():
+    # m44: analyze's tails default is True: options without the key do not read as --no-tails
+    from htsr.results import why_undefined
+
+    assert why_undefined({})["share_best_fit_pl"] == "no layer fitted"
+    assert why_undefined({"tails": False})["share_best_fit_pl"] == "--no-tails"
+
+
+def test_the_layers_csv_header_is_the_fixed_schema():
+    # m48: one fixed schema, column order included (readers by position, spreadsheets, other tools' CSV imports);
+    # a change of it must change this line on purpose
+    r = result_of([layer_row("a")])
+    assert r.csv_text().splitlines()[0] == (
+        "name,kind,shape,N,M,num_matrices,num_evals,status,warning,eig_method,num_evals_below_floor,"
+        "alpha,alpha_weighted,log_alpha_norm,log_norm,log_spectral_norm,lambda_max,stable_rank,"
+        "matrix_rank,entropy,D,sigma,xmin,xmax,num_pl_spikes,num_fingers,raw_alpha,num_fit_evals,"
+        "farms_windows,farms_xmin,bayes_alpha,bayes_alpha_lo,bayes_alpha_hi,p_alpha_lt_2,p_alpha_gt_6,"
+        "bayes_avg_alpha,bayes_avg_alpha_lo,bayes_avg_alpha_hi,boot_alpha_lo,boot_alpha_hi,boot_alpha_se,"
+        "pl_pvalue,num_boot,best_fit,lr_exponential,p_exponential,lr_lognormal,p_lognormal,lr_tpl,p_tpl,"
+        "tpl_alpha,tpl_Lambda,etpl_alpha,etpl_Lambda,etpl_xmin,phase,mp_sigma,mp_lambda_minus,"
+        "mp_lambda_plus,mp_threshold,num_spikes,mp_softrank,mp_ks,num_zero_evals,num_heavy_entries,"
+        "rand_lambda_max,rand_mp_sigma,rand_mp_lambda_minus,rand_mp_lambda_plus,rand_mp_threshold,"
+        "rand_mp_softrank,num_traps,rand_js_distance,trap_weights,num_erg,erg_lambda_min,"
+        "erg_lambda_min_raw,erg_delta_lambda_min,logq_free_cauchy,logq_levy_wigner,logq_inverse_mp,"
+        "loc_pr_tail_mean,loc_pr_tail_std,loc_pr_bulk_mean,loc_pr_bulk_std,loc_lr_tail_mean,"
+        "loc_lr_tail_std,loc_lr_bulk_mean,loc_lr_bulk_std,loc_ent_tail_mean,loc_ent_tail_std,"
+        "loc_ent_bulk_mean,loc_ent_bulk_std")
