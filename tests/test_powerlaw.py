@@ -357,3 +357,18 @@ def test_every_x_min_path_returns_plain_python_numbers(xmin):
     f = fit_power_law(_pareto(300, 2.5, 0), xmin=xmin)
     assert f.status == "ok"
     assert [type(v) for v in (f.alpha, f.sigma, f.D, f.xmin, f.xmax, f.num_pl_spikes)] == [float] * 5 + [int]
+
+
+# ------------------------------------------------------------------ mutation round 19 (2026-12-06)
+def test_clip_xmax_never_refits_fewer_than_three_values():
+    """clip_xmax tries k = 1.. only while at least 3 values remain (as drop_top, whose error says 'a fit needs 3'):
+    on 4 values only k = 1 is tried. Here the k = 2 refit (a 2-value 'tail') would drop alpha by 4.7 and be kept."""
+    x = np.array([1.113, 3.176, 3.326, 4.769])
+    f = fit_power_law(x, clip_xmax=True)
+    assert f.status == "ok" and f.num_fingers <= 1
+    assert x.size - f.num_fingers >= 3 and f.num_pl_spikes >= 2
+    rng = np.random.default_rng(0)
+    for _ in range(300):  # the rule on many small samples
+        y = np.sort(rng.uniform(0.1, 1, 4) ** -rng.uniform(0.2, 3))
+        g = fit_power_law(y, clip_xmax=True)
+        assert g.status != "ok" or y.size - g.num_fingers >= 3

@@ -1661,3 +1661,48 @@ def test_bootstrap_replicates_take_tail_values_with_probability_n_over_N():
     draws = _replicates(x, fit, np.random.default_rng(0), (20000, 10))
     # 200 000 Bernoulli(0.5) draws: SE 0.0011; 0.005 is 4.5 SE, and n/(N−1) = 0.556 is 50 SE away
     assert abs(float(np.mean(draws >= 1.0)) - 0.5) < 0.005
+
+
+# ------------------------------------------------------------------ mutation round 19 (2026-12-06)
+def test_tail_uncertainty_of_a_clipped_fit_sees_only_the_values_the_fit_saw():
+    """clip_xmax drops the finger; every diagnostic must use the fit's own tail (values ≤ fit.xmax). Known answer:
+    under Jeffreys' prior the posterior mean of alpha is the MLE of the fit's tail, i.e. fit.alpha itself; and the
+    columns are those computed on the values without the finger."""
+    from htsr.fits.uncertainty import tail_uncertainty
+
+    rng = np.random.default_rng(2)
+    W = rng.standard_normal((600, 300)) / np.sqrt(600)
+    body = np.linalg.eigvalsh(W.T @ W)
+    x = np.sort(np.concatenate([body, [4.0 * body.max()]]))
+    f = fit_power_law(x, clip_xmax=True)
+    assert f.num_fingers == 1 and f.xmax < x[-1]
+    cols = tail_uncertainty(x, f)
+    assert cols["bayes_alpha"] == pytest.approx(f.alpha, rel=1e-12)
+    ref = tail_uncertainty(x[x <= f.xmax], f)
+    assert cols.keys() == ref.keys()
+    for k, v in cols.items():
+        assert v == ref[k] or (isinstance(v, float) and math.isnan(v) and math.isnan(ref[k])), k
+
+
+def test_fdb_second_level_replicates_are_drawn_from_the_first_level_replicate(monkeypatch):
+    """Fast double bootstrap (module docstring): replicate j's second-level replicate is drawn from replicate j's
+    own fit AND its own values below x̂*_j as the bulk, not the data's."""
+    from htsr.fits import bootstrap as bootstrap_module
+
+    real = bootstrap_module._replicates
+    first, second = [], []
+
+    def spy(x, fit, rng, size):
+        out = real(x, fit, rng, size)
+        (first if len(size) == 2 else second).append((np.array(x), out.copy()))
+        return out
+
+    monkeypatch.setattr(bootstrap_module, "_replicates", spy)
+    x = pareto_with_bulk(400, 2.5, seed=3)
+    fit = fit_power_law(x)
+    r = bootstrap_power_law(x, fit, reps=20, seed=11, fdb=True)
+    assert r.num_ok_fdb > 0 and len(second) == r.num_ok
+    rows = np.concatenate([out for _, out in first])
+    for parent, _ in second:
+        assert not np.array_equal(parent, np.sort(x))  # not the data
+        assert any(np.array_equal(parent, row) for row in rows)  # one of the first-level replicates
