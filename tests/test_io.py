@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import io
 import json
 import pickle
 import re
@@ -2965,3 +2966,99 @@ def test_a_folder_of_only_an_adapter_file_reads_it(tmp_path):
     assert len(ShardedSafetensors(tmp_path)) == 2
     with pytest.raises(HtsrError, match="a LoRA factor without its adapter_config.json"):
         htsr.analyze(tmp_path)
+
+
+# ------------------------------------------------------------------ mutation round 18 (2026-12-06)
+def _npz_with_object_member(path: Path, version: tuple[int, int], marker: Path) -> None:
+    obj = np.empty(2, dtype=object)
+    obj[0], obj[1] = ReduceGadget(str(marker)), 1
+    ok = np.random.default_rng(0).standard_normal((60, 50)).astype(np.float32)
+    with zipfile.ZipFile(path, "w") as z:
+        with z.open("fc.weight.npy", "w") as f:
+            np.lib.format.write_array(f, obj, version=version, allow_pickle=True)
+        with z.open("ok.npy", "w") as f:
+            np.lib.format.write_array(f, ok, version=version)
+
+
+# N01: a format 2.0 member's header is read as 1.0's (numpy writes 2.0 for headers over 64 KiB): an object
+# member gets the pickled-objects row, read lazily, not an error from loading it at open
+def test_a_format_2_npz_object_member_gets_the_pickled_objects_row(tmp_path):
+    marker = tmp_path / "PWNED"
+    _npz_with_object_member(tmp_path / "v2.npz", (2, 0), marker)
+    rows = _rows(htsr.analyze(tmp_path / "v2.npz", min_evals=2))
+    assert rows["fc"].status.startswith("skipped: an array of pickled Python objects"), rows["fc"].status
+    assert rows["ok"].status == "ok" and not marker.exists()
+
+
+# N03: a format 3.0 member (no public header reader: the array is loaded to learn its shape) holding pickled
+# objects is never unpickled
+def test_a_format_3_npz_object_member_is_never_unpickled(tmp_path):
+    marker = tmp_path / "PWNED"
+    _npz_with_object_member(tmp_path / "v3.npz", (3, 0), marker)
+    try:
+        htsr.analyze(tmp_path / "v3.npz", min_evals=2)
+    except Exception:  # noqa: BLE001 - whatever it reports, it must not unpickle
+        pass
+    assert not marker.exists(), "htsr unpickled a format 3.0 npz member"
+
+
+# N11: a WeightWatcher config whose key does not end in 'weight': its bias is named by its file
+def test_a_weightwatcher_bias_of_a_key_not_ending_in_weight_is_named_by_its_file(tmp_path):
+    W = np.random.default_rng(0).standard_normal((60, 50))
+    np.save(tmp_path / "seq.0.kernel.npy", W)
+    np.save(tmp_path / "seq.0.b.npy", W[:, 0])
+    (tmp_path / "ww_config.json").write_text(json.dumps({"layers": {"0": {
+        "key": "fc.w", "weightfile": "seq.0.kernel.npy", "biasfile": "seq.0.b.npy"}}}))
+    r = htsr.analyze(tmp_path, min_evals=2)
+    assert [l.name for l in r.layers] == ["fc.w"] and [n.examples for n in r.not_analysed] == [("seq.0.b",)]
+
+
+# N15: the values of a nested list are counted along every path (1001 references to one row of 2000: 2 002 000)
+def test_a_list_of_one_shared_row_counts_every_value():
+    r = htsr.analyze({"w": [[0.5] * 2000] * 1001, "ok": np.random.default_rng(0).standard_normal((60, 50))},
+                     min_evals=2)
+    assert [l.name for l in r.layers] == ["ok"]
+    assert "a nested list of more than 2000000 values" in r.not_analysed[0].reason
+
+
+# N17: a stacked (scanned) member whose data is shorter than its header says, by less than the header's length:
+# no layer is read from the bytes after it (the next member, the central directory)
+def test_a_short_stacked_npz_member_is_not_read_past_its_end(tmp_path):
+    k = np.random.default_rng(0).standard_normal((4, 64, 256)).astype(np.float32)
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, k)
+    path = tmp_path / "short.npz"
+    with zipfile.ZipFile(path, "w") as z:  # stored, as np.savez writes
+        z.writestr("encoder/block/Dense_0/kernel.npy", buf.getvalue()[:-64])  # 16 floats short
+        scale = io.BytesIO()
+        np.lib.format.write_array(scale, np.ones((4, 64), np.float32))
+        z.writestr("encoder/block/LayerNorm_0/scale.npy", scale.getvalue())  # (what follows the member)
+    rows = htsr.analyze(path, min_evals=2, tails=False).layers
+    assert [r.name for r in rows] == [f"encoder.block.Dense_0[{i}]" for i in range(4)]
+    for r in rows:  # each layer read the usual way, which finds the member short
+        assert r.status.startswith("failed:") and "cannot read its data" in r.status, r.status
+
+
+def test_a_format_3_npz_member_is_read_lazily_from_its_header(tmp_path, monkeypatch):
+    """Format 3.0 (numpy writes it for field names beyond latin-1) is 2.0 with a utf-8 header: its shape and
+    dtype come from the header, not from loading the member (which reported a member of pickled objects as
+    corrupt); a header cut short, or one that is no numpy header, is a row saying so."""
+    W = np.random.default_rng(0).standard_normal((60, 50)).astype(np.float32)
+    path = tmp_path / "v3.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        with z.open("fc.weight.npy", "w") as f:
+            np.lib.format.write_array(f, W, version=(3, 0))
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, W, version=(3, 0))
+        z.writestr("cut.npy", buf.getvalue()[:20])  # magic, length, then 10 bytes of a ~118-byte header
+        head = b"{'descr': '<f4', 'shape': (2,)}".ljust(118) + b"\n"  # no fortran_order key
+        z.writestr("odd.npy", b"\x93NUMPY\x03\x00" + len(head).to_bytes(4, "little") + head + bytes(8))
+    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", lambda *a: pytest.fail("a member was loaded at open"))
+    refs = {r.name: r for r in open_source(path)}
+    assert (refs["fc.weight"].shape, refs["fc.weight"].dtype) == ((60, 50), "float32")
+    monkeypatch.undo()
+    np.testing.assert_array_equal(refs["fc.weight"].load(), W)  # exact: the stored bytes
+    rows = _rows(htsr.analyze(path, min_evals=2))
+    assert rows["fc"].status == "ok"
+    for name, why in (("cut", "cut short"), ("odd", "not a .npy header")):
+        assert rows[name].status.startswith("skipped: its .npy header cannot be read") and why in rows[name].status

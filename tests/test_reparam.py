@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import htsr
+from htsr.io import open_source
 
 torch = pytest.importorskip("torch")
 importlib.import_module("torch.nn.utils.prune")  # a submodule torch.nn.utils does not import
@@ -241,3 +242,45 @@ def test_analyses_in_threads_leave_a_modules_parametrizations_in_train_mode():
         assert all(r == serial for r in runs)
         assert all(mod.training for mod in m.modules())
         assert all(torch.equal(v, state[k]) for k, v in m.state_dict().items())  # u and v untouched
+
+
+# ------------------------------------------------------------------ mutation round 18 (2026-12-06)
+# R06 / R15: σ = uᵀ·W·v of 0 (an untrained u of zeros) is a failed row naming the original, not a weight of infs
+def test_a_zero_spectral_norm_is_a_failed_row_naming_the_original():
+    W = np.random.default_rng(0).standard_normal((60, 50)).astype(np.float32)
+    rows = {r.name: r for r in htsr.analyze({"fc.weight_orig": W, "fc.weight_u": np.zeros(60, np.float32),
+                                             "fc.weight_v": np.ones(50, np.float32)}, min_evals=2).layers}
+    assert list(rows) == ["fc"]
+    assert rows["fc"].status.startswith("failed:"), rows["fc"].status
+    assert "the spectral norm uᵀ·W·v of fc.weight_orig is 0.0" in rows["fc"].status
+
+
+# R08: two weight-normed modules of an in-memory mapping (no storage keys) are two rows, not one tied weight
+def test_two_weight_normed_modules_without_storage_keys_are_two_rows():
+    rng = np.random.default_rng(0)
+    g = np.abs(rng.standard_normal((40, 1)))
+    rows = {r.name: r for r in htsr.analyze({"a.weight_g": g, "a.weight_v": rng.standard_normal((40, 30)),
+                                             "b.weight_g": 2 * g, "b.weight_v": rng.standard_normal((40, 30))},
+                                            min_evals=2).layers}
+    assert list(rows) == ["a", "b"] and rows["a"].lambda_max != rows["b"].lambda_max
+
+
+# R10: weight norm on an RNN's weight_hh_l0 (weight_hh_l0_g, weight_hh_l0_v) is combined into weight_hh_l0
+def test_weight_norm_on_an_rnn_weight_is_combined():
+    rng = np.random.default_rng(0)
+    g, v = np.abs(rng.standard_normal((160, 1))) * 5, rng.standard_normal((160, 40))
+    state = {"rnn.weight_ih_l0": rng.standard_normal((160, 30)), "rnn.weight_hh_l0_g": g,
+             "rnn.weight_hh_l0_v": v}
+    refs = {r.name: r for r in open_source(state)}
+    assert "rnn.weight_hh_l0" in refs and "rnn.weight_hh_l0_v" not in refs
+    np.testing.assert_allclose(refs["rnn.weight_hh_l0"].load(), g * v / np.linalg.norm(v, axis=1, keepdims=True),
+                               rtol=1e-6)
+
+
+# R14: an orthogonal parametrization's base is a part, not a layer of its own
+def test_an_orthogonal_base_is_no_row():
+    rng = np.random.default_rng(0)
+    r = htsr.analyze({"fc.parametrizations.weight.original": rng.standard_normal((30, 30)),
+                      "fc.parametrizations.weight.0.base": np.linalg.qr(rng.standard_normal((30, 30)))[0]},
+                     min_evals=2)
+    assert [l.name for l in r.layers] == ["fc"] and r.layers[0].status.startswith("skipped: an orthogonal")

@@ -21,16 +21,47 @@ _PICKLED = ("an array of pickled Python objects, which htsr never unpickles; re-
             "arrays (numpy.savez of float arrays, or safetensors)")
 
 
+#: the longest .npy header parsed (numpy's own limit without allow_pickle: a literal that large is slow to parse)
+_MAX_NPY_HEADER = 10_000
+
+
 def _npy_header(f, order: bool = False) -> tuple | None:
     """Shape and dtype (and with ``order``, whether the data is Fortran-ordered) from the .npy header at the
-    position of file object ``f``, which is left at the data; None for format 3.0 (utf-8 field names), which
-    numpy gives no public header reader."""
+    position of file object ``f``, which is left at the data; None for a format version numpy does not write
+    (the member is then loaded, and numpy says so)."""
     fmt = np.lib.format
     version = fmt.read_magic(f)
-    if version not in ((1, 0), (2, 0)):
+    if version in ((1, 0), (2, 0)):
+        shape, fortran, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)
+    elif version == (3, 0):
+        shape, fortran, dtype = _npy_header_3_0(f)
+    else:
         return None
-    shape, fortran, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)
     return (tuple(shape), dtype, fortran) if order else (tuple(shape), dtype)
+
+
+def _npy_header_3_0(f) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) of a format 3.0 header: 2.0's, its text utf-8 (numpy writes 3.0 for field
+    names beyond latin-1, and reads it only by loading the array: a member of pickled objects was reported corrupt,
+    and every 3.0 member was read whole to learn its shape). ValueError for a header that is not numpy's."""
+    import ast
+
+    size = int.from_bytes(f.read(4), "little")
+    if size > _MAX_NPY_HEADER:
+        raise ValueError(f"a .npy header of {size} bytes (numpy reads up to {_MAX_NPY_HEADER} without pickles)")
+    raw = f.read(size)
+    if len(raw) != size:
+        raise ValueError("the .npy header is cut short")
+    d = ast.literal_eval(raw.decode("utf-8"))
+    if not (isinstance(d, dict) and d.keys() == {"descr", "fortran_order", "shape"}
+            and isinstance(d["shape"], tuple) and all(isinstance(n, int) for n in d["shape"])
+            and isinstance(d["fortran_order"], bool)):
+        raise ValueError(f"not a .npy header: {str(d)[:80]}")
+    try:
+        dtype = np.lib.format.descr_to_dtype(d["descr"])
+    except TypeError as e:
+        raise ValueError(f"descr is not a dtype: {d['descr']!r}") from e
+    return d["shape"], d["fortran_order"], dtype
 
 
 def _holds_objects(path: Path) -> bool:
@@ -188,7 +219,7 @@ class NpzFile:
         member's ``size`` bytes cannot hold raises ValueError (10⁶ experts declared over 256 bytes)."""
         with self._npz.zip.open(name + ".npy") as f:
             header = _npy_header(f)
-        if header is None:  # format 3.0: read the array
+        if header is None:  # a version numpy does not write: loading it says so
             a = self._npz[name]
             header = tuple(a.shape), a.dtype
         shape, dtype = header
