@@ -136,8 +136,7 @@ OPTION_SPECS: dict[str, OptionSpec] = {
         OptionSpec("refine_fraction", FEW_BELOW_FLOOR, "a number in [0, 1]", _float_range(0.0, 1.0),
                    "fast path only: recompute a matrix in float64 when more than this fraction of "
                    "its eigenvalues lie below the float32 resolution floor, or any rounds to zero "
-                   "(0 = whenever any lies below; at the default or below, a square matrix is solved in float64 "
-                   "at once). Above the default, the eigenvalues a matrix keeps below "
+                   "(0 = whenever any lies below). Above the default, the eigenvalues a matrix keeps below "
                    "that floor are unresolved and count as zeros (matrix_rank, num_zero_evals, the "
                    "rank-collapse phase, the MP bulk): faster, but a layer with real tiny eigenvalues can "
                    "read as rank-deficient"),

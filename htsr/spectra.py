@@ -19,9 +19,7 @@ matrix rank and any bulk statistic of a nearly singular layer are not. When more
 ``refine_fraction`` of a matrix's eigenvalues lie below the floor, or any was rounded to zero or below (it would
 count as an exact zero, which the float32 Gram cannot tell), the matrix is recomputed with the
 Gram accumulated in float64 and a float64 solver, whose floor is 10⁹ times lower. Tiny negative
-eigenvalues from rounding are clipped to zero. A square matrix starts there (at the default
-``refine_fraction`` or a smaller one): its smallest eigenvalues reach the float32 floor, and nearly every square
-layer of a trained model was refined, so the float32 solve would only add to its cost.
+eigenvalues from rounding are clipped to zero.
 
 Matrix rank. SVD path: as numpy's ``matrix_rank`` and WeightWatcher, the singular values above
 σ_max·N·ε₆₄ (one tolerance for a pooled conv layer, from its largest singular value). float64 Gram path:
@@ -101,8 +99,7 @@ def weights_finite(mats: Sequence[np.ndarray | Factored]) -> bool:
 
 
 def matrix_eigenvalues(
-    W: np.ndarray | Factored, precision: str = "fast", refine_fraction: float = FEW_BELOW_FLOOR,
-    square64: bool = True,
+    W: np.ndarray | Factored, precision: str = "fast", refine_fraction: float = FEW_BELOW_FLOOR
 ) -> tuple[np.ndarray, float, float, str]:
     """Eigenvalues of WᵀW for one 2-D matrix, or of a :class:`Factored` one through its factors.
 
@@ -110,8 +107,7 @@ def matrix_eigenvalues(
     eigenvalues its factors can make nonzero (a rank-r :class:`LowRank`'s r from :func:`lowrank_eigenvalues`,
     a :class:`Kronecker`'s products of its factors' singular values; float64, either precision) and exact
     zeros for the rest of min(out, in); its floor and rank tolerance are the float64 SVD's (method
-    "lowrank64" or "kron64"). ``square64=False`` gives a square matrix the float32 pass first, as the others:
-    for a random one (a shuffled copy), which that pass nearly always resolves.
+    "lowrank64" or "kron64").
     """
     if isinstance(W, Factored):
         N, M = max(W.shape), min(W.shape)
@@ -126,13 +122,7 @@ def matrix_eigenvalues(
     if precision == "accurate":
         return _svd_eigenvalues(W, N, M)
 
-    # a square matrix's smallest eigenvalues reach the float32 floor: at the default refine_fraction (or a
-    # stricter one) nearly every square layer of a trained model is refined (33 of 37 in all-MiniLM-L6-v2 and
-    # paraphrase-MiniLM-L3-v2; 116 of 130 square FARMS windows of MiniLM), so it starts in float64 instead of
-    # paying for the float32 solve as well (×0.65 on MiniLM). Not a random one: 5 of 66 Gaussian ones (128 to
-    # 2048) were refined, and it costs ×1.9 on them (scripts/square_refine.py).
-    start = np.float64 if square64 and rows == cols and refine_fraction <= FEW_BELOW_FLOOR else np.float32
-    evals, floor, dtype = _gram_eigenvalues(W, start, rows <= cols)
+    evals, floor, dtype = _gram_eigenvalues(W, np.float32, rows <= cols)
     below = int(np.count_nonzero(evals < floor))
     # among a few below the floor, taken as tiny nonzero eigenvalues, one the float32 Gram rounded to ≤ 0 would
     # count as an exact zero (num_zero_evals, the MP fit's share of zeros) though it cannot be told from one of
@@ -200,11 +190,10 @@ def esd(
     precision: str = "fast",
     refine_fraction: float = FEW_BELOW_FLOOR,
     scale: float = 1.0,
-    square64: bool = True,
 ) -> Spectrum:
     """Pooled ESD of one layer's matrices (e.g. the kh·kw kernel positions of a conv), times ``scale``; a single
     2-D array is the one matrix of its layer. ``precision`` and ``refine_fraction`` as :func:`htsr.analyze`'s
-    options (OptionError for a value they do not allow); ``square64`` as :func:`matrix_eigenvalues`'s."""
+    options (OptionError for a value they do not allow)."""
     check_args("esd", precision=precision, refine_fraction=refine_fraction)
     if not (isinstance(scale, (int, float, np.floating, np.integer)) and math.isfinite(scale) and scale > 0):
         raise ValueError(f"esd: scale must be a positive finite number, got {scale!r}")
@@ -218,7 +207,7 @@ def esd(
     for i, W in enumerate(matrices):
         try:
             with np.errstate(over="ignore", invalid="ignore"):
-                ev, floor, tol, method = matrix_eigenvalues(W, precision, refine_fraction, square64)
+                ev, floor, tol, method = matrix_eigenvalues(W, precision, refine_fraction)
         except np.linalg.LinAlgError:  # (LAPACK's "Internal Error" on a Gram that overflowed)
             ev = np.array([np.inf])
         if not np.isfinite(ev).all():

@@ -23,36 +23,11 @@ def test_chosen_singular_values_come_back(shape, precision):
         np.testing.assert_allclose(ev, expected, rtol=1e-10, atol=1e-12 * expected[-1])
         assert method == "svd64"
     else:
-        # Gram + eigh: absolute error below the documented floor 4*sqrt(M)*eps*lambda_max, computed here (not the
-        # floor the function returns, which would let a floor too large pass any error); a square matrix starts in
-        # float64, the others in float32 (s_min^2 / s_max^2 = 1e-4 is above the floor: no refinement)
-        square = shape[0] == shape[1]
-        eps = np.finfo(np.float64 if square else np.float32).eps
-        bound = 4.0 * np.sqrt(min(shape)) * eps * expected[-1]
+        # float32 Gram + eigh: absolute error below the documented floor 4*sqrt(M)*eps32*lambda_max, computed here
+        # (not the floor the function returns, which would let a floor too large pass any error)
+        bound = 4.0 * np.sqrt(min(shape)) * np.finfo(np.float32).eps * expected[-1]
         assert np.max(np.abs(ev - expected)) < bound and floor == pytest.approx(bound, rel=0.02)
-        assert method == ("gram64" if square else "gram32")
-
-
-def test_a_square_matrix_starts_in_float64_only_at_the_default_refine_fraction_or_below():
-    """A square matrix's float32 Gram is nearly always refined (its smallest eigenvalues reach the floor), so
-    the fast path solves it in float64 at once, even one that would not have needed it (here none of its
-    eigenvalues is within 100× of the float32 floor); a larger refine_fraction (the user accepts the float32
-    floor) keeps the float32 pass, as for any matrix that is not square."""
-    s = np.geomspace(1.0, 10.0, 120)
-    W = matrix_with_singular_values(s, 120, 120).astype(np.float32)
-    W64 = W.astype(np.float64)
-    want = np.sort(np.linalg.eigvalsh(W64.T @ W64))  # the stored float32 matrix's own eigenvalues
-    for fraction in (0.0, 0.01):
-        ev, floor, _, method = matrix_eigenvalues(W, "fast", fraction)
-        assert method == "gram64" and floor < 1e-12 * want[-1]  # float64's floor, 4·√M·ε₆₄·λ_max ≈ 5e-15·λ_max
-        # the same Gram, another float64 solver (numpy's ?syevd): a few ε₆₄·λ_max apart
-        np.testing.assert_allclose(ev, want, rtol=0, atol=1e-13 * want[-1])
-    ev, floor, _, method = matrix_eigenvalues(W, "fast", 0.02)
-    assert method == "gram32" and floor > 1e-7 * ev[-1]  # float32's floor, 4·√M·ε₃₂·λ_max ≈ 5e-6·λ_max
-    np.testing.assert_allclose(ev, want, rtol=0, atol=floor)  # within the float32 floor, as documented
-    assert matrix_eigenvalues(W, "fast", 0.01, square64=False)[3] == "gram32"  # (a random matrix's shuffle)
-    rect = matrix_with_singular_values(s, 150, 120).astype(np.float32)
-    assert matrix_eigenvalues(rect, "fast")[3] == "gram32"
+        assert method == "gram32"  # s_min^2 / s_max^2 = 1e-4 is above the floor: no refinement
 
 
 def test_fast_path_refines_a_rank_deficient_matrix():

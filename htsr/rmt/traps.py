@@ -114,7 +114,7 @@ def randomize(matrices: Sequence[np.ndarray], N: int, M: int, seed: int = 0, sca
     pooled = rng.permuted(flat[0] if len(flat) == 1 else np.concatenate(flat))
     shuffled = [part.reshape(W.shape) for part, W in
                 zip(np.split(pooled, np.cumsum([f.size for f in flat])[:-1]), matrices)]
-    spectrum = esd(shuffled, precision, refine_fraction, scale, square64=False)  # (random: float32 resolves it)
+    spectrum = esd(shuffled, precision, refine_fraction, scale)
     # the shuffled entries are i.i.d. by construction: the baseline is the MP law of their own variance, not a
     # fit (a fit to a heavy-tailed entry distribution's spectrum, which is no MP bulk, put its edge anywhere)
     mp = fit_mp(spectrum.evals, N, M, scale, tw_margin, sigma2=_variance(pooled))
