@@ -131,3 +131,16 @@ def test_the_fast_paths_eigenvalues_are_scipys_on_the_gram(shape):
     expected = np.maximum(np.sort(scipy.linalg.eigh(G, eigvals_only=True).astype(np.float64)), 0.0)
     evals, _, _, method = matrix_eigenvalues(W)
     assert method == "gram32" and np.array_equal(evals, expected)
+
+
+# ------------------------------------------------------------------ mutation round 20 (2026-12-06)
+def test_a_float32_workspace_query_is_rounded_up_as_scipys():
+    """(kills l1) A float32 LAPACK workspace query holds integers exactly only up to 2²⁴: 2²⁴ may stand for 2²⁴ + 1,
+    so it is rounded up to the next float32 (2²⁴ + 2), as scipy's _compute_lwork; a float64 one is taken as is."""
+    import ctypes
+
+    from htsr.lapack import _query
+
+    assert _query(np.array([2.0**24], np.float32), ctypes.c_int(0)) == 2**24 + 2
+    assert _query(np.array([1000.0], np.float32), ctypes.c_int(0)) == 1000  # (next float32 after 1000: 1000.00006)
+    assert _query(np.array([2.0**24], np.float64), ctypes.c_int(0)) == 2**24

@@ -293,3 +293,95 @@ def test_same_values_needs_the_same_keys_and_sequence_types():
     assert not same_values({"a": 1}, {"a": 1, "b": 2})
     assert not same_values([1, 2], (1, 2))
     assert not same_values(np.zeros(2, np.float32), np.zeros(2, np.float64))
+
+
+# ------------------------------------------------------------------ mutation round 20 (2026-12-06)
+def test_the_float64_grams_null_eigenvalues_of_zero_rows_are_not_rank_on_any_seed():
+    """(kills s7) 250 all-zero rows of a 600 x 400 matrix: its float64 Gram AᵀA has 50 null eigenvalues that are
+    not exact zeros (round-off ~±1e-13, 1 or 2 of them positive after the clip on seeds 0, 2, 3, 6, 7); the gram64
+    path's rank tolerance (its floor) leaves them out: numpy's rank 350 on every seed (the suite's one seed, 5,
+    happens to round all 50 to ≤ 0, so a tolerance of 0 passed it)."""
+    for seed in range(8):
+        W = np.random.default_rng(seed).standard_normal((600, 400)).astype(np.float32)
+        W[:250] = 0.0
+        s = esd(W, precision="fast")
+        assert (s.method, s.rank) == ("gram64", 350) and np.linalg.matrix_rank(W) == 350, seed
+
+
+def test_a_pooled_layer_of_gram64_and_svd64_matrices_counts_each_at_its_own_tolerance():
+    """(kills s13) A square conv's kernel positions: one with 2 of its 64 singular values at 1e-5·σ_max (3 % of its
+    eigenvalues below the float32 floor: refined, float64 Gram, full rank 64) and a rank-5 product stored in float32
+    (its rounding's 59 singular values ~1e-7·σ_max are rank for numpy's tolerance: the SVD, rank 64). The pooled
+    WeightWatcher tolerance applies only when every matrix took the SVD: applied to this mix, the first one's Gram
+    floor (~1e-14 of its λ_max, 100² times the product's) cuts the rounding's eigenvalues."""
+    rng = np.random.default_rng(1)
+    A = (100 * matrix_with_singular_values(np.r_[np.linspace(1, 2, 62), 1e-5, 2e-5], 64, 64)).astype(np.float32)
+    B = (rng.standard_normal((64, 5)) @ rng.standard_normal((5, 64)) / np.sqrt(5)).astype(np.float32)
+    s = esd([A, B], precision="fast")
+    assert s.method == "gram64+svd64"
+    assert s.rank == np.linalg.matrix_rank(A.astype(np.float64)) + np.linalg.matrix_rank(B.astype(np.float64)) == 128
+
+
+def test_a_pooled_spectrums_floor_is_its_loudest_matrixs():
+    """(kills s14) Spectrum.floor is the 'largest numerical floor among the matrices' (the loud position's, here
+    1e6 times the quiet one's), on both paths; own_floor holds each matrix's."""
+    rng = np.random.default_rng(4)
+    mats = [rng.standard_normal((60, 20)), 1e-3 * rng.standard_normal((60, 20))]
+    for precision in ("fast", "accurate"):
+        floors = [matrix_eigenvalues(W, precision)[1] for W in mats]
+        s = esd(mats, precision=precision)
+        assert s.floor == max(floors) > 1e5 * min(floors)
+        np.testing.assert_array_equal(np.sort(s.own_floor), np.repeat(sorted(floors), 20))
+
+
+def test_an_all_zero_kernel_position_has_no_eigenvalues_below_its_floor():
+    """(kills s15) A pruned (all-zero) kernel position: floor 0, its 20 eigenvalues exact zeros, which are not
+    *below* it (num_evals_below_floor counts the unresolved eigenvalues, not exact zeros), and no rank."""
+    A = np.random.default_rng(3).standard_normal((60, 20)).astype(np.float32)
+    s = esd([A, np.zeros_like(A)], precision="fast")
+    assert (s.num_below_floor, s.rank) == (0, 20)
+
+
+@pytest.mark.parametrize("precision", ["fast", "accurate"])
+def test_a_wide_matrixs_rank_tolerance_is_on_its_larger_side(precision):
+    """(kills s23) numpy's tolerance σ_max·max(N, M)·ε for a *wide* 100 x 1000 matrix (the suite checks a tall
+    one): its singular value 5e-14 lies below 1000·ε·σ_max = 2.2e-13 (rank 99), above 100·ε·σ_max = 2.2e-14."""
+    rng = np.random.default_rng(0)
+    U, _ = np.linalg.qr(rng.standard_normal((1000, 100)))
+    V, _ = np.linalg.qr(rng.standard_normal((100, 100)))
+    W = ((U * np.r_[np.linspace(1, 0.1, 99), 5e-14]) @ V.T).T
+    assert W.shape == (100, 1000)
+    assert esd(W, precision=precision).rank == np.linalg.matrix_rank(W) == 99
+
+
+def test_the_norms_and_entropy_take_every_eigenvalue_even_below_the_pooled_floor():
+    """(kills m5, m10, m19) A pooled conv layer whose quiet kernel position (1e-3 times the other's scale) lies
+    wholly below the layer's floor (the loud position's): log_norm, log_alpha_norm ("all eigenvalues") and entropy
+    still take its eigenvalues: their formulas over the spectrum itself (rel 1e-12: the same numbers)."""
+    from htsr.fits.powerlaw import PowerLawFit
+    from htsr.metrics import compute_metrics
+
+    rng = np.random.default_rng(0)
+    mats = [rng.standard_normal((64, 32)).astype(np.float32),
+            (1e-3 * rng.standard_normal((64, 32))).astype(np.float32)]
+    s = esd(mats, "fast")
+    ev = s.evals
+    assert np.count_nonzero((ev > 0) & (ev < s.floor)) >= 32  # (the quiet position's)
+    alpha = 1.2
+    m = compute_metrics(s, PowerLawFit(alpha, 0.1, 0.05, float(ev[-10]), float(ev[-1]), 10, "ok"))
+    p = ev[ev > 0] / ev.sum()
+    assert m["log_norm"] == pytest.approx(math.log10(ev.sum()), rel=1e-12)
+    assert m["log_alpha_norm"] == pytest.approx(math.log10(np.sum(ev**alpha)), rel=1e-12)
+    assert m["entropy"] == pytest.approx(-np.sum(p * np.log(p)) / math.log(s.rank), rel=1e-12)
+    assert m["stable_rank"] == pytest.approx(ev.sum() / ev[-1], rel=1e-12)
+
+
+def test_the_metrics_of_an_all_zero_spectrum_are_nan_not_0():
+    """(kills m9) rank 0: entropy's −Σ p ln p / ln R is undefined (NaN, as the norms), not the 0 of rank one."""
+    from htsr.fits.powerlaw import PowerLawFit
+    from htsr.metrics import compute_metrics
+
+    s = esd(np.zeros((50, 20), np.float32))
+    m = compute_metrics(s, PowerLawFit.failed("all zero"))
+    assert s.rank == 0 and m["matrix_rank"] == 0.0
+    assert all(math.isnan(m[k]) for k in ("entropy", "log_norm", "log_spectral_norm", "stable_rank", "alpha_weighted"))
