@@ -3053,6 +3053,8 @@ def test_a_format_3_npz_member_is_read_lazily_from_its_header(tmp_path, monkeypa
         z.writestr("cut.npy", buf.getvalue()[:20])  # magic, length, then 10 bytes of a ~118-byte header
         head = b"{'descr': '<f4', 'shape': (2,)}".ljust(118) + b"\n"  # no fortran_order key
         z.writestr("odd.npy", b"\x93NUMPY\x03\x00" + len(head).to_bytes(4, "little") + head + bytes(8))
+        bad = b"{'descr': '<f4', 'shape': (2,".ljust(118) + b"\n"  # no Python literal
+        z.writestr("bad.npy", b"\x93NUMPY\x03\x00" + len(bad).to_bytes(4, "little") + bad + bytes(8))
     monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", lambda *a: pytest.fail("a member was loaded at open"))
     refs = {r.name: r for r in open_source(path)}
     assert (refs["fc.weight"].shape, refs["fc.weight"].dtype) == ((60, 50), "float32")
@@ -3060,5 +3062,5 @@ def test_a_format_3_npz_member_is_read_lazily_from_its_header(tmp_path, monkeypa
     np.testing.assert_array_equal(refs["fc.weight"].load(), W)  # exact: the stored bytes
     rows = _rows(htsr.analyze(path, min_evals=2))
     assert rows["fc"].status == "ok"
-    for name, why in (("cut", "cut short"), ("odd", "not a .npy header")):
+    for name, why in (("cut", "cut short"), ("odd", "not a .npy header"), ("bad", "not a .npy header (SyntaxError)")):
         assert rows[name].status.startswith("skipped: its .npy header cannot be read") and why in rows[name].status

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import math
 import os
@@ -44,15 +45,16 @@ def _npy_header_3_0(f) -> tuple[tuple[int, ...], bool, np.dtype]:
     """(shape, fortran_order, dtype) of a format 3.0 header: 2.0's, its text utf-8 (numpy writes 3.0 for field
     names beyond latin-1, and reads it only by loading the array: a member of pickled objects was reported corrupt,
     and every 3.0 member was read whole to learn its shape). ValueError for a header that is not numpy's."""
-    import ast
-
     size = int.from_bytes(f.read(4), "little")
     if size > _MAX_NPY_HEADER:
         raise ValueError(f"a .npy header of {size} bytes (numpy reads up to {_MAX_NPY_HEADER} without pickles)")
     raw = f.read(size)
     if len(raw) != size:
         raise ValueError("the .npy header is cut short")
-    d = ast.literal_eval(raw.decode("utf-8"))
+    try:
+        d = ast.literal_eval(raw.decode("utf-8"))
+    except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError) as e:
+        raise ValueError(f"not a .npy header ({e.__class__.__name__})") from None
     if not (isinstance(d, dict) and d.keys() == {"descr", "fortran_order", "shape"}
             and isinstance(d["shape"], tuple) and all(isinstance(n, int) for n in d["shape"])
             and isinstance(d["fortran_order"], bool)):
