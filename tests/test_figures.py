@@ -523,3 +523,67 @@ def test_kinds_are_drawn_in_alphabetical_order():
 
     r = result_of([layer_row("a", kind="dense"), layer_row("b", kind="conv2d"), layer_row("c", kind="embedding")])
     assert [s.label for s in alpha_by_layer(r).series if s.kind == "points"] == ["conv2d", "dense", "embedding"]
+
+
+# ------------------------------------------------------------------ mutation round 22 (2026-12-06)
+def test_histograms_have_the_documented_number_of_bins():
+    """esd_loglog: esd_bins(n) log bins; esd_linear: max(esd_bins, 20) bins; log10 histogram: esd_bins(n) bins
+    up to 500 eigenvalues, 100 above (kills F01, F13, F20)."""
+    from htsr.rmt.traps import esd_bins
+
+    r = htsr.analyze({"g.weight": _rng(0).standard_normal((600, 200))}, keep_spectra=True)
+    row, sp = r.layers[0], r.spectra[0]
+    n = sp.evals.size  # 200, no zeros
+    ll = _one(F.esd_loglog(row, sp), "hist", "data")
+    assert ll.y.size == esd_bins(n) and ll.x.size == ll.y.size + 1
+    lin = _one(F.esd_linear(row, sp), "hist", "data")
+    assert lin.y.size == max(esd_bins((sp.evals <= lin.x[-1]).sum()), 20)
+    lg = _one(F.log10_histogram(row, sp), "hist", "data")
+    assert lg.y.size == esd_bins(n) and lg.y.sum() == n
+
+
+def test_esd_loglog_fit_line_stops_at_the_fits_x_max_when_the_top_was_dropped():
+    """With drop_top the power law was fitted up to x_max below the largest eigenvalue: the line must stop there,
+    not run on over the dropped eigenvalues (kills F05)."""
+    r = htsr.analyze({"w.weight": _rng(1).standard_normal((600, 200))}, keep_spectra=True, drop_top=3)
+    row, sp = r.layers[0], r.spectra[0]
+    assert row.status == "ok" and row.num_fingers == 3 and row.xmax < sp.evals[-1]
+    line = _one(F.esd_loglog(row, sp), "line", "fit")
+    assert line.x[0] == pytest.approx(row.xmin) and line.x[-1] == pytest.approx(row.xmax)
+
+
+def test_esd_linear_marks_the_spike_threshold_and_labels_sigma():
+    """The 'spike threshold' line is at mp_threshold (above λ₊), and the MP label gives σ, not σ² (kills F16, F18)."""
+    r = htsr.analyze({"g.weight": 3.0 * _rng(0).standard_normal((600, 200))}, keep_spectra=True)
+    row, sp = r.layers[0], r.spectra[0]
+    panel = F.esd_linear(row, sp)
+    thr = _one(panel, "vline", "threshold")
+    assert row.mp_threshold > row.mp_lambda_plus and thr.x[0] == row.mp_threshold
+    assert _one(panel, "line", "mp").label == f"MP, σ = {row.mp_sigma:.3g}" == "MP, σ = 3"
+
+
+def test_xmin_scan_with_farms_marks_the_fits_x_min_in_the_windows_units():
+    """The scan is over the FARMS windows' eigenvalues, so its chosen x_min is row.xmin (the windows' units), not
+    farms_xmin (the layer's own), which is off the scan's axis (kills F27)."""
+    r = htsr.analyze({"w.weight": _rng(2).standard_normal((600, 200))}, keep_spectra=True, farms_aspect=1.0)
+    row, sp = r.layers[0], r.spectra[0]
+    assert row.farms_xmin != row.xmin
+    assert _one(F.xmin_scan(row, sp), "vline", "xmin").x[0] == row.xmin
+
+
+def test_alpha_distribution_bands_are_at_2_and_6():
+    """(kills F36: the 'α = 6' line drawn at 5)"""
+    r = result_of([layer_row("a", alpha=2.5), layer_row("b", alpha=4.0)])
+    lines = sorted((s.x[0], s.label) for s in F.alpha_distribution(r).series if s.kind == "vline")
+    assert lines == [(2.0, "α = 2"), (6.0, "α = 6")]
+
+
+def test_alpha_by_layer_has_a_count_axis_and_keeps_layers_without_a_phase():
+    """The x axis is a count axis (whole-number ticks in both renderers), and a layer without a phase is drawn
+    in the 'no phase' group, not dropped (kills F38, F42)."""
+    r = result_of([layer_row("a", alpha=2.5, phase="heavy-tailed"), layer_row("b", alpha=3.5, phase="")])
+    for by in ("kind", "phase"):
+        assert F.alpha_by_layer(r, by).xlabel in F.COUNT_AXES
+    pts = [s for s in F.alpha_by_layer(r, "phase").series if s.kind == "points"]
+    assert sorted(s.label for s in pts) == ["heavy-tailed", "no phase"]
+    assert sorted(n for s in pts for n in s.labels) == ["a", "b"]

@@ -551,3 +551,96 @@ def test_a_not_ok_layers_badge_is_the_status_word_before_any_detail():
                                     layer_row("b", status="failed: NaN in the weights", alpha=math.nan)]))
     not_ok = page.split('<ul id="not-ok">', 1)[1].split("</ul>", 1)[0]
     assert re.findall(r'<span class="badge s-([^"]*)">([^<]*)</span>', not_ok) == [("ok", "ok"), ("failed", "failed")]
+
+
+# ------------------------------------------------------------------ mutation round 22 (2026-12-06)
+def test_a_status_is_escaped_in_the_not_ok_list():
+    """A status carries free text (an exception message, a tensor name): escaped in the warnings section as in the
+    table (kills R04)."""
+    from htsr.report import render_report
+
+    status = "failed: tensor <img src=x onerror=alert(1)> has NaN"
+    page = render_report(result_of([layer_row("a", status=status, alpha=math.nan)]))
+    assert "<img src=x" not in page and html.escape(status) in page
+
+
+def test_the_summary_cards_show_each_count_at_its_own_value():
+    """layers / fitted / not fitted / skipped / failed, and the warning counts, each at its own number
+    (kills R06: 'failed' left out; R07: 'uncertain' showing the over-trained count)."""
+    from htsr.report import render_report
+
+    rows = [layer_row("a", warning="over-trained", alpha=1.5), layer_row("b", warning="over-trained", alpha=1.6),
+            layer_row("c", warning="uncertain"), layer_row("d", status="failed: NaN in the weights", alpha=math.nan)]
+    page = render_report(result_of(rows))
+    assert "<dt>failed</dt><dd>1</dd>" in page
+    assert "<dt>over-trained</dt><dd>2</dd>" in page and "<dt>uncertain</dt><dd>1</dd>" in page
+
+
+def test_the_means_card_lists_every_summary_mean_even_when_undefined():
+    """One fixed schema: every mean of the summary has its entry, NaN shown as an en dash (kills R10: undefined
+    means silently left out of the card)."""
+    from htsr.report import render_report
+
+    r = result_of([layer_row("a", alpha=math.nan, status="not_fitted: 4 eigenvalues")])
+    card = render_report(r).split("<h3>Means over", 1)[1].split("</div>", 1)[0]
+    assert any(not math.isfinite(v) for v in r.summary.means.values())
+    for k in r.summary.means:
+        assert f"<dt>{html.escape(k)}</dt>" in card
+    assert "<dd>–</dd>" in card
+
+
+def test_a_warned_layers_interval_is_shown_only_when_both_ends_are_finite():
+    """'α = 3 [2, 4]' with both ends; no half interval '[2, –]' when one end is undefined (kills R13)."""
+    from htsr.report import render_report
+
+    page = render_report(result_of([layer_row("a", warning="uncertain", bayes_alpha_lo=2.0, bayes_alpha_hi=4.0),
+                                    layer_row("b", warning="uncertain", bayes_alpha_lo=2.0, bayes_alpha_hi=math.nan)]))
+    warned = page.split('<ul id="warned">', 1)[1].split("</ul>", 1)[0]
+    assert "α = 3 [2, 4]" in warned
+    b = warned.split('data-layer="b"', 1)[1].split("</li>", 1)[0]
+    assert "[" not in b and "α = 3" in b
+
+
+def test_a_status_tooltip_in_the_table_is_escaped():
+    """The status cell's title attribute holds the status text: quotes and markup escaped (kills R17)."""
+    from htsr.report import render_report
+
+    status = 'failed: tensor "x" onmouseover="alert(1)" <b>'
+    page = render_report(result_of([layer_row("a", status=status, alpha=math.nan)]))
+    assert 'onmouseover="alert(1)"' not in page
+    assert f'<td title="{html.escape(status)}">{html.escape(status)}</td>' in page
+
+
+def test_a_negative_infinity_is_shown_as_minus_infinity():
+    """(kills R19: −∞ shown as ∞)"""
+    from htsr.report import render_report
+
+    page = render_report(result_of([layer_row("a", lambda_max=math.inf, log_norm=-math.inf)]))
+    assert '<td class="num">∞</td>' in page and '<td class="num">−∞</td>' in page
+
+
+def test_the_model_figures_are_by_kind_then_by_phase_with_a_colour_for_no_phase():
+    """The second model figure groups by phase (kills R21: both by kind), and the config has the colour of
+    'phase:no phase' that htsr.plot uses (kills R22)."""
+    import json
+
+    from htsr.figures import role_color
+    from htsr.report import render_report
+
+    page = render_report(result_of([layer_row("a", alpha=2.5, phase="heavy-tailed"), layer_row("b", alpha=3.5, phase="")]))
+    cfg = json.loads(page.split('id="htsr-config">', 1)[1].split("</script>", 1)[0])
+    by_phase = cfg["model_panels"][1]
+    assert by_phase["title"] == "alpha per layer, by phase"
+    assert sorted(s["role"] for s in by_phase["series"] if s["kind"] == "points") == ["phase:heavy-tailed",
+                                                                                        "phase:no phase"]
+    assert cfg["colours"]["phase:no phase"] == role_color("phase:no phase")
+
+
+def test_a_warned_layers_p_value_is_shown_as_the_table_shows_it():
+    """(kills R24: the p-value cut to 3 characters)"""
+    from htsr.report import _fmt, render_report
+
+    page = render_report(result_of([layer_row("a", warning="no-power-law", num_boot=200.0, boot_alpha_lo=2.0,
+                                              boot_alpha_hi=4.0, pl_pvalue=0.01234)]))
+    warned = page.split('<ul id="warned">', 1)[1].split("</ul>", 1)[0]
+    assert f"p = {_fmt(0.01234)}" in warned and _fmt(0.01234) == "0.01234"
