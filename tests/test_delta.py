@@ -491,3 +491,40 @@ def test_a_delta_counts_each_name_once():
     pair = DeltaSource(open_source(model), open_source(base))
     assert len(pair) == len(list(pair)) == 4  # (a source's len is the number of refs it yields)
     assert [(x.name, x.status.split(":")[0]) for x in r.layers] == [("a", "ok"), ("b", "skipped"), ("c", "skipped")]
+
+
+# ------------------------------------------------------------------ mutation round 21 (2026-12-06)
+def test_a_weight_only_in_the_model_is_skipped_even_when_its_name_reads_as_no_matrix():  # kills d21
+    """A Linear named 'postnorm' is a dense layer of the live model (its module says so) though its name alone
+    reads as a norm scale: present in the model only, it is no delta (its own weights were analysed as one)."""
+    torch = pytest.importorskip("torch")
+
+    class M(torch.nn.Module):
+        def __init__(self, extra):
+            super().__init__()
+            self.fc = torch.nn.Linear(64, 128)
+            if extra:
+                self.postnorm = torch.nn.Linear(128, 96)
+
+    torch.manual_seed(0)
+    rows = {r.name: r for r in htsr.analyze(M(True), base=M(False)).layers}
+    assert rows["postnorm"].kind == "dense"
+    assert rows["postnorm"].status.startswith("skipped: only in the model")
+    assert math.isnan(rows["postnorm"].alpha)
+
+
+def test_exact_names_win_a_tie_with_a_renaming():  # kills d24
+    """The base holds m.* and k.* with the same suffixes: replacing 'm.' with 'k.' matches as many names as the
+    names themselves do; the exact names are kept (not each model tensor minus another tensor of the base)."""
+    from htsr.io.delta import align_names
+
+    names, ref = ["m.a.weight", "m.b.weight"], ["m.a.weight", "m.b.weight", "k.a.weight", "k.b.weight"]
+    rename, note = align_names(names, ref)
+    assert note == "" and [rename(n) for n in names] == names
+    rng = np.random.default_rng(0)
+    base = {n: rng.standard_normal((100, 50)) for n in ref}
+    delta = matrix_with_singular_values(np.array([3.0, 2.0, 1.0]), 100, 50, seed=1)
+    model = {n: base[n] + delta for n in names}
+    rows = {r.name: r for r in htsr.analyze(model, base=base, precision="accurate").layers}
+    assert rows["m.a"].matrix_rank == 3 and rows["m.a"].lambda_max == pytest.approx(9.0, rel=1e-9)
+    assert rows["k.a"].status.startswith("skipped: only in the base")

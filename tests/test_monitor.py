@@ -794,3 +794,57 @@ def test_the_alert_message_counts_the_layers_it_averaged():
     with pytest.warns(HtsrAlphaWarning, match=r"^mean alpha 1\.\d{3} of 2 layer\(s\) dropped below 2 at step 1"):
         rec = AlphaMonitor(model, None, unit="step").step(1)
     assert len(rec.layers) == 3
+
+
+# ------------------------------------------------------------------ mutation round 21 (2026-12-06)
+def test_an_epoch_already_recorded_is_not_recorded_again():  # kills m03
+    mon = AlphaMonitor(mlp(), None, every=1, unit="epoch")
+    assert mon.epoch_end(1, step=8) is not None
+    assert mon.epoch_end(1, step=8) is None  # the same epoch end reported twice: one record
+    assert [r.epoch for r in mon.history] == [1]
+
+
+def test_history_is_a_copy():  # kills m13 (the docstring says "a copy")
+    mon = AlphaMonitor(mlp(), None)
+    mon.record(epoch=1)
+    mon.history.clear()
+    assert len(mon.history) == 1
+
+
+def test_load_history_replays_a_record_without_a_fitted_layer_as_keeping_the_state(tmp_path):  # kills m16
+    """As the live monitor does (test_a_record_without_a_fitted_layer_keeps_the_alert_state): a NaN mean between
+    two below-threshold records is no recovery, so the file holds one crossing, not two."""
+    path = tmp_path / "alpha.csv"
+    _monitor_csv(path, ["1,,100.0,a,dense,1.0,1.0,0.1,0.05,ok", "2,,101.0,a,dense,,,0.1,0.05,not_fitted: few",
+                        "3,,102.0,a,dense,1.0,1.0,0.1,0.05,ok"])
+    recs = load_history(path)
+    assert math.isnan(recs[1].mean_alpha)
+    assert [r.alert for r in recs] == [True, False, False]
+
+
+def test_last_result_is_the_latest_records_analysis():  # kills m31
+    model = mlp()
+    mon = AlphaMonitor(model, None, unit="step")
+    mon.step(1)
+    set_tail(model, 4.0)
+    rec = mon.step(2)
+    got = {x.name: x.alpha for x in mon.last_result.layers if x.name in FITTED}
+    assert got == {x.name: x.alpha for x in rec.layers if x.name in FITTED}
+
+
+def test_a_csv_with_another_header_is_refused_as_an_output_error(tmp_path):  # kills m22 (class docstring)
+    from htsr.errors import OutputError
+
+    path = tmp_path / "other.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(OutputError, match="records are only ever appended, so choose another file"):
+        AlphaMonitor(mlp(), path)
+    assert path.read_text() == "a,b\n1,2\n"
+
+
+def test_a_resumed_csv_whose_last_mean_equals_the_threshold_is_not_in_alert(tmp_path):  # kills m34
+    path = tmp_path / "alpha.csv"
+    _monitor_csv(path, ["1,,100.0,a,dense,2.0,2.0,0.1,0.05,ok"])  # mean exactly 2: not below 2
+    assert not AlphaMonitor(mlp(), path).alert
+    _monitor_csv(path, ["1,,100.0,a,dense,1.5,1.5,0.1,0.05,ok"])
+    assert AlphaMonitor(mlp(), path).alert
