@@ -494,7 +494,7 @@ def test_a_delta_counts_each_name_once():
 
 
 # ------------------------------------------------------------------ mutation round 21 (2026-12-06)
-def test_a_weight_only_in_the_model_is_skipped_even_when_its_name_reads_as_no_matrix():  # kills d21
+def test_a_weight_only_in_the_model_is_skipped_even_when_its_name_reads_as_no_matrix():
     """A Linear named 'postnorm' is a dense layer of the live model (its module says so) though its name alone
     reads as a norm scale: present in the model only, it is no delta (its own weights were analysed as one)."""
     torch = pytest.importorskip("torch")
@@ -513,7 +513,7 @@ def test_a_weight_only_in_the_model_is_skipped_even_when_its_name_reads_as_no_ma
     assert math.isnan(rows["postnorm"].alpha)
 
 
-def test_exact_names_win_a_tie_with_a_renaming():  # kills d24
+def test_exact_names_win_a_tie_with_a_renaming():
     """The base holds m.* and k.* with the same suffixes: replacing 'm.' with 'k.' matches as many names as the
     names themselves do; the exact names are kept (not each model tensor minus another tensor of the base)."""
     from htsr.io.delta import align_names

@@ -528,7 +528,7 @@ def test_kinds_are_drawn_in_alphabetical_order():
 # ------------------------------------------------------------------ mutation round 22 (2026-12-06)
 def test_histograms_have_the_documented_number_of_bins():
     """esd_loglog: esd_bins(n) log bins; esd_linear: max(esd_bins, 20) bins; log10 histogram: esd_bins(n) bins
-    up to 500 eigenvalues, 100 above (kills F01, F13, F20)."""
+    up to 500 eigenvalues, 100 above."""
     from htsr.rmt.traps import esd_bins
 
     r = htsr.analyze({"g.weight": _rng(0).standard_normal((600, 200))}, keep_spectra=True)
@@ -544,7 +544,7 @@ def test_histograms_have_the_documented_number_of_bins():
 
 def test_esd_loglog_fit_line_stops_at_the_fits_x_max_when_the_top_was_dropped():
     """With drop_top the power law was fitted up to x_max below the largest eigenvalue: the line must stop there,
-    not run on over the dropped eigenvalues (kills F05)."""
+    not run on over the dropped eigenvalues."""
     r = htsr.analyze({"w.weight": _rng(1).standard_normal((600, 200))}, keep_spectra=True, drop_top=3)
     row, sp = r.layers[0], r.spectra[0]
     assert row.status == "ok" and row.num_fingers == 3 and row.xmax < sp.evals[-1]
@@ -553,7 +553,7 @@ def test_esd_loglog_fit_line_stops_at_the_fits_x_max_when_the_top_was_dropped():
 
 
 def test_esd_linear_marks_the_spike_threshold_and_labels_sigma():
-    """The 'spike threshold' line is at mp_threshold (above λ₊), and the MP label gives σ, not σ² (kills F16, F18)."""
+    """The 'spike threshold' line is at mp_threshold (above λ₊), and the MP label gives σ, not σ²."""
     r = htsr.analyze({"g.weight": 3.0 * _rng(0).standard_normal((600, 200))}, keep_spectra=True)
     row, sp = r.layers[0], r.spectra[0]
     panel = F.esd_linear(row, sp)
@@ -564,7 +564,7 @@ def test_esd_linear_marks_the_spike_threshold_and_labels_sigma():
 
 def test_xmin_scan_with_farms_marks_the_fits_x_min_in_the_windows_units():
     """The scan is over the FARMS windows' eigenvalues, so its chosen x_min is row.xmin (the windows' units), not
-    farms_xmin (the layer's own), which is off the scan's axis (kills F27)."""
+    farms_xmin (the layer's own), which is off the scan's axis."""
     r = htsr.analyze({"w.weight": _rng(2).standard_normal((600, 200))}, keep_spectra=True, farms_aspect=1.0)
     row, sp = r.layers[0], r.spectra[0]
     assert row.farms_xmin != row.xmin
@@ -572,7 +572,7 @@ def test_xmin_scan_with_farms_marks_the_fits_x_min_in_the_windows_units():
 
 
 def test_alpha_distribution_bands_are_at_2_and_6():
-    """(kills F36: the 'α = 6' line drawn at 5)"""
+    """The HTSR bands of the alpha distribution: lines at α = 2 and α = 6, labelled so."""
     r = result_of([layer_row("a", alpha=2.5), layer_row("b", alpha=4.0)])
     lines = sorted((s.x[0], s.label) for s in F.alpha_distribution(r).series if s.kind == "vline")
     assert lines == [(2.0, "α = 2"), (6.0, "α = 6")]
@@ -580,7 +580,7 @@ def test_alpha_distribution_bands_are_at_2_and_6():
 
 def test_alpha_by_layer_has_a_count_axis_and_keeps_layers_without_a_phase():
     """The x axis is a count axis (whole-number ticks in both renderers), and a layer without a phase is drawn
-    in the 'no phase' group, not dropped (kills F38, F42)."""
+    in the 'no phase' group, not dropped."""
     r = result_of([layer_row("a", alpha=2.5, phase="heavy-tailed"), layer_row("b", alpha=3.5, phase="")])
     for by in ("kind", "phase"):
         assert F.alpha_by_layer(r, by).xlabel in F.COUNT_AXES

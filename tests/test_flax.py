@@ -1166,14 +1166,14 @@ def test_a_sharded_flax_models_errors_name_their_own_shard(tmp_path):
 
 
 # ------------------------------------------------------------------ mutation round 17 (2026-12-06)
-def test_a_first_key_of_16_to_31_bytes_is_sniffed_as_a_checkpoint(tmp_path):  # m02
+def test_a_first_key_of_16_to_31_bytes_is_sniffed_as_a_checkpoint(tmp_path):
     tree = {"TransformerBlock_0": {"Dense_0": {"kernel": _f32(30, 20)}}}  # 18-byte key: fixstr 0xB2
     assert is_msgpack_checkpoint(msgpack.packb(tree, default=msgpack_ext_pack)[:32])
     path = write(tmp_path / "checkpoint_100", tree)  # flax.training.checkpoints: no suffix
     assert [(r.name, r.shape) for r in open_source(path)] == [("TransformerBlock_0.Dense_0", (20, 30))]
 
 
-def test_chunks_of_two_dtypes_or_a_negative_size_are_inconsistent(tmp_path):  # m11, m12
+def test_chunks_of_two_dtypes_or_a_negative_size_are_inconsistent(tmp_path):
     mixed = {"__msgpack_chunked_array__": True, "shape": {"0": 4, "1": 6},
              "chunks": {"0": np.arange(12, dtype=np.float32), "1": np.arange(12, 24, dtype=np.float64)}}
     negative = {"__msgpack_chunked_array__": True, "shape": {"0": -4, "1": -6},
@@ -1186,7 +1186,7 @@ def test_chunks_of_two_dtypes_or_a_negative_size_are_inconsistent(tmp_path):  # 
         assert "chunked array 'Dense_0.kernel' is inconsistent" in dict(src.skipped)["Dense_0.kernel"], i
 
 
-def test_numpy_scalars_are_neither_weights_nor_counted_as_1d_tensors(tmp_path):  # m13
+def test_numpy_scalars_are_neither_weights_nor_counted_as_1d_tensors(tmp_path):
     path = write(tmp_path / "s.msgpack", {"Dense_0": {"kernel": _f32(30, 20), "bias": _f32(20)},
                                           "step": np.int64(7), "lr": np.float32(0.1)})
     src = FlaxMsgpackFile(path)
@@ -1195,7 +1195,7 @@ def test_numpy_scalars_are_neither_weights_nor_counted_as_1d_tensors(tmp_path): 
 
 
 @pytest.mark.parametrize("extra", ["map16", "array16", "str16"])
-def test_maps_lists_and_strings_of_16_bit_lengths_are_decoded(tmp_path, extra):  # m15, m16, m18
+def test_maps_lists_and_strings_of_16_bit_lengths_are_decoded(tmp_path, extra):
     # 16 layers: a map of 16 entries is msgpack's map16 (0xDE) — every model of 16 or more layers
     n = 16 if extra == "map16" else 3
     tree = {"params": {"encoder": {"layer": {str(i): {"dense": {"kernel": _f32(30, 20, seed=i)}} for i in range(n)}}}}
@@ -1208,26 +1208,26 @@ def test_maps_lists_and_strings_of_16_bit_lengths_are_decoded(tmp_path, extra): 
     np.testing.assert_array_equal(refs[f"encoder.layer.{n - 1}.dense"].load(), _f32(30, 20, seed=n - 1).T)
 
 
-def test_a_bias_free_3d_kernel_whose_name_contains_conv_is_a_conv1d():  # m27
+def test_a_bias_free_3d_kernel_whose_name_contains_conv_is_a_conv1d():
     assert flax_tensor(("block", "depthwise_conv", "kernel"), (7, 1, 64))[:3] == ("block.depthwise_conv", "conv1d",
                                                                                   (64, 1, 7))
 
 
-def test_a_nested_train_states_refs_keep_its_full_key_path(tmp_path):  # m31
+def test_a_nested_train_states_refs_keep_its_full_key_path(tmp_path):
     path = write(tmp_path / "s.msgpack", {"state": {"params": {"Dense_0": {"kernel": _f32(30, 20)}},
                                                     "step": np.int64(1)}})
     (ref,) = FlaxMsgpackFile(path)
     assert (ref.name, ref.path) == ("Dense_0", "state.params.Dense_0.kernel")
 
 
-def test_an_unsigned_integer_kernel_is_a_skipped_row(tmp_path):  # m35
+def test_an_unsigned_integer_kernel_is_a_skipped_row(tmp_path):
     K = _rng(0).integers(0, 255, (64, 48)).astype(np.uint8)
     rows = htsr.analyze(write(tmp_path / "q.msgpack", {"params": {"Dense_0": {"kernel": K}}})).layers
     assert [(r.name, r.status.split(":")[0]) for r in rows] == [("Dense_0", "skipped")]
     assert "stored as uint8" in rows[0].status
 
 
-def test_a_parameter_in_two_shards_is_read_from_the_one_the_index_names(tmp_path):  # m36
+def test_a_parameter_in_two_shards_is_read_from_the_one_the_index_names(tmp_path):
     good = _f32(30, 20, seed=5)
     write(tmp_path / "flax_model-00001-of-00002.msgpack", {"Dense_0": {"kernel": np.zeros((30, 20), np.float32)},
                                                           "Dense_1": {"kernel": _f32(30, 20)}})
@@ -1239,14 +1239,14 @@ def test_a_parameter_in_two_shards_is_read_from_the_one_the_index_names(tmp_path
     np.testing.assert_array_equal(refs["Dense_0"].load(), good.T)
 
 
-def test_an_object_dtype_payload_is_corrupt(tmp_path):  # m41
+def test_an_object_dtype_payload_is_corrupt(tmp_path):
     payload = msgpack.packb(((3, 4), "O", b"\0" * 96), use_bin_type=True)
     src = FlaxMsgpackFile(_ext_checkpoint(tmp_path, payload))
     assert [r.name for r in src] == ["Dense_1"]
     assert "'O' is not a plain numeric dtype" in dict(src.skipped)["Dense_0.kernel"]
 
 
-def test_a_single_modules_flax_state_is_a_flax_tree_and_its_lora_one_update():  # m43
+def test_a_single_modules_flax_state_is_a_flax_tree_and_its_lora_one_update():
     State = type("State", (dict,), {"__module__": "flax.nnx.statelib"})
     a, b = _f32(30, 4, seed=1), _f32(4, 20, seed=2)
     assert is_flax_tree(State(kernel=_f32(30, 20), bias=_f32(20)))
@@ -1255,7 +1255,7 @@ def test_a_single_modules_flax_state_is_a_flax_tree_and_its_lora_one_update():  
     assert [(r.name, r.kind, r.shape) for r in rows] == [("#delta", "lora", "20x30")]
 
 
-def test_lora_factors_of_mismatched_ranks_form_no_update():  # m45
+def test_lora_factors_of_mismatched_ranks_form_no_update():
     src = FlaxTree({"lin": {"lora": {"lora_a": _f32(30, 4), "lora_b": _f32(5, 20)}}, "Dense_0": {"kernel": _f32(30, 20)}})
     assert [r.name for r in src] == ["Dense_0"]
     assert {p for p, _ in src.skipped} == {"lin.lora.lora_a", "lin.lora.lora_b"}
@@ -1263,7 +1263,7 @@ def test_lora_factors_of_mismatched_ranks_form_no_update():  # m45
     assert all("lora_a [30, 4] and lora_b [5, 20] make no product" in why for _, why in src.skipped)
 
 
-def test_every_loaded_array_is_aligned(tmp_path):  # m08 (killed only by the network test otherwise)
+def test_every_loaded_array_is_aligned(tmp_path):
     # payloads start at arbitrary bytes: an unaligned float32 view is read by numpy's slow loops, rounded unlike BLAS
     # (embeddings are not transposed: their view is what load returns)
     tree = {"params": {f"Embed_{i}": {"embedding": _f32(30 + i, 20, seed=i)} for i in range(4)}}

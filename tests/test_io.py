@@ -2980,7 +2980,7 @@ def _npz_with_object_member(path: Path, version: tuple[int, int], marker: Path) 
             np.lib.format.write_array(f, ok, version=version)
 
 
-# N01: a format 2.0 member's header is read as 1.0's (numpy writes 2.0 for headers over 64 KiB): an object
+# a format 2.0 member's header is read as 1.0's (numpy writes 2.0 for headers over 64 KiB): an object
 # member gets the pickled-objects row, read lazily, not an error from loading it at open
 def test_a_format_2_npz_object_member_gets_the_pickled_objects_row(tmp_path):
     marker = tmp_path / "PWNED"
@@ -2990,7 +2990,7 @@ def test_a_format_2_npz_object_member_gets_the_pickled_objects_row(tmp_path):
     assert rows["ok"].status == "ok" and not marker.exists()
 
 
-# N03: a format 3.0 member (no public header reader: the array is loaded to learn its shape) holding pickled
+# a format 3.0 member (numpy has no public reader of its header; htsr parses it) holding pickled
 # objects is never unpickled
 def test_a_format_3_npz_object_member_is_never_unpickled(tmp_path):
     marker = tmp_path / "PWNED"
@@ -3002,7 +3002,7 @@ def test_a_format_3_npz_object_member_is_never_unpickled(tmp_path):
     assert not marker.exists(), "htsr unpickled a format 3.0 npz member"
 
 
-# N11: a WeightWatcher config whose key does not end in 'weight': its bias is named by its file
+# a WeightWatcher config whose key does not end in 'weight': its bias is named by its file
 def test_a_weightwatcher_bias_of_a_key_not_ending_in_weight_is_named_by_its_file(tmp_path):
     W = np.random.default_rng(0).standard_normal((60, 50))
     np.save(tmp_path / "seq.0.kernel.npy", W)
@@ -3013,7 +3013,7 @@ def test_a_weightwatcher_bias_of_a_key_not_ending_in_weight_is_named_by_its_file
     assert [l.name for l in r.layers] == ["fc.w"] and [n.examples for n in r.not_analysed] == [("seq.0.b",)]
 
 
-# N15: the values of a nested list are counted along every path (1001 references to one row of 2000: 2 002 000)
+# the values of a nested list are counted along every path (1001 references to one row of 2000: 2 002 000)
 def test_a_list_of_one_shared_row_counts_every_value():
     r = htsr.analyze({"w": [[0.5] * 2000] * 1001, "ok": np.random.default_rng(0).standard_normal((60, 50))},
                      min_evals=2)
@@ -3021,7 +3021,7 @@ def test_a_list_of_one_shared_row_counts_every_value():
     assert "a nested list of more than 2000000 values" in r.not_analysed[0].reason
 
 
-# N17: a stacked (scanned) member whose data is shorter than its header says, by less than the header's length:
+# a stacked (scanned) member whose data is shorter than its header says, by less than the header's length:
 # no layer is read from the bytes after it (the next member, the central directory)
 def test_a_short_stacked_npz_member_is_not_read_past_its_end(tmp_path):
     k = np.random.default_rng(0).standard_normal((4, 64, 256)).astype(np.float32)

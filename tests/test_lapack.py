@@ -135,7 +135,7 @@ def test_the_fast_paths_eigenvalues_are_scipys_on_the_gram(shape):
 
 # ------------------------------------------------------------------ mutation round 20 (2026-12-06)
 def test_a_float32_workspace_query_is_rounded_up_as_scipys():
-    """(kills l1) A float32 LAPACK workspace query holds integers exactly only up to 2²⁴: 2²⁴ may stand for 2²⁴ + 1,
+    """A float32 LAPACK workspace query holds integers exactly only up to 2²⁴: 2²⁴ may stand for 2²⁴ + 1,
     so it is rounded up to the next float32 (2²⁴ + 2), as scipy's _compute_lwork; a float64 one is taken as is."""
     import ctypes
 

@@ -797,21 +797,21 @@ def test_the_alert_message_counts_the_layers_it_averaged():
 
 
 # ------------------------------------------------------------------ mutation round 21 (2026-12-06)
-def test_an_epoch_already_recorded_is_not_recorded_again():  # kills m03
+def test_an_epoch_already_recorded_is_not_recorded_again():
     mon = AlphaMonitor(mlp(), None, every=1, unit="epoch")
     assert mon.epoch_end(1, step=8) is not None
     assert mon.epoch_end(1, step=8) is None  # the same epoch end reported twice: one record
     assert [r.epoch for r in mon.history] == [1]
 
 
-def test_history_is_a_copy():  # kills m13 (the docstring says "a copy")
+def test_history_is_a_copy():  # (the docstring says "a copy")
     mon = AlphaMonitor(mlp(), None)
     mon.record(epoch=1)
     mon.history.clear()
     assert len(mon.history) == 1
 
 
-def test_load_history_replays_a_record_without_a_fitted_layer_as_keeping_the_state(tmp_path):  # kills m16
+def test_load_history_replays_a_record_without_a_fitted_layer_as_keeping_the_state(tmp_path):
     """As the live monitor does (test_a_record_without_a_fitted_layer_keeps_the_alert_state): a NaN mean between
     two below-threshold records is no recovery, so the file holds one crossing, not two."""
     path = tmp_path / "alpha.csv"
@@ -822,7 +822,7 @@ def test_load_history_replays_a_record_without_a_fitted_layer_as_keeping_the_sta
     assert [r.alert for r in recs] == [True, False, False]
 
 
-def test_last_result_is_the_latest_records_analysis():  # kills m31
+def test_last_result_is_the_latest_records_analysis():
     model = mlp()
     mon = AlphaMonitor(model, None, unit="step")
     mon.step(1)
@@ -832,7 +832,7 @@ def test_last_result_is_the_latest_records_analysis():  # kills m31
     assert got == {x.name: x.alpha for x in rec.layers if x.name in FITTED}
 
 
-def test_a_csv_with_another_header_is_refused_as_an_output_error(tmp_path):  # kills m22 (class docstring)
+def test_a_csv_with_another_header_is_refused_as_an_output_error(tmp_path):  # (as the class docstring says)
     from htsr.errors import OutputError
 
     path = tmp_path / "other.csv"
@@ -842,7 +842,7 @@ def test_a_csv_with_another_header_is_refused_as_an_output_error(tmp_path):  # k
     assert path.read_text() == "a,b\n1,2\n"
 
 
-def test_a_resumed_csv_whose_last_mean_equals_the_threshold_is_not_in_alert(tmp_path):  # kills m34
+def test_a_resumed_csv_whose_last_mean_equals_the_threshold_is_not_in_alert(tmp_path):
     path = tmp_path / "alpha.csv"
     _monitor_csv(path, ["1,,100.0,a,dense,2.0,2.0,0.1,0.05,ok"])  # mean exactly 2: not below 2
     assert not AlphaMonitor(mlp(), path).alert

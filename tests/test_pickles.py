@@ -371,7 +371,7 @@ def test_a_pickle_named_in_capitals_is_read(tmp_path):
 
 
 # ------------------------------------------------------------------ mutation round 18 (2026-12-06)
-# P01: a gzipped protocol-2 pickle under a name that says nothing is found by its content (PROTO 2)
+# a gzipped protocol-2 pickle under a name that says nothing is found by its content (PROTO 2)
 def test_a_gzipped_protocol_2_pickle_is_detected_by_content(tmp_path):
     from htsr.io.pickles import PickleFile, is_pickle_head
 
@@ -381,7 +381,7 @@ def test_a_gzipped_protocol_2_pickle_is_detected_by_content(tmp_path):
     assert isinstance(open_source(path), PickleFile)
 
 
-# P04: a gzip whose deflate stream is corrupt (zlib.error, not an OSError) is a one-line error naming the file
+# a gzip whose deflate stream is corrupt (zlib.error, not an OSError) is a one-line error naming the file
 def test_a_corrupt_deflate_stream_is_a_one_line_error(tmp_path):
     raw = bytearray(gzip.compress(pickle.dumps({"w": np.arange(3000.0)}, protocol=4), compresslevel=9))
     raw[20] ^= 0xFF
@@ -393,7 +393,7 @@ def test_a_corrupt_deflate_stream_is_a_one_line_error(tmp_path):
     one_line_source_error(ei, str(path), "truncated or corrupt file")
 
 
-# P06: a pickle's top-level arrays are the state: a 'model' entry beside them is read too, not taken alone
+# a pickle's top-level arrays are the state: a 'model' entry beside them is read too, not taken alone
 def test_arrays_beside_a_wrapper_key_are_all_read(tmp_path):
     W = np.random.default_rng(0).standard_normal((60, 50))
     path = tmp_path / "mixed.pkl"
@@ -401,7 +401,7 @@ def test_arrays_beside_a_wrapper_key_are_all_read(tmp_path):
     assert [r.name for r in open_source(path)] == ["fc", "model.x"]
 
 
-# T02: a hostile module's submodules are refused too (importlib.util, not only importlib)
+# a hostile module's submodules are refused too (importlib.util, not only importlib)
 def test_a_hostile_modules_submodule_is_refused(tmp_path):
     path = tmp_path / "sub.pkl"
     path.write_bytes(b"\x80\x02}q\x00(X\x01\x00\x00\x00hcimportlib.util\nfind_spec\nX\x02\x00\x00\x00os\x85Ru.")
@@ -410,7 +410,7 @@ def test_a_hostile_modules_submodule_is_refused(tmp_path):
     one_line_source_error(ei, str(path), "importlib.util.find_spec", "refused (nothing in the file is run)")
 
 
-# T04: bytes(n) would allocate n bytes: only bytes() is allowed
+# bytes(n) would allocate n bytes: only bytes() is allowed
 def test_bytes_called_with_a_size_is_refused(tmp_path):
     path = tmp_path / "bytes.pkl"
     path.write_bytes(b"\x80\x02c__builtin__\nbytes\nJ\x00\xe1\xf5\x05\x85R.")  # bytes(100_000_000)
@@ -419,7 +419,7 @@ def test_bytes_called_with_a_size_is_refused(tmp_path):
     one_line_source_error(ei, str(path), "bytes() called with arguments")
 
 
-# T05: str() of anything but a str is refused (str of a shared nested list walks 2^depth elements)
+# str() of anything but a str is refused (str of a shared nested list walks 2^depth elements)
 def test_str_of_a_list_is_refused(tmp_path):
     path = tmp_path / "str.pkl"
     path.write_bytes(b"\x80\x02c__builtin__\nstr\n]q\x00(K\x01K\x02e\x85R.")  # str([1, 2])
@@ -428,7 +428,7 @@ def test_str_of_a_list_is_refused(tmp_path):
     one_line_source_error(ei, str(path), "str() called on a list")
 
 
-# T13: an object array whose item list is not as long as its shape says is a corrupt file
+# an object array whose item list is not as long as its shape says is a corrupt file
 class _Reduced:
     def __init__(self, reduced) -> None:
         self.reduced = reduced

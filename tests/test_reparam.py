@@ -245,7 +245,7 @@ def test_analyses_in_threads_leave_a_modules_parametrizations_in_train_mode():
 
 
 # ------------------------------------------------------------------ mutation round 18 (2026-12-06)
-# R06 / R15: σ = uᵀ·W·v of 0 (an untrained u of zeros) is a failed row naming the original, not a weight of infs
+# σ = uᵀ·W·v of 0 (an untrained u of zeros) is a failed row naming the original, not a weight of infs
 def test_a_zero_spectral_norm_is_a_failed_row_naming_the_original():
     W = np.random.default_rng(0).standard_normal((60, 50)).astype(np.float32)
     rows = {r.name: r for r in htsr.analyze({"fc.weight_orig": W, "fc.weight_u": np.zeros(60, np.float32),
@@ -255,7 +255,7 @@ def test_a_zero_spectral_norm_is_a_failed_row_naming_the_original():
     assert "the spectral norm uᵀ·W·v of fc.weight_orig is 0.0" in rows["fc"].status
 
 
-# R08: two weight-normed modules of an in-memory mapping (no storage keys) are two rows, not one tied weight
+# two weight-normed modules of an in-memory mapping (no storage keys) are two rows, not one tied weight
 def test_two_weight_normed_modules_without_storage_keys_are_two_rows():
     rng = np.random.default_rng(0)
     g = np.abs(rng.standard_normal((40, 1)))
@@ -265,7 +265,7 @@ def test_two_weight_normed_modules_without_storage_keys_are_two_rows():
     assert list(rows) == ["a", "b"] and rows["a"].lambda_max != rows["b"].lambda_max
 
 
-# R10: weight norm on an RNN's weight_hh_l0 (weight_hh_l0_g, weight_hh_l0_v) is combined into weight_hh_l0
+# weight norm on an RNN's weight_hh_l0 (weight_hh_l0_g, weight_hh_l0_v) is combined into weight_hh_l0
 def test_weight_norm_on_an_rnn_weight_is_combined():
     rng = np.random.default_rng(0)
     g, v = np.abs(rng.standard_normal((160, 1))) * 5, rng.standard_normal((160, 40))
@@ -277,7 +277,7 @@ def test_weight_norm_on_an_rnn_weight_is_combined():
                                rtol=1e-6)
 
 
-# R14: an orthogonal parametrization's base is a part, not a layer of its own
+# an orthogonal parametrization's base is a part, not a layer of its own
 def test_an_orthogonal_base_is_no_row():
     rng = np.random.default_rng(0)
     r = htsr.analyze({"fc.parametrizations.weight.original": rng.standard_normal((30, 30)),

@@ -556,7 +556,7 @@ def test_a_not_ok_layers_badge_is_the_status_word_before_any_detail():
 # ------------------------------------------------------------------ mutation round 22 (2026-12-06)
 def test_a_status_is_escaped_in_the_not_ok_list():
     """A status carries free text (an exception message, a tensor name): escaped in the warnings section as in the
-    table (kills R04)."""
+    table."""
     from htsr.report import render_report
 
     status = "failed: tensor <img src=x onerror=alert(1)> has NaN"
@@ -565,8 +565,7 @@ def test_a_status_is_escaped_in_the_not_ok_list():
 
 
 def test_the_summary_cards_show_each_count_at_its_own_value():
-    """layers / fitted / not fitted / skipped / failed, and the warning counts, each at its own number
-    (kills R06: 'failed' left out; R07: 'uncertain' showing the over-trained count)."""
+    """layers / fitted / not fitted / skipped / failed, and the warning counts, each at its own number."""
     from htsr.report import render_report
 
     rows = [layer_row("a", warning="over-trained", alpha=1.5), layer_row("b", warning="over-trained", alpha=1.6),
@@ -577,8 +576,7 @@ def test_the_summary_cards_show_each_count_at_its_own_value():
 
 
 def test_the_means_card_lists_every_summary_mean_even_when_undefined():
-    """One fixed schema: every mean of the summary has its entry, NaN shown as an en dash (kills R10: undefined
-    means silently left out of the card)."""
+    """One fixed schema: every mean of the summary has its entry, NaN shown as an en dash."""
     from htsr.report import render_report
 
     r = result_of([layer_row("a", alpha=math.nan, status="not_fitted: 4 eigenvalues")])
@@ -590,7 +588,7 @@ def test_the_means_card_lists_every_summary_mean_even_when_undefined():
 
 
 def test_a_warned_layers_interval_is_shown_only_when_both_ends_are_finite():
-    """'α = 3 [2, 4]' with both ends; no half interval '[2, –]' when one end is undefined (kills R13)."""
+    """'α = 3 [2, 4]' with both ends; no half interval '[2, –]' when one end is undefined."""
     from htsr.report import render_report
 
     page = render_report(result_of([layer_row("a", warning="uncertain", bayes_alpha_lo=2.0, bayes_alpha_hi=4.0),
@@ -602,7 +600,7 @@ def test_a_warned_layers_interval_is_shown_only_when_both_ends_are_finite():
 
 
 def test_a_status_tooltip_in_the_table_is_escaped():
-    """The status cell's title attribute holds the status text: quotes and markup escaped (kills R17)."""
+    """The status cell's title attribute holds the status text: quotes and markup escaped."""
     from htsr.report import render_report
 
     status = 'failed: tensor "x" onmouseover="alert(1)" <b>'
@@ -612,7 +610,7 @@ def test_a_status_tooltip_in_the_table_is_escaped():
 
 
 def test_a_negative_infinity_is_shown_as_minus_infinity():
-    """(kills R19: −∞ shown as ∞)"""
+    """−∞ is shown as −∞ in the table, not as ∞."""
     from htsr.report import render_report
 
     page = render_report(result_of([layer_row("a", lambda_max=math.inf, log_norm=-math.inf)]))
@@ -620,8 +618,8 @@ def test_a_negative_infinity_is_shown_as_minus_infinity():
 
 
 def test_the_model_figures_are_by_kind_then_by_phase_with_a_colour_for_no_phase():
-    """The second model figure groups by phase (kills R21: both by kind), and the config has the colour of
-    'phase:no phase' that htsr.plot uses (kills R22)."""
+    """The second model figure groups by phase (the first by kind), and the config has the colour of
+    'phase:no phase' that htsr.plot uses."""
     import json
 
     from htsr.figures import role_color
@@ -637,7 +635,7 @@ def test_the_model_figures_are_by_kind_then_by_phase_with_a_colour_for_no_phase(
 
 
 def test_a_warned_layers_p_value_is_shown_as_the_table_shows_it():
-    """(kills R24: the p-value cut to 3 characters)"""
+    """The warned layer's goodness-of-fit p-value in the text as in the table (all its digits, not cut)."""
     from htsr.report import _fmt, render_report
 
     page = render_report(result_of([layer_row("a", warning="no-power-law", num_boot=200.0, boot_alpha_lo=2.0,

@@ -151,7 +151,7 @@ def test_the_readme_names_every_summary_key():
 
 # ------------------------------------------------------------------ mutation round 16 (2026-12-06)
 def test_every_count_column_is_written_as_an_integer():
-    # m02: the README's counts (num_spikes, num_heavy_entries, ...) are integers in layers.csv and the JSON, not '3.0'
+    # the README's counts (num_spikes, num_heavy_entries, ...) are integers in layers.csv and the JSON, not '3.0'
     counts = ("num_evals_below_floor", "matrix_rank", "num_pl_spikes", "num_fingers", "num_fit_evals", "farms_windows",
               "num_boot", "num_spikes", "num_zero_evals", "num_heavy_entries", "num_traps", "num_erg")
     r = result_of([layer_row("a", **{c: 3.0 for c in counts})])
@@ -161,7 +161,7 @@ def test_every_count_column_is_written_as_an_integer():
 
 
 def test_a_write_that_fails_midway_leaves_no_temporary_file(tmp_path):
-    # m13: _write_temp's own clean-up (the CLI's full-disk test replaces _write_temp whole, so never runs it)
+    # _write_temp's own clean-up (the CLI's full-disk test replaces _write_temp whole, so never runs it)
     resource = pytest.importorskip("resource")
     from htsr.errors import OutputError
     from htsr.results import atomic_write
@@ -177,7 +177,7 @@ def test_a_write_that_fails_midway_leaves_no_temporary_file(tmp_path):
 
 
 def test_the_folder_lock_of_an_output_set_is_exclusive(tmp_path):
-    # m20: another run (a sweep's job with the same --out) may not take the folder, even for a shared lock
+    # another run (a sweep's job with the same --out) may not take the folder, even for a shared lock
     fcntl = pytest.importorskip("fcntl")
     from htsr.results import _lock_folders
 
@@ -193,7 +193,7 @@ def test_the_folder_lock_of_an_output_set_is_exclusive(tmp_path):
 
 
 def test_any_csv_in_a_model_folder_is_an_output_not_an_input():
-    # m25: a run's tables under another name (a renamed layers.csv) are htsr's outputs: noted, never read
+    # a run's tables under another name (a renamed layers.csv) are htsr's outputs: noted, never read
     from htsr.results import an_output
 
     assert an_output(Path("ck") / "layers_v1.csv") and an_output(Path("ck") / "RUN.CSV")
@@ -201,20 +201,20 @@ def test_any_csv_in_a_model_folder_is_an_output_not_an_input():
 
 
 def test_a_whole_number_below_a_billion_has_no_exponent():
-    # m26: format_value's docstring: whole numbers without a point
+    # format_value's docstring: whole numbers without a point
     assert format_value(2_000_000.0) == "2000000" and format_value(123_456_789.0) == "123456789"
     assert format_value(2e9) == "2e+09"
 
 
 def test_infinities_are_empty_csv_fields_as_in_the_json():
-    # m29: csv_cell: NaN/inf/None as an empty field (the JSON writes null for both)
+    # csv_cell: NaN/inf/None as an empty field (the JSON writes null for both)
     r = result_of([layer_row("a", lambda_max=math.inf, log_spectral_norm=-math.inf)])
     row = next(csv.DictReader(io.StringIO(r.csv_text())))
     assert (row["lambda_max"], row["log_spectral_norm"]) == ("", "")
 
 
 def test_a_bootstrap_that_drives_the_warnings_replaces_both_bayesian_columns():
-    # m31: with 100 replicates neither bayes_alpha_lo nor bayes_alpha_hi is shown; with 20 both stay, once each
+    # with 100 replicates neither bayes_alpha_lo nor bayes_alpha_hi is shown; with 20 both stay, once each
     from htsr.results import table_columns
 
     head = ("name", "kind", "shape", "num_evals", "alpha")
@@ -226,12 +226,12 @@ def test_a_bootstrap_that_drives_the_warnings_replaces_both_bayesian_columns():
 
 
 def test_an_uncounted_number_of_tensors_reads_back_uncounted(tmp_path):
-    # m39: num_tensors None ("not counted") is saved as null and read back None, not 0
+    # num_tensors None ("not counted") is saved as null and read back None, not 0
     assert load_result(save_run(result_of([layer_row("a")]), tmp_path / "run")).num_tensors is None
 
 
 def test_unfitted_adapter_updates_alone_are_still_the_means_rows():
-    # m42: a rank-8 LoRA (its updates not fitted) with its base but no merged rows: the means are the updates'
+    # a rank-8 LoRA (its updates not fitted) with its base but no merged rows: the means are the updates'
     # (NaN), not the frozen base's alpha; and alone, the means are labelled as over the updates
     nf = dict(alpha=math.nan, status="not_fitted: rank-8 update")
     s = Summary.of([layer_row("q#delta", **nf), layer_row("q#base", alpha=4.0)])
@@ -240,7 +240,7 @@ def test_unfitted_adapter_updates_alone_are_still_the_means_rows():
 
 
 def test_means_over_the_merged_weights_leave_out_the_updates():
-    # m43: over 'merged' the #delta rows are not averaged (their log_norm is finite though alpha is not)
+    # over 'merged' the #delta rows are not averaged (their log_norm is finite though alpha is not)
     nf = dict(alpha=math.nan, status="not_fitted: rank-8 update")
     s = Summary.of([layer_row("q#delta", log_norm=0.5, **nf), layer_row("q#base", log_norm=2.0, alpha=4.0),
                     layer_row("q#merged", log_norm=2.1, alpha=3.0)])
@@ -248,7 +248,7 @@ def test_means_over_the_merged_weights_leave_out_the_updates():
 
 
 def test_tails_are_on_by_default_in_why_undefined():
-    # m44: analyze's tails default is True: options without the key do not read as --no-tails
+    # analyze's tails default is True: options without the key do not read as --no-tails
     from htsr.results import why_undefined
 
     assert why_undefined({})["share_best_fit_pl"] == "no layer fitted"
@@ -256,7 +256,7 @@ def test_tails_are_on_by_default_in_why_undefined():
 
 
 def test_the_layers_csv_header_is_the_fixed_schema():
-    # m48: one fixed schema, column order included (readers by position, spreadsheets, other tools' CSV imports);
+    # one fixed schema, column order included (readers by position, spreadsheets, other tools' CSV imports);
     # a change of it must change this line on purpose
     r = result_of([layer_row("a")])
     assert r.csv_text().splitlines()[0] == (

@@ -297,7 +297,7 @@ def test_same_values_needs_the_same_keys_and_sequence_types():
 
 # ------------------------------------------------------------------ mutation round 20 (2026-12-06)
 def test_the_float64_grams_null_eigenvalues_of_zero_rows_are_not_rank_on_any_seed():
-    """(kills s7) 250 all-zero rows of a 600 x 400 matrix: its float64 Gram AᵀA has 50 null eigenvalues that are
+    """250 all-zero rows of a 600 x 400 matrix: its float64 Gram AᵀA has 50 null eigenvalues that are
     not exact zeros (round-off ~±1e-13, 1 or 2 of them positive after the clip on seeds 0, 2, 3, 6, 7); the gram64
     path's rank tolerance (its floor) leaves them out: numpy's rank 350 on every seed (the suite's one seed, 5,
     happens to round all 50 to ≤ 0, so a tolerance of 0 passed it)."""
@@ -309,7 +309,7 @@ def test_the_float64_grams_null_eigenvalues_of_zero_rows_are_not_rank_on_any_see
 
 
 def test_a_pooled_layer_of_gram64_and_svd64_matrices_counts_each_at_its_own_tolerance():
-    """(kills s13) A square conv's kernel positions: one with 2 of its 64 singular values at 1e-5·σ_max (3 % of its
+    """A square conv's kernel positions: one with 2 of its 64 singular values at 1e-5·σ_max (3 % of its
     eigenvalues below the float32 floor: refined, float64 Gram, full rank 64) and a rank-5 product stored in float32
     (its rounding's 59 singular values ~1e-7·σ_max are rank for numpy's tolerance: the SVD, rank 64). The pooled
     WeightWatcher tolerance applies only when every matrix took the SVD: applied to this mix, the first one's Gram
@@ -323,7 +323,7 @@ def test_a_pooled_layer_of_gram64_and_svd64_matrices_counts_each_at_its_own_tole
 
 
 def test_a_pooled_spectrums_floor_is_its_loudest_matrixs():
-    """(kills s14) Spectrum.floor is the 'largest numerical floor among the matrices' (the loud position's, here
+    """Spectrum.floor is the 'largest numerical floor among the matrices' (the loud position's, here
     1e6 times the quiet one's), on both paths; own_floor holds each matrix's."""
     rng = np.random.default_rng(4)
     mats = [rng.standard_normal((60, 20)), 1e-3 * rng.standard_normal((60, 20))]
@@ -335,7 +335,7 @@ def test_a_pooled_spectrums_floor_is_its_loudest_matrixs():
 
 
 def test_an_all_zero_kernel_position_has_no_eigenvalues_below_its_floor():
-    """(kills s15) A pruned (all-zero) kernel position: floor 0, its 20 eigenvalues exact zeros, which are not
+    """A pruned (all-zero) kernel position: floor 0, its 20 eigenvalues exact zeros, which are not
     *below* it (num_evals_below_floor counts the unresolved eigenvalues, not exact zeros), and no rank."""
     A = np.random.default_rng(3).standard_normal((60, 20)).astype(np.float32)
     s = esd([A, np.zeros_like(A)], precision="fast")
@@ -344,7 +344,7 @@ def test_an_all_zero_kernel_position_has_no_eigenvalues_below_its_floor():
 
 @pytest.mark.parametrize("precision", ["fast", "accurate"])
 def test_a_wide_matrixs_rank_tolerance_is_on_its_larger_side(precision):
-    """(kills s23) numpy's tolerance σ_max·max(N, M)·ε for a *wide* 100 x 1000 matrix (the suite checks a tall
+    """numpy's tolerance σ_max·max(N, M)·ε for a *wide* 100 x 1000 matrix (the suite checks a tall
     one): its singular value 5e-14 lies below 1000·ε·σ_max = 2.2e-13 (rank 99), above 100·ε·σ_max = 2.2e-14."""
     rng = np.random.default_rng(0)
     U, _ = np.linalg.qr(rng.standard_normal((1000, 100)))
@@ -355,7 +355,7 @@ def test_a_wide_matrixs_rank_tolerance_is_on_its_larger_side(precision):
 
 
 def test_the_norms_and_entropy_take_every_eigenvalue_even_below_the_pooled_floor():
-    """(kills m5, m10, m19) A pooled conv layer whose quiet kernel position (1e-3 times the other's scale) lies
+    """A pooled conv layer whose quiet kernel position (1e-3 times the other's scale) lies
     wholly below the layer's floor (the loud position's): log_norm, log_alpha_norm ("all eigenvalues") and entropy
     still take its eigenvalues: their formulas over the spectrum itself (rel 1e-12: the same numbers)."""
     from htsr.fits.powerlaw import PowerLawFit
@@ -377,7 +377,7 @@ def test_the_norms_and_entropy_take_every_eigenvalue_even_below_the_pooled_floor
 
 
 def test_the_metrics_of_an_all_zero_spectrum_are_nan_not_0():
-    """(kills m9) rank 0: entropy's −Σ p ln p / ln R is undefined (NaN, as the norms), not the 0 of rank one."""
+    """Rank 0: entropy's −Σ p ln p / ln R is undefined (NaN, as the norms), not the 0 of rank one."""
     from htsr.fits.powerlaw import PowerLawFit
     from htsr.metrics import compute_metrics
 
