@@ -139,8 +139,6 @@ def test_a_float32_workspace_query_is_rounded_up_as_scipys():
     so it is rounded up to the next float32 (2²⁴ + 2), as scipy's _compute_lwork; a float64 one is taken as is."""
     import ctypes
 
-    from htsr.lapack import _query
-
-    assert _query(np.array([2.0**24], np.float32), ctypes.c_int(0)) == 2**24 + 2
-    assert _query(np.array([1000.0], np.float32), ctypes.c_int(0)) == 1000  # (next float32 after 1000: 1000.00006)
-    assert _query(np.array([2.0**24], np.float64), ctypes.c_int(0)) == 2**24
+    assert lapack._query(np.array([2.0**24], np.float32), ctypes.c_int(0)) == 2**24 + 2
+    assert lapack._query(np.array([1000.0], np.float32), ctypes.c_int(0)) == 1000  # (next float32 after 1000: 1000.00006)
+    assert lapack._query(np.array([2.0**24], np.float64), ctypes.c_int(0)) == 2**24

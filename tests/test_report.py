@@ -21,7 +21,7 @@ import htsr
 from conftest import layer_row, result_of
 from htsr.errors import HtsrError
 from htsr.figures import layer_panels
-from htsr.report import _panel_json, render_report, write_report
+from htsr.report import _fmt, _panel_json, render_report, write_report
 from htsr.results import table_columns
 
 from cdp import Browser, find_chromium
@@ -447,8 +447,6 @@ def test_browser_count_axes_have_whole_number_ticks(browser, tmp_path):
 
 
 def test_a_layer_whose_diagnostics_failed_is_listed_as_not_ok():
-    from htsr.report import render_report
-
     page = render_report(result_of([layer_row("good"), layer_row("odd.layer", status="ok; diagnostics failed: localization")]))
     not_ok = page.split('<ul id="not-ok">', 1)[1].split("</ul>", 1)[0]
     assert 'data-layer="odd.layer"' in not_ok and 'data-layer="good"' not in not_ok
@@ -456,8 +454,6 @@ def test_a_layer_whose_diagnostics_failed_is_listed_as_not_ok():
 
 
 def test_an_infinite_value_does_not_stop_the_report():
-    from htsr.report import render_report
-
     page = render_report(result_of([layer_row("a", lambda_max=math.inf, alpha=2.5)]))
     assert "<td class=\"num\">∞</td>" in page
     cfg = page.split('id="htsr-config">', 1)[1].split("</script>", 1)[0]
@@ -475,8 +471,6 @@ def test_panel_numbers_embedded_in_the_report_are_strict_json():
 
 
 def test_quotes_in_a_layer_name_are_escaped_in_attributes():
-    from htsr.report import render_report
-
     name = 'enc."x" onmouseover="alert(1)'
     page = render_report(result_of([layer_row(name, warning="over-trained", alpha=1.5)]))
     assert 'data-layer="enc.&quot;x&quot; onmouseover=&quot;alert(1)"' in page
@@ -484,8 +478,6 @@ def test_quotes_in_a_layer_name_are_escaped_in_attributes():
 
 
 def test_the_summary_card_counts_not_fitted_and_skipped_apart():
-    from htsr.report import render_report
-
     r = result_of([layer_row("a"), layer_row("b", status="not_fitted: 4 eigenvalues", alpha=math.nan),
                  layer_row("c", status="skipped: over max_evals", alpha=math.nan), layer_row("d", status="skipped: unchanged", alpha=math.nan)])
     page = render_report(r)
@@ -557,8 +549,6 @@ def test_a_not_ok_layers_badge_is_the_status_word_before_any_detail():
 def test_a_status_is_escaped_in_the_not_ok_list():
     """A status carries free text (an exception message, a tensor name): escaped in the warnings section as in the
     table."""
-    from htsr.report import render_report
-
     status = "failed: tensor <img src=x onerror=alert(1)> has NaN"
     page = render_report(result_of([layer_row("a", status=status, alpha=math.nan)]))
     assert "<img src=x" not in page and html.escape(status) in page
@@ -566,8 +556,6 @@ def test_a_status_is_escaped_in_the_not_ok_list():
 
 def test_the_summary_cards_show_each_count_at_its_own_value():
     """layers / fitted / not fitted / skipped / failed, and the warning counts, each at its own number."""
-    from htsr.report import render_report
-
     rows = [layer_row("a", warning="over-trained", alpha=1.5), layer_row("b", warning="over-trained", alpha=1.6),
             layer_row("c", warning="uncertain"), layer_row("d", status="failed: NaN in the weights", alpha=math.nan)]
     page = render_report(result_of(rows))
@@ -577,8 +565,6 @@ def test_the_summary_cards_show_each_count_at_its_own_value():
 
 def test_the_means_card_lists_every_summary_mean_even_when_undefined():
     """One fixed schema: every mean of the summary has its entry, NaN shown as an en dash."""
-    from htsr.report import render_report
-
     r = result_of([layer_row("a", alpha=math.nan, status="not_fitted: 4 eigenvalues")])
     card = render_report(r).split("<h3>Means over", 1)[1].split("</div>", 1)[0]
     assert any(not math.isfinite(v) for v in r.summary.means.values())
@@ -589,8 +575,6 @@ def test_the_means_card_lists_every_summary_mean_even_when_undefined():
 
 def test_a_warned_layers_interval_is_shown_only_when_both_ends_are_finite():
     """'α = 3 [2, 4]' with both ends; no half interval '[2, –]' when one end is undefined."""
-    from htsr.report import render_report
-
     page = render_report(result_of([layer_row("a", warning="uncertain", bayes_alpha_lo=2.0, bayes_alpha_hi=4.0),
                                     layer_row("b", warning="uncertain", bayes_alpha_lo=2.0, bayes_alpha_hi=math.nan)]))
     warned = page.split('<ul id="warned">', 1)[1].split("</ul>", 1)[0]
@@ -601,8 +585,6 @@ def test_a_warned_layers_interval_is_shown_only_when_both_ends_are_finite():
 
 def test_a_status_tooltip_in_the_table_is_escaped():
     """The status cell's title attribute holds the status text: quotes and markup escaped."""
-    from htsr.report import render_report
-
     status = 'failed: tensor "x" onmouseover="alert(1)" <b>'
     page = render_report(result_of([layer_row("a", status=status, alpha=math.nan)]))
     assert 'onmouseover="alert(1)"' not in page
@@ -611,8 +593,6 @@ def test_a_status_tooltip_in_the_table_is_escaped():
 
 def test_a_negative_infinity_is_shown_as_minus_infinity():
     """−∞ is shown as −∞ in the table, not as ∞."""
-    from htsr.report import render_report
-
     page = render_report(result_of([layer_row("a", lambda_max=math.inf, log_norm=-math.inf)]))
     assert '<td class="num">∞</td>' in page and '<td class="num">−∞</td>' in page
 
@@ -623,8 +603,6 @@ def test_the_model_figures_are_by_kind_then_by_phase_with_a_colour_for_no_phase(
     import json
 
     from htsr.figures import role_color
-    from htsr.report import render_report
-
     page = render_report(result_of([layer_row("a", alpha=2.5, phase="heavy-tailed"), layer_row("b", alpha=3.5, phase="")]))
     cfg = json.loads(page.split('id="htsr-config">', 1)[1].split("</script>", 1)[0])
     by_phase = cfg["model_panels"][1]
@@ -636,8 +614,6 @@ def test_the_model_figures_are_by_kind_then_by_phase_with_a_colour_for_no_phase(
 
 def test_a_warned_layers_p_value_is_shown_as_the_table_shows_it():
     """The warned layer's goodness-of-fit p-value in the text as in the table (all its digits, not cut)."""
-    from htsr.report import _fmt, render_report
-
     page = render_report(result_of([layer_row("a", warning="no-power-law", num_boot=200.0, boot_alpha_lo=2.0,
                                               boot_alpha_hi=4.0, pl_pvalue=0.01234)]))
     warned = page.split('<ul id="warned">', 1)[1].split("</ul>", 1)[0]

@@ -14,7 +14,8 @@ import pytest
 
 import htsr
 from conftest import layer_row, result_of, save_run
-from htsr.results import TABLE_COLUMNS, AnalysisResult, Summary, format_value, json_safe, load_result, shown_width
+from htsr.results import (TABLE_COLUMNS, AnalysisResult, Summary, _lock_folders, an_output, atomic_write, format_value,
+                          json_safe, load_result, shown_width, table_columns, why_undefined)
 
 
 def test_a_pvalue_of_exactly_0_1_is_not_plausible():
@@ -164,8 +165,6 @@ def test_a_write_that_fails_midway_leaves_no_temporary_file(tmp_path):
     # _write_temp's own clean-up (the CLI's full-disk test replaces _write_temp whole, so never runs it)
     resource = pytest.importorskip("resource")
     from htsr.errors import OutputError
-    from htsr.results import atomic_write
-
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, hard))  # a file-size limit: writes past 10 kB fail (EFBIG)
     try:
@@ -179,8 +178,6 @@ def test_a_write_that_fails_midway_leaves_no_temporary_file(tmp_path):
 def test_the_folder_lock_of_an_output_set_is_exclusive(tmp_path):
     # another run (a sweep's job with the same --out) may not take the folder, even for a shared lock
     fcntl = pytest.importorskip("fcntl")
-    from htsr.results import _lock_folders
-
     fds = _lock_folders([tmp_path])
     other = os.open(tmp_path, os.O_RDONLY)
     try:
@@ -194,8 +191,6 @@ def test_the_folder_lock_of_an_output_set_is_exclusive(tmp_path):
 
 def test_any_csv_in_a_model_folder_is_an_output_not_an_input():
     # a run's tables under another name (a renamed layers.csv) are htsr's outputs: noted, never read
-    from htsr.results import an_output
-
     assert an_output(Path("ck") / "layers_v1.csv") and an_output(Path("ck") / "RUN.CSV")
     assert not an_output(Path("ck") / "model.safetensors")
 
@@ -215,8 +210,6 @@ def test_infinities_are_empty_csv_fields_as_in_the_json():
 
 def test_a_bootstrap_that_drives_the_warnings_replaces_both_bayesian_columns():
     # with 100 replicates neither bayes_alpha_lo nor bayes_alpha_hi is shown; with 20 both stay, once each
-    from htsr.results import table_columns
-
     head = ("name", "kind", "shape", "num_evals", "alpha")
     tail = ("D", "xmin", "num_pl_spikes", "best_fit", "phase", "num_spikes", "alpha_weighted", "log_norm",
             "log_spectral_norm", "stable_rank", "warning", "status")
@@ -249,8 +242,6 @@ def test_means_over_the_merged_weights_leave_out_the_updates():
 
 def test_tails_are_on_by_default_in_why_undefined():
     # analyze's tails default is True: options without the key do not read as --no-tails
-    from htsr.results import why_undefined
-
     assert why_undefined({})["share_best_fit_pl"] == "no layer fitted"
     assert why_undefined({"tails": False})["share_best_fit_pl"] == "--no-tails"
 

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from htsr.fits.powerlaw import PowerLawFit
+from htsr.metrics import compute_metrics
 from htsr.spectra import esd, matrix_eigenvalues
 from conftest import matrix_with_singular_values
 
@@ -358,9 +360,6 @@ def test_the_norms_and_entropy_take_every_eigenvalue_even_below_the_pooled_floor
     """A pooled conv layer whose quiet kernel position (1e-3 times the other's scale) lies
     wholly below the layer's floor (the loud position's): log_norm, log_alpha_norm ("all eigenvalues") and entropy
     still take its eigenvalues: their formulas over the spectrum itself (rel 1e-12: the same numbers)."""
-    from htsr.fits.powerlaw import PowerLawFit
-    from htsr.metrics import compute_metrics
-
     rng = np.random.default_rng(0)
     mats = [rng.standard_normal((64, 32)).astype(np.float32),
             (1e-3 * rng.standard_normal((64, 32))).astype(np.float32)]
@@ -378,9 +377,6 @@ def test_the_norms_and_entropy_take_every_eigenvalue_even_below_the_pooled_floor
 
 def test_the_metrics_of_an_all_zero_spectrum_are_nan_not_0():
     """Rank 0: entropy's −Σ p ln p / ln R is undefined (NaN, as the norms), not the 0 of rank one."""
-    from htsr.fits.powerlaw import PowerLawFit
-    from htsr.metrics import compute_metrics
-
     s = esd(np.zeros((50, 20), np.float32))
     m = compute_metrics(s, PowerLawFit.failed("all zero"))
     assert s.rank == 0 and m["matrix_rank"] == 0.0

@@ -31,7 +31,7 @@ from htsr.fits import tails as tails_module
 from htsr.fits.tails import LR_LEVEL, _lognormal_logpdf, _lognormal_newton, best_fit, compare_tails, vuong
 from htsr.fits import tpl
 from htsr.fits.tpl import _moments, fit_truncated_power_law, tpl_log_normaliser, tpl_logpdf
-from htsr.fits.uncertainty import MIN_WARNING_REPLICATES, interval_of
+from htsr.fits.uncertainty import MIN_WARNING_REPLICATES, interval_of, tail_uncertainty
 from htsr.matrices import aspect_windows
 from htsr.metrics import warning_for
 from conftest import matrix_with_singular_values, pareto_with_bulk
@@ -1620,8 +1620,6 @@ def test_farms_windows_is_nan_on_a_row_never_fitted():
 
 def test_etpl_is_fitted_at_the_peak_bounded_xmin():
     """The E-TPL columns: the truncated power law at xmin='peak' (the extended tail), not at the KS x_min."""
-    from htsr.fits.uncertainty import tail_uncertainty
-
     rng = np.random.default_rng(12)
     x = np.sort(np.concatenate([rng.lognormal(0.0, 0.3, 400), _pareto(100, 2.2, rng, 2.0)]))
     fit, peak = fit_power_law(x), fit_power_law(x, xmin="peak")
@@ -1668,8 +1666,6 @@ def test_tail_uncertainty_of_a_clipped_fit_sees_only_the_values_the_fit_saw():
     """clip_xmax drops the finger; every diagnostic must use the fit's own tail (values ≤ fit.xmax). Known answer:
     under Jeffreys' prior the posterior mean of alpha is the MLE of the fit's tail, i.e. fit.alpha itself; and the
     columns are those computed on the values without the finger."""
-    from htsr.fits.uncertainty import tail_uncertainty
-
     rng = np.random.default_rng(2)
     W = rng.standard_normal((600, 300)) / np.sqrt(600)
     body = np.linalg.eigvalsh(W.T @ W)
