@@ -6,11 +6,13 @@ Models are small safetensors files written under ``tmp_path``.
 from __future__ import annotations
 
 import csv
+import errno
+import io
 import json
 import math
 import os
+import signal
 import subprocess
-import io
 import sys
 from pathlib import Path
 
@@ -20,10 +22,12 @@ from safetensors.numpy import save_file
 
 import htsr
 from conftest import layer_row, result_of
-from htsr.cli import main
+from htsr.cli import _SafeStream, format_table, main
 from htsr.results import TABLE_COLUMNS
 
-REPO = Path(__file__).resolve().parents[1]
+#: the folder holding the htsr this test process imported (the checkout, or a copy under test): the
+#: subprocesses below import the same one
+HTSR_ROOT = Path(htsr.__file__).resolve().parents[1]
 
 
 def _model(path: Path, *, nan_in: str | None = None, fitted: bool = True) -> Path:
@@ -746,10 +750,15 @@ def test_filters_matching_nothing_exit_2(model, capsys):
 # ------------------------------------------------------------------------------------- subprocesses
 
 
-def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def _env() -> dict[str, str]:
+    """The environment without PYTHON* variables, importing the htsr under test (even if another is installed)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env["PYTHONPATH"] = str(REPO)  # the checkout under test, even if installed elsewhere
-    return subprocess.run([sys.executable, "-m", "htsr", *args], cwd=cwd, env=env, capture_output=True,
+    env["PYTHONPATH"] = str(HTSR_ROOT)
+    return env
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "htsr", *args], cwd=cwd, env=_env(), capture_output=True,
                           text=True, timeout=120)
 
 
@@ -768,8 +777,7 @@ def test_subprocess_python_m_htsr(model, tmp_path):
 def test_a_closed_pipe_still_gets_the_files_written(model, tmp_path, json_flag):
     """`htsr analyze … --out DIR | head`: the reader gone before the table is printed; the files are still
     written and the exit is 0 (they had not been: the broken pipe ended the command before its outputs)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env["PYTHONPATH"] = str(REPO)
+    env = _env()
     r, w = os.pipe()
     os.close(r)  # the reader has gone: the first write to stdout fails with EPIPE
     try:
@@ -783,10 +791,6 @@ def test_a_closed_pipe_still_gets_the_files_written(model, tmp_path, json_flag):
     assert (tmp_path / "r.html").is_file()
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env["PYTHONPATH"] = str(REPO)
-    return env
 
 
 def test_a_closed_stderr_pipe_does_not_stop_the_run(model, tmp_path):
@@ -1161,3 +1165,117 @@ def test_the_table_shows_two_trap_locations_whole_and_cuts_three():
     text = format_table(result_of([layer_row("a", trap_weights=two), layer_row("b", trap_weights=three)]),
                         ["name", "trap_weights"])
     assert text.splitlines()[1:] == ["a     (1, 2) 0.5; (3, 4) 0.4", "b     (1, 2) 0.5; (3, 4) 0.4; …"]
+
+
+# ------------------------------------------------------------------------ round 23's gaps (exit statuses, flags)
+
+
+def test_an_os_error_past_the_checks_exits_2_naming_the_file(model, capsys, monkeypatch):
+    """An OSError after the checks (a disk error while reading) is status 2, naming the file; 1 is standard
+    output's alone."""
+    def failing(*a, **k):
+        raise OSError(errno.EIO, "Input/output error", str(model))
+
+    monkeypatch.setattr(sys.modules["htsr.cli"], "analyze", failing)
+    rc = main(["analyze", str(model)])
+    assert rc == 2
+    assert capsys.readouterr().err.strip() == f"htsr: error: {model}: Input/output error"
+
+
+def test_a_broken_pipe_reaching_main_is_not_an_error(model, capsys, monkeypatch):
+    """A BrokenPipeError that reaches main (the reader of the output gone) ends the run with status 0, silently."""
+    def gone(*a, **k):
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    class Piped(io.TextIOWrapper):
+        def fileno(self):
+            return 1
+
+    monkeypatch.setattr(sys.modules["htsr.cli"], "analyze", gone)
+    monkeypatch.setattr(os, "dup2", lambda *a: None)  # (pytest's captured stdout left alone)
+    monkeypatch.setattr(sys, "stdout", Piped(io.BytesIO()))
+    assert main(["analyze", str(model), "-q"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_the_progress_bars_carriage_return_reaches_the_terminal():
+    """\r, \t and \n pass through the safe stream (the progress bar redraws its line with \r); an escape
+    sequence is shown, not acted on."""
+    buf = io.StringIO()
+    _SafeStream(buf, True).write("\r 50%|#####| 1/2\x1b[2J\t\n")
+    assert buf.getvalue() == "\r 50%|#####| 1/2\\x1b[2J\t\n"
+
+
+def test_main_puts_the_sigterm_handler_back(model):
+    """In-process main() restores SIGTERM's handler: a program that called it is still ended by SIGTERM as
+    before, not by an htsr exception raised later."""
+    # (the default set here: main() installs its handler only over the default, and an earlier main() in this
+    # process may have changed it)
+    saved = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        assert main(["analyze", str(model), "-q"]) == 0
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+
+
+def test_a_carriage_return_in_a_path_is_escaped_in_the_error(tmp_path, capsys):
+    """A path with \r in an error stays one visible line: the \r shown escaped, not a return to the line's
+    start that would hide 'htsr: error:'."""
+    rc = main(["analyze", str(tmp_path / "nope\rhtsr: all fine.safetensors")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "\r" not in err and "nope\\rhtsr: all fine.safetensors" in err
+
+
+def test_keep_spectra_is_no_flag(model, capsys):
+    """keep_spectra is the API's (--report sets it): the command line has no --keep-spectra."""
+    with pytest.raises(SystemExit) as ei:
+        main(["analyze", str(model), "--keep-spectra"])
+    assert ei.value.code == 2
+    assert "unrecognized arguments: --keep-spectra" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["none", "None", "2"])
+def test_workers_take_none_in_any_case(model, value):
+    assert main(["analyze", str(model), "-q", "--workers", value]) == 0
+
+
+@pytest.mark.parametrize("value, recorded", [("none", None), ("NONE", None), ("2.5", 2.5), ("3", 3.0)])
+def test_farms_aspect_takes_none_and_fractions(model, tmp_path, value, recorded):
+    assert main(["analyze", str(model), "--out", str(tmp_path / "o"), "-q", "--farms-aspect", value]) == 0
+    options = json.loads((tmp_path / "o" / "summary.json").read_text())["options"]
+    assert options["farms_aspect"] == recorded
+
+
+def test_a_bad_none_or_number_value_names_the_type(model, capsys):
+    """argparse names the type it wanted ('invalid int value'), not the none-or-number wrapper's name."""
+    with pytest.raises(SystemExit) as ei:
+        main(["analyze", str(model), "--max-evals", "lots"])
+    assert ei.value.code == 2
+    assert capsys.readouterr().err.strip() == ("htsr: error: argument --max-evals: invalid int value: 'lots' "
+                                               "(see 'htsr analyze --help')")
+
+
+def test_the_bootstrap_note_gives_the_p_value_step(model, capsys):
+    """--bootstrap 5: the p-value moves in steps of 1/5 = 0.2."""
+    assert main(["analyze", str(model), "--bootstrap", "5"]) == 0
+    assert "the p-value moves in steps of 0.2;" in capsys.readouterr().err
+
+
+def test_out_summary_json_is_the_summary_without_the_rows(model, tmp_path):
+    """summary.json's keys (the rows are layers.csv's)."""
+    assert main(["analyze", str(model), "-q", "--out", str(tmp_path / "o")]) == 0
+    doc = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert sorted(doc) == ["not_analysed", "num_tensors", "options", "path", "source", "summary"]
+
+
+def test_a_report_named_htm_is_html_too(model, tmp_path):
+    """The report's name may end .html or .htm."""
+    assert main(["analyze", str(model), "-q", "--report", str(tmp_path / "r.htm")]) == 0
+    assert (tmp_path / "r.htm").read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
+
+
+def test_the_warning_column_is_left_aligned_as_text():
+    """Text columns (warning among them) are left-aligned, numbers right-aligned."""
+    r = result_of([layer_row("a", warning="uncertain"), layer_row("b", warning="-")])
+    assert format_table(r, ["name", "warning"]).splitlines() == ["name  warning", "a     uncertain", "b     -"]

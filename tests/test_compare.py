@@ -8,9 +8,13 @@ matrix. Models are small in-memory mappings or .npz files under ``tmp_path``.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import errno
+import io
 import json
 import math
+import os
 import sys
 import types
 
@@ -1108,3 +1112,70 @@ def test_a_direction_not_a_bool_is_refused():  # D06
     for bad in ("no", 0, 1):
         with pytest.raises(OptionError, match="ascending must be True, False or None"):
             compare_results([r, r], labels=["a", "b"], ascending=bad)
+
+
+# ------------------------------------------------------------------------ round 23's gaps (compare's command line)
+
+
+def test_cli_compare_labels_are_stripped(npz_pair, capsys):
+    """--labels 'a, b' (a space after the comma) names the models a and b."""
+    a, b = npz_pair
+    assert main(["compare", str(a), str(b), "--labels", "a, b", "--json", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["labels"] == ["a", "b"]
+
+
+def test_cli_compare_says_its_figure_was_written_when_stdout_fails(npz_pair, tmp_path, capsys, monkeypatch):
+    """compare --figure F > /dev/full: status 1, and the message says the output files were written."""
+    fake = types.ModuleType("htsr.plot")
+    fake.panels_image = lambda panels, path, ncols=2: b"png"
+    fake.can_draw = lambda path: "png"
+    monkeypatch.setitem(sys.modules, "htsr.plot", fake)
+
+    class Full(io.TextIOWrapper):
+        def write(self, s):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def fileno(self):
+            return 1
+
+    monkeypatch.setattr(os, "dup2", lambda *a: None)
+    monkeypatch.setattr(sys, "stdout", Full(io.BytesIO()))
+    a, b = npz_pair
+    fig = tmp_path / "trend.png"
+    rc = main(["compare", str(a), str(b), "--figure", str(fig), "--no-progress"])
+    assert rc == 1 and fig.read_bytes() == b"png"
+    assert capsys.readouterr().err.strip().endswith(
+        "cannot write (No space left on device); the output files were written")
+
+
+def test_cli_compare_distances_are_of_the_first_from_the_second(npz_pair, tmp_path):
+    """--base-distances: the first model is the model, the second its base (as layer_distances(a, b))."""
+    a, b = npz_pair
+    assert main(["compare", str(a), str(b), "--base-distances", "-q", "--out", str(tmp_path / "o")]) == 0
+    with open(tmp_path / "o" / "distances.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    api = layer_distances(str(a), str(b))
+    assert len(rows) == len(api) == 2
+    # (1e-12 relative: the CSV holds each float's repr, and both are the same computation)
+    assert [float(r["lambda_max"]) for r in rows] == pytest.approx([d.lambda_max for d in api], rel=1e-12)
+    assert [float(r["lambda_max_base"]) for r in rows] == pytest.approx([d.lambda_max_base for d in api], rel=1e-12)
+    assert all(d.lambda_max != d.lambda_max_base for d in api)  # (so the two orders differ)
+
+
+def test_cli_compare_notes_a_coarse_bootstrap_for_a_model_beside_a_saved_run(npz_pair, tmp_path, capsys):
+    """A saved run beside a model: the model is analysed with --bootstrap 5, so the note is given."""
+    a, b = npz_pair
+    assert main(["analyze", str(a), "-q", "--bootstrap", "5", "--out", str(tmp_path / "saved")]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "saved"), str(b), "--bootstrap", "5", "--no-progress"]) == 0
+    assert "htsr: note: --bootstrap 5:" in capsys.readouterr().err
+
+
+def test_cli_compare_base_distances_use_the_workers(npz_pair, monkeypatch):
+    """--workers runs the distances too."""
+    seen = {}
+    real = layer_distances
+    monkeypatch.setattr(sys.modules["htsr.cli"], "layer_distances", lambda *a, **k: seen.update(k) or real(*a, **k))
+    a, b = npz_pair
+    assert main(["compare", str(a), str(b), "--base-distances", "--workers", "2", "-q"]) == 0
+    assert seen.get("workers") == 2
