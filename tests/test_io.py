@@ -6,14 +6,16 @@ kept small (most rows are ``not_fitted``) so the whole module runs in a few seco
 
 from __future__ import annotations
 
+import builtins
+import errno
 import hashlib
 import importlib
 import io
 import json
+import os
 import pickle
 import re
 import zipfile
-import os
 from pathlib import Path
 
 import ml_dtypes
@@ -29,7 +31,7 @@ from safetensors.numpy import save_file as np_save_file
 import htsr
 from htsr.io import SUPPORTED, SUPPORTED_FILES, open_source
 from htsr.errors import HtsrError
-from htsr.io.base import TensorRef
+from htsr.io.base import TensorRef, einsum_axes, grouped_axes
 from htsr.io.safetensors import SafetensorsFile, ShardedSafetensors
 from htsr.matrices import layer_matrices
 from htsr.tensors import classify, squeeze_leading
@@ -566,7 +568,6 @@ def test_tensors_sharing_one_byte_are_refused(two_tensor_file):
 
 
 def _valid_small_safetensors() -> bytes:
-    import io
     import tempfile
 
     rng = _rng(10)
@@ -1095,7 +1096,6 @@ def test_git_lfs_pointers_empty_archives_and_misnamed_pickles(tmp_path):
     folder = tmp_path / "sharded"
     folder.mkdir()
     (folder / "model-00001-of-00002.safetensors").write_bytes(pointer)
-    import zipfile
     with zipfile.ZipFile(folder / "model-00002-of-00002.safetensors", "w") as z:
         z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
     for shard, says in (("model-00001-of-00002.safetensors", "a Git LFS pointer"),
@@ -1108,7 +1108,6 @@ def test_git_lfs_pointers_empty_archives_and_misnamed_pickles(tmp_path):
     with pytest.raises(htsr.SourceError) as ei:
         htsr.analyze(tmp_path / "empty.npz")
     _one_line_source_error(ei, str(tmp_path / "empty.npz"), "an empty zip archive")
-    import pickle
     (tmp_path / "w.msgpack").write_bytes(pickle.dumps({"fc.weight": np.ones((60, 50), np.float32)}, protocol=4))
     assert [l.name for l in htsr.analyze(tmp_path / "w.msgpack", min_evals=5).layers] == ["fc"]
 
@@ -1691,7 +1690,6 @@ def test_a_mapping_of_lists_of_arrays_is_read_as_a_pickle_of_it_is(tmp_path):
     """A hand-written network's {'weights': [W1, W2], 'biases': [...]}: in memory as in a pickle file, each
     item a row named by its index (numpy had raised on arrays of two shapes, and stacked arrays of one shape
     into a 3-D 'stack'); a list of numbers stays one array."""
-    import pickle
 
     rng = np.random.default_rng(0)
     net = {"weights": [rng.standard_normal((784, 128)).astype(np.float32),
@@ -1794,7 +1792,6 @@ def test_a_list_of_name_value_pairs_is_read_as_the_mapping_it_lists(tmp_path):
     """``list(model.named_parameters())``, ``list(state_dict.items())``: the names are the pairs' own (each pair
     had been nested as items of its index: rows '0.1', '2.1', the names lost without a word); in a pickle too.
     Pairs with a repeated name would lose a tensor as a mapping: they stay items named by index."""
-    import pickle
 
     m = torch.nn.Sequential(torch.nn.Linear(200, 400), torch.nn.ReLU(), torch.nn.Linear(400, 300))
     r = htsr.analyze(list(m.named_parameters()))
@@ -1911,7 +1908,6 @@ def test_other_peft_adapter_types_parts_without_their_config_are_listed_not_anal
 def test_an_unreadable_input_is_a_one_line_source_error(tmp_path, monkeypatch):
     """A file or folder htsr may not read had raised a builtin PermissionError from the API (exit status 1 and
     no advice from the CLI). (Simulated: the tests may run as root, whom permissions do not stop.)"""
-    import errno
 
     import htsr.io as io_module
 
@@ -1940,7 +1936,6 @@ def test_a_file_in_a_folder_that_may_not_be_entered_names_the_folder(tmp_path, m
     'htsr: error: …: Permission denied' and exit status 1 (standard output's) from the CLI, for the model, a
     --base, a compared model and an --out folder inside it. (Simulated: the tests may run as root, whom
     permissions do not stop; stat, open and access behave in the folder as the kernel's do.)"""
-    import errno
 
     from htsr.cli import main
 
@@ -1990,7 +1985,6 @@ def test_a_file_in_a_folder_that_may_not_be_entered_names_the_folder(tmp_path, m
 def test_a_file_that_may_not_be_read_in_a_folder_that_may_be_entered_is_named(tmp_path, monkeypatch):
     """A folder that may be entered but not listed (a 0711 home) had been blamed for a file of its own that may
     not be read, while the file beside it read fine. (Simulated, as above.)"""
-    import errno
 
     home = tmp_path / "home"
     (home / "pub").mkdir(parents=True)
@@ -2441,7 +2435,7 @@ def _save_safetensors(path):
     return path
 
 
-# I02: a lone shard is said so only when the split has more than one shard
+# a lone shard is said so only when the split has more than one shard
 def test_single_shard_of_one_is_not_called_a_lone_shard(tmp_path):
     from htsr.io import open_source
 
@@ -2451,7 +2445,7 @@ def test_single_shard_of_one_is_not_called_a_lone_shard(tmp_path):
     assert "(shard 2 of 3 alone: give its folder for the whole model)" in open_source(two).description
 
 
-# I03: a one-file reader (a Flax .msgpack) that is one shard of several is said to be a shard alone
+# a one-file reader (a Flax .msgpack) that is one shard of several is said to be a shard alone
 def test_lone_flax_msgpack_shard_is_said_to_be_one_shard(tmp_path):
     msgpack = pytest.importorskip("msgpack")
     from htsr.io import open_source
@@ -2463,11 +2457,8 @@ def test_lone_flax_msgpack_shard_is_said_to_be_one_shard(tmp_path):
     assert "(shard 1 of 2 alone: give its folder for the whole model)" in open_source(p).description
 
 
-# I05: only a top-level '<root>/data.pkl' makes a zip a torch.save checkpoint (not one nested deeper)
+# only a top-level '<root>/data.pkl' makes a zip a torch.save checkpoint (not one nested deeper)
 def test_zip_with_a_deeply_nested_data_pkl_is_not_taken_for_a_torch_checkpoint(tmp_path):
-    import pickle
-    import zipfile
-
     from htsr.errors import SourceError
     from htsr.io import open_source
 
@@ -2478,7 +2469,7 @@ def test_zip_with_a_deeply_nested_data_pkl_is_not_taken_for_a_torch_checkpoint(t
         open_source(p)
 
 
-# I07: a .ckpt that is no pickle nor zip is reported as a broken PyTorch checkpoint, as .pt/.pth/.bin are
+# a .ckpt that is no pickle nor zip is reported as a broken PyTorch checkpoint, as .pt/.pth/.bin are
 def test_corrupt_ckpt_file_is_reported_as_a_broken_pytorch_checkpoint(tmp_path):
     from htsr.errors import SourceError
     from htsr.io import open_source
@@ -2489,10 +2480,8 @@ def test_corrupt_ckpt_file_is_reported_as_a_broken_pytorch_checkpoint(tmp_path):
         open_source(p)
 
 
-# I11: a folder of no weight file but several pickles is ambiguous: htsr asks for one, it never picks one
+# a folder of no weight file but several pickles is ambiguous: htsr asks for one, it never picks one
 def test_folder_of_two_pickles_asks_which_one(tmp_path):
-    import pickle
-
     from htsr.errors import SourceError
     from htsr.io import open_source
 
@@ -2502,7 +2491,7 @@ def test_folder_of_two_pickles_asks_which_one(tmp_path):
         open_source(tmp_path)
 
 
-# I12: index-less PyTorch shards named .pth are read as one model, as .bin and .pt shards are
+# index-less PyTorch shards named .pth are read as one model, as .bin and .pt shards are
 def test_indexless_pth_shards_are_read_as_one_model(tmp_path):
     torch = pytest.importorskip("torch")
     from htsr.io import open_source
@@ -2513,7 +2502,7 @@ def test_indexless_pth_shards_are_read_as_one_model(tmp_path):
     assert sorted(t.name for t in src) == ["a.weight", "b.weight"]
 
 
-# I15: each pre-GGUF llama.cpp magic is named as its own format
+# each pre-GGUF llama.cpp magic is named as its own format
 def test_legacy_llama_cpp_magics_are_named_by_their_format(tmp_path):
     from htsr.errors import SourceError
     from htsr.io import open_source
@@ -2525,7 +2514,7 @@ def test_legacy_llama_cpp_magics_are_named_by_their_format(tmp_path):
             open_source(p)
 
 
-# I16: a mapping of arrays that happens to carry a `description` attribute is still read as arrays
+# a mapping of arrays that happens to carry a `description` attribute is still read as arrays
 def test_mapping_with_a_description_attribute_is_read_as_arrays():
     from htsr.io import open_source
 
@@ -2537,7 +2526,7 @@ def test_mapping_with_a_description_attribute_is_read_as_arrays():
     assert [r.name for r in refs] == ["w"] and refs[0].load().shape == (8, 6)
 
 
-# B03: index-less shards must share their extension to be one split model
+# index-less shards must share their extension to be one split model
 def test_shards_with_different_extensions_are_not_one_split(tmp_path):
     torch = pytest.importorskip("torch")
     from htsr.errors import SourceError
@@ -2549,10 +2538,8 @@ def test_shards_with_different_extensions_are_not_one_split(tmp_path):
         open_source(tmp_path)
 
 
-# B06: a source folder that may be listed but not entered is itself named as unreadable
+# a source folder that may be listed but not entered is itself named as unreadable
 def test_permission_message_names_a_source_folder_that_cannot_be_entered(tmp_path, monkeypatch):
-    import os
-
     from htsr.io.base import permission_denied
 
     folder = tmp_path / "model"
@@ -2565,7 +2552,7 @@ def test_permission_message_names_a_source_folder_that_cannot_be_entered(tmp_pat
                                             "(and to the folders above it)")
 
 
-# B07: a missing submodule of an installed package is a missing extra, not a broken package
+# a missing submodule of an installed package is a missing extra, not a broken package
 def test_import_extra_missing_submodule_is_a_missing_extra():
     from htsr.errors import BrokenPackageError, MissingExtraError
     from htsr.io.base import import_extra
@@ -2575,17 +2562,16 @@ def test_import_extra_missing_submodule_is_a_missing_extra():
     assert not isinstance(e.value, BrokenPackageError)
 
 
-# B08: every float8 variant (here e5m2fnuz) is analysed as weights, not passed over
+# every float8 variant (here e5m2fnuz) is analysed as weights, not passed over
 def test_float8_e5m2fnuz_weights_are_analysed():
     ml_dtypes = pytest.importorskip("ml_dtypes")
-    import htsr
 
     w = np.random.default_rng(0).standard_normal((64, 96)).astype(ml_dtypes.float8_e5m2fnuz)
     rows = htsr.analyze({"w": w}).to_pandas()
     assert list(rows["name"]) == ["w"] and rows["shape"].iloc[0] == "64x96"
 
 
-# E01: naming a file twice does not repeat it in the message
+# naming a file twice does not repeat it in the message
 def test_package_error_names_its_file_once():
     from htsr.errors import BrokenPackageError, MissingExtraError
 
@@ -2687,7 +2673,6 @@ def _shapes_keras(tmp_path, legacy):
     """A .keras archive (config.json and model.weights.h5, Keras 3's layout) or a Keras 2 .h5, written with
     h5py as Keras writes them (tests/test_keras.py checks the layouts against Keras itself)."""
     h5py = pytest.importorskip("h5py")
-    import io
 
     rng = _rng(43)
     f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
@@ -3064,3 +3049,191 @@ def test_a_format_3_npz_member_is_read_lazily_from_its_header(tmp_path, monkeypa
     assert rows["fc"].status == "ok"
     for name, why in (("cut", "cut short"), ("odd", "not a .npy header"), ("bad", "not a .npy header (SyntaxError)")):
         assert rows[name].status.startswith("skipped: its .npy header cannot be read") and why in rows[name].status
+
+
+# ------------------------------------------------------------------------ round 24's gaps (detection, folders, shards)
+
+
+# two different splits (shard 1 of 2, shard 2 of 3: two downloads mixed) are not one model
+def test_shards_of_two_different_split_counts_are_not_one_model(tmp_path):
+    torch.save({"a.weight": torch.ones(8, 8)}, tmp_path / "pytorch_model-00001-of-00002.bin")
+    torch.save({"b.weight": torch.ones(8, 8)}, tmp_path / "pytorch_model-00002-of-00003.bin")
+    with pytest.raises(htsr.SourceError, match="give one"):
+        open_source(tmp_path)
+
+
+# the first missing shard is the one named
+def test_the_first_missing_shard_of_an_indexless_split_is_named(tmp_path):
+    torch.save({"a": torch.ones(8, 8)}, tmp_path / "pytorch_model-00001-of-00004.bin")
+    torch.save({"c": torch.ones(8, 8)}, tmp_path / "pytorch_model-00003-of-00004.bin")
+    with pytest.raises(htsr.SourceError, match=r"shard 2 of 4 of pytorch_model is missing"):
+        open_source(tmp_path)
+
+
+# a file of a folder that may not be read is named, not the folder
+def test_an_unreadable_file_inside_a_model_folder_is_named(tmp_path, monkeypatch):
+    f = tmp_path / "w.npz"
+    np.savez(f, w=np.ones((4, 4), np.float32))
+    real_open = builtins.open
+
+    def open_(p, *a, **k):
+        if isinstance(p, (str, os.PathLike)) and os.fspath(p) == str(f):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(p))
+        return real_open(p, *a, **k)
+
+    monkeypatch.setattr("builtins.open", open_)
+    with pytest.raises(htsr.SourceError) as ei:
+        open_source(tmp_path)
+    assert str(ei.value).startswith(f"{f}: cannot read it (Permission denied)")
+
+
+# a weight with no input axis or no output axis is no [out, in] matrix
+def test_grouped_axes_needs_an_input_and_an_output_axis():
+    assert einsum_axes("ab,cd->abcd", 1, 2) == ([], [0, 1], [])
+    assert grouped_axes((3, 4), [], [0, 1], []) is None
+    assert grouped_axes((5,), [0], [], []) is None
+    assert grouped_axes((4, 6), [0], [1], []) == ("dense", (6, 4), (1, 0))
+
+
+# an empty shard name in an index is called a bad weight_map, not "shard  is missing"
+def test_an_index_with_an_empty_shard_name_is_a_bad_weight_map(tmp_path):
+    np_save_file({"w": np.ones((4, 4), np.float32)}, str(tmp_path / "model-00001-of-00001.safetensors"))
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": ""}}))
+    with pytest.raises(htsr.SourceError, match="weight_map must map tensor names to shard file names"):
+        open_source(tmp_path)
+
+
+# the shards are taken in the index's order of first mention, so a tensor stored twice is read from
+# the shard the index names (a Hugging Face index lists tensors by name: shard 2 may come first)
+def test_a_tensor_in_two_shards_is_read_from_the_one_the_index_names_whatever_the_order(tmp_path):
+    old, new = np.zeros((16, 16), np.float32), np.ones((16, 16), np.float32)
+    np_save_file({"a": old, "b": np.ones((16, 16), np.float32)}, str(tmp_path / "model-00001-of-00002.safetensors"))
+    np_save_file({"a": new}, str(tmp_path / "model-00002-of-00002.safetensors"))
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "a": "model-00002-of-00002.safetensors", "b": "model-00001-of-00002.safetensors"}}))
+    refs = {t.name: t for t in open_source(tmp_path)}
+    assert sorted(refs) == ["a", "b"]
+    np.testing.assert_array_equal(refs["a"].load(), new)
+
+
+# a shard name that is a folder is a missing shard (said by the index), not an unreadable file
+def test_an_index_shard_that_is_a_folder_is_missing(tmp_path):
+    np_save_file({"w": np.ones((4, 4), np.float32)}, str(tmp_path / "model-00001-of-00002.safetensors"))
+    (tmp_path / "model-00002-of-00002.safetensors").mkdir()
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "w": "model-00001-of-00002.safetensors", "v": "model-00002-of-00002.safetensors"}}))
+    with pytest.raises(htsr.SourceError, match="shard model-00002-of-00002.safetensors is missing from"):
+        open_source(tmp_path)
+
+
+# a zip with a .npy beside other files is no .npz
+def test_a_zip_of_an_npy_and_a_text_file_is_not_an_npz(tmp_path):
+    f = tmp_path / "bundle.zip"
+    buf = io.BytesIO()
+    np.save(buf, np.ones((4, 4), np.float32))
+    with zipfile.ZipFile(f, "w") as z:
+        z.writestr("w.npy", buf.getvalue())
+        z.writestr("README.txt", "hello")
+    with pytest.raises(htsr.SourceError, match="neither .npz nor a PyTorch checkpoint"):
+        open_source(f)
+
+
+# a zip with a config.json (a zipped Hugging Face folder) is not called a broken Keras archive
+def test_a_zip_with_config_json_alone_is_not_called_a_keras_archive(tmp_path):
+    f = tmp_path / "hf_folder.zip"
+    with zipfile.ZipFile(f, "w") as z:
+        z.writestr("config.json", "{}")
+        z.writestr("weights.bin", b"x" * 100)
+    with pytest.raises(htsr.SourceError) as ei:
+        open_source(f)
+    assert str(ei.value).startswith(f"{f}: a zip archive that is neither .npz nor a PyTorch checkpoint; supported:")
+
+
+# a .gguf whose magic is wrong says so (not "unknown file format")
+def test_a_gguf_with_a_bad_magic_says_so(tmp_path):
+    f = tmp_path / "m.gguf"
+    f.write_bytes(b"GGML" + bytes(60))
+    with pytest.raises(htsr.SourceError, match=r"not a GGUF file \(bad magic b'GGML'\)"):
+        open_source(f)
+
+
+# a zip with an archive comment (zip -z) is whole, not cut short
+def test_an_npz_with_an_archive_comment_is_read(tmp_path):
+    f = tmp_path / "w.npz"
+    np.savez(f, w=np.ones((4, 4), np.float32))
+    with zipfile.ZipFile(f, "a") as z:
+        z.comment = b"made by hand"
+    assert [t.name for t in open_source(f)] == ["w"]
+
+
+# a folder's model.pth is its model, other .pt files beside it named as not read
+def test_a_folders_model_pth_is_read_beside_another_pt_file(tmp_path):
+    torch.save({"w": torch.ones(4, 4)}, tmp_path / "model.pth")
+    torch.save({"h": torch.ones(4, 4)}, tmp_path / "head.pt")
+    src = open_source(tmp_path)
+    assert [t.name for t in src] == ["w"]
+    assert "other weight files here, not read: head.pt" in src.description
+
+
+# a modules.json whose only weights are the folder's own Transformer is a plain model folder
+def test_sentence_transformers_folder_without_weight_modules_is_a_plain_folder(tmp_path):
+    np_save_file({"w": np.ones((4, 4), np.float32)}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path": "", "type": "T"},
+                                                       {"idx": 1, "name": "1", "path": "1_Pooling", "type": "P"}]))
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text("{}")
+    assert open_source(tmp_path).description == str(tmp_path)
+
+
+# a constant member expanding ~1018x but within the MiB of slack is still read (a zero bias)
+def test_an_all_zero_npz_member_just_over_1000x_is_read(tmp_path):
+    f = tmp_path / "w.npz"
+    np.savez_compressed(f, zero=np.zeros((2048, 1024), np.float32))
+    with zipfile.ZipFile(f) as z:
+        i = z.getinfo("zero.npy")
+        assert 1000 < i.file_size / i.compress_size < 1000 + (1 << 20) / i.compress_size
+    assert [t.load().shape for t in open_source(f)] == [(2048, 1024)]
+
+
+# a pipeline's tokenizer is no model component (not listed as one without weights)
+def test_a_pipelines_tokenizer_is_not_a_component_without_weights(tmp_path):
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline",
+                                                           "tokenizer": ["transformers", "CLIPTokenizer"],
+                                                           "unet": ["diffusers", "UNet2DConditionModel"]}))
+    (tmp_path / "unet").mkdir()
+    np_save_file({"conv_in.weight": np.ones((8, 4, 3, 3), np.float32)},
+                 str(tmp_path / "unet" / "diffusion_pytorch_model.safetensors"))
+    (tmp_path / "tokenizer").mkdir()
+    (tmp_path / "tokenizer" / "vocab.json").write_text("{}")
+    src = open_source(tmp_path)
+    assert [t.name for t in src] == ["unet.conv_in.weight"]
+    assert src.description == f"{tmp_path} (a diffusers pipeline: unet/)"
+
+
+# a Git LFS pointer is said as such whatever its name (pytorch_model.bin, model.onnx, .gguf …)
+@pytest.mark.parametrize("name", ["pytorch_model.bin", "model.onnx", "model.gguf", "weights.npz"])
+def test_a_git_lfs_pointer_of_any_weight_name_says_git_lfs_pull(tmp_path, name):
+    f = tmp_path / name
+    f.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:" + "0" * 64 + "\nsize 1234\n")
+    with pytest.raises(htsr.SourceError, match="a Git LFS pointer, not the weights"):
+        open_source(f)
+
+
+def test_an_unreadable_pytorch_bin_says_give_read_access(tmp_path, monkeypatch):
+    """A .bin checkpoint that may not be read (zipfile.is_zipfile says False for it) gets the message every other
+    format's unreadable file gets, not a bare 'unreadable ([Errno 13] …)'."""
+    f = tmp_path / "pytorch_model.bin"
+    torch.save({"w": torch.ones(4, 4)}, f)
+    real_open = builtins.open
+
+    def open_(p, *a, **k):  # (root ignores permissions: the denial is simulated)
+        if isinstance(p, (str, os.PathLike)) and os.fspath(p) == str(f):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(p))
+        return real_open(p, *a, **k)
+
+    monkeypatch.setattr("builtins.open", open_)
+    for source in (f, tmp_path):
+        with pytest.raises(htsr.SourceError) as ei:
+            open_source(source)
+        assert str(ei.value) == (f"{f}: cannot read it (Permission denied); give read access to it (and to the "
+                                 "folders above it)")
