@@ -953,7 +953,7 @@ def _tagged(result, names):
     return dataclasses.replace(result, layers=rows, summary=Summary.of(rows))
 
 
-def test_json_options_are_one_per_model_when_they_differ():  # C02
+def test_json_options_are_one_per_model_when_they_differ():
     m = _powerlaw_model(3.0, 1)
     ra, rb = htsr.analyze(m, tails=False, workers=1), htsr.analyze(m, tails=False, workers=1, xmin="median")
     doc = compare_results([ra, rb], ["a", "b"]).as_dict()
@@ -961,14 +961,14 @@ def test_json_options_are_one_per_model_when_they_differ():  # C02
     assert compare_results([ra, ra], ["a", "b"]).as_dict()["options"] == ra.options
 
 
-def test_a_third_model_of_another_shape_is_noted():  # C15
+def test_a_third_model_of_another_shape_is_noted():
     a = _powerlaw_model(2.5, 1)
     c = dict(a, **{"enc.l1.weight": np.random.default_rng(9).standard_normal((320, 160))})
     cmp = compare([a, dict(a), c], labels=["a", "b", "c"], tails=False, workers=1)
     assert cmp.shape_differs == ("enc.l1",) and cmp.num_common_finite == 2
 
 
-def test_the_common_mean_of_an_adapter_is_over_its_updates_and_the_text_says_so():  # C17, C28
+def test_the_common_mean_of_an_adapter_is_over_its_updates_and_the_text_says_so():
     g = np.random.default_rng(3)
     W = {f"l{i}.weight": g.standard_normal((300, 100)) for i in range(4)}
     r = htsr.analyze(W, tails=False, workers=1)
@@ -983,7 +983,7 @@ def test_the_common_mean_of_an_adapter_is_over_its_updates_and_the_text_says_so(
             in format_comparison(c))
 
 
-def test_the_kinds_are_the_first_models_and_the_shapes_each_models():  # C20, D17
+def test_the_kinds_are_the_first_models_and_the_shapes_each_models():
     g = np.random.default_rng(0)
     a = {"x.weight": g.standard_normal((64, 32, 3, 3)), "y.weight": g.standard_normal((300, 100))}
     b = {"x.weight": g.standard_normal((300, 100)), "y.weight": g.standard_normal((300, 100))}
@@ -994,48 +994,48 @@ def test_the_kinds_are_the_first_models_and_the_shapes_each_models():  # C20, D1
     assert c.as_dict()["layers"][0]["shapes"] == {"a": "64x32x3x3", "b": "300x100"}
 
 
-def test_a_metric_the_live_model_would_not_compute_is_refused_beside_a_saved_run():  # C22
+def test_a_metric_the_live_model_would_not_compute_is_refused_beside_a_saved_run():
     m = _powerlaw_model(3.0, 1)
     saved = htsr.analyze(m, randomize=True, tails=False, workers=1)
     with pytest.raises(OptionError, match="metric 'rand_js_distance' is computed only with --randomize"):
         compare([saved, _powerlaw_model(2.0, 2)], metric="rand_js_distance")
 
 
-def test_the_ranking_metric_is_a_column_of_the_summary_table():  # C25
+def test_the_ranking_metric_is_a_column_of_the_summary_table():
     c = compare([_powerlaw_model(3.0, 1), _powerlaw_model(2.0, 2)], labels=["a", "b"], metric="sigma",
                 ascending=True, tails=False, workers=1)
     header = format_comparison(c).splitlines()[1].split()
     assert header[0] == "model" and header[-2:] == ["sigma", "rank"]
 
 
-def test_a_nan_in_the_base_fails_the_row_as_one_in_the_model_does():  # C35
+def test_a_nan_in_the_base_fails_the_row_as_one_in_the_model_does():
     W = np.random.default_rng(0).standard_normal((90, 60))
     B = W.copy()
     B[0, 0] = np.nan
     assert layer_distances({"fc.weight": W}, {"fc.weight": B})[0].status == "failed: NaN or Inf in the weights"
 
 
-def test_layer_distances_take_a_fits_options_at_their_defaults():  # C38
+def test_layer_distances_take_a_fits_options_at_their_defaults():
     model, base = _base_and_model()
     rows = layer_distances(model, base, bootstrap=0, randomize=False, xmin="ks")
     assert [r.status for r in rows] == [r.status for r in layer_distances(model, base)]
 
 
-def test_aligned_names_leave_no_base_row_unmatched():  # C40
+def test_aligned_names_leave_no_base_row_unmatched():
     g = np.random.default_rng(0)
     base = {f"enc.l{i}.weight": g.standard_normal((90, 60)) for i in range(3)}
     rows = layer_distances({f"bert.{k}": v + 0.1 for k, v in base.items()}, base)
     assert [(r.name, r.base_name, r.status) for r in rows] == [(f"bert.enc.l{i}", f"enc.l{i}", "ok") for i in range(3)]
 
 
-def test_a_share_metric_is_not_called_a_mean():  # C47
+def test_a_share_metric_is_not_called_a_mean():
     m = {f"l{j}.weight": matrix_with_singular_values(np.linspace(1, 5 + j, 80), 120, 80) for j in range(2)}
     c = compare([m, {k: 2 * v for k, v in m.items()}], metric="share_best_fit_pl", ascending=False, workers=1)
     text = format_comparison(c)
     assert "ranking by share_best_fit_pl (" in text and "mean share_best_fit_pl" not in text
 
 
-def test_saved_runs_keep_the_paths_they_were_given(tmp_path, capsys):  # C48
+def test_saved_runs_keep_the_paths_they_were_given(tmp_path, capsys):
     m = {f"l{j}.weight": matrix_with_singular_values(np.linspace(1, 5 + j, 80), 120, 80) for j in range(2)}
     np.savez(tmp_path / "model.npz", **m)
     for run in ("run1", "run2"):
@@ -1046,7 +1046,7 @@ def test_saved_runs_keep_the_paths_they_were_given(tmp_path, capsys):  # C48
     assert compare_results(c.results).labels == ("run1", "run2")  # (by the runs, not by the model they analysed)
 
 
-def test_a_bad_metric_or_direction_is_refused_before_any_analysis(monkeypatch):  # C49
+def test_a_bad_metric_or_direction_is_refused_before_any_analysis(monkeypatch):
     monkeypatch.setattr(sys.modules["htsr.analyze"], "analyze", lambda *x, **k: pytest.fail("analysed first"))
     m = _powerlaw_model(3.0, 1)
     with pytest.raises(OptionError, match="metric 'bogus' is not a summary column"):
@@ -1055,27 +1055,27 @@ def test_a_bad_metric_or_direction_is_refused_before_any_analysis(monkeypatch): 
         compare([m, m], metric="D")
 
 
-def test_two_paths_alike_beside_objects_are_told_apart_by_their_folders():  # C51
+def test_two_paths_alike_beside_objects_are_told_apart_by_their_folders():
     r = htsr.analyze({"l.weight": np.random.default_rng(0).standard_normal((300, 100))}, tails=False, workers=1)
     rs = [dataclasses.replace(r, path="x/a"), dataclasses.replace(r, path="y/a"), r, r]
     assert compare_results(rs).labels == ("x/a", "y/a", "model3", "model4")
 
 
-def test_the_needs_hint_only_when_no_model_is_ranked():  # C52
+def test_the_needs_hint_only_when_no_model_is_ranked():
     m = _powerlaw_model(3.0, 1)
     without, with_ = htsr.analyze(m, tails=False, workers=1), htsr.analyze(m, tails=False, workers=1, randomize=True)
     text = format_comparison(compare_results([without, with_], ["a", "b"], metric="rand_js_distance"))
     assert "unranked (no value): a" in text and "needs --randomize" not in text
 
 
-def test_models_of_the_same_names_have_no_name_alignment():  # C53
+def test_models_of_the_same_names_have_no_name_alignment():
     a = _powerlaw_model(3.0, 1)
     c = compare([a, {k: 1.1 * v for k, v in a.items()}], labels=["a", "b"], tails=False, workers=1)
     assert c.name_alignment == () and c.as_dict()["name_alignment"] == []
     assert "layer names matched" not in format_comparison(c)
 
 
-def test_layer_distances_rename_by_the_shapes_too():  # C54
+def test_layer_distances_rename_by_the_shapes_too():
     g = np.random.default_rng(0)
     shape = lambda i: (60 + i, 40)  # noqa: E731
     export = {f"model.l{i}.weight": g.standard_normal(shape(i)) for i in range(8)}
@@ -1086,14 +1086,14 @@ def test_layer_distances_rename_by_the_shapes_too():  # C54
     assert all(rows[f"_model.l{i}"].base_name == f"model.l{i}" for i in range(8))
 
 
-def test_the_distance_totals_give_the_chance_level_median():  # D02
+def test_the_distance_totals_give_the_chance_level_median():
     g = np.random.default_rng(0)
     W = g.standard_normal((90, 60))
     text = format_distances(layer_distances({"fc.weight": W}, {"fc.weight": W + 0.1 * g.standard_normal(W.shape)}))
     assert text.endswith("(chance 0.4)")  # 60 / (90 + 60)
 
 
-def test_the_json_counts_the_layers_of_the_common_mean():  # D03
+def test_the_json_counts_the_layers_of_the_common_mean():
     g = np.random.default_rng(1)
     ma = {n: g.standard_normal((300, 100)) for n in ("a.weight", "b.weight")}
     mb = {"a.weight": g.standard_normal((300, 100)), "b.weight": np.zeros((300, 100))}  # b failed in mb
@@ -1101,13 +1101,13 @@ def test_the_json_counts_the_layers_of_the_common_mean():  # D03
     assert c.num_common_finite == 1 and c.as_dict()["common_layer_means"]["num_layers"] == 1
 
 
-def test_more_labels_than_models_are_refused():  # D04
+def test_more_labels_than_models_are_refused():
     r = htsr.analyze({"l.weight": np.random.default_rng(0).standard_normal((300, 100))}, tails=False, workers=1)
     with pytest.raises(OptionError, match=r"labels \(--labels\): 3 given for 2 models"):
         compare_results([r, r], labels=["a", "b", "c"])
 
 
-def test_a_direction_not_a_bool_is_refused():  # D06
+def test_a_direction_not_a_bool_is_refused():
     r = htsr.analyze({"l.weight": np.random.default_rng(0).standard_normal((300, 100))}, tails=False, workers=1)
     for bad in ("no", 0, 1):
         with pytest.raises(OptionError, match="ascending must be True, False or None"):

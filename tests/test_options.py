@@ -11,7 +11,7 @@ from htsr.errors import OptionError
 from htsr.options import Options
 
 
-# O01: integer upper bound inclusive
+# integer upper bound inclusive
 def test_integer_options_accept_their_documented_upper_bound():
     assert Options.create(clip_xmax=True, max_fingers=100).max_fingers == 100
     assert Options.create(drop_top=100).drop_top == 100
@@ -20,7 +20,7 @@ def test_integer_options_accept_their_documented_upper_bound():
         Options.create(clip_xmax=True, max_fingers=101)
 
 
-# O03: closed float ranges include their upper end ("a number in [0, 1]", "(0, 1]")
+# closed float ranges include their upper end ("a number in [0, 1]", "(0, 1]")
 def test_closed_float_ranges_accept_their_upper_end():
     assert Options.create(refine_fraction=1.0).refine_fraction == 1.0
     assert Options.create(phase_rank_collapse=1.0).phase_rank_collapse == 1.0
@@ -28,21 +28,21 @@ def test_closed_float_ranges_accept_their_upper_end():
     assert Options.create(tw_margin=1e6).tw_margin == 1e6
 
 
-# O07: kinds must be non-empty
+# kinds must be non-empty
 def test_empty_kinds_is_refused():
     for empty in ([], (), set(), frozenset()):
         with pytest.raises(OptionError, match="'kinds'"):
             Options.create(kinds=empty)
 
 
-# O08: confidence is an open interval (0, 1)
+# confidence is an open interval (0, 1)
 def test_confidence_of_one_is_refused():
     with pytest.raises(OptionError, match="'confidence'"):
         Options.create(confidence=1.0)
     assert Options.create(confidence=0.999).confidence == 0.999
 
 
-# O13: min_evals equal to max_evals is a valid (single-size) window
+# min_evals equal to max_evals is a valid (single-size) window
 def test_min_evals_equal_to_max_evals_is_accepted():
     o = Options.create(min_evals=60, max_evals=60)
     assert (o.min_evals, o.max_evals) == (60, 60)
@@ -50,7 +50,7 @@ def test_min_evals_equal_to_max_evals_is_accepted():
         Options.create(min_evals=61, max_evals=60)
 
 
-# O19: an int xmin is recorded as the float it means, as the other number options
+# an int xmin is recorded as the float it means, as the other number options
 def test_integer_xmin_is_recorded_as_a_float():
     for given in (2, np.int64(2)):
         x = Options.create(xmin=given).xmin
@@ -58,7 +58,7 @@ def test_integer_xmin_is_recorded_as_a_float():
     assert Options.create(xmin="median").xmin == "median"
 
 
-# O20: an integer `layers` (a WeightWatcher layer id) gets the hint about regular expressions
+# an integer `layers` (a WeightWatcher layer id) gets the hint about regular expressions
 def test_integer_layers_option_explains_layers_are_picked_by_regex():
     for given in (3, [1, 2], (0,)):
         with pytest.raises(OptionError, match="not by WeightWatcher's layer ids") as e:
@@ -66,7 +66,7 @@ def test_integer_layers_option_explains_layers_are_picked_by_regex():
         assert e.value.option == "layers"
 
 
-# E03: an option error quoting a value whose repr spans lines stays on one line
+# an option error quoting a value whose repr spans lines stays on one line
 def test_option_error_quoting_a_multiline_repr_is_one_line():
     with pytest.raises(OptionError) as e:
         Options.create(confidence=np.ones((3, 3)))
