@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -443,6 +444,262 @@ def test_browser_count_axes_have_whole_number_ticks(browser, tmp_path):
         .map(s => Array.from(s.querySelectorAll('text[text-anchor="end"][dy=".32em"]')).map(t => t.textContent))""")
     assert len(ticks) == 2 and all(len(t) >= 2 for t in ticks)
     assert all(float(v) == int(float(v)) for t in ticks for v in t), ticks
+    assert _errors(browser) == []
+
+
+# ---- the renderer against known answers ---------------------------------------------------------------
+# Each test draws a hand-made panel with the page's own renderer (window.htsrReport.drawPanel) and checks the
+# SVG it drew against numbers worked out by hand from the renderer's rules: the plot area of a 480 x 290 panel
+# is x in [64, 462] (x1 = 420 with a right axis), y in [30, 246] (SVG y grows downward); a linear domain is
+# padded by 3% (x) / 5% (y) of its span, a log one by 2% of its span in decades; an axis through zero (hist,
+# bar) keeps 0 as its lower end.
+
+X0, X1, Y0, Y1 = 64, 462, 30, 246
+
+
+def _series(kind, x, y, label="", role="data", labels=()):
+    return {"kind": kind, "label": label, "role": role, "labels": list(labels), "x": list(x), "y": list(y)}
+
+
+def _panel(*series, title="t", xlabel="x", ylabel="y", xlog=False, ylog=False, ylabel2="", note=""):
+    return {"title": title, "xlabel": xlabel, "ylabel": ylabel, "xlog": xlog, "ylog": ylog, "note": note,
+            "ylabel2": ylabel2, "series": list(series)}
+
+
+def _map(v, a, b, r0, r1, log=False):
+    """The renderer's data-to-pixel map over the (padded) domain [a, b] (log10 units when log)."""
+    return r0 + ((math.log10(v) if log else v) - a) / (b - a) * (r1 - r0)
+
+
+def _r1(v):
+    return math.floor(v * 10 + 0.5) / 10  # JS Math.round(v * 10) / 10
+
+
+def _draw(b, panel, W=480, H=290) -> dict:
+    """Draw ``panel`` into a new element of the loaded report; return what was drawn, in SVG units."""
+    return b.evaluate(f"""(() => {{
+      const div = document.createElement('div'); document.body.appendChild(div);
+      const svg = htsrReport.drawPanel({json.dumps(panel)}, div, {W}, {H});
+      const A = (e, ...ks) => Object.fromEntries(ks.map(k => [k, e.getAttribute(k)]));
+      const labels = svg.querySelector('g[font-size="11"]'), g = svg.querySelector('g[clip-path]');
+      const ticks = anchor => Array.from(labels.querySelectorAll(`text[text-anchor="${{anchor}}"]`))
+        .map(t => [t.textContent, +t.getAttribute('x'), +t.getAttribute('y')]);
+      return {{
+        xticks: ticks('middle'), yticks: ticks('end'), y2ticks: ticks('start'),
+        order: Array.from(g.children).map(c => c.tagName),
+        groups: Array.from(g.children).filter(c => c.tagName === 'g').map(c => ({{
+          fill: c.getAttribute('fill'), opacity: c.getAttribute('fill-opacity'),
+          rects: Array.from(c.querySelectorAll('rect')).map(r => A(r, 'x', 'y', 'width', 'height')),
+          circles: Array.from(c.querySelectorAll('circle')).map(r => A(r, 'cx', 'cy')),
+          lines: Array.from(c.querySelectorAll('line')).map(r => A(r, 'x1', 'x2', 'y1', 'y2'))}})),
+        paths: Array.from(g.querySelectorAll(':scope > path')).map(p => [p.getAttribute('d'), p.getAttribute('stroke')]),
+        lines: Array.from(g.querySelectorAll(':scope > line')).map(l => A(l, 'x1', 'x2', 'y1', 'y2', 'stroke')),
+        bars: Array.from(g.querySelectorAll(':scope > rect')).map(r => Object.assign(
+          A(r, 'x', 'y', 'width', 'height', 'fill'), {{title: r.textContent}})),
+        bartexts: Array.from(g.querySelectorAll(':scope > text')).map(t => [t.textContent, +t.getAttribute('x')]),
+        legend: Array.from(svg.querySelectorAll(':scope > g:not([stroke]):not([font-size]):not([clip-path])'))
+          .map(l => ({{text: l.querySelector('text').textContent, swatch: l.firstChild.tagName,
+                       colour: l.firstChild.getAttribute('fill') || l.firstChild.getAttribute('stroke')}})),
+        title: svg.querySelector(':scope > text').textContent,
+      }};
+    }})()""")
+
+
+def _close(a, b, tol=0.11):
+    return all(abs(float(u) - float(v)) <= tol for u, v in zip(a, b, strict=True))
+
+
+def _colours(b) -> dict:
+    return b.evaluate("JSON.parse(document.getElementById('htsr-config').textContent).colours")
+
+
+@needs_chromium
+def test_browser_linear_axes_put_ticks_and_points_at_their_values(browser, report_files):
+    """y grows upward on screen; padding widens both ends; tick steps 1-2-5; a point is drawn at (x, y)."""
+    _load(browser, report_files["kept"])
+    d = _draw(browser, _panel(_series("points", [0, 5, 10], [2, 4, 10], "pts")))
+    xa, xb = -0.3, 10.3  # [0, 10] padded by 3%
+    ya, yb = 1.6, 10.4   # [2, 10] padded by 5%
+    assert [t[0] for t in d["xticks"]] == ["0", "2", "4", "6", "8", "10"]
+    assert _close([t[1] for t in d["xticks"]], [_map(v, xa, xb, X0, X1) for v in (0, 2, 4, 6, 8, 10)], 0.01)
+    assert [t[0] for t in d["yticks"]] == ["2", "4", "6", "8", "10"]
+    assert _close([t[2] for t in d["yticks"]], [_map(v, ya, yb, Y1, Y0) for v in (2, 4, 6, 8, 10)], 0.01)
+    (pts,) = d["groups"]
+    assert _close([c["cx"] for c in pts["circles"]], [_r1(_map(v, xa, xb, X0, X1)) for v in (0, 5, 10)])
+    assert _close([c["cy"] for c in pts["circles"]], [_r1(_map(v, ya, yb, Y1, Y0)) for v in (2, 4, 10)])
+    assert float(pts["circles"][2]["cy"]) < float(pts["circles"][0]["cy"])  # the larger value higher up
+    assert _errors(browser) == []
+
+
+@needs_chromium
+def test_browser_log_axes_ticks_labels_and_gaps(browser, report_files):
+    """A log axis maps log10; decade ticks read 1, 10, 10², 10³ (1-2-5 within two decades; 10⁻² below);
+    a value <= 0 on it is left out of the domain; a line breaks at a NaN or a value it cannot place."""
+    _load(browser, report_files["kept"])
+    d = _draw(browser, _panel(_series("line", [0, 1, 10, 100, 1000], [5, 1, None, 3, 4], "fit", "fit"), xlog=True))
+    xa, xb = -0.06, 3.06  # decades [0, 3] padded by 2%
+    ya, yb = 0.8, 5.2
+    assert [t[0] for t in d["xticks"]] == ["1", "10", "10²", "10³"]
+    assert _close([t[1] for t in d["xticks"]], [_map(v, xa, xb, X0, X1, True) for v in (1, 10, 100, 1000)], 0.01)
+    X = lambda v: _r1(_map(v, xa, xb, X0, X1, True))  # noqa: E731
+    Y = lambda v: _r1(_map(v, ya, yb, Y1, Y0))  # noqa: E731
+    (path, stroke), = d["paths"]
+    nums = [float(v) for v in re.findall(r"-?[\d.]+", path)]
+    assert re.findall(r"[ML]", path) == ["M", "M", "L"], path  # x = 0: not drawn; x = 10: NaN; then a new segment
+    assert _close(nums, [X(1), Y(1), X(100), Y(3), X(1000), Y(4)])
+    # within two decades, 1-2-5
+    d = _draw(browser, _panel(_series("points", [1, 20], [1, 2], "p"), xlog=True))
+    assert [t[0] for t in d["xticks"]] == ["1", "2", "5", "10", "20"]
+    # a log y axis: negative decades, bars standing on the bottom of the axes
+    d = _draw(browser, _panel(_series("hist", [1, 10, 100], [0.01, 1], "ESD"), xlog=True, ylog=True))
+    assert [t[0] for t in d["yticks"]] == ["10⁻²", "0.1", "1"]
+    ya, yb = -2.1, 0.1
+    rects = d["groups"][0]["rects"]
+    assert _close([float(r["y"]) + float(r["height"]) for r in rects], [Y1, Y1])
+    assert _close([r["y"] for r in rects], [_r1(_map(v, ya, yb, Y1, Y0, True)) for v in (0.01, 1)])
+    assert _errors(browser) == []
+
+
+@needs_chromium
+def test_browser_histograms_lines_markers_and_legend(browser, report_files):
+    """Bars span their bins from 0 up; the second histogram is light with an outline; markers extend the x
+    domain; series are drawn histograms first, markers next, lines last; each legend swatch has its series'
+    colour; tick labels keep their digits."""
+    _load(browser, report_files["kept"])
+    col = _colours(browser)
+    d = _draw(browser, _panel(
+        _series("hist", [0, 1, 2, 3], [0.1, 0.2, 0.3], "ESD", "data"),
+        _series("hist", [0, 1, 2, 3], [0.3, 0.2, 0.1], "shuffled", "shuffled"),
+        _series("line", [0.5, 2.5], [0.25, 0.05], "fit", "fit"),
+        _series("vline", [5], [], "x_min", "xmin"),
+        _series("hline", [], [0.2], "band", "band")))
+    xa, xb = -0.15, 5.15  # [0, 5] (the x_min marker included) padded by 3%
+    ya, yb = 0.0, 0.315   # [0, 0.3]: 0 kept, the top padded by 5%
+    X = lambda v: _r1(_map(v, xa, xb, X0, X1))  # noqa: E731
+    Y = lambda v: _r1(_map(v, ya, yb, Y1, Y0))  # noqa: E731
+    assert d["order"] == ["g", "g", "path", "line", "line", "path"]
+    first, second = d["groups"]
+    assert (first["fill"], first["opacity"], second["fill"], second["opacity"]) == \
+        (col["data"], "0.5", col["shuffled"], "0.15")
+    assert len(first["rects"]) == 3
+    for r, lo, hi, h in zip(first["rects"], (0, 1, 2), (1, 2, 3), (0.1, 0.2, 0.3)):
+        assert _close([r["x"], r["width"], r["y"], r["height"]], [X(lo), X(hi) - X(lo), Y(h), _r1(Y1 - Y(h))]), r
+    assert [t[0] for t in d["yticks"]] == ["0", "0.05", "0.1", "0.15", "0.2", "0.25", "0.3"]
+    vline, hline = d["lines"]
+    assert _close([vline["x1"], vline["x2"], vline["y1"], vline["y2"]], [X(5), X(5), Y0, Y1])
+    assert _close([hline["x1"], hline["x2"], hline["y1"], hline["y2"]], [X0, X1, Y(0.2), Y(0.2)])
+    assert [(l["text"], l["swatch"], l["colour"]) for l in d["legend"]] == [
+        ("ESD", "rect", col["data"]), ("shuffled", "rect", col["shuffled"]), ("fit", "line", col["fit"]),
+        ("x_min", "line", col["xmin"]), ("band", "line", col["band"])]
+    assert _errors(browser) == []
+
+
+@needs_chromium
+def test_browser_a_right_axis_series_uses_its_own_scale(browser, report_files):
+    _load(browser, report_files["kept"])
+    d = _draw(browser, _panel(_series("line", [1, 2, 3], [0, 0.5, 1], "D", "data"),
+                              _series("line", [1, 2, 3], [100, 150, 200], "alpha", "fit:right"), ylabel2="alpha"))
+    x1 = 480 - 60
+    xa, xb = 0.94, 3.06
+    ya, yb = 95, 205  # [100, 200] padded by 5%
+    assert [t[0] for t in d["y2ticks"]] == ["100", "120", "140", "160", "180", "200"]
+    right = [p for p, stroke in d["paths"] if stroke == _colours(browser)["fit"]][0]
+    nums = [float(v) for v in re.findall(r"-?[\d.]+", right)]
+    assert _close(nums, [v for x, y in ((1, 100), (2, 150), (3, 200))
+                         for v in (_r1(_map(x, xa, xb, X0, x1)), _r1(_map(y, ya, yb, Y1, Y0)))])
+    assert "alpha (right axis)" in [l["text"] for l in d["legend"]]
+    assert _errors(browser) == []
+
+
+@needs_chromium
+def test_browser_bars_sit_in_their_category_and_a_rug_rises_from_the_axis(browser, report_files):
+    _load(browser, report_files["kept"])
+    col = _colours(browser)
+    cats = ["heavy-tailed", "random-like", "bulk+spikes"]
+    d = _draw(browser, _panel(_series("bar", [0, 1, 2], [3, 0, 1], "layers", "data", cats), ylabel="layers"))
+    band = (X1 - X0) / 3
+    ya, yb = 0, 3.15
+    for i, (r, c, h) in enumerate(zip(d["bars"], cats, (3, 0, 1))):
+        centre = X0 + (i + 0.5) * band
+        assert _close([r["x"], r["width"], r["y"]], [_r1(centre - 0.35 * band), _r1(0.7 * band),
+                                                     _r1(_map(h, ya, yb, Y1, Y0))]), r
+        assert (r["fill"], r["title"]) == (col["phase:" + c], f"{c}: {h}")
+    assert [t[0] for t in d["xticks"]] == cats
+    assert _close([t[1] for t in d["xticks"]], [X0 + (i + 0.5) * band for i in range(3)], 0.01)
+    # points with no y: a rug of short ticks standing on the x axis
+    d = _draw(browser, _panel(_series("line", [1, 4], [1, 2], "l"), _series("points", [2, 3], [None, None], "traps", "trap")))
+    rug = d["groups"][0]["lines"]
+    assert len(rug) == 2 and all((float(l["y1"]), float(l["y2"])) == (Y1, Y1 - 9) for l in rug)
+    assert _errors(browser) == []
+
+
+@needs_chromium
+def test_browser_panel_text_is_drawn_as_text_never_markup(browser, report_files):
+    _load(browser, report_files["kept"])
+    evil = '<img src=x onerror="window.alerted=1">a<b'
+    d = _draw(browser, _panel(_series("line", [1, 2], [1, 2], evil, "fit"), title=evil, xlabel=evil))
+    assert d["title"].startswith("<img") and d["legend"][0]["text"] == evil
+    time.sleep(0.3)
+    assert browser.evaluate("typeof window.alerted") == "undefined"
+    assert _errors(browser) == []
+
+
+@needs_chromium
+def test_browser_a_click_opens_the_clicked_layer_after_sorting_and_again_after_closing(browser, report_files, result):
+    _load(browser, report_files["kept"])
+    cols = json.loads(_json_blocks(report_files["kept"].read_text(encoding="utf-8"))["htsr-config"])["table"]["columns"]
+    _click(browser, f'#layers th[data-col="{cols.index("alpha")}"]')
+    order = browser.evaluate("Array.from(document.querySelectorAll('#layers tbody tr.layer')).map(r => +r.dataset.i)")
+    pos = next(p for p, i in enumerate(order) if p != i)  # a row the sort moved
+    i = order[pos]
+    for shown in (True, False, True):  # open, close, open again
+        _click(browser, f"#layer-{i} td:nth-child(3)")
+        assert browser.evaluate(f"document.getElementById('layer-{i}').nextElementSibling.hidden") is (not shown)
+    assert browser.evaluate("document.querySelectorAll('tr.detail').length") == 1
+    assert browser.evaluate(f"document.getElementById('layer-{i}').nextElementSibling.querySelector('h3').textContent") \
+        == result.layers[i].name
+    assert _errors(browser) == []
+
+
+@needs_chromium
+def test_browser_a_link_to_a_layer_shows_it_even_when_open(browser, report_files):
+    _load(browser, report_files["kept"])
+    i = browser.evaluate("+document.querySelector('a.goto').dataset.i")
+    browser.evaluate(f"htsrReport.toggle({i}); 1")
+    _click(browser, f'a.goto[data-i="{i}"]')
+    assert browser.evaluate(f"document.getElementById('layer-{i}').nextElementSibling.hidden") is False
+    assert _errors(browser) == []
+
+
+@needs_chromium
+def test_browser_equal_values_keep_model_order_both_ways(browser, report_files):
+    _load(browser, report_files["kept"])
+    cols = json.loads(_json_blocks(report_files["kept"].read_text(encoding="utf-8"))["htsr-config"])["table"]["columns"]
+    k = cols.index("kind")
+    for _ in range(2):  # ascending, then descending
+        _click(browser, f'#layers th[data-col="{k}"]')
+        rows = browser.evaluate(f"Array.from(document.querySelectorAll('#layers tbody tr.layer'))"
+                                f".map(r => [r.cells[{k + 1}].textContent, +r.dataset.i])")
+        groups = {}
+        for v, i in rows:
+            groups.setdefault(v, []).append(i)
+        assert any(len(g) > 1 for g in groups.values())
+        assert all(g == sorted(g) for g in groups.values()), groups
+    assert _errors(browser) == []
+
+
+@needs_chromium
+def test_browser_an_open_layers_figures_follow_a_resize(browser, report_files):
+    _load(browser, report_files["kept"])
+    browser.evaluate("htsrReport.toggle(0); 1")
+    try:
+        browser.send("Emulation.setDeviceMetricsOverride", width=900, height=1000, deviceScaleFactor=1, mobile=False)
+        browser.evaluate("window.dispatchEvent(new Event('resize')); 1")
+        want, got = browser.evaluate("""[Math.max(document.getElementById('table-wrap').clientWidth - 16, 300),
+            parseFloat(document.querySelector('tr.detail .layer-figs').style.width)]""")
+        assert got == want
+    finally:
+        browser.send("Emulation.setDeviceMetricsOverride", width=1400, height=1000, deviceScaleFactor=1, mobile=False)
     assert _errors(browser) == []
 
 
