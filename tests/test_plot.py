@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -399,3 +400,93 @@ def test_the_layer_figure_title_has_alpha_only_when_the_layer_has_one(result):
     assert "α" not in P.plot_layer(result, "tiny").get_suptitle()
     row, _ = _layer(result, "heavy")
     assert P.plot_layer(result, "heavy").get_suptitle().endswith(f"α = {row.alpha:.3g}")
+
+
+# ---- round 26's gaps ----------------------------------------------------------------------------------
+
+
+def test_a_points_series_with_nan_heights_is_listed_once_in_the_legend():
+    """A points series with finite and NaN y: markers and a rug, one legend entry."""
+    s = F.Series("points", np.array([1.0, 2.0, 3.0]), np.array([1.0, math.nan, 2.0]), "grp", "data")
+    ax = P.draw_panel(F.Panel("t", "x", "y", (s,))).axes[0]
+    assert [ln.get_marker() for ln in ax.get_lines()] == ["o", "|"]
+    assert _legend(ax) == ["grp"]
+
+
+def test_every_phase_bar_has_its_phase_colour_and_no_phase_is_grey(result):
+    """Each bar of 'layers per phase' in its phase's colour, 'no phase' grey (data-blue coincides with
+    random-like's colour, so only a bar other than the first tells)."""
+    ax = P.plot_phase_counts(result).axes[0]
+    bars = [p for p in ax.patches if isinstance(p, Rectangle)]
+    names = [t.get_text() for t in ax.get_xticklabels()]
+    assert names[-1] == "no phase"
+    assert [to_hex(b.get_facecolor()) for b in bars] == [P.role_color(f"phase:{n}") for n in names]
+    assert to_hex(bars[-1].get_facecolor()) == "#7f7f7f" != to_hex(bars[1].get_facecolor())
+
+
+def test_a_note_of_exactly_three_lines_is_not_cut_and_a_cut_line_stays_within_100():
+    """_note_text: three lines are kept whole (no '…'); a cut last line of 100 characters ends in '…' within
+    100 characters."""
+    three = " ".join(["word"] * 60)  # 20 words a line: exactly three lines of 99
+    assert P._note_text(three) == "\n".join(textwrap.wrap(three, 100)) and "…" not in P._note_text(three)
+    note = " ".join(["x" * 100] * 5)  # five lines of exactly 100 characters
+    lines = P._note_text(note).split("\n")
+    assert len(lines) == 3 and lines[-1] == "x" * 99 + "…"
+
+
+def test_a_right_axis_reference_line_at_zero_is_drawn_on_a_log_y_panel():
+    """ylog is the left axis': a right-axis (':right') hline at 0 is drawn on the linear twin."""
+    panel = F.Panel("t", "x", "y", (F.Series("line", np.array([1.0, 10.0]), np.array([1.0, 2.0]), "a", "data"),
+                                    F.Series("hline", np.array([]), np.array([0.0]), "zero", "zero:right")),
+                    ylog=True, ylabel2="right")
+    fig = P.draw_panel(panel)
+    assert len(fig.axes) == 2 and len(fig.axes[1].get_lines()) == 1 and fig.axes[0].get_yscale() == "log"
+
+
+def test_a_title_of_exactly_64_characters_is_kept_whole():
+    """_TITLE_CHARS = 64: a title of 64 is shown as is, one of 65 elided to 63 with '…'."""
+    line = (F.Series("line", np.array([0.0, 1.0]), np.array([0.0, 1.0]), "a", "data"),)
+    t64 = "a" * 30 + "b" * 34
+    assert P.draw_panel(F.Panel(t64, "x", "y", line)).axes[0].get_title() == t64
+    t65 = t64 + "c"
+    assert P.draw_panel(F.Panel(t65, "x", "y", line)).axes[0].get_title() == t65[:31] + "…" + t65[-31:]
+
+
+def test_can_draw_fails_before_the_analyses_without_matplotlib(monkeypatch):
+    """can_draw checks matplotlib is installed, not only the extension."""
+    assert P.can_draw("x.PDF") == "pdf"
+    msg = missing_extra_error(monkeypatch, "matplotlib", lambda: P.can_draw("x.png"))
+    assert "htsr[plot]" in msg
+
+
+def test_plot_layer_takes_a_layer_by_its_exact_name_or_integer_index_not_a_bool():
+    """plot_layer(result, 'fc') is the layer named fc even after encoder.fc; True is no index."""
+    rng = np.random.default_rng(0)
+    r = htsr.analyze({"encoder.fc.weight": rng.standard_normal((120, 60)), "fc.weight": rng.standard_normal((100, 50))},
+                     keep_spectra=True)
+    assert [x.name for x in r.layers] == ["encoder.fc", "fc"]
+    assert P.plot_layer(r, "fc").get_suptitle().startswith("fc (")
+    with pytest.raises(OptionError):
+        P.plot_layer(r, True)
+
+
+def test_plot_layer_draws_that_layers_own_eigenvalues(result):
+    """The layer figure's ESD panel holds the same histogram as plot_esd of that layer (another layer's)."""
+    for name in ("dense", "heavy"):
+        row, sp = _layer(result, name)
+        fig = P.plot_layer(result, name)
+        mine = _steps(fig.axes[0])[0].get_data()
+        ref = _steps(P.plot_esd(row, sp).axes[0])[0].get_data()
+        np.testing.assert_array_equal(mine.values, ref.values)
+        np.testing.assert_array_equal(mine.edges, ref.edges)
+
+
+def test_plot_alpha_by_layer_and_distribution_draw_the_metric_asked(result):
+    """metric= reaches the panel: the points are the rows' log_norm, the histogram counts them."""
+    ax = P.plot_alpha_by_layer(result, metric="log_norm").axes[0]
+    ys = sorted(y for ln in ax.get_lines() if ln.get_marker() == "o" for y in ln.get_ydata())
+    assert ys == sorted(r.log_norm for r in result.layers if math.isfinite(r.log_norm))
+    assert ax.get_ylabel() == "log_norm"
+    ax = P.plot_alpha_distribution(result, metric="log_norm").axes[0]
+    assert ax.get_xlabel() == "log_norm" and not ax.get_lines()  # no alpha = 2 / 6 lines
+    assert _steps(ax)[0].get_data().values.sum() == sum(math.isfinite(r.log_norm) for r in result.layers)

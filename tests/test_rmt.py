@@ -20,6 +20,7 @@ from htsr.errors import OptionError
 from htsr.rmt import (PHASES, fit_mp, js_distance, localization, mp_cdf, mp_quantiles, num_zero_evals, randomize,
                        tw_edge)
 from htsr.rmt import synthetic as S
+from htsr.rmt.localization import LOCALIZED_TOP, localized_spike
 from htsr.spectra import esd
 
 N, M = 1000, 500
@@ -585,7 +586,7 @@ def test_localized_spike_tells_an_entry_driven_outlier_from_a_spread_correlation
     """Known answers: one entry of 20 rms in 400 × 300 noise gives an outlier whose singular vectors sit on that
     entry's row and column (participation ratio ~1, far below 0.1 of the length); a rank-one u·vᵀ of spread
     unit vectors at 3× the noise edge has vectors spread over the matrix (a ratio near a random vector's 1/3)."""
-    from htsr.rmt import count_heavy_entries, localized_spike
+    from htsr.rmt import count_heavy_entries
 
     rng = np.random.default_rng(7)
     noise = rng.standard_normal((400, 300)) / np.sqrt(400)
@@ -767,8 +768,6 @@ def test_a_spike_is_localised_by_either_of_its_vectors_each_against_its_own_leng
     """A spike is entry-driven when its left OR right singular vector has a participation ratio below 0.1 of its
     own length: u on 2 of 400 rows, or v on 2 of 200 columns, is; a spike spread over a tall 1000 x 50 layer's
     rows and columns (shares ~1 and ~1) is not, and a planted entry of it is."""
-    from htsr.rmt.localization import localized_spike
-
     assert localized_spike(_flat_spike(400, 200, 2, 200), 1)
     assert localized_spike(_flat_spike(400, 200, 400, 2), 1)
     assert not localized_spike(_flat_spike(1000, 50, 1000, 50), 1)
@@ -779,8 +778,6 @@ def test_a_spike_is_localised_by_either_of_its_vectors_each_against_its_own_leng
 def test_localised_means_a_participation_ratio_below_a_tenth_of_the_length(share, expected):
     """docs/rmt.md: 'participation ratio below 0.1 of its length'. v flat on share·M coordinates has ratio
     share·M; the noise (1/50 of the spike) moves it by < 1 %, so 0.05 and 0.15 are far from the cut."""
-    from htsr.rmt.localization import localized_spike
-
     assert localized_spike(_flat_spike(800, 400, 800, int(share * 400)), 1) is expected
 
 
@@ -789,3 +786,53 @@ def test_a_rank_one_layers_entropy_is_0():
     rng = np.random.default_rng(4)
     row = htsr.analyze({"fc.weight": np.outer(rng.standard_normal(80), rng.standard_normal(60))}).layers[0]
     assert row.matrix_rank == 1 and row.entropy == 0.0
+
+
+def test_localization_bulk_is_strictly_above_the_floor_exact_zeros_left_out():
+    """'bulk = the others above the numerical floor': X = diag(9, 1, 0, 0) exactly; with the default floor 0 the
+    exact zeros' coordinate vectors are no bulk: one bulk vector (PR 1, LR 1, H of a 4-vector coordinate vector),
+    no spread (>= floor took the null space in, std 0.0)."""
+    W = np.zeros((6, 4))
+    W[0, 0], W[1, 1] = 3.0, 1.0
+    out = localization([W], 1)
+    h = -(3 / 4) * math.log(3 / 4) - (1 / 4) * math.log(1 / 4)
+    assert out["loc_pr_bulk_mean"] == 1.0 and out["loc_lr_bulk_mean"] == 1.0
+    assert out["loc_ent_bulk_mean"] == pytest.approx(h, abs=1e-8)
+    assert math.isnan(out["loc_pr_bulk_std"])
+
+
+def test_localized_spike_looks_at_the_top_three():
+    """LOCALIZED_TOP = 3: an entry-driven third spike behind two spread ones is found with k = 3, not with k = 1
+    (only the top one looked at)."""
+    assert LOCALIZED_TOP == 3
+    rng = np.random.default_rng(7)
+    N, M = 400, 300
+    W = rng.standard_normal((N, M)) / math.sqrt(N)
+    for theta in (12.0, 9.0):  # two spread spikes, well above the entry's
+        u, v = rng.standard_normal(N), rng.standard_normal(M)
+        W += theta * np.outer(u / np.linalg.norm(u), v / np.linalg.norm(v))
+    W[17, 42] += 6.0  # third outlier, on one entry
+    assert localized_spike(W, 3) and not localized_spike(W, 1) and not localized_spike(W, 2)
+
+
+def test_a_left_vector_is_measured_against_the_number_of_rows():
+    """u flat on 30 of 400 rows: PR 30 = 0.075 of its length 400, localised; against the 200 columns it would be
+    0.15, not (U's ratio divided by the column count). _flat_spike is the helper above in this file."""
+    assert localized_spike(_flat_spike(400, 200, 30, 200), 1)
+    assert not localized_spike(_flat_spike(400, 200, 60, 200), 1)  # 0.15 of 400: spread enough
+
+
+def test_localization_compares_the_scaled_eigenvalues_with_the_floor():
+    """The floor is in the ESD's scale (analyze passes its normalisation as ``scale``): X = diag(9, 1, 0.01) at
+    scale 0.01 is 0.09, 0.01, 1e-4; floor 1e-3 leaves one bulk vector (the raw 0.01 passed, two)."""
+    W = np.zeros((6, 3))
+    W[0, 0], W[1, 1], W[2, 2] = 3.0, 1.0, 0.1
+    out = localization([W], 1, scale=0.01, floor=1e-3)
+    assert out["loc_pr_bulk_mean"] == 1.0 and math.isnan(out["loc_pr_bulk_std"])
+    assert math.isfinite(localization([W], 1, scale=0.01, floor=1e-5)["loc_pr_bulk_std"])  # both above 1e-5
+
+
+def test_localized_spike_looks_at_fewer_vectors_than_the_smaller_dimension():
+    """svds needs k < min(N, M): a 3 x 200 Gaussian layer (a 3-vector's PR >= 1 is a share >= 1/3: never localised)
+    is not localised for k = 3 (k = 3 made svds fail, read as True)."""
+    assert localized_spike(np.random.default_rng(0).standard_normal((3, 200)), 3) is False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from htsr.fits.powerlaw import PowerLawFit
 from htsr.metrics import compute_metrics
 from htsr.spectra import esd, matrix_eigenvalues
+from htsr.values import NanEqual, same_values
 from conftest import matrix_with_singular_values
 
 
@@ -289,8 +291,6 @@ def test_a_factored_matrix_with_a_non_finite_scale_is_refused_by_its_index():
 
 
 def test_same_values_needs_the_same_keys_and_sequence_types():
-    from htsr.values import same_values
-
     assert same_values({"a": [math.nan, 1]}, {"a": [math.nan, 1]})
     assert not same_values({"a": 1}, {"a": 1, "b": 2})
     assert not same_values([1, 2], (1, 2))
@@ -298,6 +298,36 @@ def test_same_values_needs_the_same_keys_and_sequence_types():
 
 
 # ------------------------------------------------------------------ mutation round 20 (2026-12-06)
+
+
+def test_same_values_known_answers_nan_arrays_lengths_and_types():
+    # NaN is the same NaN, in a float and in a float array; never the same as a number
+    assert same_values(math.nan, math.nan) and same_values(np.array([1.0, math.nan]), np.array([1.0, math.nan]))
+    assert not same_values(math.nan, 1.0) and not same_values(1.0, math.nan)
+    assert not same_values(math.nan, "nan") and not same_values([math.nan], [0.0])
+    # an integer array has no NaN to equal: plain equality
+    assert same_values(np.arange(3), np.arange(3)) and not same_values(np.arange(3), np.arange(3) + 1)
+    # sequences of other lengths are not the same, whatever their common prefix
+    assert not same_values([1, 2], [1, 2, 3]) and not same_values((1,), ())
+    # mappings: the same keys both ways
+    assert not same_values({"a": 1, "b": 2}, {"a": 1}) and not same_values({"a": 1}, {"a": 1, "b": 2})
+
+    @dataclasses.dataclass(eq=False)
+    class A(NanEqual):
+        x: float
+        n: int = 0
+
+    @dataclasses.dataclass(eq=False)
+    class B(NanEqual):
+        x: float
+        n: int = 0
+
+    # dataclasses: of one type, NaN fields equal, hash by the int/str fields only
+    assert A(math.nan) == A(math.nan) and hash(A(math.nan)) == hash(A(math.nan))
+    assert not same_values(A(1.0), B(1.0)) and A(1.0) != B(1.0)
+    assert A(math.nan, 1) != A(math.nan, 2) and A(math.nan) != A(1.0)
+
+
 def test_the_float64_grams_null_eigenvalues_of_zero_rows_are_not_rank_on_any_seed():
     """250 all-zero rows of a 600 x 400 matrix: its float64 Gram AᵀA has 50 null eigenvalues that are
     not exact zeros (round-off ~±1e-13, 1 or 2 of them positive after the clip on seeds 0, 2, 3, 6, 7); the gram64
