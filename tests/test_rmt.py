@@ -836,3 +836,56 @@ def test_localized_spike_looks_at_fewer_vectors_than_the_smaller_dimension():
     """svds needs k < min(N, M): a 3 x 200 Gaussian layer (a 3-vector's PR >= 1 is a share >= 1/3: never localised)
     is not localised for k = 3 (k = 3 made svds fail, read as True)."""
     assert localized_spike(np.random.default_rng(0).standard_normal((3, 200)), 3) is False
+
+
+def test_an_eigenvalue_exactly_at_the_threshold_is_not_a_spike():
+    """'Spikes are the eigenvalues *above* the threshold': one equal to it is bulk (given σ², the threshold is
+    σ²·(μ_NM + t·s_NM) exactly)."""
+    mu, s = tw_edge(N, M)
+    thr = 1.0 * (mu + 4.0 * s)
+    ev = np.sort(np.concatenate([_evals(S.gaussian(N, M, 0))[:-1], [thr]]))
+    f = fit_mp(ev, N, M, sigma2=1.0)
+    assert f.threshold == thr and f.num_spikes == 0
+
+
+def test_the_shuffled_law_is_scale_free():
+    """randomize's counts, locations and KS do not depend on the ESD's scale (a conv's WeightWatcher scaling):
+    its bulk, the trap cut and the located traps are read in the same units as the eigenvalues."""
+    W, (r, c) = S.planted_entry(N, M, 3)
+    a = randomize([W], N, M, seed=1)
+    b = randomize([W], N, M, seed=1, scale=9.0)
+    assert a.num_traps == b.num_traps == 1
+    assert a.locations == b.locations == ((0, r, c),)
+    assert b.mp.threshold == pytest.approx(a.mp.threshold * 9.0, rel=1e-12)
+    assert b.mp.ks == pytest.approx(a.mp.ks, rel=1e-9)
+
+
+def test_traps_are_located_largest_first():
+    """Three planted entries of different sizes: the trap_weights column lists them by trap size, largest first."""
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((N, M))
+    big = 4 * (N * M) ** 0.25
+    places = [(10, 20, 3 * big), (300, 400, 2 * big), (700, 100, 1.5 * big)]  # largest first
+    for r, c, v in places:
+        W[r, c] = v
+    R = randomize([W], N, M, seed=0)
+    assert R.num_traps == 3
+    assert R.locations == tuple((0, r, c) for r, c, _ in places)
+
+
+def test_synthetic_generators_are_seeded_by_their_seed():
+    """Each seed gives a different matrix (and a different planted place): the 20-seed suites test 20 matrices."""
+    a, pa = S.planted_entry(200, 100, 0)
+    b, pb = S.planted_entry(200, 100, 1)
+    assert pa != pb and not np.array_equal(a, b)
+    assert not np.array_equal(S.gaussian(200, 100, 0), S.gaussian(200, 100, 1))
+    assert not np.array_equal(S.pareto(200, 100, 0, 3.0), S.pareto(200, 100, 1, 3.0))
+    assert not np.array_equal(S.spiked(200, 100, 0, 2, 2.0), S.spiked(200, 100, 1, 2, 2.0))
+    assert not np.array_equal(S.low_rank(200, 100, 0, 5), S.low_rank(200, 100, 1, 5))
+    assert np.array_equal(S.planted_entry(200, 100, 1)[0], b)  # and the same seed, the same matrix
+
+
+def test_synthetic_generators_have_unit_scale_entries():
+    """The module's promise: entries of (about) unit scale, so σ_mp of gaussian/low_rank is ~1."""
+    assert np.std(S.gaussian(N, M, 0)) == pytest.approx(1.0, rel=0.01)
+    assert np.std(S.low_rank(N, M, 0, 50)) == pytest.approx(1.0, rel=0.1)
