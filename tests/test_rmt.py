@@ -17,8 +17,8 @@ import scipy.stats
 
 import htsr
 from htsr.errors import OptionError
-from htsr.rmt import (PHASES, fit_mp, js_distance, localization, mp_cdf, mp_quantiles, num_zero_evals, randomize,
-                       tw_edge)
+from htsr.rmt import (PHASES, MPFit, fit_mp, js_distance, localization, mp_cdf, mp_quantiles, num_zero_evals,
+                       phase_of, randomize, tw_edge)
 from htsr.rmt import synthetic as S
 from htsr.rmt.localization import LOCALIZED_TOP, localized_spike
 from htsr.spectra import esd
@@ -889,3 +889,34 @@ def test_synthetic_generators_have_unit_scale_entries():
     """The module's promise: entries of (about) unit scale, so σ_mp of gaussian/low_rank is ~1."""
     assert np.std(S.gaussian(N, M, 0)) == pytest.approx(1.0, rel=0.01)
     assert np.std(S.low_rank(N, M, 0, 50)) == pytest.approx(1.0, rel=0.1)
+
+
+def test_a_gap_of_one_and_a_half_parts_a_spike_cluster_from_the_bulk():
+    """fit_mp's gap rule: 128 spikes at 2.5x BBP in 512 x 512 noise stand ~1.7x above the bulk's largest
+    eigenvalue (measured per seed below), more than the 1.5 that parts a cluster from its bulk: all are counted
+    (a rule of 2 counted 2 to 6)."""
+    n, k = 512, 128
+    for seed in (0, 1, 2):
+        ev = _svd_evals(S.spiked(n, n, seed, k, 2.5 * S.bbp_threshold(n, n)))
+        assert 1.6 < ev[n - k] / ev[n - k - 1] < 1.8, seed  # the gap this test is about
+        assert fit_mp(ev, n, n).num_spikes == k, seed
+
+
+def test_the_mp_law_of_entries_of_variance_sigma2_is_the_unit_law_scaled():
+    """X/N of entries of variance σ² is σ² times that of unit entries: its CDF at x is the unit CDF at x/σ², its
+    quantiles σ² times the unit ones (exactly: one division or product of the same table)."""
+    x = np.linspace(0.0, 30.0, 301)
+    for Q, s2 in ((1.0, 4.0), (2.5, 0.3)):
+        assert np.array_equal(mp_cdf(x, Q, s2), mp_cdf(x / s2, Q))
+        p = np.linspace(0.01, 0.99, 99)
+        assert np.allclose(mp_quantiles(p, Q, s2), s2 * mp_quantiles(p, Q), rtol=1e-15, atol=0)
+        assert mp_cdf(mp_quantiles(p, Q, s2), Q, s2) == pytest.approx(p, abs=1e-6)  # (the table's interpolation)
+
+
+def test_the_tail_share_is_of_all_eigenvalues_zeros_included():
+    """docs/rmt.md rule 3: a tail is at least ht_share of num_evals above the edge; the zeros (here 99 of 1000,
+    below rank-collapse's 10 %) count in the denominator: 46 spikes are 4.6 %, a few spikes, though 46 of the
+    901 nonzero ones would be 5.1 %."""
+    mp = MPFit(1.0, 100.0, 1000.0, 1100.0, 46, 99, 0.5, 0.01)
+    assert phase_of(1000, 99, mp, 2000.0, 3.0, 0) == "bulk+spikes"
+    assert phase_of(1000, 99, MPFit(1.0, 100.0, 1000.0, 1100.0, 50, 99, 0.5, 0.01), 2000.0, 3.0, 0) == "heavy-tailed"
