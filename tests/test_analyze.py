@@ -5,15 +5,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 import os
+import re
 import sys
 
 import numpy as np
 import pytest
 
 import htsr
+from htsr.fits.bayes import bayesian_alpha
 from htsr.results import COLUMNS
+from htsr.rmt import randomize
 from conftest import matrix_with_singular_values
 
 torch = pytest.importorskip("torch")
@@ -1465,3 +1467,113 @@ def test_each_kernel_position_of_a_pooled_conv_is_cut_no_lower_than_the_ww_floor
     for precision in ("fast", "accurate"):
         row = htsr.analyze({"conv.weight": W}, tails=False, precision=precision).layers[0]
         assert row.num_fit_evals == want, precision
+
+
+# ---- round 28's gaps --------------------------------------------------------------------------------------
+
+def test_a_reader_s_unreadable_1d_row_is_filtered_by_its_row_name():
+    """A corrupt 1-D GPTQ qweight gives the row 'g' (a reader's row that says why): --layers matches that
+    row name, as it does every other row, not the tensor's name."""
+    rng = np.random.default_rng(21)
+    state = {"g.qweight": rng.integers(0, 2**31, 512).astype(np.int32), "g.scales": np.ones((4, 16), np.float16),
+             "ok.weight": rng.standard_normal((64, 64)).astype(np.float32)}
+    rows = htsr.analyze(state, min_evals=5, layers="^g$").layers
+    assert [r.name for r in rows] == ["g"] and rows[0].status.startswith("skipped: packed quantized weight")
+
+
+def test_farms_advice_is_rounded_down_so_that_following_it_works():
+    """343 x 100 at aspect 5 with min_evals=80: the widest aspect that still gives windows of 80 columns is
+    343/80 = 4.2875; the advice says 4.28 (4.29 gives 339 x 79 windows, still too narrow), and following it fits."""
+    W = np.random.default_rng(0).standard_normal((343, 100))
+    row = htsr.analyze({"fc.weight": W}, farms_aspect=5.0, min_evals=80).layers[0]
+    assert row.status.startswith("not_fitted: --farms-aspect 5 cuts this 343x100 matrix into 340x68 windows")
+    assert "use an aspect of at most 4.28 here" in row.status
+    assert htsr.analyze({"fc.weight": W}, farms_aspect=4.28, min_evals=80).layers[0].status == "ok"
+
+
+def test_farms_fits_the_windows_of_a_layer_of_exactly_min_evals_eigenvalues():
+    """A 200 x 50 layer has 50 eigenvalues: with min_evals=50 it is fitted, and with --farms-aspect 2 on its
+    two 100 x 50 windows (100 values pooled), as with min_evals=49 - not on its own 50 with no windows."""
+    W = np.random.default_rng(0).standard_t(3, (200, 50))
+    rows = [htsr.analyze({"fc.weight": W}, farms_aspect=2.0, min_evals=me).layers[0] for me in (49, 50)]
+    for row in rows:
+        assert row.status == "ok" and row.farms_windows == 2 and row.num_fit_evals == 100
+    assert rows[0].alpha == rows[1].alpha
+
+
+def test_overlapping_farms_windows_count_only_their_distinct_entries_in_the_intervals():
+    """250 x 100 at aspect 2: two 200 x 100 windows over 250 rows, 25 000 distinct entries of the
+    40 000 pooled: the Bayesian interval counts the tail as 0.625·n values (bayesian_alpha's share)."""
+    W = np.random.default_rng(0).standard_t(3, (250, 100))
+    r = htsr.analyze({"fc.weight": W}, farms_aspect=2.0, keep_spectra=True)
+    row, sp = r.layers[0], r.spectra[0]
+    assert row.farms_windows == 2 and row.status == "ok"
+    tail = sp.fit_evals[sp.fit_evals >= row.xmin]
+    assert tail.size == row.num_pl_spikes
+    b = bayesian_alpha(tail, row.xmin, 0.95, share=0.625)
+    assert (row.bayes_alpha_lo, row.bayes_alpha_hi) == pytest.approx((b.lo, b.hi), rel=1e-9)
+    whole = bayesian_alpha(tail, row.xmin, 0.95)  # (counted as independent: narrower)
+    assert row.bayes_alpha_hi - row.bayes_alpha_lo > 1.1 * (whole.hi - whole.lo)
+
+
+def test_a_coarse_storage_s_rounding_is_cut_in_a_single_farms_window_as_without_farms():
+    """A bfloat16 rank-30 300 x 300 layer at --farms-aspect 1 is one window, the matrix itself: its 270
+    rounding eigenvalues under the gap are zeros as without FARMS (30 fitted, not 260)."""
+    g = np.random.default_rng(0)
+    t = torch.tensor(g.standard_normal((300, 30)) @ g.standard_normal((30, 300)) / 10, dtype=torch.bfloat16)
+    plain = htsr.analyze({"fc.weight": t}, min_evals=3).layers[0]
+    farms = htsr.analyze({"fc.weight": t}, min_evals=3, farms_aspect=1.0).layers[0]
+    assert plain.num_zero_evals == 270 and plain.num_fit_evals == 30
+    assert farms.farms_windows == 1 and farms.num_fit_evals == 30 and farms.alpha == plain.alpha
+
+
+def test_without_clipping_num_fingers_and_raw_alpha_are_nan():
+    """num_fingers and raw_alpha are columns of --clip-xmax / --drop-top (README): NaN without them."""
+    W = np.random.default_rng(0).standard_t(3, (300, 100))
+    row = htsr.analyze({"fc.weight": W}).layers[0]
+    assert row.status == "ok" and math.isnan(row.num_fingers) and math.isnan(row.raw_alpha)
+    dropped = htsr.analyze({"fc.weight": W}, drop_top=1).layers[0]
+    assert dropped.num_fingers == 1
+
+
+def test_farms_windows_is_nan_for_a_row_whose_windows_were_not_fitted():
+    """farms_windows counts the windows pooled for a fit: a rank-10 300 x 100 layer at aspect 2 is
+    not_fitted (its windows only repeat its 10 directions), and farms_windows is NaN, as for any row not fitted."""
+    g = np.random.default_rng(0)
+    W = g.standard_normal((300, 10)) @ g.standard_normal((10, 100))
+    row = htsr.analyze({"fc.weight": W}, farms_aspect=2.0).layers[0]
+    assert row.status.startswith("not_fitted: 10 of 100 eigenvalues above the floor")
+    assert math.isnan(row.farms_windows)
+
+
+def _trapped(seed: int = 0) -> np.ndarray:
+    W = np.random.default_rng(seed).standard_normal((200, 50))
+    W[3, 7] = 60.0  # a planted heavy entry: a correlation trap at (3, 7)
+    return W
+
+
+def test_a_layer_of_exactly_min_evals_eigenvalues_gets_its_mp_fit_phase_and_traps():
+    """200 x 50, min_evals=50: the MP fit, phase and shuffle need min_evals eigenvalues, as the power-law
+    fit does, and 50 is enough: the same columns as with min_evals=49."""
+    rows = [htsr.analyze({"fc.weight": _trapped()}, min_evals=me, randomize=True).layers[0] for me in (49, 50)]
+    for row in rows:
+        assert row.status == "ok" and row.phase != "" and math.isfinite(row.mp_sigma) and row.num_traps == 1
+    assert rows[0].phase == rows[1].phase and rows[0].rand_lambda_max == rows[1].rand_lambda_max
+
+
+def test_randomize_is_seeded_by_seed():
+    """The shuffle is seeded: two runs give the same shuffled spectrum, that of rmt.randomize at --seed,
+    and another seed another one."""
+    W = _trapped()
+    a, b = (htsr.analyze({"fc.weight": W}, randomize=True, seed=0).layers[0] for _ in range(2))
+    assert a.rand_lambda_max == b.rand_lambda_max
+    ref = randomize([W], 200, 50, 0)
+    assert a.rand_lambda_max == pytest.approx(float(ref.spectrum.evals[-1]), rel=1e-9)
+    assert htsr.analyze({"fc.weight": W}, randomize=True, seed=1).layers[0].rand_lambda_max != a.rand_lambda_max
+
+
+def test_a_single_matrix_layer_names_its_trap_by_row_and_column_only():
+    """trap_weights is 'row,col' for a layer of one matrix ('m:row,col' only for a pooled conv's position m):
+    the planted entry (3, 7)."""
+    row = htsr.analyze({"fc.weight": _trapped()}, randomize=True).layers[0]
+    assert row.num_traps == 1 and row.trap_weights == "3,7"

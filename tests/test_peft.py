@@ -1755,3 +1755,15 @@ def test_a_kohya_alpha_of_several_values_gives_no_scale(tmp_path):
         np.linalg.norm(2.0 * B.astype(np.float64) @ A, 2) ** 2, rel=1e-5)
     two = _rows(htsr.analyze(tmp_path / "two.safetensors", min_evals=2))[f"{m}#delta"][0]
     assert two.status.startswith("skipped: no scale") and math.isnan(two.lambda_max)
+
+
+def test_a_lora_update_of_rank_min_evals_is_fitted(tmp_path):
+    """A rank-8 update has 8 nonzero eigenvalues: fitted with min_evals=8 (min_evals is the least count
+    fitted), not 'not_fitted: ... 8 nonzero eigenvalues < min_evals=8'; not fitted with 9."""
+    g = torch.Generator().manual_seed(0)
+    f = _write_adapter(tmp_path / "ad", {"base_model.model.l.q_proj.lora_A.weight": torch.randn(8, 80, generator=g),
+                                         "base_model.model.l.q_proj.lora_B.weight": torch.randn(120, 8, generator=g)},
+                       r=8, lora_alpha=16, target_modules=["q_proj"])
+    assert htsr.analyze(f, min_evals=8).layers[0].status == "ok"
+    assert htsr.analyze(f, min_evals=9).layers[0].status == (
+        "not_fitted: rank-8 update has 8 nonzero eigenvalues < min_evals=9")
