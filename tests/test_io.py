@@ -3237,3 +3237,104 @@ def test_an_unreadable_pytorch_bin_says_give_read_access(tmp_path, monkeypatch):
             open_source(source)
         assert str(ei.value) == (f"{f}: cannot read it (Permission denied); give read access to it (and to the "
                                  "folders above it)")
+
+
+# ------------------------------------------------------------------------ round 29's gaps (live modules, checkpoints)
+
+
+@pytest.mark.parametrize("cls,n", [("Conv1d", 1), ("ConvTranspose1d", 1), ("Conv2d", 2), ("ConvTranspose2d", 2),
+                                   ("Conv3d", 3), ("ConvTranspose3d", 3)])
+def test_every_torch_conv_class_and_its_state_dict_give_the_same_conv_row(cls, n):
+    """a live ConvTranspose is a conv of its rank, one [in, out] matrix per kernel position, exactly as its
+    saved state dict reads; typed dense it was one 3072 x 5 matrix, not fitted."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(getattr(torch.nn, cls)(16, 12, 3))
+    live = [(row.name, row.kind, row.N, row.M, row.num_matrices) for row in htsr.analyze(m, min_evals=2).layers]
+    saved = [(row.name, row.kind, row.N, row.M, row.num_matrices) for row in htsr.analyze(m.state_dict(), min_evals=2).layers]
+    assert live == saved == [("0", f"conv{n}d", 16, 12, 3 ** n)]
+
+
+def test_a_meta_models_vectors_are_listed_not_given_skipped_rows():
+    """on the meta device, the matrix's row says why it has no values; a LayerNorm's 1-D weight is no layer
+    (listed as 1-D), from the live module and its state dict alike."""
+    with torch.device("meta"):
+        m = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8))
+    for src in (m, m.state_dict()):
+        r = htsr.analyze(src)
+        assert [row.name for row in r.layers] == ["0"]
+        assert r.layers[0].status.startswith("skipped: on the meta device")
+        assert any("1.weight" in n.examples for n in r.not_analysed)
+
+
+def test_integer_arrays_beside_torch_tensors_in_a_dict_are_counted_not_dropped():
+    """an in-memory dict mixing torch tensors and numpy arrays keeps its integer arrays among the tensors
+    (named as not analysed), as its float ones."""
+    sd = {"fc.weight": torch.randn(50, 40), "perm": np.arange(600, dtype=np.int64).reshape(30, 20)}
+    r = htsr.analyze(sd, min_evals=2)
+    assert r.num_tensors == 2 and [row.name for row in r.layers] == ["fc"]
+    assert [(n.reason, n.examples) for n in r.not_analysed] == [("integer buffer (ids, masks, counters)", ("perm",))]
+
+
+def test_a_weight_normed_lstm_weight_keeps_its_rnn_kind_live_and_saved():
+    """torch.nn.utils.weight_norm on an LSTM's weight_hh_l0 leaves weight_hh_l0_g and _v: the combined
+    weight is an rnn weight from the live module, as from its state dict."""
+    torch.manual_seed(0)
+    lstm = torch.nn.utils.weight_norm(torch.nn.LSTM(60, 64), "weight_hh_l0")
+    expected = [("weight_ih_l0", "rnn"), ("weight_hh_l0", "rnn")]
+    assert [(row.name, row.kind) for row in htsr.analyze(lstm).layers] == expected
+    assert [(row.name, row.kind) for row in htsr.analyze(lstm.state_dict()).layers] == expected
+
+
+def test_a_checkpoint_with_weights_at_the_top_leaves_its_optimizer_state_out(tmp_path):
+    """{**state_dict, 'optimizer': opt.state_dict(), 'epoch': 3}: Adam's exp_avg / exp_avg_sq, shaped like
+    the weights, are training state, not layers, in memory and from the file."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(60, 80))
+    opt = torch.optim.Adam(net.parameters())
+    net(torch.randn(4, 60)).sum().backward()
+    opt.step()
+    ckpt = {**net.state_dict(), "optimizer": opt.state_dict(), "epoch": 3}
+    torch.save(ckpt, tmp_path / "ckpt.pt")
+    for src in (ckpt, tmp_path / "ckpt.pt"):
+        r = htsr.analyze(src, min_evals=2)
+        assert [row.name for row in r.layers] == ["0"]
+        assert r.num_tensors == 2
+
+
+def test_a_half_modules_refs_load_as_float32():
+    """TensorRef.load's contract: reduced-precision floats come back as float32 (float16 widened by numpy,
+    bit for bit), from a live module as from a file."""
+    torch.manual_seed(0)
+    m = torch.nn.Linear(6, 5).half()
+    refs = {r.name: r for r in open_source(m)}
+    w = refs["weight"].load()
+    assert refs["weight"].dtype == "float16" and w.dtype == np.float32
+    np.testing.assert_array_equal(w, m.weight.detach().float().numpy())
+
+
+@pytest.mark.parametrize("key", ["state_dict", "model_state_dict", "model_state", "model", "module", "net",
+                                 "network", "ema", "params"])
+def test_every_wrapper_key_is_unwrapped_to_the_models_own_names(tmp_path, key):
+    """a checkpoint holding its state dict under any of WRAPPER_KEYS (alone, beside a step counter) gives
+    the layers under the model's own names ('0', not 'ema.0'): a compare with the bare state dict matches them."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(60, 80))
+    torch.save({key: net.state_dict(), "step": 100}, tmp_path / "ckpt.pt")
+    for src in (tmp_path / "ckpt.pt", {key: net.state_dict(), "step": 100}):
+        assert [row.name for row in htsr.analyze(src, min_evals=2).layers] == ["0"]
+
+
+class _MyLSTM(torch.nn.LSTM):  # (module level: torch.save pickles the class by its qualified name)
+    pass
+
+
+def test_a_pickled_subclassed_lstm_with_weight_norm_keeps_its_rnn_kinds(tmp_path):
+    """torch.save(model) of a user's LSTM subclass (the pickle does not record its base): htsr types its
+    weights as an RNNBase's from its mode / hidden_size / num_layers, so weight_hh_l0_g and _v make an rnn weight,
+    as from the live module (by name alone, weight_hh_l0_v is dense)."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.utils.weight_norm(_MyLSTM(60, 64), "weight_hh_l0"))
+    torch.save(m, tmp_path / "whole.pt")
+    live = [(row.name, row.kind) for row in htsr.analyze(m).layers]
+    assert live == [("0.weight_ih_l0", "rnn"), ("0.weight_hh_l0", "rnn")]
+    assert [(row.name, row.kind) for row in htsr.analyze(tmp_path / "whole.pt").layers] == live
