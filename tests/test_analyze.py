@@ -14,8 +14,10 @@ import pytest
 
 import htsr
 from htsr.fits.bayes import bayesian_alpha
+from htsr.matrices import aspect_windows, layer_matrices, unread_tensor_row
 from htsr.results import COLUMNS
 from htsr.rmt import randomize
+from htsr.tensors import classify
 from conftest import matrix_with_singular_values
 
 torch = pytest.importorskip("torch")
@@ -1577,3 +1579,68 @@ def test_a_single_matrix_layer_names_its_trap_by_row_and_column_only():
     the planted entry (3, 7)."""
     row = htsr.analyze({"fc.weight": _trapped()}, randomize=True).layers[0]
     assert row.num_traps == 1 and row.trap_weights == "3,7"
+
+
+# ---- round 30's gaps --------------------------------------------------------------------------------------
+
+# a 4-D tensor is a conv kernel only if BOTH trailing axes are ≤ 32 (a name without 'conv')
+def test_a_4d_tensor_long_on_its_last_axis_is_no_conv_kernel():
+    assert classify("grid.weight", (2, 3, 3, 128))[0] is None
+    assert classify("grid.weight", (2, 3, 128, 3))[0] is None
+    assert classify("grid.weight", (2, 3, 3, 32))[0] == "conv2d"
+
+
+# a live Conv1d with ONE output channel and a kernel > 32 keeps its c_out axis (not squeezed)
+def test_a_single_output_conv1d_with_a_long_kernel_is_not_squeezed():
+    torch.manual_seed(0)
+    r = htsr.analyze(torch.nn.Sequential(torch.nn.Conv1d(64, 1, kernel_size=40)))
+    (row,) = r.layers
+    assert row.kind == "conv1d" and (row.N, row.M) == (64, 1)
+    assert not row.status.startswith("failed"), row.status
+    w = np.arange(64 * 40, dtype=np.float32).reshape(1, 64, 40)
+    (lm,) = layer_matrices("c.weight", "conv1d", w.shape, lambda: w)
+    mats = lm.load()
+    assert len(mats) == 40 and mats[3].shape == (1, 64) and np.array_equal(mats[3], w[:, :, 3])
+
+
+# each kernel position's matrix is c_out × c_in, as the row's rows/cols say (the position's slice itself)
+def test_conv_position_matrices_keep_the_c_out_by_c_in_orientation():
+    w = np.arange(5 * 3 * 2 * 2, dtype=np.float32).reshape(5, 3, 2, 2)
+    (pooled,) = layer_matrices("c.weight", "conv2d", w.shape, lambda: w)
+    assert (pooled.rows, pooled.cols) == (5, 3)
+    mats = pooled.load()
+    assert [m.shape for m in mats] == [(5, 3)] * 4 and np.array_equal(mats[1], w[:, :, 0, 1])
+    rows = list(layer_matrices("c.weight", "conv2d", w.shape, lambda: w, conv="per_position"))
+    assert rows[2].name == "c[1,0]" and np.array_equal(rows[2].load()[0], w[:, :, 1, 0])
+
+
+# by default a matrix with 1.5 % of its eigenvalues below the float32
+# floor is recomputed in float64 (README: "more than refine_fraction (1 %)"), so none is left below the floor
+def test_default_refine_fraction_refines_a_matrix_with_1_5_percent_below_the_floor():
+    s = np.concatenate([np.linspace(1, 2, 197), [3e-3, 3.5e-3, 4e-3]])  # 3 of 200 below 4·√M·ε32·λmax
+    W = matrix_with_singular_values(s, 400, 200, seed=0).astype(np.float32)
+    r = htsr.analyze({"a.weight": W})
+    assert r.options["refine_fraction"] == 0.01
+    assert r.layers[0].num_evals_below_floor == 0
+    assert htsr.analyze({"a.weight": W}, refine_fraction=0.02).layers[0].num_evals_below_floor == 3
+
+
+# WeightWatcher's Conv2d scale is for a Conv2d LoRA only, not a Conv3d one (5-D)
+def test_ww_conv_scale_applies_to_a_conv2d_lora_not_a_conv3d_lora():
+    assert next(layer_matrices("x.weight", "lora", (4, 3, 2, 2), lambda: [None] * 4)).scale == 0.5
+    assert next(layer_matrices("x.weight", "lora", (4, 3, 2, 2, 2), lambda: [None] * 8)).scale == 1.0
+
+
+# an unreadable expert stack's one row counts E matrices of out × in (not out of them)
+def test_an_unread_stack_row_counts_its_experts():
+    u = unread_tensor_row("moe.experts.weight", "stack", (8, 64, 32), lambda: None)
+    assert (u.rows, u.cols, u.num_matrices, u.num_evals) == (64, 32, 8, 256)
+
+
+# FARMS windows of a square matrix are in its own orientation (w_N rows × w_M columns), and its alpha
+# is that of the tall windows
+def test_farms_windows_of_a_square_matrix_are_tall():
+    W = np.arange(16.0).reshape(4, 4)
+    wins = aspect_windows(W, 2.0)
+    assert [w.shape for w in wins] == [(4, 2), (4, 2)]
+    assert np.array_equal(wins[0], W[:, :2]) and np.array_equal(wins[1], W[:, 2:])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from htsr.errors import OptionError
-from htsr.options import Options
+from htsr.options import OPTION_SPECS, Options
 
 
 # integer upper bound inclusive
@@ -93,3 +93,44 @@ def test_an_option_no_lora_row_uses_is_refused_with_kinds_lora(name, value):
     with pytest.raises(OptionError, match=rf"option '{name}' acts only on dense, .*'lora' leaves out"):
         Options.create(kinds="lora", **{name: value})
     assert getattr(Options.create(kinds=("lora", "dense"), **{name: value}), name) == value
+
+
+# a bool is no integer for the integer options (True == 1)
+def test_integer_options_refuse_bools():
+    for name, extra in (("bootstrap", {}), ("drop_top", {}), ("seed", {"randomize": True}),
+                        ("max_fingers", {"clip_xmax": True}), ("min_evals", {}), ("max_evals", {}), ("workers", {})):
+        with pytest.raises(OptionError, match=rf"option '{name}' must be"):
+            Options.create(**{name: True}, **extra)
+
+
+# max_fingers is "an integer from 1 to 100": 0 is refused, 1 accepted
+def test_max_fingers_lower_bound():
+    with pytest.raises(OptionError, match=r"'max_fingers' must be an integer from 1 to 100, got 0"):
+        Options.create(clip_xmax=True, max_fingers=0)
+    assert Options.create(clip_xmax=True, max_fingers=1).max_fingers == 1
+
+
+# phase_ht_alpha is "a number > 1": 1 refused, just above accepted
+def test_phase_ht_alpha_of_one_is_refused():
+    with pytest.raises(OptionError, match=r"'phase_ht_alpha' must be a number > 1"):
+        Options.create(phase_ht_alpha=1)
+    assert Options.create(phase_ht_alpha=1.0000001).phase_ht_alpha == 1.0000001
+
+
+# every option documented as "None or …" takes None given explicitly (as analyze(..., max_evals=None))
+def test_options_documented_as_none_accept_an_explicit_none():
+    for name, spec in OPTION_SPECS.items():
+        if spec.allowed.startswith("None"):
+            assert getattr(Options.create(**{name: None}), name) is None, name
+
+
+# what a result records has no UI option (workers changes no number)
+def test_result_options_record_no_ui_option():
+    d = Options.create(workers=2, progress=True, keep_spectra=True).as_dict(ui=False)
+    assert not {"workers", "progress", "keep_spectra"} & set(d)
+    assert d["min_evals"] == 50
+
+
+# the documented default of refine_fraction (README/--help: 0.01)
+def test_refine_fraction_default_is_one_percent():
+    assert Options().refine_fraction == 0.01 and Options.create().refine_fraction == 0.01
