@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import io
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -149,3 +151,20 @@ class SetstateGadget:
     def __setstate__(self, state):
         _touch_marker(state["marker"])
         self.__dict__.update(state)
+
+
+def stand_in_stdout(monkeypatch, error: OSError | None = None) -> None:
+    """sys.stdout replaced by a stream on file descriptor 1 whose writes raise ``error`` (a full disk, a gone
+    reader; none: they are kept), with os.dup2 made a no-op so that htsr's redirecting a failed stdout to
+    /dev/null leaves pytest's capture alone."""
+    class Stdout(io.TextIOWrapper):
+        def write(self, s):
+            if error is not None:
+                raise error
+            return super().write(s)
+
+        def fileno(self):
+            return 1
+
+    monkeypatch.setattr(os, "dup2", lambda *a: None)
+    monkeypatch.setattr(sys, "stdout", Stdout(io.BytesIO()))

@@ -21,7 +21,7 @@ import pytest
 from safetensors.numpy import save_file
 
 import htsr
-from conftest import layer_row, result_of
+from conftest import layer_row, result_of, stand_in_stdout
 from htsr.cli import _SafeStream, format_table, main
 from htsr.results import TABLE_COLUMNS
 
@@ -1008,18 +1008,7 @@ def test_an_earlier_runs_report_in_the_out_folder_is_named(model, tmp_path, caps
 def test_a_full_disk_under_stdout_still_writes_the_files(model, tmp_path, capsys, monkeypatch):
     """--json --out res > /dev/full had failed with 'htsr: error: No space left on device' (no file named) and
     written no res/; the files are written, then the command fails naming standard output."""
-    import errno
-
-    class Full(io.TextIOWrapper):
-        def write(self, s):
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        def fileno(self):  # (dup2 is a no-op here)
-            return 1
-
-    full = Full(io.BytesIO())
-    monkeypatch.setattr(os, "dup2", lambda *a: None)  # (the real stdout is pytest's capture: left alone)
-    monkeypatch.setattr(sys, "stdout", full)
+    stand_in_stdout(monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
     rc = main(["analyze", str(model), "--json", "--out", str(tmp_path / "res")])
     err = capsys.readouterr().err
     assert rc == 1 and "htsr: error: standard output: cannot write (No space left on device)" in err
@@ -1031,19 +1020,9 @@ def test_a_full_disk_under_stdout_still_writes_the_files(model, tmp_path, capsys
 def test_a_closed_pipe_on_windows_is_not_an_error(model, tmp_path, capsys, monkeypatch):
     """On Windows a pipe whose reader has gone raises OSError(EINVAL), not BrokenPipeError (CPython issue 79935):
     `htsr … | more` quit early had ended in 'standard output: cannot write (Invalid argument)', exit 1."""
-    import errno
-
     from htsr import cli
 
-    class Gone(io.TextIOWrapper):
-        def write(self, s):
-            raise OSError(errno.EINVAL, "Invalid argument")
-
-        def fileno(self):
-            return 1
-
-    monkeypatch.setattr(os, "dup2", lambda *a: None)
-    monkeypatch.setattr(sys, "stdout", Gone(io.BytesIO()))
+    stand_in_stdout(monkeypatch, OSError(errno.EINVAL, "Invalid argument"))
     monkeypatch.setattr(cli, "_WINDOWS", True)
     assert main(["analyze", str(model), "--out", str(tmp_path / "res")]) == 0
     assert "cannot write" not in capsys.readouterr().err
@@ -1187,13 +1166,8 @@ def test_a_broken_pipe_reaching_main_is_not_an_error(model, capsys, monkeypatch)
     def gone(*a, **k):
         raise BrokenPipeError(errno.EPIPE, "Broken pipe")
 
-    class Piped(io.TextIOWrapper):
-        def fileno(self):
-            return 1
-
     monkeypatch.setattr(sys.modules["htsr.cli"], "analyze", gone)
-    monkeypatch.setattr(os, "dup2", lambda *a: None)  # (pytest's captured stdout left alone)
-    monkeypatch.setattr(sys, "stdout", Piped(io.BytesIO()))
+    stand_in_stdout(monkeypatch)
     assert main(["analyze", str(model), "-q"]) == 0
     assert capsys.readouterr().err == ""
 

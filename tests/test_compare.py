@@ -11,10 +11,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import errno
-import io
 import json
 import math
-import os
 import sys
 import types
 
@@ -22,7 +20,7 @@ import numpy as np
 import pytest
 
 import htsr
-from conftest import matrix_with_singular_values
+from conftest import matrix_with_singular_values, stand_in_stdout
 
 from htsr.cli import main
 from htsr.compare import (
@@ -1131,15 +1129,7 @@ def test_cli_compare_says_its_figure_was_written_when_stdout_fails(npz_pair, tmp
     fake.can_draw = lambda path: "png"
     monkeypatch.setitem(sys.modules, "htsr.plot", fake)
 
-    class Full(io.TextIOWrapper):
-        def write(self, s):
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        def fileno(self):
-            return 1
-
-    monkeypatch.setattr(os, "dup2", lambda *a: None)
-    monkeypatch.setattr(sys, "stdout", Full(io.BytesIO()))
+    stand_in_stdout(monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
     a, b = npz_pair
     fig = tmp_path / "trend.png"
     rc = main(["compare", str(a), str(b), "--figure", str(fig), "--no-progress"])
