@@ -1767,3 +1767,96 @@ def test_a_lora_update_of_rank_min_evals_is_fitted(tmp_path):
     assert htsr.analyze(f, min_evals=8).layers[0].status == "ok"
     assert htsr.analyze(f, min_evals=9).layers[0].status == (
         "not_fitted: rank-8 update has 8 nonzero eigenvalues < min_evals=9")
+
+
+# ---- round 32's gaps --------------------------------------------------------------------------------------
+
+
+def test_a_square_embedding_merge_is_peft_merge(tmp_path):
+    """A square embedding (vocab == dim): ΔW = (B·A)ᵀ cannot be told from B·A by the shapes, so only the
+    factors' transposition makes #merged equal peft's merge_and_unload."""
+    torch.manual_seed(0)
+
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(32, 32)
+            self.q = nn.Linear(32, 16)
+
+    model = M()
+    safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "base.safetensors"))
+    pm = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["emb"], init_lora_weights=False))
+    pm.save_pretrained(str(tmp_path / "adapter"))
+    W = pm.merge_and_unload().state_dict()["emb.weight"].double().numpy()
+    rows = {t.name: t for t in open_source(tmp_path / "adapter").with_base(open_source(tmp_path / "base.safetensors"))}
+    np.testing.assert_allclose(rows["emb#merged"].load(), W, atol=1e-6 * np.abs(W).max())  # (float32 sums)
+
+
+@pytest.mark.parametrize("kind", ["loha", "lokr"])
+def test_a_loha_or_lokr_base_row_is_the_base_weight(tmp_path, kind):
+    """With --base a LoHa / LoKr module's #base row is W itself (not ΔW, not W + ΔW)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 48))
+    safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "base.safetensors"))
+    W = model[0].weight.detach().numpy().copy()
+    cfg = (peft.LoHaConfig(r=4, alpha=4, target_modules=["0"], init_weights=False) if kind == "loha" else
+           peft.LoKrConfig(r=4, alpha=4, target_modules=["0"], init_weights=False))
+    peft.get_peft_model(model, cfg).save_pretrained(str(tmp_path / "adapter"))
+    rows = {t.name: t for t in open_source(tmp_path / "adapter").with_base(open_source(tmp_path / "base.safetensors"))}
+    np.testing.assert_array_equal(np.asarray(rows["0#base"].load()), W)
+
+
+def test_target_modules_match_whole_name_components_not_suffixes(tmp_path):
+    """peft's check_target_module_exists: a list entry names the module or its last components after
+    a '.'; 'q' is no target of module 'freq', so freq's LoRA is its target parameter freq.w's."""
+    rng = np.random.default_rng(0)
+    f = _write_adapter(tmp_path / "a", {"base_model.model.freq.lora_A.weight": rng.standard_normal((4, 24)).astype(np.float32),
+                                        "base_model.model.freq.lora_B.weight": rng.standard_normal((16, 4)).astype(np.float32)},
+                       target_modules=["q"], target_parameters=["freq.w"])
+    rows = _rows(htsr.analyze(f, base={"freq.w": rng.standard_normal((16, 24)).astype(np.float32)}, min_evals=2))
+    assert {"freq.w#delta", "freq.w#base", "freq.w#merged"} <= set(rows)
+    assert all(r.status == "ok" for r, _ in rows.values())
+
+
+def test_two_target_parameters_of_transposed_shapes_are_told_apart_by_rank(tmp_path):
+    """w1 [E, h, f] and w2 [E, f, h] on one module fit the same factor shapes; ranks 8 and 6 (rank_pattern)
+    with E = 2 tell them apart (A has r·E rows: 16 is no multiple of 6), and each expert merges as peft does."""
+    torch.manual_seed(0)
+
+    class Ex(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w1 = nn.Parameter(torch.randn(2, 32, 48))
+            self.w2 = nn.Parameter(torch.randn(2, 48, 32))
+
+    model = nn.Module()
+    model.experts = Ex()
+    safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "base.safetensors"))
+    pm = peft.get_peft_model(model, peft.LoraConfig(r=6, lora_alpha=8, target_modules=[], init_lora_weights=False,
+                                                    target_parameters=["experts.w1", "experts.w2"],
+                                                    rank_pattern={"experts.w1": 8}))
+    pm.save_pretrained(str(tmp_path / "adapter"))
+    merged = {k: v.double().numpy() for k, v in pm.merge_and_unload().state_dict().items()}
+    rows = {r.name: r for r in htsr.analyze(tmp_path / "adapter", base=tmp_path / "base.safetensors", min_evals=2).layers}
+    assert all(r.status == "ok" for r in rows.values()), {n: r.status for n, r in rows.items()}
+    for p in ("w1", "w2"):
+        for e in range(2):
+            want = np.linalg.norm(merged[f"experts.{p}"][e], 2) ** 2
+            # (1e-5: float32 weights and htsr's float32 Gram against a float64 norm)
+            assert rows[f"experts.{p}#merged[{e}]"].lambda_max == pytest.approx(want, rel=1e-5)
+
+
+def test_a_kohya_lora_merges_into_a_base_stored_in_by_out(tmp_path):
+    """A kohya-ss file on a model whose weight is stored in x out (HF Conv1D, GPT-2's c_attn): the
+    flat name matches the transposed base tensor, and #merged is W + ΔWᵀ."""
+    rng = np.random.default_rng(0)
+    B, A = rng.standard_normal((48, 4)).astype(np.float32), rng.standard_normal((4, 32)).astype(np.float32)
+    save_file({"lora_te_h_0_c_attn.lora_up.weight": B, "lora_te_h_0_c_attn.lora_down.weight": A,
+               "lora_te_h_0_c_attn.alpha": np.array(4.0, np.float32)}, str(tmp_path / "k.safetensors"))
+    W = rng.standard_normal((32, 48)).astype(np.float32)
+    save_file({"h.0.c_attn.weight": W}, str(tmp_path / "base.safetensors"))
+    rows = _rows(htsr.analyze(tmp_path / "k.safetensors", base=tmp_path / "base.safetensors", min_evals=2))
+    merged = rows["lora_te_h_0_c_attn#merged"][0]
+    assert merged.status == "ok"
+    # (1e-5: float32 weights and htsr's float32 Gram against a float64 norm)
+    assert merged.lambda_max == pytest.approx(np.linalg.norm(W + (B @ A).T, 2) ** 2, rel=1e-5)
