@@ -1220,3 +1220,34 @@ def test_a_tied_head_of_another_type_with_the_same_bytes_is_not_tied(tmp_path):
     refs = {r.name: r for r in GGUFFile(path)}
     assert refs["output.weight"].shape == refs["token_embd.weight"].shape == (32, 64)
     assert refs["token_embd.weight"].storage_key is None and refs["output.weight"].storage_key is None
+
+
+# ---- round 31's gaps --------------------------------------------------------------------------------------
+
+
+def test_a_file_cut_one_byte_short_of_its_last_tensor_names_that_tensor(tmp_path):
+    """A cut of a single byte inside the last tensor's data is refused naming the tensor (not as a
+    corrupt header field)."""
+    a, b = normal32(64, 64, seed=1), normal32(40, 64, seed=2)
+    path = write_gguf(tmp_path / "m.gguf", {"blk.0.attn_q.weight": (a, Q.F32), "blk.0.attn_k.weight": (b, Q.F32)})
+    data = path.read_bytes()
+    r = gguf.GGUFReader(str(path))
+    last = max(r.tensors, key=lambda t: int(t.data_offset))
+    assert int(last.data_offset) + int(last.n_bytes) == len(data)  # (no padding after the last tensor)
+    path.write_bytes(data[:-1])
+    with pytest.raises(SourceError) as excinfo:
+        GGUFFile(path)
+    _one_line_source_error(excinfo, str(path), last.name, "beyond the end")
+
+
+@pytest.mark.parametrize("type_name", ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"])
+def test_legacy_quants_bits_and_weights_per_scale_are_ggmls_block_layout(tmp_path, type_name):
+    """Known answer from gguf's own GGML_QUANT_SIZES: a legacy block of 32 weights holds 32 codes of `bits`
+    bits, a float16 scale, and (the _1 types) a float16 min."""
+    qtype = Q[type_name]
+    block, type_size = gguf.constants.GGML_QUANT_SIZES[qtype]
+    path = write_gguf(tmp_path / "q.gguf", {"blk.0.attn_q.weight": (normal32(16, 64), qtype)})
+    (ref,) = _refs(path).values()
+    assert ref.quant_block == block
+    assert ref.bits * block // 8 + (4 if type_name.endswith("_1") else 2) == type_size
+    assert ref.bits == int(type_name[1])

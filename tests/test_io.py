@@ -37,6 +37,7 @@ from htsr.matrices import layer_matrices
 from htsr.tensors import classify, squeeze_leading
 
 torch = pytest.importorskip("torch")
+from safetensors.torch import load_file as torch_load_file
 from safetensors.torch import save_file as torch_save_file
 
 analyze_module = importlib.import_module("htsr.analyze")  # the module (htsr.analyze is the function)
@@ -3326,3 +3327,43 @@ def test_a_pickled_subclassed_lstm_with_weight_norm_keeps_its_rnn_kinds(tmp_path
     live = [(row.name, row.kind) for row in htsr.analyze(m).layers]
     assert live == [("0.weight_ih_l0", "rnn"), ("0.weight_hh_l0", "rnn")]
     assert [(row.name, row.kind) for row in htsr.analyze(tmp_path / "whole.pt").layers] == live
+
+
+# ---- round 31's gaps --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float8_e5m2", "float8_e4m3fn"])
+def test_fp8_safetensors_decode_as_safetensors_own_loader_does(tmp_path, dtype):
+    """Known answer: safetensors.torch.load_file's tensor, converted to float32 by torch."""
+    t = (torch.randn(64, 96, generator=torch.Generator().manual_seed(0)) * 4).to(getattr(torch, dtype))
+    path = tmp_path / "m.safetensors"
+    torch_save_file({"fc.weight": t}, str(path))
+    want = torch_load_file(str(path))["fc.weight"].float().numpy()
+    (ref,) = list(open_source(path))
+    assert ref.dtype == dtype
+    np.testing.assert_array_equal(np.asarray(ref.load(), dtype=np.float32), want)
+
+
+def test_a_folder_with_two_shard_indexes_reads_every_file(tmp_path):
+    """Two *.safetensors.index.json of different models (an encoder's and a decoder's) in one folder, no
+    model.safetensors.index.json: neither index is the folder's, so its files are read as loose files
+    (safetensors_index: 'the one other index'), not one index's shards alone."""
+    torch_save_file({"enc.weight": torch.randn(32, 48)}, str(tmp_path / "encoder.safetensors"))
+    torch_save_file({"dec.weight": torch.randn(40, 24)}, str(tmp_path / "decoder.safetensors"))
+    for part, name in (("encoder", "enc.weight"), ("decoder", "dec.weight")):
+        (tmp_path / f"{part}.safetensors.index.json").write_text(
+            json.dumps({"weight_map": {name: f"{part}.safetensors"}}))
+    refs = {r.name: r for r in ShardedSafetensors(tmp_path)}
+    assert sorted(refs) == ["dec.weight", "enc.weight"]
+    for part, name in (("encoder", "enc.weight"), ("decoder", "dec.weight")):
+        want = torch_load_file(str(tmp_path / f"{part}.safetensors"))[name].numpy()
+        np.testing.assert_array_equal(np.asarray(refs[name].load()), want)
+
+
+@pytest.mark.parametrize("size", [0, 1, 5, 7])
+def test_a_safetensors_file_shorter_than_its_length_field_is_called_too_short(tmp_path, size):
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(b"\x05" + b"\0" * (size - 1) if size else b"")
+    with pytest.raises(HtsrError) as excinfo:
+        SafetensorsFile(path)
+    _one_line_source_error(excinfo, str(path), "too short")

@@ -1808,3 +1808,52 @@ def test_a_block_quantized_matmul_b_has_blocks_along_its_rows(tmp_path):
              helper.make_node("MatMul", ["x", "w"], ["y"], name="/fc/MatMul")]
     (ref,) = _onnx_refs(_model(nodes, {"w_q": q, "w_s": s}, opset=21), tmp_path / "m.onnx").values()
     assert (ref.shape, ref.bits, ref.quant_block) == ((16, 64), 8, 32)
+
+
+# ---- round 31's gaps --------------------------------------------------------------------------------------
+
+
+def test_conv_integer_per_channel_scales_are_per_output_channel(tmp_path):
+    """onnxruntime's dynamic quantizer (per_channel=True) gives ConvInteger a per-c_out zero point and a
+    <name>_scale of c_out entries: W = (q − zp[c_out])·s[c_out] (ONNX ConvInteger: w_zero_point per
+    output channel)."""
+    rng = _rng(31)
+    q = rng.integers(-128, 128, (8, 4, 3, 3)).astype(np.int8)
+    s = rng.uniform(1e-2, 1e-1, 8).astype(np.float32)
+    z = rng.integers(-5, 5, 8).astype(np.int8)
+    nodes = [helper.make_node("ConvInteger", ["img", "conv.weight_quantized", "xz", "conv.weight_zero_point"],
+                              ["c"], name="/conv/Conv_quant")]
+    path = _save(_model(nodes, {"conv.weight_quantized": q, "conv.weight_scale": s, "conv.weight_zero_point": z},
+                        inputs=("img", "xz"), outputs=("c",)), tmp_path / "ci.onnx")
+    (ref,) = OnnxFile(path)
+    want = (q.astype(np.float32) - z[:, None, None, None]) * s[:, None, None, None]
+    assert (ref.name, ref.kind, ref.shape, ref.dtype) == ("conv.weight", "conv2d", (8, 4, 3, 3), "float32")
+    np.testing.assert_array_equal(np.asarray(ref.load()), want)
+
+
+def test_a_gather_of_a_3d_table_is_no_embedding_row(tmp_path):
+    table = _rng(32).standard_normal((10, 8, 6)).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["emb.weight", "ids"], ["y"], name="/emb/Gather")]
+    path = _save(_model(nodes, {"emb.weight": table}, inputs=("ids",)), tmp_path / "g.onnx")
+    f = OnnxFile(path)
+    assert list(f) == []
+    assert ("emb.weight", "Gather input 0 of rank 3") in f.skipped
+
+
+def test_dequantize_linear_with_a_negative_axis_is_per_that_axis(tmp_path):
+    """axis=-1 (tf2onnx's, and valid ONNX) on MatMul's B [in, out]: one scale per output column. Known answer:
+    the weight onnxruntime dequantizes (a graph output), as [out, in]."""
+    ort = pytest.importorskip("onnxruntime")
+    rng = _rng(33)
+    q = rng.integers(-127, 128, (8, 6)).astype(np.int8)
+    s = rng.uniform(0.5, 1.5, 6).astype(np.float32)
+    z = rng.integers(-5, 5, 6).astype(np.int8)
+    nodes = [helper.make_node("DequantizeLinear", ["onnx::MatMul_3_quantized", "s", "z"], ["w"],
+                              name="/fc/DequantizeLinear", axis=-1),
+             helper.make_node("MatMul", ["x", "w"], ["y"], name="/fc/MatMul")]
+    path = _save(_model(nodes, {"onnx::MatMul_3_quantized": q, "s": s, "z": z}, outputs=("y", "w"), opset=21),
+                 tmp_path / "dq.onnx")
+    _, w = ort.InferenceSession(str(path)).run(None, {"x": np.eye(8, dtype=np.float32)})
+    (ref,) = OnnxFile(path)
+    assert (ref.name, ref.kind, ref.shape, ref.dtype) == ("fc.weight", "dense", (6, 8), "float32")
+    np.testing.assert_array_equal(ref.load(), w.T)
