@@ -666,17 +666,18 @@ def test_dequantize_linear_weights_are_dequantized_and_typed(tmp_path):
     assert rows["fc1"].status == "ok" and rows["q3"].kind == "conv2d"
 
 
-def test_dequantize_linear_without_an_axis_attribute_is_per_axis_1(tmp_path):
+@pytest.mark.parametrize("axis", [None, -1])
+def test_dequantize_linear_without_an_axis_attribute_is_per_axis_1(tmp_path, axis):
     """A per-channel DequantizeLinear with no ``axis`` attribute takes the ONNX default, axis=1: for MatMul's
-    B [in, out] one scale and zero point per output column. Known answer: the weight onnxruntime dequantizes
-    (the DequantizeLinear output, a graph output here), as [out, in]."""
+    B [in, out] one scale and zero point per output column; axis=-1 (tf2onnx's) is that axis too. Known answer:
+    the weight onnxruntime dequantizes (the DequantizeLinear output, a graph output here), as [out, in]."""
     ort = pytest.importorskip("onnxruntime")
     rng = _rng(25)
     q = rng.integers(-127, 128, (8, 6)).astype(np.int8)  # [in, out]
     s = rng.uniform(0.5, 1.5, 6).astype(np.float32)
     z = rng.integers(-5, 5, 6).astype(np.int8)
     nodes = [helper.make_node("DequantizeLinear", ["onnx::MatMul_3_quantized", "s", "z"], ["w"],
-                              name="/fc/DequantizeLinear"),  # no axis attribute
+                              name="/fc/DequantizeLinear", **({} if axis is None else {"axis": axis})),
              helper.make_node("MatMul", ["x", "w"], ["y"], name="/fc/MatMul")]
     path = _save(_model(nodes, {"onnx::MatMul_3_quantized": q, "s": s, "z": z}, outputs=("y", "w"), opset=21),
                  tmp_path / "dq.onnx")
@@ -1838,22 +1839,3 @@ def test_a_gather_of_a_3d_table_is_no_embedding_row(tmp_path):
     f = OnnxFile(path)
     assert list(f) == []
     assert ("emb.weight", "Gather input 0 of rank 3") in f.skipped
-
-
-def test_dequantize_linear_with_a_negative_axis_is_per_that_axis(tmp_path):
-    """axis=-1 (tf2onnx's, and valid ONNX) on MatMul's B [in, out]: one scale per output column. Known answer:
-    the weight onnxruntime dequantizes (a graph output), as [out, in]."""
-    ort = pytest.importorskip("onnxruntime")
-    rng = _rng(33)
-    q = rng.integers(-127, 128, (8, 6)).astype(np.int8)
-    s = rng.uniform(0.5, 1.5, 6).astype(np.float32)
-    z = rng.integers(-5, 5, 6).astype(np.int8)
-    nodes = [helper.make_node("DequantizeLinear", ["onnx::MatMul_3_quantized", "s", "z"], ["w"],
-                              name="/fc/DequantizeLinear", axis=-1),
-             helper.make_node("MatMul", ["x", "w"], ["y"], name="/fc/MatMul")]
-    path = _save(_model(nodes, {"onnx::MatMul_3_quantized": q, "s": s, "z": z}, outputs=("y", "w"), opset=21),
-                 tmp_path / "dq.onnx")
-    _, w = ort.InferenceSession(str(path)).run(None, {"x": np.eye(8, dtype=np.float32)})
-    (ref,) = OnnxFile(path)
-    assert (ref.name, ref.kind, ref.shape, ref.dtype) == ("fc.weight", "dense", (6, 8), "float32")
-    np.testing.assert_array_equal(ref.load(), w.T)
