@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import LayerSkipped, MissingExtraError, SourceError
 from ..tensors import infer_kind, is_bias_or_buffer, is_vector
-from .base import TensorRef, TensorSource, import_extra, one_line, skipped_loader, unreadable
+from .base import TensorRef, TensorSource, import_extra, one_line, skipped_loader
 from .numpy import flat_items
 from .scales import with_scales
 
@@ -615,8 +615,8 @@ def load_torch_file(path: str | os.PathLike) -> TensorSource:
         try:
             with open(path, "rb") as f:
                 head = f.read(32)
-        except PermissionError as e:  # (in the words a file given alone gets; zipfile.is_zipfile said False)
-            raise SourceError(unreadable(path, e.strerror)) from None
+        except PermissionError:  # (open_source's message names the file, or a folder above it that may not be
+            raise  # entered; zipfile.is_zipfile above swallowed the error)
         except OSError as e:
             raise SourceError(f"{path}: unreadable ({_first_line(e)})") from None
         if is_legacy_torch(head):
