@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 __all__ = ["EXPERT", "HEAD_SPLIT", "MAX_CONV_KERNEL", "ROW_TAG", "VECTOR", "SharedLoad", "classify", "infer_kind",
-           "is_bias_or_buffer", "is_recurrent", "is_vector", "row_name", "squeeze_leading"]
+           "is_bias_or_buffer", "names_a_conv", "is_recurrent", "is_vector", "row_name", "squeeze_leading"]
 
 # the module that holds the weight is named as an embedding table (word_embeddings, embed_tokens, tok_emb,
 # wte …; T5's "shared", not a mixture's shared_expert; T5's and LongT5's (global_)relative_attention_bias, an
@@ -70,7 +70,8 @@ _NOT_A_WEIGHT = re.compile(r"(^|[._])(bias|biases|running_mean|running_var|num_b
                            r"|parametrizations\.weight\.original0$"
                            r"|(^|[._])bias_(ih|hh)(_l\d+)?(_reverse)?$"  # nn.LSTM/GRU/RNN's and their cells' biases
                            r"|(^|[._])bias_[kvu]$")  # MultiheadAttention's add_bias_kv, conformers' pos_bias_u/v
-_CONV = re.compile(r"conv", re.IGNORECASE)
+# "conv" in a name (conv1, dwconv, pos_conv_embed, Conv_0, convolution), not in converter, convert, convex, convention
+_CONV = re.compile(r"conv(?!e[nrx])", re.IGNORECASE)
 # kernel sizes above this make a 3-D tensor a stack of matrices rather than a Conv1d kernel (unless the
 # name says conv: wav2vec2's positional conv has kernel 128)
 MAX_CONV_KERNEL = 32
@@ -84,6 +85,12 @@ ROW_TAG = re.compile(r"#(?P<tag>delta|base|merged)(?P<item>\[\d+\])?$")
 def row_name(tensor_name: str) -> str:
     """A row is named by its module's full dotted path: 'a.b.weight' → 'a.b'."""
     return tensor_name[: -len(".weight")] if tensor_name.endswith(".weight") else tensor_name
+
+
+def names_a_conv(name: str) -> bool:
+    """Whether a name says convolution: conv1, dwconv, pos_conv_embed, Conv_0, convolution (not converter,
+    convert, convex or convention)."""
+    return _CONV.search(name) is not None
 
 
 def is_recurrent(name: str) -> bool:
@@ -171,12 +178,12 @@ def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
         # a single input channel makes it a filter bank (e.g. an STFT basis [freq, 1, window]), not experts; a
         # short last axis makes a conv1d kernel of a module's weight, not of a bare parameter (a hand-written
         # mixture's w_out [E, out, in] with in ≤ 32 had been 32 'kernel positions' of E × out)
-        if not EXPERT.search(name) and (shape[1] == 1 or _CONV.search(name) or (
+        if not EXPERT.search(name) and (shape[1] == 1 or names_a_conv(name) or (
                 shape[2] <= MAX_CONV_KERNEL and _WEIGHT_NAME.search(name))):
             return "conv1d", ""
         return "stack", ""
     if len(shape) == 4:
-        if any(k > MAX_CONV_KERNEL for k in shape[2:]) and not _CONV.search(name):
+        if any(k > MAX_CONV_KERNEL for k in shape[2:]) and not names_a_conv(name):
             # [2, 3, 128, 96] is no kernel of 128 × 96 taps (a grid of matrices: pooling it would mix them)
             return None, f"4-D tensor whose last axes ({shape[2]} × {shape[3]}) are no convolution kernel"
         return "conv2d", ""

@@ -1211,6 +1211,10 @@ def test_maps_lists_and_strings_of_16_bit_lengths_are_decoded(tmp_path, extra):
 def test_a_bias_free_3d_kernel_whose_name_contains_conv_is_a_conv1d():
     assert flax_tensor(("block", "depthwise_conv", "kernel"), (7, 1, 64))[:3] == ("block.depthwise_conv", "conv1d",
                                                                                   (64, 1, 7))
+    assert flax_tensor(("block", "dwconv", "kernel"), (7, 1, 64))[:3] == ("block.dwconv", "conv1d", (64, 1, 7))
+    # the rule tensors.classify uses: conv in converter is no convolution (it had made this a conv1d of 16 taps),
+    # so a bias-free 3-D kernel is an attention-style input projection [in, heads, head dim] → [64 out, 64 in]
+    assert flax_tensor(("block", "converter", "kernel"), (64, 4, 16))[:3] == ("block.converter", "dense", (64, 64))
 
 
 def test_a_nested_train_states_refs_keep_its_full_key_path(tmp_path):

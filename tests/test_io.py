@@ -1780,6 +1780,10 @@ def test_a_module_whose_getattr_raises_another_error_is_read(tmp_path):
     ("reformer.embeddings.position_embeddings.weights.0", (512, 1, 64), "embedding"),
     ("reformer.embeddings.position_embeddings.weights.1", (1, 1024, 192), "embedding"),
     ("encoder.patch_embed.weight", (96, 1, 16), "conv1d"),  # (a one-channel Conv1d named *_embed stays a conv)
+    ("stages.0.dwconv.weight", (64, 32, 7), "conv1d"),  # ConvNeXt's depthwise conv: conv inside a word
+    ("layers.0.Conv_0", (64, 32, 40), "conv1d"),  # by its name alone: a kernel of 40 taps
+    ("converter.w", (4, 24, 40), "stack"),  # conv only as a word's start (converter) had made this a conv1d
+    ("convex_mix.w_in", (4, 24, 40), "stack"),
 ])
 def test_a_3d_tensor_is_a_conv_kernel_only_as_a_modules_weight_or_by_its_name(name, shape, kind):
     """A 3-D tensor's kind had turned on its last axis alone (≤ 32: conv1d): of one mixture's two parameters

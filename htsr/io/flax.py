@@ -106,7 +106,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SourceError
-from ..tensors import classify
+from ..tensors import classify, names_a_conv
 from .base import (
     LFS_POINTER,
     TensorRef,
@@ -123,7 +123,6 @@ __all__ = ["FlaxMsgpackFile", "FlaxTensorRef", "FlaxTree", "flax_tensor", "is_fl
 EXT_NDARRAY, EXT_NATIVE_COMPLEX, EXT_NPSCALAR = 1, 2, 3  # flax.serialization._MsgpackExtType
 CHUNKED = "__msgpack_chunked_array__"
 
-_CONV = re.compile(r"conv", re.IGNORECASE)
 _IN_PROJ = frozenset({"query", "key", "value", "qkv", "kv", "q", "k", "v", "q_proj", "k_proj", "v_proj"})
 _OUT_PROJ = frozenset({"out", "o", "out_proj", "o_proj", "proj_out", "output_proj", "attn_out"})
 # flax's automatic module names: DenseGeneral_3 is never a convolution
@@ -310,7 +309,7 @@ def flax_tensor(path: tuple[str, ...], shape: tuple[int, ...], bias: tuple[int, 
     # a bias of two or more axes is a DenseGeneral's output axes (a convolution's bias is 1-D)
     out_axes = len(bias) if bias and 2 <= len(bias) < n and tuple(shape[-len(bias):]) == tuple(bias) else 0
     projection = lname in _IN_PROJ | _OUT_PROJ or bool(_AUTO_DENSE_GENERAL.fullmatch(mname))
-    if not projection and not out_axes and (_CONV.search(mname) or n in (4, 5) or (n == 3 and bias)):
+    if not projection and not out_axes and (names_a_conv(mname) or n in (4, 5) or (n == 3 and bias)):
         # (a 3-D kernel with a 1-D bias: a Conv1D — a DenseGeneral of two input axes is an attention
         # output, named so above; without a bias a 3-D kernel is taken for an attention input projection)
         if n > 5:
