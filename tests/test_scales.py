@@ -884,13 +884,14 @@ def test_mxfp4_experts_as_gpt_oss_stores_them(tmp_path):
 def test_codes_of_formats_htsr_does_not_dequantize_get_a_row_that_names_the_format():
     """EXL2 ``q_weight``, AQLM ``codes`` without codebooks and an HQQ ``W_q`` without its scale, zero and
     meta are a layer's integer codes: a skipped row naming the format, never a silent drop; so is a corrupt 1-D GPTQ qweight (a reader's skipped row is shown
-    whatever its shape); an integer buffer (position ids) is still no layer."""
+    whatever its shape); an integer buffer (position ids, a 2-D ``codes`` of another model) is still no layer."""
     rng = np.random.default_rng(21)
     state = {"m.q_proj.q_weight": rng.integers(0, 2**31, (16, 64)).astype(np.int32),
              "m.q_proj.q_scale": rng.integers(0, 2**31, (4, 8)).astype(np.int32),
              "h.W_q": rng.integers(0, 256, (64, 64)).astype(np.uint8),
              "a.codes": rng.integers(0, 2**15, (64, 8, 1)).astype(np.int16),
              "e.position_ids": np.arange(64).reshape(1, 64),
+             "vq.codes": rng.integers(0, 512, (64, 32)),  # a 2-D int64 named codes: a buffer (not AQLM's 3-D codes)
              "x.weight": rng.integers(0, 2**31, (40, 32)).astype(np.uint32),  # MLX mxfp4: scales, no biases
              "x.scales": rng.integers(0, 256, (40, 8)).astype(np.uint8),
              "g.qweight": rng.integers(0, 2**31, 512).astype(np.int32),  # 1-D: corrupt, a row all the same

@@ -973,6 +973,8 @@ def unscaled_integer_weight(ref: TensorRef) -> TensorRef | None:
         return _not_read(ref.name, ref, f"{ref.dtype} codes of an HQQ quantized layer without the scale, zero and "
                                         "meta (shape, packing…) htsr would dequantize them with")
     if m.group(2) == "codes":
+        if len(ref.shape) != 3:  # AQLM's codes are [out groups, in groups, codebooks]: another model's integer buffer
+            return None
         return _not_read(ref.name, ref, f"{ref.dtype} codes of an AQLM quantized layer without the codebooks htsr "
                                         "would decode them with")
     if m.group(2) in _PACKED_CODES:
