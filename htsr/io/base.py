@@ -295,6 +295,11 @@ def leaves_folder(name: str) -> bool:
     return any(p.drive or p.root or ".." in p.parts for p in (PurePosixPath(name), PureWindowsPath(name)))
 
 
+def _shard_names(weight_map: dict[str, str]) -> list[str]:
+    """A shard index's files in order of first mention: the order of :attr:`ShardIndex.shards`."""
+    return list(dict.fromkeys(weight_map.values()))
+
+
 @dataclass(frozen=True)
 class ShardIndex:
     """A Hugging Face shard index (``model.safetensors.index.json``, ``pytorch_model.bin.index.json``): the
@@ -324,7 +329,7 @@ class ShardIndex:
             raise SourceError(f"{index}: weight_map lists no tensor; re-save the model, or move the index aside to "
                               "read the folder's weight files")
         shards = []
-        for name in dict.fromkeys(weight_map.values()):
+        for name in _shard_names(weight_map):
             # the name, not where a symlink leads: a Hugging Face cache snapshot's shards link to ../../blobs
             if leaves_folder(name):
                 raise SourceError(f"{index}: shard {name!r} is outside the model's folder; htsr reads shards "
@@ -349,7 +354,7 @@ class ShardIndex:
         for i, refs in enumerate(per_shard):
             for r in refs:
                 holders.setdefault(r.name, []).append(i)
-        position = {name: i for i, name in enumerate(dict.fromkeys(self.weight_map.values()))}  # = shards
+        position = {name: i for i, name in enumerate(_shard_names(self.weight_map))}  # the order of shards
         out = []
         for i, refs in enumerate(per_shard):
             for r in refs:
