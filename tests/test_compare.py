@@ -119,6 +119,8 @@ def test_spearman_known_answers():
     assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486832980505138)  # scipy.stats.spearmanr
     assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
     assert spearman([1, float("nan"), 3], [1, 5, 2]) == pytest.approx(1.0)
+    # a NaN on the other side drops its pair too (had been checked on x only): [1, 3] against [2, 1]
+    assert spearman([1, 2, 3], [2, float("nan"), 1]) == pytest.approx(-1.0)
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -170,6 +172,10 @@ def test_ranking_by_alpha_follows_the_construction(three_models):
 def test_ranking_direction_can_be_overridden_and_other_metrics(three_models):
     c = compare_results(three_models.results, three_models.labels, "alpha", ascending=False)
     assert [e.label for e in c.ranking] == ["light", "mid", "heavy"] and c.direction_from == "user"
+    # (the text had not been checked for a direction given: it must not claim HTSR's reading for it)
+    assert "ranking by mean alpha (higher is better, as given; 1 = highest): 1. light" in format_comparison(c)
+    c = compare_results(three_models.results, three_models.labels, "stable_rank")  # a default direction too
+    assert c.ascending is True and c.direction_from == "default"
     c = compare_results(three_models.results, three_models.labels, "log_spectral_norm")
     assert c.ascending is METRIC_DIRECTIONS["log_spectral_norm"] is True
     assert c.layer_metric == "log_spectral_norm"  # a per-layer column: shown side by side
@@ -184,8 +190,15 @@ def test_ranking_direction_can_be_overridden_and_other_metrics(three_models):
 
 
 def test_every_alpha_like_metric_is_lower_is_better_and_every_summary_metric_is_stated():
-    for m in ("alpha", "alpha_weighted", "log_alpha_norm", "log_norm", "log_spectral_norm"):
-        assert METRIC_DIRECTIONS[m] is True
+    """The directions as the module docstring states them; only the alpha-like five had been checked (a count
+    of failed layers read as higher-is-better, or stable_rank without a direction, went unseen)."""
+    for m in ("alpha", "alpha_weighted", "log_alpha_norm", "log_norm", "log_spectral_norm", "bayes_alpha",
+              "stable_rank", "entropy", "mp_softrank", "num_under_trained", "num_over_trained", "num_uncertain",
+              "num_no_power_law", "num_failed", "num_with_traps"):
+        assert METRIC_DIRECTIONS[m] is True, m
+    assert METRIC_DIRECTIONS["rand_js_distance"] is False
+    for m in ("D", "sigma", "pl_pvalue", "erg_delta_lambda_min"):
+        assert METRIC_DIRECTIONS[m] is None, m
     assert set(SUMMARY_METRICS) <= set(METRIC_DIRECTIONS)
     assert set(TREND_METRICS) <= set(SUMMARY_METRICS)
 
@@ -217,7 +230,7 @@ def test_layer_name_intersection():
     assert c.common_layers == ("b",)
     assert dict(c.partial_layers) == {"a": ("model1", "model2"), "c": ("model1", "model3"), "d": ("model3",)}
     assert c.num_common_finite == 1 and c.common_means == c.layer_values[0]
-    assert "present in only some models" in format_comparison(c)
+    assert "3 layers present in only some models:" in format_comparison(c)  # a, c and d (1 common: b)
 
 
 def test_labels_are_checked_and_defaults_come_from_paths(tmp_path):
@@ -226,6 +239,8 @@ def test_labels_are_checked_and_defaults_come_from_paths(tmp_path):
         compare([m, m], labels=["x"])
     with pytest.raises(OptionError, match="distinct"):
         compare([m, m], labels=["x", "x"])
+    with pytest.raises(OptionError, match=r"must be distinct and non-empty, got \['', 'y'\]"):  # (empty: unchecked)
+        compare([m, m], labels=["", "y"])
     with pytest.raises(OptionError, match="at least two"):
         compare([m])
     # one model is iterable too (a state dict's keys, a path's characters, an nn.Sequential's children)
@@ -347,6 +362,8 @@ def test_layer_distances_known_answers():
     assert conv.cka > 0.8  # 0.3 noise on unit entries: still the same layer
     # mismatches are listed, never compared
     assert d["resized"].status == "skipped: shape 40x48 differs from the base's 40x52"
+    # the row a skipped one was matched to is named (as for a measured row); a model-only row has none
+    assert (d["resized"].base_name, d["fc"].base_name, d["only_model"].base_name) == ("resized", "fc", "")
     assert d["only_model"].status.startswith("skipped: only in the model")
     assert d["only_base"].status.startswith("skipped: only in the base")
     assert all(math.isnan(d[k].cka) for k in ("resized", "only_model", "only_base"))
@@ -386,7 +403,7 @@ def test_layer_distances_of_identical_models_and_options():
     for r in rows:
         assert r.status == "ok" and r.frobenius == 0 and r.js_distance == 0
         assert r.cka == pytest.approx(1.0, abs=1e-12)  # numerator = denominator up to float64 rounding
-    with pytest.raises(OptionError, match="base"):
+    with pytest.raises(OptionError, match="compares its two sources; the base option does not apply"):
         layer_distances(model, model, base=model)
     bad = dict(model, **{"fc.weight": np.full((90, 60), np.nan)})
     assert {r.name: r for r in layer_distances(bad, model)}["fc"].status == "failed: NaN or Inf in the weights"
@@ -853,6 +870,9 @@ def test_ties_share_the_smaller_rank_and_the_next_rank_skips():
 
     assert [e.rank for e in _rank(["a", "b", "c", "d"], [1.0, 1.0, 2.0, 3.0], True)] == [1, 1, 3, 4]
     assert [e.rank for e in _rank(["a", "b", "c"], [3.0, 3.0, float("nan")], False)] == [1, 1, None]
+    # an infinite mean is no value to rank by either (the docstring: without a finite value, unranked)
+    got = _rank(["a", "b", "c", "d"], [2.0, float("inf"), 1.0, float("-inf")], True)
+    assert [(e.label, e.rank) for e in got] == [("c", 1), ("a", 2), ("b", None), ("d", None)]
 
 
 def test_distances_skip_a_transposed_base_and_use_the_analysis_normalisation():
@@ -977,8 +997,11 @@ def test_the_common_mean_of_an_adapter_is_over_its_updates_and_the_text_says_so(
     assert c.common_layers == ("l0#base", "l1#base")
     # the adapter's summary means leave its #base rows out: so does the same-layers mean
     assert c.num_common_finite == 0 and all(math.isnan(v) for v in c.common_means)
-    assert ("the summary means are over layers for plain; the adapter's updates (#delta rows) for adapter"
-            in format_comparison(c))
+    text = format_comparison(c)
+    assert "the summary means are over layers for plain; the adapter's updates (#delta rows) for adapter" in text
+    assert "where it is finite in each, of the rows the summary means average (the same layers for all)" in text
+    # two plain models: no such clause (it had not been checked either way)
+    assert ", of the rows the summary means" not in format_comparison(compare_results([plain, plain], ["a", "b"]))
 
 
 def test_the_kinds_are_the_first_models_and_the_shapes_each_models():
@@ -1057,6 +1080,9 @@ def test_two_paths_alike_beside_objects_are_told_apart_by_their_folders():
     r = htsr.analyze({"l.weight": np.random.default_rng(0).standard_normal((300, 100))}, tails=False, workers=1)
     rs = [dataclasses.replace(r, path="x/a"), dataclasses.replace(r, path="y/a"), r, r]
     assert compare_results(rs).labels == ("x/a", "y/a", "model3", "model4")
+    # paths alike up to the top folder: that folder too (the last one had never been tried: 'a#1', 'a#2')
+    rs = [dataclasses.replace(r, path="/p/a"), dataclasses.replace(r, path="/q/a")]
+    assert compare_results(rs).labels == ("p/a", "q/a")
 
 
 def test_the_needs_hint_only_when_no_model_is_ranked():
@@ -1103,6 +1129,11 @@ def test_more_labels_than_models_are_refused():
     r = htsr.analyze({"l.weight": np.random.default_rng(0).standard_normal((300, 100))}, tails=False, workers=1)
     with pytest.raises(OptionError, match=r"labels \(--labels\): 3 given for 2 models"):
         compare_results([r, r], labels=["a", "b", "c"])
+    # one result, and models where results are due (compare_results' own checks had gone untried)
+    with pytest.raises(OptionError, match="compare needs at least two models, got 1"):
+        compare_results([r])
+    with pytest.raises(OptionError, match=r"compare_results takes AnalysisResult objects; use compare\(\)"):
+        compare_results([r, {"l.weight": np.ones((300, 100))}])
 
 
 def test_a_direction_not_a_bool_is_refused():
@@ -1169,3 +1200,136 @@ def test_cli_compare_base_distances_use_the_workers(npz_pair, monkeypatch):
     a, b = npz_pair
     assert main(["compare", str(a), str(b), "--base-distances", "--workers", "2", "-q"]) == 0
     assert seen.get("workers") == 2
+
+
+# ------------------------------------------ comparison options and labels, name matching, the distances' edge rows
+
+
+def test_a_name_repeated_in_one_result_is_compared_by_its_first_row():
+    """A name a model lists twice: its first row is the one shown side by side, as the comparison's
+    docstring says (the last had never been told apart from the first)."""
+    g = np.random.default_rng(4)
+    r = htsr.analyze({"x.weight": g.standard_normal((300, 100)),
+                      "y.weight": matrix_with_singular_values(np.linspace(1, 20, 100), 300, 100, seed=1)},
+                     tails=False, workers=1)
+    assert r.layers[0].alpha != r.layers[1].alpha  # (two spectra: the rows can be told apart)
+    twice = _tagged(r, ["x", "x"])
+    c = compare_results([twice, _tagged(r, ["x", "z"])], ["twice", "once"])
+    assert c.common_layers == ("x",) and c.layer_values == ((r.layers[0].alpha, r.layers[0].alpha),)
+
+
+def test_two_renamings_that_tie_leave_the_names_and_say_so():
+    """BART-like: 'encoder.' and 'decoder.' hold the same suffixes, so adding either to an encoder's names
+    matches as many; neither is taken, and the comparison says why (that note had not been checked)."""
+    g = np.random.default_rng(0)
+    bart = {f"{p}.l{i}.weight": g.standard_normal((300, 100)) for p in ("encoder", "decoder") for i in range(2)}
+    enc = {f"l{i}.weight": g.standard_normal((300, 100)) for i in range(2)}
+    c = compare_results([htsr.analyze(m, tails=False, workers=1) for m in (bart, enc)], ["bart", "enc"])
+    assert c.common_layers == ()
+    assert c.name_alignment == ("enc: not renamed (ambiguous: adding 'decoder.' and adding 'encoder.' each match "
+                                "2 names; rename the tensors so that the names themselves match)",)
+    assert "layer names matched to bart's by enc: not renamed (ambiguous" in format_comparison(c)
+
+
+def test_one_module_is_refused_not_compared_as_its_children():
+    """An nn.Sequential is iterable (its children): given alone it is refused as one model, as a state dict
+    or a path is. A stand-in with named_modules, iterable over two models, had been compared as two."""
+    m = {"fc.weight": np.random.default_rng(0).standard_normal((60, 52))}
+
+    class Sequential:  # (torch's duck type: named_modules; iterating gives the children)
+        def named_modules(self):
+            return iter(())
+
+        def __iter__(self):
+            return iter([m, m])
+
+    with pytest.raises(OptionError, match="a list of two or more models, not one Sequential"):
+        compare(Sequential())
+
+
+def test_a_p_value_ranking_without_the_bootstrap_is_refused_naming_it():
+    """pl_pvalue is computed only with --bootstrap: refused before the analyses, saying so (the p-value's own
+    entry had not been tried; the counts' had)."""
+    m = _powerlaw_model(3.0, 1)
+    with pytest.raises(OptionError, match=r"metric 'pl_pvalue' is computed only with --bootstrap N"):
+        compare([m, m], metric="pl_pvalue", ascending=False, tails=False)
+
+
+def test_a_count_metric_over_differing_layers_is_counted_in_each_models_own_layers():
+    """When the models' layers differ, a count is said to count in each model's own layers (a mean, to
+    average them); the count's wording had not been checked."""
+    a = _powerlaw_model(2.5, 1)
+    b = dict(a, **{"extra.weight": np.random.default_rng(10).standard_normal((300, 120))})
+    ra, rb = (htsr.analyze(m, tails=False, workers=1) for m in (a, b))
+    text = format_comparison(compare_results([ra, rb], ["a", "b"], "num_failed"))
+    assert "the ranking counts in each model's own layers" in text
+    assert "the ranking averages each model's own layers" in format_comparison(compare_results([ra, rb], ["a", "b"]))
+
+
+def test_an_incomplete_checkpoint_s_missing_tensor_is_skipped_as_analyze_skips_it(tmp_path):
+    """A tensor the index lists that no shard holds: its row is 'skipped: …' with the reader's reason, as
+    analyze says (a skip had never reached layer_distances: it could have read 'failed')."""
+    from safetensors.numpy import save_file
+
+    g = np.random.default_rng(0)
+    for tag in ("a", "b"):
+        (tmp_path / tag).mkdir()
+        save_file({"l.weight": g.standard_normal((60, 40)).astype(np.float32)}, str(tmp_path / tag / "s1.safetensors"))
+        (tmp_path / tag / "model.safetensors.index.json").write_text(
+            json.dumps({"weight_map": {"l.weight": "s1.safetensors", "x.weight": "s1.safetensors"}}))
+    d = {r.name: r for r in layer_distances(tmp_path / "a", tmp_path / "b")}
+    assert d["l"].status == "ok"
+    assert d["x"].status == ("skipped: the index puts it in s1.safetensors, which does not hold it (no shard does); "
+                             "the checkpoint is incomplete")
+    assert "1 layers compared, 1 skipped, 0 failed" in format_distances(list(d.values()))
+
+
+def test_a_zero_base_layer_has_no_relative_numbers_and_the_medians_skip_it():
+    """A base layer of zeros (a freshly initialised bias-like matrix, a pruned layer): the relative Frobenius
+    distance, the relative change of λ_max and the CKA are undefined (NaN), the row is still measured ('ok'),
+    and the medians of the totals are over the rows where each number is defined (a division by zero, or a
+    NaN median, had not been tried)."""
+    g = np.random.default_rng(0)
+    W = g.standard_normal((90, 60))
+    rows = layer_distances({"fc.weight": W, "z.weight": W}, {"fc.weight": W + 0.1, "z.weight": np.zeros((90, 60))})
+    fc, z = rows
+    assert z.status == "ok" and z.lambda_max_base == 0
+    assert z.frobenius == pytest.approx(np.linalg.norm(W), rel=1e-12)  # ‖W − 0‖: float64 sums, a few ulps
+    assert math.isnan(z.relative_frobenius) and math.isnan(z.lambda_max_change) and math.isnan(z.cka)
+    assert fc.cka == pytest.approx(1.0, abs=1e-12)  # a constant offset is centred away: 1 up to rounding
+    last = format_distances(rows).splitlines()[-1]
+    assert last.startswith("2 layers compared, 0 skipped, 0 failed; medians: relative_frobenius "
+                           f"{htsr.results.format_value(fc.relative_frobenius)}  ")
+    assert last.endswith("cka 1 (chance 0.4)")  # fc's alone (z's is NaN); 60 / (90 + 60)
+
+
+def test_layer_distances_take_the_conv_options_as_analyze_does():
+    """conv, ww_conv_scale and refine_fraction select and shape the rows (they are in DISTANCE_OPTIONS, which
+    the command line passes on): per position, one row per kernel position with λ_max = σ²·kh·kw/2 (WeightWatcher's
+    scale); without ww_conv_scale, the pooled λ_max is the largest σ² over the positions. They had been tried only
+    at their defaults."""
+    g = np.random.default_rng(0)
+    b = {"conv.weight": g.standard_normal((16, 8, 3, 3))}
+    a = {"conv.weight": b["conv.weight"] + 0.3 * g.standard_normal((16, 8, 3, 3))}
+    W = a["conv.weight"]
+    s2 = np.array([[np.linalg.svd(W[:, :, i, j], compute_uv=False)[0] ** 2 for j in range(3)] for i in range(3)])
+    per = layer_distances(a, b, conv="per_position")
+    assert [r.name for r in per] == [f"conv[{i},{j}]" for i in range(3) for j in range(3)]
+    assert all(r.status == "ok" and r.num_matrices == 1 for r in per)
+    # (float32 Gram path of the ESD against float64 SVD: 1e-5 relative, as in the normalisation test)
+    assert [r.lambda_max for r in per] == pytest.approx(list(s2.ravel() * 9 / 2), rel=1e-5)
+    (pooled,) = layer_distances(a, b, ww_conv_scale=False)
+    assert pooled.lambda_max == pytest.approx(s2.max(), rel=1e-5)  # (as above)
+    (scaled,) = layer_distances(a, b)
+    assert scaled.lambda_max == pytest.approx(s2.max() / 2, rel=1e-5)  # (as above)
+    (refined,) = layer_distances(a, b, refine_fraction=0.5)  # accepted (it shapes the float32 spectra)
+    assert refined.status == "ok" and refined.frobenius == scaled.frobenius
+
+
+def test_a_result_holding_numpy_scalars_writes_strict_json():
+    """Results made elsewhere may hold numpy scalars in their options (json cannot write np.int64): the
+    comparison's JSON turns them into Python numbers."""
+    r = htsr.analyze({"l.weight": np.random.default_rng(0).standard_normal((300, 100))}, tails=False, workers=1)
+    odd = dataclasses.replace(r, options={**r.options, "min_evals": np.int64(10), "mp_fit": np.bool_(True)})
+    doc = _strict_json(compare_results([odd, odd], ["a", "b"]).json_text())
+    assert doc["options"]["min_evals"] == 10 and doc["options"]["mp_fit"] is True
