@@ -346,6 +346,8 @@ def test_legacy_full_model_h5(legacy_file):
     src = KerasFile(legacy_file)
     _check_toy(src)
     assert not any("optimizer" in p for p, _ in src.skipped)
+    # GRU's 2-D (reset_after) bias is no weight, but is counted among the tensors not analysed, as in .keras
+    assert ("/model_weights/gru/gru/gru_cell/bias:0", "2-D bias of a layer") in src.not_weights
 
 
 def test_legacy_weights_only_h5_without_config(tmp_path):
@@ -721,26 +723,36 @@ def test_zip_without_weights(tmp_path):
 
 
 def test_npz_weights_are_refused(tmp_path):
+    """An npz-format .keras is refused by name, also when it holds an asset named like torch.save's
+    <root>/data.pkl: config.json + model.weights.npz is a Keras archive (it had been routed to the torch
+    reader as a pickle archive, whose error says nothing of Keras)."""
+    from htsr.io import open_source
+
     path = tmp_path / "npz.keras"
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("config.json", json.dumps(TOY_CONFIG))
         zf.writestr("model.weights.npz", b"PK\x05\x06" + bytes(18))
-    with pytest.raises(SourceError) as ei:
-        KerasFile(path)
-    _one_line_source_error(ei, str(path), "model.weights.npz")
+        zf.writestr("assets/data.pkl", b"a tokenizer, not a torch pickle")
+    assert is_keras_archive(["config.json", "model.weights.npz"])
+    for opener in (KerasFile, open_source):
+        with pytest.raises(SourceError) as ei:
+            opener(path)
+        _one_line_source_error(ei, str(path), "model.weights.npz", "re-save")
 
 
-def test_corrupt_config(tmp_path):
+@pytest.mark.parametrize("bad, says", [(b"{not json", "corrupt Keras config"),
+                                        (b"[1, 2]", "not a JSON object")])  # valid JSON, no model config
+def test_corrupt_config(tmp_path, bad, says):
     t, groups = toy_h5_tensors()
     path = write_keras(tmp_path / "bad.keras", TOY_CONFIG, t, groups)
     raw = io.BytesIO()
     with zipfile.ZipFile(path) as src, zipfile.ZipFile(raw, "w") as dst:
         for n in src.namelist():
-            dst.writestr(n, b"{not json" if n == "config.json" else src.read(n))
+            dst.writestr(n, bad if n == "config.json" else src.read(n))
     path.write_bytes(raw.getvalue())
     with pytest.raises(SourceError) as ei:
         KerasFile(path)
-    _one_line_source_error(ei, str(path), "config.json")
+    _one_line_source_error(ei, str(path), "config.json", says)
 
 
 def test_corrupt_weights_member(tmp_path):
@@ -751,6 +763,190 @@ def test_corrupt_weights_member(tmp_path):
     with pytest.raises(SourceError) as ei:
         KerasFile(path)
     _one_line_source_error(ei, str(path), "model.weights.h5", "HDF5")
+
+
+def test_a_deflated_weights_member_that_is_no_hdf5_is_refused_by_its_first_bytes(tmp_path):
+    """A compressed model.weights.h5 that does not start with the HDF5 signature is refused before it is
+    copied out, the message quoting its first bytes and saying to re-save (not h5py's 'not a readable
+    HDF5 file' once all of it had been extracted to a temporary file)."""
+    path = tmp_path / "bad.keras"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("config.json", json.dumps(TOY_CONFIG))
+        zf.writestr("model.weights.h5", b"GARBAGE!" + bytes(4096))
+    with pytest.raises(SourceError) as ei:
+        KerasFile(path)
+    _one_line_source_error(ei, str(path), "model.weights.h5 is not an HDF5 file (starts with b'GARBAGE!')",
+                           "re-save the model")
+
+
+def _central_record(raw: bytes, name: str) -> int:
+    """The offset of member ``name``'s central-directory record in a zip's bytes (from the end record)."""
+    end = raw.rfind(b"PK\x05\x06")
+    at = int.from_bytes(raw[end + 16:end + 20], "little")
+    while raw[at:at + 4] == b"PK\x01\x02":
+        n, extra, comment = (int.from_bytes(raw[at + o:at + o + 2], "little") for o in (28, 30, 32))
+        if raw[at + 46:at + 46 + n] == name.encode():
+            return at
+        at += 46 + n + extra + comment
+    raise AssertionError(f"{name} not in the central directory")
+
+
+def _damage_encrypted(raw: bytearray, info: zipfile.ZipInfo) -> None:
+    at = _central_record(raw, info.filename)
+    raw[at + 8] |= 0x1  # general purpose flag bit 0: encrypted
+
+
+def _damage_local_signature(raw: bytearray, info: zipfile.ZipInfo) -> None:
+    raw[info.header_offset:info.header_offset + 4] = b"PK\x07\x08"  # a signature, but no local header's
+
+
+def _damage_sizes(raw: bytearray, info: zipfile.ZipInfo) -> None:
+    at = _central_record(raw, info.filename)
+    for o in (20, 24):  # compressed and uncompressed size: 1 MiB more than the archive holds
+        raw[at + o:at + o + 4] = (info.file_size + (1 << 20)).to_bytes(4, "little")
+
+
+@pytest.mark.parametrize("damage, says", [
+    (_damage_encrypted, "model.weights.h5 is encrypted; htsr cannot read it"),
+    (_damage_local_signature, "corrupt zip archive (bad local header for model.weights.h5); truncated?"),
+    (_damage_sizes, "model.weights.h5 runs past the end of the archive (truncated?)"),
+])
+def test_a_stored_weights_member_with_lying_zip_headers_is_refused_not_read(keras_file, damage, says):
+    """A stored model.weights.h5 is read in place, where its zip headers say it is: a member flagged
+    encrypted, one whose local header is no local header, and one whose declared size runs past the end of
+    the file are each refused by a one-line message naming the member. In each the HDF5 bytes themselves
+    are intact, so without those checks the archive had been read as if nothing were wrong (ciphertext,
+    a misplaced window, a window onto the central directory)."""
+    raw = bytearray(keras_file.read_bytes())
+    with zipfile.ZipFile(keras_file) as z:
+        info = z.getinfo("model.weights.h5")
+    assert info.compress_type == zipfile.ZIP_STORED
+    damage(raw, info)
+    keras_file.write_bytes(bytes(raw))
+    with pytest.raises(SourceError) as ei:
+        KerasFile(keras_file)
+    _one_line_source_error(ei, str(keras_file), says)
+
+
+def test_the_window_on_a_stored_weights_member_ends_where_the_member_ends(keras_file):
+    """The seekable window h5py reads a stored model.weights.h5 through gives exactly the member's bytes:
+    read to the end, and from SEEK_END, it stops at the member's last byte, not at the archive's (the
+    central directory after it is no part of the HDF5 file)."""
+    from htsr.io.keras import _member_file
+
+    with zipfile.ZipFile(keras_file) as z:
+        info = z.getinfo("model.weights.h5")
+        want = z.read(info)
+        f = _member_file(keras_file, z, info)
+    try:
+        assert len(want) < keras_file.stat().st_size - 100  # the central directory and more follow it
+        assert f.read() == want
+        assert f.seek(-16, io.SEEK_END) == len(want) - 16
+        assert f.read() == want[-16:] and f.read() == b""
+    finally:
+        f.close()
+
+
+def test_a_custom_attention_projection_whose_first_two_axes_are_equal_is_not_guessed(tmp_path):
+    """A custom attention layer's query kernel [4, 4, 8] may be [dim, heads, head_dim] or keras_hub's
+    [heads, dim, head_dim]: with no equation saved, nothing tells which axis is the model width, so it is
+    listed as skipped, not read one way at a guess. A kernel whose first two axes differ ([4, 16, 8]: the
+    width is 16) is read (as [heads·head_dim, dim])."""
+    q, k = _f32(4, 4, 8, seed=40), _f32(4, 16, 8, seed=41)
+    config = model("Functional", "m", [{"module": None, "class_name": "htsr_test>SquareAttention",
+                                        "config": {"name": "attn"}, "registered_name": "htsr_test>SquareAttention"}])
+    path = write_keras(tmp_path / "a.keras", config, {"layers/square_attention/query_dense/vars/0": q,
+                                                      "layers/square_attention/key_dense/vars/0": k})
+    src = KerasFile(path)
+    refs = {r.name: r for r in src}
+    assert list(refs) == ["attn.key"]
+    assert (refs["attn.key"].kind, refs["attn.key"].shape) == ("dense", (32, 16))
+    np.testing.assert_array_equal(refs["attn.key"].load(), k.transpose(1, 0, 2).reshape(16, 32).T)
+    assert [w for w, _ in src.skipped] == ["/layers/square_attention/query_dense/vars/0"]
+
+
+def test_a_custom_layer_with_an_embedding_config_and_a_second_variable_is_no_embedding(tmp_path):
+    """A registered layer whose config holds input_dim and output_dim is read as Embedding only if its
+    variables are an Embedding's: the table alone. With a [dim] vector beside it (its own scale) it is a
+    custom layer whose 2-D variable is a row as stored (it had been the Embedding 'emb', its vector taken
+    for a bias)."""
+    table, vec = _f32(50, 16, seed=42), _f32(16, seed=43)
+    lc = {"module": None, "class_name": "htsr_test>ScaledEmbedding", "registered_name": "htsr_test>ScaledEmbedding",
+          "config": {"name": "emb", "input_dim": 50, "output_dim": 16}}
+    path = write_keras(tmp_path / "e.keras", model("Functional", "m", [lc]),
+                       {"layers/scaled_embedding/vars/0": table, "layers/scaled_embedding/vars/1": vec})
+    (ref,) = list(KerasFile(path))
+    assert (ref.name, ref.kind, ref.shape) == ("emb.vars.0", None, (50, 16))
+    np.testing.assert_array_equal(ref.load(), table)
+    # the same layer with the table alone is an Embedding, by its config
+    path = write_keras(tmp_path / "e1.keras", model("Functional", "m", [lc]), {"layers/scaled_embedding/vars/0": table})
+    (ref,) = list(KerasFile(path))
+    assert (ref.name, ref.kind, ref.shape) == ("emb", "embedding", (50, 16))
+
+
+def test_a_custom_layers_projections_come_before_its_other_sub_layers(tmp_path):
+    """A layer's sub-objects come in the order it uses them: its attention projections first (query, key,
+    value, attention_output), the rest after them by name, although the file lists them alphabetically
+    ('aux_dense' before 'query_dense'; the rest had come first)."""
+    q, aux = _f32(16, 2, 4, seed=45), _f32(8, 3, seed=46)
+    lc = {"module": None, "class_name": "htsr_test>GatedAttention", "registered_name": "htsr_test>GatedAttention",
+          "config": {"name": "attn"}}
+    path = write_keras(tmp_path / "g.keras", model("Functional", "m", [lc]),
+                       {"layers/gated_attention/aux_dense/vars/0": aux,
+                        "layers/gated_attention/query_dense/vars/0": q})
+    assert [(r.name, r.kind, r.shape) for r in KerasFile(path)] == [
+        ("attn.query", "dense", (8, 16)), ("attn.aux_dense.vars.0", None, (8, 3))]
+
+
+def test_a_custom_layer_with_units_and_recurrent_keys_in_its_config_is_no_dense(tmp_path):
+    """A registered layer whose config holds 'units' beside recurrent_* keys is a recurrent cell, not a Dense
+    subclass, even when its own variables are a kernel and a bias (its recurrent weights in a sub-layer):
+    its kernel is a row of its own, as stored (it had been read as the Dense 'cell', transposed)."""
+    k = _f32(4, 6, seed=44)
+    lc = {"module": None, "class_name": "htsr_test>SplitCell", "registered_name": "htsr_test>SplitCell",
+          "config": {"name": "cell", "units": 6, "recurrent_activation": "sigmoid"}}
+    path = write_keras(tmp_path / "c.keras", model("Functional", "m", [lc]),
+                       {"layers/split_cell/vars/0": k, "layers/split_cell/vars/1": np.zeros(6, np.float32)})
+    (ref,) = list(KerasFile(path))
+    assert (ref.name, ref.kind, ref.shape) == ("cell.vars.0", None, (4, 6))
+    np.testing.assert_array_equal(ref.load(), k)
+
+
+def test_a_registered_conv_subclass_in_a_legacy_h5_keeps_its_own_matrix(tmp_path):
+    """A registered Conv2D subclass (its config is Conv2D's) in a legacy .h5: its kernel is Conv2D's, but a
+    matrix of its own ('u', [8, 8]) is a row as stored, not dropped as a Conv2D's 'bias or state'."""
+    k, u = _f32(3, 3, 4, 8, seed=47), _f32(8, 8, seed=48)
+    lc = {"class_name": "htsr_test>StdConv2D", "config": {"name": "conv", "filters": 8, "kernel_size": [3, 3]}}
+    path = write_legacy(tmp_path / "s.h5", {"conv": [("conv/kernel:0", k), ("conv/u:0", u)]},
+                        {"class_name": "Functional", "config": {"name": "m", "layers": [lc]}})
+    src = KerasFile(path)
+    assert [(r.name, r.kind, r.shape) for r in src] == [("conv", "conv2d", (8, 4, 3, 3)), ("conv.u", None, (8, 8))]
+    np.testing.assert_array_equal(list(src)[1].load(), u)
+    assert not src.skipped
+
+
+@pytest.mark.parametrize("weights_only", [True, False])
+def test_legacy_name_lists_split_over_numbered_attributes_are_read_whole(tmp_path, weights_only):
+    """Keras splits an attribute list longer than HDF5's 64 KB limit into layer_names0, layer_names1 … (and
+    weight_names0, …): every chunk is read, and a weights-only file holding only the numbered attribute is
+    still a legacy Keras file (it had been 'not a Keras model or weights file', or lost every layer and
+    weight after the first chunk)."""
+    kernels = {n: _f32(6 + i, 4, seed=50 + i) for i, n in enumerate(("fc_a", "fc_b", "fc_c"))}
+    path = write_legacy(tmp_path / "split.h5", {n: [(f"{n}/kernel:0", k)] for n, k in kernels.items()},
+                        model("Sequential", "m", [layer("Dense", n, units=4) for n in kernels]), weights_only)
+    with h5py.File(path, "a") as f:
+        root = f if weights_only else f["model_weights"]
+        names = list(root.attrs["layer_names"])
+        del root.attrs["layer_names"]
+        root.attrs["layer_names0"], root.attrs["layer_names1"] = names[:1], names[1:]
+        g = root["fc_b"]  # a layer's weight list split too: its kernel is listed in the second chunk
+        g.create_dataset("fc_b/bias:0", data=_f32(4, seed=60))
+        g.attrs["weight_names0"], g.attrs["weight_names1"] = [b"fc_b/bias:0"], [b"fc_b/kernel:0"]
+        del g.attrs["weight_names"]
+    refs = {r.name: r for r in KerasFile(path)}
+    assert list(refs) == ["fc_a", "fc_b", "fc_c"]
+    for n, k in kernels.items():
+        np.testing.assert_array_equal(refs[n].load(), k.T)
 
 
 @pytest.mark.parametrize("cut", [8, 100, 1000, -200])
@@ -1401,7 +1597,8 @@ def test_a_weights_only_keras2_file_does_not_guess_a_long_3d_kernel_is_a_conv(tm
 
 def test_layer_attributes_named_like_training_state_are_layers(keras, tmp_path):
     """A subclassed model's aux_loss_head, head_for_metric, ctx_tracker are layers: they were dropped with the
-    optimizer because their keys contain loss / metric / tracker. The optimizer's moments stay out."""
+    optimizer because their keys contain loss / metric / tracker. So is compile_loss_head, whose key only starts
+    with a training-state name (the whole key is matched, not its start). The optimizer's moments stay out."""
     L = keras.layers
 
     class Net(keras.Model):
@@ -1411,10 +1608,12 @@ def test_layer_attributes_named_like_training_state_are_layers(keras, tmp_path):
             self.aux_loss_head = L.Dense(48)
             self.head_for_metric = L.Dense(40)
             self.ctx_tracker = L.Embedding(100, 32)
+            self.compile_loss_head = L.Dense(36)
 
         def call(self, x):
             h = self.body(x)
-            return self.aux_loss_head(h)[..., :2] + 0 * self.head_for_metric(h)[..., :2]
+            return (self.aux_loss_head(h)[..., :2] + 0 * self.head_for_metric(h)[..., :2]
+                    + 0 * self.compile_loss_head(h)[..., :2])
 
     keras.utils.set_random_seed(0)
     net = Net()
@@ -1424,8 +1623,9 @@ def test_layer_attributes_named_like_training_state_are_layers(keras, tmp_path):
     net.save(tmp_path / "net.keras")
     for src in (net, tmp_path / "net.keras"):
         r = htsr.analyze(src, min_evals=10)
-        assert sorted(x.name for x in r.layers) == ["aux_loss_head", "body", "ctx_tracker", "head_for_metric"], src
-        assert r.num_tensors == 7, src  # 4 matrices and 3 biases; no optimizer moment
+        assert sorted(x.name for x in r.layers) == ["aux_loss_head", "body", "compile_loss_head", "ctx_tracker",
+                                                    "head_for_metric"], src
+        assert r.num_tensors == 9, src  # 5 matrices and 4 biases; no optimizer moment
 
 
 def test_element_wise_2d_parameters_are_no_weight_matrices(keras, tmp_path):
@@ -1502,6 +1702,32 @@ def test_a_live_layer_that_cannot_list_its_variables_gets_a_row_and_the_others_g
     assert status["fc1"] == status["fc2"] == "ok"
     assert status["fragile"] == ("skipped: Fragile.save_own_variables failed, so its variables cannot be listed "
                                  "(RuntimeError: not serializable on this backend)")
+
+
+def test_a_live_model_keras_cannot_serialize_lists_its_layers_in_the_models_order(keras):
+    """A model with a layer whose config Keras cannot write (an object argument: get_config raises) has no
+    config.json to match its layers to; its rows still come by the model's own layer list, in its order and
+    by the layers' names (without it they came in the entries' alphabetical order: dense, dense_1, scaled)."""
+    L = keras.layers
+
+    class Scaled(L.Layer):
+        def __init__(self, table, **kw):
+            super().__init__(**kw)
+            self.table = table
+
+        def build(self, shape):
+            self.w = self.add_weight(shape=(shape[-1], 6), name="w")
+
+        def call(self, x):
+            return keras.ops.matmul(x, self.w)
+
+    keras.utils.set_random_seed(0)
+    i = keras.Input((16,))
+    net = keras.Model(i, L.Dense(4, name="head")(Scaled(object(), name="scaled")(L.Dense(8, name="stem")(i))))
+    with pytest.raises(NotImplementedError):
+        keras.saving.serialize_keras_object(net)
+    assert [(r.name, r.kind, r.shape) for r in KerasModel(net)] == [
+        ("stem", "dense", (8, 16)), ("scaled.vars.0", None, (8, 6)), ("head", "dense", (4, 6))]
 
 
 def test_broken_keras_archives_are_named_and_one_bad_layer_config_does_not_stop_the_run(keras, tmp_path):
@@ -1936,6 +2162,24 @@ def test_a_keras_3_2_int8_dense_whose_policy_is_a_string_is_dequantized(tmp_path
     (ref,) = list(KerasFile(path))
     assert (ref.name, ref.kind, ref.shape, ref.bits) == ("d", "dense", (24, 16), 8)
     np.testing.assert_array_equal(ref.load(), (q.astype(np.float32) / s).T)
+
+
+@pytest.mark.parametrize("codes, last", [
+    (np.arange(16 * 24).reshape(16, 24).astype(np.uint8), None),  # unsigned codes, no scale
+    (np.arange(16 * 24).reshape(16, 24).astype(np.int8), np.arange(1, 25, dtype=np.int32)),  # an integer bias
+    (np.arange(16 * 24).reshape(16, 24).astype(np.int8), np.linspace(1, 2, 16, dtype=np.float32)),  # [in], not [units]
+], ids=["uint8", "int32-bias", "scale-of-inputs"])
+def test_integer_dense_kernels_that_are_not_keras_int8_layouts_get_skipped_rows(tmp_path, codes, last):
+    """Only Keras's int8 layout is dequantized: int8 codes [in, units] beside a float kernel_scale [units].
+    Unsigned codes, an int8 kernel whose last variable is an integer bias, or a float vector of the inputs'
+    length are quantized layers htsr does not know: each gets a skipped row saying so (the uint8 codes had
+    been analysed as floats; the integer bias and the [in] vector taken for a scale)."""
+    tensors = {"layers/dense/vars/0": codes, **({"layers/dense/vars/1": last} if last is not None else {})}
+    path = write_keras(tmp_path / "q.keras", model("Sequential", "m", [layer("Dense", "d", units=24)]), tensors)
+    (row,) = htsr.analyze(path, min_evals=5).layers
+    assert row.name == "d"
+    assert row.status.startswith(f"skipped: {codes.dtype} codes of a quantized Keras layer that htsr does not "
+                                 "dequantize"), row.status
 
 
 def test_an_int8_dense_rows_share_their_scale_along_the_inputs(tmp_path):
