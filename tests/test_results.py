@@ -198,7 +198,7 @@ def test_any_csv_in_a_model_folder_is_an_output_not_an_input():
 def test_a_whole_number_below_a_billion_has_no_exponent():
     # format_value's docstring: whole numbers without a point
     assert format_value(2_000_000.0) == "2000000" and format_value(123_456_789.0) == "123456789"
-    assert format_value(2e9) == "2e+09"
+    assert format_value(2e9) == "2e+09" and format_value(1e9) == "1e+09"  # a billion itself: the exponent form
 
 
 def test_infinities_are_empty_csv_fields_as_in_the_json():
@@ -265,3 +265,239 @@ def test_the_layers_csv_header_is_the_fixed_schema():
         "loc_pr_tail_mean,loc_pr_tail_std,loc_pr_bulk_mean,loc_pr_bulk_std,loc_lr_tail_mean,"
         "loc_lr_tail_std,loc_lr_bulk_mean,loc_lr_bulk_std,loc_ent_tail_mean,loc_ent_tail_std,"
         "loc_ent_bulk_mean,loc_ent_bulk_std")
+
+
+# ------------------------------------------------------------------ mutation round 35 (2026-12-06)
+def test_a_count_that_is_not_whole_is_written_as_it_is():
+    """as_dict makes a count an int only where it is whole: a fractional value (a count averaged by a caller, or a
+    value set by hand) is kept, not truncated (2.5 had been written as 2)."""
+    rec = result_of([layer_row("a", num_fit_evals=2.5, num_spikes=3.0)]).to_records()[0]
+    assert rec["num_fit_evals"] == 2.5 and type(rec["num_fit_evals"]) is float
+    assert rec["num_spikes"] == 3 and type(rec["num_spikes"]) is int
+
+
+def test_the_numeric_columns_include_the_integer_ones():
+    """compare ranks layers by any column of NUMERIC_COLUMNS: the int columns (N, M, num_matrices, num_evals) are
+    numeric as well as the float ones; the text ones are not."""
+    from htsr.results import COLUMN_DTYPES, NUMERIC_COLUMNS
+
+    assert {"N", "M", "num_matrices", "num_evals", "alpha", "num_traps"} <= set(NUMERIC_COLUMNS)
+    assert not {"name", "kind", "shape", "status", "warning", "eig_method", "best_fit", "phase",
+                "trap_weights"} & set(NUMERIC_COLUMNS)
+    assert len(NUMERIC_COLUMNS) == sum(t != "object" for t in COLUMN_DTYPES.values())
+
+
+def test_every_summary_metric_is_averaged_over_its_finite_values():
+    """Each of the summary's 14 means (README's list) is the mean of its finite values: NaN and ±inf are left out
+    (an inf had made the mean inf). Values are binary fractions, so the means are exact."""
+    expected = ("alpha", "alpha_weighted", "log_alpha_norm", "log_norm", "log_spectral_norm", "stable_rank",
+                "entropy", "D", "sigma", "bayes_alpha", "pl_pvalue", "mp_softrank", "rand_js_distance",
+                "erg_delta_lambda_min")
+    rows = [layer_row("a", **{m: 0.25 for m in expected}), layer_row("b", **{m: 0.5 for m in expected}),
+            layer_row("c", **{m: math.inf for m in expected}), layer_row("d", **{m: math.nan for m in expected})]
+    assert Summary.of(rows).means == {m: 0.375 for m in expected}
+
+
+def test_a_fitted_layer_whose_extras_failed_counts_as_fitted():
+    """status 'ok; diagnostics failed: …' is a fitted layer (its leading word before ';'); 'fit_failed: …' is a layer
+    not fitted, not a failed one."""
+    rows = [layer_row("a", status="ok; localization failed: ValueError"), layer_row("b"),
+            layer_row("c", status="fit_failed: a flat tail"), layer_row("d", status="not_fitted: 4 eigenvalues"),
+            layer_row("e", status="failed: NaN weights"), layer_row("f", status="skipped: over max_evals")]
+    s = Summary.of(rows)
+    assert (s.num_layers, s.num_fitted, s.num_not_fitted, s.num_failed, s.num_skipped) == (6, 2, 2, 1, 1)
+
+
+def test_a_layer_with_exactly_the_minimum_replicates_counts_for_the_power_law_warning():
+    """num_no_power_law is over the layers with at least MIN_WARNING_REPLICATES good replicates: exactly that many
+    is enough (the warning uses them); one fewer is not."""
+    from htsr.fits.uncertainty import MIN_WARNING_REPLICATES as n
+
+    no_pl = dict(warning="no-power-law", pl_pvalue=0.02)
+    s = Summary.of([layer_row("a", num_boot=float(n), **no_pl), layer_row("b", num_boot=float(n - 1), **no_pl)])
+    assert s.num_no_power_law == 1
+
+
+def test_diagnostics_that_ran_on_no_layer_are_nan_not_zero():
+    """Without the MP fit, randomize, bootstrap or tails, the phase counts, num_with_traps, num_no_power_law and the
+    shares are NaN (undefined: 'n/a' with why_undefined's reason), not 0 (a count of 0 says it ran and found none)."""
+    s = Summary.of([layer_row("a"), layer_row("b")])
+    assert all(math.isnan(v) for v in s.phases.values()) and set(s.phases) == set(htsr.rmt.phases.PHASES)
+    for v in (s.num_with_traps, s.num_no_power_law, s.share_plausible_pl, s.share_best_fit_pl):
+        assert math.isnan(v)
+    assert s.phases == Summary.of([layer_row("a", phase="")]).phases  # an empty phase is no vote either
+
+
+def test_means_over_untagged_rows_when_the_updates_are_not_fitted():
+    """With --base, the adapted model's rows are its #merged rows and the rows of no tag (modules the adapter does not
+    touch): updates not fitted and no #merged row, the means are over the untagged rows, labelled 'merged'."""
+    nf = dict(alpha=math.nan, status="not_fitted: rank-8 update")
+    s = Summary.of([layer_row("q#delta", **nf), layer_row("q#base", alpha=4.0), layer_row("emb", alpha=5.0)])
+    assert s.means_over == "merged" and s.means["alpha"] == 5.0
+
+
+def test_a_lone_surrogate_in_a_name_is_written_escaped(tmp_path):
+    """A tensor name no UTF-8 can spell (a lone surrogate, from a JSON header's \\udcff escape) is written
+    backslash-escaped: the table is written, not lost to a UnicodeEncodeError."""
+    result_of([layer_row("a\udcffb")]).to_csv(tmp_path / "layers.csv")
+    assert (tmp_path / "layers.csv").read_bytes().split(b"\n")[1].startswith(b"a\\udcffb,dense,")
+
+
+def test_a_folder_given_as_an_output_file_is_named_as_a_folder(tmp_path):
+    """atomic_write to an existing folder says it needs a file path (not that it is a device or pipe); write_outputs
+    says so too, naming the flag of that output (the set has several), and writes none of the set."""
+    from htsr.errors import OutputError
+    from htsr.results import write_outputs
+
+    (tmp_path / "out").mkdir()
+    with pytest.raises(OutputError, match="needs a file path, not a folder"):
+        atomic_write(tmp_path / "out", "x")
+    with pytest.raises(OutputError) as e:
+        write_outputs([("--json", tmp_path / "r.json", "{}"), ("--report", tmp_path / "out", "<html>")])
+    assert str(e.value) == f"--report {tmp_path / 'out'}: needs a file path, not a folder"
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_a_rename_that_fails_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """atomic_write whose final rename fails (a read-only mount, a name the file system refuses) removes its
+    temporary file and says it cannot write."""
+    from htsr.errors import OutputError
+
+    def refuse(src, dst):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(OutputError, match="cannot write"):
+        atomic_write(tmp_path / "layers.csv", "x")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_stale_output_that_is_a_dangling_link_is_removed(tmp_path):
+    """write_outputs removes an earlier run's output this run has none of, also when it is a link to a file that is
+    gone (is_file() is False for it): it would otherwise be taken for this run's."""
+    from htsr.results import write_outputs
+
+    (tmp_path / "report.html").symlink_to(tmp_path / "gone.html")
+    removed = write_outputs([("--out", tmp_path / "layers.csv", "x"), ("--report", tmp_path / "report.html", None)])
+    assert removed == [tmp_path / "report.html"] and sorted(os.listdir(tmp_path)) == ["layers.csv"]
+
+
+def test_output_folders_are_locked_in_sorted_order(tmp_path, monkeypatch):
+    """_lock_folders takes the locks in sorted order whatever order it is given them (two runs each holding a folder
+    the other waits for would deadlock). Six folders: an unsorted order passing by chance has odds 1/720."""
+    folders = [tmp_path / c for c in "fedcba"]
+    for f in folders:
+        f.mkdir()
+    opened, real_open = [], os.open
+    monkeypatch.setattr(os, "open", lambda p, *a: opened.append(Path(p)) or real_open(p, *a))
+    fds = _lock_folders(folders)
+    for fd in fds:
+        os.close(fd)
+    assert [p for p in opened if p in folders] == sorted(folders)
+
+
+def test_why_undefined_names_each_options_reason():
+    """The reasons beside 'n/a': MP fit on by default (its key absent is not --no-mp-fit), randomize on or off, and
+    a bootstrap of exactly MIN_WARNING_REPLICATES (enough: the reason is then that no layer had as many good ones)."""
+    from htsr.fits.uncertainty import MIN_WARNING_REPLICATES as n
+
+    assert why_undefined({})["phases"].startswith("no layer has a Marchenko-Pastur fit")
+    assert why_undefined({"mp_fit": False})["phases"] == "--no-mp-fit"
+    assert why_undefined({})["num_with_traps"] == "--randomize"
+    assert why_undefined({"randomize": True})["num_with_traps"].startswith("no layer randomised")
+    assert why_undefined({"bootstrap": n})["num_no_power_law"].startswith(f"no layer fitted with {n} good replicates")
+    assert why_undefined({"bootstrap": n - 1})["num_no_power_law"] == f"--bootstrap {n - 1}: fewer than {n} replicates"
+
+
+@pytest.mark.parametrize("options, extra", [
+    ({"drop_top": 0, "clip_xmax": False, "farms_aspect": None, "randomize": False}, ()),
+    ({"clip_xmax": True}, ("alpha", "raw_alpha", "num_fingers", "bayes_alpha_lo")),
+    ({"farms_aspect": 2.0}, ("num_evals", "farms_windows", "farms_xmin", "alpha")),
+])
+def test_an_options_columns_follow_their_column_and_an_option_off_adds_none(options, extra):
+    """table_columns: an option off (None, False or 0: drop_top=0 drops nothing) adds no column; one on puts its
+    columns right after the column it follows."""
+    cols = table_columns(result_of([layer_row()], **options))
+    if not extra:
+        assert cols == TABLE_COLUMNS
+    else:
+        i = cols.index(extra[0])
+        assert cols[i:i + len(extra)] == extra
+
+
+def test_format_characters_take_no_column():
+    """shown_width: a zero-width joiner or a BOM (category Cf) takes no column, so the cells after it stay aligned."""
+    assert shown_width("a\u200db") == 2 and shown_width("\ufeffab") == 2
+
+
+def test_a_csv_without_a_status_column_is_not_a_layers_csv(tmp_path):
+    """read_layers refuses a table whose header lacks name or status (another tool's CSV with a name column)."""
+    from htsr.results import read_layers
+
+    (tmp_path / "other.csv").write_text("name,alpha\na,3.0\n")
+    with pytest.raises(htsr.errors.SourceError, match="not a layers.csv htsr wrote"):
+        read_layers(tmp_path / "other.csv")
+
+
+def test_a_layer_named_like_a_missing_value_reads_back_by_its_name(tmp_path):
+    """read_layers takes only an empty cell for NaN, and only in a numeric column: a layer named 'NA' or 'null' (a
+    text that pandas would read as missing by default) keeps its name."""
+    from htsr.results import read_layers
+
+    pytest.importorskip("pandas")
+    result_of([layer_row("NA"), layer_row("null", best_fit="n/a")]).to_csv(tmp_path / "layers.csv")
+    back = read_layers(tmp_path / "layers.csv")
+    assert list(back["name"]) == ["NA", "null"] and list(back["best_fit"]) == ["", "n/a"]
+
+
+def test_not_analysed_reasons_most_frequent_first_with_a_few_examples():
+    """NotAnalysed.tally: one entry per reason, the most frequent first (ties by reason), each with its count and
+    its first MAX_EXAMPLES names."""
+    from htsr.results import NotAnalysed
+
+    t = NotAnalysed.tally({"a 1-D norm scale": ["n1", "n2"], "a bias": ["b1", "b2", "b3", "b4"], "a filter": ["f1"],
+                           "a buffer": ["u1", "u2"]})
+    assert [(n.reason, n.count, n.examples) for n in t] == [
+        ("a bias", 4, ("b1", "b2", "b3")), ("a 1-D norm scale", 2, ("n1", "n2")), ("a buffer", 2, ("u1", "u2")),
+        ("a filter", 1, ("f1",))]
+
+
+def test_a_json_result_reads_back_whole(tmp_path):
+    """to_json then load_result: rows, source, options, the tensors not analysed and the path analysed come back;
+    the file's suffix may be upper case (RUN.JSON)."""
+    from htsr.results import NotAnalysed
+
+    rows = (layer_row("a", phase="heavy-tailed"), layer_row("b", alpha=2.5))
+    r = AnalysisResult(rows, Summary.of(rows), "m.safetensors", {"bootstrap": 0}, (), 7,
+                       NotAnalysed.tally({"a bias": ["b1", "b2"]}), "models/m.safetensors")
+    r.to_json(tmp_path / "RUN.JSON")
+    back = load_result(tmp_path / "RUN.JSON")
+    assert back == r
+
+
+@pytest.mark.parametrize("keep", [["layers.csv"], ["summary.json"]])
+def test_a_folder_with_only_one_of_the_run_files_is_no_saved_run(tmp_path, keep):
+    """A saved run's folder has both layers.csv and summary.json; one of them alone (a copy cut short) is not one."""
+    from htsr.results import saved_result
+
+    folder = save_run(result_of([layer_row("a")]), tmp_path / "run")
+    for f in {"layers.csv", "summary.json"} - set(keep):
+        (folder / f).unlink()
+    assert saved_result(folder) is None
+
+
+def test_a_run_folder_with_a_figures_subfolder_is_still_a_saved_run(tmp_path):
+    """Folders beside the run's files (figures written into a subfolder) do not make it a model folder."""
+    from htsr.results import saved_result
+
+    folder = save_run(result_of([layer_row("a")]), tmp_path / "run")
+    (folder / "figures").mkdir()
+    assert saved_result(folder) == folder
+
+
+def test_a_link_loop_given_as_a_saved_run_is_said_to_be_one(tmp_path):
+    """load_result of a link that leads round in a loop says so (as a source does), not 'not a saved htsr run'."""
+    (tmp_path / "l1").symlink_to(tmp_path / "l2")
+    (tmp_path / "l2").symlink_to(tmp_path / "l1")
+    with pytest.raises(htsr.errors.SourceError, match="a loop of symbolic links"):
+        load_result(tmp_path / "l1")
