@@ -16,7 +16,8 @@ import htsr
 from htsr.io import open_source
 from htsr.io.safetensors import SafetensorsFile
 
-_ST = {"float32": "F32", "float16": "F16", "float8_e4m3fn": "F8_E4M3", "int8": "I8", "uint8": "U8", "int32": "I32",
+_ST = {"float32": "F32", "float16": "F16", "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2", "int8": "I8",
+       "uint8": "U8", "int32": "I32",
        "uint32": "U32", "int64": "I64",
        "bfloat16": "BF16"}
 
@@ -149,11 +150,24 @@ def test_an_fp8_shard_whose_scales_are_in_another_gets_a_skipped_row_when_the_co
     assert htsr.analyze(alone).layers[0].status == "ok"  # no config: as stored
     ct = {"quant_method": "compressed-tensors", "format": "float-quantized", "config_groups": {"group_0": {
         "targets": ["Linear"], "weights": {"num_bits": 8, "type": "float", "strategy": "block"}}}}
-    for config in ({"quant_method": "fp8", "weight_block_size": [128, 128]}, ct):  # Hugging Face's, llm-compressor's
+    # Hugging Face's, its FBGEMM per-row FP8's, llm-compressor's
+    for config in ({"quant_method": "fp8", "weight_block_size": [128, 128]}, {"quant_method": "fbgemm_fp8"}, ct):
         (folder / "config.json").write_text(json.dumps({"quantization_config": config}))
         assert htsr.analyze(alone).layers[0].status.startswith(
             "skipped: float8_e4m3fn weight without its scale (weight_scale_inv / weight_scale), which config.json's")
         assert htsr.analyze(folder).layers[0].status == "ok"
+
+
+def test_an_fp8_expert_stack_whose_scale_is_in_another_shard_gets_a_skipped_row(tmp_path):
+    """A fused expert parameter (transformers' FP8 experts: no '.weight' in its name, its ``_scale_inv`` in
+    another shard) under a config declaring FP8: its e4m3 codes are no weights either (they had been analysed
+    raw, each expert 'ok'); without the config they are analysed as stored."""
+    q = np.random.default_rng(0).standard_normal((2, 256, 128)).astype(ml_dtypes.float8_e4m3fn)
+    shard = _save(tmp_path / "model-00001-of-00002.safetensors", {"mlp.experts.gate_up_proj": q})
+    assert [r.status for r in htsr.analyze(shard, min_evals=5).layers] == ["ok", "ok"]
+    (tmp_path / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "fp8"}}))
+    rows = htsr.analyze(shard, min_evals=5).layers
+    assert rows and all(r.status.startswith("skipped: float8_e4m3fn weight without its scale") for r in rows)
 
 
 def test_int8_per_channel_scale_in_another_shard(tmp_path):
@@ -197,6 +211,7 @@ def test_block_scales_of_other_power_of_two_sizes_and_grids_that_fit_none(tmp_pa
                                                "b.weight_scale": np.ones((3, 5), np.float32)})
     (row,) = htsr.analyze(odd, min_evals=5).layers
     assert row.status.startswith("failed: b.weight with b.weight_scale: scale shape (3, 5) fits no scale layout")
+    assert "(scalar, per output row, or a grid of power-of-two blocks)" in row.status  # the layouts it may have
 
 
 def test_unquantized_weights_keep_a_scale_like_tensor_as_is(tmp_path):
@@ -215,6 +230,8 @@ def test_scalar_and_per_row_scale_layouts(tmp_path, shape):
     s = np.full(shape, 0.5, np.float32)
     ref = {r.name: r for r in open_source(_save(tmp_path / "s.safetensors", {"a.weight": q, "a.weight_scale": s}))}
     assert np.array_equal(ref["a.weight"].load(), q.astype(np.float32) * 0.5)
+    # the entries sharing a scale (a delta's rounding is measured over them): 0 the whole tensor, else a row of 64
+    assert (ref["a.weight"].bits, ref["a.weight"].quant_block) == (8, 0 if math.prod(shape) == 1 else 64)
 
 
 def _bnb_int8(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -389,6 +406,8 @@ def test_gptq_layers_are_unpacked_exactly(tmp_path, bits, act_order):
     assert set(refs) == {"mlp.up_proj.weight", "mlp.up_proj.bias"}  # the parts are not layers
     w = refs["mlp.up_proj.weight"]
     assert (w.shape, w.dtype) == ((96, 256), "float32")
+    # a g_idx may put inputs in groups out of order: no run of consecutive entries is known to share a scale
+    assert (w.bits, w.quant_block) == (bits, None)
     # the same float32 operations on the same integers and fp16 scales: exact (to float32 rounding of the
     # product, which both sides round alike)
     np.testing.assert_allclose(w.load(), want, rtol=1e-6, atol=0)
@@ -396,7 +415,9 @@ def test_gptq_layers_are_unpacked_exactly(tmp_path, bits, act_order):
     assert row.name == "mlp.up_proj" and row.status == "ok" and row.kind == "dense"
 
 
-def test_gptq_v2_zero_points_come_from_the_folder_config(tmp_path):
+@pytest.mark.parametrize("checkpoint_format", ["gptq_v2", "GPTQ_V2"])
+def test_gptq_v2_zero_points_come_from_the_folder_config(tmp_path, checkpoint_format):
+    """checkpoint_format "gptq_v2" (in any case) stores the zero points as they are, not minus one."""
     rng = np.random.default_rng(7)
     codes, zeros, scales, g_idx, want = _quantized(rng, 128, 64, 4, 2)
     (tmp_path / "m").mkdir()
@@ -404,7 +425,7 @@ def test_gptq_v2_zero_points_come_from_the_folder_config(tmp_path):
         "fc.qweight": _pack_words(codes, 4, 0), "fc.qzeros": _pack_words(zeros, 4, 1),  # stored as is
         "fc.scales": scales, "fc.g_idx": g_idx})
     (tmp_path / "m" / "config.json").write_text(json.dumps(
-        {"quantization_config": {"quant_method": "gptq", "bits": 4, "checkpoint_format": "gptq_v2"}}))
+        {"quantization_config": {"quant_method": "gptq", "bits": 4, "checkpoint_format": checkpoint_format}}))
     got = {r.name: r for r in open_source(tmp_path / "m")}["fc.weight"].load()
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)  # (code − zero)·scale rounded once, as want: equal
 
@@ -487,6 +508,7 @@ def test_bitsandbytes_4bit_layers_are_dequantized(tmp_path, nested):
         assert set(refs) == {"mlp.down_proj.weight", "mlp.down_proj.bias"}  # the state's parts are not layers
         w = refs["mlp.down_proj.weight"]
         assert (w.shape, w.dtype) == ((256, 512), "float32")
+        assert (w.bits, w.quant_block) == (4, 64)  # 4-bit codes, one absmax per block of 64 (a delta's rounding)
         np.testing.assert_allclose(w.load(), want, rtol=1e-6, atol=0)  # the same float32 products
         # NF4's largest gap is 0.304 of a block's absmax: each weight within half of it, 0.152·max|W|; a
         # nested absmax is off by at most half a step of its 256-value map, (1/255)·max|W|: 0.16 covers both
@@ -652,6 +674,9 @@ def test_hqq_layers_equal_hqq_dequantize():
         np.testing.assert_allclose(got, want[name], rtol=1e-6, atol=atol, err_msg=name)
     rows = htsr.analyze(folder, min_evals=5).layers
     assert len(rows) == len(want.files) and all(r.status == "ok" for r in rows)
+    # each layer's bits, as make_hqq_reference.py quantized it: the rounding floor a delta of it measures against
+    # (they had been None for every HQQ layer: a delta fell back on float32 rounding)
+    assert [refs[f"model.layers.{i}.self_attn.q_proj.weight"].bits for i in range(8)] == [4, 3, 2, 1, 8, 4, 3, 4]
 
 
 def test_hqq_layers_whose_meta_or_codes_do_not_fit_get_a_row_naming_them():
@@ -813,6 +838,7 @@ def test_compressed_tensors_pack_quantized_layers(tmp_path, bits, n_in, group):
              "mlp.up_proj.weight_shape": np.array([out, n_in], np.int32)}
     refs = {r.name: r for r in open_source(_save(tmp_path / "ct.safetensors", state))}
     assert list(refs) == ["mlp.up_proj.weight"] and refs["mlp.up_proj.weight"].shape == (out, n_in)
+    assert refs["mlp.up_proj.weight"].bits == bits  # (a delta's rounding floor is that of these codes)
     want = (q * np.repeat(scale.astype(np.float32), n_in // scale.shape[1], axis=1)).astype(np.float32)
     # q·scale rounded once to float32 by both: equal
     np.testing.assert_allclose(refs["mlp.up_proj.weight"].load(), want, rtol=1e-6, atol=0)
@@ -871,6 +897,8 @@ def test_mxfp4_experts_as_gpt_oss_stores_them(tmp_path):
     refs = {r.name: r for r in open_source(path)}
     assert set(refs) == {base, "model.layers.0.mlp.router.weight"}
     assert refs[base].shape == (E, 128, out)
+    # given transposed, a row's consecutive entries are not a group of 32 sharing a scale
+    assert (refs[base].bits, refs[base].quant_block) == (4, None)
     np.testing.assert_array_equal(refs[base].load(), want.transpose(0, 2, 1))  # powers of two times FP4: exact
     rows = {r.name: r for r in htsr.analyze(path, min_evals=5).layers}
     assert [rows[f"{base}[{e}]"].kind for e in range(E)] == ["stack"] * E
@@ -1242,3 +1270,314 @@ def test_asymmetric_uint8_weights_subtract_their_zero_point(tmp_path):
     np.testing.assert_array_equal(ref.load(), (q.astype(np.float32) - z) * s)
     r = htsr.analyze(path, min_evals=2)
     assert [(x.name, x.status) for x in r.layers] == [("l", "ok")]
+
+
+# round 37 of mutation testing (io/scales.py, second pass): known answers for what no test had pinned
+
+@pytest.mark.parametrize("fp8", ["float8_e4m3fn", "float8_e5m2"])
+def test_both_ocp_fp8_formats_are_paired_with_their_per_row_scale(tmp_path, fp8):
+    """An E5M2 weight beside its weight_scale is codes × scale like an E4M3 one, its FP8 dtype kept (only the
+    AMD fnuz variants of e5m2 had been tested: a plain e5m2 weight read raw would go unseen)."""
+    rng = np.random.default_rng(30)
+    q = (rng.standard_normal((64, 48)) * 8).astype(getattr(ml_dtypes, fp8))
+    s = rng.uniform(0.001, 0.01, (64, 1)).astype(np.float32)
+    refs = {r.name: r for r in open_source(_save(tmp_path / "m.safetensors", {"l.weight": q, "l.weight_scale": s}))}
+    assert list(refs) == ["l.weight"] and refs["l.weight"].dtype == fp8
+    np.testing.assert_array_equal(refs["l.weight"].load(), q.astype(np.float32) * s)  # one float32 product each
+
+
+def test_fp8_expert_stacks_with_a_scale_rather_than_an_inverse_scale_are_paired(tmp_path):
+    """transformers' FP8 experts may store ``<param>_scale`` (not ``_scale_inv``) beside a fused expert parameter:
+    each expert's codes times its own block scales, the scale no layer (only ``_scale_inv`` had been tested)."""
+    rng = np.random.default_rng(31)
+    q = (rng.standard_normal((2, 256, 128)) * 20).astype(ml_dtypes.float8_e4m3fn)
+    s = rng.uniform(0.001, 0.01, (2, 2, 1)).astype(np.float32)  # [E, ⌈256/128⌉, ⌈128/128⌉]
+    path = _save(tmp_path / "e.safetensors", {"mlp.experts.down_proj": q, "mlp.experts.down_proj_scale": s})
+    refs = {r.name: r for r in open_source(path)}
+    assert list(refs) == ["mlp.experts.down_proj"]
+    want = q.astype(np.float32) * np.repeat(s, 128, axis=1)  # rows 0-127 take block row 0, 128-255 row 1
+    np.testing.assert_array_equal(refs["mlp.experts.down_proj"].load(), want)
+
+
+def test_a_one_dimensional_fp8_tensor_is_not_taken_for_a_weight_missing_its_scale(tmp_path):
+    """With config.json saying the FP8 weights are scaled, a 2-D e4m3 weight without its scale gets a skipped row,
+    but a 1-D e4m3 tensor (a norm's weight: no matrix, no scale expected) still loads as stored."""
+    folder = tmp_path / "m"
+    folder.mkdir()
+    norm = np.linspace(-2, 2, 64).astype(ml_dtypes.float8_e4m3fn)
+    _save(folder / "model.safetensors", {"n.weight": norm, "up.weight": np.ones((64, 64), ml_dtypes.float8_e4m3fn)})
+    (folder / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "fp8"}}))
+    refs = {r.name: r for r in open_source(folder)}
+    np.testing.assert_array_equal(np.asarray(refs["n.weight"].load(), np.float32), norm.astype(np.float32))
+    with pytest.raises(htsr.errors.LayerSkipped, match="float8_e4m3fn weight without its scale"):
+        refs["up.weight"].load()
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig"])
+def test_an_mlx_model_wide_group_size_other_than_64_is_read_from_config_json(tmp_path, encoding):
+    """config.json's model-wide ``quantization`` group size 32 (not MLX's default 64) unpacks a 4-bit layer of
+    256 inputs in 8 groups, whether the file was saved with a UTF-8 byte-order mark or not (the group sizes
+    tested had been the default 64 or a per-layer entry)."""
+    rng = np.random.default_rng(32)
+    parts, want = _mlx_layer(rng, 40, 256, 4, 32)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    _save(folder / "model.safetensors", {f"q.{k}": a for k, a in parts.items()})
+    (folder / "config.json").write_text(json.dumps({"quantization": {"bits": 4, "group_size": 32}}),
+                                        encoding=encoding)
+    (ref,) = open_source(folder)
+    assert (ref.shape, ref.bits, ref.quant_block) == ((40, 256), 4, 32)
+    np.testing.assert_allclose(ref.load(), want, rtol=1e-6, atol=1e-7)  # float32 multiply-add vs product + sum
+
+
+@pytest.mark.parametrize("text", ["{not json", "", "[4, 128]"])
+def test_a_config_json_that_is_no_json_object_is_passed_over_for_quantize_config_json(tmp_path, text):
+    """A config.json that is not JSON, or is JSON but no object, says nothing about quantization: the folder's
+    quantize_config.json still gives the bits of a GPTQ layer whose shapes fit several widths (the reader must
+    neither fail on it nor stop looking)."""
+    rng = np.random.default_rng(26)
+    codes, zeros, scales, _, want = _quantized(rng, 128, 4, 4, 2)  # 4 outputs: widths 2, 3, 4, 8 all fit
+    folder = tmp_path / "m"
+    folder.mkdir()
+    _save(folder / "model.safetensors", {"l.qweight": _pack_words(codes, 4, 0), "l.scales": scales,
+                                         "l.qzeros": np.array([[int("".join(f"{v - 1:x}" for v in z[::-1]), 16)]
+                                                               for z in zeros], np.int32)})
+    (folder / "config.json").write_text(text)
+    (folder / "quantize_config.json").write_text(json.dumps({"bits": 4, "group_size": 64}))
+    # (code − zero)·scale rounded once to float32 by both: equal
+    np.testing.assert_allclose({r.name: r for r in open_source(folder)}["l.weight"].load(), want, rtol=1e-6, atol=0)
+
+
+def test_compressed_tensors_config_groups_that_disagree_leave_bits_and_symmetry_unsaid(tmp_path):
+    """Groups at 3 and 4 bits, one symmetric and one not: no model-wide width or symmetry. A 4-bit symmetric
+    layer of 32 inputs (4 words a row, also the count of 3-bit codes ten to a word) is read as the 4-bit stream
+    its row fits, not as a padded 3-bit one, and without a zero point, as symmetric (only 7 and 8 bits had been
+    tested, where taking either group's width happened to give 8)."""
+    folder = tmp_path / "m"
+    want = _ct_layer(folder, 33, 24, 32, 4)
+    (folder / "config.json").write_text(json.dumps({"quantization_config": {"config_groups": {
+        "group_0": {"weights": {"num_bits": 3, "symmetric": True}},
+        "group_1": {"weights": {"num_bits": 4, "symmetric": False}}}}}))
+    np.testing.assert_array_equal({r.name: r for r in open_source(folder)}["l.weight"].load(), want)
+
+
+def test_a_compressed_tensors_block_structure_with_a_zero_size_is_no_block_structure(tmp_path):
+    """config.json's block_structure [0, 64] describes no blocks: it is ignored and a per-row layer is read from
+    its scale's shape (a zero block size would divide by zero and fail the layer)."""
+    folder = tmp_path / "m"
+    want = _ct_layer(folder, 34, 24, 64, 8)
+    (folder / "config.json").write_text(json.dumps({"quantization_config": {"config_groups": {"group_0": {
+        "weights": {"num_bits": 8, "strategy": "block", "block_structure": [0, 64]}}}}}))
+    np.testing.assert_array_equal({r.name: r for r in open_source(folder)}["l.weight"].load(), want)
+
+
+def test_gptq_and_awq_layers_whose_groups_or_zero_points_do_not_fit_get_a_skipped_row(tmp_path):
+    """A GPTQ layer of 128 inputs (4 bits, quantize_config.json) with 3 groups, an AWQ qweight of 100 inputs in
+    3 groups, and AWQ qzeros one word too wide: skipped rows naming the shapes, never groups made up or zero
+    points from a slice (the second had failed with an IndexError, the third been read from 40 zero points)."""
+    rng = np.random.default_rng(35)
+    words = lambda *shape: rng.integers(0, 2**31, shape).astype(np.int32)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    _save(folder / "model.safetensors", {
+        "g.qweight": words(16, 32), "g.scales": np.ones((3, 32), np.float16), "g.qzeros": words(3, 4),
+        "a.qweight": words(100, 4), "a.scales": np.ones((3, 32), np.float16), "a.qzeros": words(3, 4),
+        "z.qweight": words(128, 4), "z.scales": np.ones((2, 32), np.float16), "z.qzeros": words(2, 5)})
+    (folder / "quantize_config.json").write_text(json.dumps({"bits": 4}))
+    rows = {r.name: r.status for r in htsr.analyze(folder, min_evals=5).layers}
+    assert rows["g"] == ("skipped: packed quantized weight: GPTQ qweight [16, 32]: 128 inputs in 3 groups; analyse "
+                         "the unquantized model or a dequantized copy")
+    for name, q, sc in (("a", [100, 4], [3, 32]), ("z", [128, 4], [2, 32])):
+        assert rows[name].startswith(f"skipped: packed quantized weight: qweight {q} with scales {sc} fits neither")
+
+
+@pytest.mark.parametrize("fault", ["negative", "past the last group", "partly the -1 placeholder"])
+def test_a_g_idx_naming_groups_that_do_not_exist_fails_that_layer_by_name(tmp_path, fault):
+    """g_idx entries must be groups 0..groups − 1: a negative one (numpy would wrap it to the last group), one
+    equal to the group count, and −1 in some entries only (all −1 is the placeholder for consecutive groups)
+    fail the layer with a message naming g_idx (only a group far past the last had been tested)."""
+    rng = np.random.default_rng(36)
+    codes, zeros, scales, g_idx, _ = _quantized(rng, 128, 64, 4, 2)
+    g_idx = g_idx.copy()
+    g_idx[5] = {"negative": -2, "past the last group": 2, "partly the -1 placeholder": -1}[fault]
+    state = {"a.qweight": _pack_words(codes, 4, 0), "a.qzeros": _pack_words(zeros - 1, 4, 1), "a.scales": scales,
+             "a.g_idx": g_idx}
+    (row,) = htsr.analyze(state, min_evals=5).layers
+    assert row.status == "failed: a (GPTQ 4-bit): g_idx must give each of the 128 inputs a group in 0..1"
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_gptq_layers_of_more_inputs_than_one_step_take_each_inputs_group(tmp_path, act_order):
+    """4096 inputs in 32 groups of 128 are dequantized 2048 inputs at a time: the second step takes its own
+    inputs' groups (the tested layers had 256 inputs, one step)."""
+    rng = np.random.default_rng(37 + act_order)
+    codes, zeros, scales, g_idx, want = _quantized(rng, 4096, 8, 4, 32, act_order)
+    state = {"l.qweight": _pack_words(codes, 4, 0), "l.qzeros": _pack_words(zeros - 1, 4, 1), "l.scales": scales,
+             "l.g_idx": g_idx}
+    (ref,) = open_source(state)
+    np.testing.assert_allclose(ref.load(), want, rtol=1e-6, atol=0)  # (code − zero)·scale rounded once by both
+
+
+def test_a_packed_layer_beside_a_plain_weight_of_its_name_keeps_the_packed_name(tmp_path):
+    """A file holding both ``l.weight`` and a GPTQ layer's ``l.qweight`` parts: the unpacked layer is named
+    ``l.qweight`` so that no two tensors share a name; each loads as itself."""
+    rng = np.random.default_rng(38)
+    codes, zeros, scales, g_idx, want = _quantized(rng, 128, 64, 4, 2)
+    plain = rng.standard_normal((64, 128)).astype(np.float32)
+    state = {"l.weight": plain, "l.qweight": _pack_words(codes, 4, 0), "l.qzeros": _pack_words(zeros - 1, 4, 1),
+             "l.scales": scales, "l.g_idx": g_idx}
+    refs = {r.name: r for r in open_source(state)}
+    assert sorted(refs) == ["l.qweight", "l.weight"] and refs["l.qweight"].dtype == "float32"
+    np.testing.assert_array_equal(refs["l.weight"].load(), plain)
+    np.testing.assert_allclose(refs["l.qweight"].load(), want, rtol=1e-6, atol=0)  # (as the GPTQ tests)
+    assert sorted(r.name for r in htsr.analyze(state, min_evals=5).layers) == ["l", "l.qweight"]
+
+
+def test_bitsandbytes_4bit_states_that_do_not_fit_their_parts_get_a_row_that_says_so():
+    """A state whose shape holds half the weights its bytes code (the absmax cut to match): failed, naming both
+    counts (it was read from the first half of the bytes); no absmax: skipped, naming the parts; a 1-D shape:
+    skipped, not a 1-D tensor that would get no row at all."""
+    rng = np.random.default_rng(39)
+    parts, _ = _bnb4_state(rng.standard_normal((64, 64)).astype(np.float32))
+    state = json.loads(bytes(parts["weight.quant_state.bitsandbytes__nf4"]).decode())
+    key = "weight.quant_state.bitsandbytes__nf4"
+    encode = lambda s: np.frombuffer(json.dumps(s).encode(), np.uint8).copy()
+    half = {**parts, "weight.absmax": parts["weight.absmax"][:32], key: encode({**state, "shape": [32, 64]})}
+    flat = {**parts, key: encode({**state, "shape": [4096]})}
+    model = ({f"h.{k}": v for k, v in half.items()} | {f"n.{k}": v for k, v in parts.items() if k != "weight.absmax"}
+             | {f"f.{k}": v for k, v in flat.items()})
+    rows = {r.name: r.status for r in htsr.analyze(model, min_evals=5).layers}
+    assert rows["h"].startswith("failed: h.weight (bitsandbytes NF4): 2048 bytes of codes for a [32, 64] weight")
+    assert rows["n"].startswith("skipped: bitsandbytes 4-bit weight whose quant_state cannot be read (shape "
+                                "[64, 64], parts ['quant_map', 'weight'])")
+    assert rows["f"].startswith("skipped: bitsandbytes 4-bit weight whose quant_state cannot be read (shape [4096]")
+
+
+def test_an_mlx_layer_of_more_rows_than_one_step_in_8_bit_groups_of_128_without_a_config(tmp_path):
+    """2050 rows are dequantized 2048 at a time: every row is filled (the last rows of a step had been left
+    uninitialised unseen: the tested layers had at most 300 rows); 8 bits in groups of 128 is the one pair
+    that fits 64 words and 2 groups a row, so no config is needed."""
+    rng = np.random.default_rng(40)
+    parts, want = _mlx_layer(rng, 2050, 256, 8, 128)
+    (ref,) = open_source(_save(tmp_path / "m.safetensors", {f"q.{k}": a for k, a in parts.items()}))
+    assert (ref.shape, ref.bits, ref.quant_block) == ((2050, 256), 8, 128)
+    np.testing.assert_allclose(ref.load(), want, rtol=1e-6, atol=1e-7)  # float32 multiply-add vs product + sum
+
+
+def test_mlx_layers_the_config_or_their_biases_do_not_fit_get_a_skipped_row(tmp_path):
+    """An 8-bit layer under a config saying 4 bits in groups of 64 (its words would cover twice the groups), and
+    biases of another shape than the scales: skipped rows saying why (both had failed on numpy's broadcast)."""
+    rng = np.random.default_rng(41)
+    a, _ = _mlx_layer(rng, 96, 256, 8, 64)
+    b, _ = _mlx_layer(rng, 96, 256, 4, 64)
+    b["biases"] = b["biases"][:, :2]
+    folder = tmp_path / "m"
+    folder.mkdir()
+    _save(folder / "model.safetensors", {f"{n}.{k}": v for n, p in (("a", a), ("b", b)) for k, v in p.items()})
+    (folder / "config.json").write_text(json.dumps({"quantization": {"bits": 4, "group_size": 64}}))
+    rows = {r.name: r.status for r in htsr.analyze(folder, min_evals=5).layers}
+    assert rows["a"].startswith("skipped: packed quantized weight: MLX weight [96, 64] with scales [96, 4] at 4 bits "
+                                "in groups of 64 (the config's)")
+    assert rows["b"].startswith("skipped: packed quantized weight: uint32 weight [96, 32] with scales [96, 4] and "
+                                "biases [96, 2]: not an MLX quantized layer")
+
+
+def test_an_mlx_expert_stack_not_named_as_one_is_a_stack(tmp_path):
+    """A 3-D MLX layer [E, out, words] is an expert stack whatever its name (here m.blocks, not switch_mlp): one
+    row per expert, each expert's weight its own."""
+    rng = np.random.default_rng(42)
+    layers = [_mlx_layer(rng, 12, 256, 4, 64) for _ in range(3)]
+    folder = tmp_path / "m"
+    folder.mkdir()
+    _save(folder / "model.safetensors", {f"m.blocks.{k}": np.stack([p[k] for p, _ in layers])
+                                         for k in ("weight", "scales", "biases")})
+    (folder / "config.json").write_text(json.dumps({"quantization": {"bits": 4, "group_size": 64}}))
+    (ref,) = open_source(folder)
+    assert (ref.shape, ref.kind) == ((3, 12, 256), "stack")
+    np.testing.assert_allclose(ref.load(), np.stack([w for _, w in layers]), rtol=1e-6, atol=1e-7)  # (as above)
+    rows = htsr.analyze(folder, min_evals=3).layers
+    assert [(r.name, r.kind) for r in rows] == [(f"m.blocks[{e}]", "stack") for e in range(3)]
+
+
+def test_compressed_tensors_layers_of_more_rows_than_one_step_fill_every_row(tmp_path):
+    """2050 rows are dequantized 2048 at a time: each step's last row is filled too (the tested layers had at
+    most 72 rows)."""
+    folder = tmp_path / "m"
+    want = _ct_layer(folder, 43, 2050, 32, 8)
+    np.testing.assert_array_equal({r.name: r for r in open_source(folder)}["l.weight"].load(), want)
+
+
+def test_compressed_tensors_parts_that_disagree_with_the_weight_shape_get_a_row_naming_them(tmp_path):
+    """A weight_shape of 40 rows for 48 packed rows: a skipped row (the first 40 rows had been read as the
+    weight); zero points in 2 groups where the scales have 4: a failed row naming both counts."""
+    rng = np.random.default_rng(44)
+    q = rng.integers(0, 16, (48, 96)).astype(np.uint32)
+    words = np.zeros((48, 12), np.uint32)
+    for i in range(8):
+        words |= q[:, i::8] << np.uint32(4 * i)
+    state = {"s.weight_packed": words.view(np.int32), "s.weight_scale": np.ones((48, 1), np.float16),
+             "s.weight_shape": np.array([40, 96], np.int32),
+             "z.weight_packed": words.view(np.int32), "z.weight_scale": np.ones((48, 4), np.float16),
+             "z.weight_zero_point": np.zeros((48, 2), np.float16), "z.weight_shape": np.array([48, 96], np.int32)}
+    rows = {r.name: r.status for r in htsr.analyze(state, min_evals=5).layers}
+    assert rows["s"].startswith("skipped: packed quantized weight: weight_packed [48, 12] holds codes of 0 bit widths "
+                                "from 1 to 8 for a [40, 96] weight")
+    assert rows["z"] == "failed: z.weight_zero_point: 2 zero-point groups for 4 scale groups"
+
+
+def test_a_two_dimensional_mxfp4_weight_is_given_as_stored(tmp_path):
+    """MXFP4 blocks [out, groups, 16] with scales [out, groups] (no expert axis) give the [out, groups · 32] weight
+    as it is, not transposed like an expert stack; its groups of 32 consecutive inputs share a scale (only
+    expert stacks had been tested)."""
+    rng = np.random.default_rng(45)
+    fp4 = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6], np.float32)
+    codes = rng.integers(0, 16, (40, 4, 32))
+    exps = rng.integers(118, 124, (40, 4)).astype(np.uint8)
+    blocks = (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
+    want = (fp4[codes] * np.exp2(exps.astype(np.float32) - 127)[..., None]).reshape(40, 128)
+    (ref,) = open_source(_save(tmp_path / "m.safetensors", {"lm_head_blocks": blocks, "lm_head_scales": exps}))
+    assert (ref.name, ref.shape, ref.bits, ref.quant_block) == ("lm_head", (40, 128), 4, 32)
+    np.testing.assert_array_equal(ref.load(), want)  # powers of two times FP4 values: exact
+
+
+def test_hqq_layers_read_their_meta_defaults_and_refuse_what_does_not_fit():
+    """A layer without its axis and channel_wise tensors reads them as HQQ's defaults (axis 1, channel-wise):
+    the same weight; a layer without its zero, or whose group size does not divide its weight: skipped rows
+    naming that (the second had failed on too few codes)."""
+    folder = Path(__file__).parent / "data" / "hqq"
+    want = np.load(folder / "dequantized.npz")
+    state = {r.name: r.load() for r in SafetensorsFile(folder / "model.safetensors").refs() if ".5." not in r.name}
+    layer = "model.layers.{}.self_attn.q_proj.{}".format
+    del state[layer(0, "axis")], state[layer(0, "channel_wise")]  # layer 0: axis 1, channel-wise
+    del state[layer(6, "zero")]
+    state[layer(4, "group_size")] = np.array(96, np.int32)  # 64 × 128 = 8192 weights: not whole groups of 96
+    refs = {r.name: r for r in open_source(state)}
+    np.testing.assert_allclose(refs[layer(0, "weight")].load(), want[layer(0, "")[:-1]], rtol=1e-6, atol=0)  # (float32)
+    rows = {r.name: r.status for r in htsr.analyze(state, min_evals=5).layers}
+    assert rows[layer(6, "")[:-1]].startswith("skipped: HQQ layer that cannot be read (shape [48, 160], group size 64, "
+                                              "axis 1, no zero)")
+    assert rows[layer(4, "")[:-1]].startswith("skipped: HQQ layer that cannot be read (shape [64, 128], group size 96")
+
+
+def test_aqlm_codebooks_the_codes_cannot_address_and_scales_of_another_count_fail_the_layer():
+    """int8 codes address 256 vectors: a codebook of 512 cannot be what they index (its upper half would never be
+    read, the lower read through the sign); one scale for 2 output groups is no scale per group (it had been
+    broadcast over both). Both fail the layer naming the counts."""
+    rng = np.random.default_rng(46)
+    codes = rng.integers(-128, 128, (2, 3, 1)).astype(np.int8)
+    state = {"a.codes": codes, "a.codebooks": rng.standard_normal((1, 512, 1, 4)).astype(np.float32),
+             "a.scales": np.ones((2, 1, 1, 1), np.float32),
+             "b.codes": codes, "b.codebooks": rng.standard_normal((1, 256, 1, 4)).astype(np.float32),
+             "b.scales": np.ones((1, 1, 1, 1), np.float32)}
+    rows = {r.name: r.status for r in htsr.analyze(state, min_evals=2).layers}
+    assert rows["a"].startswith("failed: a.weight (AQLM): codebooks of 512 vectors, not the 2^bits its int8 codes")
+    assert rows["b"].startswith("failed: b.weight (AQLM): 1 scales for 2 output groups")
+
+
+def test_a_boolean_tensor_named_weight_is_a_buffer_not_a_layer():
+    """A 2-D bool tensor named as a weight (a mask kept beside a layer) is no weight htsr could analyse, nor one
+    quantized: no row at all, unlike an integer weight without its scale."""
+    rng = np.random.default_rng(47)
+    state = {"mask.weight": rng.integers(0, 2, (64, 64)).astype(bool),
+             "ok.weight": rng.standard_normal((64, 64)).astype(np.float32)}
+    assert [r.name for r in htsr.analyze(state, min_evals=5).layers] == ["ok"]

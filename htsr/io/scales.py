@@ -800,6 +800,7 @@ def _hqq_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set[
             nbits = float(_hqq_meta(parts, "nbits", _HQQ_NBITS[meta["packing"]][0]))
             if nbits not in _HQQ_NBITS[meta["packing"]]:
                 raise _NotUnpacked(f"nbits {nbits:g} with packing {meta['packing']}")
+            meta["nbits"] = nbits  # (the bits its codes take: a delta's rounding floor)
             if any(bool(_hqq_meta(parts, k, 0)) for k in ("quant_scale", "quant_zero", "offload_meta")):
                 raise _NotUnpacked("quantized or offloaded scale and zero (an older HQQ serialization)")
             group = meta["group_size"]
@@ -812,7 +813,7 @@ def _hqq_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set[
             continue
         out[name] = TensorRef(weight, meta["shape"], "float32", lambda parts=parts, meta=meta, what=what:
                               _named(what, _hqq_weight, parts, meta, what), codes.kind,
-                              bits=_int(meta.get("nbits")) if isinstance(meta, dict) else None)
+                              bits=meta["nbits"])
     return out, used
 
 
@@ -907,7 +908,9 @@ def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -
             out.append(unpacked[r.name])
             continue
         if r.name not in scale_of:
-            if cfg.fp8_scaled and r.dtype.startswith("float8") and len(r.shape) >= 2 and _WEIGHT_NAME.search(r.name):
+            # (a weight named as such, or a fused expert parameter, whose scale would be <name>_scale_inv)
+            if cfg.fp8_scaled and r.dtype.startswith("float8") and len(r.shape) >= 2 and (
+                    _WEIGHT_NAME.search(r.name) or len(r.shape) == 3 and r.kind in (None, "stack")):
                 r = TensorRef(r.name, r.shape, r.dtype, skipped_loader(
                     f"{r.dtype} weight without its scale (weight_scale_inv / weight_scale), which config.json's "
                     "quantization_config says it has: analyse the whole model folder, whose other files hold the "
