@@ -321,6 +321,13 @@ class ListOfWeights(list):
 _NT = collections.namedtuple("_NT", "w n")
 
 
+class _Py2Bytearray:
+    """Pickled as Python 2 pickles a bytearray: ``bytearray(u'\\xffab', 'latin-1')``."""
+
+    def __reduce__(self):
+        return bytearray, ("\xffab", "latin-1")
+
+
 @pytest.mark.parametrize("obj,names", [
     (DictConfig(weight=np.ones((3, 3))), ["weight"]),  # a dict subclass (an EasyDict config)
     (ListOfWeights([np.ones((3, 3))]), ["0"]),
@@ -328,7 +335,13 @@ _NT = collections.namedtuple("_NT", "w n")
     (_NT(np.ones((3, 3)), 1), ["0"]),  # a namedtuple: its fields by position
     (collections.deque([np.ones((3, 3))]), ["0"]),
     ({"r": np.rec.array([(1, 2.0)], dtype=[("a", "i4"), ("b", "f8")]), "w": np.ones((3, 3))}, ["r", "w"]),
-], ids=["dict subclass", "list subclass", "defaultdict", "namedtuple", "deque", "recarray beside"])
+    ({0.5: np.ones((3, 3)), 2: np.ones((3, 3))}, ["0.5", "2"]),  # number keys (per sparsity, per step) by value
+    # Python 3 spells a bytearray bytearray(bytes) below protocol 5 (the reader had taken only Python 2's
+    # bytearray(str, 'latin-1'): the whole file failed, "bytes encoded as 'latin-1'"); an empty one bytearray()
+    ({"buf": bytearray(b"\xffab"), "none": bytearray(), "w": np.ones((3, 3))}, ["w"]),
+    ({"buf": _Py2Bytearray(), "w": np.ones((3, 3))}, ["w"]),  # and Python 2's spelling
+], ids=["dict subclass", "list subclass", "defaultdict", "namedtuple", "deque", "recarray beside", "number keys",
+        "bytearray beside", "Python 2 bytearray beside"])
 @pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
 def test_containers_htsr_does_not_import_are_walked(tmp_path, obj, names, protocol):
     """At every protocol: 0 and 1 make a namedtuple by ``copy_reg._reconstructor(cls, __builtin__.tuple,
@@ -336,6 +349,24 @@ def test_containers_htsr_does_not_import_are_walked(tmp_path, obj, names, protoc
     path = tmp_path / "c.pkl"
     path.write_bytes(pickle.dumps(obj, protocol=protocol))
     assert _names(path) == names
+
+
+class _SlottedBase:
+    __slots__ = ("bias",)
+
+
+class _Slotted(_SlottedBase):  # a __dict__ of its own beside its base's slot
+    def __init__(self) -> None:
+        self.weight, self.bias = np.ones((3, 3)), np.zeros(3)
+
+
+@pytest.mark.parametrize("protocol", range(2, pickle.HIGHEST_PROTOCOL + 1))
+def test_an_object_with_slots_is_walked_by_its_dict_and_its_slots(tmp_path, protocol):
+    """An object with __slots__ pickles its state as (__dict__, slot values) (from protocol 2; 0 and 1 cannot
+    pickle it): the arrays in both parts are named by attribute, the slot's as much as the dict's."""
+    path = tmp_path / "s.pkl"
+    path.write_bytes(pickle.dumps({"layer": _Slotted()}, protocol=protocol))
+    assert sorted(_names(path)) == ["layer.bias", "layer.weight"]
 
 
 def test_arrays_of_strings_and_records_are_counted_and_named_by_their_dtype(tmp_path):

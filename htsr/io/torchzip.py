@@ -604,9 +604,12 @@ def _bytes(*args) -> bytes:
     return b""
 
 
-def _bytearray(text: str = "", encoding: str = "latin-1") -> bytearray:
-    """How protocols 0 to 4 spell a bytearray: ``bytearray(str, 'latin-1')``."""
-    return bytearray(_codecs_encode(text, encoding))
+def _bytearray(data: Any = b"", encoding: str | None = None) -> bytearray:
+    """How protocols 0 to 4 spell a bytearray: ``bytearray(bytes)`` (Python 3; the bytes themselves spelt as
+    ``_codecs.encode(str, 'latin1')`` up to protocol 2), or ``bytearray(str, 'latin-1')`` (Python 2)."""
+    if isinstance(data, bytes) and encoding is None:
+        return bytearray(data)
+    return bytearray(_codecs_encode(data, encoding or "latin-1"))
 
 
 def _device(*args) -> str:
