@@ -528,3 +528,90 @@ def test_exact_names_win_a_tie_with_a_renaming():
     rows = {r.name: r for r in htsr.analyze(model, base=base, precision="accurate").layers}
     assert rows["m.a"].matrix_rank == 3 and rows["m.a"].lambda_max == pytest.approx(9.0, rel=1e-9)
     assert rows["k.a"].status.startswith("skipped: only in the base")
+
+
+# ------------------------------------------------------------------ mutation round 38 (2026-12-06)
+def test_a_renaming_must_match_a_tenth_of_the_names_rounded_up():
+    """24 names: a change must match ceil(2.4) = 3 of them. One module renamed by chance ('l11.' as 'c7.') matches
+    its weight and bias, 2 names: below a tenth, so the names stay as they are (a floor of 2.4 had let it
+    through, subtracting c7 from l11)."""
+    from htsr.io.delta import align_names
+
+    names = [f"l{i}.{p}" for i in range(12) for p in ("weight", "bias")]
+    ref = [n for n in names if not n.startswith("l11.")] + ["c7.weight", "c7.bias"]
+    rename, note = align_names(names, ref)
+    assert note == "" and [rename(n) for n in names] == names
+    # 3 names under one renamed module in 24 are a tenth: that change is made
+    names3 = names[:-2] + ["l11.w1", "l11.w2", "l11.w3"]  # 25 names: still ceil(2.5) = 3
+    rename, note = align_names(names3, ref[:-2] + ["c7.w1", "c7.w2", "c7.w3"])
+    assert note == "replacing 'l11.' with 'c7.'" and rename("l11.w2") == "c7.w2"
+
+
+def test_two_replacements_of_one_prefix_that_tie_are_refused():
+    """'x.' could become 'a.' or 'b.' with as many matches (an encoder's and a decoder's layers): the two changes
+    rename the same component, so they cannot both be made; refused as ambiguous (not 'a.' picked silently)."""
+    from htsr.io.delta import align_names
+
+    names = ["x.l0.weight", "x.l1.weight"]
+    ref = [f"{side}.l{i}.weight" for side in ("a", "b") for i in range(2)]
+    rename, note = align_names(names, ref)
+    assert rename is None
+    assert note.startswith("ambiguous: replacing 'x.' with 'a.' and replacing 'x.' with 'b.' each match 2 names")
+
+
+def test_saved_names_are_spelled_under_a_task_models_component_and_kept_when_already_saved():
+    """saved_namer: a name in memory as its checkpoint spells it; under one leading component a task model adds
+    ('dinov2.' before a backbone's names) the rest is spelled and the component kept; a name that already is a
+    checkpoint's name stays as it is ('language_model.lm_head', not 'language_model.' + the LM head's spelling)."""
+    from htsr.io.delta import saved_namer
+
+    name = saved_namer({"layer.0.q.weight": "encoder.layer.0.q.weight",
+                        "lm_head.weight": "language_model.lm_head.weight"})
+    assert name("layer.0.q.weight") == "encoder.layer.0.q.weight"
+    assert name("dinov2.layer.0.q.weight") == "dinov2.encoder.layer.0.q.weight"
+    assert name("language_model.lm_head.weight") == "language_model.lm_head.weight"
+    assert name("other.weight") == "other.weight"
+
+
+def test_align_saved_keeps_the_plain_pairing_unless_the_saved_spelling_pairs_more_and_one_to_one():
+    """align_saved: two base names that the checkpoint spells as one give no pairing by that spelling (it would
+    pair a model tensor with whichever came last); a spelling that pairs no more names than the plain renaming
+    leaves it, and its note, as they were."""
+    from htsr.io.delta import align_saved
+
+    saved = {"p.w": "z.w", "P.w": "z.w", "Q.w": "z.w", "q.w": "z2.w"}
+    assert align_saved(["p.w", "q.w"], ["P.w", "Q.w"], lambda: saved, None, "") == (None, "")
+
+    def plain(n):
+        return n
+
+    names, ref = ["a.w", "b.w", "d.w"], ["a.w", "e.w"]  # the plain names pair a.w alone; spelled, still a.w alone
+    rename, note = align_saved(names, ref, lambda: {"a.w": "k.w"}, plain, "")
+    assert rename is plain and note == ""
+    # a spelling that pairs more is taken, and said
+    rename, note = align_saved(names, ref, lambda: {"b.w": "e.w"}, plain, "")
+    assert [rename(n) for n in names[:2]] == ["a.w", "e.w"]
+    assert note == "naming both as transformers' checkpoints do"
+
+
+def test_a_tensor_tied_to_two_different_deltas_follows_neither_or_the_first(tmp_path):
+    """Three names tied in the base (wte, lm_head, extra) against a model holding wte and lm_head untied: the two
+    are two deltas, so the base's extra can be the same tensor as neither (it had been listed as lm_head's, the
+    last): its own row, only in the base. Three names tied in the model against a base holding wte and lm_head
+    untied: the model's extra follows the first of its tied tensors with a base tensor, wte (not the last)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    w0 = torch.from_numpy(rng.standard_normal((300, 64)).astype(np.float32))
+    w1 = w0 + torch.from_numpy(0.01 * rng.standard_normal((300, 64)).astype(np.float32))
+    w2 = w0 + torch.from_numpy(0.01 * rng.standard_normal((300, 64)).astype(np.float32))
+    torch.save({"wte.weight": w0, "lm_head.weight": w0, "extra.weight": w0}, tmp_path / "base3.pt")
+    r = htsr.analyze({"wte.weight": w1.numpy(), "lm_head.weight": w2.numpy()}, base=tmp_path / "base3.pt",
+                     min_evals=3)
+    assert [(x.name, x.status.split(":")[0]) for x in r.layers] == [("wte", "ok"), ("lm_head", "ok"),
+                                                                     ("extra", "skipped")]
+    assert r.layers[2].status.startswith("skipped: only in the base") and not r.not_analysed
+    torch.save({"wte.weight": w1, "lm_head.weight": w1, "extra.weight": w1}, tmp_path / "model3.pt")
+    torch.save({"wte.weight": w0, "lm_head.weight": w0 + 0.02}, tmp_path / "base2.pt")
+    r = htsr.analyze(tmp_path / "model3.pt", base=tmp_path / "base2.pt", min_evals=3)
+    assert [x.name for x in r.layers] == ["wte", "lm_head"]
+    assert [(n.reason.split(" (")[0], n.count) for n in r.not_analysed] == [("the same tensor as wte.weight", 1)]

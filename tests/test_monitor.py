@@ -180,6 +180,10 @@ def test_numpy_and_torch_steps_are_written_as_plain_numbers(tmp_path):
     assert all(type(r.step) is int and type(r.epoch) is float for r in mon.history)
     with pytest.raises(OptionError, match="step must be a number"):
         mon.record(step=np.arange(3))
+    with pytest.raises(OptionError, match="epoch must be a number or None, not True"):
+        mon.record(step=6, epoch=True)  # a bool is no count (it had been written as epoch 1)
+    # read back with their types: whole steps as int (a float 4.0 compares equal to 4, hence `type`)
+    assert [(type(r.step), type(r.epoch)) for r in load_history(path)] == [(int, float)] * 2
 
 
 def test_a_csv_that_cannot_be_written_or_is_a_binary_file_is_refused_before_training(tmp_path, monkeypatch):
@@ -322,8 +326,10 @@ def test_layers_regex_selects_what_is_recorded_and_averaged(tmp_path):
     assert [r["layer"] for r in read_rows(path)] == ["2"]
     rec = AlphaMonitor(model, None, layers=r"^0$").record(epoch=1)  # the other layer: no alert
     assert [x.name for x in rec.layers] == ["0"] and rec.mean_alpha > 3.5
-    with pytest.raises(SourceError, match="nothing to monitor"):
+    with pytest.raises(SourceError, match="nothing to monitor: none of its 6 tensors matches layers='decoder'"):
         AlphaMonitor(model, None, layers="decoder")
+    with pytest.raises(SourceError, match="none of its 2 tensors is a weight matrix htsr analyses"):
+        AlphaMonitor(torch.nn.LayerNorm(8), None)  # no filter: the message does not blame one
 
 
 @pytest.mark.parametrize("kw, match", [
@@ -334,9 +340,13 @@ def test_layers_regex_selects_what_is_recorded_and_averaged(tmp_path):
     (dict(every=1.5), "every"),
     (dict(unit="batch"), "unit"),
     (dict(threshold=math.nan), "threshold"),
+    (dict(threshold=True), "threshold"),  # a bool is no threshold (it had been taken as 1.0)
+    (dict(every=True), "every"),  # nor a period (taken as every=1)
     (dict(on_alert="print"), "on_alert"),
     # refused as needing mp_fit, which the monitor itself turned off: the message says so
     (dict(tw_margin=3.0), r"\(the monitor turns mp_fit off, MONITOR_DEFAULTS: pass mp_fit=True\)"),
+    # mp_fit=False given by the user: the monitor turned nothing off, so no hint that it did
+    (dict(mp_fit=False, tw_margin=3.0), r"otherwise it would change nothing$"),
 ])
 def test_bad_options_raise_at_construction(kw, match):
     with pytest.raises(OptionError, match=match):
@@ -638,6 +648,9 @@ def test_a_lora_model_s_mean_alpha_is_its_updates(tmp_path):
     rec = AlphaMonitor(pm8, None, every=1, unit="step").step(1)
     merged = [la.alpha for la in rec.layers if la.name.endswith("#merged") and math.isfinite(la.alpha)]
     assert len(merged) == 2 and rec.mean_alpha == pytest.approx(sum(merged) / 2, rel=1e-12)  # (rounding)
+    # and an alert over them counts them as #merged rows (not as layers, nor as updates)
+    with pytest.warns(HtsrAlphaWarning, match=r"of 2 #merged row\(s\) dropped below"):
+        AlphaMonitor(pm8, None, every=1, unit="step", threshold=100.0).step(1)
 
 
 @pytest.mark.parametrize("framework", ["lightning.pytorch", "transformers"])
@@ -762,6 +775,8 @@ def test_load_history_starts_a_record_where_a_layer_repeats_under_one_key(tmp_pa
     assert [[la.name for la in r.layers] for r in recs] == [["a", "b"], ["a", "b"]]
     assert [r.mean_alpha for r in recs] == [4.0, 1.5]  # (exact: sums of two small binary fractions)
     assert [r.alert for r in recs] == [False, True]
+    # replayed with the threshold given: both means are below 5, so the first record is the crossing
+    assert [r.alert for r in load_history(path, threshold=5.0)] == [True, False]
 
 
 def test_load_history_skips_a_line_cut_short_by_a_crash(tmp_path):
@@ -771,6 +786,7 @@ def test_load_history_skips_a_line_cut_short_by_a_crash(tmp_path):
     _monitor_csv(path, ["1,,100.0,a,dense,3.0,3.0,0.1,0.05,ok", "1,,100.0,b,dense"])
     (rec,) = load_history(path)
     assert [la.name for la in rec.layers] == ["a"] and rec.mean_alpha == 3.0
+    assert rec.step == 1 and rec.epoch is None  # an empty epoch field is no epoch (not NaN)
 
 
 def test_the_x_axis_is_the_record_index_when_neither_unit_is_in_every_record():
@@ -848,3 +864,134 @@ def test_a_resumed_csv_whose_last_mean_equals_the_threshold_is_not_in_alert(tmp_
     assert not AlphaMonitor(mlp(), path).alert
     _monitor_csv(path, ["1,,100.0,a,dense,1.5,1.5,0.1,0.05,ok"])
     assert AlphaMonitor(mlp(), path).alert
+
+
+# ------------------------------------------------------------------ mutation round 38 (2026-12-06)
+def test_a_record_keeps_its_time_to_the_millisecond_and_how_long_it_took(tmp_path, monkeypatch):
+    """The record's Unix time is kept with 3 decimals (in memory and in the CSV: load_history groups rows by it),
+    and ``seconds`` is the analysis's duration: positive, NaN when read back."""
+    import htsr.monitor as monitor_module
+
+    path = tmp_path / "alpha.csv"
+    mon = AlphaMonitor(mlp(), path)
+    monkeypatch.setattr(monitor_module.time, "time", lambda: 1_700_000_000.4567)
+    rec = mon.record(epoch=1)
+    assert rec.time == 1_700_000_000.457  # round(t, 3): the nearest double of the decimal, as written
+    assert {r["time"] for r in read_rows(path)} == {"1700000000.457"}
+    assert 0 < rec.seconds < 60
+    assert math.isnan(load_history(path)[0].seconds)
+
+
+def test_the_alert_message_names_only_the_units_the_record_has():
+    """A record at an epoch alone (a fraction, as the HF Trainer's) says 'at epoch 1.125', not 'step None'."""
+    mon = AlphaMonitor(mlp(), None, threshold=100.0)  # any model is below 100
+    with pytest.warns(HtsrAlphaWarning, match=r"dropped below 100 at epoch 1\.125: layers may be over-trained$"):
+        mon.record(epoch=1.125)
+
+
+def test_the_monitors_panel_is_drawn_against_its_unit_with_its_threshold():
+    """Records with both a step and an epoch: panel() is against the monitor's unit (the step here), and the
+    user's threshold gets its line; mean_alphas() is every record's mean, oldest first."""
+    mon = AlphaMonitor(mlp(), None, unit="step", threshold=1.5)
+    mon.step(2, epoch=0.25)
+    mon.step(4, epoch=0.5)
+    panel = mon.panel()
+    assert panel.xlabel == "step" and panel.series[0].x.tolist() == [2.0, 4.0]
+    assert [s.role for s in panel.series][-2:] == ["band", "threshold"]
+    assert [s.y.tolist() for s in panel.series if s.role == "threshold"] == [[1.5]]
+    np.testing.assert_array_equal(mon.mean_alphas(), [r.mean_alpha for r in mon.history])
+    assert len(mon.mean_alphas()) == 2
+    assert mon.panel(ylog=True).ylog and not panel.ylog
+    with pytest.raises(ValueError, match="x must be 'epoch' or 'step', got 'batch'"):
+        mon.panel(x="batch")
+
+
+def test_a_layer_fitted_at_some_records_only_gets_its_line():
+    """A layer NaN at one record (not fitted then) and finite at another is drawn (NaN where it had none);
+    only a layer never finite is left to the note."""
+    from htsr.monitor import LayerAlpha, MonitorRecord
+
+    nan = math.nan
+    hist = [MonitorRecord(1, None, 0.0, (LayerAlpha("a", "dense", nan, nan, 1.0, nan, "not_fitted: few"),
+                                         LayerAlpha("b", "dense", nan, nan, 1.0, nan, "not_fitted: few")), nan),
+            MonitorRecord(2, None, 0.0, (LayerAlpha("a", "dense", 3.0, 3.0, 1.0, 0.05, "ok"),
+                                         LayerAlpha("b", "dense", nan, nan, 1.0, nan, "not_fitted: few")), 3.0)]
+    panel = alpha_over_time(hist, x="step")
+    (line,) = [s for s in panel.series if s.role.startswith("series")]
+    assert line.label == "a" and np.array_equal(line.y, [nan, 3.0], equal_nan=True)
+    assert panel.note == "no finite alpha: b"
+
+
+def test_an_empty_csv_is_started_and_a_folder_is_refused_as_one(tmp_path):
+    """An existing empty file (touched by a script before training) is no other program's CSV: the monitor
+    writes its header and records there. A folder given as the CSV is refused as a folder."""
+    from htsr.errors import OutputError
+
+    path = tmp_path / "alpha.csv"
+    path.write_bytes(b"")
+    mon = AlphaMonitor(mlp(), path, unit="step")
+    assert not mon.alert
+    mon.step(1)
+    assert path.read_text().splitlines()[0] == ",".join(CSV_COLUMNS)
+    assert [r.step for r in load_history(path)] == [1]
+    with pytest.raises(OutputError, match="is a folder, not a CSV file"):
+        AlphaMonitor(mlp(), tmp_path)
+
+
+def test_a_monitor_csv_saved_with_windows_line_ends_is_read_and_continued(tmp_path):
+    """Opened and saved on Windows, every line ends in CRLF: its header had kept the CR and read as another
+    header ('not a monitor CSV')."""
+    path = tmp_path / "alpha.csv"
+    path.write_bytes((",".join(CSV_COLUMNS) + "\r\n" + "1,,100.0,a,dense,1.5,1.5,0.1,0.05,ok\r\n").encode())
+    (rec,) = load_history(path)
+    assert rec.step == 1 and rec.mean_alpha == 1.5 and rec.alert
+    mon = AlphaMonitor(mlp(), path, unit="step")
+    assert mon.alert  # continued from its last record, below 2
+    mon.step(2)
+    assert [r.step for r in load_history(path)] == [1, 2]
+
+
+def test_load_history_splits_records_of_one_step_by_their_time(tmp_path):
+    """Two monitors over different layers appending to one CSV at the same step: two records (their times
+    differ), not one record of both layers."""
+    path = tmp_path / "alpha.csv"
+    _monitor_csv(path, ["1,,100.0,a,dense,3.0,3.0,0.1,0.05,ok", "1,,101.0,b,dense,5.0,5.0,0.1,0.05,ok"])
+    assert [([la.name for la in r.layers], r.time) for r in load_history(path)] == [(["a"], 100.0), (["b"], 101.0)]
+
+
+def test_a_monitor_for_lora_rows_only_leaves_mp_fit_to_analyze():
+    """kinds='lora': mp_fit acts on no LoRA row, so the monitor does not turn it off (Options refuses an option
+    that would change nothing): the monitor is built."""
+    mon = AlphaMonitor(None, None, kinds="lora")
+    assert mon.options.kinds == frozenset({"lora"}) and not mon.options.tails and not mon.options.setol
+
+
+def test_a_ready_monitor_and_monitor_arguments_are_not_both_taken():
+    """lightning_callback(monitor=…, every=5): the every would be dropped silently; refused."""
+    pytest.importorskip("lightning.pytorch")
+    mon = AlphaMonitor(mlp(), None)
+    with pytest.raises(OptionError, match="pass either monitor= or the AlphaMonitor arguments, not both"):
+        lightning_callback(monitor=mon, every=5)
+    assert lightning_callback(monitor=mon).monitor is mon
+
+
+def test_the_callbacks_keep_a_model_given_to_the_monitor():
+    """A monitor given model= watches that model: the Trainer's (or the LightningModule) is taken only when the
+    monitor has none. HF's state.epoch at an epoch's end, a float sum such as 1.9999999999, is epoch 2."""
+    from types import SimpleNamespace
+
+    pytest.importorskip("lightning.pytorch")
+    pytest.importorskip("transformers")
+    own, other = mlp(), mlp()
+    hf = hf_callback(None, model=own)
+    hf.on_train_begin(None, None, None, model=other)
+    assert hf.monitor.model is own
+    empty = hf_callback(None)
+    empty.on_train_begin(None, None, None, model=other)
+    assert empty.monitor.model is other
+    state = SimpleNamespace(epoch=1.9999999999, global_step=16, is_world_process_zero=True, log_history=[])
+    hf.on_epoch_end(None, state, SimpleNamespace(should_training_stop=False))
+    assert [(r.epoch, r.step) for r in hf.monitor.history] == [(2, 16)]
+    pl_cb = lightning_callback(None, model=own)
+    pl_cb.on_fit_start(None, other)
+    assert pl_cb.monitor.model is own
