@@ -167,7 +167,8 @@ def test_an_fp8_expert_stack_whose_scale_is_in_another_shard_gets_a_skipped_row(
     assert [r.status for r in htsr.analyze(shard, min_evals=5).layers] == ["ok", "ok"]
     (tmp_path / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "fp8"}}))
     rows = htsr.analyze(shard, min_evals=5).layers
-    assert rows and all(r.status.startswith("skipped: float8_e4m3fn weight without its scale") for r in rows)
+    assert rows and all(r.status.startswith("skipped: float8_e4m3fn weight without its scale (<name>_scale_inv / "
+                                            "<name>_scale), which config.json's") for r in rows)
 
 
 def test_int8_per_channel_scale_in_another_shard(tmp_path):

@@ -909,10 +909,12 @@ def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -
             continue
         if r.name not in scale_of:
             # (a weight named as such, or a fused expert parameter, whose scale would be <name>_scale_inv)
+            named = _WEIGHT_NAME.search(r.name) is not None
             if cfg.fp8_scaled and r.dtype.startswith("float8") and len(r.shape) >= 2 and (
-                    _WEIGHT_NAME.search(r.name) or len(r.shape) == 3 and r.kind in (None, "stack")):
+                    named or len(r.shape) == 3 and r.kind in (None, "stack")):
+                scales = "weight_scale_inv / weight_scale" if named else "<name>_scale_inv / <name>_scale"
                 r = TensorRef(r.name, r.shape, r.dtype, skipped_loader(
-                    f"{r.dtype} weight without its scale (weight_scale_inv / weight_scale), which config.json's "
+                    f"{r.dtype} weight without its scale ({scales}), which config.json's "
                     "quantization_config says it has: analyse the whole model folder, whose other files hold the "
                     "scales"), r.kind)
             out.append(r)
