@@ -856,11 +856,8 @@ def test_inconsistent_quantization_parts_fail_that_layer_by_name(tmp_path):
     del bnb["weight.nested_quant_map"]
     out, n_in = 48, 96
     q = rng.integers(-8, 8, (out, n_in))
-    words = np.zeros((out, n_in // 8), np.uint32)
-    for i in range(8):
-        words |= (q[:, i::8] + 8).astype(np.uint32) << np.uint32(4 * i)
     state = {f"a.{k}": v for k, v in bnb.items()} | {
-        "c.weight_packed": words.view(np.int32), "c.weight_scale": np.ones((3, out), np.float16),  # [groups, out]
+        "c.weight_packed": _pack_words(q + 8, 4, axis=1), "c.weight_scale": np.ones((3, out), np.float16),  # [groups, out]
         "c.weight_shape": np.array([out, n_in], np.int32),
         "f.qweight": rng.standard_normal((64, 64)).astype(np.float32),
         "f.scales": rng.standard_normal((8, 64)).astype(np.float32)}
@@ -878,6 +875,17 @@ def test_inconsistent_quantization_parts_fail_that_layer_by_name(tmp_path):
     np.testing.assert_allclose(ref.load(), want, rtol=1e-6, atol=1e-7)
 
 
+def _mxfp4(rng, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random MXFP4 groups of 32 codes over ``shape`` (… , groups): the blocks (two FP4 e2m1 codes a byte, low
+    nibble first), the E8M0 scales (2^-9 .. 2^-4) and the weight they stand for [..., groups · 32]."""
+    fp4 = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6], np.float32)
+    codes = rng.integers(0, 16, (*shape, 32))
+    exps = rng.integers(118, 124, shape).astype(np.uint8)
+    blocks = (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
+    want = (fp4[codes] * np.exp2(exps.astype(np.float32) - 127)[..., None]).reshape(*shape[:-1], shape[-1] * 32)
+    return blocks, exps, want
+
+
 def test_mxfp4_experts_as_gpt_oss_stores_them(tmp_path):
     """gpt-oss's MoE experts: <base>_blocks uint8 [E, out, groups, 16] (two FP4 e2m1 codes a byte, low
     nibble first) and <base>_scales uint8 [E, out, groups] (E8M0 exponents, bias 127); W = fp4 · 2^(e−127),
@@ -885,12 +893,8 @@ def test_mxfp4_experts_as_gpt_oss_stores_them(tmp_path):
     gpt-oss checkpoints store it: a fine-tune's delta against the MXFP4 base is a delta (every expert row was
     'skipped: shape (4, 256, 384) differs from the base's (4, 384, 256)')."""
     rng = np.random.default_rng(20)
-    fp4 = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6], np.float32)
     E, out, groups = 3, 80, 4  # 128 inputs
-    codes = rng.integers(0, 16, (E, out, groups, 32))
-    exps = rng.integers(118, 124, (E, out, groups)).astype(np.uint8)  # scales 2^-9 .. 2^-4
-    blocks = (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
-    want = (fp4[codes] * np.exp2(exps.astype(np.float32) - 127)[..., None]).reshape(E, out, groups * 32)
+    blocks, exps, want = _mxfp4(rng, (E, out, groups))
     base = "model.layers.0.mlp.experts.down_proj"
     path = _save(tmp_path / "m.safetensors", {f"{base}_blocks": blocks, f"{base}_scales": exps,
                                               "model.layers.0.mlp.router.weight": rng.standard_normal((3, 128))
@@ -978,13 +982,10 @@ def _ct_layer(folder: Path, seed: int, out: int, n_in: int, bits: int) -> np.nda
     packed as the library packs (signed codes + 2^(bits−1), lowest bits first); its weight."""
     rng = np.random.default_rng(seed)
     q = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), (out, n_in))
-    per = 32 // bits
-    words = np.zeros((out, n_in // per), np.uint32)
-    for i in range(per):
-        words |= (q[:, i::per] + (1 << (bits - 1))).astype(np.uint32) << np.uint32(bits * i)
+    words = _pack_words(q + (1 << (bits - 1)), bits, axis=1)
     scale = rng.uniform(0.01, 0.02, (out, 1)).astype(np.float32)
     folder.mkdir()
-    _save(folder / "model.safetensors", {"l.weight_packed": words.view(np.int32), "l.weight_scale": scale,
+    _save(folder / "model.safetensors", {"l.weight_packed": words, "l.weight_scale": scale,
                                          "l.weight_shape": np.array([out, n_in], np.int32)})
     return (q * scale).astype(np.float32)
 
@@ -1512,13 +1513,10 @@ def test_compressed_tensors_parts_that_disagree_with_the_weight_shape_get_a_row_
     """A weight_shape of 40 rows for 48 packed rows: a skipped row (the first 40 rows had been read as the
     weight); zero points in 2 groups where the scales have 4: a failed row naming both counts."""
     rng = np.random.default_rng(44)
-    q = rng.integers(0, 16, (48, 96)).astype(np.uint32)
-    words = np.zeros((48, 12), np.uint32)
-    for i in range(8):
-        words |= q[:, i::8] << np.uint32(4 * i)
-    state = {"s.weight_packed": words.view(np.int32), "s.weight_scale": np.ones((48, 1), np.float16),
+    words = _pack_words(rng.integers(0, 16, (48, 96)), 4, axis=1)  # [48, 12]
+    state = {"s.weight_packed": words, "s.weight_scale": np.ones((48, 1), np.float16),
              "s.weight_shape": np.array([40, 96], np.int32),
-             "z.weight_packed": words.view(np.int32), "z.weight_scale": np.ones((48, 4), np.float16),
+             "z.weight_packed": words, "z.weight_scale": np.ones((48, 4), np.float16),
              "z.weight_zero_point": np.zeros((48, 2), np.float16), "z.weight_shape": np.array([48, 96], np.int32)}
     rows = {r.name: r.status for r in htsr.analyze(state, min_evals=5).layers}
     assert rows["s"].startswith("skipped: packed quantized weight: weight_packed [48, 12] holds codes of 0 bit widths "
@@ -1530,12 +1528,7 @@ def test_a_two_dimensional_mxfp4_weight_is_given_as_stored(tmp_path):
     """MXFP4 blocks [out, groups, 16] with scales [out, groups] (no expert axis) give the [out, groups · 32] weight
     as it is, not transposed like an expert stack; its groups of 32 consecutive inputs share a scale (only
     expert stacks had been tested)."""
-    rng = np.random.default_rng(45)
-    fp4 = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6], np.float32)
-    codes = rng.integers(0, 16, (40, 4, 32))
-    exps = rng.integers(118, 124, (40, 4)).astype(np.uint8)
-    blocks = (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
-    want = (fp4[codes] * np.exp2(exps.astype(np.float32) - 127)[..., None]).reshape(40, 128)
+    blocks, exps, want = _mxfp4(np.random.default_rng(45), (40, 4))
     (ref,) = open_source(_save(tmp_path / "m.safetensors", {"lm_head_blocks": blocks, "lm_head_scales": exps}))
     assert (ref.name, ref.shape, ref.bits, ref.quant_block) == ("lm_head", (40, 128), 4, 32)
     np.testing.assert_array_equal(ref.load(), want)  # powers of two times FP4 values: exact

@@ -800,7 +800,6 @@ def _hqq_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set[
             nbits = float(_hqq_meta(parts, "nbits", _HQQ_NBITS[meta["packing"]][0]))
             if nbits not in _HQQ_NBITS[meta["packing"]]:
                 raise _NotUnpacked(f"nbits {nbits:g} with packing {meta['packing']}")
-            meta["nbits"] = nbits  # (the bits its codes take: a delta's rounding floor)
             if any(bool(_hqq_meta(parts, k, 0)) for k in ("quant_scale", "quant_zero", "offload_meta")):
                 raise _NotUnpacked("quantized or offloaded scale and zero (an older HQQ serialization)")
             group = meta["group_size"]
@@ -813,7 +812,7 @@ def _hqq_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set[
             continue
         out[name] = TensorRef(weight, meta["shape"], "float32", lambda parts=parts, meta=meta, what=what:
                               _named(what, _hqq_weight, parts, meta, what), codes.kind,
-                              bits=meta["nbits"])
+                              bits=nbits)  # (the bits its codes take: a delta's rounding floor)
     return out, used
 
 
