@@ -1917,7 +1917,8 @@ def test_a_functional_subclass_and_registered_subclasses_of_layers_read_alike_fr
     layers had been named by class counters (dense, multi_head_attention_1) and the legacy .h5 by their names.
     Registered subclasses of Keras layers (a weight-standardised Conv2D, an Embedding, a Dense) in a model's
     layer list had been a not-analysed 4-D variable, a dense table and an untransposed kernel, live and from
-    .keras alike."""
+    .keras alike. A SeparableConv2D subclass, read live, had been two skipped 4-D variables from .keras and
+    '<name>' rather than '<name>.depthwise' from a legacy .h5."""
     L = keras.layers
 
     @keras.saving.register_keras_serializable("htsr_test")
@@ -1951,10 +1952,16 @@ def test_a_functional_subclass_and_registered_subclasses_of_layers_read_alike_fr
     class MyDense(L.Dense):
         pass
 
+    @keras.saving.register_keras_serializable("htsr_test")
+    class MySeparable(L.SeparableConv2D):
+        pass
+
     img, tok = keras.Input((8, 8, 3)), keras.Input((5,), dtype="int32")
     y = MyDense(7, name="mydense")(L.GlobalAveragePooling2D()(StdConv2D(6, 3, name="stdconv")(img)))
-    model = keras.Model([img, tok], [y, TokEmbedding(30, 7, name="tokemb")(tok)])
-    want = {("stdconv", "conv2d", (6, 3, 3, 3)), ("mydense", "dense", (7, 6)), ("tokemb", "embedding", (30, 7))}
+    sep = MySeparable(4, 3, name="mysep")(img)
+    model = keras.Model([img, tok], [y, TokEmbedding(30, 7, name="tokemb")(tok), sep])
+    want = {("stdconv", "conv2d", (6, 3, 3, 3)), ("mydense", "dense", (7, 6)), ("tokemb", "embedding", (30, 7)),
+            ("mysep.depthwise", "conv2d", (3, 1, 3, 3)), ("mysep.pointwise", "conv2d", (4, 3, 1, 1))}
     for fmt, rows in _formats(keras, model, tmp_path, "s").items():
         if fmt != "weights.h5":  # (a bare weights file holds no config: its custom classes are unknown)
             assert set(rows) == want, fmt

@@ -454,18 +454,20 @@ def _guess_class(key: str | None) -> str | None:
 def _base_by_config(inner: dict, shapes: list[tuple[int, ...]] | None = None) -> str | None:
     """The Keras layer a custom class's config is the config of (a registered subclass keeps its base's
     ``get_config``): Conv1D/2D/3D by ``filters`` and a ``kernel_size`` of that rank, DepthwiseConv by
-    ``depth_multiplier``, Embedding by ``input_dim`` and ``output_dim``, MultiHeadAttention by ``num_heads`` and
+    ``depth_multiplier``, SeparableConv by that and ``pointwise_initializer``, Embedding by ``input_dim`` and ``output_dim``, MultiHeadAttention by ``num_heads`` and
     ``key_dim``, EinsumDense by ``equation``, Dense by ``units`` (a recurrent cell's ``recurrent_*`` keys
     excluded); None for any other config. With the layer's variables' ``shapes`` (in order), only if they
-    are that layer's: its kernel (of the convolution's rank), then a bias at most — a custom cell or
+    are that layer's: its kernel (of the convolution's rank; a separable one's two), then a bias at most — a custom cell or
     attention layer that keeps ``units`` in its config but weights of its own is no Dense."""
     base = _config_base(inner)
     if base is None or shapes is None or base == "MultiHeadAttention":  # (an attention's weights: sub-layers)
         return base
     rank = {"Conv1D": 3, "Conv2D": 4, "Conv3D": 5, "DepthwiseConv1D": 3, "DepthwiseConv2D": 4, "Dense": 2,
-            "Embedding": 2}.get(base)
-    fits = bool(shapes) and len(shapes) <= 2 and (len(shapes[0]) == rank if rank else len(shapes[0]) >= 2) and all(
-        len(s) == 1 or base == "EinsumDense" for s in shapes[1:]) and not (base == "Embedding" and len(shapes) > 1)
+            "Embedding": 2, "SeparableConv1D": 3, "SeparableConv2D": 4}.get(base)
+    kernels = 2 if base in _SEPARABLE else 1  # (a separable convolution: its depthwise, then pointwise kernel)
+    fits = len(shapes) >= kernels and len(shapes) <= kernels + 1 and all(
+        len(s) == rank if rank else len(s) >= 2 for s in shapes[:kernels]) and all(
+        len(s) == 1 or base == "EinsumDense" for s in shapes[kernels:]) and not (base == "Embedding" and len(shapes) > 1)
     return base if fits else None
 
 
@@ -473,15 +475,16 @@ def _base_by_config(inner: dict, shapes: list[tuple[int, ...]] | None = None) ->
 _BASE_VARIABLES = {"Dense": ("kernel",), "EinsumDense": ("kernel",), "Embedding": ("embeddings",),
                    "Conv1D": ("kernel",), "Conv2D": ("kernel",), "Conv3D": ("kernel",),
                    "DepthwiseConv1D": ("kernel", "depthwise_kernel"), "DepthwiseConv2D": ("kernel", "depthwise_kernel"),
-                   "MultiHeadAttention": ("kernel",)}
+                   "SeparableConv1D": ("depthwise_kernel", "pointwise_kernel"),
+                   "SeparableConv2D": ("depthwise_kernel", "pointwise_kernel"), "MultiHeadAttention": ("kernel",)}
 
 
 def _config_base(inner: dict) -> str | None:
     keys = inner.keys()
     size = inner.get("kernel_size")
     rank = len(size) if isinstance(size, (list, tuple)) else 1 if isinstance(size, int) else 0
-    if "depth_multiplier" in keys and rank in (1, 2) and "pointwise_initializer" not in keys:
-        return f"DepthwiseConv{rank}D"
+    if "depth_multiplier" in keys and rank in (1, 2):
+        return f"SeparableConv{rank}D" if "pointwise_initializer" in keys else f"DepthwiseConv{rank}D"
     if "filters" in keys and rank in (1, 2, 3) and not any(k.startswith(("recurrent", "depth", "pointwise"))
                                                            for k in keys):
         return f"Conv{rank}D"
