@@ -270,8 +270,7 @@ class AlphaMonitor:
             self._append_csv(rec)
         if crossed:
             self.alerts.append(rec)
-            where = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                              for k, v in (("step", step), ("epoch", epoch)) if v is not None)
+            where = ", ".join(f"{k} {_short(v)}" for k, v in (("step", step), ("epoch", epoch)) if v is not None)
             warnings.warn(HtsrAlphaWarning(
                 f"mean alpha {_below(mean, self.threshold)} of {_counted(layers)} dropped below "
                 f"{self.threshold:g}{' at ' + where if where else ''}: layers may be over-trained"),
@@ -372,6 +371,14 @@ def _plain(v: Any, what: str) -> int | float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise OptionError(f"{what} must be a number or None, not {shown(v)}")
     return int(v) if isinstance(v, int) else float(v)
+
+
+def _short(v: int | float) -> str:
+    """A step or epoch for a message: a float to 4 significant digits, never fewer than its integer part has
+    (step 12345.0 is '12345', not '1.234e+04'; epoch 1.125 stays '1.125')."""
+    if isinstance(v, int) or not math.isfinite(v):
+        return str(v)
+    return f"{v:.{max(4, len(str(int(abs(v)))))}g}"
 
 
 def _number(text: str) -> int | float | None:

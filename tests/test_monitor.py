@@ -883,10 +883,14 @@ def test_a_record_keeps_its_time_to_the_millisecond_and_how_long_it_took(tmp_pat
 
 
 def test_the_alert_message_names_only_the_units_the_record_has():
-    """A record at an epoch alone (a fraction, as the HF Trainer's) says 'at epoch 1.125', not 'step None'."""
+    """A record at an epoch alone (a fraction, as the HF Trainer's) says 'at epoch 1.125', not 'step None'. A
+    float step keeps its digits: 'step 12345', not the '1.234e+04' that four significant digits had made."""
     mon = AlphaMonitor(mlp(), None, threshold=100.0)  # any model is below 100
     with pytest.warns(HtsrAlphaWarning, match=r"dropped below 100 at epoch 1\.125: layers may be over-trained$"):
         mon.record(epoch=1.125)
+    mon = AlphaMonitor(mlp(), None, threshold=100.0)
+    with pytest.warns(HtsrAlphaWarning, match=r"below 100 at step 12345, epoch 0\.3333: layers may be over-"):
+        mon.record(step=12345.0, epoch=1 / 3)
 
 
 def test_the_monitors_panel_is_drawn_against_its_unit_with_its_threshold():
