@@ -265,14 +265,20 @@ def _shape_text(shapes: Sequence[str]) -> str:
 def _default_labels(sources: Sequence[Any]) -> list[str]:
     """Paths by their name, a file's without its suffix (``Qwen2.5-0.5B/``, ``model.safetensors`` → ``model``;
     the folders above added, one at a time, while two paths collide; the same path twice numbered ``#i``);
-    results by the path they analysed; anything else as 'model<i>'."""
+    results by the path they analysed (one no longer on disk: a weight file's suffix stripped all the same);
+    anything else as 'model<i>'."""
     def path_of(s: Any) -> Path | None:
         s = s.path if isinstance(s, AnalysisResult) else s
         return Path(s) if isinstance(s, (str, os.PathLike)) and os.fspath(s) else None
 
+    from .io import HELD_SUFFIXES
+
     def name(p: Path) -> str:  # (a folder's name is its whole name: 'Qwen2.5-0.5B', not 'Qwen2.5-0')
         p = Path(os.path.normpath(p))
-        return p.stem if os.path.isfile(p) else p.name
+        if os.path.exists(p):
+            return p.stem if os.path.isfile(p) else p.name
+        # a path no longer on disk (results read from JSON written elsewhere): a weight file's by its suffix
+        return p.stem if p.suffix.lower() in HELD_SUFFIXES else p.name
 
     paths = [path_of(s) for s in sources]
     labels = [name(p) if p is not None and name(p) else f"model{i + 1}" for i, p in enumerate(paths)]

@@ -283,6 +283,15 @@ def test_labels_are_checked_and_defaults_come_from_paths(tmp_path):
     results[0] = dataclasses.replace(results[0], source=f"{results[0].source} on base {tmp_path / 'base'}")
     assert compare_results(results).labels == ("Qwen2.5-0.5B", "Qwen2.5-1.5B")
     assert compare_results([htsr.analyze(m, tails=False)] * 2).labels == ("model1", "model2")
+    # results whose paths are no longer on disk (read from JSON written on another machine): a weight file's
+    # suffix is stripped as it is from a file that exists ('run1/model.safetensors' had kept it), a folder's
+    # dots are kept
+    def moved(*paths):
+        return [dataclasses.replace(results[0], path=str(tmp_path / "elsewhere" / p)) for p in paths]
+
+    assert compare_results(moved("run1/model.safetensors", "run2/model.safetensors")).labels == (
+        "run1/model", "run2/model")
+    assert compare_results(moved("Qwen2.5-0.5B", "mnist_net_model.gz")).labels == ("Qwen2.5-0.5B", "mnist_net_model")
     # compare's results, and an opened reader's, keep their paths (compare_results of them: the same labels)
     c = compare([tmp_path / "u" / "model.npz", tmp_path / "Qwen2.5-0.5B" / "model.npz"], tails=False)
     assert compare_results(c.results).labels == c.labels == ("u/model", "Qwen2.5-0.5B/model")

@@ -300,15 +300,16 @@ def _weight_file(f: Path, suffixes: frozenset[str] = _WEIGHT_SUFFIXES) -> bool:
         return False
 
 
-#: a subfolder's files that make it one that holds weights (an FSDP sharded state dict's .distcp too)
-_HELD_SUFFIXES = _WEIGHT_SUFFIXES | _MAYBE_WEIGHT_SUFFIXES | {".distcp"}
+#: a subfolder's files that make it one that holds weights (an FSDP sharded state dict's .distcp too); compare's
+#: labels strip these from a path no longer on disk
+HELD_SUFFIXES = _WEIGHT_SUFFIXES | _MAYBE_WEIGHT_SUFFIXES | {".distcp"}
 
 
 def _holds_weights(d: Path) -> bool:
     """Whether ``d`` is a folder with a weight file among its first thousand entries (an error message asks:
     a data set's folder of a million images is not listed to the end)."""
     try:
-        return d.is_dir() and any(_weight_file(f, _HELD_SUFFIXES) for f in itertools.islice(d.iterdir(), 1000))
+        return d.is_dir() and any(_weight_file(f, HELD_SUFFIXES) for f in itertools.islice(d.iterdir(), 1000))
     except OSError:  # unreadable
         return False
 
