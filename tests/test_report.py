@@ -23,7 +23,7 @@ from conftest import layer_row, result_of
 from htsr.errors import HtsrError
 from htsr.figures import layer_panels
 from htsr.report import _fmt, _panel_json, render_report, write_report
-from htsr.results import table_columns
+from htsr.results import MEANS_OVER, table_columns
 
 from cdp import Browser, find_chromium
 
@@ -191,11 +191,19 @@ def test_colours_are_htsr_plots_and_matplotlib_is_not_needed(page):
 
 
 def test_title(result):
-    assert "<title>my &lt;model&gt;</title>" in render_report(result, title="my <model>")
+    """A title given heads the page (<title> and <h1>), the header's source still the source; without one, the
+    title names the source."""
+    page = render_report(result, title="my <model>")
+    assert "<title>my &lt;model&gt;</title>" in page and "<h1>my &lt;model&gt;</h1>" in page
+    assert f"<dt>source</dt><dd><code>{html.escape(result.source)}</code></dd>" in page
+    default = f"htsr report: {html.escape(result.source)}"
+    assert f"<title>{default}</title>" in render_report(result) and f"<h1>{default}</h1>" in render_report(result)
 
 
 def test_write_report_is_atomic(result, tmp_path, monkeypatch):
     path = tmp_path / "report.html"
+    write_report(result, path, title="my <model>")  # the title given reaches the page
+    assert path.read_text(encoding="utf-8") == render_report(result, title="my <model>")
     write_report(result, path)
     assert path.read_text(encoding="utf-8") == render_report(result)
     assert os.listdir(tmp_path) == ["report.html"]
@@ -752,6 +760,9 @@ def test_the_table_puts_sigma_after_alpha_and_the_js_distance_only_with_randomiz
     assert "rand_js_distance" in cols
     plain = columns(htsr.analyze({"a.weight": np.random.default_rng(0).standard_normal((300, 100))}))
     assert "rand_js_distance" not in plain and plain.index("sigma") == plain.index("alpha") + 1
+    # the columns the report adds to the CLI's table close it, each once
+    assert cols[-4:] == ["lambda_max", "entropy", "mp_softrank", "rand_js_distance"]
+    assert plain[-3:] == ["lambda_max", "entropy", "mp_softrank"] and len(set(cols)) == len(cols)
 
 
 def test_the_header_leaves_out_options_that_cannot_change_the_results():
@@ -762,6 +773,10 @@ def test_the_header_leaves_out_options_that_cannot_change_the_results():
     page = render_report(r)
     header = page[page.index("<header>"):page.index("</header>")]
     assert "min_evals=20" in header and "workers=" not in header and "progress=" not in header
+    # (analyze's result does not record them: a result whose options do, built by hand, has them left out too)
+    page = render_report(result_of([layer_row("a")], workers=2, progress=True, keep_spectra=True, min_evals=20))
+    header = page[page.index("<header>"):page.index("</header>")]
+    assert "<dt>options</dt><dd><code>min_evals=20</code></dd>" in header
 
 
 def test_the_phases_card_counts_layers_with_traps_only_with_randomize(result):
@@ -777,10 +792,13 @@ def test_warned_layers_are_listed_by_warning_then_in_model_order():
     """over-trained first, then under-trained, no-power-law, uncertain; within each, the model's order."""
     rows = [layer_row("u1", warning="uncertain"), layer_row("o1", warning="over-trained", alpha=1.5),
             layer_row("n1", warning="no-power-law"), layer_row("un1", warning="under-trained", alpha=7.0),
-            layer_row("o2", warning="over-trained", alpha=1.6), layer_row("plain")]
-    page = render_report(result_of(rows))
+            layer_row("o2", warning="over-trained", alpha=1.6), layer_row("plain"), layer_row("new", warning="newer")]
+    page = render_report(result_of([rows[-1], *rows[:-1]]))  # a warning htsr does not know (a newer run's): last
     warned = page.split('<ul id="warned">', 1)[1].split("</ul>", 1)[0]
-    assert re.findall(r'<li data-layer="([^"]*)"', warned) == ["o1", "o2", "un1", "n1", "u1"]
+    assert re.findall(r'<li data-layer="([^"]*)"', warned) == ["o1", "o2", "un1", "n1", "u1", "new"]
+    # each links to its row of the table (its place in the model), not its place in this list
+    assert re.findall(r'<a href="#layer-(\d+)" class="goto" data-i="(\d+)">([^<]*)</a>', warned) == [
+        ("2", "2", "o1"), ("5", "5", "o2"), ("4", "4", "un1"), ("3", "3", "n1"), ("1", "1", "u1"), ("0", "0", "new")]
 
 
 def test_trap_weights_show_two_locations_and_the_status_always_has_its_tooltip():
@@ -792,6 +810,9 @@ def test_trap_weights_show_two_locations_and_the_status_always_has_its_tooltip()
     assert f"<td>{html.escape(two)}</td>" in page
     assert f'<td title="{html.escape(three)}">{html.escape("(1, 2) 0.5; (3, 4) 0.4; …")}</td>' in page
     assert '<td title="ok">ok</td>' in page
+    # a warning cell carries its warning's class (its colour), an empty one none
+    page = render_report(result_of([layer_row("a", warning="over-trained", alpha=1.5), layer_row("b")]))
+    assert '<td class="w-over-trained">over-trained</td>' in page and '<td class="w-"' not in page
 
 
 def test_a_not_ok_layers_badge_is_the_status_word_before_any_detail():
@@ -814,10 +835,12 @@ def test_a_status_is_escaped_in_the_not_ok_list():
 def test_the_summary_cards_show_each_count_at_its_own_value():
     """layers / fitted / not fitted / skipped / failed, and the warning counts, each at its own number."""
     rows = [layer_row("a", warning="over-trained", alpha=1.5), layer_row("b", warning="over-trained", alpha=1.6),
-            layer_row("c", warning="uncertain"), layer_row("d", status="failed: NaN in the weights", alpha=math.nan)]
+            layer_row("c", warning="uncertain"), layer_row("d", status="failed: NaN in the weights", alpha=math.nan),
+            layer_row("e", warning="under-trained", alpha=7.0)]
     page = render_report(result_of(rows))
-    assert "<dt>failed</dt><dd>1</dd>" in page
+    assert "<dt>layers</dt><dd>5</dd><dt>fitted</dt><dd>4</dd>" in page and "<dt>failed</dt><dd>1</dd>" in page
     assert "<dt>over-trained</dt><dd>2</dd>" in page and "<dt>uncertain</dt><dd>1</dd>" in page
+    assert "<dt>under-trained</dt><dd>1</dd>" in page
 
 
 def test_the_means_card_lists_every_summary_mean_even_when_undefined():
@@ -838,6 +861,7 @@ def test_a_warned_layers_interval_is_shown_only_when_both_ends_are_finite():
     assert "α = 3 [2, 4]" in warned
     b = warned.split('data-layer="b"', 1)[1].split("</li>", 1)[0]
     assert "[" not in b and "α = 3" in b
+    assert "p =" not in warned  # no bootstrap p-value: none shown (not 'p = –')
 
 
 def test_a_status_tooltip_in_the_table_is_escaped():
@@ -875,3 +899,147 @@ def test_a_warned_layers_p_value_is_shown_as_the_table_shows_it():
                                               boot_alpha_hi=4.0, pl_pvalue=0.01234)]))
     warned = page.split('<ul id="warned">', 1)[1].split("</ul>", 1)[0]
     assert f"p = {_fmt(0.01234)}" in warned and _fmt(0.01234) == "0.01234"
+    # the interval beside it is the bootstrap's, which the warning used, not the Bayesian one
+    page = render_report(result_of([layer_row("a", warning="no-power-law", num_boot=200.0, boot_alpha_lo=2.0,
+                                              boot_alpha_hi=4.0, pl_pvalue=0.01234, bayes_alpha_lo=2.5,
+                                              bayes_alpha_hi=3.5)]))
+    assert "α = 3 [2, 4], p = 0.01234" in page
+
+
+# ------------------------------------------------------------------ mutation round 41 (2026-12-06)
+def test_an_empty_result_says_it_keeps_no_figures():
+    """A result with no layers has nothing to click: the table says per-layer figures are not available, and
+    the config says so, rather than inviting a click on a row."""
+    page = render_report(result_of([]))
+    assert 'id="no-spectra"' in page and "click a row" not in page
+    assert json.loads(_json_blocks(page)["htsr-config"])["kept"] is False
+
+
+def test_the_number_column_embedded_for_sorting_is_each_rows_index():
+    """The '#' column's values in the config (what sorting by # compares) are the rows' indices 0, 1, 2 as the
+    cells show, so sorting by # restores the model's order."""
+    page = render_report(result_of([layer_row("a"), layer_row("b"), layer_row("c")]))
+    table = json.loads(_json_blocks(page)["htsr-config"])["table"]
+    assert [row[table["columns"].index("#")] for row in table["values"]] == [0, 1, 2]
+    assert table["numeric"][table["columns"].index("#")] is True
+
+
+def test_panel_numbers_keep_the_range_of_a_double():
+    """Panel numbers beyond float32's range (1e40, 1e-50: a spectrum of huge or tiny weights) are embedded
+    as the numbers they are, not as null (inf in float32) or 0."""
+    from htsr.figures import Panel, Series
+
+    p = Panel("t", "x", "y", (Series("line", np.array([1e40, 1e-50]), np.array([-3e45, 2.0]), "a", "data"),))
+    s = json.loads(_panel_json(p))["series"][0]
+    # %.5g keeps these exactly (5 significant digits are enough for 1, 3 and 2)
+    assert s["x"] == [1e40, 1e-50] and s["y"] == [-3e45, 2.0]
+
+
+def test_a_layer_without_eigenvalues_says_its_status(result, page):
+    """The figures of a layer with no eigenvalues kept say why: its status ('failed: …' for the NaN layer)."""
+    i = next(i for i, r in enumerate(result.layers) if r.name == "bad")
+    assert result.spectra[i] is None and result.layers[i].status.startswith("failed")
+    data = json.loads(_json_blocks(page)[f"layer-data-{i}"])
+    assert data == {"name": "bad", "panels": [],
+                    "note": f"no eigenvalues kept for this layer ({result.layers[i].status})"}
+
+
+def test_a_figure_that_fails_becomes_a_note_naming_the_error(monkeypatch):
+    """A bug in one layer's figures costs that layer its panels, not the report: its block says which error
+    (class and message) and the other layers keep theirs."""
+    import htsr.report as report
+
+    rng = np.random.default_rng(0)
+    r = htsr.analyze({"a.weight": rng.standard_normal((200, 80)), "b.weight": rng.standard_normal((200, 80))},
+                     keep_spectra=True)
+    real = report.layer_panels
+
+    def flaky(row, sp):
+        if row.name == "b":
+            raise ValueError("no <ticks> here")
+        return real(row, sp)
+
+    monkeypatch.setattr(report, "layer_panels", flaky)
+    blocks = _json_blocks(render_report(r))
+    assert json.loads(blocks["layer-data-1"]) == {"name": "b", "panels": [],
+                                                  "note": "figures failed: ValueError: no <ticks> here"}
+    assert len(json.loads(blocks["layer-data-0"])["panels"]) == 6
+
+
+def test_a_kind_htsr_does_not_list_has_its_colour_in_the_config():
+    """A row of a kind outside LAYER_KINDS (a run read back from a newer htsr) gets htsr.plot's colour for it
+    in the config (the renderer falls back to grey for a role without one)."""
+    from htsr.figures import role_color
+
+    page = render_report(result_of([layer_row("a", kind="moe"), layer_row("b")]))
+    colours = json.loads(_json_blocks(page)["htsr-config"])["colours"]
+    assert colours["kind:moe"] == role_color("kind:moe") != "#7f7f7f"
+
+
+def test_the_header_lists_options_at_their_values_or_says_all_are_defaults():
+    """No option changed: 'all at their defaults'. Otherwise each changed option by repr (a string quoted, so
+    '3' and 3 differ), an option htsr does not know (a newer run's) included."""
+    def options_of(page):
+        return html.unescape(page.split("<dt>options</dt><dd>", 1)[1].split("</dd>", 1)[0])
+
+    assert options_of(render_report(result_of([layer_row("a")]))) == "all at their defaults"
+    assert options_of(render_report(result_of([layer_row("a")], xmin="median", min_evals=50, future=3))) == \
+        "<code>xmin='median'</code>, <code>future=3</code>"
+
+
+def test_an_option_differs_from_its_default_by_type_too():
+    """True is not 1 and False is not 0 (a bool given where a number is meant is listed); an option whose value
+    cannot be compared (an array) is listed, not taken for its default."""
+    from htsr.report import _non_defaults
+
+    assert _non_defaults({"randomize": 0, "seed": False, "tails": True, "bootstrap": 0}) == \
+        [("randomize", 0), ("seed", False)]
+    kinds = np.array(["dense", "conv2d"])
+    assert [k for k, _ in _non_defaults({"kinds": kinds})] == ["kinds"]
+
+
+def test_the_summary_cards_name_the_interval_and_the_tail_shares_of_this_run():
+    """The interval of alpha follows the run's bootstrap and confidence; the two tail-fit shares each at its
+    own value (2 of 3 plausible, 1 of 3 best fit by the power law), each undefined one with its own reason."""
+    rows = [layer_row("a", pl_pvalue=0.5, num_boot=200.0, best_fit="power_law"),
+            layer_row("b", pl_pvalue=0.05, num_boot=200.0, best_fit="lognormal"),
+            layer_row("c", pl_pvalue=0.3, num_boot=200.0, best_fit="lognormal")]
+    page = render_report(result_of(rows, bootstrap=200, confidence=0.9))
+    assert ("<dt>interval of alpha</dt><dd>bootstrap, 90% (Bayesian on a layer with fewer than 100 good "
+            "replicates)</dd>") in page
+    assert f"<dt>power law plausible (bootstrap p &gt; 0.1)</dt><dd>{_fmt(2 / 3)}</dd>" in page
+    assert f"<dt>best fit is the power law</dt><dd>{_fmt(1 / 3)}</dd>" in page and _fmt(1 / 3) == "0.3333"
+    # no tails compared: the best-fit share says --no-tails (the plausibility share is defined)
+    rows = [layer_row("a", pl_pvalue=0.5, num_boot=200.0)]
+    page = render_report(result_of(rows, bootstrap=200, tails=False))
+    assert "<dt>best fit is the power law</dt><dd>n/a (--no-tails)</dd>" in page
+
+
+def test_the_traps_entry_says_why_it_is_undefined_under_randomize():
+    """Randomised, but no layer with a trap count: the traps entry gives the randomisation's reason, not the
+    phases'."""
+    page = render_report(result_of([layer_row("a")], randomize=True))
+    assert ("<dt>layers with correlation traps</dt><dd>n/a (no layer randomised: none with min_evals eigenvalues, "
+            "or LoRA updates only)</dd>") in page
+
+
+def test_tensors_not_analysed_end_in_an_ellipsis_when_some_are_not_named():
+    """Each reason's count, its example names, and '…' when the count is larger than the names shown (one more
+    already); no '…' when every one is named."""
+    from htsr.results import NotAnalysed
+
+    r = result_of([layer_row("a")])
+    r = type(r)(r.layers, r.summary, r.source, r.options, not_analysed=(
+        NotAnalysed("bias or norm buffer", 4, ("a.bias", "b.bias", "c.bias")), NotAnalysed("1-D", 2, ("x", "y"))))
+    card = render_report(r).split("<h3>Tensors not analysed</h3>", 1)[1].split("</div>", 1)[0]
+    assert "<dt>bias or norm buffer</dt><dd>4 (a.bias, b.bias, c.bias, …)</dd>" in card
+    assert "<dt>1-D</dt><dd>2 (x, y)</dd>" in card
+
+
+def test_the_means_card_says_an_adapters_means_are_over_its_updates():
+    """An adapter's means average its updates (#delta rows): the card's heading says so, not 'layers'."""
+    r = result_of([layer_row("q#delta", alpha=2.0), layer_row("v#delta", alpha=4.0)])
+    assert r.summary.means_over == "delta"
+    page = render_report(r)
+    assert f"<h3>Means over {html.escape(MEANS_OVER['delta'])} with a finite value</h3>" in page
+    assert "<dt>alpha</dt><dd>3</dd>" in page
