@@ -211,9 +211,10 @@ def esd(
         except np.linalg.LinAlgError:  # (LAPACK's "Internal Error" on a Gram that overflowed)
             ev = np.array([np.inf])
         if not np.isfinite(ev).all():
-            raise SpectrumOverflow(f"esd: matrix {i}: eigenvalues beyond float64's range (entries up to "
-                             f"{float(np.max(np.abs(W))) if isinstance(W, np.ndarray) else math.inf:.3g}); rescale "
-                             "the weights (alpha does not change with the scale)")
+            size = (f"entries up to {float(np.max(np.abs(W))):.3g}" if isinstance(W, np.ndarray)
+                    else f"a {type(W).__name__} product of factors")  # (no dense entries to measure)
+            raise SpectrumOverflow(f"esd: matrix {i}: eigenvalues beyond float64's range ({size}); rescale "
+                                   "the weights (alpha does not change with the scale)")
         parts.append(ev)
         floors.append(floor)
         tols.append(tol)

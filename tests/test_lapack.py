@@ -142,3 +142,39 @@ def test_a_float32_workspace_query_is_rounded_up_as_scipys():
     assert lapack._query(np.array([2.0**24], np.float32), ctypes.c_int(0)) == 2**24 + 2
     assert lapack._query(np.array([1000.0], np.float32), ctypes.c_int(0)) == 1000  # (next float32 after 1000: 1000.00006)
     assert lapack._query(np.array([2.0**24], np.float64), ctypes.c_int(0)) == 2**24
+
+
+# ------------------------------------------------------------------ mutation round 39 (2026-12-06)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_both_dtypes_solve_through_the_pointers_not_scipys_wrappers(dtype, monkeypatch):
+    """eigvalsh, eigh and svdvals of a float32 or float64 matrix call LAPACK's pointers (the lock released), never
+    scipy's wrappers, which hold it: with those made to fail, the answers are still scipy's own (a ?gesdd pointer
+    refused, or no routine named for float32, had fallen back to scipy.linalg.svd without a word)."""
+    W = np.random.default_rng(9).standard_normal((40, 25)).astype(dtype)
+    G = W.T @ W
+    expected = (scipy.linalg.eigh(G, eigvals_only=True), scipy.linalg.eigh(G), scipy.linalg.svd(W, compute_uv=False))
+
+    def refused(*args, **kwargs):
+        raise AssertionError("scipy's wrapper called")
+
+    monkeypatch.setattr(scipy.linalg, "eigh", refused)
+    monkeypatch.setattr(scipy.linalg, "svd", refused)
+    w, V = lapack.eigh(G.copy())
+    assert np.array_equal(lapack.eigvalsh(G.copy()), expected[0])
+    assert np.array_equal(w, expected[1][0]) and np.array_equal(V, expected[1][1])
+    assert np.array_equal(lapack.svdvals(W), expected[2])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lapacks_failures_are_raised_not_returned(dtype):
+    """A matrix of NaN: ?syevr reports info 1 and ?gesdd an illegal value (info −4); each is raised as LinAlgError
+    (as scipy.linalg.eigh's 'Internal Error'), not returned as eigenvalues or singular values. A workspace query's
+    own failure likewise."""
+    import ctypes
+
+    with pytest.raises(np.linalg.LinAlgError, match=r"\?syevr: internal error \(info 1\)"):
+        lapack.eigvalsh(np.full((4, 4), np.nan, dtype))
+    with pytest.raises(np.linalg.LinAlgError, match=r"\?gesdd info -4"):
+        lapack.svdvals(np.full((4, 3), np.nan, dtype))
+    with pytest.raises(np.linalg.LinAlgError, match=r"LAPACK workspace query failed \(info -6\)"):
+        lapack._query(np.array([100.0], dtype), ctypes.c_int(-6))

@@ -411,3 +411,128 @@ def test_the_metrics_of_an_all_zero_spectrum_are_nan_not_0():
     m = compute_metrics(s, PowerLawFit.failed("all zero"))
     assert s.rank == 0 and m["matrix_rank"] == 0.0
     assert all(math.isnan(m[k]) for k in ("entropy", "log_norm", "log_spectral_norm", "stable_rank", "alpha_weighted"))
+
+
+# ------------------------------------------------------------------ mutation round 39 (2026-12-06)
+
+
+def test_a_factored_matrixs_spectrum_has_min_side_eigenvalues_its_rest_exact_zeros():
+    """A 400 x 10 rank-3 LoRA: its ESD has min(out, in) = 10 eigenvalues, as its dense product's, the 7 its factors
+    cannot make nonzero exact zeros (only the 3 nonzero ones had come back: a spectrum 3 long, not M)."""
+    from htsr.factored import LowRank
+
+    rng = np.random.default_rng(1)
+    B, A = rng.standard_normal((400, 3)), rng.standard_normal((3, 10))
+    s = esd([LowRank(B, A, 1.0)])
+    ref = np.sort(np.linalg.svd(B @ A, compute_uv=False) ** 2)
+    assert s.evals.size == 10 and np.all(s.evals[:7] == 0.0) and s.rank == 3
+    # the nonzero three against numpy's SVD of the formed product: both float64, ~1e-14 relative; 1e-9 is ample
+    np.testing.assert_allclose(s.evals[7:], ref[7:], rtol=1e-9)
+
+
+def test_matrix_eigenvalues_refuses_a_one_dimensional_array_in_its_own_words():
+    """A 1-D array is no matrix: 'expected a 2-D matrix' (not a tuple-unpacking error from its shape)."""
+    with pytest.raises(ValueError, match=r"expected a 2-D matrix, got shape \(5,\)"):
+        matrix_eigenvalues(np.ones(5))
+
+
+def test_an_all_zero_matrix_needs_no_float64_gram_on_the_fast_path():
+    """An all-zero matrix (a pruned kernel position) has floor 0 and its zeros are exact: none is *below* the floor,
+    none underflows, so nothing is refined: method gram32, alone or pooled with a live position (it had been
+    recomputed as a float64 Gram, reporting 'gram64' / 'gram32+gram64' and paying a second Gram)."""
+    A = np.random.default_rng(3).standard_normal((60, 20)).astype(np.float32)
+    Z = np.zeros_like(A)
+    assert matrix_eigenvalues(Z)[3] == "gram32"
+    s = esd([A, Z], precision="fast")
+    assert s.method == "gram32" and s.rank == 20 and np.count_nonzero(s.evals == 0.0) == 20
+
+
+def test_esd_refuses_an_infinite_scale():
+    """scale must be finite: an infinite one had been taken, giving infinite (and NaN: 0·inf) eigenvalues."""
+    W = np.random.default_rng(0).standard_normal((100, 60))
+    with pytest.raises(ValueError, match="esd: scale must be a positive finite number, got inf"):
+        esd([W], scale=math.inf)
+
+
+def test_a_three_dimensional_array_is_a_stack_of_matrices():
+    """A 3-D array (kh·kw kernel positions stacked) is the sequence of its 2-D matrices, pooled as the list of
+    them (it had been taken as one matrix and refused: 'expected a 2-D matrix')."""
+    rng = np.random.default_rng(1)
+    stack = rng.standard_normal((9, 64, 16))
+    for precision in ("fast", "accurate"):
+        a, b = esd(stack, precision=precision), esd(list(stack), precision=precision)
+        assert a.evals.size == 144 and a.rank == b.rank == 144
+        np.testing.assert_array_equal(a.evals, b.evals)
+
+
+def test_the_error_messages_say_what_to_do():
+    """Overflowing eigenvalues: 'rescale the weights (alpha does not change with the scale)'; no matrices: 'pass a
+    layer's matrices (or one 2-D array)' (the advice had gone unchecked)."""
+    from htsr.spectra import SpectrumOverflow
+
+    with pytest.raises(SpectrumOverflow, match=r"; rescale the weights \(alpha does not change with the scale\)"):
+        esd(np.full((10, 10), 1e307))
+    with pytest.raises(ValueError, match=r"esd: no matrices given; pass a layer's matrices \(or one 2-D array\)"):
+        esd([])
+    # a factored layer has no dense entries to measure: it is named as such (it had said 'entries up to inf')
+    from htsr.factored import LowRank
+
+    with pytest.raises(SpectrumOverflow, match=r"range \(a LowRank product of factors\); rescale"):
+        esd([LowRank(np.full((40, 2), 1e160), np.full((2, 10), 1e160), 1.0)])
+
+
+def test_each_eigenvalues_own_floor_is_its_own_matrixs():
+    """own_floor is aligned with the sorted eigenvalues: the quiet position's 20 (1e-6 times the loud one's scale, so
+    the 20 smallest) carry the quiet floor, the loud position's 20 the loud floor (they had been left in the matrices'
+    order: the quiet eigenvalues carried the loud floor, and kept() cut them all)."""
+    rng = np.random.default_rng(4)
+    mats = [rng.standard_normal((60, 20)), 1e-3 * rng.standard_normal((60, 20))]
+    for precision in ("fast", "accurate"):
+        loud, quiet = (matrix_eigenvalues(W, precision)[1] for W in mats)
+        s = esd(mats, precision=precision)
+        assert s.evals[19] < s.evals[20]  # (the quiet matrix's are the 20 smallest)
+        np.testing.assert_array_equal(s.own_floor, np.r_[np.full(20, quiet), np.full(20, loud)])
+        # cut at the layer's floor (the loud one's), each position at its own: the quiet eigenvalues lie above
+        # theirs (a Gaussian 60 x 20's smallest is ~(√60 − √20)²/60 ~ 0.1 of its largest, far above 4·√20·ε)
+        assert np.count_nonzero(s.kept(s.floor, 0.0)) == 40
+
+
+def test_the_pooled_svd_rank_does_not_change_with_the_scale():
+    """The pooled SVD tolerance is scaled with the eigenvalues: the 1000 x 100 matrix with a singular value at
+    5e-14·σ_max (below numpy's 1000·ε·σ_max) has rank 99 at any scale, 2^±30 (powers of two: exact) included (a
+    tolerance left unscaled counted it at 2^30, where its eigenvalue rises above the unscaled (1000·ε·σ_max)²)."""
+    rng = np.random.default_rng(0)
+    U, _ = np.linalg.qr(rng.standard_normal((1000, 100)))
+    V, _ = np.linalg.qr(rng.standard_normal((100, 100)))
+    W = (U * np.r_[np.linspace(1, 0.1, 99), 5e-14]) @ V.T
+    for scale in (1.0, 2.0**30, 2.0**-30):
+        assert esd(W, precision="accurate", scale=scale).rank == np.linalg.matrix_rank(W) == 99, scale
+
+
+def test_kept_and_cuts_own_known_answers():
+    """cuts_own: the cut is the layer's floor *above* the other cut (equal to it: no own floors to apply); kept:
+    eigenvalues strictly above the cut, or strictly above low and their own matrix's floor (one at its own floor is
+    unresolved, as one at the cut)."""
+    from htsr.spectra import Spectrum
+
+    s = Spectrum(evals=np.array([0.5, 1.0, 2.0, 3.0]), floor=2.0, num_below_floor=2, rank=4, method="svd64",
+                 own_floor=np.array([1.0, 1.0, 2.0, 2.0]))
+    assert s.cuts_own(2.0, 0.5) and not s.cuts_own(2.0, 2.0) and not s.cuts_own(1.0, 0.5)
+    assert s.kept(2.0, 0.5).tolist() == [False, False, False, True]  # 1.0 and 2.0 sit at their own floors
+    assert s.kept(2.0, 0.0).tolist() == [False, False, False, True]
+    assert s.kept(2.0, 2.0).tolist() == [False, False, False, True]  # no own floors: above the cut
+
+
+def test_an_all_zero_kernel_position_leaves_the_entropy_as_its_live_ones():
+    """Entropy −Σ p ln p / ln R over the nonzero eigenvalues: pooling a live 60 x 20 position with an all-zero one
+    adds 20 exact zeros and no rank, so the entropy is the live position's alone (the zeros' 0·ln 0 had made it
+    NaN). Same numbers either way: rel 1e-12."""
+    A = np.random.default_rng(3).standard_normal((60, 20)).astype(np.float32)
+    fit = PowerLawFit.failed("not fitted")
+    alone, pooled = esd([A]), esd([A, np.zeros_like(A)])
+    assert pooled.rank == alone.rank == 20
+    ev = alone.evals
+    p = ev / ev.sum()
+    expected = -np.sum(p * np.log(p)) / math.log(20)
+    assert compute_metrics(pooled, fit)["entropy"] == pytest.approx(expected, rel=1e-12)
+    assert compute_metrics(alone, fit)["entropy"] == pytest.approx(expected, rel=1e-12)

@@ -1049,6 +1049,8 @@ def test_aspect_windows_wide_matrix_orientation():
     (2.5, 1.9, 6.1, NAN, "uncertain"),  # ... or both
     (1.9, 1.5, 2.0, NAN, "uncertain"),  # an interval closed at 2 contains 2
     (7.0, 6.0, 8.0, NAN, "uncertain"),  # ... and one closed at 6, 6
+    (2.5, 2.0, 3.0, NAN, "uncertain"),  # an interval starting at 2 contains 2 (from above: it was unchecked)
+    (5.5, 5.0, 6.0, NAN, "uncertain"),  # ... and one ending at 6, 6 (from below)
     (3.0, 2.2, 4.0, 0.9, ""),  # well inside (2, 6)
     (2.5, 1.2, 1.9, NAN, "uncertain"),  # an interval on the other side of 2 from alpha: they disagree
     (5.3, 6.15, 10.56, NAN, "uncertain"),  # (a skewed bootstrap's basic interval on MiniLM, --confidence 0.5)
