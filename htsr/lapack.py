@@ -1,10 +1,13 @@
-"""Eigenvalues, eigenvectors and singular values from LAPACK with Python's lock released.
+"""Eigenvalues, eigenvectors and singular values from LAPACK, and Gram matrices from BLAS, with Python's lock
+released.
 
 ``scipy.linalg.eigh`` and ``scipy.linalg.svd`` hold the lock while LAPACK runs (their wrappers are not declared
 thread-safe), so two of the analysis's threads (:func:`htsr.analyze.in_threads`) solved one after the other: on
 2 cores, two threads gave ×1.0 for 768 × 768 Grams. The same LAPACK routines called here through
 ``scipy.linalg.cython_lapack``'s function pointers, by ctypes, which releases the lock for the call, give ×1.8.
 Same routine, same arguments, same workspace as scipy's calls: the same numbers, bit for bit (tests/test_lapack.py).
+:func:`gram` accumulates a Gram matrix by BLAS's ?syrk (``scipy.linalg.cython_blas``) from blocks of rows
+converted one at a time, so that a float64 Gram of float32 weights needs no float64 copy of them.
 
 Where the pointers are missing or their C signature is not the one expected (another scipy: 64-bit integers),
 scipy's own functions are used.
@@ -20,27 +23,28 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
-__all__ = ["eigh", "eigvalsh", "svdvals"]
+__all__ = ["eigh", "eigvalsh", "gram", "svdvals"]
 
 # argument kinds of the C signatures: c char*, i int*, x the matrix type (s float, d double)
-_SIGNATURES = {"syevr": "c c c i x i x x i i x i x x i i x i i i i", "gesdd": "c i i x i x x i x i x i i i"}
+_SIGNATURES = {"syevr": "c c c i x i x x i i x i x x i i x i i i i", "gesdd": "c i i x i x x i x i x i i i",
+               "syrk": "c c i i x x i x x i"}
 _KIND = {"char": "c", "int": "i", "s": "x", "d": "x"}
 
 
 @functools.lru_cache(maxsize=None)
 def _routine(name: str):
-    """The ctypes function for LAPACK routine ``name`` ('ssyevr' …), or None."""
+    """The ctypes function for LAPACK (or BLAS) routine ``name`` ('ssyevr', 'dsyrk' …), or None."""
     try:
-        from scipy.linalg import cython_lapack
+        from scipy.linalg import cython_blas, cython_lapack
 
-        capsule = cython_lapack.__pyx_capi__[name]
+        capsule = (cython_blas if name[1:] == "syrk" else cython_lapack).__pyx_capi__[name]
         # (prototypes of our own: setting ctypes.pythonapi's would change them for every other user)
         get_name = ctypes.PYFUNCTYPE(ctypes.c_char_p, ctypes.py_object)(("PyCapsule_GetName", ctypes.pythonapi))
         get_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
             ("PyCapsule_GetPointer", ctypes.pythonapi))
         signature = get_name(capsule)
         args = re.fullmatch(r"void \((.*)\)", signature.decode())
-        kinds = [_KIND.get(re.sub(r"^__pyx_t_\w*cython_lapack_", "", a.strip()).rstrip(" *"))
+        kinds = [_KIND.get(re.sub(r"^__pyx_t_\w*cython_(lapack|blas)_", "", a.strip()).rstrip(" *"))
                  for a in args.group(1).split(",")] if args else []
         if " ".join(map(str, kinds)) != _SIGNATURES[name[1:]]:
             return None
@@ -126,6 +130,30 @@ def svdvals(W: np.ndarray, dtype: Any = None) -> np.ndarray:
     if info.value:
         raise np.linalg.LinAlgError(f"SVD did not converge (?gesdd info {info.value})")
     return s
+
+
+def gram(X: np.ndarray, dtype: Any, block: int = 1 << 20) -> np.ndarray:
+    """XᵀX in ``dtype`` (float32 or float64; n × n for X's n columns): its lower triangle in a column-major array
+    (the rest zeros), as :func:`eigvalsh` reads it in place. Accumulated by ?syrk over blocks of X's rows (about
+    ``block`` entries, at least 256 rows), each converted to ``dtype`` on its own: no converted copy of all of X
+    is held (a float64 Gram of float32 weights: 8 bytes a weight, 344 MiB for a 4096 × 11008 layer; here 8 MiB),
+    and Python's lock is released. Without the pointer: numpy's product of one whole converted copy."""
+    dtype = np.dtype(dtype)
+    run = _routine({"float32": "ssyrk", "float64": "dsyrk"}.get(dtype.name, ""))
+    m, n = X.shape
+    if run is None:
+        A = np.asarray(X, dtype=dtype)
+        return np.asfortranarray(np.tril(A.T @ A))
+    G = np.zeros((n, n), dtype, order="F")
+    one = np.ones(1, dtype)
+    rows = max(1, min(m, max(256, block // max(1, n))))
+    buffer = np.empty((rows if m and n else 0, n), dtype)  # (one block's buffer, filled in turn)
+    for start in range(0, m if n else 0, rows):
+        # a C-ordered k × n block is, read column-major, the n × k matrix Bᵀ: ?syrk 'N' adds Bᵀ·B to G
+        B = buffer[:min(rows, m - start)]
+        B[...] = X[start:start + rows]
+        run(*map(_ref, (_char("L"), _char("N"), _int(n), _int(B.shape[0]), one, B, _int(n), one, G, _int(n))))
+    return G
 
 
 def _query(work: np.ndarray, info: ctypes.c_int) -> int:

@@ -45,7 +45,7 @@ from typing import Sequence
 import numpy as np
 
 from .factored import Factored, Kronecker, LowRank, hadamard_lowrank, lowrank_eigenvalues
-from .lapack import eigvalsh, svdvals
+from .lapack import eigvalsh, gram, svdvals
 from .specs import FEW_BELOW_FLOOR, check_args
 from .values import NanEqual
 
@@ -165,6 +165,10 @@ def _svd_eigenvalues(W: np.ndarray, N: int, M: int) -> tuple[np.ndarray, float, 
 
 def _gram_eigenvalues(W: np.ndarray, dtype: type, wide: bool) -> tuple[np.ndarray, float, type]:
     """(ascending eigenvalues of the Gram, its floor, the dtype it was computed in)."""
+    if dtype is np.float64 and W.dtype != np.float64:
+        # (float32 weights refined: the Gram from blocks converted one at a time, not from a float64 copy of W)
+        G = gram(W.T if wide else W, np.float64)
+        return _eigenvalues_and_floor(eigvalsh(G), G.shape[0], _EPS64, dtype)
     with np.errstate(over="ignore", invalid="ignore"):  # float64 weights beyond float32's range: inf, caught below
         A = np.asarray(W, dtype=dtype)
         G = A @ A.T if wide else A.T @ A
@@ -176,13 +180,15 @@ def _gram_eigenvalues(W: np.ndarray, dtype: type, wide: bool) -> tuple[np.ndarra
             return _gram_eigenvalues(W, np.float64, wide)  # the float64 Gram holds them
     # G.T: the same matrix, its buffer read in place as the column-major one LAPACK takes (numpy forms a Gram
     # A·Aᵀ by a symmetric rank-k update, exactly symmetric: the numbers of G's own copy, without the copy)
-    evals = eigvalsh(G.T)
+    return _eigenvalues_and_floor(eigvalsh(G.T), G.shape[0], _EPS32 if dtype is np.float32 else _EPS64, dtype)
+
+
+def _eigenvalues_and_floor(evals: np.ndarray, n: int, eps: float, dtype: type) -> tuple[np.ndarray, float, type]:
     evals = np.asarray(evals, dtype=np.float64)
     evals.sort()
     np.maximum(evals, 0.0, out=evals)
     lmax = float(evals[-1]) if evals.size else 0.0
-    eps = _EPS32 if dtype is np.float32 else _EPS64
-    return evals, 4.0 * np.sqrt(G.shape[0]) * eps * lmax, dtype
+    return evals, 4.0 * np.sqrt(n) * eps * lmax, dtype
 
 
 def esd(

@@ -178,3 +178,58 @@ def test_lapacks_failures_are_raised_not_returned(dtype):
         lapack.svdvals(np.full((4, 3), np.nan, dtype))
     with pytest.raises(np.linalg.LinAlgError, match=r"LAPACK workspace query failed \(info -6\)"):
         lapack._query(np.array([100.0], dtype), ctypes.c_int(-6))
+
+
+# ------------------------------------------------------------------ the Gram by ?syrk
+@pytest.mark.parametrize("shape", [(300, 40), (40, 300), (1, 5), (5, 1), (0, 4), (4, 0), (3000, 70)])
+@pytest.mark.parametrize("block", [1 << 20, 1])  # one block, and blocks of 256 rows (the least taken)
+def test_gram_is_the_lower_triangle_of_the_converted_product(shape, block):
+    """gram(X, float64) of float32 X: XᵀX of X converted to float64, lower triangle, column-major (eigvalsh reads it
+    in place), upper triangle zero. Blocks add the same products in another order: float64 rounding, 1e-13 relative
+    to the largest entry, the bound (entries of 3000 products of O(1) numbers: ~√3000·ε ~ 1e-14)."""
+    X = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
+    G = lapack.gram(X, np.float64, block=block)
+    A = X.astype(np.float64)
+    ref = np.tril(A.T @ A)
+    assert G.dtype == np.float64 and G.shape == (shape[1], shape[1]) and G.flags.f_contiguous
+    assert np.all(np.triu(G, 1) == 0)
+    np.testing.assert_allclose(G, ref, rtol=0, atol=1e-13 * max(1.0, float(np.abs(ref).max(initial=0))))
+
+
+def test_gram_of_a_strided_view_and_in_float32():
+    """A transposed or strided view is read as its values; float32 gives ssyrk's Gram (float32 rounding: 1e-5 of
+    the largest entry, ~√m·ε₃₂ for m = 500 rows)."""
+    X = np.random.default_rng(7).standard_normal((80, 500)).astype(np.float32)
+    for view in (X.T, X.T[::2], X[:, ::3].T):
+        A = view.astype(np.float64)
+        ref = np.tril(A.T @ A)
+        np.testing.assert_allclose(lapack.gram(view, np.float64), ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+        G32 = lapack.gram(view, np.float32)
+        assert G32.dtype == np.float32
+        np.testing.assert_allclose(G32, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+
+
+def test_gram_without_the_pointer_is_numpys_lower_triangle(monkeypatch):
+    """Without a ?syrk pointer (another scipy): numpy's product of a converted copy, the same lower triangle."""
+    X = np.random.default_rng(8).standard_normal((200, 30)).astype(np.float32)
+    want = lapack.gram(X, np.float64)
+    monkeypatch.setattr(lapack, "_routine", lambda name: None)
+    got = lapack.gram(X, np.float64)
+    assert got.flags.f_contiguous and np.all(np.triu(got, 1) == 0)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())  # (another summation order)
+
+
+def test_gram_holds_no_converted_copy_of_its_matrix():
+    """The float64 Gram of a 40 000 × 100 float32 matrix (16 MB) allocates its 80 kB Gram and one block of
+    rows at a time (8 MB), not the 32 MB float64 copy that numpy's product needs (numpy's allocations are
+    traced by tracemalloc)."""
+    import tracemalloc
+
+    X = np.random.default_rng(9).standard_normal((40_000, 100), dtype=np.float32)
+    tracemalloc.start()
+    try:
+        lapack.gram(X, np.float64)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 12e6, peak  # one 8 MB block and the Gram; a whole copy is 32 MB

@@ -536,3 +536,26 @@ def test_an_all_zero_kernel_position_leaves_the_entropy_as_its_live_ones():
     expected = -np.sum(p * np.log(p)) / math.log(20)
     assert compute_metrics(pooled, fit)["entropy"] == pytest.approx(expected, rel=1e-12)
     assert compute_metrics(alone, fit)["entropy"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_float64_refinement_of_float32_weights_holds_no_float64_copy_of_them():
+    """A float32 layer with eigenvalues below the float32 floor (singular values down to 1e-3 of the largest) is
+    refined in float64 from blocks of its rows: its 40 000 × 100 weights (16 MB) allocate the 80 kB Gram and an
+    8 MB block, not the 32 MB float64 copy of W the refinement had made (numpy's allocations are traced by
+    tracemalloc). The eigenvalues are the float64 SVD's (1e-9 relative: float64 Gram rounding, ~√M·ε·λ_max/λ)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(2)
+    U, _ = np.linalg.qr(rng.standard_normal((40_000, 100)))
+    s = np.logspace(0, -3, 100)
+    W = ((U * s) @ np.linalg.qr(rng.standard_normal((100, 100)))[0]).astype(np.float32)
+    del U
+    tracemalloc.start()
+    try:
+        evals, _, _, method = matrix_eigenvalues(W)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert method == "gram64" and peak < 12e6, (method, peak)
+    ref = np.sort(np.linalg.svd(W.astype(np.float64), compute_uv=False) ** 2)
+    np.testing.assert_allclose(evals, ref, rtol=1e-9)
