@@ -30,7 +30,7 @@ from safetensors.numpy import save_file as np_save_file
 
 import htsr
 from htsr.io import SUPPORTED, SUPPORTED_FILES, open_source
-from htsr.errors import HtsrError
+from htsr.errors import HtsrError, LayerSkipped
 from htsr.io.base import TensorRef, einsum_axes, grouped_axes
 from htsr.io.safetensors import SafetensorsFile, ShardedSafetensors
 from htsr.matrices import layer_matrices
@@ -1066,6 +1066,22 @@ def test_a_corrupt_file_of_a_known_suffix_says_so_not_unknown_format(tmp_path, s
         htsr.analyze(path)
     _one_line_source_error(ei, f"{path}: not a valid {says} file (it starts with b'\\x00garbage'); truncated or "
                                "corrupt? Download or save it again")
+
+
+def test_a_gzip_whose_deflate_stream_is_corrupt_is_a_one_line_error(tmp_path):
+    """A gzip whose deflate stream is corrupt, named as nothing htsr knows: detection reads its first bytes (a
+    gzipped pickle? a tar?) and says the format is unknown in one line (it had escaped as a zlib.error traceback
+    from the tar check)."""
+    import gzip
+
+    raw = bytearray(gzip.compress(pickle.dumps({"w": np.arange(3000.0)}, protocol=4), compresslevel=9))
+    raw[20] ^= 0xFF  # (inside the first deflate block's code lengths: 'invalid bit length repeat')
+    raw[21] ^= 0xFF
+    path = tmp_path / "weights.dat.gz"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(htsr.SourceError) as ei:
+        open_source(path)
+    _one_line_source_error(ei, f"{path}: unknown file format", SUPPORTED_FILES)
 
 
 def test_empty_folder_lists_supported_formats(tmp_path):
@@ -3003,9 +3019,11 @@ def test_a_weightwatcher_bias_of_a_key_not_ending_in_weight_is_named_by_its_file
     assert [l.name for l in r.layers] == ["fc.w"] and [n.examples for n in r.not_analysed] == [("seq.0.b",)]
 
 
-# the values of a nested list are counted along every path (1001 references to one row of 2000: 2 002 000)
-def test_a_list_of_one_shared_row_counts_every_value():
-    r = htsr.analyze({"w": [[0.5] * 2000] * 1001, "ok": np.random.default_rng(0).standard_normal((60, 50))},
+# the values of a nested list are counted along every path (1001 references to one row of 2000: 2 002 000),
+# through tuples as through lists
+@pytest.mark.parametrize("seq", [list, tuple])
+def test_a_list_of_one_shared_row_counts_every_value(seq):
+    r = htsr.analyze({"w": seq([seq([0.5] * 2000)] * 1001), "ok": np.random.default_rng(0).standard_normal((60, 50))},
                      min_evals=2)
     assert [l.name for l in r.layers] == ["ok"]
     assert "a nested list of more than 2000000 values" in r.not_analysed[0].reason
@@ -3045,14 +3063,32 @@ def test_a_format_3_npz_member_is_read_lazily_from_its_header(tmp_path, monkeypa
         z.writestr("odd.npy", b"\x93NUMPY\x03\x00" + len(head).to_bytes(4, "little") + head + bytes(8))
         bad = b"{'descr': '<f4', 'shape': (2,".ljust(118) + b"\n"  # no Python literal
         z.writestr("bad.npy", b"\x93NUMPY\x03\x00" + len(bad).to_bytes(4, "little") + bad + bytes(8))
+        # a shape of no integers, a fortran_order of no bool: numpy's own header check refuses both
+        for name, text in (("real", b"{'descr': '<f4', 'fortran_order': False, 'shape': (2.0,)}"),
+                           ("order", b"{'descr': '<f4', 'fortran_order': 0, 'shape': (2,)}")):
+            head = text.ljust(118) + b"\n"
+            z.writestr(f"{name}.npy", b"\x93NUMPY\x03\x00" + len(head).to_bytes(4, "little") + head + bytes(8))
+        head = b"{'descr': 'not-a-dtype', 'fortran_order': False, 'shape': (2,)}".ljust(118) + b"\n"
+        z.writestr("nodtype.npy", b"\x93NUMPY\x03\x00" + len(head).to_bytes(4, "little") + head + bytes(8))
+        # headers of numpy's limit (10 000 bytes, which numpy reads without pickles) and one byte over it
+        for name, size in (("edge", 10_000), ("over", 10_001)):
+            head = b"{'descr': '<f4', 'fortran_order': False, 'shape': (2,)}".ljust(size - 1) + b"\n"
+            z.writestr(f"{name}.npy", b"\x93NUMPY\x03\x00" + size.to_bytes(4, "little") + head
+                       + np.array([1.5, -2.0], "<f4").tobytes())
     monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", lambda *a: pytest.fail("a member was loaded at open"))
     refs = {r.name: r for r in open_source(path)}
     assert (refs["fc.weight"].shape, refs["fc.weight"].dtype) == ((60, 50), "float32")
     monkeypatch.undo()
     np.testing.assert_array_equal(refs["fc.weight"].load(), W)  # exact: the stored bytes
+    assert (refs["edge"].shape, refs["edge"].dtype) == ((2,), "float32")
+    np.testing.assert_array_equal(refs["edge"].load(), [1.5, -2.0])
+    with pytest.raises(LayerSkipped, match="a .npy header of 10001 bytes"):
+        refs["over"].load()
     rows = _rows(htsr.analyze(path, min_evals=2))
     assert rows["fc"].status == "ok"
-    for name, why in (("cut", "cut short"), ("odd", "not a .npy header"), ("bad", "not a .npy header (SyntaxError)")):
+    for name, why in (("cut", "cut short"), ("odd", "not a .npy header"), ("bad", "not a .npy header (SyntaxError)"),
+                      ("real", "not a .npy header: {"), ("order", "not a .npy header: {"),
+                      ("nodtype", "(ValueError: descr is not a dtype: 'not-a-dtype')")):
         assert rows[name].status.startswith("skipped: its .npy header cannot be read") and why in rows[name].status
 
 
@@ -3371,3 +3407,81 @@ def test_a_safetensors_file_shorter_than_its_length_field_is_called_too_short(tm
     with pytest.raises(HtsrError) as excinfo:
         SafetensorsFile(path)
     _one_line_source_error(excinfo, str(path), "too short")
+
+
+# ------------------------------------------------------------------ mutation round 40 (2026-12-06)
+def test_structures_at_the_nesting_and_count_limits_are_read(monkeypatch):
+    """The caps refuse what is past them, not what is at them: 200 levels of nesting below the top are read
+    (201 refused), as many leaves as MAX_FLAT_ITEMS are read (one more refused), and a name of 80 characters is
+    quoted whole in the message (81 are shortened to their ends)."""
+    W = np.random.default_rng(0).standard_normal((12, 10))
+    deep: dict = {"weight": W}
+    for _ in range(200):
+        deep = {"x": deep}
+    (ref,) = open_source(deep)
+    assert ref.name == "x." * 200 + "weight"
+    with pytest.raises(htsr.SourceError, match="nested more than 200 levels deep"):
+        open_source({"x": deep})
+    from htsr.io import numpy as numpy_reader
+    monkeypatch.setattr(numpy_reader, "MAX_FLAT_ITEMS", 3)  # (the cap's mechanism, not its million)
+    assert [r.name for r in open_source({"a": W, "b": W.T, "c": 2 * W})] == ["a", "b", "c"]
+    for name, quoted in (("n" * 80, "n" * 80), ("n" * 81, "n" * 40 + "…" + "n" * 30)):
+        with pytest.raises(htsr.SourceError) as ei:
+            open_source({"a": W, "b": W.T, "c": 2 * W, name: 3 * W})
+        assert str(ei.value).startswith(f"<mapping>: {quoted}: more than 3 values in one structure"), str(ei.value)
+
+
+def test_pairs_triples_and_repeated_names_in_a_list():
+    """A list of (name, value) pairs reads as the mapping it lists only when each item is a pair and the names
+    are distinct: triples ('fc', W, note), or pairs repeating a name, are items named by index (a mapping of
+    repeated names had kept the last array alone; triples had failed as a dict)."""
+    rng = np.random.default_rng(1)
+    A, B = rng.standard_normal((30, 20)), rng.standard_normal((40, 20))
+    assert [r.name for r in open_source([("fc", A), ("out", B)])] == ["fc", "out"]
+    # (the names and notes are items too: 0-d strings, no weights)
+    assert [r.name for r in open_source([("fc", A, "note"), ("out", B, "note")]) if r.shape] == ["0.1", "1.1"]
+    refs = {r.name: r for r in open_source([("fc", A), ("fc", B)]) if r.shape}
+    assert sorted(refs) == ["0.1", "1.1"]
+    np.testing.assert_array_equal(refs["1.1"].load(), B)
+
+
+def test_a_list_of_numpy_scalars_is_one_vector_one_of_biases_is_items_and_the_value_cap_is_read():
+    """A list of numpy scalars (0-d, as a hand-written network's learning rates) is one array, as a list of
+    Python numbers is, not one value per item; a list of 1-D bias vectors holds arrays, each an item; a nested
+    list of exactly 2 000 000 values (1000 rows of 1999, plus the 1000 rows counted) is still an array."""
+    W = np.random.default_rng(2).standard_normal((30, 20))
+    refs = {r.name: r for r in open_source({"w": W, "lr": [np.float32(0.1), np.float32(0.2), np.float32(0.3)]})}
+    assert sorted(refs) == ["lr", "w"] and refs["lr"].shape == (3,)
+    # a list of 1-D biases of one length holds arrays: items (not one [2, 30] matrix analysed as a layer)
+    refs = {r.name: r for r in open_source({"weights": [W, W], "biases": [W[:, 0], W[:, 1]]})}
+    assert sorted(refs) == ["biases.0", "biases.1", "weights.0", "weights.1"] and refs["biases.1"].shape == (30,)
+    refs = {r.name: r for r in open_source({"w": [[0.5] * 1999] * 1000})}
+    assert refs["w"].shape == (1000, 1999)
+
+
+def test_a_zero_size_npz_member_is_read_as_empty(tmp_path):
+    """A member with an axis of length 0 (an empty embedding table, a layer pruned to nothing) is read as the
+    empty array it is: its header is no lie (only negative sizes are)."""
+    np.savez(tmp_path / "e.npz", empty=np.zeros((0, 5), np.float32), fc=np.ones((8, 6), np.float32))
+    refs = {r.name: r for r in open_source(tmp_path / "e.npz")}
+    assert refs["empty"].shape == (0, 5) and refs["empty"].load().shape == (0, 5)
+
+
+@pytest.mark.parametrize("case", ["bom", "large", "null entry", "absent bias"])
+def test_weightwatcher_configs_as_written(tmp_path, case):
+    """ww_config.json as editors and WeightWatcher write it: with a BOM, of over 64 KB (a model of thousands of
+    layers: the cap is 64 MB), with an entry that is not an object (null), with a bias file listed but not
+    present (the weight is still read, the bias left out)."""
+    W = np.random.default_rng(5).standard_normal((60, 40))
+    np.save(tmp_path / "seq.0.weight.npy", W)
+    layers: dict = {"0": {"key": "fc.weight", "weightfile": "seq.0.weight.npy",
+                          "biasfile": "seq.0.bias.npy" if case == "absent bias" else None}}
+    if case == "large":
+        layers.update({str(i): {"name": f"seq.{i}", "type": "identity", "weightfile": None} for i in range(1, 2000)})
+    if case == "null entry":
+        layers["1"] = None
+    text = json.dumps({"framework": "pytorch", "layers": layers})
+    (tmp_path / "ww_config.json").write_text(text, encoding="utf-8-sig" if case == "bom" else "utf-8")
+    assert case != "large" or len(text) > 64 << 10
+    r = htsr.analyze(tmp_path, min_evals=2)
+    assert [l.name for l in r.layers] == ["fc"] and r.layers[0].status == "ok"

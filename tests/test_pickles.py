@@ -172,7 +172,20 @@ def _with_data_length(raw: bytes, old: bytes, new_len: int) -> bytes:
     return raw.replace(head, b"B" + struct.pack("<I", new_len) + bytes(new_len))
 
 
+def _with_storage_pid() -> bytes:
+    """A pickle whose value is a persistent id of torch's form ('storage', type, key, location, numel): a
+    torch.save zip's data.pkl taken out of its archive."""
+    class TorchLike(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", "FloatStorage", "0", "cpu", 4) if obj is TorchLike else None
+
+    buf = io.BytesIO()
+    TorchLike(buf, protocol=2).dump({"w": TorchLike})
+    return buf.getvalue()
+
+
 @pytest.mark.parametrize("what,make,expect", [
+    ("storage persistent id", lambda W, raw: _with_storage_pid(), "written by torch.save or another pickler"),
     ("short array data", lambda W, raw: _with_data_length(raw, W.tobytes(), 300), "needs 480"),
     ("long array data", lambda W, raw: _with_data_length(raw, W.tobytes(), 600), "needs 480"),
     ("truncated", lambda W, raw: raw[: len(raw) // 2], "corrupt pickle"),
@@ -396,8 +409,9 @@ def test_a_pickle_named_in_capitals_is_read(tmp_path):
     # protocol 0 has no header: the suffix says it is a pickle, '.PKL' (a Windows tool's spelling) as '.pkl' (it had
     # been an unknown file format)
     W = np.random.default_rng(0).standard_normal((120, 80))
-    for name in ("net.PKL", "net.Pickle"):
-        (tmp_path / name).write_bytes(pickle.dumps({"fc.weight": W}, protocol=0))
+    for name in ("net.PKL", "net.Pickle", "net.PKL.gz", "net.Pickle.gz"):  # (gzipped: the name before .gz says so)
+        raw = pickle.dumps({"fc.weight": W}, protocol=0)
+        (tmp_path / name).write_bytes(gzip.compress(raw) if name.endswith(".gz") else raw)
         assert [x.name for x in htsr.analyze(tmp_path / name).layers] == ["fc"]
 
 

@@ -245,14 +245,16 @@ def test_analyses_in_threads_leave_a_modules_parametrizations_in_train_mode():
 
 
 # ------------------------------------------------------------------ mutation round 18 (2026-12-06)
-# σ = uᵀ·W·v of 0 (an untrained u of zeros) is a failed row naming the original, not a weight of infs
-def test_a_zero_spectral_norm_is_a_failed_row_naming_the_original():
+# σ = uᵀ·W·v of 0 (an untrained u of zeros) is a failed row naming the original, not a weight of infs;
+# so is a NaN σ (a u diverged to NaN), not a weight of NaNs
+@pytest.mark.parametrize("fill, sigma", [(0.0, "0.0"), (np.nan, "nan")])
+def test_a_zero_spectral_norm_is_a_failed_row_naming_the_original(fill, sigma):
     W = np.random.default_rng(0).standard_normal((60, 50)).astype(np.float32)
-    rows = {r.name: r for r in htsr.analyze({"fc.weight_orig": W, "fc.weight_u": np.zeros(60, np.float32),
+    rows = {r.name: r for r in htsr.analyze({"fc.weight_orig": W, "fc.weight_u": np.full(60, fill, np.float32),
                                              "fc.weight_v": np.ones(50, np.float32)}, min_evals=2).layers}
     assert list(rows) == ["fc"]
     assert rows["fc"].status.startswith("failed:"), rows["fc"].status
-    assert "the spectral norm uᵀ·W·v of fc.weight_orig is 0.0" in rows["fc"].status
+    assert f"the spectral norm uᵀ·W·v of fc.weight_orig is {sigma}" in rows["fc"].status
 
 
 # two weight-normed modules of an in-memory mapping (no storage keys) are two rows, not one tied weight
@@ -265,15 +267,17 @@ def test_two_weight_normed_modules_without_storage_keys_are_two_rows():
     assert list(rows) == ["a", "b"] and rows["a"].lambda_max != rows["b"].lambda_max
 
 
-# weight norm on an RNN's weight_hh_l0 (weight_hh_l0_g, weight_hh_l0_v) is combined into weight_hh_l0
-def test_weight_norm_on_an_rnn_weight_is_combined():
+# weight norm on an RNN's weight_hh_l0 (weight_hh_l0_g, weight_hh_l0_v) is combined into weight_hh_l0; so are
+# a deep stack's layer 10 and up (weight_hh_l10) and a bidirectional RNN's reverse direction
+@pytest.mark.parametrize("param", ["weight_hh_l0", "weight_hh_l10", "weight_ih_l1_reverse"])
+def test_weight_norm_on_an_rnn_weight_is_combined(param):
     rng = np.random.default_rng(0)
     g, v = np.abs(rng.standard_normal((160, 1))) * 5, rng.standard_normal((160, 40))
-    state = {"rnn.weight_ih_l0": rng.standard_normal((160, 30)), "rnn.weight_hh_l0_g": g,
-             "rnn.weight_hh_l0_v": v}
+    state = {"rnn.weight_ih_l0": rng.standard_normal((160, 30)), f"rnn.{param}_g": g,
+             f"rnn.{param}_v": v}
     refs = {r.name: r for r in open_source(state)}
-    assert "rnn.weight_hh_l0" in refs and "rnn.weight_hh_l0_v" not in refs
-    np.testing.assert_allclose(refs["rnn.weight_hh_l0"].load(), g * v / np.linalg.norm(v, axis=1, keepdims=True),
+    assert f"rnn.{param}" in refs and f"rnn.{param}_v" not in refs
+    np.testing.assert_allclose(refs[f"rnn.{param}"].load(), g * v / np.linalg.norm(v, axis=1, keepdims=True),
                                rtol=1e-6)
 
 
@@ -284,3 +288,88 @@ def test_an_orthogonal_base_is_no_row():
                       "fc.parametrizations.weight.0.base": np.linalg.qr(rng.standard_normal((30, 30)))[0]},
                      min_evals=2)
     assert [l.name for l in r.layers] == ["fc"] and r.layers[0].status.startswith("skipped: an orthogonal")
+
+
+# ------------------------------------------------------------------ mutation round 40 (2026-12-06)
+def test_a_negative_spectral_norm_divides_with_its_sign():
+    """Spectral norm saved before training keeps random u and v, whose uᵀ·W·v can be negative: the module
+    divides by that σ, sign and all (torch's eval-mode weight), so the weight is W_orig / σ, not W_orig / |σ|
+    (the spectrum is the same either way, so only the loaded weight showed it)."""
+    rng = np.random.default_rng(1)
+    W = rng.standard_normal((60, 50))
+    u, v = rng.standard_normal(60), rng.standard_normal(50)
+    sigma = u @ W @ v
+    if sigma > 0:  # (made negative whatever the draw)
+        u = -u
+        sigma = -sigma
+    (ref,) = open_source({"fc.weight_orig": W, "fc.weight_u": u, "fc.weight_v": v})
+    # float64 throughout, one division by one σ in both: equal up to the matmul's summation order
+    np.testing.assert_allclose(ref.load(), W / sigma, rtol=1e-12)
+    assert (ref.load() * W < 0).all()
+
+
+@pytest.mark.parametrize("which", ["weight_norm", "spectral_norm"])
+def test_half_precision_parts_are_combined_in_float32(which):
+    """The public combinations promise the parts' precision, at least float32: float16 parts (a live module in
+    half precision whose parts are handed over as they are) give a float32 weight within float32's rounding of
+    the float64 result, not one rounded to float16 (~1e-3 off)."""
+    from htsr.io.reparam import spectral_norm, weight_norm
+
+    rng = np.random.default_rng(2)
+    v = rng.standard_normal((40, 30)).astype(np.float16)
+    if which == "weight_norm":
+        g = (np.abs(rng.standard_normal((40, 1))) * 3).astype(np.float16)
+        got = weight_norm(g, v)
+        v64 = v.astype(np.float64)
+        want = g.astype(np.float64) * v64 / np.linalg.norm(v64, axis=1, keepdims=True)
+    else:
+        u, x = rng.standard_normal(40).astype(np.float16), rng.standard_normal(30).astype(np.float16)
+        got = spectral_norm(v, u, x, "σ")
+        v64 = v.astype(np.float64)
+        want = v64 / (u.astype(np.float64) @ v64 @ x.astype(np.float64))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5)  # float32 arithmetic: a few ulps (1.2e-7 each)
+
+
+def test_spectral_norm_on_a_vector_weight_is_combined_as_torch_does():
+    """torch's spectral_norm takes a 1-D weight too (a LayerNorm's: u of its length, v of one value): the weight
+    is weight_orig / σ as the module's eval-mode forward pass computes it; the dim-1 candidate of a weight of
+    three or more axes has no meaning for one axis (an IndexError there had failed the whole state dict)."""
+    torch.manual_seed(0)
+    module = U.spectral_norm(nn.LayerNorm(8)).eval()
+    with torch.no_grad():
+        module.weight_orig.copy_(torch.linspace(0.5, 2.0, 8))
+        module(torch.randn(2, 8))
+    refs = {r.name: r for r in open_source({k: v.detach().clone() for k, v in module.state_dict().items()})}
+    assert sorted(refs) == ["bias", "weight"]
+    # float32 in torch, float32 weight over a float64 σ in htsr: an ulp or two
+    np.testing.assert_allclose(refs["weight"].load(), module.weight.detach().numpy(), rtol=1e-6)
+
+
+def test_parts_of_unknown_storage_tie_no_weight():
+    """Two weight-normed modules sharing v but with g's whose storage is unknown (no storage key: a tensor
+    subclass, a meta tensor) are not known to be one weight: their combined weights carry no storage key, so
+    they are two rows, not one weight tied under two names."""
+    from htsr.io.base import TensorRef
+    from htsr.io.reparam import reparametrized_refs
+
+    rng = np.random.default_rng(3)
+    v = rng.standard_normal((40, 30))
+    parts = {"a.weight_g": TensorRef("a.weight_g", (40, 1), "float64", lambda: np.ones((40, 1))),
+             "a.weight_v": TensorRef("a.weight_v", (40, 30), "float64", lambda: v, storage_key=("v",)),
+             "b.weight_g": TensorRef("b.weight_g", (40, 1), "float64", lambda: 2 * np.ones((40, 1))),
+             "b.weight_v": TensorRef("b.weight_v", (40, 30), "float64", lambda: v, storage_key=("v",))}
+    out, used = reparametrized_refs(parts)
+    assert sorted(r.name for r in out.values()) == ["a.weight", "b.weight"] and used == set(parts)
+    assert [r.storage_key for r in out.values()] == [None, None]
+
+
+def test_the_parts_are_not_listed_as_tensors_left_out():
+    """Weight norm's g and spectral norm's u and v are parts of the weight, not vectors the analysis left out:
+    the result lists nothing as not analysed (g, a column [N, 1], and u had been listed as vectors)."""
+    rng = np.random.default_rng(4)
+    state = {"a.weight_g": np.abs(rng.standard_normal((40, 1))), "a.weight_v": rng.standard_normal((40, 30)),
+             "b.weight_orig": rng.standard_normal((50, 40)), "b.weight_u": rng.standard_normal(50),
+             "b.weight_v": rng.standard_normal(40)}
+    r = htsr.analyze(state, min_evals=2)
+    assert [l.name for l in r.layers] == ["a", "b"] and not r.not_analysed, r.not_analysed

@@ -639,6 +639,7 @@ def _is_tar(path: Path) -> bool:
     import bz2
     import gzip
     import lzma
+    import zlib
 
     try:
         with open(path, "rb") as f:
@@ -647,6 +648,6 @@ def _is_tar(path: Path) -> bool:
                   else lzma.open if head[:6] == b"\xfd7zXZ\x00" else open)
         with opener(path, "rb") as f:
             block = f.read(512)
-    except (OSError, EOFError, ValueError, lzma.LZMAError):
+    except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error):  # (a corrupt deflate stream: no tar)
         return False
     return len(block) == 512 and block[257:262] == b"ustar"

@@ -454,11 +454,12 @@ def _guess_class(key: str | None) -> str | None:
 def _base_by_config(inner: dict, shapes: list[tuple[int, ...]] | None = None) -> str | None:
     """The Keras layer a custom class's config is the config of (a registered subclass keeps its base's
     ``get_config``): Conv1D/2D/3D by ``filters`` and a ``kernel_size`` of that rank, DepthwiseConv by
-    ``depth_multiplier``, SeparableConv by that and ``pointwise_initializer``, Embedding by ``input_dim`` and ``output_dim``, MultiHeadAttention by ``num_heads`` and
-    ``key_dim``, EinsumDense by ``equation``, Dense by ``units`` (a recurrent cell's ``recurrent_*`` keys
-    excluded); None for any other config. With the layer's variables' ``shapes`` (in order), only if they
-    are that layer's: its kernel (of the convolution's rank; a separable one's two), then a bias at most — a custom cell or
-    attention layer that keeps ``units`` in its config but weights of its own is no Dense."""
+    ``depth_multiplier``, SeparableConv by that and ``pointwise_initializer``, Embedding by ``input_dim`` and
+    ``output_dim``, MultiHeadAttention by ``num_heads`` and ``key_dim``, EinsumDense by ``equation``, Dense by
+    ``units`` (a recurrent cell's ``recurrent_*`` keys excluded); None for any other config. With the layer's
+    variables' ``shapes`` (in order), only if they are that layer's: its kernel (of the convolution's rank; a
+    separable one's two), then a bias at most — a custom cell or attention layer that keeps ``units`` in its
+    config but weights of its own is no Dense."""
     base = _config_base(inner)
     if base is None or shapes is None or base == "MultiHeadAttention":  # (an attention's weights: sub-layers)
         return base
