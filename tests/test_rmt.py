@@ -125,6 +125,11 @@ def test_mp_fit_units_follow_the_esd_scale():
     b = fit_mp(0.5 * _evals(W), N, M, scale=0.5)  # an ESD multiplied by 1/2 (WeightWatcher's conv scaling)
     # (×1/2 is exact in binary: the same fit up to rounding; approx's default rel 1e-6)
     assert b.sigma2 == pytest.approx(a.sigma2) and b.lambda_plus == pytest.approx(0.5 * a.lambda_plus)
+    # with spikes, the refit's threshold is in the ESD's units too: 10 spikes at 3x BBP leave the bulk at scale 0.01
+    # as at 1 (a threshold 100x too high kept them in the bulk and moved σ²); ×1/100 is not exact: rounding
+    ev = _evals(S.spiked(N, M, 0, 10, 3 * BBP))
+    c, d = fit_mp(ev, N, M), fit_mp(0.01 * ev, N, M, scale=0.01)
+    assert d.sigma2 == pytest.approx(c.sigma2, rel=1e-9) and d.num_spikes == c.num_spikes == 10
 
 
 def test_mp_fit_leaves_zero_eigenvalues_out_of_the_bulk():
@@ -178,6 +183,10 @@ def test_a_spectrum_without_an_mp_bulk_keeps_its_lower_half_as_the_bulk():
 def test_mp_fit_of_a_degenerate_spectrum_is_undefined():
     f = fit_mp(np.zeros(10), 20, 10)
     assert math.isnan(f.sigma2) and f.num_spikes == 0
+    # a given variance of 0 (a constant layer's shuffled entries) is no law either: undefined, no spikes, rather
+    # than a zero threshold with every eigenvalue a trap
+    g = fit_mp(np.arange(1.0, 11.0), 20, 10, sigma2=0.0)
+    assert math.isnan(g.sigma2) and math.isnan(g.threshold) and g.num_spikes == 0
 
 
 # --- randomisation: traps ----------------------------------------------------------------------------
@@ -621,6 +630,7 @@ def test_mp_fit_leaves_out_eigenvalues_at_its_zero_floor_and_its_ks_is_scipys():
     floor = 2e-4 * ev[-1]
     m = fit_mp(ev, N, M, zero_floor=floor)
     assert m.num_zero == int(np.sum(ev <= floor)) == 100
+    assert fit_mp(ev, N, M, zero_floor=ev[99]).num_zero == 100  # 'at or below': an eigenvalue equal to it is a zero
     assert isinstance(m, MPFit) and m.sigma2 > 0.5  # (without the floor: σ² 0.108 and 264 spikes, measured)
     for seed in (0, 1):  # (seed 0's distance is above the empirical CDF's steps, seed 1's below them)
         ev = np.sort(np.linalg.svd(np.random.default_rng(seed).standard_normal((N, M)), compute_uv=False) ** 2)
@@ -645,6 +655,14 @@ def test_js_distance_is_scipys_on_the_documented_histogram():
     assert js_distance(a, b) == pytest.approx(want, rel=1e-9)  # (the same sums in another order)
 
 
+def test_esd_bins_is_rices_rule_within_10_and_100():
+    """esd_bins (js_distance's and the figures' bins): round(2·n^⅓) clipped to [10, 100]. 1000 eigenvalues get 20,
+    500 get round(15.87) = 16; a small layer 10; 125 000 (a 250-bin Rice rule) and 10⁶ the cap of 100, not more."""
+    from htsr.rmt.traps import esd_bins
+
+    assert [esd_bins(n) for n in (1, 100, 500, 1000, 125_000, 10**6)] == [10, 10, 16, 20, 100, 100]
+
+
 def test_phase_thresholds_at_their_boundaries():
     """At least ht_share (5 %) of the eigenvalues above the edge is a tail (5 of 100 is); spikes within
     bleed_width (25 %) of λ₊ — the edge itself, not the spike threshold — bleed out."""
@@ -656,6 +674,23 @@ def test_phase_thresholds_at_their_boundaries():
     few = MPFit(1.0, 100.0, 1000.0, 1100.0, 2, 0, 0.5, 0.01)
     assert phase_of(500, 0, few, 1250.0, math.nan, 0) == "bleeding-out"  # (1 + 0.25)·λ₊
     assert phase_of(500, 0, few, 1300.0, math.nan, 0) == "bulk+spikes"  # within 25 % of the threshold, not of λ₊
+    # no label without an MP fit (not 'random-like' for its 0 spikes) or without eigenvalues (not a division by 0)
+    assert phase_of(500, 0, MPFit.undefined(), 1300.0, 3.0, 0) == ""
+    assert phase_of(0, 0, few, 1300.0, 3.0, 0) == ""
+    # 10 zeros of 100 is rank-collapse at the default 10 % (exact: 0.1 == 10 / 100); a single heavy entry is enough
+    # for bulk-decay where the spikes are few
+    assert phase_of(100, 10, mp, 2000.0, 3.0, 0) == "rank-collapse"
+    assert phase_of(500, 0, few, 2000.0, math.nan, 1) == "bulk-decay"
+
+
+def test_the_pure_phase_defaults_are_the_analysis_options_defaults():
+    """phase_of's default PhaseThresholds (for callers of htsr.rmt) are the documented option defaults analyze
+    passes in (10 %, 5 %, alpha 6, 25 %): the two sets of defaults cannot drift apart unseen."""
+    from htsr.rmt import PhaseThresholds
+
+    o = htsr.Options.create()
+    assert PhaseThresholds() == PhaseThresholds(o.phase_rank_collapse, o.phase_ht_share, o.phase_ht_alpha,
+                                                o.phase_bleed_width) == PhaseThresholds(0.10, 0.05, 6.0, 0.25)
 
 
 # --- known answers from mutation round 9 ----------------------------------------------------------------
@@ -695,6 +730,8 @@ def test_js_distance_cuts_each_spectrum_at_its_own_floor():
     assert d == pytest.approx(0.5, rel=1e-12)
     assert d == pytest.approx(js_distance(b, a, 0.1, 0.5), rel=1e-12)
     assert js_distance(a, b, 0.5, 0.5) == 0.0  # both cut at 0.5: the same densities
+    # the default floors 0: a's exact 0.0 is a zero ('at or below'), not log10(0) = -inf in the bins; as above
+    assert js_distance(a, b) == pytest.approx(0.5, rel=1e-12)
 
 
 def test_an_alpha_equal_to_the_heavy_tailed_bound_is_bulk_decay():
@@ -717,6 +754,11 @@ def test_heavy_entries_are_counted_about_the_mean_on_both_sides():
     W = np.full((20, 10), 5.0)
     W[0, 0], W[1, 1] = 15.0, -5.0  # the mean stays 5
     assert count_heavy_entries(W, 3.0) == 2
+    assert count_heavy_entries(W, 10.0) == 0  # 'more than' the cut: both lie exactly 10 from the mean (exact floats)
+    # the cut itself, bbp_entry_scale: (NM)^¼·σ, 40000^¼·2 for 400 x 100 entries of variance 4 (rounding only)
+    from htsr.rmt import bbp_entry_scale
+
+    assert bbp_entry_scale(400, 100, 4.0) == pytest.approx(2.0 * 40000 ** 0.25, rel=1e-12)
     G = np.random.default_rng(0).standard_normal((200, 100))
     assert count_heavy_entries(G + 7.0, 2.5) == count_heavy_entries(G, 2.5) == \
         int(np.count_nonzero(np.abs(G - G.mean()) > 2.5))
@@ -846,6 +888,10 @@ def test_an_eigenvalue_exactly_at_the_threshold_is_not_a_spike():
     ev = np.sort(np.concatenate([_evals(S.gaussian(N, M, 0))[:-1], [thr]]))
     f = fit_mp(ev, N, M, sigma2=1.0)
     assert f.threshold == thr and f.num_spikes == 0
+    # and it is in the bulk the KS distance is taken over (the whole spectrum here): scipy's kstest of it against
+    # the unit law (the MP CDF from one table: interpolation, ~1e-8)
+    ref = scipy.stats.kstest(ev / N, lambda v: mp_cdf(v, N / M)).statistic
+    assert f.ks == pytest.approx(ref, rel=1e-6)
 
 
 def test_the_shuffled_law_is_scale_free():
@@ -858,6 +904,16 @@ def test_the_shuffled_law_is_scale_free():
     assert a.locations == b.locations == ((0, r, c),)
     assert b.mp.threshold == pytest.approx(a.mp.threshold * 9.0, rel=1e-12)
     assert b.mp.ks == pytest.approx(a.mp.ks, rel=1e-9)
+
+
+def test_the_traps_edge_is_the_tw_margin_given():
+    """randomize's tw_margin sets the shuffled law's threshold σ²·(μ_NM + t·s_NM): a planted entry is one trap at
+    the default 4 Tracy-Widom scales and none at 1000 (the margin had been left at 4 whatever was asked)."""
+    W, (r, c) = S.planted_entry(300, 100, 0)
+    a, b = randomize([W], 300, 100, seed=0), randomize([W], 300, 100, seed=0, tw_margin=1e3)
+    mu, s = tw_edge(300, 100)
+    assert b.mp.threshold == pytest.approx(a.mp.sigma2 * (mu + 1e3 * s), rel=1e-12)  # (the same products: rounding)
+    assert (a.num_traps, a.locations, b.num_traps, b.locations) == (1, ((0, r, c),), 0, ())
 
 
 def test_traps_are_located_largest_first():
@@ -900,6 +956,11 @@ def test_a_gap_of_one_and_a_half_parts_a_spike_cluster_from_the_bulk():
         ev = _svd_evals(S.spiked(n, n, seed, k, 2.5 * S.bbp_threshold(n, n)))
         assert 1.6 < ev[n - k] / ev[n - k - 1] < 1.8, seed  # the gap this test is about
         assert fit_mp(ev, n, n).num_spikes == k, seed
+    # at 2.2x BBP the cluster stands only ~1.35x above the bulk, under the 1.5: it stays in the bulk (5 spikes
+    # counted, measured; a rule of 1.2 had counted all 128)
+    ev = _svd_evals(S.spiked(n, n, 0, k, 2.2 * S.bbp_threshold(n, n)))
+    assert 1.3 < ev[n - k] / ev[n - k - 1] < 1.4
+    assert fit_mp(ev, n, n).num_spikes < k // 2
 
 
 def test_the_mp_law_of_entries_of_variance_sigma2_is_the_unit_law_scaled():
