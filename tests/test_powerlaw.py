@@ -167,9 +167,10 @@ def test_clip_xmax_removes_fingers():
         want = next((k for k, d in enumerate(drops, 1) if d > thresh), 0)
         got = fit_power_law(x, clip_xmax=True, finger_thresh=thresh)
         assert got.num_fingers == want and got.alpha == (refits[want - 1].alpha if want else plain.alpha), thresh
-    # a clean power law has no finger to remove
+    # a clean power law has no finger to remove; its raw_alpha is still reported (the unclipped alpha, not NaN)
     clean = pareto_with_bulk(2000, 2.5, seed=11)
-    assert fit_power_law(clean, clip_xmax=True).num_fingers == 0
+    kept = fit_power_law(clean, clip_xmax=True)
+    assert kept.num_fingers == 0 and kept.raw_alpha == kept.alpha == fit_power_law(clean).alpha
 
 
 def test_degenerate_inputs_fail_with_status():
@@ -357,6 +358,7 @@ def test_every_x_min_path_returns_plain_python_numbers(xmin):
     f = fit_power_law(_pareto(300, 2.5, 0), xmin=xmin)
     assert f.status == "ok"
     assert [type(v) for v in (f.alpha, f.sigma, f.D, f.xmin, f.xmax, f.num_pl_spikes)] == [float] * 5 + [int]
+    assert f.xmax == _pareto(300, 2.5, 0)[-1]  # the largest value: every path's tail runs to it
 
 
 # ------------------------------------------------------------------ mutation round 19 (2026-12-06)
@@ -372,3 +374,40 @@ def test_clip_xmax_never_refits_fewer_than_three_values():
         y = np.sort(rng.uniform(0.1, 1, 4) ** -rng.uniform(0.2, 3))
         g = fit_power_law(y, clip_xmax=True)
         assert g.status != "ok" or y.size - g.num_fingers >= 3
+
+
+# ------------------------------------------------------------------ mutation round 42 (2026-12-06)
+def test_tied_ks_distances_take_the_first_candidate():
+    """[1, 1, 1, 2, 2, 3]: x_min = 1 (the whole sample) and x_min = 2 (the top three) both have D = 1/3 exactly (the
+    empirical CDF's step 2/6 = 1/3 over a fitted CDF of 0 at the tied values). The first minimum is taken, as
+    WeightWatcher's argmin and its loop do; the last one had given x_min 2 and a tail of 3, and no sample had a tie."""
+    x = np.array([1.0, 1.0, 1.0, 2.0, 2.0, 3.0])
+    alphas, Ds = _brute_force(x)
+    assert Ds[0] == Ds[3] == Ds.min()  # (the tie this test is about, in WeightWatcher's own loop)
+    f = fit_power_law(x)
+    assert (f.xmin, f.num_pl_spikes) == (1.0, 6) and f.D == pytest.approx(1 / 3, rel=1e-15)  # (2/6: one rounding)
+    assert f.alpha == pytest.approx(alphas[0], rel=1e-12)  # (the same closed form, summed in another order)
+
+
+def test_a_fixed_xmin_with_one_value_above_it_or_a_tail_all_at_xmin_fails_saying_why():
+    """A fixed x_min between the two largest values leaves one value: no fit (it had been fitted, alpha from a
+    single log). A tail of values all equal to x_min has Σ ln(λ/x_min) = 0: failed with the reason (it had raised
+    ZeroDivisionError)."""
+    x = np.array([1.0, 2.0, 3.0, 5.0, 8.0])
+    assert fit_power_law(x, xmin=6.0).status == "fit_failed: fewer than 2 eigenvalues above the fixed xmin 6"
+    assert fit_power_law(x, xmin=5.0).status == "ok"  # (two values: fitted)
+    tied = np.array([1.0, 2.0, 3.0, 5.0, 5.0])
+    f = fit_power_law(tied, xmin=5.0)
+    assert f.status == "fit_failed: all tail eigenvalues equal the fixed xmin" and math.isnan(f.alpha)
+
+
+def test_drop_top_counts_what_is_left_and_leaves_a_failed_fit_as_it_is():
+    """drop_top beyond the sample says 0 are left (not a negative count); a fit that fails on every eigenvalue fails
+    the same way with drop_top, with no fingers counted (it had refitted the rest and counted k fingers)."""
+    x = np.array([1.0, 2.0, 3.0, 5.0, 8.0])
+    assert fit_power_law(x, drop_top=7).status == (
+        "fit_failed: 5 eigenvalues: 0 left without the 7 largest, and a fit needs 3")
+    flat = 1.0 + np.linspace(0.0, 1e-5, 50)  # (a flat spectrum: FLAT_SPREAD)
+    f, g = fit_power_law(flat, drop_top=2), fit_power_law(flat)
+    assert f.status == g.status and g.status.startswith("fit_failed: a flat spectrum")
+    assert f.num_fingers == 0 and math.isnan(f.raw_alpha)

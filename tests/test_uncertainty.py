@@ -206,6 +206,7 @@ def test_a_failed_tpl_fit_says_why_in_the_status(monkeypatch):
     notes: list[str] = []
     cols = htsr.fits.tail_uncertainty(x, fit, xmin=1e-200, notes=notes)
     assert math.isnan(cols["tpl_alpha"]) and math.isfinite(cols["bayes_alpha"])
+    assert math.isnan(cols["lr_tpl"]) and math.isnan(cols["p_tpl"])  # no TPL, no test (not R = 0 with p = 1)
     assert any(n.startswith("tpl fit_failed: the tail reaches beyond float64") for n in notes)
     # and an analysed layer's status keeps its fit's 'ok' first, then the reason (as diagnostics failures do)
     import htsr.fits.tails as tails
@@ -364,6 +365,13 @@ def test_tpl_fit_degenerate_inputs():
         fit_truncated_power_law(np.array([1.0, 2.0]), 0.0)
     with pytest.raises(ValueError, match="the tail values must be finite and ≥ xmin"):  # (had fitted alpha 23)
         fit_truncated_power_law(np.array([1.0, 2.0, 3.0]), 1.5)
+    # the message says what to pass; an infinite value and a bool x_min (True is no number of the user's) are refused
+    with pytest.raises(ValueError, match=r"the smallest is 1\); pass only the values at or above x_min$"):
+        compare_tails(np.array([1.0, 2.0, 3.0]), 2.0, 1.5)
+    with pytest.raises(ValueError, match="the tail values must be finite"):
+        compare_tails(np.array([1.0, 2.0, np.inf]), 2.0, 1.0)
+    with pytest.raises(ValueError, match="xmin must be a positive finite number, got True"):
+        compare_tails(np.array([1.0, 2.0, 3.0]), 2.0, True)
     assert math.isnan(fit_truncated_power_law(np.ones(10), 1.0).alpha)
 
 
@@ -517,6 +525,17 @@ def test_lognormal_on_its_boundary_is_the_power_law(seed):
     # and a fit the power law's alpha is not the MLE of is tested against that power law
     c2 = compare_tails(x, a + 0.1, 1.0)
     assert c2.lr_lognormal < 0 and c2.lr_lognormal == pytest.approx(_pl_loglik(x, a + 0.1, 1.0) - ll_pl, rel=1e-9)
+    # the values given twice with share ½ are the values once (that test, too, counts share·n points)
+    c3 = compare_tails(np.repeat(x, 2), a + 0.1, 1.0, share=0.5)
+    # 1e-12: the same sums over twice the values
+    assert (c3.lr_lognormal, c3.p_lognormal) == pytest.approx((c2.lr_lognormal, c2.p_lognormal), rel=1e-12)
+    # an alpha 1e-5 (relative) off the MLE is another power law, and tested as one: R = n ln((α−1)/(α̂−1)) − (α−α̂)Σu,
+    # −5e-8 here (not 0 with p = 1, which only the MLE's own alpha, to rounding, gets)
+    near = a * (1.0 + 1e-5)
+    c4 = compare_tails(x, near, 1.0)
+    ref = x.size * math.log1p((near - a) / (a - 1.0)) - (near - a) * float(np.sum(u))
+    # 1e-5: R is a sum of 400 differences of O(1) log-densities (rounding ~1e-14 absolute against |R| ~ 5e-8)
+    assert ref < 0 and c4.lr_lognormal == pytest.approx(ref, rel=1e-5) and c4.p_lognormal < 1.0
 
 
 def test_lognormal_off_its_boundary_is_fitted():
@@ -609,6 +628,8 @@ def test_numpy_scalar_arguments_give_the_python_floats_results():
     for xmin, alpha in ((np.float32(1.0), np.float32(2.5)), (np.float16(1.0), np.float16(2.5)), (np.int64(1), 2.5)):
         c = compare_tails(t, alpha, xmin)
         assert c == ref and type(c.tpl.Lambda) is float
+    # a float16 alpha of 2050 (its spacing there is 2): α − 1 = 2049 in Python floats, not float16's 2048
+    assert compare_tails(t, np.float16(2050.0), 1.0) == compare_tails(t, 2050.0, 1.0)
     assert bayesian_alpha(t, 1.0, 0.95, np.float32(1.5), np.float32(2.5)) == bayesian_alpha(t, 1.0, 0.95, 1.5, 2.5)
 
 
@@ -620,6 +641,12 @@ def test_an_exponential_without_a_finite_rate_is_no_test():
         assert math.isnan(c.lr_exponential) and math.isnan(c.p_exponential)
     c = compare_tails(np.array([1.0e308, 1.7e308]), 2.0, 1.0e308)  # (x − x_min summed overflows: scaled, it fits)
     assert math.isfinite(c.lr_exponential) and 0 <= c.p_exponential <= 1
+    # excesses 1.4e308 and 1.6e308 above x_min = 1e307, whose sum overflows: the rate is still the MLE's,
+    # 1/mean(x − x_min) = 1/1e308 in units of λ (against scipy's densities: 1e-12, rounding)
+    x = np.array([1e307, 1.5e308, 1.7e308])
+    c = compare_tails(x, 2.0, 1e307)
+    ref = scipy.stats.pareto.logpdf(x, 1.0, scale=1e307) - scipy.stats.expon.logpdf(x, loc=1e307, scale=1e308)
+    assert c.lr_exponential == pytest.approx(float(np.sum(ref)), rel=1e-12)
     assert vuong(np.array([np.nan, 1.0])) == pytest.approx((math.nan, math.nan), nan_ok=True)
     with pytest.raises(ValueError, match="the tail is empty"):
         compare_tails(np.array([]), 2.0, 1.0)
@@ -638,6 +665,10 @@ def test_tpl_comparison_is_half_the_nested_chi2():
     # the p-values differ by the factor ½ and by the tiny difference in R: 1e-2 relative
     assert c.p_tpl == pytest.approx(0.5 * p_ref, rel=1e-2)
     assert c.tpl.alpha < a and c.tpl.Lambda > 0 and c.lr_tpl < 0
+    # the values given twice with share ½ are the values once: R counts share·n points (a tail without cut-off has
+    # R = 0 whatever the share); 1e-6: the TPL is searched again on the doubled sample (its optimiser's tolerance)
+    two = compare_tails(np.repeat(x, 2), a, 1.0, share=0.5)
+    assert (two.lr_tpl, two.p_tpl) == pytest.approx((c.lr_tpl, c.p_tpl), rel=1e-6)
 
 
 def test_a_tpl_without_cutoff_is_the_power_law_p_1_whatever_the_round_off():
@@ -1396,6 +1427,12 @@ def test_nelder_mead_takes_scipys_steps_bit_for_bit():
                                        options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": 4000}).x
         # exact: the same algorithm with the same options (xatol, fatol: the search's stops, not tolerances)
         assert nelder_mead(f, x0, xatol=1e-10, fatol=1e-14, maxiter=4000) == tuple(float(v) for v in want)
+    # and it stops where scipy does after maxiter iterations (the log-normal search's 4000 are reached on some tails)
+    for maxiter in (1, 2, 7, 40):
+        for f, x0 in problems[:4]:
+            want = scipy.optimize.minimize(f, np.array(x0), method="Nelder-Mead",
+                                           options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": maxiter}).x
+            assert nelder_mead(f, x0, xatol=1e-10, fatol=1e-14, maxiter=maxiter) == tuple(float(v) for v in want)
 
 
 def test_fit_power_law_refuses_what_analyze_refuses():
@@ -1444,7 +1481,10 @@ def test_the_public_fit_functions_check_their_arguments():
                        (lambda: bootstrap_power_law(x, fit, 5, level=95), "level must be a number in (0, 1)"),
                        (lambda: bootstrap_power_law(x, fit, -5), "reps must be an integer from 0 to"),
                        (lambda: bayesian_alpha(tail, fit.xmin, prior_shape=-5), "prior_shape must be"),
-                       (lambda: bayesian_alpha(tail, fit.xmin, share=0.0), "share must be a number in (0, 1]")):
+                       (lambda: bayesian_alpha(tail, fit.xmin, share=0.0), "share must be a number in (0, 1]"),
+                       (lambda: compare_tails(tail, fit.alpha, fit.xmin, share=1.5),  # (named as the call the user made)
+                        "compare_tails: share must be a number in (0, 1]"),
+                       (lambda: vuong(np.ones(3), share=0.0), "share must be a number in (0, 1]")):
         with pytest.raises(htsr.OptionError, match=re.escape(says)):
             call()
     for call, says in ((lambda: bayesian_alpha(x, fit.xmin), "the tail values must be finite and ≥ xmin"),
@@ -1704,3 +1744,63 @@ def test_fdb_second_level_replicates_are_drawn_from_the_first_level_replicate(mo
     for parent, _ in second:
         assert not np.array_equal(parent, np.sort(x))  # not the data
         assert any(np.array_equal(parent, row) for row in rows)  # one of the first-level replicates
+
+
+# ------------------------------------------------------------------ mutation round 42 (2026-12-06)
+def test_a_tail_of_equal_values_above_xmin_has_no_exponential_or_lognormal_test():
+    """Five values of 2 above x_min = 1: no spread, so no exponential or log-normal is fitted and neither test is
+    computed (NaN). The exponential of rate 1/(2 − 1) had given per-point differences without spread, hence p = 0:
+    'significant' on a degenerate tail."""
+    c = compare_tails(np.full(5, 2.0), 2.0, 1.0)
+    assert all(math.isnan(v) for v in (c.lr_exponential, c.p_exponential, c.lr_lognormal, c.p_lognormal))
+
+
+def test_a_tiny_tpl_cut_off_is_found_and_one_below_resolution_is_the_power_law():
+    """A Pareto sample (α = 5, 500 values) whose largest value is set so that the slope of the TPL objective at Λ = 0,
+    ū − a/(a − 1), is −δ. For δ = 1e-6 the optimum is a genuine cut-off a hair from the power law: to second order
+    Λ·x_min = δ/S and R = −n·δ²/(2S), S = Var u − Cov(t, u)²/Var t the power law's Fisher information (closed form,
+    as in the test above); it is tested (p just below ½), not taken for round-off (R = −5e-9, above the search's
+    smallest cut-off 1e-10). For δ = 1e-13 the gain, ~1e-23, is below the likelihood's precision: the plain power
+    law, Λ = 0 exactly (a search stopped at its smallest cut-off had been kept)."""
+    x0 = np.sort(_pareto(500, 5.0, np.random.default_rng(0)))
+
+    def sample(top):
+        return np.sort(np.r_[x0[:-1], top])
+
+    def slope(top):
+        a = 1.0 / float(np.mean(np.log(sample(top))))
+        return float(np.mean(sample(top))) - a / (a - 1.0)
+
+    for delta in (1e-6, 1e-13):
+        top = scipy.optimize.brentq(lambda t: slope(t) + delta, x0[-2], 100.0 * x0[-1], xtol=1e-15, rtol=1e-15)
+        x = sample(top)
+        alpha = 1.0 + x.size / float(np.sum(np.log(x)))
+        c = compare_tails(x, alpha, 1.0)
+        if delta > 1e-10:
+            a = alpha - 1.0
+            var_u, cov, var_t = a / (a - 2) - (a / (a - 1)) ** 2, a / (a - 1) ** 2 - 1 / (a - 1), 1 / a**2
+            S = var_u - cov**2 / var_t
+            # 1e-3: the third-order terms, O(δ) relative (measured 1e-4 for R), and the rounding of sums of 500 terms
+            assert c.lr_tpl == pytest.approx(-x.size * delta**2 / (2 * S), rel=1e-3)
+            assert c.tpl.Lambda == pytest.approx(delta / S, rel=1e-2)  # (1e-2: Λ is first order, its error O(δ))
+            assert c.p_tpl == pytest.approx(0.5 * scipy.stats.chi2.sf(-2 * c.lr_tpl, 1), rel=1e-12) and c.p_tpl < 0.5
+        else:
+            assert c.tpl.Lambda == 0.0 and (c.lr_tpl, c.p_tpl) == (0.0, 1.0)
+            assert c.tpl.alpha == pytest.approx(alpha, rel=1e-12)  # the MLE, summed in another order
+
+
+def test_the_tpl_of_a_tight_cluster_finds_its_cut_off_at_the_alpha_bound():
+    """200 values within 1e-6 of 5 (x_min the smallest): the power law's α̂ is 9.3e6, far beyond the search's
+    α − 1 ≤ 1e4, so the TPL describes the fall by its cut-off (α = 1, Λ ≈ 1.86e6 per unit of λ) and beats the power
+    law by ~1e-5 in log-likelihood. Against scipy's bounded search over Λ at α = 1 on the exact density: htsr's
+    maximum is as high (1e-9 relative: the valley of a narrow tail is flat along (α, Λ), the search stops within
+    it). A search whose one free variable stepped without its curvature had run off to the power law (Λ = 0)."""
+    x = np.sort(5.0 + 1e-6 * np.random.default_rng(4).random(200))
+    xmin = float(x[0])
+    a = 1.0 + x.size / float(np.sum(np.log(x / xmin)))
+    c = compare_tails(x, a, xmin)
+    assert a > 1e6 and c.tpl.Lambda > 0 and c.lr_tpl < 0
+    ref = scipy.optimize.minimize_scalar(lambda L: -float(np.sum(tpl_logpdf(x, 1.0, math.exp(L), xmin))),
+                                         bounds=(math.log(1e4), math.log(1e8)), method="bounded",
+                                         options={"xatol": 1e-10})
+    assert c.tpl.loglik >= -ref.fun - 1e-9 * abs(ref.fun) and -ref.fun > _pl_loglik(x, a, xmin)
