@@ -180,9 +180,9 @@ def draw_panels(panels: Sequence[Panel], ncols: int = 2) -> Any:
     panels = list(panels)
     if not panels:
         raise OptionError("no panels to draw")
-    if not (isinstance(ncols, int) and ncols >= 1):
+    if not (isinstance(ncols, (int, np.integer)) and not isinstance(ncols, bool) and ncols >= 1):
         raise OptionError(f"ncols must be an integer >= 1, got {ncols!r}")
-    ncols = min(ncols, len(panels))
+    ncols = min(int(ncols), len(panels))
     nrows = -(-len(panels) // ncols)
     fig = _new_figure(nrows, ncols)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()

@@ -394,6 +394,8 @@ def test_a_lora_row_and_a_single_eigenvalue_get_the_right_reason(tmp_path):
     rrow, rsp = r.layers[0], r.spectra[0]
     assert rsp.evals.size == 1 and rsp.evals[0] > 0
     assert F.esd_linear(rrow, rsp).note.endswith("fewer than 2 eigenvalues")
+    assert F.log10_histogram(rrow, rsp).note.endswith("; fewer than 2 nonzero eigenvalues")
+    assert F.log10_histogram(rrow, rsp).series == ()
     assert F.erg_boundary(rrow, rsp).note.endswith("fewer than 2 eigenvalues")
 
 
@@ -587,3 +589,200 @@ def test_alpha_by_layer_has_a_count_axis_and_keeps_layers_without_a_phase():
     pts = [s for s in F.alpha_by_layer(r, "phase").series if s.kind == "points"]
     assert sorted(s.label for s in pts) == ["heavy-tailed", "no phase"]
     assert sorted(n for s in pts for n in s.labels) == ["a", "b"]
+
+
+# ------------------------------------------------------------------ mutation round 44 (2026-12-06)
+def _row_of(result):
+    return result.layers[0], result.spectra[0]
+
+
+def test_an_all_zero_matrix_and_equal_eigenvalues_give_empty_panels_saying_why():
+    """An all-zero matrix keeps 40 zero eigenvalues: the linear ESD and the ERG have no positive one to draw (they
+    had been drawn over zero-width bins, or crashed on an empty walk). A scaled identity has 50 equal eigenvalues:
+    no log-log histogram can span them."""
+    r = htsr.analyze({"z.weight": np.zeros((60, 40))}, keep_spectra=True)
+    row, sp = r.layers[0], r.spectra[0]
+    assert sp.evals.size == 40 and not np.any(sp.evals)  # (the case: else it checks nothing)
+    for f in (F.esd_linear, F.erg_boundary):
+        p = f(row, sp)
+        assert p.series == () and p.note == f"{row.status}; no positive eigenvalues", p.title
+    r = htsr.analyze({"i.weight": 3.0 * np.eye(80)[:, :50]}, keep_spectra=True)
+    row, sp = r.layers[0], r.spectra[0]
+    assert sp.evals.size == 50 and np.all(sp.evals == 9.0)  # (σ = 3: every eigenvalue exactly 9)
+    p = F.esd_loglog(row, sp)
+    assert p.series == () and p.note.endswith("; fewer than 2 distinct nonzero eigenvalues")
+
+
+@pytest.mark.parametrize("panel", [F.esd_loglog, F.log10_histogram, F.shuffled_esd])
+def test_every_log_axis_panel_says_how_many_zeros_it_leaves_out(model, panel):
+    """The rank-70 product's 30 zeros are left off every log axis, and each such panel says so (the log10
+    histogram's note was checked; the log-log ESD's and the shuffled ESD's were not)."""
+    row, sp = _row(model, "lowrank")
+    assert row.num_zero_evals == 30
+    assert "30 zero eigenvalue(s) (num_zero_evals) not shown" in panel(row, sp).note
+
+
+def test_reference_line_labels_carry_their_numbers(model):
+    """The legend gives the fitted alpha and the ERG tail's size, as they are drawn (only the prefixes were
+    checked); the log10 histogram's MP edge is at log10 λ₊, not at the spike threshold."""
+    row, sp = _row(model, "heavy")
+    assert _one(F.esd_loglog(row, sp), "line", "fit").label == f"power law α = {row.alpha:.3g}"
+    assert _one(F.esd_loglog(row, sp), "vline", "xmin").label == f"x_min = {row.xmin:.3g}"
+    assert _one(F.erg_boundary(row, sp), "vline", "erg").label == f"ERG edge ({row.num_erg:.0f} evals)"
+    assert row.num_erg > 0
+    mp = _one(F.log10_histogram(row, sp), "vline", "mp")
+    assert row.mp_threshold > row.mp_lambda_plus  # (the two differ: else it checks nothing)
+    assert mp.x[0] == pytest.approx(math.log10(row.mp_lambda_plus), rel=1e-12)  # (log10 of the same value)
+
+
+def test_farms_panels_label_the_layers_own_x_min_and_the_scan_says_it_is_of_windows():
+    """With FARMS the log-log ESD's x_min line is at farms_xmin and its label must give that number, not the
+    windows' x_min; the x_min scan is of the windows' eigenvalues and its note says so."""
+    r = htsr.analyze({"w.weight": _rng(2).standard_normal((600, 200))}, keep_spectra=True, farms_aspect=1.0)
+    row, sp = r.layers[0], r.spectra[0]
+    assert f"{row.farms_xmin:.3g}" != f"{row.xmin:.3g}"  # (the two labels differ: else it checks nothing)
+    assert _one(F.esd_loglog(row, sp), "vline", "xmin").label == f"x_min = {row.farms_xmin:.3g}"
+    assert "the FARMS windows' eigenvalues" in F.xmin_scan(row, sp).note
+    assert "FARMS" not in F.xmin_scan(*_row_of(htsr.analyze({"w.weight": _rng(2).standard_normal((600, 200))},
+                                                             keep_spectra=True))).note
+
+
+def test_esd_linear_of_an_ok_row_without_mp_fit_says_how_to_get_one():
+    """mp_fit=False: an 'ok' row's linear ESD says the MP fit was off (or there was no bulk), not a bare
+    'no MP fit', which is for rows whose status already says what went wrong."""
+    row, sp = _row_of(htsr.analyze({"g.weight": _rng(0).standard_normal((600, 200))}, keep_spectra=True,
+                                   mp_fit=False))
+    assert row.status == "ok" and not math.isfinite(row.mp_lambda_plus)
+    p = F.esd_linear(row, sp)
+    assert p.note == "no MP fit (mp_fit off, or no bulk to fit: see the phase)"
+    assert [s.kind for s in p.series] == ["hist"]
+
+
+def test_log10_histogram_bins_change_at_500_eigenvalues():
+    """Up to 500 eigenvalues esd_bins(n) bins (16 at 500), 100 bins from 501 on."""
+    from htsr.rmt.traps import esd_bins
+
+    for m, bins in ((500, esd_bins(500)), (501, 100)):
+        row, sp = _row_of(htsr.analyze({"g.weight": _rng(0).standard_normal((1200, m))}, keep_spectra=True))
+        assert sp.evals.size == m and row.num_zero_evals == 0
+        hist = _one(F.log10_histogram(row, sp), "hist", "data")
+        assert hist.y.size == bins and hist.y.sum() == m
+    assert esd_bins(500) == 16
+
+
+@pytest.mark.parametrize("scale", [3.0, 1 / 3])
+def test_shuffled_esd_bins_span_both_spectra(gauss, scale):
+    """The shared log bins run from the smaller of the two smallest eigenvalues to the larger of the two largest:
+    a shuffled ESD above (or below) the layer's had lost its outer eigenvalues off the bins. Here the shuffled
+    spectrum is the layer's scaled by 3 (or 1/3), so the edges are known."""
+    row, sp = gauss
+    sh = dataclasses.replace(sp, rand_evals=sp.evals * scale, rand_threshold=math.nan)
+    panel = F.shuffled_esd(dataclasses.replace(row, trap_weights="", num_traps=0.0), sh)
+    data, shuffled = _one(panel, "hist", "data"), _one(panel, "hist", "shuffled")
+    both = np.r_[sp.evals, sh.rand_evals]
+    assert data.x[0] == both.min() and data.x[-1] == pytest.approx(both.max(), rel=1e-11)  # (edge · (1 + 1e-12))
+    for h in (data, shuffled):  # every eigenvalue of each on the axis: density × width sums to 1 (rounding only)
+        assert float(np.sum(np.nan_to_num(h.y) * np.diff(h.x))) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_shuffled_esd_of_a_rank_deficient_layer_has_the_bins_of_its_full_spectrum():
+    """The bins are esd_bins of the larger of the two spectra, as htsr.rmt.traps.js_distance takes them, so the
+    panel shows the histograms the distance compares: a rank-60 layer of 500 eigenvalues has 16 bins (esd_bins(500)),
+    not the 10 of its 60 nonzero ones."""
+    from htsr.rmt.traps import esd_bins
+
+    rng = _rng(7)
+    row, sp = _row_of(htsr.analyze({"p.weight": rng.standard_normal((600, 60)) @ rng.standard_normal((60, 500))},
+                                   keep_spectra=True, randomize=True))
+    assert row.num_zero_evals == 440 and sp.rand_evals is not None and esd_bins(60) != esd_bins(500)
+    panel = F.shuffled_esd(row, sp)
+    assert _one(panel, "hist", "data").y.size == _one(panel, "hist", "shuffled").y.size == esd_bins(500)
+
+
+def test_erg_thinned_curve_keeps_both_ends_and_the_point_before_the_crossing(gauss):
+    """A known spectrum of 900 eigenvalues (log-spaced 0.01 … 100), whose running log-sum first drops below 0
+    at the 434th from the top (worked out here with numpy): the curve, thinned to about 400 points, starts at the
+    largest eigenvalue, ends at the smallest, and keeps the two eigenvalues on either side of the crossing
+    adjacent (the one before it is off the thinning grid, so it had been replaced by an earlier one)."""
+    row, sp = gauss
+    ev = np.geomspace(0.01, 100.0, 900)
+    pos = ev[::-1]
+    j = int(np.flatnonzero(np.cumsum(np.log(pos) - np.log(ev.mean())) < 0)[0])
+    assert j == 433 and j - 1 not in np.linspace(0, 899, F.MAX_POINTS).round()  # (the case: else it checks nothing)
+    row = dataclasses.replace(row, matrix_rank=900.0, num_zero_evals=0.0)
+    line = _one(F.erg_boundary(row, dataclasses.replace(sp, evals=ev)), "line", "data")
+    assert line.x[0] == ev[-1] and line.x[-1] == ev[0]
+    k = int(np.flatnonzero(line.x == pos[j])[0])
+    assert line.x[k - 1] == pos[j - 1] and line.y[k - 1] >= 0 > line.y[k]
+    # the running sum at the kept points: the reference's, to rounding of the same cumulative sum
+    ref = np.cumsum(np.log(pos) - np.log(ev.mean()))
+    np.testing.assert_allclose(line.y[k - 1:k + 1], ref[j - 1:j + 1], rtol=1e-9, atol=1e-9)
+
+
+def test_empty_model_panels_say_why_and_distribution_bins_follow_the_layer_count():
+    """A result without a finite alpha: both model panels say so. The distribution has a third as many bins as
+    layers (30 layers: 10), at most 40 (150 layers: 40, not 50)."""
+    r = result_of([layer_row("a", alpha=math.nan), layer_row("b", alpha=math.nan)])
+    by = F.alpha_by_layer(r)
+    assert by.note == "no layer has a finite alpha" and not [s for s in by.series if s.kind == "points"]
+    dist = F.alpha_distribution(r)
+    assert dist.series == () and dist.note == "no layer has a finite alpha"
+    for n, bins in ((30, 10), (150, 40)):
+        rows = [layer_row(f"l{i}", alpha=2.0 + i / n) for i in range(n)]
+        hist = _one(F.alpha_distribution(result_of(rows)), "hist", "data")
+        assert hist.y.size == bins and hist.y.sum() == n
+
+
+def test_phase_counts_have_no_empty_no_phase_bar():
+    """When every layer has a phase there is no 'no phase' bar (with a height of 0 it had been drawn)."""
+    rows = [layer_row("a", phase=PHASES[0]), layer_row("b", phase=PHASES[1]), layer_row("c", phase=PHASES[1])]
+    bar = _one(F.phase_counts(result_of(rows)), "bar", "data")
+    assert bar.labels == tuple(PHASES) and bar.y.tolist() == [1.0, 2.0] + [0.0] * (len(PHASES) - 2)
+
+
+def test_metric_trend_names_merged_rows():
+    """A merged adapter's means are over its #merged rows, and the panel says so (not '#delta rows')."""
+    r = htsr.analyze({"a.weight": _rng(5).standard_normal((300, 100))})
+    merged = dataclasses.replace(r, summary=dataclasses.replace(r.summary, means_over="merged"))
+    assert F.metric_trend([merged], ["m"], ["alpha"])[0].title == "alpha across models (means over #merged rows)"
+
+
+def test_panel_json_keeps_the_labels_of_bars_and_points(model):
+    """The HTML report draws from as_dict: a bar's categories and each point's layer name travel with it."""
+    bar = F.phase_counts(model).as_dict()["series"][0]
+    assert bar["labels"] == list(PHASES) + ["no phase"]
+    pts = [s for s in F.alpha_by_layer(model).as_dict()["series"] if s["kind"] == "points"]
+    assert sorted(n for s in pts for n in s["labels"]) == sorted(r.name for r in model.layers if math.isfinite(r.alpha))
+    assert "labels" not in F.Series("line", np.zeros(2), np.zeros(2)).as_dict()
+
+
+def test_xmin_scan_spread_always_scans_the_fits_x_min(gauss, monkeypatch):
+    """Above 4·MAX_POINTS candidates a spread is scanned, plus the fit's x_min: its own index, found by a left
+    search (the next one, a right search's, is another candidate). Here 2500 seeded Pareto eigenvalues and an x_min
+    off the spread's grid, so only the added index brings it in."""
+    x = np.sort(_rng(8).pareto(2.0, 2500) + 1.0)
+    grid = np.linspace(0, x.size - 2, 4 * F.MAX_POINTS).round().astype(np.intp)  # (every candidate but the top)
+    k = 1002
+    assert k not in grid and k + 1 in grid  # (the case: else it checks nothing)
+    seen = []
+    orig = F.ks_scan
+    monkeypatch.setattr(F, "ks_scan", lambda v, c=None: seen.append(np.asarray(c)) or orig(v, c))
+    row, sp = gauss
+    row = dataclasses.replace(row, xmin=float(x[k]), num_fingers=0.0, farms_windows=math.nan)
+    panel = F.xmin_scan(row, dataclasses.replace(sp, fit_evals=x))
+    assert len(seen) == 1 and k in seen[0] and seen[0].size == 4 * F.MAX_POINTS + 1
+    assert _one(panel, "vline", "xmin").x[0] == x[k]
+
+
+def test_erg_running_sum_of_a_layer_with_a_few_dead_columns_walks_its_rank():
+    """5 all-zero input columns of 100: rank 95, 5 zeros (fewer than ERG_ZERO_SHARE of them, so the rank decides):
+    the curve is over the 95 eigenvalues of the rank, as the analysis takes its ERG, and crosses 0 at its edge
+    (over all 100, zeros in the mean, it had crossed at 55.0, not 66.2)."""
+    W = _rng(11).standard_normal((200, 100))
+    W[:, :5] = 0.0
+    row, sp = _row_of(htsr.analyze({"w.weight": W}, keep_spectra=True))
+    assert (row.matrix_rank, row.num_zero_evals) == (95, 5)  # (the case: else it checks nothing)
+    line = _one(F.erg_boundary(row, sp), "line", "data")
+    k = int(np.flatnonzero(line.y < 0)[0])
+    assert line.x[k] == row.erg_lambda_min_raw and line.y[k - 1] >= 0  # the same sums as htsr.rmt.setol: exactly
+    assert line.x.size == 95

@@ -304,7 +304,7 @@ def test_a_bad_colouring_or_metric_is_an_option_error_naming_the_choices():
     result = htsr.analyze({"fc.weight": np.random.default_rng(0).standard_normal((80, 60)).astype(np.float32)})
     with pytest.raises(OptionError, match="color_by must be 'kind' or 'phase'"):
         alpha_by_layer(result, color_by="xyz")
-    with pytest.raises(OptionError, match="metric .nope. is not a numeric per-layer column"):
+    with pytest.raises(OptionError, match=r"metric .nope. is not a numeric per-layer column .*: htsr\.COLUMNS\)$"):
         alpha_by_layer(result, metric="nope")
     with pytest.raises(OptionError, match="metric 'name' is not a numeric"):
         alpha_distribution(result, metric="name")
@@ -490,3 +490,75 @@ def test_plot_alpha_by_layer_and_distribution_draw_the_metric_asked(result):
     ax = P.plot_alpha_distribution(result, metric="log_norm").axes[0]
     assert ax.get_xlabel() == "log_norm" and not ax.get_lines()  # no alpha = 2 / 6 lines
     assert _steps(ax)[0].get_data().values.sum() == sum(math.isfinite(r.log_norm) for r in result.layers)
+
+
+# ---- round 44's gaps ----------------------------------------------------------------------------------
+
+
+def test_a_zero_reference_line_is_not_drawn_on_a_log_y_axis_but_is_on_a_linear_one():
+    """An hline at y = 0 has no place on a log y axis (the left axis' ylog): left out there, drawn on a linear
+    one (the right-axis case is checked above)."""
+    def panel(ylog):
+        return F.Panel("t", "x", "y", (F.Series("line", np.array([1.0, 10.0]), np.array([1.0, 2.0]), "a", "data"),
+                                       F.Series("hline", np.array([]), np.array([0.0]), "", "zero")), ylog=ylog)
+
+    assert len(P.draw_panel(panel(True)).axes[0].lines) == 1
+    assert len(P.draw_panel(panel(False)).axes[0].lines) == 2
+
+
+def test_the_layer_axis_of_alpha_by_layer_ticks_whole_layers(result):
+    """'layer (model order)' is a count axis on x: three layers tick at 0, 1, 2, not at 0.25 layers."""
+    fig = P.plot_alpha_by_layer(result)
+    fig.canvas.draw()
+    ticks = fig.axes[0].get_xticks()
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_an_empty_panel_without_a_note_says_nothing_to_show():
+    ax = P.draw_panel(F.Panel("t", "x", "y")).axes[0]
+    assert [t.get_text() for t in ax.texts] == ["nothing to show"] and not ax.get_lines()
+
+
+@pytest.mark.parametrize("ncols", [1.5, "2", True])
+def test_draw_panels_takes_a_whole_number_of_columns(ncols):
+    """ncols must be an integer >= 1: 1.5, '2' or True is an OptionError naming the rule, not a matplotlib error
+    (True had reached matplotlib: 'TypeError: an integer is required'); a numpy integer is one (np.int64(2), as a
+    computed column count, had been refused)."""
+    p = F.Panel("t", "x", "y", (F.Series("line", np.array([1.0, 2.0]), np.array([1.0, 2.0]), "a", "data"),))
+    with pytest.raises(OptionError, match="ncols must be an integer >= 1"):
+        P.draw_panels([p, p], ncols=ncols)
+    fig = P.draw_panels([p, p, p], ncols=np.int64(2))
+    assert fig.axes[0].get_subplotspec().get_gridspec().get_geometry() == (2, 2)
+
+
+def test_plot_layer_takes_minus_n_as_the_first_layer_and_names_the_layers_when_one_is_unknown(result):
+    """Index −3 of 3 layers is the first (Python's rule, which the range check says it follows); an unknown name's
+    error lists the layers, at most five and an ellipsis."""
+    assert P.plot_layer(result, -3).get_suptitle().startswith("dense (")
+    with pytest.raises(OptionError, match=r"no layer named 'nope' \(layers: dense, heavy, tiny\)$"):
+        P.plot_layer(result, "nope")
+    rng = np.random.default_rng(0)
+    many = htsr.analyze({f"l{i}.weight": rng.standard_normal((30, 20)) for i in range(6)})
+    with pytest.raises(OptionError, match=r"\(layers: l0, l1, l2, l3, l4, …\)$"):
+        P.plot_layer(many, "nope")
+
+
+@pytest.mark.parametrize("plot", [P.plot_esd, P.plot_esd_linear, P.plot_log10_histogram, P.plot_xmin_scan,
+                                  P.plot_shuffled_esd, P.plot_erg])
+def test_every_layer_plot_without_eigenvalues_is_an_option_error(result, plot):
+    """Each per-layer plot of a row without kept eigenvalues says to keep them (only plot_esd was checked: the
+    others would have failed with an AttributeError of None)."""
+    row, _ = _layer(result, "dense")
+    with pytest.raises(OptionError, match=r"layer 'dense' has no kept eigenvalues to plot: run htsr.analyze\(\.\.\., "
+                                          r"keep_spectra=True\)"):
+        plot(row, None)
+
+
+def test_save_panels_lays_panels_out_in_the_columns_asked(tmp_path):
+    """Two panels in one column are a tall image (two rows of one panel), not the default two columns' wide one:
+    ncols reaches the figure."""
+    line = (F.Series("line", np.array([1.0, 2.0]), np.array([1.0, 2.0]), "a", "data"),)
+    path = tmp_path / "p.png"
+    P.save_panels([F.Panel("a", "x", "y", line), F.Panel("b", "x", "y", line)], path, ncols=1)
+    h, w = imread(path).shape[:2]
+    assert h > w, (h, w)  # (2 × 4.4 in high, 6.4 in wide)
