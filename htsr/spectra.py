@@ -184,6 +184,7 @@ def _gram_eigenvalues(W: np.ndarray, dtype: type, wide: bool) -> tuple[np.ndarra
 
 
 def _eigenvalues_and_floor(evals: np.ndarray, n: int, eps: float, dtype: type) -> tuple[np.ndarray, float, type]:
+    """An n × n Gram's eigenvalues ascending in float64, rounding below 0 clipped, with their floor 4·√n·ε·λ_max."""
     evals = np.asarray(evals, dtype=np.float64)
     evals.sort()
     np.maximum(evals, 0.0, out=evals)
