@@ -267,11 +267,11 @@ def _default_labels(sources: Sequence[Any]) -> list[str]:
     the folders above added, one at a time, while two paths collide; the same path twice numbered ``#i``);
     results by the path they analysed (one no longer on disk: a weight file's suffix stripped all the same);
     anything else as 'model<i>'."""
+    from .io import HELD_SUFFIXES
+
     def path_of(s: Any) -> Path | None:
         s = s.path if isinstance(s, AnalysisResult) else s
         return Path(s) if isinstance(s, (str, os.PathLike)) and os.fspath(s) else None
-
-    from .io import HELD_SUFFIXES
 
     def name(p: Path) -> str:  # (a folder's name is its whole name: 'Qwen2.5-0.5B', not 'Qwen2.5-0')
         p = Path(os.path.normpath(p))
@@ -281,7 +281,7 @@ def _default_labels(sources: Sequence[Any]) -> list[str]:
         return p.stem if p.suffix.lower() in HELD_SUFFIXES else p.name
 
     paths = [path_of(s) for s in sources]
-    labels = [name(p) if p is not None and name(p) else f"model{i + 1}" for i, p in enumerate(paths)]
+    labels = [(name(p) if p is not None else "") or f"model{i + 1}" for i, p in enumerate(paths)]
     # folders above added, one at a time, until the labels differ ('lr1e-4/checkpoint-500/model' and
     # 'lr3e-4/checkpoint-500/model'); the same path given twice is numbered
     where = [os.path.abspath(p) if p is not None else None for p in paths]

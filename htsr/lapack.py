@@ -145,10 +145,12 @@ def gram(X: np.ndarray, dtype: Any, block: int = 1 << 20) -> np.ndarray:
         A = np.asarray(X, dtype=dtype)
         return np.asfortranarray(np.tril(A.T @ A))
     G = np.zeros((n, n), dtype, order="F")
+    if not (m and n):
+        return G
     one = np.ones(1, dtype)
-    rows = max(1, min(m, max(256, block // max(1, n))))
-    buffer = np.empty((rows if m and n else 0, n), dtype)  # (one block's buffer, filled in turn)
-    for start in range(0, m if n else 0, rows):
+    rows = min(m, max(256, block // n))
+    buffer = np.empty((rows, n), dtype)  # (one block's buffer, filled in turn)
+    for start in range(0, m, rows):
         # a C-ordered k × n block is, read column-major, the n × k matrix Bᵀ: ?syrk 'N' adds Bᵀ·B to G
         B = buffer[:min(rows, m - start)]
         B[...] = X[start:start + rows]

@@ -32,6 +32,7 @@ from .figures import PALETTE, ROLE_COLORS, Panel, Series, role_color  # noqa: F4
 from .io.base import import_extra
 from .results import atomic_write
 from .rmt.phases import PHASES
+from .specs import plain
 
 __all__ = ["draw_panel", "draw_panels", "panels_image", "save_panels", "plot_esd", "plot_esd_linear", "plot_log10_histogram",
            "plot_xmin_scan", "plot_shuffled_esd", "plot_erg", "plot_layer", "plot_alpha_by_layer",
@@ -180,9 +181,10 @@ def draw_panels(panels: Sequence[Panel], ncols: int = 2) -> Any:
     panels = list(panels)
     if not panels:
         raise OptionError("no panels to draw")
-    if not (isinstance(ncols, (int, np.integer)) and not isinstance(ncols, bool) and ncols >= 1):
+    ncols = plain(ncols)  # (a numpy integer as the int it is)
+    if not (isinstance(ncols, int) and not isinstance(ncols, bool) and ncols >= 1):
         raise OptionError(f"ncols must be an integer >= 1, got {ncols!r}")
-    ncols = min(int(ncols), len(panels))
+    ncols = min(ncols, len(panels))
     nrows = -(-len(panels) // ncols)
     fig = _new_figure(nrows, ncols)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()

@@ -466,7 +466,7 @@ def _base_by_config(inner: dict, shapes: list[tuple[int, ...]] | None = None) ->
     rank = {"Conv1D": 3, "Conv2D": 4, "Conv3D": 5, "DepthwiseConv1D": 3, "DepthwiseConv2D": 4, "Dense": 2,
             "Embedding": 2, "SeparableConv1D": 3, "SeparableConv2D": 4}.get(base)
     kernels = 2 if base in _SEPARABLE else 1  # (a separable convolution: its depthwise, then pointwise kernel)
-    fits = len(shapes) >= kernels and len(shapes) <= kernels + 1 and all(
+    fits = kernels <= len(shapes) <= kernels + 1 and all(
         len(s) == rank if rank else len(s) >= 2 for s in shapes[:kernels]) and all(
         len(s) == 1 or base == "EinsumDense" for s in shapes[kernels:]) and not (base == "Embedding" and len(shapes) > 1)
     return base if fits else None
