@@ -1535,6 +1535,31 @@ def test_tpl_fit_of_a_narrow_tail_stays_in_its_valley(seed):
     assert fit.alpha < 100.0  # not run to the far bound α = 10001 along the valley
 
 
+@pytest.mark.parametrize("kind", ["halfnormal", "uniform", "gamma"])
+@pytest.mark.parametrize("spread", [1e-5, 1e-6])
+def test_tpl_fit_of_a_tail_narrower_than_1e_4_of_x_min_is_not_left_at_the_far_bound(kind, spread):
+    """A tail of relative spread 1e-6..1e-5: the valley of near-equal likelihood is so flat that the search,
+    started at the power law's α, followed it to the bound α = 10001 and stopped there, a little below the
+    maximum at its other end, α = 1 (log-likelihood 4289.098631 against scipy's 4289.098692 for a half-normal
+    excess of scale 1e-5). It is now searched from that end too: α = 1 and the likelihood at least scipy's."""
+    rng = np.random.default_rng(0)
+    z = {"halfnormal": np.abs(rng.normal(size=400)), "uniform": rng.uniform(size=400),
+         "gamma": rng.gamma(2.0, size=400)}[kind]
+    x = np.sort(1.0 + spread * z)
+    fit = fit_truncated_power_law(x, 1.0)
+
+    def nll(p):
+        return -float(np.sum(tpl_logpdf(x, 1.0 + p[0], math.exp(p[1]), 1.0)))
+
+    ref = min((scipy.optimize.minimize(nll, np.array([a0, math.log(1.0 / float(np.mean(x - 1.0)))]),
+                                       method="L-BFGS-B", bounds=[(0.0, 1e4), (-30.0, 30.0)]) for a0 in (0.0, 1e2, 1e4)),
+              key=lambda r: r.fun)
+    assert fit.status == "ok"
+    # both log-likelihoods are sums of n terms Λ·λ ~ 1e5..1e6 that cancel to order 1: a few ulps of each
+    assert fit.loglik >= -ref.fun - 4e-15 * x.size * fit.Lambda * float(np.mean(x))
+    assert fit.alpha == 1.0  # the α = 1 end of the valley (α is on its bound there: held, not approached)
+
+
 def test_tpl_fit_stops_where_the_likelihood_stops_falling(monkeypatch):
     """A tail of relative spread 1e-5: past its optimum F falls by less than its own rounding, and the search had
     run its 200 iterations (5 000–7 200 evaluations, 0.3–0.7 s a fit); and a subnormal x_min, whose cut-off rate

@@ -177,7 +177,12 @@ def fit_truncated_power_law(tail: np.ndarray, xmin: float) -> TPLFit:
     if a_pl > 1.0 and u_bar >= a_pl / (a_pl - 1.0):
         return TPLFit(a_pl + 1.0, 0.0, float(xmin), _loglik(tail, pl), "ok")
 
-    a, c, value = _newton(t_bar, u_bar)
+    a, c, value = _newton(t_bar, u_bar, min(a_pl, _A_MAX), 0.5)
+    if a > 0.5 * _A_MAX:  # (a narrow tail's valley of near-equal likelihood, followed to its far end, α = 10001:
+        # search it from its other end too, α = 1 with the exponential's cut-off, k = c·ū for a mean excess ū − 1)
+        other = _newton(t_bar, u_bar, 0.0, min(max(u_bar / (u_bar - 1.0), _MIN_C), 1e8))
+        if other[2] <= value:
+            a, c, value = other
     if pl <= value:  # (the search stops near the bound c = 0, a little short of the power law's optimum)
         a, c, value = a_pl, 0.0, pl
     if not math.isfinite(value):
@@ -190,9 +195,9 @@ def fit_truncated_power_law(tail: np.ndarray, xmin: float) -> TPLFit:
 _A_MAX = 1e4  # α − 1 beyond this is no tail anyone fits
 
 
-def _newton(t_bar: float, u_bar: float) -> tuple[float, float, float]:
+def _newton(t_bar: float, u_bar: float, a0: float, k0: float) -> tuple[float, float, float]:
     """Minimise the convex F(a, c) = a·t̄ + c·ū + ln I(a, c) over 0 ≤ a ≤ _A_MAX and k = c·ū in
-    [_MIN_C, 1e8]: (a, c, F). In (a, k) both variables are of order 1, and F = a·t̄ + k + ln I(a, k/ū) has the
+    [_MIN_C, 1e8], from (a0, k0): (a, c, F). In (a, k) both variables are of order 1, and F = a·t̄ + k + ln I(a, k/ū) has the
     gradient (t̄ − E t, 1 − E v) and Hessian Cov(t, v), v = eᵗ/ū (finite where ū is 1e150 and more).
 
     Projected Newton steps, halved until F falls enough (Armijo): a variable on a bound its gradient pushes
@@ -207,7 +212,7 @@ def _newton(t_bar: float, u_bar: float) -> tuple[float, float, float]:
     point: the cut-off of a shifted exponential was missed, R off by 76.)"""
     bounds = ((0.0, _A_MAX), (_MIN_C, 1e8))
     log_s = -math.log(u_bar)
-    p = [min(1.0 / t_bar, _A_MAX), 0.5]
+    p = [a0, k0]
 
     def evaluate(p: list[float]) -> tuple[float, tuple[float, ...]]:
         m = _moments(p[0], p[1] / u_bar, second=True, log_s=log_s)
