@@ -2,7 +2,8 @@
 (:data:`OPTION_SPECS`), one table for :class:`htsr.options.Options` (and so the CLI's flags and ``--help``) and for
 the numeric core's public functions (:func:`check_args`: ``esd``, ``fit_power_law``, ``bootstrap_power_law`` …).
 
-A leaf: the stages that check values (spectra, fits, options) import it, and it imports none of them.
+A leaf: the stages that check values (spectra, fits, options) and the phases' default thresholds import it, and it
+imports none of them.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ one-line errors that name them (the CLI's flags are generated from the same spec
 
 from __future__ import annotations
 
+import dataclasses
 
 import numpy as np
 import pytest
@@ -130,6 +131,17 @@ def test_result_options_record_no_ui_option():
     d = Options.create(workers=2, progress=True, keep_spectra=True).as_dict(ui=False)
     assert not {"workers", "progress", "keep_spectra"} & set(d)
     assert d["min_evals"] == 50
+
+
+def test_the_options_object_has_the_tables_defaults_in_its_order():
+    """Options() (a caller building it directly, as the CLI's summary of defaults does) has each option's default
+    from OPTION_SPECS, of the same type, and its fields in the table's order (the order of --help and of a result's
+    options): the dataclass restates each default, and the two could drift apart unseen."""
+    fields = dataclasses.fields(Options)
+    assert [f.name for f in fields] == list(OPTION_SPECS)
+    for f in fields:
+        want = OPTION_SPECS[f.name].default
+        assert f.default == want and type(f.default) is type(want), f.name
 
 
 # the documented default of refine_fraction (README/--help: 0.01)

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..specs import OPTION_SPECS
 from .mp import MPFit, zero_level
 
 __all__ = ["PHASES", "PhaseThresholds", "bbp_entry_scale", "count_heavy_entries", "num_zero_evals", "phase_of"]
@@ -48,10 +49,16 @@ PHASES = ("random-like", "bleeding-out", "bulk+spikes", "bulk-decay", "heavy-tai
 
 @dataclass(frozen=True)
 class PhaseThresholds:
-    rank_collapse: float = 0.10  # share of zero eigenvalues that makes a layer rank-collapsed
-    ht_share: float = 0.05  # share of eigenvalues above the edge that makes a tail (not a few spikes)
-    ht_alpha: float = 6.0  # a tail with alpha below this is heavy-tailed, else bulk-decay
-    bleed_width: float = 0.25  # spikes all below (1 + bleed_width)·λ₊ are bleeding out
+    """The 5+1 phases' thresholds; the defaults are the analysis options' (``phase_rank_collapse`` …), from their
+    one table."""
+
+    # share of zero eigenvalues that makes a layer rank-collapsed
+    rank_collapse: float = OPTION_SPECS["phase_rank_collapse"].default
+    # share of eigenvalues above the edge that makes a tail (not a few spikes)
+    ht_share: float = OPTION_SPECS["phase_ht_share"].default
+    ht_alpha: float = OPTION_SPECS["phase_ht_alpha"].default  # a tail with alpha below this is heavy-tailed, else bulk-decay
+    # spikes all below (1 + bleed_width)·λ₊ are bleeding out
+    bleed_width: float = OPTION_SPECS["phase_bleed_width"].default
 
 
 def bbp_entry_scale(N: int, M: int, sigma2: float) -> float:
