@@ -7,7 +7,8 @@ thread-safe), so two of the analysis's threads (:func:`htsr.analyze.in_threads`)
 ``scipy.linalg.cython_lapack``'s function pointers, by ctypes, which releases the lock for the call, give ×1.8.
 Same routine, same arguments, same workspace as scipy's calls: the same numbers, bit for bit (tests/test_lapack.py).
 :func:`gram` accumulates a Gram matrix by BLAS's ?syrk (``scipy.linalg.cython_blas``) from blocks of rows
-converted one at a time, so that a float64 Gram of float32 weights needs no float64 copy of them.
+converted one at a time, so that a float64 Gram of float32 weights needs no float64 copy of them (nor a float32 Gram
+of float64 or float16 weights a float32 copy).
 
 Where the pointers are missing or their C signature is not the one expected (another scipy: 64-bit integers),
 scipy's own functions are used.

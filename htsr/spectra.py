@@ -165,22 +165,21 @@ def _svd_eigenvalues(W: np.ndarray, N: int, M: int) -> tuple[np.ndarray, float, 
 
 def _gram_eigenvalues(W: np.ndarray, dtype: type, wide: bool) -> tuple[np.ndarray, float, type]:
     """(ascending eigenvalues of the Gram, its floor, the dtype it was computed in)."""
-    if dtype is np.float64 and W.dtype != np.float64:
-        # (float32 weights refined: the Gram from blocks converted one at a time, not from a float64 copy of W)
-        G = gram(W.T if wide else W, np.float64)
-        return _eigenvalues_and_floor(eigvalsh(G), G.shape[0], _EPS64, dtype)
     with np.errstate(over="ignore", invalid="ignore"):  # float64 weights beyond float32's range: inf, caught below
-        A = np.asarray(W, dtype=dtype)
-        G = A @ A.T if wide else A.T @ A
+        if W.dtype == dtype:
+            # G.T: the same matrix, its buffer read in place as the column-major one LAPACK takes (numpy forms a
+            # Gram A·Aᵀ by a symmetric rank-k update, exactly symmetric: the numbers of G's own copy, without it)
+            G = (W @ W.T if wide else W.T @ W).T
+        else:  # (float32 weights refined, float64 or float16 ones at float32: the Gram from blocks converted one
+            # at a time, not from a copy of W in ``dtype``)
+            G = gram(W.T if wide else W, dtype)
     if dtype is np.float32:
         overflow = not np.isfinite(G).all()  # weights above ~1e19
         # weights below ~1e-16: the Gram's entries are subnormal or zero, and W would look all-zero
-        underflow = float(np.max(np.diagonal(G), initial=0.0)) < _TINY32 and bool(np.any(W))  # W: A may be 0
+        underflow = float(np.max(np.diagonal(G), initial=0.0)) < _TINY32 and bool(np.any(W))
         if overflow or underflow:
             return _gram_eigenvalues(W, np.float64, wide)  # the float64 Gram holds them
-    # G.T: the same matrix, its buffer read in place as the column-major one LAPACK takes (numpy forms a Gram
-    # A·Aᵀ by a symmetric rank-k update, exactly symmetric: the numbers of G's own copy, without the copy)
-    return _eigenvalues_and_floor(eigvalsh(G.T), G.shape[0], _EPS32 if dtype is np.float32 else _EPS64, dtype)
+    return _eigenvalues_and_floor(eigvalsh(G), G.shape[0], _EPS32 if dtype is np.float32 else _EPS64, dtype)
 
 
 def _eigenvalues_and_floor(evals: np.ndarray, n: int, eps: float, dtype: type) -> tuple[np.ndarray, float, type]:
