@@ -55,6 +55,19 @@ def matrix_with_singular_values(s: np.ndarray, rows: int, cols: int, seed: int =
     return (U * s) @ V.T
 
 
+def traced_peak(call):
+    """(call's return value, the peak of the memory numpy and Python allocated while it ran, in bytes), by
+    tracemalloc (numpy's allocations are traced)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        out = call()
+        return out, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def layer_row(name: str = "l0", **columns):
     """A fitted dense row with these columns (the rest as analyze leaves them): for tests of outputs."""
     from htsr.results import LayerResult

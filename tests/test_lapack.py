@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
+from conftest import traced_peak
 from htsr import lapack
 
 SHAPES = [(0, 0), (1, 1), (1, 7), (7, 1), (2, 3), (50, 50), (64, 200), (300, 41), (257, 129)]
@@ -223,13 +224,6 @@ def test_gram_holds_no_converted_copy_of_its_matrix():
     """The float64 Gram of a 40 000 × 100 float32 matrix (16 MB) allocates its 80 kB Gram and one block of
     rows at a time (8 MB), not the 32 MB float64 copy that numpy's product needs (numpy's allocations are
     traced by tracemalloc)."""
-    import tracemalloc
-
     X = np.random.default_rng(9).standard_normal((40_000, 100), dtype=np.float32)
-    tracemalloc.start()
-    try:
-        lapack.gram(X, np.float64)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    _, peak = traced_peak(lambda: lapack.gram(X, np.float64))
     assert peak < 12e6, peak  # one 8 MB block and the Gram; a whole copy is 32 MB

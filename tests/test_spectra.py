@@ -12,7 +12,7 @@ from htsr.fits.powerlaw import PowerLawFit
 from htsr.metrics import compute_metrics
 from htsr.spectra import esd, matrix_eigenvalues
 from htsr.values import NanEqual, same_values
-from conftest import matrix_with_singular_values
+from conftest import matrix_with_singular_values, traced_peak
 
 
 @pytest.mark.parametrize("shape", [(200, 80), (80, 200), (150, 150)])
@@ -543,19 +543,12 @@ def test_the_float64_refinement_of_float32_weights_holds_no_float64_copy_of_them
     refined in float64 from blocks of its rows: its 40 000 × 100 weights (16 MB) allocate the 80 kB Gram and an
     8 MB block, not the 32 MB float64 copy of W the refinement had made (numpy's allocations are traced by
     tracemalloc). The eigenvalues are the float64 SVD's (1e-9 relative: float64 Gram rounding, ~√M·ε·λ_max/λ)."""
-    import tracemalloc
-
     rng = np.random.default_rng(2)
     U, _ = np.linalg.qr(rng.standard_normal((40_000, 100)))
     s = np.logspace(0, -3, 100)
     W = ((U * s) @ np.linalg.qr(rng.standard_normal((100, 100)))[0]).astype(np.float32)
     del U
-    tracemalloc.start()
-    try:
-        evals, _, _, method = matrix_eigenvalues(W)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    (evals, _, _, method), peak = traced_peak(lambda: matrix_eigenvalues(W))
     assert method == "gram64" and peak < 12e6, (method, peak)
     ref = np.sort(np.linalg.svd(W.astype(np.float64), compute_uv=False) ** 2)
     np.testing.assert_allclose(evals, ref, rtol=1e-9)
@@ -567,15 +560,8 @@ def test_the_float32_gram_of_float64_or_float16_weights_holds_no_float32_copy_of
     from blocks of rows converted one at a time, as the float64 refinement's is, not from a float32 copy of W
     (16 MB for these 40 000 × 100 weights: a 16.1 MB peak before; now the 40 kB Gram and a 4 MB block).
     The eigenvalues are a float32 Gram's: within its floor, 4·√M·ε₃₂·λ_max, of the float64 SVD's."""
-    import tracemalloc
-
     W = np.random.default_rng(3).standard_normal((40_000, 100)).astype(dtype)
-    tracemalloc.start()
-    try:
-        evals, floor, _, method = matrix_eigenvalues(W)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    (evals, floor, _, method), peak = traced_peak(lambda: matrix_eigenvalues(W))
     assert method == "gram32" and peak < 8e6, (method, peak)
     ref = np.sort(np.linalg.svd(W.astype(np.float64), compute_uv=False) ** 2)
     np.testing.assert_allclose(evals, ref, rtol=0, atol=floor)
