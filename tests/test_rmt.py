@@ -981,3 +981,38 @@ def test_the_tail_share_is_of_all_eigenvalues_zeros_included():
     mp = MPFit(1.0, 100.0, 1000.0, 1100.0, 46, 99, 0.5, 0.01)
     assert phase_of(1000, 99, mp, 2000.0, 3.0, 0) == "bulk+spikes"
     assert phase_of(1000, 99, MPFit(1.0, 100.0, 1000.0, 1100.0, 50, 99, 0.5, 0.01), 2000.0, 3.0, 0) == "heavy-tailed"
+
+
+def test_planted_entry_is_the_size_given_or_four_bbp_scales_at_its_place():
+    """planted_entry's entry is 4·(NM)^¼ by default, or the ``size`` given (nothing had passed one: a size ignored
+    went unseen), at the returned (row, column), the rest of the seed's noise unchanged."""
+    W, (r, c) = S.planted_entry(300, 100, 5)
+    assert W[r, c] == 4.0 * 30000 ** 0.25
+    assert np.unravel_index(np.argmax(np.abs(W)), W.shape) == (r, c)
+    W2, place = S.planted_entry(300, 100, 5, size=-9.0)
+    assert place == (r, c) and W2[r, c] == -9.0
+    assert np.array_equal(np.delete(W2.ravel(), r * 100 + c), np.delete(W.ravel(), r * 100 + c))
+
+
+def test_localized_spike_converts_integer_weights_to_float():
+    """Integer (quantised) weights are looked at as float32: ARPACK refuses an integer start vector, and a spread
+    spike had read as the fallback True. A spread spike (σ 6.1, noise edge 1.87) above an entry-driven one (σ 4.2),
+    ×20 and rounded to int8: the top one is not localised, the top two are (shares ~1/3 and ~1/300, far from 0.1)."""
+    rng = np.random.default_rng(11)
+    W = rng.standard_normal((400, 300)) / 20.0  # N(0, 1/N) noise
+    u, v = rng.standard_normal(400), rng.standard_normal(300)
+    W += 6.0 * np.outer(u / np.linalg.norm(u), v / np.linalg.norm(v))
+    W[17, 42] += 4.0
+    Q = np.round(W * 20).astype(np.int8)
+    assert not localized_spike(Q, 1) and localized_spike(Q, 2)
+
+
+def test_a_negative_tail_size_is_an_empty_tail():
+    """num_tail is clamped to [0, n]: −1 leaves every vector to the bulk (order[:-1] had made all but one the
+    tail). X = diag(9, 4, 1) exactly: coordinate vectors, PR 1 each, spread 0 over the three."""
+    W = np.zeros((6, 3))
+    W[0, 0], W[1, 1], W[2, 2] = 3.0, 2.0, 1.0
+    out = localization([W], -1)
+    assert math.isnan(out["loc_pr_tail_mean"]) and math.isnan(out["loc_pr_tail_std"])
+    assert out["loc_pr_bulk_mean"] == 1.0 and out["loc_pr_bulk_std"] == 0.0
+    assert localization([W], -1) == pytest.approx(localization([W], 0), nan_ok=True)  # (the same computation)

@@ -266,8 +266,10 @@ def test_delta_lambda_min():
     assert delta_lambda_min(0.3, r) == pytest.approx(0.0, abs=1e-15)  # mean 1 to ≤ 1 ulp
     undefined = erg_tail(np.ones(4))
     assert math.isnan(delta_lambda_min(1.0, undefined))
-    for bad in (math.nan, math.inf, None):
+    for bad in (math.nan, math.inf, None, "n/a"):  # (a text cell read back from a table: NaN, not ValueError)
         assert math.isnan(delta_lambda_min(bad, erg))
+    # an ERG result whose status says undefined is undefined whatever edge it carries
+    assert math.isnan(delta_lambda_min(1.25, ERGResult(12, 0.75, 3.0, "undefined: read back")))
 
 
 def test_layer_quality_hand_computed():
@@ -301,9 +303,10 @@ def test_layer_quality_nan_handling():
     for lmax in (nan, 0.0, -1.0, math.inf, None):
         q = layer_quality(alpha=2.0, lambda_max=lmax, xmin=1.0)
         assert all(math.isnan(v) for v in q.values())
-    for a in (-2.0, 0.0, math.inf):
+    for a in (-2.0, 0.0, math.inf, "n/a"):  # (text: NaN, not ValueError)
         q = layer_quality(alpha=a, lambda_max=100.0, xmin=1.0)
         assert math.isnan(q["logq_levy_wigner"]) and math.isnan(q["logq_inverse_mp"])
+        assert q["logq_free_cauchy"] == 2.0
 
 
 def test_a_flat_spectrum_has_no_erg_tail_at_any_scale():
@@ -313,7 +316,9 @@ def test_a_flat_spectrum_has_no_erg_tail_at_any_scale():
     for k in (1e-10, 1e-3, 1.0, 1e3, 1e10):
         r = htsr.analyze({"q.weight": Q * k}, precision="accurate").layers[0]
         assert math.isnan(r.num_erg) and math.isnan(r.erg_lambda_min)
-    assert erg_tail(np.array([1.0, 1.00000002]) * 1e-100).status.startswith("undefined: a flat spectrum")
+    # the status says what flat means: within FLAT_SPREAD (1e-4) of the largest, relative
+    assert erg_tail(np.array([1.0, 1.00000002]) * 1e-100).status == \
+        "undefined: a flat spectrum: every eigenvalue within 0.0001 of the largest"
     # and a spectrum that is not flat gives the same edge at every scale, to rounding
     x = np.sort(np.random.default_rng(3).pareto(2.0, 500) + 1.0)
     ref = erg_tail(x)
@@ -346,3 +351,28 @@ def test_a_row_s_delta_lambda_min_is_its_xmin_over_the_mean_less_the_erg_edge():
         live = spec.evals[-n:]
         want = row.xmin * n / live.sum() - row.erg_lambda_min
         assert row.erg_delta_lambda_min == pytest.approx(want, rel=1e-12), row.name  # the same sums: rounding
+
+
+def test_erg_eigenvalues_take_at_least_one_and_at_most_all():
+    """The rank's largest of ascending eigenvalues, clamped: rank 0 still gives the largest one ("at least one"),
+    a rank above the size gives them all (a negative start had wrapped to the last few), 3 gives the top 3."""
+    from htsr.rmt.setol import erg_eigenvalues
+
+    ev = np.arange(1.0, 11.0)
+    assert erg_eigenvalues(ev, rank=0).tolist() == [10.0]
+    assert erg_eigenvalues(ev, rank=3).tolist() == [8.0, 9.0, 10.0]
+    assert erg_eigenvalues(ev, rank=10).tolist() == ev.tolist()
+    assert erg_eigenvalues(ev, rank=12).tolist() == ev.tolist()
+    # 2 zeros of 10 (20 % ≥ ERG_ZERO_SHARE): all but them, whatever the rank says
+    assert erg_eigenvalues(np.r_[0.0, 0.0, ev[2:]], rank=10, num_zero=2).tolist() == ev[2:].tolist()
+
+
+def test_erg_of_float32_eigenvalues_is_computed_in_float64():
+    """A float32 spectrum (a float32 layer's eigenvalues) gives exactly the result of the same values in float64:
+    the normalisation and the log-sum had run in float32 (edges off by ~1e-8 relative, counts able to move)."""
+    x = np.sort(np.random.default_rng(2).lognormal(0.0, 1.5, 50)).astype(np.float32)
+    r, r64 = erg_tail(x), erg_tail(x.astype(np.float64))
+    assert r.status == "" and 1 < r.num_erg < 50
+    assert (r.num_erg, r.erg_lambda_min, r.erg_lambda_min_raw) == (r64.num_erg, r64.erg_lambda_min,
+                                                                   r64.erg_lambda_min_raw)
+    assert type(r.erg_lambda_min) is float
