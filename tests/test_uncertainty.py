@@ -889,6 +889,13 @@ def test_many_replicates_are_drawn_in_parts(monkeypatch):
     parts = bootstrap_power_law(x, fit, reps=40, seed=11)
     assert sizes == [(5, x.size)] * 8 and parts.num_ok == 40
     assert parts == bootstrap_power_law(x, fit, reps=40, seed=11)  # seeded all the same
+    # a count that is no multiple of the part: the last part holds the rest, exactly the replicates asked for
+    sizes.clear()
+    assert bootstrap_power_law(x, fit, reps=42, seed=11).num_ok == 42 and sizes == [(5, x.size)] * 8 + [(2, x.size)]
+    # one replicate larger than _ONE_DRAW values: one replicate per part (never a part of none)
+    sizes.clear()
+    monkeypatch.setattr(boot, "_ONE_DRAW", x.size // 2)
+    assert bootstrap_power_law(x, fit, reps=3, seed=11).num_ok == 3 and sizes == [(1, x.size)] * 3
     # other draws of the same distribution: the intervals agree to their Monte-Carlo error (40 replicates:
     # the ends move by about one standard error)
     assert abs(parts.alpha_lo - whole.alpha_lo) < 2 * whole.alpha_se
@@ -929,6 +936,19 @@ def test_bootstrap_undefined_cases():
     for r in (bootstrap_power_law(x, fit, reps=0), bootstrap_power_law(x, failed, reps=20)):
         assert all(math.isnan(v) for v in (r.alpha_lo, r.alpha_hi, r.alpha_se, r.p_value))
         assert r.num_ok == 0
+
+
+def test_a_bootstrap_of_an_alpha_barely_above_1_warns_of_no_overflow():
+    """α̂ = 1.0043 (a tail reaching 1e200): a draw x_min·U^(−1/(α̂−1)) overflows to inf, and that replicate is
+    dropped and counted, as intended; numpy's "overflow encountered in power" had escaped to the caller of
+    bootstrap_power_law and of htsr.analyze."""
+    x = np.sort(np.concatenate([np.random.default_rng(0).uniform(0.1, 0.9, 50), [1.0, 1e100, 1e200]]))
+    fit = fit_power_law(x, xmin=1.0)
+    assert 1.0 < fit.alpha < 1.01
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = bootstrap_power_law(x, fit, 200, seed=0, xmin=1.0)
+    assert 0 < r.num_ok < 200  # some replicates overflowed and were dropped, the others kept
 
 
 @pytest.fixture(scope="module")
@@ -1123,6 +1143,10 @@ def test_interval_of_uses_a_bootstrap_only_with_enough_replicates_and_never_the_
     assert (lo, hi) == (2.5, 3.5) and math.isnan(p)
     lo, hi, p = interval_of({**bayes, "num_boot": NAN})
     assert (lo, hi) == (2.5, 3.5) and math.isnan(p)
+    # enough replicates but an end undefined: half an interval is none, the Bayesian one (and no p-value) is used
+    for end in ("boot_alpha_lo", "boot_alpha_hi"):
+        lo, hi, p = interval_of({**bayes, **boot, end: NAN, "num_boot": 150.0})
+        assert (lo, hi) == (2.5, 3.5) and math.isnan(p), end
 
 
 def test_bayes_average_fills_its_own_columns_and_changes_no_other_column():
@@ -1460,6 +1484,8 @@ def test_the_summary_names_the_interval_level_and_why_a_count_is_undefined():
     from htsr.results import why_undefined
 
     assert warning_interval({"confidence": 0.999}) == "Bayesian, 99.9%"
+    # options without a level or with bootstrap None (not run): the defaults, 95 % and no bootstrap
+    assert warning_interval({}) == warning_interval({"bootstrap": None}) == "Bayesian, 95%"
     assert warning_interval({"confidence": 0.975, "bootstrap": 200}).startswith("bootstrap, 97.5% ")
     rng = np.random.default_rng(0)
     W = rng.standard_t(3, (300, 100))
@@ -1490,6 +1516,10 @@ def test_the_public_fit_functions_check_their_arguments():
     for call, says in ((lambda: bayesian_alpha(x, fit.xmin), "the tail values must be finite and ≥ xmin"),
                        (lambda: compare_tails(x, fit.alpha, fit.xmin), "the tail values must be finite and ≥ xmin"),
                        (lambda: bayesian_alpha(tail, 0.0), "xmin must be a positive finite number"),
+                       (lambda: bayesian_alpha_averaged(x, min_tail=0), "min_tail must be an integer >= 1, got 0"),
+                       (lambda: bayesian_alpha_averaged(x, min_tail=True), "min_tail must be an integer >= 1, got True"),
+                       (lambda: bayesian_alpha_averaged(np.r_[0.0, x]), "needs positive, finite values"),
+                       (lambda: bayesian_alpha_averaged(np.r_[x, np.inf]), "needs positive, finite values"),
                        (lambda: compare_tails(tail, 1.0, fit.xmin), "alpha must be a finite number above 1")):
         with pytest.raises(ValueError, match=re.escape(says)):
             call()
@@ -1590,6 +1620,10 @@ def test_a_tiny_share_gives_its_posterior_or_nan_never_a_root_finders_error():
             assert b.mean == pytest.approx(full.mean, rel=1e-12)  # (rounding of share·n / share·T)
         nan = fn(*args, share=5e-324)
         assert all(math.isnan(v) for v in (nan.mean, nan.lo, nan.hi, nan.p_lt_2, nan.p_gt_6))
+        # the shape subnormal while a prior keeps the rate normal: undefined all the same (not a mean of 1 beside
+        # NaN or zero-width interval ends)
+        nan = fn(*args, share=5e-324, prior_rate=1.0)
+        assert all(math.isnan(v) for v in (nan.mean, nan.lo, nan.hi, nan.p_lt_2, nan.p_gt_6))
 
 
 def test_the_traps_count_is_undefined_for_its_own_reason_not_the_mp_fits():
@@ -1640,25 +1674,42 @@ def test_bootstrap_draws_from_the_bulk_stay_below_xmin_and_are_never_tied():
     assert np.all(np.diff(r, axis=1) > 0)
 
 
-def test_averaged_bayes_is_the_documented_mixture_over_every_candidate():
-    """The evidence-weighted mixture, written out from the module docstring (weights B(n+1, m+1)·Γ(n)/T^n / (ln
-    x_k/x_0)^m over every candidate k with a tail of at least min_tail values): its mean. With min_tail = N the only
-    candidate is the smallest value: the posterior at that x_min."""
+@pytest.mark.parametrize("share,a0,b0,ties", [(1.0, 0.0, 0.0, 0), (0.5, 0.0, 0.0, 0), (1.0, 2.0, 1.0, 0),
+                                           (0.3, 0.5, 3.0, 0), (1.0, 0.0, 0.0, 3)])
+def test_averaged_bayes_is_the_documented_mixture_over_every_candidate(share, a0, b0, ties):
+    """The evidence-weighted mixture, written out from the module docstring (weights B(n+1, m+1)·Γ(a₀+n)/(b₀+T)^(a₀+n)
+    / (ln x_k/x_0)^m over every candidate k with a tail of at least min_tail values, every count and sum scaled by
+    ``share``): its mean, and its credible interval from the mixture's CDF (scipy.stats.gamma) by root finding. With
+    ties at the smallest value the candidates x_k = λ_min (k > 0) are no model (their m values cannot lie in
+    [λ_min, x_k)): left out, the rest averaged. With min_tail = N the only candidate is the smallest value: the
+    posterior at that x_min. (The prior, the share and the interval ends of the mixture had been unchecked.)"""
     rng = np.random.default_rng(0)
     y = np.sort(np.r_[rng.uniform(0.05, 1, 60), (1 - rng.random(40)) ** (-1 / 1.5)])
+    y[1:1 + ties] = y[0]
     N, L = y.size, np.log(y)
     k = np.arange(0, N - 1)
-    n, m = (N - k).astype(float), k.astype(float)
     T = np.array([np.sum(L[i:] - L[i]) for i in k])
+    k = k[(k == 0) | (y[k] > y[0])]
+    n, m, T = share * (N - k), share * k, share * T[k]
+    shape, rate = a0 + n, b0 + T
     bulk = np.zeros(k.size)
     bulk[1:] = m[1:] * np.log(np.log(y[k[1:]] / y[0]))
-    le = scipy.special.betaln(n + 1, m + 1) + scipy.special.gammaln(n) - n * np.log(T) - bulk
+    le = scipy.special.betaln(n + 1, m + 1) + scipy.special.gammaln(shape) - shape * np.log(rate) - bulk
     w = np.exp(le - le.max())
     w /= w.sum()
-    assert bayesian_alpha_averaged(y).mean == pytest.approx(1 + np.sum(w * n / T), rel=1e-12)  # (rounding)
-    only = bayesian_alpha_averaged(y, min_tail=N)
-    one = bayesian_alpha(y, float(y[0]))
-    assert only.mean == pytest.approx(one.mean, rel=1e-12) and only.hi == pytest.approx(one.hi, rel=1e-9)
+    b = bayesian_alpha_averaged(y, 0.9, a0, b0, share=share)
+    assert b.mean == pytest.approx(1 + np.sum(w * shape / rate), rel=1e-12)  # (rounding)
+
+    def cdf(beta):
+        return float(np.sum(w * scipy.stats.gamma.cdf(beta, shape, scale=1.0 / rate)))
+
+    ends = [1 + scipy.optimize.brentq(lambda v: cdf(v) - q, 1e-9, 50.0, xtol=1e-15, rtol=1e-15) for q in (0.05, 0.95)]
+    # 1e-9: both roots to 1e-15; the CDFs' rounding (1e-16) over their slope (~1) moves them by far less
+    assert (b.lo, b.hi) == pytest.approx(ends, rel=1e-9)
+    if share == 1.0 and a0 == 0.0 and not ties:
+        only = bayesian_alpha_averaged(y, min_tail=N)
+        one = bayesian_alpha(y, float(y[0]))
+        assert only.mean == pytest.approx(one.mean, rel=1e-12) and only.hi == pytest.approx(one.hi, rel=1e-9)
 
 
 def test_share_scales_the_observed_statistic_as_the_replicates_are_drawn():
@@ -1716,16 +1767,19 @@ def test_a_tpl_within_round_off_of_the_power_law_is_no_evidence():
     assert c.lr_tpl == 0.0 and c.p_tpl == 1.0
 
 
-def test_bootstrap_replicates_take_tail_values_with_probability_n_over_N():
-    """CSN's semi-parametric bootstrap: each value is from the fitted power law with probability n/N (5 of 10)."""
+@pytest.mark.parametrize("xmin,n", [(1.0, 5), (2.0, 4)])
+def test_bootstrap_replicates_take_tail_values_with_probability_n_over_N(xmin, n):
+    """CSN's semi-parametric bootstrap: each value is from the fitted power law with probability n/N (5 of 10, and 4
+    of 10, where the bulk's share (N − n)/N = 0.6 and the complement of the draw, P(U > n/N), are told apart)."""
     from htsr.fits.bootstrap import _replicates
 
     x = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0])
-    fit = fit_power_law(x, xmin=1.0)
-    assert fit.num_pl_spikes == 5
+    fit = fit_power_law(x, xmin=xmin)
+    assert fit.num_pl_spikes == n
     draws = _replicates(x, fit, np.random.default_rng(0), (20000, 10))
-    # 200 000 Bernoulli(0.5) draws: SE 0.0011; 0.005 is 4.5 SE, and n/(N−1) = 0.556 is 50 SE away
-    assert abs(float(np.mean(draws >= 1.0)) - 0.5) < 0.005
+    # 200 000 Bernoulli(n/10) draws: SE ≤ 0.0011; 0.005 is 4.5 SE, and n/(N−1) (0.556, 0.444) is ≥ 40 SE away
+    # (the bulk's draws stay below its largest value, < x_min)
+    assert abs(float(np.mean(draws >= xmin)) - n / 10) < 0.005
 
 
 # ------------------------------------------------------------------ mutation round 19 (2026-12-06)
@@ -1829,3 +1883,134 @@ def test_the_tpl_of_a_tight_cluster_finds_its_cut_off_at_the_alpha_bound():
                                          bounds=(math.log(1e4), math.log(1e8)), method="bounded",
                                          options={"xatol": 1e-10})
     assert c.tpl.loglik >= -ref.fun - 1e-9 * abs(ref.fun) and -ref.fun > _pl_loglik(x, a, xmin)
+
+
+# ------------------------------------------------------------------ mutation round 45 (2026-12-06)
+def test_tail_uncertainty_passes_each_option_to_the_function_that_computes_its_columns():
+    """Every column of tail_uncertainty is its function's result under the options given, none at a default:
+    confidence 0.8, a Gamma(2, 1) prior and share ½ reach the posterior, the averaged posterior, the tail tests and
+    the bootstrap; a fixed x_min is held in every replicate; pl_pvalue is the scaled statistic's p (not CSN's, which
+    differs here) and p_alpha_lt_2 / p_alpha_gt_6 are P(α < 2) / P(α > 6). Exact: the same calls on the same values.
+    (Each option left at its default had given other numbers, and no test looked.)"""
+    x = np.sort(pareto_with_bulk(400, 2.5, seed=3))
+    xm = float(x[250])
+    fit = fit_power_law(x, xmin=xm)
+    opts = dict(confidence=0.8, prior_shape=2.0, prior_rate=1.0, share=0.5)
+    cols = tail_uncertainty(x, fit, xmin=xm, bootstrap=30, seed=4, bayes_average=True, **opts)
+    tail = x[x >= xm]
+    b = bayesian_alpha(tail, xm, 0.8, 2.0, 1.0, 0.5)
+    assert (cols["bayes_alpha"], cols["bayes_alpha_lo"], cols["bayes_alpha_hi"], cols["p_alpha_lt_2"],
+            cols["p_alpha_gt_6"]) == (b.mean, b.lo, b.hi, b.p_lt_2, b.p_gt_6)
+    a = bayesian_alpha_averaged(x, 0.8, 2.0, 1.0, share=0.5)
+    assert (cols["bayes_avg_alpha"], cols["bayes_avg_alpha_lo"], cols["bayes_avg_alpha_hi"]) == (a.mean, a.lo, a.hi)
+    c = compare_tails(tail, fit.alpha, xm, 0.5)
+    assert (cols["lr_exponential"], cols["p_exponential"]) == (c.lr_exponential, c.p_exponential)
+    r = bootstrap_power_law(x, fit, 30, 4, xm, 0.8, share=0.5)
+    assert r.p_value != r.p_value_csn  # (the case that tells the two p-values apart)
+    assert (cols["boot_alpha_lo"], cols["boot_alpha_hi"], cols["boot_alpha_se"], cols["pl_pvalue"],
+            cols["num_boot"]) == (r.alpha_lo, r.alpha_hi, r.alpha_se, r.p_value, float(r.num_ok))
+
+
+def test_an_etpl_not_fitted_is_named_in_the_notes():
+    """A fit given with values whose peak-bounded fit fails (five equal values: no two distinct ones): the E-TPL
+    columns are not computed and the notes say why, with the peak fit's own status."""
+    x = np.full(5, 2.0)
+    fit = PowerLawFit(2.5, 0.5, 0.1, 1.0, 2.0, 5, "ok")  # (a fit of other values, as a caller may pass one)
+    notes: list[str] = []
+    cols = tail_uncertainty(x, fit, xmin=1.0, notes=notes)
+    assert "etpl_alpha" not in cols
+    assert notes == ["etpl not fitted: no peak-bounded x_min (fit_failed: fewer than 2 distinct eigenvalues above "
+                     "the floor)"]
+
+
+def test_bootstrap_of_unsorted_values_is_that_of_the_sorted_values():
+    """bootstrap_power_law and bayesian_alpha_averaged take the values in any order (as fit_power_law does): a
+    shuffled sample gives bit for bit the results of the sorted one. (Unsorted, the bulk below x_min and the
+    candidates x_k would be read in the wrong order.)"""
+    x = np.sort(pareto_with_bulk(300, 2.5, seed=6))
+    shuffled = np.random.default_rng(0).permutation(x)
+    fit = fit_power_law(x)
+    assert bootstrap_power_law(shuffled, fit, reps=20, seed=1) == bootstrap_power_law(x, fit, reps=20, seed=1)
+    assert bayesian_alpha_averaged(shuffled) == bayesian_alpha_averaged(x)
+
+
+def _overflowing_sample():
+    """50 bulk values below a 3-value tail 1, 1e100, 1e200 at x_min = 1: α̂ = 1 + 3/ln(1e300) = 1.0043, so a tail
+    draw x_min·U^(−1/(α̂−1)) overflows float64 when U < exp(−ln(float max)·(α̂ − 1))."""
+    x = np.sort(np.r_[np.random.default_rng(0).uniform(0.1, 0.9, 50), 1.0, 1e100, 1e200])
+    return x, fit_power_law(x, xmin=1.0)
+
+
+def test_replicates_that_fail_are_dropped_and_counted():
+    """Replicates that overflow or have fewer than 2 values above the fixed x_min fail their refit: they are dropped
+    (the interval and standard error are those of the others, finite) and num_ok counts only the successes, at the
+    rate computed from the binomial law of a replicate's tail draws (K ~ Binomial(53, 3/53); a success needs K ≥ 2
+    draws and none overflowing). The double bootstrap counts its own, fewer, successes; so does tail_uncertainty."""
+    x, fit = _overflowing_sample()
+    assert fit.status == "ok" and fit.num_pl_spikes == 3
+    q = math.exp(-math.log(np.finfo(np.float64).max) * (fit.alpha - 1.0))  # P(a tail draw overflows)
+    K = scipy.stats.binom(x.size, 3 / x.size)
+    p_ok = sum(K.pmf(k) * (1.0 - q) ** k for k in range(2, x.size + 1))  # ~0.69
+    reps = 200
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # (numpy's overflow warning of the dropped draws)
+        r = bootstrap_power_law(x, fit, reps=reps, seed=0, xmin=1.0, fdb=True)
+        cols = tail_uncertainty(x, fit, xmin=1.0, tails=False, bootstrap=reps, seed=0)
+    # 4 binomial standard deviations of Binomial(200, p_ok): 26 replicates (fails by chance with p < 1e-4)
+    assert abs(r.num_ok - reps * p_ok) < 4 * math.sqrt(reps * p_ok * (1 - p_ok)), (r.num_ok, reps * p_ok)
+    assert r.num_ok < reps and 0 < r.num_ok_fdb < r.num_ok
+    assert all(math.isfinite(v) for v in (r.alpha_lo, r.alpha_hi, r.alpha_se, r.p_value))
+    assert cols["num_boot"] == r.num_ok
+
+
+def test_a_bootstrap_whose_every_replicate_fails_is_undefined():
+    """α̂ = 1 + 1e-9 (a fit barely a power law): every tail draw overflows, no replicate is refitted, and the result is
+    the undefined one (NaN, num_ok 0), not an error from the quantiles of no replicate. A fit whose α is not finite
+    is not bootstrapped at all (its replicates drawn only from the bulk would still fit)."""
+    x = np.sort(1.0 + np.random.default_rng(0).random(20))
+    fit = fit_power_law(x, xmin=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # (the overflow of every draw)
+        r = bootstrap_power_law(x, PowerLawFit(**{**fit.__dict__, "alpha": 1.0 + 1e-9}), reps=10, seed=0, xmin=1.0)
+    assert r.num_ok == 0 and all(math.isnan(v) for v in (r.alpha_lo, r.alpha_hi, r.alpha_se, r.p_value))
+    y, f = _overflowing_sample()
+    r = bootstrap_power_law(y, PowerLawFit(**{**f.__dict__, "alpha": math.inf}), reps=100, seed=0)
+    assert r.num_ok == 0 and math.isnan(r.alpha_lo)
+
+
+def test_one_replicate_has_no_standard_error_and_no_warning():
+    """A single successful replicate: alpha_se is NaN (a sample standard deviation needs two), quietly: numpy's
+    'Degrees of freedom <= 0' RuntimeWarning would reach the user."""
+    x = pareto_with_bulk(400, 2.5, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = bootstrap_power_law(x, fit_power_law(x), reps=1, seed=11)
+    assert r.num_ok == 1 and math.isnan(r.alpha_se) and r.q_lo == r.q_hi
+
+
+def test_fdb_second_level_statistic_is_the_scaled_ks_distance(monkeypatch):
+    """p_value_fdb from the second-level replicates' √n**·D** (the statistic the first level uses), recomputed here
+    by refitting every replicate with fit_power_law: the fdb p-value of those statistics, exactly."""
+    from htsr.fits import bootstrap as bootstrap_module
+
+    real = bootstrap_module._replicates
+    first, second = [], []
+
+    def spy(x, fit, rng, size):
+        out = real(x, fit, rng, size)
+        (first if len(size) == 2 else second).append(out.copy())
+        return out
+
+    monkeypatch.setattr(bootstrap_module, "_replicates", spy)
+    x = pareto_with_bulk(400, 2.5, seed=3)
+    fit = fit_power_law(x)
+    r = bootstrap_power_law(x, fit, reps=20, seed=11, fdb=True)
+    assert r.num_ok == r.num_ok_fdb == 20
+
+    def t(f):
+        return f.D * math.sqrt(f.num_pl_spikes)
+
+    t1 = np.array([t(fit_power_law(row)) for row in np.concatenate(first)])
+    t2 = np.array([t(fit_power_law(row)) for row in second])
+    assert r.p_value == float(np.mean(t1 >= t(fit)))
+    assert r.p_value_fdb == fdb_p_value(t(fit), t1, t2)

@@ -108,7 +108,8 @@ def _replicates(x: np.ndarray, fit: PowerLawFit, rng: np.random.Generator,
     bulk = x[: np.searchsorted(x, fit.xmin, side="left")]
     p_tail = 1.0 if bulk.size == 0 else fit.num_pl_spikes / x.size
     from_tail = rng.random(size) < p_tail
-    draws = fit.xmin * (1.0 - rng.random(size)) ** (-1.0 / (fit.alpha - 1.0))  # 1 − U in (0, 1]
+    with np.errstate(over="ignore"):  # an overflowing draw (α̂ barely above 1) is inf: _refit drops its replicate
+        draws = fit.xmin * (1.0 - rng.random(size)) ** (-1.0 / (fit.alpha - 1.0))  # 1 − U in (0, 1]
     if bulk.size:
         draws = np.where(from_tail, draws, _smoothed(bulk, rng, size))
     draws.sort(axis=-1)
