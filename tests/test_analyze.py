@@ -1206,6 +1206,10 @@ def test_classify_conv_kernel_boundaries():
     # 5-D: every kernel axis at most 32, the first of them included
     assert classify("vol.weight", (8, 4, 3, 3, 3)) == ("conv3d", "")
     assert classify("vol.weight", (8, 4, 64, 3, 3))[0] is None
+    # a one-channel conv weight in a vector's shape: a kernel axis of 32 is still a kernel's, 33 a vector's
+    assert classify("eca.conv.weight", (1, 1, 32)) == ("conv1d", "")
+    assert classify("eca.conv.weight", (1, 1, 33))[0] is None
+    assert classify("grn.weight", (1, 1, 1, 32)) == ("conv2d", "")
 
 
 @pytest.mark.parametrize("name,shape,kind", [
@@ -1629,6 +1633,10 @@ def test_default_refine_fraction_refines_a_matrix_with_1_5_percent_below_the_flo
 def test_ww_conv_scale_applies_to_a_conv2d_lora_not_a_conv3d_lora():
     assert next(layer_matrices("x.weight", "lora", (4, 3, 2, 2), lambda: [None] * 4)).scale == 0.5
     assert next(layer_matrices("x.weight", "lora", (4, 3, 2, 2, 2), lambda: [None] * 8)).scale == 1.0
+    # nor to a Conv3d or a Conv1d kernel, pooled or per position (WeightWatcher analyses neither)
+    for shape, kind in (((4, 3, 2, 2, 2), "conv3d"), ((4, 3, 5), "conv1d")):
+        assert next(layer_matrices("x.weight", kind, shape, lambda: np.ones(shape))).scale == 1.0
+        assert next(layer_matrices("x.weight", kind, shape, lambda: np.ones(shape), conv="per_position")).scale == 1.0
 
 
 # an unreadable expert stack's one row counts E matrices of out × in (not out of them)
@@ -1643,3 +1651,140 @@ def test_farms_windows_of_a_square_matrix_are_tall():
     wins = aspect_windows(W, 2.0)
     assert [w.shape for w in wins] == [(4, 2), (4, 2)]
     assert np.array_equal(wins[0], W[:, :2]) and np.array_equal(wins[1], W[:, 2:])
+
+
+# ---- round 47's gaps --------------------------------------------------------------------------------------
+
+
+def test_an_unread_conv_row_counts_every_kernel_position_and_drops_weight_from_its_name():
+    """A conv tensor the reader cannot read is one row of c_out × c_in matrices, one per kernel position: kh·kw of
+    them for a 3 × 5 kernel (not kh), named by its module as a read one is. Only the stack's count had been
+    pinned."""
+    u = unread_tensor_row("enc.conv.weight", "conv2d", (8, 4, 3, 5), lambda: None)
+    assert (u.name, u.rows, u.cols, u.num_matrices, u.num_evals) == ("enc.conv", 8, 4, 15, 60)
+
+
+def test_a_2d_lora_row_is_out_by_in_as_its_update():
+    """A LoRA row's rows × cols are its update's out × in (the shape its LowRank reports), as a dense row's are
+    the weight's: a swapped pair had gone unseen because N and M are the same either way."""
+    from htsr.factored import LowRank
+
+    rng = np.random.default_rng(0)
+    delta = LowRank(rng.standard_normal((6, 2)), rng.standard_normal((2, 4)))
+    (lm,) = layer_matrices("q.weight", "lora", delta.shape, lambda: delta)
+    assert (lm.name, lm.rows, lm.cols, lm.num_matrices) == ("q", 6, 4, 1)
+    (m,) = lm.load()
+    assert m is delta and m.shape == (lm.rows, lm.cols)
+
+
+def test_a_stack_read_expert_by_expert_gives_each_row_its_own_expert():
+    """With load_item (a GGUF expert stack dequantizes one expert at a time) row e reads expert e alone: three
+    distinct experts come back as themselves, none from the whole tensor's load()."""
+    W = np.arange(3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5)
+    rows = list(layer_matrices("blk.0.ffn_up_exps.weight", "stack", W.shape, lambda: pytest.fail("whole tensor read"),
+                               load_item=lambda e: W[e]))
+    assert [r.name for r in rows] == ["blk.0.ffn_up_exps[0]", "blk.0.ffn_up_exps[1]", "blk.0.ffn_up_exps[2]"]
+    for e, r in enumerate(rows):
+        (m,) = r.load()
+        assert (r.rows, r.cols) == (4, 5) and np.array_equal(m, W[e])
+
+
+def _counted(value):
+    """A load that counts its calls (how often a SharedLoad reads its tensor)."""
+    calls = []
+
+    def load():
+        calls.append(1)
+        return value
+    return load, calls
+
+
+def test_a_shared_load_is_dropped_once_every_key_has_taken_or_been_released():
+    """SharedLoad keeps its value only while some key may still take: dropped after the last take, after the last
+    release, and at once when the keys left had been released before the first load (a filtered-out expert);
+    a key taking after the drop loads again. Each drop is seen as a second load. A kept value (memory held for
+    the whole analysis) had gone unseen: the takes return the same numbers either way."""
+    from htsr.tensors import SharedLoad
+
+    V = np.arange(6.0).reshape(2, 3)
+    load, calls = _counted(V)
+    s = SharedLoad(load, [0, 1])  # both take: dropped after the second take
+    assert np.array_equal(s.take(0, lambda t: t[0]), V[0]) and np.array_equal(s.take(1, lambda t: t[1]), V[1])
+    s.take(0, lambda t: t[0])
+    assert len(calls) == 2
+    load, calls = _counted(V)
+    s = SharedLoad(load, [0, 1])  # 1 released before the first load: 0's take is the last
+    s.release(1)
+    s.take(0, lambda t: t[0])
+    s.take(0, lambda t: t[0])
+    assert len(calls) == 2
+    load, calls = _counted(V)
+    s = SharedLoad(load, [0, 1])  # 0 takes, then 1 is released: dropped by the release
+    s.take(0, lambda t: t[0])
+    s.release(1)
+    s.take(0, lambda t: t[0])
+    assert len(calls) == 2
+
+
+def test_a_shared_load_hands_out_copies_not_views_of_its_value():
+    """take() copies a part that is a numpy view, so a row's matrix does not keep the whole tensor (all experts,
+    all kernel positions) alive after the SharedLoad drops it; other values pass through as they are."""
+    from htsr.tensors import SharedLoad
+
+    V = np.arange(24.0).reshape(2, 3, 4)
+    s = SharedLoad(lambda: V, [0, 1])
+    part = s.take(0, lambda t: t[0])
+    assert np.array_equal(part, V[0]) and not np.shares_memory(part, V)
+    marker = object()
+    assert SharedLoad(lambda: [marker], [0]).take(0, lambda t: t[0]) is marker
+
+
+def test_an_expert_stack_row_releases_its_share_of_the_tensor():
+    """Each row of a shared expert stack has a release: once the other experts' rows are released (filtered out)
+    the one that takes is the last, and the tensor is dropped (a take after it reads it again)."""
+    W = np.arange(3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5)
+    load, calls = _counted(W)
+    rows = list(layer_matrices("moe.experts.w1", "stack", W.shape, load))
+    assert all(r.release is not None for r in rows)
+    rows[1].release()
+    rows[2].release()
+    assert np.array_equal(rows[0].load()[0], W[0]) and np.array_equal(rows[0].load()[0], W[0])
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("name,shape,why", [
+    # a static activation scale of one per channel is 1-D; it is still the activation's, not a 1-D norm scale
+    ("model.layers.0.self_attn.q_proj.input_scale", (4096,), "activation or KV-cache quantization scale"),
+    # FSDP's flat parameter at the top of a state dict as well as under a wrapped module; the reason says what to do
+    ("_flat_param", (1000,), "save the full state dict (FULL_STATE_DICT) and analyse that"),
+    ("encoder._flat_param", (1000,), "save the full state dict (FULL_STATE_DICT) and analyse that"),
+    ("ln_f.weight", (768,), "1-D (norm scales, scalars)"),
+    ("blocks.0.weight", (2, 3, 4, 5, 6, 7), "6-D tensor of no layer kind htsr knows"),
+])
+def test_classify_says_why_a_tensor_is_no_layer(name, shape, why):
+    """The reason a skipped tensor is listed with, by the first rule that applies: an activation scale of any rank
+    up to 1, a bare FSDP flat parameter (and what to save instead), a 1-D tensor, the dimension count of an
+    unknown one. Only the kinds of these had been pinned: a reason from a later rule had gone unseen."""
+    kind, reason = classify(name, shape)
+    assert kind is None and why in reason
+
+
+def test_an_empty_broadcast_shaped_tensor_keeps_its_kind_and_is_skipped_as_empty():
+    """A tensor with an axis of 0 is no vector (is_vector needs every axis ≥ 1): a [0, 1, 1] conv weight keeps its
+    conv1d kind and its row says it is empty, as an empty nn.Linear's does, rather than being listed as a vector."""
+    from htsr.tensors import is_vector
+
+    assert not is_vector((0, 1, 1)) and is_vector((1, 1, 1)) and is_vector((64, 1, 1))
+    assert classify("blocks.0.conv.weight", (0, 1, 1)) == ("conv1d", "")
+    (row,) = htsr.analyze({"blocks.0.conv.weight": np.zeros((0, 1, 1), np.float32)}).layers
+    assert row.kind == "conv1d" and row.status.startswith("skipped: an empty matrix")
+
+
+def test_only_an_axial_factor_kept_in_its_broadcast_shape_is_an_embedding():
+    """Reformer's axial position embedding factors ([512, 1, 64], [1, 1024, 192]) are tables; a 3-D tensor under the
+    same name with no axis of 1 is no axial factor and is not called an embedding (the singleton is the rule's
+    evidence, not the name alone)."""
+    name = "reformer.embeddings.position_embeddings.weights.0"
+    assert classify(name, (512, 1, 64)) == ("embedding", "")
+    assert classify(name.replace(".0", ".1"), (1, 1024, 192)) == ("embedding", "")
+    assert classify(name, (4, 5, 6))[0] != "embedding"

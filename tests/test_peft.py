@@ -1860,3 +1860,26 @@ def test_a_kohya_lora_merges_into_a_base_stored_in_by_out(tmp_path):
     assert merged.status == "ok"
     # (1e-5: float32 weights and htsr's float32 Gram against a float64 norm)
     assert merged.lambda_max == pytest.approx(np.linalg.norm(W + (B @ A).T, 2) ** 2, rel=1e-5)
+
+
+# ---- round 47's gaps --------------------------------------------------------------------------------------
+
+
+def test_factored_updates_are_finite_only_if_their_scale_and_every_factor_are():
+    """is_finite looks at the scale and at both factors: a NaN in LoRA's A or in LoKr's second factor, or an
+    infinite scale, makes the update non-finite (reported, not analysed); the finite ones are finite."""
+    from htsr.factored import LowRank
+
+    rng = np.random.default_rng(0)
+    B, A = rng.standard_normal((6, 2)), rng.standard_normal((2, 4))
+    assert LowRank(B, A, 2.0).is_finite()
+    bad = A.copy()
+    bad[1, 3] = np.nan
+    assert not LowRank(B, bad).is_finite() and not LowRank(bad.T, B.T).is_finite()
+    assert not LowRank(B, A, math.inf).is_finite()
+    W1, W2 = rng.standard_normal((3, 5)), rng.standard_normal((7, 4))
+    assert Kronecker(W1, W2, 0.5).is_finite()
+    W2[2, 1] = np.inf
+    assert not Kronecker(W1, W2).is_finite() and not Kronecker(W2, W1).is_finite()
+    assert not Kronecker(W1, W1, math.nan).is_finite()
+
