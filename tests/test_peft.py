@@ -85,6 +85,7 @@ def test_scaling_follows_lora_alpha_r_and_alpha_pattern(adapter):
     a = PeftAdapter(d / "adapter")
     assert a.scaling("q", 8) == 16 / 8 and a.scaling("sq", 8) == 4 / 8 and a.scaling("model.sq", 8) == 0.5
     assert a.scaling("xsq", 8) == 2.0  # a key matches a whole name component, as in peft
+    assert a.scaling("sq_out", 8) == 2.0  # ... up to the name's end: 'sq' is no key of module sq_out
     cfg = json.loads((d / "adapter" / "adapter_config.json").read_text())
     cfg["use_rslora"] = True
     rs = d / "rslora"
@@ -497,7 +498,10 @@ def test_bad_adapters_give_one_line_errors_or_row_statuses(tmp_path):
     assert _rows(htsr.analyze(f))["fc#delta"][0].status == "skipped: lora_B is missing from the adapter"
     f = _write_adapter(tmp_path / "mismatch", {"base_model.model.fc.lora_A.weight": A,
                                                "base_model.model.fc.lora_B.weight": B.T.copy()})
+    # (the shapes said, and what to do)
     assert _rows(htsr.analyze(f))["fc#delta"][0].status.startswith("failed: ")
+    assert _rows(htsr.analyze(f))["fc#delta"][0].status.endswith(
+        "fc: LoRA factors of shapes (4, 30) (B) and (4, 40) (A) do not multiply; re-save the adapter with peft")
     f = _write_adapter(tmp_path / "nan", {"base_model.model.fc.lora_A.weight": np.full_like(A, np.nan),
                                           "base_model.model.fc.lora_B.weight": B})
     assert _rows(htsr.analyze(f))["fc#delta"][0].status == "failed: NaN or Inf in the weights"
@@ -524,6 +528,7 @@ def test_adapter_configs_and_factors_that_make_no_update_are_named(tmp_path):
     t = {"base_model.model.fc.lora_A.weight": A, "base_model.model.fc.lora_B.weight": B}
     for i, (cfg, must) in enumerate(((dict(lora_alpha="Infinity"), "finite"), (dict(lora_alpha=float("nan")), "finite"),
                                      (dict(alpha_pattern=["fc"]), "alpha_pattern"),
+                                     (dict(alpha_pattern={"fc": float("nan")}), "alpha_pattern must be finite"),
                                      (dict(use_rslora="false"), "use_rslora must be true or false"))):
         f = _write_adapter(tmp_path / f"c{i}", t, **cfg)
         with pytest.raises(SourceError) as e:
@@ -534,6 +539,12 @@ def test_adapter_configs_and_factors_that_make_no_update_are_named(tmp_path):
                                            "base_model.model.fc.lora_B.weight": B[:, :1].copy()})
     rows = _rows(htsr.analyze(f, min_evals=2))
     assert rows["fc#delta"][0].status.startswith("skipped: LoRA factors of shapes [30, 1] (B) and [40] (A)")
+    assert rows["ok#delta"][0].status == "ok"
+    f = _write_adapter(tmp_path / "r0", {**ok, "base_model.model.fc.lora_A.weight": np.zeros((0, 40), np.float32),
+                                         "base_model.model.fc.lora_B.weight": np.zeros((30, 0), np.float32)})
+    rows = _rows(htsr.analyze(f, min_evals=2))
+    assert rows["fc#delta"][0].status.startswith("skipped: LoRA factors of shapes [30, 0] (B) and [0, 40] (A) are "
+                                                 "not a rank-r update")
     assert rows["ok#delta"][0].status == "ok"
     f = _write_adapter(tmp_path / "huge", t, lora_alpha=1e300)
     assert _rows(htsr.analyze(f, min_evals=2))["fc#delta"][0].status.startswith(
@@ -827,7 +838,7 @@ def test_a_merged_live_peft_model_and_other_peft_types_are_refused(tmp_path):
     ia3 = peft.get_peft_model(Tiny(), peft.IA3Config(target_modules=["q", "out"], feedforward_modules=["out"]))
     with pytest.raises(SourceError) as ei:
         htsr.analyze(ia3, min_evals=2)
-    one_line_source_error(ei, "peft_type 'IA3' is not supported")
+    one_line_source_error(ei, "peft_type 'IA3' is not supported (htsr reads LoRA, LoHa and LoKr adapters)")
 
 
 def test_an_injected_adapter_a_compiled_peft_model_and_a_whole_state_dict(tmp_path):
@@ -1806,13 +1817,15 @@ def test_a_loha_or_lokr_base_row_is_the_base_weight(tmp_path, kind):
     np.testing.assert_array_equal(np.asarray(rows["0#base"].load()), W)
 
 
-def test_target_modules_match_whole_name_components_not_suffixes(tmp_path):
+@pytest.mark.parametrize("targets", [["q"], "q"])
+def test_target_modules_match_whole_name_components_not_suffixes(tmp_path, targets):
     """peft's check_target_module_exists: a list entry names the module or its last components after
-    a '.'; 'q' is no target of module 'freq', so freq's LoRA is its target parameter freq.w's."""
+    a '.', a string is a regular expression the whole name matches (not one found in it); 'q' is no target
+    of module 'freq', so freq's LoRA is its target parameter freq.w's."""
     rng = np.random.default_rng(0)
     f = _write_adapter(tmp_path / "a", {"base_model.model.freq.lora_A.weight": rng.standard_normal((4, 24)).astype(np.float32),
                                         "base_model.model.freq.lora_B.weight": rng.standard_normal((16, 4)).astype(np.float32)},
-                       target_modules=["q"], target_parameters=["freq.w"])
+                       target_modules=targets, target_parameters=["freq.w"])
     rows = _rows(htsr.analyze(f, base={"freq.w": rng.standard_normal((16, 24)).astype(np.float32)}, min_evals=2))
     assert {"freq.w#delta", "freq.w#base", "freq.w#merged"} <= set(rows)
     assert all(r.status == "ok" for r, _ in rows.values())
@@ -1883,3 +1896,167 @@ def test_factored_updates_are_finite_only_if_their_scale_and_every_factor_are():
     assert not Kronecker(W1, W2).is_finite() and not Kronecker(W2, W1).is_finite()
     assert not Kronecker(W1, W1, math.nan).is_finite()
 
+
+# ---- round 49's gaps --------------------------------------------------------------------------------------
+
+
+def test_null_flags_and_empty_variant_configs_are_a_plain_lora(tmp_path):
+    """A config whose use_rslora / fan_in_fan_out / use_dora is null, or whose variant configs (kasa_config,
+    arrow_config …) are null, false, {} or [], is a plain LoRA: read with scale alpha / r, not refused (only
+    a non-boolean flag and a set variant are)."""
+    rng = np.random.default_rng(49)
+    A, B = rng.standard_normal((4, 30)).astype(np.float32), rng.standard_normal((20, 4)).astype(np.float32)
+    t = {"base_model.model.fc.lora_A.weight": A, "base_model.model.fc.lora_B.weight": B}
+    cfg = dict(use_rslora=None, fan_in_fan_out=None, use_dora=None, kasa_config={}, arrow_config=[],
+               monteclora_config=None, use_qalora=False)
+    row = _rows(htsr.analyze(_write_adapter(tmp_path / "a", t, **cfg), min_evals=2))["fc#delta"][0]
+    # scale 8 / 4 = 2 (rsLoRA's would be 8 / 2 = 4); 1e-5: float32 factors against a float64 norm
+    assert row.status == "ok" and row.lambda_max == pytest.approx(
+        np.linalg.norm(2.0 * B.astype(np.float64) @ A, 2) ** 2, rel=1e-5)
+
+
+def _param_adapter(folder, A, B, **cfg):
+    """An adapter of one LoRA on the bare parameter mlp.experts.w (A (r·E) x in, B out x (r·E)), with cfg
+    as its adapter_config.json (no r unless given: peft's default 8)."""
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "lora_alpha": 8, "target_modules": [],
+                                                            "target_parameters": ["experts.w"], **cfg}))
+    save_file({"base_model.model.mlp.experts.lora_A.weight": A, "base_model.model.mlp.experts.lora_B.weight": B},
+              str(folder / "adapter_model.safetensors"))
+    return folder
+
+
+def test_a_target_parameter_s_expert_count_uses_the_default_r_and_a_rank_that_does_not_divide_is_said(tmp_path):
+    """A config without r is peft's default r = 8: A of 16 rows is 2 experts of rank 8 (scale 8 / 8 = 1),
+    each expert's row s·B[:, :, e]·A[e]; with r = 3, 16 rows are no whole number of experts: a skipped row
+    that gives both numbers, not a reshape failure."""
+    rng = np.random.default_rng(50)
+    A, B = rng.standard_normal((16, 24)).astype(np.float32), rng.standard_normal((20, 16)).astype(np.float32)
+    rows = {t.name: t for t in open_source(_param_adapter(tmp_path / "d", A, B))}
+    assert sorted(rows) == ["mlp.experts.w#delta[0]", "mlp.experts.w#delta[1]"]
+    Ae, Be = A.reshape(2, 8, 24), B.reshape(20, 8, 2)
+    for e in range(2):
+        want = Be[:, :, e].astype(np.float64) @ Ae[e]  # scale 8 / 8 = 1
+        # (float32 factors: the formed product agrees to float32 rounding)
+        np.testing.assert_allclose(rows[f"mlp.experts.w#delta[{e}]"].load().dense(), want, rtol=1e-5, atol=1e-5)
+    row = _rows(htsr.analyze(_param_adapter(tmp_path / "r3", A, B, r=3), min_evals=2))["mlp.experts.w#delta"][0]
+    assert row.status == ("skipped: A has 16 rows, not a multiple of the config's rank r = 3; re-save the "
+                          "adapter")
+
+
+def test_a_square_two_d_target_parameter_merges_as_peft_does(tmp_path):
+    """A 2-D parameter (one 'expert') is laid out out x in whatever its shape, as peft's ParamWrapper merges
+    it (Linear's B·A): a square one is merged, not skipped like a square stack of experts whose layout is
+    the model class's."""
+    torch.manual_seed(1)
+
+    class Holder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(24, 24))
+
+    model = nn.Module()
+    model.block = Holder()
+    safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "base.safetensors"))
+    pm = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=[], init_lora_weights=False,
+                                                    target_parameters=["block.w"]))
+    pm.save_pretrained(str(tmp_path / "adapter"))
+    W = pm.merge_and_unload().state_dict()["block.w"].double().numpy()
+    rows = {t.name: t for t in open_source(tmp_path / "adapter").with_base(open_source(tmp_path / "base.safetensors"))}
+    assert sorted(rows) == ["block.w#base", "block.w#delta", "block.w#merged"]
+    np.testing.assert_allclose(rows["block.w#merged"].load(), W, atol=1e-6 * np.abs(W).max())  # (float32 sums)
+
+
+def test_a_target_parameter_key_matches_whole_name_components(tmp_path):
+    """peft matches a target_parameters key as the parameter's full name or its last components after a '.':
+    'experts.w2' is no key of mlp.shared_experts.w2, so the LoRA on mlp.shared_experts is its w1's alone and
+    its row is named mlp.shared_experts.w1 (not the module, as for a LoRA that may be on either parameter)."""
+    rng = np.random.default_rng(51)
+    A, B = rng.standard_normal((4, 24)).astype(np.float32), rng.standard_normal((20, 4)).astype(np.float32)
+    f = _write_adapter(tmp_path / "a", {"base_model.model.mlp.shared_experts.lora_A.weight": A,
+                                        "base_model.model.mlp.shared_experts.lora_B.weight": B},
+                       target_modules=[], target_parameters=["experts.w2", "mlp.shared_experts.w1"])
+    assert [t.name for t in open_source(f)] == ["mlp.shared_experts.w1#delta"]
+
+
+def test_a_lora_b_without_its_lora_a_is_a_skipped_row(tmp_path):
+    """A module with lora_B saved but not lora_A gets a row saying lora_A is missing (the other factor's
+    absence only had been tested), and the other modules go on."""
+    rng = np.random.default_rng(52)
+    A, B = rng.standard_normal((4, 30)).astype(np.float32), rng.standard_normal((20, 4)).astype(np.float32)
+    f = _write_adapter(tmp_path / "b", {"base_model.model.fc.lora_B.weight": B.copy(),
+                                        "base_model.model.ok.lora_A.weight": A, "base_model.model.ok.lora_B.weight": B})
+    rows = _rows(htsr.analyze(f, min_evals=2))
+    assert rows["fc#delta"][0].status == "skipped: lora_A is missing from the adapter"
+    assert rows["ok#delta"][0].status == "ok"
+
+
+def test_of_two_2d_target_parameters_the_one_laid_out_out_by_in_is_the_lora_s(tmp_path):
+    """Two 2-D parameters on one module, a [20, 24] and b [24, 20]: factors B 20 x r, A r x 24 are a's update
+    (a 2-D parameter is out x in, as peft's ParamWrapper merges it), not b's; b's transposed shape does not
+    make the base ambiguous, and a's rows are merged."""
+    rng = np.random.default_rng(53)
+    A, B = rng.standard_normal((4, 24)).astype(np.float32), rng.standard_normal((20, 4)).astype(np.float32)
+    f = _write_adapter(tmp_path / "a", {"base_model.model.blk.lora_A.weight": A, "base_model.model.blk.lora_B.weight": B},
+                       target_modules=[], target_parameters=["blk.a", "blk.b"])
+    Wa, Wb = rng.standard_normal((20, 24)).astype(np.float32), rng.standard_normal((24, 20)).astype(np.float32)
+    rows = {t.name: t for t in _open_rows(f, {"blk.a": Wa, "blk.b": Wb})}
+    assert sorted(rows) == ["blk.a#base", "blk.a#delta", "blk.a#merged"]
+    # W + (8 / 4)·B·A in float32: 1e-5 for the float32 sum
+    np.testing.assert_allclose(rows["blk.a#merged"].load(), Wa + 2.0 * (B.astype(np.float64) @ A), rtol=1e-5, atol=1e-5)
+
+
+def test_a_lycoris_lokr_of_two_low_rank_pairs_is_scaled_by_the_second_pair_s_rank(tmp_path):
+    """A LyCORIS LoKr whose w1 and w2 are both low-rank pairs, of ranks 2 and 3, with alpha 6: its scale is
+    alpha / r with r the second pair's inner size (6 / 3 = 2, as ComfyUI and A1111 read it), not the first's
+    (6 / 2 = 3)."""
+    rng = np.random.default_rng(54)
+    m = "lora_unet_blk_proj"
+    p = {"lokr_w1_a": (4, 2), "lokr_w1_b": (2, 5), "lokr_w2_a": (6, 3), "lokr_w2_b": (3, 7)}
+    parts = {k: rng.standard_normal(s).astype(np.float32) for k, s in p.items()}
+    save_file({**{f"{m}.{k}": v for k, v in parts.items()}, f"{m}.alpha": np.array(6.0, np.float32)},
+              str(tmp_path / "lokr.safetensors"))
+    row = _rows(htsr.analyze(tmp_path / "lokr.safetensors", min_evals=2))[f"{m}#delta"][0]
+    d = lambda a, b: parts[a].astype(np.float64) @ parts[b]  # noqa: E731
+    want = np.linalg.norm(2.0 * np.kron(d("lokr_w1_a", "lokr_w1_b"), d("lokr_w2_a", "lokr_w2_b")), 2) ** 2
+    assert row.status == "ok" and row.lambda_max == pytest.approx(want, rel=1e-5)  # (float32 parts)
+
+
+def test_an_adapter_s_tensor_count_includes_its_base_weights(adapter):
+    """The count analyze reports before the run (its progress total) is each update and, with a base, each
+    adapted module's base weight: 3 updates alone, 3 + 3 with the base (a #merged row is no tensor)."""
+    d, _, _ = adapter
+    a = open_source(d / "adapter")
+    assert len(a) == 3 and len(a.with_base(open_source(d / "base.safetensors"))) == 6
+
+
+def test_rows_of_an_embedding_and_a_conv_without_their_base_keep_the_update_s_shape(tmp_path):
+    """With a base that lacks them, an embedding's #base / #merged rows are vocab x dim (its own layout, as
+    its #delta row) and a conv LoRA's keep the kernel, out x in x k x k: the skipped rows show the layer's
+    shape, not dim x vocab or a bare out x in."""
+    rng = np.random.default_rng(55)
+    t = {"base_model.model.emb.lora_embedding_A": rng.standard_normal((4, 120)).astype(np.float32),
+         "base_model.model.emb.lora_embedding_B": rng.standard_normal((32, 4)).astype(np.float32),
+         "base_model.model.c.lora_A.weight": rng.standard_normal((4, 24, 3, 3)).astype(np.float32),
+         "base_model.model.c.lora_B.weight": rng.standard_normal((40, 4, 1, 1)).astype(np.float32),
+         "base_model.model.fc.lora_A.weight": rng.standard_normal((4, 30)).astype(np.float32),
+         "base_model.model.fc.lora_B.weight": rng.standard_normal((40, 4)).astype(np.float32)}
+    rows = {r.name: r for r in _open_rows(_write_adapter(tmp_path / "a", t), {"fc.weight": np.ones((40, 30), np.float32)})}
+    for tag in ("base", "merged"):
+        assert tuple(rows[f"emb#{tag}"].shape) == (120, 32) and rows[f"emb#{tag}"].kind == "embedding"
+        assert tuple(rows[f"c#{tag}"].shape) == (40, 24, 3, 3)
+
+
+def test_a_square_embedding_is_not_transposed_by_the_other_layers_in_by_out_layout(tmp_path):
+    """A 32 x 32 embedding beside an HF Conv1D layer (its base fc.weight stored in x out): the Conv1D layout
+    the other layers show is theirs, not the embedding's, whose ΔW = (B·A)ᵀ is added as it is."""
+    rng = np.random.default_rng(56)
+    Ae, Be = rng.standard_normal((4, 32)).astype(np.float32), rng.standard_normal((32, 4)).astype(np.float32)
+    A, B = rng.standard_normal((4, 30)).astype(np.float32), rng.standard_normal((40, 4)).astype(np.float32)
+    f = _write_adapter(tmp_path / "a", {"base_model.model.emb.lora_embedding_A": Ae, "base_model.model.emb.lora_embedding_B": Be,
+                                        "base_model.model.fc.lora_A.weight": A, "base_model.model.fc.lora_B.weight": B})
+    We, W = rng.standard_normal((32, 32)).astype(np.float32), rng.standard_normal((30, 40)).astype(np.float32)
+    rows = {r.name: r for r in _open_rows(f, {"emb.weight": We, "fc.weight": W})}
+    # W + (8 / 4)·ΔW in float32: 1e-5 for the float32 sums
+    np.testing.assert_allclose(rows["fc#merged"].load(), W + 2.0 * (B.astype(np.float64) @ A).T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(rows["emb#merged"].load(), We + 2.0 * (Be.astype(np.float64) @ Ae).T, rtol=1e-5, atol=1e-5)
