@@ -2060,3 +2060,20 @@ def test_a_square_embedding_is_not_transposed_by_the_other_layers_in_by_out_layo
     # W + (8 / 4)·ΔW in float32: 1e-5 for the float32 sums
     np.testing.assert_allclose(rows["fc#merged"].load(), W + 2.0 * (B.astype(np.float64) @ A).T, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(rows["emb#merged"].load(), We + 2.0 * (Be.astype(np.float64) @ Ae).T, rtol=1e-5, atol=1e-5)
+
+
+def test_a_module_whose_base_tensor_is_the_module_s_own_name_is_found(tmp_path):
+    """A base where one adapted module's weight is a bare tensor named as the module (a parameter used as a
+    weight, 'proj', beside a Linear's 'fc.weight'): the LoRA on proj finds its base tensor proj, and gives #base
+    and #merged rows (W + (8 / 4)·B·A), as the LoRA on fc does from fc.weight."""
+    rng = np.random.default_rng(52)
+    A, B = rng.standard_normal((4, 40)).astype(np.float32), rng.standard_normal((30, 4)).astype(np.float32)
+    W, Wf = rng.standard_normal((30, 40)).astype(np.float32), rng.standard_normal((20, 40)).astype(np.float32)
+    Bf = rng.standard_normal((20, 4)).astype(np.float32)
+    f = _write_adapter(tmp_path / "a", {"base_model.model.proj.lora_A.weight": A, "base_model.model.proj.lora_B.weight": B,
+                                        "base_model.model.fc.lora_A.weight": A.copy(), "base_model.model.fc.lora_B.weight": Bf})
+    rows = {r.name: r for r in _open_rows(f, {"proj": W, "fc.weight": Wf})}
+    assert sorted(rows) == ["fc#base", "fc#delta", "fc#merged", "proj#base", "proj#delta", "proj#merged"]
+    np.testing.assert_array_equal(rows["proj#base"].load(), W)
+    # W + 2·B·A in float32: 1e-5 for the float32 sums
+    np.testing.assert_allclose(rows["proj#merged"].load(), W + 2.0 * (B.astype(np.float64) @ A), rtol=1e-5, atol=1e-5)
