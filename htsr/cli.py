@@ -531,7 +531,7 @@ def _main(argv: Sequence[str] | None) -> int:
             if _STDOUT_FAILED:
                 wrote = any(getattr(args, flag, None) is not None for flag in ("out", "report", "figure"))
                 print(f"htsr: error: standard output: cannot write ({_STDOUT_FAILED[0]})"
-                      + ("; the output files were written" if wrote and rc == 0 else ""), file=sys.stderr)
+                      + ("; the output files were written" if wrote else ""), file=sys.stderr)  # (at status 3 too)
                 return 1
             return rc
     except HtsrError as e:

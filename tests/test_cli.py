@@ -928,6 +928,8 @@ def test_report_writes_one_html_file_with_per_layer_figures(model, tmp_path, cap
     html = report.read_text(encoding="utf-8")
     assert html.lstrip().lower().startswith("<!doctype html")
     assert sorted(p.name for p in report.parent.iterdir()) == ["r.html"]  # atomic: no temporary left
+    # --report keeps the eigenvalues: one layer's data per row, not the 'no per-layer figures' note
+    assert 'id="layer-data-0"' in html and 'id="layer-data-1"' in html and 'id="no-spectra"' not in html
     assert main(["analyze", str(model), "--report", str(tmp_path / "rep"), "-q"]) == 2  # a folder, not a file
     assert "--report" in capsys.readouterr().err
     assert main(["analyze", str(model), "--report", str(tmp_path / "new" / "r.html"), "-q"]) == 0  # folder made
@@ -1015,6 +1017,20 @@ def test_a_full_disk_under_stdout_still_writes_the_files(model, tmp_path, capsys
     assert sorted(os.listdir(tmp_path / "res")) == ["layers.csv", "summary.json"]
     assert main(["analyze", str(model), "--json"]) == 1  # (no output file asked for: none is said to be written)
     assert capsys.readouterr().err.strip().endswith("cannot write (No space left on device)")
+
+
+def test_a_full_disk_under_stdout_when_every_layer_failed_says_the_files_were_written(tmp_path, capsys, monkeypatch):
+    """Every layer NaN (status 3) and a full disk under stdout: the tables are written, stderr says every layer
+    failed and that stdout could not be written (exit 1, as --help's statuses say); it had left out "the output
+    files were written" there, though they were."""
+    np.savez(tmp_path / "bad.npz", **{"a.weight": np.full((100, 80), np.nan, np.float32)})
+    stand_in_stdout(monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
+    rc = main(["analyze", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "res")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and sorted(os.listdir(tmp_path / "res")) == ["layers.csv", "summary.json"]
+    assert err[-2].endswith("every layer failed (1 of 1; their statuses say why)")
+    assert err[-1] == ("htsr: error: standard output: cannot write (No space left on device); the output files were "
+                       "written")
 
 
 def test_a_closed_pipe_on_windows_is_not_an_error(model, tmp_path, capsys, monkeypatch):
@@ -1159,6 +1175,10 @@ def test_an_os_error_past_the_checks_exits_2_naming_the_file(model, capsys, monk
     rc = main(["analyze", str(model)])
     assert rc == 2
     assert capsys.readouterr().err.strip() == f"htsr: error: {model}: Input/output error"
+    # one with neither a file name nor an errno: its text alone (not 'None: ' or 'None')
+    monkeypatch.setattr(sys.modules["htsr.cli"], "analyze", lambda *a, **k: (_ for _ in ()).throw(OSError("gone")))
+    assert main(["analyze", str(model)]) == 2
+    assert capsys.readouterr().err.strip() == "htsr: error: gone"
 
 
 def test_a_broken_pipe_reaching_main_is_not_an_error(model, capsys, monkeypatch):
@@ -1253,3 +1273,101 @@ def test_the_warning_column_is_left_aligned_as_text():
     """Text columns (warning among them) are left-aligned, numbers right-aligned."""
     r = result_of([layer_row("a", warning="uncertain"), layer_row("b", warning="-")])
     assert format_table(r, ["name", "warning"]).splitlines() == ["name  warning", "a     uncertain", "b     -"]
+    r = result_of([layer_row("a", status="ok"), layer_row("b", status="not_fitted: few")])
+    assert format_table(r, ["name", "status"]).splitlines() == ["name  status", "a     ok", "b     not_fitted: few"]
+
+
+# ------------------------------------------------------------- round 50's gaps (progress, streams, summary)
+
+
+def test_the_progress_bar_follows_the_terminal_and_quiet(model, monkeypatch):
+    """Without --progress or --no-progress the bar is on when stderr is a terminal (tqdm installed), off with
+    --quiet or when stderr is a file; --quiet --no-progress agree and run. The default had only been seen off
+    (pytest's stderr is no terminal)."""
+    from htsr import cli
+
+    seen = []
+    real = cli.analyze
+    monkeypatch.setattr(cli, "analyze", lambda source, **k: seen.append(k["progress"])
+                        or real(source, **{**k, "progress": False}))  # (the choice recorded, no bar drawn)
+    monkeypatch.setattr(cli, "_tqdm_available", lambda: True)
+
+    class Terminal(io.StringIO):
+        tty = True
+
+        def isatty(self):
+            return self.tty
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    for argv in ([], ["-q"], ["--no-progress"], ["-q", "--no-progress"], ["--progress"]):
+        assert main(["analyze", str(model), *argv]) == 0, argv
+    sys.stderr.tty = False  # stderr a file (2> log)
+    assert main(["analyze", str(model)]) == 0
+    assert seen == [True, False, False, False, True, False]
+
+
+def test_every_bidirectional_control_is_escaped_in_the_cli_table():
+    """The embeddings and overrides U+202A-U+202E and the isolates U+2066-U+2069 reorder what a terminal shows:
+    each is printed as its escape, the last isolate (U+2069) as well as the first."""
+    codes = (*range(0x202A, 0x202F), *range(0x2066, 0x206A))
+    table = format_table(result_of([layer_row(f"a{chr(c)}b") for c in codes]), ["name"]).splitlines()
+    assert [ln.rstrip() for ln in table[1:]] == [f"a\\u{c:04x}b" for c in codes]
+
+
+def test_a_failed_flush_of_stdout_is_status_1_after_the_files(model, tmp_path, capsys, monkeypatch):
+    """A stdout whose writes are buffered and fail at the flush (a redirect to a full disk): the files are
+    written and the command exits 1 naming standard output; the flush's failure had only been seen on writes."""
+    class Full(io.TextIOWrapper):
+        full = False  # (from the first write: the buffer then holds what cannot be written)
+
+        def write(self, s):
+            self.full = True
+            return super().write(s)
+
+        def flush(self):
+            if self.full:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().flush()
+
+        def fileno(self):
+            return 1
+
+    monkeypatch.setattr(os, "dup2", lambda *a: None)  # (htsr's redirect of a failed stdout: pytest's left alone)
+    stdout = Full(io.BytesIO())
+    monkeypatch.setattr(sys, "stdout", stdout)
+    try:
+        rc = main(["analyze", str(model), "--out", str(tmp_path / "o")])
+    finally:
+        stdout.full = False
+    assert rc == 1 and capsys.readouterr().err.strip() == (
+        "htsr: error: standard output: cannot write (No space left on device); the output files were written")
+    assert sorted(os.listdir(tmp_path / "o")) == ["layers.csv", "summary.json"]
+
+
+def test_main_puts_the_streams_error_handlers_back(model, monkeypatch):
+    """main() escapes what a stream's encoding lacks while it runs; a program calling it gets its stdout back with
+    the error handler it had ('strict' here), not htsr's backslashreplace."""
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors="strict")
+    monkeypatch.setattr(sys, "stdout", stdout)
+    assert main(["analyze", str(model)]) == 0
+    assert sys.stdout is stdout and stdout.errors == "strict"
+
+
+def test_numpys_runtime_warnings_stay_out_of_the_output(model, monkeypatch):
+    """A RuntimeWarning raised during the run (numpy's overflow on an odd layer) is not shown: the layer's row
+    says what became of it. Checked with every warning recorded around main()."""
+    import warnings
+
+    from htsr import cli
+
+    real = cli.analyze
+
+    def noisy(*a, **k):
+        np.log(np.zeros(1))  # numpy's 'divide by zero encountered in log'
+        return real(*a, **k)
+
+    monkeypatch.setattr(cli, "analyze", noisy)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["analyze", str(model), "-q"]) == 0
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]

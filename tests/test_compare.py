@@ -1342,3 +1342,57 @@ def test_a_result_holding_numpy_scalars_writes_strict_json():
     odd = dataclasses.replace(r, options={**r.options, "min_evals": np.int64(10), "mp_fit": np.bool_(True)})
     doc = _strict_json(compare_results([odd, odd], ["a", "b"]).json_text())
     assert doc["options"]["min_evals"] == 10 and doc["options"]["mp_fit"] is True
+
+
+# ------------------------------------------------------------------- round 50's gaps (compare's outputs, saved runs)
+
+
+def test_cli_compare_never_removes_an_input_named_like_its_distances(npz_pair, tmp_path, capsys):
+    """A model file named distances.csv in the --out folder: a run without --base-distances would remove that
+    name (an earlier run's distances), so it is refused as an input, before any analysis, and the file kept."""
+    a, b = npz_pair
+    out = tmp_path / "o"
+    out.mkdir()
+    with open(out / "distances.csv", "wb") as f:  # an .npz by its content (htsr detects formats by content)
+        np.savez(f, **dict(np.load(a)))
+    before = (out / "distances.csv").read_bytes()
+    assert main(["compare", str(out / "distances.csv"), str(b), "--out", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("htsr: error:") and "distances.csv" in err and err.count("\n") == 1
+    assert (out / "distances.csv").read_bytes() == before and sorted(p.name for p in out.iterdir()) == ["distances.csv"]
+
+
+def test_cli_compare_never_overwrites_a_models_external_data(npz_pair, tmp_path, capsys):
+    """An ONNX model's external data file (beside the .onnx, named on no command line) is an input of the
+    comparison too: a --figure onto it is refused once the model is opened, before the analyses; the file kept."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    _, b = npz_pair
+    W = np.random.default_rng(0).standard_normal((60, 40)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "fc.weight"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 60])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 40])],
+                              [numpy_helper.from_array(W, "fc.weight")])
+    (tmp_path / "m").mkdir()
+    path, data = tmp_path / "m" / "model.onnx", tmp_path / "m" / "trend.png"
+    onnx.save_model(helper.make_model(graph), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="trend.png", size_threshold=0)
+    before = data.read_bytes()
+    assert main(["compare", str(path), str(b), "--figure", str(data), "--no-tails"]) == 2
+    err = capsys.readouterr().err
+    assert "never overwrites its inputs" in err and str(data) in err and err.count("\n") == 1
+    assert data.read_bytes() == before
+
+
+def test_cli_compare_counts_a_saved_runs_two_files_as_its_inputs(npz_pair, tmp_path, capsys):
+    """A saved run's folder is read for its layers.csv and summary.json (run files, which a model's folder would
+    not count as inputs): an output onto one of them is refused as overwriting an input, saying so, and kept."""
+    a, b = npz_pair
+    assert main(["analyze", str(a), "-q", "--no-tails", "--out", str(tmp_path / "saved")]) == 0
+    before = (tmp_path / "saved" / "summary.json").read_bytes()
+    target = tmp_path / "saved" / "summary.json"
+    assert main(["compare", str(tmp_path / "saved"), str(b), "--figure", str(target), "--no-tails"]) == 2
+    assert capsys.readouterr().err == (f"htsr: error: --figure {target}: is a file this run reads, and htsr never "
+                                       "overwrites its inputs; choose another path\n")
+    assert target.read_bytes() == before
