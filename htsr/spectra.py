@@ -227,12 +227,16 @@ def esd(
         methods.add(method)
     pooled = np.concatenate(parts)
     own_floor = None
-    if len(set(floors)) > 1:  # (each eigenvalue's floor in the pooled order: the sort's permutation is needed)
-        order = np.argsort(pooled, kind="stable")
-        evals = pooled[order] * scale
-        own_floor = np.repeat(np.asarray(floors, dtype=np.float64), [ev.size for ev in parts])[order] * scale
-    else:
-        evals = np.sort(pooled) * scale
+    with np.errstate(over="ignore"):  # (an overflow is said below)
+        if len(set(floors)) > 1:  # (each eigenvalue's floor in the pooled order: the sort's permutation is needed)
+            order = np.argsort(pooled, kind="stable")
+            evals = pooled[order] * scale
+            own_floor = np.repeat(np.asarray(floors, dtype=np.float64), [ev.size for ev in parts])[order] * scale
+        else:
+            evals = np.sort(pooled) * scale
+    if evals.size and not math.isfinite(float(evals[-1])):
+        raise SpectrumOverflow(f"esd: eigenvalues up to {float(pooled.max()):.3g} times the scale {scale:g} are beyond "
+                               "float64's range; rescale the weights (alpha does not change with the scale)")
     below = sum(int(np.count_nonzero(ev < f)) for ev, f in zip(parts, floors))
     if methods == {"svd64"}:
         # one pooled tolerance (the largest), as WeightWatcher counts the rank of a pooled conv layer

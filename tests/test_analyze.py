@@ -121,6 +121,8 @@ def test_bad_layers_get_a_status_and_the_rest_go_on():
     assert s.means["alpha"] == r.layers[0].alpha
     for l in r.layers[1:4]:
         assert math.isnan(l.alpha) and l.warning == ""  # never a -1 sentinel
+    # no fit, no tail: a tail count of 0 would read as a fit that found none
+    assert all(math.isnan(l.num_pl_spikes) for l in r.layers[1:]) and r.layers[0].num_pl_spikes > 0
     # a fitted layer whose diagnostics failed is still counted as fitted
     partial = dataclasses.replace(r.layers[0], status="ok; diagnostics failed: RuntimeError: no convergence")
     assert htsr.results.Summary.of([partial]).num_fitted == 1
@@ -1788,3 +1790,236 @@ def test_only_an_axial_factor_kept_in_its_broadcast_shape_is_an_embedding():
     assert classify(name, (512, 1, 64)) == ("embedding", "")
     assert classify(name.replace(".0", ".1"), (1, 1024, 192)) == ("embedding", "")
     assert classify(name, (4, 5, 6))[0] != "embedding"
+
+
+# ---- round 48: the per-tensor decisions of iter_layers and the per-layer checks ---------------------------------
+
+def _reader(refs, **attrs):
+    """A reader of the given TensorRefs, with any reader attributes (skipped, not_weights) given."""
+    from htsr.io.base import TensorSource
+
+    class Source(TensorSource):
+        description = "a reader"
+
+        def __len__(self):
+            return len(refs)
+
+        def __iter__(self):
+            return iter(refs)
+
+    src = Source()
+    for k, v in attrs.items():
+        setattr(src, k, v)
+    return src
+
+
+def test_a_tied_tensor_is_analysed_once_under_the_first_name_a_filter_keeps():
+    """Two names of one stored tensor (a tied embedding and head: the same storage_key) give one row, the
+    other listed as the same tensor; the first name is the first one --layers keeps, so with the embedding
+    filtered out the head is analysed. Nothing had checked the tie on an in-memory reader."""
+    from htsr.io.base import TensorRef
+
+    W = np.random.default_rng(4).standard_normal((120, 60))
+    refs = [TensorRef("emb.weight", (120, 60), "float64", lambda: W, storage_key=("s", 0)),
+            TensorRef("head.weight", (120, 60), "float64", lambda: W, storage_key=("s", 0))]
+    r = htsr.analyze(_reader(refs), min_evals=5)
+    assert [x.name for x in r.layers] == ["emb"] and r.num_tensors == 2
+    assert [(n.reason, n.examples) for n in r.not_analysed] == [
+        ("the same tensor as emb.weight (tied weights): analysed once", ("head.weight",))]
+    r = htsr.analyze(_reader(refs), min_evals=5, layers="^head$")
+    assert [x.name for x in r.layers] == ["head"]
+    assert [n.reason for n in r.not_analysed] == ["not matched by option 'layers'"]
+
+
+def test_tensors_that_give_no_row_are_listed_by_the_reason_a_reader_gives():
+    """A bool mask is an integer-like buffer; a raw 2-byte void array (bfloat16 numpy saved as voids) says to
+    re-save it as float32; a reader's own not-weights are listed with its reason; two refs of one stored tensor
+    (part_of: the two directions of a bidirectional RNN's W) count as one tensor. None of these had been seen
+    from an in-memory reader."""
+    from htsr.io.base import TensorRef
+
+    rng = np.random.default_rng(5)
+    W = rng.standard_normal((80, 60))
+    fwd, bwd = rng.standard_normal((96, 40)), rng.standard_normal((96, 40))
+    refs = [TensorRef("fc.weight", (80, 60), "float64", lambda: W),
+            TensorRef("attn.mask", (8, 8), "bool", lambda: np.ones((8, 8), bool)),
+            TensorRef("raw_bf16", (8, 8), "void16", lambda: np.zeros((8, 8), "V2")),
+            TensorRef("rnn.W[fwd]", (96, 40), "float64", lambda: fwd, "rnn", part_of="rnn.W"),
+            TensorRef("rnn.W[bwd]", (96, 40), "float64", lambda: bwd, "rnn", part_of="rnn.W")]
+    r = htsr.analyze(_reader(refs, not_weights=[("rnn.B", "1-D (norm scales, scalars)")]), min_evals=5)
+    assert [x.name for x in r.layers] == ["fc", "rnn.W[fwd]", "rnn.W[bwd]"]
+    assert r.num_tensors == 5  # fc, mask, raw, rnn.W (its two directions once), rnn.B
+    assert {n.reason: n.examples for n in r.not_analysed} == {
+        "integer buffer (ids, masks, counters)": ("attn.mask",),
+        "void16 tensor: not a dtype of weights htsr analyses (a bfloat16 array numpy saved as raw 2-byte voids: "
+        "re-save it as float32)": ("raw_bf16",),
+        "1-D (norm scales, scalars)": ("rnn.B",)}
+
+
+def test_no_analysable_layer_names_the_filters_and_the_three_most_common_reasons():
+    """The error of a run with no row: a --kinds filter alone is a filter too ('matches the filters'); at most
+    three reasons are named, the most common first; a source of no tensors at all says to save the weights.
+    Only a --layers filter and two reasons had been checked."""
+    with pytest.raises(htsr.SourceError, match=r"none of its 1 tensors matches the filters: 1 kind dense not in "
+                                               r"option 'kinds' \(a\.weight\)$"):
+        htsr.analyze({"a.weight": np.ones((8, 4))}, kinds="conv2d")
+    src = {"a.bias": np.ones(4), "b.bias": np.ones(4), "c.bias": np.ones(4), "n.weight": np.ones(4),
+           "m.weight": np.ones(4), "ids": np.arange(4)[None, :], "v": np.ones((1, 1, 4))}
+    with pytest.raises(htsr.SourceError) as e:
+        htsr.analyze(src)
+    assert str(e.value) == ("<mapping>: no analysable layer: none of its 7 tensors is a weight matrix htsr can read: "
+                            "3 bias or norm buffer (a.bias, …); 2 1-D (norm scales, scalars) (n.weight, …); "
+                            "1 integer buffer (ids, masks, counters) (ids)")
+    with pytest.raises(htsr.SourceError, match=r"^<mapping>: no analysable layer: it holds no tensors; give a model "
+                                               r"saved with its weights$"):
+        htsr.analyze({})
+
+
+def test_a_reader_s_unreadable_1d_row_is_a_dense_row_for_option_kinds():
+    """A reader's row that says why a 1-D tensor cannot be read is a dense row: --kinds without dense leaves it
+    out, named as such (only its --layers filtering had been checked)."""
+    rng = np.random.default_rng(21)
+    state = {"g.qweight": rng.integers(0, 2**31, 512).astype(np.int32), "g.scales": np.ones((4, 16), np.float16),
+             "c.weight": rng.standard_normal((16, 8, 3, 3)).astype(np.float32)}
+    r = htsr.analyze(state, min_evals=5, kinds="conv2d")
+    assert [x.name for x in r.layers] == ["c"]
+    # (the reader names the quantized layer's row by its weight: g.weight)
+    assert [(n.reason, n.examples) for n in r.not_analysed] == [("kind dense not in option 'kinds'", ("g.weight",))]
+
+
+def test_bad_weights_are_told_apart_whichever_matrix_and_sign_they_are_in():
+    """NaN in a conv's third kernel position (max() over the positions' peaks drops a NaN not first), a single
+    huge negative entry (its magnitude, not the largest value, bounds the eigenvalues) and matrices of 0 and
+    −inf that are no attention mask (not square; −inf on the diagonal) each fail with the reason that fits."""
+    rng = np.random.default_rng(7)
+    conv = rng.standard_normal((40, 30, 3, 3))
+    conv[1, 2, 0, 2] = np.nan
+    neg = rng.standard_normal((80, 60))
+    neg[5, 5] = -1e200
+    wide = np.full((6, 8), -np.inf)
+    wide[np.arange(6), np.arange(6)] = 0.0  # 0 on its diagonal, −inf elsewhere, but 6 x 8: no mask
+    diag = np.triu(np.full((6, 6), -np.inf), 1)
+    diag[0, 0] = -np.inf
+    mask = np.triu(np.full((6, 6), -np.inf), 1)  # a causal mask: skipped, as before
+    rows = {r.name: r.status for r in htsr.analyze({"c.weight": conv, "n.weight": neg, "w.weight": wide,
+                                                      "d.weight": diag, "m.weight": mask}, min_evals=5).layers}
+    assert rows["c"] == rows["w"] == rows["d"] == "failed: NaN or Inf in the weights"
+    assert rows["n"] == ("failed: weights up to 1e+200 in magnitude: eigenvalues could exceed float64's range; "
+                         "rescale the weights (alpha does not change with the scale)")
+    assert rows["m"] == "skipped: an attention mask (entries 0 and −inf), not a weight"
+    # a kernel position's eigenvalues are multiplied by kh·kw/2 = 4.5: an all-equal 8 x 6 position of 9.354e152 has
+    # λ = 48·a² ≈ 4.2e307, within float64, but 4.5·λ is not; the row's scale is in the bound (it had been an
+    # inf lambda_max on a 'not_fitted' row)
+    row = htsr.analyze({"c.weight": np.full((8, 6, 3, 3), 9.354e152)}, conv="per_position", min_evals=2).layers[0]
+    assert row.status.startswith("failed: weights up to 9.35e+152 in magnitude") and math.isnan(row.lambda_max)
+    # entries of 1e-155: eigenvalues near 1e-310, subnormal (float64's normal range ends at 2.2e-308), are refused
+    # as those of 1e-200 are (only the far end had been checked)
+    row = htsr.analyze({"t.weight": rng.standard_normal((80, 60)) * 1e-155}, min_evals=5).layers[0]
+    assert row.status.startswith("failed: weights of at most ") and "below float64's range" in row.status
+
+
+def test_rounding_zeros_need_three_under_the_floor_and_a_tenfold_gap_above_it():
+    """_under_gap's rule in numbers (floor 1): three eigenvalues at or under the floor (one equal to it counts)
+    with the next 10 times above are zeros; two are not (a square layer's one or two chance-small ones), nor three
+    whose next one is only 9 times above (a spectrum running on through the floor). The closed-form test reads
+    the two constants from the module, so a changed constant had gone unseen."""
+    from htsr.analyze import _under_gap
+
+    assert _under_gap(np.array([0.1, 0.2, 1.0, 10.0, 50.0]), 1.0) == 1.0  # 3 under (one equal), next 10x
+    assert _under_gap(np.array([0.1, 0.2, 0.5, 9.0, 50.0]), 1.0) == 0.0  # next only 9x: no gap
+    assert _under_gap(np.array([0.1, 0.2, 20.0, 50.0]), 1.0) == 0.0  # only two under
+    assert _under_gap(np.array([0.1, 0.2, 0.5]), 1.0) == 0.0  # all under: no spectrum above to part from
+
+
+def test_a_trap_in_the_first_row_is_named_by_its_row_not_as_the_mean():
+    """A planted entry at (0, 7) is located as '0,7': row 0 is a row (only -1 stands for the entries' mean), and
+    keep_spectra keeps the shuffled spectrum's own trap threshold, the row's rand_mp_threshold."""
+    W = np.random.default_rng(0).standard_normal((200, 50))
+    W[0, 7] = 60.0
+    r = htsr.analyze({"fc.weight": W}, randomize=True, keep_spectra=True)
+    row, kept = r.layers[0], r.spectra[0]
+    assert row.num_traps == 1 and row.trap_weights == "0,7"
+    assert kept.rand_threshold == row.rand_mp_threshold and kept.rand_threshold != row.mp_threshold
+    assert kept.rand_evals[-1] == row.rand_lambda_max
+
+
+def test_a_failure_of_the_fit_s_diagnostics_keeps_the_fit_and_says_so(monkeypatch):
+    """tail_uncertainty raising (forced here) loses only the intervals: the row keeps its alpha and its status
+    says what failed (had only a fit's own failure been checked)."""
+    an = sys.modules["htsr.analyze"]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("forced")
+
+    W = np.random.default_rng(6).standard_t(3.0, (300, 100))
+    fitted = htsr.analyze({"fc.weight": W}).layers[0]
+    monkeypatch.setattr(an, "tail_uncertainty", broken)
+    row = htsr.analyze({"fc.weight": W}).layers[0]
+    assert row.status == "ok; diagnostics failed: RuntimeError: forced"
+    assert row.alpha == fitted.alpha and math.isfinite(fitted.bayes_alpha_lo) and math.isnan(row.bayes_alpha_lo)
+    assert row.num_fit_evals == 100
+
+
+def test_an_empty_expert_stack_or_conv_is_one_empty_matrix_row():
+    """A stack of 0 experts and a conv of 0 input channels are each one 'empty matrix' row (a stack of no
+    experts had given no row at all, listed as not matched by --layers); only a 2-D empty layer had been checked."""
+    rng = np.random.default_rng(0)
+    r = htsr.analyze({"moe.experts.w1": np.zeros((0, 64, 32), np.float32), "c.weight": np.zeros((8, 0, 3, 3), np.float32),
+                      "fc.weight": rng.standard_normal((80, 60))}, min_evals=5)
+    assert [(x.name, x.kind, x.status) for x in r.layers] == [
+        ("moe.experts.w1", "stack", "skipped: an empty matrix (shape 0x64x32)"),
+        ("c", "conv2d", "skipped: an empty matrix (shape 8x0x3x3)"), ("fc", "dense", "ok")]
+    assert r.not_analysed == ()
+
+
+def test_a_stack_whose_experts_a_filter_leaves_out_is_released_before_the_next_stack(monkeypatch):
+    """With --layers keeping one expert of each stack, a stack's tensor is dropped once that expert's row is
+    done, not at the end of the run: when a stack's row starts, no earlier stack still holds its tensor (the
+    existing test looks only after the run, when everything is freed anyway)."""
+    import importlib
+
+    from htsr.matrices import SharedLoad
+
+    ha, hm = importlib.import_module("htsr.analyze"), importlib.import_module("htsr.matrices")
+    shared, held = [], []
+
+    class Recorded(SharedLoad):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            shared.append(self)
+
+    orig_row = ha._layer_row
+
+    def row(lm, opts):
+        held.append(sum(s._value is not None for s in shared))  # stacks holding their tensor as this row starts
+        return orig_row(lm, opts)
+
+    monkeypatch.setattr(hm, "SharedLoad", Recorded)
+    monkeypatch.setattr(ha, "_layer_row", row)
+    rng = np.random.default_rng(0)
+    experts = {f"l{i}.mlp.experts.down_proj": rng.standard_normal((4, 64, 48)).astype(np.float32) for i in range(3)}
+    r = htsr.analyze(experts, layers=r"down_proj\[0\]$", tails=False, workers=1)
+    assert len(r.layers) == 3 and len(shared) == 3 and held == [0, 0, 0]
+
+
+def test_an_undefined_erg_tail_has_no_size_not_size_zero():
+    """A 120 x 60 matrix of orthonormal columns has 60 equal eigenvalues: the ERG tail is undefined, and its
+    size is NaN with its edge (a count of 0 would read as 'no eigenvalue past the edge'). Only defined tails
+    had been checked."""
+    Q = np.linalg.qr(np.random.default_rng(3).standard_normal((120, 60)))[0]
+    row = htsr.analyze({"q.weight": Q}, precision="accurate").layers[0]
+    assert np.isnan(row.erg_lambda_min) and np.isnan(row.num_erg)
+    assert row.stable_rank == pytest.approx(60.0, rel=1e-9)  # (the flat spectrum, up to the SVD's rounding)
+
+
+def test_setol_delta_lambda_min_normalises_xmin_by_the_mean_eigenvalue():
+    """erg_delta_lambda_min is x_min − λ̃_min^ERG with both in mean-normalised units: x_min·n/Σλ over the n
+    eigenvalues of a full-rank layer (the ERG edge's own units: erg_lambda_min_raw·n/Σλ). Only the ERG columns
+    themselves had been checked, not the x_min they are compared with."""
+    W = np.random.default_rng(11).standard_t(3.0, (300, 100))
+    r = htsr.analyze({"fc.weight": W}, precision="accurate", keep_spectra=True)
+    row, ev = r.layers[0], r.spectra[0].evals
+    assert row.status == "ok" and row.matrix_rank == ev.size == 100
+    mean = float(np.sum(ev)) / ev.size
+    assert row.erg_lambda_min == pytest.approx(row.erg_lambda_min_raw / mean, rel=1e-12)  # (sums in another order)
+    assert row.erg_delta_lambda_min == pytest.approx(row.xmin / mean - row.erg_lambda_min, rel=1e-9, abs=1e-12)

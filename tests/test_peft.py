@@ -2077,3 +2077,36 @@ def test_a_module_whose_base_tensor_is_the_module_s_own_name_is_found(tmp_path):
     np.testing.assert_array_equal(rows["proj#base"].load(), W)
     # W + 2·B·A in float32: 1e-5 for the float32 sums
     np.testing.assert_allclose(rows["proj#merged"].load(), W + 2.0 * (B.astype(np.float64) @ A), rtol=1e-5, atol=1e-5)
+
+
+
+def test_an_update_whose_eigenvalues_would_sum_past_float64_fails_though_each_fits(tmp_path):
+    """A rank-8 update of eight equal singular values s: each eigenvalue s² = 4e307 lies within float64, their
+    sum 3.2e308 (log_norm) does not. The factored spectrum is bounded by size·λ_max, as a dense layer's by its
+    entries: a failed row that says to rescale (only updates whose largest eigenvalue itself overflows had been
+    checked; this one had given log_norm inf)."""
+    rng = np.random.default_rng(5)
+    A = np.ascontiguousarray(np.linalg.qr(rng.standard_normal((40, 8)))[0].T, np.float32)  # orthonormal rows
+    B = np.linalg.qr(rng.standard_normal((30, 8)))[0].astype(np.float32)  # orthonormal columns
+    s = math.sqrt(4e307)  # lora_alpha / r: the update's singular values, all equal
+    f = _write_adapter(tmp_path / "a", {"base_model.model.fc.lora_A.weight": A,
+                                        "base_model.model.fc.lora_B.weight": B}, r=8, lora_alpha=8 * s)
+    row = _rows(htsr.analyze(f, min_evals=2))["fc#delta"][0]
+    assert row.status.startswith("failed: eigenvalues beyond float64's range; rescale the weights")
+    assert math.isnan(row.log_norm)
+
+
+def test_an_update_s_small_nonzero_eigenvalues_are_not_cut_at_weightwatchers_floor(tmp_path):
+    """A rank-8 update with eigenvalues 10^-0.25 … 10^-7.25 (B·A of chosen singular values, A the first rows of
+    the identity): its small eigenvalues are exact, not round-off, so all 8 are fitted at min_evals=8; the
+    absolute 1e-5 floor of the default evals_floor='ww' is for dense layers' numerical zeros (it would keep 5)."""
+    lam = 10.0 ** -np.arange(0.25, 8.0, 1.0)
+    A = np.eye(8, 40, dtype=np.float32)
+    B = np.zeros((30, 8), np.float32)
+    B[np.arange(8), np.arange(8)] = np.sqrt(lam)
+    f = _write_adapter(tmp_path / "a", {"base_model.model.fc.lora_A.weight": A,
+                                        "base_model.model.fc.lora_B.weight": B}, r=8, lora_alpha=8)
+    row, sp = _rows(htsr.analyze(f, min_evals=8, keep_spectra=True))["fc#delta"]
+    assert row.num_fit_evals == 8 and not row.status.startswith("not_fitted")
+    # the 8 eigenvalues are the chosen ones (float32 storage of √λ: relative 1e-7)
+    assert np.sort(sp.fit_evals) == pytest.approx(np.sort(lam), rel=1e-6)

@@ -449,9 +449,18 @@ def test_an_all_zero_matrix_needs_no_float64_gram_on_the_fast_path():
 
 def test_esd_refuses_an_infinite_scale():
     """scale must be finite: an infinite one had been taken, giving infinite (and NaN: 0·inf) eigenvalues."""
+    from htsr.spectra import SpectrumOverflow
+
     W = np.random.default_rng(0).standard_normal((100, 60))
     with pytest.raises(ValueError, match="esd: scale must be a positive finite number, got inf"):
         esd([W], scale=math.inf)
+    # a finite scale whose product with the eigenvalues (~1e2 here) leaves float64's range: said, not inf returned,
+    # pooled or not (it had given lambda_max = inf; analyze guards its own scales, the API's callers had nothing)
+    for mats in ([W], [W, 2.0 * W]):
+        with pytest.raises(SpectrumOverflow, match=r"esd: eigenvalues up to \S+ times the scale 1e\+307 are beyond "
+                                                   "float64's range; rescale the weights"):
+            esd(mats, scale=1e307)
+    assert math.isfinite(esd([W], scale=1e300).evals[-1])  # (a large scale that stays in range is taken)
 
 
 def test_a_three_dimensional_array_is_a_stack_of_matrices():
