@@ -85,7 +85,8 @@ class Spectrum(NanEqual):
 
 
 class SpectrumOverflow(ValueError):
-    """:func:`esd` of weights whose eigenvalues leave float64's range (entries near 1e154 and above)."""
+    """:func:`esd` of weights whose eigenvalues leave float64's range (entries near 1e154 and above), or do times
+    the ``scale`` given."""
 
 
 def weights_finite(mats: Sequence[np.ndarray | Factored]) -> bool:

@@ -2070,8 +2070,9 @@ def test_a_module_whose_base_tensor_is_the_module_s_own_name_is_found(tmp_path):
     A, B = rng.standard_normal((4, 40)).astype(np.float32), rng.standard_normal((30, 4)).astype(np.float32)
     W, Wf = rng.standard_normal((30, 40)).astype(np.float32), rng.standard_normal((20, 40)).astype(np.float32)
     Bf = rng.standard_normal((20, 4)).astype(np.float32)
-    f = _write_adapter(tmp_path / "a", {"base_model.model.proj.lora_A.weight": A, "base_model.model.proj.lora_B.weight": B,
-                                        "base_model.model.fc.lora_A.weight": A.copy(), "base_model.model.fc.lora_B.weight": Bf})
+    f = _write_adapter(tmp_path / "a", {
+        "base_model.model.proj.lora_A.weight": A, "base_model.model.proj.lora_B.weight": B,
+        "base_model.model.fc.lora_A.weight": A.copy(), "base_model.model.fc.lora_B.weight": Bf})
     rows = {r.name: r for r in _open_rows(f, {"proj": W, "fc.weight": Wf})}
     assert sorted(rows) == ["fc#base", "fc#delta", "fc#merged", "proj#base", "proj#delta", "proj#merged"]
     np.testing.assert_array_equal(rows["proj#base"].load(), W)

@@ -197,8 +197,9 @@ _A_MAX = 1e4  # α − 1 beyond this is no tail anyone fits
 
 def _newton(t_bar: float, u_bar: float, a0: float, k0: float) -> tuple[float, float, float]:
     """Minimise the convex F(a, c) = a·t̄ + c·ū + ln I(a, c) over 0 ≤ a ≤ _A_MAX and k = c·ū in
-    [_MIN_C, 1e8], from (a0, k0): (a, c, F). In (a, k) both variables are of order 1, and F = a·t̄ + k + ln I(a, k/ū) has the
-    gradient (t̄ − E t, 1 − E v) and Hessian Cov(t, v), v = eᵗ/ū (finite where ū is 1e150 and more).
+    [_MIN_C, 1e8], from (a0, k0): (a, c, F). In (a, k) both variables are of order 1, and F = a·t̄ + k +
+    ln I(a, k/ū) has the gradient (t̄ − E t, 1 − E v) and Hessian Cov(t, v), v = eᵗ/ū (finite where ū is 1e150
+    and more).
 
     Projected Newton steps, halved until F falls enough (Armijo): a variable on a bound its gradient pushes
     against is held there; a step that would cross a bound goes to it, the other variable taking its best step

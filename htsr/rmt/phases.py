@@ -56,7 +56,8 @@ class PhaseThresholds:
     rank_collapse: float = OPTION_SPECS["phase_rank_collapse"].default
     # share of eigenvalues above the edge that makes a tail (not a few spikes)
     ht_share: float = OPTION_SPECS["phase_ht_share"].default
-    ht_alpha: float = OPTION_SPECS["phase_ht_alpha"].default  # a tail with alpha below this is heavy-tailed, else bulk-decay
+    # a tail with alpha below this is heavy-tailed, else bulk-decay
+    ht_alpha: float = OPTION_SPECS["phase_ht_alpha"].default
     # spikes all below (1 + bleed_width)·λ₊ are bleeding out
     bleed_width: float = OPTION_SPECS["phase_bleed_width"].default
 
