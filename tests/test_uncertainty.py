@@ -942,8 +942,7 @@ def test_a_bootstrap_of_an_alpha_barely_above_1_warns_of_no_overflow():
     """α̂ = 1.0043 (a tail reaching 1e200): a draw x_min·U^(−1/(α̂−1)) overflows to inf, and that replicate is
     dropped and counted, as intended; numpy's "overflow encountered in power" had escaped to the caller of
     bootstrap_power_law and of htsr.analyze."""
-    x = np.sort(np.concatenate([np.random.default_rng(0).uniform(0.1, 0.9, 50), [1.0, 1e100, 1e200]]))
-    fit = fit_power_law(x, xmin=1.0)
+    x, fit = _overflowing_sample()
     assert 1.0 < fit.alpha < 1.01
     with warnings.catch_warnings():
         warnings.simplefilter("error")
