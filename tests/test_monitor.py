@@ -609,7 +609,10 @@ def test_stop_on_alert_stops_every_process_of_a_ddp_run(tmp_path, framework):
         port = str(sock.getsockname()[1])
     launch = [sys.executable, str(script)] if framework == "lightning" else [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port, str(script)]
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "OMP_NUM_THREADS": "1", "MASTER_PORT": port}
+    # (TMPDIR: torch.distributed.run's log folder, torchelastic_*, is left behind in the temporary folder)
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "OMP_NUM_THREADS": "1", "MASTER_PORT": port,
+           "TMPDIR": str(tmp_path / "tmp")}
     # a session of its own: on a timeout the launcher and its workers go together (killing the launcher alone
     # left its workers waiting for each other)
     proc = subprocess.Popen(launch, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
