@@ -683,7 +683,7 @@ class LayerDistance(NanEqual):
     cka: float = NAN  # centred linear CKA, oriented and pooled as in the module docstring
     cka_chance: float = NAN  # ≈ M / (k·N + M): CKA of two independent Gaussian matrices of this shape
     # the base's row measured against ('encoder.layer.0.fc' for 'bert.encoder.layer.0.fc' when the names were
-    # aligned by a leading component, as --base aligns them); '' when the base has no such row
+    # aligned by a leading prefix, as --base aligns them); '' when the base has no such row
     base_name: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -757,7 +757,7 @@ def layer_distances(a: Any, b: Any, **options: Any) -> list[LayerDistance]:
     ``options``: the analysis options that select and shape the rows (layers, kinds, conv,
     ww_conv_scale, precision, refine_fraction, normalize, max_evals); ``base`` is refused (the pair is
     ``a`` and ``b``). Rows follow ``a``'s order (and names), then the base-only rows. Names are matched as
-    ``--base`` matches them: exactly, else by dropping, adding or replacing one leading component.
+    ``--base`` matches them: exactly, else by dropping, adding or replacing a leading prefix of up to three components.
     """
     from .analyze import in_threads, iter_layers
     from .io.delta import align_names
@@ -776,7 +776,7 @@ def layer_distances(a: Any, b: Any, **options: Any) -> list[LayerDistance]:
         base_rows.setdefault(lm.name, lm)
     _, _, it_a = iter_layers(a, opts)
     rows_a = list(it_a)  # lazy rows: names and shapes only
-    # names matched as --base matches them: exactly, else by one leading component ('bert.encoder…' against
+    # names matched as --base matches them: exactly, else by a leading prefix ('bert.encoder…' against
     # the base's 'encoder…')
     shape_a = {la.name: la.tensor_shape for la in rows_a}
     rename, _ = align_names([la.name for la in rows_a], base_rows,

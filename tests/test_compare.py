@@ -590,11 +590,11 @@ def test_a_model_with_no_layer_under_the_filters_fails_before_any_analysis(npz_p
 
 def test_models_without_a_shared_layer_name_say_so(npz_pair, tmp_path):
     a, _ = npz_pair
-    other = {f"wrapper.model.{k}": v for k, v in np.load(a).items()}  # two leading components more
+    other = {f"wrapper.{k.replace('fc', 'dense')}": v for k, v in np.load(a).items()}  # no prefix change pairs them
     c = compare([a, other], labels=["tuned", "wrapped"], tails=False)
     assert c.common_layers == ()
     assert ("no layer name is in every model, so no layer is compared side by side (first names: tuned 'enc.fc1'; "
-            "wrapped 'wrapper.model.enc.fc1'): the models name their layers differently") in format_comparison(c)
+            "wrapped 'wrapper.enc.dense1'): the models name their layers differently") in format_comparison(c)
 
 
 def test_cli_compare_errors(npz_pair, tmp_path, capsys):

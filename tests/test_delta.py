@@ -340,6 +340,39 @@ def test_align_names_counts_matches_of_one_shape_and_makes_disjoint_ties_togethe
     assert align_names(names, ref)[0] is None
 
 
+def test_a_wrapper_prefix_of_several_components_is_matched_once_by_its_shortest_spelling():
+    """A sentence-transformers ONNX export names BERT's weights 'model.0.auto_model.encoder…' (the module list's
+    entry 0, its Transformer's auto_model): three leading components, where one was tried, so --base and compare
+    found no name in common with the encoder's own checkpoint. A change spelt with more components that pairs the
+    same names ('a.b.' → 'c.b.' beside 'a.' → 'c.') is the same change, not a tie; one that pairs more (a shared
+    'lm_head' left as it is) is a better one."""
+    from htsr.io.delta import align_names
+
+    bert = [f"encoder.layer.{i}.{m}.weight" for i in range(3) for m in ("attention.self.query", "output.dense")]
+    bert += ["embeddings.word_embeddings.weight"]
+    export = [f"model.0.auto_model.{n}" for n in bert]
+    rename, note = align_names(export, bert)
+    assert note == "dropping 'model.0.auto_model.'" and [rename(n) for n in export] == bert
+    rename, note = align_names(bert, export)
+    assert note == "adding 'model.0.auto_model.'" and [rename(n) for n in bert] == export
+    # every name under 'a.b.': 'a.' → 'c.' and 'a.b.' → 'c.b.' pair the same names; the first is kept
+    names = [f"a.b.l{i}.weight" for i in range(4)]
+    rename, note = align_names(names, [n.replace("a.", "c.", 1) for n in names])
+    assert note == "replacing 'a.' with 'c.'" and rename("a.b.l3.weight") == "c.b.l3.weight"
+    # 'adding 'a.'' pairs the four layers and loses the shared lm_head; 'x.' → 'a.x.' pairs all five
+    names = [f"x.l{i}.weight" for i in range(4)] + ["lm_head.weight"]
+    ref = [f"a.x.l{i}.weight" for i in range(4)] + ["lm_head.weight"]
+    rename, note = align_names(names, ref)
+    assert note == "replacing 'x.' with 'a.x.'" and [rename(n) for n in names] == ref
+    # the whole path: a delta of the export against the checkpoint, under the export's names
+    rng = np.random.default_rng(0)
+    base = {n: rng.standard_normal((80, 60)) for n in bert}  # (60 eigenvalues: min_evals 50)
+    model = {f"model.0.auto_model.{n}": w + 0.1 * rng.standard_normal(w.shape) for n, w in base.items()}
+    r = htsr.analyze(model, base=base, tails=False)
+    assert "model names matched to the base's by dropping 'model.0.auto_model.'" in r.source
+    assert [x.status for x in r.layers] == ["ok"] * len(bert)
+
+
 def test_farms_counts_a_deltas_eigenvalues_above_the_same_floor_as_without_it():
     """A delta's whole matrix is cut at its inputs' rounding noise (the MP edge of that noise); with
     --farms-aspect it had been cut at twice that (the storage rule's), with another count and no reason."""

@@ -635,7 +635,7 @@ def test_summary_means_of_an_adapter_are_its_updates_or_else_the_adapted_weights
 
 def test_base_names_are_aligned_as_for_deltas_and_a_base_without_them_is_refused(adapter, tmp_path):
     """An adapter trained on a wrapped model ('model.q') against the bare model's file ('q.weight'): the
-    module names are matched by one leading component, as --base does for a model; a base with none of
+    module names are matched by a leading prefix, as --base does for a model; a base with none of
     the adapted weights is refused in one line instead of giving rows that are all skipped."""
     d, _, merged = adapter
     from safetensors.numpy import load_file, save_file

@@ -10,9 +10,11 @@ after the model's, in the base's order. Tied weights: a tensor tied in both sour
 on one side to a delta and missing on the other (a tied LM head a ``.pt`` holds and a ``save_pretrained``
 folder drops) is that delta, analysed once with it.
 
-Names are matched exactly. When no name matches, one leading name component of the model's names is
-dropped, added or replaced, whichever makes the most names match — a task model wraps its base
-(``bert.encoder.…`` against the base's ``encoder.…``); the description says which (:func:`align_names`).
+Names are matched exactly. When no name matches, a leading prefix of up to three name components of the model's
+names is dropped, added or replaced, whichever makes the most names match — a task model wraps its base
+(``bert.encoder.…`` against the base's ``encoder.…``, a sentence-transformers export's
+``model.0.auto_model.encoder.…`` against the encoder's own checkpoint); the description says which
+(:func:`align_names`).
 If still no name matches, the sources are refused: nothing would be a delta. A tensor equal to its base tensor (a frozen layer) has nothing
 to analyse: its row says ``skipped: unchanged …``, not a failed all-zero matrix.
 
@@ -182,6 +184,10 @@ def _delta(t: TensorRef, b: TensorRef, noise: dict[str, float]) -> np.ndarray:
     return np.subtract(w, w0)
 
 
+#: how many leading name components a renaming may span (a sentence-transformers export's 'model.0.auto_model.')
+_PREFIX_DEPTH = 3
+
+
 def _identity(name: str) -> str:
     return name
 
@@ -190,12 +196,15 @@ def align_names(names: list[str], ref: Iterable[str], same: Callable[[str, str],
                 ) -> tuple[Callable[[str], str] | None, str]:
     """A map of ``names`` onto the names of ``ref``, and what it does ("dropping 'bert.'").
 
-    Candidates: the identity, and every change of one leading component — dropped (a task model's ``bert.``
-    against its base), added, or replaced (a TorchScript ``_model.`` against an export's ``model.``). The one
-    that makes the most names match wins, the identity on a tie. A change must match a tenth of the names and
-    at least two (a wrapper prefix covers many tensors; a module renamed, 'conv186.' as 'c144.', matches its
-    weight and bias by chance) and must not send two names to one (T5's 'decoder.' replaced with 'encoder.'
-    would subtract the decoder from the encoder's weights while the encoder's own names match as they are).
+    Candidates: the identity, and every change of a leading prefix of up to three components — dropped (a task
+    model's ``bert.`` against its base, a sentence-transformers export's ``model.0.auto_model.`` against the
+    encoder's own names), added, or replaced (a TorchScript ``_model.`` against an export's ``model.``). The one
+    that makes the most names match wins, the identity on a tie; of changes that pair the same names (``a.`` →
+    ``c.`` and ``a.b.`` → ``c.b.`` where every matched name is under ``a.b.``), the one of fewest components. A
+    change must match a tenth of the names and at least two (a wrapper prefix covers many tensors; a module
+    renamed, 'conv186.' as 'c144.', matches its weight and bias by chance) and must not send two names to one
+    (T5's 'decoder.' replaced with 'encoder.' would subtract the decoder from the encoder's weights while the
+    encoder's own names match as they are).
     None if no name matches either way, or if two changes tie for the most (BART's 'encoder.' and 'decoder.'
     layers have the same suffixes: adding either to an encoder's names matches as many), with a note saying so.
     ``same(name, ref_name)``, when given, says whether two tensors have the same shape: only such pairs count as
@@ -203,29 +212,41 @@ def align_names(names: list[str], ref: Iterable[str], same: Callable[[str, str],
     of them with the same shape). Changes that tie but touch different components on both sides ('_model.' →
     'model.' and '_model_8k.' → 'model_8k.') are made together.
 
-    The counts come from the names' suffixes after each leading component, and only components that cover
-    enough names are paired, so the search stays fast on thousands of flat names."""
+    The counts come from the names' suffixes after each of their first three components, and only prefixes that
+    cover enough names are paired, so the search stays fast on thousands of flat names."""
     ref = set(ref)
     names = list(dict.fromkeys(names))
     own = set(names)
     if not names:
         return None, ""
 
-    def by_first(ns: Iterable[str]) -> dict[str, set[str]]:  # 'bert.' -> {'fc.weight', …}; '' -> every name
+    def by_prefix(ns: Iterable[str]) -> dict[str, set[str]]:  # 'bert.' -> {'fc.weight', …}; '' -> every name
         out: dict[str, set[str]] = {"": set(ns)}
         for n in out[""]:
-            head, dot, rest = n.partition(".")
-            if dot:
-                out.setdefault(head + ".", set()).add(rest)
+            end = -1
+            for _ in range(_PREFIX_DEPTH):
+                end = n.find(".", end + 1)
+                if end < 0:
+                    break
+                out.setdefault(n[:end + 1], set()).add(n[end + 1:])
         return out
 
     needed = max(2, math.ceil(0.1 * len(names)))
-    mine = {k: v for k, v in sorted(by_first(names).items()) if len(v) >= needed}
-    theirs = {k: v for k, v in sorted(by_first(ref).items()) if len(v) >= needed}
-    shared = len(own & ref)
+    # (sorted: a prefix before the longer ones it starts, so that of two changes pairing the same names the
+    # shorter is met first)
+    mine = {k: v for k, v in sorted(by_prefix(names).items()) if len(v) >= needed}
+    theirs = {k: v for k, v in sorted(by_prefix(ref).items()) if len(v) >= needed}
+    common = own & ref
+    shared = len(common)
+
+    def pairs(old: str, new: str, hits: set[str]) -> frozenset[tuple[str, str]]:
+        """The (name, ref name) pairs a change makes: its hits, and the shared names it leaves as they are."""
+        return frozenset([(old + h, new + h) for h in hits] + [(n, n) for n in common if not n.startswith(old)])
+
     best = (shared, _identity, "") if shared else None
-    tied = ""  # another change as good as the best one
-    equal: list[tuple[str, str, str]] = []  # the changes as good as the best: (old, new, note)
+    # the changes as good as the best, it first: (old, new, note, hits)
+    equal: list[tuple[str, str, str, set[str]]] = []
+    made: dict[tuple[str, str], frozenset[tuple[str, str]]] = {}  # their pairs (worked out when a change ties)
     for old, rest in mine.items():
         shared_under = sum(old + s in ref for s in rest)
         for new, targets in theirs.items():
@@ -246,24 +267,29 @@ def align_names(names: list[str], ref: Iterable[str], same: Callable[[str, str],
             note = (f"replacing {old!r} with {new!r}" if old and new else
                     f"dropping {old!r}" if old else f"adding {new!r}")
             if best is not None and count == best[0]:
-                tied = note
-                equal.append((old, new, note))
+                for o, n, _, h in equal:
+                    if (o, n) not in made:
+                        made[o, n] = pairs(o, n, h)
+                if pairs(old, new, hits) in (made[o, n] for o, n, _, _ in equal):
+                    continue  # one of them, spelt with more components
+                equal.append((old, new, note, hits))
                 continue
 
             def swap(n: str, a: str = old, b: str = new) -> str:
                 return b + n[len(a):] if n.startswith(a) else n
 
-            best, tied, equal = (count, swap, note), "", [(old, new, note)]
+            best, equal = (count, swap, note), [(old, new, note, hits)]
+    tied = equal[1][2] if len(equal) > 1 else ""  # another change as good as the best one
     if best is not None and tied:
-        olds, news = [o for o, _, _ in equal], [n for _, n, _ in equal]
+        olds, news = [o for o, _, _, _ in equal], [n for _, n, _, _ in equal]
         if all(olds) and all(news) and _apart(olds) and _apart(news):  # changes of different components: all made
             def swaps(n: str) -> str:
-                for a, b, _ in equal:
+                for a, b, _, _ in equal:
                     if n.startswith(a):
                         return b + n[len(a):]
                 return n
 
-            return swaps, " and ".join(note for _, _, note in equal)
+            return swaps, " and ".join(note for _, _, note, _ in equal)
         return None, (f"ambiguous: {best[2]} and {tied} each match {best[0]} names; rename the tensors so that "
                       "the names themselves match")
     return (best[1], best[2]) if best is not None else (None, "")

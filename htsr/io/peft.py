@@ -427,7 +427,7 @@ class PeftAdapter:
         other = copy.copy(self)
         other._base = {t.name: t for t in base}
         other.description = f"{self.description} on base {base.description}"
-        # names matched as --base matches a model's: exactly, else by one leading component (an adapter
+        # names matched as --base matches a model's: exactly, else by a leading prefix (an adapter
         # trained on a '…ForCausalLM' ('model.layers…') against the bare backbone's 'layers…')
         wanted = [n for e in self._modules.values() for n in self._weight_names(e["module"])]
         updates = {f"{e['module']}.weight": (int(e["B"].shape[0]), int(e["A"].shape[1]))
