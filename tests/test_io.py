@@ -3293,6 +3293,17 @@ def test_a_meta_models_vectors_are_listed_not_given_skipped_rows():
         assert [row.name for row in r.layers] == ["0"]
         assert r.layers[0].status.startswith("skipped: on the meta device")
         assert any("1.weight" in n.examples for n in r.not_analysed)
+    # a parametrized weight (weight_norm, as wav2vec2's pos_conv has) too: its live row had failed, copying out of
+    # a meta tensor ("NotImplementedError"), while its state dict's said why
+    from torch.nn.utils.parametrizations import weight_norm
+
+    with torch.device("meta"):
+        m = torch.nn.Sequential(weight_norm(torch.nn.Conv1d(16, 16, 5)), torch.nn.Linear(16, 40))
+    for src in (m, m.state_dict()):
+        r = htsr.analyze(src)
+        assert [row.status.split(":")[0] for row in r.layers] == ["skipped", "skipped"]
+        assert all(row.status.startswith("skipped: on the meta device") for row in r.layers)
+        assert r.summary.num_failed == 0
 
 
 def test_integer_arrays_beside_torch_tensors_in_a_dict_are_counted_not_dropped():
@@ -3485,3 +3496,159 @@ def test_weightwatcher_configs_as_written(tmp_path, case):
     assert case != "large" or len(text) > 64 << 10
     r = htsr.analyze(tmp_path, min_evals=2)
     assert [l.name for l in r.layers] == ["fc"] and r.layers[0].status == "ok"
+
+
+# ------------------------------------------------------------------ mutation round 53 (torch.py, second pass)
+def test_torch_tensors_load_with_their_own_values_float16_codes_float64_and_integers_kept():
+    """TensorRef.load's dtype contract for torch tensors, from a state dict and a live module alike: float16
+    is widened by numpy, so NaN codes (signalling payloads, codes kept in a float16 quant_storage) come back
+    bit for bit as numpy's own widening gives them (torch's made every one 0x7fffffff); float64 stays float64
+    (1 + 2⁻⁴⁰ was rounded to 1 in float32); an integer tensor keeps its values (2⁵³ + 1 is no float32)."""
+    codes = np.array([[0x7C01, 0x7D55, 0xFE01], [0x3C00, 0x0001, 0x8000]], dtype=np.uint16)
+    half = torch.from_numpy(codes.view(np.float16).copy())
+    wide = torch.tensor([[1 + 2.0 ** -40, 2.0], [3.0, 4.0]], dtype=torch.float64)
+    ids = torch.tensor([[2 ** 53 + 1, 7], [-3, 0]], dtype=torch.int64)
+    m = torch.nn.Module()
+    m.register_buffer("h", half)
+    m.register_buffer("d", wide)
+    m.register_buffer("ids", ids)
+    for src in ({"h": half, "d": wide, "ids": ids}, m):
+        refs = {r.name: r for r in open_source(src)}
+        h = refs["h"].load()
+        assert h.dtype == np.float32
+        np.testing.assert_array_equal(h.view(np.uint32), codes.view(np.float16).astype(np.float32).view(np.uint32))
+        assert refs["d"].load().dtype == np.float64 and refs["d"].load()[0, 0] == 1 + 2.0 ** -40
+        assert refs["ids"].load().dtype == np.int64 and refs["ids"].load()[0, 0] == 2 ** 53 + 1
+
+
+def test_views_of_one_storage_at_other_offsets_shapes_or_strides_are_not_tied():
+    """A tie is one tensor under two names (same storage, offset, shape, strides, dtype). q and k sliced from
+    one fused qkv storage (other offsets), a matrix and its leading rows (other shape), a square matrix and its
+    transpose view (other strides) are different matrices: each is analysed, none listed as 'the same tensor'."""
+    g = torch.Generator().manual_seed(0)
+    fused = torch.randn(72, 24, generator=g)
+    W = torch.randn(30, 30, generator=g)
+    for sd in ({"q.weight": fused[:24], "k.weight": fused[24:48]},  # (24 x 24 each, offsets 0 and 576)
+               {"full.weight": W, "top.weight": W[:20]},
+               {"w.weight": W, "wt.weight": W.t()}):
+        r = htsr.analyze(sd, min_evals=2)
+        assert [l.name for l in r.layers] == [n.removesuffix(".weight") for n in sd], sd.keys()
+        assert not [n for n in r.not_analysed if n.reason.startswith("the same tensor as")], sd.keys()
+
+
+class _FakeMesh:
+    def __init__(self, n):
+        self.n = n
+
+    def size(self):
+        return self.n
+
+
+class _FakePlacement:
+    def __init__(self, replicate):
+        self.replicate = replicate
+
+    def is_replicate(self):
+        return self.replicate
+
+
+def _fake_dtensor(local, mesh_size, *replicated):
+    """A stand-in with DTensor's interface (type name, device_mesh, placements, to_local): a 2-D mesh needs
+    several processes to build for real."""
+    cls = type("DTensor", (), {"device_mesh": _FakeMesh(mesh_size),
+                               "placements": tuple(_FakePlacement(r) for r in replicated),
+                               "to_local": lambda self: local})
+    return cls()
+
+
+def test_a_dtensor_sharded_along_any_mesh_dimension_is_skipped_and_a_replicated_one_read():
+    """HSDP's 2-D mesh (replicated across nodes, sharded within one): one placement replicates but the other
+    shards, so the local tensor is a shard and the row is skipped with how to gather; replicated on every
+    dimension the local tensor is the whole one and is read."""
+    from htsr.io.torch import _to_numpy
+
+    local = torch.arange(12.0).reshape(3, 4)
+    with pytest.raises(LayerSkipped, match="sharded over 4 ranks.*full_state_dict=True"):
+        _to_numpy(_fake_dtensor(local, 4, True, False))
+    np.testing.assert_array_equal(_to_numpy(_fake_dtensor(local, 4, True, True)), local.numpy())
+
+
+def test_a_reversed_numpy_array_beside_torch_tensors_is_read_with_its_values():
+    """An in-memory dict mixing torch tensors and numpy arrays: a negative-stride array (a flipped view, which
+    torch.from_numpy refuses) is read as its values, not the run's end."""
+    W = np.random.default_rng(0).standard_normal((30, 20))
+    sd = {"fc.weight": torch.randn(40, 30, generator=torch.Generator().manual_seed(0)), "proj": W[::-1]}
+    refs = {r.name: r for r in open_source(sd)}
+    np.testing.assert_array_equal(refs["proj"].load(), W[::-1])  # exact: a copy of the same float64 values
+    assert [l.name for l in htsr.analyze(sd, min_evals=2).layers] == ["fc", "proj"]
+
+
+class _GainConv(torch.nn.Conv2d):  # a user's subclass: a per-channel gain beside its kernel
+    def __init__(self):
+        super().__init__(4, 8, 3)
+        self.gain = torch.nn.Parameter(torch.ones(8, 1, 1, 1))
+
+
+class _ProjLSTM(torch.nn.LSTM):  # a user's subclass: an output projection of its own, named 'weight'
+    def __init__(self):
+        super().__init__(6, 16)
+        self.weight = torch.nn.Parameter(torch.randn(16, 16))
+
+
+class _IdxLinear(torch.nn.Linear):  # a user's subclass: a 2-D integer index buffer, a bias kept as a [1, out] row
+    def __init__(self):
+        super().__init__(16, 40)
+        self.register_buffer("perm", torch.arange(640).reshape(40, 16))
+        self.bias = torch.nn.Parameter(torch.zeros(1, 40))
+
+
+def test_a_subclass_s_own_tensors_are_typed_by_name_and_shape_not_by_its_class():
+    """The class types its weights (an LSTM's weight_ih_l0 …); a subclass's own tensors beside them are typed as
+    from a file: an LSTM subclass's 'weight' matrix is dense (not rnn), a conv's [C, 1, 1, 1] gain is a vector
+    (no conv2d row), a Linear's 2-D integer buffer is an integer buffer and its [1, out] bias a bias (no dense
+    rows; a live module's refs give them no kind), and a weight-normed
+    Linear's magnitude g [out, 1] is a part of its weight, not a layer of its own; live and saved alike."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(_GainConv(), _ProjLSTM(), _IdxLinear(), torch.nn.utils.weight_norm(torch.nn.Linear(16, 40)))
+    want = [("0", "conv2d"), ("1.weight_ih_l0", "rnn"), ("1.weight_hh_l0", "rnn"), ("1", "dense"), ("2", "dense"),
+            ("3", "dense")]
+    for src in (m, m.state_dict()):
+        r = htsr.analyze(src, min_evals=2)
+        assert [(l.name, l.kind) for l in r.layers] == want, src.__class__
+        assert ("integer buffer (ids, masks, counters)", ("2.perm",)) in [(n.reason, n.examples) for n in r.not_analysed]
+        biases = next(n for n in r.not_analysed if n.reason == "bias or norm buffer")
+        assert biases.count == 5  # 0.bias, 1.bias_ih_l0, 1.bias_hh_l0, 2.bias [1, 40], 3.bias
+    refs = {ref.name: ref for ref in open_source(m)}
+    assert refs["2.perm"].kind is None and refs["2.bias"].kind is None and refs["2.weight"].kind == "dense"
+
+
+def test_a_checkpoint_s_other_entries_are_neither_refused_nor_named_as_weights_left_out(tmp_path):
+    """Beside the wrapped state dict: a 'state' entry of its own (no 'param_groups': not an optimizer's state
+    dict, which needs both) is no reason to refuse the file; a callback's scores (scalars and vectors) are no
+    other weights, so nothing is said to be left out; a grad scaler's state (kept as tensors) is training
+    state, not counted among the model's tensors; in a file and in memory alike."""
+    torch.manual_seed(0)
+    sd = torch.nn.Sequential(torch.nn.Linear(30, 40)).state_dict()
+    ckpt = {"model": sd, "state": {"epoch": 3, "best": torch.tensor(0.9)},
+            "callbacks": {"ModelCheckpoint": {"best_model_score": torch.tensor(0.91),
+                                              "scores": torch.tensor([0.7, 0.8, 0.91])}}}
+    torch.save(ckpt, tmp_path / "ckpt.pt")
+    for src in (ckpt, tmp_path / "ckpt.pt"):
+        r = htsr.analyze(src, min_evals=2)
+        assert [l.name for l in r.layers] == ["0"] and "left out" not in r.source, src
+    # weights at the top, with a scaler's state beside them: its tensors are not the model's
+    top = {**sd, "scaler": {"scale": torch.tensor(65536.0), "_growth_tracker": torch.tensor(0)}}
+    torch.save(top, tmp_path / "top.pt")
+    for src in (top, tmp_path / "top.pt"):
+        r = htsr.analyze(src, min_evals=2)
+        assert [l.name for l in r.layers] == ["0"] and r.num_tensors == 2, src
+
+
+def test_a_deepspeed_file_whose_model_has_one_empty_parameter_is_read_not_called_zero3(tmp_path):
+    """ZeRO-3's placeholders are all empty; a model with one parameter of size 0 among real ones (a Linear
+    with no outputs) is a whole model, read, not refused as a partitioned ZeRO-3 checkpoint."""
+    W = torch.randn(40, 30, generator=torch.Generator().manual_seed(0))
+    ckpt = {"module": {"fc.weight": W, "none.weight": torch.empty(0, 30)}, "ds_version": "0.15.0"}
+    torch.save(ckpt, tmp_path / "mp_rank_00_model_states.pt")
+    for src in (ckpt, tmp_path / "mp_rank_00_model_states.pt"):
+        assert "fc" in [l.name for l in htsr.analyze(src, min_evals=2).layers], src

@@ -373,3 +373,46 @@ def test_the_parts_are_not_listed_as_tensors_left_out():
              "b.weight_v": rng.standard_normal(40)}
     r = htsr.analyze(state, min_evals=2)
     assert [l.name for l in r.layers] == ["a", "b"] and not r.not_analysed, r.not_analysed
+
+
+class _Double(nn.Module):  # a parametrization of the user's own, chained after weight norm
+    def forward(self, W):
+        return 2 * W
+
+
+def test_a_chain_of_parametrizations_starting_with_weight_norm_is_the_chain_s_weight():
+    """weight norm followed by another parametrization: the weight the forward pass uses is the whole chain's
+    (here twice the weight-normed one), not the weight norm's alone, which htsr's own combination of g and v
+    would give."""
+    torch.manual_seed(0)
+    m = nn.Sequential(_trained_like(P.weight_norm(nn.Linear(30, 40)), 3))
+    torch.nn.utils.parametrize.register_parametrization(m[0], "weight", _Double())
+    assert len(m[0].parametrizations.weight) == 2
+    with torch.no_grad():
+        want = m[0].weight.numpy()
+    got = {r.name: r for r in open_source(m)}["0.weight"].load()
+    np.testing.assert_array_equal(got, want)  # exact: torch's own forward computes both
+    assert [r.name for r in htsr.analyze(m, min_evals=2).layers] == ["0"]
+
+
+class _Scaled(nn.Module):  # a parametrization holding a real scalar buffer (a CPU scalar works with meta weights)
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("s", torch.tensor(2.0))
+
+    def forward(self, W):
+        return W * self.s
+
+
+def test_two_layers_sharing_only_a_parametrization_s_buffer_are_two_rows():
+    """Two layers built on the meta device (no storage for their originals) with one parametrization object,
+    and so one buffer, in common: a tie needs every part in common, and their originals' places are unknown, so
+    they are two rows, not one 'tied' to the other."""
+    with torch.device("meta"):
+        a, b = nn.Linear(30, 40), nn.Linear(30, 40)
+    scale = _Scaled()
+    for m in (a, b):
+        torch.nn.utils.parametrize.register_parametrization(m, "weight", scale)
+    r = htsr.analyze(nn.ModuleDict({"a": a, "b": b}), min_evals=2)
+    assert [l.name for l in r.layers] == ["a", "b"]
+    assert not [n for n in r.not_analysed if n.reason.startswith("the same tensor as")]

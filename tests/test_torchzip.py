@@ -1648,3 +1648,47 @@ def test_a_legacy_file_short_by_a_few_bytes_is_refused_when_opened(tmp_path, mon
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(SourceError, match="runs past the end of the file"):
         TorchLegacyFile(_write(tmp_path / "cut.pt", _LEGACY[:-4]))
+
+
+# ------------------------------------------------------------------ mutation round 53 (torch.py, second pass)
+def test_a_pickle_torch_refuses_as_unsupported_global_is_called_code_to_run_not_corrupt(tmp_path):
+    """A .pt that is neither zip nor protocol-2+ pickle (PROTO 1 opcode) and does not end in STOP goes to torch's
+    weights-only loader, whose wording is 'Unsupported global' or 'unsupported GLOBAL' by version: either way
+    the file is called a pickle that needs to run code (with the re-save advice), not truncated or corrupt."""
+    path = tmp_path / "gadget.pt"
+    path.write_bytes(b"\x80\x01cos\nsystem\n(S'true'\ntR.\n")  # os.system('true'), then a newline after STOP
+    with pytest.raises(SourceError) as e:
+        load_torch_file(path)
+    one_line_source_error(e, str(path), "needs to run code", "os.system", "torch.save(model.state_dict()")
+    assert "corrupt" not in str(e.value)
+
+
+def test_a_refused_global_whose_file_torch_cannot_read_either_keeps_htsrs_reason(tmp_path):
+    """A sparse tensor (a rebuild htsr's reader refuses, torch's allows) whose storages are missing: torch's
+    loader fails on the missing record, not on the global; the message leads with htsr's reason (which global)
+    and says torch cannot read it either, rather than only calling the file corrupt."""
+    src, dst = tmp_path / "sparse.pt", tmp_path / "cut.pt"
+    torch.save({"mask": torch.eye(8).to_sparse()}, str(src))
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            if "/data/" not in info.filename or info.filename.endswith("serialization_id"):
+                zout.writestr(info, zin.read(info))  # (the storages data/0 and data/1 left out)
+    with pytest.raises(SourceError) as e:
+        load_torch_file(dst)
+    one_line_source_error(e, str(dst), "torch._utils._rebuild_sparse_tensor", "refused",
+                          "torch.load(weights_only=True) cannot read it either")
+
+
+def test_a_stepped_optimizer_object_under_a_key_of_its_own_is_training_state(tmp_path, monkeypatch):
+    """A pickled torch.optim.Adam object (not its state_dict) after a step, under a key that does not say
+    'optim' ('adam'): read without torch it is a stand-in named for its class, whose moments exp_avg /
+    exp_avg_sq are shaped like the weights; it is training state, not tensors of the model."""
+    torch.manual_seed(0)
+    g = torch.nn.Sequential(torch.nn.Linear(16, 24))
+    opt = torch.optim.Adam(g.parameters())
+    g(torch.randn(4, 16)).sum().backward()
+    opt.step()
+    torch.save({"generator": g.state_dict(), "adam": opt}, str(tmp_path / "gan.pt"))
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert [r.name for r in load_torch_file(tmp_path / "gan.pt")] == ["generator.0.weight", "generator.0.bias"]
+

@@ -241,8 +241,10 @@ class TorchModule:
                 read.append(f"{prefix}parametrizations.")
                 for pname in mod.parametrizations:
                     p = _parametrized(mod, pname)
-                    yield TensorRef(f"{prefix}{pname}", tuple(p.shape), _dtype_name(p),
-                                    (lambda mod=mod, pname=pname: _parametrized_array(mod, pname)),
+                    # (on the meta device: no values, said as for a plain meta weight, not a failed row)
+                    load = _meta_loader(p.ndim >= 2) if p.is_meta else (
+                        lambda mod=mod, pname=pname: _parametrized_array(mod, pname))
+                    yield TensorRef(f"{prefix}{pname}", tuple(p.shape), _dtype_name(p), load,
                                     module_kind(cls, pname, f"{prefix}{pname}", tuple(p.shape)),
                                     storage_key=_parts_key(mod.parametrizations[pname]))
             # a quantized layer's weight parameter holds integer codes (buffers such as masks or position
