@@ -106,12 +106,12 @@ class Options:
             raise OptionError(f"unknown option {unknown[0]!r}"
                               + (f" (a WeightWatcher keyword: {ww}; see docs/weightwatcher.md)" if ww else "")
                               + f"; known options: {', '.join(OPTION_SPECS)}")
+        kwargs = {k: plain(v) for k, v in kwargs.items()}  # (first: np.int64(3) is a layer id too)
         if isinstance(kwargs.get("layers"), (list, tuple, int)) and not isinstance(kwargs["layers"], bool):
             raise OptionError(f"option 'layers' must be {OPTION_SPECS['layers'].allowed}, got {shown(kwargs['layers'])}: "
                               "htsr picks layers by a regular expression of their names (re.search), not by "
                               "WeightWatcher's layer ids; '^(?!a$|b$)' leaves out the layers named a and b",
                               "layers", kwargs["layers"])
-        kwargs = {k: plain(v) for k, v in kwargs.items()}
         for name, value in kwargs.items():
             spec = OPTION_SPECS[name]
             if not spec.check(value):

@@ -57,7 +57,9 @@ def plain(v: Any) -> Any:
     float32 by its shortest repr (0.9, not 0.8999999761581421: a run would not compare with one given 0.9);
     anything else as it is."""
     if isinstance(v, np.generic) and v.dtype.kind in "biuf":
-        return float(str(v)) if v.dtype.kind == "f" and v.dtype.itemsize < 8 else v.item()
+        if v.dtype.kind == "f":  # (a longdouble's item() is itself: float() is the Python number)
+            return float(str(v)) if v.dtype.itemsize < 8 else float(v)
+        return v.item()
     return v
 
 

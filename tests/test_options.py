@@ -4,6 +4,7 @@ one-line errors that name them (the CLI's flags are generated from the same spec
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -61,7 +62,7 @@ def test_integer_xmin_is_recorded_as_a_float():
 
 # an integer `layers` (a WeightWatcher layer id) gets the hint about regular expressions
 def test_integer_layers_option_explains_layers_are_picked_by_regex():
-    for given in (3, [1, 2], (0,)):
+    for given in (3, [1, 2], (0,), np.int64(3)):  # (numpy's integer, as a loop over np.arange gives, had no hint)
         with pytest.raises(OptionError, match="not by WeightWatcher's layer ids") as e:
             Options.create(layers=given)
         assert e.value.option == "layers"
@@ -147,3 +148,188 @@ def test_the_options_object_has_the_tables_defaults_in_its_order():
 # the documented default of refine_fraction (README/--help: 0.01)
 def test_refine_fraction_default_is_one_percent():
     assert Options().refine_fraction == 0.01 and Options.create().refine_fraction == 0.01
+
+
+# each range's ends as documented: (option, value, the options it needs to act, accepted?)
+@pytest.mark.parametrize("name,value,extra,ok", [
+    ("refine_fraction", 0, {}, True),  # "0 = whenever any lies below": [0, 1] closed at 0
+    ("drop_top", 0, {"clip_xmax": True}, True),  # 0 drops nothing: no conflict with clip_xmax
+    ("bootstrap", 0, {}, True), ("seed", 0, {}, True),  # each one's default, given explicitly
+    ("min_evals", 1, {}, False), ("min_evals", 2, {}, True),  # "an integer >= 2"
+    ("workers", 0, {}, False), ("workers", 1, {}, True),  # "None or an integer >= 1"
+    ("farms_aspect", 1, {}, True),  # square windows: "a number from 1 to 1e6"
+    ("tw_margin", 0, {}, True),  # "a number from 0 to 1e6": the MP edge itself
+    ("phase_rank_collapse", 0, {}, False), ("phase_bleed_width", 0, {}, False),  # "(0, 1]", "> 0"
+    ("finger_thresh", 1e9, {"clip_xmax": True}, True), ("finger_thresh", 1.000001e9, {"clip_xmax": True}, False),
+    ("prior_rate", 1e9, {}, True), ("prior_rate", float("inf"), {}, False),  # "a number from 0 to 1e9"
+    ("refine_fraction", True, {}, False), ("confidence", False, {}, False),  # a bool is no number
+])
+def test_each_range_end_is_accepted_or_refused_as_documented(name, value, extra, ok):
+    """The ends of each option's range as its allowed text states them (inclusive, exclusive, the type): an end
+    refused that the text allows, or allowed that it refuses, had gone unseen for every option but a few."""
+    if ok:
+        assert getattr(Options.create(**{name: value}, **extra), name) == value
+    else:
+        with pytest.raises(OptionError, match=rf"^option '{name}' must be {re.escape(OPTION_SPECS[name].allowed)}, "):
+            Options.create(**{name: value}, **extra)
+
+
+@pytest.mark.parametrize("name,extra", [
+    ("refine_fraction", {}), ("finger_thresh", {"clip_xmax": True}), ("farms_aspect", {}), ("confidence", {}),
+    ("prior_shape", {}), ("prior_rate", {}), ("tw_margin", {}), ("phase_rank_collapse", {}), ("phase_ht_share", {}),
+    ("phase_ht_alpha", {}), ("phase_bleed_width", {}), ("xmin", {})])
+def test_number_options_refuse_nan_and_infinities(name, extra):
+    """A number option is a finite number: NaN (every comparison False) and ±inf are refused by name, as the
+    table's ranges say; a check written with negated comparisons would let NaN through unseen."""
+    for bad in (float("nan"), np.float32("nan"), float("inf"), -float("inf")):
+        with pytest.raises(OptionError, match=rf"option '{name}' must be") as e:
+            Options.create(**{name: bad}, **extra)
+        assert e.value.option == name
+
+
+def test_a_layers_regex_the_parser_cannot_take_is_refused_by_name():
+    """'' (an unset shell variable) would match every layer; 1000 nested groups exhaust re's recursion and a
+    repeat count beyond 2**32 overflows it: each is an OptionError naming 'layers', not a bare RecursionError or
+    OverflowError from deep inside a run."""
+    for bad in ("", "(" * 1000 + "a" + ")" * 1000, "a{4294967296}"):
+        with pytest.raises(OptionError, match="^option 'layers' must be None or a non-empty regular expression"):
+            Options.create(layers=bad)
+    assert Options.create(layers="(" * 10 + "a" + ")" * 10).layers == "(" * 10 + "a" + ")" * 10
+
+
+def test_options_that_need_another_are_accepted_with_it():
+    """Each of an option's conditions suffices (tw_margin is the spikes' edge with mp_fit and the traps' with
+    randomize), and an option given at its default needs none: refusing these would turn away real runs. A phase
+    threshold without the MP fit changes nothing and is refused, as each other one is."""
+    assert Options.create(tw_margin=3.0, mp_fit=False, randomize=True).tw_margin == 3.0
+    assert Options.create(seed=7, randomize=True).seed == 7 and Options.create(seed=7, bootstrap=1).seed == 7
+    with pytest.raises(OptionError, match="'seed' applies only with option 'bootstrap' above 0"):
+        Options.create(seed=7, bootstrap=0)
+    for name, value in (("phase_rank_collapse", 0.2), ("phase_ht_share", 0.1), ("phase_ht_alpha", 5.0),
+                        ("phase_bleed_width", 0.5)):
+        with pytest.raises(OptionError, match=rf"^option '{name}' applies only with option 'mp_fit' set to True"):
+            Options.create(mp_fit=False, **{name: value})
+        assert getattr(Options.create(mp_fit=False, **{name: OPTION_SPECS[name].default}), name) is not None
+    # at their defaults, given, with kinds that select none of their layers: no change either way, accepted
+    assert Options.create(kinds="dense", conv="pooled", ww_conv_scale=True).conv == "pooled"
+    assert Options.create(kinds="lora", conv="per_position").conv == "per_position"  # a conv LoRA's positions
+    # max_evals alone below the default min_evals lists the layers without a fit (describe()); drop_top=0 drops none
+    assert Options.create(max_evals=10).max_evals == 10
+    assert Options.create(drop_top=0, clip_xmax=True).clip_xmax is True
+
+
+def test_kinds_are_recorded_as_a_frozen_set_whatever_was_given():
+    """kinds given as a string, list, tuple, set or frozenset is one frozenset: a caller's set changed afterwards
+    does not change the options (a frozen object), and as_dict gives them sorted (JSON, stable order)."""
+    given = {"dense", "conv2d"}
+    o = Options.create(kinds=given)
+    given.add("lora")
+    assert o.kinds == frozenset({"dense", "conv2d"}) and type(o.kinds) is frozenset
+    assert Options.create(kinds=frozenset({"rnn"})).kinds == frozenset({"rnn"})
+    assert Options.create(kinds="conv2d").kinds == frozenset({"conv2d"})
+    assert o.as_dict()["kinds"] == ["conv2d", "dense"]
+
+
+def test_acts_on_takes_a_kind_kinds_or_none():
+    """acts_on (the monitor's defaults use it with the kinds as given): a kind as a string is that kind, not its
+    letters; an option not restricted to some kinds acts on any."""
+    from htsr.options import acts_on
+
+    assert acts_on("conv", "conv2d") and acts_on("ww_conv_scale", "conv2d") and not acts_on("randomize", "lora")
+    assert acts_on("conv", ["lora"]) and not acts_on("conv", ("dense", "rnn"))
+    assert acts_on("seed", "lora") and acts_on("bootstrap", ["dense"]) and acts_on("randomize", None)
+
+
+def test_a_number_option_given_as_an_int_is_recorded_as_a_float():
+    """farms_aspect=2 (a 'float | None' field) is recorded as 2.0, as the CLI's --farms-aspect 2 and the other
+    number options: a result's options would otherwise differ in type between the API and the CLI."""
+    for name, value in (("farms_aspect", 2), ("confidence", np.float32(0.5)), ("tw_margin", 3)):
+        got = getattr(Options.create(**{name: value}), name)
+        assert type(got) is float and got == float(value), name
+
+
+def test_a_float32_option_is_recorded_as_the_decimal_it_shows():
+    """np.float32(0.9) (a value from a float32 sweep) is recorded as 0.9, not 0.8999999761581421: a run given it
+    would not compare equal with one given 0.9."""
+    assert Options.create(confidence=np.float32(0.9)).confidence == 0.9
+    assert Options.create(phase_ht_share=np.float16(0.1)).phase_ht_share == 0.1
+    assert Options.create(tw_margin=np.float64(0.1) * 3).tw_margin == 0.1 * 3  # float64 kept exactly
+    # a longdouble (wider than a Python float; its item() is itself) is a Python float too: it was refused
+    got = Options.create(confidence=np.longdouble(0.5)).confidence
+    assert type(got) is float and got == 0.5
+
+
+def test_typed_flag_is_the_flag_that_changes_an_option():
+    """--no-mp-fit for an option on by default, the plain flag for every other (a number default such as
+    max_fingers=10 is no switch), and a name outside the table (compare's ascending) as it is spelled."""
+    from htsr.options import typed_flag
+
+    assert [typed_flag(n) for n in ("mp_fit", "clip_xmax", "max_fingers", "bootstrap", "ascending")] == [
+        "--no-mp-fit", "--clip-xmax", "--max-fingers", "--bootstrap", "--ascending"]
+
+
+def test_options_doc_lists_every_option_with_its_default_and_allowed_values():
+    """help(htsr.analyze) ends with the table: one line per option, its meaning, default and allowed values, the
+    last option included (the line giving the allowed values had gone unchecked)."""
+    import htsr
+    from htsr.options import options_doc
+
+    doc = options_doc()
+    assert doc in htsr.analyze.__doc__
+    lines = [ln for ln in doc.splitlines() if ln.startswith("    ``")]
+    assert len(lines) == len(OPTION_SPECS)
+    for line, (name, spec) in zip(lines, OPTION_SPECS.items()):
+        assert line == f"    ``{name}``: {spec.help} (default: {spec.default!r}; {spec.allowed})"
+
+
+def test_unknown_options_name_the_first_with_its_own_weightwatcher_hint():
+    """Two unknown keywords: the error names the first in sorted order with that one's WeightWatcher hint (not the
+    other's, nor none); each of WeightWatcher 0.7.7's analyze() keywords that htsr has no option for gets a hint
+    (a fixed list: a hint dropped from the table had gone unseen, the test looping over the table itself), and
+    the hint for xmax=-k names drop_top=k."""
+    from htsr.options import WEIGHTWATCHER_KEYWORDS
+
+    with pytest.raises(OptionError, match=r"^unknown option 'pool' \(a WeightWatcher keyword: pool=False is "):
+        Options.create(zzz=1, pool=False)
+    with pytest.raises(OptionError, match=r"^unknown option 'aaa'; known options: precision, "):
+        Options.create(aaa=1, pool=False)
+    ww = ("pool", "vectors", "fix_fingers", "xmax", "fit", "base_model", "svd_method", "conv2d_norm", "detX", "ERG",
+          "peft", "min_size", "max_size", "plot", "savefig", "glorot_fix", "tolerance", "intra", "inverse",
+          "conv2d_fft", "stacked")
+    assert set(ww) <= set(WEIGHTWATCHER_KEYWORDS)
+    with pytest.raises(OptionError, match=r"\(a WeightWatcher keyword: xmax=-k is drop_top=k; "):
+        Options.create(xmax=-2)
+
+
+def test_the_layer_id_hint_gives_a_regex_that_leaves_out_the_named_layers():
+    """The error for layers=[…] (WeightWatcher's layer ids) says how to leave layers out by name; the
+    expression it quotes does what it says: re.search leaves out 'a' and 'b' and keeps any other name."""
+    with pytest.raises(OptionError) as e:
+        Options.create(layers=[1, 2])
+    pattern = re.search(r"'(\^\(\?!a\$\|b\$\))' leaves out the layers named a and b", str(e.value)).group(1)
+    assert [bool(re.search(pattern, n)) for n in ("a", "b", "ab", "c", "ba")] == [False, False, True, True, True]
+
+
+def test_result_options_record_a_base_by_its_absolute_path(tmp_path, monkeypatch):
+    """A base given as a relative path, or as a source opened from one, is recorded by its absolute path (a saved
+    run read from another folder still names it); an in-memory base by its type's name, not its contents."""
+    from htsr.io import open_source
+
+    np.savez(tmp_path / "base.npz", w=np.ones((3, 3)))
+    monkeypatch.chdir(tmp_path)
+    want = str(tmp_path / "base.npz")
+    assert Options.create(base="base.npz").as_dict()["base"] == want
+    assert Options.create(base=open_source("base.npz")).as_dict()["base"] == want
+    assert Options.create(base={"w": np.ones((3, 3))}).as_dict()["base"] == "dict"
+
+
+def test_a_module_like_base_is_accepted():
+    """base= takes a live torch module (told by its named_modules, without importing torch) besides paths and
+    mappings; anything else is refused by name."""
+    class Module:
+        def named_modules(self):
+            return iter(())
+
+    assert isinstance(Options.create(base=Module()).base, Module)
+    with pytest.raises(OptionError, match="^option 'base' must be None, a path"):
+        Options.create(base=3)

@@ -1509,7 +1509,13 @@ def test_the_public_fit_functions_check_their_arguments():
                        (lambda: bayesian_alpha(tail, fit.xmin, share=0.0), "share must be a number in (0, 1]"),
                        (lambda: compare_tails(tail, fit.alpha, fit.xmin, share=1.5),  # (named as the call the user made)
                         "compare_tails: share must be a number in (0, 1]"),
-                       (lambda: vuong(np.ones(3), share=0.0), "share must be a number in (0, 1]")):
+                       (lambda: vuong(np.ones(3), share=0.0), "share must be a number in (0, 1]"),
+                       # a bool is no share, NaN none either (every comparison False); reps has bootstrap's bound
+                       (lambda: vuong(np.ones(3), share=True), "vuong: share must be a number in (0, 1], got True"),
+                       (lambda: vuong(np.ones(3), share=np.float64("nan")),
+                        "vuong: share must be a number in (0, 1], got nan"),
+                       (lambda: bootstrap_power_law(x, fit, 100_001),
+                        "bootstrap_power_law: reps must be an integer from 0 to 100000, got 100001")):
         with pytest.raises(htsr.OptionError, match=re.escape(says)):
             call()
     for call, says in ((lambda: bayesian_alpha(x, fit.xmin), "the tail values must be finite and ≥ xmin"),
