@@ -217,6 +217,9 @@ def test_dense_general_reshaped_like_a_linear(small_file):
     (("Embed_0", "embedding"), (7, 3), ("Embed_0", "embedding", (7, 3))),
     (("ViT", "pos_embedding"), (10, 4), ("ViT.pos_embedding", None, (10, 4))),  # unknown 2-D leaf: htsr infers
     (("ViT", "pos_embedding"), (1, 10, 4), ("ViT.pos_embedding", None, (1, 10, 4))),  # leading 1: still 2-D
+    # a ConvLSTM3D's recurrent kernel [kd, kh, kw, units, 4·units]: a conv3d, as its input kernel
+    (("conv_lstm3d", "conv_lstm_cell", "recurrent_kernel"), (2, 3, 3, 8, 32),
+     ("conv_lstm3d.recurrent_kernel", "conv3d", (32, 8, 2, 3, 3))),
 ])
 def test_flax_tensor_rules(path, shape, expected):
     name, kind, htsr_shape, transform = flax_tensor(path, shape)
@@ -454,6 +457,7 @@ def test_pytree_leaves_converted_only_on_load():
     K = _f32(9, 5, seed=13)
     tree = {"params": {"Dense_0": {"kernel": FakeJaxArray(K), "bias": FakeJaxArray(_f32(5))}}}
     assert is_flax_tree(tree)
+    assert is_flax_tree({"encoder": {"w": FakeJaxArray(K)}})  # jax arrays (jaxlib's) are evidence on their own
     refs = _refs(FlaxTree(tree))
     assert FakeJaxArray.conversions == 0 and list(refs) == ["Dense_0"]
     np.testing.assert_array_equal(refs["Dense_0"].load(), K.T)
@@ -538,6 +542,9 @@ def test_is_msgpack_checkpoint():
     assert not is_msgpack_checkpoint(b"GGUF")
     assert not is_msgpack_checkpoint(b"")
     assert not is_msgpack_checkpoint(b"\xde\x00\x00")
+    # an empty map16 / map32, whatever follows it, holds no parameters
+    assert not is_msgpack_checkpoint(b"\xde\x00\x00\xa1a")
+    assert not is_msgpack_checkpoint(b"\xdf\x00\x00\x00\x00\xa1a")
 
 
 @pytest.mark.parametrize("content, expect", [
@@ -607,6 +614,9 @@ def _fails_alone(path: Path, module: str, *expect: str) -> None:
     (msgpack.packb(((3, 4), "(2,2", b"\0" * 48), use_bin_type=True), "'(2,2' is not a numpy dtype"),
     (msgpack.packb(((3, -4), "float32", b""), use_bin_type=True), "is not a list of sizes"),
     (msgpack.packb(((3, 4), "float32"), use_bin_type=True), "not [shape, dtype, bytes]"),
+    (msgpack.packb(((3, 4), "float32", b"\0" * 48, 1), use_bin_type=True), "not [shape, dtype, bytes]"),  # 4 items
+    # a structured dtype (two fields a value) is no weight matrix
+    (msgpack.packb(((3, 4), "f4,f4", b"\0" * 96), use_bin_type=True), "'f4,f4' is not a plain numeric dtype"),
     (msgpack.packb(((3, 4), "float32", "text"), use_bin_type=True), "not a msgpack bin object"),
     (b"\xc1\xc1", "cannot be decoded"),
     (b"", "cannot be decoded"),
@@ -619,13 +629,23 @@ def test_bad_chunked_array(tmp_path):
     good = _chunk(_f32(8, 4), 32)
     bad_shape = {**good, "shape": {"0": 8, "1": 5}}
     missing = {**good, "chunks": {"0": good["chunks"]["0"], "2": good["chunks"]["1"]}}
-    for i, chunked in enumerate((bad_shape, missing, {**good, "shape": [8, 4]})):
+    not_an_array = {**good, "chunks": {"0": good["chunks"]["0"], "1": "text"}}  # a chunk that is a string
+    for i, chunked in enumerate((bad_shape, missing, {**good, "shape": [8, 4]}, not_an_array)):
         path = tmp_path / f"bad{i}.msgpack"
         path.write_bytes(msgpack_serialize({"params": {"Embed_0": {"embedding": chunked},
                                                        "Dense_1": {"kernel": _f32(30, 20)}}}))
         src = FlaxMsgpackFile(path)
         assert [r.name for r in src] == ["Dense_1"]
         assert "chunked array 'Embed_0.embedding' is inconsistent" in dict(src.skipped)["Embed_0.embedding"]
+    # a chunk whose own payload is corrupt: the message names the chunk and says what is wrong with it
+    short = msgpack.ExtType(1, msgpack.packb(((16,), "float32", b"\0" * 40), use_bin_type=True))
+    path = tmp_path / "bad_chunk.msgpack"
+    path.write_bytes(msgpack_serialize({"params": {"Embed_0": {"embedding": {**good, "chunks": {
+        "0": good["chunks"]["0"], "1": short}}}, "Dense_1": {"kernel": _f32(30, 20)}}}))
+    src = FlaxMsgpackFile(path)
+    assert [r.name for r in src] == ["Dense_1"]
+    assert "'Embed_0.embedding' chunk 1: 40 bytes of data for shape (16,) float32" in dict(src.skipped)[
+        "Embed_0.embedding"]
 
 
 def test_a_chunked_array_of_infinite_size_is_inconsistent(tmp_path):
@@ -867,6 +887,9 @@ def test_an_unstacked_dense_general_is_not_taken_for_a_stack(tmp_path):
     tree = {"attn": {"query": {"kernel": _f32(64, 4, 16), "bias": _f32(4, 16)}}, "ln": {"scale": _f32(64)}}
     src = FlaxMsgpackFile(write(tmp_path / "one.msgpack", tree))
     assert {r.name: r.shape for r in src} == {"attn.query": (64, 64)}
+    # the 2-D bias is listed as passed over, saying why; the 1-D scale is counted as a state dict's would be
+    assert [(p, why.split(" (")[0]) for p, why in src.skipped] == [("attn.query.bias", "a 2-D bias")]
+    assert [p for p, _ in src.not_weights] == ["ln.scale"]
 
 
 def test_a_nested_train_state_boxed_params_and_optimizer_state(tmp_path):
@@ -1188,10 +1211,11 @@ def test_chunks_of_two_dtypes_or_a_negative_size_are_inconsistent(tmp_path):
 
 def test_numpy_scalars_are_neither_weights_nor_counted_as_1d_tensors(tmp_path):
     path = write(tmp_path / "s.msgpack", {"Dense_0": {"kernel": _f32(30, 20), "bias": _f32(20)},
-                                          "step": np.int64(7), "lr": np.float32(0.1)})
+                                          "step": np.int64(7), "lr": np.float32(0.1),
+                                          "rope": {"inv_freq": _f32(8)}})  # a 1-D leaf of another name
     src = FlaxMsgpackFile(path)
     assert [r.name for r in src] == ["Dense_0"]
-    assert [p for p, _ in src.not_weights] == ["Dense_0.bias"] and src.skipped == []
+    assert [p for p, _ in src.not_weights] == ["Dense_0.bias", "rope.inv_freq"] and src.skipped == []
 
 
 @pytest.mark.parametrize("extra", ["map16", "array16", "str16"])
@@ -1275,3 +1299,143 @@ def test_every_loaded_array_is_aligned(tmp_path):
     tree["params"]["y"] = {"embedding": _f32(31, 20, seed=9)}
     refs = list(FlaxMsgpackFile(write(tmp_path / "a.msgpack", tree)))
     assert all(r.load().flags.aligned for r in refs if r.dtype == "float32")
+
+
+# ------------------------------------------------------------------ mutation round 51 (2026-12-06)
+def _map32(entries: dict[bytes, bytes]) -> bytes:
+    """A msgpack map32 (0xDF) of packed keys and values: valid msgpack, though msgpack's packer writes it only
+    for 65536 or more entries (other packers may always write it)."""
+    return b"\xdf" + len(entries).to_bytes(4, "big") + b"".join(k + v for k, v in entries.items())
+
+
+def test_every_msgpack_encoding_of_a_length_or_a_scalar_is_decoded(tmp_path):
+    """htsr's own decoder walks every value of the file to find the arrays: each msgpack encoding must be
+    stepped over by its exact length. Only fixmaps of < 15 entries, map16, ext and float64 were exercised;
+    a wrong width for any other prefix (fixint 127, int/uint 8-64, float32, bin16, str8/16/32, array32,
+    a fixmap or fixarray of 15, a map32 top level) went unseen. Here every one comes before the arrays, whose
+    bytes and names must come out exact."""
+    def pk(v) -> bytes:
+        return msgpack.packb(v, default=msgpack_ext_pack, strict_types=True)
+
+    def str32(text: str) -> bytes:
+        return b"\xdb" + len(text).to_bytes(4, "big") + text.encode()
+
+    K = _f32(30, 20, seed=3)
+    meta = {pk("ints"): pk([127, -100, 200, -30000, 40000, -2**31, 3_000_000_000, -2**40, 2**63]),  # list of 9
+            pk("lr"): msgpack.packb(0.5, use_single_float=True),  # float32: 0xCA
+            pk("blob"): pk(b"x" * 300),  # bin16
+            pk("t" * 40): pk("s" * 300),  # a str8 key, a str16 value
+            str32("note"): str32("y" * 5),
+            pk("list32"): b"\xdd" + (3).to_bytes(4, "big") + pk(1) + pk(None) + pk(True),
+            pk("fifteen"): pk(list(range(15)))}  # fixarray 0x9F
+    fifteen = {f"Dense_{i}": {"kernel": _f32(6, 5, seed=i)} for i in range(14)} | {"last": {"kernel": K}}
+    path = tmp_path / "enc.msgpack"
+    path.write_bytes(_map32({**meta, pk("params"): pk(fifteen)}))  # params: a fixmap of 15 (0x8F)
+    assert path.read_bytes()[0] == 0xDF and pk(fifteen)[0] == 0x8F
+    src = FlaxMsgpackFile(path)
+    assert [r.name for r in src] == [*fifteen][:14] + ["last"]
+    assert {p for p, _ in src.skipped} == {"ints", "lr", "blob", "t" * 40, "note", "list32", "fifteen"}
+    np.testing.assert_array_equal(_refs(src)["last"].load(), K.T)  # a byte copy, transposed: exact
+    # a Hugging Face flax_model.msgpack of 15 top-level modules: a fixmap of 15 at the top is a checkpoint
+    hf = write(tmp_path / "flax_model.msgpack", fifteen)
+    assert hf.read_bytes()[0] == 0x8F
+    assert [r.name for r in open_source(hf)] == list(fifteen)
+
+
+def test_a_length_field_longer_than_the_file_is_called_corrupt(tmp_path):
+    """A list claiming 60000 entries in a file of a few bytes more: the length field is named as the fault
+    (the message said 'truncated' only once the few entries there were had been read)."""
+    path = tmp_path / "lying.msgpack"
+    path.write_bytes(b"\x81\xa6params\x81\xa1x" + b"\xdc" + (60000).to_bytes(2, "big") + b"\xc0" * 3)
+    with pytest.raises(SourceError) as ei:
+        FlaxMsgpackFile(path)
+    _one_line_source_error(ei, str(path), "corrupt", "a length field claims 60000 entries")
+
+
+def test_an_array_with_a_dimension_of_zero_is_an_empty_array_not_a_corrupt_one(tmp_path):
+    """flax writes an array of size 0 (an Embed of no rows) as any other, with no data bytes: it is a row whose
+    array is empty, read without a memory map of zero bytes (which numpy refuses), and the file is not corrupt."""
+    src = FlaxMsgpackFile(write(tmp_path / "z.msgpack", {"params": {"Embed_0": {"embedding": np.zeros((0, 4), np.float32)},
+                                                                    "Dense_0": {"kernel": _f32(30, 20)}}}))
+    assert {r.name: r.shape for r in src} == {"Embed_0": (0, 4), "Dense_0": (20, 30)} and src.skipped == []
+    a = _refs(src)["Embed_0"].load()
+    assert a.shape == (0, 4) and a.dtype == np.float32
+
+
+def test_a_chunked_stacked_kernel_gives_each_layer_its_own_matrix(tmp_path):
+    """A scanned block's kernel over flax's chunk size is a chunked array: each layer's row is that layer
+    (the chunks concatenated, then indexed), not the whole stack."""
+    L = 3
+    K = _f32(L, 40, 30, seed=21)  # 14400 bytes: chunked at 1024
+    tree = {"params": {"ScanBlock_0": {"Dense_0": {"kernel": K, "bias": _f32(L, 30, seed=22)}}}}
+    path = write(tmp_path / "scan.msgpack", tree, max_chunk_size=1024)
+    assert msgpack.unpackb(path.read_bytes())["params"]["ScanBlock_0"]["Dense_0"]["kernel"][
+        "__msgpack_chunked_array__"] is True
+    refs = _refs(FlaxMsgpackFile(path))
+    assert list(refs) == [f"ScanBlock_0.Dense_0[{k}]" for k in range(L)]
+    for k in range(L):
+        np.testing.assert_array_equal(refs[f"ScanBlock_0.Dense_0[{k}]"].load(), K[k].T)
+
+
+def test_a_layer_of_a_chunked_stack_reads_its_own_chunks_not_the_whole_stack(tmp_path):
+    """flax chunks arrays over 1 GiB: a large model's scanned kernels. Each layer's row had concatenated every chunk
+    (the whole stack in memory, read once per layer) before taking its layer; a layer's entries are contiguous, so
+    only the chunks holding them are read."""
+    from conftest import traced_peak
+
+    L = 8
+    K = _f32(L, 200, 150, seed=23)  # 960 000 bytes in chunks of 16 KiB; a layer is 120 000 bytes
+    tree = {"params": {"Scan_0": {"Dense_0": {"kernel": K, "bias": _f32(L, 150, seed=24)}}}}  # (a bias: a stack)
+    path = write(tmp_path / "scan.msgpack", tree, max_chunk_size=16 << 10)
+    refs = _refs(FlaxMsgpackFile(path))
+    for k in (0, 3, L - 1):
+        got, peak = traced_peak(refs[f"Scan_0.Dense_0[{k}]"].load)
+        np.testing.assert_array_equal(got, K[k].T)
+        # the layer's chunk parts joined, and its transposed copy: two layers' bytes, not the 960 000 of the stack
+        assert peak < 3 * K[k].nbytes, (k, peak)
+
+
+_P = {"Dense_0": {"kernel": _f32(30, 20, seed=31)}}
+
+
+@pytest.mark.parametrize("tree, names, skipped", [
+    # two TrainStates side by side (a GAN's generator and discriminator): both are the model
+    ({"generator": {"params": _P, "step": 1}, "discriminator": {"params": _P, "step": 1}},
+     ["generator.params.Dense_0", "discriminator.params.Dense_0"], set()),
+    # one TrainState beside other entries: its params; its other fields and the entries beside it are listed
+    ({"state": {"params": _P, "step": 1}, "config": {"lr": 0.1}}, ["Dense_0"], {"state.step", "config"}),
+    # modules named 'target' and 'state' without flax.optim's param_states are a model, not an Optimizer
+    ({"target": _P, "state": _P}, ["target.Dense_0", "state.Dense_0"], set()),
+    # optax.sgd(momentum=…)'s state holds a 'trace', no mu / nu: left out by its name opt_state
+    ({"model": _P, "opt_state": [{"trace": _P}, {}]}, ["model.Dense_0"], {"opt_state"}),
+    # optax.inject_hyperparams(adam) under a key htsr does not know: its moments two levels down
+    ({"model": _P, "tx": {"hyperparams": {"learning_rate": 0.1}, "inner_state": {"0": {"count": 3, "mu": _P, "nu": _P}}}},
+     ["model.Dense_0"], {"tx"}),
+    # a VAE's 'mu' head is no optimizer state (Adam's has both mu and nu)
+    ({"encoder": {"mu": _P, "logvar": _P}}, ["encoder.mu.Dense_0", "encoder.logvar.Dense_0"], set()),
+    # a critic whose one module is named 'value' is no boxed parameter {"value": array, "names": …}
+    ({"actor": _P, "critic": {"value": _P}}, ["actor.Dense_0", "critic.value.Dense_0"], set()),
+])
+def test_which_entries_of_a_checkpoint_are_the_model(tmp_path, tree, names, skipped):
+    """The choice of the parameters among a checkpoint's entries (module docstring, 'Which parameters'), for the
+    layouts the tests had not shown: the rows, and the entries listed as left out."""
+    src = FlaxMsgpackFile(write(tmp_path / "c.msgpack", tree))
+    assert [r.name for r in src] == names
+    assert {p for p, _ in src.skipped} == skipped
+    np.testing.assert_array_equal(_refs(src)[names[0]].load(), _P["Dense_0"]["kernel"].T)
+
+
+def test_a_module_with_a_kernel_and_an_embedding_and_a_biased_conv1d_read_from_a_tree():
+    """Two rows of one module (a tied kernel and embedding) keep distinct names (the second its leaf key); a 3-D
+    kernel beside a 1-D bias is a Conv1D through the tree reader too (the bias is looked up beside the kernel);
+    a tuple of layers (as jax.tree_util trees hold) is walked like a list."""
+    K, E, C = _f32(16, 12, seed=1), _f32(40, 16, seed=2), _f32(3, 8, 16, seed=3)
+    tree = {"params": {"tied": {"kernel": K, "embedding": E}, "stem": {"kernel": C, "bias": _f32(16)},
+                       "layers": ({"Dense_0": {"kernel": K}}, {"Dense_0": {"kernel": 2 * K}})}}
+    refs = _refs(FlaxTree(tree))
+    assert {n: (r.kind, r.shape) for n, r in refs.items()} == {
+        "tied": ("dense", (12, 16)), "tied.embedding": ("embedding", (40, 16)), "stem": ("conv1d", (16, 8, 3)),
+        "layers.0.Dense_0": ("dense", (12, 16)), "layers.1.Dense_0": ("dense", (12, 16))}
+    np.testing.assert_array_equal(refs["tied.embedding"].load(), E)
+    np.testing.assert_array_equal(refs["stem"].load(), C.transpose(2, 1, 0))  # [c_out, c_in, k]
+    np.testing.assert_array_equal(refs["layers.1.Dense_0"].load(), 2 * K.T)

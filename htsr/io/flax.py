@@ -16,10 +16,11 @@ payload lies instead of copying it (msgpack's decoder copies every payload: the 
 and parses only the payload's small header — shape and dtype. A tensor's array is made when its
 :class:`~htsr.io.base.TensorRef` is loaded, from a memory map of its own bytes dropped with it (copied
 if not aligned for its dtype; then the transposition below, which copies that one tensor;
-reduced-precision floats are converted to float32; a chunked array is concatenated). So memory holds
-the structure and one tensor at a time, as for safetensors (a 512 MB checkpoint of eight 2048 × 8192
-kernels: peak RSS 425 MB, 316 MB from its safetensors copy; 951 MB with msgpack's decoder). An in-memory tree is read where it is: a leaf (numpy or jax array) is
-converted with ``numpy.asarray`` only when loaded.
+reduced-precision floats are converted to float32; a chunked array is concatenated, a stacked layer from
+the chunks that hold it). So memory holds the structure and one tensor at a time, as for safetensors (a 512 MB
+checkpoint of eight 2048 × 8192 kernels: peak RSS 425 MB, 316 MB from its safetensors copy; 951 MB with msgpack's
+decoder). An in-memory tree is read where it is: a leaf (numpy or jax array) is converted with ``numpy.asarray``
+only when loaded.
 
 **Which parameters.** If the top-level map has a ``params`` entry (a ``variables`` dict, a
 ``TrainState``) — or one entry of it does (``{"state": TrainState}``) — only that collection is read;
@@ -238,8 +239,25 @@ class _Chunked:
         self.dtype = chunks[0].dtype if chunks else "float32"
 
     def array(self, idx: tuple[int, ...] = ()) -> np.ndarray:
+        """The array, or its ``[idx]`` (one layer of a stack: read from the chunks that hold it)."""
         if not self.chunks:
             return np.zeros(self.shape, dtype=numpy_dtype(self.dtype))[idx]
+        if idx and all(isinstance(i, (int, np.integer)) for i in idx):
+            # one layer of a stack along the leading axes: its elements are contiguous in C order, so only the
+            # chunks they lie in are read (not the whole stack, over 1 GiB since it is chunked, for every layer)
+            inner = self.shape[len(idx):]
+            size = math.prod(inner)
+            first = int(np.ravel_multi_index(idx, self.shape[:len(idx)])) * size
+            parts, pos = [], 0
+            for c in self.chunks:
+                n = c.shape[0]
+                lo, hi = max(first - pos, 0), min(first + size - pos, n)
+                if lo < hi:
+                    parts.append(c.array((slice(lo, hi),)))
+                pos += n
+                if pos >= first + size:
+                    break
+            return np.concatenate(parts).reshape(inner) if parts else np.zeros(inner, numpy_dtype(self.dtype))
         return np.concatenate([c.array() for c in self.chunks]).reshape(self.shape)[idx]
 
 
