@@ -958,12 +958,14 @@ def test_a_scan_along_axis_1_gives_its_layers(tmp_path):
                                               "self_attention": {"query": {"kernel": _f32(D, L, H, hd, seed=5)},
                                                                  "out": {"kernel": out}}},
                                    "decoder_norm": {"scale": _f32(D, seed=6)}}}}
-    refs = _refs(FlaxMsgpackFile(write(tmp_path / "t5x.msgpack", tree)))
-    per_layer = ["mlp.wi_0", "mlp.wo", "self_attention.query", "self_attention.out"]
-    assert list(refs) == [f"decoder.layers.{n}[{k}]" for k in range(L) for n in per_layer]
-    np.testing.assert_array_equal(refs["decoder.layers.mlp.wi_0[1]"].load(), wi[:, 1, :].T)
-    np.testing.assert_array_equal(refs["decoder.layers.self_attention.out[2]"].load(),
-                                  out[:, 2].reshape(H * hd, D).T)
+    # (and chunked, as flax writes arrays over 1 GiB: a layer's entries are not contiguous along axis 1)
+    for chunk in ({}, {"max_chunk_size": 1024}):
+        refs = _refs(FlaxMsgpackFile(write(tmp_path / "t5x.msgpack", tree, **chunk)))
+        per_layer = ["mlp.wi_0", "mlp.wo", "self_attention.query", "self_attention.out"]
+        assert list(refs) == [f"decoder.layers.{n}[{k}]" for k in range(L) for n in per_layer]
+        np.testing.assert_array_equal(refs["decoder.layers.mlp.wi_0[1]"].load(), wi[:, 1, :].T)
+        np.testing.assert_array_equal(refs["decoder.layers.self_attention.out[2]"].load(),
+                                      out[:, 2].reshape(H * hd, D).T)
 
 
 def test_a_per_head_norm_beside_a_square_kernel_is_no_scan_of_the_tree():
