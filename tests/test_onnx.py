@@ -168,7 +168,8 @@ def test_conv_gather_and_constant_node(tmp_path):
         helper.make_node("Constant", [], ["/head/Constant_output_0"], value=numpy_helper.from_array(const)),
         helper.make_node("MatMul", ["e", "/head/Constant_output_0"], ["y"], name="/head/MatMul"),
     ]
-    inits = {"emb.weight": emb, "onnx::Conv_1": k1, "conv1.bias": _f32(rng, 8), "onnx::Conv_2": k2,
+    # (stored in another order than the nodes': the rows follow the nodes)
+    inits = {"onnx::Conv_2": k2, "onnx::Conv_1": k1, "conv1.bias": _f32(rng, 8), "emb.weight": emb,
              "ids": np.arange(4, dtype=np.int64).reshape(2, 2)}
     refs = _refs(_save(_model(nodes, inits, inputs=("x",)), tmp_path / "c.onnx"))
     assert {n: (r.kind, r.shape) for n, r in refs.items()} == {
@@ -196,6 +197,7 @@ def test_lstm_two_directions_one_rnn_tensor_per_direction(tmp_path):
         "rnn.weight_hh_l0": ("rnn", (20, 5)), "rnn.weight_hh_l0_reverse": ("rnn", (20, 5)),
     }
     np.testing.assert_array_equal(refs["rnn.weight_ih_l0_reverse"].load(), W[1])
+    assert len(OnnxFile(tmp_path / "l.onnx")) == 2  # tensors (W and R), not rows: the count a source gives
     np.testing.assert_array_equal(refs["rnn.weight_hh_l0"].load(), R[0])
 
 
@@ -930,7 +932,7 @@ def test_four_bit_weights_packed_two_a_byte_are_dequantized(tmp_path, dtype, sto
 
     rng = _rng(4)
     lo, hi = (-8, 8) if dtype == "int4" else (0, 16)
-    q = rng.integers(lo, hi, size=(129, 96))  # an odd count: the last byte holds one value
+    q = rng.integers(lo, hi, size=(129, 95))  # an odd count: the last byte holds one value
     zero = 0 if dtype == "int4" else 8
     scale = np.float32(0.03)
     if storage == "typed":  # int32_data, one packed byte per element (onnx.helper's encoding)
@@ -949,6 +951,7 @@ def test_four_bit_weights_packed_two_a_byte_are_dequantized(tmp_path, dtype, sto
     else:
         _save(model, path)
     (ref,) = [r for r in OnnxFile(path) if r.kind == "dense"]
+    assert ref.bits == 4  # (a delta's noise floor: the 4-bit codes' rounding)
     expected = ((q - zero) * scale).astype(np.float32).T  # MatMul's [in, out] as [out, in]
     np.testing.assert_array_equal(ref.load(), expected)  # exact: small integers times one float32 scale
 
@@ -962,10 +965,17 @@ def test_a_weight_reaching_matmul_through_transpose_keeps_its_out_in_layout(tmp_
              helper.make_node("MatMul", ["x", "t1"], ["h"], name="/fc1/MatMul"),
              helper.make_node("Transpose", ["fc2.weight"], ["t2"], name="/fc2/Transpose"),  # default perm: reversed
              helper.make_node("Transpose", ["t2"], ["t3"], name="/fc2/Transpose_1"),  # and back: [in, out] again
-             helper.make_node("Gemm", ["h", "t3"], ["y"], name="/fc2/Gemm", transB=1)]
-    refs = _refs(_save(_model(nodes, {"fc1.weight": W1, "fc2.weight": W2}), tmp_path / "m.onnx"))
+             helper.make_node("Gemm", ["h", "t3"], ["h2"], name="/fc2/Gemm", transB=1),
+             # an opaque [out, in] through one Transpose of the default perm (reversed axes): a transposition
+             helper.make_node("Transpose", ["onnx::Transpose_3"], ["t4"], name="/fc3/Transpose"),
+             helper.make_node("MatMul", ["h2", "t4"], ["y"], name="/fc3/MatMul")]
+    W3 = _f32(rng, 10, 20)
+    refs = _refs(_save(_model(nodes, {"fc1.weight": W1, "fc2.weight": W2, "onnx::Transpose_3": W3}),
+                       tmp_path / "m.onnx"))
     assert {n: (r.kind, r.shape) for n, r in refs.items()} == {"fc1.weight": ("dense", (40, 30)),
-                                                              "fc2.weight": ("dense", (20, 40))}
+                                                              "fc2.weight": ("dense", (20, 40)),
+                                                              "fc3.weight": ("dense", (10, 20))}
+    np.testing.assert_array_equal(refs["fc3.weight"].load(), W3)
     np.testing.assert_array_equal(refs["fc1.weight"].load(), W1)
     np.testing.assert_array_equal(refs["fc2.weight"].load(), W2)
 
@@ -1045,10 +1055,19 @@ def test_negative_dims_and_a_zero_point_of_the_wrong_shape_are_named(tmp_path):
     model = _model(nodes, {"q": q, "s": np.full(96, 0.01, np.float32), "z": np.zeros(5, np.int8)})
     (row,) = htsr.analyze(_save(model, tmp_path / "zp.onnx")).layers
     assert row.status == "skipped: DequantizeLinear zero point of shape [5] is not its scale's [96]; analyse the float model"
+    # one zero point beside a per-column scale (the shape check admits it) is every column's: the load had failed,
+    # reshaping it to [1, 96]
+    s = np.random.default_rng(3).uniform(0.5, 1.5, 96).astype(np.float32)
+    for z in (np.array(3, np.int8), np.array([3], np.int8)):
+        model = _model(nodes, {"q": q, "s": s, "z": z})
+        (ref,) = OnnxFile(_save(model, tmp_path / "zp1.onnx"))
+        # exact: (q − 3) is exact in float32, and each product one rounding, as numpy's
+        np.testing.assert_array_equal(ref.load(), ((q.astype(np.float32) - 3) * s).T)
 
 
 # (a fusion of fused nodes keeps each operator's name: every trailing operator component is dropped)
-@pytest.mark.parametrize("node_name", ["/enc/fc1/MatMul/MatMulAddFusion", "/enc/fc1/MatMul/Add/MatMulAddFusion"])
+@pytest.mark.parametrize("node_name", ["/enc/fc1/MatMul/MatMulAddFusion", "/enc/fc1/MatMul/Add/MatMulAddFusion",
+                                       "/enc/fc1/MatMul_2/MatMulAddFusion"])
 def test_a_fused_nodes_operator_name_is_no_module(tmp_path, node_name):
     """onnxruntime names a fused node '/enc/fc1/MatMul/MatMulAddFusion': the row is enc.fc1, not enc.fc1.MatMul."""
     rng = _rng(11)
@@ -1290,6 +1309,18 @@ def test_matmulnbits_with_a_layout_htsr_does_not_read_gets_a_skipped_row(tmp_pat
                             K=64, N=8, bits=3, block_size=32)
     (row,) = htsr.analyze(_save(_ms_model([node], {"B": B, "s": np.ones(16, np.float32)}), tmp_path / "b.onnx")).layers
     assert row.status.startswith("skipped: MatMulNBits with bits=3, block_size=32")
+    # B stored [blocks, N, bytes] (the right size, the wrong layout), scales of the wrong count, a zero point
+    # computed at run time: each row says which
+    cases = {"layout": (np.zeros((2, 8, 16), np.uint8), 16, [],
+                        "MatMulNBits B of shape [2, 8, 16] is not [N=8, 2 blocks, 16 bytes]"),
+             "scales": (B, 15, [], "MatMulNBits scales of shape [15], not N·blocks = 16"),
+             "zero": (B, 16, ["zp_in"], "MatMulNBits with a scale or zero point that is not a constant")}
+    for case, (b, n_scales, zp, why) in cases.items():
+        node = helper.make_node("MatMulNBits", ["x", "B", "s", *zp], ["y"], name="/fc/MatMulNBits", domain=ms,
+                                K=64, N=8, bits=4, block_size=32)
+        model = _ms_model([node], {"B": b, "s": np.ones(n_scales, np.float32)}, inputs=("x", *zp))
+        (row,) = htsr.analyze(_save(model, tmp_path / f"{case}.onnx")).layers
+        assert row.status == f"skipped: {why}; analyse the float model", case
 
 
 def test_dynamically_quantized_lstm_reads_like_the_float_lstm(tmp_path):
@@ -1316,6 +1347,7 @@ def test_dynamically_quantized_lstm_reads_like_the_float_lstm(tmp_path):
         stem = name[0]
         qd, scale, zp = init[f"{stem}_quantized"][d], init[f"{stem}_scale"][d], init[f"{stem}_zero_point"][d]
         np.testing.assert_array_equal(rows[name].load(), ((qd.astype(np.float32) - zp) * scale).T)
+        assert rows[name].quant_block == 0  # one scale per direction: each row's whole matrix
         # half a step, and float32 rounding of (q − z)·s and of the difference: 2^-24 of |(q − z)·s| each
         # (measured ≤ 0.99993 of the half step)
         slack = 2.0**-23 * float(np.abs(qd.astype(np.float32) - zp).max()) * scale
@@ -1404,6 +1436,14 @@ def test_a_quantized_dynamo_node_takes_its_bias_adds_module_path(tmp_path):
     model.graph.node[-1].metadata_props.add(key="pkg.torch.onnx.name_scopes",
                                             value="['', 'model', 'model.layers.0', 'add_6']")
     assert list(_refs(_save(model, tmp_path / "q3.onnx"))) == ["w"]
+    # dynamo numbers a module's second linear call 'linear_3': its bias Add names the row as well
+    del model.graph.node[-1].metadata_props[:]
+    model.graph.node[-1].metadata_props.add(key="pkg.torch.onnx.name_scopes", value="['', 'attn_proj', 'linear_3']")
+    assert list(_refs(_save(model, tmp_path / "q4.onnx"))) == ["attn_proj.weight"]
+    # the next layer's own MatMul (a 'linear' op, not an Add) is another module's: no name from it
+    model.graph.node[-1].op_type = "MatMul"
+    model.graph.node[-1].metadata_props[0].value = "['', 'next_proj', 'linear']"
+    assert list(_refs(_save(model, tmp_path / "q5.onnx"))) == ["w"]
 
 
 def test_per_channel_quantized_lstms_and_their_layer_numbers(tmp_path):
@@ -1431,6 +1471,7 @@ def test_per_channel_quantized_lstms_and_their_layer_numbers(tmp_path):
     assert set(floats) == set(quants) == want
     for name in want:
         a, b = floats[name].load(), quants[name].load()
+        assert quants[name].quant_block == a.shape[1], name  # a scale per gate output: one per row
         # int8 per output row: a step is that row's max|W|/127, half of it at most
         step = np.abs(a).max(axis=1, keepdims=True) / 127
         assert (np.abs(b - a) <= 0.5001 * step).all(), name
@@ -1468,6 +1509,8 @@ def test_quantized_embed_layer_normalization_tables_are_dequantized(tmp_path):
     f = OnnxFile(_save(_ms_model([node], {**tables, **params}, inputs=("ids", "segs")), tmp_path / "q.onnx"))
     refs = {r.name: r for r in f}
     assert {n: r.kind for n, r in refs.items()} == {"word": "embedding", "pos": "embedding", "seg": "embedding"}
+    # the quantizer's scales and zero points (inputs 8-17) are listed as such
+    assert {dict(f.not_weights)[n] for n in params if n not in ("g", "b")} == {"quantization scale or zero point"}
     for name, scale, zero in (("word", 0.01, 128), ("pos", 0.02, 120), ("seg", 0.03, 5)):
         np.testing.assert_allclose(refs[name].load(), (tables[f"{name}_quantized"].astype(np.float32) - zero) * scale,
                                    rtol=1e-6)  # (q − z)·s in float32
@@ -1696,12 +1739,13 @@ def test_matmul_input_a_through_a_transpose_of_a_named_parameter_is_turned(tmp_p
     np.testing.assert_array_equal(ref.load(), W.T)
 
 
-def test_a_constant_n_tensor_is_opaque_and_named_by_its_node(tmp_path):
-    """'constant_12' is one of the documented opaque forms (val_12 / const_12 / constant_12 …): named
-    after its consumer's scope."""
+@pytest.mark.parametrize("opaque", ["constant_12", "initializer_3", "val_7", "const_4"])
+def test_a_constant_n_tensor_is_opaque_and_named_by_its_node(tmp_path, opaque):
+    """'constant_12' is one of the documented opaque forms (val_12 / const_12 / constant_12 / initializer_3 …):
+    named after its consumer's scope."""
     W = _f32(np.random.default_rng(3), 24, 10)
-    node = helper.make_node("MatMul", ["x", "constant_12"], ["y"], name="/encoder/fc/MatMul")
-    refs = _onnx_refs(_model([node], {"constant_12": W.T.copy()}), tmp_path / "m.onnx")
+    node = helper.make_node("MatMul", ["x", opaque], ["y"], name="/encoder/fc/MatMul")
+    refs = _onnx_refs(_model([node], {opaque: W.T.copy()}), tmp_path / "m.onnx")
     assert list(refs) == ["encoder.fc.weight"]
 
 
@@ -1731,14 +1775,19 @@ def test_dequantize_linear_blocks_that_do_not_divide_the_axis(tmp_path):
     rng = np.random.default_rng(7)
     q = rng.integers(-100, 100, size=(80, 16)).astype(np.int8)  # MatMul's B [in=80, out=16]
     s = rng.uniform(0.01, 0.1, size=(3, 16)).astype(np.float32)
-    nodes = [helper.make_node("DequantizeLinear", ["w_q", "w_s"], ["w"], name="/fc/DequantizeLinear", axis=0,
+    z = rng.integers(-10, 10, size=(3, 16)).astype(np.int8)  # a zero point per block too
+    nodes = [helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["w"], name="/fc/DequantizeLinear", axis=0,
                               block_size=32),
              helper.make_node("MatMul", ["x", "w"], ["y"], name="/fc/MatMul")]
-    refs = _onnx_refs(_model(nodes, {"w_q": q, "w_s": s}, opset=21), tmp_path / "m.onnx")
-    (ref,) = refs.values()
-    want = (q.astype(np.float32) * np.repeat(s, 32, axis=0)[:80]).T
+    f = OnnxFile(_save(_model(nodes, {"w_q": q, "w_s": s, "w_z": z}, opset=21), tmp_path / "m.onnx"))
+    (ref,) = f
+    want = ((q.astype(np.float32) - np.repeat(z, 32, axis=0)[:80]) * np.repeat(s, 32, axis=0)[:80]).T
     assert ref.shape == (16, 80)
     np.testing.assert_array_equal(ref.load(), want)
+    # 80 entries a row in blocks of 32, 32 and 16: no regular run of entries shares a scale
+    assert ref.quant_block is None
+    assert sorted(f.not_weights) == [("w_s", "quantization scale or zero point"),
+                                     ("w_z", "quantization scale or zero point")]
 
 
 @pytest.mark.parametrize("bits", [2, 8])
@@ -1839,3 +1888,214 @@ def test_a_gather_of_a_3d_table_is_no_embedding_row(tmp_path):
     f = OnnxFile(path)
     assert list(f) == []
     assert ("emb.weight", "Gather input 0 of rank 3") in f.skipped
+
+
+# ---- round 55: operator inputs, quantization layouts and names --------------------------------------------
+
+
+def test_packed_and_decoder_attention_weights_are_typed(tmp_path):
+    """onnxruntime's PackedAttention holds its q, k, v weight [in, 3·hidden] at input 1 (its bias at 2), and
+    DecoderAttention two weights, q_weight (input 2) and kv_weight (input 3): each a dense row [out, in],
+    the stored matrix transposed."""
+    rng = _rng(55)
+    ms = "com.microsoft"
+    packed, q_w, kv_w = _f32(rng, 16, 48), _f32(rng, 16, 16), _f32(rng, 16, 32)
+    nodes = [helper.make_node("PackedAttention", ["x", "packed_qkv_weight", "packed_bias", "offsets", "cumlen"],
+                              ["a"], name="PackedAttention_0", domain=ms, num_heads=2),
+             helper.make_node("DecoderAttention", ["a", "key", "dec_q_weight", "dec_kv_weight", "dec_bias", "mask",
+                                                   "", "", "static_kv", "use_past", "has_layer_state", "has_key_pad"],
+                              ["y", "k_out", "v_out"], name="DecoderAttention_0", domain=ms, num_heads=2)]
+    inits = {"packed_qkv_weight": packed, "packed_bias": np.zeros(48, np.float32), "dec_q_weight": q_w,
+             "dec_kv_weight": kv_w, "dec_bias": np.zeros(48, np.float32)}
+    refs = _onnx_refs(_model(nodes, inits, inputs=("x", "key", "offsets", "cumlen", "mask", "static_kv", "use_past",
+                                                   "has_layer_state", "has_key_pad"), ms=True), tmp_path / "m.onnx")
+    assert {n: (r.kind, r.shape) for n, r in refs.items()} == {
+        "packed_qkv_weight": ("dense", (48, 16)), "dec_q_weight": ("dense", (16, 16)),
+        "dec_kv_weight": ("dense", (32, 16))}
+    for name, w in (("packed_qkv_weight", packed), ("dec_q_weight", q_w), ("dec_kv_weight", kv_w)):
+        np.testing.assert_array_equal(refs[name].load(), w.T, err_msg=name)  # exact: the stored values, turned
+
+
+def test_nodes_of_the_explicit_ai_onnx_domain_are_standard_operators(tmp_path):
+    """A node may name ONNX's default domain 'ai.onnx' rather than '': the same MatMul, its weight a row (an
+    'ai.onnx' DequantizeLinear's integer weight dequantized too)."""
+    rng = _rng(56)
+    W = _f32(rng, 12, 8)  # [out, in]
+    q = rng.integers(-100, 100, (8, 4)).astype(np.int8)
+    nodes = [helper.make_node("MatMul", ["x", "onnx::MatMul_1"], ["h"], name="/fc1/MatMul", domain="ai.onnx"),
+             helper.make_node("DequantizeLinear", ["q", "s"], ["w2"], name="/fc2/DequantizeLinear", domain="ai.onnx"),
+             helper.make_node("MatMul", ["h", "w2"], ["y"], name="/fc2/MatMul", domain="ai.onnx")]
+    refs = _onnx_refs(_model(nodes, {"onnx::MatMul_1": W.T.copy(), "q": q, "s": np.array(0.5, np.float32)}),
+                      tmp_path / "m.onnx")
+    assert {n: r.shape for n, r in refs.items()} == {"fc1.weight": (12, 8), "q": (4, 8)}
+    np.testing.assert_array_equal(refs["fc1.weight"].load(), W)
+    np.testing.assert_array_equal(refs["q"].load(), (q.astype(np.float32) * 0.5).T)  # exact: codes times 0.5
+
+
+def test_an_fp4_weight_read_by_dequantize_linear_is_dequantized(tmp_path):
+    """FP4 (float4_e2m1fn) codes read by DequantizeLinear are dequantized with their scale, as FP8 ones are:
+    the row had been 'skipped: float4_e2m1fn values …'. Known answer: ml_dtypes' values of the codes times
+    the scale (exact: FP4 values are small dyadic numbers)."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    if not hasattr(TensorProto, "FLOAT4E2M1"):
+        pytest.skip(f"onnx {onnx.__version__} has no FLOAT4E2M1")
+    rng = _rng(57)
+    codes = rng.choice(np.array([-6, -3, -1.5, -0.5, 0, 0.5, 1, 2, 4, 6], np.float32), size=(10, 6))
+    q = numpy_helper.from_array(codes.astype(ml_dtypes.float4_e2m1fn), "onnx::MatMul_2_quantized")
+    nodes = [helper.make_node("DequantizeLinear", ["onnx::MatMul_2_quantized", "s"], ["w"], name="/fc/DequantizeLinear"),
+             helper.make_node("MatMul", ["x", "w"], ["y"], name="/fc/MatMul")]
+    model = _model(nodes, {"s": np.array(0.25, np.float32)}, opset=23)
+    model.graph.initializer.append(q)
+    (ref,) = _onnx_refs(model, tmp_path / "m.onnx").values()
+    assert (ref.name, ref.shape, ref.dtype, ref.bits) == ("fc.weight", (6, 10), "float32", 4)
+    np.testing.assert_array_equal(ref.load(), codes.T * np.float32(0.25))
+
+
+@pytest.mark.parametrize("wrappers", ["wrap", "wrap/outer"])
+def test_wrapper_modules_before_a_scope_are_dropped_to_match_the_parameter_names(tmp_path, wrappers):
+    """PyTorch's exporter names nodes from the exported wrapper ('/wrap/outer/m/enc/fc/MatMul') while the
+    parameters keep the inner model's path ('m.enc.emb.weight'): one or two leading scope components are
+    dropped so that the folded weight's row is 'm.enc.fc', beside 'm.enc.emb'."""
+    rng = _rng(58)
+    nodes = [helper.make_node("Gather", ["m.enc.emb.weight", "ids"], ["e"], name=f"/{wrappers}/m/enc/emb/Gather"),
+             helper.make_node("MatMul", ["e", "onnx::MatMul_4"], ["y"], name=f"/{wrappers}/m/enc/fc/MatMul")]
+    refs = _onnx_refs(_model(nodes, {"m.enc.emb.weight": _f32(rng, 20, 8), "onnx::MatMul_4": _f32(rng, 8, 6)},
+                             inputs=("ids",)), tmp_path / "m.onnx")
+    assert list(refs) == ["m.enc.emb.weight", "m.enc.fc.weight"]
+
+
+def test_an_embedding_and_a_dense_of_its_shape_but_other_values_are_not_tied(tmp_path):
+    """Only a dense copy of a table's values is its tied twin: an LM head of the table's shape with weights of
+    its own is a matrix of its own, analysed, and no 'tied weights' note."""
+    rng = _rng(59)
+    E, H = _f32(rng, 50, 16), _f32(rng, 50, 16)
+    nodes = [helper.make_node("Gather", ["emb.weight", "ids"], ["e"], name="/emb/Gather"),
+             helper.make_node("MatMul", ["e", "onnx::MatMul_9"], ["y"], name="/head/MatMul")]
+    path = _save(_model(nodes, {"emb.weight": E, "onnx::MatMul_9": H.T.copy()}, inputs=("ids",)), tmp_path / "m.onnx")
+    refs = _refs(path)
+    assert [(n, r.kind, r.storage_key is None) for n, r in refs.items()] == [
+        ("emb.weight", "embedding", True), ("head.weight", "dense", True)]
+    r = htsr.analyze(path, min_evals=3)
+    assert [(x.name, x.kind) for x in r.layers] == [("emb", "embedding"), ("head", "dense")]
+    assert not [n for n in r.not_analysed if "tied" in n.reason]
+
+
+def test_a_three_d_weight_through_a_transpose_is_listed_not_misread(tmp_path):
+    """Transpose is followed for a matrix only: a 3-D weight permuted on its way to MatMul ([E, out, in] →
+    [E, in, out]) is listed as not analysed, rather than read as a stack in the wrong orientation."""
+    W = _f32(_rng(60), 3, 6, 4)
+    nodes = [helper.make_node("Transpose", ["experts.w"], ["t"], name="/experts/Transpose", perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["x", "t"], ["y"], name="/experts/MatMul")]
+    f = OnnxFile(_save(_model(nodes, {"experts.w": W}), tmp_path / "m.onnx"))
+    assert list(f) == []
+    assert [n for n, _ in f.skipped] == ["experts.w"]
+
+
+def test_a_single_element_scale_is_per_tensor_and_a_constant_block_scale_is_listed(tmp_path):
+    """A per-tensor scale and zero point stored with shape [1] (not a scalar), or a scalar scale with a [1] zero
+    point, scale the whole weight; a 2-D block scale held by a Constant node is a quantization parameter,
+    listed as such."""
+    rng = _rng(61)
+    q1 = rng.integers(-100, 100, (8, 6)).astype(np.int8)
+    q2 = rng.integers(-100, 100, (64, 4)).astype(np.int8)
+    s2 = rng.uniform(0.01, 0.1, (2, 4)).astype(np.float32)
+    nodes = [helper.make_node("DequantizeLinear", ["q1", "s1", "z1"], ["w1"], name="/fc1/DequantizeLinear"),
+             helper.make_node("MatMul", ["x", "w1"], ["h"], name="/fc1/MatMul"),
+             helper.make_node("Constant", [], ["s2"], value=numpy_helper.from_array(s2)),
+             helper.make_node("DequantizeLinear", ["q2", "s2"], ["w2"], name="/fc2/DequantizeLinear", axis=0,
+                              block_size=32),
+             helper.make_node("MatMul", ["h", "w2"], ["h2"], name="/fc2/MatMul"),
+             helper.make_node("DequantizeLinear", ["q3", "s3", "z3"], ["w3"], name="/fc3/DequantizeLinear"),
+             helper.make_node("MatMul", ["h2", "w3"], ["y"], name="/fc3/MatMul")]
+    inits = {"q1": q1, "s1": np.array([0.5], np.float32), "z1": np.array([3], np.int8), "q2": q2,
+             "q3": q1[:4], "s3": np.array(0.25, np.float32), "z3": np.array([-1], np.int8)}
+    f = OnnxFile(_save(_model(nodes, inits, opset=21), tmp_path / "m.onnx"))
+    refs = {r.name: r for r in f}
+    assert {n: r.shape for n, r in refs.items()} == {"q1": (6, 8), "q2": (4, 64), "q3": (6, 4)}
+    np.testing.assert_array_equal(refs["q3"].load(), ((q1[:4].astype(np.float32) + 1) * 0.25).T)
+    np.testing.assert_array_equal(refs["q1"].load(), ((q1.astype(np.float32) - 3) * 0.5).T)  # exact: small ints·0.5
+    np.testing.assert_array_equal(refs["q2"].load(), (q2.astype(np.float32) * np.repeat(s2, 32, axis=0)).T)
+    assert ("s2", "quantization scale or zero point") in f.not_weights
+
+
+def test_dequantize_linear_with_an_axis_outside_the_weight_or_a_computed_zero_point_gets_a_skipped_row(tmp_path):
+    """axis=2 of a 2-D weight, and a zero point computed at run time: each weight's row says why it is not
+    read (the first had stopped the whole model as 'corrupt', the second would read the zero point as 0)."""
+    rng = _rng(62)
+    q = rng.integers(-100, 100, (8, 6)).astype(np.int8)
+    nodes = [helper.make_node("DequantizeLinear", ["q1", "s"], ["w1"], name="/fc1/DequantizeLinear", axis=2),
+             helper.make_node("MatMul", ["x", "w1"], ["h"], name="/fc1/MatMul"),
+             helper.make_node("Abs", ["z_in"], ["z"], name="/fc2/Abs"),
+             helper.make_node("DequantizeLinear", ["q2", "s", "z"], ["w2"], name="/fc2/DequantizeLinear", axis=1),
+             helper.make_node("MatMul", ["h", "w2"], ["y"], name="/fc2/MatMul")]
+    path = _save(_model(nodes, {"q1": q, "q2": q, "s": np.full(6, 0.1, np.float32)},
+                        inputs=("x", "z_in"), opset=21), tmp_path / "m.onnx")
+    rows = {r.name: r.status for r in htsr.analyze(path).layers}
+    assert rows == {
+        "q1": "skipped: DequantizeLinear axis 2 outside a rank-2 weight; analyse the float model",
+        "q2": "skipped: DequantizeLinear with a scale or zero point that is not a constant; analyse the float model"}
+
+
+def test_matmul_integer_with_the_weight_as_input_a_uses_a_zero_point(tmp_path):
+    """MatMulInteger(A=weight, B=x): A is the layer's [out, in] as stored, its zero point input 2 (input 3 is
+    B's). Known answer: (q − za)·scale, za ≠ zb."""
+    rng = _rng(63)
+    q = rng.integers(-100, 100, (4, 6)).astype(np.int8)
+    nodes = [helper.make_node("MatMulInteger", ["fc.weight_quantized", "xq", "fc.weight_zero_point", "xz"], ["y"],
+                              name="/fc/MatMul_quant")]
+    inits = {"fc.weight_quantized": q, "fc.weight_scale": np.array(0.5, np.float32),
+             "fc.weight_zero_point": np.array(3, np.int8), "xz": np.array(-7, np.int8)}
+    (ref,) = _onnx_refs(_model(nodes, inits, inputs=("xq",)), tmp_path / "m.onnx").values()
+    assert (ref.name, ref.shape) == ("fc.weight", (4, 6))
+    np.testing.assert_array_equal(ref.load(), (q.astype(np.float32) - 3) * 0.5)  # exact: small ints·0.5
+
+
+def test_gathered_int8_rows_for_integer_operators_take_scale_and_zero_point_by_name(tmp_path):
+    """A static QOperator model's int8 table read by Gather, its rows going on to QLinear* operators: the scale
+    and zero point are the <name>_scale / <name>_zero_point initializers (read by no node), listed as
+    quantization parameters. Known answer: (q − z)·s."""
+    rng = _rng(64)
+    q = rng.integers(-100, 100, (30, 8)).astype(np.int8)
+    nodes = [helper.make_node("Gather", ["tok.weight_quantized", "ids"], ["g"], name="/tok/Gather"),
+             helper.make_node("Identity", ["g"], ["y"])]
+    inits = {"tok.weight_quantized": q, "tok.weight_scale": np.array(0.25, np.float32),
+             "tok.weight_zero_point": np.array(-2, np.int8)}
+    f = OnnxFile(_save(_model(nodes, inits, inputs=("ids",)), tmp_path / "m.onnx"))
+    (ref,) = f
+    assert (ref.name, ref.kind, ref.shape) == ("tok.weight", "embedding", (30, 8))
+    np.testing.assert_array_equal(ref.load(), (q.astype(np.float32) + 2) * 0.25)  # exact: small ints·0.25
+    assert sorted(f.not_weights) == [("tok.weight_scale", "quantization scale or zero point"),
+                                     ("tok.weight_zero_point", "quantization scale or zero point")]
+
+
+@pytest.mark.parametrize("trans_a", [0, 1])
+def test_fused_matmul_with_the_weight_as_input_a_honours_transA(tmp_path, trans_a):
+    """com.microsoft.FusedMatMul(A=weight, B=x, transA): A is [out, in] unless transA=1 (then [in, out]).
+    Known answer: onnxruntime's Y for x = I, which is A' itself."""
+    ort = pytest.importorskip("onnxruntime")
+    W = _f32(_rng(65), 4, 6)  # [out, in]
+    node = helper.make_node("FusedMatMul", ["onnx::MatMul_1", "x"], ["y"], name="/fc/FusedMatMul",
+                            domain="com.microsoft", transA=trans_a)
+    path = _save(_model([node], {"onnx::MatMul_1": W.T.copy() if trans_a else W}, ms=True), tmp_path / "fm.onnx")
+    (y,) = ort.InferenceSession(str(path)).run(None, {"x": np.eye(6, dtype=np.float32)})
+    np.testing.assert_array_equal(y, W)  # exact: A'·I
+    (ref,) = OnnxFile(path)
+    assert (ref.name, ref.shape) == ("fc.weight", (4, 6))
+    np.testing.assert_array_equal(ref.load(), W)
+
+
+def test_a_matmulnbits_weight_under_a_parameter_name_is_n_by_k(tmp_path):
+    """onnxruntime-genai names MatMulNBits' B after the float weight ('model.layers.0.mlp.up_proj.MatMul.weight_Q4'):
+    a dotted parameter-like name, but the dequantized B is MatMul's [K, N] and its row [N, K] as always."""
+    rng = _rng(66)
+    K, N, block = 64, 16, 32
+    codes = rng.integers(0, 16, size=(N, K))
+    scales = rng.uniform(0.01, 0.1, size=N * (K // block)).astype(np.float32)
+    name = "model.layers.0.mlp.up_proj.MatMul.weight_Q4"
+    node = helper.make_node("MatMulNBits", ["A", name, "scales"], ["y"], name="/model/layers.0/mlp/up_proj/MatMul_Q4",
+                            domain="com.microsoft", K=K, N=N, bits=4, block_size=block)
+    (ref,) = _onnx_refs(_model([node], {name: _nbits_pack(codes, 4).reshape(N, K // block, block // 2),
+                                        "scales": scales}, inputs=("A",), ms=True), tmp_path / "m.onnx").values()
+    assert (ref.name, ref.shape) == ("model.layers.0.mlp.up_proj.MatMul.weight", (N, K))
+    want = (codes - 8).astype(np.float32) * np.repeat(scales.reshape(N, -1), block, axis=1)
+    np.testing.assert_array_equal(ref.load(), want)  # exact: small ints times float32 scales

@@ -723,7 +723,7 @@ class OnnxFile:
 
         def spread(a: np.ndarray) -> np.ndarray:  # a scale or zero point, broadcast against the weight
             a = np.asarray(a, dtype=np.float32)
-            if layout == "tensor":
+            if layout == "tensor" or a.size == 1:  # (a single zero point, admitted above, for every entry)
                 return a.reshape(())
             if layout == "axis":
                 return a.reshape([shape[axis] if k == axis else 1 for k in range(len(shape))])
