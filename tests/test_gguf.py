@@ -312,6 +312,9 @@ def test_llama_rows_through_analyze(tmp_path, qtype):
     ("blk.0.attn_q.bias", (4,), None),
     ("blk.0.attn_norm.weight", (4,), None),
     ("some.custom.weight", (4, 4), None),
+    # a table role without '.weight' (not a llama.cpp weight name) gets no kind from the table
+    ("blk.3.ffn_up_exps", (4, 8, 4), None),
+    ("token_embd", (10, 4), None),
 ])
 def test_gguf_kind_table(name, shape, kind):
     assert gguf_kind(name, shape) == kind
@@ -425,6 +428,19 @@ def test_tensors_sharing_bytes_are_refused(small_file):
     with pytest.raises(SourceError) as ei:
         GGUFFile(small_file)
     _one_line_source_error(ei, str(small_file), "'blk.0.attn_q.weight'", "'blk.0.ffn_up.weight'", "overlap")
+
+
+def test_a_tensor_named_twice_is_refused_naming_it(small_file):
+    """Two tensor descriptions of one name (ffn_up's name bytes overwritten with attn_q's, the same length) is
+    a corrupt header, said in htsr's words with the name, not as whatever GGUFReader makes of it."""
+    pos = _tensor_info_positions(small_file)["blk.0.ffn_up.weight"]["n_dims"] - len("blk.0.ffn_up.weight")
+    raw = bytearray(small_file.read_bytes())
+    assert raw[pos:pos + 19] == b"blk.0.ffn_up.weight"
+    raw[pos:pos + 19] = b"blk.0.attn_q.weight"
+    small_file.write_bytes(bytes(raw))
+    with pytest.raises(SourceError) as ei:
+        GGUFFile(small_file)
+    _one_line_source_error(ei, str(small_file), "GGUF header is corrupt: tensor 'blk.0.attn_q.weight' appears twice")
 
 
 @pytest.mark.parametrize("bad_type, said", [
@@ -1251,3 +1267,41 @@ def test_legacy_quants_bits_and_weights_per_scale_are_ggmls_block_layout(tmp_pat
     assert ref.quant_block == block
     assert ref.bits * block // 8 + (4 if type_name.endswith("_1") else 2) == type_size
     assert ref.bits == int(type_name[1])
+
+
+@pytest.mark.parametrize("type_name, bits", [("IQ2_XXS", 2.0), ("IQ3_S", 3.0), ("TQ1_0", 1.0), ("IQ4_NL", 4.0)])
+def test_non_uniform_quants_take_the_bits_their_type_name_says(tmp_path, type_name, bits):
+    """IQ and TQ types have no uniform code width: TensorRef.bits is the digit in the type's name (IQ2_XXS: 2,
+    TQ1_0: 1), not one width for all of them (4 had been said for every such type unseen: only 4-bit ones
+    were checked). Their blocks are written as raw bytes (no loading is needed for the bits); quant_block
+    stays None (no uniform scale block)."""
+    qtype = Q[type_name]
+    block, type_size = gguf.constants.GGML_QUANT_SIZES[qtype]
+    raw = np.zeros((8, 512 // block * type_size), dtype=np.uint8)  # 8 rows of 512 weights
+    path = tmp_path / "iq.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_tensor("blk.0.attn_q.weight", raw, raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    (ref,) = _refs(path).values()
+    assert (ref.ggml_type, ref.shape, ref.bits, ref.quant_block) == (type_name, (8, 512), bits, None)
+
+
+def test_a_big_endian_files_string_array_is_skipped_over_by_its_big_endian_lengths(tmp_path):
+    """A tokenizer's string array is skipped over without parsing, by each string's 8-byte length: in a
+    big-endian file those lengths are big-endian. Read little-endian they are huge and the header was
+    called truncated; only numeric arrays had been in the big-endian files tested."""
+    a = normal32(16, 64, seed=21)
+    path = tmp_path / "be.gguf"
+    w = gguf.GGUFWriter(str(path), "llama", endianess=gguf.GGUFEndian.BIG)
+    w.add_array("tokenizer.ggml.tokens", ["<s>", "a", "bb", "ccc"])
+    w.add_tensor("blk.0.attn_q.weight", a)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    (ref,) = GGUFFile(path)
+    assert ref.shape == (16, 64)
+    np.testing.assert_array_equal(ref.load(), a)  # F32: exact

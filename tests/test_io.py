@@ -418,6 +418,23 @@ def test_corrupt_header_length_larger_than_file_read_directly(two_tensor_file):
     _one_line_source_error(ei, str(path), "header length")
 
 
+def test_a_header_length_over_the_100_mb_cap_is_refused_before_the_header_is_parsed(tmp_path, monkeypatch):
+    """A header length field above 100 MB (safetensors' own cap) is refused from the length alone even when
+    the file is long enough to hold it: before, only lengths past the end of the file were checked here, and a
+    header of that size would have been read and parsed whole. The file is sparse (no disk used)."""
+    path = tmp_path / "big.safetensors"
+    n = 100 * 1024 * 1024 + 1
+    with open(path, "wb") as f:
+        f.write(n.to_bytes(8, "little") + b"{")
+        f.truncate(8 + n + 64)  # room for the whole claimed header and some data
+    monkeypatch.setattr(json, "loads", lambda *a, **k: pytest.fail("the oversized header was parsed"))
+    with pytest.raises(htsr.SourceError) as ei:
+        SafetensorsFile(path)
+    # (it fits in the file: the message had said it exceeds the file size)
+    _one_line_source_error(ei, str(path), f"header length {n} is over the 104857600-byte limit of a safetensors "
+                           "header")
+
+
 def test_corrupt_data_offsets_outside_data_section(two_tensor_file):
     path, header, data = two_tensor_file
     header["block.a.weight"]["data_offsets"] = [len(data), len(data) + 128]
@@ -1115,8 +1132,11 @@ def test_git_lfs_pointers_empty_archives_and_misnamed_pickles(tmp_path):
     (folder / "model-00001-of-00002.safetensors").write_bytes(pointer)
     with zipfile.ZipFile(folder / "model-00002-of-00002.safetensors", "w") as z:
         z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+    # a legacy (non-zip) torch.save pickle starts with the protocol byte 0x80, not 'PK'
+    (folder / "legacy.safetensors").write_bytes(pickle.dumps({"a.weight": [1.0]}, protocol=2))
     for shard, says in (("model-00001-of-00002.safetensors", "a Git LFS pointer"),
-                        ("model-00002-of-00002.safetensors", "a PyTorch checkpoint (zip or pickle), not a safetensors")):
+                        ("model-00002-of-00002.safetensors", "a PyTorch checkpoint (zip or pickle), not a safetensors"),
+                        ("legacy.safetensors", "a PyTorch checkpoint (zip or pickle), not a safetensors")):
         (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a.weight": shard}}))
         with pytest.raises(htsr.SourceError) as ei:
             htsr.analyze(folder)
@@ -1429,6 +1449,15 @@ def test_valid_safetensors_dtypes_htsr_does_not_analyse_get_rows_not_a_refused_f
     with pytest.raises(htsr.SourceError) as err:
         open_source(path)
     _one_line_source_error(err, str(path), "bad shape")
+    # a negative axis (of no bytes: -1 x 0) and data offsets before the data section (the header's last bytes
+    # read as a tensor) or not integers are corrupt headers too, each said as such
+    for bad, said in (({"dtype": "F32", "shape": [-1, 0], "data_offsets": [0, 0]}, "bad shape"),
+                      ({"dtype": "F32", "shape": [1], "data_offsets": [-4, 0]}, "data_offsets [-4, 0] outside"),
+                      ({"dtype": "F32", "shape": [1], "data_offsets": [0.0, 4.0]}, "data_offsets [0.0, 4.0] outside")):
+        _write_safetensors_raw(path, {"x.weight": bad}, bytes(4))
+        with pytest.raises(htsr.SourceError) as err:
+            open_source(path)
+        _one_line_source_error(err, str(path), "x.weight", said)
 
 
 def test_an_empty_path_and_a_fifo_are_refused_not_read(tmp_path):
@@ -3476,6 +3505,32 @@ def test_a_zero_size_npz_member_is_read_as_empty(tmp_path):
     np.savez(tmp_path / "e.npz", empty=np.zeros((0, 5), np.float32), fc=np.ones((8, 6), np.float32))
     refs = {r.name: r for r in open_source(tmp_path / "e.npz")}
     assert refs["empty"].shape == (0, 5) and refs["empty"].load().shape == (0, 5)
+
+
+def test_an_empty_tensor_loads_in_the_dtype_a_stored_one_of_its_type_has(tmp_path):
+    """A safetensors or GGUF tensor of no bytes: float64 stays float64 and an integer its type, as a stored one
+    loads (the reference's dtype says so); it had been float32 whatever its type. Reduced floats widen to float32."""
+    gguf = pytest.importorskip("gguf")
+    from safetensors.numpy import save_file
+
+    from htsr.io.gguf import GGUFFile
+    from htsr.io.safetensors import SafetensorsFile
+
+    path = tmp_path / "e.safetensors"
+    save_file({"a": np.zeros((0, 4), np.float64), "b": np.zeros((0,), np.int8), "c": np.zeros((0, 3), np.float16)},
+              str(path))
+    got = {r.name: (r.dtype, r.load().dtype, r.load().shape) for r in SafetensorsFile(path).refs()}
+    assert got == {"a": ("float64", np.float64, (0, 4)), "b": ("int8", np.int8, (0,)),
+                   "c": ("float16", np.float32, (0, 3))}
+    w = gguf.GGUFWriter(str(tmp_path / "e.gguf"), "llama")
+    w.add_tensor("e64", np.zeros((0, 4), np.float64))
+    w.add_tensor("e32", np.zeros((0, 4), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    got = {r.name: (r.dtype, r.load().dtype) for r in GGUFFile(tmp_path / "e.gguf")}
+    assert got == {"e64": ("float64", np.float64), "e32": ("float32", np.float32)}
 
 
 @pytest.mark.parametrize("case", ["bom", "large", "null entry", "absent bias"])

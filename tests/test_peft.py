@@ -1431,6 +1431,18 @@ def test_a_lora_file_beside_a_models_weights_is_left_out_and_named(tmp_path):
     assert [x.name for x in r.layers] == [x.name for x in htsr.analyze(LORA_DATA / "unet.safetensors",
                                                                         min_evals=5).layers]
 
+    # a folder of nothing but single-file LoRAs (no model beside them) is not emptied: every file is read, none
+    # said to be left out (leaving all of them out had gone unseen: only one LoRA beside a model was tested)
+    from htsr.io.safetensors import ShardedSafetensors
+
+    only = tmp_path / "only_loras"
+    only.mkdir()
+    shutil.copy(LORA_DATA / "kohya.safetensors", only / "kohya.safetensors")
+    shutil.copy(LORA_DATA / "pytorch_lora_weights.safetensors", only / "pytorch_lora_weights.safetensors")
+    src = ShardedSafetensors(only)
+    assert [f.path.name for f in src.files] == ["kohya.safetensors", "pytorch_lora_weights.safetensors"]
+    assert src.description == str(only) and len(src) == 108 + 72  # (the two files' tensors, no name shared)
+
 
 def test_review_pipeline_notes_bad_index_keys_zero_d_factors_and_filtered_counts(tmp_path):
     """A pipeline component's other weight files (a pytorch_model.bin beside model.safetensors) are named as

@@ -384,7 +384,7 @@ class GGUFFile:
 
         def load() -> np.ndarray:
             if math.prod(shape) == 0:
-                return np.zeros(shape, dtype=np.float32)
+                return np.zeros(shape, dtype=np.float64 if type_name == "F64" else np.float32)  # (as stored ones)
             # the tensor's bytes through a map of their own, dropped with the array: views into the
             # reader's whole-file map would keep every page read so far resident (6 GB RSS on a 6 GB file)
             raw = np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=(n_bytes,))

@@ -107,6 +107,9 @@ class SafetensorsFile:
                 if raw.startswith((b"PK", b"\x80")):
                     raise self._fail("a PyTorch checkpoint (zip or pickle), not a safetensors file; give it by its own "
                                      "path, or convert it")
+                if n <= size - 8:  # (within the file, over the cap safetensors' own reader sets too)
+                    raise self._fail(f"header length {n} is over the {_MAX_HEADER}-byte limit of a safetensors "
+                                     "header: not a safetensors file, or not one a safetensors writer made")
                 raise self._fail(
                     f"header length {n} exceeds the file size {size}: truncated or not a safetensors file"
                 )
@@ -180,7 +183,7 @@ class SafetensorsFile:
 
         def load() -> np.ndarray:
             if end == begin:
-                return np.zeros(shape, dtype=np.float32)
+                return as_loaded(np.zeros(shape, dtype=numpy_dtype(dtype)))  # (the dtype a stored one has)
             raw = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self._data_start + begin,
                             shape=(end - begin,))
             return as_loaded(raw.view(numpy_dtype(dtype)).reshape(shape))
