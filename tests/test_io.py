@@ -2588,14 +2588,16 @@ def test_shards_with_different_extensions_are_not_one_split(tmp_path):
         open_source(tmp_path)
 
 
-# a source folder that may be listed but not entered is itself named as unreadable
-def test_permission_message_names_a_source_folder_that_cannot_be_entered(tmp_path, monkeypatch):
+# a source folder that may be listed but not entered, or entered but not listed, is itself named as unreadable
+# (not the file inside it the error happens to name)
+@pytest.mark.parametrize("denied", [os.X_OK, os.R_OK], ids=["not-enterable", "not-listable"])
+def test_permission_message_names_a_source_folder_that_cannot_be_entered(tmp_path, monkeypatch, denied):
     from htsr.io.base import permission_denied
 
     folder = tmp_path / "model"
     folder.mkdir()
     real = os.access
-    monkeypatch.setattr(os, "access", lambda p, m, *a, **k: False if (os.fspath(p) == os.fspath(folder) and m & os.X_OK)
+    monkeypatch.setattr(os, "access", lambda p, m, *a, **k: False if (os.fspath(p) == os.fspath(folder) and m & denied)
                         else real(p, m, *a, **k))
     e = PermissionError(13, "Permission denied", str(folder / "config.json"))
     assert permission_denied(folder, e) == (f"{folder}: cannot read it (Permission denied); give read access to it "
@@ -3210,6 +3212,32 @@ def test_a_gguf_with_a_bad_magic_says_so(tmp_path):
         open_source(f)
 
 
+def test_a_gguf_file_whose_header_reads_as_a_safetensors_length_is_read_as_gguf(tmp_path):
+    """A GGUF header's first 8 bytes ('GGUF', version 3) read as a little-endian safetensors header length of
+    14 064 895 815 bytes, and the tensor count's low byte as its '{' when a model has 123 (or 379 …) tensors: a GGUF
+    of 14 GB or more with such a count passes the safetensors check, and is told by its magic first. The file is
+    extended sparsely (no disk used) past that length: the GGUF reader's own check finds the bytes after its
+    tensors, where the safetensors reader would call it a corrupt safetensors header."""
+    gguf = pytest.importorskip("gguf")
+    path = tmp_path / "big.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    for i in range(123):  # 123 = ord('{')
+        w.add_tensor(f"blk.{i}.ffn_up.weight", np.ones((4, 4), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    head = path.read_bytes()[:9]
+    assert head[8:9] == b"{" and int.from_bytes(head[:8], "little") == 14_064_895_815
+    with open(path, "r+b") as f:
+        f.truncate(14_064_895_815 + 8 + 4096)
+    from htsr.io.safetensors import is_safetensors
+
+    assert is_safetensors(head, path.stat().st_size)  # (what the check alone would say)
+    with pytest.raises(htsr.SourceError, match=r"big\.gguf: GGUF header is corrupt: \d+ bytes follow the last tensor"):
+        open_source(path)
+
+
 # a zip with an archive comment (zip -z) is whole, not cut short
 def test_an_npz_with_an_archive_comment_is_read(tmp_path):
     f = tmp_path / "w.npz"
@@ -3707,3 +3735,139 @@ def test_a_deepspeed_file_whose_model_has_one_empty_parameter_is_read_not_called
     torch.save(ckpt, tmp_path / "mp_rank_00_model_states.pt")
     for src in (ckpt, tmp_path / "mp_rank_00_model_states.pt"):
         assert "fc" in [l.name for l in htsr.analyze(src, min_evals=2).layers], src
+
+
+@pytest.mark.parametrize("name, exponent", [("float64", 53), ("float32", 24), ("float16", 11), ("bfloat16", 8),
+                                            ("float8_e4m3fn", 4), ("float8_e5m2", 3)])
+def test_unit_roundoff_is_half_the_machine_epsilon_of_each_float_dtype(name, exponent):
+    """unit_roundoff(dtype) is the largest relative rounding error of a stored value, u = eps/2 = 2^-p for p
+    significand bits (float32 2^-24, bfloat16 2^-8 …): the noise floor the analysis and a delta's resolution
+    subtract. The existing tests only saw it through thresholds loose enough that the full epsilon (twice the
+    floor) passed unseen. Exact powers of two, compared exactly; a non-float dtype has none (0)."""
+    from htsr.io.base import unit_roundoff
+
+    assert unit_roundoff(name) == 2.0 ** -exponent
+    assert unit_roundoff(name) == float(ml_dtypes.finfo(getattr(ml_dtypes, name, None) or np.dtype(name)).eps) / 2
+    assert unit_roundoff("int8") == 0.0 and unit_roundoff("bool") == 0.0 and unit_roundoff("no_such_dtype") == 0.0
+
+
+@pytest.mark.parametrize("name", ["..", ".", ".hidden"])
+def test_a_pipeline_component_named_out_of_its_folder_is_not_read(tmp_path, name):
+    """A model_index.json component is a plain folder name inside the pipeline: one named '..' (or '.', or a
+    hidden '.x') is not a component, so htsr never reads the weights beside the pipeline (here a file in the
+    folder above it) as part of it. Only the '/'-free names had been tried: a leading dot let through had gone
+    unseen."""
+    pipe = tmp_path / "pipe"
+    (pipe / "unet").mkdir(parents=True)
+    (pipe / ".hidden").mkdir()
+    np_save_file({"conv_in.weight": np.ones((8, 4, 3, 3), np.float32)}, str(pipe / "unet" / "m.safetensors"))
+    np_save_file({"w": np.ones((8, 8), np.float32)}, str(pipe / ".hidden" / "m.safetensors"))
+    np_save_file({"outside.weight": np.ones((8, 8), np.float32)}, str(tmp_path / "outside.safetensors"))
+    (pipe / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline",
+                                                       "unet": ["diffusers", "UNet2DConditionModel"],
+                                                       name: ["diffusers", "UNet2DConditionModel"]}))
+    src = open_source(pipe)
+    assert [t.name for t in src] == ["unet.conv_in.weight"]
+    assert src.description == f"{pipe} (a diffusers pipeline: unet/)"
+
+
+def test_a_sentence_transformers_folders_own_model_keeps_its_passed_over_tensors_names(tmp_path):
+    """The transformer in a sentence-transformers folder itself (modules.json's path '') is no component: the
+    tensors its reader passes over (an ONNX initializer no op uses, a bias) keep their own names, as its weights
+    do, where a '<component>.' prefix would have made them '.spare.weight'. Only the read weights' names had been
+    checked."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    W = _rng().standard_normal((64, 96)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("Gemm", ["x", "fc.weight", "fc.bias"], ["y"], name="/fc/Gemm")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(W, "fc.weight"),
+                               numpy_helper.from_array(np.zeros(96, np.float32), "fc.bias"),
+                               numpy_helper.from_array(np.ones((8, 8), np.float32), "spare.weight")])
+    onnx.save_model(helper.make_model(graph), str(tmp_path / "model.onnx"))
+    (tmp_path / "2_Dense").mkdir()
+    np_save_file({"linear.weight": np.ones((32, 96), np.float32)}, str(tmp_path / "2_Dense" / "model.safetensors"))
+    (tmp_path / "modules.json").write_text(json.dumps([{"path": ""}, {"path": "1_Pooling"}, {"path": "2_Dense"}]))
+    src = open_source(tmp_path)
+    assert [t.name for t in src] == ["fc.weight", "2_Dense.linear.weight"]
+    assert [name for name, _ in src.skipped] == ["spare.weight"]
+    assert [name for name, _ in src.not_weights] == ["fc.bias"]
+
+
+def test_einsum_axes_drops_an_ellipsis_and_refuses_a_repeated_letter():
+    """A weight's term holding '...' (its leading axes the input's) is read without it, and a term repeating a
+    letter (a diagonal, no matrix) is no weight: the existing einsum tests only tried weights without either."""
+    assert einsum_axes("...ab,bc->...ac", 0, 2) == ([1], [0], [])
+    assert einsum_axes("ab,bb->a", 1, 2) is None
+    assert einsum_axes("aa,ab->b", 0, 2) is None
+
+
+def test_one_line_collapses_whitespace_cuts_at_the_limit_and_names_a_bare_exception():
+    """one_line gives one line (runs of whitespace one space), at most ``limit`` characters (the shard index's
+    error quotes 100), and the exception's class name when its message is empty."""
+    from htsr.io.base import one_line
+
+    e = ValueError("first  line\n\tsecond line " + "x" * 200)
+    assert one_line(e) == "first line second line " + "x" * 200
+    assert one_line(e, 10) == "first line"
+    assert one_line(KeyError()) == "KeyError" and one_line(ValueError("  \n")) == "ValueError"
+
+
+def test_numpy_dtype_is_little_endian_and_knows_ml_dtypes():
+    """numpy_dtype gives the little-endian dtype whatever byte order the name says (the readers view stored
+    little-endian bytes through it), ml_dtypes' types by name, and TypeError for an unknown name."""
+    from htsr.io.base import numpy_dtype
+
+    assert numpy_dtype(">f4") == np.dtype("<f4") and numpy_dtype(">f4").byteorder in "<="
+    assert numpy_dtype(">i2").str == "<i2"
+    assert numpy_dtype("bfloat16") == np.dtype(ml_dtypes.bfloat16)
+    with pytest.raises(TypeError):
+        numpy_dtype("no_such_dtype")
+
+
+def test_a_folders_model_pt_is_read_beside_another_weight_file(tmp_path):
+    """model.pt (as pytorch_model.bin and model.pth) is a folder's model by its name: read, the other weight
+    file named as not read, where two weight files of no such name ask which one. Only pytorch_model.bin had
+    been tried."""
+    torch.save({"fc.weight": torch.ones(8, 6)}, tmp_path / "model.pt")
+    np.savez(tmp_path / "w.npz", x=np.ones((4, 4), np.float32))
+    src = open_source(tmp_path)
+    assert [t.name for t in src] == ["fc.weight"]
+    assert src.description.endswith("(other weight files here, not read: w.npz)")
+
+
+def test_a_dcp_metadata_file_or_one_distcp_shard_is_named_as_a_dcp_save(tmp_path):
+    """A torch.distributed.checkpoint save given by its .metadata file (a pickle) or by one rank's .distcp file
+    (a zip torch could read as a checkpoint of that rank's part) is named as a DCP save with the conversion to
+    run, not read as one small checkpoint. Only the folder had been tried."""
+    (tmp_path / ".metadata").write_bytes(pickle.dumps({"plan": 1}, protocol=2))
+    torch.save({"fc.weight": torch.ones(8, 6)}, tmp_path / "__0_0.distcp")
+    for name in (".metadata", "__0_0.distcp"):
+        with pytest.raises(htsr.SourceError, match=r"a torch.distributed.checkpoint \(DCP\) save.*dcp_to_torch_save"):
+            open_source(tmp_path / name)
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    torch.save({"fc.weight": torch.ones(8, 6)}, lone / "__0_0.distcp")  # (no .metadata beside it: the file alone)
+    with pytest.raises(htsr.SourceError, match=r"a torch.distributed.checkpoint \(DCP\) save"):
+        open_source(lone / "__0_0.distcp")
+
+
+def test_a_protocol_0_pickle_named_pickle_is_read(tmp_path):
+    """A .pickle (as a .pkl) is read as a pickle by its name: a protocol-0 pickle starts with text, not the
+    0x80 protocol byte the content sniffing knows, and had been an unknown format under the other suffix."""
+    W = _rng().standard_normal((8, 6)).astype(np.float32)
+    (tmp_path / "w.pickle").write_bytes(pickle.dumps({"fc.weight": W}, protocol=0))
+    refs = _refs(tmp_path / "w.pickle")
+    np.testing.assert_array_equal(refs["fc.weight"].load(), W)  # (stored float32: read back exactly)
+
+
+def test_a_legacy_torch_save_named_pkl_is_read_as_a_torch_checkpoint(tmp_path):
+    """A legacy (non-zip) torch.save file named .pkl is told apart from a plain pickle by its first bytes and
+    read by the torch reader, its tensors' values as saved. Only zip torch.save files named .pkl had been tried."""
+    W = torch.from_numpy(_rng().standard_normal((8, 6)).astype(np.float32))
+    torch.save({"fc.weight": W}, tmp_path / "w.pkl", _use_new_zipfile_serialization=False)
+    src = open_source(tmp_path / "w.pkl")
+    assert type(src).__name__ != "PickleFile"
+    np.testing.assert_array_equal({r.name: r for r in src}["fc.weight"].load(), W.numpy())  # (float32: exact)
