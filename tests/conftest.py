@@ -55,6 +55,14 @@ def matrix_with_singular_values(s: np.ndarray, rows: int, cols: int, seed: int =
     return (U * s) @ V.T
 
 
+def finish_gguf(w) -> None:
+    """Write a ``gguf.GGUFWriter``'s header, key-value data and tensors, and close its file."""
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def traced_peak(call):
     """(call's return value, the peak of the memory numpy and Python allocated while it ran, in bytes), by
     tracemalloc (numpy's allocations are traced)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import normal32
+from conftest import finish_gguf, normal32
 from conftest import one_line_source_error as _one_line_source_error
 from conftest import missing_extra_error
 from hypothesis import HealthCheck, given, settings
@@ -100,10 +100,7 @@ def write_gguf(path: Path, tensors: dict[str, tuple[np.ndarray, Q]], arch: str =
             w.add_tensor(name, data)
         else:
             w.add_tensor(name, data, raw_dtype=qtype)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish_gguf(w)
     return path
 
 
@@ -217,7 +214,7 @@ def test_bf16_and_integer_tensors(tmp_path):
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_tensor("blk.0.attn_k.weight", gguf.quants.quantize(W, Q.BF16), raw_dtype=Q.BF16)
     w.add_tensor("pos_ids", np.arange(12, dtype=np.int32).reshape(3, 4))
-    w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+    finish_gguf(w)
     refs = _refs(path)
     bf = refs["blk.0.attn_k.weight"]
     assert (bf.shape, bf.dtype, bf.ggml_type) == ((8, 32), "bfloat16", "BF16")
@@ -627,10 +624,7 @@ def _write_adapter(path: Path, tensors: dict[str, np.ndarray], alpha: float | No
         w.add_float32("adapter.lora.alpha", alpha)
     for name, a in tensors.items():
         w.add_tensor(name, a.astype(np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish_gguf(w)
     return path
 
 
@@ -697,10 +691,7 @@ def test_bf16_in_a_big_endian_file_and_types_without_a_dequantizer(tmp_path):
         if q8k:  # (the endian converter refuses it)
             block, size = gguf.GGML_QUANT_SIZES[Q.Q8_K]
             w.add_tensor("blk.0.attn_k.weight", np.zeros((64, 256 // block * size), np.uint8), raw_dtype=Q.Q8_K)
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
+        finish_gguf(w)
         return path
 
     le, be = write(tmp_path / "le.gguf", False), write(tmp_path / "be.gguf", False)
@@ -712,10 +703,7 @@ def test_bf16_in_a_big_endian_file_and_types_without_a_dequantizer(tmp_path):
     # a quantized type the converter does not swap (its fields' order unknown): a row that says what to run
     w = gguf.GGUFWriter(str(tmp_path / "q5.gguf"), "llama", endianess=gguf.GGUFEndian.BIG)
     w.add_tensor("blk.0.attn_q.weight", gq.quantize(a, Q.Q5_0), raw_dtype=Q.Q5_0)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish_gguf(w)
     assert htsr.analyze(tmp_path / "q5.gguf").layers[0].status == (
         "skipped: Q5_0 data in a big-endian GGUF file (only Q4_0, Q8_0, Q4_K, Q6_K, MXFP4 and NVFP4 are read so): "
         "convert the file with gguf_convert_endian FILE little")
@@ -778,10 +766,7 @@ def test_a_gguf_split_model_is_read_whole_from_its_first_shard_or_its_folder(tmp
     w = gguf.GGUFWriter(str(folder / "model.gguf"), "llama", split_max_tensors=6)
     for n in names:
         w.add_tensor(n, (rng.standard_normal((64, 96)) * 0.02).astype(np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish_gguf(w)
     shards = sorted(folder.glob("*.gguf"))
     assert [p.name for p in shards] == [f"model-0000{k}-of-00003.gguf" for k in (1, 2, 3)]
     for src in (shards[0], folder):
@@ -955,10 +940,7 @@ def test_a_tokenizer_vocabulary_is_skipped_over_not_parsed(tmp_path, monkeypatch
     w.add_token_types([1] * n)
     W = _rng(27).standard_normal((64, 96)).astype(np.float32)
     w.add_tensor("blk.0.attn_q.weight", W)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish_gguf(w)
     calls = []
     real = gguf.GGUFReader._get_str
     monkeypatch.setattr(gguf.GGUFReader, "_get_str", lambda self, o: calls.append(o) or real(self, o))
@@ -1003,10 +985,7 @@ def test_an_importance_matrix_is_refused_in_one_line(tmp_path):
     w.add_tensor("blk.0.ffn_up_exps.weight.in_sum2", np.abs(np.random.default_rng(0).standard_normal((4, 64))
                                                            ).astype(np.float32))
     w.add_tensor("blk.0.ffn_up_exps.weight.counts", np.full((4, 1), 100.0, np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish_gguf(w)
     with pytest.raises(SourceError) as ei:
         htsr.analyze(path)
     _one_line_source_error(ei, f"{path}: an importance matrix (llama-imatrix's sums of squared activations), not a "
@@ -1060,10 +1039,7 @@ def test_a_split_model_with_a_shard_copied_over_another_is_refused_naming_it(tmp
     for i in range(3):
         for role in ("attn_q", "attn_k"):
             w.add_tensor(f"blk.{i}.{role}.weight", (rng.standard_normal((64, 64)) * 0.02).astype(np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish_gguf(w)
     shards = sorted(folder.glob("*.gguf"))
     assert [gguf.GGUFReader(str(p)).fields["split.no"].contents() for p in shards] == [0, 1, 2]
     shards[1].write_bytes(shards[2].read_bytes())
@@ -1100,10 +1076,7 @@ def test_k_quants_bits_and_weights_per_scale_are_ggmls_block_layout(tmp_path, ty
     path = tmp_path / "k.gguf"
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_tensor("blk.0.ffn_up.weight", blocks.reshape(8, -1), raw_dtype=qt)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish_gguf(w)
     (ref,) = GGUFFile(path)
     assert (ref.ggml_type, ref.shape, ref.bits, ref.quant_block) == (type_name, (8, 512), bits, per_scale)
     x = gguf.quants.dequantize(blocks.reshape(8, -1), qt).reshape(-1)
@@ -1147,10 +1120,7 @@ def test_every_cut_inside_the_header_is_said_to_be_truncated(tmp_path):
     w.add_uint32("test.answer", 42)
     w.add_string("general.name", "x" * 5)
     w.add_tensor("blk.0.attn_q.weight", np.ones((4, 32), np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish_gguf(w)
     raw = path.read_bytes()
     said = {}
     for cut in range(_MIN_SIZE_GGUF, _data_offset(path)):
@@ -1172,10 +1142,7 @@ def test_integer_tensors_keep_their_stored_dtype(tmp_path, dtype):
     path = tmp_path / "ints.gguf"
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_tensor("blk.0.attn_q.weight", a)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish_gguf(w)
     (ref,) = GGUFFile(path)
     assert (ref.dtype, ref.ggml_type, ref.shape) == (dtype, "I" + dtype[3:], (8, 16))
     np.testing.assert_array_equal(ref.load(), a)  # (small integers: exact in float32)
@@ -1229,10 +1196,7 @@ def test_a_tied_head_of_another_type_with_the_same_bytes_is_not_tied(tmp_path):
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_tensor("token_embd.weight", raw.view(np.float16))
     w.add_tensor("output.weight", raw.reshape(32, 128), raw_dtype=gq.GGMLQuantizationType.BF16)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish_gguf(w)
     refs = {r.name: r for r in GGUFFile(path)}
     assert refs["output.weight"].shape == refs["token_embd.weight"].shape == (32, 64)
     assert refs["token_embd.weight"].storage_key is None and refs["output.weight"].storage_key is None
@@ -1281,10 +1245,7 @@ def test_non_uniform_quants_take_the_bits_their_type_name_says(tmp_path, type_na
     path = tmp_path / "iq.gguf"
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_tensor("blk.0.attn_q.weight", raw, raw_dtype=qtype)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish_gguf(w)
     (ref,) = _refs(path).values()
     assert (ref.ggml_type, ref.shape, ref.bits, ref.quant_block) == (type_name, (8, 512), bits, None)
 
@@ -1298,10 +1259,7 @@ def test_a_big_endian_files_string_array_is_skipped_over_by_its_big_endian_lengt
     w = gguf.GGUFWriter(str(path), "llama", endianess=gguf.GGUFEndian.BIG)
     w.add_array("tokenizer.ggml.tokens", ["<s>", "a", "bb", "ccc"])
     w.add_tensor("blk.0.attn_q.weight", a)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish_gguf(w)
     (ref,) = GGUFFile(path)
     assert ref.shape == (16, 64)
     np.testing.assert_array_equal(ref.load(), a)  # F32: exact

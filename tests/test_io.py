@@ -22,7 +22,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 from conftest import ReduceGadget, SetstateGadget
-from conftest import normal32
+from conftest import finish_gguf, normal32
 from conftest import one_line_source_error as _one_line_source_error
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -2806,10 +2806,7 @@ def _shapes_gguf(tmp_path):
     w.add_tensor("blk.0.ffn_up.weight", gguf.quants.quantize(f(64, 32), Q.Q4_0), raw_dtype=Q.Q4_0)
     w.add_tensor("blk.0.ffn_up_exps.weight", f(3, 64, 32).astype(np.float16))
     w.add_tensor("output.weight", f(40, 32).astype(np.float16))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish_gguf(w)
     return open_source(tmp_path / "m.gguf"), {"embedding", "dense", "stack"}
 
 
@@ -3223,10 +3220,7 @@ def test_a_gguf_file_whose_header_reads_as_a_safetensors_length_is_read_as_gguf(
     w = gguf.GGUFWriter(str(path), "llama")
     for i in range(123):  # 123 = ord('{')
         w.add_tensor(f"blk.{i}.ffn_up.weight", np.ones((4, 4), np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish_gguf(w)
     head = path.read_bytes()[:9]
     assert head[8:9] == b"{" and int.from_bytes(head[:8], "little") == 14_064_895_815
     with open(path, "r+b") as f:
@@ -3553,10 +3547,7 @@ def test_an_empty_tensor_loads_in_the_dtype_a_stored_one_of_its_type_has(tmp_pat
     w = gguf.GGUFWriter(str(tmp_path / "e.gguf"), "llama")
     w.add_tensor("e64", np.zeros((0, 4), np.float64))
     w.add_tensor("e32", np.zeros((0, 4), np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish_gguf(w)
     got = {r.name: (r.dtype, r.load().dtype) for r in GGUFFile(tmp_path / "e.gguf")}
     assert got == {"e64": ("float64", np.float64), "e32": ("float32", np.float32)}
 
