@@ -1076,6 +1076,21 @@ def test_a_fused_nodes_operator_name_is_no_module(tmp_path, node_name):
     assert list(refs) == ["enc.fc1.weight"]
 
 
+def test_a_root_modules_weight_is_named_weight_not_after_its_operator(tmp_path):
+    """torch.onnx.export of a bare nn.Linear with a 3-D input (the exporter before dynamo): node '/MatMul' reads the
+    folded 'onnx::MatMul_6', '/Add' adds the root's 'bias'. The row was 'MatMul.weight' (the operator taken for a
+    module); it is 'weight', as the module's state dict names it. A hand-built node named 'fc' keeps its scope."""
+    rng = _rng(13)
+    w = _f32(rng, 8, 6)  # [in, out], as the folded transpose is stored
+    nodes = [helper.make_node("MatMul", ["x", "onnx::MatMul_6"], ["m"], name="/MatMul"),
+             helper.make_node("Add", ["bias", "m"], ["y"], name="/Add")]
+    refs = _refs(_save(_model(nodes, {"onnx::MatMul_6": w, "bias": _f32(rng, 6)}), tmp_path / "root.onnx"))
+    assert list(refs) == ["weight"]
+    np.testing.assert_array_equal(refs["weight"].load(), w.T)
+    nodes = [helper.make_node("MatMul", ["x", "onnx::MatMul_6"], ["y"], name="fc")]
+    assert list(_refs(_save(_model(nodes, {"onnx::MatMul_6": w}), tmp_path / "fc.onnx"))) == ["fc.weight"]
+
+
 def test_two_if_branches_with_initializers_of_one_name_are_both_counted(tmp_path):
     """If/Loop branches scope their own initializer names: two 'w' in two branches. One is read, the other is
     listed (it was lost without a word: 1 tensor counted for 2)."""

@@ -300,7 +300,7 @@ def _torch_scope(node: Any, op: bool = False) -> str:
 
 
 #: a PyTorch module's bias parameter: ``….bias``, ``….in_proj_bias``
-_BIAS = re.compile(r"[A-Za-z_]\w*(\.\w+)*\.(\w+_)?bias")
+_BIAS = re.compile(r"(?:[A-Za-z_]\w*(\.\w+)*\.)?(\w+_)?bias")  # (a root module's own: 'bias')
 
 #: the operation of an ``nn.Linear`` (``F.linear``) in dynamo's scopes: 'linear', 'linear_3'
 _LINEAR_OP = re.compile(r"linear(_\d+)?")
@@ -313,6 +313,8 @@ def _scope_name(node_name: str, collapse: bool = True) -> str:
     which are named with the Sequential's name: '/mlp/mlp.0/MatMul' is module ``mlp.0`` (``collapse``;
     without it, ``mlp.mlp.0``, as it would be for a ModuleList ``mlp`` inside a module ``mlp``)."""
     parts = [p for p in node_name.split("/") if p]
+    if len(parts) == 1 and node_name.startswith("/") and _OP_INSTANCE.fullmatch(parts[0]):
+        return ""  # PyTorch's exporter's '/MatMul': an operator of the root module, which has no name
     if len(parts) <= 1:
         return "".join(parts)
     parts = parts[:-1]
@@ -611,7 +613,7 @@ class OnnxFile:
         stem, _, last = bias.rpartition(".")
         if torch_scope and not (stem == torch_scope or stem.startswith(torch_scope + ".")):
             return ""
-        return f"{stem}.{last[: -len('bias')]}weight"
+        return f"{stem}.{last[: -len('bias')]}weight" if stem else f"{last[: -len('bias')]}weight"  # (the root's)
 
     def _borrowed_scope(self, node: Any) -> str:
         """The module path of a node without torch's metadata that onnxruntime's quantizer put in place of a
