@@ -244,9 +244,8 @@ def align_names(names: list[str], ref: Iterable[str], same: Callable[[str, str],
         return frozenset([(old + h, new + h) for h in hits] + [(n, n) for n in common if not n.startswith(old)])
 
     best = (shared, _identity, "") if shared else None
-    # the changes as good as the best, it first: (old, new, note, hits)
-    equal: list[tuple[str, str, str, set[str]]] = []
-    made: dict[tuple[str, str], frozenset[tuple[str, str]]] = {}  # their pairs (worked out when a change ties)
+    # the changes as good as the best, it first: (old, new, note, the pairs it makes)
+    equal: list[tuple[str, str, str, frozenset[tuple[str, str]]]] = []
     for old, rest in mine.items():
         shared_under = sum(old + s in ref for s in rest)
         for new, targets in theirs.items():
@@ -266,19 +265,17 @@ def align_names(names: list[str], ref: Iterable[str], same: Callable[[str, str],
                 continue
             note = (f"replacing {old!r} with {new!r}" if old and new else
                     f"dropping {old!r}" if old else f"adding {new!r}")
+            paired = pairs(old, new, hits)
             if best is not None and count == best[0]:
-                for o, n, _, h in equal:
-                    if (o, n) not in made:
-                        made[o, n] = pairs(o, n, h)
-                if pairs(old, new, hits) in (made[o, n] for o, n, _, _ in equal):
+                if any(paired == p for _, _, _, p in equal):
                     continue  # one of them, spelt with more components
-                equal.append((old, new, note, hits))
+                equal.append((old, new, note, paired))
                 continue
 
             def swap(n: str, a: str = old, b: str = new) -> str:
                 return b + n[len(a):] if n.startswith(a) else n
 
-            best, equal = (count, swap, note), [(old, new, note, hits)]
+            best, equal = (count, swap, note), [(old, new, note, paired)]
     tied = equal[1][2] if len(equal) > 1 else ""  # another change as good as the best one
     if best is not None and tied:
         olds, news = [o for o, _, _, _ in equal], [n for _, n, _, _ in equal]

@@ -610,10 +610,10 @@ class OnnxFile:
                 bias = next((x for x in adds[0].input if x != node.output[0]), "")
         if bias not in self._biases or len(self._consumers.get(bias, ())) != 1:
             return ""
-        stem, _, last = bias.rpartition(".")
+        stem = bias.rpartition(".")[0]
         if torch_scope and not (stem == torch_scope or stem.startswith(torch_scope + ".")):
             return ""
-        return f"{stem}.{last[: -len('bias')]}weight" if stem else f"{last[: -len('bias')]}weight"  # (the root's)
+        return bias[: -len("bias")] + "weight"  # ('enc.in_proj_bias' → 'enc.in_proj_weight'; the root's 'bias')
 
     def _borrowed_scope(self, node: Any) -> str:
         """The module path of a node without torch's metadata that onnxruntime's quantizer put in place of a
