@@ -1619,11 +1619,10 @@ def test_a_dynamo_tied_table_stored_under_the_lm_heads_name_is_named_as_the_tabl
     assert [n.count for n in r.not_analysed if "tied weights" in n.reason] == [1]  # the head: the same matrix
 
 
-def test_an_opaque_weight_is_named_by_its_bias_as_the_state_dict_names_it(tmp_path):
-    """nn.MultiheadAttention's in_proj_weight is exported as a folded copy under the attention's scope, and a
-    conv called through its weight by the parent's code (Mamba's mixer: F.conv1d(x, self.conv1d.weight, …))
-    under the parent's: the rows had been 'enc.layers.0.self_attn' and 'mixer'. The bias beside each keeps
-    the parameter's path: 'self_attn.in_proj_weight' and 'mixer.conv1d', as the state dict names them."""
+@pytest.fixture(scope="module")
+def bias_named_export(tmp_path_factory):
+    """A module whose opaque weights only their biases name (nn.MultiheadAttention's in_proj_weight; a conv
+    called through its weight by the parent's code, as Mamba's mixer does), and its legacy ONNX export."""
     torch = pytest.importorskip("torch")
     import contextlib
     import io
@@ -1652,13 +1651,55 @@ def test_an_opaque_weight_is_named_by_its_bias_as_the_state_dict_names_it(tmp_pa
 
     torch.manual_seed(0)
     net = Net().eval()
+    path = tmp_path_factory.mktemp("bias_named") / "m.onnx"
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.onnx.export(net, (torch.randn(2, 5, 32),), str(tmp_path / "m.onnx"), dynamo=False)
-    onnx_rows = {r.name: r.shape for r in htsr.analyze(tmp_path / "m.onnx", min_evals=2).layers}
+        torch.onnx.export(net, (torch.randn(2, 5, 32),), str(path), dynamo=False, input_names=["x"])
+    return net, path
+
+
+def test_an_opaque_weight_is_named_by_its_bias_as_the_state_dict_names_it(bias_named_export):
+    """nn.MultiheadAttention's in_proj_weight is exported as a folded copy under the attention's scope, and a
+    conv called through its weight by the parent's code (Mamba's mixer: F.conv1d(x, self.conv1d.weight, …))
+    under the parent's: the rows had been 'enc.layers.0.self_attn' and 'mixer'. The bias beside each keeps
+    the parameter's path: 'self_attn.in_proj_weight' and 'mixer.conv1d', as the state dict names them."""
+    net, path = bias_named_export
+    onnx_rows = {r.name: r.shape for r in htsr.analyze(path, min_evals=2).layers}
     torch_rows = {r.name: r.shape for r in htsr.analyze(net, min_evals=2).layers}
     assert "enc.layers.0.self_attn.in_proj_weight" in onnx_rows and "mixer.conv1d" in onnx_rows
     assert onnx_rows == torch_rows
+
+
+@pytest.mark.parametrize("how", ["dynamic", "QDQ", "QOperator"])
+def test_a_quantized_copy_names_its_bias_named_weights_as_the_float_model_does(bias_named_export, tmp_path, how):
+    """onnxruntime's quantizer keeps the float bias's name but puts its own nodes between it and the layer: the
+    integer product's Cast and scale Mul (dynamic; a Reshape before a conv's bias), a QuantizeLinear →
+    DequantizeLinear pair and the bias stored as '<bias>_quantized' (QDQ), QLinearAdd's operand or QLinearConv's
+    bias input (QOperator). The quantized copies' rows had been 'enc.layers.0.self_attn' and 'mixer' where the
+    float model's are 'enc.layers.0.self_attn.in_proj_weight' and 'mixer.conv1d'; now every row is the float
+    model's, with its weight within half an int8 step."""
+    ort_q = pytest.importorskip("onnxruntime.quantization")
+    _, path = bias_named_export
+    out = tmp_path / "q.onnx"
+    if how == "dynamic":
+        ort_q.quantize_dynamic(str(path), str(out), weight_type=ort_q.QuantType.QInt8)
+    else:
+        class Reader(ort_q.CalibrationDataReader):
+            def __init__(self):
+                self.batches = iter([{"x": _f32(_rng(k), 2, 5, 32)} for k in range(3)])
+
+            def get_next(self):
+                return next(self.batches, None)
+
+        ort_q.quantize_static(str(path), str(out), Reader(), quant_format=getattr(ort_q.QuantFormat, how))
+    ref, got = _refs(path), _refs(out)
+    assert {"enc.layers.0.self_attn.in_proj_weight", "mixer.conv1d.weight"} <= set(ref)
+    assert set(got) == set(ref)
+    for name, r in ref.items():
+        a, b = r.load(), got[name].load()
+        assert b.shape == a.shape, name
+        # int8 with a symmetric range, per tensor: a step is max|W|/127, half of it at most (0.01 %: round-off)
+        assert np.abs(b - a).max() <= np.abs(a).max() / 127 * 0.5001, name
 
 
 def test_a_learned_position_table_added_to_the_activations_is_an_embedding_row(tmp_path):

@@ -302,6 +302,10 @@ def _torch_scope(node: Any, op: bool = False) -> str:
 #: a PyTorch module's bias parameter: ``….bias``, ``….in_proj_bias``
 _BIAS = re.compile(r"(?:[A-Za-z_]\w*(\.\w+)*\.)?(\w+_)?bias")  # (a root module's own: 'bias')
 
+#: the input that is a layer's bias, of the operators that take one (onnxruntime's fused and quantized ones as
+#: it writes them); the others' bias is the Add after them (OnnxFile._added)
+_BIAS_INPUT = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2, "FusedConv": 2, "FusedGemm": 2, "QLinearConv": 8, "QGemm": 6}
+
 #: the operation of an ``nn.Linear`` (``F.linear``) in dynamo's scopes: 'linear', 'linear_3'
 _LINEAR_OP = re.compile(r"linear(_\d+)?")
 
@@ -435,6 +439,7 @@ class OnnxFile:
         tensors: dict[str, Any] = {}  # name → TensorProto (initializers and Constant values), graph order
         nodes: list[Any] = []
         consumers: dict[str, list[tuple[Any, int]]] = defaultdict(list)
+        producers: dict[str, Any] = {}  # value → the node that writes it
 
         initializers: set[str] = set()  # (a Constant's scalars and shapes are the graph's plumbing, not tensors)
 
@@ -454,6 +459,7 @@ class OnnxFile:
                 for i, x in enumerate(n.input):
                     if x:
                         consumers[x].append((n, i))
+                producers.update((o, n) for o in n.output if o)
                 if n.op_type == "Constant" and n.domain in ("", "ai.onnx") and n.output:
                     for a in n.attribute:
                         if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
@@ -560,12 +566,14 @@ class OnnxFile:
                 continue
             pending.append((node_order[id(use.node)], name, t, use, loader, shape))
         pending.sort(key=lambda p: p[0])  # model order: the order of the consuming nodes
-        self._consumers = consumers
+        self._consumers, self._producers = consumers, producers
         self._rnn_instances: dict[str, dict[int, int]] = {}  # per scope: its recurrent nodes' layer numbers
         # the module paths the tensors' own names show (a bias's 'mlp.0.bias': module mlp.0)
         self._modules = {n.rpartition(".")[0] for n in tensors if "." in n and not _OPAQUE.match(n)}
-        # biases under a PyTorch parameter's name: they name an opaque weight beside them (_bias_named)
-        self._biases = {n for n, t in tensors.items() if len(t.dims) == 1 and _BIAS.fullmatch(n)}
+        # biases under a PyTorch parameter's name: they name an opaque weight beside them (_bias_named); an
+        # integer one onnxruntime's quantizer wrote ('enc.in_proj_bias_quantized') under its float name
+        self._biases = {n: n.removesuffix("_quantized") for n, t in tensors.items()
+                        if len(t.dims) == 1 and _BIAS.fullmatch(n.removesuffix("_quantized"))}
         # the first two dotted components of the readable names, to align node scopes with them
         self._prefixes = {".".join(n.split(".")[:2]) for _, n, _, _, _, _ in pending
                           if not _OPAQUE.match(n) and "." in n}
@@ -600,20 +608,45 @@ class OnnxFile:
         scope is the module whose code calls the layer (Mamba's mixer for its ``conv1d``, the attention for its
         ``in_proj_weight``); the bias keeps the parameter's path, the weight's but for its last word. Not a bias
         other nodes read too (dynamo's optimizer keeps one of several equal biases, zeros at initialisation, for
-        all of them), nor one outside a dynamo node's own module (``torch_scope``)."""
-        bias = ""
-        if node.op_type != "MatMul":
-            bias = node.input[2] if len(node.input) > 2 else ""
-        elif node.output:
-            adds = [n for n, _ in self._consumers.get(node.output[0], ()) if n.op_type == "Add"]
-            if len(adds) == 1:
-                bias = next((x for x in adds[0].input if x != node.output[0]), "")
-        if bias not in self._biases or len(self._consumers.get(bias, ())) != 1:
+        all of them), nor one outside a dynamo node's own module (``torch_scope``).
+
+        onnxruntime's quantizer keeps the float bias's name: QLinearConv's and QGemm's bias input, QLinearAdd's
+        other operand, or the Add after the integer product's Cast and scale Mul (dynamic) or its
+        QuantizeLinear → DequantizeLinear pair (QDQ), the bias itself stored as ``<bias>_quantized`` and read
+        through a DequantizeLinear (or, for a dynamic conv, a Reshape)."""
+        k = _BIAS_INPUT.get(node.op_type)
+        value = (node.input[k] if len(node.input) > k else "") if k is not None else self._added(node)
+        for _ in range(2):  # back through the bias's DequantizeLinear or Reshape, each read by this layer alone
+            producer = self._producers.get(value)
+            if value in self._biases or producer is None or producer.op_type not in ("DequantizeLinear", "Reshape"):
+                break
+            if len(self._consumers.get(value, ())) != 1:
+                return ""
+            value = producer.input[0]
+        if value not in self._biases or len(self._consumers.get(value, ())) != 1:
             return ""
+        bias = self._biases[value]
         stem = bias.rpartition(".")[0]
         if torch_scope and not (stem == torch_scope or stem.startswith(torch_scope + ".")):
             return ""
         return bias[: -len("bias")] + "weight"  # ('enc.in_proj_bias' → 'enc.in_proj_weight'; the root's 'bias')
+
+    def _added(self, node: Any) -> str:
+        """The other operand of the one Add (or QLinearAdd) that takes ``node``'s output, '' if none: directly, or
+        through the nodes onnxruntime's quantizer puts between (QuantizeLinear → DequantizeLinear; Cast and Mul
+        by the scales after MatMulInteger / ConvInteger), each read by the next alone."""
+        passing = _QDQ | ({"Cast", "Mul"} if node.op_type in ("MatMulInteger", "ConvInteger") else set())
+        value = node.output[0] if node.output else ""
+        for _ in range(4):
+            uses = self._consumers.get(value, ())
+            adds = [(n, i) for n, i in uses if n.op_type == "Add" or (n.op_type == "QLinearAdd" and i in (0, 3))]
+            if len(adds) == 1:
+                n, i = adds[0]
+                return next((x for x in n.input if x != value), "") if n.op_type == "Add" else n.input[3 - i]
+            if len(uses) != 1 or uses[0][0].op_type not in passing or not uses[0][0].output:
+                return ""
+            value = uses[0][0].output[0]
+        return ""
 
     def _borrowed_scope(self, node: Any) -> str:
         """The module path of a node without torch's metadata that onnxruntime's quantizer put in place of a
@@ -822,7 +855,7 @@ class OnnxFile:
                     scope = ".".join(tokens[k:])
                     break
         layer = f"{scope}.weight" if opaque and scope else name
-        if opaque and node.op_type in ("MatMul", "Gemm", "Conv", "ConvTranspose") and not quant:
+        if opaque and op in ("MatMul", "Gemm", "Conv", "ConvTranspose"):  # (quantized: the op its node replaced)
             layer = self._bias_named(node, torch_scope) or layer
         if (op == "Gather" and torch_scope and not opaque and _TORCH_PARAMETER.fullmatch(name)
                 and name.rpartition(".")[0] != torch_scope):
