@@ -1675,31 +1675,43 @@ def test_a_quantized_copy_names_its_bias_named_weights_as_the_float_model_does(b
     """onnxruntime's quantizer keeps the float bias's name but puts its own nodes between it and the layer: the
     integer product's Cast and scale Mul (dynamic; a Reshape before a conv's bias), a QuantizeLinear →
     DequantizeLinear pair and the bias stored as '<bias>_quantized' (QDQ), QLinearAdd's operand or QLinearConv's
-    bias input (QOperator). The quantized copies' rows had been 'enc.layers.0.self_attn' and 'mixer' where the
-    float model's are 'enc.layers.0.self_attn.in_proj_weight' and 'mixer.conv1d'; now every row is the float
-    model's, with its weight within half an int8 step."""
+    or QGemm's bias input (QOperator). The quantized copies' rows had been 'enc.layers.0.self_attn', 'mixer' and
+    'attn' where the float models' are 'enc.layers.0.self_attn.in_proj_weight', 'mixer.conv1d' and
+    'attn.in_proj_weight'; now every row is the float model's, with its weight within half an int8 step."""
     ort_q = pytest.importorskip("onnxruntime.quantization")
     _, path = bias_named_export
-    out = tmp_path / "q.onnx"
-    if how == "dynamic":
-        ort_q.quantize_dynamic(str(path), str(out), weight_type=ort_q.QuantType.QInt8)
-    else:
-        class Reader(ort_q.CalibrationDataReader):
-            def __init__(self):
-                self.batches = iter([{"x": _f32(_rng(k), 2, 5, 32)} for k in range(3)])
+    # and a Gemm whose bias alone names its opaque weight (QOperator: com.microsoft.QGemm, the bias its input 6)
+    rng = _rng(15)
+    gemm = _save(_model([helper.make_node("Gemm", ["x", "onnx::Gemm_5", "attn.in_proj_bias"], ["y"],
+                                          name="/attn/Gemm", transB=1)],
+                        {"onnx::Gemm_5": _f32(rng, 48, 32), "attn.in_proj_bias": _f32(rng, 48)}), tmp_path / "g.onnx")
+    # (a float MatMul → Mul → Add keeps its node's scope: Cast and Mul are passed only after an integer product)
+    mul = _model([helper.make_node("MatMul", ["x", "onnx::MatMul_5"], ["m"], name="/attn/MatMul"),
+                  helper.make_node("Mul", ["m", "s"], ["ms"], name="/attn/Mul"),
+                  helper.make_node("Add", ["ms", "attn.in_proj_bias"], ["y"], name="/attn/Add")],
+                 {"onnx::MatMul_5": _f32(rng, 32, 48), "s": np.array(0.5, np.float32), "attn.in_proj_bias": _f32(rng, 48)})
+    assert list(_refs(_save(mul, tmp_path / "mul.onnx"))) == ["attn.weight"]
+    for src, shape, named in ((path, (2, 5, 32), {"enc.layers.0.self_attn.in_proj_weight", "mixer.conv1d.weight"}),
+                              (gemm, (4, 32), {"attn.in_proj_weight"})):
+        out = tmp_path / f"q_{src.stem}.onnx"
+        if how == "dynamic":
+            ort_q.quantize_dynamic(str(src), str(out), weight_type=ort_q.QuantType.QInt8)
+        else:
+            class Reader(ort_q.CalibrationDataReader):
+                def __init__(self):
+                    self.batches = iter([{"x": _f32(_rng(k), *shape)} for k in range(3)])
 
-            def get_next(self):
-                return next(self.batches, None)
+                def get_next(self):
+                    return next(self.batches, None)
 
-        ort_q.quantize_static(str(path), str(out), Reader(), quant_format=getattr(ort_q.QuantFormat, how))
-    ref, got = _refs(path), _refs(out)
-    assert {"enc.layers.0.self_attn.in_proj_weight", "mixer.conv1d.weight"} <= set(ref)
-    assert set(got) == set(ref)
-    for name, r in ref.items():
-        a, b = r.load(), got[name].load()
-        assert b.shape == a.shape, name
-        # int8 with a symmetric range, per tensor: a step is max|W|/127, half of it at most (0.01 %: round-off)
-        assert np.abs(b - a).max() <= np.abs(a).max() / 127 * 0.5001, name
+            ort_q.quantize_static(str(src), str(out), Reader(), quant_format=getattr(ort_q.QuantFormat, how))
+        ref, got = _refs(src), _refs(out)
+        assert named <= set(ref) and set(got) == set(ref)
+        for name, r in ref.items():
+            a, b = r.load(), got[name].load()
+            assert b.shape == a.shape, name
+            # int8 with a symmetric range, per tensor: a step is max|W|/127, half of it at most (0.01 %: round-off)
+            assert np.abs(b - a).max() <= np.abs(a).max() / 127 * 0.5001, name
 
 
 def test_a_learned_position_table_added_to_the_activations_is_an_embedding_row(tmp_path):
@@ -1721,7 +1733,8 @@ def test_a_learned_position_table_added_to_the_activations_is_an_embedding_row(t
 def test_a_bias_many_nodes_read_names_none_of_their_weights(tmp_path):
     """dynamo's optimizer keeps one of several equal biases (zeros at initialisation) for all their Adds: the
     layers fc2 and fc3 had been named after fc1's bias ('fc1_2', 'fc1_3'); their node scopes name them. A bias
-    outside a dynamo node's own module names nothing either."""
+    outside a dynamo node's own module names nothing either, nor a quantized bias (QDQ) all the layers read
+    through one DequantizeLinear."""
     rng = _rng(14)
     nodes, inits = [], {"fc1.bias": np.zeros(16, np.float32)}
     x = "x"
@@ -1734,6 +1747,16 @@ def test_a_bias_many_nodes_read_names_none_of_their_weights(tmp_path):
         x = f"a{i}"
     nodes.append(helper.make_node("Identity", [x], ["y"]))
     names = [r.name for r in OnnxFile(_save(_model(nodes, inits), tmp_path / "m.onnx"))]
+    assert names == ["fc1.weight", "fc2.weight", "fc3.weight"]
+    # the bias quantized (QDQ: 'fc1.bias_quantized' read by one DequantizeLinear, whose output all three Adds read)
+    del inits["fc1.bias"]
+    inits |= {"fc1.bias_quantized": np.zeros(16, np.int32), "fc1.bias_scale": np.array(0.01, np.float32)}
+    for k, n in enumerate(nodes):  # legacy node names this time: '/fc2/MatMul' (a bias outside would not tell)
+        n.input[:] = ["fc1.bias_dq" if x == "fc1.bias" else x for x in n.input]
+        del n.metadata_props[:]
+        n.name = f"/fc{k // 2 + 1}/{n.op_type}"
+    nodes.insert(0, helper.make_node("DequantizeLinear", ["fc1.bias_quantized", "fc1.bias_scale"], ["fc1.bias_dq"]))
+    names = [r.name for r in OnnxFile(_save(_model(nodes, inits), tmp_path / "q.onnx"))]
     assert names == ["fc1.weight", "fc2.weight", "fc3.weight"]
 
 

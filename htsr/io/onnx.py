@@ -616,13 +616,11 @@ class OnnxFile:
         through a DequantizeLinear (or, for a dynamic conv, a Reshape)."""
         k = _BIAS_INPUT.get(node.op_type)
         value = (node.input[k] if len(node.input) > k else "") if k is not None else self._added(node)
-        for _ in range(2):  # back through the bias's DequantizeLinear or Reshape, each read by this layer alone
-            producer = self._producers.get(value)
-            if value in self._biases or producer is None or producer.op_type not in ("DequantizeLinear", "Reshape"):
-                break
-            if len(self._consumers.get(value, ())) != 1:
+        producer = self._producers.get(value)
+        if producer is not None and producer.op_type in ("DequantizeLinear", "Reshape"):
+            if len(self._consumers.get(value, ())) != 1:  # (a bias of several layers names none of them)
                 return ""
-            value = producer.input[0]
+            value = producer.input[0]  # the bias's stored tensor
         if value not in self._biases or len(self._consumers.get(value, ())) != 1:
             return ""
         bias = self._biases[value]
