@@ -820,10 +820,10 @@ DISTANCE_TABLE = ("name", "kind", "shape", "frobenius", "relative_frobenius", "j
 
 def format_distances(distances: Sequence[LayerDistance], columns: Sequence[str] = DISTANCE_TABLE) -> str:
     """The per-layer distances as aligned plain text, and one line of totals."""
-    text = [c for c in columns if c in ("name", "kind", "shape", "status")]
-    columns = [*text[:3], *(c for c in columns if c not in text), *text[3:]]
+    lead = [c for c in columns if c in ("name", "kind", "shape")]  # the text columns first, status last
+    columns = [*lead, *(c for c in columns if c not in (*lead, "status")), *(["status"] if "status" in columns else [])]
     rows = [[format_value(getattr(d, c)) for c in columns] for d in distances]
-    out = _table(columns, rows, text_columns=len([c for c in columns if c in ("name", "kind", "shape")]))
+    out = _table(columns, rows, text_columns=len(lead))
     ok = [d for d in distances if d.status == "ok"]
     skipped = sum(d.status.startswith("skipped") for d in distances)
     failed = sum(d.status.startswith("failed") for d in distances)

@@ -214,6 +214,12 @@ def test_summary_table_and_text(three_models):
     assert "ranking by mean alpha (lower is better in HTSR's reading, not a measured accuracy; 1 = lowest): 1. heavy" in text
     assert "3 layers present in every model" in text
     assert "\t" not in text
+    # layers=False leaves out the per-layer table, and only it (had been unchecked)
+    short = format_comparison(c, layers=False)
+    assert "per layer" not in short and "enc.l0" not in short and text.startswith(short + "\n\nalpha per layer")
+    # columns= chooses the summary columns shown (the ranking metric kept; had been unchecked)
+    assert format_comparison(c, columns=["num_layers", "log_norm"]).splitlines()[1].split() == [
+        "model", "num_layers", "log_norm", "alpha", "rank"]
 
 
 def test_layer_name_intersection():
@@ -231,6 +237,10 @@ def test_layer_name_intersection():
     assert dict(c.partial_layers) == {"a": ("model1", "model2"), "c": ("model1", "model3"), "d": ("model3",)}
     assert c.num_common_finite == 1 and c.common_means == c.layer_values[0]
     assert "3 layers present in only some models:" in format_comparison(c)  # a, c and d (1 common: b)
+    # the JSON names every model that has a partial layer (only the attribute had been checked)
+    assert _strict_json(c.json_text())["partial_layers"] == [
+        {"name": "a", "present_in": ["model1", "model2"]}, {"name": "c", "present_in": ["model1", "model3"]},
+        {"name": "d", "present_in": ["model3"]}]
 
 
 def test_labels_are_checked_and_defaults_come_from_paths(tmp_path):
@@ -292,6 +302,8 @@ def test_labels_are_checked_and_defaults_come_from_paths(tmp_path):
     assert compare_results(moved("run1/model.safetensors", "run2/model.safetensors")).labels == (
         "run1/model", "run2/model")
     assert compare_results(moved("Qwen2.5-0.5B", "mnist_net_model.gz")).labels == ("Qwen2.5-0.5B", "mnist_net_model")
+    # a suffix in capitals (a file saved on Windows) is a weight file's suffix too (only lower case had been tried)
+    assert compare_results(moved("run1/MODEL.PT", "run2/MODEL.PT")).labels == ("run1/MODEL", "run2/MODEL")
     # compare's results, and an opened reader's, keep their paths (compare_results of them: the same labels)
     c = compare([tmp_path / "u" / "model.npz", tmp_path / "Qwen2.5-0.5B" / "model.npz"], tails=False)
     assert compare_results(c.results).labels == c.labels == ("u/model", "Qwen2.5-0.5B/model")
@@ -654,6 +666,8 @@ def test_models_without_a_value_are_unranked_and_a_bad_figure_name_fails_first(n
     c = compare([htsr.analyze(a, tails=False), htsr.analyze(b, tails=False)], labels=["tuned", "base"],
                 metric="rand_js_distance")
     assert "1 = highest): unranked (no value): tuned, base" in format_comparison(c)
+    # the summary table's rank column says '-' for them (had been unchecked: an empty cell shifts the row)
+    assert [ln.split()[-1] for ln in format_comparison(c).splitlines()[2:4]] == ["-", "-"]
     assert [e.rank for e in c.ranking] == [None, None]
     assert [r["rank"] for r in c.as_dict()["ranking"]] == [None, None]
     fitted = compare([a, b], metric="alpha", tails=False, min_evals=56)  # base's fc2 has 55: one model fits less
@@ -1003,6 +1017,8 @@ def test_the_common_mean_of_an_adapter_is_over_its_updates_and_the_text_says_so(
     adapter = _tagged(r, ["l0#base", "l0#delta", "l1#base", "l1#delta"])
     assert (plain.summary.means_over, adapter.summary.means_over) == ("all", "delta")
     c = compare_results([plain, adapter], ["plain", "adapter"])
+    # and the JSON says over which rows each model's summary means are (only the text had been checked)
+    assert [s["means_over"] for s in c.as_dict()["summary"]] == ["all", "delta"]
     assert c.common_layers == ("l0#base", "l1#base")
     # the adapter's summary means leave its #base rows out: so does the same-layers mean
     assert c.num_common_finite == 0 and all(math.isnan(v) for v in c.common_means)
@@ -1022,6 +1038,13 @@ def test_the_kinds_are_the_first_models_and_the_shapes_each_models():
     assert c.layer_kinds == ("conv2d", "dense")
     assert c.layer_shapes == (("64x32x3x3", "300x100"), ("300x100", "300x100"))
     assert c.as_dict()["layers"][0]["shapes"] == {"a": "64x32x3x3", "b": "300x100"}
+    # the same names but a layer of other shapes: the text says the summary means average different layers
+    # (only a model with a layer of its own had been seen to say so)
+    assert ("the models' layers differ (a 2, b 2 layers; 1 the same in all, by name and shape): the ranking "
+            "averages each model's own layers") in format_comparison(c)
+    # the CSV's shape field gives both shapes where they differ, one where they agree (had been unchecked)
+    rows = list(csv.reader(c.csv_text().splitlines()))
+    assert [r[:3] for r in rows[1:]] == [["x", "conv2d", "64x32x3x3 | 300x100"], ["y", "dense", "300x100"]]
 
 
 def test_a_metric_the_live_model_would_not_compute_is_refused_beside_a_saved_run():
@@ -1042,7 +1065,10 @@ def test_a_nan_in_the_base_fails_the_row_as_one_in_the_model_does():
     W = np.random.default_rng(0).standard_normal((90, 60))
     B = W.copy()
     B[0, 0] = np.nan
-    assert layer_distances({"fc.weight": W}, {"fc.weight": B})[0].status == "failed: NaN or Inf in the weights"
+    rows = layer_distances({"fc.weight": W}, {"fc.weight": B})
+    assert rows[0].status == "failed: NaN or Inf in the weights"
+    # the totals count it as failed, not skipped (the count of a failed row had been unchecked)
+    assert format_distances(rows).splitlines()[-1] == "0 layers compared, 0 skipped, 1 failed"
 
 
 def test_layer_distances_take_a_fits_options_at_their_defaults():
@@ -1083,6 +1109,9 @@ def test_a_bad_metric_or_direction_is_refused_before_any_analysis(monkeypatch):
         compare([m, m], metric="bogus")
     with pytest.raises(OptionError, match="metric 'D' has no agreed direction"):
         compare([m, m], metric="D")
+    # and a list of one model (refused only after analysing it had gone unseen: the refusal's words are the same)
+    with pytest.raises(OptionError, match="compare needs at least two models, got 1"):
+        compare([m])
 
 
 def test_two_paths_alike_beside_objects_are_told_apart_by_their_folders():
@@ -1124,6 +1153,9 @@ def test_the_distance_totals_give_the_chance_level_median():
     W = g.standard_normal((90, 60))
     text = format_distances(layer_distances({"fc.weight": W}, {"fc.weight": W + 0.1 * g.standard_normal(W.shape)}))
     assert text.endswith("(chance 0.4)")  # 60 / (90 + 60)
+    # the text columns first, the numbers, then the status (the header's order had been unchecked)
+    assert text.splitlines()[0].split() == ["name", "kind", "shape", "frobenius", "relative_frobenius", "js_distance",
+                                            "lambda_max_change", "cka", "cka_chance", "status"]
 
 
 def test_the_json_counts_the_layers_of_the_common_mean():
@@ -1264,6 +1296,18 @@ def test_a_p_value_ranking_without_the_bootstrap_is_refused_naming_it():
         compare([m, m], metric="pl_pvalue", ascending=False, tails=False)
 
 
+def test_a_metric_s_option_is_the_one_that_computes_it():
+    """One replicate computes a p-value (it is ranked, not refused: 2 had been required unseen), and the share
+    of layers whose best fit is the power law needs the tail comparisons, not the MP fit (refused without
+    them: a wrong option's name had not been seen, the MP fit being on by default)."""
+    m = {"l.weight": matrix_with_singular_values(np.arange(1, 61, dtype=np.float64) ** -1.0, 120, 60, seed=1)}
+    c = compare([m, m], labels=["a", "b"], metric="pl_pvalue", ascending=False, tails=False, bootstrap=1, workers=1)
+    assert [e.rank for e in c.ranking] == [1, 1]
+    with pytest.raises(OptionError, match=r"metric 'share_best_fit_pl' is computed only with the tail comparisons "
+                                          r"\(no --no-tails\)"):
+        compare([m, m], metric="share_best_fit_pl", ascending=False, tails=False, mp_fit=True)
+
+
 def test_a_count_metric_over_differing_layers_is_counted_in_each_models_own_layers():
     """When the models' layers differ, a count is said to count in each model's own layers (a mean, to
     average them); the count's wording had not been checked."""
@@ -1339,9 +1383,13 @@ def test_a_result_holding_numpy_scalars_writes_strict_json():
     """Results made elsewhere may hold numpy scalars in their options (json cannot write np.int64): the
     comparison's JSON turns them into Python numbers."""
     r = htsr.analyze({"l.weight": np.random.default_rng(0).standard_normal((300, 100))}, tails=False, workers=1)
-    odd = dataclasses.replace(r, options={**r.options, "min_evals": np.int64(10), "mp_fit": np.bool_(True)})
+    odd = dataclasses.replace(r, options={**r.options, "min_evals": np.int64(10), "mp_fit": np.bool_(True),
+                                          # (an option of a newer htsr, a tuple of numpy numbers: tuples had been
+                                          # left as they were)
+                                          "windows": (np.int64(2), np.float64(0.5))})
     doc = _strict_json(compare_results([odd, odd], ["a", "b"]).json_text())
     assert doc["options"]["min_evals"] == 10 and doc["options"]["mp_fit"] is True
+    assert doc["options"]["windows"] == [2, 0.5]
 
 
 # ------------------------------------------------------------------- round 50's gaps (compare's outputs, saved runs)
@@ -1396,3 +1444,69 @@ def test_cli_compare_counts_a_saved_runs_two_files_as_its_inputs(npz_pair, tmp_p
     assert capsys.readouterr().err == (f"htsr: error: --figure {target}: is a file this run reads, and htsr never "
                                        "overwrites its inputs; choose another path\n")
     assert target.read_bytes() == before
+
+
+def test_a_saved_run_without_an_option_s_key_is_read_at_its_default_in_the_needs_hint():
+    """A run saved by an older htsr lacks the keys of options added since: they count as their defaults (the MP
+    fit on), so a metric nothing had a value for gets no 'needs the MP fit' hint; the hint is given for a run
+    that did turn the fit off. (The hint's reading of a missing key had not been tried.)"""
+    r = htsr.analyze({"l.weight": np.random.default_rng(0).standard_normal((120, 60))}, tails=False, workers=1,
+                     min_evals=500)  # no layer analysed: no model has an mp_softrank
+    older = dataclasses.replace(r, options={k: v for k, v in r.options.items() if k != "mp_fit"})
+    c = compare_results([older, older], ["a", "b"], metric="mp_softrank")
+    assert [e.rank for e in c.ranking] == [None, None]
+    assert "needs" not in format_comparison(c)
+    off = dataclasses.replace(r, options={**r.options, "mp_fit": False})
+    assert "(mp_softrank needs the MP fit (no --no-mp-fit))" in format_comparison(compare_results([off, off], ["a", "b"],
+                                                                                                   metric="mp_softrank"))
+
+
+def test_each_pair_s_shared_tensors_are_released_after_its_row(monkeypatch):
+    """The rows of one tensor read once (an expert stack's experts) are released when their row is done, the
+    base's as the model's: the shared tensor is dropped only once every row of it has taken its part or been
+    released. That the base's rows were released too had not been checked."""
+    from htsr.tensors import SharedLoad
+
+    released: dict[int, set] = {}
+    real = SharedLoad.release
+    monkeypatch.setattr(SharedLoad, "release", lambda self, key: released.setdefault(id(self), set()).add(key)
+                        or real(self, key))
+    g = np.random.default_rng(0)
+    base = {"mlp.experts.w": g.standard_normal((4, 60, 40))}
+    rows = layer_distances({"mlp.experts.w": base["mlp.experts.w"] + 0.1}, base)
+    assert [r.status for r in rows] == ["ok"] * 4
+    assert sorted(map(sorted, released.values())) == [[0, 1, 2, 3], [0, 1, 2, 3]]  # the model's and the base's
+
+
+def test_saved_runs_take_an_option_given_at_its_default():
+    """Results compared again refuse an option that would change their analysis (it would change nothing), but
+    not one given at its default, as a script spelling out every option gives it (only the refusals had been
+    tried)."""
+    r = htsr.analyze({"l.weight": np.random.default_rng(0).standard_normal((120, 60))}, tails=False, workers=1)
+    assert compare([r, r], labels=["a", "b"], xmin="ks", workers=None).labels == ("a", "b")
+    with pytest.raises(OptionError, match="option 'xmin' \\(--xmin\\) would change nothing"):
+        compare([r, r], labels=["a", "b"], xmin="median")
+
+
+def test_the_distance_table_s_text_columns_are_left_aligned():
+    """name, kind and shape are left-aligned, the numbers right-aligned (only the header's first cell had been
+    looked at): 'dense' starts where the header's 'kind' does, beside the longer 'conv2d'."""
+    model, base = _base_and_model()
+    lines = format_distances(layer_distances(model, base)).splitlines()
+    header = lines[0]
+    kind_at, shape_at = header.index("kind"), header.index("shape")
+    rows = {ln.split()[0]: ln for ln in lines[1:-1]}
+    assert rows["fc"][kind_at:].startswith("dense ") and rows["conv"][kind_at:].startswith("conv2d ")
+    assert rows["fc"][shape_at:].startswith("90x60 ") and rows["conv"][shape_at:].startswith("16x8x3x3 ")
+
+
+def test_the_distance_table_puts_status_last_whichever_text_columns_are_chosen():
+    """columns= without kind or shape: the text columns first, the numbers next, status last, as in the default
+    table (status had taken the third place, before the numbers, when fewer than three text columns came
+    before it: 'name status cka frobenius')."""
+    model, base = _base_and_model()
+    distances = layer_distances(model, base)
+    header = format_distances(distances, columns=("name", "cka", "status", "frobenius")).splitlines()[0]
+    assert header.split() == ["name", "cka", "frobenius", "status"]
+    header = format_distances(distances, columns=("status", "shape", "cka", "name")).splitlines()[0]
+    assert header.split() == ["shape", "name", "cka", "status"]
