@@ -740,6 +740,8 @@ def test_a_rank_one_layer_is_not_fitted_at_any_scale(precision):
     for r in htsr.analyze(model, min_evals=2, precision=precision).layers:
         assert r.status.startswith("not_fitted: 1 of 64 eigenvalues above the floor"), (r.name, r.status)
         assert r.matrix_rank == 1 and math.isnan(r.alpha)
+        # one nonzero eigenvalue is no MP bulk: no fit, and so no BBP cut to count heavy entries by (NaN, not 0)
+        assert math.isnan(r.mp_sigma) and math.isnan(r.num_spikes) and math.isnan(r.num_heavy_entries)
 
 
 def test_numpy_scalars_are_accepted_as_options():
@@ -767,6 +769,12 @@ def test_row_names_are_unique_when_two_tensors_give_one():
     src = {"fc.weight": rng.standard_normal((100, 60)), "fc": rng.standard_normal((80, 60))}
     assert [(l.name, l.N) for l in htsr.analyze(src, layers="^fc#2$").layers] == [("fc#2", 80)]
     assert [(l.name, l.N) for l in htsr.analyze(src, layers="^fc$").layers] == [("fc", 100)]
+    # a repeat of 'fc' after tensors named 'fc#2' and 'fc#3' themselves: the next free number, 'fc#4' (only the
+    # first free number had been seen; a second 'fc#3' would make a name mean two rows)
+    src = {"fc.weight": rng.standard_normal((100, 60)), "fc#2": rng.standard_normal((80, 60)),
+           "fc#3": rng.standard_normal((75, 60)), "fc": rng.standard_normal((70, 60))}
+    assert [(l.name, l.N) for l in htsr.analyze(src, tails=False).layers] == [
+        ("fc", 100), ("fc#2", 80), ("fc#3", 75), ("fc#4", 70)]
 
 
 def test_a_conv_of_one_input_channel_is_described_not_fitted():
@@ -1271,6 +1279,11 @@ def test_farms_xmin_is_the_whole_matrix_eigenvalue_at_the_tail_share_the_windows
     assert row.farms_windows == 2 and row.num_fit_evals > 100
     k = int(round(row.num_pl_spikes * 100 / row.num_fit_evals))
     assert row.farms_xmin == pytest.approx(ev[-k], rel=1e-9)  # (the same eigenvalue from another SVD)
+    # SETOL's inverse-MP quality spans the layer's own tail [farms_xmin, lambda_max], not the windows' x_min
+    # (rel 1e-12: the same floats through log10)
+    assert row.farms_xmin != row.xmin
+    assert row.logq_inverse_mp == pytest.approx(
+        2 * row.alpha * (math.log10(row.lambda_max) - math.log10(row.farms_xmin)), rel=1e-12)
 
 
 def test_a_coarse_storage_counts_zeros_only_under_a_gap(tmp_path):
@@ -1285,10 +1298,16 @@ def test_a_coarse_storage_counts_zeros_only_under_a_gap(tmp_path):
     low = rng.standard_normal((200, 10)) @ rng.standard_normal((10, 150))
     sq = rng.standard_normal((256, 256))
     save_file({"r10.weight": low.astype(ml_dtypes.bfloat16), "sq.weight": sq.astype(np.float16),
-               "e4.weight": sq.astype(ml_dtypes.float8_e4m3fn)}, str(tmp_path / "m.safetensors"))
+               "e4.weight": sq.astype(ml_dtypes.float8_e4m3fn), "f32.weight": low.astype(np.float32)},
+              str(tmp_path / "m.safetensors"))
     rows = {r.name: r for r in htsr.analyze(tmp_path / "m.safetensors").layers}
     assert rows["sq"].num_zero_evals == 0 and rows["e4"].num_zero_evals == 0
     assert rows["r10"].num_zero_evals == 140
+    # the MP fit leaves those zeros out as it does a float32 layer's exact ones: the same fit as the float32 copy
+    # (rel 1e-3: bfloat16's rounding moves the 10 nonzero eigenvalues by ~2^-8 of theirs at most; fitted with the
+    # rounding zeros as a bulk, sigma had been 0.0046 against 10.6, with 18 spikes)
+    assert rows["r10"].mp_sigma == pytest.approx(rows["f32"].mp_sigma, rel=1e-3)
+    assert rows["r10"].num_spikes == rows["f32"].num_spikes == 0
     # not fitted, with or without FARMS' windows, and the floor that cut its eigenvalues named
     why = "eigenvalues above the floor 0.0701 (the rounding of the weights' storage, under a gap) < min_evals=50"
     assert rows["r10"].status == f"not_fitted: 10 of 150 {why}"
@@ -1567,6 +1586,10 @@ def test_a_layer_of_exactly_min_evals_eigenvalues_gets_its_mp_fit_phase_and_trap
     for row in rows:
         assert row.status == "ok" and row.phase != "" and math.isfinite(row.mp_sigma) and row.num_traps == 1
     assert rows[0].phase == rows[1].phase and rows[0].rand_lambda_max == rows[1].rand_lambda_max
+    # and 49 is not: with min_evals=51 none of them is made (only the boundary's fitted side had been checked)
+    row = htsr.analyze({"fc.weight": _trapped()}, min_evals=51, randomize=True).layers[0]
+    assert row.status == "not_fitted: 50 eigenvalues < min_evals=51" and row.phase == ""
+    assert math.isnan(row.mp_sigma) and math.isnan(row.num_traps) and math.isnan(row.rand_lambda_max)
 
 
 def test_randomize_is_seeded_by_seed():
@@ -1901,9 +1924,12 @@ def test_bad_weights_are_told_apart_whichever_matrix_and_sign_they_are_in():
     diag = np.triu(np.full((6, 6), -np.inf), 1)
     diag[0, 0] = -np.inf
     mask = np.triu(np.full((6, 6), -np.inf), 1)  # a causal mask: skipped, as before
+    pos = np.triu(np.full((6, 6), -np.inf), 1)  # a causal mask's layout with one +inf: a diverged weight, no mask
+    pos[2, 4] = np.inf
     rows = {r.name: r.status for r in htsr.analyze({"c.weight": conv, "n.weight": neg, "w.weight": wide,
-                                                      "d.weight": diag, "m.weight": mask}, min_evals=5).layers}
-    assert rows["c"] == rows["w"] == rows["d"] == "failed: NaN or Inf in the weights"
+                                                      "d.weight": diag, "m.weight": mask, "p.weight": pos},
+                                                     min_evals=5).layers}
+    assert rows["c"] == rows["w"] == rows["d"] == rows["p"] == "failed: NaN or Inf in the weights"
     assert rows["n"] == ("failed: weights up to 1e+200 in magnitude: eigenvalues could exceed float64's range; "
                          "rescale the weights (alpha does not change with the scale)")
     assert rows["m"] == "skipped: an attention mask (entries 0 and −inf), not a weight"
@@ -1958,6 +1984,18 @@ def test_a_failure_of_the_fit_s_diagnostics_keeps_the_fit_and_says_so(monkeypatc
     assert row.status == "ok; diagnostics failed: RuntimeError: forced"
     assert row.alpha == fitted.alpha and math.isfinite(fitted.bayes_alpha_lo) and math.isnan(row.bayes_alpha_lo)
     assert row.num_fit_evals == 100
+    # the notes it gives (a TPL or E-TPL fit that failed: forced here, on top of the real diagnostics) follow the
+    # fit's status in the row's (no random layer gives one: the notes' way to the status had gone unchecked)
+    from htsr.fits.uncertainty import tail_uncertainty
+
+    def noting(*args, notes, **kwargs):
+        cols = tail_uncertainty(*args, notes=notes, **kwargs)
+        notes.append("etpl not fitted: forced")
+        return cols
+
+    monkeypatch.setattr(an, "tail_uncertainty", noting)
+    row = htsr.analyze({"fc.weight": W}).layers[0]
+    assert row.status == "ok; etpl not fitted: forced" and row.bayes_alpha_lo == fitted.bayes_alpha_lo
 
 
 def test_an_empty_expert_stack_or_conv_is_one_empty_matrix_row():
@@ -2023,3 +2061,125 @@ def test_setol_delta_lambda_min_normalises_xmin_by_the_mean_eigenvalue():
     mean = float(np.sum(ev)) / ev.size
     assert row.erg_lambda_min == pytest.approx(row.erg_lambda_min_raw / mean, rel=1e-12)  # (sums in another order)
     assert row.erg_delta_lambda_min == pytest.approx(row.xmin / mean - row.erg_lambda_min, rel=1e-9, abs=1e-12)
+
+
+# ------------------------------------------------------------- round 57: per-layer decisions of the pipeline
+
+
+def test_a_reader_s_1d_tensor_of_a_layer_kind_and_its_unreadable_bias_are_listed_not_rows():
+    """A reader's kind on a 1-D shape (a corrupt header's) is no matrix: listed as 'shape [...] of no matrix', not a
+    failed row; a reader's unreadable 1-D bias is a bias, listed as one, not a dense row that says why it cannot be
+    read; and two directions of one stored tensor (part_of) that --layers leaves out still count as one tensor.
+    Only 0-D shapes, unreadable 1-D weights and kept directions had been seen."""
+    from htsr.io.base import TensorRef, skipped_loader
+
+    rng = np.random.default_rng(57)
+    W = rng.standard_normal((80, 60))
+    fwd, bwd = rng.standard_normal((96, 40)), rng.standard_normal((96, 40))
+    refs = [TensorRef("fc.weight", (80, 60), "float64", lambda: W),
+            TensorRef("fc.bias", (80,), "float32", skipped_loader("packed quantized bias of no known layout")),
+            TensorRef("x.weight", (64,), "float64", lambda: np.ones(64), "dense"),
+            TensorRef("rnn.W[fwd]", (96, 40), "float64", lambda: fwd, "rnn", part_of="rnn.W"),
+            TensorRef("rnn.W[bwd]", (96, 40), "float64", lambda: bwd, "rnn", part_of="rnn.W")]
+    r = htsr.analyze(_reader(refs), min_evals=5, tails=False)
+    assert [x.name for x in r.layers] == ["fc", "rnn.W[fwd]", "rnn.W[bwd]"]
+    assert {n.reason: n.examples for n in r.not_analysed} == {
+        "bias or norm buffer": ("fc.bias",), "shape [64] of no matrix": ("x.weight",)}
+    r = htsr.analyze(_reader(refs), min_evals=5, tails=False, layers="^fc$")
+    assert [x.name for x in r.layers] == ["fc"]
+    assert r.num_tensors == 4  # fc, its bias, x, rnn.W (its two directions, both filtered out, once)
+    assert dict((n.reason, n.examples) for n in r.not_analysed)["not matched by option 'layers'"] == (
+        "rnn.W[fwd]", "rnn.W[bwd]")
+
+
+def test_the_warning_reads_the_interval_of_alpha_not_alpha_alone():
+    """A t(2) layer fits alpha 2.24 with a Bayesian interval of about [1.87, 2.66] (seeded): alpha alone is above 2
+    and below 6 (no warning by WeightWatcher's rule), but the interval holds 2, so the warning is 'uncertain', as
+    metrics.warning_for gives for those bounds. Its 13 spikes of 100 make a tail whose alpha is below
+    phase_ht_alpha: heavy-tailed (with the default thresholds, each in its place). The row's warning had only been
+    seen where alpha alone decides, and no analysed layer had been heavy-tailed."""
+    from htsr.metrics import warning_for
+
+    W = np.random.default_rng(0).standard_t(2.0, (200, 100))
+    row = htsr.analyze({"fc.weight": W}, tails=False, setol=False).layers[0]
+    assert row.status == "ok" and row.bayes_alpha_lo < 2.0 < row.alpha < row.bayes_alpha_hi < 6.0
+    assert row.warning == warning_for(row.alpha, row.bayes_alpha_lo, row.bayes_alpha_hi) == "uncertain"
+    assert row.num_spikes == 13 and row.phase == "heavy-tailed"
+
+
+def test_a_shuffle_with_no_mp_law_counts_no_traps():
+    """A constant 200 x 50 layer shuffles into itself: its entries' variance is 0, so the shuffled matrix has no MP
+    law to set a threshold by; the trap count is NaN (not counted), not 0 traps found. Its one eigenvalue is still
+    N·M·c² = 200·50·0.25 = 2500 (rel 1e-12: the Gram's round-off). Only shuffles with an MP law had been seen."""
+    row = htsr.analyze({"fc.weight": np.full((200, 50), 0.5)}, randomize=True).layers[0]
+    assert row.rand_lambda_max == pytest.approx(2500.0, rel=1e-12)
+    assert math.isnan(row.rand_mp_threshold) and math.isnan(row.rand_mp_sigma) and math.isnan(row.num_traps)
+    assert row.trap_weights == ""
+
+
+def test_the_shuffle_s_js_distance_cuts_each_spectrum_at_its_own_floor():
+    """rand_js_distance compares the layer's ESD and its shuffle's, each with the eigenvalues at or below its own
+    numerical floor as zeros: for a 100 x 100 float32 layer with a strong rank-1 spike the two floors differ by
+    orders of magnitude, and cut at each other's the distance is 0.921, not 0.910. The floors' order had gone
+    unchecked (rel 1e-6: the same calls as the analysis, only a BLAS thread count could move their round-off)."""
+    from htsr.rmt import js_distance
+    from htsr.spectra import esd
+
+    rng = np.random.default_rng(3)
+    W = (rng.standard_normal((100, 100)) + 30.0 * np.outer(rng.standard_normal(100), rng.standard_normal(100))
+         ).astype(np.float32)
+    row = htsr.analyze({"fc.weight": W}, randomize=True, min_evals=5, tails=False).layers[0]
+    sp, R = esd([W]), randomize([W], 100, 100, 0)
+    want = js_distance(sp.evals, R.spectrum.evals, sp.floor, R.spectrum.floor)
+    assert row.rand_js_distance == pytest.approx(want, rel=1e-6)
+    assert abs(js_distance(sp.evals, R.spectrum.evals, R.spectrum.floor, sp.floor) - want) > 1e-3
+
+
+def test_the_progress_bar_counts_every_row_whether_run_side_by_side_or_alone(monkeypatch):
+    """in_threads ticks the bar once per row: the rows up to THREADED_MAX_M (at most, not below it) run side by
+    side, the larger ones one at a time, and those tick it too (only the side-by-side rows' ticks had been
+    seen through a run's bar). THREADED_MAX_M is lowered to 64 so that small rows stand for large ones."""
+    from htsr.matrices import LayerMatrices
+
+    a = sys.modules["htsr.analyze"]
+    monkeypatch.setattr(a, "THREADED_MAX_M", 64)
+
+    class Bar:
+        ticks = 0
+
+        def update(self):
+            self.ticks += 1
+
+    rows = [LayerMatrices(f"r{m}", "dense", (128, m), 128, m, 1, 1.0, lambda: []) for m in (32, 64, 65, 96)]
+    assert [a._light(lm) for lm in rows] == [True, True, False, False]
+    bar = Bar()
+    assert a.in_threads(rows, lambda lm: lm.name, workers=2, bar=bar) == ["r32", "r64", "r65", "r96"]
+    assert bar.ticks == 4
+
+
+def test_the_localization_bulk_of_a_rank_deficient_layer_leaves_out_its_null_directions():
+    """A rank-10 200 x 60 layer: its 50 zero eigenvalues (at or below the spectrum's floor) have eigenvectors of
+    no meaning, and the bulk's participation ratio is over the 6 nonzero ones below the 4-eigenvalue tail, as
+    rmt.localization gives with that floor (20.83; with the null directions in, 18.68). Only full-rank layers had
+    been seen (rel 1e-9: the same Gram and eigh as the analysis's)."""
+    from htsr.rmt import localization
+    from htsr.spectra import esd
+
+    rng = np.random.default_rng(5)
+    W = rng.standard_normal((200, 10)) @ rng.standard_normal((10, 60))
+    row = htsr.analyze({"fc.weight": W}, localization=True, min_evals=5, tails=False).layers[0]
+    assert row.status == "ok" and row.matrix_rank == 10 and row.num_pl_spikes == 4
+    want = localization([W], 4, 1.0, esd([W]).floor)["loc_pr_bulk_mean"]
+    assert row.loc_pr_bulk_mean == pytest.approx(want, rel=1e-9)
+    assert abs(localization([W], 4, 1.0, 0.0)["loc_pr_bulk_mean"] - want) > 1.0
+
+
+def test_a_result_records_the_path_it_was_given_and_none_for_an_object(tmp_path):
+    """AnalysisResult.path is the path analysed as given (what compare labels a model by), '' for an in-memory
+    mapping; only the object case had been seen here."""
+    from safetensors.numpy import save_file
+
+    W = np.random.default_rng(0).standard_normal((80, 60)).astype(np.float32)
+    save_file({"fc.weight": W}, str(tmp_path / "m.safetensors"))
+    assert htsr.analyze(tmp_path / "m.safetensors", min_evals=5, tails=False).path == str(tmp_path / "m.safetensors")
+    assert htsr.analyze({"fc.weight": W}, min_evals=5, tails=False).path == ""

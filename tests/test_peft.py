@@ -2123,3 +2123,20 @@ def test_an_update_s_small_nonzero_eigenvalues_are_not_cut_at_weightwatchers_flo
     assert row.num_fit_evals == 8 and not row.status.startswith("not_fitted")
     # the 8 eigenvalues are the chosen ones (float32 storage of √λ: relative 1e-7)
     assert np.sort(sp.fit_evals) == pytest.approx(np.sort(lam), rel=1e-6)
+
+
+# ---- round 57's gaps --------------------------------------------------------------------------------------
+
+def test_localization_leaves_an_update_from_its_factors_alone(tmp_path):
+    """localization=True asks for eigenvectors of the dense layers: an update known by its factors (no entries)
+    gets none, and its fit stands as without the option, with no 'diagnostics failed' in its status (its
+    factors had been handed to the eigenvector code, which cannot read them). Only dense layers had been run
+    with the option."""
+    rng = np.random.default_rng(0)
+    A, B = rng.standard_normal((4, 60)).astype(np.float32), rng.standard_normal((80, 4)).astype(np.float32)
+    f = _write_adapter(tmp_path / "a", {"base_model.model.fc.lora_A.weight": A, "base_model.model.fc.lora_B.weight": B},
+                       target_modules=["fc"])
+    plain = _rows(htsr.analyze(f, min_evals=2))["fc#delta"][0]
+    row = _rows(htsr.analyze(f, min_evals=2, localization=True))["fc#delta"][0]
+    assert row.kind == "lora" and row.status == plain.status == "ok"
+    assert row.alpha == plain.alpha and math.isnan(row.loc_pr_tail_mean) and math.isnan(row.loc_pr_bulk_mean)

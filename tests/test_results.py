@@ -14,8 +14,9 @@ import pytest
 
 import htsr
 from conftest import layer_row, result_of, save_run
-from htsr.results import (TABLE_COLUMNS, AnalysisResult, Summary, _lock_folders, an_output, atomic_write, format_value,
-                          json_safe, load_result, shown_width, table_columns, why_undefined)
+from htsr.results import (TABLE_COLUMNS, AnalysisResult, Summary, _lock_folders, an_output, atomic_write, check_outputs,
+                          csv_cell, csv_table, format_value, in_means, json_safe, load_result, read_layers, shown_width,
+                          table_columns, text_table, why_undefined, write_outputs)
 
 
 def test_a_pvalue_of_exactly_0_1_is_not_plausible():
@@ -151,13 +152,15 @@ def test_the_readme_names_every_summary_key():
 
 
 # ------------------------------------------------------------------ mutation round 16 (2026-12-06)
-def test_every_count_column_is_written_as_an_integer():
-    # the README's counts (num_spikes, num_heavy_entries, ...) are integers in layers.csv and the JSON, not '3.0'
+@pytest.mark.parametrize("n", [3, 0])
+def test_every_count_column_is_written_as_an_integer(n):
+    # the README's counts (num_spikes, num_heavy_entries, ...) are integers in layers.csv and the JSON, not '3.0';
+    # a count of 0 (no trap, no spike) as well, not '0.0'
     counts = ("num_evals_below_floor", "matrix_rank", "num_pl_spikes", "num_fingers", "num_fit_evals", "farms_windows",
               "num_boot", "num_spikes", "num_zero_evals", "num_heavy_entries", "num_traps", "num_erg")
-    r = result_of([layer_row("a", **{c: 3.0 for c in counts})])
+    r = result_of([layer_row("a", **{c: float(n) for c in counts})])
     row = next(csv.DictReader(io.StringIO(r.csv_text())))
-    assert {c: row[c] for c in counts} == {c: "3" for c in counts}
+    assert {c: row[c] for c in counts} == {c: str(n) for c in counts}
     assert all(type(r.to_records()[0][c]) is int for c in counts)
 
 
@@ -192,6 +195,7 @@ def test_the_folder_lock_of_an_output_set_is_exclusive(tmp_path):
 def test_any_csv_in_a_model_folder_is_an_output_not_an_input():
     # a run's tables under another name (a renamed layers.csv) are htsr's outputs: noted, never read
     assert an_output(Path("ck") / "layers_v1.csv") and an_output(Path("ck") / "RUN.CSV")
+    assert an_output(Path("ck") / "alpha.png") and an_output(Path("ck") / "esd.SVG")  # a run's figures too
     assert not an_output(Path("ck") / "model.safetensors")
 
 
@@ -407,12 +411,21 @@ def test_why_undefined_names_each_options_reason():
     assert why_undefined({"randomize": True})["num_with_traps"].startswith("no layer randomised")
     assert why_undefined({"bootstrap": n})["num_no_power_law"].startswith(f"no layer fitted with {n} good replicates")
     assert why_undefined({"bootstrap": n - 1})["num_no_power_law"] == f"--bootstrap {n - 1}: fewer than {n} replicates"
+    assert why_undefined({})["share_plausible_pl"] == "--bootstrap N"
+    assert why_undefined({"bootstrap": n})["share_plausible_pl"] == "no layer fitted"  # it ran: no layer had a p
 
 
 @pytest.mark.parametrize("options, extra", [
     ({"drop_top": 0, "clip_xmax": False, "farms_aspect": None, "randomize": False}, ()),
     ({"clip_xmax": True}, ("alpha", "raw_alpha", "num_fingers", "bayes_alpha_lo")),
     ({"farms_aspect": 2.0}, ("num_evals", "farms_windows", "farms_xmin", "alpha")),
+    ({"randomize": True}, ("num_spikes", "num_traps", "trap_weights", "alpha_weighted")),
+    ({"localization": True}, ("stable_rank", "loc_pr_tail_mean", "loc_pr_bulk_mean", "loc_lr_tail_mean",
+                              "loc_lr_bulk_mean", "loc_ent_tail_mean", "loc_ent_bulk_mean", "warning")),
+    ({"bayes_average": True}, ("bayes_alpha_hi", "bayes_avg_alpha", "bayes_avg_alpha_lo", "bayes_avg_alpha_hi", "D")),
+    # a bootstrap too few to drive the warnings: both intervals shown, the averaged one after the p-value
+    ({"bayes_average": True, "bootstrap": 20}, ("bayes_alpha_hi", "boot_alpha_lo", "boot_alpha_hi", "pl_pvalue",
+                                                "bayes_avg_alpha", "bayes_avg_alpha_lo", "bayes_avg_alpha_hi", "D")),
 ])
 def test_an_options_columns_follow_their_column_and_an_option_off_adds_none(options, extra):
     """table_columns: an option off (None, False or 0: drop_top=0 drops nothing) adds no column; one on puts its
@@ -501,3 +514,314 @@ def test_a_link_loop_given_as_a_saved_run_is_said_to_be_one(tmp_path):
     (tmp_path / "l2").symlink_to(tmp_path / "l1")
     with pytest.raises(htsr.errors.SourceError, match="a loop of symbolic links"):
         load_result(tmp_path / "l1")
+
+
+# ------------------------------------------------------------------ mutation round 58 (2026-12-07)
+def test_the_per_layer_frame_keeps_every_float_in_double_precision(tmp_path):
+    """to_pandas and read_layers give float64 columns: 0.1 comes back as the double 0.1 (a float32 column holds
+    0.10000000149). No test had looked at a value's precision in the frame, only at the two frames agreeing."""
+    pytest.importorskip("pandas")
+    r = result_of([layer_row("a", alpha=0.1, num_traps=2.0)])
+    r.to_csv(tmp_path / "layers.csv")
+    for frame in (r.to_pandas(), read_layers(tmp_path / "layers.csv")):
+        assert str(frame["alpha"].dtype) == "float64" and frame["alpha"][0] == 0.1
+        assert str(frame["num_traps"].dtype) == "float64" and str(frame["N"].dtype) == "int64"
+
+
+def test_updates_beside_untouched_modules_without_a_base_are_averaged_with_them():
+    """means_rows: an adapter's updates, none fitted, beside rows of no tag but no --base (no #base row): the means
+    are over every row, labelled 'all' — 'merged' (the adapted weights) needs the base. A mislabel had gone unseen:
+    only runs with a #base row were tried."""
+    nf = dict(alpha=math.nan, status="not_fitted: rank-8 update")
+    s = Summary.of([layer_row("q#delta", log_norm=0.5, **nf), layer_row("emb", log_norm=2.0, alpha=5.0)])
+    assert s.means_over == "all" and s.means["log_norm"] == 1.25 and s.means["alpha"] == 5.0
+
+
+def test_in_means_follows_the_rows_a_summary_averages():
+    """in_means (compare's mean over common layers) takes a row by its tag as means_rows does: over the updates only
+    #delta rows; over the merged weights #merged and untagged rows, not #base or #delta; over 'all' every row."""
+    assert [in_means(n, "delta") for n in ("q#delta", "q#base", "q#merged", "emb")] == [True, False, False, False]
+    assert [in_means(n, "merged") for n in ("q#delta", "q#base", "q#merged", "emb")] == [False, False, True, True]
+    assert all(in_means(n, "all") for n in ("q#delta", "q#base", "q#merged", "emb"))
+
+
+def test_each_warning_counts_only_its_own_layers():
+    """num_uncertain counts the 'uncertain' warnings alone (not no-power-law, the other bootstrap-driven one, nor the
+    trained ones); no test had a mix of warnings."""
+    rows = [layer_row("a", warning="uncertain"), layer_row("b", warning="no-power-law"),
+            layer_row("c", warning="under-trained"), layer_row("d", warning="over-trained"), layer_row("e")]
+    s = Summary.of(rows)
+    assert (s.num_uncertain, s.num_under_trained, s.num_over_trained) == (1, 1, 1)
+
+
+def test_a_layer_without_a_p_value_is_not_in_the_no_power_law_count():
+    """num_no_power_law is over the layers whose finite p drives the warning: enough replicates but no p (NaN) is
+    no vote, so with no other layer the count is NaN (not 0, which says it ran and found none)."""
+    assert math.isnan(Summary.of([layer_row("a", num_boot=100.0)]).num_no_power_law)
+
+
+def test_the_status_leading_word_is_read_without_blanks():
+    """Summary.of reads a status by its leading word, blanks stripped: 'ok ; …' (a table edited by hand, cells
+    padded) is fitted, ' skipped: …' skipped."""
+    s = Summary.of([layer_row("a", status="ok ; localization: x"), layer_row("b", status=" skipped: too big")])
+    assert (s.num_fitted, s.num_skipped) == (1, 1)
+
+
+def test_a_json_result_with_an_unknown_column_is_refused(tmp_path):
+    """load_result of a --json document whose rows have a column this htsr does not know (a newer htsr's) refuses it,
+    as it refuses such a layers.csv: it had been read with the column dropped silently."""
+    result_of([layer_row("a")]).to_json(tmp_path / "run.json")
+    doc = json.loads((tmp_path / "run.json").read_text())
+    doc["layers"][0]["alpha_new"] = 1.0
+    (tmp_path / "run.json").write_text(json.dumps(doc))
+    with pytest.raises(htsr.errors.SourceError, match=r"columns this htsr does not know \(alpha_new\)"):
+        load_result(tmp_path / "run.json")
+
+
+def test_an_output_is_made_with_the_usual_permissions(tmp_path):
+    """atomic_write creates its file as open() would, 0666 less the umask (0644 under umask 022): others may read
+    the tables, as they could a file written directly."""
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "layers.csv", "x\n")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "layers.csv").stat().st_mode & 0o777 == 0o644
+
+
+def test_text_is_written_byte_for_byte(tmp_path):
+    """atomic_write writes text's '\\n' as is (no newline translation: every line of layers.csv ends in '\\n', not
+    '\\r\\n'); a quoted CSV row (a '\\r' in a name) ends in '\\n' as the others."""
+    atomic_write(tmp_path / "t.csv", "a\nb\n")
+    assert (tmp_path / "t.csv").read_bytes() == b"a\nb\n"
+    assert csv_table(["name", "alpha"], [["a\rb", 0.5], ["c", 1.0]]) == 'name,alpha\n"a\rb","0.5"\nc,1.0\n'
+
+
+def test_a_link_to_a_file_given_as_an_output_is_replaced_and_its_target_kept(tmp_path):
+    """not_replaceable's rule: a symbolic link to a regular file may be written: the link is replaced by the new
+    file, its target left as it was (it had not been tried; an lstat would refuse it as 'not a regular file')."""
+    (tmp_path / "old.csv").write_text("old")
+    (tmp_path / "layers.csv").symlink_to(tmp_path / "old.csv")
+    atomic_write(tmp_path / "layers.csv", "new")
+    assert not (tmp_path / "layers.csv").is_symlink() and (tmp_path / "layers.csv").read_text() == "new"
+    assert (tmp_path / "old.csv").read_text() == "old"
+
+
+def test_a_write_into_a_missing_folder_says_what_to_check(tmp_path):
+    """atomic_write (the API's to_csv) into a folder that does not exist says so in one line, with what to do."""
+    from htsr.errors import OutputError
+
+    with pytest.raises(OutputError) as e:
+        atomic_write(tmp_path / "none" / "layers.csv", "x")
+    assert str(e.value) == (f"{tmp_path / 'none' / 'layers.csv'}: cannot write (No such file or directory); check "
+                            "that its folder exists and is writable, or choose another path")
+
+
+def test_an_interrupt_during_the_rename_is_an_interrupt(tmp_path, monkeypatch):
+    """Ctrl-C during atomic_write's rename stays a KeyboardInterrupt (not an OutputError a caller would print and go
+    on after), and the temporary file is removed."""
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(tmp_path / "layers.csv", "x")
+    assert os.listdir(tmp_path) == []
+
+
+def test_outputs_are_written_into_folders_several_levels_new(tmp_path):
+    """write_outputs makes every missing folder above an output (--out runs/2026/a: three new levels)."""
+    write_outputs([("--out", tmp_path / "runs" / "2026" / "a" / "layers.csv", "x")])
+    assert (tmp_path / "runs" / "2026" / "a" / "layers.csv").read_text() == "x"
+
+
+def test_a_set_that_cannot_be_written_removes_every_folder_it_made(tmp_path):
+    """The folders made for a set that then fails (here its second output is a folder) are removed, the innermost
+    first, so none is left: removed outermost first, the outer one (not yet empty) had stayed."""
+    from htsr.errors import OutputError
+
+    (tmp_path / "out").mkdir()
+    with pytest.raises(OutputError, match="needs a file path"):
+        write_outputs([("--out", tmp_path / "a" / "b" / "layers.csv", "x"), ("--report", tmp_path / "out", "<html>")])
+    assert os.listdir(tmp_path) == ["out"]
+
+
+def test_a_folder_that_cannot_be_made_says_no_output_was_written(tmp_path):
+    """An output below a file (no folder can be made there) names the flag, the folder and that none of the set
+    was written, and leaves the other output unwritten."""
+    from htsr.errors import OutputError
+
+    (tmp_path / "f").write_text("a file")
+    with pytest.raises(OutputError) as e:
+        write_outputs([("--json", tmp_path / "r.json", "{}"), ("--out", tmp_path / "f" / "sub" / "layers.csv", "x")])
+    msg = str(e.value)
+    assert msg.startswith(f"--out {tmp_path / 'f' / 'sub' / 'layers.csv'}: cannot create the folder ")
+    assert msg.endswith("; no output was written") and sorted(os.listdir(tmp_path)) == ["f"]
+
+
+def test_the_folder_of_an_earlier_runs_output_is_locked_too(tmp_path, monkeypatch):
+    """write_outputs locks the folders it writes into and those it removes an earlier run's file from (another run
+    must not see that folder half updated)."""
+    from htsr import results
+
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "report.html").write_text("old")
+    locked = []
+    real = results._lock_folders
+    monkeypatch.setattr(results, "_lock_folders", lambda folders: locked.extend(folders) or real(folders))
+    write_outputs([("--out", tmp_path / "o" / "layers.csv", "x"), ("--report", tmp_path / "r" / "report.html", None)])
+    assert sorted(locked) == [tmp_path / "o", tmp_path / "r"] and os.listdir(tmp_path / "r") == []
+
+
+def test_an_earlier_output_that_is_a_folder_or_gone_is_left_alone(tmp_path):
+    """A path this run writes nothing to is removed only when it is a file (or a link): a folder there stays, and a
+    path whose folder is gone is no error (it had failed the whole set when its folder was locked)."""
+    (tmp_path / "report.html").mkdir()
+    removed = write_outputs([("--out", tmp_path / "layers.csv", "x"), ("--report", tmp_path / "report.html", None),
+                             ("--json", tmp_path / "gone" / "r.json", None)])
+    assert removed == [] and sorted(os.listdir(tmp_path)) == ["layers.csv", "report.html"]
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_signal_during_the_renames_is_delivered_after_them(tmp_path, monkeypatch, signum):
+    """Ctrl-C or SIGTERM between two renames of an output set is held: every output is renamed into place, then the
+    signal reaches the handler it had (here one that raises), which is the handler again afterwards. A held signal
+    had not been tested: dropped, not restored, or SIGTERM not held, nothing failed."""
+    import signal
+
+    from htsr import results
+
+    sig = getattr(signal, signum)
+
+    def stop(s, frame):
+        raise _Stop
+
+    before = signal.signal(sig, stop)
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        real(src, dst)
+        if len(calls) == 1:
+            signal.raise_signal(sig)
+
+    monkeypatch.setattr(results.os, "replace", replace)
+    try:
+        with pytest.raises(_Stop):
+            write_outputs([("--out", tmp_path / "a.csv", "a"), ("--out", tmp_path / "b.json", "b")])
+        assert signal.getsignal(sig) is stop
+    finally:
+        signal.signal(sig, before)
+    assert sorted(os.listdir(tmp_path)) == ["a.csv", "b.json"]
+
+
+def test_a_rename_that_fails_names_the_outputs_written_before_it(tmp_path, monkeypatch):
+    """A set's third rename failing (an OSError): the error names the flag and the file, and lists the outputs
+    already replaced (both earlier ones); no temporary file is left."""
+    from htsr import results
+    from htsr.errors import OutputError
+
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 3:
+            raise PermissionError(13, "Permission denied")
+        real(src, dst)
+
+    monkeypatch.setattr(results.os, "replace", replace)
+    a, b, c = tmp_path / "a.csv", tmp_path / "b.json", tmp_path / "c.html"
+    with pytest.raises(OutputError) as e:
+        write_outputs([("--out", a, "a"), ("--json", b, "b"), ("--report", c, "c")])
+    assert str(e.value) == f"--report {c}: cannot replace it (Permission denied); written before it: {a}, {b}"
+    assert sorted(os.listdir(tmp_path)) == ["a.csv", "b.json"]
+
+
+def test_an_output_inside_another_outputs_deeper_folder_is_refused(tmp_path):
+    """check_outputs: --report X with --out X/sub (X/sub/layers.csv) is refused, as --out X is: X is a folder above
+    one output, not only its parent."""
+    from htsr.errors import OutputError
+
+    with pytest.raises(OutputError, match="is the folder --out writes layers.csv into"):
+        check_outputs([], [("--report", tmp_path / "x"), ("--out", tmp_path / "x" / "sub" / "layers.csv")])
+
+
+def test_checking_the_outputs_creates_nothing(tmp_path):
+    """check_outputs' probe (the temporary file a write will make) is removed: nothing is created before the
+    analysis."""
+    check_outputs([], [("--out", tmp_path / "layers.csv"), ("--report", tmp_path / "new" / "r.html")])
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_cell_shows_four_significant_digits():
+    """format_value: a number that is not whole to 4 significant digits."""
+    assert format_value(3.14159) == "3.142" and format_value(0.0123456) == "0.01235"
+
+
+def test_a_text_table_pads_to_its_headers_and_ends_lines_without_blanks():
+    """text_table: a column is as wide as its header when the header is the widest cell; no line ends in blanks
+    (a left-aligned last column is not padded out)."""
+    text = text_table(["name", "alpha", "note"], [["a", "3", ""], ["bb", "12", "x"]], [True, False, True])
+    assert text.split("\n") == ["name  alpha  note", "a         3", "bb       12  x"]
+
+
+def test_enclosing_marks_take_no_column_and_ambiguous_ones_take_one():
+    """shown_width: an enclosing mark (category Me, U+20DD, whose combining class is 0) takes no column; a character
+    of ambiguous East Asian width (Greek alpha, '±') takes one, as on a western terminal."""
+    assert shown_width("1\u20dd") == 1
+    assert shown_width("\u03b1\u00b1") == 2
+
+
+def test_a_missing_or_numpy_value_is_a_plain_csv_field():
+    """csv_cell: None is an empty field (not 'None'); a numpy float is written as the float's repr ('0.25', not
+    'np.float64(0.25)')."""
+    import numpy as np
+
+    assert csv_cell(None) == "" and csv_cell(np.float64(0.25)) == "0.25"
+    assert csv_table(None, [[None, np.float64(0.1)]]) == ",0.1\n"
+
+
+def test_a_row_with_more_fields_than_the_header_is_refused(tmp_path):
+    """A saved layers.csv whose second row has a field too many (two tables run together, a stray comma) is refused
+    naming the row; its fields had been read as if whole."""
+    folder = save_run(result_of([layer_row("a"), layer_row("b")]), tmp_path / "run")
+    lines = (folder / "layers.csv").read_text().split("\n")
+    lines[2] += ",extra"
+    (folder / "layers.csv").write_text("\n".join(lines))
+    with pytest.raises(htsr.errors.SourceError, match=r"row 2 does not have the header's \d+ fields"):
+        load_result(folder)
+
+
+def test_hidden_files_beside_a_saved_runs_files_keep_it_a_saved_run(tmp_path):
+    """A run folder with a hidden file (a Finder's .DS_Store) is still a saved run, not a model folder."""
+    from htsr.results import saved_result
+
+    folder = save_run(result_of([layer_row("a")]), tmp_path / "run")
+    (folder / ".DS_Store").write_bytes(b"\0")
+    assert saved_result(folder) == folder
+
+
+def test_a_comparison_json_is_no_saved_run(tmp_path):
+    """A JSON document with layers, summary and options but no source or tensors not analysed (compare's --json) is
+    not taken for a run."""
+    from htsr.results import saved_result
+
+    (tmp_path / "c.json").write_text(json.dumps({"layers": [], "summary": {}, "options": {}}))
+    assert saved_result(tmp_path / "c.json") is None
+
+
+@pytest.mark.parametrize("entry", [{"reason": "a bias", "examples": ["b"]}, {"reason": "a bias", "count": None,
+                                                                              "examples": ["b"]}])
+def test_a_saved_run_with_a_broken_not_analysed_entry_is_refused_in_one_line(tmp_path, entry):
+    """load_result of a document whose not_analysed entry lacks its count, or has null, is a SourceError (a
+    KeyError or TypeError had escaped as a traceback)."""
+    result_of([layer_row("a")]).to_json(tmp_path / "run.json")
+    doc = json.loads((tmp_path / "run.json").read_text())
+    doc["not_analysed"] = [entry]
+    (tmp_path / "run.json").write_text(json.dumps(doc))
+    with pytest.raises(htsr.errors.SourceError, match="cannot read the saved run"):
+        load_result(tmp_path / "run.json")
