@@ -643,6 +643,8 @@ def test_zip_bombs_are_refused_before_they_expand(keras_file, member):
     with pytest.raises(SourceError) as ei:
         KerasFile(path)
     _one_line_source_error(ei, str(path), member, "zip bomb")
+    # refused by the size its header declares, before reading (a config had been read up to 64 MB first)
+    assert str(300 << 20) in str(ei.value)
 
 
 @pytest.mark.parametrize("member", ["config.json", "model.weights.h5"])
@@ -2214,12 +2216,180 @@ def test_a_bare_weights_file_with_more_than_ten_dense_layers_reads_them_all_as_d
     assert all(r.kind == "dense" and r.shape == (6, 8) for r in refs.values())
 
 
-def test_a_weights_only_keras2_kernel_of_htsrs_largest_conv_size_is_a_conv(tmp_path):
+@pytest.mark.parametrize("shape, kind, perm", [((32, 16, 8), "conv1d", (2, 1, 0)),
+                                               ((3, 3, 3, 4, 8), "conv3d", (4, 3, 0, 1, 2))], ids=["1d-32", "3d"])
+def test_a_weights_only_keras2_kernel_of_htsrs_largest_conv_size_is_a_conv(tmp_path, shape, kind, perm):
     """A 3-D kernel of MAX_CONV_KERNEL (32) taps is still a Conv1D without a config (K24: `<` made the limit
-    exclusive and listed it as a kernel of no class)."""
+    exclusive and listed it as a kernel of no class); a 5-D kernel is a Conv3D's [c_out, c_in, kd, kh, kw] (the
+    five-axis case had gone unchecked)."""
     rng = np.random.default_rng(0)
-    k = rng.standard_normal((32, 16, 8)).astype("f4")
+    k = rng.standard_normal(shape).astype("f4")
     path = write_legacy(tmp_path / "w.h5", {"c": [("c/kernel:0", k)]}, None, weights_only=True)
     (ref,) = list(KerasFile(path))
-    assert (ref.name, ref.kind, ref.shape) == ("c", "conv1d", (8, 16, 32))
-    np.testing.assert_array_equal(ref.load(), k.transpose(2, 1, 0))
+    assert (ref.name, ref.kind, ref.shape) == ("c", kind, tuple(shape[p] for p in perm))
+    np.testing.assert_array_equal(ref.load(), k.transpose(perm))
+
+
+# round 60 of mutation testing (io/keras.py, third pass): survivors' known answers
+
+def test_a_depthwise_kernel_of_three_kernel_axes_is_listed_not_read_as_a_conv3d(tmp_path):
+    """Keras has DepthwiseConv1D and 2D only: a DepthwiseConv2D whose stored kernel has five axes (a corrupt or
+    hand-made file) is listed as skipped with the reason, not reshaped into a conv3d matrix; the 4-D one beside
+    it is read as PyTorch's depthwise weight [c_in·mult, 1, kh, kw]."""
+    k5, k4 = _f32(3, 3, 3, 4, 2, seed=60), _f32(3, 3, 4, 2, seed=61)
+    config = model("Sequential", "m", [layer("DepthwiseConv2D", "dw", kernel_size=[3, 3], depth_multiplier=2),
+                                       layer("DepthwiseConv2D", "ok", kernel_size=[3, 3], depth_multiplier=2)])
+    path = write_keras(tmp_path / "d.keras", config, {"layers/depthwise_conv2d/vars/0": k5,
+                                                      "layers/depthwise_conv2d_1/vars/0": k4})
+    src = KerasFile(path)
+    (ref,) = list(src)
+    assert (ref.name, ref.kind, ref.shape) == ("ok", "conv2d", (8, 1, 3, 3))
+    np.testing.assert_array_equal(ref.load(), k4.reshape(3, 3, 8, 1).transpose(2, 3, 0, 1))
+    assert src.skipped == [("/layers/depthwise_conv2d/vars/0", "unexpected shape for a DepthwiseConv2D kernel")]
+
+
+def test_a_registered_depthwise_conv_subclass_is_read_as_a_depthwise_conv(tmp_path):
+    """A registered DepthwiseConv2D subclass keeps its base's config (depth_multiplier, depthwise_initializer,
+    no pointwise_initializer): it is a DepthwiseConv2D by its config, not a SeparableConv2D (whose two kernels
+    it does not have: its kernel had been listed as a 4-D variable of an unknown layer)."""
+    k = _f32(3, 3, 4, 2, seed=62)
+    lc = {"module": None, "class_name": "htsr_test>MyDepthwise", "registered_name": "htsr_test>MyDepthwise",
+          "config": {"name": "dw", "kernel_size": [3, 3], "depth_multiplier": 2,
+                     "depthwise_initializer": {"class_name": "GlorotUniform", "config": {}}}}
+    path = write_keras(tmp_path / "d.keras", model("Functional", "m", [lc]),
+                       {"layers/my_depthwise/vars/0": k, "layers/my_depthwise/vars/1": np.zeros(8, np.float32)})
+    src = KerasFile(path)
+    (ref,) = list(src)
+    assert (ref.name, ref.kind, ref.shape) == ("dw", "conv2d", (8, 1, 3, 3))
+    np.testing.assert_array_equal(ref.load(), k.reshape(3, 3, 8, 1).transpose(2, 3, 0, 1))
+    assert not src.skipped
+
+
+def test_a_custom_layer_with_a_dense_config_and_a_third_variable_is_no_dense(tmp_path):
+    """A Dense subclass holds a kernel and a bias at most; a registered layer whose config holds 'units' but
+    whose variables are a kernel and two vectors (a gated layer's own gate) is a custom layer: its matrix is a
+    row as stored ('g.vars.0'), not the Dense 'g' transposed."""
+    k = _f32(4, 6, seed=63)
+    lc = {"module": None, "class_name": "htsr_test>GatedDense", "registered_name": "htsr_test>GatedDense",
+          "config": {"name": "g", "units": 6}}
+    path = write_keras(tmp_path / "g.keras", model("Functional", "m", [lc]),
+                       {"layers/gated_dense/vars/0": k, "layers/gated_dense/vars/1": np.zeros(6, np.float32),
+                        "layers/gated_dense/vars/2": np.ones(6, np.float32)})
+    (ref,) = list(KerasFile(path))
+    assert (ref.name, ref.kind, ref.shape) == ("g.vars.0", None, (4, 6))
+    np.testing.assert_array_equal(ref.load(), k)
+
+
+def test_a_custom_conv_recurrent_layer_in_a_legacy_h5_is_no_conv(tmp_path):
+    """A registered layer whose config holds filters and kernel_size beside recurrent_* keys is a
+    convolutional recurrent layer, not a Conv2D subclass: in a legacy .h5 without a cell level its kernel is
+    not a Conv2D's (it had been read as the conv2d row 'rc'); both its 4-D kernels are listed with their
+    reasons, as they are for any custom layer of unknown layout."""
+    k, r = _f32(3, 3, 4, 16, seed=64), _f32(3, 3, 4, 16, seed=65)
+    lc = {"class_name": "htsr_test>ConvRNN", "config": {"name": "rc", "filters": 4, "kernel_size": [3, 3],
+                                                        "recurrent_activation": "sigmoid"}}
+    path = write_legacy(tmp_path / "r.h5", {"rc": [("rc/kernel:0", k), ("rc/recurrent_kernel:0", r)]},
+                        {"class_name": "Functional", "config": {"name": "m", "layers": [lc]}})
+    src = KerasFile(path)
+    assert list(src) == []
+    assert [w for w, _ in src.skipped] == ["/model_weights/rc/rc/kernel:0", "/model_weights/rc/rc/recurrent_kernel:0"]
+
+
+def test_two_layers_of_one_name_are_told_apart_by_a_numbered_suffix(tmp_path):
+    """Two layers under one name (a config whose nested layers repeat it) give two rows, the second named
+    '<name>_2' (the count of that name so far), in the file's order."""
+    a, b = _f32(8, 4, seed=66), _f32(4, 3, seed=67)
+    config = model("Sequential", "m", [layer("Dense", "d", units=4), layer("Dense", "d", units=3)])
+    path = write_keras(tmp_path / "m.keras", config, {"layers/dense/vars/0": a, "layers/dense_1/vars/0": b})
+    assert [(r.name, r.shape) for r in KerasFile(path)] == [("d", (4, 8)), ("d_2", (3, 4))]
+
+
+def test_an_int8_dense_scale_is_read_with_its_codes_not_listed_as_a_non_weight(tmp_path):
+    """An int8 Dense's kernel_scale is part of its weights (codes / scale): only the bias is left over as a
+    1-D non-weight (the scale had been listed as a second one)."""
+    path, _, _ = _int8_dense_archive(tmp_path, "int8_from_float32")
+    src = KerasFile(path)
+    assert len(src) == 1
+    assert [w for w, _ in src.not_weights] == ["/layers/dense/vars/1"]
+
+
+@pytest.mark.parametrize("alpha, scale", [(None, 1.0), (8.0, 2.0)], ids=["no-lora_alpha", "alpha-8"])
+def test_a_legacy_lora_dense_whose_config_has_no_alpha_merges_at_alpha_equal_to_rank(tmp_path, alpha, scale):
+    """Keras before lora_alpha merged a LoRA Dense as W + A·B (its alpha is the rank); a legacy .h5 whose config
+    holds lora_rank but no lora_alpha is merged so, and one with lora_alpha = 8 at rank 4 as W + 2·A·B (the
+    config-less case had gone unchecked: every test gave an alpha)."""
+    W, A, B = _f32(10, 6, seed=68), _f32(10, 4, seed=69), _f32(4, 6, seed=70)
+    cfg = {"name": "fc", "units": 6, "lora_rank": 4, **({"lora_alpha": alpha} if alpha is not None else {})}
+    path = write_legacy(tmp_path / "l.h5", {"fc": [("fc/kernel:0", W), ("fc/lora_kernel_a:0", A),
+                                                   ("fc/lora_kernel_b:0", B)]},
+                        {"class_name": "Functional", "config": {"name": "m", "layers": [{"class_name": "Dense",
+                                                                                         "config": cfg}]}})
+    (ref,) = list(KerasFile(path))
+    assert (ref.name, ref.kind, ref.shape) == ("fc", "dense", (6, 10))
+    # float32 sums in another order than numpy's float64 reference: a few ulps of entries of size ~5
+    np.testing.assert_allclose(ref.load(), (W.astype(np.float64) + scale * (A.astype(np.float64) @ B)).T,
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backward", ["bw", "backward_bw", "backward_cu_dnnlstm"])
+def test_a_cudnn_layer_of_a_legacy_bidirectional_is_read_by_its_config(tmp_path, backward):
+    """Keras 2's CuDNNLSTM stores its kernels on the layer (no cell level: 'bi/forward_cu_dnnlstm/kernel:0'), so
+    only the config tells its kernel is a recurrent one. Keras 2 renames a Bidirectional's layers
+    'forward_<name>' and 'backward_<name>' (the wrapped layer's clone, or a given backward layer): each is found in
+    the wrapper's config under layer or backward_layer, and its kernels are the rnn rows 'bi.forward_layer.kernel',
+    'bi.backward_layer.kernel', as a plain CuDNNLSTM's are. The renamed ones had been dense rows
+    'bi.forward_layer' and 'bi.backward_layer' (the config looked up by the renamed name found nothing)."""
+    k, r = _f32(6, 16, seed=71), _f32(4, 16, seed=72)
+    bi = {"name": "bi", "layer": {"class_name": "CuDNNLSTM", "config": {"name": "cu_dnnlstm", "units": 4}}}
+    if backward != "backward_cu_dnnlstm":  # a given backward layer (else the wrapped layer's clone)
+        bi["backward_layer"] = {"class_name": "CuDNNLSTM", "config": {"name": "bw", "units": 4, "go_backwards": True}}
+    config = {"class_name": "Sequential", "config": {"name": "m", "layers": [
+        {"class_name": "Bidirectional", "config": bi}, {"class_name": "CuDNNLSTM", "config": {"name": "solo", "units": 4}}]}}
+    weights = [(f"bi/{layer}/{v}:0", w) for layer in ("forward_cu_dnnlstm", backward)
+               for v, w in (("kernel", k), ("recurrent_kernel", r))]
+    path = write_legacy(tmp_path / "c.h5", {"bi": weights, "solo": [("solo/kernel:0", k), ("solo/recurrent_kernel:0", r)]},
+                        config)
+    refs = [(x.name, x.kind, x.shape) for x in KerasFile(path)]
+    assert refs == [("bi.forward_layer.kernel", "rnn", (16, 6)), ("bi.forward_layer.recurrent_kernel", "rnn", (16, 4)),
+                    ("bi.backward_layer.kernel", "rnn", (16, 6)), ("bi.backward_layer.recurrent_kernel", "rnn", (16, 4)),
+                    ("solo.kernel", "rnn", (16, 6)), ("solo.recurrent_kernel", "rnn", (16, 4))]
+
+
+def test_a_legacy_weight_under_another_layers_name_that_layer_does_not_hold_is_read(tmp_path):
+    """A weight named under another listed layer's scope ('enc/proj/kernel:0' in group 'head') is a copy of a
+    shared layer only if that layer's group holds it too; here 'enc' does not, so it is head's own weight, read
+    and named from its path ('head.enc.proj'), not dropped as a copy."""
+    a, b = _f32(8, 4, seed=73), _f32(4, 3, seed=74)
+    path = write_legacy(tmp_path / "w.h5", {"enc": [("enc/dense/kernel:0", a)], "head": [("enc/proj/kernel:0", b)]},
+                        None, weights_only=True)
+    src = KerasFile(path)
+    assert [(r.name, r.shape) for r in src] == [("enc.dense", (4, 8)), ("head.enc.proj", (3, 4))]
+    assert not [w for w, why in src.not_weights if "copy" in why]
+
+
+def test_a_live_tensor_whose_conversion_shares_the_variables_memory_is_copied(keras, monkeypatch):
+    """A backend's convert_to_numpy may hand back a writeable view on the variable's memory (TensorFlow's
+    .numpy() on CPU does); the loaded tensor is then a copy, so writing to it cannot reach the model (the
+    torch backend copies anyway, which had left the view case unchecked). An Embedding's table is loaded as
+    stored, with no transposing copy on the way."""
+    model = keras.Sequential([keras.Input((3,), dtype="int32"), keras.layers.Embedding(6, 4, name="e")])
+    backing = np.arange(24, dtype=np.float32).reshape(6, 4)  # stands for the variable's memory
+    monkeypatch.setattr(keras.ops, "convert_to_numpy", lambda v: backing[:])  # a view: owndata False
+    (ref,) = list(KerasModel(model))
+    a = ref.load()
+    a[...] = 7.0
+    np.testing.assert_array_equal(backing, np.arange(24, dtype=np.float32).reshape(6, 4))
+
+
+def test_numbered_seed_generators_at_the_top_of_a_weights_file_are_training_state(tmp_path):
+    """A model with two seed generators (dropout layers' RNG state) stores seed_generator and seed_generator_1 at
+    the top of the weights file: both are training state, neither counted among the model's tensors (the
+    numbered one had gone unchecked)."""
+    k = _f32(8, 4, seed=75)
+    seed = np.array([1, 2], np.uint32)
+    config = model("Sequential", "m", [layer("Dense", "d", units=4, use_bias=False)])
+    path = write_keras(tmp_path / "s.keras", config, {"layers/dense/vars/0": k, "seed_generator/vars/0": seed,
+                                                      "seed_generator_1/vars/0": seed})
+    src = KerasFile(path)
+    assert [(r.name, r.shape) for r in src] == [("d", (4, 8))]
+    assert src.not_weights == [] and src.skipped == []

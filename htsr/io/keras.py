@@ -506,6 +506,17 @@ def _config_class(cfg: dict) -> str:
     return _CONFIG_ALIASES.get(name, name)
 
 
+def _bidirectional_side(inner: Any, comp: str) -> tuple[bool, Any]:
+    """Whether a Bidirectional's scope component ``comp`` (in a legacy file) is its backward layer, and that
+    layer's config (None if its ``inner`` config has none). Keras 2 names its layers 'forward_<name>' and
+    'backward_<name>', a given backward layer too (its config keeps its own name, which Keras 3 uses)."""
+    inner = inner if isinstance(inner, dict) else {}
+    back = inner.get("backward_layer")
+    back_name = _layer_name(back) if isinstance(back, dict) else None
+    backward = comp in (back_name, f"backward_{back_name}") if back_name else comp.startswith("backward_")
+    return backward, back if backward and isinstance(back, dict) else inner.get("layer")
+
+
 def _unique(entries: list[_Entry]) -> list[_Entry]:
     """Unique names: a repeated one gets _2, _3 …"""
     seen: dict[str, int] = {}
@@ -988,6 +999,16 @@ class KerasFile:
                     out[name] = lc
         return out
 
+    @classmethod
+    def _scope_config(cls, lc: dict, comp: str) -> dict | None:
+        """The config of scope component ``comp`` inside layer config ``lc``: a nested layer by its name, or a
+        Bidirectional's wrapped layer by the name Keras 2 gives it there (forward_<name>, backward_<name>;
+        a CuDNNLSTM has no cell level to tell its kernel by)."""
+        sub = cls._layer_configs(lc).get(comp)
+        if sub is None and _config_class(lc) == "Bidirectional":
+            sub = _bidirectional_side(lc.get("config"), comp)[1]
+        return sub if isinstance(sub, dict) else None
+
     def _legacy(self, root: Any, config: dict | None) -> None:
         Dataset = self._h5py.Dataset
         top = self._layer_configs(config)
@@ -1026,7 +1047,7 @@ class KerasFile:
                 lc = top.get(layer)
                 cls = lc.get("class_name") if lc else None
                 for c in scope:
-                    sub = self._layer_configs(lc).get(c) if lc else None
+                    sub = self._scope_config(lc, c) if lc else None
                     if sub is not None:
                         lc, cls = sub, sub.get("class_name")
                 pair = tuple(factors.get((tuple(scope), f)) for f in _LORA_FACTORS.get(var, ()))
@@ -1046,7 +1067,7 @@ class KerasFile:
     def _as_attributes(cls, lc: dict | None, scope: list[str]) -> list[str]:
         """A wrapper's inner layer under the attribute Keras 3 files and live models name it by (``layer``;
         ``forward_layer``, ``backward_layer``) instead of its layer name (``dense``; ``forward_lstm``, a given
-        backward layer's own name), so that a layer's rows are named alike from every format; at any depth
+        backward layer's own name or Keras 2's ``backward_<that name>``), so that a layer's rows are named alike from every format; at any depth
         of ``scope`` (a wrapper inside a nested model), the configs followed down from the layer's ``lc``."""
         out: list[str] = []
         for i, comp in enumerate(scope):
@@ -1058,11 +1079,8 @@ class KerasFile:
                 out.append("layer")
                 lc = inner.get("layer")
             elif kind == "Bidirectional" or (kind is None and cells and comp.startswith(("forward_", "backward_"))):
-                back = inner.get("backward_layer")
-                back_name = _layer_name(back) if isinstance(back, dict) else None
-                backward = comp == back_name if back_name else comp.startswith("backward_")
+                backward, lc = _bidirectional_side(inner, comp)
                 out.append("backward_layer" if backward else "forward_layer")
-                lc = (back if backward and isinstance(back, dict) else inner.get("layer"))
             else:
                 out.append(comp)
                 lc = cls._layer_configs(lc).get(comp) if isinstance(lc, dict) else None
