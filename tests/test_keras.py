@@ -1999,7 +1999,8 @@ def test_a_subclassed_models_own_weights_are_rows_in_every_format(keras, tmp_pat
 def test_nested_models_in_a_legacy_h5_name_wrappers_and_shared_layers_as_the_other_formats(keras, tmp_path):
     """A legacy .h5 of a model with a nested Sequential: a wrapper inside it kept its inner layer's name
     ('inner.td.conv2d', 'inner.bi.forward_lstm': --base against the .keras copy found no pair), and a layer
-    shared by two nested models, of which Keras writes a copy into each group, was a second row."""
+    shared by two nested models, of which Keras writes a copy into each group, was a second row (whichever of
+    the two models comes first)."""
     L = keras.layers
     keras.utils.set_random_seed(0)
     inner = keras.Sequential([L.Input((4, 8, 8, 3)), L.TimeDistributed(L.Conv2D(5, 3), name="td"),
@@ -2012,6 +2013,11 @@ def test_nested_models_in_a_legacy_h5_name_wrappers_and_shared_layers_as_the_oth
     got = _formats(keras, model, tmp_path, "m")
     assert sorted(got["h5"]) == sorted(got["live"]) == sorted(got["keras"])
     assert sum(name.endswith("shared") for name, _, _ in got["h5"]) == 1
+    # the model that calls the shared layer first is not the one that made it (s2 before s1): the legacy file had
+    # read it twice, as 's2.s1.shared' and 's1.shared', where live and .keras give one row, 's2.shared'
+    got = _formats(keras, keras.Model(v, [s2(v), s1(v)]), tmp_path, "s")
+    assert sorted(got["h5"]) == sorted(got["live"]) == sorted(got["keras"])
+    assert [name for name, _, _ in got["h5"] if name.endswith("shared")] == ["s2.shared"]
 
 
 def test_int4_layers_give_skipped_rows_and_their_scales_are_no_rows(keras, tmp_path):

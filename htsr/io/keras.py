@@ -98,6 +98,7 @@ import re
 import tempfile
 import threading
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -1014,11 +1015,14 @@ class KerasFile:
         top = self._layer_configs(config)
         read: set = set()  # each dataset once: a name listed again costs a few bytes, its analysis seconds
         layers = list(dict.fromkeys(self._names(root, "layer_names")))
-        owner: dict[str, str] = {}  # a weight name → the layer group that listed it first
+        groups = {}
         for layer in layers:
-            g = root.get(layer)
-            if g is None:
+            if root.get(layer) is None:
                 raise self._fail(f"layer {layer!r} is listed in layer_names but missing from the file")
+            groups[layer] = root.get(layer)
+        holders = Counter(w for g in groups.values() for w in set(self._names(g, "weight_names")))
+        first: dict[str, str] = {}  # a shared layer's weight name → the layer group that read it
+        for layer, g in groups.items():
             weights = []
             for wname in self._names(g, "weight_names"):
                 ds = g.get(wname)
@@ -1026,12 +1030,16 @@ class KerasFile:
                     raise self._fail(f"layer {layer!r}: weight {wname!r} is listed but missing from the file")
                 comps = [c for c in _WEIGHT_SUFFIX.sub("", wname).split("/") if c]
                 # a layer shared by two nested models: Keras 3 writes a copy into each one's group, under the
-                # name of the model that owns it (s1/shared/kernel in group s2): read once, its copy listed
-                if comps and comps[0] != layer and comps[0] in layers and owner.get(wname) == comps[0]:
-                    self._walker.not_weights.append((ds.name, f"a copy of {comps[0]}'s weight (a layer shared by two "
-                                                              "models): analysed once"))
-                    continue
-                owner.setdefault(wname, layer)
+                # name of the model that owns it (s1/shared/kernel in groups s1 and s2): read once, in the
+                # first group that lists it (the model that calls it first, as a live model's and a .keras
+                # file's rows are: s2.shared when s2 comes first), its copies listed
+                if comps and comps[0] in groups and holders[wname] > 1:
+                    if first.setdefault(wname, layer) != layer:
+                        self._walker.not_weights.append((ds.name, f"a copy of {first[wname]}'s weight (a layer "
+                                                                  "shared by two models): analysed once"))
+                        continue
+                    if comps[0] != layer:
+                        comps = [layer, *comps[1:]]  # (named as the group reading it holds it: s2/shared/kernel)
                 # Keras 3 names a weight under its model's name scope too (``mlp/fc1/kernel`` in layer ``fc1``
                 # of Sequential ``mlp``): the scope is what follows the layer's own name
                 scope = comps[comps.index(layer) + 1:-1] if layer in comps[:-1] else comps[:-1]
