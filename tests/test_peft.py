@@ -529,7 +529,9 @@ def test_adapter_configs_and_factors_that_make_no_update_are_named(tmp_path):
     for i, (cfg, must) in enumerate(((dict(lora_alpha="Infinity"), "finite"), (dict(lora_alpha=float("nan")), "finite"),
                                      (dict(alpha_pattern=["fc"]), "alpha_pattern"),
                                      (dict(alpha_pattern={"fc": float("nan")}), "alpha_pattern must be finite"),
-                                     (dict(use_rslora="false"), "use_rslora must be true or false"))):
+                                     (dict(use_rslora="false"), "use_rslora must be true or false"),
+                                     # (a bare string had been read as a list of its characters)
+                                     (dict(target_parameters="experts.w"), "target_parameters a list of names"))):
         f = _write_adapter(tmp_path / f"c{i}", t, **cfg)
         with pytest.raises(SourceError) as e:
             htsr.analyze(f)
@@ -752,6 +754,7 @@ def test_modules_to_save_copies_are_named_as_the_base_names_them(tmp_path):
     peft.get_peft_model(Tiny(), cfg).save_pretrained(str(tmp_path))
     r = htsr.analyze(tmp_path, min_evals=2)
     assert [(x.name, x.kind) for x in r.layers] == [("q#delta", "lora"), ("emb", "embedding")]
+    assert len(open_source(tmp_path)) == 2  # (the tensor count: the update and the copy)
 
 
 def test_square_layers_take_the_layout_the_other_layers_show(tmp_path):
@@ -923,11 +926,22 @@ def test_a_grouped_conv_lora_is_skipped_with_why(tmp_path):
     (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
                                                               "target_modules": ["g"]}))
     safetensors_torch.save_file({"base_model.model.g.lora_A.weight": torch.from_numpy(rng.standard_normal((4, 16, 3, 3))),
-                                 "base_model.model.g.lora_B.weight": torch.from_numpy(rng.standard_normal((32, 1, 1, 1)))},
+                                 "base_model.model.g.lora_B.weight": torch.from_numpy(rng.standard_normal((32, 1, 1, 1))),
+                                 # B taking 3 of A's 4 channels (no whole number of groups), and a B that is no
+                                 # 1x1 conv: factors that do not multiply, not a grouped conv nor a reshape error
+                                 "base_model.model.h.lora_A.weight": torch.from_numpy(rng.standard_normal((4, 16, 3, 3))),
+                                 "base_model.model.h.lora_B.weight": torch.from_numpy(rng.standard_normal((32, 3, 1, 1))),
+                                 "base_model.model.k.lora_A.weight": torch.from_numpy(rng.standard_normal((4, 16, 3, 3))),
+                                 "base_model.model.k.lora_B.weight": torch.from_numpy(rng.standard_normal((32, 4, 3, 3)))},
                                 str(tmp_path / "adapter_model.safetensors"))
     rows = htsr.analyze(tmp_path, min_evals=2).layers
-    assert [(x.name, x.status) for x in rows] == [("g#delta", "skipped: LoRA on a grouped convolution (B takes 1 of "
-                                                   "A's 4 channels: 4 groups), whose update htsr does not form")]
+    assert [(x.name, x.status) for x in rows if x.name == "g#delta"] == [
+        ("g#delta", "skipped: LoRA on a grouped convolution (B takes 1 of A's 4 channels: 4 groups), whose update "
+                    "htsr does not form")]
+    for x in rows:
+        if x.name != "g#delta":
+            assert x.status.startswith("failed: ") and x.status.endswith(
+                "do not multiply; re-save the adapter with peft"), x
 
 
 def test_adapters_that_start_from_part_of_w_and_variants_of_another_update(tmp_path):
@@ -978,6 +992,7 @@ def test_other_adapters_saved_beside_one_are_named(tmp_path):
     pm.add_adapter("second", peft.LoraConfig(r=2, target_modules=["sq"]))
     pm.save_pretrained(str(tmp_path / "both"))
     assert (tmp_path / "both" / "second" / "adapter_config.json").is_file()
+    (tmp_path / "both" / "logs").mkdir()  # a subfolder of no adapter (no adapter_config.json): not named
     r = htsr.analyze(tmp_path / "both", min_evals=2)
     assert r.source == (f"{tmp_path / 'both'} (other adapters beside it, not read: second/; give one's folder to "
                         "analyse it)")
@@ -1212,7 +1227,15 @@ def test_loha_and_lokr_parts_that_do_not_make_an_update_are_skipped_rows(tmp_pat
                **{f"lora_unet_d.hada_w{i}_{ab}": np.ones((8, 0) if ab == "a" else (0, 6), np.float32)
                   for i in (1, 2) for ab in "ab"}, "lora_unet_d.alpha": np.array(4.0, np.float32),
                **{f"lora_unet_e.hada_w{i}_{ab}": np.full((8, 2) if ab == "a" else (2, 6), 1e38, np.float32)
-                  for i in (1, 2) for ab in "ab"}},
+                  for i in (1, 2) for ab in "ab"},
+               # a whole LoHa with one LoRA factor beside it (lora_down alone): which is the update is not known
+               **{f"lora_unet_f.hada_w{i}_{ab}": f32((8, 2) if ab == "a" else (2, 6), np.float32)
+                  for i in (1, 2) for ab in "ab"}, "lora_unet_f.lora_down.weight": f32((2, 6), np.float32),
+               # two pairs of other in-sizes (6 and 7): no Hadamard product
+               **{f"lora_unet_g.hada_w{i}_{ab}": f32((8, 2) if ab == "a" else (2, 5 + i), np.float32)
+                  for i in (1, 2) for ab in "ab"},
+               # a LoKr w1 of three axes, where a matrix belongs
+               "lora_unet_h.lokr_w1": f32((2, 2, 1), np.float32), "lora_unet_h.lokr_w2": f32((5, 5), np.float32)},
               str(tmp_path / "bad.safetensors"))
     rows = {x.name: x for x in htsr.analyze(tmp_path / "bad.safetensors", min_evals=2).layers}
     assert rows["lora_unet_a#delta"].status == (
@@ -1228,6 +1251,13 @@ def test_loha_and_lokr_parts_that_do_not_make_an_update_are_skipped_rows(tmp_pat
     # parts past float64's range: failed, as a dense layer's weights would be, not numbers from overflowed sums
     assert rows["lora_unet_e#delta"].status.startswith("failed: eigenvalues beyond float64's range")
     assert rows["lora_unet_c#delta"].shape == "10x10" and rows["lora_unet_c#delta"].eig_method == "kron64"
+    assert rows["lora_unet_f#delta"].status == (
+        "skipped: LoRA factors and LoHa / LoKr parts on one module; re-save the adapter")
+    assert rows["lora_unet_g#delta"].status == (
+        "skipped: LoHa parts of shapes hada_w1_a [8, 2], hada_w1_b [2, 6], hada_w2_a [8, 2], hada_w2_b [2, 7] do not "
+        "fit together; re-save the adapter")
+    assert rows["lora_unet_h#delta"].status == (
+        "skipped: lokr_w1 of shape [2, 2, 1], where a 2-D part belongs; re-save the adapter")
 
 
 def test_a_lora_files_bad_metadata_is_one_line(tmp_path):
@@ -1260,10 +1290,16 @@ def test_single_file_lora_formats_diffusers_loads_and_what_kohya_names_match(tmp
     old = {"unet.down.attn1.processor.to_q_lora.down.weight": f32(4, 16),
            "unet.down.attn1.processor.to_q_lora.up.weight": f32(16, 4),
            "text_encoder.layers.0.self_attn.to_out_lora.down.weight": f32(4, 16),
-           "text_encoder.layers.0.self_attn.to_out_lora.up.weight": f32(16, 4)}
+           "text_encoder.layers.0.self_attn.to_out_lora.up.weight": f32(16, 4),
+           # (the UNet's output projection is diffusers' to_out.0; a text encoder's to_k is CLIP's k_proj)
+           "unet.down.attn1.processor.to_out_lora.down.weight": f32(4, 16),
+           "unet.down.attn1.processor.to_out_lora.up.weight": f32(16, 4),
+           "text_encoder.layers.0.self_attn.to_k_lora.down.weight": f32(4, 16),
+           "text_encoder.layers.0.self_attn.to_k_lora.up.weight": f32(16, 4)}
     save_file(old, str(tmp_path / "old.safetensors"))
     assert {t.name for t in open_source(tmp_path / "old.safetensors")} == {
-        "unet.down.attn1.to_q#delta", "text_encoder.layers.0.self_attn.out_proj#delta"}
+        "unet.down.attn1.to_q#delta", "text_encoder.layers.0.self_attn.out_proj#delta",
+        "unet.down.attn1.to_out.0#delta", "text_encoder.layers.0.self_attn.k_proj#delta"}
 
     W = f32(16, 32)
     save_file({"attn.to_q.weight": W, "attn.to_k.weight": W}, str(tmp_path / "base.safetensors"))
@@ -1408,6 +1444,9 @@ def test_a_hub_pipeline_snapshot_and_what_a_lora_files_scale_depends_on_are_said
               metadata={"lora_adapter_metadata": json.dumps(meta)})
     assert "4 modules, text_encoder.attn.to_k …, under no component of its lora_adapter_metadata (transformer): " \
            "scale 1, alpha = r" in open_source(tmp_path / "m.safetensors").description
+    # (and they are read so: scale 1, not an unknown one)
+    assert {t.name: t.load().scale for t in open_source(tmp_path / "m.safetensors")} == {
+        f"{c}.attn.to_{p}#delta": 1.0 for c in ("unet", "text_encoder") for p in "qk"}
     # a kohya file with a whole model's weights beside its factors: they are said to be read as they are
     mixed = dict(load_file(str(LORA_DATA / "kohya.safetensors"))) | {"conv_in.weight": np.ones((8, 4, 3, 3), np.float32)}
     save_file(mixed, str(tmp_path / "mixed.safetensors"))
@@ -1829,11 +1868,14 @@ def test_a_loha_or_lokr_base_row_is_the_base_weight(tmp_path, kind):
     np.testing.assert_array_equal(np.asarray(rows["0#base"].load()), W)
 
 
-@pytest.mark.parametrize("targets", [["q"], "q"])
+@pytest.mark.parametrize("targets", [["q"], "q", "all-linear"])
 def test_target_modules_match_whole_name_components_not_suffixes(tmp_path, targets):
     """peft's check_target_module_exists: a list entry names the module or its last components after
     a '.', a string is a regular expression the whole name matches (not one found in it); 'q' is no target
-    of module 'freq', so freq's LoRA is its target parameter freq.w's."""
+    of module 'freq', so freq's LoRA is its target parameter freq.w's. Nor is 'all-linear' (peft saves it
+    expanded to the Linear layers' names; written by hand, it names no module holding a target parameter):
+    it had made freq's LoRA one on freq's own weight, 'freq#delta' (for fused experts, one row of their
+    summed updates where each expert's is a row)."""
     rng = np.random.default_rng(0)
     f = _write_adapter(tmp_path / "a", {"base_model.model.freq.lora_A.weight": rng.standard_normal((4, 24)).astype(np.float32),
                                         "base_model.model.freq.lora_B.weight": rng.standard_normal((16, 4)).astype(np.float32)},
@@ -2056,7 +2098,7 @@ def test_rows_of_an_embedding_and_a_conv_without_their_base_keep_the_update_s_sh
     rows = {r.name: r for r in _open_rows(_write_adapter(tmp_path / "a", t), {"fc.weight": np.ones((40, 30), np.float32)})}
     for tag in ("base", "merged"):
         assert tuple(rows[f"emb#{tag}"].shape) == (120, 32) and rows[f"emb#{tag}"].kind == "embedding"
-        assert tuple(rows[f"c#{tag}"].shape) == (40, 24, 3, 3)
+        assert tuple(rows[f"c#{tag}"].shape) == (40, 24, 3, 3) and rows[f"c#{tag}"].kind == "conv2d"
 
 
 def test_a_square_embedding_is_not_transposed_by_the_other_layers_in_by_out_layout(tmp_path):
@@ -2140,3 +2182,318 @@ def test_localization_leaves_an_update_from_its_factors_alone(tmp_path):
     row = _rows(htsr.analyze(f, min_evals=2, localization=True))["fc#delta"][0]
     assert row.kind == "lora" and row.status == plain.status == "ok"
     assert row.alpha == plain.alpha and math.isnan(row.loc_pr_tail_mean) and math.isnan(row.loc_pr_bulk_mean)
+
+
+# ---- round 62's gaps --------------------------------------------------------------------------------------
+
+def test_an_adapter_config_with_a_byte_order_mark_and_a_lower_case_peft_type_is_read(tmp_path):
+    """An adapter_config.json re-saved by an editor that writes a UTF-8 byte order mark, with its peft_type
+    written "lora", is the same config: read (scale lora_alpha / r = 12 / 4 = 3), not refused as unreadable
+    JSON or an unsupported type. Only BOM-less configs of upper-case types had been read."""
+    rng = np.random.default_rng(62)
+    A, B = rng.standard_normal((4, 30)).astype(np.float32), rng.standard_normal((20, 4)).astype(np.float32)
+    f = _write_adapter(tmp_path / "a", {"base_model.model.fc.lora_A.weight": A, "base_model.model.fc.lora_B.weight": B},
+                       lora_alpha=12, peft_type="lora")
+    cfg = f / "adapter_config.json"
+    cfg.write_bytes(b"\xef\xbb\xbf" + cfg.read_bytes())
+    m = next(t for t in open_source(f) if t.name == "fc#delta").load()
+    # (the scale is exact; the factors are the file's float32 ones)
+    assert m.scale == 3.0
+    np.testing.assert_array_equal(m.A, A)
+
+
+def test_an_adapter_folder_with_both_weight_files_is_read_from_its_safetensors(tmp_path):
+    """A folder holding adapter_model.safetensors and an adapter_model.bin (an older save left beside it, of
+    other factors) is read from the safetensors file, as peft loads it: the row's factors are its. Only folders
+    of one weights file had been read."""
+    rng = np.random.default_rng(63)
+    A, B = rng.standard_normal((4, 30)).astype(np.float32), rng.standard_normal((20, 4)).astype(np.float32)
+    f = _write_adapter(tmp_path / "a", {"base_model.model.fc.lora_A.weight": A, "base_model.model.fc.lora_B.weight": B})
+    torch.save({"base_model.model.fc.lora_A.weight": torch.zeros(4, 30),
+                "base_model.model.fc.lora_B.weight": torch.zeros(20, 4)}, str(f / "adapter_model.bin"))
+    m = next(t for t in open_source(f) if t.name == "fc#delta").load()
+    np.testing.assert_array_equal(m.A, A)  # (the file's own float32 values, not the .bin's zeros)
+    np.testing.assert_array_equal(m.B, B)
+
+
+def test_a_lycoris_file_of_loha_modules_alone_is_a_lora(tmp_path):
+    """A LyCORIS file whose modules are all LoHa (hada_w1_a … hada_w2_b and an alpha, no lora_down / lokr part)
+    is a single-file LoRA: one #delta row of alpha / r·(w1a·w1b) ∘ (w2a·w2b), against numpy's dense product.
+    Only files holding other LoRA names beside LoHa's had been read; these parts had been listed as dense rows."""
+    rng = np.random.default_rng(64)
+    m = "lora_unet_blk_proj"
+    p = {"hada_w1_a": (12, 2), "hada_w1_b": (2, 10), "hada_w2_a": (12, 2), "hada_w2_b": (2, 10)}
+    parts = {k: rng.standard_normal(s).astype(np.float32) for k, s in p.items()}
+    save_file({**{f"{m}.{k}": v for k, v in parts.items()}, f"{m}.alpha": np.array(1.0, np.float32)},
+              str(tmp_path / "loha.safetensors"))
+    rows = {t.name: t for t in open_source(tmp_path / "loha.safetensors")}
+    assert list(rows) == [f"{m}#delta"] and rows[f"{m}#delta"].kind == "lora"
+    d = lambda a, b: parts[a].astype(np.float64) @ parts[b]  # noqa: E731
+    ref = np.linalg.svd(0.5 * d("hada_w1_a", "hada_w1_b") * d("hada_w2_a", "hada_w2_b"), compute_uv=False)
+    # (alpha 1 / r 2; float64 factored path vs dense SVD of rank ≤ 4: 1e-9 of the largest)
+    np.testing.assert_allclose(_sv(rows[f"{m}#delta"])[:4], ref[:4], rtol=0, atol=1e-9 * ref[0])
+
+
+def test_each_diffusers_component_s_modules_take_their_own_component_s_config(tmp_path):
+    """SDXL's LoRA files hold text_encoder and text_encoder_2, a name that starts with the other's: each module
+    takes its own component's lora_alpha / r (text_encoder 8 / 4 = 2, text_encoder_2 4 / 4 = 1), whatever order the
+    metadata lists them in. Only components of unrelated names (unet, text_encoder) had been read."""
+    rng = np.random.default_rng(65)
+    A, B = rng.standard_normal((4, 16)).astype(np.float32), rng.standard_normal((16, 4)).astype(np.float32)
+    meta = {"text_encoder.r": 4, "text_encoder.lora_alpha": 8, "text_encoder_2.r": 4, "text_encoder_2.lora_alpha": 4}
+    save_file({f"{c}.attn.q_proj.{k}": v for c in ("text_encoder", "text_encoder_2")
+               for k, v in (("lora_A.weight", A), ("lora_B.weight", B))},
+              str(tmp_path / "l.safetensors"), metadata={"lora_adapter_metadata": json.dumps(meta)})
+    assert {t.name: t.load().scale for t in open_source(tmp_path / "l.safetensors")} == {
+        "text_encoder.attn.q_proj#delta": 2.0, "text_encoder_2.attn.q_proj#delta": 1.0}
+
+
+def test_kohya_names_matched_to_the_base_only_when_one_base_tensor_is_theirs_alone(tmp_path):
+    """Reading a kohya-ss name's '_' as '.': a name that two base tensors spell (blk.a_b and blk_a.b) is
+    matched to neither, and one base tensor that two modules' names reach (lora_te1_ and lora_te2_ paths of one
+    shape, a base of one text encoder) is neither's: their rows say the base lacks them, never a guessed merge.
+    A LyCORIS name that starts with the module's path (lycoris_transformer_blocks_0_…) is that path, not
+    single_transformer_blocks_0_… nor a suffix of both. Only shapes had told such names apart before."""
+    rng = np.random.default_rng(66)
+
+    def f32(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    base = {"blk.a_b.weight": f32(8, 8), "blk_a.b.weight": f32(8, 8),
+            "text_model.encoder.layers.0.q_proj.weight": f32(8, 8),
+            "transformer_blocks.0.attn.to_q.weight": f32(8, 8), "single_transformer_blocks.0.attn.to_q.weight": f32(8, 8)}
+    save_file(base, str(tmp_path / "base.safetensors"))
+    lora = {}
+    for module in ("lora_unet_blk_a_b", "lora_te1_text_model_encoder_layers_0_q_proj",
+                   "lora_te2_text_model_encoder_layers_0_q_proj", "lycoris_transformer_blocks_0_attn_to_q"):
+        lora |= {f"{module}.lora_down.weight": f32(2, 8), f"{module}.lora_up.weight": f32(8, 2)}
+    save_file(lora, str(tmp_path / "k.safetensors"))
+    rows = {x.name: x for x in htsr.analyze(tmp_path / "k.safetensors", base=tmp_path / "base.safetensors",
+                                            min_evals=2).layers}
+    for module in ("lora_unet_blk_a_b", "lora_te1_text_model_encoder_layers_0_q_proj",
+                   "lora_te2_text_model_encoder_layers_0_q_proj"):
+        assert rows[f"{module}#base"].status == (
+            f"skipped: no base tensor of the update's shape is {module} with '_' read as '.'")
+    got = rows["lycoris_transformer_blocks_0_attn_to_q#base"]
+    want = htsr.analyze({"w.weight": base["transformer_blocks.0.attn.to_q.weight"]}, min_evals=2).layers[0]
+    assert got.status == "ok" and got.log_norm == want.log_norm  # (the same weights: the same number)
+
+
+def test_a_conv3d_lora_is_one_update_per_kernel_position(tmp_path):
+    """A LoRA on a Conv3d (A r x in x 2 x 2 x 2, B out x r x 1 x 1 x 1, as peft saves it) is one LowRank
+    s·B·A[:, :, p] per kernel position, in numpy.ndindex order, its row out x in x 2 x 2 x 2. Only 1-D and 2-D
+    conv LoRAs had been read; a 3-D one's factors had been refused as not multiplying."""
+    rng = np.random.default_rng(67)
+    A, B = rng.standard_normal((4, 6, 2, 2, 2)).astype(np.float32), rng.standard_normal((10, 4, 1, 1, 1)).astype(np.float32)
+    f = _write_adapter(tmp_path / "a", {"base_model.model.c3.lora_A.weight": A, "base_model.model.c3.lora_B.weight": B})
+    (row,) = open_source(f)
+    assert row.name == "c3#delta" and tuple(row.shape) == (10, 6, 2, 2, 2)
+    got = row.load()
+    assert len(got) == 8
+    for m, p in zip(got, np.ndindex(2, 2, 2)):
+        # (scale 8 / 4 = 2; float32 factors, the product formed in float32: 1e-5)
+        np.testing.assert_allclose(m.dense(), 2.0 * B[:, :, 0, 0, 0].astype(np.float64) @ A[(slice(None),) * 2 + p],
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_a_lora_file_s_metadata_config_without_lora_alpha_is_one_config_not_components(tmp_path):
+    """A lora_adapter_metadata holding one LoraConfig that lacks lora_alpha ({"r": 4, "fan_in_fan_out": true}: peft's
+    default alpha 8) is that config, not per-component keys: its fan_in_fan_out tells a square layer's layout, so
+    the merge adds ΔWᵀ (8 / 4 = 2 times (B·A)ᵀ). Only metadata with lora_alpha had been read."""
+    rng = np.random.default_rng(68)
+    A, B = rng.standard_normal((4, 8)).astype(np.float32), rng.standard_normal((8, 4)).astype(np.float32)
+    W = rng.standard_normal((8, 8)).astype(np.float32)
+    save_file({"blk.fc.lora_A.weight": A, "blk.fc.lora_B.weight": B}, str(tmp_path / "l.safetensors"),
+              metadata={"lora_adapter_metadata": json.dumps({"r": 4, "fan_in_fan_out": True})})
+    save_file({"blk.fc.weight": W}, str(tmp_path / "base.safetensors"))
+    rows = {t.name: t for t in open_source(tmp_path / "l.safetensors").with_base(open_source(tmp_path / "base.safetensors"))}
+    # (float32 sums: 1e-5)
+    np.testing.assert_allclose(rows["blk.fc#merged"].load(), W + 2.0 * (B.astype(np.float64) @ A).T, rtol=1e-5, atol=1e-5)
+
+
+def test_expert_factors_that_do_not_multiply_or_a_rank_0_are_skipped_rows(tmp_path):
+    """A LoRA on a bare parameter whose B has 8 columns for A's 16 rows, or whose config gives it rank 0
+    (rank_pattern): a skipped row saying which, not a reshape failure or a division by zero (only a rank that
+    does not divide A's rows had been tried)."""
+    rng = np.random.default_rng(69)
+    A = rng.standard_normal((16, 24)).astype(np.float32)
+    row = _rows(htsr.analyze(_param_adapter(tmp_path / "ab", A, rng.standard_normal((20, 8)).astype(np.float32), r=8),
+                             min_evals=2))["mlp.experts.w#delta"][0]
+    assert row.status == ("skipped: LoRA factors of shapes [20, 8] (B) and [16, 24] (A) of a target parameter are not "
+                          "a rank-r update; re-save the adapter with peft")
+    row = _rows(htsr.analyze(_param_adapter(tmp_path / "r0", A, rng.standard_normal((20, 16)).astype(np.float32), r=8,
+                                            rank_pattern={"experts.w": 0}), min_evals=2))["mlp.experts.w#delta"][0]
+    assert row.status == "skipped: the config's rank r = 0 is not positive; re-save the adapter"
+
+
+def test_an_expert_stack_s_merge_leaves_its_base_as_it_was_and_a_base_of_other_rank_is_refused(tmp_path):
+    """With a live (torch) base, W + ΔW of a stack of 2 experts is formed on a copy: the #base row still loads W
+    after the merge, and a second merge gives the same W + ΔW (the sum had been added into the base's own
+    tensor). The rows are typed 'stack'. A 2-D base for the 2 experts (20 x 24) is a skipped merge that says
+    the shapes, not a broadcast error."""
+    rng = np.random.default_rng(70)
+    A, B = rng.standard_normal((16, 24)).astype(np.float32), rng.standard_normal((20, 16)).astype(np.float32)
+    f = _param_adapter(tmp_path / "a", A, B, r=8)
+    W = rng.standard_normal((2, 20, 24)).astype(np.float32)
+    rows = {t.name: t for t in _open_rows(f, {"mlp.experts.w": W.copy()})}
+    assert rows["mlp.experts.w#base"].kind == rows["mlp.experts.w#merged"].kind == "stack"
+    Ae, Be = A.reshape(2, 8, 24).astype(np.float64), B.reshape(20, 8, 2).astype(np.float64)
+    want = W + np.stack([Be[:, :, e] @ Ae[e] for e in range(2)])  # scale 8 / 8 = 1
+    for _ in range(2):  # (float32 sums: 1e-5)
+        np.testing.assert_allclose(rows["mlp.experts.w#merged"].load(), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(rows["mlp.experts.w#base"].load(), W)
+    rows = {t.name: t for t in _open_rows(f, {"mlp.experts.w": W[0].copy()})}
+    with pytest.raises(LayerSkipped, match=r"^the update \(2 x 20 x 24\) does not match the base tensor's \(20, 24\)$"):
+        rows["mlp.experts.w#merged"].load()
+
+
+def test_of_two_target_parameters_a_2d_one_is_no_base_of_a_stack_of_experts(tmp_path):
+    """Two parameters on one module, a 2-D [20, 24] and a stack [2, 20, 24]; factors of 2 experts (A 16 x 24,
+    r 8) fit the stack alone: its rows are merged, the 2-D one of the same out x in is no candidate. The stack's
+    rows are typed 'stack' though its module is named conv (its name alone would say a Conv1d weight)."""
+    rng = np.random.default_rng(71)
+    A, B = rng.standard_normal((16, 24)).astype(np.float32), rng.standard_normal((20, 16)).astype(np.float32)
+    f = _write_adapter(tmp_path / "a", {"base_model.model.mix.conv.lora_A.weight": A,
+                                        "base_model.model.mix.conv.lora_B.weight": B},
+                       r=8, target_modules=[], target_parameters=["conv.a", "conv.b"])
+    Wa, Wb = rng.standard_normal((20, 24)).astype(np.float32), rng.standard_normal((2, 20, 24)).astype(np.float32)
+    rows = {t.name: t for t in _open_rows(f, {"mix.conv.a": Wa, "mix.conv.b": Wb})}
+    assert {"mix.conv.b#base", "mix.conv.b#merged"} <= set(rows) and "mix.conv.a#merged" not in rows
+    assert rows["mix.conv.b#base"].kind == rows["mix.conv.b#merged"].kind == "stack"
+
+
+def test_a_peft_lokr_conv1d_with_a_tucker_core_is_the_conv1d_s_shape(tmp_path):
+    """peft's LoKr on a Conv1d(32, 48, 5) of rank 2 with use_effective_conv2d keeps w2 as a Tucker core
+    r x r x 5 x 1: the #delta row is the Conv1d's 48 x 32 x 5 without a base, and its per-position eigenvalues
+    are those of peft's get_delta_weight. (The LycorisNet Conv1d's LoKr has a full w2: no core had been read.)"""
+    torch.manual_seed(4)
+    net = nn.Module()
+    net.c1 = nn.Conv1d(32, 48, 5)
+    pm = peft.get_peft_model(net, peft.LoKrConfig(r=2, alpha=3, target_modules=["c1"], init_weights=False,
+                                                  use_effective_conv2d=True))
+    assert "lokr_t2" in str(list(pm.state_dict()))
+    dw = pm.base_model.model.c1.get_delta_weight("default").detach().double().numpy()
+    pm.save_pretrained(str(tmp_path / "adapter"))
+    (row,) = open_source(tmp_path / "adapter")
+    assert tuple(row.shape) == dw.shape == (48, 32, 5)
+    got = np.sort(np.concatenate([matrix_eigenvalues(f)[0] for f in row.load()]))
+    ref = _conv_evals(dw, 1.0)
+    np.testing.assert_allclose(got, ref, atol=1e-6 * ref[-1])  # float64 factors vs peft's float32 product
+
+
+def test_a_diffusers_component_s_use_dora_without_magnitudes_leaves_its_merge_unformed(tmp_path):
+    """A LoRA file whose metadata sets use_dora for the UNet, with no lora_magnitude_vector saved: the UNet
+    module's #merged is skipped saying so, not merged as a plain LoRA; the text encoder (no use_dora) merges
+    W + ΔW. Only components whose DoRA flag agreed with their saved magnitudes had been read."""
+    rng = np.random.default_rng(72)
+    A, B = rng.standard_normal((4, 32)).astype(np.float32), rng.standard_normal((16, 4)).astype(np.float32)
+    W = rng.standard_normal((16, 32)).astype(np.float32)
+    meta = {"unet.r": 4, "unet.lora_alpha": 4, "unet.use_dora": True, "text_encoder.r": 4, "text_encoder.lora_alpha": 4}
+    save_file({f"{c}.attn.to_q.{k}": v for c in ("unet", "text_encoder") for k, v in (("lora_A.weight", A),
+                                                                                      ("lora_B.weight", B))},
+              str(tmp_path / "l.safetensors"), metadata={"lora_adapter_metadata": json.dumps(meta)})
+    save_file({f"{c}.attn.to_q.weight": W for c in ("unet", "text_encoder")}, str(tmp_path / "base.safetensors"))
+    rows = {t.name: t for t in open_source(tmp_path / "l.safetensors").with_base(open_source(tmp_path / "base.safetensors"))}
+    with pytest.raises(LayerSkipped, match="^use_dora is set but the adapter has no lora_magnitude_vector$"):
+        rows["unet.attn.to_q#merged"].load()
+    # (scale 4 / 4 = 1; float32 sums: 1e-5)
+    np.testing.assert_allclose(rows["text_encoder.attn.to_q#merged"].load(), W + B.astype(np.float64) @ A, rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_a_tucker_loha_is_not_laid_onto_a_base_conv_of_other_channels_and_kernel(tmp_path):
+    """A LyCORIS LoHa with Tucker cores (update 32 x 16 x 3 x 3) against a base conv blk.conv.weight of 32 x 48 x 3
+    x 1 (as many entries, other in-channels and kernel): that tensor is another layer's, its rows say so; the
+    update keeps its own shape. Only flattened updates had been matched to a base's kernel."""
+    rng = np.random.default_rng(73)
+    p = {"hada_w1_a": (2, 32), "hada_w1_b": (2, 16), "hada_t1": (2, 2, 3, 3),
+         "hada_w2_a": (2, 32), "hada_w2_b": (2, 16), "hada_t2": (2, 2, 3, 3)}
+    save_file({f"blk.conv.{k}": rng.standard_normal(s).astype(np.float32) for k, s in p.items()},
+              str(tmp_path / "l.safetensors"))
+    save_file({"blk.conv.weight": rng.standard_normal((32, 48, 3, 1)).astype(np.float32)}, str(tmp_path / "base.safetensors"))
+    rows = {t.name: t for t in open_source(tmp_path / "l.safetensors").with_base(open_source(tmp_path / "base.safetensors"))}
+    assert tuple(rows["blk.conv#delta"].shape) == (32, 16, 3, 3)
+    with pytest.raises(LayerSkipped, match=r"^the base tensor blk.conv.weight is 32x48x3x1, not the update's 32x16x3x3"):
+        rows["blk.conv#base"].load()
+
+
+def test_an_adapter_s_stray_magnitude_and_a_base_weight_of_no_adapted_module_are_its_other_tensors(tmp_path):
+    """An adapter file holding, beside fc's factors, a DoRA magnitude of no factors (norm) and a base_layer weight
+    of a module it does not adapt (head): both are ordinary tensors of the adapter, listed as such, not dropped
+    nor taken for a module's saved base, each named without peft's 'base_model.model.' as the base model names
+    them (the magnitude had kept it). Only saved bases of adapted modules had been tried."""
+    rng = np.random.default_rng(74)
+    A, B = rng.standard_normal((4, 30)).astype(np.float32), rng.standard_normal((20, 4)).astype(np.float32)
+    f = _write_adapter(tmp_path / "a", {"base_model.model.fc.lora_A.weight": A, "base_model.model.fc.lora_B.weight": B,
+                                        "base_model.model.norm.lora_magnitude_vector": np.ones(20, np.float32),
+                                        "base_model.model.head.base_layer.weight": np.ones((10, 30), np.float32)})
+    src = open_source(f)
+    assert sorted(t.name for t in src) == [
+        "fc#delta", "head.base_layer.weight", "norm.lora_magnitude_vector"]
+    assert len(src) == 3  # (an update and two tensors: no base weight of fc's)
+
+
+def test_a_lycoris_loha_with_a_dora_scale_has_its_merge_unformed(tmp_path):
+    """A LyCORIS LoHa module with a DoRA magnitude (dora_scale) beside its parts: its #delta is the LoHa update
+    and its #base the base weight, but its #merged is skipped naming the dora_scale (htsr does not form that
+    merge), not W + ΔW without the rescaling. Only a LoRA module's dora_scale had been tried."""
+    rng = np.random.default_rng(75)
+    p = {"hada_w1_a": (12, 2), "hada_w1_b": (2, 10), "hada_w2_a": (12, 2), "hada_w2_b": (2, 10)}
+    save_file({**{f"lora_unet_blk.{k}": rng.standard_normal(s).astype(np.float32) for k, s in p.items()},
+               "lora_unet_blk.dora_scale": np.ones((12, 1), np.float32)}, str(tmp_path / "l.safetensors"))
+    W = rng.standard_normal((12, 10)).astype(np.float32)
+    save_file({"blk.weight": W}, str(tmp_path / "base.safetensors"))
+    rows = {t.name: t for t in open_source(tmp_path / "l.safetensors").with_base(open_source(tmp_path / "base.safetensors"))}
+    np.testing.assert_array_equal(rows["lora_unet_blk#base"].load(), W)
+    with pytest.raises(LayerSkipped, match="dora_scale"):
+        rows["lora_unet_blk#merged"].load()
+
+
+def test_parameter_loras_nested_three_deep_or_keyed_twice_are_read_as_parameter_loras(tmp_path):
+    """peft nests a third LoRA on one module's parameters as experts.base_layer.base_layer: each of the three is
+    a parameter LoRA of two experts (rows #delta[0], #delta[1] under its saved module name, no base to tell which
+    parameter), not a module LoRA. A parameter that two keys name (experts.w and mlp.experts.w) is one parameter:
+    its rows are mlp.experts.w's. Only two LoRAs on one module and one key a parameter had been read."""
+    rng = np.random.default_rng(76)
+    t = {}
+    for m in ("mlp.experts", "mlp.experts.base_layer", "mlp.experts.base_layer.base_layer"):
+        t |= {f"base_model.model.{m}.lora_A.weight": rng.standard_normal((8, 24)).astype(np.float32),
+              f"base_model.model.{m}.lora_B.weight": rng.standard_normal((20, 8)).astype(np.float32)}
+    f = _write_adapter(tmp_path / "three", t, target_modules=[],
+                       target_parameters=["experts.w1", "experts.w2", "experts.w3"])
+    assert sorted(x.name for x in open_source(f)) == sorted(
+        f"{m}#delta[{e}]" for m in ("mlp.experts", "mlp.experts.base_layer", "mlp.experts.base_layer.base_layer")
+        for e in range(2))
+    A, B = rng.standard_normal((8, 24)).astype(np.float32), rng.standard_normal((20, 8)).astype(np.float32)
+    f = _param_adapter(tmp_path / "twice", A, B, r=4, target_parameters=["experts.w", "mlp.experts.w"])
+    assert sorted(x.name for x in open_source(f)) == ["mlp.experts.w#delta[0]", "mlp.experts.w#delta[1]"]
+
+
+def test_a_conv_lora_on_a_base_of_another_kernel_size_is_a_skipped_merge(tmp_path):
+    """A conv LoRA of kernel 3 x 3 against a base conv c.weight of the same channels but kernel 5 x 5: its #merged
+    is skipped saying both shapes, not a broadcasting failure. Only bases of other channel counts had been tried."""
+    rng = np.random.default_rng(77)
+    t = {"base_model.model.c.lora_A.weight": rng.standard_normal((4, 16, 3, 3)).astype(np.float32),
+         "base_model.model.c.lora_B.weight": rng.standard_normal((32, 4, 1, 1)).astype(np.float32)}
+    rows = {r.name: r for r in _open_rows(_write_adapter(tmp_path / "a", t),
+                                          {"c.weight": rng.standard_normal((32, 16, 5, 5)).astype(np.float32)})}
+    with pytest.raises(LayerSkipped, match=r"^the update's shape \(32, 16, 3, 3\) does not match the base tensor's "
+                                           r"\(32, 16, 5, 5\)$"):
+        rows["c#merged"].load()
+
+
+def test_a_dora_merge_of_an_in_by_out_layer_rescales_its_columns(tmp_path):
+    """DoRA on a fan_in_fan_out layer (HF Conv1D, W stored in x out = 30 x 20): V = W + ΔWᵀ and each output, a
+    column of V, is rescaled to its magnitude, m_j / ‖V[:, j]‖ · V[:, j]; the merge keeps W's 30 x 20 layout.
+    Only out x in layers' DoRA merges (rows rescaled) had been checked against peft."""
+    rng = np.random.default_rng(78)
+    A, B = rng.standard_normal((4, 30)).astype(np.float32), rng.standard_normal((20, 4)).astype(np.float32)
+    m = (np.abs(rng.standard_normal(20)) + 1).astype(np.float32)
+    f = _write_adapter(tmp_path / "a", {"base_model.model.fc.lora_A.weight": A, "base_model.model.fc.lora_B.weight": B,
+                                        "base_model.model.fc.lora_magnitude_vector": m},
+                       use_dora=True, fan_in_fan_out=True)
+    W = rng.standard_normal((30, 20)).astype(np.float32)
+    rows = {r.name: r for r in _open_rows(f, {"fc.weight": W})}
+    V = W + 2.0 * (B.astype(np.float64) @ A).T  # scale 8 / 4 = 2
+    want = V * (m / np.linalg.norm(V, axis=0))[None, :]
+    np.testing.assert_allclose(rows["fc#merged"].load(), want, rtol=1e-5, atol=1e-5)  # (float32 sums)

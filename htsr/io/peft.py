@@ -494,12 +494,13 @@ class PeftAdapter:
 
     def _targets_module(self, name: str) -> bool:
         """Whether ``target_modules`` names the module (peft's check_target_module_exists: a string is a
-        regular expression the whole name matches, 'all-linear' any layer; a list holds names the module's
-        ends with, after a '.')."""
+        regular expression the whole name matches; a list holds names the module's ends with, after a '.').
+        'all-linear' names none here: peft saves it expanded to its Linear layers' names, and a module holding
+        a target parameter is none of them."""
         targets = self.config.get("target_modules")
         if isinstance(targets, str):
             try:
-                return targets == "all-linear" or re.fullmatch(targets, name) is not None
+                return targets != "all-linear" and re.fullmatch(targets, name) is not None
             except re.error:
                 return False
         return isinstance(targets, list) and any(
@@ -614,7 +615,8 @@ class PeftAdapter:
             else:  # DoRA's magnitude vector m: used by the merge
                 entry["m"] = t
         for key in [k for k, e in modules.items() if "A" not in e and "B" not in e and "parts" not in e]:
-            others.append(modules.pop(key)["m"])  # a magnitude without factors: an ordinary (1-D) tensor
+            m = modules.pop(key)["m"]  # a magnitude without factors: an ordinary (1-D) tensor, named as the others
+            others.append(dataclasses.replace(m, name=m.name.removeprefix(_PREFIX)))
         # the base weight W peft saves with the factors of an embedding or LM head it adapts (save_embedding_layers,
         # a resized vocabulary): the module's own #base, no layer of the adapter's
         adapted = {name for name, _ in modules}
