@@ -321,6 +321,9 @@ def test_long_keys_are_shortened_in_names(tmp_path):
     (tmp_path / "k.pkl").write_bytes(pickle.dumps({"k" * 10**6: [np.ones(1, np.float32)] * 50}))
     names = _names(tmp_path / "k.pkl")
     assert len(names) == 50 and all(len(n) < 220 for n in names)  # 200 characters of the key, "…", ".<i>"
+    # a key just over the 200 characters kept (a long generated name) is cut there too, not only huge ones
+    (tmp_path / "k300.pkl").write_bytes(pickle.dumps({"k" * 300: np.ones(1, np.float32), "k" * 200: np.ones(1)}))
+    assert _names(tmp_path / "k300.pkl") == ["k" * 200 + "…", "k" * 200]
 
 
 class DictConfig(dict):
@@ -384,16 +387,20 @@ def test_an_object_with_slots_is_walked_by_its_dict_and_its_slots(tmp_path, prot
 
 def test_arrays_of_strings_and_records_are_counted_and_named_by_their_dtype(tmp_path):
     """A pickle's label or record arrays hold no weights; they vanished from the count and from the tensors
-    not analysed (an .npz of the same arrays listed them): now both formats say the same."""
+    not analysed (an .npz of the same arrays listed them): now both formats say the same. So does a numeric
+    dtype with fields (numpy's union: float32 with a uint32 view 'bits'), which had been a float32 row that
+    failed ('no weights to load')."""
+    union = np.dtype((np.float32, {"bits": (np.uint32, 0)}))
     arrays = {"labels": np.array(["a", "b"]), "table": np.zeros(5, dtype=[("a", "i4"), ("b", "f8")]),
-              "w": np.random.default_rng(0).standard_normal((60, 50))}
+              "u": np.zeros((60, 50), np.float32).view(union), "w": np.random.default_rng(0).standard_normal((60, 50))}
     (tmp_path / "a.pkl").write_bytes(pickle.dumps(arrays, protocol=4))
     np.savez(tmp_path / "a.npz", **arrays)
     pkl, npz = htsr.analyze(tmp_path / "a.pkl"), htsr.analyze(tmp_path / "a.npz")
-    assert pkl.num_tensors == npz.num_tensors == 3 and [l.name for l in pkl.layers] == ["w"]
+    assert pkl.num_tensors == npz.num_tensors == 4 and [l.name for l in pkl.layers] == ["w"]
     assert set(pkl.not_analysed) == set(npz.not_analysed) == {
         NotAnalysed("str32 tensor: not a dtype of weights htsr analyses", 1, ("labels",)),
-        NotAnalysed("void96 tensor: not a dtype of weights htsr analyses", 1, ("table",))}
+        NotAnalysed("void96 tensor: not a dtype of weights htsr analyses", 1, ("table",)),
+        NotAnalysed("void32 tensor: not a dtype of weights htsr analyses", 1, ("u",))}
 
 
 @pytest.mark.parametrize("legacy", [False, True])
@@ -491,3 +498,16 @@ def test_an_object_array_with_too_many_items_is_refused(tmp_path):
     with pytest.raises(SourceError) as ei:
         open_source(path)
     one_line_source_error(ei, str(path), "an object array of shape (2,)")
+
+
+def test_an_array_whose_shape_holds_a_bool_is_refused(tmp_path):
+    """numpy writes a shape of ints only: an object array whose pickled shape is (True,) (True == 1, so its one
+    item matched the count) is refused naming the shape, not walked as if it had been written by numpy."""
+    W = np.ones((8, 6))
+    a = np.empty(1, dtype=object)
+    func, args, state = a.__reduce__()
+    path = tmp_path / "boolshape.pkl"
+    path.write_bytes(pickle.dumps({"o": _Reduced((func, args, (state[0], (True,), *state[2:4], [W])))}, protocol=2))
+    with pytest.raises(SourceError) as ei:
+        open_source(path)
+    one_line_source_error(ei, str(path), "a numpy array whose shape is not one numpy writes")

@@ -1440,6 +1440,8 @@ def test_a_frozen_constant_takes_the_kind_of_the_innermost_op_holding_it():
     code = ("    w = [CONSTANTS.c5, CONSTANTS.c6]\n"
             "    x = torch.linear(torch.conv1d(x, CONSTANTS.c0), CONSTANTS.c1)\n"
             "    e = torch.transpose(torch.embedding(CONSTANTS.c2, tok), 1, 2)\n"
+            # a transposed convolution is its dimension's conv (a 2-D decoder's upsampling)
+            "    u = torch.conv_transpose2d(e, CONSTANTS.c3, None, [2, 2])\n"
             "    _1, _2, _3 = torch.lstm(x, [h, c], w, True, 1, 0., False, False, True)\n"
             # a closed call is not held open by a later parenthesis (counting parentheses had said it was)
             "    y = (torch.linear(x, CONSTANTS.c7), (CONSTANTS.c8))\n"
@@ -1451,11 +1453,13 @@ def test_a_frozen_constant_takes_the_kind_of_the_innermost_op_holding_it():
     with zipfile.ZipFile(buf) as z:
         kinds = _frozen_kinds(z, "r/code/", {n: z.getinfo(n).file_size for n in z.namelist()})
     assert kinds == {"CONSTANTS.c0": "conv1d", "CONSTANTS.c1": "dense", "CONSTANTS.c2": "embedding",
-                     "CONSTANTS.c5": "rnn", "CONSTANTS.c6": "rnn", "CONSTANTS.c7": "dense", "CONSTANTS.c9": "dense"}
+                     "CONSTANTS.c3": "conv2d", "CONSTANTS.c5": "rnn", "CONSTANTS.c6": "rnn", "CONSTANTS.c7": "dense",
+                     "CONSTANTS.c9": "dense"}
 
 
 @pytest.mark.parametrize("byteorder, compression, says", [
     ("big", zipfile.ZIP_STORED, "storages are big-endian"),
+    ("big\n", zipfile.ZIP_STORED, "storages are big-endian"),  # the word with a line end, as echo writes it
     ("\x1b]0;title\x07\x1b[2Jhtsr: done", zipfile.ZIP_STORED, "storages are not marked little or big-endian"),
     ("l" * 100_000_000, zipfile.ZIP_BZIP2, "storages are not marked little or big-endian"),  # 100 MB from ~100 bytes
 ])
@@ -1692,3 +1696,125 @@ def test_a_stepped_optimizer_object_under_a_key_of_its_own_is_training_state(tmp
     monkeypatch.setitem(sys.modules, "torch", None)
     assert [r.name for r in load_torch_file(tmp_path / "gan.pt")] == ["generator.0.weight", "generator.0.bias"]
 
+
+# round 61 of mutation testing (io/torchzip.py, third pass): survivors' known answers
+
+def test_only_a_number_named_alpha_is_read_as_a_lora_scale(tmp_path):
+    """A Python number is read as a tensor only under the name ``alpha`` (a .pt LoRA's scale): a config's
+    ``lora_alpha`` and a flag ``alpha: True`` are plain values, not 0-D tensors added to the file's count."""
+    path = tmp_path / "cfg.pt"
+    torch.save({"fc.weight": torch.ones(3, 2), "cfg.lora_alpha": 16, "cfg.alpha": True, "up.alpha": 4.0}, str(path))
+    refs = {r.name: r for r in TorchZipFile(path).refs()}
+    assert sorted(refs) == ["fc.weight", "up.alpha"]
+    assert refs["up.alpha"].shape == () and float(refs["up.alpha"].load()) == 4.0
+
+
+def test_a_zip_whose_data_pkl_is_one_folder_deeper_is_not_a_torch_archive(tmp_path):
+    """torch.save's data.pkl sits in the archive's one top folder; a zip of an unpacked checkpoint folder
+    (outer/archive/data.pkl) is no archive torch reads: refused in one line saying so, not a KeyError."""
+    path = tmp_path / "zipped_folder.pt"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("outer/archive/data.pkl", pickle.dumps({}, protocol=2))
+        z.writestr("outer/archive/byteorder", "little")
+    with pytest.raises(SourceError) as e:
+        TorchZipFile(path)
+    assert str(e.value) == f"{path}: a zip without <root>/data.pkl: not a PyTorch archive"
+
+
+def test_a_scripted_layers_constant_longer_than_any_layer_writes_is_not_evaluated():
+    """A TorchScript class's declared constants are parsed (ast.literal_eval) only up to 200 characters: a
+    longer value (a crafted code file's) is kept as None, not evaluated; a layer's own (kernel_size (3,))
+    still reads."""
+    import io as _io
+
+    from htsr.io.torchzip import _script_constants
+
+    code = ("class Conv1d(Module):\n"
+            "  kernel_size : Final[Tuple[int]] = (3,)\n"
+            "  in_channels : Final[int] = (" + " " * 250 + "4)\n")
+    buf = _io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("r/code/__torch__/m.py", code)
+    with zipfile.ZipFile(buf) as z:
+        consts = _script_constants(z, "r/code/", {n: z.getinfo(n).file_size for n in z.namelist()})
+    assert consts == {"__torch__.m.Conv1d": {"kernel_size": (3,), "in_channels": None}}
+
+
+class _Codes(torch.nn.Module):  # a layer beside integer buffers of each width (a quantizer's codes, an index)
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 2)
+        for dt, lo, hi in ((torch.uint8, 0, 255), (torch.int8, -128, 127), (torch.int16, -32768, 32767),
+                           (torch.uint16, 0, 65535), (torch.int32, -(2**31), 2**31 - 1)):
+            self.register_buffer(str(dt).removeprefix("torch."), torch.tensor([[lo, 1], [7, hi]], dtype=dt))
+
+    def forward(self, x):
+        return self.fc(x) + sum(b.to(torch.float32).sum() for b in self.buffers())
+
+
+def test_a_torch_export_archives_integer_buffers_keep_their_dtypes_and_values(tmp_path):
+    """A .pt2's serialized integer dtypes (uint8 1, int8 2, int16 3, int32 4, uint16 28): each buffer reads in
+    its own dtype with torch's values (a signed/unsigned mix-up turns 65535 into -1 and -128 into 128)."""
+    model = _Codes().eval()
+    path = tmp_path / "codes.pt2"
+    torch.export.save(torch.export.export(model, (torch.randn(1, 3),)), str(path))
+    got = {r.name: r for r in TorchExportArchive(path).refs()}
+    for name, want in model.state_dict().items():
+        assert got[name].dtype == str(want.dtype).removeprefix("torch."), name
+        np.testing.assert_array_equal(np.asarray(got[name].load(), np.float64), want.double().numpy(), err_msg=name)
+
+
+def test_a_pickled_module_that_contains_itself_is_refused_saying_so(tmp_path):
+    """A module registered as its own submodule (torch.save pickles the cycle; state_dict() would never end) is
+    refused naming the module that contains itself, not as a pickle nested too deeply."""
+    inner = nn.Sequential(nn.Linear(4, 4))
+    inner.add_module("loop", inner)
+    outer = nn.Module()
+    outer.block = inner
+    torch.save(outer, str(tmp_path / "loop.pt"))
+    with pytest.raises(SourceError) as e:
+        TorchZipFile(tmp_path / "loop.pt")
+    assert "module block.loop contains itself" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_parameter_registered_as_none_is_no_entry_of_a_pickled_modules_state_dict(tmp_path):
+    """state_dict() leaves out a parameter registered as None; so does a whole pickled module's: a checkpoint's
+    'model' holding only such a parameter has no weights, and its 'ema' (a Linear) is read instead of nothing."""
+    stub = nn.Module()
+    stub.register_parameter("weight", None)
+    assert not stub.state_dict()
+    ema = nn.Linear(4, 3)
+    torch.save({"model": stub, "ema": ema}, str(tmp_path / "ckpt.pt"))
+    refs = {r.name: r for r in TorchZipFile(tmp_path / "ckpt.pt").refs()}
+    assert list(refs) == ["weight", "bias"]
+    np.testing.assert_array_equal(refs["weight"].load(), ema.weight.detach().numpy())
+
+
+class _Positions(nn.Module):  # keeps an Embedding's num_embeddings but no embedding_dim: no Embedding
+    def __init__(self) -> None:
+        super().__init__()
+        self.num_embeddings = 64
+        self.weight = nn.Parameter(torch.randn(48, 64, generator=torch.Generator().manual_seed(3)))
+
+
+def test_a_module_with_num_embeddings_but_no_embedding_dim_is_not_typed_an_embedding(tmp_path):
+    """Embedding's attributes are num_embeddings and embedding_dim together: a module keeping only the first is
+    typed as its state dict's weight is (by name and shape), not as an embedding."""
+    model = nn.Module()
+    model.pos = _Positions()
+    torch.save(model, str(tmp_path / "pos.pt"))
+    want = [(r.name, r.kind) for r in htsr.analyze(dict(model.state_dict()), min_evals=2).layers]
+    assert want == [("pos", "dense")]
+    assert [(r.name, r.kind) for r in htsr.analyze(tmp_path / "pos.pt", min_evals=2).layers] == want
+
+
+def test_torch_sizes_and_devices_as_keys_and_a_set_of_tensors_are_read(tmp_path):
+    """torch.Size and torch.device are values a checkpoint may key a mapping by (a cache per shape, state per
+    device), and a set may hold tensors: a Size key is hashable (the file read, not refused as corrupt), each
+    device keeps its index in its name (cuda:0 and cuda:1 are two entries), and the set's tensor is read."""
+    torch.save({"w": torch.ones(3, 2), "cache": {torch.Size([3, 2]): "fc"},
+                "dev": {torch.device("cuda", 0): torch.zeros(2, 2), torch.device("cuda", 1): torch.ones(2, 2)},
+                "s": {torch.full((4, 4), 2.0)}}, str(tmp_path / "keys.pt"))
+    refs = {r.name: r for r in TorchZipFile(tmp_path / "keys.pt").refs()}
+    assert list(refs) == ["w", "dev.cuda:0", "dev.cuda:1", "s.0"]
+    assert refs["dev.cuda:1"].load().tolist() == [[1.0, 1.0], [1.0, 1.0]] and refs["s.0"].load().max() == 2.0

@@ -424,10 +424,15 @@ class _NpDtype:
 
     def name(self) -> str:
         """numpy's name of the dtype (``str32``, ``void96`` for a structured one: its fields are not built)."""
+        if not self.spec:  # (numpy.record's spec is a class)
+            return "non-numeric"
         try:
-            return np.dtype(self.spec).name if self.spec else "non-numeric"  # (numpy.record's spec is a class)
+            dt = np.dtype(self.spec)
         except TypeError:
             return "non-numeric"
+        # a numeric base with fields (np.dtype((np.float32, {"bits": (np.uint32, 0)}))) is a structured dtype
+        # too: named as one (void32), not as its base, which would list it among the weights to load
+        return f"void{dt.itemsize * 8}" if self.structured else dt.name
 
     def numeric(self) -> np.dtype | None:
         """The dtype, in its byte order, of an array of weights; None for any other (strings, records …)."""
@@ -627,7 +632,7 @@ def _str(value: Any = "") -> str:
 
 
 def _set(items=()) -> list:
-    return list(items)  # a set of plain values: never walked for tensors, order irrelevant
+    return list(items)  # (a list, which the walk enters: a set's tensors are read, in the pickle's order)
 
 
 # the only globals torch.save and torch.jit.save pickles need, and what each becomes here
