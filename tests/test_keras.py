@@ -1360,6 +1360,10 @@ def test_live_bare_layer_quantized_and_unbuilt(keras):
         KerasModel(dense)  # not built: no weights yet
     _one_line_source_error(ei, "lonely", "build")
     dense.build((None, 20))
+    # built with no weights at all (a Dropout): nothing to read, but no "not built" refusal either
+    dropout = L.Dropout(0.1, name="drop")
+    dropout.build((None, 20))
+    assert list(KerasModel(dropout)) == []
     assert is_keras_object(dense) and is_keras_object(keras.Sequential())
     refs = {r.name: r for r in KerasModel(dense)}
     assert {n: (r.kind, r.shape) for n, r in refs.items()} == {"lonely": ("dense", (12, 20))}
@@ -1994,6 +1998,12 @@ def test_a_subclassed_models_own_weights_are_rows_in_every_format(keras, tmp_pat
     for fmt, rows in _formats(keras, model, tmp_path, "n").items():
         own = sorted(r for r in rows if r[0].startswith("vars."))
         assert own == [("vars.0", None, (16, 8)), ("vars.1", None, (8, 12))], fmt
+    # nested in another model, live: its own weights stay rows under its name (keras.Model, which it derives
+    # from, is no layer whose variables they would be)
+    x = keras.Input((16, 5))
+    outer = keras.Model(x, L.Dense(3, name="head")(model(x)))
+    rows = sorted((r.name, r.kind, r.shape) for r in KerasModel(outer) if ".vars." in r.name)
+    assert rows == [("net.vars.0", None, (16, 8)), ("net.vars.1", None, (8, 12))]
 
 
 def test_nested_models_in_a_legacy_h5_name_wrappers_and_shared_layers_as_the_other_formats(keras, tmp_path):

@@ -1015,11 +1015,11 @@ class KerasFile:
         top = self._layer_configs(config)
         read: set = set()  # each dataset once: a name listed again costs a few bytes, its analysis seconds
         layers = list(dict.fromkeys(self._names(root, "layer_names")))
-        groups = {}
+        groups: dict[str, Any] = {}
         for layer in layers:
-            if root.get(layer) is None:
-                raise self._fail(f"layer {layer!r} is listed in layer_names but missing from the file")
             groups[layer] = root.get(layer)
+            if groups[layer] is None:
+                raise self._fail(f"layer {layer!r} is listed in layer_names but missing from the file")
         holders = Counter(w for g in groups.values() for w in set(self._names(g, "weight_names")))
         first: dict[str, str] = {}  # a shared layer's weight name → the layer group that read it
         for layer, g in groups.items():
@@ -1075,8 +1075,9 @@ class KerasFile:
     def _as_attributes(cls, lc: dict | None, scope: list[str]) -> list[str]:
         """A wrapper's inner layer under the attribute Keras 3 files and live models name it by (``layer``;
         ``forward_layer``, ``backward_layer``) instead of its layer name (``dense``; ``forward_lstm``, a given
-        backward layer's own name or Keras 2's ``backward_<that name>``), so that a layer's rows are named alike from every format; at any depth
-        of ``scope`` (a wrapper inside a nested model), the configs followed down from the layer's ``lc``."""
+        backward layer's own name or Keras 2's ``backward_<that name>``), so that a layer's rows are named alike
+        from every format; at any depth of ``scope`` (a wrapper inside a nested model), the configs followed down
+        from the layer's ``lc``."""
         out: list[str] = []
         for i, comp in enumerate(scope):
             kind = lc.get("class_name") if isinstance(lc, dict) else None
