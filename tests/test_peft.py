@@ -2060,16 +2060,23 @@ def test_of_two_2d_target_parameters_the_one_laid_out_out_by_in_is_the_lora_s(tm
     np.testing.assert_allclose(rows["blk.a#merged"].load(), Wa + 2.0 * (B.astype(np.float64) @ A), rtol=1e-5, atol=1e-5)
 
 
+def _lycoris_file(path, module: str, alpha: float, seed: int, **shapes) -> dict[str, np.ndarray]:
+    """A LyCORIS single file of one module: seeded float32 parts of the given shapes (hada_w1_a=(12, 2) …) and
+    its alpha; the parts, by name."""
+    rng = np.random.default_rng(seed)
+    parts = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    save_file({**{f"{module}.{k}": v for k, v in parts.items()}, f"{module}.alpha": np.array(alpha, np.float32)},
+              str(path))
+    return parts
+
+
 def test_a_lycoris_lokr_of_two_low_rank_pairs_is_scaled_by_the_second_pair_s_rank(tmp_path):
     """A LyCORIS LoKr whose w1 and w2 are both low-rank pairs, of ranks 2 and 3, with alpha 6: its scale is
     alpha / r with r the second pair's inner size (6 / 3 = 2, as ComfyUI and A1111 read it), not the first's
     (6 / 2 = 3)."""
-    rng = np.random.default_rng(54)
     m = "lora_unet_blk_proj"
-    p = {"lokr_w1_a": (4, 2), "lokr_w1_b": (2, 5), "lokr_w2_a": (6, 3), "lokr_w2_b": (3, 7)}
-    parts = {k: rng.standard_normal(s).astype(np.float32) for k, s in p.items()}
-    save_file({**{f"{m}.{k}": v for k, v in parts.items()}, f"{m}.alpha": np.array(6.0, np.float32)},
-              str(tmp_path / "lokr.safetensors"))
+    parts = _lycoris_file(tmp_path / "lokr.safetensors", m, 6.0, 54, lokr_w1_a=(4, 2), lokr_w1_b=(2, 5),
+                          lokr_w2_a=(6, 3), lokr_w2_b=(3, 7))
     row = _rows(htsr.analyze(tmp_path / "lokr.safetensors", min_evals=2))[f"{m}#delta"][0]
     d = lambda a, b: parts[a].astype(np.float64) @ parts[b]  # noqa: E731
     want = np.linalg.norm(2.0 * np.kron(d("lokr_w1_a", "lokr_w1_b"), d("lokr_w2_a", "lokr_w2_b")), 2) ** 2
@@ -2220,12 +2227,9 @@ def test_a_lycoris_file_of_loha_modules_alone_is_a_lora(tmp_path):
     """A LyCORIS file whose modules are all LoHa (hada_w1_a … hada_w2_b and an alpha, no lora_down / lokr part)
     is a single-file LoRA: one #delta row of alpha / r·(w1a·w1b) ∘ (w2a·w2b), against numpy's dense product.
     Only files holding other LoRA names beside LoHa's had been read; these parts had been listed as dense rows."""
-    rng = np.random.default_rng(64)
     m = "lora_unet_blk_proj"
-    p = {"hada_w1_a": (12, 2), "hada_w1_b": (2, 10), "hada_w2_a": (12, 2), "hada_w2_b": (2, 10)}
-    parts = {k: rng.standard_normal(s).astype(np.float32) for k, s in p.items()}
-    save_file({**{f"{m}.{k}": v for k, v in parts.items()}, f"{m}.alpha": np.array(1.0, np.float32)},
-              str(tmp_path / "loha.safetensors"))
+    parts = _lycoris_file(tmp_path / "loha.safetensors", m, 1.0, 64, hada_w1_a=(12, 2), hada_w1_b=(2, 10),
+                          hada_w2_a=(12, 2), hada_w2_b=(2, 10))
     rows = {t.name: t for t in open_source(tmp_path / "loha.safetensors")}
     assert list(rows) == [f"{m}#delta"] and rows[f"{m}#delta"].kind == "lora"
     d = lambda a, b: parts[a].astype(np.float64) @ parts[b]  # noqa: E731
