@@ -987,11 +987,12 @@ class KerasFile:
 
     @staticmethod
     def _layer_configs(config: dict | None) -> dict[str, dict]:
-        """The configs of a model's layers, or of a wrapper's (TimeDistributed, Bidirectional) layer, by name."""
+        """The configs of a model's layers, or of a wrapper's (TimeDistributed) layer, by name (a Bidirectional's
+        two: :func:`_bidirectional_side`)."""
         inner = (config or {}).get("config", {})
         layers = inner.get("layers") if isinstance(inner, dict) else None
         if not isinstance(layers, list) and isinstance(inner, dict):
-            layers = [inner[k] for k in ("layer", "backward_layer") if isinstance(inner.get(k), dict)]
+            layers = [inner["layer"]] if isinstance(inner.get("layer"), dict) else []
         out = {}
         for lc in layers if isinstance(layers, list) else []:
             if isinstance(lc, dict):
@@ -1003,11 +1004,12 @@ class KerasFile:
     @classmethod
     def _scope_config(cls, lc: dict, comp: str) -> dict | None:
         """The config of scope component ``comp`` inside layer config ``lc``: a nested layer by its name, or a
-        Bidirectional's wrapped layer by the name Keras 2 gives it there (forward_<name>, backward_<name>;
-        a CuDNNLSTM has no cell level to tell its kernel by)."""
-        sub = cls._layer_configs(lc).get(comp)
-        if sub is None and _config_class(lc) == "Bidirectional":
+        Bidirectional's side by the name Keras 2 gives it there too (forward_<name>, backward_<name>; a CuDNNLSTM
+        has no cell level to tell its kernel by)."""
+        if isinstance(lc.get("class_name"), str) and _config_class(lc) == "Bidirectional":
             sub = _bidirectional_side(lc.get("config"), comp)[1]
+        else:
+            sub = cls._layer_configs(lc).get(comp)
         return sub if isinstance(sub, dict) else None
 
     def _legacy(self, root: Any, config: dict | None) -> None:
