@@ -545,7 +545,7 @@ def test_hf_trainer_callback_records_during_train(tmp_path):
 
 _DDP_SCRIPTS = {
     "lightning": """
-import lightning.pytorch as pl, torch
+import os, lightning.pytorch as pl, torch
 from htsr.monitor import lightning_callback
 class M(pl.LightningModule):
     def __init__(self):
@@ -564,6 +564,11 @@ if __name__ == "__main__":
     tr.fit(M(), torch.utils.data.DataLoader(data, batch_size=10))
     with open(f"rank{tr.global_rank}.txt", "w") as f:  # a file each: two processes' prints interleave
         f.write(f"stopped at step {tr.global_step}")
+    # as the HF script ends, below (Lightning's own destroy_process_group at exit left rank 0 aborted 1 run in 30,
+    # and a process in 10): the barrier keeps either process from leaving before the other has written its file
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+    os._exit(0)
 """,
     "hf": """
 import os, torch, transformers
