@@ -318,6 +318,11 @@ def test_outputs_never_overwrite_a_file_the_base_reads(tmp_path, capsys):
     msg = _assert_user_error(rc, *capsys.readouterr())
     assert "layers.csv: is a file this run reads" in msg
     assert (tmp_path / "base" / "layers.csv").read_bytes() == before
+    # the analysed model's own external data (not on the command line) is an input too: --out into its folder
+    # would replace it (only the base's had been tried)
+    rc = main(["analyze", str(base), "--out", str(tmp_path / "base")])
+    assert "layers.csv: is a file this run reads" in _assert_user_error(rc, *capsys.readouterr())
+    assert (tmp_path / "base" / "layers.csv").read_bytes() == before
 
 
 def test_unwritable_outputs_fail_first_in_one_line(model, capsys, monkeypatch):
@@ -368,7 +373,7 @@ def test_an_empty_output_path_is_refused_not_read_as_the_current_folder(model, t
     with pytest.raises(SystemExit) as ei:  # argparse's exit, in htsr's one-line format
         main(argv)
     msg = _assert_user_error(ei.value.code, *capsys.readouterr())
-    assert f"argument {flag}: an empty path" in msg
+    assert f"argument {flag}: an empty path: give a folder or file to write" in msg  # (what to do, not only what)
     assert [p.name for p in tmp_path.iterdir()] == [model.name]  # nothing written into the current folder
     with pytest.raises(SystemExit) as ei:  # blanks only ("$OUT " with OUT unset) are no path either
         main(argv[:-1] + ["  "])
@@ -575,6 +580,8 @@ def _all_help(capsys) -> str:
 def test_help_mentions_every_option(capsys):
     text = _all_help(capsys)
     assert "--out" in text
+    # what --layers and --kinds take, in the usage and the option list (not argparse's LAYERS, KINDS)
+    assert "--layers REGEX" in text and "--kinds K1,K2" in text and "LAYERS" not in text and "KINDS" not in text
     for name, spec in htsr.OPTION_SPECS.items():
         flag = "--" + name.replace("_", "-")
         if name == "keep_spectra":  # no flag: --report sets it (nothing else the CLI writes uses it)
@@ -599,6 +606,7 @@ def test_help_mentions_every_option(capsys):
     (["--kinds", "none"], "--kinds must be a comma-separated subset of dense, conv1d, conv2d, conv3d, embedding, "
                           "rnn, stack, lora, got none"),
     (["--kinds", "dense,foo"], "--kinds must be a comma-separated subset of"),
+    (["--kinds", "dense,foo"], "rnn, stack, lora, got dense,foo"),  # the list as it was typed
     (["--finger-thresh", "1e10"], "--finger-thresh must be a number > 0 and <= 1e9, got 10000000000.0"),
     (["--layers", "("], "--layers must be a non-empty regular expression, got ("),
     (["--layers", ""], "--layers must be a non-empty regular expression, got ''"),  # (an unset shell variable)
@@ -612,7 +620,8 @@ def test_help_mentions_every_option(capsys):
     (["--kinds", "lora", "--no-mp-fit"], "--no-mp-fit acts only on dense, conv1d, conv2d, conv3d, embedding, rnn, "
                                          "stack layers, which --kinds lora leaves out"),
     (["--kinds", "dense", "--conv", "per_position"], "--conv acts only on conv1d, conv2d, conv3d, lora layers"),
-    (["--progress", "--quiet"], "--progress and --quiet: --quiet prints no progress bar"),  # (--progress was dropped)
+    (["--progress", "--quiet"],  # (--progress was dropped)
+     "--progress and --quiet: --quiet prints no progress bar; give one of them"),
     (["--max-evals", "0"], "--max-evals must be none or an integer >= 1, got 0"),
     # a contradictory pair (it had run, every row not fitted); --max-evals alone below the default is describe()
     (["--min-evals", "500", "--max-evals", "400"], "--min-evals (500) is above --max-evals (400): no layer could be "
@@ -991,7 +1000,9 @@ def test_what_a_terminal_would_act_on_is_escaped_in_everything_printed(tmp_path,
 def test_a_report_not_named_html_is_refused_before_the_analysis(model, tmp_path, capsys):
     """--report x.pdf wrote HTML into a .pdf; now refused in one line, and nothing is analysed or written."""
     assert main(["analyze", str(model), "--report", str(tmp_path / "x.pdf"), "--no-progress"]) == 2
-    assert "--report" in capsys.readouterr().err and not (tmp_path / "x.pdf").exists()
+    assert capsys.readouterr().err == (f"htsr: error: --report {tmp_path / 'x.pdf'}: the report is an HTML file; "
+                                       "name it .html\n")  # (what to do)
+    assert not (tmp_path / "x.pdf").exists()
 
 
 def test_an_earlier_runs_report_in_the_out_folder_is_named(model, tmp_path, capsys):
@@ -1113,10 +1124,13 @@ def test_the_cli_table_shows_two_trap_locations_of_three():
     assert format_table(r, ["name", "trap_weights"]).splitlines()[1].split(None, 1)[1] == "1,2; 3,4; …"
 
 
-def test_a_del_character_in_a_name_is_escaped_in_the_cli_table():
+@pytest.mark.parametrize("char", ["\x7f", "\x80", "\x9f"])  # DEL, and the first and last C1 controls
+def test_a_del_character_in_a_name_is_escaped_in_the_cli_table(char):
+    """DEL and the C1 controls U+0080-U+009F (U+009F, APC, the last of them, as well as the first) are printed as
+    their escapes."""
     from htsr.cli import format_table
 
-    assert format_table(result_of([layer_row("a\x7fb")]), ["name"]).splitlines()[1] == "a\\x7fb"
+    assert format_table(result_of([layer_row(f"a{char}b")]), ["name"]).splitlines()[1] == f"a\\x{ord(char):02x}b"
 
 
 def test_the_cli_summary_puts_each_warning_count_under_its_name():
@@ -1371,3 +1385,63 @@ def test_numpys_runtime_warnings_stay_out_of_the_output(model, monkeypatch):
         warnings.simplefilter("always")
         assert main(["analyze", str(model), "-q"]) == 0
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+
+
+# ------------------------------------------------------- round 64's gaps (summary counts, outputs, threads, help)
+
+
+def test_the_cli_summary_puts_each_status_count_under_its_name():
+    """layers / fitted / not fitted / skipped / failed, each its own count (1, 2, 3, 4 here: the tests had only
+    seen counts that were equal to a neighbour's, 1 and 1 or 0 and 0)."""
+    from htsr.cli import format_summary
+
+    statuses = ["ok", *["not_fitted: few"] * 2, *["skipped: over max_evals"] * 3, *["failed: NaN or Inf"] * 4]
+    r = result_of([layer_row(f"l{i}", status=s) for i, s in enumerate(statuses)])
+    line = next(ln for ln in format_summary(r).splitlines() if ln.startswith("layers:"))
+    assert line == "layers: 10  fitted: 1  not fitted: 2  skipped: 3  failed: 4"
+
+
+def test_the_not_analysed_count_is_of_tensors_not_of_reasons(tmp_path, capsys):
+    """Three bias vectors are one reason and three tensors: 'tensors not analysed: 3 of 4' (every case tried had
+    one tensor per reason, so a count of the reasons had looked the same)."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "m.npz", **{"fc.weight": rng.standard_normal((60, 40)), "a.bias": np.zeros(60),
+                                    "b.bias": np.zeros(60), "c.bias": np.zeros(40)})
+    assert main(["analyze", str(tmp_path / "m.npz"), "--no-tails"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "tensors not analysed: 3 of 4: bias or norm buffer 3"
+
+
+def test_htsr_without_a_command_says_so(capsys):
+    """`htsr` alone (or only flags) is refused in one line naming what is missing, status 2, not run as analyze
+    without a source."""
+    with pytest.raises(SystemExit) as ei:
+        main([])
+    assert ei.value.code == 2
+    err = capsys.readouterr().err
+    assert err == "htsr: error: the following arguments are required: COMMAND (see 'htsr --help')\n"
+
+
+def test_a_stdout_error_without_its_text_is_named_by_its_message(model, capsys, monkeypatch):
+    """A failure of standard output with no strerror (an OSError raised with a message only) is named by that
+    message, not 'None'."""
+    stand_in_stdout(monkeypatch, OSError("the stream went away"))
+    assert main(["analyze", str(model)]) == 1
+    assert capsys.readouterr().err.strip() == "htsr: error: standard output: cannot write (the stream went away)"
+
+
+def test_main_runs_in_a_thread_that_is_not_the_main_one(model, tmp_path):
+    """main() called from a worker thread (a GUI or a server calling it) runs: it sets its SIGTERM handler only
+    in the main thread, where Python allows it (elsewhere signal.signal raises ValueError)."""
+    import threading
+
+    saved = signal.signal(signal.SIGTERM, signal.SIG_DFL)  # (the default: main() would set its handler over it)
+    got = []
+    try:
+        t = threading.Thread(target=lambda: got.append(main(["analyze", str(model), "-q", "--out",
+                                                             str(tmp_path / "o")])))
+        t.start()
+        t.join(60)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+    assert got == [0] and sorted(os.listdir(tmp_path / "o")) == ["layers.csv", "summary.json"]

@@ -615,7 +615,8 @@ def test_cli_compare_errors(npz_pair, tmp_path, capsys):
     assert "--base-distances needs exactly two models" in capsys.readouterr().err
     # the distances are of the two models' own weights: --base (the comparison of deltas) would not change them
     assert main(["compare", str(a), str(b), "--base-distances", "--base", str(b)]) == 2
-    assert "--base-distances measures the two models' own weights" in capsys.readouterr().err
+    assert "--base-distances measures the two models' own weights, which --base does not change; run the " \
+           "comparison of deltas (--base) and the distances as two commands" in capsys.readouterr().err  # (what to do)
     assert main(["compare", str(a)]) == 2
     assert "at least two" in capsys.readouterr().err
     assert main(["compare", str(a), str(b), "--metric", "D"]) == 2
@@ -782,7 +783,7 @@ def test_a_saved_run_reads_back_as_its_result_and_compares_without_its_model(tmp
     assert c.labels == ("run0", "run1") and c.csv_text() == compare_results(fresh, ["run0", "run1"]).csv_text()
     assert main(["compare", str(tmp_path / "run0"), str(tmp_path / "run1.json"), "-q"]) == 0
     assert main(["compare", str(tmp_path / "run0"), str(paths[1]), "--base-distances", "-q"]) == 2
-    assert "give the models, not saved runs" in capsys.readouterr().err
+    assert f"give the models, not saved runs ({tmp_path / 'run0'})" in capsys.readouterr().err  # (which one)
     # a column of a newer htsr is refused; one an older htsr did not write is empty
     text = (tmp_path / "run0" / "layers.csv").read_text().splitlines()
     (tmp_path / "run0" / "layers.csv").write_text("\n".join([text[0] + ",new_col"] + [t + ",1" for t in text[1:]]))
@@ -1510,3 +1511,30 @@ def test_the_distance_table_puts_status_last_whichever_text_columns_are_chosen()
     assert header.split() == ["name", "cka", "frobenius", "status"]
     header = format_distances(distances, columns=("status", "shape", "cka", "name")).splitlines()[0]
     assert header.split() == ["shape", "name", "cka", "status"]
+
+
+# ------------------------------------------------------------ round 64's gaps (compare's distances on the command line)
+
+
+def test_cli_compare_distances_follow_the_layer_filters(npz_pair, capsys):
+    """--base-distances measures the layers --layers selects, as the comparison does (the filters had only been
+    tried on the analyses)."""
+    a, b = npz_pair
+    assert main(["compare", str(a), str(b), "--base-distances", "--layers", "fc1$", "--json", "-q",
+                 "--no-tails"]) == 0
+    assert [d["name"] for d in _strict_json(capsys.readouterr().out)["distances"]] == ["enc.fc1"]
+
+
+def test_cli_compare_json_holds_an_undefined_distance_as_null(npz_pair, tmp_path, capsys):
+    """A layer whose shape differs from the base's has no distances: --json prints them as null in one strict
+    document (NaN is no JSON), as comparison.json holds them."""
+    a, b = npz_pair
+    m = dict(np.load(a))
+    m["enc.fc2.weight"] = np.random.default_rng(1).standard_normal((70, 55)).astype(np.float32)  # base: 80x55
+    np.savez(tmp_path / "other.npz", **m)
+    assert main(["compare", str(tmp_path / "other.npz"), str(b), "--base-distances", "--json", "-q",
+                 "--no-tails"]) == 0
+    rows = {d["name"]: d for d in _strict_json(capsys.readouterr().out)["distances"]}
+    assert rows["enc.fc2"]["status"] == "skipped: shape 70x55 differs from the base's 80x55"
+    assert rows["enc.fc2"]["frobenius"] is None and rows["enc.fc2"]["cka"] is None
+    assert rows["enc.fc1"]["status"] == "ok" and rows["enc.fc1"]["frobenius"] > 0
