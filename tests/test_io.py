@@ -685,6 +685,17 @@ def test_torch_state_dict_file(tmp_path, wrapper):
     assert [r.name for r in htsr.analyze(obj).layers] == [r.name for r in htsr.analyze(path).layers]
 
 
+def test_a_state_dict_entry_is_read_before_a_model_entry_holding_its_config(tmp_path):
+    """A checkpoint with the weights under 'state_dict' and the model's description under 'model' (a dict of
+    its architecture's settings): 'state_dict' is the first key tried, so its weights are the rows, in a file and
+    in memory (tried after 'model', the config was taken for the state dict and the file held no tensors)."""
+    sd = _state_dict()
+    ckpt = {"state_dict": sd, "model": {"arch": "mlp", "hidden": 16}, "epoch": 3}
+    torch.save(ckpt, tmp_path / "ckpt.pt")
+    for src in (ckpt, tmp_path / "ckpt.pt"):
+        assert [r.name for r in htsr.analyze(src).layers] == ["encoder.fc1", "head"], src
+
+
 @pytest.mark.parametrize("optimizers", ["optimizer_states", "opts"])
 def test_a_list_or_mapping_of_optimizers_is_training_state(tmp_path, optimizers):
     """A GAN's checkpoint: two networks and its optimizers' state dicts in a list (Lightning's
@@ -703,6 +714,68 @@ def test_a_list_or_mapping_of_optimizers_is_training_state(tmp_path, optimizers)
     torch.save(ckpt, tmp_path / "gan.pt")
     for source in (tmp_path / "gan.pt", ckpt):
         assert [r.name for r in htsr.analyze(source).layers] == ["generator.0", "generator.1", "critic.0", "critic.1"]
+
+
+def test_a_network_saved_beside_its_optimizer_is_not_training_state_and_deepspeed_s_module_is_read(tmp_path):
+    """Only a mapping whose entries are all optimizers is training state: a GAN's generator saved as {'model',
+    'optimizer'} beside a critic's state dict keeps its model's weights (it had been left out whole, for the one
+    optimizer in it), and its optimizer's moments are left out one level down as at the top (Adam's exp_avg and
+    exp_avg_sq had been two rows each), in memory and from the file, state dicts or whole modules (a pickled
+    module's classes still type its weights: an EmbeddingBag named 'bag'). A DeepSpeed file whose 'module' holds the
+    weights beside an 'optimizer_state_dict' is the model, not 'training state only' (that refusal is for flat
+    optimizer partitions)."""
+    gen = torch.nn.ModuleDict({"fc": torch.nn.Linear(16, 24), "bag": torch.nn.EmbeddingBag(40, 16)})
+    critic = torch.nn.Sequential(torch.nn.Linear(16, 24))
+    opt = torch.optim.Adam(gen.parameters())
+    gen["fc"](gen["bag"](torch.arange(8).view(2, 4))).sum().backward()
+    opt.step()
+    assert len(opt.state_dict()["state"]) == 3  # (moments for the three parameters, the tensors left out)
+    for model in (gen.state_dict(), gen):
+        ckpt = {"generator": {"model": model, "optimizer": opt.state_dict()}, "critic": critic}
+        torch.save(ckpt, tmp_path / "gan.pt")
+        for src in (ckpt, tmp_path / "gan.pt"):
+            rows = [(r.name, r.kind) for r in htsr.analyze(src, min_evals=2).layers]
+            # (a state dict's 'bag.weight', 40 x 16, is a dense matrix by its name and shape)
+            bag = "embedding" if model is gen and src != ckpt else "dense"
+            assert rows == [("generator.model.fc", "dense"), ("generator.model.bag", bag),
+                            ("critic.0", "dense")], (type(model).__name__, src)
+    ds = {"ds_version": "0.14.0", "module": critic.state_dict(), "optimizer_state_dict": {"state": {}, "param_groups": []}}
+    torch.save(ds, tmp_path / "mp_rank_00_model_states.pt")
+    for src in (ds, tmp_path / "mp_rank_00_model_states.pt"):
+        assert [r.name for r in htsr.analyze(src, min_evals=2).layers] == ["0"], src
+
+
+def test_live_modules_in_a_mapping_or_list_are_read_as_their_saved_file_is(tmp_path):
+    """A GAN's {'generator': G, 'critic': D} in memory, a list [G, D], a checkpoint dict {'model': G, 'optimizer':
+    …} not yet saved: each live module is its state dict, the rows and names those of the file torch.save writes
+    of it (the modules had been dropped: 'holds no tensors', or silently, a state dict beside them read alone)."""
+    torch.manual_seed(0)
+    gen, critic = torch.nn.Sequential(torch.nn.Linear(16, 24)), torch.nn.Sequential(torch.nn.Linear(16, 24))
+    opt = torch.optim.SGD(gen.parameters(), lr=0.1)
+    cases = {"gan": ({"generator": gen, "critic": critic}, ["generator.0", "critic.0"]),
+             "mixed": ({"generator": gen, "critic": critic.state_dict()}, ["generator.0", "critic.0"]),
+             "list": ([gen, critic], ["0.0", "1.0"]),
+             "checkpoint": ({"model": gen, "optimizer": opt.state_dict(), "epoch": 3}, ["0"])}
+    for key, (obj, names) in cases.items():
+        torch.save(obj, tmp_path / f"{key}.pt")
+        live, saved = htsr.analyze(obj, min_evals=2), htsr.analyze(tmp_path / f"{key}.pt", min_evals=2)
+        assert [r.name for r in live.layers] == [r.name for r in saved.layers] == names, key
+        assert [r.lambda_max for r in live.layers] == [r.lambda_max for r in saved.layers], key  # (the same values)
+    assert [r.name for r in htsr.analyze(torch.nn.DataParallel(gen)).layers] == ["0"]  # (unwrapped, as alone)
+    assert [r.name for r in htsr.analyze({"g": torch.nn.DataParallel(gen)}, min_evals=2).layers] == ["g.0"]
+
+
+def test_a_wrapper_key_holding_a_config_is_passed_over_for_the_weights(tmp_path):
+    """{'model': the architecture's settings, 'net': the weights}: 'model' comes first among the wrapper keys but
+    holds no weights, so 'net' is read (the config had been taken for the state dict: 'holds no tensors', while
+    the note said the 'net' weights were left out)."""
+    sd = _state_dict()
+    ckpt = {"model": {"arch": "mlp", "depth": 2}, "net": sd, "epoch": 3}
+    torch.save(ckpt, tmp_path / "ckpt.pt")
+    for src in (ckpt, tmp_path / "ckpt.pt"):
+        r = htsr.analyze(src, min_evals=2)
+        assert [l.name for l in r.layers] == ["encoder.fc1", "head"], src
+        assert "left out" not in r.source  # (the config is no other weights)
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".pth", ".bin"])
@@ -1547,6 +1620,29 @@ def test_modules_without_values_give_rows_that_say_so_and_the_others_go_on():
     assert biases.count == 10
 
 
+class _Int8Linear(torch.nn.Module):  # a user's int8 layer: integer codes and a per-row scale, as parameters
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.weight = torch.nn.Parameter(torch.randint(-127, 128, (40, 16), dtype=torch.int8, generator=g),
+                                         requires_grad=False)
+        self.weight_scale = torch.nn.Parameter(torch.rand(40, 1, generator=g) / 100)
+
+
+def test_a_live_module_of_integer_codes_is_read_once_from_its_state_dict():
+    """A module whose weight parameter holds int8 codes is read from its state dict (codes times scale): one
+    row, the saved state dict's, with the same λ_max; its parameters are not walked again after it (that gave a
+    second row 'q#2' of the same matrix)."""
+    torch.manual_seed(0)
+    net = torch.nn.ModuleDict({"q": _Int8Linear(), "fc": torch.nn.Linear(16, 40)})
+    live, saved = htsr.analyze(net, min_evals=2), htsr.analyze(dict(net.state_dict()), min_evals=2)
+    assert [(l.name, l.kind, l.status) for l in live.layers] == [("q", "dense", "ok"), ("fc", "dense", "ok")]
+    assert [l.lambda_max for l in live.layers] == [l.lambda_max for l in saved.layers]  # exact: the same arrays
+    W = net["q"].weight.numpy().astype(np.float32) * net["q"].weight_scale.detach().numpy()
+    # (float32 products either way; the eigensolver's rounding only)
+    assert live.layers[0].lambda_max == pytest.approx(np.linalg.eigvalsh(W.T @ W).max(), rel=1e-5)
+
+
 def test_a_nested_tensor_in_a_state_dict_is_named_not_analysed():
     """A jagged nested tensor's sizes are symbolic: its int() had raised AttributeError out of the run. It is no
     weight matrix: named among the tensors not analysed, and the layers beside it are analysed."""
@@ -1934,6 +2030,22 @@ def test_kinds_of_a_live_module_and_of_its_file_agree_for_subclasses_and_project
                     ("rec.weight_hr_l0", "rnn"), ("proj", "dense")]
     assert [(r.name, r.kind) for r in htsr.analyze(tmp_path / "m.pt", min_evals=2).layers] == [
         ("tok", "dense"), *live[1:]]
+    # a table of a class torch does not know (a user's own Module holding 'weight'), under a name that says
+    # embedding ('wte'): typed by its full name, live as in the file (by 'weight' alone it had been dense, live)
+    class Table(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.randn(500, 64))
+
+    m = torch.nn.ModuleDict({"wte": Table(), "proj": torch.nn.Linear(64, 64)})
+    for src in (m, m.state_dict()):
+        assert [(r.name, r.kind) for r in htsr.analyze(src, min_evals=2).layers] == [("wte", "embedding"),
+                                                                                      ("proj", "dense")]
+    # the other way round: Hugging Face's Conv1D (GPT-2's [in, out] projection) is dense by its class, live,
+    # whatever its name says ('wte' names a table to the file reader)
+    conv1d = pytest.importorskip("transformers.pytorch_utils").Conv1D
+    assert [(r.name, r.kind) for r in htsr.analyze(torch.nn.ModuleDict({"wte": conv1d(64, 500)}), min_evals=2).layers] \
+        == [("wte", "dense")]
 
 
 @pytest.mark.parametrize("name,shape", [
@@ -2294,6 +2406,13 @@ def test_one_tensor_parallel_shard_of_megatron_says_so(tmp_path):
     args.tensor_model_parallel_size = 1  # a run on one rank: its file is the model
     torch.save({"model": {"w.weight": torch.randn(64, 32)}, "args": args}, tmp_path / "one.pt")
     assert "one shard of a model" not in htsr.analyze(tmp_path / "one.pt", tails=False).source
+    # in memory (the Namespace itself, not a reader's stand-in), split both ways, an EMA copy beside the model:
+    # the source carries both notes, the split and what was left out (only the first had been kept)
+    args.tensor_model_parallel_size, args.pipeline_model_parallel_size = 2, 4
+    ckpt = {"model": {"w.weight": torch.randn(64, 32)}, "ema": {"w.weight": torch.randn(64, 32)}, "args": args}
+    source = htsr.analyze(ckpt, tails=False).source
+    assert "one shard of a model split 2 ways by tensor parallelism and 4 ways by pipeline parallelism" in source
+    assert "the 'model' entry read; 'ema' left out" in source
 
 
 def test_accelerates_save_state_of_two_models_reads_each_as_its_own(tmp_path):
@@ -3324,14 +3443,29 @@ def test_an_unreadable_file_is_named_and_given_read_access_advice(tmp_path, monk
 
 @pytest.mark.parametrize("cls,n", [("Conv1d", 1), ("ConvTranspose1d", 1), ("Conv2d", 2), ("ConvTranspose2d", 2),
                                    ("Conv3d", 3), ("ConvTranspose3d", 3)])
-def test_every_torch_conv_class_and_its_state_dict_give_the_same_conv_row(cls, n):
+@pytest.mark.parametrize("normed", [False, True])
+def test_every_torch_conv_class_and_its_state_dict_give_the_same_conv_row(cls, n, normed):
     """a live ConvTranspose is a conv of its rank, one [in, out] matrix per kernel position, exactly as its
-    saved state dict reads; typed dense it was one 3072 x 5 matrix, not fitted."""
+    saved state dict reads; typed dense it was one 3072 x 5 matrix, not fitted. Weight-normed (HiFi-GAN's
+    upsampling ConvTranspose1d), its weight_v is typed by the class too: the class's own entry, not a base class,
+    which ConvTranspose has none of (by its name and shape a 3-D weight_v is 16 'stack' rows)."""
     torch.manual_seed(0)
     m = torch.nn.Sequential(getattr(torch.nn, cls)(16, 12, 3))
+    if normed:
+        torch.nn.utils.weight_norm(m[0])
     live = [(row.name, row.kind, row.N, row.M, row.num_matrices) for row in htsr.analyze(m, min_evals=2).layers]
     saved = [(row.name, row.kind, row.N, row.M, row.num_matrices) for row in htsr.analyze(m.state_dict(), min_evals=2).layers]
     assert live == saved == [("0", f"conv{n}d", 16, 12, 3 ** n)]
+
+
+def test_a_torch_state_dict_nested_too_deep_is_refused_naming_it():
+    """A mapping of torch tensors past the nesting cap is refused with a one-line error that starts with the
+    source it came from (the cap's message alone had named no source, only the path inside it)."""
+    deep: dict = {"weight": torch.randn(12, 10)}
+    for _ in range(201):
+        deep = {"x": deep}
+    with pytest.raises(htsr.SourceError, match=r"^<state dict>: x\.x\..*nested more than 200 levels deep"):
+        htsr.analyze({"fc.weight": torch.randn(4, 4), "x": deep})
 
 
 def test_a_meta_models_vectors_are_listed_not_given_skipped_rows():
@@ -3355,6 +3489,15 @@ def test_a_meta_models_vectors_are_listed_not_given_skipped_rows():
         assert [row.status.split(":")[0] for row in r.layers] == ["skipped", "skipped"]
         assert all(row.status.startswith("skipped: on the meta device") for row in r.layers)
         assert r.summary.num_failed == 0
+    # a conv kernel read per kernel position is one row saying why (it had been 9 rows of one read each, live), and
+    # a state dict's int8 weight on the meta device says so (it had been called integers without a scale)
+    meta = "skipped: on the meta device: no values; load the weights into the model first"
+    with torch.device("meta"):
+        m = torch.nn.Sequential(torch.nn.Conv2d(16, 32, 3))
+    for src in (m, m.state_dict()):
+        assert [(row.name, row.status) for row in htsr.analyze(src, conv="per_position").layers] == [("0", meta)]
+    codes = {"q.weight": torch.empty(40, 16, dtype=torch.int8, device="meta")}
+    assert [(row.name, row.status) for row in htsr.analyze(codes).layers] == [("q", meta)]
 
 
 def test_integer_arrays_beside_torch_tensors_in_a_dict_are_counted_not_dropped():
@@ -3598,13 +3741,17 @@ def test_torch_tensors_load_with_their_own_values_float16_codes_float64_and_inte
 def test_views_of_one_storage_at_other_offsets_shapes_or_strides_are_not_tied():
     """A tie is one tensor under two names (same storage, offset, shape, strides, dtype). q and k sliced from
     one fused qkv storage (other offsets), a matrix and its leading rows (other shape), a square matrix and its
-    transpose view (other strides) are different matrices: each is analysed, none listed as 'the same tensor'."""
+    transpose view (other strides), a float16 matrix and its bytes viewed as bfloat16 (other dtype: other
+    values, same pointer, shape and strides; that pair had been taken for one tensor) are different matrices:
+    each is analysed, none listed as 'the same tensor'."""
     g = torch.Generator().manual_seed(0)
     fused = torch.randn(72, 24, generator=g)
     W = torch.randn(30, 30, generator=g)
+    H = W.half()
     for sd in ({"q.weight": fused[:24], "k.weight": fused[24:48]},  # (24 x 24 each, offsets 0 and 576)
                {"full.weight": W, "top.weight": W[:20]},
-               {"w.weight": W, "wt.weight": W.t()}):
+               {"w.weight": W, "wt.weight": W.t()},
+               {"h.weight": H, "b.weight": H.view(torch.bfloat16)}):  # (finite: a float16 exponent < 31)
         r = htsr.analyze(sd, min_evals=2)
         assert [l.name for l in r.layers] == [n.removesuffix(".weight") for n in sd], sd.keys()
         assert not [n for n in r.not_analysed if n.reason.startswith("the same tensor as")], sd.keys()

@@ -416,3 +416,21 @@ def test_two_layers_sharing_only_a_parametrization_s_buffer_are_two_rows():
     r = htsr.analyze(nn.ModuleDict({"a": a, "b": b}), min_evals=2)
     assert [l.name for l in r.layers] == ["a", "b"]
     assert not [n for n in r.not_analysed if n.reason.startswith("the same tensor as")]
+
+
+def test_two_spectral_norms_of_one_tied_weight_are_two_rows():
+    """Two Linears tied to one weight, each spectral-normed: the original is one Parameter, but each norm keeps
+    its own u and v, so σ = uᵀ·W·v and the weights W/σ differ. A tie needs every part in common (buffers too):
+    both are rows, live as from the state dict (taking the shared original alone for a tie gave one row)."""
+    torch.manual_seed(0)
+    a, b = nn.Linear(30, 40), nn.Linear(30, 40)
+    b.weight = a.weight
+    P.spectral_norm(a)
+    P.spectral_norm(b)
+    assert a.parametrizations.weight.original is b.parametrizations.weight.original
+    model = nn.ModuleDict({"a": a, "b": b})
+    live, saved = htsr.analyze(model, min_evals=2), htsr.analyze(dict(model.state_dict()), min_evals=2)
+    assert [l.name for l in live.layers] == [l.name for l in saved.layers] == ["a", "b"]
+    assert [l.lambda_max for l in live.layers] == [l.lambda_max for l in saved.layers]  # exact: one computation
+    assert live.layers[0].lambda_max != live.layers[1].lambda_max  # (other u, v: other σ)
+    assert not [n for n in live.not_analysed if n.reason.startswith("the same tensor as")]

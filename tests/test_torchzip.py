@@ -523,6 +523,7 @@ def test_refused_global_gets_torch_loads_verdict(tmp_path, legacy):
         load_torch_file(odd)
     msg = str(e.value)  # htsr's reason (which global), whatever torch's wording for the format
     assert "\n" not in msg and "refused" in msg and "torch.serialization.load" in msg and "refuses it too" in msg
+    assert "re-save it with torch.save(model.state_dict(), ...) or as safetensors" in msg  # what to do about it
 
 
 def _rewrite(src: Path, dst: Path, replace: dict[str, bytes]) -> Path:
@@ -1296,6 +1297,7 @@ dist.destroy_process_group()
                          capture_output=True, text=True, timeout=300)
     assert cli.returncode == 2 and "holds tensor subclasses (DTensors" in cli.stderr
     assert "full_state_dict=True" in cli.stderr and len(cli.stderr.strip().splitlines()) == 1
+    assert "save the gathered weights, get_model_state_dict(model" in cli.stderr  # (what to run, not only an option)
 
 
 class _Rope(nn.Module):  # a layer with a non-persistent buffer (a RoPE cache) and a lifted constant
@@ -1681,6 +1683,34 @@ def test_a_refused_global_whose_file_torch_cannot_read_either_keeps_htsrs_reason
         load_torch_file(dst)
     one_line_source_error(e, str(dst), "torch._utils._rebuild_sparse_tensor", "refused",
                           "torch.load(weights_only=True) cannot read it either")
+
+
+def test_a_checkpoint_only_torch_reads_keeps_its_notes_and_a_bare_tensor_says_what_it_is(tmp_path):
+    """A sparse tensor (htsr's reader refuses its rebuild, torch's weights-only loader allows it) sends the file
+    to torch.load: the 'model' entry beside an 'ema' copy is read with the note naming what was left out, as
+    htsr's own reader says it (that path had dropped the notes, a silent choice); a bare tensor saved alone is
+    no state dict, and the one-line error names the file and what it holds."""
+    torch.manual_seed(0)
+    sd = torch.nn.Sequential(torch.nn.Linear(30, 40)).state_dict()
+    ckpt = {"model": {**sd, "mask": torch.eye(8).to_sparse()}, "ema": {k: v.clone() for k, v in sd.items()}}
+    torch.save(ckpt, tmp_path / "sparse.pt")
+    r = htsr.analyze(tmp_path / "sparse.pt", min_evals=2)
+    assert [l.name for l in r.layers] == ["0", "mask"]
+    assert "the 'model' entry read; 'ema' left out" in r.source and "htsr.analyze(checkpoint['ema'])" in r.source
+    torch.save(torch.eye(8).to_sparse(), tmp_path / "bare.pt")
+    with pytest.raises(SourceError) as e:
+        load_torch_file(tmp_path / "bare.pt")
+    one_line_source_error(e, str(tmp_path / "bare.pt"), "no state dict found in the checkpoint (a Tensor)")
+
+
+def test_the_first_line_of_an_error_is_the_reason_given():
+    """A loader's error quoted in a one-line message: its first non-empty line without terminal colour codes
+    (its last line had been quoted: a traceback's tail, not the reason)."""
+    from htsr.io.torch import _first_line
+
+    err = RuntimeError("\x1b[31m\n  PytorchStreamReader failed reading zip archive\x1b[0m\nException raised from x.cpp:12\n")
+    assert _first_line(err) == "PytorchStreamReader failed reading zip archive"
+    assert _first_line(EOFError()) == "EOFError"  # (no text: the error's class)
 
 
 def test_a_stepped_optimizer_object_under_a_key_of_its_own_is_training_state(tmp_path, monkeypatch):

@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import LayerSkipped, MissingExtraError, SourceError
 from ..tensors import infer_kind, is_bias_or_buffer, is_vector
 from .base import TensorRef, TensorSource, import_extra, one_line, skipped_loader
-from .numpy import flat_items
+from .numpy import MAX_FLAT_DEPTH, flat_items
 from .scales import with_scales
 
 __all__ = ["TorchModule", "TorchStateDict", "is_torch_object", "load_torch_file", "module_kind", "unwrap_state",
@@ -58,6 +58,26 @@ def unwrapped(model: Any) -> Any:
     while type(model).__module__.startswith("torch.") and type(model).__name__ in _WRAPPERS:
         model = getattr(model, _WRAPPERS[type(model).__name__])
     return model
+
+
+def live_modules_as_state_dicts(obj: Any, done: dict[int, Any] | None = None, depth: int = 0) -> Any:
+    """``obj`` with each live ``nn.Module`` in its mappings and lists (a GAN's ``{'generator': G, 'critic': D}``,
+    a checkpoint dict not yet saved) replaced by its state dict, as the file ``torch.save`` writes of it reads: the
+    same rows under the same names (their kinds by name and shape: a module analysed on its own is typed by its
+    classes). The same object when it holds no module; each container converted once (``done``: id → result)."""
+    if is_torch_object(obj) and hasattr(obj, "named_modules"):
+        return unwrapped(obj).state_dict()
+    if not isinstance(obj, (Mapping, list, tuple)) or depth > MAX_FLAT_DEPTH:  # (too deep: flat_items says so)
+        return obj
+    done = {} if done is None else done
+    if id(obj) not in done:
+        done[id(obj)] = obj  # (a container holding itself is left as it is there)
+        items = list(obj.items()) if isinstance(obj, Mapping) else list(enumerate(obj))
+        new = [(k, live_modules_as_state_dicts(v, done, depth + 1)) for k, v in items]
+        if any(n is not v for (_, n), (_, v) in zip(new, items)):  # (a list stays a list, a pair a tuple)
+            done[id(obj)] = dict(new) if isinstance(obj, Mapping) else (list if isinstance(obj, list) else tuple)(
+                n for _, n in new)
+    return done[id(obj)]
 
 
 def _to_numpy(t) -> np.ndarray:
@@ -465,10 +485,11 @@ def _is_optimizer(value: Any, depth: int = 2) -> bool:
 
 def unwrap_state(obj: Any, is_tensor: Callable[[Any], bool],
                  notes: list[str] | None = None, where: str = "<state dict>") -> Mapping[str, Any] | None:
-    """The state dict inside a checkpoint mapping: ``obj`` itself if it holds tensors, else the first
-    non-empty mapping under one of :data:`WRAPPER_KEYS` (recursively), else ``obj`` (several networks under
-    keys of their own: ``generator``, ``teacher``…); without the training state in it (optimizer moments
-    are tensors shaped like the weights, not weights). None if ``obj`` is no mapping or empty. Shared by
+    """The state dict inside a checkpoint mapping: ``obj`` itself if it holds tensors, else the first mapping
+    with weights in it under one of :data:`WRAPPER_KEYS` (recursively; a config dict under ``model`` is passed
+    over), else ``obj`` (several networks under keys of their own: ``generator``, ``teacher``…); without the
+    training state in it, at any of the levels read (optimizer moments are tensors shaped like the weights, not
+    weights: a GAN's ``{'generator': {'model', 'optimizer'}}``). None if ``obj`` is no mapping or empty. Shared by
     the torch reader, the torch-free zip reader and in-memory checkpoint dicts. An optimizer's state dict alone
     raises :class:`SourceError` naming ``where``.
 
@@ -507,7 +528,8 @@ def unwrap_state(obj: Any, is_tensor: Callable[[Any], bool],
         return weights if len(weights) < len(obj) else obj
     for key in WRAPPER_KEYS:
         inner = obj.get(key)
-        if isinstance(inner, Mapping) and inner:
+        # (a wrapper key holding no weights, a config dict under 'model', is passed over for the next one)
+        if isinstance(inner, Mapping) and inner and _holds_tensors(inner, is_tensor):
             found = unwrap_state(inner, is_tensor, notes, where)
             if found is not None:
                 others = [k for k, v in weights.items() if k != key and _holds_tensors(v, is_tensor)]
@@ -515,7 +537,17 @@ def unwrap_state(obj: Any, is_tensor: Callable[[Any], bool],
                     notes.append(f"the {key!r} entry read; {', '.join(map(repr, others))} left out: other weights "
                                  f"in the checkpoint, which Python reads as htsr.analyze(checkpoint[{others[0]!r}])")
                 return found
-    return weights or None
+    # (several networks under keys of their own, each beside its optimizer: {'generator': {'model', 'optimizer'}})
+    return {k: _without_training_state(v) for k, v in weights.items()} or None
+
+
+def _without_training_state(v: Any, depth: int = 4) -> Any:
+    """A mapping with the training state in it (at most ``depth`` levels down) left out; anything else, and a
+    mapping without any, as it is (the same object: a pickled module's state dict keeps its classes)."""
+    if not isinstance(v, Mapping) or depth == 0:
+        return v
+    kept = {k: _without_training_state(x, depth - 1) for k, x in v.items() if not _is_training_state(k, x)}
+    return v if len(kept) == len(v) and all(kept[k] is x for k, x in v.items()) else kept
 
 
 def _model_parallel(args: Any) -> str:
