@@ -751,10 +751,14 @@ def test_live_modules_in_a_mapping_or_list_are_read_as_their_saved_file_is(tmp_p
     of it (the modules had been dropped: 'holds no tensors', or silently, a state dict beside them read alone)."""
     torch.manual_seed(0)
     gen, critic = torch.nn.Sequential(torch.nn.Linear(16, 24)), torch.nn.Sequential(torch.nn.Linear(16, 24))
-    opt = torch.optim.SGD(gen.parameters(), lr=0.1)
+    opt = torch.optim.Adam(gen.parameters())
+    gen(torch.randn(4, 16)).sum().backward()
+    opt.step()  # (Adam's moments: two 24 x 16 tensors, which must not be rows)
     cases = {"gan": ({"generator": gen, "critic": critic}, ["generator.0", "critic.0"]),
              "mixed": ({"generator": gen, "critic": critic.state_dict()}, ["generator.0", "critic.0"]),
              "list": ([gen, critic], ["0.0", "1.0"]),
+             "pairs": ({"nets": [("g", gen), ("d", critic)]}, ["nets.g.0", "nets.d.0"]),  # (named by their names)
+             "nested": ({"gan": {"generator": {"model": gen, "optimizer": opt.state_dict()}}}, ["gan.generator.model.0"]),
              "checkpoint": ({"model": gen, "optimizer": opt.state_dict(), "epoch": 3}, ["0"])}
     for key, (obj, names) in cases.items():
         torch.save(obj, tmp_path / f"{key}.pt")

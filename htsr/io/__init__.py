@@ -110,6 +110,7 @@ def open_source(source: Any) -> TensorSource:
         from .numpy import flat_items
         from .torch import TorchStateDict, is_torch_object, live_modules_as_state_dicts, unwrap_state, with_notes
 
+        source = live_modules_as_state_dicts(source)  # ({'generator': G, …}, [('g', G), …]: as their file reads)
         try:
             torch_values = any(is_torch_object(v) for _, v in flat_items(source, lists=True))  # nested or not
         except SourceError as e:  # (too deep, or one value held under millions of names)
@@ -118,7 +119,6 @@ def open_source(source: Any) -> TensorSource:
             # a checkpoint dict in memory is unwrapped as a file's is (a Keras torch-backend state dict's
             # '…/dense/kernel' too: its kernels are torch tensors in Keras' layout, as the live model reads them)
             notes: list[str] = []
-            source = live_modules_as_state_dicts(source)  # ({'generator': G, …}: as its file reads)
             state = unwrap_state(source, is_torch_object, notes) or source
             return TorchStateDict(state, with_notes("<state dict>", notes))
         flat = dict(source)  # ({'conv/kernel': …}: a Flax tree flattened, its kernels channels-last)

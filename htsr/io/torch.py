@@ -31,8 +31,8 @@ from .base import TensorRef, TensorSource, import_extra, one_line, skipped_loade
 from .numpy import MAX_FLAT_DEPTH, flat_items
 from .scales import with_scales
 
-__all__ = ["TorchModule", "TorchStateDict", "is_torch_object", "load_torch_file", "module_kind", "unwrap_state",
-           "with_notes"]
+__all__ = ["TorchModule", "TorchStateDict", "is_torch_object", "live_modules_as_state_dicts", "load_torch_file",
+           "module_kind", "unwrap_state", "with_notes"]
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module", "net", "network",
                 "ema", "params")
@@ -74,9 +74,8 @@ def live_modules_as_state_dicts(obj: Any, done: dict[int, Any] | None = None, de
         done[id(obj)] = obj  # (a container holding itself is left as it is there)
         items = list(obj.items()) if isinstance(obj, Mapping) else list(enumerate(obj))
         new = [(k, live_modules_as_state_dicts(v, done, depth + 1)) for k, v in items]
-        if any(n is not v for (_, n), (_, v) in zip(new, items)):  # (a list stays a list, a pair a tuple)
-            done[id(obj)] = dict(new) if isinstance(obj, Mapping) else (list if isinstance(obj, list) else tuple)(
-                n for _, n in new)
+        if any(n is not v for (_, n), (_, v) in zip(new, items)):  # (a tuple as a list: read alike)
+            done[id(obj)] = dict(new) if isinstance(obj, Mapping) else [n for _, n in new]
     return done[id(obj)]
 
 
