@@ -434,3 +434,13 @@ def test_two_spectral_norms_of_one_tied_weight_are_two_rows():
     assert [l.lambda_max for l in live.layers] == [l.lambda_max for l in saved.layers]  # exact: one computation
     assert live.layers[0].lambda_max != live.layers[1].lambda_max  # (other u, v: other σ)
     assert not [n for n in live.not_analysed if n.reason.startswith("the same tensor as")]
+
+
+def test_a_parametrized_weight_is_typed_by_its_module_s_class():
+    """A spectral-normed EmbeddingBag under a name that says nothing ('bag'): its computed weight is typed by the
+    module's class, embedding, as its unparametrized self is (by the name and shape alone it is a dense matrix,
+    and only Linear and conv weights, whose names and shapes say the same, had been parametrized in the tests)."""
+    torch.manual_seed(0)
+    model = nn.ModuleDict({"bag": P.spectral_norm(nn.EmbeddingBag(40, 16)), "plain": nn.EmbeddingBag(40, 16)})
+    assert [(r.name, r.kind) for r in htsr.analyze(model, min_evals=2).layers] == [("bag", "embedding"),
+                                                                                   ("plain", "embedding")]
