@@ -444,3 +444,15 @@ def test_a_parametrized_weight_is_typed_by_its_module_s_class():
     model = nn.ModuleDict({"bag": P.spectral_norm(nn.EmbeddingBag(40, 16)), "plain": nn.EmbeddingBag(40, 16)})
     assert [(r.name, r.kind) for r in htsr.analyze(model, min_evals=2).layers] == [("bag", "embedding"),
                                                                                    ("plain", "embedding")]
+
+
+def test_a_boolean_mask_parameter_does_not_make_a_parametrized_layer_quantized():
+    """A weight-normed Linear holding a 2-D boolean mask as a Parameter (a pruning mask kept with the model): a
+    mask is no integer code, so the layer is not read again from its state dict as a quantized one would be; one
+    row, the computed weight's (read both ways it had been two rows, 'fc' and 'fc#2', of one matrix)."""
+    torch.manual_seed(0)
+    fc = P.weight_norm(nn.Linear(16, 40))
+    fc.mask = nn.Parameter(torch.rand(40, 16) > 0.5, requires_grad=False)
+    r = htsr.analyze(nn.ModuleDict({"fc": fc}), min_evals=2)
+    assert [(l.name, l.kind) for l in r.layers] == [("fc", "dense")]
+    assert any(n.examples == ("fc.mask",) for n in r.not_analysed)  # (the mask listed, not analysed)
