@@ -696,11 +696,12 @@ def test_a_state_dict_entry_is_read_before_a_model_entry_holding_its_config(tmp_
         assert [r.name for r in htsr.analyze(src).layers] == ["encoder.fc1", "head"], src
 
 
-@pytest.mark.parametrize("optimizers", ["optimizer_states", "opts"])
-def test_a_list_or_mapping_of_optimizers_is_training_state(tmp_path, optimizers):
+@pytest.mark.parametrize("optimizers,as_list", [("optimizer_states", True), ("opts", False), ("opts", True)])
+def test_a_list_or_mapping_of_optimizers_is_training_state(tmp_path, optimizers, as_list):
     """A GAN's checkpoint: two networks and its optimizers' state dicts in a list (Lightning's
-    ``optimizer_states`` without a ``state_dict`` entry) or a mapping under a key of its own; Adam's moments
-    were analysed as 8 layers (``optimizer_states.0.state.0.exp_avg`` …) beside the 4 weights."""
+    ``optimizer_states`` without a ``state_dict`` entry) or a mapping, under a key that names them or not
+    (``opts``: told by what they hold); Adam's moments were analysed as 8 layers
+    (``optimizer_states.0.state.0.exp_avg`` …) beside the 4 weights."""
     g = torch.Generator().manual_seed(0)
     nets = {k: torch.nn.Sequential(torch.nn.Linear(16, 24), torch.nn.Linear(24, 8)) for k in ("generator", "critic")}
     opts = []
@@ -710,7 +711,7 @@ def test_a_list_or_mapping_of_optimizers_is_training_state(tmp_path, optimizers)
         opt.step()
         opts.append(opt.state_dict())
     ckpt = {k: net.state_dict() for k, net in nets.items()}
-    ckpt[optimizers] = opts if optimizers == "optimizer_states" else dict(zip(("g", "d"), opts))
+    ckpt[optimizers] = opts if as_list else dict(zip(("g", "d"), opts))
     torch.save(ckpt, tmp_path / "gan.pt")
     for source in (tmp_path / "gan.pt", ckpt):
         assert [r.name for r in htsr.analyze(source).layers] == ["generator.0", "generator.1", "critic.0", "critic.1"]

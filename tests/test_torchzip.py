@@ -229,7 +229,7 @@ def test_an_optimizer_state_file_is_refused_not_analysed(tmp_path, legacy):
         with pytest.raises(SourceError) as ei:
             htsr.analyze(source)
         one_line_source_error(ei, f"{where}: an optimizer's state (torch.optim's state_dict: 'state' and "
-                                  "'param_groups')")
+                                  "'param_groups')", "give the model's own file")  # (what to do)
 
 
 def test_torch_save_results_equal_torch_load(tmp_path):
