@@ -197,6 +197,18 @@ def test_a_scale_that_fits_no_layout_fails_only_that_layer(tmp_path):
     assert "\n" not in rows["a"].status and rows["b"].status == "ok"
 
 
+def test_an_expert_stack_scale_that_fits_no_layout_names_the_stacks_shape(tmp_path):
+    """An FP8 expert stack [2, 64, 32] whose scale [2, 3, 5] fits neither each expert's layouts nor the stack's:
+    the error names the stored scale and the stack's shapes, not one expert's slice (the per-expert attempt's
+    error, naming a (3, 5) scale of a (64, 32) weight, had been unchecked)."""
+    rng = np.random.default_rng(48)
+    q = rng.standard_normal((2, 64, 32)).astype(ml_dtypes.float8_e4m3fn)
+    path = _save(tmp_path / "bad.safetensors", {"experts.w": q, "experts.w_scale_inv": np.ones((2, 3, 5), np.float32)})
+    (ref,) = open_source(path)
+    with pytest.raises(htsr.errors.SourceError, match=r"scale shape \(2, 3, 5\) fits no scale layout of a \(2, 64, 32\)"):
+        ref.load()
+
+
 def test_block_scales_of_other_power_of_two_sizes_and_grids_that_fit_none(tmp_path):
     """FP8 blocks of 64 (100 rows: a full block and a short one; 200 columns: four blocks, the last short)
     are applied as such; a (3, 5) grid on a 64 x 128 weight cuts it into no power-of-two blocks: refused,
@@ -445,8 +457,9 @@ def test_awq_gemm_layers_are_unpacked_in_awq_nibble_order(tmp_path):
 
 
 def test_packed_layouts_htsr_cannot_unpack_get_a_skipped_row(tmp_path):
-    """5-bit GPTQ codes (no GPTQ writer makes them), and a corrupt g_idx names groups that do not exist: a
-    row that says why, and the other layers go on."""
+    """5-bit GPTQ codes (no GPTQ writer makes them), a qweight of 13 rows for a g_idx of 100 inputs (4.16 bits a
+    code: no whole width, though it rounds down to 4, which had gone unchecked), and a corrupt g_idx names groups
+    that do not exist: a row that says why, and the other layers go on."""
     rng = np.random.default_rng(9)
     n_in, out = 128, 32
     path = _save(tmp_path / "q.safetensors", {
@@ -455,10 +468,13 @@ def test_packed_layouts_htsr_cannot_unpack_get_a_skipped_row(tmp_path):
         "b.qweight": _pack_words(rng.integers(0, 16, (n_in, out)), 4, 0),
         "b.qzeros": _pack_words(np.full((1, out), 7), 4, 1), "b.scales": np.ones((1, out), np.float16),
         "b.g_idx": np.full(n_in, 5, np.int32),  # group 5 of 1
-        "c.weight": rng.standard_normal((64, 64)).astype(np.float32)})
+        "c.weight": rng.standard_normal((64, 64)).astype(np.float32),
+        "d.qweight": rng.integers(0, 2**31, (13, out)).astype(np.int32), "d.g_idx": np.zeros(100, np.int32),
+        "d.scales": np.ones((1, out), np.float16)})
     rows = {r.name: r for r in htsr.analyze(path, min_evals=5).layers}
-    assert set(rows) == {"a", "b", "c"} and rows["c"].status == "ok"
+    assert set(rows) == {"a", "b", "c", "d"} and rows["c"].status == "ok"
     assert rows["a"].status.startswith("skipped: packed quantized weight") and "5-bit" in rows["a"].status
+    assert rows["d"].status.startswith("skipped: packed quantized weight") and "holds 4.16-bit codes" in rows["d"].status
     assert rows["b"].status.startswith("failed:") and "g_idx" in rows["b"].status and "\n" not in rows["b"].status
 
 
@@ -729,6 +745,25 @@ def test_aqlm_layers_missing_a_part_or_with_a_codebook_too_small_get_a_row_namin
     assert rows[layer(2, "")].startswith(f"failed: {layer(2, '.weight')} (AQLM): codebooks of 12 vectors, not the")
 
 
+def test_an_odd_count_bitsandbytes_4bit_weight_is_read_from_its_last_half_byte_and_not_from_fewer(tmp_path):
+    """A [3, 5] NF4 weight has 15 codes in 8 bytes (the last low nibble unused): it is read code for code; 7 bytes
+    are one code short and fail the layer naming the count (a buffer of ⌊15 / 2⌋ bytes had passed the size check
+    and failed later on a broadcast error)."""
+    codes = np.arange(15) % 16
+    padded = np.append(codes, 0)
+    packed = ((padded[0::2] << 4) | padded[1::2]).astype(np.uint8)
+    state = np.frombuffer(json.dumps({"quant_type": "nf4", "blocksize": 64, "dtype": "float32",
+                                      "shape": [3, 5]}).encode(), np.uint8).copy()
+    model = {}
+    for name, data in (("a", packed), ("b", packed[:7])):
+        model.update({f"{name}.weight": data.reshape(-1, 1), f"{name}.weight.absmax": np.array([2.0], np.float32),
+                      f"{name}.weight.quant_map": _NF4, f"{name}.weight.quant_state.bitsandbytes__nf4": state})
+    refs = {r.name: r for r in open_source(model)}
+    np.testing.assert_array_equal(refs["a.weight"].load(), (_NF4[codes] * np.float32(2.0)).reshape(3, 5))
+    with pytest.raises(htsr.errors.SourceError, match=r"b.weight \(bitsandbytes NF4\): 7 bytes of codes for a \[3, 5\]"):
+        refs["b.weight"].load()
+
+
 def test_bitsandbytes_4bit_block_counts_must_match_the_state(tmp_path):
     """A quant_state whose blocksize disagrees with the absmax count (256 where absmax holds one per 64
     values) was read with wrong scales, status ok: the counts must match exactly, as must the nested ones."""
@@ -948,14 +983,18 @@ def test_fractional_g_idx_fails_and_a_bad_mxfp4_row_is_the_weight_s(tmp_path):
     """A float g_idx with fractions is no group numbering (it was truncated without a word): the layer
     fails naming it; MXFP4 blocks whose scales do not fit get the row of the expert stack they would give
     (kind stack, [E, out, groups·32]; one row for the tensor, which no expert can be read from), not a
-    'conv2d' row of the blocks."""
+    'conv2d' row of the blocks; a stack of one-row experts [2, 1, 128] too, whose shape alone would make it a
+    conv1d kernel (only stacks of many rows had been tried)."""
     rng = np.random.default_rng(22)
     codes, zeros, scales, g_idx, _ = _quantized(rng, 128, 64, 4, 2)
     state = {"a.qweight": _pack_words(codes, 4, 0), "a.qzeros": _pack_words(zeros - 1, 4, 1), "a.scales": scales,
              "a.g_idx": g_idx.astype(np.float32) + 0.5,
              "e.gate_up_proj_blocks": rng.integers(0, 256, (2, 8, 4, 16)).astype(np.uint8),
-             "e.gate_up_proj_scales": rng.integers(120, 130, (2, 8, 3)).astype(np.uint8)}
+             "e.gate_up_proj_scales": rng.integers(120, 130, (2, 8, 3)).astype(np.uint8),
+             "f.down_proj_blocks": rng.integers(0, 256, (2, 1, 4, 16)).astype(np.uint8),
+             "f.down_proj_scales": rng.integers(120, 130, (2, 1, 3)).astype(np.uint8)}
     rows = {r.name: r for r in htsr.analyze(state, min_evals=5).layers}
+    assert (rows["f.down_proj"].kind, rows["f.down_proj"].shape) == ("stack", "2x1x128")
     assert rows["a"].status.startswith("failed: a (GPTQ 4-bit): g_idx holds non-integer values")
     assert {n: (r.kind, r.shape) for n, r in rows.items() if n.startswith("e.")} == {
         "e.gate_up_proj": ("stack", "2x8x128")}
@@ -1332,11 +1371,12 @@ def test_an_mlx_model_wide_group_size_other_than_64_is_read_from_config_json(tmp
     np.testing.assert_allclose(ref.load(), want, rtol=1e-6, atol=1e-7)  # float32 multiply-add vs product + sum
 
 
-@pytest.mark.parametrize("text", ["{not json", "", "[4, 128]"])
+@pytest.mark.parametrize("text", ["{not json", "", "[4, 128]", "[" * 100_000])
 def test_a_config_json_that_is_no_json_object_is_passed_over_for_quantize_config_json(tmp_path, text):
     """A config.json that is not JSON, or is JSON but no object, says nothing about quantization: the folder's
     quantize_config.json still gives the bits of a GPTQ layer whose shapes fit several widths (the reader must
-    neither fail on it nor stop looking)."""
+    neither fail on it nor stop looking). JSON nested 100 000 deep makes json.loads raise RecursionError, not a
+    ValueError: it too is passed over (no test had nested one)."""
     rng = np.random.default_rng(26)
     codes, zeros, scales, _, want = _quantized(rng, 128, 4, 4, 2)  # 4 outputs: widths 2, 3, 4, 8 all fit
     folder = tmp_path / "m"
@@ -1361,6 +1401,28 @@ def test_compressed_tensors_config_groups_that_disagree_leave_bits_and_symmetry_
         "group_0": {"weights": {"num_bits": 3, "symmetric": True}},
         "group_1": {"weights": {"num_bits": 4, "symmetric": False}}}}}))
     np.testing.assert_array_equal({r.name: r for r in open_source(folder)}["l.weight"].load(), want)
+
+
+@pytest.mark.parametrize("q, want", [
+    # a JSON flag is no width nor group size (bool is an int subclass: true had read as 1 bit)
+    ({"bits": True, "group_size": False}, dict(bits=None, group_size=None)),
+    # an explicit model-wide bits is kept over the config groups' num_bits
+    ({"bits": 4, "config_groups": {"g": {"weights": {"num_bits": 8}}}}, dict(bits=4)),
+    # a block_structure left on a group that is not of the block strategy describes no blocks
+    ({"config_groups": {"g": {"weights": {"num_bits": 4, "strategy": "group", "block_structure": [128, 128]}}}},
+     dict(bits=4, ct_block=None)),
+    ({"config_groups": {"g": {"weights": {"num_bits": 4, "strategy": "block", "block_structure": [128, 64]}}}},
+     dict(bits=4, ct_block=(128, 64))),
+])
+def test_packed_config_reads_each_field_only_from_what_means_it(tmp_path, q, want):
+    """PackedConfig.of_folder takes an integer bits / group_size only (not a JSON true / false), keeps an explicit
+    bits over the config groups', and a block_structure only from a group whose strategy is "block" (these
+    fields had been read only through layers whose configs were well formed)."""
+    from htsr.io.scales import PackedConfig
+
+    (tmp_path / "config.json").write_text(json.dumps({"quantization_config": q}))
+    cfg = PackedConfig.of_folder(tmp_path)
+    assert cfg.found and {k: getattr(cfg, k) for k in want} == want
 
 
 def test_a_compressed_tensors_block_structure_with_a_zero_size_is_no_block_structure(tmp_path):
@@ -1466,6 +1528,16 @@ def test_an_mlx_layer_of_more_rows_than_one_step_in_8_bit_groups_of_128_without_
     np.testing.assert_allclose(ref.load(), want, rtol=1e-6, atol=1e-7)  # float32 multiply-add vs product + sum
 
 
+def test_an_mlx_3_bit_layer_in_groups_of_32_without_a_config_is_the_one_pair_its_shapes_fit(tmp_path):
+    """9 words and 3 groups a row: 3 bits × groups of 32 is the only (bits, group size) pair of MLX's that covers
+    them (groups of 32 had been tested only with a config saying so), so it is read without one."""
+    rng = np.random.default_rng(49)
+    parts, want = _mlx_layer(rng, 40, 96, 3, 32)
+    (ref,) = open_source(_save(tmp_path / "m.safetensors", {f"q.{k}": a for k, a in parts.items()}))
+    assert (ref.shape, ref.bits, ref.quant_block) == ((40, 96), 3, 32)
+    np.testing.assert_allclose(ref.load(), want, rtol=1e-6, atol=1e-7)  # float32 multiply-add vs product + sum
+
+
 def test_mlx_layers_the_config_or_their_biases_do_not_fit_get_a_skipped_row(tmp_path):
     """An 8-bit layer under a config saying 4 bits in groups of 64 (its words would cover twice the groups), and
     biases of another shape than the scales: skipped rows saying why (both had failed on numpy's broadcast)."""
@@ -1511,14 +1583,19 @@ def test_compressed_tensors_layers_of_more_rows_than_one_step_fill_every_row(tmp
 
 def test_compressed_tensors_parts_that_disagree_with_the_weight_shape_get_a_row_naming_them(tmp_path):
     """A weight_shape of 40 rows for 48 packed rows: a skipped row (the first 40 rows had been read as the
-    weight); zero points in 2 groups where the scales have 4: a failed row naming both counts."""
+    weight); zero points in 2 groups where the scales have 4: a failed row naming both counts; scales in 5 groups,
+    which do not divide 96 inputs: a failed row naming the scale's shape (it had failed only later, on a
+    broadcast error that named no layout)."""
     rng = np.random.default_rng(44)
     words = _pack_words(rng.integers(0, 16, (48, 96)), 4, axis=1)  # [48, 12]
     state = {"s.weight_packed": words, "s.weight_scale": np.ones((48, 1), np.float16),
              "s.weight_shape": np.array([40, 96], np.int32),
              "z.weight_packed": words, "z.weight_scale": np.ones((48, 4), np.float16),
-             "z.weight_zero_point": np.zeros((48, 2), np.float16), "z.weight_shape": np.array([48, 96], np.int32)}
+             "z.weight_zero_point": np.zeros((48, 2), np.float16), "z.weight_shape": np.array([48, 96], np.int32),
+             "g.weight_packed": words, "g.weight_scale": np.ones((48, 5), np.float16),
+             "g.weight_shape": np.array([48, 96], np.int32)}
     rows = {r.name: r.status for r in htsr.analyze(state, min_evals=5).layers}
+    assert rows["g"].startswith("failed: g.weight_scale: shape [48, 5] is none of a [48, 96] weight's")
     assert rows["s"].startswith("skipped: packed quantized weight: weight_packed [48, 12] holds codes of 0 bit widths "
                                 "from 1 to 8 for a [40, 96] weight")
     assert rows["z"] == "failed: z.weight_zero_point: 2 zero-point groups for 4 scale groups"
@@ -1536,8 +1613,10 @@ def test_a_two_dimensional_mxfp4_weight_is_given_as_stored(tmp_path):
 
 def test_hqq_layers_read_their_meta_defaults_and_refuse_what_does_not_fit():
     """A layer without its axis and channel_wise tensors reads them as HQQ's defaults (axis 1, channel-wise):
-    the same weight; a layer without its zero, or whose group size does not divide its weight: skipped rows
-    naming that (the second had failed on too few codes)."""
+    the same weight; a layer without its zero, or whose group size does not divide its weight or is negative:
+    skipped rows naming that (the second had failed on too few codes; the third had been unchecked). A 2-bit
+    packing of nbits 1.58 (stored as float32, as hqq saves it) gives the weight as before and reports 1.58 bits
+    (only whole nbits had been read)."""
     folder = Path(__file__).parent / "data" / "hqq"
     want = np.load(folder / "dequantized.npz")
     state = {r.name: r.load() for r in SafetensorsFile(folder / "model.safetensors").refs() if ".5." not in r.name}
@@ -1545,12 +1624,20 @@ def test_hqq_layers_read_their_meta_defaults_and_refuse_what_does_not_fit():
     del state[layer(0, "axis")], state[layer(0, "channel_wise")]  # layer 0: axis 1, channel-wise
     del state[layer(6, "zero")]
     state[layer(4, "group_size")] = np.array(96, np.int32)  # 64 × 128 = 8192 weights: not whole groups of 96
+    state[layer(7, "group_size")] = np.array(-64, np.int32)  # divides 8192, but is no group size
+    # HQQ's ternary codes in the 2-bit packing: the same weight. hqq saves a float setting as float32
+    # (encode_safetensor_type), so 1.58 reads back as 1.5800000429 (an exact comparison had skipped the layer)
+    state[layer(2, "nbits")] = np.array(1.58, np.float32)
     refs = {r.name: r for r in open_source(state)}
     np.testing.assert_allclose(refs[layer(0, "weight")].load(), want[layer(0, "")[:-1]], rtol=1e-6, atol=0)  # (float32)
+    # the bits a layer's codes take (a delta's rounding floor) are its nbits, not its packing's width
+    assert refs[layer(2, "weight")].bits == 1.58
+    np.testing.assert_allclose(refs[layer(2, "weight")].load(), want[layer(2, "")[:-1]], rtol=1e-6, atol=0)
     rows = {r.name: r.status for r in htsr.analyze(state, min_evals=5).layers}
     assert rows[layer(6, "")[:-1]].startswith("skipped: HQQ layer that cannot be read (shape [48, 160], group size 64, "
                                               "axis 1, no zero)")
     assert rows[layer(4, "")[:-1]].startswith("skipped: HQQ layer that cannot be read (shape [64, 128], group size 96")
+    assert rows[layer(7, "")[:-1]].startswith("skipped: HQQ layer that cannot be read (shape [64, 128], group size -64")
 
 
 def test_aqlm_codebooks_the_codes_cannot_address_and_scales_of_another_count_fail_the_layer():
@@ -1566,6 +1653,19 @@ def test_aqlm_codebooks_the_codes_cannot_address_and_scales_of_another_count_fai
     rows = {r.name: r.status for r in htsr.analyze(state, min_evals=2).layers}
     assert rows["a"].startswith("failed: a.weight (AQLM): codebooks of 512 vectors, not the 2^bits its int8 codes")
     assert rows["b"].startswith("failed: b.weight (AQLM): 1 scales for 2 output groups")
+
+
+def test_aqlm_codes_beyond_their_codebook_are_read_modulo_its_size():
+    """int16 codes address 65 536 vectors; a 12-bit codebook holds 4096, and aqlm's unpack_int_data reads each code
+    modulo 2^bits: 5000 is vector 904 and −5000 vector 3192 (only codes within ±size, where a negative index
+    happens to wrap alike, had been read)."""
+    rng = np.random.default_rng(50)
+    codes = np.array([[[5000], [-5000], [7]], [[4095], [-1], [-4096]]], np.int16)  # [2 out, 3 in groups, 1 book]
+    books = rng.standard_normal((1, 4096, 1, 4)).astype(np.float32)
+    scales = np.array([2.0, 0.5], np.float32).reshape(2, 1, 1, 1)
+    (ref,) = open_source({"a.codes": codes, "a.codebooks": books, "a.scales": scales})
+    want = books[0, codes[..., 0].astype(np.int64) % 4096, 0, :] * scales.reshape(2, 1, 1)  # [2, 3, 4]
+    np.testing.assert_array_equal(ref.load(), want.reshape(2, 12))  # one product per entry, as htsr: equal
 
 
 def test_a_boolean_tensor_named_weight_is_a_buffer_not_a_layer():

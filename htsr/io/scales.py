@@ -797,7 +797,8 @@ def _hqq_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set[
                 raise _NotUnpacked("no W_q (its codes)")
             if meta["packing"] not in _HQQ_PACKING:
                 raise _NotUnpacked(f"packing {meta['packing']!r}, none of {', '.join(_HQQ_PACKING)}")
-            nbits = float(_hqq_meta(parts, "nbits", _HQQ_NBITS[meta["packing"]][0]))
+            # (hqq's encode_safetensor_type stores a float nbits as float32: 1.58 reads back as 1.5800000429)
+            nbits = round(float(_hqq_meta(parts, "nbits", _HQQ_NBITS[meta["packing"]][0])), 2)
             if nbits not in _HQQ_NBITS[meta["packing"]]:
                 raise _NotUnpacked(f"nbits {nbits:g} with packing {meta['packing']}")
             if any(bool(_hqq_meta(parts, k, 0)) for k in ("quant_scale", "quant_zero", "offload_meta")):
