@@ -265,6 +265,20 @@ def test_folder_of_loose_safetensors_without_index(tmp_path):
     assert [r.name for r in htsr.analyze(folder).layers] == ["a", "b"]
 
 
+def test_a_folders_loose_files_are_taken_in_natural_order(tmp_path):
+    """Loose files numbered without zero padding (part2, part10) are read in that order (natural_key), not in
+    string order (part10 before part2): the files list, and which of two clashing files is named first."""
+    W = _rng(73).standard_normal((8, 4)).astype(np.float32)
+    for k in (10, 2, 1):
+        np_save_file({f"layer{k}.weight": W}, str(tmp_path / f"part{k}.safetensors"))
+    assert [f.path.name for f in ShardedSafetensors(tmp_path).files] == [
+        "part1.safetensors", "part2.safetensors", "part10.safetensors"]
+    np_save_file({"layer2.weight": W}, str(tmp_path / "part10.safetensors"))  # now part10 repeats part2's tensor
+    with pytest.raises(htsr.SourceError) as ei:
+        ShardedSafetensors(tmp_path)
+    _one_line_source_error(ei, "part2.safetensors and part10.safetensors both hold tensor 'layer2.weight'")
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs symlinks and named pipes")
 def test_folder_entries_that_are_no_weight_files(tmp_path):
     """A shard whose link leads nowhere (an interrupted Hugging Face download) raised a bare
@@ -328,6 +342,34 @@ def test_mistral_s_consolidated_copy_beside_hugging_face_files_is_left_out(tmp_p
     assert [l.name for l in htsr.analyze(folder, min_evals=5).layers] == ["layers.0.attention.wq"]
 
 
+def test_mistral_s_sharded_consolidated_copy_is_left_out_too(tmp_path):
+    """Mistral's large repositories shard their copy (consolidated-00001-of-00002.safetensors …) beside the
+    Hugging Face shards: every consolidated* file is left out, not only one named consolidated.safetensors
+    (the shards had been read too, each layer twice under two names)."""
+    W = _rng(71).standard_normal((64, 32)).astype(np.float32)
+    for k, hf, mi in ((1, "model.layers.0.self_attn.q_proj.weight", "layers.0.attention.wq.weight"),
+                      (2, "model.layers.1.self_attn.q_proj.weight", "layers.1.attention.wq.weight")):
+        np_save_file({hf: W}, str(tmp_path / f"model-0000{k}-of-00002.safetensors"))
+        np_save_file({mi: W}, str(tmp_path / f"consolidated-0000{k}-of-00002.safetensors"))
+    src = ShardedSafetensors(tmp_path)
+    assert [f.path.name for f in src.files] == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    assert src.description.endswith("the copies consolidated-00001-of-00002.safetensors, "
+                                    "consolidated-00002-of-00002.safetensors left out)")
+
+
+@pytest.mark.parametrize("variant", ["fp16", "fp32", "bf16", "fp8_e4m3fn", "ema", "non_ema"])
+def test_a_variant_of_each_kind_beside_its_plain_file_is_left_out(tmp_path, variant):
+    """diffusers' variant suffixes (x.fp16, x.fp8_e4m3fn, x.non_ema …) beside x.safetensors: the plain file is
+    read and the variant named as a copy left out, not the folder refused as two files holding one tensor; only
+    fp16 had been in the folders tested."""
+    W = _rng(70).standard_normal((64, 32)).astype(np.float32)
+    np_save_file({"down.0.weight": W}, str(tmp_path / "unet.safetensors"))
+    np_save_file({"down.0.weight": W}, str(tmp_path / f"unet.{variant}.safetensors"))
+    src = ShardedSafetensors(tmp_path)
+    assert [f.path.name for f in src.files] == ["unet.safetensors"]
+    assert src.description == f"{tmp_path} (unet.safetensors; the copies unet.{variant}.safetensors left out)"
+
+
 def test_folder_with_variants_of_one_file_is_one_model(tmp_path):
     """diffusers ships x.safetensors beside x.fp16.safetensors: one model twice. The plain file is read and
     the source says which variants were left out; unrelated files sharing names are refused."""
@@ -347,7 +389,8 @@ def test_folder_with_variants_of_one_file_is_one_model(tmp_path):
     np_save_file(w, str(clash / "b.safetensors"))
     with pytest.raises(htsr.SourceError) as e:
         htsr.analyze(clash)
-    _one_line_source_error(e, str(clash), "a.safetensors", "b.safetensors", "down.0.weight")
+    _one_line_source_error(e, str(clash), "a.safetensors", "b.safetensors", "down.0.weight",
+                           "analyse one file, or add a model.safetensors.index.json")  # (what to do)
 
 
 # ------------------------------------------------------------------------------- corrupt safetensors
@@ -418,15 +461,17 @@ def test_corrupt_header_length_larger_than_file_read_directly(two_tensor_file):
     _one_line_source_error(ei, str(path), "header length")
 
 
-def test_a_header_length_over_the_100_mb_cap_is_refused_before_the_header_is_parsed(tmp_path, monkeypatch):
+@pytest.mark.parametrize("data", [64, 0])
+def test_a_header_length_over_the_100_mb_cap_is_refused_before_the_header_is_parsed(tmp_path, monkeypatch, data):
     """A header length field above 100 MB (safetensors' own cap) is refused from the length alone even when
     the file is long enough to hold it: before, only lengths past the end of the file were checked here, and a
-    header of that size would have been read and parsed whole. The file is sparse (no disk used)."""
+    header of that size would have been read and parsed whole. The file is sparse (no disk used). A header that
+    fills the file exactly (no data after it) fits in it too: it is over the cap, not past the end."""
     path = tmp_path / "big.safetensors"
     n = 100 * 1024 * 1024 + 1
     with open(path, "wb") as f:
         f.write(n.to_bytes(8, "little") + b"{")
-        f.truncate(8 + n + 64)  # room for the whole claimed header and some data
+        f.truncate(8 + n + data)  # room for the whole claimed header and some (or no) data
     monkeypatch.setattr(json, "loads", lambda *a, **k: pytest.fail("the oversized header was parsed"))
     with pytest.raises(htsr.SourceError) as ei:
         SafetensorsFile(path)
@@ -478,6 +523,20 @@ def test_corrupt_byte_count_does_not_match_shape(two_tensor_file):
         htsr.analyze(path)
     msg = _one_line_source_error(ei, str(path), "block.b.weight")
     assert "block.a.weight" not in msg
+
+
+def test_a_header_with_many_bad_tensors_names_three_counts_the_rest_and_says_why(tmp_path):
+    """Five tensors with bad entries: the first three (in header order) are named, the other two counted ('and 2
+    more'), and the message says what that means (truncated, or not written by a safetensors writer); only
+    headers with one bad tensor had been checked."""
+    header = {f"t{i}.weight": {"dtype": "F24", "shape": [1], "data_offsets": [0, 4]} for i in range(5)}
+    path = _write_safetensors_raw(tmp_path / "m.safetensors", header, bytes(4))
+    with pytest.raises(htsr.SourceError) as ei:
+        SafetensorsFile(path)
+    msg = _one_line_source_error(ei, str(path), "corrupt safetensors header: tensor t0.weight (unknown dtype",
+                                 "; t1.weight (unknown dtype", "; t2.weight (unknown dtype",
+                                 " and 2 more — the file is truncated or was not written by a safetensors writer")
+    assert "t3.weight" not in msg and "t4.weight" not in msg
 
 
 def test_corrupt_unknown_dtype(two_tensor_file):
@@ -1512,6 +1571,7 @@ def test_valid_safetensors_dtypes_htsr_does_not_analyse_get_rows_not_a_refused_f
         "ok.weight": ("F32", [40, 30], ok.tobytes()),
         "c.weight": ("C64", [20, 10], rng.standard_normal((20, 20)).astype(np.float32).tobytes()),
         "q.weight": ("F4", [20, 10], bytes(100)), "r.weight": ("F6_E2M3", [8, 4], bytes(24)),
+        "t.weight": ("F6_E3M2", [4, 4], bytes(12)), "m.mask": ("BOOL", [2, 3], bytes([1, 0, 1, 0, 0, 1])),
         "s.scale": ("F8_E8M0", [1, 3], e.tobytes()),
         # an odd count of sub-byte values takes its last byte whole (15 F4 values: 8 bytes); an empty tensor none
         "odd.scale": ("F4", [3, 5], bytes(8)), "empty.weight": ("F32", [0, 4], b"")}))
@@ -1523,6 +1583,10 @@ def test_valid_safetensors_dtypes_htsr_does_not_analyse_get_rows_not_a_refused_f
     assert rows["ok"] == "ok" and rows["c"].startswith("skipped: a complex64 weight")
     assert rows["q"] == "skipped: stored as safetensors F4, a dtype htsr does not decode"
     assert rows["r"] == "skipped: stored as safetensors F6_E2M3, a dtype htsr does not decode"
+    assert rows["t"] == "skipped: stored as safetensors F6_E3M2, a dtype htsr does not decode"  # (6 bits: 12 bytes)
+    mask = refs["m.mask"].load()  # a BOOL tensor is bool, as stored (not uint8)
+    assert refs["m.mask"].dtype == "bool" and mask.dtype == np.bool_
+    assert mask.tolist() == [[True, False, True], [False, False, True]]
     path.write_bytes(_safetensors_bytes({"ok.weight": ("F32", [True, 30], ok[:1].tobytes())}))
     with pytest.raises(htsr.SourceError) as err:
         open_source(path)
@@ -3059,6 +3123,27 @@ def _st(path: Path, tensors: dict[str, tuple[str, np.ndarray]], meta: dict | Non
     return path
 
 
+def test_a_link_to_a_folder_is_passed_over_and_a_hidden_index_does_not_hide_the_real_one(tmp_path):
+    """weight_files refuses a link to a missing file (an interrupted download) but passes over a link to a
+    folder (no weight file, as a folder is), not calling it missing; and safetensors_index skips a macOS
+    '._' copy of a diffusers index, so the one real index is found (two candidates gave none)."""
+    from htsr.io.safetensors import safetensors_index, weight_files
+
+    W = _rng(72).standard_normal((64, 32)).astype(np.float32)
+    np_save_file({"fc.weight": W}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.safetensors").symlink_to(tmp_path / "sub")
+    assert weight_files(tmp_path, "*.safetensors") == [tmp_path / "model.safetensors"]
+    d = tmp_path / "unet"
+    d.mkdir()
+    np_save_file({"fc.weight": W}, str(d / "diffusion_pytorch_model-00001-of-00001.safetensors"))
+    (d / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {"fc.weight": "diffusion_pytorch_model-00001-of-00001.safetensors"}}))
+    (d / "._diffusion_pytorch_model.safetensors.index.json").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
+    assert safetensors_index(d) == d / "diffusion_pytorch_model.safetensors.index.json"
+    assert ShardedSafetensors(d).indexed
+
+
 def test_a_header_that_fills_the_file_is_a_safetensors_file(tmp_path):
     """A file of no tensors (its header is the whole file after the length) is a safetensors file: its error
     says it holds no tensors, not 'bad header length'."""
@@ -3066,6 +3151,10 @@ def test_a_header_that_fills_the_file_is_a_safetensors_file(tmp_path):
 
     p = _st(tmp_path / "empty.safetensors", {}, {"format": "pt"})
     assert is_safetensors(p.read_bytes()[:64], p.stat().st_size)
+    # a plausible length is not enough: the header must start as a JSON object (a raw array of small
+    # little-endian integers, or a '[' header, is no safetensors file)
+    head = p.read_bytes()[:64]
+    assert not is_safetensors(head[:8] + b"[" + head[9:], p.stat().st_size)
     with pytest.raises(HtsrError, match="holds no tensors"):
         htsr.analyze(p)
 
@@ -3290,6 +3379,7 @@ def test_a_tensor_in_two_shards_is_read_from_the_one_the_index_names_whatever_th
     refs = {t.name: t for t in open_source(tmp_path)}
     assert sorted(refs) == ["a", "b"]
     np.testing.assert_array_equal(refs["a"].load(), new)
+    assert len(ShardedSafetensors(tmp_path)) == 2  # the folder's tensor count: 'a' once, as it is read
 
 
 # a shard name that is a folder is a missing shard (said by the index), not an unreadable file
@@ -4014,3 +4104,15 @@ def test_a_legacy_torch_save_named_pkl_is_read_as_a_torch_checkpoint(tmp_path):
     src = open_source(tmp_path / "w.pkl")
     assert type(src).__name__ != "PickleFile"
     np.testing.assert_array_equal({r.name: r for r in src}["fc.weight"].load(), W.numpy())  # (float32: exact)
+
+
+def test_a_safetensors_header_nested_too_deep_is_a_corrupt_header_in_one_line(tmp_path):
+    """A header that starts as a JSON object (so it is sniffed as safetensors) and nests arrays 100 000 deep
+    makes json raise RecursionError: it is said as a corrupt header in one line, naming the file, not a
+    traceback. (The hostile-JSON test's deep header starts with '[', which is no safetensors file at all, so
+    the reader's own handling had gone unchecked.)"""
+    deep = ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}").encode()
+    path = _write_safetensors_raw(tmp_path / "deep.safetensors", deep, bytes(16))
+    with pytest.raises(htsr.SourceError) as ei:
+        SafetensorsFile(path)
+    _one_line_source_error(ei, str(path), "corrupt safetensors header (RecursionError")
