@@ -57,13 +57,17 @@ def test_biases_and_norm_scales_in_one_source_only_give_no_row_and_are_counted_o
     model, base, _ = _pair()
     model |= {"enc.norm.weight": np.ones(200), "enc.a.bias": np.zeros(400)}
     base |= {"enc.base_norm.weight": np.ones(100), "enc.b.bias": np.zeros(300), "enc.a.bias": np.ones(400)}
+    # a norm scale in both sources with another shape (a widened layer): no delta, and no 'dense' skipped row
+    # either (unseen before: every 1-D tensor here was missing from one side, none had a shape that differs)
+    model["enc.ln.weight"], base["enc.ln.weight"] = np.ones(200), np.ones(100)
     for wrap in ("", "bert."):
         r = htsr.analyze({wrap + k: v for k, v in model.items()}, base=base)
         assert [x.name for x in r.layers] == [wrap + n for n in ("enc.a", "enc.b", "enc.c", "enc.only_model")] + [
             "enc.only_base"]
         got = {n.reason: n.count for n in r.not_analysed}
-        assert got == {"1-D (norm scales, scalars)": 2, "bias or norm buffer": 2}  # enc.a.bias: a real delta, 1-D
-        assert r.num_tensors == 9 == len(r.layers) + sum(got.values())
+        # enc.a.bias: a real delta, 1-D
+        assert got == {"1-D (norm scales, scalars)": 3, "bias or norm buffer": 2}
+        assert r.num_tensors == 10 == len(r.layers) + sum(got.values())
 
 
 def test_inputs_are_not_modified_and_options_record_the_base(tmp_path):
@@ -146,9 +150,12 @@ def test_a_delta_wholly_within_rounding_noise_gets_no_mp_fit_or_phase():
 
 
 def test_no_name_in_common_is_refused():
+    """The refusal shows a name of each side, so the user sees how they differ (the base's example had gone
+    unchecked)."""
     model, base, _ = _pair()
-    with pytest.raises(htsr.SourceError, match="no tensor name in common"):
+    with pytest.raises(htsr.SourceError, match="no tensor name in common") as e:
         htsr.analyze({k.replace(".weight", ".w"): v for k, v in model.items()}, base=base)
+    assert "(model names like 'enc.a.w', base names like 'enc.a.weight'): nothing to subtract" in str(e.value)
     wrapped = {f"bert.{k}": v for k, v in model.items()}
     assert "by replacing 'bert.' with 'roberta.'" in htsr.analyze(
         wrapped, base={f"roberta.{k}": v for k, v in base.items()}).source
@@ -515,15 +522,18 @@ def test_a_delta_counts_each_name_once():
     a0 = rng.standard_normal((40, 30))
     model = {"a.weight": a0 + 0.01 * rng.standard_normal((40, 30)), "b.weight": rng.standard_normal((40, 30)),
              "x.bias": np.zeros(40)}
-    base = {"a.weight": a0, "c.weight": rng.standard_normal((40, 30))}
+    # two base-only tensors against one shared: the base-only ones are what is added to the model's count (had the
+    # shared one been counted instead, one of each gave the same total)
+    base = {"a.weight": a0, "c.weight": rng.standard_normal((40, 30)), "d.weight": rng.standard_normal((40, 30))}
     r = htsr.analyze(model, base=base, min_evals=3)
-    assert r.num_tensors == 4  # a, b, x.bias, c
+    assert r.num_tensors == 5  # a, b, x.bias, c, d
     from htsr.io import open_source
     from htsr.io.delta import DeltaSource
 
     pair = DeltaSource(open_source(model), open_source(base))
-    assert len(pair) == len(list(pair)) == 4  # (a source's len is the number of refs it yields)
-    assert [(x.name, x.status.split(":")[0]) for x in r.layers] == [("a", "ok"), ("b", "skipped"), ("c", "skipped")]
+    assert len(pair) == len(list(pair)) == 5  # (a source's len is the number of refs it yields)
+    assert [(x.name, x.status.split(":")[0]) for x in r.layers] == [("a", "ok"), ("b", "skipped"), ("c", "skipped"),
+                                                                     ("d", "skipped")]
 
 
 # ------------------------------------------------------------------ mutation round 21 (2026-12-06)
@@ -648,3 +658,76 @@ def test_a_tensor_tied_to_two_different_deltas_follows_neither_or_the_first(tmp_
     r = htsr.analyze(tmp_path / "model3.pt", base=tmp_path / "base2.pt", min_evals=3)
     assert [x.name for x in r.layers] == ["wte", "lm_head"]
     assert [(n.reason.split(" (")[0], n.count) for n in r.not_analysed] == [("the same tensor as wte.weight", 1)]
+
+
+def test_a_model_tensor_tied_to_a_delta_follows_it_at_once_and_the_rest_keep_the_model_order(tmp_path):
+    """The delta stream's order: a model tensor tied to a delta whose base lacks it (lm_head saved before wte) comes
+    right after that delta, and every other tensor keeps the model's order (fc after both, the base-only last), so
+    that a --layers filter that leaves the delta out still lists the rows in model order. Unseen before: the
+    tests' tied tensors were last in their model, where 'right after' and 'at the end' are the same place."""
+    torch = pytest.importorskip("torch")
+    from htsr.io import open_source
+    from htsr.io.delta import DeltaSource
+
+    rng = np.random.default_rng(5)
+    w0 = torch.from_numpy(rng.standard_normal((300, 64)).astype(np.float32))
+    w1 = w0 + torch.from_numpy(0.01 * rng.standard_normal((300, 64)).astype(np.float32))
+    f0 = torch.from_numpy(rng.standard_normal((80, 64)).astype(np.float32))
+    torch.save({"lm_head.weight": w1, "wte.weight": w1, "fc.weight": f0 + 0.01}, tmp_path / "model.pt")
+    torch.save({"wte.weight": w0, "fc.weight": f0, "extra.weight": f0}, tmp_path / "base.pt")
+    pair = DeltaSource(open_source(tmp_path / "model.pt"), open_source(tmp_path / "base.pt"))
+    assert [t.name for t in pair] == ["wte.weight", "lm_head.weight", "fc.weight", "extra.weight"]
+    r = htsr.analyze(tmp_path / "model.pt", base=tmp_path / "base.pt", layers="lm_head|fc", min_evals=3)
+    assert [x.name for x in r.layers] == ["lm_head", "fc"]
+
+
+def test_a_wrapper_prefix_is_added_even_where_the_model_already_has_a_submodule_of_that_name():
+    """A model holding a submodule named as the wrapper the base adds ('m.a' beside 'a'), against the base's
+    wrapped names ('m.a', 'm.m.a' …): adding 'm.' sends 'a.w' to 'm.a.w', a name of the model that is itself
+    renamed (to 'm.m.a.w'), so no two names land on one and the change is made. Refusing it as a collision
+    left the identity, which pairs the model's 'm.a.w' with the base's wrapped 'a.w' (a false delta). Unseen
+    before: the collision cases tried had the landing name left unchanged."""
+    from htsr.io.delta import align_names
+
+    names = ["a.w", "b.w", "c.w", "m.a.w"]
+    rename, note = align_names(names, ["m." + n for n in names])
+    assert note == "adding 'm.'" and [rename(n) for n in names] == ["m.a.w", "m.b.w", "m.c.w", "m.m.a.w"]
+
+
+@pytest.mark.parametrize("names, ref, ties", [
+    # two model prefixes onto one base prefix: made together, 'p.l0.w' and 'q.l0.w' both land on 'm.l0.w'
+    (["p.l0.w", "p.l1.w", "q.l0.w", "q.l1.w"], ["m.l0.w", "m.l1.w"],
+     "replacing 'p.' with 'm.' and replacing 'q.' with 'm.'"),
+    # nested model prefixes ('a.' and 'a.b.'): 'a.b.x.w' is under both, so which base tensor it is cannot be said
+    (["a.b.x.w", "a.b.y.w"], ["m.b.x.w", "m.b.y.w", "n.x.w", "n.y.w"],
+     "replacing 'a.' with 'm.' and replacing 'a.b.' with 'n.'"),
+])
+def test_tied_renamings_are_made_together_only_when_their_prefixes_are_apart_on_both_sides(names, ref, ties):
+    """Renamings that tie are made together only when no prefix is another's on either side (Silero's '_model.' →
+    'model.' and '_model_8k.' → 'model_8k.'); two prefixes sent to one, or one prefix under another, are refused
+    as ambiguous with both named, never made together. Unseen before: the tied changes tried were apart on one
+    side, or shared their old prefix."""
+    from htsr.io.delta import align_names
+
+    rename, note = align_names(names, ref)
+    assert rename is None
+    assert note == (f"ambiguous: {ties} each match 2 names; rename the tensors so that the names themselves match")
+
+
+@pytest.mark.parametrize("first", ["lm_head", "wte"])
+def test_a_tied_head_kept_alone_by_a_filter_is_its_tied_delta(tmp_path, first):
+    """A model whose lm_head is tied to wte, against a base that saved wte alone: with --layers lm_head the head is
+    the update it shares with wte (the same alpha), whichever of the two the model saved first; it had been
+    'skipped: only in the model', the tie followed only when wte was analysed too."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    w0 = torch.from_numpy(rng.standard_normal((300, 64)).astype(np.float32))
+    w1 = w0 + torch.from_numpy(0.01 * rng.standard_normal((300, 64)).astype(np.float32))
+    names = ["lm_head.weight", "wte.weight"] if first == "lm_head" else ["wte.weight", "lm_head.weight"]
+    torch.save({n: w1 for n in names}, tmp_path / "model.pt")
+    torch.save({"wte.weight": w0}, tmp_path / "base.pt")
+    whole = htsr.analyze(tmp_path / "model.pt", base=tmp_path / "base.pt", min_evals=3)
+    head = htsr.analyze(tmp_path / "model.pt", base=tmp_path / "base.pt", layers="lm_head", min_evals=3)
+    assert [(x.name, x.status) for x in whole.layers] == [("wte", "ok")]
+    assert [(x.name, x.status) for x in head.layers] == [("lm_head", "ok")]
+    assert head.layers[0].alpha == whole.layers[0].alpha  # exact: one matrix, w1 - w0, the same computation

@@ -80,6 +80,10 @@ def test_every_n_steps_and_epochs():
     assert [r.step for r in mon.history] == [3, 6, 9]
 
     mon = AlphaMonitor(mlp(), None, every=2, unit="epoch")
+    # a fraction of an epoch is no multiple of every (4.5 is not epoch 4: truncating it had recorded mid-epoch);
+    # a whole float or a numpy integer is
+    assert not mon.should_record(4.5) and not mon.should_record(1.999)
+    assert mon.should_record(4.0) and mon.should_record(np.int64(4))
     assert [e for e in range(1, 7) if mon.epoch_end(e, step=10 * e) is not None] == [2, 4, 6]
     assert mon.step(4) is None
     assert [(r.epoch, r.step) for r in mon.history] == [(2, 20), (4, 40), (6, 60)]
@@ -102,6 +106,9 @@ def test_csv_rows_header_once_appended_across_instances(tmp_path):
     assert text.startswith(before.decode())  # appended, never rewritten
     lines = text.splitlines()
     assert lines[0] == ",".join(CSV_COLUMNS) and lines.count(lines[0]) == 1
+    # the header and one line per row, no empty line between records (csv.DictReader below skips empty lines, so
+    # a newline put before every append, as for a line cut short, had gone unseen)
+    assert len(lines) == 1 + 3 * 5 and all(lines)
     rows = read_rows(path)
     assert len(rows) == 3 * 5  # layers x records
     assert [r["step"] for r in rows] == [str(s) for s in (1, 2, 3, 4, 5) for _ in range(3)]
@@ -739,6 +746,11 @@ def test_a_record_without_a_fitted_layer_keeps_the_alert_state():
         rec = mon.record(step=3)  # still below: the same crossing, no second alert
     assert not rec.alert and mon.alert
     assert len([w for w in caught if issubclass(w.category, HtsrAlphaWarning)]) == 1
+    # mean_alphas() has one value per record, NaN kept where no layer was fitted (dropping it had shifted the
+    # later means onto the wrong records)
+    means = mon.mean_alphas()
+    assert len(means) == len(mon.history) == 3 and math.isnan(means[1])
+    assert means[[0, 2]].tolist() == [r.mean_alpha for r in mon.history if r.step != 2]
 
 
 def test_the_mean_alpha_line_is_drawn_on_the_alpha_panel_only():
@@ -979,11 +991,15 @@ def test_a_monitor_for_lora_rows_only_leaves_mp_fit_to_analyze():
 
 
 def test_a_ready_monitor_and_monitor_arguments_are_not_both_taken():
-    """lightning_callback(monitor=…, every=5): the every would be dropped silently; refused."""
+    """lightning_callback(monitor=…, every=5), or a CSV path with monitor=: the every or the path would be dropped
+    silently; refused. (Only the keyword arguments had been tried.)"""
     pytest.importorskip("lightning.pytorch")
     mon = AlphaMonitor(mlp(), None)
     with pytest.raises(OptionError, match="pass either monitor= or the AlphaMonitor arguments, not both"):
         lightning_callback(monitor=mon, every=5)
+    # a CSV path beside a ready monitor (which keeps its own, here none): it would be ignored silently
+    with pytest.raises(OptionError, match="pass either monitor= or the AlphaMonitor arguments, not both"):
+        lightning_callback("alpha.csv", monitor=mon)
     assert lightning_callback(monitor=mon).monitor is mon
 
 

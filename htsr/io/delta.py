@@ -24,6 +24,7 @@ delta reads one tensor of each source, so memory stays at two tensors at a time.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from collections.abc import Callable, Container, Iterable, Iterator
@@ -74,6 +75,7 @@ class DeltaSource:
         # a tensor the model stores tied to a delta and the base does not store (the base's LM head tied to
         # nothing it saved) follows that delta, as the same tensor: analysed once with it
         waiting: dict[tuple, list[TensorRef]] = {}
+        delta_of: dict[tuple, TensorRef] = {}  # an anchor's row by its tie key, once yielded
         anchors = {k for (t, b), k in zip(pairs, keys) if b is not None and k is not None}
         seen = set()
         for (t, b), tie in zip(pairs, keys):
@@ -91,10 +93,16 @@ class DeltaSource:
                 resolution = (lambda noise=noise: noise["rms"])
             ref = TensorRef(t.name, t.shape, t.dtype, loader, t.kind, resolution=resolution, storage_key=tie)
             if b is None and tie in anchors:
-                waiting.setdefault(tie, []).append(ref)
+                if tie in delta_of:  # after its delta: the same tensor, so that delta (a filter may keep it alone)
+                    yield dataclasses.replace(ref, loader=delta_of[tie].loader, resolution=delta_of[tie].resolution)
+                else:
+                    waiting.setdefault(tie, []).append(ref)
                 continue
             yield ref
-            yield from waiting.pop(tie, []) if b is not None and tie is not None else ()
+            if b is not None and tie is not None:  # the ones before it, now that their delta is known
+                delta_of[tie] = ref
+                yield from (dataclasses.replace(w, loader=ref.loader, resolution=ref.resolution)
+                            for w in waiting.pop(tie, []))
         for refs in waiting.values():  # (an anchor that was not yielded: none is, but nothing is dropped)
             yield from refs
         tied_base = {b.storage_key: k for (t, b), k in zip(pairs, keys) if b is not None and b.storage_key and k}
