@@ -511,7 +511,7 @@ def unwrap_state(obj: Any, is_tensor: Callable[[Any], bool],
     if split and notes is not None:
         notes.append(f"one shard of a model split {split}: its matrices are slices of the model's, and their "
                      "spectra are not the model's; merge the shards first (Megatron's checkpoint converter)")
-    weights = {k: v for k, v in obj.items() if not _is_training_state(k, v)}
+    weights = _without_training_state(obj, depth=1)  # (obj itself when it holds none)
     if "ds_version" in obj and "optimizer_state_dict" in obj and not any(
             is_tensor(v) or _holds_tensors(v, is_tensor) for v in weights.values()):
         # (DeepSpeed's *_optim_states.pt: its fp32 partitions are flat vectors, under 'optimizer_state_dict')
@@ -524,7 +524,7 @@ def unwrap_state(obj: Any, is_tensor: Callable[[Any], bool],
     wrapped = not any(len(getattr(v, "shape", ())) >= 2 for v in direct) and any(
         _holds_tensors(obj.get(k), is_tensor) for k in WRAPPER_KEYS)
     if direct and not wrapped:
-        return weights if len(weights) < len(obj) else obj
+        return weights
     for key in WRAPPER_KEYS:
         inner = obj.get(key)
         # (a wrapper key holding no weights, a config dict under 'model', is passed over for the next one)
