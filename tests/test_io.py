@@ -796,7 +796,7 @@ def test_a_network_saved_beside_its_optimizer_is_not_training_state_and_deepspee
         for src in (ckpt, tmp_path / "gan.pt"):
             rows = [(r.name, r.kind) for r in htsr.analyze(src, min_evals=2).layers]
             # (a state dict's 'bag.weight', 40 x 16, is a dense matrix by its name and shape)
-            bag = "embedding" if model is gen and src != ckpt else "dense"
+            bag = "embedding" if model is gen else "dense"  # (a module's classes type it, in memory as in the file)
             assert rows == [("generator.model.fc", "dense"), ("generator.model.bag", bag),
                             ("critic.0", "dense")], (type(model).__name__, src)
     ds = {"ds_version": "0.14.0", "module": critic.state_dict(), "optimizer_state_dict": {"state": {}, "param_groups": []}}
@@ -807,24 +807,32 @@ def test_a_network_saved_beside_its_optimizer_is_not_training_state_and_deepspee
 
 def test_live_modules_in_a_mapping_or_list_are_read_as_their_saved_file_is(tmp_path):
     """A GAN's {'generator': G, 'critic': D} in memory, a list [G, D], a checkpoint dict {'model': G, 'optimizer':
-    …} not yet saved: each live module is its state dict, the rows and names those of the file torch.save writes
-    of it (the modules had been dropped: 'holds no tensors', or silently, a state dict beside them read alone)."""
+    …} not yet saved: each live module is its state dict, the rows, names and kinds those of the file torch.save
+    writes of it (the modules had been dropped: 'holds no tensors', or silently, a state dict beside them read
+    alone; then their weights were typed by name and shape, not by their modules' classes as the file's are)."""
     torch.manual_seed(0)
     gen, critic = torch.nn.Sequential(torch.nn.Linear(16, 24)), torch.nn.Sequential(torch.nn.Linear(16, 24))
     opt = torch.optim.Adam(gen.parameters())
     gen(torch.randn(4, 16)).sum().backward()
     opt.step()  # (Adam's moments: two 24 x 16 tensors, which must not be rows)
+    # layers whose names say nothing of their class: typed by it, as the pickled modules of the file are
+    typed = torch.nn.ModuleDict({"bag": torch.nn.EmbeddingBag(40, 12), "mix": torch.nn.Bilinear(6, 7, 3)})
     cases = {"gan": ({"generator": gen, "critic": critic}, ["generator.0", "critic.0"]),
              "mixed": ({"generator": gen, "critic": critic.state_dict()}, ["generator.0", "critic.0"]),
              "list": ([gen, critic], ["0.0", "1.0"]),
              "pairs": ({"nets": [("g", gen), ("d", critic)]}, ["nets.g.0", "nets.d.0"]),  # (named by their names)
              "nested": ({"gan": {"generator": {"model": gen, "optimizer": opt.state_dict()}}}, ["gan.generator.model.0"]),
-             "checkpoint": ({"model": gen, "optimizer": opt.state_dict(), "epoch": 3}, ["0"])}
+             "checkpoint": ({"model": gen, "optimizer": opt.state_dict(), "epoch": 3}, ["0"]),
+             "typed": ({"g": typed, "d": critic}, ["g.bag", "g.mix[0]", "g.mix[1]", "g.mix[2]", "d.0"])}
     for key, (obj, names) in cases.items():
         torch.save(obj, tmp_path / f"{key}.pt")
         live, saved = htsr.analyze(obj, min_evals=2), htsr.analyze(tmp_path / f"{key}.pt", min_evals=2)
         assert [r.name for r in live.layers] == [r.name for r in saved.layers] == names, key
         assert [r.lambda_max for r in live.layers] == [r.lambda_max for r in saved.layers], key  # (the same values)
+        assert [r.kind for r in live.layers] == [r.kind for r in saved.layers], key
+    # (by their names and shapes, the bag had been dense and the bilinear form [3, 6, 7] one conv1d)
+    assert [r.kind for r in htsr.analyze(cases["typed"][0], min_evals=2).layers] == ["embedding"] + ["stack"] * 3 + [
+        "dense"]
     assert [r.name for r in htsr.analyze(torch.nn.DataParallel(gen)).layers] == ["0"]  # (unwrapped, as alone)
     assert [r.name for r in htsr.analyze({"g": torch.nn.DataParallel(gen)}, min_evals=2).layers] == ["g.0"]
 

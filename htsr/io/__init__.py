@@ -110,7 +110,8 @@ def open_source(source: Any) -> TensorSource:
         from .numpy import flat_items
         from .torch import TorchStateDict, is_torch_object, live_modules_as_state_dicts, unwrap_state, with_notes
 
-        source = live_modules_as_state_dicts(source)  # ({'generator': G, …}, [('g', G), …]: as their file reads)
+        classes: dict[int, str] = {}  # (their weights' module classes, by tensor)
+        source = live_modules_as_state_dicts(source, classes)  # ({'generator': G, …}, [('g', G), …]: as their file reads)
         try:
             torch_values = any(is_torch_object(v) for _, v in flat_items(source, lists=True))  # nested or not
         except SourceError as e:  # (too deep, or one value held under millions of names)
@@ -120,7 +121,7 @@ def open_source(source: Any) -> TensorSource:
             # '…/dense/kernel' too: its kernels are torch tensors in Keras' layout, as the live model reads them)
             notes: list[str] = []
             state = unwrap_state(source, is_torch_object, notes) or source
-            return TorchStateDict(state, with_notes("<state dict>", notes))
+            return TorchStateDict(state, with_notes("<state dict>", notes), classes)
         flat = dict(source)  # ({'conv/kernel': …}: a Flax tree flattened, its kernels channels-last)
         tree = (unflattened(flat, flat.__getitem__, lambda k: len(getattr(flat[k], "shape", ())))
                 if all(isinstance(k, str) for k in flat) else None)

@@ -60,23 +60,44 @@ def unwrapped(model: Any) -> Any:
     return model
 
 
-def live_modules_as_state_dicts(obj: Any, done: dict[int, Any] | None = None, depth: int = 0) -> Any:
+def live_modules_as_state_dicts(obj: Any, classes: dict[int, str] | None = None, done: dict[int, Any] | None = None,
+                                depth: int = 0) -> Any:
     """``obj`` with each live ``nn.Module`` in its mappings and lists (a GAN's ``{'generator': G, 'critic': D}``,
     a checkpoint dict not yet saved) replaced by its state dict, as the file ``torch.save`` writes of it reads: the
-    same rows under the same names (their kinds by name and shape: a module analysed on its own is typed by its
-    classes). The same object when it holds no module; each container converted once (``done``: id → result)."""
+    same rows under the same names, each weight typed by the class of its module (``classes`` gets id(tensor) →
+    that class, for :class:`TorchStateDict`). The same object when it holds no module; each container converted
+    once (``done``: id → result)."""
     if is_torch_object(obj) and hasattr(obj, "named_modules"):
-        return unwrapped(obj).state_dict()
+        return _typed_state_dict(unwrapped(obj), {} if classes is None else classes)
     if not isinstance(obj, (Mapping, list, tuple)) or depth > MAX_FLAT_DEPTH:  # (too deep: flat_items says so)
         return obj
     done = {} if done is None else done
     if id(obj) not in done:
         done[id(obj)] = obj  # (a container holding itself is left as it is there)
         items = list(obj.items()) if isinstance(obj, Mapping) else list(enumerate(obj))
-        new = [(k, live_modules_as_state_dicts(v, done, depth + 1)) for k, v in items]
+        new = [(k, live_modules_as_state_dicts(v, classes, done, depth + 1)) for k, v in items]
         if any(n is not v for (_, n), (_, v) in zip(new, items)):  # (a tuple as a list: read alike)
             done[id(obj)] = dict(new) if isinstance(obj, Mapping) else [n for _, n in new]
     return done[id(obj)]
+
+
+def _kind_class(module: Any) -> str:
+    """The class name a live module's weights are typed by: its own or a base class's among ``_MODULE_KINDS`` (a
+    user's ``class MyConv1d(nn.Conv1d)``), '' for none."""
+    return next((c.__name__ for c in type(module).__mro__ if c.__name__ in _MODULE_KINDS), "")
+
+
+def _typed_state_dict(module: Any, classes: dict[int, str]) -> dict[str, Any]:
+    """``module.state_dict()``, with id(tensor) → the class of the module holding it in ``classes`` for each of its
+    modules' own parameters and buffers (a quantized layer's packed entries, which it names itself, get none)."""
+    owners = {}
+    for mod_name, mod in module.named_modules(remove_duplicate=False):
+        prefix, cls = f"{mod_name}." if mod_name else "", _kind_class(mod)
+        owners.update((prefix + n, cls) for n, _ in [*mod.named_parameters(recurse=False),
+                                                      *mod.named_buffers(recurse=False)] if cls)
+    state = module.state_dict()
+    classes.update((id(v), owners[k]) for k, v in state.items() if k in owners)
+    return state
 
 
 def _to_numpy(t) -> np.ndarray:
@@ -143,7 +164,10 @@ def _unpacked(items: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
 class TorchStateDict:
     """A mapping of names to torch tensors (nested dicts are flattened with dots)."""
 
-    def __init__(self, state: Mapping[str, Any], description: str = "<state dict>") -> None:
+    def __init__(self, state: Mapping[str, Any], description: str = "<state dict>",
+                 classes: Mapping[int, str] | None = None) -> None:
+        """``classes``: id(tensor) → the class of the live module that held it (:func:`live_modules_as_state_dicts`),
+        whose kind its weight gets, as a whole pickled module's file gives it."""
         self.description = description
         torch = _torch()
         # (lists of tensors named by index, as a pickle's; torch.ao's packed (weight, bias) kept whole)
@@ -157,6 +181,7 @@ class TorchStateDict:
                          for name, v in items if (isinstance(v, torch.Tensor) and not v.is_nested) or (
                              isinstance(v, np.ndarray) and v.dtype.kind in "biuf")}
         # torch.ao's packed weights other than a Linear's (a dynamic-quantized LSTM's CellParamsBase): named
+        self._classes = {name: classes[id(v)] for name, v in items if id(v) in classes} if classes else {}
         self.not_weights = [(name, "torch.ao packed parameters (a dynamic-quantized LSTM / GRU): analyse the live "
                                    "module, which unpacks them, or the float model")
                             for name, v in items if isinstance(v, torch.ScriptObject)]
@@ -173,7 +198,9 @@ class TorchStateDict:
         """The tensors as stored (quantized weights and their scales or parts apart)."""
         for name, t in self._tensors.items():
             load = _meta_loader(t.ndim >= 2) if t.is_meta else (lambda t=t: _to_numpy(t))
-            yield TensorRef(name, tuple(t.shape), _dtype_name(t), load, storage_key=_storage_key(t))
+            cls = self._classes.get(name)
+            kind = module_kind(cls, name.rsplit(".", 1)[-1], name, tuple(t.shape)) if cls and t.ndim >= 2 else None
+            yield TensorRef(name, tuple(t.shape), _dtype_name(t), load, kind, storage_key=_storage_key(t))
 
 
 # torch.nn class names (a module's own class or a base class) → the kind of their weight matrices
@@ -253,7 +280,7 @@ class TorchModule:
             if any(mod_name.startswith(q) for q in read):
                 continue
             prefix = f"{mod_name}." if mod_name else ""
-            cls = next((c.__name__ for c in type(mod).__mro__ if c.__name__ in _MODULE_KINDS), "")
+            cls = _kind_class(mod)
             if isinstance(getattr(mod, "parametrizations", None), _torch().nn.ModuleDict):
                 # torch.nn.utils.parametrize: the weight the forward pass uses (weight norm, spectral norm,
                 # orthogonal …), computed by the parametrization; its originals and buffers are no layers
