@@ -1212,6 +1212,18 @@ def test_live_toy_model_matches_expected_and_saved_file(keras, tmp_path):
     assert "/layers/gru/cell/vars/2" in dict(live.skipped)  # GRU's 2-D bias, as in the file
 
 
+def test_a_live_model_inside_a_mapping_is_refused_naming_its_key(keras):
+    """{'generator': G, 'critic': D} of live Keras models: refused, naming the key and saying to analyse each model
+    on its own. A torch-backend model is an nn.Module, and had been read as its state dict: kernels in Keras'
+    layout read as PyTorch's (a Conv2D's (kh, kw, in, out) as (out, in, kh, kw)), attention biases as 2 x 4
+    matrices, under names of its internals ('generator._torch_params.attn/query/kernel')."""
+    model = _toy_model(keras)
+    for obj, key in (({"generator": model}, "generator"), ({"gan": [model, model]}, "gan.0"), ([model], "0")):
+        with pytest.raises(SourceError, match=rf"^<mapping>: {key} is a live Keras model, .*analyse each model by "
+                                              r"itself \(htsr\.analyze\(model\)\)$"):
+            htsr.analyze(obj)
+
+
 def _wide_model(keras):
     """Every layer class of the mapping, at sizes where most rows are fitted."""
     L = keras.layers

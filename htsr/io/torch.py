@@ -61,21 +61,27 @@ def unwrapped(model: Any) -> Any:
 
 
 def live_modules_as_state_dicts(obj: Any, classes: dict[int, str] | None = None, done: dict[int, Any] | None = None,
-                                depth: int = 0) -> Any:
+                                path: tuple[str, ...] = ()) -> Any:
     """``obj`` with each live ``nn.Module`` in its mappings and lists (a GAN's ``{'generator': G, 'critic': D}``,
     a checkpoint dict not yet saved) replaced by its state dict, as the file ``torch.save`` writes of it reads: the
     same rows under the same names, each weight typed by the class of its module (``classes`` gets id(tensor) →
     that class, for :class:`TorchStateDict`). The same object when it holds no module; each container converted
-    once (``done``: id → result)."""
+    once (``done``: id → result). A live Keras model in it is refused (SourceError): a torch-backend one is an
+    ``nn.Module`` whose state dict holds its kernels in Keras' layout, under names of its internals."""
+    from .keras import is_keras_object
+
+    if is_keras_object(obj):
+        raise SourceError(f"<mapping>: {'.'.join(path)} is a live Keras model, which htsr reads on its own: analyse "
+                          "each model by itself (htsr.analyze(model))")
     if is_torch_object(obj) and hasattr(obj, "named_modules"):
         return _typed_state_dict(unwrapped(obj), {} if classes is None else classes)
-    if not isinstance(obj, (Mapping, list, tuple)) or depth > MAX_FLAT_DEPTH:  # (too deep: flat_items says so)
+    if not isinstance(obj, (Mapping, list, tuple)) or len(path) > MAX_FLAT_DEPTH:  # (too deep: flat_items says so)
         return obj
     done = {} if done is None else done
     if id(obj) not in done:
         done[id(obj)] = obj  # (a container holding itself is left as it is there)
         items = list(obj.items()) if isinstance(obj, Mapping) else list(enumerate(obj))
-        new = [(k, live_modules_as_state_dicts(v, classes, done, depth + 1)) for k, v in items]
+        new = [(k, live_modules_as_state_dicts(v, classes, done, (*path, str(k)))) for k, v in items]
         if any(n is not v for (_, n), (_, v) in zip(new, items)):  # (a tuple as a list: read alike)
             done[id(obj)] = dict(new) if isinstance(obj, Mapping) else [n for _, n in new]
     return done[id(obj)]
