@@ -1235,7 +1235,7 @@ def test_a_torch_export_archives_kinds_come_from_its_module_classes_not_names(tm
     """A .pt2, and a live ExportedProgram, keep each graph node's nn_module_stack (key, module path, class): a
     weight's kind is its module's class, found by the module's path. With names that say nothing (tok an nn.Embedding), the rows'
     kinds equal the live module's; read by the stack's key instead of its path, they had fallen back to the
-    names' (tok a dense row)."""
+    names' (tok a dense row). A live program inside a mapping is read as alone, under its key."""
     torch.manual_seed(4)
     net = _Unnamed().eval()
     path = tmp_path / "m.pt2"
@@ -1245,6 +1245,9 @@ def test_a_torch_export_archives_kinds_come_from_its_module_classes_not_names(tm
     assert [k for _, k, _ in live] == ["embedding", "conv1d", "rnn", "rnn", "dense"]  # the live module's classes
     # the live program too: its unlifted module() has plain Modules, and its kinds had been the names' (tok dense)
     assert [(x.name, x.kind, x.shape) for x in htsr.analyze(program, min_evals=5).layers] == live
+    # and inside a mapping, under its key (it had been dropped: 'holds no tensors')
+    assert [(x.name, x.kind, x.shape) for x in htsr.analyze({"p": program}, min_evals=5).layers] == [
+        (f"p.{n}", k, s) for n, k, s in live]
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` fails from here on: the file alone
     assert [(x.name, x.kind, x.shape) for x in htsr.analyze(path, min_evals=5).layers] == live
 

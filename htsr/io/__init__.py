@@ -134,9 +134,9 @@ def open_source(source: Any) -> TensorSource:
         from .keras import KerasModel
 
         return KerasModel(source)
-    from .torch import TorchModule, exported_classes, is_torch_object, unwrapped
+    from .torch import TorchModule, exported_classes, is_exported_program, is_torch_object, unwrapped
 
-    if type(source).__name__ == "ExportedProgram" and type(source).__module__.startswith("torch."):
+    if is_exported_program(source):
         # torch.export's program: its weights in the module it unlifts to, their kinds from the classes its
         # graph records (the unlifted module's are plain Modules)
         src = TorchModule(source.module(), exported_classes(source))

@@ -31,7 +31,7 @@ from .base import TensorRef, TensorSource, import_extra, one_line, skipped_loade
 from .numpy import MAX_FLAT_DEPTH, flat_items
 from .scales import with_scales
 
-__all__ = ["TorchModule", "TorchStateDict", "is_torch_object", "live_modules_as_state_dicts", "load_torch_file",
+__all__ = ["TorchModule", "TorchStateDict", "is_exported_program", "is_torch_object", "live_modules_as_state_dicts", "load_torch_file",
            "module_kind", "unwrap_state", "with_notes"]
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module", "net", "network",
@@ -62,8 +62,8 @@ def unwrapped(model: Any) -> Any:
 
 def live_modules_as_state_dicts(obj: Any, classes: dict[int, str] | None = None, done: dict[int, Any] | None = None,
                                 path: tuple[str, ...] = ()) -> Any:
-    """``obj`` with each live ``nn.Module`` in its mappings and lists (a GAN's ``{'generator': G, 'critic': D}``,
-    a checkpoint dict not yet saved) replaced by its state dict, as the file ``torch.save`` writes of it reads: the
+    """``obj`` with each live ``nn.Module`` (or ``ExportedProgram``) in its mappings and lists (a GAN's
+    ``{'generator': G, 'critic': D}``, a checkpoint dict not yet saved) replaced by its state dict, as the file ``torch.save`` writes of it reads: the
     same rows under the same names, each weight typed by the class of its module (``classes`` gets id(tensor) →
     that class, for :class:`TorchStateDict`). The same object when it holds no module; each container converted
     once (``done``: id → result). A live Keras model in it is refused (SourceError): a torch-backend one is an
@@ -73,6 +73,8 @@ def live_modules_as_state_dicts(obj: Any, classes: dict[int, str] | None = None,
     if is_keras_object(obj):
         raise SourceError(f"<mapping>: {'.'.join(path)} is a live Keras model, which htsr reads on its own: analyse "
                           "each model by itself (htsr.analyze(model))")
+    if is_exported_program(obj):  # (its classes from its graph, as read alone)
+        return _typed_state_dict(obj.module(), {} if classes is None else classes, exported_classes(obj))
     if is_torch_object(obj) and hasattr(obj, "named_modules"):
         return _typed_state_dict(unwrapped(obj), {} if classes is None else classes)
     if not isinstance(obj, (Mapping, list, tuple)) or len(path) > MAX_FLAT_DEPTH:  # (too deep: flat_items says so)
@@ -93,14 +95,16 @@ def _kind_class(module: Any) -> str:
     return next((c.__name__ for c in type(module).__mro__ if c.__name__ in _MODULE_KINDS), "")
 
 
-def _typed_state_dict(module: Any, classes: dict[int, str]) -> dict[str, Any]:
+def _typed_state_dict(module: Any, classes: dict[int, str], known: Mapping[str, str] | None = None) -> dict[str, Any]:
     """``module.state_dict()``, with id(tensor) → the class of the module holding it in ``classes`` for each of its
-    modules' own parameters and buffers (a quantized layer's packed entries, which it names itself, get none)."""
+    modules' own parameters and buffers (a quantized layer's packed entries, which it names itself, get none);
+    ``known``: name → class where the module's own is lost (an ExportedProgram's, :func:`exported_classes`)."""
     owners = {}
     for mod_name, mod in module.named_modules(remove_duplicate=False):
         prefix, cls = f"{mod_name}." if mod_name else "", _kind_class(mod)
-        owners.update((prefix + n, cls) for n, _ in [*mod.named_parameters(recurse=False),
-                                                      *mod.named_buffers(recurse=False)] if cls)
+        for n, _ in [*mod.named_parameters(recurse=False), *mod.named_buffers(recurse=False)]:
+            if owner := cls or (known or {}).get(prefix + n):
+                owners[prefix + n] = owner
     state = module.state_dict()
     classes.update((id(v), owners[k]) for k, v in state.items() if k in owners)
     return state
@@ -246,6 +250,11 @@ def owner_classes(fqn: Mapping[str, str], nodes: Iterable[tuple[Mapping[str, str
             if name is not None and name.rpartition(".")[0] in stack:
                 out.setdefault(name, stack[name.rpartition(".")[0]].rsplit(".", 1)[-1])
     return out
+
+
+def is_exported_program(obj: Any) -> bool:
+    """True for a live ``torch.export`` ExportedProgram (its weights are those of the module it unlifts to)."""
+    return type(obj).__name__ == "ExportedProgram" and type(obj).__module__.startswith("torch.")
 
 
 def exported_classes(program: Any) -> dict[str, str]:
