@@ -452,6 +452,11 @@ def test_vector_entropy_known_answers():
     # (without the ε, scipy's entropy of the bare counts is 3e-8 to 1e-7 lower: 56 to 74 of these bins are empty)
     # scale-free but for the ε, whose share of a bin scales with the range (above: < 1e-6 absolute at 8×)
     assert vector_entropy(-8.0 * V.T, axis=1) == pytest.approx(vector_entropy(V, axis=0), abs=1e-6)
+    # a stack of matrices keeps its other axes: (2, 300, 5) along axis 1 gives (2, 5), one H per vector (the row
+    # order reversed in the second: the same magnitudes, the same histogram, exactly)
+    H = vector_entropy(np.stack([V, V[::-1]]), axis=1)
+    assert H.shape == (2, 5) and np.array_equal(H[0], H[1])
+    assert H[0] == pytest.approx(vector_entropy(V, axis=0), rel=1e-15)
 
 
 def test_localization_entropy_splits_a_planted_entry_from_noise():
@@ -606,6 +611,10 @@ def test_localized_spike_tells_an_entry_driven_outlier_from_a_spread_correlation
     spread = noise + 3.0 * (1 + np.sqrt(300 / 400)) * np.outer(u / np.linalg.norm(u), v / np.linalg.norm(v))
     assert not localized_spike(spread, 1) and not localized_spike(spread.astype(np.float32), 3)
     assert localized_spike(W, 0)  # no spike to look at: the heavy-entry rule as before (True)
+    # ARPACK failing (a NaN weight: 'could not build an Arnoldi factorization') falls back to that rule too: True
+    bad = noise.copy()
+    bad[3, 4] = np.nan
+    assert localized_spike(bad, 1) is True
     # entries beyond a cut from the mean, both signs: exactly those planted
     X = np.zeros((50, 40))
     X[1, 2], X[3, 4], X[5, 6] = 5.0, -5.0, 0.5
@@ -784,6 +793,20 @@ def test_localization_std_is_the_sample_standard_deviation():
     assert out["loc_pr_bulk_std"] == pytest.approx(np.std(bulk, ddof=1), rel=1e-6)
 
 
+def test_a_wide_layers_eigenvectors_are_its_smaller_sides():
+    """A wide 20 x 60 layer's vectors are W·Wᵀ's 20 (its smaller side), as its transpose's: WᵀW's 60 would bring
+    40 null-space vectors (eigenvalues ±1e-14, some above the floor 0) into the bulk, unseen while every layer
+    tested was tall. A tail of two vectors has a spread (ddof 1 of two values). Reference and tolerance as above."""
+    W = np.random.default_rng(3).standard_normal((20, 60))
+    out = localization([W], 2)
+    tail, bulk = _pr_reference(W.T, 2, 0.0)
+    assert bulk.size == 18
+    assert out["loc_pr_tail_std"] == pytest.approx(np.std(tail, ddof=1), rel=1e-6)
+    assert out["loc_pr_bulk_mean"] == pytest.approx(np.mean(bulk), rel=1e-6)
+    assert out["loc_pr_bulk_std"] == pytest.approx(np.std(bulk, ddof=1), rel=1e-6)
+    assert out == pytest.approx(localization([W.T], 2), rel=1e-6)
+
+
 def test_the_localization_bulk_leaves_out_the_null_space():
     """A rank-5 60 x 30 product: its 25 zero eigenvalues' vectors are any basis of the null space; the bulk is
     the 3 non-zero ones below the 2-vector tail (reference and tolerance as above)."""
@@ -855,6 +878,14 @@ def test_localized_spike_looks_at_the_top_three():
         W += theta * np.outer(u / np.linalg.norm(u), v / np.linalg.norm(v))
     W[17, 42] += 6.0  # third outlier, on one entry
     assert localized_spike(W, 3) and not localized_spike(W, 1) and not localized_spike(W, 2)
+    # and no further than the top three, whatever k says: a fourth outlier on one entry behind three spread spikes
+    # (12, 10.5, 9 against the entry's ~6 and the noise edge 1.87) is left to them, as the docstring says
+    W = rng.standard_normal((N, M)) / math.sqrt(N)
+    for theta in (12.0, 10.5, 9.0):
+        u, v = rng.standard_normal(N), rng.standard_normal(M)
+        W += theta * np.outer(u / np.linalg.norm(u), v / np.linalg.norm(v))
+    W[17, 42] += 6.0
+    assert not localized_spike(W, 4) and not localized_spike(W, 10)
 
 
 def test_a_left_vector_is_measured_against_the_number_of_rows():
@@ -1016,3 +1047,10 @@ def test_a_negative_tail_size_is_an_empty_tail():
     assert math.isnan(out["loc_pr_tail_mean"]) and math.isnan(out["loc_pr_tail_std"])
     assert out["loc_pr_bulk_mean"] == 1.0 and out["loc_pr_bulk_std"] == 0.0
     assert localization([W], -1) == pytest.approx(localization([W], 0), nan_ok=True)  # (the same computation)
+
+
+def test_planted_places_cover_every_row_and_column():
+    """planted_entry's place is uniform over the whole matrix: 200 seeds of a 3 x 2 matrix reach all 6 places (each
+    missed with probability (5/6)^200 ≈ 1e-16; a place that never fell in the last row had gone unseen)."""
+    places = Counter(S.planted_entry(3, 2, seed)[1] for seed in range(200))
+    assert set(places) == {(r, c) for r in range(3) for c in range(2)}

@@ -203,6 +203,14 @@ def test_erg_exact_threshold_is_strict():
     r = erg_tail(np.array([0.5, 0.5, 1.0, 1.0, 2.0]))
     assert (r.num_erg, r.erg_lambda_min, r.status) == (5, 0.5, "")
     assert brute_force(np.array([0.5, 0.5, 1.0, 1.0, 2.0]))[0] == 5
+    # and a log-sum just below 0 is a drop, with no tolerance: sum 4 (mean 1, to a few ulp), λ̃ from the top 3.2,
+    # (1 − δ)/3.2 give ln(1 − δ) ≈ −1e-10, far beyond the ~1e-15 rounding of the normalisation and the logs: the
+    # tail is those 2 (a cut at −1e-9 had walked on to the next, 0.25)
+    d = 1e-10
+    x = np.array([0.2375 + 0.3125 * d, 0.25, 0.3125 * (1 - d), 3.2])
+    r = erg_tail(x)
+    assert (r.num_erg, r.erg_lambda_min_raw, r.status) == (2, 0.3125 * (1 - d), "")
+    assert brute_force(x)[0] == 2
 
 
 def test_erg_input_order_does_not_matter():
@@ -319,6 +327,9 @@ def test_a_flat_spectrum_has_no_erg_tail_at_any_scale():
     # the status says what flat means: within FLAT_SPREAD (1e-4) of the largest, relative
     assert erg_tail(np.array([1.0, 1.00000002]) * 1e-100).status == \
         "undefined: a flat spectrum: every eigenvalue within 0.0001 of the largest"
+    # 'within' includes the bound: 10⁴ − 9999 = 1 = 1e-4·10⁴ exactly in binary is flat; a spread of 2 is not
+    assert erg_tail(np.array([9999.0, 10000.0])).status.startswith("undefined: a flat spectrum")
+    assert erg_tail(np.array([9998.0, 10000.0])).status == ""
     # and a spectrum that is not flat gives the same edge at every scale, to rounding
     x = np.sort(np.random.default_rng(3).pareto(2.0, 500) + 1.0)
     ref = erg_tail(x)
