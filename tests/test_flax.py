@@ -220,6 +220,10 @@ def test_dense_general_reshaped_like_a_linear(small_file):
     # a ConvLSTM3D's recurrent kernel [kd, kh, kw, units, 4·units]: a conv3d, as its input kernel
     (("conv_lstm3d", "conv_lstm_cell", "recurrent_kernel"), (2, 3, 3, 8, 32),
      ("conv_lstm3d.recurrent_kernel", "conv3d", (32, 8, 2, 3, 3))),
+    # a second LSTM's numbered cell (TF-Keras' lstm_1/lstm_cell_1) is left out of the name, as the first's
+    (("lstm_1", "lstm_cell_1", "recurrent_kernel"), (16, 64), ("lstm_1.recurrent_kernel", "rnn", (64, 16))),
+    # a single module's state {'embedding': …} (no module name): named after its leaf, not ''
+    (("embedding",), (7, 3), ("embedding", "embedding", (7, 3))),
 ])
 def test_flax_tensor_rules(path, shape, expected):
     name, kind, htsr_shape, transform = flax_tensor(path, shape)
@@ -397,6 +401,9 @@ def test_optimizer_states_of_flax_optim_and_optax_under_any_key_are_left_out(tmp
             assert [l.name for l in r.layers] == names
             assert [(n.reason, n.examples) for n in r.not_analysed] == [
                 ("passed over by the reader: optimizer state, not the model's parameters", tuple(left))]
+    # the refs keep the key path of the leaf in the file: the Optimizer's target is part of it
+    optim = write(tmp_path / "o.msgpack", {"target": p, "state": {"param_states": moments}})
+    assert [r.path for r in FlaxMsgpackFile(optim)] == ["target.Dense_0.kernel", "target.Dense_1.kernel"]
     q = {"params": {"Dense_0": {"kernel": _rng(5).integers(-100, 100, (80, 120)).astype(np.int8),
                                 "scale": np.ones((1, 120), np.float32)}, "Dense_1": p["Dense_1"]}}
     rows = htsr.analyze(write(tmp_path / "q.msgpack", q), min_evals=2).layers
@@ -534,6 +541,7 @@ def test_is_msgpack_checkpoint():
     assert is_msgpack_checkpoint(b"\x81\xa6params")
     assert is_msgpack_checkpoint(b"\xde\x00\x20\xa3abc")  # map16
     assert is_msgpack_checkpoint(b"\xdf\x00\x01\x00\x00\xd9\x30")  # map32, str8 key
+    assert is_msgpack_checkpoint(b"\x81\xdb\x00\x00\x00\x06params")  # a str32 first key (other packers write it)
     assert not is_msgpack_checkpoint(b"\x80\x02}q\x00")  # a PyTorch pickle (protocol 2)
     assert not is_msgpack_checkpoint(b"\x80")  # an empty map
     assert not is_msgpack_checkpoint(b"\x92\x01\x02")  # a list
@@ -570,6 +578,7 @@ def test_every_truncation_is_a_one_line_source_error(tmp_path, small_file):
             FlaxMsgpackFile(cut)
         msg = _one_line_source_error(ei, str(cut))
         assert "truncated" in msg or "not a Flax msgpack checkpoint" in msg, (n, msg)
+        assert "not a Flax" in msg or "re-download or re-save it" in msg, (n, msg)  # what to do about it
 
 
 def test_trailing_bytes(tmp_path, small_file):
@@ -618,6 +627,8 @@ def _fails_alone(path: Path, module: str, *expect: str) -> None:
     # a structured dtype (two fields a value) is no weight matrix
     (msgpack.packb(((3, 4), "f4,f4", b"\0" * 96), use_bin_type=True), "'f4,f4' is not a plain numeric dtype"),
     (msgpack.packb(((3, 4), "float32", "text"), use_bin_type=True), "not a msgpack bin object"),
+    # three items announced, the payload ends after the dtype: no data at all
+    (b"\x93" + msgpack.packb((3, 4)) + msgpack.packb("float32", use_bin_type=True), "not a msgpack bin object"),
     (b"\xc1\xc1", "cannot be decoded"),
     (b"", "cannot be decoded"),
 ])
@@ -630,7 +641,10 @@ def test_bad_chunked_array(tmp_path):
     bad_shape = {**good, "shape": {"0": 8, "1": 5}}
     missing = {**good, "chunks": {"0": good["chunks"]["0"], "2": good["chunks"]["1"]}}
     not_an_array = {**good, "chunks": {"0": good["chunks"]["0"], "1": "text"}}  # a chunk that is a string
-    for i, chunked in enumerate((bad_shape, missing, {**good, "shape": [8, 4]}, not_an_array)):
+    too_many = {**good, "shape": {"0": 4, "1": 4}}  # 32 elements in the chunks, 16 in the shape
+    # 2-D chunks whose first sizes add up to the shape's 32 elements (64 in all): chunks are 1-D
+    two_d = {**good, "chunks": {str(i): _f32(8, 2, seed=i) for i in range(4)}}
+    for i, chunked in enumerate((bad_shape, missing, {**good, "shape": [8, 4]}, not_an_array, too_many, two_d)):
         path = tmp_path / f"bad{i}.msgpack"
         path.write_bytes(msgpack_serialize({"params": {"Embed_0": {"embedding": chunked},
                                                        "Dense_1": {"kernel": _f32(30, 20)}}}))
@@ -659,14 +673,16 @@ def test_a_chunked_array_of_infinite_size_is_inconsistent(tmp_path):
     _one_line_source_error(ei, str(path), "chunked array 'Embed_0.embedding' is inconsistent")
 
 
-def test_a_tree_nested_1020_levels_is_a_one_line_error(tmp_path):
+@pytest.mark.parametrize("nest", ["maps", "lists"])
+def test_a_tree_nested_1020_levels_is_a_one_line_error(tmp_path, nest):
+    """Maps or lists nested 1020 deep: the decoder's depth bound (lists had gone unseen: a RecursionError)."""
     # the bytes written by hand: msgpack's own packer stops at 511 levels in some versions (1.0.x)
     def fixstr(text: str) -> bytes:
         return bytes([0xA0 | len(text)]) + text.encode()
 
     body = b"\xc0"  # a nil leaf
     for i in range(1020):
-        body = b"\x81" + fixstr(f"m{i}") + body  # a map of one entry
+        body = (b"\x81" + fixstr(f"m{i}") if nest == "maps" else b"\x91") + body  # a map / a list of one entry
     path = tmp_path / "deep.msgpack"
     path.write_bytes(b"\x81" + fixstr("params") + body)
     with pytest.raises(SourceError) as ei:
@@ -865,7 +881,8 @@ def test_scanned_layers_give_one_row_per_layer_in_layer_order(tmp_path):
                                       o.reshape(64, 64).T)
     assert all(refs[n].kind == "dense" and refs[n].shape in ((64, 256), (256, 64), (64, 64)) for n in names[1:-1])
     assert not src.skipped or all("bias" in p for p, _ in src.skipped)  # the DenseGeneral biases [h, hd]
-    assert "ScanBlock_0.LayerNorm_0.scale" in dict(src.not_weights)
+    # counted as one layer's scale is, a 1-D norm scale (its stacked [3, 256] is no matrix)
+    assert dict(src.not_weights)["ScanBlock_0.LayerNorm_0.scale"] == "1-D (norm scales, scalars)"
 
 
 def test_remat_scan_and_bias_free_scanned_layers(tmp_path):
@@ -906,7 +923,9 @@ def test_a_nested_train_state_boxed_params_and_optimizer_state(tmp_path):
         assert [r.name for r in src] == ["model.Dense_0" if "model" in tree else "Dense_0"]
         assert {p for p, _ in src.skipped} == skipped
     boxed = {"params": {"Dense_0": {"kernel": {"value": W, "names": {"0": "embed", "1": "mlp"}}},
-                        "Conv_0": {"kernel": {"value": _f32(3, 3, 4, 8), "names": {"0": None}}}}}
+                        # (nn.LogicallyPartitioned's box also holds its mesh and rules)
+                        "Conv_0": {"kernel": {"value": _f32(3, 3, 4, 8), "names": {"0": None}, "mesh": None,
+                                              "rules": None}}}}
     refs = _refs(FlaxMsgpackFile(write(tmp_path / "boxed.msgpack", boxed)))
     assert {n: (r.kind, r.shape) for n, r in refs.items()} == {"Dense_0": ("dense", (16, 32)),
                                                                 "Conv_0": ("conv2d", (8, 4, 3, 3))}
@@ -1100,6 +1119,7 @@ def test_transformers_sharded_flax_weights_are_one_tree(tmp_path):
     (tmp_path / "flax_model.msgpack.index.json").unlink()
     assert [x.name for x in htsr.analyze(tmp_path, min_evals=2).layers] == [
         "model.embed", "model.q", "model.mlp", "lm_head"]
+    assert open_source(tmp_path).description == str(tmp_path)  # the folder: no one shard is the model
 
 
 def test_nnx_lora_is_one_update_row_and_flat_trees_of_norm_weights_or_tf_names_are_flax(tmp_path):
@@ -1323,7 +1343,7 @@ def test_every_msgpack_encoding_of_a_length_or_a_scalar_is_decoded(tmp_path):
         return b"\xdb" + len(text).to_bytes(4, "big") + text.encode()
 
     K = _f32(30, 20, seed=3)
-    meta = {pk("ints"): pk([127, -100, 200, -30000, 40000, -2**31, 3_000_000_000, -2**40, 2**63]),  # list of 9
+    meta = {pk("ints"): pk([127, -32, -100, 200, -30000, 40000, -2**31, 3_000_000_000, -2**40, 2**63]),  # -32: 0xE0
             pk("lr"): msgpack.packb(0.5, use_single_float=True),  # float32: 0xCA
             pk("blob"): pk(b"x" * 300),  # bin16
             pk("t" * 40): pk("s" * 300),  # a str8 key, a str16 value
@@ -1351,7 +1371,7 @@ def test_a_length_field_longer_than_the_file_is_called_corrupt(tmp_path):
     path.write_bytes(b"\x81\xa6params\x81\xa1x" + b"\xdc" + (60000).to_bytes(2, "big") + b"\xc0" * 3)
     with pytest.raises(SourceError) as ei:
         FlaxMsgpackFile(path)
-    _one_line_source_error(ei, str(path), "corrupt", "a length field claims 60000 entries")
+    _one_line_source_error(ei, str(path), "corrupt", "a length field claims 60000 entries", "re-download or re-save it")
 
 
 def test_an_array_with_a_dimension_of_zero_is_an_empty_array_not_a_corrupt_one(tmp_path):
@@ -1364,19 +1384,21 @@ def test_an_array_with_a_dimension_of_zero_is_an_empty_array_not_a_corrupt_one(t
     assert a.shape == (0, 4) and a.dtype == np.float32
 
 
-def test_a_chunked_stacked_kernel_gives_each_layer_its_own_matrix(tmp_path):
+@pytest.mark.parametrize("layers", [(3,), (2, 3)])
+def test_a_chunked_stacked_kernel_gives_each_layer_its_own_matrix(tmp_path, layers):
     """A scanned block's kernel over flax's chunk size is a chunked array: each layer's row is that layer
-    (the chunks concatenated, then indexed), not the whole stack."""
-    L = 3
-    K = _f32(L, 40, 30, seed=21)  # 14400 bytes: chunked at 1024
-    tree = {"params": {"ScanBlock_0": {"Dense_0": {"kernel": K, "bias": _f32(L, 30, seed=22)}}}}
+    (the chunks concatenated, then indexed), not the whole stack. With two layer axes (remat_scan(lengths=(2, 3)))
+    a layer's place in the chunks is its flat index over both axes (only one axis had been tried)."""
+    L = math.prod(layers)
+    K = _f32(*layers, 40, 30, seed=21)  # 14400 bytes a 3 layers: chunked at 1024
+    tree = {"params": {"ScanBlock_0": {"Dense_0": {"kernel": K, "bias": _f32(*layers, 30, seed=22)}}}}
     path = write(tmp_path / "scan.msgpack", tree, max_chunk_size=1024)
     assert msgpack.unpackb(path.read_bytes())["params"]["ScanBlock_0"]["Dense_0"]["kernel"][
         "__msgpack_chunked_array__"] is True
     refs = _refs(FlaxMsgpackFile(path))
     assert list(refs) == [f"ScanBlock_0.Dense_0[{k}]" for k in range(L)]
-    for k in range(L):
-        np.testing.assert_array_equal(refs[f"ScanBlock_0.Dense_0[{k}]"].load(), K[k].T)
+    for k, idx in enumerate(np.ndindex(*layers)):  # layer k: the k-th in C order of the layer axes
+        np.testing.assert_array_equal(refs[f"ScanBlock_0.Dense_0[{k}]"].load(), K[idx].T)  # a byte copy: exact
 
 
 def test_a_layer_of_a_chunked_stack_reads_its_own_chunks_not_the_whole_stack(tmp_path):
@@ -1417,6 +1439,8 @@ _P = {"Dense_0": {"kernel": _f32(30, 20, seed=31)}}
     ({"encoder": {"mu": _P, "logvar": _P}}, ["encoder.mu.Dense_0", "encoder.logvar.Dense_0"], set()),
     # a critic whose one module is named 'value' is no boxed parameter {"value": array, "names": …}
     ({"actor": _P, "critic": {"value": _P}}, ["actor.Dense_0", "critic.value.Dense_0"], set()),
+    # a 'params' entry that is a number (a config's parameter count) is no TrainState's collection
+    ({"model": _P, "config": {"params": 125_000_000, "lr": 0.1}}, ["model.Dense_0"], set()),
 ])
 def test_which_entries_of_a_checkpoint_are_the_model(tmp_path, tree, names, skipped):
     """The choice of the parameters among a checkpoint's entries (module docstring, 'Which parameters'), for the
@@ -1441,3 +1465,85 @@ def test_a_module_with_a_kernel_and_an_embedding_and_a_biased_conv1d_read_from_a
     np.testing.assert_array_equal(refs["tied.embedding"].load(), E)
     np.testing.assert_array_equal(refs["stem"].load(), C.transpose(2, 1, 0))  # [c_out, c_in, k]
     np.testing.assert_array_equal(refs["layers.1.Dense_0"].load(), 2 * K.T)
+
+
+# ------------------------------------------------------------------ mutation round 69 (2026-12-07)
+def test_a_long_array_header_is_read_whole(tmp_path):
+    """A payload's header [shape, dtype name, bin length] is read from a window of its first bytes: a 4-D fp8
+    kernel with ml_dtypes' longest name (float8_e4m3b11fnuz, 19 bytes) and a bin32 length has a 33-byte header.
+    The row is the conv2d it is, its values the stored fp8 ones widened to float32 (exact)."""
+    import ml_dtypes
+
+    K = _f32(3, 3, 128, 256, seed=41).astype(ml_dtypes.float8_e4m3b11fnuz)
+    assert len(ndarray_to_bytes(K)) - K.nbytes == 33  # the header before the data bytes
+    src = FlaxMsgpackFile(write(tmp_path / "fp8.msgpack", {"params": {"Conv_0": {"kernel": K}}}))
+    assert src.skipped == []
+    (ref,) = src
+    assert (ref.name, ref.kind, ref.shape, ref.dtype) == ("Conv_0", "conv2d", (256, 128, 3, 3), "float8_e4m3b11fnuz")
+    np.testing.assert_array_equal(ref.load(), K.astype(np.float32).transpose(3, 2, 0, 1))
+
+
+def test_chunks_are_joined_in_the_order_of_their_keys(tmp_path):
+    """A chunked array's chunks are a map {"0": …, "1": …}: they are joined by their index keys, not in the order
+    the map happens to list them (another writer may not list them in order)."""
+    E = _f32(8, 4, seed=42)
+    good = _chunk(E, 32)  # 4 chunks of 8 floats
+    shuffled = {**good, "chunks": {k: good["chunks"][k] for k in ("2", "0", "3", "1")}}
+    refs = _refs(FlaxMsgpackFile(write(tmp_path / "c.msgpack", {"params": {"Embed_0": {"embedding": shuffled}}})))
+    np.testing.assert_array_equal(refs["Embed_0"].load(), E)
+
+
+def test_a_tree_scanned_as_a_whole_gives_its_rows_layer_by_layer():
+    """When the whole tree is one scanned block (every leaf [L, …]), its root is the tree itself: rows are written
+    layer by layer, as the scan runs them (Dense_0[0], Dense_1[0], Dense_0[1] …), not module by module."""
+    L = 3
+    K0, K1 = _f32(L, 8, 6, seed=43), _f32(L, 6, 8, seed=44)
+    tree = {"Dense_0": {"kernel": K0, "bias": _f32(L, 6)}, "Dense_1": {"kernel": K1, "bias": _f32(L, 8)}}
+    refs = _refs(FlaxTree(tree))
+    assert list(refs) == [f"Dense_{m}[{k}]" for k in range(L) for m in (0, 1)]
+    np.testing.assert_array_equal(refs["Dense_1[2]"].load(), K1[2].T)
+
+
+def test_a_scanned_embedding_gives_one_row_per_layer():
+    """An embedding stacked by nn.scan / nn.vmap [L, vocab, dim] (three axes: one more than an embedding has) is
+    L embedding rows, each its layer as stored."""
+    E = _f32(3, 20, 8, seed=45)
+    src = FlaxTree({"scan": {"embed": {"embedding": E}}})
+    assert [(r.name, r.kind, r.shape) for r in src] == [(f"scan.embed[{k}]", "embedding", (20, 8)) for k in range(3)]
+    assert src.skipped == []
+    np.testing.assert_array_equal(_refs(src)["scan.embed[1]"].load(), E[1])
+
+
+def test_a_shared_subtree_is_flax_evidence_once_not_a_tree_too_large():
+    """is_flax_tree walks a shared map or list once: a list holding the one below twice, 25 levels deep (2^25 paths
+    from 26 objects) is a Flax tree by its 'kernel' leaf, not a tree too large to be a model's."""
+    node: object = {"kernel": _f32(4, 3)}
+    for _ in range(25):
+        node = [node, node]
+    assert is_flax_tree({"blocks": node})
+
+
+def test_an_in_memory_tree_too_deep_or_too_large_is_a_one_line_error(monkeypatch):
+    """The walk of an in-memory tree is bounded in depth and in nodes visited: 300 nested maps, or (with the node
+    budget lowered to 1000 for speed) 600 modules, are refused in one line, not a RecursionError or hours."""
+    deep: dict = {"kernel": _f32(4, 3)}
+    for i in range(300):
+        deep = {f"m{i}": deep}
+    with pytest.raises(SourceError) as ei:
+        FlaxTree(deep)
+    _one_line_source_error(ei, "<flax params>", "nested more than 256 levels deep")
+    assert not is_flax_tree(deep)  # (not taken for one: the reader open_source gives it says what it is)
+    monkeypatch.setattr(flax_io, "_MAX_VALUES", 1000)
+    wide = {"params": {f"m{i}": {"kernel": _f32(4, 3)} for i in range(600)}}  # 1202 nodes
+    with pytest.raises(SourceError) as ei:
+        FlaxTree(wide)
+    _one_line_source_error(ei, "<flax params>", "more than 1000 values")
+
+
+def test_which_flat_names_make_a_flax_tree():
+    """unflattened: a flat tree of embeddings (no kernel) is a Flax one; two TF variables of one name
+    (dense/kernel:0 and dense/kernel:1, one leaf once ':N' is dropped) are not nested, one silently lost."""
+    assert flax_io.unflattened(["embed/embedding", "norm/scale"]) == {
+        "embed": {"embedding": "embed/embedding"}, "norm": {"scale": "norm/scale"}}
+    assert flax_io.unflattened(["dense/kernel:0", "dense/kernel:1"]) is None
+    assert flax_io.unflattened(["a/kernel", "a/kernel/b"]) is None  # a leaf and a parent

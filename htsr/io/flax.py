@@ -86,9 +86,8 @@ and is listed in :attr:`~FlaxTree.skipped`.
 **Bad input** — not msgpack, a truncated file, trailing bytes, a top level that is not a map — raises
 :class:`~htsr.errors.SourceError` with a one-line message naming the file when it is opened. One corrupt
 array (a malformed payload, a byte count that is not ``prod(shape) × itemsize``, an unknown dtype, an
-inconsistent chunked array) fails alone, saying so in one line naming it: its row fails when loaded
-if its shape and dtype could be read, else it is listed in :attr:`~FlaxTree.skipped`; the other arrays
-are analysed.
+inconsistent chunked array) fails alone, listed in :attr:`~FlaxTree.skipped` with one line naming it and
+saying why; the other arrays are analysed.
 """
 
 from __future__ import annotations
@@ -813,8 +812,8 @@ class FlaxMsgpackFile(_Tree):
         return tree
 
     def _leaf(self, path: tuple[str, ...], value: Any):
-        """An array's (shape, dtype, array function). A corrupt one fails alone: if its shape and dtype could
-        be read, its row fails when loaded; if not, it is listed (in ``_corrupt``) with why."""
+        """An array's (shape, dtype, array function). A corrupt one fails alone: it is listed (in ``_corrupt``)
+        with why, and the others are read."""
         where = ".".join(path)
         chunks = value.get("chunks") if isinstance(value, Mapping) else None
         first = next(iter(chunks.values()), None) if isinstance(chunks, Mapping) else value
@@ -828,10 +827,6 @@ class FlaxMsgpackFile(_Tree):
             if err:
                 raise self._fail(f"array {where!r}: {err}; the checkpoint is corrupt, re-save it", file)
         except SourceError as e:
-            if isinstance(value, _Payload) and value.dtype:  # its row says so when analysed
-                def fail(idx: tuple[int, ...] = (), e: SourceError = e) -> np.ndarray:
-                    raise e
-                return value.shape, value.dtype, fail
             self._corrupt.append((where, str(e).removeprefix(f"{file}: ")))
             return None
         return value.shape, value.dtype, self._reading(where, value.array, file)
