@@ -9,6 +9,7 @@ by chance when htsr is right.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import io
 import math
@@ -800,6 +801,16 @@ def test_bayesian_alpha_matches_numerical_posterior(shape, rate, n, alpha, level
     assert b.p_gt_6 == pytest.approx(ref[4], rel=1e-6, abs=1e-10)
 
 
+def test_a_float32_tail_has_the_posterior_of_its_float64_values():
+    """Eigenvalues often arrive as float32: the posterior is that of the same values in float64 (its sum of logs
+    in float64), not one whose T lost half its digits to float32 logs (a relative error ~1e-7 in alpha)."""
+    tail = _pareto(300, 2.5, np.random.default_rng(3), 0.8).astype(np.float32)
+    xmin = float(tail.min())
+    b32, b64 = bayesian_alpha(tail, xmin), bayesian_alpha(tail.astype(np.float64), xmin)
+    # 1e-13: the same float64 values, summed in the same order (rounding only)
+    assert (b32.mean, b32.lo, b32.hi) == pytest.approx((b64.mean, b64.lo, b64.hi), rel=1e-13)
+
+
 def test_bayesian_alpha_degenerate_tail():
     tail = np.full(5, 2.0)  # T = 0: the likelihood is β^n, unbounded; Jeffreys' posterior is improper
     b = bayesian_alpha(tail, 2.0)
@@ -827,6 +838,22 @@ def test_jeffreys_interval_is_an_exact_confidence_interval_at_fixed_xmin():
     assert abs(covered / trials - 0.95) <= band, covered / trials  # 3 sd of Binomial(2000, 0.95)/2000: 0.015
 
 
+def test_the_fixed_xmin_interval_is_the_closed_form_gamma_quantile():
+    """At one x_min the posterior of α − 1 is one Gamma(n, T) (Jeffreys): its interval ends are that Gamma's
+    quantiles in closed form (scipy.stats.gamma.ppf), to rounding, over 50 seeded tails of 2..500 values and
+    levels 0.5..0.999, not a root finder's approximation of them (which is off by up to ~2e-13)."""
+    for seed in range(50):
+        rng = np.random.default_rng(seed)
+        n, a, level = int(rng.integers(2, 501)), float(rng.uniform(1.2, 8.0)), float(rng.choice([0.5, 0.9, 0.999]))
+        tail = _pareto(n, a, rng)
+        b = bayesian_alpha(tail, 1.0, level)
+        g = (1.0 - level) / 2.0
+        ref = 1.0 + scipy.stats.gamma(n, scale=1.0 / float(np.sum(np.log(tail)))).ppf([g, 1.0 - g])
+        # 1e-14: the same inverse incomplete gamma function, divided by T here and scaled by 1/T there (measured
+        # ≤ 2.2e-16)
+        assert (b.lo, b.hi) == pytest.approx(tuple(ref), rel=1e-14, abs=0), seed
+
+
 def test_bayesian_alpha_averaged_on_pure_pareto():
     n, alpha = 3000, 2.5
     x = _pareto(n, alpha, np.random.default_rng(77))
@@ -838,13 +865,26 @@ def test_bayesian_alpha_averaged_on_pure_pareto():
     assert abs(b.mean - alpha) < 4 * (alpha - 1) / math.sqrt(n)
     # no candidate x_min has a tail of distinct values: nothing to average
     assert math.isnan(bayesian_alpha_averaged(np.full(10, 3.0)).mean)
+    # nor has an empty sample, or one value (fewer than min_tail): undefined, not an IndexError
+    for few in (np.array([]), np.array([2.0])):
+        assert all(math.isnan(v) for v in dataclasses.astuple(bayesian_alpha_averaged(few))), few
 
 
 def test_bayesian_alpha_averaged_probabilities_in_unit_interval():
+    """P(α < 2) and P(α > 6) of the mixture are probabilities even where its weighted sum of CDFs rounds: a sample
+    (α = 1.3, seed 59) whose weights sum to 1 + 2 ulp had given P(α < 2) = 1 + 2e-16 unclipped and, as 1 − CDF,
+    P(α > 6) = −2e-16. The k = 0 candidate's empty bulk (log of log 1) is no RuntimeWarning for the caller."""
     x = _pareto(2000, 2.5, np.random.default_rng(0))
-    b = bayesian_alpha_averaged(x)
-    assert 0.0 <= b.p_lt_2 <= 1.0
-    assert 0.0 <= b.p_gt_6 <= 1.0
+    rng = np.random.default_rng(59)
+    y = np.sort(np.r_[rng.uniform(0.05, 1, int(rng.integers(20, 200))), _pareto(int(rng.integers(20, 300)), 1.3, rng)])
+    for sample in (x, y):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            b = bayesian_alpha_averaged(sample)
+        assert 0.0 <= b.p_lt_2 <= 1.0
+        assert 0.0 <= b.p_gt_6 <= 1.0
+    # (y's posterior lies far below α = 2: P(α < 2) is 1 and P(α > 6) 0 up to round-off)
+    assert b.p_lt_2 == pytest.approx(1.0, abs=1e-12) and b.p_gt_6 < 1e-12
 
 
 # -------------------------------------------------------------------------------------- bootstrap
@@ -881,13 +921,23 @@ def test_many_replicates_are_drawn_in_parts(monkeypatch):
     fit = fit_power_law(x)
     sizes = []
     real = boot._replicates
-    monkeypatch.setattr(boot, "_replicates", lambda *a: sizes.append(a[3]) or real(*a))
+    drawn = []
+
+    def spy(*a):
+        sizes.append(a[3])
+        drawn.append(real(*a))
+        return drawn[-1]
+
+    monkeypatch.setattr(boot, "_replicates", spy)
     whole = bootstrap_power_law(x, fit, reps=40, seed=11)
     assert sizes == [(40, x.size)]
     sizes.clear()
+    drawn.clear()
     monkeypatch.setattr(boot, "_ONE_DRAW", 5 * x.size)
     parts = bootstrap_power_law(x, fit, reps=40, seed=11)
     assert sizes == [(5, x.size)] * 8 and parts.num_ok == 40
+    # the parts continue one generator: 40 different replicates, not one part's 5 drawn 8 times over
+    assert len({row.tobytes() for row in np.concatenate(drawn)}) == 40
     assert parts == bootstrap_power_law(x, fit, reps=40, seed=11)  # seeded all the same
     # a count that is no multiple of the part: the last part holds the rest, exactly the replicates asked for
     sizes.clear()
@@ -1231,6 +1281,14 @@ def test_values_counted_twice_with_share_half_are_the_values_once():
     one, two = bayesian_alpha(tail, xmin), bayesian_alpha(twice, xmin, share=0.5)
     # 1e-12: the same Gamma posterior, its sums taken over twice the values
     assert (two.mean, two.lo, two.hi) == pytest.approx((one.mean, one.lo, one.hi), rel=1e-12)
+    # the share discounts the data, never the prior: with Gamma(2, 1) the posterior is Gamma(2 + n, 1 + T) either
+    # way (scipy.stats.gamma: the closed form, to rounding)
+    one, two = bayesian_alpha(tail, xmin, prior_shape=2.0, prior_rate=1.0), \
+        bayesian_alpha(twice, xmin, prior_shape=2.0, prior_rate=1.0, share=0.5)
+    post = scipy.stats.gamma(2.0 + tail.size, scale=1.0 / (1.0 + float(np.sum(np.log(tail / xmin)))))
+    ref = (1.0 + post.mean(), *(1.0 + post.ppf([0.025, 0.975])))
+    assert (one.mean, one.lo, one.hi) == pytest.approx(ref, rel=1e-12)
+    assert (two.mean, two.lo, two.hi) == pytest.approx(ref, rel=1e-12)
     one, two = compare_tails(tail, a, xmin), compare_tails(twice, a, xmin, share=0.5)
     for col in ("lr_exponential", "p_exponential", "lr_lognormal", "p_lognormal", "lr_tpl", "p_tpl"):
         # 1e-6: the log-normal and TPL maxima are searched again on the doubled sample (their optimisers'
@@ -1483,6 +1541,7 @@ def test_the_summary_names_the_interval_level_and_why_a_count_is_undefined():
     from htsr.results import why_undefined
 
     assert warning_interval({"confidence": 0.999}) == "Bayesian, 99.9%"
+    assert warning_interval({"confidence": 0.9999}) == "Bayesian, 99.99%"  # (not rounded to '100%' either)
     # options without a level or with bootstrap None (not run): the defaults, 95 % and no bootstrap
     assert warning_interval({}) == warning_interval({"bootstrap": None}) == "Bayesian, 95%"
     assert warning_interval({"confidence": 0.975, "bootstrap": 200}).startswith("bootstrap, 97.5% ")
@@ -1677,6 +1736,10 @@ def test_bootstrap_draws_from_the_bulk_stay_below_xmin_and_are_never_tied():
     r = _replicates(x, f, np.random.default_rng(2), (200, x.size))
     assert not np.any((r > 0.5) & (r < x[50]))
     assert np.all(np.diff(r, axis=1) > 0)
+    # ... and they span every value below x_min, the largest included: of ~10 000 bulk draws, each falls between
+    # the two largest bulk values with probability 1/49 (none there: probability ~1e-90)
+    below = r[r < x[50]]
+    assert below.size > 5000 and below.min() < x[1] and below.max() > x[48]
 
 
 @pytest.mark.parametrize("share,a0,b0,ties", [(1.0, 0.0, 0.0, 0), (0.5, 0.0, 0.0, 0), (1.0, 2.0, 1.0, 0),
@@ -1717,6 +1780,36 @@ def test_averaged_bayes_is_the_documented_mixture_over_every_candidate(share, a0
         assert only.mean == pytest.approx(one.mean, rel=1e-12) and only.hi == pytest.approx(one.hi, rel=1e-9)
 
 
+def test_a_mixture_of_near_identical_components_has_its_extreme_quantiles():
+    """A strong prior Gamma(200, 500) and almost no data (share 1e-6): every candidate's posterior is the prior to
+    ~1e-8, so the mixture's 1 − 5e-11 quantile coincides with the largest component's, where the mixture's CDF can
+    round one ulp below its level; the root is bracketed past it and found (no root finder's "f(a) and f(b) must
+    have different signs"). Reference: the prior's own quantiles (scipy.stats.gamma)."""
+    x = np.sort((1.0 - np.random.default_rng(1).random(5)) ** (-1.0 / 3.0))
+    b = bayesian_alpha_averaged(x, 1 - 1e-10, 200.0, 500.0, share=1e-6)
+    prior = scipy.stats.gamma(200.0, scale=1.0 / 500.0)
+    # 1e-6: the data's share moves the shape by 5e-6 of 200 and the rate by ~1e-6 of 500 (measured ≤ 8e-9)
+    assert (b.mean, b.lo, b.hi) == pytest.approx((1.0 + prior.mean(), *(1.0 + prior.ppf([5e-11, 1 - 5e-11]))),
+                                                 rel=1e-6)
+
+
+def test_share_draws_replicates_of_share_n_values(monkeypatch):
+    """share: each replicate has share·N values (as many as the independent values the sample holds), rounded to the
+    nearest (0.33425 of 400 = 133.7: 134, not the floor 133) and never fewer than 2 (share 1e-3 of 400 = 0.4: 2, as
+    a replicate of one value has no fit)."""
+    from htsr.fits import bootstrap as boot
+
+    x = pareto_with_bulk(400, 2.5, seed=3)
+    fit = fit_power_law(x)
+    sizes = []
+    real = boot._replicates
+    monkeypatch.setattr(boot, "_replicates", lambda *a: sizes.append(a[3]) or real(*a))
+    for share, n in ((1.0, 400), (0.33425, 134), (1e-3, 2)):
+        sizes.clear()
+        bootstrap_power_law(x, fit, reps=5, seed=0, share=share)
+        assert sizes == [(5, n)], share
+
+
 def test_share_scales_the_observed_statistic_as_the_replicates_are_drawn():
     """share: the information a value carries. A sample whose every value is repeated 4 times carries the
     information of the values once: with share 0.25 its goodness-of-fit p-values of a true power law are spread as
@@ -1742,7 +1835,9 @@ def test_farms_windows_is_nan_on_a_row_never_fitted():
 
 
 def test_etpl_is_fitted_at_the_peak_bounded_xmin():
-    """The E-TPL columns: the truncated power law at xmin='peak' (the extended tail), not at the KS x_min."""
+    """The E-TPL columns: the truncated power law at xmin='peak' (the extended tail), not at the KS x_min. The TPL
+    columns beside them are compare_tails' own fields at the KS x_min (its p, alpha and cut-off had gone unchecked;
+    here p_tpl 0.22 and p_lognormal 0.84 differ, and the cut-off is not 0)."""
     rng = np.random.default_rng(12)
     x = np.sort(np.concatenate([rng.lognormal(0.0, 0.3, 400), _pareto(100, 2.2, rng, 2.0)]))
     fit, peak = fit_power_law(x), fit_power_law(x, xmin="peak")
@@ -1751,6 +1846,10 @@ def test_etpl_is_fitted_at_the_peak_bounded_xmin():
     e = fit_truncated_power_law(x[x >= peak.xmin], peak.xmin)
     assert cols["etpl_xmin"] == peak.xmin  # exact: the same value
     np.testing.assert_allclose([cols["etpl_alpha"], cols["etpl_Lambda"]], [e.alpha, e.Lambda], rtol=1e-12)  # same call
+    c = compare_tails(x[x >= fit.xmin], fit.alpha, fit.xmin)
+    assert c.p_tpl != c.p_lognormal and c.tpl.Lambda > 0  # (the case that tells the columns apart)
+    assert [cols[k] for k in ("best_fit", "lr_lognormal", "p_lognormal", "lr_tpl", "p_tpl", "tpl_alpha", "tpl_Lambda")] \
+        == [c.best_fit, c.lr_lognormal, c.p_lognormal, c.lr_tpl, c.p_tpl, c.tpl.alpha, c.tpl.Lambda]  # (same calls)
 
 
 def test_a_tpl_within_round_off_of_the_power_law_is_no_evidence():
@@ -1791,16 +1890,17 @@ def test_bootstrap_replicates_take_tail_values_with_probability_n_over_N(xmin, n
 def test_tail_uncertainty_of_a_clipped_fit_sees_only_the_values_the_fit_saw():
     """clip_xmax drops the finger; every diagnostic must use the fit's own tail (values ≤ fit.xmax). Known answer:
     under Jeffreys' prior the posterior mean of alpha is the MLE of the fit's tail, i.e. fit.alpha itself; and the
-    columns are those computed on the values without the finger."""
+    columns are those computed on the values without the finger (the averaged posterior and the bootstrap's
+    replicates included: they had been left unchecked)."""
     rng = np.random.default_rng(2)
     W = rng.standard_normal((600, 300)) / np.sqrt(600)
     body = np.linalg.eigvalsh(W.T @ W)
     x = np.sort(np.concatenate([body, [4.0 * body.max()]]))
     f = fit_power_law(x, clip_xmax=True)
     assert f.num_fingers == 1 and f.xmax < x[-1]
-    cols = tail_uncertainty(x, f)
+    cols = tail_uncertainty(x, f, bootstrap=20, bayes_average=True)
     assert cols["bayes_alpha"] == pytest.approx(f.alpha, rel=1e-12)
-    ref = tail_uncertainty(x[x <= f.xmax], f)
+    ref = tail_uncertainty(x[x <= f.xmax], f, bootstrap=20, bayes_average=True)
     assert cols.keys() == ref.keys()
     for k, v in cols.items():
         assert v == ref[k] or (isinstance(v, float) and math.isnan(v) and math.isnan(ref[k])), k
@@ -1916,6 +2016,15 @@ def test_tail_uncertainty_passes_each_option_to_the_function_that_computes_its_c
             cols["num_boot"]) == (r.alpha_lo, r.alpha_hi, r.alpha_se, r.p_value, float(r.num_ok))
 
 
+def test_a_fit_without_a_finite_alpha_has_no_uncertainty_columns():
+    """A fit whose alpha is not finite (or that failed) gets no uncertainty columns at all: an empty dict, not a
+    ValueError from the tail tests (alpha must be a finite number above 1) or a posterior of another alpha."""
+    x, fit = _overflowing_sample()
+    inf = PowerLawFit(**{**fit.__dict__, "alpha": math.inf})
+    assert tail_uncertainty(x, inf, xmin=1.0, bootstrap=10) == {}
+    assert tail_uncertainty(x, PowerLawFit.failed("test"), bootstrap=10) == {}
+
+
 def test_an_etpl_not_fitted_is_named_in_the_notes():
     """A fit given with values whose peak-bounded fit fails (five equal values: no two distinct ones): the E-TPL
     columns are not computed and the notes say why, with the peak fit's own status."""
@@ -1993,9 +2102,13 @@ def test_one_replicate_has_no_standard_error_and_no_warning():
     assert r.num_ok == 1 and math.isnan(r.alpha_se) and r.q_lo == r.q_hi
 
 
-def test_fdb_second_level_statistic_is_the_scaled_ks_distance(monkeypatch):
+@pytest.mark.parametrize("case", ["ks", "fixed_xmin_with_failures"])
+def test_fdb_second_level_statistic_is_the_scaled_ks_distance(monkeypatch, case):
     """p_value_fdb from the second-level replicates' √n**·D** (the statistic the first level uses), recomputed here
-    by refitting every replicate with fit_power_law: the fdb p-value of those statistics, exactly."""
+    by refitting every replicate with fit_power_law: the fdb p-value of those statistics, exactly. With x_min held
+    fixed and replicates that fail (the overflowing sample), the second level holds x_min fixed too, and the
+    p-value pairs each first-level statistic with its own second-level one, over the replicates where both
+    succeeded (a failed second level had been dropped from one list only)."""
     from htsr.fits import bootstrap as bootstrap_module
 
     real = bootstrap_module._replicates
@@ -2007,15 +2120,31 @@ def test_fdb_second_level_statistic_is_the_scaled_ks_distance(monkeypatch):
         return out
 
     monkeypatch.setattr(bootstrap_module, "_replicates", spy)
-    x = pareto_with_bulk(400, 2.5, seed=3)
-    fit = fit_power_law(x)
-    r = bootstrap_power_law(x, fit, reps=20, seed=11, fdb=True)
-    assert r.num_ok == r.num_ok_fdb == 20
 
     def t(f):
         return f.D * math.sqrt(f.num_pl_spikes)
 
-    t1 = np.array([t(fit_power_law(row)) for row in np.concatenate(first)])
-    t2 = np.array([t(fit_power_law(row)) for row in second])
+    if case == "ks":
+        x = pareto_with_bulk(400, 2.5, seed=3)
+        fit = fit_power_law(x)
+        r = bootstrap_power_law(x, fit, reps=20, seed=11, fdb=True)
+        assert r.num_ok == r.num_ok_fdb == 20
+        t1 = np.array([t(fit_power_law(row)) for row in np.concatenate(first)])
+        t2 = np.array([t(fit_power_law(row)) for row in second])
+        assert r.p_value == float(np.mean(t1 >= t(fit)))
+        assert r.p_value_fdb == fdb_p_value(t(fit), t1, t2)
+        return
+    x, fit = _overflowing_sample()
+    r = bootstrap_power_law(x, fit, reps=100, seed=0, xmin=1.0, fdb=True)
+
+    def refit(row):  # a replicate that overflowed (inf) or whose fit at x_min = 1 fails: no statistic
+        f = fit_power_law(row, xmin=1.0) if np.all(np.isfinite(row)) else None
+        return t(f) if f is not None and f.status == "ok" else np.nan
+
+    t1 = np.array([refit(row) for row in np.concatenate(first)])
+    t1 = t1[np.isfinite(t1)]  # the first-level replicates kept, in order: one second-level replicate each
+    t2 = np.array([refit(row) for row in second])
+    both = np.isfinite(t2)
+    assert r.num_ok == t1.size == t2.size and r.num_ok_fdb == both.sum() and 0 < both.sum() < both.size
     assert r.p_value == float(np.mean(t1 >= t(fit)))
-    assert r.p_value_fdb == fdb_p_value(t(fit), t1, t2)
+    assert r.p_value_fdb == fdb_p_value(t(fit), t1[both], t2[both])
