@@ -20,8 +20,26 @@ from real_models import CACHE, MODELS, fetch_model  # noqa: F401  (one list for 
 # matplotlib (its font cache) and Chromium (crash reports) write there when they start. A home of the session's
 # own, set before any of them is imported; the real models stay in the user's cache (CACHE, resolved above,
 # passed on to the scripts the tests start).
-_HOME = tempfile.mkdtemp(prefix="htsr-tests-home-")
+_HOME_PREFIX, _PID_FILE = "htsr-tests-home-", ".htsr-tests-pid"
+
+
+def _remove_homes_of_killed_runs() -> None:
+    """The homes of earlier sessions that were killed, whose atexit never ran (a timeout's kill): each names its
+    session's process, and one whose process is gone is removed. (A home without that file, or of a process that
+    still runs or is another user's, is left.)"""
+    for home in Path(tempfile.gettempdir()).glob(f"{_HOME_PREFIX}*"):
+        try:
+            os.kill(int((home / _PID_FILE).read_text()), 0)
+        except ProcessLookupError:
+            shutil.rmtree(home, True)
+        except (OSError, ValueError):  # (no such file, another user's process or files)
+            pass
+
+
+_remove_homes_of_killed_runs()
+_HOME = tempfile.mkdtemp(prefix=_HOME_PREFIX)
 atexit.register(shutil.rmtree, _HOME, True)
+Path(_HOME, _PID_FILE).write_text(str(os.getpid()))
 os.environ["HTSR_CACHE"] = str(CACHE)
 for _var, _sub in (("HOME", ""), ("XDG_CACHE_HOME", ".cache"), ("XDG_CONFIG_HOME", ".config"),
                    ("KERAS_HOME", ".keras"), ("MPLCONFIGDIR", ".config/matplotlib")):
