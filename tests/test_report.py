@@ -736,9 +736,15 @@ def test_panel_numbers_embedded_in_the_report_are_strict_json():
 
 
 def test_quotes_in_a_layer_name_are_escaped_in_attributes():
+    """A name's quotes are escaped in the data-layer attribute of both lists of the warnings section (the
+    not-ok list's had not been tried: its layer here has no warning)."""
     name = 'enc."x" onmouseover="alert(1)'
-    page = render_report(result_of([layer_row(name, warning="over-trained", alpha=1.5)]))
-    assert 'data-layer="enc.&quot;x&quot; onmouseover=&quot;alert(1)"' in page
+    page = render_report(result_of([layer_row(name, warning="over-trained", alpha=1.5),
+                                    layer_row(name + ".b", status="failed: NaN in the weights", alpha=math.nan)]))
+    warned = page.split('<ul id="warned">', 1)[1].split("</ul>", 1)[0]
+    not_ok = page.split('<ul id="not-ok">', 1)[1].split("</ul>", 1)[0]
+    assert 'data-layer="enc.&quot;x&quot; onmouseover=&quot;alert(1)"' in warned
+    assert 'data-layer="enc.&quot;x&quot; onmouseover=&quot;alert(1).b"' in not_ok
     assert 'onmouseover="alert(1)' not in page
 
 
@@ -777,6 +783,16 @@ def test_the_header_leaves_out_options_that_cannot_change_the_results():
     page = render_report(result_of([layer_row("a")], workers=2, progress=True, keep_spectra=True, min_evals=20))
     header = page[page.index("<header>"):page.index("</header>")]
     assert "<dt>options</dt><dd><code>min_evals=20</code></dd>" in header
+
+
+def test_the_phases_card_lists_every_phase_at_its_count_none_included():
+    """Every phase has its entry in the Phases card at its own count, a phase no layer is in at 0 (as the
+    CLI's summary lists it): a phase left out would read as one not assessed."""
+    rows = [layer_row("a", phase="heavy-tailed"), layer_row("b", phase="heavy-tailed"), layer_row("c", phase="random-like"),
+            layer_row("d", phase="")]
+    card = render_report(result_of(rows)).split("<h3>Phases</h3>", 1)[1].split("</div>", 1)[0]
+    want = {"random-like": 1, "bleeding-out": 0, "bulk+spikes": 0, "bulk-decay": 0, "heavy-tailed": 2, "rank-collapse": 0}
+    assert re.findall(r"<dt>([^<]*)</dt><dd>([^<]*)</dd>", card) == [(p, str(n)) for p, n in want.items()]
 
 
 def test_the_phases_card_counts_layers_with_traps_only_with_randomize(result):
@@ -880,17 +896,35 @@ def test_a_negative_infinity_is_shown_as_minus_infinity():
 
 def test_the_model_figures_are_by_kind_then_by_phase_with_a_colour_for_no_phase():
     """The second model figure groups by phase (the first by kind), and the config has the colour of
-    'phase:no phase' that htsr.plot uses."""
+    'phase:no phase' that htsr.plot uses. Each group's points carry their layers' names and places, and the
+    phase counts their categories (the renderer's tooltips and bar labels: without them the bars read 0, 1,
+    2 … in one colour). The first figure had only been checked to hold one point per layer."""
     import json
 
     from htsr.figures import role_color
-    page = render_report(result_of([layer_row("a", alpha=2.5, phase="heavy-tailed"), layer_row("b", alpha=3.5, phase="")]))
+    page = render_report(result_of([layer_row("a", alpha=2.5, phase="heavy-tailed"), layer_row("b", alpha=3.5, phase=""),
+                                    layer_row("c", alpha=4.0, kind="embedding", phase="random-like")]))
     cfg = json.loads(page.split('id="htsr-config">', 1)[1].split("</script>", 1)[0])
     by_phase = cfg["model_panels"][1]
     assert by_phase["title"] == "alpha per layer, by phase"
     assert sorted(s["role"] for s in by_phase["series"] if s["kind"] == "points") == ["phase:heavy-tailed",
-                                                                                        "phase:no phase"]
+                                                                                        "phase:no phase",
+                                                                                        "phase:random-like"]
     assert cfg["colours"]["phase:no phase"] == role_color("phase:no phase")
+
+    def points(panel):  # role: (names, places in the model, alphas)
+        return {s["role"]: (s["labels"], s["x"], s["y"]) for s in panel["series"] if s["kind"] == "points"}
+
+    by_kind = cfg["model_panels"][0]
+    assert by_kind["title"] == "alpha per layer, by kind"
+    assert points(by_kind) == {"kind:dense": (["a", "b"], [0, 1], [2.5, 3.5]), "kind:embedding": (["c"], [2], [4.0])}
+    assert points(by_phase) == {"phase:heavy-tailed": (["a"], [0], [2.5]), "phase:no phase": (["b"], [1], [3.5]),
+                                "phase:random-like": (["c"], [2], [4.0])}
+    (bar,) = cfg["model_panels"][3]["series"]
+    # every phase in htsr's order, then 'no phase' (one layer has none), each at its count
+    assert bar["labels"] == ["random-like", "bleeding-out", "bulk+spikes", "bulk-decay", "heavy-tailed",
+                             "rank-collapse", "no phase"]
+    assert bar["y"] == [1, 0, 0, 0, 1, 0, 1]
 
 
 def test_a_warned_layers_p_value_is_shown_as_the_table_shows_it():
@@ -944,9 +978,12 @@ def test_a_layer_without_eigenvalues_says_its_status(result, page):
                     "note": f"no eigenvalues kept for this layer ({result.layers[i].status})"}
 
 
-def test_a_figure_that_fails_becomes_a_note_naming_the_error(monkeypatch):
+@pytest.mark.parametrize("error", [ValueError("no <ticks> here"), IndexError("index 7 is out of bounds"),
+                                   ZeroDivisionError("float division by zero")])
+def test_a_figure_that_fails_becomes_a_note_naming_the_error(monkeypatch, error):
     """A bug in one layer's figures costs that layer its panels, not the report: its block says which error
-    (class and message) and the other layers keep theirs."""
+    (class and message) and the other layers keep theirs, whatever the error's class (only a ValueError had
+    been tried: an IndexError or a division by zero in a figure must not cost the report either)."""
     import htsr.report as report
 
     rng = np.random.default_rng(0)
@@ -956,13 +993,13 @@ def test_a_figure_that_fails_becomes_a_note_naming_the_error(monkeypatch):
 
     def flaky(row, sp):
         if row.name == "b":
-            raise ValueError("no <ticks> here")
+            raise error
         return real(row, sp)
 
     monkeypatch.setattr(report, "layer_panels", flaky)
     blocks = _json_blocks(render_report(r))
     assert json.loads(blocks["layer-data-1"]) == {"name": "b", "panels": [],
-                                                  "note": "figures failed: ValueError: no <ticks> here"}
+                                                  "note": f"figures failed: {type(error).__name__}: {error}"}
     assert len(json.loads(blocks["layer-data-0"])["panels"]) == 6
 
 
@@ -1013,6 +1050,10 @@ def test_the_summary_cards_name_the_interval_and_the_tail_shares_of_this_run():
     rows = [layer_row("a", pl_pvalue=0.5, num_boot=200.0)]
     page = render_report(result_of(rows, bootstrap=200, tails=False))
     assert "<dt>best fit is the power law</dt><dd>n/a (--no-tails)</dd>" in page
+    # neither defined: each share gives its own reason (the plausibility share needs --bootstrap N, not tails)
+    page = render_report(result_of([layer_row("a")], tails=False))
+    assert ("<dt>power law plausible (bootstrap p &gt; 0.1)</dt><dd>n/a (--bootstrap N)</dd>"
+            "<dt>best fit is the power law</dt><dd>n/a (--no-tails)</dd>") in page
 
 
 def test_the_traps_entry_says_why_it_is_undefined_under_randomize():
