@@ -91,6 +91,9 @@ def test_esd_linear_mp_curve_follows_the_histogram_of_a_gaussian_matrix(gauss):
     # the curve is the MP density over [λ₋, λ₊], scaled by the bulk's share (1 here: no spikes, no zeros)
     np.testing.assert_allclose(mp.y, F.mp_density(mp.x, row.mp_lambda_minus, row.mp_lambda_plus), rtol=1e-12)
     assert mp.x[0] == row.mp_lambda_minus and mp.x[-1] == row.mp_lambda_plus
+    # no spike: the axis ends at the largest eigenvalue, not at 1.5x the threshold past it (empty bins there had
+    # squeezed the bulk); (the last edge is λ_max·(1 + 1e-12))
+    assert sp.evals[-1] < 1.5 * row.mp_threshold and hist.x[-1] == pytest.approx(sp.evals[-1], rel=1e-11)
     # the histogram is a density of all eigenvalues: it integrates to 1 (every one is within the axis)
     assert float(np.sum(hist.y * np.diff(hist.x))) == pytest.approx(1.0, abs=1e-12)
     # and the density at the bins' centres follows it: mean |difference| under 5 % of the peak density
@@ -570,7 +573,10 @@ def test_xmin_scan_with_farms_marks_the_fits_x_min_in_the_windows_units():
     r = htsr.analyze({"w.weight": _rng(2).standard_normal((600, 200))}, keep_spectra=True, farms_aspect=1.0)
     row, sp = r.layers[0], r.spectra[0]
     assert row.farms_xmin != row.xmin
-    assert _one(F.xmin_scan(row, sp), "vline", "xmin").x[0] == row.xmin
+    chosen = _one(F.xmin_scan(row, sp), "vline", "xmin")
+    assert chosen.x[0] == row.xmin
+    # its legend gives that number, the windows' x_min (the layer's own, 3 decimals apart here, is off this axis)
+    assert f"{row.farms_xmin:.3g}" != f"{row.xmin:.3g}" and chosen.label == f"chosen x_min = {row.xmin:.3g}"
 
 
 def test_alpha_distribution_bands_are_at_2_and_6():
@@ -578,6 +584,10 @@ def test_alpha_distribution_bands_are_at_2_and_6():
     r = result_of([layer_row("a", alpha=2.5), layer_row("b", alpha=4.0)])
     lines = sorted((s.x[0], s.label) for s in F.alpha_distribution(r).series if s.kind == "vline")
     assert lines == [(2.0, "α = 2"), (6.0, "α = 6")]
+    # the bands are alpha's only: alpha_weighted (alpha × log10 λ_max, another scale) gets none in either panel
+    r = result_of([layer_row("a", alpha=2.5, alpha_weighted=7.5), layer_row("b", alpha=4.0, alpha_weighted=2.0)])
+    assert [s.kind for s in F.alpha_distribution(r, metric="alpha_weighted").series] == ["hist"]
+    assert [s.kind for s in F.alpha_by_layer(r, metric="alpha_weighted").series] == ["points"]
 
 
 def test_alpha_by_layer_has_a_count_axis_and_keeps_layers_without_a_phase():
@@ -633,6 +643,8 @@ def test_reference_line_labels_carry_their_numbers(model):
     mp = _one(F.log10_histogram(row, sp), "vline", "mp")
     assert row.mp_threshold > row.mp_lambda_plus  # (the two differ: else it checks nothing)
     assert mp.x[0] == pytest.approx(math.log10(row.mp_lambda_plus), rel=1e-12)  # (log10 of the same value)
+    # and the log-log ESD's 'MP edge λ₊' is at λ₊ too (its position was not checked)
+    assert _one(F.esd_loglog(row, sp), "vline", "mp").x.tolist() == [row.mp_lambda_plus]
 
 
 def test_farms_panels_label_the_layers_own_x_min_and_the_scan_says_it_is_of_windows():
@@ -697,6 +709,12 @@ def test_shuffled_esd_of_a_rank_deficient_layer_has_the_bins_of_its_full_spectru
     assert row.num_zero_evals == 440 and sp.rand_evals is not None and esd_bins(60) != esd_bins(500)
     panel = F.shuffled_esd(row, sp)
     assert _one(panel, "hist", "data").y.size == _one(panel, "hist", "shuffled").y.size == esd_bins(500)
+    # and each is a density over all its spectrum's eigenvalues, as the log-log ESD is: the layer's 60 nonzero ones
+    # hold 60/500 of the mass (as a density of the 60 alone it had been drawn 8x too high over the shuffled ESD)
+    for h, ev, drawn in ((_one(panel, "hist", "data"), sp.evals, 60), (_one(panel, "hist", "shuffled"), sp.rand_evals,
+                                                                      np.count_nonzero(sp.rand_evals > 0))):
+        # (density × width sums back to the share: rounding only)
+        assert float(np.sum(np.nan_to_num(h.y) * np.diff(h.x))) == pytest.approx(drawn / ev.size, abs=1e-12)
 
 
 def test_erg_thinned_curve_keeps_both_ends_and_the_point_before_the_crossing(gauss):
@@ -786,3 +804,52 @@ def test_erg_running_sum_of_a_layer_with_a_few_dead_columns_walks_its_rank():
     k = int(np.flatnonzero(line.y < 0)[0])
     assert line.x[k] == row.erg_lambda_min_raw and line.y[k - 1] >= 0  # the same sums as htsr.rmt.setol: exactly
     assert line.x.size == 95
+
+
+# ------------------------------------------------------------------ mutation round 74 (2026-12-07)
+def test_a_row_with_an_unknown_zero_count_draws_every_positive_eigenvalue(gauss):
+    """num_zero_evals NaN (not counted) leaves no eigenvalue out: the log-log histogram holds all 500 and says
+    nothing of zeros (a NaN count had been taken as one zero, the smallest eigenvalue dropped)."""
+    row, sp = gauss
+    panel = F.esd_loglog(dataclasses.replace(row, num_zero_evals=math.nan), sp)
+    hist = _one(panel, "hist", "data")
+    # density × width sums back to the share drawn: all of them (rounding only)
+    assert float(np.sum(np.nan_to_num(hist.y) * np.diff(hist.x))) == pytest.approx(1.0, abs=1e-12)
+    assert hist.x[0] == sp.evals[0] and "zero eigenvalue" not in panel.note
+
+
+def test_a_skipped_zero_update_has_an_empty_x_min_scan_noting_its_status(tmp_path):
+    """A LoRA adapter whose B is still 0 is 'skipped: zero update' with its (all-zero) eigenvalues kept: its x_min
+    scan is empty like a not-fitted row's, its note the status alone (it had gone on to 'fewer than 3 eigenvalues
+    to scan', as if a fit had been drawn from too few)."""
+    from safetensors.numpy import save_file
+
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "lora_alpha": 8}))
+    save_file({"base_model.model.m.lora_A.weight": _rng(3).standard_normal((8, 150)).astype(np.float32),
+               "base_model.model.m.lora_B.weight": np.zeros((200, 8), np.float32)},
+              str(tmp_path / "adapter_model.safetensors"))
+    row, sp = _row_of(htsr.analyze(tmp_path, keep_spectra=True))
+    assert row.status.startswith("skipped: zero update") and sp is not None  # (the case: else it checks nothing)
+    p = F.xmin_scan(row, sp)
+    assert p.series == () and p.note == row.status and p.ylabel2 == "alpha"
+
+
+def test_xmin_scan_of_a_flat_tail_is_empty_and_says_so(gauss):
+    """Eigenvalues all within FLAT_SPREAD (1e-4) of the largest, though not equal: the fit takes none of them as
+    x_min, so there is no candidate; the panel is empty with the reason, not two empty curves."""
+    row, sp = gauss
+    x = 1.0 + 1e-7 * np.arange(50)  # a spread of 4.9e-6 of the largest
+    assert x[-1] - x[0] < F.FLAT_SPREAD * x[-1] and x[0] != x[-1]  # (the case: else it checks nothing)
+    row = dataclasses.replace(row, num_fingers=0.0, farms_windows=math.nan)
+    p = F.xmin_scan(row, dataclasses.replace(sp, fit_evals=x))
+    assert p.series == () and p.note == "a flat tail: no candidate to scan"
+
+
+def test_shuffled_esd_with_one_shuffled_eigenvalue_is_empty(gauss):
+    """A shuffled spectrum with a single positive eigenvalue has no histogram to compare (either side short
+    empties the panel, not only both)."""
+    row, sp = gauss
+    rand = np.r_[np.zeros(sp.evals.size - 1), 5.0 * sp.evals[-1]]
+    p = F.shuffled_esd(row, dataclasses.replace(sp, rand_evals=rand))
+    assert p.series == () and p.note == "fewer than 2 nonzero eigenvalues" and p.xlog and p.ylog
+

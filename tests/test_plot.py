@@ -156,6 +156,8 @@ def test_not_fitted_layer_panels_show_their_notes(result):
 def test_plot_layer_grid(result):
     fig = P.plot_layer(result, "heavy")
     assert len(fig.axes) == 7  # six panels and the x_min scan's twin
+    # two rows of three, as the figure's size (2 × 4.4 in by 3 × 6.4 in) is made for
+    assert fig.axes[0].get_subplotspec().get_gridspec().get_geometry() == (2, 3)
     titles = [ax.get_title() for ax in fig.axes[:6]]
     assert [t.split(":")[0] for t in titles] == ["ESD, log-log", "ESD and Marchenko–Pastur", "log10 λ",
                                                  "x_min scan", "ESD and shuffled ESD", "ERG condition"]
@@ -411,6 +413,9 @@ def test_a_points_series_with_nan_heights_is_listed_once_in_the_legend():
     ax = P.draw_panel(F.Panel("t", "x", "y", (s,))).axes[0]
     assert [ln.get_marker() for ln in ax.get_lines()] == ["o", "|"]
     assert _legend(ax) == ["grp"]
+    # the markers where y is finite, the rug only where it is NaN (the rug had marked every point)
+    marks, rug = ax.get_lines()
+    assert list(marks.get_xdata()) == [1.0, 3.0] and list(rug.get_xdata()) == [2.0]
 
 
 def test_every_phase_bar_has_its_phase_colour_and_no_phase_is_grey(result):
@@ -515,8 +520,13 @@ def test_the_layer_axis_of_alpha_by_layer_ticks_whole_layers(result):
 
 
 def test_an_empty_panel_without_a_note_says_nothing_to_show():
+    """An empty panel shows its note and no ticks or tick labels (matplotlib's 0 … 1 of an axis with no data
+    would have read as values)."""
     ax = P.draw_panel(F.Panel("t", "x", "y")).axes[0]
     assert [t.get_text() for t in ax.texts] == ["nothing to show"] and not ax.get_lines()
+    for axis in (ax.xaxis, ax.yaxis):
+        tick = axis.get_major_ticks()[0]
+        assert not tick.tick1line.get_visible() and not tick.label1.get_visible()
 
 
 @pytest.mark.parametrize("ncols", [1.5, "2", True])
@@ -562,3 +572,39 @@ def test_save_panels_lays_panels_out_in_the_columns_asked(tmp_path):
     P.save_panels([F.Panel("a", "x", "y", line), F.Panel("b", "x", "y", line)], path, ncols=1)
     h, w = imread(path).shape[:2]
     assert h > w, (h, w)  # (2 × 4.4 in high, 6.4 in wide)
+
+
+# ---- round 74's gaps ----------------------------------------------------------------------------------
+
+
+def _shown_ticks(ax, which: str) -> list[str]:
+    """The tick labels (major and minor) with text inside the axis' limits, once drawn."""
+    ax.figure.canvas.draw()
+    labels, lim, i = ((ax.get_xticklabels(which="both"), ax.get_xlim(), 0) if which == "x"
+                      else (ax.get_yticklabels(which="both"), ax.get_ylim(), 1))
+    return [t.get_text() for t in labels if t.get_text() and lim[0] <= t.get_position()[i] <= lim[1]]
+
+
+def test_each_log_axis_chooses_plain_labels_by_its_own_span_under_20():
+    """A log axis spanning less than 20x (here x 1.2 … 12, about 12.6x with its margins) labels 2, 5 and 10 as plain
+    numbers; one over four decades keeps matplotlib's powers of ten, whatever the other axis spans (x's labels had
+    followed y's span, and spans of 10 … 20 had kept the overlapping 2×10⁰ 3×10⁰ … labels)."""
+    line = F.Series("line", np.geomspace(1.2, 12.0, 20), np.linspace(0.2, 0.9, 20), "a", "data")
+    ax = P.draw_panel(F.Panel("t", "x", "y", (line,), xlog=True, ylog=True)).axes[0]
+    assert 10 < ax.get_xlim()[1] / ax.get_xlim()[0] < 20  # (the case: else it checks nothing)
+    assert sorted(_shown_ticks(ax, "x")) == ["10", "2", "5"]
+    wide = F.Series("line", np.geomspace(1.0, 1e4, 20), np.linspace(2.0, 9.0, 20), "a", "data")
+    ax = P.draw_panel(F.Panel("t", "x", "y", (wide,), xlog=True, ylog=True)).axes[0]
+    assert _shown_ticks(ax, "y") == ["2", "5"]  # y within a decade: plain
+    x = _shown_ticks(ax, "x")
+    assert len(x) == 5 and all("10^{" in t for t in x), x  # x over four decades: 10⁰ … 10⁴, no minor labels
+
+
+def test_a_bar_series_without_categories_is_ticked_by_position():
+    """A bar series built without labels (htsr.figures.Panel is public) is drawn with its positions as the
+    category names, not an error of matplotlib's."""
+    bar = F.Series("bar", np.arange(3, dtype=np.float64), np.array([1.0, 4.0, 2.0]), "n", "data")
+    ax = P.draw_panel(F.Panel("t", "category", "n", (bar,))).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "2"]
+    assert [p.get_height() for p in ax.patches if isinstance(p, Rectangle)] == [1.0, 4.0, 2.0]
+
