@@ -138,6 +138,12 @@ def test_mp_fit_leaves_zero_eigenvalues_out_of_the_bulk():
     sp = esd([W])
     f = fit_mp(sp.evals, N, M)
     assert f.num_zero == 100
+    # the KS distance is over the bulk alone, the 100 zeros left out of it too (with them the empirical CDF starts
+    # with a step of 0.2 at 0, a distance of 0.2 or more): scipy's kstest of the 400 non-zero eigenvalues against
+    # the fitted law (no spikes here; the MP CDF from one table: interpolation, ~1e-8)
+    assert f.num_spikes == 0
+    ref = scipy.stats.kstest(sp.evals[100:] / (N * f.sigma2), lambda v: mp_cdf(v, N / M)).statistic
+    assert f.ks == pytest.approx(ref, rel=1e-6)
 
 
 def test_mp_fit_is_the_same_on_both_precision_paths_of_a_square_matrix():
@@ -187,6 +193,13 @@ def test_mp_fit_of_a_degenerate_spectrum_is_undefined():
     # than a zero threshold with every eigenvalue a trap
     g = fit_mp(np.arange(1.0, 11.0), 20, 10, sigma2=0.0)
     assert math.isnan(g.sigma2) and math.isnan(g.threshold) and g.num_spikes == 0
+    # a single eigenvalue is no spectrum, even with the variance given (an N x 1 layer's shuffle): undefined, not a
+    # law with a KS distance over one value
+    one = fit_mp(np.array([5.0]), 10, 1, sigma2=1.0)
+    assert math.isnan(one.sigma2) and math.isnan(one.ks) and one.num_spikes == 0
+    # nine zeros and one non-zero eigenvalue: no bulk to fit, but the fit still says how many zeros it left out
+    z = fit_mp(np.r_[np.zeros(9), 1.0], 20, 10)
+    assert math.isnan(z.sigma2) and z.num_zero == 9
 
 
 # --- randomisation: traps ----------------------------------------------------------------------------
@@ -234,7 +247,7 @@ def test_planted_entry_gives_exactly_one_trap_at_its_place():
 def test_a_mean_that_survives_shuffling_is_a_trap_named_mean_not_a_weight():
     """Entries of mean 0.02 beside noise of 0.05: the shuffled matrix keeps the rank-one mean, a trap no weight
     carries. It had been pinned on an arbitrary ordinary weight ('183,158'); it is 'mean' now, and two planted
-    heavy entries beside it keep their places."""
+    heavy entries beside it keep their places. So is a weak mean, just past the point where it makes a trap."""
     rng = np.random.default_rng(0)
     W = (rng.standard_normal((400, 200)) * 0.05 + 0.02).astype(np.float32)
     r = htsr.analyze({"a.weight": W}, randomize=True).layers[0]
@@ -242,6 +255,13 @@ def test_a_mean_that_survives_shuffling_is_a_trap_named_mean_not_a_weight():
     W[5, 7], W[100, 50] = 3.0, -2.5
     r = htsr.analyze({"a.weight": W}, randomize=True).layers[0]
     assert (r.num_traps, r.trap_weights) == (3, "mean; 5,7; 100,50")
+    # a mean just strong enough to make a trap: its singular vectors are only partly along the all-ones vectors
+    # (a product of cosines of 0.46 to 0.74), but no weight of ~0.24 makes one (a lone entry needs ~0.84 here):
+    # 'mean' too (it had been pinned on an ordinary weight, '228,8' or '183,158')
+    for mean in (0.004, 0.005, 0.006):
+        W = (np.random.default_rng(0).standard_normal((400, 200)) * 0.05 + mean).astype(np.float32)
+        r = htsr.analyze({"a.weight": W}, randomize=True).layers[0]
+        assert (r.num_traps, r.trap_weights) == (1, "mean"), mean
 
 
 
@@ -284,6 +304,11 @@ def test_js_distance_known_answers():
     # the zero bin: half zeros vs none is a large, finite distance
     z = np.concatenate([np.zeros(500), a[:500]])
     assert 0.3 < js_distance(z, a, floor_a=1e-12) < 1.0
+    # an all-zero spectrum (a layer pruned to nothing) against a non-zero one: all its mass in the zero bin, the
+    # other's in the log bins: disjoint, distance 1 (it was NaN, the zero spectrum's bins left empty); two all-zero
+    # spectra are the same density, 0
+    assert js_distance(np.zeros(10), a) == js_distance(a, np.zeros(10)) == pytest.approx(1.0)
+    assert js_distance(np.zeros(10), np.zeros(20)) == 0.0
 
 
 # --- the 5+1 phases ----------------------------------------------------------------------------------
@@ -662,6 +687,13 @@ def test_js_distance_is_scipys_on_the_documented_histogram():
     ha, hb = np.histogram(np.log10(a), e)[0], np.histogram(np.log10(b), e)[0]
     want = jensenshannon(np.r_[0, ha], np.r_[0, hb], base=2)
     assert js_distance(a, b) == pytest.approx(want, rel=1e-9)  # (the same sums in another order)
+    # spectra of different sizes (two layers compared, or a shuffled conv): the bins are the larger one's, Rice's
+    # rule of 500 eigenvalues (16), not of the other's 300 (13)
+    c = np.sort(np.linalg.svd(rng.standard_t(3, (1000, 300)), compute_uv=False) ** 2)
+    e = np.linspace(np.log10(min(a.min(), c.min())), np.log10(max(a.max(), c.max())), bins + 1)
+    ha, hc = np.histogram(np.log10(a), e)[0], np.histogram(np.log10(c), e)[0]
+    want = jensenshannon(np.r_[0, ha], np.r_[0, hc], base=2)
+    assert js_distance(a, c) == pytest.approx(want, rel=1e-9) and js_distance(c, a) == pytest.approx(want, rel=1e-9)
 
 
 def test_esd_bins_is_rices_rule_within_10_and_100():
@@ -1054,3 +1086,79 @@ def test_planted_places_cover_every_row_and_column():
     missed with probability (5/6)^200 ≈ 1e-16; a place that never fell in the last row had gone unseen)."""
     places = Counter(S.planted_entry(3, 2, seed)[1] for seed in range(200))
     assert set(places) == {(r, c) for r in range(3) for c in range(2)}
+
+
+# --- known answers from mutation round 73 ---------------------------------------------------------------
+
+def test_a_gap_alone_does_not_part_a_bulk_that_fits_the_mp_law_worse():
+    """fit_mp takes the smaller self-consistent bulk below a gap only where it also fits the MP law better (KS).
+    180 eigenvalues spread evenly over [0, 800] (no MP shape) and 20 at twice the top, a gap of 2: the bulk of the
+    lower 180 alone has a larger KS distance than the whole spectrum's, so the whole is the bulk, no spikes (the gap
+    alone had made the 20 spikes, σ² 1.63 instead of 2.20). The two KS distances from scipy's kstest."""
+    n = 200
+    bulk = n * 4 * (np.arange(180) + 0.5) / 180
+    ev = np.sort(np.r_[bulk, np.full(20, 2 * bulk[-1])])
+    f = fit_mp(ev, n, n)
+    assert f.num_spikes == 0 and f.num_zero == 0
+    whole = scipy.stats.kstest(ev / (n * f.sigma2), lambda v: mp_cdf(v, 1.0)).statistic
+    assert f.ks == pytest.approx(whole, rel=1e-6)  # (the MP CDF from one table: interpolation, ~1e-8)
+    lower = fit_mp(ev[:180], n, n)  # the smaller bulk the gap parts off: self-consistent, 0 spikes of its own
+    assert lower.num_spikes == 0
+    assert scipy.stats.kstest(ev[:180] / (n * lower.sigma2), lambda v: mp_cdf(v, 1.0)).statistic > whole
+
+
+def test_at_most_ten_traps_are_located_the_largest():
+    """MAX_LOCATED = 10 (docs/rmt.md): twelve planted entries, each well past the BBP scale and of a different size,
+    give twelve traps, of which the ten largest are located, largest first. (Seed 1's shuffle puts the twelve in
+    distinct rows and columns of the shuffled matrix; seed 0's puts two in one row, a single rank-one trap.)"""
+    from htsr.rmt.traps import MAX_LOCATED
+
+    assert MAX_LOCATED == 10
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((400, 200))
+    big = 4 * (400 * 200) ** 0.25
+    places = [(10 * k + 3, 15 * k + 1, (1.5 - 0.05 * k) * big) for k in range(12)]  # largest first
+    for r, c, v in places:
+        W[r, c] = v
+    R = randomize([W], 400, 200, seed=1)
+    assert R.num_traps == 12
+    assert R.locations == tuple((0, r, c) for r, c, _ in places[:10])
+
+
+def test_the_shuffled_esd_is_computed_at_the_precision_asked():
+    """randomize's precision reaches the shuffled ESD: 'accurate' is the float64 SVD (method svd64), whose
+    eigenvalues sum to the entries' sum of squares (a shuffle keeps it) to float64 rounding; the fast float32 Gram
+    (method gram32, no eigenvalue below its floor to refine in a 400 x 200 layer) is ~1e-8 off (measured 1e-8)."""
+    W = np.random.default_rng(0).standard_normal((400, 200)).astype(np.float32)
+    fro = float(np.sum(W.astype(np.float64) ** 2))
+    acc = randomize([W], 400, 200, seed=0, precision="accurate").spectrum
+    fast = randomize([W], 400, 200, seed=0).spectrum
+    assert (acc.method, fast.method) == ("svd64", "gram32")
+    assert acc.evals.sum() == pytest.approx(fro, rel=1e-12)  # (float64 rounding of 200 terms)
+    assert fast.evals.sum() == pytest.approx(fro, rel=1e-6)  # (float32 Gram: 1e-8 measured)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 100, 1 << 20])
+def test_the_shuffled_entries_variance_is_the_same_whatever_the_chunk(chunk):
+    """The entries' variance (the shuffled law's σ²) is summed a chunk at a time so that a large layer needs no float64
+    copy: any chunk size (the default 2^20 entries, and chunks that do not divide the 1000 entries) gives numpy's
+    two-pass float64 variance; a chunk left out (the last, a layer past 2^20 entries) had gone unseen (rounding of
+    the summation order: rel 1e-12)."""
+    from htsr.rmt.traps import _variance
+
+    x = (np.random.default_rng(1).standard_normal(1000) * 0.05 + 0.3).astype(np.float32)
+    assert _variance(x, chunk) == pytest.approx(float(np.var(x.astype(np.float64))), rel=1e-12)
+
+
+def test_the_fitted_bulk_follows_the_tw_margin_given():
+    """tw_margin sets the threshold the bulk is refitted up to, not only the one reported: 10 spikes at 3x BBP in
+    1000 x 500 noise are left out of the bulk at the default 4 Tracy-Widom scales, and at 1000 scales the whole
+    spectrum is the bulk, σ² the least-squares match of its quantiles at 5 %, 10 %, …, 95 % to the unit MP law's
+    (np.quantile's linear quantiles: the same arithmetic in another order, rel 1e-9). A margin of 4 kept for the
+    refit had left σ² 4 % lower (measured), fitted without the spikes it no longer counts."""
+    ev = _svd_evals(S.spiked(N, M, 0, 10, 3 * BBP))
+    assert fit_mp(ev, N, M).num_spikes == 10
+    wide = fit_mp(ev, N, M, tw_margin=1e3)
+    probs = np.linspace(0.05, 0.95, 19)
+    q, qm = np.quantile(ev, probs) / N, mp_quantiles(probs, N / M)
+    assert wide.num_spikes == 0 and wide.sigma2 == pytest.approx(float(q @ qm / (qm @ qm)), rel=1e-9)
