@@ -260,6 +260,7 @@ def check_args(where: str, **values: Any) -> None:
     """The public fit functions' arguments, checked by the rules analyze's options follow (one rule for both):
     OptionError naming ``where`` and the argument. ``share``: the information a value carries, in (0, 1]."""
     for name, value in values.items():
+        value = plain(value)  # (as Options.create: a longdouble, whose item() is itself, too)
         value = value.item() if isinstance(value, np.generic) else value
         if name == "share":
             if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1):

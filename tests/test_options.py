@@ -50,6 +50,10 @@ def test_min_evals_equal_to_max_evals_is_accepted():
     assert (o.min_evals, o.max_evals) == (60, 60)
     with pytest.raises(OptionError, match="above option 'max_evals'"):
         Options.create(min_evals=61, max_evals=60)
+    # each value quoted beside its own option (swapped, the message contradicts itself), and what to do
+    with pytest.raises(OptionError, match=r"^option 'min_evals' \(80\) is above option 'max_evals' \(70\): no layer "
+                                          r"could be fitted; lower the one or raise the other$"):
+        Options.create(min_evals=80, max_evals=70)
 
 
 # an int xmin is recorded as the float it means, as the other number options
@@ -66,6 +70,10 @@ def test_integer_layers_option_explains_layers_are_picked_by_regex():
         with pytest.raises(OptionError, match="not by WeightWatcher's layer ids") as e:
             Options.create(layers=given)
         assert e.value.option == "layers"
+    # a bool is no layer id (True == 1): the plain rule, without WeightWatcher's layer-id advice
+    with pytest.raises(OptionError, match=r"^option 'layers' must be None or a non-empty regular expression, "
+                                          r"got True$"):
+        Options.create(layers=True)
 
 
 # an option error quoting a value whose repr spans lines stays on one line
@@ -125,6 +133,10 @@ def test_options_documented_as_none_accept_an_explicit_none():
     assert {"max_evals", "workers", "farms_aspect"} <= set(nullable)
     for name in nullable:
         assert getattr(Options.create(**{name: None}), name) is None, name
+    # and refused, by name, by every other one (bootstrap=None had passed the check and failed inside a run)
+    for name in set(OPTION_SPECS) - set(nullable):
+        with pytest.raises(OptionError, match=rf"^option '{name}' must be .*, got None$"):
+            Options.create(**{name: None})
 
 
 # what a result records has no UI option (workers changes no number)
@@ -132,6 +144,9 @@ def test_result_options_record_no_ui_option():
     d = Options.create(workers=2, progress=True, keep_spectra=True).as_dict(ui=False)
     assert not {"workers", "progress", "keep_spectra"} & set(d)
     assert d["min_evals"] == 50
+    # the full options (ui=True, the default) keep them, as given
+    full = Options.create(workers=2, progress=True, keep_spectra=True).as_dict()
+    assert (full["workers"], full["progress"], full["keep_spectra"]) == (2, True, True)
 
 
 def test_the_options_object_has_the_tables_defaults_in_its_order():
@@ -216,6 +231,22 @@ def test_options_that_need_another_are_accepted_with_it():
     # max_evals alone below the default min_evals lists the layers without a fit (describe()); drop_top=0 drops none
     assert Options.create(max_evals=10).max_evals == 10
     assert Options.create(drop_top=0, clip_xmax=True).clip_xmax is True
+    # either condition of tw_margin suffices, and its message says so ("or", not "and")
+    with pytest.raises(OptionError, match=r"^option 'tw_margin' applies only with option 'mp_fit' set to True or "
+                                          r"option 'randomize' set to True: otherwise it would change nothing$"):
+        Options.create(tw_margin=3.0, mp_fit=False)
+    # the finger settings without clip_xmax and refine_fraction on the float64 path change nothing: refused
+    for given, needs in (({"max_fingers": 5}, "option 'clip_xmax' set to True"),
+                         ({"finger_thresh": 2.0}, "option 'clip_xmax' set to True"),
+                         ({"refine_fraction": 0.5, "precision": "accurate"}, "option 'precision' set to 'fast'")):
+        name = next(iter(given))
+        with pytest.raises(OptionError, match=rf"^option '{name}' applies only with {re.escape(needs)}: "):
+            Options.create(**given)
+    # drop_top or clip_xmax alone is a run; both together are refused, with what to do
+    assert Options.create(drop_top=2).drop_top == 2 and Options.create(clip_xmax=True).clip_xmax is True
+    with pytest.raises(OptionError, match=r"^option 'drop_top' and option 'clip_xmax' both choose the top eigenvalues "
+                                          r"a fit leaves out: give one of them$"):
+        Options.create(drop_top=2, clip_xmax=True)
 
 
 def test_kinds_are_recorded_as_a_frozen_set_whatever_was_given():
@@ -238,6 +269,12 @@ def test_acts_on_takes_a_kind_kinds_or_none():
     assert acts_on("conv", "conv2d") and acts_on("ww_conv_scale", "conv2d") and not acts_on("randomize", "lora")
     assert acts_on("conv", ["lora"]) and not acts_on("conv", ("dense", "rnn"))
     assert acts_on("seed", "lora") and acts_on("bootstrap", ["dense"]) and acts_on("randomize", None)
+    # WeightWatcher's conv scale is a Conv2d's (and a conv LoRA's): with conv1d layers alone it changes nothing
+    assert acts_on("ww_conv_scale", "lora") and not acts_on("ww_conv_scale", ("conv1d", "conv3d"))
+    assert Options.create(kinds="lora", ww_conv_scale=False).ww_conv_scale is False
+    with pytest.raises(OptionError, match=r"^option 'ww_conv_scale' acts only on conv2d, lora layers, which option "
+                                          r"'kinds' set to 'conv1d' leaves out"):
+        Options.create(kinds="conv1d", ww_conv_scale=False)
 
 
 def test_a_number_option_given_as_an_int_is_recorded_as_a_float():
@@ -321,6 +358,8 @@ def test_result_options_record_a_base_by_its_absolute_path(tmp_path, monkeypatch
     assert Options.create(base="base.npz").as_dict()["base"] == want
     assert Options.create(base=open_source("base.npz")).as_dict()["base"] == want
     assert Options.create(base={"w": np.ones((3, 3))}).as_dict()["base"] == "dict"
+    # a source opened from memory has no path: its description, as results and errors show it
+    assert Options.create(base=open_source({"w": np.ones((3, 3))})).as_dict()["base"] == "<mapping>"
 
 
 def test_a_module_like_base_is_accepted():
@@ -331,5 +370,53 @@ def test_a_module_like_base_is_accepted():
             return iter(())
 
     assert isinstance(Options.create(base=Module()).base, Module)
+    # a pathlib.Path, any read-only Mapping of arrays (open_source takes both) and a live Keras layer or model,
+    # told as io.keras.is_keras_object tells it (a class named Layer from a keras module, with weights)
+    import pathlib
+    import types
+
+    assert Options.create(base=pathlib.Path("m.safetensors")).base == pathlib.Path("m.safetensors")
+    proxy = types.MappingProxyType({"w": np.ones((3, 3))})
+    assert Options.create(base=proxy).base is proxy
+    KerasLayer = type("Layer", (), {"__module__": "keras.src.layers.layer", "weights": ()})
+    keras_model = type("Sequential", (KerasLayer,), {"__module__": "keras.src.models.sequential"})()
+    assert Options.create(base=keras_model).base is keras_model
     with pytest.raises(OptionError, match="^option 'base' must be None, a path"):
         Options.create(base=3)
+
+
+@pytest.mark.parametrize("keyword,advice,equivalent", [
+    ("pool", "pool=False is conv='per_position'", {"conv": "per_position"}),
+    ("conv2d_norm", "conv2d_norm=False is ww_conv_scale=False", {"ww_conv_scale": False}),
+    ("svd_method", "precision='accurate' is its float64 SVD; 'fast' (the default)", {"precision": "accurate"}),
+    ("fix_fingers", "'xmin_peak' is xmin='peak', 'clip_xmax' is clip_xmax=True", {"xmin": "peak"}),
+    ("min_size", "htsr filters by eigenvalue count: min_evals;", {"min_evals": 10}),
+    ("max_size", "htsr filters by eigenvalue count: max_evals;", {"max_evals": 1000}),
+])
+def test_each_weightwatcher_hint_names_the_htsr_option_that_does_it(keyword, advice, equivalent):
+    """A WeightWatcher keyword's hint names the htsr option and value that does the same (WeightWatcher's float64
+    SVD is precision='accurate', conv2d_norm=False is ww_conv_scale=False …), and that option takes the value: only
+    the hint's presence was checked, so a hint pointing at the wrong option or value had gone unseen."""
+    with pytest.raises(OptionError, match=rf"^unknown option '{keyword}' \(a WeightWatcher keyword: {re.escape(advice)}"):
+        Options.create(**{keyword: True})
+    o = Options.create(**equivalent)
+    assert all(getattr(o, k) == v != OPTION_SPECS[k].default for k, v in equivalent.items())
+
+
+def test_flag_allowed_is_the_command_lines_spelling():
+    """--help and the CLI's errors state the allowed values as typed on a command line ('none', a comma list, a
+    model file) where the API's words differ, and the API's words elsewhere."""
+    assert OPTION_SPECS["max_evals"].flag_allowed == "none or an integer >= 1"
+    assert OPTION_SPECS["workers"].flag_allowed == "none (one per CPU) or an integer >= 1"
+    assert OPTION_SPECS["kinds"].flag_allowed.startswith("a comma-separated subset of dense, conv1d, ")
+    assert OPTION_SPECS["base"].flag_allowed == "a model file or folder"
+    assert OPTION_SPECS["confidence"].flag_allowed == OPTION_SPECS["confidence"].allowed == "a number in (0, 1)"
+
+
+def test_numpy_bools_and_unsigned_integers_are_the_python_values_they_hold():
+    """np.bool_ (a mask's element) and unsigned numpy integers (np.uint16 from a sweep) are accepted as the Python
+    bool and int they hold and recorded as those: a switch given np.False_, or bootstrap given np.uint16(200), had
+    been refused only if plain() stopped converting them, unseen (the tests used signed ints and floats)."""
+    o = Options.create(tails=np.False_, mp_fit=np.True_, bootstrap=np.uint16(200), seed=np.uint8(3))
+    assert (o.tails, o.mp_fit, o.bootstrap, o.seed) == (False, True, 200, 3)
+    assert [type(v) for v in (o.tails, o.mp_fit, o.bootstrap, o.seed)] == [bool, bool, int, int]

@@ -632,6 +632,9 @@ def test_numpy_scalar_arguments_give_the_python_floats_results():
     # a float16 alpha of 2050 (its spacing there is 2): α − 1 = 2049 in Python floats, not float16's 2048
     assert compare_tails(t, np.float16(2050.0), 1.0) == compare_tails(t, 2050.0, 1.0)
     assert bayesian_alpha(t, 1.0, 0.95, np.float32(1.5), np.float32(2.5)) == bayesian_alpha(t, 1.0, 0.95, 1.5, 2.5)
+    # a longdouble (whose item() is itself), which analyze's options take as a Python float, had been refused
+    assert compare_tails(t, np.longdouble(2.5), np.longdouble(1.0)) == ref
+    assert htsr.fit_power_law(t, xmin=np.longdouble(1.0)).alpha == htsr.fit_power_law(t, xmin=1.0).alpha
 
 
 def test_an_exponential_without_a_finite_rate_is_no_test():
@@ -1577,6 +1580,13 @@ def test_the_public_fit_functions_check_their_arguments():
                         "bootstrap_power_law: reps must be an integer from 0 to 100000, got 100001")):
         with pytest.raises(htsr.OptionError, match=re.escape(says)):
             call()
+    # the error carries the argument and the value it got (OptionError.option/.value), as analyze's options do
+    for call, named in ((lambda: bayesian_alpha(tail, fit.xmin, level=95), ("level", 95)),
+                        (lambda: bootstrap_power_law(x, fit, -5), ("reps", -5)),
+                        (lambda: vuong(np.ones(3), share=1.5), ("share", 1.5))):
+        with pytest.raises(htsr.OptionError) as e:
+            call()
+        assert (e.value.option, e.value.value) == named
     for call, says in ((lambda: bayesian_alpha(x, fit.xmin), "the tail values must be finite and ≥ xmin"),
                        (lambda: compare_tails(x, fit.alpha, fit.xmin), "the tail values must be finite and ≥ xmin"),
                        (lambda: bayesian_alpha(tail, 0.0), "xmin must be a positive finite number"),
