@@ -2183,3 +2183,49 @@ def test_a_result_records_the_path_it_was_given_and_none_for_an_object(tmp_path)
     save_file({"fc.weight": W}, str(tmp_path / "m.safetensors"))
     assert htsr.analyze(tmp_path / "m.safetensors", min_evals=5, tails=False).path == str(tmp_path / "m.safetensors")
     assert htsr.analyze({"fc.weight": W}, min_evals=5, tails=False).path == ""
+
+
+# ---- round 76's gaps --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,shape,expected", [
+    ("fc.weight_g", (64, 1), (None, "bias or norm buffer")),  # weight_norm's magnitude without its direction
+    ("blocks.0.pos_conv.weight", (8, 4, 64, 3), ("conv2d", "")),  # a long kernel of a layer named conv is a kernel
+])
+def test_classify_known_kinds_and_reasons_of_named_tensors(name, shape, expected):
+    """(kind, reason) for names whose rule had not been pinned: a lone weight_g [out, 1] (2-D, so it had been a dense
+    layer without the name rule), and a conv-named 4-D tensor with a kernel axis over 32 (a kernel all the same,
+    as a conv-named 3-D one is)."""
+    assert classify(name, shape) == expected
+
+
+def test_an_axial_position_embedding_factor_is_one_flattened_matrix():
+    """A 3-D embedding factor kept in its broadcast shape ([512, 1, 64] in Reformer) is one 512 × 64 matrix: its
+    leading axes flattened, its eigenvalues those of numpy's SVD of the reshaped tensor (1e-9 relative: float64
+    against float64). Only its kind had been pinned: a 3-D embedding had never been made into its matrix."""
+    W = np.random.default_rng(0).standard_normal((96, 1, 40))
+    name = "embeddings.position_embeddings.weights.0"
+    (lm,) = layer_matrices(name, "embedding", W.shape, lambda: W)
+    (m,) = lm.load()
+    assert (lm.rows, lm.cols) == (96, 40) and np.array_equal(m, W.reshape(96, 40))
+    row = htsr.analyze({name: W}, precision="accurate", min_evals=5, tails=False).layers[0]
+    assert row.kind == "embedding" and (row.N, row.M) == (96, 40)
+    ref = np.linalg.svd(W.reshape(96, 40), compute_uv=False) ** 2
+    assert row.lambda_max == pytest.approx(ref.max(), rel=1e-9)
+
+
+def test_a_conv_lora_per_position_gives_each_row_its_own_positions_update():
+    """With conv="per_position" a conv LoRA (load() is one LowRank per kernel position) gives one row per position,
+    each loading that position's LowRank itself: no all-zero check applies to factors (only a read tensor can be
+    found all-zero), so no row is refused. Only the pooled conv LoRA and read conv tensors per position had been
+    checked."""
+    from htsr.factored import LowRank
+
+    rng = np.random.default_rng(0)
+    parts = [LowRank(rng.standard_normal((4, 1)), rng.standard_normal((1, 3))) for _ in range(4)]
+    rows = list(layer_matrices("c.weight", "lora", (4, 3, 2, 2), lambda: parts, conv="per_position"))
+    assert [r.name for r in rows] == ["c[0,0]", "c[0,1]", "c[1,0]", "c[1,1]"]
+    assert [r.scale for r in rows] == [2.0] * 4  # WeightWatcher's kh·kw/2 for a Conv2d's positions
+    for r, part in zip(rows, parts):
+        (m,) = r.load()
+        assert m is part

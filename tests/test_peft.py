@@ -2501,3 +2501,31 @@ def test_a_dora_merge_of_an_in_by_out_layer_rescales_its_columns(tmp_path):
     V = W + 2.0 * (B.astype(np.float64) @ A).T  # scale 8 / 4 = 2
     want = V * (m / np.linalg.norm(V, axis=0))[None, :]
     np.testing.assert_allclose(rows["fc#merged"].load(), want, rtol=1e-5, atol=1e-5)  # (float32 sums)
+
+
+# ---- round 76's gaps --------------------------------------------------------------------------------------
+
+
+def test_factored_updates_refuse_factors_that_do_not_multiply_and_give_a_float32_dense():
+    """A LowRank's B and A must share r, LoHa's two pairs the same out × in (a width-1 A or a height-1 B would
+    broadcast into a matrix of the other's shape), and LoKr's factors must be 2-D: each is a ValueError naming the
+    shapes when the update is made, not a wrong matrix later. dense() is float32 whatever the factors' dtype (LoHa's
+    are float64), equal to scale·B·A."""
+    from htsr.factored import LowRank
+
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match=r"expected B \(out x r\) and A \(r x in\), got \(5, 3\) and \(2, 7\)"):
+        LowRank(rng.standard_normal((5, 3)), rng.standard_normal((2, 7)))
+    B1, A1 = rng.standard_normal((6, 2)), rng.standard_normal((2, 4))
+    with pytest.raises(ValueError, match="expected two pairs"):
+        hadamard_lowrank(B1, A1, rng.standard_normal((6, 3)), rng.standard_normal((3, 1)))  # A2 one column wide
+    with pytest.raises(ValueError, match="expected two pairs"):
+        hadamard_lowrank(B1, A1, rng.standard_normal((1, 3)), rng.standard_normal((3, 4)))  # B2 one row high
+    with pytest.raises(ValueError, match="expected two 2-D factors"):
+        Kronecker(rng.standard_normal((3, 5)), rng.standard_normal(4))
+    d = LowRank(B1, A1, 0.5)
+    assert d.shape == (6, 4) and d.rank == 2
+    assert d.dense().dtype == np.float32
+    np.testing.assert_allclose(d.dense(), 0.5 * B1 @ A1, rtol=1e-6, atol=1e-6)  # (float32 rounding of O(1) entries)
+    h = hadamard_lowrank(B1, A1, rng.standard_normal((6, 3)), rng.standard_normal((3, 4)))
+    assert h.B.dtype == np.float64 and h.dense().dtype == np.float32
