@@ -110,8 +110,9 @@ def open_source(source: Any) -> TensorSource:
         from .numpy import flat_items
         from .torch import TorchStateDict, is_torch_object, live_modules_as_state_dicts, unwrap_state, with_notes
 
-        classes: dict[int, str] = {}  # (their weights' module classes, by tensor)
-        source = live_modules_as_state_dicts(source, classes)  # ({'generator': G, …}, [('g', G), …]: as their file reads)
+        # ({'generator': G, …}, [('g', G), …]: as their file reads; their weights' module classes by tensor)
+        classes: dict[int, str] = {}
+        source = live_modules_as_state_dicts(source, classes)
         try:
             torch_values = any(is_torch_object(v) for _, v in flat_items(source, lists=True))  # nested or not
         except SourceError as e:  # (too deep, or one value held under millions of names)

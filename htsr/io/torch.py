@@ -31,8 +31,8 @@ from .base import TensorRef, TensorSource, import_extra, one_line, skipped_loade
 from .numpy import MAX_FLAT_DEPTH, flat_items
 from .scales import with_scales
 
-__all__ = ["TorchModule", "TorchStateDict", "is_exported_program", "is_torch_object", "live_modules_as_state_dicts", "load_torch_file",
-           "module_kind", "unwrap_state", "with_notes"]
+__all__ = ["TorchModule", "TorchStateDict", "is_exported_program", "is_torch_object", "live_modules_as_state_dicts",
+           "load_torch_file", "module_kind", "unwrap_state", "with_notes"]
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module", "net", "network",
                 "ema", "params")
@@ -63,11 +63,12 @@ def unwrapped(model: Any) -> Any:
 def live_modules_as_state_dicts(obj: Any, classes: dict[int, str] | None = None, done: dict[int, Any] | None = None,
                                 path: tuple[str, ...] = ()) -> Any:
     """``obj`` with each live ``nn.Module`` (or ``ExportedProgram``) in its mappings and lists (a GAN's
-    ``{'generator': G, 'critic': D}``, a checkpoint dict not yet saved) replaced by its state dict, as the file ``torch.save`` writes of it reads: the
-    same rows under the same names, each weight typed by the class of its module (``classes`` gets id(tensor) →
-    that class, for :class:`TorchStateDict`). The same object when it holds no module; each container converted
-    once (``done``: id → result). A live Keras model in it is refused (SourceError): a torch-backend one is an
-    ``nn.Module`` whose state dict holds its kernels in Keras' layout, under names of its internals."""
+    ``{'generator': G, 'critic': D}``, a checkpoint dict not yet saved) replaced by its state dict, as the file
+    ``torch.save`` writes of it reads: the same rows under the same names, each weight typed by the class of its
+    module (``classes`` gets id(tensor) → that class, for :class:`TorchStateDict`). The same object when it holds
+    no module; each container converted once (``done``: id → result). A live Keras model in it is refused
+    (SourceError, naming its ``path``): a torch-backend one is an ``nn.Module`` whose state dict holds its kernels
+    in Keras' layout, under names of its internals."""
     from .keras import is_keras_object
 
     if is_keras_object(obj):
@@ -190,8 +191,8 @@ class TorchStateDict:
         self._tensors = {name: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(v))
                          for name, v in items if (isinstance(v, torch.Tensor) and not v.is_nested) or (
                              isinstance(v, np.ndarray) and v.dtype.kind in "biuf")}
-        # torch.ao's packed weights other than a Linear's (a dynamic-quantized LSTM's CellParamsBase): named
         self._classes = {name: classes[id(v)] for name, v in items if id(v) in classes} if classes else {}
+        # torch.ao's packed weights other than a Linear's (a dynamic-quantized LSTM's CellParamsBase): named
         self.not_weights = [(name, "torch.ao packed parameters (a dynamic-quantized LSTM / GRU): analyse the live "
                                    "module, which unpacks them, or the float model")
                             for name, v in items if isinstance(v, torch.ScriptObject)]
