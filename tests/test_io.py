@@ -1116,10 +1116,15 @@ def test_npz_object_array_gets_a_skipped_row_and_the_others_go_on(tmp_path):
     marker = tmp_path / "PWNED"
     path = tmp_path / "obj.npz"
     ok = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
-    np.savez(path, **{"fc.weight": _object_array(marker), "ok.weight": ok})
+    # (and one of 10⁴ Nones: its pickle, ~10 kB, is smaller than 10⁴ pointers' 80 kB; an object member's size is
+    # no count of bytes, so it is the same pickled-objects row, not "corrupt")
+    np.savez(path, **{"fc.weight": _object_array(marker), "ok.weight": ok,
+                      "nones.weight": np.empty((100, 100), object)})
     rows = _rows(htsr.analyze(path, min_evals=2))
-    assert rows["fc"].status.startswith("skipped: an array of pickled Python objects, which htsr never unpickles")
-    assert rows["fc"].shape == "8x4" and rows["ok"].status == "ok"
+    for name, shape in (("fc", "8x4"), ("nones", "100x100")):
+        assert rows[name].status.startswith("skipped: an array of pickled Python objects, which htsr never unpickles")
+        assert rows[name].shape == shape
+    assert rows["ok"].status == "ok"
     assert not marker.exists()
 
 
@@ -1175,6 +1180,19 @@ def test_a_corrupt_npy_header_is_a_one_line_error_and_one_npz_member_does_not_si
     rows = _rows(htsr.analyze(npz, min_evals=10))
     assert rows["ok"].status == "ok"
     assert rows["bad"].status.startswith("skipped: its .npy header cannot be read")
+
+
+def test_an_npy_of_a_version_numpy_does_not_write_is_not_called_pickled(tmp_path):
+    """A .npy whose magic says format 4.0 (no numpy writes it) cannot be read: the error says so and quotes numpy,
+    and does not tell the user the file holds pickled objects to re-save, which nothing in it says (a header of an
+    unknown version had gone unchecked)."""
+    path = tmp_path / "future.npy"
+    raw = _npy_with_header(b"{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }")
+    path.write_bytes(raw[:6] + b"\x04\x00" + raw[8:])
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(path)
+    message = _one_line_source_error(ei, str(path), "not a readable .npy file", "version")
+    assert "pickled" not in message
 
 
 # ------------------------------------------------------------------------ unknown formats, bad paths
@@ -2089,6 +2107,26 @@ def test_a_fortran_ordered_scanned_kernel_in_an_npz_is_read_layer_by_layer(tmp_p
     for i, r in enumerate(rows):
         # float32 entries, float32 Gram on the default path: 1e-5 relative on λ_max (measured 2e-7)
         assert r.lambda_max == pytest.approx(float(np.linalg.svd(k[i], compute_uv=False)[0] ** 2), rel=1e-5), i
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_a_layer_of_a_stored_stack_is_read_from_its_bytes_not_the_whole_member(tmp_path, monkeypatch, save):
+    """A scanned member np.savez stores uncompressed is read one layer at a time from a map of its bytes in the
+    archive (numpy's reader of the whole member is never called: a 24-layer stack was read whole once per layer);
+    a compressed one (np.savez_compressed) is read the usual way. Known answer: each layer equals the saved one."""
+    from htsr.io.numpy import NpzFile
+
+    k = np.stack([np.random.default_rng(i).standard_normal((64, 32)) for i in range(4)]).astype(np.float32)
+    save(tmp_path / "scan.npz", kernel=k)
+    npz = NpzFile(tmp_path / "scan.npz")
+    whole = []
+    real = type(npz._npz).__getitem__
+    monkeypatch.setattr(type(npz._npz), "__getitem__", lambda self, key: whole.append(key) or real(self, key))
+    shape, dtype, make = npz.leaf(("kernel",), "kernel")
+    assert (shape, dtype) == ((4, 64, 32), "float32")
+    for i in range(4):
+        np.testing.assert_array_equal(make((i,)), k[i])  # (the stored bytes themselves: exact)
+    assert whole == ([] if save is np.savez else ["kernel"] * 4)
 
 
 def test_kinds_of_a_live_module_and_of_its_file_agree_for_subclasses_and_projections(tmp_path):

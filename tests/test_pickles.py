@@ -412,14 +412,16 @@ def test_a_torch_save_file_named_pkl_is_read_as_one(tmp_path, legacy):
     assert not isinstance(open_source(path), PickleFile) and _names(path) == ["fc.weight"]
 
 
-def test_a_pickle_named_in_capitals_is_read(tmp_path):
-    # protocol 0 has no header: the suffix says it is a pickle, '.PKL' (a Windows tool's spelling) as '.pkl' (it had
-    # been an unknown file format)
+@pytest.mark.parametrize("name, gz", [("net.PKL", False), ("net.Pickle", False), ("net.PKL.gz", True),
+                                      ("net.Pickle.gz", True), ("gzipped.PKL", True)])
+def test_a_pickle_named_in_capitals_is_read(tmp_path, name, gz):
+    """Protocol 0 has no header: the suffix says it is a pickle, '.PKL' (a Windows tool's spelling) as '.pkl' (it had
+    been an unknown file format); gzipped, the name before .gz says so, and so does a gzip named '.PKL' itself
+    (that last spelling in capitals had gone unchecked)."""
     W = np.random.default_rng(0).standard_normal((120, 80))
-    for name in ("net.PKL", "net.Pickle", "net.PKL.gz", "net.Pickle.gz"):  # (gzipped: the name before .gz says so)
-        raw = pickle.dumps({"fc.weight": W}, protocol=0)
-        (tmp_path / name).write_bytes(gzip.compress(raw) if name.endswith(".gz") else raw)
-        assert [x.name for x in htsr.analyze(tmp_path / name).layers] == ["fc"]
+    raw = pickle.dumps({"fc.weight": W}, protocol=0)
+    (tmp_path / name).write_bytes(gzip.compress(raw) if gz else raw)
+    assert [x.name for x in htsr.analyze(tmp_path / name).layers] == ["fc"]
 
 
 # ------------------------------------------------------------------ mutation round 18 (2026-12-06)
@@ -511,3 +513,16 @@ def test_an_array_whose_shape_holds_a_bool_is_refused(tmp_path):
     with pytest.raises(SourceError) as ei:
         open_source(path)
     one_line_source_error(ei, str(path), "a numpy array whose shape is not one numpy writes")
+
+
+@pytest.mark.parametrize("keep", [10, 12, 14])
+def test_a_gzip_cut_inside_its_first_bytes_is_an_unknown_format_not_a_traceback(tmp_path, keep):
+    """A gzip named as nothing htsr knows, cut after its header and a few bytes of deflate data: reading its first two
+    bytes to see whether it holds a pickle ends early (EOFError), which means "not a gzipped pickle", and the file
+    is reported as of unknown format in one line (a truncation this early had gone unchecked)."""
+    raw = gzip.compress(pickle.dumps({"w": np.arange(3000.0)}, protocol=0), mtime=0)[:keep]
+    path = tmp_path / "weights.dat.gz"
+    path.write_bytes(raw)
+    with pytest.raises(SourceError) as ei:
+        open_source(path)
+    one_line_source_error(ei, str(path), "unknown file format")

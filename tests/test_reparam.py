@@ -165,6 +165,32 @@ def test_parts_that_do_not_fit_are_left_as_they_are():
     assert rows["d.weight_orig"].status == "ok"  # the tensor as stored (it had failed: numpy's matmul error)
 
 
+@pytest.mark.parametrize("g_shape", [(), (1,)])
+def test_a_one_value_magnitude_of_any_shape_is_weight_norm_over_the_whole_tensor(g_shape):
+    """weight_norm(dim=None) saves a 0-d g; a converter that cannot store 0-d tensors writes it as [1]: either is
+    one magnitude, W = g · v / ‖v‖_F, one row named as the weight (a [1]-shaped g over a 2-D v had gone unchecked,
+    and leaving it out analyses v alone)."""
+    rng = np.random.default_rng(5)
+    V = rng.standard_normal((40, 30))
+    refs = list(open_source({"fc.weight_g": np.full(g_shape, 2.5), "fc.weight_v": V}))
+    assert [r.name for r in refs] == ["fc.weight"]
+    # float64 throughout, numpy's Frobenius norm as the reference: equal up to summation order
+    np.testing.assert_allclose(refs[0].load(), 2.5 * V / np.linalg.norm(V), rtol=1e-12)
+
+
+def test_a_pruning_mask_of_another_float_dtype_keeps_the_weights_dtype():
+    """A float32 weight_orig beside a float64 0/1 mask (a mask built with numpy's default dtype): the pruned weight
+    is W_orig · mask in the weight's float32, as its ref declares, not promoted to float64 by the mask (the dtype of
+    a mask unlike the weight's had gone unchecked)."""
+    rng = np.random.default_rng(6)
+    W = rng.standard_normal((50, 40)).astype(np.float32)
+    mask = (rng.random((50, 40)) > 0.5).astype(np.float64)
+    (ref,) = open_source({"fc.weight_orig": W, "fc.weight_mask": mask})
+    w = ref.load()
+    assert ref.name == "fc.weight" and ref.dtype == "float32" and w.dtype == np.float32
+    np.testing.assert_array_equal(w, W * mask.astype(np.float32))  # (a product by 0 or 1: exact)
+
+
 def test_untrained_square_spectral_norm_and_one_input_weight_norm():
     """Spectral norm saved before any training step keeps random u and v: a square Linear's dim is 0
     (torch's for every layer but ConvTranspose), not guessed from their alignment. Weight norm on a
@@ -306,6 +332,22 @@ def test_a_negative_spectral_norm_divides_with_its_sign():
     # float64 throughout, one division by one σ in both: equal up to the matmul's summation order
     np.testing.assert_allclose(ref.load(), W / sigma, rtol=1e-12)
     assert (ref.load() * W < 0).all()
+
+
+def test_a_negative_spectral_norm_picks_the_dim_u_points_along_when_both_fit():
+    """A weight of as many input as output channels (3 axes) fits u along dim 0 and dim 1: the dim is the one whose
+    W_mat·v u is parallel to, whatever the sign of σ; a σ that is negative along the true dim (u flipped) still
+    picks it, and the weight is W_orig / σ with that σ (a negative σ had been checked on 2-D weights only)."""
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((6, 6, 3))
+    v = rng.standard_normal(18)
+    wv = W.reshape(6, 18) @ v  # W_mat along dim 0 (torch's default)
+    u = -wv / np.linalg.norm(wv)  # parallel to W_mat·v, pointing against it: σ = -‖W_mat·v‖
+    sigma = u @ wv
+    assert sigma < 0
+    (ref,) = open_source({"up.weight_orig": W, "up.weight_u": u, "up.weight_v": v})
+    # float64 throughout, one division by one σ: equal up to the matmul's summation order
+    np.testing.assert_allclose(ref.load(), W / sigma, rtol=1e-12)
 
 
 @pytest.mark.parametrize("which", ["weight_norm", "spectral_norm"])
