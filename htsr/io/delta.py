@@ -76,6 +76,10 @@ class DeltaSource:
         # nothing it saved) follows that delta, as the same tensor: analysed once with it
         waiting: dict[tuple, list[TensorRef]] = {}
         delta_of: dict[tuple, TensorRef] = {}  # an anchor's row by its tie key, once yielded
+
+        def following(w: TensorRef, delta: TensorRef) -> TensorRef:  # w read as the delta it is tied to
+            return dataclasses.replace(w, loader=delta.loader, resolution=delta.resolution)
+
         anchors = {k for (t, b), k in zip(pairs, keys) if b is not None and k is not None}
         seen = set()
         for (t, b), tie in zip(pairs, keys):
@@ -94,15 +98,14 @@ class DeltaSource:
             ref = TensorRef(t.name, t.shape, t.dtype, loader, t.kind, resolution=resolution, storage_key=tie)
             if b is None and tie in anchors:
                 if tie in delta_of:  # after its delta: the same tensor, so that delta (a filter may keep it alone)
-                    yield dataclasses.replace(ref, loader=delta_of[tie].loader, resolution=delta_of[tie].resolution)
+                    yield following(ref, delta_of[tie])
                 else:
                     waiting.setdefault(tie, []).append(ref)
                 continue
             yield ref
             if b is not None and tie is not None:  # the ones before it, now that their delta is known
                 delta_of[tie] = ref
-                yield from (dataclasses.replace(w, loader=ref.loader, resolution=ref.resolution)
-                            for w in waiting.pop(tie, []))
+                yield from (following(w, ref) for w in waiting.pop(tie, []))
         for refs in waiting.values():  # (an anchor that was not yielded: none is, but nothing is dropped)
             yield from refs
         tied_base = {b.storage_key: k for (t, b), k in zip(pairs, keys) if b is not None and b.storage_key and k}

@@ -31,8 +31,8 @@ from .base import TensorRef, TensorSource, import_extra, one_line, skipped_loade
 from .numpy import MAX_FLAT_DEPTH, flat_items
 from .scales import with_scales
 
-__all__ = ["TorchModule", "TorchStateDict", "is_exported_program", "is_torch_object", "live_modules_as_state_dicts",
-           "load_torch_file", "module_kind", "unwrap_state", "with_notes"]
+__all__ = ["TorchModule", "TorchStateDict", "held_kind", "is_exported_program", "is_torch_object",
+           "live_modules_as_state_dicts", "load_torch_file", "module_kind", "unwrap_state", "with_notes"]
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module", "net", "network",
                 "ema", "params")
@@ -60,7 +60,7 @@ def unwrapped(model: Any) -> Any:
     return model
 
 
-def live_modules_as_state_dicts(obj: Any, classes: dict[int, str] | None = None, done: dict[int, Any] | None = None,
+def live_modules_as_state_dicts(obj: Any, classes: dict[int, str], done: dict[int, Any] | None = None,
                                 path: tuple[str, ...] = ()) -> Any:
     """``obj`` with each live ``nn.Module`` (or ``ExportedProgram``) in its mappings and lists (a GAN's
     ``{'generator': G, 'critic': D}``, a checkpoint dict not yet saved) replaced by its state dict, as the file
@@ -75,9 +75,9 @@ def live_modules_as_state_dicts(obj: Any, classes: dict[int, str] | None = None,
         raise SourceError(f"<mapping>: {'.'.join(path)} is a live Keras model, which htsr reads on its own: analyse "
                           "each model by itself (htsr.analyze(model))")
     if is_exported_program(obj):  # (its classes from its graph, as read alone)
-        return _typed_state_dict(obj.module(), {} if classes is None else classes, exported_classes(obj))
+        return _typed_state_dict(obj.module(), classes, exported_classes(obj))
     if is_torch_object(obj) and hasattr(obj, "named_modules"):
-        return _typed_state_dict(unwrapped(obj), {} if classes is None else classes)
+        return _typed_state_dict(unwrapped(obj), classes)
     if not isinstance(obj, (Mapping, list, tuple)) or len(path) > MAX_FLAT_DEPTH:  # (too deep: flat_items says so)
         return obj
     done = {} if done is None else done
@@ -100,11 +100,11 @@ def _typed_state_dict(module: Any, classes: dict[int, str], known: Mapping[str, 
     """``module.state_dict()``, with id(tensor) → the class of the module holding it in ``classes`` for each of its
     modules' own parameters and buffers (a quantized layer's packed entries, which it names itself, get none);
     ``known``: name → class where the module's own is lost (an ExportedProgram's, :func:`exported_classes`)."""
-    owners = {}
+    owners, known = {}, known or {}
     for mod_name, mod in module.named_modules(remove_duplicate=False):
         prefix, cls = f"{mod_name}." if mod_name else "", _kind_class(mod)
         for n, _ in [*mod.named_parameters(recurse=False), *mod.named_buffers(recurse=False)]:
-            if owner := cls or (known or {}).get(prefix + n):
+            if owner := cls or known.get(prefix + n):
                 owners[prefix + n] = owner
     state = module.state_dict()
     classes.update((id(v), owners[k]) for k, v in state.items() if k in owners)
@@ -209,9 +209,8 @@ class TorchStateDict:
         """The tensors as stored (quantized weights and their scales or parts apart)."""
         for name, t in self._tensors.items():
             load = _meta_loader(t.ndim >= 2) if t.is_meta else (lambda t=t: _to_numpy(t))
-            cls = self._classes.get(name)
-            kind = module_kind(cls, name.rsplit(".", 1)[-1], name, tuple(t.shape)) if cls and t.ndim >= 2 else None
-            yield TensorRef(name, tuple(t.shape), _dtype_name(t), load, kind, storage_key=_storage_key(t))
+            yield TensorRef(name, tuple(t.shape), _dtype_name(t), load,
+                            held_kind(self._classes.get(name, ""), name, tuple(t.shape)), storage_key=_storage_key(t))
 
 
 # torch.nn class names (a module's own class or a base class) → the kind of their weight matrices
@@ -236,6 +235,13 @@ def module_kind(class_name: str, pname: str, full: str, shape: tuple[int, ...]) 
             or is_vector(shape)):
         return infer_kind(full, shape)  # (None for a bias, a batch-norm buffer or a weight norm's g)
     return kind
+
+
+def held_kind(class_name: str, name: str, shape: tuple[int, ...]) -> str | None:
+    """:func:`module_kind` of a stored tensor ``name`` (its last part the parameter's) that a module of class
+    ``class_name`` held, as a state dict's reader knows it; None without a class or below two axes (its name and
+    shape decide later)."""
+    return module_kind(class_name, name.rsplit(".", 1)[-1], name, shape) if class_name and len(shape) >= 2 else None
 
 
 def owner_classes(fqn: Mapping[str, str], nodes: Iterable[tuple[Mapping[str, str], Iterable[str]]]) -> dict[str, str]:

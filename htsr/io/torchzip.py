@@ -56,7 +56,7 @@ from ..errors import SourceError
 from .base import TensorRef, as_loaded, expands_too_far, numpy_dtype, one_line, skipped_loader
 from .numpy import MAX_FLAT_ITEMS, named_pairs
 from .scales import PackedConfig, with_scales
-from .torch import _MODULE_KINDS, module_kind, owner_classes, unwrap_state, with_notes
+from .torch import _MODULE_KINDS, held_kind, owner_classes, unwrap_state, with_notes
 
 __all__ = ["RefusedGlobal", "TorchExportArchive", "TorchLegacyFile", "TorchZipFile", "is_export_archive",
            "is_legacy_torch", "is_torchscript_archive"]
@@ -1000,7 +1000,7 @@ class _PickledTensors:
                     "not initialized: a Lazy module saved before its first forward pass; run one, then save"))
                 continue
             shape = t.shape  # (an array's, as its pickle gave it)
-            kind = module_kind(cls, name.rsplit(".", 1)[-1], name, shape) if cls and len(shape) >= 2 else None
+            kind = held_kind(cls, name, shape)
             if name in self._const_kinds and len(shape) >= 2:  # a frozen module's weight, by the op using it
                 kind = self._const_kinds[name] if self._const_kinds[name] != "dense" or len(shape) == 2 else kind
             if isinstance(t, _NpArray) and t.array is None:  # strings, records: listed as a dtype of no weights
