@@ -597,7 +597,7 @@ class _Walker:
         inner = inner if isinstance(inner, dict) else {}
         if not isinstance(cfg, dict):  # no config reaches this object: what it tells of itself
             cls = node.resolve_class(cls)
-            if cls in _EINSUM or cls in _ATTENTION:
+            if cls in _EINSUM:  # (its equation; an attention layer's config holds none of its projections')
                 inner = node.own_config()
         elif cls not in _KNOWN and not top:  # a registered subclass of a Keras layer (StdConv2D(Conv2D)): that layer
             try:
