@@ -1212,16 +1212,50 @@ def test_live_toy_model_matches_expected_and_saved_file(keras, tmp_path):
     assert "/layers/gru/cell/vars/2" in dict(live.skipped)  # GRU's 2-D bias, as in the file
 
 
-def test_a_live_model_inside_a_mapping_is_refused_naming_its_key(keras):
-    """{'generator': G, 'critic': D} of live Keras models: refused, naming the key and saying to analyse each model
-    on its own. A torch-backend model is an nn.Module, and had been read as its state dict: kernels in Keras'
-    layout read as PyTorch's (a Conv2D's (kh, kw, in, out) as (out, in, kh, kw)), attention biases as 2 x 4
-    matrices, under names of its internals ('generator._torch_params.attn/query/kernel')."""
+def test_live_models_inside_a_mapping_are_each_read_as_alone_under_their_keys(keras):
+    """{'generator': G, 'critic': D} of live Keras models: each model's rows as it gives alone, named
+    '<key>.<row>', and the mapping's other values read as a mapping is (a torch module by its state dict). A model held twice, or inside another model of the mapping (a GAN built
+    of its generator), is one tensor under two names: analysed once. A torch-backend model is an nn.Module, and had
+    been read as its state dict (kernels in Keras' layout read as PyTorch's, a Conv2D's (kh, kw, in, out) as (out,
+    in, kh, kw); attention biases as 2 x 4 matrices; names of its internals, 'generator._torch_params.attn/query/
+    kernel'); then it was refused."""
+    torch = pytest.importorskip("torch")
+    L = keras.layers
     model = _toy_model(keras)
-    for obj, key in (({"generator": model}, "generator"), ({"gan": [model, model]}, "gan.0"), ([model], "0")):
-        with pytest.raises(SourceError, match=rf"^<mapping>: {key} is a live Keras model, .*analyse each model by "
-                                              r"itself \(htsr\.analyze\(model\)\)$"):
-            htsr.analyze(obj)
+    critic = keras.Sequential([keras.Input((20,)), L.Dense(12, name="feat"), L.Dense(1, name="score")], name="critic")
+
+    def rows(source, prefix=""):
+        return [(prefix + r.name, r.kind, r.lambda_max, f"{r.alpha!r}")  # (repr: nan equals nan)
+                for r in htsr.analyze(source, min_evals=2).layers]
+
+    alone = rows(model)
+    assert len(alone) > 10 and {k for _, k, *_ in alone} >= {"embedding", "dense", "rnn", "conv2d", "conv1d"}
+    both = htsr.analyze({"generator": model, "critic": critic}, min_evals=2)
+    assert both.source == "<mapping> (live Keras models: generator, critic)"
+    assert rows({"generator": model, "critic": critic}) == rows(model, "generator.") + rows(critic, "critic.")
+    # its 1-D variables listed as alone, by their paths in a weights file after the key
+    listed = [n for e in both.not_analysed for n in e.examples]
+    assert any(n.startswith("generator/layers/") for n in listed) and not any("./" in n for n in listed)
+
+    linear = torch.nn.Linear(30, 40)
+    mixed = htsr.analyze({"gan": [critic, linear], "step": 7}, min_evals=2)
+    assert mixed.source == "<mapping> (live Keras models: gan.0, its other values)"
+    assert [(r.name, r.kind, r.lambda_max) for r in mixed.layers] == (
+        [(n, k, lam) for n, k, lam, _ in rows(critic, "gan.0.")]
+        + [("gan.1", "dense", htsr.analyze(linear, min_evals=2).layers[0].lambda_max)])
+    # (the rest as the mapping {'gan': {'1': linear}, 'step': 7} reads: a checkpoint's step counter passed over)
+    assert ("bias or norm buffer", ("gan.1.bias",)) in {(e.reason, e.examples) for e in mixed.not_analysed}
+
+    gan = keras.Sequential([keras.Input((20,)), L.Dense(20, name="g"), critic], name="gan")
+    tied = htsr.analyze({"critic": critic, "gan": gan}, min_evals=2)
+    assert [r.name for r in tied.layers] == ["critic.feat", "critic.score", "gan.g"]
+    assert {(e.reason, e.examples) for e in tied.not_analysed} >= {
+        ("the same tensor as critic.feat (tied weights): analysed once", ("gan.critic.feat",)),
+        ("the same tensor as critic.score (tied weights): analysed once", ("gan.critic.score",))}
+
+    unbuilt = keras.Sequential([L.Dense(4)], name="later")
+    with pytest.raises(SourceError, match=r"^<mapping>: models\.1: <Sequential 'later'>: the model is not built"):
+        htsr.analyze({"models": [critic, unbuilt]})
 
 
 def _wide_model(keras):

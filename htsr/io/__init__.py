@@ -103,32 +103,19 @@ def open_source(source: Any) -> TensorSource:
 
         source = dict(source) if named_pairs(source) else {str(i): v for i, v in enumerate(source)}
     if isinstance(source, Mapping):
-        from .flax import FlaxTree, is_flax_tree, unflattened
+        from .flax import FlaxTree, is_flax_tree
 
         if is_flax_tree(source):  # 'kernel'/'embedding' leaves, a 'params' collection, jax/flax objects
             return FlaxTree(source)
-        from .numpy import flat_items
-        from .torch import TorchStateDict, is_torch_object, live_modules_as_state_dicts, unwrap_state, with_notes
+        from .torch import live_modules_as_state_dicts
 
         # ({'generator': G, …}, [('g', G), …]: as their file reads; their weights' module classes by tensor)
         classes: dict[int, str] = {}
-        source = live_modules_as_state_dicts(source, classes)
-        try:
-            torch_values = any(is_torch_object(v) for _, v in flat_items(source, lists=True))  # nested or not
-        except SourceError as e:  # (too deep, or one value held under millions of names)
-            raise SourceError(f"<mapping>: {e}") from None
-        if torch_values:  # torch tensors
-            # a checkpoint dict in memory is unwrapped as a file's is (a Keras torch-backend state dict's
-            # '…/dense/kernel' too: its kernels are torch tensors in Keras' layout, as the live model reads them)
-            notes: list[str] = []
-            state = unwrap_state(source, is_torch_object, notes) or source
-            return TorchStateDict(state, with_notes("<state dict>", notes), classes)
-        flat = dict(source)  # ({'conv/kernel': …}: a Flax tree flattened, its kernels channels-last)
-        tree = (unflattened(flat, flat.__getitem__, lambda k: len(getattr(flat[k], "shape", ())))
-                if all(isinstance(k, str) for k in flat) else None)
-        if tree is not None and not any(isinstance(v, Mapping) for v in flat.values()):
-            return FlaxTree(tree)
-        return ArrayMapping(source)
+        keras: dict[str, Any] = {}
+        source = live_modules_as_state_dicts(source, classes, keras)
+        if keras:  # live Keras models: each read as alone, under its key; the rest as a mapping of its own
+            return _with_keras_models(source, keras, classes)
+        return _open_mapping(source, classes)
     from .keras import is_keras_object
 
     if is_keras_object(source):  # before the torch check: a torch-backend Keras layer is an nn.Module
@@ -157,6 +144,48 @@ def open_source(source: Any) -> TensorSource:
             return PeftAdapter.from_model(source)
         return TorchModule(source)
     raise SourceError(f"cannot analyse an object of type {type(source).__name__}; supported: {SUPPORTED}")
+
+
+def _open_mapping(source: Mapping, classes: dict[int, str]) -> TensorSource:
+    """The reader of an in-memory mapping whose live torch modules are state dicts already (``classes``: id(tensor)
+    → the class of the module that held it): torch tensors as a state dict, a flattened Flax tree, or arrays."""
+    from .flax import FlaxTree, unflattened
+    from .numpy import flat_items
+    from .torch import TorchStateDict, is_torch_object, unwrap_state, with_notes
+
+    try:
+        torch_values = any(is_torch_object(v) for _, v in flat_items(source, lists=True))  # nested or not
+    except SourceError as e:  # (too deep, or one value held under millions of names)
+        raise SourceError(f"<mapping>: {e}") from None
+    if torch_values:  # torch tensors
+        # a checkpoint dict in memory is unwrapped as a file's is (a Keras torch-backend state dict's
+        # '…/dense/kernel' too: its kernels are torch tensors in Keras' layout, as the live model reads them)
+        notes: list[str] = []
+        state = unwrap_state(source, is_torch_object, notes) or source
+        return TorchStateDict(state, with_notes("<state dict>", notes), classes)
+    flat = dict(source)  # ({'conv/kernel': …}: a Flax tree flattened, its kernels channels-last)
+    tree = (unflattened(flat, flat.__getitem__, lambda k: len(getattr(flat[k], "shape", ())))
+            if all(isinstance(k, str) for k in flat) else None)
+    if tree is not None and not any(isinstance(v, Mapping) for v in flat.values()):
+        return FlaxTree(tree)
+    return ArrayMapping(source)
+
+
+def _with_keras_models(rest: Mapping, models: dict[str, Any], classes: dict[int, str]) -> TensorSource:
+    """A mapping's live Keras models (``models``: dotted key path → model; a GAN's ``{'generator': G, 'critic':
+    D}``), each read as it is alone, its rows named ``<key>.<row>``; and what else the mapping holds (``rest``,
+    read as a mapping is) under its own names."""
+    from .keras import KerasModel
+
+    parts: dict[str, TensorSource | SourceError] = {}
+    for key, model in models.items():
+        try:
+            parts[key] = KerasModel(model)
+        except SourceError as e:  # (a model not built yet …: the key that holds it)
+            raise SourceError(f"<mapping>: {key}: {e}") from None
+    if rest:
+        parts[""] = _open_mapping(rest, classes)
+    return _Components("<mapping>", parts, [], "live Keras models", "")
 
 
 def _pipeline_components(path: Path) -> tuple[dict[str, TensorSource], list[str]]:
@@ -194,17 +223,21 @@ class _Components:
     """The models of a diffusers pipeline read as one, each tensor named ``<component>.<name>`` (diffusers'
     own LoRA files name their modules so: ``unet.down_blocks.0…``, ``text_encoder.text_model…``); or the modules
     of a sentence-transformers model (``what``), the one in the folder itself (component '') unprefixed; or models
-    each in a file of its own (``suffix``: the files' suffix, a component its file's stem)."""
+    each in a file of its own (``suffix``: the files' suffix, a component its file's stem); or an in-memory
+    mapping's live models, by key (``folder``: '<mapping>'), and its other values unprefixed."""
 
-    def __init__(self, folder: Path, components: dict[str, TensorSource | SourceError], empty: list[str],
+    def __init__(self, folder: Path | str, components: dict[str, TensorSource | SourceError], empty: list[str],
                  what: str = "a diffusers pipeline", suffix: str = "/") -> None:
         self._sources = {n: src for n, src in components.items() if not isinstance(src, SourceError)}
         unread = {n: e for n, e in components.items() if isinstance(e, SourceError)}
-        labels = {n: n + suffix if n else "./" for n in self._sources}  # (the folder's own model: ./)
+        own = "./" if isinstance(folder, Path) else "its other values"  # (the folder's own model: ./)
+        labels = {n: n + suffix if n else own for n in self._sources}
         self.description = f"{folder} ({what}: {', '.join(labels.values())})"
         for name, src in self._sources.items():  # what a component left out, as it says read alone
             label = labels[name]
-            rest = src.description.removeprefix(str(folder / label))  # (pathlib drops a trailing '/' and a './')
+            # (pathlib drops a trailing '/' and a './'; an in-memory reader's description is '<what it is>' first)
+            head = str(folder / label) if isinstance(folder, Path) else src.description.partition(">")[0] + ">"
+            rest = src.description.removeprefix(head)
             if rest.startswith(("/", os.sep)):  # (a folder of one weight file: read as that file)
                 file, _, rest = rest[1:].partition(" ")
                 rest = f"{file} read {rest}"
@@ -230,8 +263,9 @@ class _Components:
 
 
 def _in(component: str, name: str) -> str:
-    """A tensor's name in a model of components: ``<component>.<name>``, or the name alone in the folder's own."""
-    return f"{component}.{name}" if component else name
+    """A tensor's name in a model of components: ``<component>.<name>``, or the name alone in the folder's own; a
+    path in a Keras weights file (``/layers/dense/vars/1``, which a Keras model lists as skipped) with its slash."""
+    return (f"{component}{name}" if name.startswith("/") else f"{component}.{name}") if component else name
 
 
 class _Chain:

@@ -1429,5 +1429,6 @@ class KerasModel:
         return a
 
     def __iter__(self) -> Iterator[TensorRef]:
-        for e in self._entries:
-            yield _entry_ref(e, self._read)
+        for e in self._entries:  # (a variable under two names, or in two models of one mapping: tied weights)
+            ref = _entry_ref(e, self._read)
+            yield ref if e.skip or e.ref is None else dataclasses.replace(ref, storage_key=("keras", id(e.ref)))

@@ -60,20 +60,21 @@ def unwrapped(model: Any) -> Any:
     return model
 
 
-def live_modules_as_state_dicts(obj: Any, classes: dict[int, str], done: dict[int, Any] | None = None,
-                                path: tuple[str, ...] = ()) -> Any:
+def live_modules_as_state_dicts(obj: Any, classes: dict[int, str], keras: dict[str, Any],
+                                done: dict[int, Any] | None = None, path: tuple[str, ...] = ()) -> Any:
     """``obj`` with each live ``nn.Module`` (or ``ExportedProgram``) in its mappings and lists (a GAN's
     ``{'generator': G, 'critic': D}``, a checkpoint dict not yet saved) replaced by its state dict, as the file
     ``torch.save`` writes of it reads: the same rows under the same names, each weight typed by the class of its
-    module (``classes`` gets id(tensor) → that class, for :class:`TorchStateDict`). The same object when it holds
-    no module; each container converted once (``done``: id → result). A live Keras model in it is refused
-    (SourceError, naming its ``path``): a torch-backend one is an ``nn.Module`` whose state dict holds its kernels
-    in Keras' layout, under names of its internals."""
+    module (``classes`` gets id(tensor) → that class, for :class:`TorchStateDict`). Each live Keras model in it is
+    taken out into ``keras``, by its dotted key path, to be read as it is alone (a torch-backend one is an
+    ``nn.Module`` whose state dict holds its kernels in Keras' layout, under names of its internals); a list it
+    leaves becomes a mapping by index, so the other items keep their names. The same object when it holds no
+    module; each container converted once (``done``: id → result)."""
     from .keras import is_keras_object
 
     if is_keras_object(obj):
-        raise SourceError(f"<mapping>: {'.'.join(path)} is a live Keras model, which htsr reads on its own: analyse "
-                          "each model by itself (htsr.analyze(model))")
+        keras[".".join(path)] = obj
+        return _TAKEN
     if is_exported_program(obj):  # (its classes from its graph, as read alone)
         return _typed_state_dict(obj.module(), classes, exported_classes(obj))
     if is_torch_object(obj) and hasattr(obj, "named_modules"):
@@ -84,10 +85,17 @@ def live_modules_as_state_dicts(obj: Any, classes: dict[int, str], done: dict[in
     if id(obj) not in done:
         done[id(obj)] = obj  # (a container holding itself is left as it is there)
         items = list(obj.items()) if isinstance(obj, Mapping) else list(enumerate(obj))
-        new = [(k, live_modules_as_state_dicts(v, classes, done, (*path, str(k)))) for k, v in items]
-        if any(n is not v for (_, n), (_, v) in zip(new, items)):  # (a tuple as a list: read alike)
-            done[id(obj)] = dict(new) if isinstance(obj, Mapping) else [n for _, n in new]
+        new = [(k, live_modules_as_state_dicts(v, classes, keras, done, (*path, str(k)))) for k, v in items]
+        kept = [(k, n) for k, n in new if n is not _TAKEN]
+        if len(kept) < len(new) and not isinstance(obj, Mapping):
+            done[id(obj)] = {str(k): n for k, n in kept}
+        elif any(n is not v for (_, n), (_, v) in zip(new, items)):  # (a tuple as a list: read alike)
+            done[id(obj)] = dict(kept) if isinstance(obj, Mapping) else [n for _, n in kept]
     return done[id(obj)]
+
+
+#: what :func:`live_modules_as_state_dicts` leaves where it took a Keras model out
+_TAKEN = object()
 
 
 def _kind_class(module: Any) -> str:
