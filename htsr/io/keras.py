@@ -1384,7 +1384,9 @@ class KerasModel:
     layer's own class: there a live model can give kinds (and names) the file cannot.
 
     Nothing is copied when the model is opened; loading a tensor converts that variable to numpy (a
-    copy: the model's weights are never modified). A bare layer is read as a one-layer model."""
+    copy: the model's weights are never modified). A bare layer is read as a one-layer model. Each weight's
+    storage key is its variable, so one variable under two names (in two models of an in-memory mapping) is
+    analysed once, as a live torch module's tied weights are; a file holds a copy under each name."""
 
     def __init__(self, model: Any) -> None:
         keras = import_extra("keras", None, "reading Keras model objects")
