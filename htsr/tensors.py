@@ -114,6 +114,12 @@ def is_vector(shape: tuple[int, ...]) -> bool:
     return len(shape) >= 3 and min(shape) >= 1 and sum(d > 1 for d in shape) <= 1
 
 
+def is_adapter_part(name: str) -> bool:
+    """Whether ``name`` is a part of a PEFT adapter (a LoRA factor, a LoHa / LoKr part, another type's), held in a
+    model beside the weight it adapts: no layer's weight, whatever module holds it (peft's lora_A is a Linear)."""
+    return any(p.search(name) for p in (_LORA_PART, _PEFT_PART, _LYCORIS_PART))
+
+
 def infer_kind(name: str, shape: tuple[int, ...]) -> str | None:
     """Kind of a tensor read from a file, from its name and shape; None if it is not analysed."""
     return classify(name, shape)[0]

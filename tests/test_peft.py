@@ -869,6 +869,15 @@ def test_an_injected_adapter_a_compiled_peft_model_and_a_whole_state_dict(tmp_pa
     listed = {n.reason: n.count for n in r.not_analysed}
     assert listed["a LoRA factor without its adapter_config.json (its scale unknown): analyse the live model, "
                   "or the folder save_pretrained writes"] == 6
+    # the live model inside a mapping, and that mapping saved (a pickled PeftModel, its classes inert), as its state
+    # dict: its factors are held by Linear and Embedding modules, and their class had made them dense and
+    # embedding rows of their own
+    torch.save({"policy": pm, "step": 3}, tmp_path / "trainer.pt")
+    for source in ({"policy": pm, "step": 3}, tmp_path / "trainer.pt"):
+        held = htsr.analyze(source, min_evals=2)
+        assert [x.name for x in held.layers] == ["policy." + x.name for x in r.layers], source
+        assert [x.lambda_max for x in held.layers] == [x.lambda_max for x in r.layers], source
+        assert {n.reason: n.count for n in held.not_analysed} == listed, source
 
 
 def test_a_base_weight_saved_with_the_adapter_is_its_module_s_base(tmp_path):

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import LayerSkipped, MissingExtraError, SourceError
-from ..tensors import infer_kind, is_bias_or_buffer, is_vector
+from ..tensors import infer_kind, is_adapter_part, is_bias_or_buffer, is_vector
 from .base import TensorRef, TensorSource, import_extra, one_line, skipped_loader
 from .numpy import MAX_FLAT_DEPTH, flat_items
 from .scales import with_scales
@@ -238,9 +238,10 @@ def module_kind(class_name: str, pname: str, full: str, shape: tuple[int, ...]) 
     ``_MODULE_KINDS``, or any other name to infer the kind from the tensor's name and shape)."""
     kind = _MODULE_KINDS.get(class_name)
     # the class types its weights and their parts (weight_v, weight_orig: a weight norm's, a pruning's); a
-    # vector beside them (a subclass's gain [C, 1, 1, 1]) is typed as from a file, by its name and shape
+    # vector beside them (a subclass's gain [C, 1, 1, 1]) is typed as from a file, by its name and shape, and so
+    # is a PEFT adapter's part (peft's lora_A.<adapter> is a Linear: a factor, listed as one)
     if (kind is None or (kind == "rnn" and not pname.startswith("weight_")) or is_bias_or_buffer(full)
-            or is_vector(shape)):
+            or is_vector(shape) or is_adapter_part(full)):
         return infer_kind(full, shape)  # (None for a bias, a batch-norm buffer or a weight norm's g)
     return kind
 
