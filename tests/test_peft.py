@@ -850,7 +850,10 @@ def test_an_injected_adapter_a_compiled_peft_model_and_a_whole_state_dict(tmp_pa
     64 × 256 factor), and the summary's mean took them in. They give the PeftModel's rows now. A whole
     model's state dict holds the factors without their scale: listed, with what to analyse instead."""
     pm = _tiny_adapter(tmp_path, seed=4)
-    want = _rows(htsr.analyze(pm, min_evals=2))
+    alone = htsr.analyze(pm, min_evals=2)
+    assert alone.source.startswith("<PeftModel, adapter 'default'> with its base model's weights (")  # (had been
+    # '<PeftModel, adapter 'default'> on base <PeftModel, adapter 'default'>')
+    want = _rows(alone)
     injected = peft.inject_adapter_in_model(peft.LoraConfig(**{k: getattr(pm.peft_config["default"], k) for k in (
         "r", "lora_alpha", "target_modules", "alpha_pattern")}), Tiny())
     injected.load_state_dict({k.removeprefix("base_model.model."): v for k, v in pm.state_dict().items()})

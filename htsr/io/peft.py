@@ -214,6 +214,7 @@ class PeftAdapter:
         base = {re.sub(r"\.base_layer(?=\.)", "", k): v for k, v in base_model.state_dict().items()
                 if not re.search(r"\.(lora_(A|B|embedding_A|embedding_B|magnitude_vector)|hada_\w+|lokr_\w+)\.", k)}
         other = self.with_base(TorchStateDict(base, description))
+        other.description = f"{description} with its base model's weights"  # (not 'X on base X')
         adapted = {other._key(n) for e in self._modules.values() for n in self._weight_names(e["module"])}
         # (a modules_to_save layer's trained copy is a row of the adapter, its original the base's own)
         rest = [k for k in base if k not in adapted and not re.search(r"\.(modules_to_save|original_module)\.", k)]
