@@ -219,8 +219,10 @@ class PeftAdapter:
         # (a modules_to_save layer's trained copy is a row of the adapter, its original the base's own)
         rest = [k for k in base if k not in adapted and not re.search(r"\.(modules_to_save|original_module)\.", k)]
         if rest:  # (the adapter is the source: the model's other weights are no rows of it, and are said so)
-            other.description += (f" ({len(rest)} other tensors of the model, {rest[0]} …, are not adapted: "
-                                   "analyse model.get_base_model() for them)")
+            many = len(rest) > 1
+            other.description += (f" ({len(rest)} other tensor{'s' * many} of the model, {rest[0]}"
+                                   f"{' …, are' if many else ', is'} not adapted: analyse model.get_base_model() "
+                                   f"for {'them' if many else 'it'})")
         return other
 
     @classmethod
