@@ -1608,7 +1608,7 @@ def test_a_live_peft_models_weights_not_adapted_are_said(tmp_path):
     assert r.source.endswith("(6 other tensors of the model, emb.weight …, are not adapted: analyse "
                              "model.get_base_model() for them)")
     one = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 32, bias=False))  # (one tensor: 'is', not '1 … tensors')
-    r = htsr.analyze(peft.get_peft_model(one, peft.LoraConfig(r=4, target_modules=["0"])), min_evals=2)
+    r = htsr.analyze(peft.get_peft_model(one, peft.LoraConfig(r=4, target_modules=["0", "1"])), min_evals=2)
     assert r.source.endswith("(1 other tensor of the model, 0.bias, is not adapted: analyse model.get_base_model() "
                              "for it)")
 
