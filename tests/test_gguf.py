@@ -788,6 +788,14 @@ def test_a_gguf_split_model_is_read_whole_from_its_first_shard_or_its_folder(tmp
     from htsr.io.gguf import open_gguf
 
     assert len(open_gguf(shards[0])) == len(names)  # the whole model's tensors, not its shard count
+    # a copy of a shard under another name (a browser's .part left beside the finished download) is not taken for
+    # the split its name starts like: refused, not read as the .gguf files beside it
+    part = folder / "model-00001-of-00003.gguf.part"
+    part.write_bytes(shards[0].read_bytes())
+    with pytest.raises(SourceError) as ei:
+        open_source(part)
+    _one_line_source_error(ei, str(part), "not named <name>-0000k-of-0000n.gguf")
+    part.unlink()
     # without its first shard, the folder named the others to 'give one', which was then refused
     first = shards[0].read_bytes()
     shards[0].unlink()
@@ -799,6 +807,27 @@ def test_a_gguf_split_model_is_read_whole_from_its_first_shard_or_its_folder(tmp
     with pytest.raises(SourceError) as ei:
         open_source(shards[0])
     _one_line_source_error(ei, str(shards[0]), "model-00003-of-00003.gguf is missing")
+
+
+def test_a_gguf_split_folder_is_opened_from_its_first_shard_whose_header_counts_the_shards(tmp_path):
+    """A gguf-split folder is opened from shard 1, as llama.cpp loads one: its split.count finds the others. A
+    later shard whose header carries no split keys (rewritten by a tool that dropped them) is then still read
+    as part of the model; opened from it, the model would be that shard alone. The folder test had only
+    well-formed shards, any of which finds the rest."""
+    rng = _rng(23)
+    names = [f"blk.{i}.attn_q.weight" for i in range(4)]
+    arrays = {n: (rng.standard_normal((64, 96)) * 0.02).astype(np.float32) for n in names}
+    w = gguf.GGUFWriter(str(tmp_path / "model.gguf"), "llama", split_max_tensors=2)
+    for n in names:
+        w.add_tensor(n, arrays[n])
+    finish_gguf(w)
+    w = gguf.GGUFWriter(str(tmp_path / "model-00002-of-00002.gguf"), "llama")  # shard 2 again, no split keys
+    for n in names[2:]:
+        w.add_tensor(n, arrays[n])
+    finish_gguf(w)
+    src = open_source(tmp_path)
+    assert src.description == f"{tmp_path / 'model-00001-of-00002.gguf'} (+1 shards)"
+    assert {t.name: t.load().tolist() for t in src} == {n: a.tolist() for n, a in arrays.items()}
 
 
 def test_a_legacy_llama_cpp_file_is_named_for_what_it_is(tmp_path):

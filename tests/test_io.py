@@ -1570,6 +1570,32 @@ def test_shard_index_names_the_shard_of_each_tensor_and_stays_in_its_folder(tmp_
         with pytest.raises(htsr.SourceError) as e:
             htsr.analyze(folder)
         _one_line_source_error(e, str(index), must)
+    # an index that is JSON but not an object (a list: indexing it by 'weight_map' raises TypeError) is no index
+    index.write_text(json.dumps([{"weight_map": {"l.0.weight": "s1.safetensors"}}]))
+    with pytest.raises(htsr.SourceError) as e:
+        htsr.analyze(folder)
+    _one_line_source_error(e, str(index), "not a valid shard index", "re-save the model")
+
+
+def test_a_shard_index_that_may_not_be_read_is_a_source_error_naming_it(tmp_path, monkeypatch):
+    """ShardIndex.read turns a PermissionError on the index into a SourceError naming the index and what to do,
+    for every reader that reads one (the API's callers get htsr's error, not a builtin one). Simulated: the
+    tests run as root, whom file modes do not stop."""
+    from htsr.io.base import ShardIndex
+
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"w": "s1.safetensors"}}))
+    real = Path.read_text
+
+    def read_text(self, *a, **k):
+        if self == index:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    with pytest.raises(htsr.SourceError, match=re.escape(f"{index}: cannot read it (Permission denied); give read "
+                                                         "access to it")):
+        ShardIndex.read(index)
 
 
 def _safetensors_bytes(tensors: dict[str, tuple[str, list[int], bytes]], meta: dict | None = None) -> bytes:
@@ -1629,8 +1655,9 @@ def test_valid_safetensors_dtypes_htsr_does_not_analyse_get_rows_not_a_refused_f
 
 
 def test_an_empty_path_and_a_fifo_are_refused_not_read(tmp_path):
-    """'' would be the current folder and a FIFO would block the first read forever: both refused."""
-    with pytest.raises(htsr.SourceError, match="an empty path"):
+    """'' would be the current folder and a FIFO would block the first read forever: both refused, the empty path
+    with what to give instead (only the refusal itself had been checked)."""
+    with pytest.raises(htsr.SourceError, match="^an empty path: give a model file or folder$"):
         htsr.analyze("")
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
@@ -1901,6 +1928,11 @@ def test_npz_headers_that_lie_about_their_shape_and_arrays_of_no_numbers(tmp_pat
     np.save(tmp_path / "labels.npy", np.array(["cat", "dog"]))
     (ref,) = open_source(tmp_path / "labels.npy")
     with pytest.raises(htsr.SourceError, match="an array of dtype <U3: no numbers to analyse"):
+        ref.load()
+    # a record array (numpy's cast raises TypeError there, not ValueError: it had escaped as numpy's error)
+    np.save(tmp_path / "records.npy", np.zeros(3, dtype=[("x", "<f4"), ("y", "<f4")]))
+    (ref,) = open_source(tmp_path / "records.npy")
+    with pytest.raises(htsr.SourceError, match=r"^an array of dtype \[\('x', '<f4'\), \('y', '<f4'\)\]: no numbers"):
         ref.load()
 
 
@@ -2443,6 +2475,8 @@ def test_megatron_distributed_optimizer_state_and_fsdp_shards_in_folders(tmp_pat
     assert [l.shape for l in htsr.analyze(rank, tails=False).layers] == ["64x32"]
     (tmp_path / "fsdp" / "pytorch_model_fsdp_0").mkdir(parents=True)
     (tmp_path / "fsdp" / "pytorch_model_fsdp_0" / "__0_0.distcp").write_bytes(b"PK\x03\x04")
+    # accelerate's save_state writes its RNG states beside them: training state, not a pickle of the model
+    (tmp_path / "fsdp" / "random_states_0.pkl").write_bytes(pickle.dumps({"step": 0, "torch": [1, 2, 3]}))
     with pytest.raises(htsr.SourceError) as ei:
         open_source(tmp_path / "fsdp")
     _one_line_source_error(ei, "pytorch_model_fsdp_0/")
@@ -2791,8 +2825,9 @@ def test_legacy_llama_cpp_magics_are_named_by_their_format(tmp_path):
     from htsr.errors import SourceError
     from htsr.io import open_source
 
-    for magic, name in ((b"lmgg", "GGML"), (b"fmgg", "GGMF"), (b"tjgg", "GGJT")):
-        p = tmp_path / f"{name}.bin"
+    # (GGLA is llama.cpp's old LoRA format: its name says so)
+    for magic, name in ((b"lmgg", "GGML"), (b"fmgg", "GGMF"), (b"tjgg", "GGJT"), (b"algg", r"GGLA \(LoRA\)")):
+        p = tmp_path / f"{name[:4]}.bin"
         p.write_bytes(magic + b"\x00" * 60)
         with pytest.raises(SourceError, match=rf"a legacy llama\.cpp {name} file"):
             open_source(p)
@@ -2836,6 +2871,23 @@ def test_permission_message_names_a_source_folder_that_cannot_be_entered(tmp_pat
     e = PermissionError(13, "Permission denied", str(folder / "config.json"))
     assert permission_denied(folder, e) == (f"{folder}: cannot read it (Permission denied); give read access to it "
                                             "(and to the folders above it)")
+
+
+def test_permission_message_finds_the_locked_folder_above_a_relative_path(tmp_path, monkeypatch):
+    """A relative path ('model.npz', given from inside the model's folder) has no parents of its own beyond '.':
+    the folder above it that may not be entered is found among its absolute path's parents and named, as for an
+    absolute path (simulated, as above). Only absolute paths had been tried."""
+    from htsr.io.base import permission_denied
+
+    locked = tmp_path / "shared"
+    (locked / "run").mkdir(parents=True)
+    monkeypatch.chdir(locked / "run")
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, m, *a, **k: False if (os.path.abspath(p) == str(locked) and m & os.X_OK)
+                        else real(p, m, *a, **k))
+    e = PermissionError(13, "Permission denied", "model.npz")
+    assert permission_denied(Path("model.npz"), e) == (f"model.npz: cannot read it (Permission denied on the folder "
+                                                       f"{locked}); give read access to that folder")
 
 
 # a missing submodule of an installed package is a missing extra, not a broken package
@@ -4081,6 +4133,9 @@ def test_einsum_axes_drops_an_ellipsis_and_refuses_a_repeated_letter():
     assert einsum_axes("...ab,bc->...ac", 0, 2) == ([1], [0], [])
     assert einsum_axes("ab,bb->a", 1, 2) is None
     assert einsum_axes("aa,ab->b", 0, 2) is None
+    # a letter of the weight's alone (c: neither the input's nor the output's) is summed over: an input axis, so
+    # the weight [b, c, d] is the matrix [d, b·c] (it had only been tried with every letter shared)
+    assert einsum_axes("ab,bcd->ad", 1, 3) == ([0, 1], [2], [])
 
 
 def test_one_line_collapses_whitespace_cuts_at_the_limit_and_names_a_bare_exception():
@@ -4162,3 +4217,77 @@ def test_a_safetensors_header_nested_too_deep_is_a_corrupt_header_in_one_line(tm
     with pytest.raises(htsr.SourceError) as ei:
         SafetensorsFile(path)
     _one_line_source_error(ei, str(path), "corrupt safetensors header (RecursionError")
+
+
+def test_index_less_pt_shards_are_one_model_and_of_pt_variants_the_plain_file_is_read(tmp_path):
+    """torch.save shards named <stem>-0000k-of-0000n.pt (no index) are one model, read whole as .bin shards are;
+    and of x.pt beside its x.fp16.pt, the plain x.pt is read (sorted by name, the fp16 copy comes first). Only the
+    .bin spellings had been tried, whose plain file sorts first anyway."""
+    W1, W2 = torch.ones(6, 4), torch.full((5, 4), 2.0)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    torch.save({"a.weight": W1}, shards / "model-00001-of-00002.pt")
+    torch.save({"b.weight": W2}, shards / "model-00002-of-00002.pt")
+    src = open_source(shards)
+    assert {t.name: t.load().tolist() for t in src} == {"a.weight": W1.tolist(), "b.weight": W2.tolist()}
+    variants = tmp_path / "variants"
+    variants.mkdir()
+    torch.save({"fc.weight": W1}, variants / "unet.pt")
+    torch.save({"fc.weight": W1.half()}, variants / "unet.fp16.pt")
+    assert sorted(p.name for p in variants.iterdir())[0] == "unet.fp16.pt"  # (the order the folder is listed in)
+    src = open_source(variants)
+    assert [t.dtype for t in src] == ["float32"]
+    assert src.description == f"{variants / 'unet.pt'} (other weight files here, not read: unet.fp16.pt)"
+
+
+def test_a_decompression_ratio_of_exactly_the_limit_is_allowed():
+    """expands_too_far refuses a member declaring more than MAX_EXPANSION times its stored bytes plus a MiB of
+    slack: exactly that many is still read, one byte more is not (the npz tests sit far from the boundary)."""
+    from htsr.io.base import MAX_EXPANSION, expands_too_far
+
+    for stored in (0, 1, 4096):
+        limit = MAX_EXPANSION * max(stored, 1) + (1 << 20)
+        assert not expands_too_far(limit, stored) and expands_too_far(limit + 1, stored), stored
+
+
+def test_a_pipeline_components_passed_over_tensors_and_parts_carry_its_name(tmp_path):
+    """In a pipeline, a component's passed-over tensors (an ONNX initializer no op uses) and the stored tensor a
+    part belongs to (a bidirectional LSTM's W holds both directions) are named under the component, as its
+    weights are: 'unet.spare.weight', part of 'unet.W'. Only the weights' own names had been checked, and only
+    for the folder's own model, which has no prefix."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    pipe = tmp_path / "pipe"
+    (pipe / "unet").mkdir(parents=True)
+    (pipe / "text_encoder").mkdir()
+    W, R = (_rng().standard_normal(s).astype(np.float32) for s in ((2, 16, 6), (2, 16, 4)))
+    lstm = helper.make_node("LSTM", ["x", "W", "R"], ["y"], hidden_size=4, direction="bidirectional", name="/rnn/LSTM")
+    graph = helper.make_graph([lstm], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(W, "W"), numpy_helper.from_array(R, "R"),
+                               numpy_helper.from_array(np.ones((8, 8), np.float32), "spare.weight")])
+    onnx.save_model(helper.make_model(graph), str(pipe / "unet" / "model.onnx"))
+    np_save_file({"fc.weight": np.ones((8, 8), np.float32)}, str(pipe / "text_encoder" / "model.safetensors"))
+    (pipe / "model_index.json").write_text(json.dumps({"unet": ["diffusers", "UNet2DConditionModel"],
+                                                       "text_encoder": ["transformers", "CLIPTextModel"]}))
+    src = open_source(pipe)
+    alone = open_source(pipe / "unet")
+    assert [(t.name, t.part_of) for t in alone] == [("W", "W"), ("W_reverse", "W"), ("R", "R"), ("R_reverse", "R")]
+    assert [(t.name, t.part_of) for t in src] == [("text_encoder.fc.weight", None)] + [
+        ("unet." + t.name, "unet." + t.part_of) for t in alone]
+    assert [name for name, _ in src.skipped] == ["unet.spare.weight"] and [n for n, _ in alone.skipped] == ["spare.weight"]
+
+
+def test_a_flat_mapping_with_a_nested_group_is_read_as_arrays_not_as_a_flax_tree():
+    """{'head/kernel': …} alone is a flattened Flax tree; beside a nested group of PyTorch-style 'weight's (which
+    the flattened-key check does not look into) the mapping is read as arrays, every tensor as stored: read as a
+    Flax tree, the nested 4-D conv weight had been skipped ('of unknown layout'). Only all-flat mappings had been
+    tried."""
+    rng = _rng(3)
+    K, W, C = (rng.standard_normal(s).astype(np.float32) for s in ((16, 10), (12, 16), (8, 4, 3, 3)))
+    src = open_source({"head/kernel": K, "encoder": {"fc": {"weight": W}, "conv": {"weight": C}}})
+    assert [(t.name, t.shape) for t in src] == [("head/kernel", (16, 10)), ("encoder.fc.weight", (12, 16)),
+                                                ("encoder.conv.weight", (8, 4, 3, 3))]
+    np.testing.assert_array_equal([t for t in src][2].load(), C)
+    assert not getattr(src, "skipped", [])

@@ -740,6 +740,13 @@ def test_npz_weights_are_refused(tmp_path):
         with pytest.raises(SourceError) as ei:
             opener(path)
         _one_line_source_error(ei, str(path), "model.weights.npz", "re-save")
+    # its config.json lost (a broken archive): the npz weights member alone still names it a Keras archive, refused
+    # by name, not 'a zip archive that is neither .npz nor a PyTorch checkpoint' (only the .h5 member was tried)
+    with zipfile.ZipFile(tmp_path / "no_config.keras", "w") as zf:
+        zf.writestr("model.weights.npz", b"PK\x05\x06" + bytes(18))
+    with pytest.raises(SourceError) as ei:
+        open_source(tmp_path / "no_config.keras")
+    _one_line_source_error(ei, str(tmp_path / "no_config.keras"), "model.weights.npz", "re-save")
 
 
 @pytest.mark.parametrize("bad, says", [(b"{not json", "corrupt Keras config"),
