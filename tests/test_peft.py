@@ -866,9 +866,10 @@ def test_an_injected_adapter_a_compiled_peft_model_and_a_whole_state_dict(tmp_pa
     assert not any("lora_" in x.name for x in r.layers)
     # (a LoHa model's parts likewise: listed, never dense rows of their own)
     loha = peft.get_peft_model(Tiny(), peft.LoHaConfig(r=2, target_modules=["q", "out"], init_weights=False))
-    listed = {n.reason: n.count for n in htsr.analyze(dict(loha.state_dict()), min_evals=2).not_analysed}
-    assert listed["a LoHa / LoKr part without its adapter_config.json (its scale unknown): analyse the live model, "
-                  "or the folder save_pretrained writes"] == 8
+    for source in (dict(loha.state_dict()), {"m": loha}):  # (the live model in a mapping: listed alike)
+        listed = {n.reason: n.count for n in htsr.analyze(source, min_evals=2).not_analysed}
+        assert listed["a LoHa / LoKr part without its adapter_config.json (its scale unknown): analyse the live "
+                      "model, or the folder save_pretrained writes"] == 8
     listed = {n.reason: n.count for n in r.not_analysed}
     assert listed["a LoRA factor without its adapter_config.json (its scale unknown): analyse the live model, "
                   "or the folder save_pretrained writes"] == 6
