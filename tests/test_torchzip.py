@@ -141,6 +141,36 @@ def test_torch_save_checkpoint_without_torch(tmp_path, monkeypatch):
     assert {l.name for l in r.layers} == {"q", "k", "v", "fc", "emb", "gate"}
 
 
+@pytest.fixture
+def no_crc32():
+    """torch.save records no CRC-32 (0 for every member) while this is in use."""
+    torch.serialization.set_crc32_options(False)
+    try:
+        yield
+    finally:
+        torch.serialization.set_crc32_options(True)
+
+
+def test_archives_torch_wrote_without_crc32_are_read_as_torch_reads_them(tmp_path, no_crc32):
+    """torch.serialization.set_crc32_options(False) (large checkpoints save faster) makes torch.save record a
+    CRC-32 of 0 for every member, and torch.load reads its checkpoints; htsr had refused them as a 'corrupt PyTorch
+    zip archive (BadZipFile: Bad CRC-32 …)'. A member whose CRC-32 is recorded is still checked: one flipped byte
+    of a pickle is a corrupt archive."""
+    path, want = _checkpoint(tmp_path)
+    with zipfile.ZipFile(path) as z:
+        assert {i.CRC for i in z.infolist()} == {0}  # (torch honours the option)
+    assert {r.name: r.load().tolist() for r in open_source(path)} == {k: w.tolist() for k, w in want.items()}
+    torch.serialization.set_crc32_options(True)
+    path, _ = _checkpoint(tmp_path)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"fc.weight")  # (in data.pkl, the first member: its name is stored once, in the pickle)
+    data[at] ^= 0x20  # 'Fc.weight': a pickle that still parses, under its recorded CRC-32
+    path.write_bytes(bytes(data))
+    with pytest.raises(SourceError) as ei:
+        open_source(path)
+    one_line_source_error(ei, str(path), "corrupt PyTorch zip archive (BadZipFile: Bad CRC-32")
+
+
 def test_module_state_dict_with_metadata(tmp_path):
     """The commonest checkpoint of all: torch.save(model.state_dict()) — an OrderedDict whose _metadata
     attribute is restored by a BUILD in the pickle."""

@@ -35,6 +35,7 @@ maps each storage from its offset.
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import os
@@ -1020,6 +1021,23 @@ class _PickledTensors:
                             storage_key=(str(self.path), t.storage.key, t.offset, t.shape, t.stride))
 
 
+class _TorchArchive(zipfile.ZipFile):
+    """A zip archive torch wrote, its members read as torch reads them: a CRC-32 recorded as 0 is none, and is not
+    checked. torch.save with ``torch.serialization.set_crc32_options(False)`` (to save large checkpoints faster)
+    records 0 for every member, and torch.load reads them; zipfile had taken each member for corrupt ('Bad
+    CRC-32'). A member whose CRC-32 is recorded is checked as zipfile checks it."""
+
+    def open(self, name: str | zipfile.ZipInfo, mode: str = "r", pwd: bytes | None = None, *,
+             force_zip64: bool = False) -> Any:
+        if mode == "r":
+            info = name if isinstance(name, zipfile.ZipInfo) else self.getinfo(name)
+            if info.CRC == 0 and info.file_size:  # (an empty member's CRC-32 is 0: nothing to skip)
+                info = copy.copy(info)
+                del info.CRC  # (zipfile checks the CRC-32 of a member whose ZipInfo has one)
+            name = info
+        return super().open(name, mode, pwd, force_zip64=force_zip64)
+
+
 class TorchZipFile(_PickledTensors):
     """The tensors of a ``torch.save`` or ``torch.jit.save`` archive, read lazily (one storage per load)."""
 
@@ -1027,7 +1045,7 @@ class TorchZipFile(_PickledTensors):
         self.path = Path(path)
         self.description = str(self.path)
         try:
-            with zipfile.ZipFile(self.path) as z:
+            with _TorchArchive(self.path) as z:
                 members = {i.filename: i for i in z.infolist()}
                 infos = {n: i.file_size for n, i in members.items()}
                 pkl = [n for n in infos if n.endswith("/data.pkl") and n.count("/") == 1]
@@ -1090,7 +1108,7 @@ class TorchZipFile(_PickledTensors):
         offset = self._offsets.get(storage.key)
         if offset is not None:
             return np.memmap(self.path, dtype=np.uint8, mode="r", offset=offset, shape=(nbytes,))
-        with zipfile.ZipFile(self.path) as z:
+        with _TorchArchive(self.path) as z:
             info = z.getinfo(storage.key)
             if expands_too_far(info.file_size, info.compress_size):  # torch.save stores storages uncompressed
                 raise ValueError(f"{storage.key} would expand {info.compress_size} bytes to {info.file_size} "
@@ -1190,7 +1208,7 @@ class TorchExportArchive(TorchZipFile):
         self._pickled: dict[str, str] = {}
         self.not_weights: list[tuple[str, str]] = []
         try:
-            with zipfile.ZipFile(self.path) as z:
+            with _TorchArchive(self.path) as z:
                 members = {i.filename: i for i in z.infolist()}
                 root = next(n.split("/", 1)[0] for n in members if n.endswith("/archive_format"))
                 if any(n.startswith(f"{root}/data/aotinductor/") for n in members):
