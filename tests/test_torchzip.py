@@ -161,14 +161,44 @@ def test_archives_torch_wrote_without_crc32_are_read_as_torch_reads_them(tmp_pat
         assert {i.CRC for i in z.infolist()} == {0}  # (torch honours the option)
     assert {r.name: r.load().tolist() for r in open_source(path)} == {k: w.tolist() for k, w in want.items()}
     torch.serialization.set_crc32_options(True)
-    path, _ = _checkpoint(tmp_path)
+    path, want = _checkpoint(tmp_path)
     data = bytearray(path.read_bytes())
     at = data.index(b"fc.weight")  # (in data.pkl, the first member: its name is stored once, in the pickle)
     data[at] ^= 0x20  # 'Fc.weight': a pickle that still parses, under its recorded CRC-32
-    path.write_bytes(bytes(data))
+    (tmp_path / "pickle.pt").write_bytes(bytes(data))
     with pytest.raises(SourceError) as ei:
-        open_source(path)
-    one_line_source_error(ei, str(path), "corrupt PyTorch zip archive (BadZipFile: Bad CRC-32")
+        open_source(tmp_path / "pickle.pt")
+    one_line_source_error(ei, str(tmp_path / "pickle.pt"), "corrupt PyTorch zip archive (BadZipFile: Bad CRC-32")
+
+
+def test_a_storage_changed_in_place_fails_its_rows_alone_by_its_crc32(tmp_path, no_crc32):
+    """A byte of a storage changed in place (a bad copy, a disk error) keeps the file's size, so nothing else
+    shows it: the storage's recorded CRC-32 does, checked when it is first loaded. The tensors stored there fail,
+    naming it; the others are read (torch.load reads the changed values without a word; htsr had too). Without
+    recorded CRC-32s (set_crc32_options(False)) there is nothing to check against: the values as stored."""
+    for crc in (True, False):
+        torch.serialization.set_crc32_options(crc)
+        path, want = _checkpoint(tmp_path)
+        gate = want["gate.weight"].tobytes()
+        data = bytearray(path.read_bytes())
+        at = data.index(gate)  # (gate.weight is a storage of its own, stored as it is)
+        assert data.count(gate) == 1
+        data[at + 5] ^= 0x01  # one bit of one value
+        path.write_bytes(bytes(data))
+        got = {r.name: r for r in open_source(path)}
+        for name, w in want.items():
+            if name != "gate.weight":
+                np.testing.assert_array_equal(got[name].load(), w, err_msg=name)
+        if crc:
+            with pytest.raises(SourceError, match=r"tensor gate\.weight: storage unreadable \(ckpt/data/\d+ does not "
+                                                  r"match the CRC-32 the archive records for it\); the file is "
+                                                  r"truncated or corrupt"):
+                got["gate.weight"].load()
+            row = {x.name: x for x in htsr.analyze(path, min_evals=5).layers}["gate"]
+            assert row.status.startswith("failed: ") and "CRC-32" in row.status
+        else:
+            changed = got["gate.weight"].load()
+            assert np.sum(changed != want["gate.weight"]) == 1  # (what torch.load gives, too)
 
 
 def test_module_state_dict_with_metadata(tmp_path):

@@ -1089,7 +1089,10 @@ class TorchZipFile(_PickledTensors):
 
     def _stored_offsets(self, members: dict[str, zipfile.ZipInfo]) -> dict[str, int]:
         """The file offset of each uncompressed member's bytes (torch.save stores storages uncompressed),
-        read once from the local headers, so a load maps its bytes instead of reopening the archive."""
+        read once from the local headers, so a load maps its bytes instead of reopening the archive; and (in
+        ``_crcs``) the CRC-32 and size the archive records for each, checked when its storage is first loaded."""
+        self._crcs = {name: (info.CRC, info.file_size) for name, info in members.items()}
+        self._checked: set[str] = set()
         out = {}
         with open(self.path, "rb") as f:
             for name, info in members.items():
@@ -1107,6 +1110,7 @@ class TorchZipFile(_PickledTensors):
     def _raw(self, storage: _Storage, nbytes: int) -> Any:
         offset = self._offsets.get(storage.key)
         if offset is not None:
+            self._check_crc(storage.key, offset)
             return np.memmap(self.path, dtype=np.uint8, mode="r", offset=offset, shape=(nbytes,))
         with _TorchArchive(self.path) as z:
             info = z.getinfo(storage.key)
@@ -1115,6 +1119,18 @@ class TorchZipFile(_PickledTensors):
                                  "(a zip bomb?)")
             with z.open(info) as f:
                 return f.read(nbytes)
+
+    def _check_crc(self, key: str, offset: int) -> None:
+        """ValueError if the stored member ``key`` (its bytes at ``offset``) does not match the CRC-32 the archive
+        records for it: bytes changed in place (a bad copy, a disk error), which its size cannot show; torch.load
+        does not check, numpy's np.load of an .npz does. A CRC-32 recorded as 0 is none (torch.save with
+        set_crc32_options(False)); each storage is checked once, when it is first loaded."""
+        crc, size = self._crcs.get(key, (0, 0))
+        if crc == 0 or key in self._checked:
+            return
+        if size and zlib.crc32(np.memmap(self.path, dtype=np.uint8, mode="r", offset=offset, shape=(size,))) != crc:
+            raise ValueError(f"{key} does not match the CRC-32 the archive records for it")
+        self._checked.add(key)
 
 
 class TorchLegacyFile(_PickledTensors):
