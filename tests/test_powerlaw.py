@@ -163,7 +163,10 @@ def test_clip_xmax_removes_fingers():
     assert clipped.alpha == refits[0].alpha and clipped.xmin == refits[0].xmin
     # max_fingers bounds the refits tried, the last one included: 1 allows the one this sample needs
     assert fit_power_law(x, clip_xmax=True, max_fingers=1).num_fingers == 1
-    for thresh in (drops[0] - 1e-9, drops[0] + 1e-9, drops[2] + 1e-9, max(drops) + 1e-9):
+    # a drop of exactly finger_thresh is not 'by more than' it: the first refit, lower by exactly drops[0] (the largest
+    # drop; refits[0].alpha + drops[0] is plain.alpha in float64), is not taken
+    assert refits[0].alpha + drops[0] == plain.alpha and drops[0] == max(drops)
+    for thresh in (drops[0] - 1e-9, drops[0], drops[0] + 1e-9, drops[2] + 1e-9, max(drops) + 1e-9):
         want = next((k for k, d in enumerate(drops, 1) if d > thresh), 0)
         got = fit_power_law(x, clip_xmax=True, finger_thresh=thresh)
         assert got.num_fingers == want and got.alpha == (refits[want - 1].alpha if want else plain.alpha), thresh
@@ -195,6 +198,11 @@ def test_flat_spectrum_is_not_fitted():
         assert row.status.startswith("fit_failed: a flat spectrum") and math.isnan(row.alpha)
     x = 1.0 + np.linspace(0.0, 2 * FLAT_SPREAD, 300)  # just above the threshold: fitted
     assert fit_power_law(x).status == "ok"
+    # 'within' includes the bound: 9999..10000 spreads exactly FLAT_SPREAD of the largest (1e-4 · 1e4 is 1.0 in
+    # float64), a flat spectrum, not a spectrum scanned only to find every candidate's tail flat
+    x = np.linspace(9999.0, 10000.0, 50)
+    assert x[-1] - x[0] == FLAT_SPREAD * x[-1]
+    assert fit_power_law(x).status.startswith("fit_failed: a flat spectrum")
 
 
 def test_no_x_min_candidate_leaves_a_flat_tail():
@@ -213,6 +221,12 @@ def test_no_x_min_candidate_leaves_a_flat_tail():
     assert all(r.status == "ok" and 1 < r.alpha < 10 for r in rows)
     assert rows[0].alpha == pytest.approx(rows[1].alpha, rel=1e-3)  # (the paths' eigenvalues differ by ~1e-7)
     x = np.r_[np.linspace(0.1, 1.0, 30), np.full(40, 9.0) * (1 + np.linspace(0, FLAT_SPREAD / 2, 40))]
+    assert fit_power_law(x, xmin="median").status.startswith("fit_failed: a flat tail")
+    # 'within FLAT_SPREAD of the largest' is measured against the largest value, not the candidate: a median x_min
+    # 0.99995 × FLAT_SPREAD below the largest is no candidate (it is more than FLAT_SPREAD of itself below it)
+    d = 0.99995 * FLAT_SPREAD
+    x = np.array([0.2, 0.3, 1.0 - d, 1.0 - d / 2, 1.0])
+    assert FLAT_SPREAD * x[2] < x[-1] - x[2] <= FLAT_SPREAD * x[-1]  # (the window this sample sits in)
     assert fit_power_law(x, xmin="median").status.startswith("fit_failed: a flat tail")
 
 
@@ -320,6 +334,15 @@ def test_peak_xmin_scans_the_candidates_up_to_1_5_times_the_log_histogram_peak()
     best = _scan_best(x, np.flatnonzero(x[:-1] <= 1.5 * peak))
     assert peak < best <= 1.5 * peak
     assert fit_power_law(x, xmin="peak").xmin == best  # exact: the same candidate
+    # the histogram has 100 bins: on this sample (seed 12) a coarser one peaks elsewhere and bounds another scan
+    rng = np.random.default_rng(12)
+    x = np.sort(np.concatenate([rng.lognormal(0.0, 0.5, 300), 1.2 * (1 - rng.random(150)) ** (-1 / 1.5)]))
+    bests = {}
+    for bins in (100, 50):
+        counts, edges = np.histogram(np.log10(x), bins=bins)
+        bests[bins] = _scan_best(x, np.flatnonzero(x[:-1] <= 1.5 * 10.0 ** edges[np.argmax(counts)]))
+    assert bests[100] != bests[50]  # (the setting this sample is for)
+    assert fit_power_law(x, xmin="peak").xmin == bests[100]
 
 
 def test_the_ks_candidates_are_every_value_but_the_largest():

@@ -161,6 +161,32 @@ def test_moments_at_zero_cutoff_are_the_exponential_law(a):
     assert e_u == (a / (a - 1.0) if a > 1 else math.inf)
 
 
+@pytest.mark.parametrize("a", [0.5, 1.5, 2.5, 4.0])
+@pytest.mark.parametrize("log_s", [0.0, -3.0])
+def test_second_moments_at_zero_cutoff_are_the_exponential_law(a, log_s):
+    """c = 0 with ``second``: t is exponential with rate a and v = s·eᵗ, so Var t = 1/a², Cov(t, v) = s/(a−1)² (∞ for
+    a ≤ 1) and Var v = s²·(a/(a−2) − (a/(a−1))²) (∞ for a ≤ 2). Only the first moments had been checked at c = 0."""
+    s = math.exp(log_s)
+    log_i, e_t, e_v, var_t, cov, var_v = _moments(a, 0.0, second=True, log_s=log_s)
+    assert (log_i, e_t) == (pytest.approx(-math.log(a), rel=1e-15, abs=1e-15), pytest.approx(1.0 / a, rel=1e-15))
+    assert var_t == pytest.approx(1.0 / (a * a), rel=1e-15)  # (closed form, one rounding)
+
+    def moment(g, k):  # E[g(t)·e^(k·t)] under the exponential law, by scipy's quad (independent of the closed forms)
+        return scipy.integrate.quad(lambda t: g(t) * a * math.exp((k - a) * t), 0.0, np.inf, epsabs=0, epsrel=1e-12)[0]
+
+    if a > 1:
+        ref_cov = s * moment(lambda t: t - 1.0 / a, 1.0)
+        assert e_v == pytest.approx(s * a / (a - 1.0), rel=1e-14)
+        assert cov == pytest.approx(ref_cov, rel=1e-9)  # 1e-9: quad's tolerance on an improper integral
+    else:
+        assert e_v == math.inf and cov == math.inf
+    if a > 2:
+        ref_var = s * s * (moment(lambda t: 1.0, 2.0) - moment(lambda t: 1.0, 1.0) ** 2)
+        assert var_v == pytest.approx(ref_var, rel=1e-9)  # (as above)
+    else:
+        assert var_v == math.inf  # E[v²] diverges for a ≤ 2 (it had been a negative 'variance' for 1 < a < 2)
+
+
 @pytest.mark.parametrize("a", [0.5, 1.0, 1.5, 3.0])
 def test_log_normaliser_small_cutoff_expansion(a):
     # continuity at c → 0 from the series of the incomplete gamma function, I = c^a Γ(−a, c):
@@ -359,6 +385,30 @@ def test_tpl_fit_reaches_scipys_maximum(seed):
         assert fit.loglik >= -ref.fun - 1e-9 * abs(ref.fun)
 
 
+def test_tpl_fit_of_a_tiny_cut_off_climbs_to_the_maximum_not_short_of_it():
+    """A Pareto sample (α = 2.25, 1000 values, seed 254) whose TPL maximum has a tiny cut-off, Λ ≈ 1.7e-7: the last
+    Newton steps raise the log-likelihood by ~1e-6 each, far above its rounding (~1e-12), and the search must not stop
+    there (a stop at 1e-9 relative had left it 2.4e-6 short, Λ 1e-8). The maximum against three independent scipy
+    searches, which agree to 1e-11 here: L-BFGS-B from htsr's optimum and from the power law, and Nelder–Mead in ln Λ."""
+    x = np.sort((1.0 - np.random.default_rng(254).random(1000)) ** (-1.0 / 1.25))
+    fit = fit_truncated_power_law(x, 1.0)
+
+    def nll(p):
+        return -float(np.sum(tpl_logpdf(x, 1.0 + p[0], p[1], 1.0)))
+
+    refs = [-scipy.optimize.minimize(nll, np.array(start), method="L-BFGS-B", bounds=[(0.0, 1e4), (1e-12, 1e8)],
+                                     options={"ftol": 1e-15, "gtol": 1e-12}).fun
+            for start in ((fit.alpha - 1.0, 1e-6), (1.0 / float(np.mean(np.log(x))), 1e-6))]
+    refs.append(-scipy.optimize.minimize(lambda p: nll((p[0], math.exp(p[1]))), np.array([fit.alpha - 1.0, -15.0]),
+                                         method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-11,
+                                                                        "maxiter": 4000}).fun)
+    assert max(refs) - min(refs) < 1e-9  # (the references agree: the maximum is resolved well below 1e-8)
+    # 1e-8: above the references' spread and the sums' rounding (~1e-12 on a log-likelihood of 1.5e3), far below
+    # the 2.4e-6 of a search stopped short
+    assert fit.status == "ok" and fit.loglik >= max(refs) - 1e-8
+    assert fit.Lambda == pytest.approx(1.67e-7, rel=0.05)  # (the cut-off the references find: ~1.7e-7)
+
+
 def test_tpl_fit_degenerate_inputs():
     assert fit_truncated_power_law(np.array([2.0]), 1.0).status.startswith("fit_failed")
     assert fit_truncated_power_law(np.ones(10), 1.0).status.startswith("fit_failed")
@@ -430,6 +480,8 @@ def test_vuong_constant_differences():
     assert vuong(np.full(10, 0.3)) == (pytest.approx(3.0), 0.0)
     assert vuong(np.full(10, -0.3)) == (pytest.approx(-3.0), 0.0)
     assert vuong(np.zeros(10)) == (0.0, 1.0)
+    # 0.3's spread is rounding (sd 6e-17: the erfc path); dyadic differences have sd exactly 0, the branch above
+    assert vuong(np.full(8, 0.5)) == (4.0, 0.0) and vuong(np.full(8, -0.5)) == (-4.0, 0.0)
 
 
 @pytest.mark.parametrize("seed,n,alpha,xmin", [(7, 2000, 2.5, 1.0), (8, 1500, 3.5, 0.7)])
@@ -537,6 +589,17 @@ def test_lognormal_on_its_boundary_is_the_power_law(seed):
     ref = x.size * math.log1p((near - a) / (a - 1.0)) - (near - a) * float(np.sum(u))
     # 1e-5: R is a sum of 400 differences of O(1) log-densities (rounding ~1e-14 absolute against |R| ~ 5e-8)
     assert ref < 0 and c4.lr_lognormal == pytest.approx(ref, rel=1e-5) and c4.p_lognormal < 1.0
+
+
+def test_a_tail_exactly_on_the_lognormal_boundary_is_the_power_law():
+    """var(u) = mean(u)² exactly (u = ln(λ/x_min) = 0 and ln 4, in float64 too): the slope of the convex likelihood in
+    b = 1/2σ² is 0 at the power law, which is the maximum, so R = 0 and p = 1 exactly; only var > mean² had been
+    sampled, and a search there stops short of the power law (R ~ 1e-8, p ~ 0.99994)."""
+    for x in (np.array([1.0, 4.0]), np.array([1.0, 1.0, 4.0, 4.0])):
+        u = np.log(x)
+        assert np.var(u) == np.mean(u) ** 2  # (the boundary itself, to the last bit)
+        c = compare_tails(x, 1.0 + x.size / float(np.sum(u)), 1.0)
+        assert (c.lr_lognormal, c.p_lognormal) == (0.0, 1.0)
 
 
 def test_lognormal_off_its_boundary_is_fitted():
@@ -1664,6 +1727,28 @@ def test_tpl_fit_of_a_tail_narrower_than_1e_4_of_x_min_is_not_left_at_the_far_bo
     assert fit.alpha == 1.0  # the α = 1 end of the valley (α is on its bound there: held, not approached)
 
 
+def test_the_tpl_fit_keeps_the_better_of_its_two_searches(monkeypatch):
+    """A tail of relative spread 1e-5 (a half-normal excess): the first search runs along the valley to α = 10001 and
+    the fit searches again from α = 1. It keeps the better of the two: with the second made worse than the first by
+    one unit of the objective, the first search's (α, Λ) and log-likelihood are the fit's. Only the case where the
+    second search wins had been seen."""
+    x = np.sort(1.0 + 1e-5 * np.abs(np.random.default_rng(0).normal(size=400)))
+    real, calls = tpl._newton, []
+
+    def second_worse(*args):
+        a, c, value = real(*args)
+        calls.append((a, c, value))
+        return (a, c, value + 1.0) if len(calls) == 2 else (a, c, value)
+
+    monkeypatch.setattr(tpl, "_newton", second_worse)
+    fit = fit_truncated_power_law(x, 1.0)
+    assert len(calls) == 2 and calls[0][0] > 0.5 * tpl._A_MAX  # (the setting this test is about: two searches)
+    a, c, value = calls[0]
+    assert (fit.alpha, fit.Lambda) == (a + 1.0, c)  # (x_min = 1: Λ = c)
+    # the log-likelihood from the first search's objective: −n·F − Σ ln λ (the same expression: exact)
+    assert fit.loglik == -x.size * value - float(np.sum(np.log(x)))
+
+
 def test_tpl_fit_stops_where_the_likelihood_stops_falling(monkeypatch):
     """A tail of relative spread 1e-5: past its optimum F falls by less than its own rounding, and the search had
     run its 200 iterations (5 000–7 200 evaluations, 0.3–0.7 s a fit); and a subnormal x_min, whose cut-off rate
@@ -1677,6 +1762,7 @@ def test_tpl_fit_stops_where_the_likelihood_stops_falling(monkeypatch):
     monkeypatch.undo()
     tiny = fit_truncated_power_law(np.sort(1e-309 * (1.0 + np.random.default_rng(0).exponential(1.0, 100))), 1e-309)
     assert tiny.status.startswith("fit_failed: the cut-off rate overflows") and math.isnan(tiny.Lambda)
+    assert tiny.status.endswith("at x_min = 1e-309 (subnormal): rescale the values")  # (what to do about it)
 
 
 def test_a_tiny_share_gives_its_posterior_or_nan_never_a_root_finders_error():
