@@ -389,18 +389,25 @@ def test_arrays_of_strings_and_records_are_counted_and_named_by_their_dtype(tmp_
     """A pickle's label or record arrays hold no weights; they vanished from the count and from the tensors
     not analysed (an .npz of the same arrays listed them): now both formats say the same. So does a numeric
     dtype with fields (numpy's union: float32 with a uint32 view 'bits'), which had been a float32 row that
-    failed ('no weights to load')."""
+    failed ('no weights to load'). A complex array (a RoPE table) is no weight either: named by its dtype, and
+    loading it says so (it had loaded as its real part, the imaginary one dropped without a word)."""
     union = np.dtype((np.float32, {"bits": (np.uint32, 0)}))
     arrays = {"labels": np.array(["a", "b"]), "table": np.zeros(5, dtype=[("a", "i4"), ("b", "f8")]),
-              "u": np.zeros((60, 50), np.float32).view(union), "w": np.random.default_rng(0).standard_normal((60, 50))}
+              "u": np.zeros((60, 50), np.float32).view(union), "w": np.random.default_rng(0).standard_normal((60, 50)),
+              "rope": np.exp(1j * np.arange(12.0)).reshape(4, 3)}
     (tmp_path / "a.pkl").write_bytes(pickle.dumps(arrays, protocol=4))
     np.savez(tmp_path / "a.npz", **arrays)
     pkl, npz = htsr.analyze(tmp_path / "a.pkl"), htsr.analyze(tmp_path / "a.npz")
-    assert pkl.num_tensors == npz.num_tensors == 4 and [l.name for l in pkl.layers] == ["w"]
+    assert pkl.num_tensors == npz.num_tensors == 5 and [l.name for l in pkl.layers] == ["w"]
     assert set(pkl.not_analysed) == set(npz.not_analysed) == {
         NotAnalysed("str32 tensor: not a dtype of weights htsr analyses", 1, ("labels",)),
         NotAnalysed("void96 tensor: not a dtype of weights htsr analyses", 1, ("table",)),
-        NotAnalysed("void32 tensor: not a dtype of weights htsr analyses", 1, ("u",))}
+        NotAnalysed("void32 tensor: not a dtype of weights htsr analyses", 1, ("u",)),
+        NotAnalysed("complex128 tensor: not a dtype of weights htsr analyses", 1, ("rope",))}
+    rope = {r.name: r for r in open_source(tmp_path / "a.pkl")}["rope"]
+    assert rope.dtype == "complex128" and rope.shape == (4, 3)
+    with pytest.raises(SourceError, match="rope is a numpy complex128 array: no weights to load"):
+        rope.load()
 
 
 @pytest.mark.parametrize("legacy", [False, True])

@@ -526,14 +526,22 @@ class _WithActivation(nn.Module):
 def test_data_parallel_modules_with_torch_functions_and_protocol_1_legacy_files_are_read(tmp_path, monkeypatch):
     """torch's own classes and functions other than tensor rebuilders (DataParallel, F.gelu as an attribute)
     are stand-ins like any others (they were refused), and a legacy file of pickle protocol 1 (its magic
-    number a decimal LONG) is recognised as one."""
+    number a decimal LONG) is recognised as one. At protocol 1 each module is made by copy_reg._reconstructor
+    and keeps its class: a Bilinear, whose attributes make it no torch layer, is a stack of bilinear forms as
+    live (a stand-in without its class had been typed by its weight's shape: a conv1d of 5 taps)."""
     dp = nn.DataParallel(_WithActivation())
     torch.save(dp, str(tmp_path / "dp.pt"))
     torch.save(dp.module, str(tmp_path / "p1.pt"), pickle_protocol=1, _use_new_zipfile_serialization=False)
+    bilinear = nn.Module()
+    bilinear.y = nn.Bilinear(6, 5, 4)
+    torch.save(bilinear, str(tmp_path / "bilinear.pt"), pickle_protocol=1, _use_new_zipfile_serialization=False)
+    live = [(r.name, r.kind, r.N, r.M) for r in htsr.analyze(bilinear, min_evals=2).layers]
+    assert live == [(f"y[{k}]", "stack", 6, 5) for k in range(4)]
     monkeypatch.setitem(sys.modules, "torch", None)
     assert [r.name for r in load_torch_file(tmp_path / "dp.pt")] == ["module.fc.weight", "module.fc.bias"]
     assert isinstance(load_torch_file(tmp_path / "p1.pt"), TorchLegacyFile)
     assert [r.name for r in load_torch_file(tmp_path / "p1.pt")] == ["fc.weight", "fc.bias"]
+    assert [(r.name, r.kind, r.N, r.M) for r in htsr.analyze(tmp_path / "bilinear.pt", min_evals=2).layers] == live
 
 
 def test_a_whole_module_whose_tensor_carries_an_attribute_is_read(tmp_path, monkeypatch):
@@ -762,7 +770,8 @@ def test_a_build_on_an_allowed_class_or_function_changes_nothing_for_later_files
 
 def test_deep_nesting_and_keys_built_of_shared_parts_are_refused_before_unpickling(tmp_path):
     """CPython hashes a tuple key recursively in C without a depth guard (2000 nested tuples crashed the
-    process, torch.load's too), and a key made of shared halves, k levels deep, costs 2^k to hash."""
+    process, torch.load's too), and a key made of shared halves, k levels deep, costs 2^k to hash — also when
+    the halves reach the key through a list filled in place."""
     deep = b"\x80\x02}" + b")" + b"\x85" * 2000 + b"Ns."  # {((((…)))): None}
     with pytest.raises(SourceError, match="nested more than 1000 levels"):
         open_source(_zip_with(tmp_path / "deep.pt", deep))
@@ -775,6 +784,14 @@ def test_deep_nesting_and_keys_built_of_shared_parts_are_refused_before_unpickli
         dag += b"h" + bytes([k - 1]) + b"h" + bytes([k - 1]) + b"\x86q" + bytes([k])
     with pytest.raises(SourceError, match="key or set element of more than 1000 elements"):
         open_source(_zip_with(tmp_path / "dag.pt", dag + b"Ns."))
+    # the same halves appended to a list (APPEND fills it in place) and the list made a tuple key by
+    # builtins.tuple: what the list was filled with counts (the key's 2^12 elements had passed as one list)
+    filled = b"\x80\x02}" + b")q\x000"  # t0 = (); memo 0; popped
+    for k in range(1, 13):  # t_k = (t_{k-1}, t_{k-1}), memo k, popped
+        filled += b"h" + bytes([k - 1]) + b"h" + bytes([k - 1]) + b"\x86q" + bytes([k]) + b"0"
+    filled += _glob("builtins", "tuple") + b"]h\x0ca\x85R" + b"Ns."  # {tuple([t_12]): None}
+    with pytest.raises(SourceError, match="key or set element of more than 1000 elements"):
+        open_source(_zip_with(tmp_path / "filled.pt", filled))
 
 
 @pytest.mark.parametrize("module", ["__builtin__", "builtins"])
@@ -1376,7 +1393,7 @@ class _Rope(nn.Module):  # a layer with a non-persistent buffer (a RoPE cache) a
 def test_a_torch_export_archive_holds_its_state_dict_and_a_broken_one_is_named(tmp_path):
     """A .pt2 stores the program's non-persistent buffers and lifted constants beside its weights: they had
     been rows the live module does not have. A config whose sizes are not integers (1e400 raised a bare
-    OverflowError), an archive without its weights config (read as the rest, silently), and one cut short
+    OverflowError; true is none either), an archive without its weights config (read as the rest, silently), and one cut short
     (zipfile found its sample inputs' zip and read it as the model) each get a one-line error."""
     import json
 
@@ -1400,10 +1417,12 @@ def test_a_torch_export_archive_holds_its_state_dict_and_a_broken_one_is_named(t
                 w.writestr(info, data)
         return out
 
-    def inf_size(data: bytes) -> bytes:
-        cfg = json.loads(data)
-        cfg["config"]["q.weight"]["tensor_meta"]["sizes"][0]["as_int"] = 1e400
-        return json.dumps(cfg).encode()
+    def first_size(value):
+        def change(data: bytes) -> bytes:
+            cfg = json.loads(data)
+            cfg["config"]["q.weight"]["tensor_meta"]["sizes"][0]["as_int"] = value
+            return json.dumps(cfg).encode()
+        return change
 
     def meta(key: str, value):
         def change(data: bytes) -> bytes:
@@ -1419,8 +1438,11 @@ def test_a_torch_export_archive_holds_its_state_dict_and_a_broken_one_is_named(t
     (sparse,) = [x for x in TorchExportArchive(rewrite("sparse.pt2", meta("layout", 1))).refs() if x.name == "q.weight"]
     with pytest.raises(LayerSkipped, match="not a strided tensor"):
         sparse.load()
-    for bad, why in ((rewrite("inf.pt2", inf_size), "corrupt torch.export archive (ValueError: q.weight: inf is "
-                                                    "not an integer)"),
+    for bad, why in ((rewrite("inf.pt2", first_size(1e400)), "corrupt torch.export archive (ValueError: q.weight: "
+                                                              "inf is not an integer)"),
+                     # JSON's true is no size (Python's bool an int, it had been read as a size of 1)
+                     (rewrite("true.pt2", first_size(True)), "corrupt torch.export archive (ValueError: q.weight: "
+                                                             "True is not an integer)"),
                      # a negative storage offset would start the view before the member's bytes
                      (rewrite("negoffset.pt2", meta("storage_offset", {"as_int": -4})),
                       "corrupt torch.export archive (ValueError: q.weight: sizes [16, 16], strides [16, 1], offset -4)"),
@@ -1497,7 +1519,8 @@ def test_fuzzed_torch_export_archive_raises_only_htsr_errors(tmp_path, mutations
 
 def test_a_frozen_constant_takes_the_kind_of_the_innermost_op_holding_it():
     """Nested calls on one line of TorchScript's code: each constant is typed by the op whose parentheses hold
-    it (the first op of the line had typed them all), a list of constants by the op it is passed to."""
+    it (the first op of the line had typed them all), a list of constants by the op it is passed to; a call of
+    no kind of its own (torch.t) by the op around it (it had left its constant untyped)."""
     import io as _io
 
     from htsr.io.torchzip import _frozen_kinds
@@ -1510,6 +1533,8 @@ def test_a_frozen_constant_takes_the_kind_of_the_innermost_op_holding_it():
             "    _1, _2, _3 = torch.lstm(x, [h, c], w, True, 1, 0., False, False, True)\n"
             # a closed call is not held open by a later parenthesis (counting parentheses had said it was)
             "    y = (torch.linear(x, CONSTANTS.c7), (CONSTANTS.c8))\n"
+            # a call htsr has no kind for (torch.t) inside an op types its constant by that op
+            "    v = torch.matmul(x, torch.t(CONSTANTS.c4))\n"
             # read in one pass: a line of 20 000 nested calls (quadratic before, 6 s; a 16 MB code file hours)
             "    z = " + "torch.mm(CONSTANTS.c9, " * 20_000 + ")" * 20_000 + "\n")
     buf = _io.BytesIO()
@@ -1518,7 +1543,7 @@ def test_a_frozen_constant_takes_the_kind_of_the_innermost_op_holding_it():
     with zipfile.ZipFile(buf) as z:
         kinds = _frozen_kinds(z, "r/code/", {n: z.getinfo(n).file_size for n in z.namelist()})
     assert kinds == {"CONSTANTS.c0": "conv1d", "CONSTANTS.c1": "dense", "CONSTANTS.c2": "embedding",
-                     "CONSTANTS.c3": "conv2d", "CONSTANTS.c5": "rnn", "CONSTANTS.c6": "rnn", "CONSTANTS.c7": "dense",
+                     "CONSTANTS.c3": "conv2d", "CONSTANTS.c4": "dense", "CONSTANTS.c5": "rnn", "CONSTANTS.c6": "rnn", "CONSTANTS.c7": "dense",
                      "CONSTANTS.c9": "dense"}
 
 
@@ -1833,6 +1858,24 @@ def test_a_scripted_layers_constant_longer_than_any_layer_writes_is_not_evaluate
     assert consts == {"__torch__.m.Conv1d": {"kernel_size": (3,), "in_channels": None}}
 
 
+
+def test_a_code_file_that_is_not_utf8_leaves_the_others_read():
+    """A TorchScript code file that does not decode (a damaged or foreign member of code/) is skipped alone: the
+    classes of the files after it still give their constants (reading had stopped at the first such file)."""
+    import io as _io
+
+    from htsr.io.torchzip import _script_constants
+
+    buf = _io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("r/code/__torch__/a.py", b"class A(Module):\n  x : Final[int] = \xff\n")
+        z.writestr("r/code/__torch__/m.py", "class Conv1d(Module):\n  kernel_size : Final[Tuple[int]] = (3,)\n")
+    with zipfile.ZipFile(buf) as z:
+        assert [i.filename for i in z.infolist()][0].endswith("/a.py")  # (the bad file comes first)
+        consts = _script_constants(z, "r/code/", {n: z.getinfo(n).file_size for n in z.namelist()})
+    assert consts == {"__torch__.m.Conv1d": {"kernel_size": (3,)}}
+
+
 class _Codes(torch.nn.Module):  # a layer beside integer buffers of each width (a quantizer's codes, an index)
     def __init__(self):
         super().__init__()
@@ -1872,7 +1915,8 @@ def test_a_pickled_module_that_contains_itself_is_refused_saying_so(tmp_path):
 
 def test_a_parameter_registered_as_none_is_no_entry_of_a_pickled_modules_state_dict(tmp_path):
     """state_dict() leaves out a parameter registered as None; so does a whole pickled module's: a checkpoint's
-    'model' holding only such a parameter has no weights, and its 'ema' (a Linear) is read instead of nothing."""
+    'model' holding only such a parameter has no weights, and its 'ema' (a Linear) is read instead of nothing.
+    Likewise a submodule registered as None."""
     stub = nn.Module()
     stub.register_parameter("weight", None)
     assert not stub.state_dict()
@@ -1881,6 +1925,13 @@ def test_a_parameter_registered_as_none_is_no_entry_of_a_pickled_modules_state_d
     refs = {r.name: r for r in TorchZipFile(tmp_path / "ckpt.pt").refs()}
     assert list(refs) == ["weight", "bias"]
     np.testing.assert_array_equal(refs["weight"].load(), ema.weight.detach().numpy())
+    # a submodule slot holding None (register_module(name, None), a layer switched off) is no module: skipped as
+    # state_dict() skips it (it had been read as a module and the whole file refused as not a checkpoint's)
+    seq = nn.Sequential(nn.Linear(4, 3))
+    seq.register_module("pool", None)
+    torch.save(seq, str(tmp_path / "seq.pt"))
+    assert [r.name for r in TorchZipFile(tmp_path / "seq.pt").refs()] == list(seq.state_dict()) == ["0.weight",
+                                                                                                     "0.bias"]
 
 
 class _Positions(nn.Module):  # keeps an Embedding's num_embeddings but no embedding_dim: no Embedding
@@ -1890,14 +1941,24 @@ class _Positions(nn.Module):  # keeps an Embedding's num_embeddings but no embed
         self.weight = nn.Parameter(torch.randn(48, 64, generator=torch.Generator().manual_seed(3)))
 
 
+class _InputWidth(nn.Module):  # keeps a Linear's in_features but no out_features: no Linear
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_features = 64
+        self.weight = nn.Parameter(torch.randn(48, 64, generator=torch.Generator().manual_seed(4)))
+
+
 def test_a_module_with_num_embeddings_but_no_embedding_dim_is_not_typed_an_embedding(tmp_path):
     """Embedding's attributes are num_embeddings and embedding_dim together: a module keeping only the first is
-    typed as its state dict's weight is (by name and shape), not as an embedding."""
+    typed as its state dict's weight is (by name and shape), not as an embedding. Likewise Linear's in_features
+    and out_features: a token table keeping only in_features stays an embedding by its name, not a dense layer
+    (one attribute alone had made it a Linear)."""
     model = nn.Module()
     model.pos = _Positions()
+    model.embed_tokens = _InputWidth()
     torch.save(model, str(tmp_path / "pos.pt"))
     want = [(r.name, r.kind) for r in htsr.analyze(dict(model.state_dict()), min_evals=2).layers]
-    assert want == [("pos", "dense")]
+    assert want == [("pos", "dense"), ("embed_tokens", "embedding")]
     assert [(r.name, r.kind) for r in htsr.analyze(tmp_path / "pos.pt", min_evals=2).layers] == want
 
 
@@ -1911,3 +1972,135 @@ def test_torch_sizes_and_devices_as_keys_and_a_set_of_tensors_are_read(tmp_path)
     refs = {r.name: r for r in TorchZipFile(tmp_path / "keys.pt").refs()}
     assert list(refs) == ["w", "dev.cuda:0", "dev.cuda:1", "s.0"]
     assert refs["dev.cuda:1"].load().tolist() == [[1.0, 1.0], [1.0, 1.0]] and refs["s.0"].load().max() == 2.0
+
+
+def test_a_storage_s_crc32_is_computed_once_however_many_views_and_loads(tmp_path, monkeypatch):
+    """Each stored storage is checked against its recorded CRC-32 once, when it is first loaded: q, k and v
+    are three views of one fused storage, and loading each twice hashes that storage once (hashing it for
+    every view and every load had gone unseen: the same bytes read again and again, a fused qkv of a large
+    model three times over)."""
+    import zlib
+
+    from htsr.io import torchzip
+
+    path, want = _checkpoint(tmp_path)
+    src = TorchZipFile(path)
+    refs = {r.name: r for r in src}
+    hashed = []
+    real = zlib.crc32
+    monkeypatch.setattr(torchzip, "zlib", argparse.Namespace(crc32=lambda b: hashed.append(len(b)) or real(b),
+                                                             error=zlib.error))
+    for _ in range(2):
+        for name in ("q.weight", "k.weight", "v.weight"):
+            np.testing.assert_array_equal(refs[name].load(), want[name], err_msg=name)
+    assert hashed == [3 * 16 * 16 * 4]  # the fused storage, whole, once
+    refs["gate.weight"].load()
+    assert hashed == [3 * 16 * 16 * 4, 8 * 16 * 4]  # another storage: its own check
+
+
+def test_a_storage_whose_local_header_is_damaged_fails_its_load(tmp_path, no_crc32):
+    """A storage member whose local file header lost its signature (the central directory still pointing at
+    it) is a damaged archive: its tensor's load fails naming the reason zipfile gives (torch.load refuses it
+    too), even with no CRC-32 recorded to catch it; the header is not trusted for the storage's offset."""
+    path, want = _checkpoint(tmp_path)
+    with zipfile.ZipFile(path) as z:
+        src = TorchZipFile(path)
+        key = next(r.storage_key[1] for r in src.refs() if r.name == "gate.weight")
+        at = z.getinfo(key).header_offset
+    data = bytearray(path.read_bytes())
+    assert data[at:at + 4] == b"PK\x03\x04"
+    data[at:at + 4] = b"PK\x00\x00"  # the signature alone: name, sizes and extra field as they were
+    path.write_bytes(bytes(data))
+    refs = {r.name: r for r in open_source(path)}
+    np.testing.assert_array_equal(refs["fc.weight"].load(), want["fc.weight"])  # the others read
+    with pytest.raises(SourceError, match=r"tensor gate\.weight: storage unreadable \(Bad magic number for file "
+                                          r"header\); the file is truncated or corrupt"):
+        refs["gate.weight"].load()
+
+
+def test_a_pickle_naming_a_storage_the_archive_lacks_is_refused_naming_it(tmp_path):
+    """A data.pkl whose tensor names a storage member the archive does not hold is refused when the pickle is
+    read, in one line naming the key and the member expected (it had ended in a bare KeyError)."""
+    pkl = b"\x80\x02}(" + _text("w") + _tensor("0", 4) + _text("x") + _tensor("7", 4) + b"u."
+    path = _zip_with(tmp_path / "missing.pt", pkl, {"0": bytes(64)})
+    with pytest.raises(SourceError) as ei:
+        TorchZipFile(path)
+    one_line_source_error(ei, str(path), "archive/data.pkl: storage '7' is not in the archive (expected "
+                                         "archive/data/7)")
+
+
+def test_shards_saved_through_file_objects_are_not_taken_for_tied_weights(tmp_path):
+    """torch.save to an open file names every archive's root 'archive', so two shards of one checkpoint hold a
+    storage archive/data/0 each, at the same offset, shape and stride. They are two tensors: both analysed
+    (the second had been passed over as 'the same tensor as a.weight (tied weights)', its layer lost)."""
+    import json
+
+    torch.manual_seed(0)
+    for i, key in ((1, "a.weight"), (2, "b.weight")):
+        with open(tmp_path / f"pytorch_model-0000{i}-of-00002.bin", "wb") as f:
+            torch.save({key: torch.randn(16, 16)}, f)
+    with zipfile.ZipFile(tmp_path / "pytorch_model-00002-of-00002.bin") as z:
+        assert "archive/data/0" in z.namelist()  # (the same member name in both shards)
+    (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": {
+        "a.weight": "pytorch_model-00001-of-00002.bin", "b.weight": "pytorch_model-00002-of-00002.bin"}}))
+    r = htsr.analyze(tmp_path, min_evals=2)
+    assert [(x.name, x.status) for x in r.layers] == [("a", "ok"), ("b", "ok")] and r.not_analysed == ()
+
+
+def test_a_numpy_array_beside_a_checkpoints_state_dict_does_not_make_it_the_state_dict(tmp_path):
+    """Only torch tensors make a mapping the state dict: a checkpoint keeping the RNG states of its data loader's
+    workers (a 2-D uint32 numpy array) beside its 'state_dict' reads as its state dict, as the live checkpoint
+    does (the array had made the checkpoint itself the state dict: 'state_dict.fc' and an 'rng' entry)."""
+    torch.manual_seed(0)
+    ckpt = {"state_dict": {"fc.weight": torch.randn(8, 6)},
+            "rng": np.random.default_rng(0).integers(0, 2**32, (4, 624), dtype=np.uint32)}
+    torch.save(ckpt, str(tmp_path / "ckpt.pt"))
+    assert [r.name for r in TorchZipFile(tmp_path / "ckpt.pt").refs()] == ["fc.weight"]
+    live, saved = htsr.analyze(ckpt, min_evals=2), htsr.analyze(tmp_path / "ckpt.pt", min_evals=2)
+    assert [x.name for x in saved.layers] == [x.name for x in live.layers] == ["fc"]
+    assert saved.not_analysed == live.not_analysed == ()
+
+
+def test_a_container_held_twice_is_walked_once(tmp_path):
+    """A list held under two keys, and lists of shared halves (L_k = [L_k-1, L_k-1]), are walked once each: the
+    tensor is named once, under its first path (walking every path had named it 2^k times, and 40 levels of a
+    file of a few hundred bytes would never have ended)."""
+    t = torch.ones(4, 4)
+    shared = [t]
+    nested = shared
+    for _ in range(3):
+        nested = [nested, nested]
+    torch.save({"a": shared, "b": shared, "c": nested}, str(tmp_path / "shared.pt"))
+    assert [r.name for r in TorchZipFile(tmp_path / "shared.pt").refs()] == ["a.0"]
+
+
+def test_a_saved_list_of_named_parameters_is_named_by_its_names(tmp_path):
+    """torch.save(list(model.state_dict().items())) (or of named_parameters()) pickles (name, tensor) pairs: each
+    tensor is named by its pair's name, as the mapping the list spells (it had been 'params.0.1', the index of the
+    pair and the tensor's place in it)."""
+    model = nn.Sequential(nn.Linear(6, 8), nn.Linear(8, 4))
+    torch.save({"params": list(model.state_dict().items())}, str(tmp_path / "pairs.pt"))
+    refs = {r.name: r for r in TorchZipFile(tmp_path / "pairs.pt").refs()}
+    assert list(refs) == [f"params.{k}" for k in model.state_dict()]
+    np.testing.assert_array_equal(refs["params.1.weight"].load(), model[1].weight.detach().numpy())
+
+
+class _Packed:  # keeps its state as a list, not a __dict__ (its own __getstate__)
+    def __init__(self, w: torch.Tensor) -> None:
+        self.w = w
+
+    def __getstate__(self) -> list:
+        return [self.w]
+
+    def __setstate__(self, state: list) -> None:
+        self.w = state[0]
+
+
+def test_an_object_whose_state_is_a_list_has_its_tensors_read(tmp_path):
+    """An object whose __getstate__ gives a list (not a __dict__) is a stand-in whose state is that list: its
+    tensors are read, named by their place in it (they had been dropped without a word)."""
+    w = torch.arange(12.0).reshape(3, 4)
+    torch.save({"packed": _Packed(w)}, str(tmp_path / "packed.pt"))
+    refs = {r.name: r for r in TorchZipFile(tmp_path / "packed.pt").refs()}
+    assert list(refs) == ["packed.0"]
+    np.testing.assert_array_equal(refs["packed.0"].load(), w.numpy())
