@@ -1633,6 +1633,12 @@ def test_valid_safetensors_dtypes_htsr_does_not_analyse_get_rows_not_a_refused_f
     assert refs["empty.weight"].shape == (0, 4) and refs["odd.scale"].shape == (3, 5)
     rows = {r.name: r.status for r in htsr.analyze(path, min_evals=5).layers}
     assert rows["ok"] == "ok" and rows["c"].startswith("skipped: a complex64 weight")
+    again = np.random.default_rng(33)  # (the C64 bytes: the second draw)
+    again.standard_normal((40, 30))
+    want = again.standard_normal((20, 20)).astype(np.float32).view(np.complex64)  # (20, 10): re, im interleaved
+    c = refs["c.weight"].load()  # complex values as stored (they had been cast to float32: the real parts alone)
+    assert c.dtype == np.complex64
+    np.testing.assert_array_equal(c, want)
     assert rows["q"] == "skipped: stored as safetensors F4, a dtype htsr does not decode"
     assert rows["r"] == "skipped: stored as safetensors F6_E2M3, a dtype htsr does not decode"
     assert rows["t"] == "skipped: stored as safetensors F6_E3M2, a dtype htsr does not decode"  # (6 bits: 12 bytes)

@@ -75,8 +75,9 @@ def unit_roundoff(dtype: str) -> float:
 
 def as_loaded(a: np.ndarray) -> np.ndarray:
     """What :meth:`TensorRef.load` returns for a stored array: float32 and float64 as they are, other floats
-    (fp16, bf16, fp8) widened to float32, integers as stored (packed quantized words keep their bits)."""
-    if a.dtype in (np.float32, np.float64) or a.dtype.kind in "iub":
+    (fp16, bf16, fp8) widened to float32, integers as stored (packed quantized words keep their bits), complex
+    values as stored (a RoPE table: analyze lists it by its dtype; float32 would keep the real parts alone)."""
+    if a.dtype in (np.float32, np.float64) or a.dtype.kind in "iubc":
         return a
     try:
         return a.astype(np.float32)
