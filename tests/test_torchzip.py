@@ -1994,7 +1994,7 @@ def test_a_storage_s_crc32_is_computed_once_however_many_views_and_loads(tmp_pat
     refs = {r.name: r for r in src}
     hashed = []
     real = zlib.crc32
-    monkeypatch.setattr(torchzip, "zlib", argparse.Namespace(crc32=lambda b: hashed.append(len(b)) or real(b),
+    monkeypatch.setattr(torchzip, "zlib", argparse.Namespace(crc32=lambda b, *v: hashed.append(len(b)) or real(b, *v),
                                                              error=zlib.error))
     for _ in range(2):
         for name in ("q.weight", "k.weight", "v.weight"):
@@ -2002,6 +2002,24 @@ def test_a_storage_s_crc32_is_computed_once_however_many_views_and_loads(tmp_pat
     assert hashed == [3 * 16 * 16 * 4]  # the fused storage, whole, once
     refs["gate.weight"].load()
     assert hashed == [3 * 16 * 16 * 4, 8 * 16 * 4]  # another storage: its own check
+
+
+@pytest.mark.parametrize("window", [100, 512, 1 << 26])
+def test_a_storage_s_crc32_is_hashed_a_window_at_a_time(tmp_path, monkeypatch, window):
+    """The CRC-32 check maps a storage a window at a time (a flat parameter far larger than the tensor loaded from
+    it is not held mapped whole): windows that split the storage unevenly (100 bytes over gate's 512), exactly
+    (512) or not at all give the one CRC-32, so an intact storage loads and a changed byte in its last window
+    is caught."""
+    from htsr.io import torchzip
+
+    monkeypatch.setattr(torchzip, "_CRC_WINDOW", window)
+    path, want = _checkpoint(tmp_path)
+    np.testing.assert_array_equal({r.name: r for r in TorchZipFile(path)}["gate.weight"].load(), want["gate.weight"])
+    data = bytearray(path.read_bytes())
+    data[data.index(want["gate.weight"].tobytes()) + 511] ^= 0x01  # (the last byte of the storage)
+    path.write_bytes(bytes(data))
+    with pytest.raises(SourceError, match="does not match the CRC-32 the archive records for it"):
+        {r.name: r for r in TorchZipFile(path)}["gate.weight"].load()
 
 
 def test_a_storage_whose_local_header_is_damaged_fails_its_load(tmp_path, no_crc32):

@@ -1128,9 +1128,20 @@ class TorchZipFile(_PickledTensors):
         crc, size = self._crcs.get(key, (0, 0))
         if crc == 0 or key in self._checked:
             return
-        if size and zlib.crc32(np.memmap(self.path, dtype=np.uint8, mode="r", offset=offset, shape=(size,))) != crc:
+        running = 0
+        for start in range(0, size, _CRC_WINDOW):  # (a window mapped at a time: a storage far larger than the
+            # tensor loaded from it, an FSDP flat parameter, is not held mapped whole)
+            window = np.memmap(self.path, dtype=np.uint8, mode="r", offset=offset + start,
+                               shape=(min(_CRC_WINDOW, size - start),))
+            running = zlib.crc32(window, running)
+            del window
+        if running != crc:
             raise ValueError(f"{key} does not match the CRC-32 the archive records for it")
         self._checked.add(key)
+
+
+#: the bytes of a storage hashed at a time for its CRC-32 check (64 MiB)
+_CRC_WINDOW = 1 << 26
 
 
 class TorchLegacyFile(_PickledTensors):
