@@ -1090,9 +1090,9 @@ class TorchZipFile(_PickledTensors):
     def _stored_offsets(self, members: dict[str, zipfile.ZipInfo]) -> dict[str, int]:
         """The file offset of each uncompressed member's bytes (torch.save stores storages uncompressed),
         read once from the local headers, so a load maps its bytes instead of reopening the archive; and (in
-        ``_crcs``) the CRC-32 and size the archive records for each, checked when its storage is first loaded."""
-        self._crcs = {name: (info.CRC, info.file_size) for name, info in members.items()}
-        self._checked: set[str] = set()
+        ``_crcs``) the CRC-32 and size the archive records for each not checked yet (a CRC-32 recorded as 0 is
+        none: torch.save with set_crc32_options(False))."""
+        self._crcs = {name: (info.CRC, info.file_size) for name, info in members.items() if info.CRC}
         out = {}
         with open(self.path, "rb") as f:
             for name, info in members.items():
@@ -1123,21 +1123,20 @@ class TorchZipFile(_PickledTensors):
     def _check_crc(self, key: str, offset: int) -> None:
         """ValueError if the stored member ``key`` (its bytes at ``offset``) does not match the CRC-32 the archive
         records for it: bytes changed in place (a bad copy, a disk error), which its size cannot show; torch.load
-        does not check, numpy's np.load of an .npz does. A CRC-32 recorded as 0 is none (torch.save with
-        set_crc32_options(False)); each storage is checked once, when it is first loaded."""
-        crc, size = self._crcs.get(key, (0, 0))
-        if crc == 0 or key in self._checked:
+        does not check, numpy's np.load of an .npz does. Each storage is checked once, when it is first loaded
+        (then it leaves ``_crcs``); one whose archive records no CRC-32 is not."""
+        recorded = self._crcs.get(key)
+        if recorded is None:
             return
+        crc, size = recorded
         running = 0
         for start in range(0, size, _CRC_WINDOW):  # (a window mapped at a time: a storage far larger than the
             # tensor loaded from it, an FSDP flat parameter, is not held mapped whole)
-            window = np.memmap(self.path, dtype=np.uint8, mode="r", offset=offset + start,
-                               shape=(min(_CRC_WINDOW, size - start),))
-            running = zlib.crc32(window, running)
-            del window
+            running = zlib.crc32(np.memmap(self.path, dtype=np.uint8, mode="r", offset=offset + start,
+                                           shape=(min(_CRC_WINDOW, size - start),)), running)
         if running != crc:
             raise ValueError(f"{key} does not match the CRC-32 the archive records for it")
-        self._checked.add(key)
+        self._crcs.pop(key, None)  # (None: another thread's load checked it too)
 
 
 #: the bytes of a storage hashed at a time for its CRC-32 check (64 MiB)
