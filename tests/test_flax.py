@@ -385,6 +385,25 @@ def test_a_scanned_tree_in_an_npz_reads_one_layer_at_a_time(tmp_path, monkeypatc
     assert len(reads) == (0 if save is np.savez else L)
 
 
+def test_a_scanned_member_changed_in_place_fails_its_layers_by_its_crc32(tmp_path):
+    """A stacked member stored uncompressed is read one layer at a time from a map of its bytes, past
+    zipfile's CRC-32 check: one byte of layer 2 flipped in place (the file's size and headers unchanged) had
+    been analysed as the changed value (an alpha for fc[2] from a weight 2^64 times too large). The member is
+    now checked once against its recorded CRC-32; on a mismatch it is read through zipfile, which refuses it,
+    so every layer of the member fails naming it (one stored member: which layer holds the change is unknown)."""
+    L, k = 6, _f32(6, 40, 30, seed=1)
+    np.savez(tmp_path / "scan.npz", **{"params/layers/fc/kernel": k, "params/layers/fc/bias": _f32(L, 30, seed=2)})
+    raw = bytearray((tmp_path / "scan.npz").read_bytes())
+    at = raw.index(k.tobytes()[:64]) + k[0].nbytes * 2  # layer 2's first value
+    raw[at + 3] ^= 0x40  # its exponent
+    (tmp_path / "scan.npz").write_bytes(bytes(raw))
+    rows = htsr.analyze(tmp_path / "scan.npz", min_evals=2).layers
+    assert [l.name for l in rows] == [f"layers.fc[{i}]" for i in range(L)]
+    assert {l.status for l in rows} == {
+        f"failed: {tmp_path / 'scan.npz'}: tensor 'params/layers/fc/kernel': cannot read its data (BadZipFile: "
+        "Bad CRC-32 for file 'params/layers/fc/kernel.npy'); truncated or corrupt?"}
+
+
 def test_optimizer_states_of_flax_optim_and_optax_under_any_key_are_left_out(tmp_path):
     """flax.optim's {'target', 'state': {'param_states'}} and an optax state under a key htsr does not know
     ({'opt': {'0': {'mu', 'nu'}}}) gave the moments as dense rows; an int8 kernel (AQT) was listed as an

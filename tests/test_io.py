@@ -4297,3 +4297,52 @@ def test_a_flat_mapping_with_a_nested_group_is_read_as_arrays_not_as_a_flax_tree
                                                 ("encoder.conv.weight", (8, 4, 3, 3))]
     np.testing.assert_array_equal([t for t in src][2].load(), C)
     assert not getattr(src, "skipped", [])
+
+
+# ------------------------------------------------------------------------------ zip members read in place
+
+
+def test_a_stored_members_bytes_are_found_where_zipfile_reads_them_and_checked_by_their_crc32(tmp_path, monkeypatch):
+    """torch checkpoints, stacked .npz members and .keras weights are mapped where their local header says their
+    bytes begin, past zipfile. Every member of an archive with a UTF-8 name, a cp437 name (what other zip tools
+    write: zipfile decodes it so, where the old check compared it as UTF-8 and fell back to zipfile), an extra
+    field and an empty member is found where zipfile reads it; a local header holding another member's name, or
+    none, gives None. The CRC-32 check, hashed a few bytes at a time here (the window shrunk to 7 bytes so a
+    member spans several), passes on intact bytes, raises naming the member on one flipped byte, and skips a
+    CRC-32 recorded as 0 (torch.save with set_crc32_options(False))."""
+    from htsr.io import base
+
+    path = tmp_path / "a.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("plain.bin", bytes(range(100)))
+        z.writestr("wé.bin", b"utf-8 name" * 9)  # (zipfile flags a non-ASCII name as UTF-8)
+        z.writestr("wX.bin", b"cp437 name" * 5)
+        info = zipfile.ZipInfo("extra.bin")
+        info.extra = b"\xfe\xca\x04\x00abcd"  # an extra field of 8 bytes, in both headers
+        z.writestr(info, b"after the extra field")
+        z.writestr("empty.bin", b"")
+    raw = path.read_bytes().replace(b"wX.bin", b"w\x82.bin")  # cp437's é, unflagged
+    path.write_bytes(raw)
+    with zipfile.ZipFile(path) as z, open(path, "rb") as f:
+        infos = z.infolist()
+        assert [i.filename for i in infos] == ["plain.bin", "wé.bin", "wé.bin", "extra.bin", "empty.bin"]
+        assert [bool(i.flag_bits & 0x800) for i in infos] == [False, True, False, False, False]
+        for info in infos:
+            at = base.stored_member_offset(f, info)
+            assert raw[at:at + info.file_size] == z.read(info), info.filename
+            base.check_stored_crc32(path, at, info)
+        offsets = [base.stored_member_offset(f, i) for i in infos]
+        swapped = infos[0]
+        swapped.header_offset = infos[3].header_offset  # the local header there names extra.bin
+        assert base.stored_member_offset(f, swapped) is None
+        swapped.header_offset = offsets[0] + 1  # no local header at all
+        assert base.stored_member_offset(f, swapped) is None
+    monkeypatch.setattr(base, "CRC_WINDOW", 7)
+    bad = bytearray(raw)
+    bad[offsets[0] + 50] ^= 1
+    path.write_bytes(bytes(bad))
+    base.check_stored_crc32(path, offsets[1], infos[1])  # (another member: intact)
+    with pytest.raises(ValueError, match=r"^plain\.bin does not match the CRC-32 the archive records for it$"):
+        base.check_stored_crc32(path, offsets[0], infos[0])
+    infos[0].CRC = 0
+    base.check_stored_crc32(path, offsets[0], infos[0])

@@ -837,6 +837,29 @@ def test_a_stored_weights_member_with_lying_zip_headers_is_refused_not_read(kera
     _one_line_source_error(ei, str(keras_file), says)
 
 
+def test_a_stored_weights_member_changed_in_place_is_refused_by_its_crc32(keras_file):
+    """h5py reads a stored model.weights.h5 in place, past zipfile's CRC-32 check, and HDF5 keeps no checksum
+    of a weight's data: one byte of a kernel flipped in place (a bad copy, a disk error; the file's size and
+    every header unchanged) had been analysed as the changed value. The member is now checked once against
+    the CRC-32 the archive records, as zipfile checks a compressed one (which is read through it)."""
+    with zipfile.ZipFile(keras_file) as z:
+        info = z.getinfo("model.weights.h5")
+        h5 = z.read(info)
+    with h5py.File(io.BytesIO(h5), "r") as f:
+        found: list[str] = []
+        f.visititems(lambda n, o: found.append(n) if isinstance(o, h5py.Dataset) and o.ndim == 2 else None)
+        name = found[0]
+        at = f[name].id.get_offset()  # a contiguous dataset's first byte, in the HDF5 file
+    raw = bytearray(keras_file.read_bytes())
+    start = raw.index(h5[:64], info.header_offset)  # the member's bytes, after its local header
+    raw[start + at + 3] ^= 0x40  # the first value's exponent: a clearly different weight
+    keras_file.write_bytes(bytes(raw))
+    with pytest.raises(SourceError) as ei:
+        KerasFile(keras_file)
+    _one_line_source_error(ei, str(keras_file), "model.weights.h5 does not match the CRC-32 the archive records "
+                           "for it; the file is corrupt: save or download it again")
+
+
 def test_the_window_on_a_stored_weights_member_ends_where_the_member_ends(keras_file):
     """The seekable window h5py reads a stored model.weights.h5 through gives exactly the member's bytes:
     read to the end, and from SEEK_END, it stops at the member's last byte, not at the archive's (the

@@ -1987,14 +1987,14 @@ def test_a_storage_s_crc32_is_computed_once_however_many_views_and_loads(tmp_pat
     model three times over)."""
     import zlib
 
-    from htsr.io import torchzip
+    from htsr.io import base
 
     path, want = _checkpoint(tmp_path)
     src = TorchZipFile(path)
     refs = {r.name: r for r in src}
     hashed = []
     real = zlib.crc32
-    monkeypatch.setattr(torchzip, "zlib", argparse.Namespace(crc32=lambda b, *v: hashed.append(len(b)) or real(b, *v),
+    monkeypatch.setattr(base, "zlib", argparse.Namespace(crc32=lambda b, *v: hashed.append(len(b)) or real(b, *v),
                                                              error=zlib.error))
     for _ in range(2):
         for name in ("q.weight", "k.weight", "v.weight"):
@@ -2010,9 +2010,9 @@ def test_a_storage_s_crc32_is_hashed_a_window_at_a_time(tmp_path, monkeypatch, w
     it is not held mapped whole): windows that split the storage unevenly (100 bytes over gate's 512), exactly
     (512) or not at all give the one CRC-32, so an intact storage loads and a changed byte in its last window
     is caught."""
-    from htsr.io import torchzip
+    from htsr.io import base
 
-    monkeypatch.setattr(torchzip, "_CRC_WINDOW", window)
+    monkeypatch.setattr(base, "CRC_WINDOW", window)
     path, want = _checkpoint(tmp_path)
     np.testing.assert_array_equal({r.name: r for r in TorchZipFile(path)}["gate.weight"].load(), want["gate.weight"])
     data = bytearray(path.read_bytes())

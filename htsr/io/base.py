@@ -8,18 +8,20 @@ import importlib.util
 import math
 import os
 import re
+import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from types import ModuleType
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 import numpy as np
 
 __all__ = ["FLOAT_DTYPES", "MAX_EXPANSION", "TensorRef", "TensorSource", "as_loaded", "einsum_axes", "expands_too_far", "grouped_axes",
            "unit_roundoff",
            "first_overlap", "import_extra", "LFS_POINTER", "lfs_pointer_error", "numpy_dtype", "one_line", "one_split", "raising_loader", "skipped_loader",
-           "SPLIT_NAME"]
+           "SPLIT_NAME", "check_stored_crc32", "stored_member_offset"]
 
 #: dtype names (numpy / ml_dtypes spelling) whose tensors are weights htsr analyses
 FLOAT_DTYPES = frozenset(
@@ -96,6 +98,44 @@ MAX_EXPANSION = 1000
 def expands_too_far(declared: int, stored: int) -> bool:
     """More than :data:`MAX_EXPANSION` times the bytes stored (a MiB of slack for tiny members)."""
     return declared > MAX_EXPANSION * max(stored, 1) + (1 << 20)
+
+
+def stored_member_offset(f: BinaryIO, info: zipfile.ZipInfo) -> int | None:
+    """Where the bytes of zip member ``info`` begin in its archive ``f`` (an open binary file), read from the
+    member's local header (30 bytes, then its name and extra field), so an uncompressed member can be mapped
+    in place; None where that header is not the member's (bad signature, another name: zipfile says what is
+    wrong when it reads the member)."""
+    f.seek(info.header_offset)
+    head = f.read(30)
+    if len(head) < 30 or head[:4] != b"PK\x03\x04":
+        return None
+    n, extra = int.from_bytes(head[26:28], "little"), int.from_bytes(head[28:30], "little")
+    name = f.read(n)
+    try:  # (the name's encoding as zipfile reads it: UTF-8 if flagged, else cp437)
+        same = name.decode("utf-8" if info.flag_bits & 0x800 else "cp437") == info.orig_filename
+    except UnicodeDecodeError:
+        same = False
+    return info.header_offset + 30 + n + extra if same else None
+
+
+#: the bytes of an uncompressed member hashed at a time for its CRC-32 check (64 MiB)
+CRC_WINDOW = 1 << 26
+
+
+def check_stored_crc32(path: str | os.PathLike, offset: int, info: zipfile.ZipInfo) -> None:
+    """ValueError if the uncompressed member ``info``, whose bytes begin at ``offset`` of archive ``path``,
+    does not match the CRC-32 the archive records for it: bytes changed in place (a bad copy, a disk error),
+    which its size cannot show, and which a map of the member bypassing zipfile would read unchecked. A CRC-32
+    recorded as 0 is none (torch.save with set_crc32_options(False)); :data:`CRC_WINDOW` bytes are mapped at
+    a time, so a member far larger than what is read from it is never held mapped whole."""
+    if not info.CRC:
+        return
+    running = 0
+    for start in range(0, info.file_size, CRC_WINDOW):
+        running = zlib.crc32(np.memmap(path, dtype=np.uint8, mode="r", offset=offset + start,
+                                       shape=(min(CRC_WINDOW, info.file_size - start),)), running)
+    if running != info.CRC:
+        raise ValueError(f"{info.filename} does not match the CRC-32 the archive records for it")
 
 
 #: a shard's name as Hugging Face and llama.cpp's gguf-split write it: <stem>-00001-of-00003.<ext>

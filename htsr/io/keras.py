@@ -108,7 +108,8 @@ import numpy as np
 
 from ..errors import MissingExtraError, SourceError
 from ..tensors import MAX_CONV_KERNEL, classify
-from .base import TensorRef, einsum_axes, expands_too_far, grouped_axes, import_extra, one_line, skipped_loader
+from .base import (TensorRef, check_stored_crc32, einsum_axes, expands_too_far, grouped_axes, import_extra, one_line,
+                   skipped_loader, stored_member_offset)
 from .safetensors import natural_key
 
 __all__ = ["HDF5_SIGNATURE", "KerasFile", "KerasModel", "is_hdf5", "is_keras_archive", "is_keras_object"]
@@ -357,13 +358,15 @@ def _member_file(path: Path, z: zipfile.ZipFile, info: zipfile.ZipInfo) -> io.IO
         raise SourceError(f"{path}: {info.filename} is encrypted; htsr cannot read it")
     if info.compress_type == zipfile.ZIP_STORED:
         with open(path, "rb") as f:
-            f.seek(info.header_offset)
-            local = f.read(30)
-        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            start = stored_member_offset(f, info)
+        if start is None:
             raise SourceError(f"{path}: corrupt zip archive (bad local header for {info.filename}); truncated?")
-        start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
         if start + info.file_size > path.stat().st_size:
             raise SourceError(f"{path}: {info.filename} runs past the end of the archive (truncated?)")
+        try:  # (h5py reads the window in place, past zipfile's check; the whole member is read once here)
+            check_stored_crc32(path, start, info)
+        except ValueError as e:
+            raise SourceError(f"{path}: {e}; the file is corrupt: save or download it again") from None
         return _ZipMember(path, start, info.file_size)
     if expands_too_far(info.file_size, info.compress_size):
         raise SourceError(f"{path}: {info.filename} would expand {info.compress_size} bytes to {info.file_size}: "

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SourceError
-from .base import TensorRef, as_loaded, expands_too_far, one_line, skipped_loader
+from .base import TensorRef, as_loaded, check_stored_crc32, expands_too_far, one_line, skipped_loader, stored_member_offset
 from .scales import with_scales
 
 __all__ = ["ArrayMapping", "NpyFile", "NpzFile"]
@@ -284,15 +284,16 @@ class NpzFile:
         return self._views[name]
 
     def _stored_view(self, name: str) -> np.ndarray | None:
-        """A read-only map of member ``name``'s array where the archive stores it uncompressed, else None."""
+        """A read-only map of member ``name``'s array where the archive stores it uncompressed and its bytes match
+        the CRC-32 it records, else None (the member is read through zipfile, which says what is wrong)."""
         info = self._npz.zip.getinfo(name + ".npy")
         if info.compress_type != zipfile.ZIP_STORED:
             return None
         try:
             with open(self.path, "rb") as f:
-                f.seek(info.header_offset)
-                local = f.read(30)  # the local file header: its name and extra field come before the data
-                start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+                start = stored_member_offset(f, info)
+                if start is None:
+                    return None
                 f.seek(start)
                 header = _npy_header(f, order=True)
                 if header is None:
@@ -300,6 +301,7 @@ class NpzFile:
                 (shape, dtype, fortran), offset = header, f.tell()
             if offset - start + math.prod(shape) * dtype.itemsize > info.file_size:
                 return None  # (a header that lies: read the usual way, which says so)
+            check_stored_crc32(self.path, start, info)  # (a mismatch: read the usual way, whose zipfile says so)
             return np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape),
                              order="F" if fortran else "C")
         except (OSError, ValueError):

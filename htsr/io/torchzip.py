@@ -54,7 +54,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import SourceError
-from .base import TensorRef, as_loaded, expands_too_far, numpy_dtype, one_line, skipped_loader
+from .base import (TensorRef, as_loaded, check_stored_crc32, expands_too_far, numpy_dtype, one_line, skipped_loader,
+                   stored_member_offset)
 from .numpy import MAX_FLAT_ITEMS, named_pairs
 from .scales import PackedConfig, with_scales
 from .torch import _MODULE_KINDS, held_kind, owner_classes, unwrap_state, with_notes
@@ -1090,21 +1091,16 @@ class TorchZipFile(_PickledTensors):
     def _stored_offsets(self, members: dict[str, zipfile.ZipInfo]) -> dict[str, int]:
         """The file offset of each uncompressed member's bytes (torch.save stores storages uncompressed),
         read once from the local headers, so a load maps its bytes instead of reopening the archive; and (in
-        ``_crcs``) the CRC-32 and size the archive records for each not checked yet (a CRC-32 recorded as 0 is
-        none: torch.save with set_crc32_options(False))."""
-        self._crcs = {name: (info.CRC, info.file_size) for name, info in members.items() if info.CRC}
+        ``_crcs``) the members whose CRC-32 is recorded and not checked yet (a CRC-32 recorded as 0 is none:
+        torch.save with set_crc32_options(False))."""
+        self._crcs = {name: info for name, info in members.items() if info.CRC}
         out = {}
         with open(self.path, "rb") as f:
             for name, info in members.items():
-                if info.compress_type != zipfile.ZIP_STORED:
-                    continue  # read through zipfile when loaded
-                f.seek(info.header_offset)
-                head = f.read(30)  # a local file header: 30 bytes, then the name and the extra field
-                if len(head) < 30 or head[:4] != b"PK\x03\x04":
-                    continue  # zipfile will say what is wrong when the tensor is loaded
-                n, extra = int.from_bytes(head[26:28], "little"), int.from_bytes(head[28:30], "little")
-                if f.read(n) == info.orig_filename.encode("utf-8", "replace"):  # as zipfile checks it
-                    out[name] = info.header_offset + 30 + n + extra
+                if info.compress_type == zipfile.ZIP_STORED:  # (others are read through zipfile when loaded)
+                    offset = stored_member_offset(f, info)
+                    if offset is not None:  # (else zipfile says what is wrong when the tensor is loaded)
+                        out[name] = offset
         return out
 
     def _raw(self, storage: _Storage, nbytes: int) -> Any:
@@ -1122,25 +1118,12 @@ class TorchZipFile(_PickledTensors):
 
     def _check_crc(self, key: str, offset: int) -> None:
         """ValueError if the stored member ``key`` (its bytes at ``offset``) does not match the CRC-32 the archive
-        records for it: bytes changed in place (a bad copy, a disk error), which its size cannot show; torch.load
-        does not check, numpy's np.load of an .npz does. Each storage is checked once, when it is first loaded
-        (then it leaves ``_crcs``); one whose archive records no CRC-32 is not."""
-        recorded = self._crcs.get(key)
-        if recorded is None:
-            return
-        crc, size = recorded
-        running = 0
-        for start in range(0, size, _CRC_WINDOW):  # (a window mapped at a time: a storage far larger than the
-            # tensor loaded from it, an FSDP flat parameter, is not held mapped whole)
-            running = zlib.crc32(np.memmap(self.path, dtype=np.uint8, mode="r", offset=offset + start,
-                                           shape=(min(_CRC_WINDOW, size - start),)), running)
-        if running != crc:
-            raise ValueError(f"{key} does not match the CRC-32 the archive records for it")
-        self._crcs.pop(key, None)  # (None: another thread's load checked it too)
-
-
-#: the bytes of a storage hashed at a time for its CRC-32 check (64 MiB)
-_CRC_WINDOW = 1 << 26
+        records for it (:func:`check_stored_crc32`); torch.load does not check, numpy's np.load of an .npz does.
+        Each storage is checked once, when it is first loaded (then it leaves ``_crcs``)."""
+        info = self._crcs.get(key)
+        if info is not None:
+            check_stored_crc32(self.path, offset, info)
+            self._crcs.pop(key, None)  # (None: another thread's load checked it too)
 
 
 class TorchLegacyFile(_PickledTensors):
