@@ -58,6 +58,9 @@ _LORA_PART = re.compile(r"\.lora_(A|B|embedding_A|embedding_B|magnitude_vector)\
 _PEFT_PART = re.compile(r"(^|\.)(lora_[ABE]|ranknum|vera_(A|B|lambda_[bd])|ia3_l|oft_(R|s)|boft_(R|s)|"
                         r"fourierft_spectrum|c3a_kernel|randlora_(A|B|lambda|gamma)|shira_weight|bone_block|"
                         r"miss_block|hra_u)(\.[^.]+)?$")
+# a LoRA factor as a bare parameter: loralib's (microsoft/LoRA: lora.Linear's lora_A [r, in], lora_B [out, r]), and
+# AdaLoRA's in its adapter_model.safetensors (beside lora_E and ranknum)
+_BARE_LORA = re.compile(r"(^|\.)lora_[AB]$")
 # a PEFT LoHa / LoKr layer's parts (LyCORIS's names): <module>.hada_w1_a[.<adapter>] …
 _LYCORIS_PART = re.compile(r"\.(hada_(w[12]_[ab]|t[12])|lokr_(w[12](_[ab])?|t[12]))(\.[^.]+)?$")
 # nn.LSTM/GRU/RNN, and their *Cell (no _l<n>); an LSTM's projection (proj_size) weight_hr_l<n>, as its module's
@@ -149,6 +152,10 @@ def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
     if _LORA_PART.search(name):
         return None, ("a LoRA factor without its adapter_config.json (its scale unknown): analyse the live model, "
                       "or the folder save_pretrained writes")
+    if _BARE_LORA.search(name):
+        return None, ("a bare lora_A / lora_B factor (loralib's, or an AdaLoRA adapter's), no layer: htsr reads "
+                      "PEFT's LoRA, LoHa and LoKr adapters; loralib merges its factors into the weight beside them "
+                      "in eval mode (save the state dict after model.eval())")
     if _PEFT_PART.search(name) and not _LORA_PART.search(name):
         return None, ("a part of a PEFT adapter of a type htsr does not read (AdaLoRA, VeRA, IA3, OFT, BOFT, "
                       "FourierFT …; it reads LoRA, LoHa and LoKr adapters)")

@@ -2203,7 +2203,6 @@ def test_kinds_of_a_live_module_and_of_its_file_agree_for_subclasses_and_project
 
 @pytest.mark.parametrize("name,shape", [
     ("base_model.model.model.layers.0.self_attn.q_proj.lora_E", (8, 1)),  # AdaLoRA
-    ("base_model.model.model.layers.0.self_attn.q_proj.lora_A", (8, 64)),
     ("base_model.vera_A", (256, 64)),  # VeRA's shared random matrices
     ("base_model.model.model.layers.0.self_attn.q_proj.vera_lambda_b", (64,)),
     ("base_model.model.bert.encoder.layer.0.attention.self.key.ia3_l", (64, 1)),
@@ -2218,6 +2217,33 @@ def test_other_peft_adapter_types_parts_without_their_config_are_listed_not_anal
 
     kind, why = classify(name, shape)
     assert kind is None and why.startswith("a part of a PEFT adapter of a type htsr does not read")
+
+
+@pytest.mark.parametrize("name,shape", [("blocks.0.attn.qkv.lora_A", (8, 64)), ("blocks.0.attn.qkv.lora_B", (192, 8)),
+                                        ("base_model.model.model.layers.0.self_attn.q_proj.lora_A", (8, 64))])
+def test_bare_lora_factors_are_named_as_loralib_or_adalora_factors(name, shape):
+    """loralib's (microsoft/LoRA) lora.Linear keeps its factors as bare parameters, qkv.lora_A [r, in] and
+    qkv.lora_B [out, r], as AdaLoRA's adapter file does: they had been called 'a part of a PEFT adapter of a type
+    htsr does not read (AdaLoRA, VeRA …)', which a loralib user cannot act on. Now named for what they are, with
+    what to do (loralib merges them into the weight beside them in eval mode); live too: a loralib-style module
+    (a Linear subclass holding lora_A / lora_B) lists them, its merged weight a dense row."""
+    from htsr.matrices import classify
+
+    kind, why = classify(name, shape)
+    assert kind is None and why.startswith("a bare lora_A / lora_B factor (loralib's, or an AdaLoRA adapter's)")
+    torch = pytest.importorskip("torch")
+
+    class LoraLinear(torch.nn.Linear):  # loralib's lora.Linear, as far as its parameters go
+        def __init__(self, n_in: int, n_out: int, r: int) -> None:
+            super().__init__(n_in, n_out)
+            self.lora_A = torch.nn.Parameter(torch.randn(r, n_in))
+            self.lora_B = torch.nn.Parameter(torch.randn(n_out, r))
+
+    torch.manual_seed(0)
+    r = htsr.analyze(torch.nn.ModuleDict({"qkv": LoraLinear(64, 192, 8)}), min_evals=2)
+    assert [(l.name, l.kind, l.status) for l in r.layers] == [("qkv", "dense", "ok")]
+    assert [(n.reason.split(" (")[0], n.examples) for n in r.not_analysed if "lora" in n.reason] == [
+        ("a bare lora_A / lora_B factor", ("qkv.lora_A", "qkv.lora_B"))]
 
 
 def test_an_unreadable_input_is_a_one_line_source_error(tmp_path, monkeypatch):
