@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 import htsr
 from htsr.errors import LayerSkipped, SourceError
 from htsr.io import open_source
+from htsr.io.base import stored_member_offset
 from htsr.io.torch import load_torch_file
 from htsr.io.torchzip import TorchExportArchive, TorchLegacyFile, TorchZipFile
 from conftest import one_line_source_error
@@ -169,6 +170,35 @@ def test_archives_torch_wrote_without_crc32_are_read_as_torch_reads_them(tmp_pat
     with pytest.raises(SourceError) as ei:
         open_source(tmp_path / "pickle.pt")
     one_line_source_error(ei, str(tmp_path / "pickle.pt"), "corrupt PyTorch zip archive (BadZipFile: Bad CRC-32")
+
+
+def test_a_checkpoint_saved_under_skip_data_fails_its_rows_saying_so_and_is_read_once_filled_in(tmp_path):
+    """torch.save under torch.serialization.skip_data() writes the pickle (with its CRC-32) and leaves each storage's
+    bytes unwritten: zeros, under a CRC-32 of 0; torch.load reads zeros. Every row had been 'failed: all-zero
+    matrix', which does not say why. Now each says its storage holds no data and what to do. Once the storages are
+    filled in (skip_data's purpose: the bytes written in a later pass; the CRC-32s stay 0), the values are read."""
+    torch.manual_seed(5)
+    m = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Linear(32, 16))
+    path = tmp_path / "meta.pt"
+    with torch.serialization.skip_data():
+        torch.save(m.state_dict(), str(path))
+    with zipfile.ZipFile(path) as z:
+        storages = [i for i in z.infolist() if "/data/" in i.filename]
+        assert {i.CRC for i in storages} == {0} and z.getinfo("meta/data.pkl").CRC  # (what torch writes)
+    rows = {l.name: l.status for l in htsr.analyze(path, min_evals=2).layers}
+    assert rows == {n: f"failed: {path}: storage meta/data/{k} holds no data: torch.save wrote the checkpoint under "
+                       "torch.serialization.skip_data() (the tensors' shapes alone); fill in its storages or save it "
+                       "without skip_data" for n, k in (("0", 0), ("1", 2))}
+    data = bytearray(path.read_bytes())
+    with open(path, "rb") as f:
+        for info, t in zip(storages, m.state_dict().values()):  # (storages in the order the state dict saves them)
+            at = stored_member_offset(f, info)
+            data[at:at + info.file_size] = t.numpy().tobytes()
+    path.write_bytes(bytes(data))
+    refs = {r.name: r.load() for r in open_source(path)}
+    for name, t in m.state_dict().items():
+        np.testing.assert_array_equal(refs[name], t.numpy(), err_msg=name)
+    assert [l.status for l in htsr.analyze(path, min_evals=2).layers] == ["ok", "ok"]
 
 
 def test_a_storage_changed_in_place_fails_its_rows_alone_by_its_crc32(tmp_path, no_crc32):

@@ -1068,8 +1068,8 @@ class TorchZipFile(_PickledTensors):
                              "truncated?") from None
         self.script = is_torchscript_archive(list(infos))
         self._collect(tree, consts, infos)
-        self._offsets = self._stored_offsets({t.storage.key: members[t.storage.key] for _, t, _ in self._tensors
-                                              if isinstance(t, _Tensor)})
+        self._offsets = self._stored_offsets(members, {t.storage.key for _, t, _ in self._tensors
+                                                       if isinstance(t, _Tensor)})
 
     def _member(self, z: zipfile.ZipFile, member: str, storage_dir: str, infos: dict[str, int],
                 declared: dict[str, dict[str, Any]] | None = None) -> Any:
@@ -1088,15 +1088,19 @@ class TorchZipFile(_PickledTensors):
                              "torch.save writes (a zip bomb?); re-save the model")
         return self._unpickle(io.BytesIO(z.read(member)), member, storage, declared)
 
-    def _stored_offsets(self, members: dict[str, zipfile.ZipInfo]) -> dict[str, int]:
-        """The file offset of each uncompressed member's bytes (torch.save stores storages uncompressed),
+    def _stored_offsets(self, members: dict[str, zipfile.ZipInfo], storages: set[str]) -> dict[str, int]:
+        """The file offset of each uncompressed storage's bytes (torch.save stores storages uncompressed),
         read once from the local headers, so a load maps its bytes instead of reopening the archive; and (in
         ``_crcs``) the members whose CRC-32 is recorded and not checked yet (a CRC-32 recorded as 0 is none:
-        torch.save with set_crc32_options(False))."""
-        self._crcs = {name: info for name, info in members.items() if info.CRC}
+        torch.save with set_crc32_options(False)); where the archive records CRC-32s for its other members, a
+        storage recorded as 0 is one torch.save wrote under ``torch.serialization.skip_data()`` (checked too)."""
+        records = any(info.CRC for name, info in members.items() if name not in storages)
+        self._crcs = {name: members[name] for name in storages if members[name].CRC
+                      or (records and members[name].file_size)}
         out = {}
         with open(self.path, "rb") as f:
-            for name, info in members.items():
+            for name in storages:
+                info = members[name]
                 if info.compress_type == zipfile.ZIP_STORED:  # (others are read through zipfile when loaded)
                     offset = stored_member_offset(f, info)
                     if offset is not None:  # (else zipfile says what is wrong when the tensor is loaded)
@@ -1119,11 +1123,20 @@ class TorchZipFile(_PickledTensors):
     def _check_crc(self, key: str, offset: int) -> None:
         """ValueError if the stored member ``key`` (its bytes at ``offset``) does not match the CRC-32 the archive
         records for it (:func:`check_stored_crc32`); torch.load does not check, numpy's np.load of an .npz does.
-        Each storage is checked once, when it is first loaded (then it leaves ``_crcs``)."""
+        A SourceError if it is a storage torch.save left unwritten (skip_data: zeros under a CRC-32 of 0). Each
+        storage is checked once, when it is first loaded (then it leaves ``_crcs``)."""
         info = self._crcs.get(key)
-        if info is not None:
+        if info is None:
+            return
+        if info.CRC:
             check_stored_crc32(self.path, offset, info)
-            self._crcs.pop(key, None)  # (None: another thread's load checked it too)
+        elif not np.memmap(self.path, dtype=np.uint8, mode="r", offset=offset, shape=(info.file_size,)).any():
+            # (recorded as 0 where the archive records the others': torch.save under skip_data() left its bytes
+            # unwritten, zeros; filled in since, it is read)
+            raise self._fail(f"storage {key} holds no data: torch.save wrote the checkpoint under "
+                             "torch.serialization.skip_data() (the tensors' shapes alone); fill in its storages or "
+                             "save it without skip_data")
+        self._crcs.pop(key, None)  # (None: another thread's load checked it too)
 
 
 class TorchLegacyFile(_PickledTensors):
@@ -1260,7 +1273,7 @@ class TorchExportArchive(TorchZipFile):
         self.script = False
         self._tensors = self._validated([f for f in found if f is not None],
                                         {k: i.file_size for k, i in members.items()})
-        self._offsets = self._stored_offsets({t.storage.key: members[t.storage.key] for _, t, _ in self._tensors})
+        self._offsets = self._stored_offsets(members, {t.storage.key for _, t, _ in self._tensors})
 
     def _small(self, z: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
         if info.file_size > 1 << 28 or expands_too_far(info.file_size, info.compress_size):
