@@ -381,8 +381,9 @@ def test_tpl_fit_reaches_scipys_maximum(seed):
     for start in ((fit.alpha - 1.0, max(fit.Lambda * xmin, 1e-6)), (a_pl, 1e-6)):
         ref = scipy.optimize.minimize(nll, np.array(start), method="L-BFGS-B",
                                       bounds=[(0.0, 1e4), (1e-12, 1e8)], options={"ftol": 1e-15, "gtol": 1e-12})
-        # 1e-9 relative: the per-point sums of the two objectives round differently
-        assert fit.loglik >= -ref.fun - 1e-9 * abs(ref.fun)
+        # 1e-12 relative: the per-point sums of the two objectives round differently (htsr short of scipy by at
+        # most 1.3e-14 relative over seeds 0-59); a search stopping early (1e-9 relative, as once) is caught
+        assert fit.loglik >= -ref.fun - 1e-12 * abs(ref.fun)
 
 
 def test_tpl_fit_of_a_tiny_cut_off_climbs_to_the_maximum_not_short_of_it():
