@@ -23,6 +23,7 @@ from conftest import (
     ReduceGadget,
     fetch_model,
     matrix_with_singular_values,
+    normal32,
     one_line_source_error,
     pareto_with_bulk,
 )
@@ -74,6 +75,32 @@ def test_arrays_are_read_bit_for_bit_at_every_protocol(tmp_path, protocol, gz):
         want = a.astype(np.float32) if a.dtype == np.float16 else a  # fp16 is widened, as from every reader
         assert got.dtype == want.dtype.newbyteorder("=") and got.shape == a.shape, k
         np.testing.assert_array_equal(got, want, err_msg=k)  # exact: the same bytes
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_ml_dtypes_arrays_are_read_as_the_floats_they_are(tmp_path, protocol):
+    """JAX / Flax parameters brought to numpy keep their dtype: bfloat16 and float8 arrays of ml_dtypes, which a
+    pickle names by the global ml_dtypes.<type>. The restricted unpickler had taken it for an inert class: the
+    arrays were 'non-numeric' (a pickle's not analysed, a torch checkpoint's row 'skipped: stored as non-numeric,
+    not a dtype … (…, bfloat16, …)'). Now each is read by its name, value for value; an int4 array is named as
+    such (no scale: skipped, as any reader's)."""
+    import ml_dtypes
+    torch = pytest.importorskip("torch")
+
+    w = normal32(40, 30, seed=7)
+    d = {"a.weight": w.astype(ml_dtypes.bfloat16), "b.weight": w.astype(ml_dtypes.float8_e4m3fn),
+         "c.weight": np.clip(np.round(w * 3), -8, 7).astype(ml_dtypes.int4)}
+    (tmp_path / "p.pkl").write_bytes(pickle.dumps(d, protocol=protocol))
+    torch.save(d, tmp_path / "p.pt", pickle_protocol=protocol)
+    for path in (tmp_path / "p.pkl", tmp_path / "p.pt"):
+        refs = {r.name: r for r in open_source(path)}
+        assert {n: r.dtype for n, r in refs.items()} == {"a.weight": "bfloat16", "b.weight": "float8_e4m3fn",
+                                                          "c.weight": "int4"}, path
+        for n in ("a.weight", "b.weight"):
+            np.testing.assert_array_equal(refs[n].load(), d[n].astype(np.float32), err_msg=f"{path}: {n}")
+        rows = htsr.analyze(path, min_evals=2).layers
+        assert [(l.name, l.status.split(" (")[0]) for l in rows] == [
+            ("a", "ok"), ("b", "ok"), ("c", "skipped: int4 weight without a scale htsr recognises")], path
 
 
 def test_an_object_holding_arrays_is_read_by_attribute_path(tmp_path):

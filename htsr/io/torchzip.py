@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SourceError
-from .base import (TensorRef, as_loaded, check_stored_crc32, expands_too_far, numpy_dtype, one_line, skipped_loader,
+from .base import (FLOAT_DTYPES, TensorRef, as_loaded, check_stored_crc32, expands_too_far, numpy_dtype, one_line, skipped_loader,
                    stored_member_offset)
 from .numpy import MAX_FLAT_ITEMS, named_pairs
 from .scales import PackedConfig, with_scales
@@ -412,9 +412,13 @@ class _NpDtype:
     __slots__ = ("spec", "order", "structured", "built")
 
     def __init__(self, spec: Any) -> None:
+        ml = isinstance(spec, type) and issubclass(spec, _Inert) and spec.type_name.startswith("ml_dtypes.")
+        if ml:  # bfloat16, float8_e4m3fn …: the type ml_dtypes has by that name (JAX weights as numpy arrays)
+            spec = spec.type_name[len("ml_dtypes."):]
         # anything but a short type code (numpy.record, a numpy 2 StringDType …) is kept as no spec: its
         # arrays hold no weights, and numpy.dtype is never given it
-        ok = isinstance(spec, str) and 0 < len(spec) <= 16 and spec.isascii() and spec.isalnum()
+        ok = isinstance(spec, str) and 0 < len(spec) <= 32 and spec.isascii() and (
+            spec.isidentifier() if ml else spec.isalnum())
         self.spec, self.order, self.structured, self.built = spec if ok else "", "|", False, False
 
     def __setstate__(self, state: Any) -> None:
@@ -429,7 +433,7 @@ class _NpDtype:
         if not self.spec:  # (numpy.record's spec is a class)
             return "non-numeric"
         try:
-            dt = np.dtype(self.spec)
+            dt = numpy_dtype(self.spec)
         except TypeError:
             return "non-numeric"
         # a numeric base with fields (np.dtype((np.float32, {"bits": (np.uint32, 0)}))) is a structured dtype
@@ -441,11 +445,11 @@ class _NpDtype:
         if not self.spec:
             return None
         try:
-            dt = np.dtype(self.spec)
+            dt = numpy_dtype(self.spec)
         except TypeError:
             return None
-        if self.structured or dt.kind not in _NUMERIC_KINDS or dt.hasobject:
-            return None
+        if self.structured or dt.hasobject or not (dt.kind in _NUMERIC_KINDS or dt.name in FLOAT_DTYPES):
+            return None  # (ml_dtypes' floats are of numpy's kind 'V')
         return dt.newbyteorder(self.order) if self.order in "<>" else dt
 
 
