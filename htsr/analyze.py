@@ -189,7 +189,7 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                 lm = unique(LayerMatrices(row_name(t.name), "dense", tuple(t.shape), 1, max(1, math.prod(t.shape)),
                                           1, 1.0, t.load))
                 if pattern is not None and not pattern.search(lm.name):
-                    passed_over(t.name, "not matched by option 'layers'")
+                    passed_over(t.name, _NOT_MATCHED)
                 elif opts.kinds is not None and "dense" not in opts.kinds:
                     passed_over(t.name, "kind dense not in option 'kinds'")
                 else:
@@ -232,7 +232,7 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                 matched = True
                 yield dataclasses.replace(lm, **noise) if noise else lm
             if not matched:
-                passed_over(t.name, "not matched by option 'layers'")
+                passed_over(t.name, _NOT_MATCHED)
             else:
                 if t.storage_key is not None:
                     first_name[t.storage_key] = t.name
@@ -252,6 +252,10 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
             gen())
 
 
+#: why a tensor none of whose rows --layers matches gives none
+_NOT_MATCHED = "not matched by option 'layers'"
+
+
 def no_layer_error(description: str, tally: Tally, opts: Options) -> SourceError:
     """The error for a source of which no layer is analysed (under the filters, if any), with the reasons
     its tensors gave no row, the most common first."""
@@ -262,6 +266,10 @@ def no_layer_error(description: str, tally: Tally, opts: Options) -> SourceError
     reasons = sorted(tally.passed_over.items(), key=lambda kv: -len(kv[1]))
     why = "; ".join(f"{len(names)} {reason} ({names[0]}{', …' if len(names) > 1 else ''})"
                     for reason, names in reasons[:3])
+    unmatched = tally.passed_over.get(_NOT_MATCHED)
+    if unmatched:  # (the tensors are listed by name: the pattern was tried on their rows' names)
+        why += (f"; option 'layers' is matched against row names, a tensor's name without '.weight' "
+                f"({row_name(unmatched[0])})")
     return SourceError(f"{description}: no analysable layer: none of its {tally.num_tensors} tensors {what}"
                        + (f": {why}" if why else ""))
 

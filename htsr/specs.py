@@ -232,7 +232,9 @@ OPTION_SPECS: dict[str, OptionSpec] = {
                    "layers with more eigenvalues are skipped",
                    cli_allowed="none or an integer >= 1"),
         OptionSpec("layers", None, "None or a non-empty regular expression", _regex_ok,
-                   "analyse only layers whose full dotted name matches this regular expression (re.search)",
+                   "analyse only layers whose row name matches this regular expression (re.search): the module's "
+                   "full dotted name, a tensor's name without '.weight' (an expert's row or a conv position's "
+                   "has its index after it)",
                    cli_allowed="a non-empty regular expression"),
         OptionSpec("kinds", None, f"None or a subset of {LAYER_KINDS}", _kinds_ok,
                    "analyse only layers of these kinds",

@@ -135,6 +135,16 @@ def test_no_analysable_layer_is_an_error():
         htsr.analyze({"a.bias": np.ones(10), "b.bias": np.ones(4), "ids": np.arange(10)[None, :]})
     with pytest.raises(htsr.SourceError, match="matches the filters"):
         htsr.analyze(_mapping(), layers="^nothing$")
+    # a pattern written for the tensor's name: the error lists tensors by name, and had not said that the pattern
+    # is tried on the rows' names ('emb.weight' plainly matches 'emb\.weight$'; its row, 'emb', does not)
+    w = {"emb.weight": np.ones((30, 20)), "fc.weight": np.ones((20, 10)), "fc.bias": np.ones(20)}
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(w, layers=r"emb\.weight$")
+    assert str(ei.value) == (
+        "<mapping>: no analysable layer: none of its 3 tensors matches the filters: 2 not matched by option 'layers' "
+        "(emb.weight, …); 1 bias or norm buffer (fc.bias); option 'layers' is matched against row names, a tensor's "
+        "name without '.weight' (emb)")
+    assert [l.name for l in htsr.analyze(w, layers=r"^emb$", min_evals=2).layers] == ["emb"]
 
 
 def test_filters():

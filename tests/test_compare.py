@@ -597,7 +597,8 @@ def test_a_model_with_no_layer_under_the_filters_fails_before_any_analysis(npz_p
     monkeypatch.setattr(sys.modules["htsr.analyze"], "analyze", lambda *x, **k: pytest.fail("analysed first"))
     assert main(["compare", str(a), str(tmp_path / "other.npz"), "--layers", "^enc"]) == 2
     assert capsys.readouterr().err == (f"htsr: error: {tmp_path / 'other.npz'}: no analysable layer: none of its 1 "
-                                       "tensors matches the filters: 1 not matched by --layers (dec.fc.weight)\n")
+                                       "tensors matches the filters: 1 not matched by --layers (dec.fc.weight); --layers is "
+                                       "matched against row names, a tensor's name without '.weight' (dec.fc)\n")
 
 
 def test_models_without_a_shared_layer_name_say_so(npz_pair, tmp_path):
