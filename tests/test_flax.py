@@ -364,6 +364,52 @@ def test_a_flattened_tree_in_an_npz_or_a_flat_dict_is_read_as_the_tree(tmp_path,
     assert not isinstance(open_source(sd), FlaxTree)
 
 
+@pytest.mark.parametrize("sep", ["/", "."])
+def test_flax_parameters_in_safetensors_are_read_as_the_tree(tmp_path, sep):
+    """transformers' Flax save_pretrained(safe_serialization=True) writes flatten_dict(params, sep='.') to
+    model.safetensors with {'format': 'flax'}: the file had been read as a PyTorch state dict, while the same
+    arrays in an .npz or a dict were read as the tree. Its Conv kernel [3, 3, 4, 8] had been 12 meaningless 3 x 3
+    matrices ('conv2d 3x3x4x8'), a ViT patch kernel [16, 16, 3, 192] no row at all, and Dense kernels [in, out].
+    Now the same rows, names, kinds, values and alphas as the tree's: a file, a model folder, a sharded folder
+    with its index (one tensor held by two shards read from the one the index names). A file whose metadata says
+    'pt' is PyTorch's whatever its names."""
+    from safetensors.numpy import save_file
+
+    tree = small_tree()
+    tree["step"] = np.array(7, np.int64)  # (safetensors stores arrays)
+    flat = _flat(tree, sep)
+    want, r_tree = _refs(FlaxTree(tree)), htsr.analyze(tree, min_evals=2)
+    save_file(flat, tmp_path / "flax.safetensors", metadata={"format": "flax"})
+    (tmp_path / "folder").mkdir()
+    save_file(flat, tmp_path / "folder" / "model.safetensors", metadata={"format": "flax"})
+    (tmp_path / "folder" / "config.json").write_text('{"architectures": ["FlaxViTModel"]}')
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    dup = f"params{sep}Dense_0{sep}kernel"  # in both shards: the first's copy stale (zeros), the index names the second
+    rest = [k for k in flat if k != dup]
+    halves = {"model-00001-of-00002.safetensors": rest[:len(rest) // 2] + [dup],
+              "model-00002-of-00002.safetensors": rest[len(rest) // 2:] + [dup]}
+    for file, keys in halves.items():
+        save_file({k: np.zeros_like(flat[k]) if k == dup and "00001" in file else flat[k] for k in keys},
+                  sharded / file, metadata={"format": "flax"})
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {k: f for f, keys in halves.items() for k in keys if not (k == dup and "00001" in f)}}))
+    for source in (tmp_path / "flax.safetensors", tmp_path / "folder", sharded):
+        got = _refs(open_source(source))
+        assert sorted(got) == sorted(want), source  # (in the names' natural order, as a state dict's)
+        for n in want:
+            a, b = got[n], want[n]
+            assert (a.kind, a.shape, a.dtype, a.flax_shape) == (b.kind, b.shape, b.dtype, b.flax_shape), (source, n)
+            np.testing.assert_array_equal(a.load(), b.load(), err_msg=f"{source}: {n}")
+        r = htsr.analyze(source, min_evals=2)
+        assert r.num_tensors == r_tree.num_tensors and {(n.reason, frozenset(n.examples)) for n in r.not_analysed} == {
+            (n.reason, frozenset(n.examples)) for n in r_tree.not_analysed}, source
+        assert sorted((l.name, l.kind, l.alpha) for l in r.layers) == sorted(
+            (l.name, l.kind, l.alpha) for l in r_tree.layers)
+    save_file(flat, tmp_path / "pt.safetensors", metadata={"format": "pt"})
+    assert not isinstance(open_source(tmp_path / "pt.safetensors"), FlaxTree)
+
+
 @pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
 def test_a_scanned_tree_in_an_npz_reads_one_layer_at_a_time(tmp_path, monkeypatch, save):
     """nn.scan's stacked kernels flattened into an .npz: each layer's row read the whole stacked member

@@ -36,6 +36,7 @@ from .safetensors import (
     SafetensorsFile,
     ShardedSafetensors,
     is_safetensors,
+    natural_key,
     safetensors_index,
     variant_stem,
     weight_files,
@@ -415,7 +416,7 @@ def _open_model_folder(path: Path) -> tuple[TensorSource, set[Path]]:
             return (_Components(path, {f.stem: SafetensorsFile(f) for f in loose}, [],
                                 "accelerate's save_state, one model a file", ".safetensors"), {_resolved(f) for f in loose})
         src = ShardedSafetensors(path)  # with an index, its shards; loose files say what they leave out
-        return src, {_resolved(f.path) for f in src.files} if src.indexed else set()
+        return _flax_or(src), {_resolved(f.path) for f in src.files} if src.indexed else set()
     index = path / "pytorch_model.bin.index.json"
     if index.is_file():
         shards = _torch_shards(index)
@@ -535,6 +536,20 @@ def _dcp_error(path: Path) -> SourceError:
                        "lightning.pytorch.utilities.consolidate_checkpoint FOLDER), then analyse that file")
 
 
+def _flax_or(src: SafetensorsFile | ShardedSafetensors) -> TensorSource:
+    """Safetensors of Flax (or TF-Keras) parameters read as the Flax tree they flatten, its kernels channels-last
+    and [in, out], as an .npz of one is (:func:`_npz`): transformers' Flax ``save_pretrained`` writes
+    ``flatten_dict(params, sep='.')`` to ``model.safetensors`` with ``{'format': 'flax'}`` in its metadata. A
+    file whose metadata says ``pt`` is PyTorch's whatever its names; else ``src`` as it is."""
+    from .flax import FlaxTree, unflattened
+
+    files = src.files if isinstance(src, ShardedSafetensors) else [src]
+    if any(f.metadata.get("format") == "pt" for f in files):
+        return src
+    tree = unflattened(sorted(src.names, key=natural_key), ndim=src.ndim)  # (in the order a state dict's rows are)
+    return src if tree is None else FlaxTree(tree, src.description, leaf=src.leaf)
+
+
 def _lora_or(path: Path, src: TensorSource) -> TensorSource:
     """A single-file LoRA (kohya-ss's, LyCORIS's, diffusers') read as its updates, else ``src`` as it is."""
     from .peft import single_file_lora
@@ -584,7 +599,8 @@ def _open_path(path: Path) -> TensorSource:
             raise _keras_sharded(path, path.parent / f"{shard['stem']}.weights.json")
         return KerasFile(path)
     if is_safetensors(head, size):
-        return _lora_or(path, SafetensorsFile(path))
+        src = _lora_or(path, SafetensorsFile(path))
+        return _flax_or(src) if isinstance(src, SafetensorsFile) else src
     if head.startswith(b"\x93NUMPY"):
         return NpyFile(path)
     if head.startswith(b"PK"):

@@ -9,6 +9,7 @@ tensor is memory-mapped read-only only when it is loaded. FP8 and int8 weights s
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -177,6 +178,17 @@ class SafetensorsFile:
     def names(self) -> list[str]:
         return list(self._entries)
 
+    def ndim(self, name: str) -> int:
+        """Tensor ``name``'s number of dimensions."""
+        return len(self._entries[name][1])
+
+    def leaf(self, path: tuple[str, ...], name: str):
+        """Tensor ``name`` as a Flax tree's leaf: ``(shape, dtype name, array function of an index)``, read when
+        loaded (a stacked, scanned, tensor one layer at a time from its map)."""
+        dtype, shape, begin, end = self._entries[name]
+        load = self._loader(dtype, shape, begin, end)
+        return shape, dtype, lambda idx=(): np.asarray(load()[idx]) if idx else load()
+
     def _loader(self, dtype: str, shape: tuple[int, ...], begin: int, end: int):
         if dtype.startswith("safetensors "):
             return skipped_loader(f"stored as {dtype}, a dtype htsr does not decode")
@@ -316,7 +328,33 @@ class ShardedSafetensors:
         return self._index is not None
 
     def __len__(self) -> int:  # tensors, each name once (a copy in a second shard is not read)
-        return len({n for f in self._files for n in f.names})
+        return len(self._owners)
+
+    @functools.cached_property
+    def _owners(self) -> dict[str, SafetensorsFile]:
+        """Each tensor's name → the file it is read from (the one the index names, if it holds the tensor)."""
+        owners: dict[str, SafetensorsFile] = {}
+        for f in self._files:
+            for n in f.names:
+                owners.setdefault(n, f)
+        if self._index is not None:  # (as ShardIndex.one_copy picks: the named shard if it holds the tensor)
+            by_path, named = {f.path: f for f in self._files}, self._index.tensor_shards()
+            for n in owners:
+                f = by_path.get(named.get(n))
+                if f is not None and n in f._entries:
+                    owners[n] = f
+        return owners
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._owners)
+
+    def ndim(self, name: str) -> int:
+        return self._owners[name].ndim(name)
+
+    def leaf(self, path: tuple[str, ...], name: str):
+        """Tensor ``name`` as a Flax tree's leaf (:meth:`SafetensorsFile.leaf`), from the file it is read from."""
+        return self._owners[name].leaf(path, name)
 
     def __iter__(self) -> Iterator[TensorRef]:
         # a scale may sit in another shard than its weight; a tensor stored in two shards is read once, from
