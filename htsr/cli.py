@@ -94,6 +94,8 @@ def _in_flags(text: str) -> str:
     text = re.sub(r"applies only without (--no-[\w-]+)(?: or with (--[\w-]+))?: otherwise it would change nothing",
                   lambda m: f"would change nothing with {m[1]}" + (f" unless {m[2]} is given" if m[2] else ""), text)
     text = text.replace("ascending=True", "--ascending").replace("ascending=False", "--descending")
+    # compare's keywords, named as its flags: "metric 'x' is not a summary column" is "--metric 'x' …"
+    text = re.sub(r"^(layer_metric|metric) (?=')", lambda m: f"--{m[1].replace('_', '-')} ", text)
     text = re.sub(r"option '(\w+)'", lambda m: typed_flag(m.group(1)), text)
     return re.sub(r"(--[\w-]+) \(\1\)", r"\1", text)  # (an API message naming both: "option 'workers' (--workers)")
 
@@ -515,6 +517,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if args.command == "compare":  # models given after an option ('htsr compare a --metric alpha b'), which
+        # argparse leaves over, in order (not a value after an unknown option: '--bogus 5' stays as it is)
+        model = [not e.startswith("-") and not (i and extra[i - 1].startswith("-")) for i, e in enumerate(extra)]
+        args.sources = [*args.sources, *(e for e, m in zip(extra, model) if m)]
+        extra = [e for e, m in zip(extra, model) if not m]
     if extra:  # named here, where the subcommand is known: its --help lists what it takes
         parser.exit(2, f"htsr: error: unrecognized arguments: {' '.join(extra)} (see 'htsr {args.command} "
                        "--help')\n")

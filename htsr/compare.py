@@ -466,7 +466,7 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
     if len(sources) < 2:
         raise OptionError(f"compare needs at least two models, got {len(sources)}")
     _check_metric(metric, ascending)  # fail before the analyses
-    _check_layer_metric(metric, layer_metric)
+    shown_column = _check_layer_metric(metric, layer_metric)
     given = list(sources)
     # saved runs read back now, once (their options are known before any analysis)
     sources = [s if isinstance(s, AnalysisResult) else saved_run(s) or s for s in sources]
@@ -476,9 +476,13 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
                                    and options[k] != OPTION_SPECS[k].default]):
         raise OptionError(f"option {changed[0]!r} ({typed_flag(changed[0])}) would change nothing: every model "
                           "is a saved run, which keeps the options it was analysed with; leave it out")
-    if not _computes(metric, opts.as_dict()) and not all(saved):
-        raise OptionError(f"metric {metric!r} is computed only with {_METRIC_NEEDS[metric][2]}: no model would have "
-                          "a value to rank by; add it, or rank by another metric")
+    for what, column, use in (("metric", metric, "rank by"), ("layer_metric", shown_column, "show")):
+        if not all(saved) and not _computes(column, opts.as_dict()):
+            raise OptionError(f"{what} {column!r} is computed only with {_NEEDS[column][2]}: no model would have "
+                              f"a value to {use}; add it, or {use} another column")
+        if all(saved) and not any(_computes(column, s.options) for s in sources):
+            raise OptionError(f"{what} {column!r} is computed only with {_NEEDS[column][2]}, which no saved run "
+                              f"was analysed with; analyse the models again with it, or {use} another column")
     # each model opened once (its headers), and one without a layer under the filters fails now, not after
     # the others' analyses
     sources = [s if isinstance(s, AnalysisResult) else open_source(s) for s in sources]
@@ -499,30 +503,42 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], text_columns: i
     return text_table(header, rows, [i < text_columns for i in range(len(header))])
 
 
-#: summary metrics that only an option computes: the option, the smallest value that computes it (True: the
-#: option on) and what to add when no model has a value
-_METRIC_NEEDS = {"rand_js_distance": ("randomize", True, "--randomize"),
-                 "num_with_traps": ("randomize", True, "--randomize"),
-                 "pl_pvalue": ("bootstrap", 1, "--bootstrap N"), "share_plausible_pl": ("bootstrap", 1, "--bootstrap N"),
-                 # (the count reads only p-values of enough replicates to drive the warning)
-                 "num_no_power_law": ("bootstrap", MIN_WARNING_REPLICATES, f"--bootstrap {MIN_WARNING_REPLICATES} "
-                                      "or more"),
-                 "share_best_fit_pl": ("tails", True, "the tail comparisons (no --no-tails)"),
-                 **{m: ("mp_fit", True, "the MP fit (no --no-mp-fit)") for m in (
-                     "mp_softrank", *map(phase_column, PHASES))},
-                 "erg_delta_lambda_min": ("setol", True, "SETOL (no --no-setol)")}
+_RANDOMIZE, _BOOTSTRAP = ("randomize", True, "--randomize"), ("bootstrap", 1, "--bootstrap N")
+_TAILS = ("tails", True, "the tail comparisons (no --no-tails)")
+_MP, _SETOL = ("mp_fit", True, "the MP fit (no --no-mp-fit)"), ("setol", True, "SETOL (no --no-setol)")
+#: summary metrics and per-layer columns that only an option computes: the option (or options, '|': either), the
+#: smallest value that computes it (True: the option on) and what to add when no model has a value
+_NEEDS = {**dict.fromkeys(("rand_js_distance", "num_with_traps", "num_traps", "rand_lambda_max", "rand_mp_sigma",
+                           "rand_mp_lambda_minus", "rand_mp_lambda_plus", "rand_mp_threshold", "rand_mp_softrank"),
+                          _RANDOMIZE),
+          **dict.fromkeys(("pl_pvalue", "share_plausible_pl", "boot_alpha_lo", "boot_alpha_hi", "boot_alpha_se",
+                           "num_boot"), _BOOTSTRAP),
+          # (the count reads only p-values of enough replicates to drive the warning)
+          "num_no_power_law": ("bootstrap", MIN_WARNING_REPLICATES, f"--bootstrap {MIN_WARNING_REPLICATES} or more"),
+          **dict.fromkeys(("share_best_fit_pl", "lr_exponential", "p_exponential", "lr_lognormal", "p_lognormal",
+                           "lr_tpl", "p_tpl", "tpl_alpha", "tpl_Lambda", "etpl_alpha", "etpl_Lambda", "etpl_xmin"),
+                          _TAILS),
+          **dict.fromkeys(("mp_softrank", *map(phase_column, PHASES), "mp_sigma", "mp_lambda_minus", "mp_lambda_plus",
+                           "mp_threshold", "num_spikes", "mp_ks", "num_heavy_entries"), _MP),
+          **dict.fromkeys(("erg_delta_lambda_min", "num_erg", "erg_lambda_min", "erg_lambda_min_raw",
+                           "logq_free_cauchy", "logq_levy_wigner", "logq_inverse_mp"), _SETOL),
+          **dict.fromkeys(("bayes_avg_alpha", "bayes_avg_alpha_lo", "bayes_avg_alpha_hi"),
+                          ("bayes_average", True, "--bayes-average")),
+          **dict.fromkeys(("farms_windows", "farms_xmin"), ("farms_aspect", True, "--farms-aspect")),
+          **dict.fromkeys(("raw_alpha", "num_fingers"), ("clip_xmax|drop_top", True, "--clip-xmax or --drop-top K")),
+          **{c: ("localization", True, "--localization") for c in NUMERIC_COLUMNS if c.startswith("loc_")}}
 
 
-def _computes(metric: str, options: Mapping[str, Any]) -> bool:
-    """Whether a run with these options computes the summary ``metric`` (:data:`_METRIC_NEEDS`)."""
-    if metric not in _METRIC_NEEDS:
+def _computes(column: str, options: Mapping[str, Any]) -> bool:
+    """Whether a run with these options computes the summary metric or per-layer ``column`` (:data:`_NEEDS`)."""
+    if column not in _NEEDS:
         return True
-    option, least, _ = _METRIC_NEEDS[metric]
-    value = options.get(option, OPTION_SPECS[option].default)
-    return bool(value) if least is True else (value or 0) >= least
+    names, least, _ = _NEEDS[column]
+    values = [options.get(name, OPTION_SPECS[name].default) for name in names.split("|")]
+    return any(v not in (None, False, 0) if least is True else (v or 0) >= least for v in values)
 
 
-assert set(_METRIC_NEEDS) <= set(summary_columns())
+assert set(_NEEDS) <= set(summary_columns()) | set(NUMERIC_COLUMNS)
 
 
 def _saved_rows(*results: AnalysisResult) -> dict[str, str]:
@@ -559,7 +575,7 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
         + "  ".join([f"{e.rank}. {e.label} ({format_value(e.value)})" for e in c.ranking if e.rank is not None]
                     + [f"unranked (no value): {', '.join(e.label for e in c.ranking if e.rank is None)}"]
                     * any(e.rank is None for e in c.ranking))
-        + (f" ({c.metric} needs {_METRIC_NEEDS[c.metric][2]})"
+        + (f" ({c.metric} needs {_NEEDS[c.metric][2]})"
            if all(e.rank is None for e in c.ranking) and not _computes(c.metric, c.results[0].options) else ""),
     ]
     differ = options_differ(c.results)

@@ -653,7 +653,7 @@ def test_models_without_a_value_are_unranked_and_a_bad_figure_name_fails_first(n
     is refused before any model is analysed."""
     a, b = npz_pair
     assert main(["compare", str(a), str(b), "--metric", "rand_js_distance", "--no-progress", "--no-tails"]) == 2
-    assert "metric 'rand_js_distance' is computed only with --randomize" in capsys.readouterr().err
+    assert "--metric 'rand_js_distance' is computed only with --randomize" in capsys.readouterr().err
     # (and those the MP fit or SETOL compute, without them: every analysis ran, then ranked nothing)
     for metric, off, needs in (("mp_softrank", "--no-mp-fit", "the MP fit (no --no-mp-fit)"),
                                ("num_heavy_tailed", "--no-mp-fit", "the MP fit (no --no-mp-fit)"),
@@ -661,12 +661,12 @@ def test_models_without_a_value_are_unranked_and_a_bad_figure_name_fails_first(n
                                # (the count reads only p-values of 100 replicates or more: 5 had ranked nothing)
                                ("num_no_power_law", "--bootstrap=5", "--bootstrap 100 or more")):
         assert main(["compare", str(a), str(b), "--metric", metric, "--ascending", off, "--no-progress"]) == 2
-        assert f"metric {metric!r} is computed only with {needs}" in capsys.readouterr().err
+        assert f"--metric {metric!r} is computed only with {needs}" in capsys.readouterr().err
     # computed with enough: ranked (each model's count of layers whose power law is implausible)
     c = compare([a, b], metric="num_no_power_law", ascending=True, bootstrap=100, tails=False)
     assert all(e.rank is not None for e in c.ranking)
-    c = compare([htsr.analyze(a, tails=False), htsr.analyze(b, tails=False)], labels=["tuned", "base"],
-                metric="rand_js_distance")
+    c = compare_results([htsr.analyze(a, tails=False), htsr.analyze(b, tails=False)], ["tuned", "base"],
+                        metric="rand_js_distance")
     assert "1 = highest): unranked (no value): tuned, base" in format_comparison(c)
     # the summary table's rank column says '-' for them (had been unchecked: an empty cell shifts the row)
     assert [ln.split()[-1] for ln in format_comparison(c).splitlines()[2:4]] == ["-", "-"]
@@ -696,10 +696,70 @@ def test_layer_metric_from_the_cli_and_a_bad_one_refused_before_any_analysis(npz
     analysed = []
     monkeypatch.setattr(sys.modules["htsr.analyze"], "analyze", lambda *x, **k: analysed.append(x))
     assert main(["compare", str(a), str(b), "--layer-metric", "phase", "--no-progress"]) == 2
-    assert "htsr: error: layer_metric 'phase' is not a numeric per-layer column" in capsys.readouterr().err
+    assert "htsr: error: --layer-metric 'phase' is not a numeric per-layer column" in capsys.readouterr().err
     with pytest.raises(OptionError, match="layer_metric 'bogus' is not a numeric per-layer column"):
         compare([a, b], layer_metric="bogus")
     assert analysed == []
+
+
+def test_a_layer_metric_no_model_would_have_is_refused_as_a_metric_is(npz_pair, tmp_path, capsys, monkeypatch):
+    """--layer-metric took any numeric column: rand_js_distance without --randomize (or boot_alpha_lo without
+    --bootstrap, loc_* without --localization …) was shown as a column of nan for every layer, and its mean over
+    'the layers present in every model' as nan, exit 0. Refused now before any analysis, as --metric is, naming
+    the option; saved runs none of which computed it, too (saying to analyse them again: the option itself
+    changes nothing for a saved run). With the option, or a saved run that has it, it is shown."""
+    a, b = npz_pair
+    for run in ("s0", "s1"):
+        assert main(["analyze", str(a), "--out", str(tmp_path / run), "--quiet", "--no-progress"]) == 0
+    analysed = []
+    real = sys.modules["htsr.analyze"].analyze
+    monkeypatch.setattr(sys.modules["htsr.analyze"], "analyze", lambda *x, **k: analysed.append(x) or real(*x, **k))
+    for column, needs in (("rand_js_distance", "--randomize"), ("boot_alpha_lo", "--bootstrap N"),
+                          ("loc_pr_tail_mean", "--localization"), ("raw_alpha", "--clip-xmax or --drop-top K")):
+        assert main(["compare", str(a), str(b), "--layer-metric", column, "--no-progress"]) == 2
+        assert capsys.readouterr().err == (f"htsr: error: --layer-metric {column!r} is computed only with {needs}: no "
+                                           "model would have a value to show; add it, or show another column\n")
+        assert main(["compare", str(tmp_path / "s0"), str(tmp_path / "s1"), "--layer-metric", column]) == 2
+        assert capsys.readouterr().err == (
+            f"htsr: error: --layer-metric {column!r} is computed only with {needs}, which no saved run was analysed "
+            "with; analyse the models again with it, or show another column\n")
+    assert analysed == []
+    c = compare([a, b], layer_metric="raw_alpha", drop_top=1)
+    assert c.layer_metric == "raw_alpha" and all(math.isfinite(v) for row in c.layer_values for v in row)
+
+
+def test_models_given_after_an_option_are_models_in_their_order(npz_pair, capsys):
+    """'htsr compare a --metric alpha b' had been 'unrecognized arguments: b' (argparse leaves a positional after
+    an option over): the models are a, then b, as with the options last."""
+    a, b = npz_pair
+    assert main(["compare", str(a), str(b), "--metric", "alpha", "--json", "--no-progress"]) == 0
+    want = json.loads(capsys.readouterr().out)
+    assert main(["compare", str(a), "--metric", "alpha", str(b), "--json", "--no-progress"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got == want and got["labels"][0] != got["labels"][1]
+    with pytest.raises(SystemExit) as ei:  # (an unknown option among them is still one)
+        main(["compare", str(a), "--metric", "alpha", str(b), "--bogus"])
+    assert ei.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_the_columns_said_to_need_an_option_are_those_it_computes():
+    """compare refuses a metric or per-layer column by the option that computes it (_NEEDS): a run with every such
+    option off has each of those columns NaN in every layer, and one with them all on has each finite somewhere;
+    every other column is computed by a default run."""
+    from htsr.compare import _NEEDS, _computes
+    from htsr.results import NUMERIC_COLUMNS
+
+    m = _powerlaw_model(2.5, 3, {"enc.big.weight": np.random.default_rng(3).standard_normal((400, 200))})
+    off = dict(tails=False, mp_fit=False, setol=False)
+    on = dict(randomize=True, bootstrap=20, bayes_average=True, localization=True, farms_aspect=2.0, drop_top=1)
+    runs = {"off": (htsr.analyze(m, workers=1, **off), off), "default": (htsr.analyze(m, workers=1), {}),
+            "on": (htsr.analyze(m, workers=1, **on), on)}
+    for c in NUMERIC_COLUMNS:
+        for name, (r, opts) in runs.items():
+            finite = any(math.isfinite(getattr(l, c)) for l in r.layers)
+            assert finite == _computes(c, opts), (c, name)
+    assert {c for c in NUMERIC_COLUMNS if c not in _NEEDS} == {
+        c for c in NUMERIC_COLUMNS if all(any(math.isfinite(getattr(l, c)) for l in r.layers) for r, _ in runs.values())}
 
 
 def test_a_name_with_other_shapes_is_not_the_same_layer_and_differing_layers_are_noted():
@@ -723,9 +783,14 @@ def test_a_name_with_other_shapes_is_not_the_same_layer_and_differing_layers_are
 
 def test_a_metric_no_model_has_names_the_option_that_computes_it(npz_pair, capsys):
     a, b = npz_pair
-    c = compare([htsr.analyze(a, tails=False), htsr.analyze(b, tails=False)], labels=["tuned", "base"],
-                metric="rand_js_distance")  # results computed without it: ranked by nothing, and said why
-    assert "unranked (no value): tuned, base (rand_js_distance needs --randomize)" in format_comparison(c)
+    runs = [htsr.analyze(a, tails=False), htsr.analyze(b, tails=False)]
+    c = compare_results(runs, ["tuned", "base"], metric="rand_js_distance")  # computed without it: ranked by
+    assert "unranked (no value): tuned, base (rand_js_distance needs --randomize)" in format_comparison(c)  # nothing
+    # compare() given those runs (or their saved folders) refuses it, as it does for models to analyse
+    with pytest.raises(OptionError, match=r"^metric 'rand_js_distance' is computed only with --randomize, which no "
+                                          r"saved run was analysed with; analyse the models again with it, or rank by "
+                                          r"another column$"):
+        compare(runs, metric="rand_js_distance")
     # with the option on but no value (nothing fitted), no such hint
     assert main(["compare", str(a), str(b), "--metric", "rand_js_distance", "--randomize", "--min-evals", "500",
                  "--no-progress", "--no-tails"]) == 0
