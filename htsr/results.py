@@ -591,7 +591,8 @@ def why_undefined(options: dict[str, Any]) -> dict[str, str]:
     """Why a run's summary has no value (NaN) for its option-dependent entries, by entry: what the CLI's
     summary and the report print beside 'n/a'."""
     no_mp = ("--no-mp-fit" if not options.get("mp_fit", True)  # phases need a layer's MP fit
-             else "no layer has a Marchenko-Pastur fit: none fitted, or LoRA updates only")
+             else "no layer has a phase: it needs the Marchenko-Pastur fit and, for a layer with a tail above "
+                  "it, the tail's power-law fit; none has them, or LoRA updates only")
     # (traps need a shuffle of their own, with or without the MP fit)
     no_shuffle = "no layer randomised: none with min_evals eigenvalues, or LoRA updates only"
     boot = options.get("bootstrap", 0) or 0
@@ -687,7 +688,8 @@ def csv_cell(v: Any) -> Any:
 
 
 def _csv_records(path: Any, text: str | None = None) -> tuple[list[str], list[dict[str, Any]]]:
-    """(header, rows) of a layers.csv (its ``text``, when read already); SourceError for a file cut short (a copy
+    """(header, rows) of a layers.csv (its ``text``, when read already); SourceError for another file (no name and
+    status columns) and for a file cut short (a copy
     interrupted, a full disk): a row with fewer or more fields than the header (csv fills the missing ones with
     None, and keys the extra ones None)."""
     if text is None:
@@ -696,6 +698,9 @@ def _csv_records(path: Any, text: str | None = None) -> tuple[list[str], list[di
     reader = csv.DictReader(io.StringIO(text, newline=""))
     records = list(reader)
     header = list(reader.fieldnames or ())
+    if "name" not in header or "status" not in header:  # (every table htsr writes has them; before the rows'
+        # count of fields: another file, a summary.json given by mistake, is not 'a table truncated or corrupt')
+        raise SourceError(f"{path}: not a layers.csv htsr wrote (its header has no name and status columns)")
     cut = next((i for i, r in enumerate(records) if None in r or None in r.values()), None)
     if cut is not None:
         raise SourceError(f"{path}: row {cut + 1} does not have the header's {len(header)} fields: the table is "
@@ -724,8 +729,6 @@ def read_layers(path: str | os.PathLike) -> "pandas.DataFrame":
         with open(path, newline="", encoding="utf-8-sig") as f:
             content = f.read()  # (once: checked, then parsed)
         header, _ = _csv_records(path, content)
-        if "name" not in header or "status" not in header:  # (every table htsr writes has them)
-            raise SourceError(f"{path}: not a layers.csv htsr wrote (its header has no name and status columns)")
         _check_columns(path, header)
         text = [c for c in header if COLUMN_DTYPES.get(c) == "object"]
         return pd.read_csv(io.StringIO(content, newline=""), dtype={c: COLUMN_DTYPES[c] for c in header},

@@ -10,6 +10,7 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import htsr
@@ -405,7 +406,7 @@ def test_why_undefined_names_each_options_reason():
     a bootstrap of exactly MIN_WARNING_REPLICATES (enough: the reason is then that no layer had as many good ones)."""
     from htsr.fits.uncertainty import MIN_WARNING_REPLICATES as n
 
-    assert why_undefined({})["phases"].startswith("no layer has a Marchenko-Pastur fit")
+    assert why_undefined({})["phases"].startswith("no layer has a phase: it needs the Marchenko-Pastur fit and")
     assert why_undefined({"mp_fit": False})["phases"] == "--no-mp-fit"
     assert why_undefined({})["num_with_traps"] == "--randomize"
     assert why_undefined({"randomize": True})["num_with_traps"].startswith("no layer randomised")
@@ -450,6 +451,14 @@ def test_a_csv_without_a_status_column_is_not_a_layers_csv(tmp_path):
     (tmp_path / "other.csv").write_text("name,alpha\na,3.0\n")
     with pytest.raises(htsr.errors.SourceError, match="not a layers.csv htsr wrote"):
         read_layers(tmp_path / "other.csv")
+    # a run's summary.json given by mistake: its lines are no rows of the header's fields, but it is no table at
+    # all (it had been called 'a table truncated or corrupt'), and so is it where a saved run's layers.csv should be
+    r = htsr.analyze({"fc.weight": np.random.default_rng(0).standard_normal((80, 40))}, min_evals=2)
+    (tmp_path / "summary.json").write_text(json.dumps(r.summary.as_dict(), indent=2))
+    with pytest.raises(htsr.errors.SourceError) as ei:
+        read_layers(tmp_path / "summary.json")
+    assert str(ei.value) == (f"{tmp_path / 'summary.json'}: not a layers.csv htsr wrote (its header has no name and "
+                             "status columns)")
 
 
 def test_a_layer_named_like_a_missing_value_reads_back_by_its_name(tmp_path):
