@@ -30,7 +30,7 @@ from .io.scales import unscaled_integer_weight
 from .matrices import LayerMatrices, aspect_window_shape, aspect_windows, layer_matrices, unread_tensor_row
 from .metrics import compute_metrics, warning_for
 from .options import Options, options_doc
-from .results import AnalysisResult, LayerResult, LayerSpectra, NotAnalysed, Summary
+from .results import AnalysisResult, LayerResult, LayerSpectra, NotAnalysed, Summary, saved_result
 from .rmt import (
     MPFit,
     PhaseThresholds,
@@ -127,6 +127,18 @@ class Tally:
         return len(self.names)
 
 
+def open_model(source: Any) -> Any:
+    """:func:`open_source`; a run htsr saved (``--out`` folder, ``--json`` document), which no reader reads, is
+    named as one, with what reads it (the readers had listed the weight formats)."""
+    try:
+        return open_source(source)
+    except SourceError:
+        if saved_result(source) is None:
+            raise
+        raise SourceError(f"{source}: a run htsr saved (its results, not a model's weights): compare reads it as it "
+                          "is ('htsr compare RUN1 RUN2'), and so does htsr.results.load_result") from None
+
+
 def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                 ) -> tuple[str, int, Iterator[LayerMatrices]]:
     """Open ``source`` and return (description, number of tensors, iterator of filtered layers); the tensors
@@ -135,10 +147,10 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
 
     ``tally``, when given, records every tensor and the reason of each that gives no row as the iterator
     runs (and, once it is exhausted, those the reader itself passed over: ONNX, Keras, Flax)."""
-    src = open_source(source)
+    src = open_model(source)
     if opts.base is not None:
         # an adapter's base gives W and W + ΔW rows; any other model's base gives deltas W - W_base
-        base = open_source(opts.base)
+        base = open_model(opts.base)
         if hasattr(base, "with_base"):  # a LoRA adapter folder: an update, not a model to subtract or merge into
             raise SourceError(f"{base.description}: --base is a LoRA adapter; give the base model the "
                               "adapter was trained on (and the adapter as the model)")

@@ -378,11 +378,11 @@ def _run_analyze(args: argparse.Namespace) -> int:
         outputs.append(("--report", args.report))
         options["keep_spectra"] = True
     check_outputs([args.source, options.get("base")], outputs)  # before minutes of analysis, not after
-    from .io import open_source
+    from .analyze import open_model
 
-    source = open_source(args.source)  # headers only; then the files it reads (an ONNX model's external data)
+    source = open_model(args.source)  # headers only; then the files it reads (an ONNX model's external data)
     if isinstance(options.get("base"), (str, os.PathLike)):  # and the base's (its external data had been replaced)
-        options["base"] = open_source(options["base"])
+        options["base"] = open_model(options["base"])
     check_outputs([source, options.get("base")], outputs)
     if args.report is not None and args.report.suffix.lower() not in (".html", ".htm"):
         raise OptionError(f"--report {args.report}: the report is an HTML file; name it .html")
@@ -633,6 +633,7 @@ def run_compare(args: argparse.Namespace) -> int:
             can_draw(args.figure)
         except OptionError as e:  # (the flag named, as the other outputs' errors name theirs)
             raise OptionError(f"--figure {e}") from None
+    from .analyze import open_model
     from .io import open_source
 
     labels = _check_labels(args.labels, args.sources)  # from the paths, before they are opened
@@ -646,7 +647,7 @@ def run_compare(args: argparse.Namespace) -> int:
         raise OptionError(f"--base-distances measures the two models' weights: give the models, not saved runs "
                           f"({', '.join(map(str, saved))})")
     if options.get("base") is not None:  # opened once here, not once per model and per check
-        options["base"] = open_source(options["base"])
+        options["base"] = open_model(options["base"])
     check_outputs([*(s for s in sources if not isinstance(s, AnalysisResult)), options.get("base")], outputs)
     c = compare(sources, labels, args.metric, args.ascending, args.layer_metric, **options)
     distances = None

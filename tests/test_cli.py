@@ -1445,3 +1445,22 @@ def test_main_runs_in_a_thread_that_is_not_the_main_one(model, tmp_path):
     finally:
         signal.signal(signal.SIGTERM, saved)
     assert got == [0] and sorted(os.listdir(tmp_path / "o")) == ["layers.csv", "summary.json"]
+
+
+def test_a_saved_run_given_as_a_model_is_named_as_one(model, tmp_path, capsys):
+    """'htsr analyze RUN' of a folder --out wrote (or a --json document) had listed every weight format htsr reads
+    (or called the .json an unknown format): it is named as a saved run, with what reads it; so is one given as
+    --base, and to the API. compare reads it (its own test)."""
+    assert main(["analyze", str(model), "--out", str(tmp_path / "run"), "--quiet", "--no-progress"]) == 0
+    assert main(["analyze", str(model), "--json", "--quiet", "--no-progress"]) == 0
+    (tmp_path / "run.json").write_text(capsys.readouterr().out)
+    for run in (tmp_path / "run", tmp_path / "run.json"):
+        want = (f"{run}: a run htsr saved (its results, not a model's weights): compare reads it as it is "
+                "('htsr compare RUN1 RUN2'), and so does htsr.results.load_result")
+        assert main(["analyze", str(run), "--no-progress"]) == 2
+        assert capsys.readouterr().err == f"htsr: error: {want}\n"
+        assert main(["analyze", str(model), "--base", str(run), "--no-progress"]) == 2
+        assert capsys.readouterr().err == f"htsr: error: {want}\n"
+        with pytest.raises(htsr.SourceError) as ei:
+            htsr.analyze(run)
+        assert str(ei.value) == want
