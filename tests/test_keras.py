@@ -1274,7 +1274,8 @@ def test_live_models_inside_a_mapping_are_each_read_as_alone_under_their_keys(ke
         [(n, k, lam) for n, k, lam, _ in rows(critic, "gan.0.")]
         + [("gan.1", "dense", htsr.analyze(linear, min_evals=2).layers[0].lambda_max)])
     # (the rest as the mapping {'gan': {'1': linear}, 'step': 7} reads: a checkpoint's step counter passed over)
-    assert ("bias or norm buffer", ("gan.1.bias",)) in {(e.reason, e.examples) for e in mixed.not_analysed}
+    assert ("bias or norm buffer", ("gan.1.bias", "gan.0/layers/dense/vars/1", "gan.0/layers/dense_1/vars/1")) in {
+        (e.reason, e.examples) for e in mixed.not_analysed}  # (the Keras Dense biases in the same words)
 
     gan = keras.Sequential([keras.Input((20,)), L.Dense(20, name="g"), critic], name="gan")
     tied = htsr.analyze({"critic": critic, "gan": gan}, min_evals=2)
@@ -2485,3 +2486,19 @@ def test_numbered_seed_generators_at_the_top_of_a_weights_file_are_training_stat
     src = KerasFile(path)
     assert [(r.name, r.shape) for r in src] == [("d", (4, 8))]
     assert src.not_weights == [] and src.skipped == []
+
+
+def test_a_weight_layers_1d_variable_is_listed_as_its_bias_and_a_norms_as_norm_scales(tmp_path):
+    """A .keras file stores a Conv2D's or a Dense's bias at layers/<class>/vars/1: classified by that path, it had
+    been listed as '1-D (norm scales, scalars)', where a legacy .h5 (…/bias:0) and a state dict say 'bias or norm
+    buffer'. A weight layer's 1-D variables are its bias now; a norm layer's keep their own words."""
+    config = model("Sequential", "s", [layer("Conv2D", "stem"), layer("Dense", "head"),
+                                       layer("LayerNormalization", "ln")])
+    path = write_keras(tmp_path / "m.keras", config, {
+        "layers/conv2d/vars/0": _f32(3, 3, 4, 8, seed=1), "layers/conv2d/vars/1": _f32(8, seed=2),
+        "layers/dense/vars/0": _f32(32, 10, seed=3), "layers/dense/vars/1": _f32(10, seed=4),
+        "layers/layer_normalization/vars/0": _f32(10, seed=5), "layers/layer_normalization/vars/1": _f32(10, seed=6)})
+    assert KerasFile(path).not_weights == [
+        ("/layers/conv2d/vars/1", "bias or norm buffer"), ("/layers/dense/vars/1", "bias or norm buffer"),
+        ("/layers/layer_normalization/vars/0", "1-D (norm scales, scalars)"),
+        ("/layers/layer_normalization/vars/1", "1-D (norm scales, scalars)")]

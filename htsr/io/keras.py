@@ -723,8 +723,10 @@ class _Walker:
             for k, var in variables.items():  # biases (2-D for EinsumDense and GRU), quantization scales
                 if len(var.shape) >= 2:
                     self.skipped.append((var.where, _not_a_matrix(cls, f"variable {k}")))
-                else:
-                    self.not_weights.append((var.where, _one_d(var)))
+                else:  # (a weight layer's is its bias, in a state dict's words: its path in the file, vars/1,
+                    # had been taken for a norm scale; a norm layer's, its scales and buffers)
+                    self.not_weights.append((var.where, _one_d(var) if cls in _ELEMENTWISE
+                                             else classify(f"{base}.bias", var.shape)[1]))
             return
         for k in sorted(variables, key=natural_key):
             var = variables[k]
