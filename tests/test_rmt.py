@@ -291,6 +291,11 @@ def test_randomize_is_seeded_and_leaves_the_input_alone():
     assert np.array_equal(W, before)
     assert np.array_equal(a.spectrum.evals, b.spectrum.evals)
     assert not np.array_equal(a.spectrum.evals, randomize([W], 300, 100, seed=4).spectrum.evals)
+    # the MP baseline is the entries' variance, which a shuffle does not change: the same to the last digit for
+    # every seed (it had been summed in the shuffled order, and moved in its last digit with the seed)
+    W = np.random.default_rng(1).standard_cauchy((400, 300)).astype(np.float32)
+    sigmas = {randomize([W[:200], W[200:]], 200, 300, seed=s).mp.sigma2 for s in range(6)}
+    assert len(sigmas) == 1
 
 
 def test_js_distance_known_answers():

@@ -113,13 +113,17 @@ def randomize(matrices: Sequence[np.ndarray], N: int, M: int, seed: int = 0, sca
     # tensor), so that every shuffled entry is a draw from the same distribution; shuffling the values in
     # place is twice as fast as drawing a permutation and gathering through it
     flat = [np.asarray(W).reshape(-1) for W in matrices]
-    pooled = rng.permuted(flat[0] if len(flat) == 1 else np.concatenate(flat))
+    entries = flat[0] if len(flat) == 1 else np.concatenate(flat)
+    sigma2 = _variance(entries)  # (in the entries' own order: a sum in the shuffled order varied with the seed in
+    # its last digit, and the rand_mp_* columns with it)
+    pooled = rng.permuted(entries)
+    del entries
     shuffled = [part.reshape(W.shape) for part, W in
                 zip(np.split(pooled, np.cumsum([f.size for f in flat])[:-1]), matrices)]
     spectrum = esd(shuffled, precision, refine_fraction, scale)
     # the shuffled entries are i.i.d. by construction: the baseline is the MP law of their own variance, not a
     # fit (a fit to a heavy-tailed entry distribution's spectrum, which is no MP bulk, put its edge anywhere)
-    mp = fit_mp(spectrum.evals, N, M, scale, tw_margin, sigma2=_variance(pooled))
+    mp = fit_mp(spectrum.evals, N, M, scale, tw_margin, sigma2=sigma2)
     locations: list[tuple[float, int, int, int]] = []
     named: set[tuple[int, int]] = set()  # (matrix, flat index) of the weights located already
     if mp.num_spikes:
