@@ -36,11 +36,12 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .analyze import analyze, iter_layers
+from .analyze import Tally, analyze, iter_layers, no_layer_error
 from .errors import HtsrError, OptionError, OutputError, SourceError, shown
 from .figures import Panel, Series
 from .io.torch import unwrapped
 from .options import Options, acts_on
+from .specs import plain
 from .results import csv_table, means_rows
 from .values import NanEqual
 
@@ -63,7 +64,8 @@ class HtsrAlphaWarning(UserWarning):
 
 
 class HtsrMonitorWarning(UserWarning):
-    """The monitor's CSV could not be written for a record (kept, and written with a later one)."""
+    """The monitor's CSV could not be written for a record (kept, and written with a later one), or a monitored
+    layer failed (NaN or Inf in its weights: training diverged?)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,6 +116,13 @@ def _mean_alpha(layers: Iterable[LayerAlpha]) -> float:
     return math.fsum(vals) / len(vals) if vals else NAN
 
 
+def _judges(layers: Sequence[LayerAlpha], mean: float) -> bool:
+    """Whether a record's mean alpha moves the alert state: a finite mean, over every layer the record analysed. A
+    layer that failed (NaN or Inf in its weights) leaves the mean to the others, which may cross the threshold with
+    no layer's alpha changed: no crossing (the failure warns on its own)."""
+    return math.isfinite(mean) and not any(la.status.startswith("failed") for la in layers)
+
+
 def _counted(layers: Iterable[LayerAlpha]) -> str:
     """The rows :func:`_mean_alpha` averages, counted: '12 layer(s)', '3 update(s) (#delta rows)'."""
     over, rows = means_rows(list(layers))
@@ -152,6 +161,9 @@ class AlphaMonitor:
     A CSV that already holds records is continued: the monitor starts from its last record's alert state, so a
     resumed run does not alert twice for one crossing (give a new run a new CSV).
 
+    A layer that fails (NaN or Inf in its weights: training diverged?) warns :class:`HtsrMonitorWarning` naming it,
+    once while it fails; a record with a failed layer moves no alert state (its mean is over the other layers).
+
     Every argument is checked here: a bad option raises :class:`~htsr.errors.OptionError`, a model with
     no layer matching ``layers`` a :class:`~htsr.errors.SourceError`, a CSV with another header or that cannot
     be written an :class:`~htsr.errors.OutputError`, all before training starts.
@@ -160,6 +172,7 @@ class AlphaMonitor:
     def __init__(self, model: Any = None, csv_path: str | os.PathLike | None = None, every: int = 1,
                  unit: str = "epoch", layers: str | None = None, threshold: float = 2.0,
                  on_alert: Callable[[MonitorRecord], Any] | None = None, **options: Any) -> None:
+        every, threshold = plain(every), plain(threshold)  # (numpy scalars, as every analyze option takes them)
         _check(isinstance(every, int) and not isinstance(every, bool) and every >= 1, "every",
                "an integer >= 1", every)
         _check(unit in UNITS, "unit", "'epoch' or 'step'", unit)
@@ -173,6 +186,8 @@ class AlphaMonitor:
             self.options = Options.create(**self._kwargs)  # OptionError here, before any training
         except OptionError as e:
             changed = [k for k in MONITOR_DEFAULTS if k not in options and f"'{k}'" in str(e)]
+            if str(e).startswith("unknown option"):  # (the monitor's own arguments are not analyze's options)
+                raise OptionError(f"{e}; and the monitor's own: every, unit, layers, threshold, on_alert") from None
             if not changed:
                 raise
             raise OptionError(f"{e} (the monitor turns {changed[0]} off, MONITOR_DEFAULTS: pass {changed[0]}=True)") from None
@@ -187,8 +202,10 @@ class AlphaMonitor:
         self.alert = False  # True while the latest finite mean alpha is below the threshold
         if self.csv_path is not None and self.csv_path.exists() and self.csv_path.stat().st_size > 0:
             # a resumed run appending to its CSV: the crossing the file holds already alerted
-            finite = [r.mean_alpha for r in load_history(self.csv_path, self.threshold) if math.isfinite(r.mean_alpha)]
-            self.alert = bool(finite) and finite[-1] < self.threshold
+            judged = [r.mean_alpha for r in load_history(self.csv_path, self.threshold)
+                      if _judges(r.layers, r.mean_alpha)]
+            self.alert = bool(judged) and judged[-1] < self.threshold
+        self._failed: set[str] = set()  # the layers that failed at the latest record (warned once per failure)
         self.last_result = None  # the full AnalysisResult of the latest record
         self._model = None
         self._last_step: Any = None
@@ -207,10 +224,11 @@ class AlphaMonitor:
         for training (``DataParallel``, ``DistributedDataParallel``, ``torch.compile``) is monitored as the
         module it wraps, so its layers have the names of an unwrapped run's (not ``module.0``, ``_orig_mod.0``)."""
         model = unwrapped(model)
-        description, num_tensors, found = iter_layers(model, self.options)
-        if next(found, None) is None:
-            what = f"matches layers={self.layers!r}" if self.layers else "is a weight matrix htsr analyses"
-            raise SourceError(f"{description}: nothing to monitor: none of its {num_tensors} tensors {what}")
+        tally = Tally()
+        description, _, found = iter_layers(model, self.options, tally)
+        if next(found, None) is None:  # (in analyze's words: why each tensor gave no row, --layers and kinds too)
+            why = str(no_layer_error(description, tally, self.options))
+            raise SourceError(why.replace(": no analysable layer: ", ": nothing to monitor: ", 1))
         self._model = model
 
     # when to record ---------------------------------------------------------------------------------
@@ -259,18 +277,27 @@ class AlphaMonitor:
         layers = tuple(LayerAlpha(r.name, r.kind, r.alpha, r.alpha_weighted, r.log_spectral_norm, r.D, r.status)
                        for r in result.layers)
         mean = _mean_alpha(layers)
-        below = math.isfinite(mean) and mean < self.threshold
+        judged = _judges(layers, mean)
+        below = judged and mean < self.threshold
         crossed = below and not self.alert
-        if math.isfinite(mean):  # a record without any fitted layer keeps the state
+        if judged:  # a record without any fitted layer, or with a failed one, keeps the state
             self.alert = below
         rec = MonitorRecord(step, epoch, round(wall, 3), layers, mean, crossed, time.perf_counter() - t0)
         self.last_result = result
         self._history.append(rec)
         if self.csv_path is not None:
             self._append_csv(rec)
+        where = ", ".join(f"{k} {_short(v)}" for k, v in (("step", step), ("epoch", epoch)) if v is not None)
+        failed = [la for la in layers if la.status.startswith("failed")]
+        new = [la for la in failed if la.name not in self._failed]
+        self._failed = {la.name for la in failed}
+        if new:  # (once per failure: a layer failing at every later record is not warned again)
+            warnings.warn(HtsrMonitorWarning(
+                f"{len(new)} layer(s) failed{' at ' + where if where else ''}: {', '.join(la.name for la in new[:5])}"
+                f"{' …' if len(new) > 5 else ''} ({new[0].status.removeprefix('failed: ')}); the mean alpha is not "
+                "checked against the threshold while a layer fails"), stacklevel=3)
         if crossed:
             self.alerts.append(rec)
-            where = ", ".join(f"{k} {_short(v)}" for k, v in (("step", step), ("epoch", epoch)) if v is not None)
             warnings.warn(HtsrAlphaWarning(
                 f"mean alpha {_below(mean, self.threshold)} of {_counted(layers)} dropped below "
                 f"{self.threshold:g}{' at ' + where if where else ''}: layers may be over-trained"),
@@ -426,9 +453,9 @@ def load_history(csv_path: str | os.PathLike, threshold: float = 2.0) -> list[Mo
     records, below = [], False
     for (step, epoch, t), layers in groups:
         mean = _mean_alpha(layers)
-        now = math.isfinite(mean) and mean < threshold
+        now = _judges(layers, mean) and mean < threshold
         records.append(MonitorRecord(_number(step), _number(epoch), _float(t), tuple(layers), mean, now and not below))
-        if math.isfinite(mean):
+        if _judges(layers, mean):
             below = now
     return records
 

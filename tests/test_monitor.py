@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 import htsr
 from conftest import matrix_with_singular_values
 from htsr.errors import HtsrError, OptionError, SourceError
-from htsr.monitor import (CSV_COLUMNS, MONITOR_DEFAULTS, AlphaMonitor, HtsrAlphaWarning,
+from htsr.monitor import (CSV_COLUMNS, MONITOR_DEFAULTS, AlphaMonitor, HtsrAlphaWarning, HtsrMonitorWarning,
                           alpha_over_time, hf_callback, lightning_callback, load_history)
 
 @pytest.fixture(autouse=True)
@@ -333,10 +333,16 @@ def test_layers_regex_selects_what_is_recorded_and_averaged(tmp_path):
     assert [r["layer"] for r in read_rows(path)] == ["2"]
     rec = AlphaMonitor(model, None, layers=r"^0$").record(epoch=1)  # the other layer: no alert
     assert [x.name for x in rec.layers] == ["0"] and rec.mean_alpha > 3.5
-    with pytest.raises(SourceError, match="nothing to monitor: none of its 6 tensors matches layers='decoder'"):
+    with pytest.raises(SourceError, match=r"nothing to monitor: none of its 6 tensors matches the filters: 3 not "
+                                          r"matched by option 'layers' \(0\.weight, …\)"):
         AlphaMonitor(model, None, layers="decoder")
-    with pytest.raises(SourceError, match="none of its 2 tensors is a weight matrix htsr analyses"):
+    with pytest.raises(SourceError, match="none of its 2 tensors is a weight matrix htsr can read"):
         AlphaMonitor(torch.nn.LayerNorm(8), None)  # no filter: the message does not blame one
+    # a kinds filter that leaves nothing: said so (it had said the Linear's weight was no weight matrix)
+    with pytest.raises(SourceError) as ei:
+        AlphaMonitor(torch.nn.Linear(100, 200), None, kinds="conv2d")
+    assert str(ei.value) == ("<Linear>: nothing to monitor: none of its 2 tensors matches the filters: 1 kind dense "
+                             "not in option 'kinds' (weight); 1 bias or norm buffer (bias)")
 
 
 @pytest.mark.parametrize("kw, match", [
@@ -1023,3 +1029,46 @@ def test_the_callbacks_keep_a_model_given_to_the_monitor():
     pl_cb = lightning_callback(None, model=own)
     pl_cb.on_fit_start(None, other)
     assert pl_cb.monitor.model is own
+
+
+def test_a_layer_that_fails_warns_by_name_and_raises_no_false_alert(tmp_path):
+    """A layer whose weights went NaN or Inf (training diverged) failed silently: its alpha left the mean, which
+    fell from over the threshold to under it with no alpha changed, and the monitor alerted 'layers may be
+    over-trained' (on_alert, stop_on_alert …). The failure now warns, naming the layer, once while it lasts, and a
+    record with a failed layer moves no alert state; a resumed run (its CSV replayed) reads it alike."""
+    model = mlp()
+    set_tail(model, 4.0)
+    with torch.no_grad():  # layer 2 below the threshold, layer 0 above: the mean of both above it
+        W = matrix_with_singular_values(pareto_singular_values(96, 1.5), 96, 128, seed=3)
+        model[2].weight.copy_(torch.from_numpy(W.astype(np.float32)))
+    calls, path = [], tmp_path / "alpha.csv"
+    mon = AlphaMonitor(model, path, unit="step", threshold=2.5, on_alert=calls.append)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = mon.step(1)
+        assert first.mean_alpha > 2.5 and not first.alert
+        with torch.no_grad():
+            model[0].weight[0, 0] = float("inf")
+        second, third = mon.step(2), mon.step(3)
+        with torch.no_grad():
+            model[0].weight[0, 0] = 0.0
+        fourth = mon.step(4)
+    assert [x.status for x in second.layers if x.name == "0"] == ["failed: NaN or Inf in the weights"]
+    assert second.mean_alpha < 2.5 and not second.alert and not third.alert and not mon.alerts and calls == []
+    assert fourth.mean_alpha > 2.5 and not fourth.alert
+    failures = [str(w.message) for w in caught if issubclass(w.category, HtsrMonitorWarning)]
+    assert failures == ["1 layer(s) failed at step 2: 0 (NaN or Inf in the weights); the mean alpha is not checked "
+                        "against the threshold while a layer fails"]
+    assert not [w for w in caught if issubclass(w.category, HtsrAlphaWarning)]
+    assert [r.alert for r in load_history(path, 2.5)] == [False] * 4
+    assert not AlphaMonitor(model, path, unit="step", threshold=2.5).alert
+
+
+def test_the_monitors_own_arguments_take_numpy_scalars_and_a_misspelt_one_is_named():
+    """every=np.int64(5) and threshold=np.float32(2.0), a sweep's values, had been refused where every analyze
+    option takes them; a misspelt monitor argument (evry=) had been answered with analyze's options alone."""
+    mon = AlphaMonitor(mlp(), None, every=np.int64(5), threshold=np.float32(2.5))
+    assert (mon.every, mon.threshold) == (5, 2.5) and type(mon.every) is int
+    with pytest.raises(OptionError, match=r"^unknown option 'evry'.*; and the monitor's own: every, unit, layers, "
+                                          r"threshold, on_alert$"):
+        AlphaMonitor(mlp(), None, evry=5)
