@@ -313,6 +313,9 @@ def _default_labels(sources: Sequence[Any]) -> list[str]:
 def _check_labels(labels: Sequence[str] | None, items: Sequence[Any]) -> tuple[str, ...]:
     if labels is None:
         return tuple(_default_labels(items))
+    if isinstance(labels, str):  # (its characters are no labels: 'ab' had been 'a', 'b')
+        raise OptionError(f"labels takes one label per model, in a list (labels=['a', 'b']), not the string "
+                          f"{shown(labels)}")
     labels = tuple(str(x) for x in labels)
     if len(labels) != len(items):
         raise OptionError(f"labels (--labels): {len(labels)} given for {len(items)} models")

@@ -30,7 +30,7 @@ from . import figures
 from .errors import OptionError
 from .figures import PALETTE, ROLE_COLORS, Panel, Series, role_color  # noqa: F401 (colours re-exported)
 from .io.base import import_extra
-from .results import atomic_write
+from .results import AnalysisResult, LayerResult, LayerSpectra, atomic_write
 from .rmt.phases import PHASES
 from .specs import plain
 
@@ -230,6 +230,10 @@ def panels_image(panels: Sequence[Panel], path: str | os.PathLike, ncols: int = 
 
 
 def _need(row: Any, spectra: Any) -> None:
+    if not isinstance(row, LayerResult) or not (spectra is None or isinstance(spectra, LayerSpectra)):
+        raise OptionError(f"a per-layer plot takes one layer's row and its eigenvalues, (result.layers[i], "
+                          f"result.spectra[i]), not ({type(row).__name__}, {type(spectra).__name__}); plot_layer "
+                          "takes the whole result")
     if spectra is None:
         why = "run htsr.analyze(..., keep_spectra=True)" if row.status == "ok" else row.status
         raise OptionError(f"layer {row.name!r} has no kept eigenvalues to plot: {why}")
@@ -272,6 +276,11 @@ def plot_erg(row: Any, spectra: Any, ax: Any = None) -> Any:
 
 
 def _layer_index(result: Any, name_or_index: str | int) -> int:
+    if not isinstance(result, AnalysisResult):
+        raise OptionError(f"plot_layer takes the result htsr.analyze returns, not {type(result).__name__}"
+                          + ("; read a saved run with htsr.results.load_result(path) (and analyse again with "
+                             "keep_spectra=True: a saved run keeps no eigenvalues)"
+                             if isinstance(result, (str, os.PathLike)) else ""))
     n = len(result.layers)
     if isinstance(name_or_index, (int, np.integer)) and not isinstance(name_or_index, bool):
         if not -n <= name_or_index < n:

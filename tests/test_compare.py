@@ -742,6 +742,17 @@ def test_models_given_after_an_option_are_models_in_their_order(npz_pair, capsys
     assert ei.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
 
 
+def test_labels_given_as_one_string_are_refused():
+    """labels='ab' had been split into the labels 'a' and 'b' (and 'base,ft', the CLI's form, into 7 labels)."""
+    models = [_powerlaw_model(3.0, 1), _powerlaw_model(2.0, 2)]
+    for labels in ("ab", "base,ft"):
+        with pytest.raises(OptionError) as ei:
+            compare(models, labels=labels)
+        assert str(ei.value) == ("labels takes one label per model, in a list (labels=['a', 'b']), not the string "
+                                 f"{labels!r}")
+    assert compare(models, labels=["base", "ft"]).labels == ("base", "ft")
+
+
 def test_the_columns_said_to_need_an_option_are_those_it_computes():
     """compare refuses a metric or per-layer column by the option that computes it (_NEEDS): a run with every such
     option off has each of those columns NaN in every layer, and one with them all on has each finite somewhere;

@@ -180,6 +180,17 @@ def test_plot_layer_errors(result):
         P.plot_layer(failed, 0)
     with pytest.raises(OptionError, match="keep_spectra=True"):
         P.plot_esd(no_spectra.layers[0], None)
+    # a notebook's slips had been AttributeError tracebacks: the whole result (or a path) for a layer, the two
+    # arguments swapped, a saved run's path for plot_layer
+    row, spectra = result.layers[0], result.spectra[0]
+    for args, got in (((result, result.spectra), "AnalysisResult, tuple"), ((spectra, row), "LayerSpectra, LayerResult")):
+        with pytest.raises(OptionError) as ei:
+            P.plot_esd(*args)
+        assert str(ei.value) == ("a per-layer plot takes one layer's row and its eigenvalues, (result.layers[i], "
+                                 f"result.spectra[i]), not ({got}); plot_layer takes the whole result")
+    with pytest.raises(OptionError, match=r"^plot_layer takes the result htsr\.analyze returns, not str; read a saved "
+                                          r"run with htsr\.results\.load_result\(path\)"):
+        P.plot_layer("run.json", 0)
 
 
 # --------------------------------------------------------------------------------------- model figures
