@@ -721,7 +721,8 @@ def read_layers(path: str | os.PathLike) -> "pandas.DataFrame":
     """A ``layers.csv`` htsr wrote (:meth:`AnalysisResult.to_csv`, ``htsr analyze --out``) as a pandas DataFrame
     with :meth:`AnalysisResult.to_pandas`'s dtypes (``pd.read_csv`` alone guesses them from the values: a count
     column without an empty cell comes back int64, an all-empty text column float64, and tables of two runs
-    then do not concatenate cleanly). Empty numeric cells are NaN, empty text cells ''."""
+    then do not concatenate cleanly). Empty numeric cells are NaN, empty text cells ''; the columns of :data:`COLUMNS`
+    in their order, those an older htsr's table lacks empty."""
     from .io.base import import_extra
 
     pd = import_extra("pandas", "pandas", "htsr.results.read_layers()")
@@ -730,9 +731,17 @@ def read_layers(path: str | os.PathLike) -> "pandas.DataFrame":
             content = f.read()  # (once: checked, then parsed)
         header, _ = _csv_records(path, content)
         _check_columns(path, header)
+        counts = [c for c in COLUMNS if COLUMN_DTYPES[c] == "int64" and c not in header]
+        if counts:  # (every htsr's table has the shape counts)
+            raise SourceError(f"{path}: not a layers.csv htsr wrote (its header has no {counts[0]} column)")
         text = [c for c in header if COLUMN_DTYPES.get(c) == "object"]
-        return pd.read_csv(io.StringIO(content, newline=""), dtype={c: COLUMN_DTYPES[c] for c in header},
-                           keep_default_na=False, na_values={c: [""] for c in header if c not in text})
+        frame = pd.read_csv(io.StringIO(content, newline=""), dtype={c: COLUMN_DTYPES[c] for c in header},
+                            keep_default_na=False, na_values={c: [""] for c in header if c not in text})
+        for c in COLUMNS:  # an older htsr's table lacks the newer columns: empty, as load_result reads them
+            if c not in frame.columns:
+                frame[c] = pd.Series("" if COLUMN_DTYPES[c] == "object" else np.nan, index=frame.index,
+                                     dtype=COLUMN_DTYPES[c])
+        return frame[list(COLUMNS)]
     except SourceError:
         raise
     except (OSError, UnicodeError, ValueError, csv.Error) as e:  # (pandas' parser errors are ValueErrors)

@@ -58,13 +58,21 @@ def test_a_text_column_missing_from_an_older_csv_reads_back_empty(tmp_path):
     with open(folder / "layers.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     for r in rows:
-        del r["phase"]  # an older htsr had no phase column
+        del r["phase"], r["farms_xmin"]  # an older htsr had no phase column, nor farms_xmin
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     w.writeheader(); w.writerows(rows)
     (folder / "layers.csv").write_text(buf.getvalue())
     back = load_result(folder)
     assert [r.phase for r in back.layers] == ["", ""]
+    # read_layers alike: every column, in to_pandas()'s order and dtypes (it had left the two out, and a
+    # concatenation with a current table then had NaN in the text column)
+    from htsr.results import read_layers
+
+    df, now = read_layers(folder / "layers.csv"), back.to_pandas()
+    assert list(df.columns) == list(now.columns) and dict(df.dtypes) == dict(now.dtypes)
+    assert df["phase"].tolist() == ["", ""] and df["farms_xmin"].isna().all()
+    assert df.equals(now)
 
 
 def test_minus_infinity_keeps_its_sign():
