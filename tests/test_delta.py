@@ -70,6 +70,24 @@ def test_biases_and_norm_scales_in_one_source_only_give_no_row_and_are_counted_o
         assert r.num_tensors == 10 == len(r.layers) + sum(got.values())
 
 
+def test_an_integer_buffer_in_one_source_only_gives_no_row():
+    """Position ids ([1, 512] int64) in the base and not in the model (transformers 5 saves none) had become a
+    skipped 'embedding' row 'only in the base …', counted among the skipped layers; alone, either model lists them
+    as an integer buffer, no layer. Listed so with --base too, on either side; an int8 weight named as one keeps
+    its row."""
+    model, base, _ = _pair()
+    ids = np.arange(512, dtype=np.int64)[None]
+    skipped = htsr.analyze(model, base=base).summary.num_skipped  # (the pair's own: only in one, reshaped)
+    for m, b in ((model, base | {"embeddings.position_ids": ids}), (model | {"embeddings.position_ids": ids}, base)):
+        r = htsr.analyze(m, base=b)
+        assert "embeddings.position_ids" not in [x.name for x in r.layers] and r.summary.num_skipped == skipped
+        assert ("integer buffer (ids, masks, counters)", ("embeddings.position_ids",)) in {
+            (n.reason, n.examples) for n in r.not_analysed}
+    r = htsr.analyze(model | {"enc.q.weight": np.ones((40, 30), np.int8)}, base=base)
+    assert [x.status for x in r.layers if x.name == "enc.q"] == [
+        "skipped: only in the model: the base has no tensor of this name (not a delta)"]
+
+
 def test_inputs_are_not_modified_and_options_record_the_base(tmp_path):
     model, base, _ = _pair()
     before = {k: v.copy() for k, v in {**model, **base}.items()}

@@ -34,7 +34,8 @@ import numpy as np
 
 from ..errors import LayerSkipped, SourceError
 from ..tensors import infer_kind
-from .base import TensorRef, TensorSource, skipped_loader, unit_roundoff
+from .base import FLOAT_DTYPES, TensorRef, TensorSource, skipped_loader, unit_roundoff
+from .scales import unscaled_integer_weight
 
 __all__ = ["DeltaSource", "align_names"]
 
@@ -142,7 +143,10 @@ class DeltaSource:
 
 
 def _is_matrix(t: TensorRef) -> bool:
-    """A tensor that gives a row (a weight matrix, conv kernel …), as opposed to a bias or a norm scale."""
+    """A tensor that gives a row (a weight matrix, conv kernel …), as opposed to a bias, a norm scale or an integer
+    buffer (position ids: [1, 512] int64, no embedding; analyze lists it as it lists the model's own)."""
+    if t.dtype not in FLOAT_DTYPES and unscaled_integer_weight(t) is None:
+        return False
     return (t.kind or infer_kind(t.name, tuple(t.shape))) is not None
 
 
