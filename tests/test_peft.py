@@ -1947,6 +1947,31 @@ def test_a_kohya_lora_merges_into_a_base_stored_in_by_out(tmp_path):
     assert merged.lambda_max == pytest.approx(np.linalg.norm(W + (B @ A).T, 2) ** 2, rel=1e-5)
 
 
+def test_a_linear_update_on_a_1x1_conv_and_the_reverse_merge_reshaped(tmp_path):
+    """SD's proj_in / proj_out are 1 × 1 convs in some checkpoints and Linear layers in others, and a kohya file
+    trained on one is loaded on the other (kohya's, A1111's and ComfyUI's loaders reshape the update). #merged had
+    been skipped, 'the update's shape (32, 64) does not match the base tensor's (64, 32, 1, 1)' — the update's
+    shape printed transposed (it is 64 × 32). Merged now as W + ΔW reshaped."""
+    rng = np.random.default_rng(0)
+    f32 = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    W_in, W_out = f32(64, 32, 1, 1), f32(32, 64)
+    A_in, B_in, A_out, B_out = f32(4, 32), f32(64, 4), f32(4, 64, 1, 1), f32(32, 4, 1, 1)
+    save_file({"proj_in.weight": W_in, "proj_out.weight": W_out}, str(tmp_path / "base.safetensors"))
+    save_file({"lora_unet_proj_in.lora_down.weight": A_in, "lora_unet_proj_in.lora_up.weight": B_in,
+               "lora_unet_proj_in.alpha": np.array(2.0, np.float32),
+               "lora_unet_proj_out.lora_down.weight": A_out, "lora_unet_proj_out.lora_up.weight": B_out,
+               "lora_unet_proj_out.alpha": np.array(2.0, np.float32)}, str(tmp_path / "k.safetensors"))
+    rows = _rows(htsr.analyze(tmp_path / "k.safetensors", base=tmp_path / "base.safetensors", min_evals=2))
+    # (proj_in's base is a conv: its eigenvalues halved, as WeightWatcher scales a conv2d's: ww_conv_scale)
+    want = {"proj_in": (W_in[:, :, 0, 0] + 0.5 * B_in @ A_in, 0.5),
+            "proj_out": (W_out + 0.5 * B_out[:, :, 0, 0] @ A_out[:, :, 0, 0], 1.0)}
+    for name, (V, scale) in want.items():
+        merged = rows[f"lora_unet_{name}#merged"][0]
+        assert merged.status == "ok", merged.status
+        # (1e-5: float32 weights and htsr's float32 Gram against a float64 norm)
+        assert merged.lambda_max == pytest.approx(scale * np.linalg.norm(V.astype(np.float64), 2) ** 2, rel=1e-5)
+
+
 # ---- round 47's gaps --------------------------------------------------------------------------------------
 
 

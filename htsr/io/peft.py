@@ -821,16 +821,22 @@ class PeftAdapter:
         def merged(b: TensorRef = b) -> np.ndarray:
             W = np.asarray(b.load(), dtype=np.float32)
             D = self._dense_delta(name, entry)
-            # ΔW is out × in (an embedding's already vocab × dim); a fan_in_fan_out layer (HF Conv1D) stores W
-            # as in × out, which the shapes tell, or for a square matrix the other layers (_square_layout)
-            square = D.ndim == 2 and D.shape[0] == D.shape[1] and not entry["emb"]
-            if square and self._square_flip is None:
-                raise LayerSkipped("a square layer of an adapter on layers of both layouts (HF Conv1D's in x out and "
-                                   "nn.Linear's out x in): which this one has is not saved; no merge")
-            flip = D.ndim == 2 and (self._square_flip if square else D.shape != W.shape)
-            D = D.T if flip else D
+            update = D.shape
+            flip = False
+            if D.shape != W.shape and _unit_kernel_free(D.shape) == _unit_kernel_free(W.shape):
+                D = D.reshape(W.shape)  # a 1 × 1 conv's update on a linear layer, or the reverse: reshaped, as
+                # kohya's, A1111's and ComfyUI's loaders merge them
+            elif D.ndim == 2 and W.ndim == 2:
+                # ΔW is out × in (an embedding's already vocab × dim); a fan_in_fan_out layer (HF Conv1D) stores W
+                # as in × out, which the shapes tell, or for a square matrix the other layers (_square_layout)
+                square = D.shape[0] == D.shape[1] and not entry["emb"]
+                if square and self._square_flip is None:
+                    raise LayerSkipped("a square layer of an adapter on layers of both layouts (HF Conv1D's in x out "
+                                       "and nn.Linear's out x in): which this one has is not saved; no merge")
+                flip = self._square_flip if square else D.shape != W.shape
+                D = D.T if flip else D
             if D.shape != W.shape:
-                raise LayerSkipped(f"the update's shape {D.shape} does not match the base tensor's {W.shape}")
+                raise LayerSkipped(f"the update's shape {update} does not match the base tensor's {W.shape}")
             V = W + D
             if dora:
                 # the output axis: an embedding's dim (W is vocab × dim) and an in × out layer's last axis
@@ -838,6 +844,11 @@ class PeftAdapter:
             return V
 
         yield TensorRef(f"{label}#merged", b.shape, b.dtype, merged, kind)
+
+
+def _unit_kernel_free(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A shape without the kernel axes of a 1 × 1 (× 1) conv: (out, in, 1, 1) is (out, in)."""
+    return tuple(shape[:2]) if len(shape) > 2 and all(d == 1 for d in shape[2:]) else tuple(shape)
 
 
 def _lycoris_rank(parts: dict[str, Any]) -> int | None:
