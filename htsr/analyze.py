@@ -502,7 +502,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
 
         cut, why = cut_of(fit_spectrum), ""
         if storage_floor > cut:
-            cut, why = storage_floor, " (the rounding noise of the model's and the base's stored weights)"
+            cut, why = storage_floor, " (the rounding noise the delta holds from the stored weights)"
         if not lm.resolution and (window_zeros if num_windows else zeros) > cut:  # (a delta's: storage_floor)
             cut, why = window_zeros if num_windows else zeros, " (the rounding of the weights' storage, under a gap)"
         # (a storage's or its rounding's cut above is one for all the matrices: no floor of their own below it)
@@ -520,7 +520,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
                                                                   whole_floor)))) if num_windows else None
         if whole is not None and whole < opts.min_evals:
             noise = ("" if not whole_floor or whole_floor < whole_cut else
-                     " (the rounding noise of the model's and the base's stored weights)" if lm.resolution else
+                     " (the rounding noise the delta holds from the stored weights)" if lm.resolution else
                      " (the rounding of the weights' storage, under a gap)" if whole_floor == storage_zeros else "")
             fit, status = not_attempted, (f"not_fitted: {whole} of {lm.num_evals} eigenvalues above the floor "
                                           f"{whole_cut:.3g}{noise} < min_evals={opts.min_evals} (the windows of "

@@ -191,7 +191,7 @@ def test_a_low_rank_update_is_not_fitted_to_the_rounding_noise_of_the_stored_wei
              "l1.weight": (base["l1.weight"] + 1e-3 * rng.standard_normal((300, 200))).astype(np.float32)}
     rows = {r.name: r for r in htsr.analyze(tuned, base=base).layers}
     assert rows["l0"].status.startswith("not_fitted: 8 of 200 eigenvalues above the floor ")
-    assert rows["l0"].status.endswith(" (the rounding noise of the model's and the base's stored weights) "
+    assert rows["l0"].status.endswith(" (the rounding noise the delta holds from the stored weights) "
                                       "< min_evals=50")
     assert rows["l1"].status == "ok"
     # the same in bfloat16, 2^16 times coarser: not fitted (entries 3.5e-4 against an ulp near 2e-4)
@@ -410,7 +410,7 @@ def test_farms_counts_a_deltas_eigenvalues_above_the_same_floor_as_without_it():
     assert plain.startswith("not_fitted: ") and farms.startswith("not_fitted: ")
     # the same count above the same floor, for the same reason
     assert farms.split(" < min_evals")[0] == plain.split(" < min_evals")[0], (plain, farms)
-    assert "(the rounding noise of the model's and the base's stored weights)" in farms
+    assert "(the rounding noise the delta holds from the stored weights)" in farms
 
 
 def test_a_float_deltas_resolution_and_a_quantized_blocks_rounding_are_their_closed_forms():
