@@ -1604,15 +1604,23 @@ def test_a_live_peft_models_weights_not_adapted_are_said(tmp_path):
     assert {x.name for x in r.layers} == {"q#delta", "q#base", "q#merged"}
     # (a modules_to_save layer's copies are a row and the base's own: not among them)
     pm = peft.get_peft_model(Tiny(), peft.LoraConfig(r=4, target_modules=["q"], modules_to_save=["sq"]))
-    assert "(4 other tensors of the model, emb.weight …" in htsr.analyze(pm, min_evals=2).source
-    # Tiny's 7 tensors (the embedding's table; q, sq and out's weights and biases) less q.weight
+    assert "(2 other layers of the model, emb.weight …" in htsr.analyze(pm, min_evals=2).source
+    # Tiny's 4 layers (the embedding's table; q, sq and out's weights) less q's: their biases, which give no row
+    # analysed on their own either, are not counted (they had been: '6 other tensors', whose advice they do not fit)
     r = htsr.analyze(peft.get_peft_model(Tiny(), peft.LoraConfig(r=4, target_modules=["q"])), min_evals=2)
-    assert r.source.endswith("(6 other tensors of the model, emb.weight …, are not adapted: analyse "
+    assert r.source.endswith("(3 other layers of the model, emb.weight …, are not adapted: analyse "
                              "model.get_base_model() for them)")
-    one = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 32, bias=False))  # (one tensor: 'is', not '1 … tensors')
-    r = htsr.analyze(peft.get_peft_model(one, peft.LoraConfig(r=4, target_modules=["0", "1"])), min_evals=2)
-    assert r.source.endswith("(1 other tensor of the model, 0.bias, is not adapted: analyse model.get_base_model() "
+    one = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 32, bias=False))  # (one layer: 'is', not '1 … layers')
+    r = htsr.analyze(peft.get_peft_model(one, peft.LoraConfig(r=4, target_modules=["0"])), min_evals=2)
+    assert r.source.endswith("(1 other layer of the model, 1.weight, is not adapted: analyse model.get_base_model() "
                              "for it)")
+    r = htsr.analyze(peft.get_peft_model(one, peft.LoraConfig(r=4, target_modules=["0", "1"])), min_evals=2)
+    assert r.source == "<PeftModel, adapter 'default'> with its base model's weights"  # (0.bias: no layer)
+    # with base= given, the rows' W is that base's: the source says so alone (it had said both)
+    two = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 32, bias=False))
+    base = {k: v.detach().numpy().copy() for k, v in two.state_dict().items()}
+    assert htsr.analyze(peft.get_peft_model(two, peft.LoraConfig(r=4, target_modules=["0"])), base=base,
+                        min_evals=2).source == "<PeftModel, adapter 'default'> on base <mapping>"
 
 
 def test_a_pt_lora_whose_alpha_is_a_python_number_is_scaled_by_it(tmp_path):

@@ -217,10 +217,12 @@ class PeftAdapter:
         other.description = f"{description} with its base model's weights"  # (not 'X on base X')
         adapted = {other._key(n) for e in self._modules.values() for n in self._weight_names(e["module"])}
         # (a modules_to_save layer's trained copy is a row of the adapter, its original the base's own)
-        rest = [k for k in base if k not in adapted and not re.search(r"\.(modules_to_save|original_module)\.", k)]
+        # (its layers alone: a bias or a norm scale gives no row analysed on its own either)
+        rest = [k for k, v in base.items() if k not in adapted and infer_kind(k, tuple(v.shape)) is not None
+                and not re.search(r"\.(modules_to_save|original_module)\.", k)]
         if rest:  # (the adapter is the source: the model's other weights are no rows of it, and are said so)
             many = len(rest) > 1
-            other.description += (f" ({len(rest)} other tensor{'s' * many} of the model, {rest[0]}"
+            other.description += (f" ({len(rest)} other layer{'s' * many} of the model, {rest[0]}"
                                    f"{' …, are' if many else ', is'} not adapted: analyse model.get_base_model() "
                                    f"for {'them' if many else 'it'})")
         return other
@@ -429,7 +431,9 @@ class PeftAdapter:
 
         other = copy.copy(self)
         other._base = {t.name: t for t in base}
-        other.description = f"{self.description} on base {base.description}"
+        # (a live PeftModel's description says it runs on its base model's weights: those are replaced here)
+        own = self.folder if getattr(self, "_live", False) else self.description
+        other.description = f"{own} on base {base.description}"
         # names matched as --base matches a model's: exactly, else by a leading prefix (an adapter
         # trained on a '…ForCausalLM' ('model.layers…') against the bare backbone's 'layers…')
         wanted = [n for e in self._modules.values() for n in self._weight_names(e["module"])]
