@@ -467,7 +467,8 @@ def alpha_over_time(history: Sequence[MonitorRecord], x: str = "epoch", threshol
 
     When some record lacks the asked ``x``, the other unit is used, else the record's index. Layers that
     never have a finite value get no line (the panel's note names them). ``ylog``: a log y axis, for
-    alphas from the 10s of an initialisation down to the 2s of a trained layer.
+    alphas from the 10s of an initialisation down to the 2s of a trained layer (values <= 0, a log norm below 0,
+    are not drawn: the note names their layers).
     """
     if x not in UNITS:
         raise ValueError(f"x must be 'epoch' or 'step', got {x!r}")
@@ -485,17 +486,21 @@ def alpha_over_time(history: Sequence[MonitorRecord], x: str = "epoch", threshol
     for r in history:
         for la in r.layers:
             names.setdefault(la.name, None)
-    series, empty = [], []
+    series, empty, unshown = [], [], []
     for name in names:
         y = np.full(len(history), NAN)
         for i, r in enumerate(history):
             for la in r.layers:
                 if la.name == name:
                     y[i] = getattr(la, metric)
+        if not np.isfinite(y).any():
+            empty.append(name)
+            continue
+        if ylog and (y <= 0).any():  # (a log axis has no place for them: a log norm below 0)
+            unshown.append(name)
+            y = np.where(y > 0, y, NAN)
         if np.isfinite(y).any():
             series.append(Series("line", xs, y, name, f"series:{len(series)}"))
-        else:
-            empty.append(name)
     if metric == "alpha" and series:
         series.append(Series("line", xs, np.asarray([r.mean_alpha for r in history], dtype=np.float64),
                              "mean", "mean"))
@@ -509,6 +514,8 @@ def alpha_over_time(history: Sequence[MonitorRecord], x: str = "epoch", threshol
         notes.append("no record yet")
     if empty:
         notes.append(f"no finite {metric}: {', '.join(empty)}")
+    if unshown:
+        notes.append(f"values <= 0 not drawn on the log axis: {', '.join(unshown)}")
     return Panel(f"{metric} per layer during training", xlabel, metric, tuple(series), ylog=ylog,
                  note="; ".join(notes))
 

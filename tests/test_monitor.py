@@ -932,6 +932,15 @@ def test_the_monitors_panel_is_drawn_against_its_unit_with_its_threshold():
     np.testing.assert_array_equal(mon.mean_alphas(), [r.mean_alpha for r in mon.history])
     assert len(mon.mean_alphas()) == 2
     assert mon.panel(ylog=True).ylog and not panel.ylog
+    # a log axis has no place for values <= 0 (a log spectral norm below 0): they had been dropped without a word,
+    # a layer's legend entry drawing nothing; not drawn still, and the note names the layers
+    logs = {la.name: la.log_spectral_norm for la in mon.history[0].layers}
+    low = sorted(n for n, v in logs.items() if v <= 0)
+    assert low and len(low) < len(logs)  # (the MLP's last layer's small weights: below 0; the others above)
+    p = mon.panel(metric="log_spectral_norm", ylog=True)
+    assert p.note == f"values <= 0 not drawn on the log axis: {', '.join(low)}"
+    assert all(np.all(np.isnan(s.y) | (s.y > 0)) for s in p.series)
+    assert mon.panel(metric="log_spectral_norm").note == ""
     with pytest.raises(ValueError, match="x must be 'epoch' or 'step', got 'batch'"):
         mon.panel(x="batch")
 
