@@ -737,9 +737,9 @@ def test_models_given_after_an_option_are_models_in_their_order(npz_pair, capsys
     assert main(["compare", str(a), "--metric", "alpha", str(b), "--json", "--no-progress"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got == want and got["labels"][0] != got["labels"][1]
-    with pytest.raises(SystemExit) as ei:  # (an unknown option among them is still one)
-        main(["compare", str(a), "--metric", "alpha", str(b), "--bogus"])
-    assert ei.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as ei:  # (an unknown option among them is still one, with its value)
+        main(["compare", str(a), "--metric", "alpha", str(b), "--bogus", "5"])
+    assert ei.value.code == 2 and "unrecognized arguments: --bogus 5 (see" in capsys.readouterr().err
 
 
 def test_labels_given_as_one_string_are_refused():
