@@ -498,3 +498,37 @@ def test_a_boolean_mask_parameter_does_not_make_a_parametrized_layer_quantized()
     r = htsr.analyze(nn.ModuleDict({"fc": fc}), min_evals=2)
     assert [(l.name, l.kind) for l in r.layers] == [("fc", "dense")]
     assert any(n.examples == ("fc.mask",) for n in r.not_analysed)  # (the mask listed, not analysed)
+
+
+def test_spectral_norm_along_dim_1_of_a_linear_is_the_weight_the_layer_uses(tmp_path):
+    """spectral_norm(nn.Linear(…), dim=1), either API: σ is taken over W_mat = Wᵀ. Only dim 0 had been tried on a 2-D
+    weight: a square layer's σ came from the wrong axis (lambda_max 1493 for the 1.28 the layer uses, status ok), a
+    rectangular one failed ('max() arg is an empty sequence'), and the old API's was read as weight_orig undivided.
+    Each row now has the weight the layer computes with, live and from its saved state dict."""
+    import torch.nn.utils.parametrizations as P
+    from torch.nn.utils import spectral_norm as old_sn
+
+    torch.manual_seed(1)
+    m = nn.ModuleDict(dict(new_rect=P.spectral_norm(nn.Linear(120, 80), dim=1),
+                           old_rect=old_sn(nn.Linear(120, 80), dim=1),
+                           new_sq=P.spectral_norm(nn.Linear(80, 80), dim=1), old_sq=old_sn(nn.Linear(80, 80), dim=1)))
+    with torch.no_grad():
+        for k in m:
+            W = m[k].parametrizations.weight.original if k.startswith("new") else m[k].weight_orig
+            W.copy_(torch.randn(W.shape) @ torch.diag(torch.linspace(0.1, 3, W.shape[1])))
+    m.train()
+    for _ in range(3):  # (power iteration: u and v near the top singular pair)
+        for k in m:
+            m[k](torch.randn(4, m[k].in_features))
+    m.eval()
+    for k in m:
+        m[k](torch.randn(4, m[k].in_features))  # (the old API's module.weight is set by a forward pass)
+    want = {k: np.linalg.svd(m[k].weight.detach().double().numpy(), compute_uv=False)[0] ** 2 for k in m}
+    torch.save(m.state_dict(), tmp_path / "sn.pt")
+    for source in (m, tmp_path / "sn.pt"):
+        rows = {r.name: r for r in htsr.analyze(source, min_evals=2).layers}
+        assert set(rows) == set(want), source
+        for k, lam in want.items():
+            assert rows[k].status == "ok", (source, k, rows[k].status)
+            # (1e-5: float32 weights, htsr's float32 Gram against a float64 SVD)
+            assert rows[k].lambda_max == pytest.approx(lam, rel=1e-5), (source, k)

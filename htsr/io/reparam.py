@@ -13,7 +13,8 @@ one WeightWatcher reads from the live module), named ``<module>.weight``, and th
 * **spectral norm**: ``<m>.weight_orig`` with the power-iteration vectors ``<m>.weight_u`` and
   ``<m>.weight_v`` (``torch.nn.utils.spectral_norm``), or ``<m>.parametrizations.weight.original`` with
   ``<m>.parametrizations.weight.0._u`` and ``._v``: W = W_orig / σ, σ = uᵀ·W_mat·v with W_mat the
-  original reshaped to [size along u, rest] — the σ the module divides by in eval mode (a live module's
+  original reshaped to [size along u, rest] (along dim 0, or 1: ConvTranspose's, or a Linear's given dim=1; if
+  both fit, the one u points along) — the σ the module divides by in eval mode (a live module's
   too, whatever its mode: in train mode, reading its weight would run a power iteration that writes u and v);
 * **pruning**: ``<m>.weight_orig`` and its 0/1 ``<m>.weight_mask`` (``torch.nn.utils.prune``):
   W = W_orig · mask (the mask is no layer);
@@ -74,7 +75,7 @@ def spectral_norm(w: np.ndarray, u: np.ndarray, v: np.ndarray, what: str) -> np.
     w = w.astype(np.result_type(w.dtype, np.float32), copy=False)
     uu, vv = np.asarray(u, np.float64).reshape(-1), np.asarray(v, np.float64).reshape(-1)
     # the dim u's length fits (_dims_of); if both do (as many input as output channels), the one whose W_mat·v
-    # points along u, as power iteration leaves it
+    # points along u, as power iteration leaves it (dim 0 when neither does)
     mats = [np.moveaxis(w, d, 0).reshape(uu.size, -1).astype(np.float64)
             for d in _dims_of(w.shape, uu.size)]  # (_vectors_fit says there is one)
 
@@ -82,7 +83,10 @@ def spectral_norm(w: np.ndarray, u: np.ndarray, v: np.ndarray, what: str) -> np.
         wv = mat @ vv
         return abs(float(uu @ wv)) / (float(np.linalg.norm(wv)) or 1.0)
 
-    sigma = float(uu @ (max(mats, key=alignment) @ vv))
+    best = max(mats, key=alignment)
+    if alignment(best) < 0.5:  # u and v never iterated (saved before a training step: random, ~1/√n along either):
+        best = mats[0]  # torch's default dim, 0 (a ConvTranspose's 1 fits alone unless it has as many in as out)
+    sigma = float(uu @ (best @ vv))
     if not (math.isfinite(sigma) and sigma != 0.0):
         raise SourceError(f"{what} is {sigma}; not a weight to divide by it")
     return w / w.dtype.type(sigma)
@@ -114,8 +118,9 @@ _WEIGHT_PARAM = re.compile(r"(^|\.)weight(_[a-z]+(_l\d+)?(_reverse)?)?$")
 
 def _dims_of(shape: tuple[int, ...], nu: int) -> list[int]:
     """The dims spectral norm may have normalised a weight of ``shape`` along with a u of ``nu`` values:
-    dim 0 (torch's default), or dim 1 (its choice for ConvTranspose, whose weights have 3 to 5 axes)."""
-    return [d for d in range(1 if len(shape) == 2 else min(2, len(shape))) if shape[d] == nu]
+    dim 0 (torch's default), or dim 1 (its choice for ConvTranspose, and anyone's ``spectral_norm(m, dim=1)``:
+    a Linear's too, whose W_mat is then Wᵀ)."""
+    return [d for d in range(min(2, len(shape))) if shape[d] == nu]
 
 
 def _vectors_fit(orig: TensorRef, u: TensorRef, v: TensorRef) -> bool:
