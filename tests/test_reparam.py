@@ -532,3 +532,28 @@ def test_spectral_norm_along_dim_1_of_a_linear_is_the_weight_the_layer_uses(tmp_
             assert rows[k].status == "ok", (source, k, rows[k].status)
             # (1e-5: float32 weights, htsr's float32 Gram against a float64 SVD)
             assert rows[k].lambda_max == pytest.approx(lam, rel=1e-5), (source, k)
+
+
+def test_a_parametrization_that_raises_fails_its_row_alone():
+    """A user's parametrization that raises (a gain of 79 rows for a weight of 80, as a bad load leaves it) had
+    ended the whole run with a traceback while the tensors were listed. Its row fails, saying why; the others
+    are analysed."""
+    import torch.nn.utils.parametrize as PZ
+
+    class RowScale(nn.Module):
+        def __init__(self, n: int) -> None:
+            super().__init__()
+            self.g = nn.Parameter(torch.ones(n, 1))
+
+        def forward(self, W):
+            return self.g * W
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(120, 80), nn.Linear(80, 80))
+    PZ.register_parametrization(m[1], "weight", RowScale(80))
+    m[1].parametrizations.weight[0].g = nn.Parameter(torch.ones(79, 1))
+    rows = htsr.analyze(m, min_evals=2).layers
+    assert [(r.name, r.kind, r.shape, r.status) for r in rows] == [
+        ("0", "dense", "80x120", "ok"),
+        ("1", "dense", "80x80", "failed: its parametrization raised RuntimeError: The size of tensor a (79) must "
+                                "match the size of tensor b (80) at non-singleton dimension 0")]

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import LayerSkipped, MissingExtraError, SourceError
+from ..errors import HtsrError, LayerSkipped, MissingExtraError, SourceError
 from ..tensors import infer_kind, is_adapter_part, is_bias_or_buffer, is_vector
-from .base import TensorRef, TensorSource, import_extra, one_line, skipped_loader
+from .base import TensorRef, TensorSource, import_extra, one_line, raising_loader, skipped_loader
 from .numpy import MAX_FLAT_DEPTH, flat_items
 from .scales import with_scales
 
@@ -317,7 +317,16 @@ class TorchModule:
                 # orthogonal …), computed by the parametrization; its originals and buffers are no layers
                 read.append(f"{prefix}parametrizations.")
                 for pname in mod.parametrizations:
-                    p = _parametrized(mod, pname)
+                    try:
+                        p = _parametrized(mod, pname)
+                    except Exception as e:  # noqa: BLE001 - a user's parametrization: its row fails, not the run
+                        originals = [t for n, t in mod.parametrizations[pname].named_parameters(recurse=False)
+                                     if n.startswith("original")] or [_torch().zeros(())]
+                        shape = tuple(max(originals, key=lambda t: t.ndim).shape)  # (weight norm's v, not its g)
+                        yield TensorRef(f"{prefix}{pname}", shape, "float32", raising_loader(
+                            HtsrError, f"its parametrization raised {type(e).__name__}: {one_line(e)}"),
+                            module_kind(cls, pname, f"{prefix}{pname}", shape) if len(shape) >= 2 else None)
+                        continue
                     # (on the meta device: no values, said as for a plain meta weight, not a failed row)
                     load = _meta_loader(p.ndim >= 2) if p.is_meta else (
                         lambda mod=mod, pname=pname: _parametrized_array(mod, pname))
