@@ -295,6 +295,21 @@ def check_has_layers(source: Any, opts: Options) -> None:
         raise no_layer_error(description, tally, opts)
 
 
+def _causal_mask(mats: list[Any]) -> bool:
+    """Whether a layer's matrices are causal masks a module keeps as a float buffer (``register_buffer('tril',
+    torch.tril(torch.ones(T, T)))``, as nanoGPT and "Let's build GPT" do): a triangle of ones, on and below (or
+    above) the diagonal, zeros elsewhere. (Its ESD is no weight's: it had been fitted as an over-trained layer.)
+    Told by four entries before any whole comparison, so that a weight costs nothing."""
+    def triangle(W: Any) -> bool:
+        if not (isinstance(W, np.ndarray) and W.ndim == 2 and W.shape[0] == W.shape[1] > 1 and W[0, 0] == 1
+                and W[-1, -1] == 1 and {float(W[0, -1]), float(W[-1, 0])} == {0.0, 1.0}):
+            return False
+        ones = np.ones(W.shape, dtype=W.dtype)
+        return bool(np.array_equal(W, np.tril(ones) if W[-1, 0] == 1 else np.triu(ones)))
+
+    return bool(mats) and all(triangle(W) for W in mats)
+
+
 def _attention_mask(mats: list[Any]) -> bool:
     """Whether a layer's matrices are additive attention masks a module keeps as a plain tensor (CLIP's causal
     77 × 77 ``attn_mask``, a TorchScript constant), not weights with Inf: square, 0 on the diagonal (a position
@@ -386,6 +401,8 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         problem = weight_problem(mats, scale)
         if problem and _attention_mask(mats):
             return LayerResult(**base, status="skipped: an attention mask (entries 0 and −inf), not a weight"), None
+        if not problem and _causal_mask(mats):
+            return LayerResult(**base, status="skipped: a causal mask (a triangle of ones), not a weight"), None
         if problem:
             return LayerResult(**base, status=f"failed: {problem}"), None
         try:

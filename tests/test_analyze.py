@@ -1115,6 +1115,24 @@ def test_an_attention_mask_kept_as_a_tensor_is_skipped_not_failed():
     assert (r.summary.num_skipped, r.summary.num_failed) == (1, 3)
 
 
+def test_a_causal_mask_of_ones_kept_as_a_buffer_is_skipped_not_fitted():
+    """nanoGPT's and "Let's build GPT"'s register_buffer('tril', torch.tril(torch.ones(T, T))), one per head: each had
+    been a dense row fitted at alpha 1.54, 'over-trained', pulling the model's mean alpha down. A triangle of ones
+    (below or above the diagonal) is skipped as a mask now; a weight that only looks like one at its corners, or a
+    triangle of other values, is analysed."""
+    T = 128
+    tril = np.tril(np.ones((T, T), np.float32))
+    near = tril.copy()
+    near[70, 20] = 0.5  # (the four corners of a mask, and not one)
+    scaled = 0.1 * np.tril(np.random.default_rng(0).standard_normal((T, T))).astype(np.float32)
+    scaled[0, 0] = scaled[-1, -1] = scaled[-1, 0] = 1.0
+    r = htsr.analyze({"h0.tril": tril, "h1.mask": np.triu(np.ones((T, T))), "near.weight": near,
+                      "lower.weight": scaled})
+    assert [(l.name, l.status.split(":")[0]) for l in r.layers] == [
+        ("h0.tril", "skipped"), ("h1.mask", "skipped"), ("near", "ok"), ("lower", "ok")]
+    assert r.layers[0].status == "skipped: a causal mask (a triangle of ones), not a weight"
+
+
 def test_csv_tables_round_trip_names_with_carriage_returns(tmp_path):
     # a tensor name holding '\r' (a model file may name anything): Python < 3.13's csv writer left it unquoted,
     # and every reader took it for a line break (13 rows read back for 12; read_layers raised)
