@@ -980,6 +980,26 @@ def test_torch_ao_quantized_modules_are_dequantized(tmp_path):
     got = next(r for r in open_source(ql) if r.name == "0.weight_hh_l1").load()
     np.testing.assert_array_equal(got, ql[0]._weight_bias()["weight"]["weight_hh_l1"].dequantize().numpy())
 
+    # fp16 dynamic quantization packs plain float tensors: its saved state dict had given rows named
+    # '0._packed_params._packed_params.0' (and the bias '….1' as a norm scale); named as the live module's now
+    q16 = torch.ao.quantization.quantize_dynamic(float_net, {nn.Linear}, dtype=torch.float16)
+    torch.save(q16.state_dict(), tmp_path / "fp16.pt")
+    rows = [(r.name, r.kind, r.shape) for r in htsr.analyze(tmp_path / "fp16.pt", min_evals=5).layers]
+    assert rows == [(r.name, r.kind, r.shape) for r in htsr.analyze(q16, min_evals=5).layers] == [
+        ("0", "dense", "80x64"), ("2", "dense", "10x80")]
+    refs = {r.name: r for r in open_source(tmp_path / "fp16.pt")}
+    np.testing.assert_array_equal(refs["0.weight"].load(), q16[0].weight().numpy())
+    assert ("bias or norm buffer", ("0.bias", "2.bias")) in {
+        (n.reason, n.examples) for n in htsr.analyze(tmp_path / "fp16.pt", min_evals=5).not_analysed}
+    # dynamic quantized LSTM / GRU / RNN cells keep their weights packed (no _all_weight_values): they had given
+    # no row and no word; read as the float cells' rows, dequantized
+    cells = nn.Sequential(nn.LSTMCell(16, 32), nn.GRUCell(16, 32), nn.RNNCell(16, 32))
+    qc = torch.ao.quantization.quantize_dynamic(cells, {nn.LSTMCell, nn.GRUCell, nn.RNNCell}, dtype=torch.qint8)
+    assert [(r.name, r.kind, r.shape) for r in htsr.analyze(qc, min_evals=5).layers] == [
+        (r.name, r.kind, r.shape) for r in htsr.analyze(cells, min_evals=5).layers]
+    got = next(r for r in open_source(qc) if r.name == "1.weight_hh").load()
+    np.testing.assert_array_equal(got, qc[1]._weight_bias()["weight"]["weight_hh"].dequantize().numpy())
+
 
 def test_torch_state_dict_in_memory():
     sd = _state_dict(14)

@@ -351,9 +351,10 @@ class TorchModule:
                     kind = module_kind(cls, "weight", r.name, tuple(r.shape)) if r.name == f"{prefix}weight" else None
                     yield dataclasses.replace(r, kind=kind) if kind is not None and r.kind is None else r
                 continue
-            if hasattr(mod, "_all_weight_values") and callable(getattr(mod, "_weight_bias", None)):
-                # torch.ao's dynamic quantized LSTM / GRU: its state dict holds opaque packed objects, but
-                # _weight_bias() gives the quantized weight_ih_l0 … by name
+            if (hasattr(mod, "_all_weight_values") or hasattr(mod, "_packed_weight_ih")) and callable(
+                    getattr(mod, "_weight_bias", None)):
+                # torch.ao's dynamic quantized LSTM / GRU (and their cells): its state dict holds opaque packed
+                # objects, but _weight_bias() gives the quantized weight_ih_l0 … (a cell's weight_ih …) by name
                 read.append(prefix)
                 state = {f"{prefix}{k}": v for k, v in mod._weight_bias()["weight"].items()}
                 yield from TorchStateDict(state).refs()

@@ -941,8 +941,10 @@ class _PickledTensors:
                              f"{one_line(e, 80)}); corrupt or hostile file") from None
         if isinstance(consts, tuple):
             found += [(f"CONSTANTS.c{i}", t, "") for i, t in enumerate(consts) if _is_leaf(t)]
-        # a bare tensor (torch.save(W, path)) is named after the file, as a .npy is
-        found = [(name or self.path.stem, t, cls) for name, t, cls in found]
+        # a bare tensor (torch.save(W, path)) is named after the file, as a .npy is; torch.ao's packed (weight, bias)
+        # of a quantized Linear (fp16 dynamic quantization's holds plain float tensors) as a float Linear names them
+        found = [(_PACKED_ITEM.sub(lambda m: f"{m[1]}{('weight', 'bias')[int(m[2])]}", name) or self.path.stem,
+                  t, cls) for name, t, cls in found]
         # a module's aliases (an LSTM's _flat_weights) are dropped; a state dict's tied keys are kept, as torch.load does
         self._tensors = self._validated(_unaliased(found) if self.script else found, sizes)
 
@@ -1024,6 +1026,10 @@ class _PickledTensors:
             # (the file's path with it: storage keys are unique within one file, and shards are read as one)
             yield TensorRef(name, t.shape, t.storage.dtype, load, kind,
                             storage_key=(str(self.path), t.storage.key, t.offset, t.shape, t.stride))
+
+
+#: an item of torch.ao's ``<prefix>_packed_params._packed_params = (weight, bias)``, named by its position
+_PACKED_ITEM = re.compile(r"(^|\.)_packed_params\._packed_params\.([01])$")
 
 
 class _TorchArchive(zipfile.ZipFile):
