@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import itertools
+import math
 import struct
 import subprocess
 import sys
@@ -1277,12 +1278,14 @@ def test_legacy_quants_bits_and_weights_per_scale_are_ggmls_block_layout(tmp_pat
     assert ref.bits == int(type_name[1])
 
 
-@pytest.mark.parametrize("type_name, bits", [("IQ2_XXS", 2.0), ("IQ3_S", 3.0), ("TQ1_0", 1.0), ("IQ4_NL", 4.0)])
+@pytest.mark.parametrize("type_name, bits", [("IQ2_XXS", 2.0), ("IQ3_S", 3.0), ("TQ1_0", math.log2(3)),
+                                             ("TQ2_0", math.log2(3)), ("IQ4_NL", 4.0)])
 def test_non_uniform_quants_take_the_bits_their_type_name_says(tmp_path, type_name, bits):
-    """IQ and TQ types have no uniform code width: TensorRef.bits is the digit in the type's name (IQ2_XXS: 2,
-    TQ1_0: 1), not one width for all of them (4 had been said for every such type unseen: only 4-bit ones
-    were checked). Their blocks are written as raw bytes (no loading is needed for the bits); quant_block
-    stays None (no uniform scale block)."""
+    """IQ types have no uniform code width: TensorRef.bits is the digit in the type's name (IQ2_XXS: 2), not one
+    width for all of them (4 had been said for every such type unseen: only 4-bit ones were checked). TQ1_0 and
+    TQ2_0 hold ternary codes (3 levels: log2 3 bits), however packed (TQ1_0 had been given 1 bit: 2 levels).
+    Their blocks are written as raw bytes (no loading is needed for the bits); quant_block stays None (no uniform
+    scale block)."""
     qtype = Q[type_name]
     block, type_size = gguf.constants.GGML_QUANT_SIZES[qtype]
     raw = np.zeros((8, 512 // block * type_size), dtype=np.uint8)  # 8 rows of 512 weights

@@ -464,9 +464,10 @@ class GGUFFile:
             type_name = t.tensor_type.name
             dtype = _PLAIN.get(type_name, "float32")  # block-quantized: the dtype of the dequantized array
             bits, block = _CODES.get(type_name, (None, None))
-            if bits is None and type_name not in _PLAIN:  # IQ, TQ, FP4 …: non-uniform; the bits their name says
+            if bits is None and type_name not in _PLAIN:  # IQ, FP4 …: non-uniform; the bits their name says
                 m = re.match(r"[A-Z]*?(\d)", type_name)
-                bits = float(m[1]) if m else 4.0
+                # (TQ1_0 and TQ2_0 hold ternary codes whatever their packing: 3 levels, log2 3 bits)
+                bits = math.log2(3) if type_name.startswith("TQ") else float(m[1]) if m else 4.0
             kind = gguf_kind(t.name, shape)
             item = (lambda e, t=t, shape=shape, type_name=type_name: self._loader(t, shape, type_name, e)()) \
                 if kind == "stack" else None  # one expert dequantized at a time
