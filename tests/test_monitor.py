@@ -295,6 +295,13 @@ def test_a_model_wrapped_for_training_is_monitored_as_the_module_it_wraps():
         assert [x.name for x in r.layers] == ["0"] and r.source == "<Sequential>"
         assert [x.alpha for x in r.layers] == [x.alpha for x in htsr.analyze(model, layers="^0$").layers]
     assert [x.name for x in htsr.analyze(torch.compile(torch.nn.DataParallel(model)), layers="^0$").layers] == ["0"]
+    # a block wrapped or compiled on its own (per-block torch.compile), under a wrapped model or not: its layers'
+    # names had kept '0.module' / '2._orig_mod'
+    blocks = mlp()
+    want = [(x.name, x.lambda_max) for x in htsr.analyze(blocks).layers]
+    blocks[0], blocks[2] = torch.nn.DataParallel(blocks[0]), torch.compile(blocks[2])
+    for wrapped in (blocks, torch.compile(blocks), torch.nn.DataParallel(blocks)):
+        assert [(x.name, x.lambda_max) for x in htsr.analyze(wrapped).layers] == want
 
 
 def test_no_alert_above_threshold():

@@ -60,6 +60,25 @@ def unwrapped(model: Any) -> Any:
     return model
 
 
+def _without_wrappers(root: Any, name: str) -> str:
+    """Module path ``name`` under ``root`` without the attribute of each training wrapper on it: a block compiled or
+    wrapped on its own (``model.blocks[3] = torch.compile(block)``) keeps its layers' own names, as a wrapped model
+    does (:func:`unwrapped`), not ``blocks.3._orig_mod.attn``."""
+    if not name:
+        return name
+    out, node = [], root
+    for part in name.split("."):
+        kind = type(node)
+        if kind.__module__.startswith("torch.") and _WRAPPERS.get(kind.__name__) == part:
+            node = getattr(node, part)
+            continue
+        node = node._modules.get(part) if hasattr(node, "_modules") else None
+        out.append(part)
+        if node is None:  # (not a module path: as it is)
+            return name
+    return ".".join(out)
+
+
 def live_modules_as_state_dicts(obj: Any, classes: dict[int, str], keras: dict[str, Any],
                                 done: dict[int, Any] | None = None, path: tuple[str, ...] = ()) -> Any:
     """``obj`` with each live ``nn.Module`` (or ``ExportedProgram``) in its mappings and lists (a GAN's
@@ -307,7 +326,8 @@ class TorchModule:
         # module computes the weight)
         read: list[str] = []
         # (a module held under two names is walked under each, as state_dict() names it: tied, not dropped)
-        for mod_name, mod in self.module.named_modules(remove_duplicate=False):
+        for raw_name, mod in self.module.named_modules(remove_duplicate=False):
+            mod_name = _without_wrappers(self.module, raw_name)
             if any(mod_name.startswith(q) for q in read):
                 continue
             prefix = f"{mod_name}." if mod_name else ""
