@@ -28,6 +28,9 @@ _EMBEDDING = re.compile(r"(^|\.)((\w+_)?(emb|embed|embeds|embedding|embed_positi
                         r"|wte|wpe|tok_embeddings|shared|\w*relative_attention_bias|relative_position_bias_table"
                         r"|position_embeddings\.weights\.\d+)"  # (Reformer's axial factors: [512, 1, 64], [1, 1024, 192])
                         r"(\.\w+)?$", re.IGNORECASE)
+# a learned token, by a name's last part: ViT's cls_token and dist_token, DINOv2's mask_token, a prompt's
+# prompt_tokens (not a table of them: embed_tokens)
+_TOKEN = re.compile(r"(^|\.)(?!embed)\w*tokens?$")
 _AXIAL = re.compile(r"(^|\.)position_embeddings\.weights\.\d+$")
 # XLNet's and Funnel's attention projections, [d_model, n_head, d_head] parameters read by einsum (q, k, v, r:
 # "ibh,hnd->ibnd"; o: "ibnd,hnd->ibh"): one matrix between d_model and n_head·d_head, not d_model matrices of heads
@@ -170,6 +173,10 @@ def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
     why = _NOT_A_MAP.get(name.rsplit(".", 1)[-1])
     if why is not None:
         return None, why
+    if len(shape) == 2 and shape[0] == 1 and _TOKEN.search(name):
+        # (DINOv2's mask_token [1, D], a [1, D] cls_token: one learned vector, not a layer of one output, and
+        # zero at initialisation: it had been an embedding row 'failed: all-zero matrix')
+        return None, VECTOR
     shape = squeeze_leading(shape)
     if len(shape) < 2:
         return None, "1-D (norm scales, scalars)"

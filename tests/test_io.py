@@ -4392,3 +4392,21 @@ def test_a_stored_members_bytes_are_found_where_zipfile_reads_them_and_checked_b
         base.check_stored_crc32(path, offsets[0], infos[0])
     infos[0].CRC = 0
     base.check_stored_crc32(path, offsets[0], infos[0])
+
+
+def test_a_learned_token_of_one_row_is_a_vector_not_a_layer():
+    """DINOv2's embeddings.mask_token [1, D] (zero at initialisation) had been an embedding row 'failed: all-zero
+    matrix', counted as a failure in a freshly built model (a monitor's first record); a [1, D] cls_token a dense
+    row. One learned vector each, listed as such; a table named embed_tokens, or a layer of one output, keeps its
+    row."""
+    from htsr.matrices import classify
+
+    from htsr.tensors import VECTOR
+
+    for name in ("embeddings.mask_token", "cls_token", "vit.embeddings.dist_token", "prompt.prompt_tokens"):
+        assert classify(name, (1, 64)) == (None, VECTOR), name
+    assert classify("model.embed_tokens.weight", (1, 64))[0] == "embedding"
+    assert classify("classifier.weight", (1, 64))[0] == "dense"
+    r = htsr.analyze({"embeddings.mask_token": np.zeros((1, 64), np.float32),
+                      "embeddings.patch.weight": np.random.default_rng(0).standard_normal((64, 48))}, min_evals=2)
+    assert [l.name for l in r.layers] == ["embeddings.patch"] and r.summary.num_failed == 0
