@@ -2158,3 +2158,28 @@ def test_an_object_whose_state_is_a_list_has_its_tensors_read(tmp_path):
     refs = {r.name: r for r in TorchZipFile(tmp_path / "packed.pt").refs()}
     assert list(refs) == ["packed.0"]
     np.testing.assert_array_equal(refs["packed.0"].load(), w.numpy())
+
+
+def test_a_live_scripted_traced_or_unlifted_module_is_typed_as_its_source_module():
+    """A live TorchScript module (torch.jit.script or trace) and an ExportedProgram's module() keep no Python layer
+    classes (RecursiveScriptModule, plain Modules): an Embedding had been a dense row, a ConvTranspose1d of 40 taps
+    64 'stack' rows of 64 x 40 and a Conv1d named expert_proj another 64. Typed now as the nn.Module (from a
+    script module's original_name, and from the unlifted graph's nn_module_stack), as their saved files are."""
+
+    class M(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tok, self.up = torch.nn.Embedding(300, 64), torch.nn.ConvTranspose1d(64, 64, 40)
+            self.expert_proj = torch.nn.Conv1d(64, 64, 3)
+
+        def forward(self, x):
+            return self.expert_proj(self.up(self.tok(x).transpose(1, 2)))
+
+    torch.manual_seed(0)
+    m, x = M().eval(), torch.randint(0, 300, (1, 50))
+    want = [(r.name, r.kind, r.shape, r.lambda_max) for r in htsr.analyze(m, min_evals=2).layers]
+    assert [k for _, k, _, _ in want] == ["embedding", "conv1d", "conv1d"]
+    program = torch.export.export(m, (x,))
+    for live in (torch.jit.script(m), torch.jit.trace(m, x), program.module()):
+        assert [(r.name, r.kind, r.shape, r.lambda_max) for r in htsr.analyze(live, min_evals=2).layers] == want, \
+            type(live).__name__

@@ -123,7 +123,7 @@ def open_source(source: Any) -> TensorSource:
         from .keras import KerasModel
 
         return KerasModel(source)
-    from .torch import TorchModule, exported_classes, is_exported_program, is_torch_object, unwrapped
+    from .torch import TorchModule, exported_classes, graph_classes, is_exported_program, is_torch_object, unwrapped
 
     if is_exported_program(source):
         # torch.export's program: its weights in the module it unlifts to, their kinds from the classes its
@@ -143,7 +143,7 @@ def open_source(source: Any) -> TensorSource:
         source = unwrapped(source)  # (DataParallel, torch.compile: the model's layers under their own names)
         if is_live_peft(source):  # a live PeftModel: its LoRA / LoHa / LoKr adapter (others refused, by name)
             return PeftAdapter.from_model(source)
-        return TorchModule(source)
+        return TorchModule(source, graph_classes(source))  # (an ExportedProgram's module(): its graph's classes)
     raise SourceError(f"cannot analyse an object of type {type(source).__name__}; supported: {SUPPORTED}")
 
 

@@ -72,7 +72,7 @@ def _without_wrappers(root: Any, name: str) -> str:
         if kind.__module__.startswith("torch.") and _WRAPPERS.get(kind.__name__) == part:
             node = getattr(node, part)
             continue
-        node = node._modules.get(part) if hasattr(node, "_modules") else None
+        node = getattr(node, part, None)  # (a child by its name; a ScriptModule's _modules has no get)
         out.append(part)
         if node is None:  # (not a module path: as it is)
             return name
@@ -119,8 +119,12 @@ _TAKEN = object()
 
 def _kind_class(module: Any) -> str:
     """The class name a live module's weights are typed by: its own or a base class's among ``_MODULE_KINDS`` (a
-    user's ``class MyConv1d(nn.Conv1d)``), '' for none."""
-    return next((c.__name__ for c in type(module).__mro__ if c.__name__ in _MODULE_KINDS), "")
+    user's ``class MyConv1d(nn.Conv1d)``); a live TorchScript module's (scripted or traced) its Python class's,
+    which it keeps as ``original_name``, as its saved file does; '' for none."""
+    found = next((c.__name__ for c in type(module).__mro__ if c.__name__ in _MODULE_KINDS), "")
+    original = getattr(module, "original_name", None) if "ScriptModule" in type(module).__name__ or \
+        "TracedModule" in type(module).__name__ else None
+    return found or (original if isinstance(original, str) and original in _MODULE_KINDS else "")
 
 
 def _typed_state_dict(module: Any, classes: dict[int, str], known: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -293,14 +297,29 @@ def is_exported_program(obj: Any) -> bool:
 
 
 def exported_classes(program: Any) -> dict[str, str]:
-    """:func:`owner_classes` of a live torch.export ExportedProgram (whose ``module()`` has plain Modules); a
-    stack's class is a type or its qualified name."""
+    """:func:`owner_classes` of a live torch.export ExportedProgram (whose ``module()`` has plain Modules)."""
     fqn = {spec.arg.name: spec.target for spec in program.graph_signature.input_specs
            if spec.target is not None and hasattr(spec.arg, "name")}
-    return owner_classes(fqn, (
-        ({path: cls if isinstance(cls, str) else getattr(cls, "__qualname__", str(cls))
-          for path, cls in (node.meta.get("nn_module_stack") or {}).values()},
-         [arg.name for arg in node.all_input_nodes]) for node in program.graph.nodes))
+    return owner_classes(fqn, _graph_stacks(program.graph))
+
+
+def graph_classes(module: Any) -> dict[str, str]:
+    """:func:`owner_classes` of a live fx GraphModule whose submodules are plain Modules (an ExportedProgram's
+    ``module()``, given as it is): its ``get_attr`` nodes name the parameters; {} for any other module."""
+    if not any(c.__name__ == "GraphModule" and c.__module__.startswith("torch.fx") for c in type(module).__mro__):
+        return {}
+    graph = module.graph
+    fqn = {node.name: node.target for node in graph.nodes if node.op == "get_attr" and isinstance(node.target, str)}
+    return owner_classes(fqn, _graph_stacks(graph)) if fqn else {}
+
+
+def _graph_stacks(graph: Any) -> Iterator[tuple[dict[str, str], list[str]]]:
+    """Each node's (``nn_module_stack`` as module path → class name, its inputs' names); a stack's class is a type
+    or its qualified name."""
+    for node in graph.nodes:
+        yield ({path: cls if isinstance(cls, str) else getattr(cls, "__qualname__", str(cls))
+                for path, cls in (node.meta.get("nn_module_stack") or {}).values()},
+               [arg.name for arg in node.all_input_nodes])
 
 
 class TorchModule:
