@@ -198,12 +198,13 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                     and not is_bias_or_buffer(t.name)):
                 # a reader's row that says why it cannot be read (a corrupt 1-D qweight, an array of
                 # pickled objects): shown whatever its shape, never dropped without a word
-                lm = unique(LayerMatrices(row_name(t.name), "dense", tuple(t.shape), 1, max(1, math.prod(t.shape)),
+                row_kind = t.kind or "dense"  # (a Lazy module's weight not initialized: its layer's kind)
+                lm = unique(LayerMatrices(row_name(t.name), row_kind, tuple(t.shape), 1, max(1, math.prod(t.shape)),
                                           1, 1.0, t.load))
                 if pattern is not None and not pattern.search(lm.name):
                     passed_over(t.name, _NOT_MATCHED)
-                elif opts.kinds is not None and "dense" not in opts.kinds:
-                    passed_over(t.name, "kind dense not in option 'kinds'")
+                elif opts.kinds is not None and row_kind not in opts.kinds:
+                    passed_over(t.name, f"kind {row_kind} not in option 'kinds'")
                 else:
                     yield lm
                 continue

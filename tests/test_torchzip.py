@@ -1092,6 +1092,15 @@ def test_a_lazy_model_saved_before_its_first_forward_gives_rows_that_say_so(tmp_
     assert r.num_tensors == len(norm.state_dict()) == 7
     assert ("bias or norm buffer", ("0.bias", "1.bias", "1.running_mean")) in [(n.reason, n.examples)
                                                                             for n in r.not_analysed]
+    # live: the conv's row is of its kind (it had been 'dense', and --kinds conv2d dropped it), a LazyBatchNorm's
+    # scale no row (it had one)
+    live = nn.Sequential(nn.LazyConv2d(32, 3), nn.LazyBatchNorm2d(), nn.Flatten(), nn.Linear(64, 80))
+    r = htsr.analyze(live, min_evals=2)
+    assert [(x.name, x.kind, x.status) for x in r.layers] == [
+        ("0", "conv2d", "skipped: LazyConv2d's weight is not initialized: run one forward pass first"),
+        ("3", "dense", "ok")]
+    assert "1.weight" in [e for n in r.not_analysed for e in n.examples]
+    assert [x.name for x in htsr.analyze(live, kinds="conv2d").layers] == ["0"]
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")  # torch.ao's migration notes

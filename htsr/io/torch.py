@@ -407,8 +407,12 @@ class TorchModule:
                 # row but are named among the tensors not analysed; a matrix's kind is its module class's
                 # (None: its name and shape decide, and say why it is no layer if it is not)
                 if type(p).__name__.startswith("Uninitialized"):  # a Lazy module before its first forward
+                    kind = _MODULE_KINDS.get(cls) if not is_bias_or_buffer(prefix + pname) else None
+                    # a layer's weight: a row of its kind that says so; its bias, a norm's scale: listed as a
+                    # state dict's are, by name (no shape yet)
                     yield TensorRef(prefix + pname, (), "float32", skipped_loader(
-                        f"{type(mod).__name__}'s {pname} is not initialized: run one forward pass first"))
+                        f"{type(mod).__name__}'s {pname} is not initialized: run one forward pass first")
+                        if kind else (lambda: np.zeros(())), kind)
                     continue
                 matrix = p.ndim >= 2 and p.dtype.is_floating_point
                 load = _meta_loader(matrix) if p.is_meta else (lambda p=p: _to_numpy(p))
