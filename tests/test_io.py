@@ -1766,6 +1766,15 @@ def test_modules_without_values_give_rows_that_say_so_and_the_others_go_on():
     biases = next(n for n in r.not_analysed if n.reason == "bias or norm buffer")
     # fc, meta, meta_norm, lazy, mha.in_proj and mha.out_proj biases, bias_k, bias_v, pos_bias_u, pos_bias_v
     assert biases.count == 10
+    # a model built on the meta device ties its head to its embedding as one Parameter: one row, the head named as
+    # tied (meta tensors have no storage to tell it by: it had been a second row)
+    with torch.device("meta"):
+        lm = nn.ModuleDict({"emb": nn.Embedding(300, 64), "head": nn.Linear(64, 300, bias=False)})
+    lm["head"].weight = lm["emb"].weight
+    r = htsr.analyze(lm, min_evals=3)
+    assert [l.name for l in r.layers] == ["emb"]
+    assert [(n.reason, n.examples) for n in r.not_analysed] == [
+        ("the same tensor as emb.weight (tied weights): analysed once", ("head.weight",))]
 
 
 class _Int8Linear(torch.nn.Module):  # a user's int8 layer: integer codes and a per-row scale, as parameters

@@ -167,9 +167,12 @@ def _to_numpy(t) -> np.ndarray:
 
 
 def _storage_key(t) -> tuple | None:
-    """Where a torch tensor's values live (None for one without storage of its own: meta, quantized, empty,
-    or a tensor subclass that has none to show: DTensor, torchao's, NF4)."""
+    """Where a torch tensor's values live (None for one without storage of its own: quantized, empty, or a tensor
+    subclass that has none to show: DTensor, torchao's, NF4); a meta tensor, which has no storage, by itself (a
+    model built on the meta device ties its LM head to its embedding as the same Parameter)."""
     try:
+        if t.is_meta and t.numel():
+            return ("meta", id(t), tuple(t.shape))
         if t.is_quantized or t.is_meta or t.numel() == 0 or t.layout != _torch().strided:
             return None
         ptr = t.untyped_storage().data_ptr()
