@@ -58,7 +58,7 @@ from .base import (FLOAT_DTYPES, TensorRef, as_loaded, check_stored_crc32, expan
                    stored_member_offset)
 from .numpy import MAX_FLAT_ITEMS, named_pairs
 from .scales import PackedConfig, with_scales
-from .torch import _MODULE_KINDS, held_kind, owner_classes, unwrap_state, with_notes
+from .torch import _MODULE_KINDS, _PACKED, held_kind, owner_classes, unwrap_state, with_notes
 
 __all__ = ["RefusedGlobal", "TorchExportArchive", "TorchLegacyFile", "TorchZipFile", "is_export_archive",
            "is_legacy_torch", "is_torchscript_archive"]
@@ -1029,7 +1029,7 @@ class _PickledTensors:
 
 
 #: an item of torch.ao's ``<prefix>_packed_params._packed_params = (weight, bias)``, named by its position
-_PACKED_ITEM = re.compile(r"(^|\.)_packed_params\._packed_params\.([01])$")
+_PACKED_ITEM = re.compile(rf"(^|\.){re.escape(_PACKED)}\.([01])$")
 
 
 class _TorchArchive(zipfile.ZipFile):
