@@ -591,8 +591,8 @@ def why_undefined(options: dict[str, Any]) -> dict[str, str]:
     """Why a run's summary has no value (NaN) for its option-dependent entries, by entry: what the CLI's
     summary and the report print beside 'n/a'."""
     no_mp = ("--no-mp-fit" if not options.get("mp_fit", True)  # phases need a layer's MP fit
-             else "no layer has a phase: it needs the Marchenko-Pastur fit and, for a layer with a tail above "
-                  "it, the tail's power-law fit; none has them, or LoRA updates only")
+             else "no layer has a phase: it needs a bulk the Marchenko-Pastur law fits and, for a layer with a "
+                  "tail above it, the tail's power-law fit; none has them, or LoRA updates only")
     # (traps need a shuffle of their own, with or without the MP fit)
     no_shuffle = "no layer randomised: none with min_evals eigenvalues, or LoRA updates only"
     boot = options.get("bootstrap", 0) or 0

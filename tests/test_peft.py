@@ -581,8 +581,8 @@ def test_summary_of_lora_rows_says_why_no_phase_or_trap(adapter, capsys):
     d, _, _ = adapter
     assert main(["analyze", str(d / "adapter"), "--min-evals", "2", "--randomize", "--no-progress"]) == 0
     phases = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("phases: "))
-    assert phases == ("phases: n/a (no layer has a phase: it needs the Marchenko-Pastur fit and, for a layer with a "
-                      "tail above it, the tail's power-law fit; none has them, or LoRA updates only)  "
+    assert phases == ("phases: n/a (no layer has a phase: it needs a bulk the Marchenko-Pastur law fits and, for a "
+                      "layer with a tail above it, the tail's power-law fit; none has them, or LoRA updates only)  "
                       "layers with correlation traps: n/a")
 
 

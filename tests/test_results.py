@@ -414,7 +414,7 @@ def test_why_undefined_names_each_options_reason():
     a bootstrap of exactly MIN_WARNING_REPLICATES (enough: the reason is then that no layer had as many good ones)."""
     from htsr.fits.uncertainty import MIN_WARNING_REPLICATES as n
 
-    assert why_undefined({})["phases"].startswith("no layer has a phase: it needs the Marchenko-Pastur fit and")
+    assert why_undefined({})["phases"].startswith("no layer has a phase: it needs a bulk the Marchenko-Pastur law fits and")
     assert why_undefined({"mp_fit": False})["phases"] == "--no-mp-fit"
     assert why_undefined({})["num_with_traps"] == "--randomize"
     assert why_undefined({"randomize": True})["num_with_traps"].startswith("no layer randomised")

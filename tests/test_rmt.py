@@ -1167,3 +1167,27 @@ def test_the_fitted_bulk_follows_the_tw_margin_given():
     probs = np.linspace(0.05, 0.95, 19)
     q, qm = np.quantile(ev, probs) / N, mp_quantiles(probs, N / M)
     assert wide.num_spikes == 0 and wide.sigma2 == pytest.approx(float(q @ qm / (qm @ qm)), rel=1e-9)
+
+
+def test_random_like_needs_a_bulk_the_mp_law_fits_and_a_majority_of_spikes_is_found():
+    """THEORY §6: random-like is 'well fitted by MP'. Three layers nothing like MP had been random-like:
+    300 spikes of 500 at 5 × BBP, parted from the 200 noise eigenvalues by an 8x gap (the bulk kept the lower half,
+    50 spikes with it: σ 3.5x, every spike under the threshold), 250 spikes at 2 × BBP with no gap, and an orthogonal
+    matrix (its ESD one point). The gapped cluster is found now (the smallest self-consistent bulk is sought from the
+    lowest quarter): 300 spikes, bulk-decay by its alpha. The other two get no label (their bulk's KS distance from
+    the fitted law is over the 1 % critical value of a test of that many draws, 1.63/√n; Gaussian noise's is a
+    tenth of it), and Gaussian noise stays random-like."""
+    N, M = 1000, 500
+    rows = {}
+    for name, k, theta in (("gap", 300, 5), ("nogap", 250, 2), ("noise", 0, 1)):
+        W = S.spiked(N, M, 0, k, theta * S.bbp_threshold(N, M)).astype(np.float32)
+        rows[name] = htsr.analyze({"x.weight": W}, tails=False).layers[0]
+    rows["orthogonal"] = htsr.analyze(
+        {"q.weight": np.linalg.qr(np.random.default_rng(0).standard_normal((256, 256)))[0].astype(np.float32)},
+        tails=False).layers[0]
+    assert {n: r.phase for n, r in rows.items()} == {"gap": "bulk-decay", "nogap": "", "noise": "random-like",
+                                                      "orthogonal": ""}
+    assert rows["gap"].num_spikes == 300
+    # (σ of the (N − k) × (M − k) noise the spikes leave: low by (√700 + √200) / (√1000 + √500) = 0.75; 0.80 here)
+    assert 0.7 < rows["gap"].mp_sigma < 0.85
+    assert rows["noise"].mp_ks < 0.1 * 1.63 / math.sqrt(500) < rows["nogap"].mp_ks

@@ -14,7 +14,7 @@ scale that maps the MP quantiles (σ = 1) onto the empirical quantiles of the bu
 are refined in turn until the bulk stops changing. Starting from the whole spectrum the bulk can only
 shrink (a shorter bulk has smaller quantiles, so a lower threshold), so this ends at the largest
 self-consistent bulk: two or three rounds for an MP bulk with spikes, a few dozen for a heavy tail,
-each O(1) on the sorted spectrum. The bulk keeps the lower half of the non-zero eigenvalues at least:
+each O(1) on the sorted spectrum. This largest bulk keeps the lower half of the non-zero eigenvalues at least:
 a spectrum with no MP bulk (its top half above the edge of any MP law fitted to the rest: a very heavy
 tail, or heavy-tailed entries) would otherwise be refitted down to its two smallest eigenvalues; there
 the law fitted to the lower half is the baseline, and more than half the eigenvalues are spikes.
@@ -25,7 +25,7 @@ Eigenvalue rigidity makes the quantiles of an MP bulk very stable (errors ~1/M),
 fraction of a percent for a 1000 × 500 Gaussian matrix, and a few spikes — excluded from the bulk —
 do not bias it (k of them leave the bulk of (N − k) × (M − k) noise: σ low by (√(N−k) + √(M−k)) / (√N + √M)).
 A cluster of spikes a quarter of the spectrum or more is a self-consistent part of the bulk fitted from the
-whole spectrum: the smallest self-consistent bulk, refined up from the lower half, is taken instead where a gap
+whole spectrum: the smallest self-consistent bulk, refined up from the lowest quarter, is taken instead where a gap
 parts it from the cluster and it fits better (docs/rmt.md).
 """
 
@@ -159,7 +159,10 @@ def fit_mp(evals: np.ndarray, N: int, M: int, scale: float = 1.0, tw_margin: flo
         # been 'random-like', σ 3x too large). The smaller bulk is the layer's where a gap parts it from what lies
         # above (its first spike GAP times its largest eigenvalue) and it fits the MP law better (KS); a tail
         # that runs on from the bulk without a gap keeps the largest bulk, as before
-        below = _self_consistent(ev, lo, least, least, hi, N * scale, cut, q_mp, grow=True) if hi > least else None
+        # (refined up from a quarter of the spectrum: a cluster of more than half of it, 300 spikes of 500 at
+        # 5 × BBP, holds eigenvalues of the lower half too, and the smallest bulk from there took them in)
+        floor = lo + max(2, (ev.size - lo + 3) // 4)
+        below = _self_consistent(ev, lo, floor, floor, hi, N * scale, cut, q_mp, grow=True) if hi > floor else None
         if (below is not None and below[1] < hi and ev[below[1]] > _GAP * ev[below[1] - 1]
                 and _bulk_ks(ev[lo:below[1]] / (N * scale * below[0]), Q) < _bulk_ks(ev[lo:hi] / (N * scale * sigma2), Q)):
             sigma2, hi = below
