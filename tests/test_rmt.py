@@ -324,9 +324,10 @@ SUITE = {
     "spikes just above BBP": ("bleeding-out", lambda s: S.spiked(N, M, s, 5, 1.3 * BBP)),
     "spikes well above BBP": ("bulk+spikes", lambda s: S.spiked(N, M, s, 10, 3 * BBP)),
     "strong spikes": ("bulk+spikes", lambda s: S.spiked(N, M, s, 10, 10 * BBP)),
-    # a low-rank correlation strong enough that its own entries pass the heavy-entry cut: its singular vectors are
-    # spread, no entry drives it (it had been 'bulk-decay')
-    "very strong spikes": ("bulk+spikes", lambda s: S.spiked(N, M, s, 5, 40 * BBP)),
+    # a low-rank correlation strong enough that its own entries pass the heavy-entry cut (hundreds of them at 80 x
+    # BBP; at 40 x, the case had been, 0 or 1, and the rule it is for did not run): its singular vectors are spread,
+    # no entry drives it (it had been 'bulk-decay')
+    "very strong spikes": ("bulk+spikes", lambda s: S.spiked(N, M, s, 5, 80 * BBP)),
     "Pareto mu=1": ("heavy-tailed", lambda s: S.pareto(N, M, s, 1.0)),
     "Pareto mu=3": ("bulk-decay", lambda s: S.pareto(N, M, s, 3.0)),
     "Pareto mu=5": ("random-like", lambda s: S.pareto(N, M, s, 5.0)),
@@ -342,6 +343,8 @@ def test_phase_label_is_right_in_at_least_95_percent_of_seeds(case):
     labels = Counter(r.phase for r in result.layers)
     assert labels[expected] >= 19, labels  # the must-show: >= 95 % of 20 seeds (measured: 20/20 each)
     assert result.summary.phases[expected] == labels[expected]
+    if case == "very strong spikes":  # (the case is for the heavy-entry rule: it must have some in every seed)
+        assert min(r.num_heavy_entries for r in result.layers) > 100
 
 
 def test_phase_thresholds_are_options_that_change_the_label():

@@ -8,8 +8,8 @@ its MP edge plus the Tracy–Widom margin are **correlation traps**: structure t
 few anomalously large weights, or a rank-one mean.
 
 Where a trap lives: a trap whose singular vectors lie along the all-ones vectors (the product of their cosines
-with them ≥ 0.8) is the entries' mean, a rank-one term shuffling keeps: located as (-1, -1, -1), ``mean`` in the
-``trap_weights`` column. For any other trap's singular triplet (s, u, v) of the shuffled matrix, the entry
+with them ≥ 0.25, ``_MEAN_ALIGNMENT``) is the entries' mean, a rank-one term shuffling keeps: located as
+(-1, -1, -1), ``mean`` in the ``trap_weights`` column. For any other trap's singular triplet (s, u, v) of the shuffled matrix, the entry
 (i, j) with the largest |u_i·v_j| carries most of it; its value is looked up in the original matrix to
 give the (row, column) there (the first occurrence if the value is repeated, as in quantised weights). At most :data:`MAX_LOCATED` traps per layer are located (the largest).
 
