@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import OptionError
 from .fits.powerlaw import FLAT_SPREAD, ks_scan
-from .results import SUMMARY_METRICS
+from .results import SUMMARY_METRICS, Summary
 from .rmt.phases import PHASES
 from .rmt.setol import erg_eigenvalues
 from .rmt.traps import esd_bins
@@ -455,11 +455,20 @@ def metric_trend(results: Sequence[Any], labels: Sequence[str], metrics: Sequenc
     over = dict.fromkeys(r.summary.means_over for r in results)  # an adapter's: its updates' (results.means_rows)
     words = {"all": "every row", "delta": "#delta rows", "merged": "#merged rows"}
     rows = "" if list(over) == ["all"] else f" (means over {' / '.join(words[o] for o in over)})"
+    known = Summary.of([]).as_dict()
     panels = []
     for m in metrics:
-        y = np.asarray([r.summary.as_dict().get(m, math.nan) for r in results], dtype=np.float64)
+        if m not in known:
+            raise OptionError(f"metric {m!r} is not a summary column (Summary.as_dict(): alpha, log_norm, "
+                              "num_heavy_tailed …)")
+        y = np.asarray([r.summary.as_dict()[m] for r in results], dtype=np.float64)
         shown = rows if m in SUMMARY_METRICS else ""  # (counts and shares are of every row)
+        # a model without a value: a gap in the line, no mark (a mark on the axis read as a value), and named
+        have = np.isfinite(y)
+        missing = [lab for lab, ok in zip(labels, have) if not ok]
         panels.append(Panel(f"{m} across models{shown}", "model (order given)", m,
                             (Series("line", x, y, m, "data", tuple(labels)),
-                             Series("points", x, y, "", "data", tuple(labels)))))
+                             Series("points", x[have], y[have], "", "data",
+                                    tuple(lab for lab, ok in zip(labels, have) if ok))),
+                            note=f"no finite {m}: {', '.join(missing)}" if missing else ""))
     return panels

@@ -420,7 +420,7 @@ _JS = r"""
     for (const v of vals) if (finite(v) && (!log || v > 0)) { if (v < a) a = v; if (v > b) b = v; }
     if (a > b) { a = log ? 1 : 0; b = log ? 10 : 1; }
     if (log) { a = Math.log10(a); b = Math.log10(b); } else if (opt.zero) { a = Math.min(a, 0); b = Math.max(b, 0); }
-    if (b - a <= 1e-12 * Math.max(1, Math.abs(a))) {
+    if (b - a <= 1e-12 * Math.max(Math.abs(a), Math.abs(b))) {  // (relative: a delta's 1e-14 is a real span)
       if (!log && opt.zero && a === 0) b = 1;  // all zero: [0, 1], not around 0
       else { const d = log ? 0.5 : (Math.abs(a) * 0.1 || 0.5); a -= d; b += d; }
     } else if (opt.pad) {

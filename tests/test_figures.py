@@ -13,6 +13,7 @@ from scipy.integrate import quad
 import htsr
 from conftest import layer_row, result_of
 from htsr import figures as F
+from htsr.errors import OptionError
 from htsr.rmt.phases import PHASES
 
 
@@ -484,6 +485,19 @@ def test_phase_counts_sum_to_the_layers(model):
     counts = dict(zip(bar.labels, bar.y))
     assert {p: counts[p] for p in PHASES} == model.summary.phases
     assert counts.get("no phase", 0) == sum(r.phase == "" for r in model.layers) > 0  # tiny and bad
+
+
+def test_a_trend_leaves_a_model_without_a_value_out_of_its_marks_and_names_it(model):
+    """A model whose mean is NaN (an adapter with no fitted update) had been drawn a mark on the x axis, read as a
+    value, with no note; an unknown metric an empty panel. The line has its gap, the marks are the models with a
+    value, the note names the others; an unknown metric is refused."""
+    none = htsr.analyze({"a.weight": _rng(5).standard_normal((30, 10))})  # (10 eigenvalues: not fitted)
+    (p,) = F.metric_trend([model, none, model], ["a", "b", "c"], ["alpha"])
+    points = _one(p, "points", "data")
+    assert points.x.tolist() == [0.0, 2.0] and points.labels == ("a", "c") and np.isfinite(points.y).all()
+    assert np.isnan(_one(p, "line", "data").y[1]) and p.note == "no finite alpha: b"
+    with pytest.raises(OptionError, match=r"^metric 'num_heavy-tailed' is not a summary column"):
+        F.metric_trend([model], ["a"], ["num_heavy-tailed"])
 
 
 def test_metric_trend_values_are_the_summaries(model, gauss):

@@ -540,6 +540,27 @@ def test_browser_linear_axes_put_ticks_and_points_at_their_values(browser, repor
 
 
 @needs_chromium
+def test_browser_a_tiny_or_huge_span_is_drawn_across_the_axis(browser, report_files):
+    """A delta of one float32 step has eigenvalues ~1e-14, and weights scaled by 1e9 densities ~1e-19: the axes had
+    taken such spans for none (an absolute 1e-12), put the points at one place (x in -0.4 … 0.4) or the y range at
+    0 … 1, and the panel looked empty. Spans are relative now: the first and last points lie at the axis's ends
+    (inside its padding), whatever their scale; equal values still get a span around them."""
+    _load(browser, report_files["kept"])
+    for scale in (1e-14, 1e-19, 1e9):  # (from 0, as an ESD's histogram and a density run)
+        d = _draw(browser, _panel(_series("points", [scale * v for v in (0, 1, 2)], [scale * v for v in (2, 0, 1)],
+                                          "pts")))
+        (pts,) = d["groups"]
+        cx = [float(c["cx"]) for c in pts["circles"]]
+        assert cx[0] < X0 + 0.1 * (X1 - X0) and cx[2] > X1 - 0.1 * (X1 - X0), (scale, cx)
+        cy = [float(c["cy"]) for c in pts["circles"]]
+        assert max(cy) - min(cy) > 0.8 * (Y1 - Y0), (scale, cy)
+    d = _draw(browser, _panel(_series("points", [5e-14] * 3, [1, 2, 3], "same")))
+    (pts,) = d["groups"]
+    assert {round(float(c["cx"])) for c in pts["circles"]} == {round((X0 + X1) / 2)}  # (centred in its own span)
+    assert _errors(browser) == []
+
+
+@needs_chromium
 def test_browser_log_axes_ticks_labels_and_gaps(browser, report_files):
     """A log axis maps log10; decade ticks read 1, 10, 10², 10³ (1-2-5 within two decades; 10⁻² below);
     a value <= 0 on it is left out of the domain; a line breaks at a NaN or a value it cannot place."""
