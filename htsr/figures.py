@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import OptionError
 from .fits.powerlaw import FLAT_SPREAD, ks_scan
-from .results import SUMMARY_METRICS, Summary
+from .results import SUMMARY_METRICS, Summary, means_rows
 from .rmt.phases import PHASES
 from .rmt.setol import erg_eigenvalues
 from .rmt.traps import esd_bins
@@ -408,8 +408,9 @@ def alpha_by_layer(result: Any, color_by: str = "kind", metric: str = "alpha") -
         raise OptionError(f"color_by must be 'kind' or 'phase', got {color_by!r}")
     _check_metric(metric)
     rows = result.layers
+    which, kept = _means_rows(result)
     groups: dict[str, list[int]] = {}
-    for i, r in enumerate(rows):
+    for i, r in kept:
         if math.isfinite(getattr(r, metric)):
             groups.setdefault(_group_of(r, color_by), []).append(i)
     order = list(PHASES) + ["no phase"] if color_by == "phase" else sorted(groups)
@@ -421,14 +422,25 @@ def alpha_by_layer(result: Any, color_by: str = "kind", metric: str = "alpha") -
         series += [Series("hline", _arr(), _arr(2.0), "α = 2", "band"),
                    Series("hline", _arr(), _arr(6.0), "α = 6", "band")]
     note = "" if any(s.kind == "points" for s in series) else f"no layer has a finite {metric}"
-    return Panel(f"{metric} per layer", "layer (model order)", metric, tuple(series), note=note)
+    return Panel(f"{metric} per layer{which}", "layer (model order)", metric, tuple(series), note=note)
+
+
+def _means_rows(result: Any) -> tuple[str, list[tuple[int, Any]]]:
+    """The rows the summary's means average (:func:`~htsr.results.means_rows`: of an adapter analysed with its base,
+    the updates or the merged weights, not the frozen #base rows beside them) with their positions in the model,
+    and what a title says of them ('' for every row)."""
+    over, rows = means_rows(result.layers)
+    keep = {id(r) for r in rows}
+    which = {"all": "", "delta": " (#delta rows, as the means)", "merged": " (#merged rows, as the means)"}[over]
+    return which, [(i, r) for i, r in enumerate(result.layers) if id(r) in keep]
 
 
 def alpha_distribution(result: Any, metric: str = "alpha") -> Panel:
     _check_metric(metric)
-    v = np.asarray([getattr(r, metric) for r in result.layers], dtype=np.float64)
+    which, kept = _means_rows(result)
+    v = np.asarray([getattr(r, metric) for _, r in kept], dtype=np.float64)
     v = v[np.isfinite(v)]
-    title = f"distribution of {metric}"
+    title = f"distribution of {metric}{which}"
     if v.size == 0:
         return _empty(title, metric, "layers", f"no layer has a finite {metric}")
     lo, hi = float(v.min()), float(v.max())

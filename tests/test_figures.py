@@ -500,6 +500,27 @@ def test_a_trend_leaves_a_model_without_a_value_out_of_its_marks_and_names_it(mo
         F.metric_trend([model], ["a"], ["num_heavy-tailed"])
 
 
+def test_an_adapters_model_figures_draw_the_rows_its_means_average():
+    """An adapter analysed with its base has #delta, #base and #merged rows; its summary averages the updates (here,
+    none fitted, the #merged rows). The model figures had drawn every row, #base and #merged as one 'dense' series
+    (62 points averaging 3.41 beside a summary of 2.50): they draw the rows the means average, and say which."""
+    from conftest import layer_row, result_of
+
+    rows = [layer_row(f"l{i}#delta", kind="lora", alpha=math.nan) for i in range(3)]
+    rows += [layer_row(f"l{i}#base", alpha=5.0 + i) for i in range(3)]
+    rows += [layer_row(f"l{i}#merged", alpha=2.0 + i / 10) for i in range(3)]
+    r = result_of(rows)
+    assert r.summary.means_over == "merged" and r.summary.means["alpha"] == pytest.approx(2.1)
+    by_layer = F.alpha_by_layer(r)
+    (points,) = [s for s in by_layer.series if s.kind == "points"]
+    assert points.labels == ("l0#merged", "l1#merged", "l2#merged") and points.x.tolist() == [6.0, 7.0, 8.0]
+    assert by_layer.title == "alpha per layer (#merged rows, as the means)"
+    dist = F.alpha_distribution(r)
+    assert dist.title == "distribution of alpha (#merged rows, as the means)" and _one(dist, "hist", "data").y.sum() == 3
+    plain = result_of([layer_row("a"), layer_row("b")])
+    assert F.alpha_by_layer(plain).title == "alpha per layer" and F.alpha_distribution(plain).title == "distribution of alpha"
+
+
 def test_metric_trend_values_are_the_summaries(model, gauss):
     other = htsr.analyze({"a.weight": _rng(5).standard_normal((300, 100))})
     metrics = ["alpha", "D", "num_layers", "rand_js_distance"]
