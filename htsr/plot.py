@@ -40,7 +40,7 @@ __all__ = ["draw_panel", "draw_panels", "panels_image", "save_panels", "plot_esd
 
 _FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 _PANEL_SIZE = (6.4, 4.4)  # inches per panel
-_NOTE_CHARS, _NOTE_LINES = 100, 3
+_NOTE_LINES = 3  # (lines of a panel's note at most; as many characters as fit across it)
 
 
 def _figure_class() -> Any:
@@ -92,20 +92,36 @@ def _draw_series(ax: Any, s: Series, first_hist: bool, xlog: bool, ylog: bool) -
     elif s.kind == "bar":
         names = s.labels or tuple(str(i) for i in range(x.size))
         phases = all(n in PHASES or n == "no phase" for n in names)  # layers per phase: the phases' colours
-        ax.bar(x, y, color=[role_color(f"phase:{n}") for n in names] if phases else color, label=_label(s))
+        # (bars of the phases' colours: no legend entry, whose one colour would be one phase's)
+        ax.bar(x, y, color=[role_color(f"phase:{n}") for n in names] if phases else color,
+               label="_nolegend_" if phases else _label(s))
         ax.set_xticks(x, names, rotation=30, ha="right")
 
 
-def _note_text(note: str) -> str:
-    lines = textwrap.wrap(note, _NOTE_CHARS)
-    if len(lines) > _NOTE_LINES:
-        lines = lines[:_NOTE_LINES]
-        lines[-1] = lines[-1][: _NOTE_CHARS - 1] + "…"
+def _wrapped(text: str, chars: int, most: int) -> str:
+    """``text`` in lines of ``chars`` characters at most, ``most`` lines at most (the last ending '…' if cut)."""
+    lines = textwrap.wrap(text, max(chars, 12))
+    if len(lines) > most:
+        lines = lines[:most]
+        lines[-1] = lines[-1][: max(chars, 12) - 1] + "…"
     return "\n".join(lines)
 
 
-#: characters of a panel's title (at fontsize 10 in a panel of the default width)
-_TITLE_CHARS = 64
+def _title_text(title: str, chars: int) -> str:
+    """A panel's title on at most two lines of ``chars`` characters; one longer keeps its two ends (a layer's name
+    ends in what tells it from its neighbours), its middle elided."""
+    chars = max(chars, 12)
+    lines = textwrap.wrap(title, chars)
+    if len(lines) <= 2:
+        return "\n".join(lines)
+    keep = 2 * chars - 1
+    cut = f"{title[:keep // 2]}…{title[-(keep - keep // 2 - 1):]}"
+    return f"{cut[:chars]}\n{cut[chars:]}"
+
+
+def _chars_across(ax: Any, fontsize: float) -> int:
+    """About how many characters of ``fontsize`` points fit across ``ax`` (an average glyph: 0.55 em)."""
+    return int(ax.get_position().width * ax.figure.get_figwidth() * 72 / (0.55 * fontsize))
 
 
 def draw_panel(panel: Panel, ax: Any = None) -> Any:
@@ -132,10 +148,9 @@ def draw_panel(panel: Panel, ax: Any = None) -> Any:
             target = ax2
         _draw_series(target, s, hists == 0, panel.xlog, panel.ylog and target is ax)
         hists += s.kind == "hist"
-    # a long layer name would run into the next panel's title: its middle elided
-    title = panel.title if len(panel.title) <= _TITLE_CHARS else (
-        f"{panel.title[:_TITLE_CHARS // 2 - 1]}…{panel.title[-(_TITLE_CHARS // 2 - 1):]}")
-    ax.set_title(title, fontsize=10)
+    # a long title (a layer's name, what a mean is over) would run into the next panel's: on two lines of the
+    # panel's width (its middle elided had dropped what the means are over)
+    ax.set_title(_title_text(panel.title, _chars_across(ax, 10)), fontsize=10)
     ax.set_xlabel(panel.xlabel)
     ax.set_ylabel(panel.ylabel)
     if panel.xlog:
@@ -168,10 +183,11 @@ def draw_panel(panel: Panel, ax: Any = None) -> Any:
         (ax2 if ax2 is not None else ax).legend(handles, labels, fontsize=7, loc="best")
     if not panel.series:  # no ticks on an empty panel, its note in the middle
         ax.tick_params(which="both", bottom=False, left=False, labelbottom=False, labelleft=False)
-        ax.text(0.5, 0.5, _note_text(panel.note or "nothing to show"), transform=ax.transAxes, ha="center",
-                va="center", fontsize=8, color="#555555")
+        ax.text(0.5, 0.5, _wrapped(panel.note or "nothing to show", _chars_across(ax, 8), _NOTE_LINES),
+                transform=ax.transAxes, ha="center", va="center", fontsize=8, color="#555555")
     elif panel.note:  # under the x label
-        ax.annotate(_note_text(panel.note), xy=(0.5, 0.0), xycoords=ax.xaxis.label, xytext=(0, -3),
+        ax.annotate(_wrapped(panel.note, _chars_across(ax, 7), _NOTE_LINES), xy=(0.5, 0.0), xycoords=ax.xaxis.label,
+                    xytext=(0, -3),
                     textcoords="offset points", ha="center", va="top", fontsize=7, color="#555555")
     return ax.figure
 

@@ -353,7 +353,9 @@ def test_long_titles_are_elided_and_close_values_are_not_offset():
     fig.canvas.draw()
     ax = fig.axes[0]
     title = ax.get_title()
-    assert len(title) == 63 and title.startswith("ESD, log-log: encoder.") and title.endswith("encoder.fc")
+    first, second = title.split("\n")  # (two lines of the panel's width at most, both ends kept)
+    assert len(first) == len(second) + 1 and "…" in title
+    assert title.startswith("ESD, log-log: encoder.") and title.endswith("encoder.fc")
     assert ax.yaxis.get_offset_text().get_text() == ""
     assert all(t.get_text().startswith("4.5711") for t in ax.get_yticklabels() if t.get_text())
 
@@ -395,10 +397,10 @@ def test_a_reference_line_at_zero_or_below_is_not_drawn_on_a_log_axis():
 
 def test_a_long_note_is_cut_to_three_lines_ending_in_an_ellipsis():
     note = " ".join(["word"] * 200)  # 999 characters: ten lines of 100
-    text = P._note_text(note)
+    text = P._wrapped(note, 100, 3)
     lines = text.split("\n")
     assert len(lines) == 3 and all(len(line) <= 100 for line in lines) and lines[-1].endswith("…")
-    assert P._note_text("short note") == "short note"
+    assert P._wrapped("short note", 100, 3) == "short note"
 
 
 def test_a_grid_of_fewer_panels_than_columns_is_as_wide_as_its_panels():
@@ -438,16 +440,38 @@ def test_every_phase_bar_has_its_phase_colour_and_no_phase_is_grey(result):
     assert names[-1] == "no phase"
     assert [to_hex(b.get_facecolor()) for b in bars] == [P.role_color(f"phase:{n}") for n in names]
     assert to_hex(bars[-1].get_facecolor()) == "#7f7f7f" != to_hex(bars[1].get_facecolor())
+    # no legend: its one swatch had been random-like's blue, labelled 'layers', matching no bar
+    assert ax.get_legend() is None
 
 
 def test_a_note_of_exactly_three_lines_is_not_cut_and_a_cut_line_stays_within_100():
-    """_note_text: three lines are kept whole (no '…'); a cut last line of 100 characters ends in '…' within
+    """_wrapped: three lines are kept whole (no '…'); a cut last line of 100 characters ends in '…' within
     100 characters."""
     three = " ".join(["word"] * 60)  # 20 words a line: exactly three lines of 99
-    assert P._note_text(three) == "\n".join(textwrap.wrap(three, 100)) and "…" not in P._note_text(three)
+    assert P._wrapped(three, 100, 3) == "\n".join(textwrap.wrap(three, 100)) and "…" not in P._wrapped(three, 100, 3)
     note = " ".join(["x" * 100] * 5)  # five lines of exactly 100 characters
-    lines = P._note_text(note).split("\n")
+    lines = P._wrapped(note, 100, 3).split("\n")
     assert len(lines) == 3 and lines[-1] == "x" * 99 + "…"
+
+
+def test_titles_and_notes_fit_their_panels_width():
+    """A long title had its middle cut out ('alpha_weighted across models (m…rows / #delta rows / every row)':
+    which rows a mean is over, lost), and an empty panel's note, wrapped at 100 characters whatever the panel's
+    width, ran over its y label. Both wrap to the panel's width now: the title on two lines, whole here; every
+    line drawn within the axes."""
+    title = "alpha_weighted across models (means over #merged rows / #delta rows / every row)"
+    line = (F.Series("line", np.array([0.0, 1.0]), np.array([0.0, 1.0]), "a", "data"),)
+    note = "not_fitted: 12 eigenvalues < min_evals=50; " * 4
+    fig = P.draw_panels([F.Panel(title, "x", "y", line), F.Panel("t", "x", "y", (), note=note)], ncols=2)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    top, empty = fig.axes
+    assert top.get_title().replace("\n", " ") == title and top.get_title().count("\n") == 1
+    for ax, text in ((top, top.title), (empty, empty.texts[0])):
+        box, width = text.get_window_extent(renderer), ax.get_window_extent(renderer).width
+        assert box.width <= width * 1.02, (text.get_text(), box.width, width)  # (2 %: glyph widths vary)
 
 
 def test_a_right_axis_reference_line_at_zero_is_drawn_on_a_log_y_panel():
@@ -459,13 +483,16 @@ def test_a_right_axis_reference_line_at_zero_is_drawn_on_a_log_y_panel():
     assert len(fig.axes) == 2 and len(fig.axes[1].get_lines()) == 1 and fig.axes[0].get_yscale() == "log"
 
 
-def test_a_title_of_exactly_64_characters_is_kept_whole():
-    """_TITLE_CHARS = 64: a title of 64 is shown as is, one of 65 elided to 63 with '…'."""
+def test_a_title_past_two_lines_keeps_its_two_ends():
+    """A title that fits on one line is kept as it is; one longer than two lines of the panel's width keeps its
+    start and its end, the middle elided."""
     line = (F.Series("line", np.array([0.0, 1.0]), np.array([0.0, 1.0]), "a", "data"),)
-    t64 = "a" * 30 + "b" * 34
-    assert P.draw_panel(F.Panel(t64, "x", "y", line)).axes[0].get_title() == t64
-    t65 = t64 + "c"
-    assert P.draw_panel(F.Panel(t65, "x", "y", line)).axes[0].get_title() == t65[:31] + "…" + t65[-31:]
+    assert P.draw_panel(F.Panel("short title", "x", "y", line)).axes[0].get_title() == "short title"
+    long = " ".join(f"encoder.layer.{i}.attention" for i in range(12))
+    shown = P.draw_panel(F.Panel(long, "x", "y", line)).axes[0].get_title()
+    joined = shown.replace("\n", "")
+    head, tail = joined.split("…")
+    assert shown.count("\n") == 1 and long.startswith(head) and long.endswith(tail)
 
 
 def test_can_draw_fails_before_the_analyses_without_matplotlib(monkeypatch):
