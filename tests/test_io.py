@@ -4415,6 +4415,7 @@ def test_a_learned_token_of_one_row_is_a_vector_not_a_layer():
     for name in ("embeddings.mask_token", "cls_token", "vit.embeddings.dist_token", "prompt.prompt_tokens"):
         assert classify(name, (1, 64)) == (None, VECTOR), name
     assert classify("model.embed_tokens.weight", (1, 64))[0] == "embedding"
+    assert classify("model.embed_tokens", (1, 64))[0] == "embedding"  # (a Flax table: its name ends in tokens)
     assert classify("classifier.weight", (1, 64))[0] == "dense"
     r = htsr.analyze({"embeddings.mask_token": np.zeros((1, 64), np.float32),
                       "embeddings.patch.weight": np.random.default_rng(0).standard_normal((64, 48))}, min_evals=2)

@@ -472,6 +472,15 @@ def test_titles_and_notes_fit_their_panels_width():
     for ax, text in ((top, top.title), (empty, empty.texts[0])):
         box, width = text.get_window_extent(renderer), ax.get_window_extent(renderer).width
         assert box.width <= width * 1.02, (text.get_text(), box.width, width)  # (2 %: glyph widths vary)
+    # a narrow axis of the user's own (draw_panel(panel, ax)): wrapped to its width, not to a default panel's
+    from matplotlib.figure import Figure
+
+    small = Figure(figsize=(3.0, 3.0))
+    ax = small.add_subplot()
+    P.draw_panel(F.Panel(title, "x", "y", line), ax)
+    renderer = FigureCanvasAgg(small).get_renderer()
+    small.draw(renderer)
+    assert ax.title.get_window_extent(renderer).width <= ax.get_window_extent(renderer).width * 1.02
 
 
 def test_a_right_axis_reference_line_at_zero_is_drawn_on_a_log_y_panel():

@@ -557,3 +557,8 @@ def test_a_parametrization_that_raises_fails_its_row_alone():
         ("0", "dense", "80x120", "ok"),
         ("1", "dense", "80x80", "failed: its parametrization raised RuntimeError: The size of tensor a (79) must "
                                 "match the size of tensor b (80) at non-singleton dimension 0")]
+    # weight norm's originals are g [out, 1] and v (the weight's shape): the row has v's shape
+    w = P.weight_norm(nn.Linear(120, 80))
+    w.parametrizations.weight.original0 = nn.Parameter(torch.ones(79, 1))
+    (row,) = htsr.analyze(nn.Sequential(w), min_evals=2).layers
+    assert (row.shape, row.status.split(" (")[0].split(":")[0]) == ("80x120", "failed")

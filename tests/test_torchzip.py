@@ -1100,6 +1100,7 @@ def test_a_lazy_model_saved_before_its_first_forward_gives_rows_that_say_so(tmp_
         ("0", "conv2d", "skipped: LazyConv2d's weight is not initialized: run one forward pass first"),
         ("3", "dense", "ok")]
     assert "1.weight" in [e for n in r.not_analysed for e in n.examples]
+    assert {"0.bias", "1.bias"} <= set(next(n.examples for n in r.not_analysed if n.reason == "bias or norm buffer"))
     assert [x.name for x in htsr.analyze(live, kinds="conv2d").layers] == ["0"]
 
 

@@ -364,7 +364,7 @@ class TorchModule:
                     except Exception as e:  # noqa: BLE001 - a user's parametrization: its row fails, not the run
                         originals = [t for n, t in mod.parametrizations[pname].named_parameters(recurse=False)
                                      if n.startswith("original")] or [_torch().zeros(())]
-                        shape = tuple(max(originals, key=lambda t: t.ndim).shape)  # (weight norm's v, not its g)
+                        shape = tuple(max(originals, key=lambda t: t.numel()).shape)  # (weight norm's v, not g)
                         yield TensorRef(f"{prefix}{pname}", shape, "float32", raising_loader(
                             HtsrError, f"its parametrization raised {type(e).__name__}: {one_line(e)}"),
                             module_kind(cls, pname, f"{prefix}{pname}", shape) if len(shape) >= 2 else None)
