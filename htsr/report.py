@@ -222,7 +222,7 @@ def _summary(result: AnalysisResult) -> str:
               else [(p, said(n, "phases")) for p, n in s.phases.items()])
     if o.get("randomize"):
         phases.append(("layers with correlation traps", said(s.num_with_traps, "num_with_traps")))
-    means = [(k, _fmt(v)) for k, v in s.means.items()]
+    means = [(k, _fmt(v) if math.isfinite(v) else "n/a") for k, v in s.means.items()]  # (as the CLI's summary)
     if result.num_tensors is not None:
         counts.insert(0, ("tensors in the source", result.num_tensors))
     passed = ""

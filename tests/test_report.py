@@ -881,13 +881,14 @@ def test_the_summary_cards_show_each_count_at_its_own_value():
 
 
 def test_the_means_card_lists_every_summary_mean_even_when_undefined():
-    """One fixed schema: every mean of the summary has its entry, NaN shown as an en dash."""
+    """One fixed schema: every mean of the summary has its entry, NaN shown as 'n/a', as the CLI's summary says it
+    and as the entries above it say theirs (an en dash had stood there)."""
     r = result_of([layer_row("a", alpha=math.nan, status="not_fitted: 4 eigenvalues")])
     card = render_report(r).split("<h3>Means over", 1)[1].split("</div>", 1)[0]
     assert any(not math.isfinite(v) for v in r.summary.means.values())
     for k in r.summary.means:
         assert f"<dt>{html.escape(k)}</dt>" in card
-    assert "<dd>–</dd>" in card
+    assert "<dd>n/a</dd>" in card and "<dd>–</dd>" not in card
 
 
 def test_a_warned_layers_interval_is_shown_only_when_both_ends_are_finite():
