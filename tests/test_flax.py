@@ -1196,9 +1196,10 @@ def test_nnx_lora_is_one_update_row_and_flat_trees_of_norm_weights_or_tf_names_a
     tree = {"q": {"kernel": _f32(64, 48, seed=7), "bias": np.zeros(48, np.float32), "lora": {"lora_a": a, "lora_b": b}}}
     for src in (write(tmp_path / "lora.msgpack", tree), {"params": tree}):
         rows = {t.name: t for t in open_source(src)}
-        assert set(rows) == {"q", "q.lora#delta"} and rows["q.lora#delta"].kind == "lora"
-        assert rows["q.lora#delta"].shape == (48, 64)
-        f = rows["q.lora#delta"].load()
+        # (named after the layer it adapts, as a PEFT adapter's update is: it had been q.lora#delta, beside q)
+        assert set(rows) == {"q", "q#delta"} and rows["q#delta"].kind == "lora"
+        assert rows["q#delta"].shape == (48, 64)
+        f = rows["q#delta"].load()
         # the LowRank's product is (a·b)ᵀ exactly (float32 factors, float32 product: 1e-6)
         np.testing.assert_allclose(f.B @ f.A * f.scale, (a @ b).T, rtol=1e-6, atol=1e-6)
     # a scanned block's pair (nnx.scan / vmap: a leading layer axis): listed, not dense rows of its factors

@@ -502,7 +502,10 @@ class _Tree:
         for path, (shape, dtype, make) in leaves:
             if path in lora:  # one row for the update lora_a·lora_b (x @ a @ b: scale 1), from its factors
                 a, b = shapes[path], shapes[lora[path]]
-                order.append(FlaxTensorRef(f"{'.'.join(path[:-1])}#delta", (b[1], a[0]), dtype, _lora_loader(
+                # named after the layer it adapts, beside its row as a PEFT adapter's <module>#delta is: nnx
+                # LoRALinear keeps its LoRA as the layer's 'lora' beside its 'kernel'; a LoRA module alone by its own
+                owner = path[:-2] if path[-2:-1] == ("lora",) and path[:-2] + ("kernel",) in shapes else path[:-1]
+                order.append(FlaxTensorRef(f"{'.'.join(owner)}#delta", (b[1], a[0]), dtype, _lora_loader(
                     make, makes[lora[path]]), kind="lora", path=".".join(prefix + path), flax_shape=shape))
                 continue
             if path in lora.values():
