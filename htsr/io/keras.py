@@ -182,7 +182,7 @@ def _not_a_matrix(cls: str, what: str) -> str:
     """Why a ≥ 2-D variable of a known layer class is not analysed."""
     if cls in _ELEMENTWISE:
         return f"element-wise parameters of a {cls} layer, no weight matrix"
-    return f"{what} of a {cls} layer: a bias or state"
+    return f"{what} of a {cls} layer: a bias, a quantization scale or state"
 
 
 def _one_d(var: _Var) -> str:
