@@ -2720,7 +2720,9 @@ def test_hostile_json_beside_or_in_a_model_is_one_line_or_ignored(tmp_path, host
                          ("peft", "adapter_config.json")):
         d = tmp_path / folder
         d.mkdir()
-        np_save_file({"fc.weight": W}, str(d / ("model.safetensors" if folder != "peft" else "adapter_model.safetensors")))
+        # (the index beside shards: beside model.safetensors, transformers, and htsr, read that file and not the index)
+        np_save_file({"fc.weight": W}, str(d / {"peft": "adapter_model.safetensors",
+                                                "index": "model-00001-of-00001.safetensors"}.get(folder, "model.safetensors")))
         (d / name).write_text(hostile, encoding="utf-8")
         cases[folder] = (d, str(d / name))
     st = tmp_path / "deep.safetensors"  # the safetensors header itself
@@ -4420,3 +4422,20 @@ def test_a_learned_token_of_one_row_is_a_vector_not_a_layer():
     r = htsr.analyze({"embeddings.mask_token": np.zeros((1, 64), np.float32),
                       "embeddings.patch.weight": np.random.default_rng(0).standard_normal((64, 48))}, min_evals=2)
     assert [l.name for l in r.layers] == ["embeddings.patch"] and r.summary.num_failed == 0
+
+
+def test_a_whole_model_safetensors_is_read_before_a_stale_shard_index(tmp_path):
+    """transformers' save_pretrained of a model whole, into the folder of its earlier sharded save, deletes the shards
+    and leaves model.safetensors.index.json: transformers loads the folder (it reads model.safetensors before an
+    index), and htsr had refused it ('shard model-00003-of-00006.safetensors is missing'). Read as transformers reads
+    it, the index named as left out."""
+    w = {"enc.fc1.weight": normal32(60, 40, seed=1), "enc.fc2.weight": normal32(30, 60, seed=2)}
+    np_save_file(w, str(tmp_path / "model.safetensors"))
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "enc.fc1.weight": "model-00001-of-00002.safetensors", "enc.fc2.weight": "model-00002-of-00002.safetensors"}}))
+    r = htsr.analyze(tmp_path, min_evals=2)
+    assert [l.name for l in r.layers] == ["enc.fc1", "enc.fc2"]
+    assert r.source == (f"{tmp_path} (model.safetensors; model.safetensors.index.json left out: transformers reads "
+                        "model.safetensors before it)")
+    refs = {x.name: x for x in open_source(tmp_path)}
+    np.testing.assert_array_equal(refs["enc.fc2.weight"].load(), w["enc.fc2.weight"])

@@ -403,7 +403,15 @@ def _sentence_transformer_modules(path: Path) -> dict[str, TensorSource | Source
 
 def _open_model_folder(path: Path) -> tuple[TensorSource, set[Path]]:
     """The model in a folder of one model (not a pipeline's or a sentence-transformers' components)."""
-    indexed = safetensors_index(path) is not None  # (then its shards are read: a dangling link beside them is not)
+    index = safetensors_index(path)
+    whole = index.parent / index.name.removesuffix(".index.json") if index is not None else None
+    if whole is not None and whole.is_file():
+        # transformers reads model.safetensors before an index: saving a model whole into the folder of its sharded
+        # save leaves the old index behind (its shards deleted), and transformers loads the folder
+        src = _flax_or(SafetensorsFile(whole))
+        src.description = f"{path} ({whole.name}; {index.name} left out: transformers reads {whole.name} before it)"
+        return src, {_resolved(whole)}
+    indexed = index is not None  # (then its shards are read: a dangling link beside them is not)
     loose = [] if indexed else weight_files(path, "*.safetensors")
     if indexed or loose:
         if len(loose) == 1:  # a diffusers LoRA's folder …
