@@ -4439,3 +4439,39 @@ def test_a_whole_model_safetensors_is_read_before_a_stale_shard_index(tmp_path):
                         "model.safetensors before it)")
     refs = {x.name: x for x in open_source(tmp_path)}
     np.testing.assert_array_equal(refs["enc.fc2.weight"].load(), w["enc.fc2.weight"])
+
+
+def test_a_component_whose_weights_are_a_broken_link_or_gone_is_said_not_dropped(tmp_path):
+    """A Hub cache snapshot whose unet weights link to a blob that is gone (an interrupted download): the pipeline
+    had been analysed without it, described as 'unet/: listed, no weights here', or, its only model, refused as a
+    folder of no weight file; a sentence-transformers model whose 2_Dense head is gone had lost it without a word.
+    Each says what is wrong with which module now."""
+    W = normal32(64, 48, seed=3)
+    pipe = tmp_path / "pipe"
+    for comp in ("unet", "vae"):
+        (pipe / comp).mkdir(parents=True)
+    (pipe / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline",
+                                                       "unet": ["diffusers", "UNet2DConditionModel"],
+                                                       "vae": ["diffusers", "AutoencoderKL"]}))
+    np_save_file({"conv.weight": W}, str(pipe / "vae" / "diffusion_pytorch_model.safetensors"))
+    (pipe / "unet" / "diffusion_pytorch_model.safetensors").symlink_to(tmp_path / "blobs" / "gone")
+    link = pipe / "unet" / "diffusion_pytorch_model.safetensors"
+    r = htsr.analyze(pipe, min_evals=2)
+    assert [l.name for l in r.layers] == ["vae.conv"]
+    assert r.source == (f"{pipe} (a diffusers pipeline: vae/) (unet/ not read: {link}: a link to a missing file (an "
+                        "interrupted download?); download the model again, or remove the link)")
+    (pipe / "vae" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(pipe)
+    _one_line_source_error(ei, f"{pipe}: a diffusers pipeline none of whose models can be read: unet/: {link}: a link "
+                               "to a missing file")
+    st = tmp_path / "st"
+    (st / "1_Pooling").mkdir(parents=True)
+    np_save_file({"encoder.layer.0.weight": W}, str(st / "model.safetensors"))
+    (st / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}]))
+    r = htsr.analyze(st, min_evals=2)
+    assert [l.name for l in r.layers] == ["encoder.layer.0"]
+    assert r.source == f"{st} (a sentence-transformers model: ./) (2_Dense/: listed, no weights here)"

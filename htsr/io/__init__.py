@@ -345,11 +345,18 @@ HELD_SUFFIXES = _WEIGHT_SUFFIXES | _MAYBE_WEIGHT_SUFFIXES | {".distcp"}
 
 def _holds_weights(d: Path) -> bool:
     """Whether ``d`` is a folder with a weight file among its first thousand entries (an error message asks:
-    a data set's folder of a million images is not listed to the end)."""
+    a data set's folder of a million images is not listed to the end); a link to a weight file that is gone (an
+    interrupted download into a Hub cache) counts, so that reading the folder says so."""
     try:
-        return d.is_dir() and any(_weight_file(f, HELD_SUFFIXES) for f in itertools.islice(d.iterdir(), 1000))
+        return d.is_dir() and any(_weight_file(f, HELD_SUFFIXES) or _dangling_weight(f)
+                                  for f in itertools.islice(d.iterdir(), 1000))
     except OSError:  # unreadable
         return False
+
+
+def _dangling_weight(f: Path) -> bool:
+    """A link of a weight file's name whose target is gone."""
+    return f.suffix.lower() in HELD_SUFFIXES and f.is_symlink() and not f.exists()
 
 
 def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
@@ -367,30 +374,38 @@ def _open_folder(path: Path) -> tuple[TensorSource, set[Path]]:
         if any(not isinstance(src, SourceError) for src in components.values()):  # a diffusers pipeline: its models, each in a folder of its own (a Hub snapshot's
             # original single-file checkpoints beside them are named as not read)
             return _Components(path, components, empty), set()
+        if components and not any(_weight_file(f) for f in path.iterdir()):  # (none of its models can be read:
+            # their errors, not 'no weight file' of the folder; single-file checkpoints beside them are read below)
+            raise SourceError(f"{path}: a diffusers pipeline none of whose models can be read: " + "; ".join(
+                f"{k}/: {str(e).removeprefix(str(path / k) + ': ')}" for k, e in components.items()))
     if (path / "modules.json").is_file():  # a sentence-transformers model: its transformer and its Dense layers
-        modules = _sentence_transformer_modules(path)
-        if [n for n in modules if n]:
+        modules, missing = _sentence_transformer_modules(path)
+        if [n for n in modules if n] or missing:
             read: set[Path] = set()
             if "" in modules:  # the Transformer in the folder itself: nearly all of the model, so its error is the
                 # folder's (a Dense head alone is no analysis of it)
                 modules[""], read = _open_model_folder(path)
                 if isinstance(modules[""], ShardedSafetensors) and not read:  # (loose files: all read)
                     read = {_resolved(f.path) for f in modules[""].files}
-            return _Components(path, dict(sorted(modules.items())), [], "a sentence-transformers model"), read
+            return _Components(path, dict(sorted(modules.items())), missing, "a sentence-transformers model"), read
     return _open_model_folder(path)
 
 
-def _sentence_transformer_modules(path: Path) -> dict[str, TensorSource | SourceError | None]:
+def _sentence_transformer_modules(path: Path) -> tuple[dict[str, TensorSource | SourceError | None], list[str]]:
     """The modules sentence-transformers' ``modules.json`` lists whose folders hold weights (``2_Dense/``, the
     legacy ``0_Transformer/``), each read as a model folder, by folder; '' (None: read by the caller) when the
-    folder itself holds a module's weights (the Transformer, ``"path": ""``). Pooling and Normalize hold none."""
+    folder itself holds a module's weights (the Transformer, ``"path": ""``). Pooling and Normalize hold none. And
+    the folders of listed Dense and Transformer modules that hold none here (a download that left them out: the
+    model's head, which had been dropped without a word)."""
     try:
         listed = json.loads((path / "modules.json").read_text(encoding="utf-8-sig"))
     except (OSError, ValueError, RecursionError):
-        return {}  # (not sentence-transformers' file: the folder is read as any other)
-    paths = [m.get("path") for m in listed if isinstance(m, dict)] if isinstance(listed, list) else []
+        return {}, []  # (not sentence-transformers' file: the folder is read as any other)
+    entries = [m for m in listed if isinstance(m, dict)] if isinstance(listed, list) else []
     out: dict[str, TensorSource | SourceError | None] = {}
-    for p in paths:
+    missing: list[str] = []
+    for m in entries:
+        p = m.get("path")
         if p == "":
             out[""] = None
         elif isinstance(p, str) and _COMPONENT.fullmatch(p) and _holds_weights(path / p):
@@ -398,7 +413,10 @@ def _sentence_transformer_modules(path: Path) -> dict[str, TensorSource | Source
                 out[p] = _open_path(path / p)
             except SourceError as e:
                 out[p] = e
-    return out
+        elif isinstance(p, str) and _COMPONENT.fullmatch(p) and str(m.get("type", "")).endswith(
+                (".Dense", ".Transformer")):
+            missing.append(p)
+    return out, missing
 
 
 def _open_model_folder(path: Path) -> tuple[TensorSource, set[Path]]:
