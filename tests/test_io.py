@@ -4460,6 +4460,15 @@ def test_a_component_whose_weights_are_a_broken_link_or_gone_is_said_not_dropped
     assert [l.name for l in r.layers] == ["vae.conv"]
     assert r.source == (f"{pipe} (a diffusers pipeline: vae/) (unet/ not read: {link}: a link to a missing file (an "
                         "interrupted download?); download the model again, or remove the link)")
+    # a component with two notes: both under its label (the second had read as the pipeline folder's own)
+    np_save_file({"conv.weight": W}, str(pipe / "vae" / "diffusion_pytorch_model.fp16.safetensors"))
+    torch.save({"conv.weight": torch.from_numpy(W)}, pipe / "vae" / "diffusion_pytorch_model.bin")
+    assert htsr.analyze(pipe, min_evals=2).source.startswith(
+        f"{pipe} (a diffusers pipeline: vae/) (vae/: diffusion_pytorch_model.safetensors; the copies "
+        "diffusion_pytorch_model.fp16.safetensors left out; other weight files here, not read: "
+        "diffusion_pytorch_model.bin) (unet/ not read:")
+    for extra in ("diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.bin"):
+        (pipe / "vae" / extra).unlink()
     (pipe / "vae" / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(htsr.SourceError) as ei:
         htsr.analyze(pipe)
@@ -4475,3 +4484,15 @@ def test_a_component_whose_weights_are_a_broken_link_or_gone_is_said_not_dropped
     r = htsr.analyze(st, min_evals=2)
     assert [l.name for l in r.layers] == ["encoder.layer.0"]
     assert r.source == f"{st} (a sentence-transformers model: ./) (2_Dense/: listed, no weights here)"
+
+
+def test_every_note_of_a_pipeline_component_carries_its_label():
+    """A component read with two notes (its copies left out, and other weight files not read) had had its label on
+    the first alone: the second read as the pipeline folder's own. Each note under its component's label now;
+    notes are split at their brackets, not inside them."""
+    from htsr.io import _bracketed
+
+    assert _bracketed("(a; b) (other weight files here, not read: x.bin)") == [
+        "a; b", "other weight files here, not read: x.bin"]
+    assert _bracketed("(x (y) z)") == ["x (y) z"] and _bracketed("plain") == ["plain"]
+    assert _bracketed("(a) tail") == ["(a) tail"]

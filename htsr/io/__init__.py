@@ -213,6 +213,25 @@ def _pipeline_components(path: Path) -> tuple[dict[str, TensorSource], list[str]
     return out, [k for k in listed if k not in with_weights]
 
 
+def _bracketed(text: str) -> list[str]:
+    """The notes of a description's tail, '(a) (b (c))' as ['a', 'b (c)']; a tail of other shape as it is."""
+    notes, depth, start = [], 0, 0
+    for i, c in enumerate(text):
+        if c == "(":
+            depth += 1
+            if depth == 1:
+                start = i + 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                notes.append(text[start:i])
+            elif depth < 0:
+                return [text]
+        elif depth == 0 and not c.isspace():
+            return [text]
+    return notes if depth == 0 and notes else [text]
+
+
 #: a pipeline component's folder: a plain name inside the pipeline's (not '.', '..', '/etc')
 _COMPONENT = re.compile(r"(?!\.{1,2}$)[\w][\w.-]*")
 
@@ -243,8 +262,8 @@ class _Components:
                 file, _, rest = rest[1:].partition(" ")
                 rest = f"{file} read {rest}"
             rest = rest.strip()
-            if rest:
-                self.description += f" ({label}: {rest[1:-1] if rest.startswith('(') and rest.endswith(')') else rest})"
+            if rest:  # (each of its notes under its label: '(a) (b)' as 'a; b')
+                self.description += f" ({label}: {'; '.join(_bracketed(rest))})"
         if empty:
             self.description += f" ({', '.join(f'{n}/' for n in empty)}: listed, no weights here)"
         for name, e in unread.items():
