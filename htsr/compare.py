@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -262,6 +263,10 @@ def _shape_text(shapes: Sequence[str]) -> str:
     return shapes[0] if len(set(shapes)) == 1 else " | ".join(shapes)
 
 
+#: a path in a Hugging Face cache snapshot: models--<org>--<name>/snapshots/<revision>[/<file or folder>]
+_HUB_SNAPSHOT = re.compile(r"(?:^|/)models--(?P<repo>[^/]+)/snapshots/[0-9a-f]{40}(?:/(?P<rest>.+))?$")
+
+
 def _default_labels(sources: Sequence[Any]) -> list[str]:
     """Paths by their name, a file's without its suffix (``Qwen2.5-0.5B/``, ``model.safetensors`` → ``model``;
     the folders above added, one at a time, while two paths collide; the same path twice numbered ``#i``);
@@ -275,6 +280,11 @@ def _default_labels(sources: Sequence[Any]) -> list[str]:
 
     def name(p: Path) -> str:  # (a folder's name is its whole name: 'Qwen2.5-0.5B', not 'Qwen2.5-0')
         p = Path(os.path.normpath(p))
+        hub = _HUB_SNAPSHOT.search(p.as_posix())
+        if hub:  # a Hugging Face cache snapshot: by its repository (org/name), not its 40-hex revision
+            rest = hub["rest"] or ""
+            rest = rest.removesuffix(Path(rest).suffix) if Path(rest).suffix.lower() in HELD_SUFFIXES else rest
+            return hub["repo"].replace("--", "/", 1) + (f"/{rest}" if rest else "")
         if os.path.exists(p):
             return p.stem if os.path.isfile(p) else p.name
         # a path no longer on disk (results read from JSON written elsewhere): a weight file's by its suffix

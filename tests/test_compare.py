@@ -742,6 +742,16 @@ def test_models_given_after_an_option_are_models_in_their_order(npz_pair, capsys
     assert ei.value.code == 2 and "unrecognized arguments: --bogus 5 (see" in capsys.readouterr().err
 
 
+def test_a_hugging_face_cache_snapshot_is_labelled_by_its_repository():
+    """A model in a Hugging Face cache (…/models--org--name/snapshots/<40-hex revision>) had been labelled by its
+    revision hash, in the table and the ranking: by its repository now, a file in it as a path's are (no suffix)."""
+    from htsr.compare import _default_labels
+
+    snap = "/cache/hub/models--org--tiny-llama/snapshots/"
+    assert _default_labels([snap + "a" * 40, snap + "b" * 40 + "/model.safetensors", "/x/y.pt"]) == [
+        "org/tiny-llama", "org/tiny-llama/model", "y"]
+
+
 def test_labels_given_as_one_string_are_refused():
     """labels='ab' had been split into the labels 'a' and 'b' (and 'base,ft', the CLI's form, into 7 labels)."""
     models = [_powerlaw_model(3.0, 1), _powerlaw_model(2.0, 2)]
