@@ -116,11 +116,17 @@ def _mean_alpha(layers: Iterable[LayerAlpha]) -> float:
     return math.fsum(vals) / len(vals) if vals else NAN
 
 
+def _diverged(la: LayerAlpha) -> bool:
+    """A layer whose weights hold NaN or Inf (training diverged): its row failed saying so."""
+    return la.status.startswith("failed: NaN or Inf")
+
+
 def _judges(layers: Sequence[LayerAlpha], mean: float) -> bool:
-    """Whether a record's mean alpha moves the alert state: a finite mean, over every layer the record analysed. A
-    layer that failed (NaN or Inf in its weights) leaves the mean to the others, which may cross the threshold with
-    no layer's alpha changed: no crossing (the failure warns on its own)."""
-    return math.isfinite(mean) and not any(la.status.startswith("failed") for la in layers)
+    """Whether a record's mean alpha moves the alert state: a finite mean, no layer diverged. A layer whose weights
+    went NaN or Inf leaves the mean to the others, which may cross the threshold with no layer's alpha changed: no
+    crossing (the divergence warns on its own). (A layer failing for another reason from the start, a zero-initialised
+    one's 'all-zero matrix', is left out of every mean alike and judges nothing.)"""
+    return math.isfinite(mean) and not any(_diverged(la) for la in layers)
 
 
 def _counted(layers: Iterable[LayerAlpha]) -> str:
@@ -161,8 +167,8 @@ class AlphaMonitor:
     A CSV that already holds records is continued: the monitor starts from its last record's alert state, so a
     resumed run does not alert twice for one crossing (give a new run a new CSV).
 
-    A layer that fails (NaN or Inf in its weights: training diverged?) warns :class:`HtsrMonitorWarning` naming it,
-    once while it fails; a record with a failed layer moves no alert state (its mean is over the other layers).
+    A layer whose weights go NaN or Inf (training diverged?) warns :class:`HtsrMonitorWarning` naming it, once while
+    it stays so; a record with such a layer moves no alert state (its mean is over the other layers).
 
     Every argument is checked here: a bad option raises :class:`~htsr.errors.OptionError`, a model with
     no layer matching ``layers`` a :class:`~htsr.errors.SourceError`, a CSV with another header or that cannot
@@ -205,7 +211,7 @@ class AlphaMonitor:
             judged = [r.mean_alpha for r in load_history(self.csv_path, self.threshold)
                       if _judges(r.layers, r.mean_alpha)]
             self.alert = bool(judged) and judged[-1] < self.threshold
-        self._failed: set[str] = set()  # the layers that failed at the latest record (warned once per failure)
+        self._failed: set[str] = set()  # the layers diverged at the latest record (warned once per divergence)
         self.last_result = None  # the full AnalysisResult of the latest record
         self._model = None
         self._last_step: Any = None
@@ -288,7 +294,7 @@ class AlphaMonitor:
         if self.csv_path is not None:
             self._append_csv(rec)
         where = ", ".join(f"{k} {_short(v)}" for k, v in (("step", step), ("epoch", epoch)) if v is not None)
-        failed = [la for la in layers if la.status.startswith("failed")]
+        failed = [la for la in layers if _diverged(la)]
         new = [la for la in failed if la.name not in self._failed]
         self._failed = {la.name for la in failed}
         if new:  # (once per failure: a layer failing at every later record is not warned again)

@@ -1078,6 +1078,16 @@ def test_a_layer_that_fails_warns_by_name_and_raises_no_false_alert(tmp_path):
     assert not [w for w in caught if issubclass(w.category, HtsrAlphaWarning)]
     assert [r.alert for r in load_history(path, 2.5)] == [False] * 4
     assert not AlphaMonitor(model, path, unit="step", threshold=2.5).alert
+    # a layer failing for another reason from the start (zero-initialised: 'all-zero matrix') judges nothing: the
+    # alert is checked over the others, as before
+    zero = mlp()
+    set_tail(zero, 4.0)
+    with torch.no_grad():
+        zero[2].weight.copy_(torch.from_numpy(W.astype(np.float32)))
+        zero[4].weight.zero_()
+    mon = AlphaMonitor(zero, None, unit="step", threshold=3.0)
+    with pytest.warns(HtsrAlphaWarning):
+        assert mon.step(1).alert  # (mean (4.04 + 1.5) / 2 < 3)
 
 
 def test_the_monitors_own_arguments_take_numpy_scalars_and_a_misspelt_one_is_named():
