@@ -467,13 +467,13 @@ def metric_trend(results: Sequence[Any], labels: Sequence[str], metrics: Sequenc
     over = dict.fromkeys(r.summary.means_over for r in results)  # an adapter's: its updates' (results.means_rows)
     words = {"all": "every row", "delta": "#delta rows", "merged": "#merged rows"}
     rows = "" if list(over) == ["all"] else f" (means over {' / '.join(words[o] for o in over)})"
-    known = Summary.of([]).as_dict()
+    known, summaries = Summary.of([]).as_dict(), [r.summary.as_dict() for r in results]
     panels = []
     for m in metrics:
         if m not in known:
             raise OptionError(f"metric {m!r} is not a summary column (Summary.as_dict(): alpha, log_norm, "
                               "num_heavy_tailed …)")
-        y = np.asarray([r.summary.as_dict()[m] for r in results], dtype=np.float64)
+        y = np.asarray([d[m] for d in summaries], dtype=np.float64)
         shown = rows if m in SUMMARY_METRICS else ""  # (counts and shares are of every row)
         # a model without a value: a gap in the line, no mark (a mark on the axis read as a value), and named
         have = np.isfinite(y)

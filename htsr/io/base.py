@@ -381,11 +381,6 @@ class ShardIndex:
             shards.append(path)
         return cls(tuple(shards), weight_map)
 
-    def tensor_shards(self) -> dict[str, Path]:
-        """Each tensor the index names → the path of the shard it names for it."""
-        path = dict(zip(_shard_names(self.weight_map), self.shards))
-        return {t: path[f] for t, f in self.weight_map.items()}
-
     @staticmethod
     def merged(per_shard: list[list[TensorRef]], index: ShardIndex | None) -> list[TensorRef]:
         """The shards' tensors as one list: each name once, as :meth:`one_copy` picks, with an index; all of

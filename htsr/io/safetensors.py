@@ -332,18 +332,12 @@ class ShardedSafetensors:
 
     @functools.cached_property
     def _owners(self) -> dict[str, SafetensorsFile]:
-        """Each tensor's name → the file it is read from (the one the index names, if it holds the tensor)."""
-        owners: dict[str, SafetensorsFile] = {}
-        for f in self._files:
-            for n in f.names:
-                owners.setdefault(n, f)
-        if self._index is not None:  # (as ShardIndex.one_copy picks: the named shard if it holds the tensor)
-            by_path, named = {f.path: f for f in self._files}, self._index.tensor_shards()
-            for n in owners:
-                f = by_path.get(named.get(n))
-                if f is not None and n in f._entries:
-                    owners[n] = f
-        return owners
+        """Each tensor's name → the file it is read from: the copy :meth:`ShardIndex.merged` picks, as iterating
+        the folder reads it (the shard the index names, if it holds the tensor; the row it makes of a tensor no
+        shard holds has none)."""
+        per_shard = [f.refs() for f in self._files]
+        file_of = {id(r): f for f, refs in zip(self._files, per_shard) for r in refs}
+        return {r.name: file_of[id(r)] for r in ShardIndex.merged(per_shard, self._index) if id(r) in file_of}
 
     @property
     def names(self) -> list[str]:

@@ -60,23 +60,19 @@ def unwrapped(model: Any) -> Any:
     return model
 
 
-def _without_wrappers(root: Any, name: str) -> str:
-    """Module path ``name`` under ``root`` without the attribute of each training wrapper on it: a block compiled or
-    wrapped on its own (``model.blocks[3] = torch.compile(block)``) keeps its layers' own names, as a wrapped model
-    does (:func:`unwrapped`), not ``blocks.3._orig_mod.attn``."""
-    if not name:
-        return name
-    out, node = [], root
-    for part in name.split("."):
-        kind = type(node)
-        if kind.__module__.startswith("torch.") and _WRAPPERS.get(kind.__name__) == part:
-            node = getattr(node, part)
-            continue
-        node = getattr(node, part, None)  # (a child by its name; a ScriptModule's _modules has no get)
-        out.append(part)
-        if node is None:  # (not a module path: as it is)
-            return name
-    return ".".join(out)
+def _named_modules(root: Any) -> Iterator[tuple[str, Any]]:
+    """``root.named_modules(remove_duplicate=False)`` with the attribute of each training wrapper on a path left out:
+    a block compiled or wrapped on its own (``model.blocks[3] = torch.compile(block)``) keeps its layers' own names,
+    as a wrapped model does (:func:`unwrapped`), not ``blocks.3._orig_mod.attn``. One pass: a parent comes before
+    its children."""
+    clean, held = {"": ""}, {"": root}
+    for raw, mod in root.named_modules(remove_duplicate=False):
+        if raw:
+            parent, _, part = raw.rpartition(".")
+            kind, above = type(held[parent]), clean[parent]
+            wrapper = kind.__module__.startswith("torch.") and _WRAPPERS.get(kind.__name__) == part
+            clean[raw], held[raw] = above if wrapper else f"{above}.{part}" if above else part, mod
+        yield clean[raw], mod
 
 
 def live_modules_as_state_dicts(obj: Any, classes: dict[int, str], keras: dict[str, Any],
@@ -348,8 +344,7 @@ class TorchModule:
         # module computes the weight)
         read: list[str] = []
         # (a module held under two names is walked under each, as state_dict() names it: tied, not dropped)
-        for raw_name, mod in self.module.named_modules(remove_duplicate=False):
-            mod_name = _without_wrappers(self.module, raw_name)
+        for mod_name, mod in _named_modules(self.module):
             if any(mod_name.startswith(q) for q in read):
                 continue
             prefix = f"{mod_name}." if mod_name else ""
