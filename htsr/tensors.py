@@ -84,8 +84,9 @@ MAX_CONV_KERNEL = 32
 
 
 #: the tag of an adapter's rows (a PEFT folder's, a llama.cpp LoRA file's): ``<module>#delta``, ``#base`` and
-#: ``#merged``, and an expert's ``[e]`` of a stack
-ROW_TAG = re.compile(r"#(?P<tag>delta|base|merged)(?P<item>\[\d+\])?$")
+#: ``#merged``, and what follows it in a row of part of the tensor: an expert's ``[e]`` of a stack, a conv's kernel
+#: position ``[i,j]``
+ROW_TAG = re.compile(r"#(?P<tag>delta|base|merged)(?P<item>(?:\[[\w,]+\])*)$")
 
 
 def row_name(tensor_name: str) -> str:

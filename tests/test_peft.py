@@ -12,6 +12,7 @@ import pytest
 import htsr
 from htsr.errors import LayerSkipped, SourceError
 from htsr.io import open_source
+from htsr.results import row_tag
 from htsr.spectra import Kronecker, hadamard_lowrank, lowrank_eigenvalues, matrix_eigenvalues
 from safetensors.numpy import load_file, save_file
 from conftest import one_line_source_error
@@ -241,6 +242,13 @@ def test_conv_lora_per_kernel_position_equals_peft_delta_weight(tmp_path):
         assert rows[f"{name}#merged"][0].lambda_max == pytest.approx(ref[name][0].lambda_max, rel=1e-5)
     per = _rows(htsr.analyze(tmp_path / "adapter", conv="per_position", min_evals=2))
     assert sorted(n for n in per if n.startswith("c2")) == [f"c2#delta[{i},{j}]" for i in range(3) for j in range(3)]
+    # a kernel position's row keeps its tag: the summary's means are over every update, each position's too (they
+    # had been untagged, so the means were over c1#delta alone, and with --base the #base positions were "merged")
+    r = htsr.analyze(tmp_path / "adapter", base=tmp_path / "base.safetensors", conv="per_position", min_evals=2)
+    assert {row_tag(l.name) for l in r.layers} == {"delta", "base", "merged"}
+    deltas = [l.log_norm for l in r.layers if "#delta" in l.name]
+    assert len(deltas) == 9 + 5 and r.summary.means_over == "delta"
+    assert r.summary.means["log_norm"] == pytest.approx(float(np.mean(deltas)), rel=1e-12)  # (summation order)
 
 
 class LycorisNet(nn.Module):
