@@ -20,16 +20,18 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import HtsrError, LayerSkipped, SourceError
+from .errors import HtsrError, LayerSkipped, OptionError, SourceError
 from .fits.powerlaw import PowerLawFit, fit_power_law
 from .fits.uncertainty import interval_of, tail_uncertainty
 from .io import FLOAT_DTYPES, is_reader, open_source
 from .io.base import raising_loader, unit_roundoff
 from .io.delta import DeltaSource
 from .io.scales import unscaled_integer_weight
-from .matrices import LayerMatrices, aspect_window_shape, aspect_windows, layer_matrices, unread_tensor_row
+from .matrices import (LayerMatrices, aspect_window_shape, aspect_windows, layer_matrices, split_rows,
+                       unread_tensor_row)
 from .metrics import compute_metrics, warning_for
 from .options import Options, options_doc
+from .specs import SPLIT_KINDS, SplitRule
 from .results import AnalysisResult, LayerResult, LayerSpectra, NotAnalysed, Summary, saved_result
 from .rmt import (
     MPFit,
@@ -164,6 +166,18 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
     passed_over = tally.passed
 
     taken: set[str] = set()
+    splits = [SplitRule.parse(text) for text in opts.split]
+    split_any: set[str] = set()  # the rules that matched a row
+
+    def split(lm: LayerMatrices) -> list[LayerMatrices]:
+        # a fused matrix's parts (option 'split'), by the first rule whose pattern finds the row's name
+        if lm.num_matrices != 1 or lm.kind not in SPLIT_KINDS or (lm.kind == "lora" and len(lm.tensor_shape) != 2):
+            return [lm]
+        rule = next((r for r in splits if r.pattern.search(lm.name)), None)
+        if rule is None:
+            return [lm]
+        split_any.add(rule.text)
+        return split_rows(lm, rule)
 
     def unique(lm: LayerMatrices) -> LayerMatrices:
         # two tensors can give one row name ('fc.weight' and 'fc'): the later is 'fc#2', so that every name
@@ -229,6 +243,8 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
             except Exception as e:  # noqa: BLE001 - one bad tensor never stops a run
                 why = f"no matrices of its {kind} tensor of shape {_shown_shape(t.shape)} ({type(e).__name__}: {e})"
                 rows = [LayerMatrices(row_name(t.name), kind, (), 1, 1, 1, 1.0, raising_loader(HtsrError, why))]
+            else:
+                rows = [part for lm in rows for part in split(lm)] if splits else rows
             # a delta's rounding noise, the same for every row of its tensor, and a storage coarser than float32's
             # (a bfloat16 checkpoint), whose rounding the entries carry (a delta's rounding is its inputs',
             # ``resolution``: not its storage's share of its own size)
@@ -259,6 +275,11 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
         for name, reason in getattr(src, "not_weights", ()):  # the reader's own no-weights (ONNX's 1-D …)
             if name not in tally.names:
                 passed_over(name, reason)
+        for rule in splits:  # a rule that cut nothing would change nothing: refused, as an option that does
+            if rule.text not in split_any:
+                raise OptionError(f"{src.description}: option 'split' rule {rule.text!r} matches no row it can cut "
+                                  f"(one matrix of kind {', '.join(SPLIT_KINDS)}; a conv's positions are not cut): "
+                                  "it is tried on row names, a tensor's name without '.weight'")
 
     # the readers' skip lists are complete once the source is open
     return (src.description, len(src) + len(getattr(src, "skipped", ())) + len(getattr(src, "not_weights", ())),

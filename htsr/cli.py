@@ -166,6 +166,9 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
         elif spec.default is True:
             parser.add_argument("--no-" + name.replace("_", "-"), dest=name, action="store_false", default=None,
                                 help=f"turn off (it is on by default): {spec.help}")
+        elif name == "split":  # one rule a flag, given as often as there are rules
+            parser.add_argument(_flag(name), dest=name, action="append", default=None, metavar="REGEX=PARTS",
+                                help=f"{spec.help} (default: none; {spec.flag_allowed})")
         else:
             metavar = "REGEX" if name == "layers" else ("K1,K2" if name == "kinds" else None)
             parser.add_argument(_flag(name), dest=name, type=_parser_for(name, spec.default), default=None,

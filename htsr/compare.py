@@ -242,7 +242,8 @@ def options_differ(results: Sequence[AnalysisResult]) -> dict[str, list[Any]]:
     names = dict.fromkeys(k for r in results for k in r.options)
 
     def value(r: AnalysisResult, k: str) -> Any:  # (an option a run saved by an older htsr lacks: its default)
-        return r.options.get(k, OPTION_SPECS[k].default if k in OPTION_SPECS else None)
+        v = r.options.get(k, OPTION_SPECS[k].default if k in OPTION_SPECS else None)
+        return list(v) if isinstance(v, tuple) else v  # (split's rules: () by default, a list as saved)
 
     return {k: [value(r, k) for r in results] for k in names if any(value(r, k) != value(results[0], k)
                                                                      for r in results)}

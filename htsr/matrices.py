@@ -18,6 +18,10 @@ lora        LoRA factors B ``[out, r]``, A ``[r, in]``    one :class:`~htsr.fact
             conv LoRA ``[out, in, k…]``                 one LowRank per kernel position, as a conv layer
 ==========  ==========================================  =============================================
 
+A fused matrix the user asks to split (option ``split``: q, k and v in one weight, gate and up) is cut along one
+side into one row per part, ``name[label]`` (:func:`split_rows`); a LoRA update's parts are its rows of B (or
+columns of A), never the product.
+
 Conv layers are pooled by default (all kernel positions' eigenvalues in one spectrum); with
 ``conv="per_position"`` each position is its own row, named ``name[i]`` or ``name[i,j]``.
 WeightWatcher 0.7.7 multiplies the eigenvalues of a pooled Conv2d layer by 1/2 (and by kh·kw/2 per
@@ -30,20 +34,24 @@ tensor's name and shape (:func:`htsr.tensors.infer_kind`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from .errors import HtsrError
+from .factored import Factored, LowRank
+from .specs import SplitRule
 # (what a named tensor is, htsr.tensors; re-exported: htsr.matrices had them)
 from .tensors import (EXPERT, HEAD_SPLIT, MAX_CONV_KERNEL, VECTOR, SharedLoad, classify, infer_kind, is_bias_or_buffer,
                       is_recurrent, is_vector, row_name, squeeze_leading)
 
 __all__ = ["MAX_CONV_KERNEL", "VECTOR", "LayerMatrices", "SharedLoad", "aspect_window_shape", "aspect_windows",
            "classify", "infer_kind", "is_bias_or_buffer", "is_recurrent", "is_vector", "layer_matrices", "row_name",
-           "unread_tensor_row"]
+           "split_rows", "unread_tensor_row"]
 
 @dataclass(frozen=True)
 class LayerMatrices:
@@ -165,6 +173,79 @@ def layer_matrices(
                                     release=lambda p=p: tensor.release(p))
     else:
         raise ValueError(f"unknown layer kind {kind!r}")
+
+
+def split_rows(lm: LayerMatrices, rule: SplitRule) -> list[LayerMatrices]:
+    """The rows of a fused matrix's parts under a ``split`` rule (:class:`~htsr.specs.SplitRule`): one per label,
+    named ``name[label]``, each its part's rows (or columns) of the one matrix, which is read once for them all. A
+    matrix whose shape the parts do not fit is one row, ``lm``'s, that fails saying why."""
+    try:
+        axis, length, index = _part_index(rule, lm.rows, lm.cols)
+    except ValueError as e:
+        message = f"option 'split' rule {rule.text!r} does not fit its {lm.rows} x {lm.cols} matrix: {e}"
+
+        def fail() -> Sequence[np.ndarray]:
+            raise HtsrError(message)
+
+        return [dataclasses.replace(lm, load=fail)]
+    whole = SharedLoad(lambda: lm.load()[0], rule.labels)  # the matrix, read once for every part
+    pending = set(rule.labels)
+    lock = threading.Lock()
+
+    def release(label: str) -> None:
+        whole.release(label)
+        with lock:
+            pending.discard(label)
+            last = not pending
+        if last and lm.release is not None:  # (an expert of a stack: the stack is not kept for it)
+            lm.release()
+
+    def part(W: Any, idx: Any) -> Any:
+        if isinstance(W, LowRank):  # a LoRA update's part: the part of a factor, never the out x in product
+            return LowRank(W.B[idx], W.A, W.scale) if axis == 0 else LowRank(W.B, W.A[:, idx], W.scale)
+        W = W.dense() if isinstance(W, Factored) else W
+        return W[idx] if axis == 0 else W[:, idx]
+
+    out = []
+    for label, n, idx in zip(rule.labels, length, index):
+        r, c = (n, lm.cols) if axis == 0 else (lm.rows, n)
+        out.append(dataclasses.replace(lm, name=f"{lm.name}[{label}]", rows=r, cols=c,
+                                       load=lambda label=label, idx=idx: [whole.take(label, lambda W: part(W, idx))],
+                                       release=lambda label=label: release(label)))
+    return out
+
+
+def _part_index(rule: SplitRule, rows: int, cols: int) -> tuple[int, list[int], list[Any]]:
+    """The side (0: rows, 1: columns) a rule's parts lie along, each part's length along it, and its index there: a
+    slice, or with groups the part's rows of every group. ValueError where the parts do not fit."""
+    k, G = len(rule.labels), rule.groups
+    side = ("its rows", "its columns")
+    which = "say which side holds the parts with '@0' (rows) or '@1' (columns)"
+    groups = f" ({k} parts in each of {G} groups)" if G > 1 else ""
+    if rule.sizes is None:  # equal parts of the given side, else of the longer one
+        if rule.axis is None and rows == cols:
+            raise ValueError(f"it is square: {which}")
+        axis = rule.axis if rule.axis is not None else int(cols > rows)
+        length = (rows, cols)[axis]
+        if length % (k * G):
+            raise ValueError(f"{side[axis]}, {length}, are not {k * G} equal parts{groups}")
+        sizes = [length // (k * G)] * k
+    else:
+        sizes = list(rule.sizes)
+        total = sum(sizes) * G
+        sides = [a for a, n in enumerate((rows, cols)) if n == total and rule.axis in (None, a)]
+        if len(sides) != 1:
+            raise ValueError(f"the parts' sizes sum to {total}{groups}" + (
+                f", as both sides do: {which}" if sides else f", and {side[rule.axis]} are {(rows, cols)[rule.axis]}"
+                if rule.axis is not None else ", and neither side is that long"))
+        axis = sides[0]
+    group = sum(sizes)
+    starts = np.cumsum([0, *sizes[:-1]])
+    lengths = [z * G for z in sizes]
+    if G == 1:
+        return axis, lengths, [slice(int(o), int(o + z)) for o, z in zip(starts, sizes)]
+    return axis, lengths, [(np.arange(G)[:, None] * group + o + np.arange(z)[None, :]).ravel()
+                           for o, z in zip(starts, sizes)]
 
 
 def aspect_window_shape(N: int, M: int, aspect: float) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import OptionError, shown
 # (the table of rules, htsr.specs; OptionSpec, OPTION_SPECS … re-exported: they were defined here)
-from .specs import FEW_BELOW_FLOOR, LAYER_KINDS, OPTION_SPECS, XMIN_STRATEGIES, OptionSpec, plain, typed_flag
+from .specs import FEW_BELOW_FLOOR, LAYER_KINDS, OPTION_SPECS, XMIN_STRATEGIES, OptionSpec, SplitRule, plain, typed_flag
 
 __all__ = ["LAYER_KINDS", "OPTION_SPECS", "XMIN_STRATEGIES", "OptionSpec", "Options", "options_doc", "plain",
            "typed_flag"]
@@ -92,6 +92,7 @@ class Options:
     min_evals: int = 50
     max_evals: int | None = None
     layers: str | None = None
+    split: tuple[str, ...] = ()
     kinds: frozenset[str] | None = None
     workers: int | None = None
     keep_spectra: bool = False
@@ -112,6 +113,14 @@ class Options:
                               "htsr picks layers by a regular expression of their names (re.search), not by "
                               "WeightWatcher's layer ids; '^(?!a$|b$)' leaves out the layers named a and b",
                               "layers", kwargs["layers"])
+        if isinstance(kwargs.get("split"), (str, list, tuple)):  # one rule, or a list of them: a tuple of rules
+            rules = kwargs["split"]
+            kwargs["split"] = rules = (rules,) if isinstance(rules, str) else tuple(rules)
+            for text in rules:  # (what is wrong with a rule, not only what a rule is)
+                try:
+                    SplitRule.parse(text)
+                except ValueError as e:
+                    raise OptionError(f"option 'split': rule {shown(text)}: {e}") from None
         for name, value in kwargs.items():
             spec = OPTION_SPECS[name]
             if not spec.check(value):
@@ -150,6 +159,7 @@ class Options:
         # (shallow: never copy a base model)
         if d["kinds"] is not None:
             d["kinds"] = sorted(d["kinds"])
+        d["split"] = list(d["split"])  # (as JSON keeps it)
         if d["base"] is not None:  # a path as text, an opened source by its description, an in-memory base by its type
             b = d["base"]
             # (a path absolute: './m.safetensors' and 'm.safetensors' are one base, and a saved run read from

@@ -18,8 +18,8 @@ import numpy as np
 
 from .errors import OptionError, shown
 
-__all__ = ["FEW_BELOW_FLOOR", "LAYER_KINDS", "OPTION_SPECS", "XMIN_STRATEGIES", "OptionSpec", "check_args", "plain",
-           "typed_flag"]
+__all__ = ["FEW_BELOW_FLOOR", "LAYER_KINDS", "OPTION_SPECS", "SPLIT_KINDS", "XMIN_STRATEGIES", "OptionSpec", "SplitRule",
+           "check_args", "plain", "typed_flag"]
 
 #: the share of a matrix's eigenvalues below the float32 floor up to which, unrefined, they are taken as tiny
 #: nonzero eigenvalues (the default ``refine_fraction``); more, left by a larger one, are round-off
@@ -119,6 +119,82 @@ def _source_ok(v: Any) -> bool:
 
     return (v is None or isinstance(v, (str, os.PathLike, Mapping, TensorSource)) or hasattr(v, "named_modules")
             or is_keras_object(v))
+
+
+#: the kinds of row a ``split`` rule cuts (one matrix each: a conv's kernel positions are no fused projection)
+SPLIT_KINDS = ("dense", "rnn", "stack", "lora")
+_LABEL = re.compile(r"[A-Za-z_]\w*$")
+
+
+@dataclass(frozen=True)
+class SplitRule:
+    """One rule of the ``split`` option, ``REGEX=PARTS``: the rows whose name ``pattern`` finds (re.search) are
+    fused matrices, cut along one side into the parts ``labels``, one row each (``name[label]``). ``sizes``: each
+    part's length along that side (None: equal parts of the longer side); ``groups``: that side is this many groups
+    one after another, each holding every part in order (GPT-NeoX's head-interleaved ``query_key_value``, ``/heads``);
+    ``axis``: the side, 0 (the matrix's rows as stored) or 1 (its columns), ``@0`` / ``@1`` (None: the side the
+    parts fit, or with equal parts the longer one).
+    """
+
+    text: str
+    pattern: re.Pattern
+    labels: tuple[str, ...]
+    sizes: tuple[int, ...] | None
+    groups: int
+    axis: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "SplitRule":
+        """The rule ``text`` says; ValueError naming what is wrong with it."""
+        if not isinstance(text, str):
+            raise ValueError("a rule is text, 'REGEX=PARTS'")
+        regex, eq, parts = text.rpartition("=")
+        if not eq or not regex:
+            raise ValueError("a rule is REGEX=PARTS (e.g. 'attn\\.c_attn$=q,k,v'), with a non-empty REGEX before '='")
+        try:
+            pattern = re.compile(regex)
+        except (re.error, RecursionError, OverflowError) as e:
+            raise ValueError(f"{regex!r} is no regular expression ({e})") from None
+        parts, at, axis = parts.partition("@")
+        if at and axis.strip() not in ("0", "1"):
+            raise ValueError(f"the side after '@' must be 0 (the matrix's rows) or 1 (its columns), got {axis!r}")
+        parts, slash, groups_text = parts.partition("/")
+        groups = 1
+        if slash:
+            if not groups_text.strip().isdigit() or int(groups_text) < 1:
+                raise ValueError(f"the groups after '/' must be an integer >= 1, got {groups_text!r}")
+            groups = int(groups_text)
+        labels, sizes = [], []
+        for part in parts.split(","):
+            label, colon, size = (x.strip() for x in part.partition(":"))
+            if not _LABEL.match(label):
+                raise ValueError(f"part {part.strip()!r}: a label is a name of letters, digits and '_' not starting "
+                                 "with a digit (q, k, v, gate, up)")
+            if colon and not (size.isdigit() and int(size) >= 1):
+                raise ValueError(f"part {part.strip()!r}: a size after ':' must be an integer >= 1")
+            labels.append(label)
+            sizes.append(int(size) if colon else None)
+        if len(labels) < 2:
+            raise ValueError("give two parts or more (q,k,v)")
+        if len(set(labels)) < len(labels):
+            raise ValueError(f"the labels {', '.join(labels)} repeat one")
+        if None in sizes and any(z is not None for z in sizes):
+            raise ValueError("give every part a size (q:4096,k:1024,v:1024) or none (equal parts)")
+        return cls(text, pattern, tuple(labels), None if None in sizes else tuple(sizes), groups,
+                   int(axis) if at else None)
+
+
+def _split_ok(v: Any) -> bool:
+    if isinstance(v, str):
+        v = (v,)
+    if not isinstance(v, (tuple, list)):
+        return False
+    try:
+        for text in v:
+            SplitRule.parse(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _kinds_ok(v: Any) -> bool:
@@ -234,8 +310,19 @@ OPTION_SPECS: dict[str, OptionSpec] = {
         OptionSpec("layers", None, "None or a non-empty regular expression", _regex_ok,
                    "analyse only layers whose row name matches this regular expression (re.search): the module's "
                    "full dotted name, a tensor's name without '.weight' (an expert's row or a conv position's "
-                   "has its index after it)",
+                   "has its index after it, a split part its label: 'c_attn[q]')",
                    cli_allowed="a non-empty regular expression"),
+        OptionSpec("split", (), "a rule 'REGEX=PARTS' or a list of them", _split_ok,
+                   "cut fused matrices into one row per part, named name[label]: rows whose name the REGEX finds "
+                   "(dense, recurrent, expert or LoRA rows; the first rule that matches) are cut along one side. "
+                   "PARTS 'q,k,v' = equal parts of the longer side (GPT-2's c_attn, nn.MultiheadAttention's "
+                   "in_proj_weight); 'q:4096,k:1024,v:1024' = parts of these lengths along the side of their sum "
+                   "(grouped-query qkv_proj); a '/G' suffix = that side holds G groups one after another, each "
+                   "with every part in order (GPT-NeoX's query_key_value, G = heads: 'q,k,v/32'); an '@0' or '@1' "
+                   "suffix = the parts lie along the matrix's rows as stored or its columns (needed for a square "
+                   "one). A rule that matches no such row is refused; a row whose shape its parts do not fit fails, "
+                   "saying so",
+                   cli_allowed="REGEX=PARTS, the flag given once per rule"),
         OptionSpec("kinds", None, f"None or a subset of {LAYER_KINDS}", _kinds_ok,
                    "analyse only layers of these kinds",
                    cli_allowed=f"a comma-separated subset of {', '.join(LAYER_KINDS)}"),

@@ -598,7 +598,7 @@ def test_help_mentions_every_option(capsys):
         elif spec.default is False and name != "progress":
             assert f"{' '.join(spec.help.split())} (default: off)" in flat, name
         elif name != "progress":
-            default = "none" if spec.default is None else spec.default  # in the command line's terms
+            default = "none" if spec.default in (None, ()) else spec.default  # in the command line's terms
             assert f"(default: {default}; {' '.join(spec.flag_allowed.split())})" in flat, name
 
 
