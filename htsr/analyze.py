@@ -591,6 +591,9 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
                                          scale, opts, zeros, driving))
     except Exception as e:  # the fit stands; only these diagnostics are lost
         rmt_error = rmt_error or f"{e.__class__.__name__}: {e}"
+    if "_localization_error" in rmt:  # only the localisation columns are lost
+        lost = rmt.pop("_localization_error")
+        rmt_error = f"{rmt_error}; {lost}" if rmt_error else lost
     del kept
     if rmt_error:
         status = f"{status}; diagnostics failed: {rmt_error}"
@@ -805,7 +808,10 @@ def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: f
     if kept is not None:
         # the tail: the spectrum's eigenvalues from x_min up (fingers clip_xmax dropped included), by count
         num_tail = ev.size - int(np.searchsorted(ev, xmin, side="left")) if fit.status == "ok" else 0
-        cols.update(localization(kept, num_tail, scale, spectrum.floor))
+        try:
+            cols.update(localization(kept, num_tail, scale, spectrum.floor))
+        except Exception as e:  # noqa: BLE001 - an option's extra columns: the phase, SETOL … above stand
+            cols.update(_localization_error=f"localization: {e.__class__.__name__}: {e}")
     return cols
 
 

@@ -8,6 +8,7 @@ form), Pareto entries of chosen tail exponent, exact low-rank products and one p
 from __future__ import annotations
 
 import math
+import sys
 from collections import Counter
 
 import numpy as np
@@ -490,6 +491,36 @@ def test_vector_entropy_known_answers():
     H = vector_entropy(np.stack([V, V[::-1]]), axis=1)
     assert H.shape == (2, 5) and np.array_equal(H[0], H[1])
     assert H[0] == pytest.approx(vector_entropy(V, axis=0), rel=1e-15)
+
+
+def test_a_vector_of_magnitudes_equal_but_for_their_last_bits_has_the_entropy_of_equal_ones():
+    """numpy's histogram refuses 100 bins over a range of a few ULPs (it had failed the layer's localisation, and
+    with it the phase and SETOL columns: a constant averaging layer's eigenvectors)."""
+    from htsr.rmt.localization import vector_entropy
+
+    v = np.full(100, 0.1) + np.arange(100) * 1e-18  # 0.1 plus less than one ULP (1.4e-17): 0.1 itself, or its neighbour
+    assert np.ptp(v) > 0
+    with pytest.raises(ValueError, match="Too many bins"):
+        np.histogram(v, bins=100)
+    equal = vector_entropy(np.full((1, 100), 0.1), axis=1)  # every magnitude in one bin: the ε's 99 empty bins' 2.8e-9
+    assert vector_entropy(v[None, :], axis=1) == pytest.approx(equal, rel=1e-12)  # the same operations
+    assert equal[0] == pytest.approx(2.83e-9, rel=1e-2)
+
+
+def test_a_failed_localisation_loses_its_own_columns_only(monkeypatch):
+    rng = np.random.default_rng(0)
+    W = {"fc.weight": rng.standard_normal((300, 100)) @ np.diag(np.linspace(1, 10, 100))}
+    plain = htsr.analyze(W).layers[0]
+
+    def broken(*args, **kwargs):
+        raise ValueError("broken")
+
+    monkeypatch.setattr(sys.modules["htsr.analyze"], "localization", broken)  # (htsr.analyze: the function)
+    row = htsr.analyze(W, localization=True).layers[0]
+    assert row.status == "ok; diagnostics failed: localization: ValueError: broken"
+    assert math.isnan(row.loc_pr_tail_mean) and math.isnan(row.loc_ent_bulk_mean)
+    for column in ("phase", "num_zero_evals", "num_erg", "erg_delta_lambda_min", "logq_free_cauchy", "alpha"):
+        assert getattr(row, column) == getattr(plain, column), column  # as without the option, exactly
 
 
 def test_localization_entropy_splits_a_planted_entry_from_noise():

@@ -77,7 +77,10 @@ def vector_entropy(V: np.ndarray, axis: int) -> np.ndarray:
     A = np.abs(np.moveaxis(np.asarray(V, dtype=np.float64), axis, -1).reshape(-1, np.shape(V)[axis]))
     out = np.empty(A.shape[0])
     for i, a in enumerate(A):
-        p = np.histogram(a, bins=ENTROPY_BINS, density=True)[0] + _ENTROPY_EPS
+        try:
+            p = np.histogram(a, bins=ENTROPY_BINS, density=True)[0] + _ENTROPY_EPS
+        except ValueError:  # magnitudes that differ in their last bits only: too narrow a range for the bins
+            p = np.histogram(np.full_like(a, a[0]), bins=ENTROPY_BINS, density=True)[0] + _ENTROPY_EPS  # equal ones'
         p /= p.sum()
         out[i] = -np.sum(p * np.log(p))
     return out.reshape(np.delete(np.shape(V), axis))
