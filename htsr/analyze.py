@@ -26,7 +26,7 @@ from .fits.uncertainty import interval_of, tail_uncertainty
 from .io import FLOAT_DTYPES, is_reader, open_source
 from .io.base import raising_loader, unit_roundoff
 from .io.delta import DeltaSource
-from .io.scales import unscaled_integer_weight
+from .io.scales import unscaled_integer_weight, void_hint
 from .matrices import (LayerMatrices, aspect_window_shape, aspect_windows, layer_matrices, split_rows,
                        unread_tensor_row)
 from .metrics import compute_metrics, warning_for
@@ -200,9 +200,8 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                 if t is None:  # integer buffers (position ids, counters) are not weights
                     passed_over(integer.name, "integer buffer (ids, masks, counters)"
                                 if integer.dtype.startswith(("int", "uint", "bool"))
-                                else f"{integer.dtype} tensor: not a dtype of weights htsr analyses (a bfloat16 array "
-                                "numpy saved as raw 2-byte voids: re-save it as float32)" if integer.dtype == "void16"
-                                else f"{integer.dtype} tensor: not a dtype of weights htsr analyses")
+                                else f"{integer.dtype} tensor: not a dtype of weights htsr analyses"
+                                + void_hint(integer.dtype))
                     continue
             kind, why_not = (t.kind, "") if t.kind else classify(t.name, t.shape)
             if kind is not None and kind != "lora" and (len(t.shape) < 2 or min(t.shape) < 0):
@@ -427,6 +426,8 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
             return LayerResult(**base, status="skipped: a causal mask (a triangle of ones), not a weight"), None
         if problem:
             return LayerResult(**base, status=f"failed: {problem}"), None
+        if not lm.storage_eps and lm.resolution is None and (eps := grid_roundoff(mats)) > _FLOAT32_ROUNDOFF:
+            lm = dataclasses.replace(lm, storage_eps=eps)  # bfloat16 or float16 values held wider: their rounding
         try:
             spectrum = esd(mats, opts.precision, opts.refine_fraction, scale)
         except SpectrumOverflow:
@@ -744,6 +745,34 @@ def _noise_edge(rms: float, rows: int, cols: int, scale: float) -> float:
     """The largest eigenvalue of rows × cols noise of i.i.d. entries of this rms, (rms·(√rows + √cols))² (the MP
     edge), in the spectrum's units (``scale``)."""
     return scale * (rms * (math.sqrt(rows) + math.sqrt(cols))) ** 2
+
+
+#: (mantissa bits a float32 / float64 entry has beyond bfloat16's 7 and float16's 10, their unit roundoff)
+_COARSER_GRIDS = {np.dtype(np.float32): ((16, 2.0 ** -8), (13, 2.0 ** -11)),
+                  np.dtype(np.float64): ((45, 2.0 ** -8), (42, 2.0 ** -11))}
+
+
+def grid_roundoff(mats: Sequence[Any]) -> float:
+    """The unit roundoff of bfloat16 (2⁻⁸) or float16 (2⁻¹¹) when every entry of the float32 / float64 matrices
+    ``mats`` lies on that format's grid (the low mantissa bits zero: bfloat16 weights upcast, ``.float()`` or a
+    checkpoint saved after it), else 0. Such weights carry that storage's rounding, as they do held in it: the
+    same values get the same rounding floor in any container. Read in blocks; a float32-trained matrix has
+    nonzero low bits in its first entries."""
+    for bits, eps in _COARSER_GRIDS.get(getattr(mats[0], "dtype", None), ()):
+        if all(isinstance(W, np.ndarray) and W.dtype == mats[0].dtype and _low_bits_zero(W, bits) for W in mats):
+            return eps
+    return 0.0
+
+
+def _low_bits_zero(W: np.ndarray, bits: int) -> bool:
+    uint = np.uint32 if W.dtype.itemsize == 4 else np.uint64
+    mask = uint((1 << bits) - 1)
+    flat = np.ascontiguousarray(W).reshape(-1)  # (a view of a contiguous W)
+    step = 1 << 20
+    for i in range(0, W.size, step):
+        if np.any(flat[i:i + step].view(uint) & mask):
+            return False
+    return True
 
 
 def _rounding_zeros(ev: np.ndarray, lm: LayerMatrices, scale: float) -> float:

@@ -1343,6 +1343,29 @@ def test_a_coarse_storage_counts_zeros_only_under_a_gap(tmp_path):
     assert farms.status == f"not_fitted: 10 of 150 {why} (the windows of --farms-aspect only repeat them)"
 
 
+def test_bfloat16_or_float16_values_held_wider_keep_their_rounding_floor():
+    """The same values get the same verdict in any container: a rank-5 layer's bfloat16 values held as float32
+    (``.float()``, a checkpoint saved after it) or float64 had their 95 rounding eigenvalues fitted as a heavy tail
+    (alpha 1.36, 'over-trained'), though stored as bfloat16 they are zeros under a gap. A float32-trained matrix,
+    on no coarser grid, keeps float32's floor."""
+    import ml_dtypes
+    from htsr.analyze import grid_roundoff
+
+    rng = np.random.default_rng(5)
+    low = rng.standard_normal((300, 5)) @ rng.standard_normal((5, 100))
+    bf16 = low.astype(ml_dtypes.bfloat16)
+    rows = [htsr.analyze({"w.weight": W}).layers[0] for W in (bf16, bf16.astype(np.float32), bf16.astype(np.float64))]
+    assert rows[0].num_zero_evals == 95 and rows[0].phase == "rank-collapse" and math.isnan(rows[0].alpha)
+    for r in rows[1:]:
+        assert (r.status, r.num_zero_evals, r.phase, r.warning) == (rows[0].status, 95, "rank-collapse", "")
+    # float16 values: float16's roundoff, 2^-11, from float32's 13 low bits or float64's 42 being zero
+    f16 = (low / 10).astype(np.float16)
+    assert grid_roundoff([f16.astype(np.float32)]) == grid_roundoff([f16.astype(np.float64)]) == 2.0 ** -11
+    assert grid_roundoff([bf16.astype(np.float32), bf16.astype(np.float32).T]) == 2.0 ** -8  # (a view too)
+    assert grid_roundoff([low.astype(np.float32)]) == grid_roundoff([low]) == 0.0
+    assert grid_roundoff([bf16.astype(np.float32), low.astype(np.float32)]) == 0.0  # every matrix of the layer
+
+
 def test_farms_windows_of_a_coarse_storage_leave_out_its_rounding_too(tmp_path):
     """A rank-60 200 x 150 layer in bfloat16: its 90 rounding eigenvalues are zeros under a gap, and so are its
     FARMS windows' (two windows, 200 x 100 at aspect 2 or 150 x 150 at 1, each of rank 60: 120 fitted, not

@@ -2040,6 +2040,15 @@ def test_a_bfloat16_array_numpy_saved_as_voids_says_to_resave_it(tmp_path):
     assert [(n.reason, n.examples) for n in r.not_analysed if "void16" in n.reason] == [
         ("void16 tensor: not a dtype of weights htsr analyses (a bfloat16 array numpy saved as raw 2-byte voids: "
          "re-save it as float32)", ("w",))]
+    # named as a weight, its row says the same (it had listed bfloat16 among the dtypes htsr reads), and an FP8
+    # array's 1-byte voids get theirs
+    np.savez(tmp_path / "w.npz", **{"fc.weight": np.zeros((8, 8), "V2"), "g.weight": np.zeros((8, 8), "V1"),
+                                    "ok.weight": np.ones((8, 8), np.float32)})
+    rows = {l.name: l.status for l in htsr.analyze(tmp_path / "w.npz", min_evals=2).layers}
+    assert rows["fc"] == ("skipped: stored as void16, not a dtype of weights htsr analyses (a bfloat16 array numpy "
+                          "saved as raw 2-byte voids: re-save it as float32)")
+    assert rows["g"] == ("skipped: stored as void8, not a dtype of weights htsr analyses (an FP8 (float8) array numpy "
+                         "saved as raw 1-byte voids: re-save it as float32)")
 
 
 def test_a_module_whose_getattr_raises_another_error_is_read(tmp_path):

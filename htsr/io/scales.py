@@ -954,6 +954,16 @@ _PACKED_CODES = {"qweight": "GPTQ / AWQ", "weight_packed": "compressed-tensors",
 _WEIGHT_NAME = re.compile(rf"(^|\.)(weight|{'|'.join(_PACKED_CODES)})$")
 
 
+#: numpy's raw voids of a float format it has no dtype for, saved without ml_dtypes: what they were, and the fix
+_VOIDS = {"void16": "a bfloat16 array numpy saved as raw 2-byte voids",
+          "void8": "an FP8 (float8) array numpy saved as raw 1-byte voids"}
+
+
+def void_hint(dtype: str) -> str:
+    """What a tensor of numpy's raw voids ``dtype`` was, and the fix, in parentheses ('' for another dtype)."""
+    return f" ({_VOIDS[dtype]}: re-save it as float32)" if dtype in _VOIDS else ""
+
+
 def unscaled_integer_weight(ref: TensorRef) -> TensorRef | None:
     """For an integer (or complex) tensor named as a weight matrix: the tensor with a loader that skips it
     (its row says why; a reader's own reason is kept); None for an integer buffer, which is no layer at all."""
@@ -966,9 +976,8 @@ def unscaled_integer_weight(ref: TensorRef) -> TensorRef | None:
             ref.kind)
     if len(ref.shape) >= 2 and m is not None and not ref.dtype.startswith(("int", "uint", "bool")):
         return TensorRef(ref.name, ref.shape, ref.dtype, skipped_loader(
-            f"stored as {ref.dtype}, not a dtype of weights htsr analyses (float16/32/64, bfloat16, float8 e4m3 "
-            "or e5m2)"),
-            ref.kind)
+            f"stored as {ref.dtype}, not a dtype of weights htsr analyses" + (void_hint(ref.dtype) or " (float16/32/64, "
+            "bfloat16, float8 e4m3 or e5m2)")), ref.kind)
     if not ref.dtype.startswith(("int", "uint")) or len(ref.shape) < 2 or m is None:
         return None
     if m.group(2) in ("qweight", "weight_packed"):
