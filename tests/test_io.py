@@ -279,6 +279,30 @@ def test_a_folders_loose_files_are_taken_in_natural_order(tmp_path):
     _one_line_source_error(ei, "part2.safetensors and part10.safetensors both hold tensor 'layer2.weight'")
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not os.path.exists("/dev/zero"), reason="needs named pipes")
+def test_a_config_beside_the_weights_that_is_no_regular_file_is_not_read(tmp_path):
+    """A FIFO named config.json beside a model blocked the run forever (the quantization config is read for a
+    .safetensors, a .pt, a folder), a link to /dev/zero filled memory: only a regular file is read as a config."""
+    import threading
+
+    torch = pytest.importorskip("torch")
+    W = {"a.weight": _rng(7).standard_normal((80, 40)).astype(np.float32)}
+    for kind in ("fifo", "zero"):
+        folder, alone = tmp_path / kind, tmp_path / kind / "model"
+        alone.mkdir(parents=True)
+        np_save_file(W, str(folder / "m.safetensors"))
+        np_save_file(W, str(alone / "model.safetensors"))
+        torch.save({k: torch.from_numpy(v) for k, v in W.items()}, folder / "m.pt")
+        for f in (folder, alone):
+            os.mkfifo(f / "config.json") if kind == "fifo" else os.symlink("/dev/zero", f / "config.json")
+        for source in (folder / "m.safetensors", folder / "m.pt", alone):
+            got = []
+            t = threading.Thread(target=lambda: got.append(htsr.analyze(source, min_evals=5)), daemon=True)
+            t.start()
+            t.join(60)  # (seconds: a blocked read never returns; a run of one 80 x 40 layer takes well under one)
+            assert got and [r.name for r in got[0].layers] == ["a"], (kind, source)
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs symlinks and named pipes")
 def test_folder_entries_that_are_no_weight_files(tmp_path):
     """A shard whose link leads nowhere (an interrupted Hugging Face download) raised a bare

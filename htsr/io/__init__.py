@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import os
 import re
 import zipfile
@@ -28,6 +27,7 @@ from .base import (
     lfs_pointer_error,
     missing,
     one_split,
+    read_json,
     permission_denied,
 )
 from .flax import is_msgpack_checkpoint
@@ -195,7 +195,7 @@ def _pipeline_components(path: Path) -> tuple[dict[str, TensorSource], list[str]
     model components that hold no weights here (a folder missing or empty). Schedulers, tokenizers, feature
     extractors and processors are no models; a component of no class (``[null, null]``) is none."""
     try:
-        index = json.loads((path / "model_index.json").read_text(encoding="utf-8-sig"))
+        index = read_json(path / "model_index.json")
     except (OSError, ValueError, RecursionError) as e:
         raise SourceError(f"{path / 'model_index.json'}: not a readable JSON pipeline index ({e}); download the "
                           "pipeline again") from None
@@ -417,7 +417,7 @@ def _sentence_transformer_modules(path: Path) -> tuple[dict[str, TensorSource | 
     the folders of listed Dense and Transformer modules that hold none here (a download that left them out: the
     model's head, which had been dropped without a word)."""
     try:
-        listed = json.loads((path / "modules.json").read_text(encoding="utf-8-sig"))
+        listed = read_json(path / "modules.json")
     except (OSError, ValueError, RecursionError):
         return {}, []  # (not sentence-transformers' file: the folder is read as any other)
     entries = [m for m in listed if isinstance(m, dict)] if isinstance(listed, list) else []

@@ -21,7 +21,7 @@ import numpy as np
 __all__ = ["FLOAT_DTYPES", "MAX_EXPANSION", "TensorRef", "TensorSource", "as_loaded", "einsum_axes", "expands_too_far", "grouped_axes",
            "unit_roundoff",
            "first_overlap", "import_extra", "LFS_POINTER", "lfs_pointer_error", "numpy_dtype", "one_line", "one_split", "raising_loader", "skipped_loader",
-           "SPLIT_NAME", "check_stored_crc32", "stored_member_offset"]
+           "SPLIT_NAME", "check_stored_crc32", "read_json", "stored_member_offset"]
 
 #: dtype names (numpy / ml_dtypes spelling) whose tensors are weights htsr analyses
 FLOAT_DTYPES = frozenset(
@@ -258,6 +258,24 @@ def grouped_axes(shape: tuple[int, ...], ins: list[int], outs: list[int], batch:
     return "dense", (rows, cols), tuple(outs + ins)
 
 
+#: the largest JSON file beside a model htsr reads (a config, a shard index: kilobytes, a few megabytes at most)
+MAX_JSON = 64 << 20
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file beside a model (a config, a shard index), read only as a regular file of at most
+    :data:`MAX_JSON` bytes: a FIFO of that name would block the read forever, a link to /dev/zero fill memory.
+    OSError or ValueError (as reading and json raise them) otherwise."""
+    import json
+
+    if not path.is_file():  # (through links: a link to a regular file is one)
+        raise OSError(errno.EINVAL if path.exists() else errno.ENOENT,
+                      "not a regular file" if path.exists() else "no such file", str(path))
+    if (size := path.stat().st_size) > MAX_JSON:
+        raise ValueError(f"{size >> 20} MB: larger than a JSON file beside a model ({MAX_JSON >> 20} MB)")
+    return json.loads(path.read_text(encoding="utf-8-sig"))
+
+
 def raising_loader(error: Callable[[str], BaseException], message: str) -> Callable[[], np.ndarray]:
     """A loader that raises ``error(message)``: the row of its tensor says ``failed: <message>`` (an
     :class:`~htsr.errors.HtsrError`), or ``skipped: <message>`` (:func:`skipped_loader`)."""
@@ -353,12 +371,10 @@ class ShardIndex:
     def read(cls, index: Path) -> ShardIndex:
         """Raises SourceError for an index that is not a JSON ``{"weight_map": {tensor: file}}``, names a
         shard outside its folder (htsr reads only the model's folder), or a shard that is missing."""
-        import json
-
         from ..errors import SourceError
 
         try:
-            weight_map = json.loads(index.read_text(encoding="utf-8-sig"))["weight_map"]
+            weight_map = read_json(index)["weight_map"]
         except PermissionError as e:
             raise SourceError(f"{index}: cannot read it ({e.strerror}); give read access to it") from None
         except (OSError, ValueError, RecursionError, KeyError, TypeError) as e:

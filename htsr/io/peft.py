@@ -62,7 +62,7 @@ import numpy as np
 from ..errors import LayerSkipped, SourceError
 from ..factored import Factored, Kronecker, LowRank, hadamard_lowrank
 from ..tensors import SharedLoad, infer_kind
-from .base import TensorRef, TensorSource, skipped_loader
+from .base import TensorRef, TensorSource, read_json, skipped_loader
 
 __all__ = ["ADAPTER_FILES", "PeftAdapter", "is_peft_folder", "looks_like_lora", "single_file_lora"]
 
@@ -156,7 +156,7 @@ class PeftAdapter:
         folder = Path(folder)
         cfg_path = folder / "adapter_config.json"
         try:
-            cfg = json.loads(cfg_path.read_text(encoding="utf-8-sig"))
+            cfg = read_json(cfg_path)
         except (OSError, ValueError, RecursionError) as e:
             raise SourceError(f"{cfg_path}: not a readable JSON adapter config ({e}); re-save the adapter") from None
         if not isinstance(cfg, dict):

@@ -95,7 +95,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HtsrError, LayerSkipped, SourceError
-from .base import TensorRef, numpy_dtype, one_line, skipped_loader
+from .base import TensorRef, numpy_dtype, one_line, read_json, skipped_loader
 from .reparam import reparametrized_refs
 
 __all__ = ["SCALE_SUFFIXES", "PackedConfig", "unscaled_integer_weight", "with_scales"]
@@ -186,7 +186,7 @@ class PackedConfig:
         AutoGPTQ's ``quantize_config.json`` in ``folder``; the defaults when none says (or cannot be read)."""
         for name in ("config.json", "quantize_config.json"):
             try:
-                cfg = json.loads((folder / name).read_text(encoding="utf-8-sig"))
+                cfg = read_json(folder / name)  # (a regular file: a FIFO named config.json had hung the run)
             except (OSError, ValueError, RecursionError):
                 continue
             if not isinstance(cfg, dict):
