@@ -1297,6 +1297,30 @@ def test_a_lora_files_bad_metadata_is_one_line(tmp_path):
     one_line_source_error(ei, "lora_alpha and r must be numbers")
 
 
+def test_a_config_rank_of_json_infinity_is_one_line_and_a_lokr_rank_0_a_skipped_row(tmp_path):
+    """r = 1e999 (JSON's infinity, no integer) had ended the run with an OverflowError traceback; a LoKr whose
+    config rank is 0, with a ZeroDivisionError row: its scale divides by that rank."""
+    rng = np.random.default_rng(3)
+    for cfg in ({"r": 1e999}, {"r": 8, "rank_pattern": {"l1": 1e999}}):
+        folder = tmp_path / f"inf{len(cfg)}"
+        folder.mkdir()
+        (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "lora_alpha": 16, **cfg}))
+        save_file({"base_model.model.l1.lora_A.weight": rng.standard_normal((8, 48)).astype(np.float32),
+                   "base_model.model.l1.lora_B.weight": rng.standard_normal((64, 8)).astype(np.float32)},
+                  str(folder / "adapter_model.safetensors"))
+        with pytest.raises(SourceError) as ei:
+            htsr.analyze(folder)
+        one_line_source_error(ei, str(folder / "adapter_config.json"), "lora_alpha and r must be numbers")
+    torch.manual_seed(0)
+    pm = peft.get_peft_model(LycorisNet(), _LYCORIS_CONFIGS["lokr"]())
+    pm.save_pretrained(str(tmp_path / "lokr"))
+    cfg = json.loads((tmp_path / "lokr" / "adapter_config.json").read_text())
+    (tmp_path / "lokr" / "adapter_config.json").write_text(json.dumps({**cfg, "rank_pattern": {"fc2": 0}}))
+    rows = _rows(htsr.analyze(tmp_path / "lokr", min_evals=2))
+    assert rows["fc2#delta"][0].status == "skipped: the config's rank r = 0 is not positive; re-save the adapter"
+    assert rows["fc#delta"][0].status == "ok"  # the others as they were
+
+
 def test_single_file_lora_formats_diffusers_loads_and_what_kohya_names_match(tmp_path):
     """Review of the single-file reader: diffusers' old attention-processor names (the UNet's
     'processor.to_q_lora.down', the text encoder's 'self_attn.to_q_lora.down', which diffusers maps to q_proj)

@@ -380,7 +380,7 @@ class PeftAdapter:
             if isinstance(targets, str) or not all(isinstance(t, str) for t in targets):
                 raise TypeError
             self.target_parameters = sorted(set(targets))  # peft matches them in sorted order
-        except (TypeError, ValueError, AttributeError):
+        except (TypeError, ValueError, AttributeError, OverflowError):  # (an r of 1e999: JSON's inf, no integer)
             raise SourceError(f"{cfg_path}: lora_alpha and r must be numbers, alpha_pattern and rank_pattern objects "
                               "of numbers, target_parameters a list of names; re-save the adapter") from None
         if not all(math.isfinite(a) for a in (self.lora_alpha, *alpha_pattern.values())):
@@ -650,6 +650,8 @@ class PeftAdapter:
             return self._module_scale[module]
         if r is None or self.peft_type == "LOKR":
             r = _lookup(self.rank_pattern, module, self.r)
+            if r <= 0:  # (a LoKr's scale divides by the config's r: its row says so, not ZeroDivisionError)
+                raise LayerSkipped(f"the config's rank r = {r} is not positive; re-save the adapter")
         alpha = _lookup(self.alpha_pattern, module, self.lora_alpha)
         return alpha / math.sqrt(r) if self.rslora else alpha / r
 
