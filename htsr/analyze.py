@@ -207,7 +207,7 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
             if kind is not None and kind != "lora" and (len(t.shape) < 2 or min(t.shape) < 0):
                 # a reader's kind on a shape of no matrix (a corrupt header's): as classify says of it
                 kind, why_not = None, f"shape {list(t.shape)} of no matrix"
-            if (kind is None and hasattr(t.loader, "skip_reason") and len(t.shape) < 2
+            if (kind is None and hasattr(t.loader, "reason") and len(t.shape) < 2
                     and not is_bias_or_buffer(t.name)):
                 # a reader's row that says why it cannot be read (a corrupt 1-D qweight, an array of
                 # pickled objects): shown whatever its shape, never dropped without a word
@@ -233,7 +233,7 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
             matched = False  # a tensor is not analysed only if none of its rows (experts, positions) matches
             # (an empty stack or conv too: one 'empty matrix' row, not 2^32 kernel positions of nothing, as a
             # corrupt ONNX Conv of [0, 1, 65536, 65536] gave)
-            unread = (hasattr(t.loader, "skip_reason") or 0 in t.shape) and kind in ("stack", "conv1d", "conv2d",
+            unread = (hasattr(t.loader, "reason") or 0 in t.shape) and kind in ("stack", "conv1d", "conv2d",
                                                                                     "conv3d")
             try:  # (listed here: a shape or kind no matrix has, from a reader, fails its row, not the run)
                 rows = ([unread_tensor_row(t.name, kind, tuple(t.shape), t.load)] if unread else
@@ -264,7 +264,7 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
             else:
                 if t.storage_key is not None:
                     first_name[t.storage_key] = t.name
-                if (m := ROW_TAG.search(t.name)) and m["tag"] == "merged" and not hasattr(t.loader, "skip_reason"):
+                if (m := ROW_TAG.search(t.name)) and m["tag"] == "merged" and not hasattr(t.loader, "reason"):
                     tally.used_by(t.name)  # (a merge not formed reads nothing)
         # a tensor the reader both lists and yields as a row that says why (an ONNX weight it cannot
         # dequantize) is that row

@@ -1223,7 +1223,7 @@ def test_a_corrupt_npy_header_is_a_one_line_error_and_one_npz_member_does_not_si
         z.writestr("bad.weight.npy", _npy_with_header(header))
     rows = _rows(htsr.analyze(npz, min_evals=10))
     assert rows["ok"].status == "ok"
-    assert rows["bad"].status.startswith("skipped: its .npy header cannot be read")
+    assert rows["bad"].status.startswith("failed: its .npy header cannot be read")  # (a damaged member, as a CRC failure)
 
 
 def test_an_npy_of_a_version_numpy_does_not_write_is_not_called_pickled(tmp_path):
@@ -1980,9 +1980,9 @@ def test_npz_headers_that_lie_about_their_shape_and_arrays_of_no_numbers(tmp_pat
     r = htsr.analyze(path, min_evals=2)
     rows = {x.name: x.status for x in r.layers}
     assert list(rows) == ["stack", "conv", "fc"] and rows["fc"] == "ok"
-    assert rows["stack"].startswith("skipped: its .npy header cannot be read (ValueError: its header declares shape "
+    assert rows["stack"].startswith("failed: its .npy header cannot be read (ValueError: its header declares shape "
                                     "(1000000, 8, 8) float32 (256000000 bytes), and the member holds")
-    assert rows["conv"].startswith("skipped: its .npy header cannot be read (ValueError: its header declares shape "
+    assert rows["conv"].startswith("failed: its .npy header cannot be read (ValueError: its header declares shape "
                                    "(8, 3, -1, 3))")
     np.save(tmp_path / "labels.npy", np.array(["cat", "dog"]))
     (ref,) = open_source(tmp_path / "labels.npy")
@@ -3524,7 +3524,7 @@ def test_a_format_3_npz_member_is_read_lazily_from_its_header(tmp_path, monkeypa
     for name, why in (("cut", "cut short"), ("odd", "not a .npy header"), ("bad", "not a .npy header (SyntaxError)"),
                       ("real", "not a .npy header: {"), ("order", "not a .npy header: {"),
                       ("nodtype", "(ValueError: descr is not a dtype: 'not-a-dtype')")):
-        assert rows[name].status.startswith("skipped: its .npy header cannot be read") and why in rows[name].status
+        assert rows[name].status.startswith("failed: its .npy header cannot be read") and why in rows[name].status
 
 
 # ------------------------------------------------------------------------ round 24's gaps (detection, folders, shards)

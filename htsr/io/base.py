@@ -278,11 +278,13 @@ def read_json(path: Path) -> Any:
 
 def raising_loader(error: Callable[[str], BaseException], message: str) -> Callable[[], np.ndarray]:
     """A loader that raises ``error(message)``: the row of its tensor says ``failed: <message>`` (an
-    :class:`~htsr.errors.HtsrError`), or ``skipped: <message>`` (:func:`skipped_loader`)."""
+    :class:`~htsr.errors.HtsrError`), or ``skipped: <message>`` (:func:`skipped_loader`). The message is also its
+    ``reason`` attribute: a row that says why it cannot be read is shown whatever its shape, which may be unknown."""
 
     def load() -> np.ndarray:
         raise error(message)
 
+    load.reason = message  # type: ignore[attr-defined]
     return load
 
 

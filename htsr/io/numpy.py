@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SourceError
-from .base import TensorRef, as_loaded, check_stored_crc32, expands_too_far, one_line, skipped_loader, stored_member_offset
+from ..errors import HtsrError, LayerSkipped, SourceError
+from .base import (TensorRef, as_loaded, check_stored_crc32, expands_too_far, one_line, raising_loader, skipped_loader,
+                   stored_member_offset)
 from .scales import with_scales
 
 __all__ = ["ArrayMapping", "NpyFile", "NpzFile"]
@@ -47,7 +48,7 @@ def _npy_header_3_0(f) -> tuple[tuple[int, ...], bool, np.dtype]:
     and every 3.0 member was read whole to learn its shape). ValueError for a header that is not numpy's."""
     size = int.from_bytes(f.read(4), "little")
     if size > _MAX_NPY_HEADER:
-        raise ValueError(f"a .npy header of {size} bytes (numpy reads up to {_MAX_NPY_HEADER} without pickles)")
+        raise LayerSkipped(f"a .npy header of {size} bytes (numpy reads up to {_MAX_NPY_HEADER} without pickles)")
     raw = f.read(size)
     if len(raw) != size:
         raise ValueError("the .npy header is cut short")
@@ -203,7 +204,7 @@ class NpzFile:
                               f"{str(e)[:120]})") from None
         # shape and dtype of each member; one whose header cannot be read gets a row saying so (its
         # neighbours are still analysed)
-        self._meta: dict[str, tuple[tuple[int, ...], np.dtype] | str] = {}
+        self._meta: dict[str, tuple[tuple[int, ...], np.dtype] | str | HtsrError] = {}
         for name in files:
             try:
                 info = self._npz.zip.getinfo(name + ".npy")
@@ -212,9 +213,12 @@ class NpzFile:
                                         "constant data or a zip bomb, not loaded")
                     continue
                 self._meta[name] = self._header(name, info.file_size)
+            except LayerSkipped as e:  # (a header numpy would not read either: not loaded)
+                self._meta[name] = f"its .npy header cannot be read ({e}); not loaded"
             except Exception as e:  # noqa: BLE001 - zlib/lzma errors, TokenError, OverflowError, KeyError …
-                self._meta[name] = (f"its .npy header cannot be read ({e.__class__.__name__}: {str(e)[:120]}); "
-                                    "truncated or corrupt member")
+                # (a damaged member fails its row, as one failing its CRC-32 does; a member not loaded is skipped)
+                self._meta[name] = HtsrError(f"its .npy header cannot be read ({e.__class__.__name__}: "
+                                             f"{str(e)[:120]}); truncated or corrupt member")
 
     def _header(self, name: str, size: int) -> tuple[tuple[int, ...], np.dtype]:
         """Shape and dtype from the member's .npy header, without reading its data; a header whose shape the
@@ -255,17 +259,17 @@ class NpzFile:
     def ndim(self, name: str) -> int:
         """Member ``name``'s number of dimensions (0 if its header cannot be read)."""
         meta = self._meta[name]
-        return 0 if isinstance(meta, str) else len(meta[0])
+        return 0 if isinstance(meta, (str, HtsrError)) else len(meta[0])
 
     def unreadable(self) -> list[tuple[str, str]]:
         """(name, why) of the members whose header cannot be read."""
-        return [(name, meta) for name, meta in self._meta.items() if isinstance(meta, str)]
+        return [(name, str(meta)) for name, meta in self._meta.items() if isinstance(meta, (str, HtsrError))]
 
     def leaf(self, path: tuple[str, ...], name: str):
         """Member ``name`` as a Flax tree's leaf: ``(shape, dtype name, array function of an index)``, read
         when loaded; None for an unreadable one (listed by :meth:`unreadable`)."""
         meta = self._meta[name]
-        if isinstance(meta, str):
+        if isinstance(meta, (str, HtsrError)):
             return None
         load = self._loader(name)
 
@@ -309,8 +313,9 @@ class NpzFile:
 
     def _ref(self, name: str) -> TensorRef:
         meta = self._meta[name]
-        if isinstance(meta, str):  # a row that says why (whatever its shape: it is unknown)
-            return TensorRef(name, (), "float32", skipped_loader(meta))
+        if isinstance(meta, (str, HtsrError)):  # a row that says why (whatever its shape: it is unknown)
+            return TensorRef(name, (), "float32", skipped_loader(meta) if isinstance(meta, str) else
+                             raising_loader(HtsrError, str(meta)))
         shape, dtype = meta
         return TensorRef(name, shape, dtype.name, self._loader(name))
 

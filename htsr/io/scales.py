@@ -967,7 +967,7 @@ def void_hint(dtype: str) -> str:
 def unscaled_integer_weight(ref: TensorRef) -> TensorRef | None:
     """For an integer (or complex) tensor named as a weight matrix: the tensor with a loader that skips it
     (its row says why; a reader's own reason is kept); None for an integer buffer, which is no layer at all."""
-    if hasattr(ref.loader, "skip_reason"):
+    if hasattr(ref.loader, "reason"):
         return ref
     m = _WEIGHT_NAME.search(ref.name)
     if ref.dtype.startswith("complex") and len(ref.shape) >= 2 and m is not None:
