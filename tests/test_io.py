@@ -4315,6 +4315,34 @@ def test_a_safetensors_header_nested_too_deep_is_a_corrupt_header_in_one_line(tm
     _one_line_source_error(ei, str(path), "corrupt safetensors header (RecursionError")
 
 
+def test_safetensors_bytes_no_tensor_covers_are_a_corrupt_header_as_safetensors_says(tmp_path):
+    """A two-tensor file whose header lost one entry (its 12 KB still there), and one with a gap before its
+    tensor, had been analysed without a word; safetensors' own reader refuses both ('file not fully covered',
+    'invalid offset')."""
+    from safetensors.numpy import load_file
+
+    W, B = (_rng(s).standard_normal((64, 48)).astype(np.float32).tobytes() for s in (0, 1))
+    entry = {"dtype": "F32", "shape": [64, 48]}
+    for name, header, data, says in (
+            ("trailing", {"a.weight": {**entry, "data_offsets": [0, len(W)]}}, W + B,
+             f"{len(B)} bytes follow the last tensor's data and belong to no tensor"),
+            ("gap", {"a.weight": {**entry, "data_offsets": [len(B), len(B) + len(W)]}}, B + W,
+             f"bytes 0 to {len(B)} of the data section, before tensor 'a.weight', belong to no tensor")):
+        path = _write_safetensors_raw(tmp_path / f"{name}.safetensors", json.dumps(header).encode(), data)
+        with pytest.raises(Exception):  # the reference: safetensors refuses the file
+            load_file(str(path))
+        with pytest.raises(htsr.SourceError) as ei:
+            htsr.analyze(path)
+        _one_line_source_error(ei, str(path), "corrupt safetensors header", says, "re-save the file")
+    # a zero-size tensor anywhere, and tensors listed out of order, cover it as safetensors' writer lays them out
+    header = {"b": {**entry, "data_offsets": [len(W), 2 * len(W)]}, "e": {"dtype": "F32", "shape": [0, 4],
+                                                                           "data_offsets": [len(W), len(W)]},
+              "a.weight": {**entry, "data_offsets": [0, len(W)]}}
+    path = _write_safetensors_raw(tmp_path / "ok.safetensors", json.dumps(header).encode(), W + B)
+    assert sorted(load_file(str(path))) == ["a.weight", "b", "e"]
+    assert {r.name for r in open_source(path)} == {"a.weight", "b", "e"}
+
+
 def test_index_less_pt_shards_are_one_model_and_of_pt_variants_the_plain_file_is_read(tmp_path):
     """torch.save shards named <stem>-0000k-of-0000n.pt (no index) are one model, read whole as .bin shards are;
     and of x.pt beside its x.fp16.pt, the plain x.pt is read (sorted by name, the fp16 copy comes first). Only the

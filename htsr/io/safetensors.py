@@ -169,6 +169,18 @@ class SafetensorsFile:
         if overlap:
             raise self._fail(f"corrupt safetensors header: tensors {overlap[0]!r} and {overlap[1]!r} overlap in the "
                              "data section — not written by a safetensors writer")
+        # the tensors cover the data section end to end, as safetensors' own reader requires: bytes no entry names
+        # are a tensor whose entry the header lost (or data appended, or the offsets shifted)
+        pos = 0
+        for begin, end, name in sorted((b, e, name) for name, (_, _, b, e) in entries.items()):
+            if begin > pos:
+                raise self._fail(f"corrupt safetensors header: bytes {pos} to {begin} of the data section, before "
+                                 f"tensor {name!r}, belong to no tensor — a tensor's entry is missing; re-save the file")
+            pos = max(pos, end)
+        if pos < data_len:
+            raise self._fail(f"corrupt safetensors header: {data_len - pos} bytes follow the last tensor's data and "
+                             "belong to no tensor — a tensor's entry is missing, or the file was appended to; "
+                             "re-save the file")
         return entries
 
     def __len__(self) -> int:
