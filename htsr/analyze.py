@@ -568,10 +568,15 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         elif fit_x.size < opts.min_evals:  # a rank-deficient matrix: most of its eigenvalues are zeros
             fit, status = not_attempted, (f"not_fitted: {fit_x.size} of {lm.num_evals} eigenvalues above the "
                                           f"floor {cut:.3g}{why} < min_evals={opts.min_evals}")
+        elif fit_x.size - opts.drop_top < opts.min_evals:  # (the fit would see the rest only: too few to say)
+            fit, status = not_attempted, (f"not_fitted: {fit_x.size} of {lm.num_evals} eigenvalues above the "
+                                          f"floor {cut:.3g}{why}, {fit_x.size - opts.drop_top} without the "
+                                          f"{opts.drop_top} largest (drop_top) < min_evals={opts.min_evals}")
         else:
             with _one_blas_thread():  # (vectors of a few thousand values: threaded BLAS only spins; see below)
+                # (clip_xmax's refits keep min_evals eigenvalues at least, as any fit does)
                 fit = fit_power_law(fit_x, opts.xmin, opts.clip_xmax, opts.max_fingers, opts.finger_thresh,
-                                    opts.drop_top)
+                                    opts.drop_top, opts.min_evals)
                 status = fit.status
                 notes: list[str] = []
                 try:
@@ -582,14 +587,15 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
                     status = "; ".join([status, *notes])
                 except Exception as e:  # the fit stands; only its diagnostics are lost
                     extra, status = {}, f"{status}; diagnostics failed: {e.__class__.__name__}: {e}"
-        extra.update(num_fit_evals=float(fit_x.size))
+        # the eigenvalues the fit saw: those above the floor, less the largest it left out (drop_top, clip_xmax)
+        extra.update(num_fit_evals=float(fit_x.size - (fit.num_fingers if fit.status == "ok" else 0)))
     metrics = compute_metrics(spectrum, fit)
     clipped = (opts.clip_xmax or opts.drop_top > 0) and fit.status == "ok"
     if num_windows is not None and fit is not not_attempted:  # the windows pooled for a fit
         extra.update(farms_windows=float(num_windows))
     try:
-        rmt.update(_spectral_diagnostics(spectrum, fit, extra.get("num_fit_evals", math.nan), whole, mp, kept, lm,
-                                         scale, opts, zeros, driving))
+        rmt.update(_spectral_diagnostics(spectrum, fit, fit_x.size if num_windows is not None else math.nan, whole,
+                                         mp, kept, lm, scale, opts, zeros, driving))
     except Exception as e:  # the fit stands; only these diagnostics are lost
         rmt_error = rmt_error or f"{e.__class__.__name__}: {e}"
     if "_localization_error" in rmt:  # only the localisation columns are lost

@@ -71,7 +71,8 @@ class LayerResult(NanEqual):
     num_pl_spikes: float = NAN  # tail size n used by the fit
     num_fingers: float = NAN  # top eigenvalues dropped by clip_xmax or drop_top (NaN when off)
     raw_alpha: float = NAN  # alpha before clip_xmax or drop_top (NaN when off)
-    num_fit_evals: float = NAN  # eigenvalues the tail fit saw (after the floor; FARMS windows pooled)
+    num_fit_evals: float = NAN  # eigenvalues the tail fit saw (after the floor, less the largest drop_top and clip_xmax
+    # left out; FARMS windows pooled)
     farms_windows: float = NAN  # FARMS windows pooled for the fit (NaN when farms_aspect is off)
     # x_min on the layer's own eigenvalues, at the tail share the windows' fit found (SETOL, localisation and
     # the figures use it: xmin is in the windows' units; NaN when farms_aspect is off)

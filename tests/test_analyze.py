@@ -1614,6 +1614,33 @@ def test_without_clipping_num_fingers_and_raw_alpha_are_nan():
     assert dropped.num_fingers == 1
 
 
+def test_the_eigenvalues_left_out_of_a_fit_leave_min_evals_at_least_and_are_not_counted_as_seen(monkeypatch):
+    """drop_top=100 of a 128-eigenvalue layer had fitted the 28 left, 'ok' and 'under-trained', and clip_xmax with
+    max_fingers 100 could drop down to 3: below min_evals a fit says nothing (THEORY §1), so the first is
+    not_fitted and the second's refits stop at min_evals; num_fit_evals counts what the fit saw, without them."""
+    W = np.random.default_rng(0).standard_t(3, (300, 128))
+    row = htsr.analyze({"fc.weight": W}, drop_top=100).layers[0]
+    assert row.status == ("not_fitted: 128 of 128 eigenvalues above the floor 1e-05, 28 without the 100 largest "
+                          "(drop_top) < min_evals=50") and math.isnan(row.alpha) and row.warning == ""
+    assert htsr.analyze({"fc.weight": W}, drop_top=78).layers[0].status == "ok"  # 50 left: fitted
+    dropped = htsr.analyze({"fc.weight": W}, drop_top=3).layers[0]
+    assert (dropped.num_fingers, dropped.num_fit_evals) == (3, 125)
+    module = sys.modules["htsr.fits.powerlaw"]
+    refits = []
+    once = module._fit_once
+    monkeypatch.setattr(module, "_fit_once", lambda x, xmin: refits.append(x.size) or once(x, xmin))
+    # (a threshold no refit meets: every refit allowed is tried)
+    clipped = htsr.analyze({"fc.weight": W}, clip_xmax=True, max_fingers=100, finger_thresh=1e6, min_evals=120)
+    # the whole, then down to 120 left: 128 - 120 dropped at most (then the tails' fit of the whole)
+    assert refits[:9] == [128, *range(127, 119, -1)] and min(refits) == 120
+    assert clipped.layers[0].status == "ok" and clipped.layers[0].num_fit_evals == 128  # (none kept)
+    clipped = htsr.analyze({"fc.weight": W}, clip_xmax=True, max_fingers=100, min_evals=100).layers[0]
+    assert clipped.num_fingers >= 1 and clipped.num_fit_evals == 128 - clipped.num_fingers
+    # no refit possible (min_evals of them all): the unclipped fit, as when no refit lowers alpha enough
+    whole = htsr.analyze({"fc.weight": W}, clip_xmax=True, min_evals=128).layers[0]
+    assert whole.num_fingers == 0 and whole.raw_alpha == whole.alpha and whole.num_fit_evals == 128
+
+
 def test_farms_windows_is_nan_for_a_row_whose_windows_were_not_fitted():
     """farms_windows counts the windows pooled for a fit: a rank-10 300 x 100 layer at aspect 2 is
     not_fitted (its windows only repeat its 10 directions), and farms_windows is NaN, as for any row not fitted."""

@@ -262,6 +262,7 @@ def fit_power_law(
     max_fingers: int = 10,
     finger_thresh: float = 1.0,
     drop_top: int = 0,
+    min_left: int = 3,
 ) -> PowerLawFit:
     """Fit a power law to the tail of ``evals`` (positive eigenvalues, any order).
 
@@ -269,7 +270,8 @@ def fit_power_law(
     to candidates ≤ 1.5 × the log-histogram peak) or a positive number (fixed).
     ``clip_xmax``: refit after dropping the k = 1..max_fingers largest eigenvalues and keep the first
     refit whose α is lower than the unclipped α by more than ``finger_thresh``. ``drop_top``: fit without the
-    k largest eigenvalues, always (WeightWatcher's ``xmax=-k``); they count as ``num_fingers``.
+    k largest eigenvalues, always (WeightWatcher's ``xmax=-k``); they count as ``num_fingers``. ``min_left``: the
+    fewest eigenvalues a fit without the largest may keep (:func:`htsr.analyze` passes ``min_evals``; 3 at least).
     """
     # (numpy scalars as the Python ones, exactly: an x_min of np.float32(λ) is λ)
     xmin, clip_xmax, max_fingers, finger_thresh, drop_top = (
@@ -284,15 +286,17 @@ def fit_power_law(
     x = np.sort(np.asarray(evals, dtype=np.float64))
     if x.size and not (x[0] > 0 and np.isfinite(x[-1])):
         raise ValueError("fit_power_law needs positive, finite eigenvalues")
+    min_left = max(3, int(min_left))
     first = _fit_once(x, xmin)
     if drop_top and first.status == "ok":
-        kept = _fit_once(x[:-drop_top], xmin) if x.size - drop_top >= 3 else PowerLawFit.failed(
-            f"{x.size} eigenvalues: {max(x.size - drop_top, 0)} left without the {drop_top} largest, and a fit needs 3")
+        kept = _fit_once(x[:-drop_top], xmin) if x.size - drop_top >= min_left else PowerLawFit.failed(
+            f"{x.size} eigenvalues: {max(x.size - drop_top, 0)} left without the {drop_top} largest, and a fit needs "
+            f"{min_left}")
         return PowerLawFit(**{**kept.__dict__, "num_fingers": drop_top, "raw_alpha": first.alpha})
     if not clip_xmax or first.status != "ok":
         return first
     for k in range(1, max_fingers + 1):
-        if x.size - k < 3:
+        if x.size - k < min_left:
             break
         refit = _fit_once(x[:-k], xmin)
         if refit.status == "ok" and refit.alpha + finger_thresh < first.alpha:
