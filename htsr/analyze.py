@@ -52,7 +52,7 @@ from .rmt import (
     randomize,
 )
 from .spectra import Factored, Spectrum, SpectrumOverflow, esd
-from .tensors import ROW_TAG, classify, is_bias_or_buffer, row_name
+from .tensors import ROW_TAG, channels_last_conv, classify, is_bias_or_buffer, row_name
 
 __all__ = ["analyze", "analyze_layer", "check_has_layers", "iter_layers"]
 
@@ -203,6 +203,11 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                                 else f"{integer.dtype} tensor: not a dtype of weights htsr analyses"
                                 + void_hint(integer.dtype))
                     continue
+            if t.kind is None and (order := channels_last_conv(t.name, tuple(t.shape))):
+                # a TensorFlow-layout conv kernel read by its name and shape: as torch's layout, which the conv
+                # rows take (its trailing axes, read as kernel taps, had made 8192 matrices of 3 x 3)
+                t = dataclasses.replace(t, shape=tuple(t.shape[i] for i in order), load_item=None,
+                                        loader=lambda t=t, order=order: np.transpose(t.load(), order))
             kind, why_not = (t.kind, "") if t.kind else classify(t.name, t.shape)
             if kind is not None and kind != "lora" and (len(t.shape) < 2 or min(t.shape) < 0):
                 # a reader's kind on a shape of no matrix (a corrupt header's): as classify says of it

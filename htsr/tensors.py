@@ -213,6 +213,26 @@ def classify(name: str, shape: tuple[int, ...]) -> tuple[str | None, str]:
     return None, f"{len(shape)}-D tensor of no layer kind htsr knows"
 
 
+_KERNEL = re.compile(r"(^|[._/])kernel(:0)?$", re.IGNORECASE)
+
+
+def channels_last_conv(name: str, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The axes' order that turns a conv kernel stored channels-last — TensorFlow's ``[kh, kw, c_in, c_out]``, a
+    conv1d's ``[k, c_in, c_out]`` — into torch's ``[c_out, c_in, kh, kw]`` (for :func:`numpy.transpose`), when its
+    name says conv or kernel and only its leading axes can be a kernel's: its trailing ones are longer than
+    MAX_CONV_KERNEL taps, or (2-D kernels) the leading pair is square and the trailing one is not, and longer (a
+    [3, 3, 16, 32] kernel, not 3 x 3 channels of 16 x 32 taps). None for any other tensor: a kernel in torch's
+    layout, or one whose axes can be a kernel's either way (torch's layout is then taken: [8, 3, 7, 7])."""
+    k = len(shape) - 2
+    if k not in (1, 2) or is_vector(shape) or not all(0 < s <= MAX_CONV_KERNEL for s in shape[:k]):
+        return None  # (a vector in a conv's broadcast shape, ECA's [1, 1, k], stays one)
+    if any(s > MAX_CONV_KERNEL for s in shape[k:]):  # (a grid of matrices [2, 3, 128, 96] unless named so)
+        return (k + 1, k, *range(k)) if names_a_conv(name) or _KERNEL.search(name) else None
+    if k == 2 and shape[0] == shape[1] and shape[2] != shape[3] and shape[2] + shape[3] > 2 * shape[0]:
+        return (3, 2, 0, 1)  # (read as a conv2d either way: classify takes any 4-D weight of short axes for one)
+    return None
+
+
 def _conv_shaped_vector(shape: tuple[int, ...]) -> bool:
     """Whether a vector-shaped weight reads as a conv's: its long axis the output's or the input's channels, or
     a kernel axis no longer than a kernel (MAX_CONV_KERNEL)."""

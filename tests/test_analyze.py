@@ -1229,6 +1229,29 @@ def test_entropy_is_normalised_by_the_matrix_rank():
 # (each test below fails for a one-point change of the code it names: a mutation the suite had let through)
 
 
+def test_a_tensorflow_layout_conv_kernel_read_by_name_is_read_as_torchs():
+    """A [kh, kw, c_in, c_out] kernel (a TF / Keras export in a dict, .npz or state dict) had been read as kh
+    output and kw input channels of a c_in x c_out 'kernel': 8192 matrices of 3 x 3, every number wrong. Where
+    only its leading axes can be a kernel's, it is read as torch's [c_out, c_in, kh, kw]: the same rows exactly;
+    where either layout can be a kernel's, torch's is taken."""
+    from htsr.tensors import channels_last_conv
+
+    rng = np.random.default_rng(0)
+    for tf, name in (((3, 3, 64, 128), "features.conv.weight"), ((7, 7, 3, 64), "stem.conv.w"),
+                     ((3, 3, 16, 32), "block1.weight"), ((3, 64, 96), "conv1d.weight")):
+        k = rng.standard_t(3, size=tf).astype(np.float32)
+        order = (3, 2, 0, 1) if len(tf) == 4 else (2, 1, 0)
+        got = htsr.analyze({name: k}, min_evals=20).layers[0]
+        ref = htsr.analyze({name: np.ascontiguousarray(k.transpose(order))}, min_evals=20).layers[0]
+        assert got.shape == ref.shape == "x".join(str(tf[i]) for i in order), name
+        assert (got.num_matrices, got.status) == (ref.num_matrices, "ok") and got.alpha == ref.alpha, name  # exactly
+    for torch_layout in ((8, 3, 7, 7), (64, 3, 7, 7), (32, 32, 1, 7), (16, 1, 3, 3), (3, 3, 16, 16)):
+        assert channels_last_conv("conv.weight", torch_layout) is None, torch_layout
+    assert channels_last_conv("blocks.0.weight", (8, 16, 64, 3)) is None  # not named a conv: no kernel either way
+    assert channels_last_conv("eca.conv.weight", (1, 1, 33)) is None  # a vector in a conv's broadcast shape
+    assert channels_last_conv("conv/kernel:0", (1, 1, 64, 128)) == (3, 2, 0, 1)  # a pointwise TF conv
+
+
 def test_classify_conv_kernel_boundaries():
     """A 3-D module weight is a conv1d kernel up to 32 taps (32 is one); a 4-D weight with any last axis over 32 is
     no convolution kernel."""
