@@ -167,17 +167,25 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
 
     taken: set[str] = set()
     splits = [SplitRule.parse(text) for text in opts.split]
-    split_any: set[str] = set()  # the rules that matched a row
+    split_any: set[str] = set()  # the rules that took a row
+    found: set[str] = set()  # the rules whose pattern found a row an earlier rule took
+    misfit: dict[str, list[str]] = {}  # a row a rule does not fit (one failed row) → the names its parts would have
 
-    def split(lm: LayerMatrices) -> list[LayerMatrices]:
+    def split(lm: LayerMatrices, unread: bool) -> list[LayerMatrices]:
         # a fused matrix's parts (option 'split'), by the first rule whose pattern finds the row's name
         if lm.num_matrices != 1 or lm.kind not in SPLIT_KINDS or (lm.kind == "lora" and len(lm.tensor_shape) != 2):
             return [lm]
-        rule = next((r for r in splits if r.pattern.search(lm.name)), None)
-        if rule is None:
+        rules = [r for r in splits if r.pattern.search(lm.name)]
+        if not rules:
             return [lm]
-        split_any.add(rule.text)
-        return split_rows(lm, rule)
+        split_any.add(rules[0].text)
+        found.update(r.text for r in rules[1:])
+        if unread:  # a tensor that cannot be read: its one row says why, not one per part
+            return [lm]
+        parts = split_rows(lm, rules[0])
+        if len(parts) == 1:  # (the parts do not fit: --layers given a part's name keeps its failed row)
+            misfit[lm.name] = [f"{lm.name}[{label}]" for label in rules[0].labels]
+        return parts
 
     def unique(lm: LayerMatrices) -> LayerMatrices:
         # two tensors can give one row name ('fc.weight' and 'fc'): the later is 'fc#2', so that every name
@@ -248,7 +256,7 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                 why = f"no matrices of its {kind} tensor of shape {_shown_shape(t.shape)} ({type(e).__name__}: {e})"
                 rows = [LayerMatrices(row_name(t.name), kind, (), 1, 1, 1, 1.0, raising_loader(HtsrError, why))]
             else:
-                rows = [part for lm in rows for part in split(lm)] if splits else rows
+                rows = [part for lm in rows for part in split(lm, hasattr(t.loader, "reason"))] if splits else rows
             # a delta's rounding noise, the same for every row of its tensor, and a storage coarser than float32's
             # (a bfloat16 checkpoint), whose rounding the entries carry (a delta's rounding is its inputs',
             # ``resolution``: not its storage's share of its own size)
@@ -258,7 +266,7 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                 noise["storage_eps"] = eps
             for lm in rows:
                 lm = unique(lm)  # (before --layers: a row's name never depends on which rows that filter keeps)
-                if pattern is not None and not pattern.search(lm.name):
+                if pattern is not None and not any(pattern.search(n) for n in [lm.name, *misfit.get(lm.name, ())]):
                     if lm.release is not None:  # (an expert or kernel position left out: its tensor not kept for it)
                         lm.release()
                     continue
@@ -281,9 +289,12 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                 passed_over(name, reason)
         for rule in splits:  # a rule that cut nothing would change nothing: refused, as an option that does
             if rule.text not in split_any:
-                raise OptionError(f"{src.description}: option 'split' rule {rule.text!r} matches no row it can cut "
-                                  f"(one matrix of kind {', '.join(SPLIT_KINDS)}; a conv's positions are not cut): "
-                                  "it is tried on row names, a tensor's name without '.weight'")
+                why = ("every row it matches an earlier rule cuts (the first rule that matches a row cuts it)"
+                       if rule.text in found else
+                       f"it matches no row it can cut (one matrix of kind {', '.join(SPLIT_KINDS)}; a conv's positions "
+                       "are not cut); it is tried on row names: a tensor's name without '.weight', an expert's "
+                       "name[e], an adapter's name#delta, name#base, name#merged")
+                raise OptionError(f"{src.description}: option 'split' rule '{rule.text}' cuts nothing: {why}")
 
     # the readers' skip lists are complete once the source is open
     return (src.description, len(src) + len(getattr(src, "skipped", ())) + len(getattr(src, "not_weights", ())),
@@ -319,6 +330,9 @@ def check_has_layers(source: Any, opts: Options) -> None:
     description, _, layer_iter = iter_layers(source, opts, tally)
     if next(layer_iter, None) is None:  # the whole source was walked: the tally is complete
         raise no_layer_error(description, tally, opts)
+    if opts.split:  # (a split rule that cuts nothing is refused once every row is listed: headers only)
+        for _ in layer_iter:
+            pass
 
 
 def _causal_mask(mats: list[Any]) -> bool:

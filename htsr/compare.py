@@ -778,13 +778,14 @@ def _measured(la, lb, opts: Options) -> LayerDistance:
 
 
 #: the options that select and shape the rows layer_distances compares
-DISTANCE_OPTIONS = ("layers", "kinds", "conv", "ww_conv_scale", "precision", "refine_fraction", "normalize", "max_evals")
+DISTANCE_OPTIONS = ("layers", "split", "kinds", "conv", "ww_conv_scale", "precision", "refine_fraction", "normalize",
+                    "max_evals")
 
 
 def layer_distances(a: Any, b: Any, **options: Any) -> list[LayerDistance]:
     """Model ``a`` against base ``b``, row by row (see the module docstring).
 
-    ``options``: the analysis options that select and shape the rows (layers, kinds, conv,
+    ``options``: the analysis options that select and shape the rows (layers, split, kinds, conv,
     ww_conv_scale, precision, refine_fraction, normalize, max_evals); ``base`` is refused (the pair is
     ``a`` and ``b``). Rows follow ``a``'s order (and names), then the base-only rows. Names are matched as
     ``--base`` matches them: exactly, else by dropping, adding or replacing a leading prefix of up to three components.

@@ -180,9 +180,9 @@ def split_rows(lm: LayerMatrices, rule: SplitRule) -> list[LayerMatrices]:
     named ``name[label]``, each its part's rows (or columns) of the one matrix, which is read once for them all. A
     matrix whose shape the parts do not fit is one row, ``lm``'s, that fails saying why."""
     try:
-        axis, length, index = _part_index(rule, lm.rows, lm.cols)
+        axis, length, index = _part_index(rule, lm.rows, lm.cols, lm.kind)
     except ValueError as e:
-        message = f"option 'split' rule {rule.text!r} does not fit its {lm.rows} x {lm.cols} matrix: {e}"
+        message = f"option 'split' rule '{rule.text}' does not fit its {lm.rows} x {lm.cols} matrix: {e}"
 
         def fail() -> Sequence[np.ndarray]:
             raise HtsrError(message)
@@ -215,7 +215,7 @@ def split_rows(lm: LayerMatrices, rule: SplitRule) -> list[LayerMatrices]:
     return out
 
 
-def _part_index(rule: SplitRule, rows: int, cols: int) -> tuple[int, list[int], list[Any]]:
+def _part_index(rule: SplitRule, rows: int, cols: int, kind: str = "dense") -> tuple[int, list[int], list[Any]]:
     """The side (0: rows, 1: columns) a rule's parts lie along, each part's length along it, and its index there: a
     slice, or with groups the part's rows of every group. ValueError where the parts do not fit."""
     k, G = len(rule.labels), rule.groups
@@ -223,9 +223,9 @@ def _part_index(rule: SplitRule, rows: int, cols: int) -> tuple[int, list[int], 
     which = "say which side holds the parts with '@0' (rows) or '@1' (columns)"
     groups = f" ({k} parts in each of {G} groups)" if G > 1 else ""
     if rule.sizes is None:  # equal parts of the given side, else of the longer one
-        if rule.axis is None and rows == cols:
+        if rule.axis is None and rows == cols and kind != "rnn":
             raise ValueError(f"it is square: {which}")
-        axis = rule.axis if rule.axis is not None else int(cols > rows)
+        axis = rule.axis if rule.axis is not None else 0 if kind == "rnn" else int(cols > rows)  # (gates: rows)
         length = (rows, cols)[axis]
         if length % (k * G):
             raise ValueError(f"{side[axis]}, {length}, are not {k * G} equal parts{groups}")

@@ -132,8 +132,9 @@ class SplitRule:
     fused matrices, cut along one side into the parts ``labels``, one row each (``name[label]``). ``sizes``: each
     part's length along that side (None: equal parts of the longer side); ``groups``: that side is this many groups
     one after another, each holding every part in order (GPT-NeoX's head-interleaved ``query_key_value``, ``/heads``);
-    ``axis``: the side, 0 (the matrix's rows as stored) or 1 (its columns), ``@0`` / ``@1`` (None: the side the
-    parts fit, or with equal parts the longer one).
+    ``axis``: the side, 0 or 1, the first or second axis of the matrix as the row's ``shape`` gives it (its last
+    two), ``@0`` / ``@1`` (None: the side the parts' sizes fit; equal parts: a recurrent row's gates, any other
+    row's longer side).
     """
 
     text: str
@@ -155,22 +156,22 @@ class SplitRule:
             pattern = re.compile(regex)
         except (re.error, RecursionError, OverflowError) as e:
             raise ValueError(f"{regex!r} is no regular expression ({e})") from None
-        parts, at, axis = parts.partition("@")
-        if at and axis.strip() not in ("0", "1"):
-            raise ValueError(f"the side after '@' must be 0 (the matrix's rows) or 1 (its columns), got {axis!r}")
-        parts, slash, groups_text = parts.partition("/")
-        groups = 1
-        if slash:
-            if not groups_text.strip().isdigit() or int(groups_text) < 1:
-                raise ValueError(f"the groups after '/' must be an integer >= 1, got {groups_text!r}")
-            groups = int(groups_text)
+        parts, *suffixes = re.split(r"(?=[/@])", parts)  # '/G' and '@S', in either order, each once
+        given = {x[0]: x[1:].strip() for x in suffixes}
+        if len(given) < len(suffixes):
+            raise ValueError("give '/G' and '@S' once each")
+        groups, axis = given.get("/", "1"), given.get("@")
+        if not _integer(groups) or int(groups) < 1:
+            raise ValueError(f"the groups after '/' must be an integer >= 1, got {groups!r}")
+        if axis is not None and axis not in ("0", "1"):
+            raise ValueError(f"the side after '@' must be 0 (the matrix's first axis) or 1 (its second), got {axis!r}")
         labels, sizes = [], []
         for part in parts.split(","):
             label, colon, size = (x.strip() for x in part.partition(":"))
             if not _LABEL.match(label):
                 raise ValueError(f"part {part.strip()!r}: a label is a name of letters, digits and '_' not starting "
                                  "with a digit (q, k, v, gate, up)")
-            if colon and not (size.isdigit() and int(size) >= 1):
+            if colon and not (_integer(size) and int(size) >= 1):
                 raise ValueError(f"part {part.strip()!r}: a size after ':' must be an integer >= 1")
             labels.append(label)
             sizes.append(int(size) if colon else None)
@@ -180,8 +181,13 @@ class SplitRule:
             raise ValueError(f"the labels {', '.join(labels)} repeat one")
         if None in sizes and any(z is not None for z in sizes):
             raise ValueError("give every part a size (q:4096,k:1024,v:1024) or none (equal parts)")
-        return cls(text, pattern, tuple(labels), None if None in sizes else tuple(sizes), groups,
-                   int(axis) if at else None)
+        return cls(text, pattern, tuple(labels), None if None in sizes else tuple(sizes), int(groups),
+                   None if axis is None else int(axis))
+
+
+def _integer(text: str) -> bool:
+    """Decimal digits only (str.isdigit takes '²', which int() refuses)."""
+    return text.isascii() and text.isdigit()
 
 
 def _split_ok(v: Any) -> bool:
@@ -314,14 +320,16 @@ OPTION_SPECS: dict[str, OptionSpec] = {
                    cli_allowed="a non-empty regular expression"),
         OptionSpec("split", (), "a rule 'REGEX=PARTS' or a list of them", _split_ok,
                    "cut fused matrices into one row per part, named name[label]: rows whose name the REGEX finds "
-                   "(dense, recurrent, expert or LoRA rows; the first rule that matches) are cut along one side. "
-                   "PARTS 'q,k,v' = equal parts of the longer side (GPT-2's c_attn, nn.MultiheadAttention's "
-                   "in_proj_weight); 'q:4096,k:1024,v:1024' = parts of these lengths along the side of their sum "
-                   "(grouped-query qkv_proj); a '/G' suffix = that side holds G groups one after another, each "
-                   "with every part in order (GPT-NeoX's query_key_value, G = heads: 'q,k,v/32'); an '@0' or '@1' "
-                   "suffix = the parts lie along the matrix's rows as stored or its columns (needed for a square "
-                   "one). A rule that matches no such row is refused; a row whose shape its parts do not fit fails, "
-                   "saying so",
+                   "(re.search; dense, recurrent, expert or LoRA rows, named as in the table: an expert's "
+                   "name[e], an adapter's name#delta; the first rule that matches) are cut along one side. "
+                   "PARTS 'q,k,v' = equal parts of the longer side, a recurrent row's of its gates (GPT-2's "
+                   "c_attn, nn.MultiheadAttention's in_proj_weight, an LSTM's 'i,f,g,o'); 'q:4096,k:1024,v:1024' = "
+                   "parts of these lengths along the side of their sum (grouped-query qkv_proj); a '/G' suffix = "
+                   "that side holds G groups one after another, each with every part in order (GPT-NeoX's "
+                   "query_key_value, G = heads: 'q,k,v/32'); an '@0' or '@1' suffix = the parts lie along the "
+                   "first or second axis of the matrix as the shape column gives it (its last two axes), "
+                   "needed for a square one. A rule that matches no such row is refused; a row whose shape its "
+                   "parts do not fit fails, saying so",
                    cli_allowed="REGEX=PARTS, the flag given once per rule"),
         OptionSpec("kinds", None, f"None or a subset of {LAYER_KINDS}", _kinds_ok,
                    "analyse only layers of these kinds",

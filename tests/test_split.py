@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 
@@ -10,6 +11,7 @@ import pytest
 
 import htsr
 from htsr.cli import main
+from htsr.compare import compare
 from htsr.errors import OptionError
 from htsr.matrices import LayerMatrices, split_rows
 from htsr.specs import SplitRule
@@ -162,7 +164,7 @@ def test_a_rule_that_cuts_nothing_is_refused_and_a_shape_it_does_not_fit_fails_i
     rng = np.random.default_rng(4)
     source = {"a.weight": rng.standard_normal((300, 100)), "b.weight": rng.standard_normal((200, 200)),
               "conv.weight": rng.standard_normal((30, 30, 3, 3))}
-    with pytest.raises(OptionError, match="rule 'zzz=q,k' matches no row it can cut"):
+    with pytest.raises(OptionError, match="rule 'zzz=q,k' cuts nothing: it matches no row it can cut"):
         htsr.analyze(source, split=["a=q,k", "zzz=q,k"])
     with pytest.raises(OptionError, match="matches no row it can cut"):  # a conv is not cut
         htsr.analyze(source, split="conv=q,k")
@@ -200,3 +202,97 @@ def test_a_run_without_split_compares_with_one_saved_before_the_option_existed()
     a = htsr.analyze({"fc.weight": rng.standard_normal((200, 100))})
     old = dataclasses.replace(a, options={k: v for k, v in a.options.items() if k != "split"})  # an older htsr's
     assert options_differ([a, old]) == {}
+
+
+def test_a_recurrent_row_is_cut_along_its_gates_and_the_side_can_be_given():
+    """An LSTM's weight_ih_l0 [4·hidden, in] with in > 4·hidden: equal parts of its longer side had been cut along
+    the inputs (256 x 75 each), not the gates torch stacks (i, f, g, o: rows of hidden each)."""
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(300, 64)
+    r = htsr.analyze(lstm, split="weight_ih_l0=i,f,g,o", precision="accurate", keep_spectra=True, min_evals=10)
+    rows = _parts(r)
+    W = lstm.weight_ih_l0.detach().numpy()
+    for n, gate in enumerate("ifgo"):
+        row, sp = rows[f"weight_ih_l0[{gate}]"]
+        assert (row.kind, row.N, row.M) == ("rnn", 300, 64)
+        np.testing.assert_allclose(sp.evals, _evals(W[n * 64:(n + 1) * 64]), rtol=1e-10)  # (float64 SVD round-off)
+    # gpt-oss's experts.gate_up_proj [E, H, 2I]: gate and up alternate along its second axis, whichever is longer
+    rng = np.random.default_rng(7)
+    gate_up = rng.standard_normal((2, 64, 32)).astype(np.float32)  # H 64 > 2I 32: the longer side is not theirs
+    got = _parts(htsr.analyze({"experts.gate_up_proj": gate_up}, split="gate_up_proj=gate,up/16@1",
+                              precision="accurate", keep_spectra=True, min_evals=10))
+    np.testing.assert_allclose(got["experts.gate_up_proj[1][gate]"][1].evals, _evals(gate_up[1][:, ::2]), rtol=1e-10)
+    np.testing.assert_allclose(got["experts.gate_up_proj[1][up]"][1].evals, _evals(gate_up[1][:, 1::2]), rtol=1e-10)
+
+
+def test_split_rows_in_distances_unreadable_tensors_and_filters(tmp_path):
+    from safetensors.numpy import save_file
+
+    from htsr.compare import layer_distances
+
+    rng = np.random.default_rng(8)
+    a = {"h.0.attn.c_attn.weight": rng.standard_normal((64, 192)).astype(np.float32)}
+    b = {k: v + 0.1 * rng.standard_normal(v.shape).astype(np.float32) for k, v in a.items()}
+    # compare --base-distances measures the parts (split had been refused there, and dropped by the CLI)
+    d = {x.name: x for x in layer_distances(b, a, split="c_attn=q,k,v")}
+    assert sorted(d) == [f"h.0.attn.c_attn[{p}]" for p in "kqv"]
+    q = slice(0, 64)
+    frob = np.linalg.norm(b["h.0.attn.c_attn.weight"][:, q].astype(np.float64) - a["h.0.attn.c_attn.weight"][:, q])
+    assert d["h.0.attn.c_attn[q]"].frobenius == pytest.approx(frob, rel=1e-6)  # (float32 entries' differences)
+    # a tensor that cannot be read keeps its one row and its reason (it had become a 'does not fit' failure, or
+    # one skipped row per part)
+    save_file({"x.qkv.weight": rng.integers(-5, 5, (192, 64)).astype(np.int8),
+               "x.fc.weight": rng.standard_normal((64, 64)).astype(np.float32)}, str(tmp_path / "q.safetensors"))
+    rows = {l.name: l.status for l in htsr.analyze(tmp_path / "q.safetensors", split="qkv=q,k,v", min_evals=10).layers}
+    assert sorted(rows) == ["x.fc", "x.qkv"] and rows["x.fc"] == "ok"
+    assert rows["x.qkv"].startswith("skipped: int8 weight without a scale")
+    # a rule that does not fit, asked for by a part's name (--layers): its failed row is shown, saying why
+    rows = htsr.analyze(a, split="c_attn=q,k,v,w,x", layers=r"c_attn\[q\]").layers
+    assert [l.name for l in rows] == ["h.0.attn.c_attn"]
+    assert rows[0].status == ("failed: option 'split' rule 'c_attn=q,k,v,w,x' does not fit its 64 x 192 matrix: "
+                              "its columns, 192, are not 5 equal parts")
+
+
+def test_a_rule_that_cuts_nothing_is_refused_before_any_analysis_or_training():
+    from htsr.monitor import AlphaMonitor
+
+    rng = np.random.default_rng(9)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 192), torch.nn.Linear(192, 64))
+    with pytest.raises(OptionError, match="rule 'c_attn=q,k,v' cuts nothing"):  # (it had come at the first record)
+        AlphaMonitor(model, None, split="c_attn=q,k,v")
+    first = {"c_attn.weight": rng.standard_normal((64, 192))}
+    with pytest.raises(OptionError, match="rule 'c_attn=q,k,v' cuts nothing"), _no_analysis():
+        # (refused for the second model before the first is analysed, as a model with no layer is)
+        compare([first, {"fc.weight": rng.standard_normal((64, 192))}], split="c_attn=q,k,v")
+    with pytest.raises(OptionError, match=r"rule 'attn=a,b,c' cuts nothing: every row it matches an earlier rule"):
+        htsr.analyze(first, split=["c_attn=q,k,v", "attn=a,b,c"])
+    # the message names what a row is called, where a '$' would miss it
+    with pytest.raises(OptionError, match=r"an expert's name\[e\], an adapter's name#delta"):
+        htsr.analyze({"experts.gate_up_proj": rng.standard_normal((2, 32, 16))}, split="gate_up_proj$=gate,up")
+
+
+@contextlib.contextmanager
+def _no_analysis():
+    """Fail if a layer is analysed inside (compare's checks must refuse before)."""
+    import sys
+
+    module = sys.modules["htsr.analyze"]
+    real = module._analyze_layer
+
+    def refuse(*a, **k):
+        raise AssertionError("a layer was analysed")
+
+    module._analyze_layer = refuse
+    try:
+        yield
+    finally:
+        module._analyze_layer = real
+
+
+def test_rule_suffixes_in_either_order():
+    a, b = SplitRule.parse("c=q,k@1/3"), SplitRule.parse("c=q,k/3@1")
+    assert (a.labels, a.sizes, a.groups, a.axis) == (b.labels, b.sizes, b.groups, b.axis) == (("q", "k"), None, 3, 1)
+    for bad, words in (("c=q,k/²", "groups after '/'"), ("c=q:²,k:1", "a size after ':'"),
+                       ("c=q,k/2/3", "once each")):
+        with pytest.raises(ValueError, match=words):
+            SplitRule.parse(bad)
