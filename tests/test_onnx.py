@@ -6,6 +6,7 @@ The offline tests build small models with ``onnx.helper`` under ``tmp_path``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -437,6 +438,38 @@ def test_external_data_with_a_bad_offset_quotes_it_short(tmp_path):
     with pytest.raises(htsr.SourceError) as ei:
         OnnxFile(path)
     assert len(_one_line(ei, str(path), "is missing from", "copy it beside the model")) < 400
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink") or not hasattr(os, "mkfifo"), reason="needs symlinks and pipes")
+def test_external_data_is_found_by_its_name_as_a_hub_cache_snapshot_links_it(tmp_path):
+    """A Hugging Face cache snapshot links each file to ../../blobs: the external data beside the model, by its
+    name, had been refused as 'outside the model's folder' (where it leads, not its name). A name with '..' is
+    still refused; a pipe or a dangling link of that name says what it is."""
+    path, W = _external_model(tmp_path / "build")
+    blobs, snap = tmp_path / "models--o--m" / "blobs", tmp_path / "models--o--m" / "snapshots" / "rev"
+    blobs.mkdir(parents=True)
+    snap.mkdir(parents=True)
+    for name, blob in (("model.onnx", "aaa"), ("weights.bin", "bbb")):
+        os.replace(path.parent / name, blobs / blob)
+        os.symlink(f"../../blobs/{blob}", snap / name)
+    rows = {r.name: r for r in OnnxFile(snap / "model.onnx")}
+    np.testing.assert_array_equal(rows["l2.weight"].load(), W["l2.weight"])  # (the stored float32 values)
+    (snap / "weights.bin").unlink()
+    os.symlink("../../blobs/gone", snap / "weights.bin")
+    with pytest.raises(htsr.SourceError) as ei:
+        OnnxFile(snap / "model.onnx")
+    _one_line(ei, "external data file 'weights.bin' is a link to a missing file", "copy it beside the model")
+    (snap / "weights.bin").unlink()
+    os.mkfifo(snap / "weights.bin")
+    with pytest.raises(htsr.SourceError) as ei:
+        OnnxFile(snap / "model.onnx")
+    _one_line(ei, "external data file 'weights.bin' is not a regular file")
+    path, _ = _external_model(tmp_path / "m" / "sub")
+    os.replace(path.parent / "weights.bin", tmp_path / "m" / "weights.bin")
+    _set_location(path, "../weights.bin")
+    with pytest.raises(htsr.SourceError) as ei:
+        OnnxFile(path)
+    _one_line(ei, "external data file '../weights.bin' is outside the model's folder")
 
 
 def test_external_data_overlapping_or_without_a_location_is_refused(tmp_path):

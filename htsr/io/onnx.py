@@ -126,6 +126,7 @@ from .base import (
     first_overlap,
     grouped_axes,
     import_extra,
+    leaves_folder,
     numpy_dtype,
     one_line,
     skipped_loader,
@@ -1019,13 +1020,17 @@ class OnnxFile:
         if not location:
             raise self._fail(f"tensor {name!r}: external data without a location (no file named); the model is "
                              "corrupt: re-export it")
-        target = (folder / location).resolve()
-        if os.path.isabs(location) or not target.is_relative_to(folder):
+        # the name, not where a symbolic link leads: a Hugging Face cache snapshot's files link to ../../blobs (as
+        # a shard index's shards are read; a name with '..' or a root is refused)
+        if os.path.isabs(location) or leaves_folder(location):
             raise self._fail(f"tensor {name!r}: external data file {shown(location)} is outside the model's folder "
                              f"{folder}; refused")
+        target = folder / location
         if not os.path.isfile(target):  # (pathlib's raises on a name too long, os.path's says False)
-            raise self._fail(f"tensor {name!r}: external data file {shown(location)} is missing from {folder}; copy "
-                             "it beside the model")
+            what = ("is not a regular file" if os.path.lexists(target) and os.path.exists(target) else
+                    "is a link to a missing file" if os.path.lexists(target) else "is missing from")
+            raise self._fail(f"tensor {name!r}: external data file {shown(location)} {what}"
+                             + (f" {folder}" if what.endswith("from") else "") + "; copy it beside the model")
         self.input_files.add(target)
         need = _stored_bytes(dtype_name, math.prod(shape))
         if length is None:
