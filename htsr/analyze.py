@@ -640,7 +640,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         status=status,
         alpha=fit.alpha,
         D=fit.D,
-        sigma=fit.sigma,
+        sigma=fit.sigma / math.sqrt(share),  # (FARMS' overlapping windows: share·n independent values, as the intervals)
         xmin=fit.xmin,
         xmax=fit.xmax,
         num_pl_spikes=float(fit.num_pl_spikes) if fit.status == "ok" else float("nan"),

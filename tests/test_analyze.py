@@ -1664,6 +1664,19 @@ def test_the_eigenvalues_left_out_of_a_fit_leave_min_evals_at_least_and_are_not_
     assert whole.num_fingers == 0 and whole.raw_alpha == whole.alpha and whole.num_fit_evals == 128
 
 
+def test_farms_sigma_counts_overlapping_windows_by_their_share_as_the_intervals_do():
+    """A 257 x 256 matrix's two square windows repeat 255 rows: their pooled values count as share·n independent
+    ones in the intervals (README), and sigma = (α−1)/√(share·n) too (it had taken the raw n: √2 surer)."""
+    W = np.random.default_rng(0).standard_normal((257, 256)).astype(np.float32)
+    r = htsr.analyze({"l.weight": W}, farms_aspect=1.0).layers[0]
+    share = W.size / (2 * 256 * 256)
+    assert r.farms_windows == 2 and r.status == "ok"
+    # (the same float64 operations in another order: 1e-12)
+    assert r.sigma == pytest.approx((r.alpha - 1) / math.sqrt(share * r.num_pl_spikes), rel=1e-12)
+    plain = htsr.analyze({"l.weight": W}).layers[0]
+    assert plain.sigma == pytest.approx((plain.alpha - 1) / math.sqrt(plain.num_pl_spikes), rel=1e-12)
+
+
 def test_farms_windows_is_nan_for_a_row_whose_windows_were_not_fitted():
     """farms_windows counts the windows pooled for a fit: a rank-10 300 x 100 layer at aspect 2 is
     not_fitted (its windows only repeat its 10 directions), and farms_windows is NaN, as for any row not fitted."""
