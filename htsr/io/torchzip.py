@@ -54,8 +54,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import SourceError
-from .base import (FLOAT_DTYPES, TensorRef, as_loaded, check_stored_crc32, expands_too_far, numpy_dtype, one_line, skipped_loader,
-                   stored_member_offset)
+from .base import (FLOAT_DTYPES, TensorRef, as_loaded, check_stored_crc32, expands_too_far, numpy_dtype, one_line,
+                   raising_loader, skipped_loader, stored_member_offset)
 from .numpy import MAX_FLAT_ITEMS, named_pairs
 from .scales import PackedConfig, with_scales
 from .torch import _MODULE_KINDS, _PACKED, held_kind, owner_classes, unwrap_state, with_notes
@@ -986,7 +986,8 @@ class _PickledTensors:
             return as_loaded(np.zeros(t.shape, dtype))
         try:
             raw = self._raw(t.storage, t.extent() * dtype.itemsize)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error) as e:  # zlib: a corrupt deflated member
+        # (zlib: a corrupt deflated member; NotImplementedError: zipfile's for a compression method byte it knows not)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error, NotImplementedError) as e:
             raise self._fail(f"tensor {name}: storage unreadable ({one_line(e, 120)}); the file is truncated or "
                              "corrupt: save or download it again") from None
         # strided through an unsigned integer of the same size: numpy cannot stride ml_dtypes' bf16 / fp8
@@ -1238,6 +1239,7 @@ class TorchExportArchive(TorchZipFile):
         self.path = Path(path)
         self.description = str(self.path)
         self._pickled: dict[str, str] = {}
+        self._missing: dict[str, str] = {}  # a weight whose member the archive lacks → that member
         self.not_weights: list[tuple[str, str]] = []
         try:
             with _TorchArchive(self.path) as z:
@@ -1302,10 +1304,12 @@ class TorchExportArchive(TorchZipFile):
         stride = tuple(number(s["as_int"]) for s in meta["strides"])
         offset = number(meta.get("storage_offset", {}).get("as_int", 0))
         dtype = _EXPORT_DTYPES.get(number(meta["dtype"]))
-        if e.get("use_pickle") or dtype is None or member not in members or meta.get("layout", 7) != 7:
+        if member not in members and not e.get("use_pickle"):  # (what the weights config names is gone: corrupt)
+            self._missing[name] = member
+            return None
+        if e.get("use_pickle") or dtype is None or meta.get("layout", 7) != 7:
             why = ("stored pickled (a tensor subclass)" if e.get("use_pickle") else
-                   f"serialized dtype {meta['dtype']}" if dtype is None else
-                   "not a strided tensor" if meta.get("layout", 7) != 7 else f"its member {member} is missing")
+                   f"serialized dtype {meta['dtype']}" if dtype is None else "not a strided tensor")
             self._pickled[name] = why
             return None
         if len(shape) != len(stride) or min(shape + stride + (offset,), default=0) < 0:
@@ -1317,9 +1321,12 @@ class TorchExportArchive(TorchZipFile):
         for name, why in self._pickled.items():
             yield TensorRef(name, (), "float32", skipped_loader(f"{why}: htsr reads plain tensors; analyse "
                                                                 "torch.export.load(path).module()"))
+        for name, member in self._missing.items():
+            yield TensorRef(name, (), "float32", raising_loader(self._fail, (
+                f"its member {member} is missing from the archive: the file is truncated or corrupt; save it again")))
 
     def __len__(self) -> int:
-        return len(self._tensors) + len(self._pickled)
+        return len(self._tensors) + len(self._pickled) + len(self._missing)
 
 
 def _export_state(program: dict) -> set[str]:
