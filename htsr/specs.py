@@ -19,7 +19,7 @@ import numpy as np
 from .errors import OptionError, shown
 
 __all__ = ["FEW_BELOW_FLOOR", "LAYER_KINDS", "OPTION_SPECS", "SPLIT_KINDS", "XMIN_STRATEGIES", "OptionSpec", "SplitRule",
-           "check_args", "plain", "typed_flag"]
+           "check_args", "check_values", "plain", "typed_flag"]
 
 #: the share of a matrix's eigenvalues below the float32 floor up to which, unrefined, they are taken as tiny
 #: nonzero eigenvalues (the default ``refine_fraction``); more, left by a larger one, are round-off
@@ -347,6 +347,28 @@ OPTION_SPECS: dict[str, OptionSpec] = {
                    "show a progress bar on stderr (needs tqdm)"),
     ]
 }
+
+
+def check_values(where: str, x: Any, name: str = "values", nonnegative: bool = False) -> np.ndarray:
+    """A sample argument of the numeric core (a layer's eigenvalues, a tail) as sorted float64: a 1-D numpy array,
+    list or torch tensor. OptionError naming ``where`` and ``name`` for one that is not 1-D numbers, or holds values
+    that are NaN, infinite or (``nonnegative``: below 0) not positive, saying how many and what to pass instead."""
+    if hasattr(x, "detach") and hasattr(x, "double"):  # (a torch tensor, bfloat16 too, without importing torch)
+        x = x.detach().cpu().double().numpy()
+    try:
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise OptionError(f"{where}: {name} must be a 1-D array of numbers, got {shown(x)}", name, x) from None
+    if a.ndim != 1:
+        raise OptionError(f"{where}: {name} must be 1-D (one layer's values), got an array of shape {a.shape}", name)
+    bad = int(np.count_nonzero(~np.isfinite(a) | ((a < 0) if nonnegative else (a <= 0))))
+    if bad:
+        keep = f"{name}[{name} >= 0]" if nonnegative else f"{name}[{name} > 0]"
+        raise OptionError(f"{where}: {bad} of the {a.size} {name} are NaN, infinite or "
+                          f"{'negative' if nonnegative else 'not positive'}; pass the finite "
+                          f"{'non-negative' if nonnegative else 'positive'} ones ({keep}, with the NaN and "
+                          "infinite left out)", name)
+    return np.sort(a)
 
 
 #: arguments of the public fit functions checked by the rule of the analysis option they are (level: confidence)

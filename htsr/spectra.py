@@ -40,16 +40,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from .errors import OptionError
 from .factored import Factored, Kronecker, LowRank, hadamard_lowrank, lowrank_eigenvalues
 from .lapack import eigvalsh, gram, svdvals
 from .specs import FEW_BELOW_FLOOR, check_args
 from .values import NanEqual
 
-__all__ = ["Factored", "Kronecker", "LowRank", "Spectrum", "SpectrumOverflow", "esd", "hadamard_lowrank",
+__all__ = ["Factored", "Kronecker", "LowRank", "Spectrum", "SpectrumOverflow", "as_matrices", "esd", "hadamard_lowrank",
            "lowrank_eigenvalues", "matrix_eigenvalues", "weights_finite"]
 
 _EPS32 = float(np.finfo(np.float32).eps)
@@ -89,6 +90,45 @@ class SpectrumOverflow(ValueError):
     the ``scale`` given."""
 
 
+def as_matrices(matrices: Any, where: str = "esd") -> list[np.ndarray | Factored]:
+    """A layer's matrices as the list of them (:func:`esd`'s, :func:`~htsr.rmt.randomize`'s argument): a 2-D array
+    (numpy, a torch tensor, rows of numbers) is one, a 3-D array a stack of them, a sequence its items (2-D arrays
+    or :class:`Factored` ones). OptionError naming ``where``, the matrix and its shape for anything else (a 1-D
+    array had been iterated as scalars)."""
+    if isinstance(matrices, Factored):
+        return [matrices]
+    if not isinstance(matrices, (list, tuple)):
+        a = _array(matrices, where)
+        if a.ndim in (2, 3):
+            return [a] if a.ndim == 2 else list(a)
+        raise OptionError(f"{where}: matrices must be a 2-D array, a 3-D stack of them or a sequence of 2-D arrays, "
+                          f"got shape {a.shape}")
+    if matrices and all(np.ndim(x) <= 1 and not isinstance(x, Factored) for x in matrices):
+        return [_array(matrices, where)]  # (one matrix written as its rows)
+    out: list[np.ndarray | Factored] = []
+    for i, W in enumerate(matrices):
+        a = W if isinstance(W, Factored) else _array(W, where)
+        if not isinstance(a, Factored) and a.ndim != 2:
+            raise OptionError(f"{where}: matrix {i} has shape {a.shape}, not a 2-D matrix's")
+        out.append(a)
+    return out
+
+
+def _array(x: Any, where: str) -> np.ndarray:
+    """A real array: numpy's, or a torch tensor's values (detached, on the CPU, bfloat16 as float32). OptionError
+    for complex or non-numeric values, which have no ESD here."""
+    if hasattr(x, "detach") and hasattr(x, "numpy"):  # (a torch tensor, without importing torch)
+        t = x.detach().cpu()
+        try:
+            x = t.numpy()
+        except TypeError:  # (bfloat16, float8: numpy has no such dtype)
+            x = t.float().numpy()
+    a = np.asarray(x)
+    if a.dtype.kind not in "biuf" and not a.dtype.name.startswith(("bfloat16", "float8")):  # (ml_dtypes' floats)
+        raise OptionError(f"{where}: a matrix of dtype {a.dtype}: a spectrum here is of real numbers")
+    return a
+
+
 def weights_finite(mats: Sequence[np.ndarray | Factored]) -> bool:
     """No NaN or Inf in a layer's matrices (dense arrays, or a Factored matrix's factors). A dense one's sum is
     finite unless it holds one (or its entries near 1e308 overflow it: then they are looked at one by one)."""
@@ -104,7 +144,8 @@ def matrix_eigenvalues(
 ) -> tuple[np.ndarray, float, float, str]:
     """Eigenvalues of WᵀW for one 2-D matrix, or of a :class:`Factored` one through its factors.
 
-    Returns (evals ascending float64 clipped at 0, floor, rank_tol, method). A factored matrix gets the
+    Returns (evals ascending float64 clipped at 0, floor, rank_tol, method); rank_tol −inf: every eigenvalue counts
+    towards the rank (an unrefined float32 Gram's, see the module docstring). A factored matrix gets the
     eigenvalues its factors can make nonzero (a rank-r :class:`LowRank`'s r from :func:`lowrank_eigenvalues`,
     a :class:`Kronecker`'s products of its factors' singular values; float64, either precision) and exact
     zeros for the rest of min(out, in); its floor and rank tolerance are the float64 SVD's (method
@@ -116,8 +157,9 @@ def matrix_eigenvalues(
         evals = np.concatenate([np.zeros(M - nonzero.size), nonzero])
         lmax = float(evals[-1]) if evals.size else 0.0
         return evals, 4.0 * np.sqrt(M) * _EPS64 * lmax, lmax * (N * _EPS64) ** 2, W.method
+    check_args("matrix_eigenvalues", precision=precision, refine_fraction=refine_fraction)
     if W.ndim != 2:
-        raise ValueError(f"expected a 2-D matrix, got shape {W.shape}")
+        raise OptionError(f"matrix_eigenvalues: expected a 2-D matrix, got shape {W.shape}")
     rows, cols = W.shape
     N, M = max(rows, cols), min(rows, cols)
     if precision == "accurate":
@@ -142,7 +184,7 @@ def matrix_eigenvalues(
     # count as zeros, num_zero_evals, as well)
     if below > FEW_BELOW_FLOOR * M:
         return evals, floor, floor, "gram32"
-    return evals, floor, (-1.0 if floor > 0 else 0.0), "gram32"
+    return evals, floor, (-math.inf if floor > 0 else 0.0), "gram32"
 
 
 def _structural_zeros(W: np.ndarray) -> int:
@@ -203,13 +245,13 @@ def esd(
     options (OptionError for a value they do not allow)."""
     check_args("esd", precision=precision, refine_fraction=refine_fraction)
     if not (isinstance(scale, (int, float, np.floating, np.integer)) and math.isfinite(scale) and scale > 0):
-        raise ValueError(f"esd: scale must be a positive finite number, got {scale!r}")
-    matrices = [matrices] if isinstance(matrices, np.ndarray) and matrices.ndim == 2 else list(matrices)
+        raise OptionError(f"esd: scale must be a positive finite number, got {scale!r}", "scale", scale)
+    matrices = as_matrices(matrices)
     if not matrices:
-        raise ValueError("esd: no matrices given; pass a layer's matrices (or one 2-D array)")
+        raise OptionError("esd: no matrices given; pass a layer's matrices (or one 2-D array)")
     bad = next((i for i, W in enumerate(matrices) if not weights_finite([W])), None)
     if bad is not None:  # (LAPACK's answer to them is an "Internal Error", or NaN eigenvalues)
-        raise ValueError(f"esd: matrix {bad} holds NaN or infinite values; a spectrum needs finite weights")
+        raise OptionError(f"esd: matrix {bad} holds NaN or infinite values; a spectrum needs finite weights")
     parts, floors, tols, methods = [], [], [], set()
     for i, W in enumerate(matrices):
         try:

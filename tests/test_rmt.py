@@ -295,7 +295,7 @@ def test_randomize_is_seeded_and_leaves_the_input_alone():
     # the MP baseline is the entries' variance, which a shuffle does not change: the same to the last digit for
     # every seed (it had been summed in the shuffled order, and moved in its last digit with the seed)
     W = np.random.default_rng(1).standard_cauchy((400, 300)).astype(np.float32)
-    sigmas = {randomize([W[:200], W[200:]], 200, 300, seed=s).mp.sigma2 for s in range(6)}
+    sigmas = {randomize([W[:200], W[200:]], 300, 200, seed=s).mp.sigma2 for s in range(6)}  # (two 200 x 300 matrices)
     assert len(sigmas) == 1
 
 

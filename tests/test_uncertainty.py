@@ -800,7 +800,7 @@ NAN = float("nan")
     ((-5.0, 0.2, -1.0, 0.5, -0.5, 0.3), "power_law"),  # better, but not significantly
     ((-5.0, LR_LEVEL, -1.0, 0.5, -0.5, 0.3), "power_law"),  # p = level is not < level
     ((3.0, 1e-12, 1.0, 1e-6, 0.0, 1.0), "power_law"),  # significant, but in favour of the PL
-    ((NAN, NAN, NAN, NAN, NAN, NAN), "power_law"),  # nothing computed
+    ((NAN, NAN, NAN, NAN, NAN, NAN), ""),  # nothing computed: no decision (it had said 'power_law')
     ((-5.0, 0.01, -1.0, 0.5, -0.5, 0.3), "exponential"),
     ((-5.0, 0.2, -1.0, 0.05, -0.5, 0.3), "lognormal"),
     ((-5.0, 0.2, -1.0, 0.5, -2.0, 0.02), "truncated_power_law"),
@@ -1656,8 +1656,8 @@ def test_the_public_fit_functions_check_their_arguments():
                        (lambda: bayesian_alpha(tail, 0.0), "xmin must be a positive finite number"),
                        (lambda: bayesian_alpha_averaged(x, min_tail=0), "min_tail must be an integer >= 1, got 0"),
                        (lambda: bayesian_alpha_averaged(x, min_tail=True), "min_tail must be an integer >= 1, got True"),
-                       (lambda: bayesian_alpha_averaged(np.r_[0.0, x]), "needs positive, finite values"),
-                       (lambda: bayesian_alpha_averaged(np.r_[x, np.inf]), "needs positive, finite values"),
+                       (lambda: bayesian_alpha_averaged(np.r_[0.0, x]), "1 of the 801 x are NaN, infinite or not positive"),
+                       (lambda: bayesian_alpha_averaged(np.r_[x, np.inf]), "1 of the 801 x are NaN, infinite or not positive"),
                        (lambda: compare_tails(tail, 1.0, fit.xmin), "alpha must be a finite number above 1")):
         with pytest.raises(ValueError, match=re.escape(says)):
             call()

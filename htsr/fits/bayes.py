@@ -28,7 +28,8 @@ import math
 import numpy as np
 import scipy.special
 
-from ..specs import check_args
+from ..errors import OptionError
+from ..specs import check_args, check_values
 from .powerlaw import check_tail
 from ..values import NanEqual
 
@@ -70,11 +71,10 @@ def bayesian_alpha_averaged(x: np.ndarray, level: float = 0.95, prior_shape: flo
     as in :func:`bayesian_alpha` (every count and sum in the evidence scaled by it)."""
     check_args("bayesian_alpha_averaged", level=level, prior_shape=prior_shape, prior_rate=prior_rate, share=share)
     if not (isinstance(min_tail, (int, np.integer)) and not isinstance(min_tail, bool) and min_tail >= 1):
-        raise ValueError(f"bayesian_alpha_averaged: min_tail must be an integer >= 1, got {min_tail!r}")
+        raise OptionError(f"bayesian_alpha_averaged: min_tail must be an integer >= 1, got {min_tail!r}", "min_tail",
+                          min_tail)
     level, prior_shape, prior_rate, share = float(level), float(prior_shape), float(prior_rate), float(share)
-    x = np.sort(np.asarray(x, dtype=np.float64))
-    if x.size and not (x[0] > 0 and np.isfinite(x[-1])):
-        raise ValueError("bayesian_alpha_averaged needs positive, finite values")
+    x = check_values("bayesian_alpha_averaged", x, "x")
     N = x.size
     k = np.arange(0, N - min_tail + 1)  # candidate x_k = x[k]; tail size n = N − k ≥ min_tail
     L = np.log(x)

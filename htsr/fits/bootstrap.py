@@ -63,7 +63,8 @@ import math
 
 import numpy as np
 
-from ..specs import check_args
+from ..errors import OptionError
+from ..specs import check_args, check_values
 from .powerlaw import PowerLawFit, _fit_once
 from ..values import NanEqual
 
@@ -150,10 +151,16 @@ def bootstrap_power_law(x: np.ndarray, fit: PowerLawFit, reps: int, seed: int = 
     as for share·n tail values.
     """
     check_args("bootstrap_power_law", reps=reps, level=level, share=share, xmin=xmin, seed=seed)
+    if not isinstance(fit, PowerLawFit):
+        raise OptionError(f"bootstrap_power_law: fit must be fit_power_law's result for x, got {type(fit).__name__}",
+                          "fit")
+    if not isinstance(fdb, (bool, np.bool_)):
+        raise OptionError(f"bootstrap_power_law: fdb must be True or False, got {fdb!r}", "fdb", fdb)
+    # (zeros, negatives or NaN had moved the interval without a word: fit_power_law refuses the same x)
+    x = check_values("bootstrap_power_law", x, "x")
     share = float(share)
-    if reps < 1 or fit.status != "ok" or not np.isfinite(fit.alpha):
+    if reps < 1 or fit.status != "ok" or not np.isfinite(fit.alpha) or x.size == 0:
         return BootstrapResult.undefined()
-    x = np.sort(np.asarray(x, dtype=np.float64))
     rng = np.random.default_rng(seed)
     size = x.size if share >= 1.0 else max(2, round(share * x.size))
     # the replicates drawn at once (vectorised), or in parts where that would take more than _ONE_DRAW values

@@ -21,7 +21,8 @@ import math
 
 import numpy as np
 
-from ..specs import check_args
+from ..errors import OptionError
+from ..specs import check_args, check_values
 from ..values import NanEqual
 
 __all__ = ["PowerLawFit", "fit_power_law", "ks_scan"]
@@ -113,6 +114,9 @@ def ks_scan(x: np.ndarray, candidates: np.ndarray | None = None) -> tuple[np.nda
     is not normalisable there.
     """
     x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 1 or (x.size > 1 and not np.all(x[1:] >= x[:-1])) or (x.size and not x[0] > 0):
+        raise OptionError("ks_scan: x must be 1-D, positive and sorted ascending (np.sort(x)): the candidates index "
+                          "it", "x")
     L = _shifted_logs(x)
     candidates = np.arange(x.size - 1) if candidates is None else np.asarray(candidates, dtype=np.intp)
     alphas = _alphas(L, candidates)
@@ -226,7 +230,7 @@ def _fit_once(x: np.ndarray, xmin: str | float) -> PowerLawFit:
     elif xmin == "ks":
         candidates = None
     else:
-        raise ValueError(f"unknown x_min strategy {xmin!r}")
+        raise OptionError(f"unknown x_min strategy {xmin!r}", "xmin", xmin)
     if candidates is None:
         candidates = np.arange(x.size - 1)
     # a tail whose values all lie within FLAT_SPREAD of its largest is flat too (60 equal singular values above
@@ -249,10 +253,12 @@ def check_tail(where: str, tail: np.ndarray, xmin: float) -> None:
     below it would enter the likelihood of a density that is zero there); ValueError saying so."""
     if not (isinstance(xmin, (int, float, np.floating, np.integer)) and not isinstance(xmin, bool)
             and math.isfinite(xmin) and xmin > 0):
-        raise ValueError(f"{where}: xmin must be a positive finite number, got {xmin!r}")
+        raise OptionError(f"{where}: xmin must be a positive finite number, got {xmin!r}", "xmin", xmin)
+    if tail.ndim != 1:
+        raise OptionError(f"{where}: the tail must be 1-D (one layer's values), got an array of shape {tail.shape}")
     if tail.size and not (np.isfinite(tail).all() and float(np.min(tail)) >= xmin):
-        raise ValueError(f"{where}: the tail values must be finite and ≥ xmin = {xmin:g} (the smallest is "
-                         f"{float(np.min(tail)):g}); pass only the values at or above x_min")
+        raise OptionError(f"{where}: the tail values must be finite and ≥ xmin = {xmin:g} (the smallest is "
+                          f"{float(np.min(tail)):g}); pass only the values at or above x_min")
 
 
 def fit_power_law(
@@ -279,13 +285,9 @@ def fit_power_law(
     check_args("fit_power_law", xmin=xmin, clip_xmax=clip_xmax, max_fingers=max_fingers, finger_thresh=finger_thresh,
                drop_top=drop_top)
     if drop_top and clip_xmax:
-        from ..errors import OptionError
-
         raise OptionError("fit_power_law: drop_top and clip_xmax both choose the top eigenvalues a fit leaves out: "
                           "give one of them", "drop_top", drop_top)
-    x = np.sort(np.asarray(evals, dtype=np.float64))
-    if x.size and not (x[0] > 0 and np.isfinite(x[-1])):
-        raise ValueError("fit_power_law needs positive, finite eigenvalues")
+    x = check_values("fit_power_law", evals, "evals")
     min_left = max(3, int(min_left))
     first = _fit_once(x, xmin)
     if drop_top and first.status == "ok":

@@ -17,7 +17,8 @@ as Λ = 0 lies on the boundary of the parameter space, 2|R| follows ½χ²₀ + 
 Decision rule for ``best_fit`` (significance level ``LR_LEVEL`` = 0.1):
 an alternative *beats* the power law when its test has p < 0.1 in its favour (R < 0). If none does,
 ``best_fit = "power_law"`` (the power law is not worse than any alternative). Otherwise the winner is the
-beating alternative with the smallest AIC = 2k − 2ℓ (k = 1 for the exponential, 2 for the others).
+beating alternative with the smallest AIC = 2k − 2ℓ (k = 1 for the exponential, 2 for the others). No test
+made (every p NaN: a tail too short to fit an alternative): ``best_fit = ""``, no decision.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.special
 
+from ..errors import OptionError
 from ..specs import check_args
 from .powerlaw import check_tail
 from .tpl import TPLFit, fit_truncated_power_law, tpl_logpdf
@@ -263,11 +265,12 @@ def compare_tails(tail: np.ndarray, alpha: float, xmin: float, share: float = 1.
     check_args("compare_tails", share=share)
     check_tail("compare_tails", x, xmin)
     if x.size == 0:
-        raise ValueError("compare_tails: the tail is empty; pass the values at or above x_min")
+        raise OptionError("compare_tails: the tail is empty; pass the values at or above x_min")
     share = float(share)
     if not (isinstance(alpha, (int, float, np.floating, np.integer)) and not isinstance(alpha, bool) and alpha > 1
             and math.isfinite(alpha)):
-        raise ValueError(f"compare_tails: alpha must be a finite number above 1 (a power law's), got {alpha!r}")
+        raise OptionError(f"compare_tails: alpha must be a finite number above 1 (a power law's), got {alpha!r}",
+                          "alpha", alpha)
     alpha, xmin = float(alpha), float(xmin)  # (a float16 or float32 x_min had carried its precision into the fits)
     lp_pl = _pl_logpdf(x, alpha, xmin)
     with np.errstate(all="ignore"):
@@ -289,7 +292,10 @@ def compare_tails(tail: np.ndarray, alpha: float, xmin: float, share: float = 1.
 
 def best_fit(loglik_pl: float, r_exp: float, p_exp: float, r_ln: float, p_ln: float,
              r_tpl: float, p_tpl: float) -> str:
-    """The documented decision rule (module docstring): AIC among the alternatives that beat the PL."""
+    """The documented decision rule (module docstring): AIC among the alternatives that beat the PL; '' when no
+    test could be made (every p NaN: too few values), which is no evidence for the power law either."""
+    if all(math.isnan(p) for p in (p_exp, p_ln, p_tpl)):
+        return ""
     beating = {}
     for name, r, p, k in (("exponential", r_exp, p_exp, 1), ("lognormal", r_ln, p_ln, 2),
                           ("truncated_power_law", r_tpl, p_tpl, 2)):

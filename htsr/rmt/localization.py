@@ -27,6 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from ..lapack import eigh
+from ..spectra import as_matrices
 
 __all__ = ["localization", "localized_spike", "vector_entropy", "ENTROPY_BINS", "LOCALIZATION_COLUMNS",
            "LOCALIZED_SHARE", "LOCALIZED_TOP"]
@@ -45,7 +46,7 @@ def localization(matrices: Sequence[np.ndarray], num_tail: int, scale: float = 1
     """Mean and spread of the participation and localisation ratios and of the vector entropy of the eigenvectors of
     the ``num_tail`` largest eigenvalues (pooled over ``matrices``) and of the others above ``floor``."""
     evals, pr, lr, ent = [], [], [], []
-    for W in matrices:
+    for W in as_matrices(matrices, "localization"):
         A = np.asarray(W, dtype=np.float64)
         G = A @ A.T if A.shape[0] < A.shape[1] else A.T @ A  # (a square one's X = WᵀW: its input side)
         ev, V = eigh(G.T)  # (G.T: numpy's Gram is exactly symmetric, solved in place; Python's lock released)

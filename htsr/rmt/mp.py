@@ -34,9 +34,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
+from ..errors import OptionError
+from ..specs import check_args
 from ..values import NanEqual
 
 __all__ = ["MPFit", "fit_mp", "mp_cdf", "mp_quantiles", "tw_edge", "zero_level"]
@@ -106,16 +109,30 @@ def _mp_table(Q: float) -> tuple[np.ndarray, np.ndarray]:
     return lam, cdf / cdf[-1]
 
 
+def _check_law(where: str, Q: Any, sigma2: Any) -> None:
+    """The MP law's parameters: Q = N/M ≥ 1 and σ² > 0, finite (OptionError naming them otherwise)."""
+    for name, value, low, strict in (("Q", Q, 1.0, False), ("sigma2", sigma2, 0.0, True)):
+        if not (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+                and math.isfinite(value) and (value > low if strict else value >= low)):
+            raise OptionError(f"{where}: {name} must be a finite number {'>' if strict else '>='} {low:g}, got "
+                              f"{value!r}" + (" (Q = N/M with N the larger side)" if name == "Q" else ""), name, value)
+
+
 def mp_cdf(x: np.ndarray, Q: float, sigma2: float = 1.0) -> np.ndarray:
     """CDF of the MP law of X/N (entries of variance ``sigma2``, aspect ratio Q = N/M ≥ 1) at ``x``."""
+    _check_law("mp_cdf", Q, sigma2)
     lam, cdf = _mp_table(float(Q))
     return np.interp(np.asarray(x, dtype=np.float64) / sigma2, lam, cdf, left=0.0, right=1.0)
 
 
 def mp_quantiles(probs: np.ndarray, Q: float, sigma2: float = 1.0) -> np.ndarray:
-    """Quantiles of the MP law of X/N at ``probs``."""
+    """Quantiles of the MP law of X/N at ``probs`` (in [0, 1])."""
+    _check_law("mp_quantiles", Q, sigma2)
+    p = np.asarray(probs, dtype=np.float64)
+    if not np.all((p >= 0) & (p <= 1)):  # (np.interp had clamped 1.5 to λ₊, -0.5 to λ₋ without a word)
+        raise OptionError("mp_quantiles: probs must lie in [0, 1]", "probs")
     lam, cdf = _mp_table(float(Q))
-    return sigma2 * np.interp(probs, cdf, lam)
+    return sigma2 * np.interp(p, cdf, lam)
 
 
 def fit_mp(evals: np.ndarray, N: int, M: int, scale: float = 1.0, tw_margin: float = 4.0,
@@ -128,8 +145,13 @@ def fit_mp(evals: np.ndarray, N: int, M: int, scale: float = 1.0, tw_margin: flo
     Eigenvalues at or below ``zero_floor`` (a coarser storage's rounding under a gap) are zeros too.
     """
     if not (N >= 1 and M >= 1):
-        raise ValueError(f"fit_mp: the matrices' sides must be at least 1, got N={N!r}, M={M!r}")
+        raise OptionError(f"fit_mp: the matrices' sides must be at least 1, got N={N!r}, M={M!r}", "N", N)
+    check_args("fit_mp", tw_margin=tw_margin)
+    if not (isinstance(scale, (int, float, np.integer, np.floating)) and math.isfinite(scale) and scale > 0):
+        raise OptionError(f"fit_mp: scale must be a positive finite number, got {scale!r}", "scale", scale)
     ev = np.asarray(evals, dtype=np.float64)
+    if ev.ndim != 1:
+        raise OptionError(f"fit_mp: evals must be 1-D (one layer's eigenvalues), got an array of shape {ev.shape}")
     if ev.size > 1 and not np.all(ev[1:] >= ev[:-1]):  # (numpy's SVD gives them descending: as the law is, sorted)
         ev = np.sort(ev)
     if ev.size < 2 or not ev[-1] > 0:

@@ -89,7 +89,8 @@ def num_zero_evals(evals: Sequence[float], N: int, M: int, floor: float = 0.0) -
     num_evals − ``matrix_rank``: that float64 rank (WeightWatcher's) counts the rounding of a float32
     product of low rank as rank, and would make it full-rank for one precision path and rank-deficient
     for the other."""
-    if len(evals) == 0:
+    evals = np.sort(np.asarray(evals, dtype=np.float64))  # (numpy's SVD gives them descending: as fit_mp, sorted)
+    if evals.size == 0:
         return 0
     return bisect.bisect_right(evals, max(zero_level(float(evals[-1]), N, M), floor))
 

@@ -29,7 +29,9 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg
 
-from ..spectra import Spectrum, esd
+from ..errors import OptionError
+from ..spectra import Spectrum, as_matrices, esd
+from ..specs import check_args
 from .mp import MPFit, fit_mp
 from ..values import NanEqual
 
@@ -107,7 +109,14 @@ def _variance(x: np.ndarray, chunk: int = 1 << 20) -> float:
 def randomize(matrices: Sequence[np.ndarray], N: int, M: int, seed: int = 0, scale: float = 1.0,
               precision: str = "fast", refine_fraction: float = 0.01, tw_margin: float = 4.0) -> Randomized:
     """Shuffle the layer's entries (seeded, all its matrices together), compare the shuffled ESD with the MP
-    law of the entries' variance and locate its traps."""
+    law of the entries' variance and locate its traps. ``matrices``: a 2-D array or a layer's 2-D arrays; ``N``
+    and ``M``: their larger and smaller side (OptionError otherwise: other sides give another law, and false traps)."""
+    check_args("randomize", seed=seed, precision=precision, refine_fraction=refine_fraction, tw_margin=tw_margin)
+    matrices = as_matrices(matrices, "randomize")
+    sides = {(max(np.shape(W)), min(np.shape(W))) for W in matrices}
+    if sides != {(N, M)}:
+        raise OptionError(f"randomize: N={N!r} and M={M!r} must be the matrices' larger and smaller sides, "
+                          f"{' and '.join(f'{a} and {b}' for a, b in sorted(sides))}", "N")
     rng = np.random.default_rng(seed)
     # one shuffle over all the layer's entries (a conv's kernel positions together, as the whole weight
     # tensor), so that every shuffled entry is a draw from the same distribution; shuffling the values in
