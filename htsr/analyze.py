@@ -520,7 +520,11 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         # window's first; that is no broken layer either)
         position = lm.kind.startswith("conv") and lm.num_matrices == 1 and math.prod(lm.tensor_shape[2:]) > 1
         status = ("skipped: zero update (an untrained adapter: a factor still at its initial 0, as LoRA's B)"
-                  if lowrank else "skipped: an all-zero kernel position (a zero tap of the filter)" if position
+                  if lowrank else
+                  # a delta's expert or kernel position equal to the base's, in a tensor changed elsewhere
+                  f"skipped: unchanged: equal to the base's (a frozen {_part_word(lm)}), no update to analyse"
+                  if lm.resolution is not None else
+                  "skipped: an all-zero kernel position (a zero tap of the filter)" if position
                   else "failed: all-zero matrix")
         fit, fit_x = not_attempted, spectrum.evals[:0]
     elif lowrank and spectrum.rank < opts.min_evals:
@@ -649,6 +653,12 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         **metrics,
     )
     return row, kept_spectra
+
+
+def _part_word(lm: LayerMatrices) -> str:
+    """What a row of part of a tensor is, in words: an expert, a kernel position, a layer."""
+    return ("expert" if lm.kind == "stack" else "kernel position" if lm.kind.startswith("conv") and lm.num_matrices == 1
+            and math.prod(lm.tensor_shape[2:]) > 1 else "layer")
 
 
 def _round_off_left(sp: Spectrum) -> bool:

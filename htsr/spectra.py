@@ -44,7 +44,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import OptionError
+from .errors import HtsrError, OptionError
 from .factored import Factored, Kronecker, LowRank, hadamard_lowrank, lowrank_eigenvalues
 from .lapack import eigvalsh, gram, svdvals
 from .specs import FEW_BELOW_FLOOR, check_args
@@ -85,7 +85,7 @@ class Spectrum(NanEqual):
         return self.evals > cut
 
 
-class SpectrumOverflow(ValueError):
+class SpectrumOverflow(HtsrError, ValueError):
     """:func:`esd` of weights whose eigenvalues leave float64's range (entries near 1e154 and above), or do times
     the ``scale`` given."""
 

@@ -33,6 +33,24 @@ def test_delta_spectrum_is_that_of_the_update():
     assert 10 ** row.log_norm == pytest.approx(np.sum(s**2), rel=1e-12)
 
 
+def test_an_expert_or_kernel_position_a_fine_tune_left_alone_is_unchanged_not_failed():
+    """A fused expert stack with one expert changed: the others' deltas are all zero, as a frozen layer's. They had
+    been 'failed: all-zero matrix' (counted as failures, 6 of them in a Mixtral), the whole frozen tensor 'skipped:
+    unchanged'; so for a conv's kernel positions with --conv per_position."""
+    rng = np.random.default_rng(3)
+    base = {"experts.down_proj": rng.standard_normal((4, 128, 256)).astype(np.float32),
+            "conv.weight": rng.standard_normal((64, 32, 3, 3)).astype(np.float32)}
+    ft = {k: v.copy() for k, v in base.items()}
+    ft["experts.down_proj"][1] += rng.standard_normal((128, 256)).astype(np.float32)
+    ft["conv.weight"][:, :, 1, 1] += rng.standard_normal((64, 32)).astype(np.float32)
+    rows = {r.name: r.status for r in htsr.analyze(ft, base=base, conv="per_position", min_evals=10).layers}
+    frozen = "skipped: unchanged: equal to the base's (a frozen {}), no update to analyse"
+    assert [rows[f"experts.down_proj[{e}]"] for e in (0, 2, 3)] == [frozen.format("expert")] * 3
+    assert rows["experts.down_proj[1]"] == "ok" and rows["conv[1,1]"] == "ok"
+    assert rows["conv[0,0]"] == frozen.format("kernel position")
+    assert htsr.analyze(ft, base=base, conv="per_position", min_evals=10).summary.num_failed == 0
+
+
 def test_unmatched_and_reshaped_tensors_are_listed_but_never_analysed():
     model, base, _ = _pair()
     r = htsr.analyze(model, base=base)
