@@ -10,12 +10,14 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
+import json
 import math
 import os
 import re
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -136,9 +138,34 @@ def open_model(source: Any) -> Any:
         return open_source(source)
     except SourceError:
         if saved_result(source) is None:
+            lookalike = _run_lookalike(source)
+            if lookalike:  # (not the list of the weight formats: it is no model)
+                raise SourceError(f"{source}: {lookalike}") from None
             raise
         raise SourceError(f"{source}: a run htsr saved (its results, not a model's weights): compare reads it as it "
                           "is ('htsr compare RUN1 RUN2'), and so does htsr.results.load_result") from None
+
+
+def _run_lookalike(source: Any) -> str:
+    """What a source no reader reads is, when it looks like a run: a folder of a saved run's files and others (not a
+    saved run: a model folder may hold an earlier run's files), or compare's own JSON; '' for anything else."""
+    if not isinstance(source, (str, os.PathLike)) or not os.fspath(source):
+        return ""
+    p = Path(source)
+    try:
+        if p.is_dir() and (p / "layers.csv").is_file() and (p / "summary.json").is_file():
+            others = sorted(f.name for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
+                            and f.name not in ("layers.csv", "summary.json", "report.html"))
+            return (f"a saved run's layers.csv and summary.json beside other files ({', '.join(others[:3])}"
+                    f"{' …' if len(others) > 3 else ''}): read as a model's folder, it holds no weights; move those "
+                    "files out to read it as the run")
+        if p.suffix.lower() == ".json" and p.is_file() and p.stat().st_size < 1 << 28:
+            doc = json.loads(p.read_text(encoding="utf-8-sig"))
+            if isinstance(doc, dict) and {"labels", "ranking"} <= set(doc):
+                return "a comparison htsr compare wrote (--json), not a run: give the runs or models it compared"
+    except (OSError, ValueError, RecursionError):
+        pass
+    return ""
 
 
 def iter_layers(source: Any, opts: Options, tally: Tally | None = None

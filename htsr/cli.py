@@ -637,12 +637,11 @@ def run_compare(args: argparse.Namespace) -> int:
         except OptionError as e:  # (the flag named, as the other outputs' errors name theirs)
             raise OptionError(f"--figure {e}") from None
     from .analyze import open_model
-    from .io import open_source
 
     labels = _check_labels(args.labels, args.sources)  # from the paths, before they are opened
     # every model and the --base opened (format, headers) before the first analysis: a bad last path fails
     # now, and the analyses reuse these readers
-    sources = [saved_run(s) or open_source(s) for s in args.sources]
+    sources = [saved_run(s) or open_model(s) for s in args.sources]
     saved = [a for a, s in zip(args.sources, sources) if isinstance(s, AnalysisResult)]
     if len(saved) < len(sources):  # (some model is analysed: --bootstrap is used)
         bootstrap_note(options, args)

@@ -249,6 +249,30 @@ def options_differ(results: Sequence[AnalysisResult]) -> dict[str, list[Any]]:
                                                                      for r in results)}
 
 
+#: options that compute columns of their own (:data:`_NEEDS`) and change no other: models analysed with and without
+#: one compare on every other metric
+_OWN_COLUMNS_ONLY = ("randomize", "localization", "bayes_average", "tails")
+
+
+def _differ_for(c: "Comparison") -> dict[str, list[Any]]:
+    """:func:`options_differ` less the options that change no number the comparison shows: one that computes
+    columns of its own only, when neither its metric nor its layer metric is one of them (a run with --randomize
+    ranks by mean alpha as one without); a seed then; a bootstrap too small to drive the warnings."""
+    shown_ = {c.metric, c.layer_metric}
+
+    def own(*options: str) -> set[str]:
+        return {col for col, (names, _, _) in _NEEDS.items() if set(names.split("|")) & set(options)}
+
+    out = {}
+    for k, values in options_differ(c.results).items():
+        adds_only = (k in _OWN_COLUMNS_ONLY or k == "seed"
+                     or (k == "bootstrap" and all((v or 0) < MIN_WARNING_REPLICATES for v in values)))
+        if adds_only and not shown_ & own(*(("randomize", "bootstrap") if k == "seed" else (k,))):
+            continue
+        out[k] = values
+    return out
+
+
 def _plain(v: Any) -> Any:
     """numpy scalars to Python numbers, recursively (json cannot write numpy types)."""
     if isinstance(v, dict):
@@ -286,7 +310,8 @@ def _default_labels(sources: Sequence[Any]) -> list[str]:
             rest = hub["rest"] or ""
             rest = rest.removesuffix(Path(rest).suffix) if Path(rest).suffix.lower() in HELD_SUFFIXES else rest
             return hub["repo"].replace("--", "/", 1) + (f"/{rest}" if rest else "")
-        if os.path.exists(p):
+        if os.path.exists(p):  # (by its own name: '.' and '..' are the folders they are)
+            p = Path(os.path.abspath(p))
             return p.stem if os.path.isfile(p) else p.name
         # a path no longer on disk (results read from JSON written elsewhere): a weight file's by its suffix
         return p.stem if p.suffix.lower() in HELD_SUFFIXES else p.name
@@ -316,9 +341,15 @@ def _default_labels(sources: Sequence[Any]) -> list[str]:
             break
         labels = ["/".join([*reversed(up[:depth]), lab.rpartition("/")[2]]) if p is not None else lab
                   for lab, p, up in zip(labels, paths, parents)]
-    if len(set(labels)) < len(labels):
-        labels = [f"{lab}#{i + 1}" for i, lab in enumerate(labels)]
-    return labels
+    # the same path given twice: the labels alike numbered among themselves, the others kept
+    counts: dict[str, int] = {}
+    numbered = []
+    for lab in labels:
+        if labels.count(lab) > 1:
+            counts[lab] = counts.get(lab, 0) + 1
+            lab = f"{lab}#{counts[lab]}"
+        numbered.append(lab)
+    return numbered
 
 
 def _check_labels(labels: Sequence[str] | None, items: Sequence[Any]) -> tuple[str, ...]:
@@ -467,8 +498,7 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
 
     The options are validated before any model is read; the models are analysed one after the other.
     """
-    from .analyze import analyze, check_has_layers
-    from .io import open_source
+    from .analyze import analyze, check_has_layers, open_model
 
     if isinstance(sources, (str, os.PathLike, Mapping)) or hasattr(sources, "named_modules"):
         # one model (a path, a state dict, an nn.Sequential) is iterable too: its characters, keys or children
@@ -499,7 +529,7 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
                               f"was analysed with; analyse the models again with it, or {use} another column")
     # each model opened once (its headers), and one without a layer under the filters fails now, not after
     # the others' analyses
-    sources = [s if isinstance(s, AnalysisResult) else open_source(s) for s in sources]
+    sources = [s if isinstance(s, AnalysisResult) else open_model(s) for s in sources]
     for s in sources:
         if not isinstance(s, AnalysisResult):
             check_has_layers(s, opts)
@@ -592,7 +622,7 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
         + (f" ({c.metric} needs {_NEEDS[c.metric][2]})"
            if all(e.rank is None for e in c.ranking) and not _computes(c.metric, c.results[0].options) else ""),
     ]
-    differ = options_differ(c.results)
+    differ = _differ_for(c)
     if differ:
         parts.append("the models were analysed with different options ("
                      + "; ".join(f"{k}: {' / '.join(repr(v) for v in vs)}" for k, vs in differ.items())
@@ -608,6 +638,12 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
                                                                 zip(c.labels, c.results))
                      + f" layers; {same} the same in all, by name and shape): the ranking "
                      + ("counts in" if _a_count(c.metric) else "averages") + " each model's own layers")
+    elif not _a_count(c.metric) and len({(r.summary.num_fitted, r.summary.num_failed) for r in c.results}) > 1:
+        # the same layers, but not the same ones fitted (a layer failing its CRC in one checkpoint): a mean over
+        # fewer layers can rank first for the layer it lost
+        parts.append("the means are over different layers in each model (fitted / failed: " + ", ".join(
+            f"{lab} {r.summary.num_fitted}/{r.summary.num_failed}" for lab, r in zip(c.labels, c.results))
+            + "): the ranking averages each model's own; see each model's rows")
     if c.common_layers:
         of = ("" if all(r.summary.means_over == "all" for r in c.results)
               else ", of the rows the summary means average")
@@ -825,7 +861,8 @@ def layer_distances(a: Any, b: Any, **options: Any) -> list[LayerDistance]:
             out.append(LayerDistance(**info, status="skipped: only in the model (the base has no row of this name)"))
             continue
         matched.add(lb.name)
-        if (la.rows, la.cols, la.num_matrices) != (lb.rows, lb.cols, lb.num_matrices):
+        # the same tensor shape, as --base pairs them (a 7 x 1 kernel and a 1 x 7 had been one matrix shape)
+        if (la.tensor_shape, la.rows, la.cols, la.num_matrices) != (lb.tensor_shape, lb.rows, lb.cols, lb.num_matrices):
             row = LayerDistance(**info, status=f"skipped: shape {info['shape']} differs from the base's "
                                                f"{'x'.join(map(str, lb.tensor_shape))}")
             out.append(replace(row, base_name=lb.name))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import errno
+import os
 import json
 import math
 import sys
@@ -271,8 +272,21 @@ def test_labels_are_checked_and_defaults_come_from_paths(tmp_path):
         np.savez(tmp_path / "runs" / lr / "checkpoint-500" / "model.npz", **m)
     runs = [tmp_path / "runs" / lr / "checkpoint-500" / "model.npz" for lr in ("1e-4", "3e-4")]
     assert compare(runs, tails=False).labels == ("1e-4/checkpoint-500/model", "3e-4/checkpoint-500/model")
+    # (the labels alike numbered among themselves; the third, unique, had been numbered too)
     assert compare([runs[0], runs[0], runs[1]], tails=False).labels == (
-        "1e-4/checkpoint-500/model#1", "1e-4/checkpoint-500/model#2", "3e-4/checkpoint-500/model#3")
+        "1e-4/checkpoint-500/model#1", "1e-4/checkpoint-500/model#2", "3e-4/checkpoint-500/model")
+    # '.' and '..' are labelled by the folders they are (they had been 'model1' and '..')
+    from htsr.compare import _default_labels
+
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path / "runs" / "1e-4" / "checkpoint-500")
+        assert _default_labels([".", os.path.join("..", "..", "3e-4", "checkpoint-500")]) == [
+            "1e-4/checkpoint-500", "3e-4/checkpoint-500"]
+        os.chdir(tmp_path / "runs" / "1e-4")
+        assert _default_labels(["..", "checkpoint-500"]) == ["runs", "checkpoint-500"]
+    finally:
+        os.chdir(cwd)
     assert compare([runs[0], runs[0]], tails=False).labels == ("model#1", "model#2")
     # two files of one folder alike but for their suffix: their whole names (no folder tells them apart; they had
     # become the whole absolute path, numbered, and a third path's label too)
@@ -1625,3 +1639,46 @@ def test_cli_compare_json_holds_an_undefined_distance_as_null(npz_pair, tmp_path
     assert rows["enc.fc2"]["status"] == "skipped: shape 70x55 differs from the base's 80x55"
     assert rows["enc.fc2"]["frobenius"] is None and rows["enc.fc2"]["cka"] is None
     assert rows["enc.fc1"]["status"] == "ok" and rows["enc.fc1"]["frobenius"] > 0
+
+
+def test_distances_pair_tensors_of_one_shape_as_base_does():
+    """A 7 x 1 kernel and a 1 x 7 one are one matrix shape per position, and had been measured as one layer
+    (frobenius 0, cka 1 between a vertical and a horizontal kernel); the comparison calls them other layers."""
+    W = np.random.default_rng(0).standard_normal((32, 16, 7, 1)).astype(np.float32)
+    (row,) = layer_distances({"conv.weight": W}, {"conv.weight": W.reshape(32, 16, 1, 7)})
+    assert row.status == "skipped: shape 32x16x7x1 differs from the base's 32x16x1x7"
+
+
+def test_the_ranking_says_what_its_means_are_over_and_which_options_matter(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    a = {f"l{i}.weight": rng.standard_t(3, (300, 120)).astype(np.float32) for i in range(3)}
+    b = {**a, "l0.weight": np.full((300, 120), np.nan, np.float32)}  # one layer failing: its mean over two
+    c = compare([a, b], labels=["a", "b"], tails=False)
+    text = format_comparison(c)
+    assert "the means are over different layers in each model (fitted / failed: a 3/0, b 2/1)" in text
+    assert "a 3/0" not in format_comparison(compare([a, a], labels=["a", "a2"], tails=False))
+    # options that add their own columns only change no mean alpha: not 'not comparable' (they had been)
+    r1 = htsr.analyze(a, tails=False)
+    r2 = htsr.analyze(a, tails=False, randomize=True, localization=True, bootstrap=5)
+    plain = format_comparison(compare([r1, r2], labels=["x", "y"]))
+    assert "different options" not in plain
+    by_traps = compare([r1, r2], labels=["x", "y"], metric="rand_js_distance")  # (the metric is randomize's own)
+    assert "different options (randomize: False / True" in format_comparison(by_traps)
+    big = htsr.analyze(a, tails=False, bootstrap=100)  # (enough replicates to drive the warnings)
+    assert "different options (bootstrap: 0 / 100)" in format_comparison(compare([r1, big], labels=["x", "y"]))
+
+
+def test_a_saved_run_look_alike_is_named_for_what_it_is(tmp_path, capsys):
+    W = {"fc.weight": np.random.default_rng(2).standard_normal((120, 80)).astype(np.float32)}
+    np.savez(tmp_path / "m.npz", **W)
+    assert main(["analyze", str(tmp_path / "m.npz"), "--out", str(tmp_path / "run"), "-q"]) == 0
+    (tmp_path / "run" / "log.txt").write_text("the table I printed\n")
+    assert main(["compare", str(tmp_path / "run"), str(tmp_path / "m.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"htsr: error: {tmp_path / 'run'}: a saved run's layers.csv and summary.json beside other files "
+                   "(log.txt): read as a model's folder, it holds no weights; move those files out to read it as the "
+                   "run\n")
+    assert main(["compare", str(tmp_path / "m.npz"), str(tmp_path / "m.npz"), "--out", str(tmp_path / "cmp"),
+                 "-q"]) == 0
+    assert main(["compare", str(tmp_path / "cmp" / "comparison.json"), str(tmp_path / "m.npz")]) == 2
+    assert "comparison.json: a comparison htsr compare wrote (--json), not a run" in capsys.readouterr().err
