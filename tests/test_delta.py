@@ -767,3 +767,35 @@ def test_a_tied_head_kept_alone_by_a_filter_is_its_tied_delta(tmp_path, first):
     assert [(x.name, x.status) for x in whole.layers] == [("wte", "ok")]
     assert [(x.name, x.status) for x in head.layers] == [("lm_head", "ok")]
     assert head.layers[0].alpha == whole.layers[0].alpha  # exact: one matrix, w1 - w0, the same computation
+
+
+def test_a_fused_expert_stack_against_a_base_of_one_tensor_per_expert_says_so(tmp_path):
+    """transformers 5 holds a Mixtral's experts fused (experts.gate_up_proj [E, 2I, H]) and saves them one tensor per
+    expert (block_sparse_moe.experts.<e>.w1): a live fine-tune against its base's folder had said of each stack
+    'the base has no tensor of this name', and of each expert's tensor 'the model has none', though it holds them."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.MixtralConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=1, num_attention_heads=4,
+                                     num_key_value_heads=2, num_local_experts=3, vocab_size=128)
+    model = transformers.MixtralForCausalLM(cfg)
+    model.save_pretrained(str(tmp_path / "base"))
+    rows = {r.name: r.status for r in htsr.analyze(model, base=tmp_path / "base", min_evals=10).layers}
+    stacks = [n for n in rows if n.endswith(("experts.gate_up_proj", "experts.down_proj"))]
+    assert len(stacks) == 2
+    for n in stacks:
+        assert rows[n].startswith("skipped: only in the model: the base holds its experts one tensor each "
+                                  "(model.layers.0.block_sparse_moe.experts.0."), rows[n]
+        assert rows[n].endswith("give the base as the model holds it, fused (the live base model, or its "
+                                "state_dict() saved by torch.save or safetensors' save_file)")
+    apart = [n for n in rows if ".experts.1." in n]
+    assert apart and all(rows[n].startswith("skipped: only in the base: one expert's tensor, which the model holds "
+                                            "fused (model.layers.0.mlp.experts.") for n in apart)
+    # given fused, as the model holds it (its state dict saved), the experts pair: unchanged
+    import safetensors.torch
+
+    safetensors.torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                                str(tmp_path / "fused.safetensors"))
+    rows = {r.name: r.status for r in htsr.analyze(model, base=tmp_path / "fused.safetensors", min_evals=10).layers}
+    experts = [n for n in rows if n.split("[")[0] in stacks]
+    assert len(experts) == 2 * 3 and all(rows[n].startswith("skipped: unchanged") for n in experts)  # one row each

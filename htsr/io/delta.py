@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Container, Iterable, Iterator
 from typing import Any
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import LayerSkipped, SourceError
-from ..tensors import infer_kind
+from ..tensors import EXPERT, infer_kind
 from .base import FLOAT_DTYPES, TensorRef, TensorSource, skipped_loader, unit_roundoff
 from .scales import unscaled_integer_weight
 
@@ -82,6 +83,11 @@ class DeltaSource:
             return dataclasses.replace(w, loader=delta.loader, resolution=delta.resolution)
 
         anchors = {k for (t, b), k in zip(pairs, keys) if b is not None and k is not None}
+        # the base's tensors of one expert each (experts.3.w1), by layer: a model's fused stack they are not fused into
+        base_experts: dict[str, str] = {}
+        for name in self._base:
+            if _ONE_EXPERT.search(name):
+                base_experts.setdefault(_layer_of(name), name)
         seen = set()
         for (t, b), tie in zip(pairs, keys):
             seen.add(self._key(t.name))
@@ -89,7 +95,12 @@ class DeltaSource:
             if (b is None or tuple(b.shape) != tuple(t.shape)) and not _is_matrix(t):
                 loader = t.load  # a bias or a norm scale: no row either way (analyze lists it as not analysed)
             elif b is None:
-                loader = skipped_loader("only in the model: the base has no tensor of this name (not a delta)")
+                apart = _experts_apart(t, base_experts)
+                loader = skipped_loader(
+                    f"only in the model: the base holds its experts one tensor each ({apart} …), which are not fused "
+                    "back (not a delta): give the base as the model holds it, fused (the live base model, or its "
+                    "state_dict() saved by torch.save or safetensors' save_file)" if apart else
+                    "only in the model: the base has no tensor of this name (not a delta)")
             elif tuple(b.shape) != tuple(t.shape):
                 loader = skipped_loader(f"shape {tuple(t.shape)} differs from the base's {tuple(b.shape)} (not a delta)")
             else:
@@ -110,9 +121,14 @@ class DeltaSource:
         for refs in waiting.values():  # (an anchor that was not yielded: none is, but nothing is dropped)
             yield from refs
         tied_base = {b.storage_key: k for (t, b), k in zip(pairs, keys) if b is not None and b.storage_key and k}
+        fused = {_layer_of(t.name): t.name for t, b in pairs if b is None and _is_matrix(t) and len(t.shape) == 3
+                 and EXPERT.search(t.name)}  # a layer's fused expert stack the base lacks → its name
         for name, b in self._base.items():
             if name not in seen:
+                stack = fused.get(_layer_of(name)) if _ONE_EXPERT.search(name) else None
                 yield TensorRef(b.name, b.shape, b.dtype, b.load if not _is_matrix(b) else skipped_loader(
+                    f"only in the base: one expert's tensor, which the model holds fused ({stack} …): not paired "
+                    "(not a delta)" if stack else
                     "only in the base: the model has no tensor of this name (not a delta)"), b.kind,
                     storage_key=tied_base.get(b.storage_key) if b.storage_key else None)
 
@@ -140,6 +156,25 @@ class DeltaSource:
             if b is None and t.storage_key in by_model:
                 keys[i] = keys[by_model[t.storage_key]]
         return keys
+
+
+#: a tensor of one expert (Mixtral's block_sparse_moe.experts.3.w1, Qwen-MoE's experts.3.gate_proj)
+_ONE_EXPERT = re.compile(r"(^|\.)experts\.\d+\.")
+_LAYER = re.compile(r"^(.*?(?:^|\.)(?:layers?|h|blocks?)\.\d+)\.")
+
+
+def _layer_of(name: str) -> str:
+    """The block a tensor belongs to ('model.layers.1' of 'model.layers.1.mlp.experts.gate_up_proj'), or ''."""
+    m = _LAYER.match(name)
+    return m.group(1) if m else ""
+
+
+def _experts_apart(t: TensorRef, base_experts: dict[str, str]) -> str:
+    """For a model's fused expert stack the base lacks, a tensor of one expert the base holds in that block instead
+    (its name), else ''."""
+    if len(t.shape) != 3 or not EXPERT.search(t.name) or not _layer_of(t.name):
+        return ""
+    return base_experts.get(_layer_of(t.name), "")
 
 
 def _is_matrix(t: TensorRef) -> bool:
