@@ -622,6 +622,11 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
         + (f" ({c.metric} needs {_NEEDS[c.metric][2]})"
            if all(e.rank is None for e in c.ranking) and not _computes(c.metric, c.results[0].options) else ""),
     ]
+    steps = [int(m[1]) if (m := re.search(r"(\d+)(?:#\d+)?$", lab)) else None for lab in c.labels]
+    if len(steps) > 2 and None not in steps and steps != sorted(steps):  # (a shell's glob: checkpoint-1000 first)
+        parts.append(f"the models are in the order given (trends and figures follow it); their labels' numbers "
+                     f"({', '.join(map(str, steps))}) are not in that order: to follow a run, give them sorted "
+                     "(ls -v, sort -V)")
     differ = _differ_for(c)
     if differ:
         parts.append("the models were analysed with different options ("

@@ -1682,3 +1682,15 @@ def test_a_saved_run_look_alike_is_named_for_what_it_is(tmp_path, capsys):
                  "-q"]) == 0
     assert main(["compare", str(tmp_path / "cmp" / "comparison.json"), str(tmp_path / "m.npz")]) == 2
     assert "comparison.json: a comparison htsr compare wrote (--json), not a run" in capsys.readouterr().err
+
+
+def test_a_series_given_out_of_its_numbers_order_is_said_to_be():
+    """A shell's glob gives checkpoint-1252 before checkpoint-313: the trend and figure follow the order given (as
+    documented), with nothing to say the series is out of order."""
+    rng = np.random.default_rng(4)
+    runs = [htsr.analyze({"fc.weight": rng.standard_t(3, (300, 120))}, tails=False) for _ in range(3)]
+    text = format_comparison(compare(runs, labels=["checkpoint-1252", "checkpoint-313", "checkpoint-626"]))
+    assert ("their labels' numbers (1252, 313, 626) are not in that order: to follow a run, give them sorted "
+            "(ls -v, sort -V)") in text
+    assert "not in that order" not in format_comparison(compare(runs, labels=["ck-313", "ck-626", "ck-1252"]))
+    assert "not in that order" not in format_comparison(compare(runs, labels=["a", "b", "c"]))
