@@ -238,7 +238,8 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                                 else f"{integer.dtype} tensor: not a dtype of weights htsr analyses"
                                 + void_hint(integer.dtype))
                     continue
-            if t.kind is None and (order := channels_last_conv(t.name, tuple(t.shape))):
+            if t.kind is None and not hasattr(t.loader, "reason") and (order := channels_last_conv(t.name,
+                                                                                                 tuple(t.shape))):
                 # a TensorFlow-layout conv kernel read by its name and shape: as torch's layout, which the conv
                 # rows take (its trailing axes, read as kernel taps, had made 8192 matrices of 3 x 3)
                 t = dataclasses.replace(t, shape=tuple(t.shape[i] for i in order), load_item=None,
@@ -460,7 +461,8 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
     base = _row_base(lm)
     if lm.num_evals == 0:
         return LayerResult(**base, status=f"skipped: an empty matrix (shape {base['shape']})"), None
-    if opts.max_evals is not None and lm.num_evals > opts.max_evals:
+    # (a row that says why it cannot be read says so, over max_evals too: a split rule that does not fit)
+    if opts.max_evals is not None and lm.num_evals > opts.max_evals and not hasattr(lm.load, "reason"):
         return LayerResult(**base, status=f"skipped: {lm.num_evals} eigenvalues > max_evals={opts.max_evals}"), None
     try:
         mats = lm.load()
@@ -829,10 +831,10 @@ def grid_roundoff(mats: Sequence[Any]) -> float:
 def _low_bits_zero(W: np.ndarray, bits: int) -> bool:
     uint = np.uint32 if W.dtype.itemsize == 4 else np.uint64
     mask = uint((1 << bits) - 1)
-    flat = np.ascontiguousarray(W).reshape(-1)  # (a view of a contiguous W)
-    step = 1 << 20
-    for i in range(0, W.size, step):
-        if np.any(flat[i:i + step].view(uint) & mask):
+    rows = W.reshape(W.shape[0], -1) if W.ndim > 1 else W.reshape(1, -1)
+    step = max(1, (1 << 20) // max(1, rows.shape[1]))  # (rows of about 2^20 entries: a transposed view is not copied)
+    for i in range(0, rows.shape[0], step):
+        if np.any(np.ascontiguousarray(rows[i:i + step]).view(uint) & mask):
             return False
     return True
 

@@ -77,6 +77,7 @@ from .results import (
     format_value,
     in_means,
     json_safe,
+    means_rows,
     phase_column,
     saved_run,
     text_table,
@@ -249,6 +250,12 @@ def options_differ(results: Sequence[AnalysisResult]) -> dict[str, list[Any]]:
                                                                      for r in results)}
 
 
+def _finite_rows(r: AnalysisResult, metric: str) -> frozenset[str]:
+    """The rows a model's mean ``metric`` averages (those of :func:`~htsr.results.means_rows` where it is finite)."""
+    return frozenset(row.name for row in means_rows(r.layers)[1]
+                     if isinstance(v := getattr(row, metric, None), float) and math.isfinite(v))
+
+
 #: options that compute columns of their own (:data:`_NEEDS`) and change no other: models analysed with and without
 #: one compare on every other metric
 _OWN_COLUMNS_ONLY = ("randomize", "localization", "bayes_average", "tails")
@@ -265,8 +272,9 @@ def _differ_for(c: "Comparison") -> dict[str, list[Any]]:
 
     out = {}
     for k, values in options_differ(c.results).items():
-        adds_only = (k in _OWN_COLUMNS_ONLY or k == "seed"
-                     or (k == "bootstrap" and all((v or 0) < MIN_WARNING_REPLICATES for v in values)))
+        small = all((r.options.get("bootstrap") or 0) < MIN_WARNING_REPLICATES for r in c.results)
+        # (a seed or bootstrap that drives the warnings' intervals changes the warning counts: it matters)
+        adds_only = k in _OWN_COLUMNS_ONLY or (k in ("seed", "bootstrap") and small)
         if adds_only and not shown_ & own(*(("randomize", "bootstrap") if k == "seed" else (k,))):
             continue
         out[k] = values
@@ -341,13 +349,18 @@ def _default_labels(sources: Sequence[Any]) -> list[str]:
             break
         labels = ["/".join([*reversed(up[:depth]), lab.rpartition("/")[2]]) if p is not None else lab
                   for lab, p, up in zip(labels, paths, parents)]
-    # the same path given twice: the labels alike numbered among themselves, the others kept
+    # the same path given twice: the labels alike numbered among themselves, the others kept, and no number giving
+    # another's label ('m', 'm' and 'm#1': 'm#2', 'm#3', 'm#1')
+    taken, numbered = set(labels), []
     counts: dict[str, int] = {}
-    numbered = []
     for lab in labels:
         if labels.count(lab) > 1:
-            counts[lab] = counts.get(lab, 0) + 1
-            lab = f"{lab}#{counts[lab]}"
+            k = counts.get(lab, 0) + 1
+            while f"{lab}#{k}" in taken:
+                k += 1
+            counts[lab] = k
+            lab = f"{lab}#{k}"
+            taken.add(lab)
         numbered.append(lab)
     return numbered
 
@@ -643,12 +656,12 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
                                                                 zip(c.labels, c.results))
                      + f" layers; {same} the same in all, by name and shape): the ranking "
                      + ("counts in" if _a_count(c.metric) else "averages") + " each model's own layers")
-    elif not _a_count(c.metric) and len({(r.summary.num_fitted, r.summary.num_failed) for r in c.results}) > 1:
-        # the same layers, but not the same ones fitted (a layer failing its CRC in one checkpoint): a mean over
-        # fewer layers can rank first for the layer it lost
-        parts.append("the means are over different layers in each model (fitted / failed: " + ", ".join(
-            f"{lab} {r.summary.num_fitted}/{r.summary.num_failed}" for lab, r in zip(c.labels, c.results))
-            + "): the ranking averages each model's own; see each model's rows")
+    elif not _a_count(c.metric) and len(set(finite := [_finite_rows(r, c.metric) for r in c.results])) > 1:
+        # the same layers, but not the same ones with a value (a layer failing its CRC in one checkpoint, another
+        # in the next): a mean over other layers can rank first for the layer it lost
+        parts.append(f"the means are over different layers in each model (layers with a finite {c.metric}: "
+                     + ", ".join(f"{lab} {len(f)}" for lab, f in zip(c.labels, finite))
+                     + ", not the same ones): the ranking averages each model's own; see each model's rows")
     if c.common_layers:
         of = ("" if all(r.summary.means_over == "all" for r in c.results)
               else ", of the rows the summary means average")

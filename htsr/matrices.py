@@ -187,6 +187,7 @@ def split_rows(lm: LayerMatrices, rule: SplitRule) -> list[LayerMatrices]:
         def fail() -> Sequence[np.ndarray]:
             raise HtsrError(message)
 
+        fail.reason = message  # type: ignore[attr-defined]  # (as a reader's raising loader: said whatever the filters)
         return [dataclasses.replace(lm, load=fail)]
     whole = SharedLoad(lambda: lm.load()[0], rule.labels)  # the matrix, read once for every part
     pending = set(rule.labels)

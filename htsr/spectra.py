@@ -103,8 +103,11 @@ def as_matrices(matrices: Any, where: str = "esd") -> list[np.ndarray | Factored
             return [a] if a.ndim == 2 else list(a)
         raise OptionError(f"{where}: matrices must be a 2-D array, a 3-D stack of them or a sequence of 2-D arrays, "
                           f"got shape {a.shape}")
-    if matrices and all(np.ndim(x) <= 1 and not isinstance(x, Factored) for x in matrices):
-        return [_array(matrices, where)]  # (one matrix written as its rows)
+    if matrices and all(not isinstance(x, Factored) and _ndim(x) <= 1 for x in matrices):
+        a = _array(matrices, where)  # (one matrix written as its rows)
+        if a.ndim != 2:
+            raise OptionError(f"{where}: matrices must be a 2-D array or a sequence of 2-D arrays, got shape {a.shape}")
+        return [a]
     out: list[np.ndarray | Factored] = []
     for i, W in enumerate(matrices):
         a = W if isinstance(W, Factored) else _array(W, where)
@@ -112,6 +115,14 @@ def as_matrices(matrices: Any, where: str = "esd") -> list[np.ndarray | Factored
             raise OptionError(f"{where}: matrix {i} has shape {a.shape}, not a 2-D matrix's")
         out.append(a)
     return out
+
+
+def _ndim(x: Any) -> int:
+    """np.ndim, or 2 for what numpy cannot make one array of (ragged rows: refused by :func:`_array`)."""
+    try:
+        return np.ndim(x)
+    except (ValueError, TypeError):
+        return 2
 
 
 def _array(x: Any, where: str) -> np.ndarray:
@@ -123,7 +134,10 @@ def _array(x: Any, where: str) -> np.ndarray:
             x = t.numpy()
         except TypeError:  # (bfloat16, float8: numpy has no such dtype)
             x = t.float().numpy()
-    a = np.asarray(x)
+    try:
+        a = np.asarray(x)
+    except (ValueError, TypeError):  # (ragged rows: numpy's "inhomogeneous shape")
+        raise OptionError(f"{where}: a matrix's rows are not all of one length, or not numbers") from None
     if a.dtype.kind not in "biuf" and not a.dtype.name.startswith(("bfloat16", "float8")):  # (ml_dtypes' floats)
         raise OptionError(f"{where}: a matrix of dtype {a.dtype}: a spectrum here is of real numbers")
     return a

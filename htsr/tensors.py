@@ -224,11 +224,14 @@ def channels_last_conv(name: str, shape: tuple[int, ...]) -> tuple[int, ...] | N
     [3, 3, 16, 32] kernel, not 3 x 3 channels of 16 x 32 taps). None for any other tensor: a kernel in torch's
     layout, or one whose axes can be a kernel's either way (torch's layout is then taken: [8, 3, 7, 7])."""
     k = len(shape) - 2
-    if k not in (1, 2) or is_vector(shape) or not all(0 < s <= MAX_CONV_KERNEL for s in shape[:k]):
-        return None  # (a vector in a conv's broadcast shape, ECA's [1, 1, k], stays one)
-    if any(s > MAX_CONV_KERNEL for s in shape[k:]):  # (a grid of matrices [2, 3, 128, 96] unless named so)
-        return (k + 1, k, *range(k)) if names_a_conv(name) or _KERNEL.search(name) else None
-    if k == 2 and shape[0] == shape[1] and shape[2] != shape[3] and shape[2] + shape[3] > 2 * shape[0]:
+    if (k not in (1, 2) or is_vector(shape) or EXPERT.search(name)
+            or not all(0 < s <= MAX_CONV_KERNEL for s in shape[:k])):
+        return None  # (a vector in a conv's broadcast shape, ECA's [1, 1, k], stays one; so does an expert stack)
+    # torch's layout is impossible where its kernel axes (the last k) are longer than a kernel's: named a conv (a
+    # 3-D one: any 'kernel' of three axes may be Keras' EinsumDense), else a grid of matrices [2, 3, 128, 96]
+    if any(s > MAX_CONV_KERNEL for s in shape[2:]):
+        return (k + 1, k, *range(k)) if names_a_conv(name) or (k == 2 and _KERNEL.search(name)) else None
+    if k == 2 and shape[0] == shape[1] >= 2 and shape[2] != shape[3] and shape[2] + shape[3] > 2 * shape[0]:
         return (3, 2, 0, 1)  # (read as a conv2d either way: classify takes any 4-D weight of short axes for one)
     return None
 

@@ -1245,8 +1245,19 @@ def test_a_tensorflow_layout_conv_kernel_read_by_name_is_read_as_torchs():
         ref = htsr.analyze({name: np.ascontiguousarray(k.transpose(order))}, min_evals=20).layers[0]
         assert got.shape == ref.shape == "x".join(str(tf[i]) for i in order), name
         assert (got.num_matrices, got.status) == (ref.num_matrices, "ok") and got.alpha == ref.alpha, name  # exactly
-    for torch_layout in ((8, 3, 7, 7), (64, 3, 7, 7), (32, 32, 1, 7), (16, 1, 3, 3), (3, 3, 16, 16)):
+    for torch_layout in ((8, 3, 7, 7), (64, 3, 7, 7), (32, 32, 1, 7), (16, 1, 3, 3), (3, 3, 16, 16), (1, 1, 7, 5),
+                         # a torch Conv1d of up to 32 outputs and more inputs: its last axis a kernel's (it had been
+                         # read as [k, c_in, c_out]: Conv1d(256, 32, 5) as 32 matrices of 5 x 256)
+                         (32, 256, 5), (1, 96, 7), (16, 64, 3)):
         assert channels_last_conv("conv.weight", torch_layout) is None, torch_layout
+    assert channels_last_conv("moe.experts_kernel", (8, 256, 128)) is None  # an expert stack
+    assert channels_last_conv("attention_output/kernel", (8, 64, 256)) is None  # Keras' EinsumDense, not a conv1d
+    torch = pytest.importorskip("torch")
+    conv = torch.nn.Conv1d(256, 32, 5)
+    live = htsr.analyze(conv, min_evals=20).layers[0]
+    saved = htsr.analyze({k: v.detach().numpy() for k, v in conv.state_dict().items()}, min_evals=20).layers[0]
+    assert (saved.shape, saved.N, saved.M, saved.num_matrices) == (live.shape, 256, 32, 5) == (
+        "32x256x5", 256, 32, 5) and saved.alpha == live.alpha
     assert channels_last_conv("blocks.0.weight", (8, 16, 64, 3)) is None  # not named a conv: no kernel either way
     assert channels_last_conv("eca.conv.weight", (1, 1, 33)) is None  # a vector in a conv's broadcast shape
     assert channels_last_conv("conv/kernel:0", (1, 1, 64, 128)) == (3, 2, 0, 1)  # a pointwise TF conv
@@ -1387,6 +1398,9 @@ def test_bfloat16_or_float16_values_held_wider_keep_their_rounding_floor():
     assert grid_roundoff([bf16.astype(np.float32), bf16.astype(np.float32).T]) == 2.0 ** -8  # (a view too)
     assert grid_roundoff([low.astype(np.float32)]) == grid_roundoff([low]) == 0.0
     assert grid_roundoff([bf16.astype(np.float32), low.astype(np.float32)]) == 0.0  # every matrix of the layer
+    # a transposed view is read in blocks of its rows, not copied whole (a transposed ONNX weight's had been)
+    wide = np.ascontiguousarray(np.tile(bf16.astype(np.float32), (1, 40)))  # 300 x 4000
+    assert grid_roundoff([wide.T]) == 2.0 ** -8 and grid_roundoff([np.tile(low.astype(np.float32), (1, 40)).T]) == 0
 
 
 def test_farms_windows_of_a_coarse_storage_leave_out_its_rounding_too(tmp_path):

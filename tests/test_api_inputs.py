@@ -31,7 +31,8 @@ def test_esd_takes_a_torch_tensor_a_list_of_them_and_rows_of_numbers():
     np.testing.assert_allclose(rows.evals, np.sort(np.linalg.svd([[1.0, 2.0], [3.0, 4.0]], compute_uv=False) ** 2),
                                rtol=1e-12)  # (the same float64 SVD)
     for bad, says in ((np.ones(5), r"got shape \(5,\)"), ([np.ones((3, 3)), np.ones(4)], r"matrix 1 has shape \(4,\)"),
-                      (np.ones((3, 3), complex), "dtype complex128")):
+                      (np.ones((3, 3), complex), "dtype complex128"), ([1, 2, 3], r"got shape \(3,\)"),
+                      ([[1.0, 2.0], [3.0]], "rows are not all of one length")):  # (numpy's ValueError had escaped)
         with pytest.raises(OptionError, match=says):
             esd(bad)
 

@@ -244,6 +244,12 @@ def test_layer_name_intersection():
         {"name": "d", "present_in": ["model3"]}]
 
 
+def _default_labels_of(names):
+    from htsr.compare import _default_labels
+
+    return _default_labels(names)
+
+
 def test_labels_are_checked_and_defaults_come_from_paths(tmp_path):
     m = {"fc.weight": np.random.default_rng(0).standard_normal((60, 52))}
     with pytest.raises(OptionError, match="labels"):
@@ -275,6 +281,8 @@ def test_labels_are_checked_and_defaults_come_from_paths(tmp_path):
     # (the labels alike numbered among themselves; the third, unique, had been numbered too)
     assert compare([runs[0], runs[0], runs[1]], tails=False).labels == (
         "1e-4/checkpoint-500/model#1", "1e-4/checkpoint-500/model#2", "3e-4/checkpoint-500/model")
+    # a number never gives another model's label ('m#1' given beside 'm' twice had made 'm#1' twice)
+    assert _default_labels_of(["m", "m", "m#1"]) == ["m#2", "m#3", "m#1"]
     # '.' and '..' are labelled by the folders they are (they had been 'model1' and '..')
     from htsr.compare import _default_labels
 
@@ -1655,8 +1663,12 @@ def test_the_ranking_says_what_its_means_are_over_and_which_options_matter(tmp_p
     b = {**a, "l0.weight": np.full((300, 120), np.nan, np.float32)}  # one layer failing: its mean over two
     c = compare([a, b], labels=["a", "b"], tails=False)
     text = format_comparison(c)
-    assert "the means are over different layers in each model (fitted / failed: a 3/0, b 2/1)" in text
-    assert "a 3/0" not in format_comparison(compare([a, a], labels=["a", "a2"], tails=False))
+    assert "the means are over different layers in each model (layers with a finite alpha: a 3, b 2" in text
+    assert "different layers" not in format_comparison(compare([a, a], labels=["a", "a2"], tails=False))
+    # as many layers each, not the same ones (one checkpoint lost l0, the next l2): said too
+    b2 = {**a, "l2.weight": np.full((300, 120), np.nan, np.float32)}
+    text = format_comparison(compare([b, b2], labels=["b", "b2"], tails=False))
+    assert "(layers with a finite alpha: b 2, b2 2, not the same ones)" in text
     # options that add their own columns only change no mean alpha: not 'not comparable' (they had been)
     r1 = htsr.analyze(a, tails=False)
     r2 = htsr.analyze(a, tails=False, randomize=True, localization=True, bootstrap=5)
@@ -1666,6 +1678,8 @@ def test_the_ranking_says_what_its_means_are_over_and_which_options_matter(tmp_p
     assert "different options (randomize: False / True" in format_comparison(by_traps)
     big = htsr.analyze(a, tails=False, bootstrap=100)  # (enough replicates to drive the warnings)
     assert "different options (bootstrap: 0 / 100)" in format_comparison(compare([r1, big], labels=["x", "y"]))
+    other_seed = htsr.analyze(a, tails=False, bootstrap=100, seed=1)  # (the seed moves those intervals)
+    assert "different options (seed: 0 / 1)" in format_comparison(compare([big, other_seed], labels=["x", "y"]))
 
 
 def test_a_saved_run_look_alike_is_named_for_what_it_is(tmp_path, capsys):

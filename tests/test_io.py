@@ -4315,6 +4315,17 @@ def test_a_safetensors_header_nested_too_deep_is_a_corrupt_header_in_one_line(tm
     _one_line_source_error(ei, str(path), "corrupt safetensors header (RecursionError")
 
 
+def test_an_npz_member_of_a_header_numpy_wrote_over_its_limit_is_skipped_not_failed(tmp_path):
+    """np.savez of a structured array of 400 named fields writes a version 1.0 header of 16 118 bytes, which numpy
+    reads only with pickles allowed: not loaded (skipped), as a 3.0 header of that size is. It had been 'failed:
+    … corrupt member', and a file of nothing else exited 3; a damaged header still fails."""
+    dt = np.dtype([(f"field_with_a_long_name_{i:04d}", "<f4") for i in range(400)])
+    np.savez(tmp_path / "t.npz", table=np.zeros(3, dtype=dt), fc=_rng(1).standard_normal((60, 40)).astype(np.float32))
+    rows = {r.name: r.status for r in htsr.analyze(tmp_path / "t.npz", min_evals=10).layers}
+    assert rows["table"] == ("skipped: its .npy header cannot be read (a .npy header of 16118 bytes (numpy reads up "
+                             "to 10000 without pickles)); not loaded") and rows["fc"] == "ok"
+
+
 def test_safetensors_bytes_no_tensor_covers_are_a_corrupt_header_as_safetensors_says(tmp_path):
     """A two-tensor file whose header lost one entry (its 12 KB still there), and one with a gap before its
     tensor, had been analysed without a word; safetensors' own reader refuses both ('file not fully covered',

@@ -246,6 +246,9 @@ def test_split_rows_in_distances_unreadable_tensors_and_filters(tmp_path):
     rows = {l.name: l.status for l in htsr.analyze(tmp_path / "q.safetensors", split="qkv=q,k,v", min_evals=10).layers}
     assert sorted(rows) == ["x.fc", "x.qkv"] and rows["x.fc"] == "ok"
     assert rows["x.qkv"].startswith("skipped: int8 weight without a scale")
+    # listed without a fit (--max-evals 1, describe): the rule that does not fit says so, not 'over max_evals'
+    (row,) = htsr.analyze(a, split="c_attn=q,k,v@0", max_evals=1).layers
+    assert row.status.startswith("failed: option 'split' rule 'c_attn=q,k,v@0' does not fit its 64 x 192 matrix")
     # a rule that does not fit, asked for by a part's name (--layers): its failed row is shown, saying why
     rows = htsr.analyze(a, split="c_attn=q,k,v,w,x", layers=r"c_attn\[q\]").layers
     assert [l.name for l in rows] == ["h.0.attn.c_attn"]

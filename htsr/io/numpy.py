@@ -34,6 +34,12 @@ def _npy_header(f, order: bool = False) -> tuple | None:
     fmt = np.lib.format
     version = fmt.read_magic(f)
     if version in ((1, 0), (2, 0)):
+        start = f.tell()
+        size = int.from_bytes(f.read(2 if version == (1, 0) else 4), "little")
+        if size > _MAX_NPY_HEADER:  # (a valid header numpy will not read without pickles either: not loaded)
+            raise LayerSkipped(f"a .npy header of {size} bytes (numpy reads up to {_MAX_NPY_HEADER} without "
+                               "pickles)")
+        f.seek(start)
         shape, fortran, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)
     elif version == (3, 0):
         shape, fortran, dtype = _npy_header_3_0(f)
@@ -218,7 +224,7 @@ class NpzFile:
             except Exception as e:  # noqa: BLE001 - zlib/lzma errors, TokenError, OverflowError, KeyError …
                 # (a damaged member fails its row, as one failing its CRC-32 does; a member not loaded is skipped)
                 self._meta[name] = HtsrError(f"its .npy header cannot be read ({e.__class__.__name__}: "
-                                             f"{str(e)[:120]}); truncated or corrupt member")
+                                             f"{one_line(e, 120)}); truncated or corrupt member")
 
     def _header(self, name: str, size: int) -> tuple[tuple[int, ...], np.dtype]:
         """Shape and dtype from the member's .npy header, without reading its data; a header whose shape the
@@ -308,7 +314,7 @@ class NpzFile:
             check_stored_crc32(self.path, start, info)  # (a mismatch: read the usual way, whose zipfile says so)
             return np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape),
                              order="F" if fortran else "C")
-        except (OSError, ValueError):
+        except (OSError, ValueError, LayerSkipped):
             return None
 
     def _ref(self, name: str) -> TensorRef:
