@@ -673,7 +673,8 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         status=status,
         alpha=fit.alpha,
         D=fit.D,
-        sigma=fit.sigma / math.sqrt(share),  # (FARMS' overlapping windows: share·n independent values, as the intervals)
+        # (FARMS' overlapping windows: share·n independent values, as the intervals count them)
+        sigma=fit.sigma / math.sqrt(share),
         xmin=fit.xmin,
         xmax=fit.xmax,
         num_pl_spikes=float(fit.num_pl_spikes) if fit.status == "ok" else float("nan"),

@@ -175,7 +175,8 @@ class SafetensorsFile:
         for begin, end, name in sorted((b, e, name) for name, (_, _, b, e) in entries.items()):
             if begin > pos:
                 raise self._fail(f"corrupt safetensors header: bytes {pos} to {begin} of the data section, before "
-                                 f"tensor {name!r}, belong to no tensor — a tensor's entry is missing; re-save the file")
+                                 f"tensor {name!r}, belong to no tensor — a tensor's entry is missing; re-save the "
+                                 "file")
             pos = max(pos, end)
         if pos < data_len:
             raise self._fail(f"corrupt safetensors header: {data_len - pos} bytes follow the last tensor's data and "

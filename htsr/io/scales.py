@@ -976,8 +976,8 @@ def unscaled_integer_weight(ref: TensorRef) -> TensorRef | None:
             ref.kind)
     if len(ref.shape) >= 2 and m is not None and not ref.dtype.startswith(("int", "uint", "bool")):
         return TensorRef(ref.name, ref.shape, ref.dtype, skipped_loader(
-            f"stored as {ref.dtype}, not a dtype of weights htsr analyses" + (void_hint(ref.dtype) or " (float16/32/64, "
-            "bfloat16, float8 e4m3 or e5m2)")), ref.kind)
+            f"stored as {ref.dtype}, not a dtype of weights htsr analyses"
+            + (void_hint(ref.dtype) or " (float16/32/64, bfloat16, float8 e4m3 or e5m2)")), ref.kind)
     if not ref.dtype.startswith(("int", "uint")) or len(ref.shape) < 2 or m is None:
         return None
     if m.group(2) in ("qweight", "weight_packed"):

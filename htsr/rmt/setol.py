@@ -81,7 +81,7 @@ def erg_eigenvalues(evals: np.ndarray, rank: int, num_zero: int = 0) -> np.ndarr
     counts the rounding of its float32 entries, and its tail would end on that rounding, ~1e-16). A rank-deficient
     layer's zeros (a LoRA update's M − r) in the mean would end the walk on λ = 0, with a tail of rank + 1
     whatever the spectrum; a nearly full-rank layer's few tiny ones stay in, as WeightWatcher has them."""
-    evals = np.sort(np.asarray(evals, dtype=np.float64))  # (ascending, as documented: numpy's SVD gives them descending)
+    evals = np.sort(np.asarray(evals, dtype=np.float64))  # (numpy's SVD gives them descending)
     if num_zero >= ERG_ZERO_SHARE * evals.size:
         rank = evals.size - num_zero
     return evals[max(0, min(evals.size - rank, evals.size - 1)):]
