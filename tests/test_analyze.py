@@ -1398,6 +1398,10 @@ def test_bfloat16_or_float16_values_held_wider_keep_their_rounding_floor():
     assert grid_roundoff([bf16.astype(np.float32), bf16.astype(np.float32).T]) == 2.0 ** -8  # (a view too)
     assert grid_roundoff([low.astype(np.float32)]) == grid_roundoff([low]) == 0.0
     assert grid_roundoff([bf16.astype(np.float32), low.astype(np.float32)]) == 0.0  # every matrix of the layer
+    # one mantissa bit finer than each grid is off it: 1 + 2^-11 is no float16 (10 bits), 1 + 2^-8 no bfloat16 (7)
+    # but a float16
+    assert grid_roundoff([np.full((4, 4), 1 + 2.0 ** -11, np.float32)]) == 0.0
+    assert grid_roundoff([np.full((4, 4), 1 + 2.0 ** -8, np.float64)]) == 2.0 ** -11
     # a transposed view is read in blocks of its rows, not copied whole (a transposed ONNX weight's had been)
     wide = np.ascontiguousarray(np.tile(bf16.astype(np.float32), (1, 40)))  # 300 x 4000
     assert grid_roundoff([wide.T]) == 2.0 ** -8 and grid_roundoff([np.tile(low.astype(np.float32), (1, 40)).T]) == 0
