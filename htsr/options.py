@@ -53,6 +53,15 @@ WEIGHTWATCHER_KEYWORDS = {
     "inverse": "not offered: W⁻¹ is no layer's weights",
     "conv2d_fft": "not offered: a conv's FFT singular values are no layer's weight matrix",
     "stacked": "not offered: every layer stacked is no layer's weights",
+    "ww2x": "ww2x=True is conv='per_position' (as pool=False)",
+    "channels": "a conv kernel's layout is read from its format; one in TensorFlow's layout read by name and "
+                "shape is told by its shape (README)",
+    "xmin_max": "x_min is chosen by xmin ('ks', 'peak': candidates up to 1.5 x the log-histogram peak, 'median', "
+                "or a number)",
+    "fft": "not offered: a conv's FFT singular values are no layer's weight matrix",
+    "max_N": "htsr filters by eigenvalue count: max_evals",
+    "start_ids": "htsr names layers, not ids: layers=REGEX",
+    "pl_package": "htsr fits with its own exact MLE and KS scan (the powerlaw package's to ~1e-15)",
 }
 
 
