@@ -10,7 +10,6 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
-import json
 import math
 import os
 import re
@@ -26,7 +25,7 @@ from .errors import HtsrError, LayerSkipped, OptionError, SourceError
 from .fits.powerlaw import PowerLawFit, fit_power_law
 from .fits.uncertainty import interval_of, tail_uncertainty
 from .io import FLOAT_DTYPES, is_reader, open_source
-from .io.base import raising_loader, unit_roundoff
+from .io.base import raising_loader, read_json, unit_roundoff
 from .io.delta import DeltaSource
 from .io.scales import unscaled_integer_weight, void_hint
 from .matrices import (LayerMatrices, aspect_window_shape, aspect_windows, layer_matrices, split_rows,
@@ -159,8 +158,8 @@ def _run_lookalike(source: Any) -> str:
             return (f"a saved run's layers.csv and summary.json beside other files ({', '.join(others[:3])}"
                     f"{' …' if len(others) > 3 else ''}): read as a model's folder, it holds no weights; move those "
                     "files out to read it as the run")
-        if p.suffix.lower() == ".json" and p.is_file() and p.stat().st_size < 1 << 28:
-            doc = json.loads(p.read_text(encoding="utf-8-sig"))
+        if p.suffix.lower() == ".json":
+            doc = read_json(p)
             if isinstance(doc, dict) and {"labels", "ranking"} <= set(doc):
                 return "a comparison htsr compare wrote (--json), not a run: give the runs or models it compared"
     except (OSError, ValueError, RecursionError):
@@ -324,9 +323,12 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                        "name[e], an adapter's name#delta, name#base, name#merged")
                 raise OptionError(f"{src.description}: option 'split' rule '{rule.text}' cuts nothing: {why}")
 
+    # with split rules, the rows are listed now (headers only, no tensor read): a rule that cuts nothing is refused
+    # before any analysis, whoever lists them (compare's check of each model, the monitor when it is built)
+    rows = iter(list(gen())) if splits else gen()
     # the readers' skip lists are complete once the source is open
     return (src.description, len(src) + len(getattr(src, "skipped", ())) + len(getattr(src, "not_weights", ())),
-            gen())
+            rows)
 
 
 #: why a tensor none of whose rows --layers matches gives none
@@ -358,9 +360,6 @@ def check_has_layers(source: Any, opts: Options) -> None:
     description, _, layer_iter = iter_layers(source, opts, tally)
     if next(layer_iter, None) is None:  # the whole source was walked: the tally is complete
         raise no_layer_error(description, tally, opts)
-    if opts.split:  # (a split rule that cuts nothing is refused once every row is listed: headers only)
-        for _ in layer_iter:
-            pass
 
 
 def _causal_mask(mats: list[Any]) -> bool:
@@ -548,10 +547,11 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         # (one kernel position of a conv, --conv per_position, may be all zero: a filter bank's zero tap, as a Hann
         # window's first; that is no broken layer either)
         position = lm.kind.startswith("conv") and lm.num_matrices == 1 and math.prod(lm.tensor_shape[2:]) > 1
+        part = "expert" if lm.kind == "stack" else "kernel position" if position else "layer"
         status = ("skipped: zero update (an untrained adapter: a factor still at its initial 0, as LoRA's B)"
                   if lowrank else
                   # a delta's expert or kernel position equal to the base's, in a tensor changed elsewhere
-                  f"skipped: unchanged: equal to the base's (a frozen {_part_word(lm)}), no update to analyse"
+                  f"skipped: unchanged: equal to the base's (a frozen {part}), no update to analyse"
                   if lm.resolution is not None else
                   "skipped: an all-zero kernel position (a zero tap of the filter)" if position
                   else "failed: all-zero matrix")
@@ -647,12 +647,19 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         extra.update(farms_windows=float(num_windows))
     try:
         rmt.update(_spectral_diagnostics(spectrum, fit, fit_x.size if num_windows is not None else math.nan, whole,
-                                         mp, kept, lm, scale, opts, zeros, driving))
+                                         mp, lm, scale, opts, zeros, driving))
     except Exception as e:  # the fit stands; only these diagnostics are lost
         rmt_error = rmt_error or f"{e.__class__.__name__}: {e}"
-    if "_localization_error" in rmt:  # only the localisation columns are lost
-        lost = rmt.pop("_localization_error")
-        rmt_error = f"{rmt_error}; {lost}" if rmt_error else lost
+    if kept is not None:  # an option's extra columns: if they fail, only they are lost (the phase, SETOL … stand)
+        try:
+            # the tail: the spectrum's eigenvalues from x_min up (fingers clip_xmax dropped included), by count; x_min
+            # on the layer's own eigenvalues (FARMS' farms_xmin)
+            xmin = rmt.get("farms_xmin", fit.xmin)
+            num_tail = evals.size - int(np.searchsorted(evals, xmin, side="left")) if fit.status == "ok" else 0
+            rmt.update(localization(kept, num_tail, scale, spectrum.floor))
+        except Exception as e:  # noqa: BLE001
+            lost = f"localization: {e.__class__.__name__}: {e}"
+            rmt_error = f"{rmt_error}; {lost}" if rmt_error else lost
     del kept
     if rmt_error:
         status = f"{status}; diagnostics failed: {rmt_error}"
@@ -683,12 +690,6 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         **metrics,
     )
     return row, kept_spectra
-
-
-def _part_word(lm: LayerMatrices) -> str:
-    """What a row of part of a tensor is, in words: an expert, a kernel position, a layer."""
-    return ("expert" if lm.kind == "stack" else "kernel position" if lm.kind.startswith("conv") and lm.num_matrices == 1
-            and math.prod(lm.tensor_shape[2:]) > 1 else "layer")
 
 
 def _round_off_left(sp: Spectrum) -> bool:
@@ -840,10 +841,9 @@ def grid_roundoff(mats: Sequence[Any]) -> float:
 def _low_bits_zero(W: np.ndarray, bits: int) -> bool:
     uint = np.uint32 if W.dtype.itemsize == 4 else np.uint64
     mask = uint((1 << bits) - 1)
-    rows = W.reshape(W.shape[0], -1) if W.ndim > 1 else W.reshape(1, -1)
-    step = max(1, (1 << 20) // max(1, rows.shape[1]))  # (rows of about 2^20 entries: a transposed view is not copied)
-    for i in range(0, rows.shape[0], step):
-        if np.any(np.ascontiguousarray(rows[i:i + step]).view(uint) & mask):
+    step = max(1, (1 << 20) // max(1, W.shape[1]))  # (rows of about 2^20 entries: a transposed view is not copied)
+    for i in range(0, W.shape[0], step):
+        if np.any(np.ascontiguousarray(W[i:i + step]).view(uint) & mask):
             return False
     return True
 
@@ -876,10 +876,10 @@ def _under_gap(ev: np.ndarray, floor: float) -> float:
 
 
 def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: float, whole: int | None,
-                          mp: MPFit | None, kept: list[np.ndarray] | None, lm: LayerMatrices,
-                          scale: float, opts: Options, zeros: float = 0.0, driving: float = 0.0) -> dict[str, Any]:
-    """Phase, SETOL and localisation: what needs the fit as well as the spectrum. ``driving``: the heavy entries
-    that drive spikes (_matrix_diagnostics), which the phase's heavy-entry rule reads."""
+                          mp: MPFit | None, lm: LayerMatrices, scale: float, opts: Options, zeros: float = 0.0,
+                          driving: float = 0.0) -> dict[str, Any]:
+    """Phase and SETOL: what needs the fit as well as the spectrum. ``driving``: the heavy entries that drive
+    spikes (_matrix_diagnostics), which the phase's heavy-entry rule reads."""
     ev = spectrum.evals
     cols: dict[str, Any] = {}
     # at float32 precision (see rmt.mp.zero_level for the fast path), or in a coarser storage's rounding under a gap
@@ -907,13 +907,6 @@ def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: f
         cols.update(num_erg=float(erg.num_erg) if erg.defined else math.nan, erg_lambda_min=erg.erg_lambda_min,
                     erg_lambda_min_raw=erg.erg_lambda_min_raw, erg_delta_lambda_min=delta_lambda_min(xmin_norm, erg),
                     **layer_quality(fit.alpha, float(ev[-1]), xmin))
-    if kept is not None:
-        # the tail: the spectrum's eigenvalues from x_min up (fingers clip_xmax dropped included), by count
-        num_tail = ev.size - int(np.searchsorted(ev, xmin, side="left")) if fit.status == "ok" else 0
-        try:
-            cols.update(localization(kept, num_tail, scale, spectrum.floor))
-        except Exception as e:  # noqa: BLE001 - an option's extra columns: the phase, SETOL … above stand
-            cols.update(_localization_error=f"localization: {e.__class__.__name__}: {e}")
     return cols
 
 

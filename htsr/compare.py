@@ -52,8 +52,8 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -271,9 +271,9 @@ def _differ_for(c: "Comparison") -> dict[str, list[Any]]:
         return {col for col, (names, _, _) in _NEEDS.items() if set(names.split("|")) & set(options)}
 
     out = {}
+    # (a seed or bootstrap that drives the warnings' intervals changes the warning counts: it matters)
+    small = all((r.options.get("bootstrap") or 0) < MIN_WARNING_REPLICATES for r in c.results)
     for k, values in options_differ(c.results).items():
-        small = all((r.options.get("bootstrap") or 0) < MIN_WARNING_REPLICATES for r in c.results)
-        # (a seed or bootstrap that drives the warnings' intervals changes the warning counts: it matters)
         adds_only = k in _OWN_COLUMNS_ONLY or (k in ("seed", "bootstrap") and small)
         if adds_only and not shown_ & own(*(("randomize", "bootstrap") if k == "seed" else (k,))):
             continue

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -189,17 +188,8 @@ def split_rows(lm: LayerMatrices, rule: SplitRule) -> list[LayerMatrices]:
 
         fail.reason = message  # type: ignore[attr-defined]  # (as a reader's raising loader: said whatever the filters)
         return [dataclasses.replace(lm, load=fail)]
-    whole = SharedLoad(lambda: lm.load()[0], rule.labels)  # the matrix, read once for every part
-    pending = set(rule.labels)
-    lock = threading.Lock()
-
-    def release(label: str) -> None:
-        whole.release(label)
-        with lock:
-            pending.discard(label)
-            last = not pending
-        if last and lm.release is not None:  # (an expert of a stack: the stack is not kept for it)
-            lm.release()
+    # the matrix, read once for every part; once none wants it, its own row's tensor is released (an expert's stack)
+    whole = SharedLoad(lambda: lm.load()[0], rule.labels, done=lm.release)
 
     def part(W: Any, idx: Any) -> Any:
         if isinstance(W, LowRank):  # a LoRA update's part: the part of a factor, never the out x in product
@@ -212,7 +202,7 @@ def split_rows(lm: LayerMatrices, rule: SplitRule) -> list[LayerMatrices]:
         r, c = (n, lm.cols) if axis == 0 else (lm.rows, n)
         out.append(dataclasses.replace(lm, name=f"{lm.name}[{label}]", rows=r, cols=c,
                                        load=lambda label=label, idx=idx: [whole.take(label, lambda W: part(W, idx))],
-                                       release=lambda label=label: release(label)))
+                                       release=lambda label=label: whole.release(label)))
     return out
 
 

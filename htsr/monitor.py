@@ -235,9 +235,6 @@ class AlphaMonitor:
         if next(found, None) is None:  # (in analyze's words: why each tensor gave no row, --layers and kinds too)
             why = str(no_layer_error(description, tally, self.options))
             raise SourceError(why.replace(": no analysable layer: ", ": nothing to monitor: ", 1))
-        if self.options.split:  # (a split rule that cuts nothing is refused once every row is listed, not mid-run)
-            for _ in found:
-                pass
         self._model = model
 
     # when to record ---------------------------------------------------------------------------------

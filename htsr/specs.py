@@ -20,7 +20,7 @@ import numpy as np
 from .errors import OptionError, shown
 
 __all__ = ["FEW_BELOW_FLOOR", "LAYER_KINDS", "OPTION_SPECS", "SPLIT_KINDS", "XMIN_STRATEGIES", "OptionSpec", "SplitRule",
-           "check_args", "check_values", "plain", "typed_flag"]
+           "as_numpy", "check_args", "check_values", "plain", "typed_flag"]
 
 #: the share of a matrix's eigenvalues below the float32 floor up to which, unrefined, they are taken as tiny
 #: nonzero eigenvalues (the default ``refine_fraction``); more, left by a larger one, are round-off
@@ -350,27 +350,33 @@ OPTION_SPECS: dict[str, OptionSpec] = {
 }
 
 
-def check_values(where: str, x: Any, name: str = "values", nonnegative: bool = False) -> np.ndarray:
+def as_numpy(x: Any) -> Any:
+    """A torch tensor's values as a numpy array (detached, on the CPU; bfloat16 and float8, which numpy lacks, as
+    float32), told without importing torch; anything else as it is."""
+    if hasattr(x, "detach") and hasattr(x, "numpy"):
+        t = x.detach().cpu()
+        try:
+            return t.numpy()
+        except TypeError:  # (a dtype numpy has not)
+            return t.float().numpy()
+    return x
+
+
+def check_values(where: str, x: Any, name: str = "values") -> np.ndarray:
     """A sample argument of the numeric core (a layer's eigenvalues, a tail) as sorted float64: a 1-D numpy array,
     list or torch tensor. OptionError naming ``where`` and ``name`` for one that is not 1-D numbers, or holds values
-    that are NaN, infinite or (``nonnegative``: below 0) not positive, saying how many and what to pass instead."""
-    if hasattr(x, "detach") and hasattr(x, "double"):  # (a torch tensor, bfloat16 too, without importing torch)
-        x = x.detach().cpu().double().numpy()
+    that are NaN, infinite or not positive, saying how many and what to pass instead."""
     try:
-        a = np.asarray(x, dtype=np.float64)
+        a = np.asarray(as_numpy(x), dtype=np.float64)
     except (TypeError, ValueError):
         raise OptionError(f"{where}: {name} must be a 1-D array of numbers, got {shown(x)}", name, x) from None
     if a.ndim != 1:
         raise OptionError(f"{where}: {name} must be 1-D (one layer's values), got an array of shape {a.shape}", name)
     # (two reductions where every value is good, as the pipeline's are: NaN fails both comparisons)
-    low, high = (float(a.min()), float(a.max())) if a.size else (1.0, 1.0)
-    if not ((low >= 0 if nonnegative else low > 0) and math.isfinite(high)):
-        bad = int(np.count_nonzero(~np.isfinite(a) | ((a < 0) if nonnegative else (a <= 0))))
-        keep = f"{name}[{name} >= 0]" if nonnegative else f"{name}[{name} > 0]"
-        raise OptionError(f"{where}: {bad} of the {a.size} {name} are NaN, infinite or "
-                          f"{'negative' if nonnegative else 'not positive'}; pass the finite "
-                          f"{'non-negative' if nonnegative else 'positive'} ones ({keep}, with the NaN and "
-                          "infinite left out)", name)
+    if a.size and not (float(a.min()) > 0 and math.isfinite(float(a.max()))):
+        bad = int(np.count_nonzero(~np.isfinite(a) | (a <= 0)))
+        raise OptionError(f"{where}: {bad} of the {a.size} {name} are NaN, infinite or not positive; pass the finite "
+                          f"positive ones ({name}[{name} > 0], with the NaN and infinite left out)", name)
     return a if a.size < 2 or bool(np.all(a[1:] >= a[:-1])) else np.sort(a)  # (the pipeline's come sorted)
 
 

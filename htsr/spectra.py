@@ -47,7 +47,7 @@ import numpy as np
 from .errors import HtsrError, OptionError
 from .factored import Factored, Kronecker, LowRank, hadamard_lowrank, lowrank_eigenvalues
 from .lapack import eigvalsh, gram, svdvals
-from .specs import FEW_BELOW_FLOOR, check_args
+from .specs import FEW_BELOW_FLOOR, as_numpy, check_args
 from .values import NanEqual
 
 __all__ = ["Factored", "Kronecker", "LowRank", "Spectrum", "SpectrumOverflow", "as_matrices", "esd", "hadamard_lowrank",
@@ -128,14 +128,8 @@ def _ndim(x: Any) -> int:
 def _array(x: Any, where: str) -> np.ndarray:
     """A real array: numpy's, or a torch tensor's values (detached, on the CPU, bfloat16 as float32). OptionError
     for complex or non-numeric values, which have no ESD here."""
-    if hasattr(x, "detach") and hasattr(x, "numpy"):  # (a torch tensor, without importing torch)
-        t = x.detach().cpu()
-        try:
-            x = t.numpy()
-        except TypeError:  # (bfloat16, float8: numpy has no such dtype)
-            x = t.float().numpy()
     try:
-        a = np.asarray(x)
+        a = np.asarray(as_numpy(x))
     except (ValueError, TypeError):  # (ragged rows: numpy's "inhomogeneous shape")
         raise OptionError(f"{where}: a matrix's rows are not all of one length, or not numbers") from None
     if a.dtype.kind not in "biuf" and not a.dtype.name.startswith(("bfloat16", "float8")):  # (ml_dtypes' floats)

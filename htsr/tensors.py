@@ -256,10 +256,12 @@ class SharedLoad:
     """A value loaded once for several takers (the slices of an expert stack or of a conv's kernel positions,
     read as one tensor): loaded by the first :meth:`take`, dropped once every key has taken its part or been
     :meth:`release`-d (a row filtered out, or done: it will not take); safe across the analysis threads. A
-    key taking again after the drop loads again."""
+    key taking again after the drop loads again. ``done``, if given, is called each time the value is no longer
+    wanted (every key has taken or been released): what it was read from is released in turn (a split part's
+    matrix, an expert of a stack)."""
 
-    def __init__(self, load: Callable[[], Any], keys: Iterable[Any]) -> None:
-        self._load, self._keys = load, frozenset(keys)
+    def __init__(self, load: Callable[[], Any], keys: Iterable[Any], done: Callable[[], None] | None = None) -> None:
+        self._load, self._keys, self._done = load, frozenset(keys), done
         self._released: set[Any] = set()
         self._pending = set(self._keys)
         self._value: Any = None
@@ -273,15 +275,23 @@ class SharedLoad:
                 self._pending = set(self._keys) - self._released - {key}
             out = part(self._value)
             out = np.array(out) if isinstance(out, np.ndarray) else out
-            self._pending.discard(key)
-            if not self._pending:
-                self._value = None
-            return out
+            emptied = self._settle(key)
+        if emptied and self._done is not None:
+            self._done()
+        return out
 
     def release(self, key: Any) -> None:
         """``key`` will not take (again): the value is not kept for it."""
         with self._lock:
             self._released.add(key)
-            self._pending.discard(key)
-            if not self._pending:
-                self._value = None
+            emptied = self._settle(key)
+        if emptied and self._done is not None:
+            self._done()
+
+    def _settle(self, key: Any) -> bool:
+        """``key`` off the pending ones, the value dropped when none is left; whether that was the last (locked)."""
+        was = bool(self._pending)
+        self._pending.discard(key)
+        if not self._pending:
+            self._value = None
+        return was and not self._pending
