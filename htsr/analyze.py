@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import HtsrError, LayerSkipped, OptionError, SourceError
+from .errors import HtsrError, LayerSkipped, OptionError, SourceError, listed
 from .fits.powerlaw import PowerLawFit, fit_power_law
 from .fits.uncertainty import interval_of, tail_uncertainty
 from .io import FLOAT_DTYPES, is_reader, open_source
@@ -155,8 +155,7 @@ def _run_lookalike(source: Any) -> str:
         if p.is_dir() and (p / "layers.csv").is_file() and (p / "summary.json").is_file():
             others = sorted(f.name for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
                             and f.name not in ("layers.csv", "summary.json", "report.html"))
-            return (f"a saved run's layers.csv and summary.json beside other files ({', '.join(others[:3])}"
-                    f"{' …' if len(others) > 3 else ''}): read as a model's folder, it holds no weights; move those "
+            return (f"a saved run's layers.csv and summary.json beside other files ({listed(others, 3)}): read as a model's folder, it holds no weights; move those "
                     "files out to read it as the run")
         if p.suffix.lower() == ".json":
             doc = read_json(p)

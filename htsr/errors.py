@@ -23,7 +23,7 @@ import re
 import reprlib
 
 __all__ = ["HtsrError", "OptionError", "SourceError", "OutputError", "MissingExtraError", "BrokenPackageError",
-           "LayerSkipped", "shown"]
+           "LayerSkipped", "shown", "listed"]
 
 _SHOWN = reprlib.Repr()
 _SHOWN.maxstring = _SHOWN.maxother = 60
@@ -37,6 +37,14 @@ def shown(value: object) -> str:
     except Exception:  # noqa: BLE001 - an object whose __repr__ raises
         text = f"<{type(value).__name__}>"
     return re.sub(r"\s*[\r\n]+\s*", " ", text)
+
+
+def listed(items, limit: int = 4, sep: str = ", ") -> str:
+    """The first ``limit`` of ``items`` as a message lists them, and how many more there are: ``a, b, c, d
+    and 2 more``."""
+    items = [str(i) for i in items]
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return sep.join(items[:limit]) + more
 
 
 class HtsrError(Exception):

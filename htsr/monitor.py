@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from .analyze import Tally, analyze, iter_layers, no_layer_error
-from .errors import HtsrError, OptionError, OutputError, SourceError, shown
+from .errors import HtsrError, OptionError, OutputError, SourceError, listed, shown
 from .figures import Panel, Series
 from .io.torch import unwrapped
 from .options import Options, acts_on
@@ -299,8 +299,7 @@ class AlphaMonitor:
         self._failed = {la.name for la in failed}
         if new:  # (once per failure: a layer failing at every later record is not warned again)
             warnings.warn(HtsrMonitorWarning(
-                f"{len(new)} layer(s) failed{' at ' + where if where else ''}: {', '.join(la.name for la in new[:5])}"
-                f"{' …' if len(new) > 5 else ''} ({new[0].status.removeprefix('failed: ')}); the mean alpha is not "
+                f"{len(new)} layer(s) failed{' at ' + where if where else ''}: {listed((la.name for la in new), 5)} ({new[0].status.removeprefix('failed: ')}); the mean alpha is not "
                 "checked against the threshold while a layer fails"), stacklevel=3)
         if crossed:
             self.alerts.append(rec)

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import figures
-from .errors import OptionError
+from .errors import OptionError, listed
 from .figures import PALETTE, ROLE_COLORS, Panel, Series, role_color  # noqa: F401 (colours re-exported)
 from .io.base import import_extra
 from .results import AnalysisResult, LayerResult, LayerSpectra, atomic_write
@@ -305,8 +305,7 @@ def _layer_index(result: Any, name_or_index: str | int) -> int:
     for i, r in enumerate(result.layers):
         if r.name == name_or_index:
             return i
-    names = ", ".join(r.name for r in result.layers[:5]) + (", …" if n > 5 else "")
-    raise OptionError(f"no layer named {name_or_index!r} (layers: {names})")
+    raise OptionError(f"no layer named {name_or_index!r} (layers: {listed((r.name for r in result.layers), 5)})")
 
 
 def plot_layer(result: Any, name_or_index: str | int) -> Any:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence, TypeVar
 
 import numpy as np
 
-from .errors import SourceError
+from .errors import SourceError, listed
 from .fits.uncertainty import MIN_WARNING_REPLICATES
 from .metrics import METRICS, PLAUSIBLE_P
 from .rmt.phases import PHASES
@@ -714,7 +714,7 @@ def _check_columns(where: Any, header: Sequence[str]) -> None:
     table lacks (an older htsr's) is read as empty."""
     unknown = [c for c in header if c not in COLUMN_DTYPES]
     if unknown:
-        raise SourceError(f"{where}: columns this htsr does not know ({', '.join(unknown[:5])}): written by a "
+        raise SourceError(f"{where}: columns this htsr does not know ({listed(unknown, 5)}): written by a "
                           "newer htsr (upgrade htsr to read it), or cut short?")
 
 

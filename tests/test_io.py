@@ -1315,14 +1315,22 @@ def test_empty_folder_lists_supported_formats(tmp_path):
 
 
 def test_a_folder_of_model_folders_names_them(tmp_path):
-    """A Trainer's output folder (checkpoint-500/, checkpoint-1000/): the error said only what it lacks."""
+    """A Trainer's output folder (checkpoint-500/, checkpoint-1000/): the error said only what it lacks. Then it
+    listed checkpoint-1000/ before checkpoint-500/, and 4 of 6 checkpoints with no word of the other 2."""
     for step in (500, 1000):
         (tmp_path / f"checkpoint-{step}").mkdir()
         np_save_file({"a.weight": np.ones((4, 4), np.float32)}, str(tmp_path / f"checkpoint-{step}" / "model.safetensors"))
     (tmp_path / "logs").mkdir()
     with pytest.raises(htsr.SourceError) as ei:
         htsr.analyze(tmp_path)
-    _one_line_source_error(ei, str(tmp_path), "its subfolders checkpoint-1000/, checkpoint-500/ hold weight files: give one")
+    _one_line_source_error(ei, str(tmp_path), "its subfolders checkpoint-500/, checkpoint-1000/ hold weight files: give one")
+    for step in (1500, 2000, 2500, 3000):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        np_save_file({"a.weight": np.ones((4, 4), np.float32)}, str(tmp_path / f"checkpoint-{step}" / "model.safetensors"))
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(tmp_path)
+    _one_line_source_error(ei, str(tmp_path), "its subfolders checkpoint-500/, checkpoint-1000/, checkpoint-1500/, "
+                           "checkpoint-2000/ and 2 more hold weight files: give one")
 
 
 def test_git_lfs_pointers_empty_archives_and_misnamed_pickles(tmp_path):

@@ -596,7 +596,7 @@ def test_plot_layer_takes_minus_n_as_the_first_layer_and_names_the_layers_when_o
         P.plot_layer(result, "nope")
     rng = np.random.default_rng(0)
     many = htsr.analyze({f"l{i}.weight": rng.standard_normal((30, 20)) for i in range(6)})
-    with pytest.raises(OptionError, match=r"\(layers: l0, l1, l2, l3, l4, …\)$"):
+    with pytest.raises(OptionError, match=r"\(layers: l0, l1, l2, l3, l4 and 1 more\)$"):
         P.plot_layer(many, "nope")
 
 

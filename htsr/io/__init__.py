@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import BrokenPackageError, MissingExtraError, SourceError
+from ..errors import BrokenPackageError, MissingExtraError, SourceError, listed
 from .base import (
     FLOAT_DTYPES,
     LFS_POINTER,
@@ -520,10 +520,11 @@ def _open_model_folder(path: Path) -> tuple[TensorSource, set[Path]]:
     if one is not None:
         src = _open_path(one)
         return src, {_resolved(f) for f in getattr(src, "input_files", ())} | {_resolved(one)}
-    which = f" (it has {', '.join(f.name for f in (candidates or maybe)[:4])}: give one)" if candidates or maybe else ""
+    which = f" (it has {listed(f.name for f in (candidates or maybe))}: give one)" if candidates or maybe else ""
     if not candidates and not maybe:  # a Trainer's output folder (checkpoint-500/ …), a diffusers pipeline (unet/ …)
-        held = sorted(d.name for d in path.iterdir() if _holds_weights(d))
-        which = f" (its subfolders {', '.join(d + '/' for d in held[:4])} hold weight files: give one)" if held else ""
+        # (in number order: a Trainer's checkpoint-500/ before its checkpoint-1000/)
+        held = sorted((d.name for d in path.iterdir() if _holds_weights(d)), key=natural_key)
+        which = f" (its subfolders {listed(d + '/' for d in held)} hold weight files: give one)" if held else ""
         if (path / "snapshots").is_dir() and (path / "blobs").is_dir():  # huggingface_hub's cache of one repo
             try:
                 rev = (path / "refs" / "main").read_text(encoding="utf-8").strip()

@@ -83,7 +83,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import LayerSkipped, SourceError
+from ..errors import LayerSkipped, SourceError, listed
 from ..factored import LowRank
 from ..tensors import VECTOR, SharedLoad, is_vector
 from .base import SPLIT_NAME, TensorRef, first_overlap, import_extra, one_line, skipped_loader
@@ -520,8 +520,7 @@ def open_gguf(path: str | os.PathLike) -> GGUFFile | GGUFSplit:
     paths = [first.path.with_name(f"{m['stem']}-{k:0{width}d}-of-{m['count']}.gguf") for k in range(1, count + 1)]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise SourceError(f"{first.path}: shard of a model split in {count} files; {', '.join(missing[:5])}{more} "
+        raise SourceError(f"{first.path}: shard of a model split in {count} files; {listed(missing, 5)} "
                           f"{'is' if len(missing) == 1 else 'are'} missing from {first.path.parent}")
     files = [first if p == first.path else GGUFFile(p) for p in paths]
     for k, f in enumerate(files):

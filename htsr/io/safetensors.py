@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SourceError
+from ..errors import SourceError, listed
 from .base import (
     LFS_POINTER,
     ShardIndex,
@@ -160,9 +160,8 @@ class SafetensorsFile:
                 continue
             entries[name] = (dtype, shape, begin, end)
         if problems:
-            more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
             raise self._fail(
-                "corrupt safetensors header: tensor " + "; ".join(problems[:3]) + more
+                "corrupt safetensors header: tensor " + listed(problems, 3, "; ")
                 + " — the file is truncated or was not written by a safetensors writer"
             )
         overlap = first_overlap([(b, e, name) for name, (_, _, b, e) in entries.items()])  # as safetensors requires

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import HtsrError, LayerSkipped, MissingExtraError, SourceError
+from ..errors import HtsrError, LayerSkipped, MissingExtraError, SourceError, listed
 from ..tensors import infer_kind, is_adapter_part, is_bias_or_buffer, is_vector
 from .base import TensorRef, TensorSource, import_extra, one_line, raising_loader, skipped_loader
 from .numpy import MAX_FLAT_DEPTH, flat_items
@@ -624,7 +624,7 @@ def unwrap_state(obj: Any, is_tensor: Callable[[Any], bool],
     if "ds_version" in obj and "optimizer_state_dict" in obj and not any(
             is_tensor(v) or _holds_tensors(v, is_tensor) for v in weights.values()):
         # (DeepSpeed's *_optim_states.pt: its fp32 partitions are flat vectors, under 'optimizer_state_dict')
-        raise SourceError(f"{where}: training state only ({', '.join(map(repr, list(obj)[:4]))}: optimizer moments "
+        raise SourceError(f"{where}: training state only ({listed(map(repr, obj))}: optimizer moments "
                           "and the like, shaped like the weights but not them); give the model's own file (DeepSpeed: "
                           "mp_rank_00_model_states.pt, or the output of its zero_to_fp32.py)")
     direct = [v for v in weights.values() if is_tensor(v)]

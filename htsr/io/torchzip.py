@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SourceError
+from ..errors import SourceError, listed
 from .base import (FLOAT_DTYPES, TensorRef, as_loaded, check_stored_crc32, expands_too_far, numpy_dtype, one_line,
                    raising_loader, skipped_loader, stored_member_offset)
 from .numpy import MAX_FLAT_ITEMS, named_pairs
@@ -966,8 +966,7 @@ class _PickledTensors:
                 continue
             out.append((name, t, cls))
         if problems:
-            more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
-            raise self._fail("tensor " + "; ".join(problems[:3]) + more + " — truncated or corrupt file")
+            raise self._fail("tensor " + listed(problems, 3, "; ") + " — truncated or corrupt file")
         return out
 
     def __len__(self) -> int:
