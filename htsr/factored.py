@@ -73,6 +73,11 @@ class LowRank(Factored):
     def dense(self) -> np.ndarray:
         return (np.float32(self.scale) * (np.asarray(self.B, np.float32) @ np.asarray(self.A, np.float32)))
 
+    @property
+    def T(self) -> LowRank:
+        """The transpose, scale·Aᵀ·Bᵀ, as its factors."""
+        return LowRank(np.ascontiguousarray(self.A.T), np.ascontiguousarray(self.B.T), self.scale)
+
 
 def hadamard_lowrank(B1: np.ndarray, A1: np.ndarray, B2: np.ndarray, A2: np.ndarray, scale: float = 1.0) -> LowRank:
     """scale·(B1·A1) ∘ (B2·A2), the Hadamard product of two low-rank matrices (LoHa's update), as one

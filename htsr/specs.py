@@ -328,7 +328,8 @@ OPTION_SPECS: dict[str, OptionSpec] = {
                    "parts of these lengths along the side of their sum (grouped-query qkv_proj); a '/G' suffix = "
                    "that side holds G groups one after another, each with every part in order (GPT-NeoX's "
                    "query_key_value, G = heads: 'q,k,v/32'); an '@0' or '@1' suffix = the parts lie along the "
-                   "first or second axis of the matrix as the shape column gives it (its last two axes), "
+                   "first or second axis of the matrix as the shape column gives it (its last two axes; an "
+                   "update's #delta is laid out as its #base), "
                    "needed for a square one. A rule that matches no such row is refused; a row whose shape its "
                    "parts do not fit fails, saying so",
                    cli_allowed="REGEX=PARTS, the flag given once per rule"),

@@ -1760,6 +1760,56 @@ def test_target_parameters_on_stacks_stored_in_by_out_merge_as_peft_does(tmp_pat
             assert row.status == "ok" and row.lambda_max == pytest.approx(np.linalg.norm(w, 2) ** 2, rel=1e-5)
 
 
+def test_an_update_is_laid_out_as_its_base_weight_so_a_split_side_means_one_thing(tmp_path):
+    """A LoRA on an in x out weight (HF Conv1D, fan_in_fan_out; [E, in, out] expert stacks) is ΔWᵀ, as peft's
+    get_delta_weight gives it: its #delta row's shape is its #base's. It had been out x in, so '--split c_attn=q,k,v@1'
+    (c_attn's 3·d side, as its shape column reads) cut the update along d into three thirds of no part."""
+    transformers = pytest.importorskip("transformers")
+    from htsr.factored import LowRank
+
+    torch.manual_seed(3)
+    gpt2 = transformers.GPT2Model(transformers.GPT2Config(n_embd=96, n_layer=1, n_head=4, vocab_size=200,
+                                                          n_positions=64))
+    base = {k: v.detach().clone().numpy() for k, v in gpt2.state_dict().items()}  # (peft wraps the model in place)
+    pm = peft.get_peft_model(gpt2, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"],
+                                                   init_lora_weights=False, fan_in_fan_out=True))
+    d = next(m for n, m in pm.named_modules() if n.endswith("c_attn")).get_delta_weight("default")
+    d = d.detach().double().numpy()  # [in, 3·out], the Conv1D weight's layout
+    pm.save_pretrained(str(tmp_path / "gpt2"))
+    for source, b in ((pm, None), (tmp_path / "gpt2", None), (tmp_path / "gpt2", base)):
+        r = htsr.analyze(source, base=b, split="c_attn=q,k,v@1", layers="c_attn", min_evals=2)
+        rows = {x.name: x for x in r.layers}
+        for i, p in enumerate("qkv"):
+            row = rows[f"h.0.attn.c_attn#delta[{p}]"]
+            assert row.shape == "96x288" and (row.N, row.M) == (96, 96)
+            # float32 factors against peft's float32 product: 1e-5 relative
+            assert row.lambda_max == pytest.approx(np.linalg.norm(d[:, i * 96:(i + 1) * 96], 2) ** 2, rel=1e-5)
+            if f"h.0.attn.c_attn#base[{p}]" in rows:
+                assert rows[f"h.0.attn.c_attn#base[{p}]"].shape == row.shape
+    assert LowRank(np.ones((5, 2)), np.ones((2, 3)), 2.0).T.shape == (3, 5)
+
+    # expert stacks stored [E, in, out] (peft's is_transposed): each expert's update laid out as the base's experts
+    torch.manual_seed(0)
+    model = _MoE()
+    for layer in model.layers:
+        layer.experts = _ExpertsInOut()
+    safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "base.safetensors"))
+    pm = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=[], init_lora_weights=False,
+                                                    target_parameters=["experts.gate_up_proj"]))
+    ref = {n.removeprefix("base_model.model.").replace(".base_layer", ""): m.get_delta_weight("default")
+           for n, m in pm.named_modules() if type(m).__name__ == "ParamWrapper"}
+    pm.save_pretrained(str(tmp_path / "moe"))
+    r = htsr.analyze(tmp_path / "moe", base=tmp_path / "base.safetensors", split="gate_up_proj=gate,up@1", min_evals=2)
+    rows = {x.name: x for x in r.layers}
+    for e in range(4):
+        dw = ref["layers.0.experts"][e].detach().double().numpy()  # [in 32, out 96]
+        for j, p in enumerate(("gate", "up")):
+            row = rows[f"layers.0.experts.gate_up_proj#delta[{e}][{p}]"]
+            assert rows[f"layers.0.experts.gate_up_proj#base[{e}][{p}]"].shape == f"4x{row.shape}" == "4x32x96"
+            # (as above: float32 factors against peft's float32 product)
+            assert row.lambda_max == pytest.approx(np.linalg.norm(dw[:, j * 48:(j + 1) * 48], 2) ** 2, rel=1e-5)
+
+
 # round 13 of mutation testing (io/peft.py): survivors' known answers
 
 def test_square_layer_layout_is_told_by_the_other_layers_not_the_config_flag(tmp_path):

@@ -14,7 +14,9 @@ store ``…lora_embedding_A`` (r × vocab) and ``…lora_embedding_B`` (dim × r
 that the module name ends with),
 and r is read from the factors' shapes, so ``rank_pattern`` needs no lookup. Each update becomes one
 row of kind ``lora`` named ``<module>#delta`` whose eigenvalues come from the QR factors of B and Aᵀ
-(:func:`htsr.factored.lowrank_eigenvalues`); the out × in product is never formed. A conv LoRA (A a
+(:func:`htsr.factored.lowrank_eigenvalues`); the out × in product is never formed. The row is laid out as
+the base weight, as PEFT's ``get_delta_weight`` gives it: ΔWᵀ for an in × out weight (HF Conv1D,
+``fan_in_fan_out``; [E, in, out] experts), so that its shape and a ``split`` rule's side are its ``#base``'s. A conv LoRA (A a
 conv kernel [r, in, k…], B a 1×1 conv [out, r, 1…]) has ΔW[:, :, p] = s·B·A[:, :, p] at every kernel
 position p: one LowRank per position, pooled or per position like the base conv layer's matrices (and
 with its WeightWatcher 1/2 scale for 2-D kernels), so its row compares with ``#base``.
@@ -558,9 +560,12 @@ class PeftAdapter:
         def expert(e: int) -> LowRank:
             return factors.take(e, lambda f: LowRank(np.ascontiguousarray(f[1][:, :, e]), np.array(f[0][e]), scale))
 
+        # each expert's update laid out as the base's experts ([E, in, out]: ΔWᵀ), where a base tells
+        b = self._base.get(self._key(row)) if self._base is not None and len(params) == 1 else None
+        flip = (b is not None and out != inp and tuple(b.shape) == ((E,) if E > 1 else ()) + (inp, out))
         for e in range(E):
-            yield TensorRef(f"{row}#delta[{e}]" if E > 1 else f"{row}#delta", (out, inp), ref.dtype,
-                            lambda e=e: expert(e), "lora")
+            yield TensorRef(f"{row}#delta[{e}]" if E > 1 else f"{row}#delta", (inp, out) if flip else (out, inp),
+                            ref.dtype, (lambda e=e: expert(e).T) if flip else (lambda e=e: expert(e)), "lora")
         if self._base is None:
             return
         if len(params) > 1:
@@ -776,15 +781,32 @@ class PeftAdapter:
             if (wrapped := self._wrapped(name)) is not None:  # a LoRA on a bare parameter: experts
                 yield from self._parameter_rows(name, entry, *wrapped)
                 continue
-            shape = (A[1], B[0]) if entry["emb"] else (B[0], *A[1:])  # a conv LoRA: [out, in, k…]
+            # laid out as the base weight (peft's get_delta_weight): an embedding's vocab x dim, a conv LoRA's
+            # [out, in, k…], an in x out layer's (HF Conv1D's) ΔWᵀ
+            flip = self._in_by_out(name, entry)
+            shape = (A[1], B[0]) if entry["emb"] or flip else (B[0], *A[1:])
             yield TensorRef(f"{label}#delta", tuple(int(s) for s in shape), ref.dtype,
                             skipped_loader(self._moved("the factors hold the part of W it started from, not an "
                                                        "update: convert the adapter (save_pretrained with "
                                                        "path_initial_model_for_weight_conversion) for ΔW"))
-                            if self.moves_base else (lambda n=name, e=entry: self._factors(n, e)), "lora")
+                            if self.moves_base else (lambda n=name, e=entry: self._factors(n, e).T) if flip
+                            else (lambda n=name, e=entry: self._factors(n, e)), "lora")
             if self._base is not None or name in self._saved_base:
                 yield from self._with_base(name, entry, label)
         yield from self._others
+
+    def _in_by_out(self, name: str, entry: dict[str, Any]) -> bool:
+        """Whether a module's 2-D weight is stored in × out (HF Conv1D; peft's fan_in_fan_out), so that its update
+        is laid out as ΔWᵀ: told by the base weight's shape where it is not square, else by the other layers'
+        (``_square_layout``; without a base the config's flag)."""
+        A, B = entry["A"].shape, entry["B"].shape
+        if entry["emb"] or len(A) != 2 or len(B) != 2:
+            return False
+        out, inp = int(B[0]), int(A[1])
+        b = self._saved_base.get(name) or (self._base_ref(name) if self._base is not None else None)
+        if out != inp and b is not None and tuple(b.shape) in ((out, inp), (inp, out)):
+            return tuple(b.shape) == (inp, out)
+        return bool(self._square_flip)
 
     def _moved(self, what: str) -> str:
         return f"init_lora_weights {self.moves_base!r}: {what}"
