@@ -116,6 +116,12 @@ def _mean_alpha(layers: Iterable[LayerAlpha]) -> float:
     return math.fsum(vals) / len(vals) if vals else NAN
 
 
+def _averaged(layers: Iterable[LayerAlpha]) -> frozenset[str]:
+    """The names of the rows :func:`_mean_alpha` averages (fitted or not): a record whose set differs from the last
+    judged one's (a LoRA added, a layer frozen out by ``layers``) has a mean of other rows, not a moved one."""
+    return frozenset(r.name for r in means_rows(list(layers))[1])
+
+
 def _diverged(la: LayerAlpha) -> bool:
     """A layer whose weights hold NaN or Inf (training diverged): its row failed saying so."""
     return la.status.startswith("failed: NaN or Inf")
@@ -203,19 +209,21 @@ class AlphaMonitor:
         if self.csv_path is not None:
             self._check_csv()
         self._history: list[MonitorRecord] = []
+        self._rows: frozenset[str] | None = None  # the rows averaged at the latest record that judged
         self._unwritten: list[MonitorRecord] = []  # records the CSV could not take yet (a file held by another program)
         self.alerts: list[MonitorRecord] = []  # the records that crossed below the threshold
         self.alert = False  # True while the latest finite mean alpha is below the threshold
         if self.csv_path is not None and self.csv_path.exists() and self.csv_path.stat().st_size > 0:
             # a resumed run appending to its CSV: the crossing the file holds already alerted
-            judged = [r.mean_alpha for r in load_history(self.csv_path, self.threshold)
-                      if _judges(r.layers, r.mean_alpha)]
-            self.alert = bool(judged) and judged[-1] < self.threshold
+            judged = [r for r in load_history(self.csv_path, self.threshold) if _judges(r.layers, r.mean_alpha)]
+            self.alert = bool(judged) and judged[-1].mean_alpha < self.threshold
+            self._rows = _averaged(judged[-1].layers) if judged else None
         self._failed: set[str] = set()  # the layers diverged at the latest record (warned once per divergence)
         self.last_result = None  # the full AnalysisResult of the latest record
         self._model = None
-        self._last_step: Any = None
+        self._last_step: Any = None  # the latest step and epoch recorded at (recorded once)
         self._last_epoch: Any = None
+        self._unrecorded = ""  # why the latest record could not be made (warned once while it stays so)
         if model is not None:
             self.model = model
 
@@ -228,14 +236,24 @@ class AlphaMonitor:
     def model(self, model: Any) -> None:
         """Bind the model, checking (without reading any weight) that some layer is monitored. A model wrapped
         for training (``DataParallel``, ``DistributedDataParallel``, ``torch.compile``) is monitored as the
-        module it wraps, so its layers have the names of an unwrapped run's (not ``module.0``, ``_orig_mod.0``)."""
+        module it wraps, so its layers have the names of an unwrapped run's (not ``module.0``, ``_orig_mod.0``).
+        Another model than the one bound starts afresh: no alert, no mean to cross from."""
         model = unwrapped(model)
         tally = Tally()
         description, _, found = iter_layers(model, self.options, tally)
         if next(found, None) is None:  # (in analyze's words: why each tensor gave no row, --layers and kinds too)
             why = str(no_layer_error(description, tally, self.options))
             raise SourceError(why.replace(": no analysable layer: ", ": nothing to monitor: ", 1))
+        if self._model is not None and model is not self._model:  # (a k-fold loop's next model)
+            self.alert, self._rows, self._failed = False, None, set()
         self._model = model
+
+    def _start_fit(self, model: Any, bind: bool) -> None:
+        """A training framework's fit starts (the adapters): its steps and epochs are counted anew, and the model
+        it trains is bound unless the monitor was given one (a callback reused for the next fold's model)."""
+        self._last_step = self._last_epoch = None
+        if bind and model is not None:
+            self.model = model
 
     # when to record ---------------------------------------------------------------------------------
     def should_record(self, n: int | float) -> bool:
@@ -256,44 +274,65 @@ class AlphaMonitor:
 
         A step already recorded (several batches per step with gradient accumulation) is not recorded again.
         """
+        step = _counted_unit(step, "step")
         if not self.records_at("step", step) or step == self._last_step:
             return None
-        self._last_step = step
         return self._record(step, epoch)
 
     def epoch_end(self, epoch: int, step: int | None = None) -> MonitorRecord | None:
         """Call after each epoch, counted from 1: records when ``unit='epoch'`` and ``should_record(epoch)``."""
+        epoch = _counted_unit(epoch, "epoch")
         if not self.records_at("epoch", epoch) or epoch == self._last_epoch:
             return None
-        self._last_epoch = epoch
         return self._record(step, epoch)
 
     # recording --------------------------------------------------------------------------------------
-    def record(self, step: int | float | None = None, epoch: int | float | None = None) -> MonitorRecord:
-        """Analyse the model now, append its rows to the CSV and check the threshold (always records)."""
+    def record(self, step: int | float | None = None, epoch: int | float | None = None) -> MonitorRecord | None:
+        """Analyse the model now, append its rows to the CSV and check the threshold (always records; None, with a
+        warning, when the model has no layer to record now). :meth:`step` and :meth:`epoch_end` do not record the
+        step or epoch given here again (a baseline ``record(step=0)`` then ``step(0)`` of a first micro-batch)."""
         return self._record(step, epoch)
 
-    def _record(self, step: Any, epoch: Any) -> MonitorRecord:
+    def _record(self, step: Any, epoch: Any) -> MonitorRecord | None:
         """Called by the public methods only: the warning's stacklevel 3 is the line that called them."""
         if self._model is None:
             raise HtsrError("AlphaMonitor has no model: pass one or set monitor.model before recording")
         step, epoch = _plain(step, "step"), _plain(epoch, "epoch")
+        where = ", ".join(f"{k} {_short(v)}" for k, v in (("step", step), ("epoch", epoch)) if v is not None)
+        if step is not None:
+            self._last_step = step
+        if epoch is not None:
+            self._last_epoch = epoch
         wall, t0 = time.time(), time.perf_counter()
-        result = analyze(self._model, **self._kwargs)
+        try:
+            result = analyze(self._model, **self._kwargs)
+        except HtsrError as e:  # the model changed under the monitor (no layer matches 'layers' any more): the
+            # training goes on (the exception had ended it), the alert state is kept
+            why = str(e).replace(": no analysable layer: ", ": nothing to record: ", 1)
+            if why != self._unrecorded:
+                warnings.warn(HtsrMonitorWarning(f"no record{' at ' + where if where else ''}: {why}"), stacklevel=3)
+            self._unrecorded = why
+            return None
+        self._unrecorded = ""
         layers = tuple(LayerAlpha(r.name, r.kind, r.alpha, r.alpha_weighted, r.log_spectral_norm, r.D, r.status)
                        for r in result.layers)
         mean = _mean_alpha(layers)
         judged = _judges(layers, mean)
         below = judged and mean < self.threshold
-        crossed = below and not self.alert
+        rows = _averaged(layers)
+        crossed = below and not self.alert and (self._rows is None or rows == self._rows)
+        if judged and self._rows is not None and rows != self._rows:
+            warnings.warn(HtsrMonitorWarning(
+                f"the mean alpha{' at ' + where if where else ''} is over other rows than before ({_counted(layers)}; "
+                f"{len(rows - self._rows)} new, {len(self._rows - rows)} gone): its value, {mean:.3f}, is a new "
+                "start, not a move across the threshold"), stacklevel=3)
         if judged:  # a record without any fitted layer, or with a failed one, keeps the state
-            self.alert = below
+            self.alert, self._rows = below, rows
         rec = MonitorRecord(step, epoch, round(wall, 3), layers, mean, crossed, time.perf_counter() - t0)
         self.last_result = result
         self._history.append(rec)
         if self.csv_path is not None:
             self._append_csv(rec)
-        where = ", ".join(f"{k} {_short(v)}" for k, v in (("step", step), ("epoch", epoch)) if v is not None)
         failed = [la for la in layers if _diverged(la)]
         new = [la for la in failed if la.name not in self._failed]
         self._failed = {la.name for la in failed}
@@ -403,6 +442,14 @@ def _plain(v: Any, what: str) -> int | float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise OptionError(f"{what} must be a number or None, not {shown(v)}")
     return int(v) if isinstance(v, int) else float(v)
+
+
+def _counted_unit(v: Any, what: str) -> int | float:
+    """The step or epoch given to :meth:`AlphaMonitor.step` / :meth:`~AlphaMonitor.epoch_end`: a finite number."""
+    n = _plain(v, what)
+    if n is None or not math.isfinite(n):
+        raise OptionError(f"{what} must be a finite number (the {what}s done), not {shown(v)}")
+    return n
 
 
 def _short(v: int | float) -> str:
@@ -526,6 +573,12 @@ def alpha_over_time(history: Sequence[MonitorRecord], x: str = "epoch", threshol
 
 
 # adapters ---------------------------------------------------------------------------------------------
+def _check_callback(log_name: Any, stop_on_alert: Any) -> None:
+    """A callback's own arguments, checked when it is made (not at the first record, inside the training)."""
+    _check(isinstance(log_name, str) and log_name != "", "log_name", "a non-empty string", log_name)
+    _check(isinstance(plain(stop_on_alert), bool), "stop_on_alert", "True or False", stop_on_alert)
+
+
 def _monitor_from(monitor: AlphaMonitor | None, csv_path: Any, kw: dict[str, Any]) -> AlphaMonitor:
     if monitor is not None:
         if csv_path is not None or kw:
@@ -575,20 +628,26 @@ def _lightning_class(pl) -> type:
         def __init__(self, monitor: AlphaMonitor, log_name: str, stop_on_alert: bool) -> None:
             super().__init__()
             self.monitor, self.log_name, self.stop_on_alert = monitor, log_name, stop_on_alert
+            self._bind = monitor.model is None  # each fit's LightningModule, unless a model was given
             self._batches = 0  # batches of the current epoch done
+            self._steps = -1  # trainer.global_step when the current batch started
 
         def __reduce__(self):  # (a class made in a function: pickled by how to make it again, for ddp_spawn)
             return _rebuilt_callback, (_lightning_class, pl.__name__, self.__dict__)
 
         def on_fit_start(self, trainer, pl_module) -> None:
-            if self.monitor.model is None:
-                self.monitor.model = pl_module
+            self.monitor._start_fit(pl_module, self._bind)
 
         def on_train_epoch_start(self, trainer, pl_module) -> None:
             self._batches = 0
 
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            self._steps = trainer.global_step
+
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             self._batches = batch_idx + 1
+            if trainer.global_step == self._steps:  # no optimizer step in this batch (gradient accumulation; the
+                return  # first batch after a resume from a checkpoint, whose step was recorded before it was saved)
             if trainer.is_global_zero:  # global_step counts optimizer steps done
                 n = trainer.num_training_batches  # the epoch as a fraction, as the HF Trainer reports it
                 epoch = trainer.current_epoch + ((batch_idx + 1) / n if isinstance(n, int) and n > 0 else 0)
@@ -638,6 +697,7 @@ def lightning_callback(csv_path: str | os.PathLike | None = None, *, monitor: Al
     The monitor is ``callback.monitor``.
     """
     pl = _lightning_module(package)
+    _check_callback(log_name, stop_on_alert)
     return _lightning_class(pl)(_monitor_from(monitor, csv_path, kw), log_name, bool(stop_on_alert))
 
 
@@ -661,13 +721,13 @@ def _hf_class(transformers) -> type:
 
         def __init__(self, monitor: AlphaMonitor, log_name: str, stop_on_alert: bool) -> None:
             self.monitor, self.log_name, self.stop_on_alert = monitor, log_name, stop_on_alert
+            self._bind = monitor.model is None  # each train()'s model, unless a model was given
 
         def __reduce__(self):  # (a class made in a function: pickled by how to make it again)
             return _rebuilt_callback, (_hf_class, transformers.__name__, self.__dict__)
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
-            if self.monitor.model is None and model is not None:
-                self.monitor.model = model
+            self.monitor._start_fit(model, self._bind)
 
         def on_step_end(self, args, state, control, **kwargs):
             if state.is_world_process_zero:
@@ -729,4 +789,5 @@ def hf_callback(csv_path: str | os.PathLike | None = None, *, monitor: AlphaMoni
     from .io.base import import_extra
 
     transformers = import_extra("transformers", None, "the Hugging Face Trainer callback")
+    _check_callback(log_name, stop_on_alert)
     return _hf_class(transformers)(_monitor_from(monitor, csv_path, kw), log_name, bool(stop_on_alert))

@@ -748,14 +748,18 @@ def test_a_record_without_a_fitted_layer_keeps_the_alert_state():
 
     torch.manual_seed(0)
     big = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 96))
-    tiny = torch.nn.Linear(4, 8)  # 4 eigenvalues: described, not fitted (NaN alpha)
     mon = AlphaMonitor(big, None, threshold=100.0)  # any model is below 100
+    kept = [m.weight.detach().clone() for m in big[::2]]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert mon.record(step=1).alert
-        mon.model = tiny
+        with torch.no_grad():  # (all-zero weights: failed rows, not a divergence; no layer fitted)
+            for m in big[::2]:
+                m.weight.zero_()
         assert math.isnan(mon.record(step=2).mean_alpha)
-        mon.model = big
+        with torch.no_grad():
+            for m, w in zip(big[::2], kept):
+                m.weight.copy_(w)
         rec = mon.record(step=3)  # still below: the same crossing, no second alert
     assert not rec.alert and mon.alert
     assert len([w for w in caught if issubclass(w.category, HtsrAlphaWarning)]) == 1
@@ -1039,6 +1043,9 @@ def test_the_callbacks_keep_a_model_given_to_the_monitor():
     empty = hf_callback(None)
     empty.on_train_begin(None, None, None, model=other)
     assert empty.monitor.model is other
+    third = mlp()  # (the callback reused for another Trainer's train(): its model)
+    empty.on_train_begin(None, None, None, model=third)
+    assert empty.monitor.model is third
     state = SimpleNamespace(epoch=1.9999999999, global_step=16, is_world_process_zero=True, log_history=[])
     hf.on_epoch_end(None, state, SimpleNamespace(should_training_stop=False))
     assert [(r.epoch, r.step) for r in hf.monitor.history] == [(2, 16)]
@@ -1098,3 +1105,106 @@ def test_the_monitors_own_arguments_take_numpy_scalars_and_a_misspelt_one_is_nam
     with pytest.raises(OptionError, match=r"^unknown option 'evry'.*; and the monitor's own: every, unit, layers, "
                                           r"threshold, on_alert$"):
         AlphaMonitor(mlp(), None, evry=5)
+
+
+def test_a_callback_reused_for_the_next_fit_records_that_fits_model_and_epochs(tmp_path):
+    """One callback in a k-fold loop (a Trainer per fold, the same callbacks list): the second fit's epoch 1 had been
+    taken as recorded already, and its steps recorded the first fold's model. Each fit binds its own model, unless
+    the monitor was given one, and counts its steps and epochs anew."""
+    pl = pytest.importorskip("lightning.pytorch")
+
+    class Module(pl.LightningModule):
+        def __init__(self, seed):
+            super().__init__()
+            self.net = mlp()
+            with torch.no_grad():  # (mlp() is seeded: each module its own first layer)
+                self.net[0].weight.copy_(torch.randn(128, 64, generator=torch.Generator().manual_seed(seed)))
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return torch.nn.functional.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)  # (the weights stay the initial ones)
+
+    def fit(cb, module, accumulate=1):
+        trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, callbacks=[cb], logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                             accumulate_grad_batches=accumulate)
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*tensor_data()), batch_size=32)
+        trainer.fit(module, loader)  # 8 batches
+
+    by_epoch, by_step = lightning_callback(None), lightning_callback(None, unit="step", every=4)
+    modules = [Module(1), Module(2)]
+    for m in modules:
+        fit(by_epoch, m)
+        fit(by_step, m)
+    alone = [htsr.analyze(m.net).layers[0].alpha for m in modules]
+    assert alone[0] != alone[1]
+    assert [(r.epoch, r.layers[0].alpha) for r in by_epoch.monitor.history] == [(1, alone[0]), (1, alone[1])]
+    assert [(r.step, r.layers[0].alpha) for r in by_step.monitor.history] == [
+        (4, alone[0]), (8, alone[0]), (4, alone[1]), (8, alone[1])]
+    # gradient accumulation: a batch without an optimizer step records nothing (step 0 had been recorded at the
+    # first micro-batch, and so would a resumed run's restored step be, again)
+    accum = lightning_callback(None, unit="step", every=2)
+    fit(accum, Module(3), accumulate=2)
+    assert [r.step for r in accum.monitor.history] == [2, 4]
+    # a monitor given a model keeps it for every fit
+    own = mlp()
+    kept = lightning_callback(None, model=own)
+    fit(kept, modules[0])
+    assert kept.monitor.model is own
+
+
+def test_a_baseline_record_is_not_recorded_again_by_the_first_micro_batch():
+    """The docs' loop: record(step=0), then step(step) after each micro-batch; the first micro-batches (no
+    optimizer step yet) had recorded step 0 twice."""
+    mon = AlphaMonitor(mlp(), None, every=2, unit="step")
+    mon.record(step=0)
+    for micro in range(8):
+        mon.step(micro // 2)  # 2 micro-batches per optimizer step
+    assert [r.step for r in mon.history] == [0, 2]
+    with pytest.raises(OptionError, match=r"^step must be a finite number \(the steps done\), not None$"):
+        mon.step(None)
+    with pytest.raises(OptionError, match=r"^epoch must be a finite number"):
+        mon.epoch_end(float("nan"))
+
+
+def test_a_model_that_changes_under_the_monitor_does_not_stop_training_nor_alert_falsely():
+    """A LoRA added in place mid-training renames the rows ('0' becomes '0#delta', '0#base', '0#merged'): a monitor of
+    layers='^0$' raised SourceError out of the training loop; one of every layer then averaged the updates alone and
+    alerted, with no layer's alpha changed. Now the first warns and records nothing, the second starts anew."""
+    peft = pytest.importorskip("peft")
+    from htsr.monitor import HtsrMonitorWarning
+
+    torch.manual_seed(0)
+    model = mlp()
+    narrow = AlphaMonitor(model, None, unit="step", layers="^0$")
+    wide = AlphaMonitor(model, None, unit="step", threshold=5.0)
+    assert narrow.step(1) is not None and not wide.step(1).alert  # (every layer's mean is above 5)
+    peft.get_peft_model(model, peft.LoraConfig(r=64, lora_alpha=64, target_modules=["0", "2"],
+                                               init_lora_weights=False))
+    with pytest.warns(HtsrMonitorWarning, match=r"^no record at step 2: .*nothing to record: .*'layers'"):
+        assert narrow.step(2) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (warned once while it stays so)
+        assert narrow.step(3) is None
+    assert len(narrow.history) == 1
+    with pytest.warns(HtsrMonitorWarning, match=r"^the mean alpha at step 2 is over other rows than before \(2 "
+                                                r"update\(s\) \(#delta rows\); 2 new, 3 gone\)") as caught:
+        rec = wide.step(2)
+    assert rec.mean_alpha < 5.0 and wide.alert and not rec.alert and wide.alerts == []  # (its updates' alphas)
+    assert not any(issubclass(w.category, HtsrAlphaWarning) for w in caught)
+
+
+@pytest.mark.parametrize("kw, match", [(dict(stop_on_alert="no"), "'stop_on_alert' must be True or False"),
+                                       (dict(log_name=5), "'log_name' must be a non-empty string"),
+                                       (dict(log_name=None), "'log_name' must be a non-empty string")])
+def test_the_callbacks_own_arguments_are_checked_when_made(kw, match):
+    pytest.importorskip("lightning.pytorch")
+    pytest.importorskip("transformers")
+    from htsr.monitor import hf_callback
+
+    for make in (lightning_callback, hf_callback):
+        with pytest.raises(OptionError, match=match):
+            make(None, **kw)
