@@ -72,7 +72,6 @@ from .results import (
     AnalysisResult,
     LayerResult,
     Summary,
-    atomic_write,
     csv_table,
     format_value,
     in_means,
@@ -81,6 +80,7 @@ from .results import (
     phase_column,
     saved_run,
     text_table,
+    write_result_file,
 )
 from .values import NanEqual
 
@@ -224,11 +224,15 @@ class Comparison(NanEqual):
                           zip(self.common_layers, self.layer_kinds, self.layer_shapes, self.layer_values)))
 
     def to_csv(self, path: str | os.PathLike) -> None:
-        """Write the per-layer side-by-side table, atomically."""
-        atomic_write(path, self.csv_text())
+        """Write the per-layer side-by-side table, atomically; never over a file a model was read from."""
+        write_result_file("Comparison.to_csv():", path, self.csv_text(), self._read_from())
 
     def to_json(self, path: str | os.PathLike) -> None:
-        atomic_write(path, self.json_text())
+        """Write the comparison as one JSON document, atomically; never over a file a model was read from."""
+        write_result_file("Comparison.to_json():", path, self.json_text(), self._read_from())
+
+    def _read_from(self) -> list[str]:
+        return [p for r in self.results for p in r.read_from]
 
 
 def _options_of(results: Sequence[AnalysisResult]) -> Any:

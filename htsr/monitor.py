@@ -42,7 +42,7 @@ from .figures import Panel, Series
 from .io.torch import unwrapped
 from .options import Options, acts_on
 from .specs import plain
-from .results import csv_table, means_rows
+from .results import csv_table, means_rows, temp_prefix
 from .values import NanEqual
 
 __all__ = ["AlphaMonitor", "MonitorRecord", "LayerAlpha", "HtsrAlphaWarning", "HtsrMonitorWarning", "CSV_COLUMNS",
@@ -378,7 +378,7 @@ class AlphaMonitor:
                 with open(path, "ab"):  # opened for appending, nothing written
                     pass
             else:  # a probe file beside it, as the first record will create it there
-                fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
+                fd, probe = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".probe")
                 os.close(fd)
                 os.unlink(probe)
         except OSError as e:

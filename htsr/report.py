@@ -36,7 +36,7 @@ from .figures import (  # one colour per role in both renderers
 )
 from .fits.uncertainty import interval_of, warning_interval
 from .options import LAYER_KINDS, OPTION_SPECS, UI_OPTIONS
-from .results import MEANS_OVER, AnalysisResult, LayerResult, atomic_write, format_value, table_columns, why_undefined
+from .results import MEANS_OVER, AnalysisResult, LayerResult, format_value, table_columns, why_undefined, write_result_file
 from .rmt.phases import PHASES
 
 __all__ = ["render_report", "write_report"]
@@ -84,8 +84,8 @@ def render_report(result: AnalysisResult, title: str | None = None) -> str:
 
 
 def write_report(result: AnalysisResult, path: str | os.PathLike, title: str | None = None) -> None:
-    """Write :func:`render_report` to ``path`` atomically (UTF-8)."""
-    atomic_write(path, render_report(result, title))
+    """Write :func:`render_report` to ``path`` atomically (UTF-8); never over a file the analysis read."""
+    write_result_file("write_report():", path, render_report(result, title), result.read_from)
 
 
 # ---- data embedded as JSON -------------------------------------------------------------------------------

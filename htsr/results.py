@@ -310,9 +310,16 @@ def json_safe(v: Any) -> Any:
     return v
 
 
+def temp_prefix(path: Path) -> str:
+    """The start of the name of a temporary file beside ``path``: '.' and its name, cut to 180 bytes, so that a
+    random part and a suffix fit in a file name's 255 (a 235-character report name had been refused as too long)."""
+    name = os.fsencode(path.name)
+    return "." + (path.name if len(name) <= 180 else os.fsdecode(name[:180])) + "."
+
+
 def _temp_path(path: Path) -> Path:
     """A new name for the temporary file an atomic write of ``path`` makes beside it."""
-    return path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    return path.parent / f"{temp_prefix(path)}{uuid.uuid4().hex}.tmp"
 
 
 def _write_temp(path: Path, data: str | bytes) -> Path:
@@ -558,14 +565,28 @@ def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.P
         if resolved[path] in read:
             raise OutputError(f"{flag} {path}: is a file this run reads, and htsr never overwrites its inputs; "
                               "choose another path")
-        try:  # a probe: the temporary file atomic_write will make, by its name (as long: a name of 225 characters
-            # had passed a shorter probe and failed after the analysis), in the folder (or its nearest existing one)
+        try:
+            longest = os.pathconf(folder, "PC_NAME_MAX")
+        except (OSError, ValueError, AttributeError):  # (no pathconf: Windows; a file system that does not say)
+            longest = 255
+        if len(os.fsencode(path.name)) > longest:  # (the temporary file's name is cut to fit: tried below)
+            raise OutputError(f"{flag} {path}: its name is longer than the {longest} bytes {folder} takes; choose "
+                              "a shorter one")
+        try:  # a probe: the temporary file atomic_write will make, by its name, in the folder (or its nearest
+            # existing one)
             probe = _temp_path(folder / path.name)
             os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             os.unlink(probe)
         except OSError as e:
             raise OutputError(f"{flag} {path}: cannot write in {folder} ({e.strerror}); give write access to it or "
                               "choose another path") from None
+
+
+def write_result_file(what: str, path: str | os.PathLike, data: str | bytes, read_from: Iterable[str]) -> None:
+    """The API's writes of a result (a table, a report, a figure): :func:`check_outputs` against the files it was
+    read from (``result.to_csv(result.path)`` had replaced the model), then :func:`atomic_write`."""
+    check_outputs(list(read_from), [(what, path)])
+    atomic_write(path, data)
 
 
 def an_output(f: Path) -> bool:
@@ -821,9 +842,15 @@ class AnalysisResult(NanEqual):
         """The per-layer table as CSV text (read it back with :func:`read_layers`)."""
         return csv_table(COLUMNS, ([r[c] for c in COLUMNS] for r in self.to_records()))
 
+    @property
+    def read_from(self) -> tuple[str, ...]:
+        """The paths the analysis read: its source's and its base's (none for in-memory models)."""
+        base = self.options.get("base") if isinstance(self.options, dict) else None
+        return tuple(p for p in (self.path, base) if isinstance(p, str) and p and (p is self.path or os.path.isabs(p)))
+
     def to_csv(self, path: str | os.PathLike) -> None:
-        """Write the per-layer table (NaN as an empty field), atomically."""
-        atomic_write(path, self.csv_text())
+        """Write the per-layer table (NaN as an empty field), atomically; never over a file the analysis read."""
+        write_result_file("AnalysisResult.to_csv():", path, self.csv_text(), self.read_from)
 
     def json_text(self, layers: bool = True) -> str:
         """Source, options, summary, the tensors not analysed (and the layers) as strict JSON, NaN written
@@ -836,8 +863,9 @@ class AnalysisResult(NanEqual):
         return json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n"
 
     def to_json(self, path: str | os.PathLike) -> None:
-        """Write source, options, summary and layers as one JSON document, atomically."""
-        atomic_write(path, self.json_text())
+        """Write source, options, summary and layers as one JSON document, atomically; never over a file the
+        analysis read."""
+        write_result_file("AnalysisResult.to_json():", path, self.json_text(), self.read_from)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -339,12 +339,13 @@ def test_unwritable_outputs_fail_first_in_one_line(model, capsys, monkeypatch):
     rc = main(["analyze", str(model), "--out", str(model / "sub")])  # below a file: no folder can be made
     msg = _assert_user_error(rc, *capsys.readouterr())
     assert f"{model} is a file, so no folder can be made there" in msg and calls == []
-    # a name the file system takes (225 + 5 of 255 characters) but not with the temporary file's 38 more: the probe
-    # had been 22 characters shorter than that file, and the write failed after the analysis
-    long = model.parent / ("r" * 225 + ".html")
+    # a name longer than the file system's 255 characters, refused before the analysis (one it takes, with the
+    # temporary file's name no longer, is written: test_results)
+    long = model.parent / ("r" * 251 + ".html")
     rc = main(["analyze", str(model), "--report", str(long)])
     msg = _assert_user_error(rc, *capsys.readouterr())
-    assert "File name too long" in msg and calls == []
+    assert msg.endswith(f"{long}: its name is longer than the 255 bytes {model.parent} takes; choose a shorter "
+                        "one") and calls == []
 
 
 def test_two_outputs_of_one_run_in_one_file_are_refused(model, tmp_path, capsys, monkeypatch):

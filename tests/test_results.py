@@ -842,3 +842,37 @@ def test_a_saved_run_with_a_broken_not_analysed_entry_is_refused_in_one_line(tmp
     (tmp_path / "run.json").write_text(json.dumps(doc))
     with pytest.raises(htsr.errors.SourceError, match="cannot read the saved run"):
         load_result(tmp_path / "run.json")
+
+
+def test_the_apis_writes_never_replace_a_file_the_analysis_read_and_take_long_names(tmp_path):
+    """result.to_csv(result.path) had replaced the model with its own table (the CLI refuses the same path); and a
+    235-character output name was refused as 'File name too long' by its temporary file's longer name."""
+    from safetensors.numpy import save_file
+
+    from htsr.compare import compare
+    from htsr.errors import OutputError
+    from htsr.report import write_report
+
+    rng = np.random.default_rng(0)
+    model, base = tmp_path / "m.safetensors", tmp_path / "base.safetensors"
+    save_file({"fc.weight": rng.standard_normal((120, 80)).astype(np.float32)}, str(model))
+    save_file({"fc.weight": rng.standard_normal((120, 80)).astype(np.float32)}, str(base))
+    kept = model.read_bytes(), base.read_bytes()
+    r = htsr.analyze(model, min_evals=10)
+    d = htsr.analyze(model, base=str(base), min_evals=10)
+    c = compare([r, r])
+    for write, path in ((r.to_csv, model), (r.to_json, model), (d.to_csv, base), (c.to_csv, model),
+                        (c.to_json, model), (lambda p: write_report(r, p), model)):
+        with pytest.raises(OutputError, match=r"\(\): .*m\.safetensors: is a file this run reads, and htsr never "
+                                              r"overwrites its inputs; choose another path$|base\.safetensors: is a "
+                                              r"file this run reads"):
+            write(path)
+    assert (model.read_bytes(), base.read_bytes()) == kept
+    long = tmp_path / ("r" * 230 + ".json")  # (255 bytes is the longest name)
+    r.to_json(long)
+    assert json.loads(long.read_text())["path"] == str(model) and sorted(os.listdir(tmp_path)) == sorted(
+        ["m.safetensors", "base.safetensors", long.name])
+    # an in-memory model's result writes anywhere (its base's description is not a path)
+    mem = htsr.analyze({"fc.weight": rng.standard_normal((120, 80))}, base={"fc.weight": np.zeros((120, 80))})
+    assert mem.read_from == ()
+    mem.to_csv(tmp_path / "mem.csv")
