@@ -37,6 +37,7 @@ from .errors import HtsrError, OptionError, OutputError
 from .fits.uncertainty import MIN_WARNING_REPLICATES, warning_interval
 from .options import OPTION_SPECS, Options, typed_flag
 from .results import (
+    CONTROL_ESCAPES,
     MEANS_OVER,
     AnalysisResult,
     an_output,
@@ -261,18 +262,13 @@ def _cell(row: Any, column: str) -> str:
     v = getattr(row, column)
     if column == "trap_weights" and v.count(";") >= 2:  # the table shows two; the files have them all
         v = "; ".join(v.split("; ")[:2]) + "; …"
-    if isinstance(v, str):  # a control character in a tensor name would break the table's lines
-        v = v.translate(_CONTROL_ESCAPES)
     return format_value(v)
 
 
-#: control characters (C0, DEL, C1) and the bidirectional overrides, each as its escape ('\\n', '\\x1b', '\\u202e')
-_CONTROL_ESCAPES = {c: repr(chr(c))[1:-1] for c in (*range(0x00, 0x20), *range(0x7f, 0xa0), *range(0x202a, 0x202f),
-                                                    *range(0x2066, 0x206a))}
 #: what a terminal would act on rather than show, in anything htsr prints (a name or a file's text quoted in an
 #: error, a source line): those but tab, newline and carriage return (the progress bar's). A tensor named
 #: "\x1b]0;…\x07\x1b[2J" had set the terminal's title and cleared its screen.
-_TERMINAL_ESCAPES = {c: e for c, e in _CONTROL_ESCAPES.items() if chr(c) not in "\t\n\r"}
+_TERMINAL_ESCAPES = {c: e for c, e in CONTROL_ESCAPES.items() if chr(c) not in "\t\n\r"}
 
 
 def format_table(result: AnalysisResult, columns: Sequence[str] | None = None) -> str:
@@ -429,7 +425,7 @@ def _tqdm_available() -> bool:
 
 def _one_line(message: str) -> str:
     """An error message on one line whatever it quotes (a tensor named "x\\nhtsr: done" had forged a second line)."""
-    return message.translate({c: _CONTROL_ESCAPES[c] for c in (10, 13)})
+    return message.translate({c: CONTROL_ESCAPES[c] for c in (10, 13)})
 
 
 class _Terminated(BaseException):

@@ -680,10 +680,19 @@ def table_columns(result: AnalysisResult) -> tuple[str, ...]:
     return cols
 
 
+#: control characters (C0, DEL, C1) and the bidirectional overrides, each as its escape ('\\n', '\\x1b', '\\u202e')
+CONTROL_ESCAPES = {c: repr(chr(c))[1:-1] for c in (*range(0x00, 0x20), *range(0x7f, 0xa0), *range(0x202a, 0x202f),
+                                                   *range(0x2066, 0x206a))}
+
+
 def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: Sequence[bool]) -> str:
     """Aligned plain text: the columns with ``left`` true left-aligned (names, kinds), the others right-aligned
     (numbers), two spaces apart, each cell padded to its column's width on a terminal: a wide character (CJK, an
-    emoji) takes two columns, a combining mark none (``len`` had misaligned every cell after a Chinese name)."""
+    emoji) takes two columns, a combining mark none (``len`` had misaligned every cell after a Chinese name). A
+    control character in a cell (a tensor or file name's newline) is shown as its escape: it would break the lines
+    (compare's tables had printed a name's newline and carriage return as they are)."""
+    header = [h.translate(CONTROL_ESCAPES) for h in header]
+    rows = [[c.translate(CONTROL_ESCAPES) for c in r] for r in rows]
     widths = [max([shown_width(h), *(shown_width(r[i]) for r in rows)]) for i, h in enumerate(header)]
 
     def line(cells: Sequence[str]) -> str:

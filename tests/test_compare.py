@@ -1708,3 +1708,18 @@ def test_a_series_given_out_of_its_numbers_order_is_said_to_be():
             "(ls -v, sort -V)") in text
     assert "not in that order" not in format_comparison(compare(runs, labels=["ck-313", "ck-626", "ck-1252"]))
     assert "not in that order" not in format_comparison(compare(runs, labels=["a", "b", "c"]))
+
+
+def test_compares_tables_show_a_names_control_characters_escaped(tmp_path, capsys):
+    """A tensor named 'enc.1\\nhtsr: done' broke compare's tables into a forged line (analyze's escaped it)."""
+    from safetensors.numpy import save_file
+
+    for s in (0, 1):
+        rng = np.random.default_rng(s)
+        save_file({n: rng.standard_normal((120, 80)).astype(np.float32)
+                   for n in ("enc.0.weight", "enc.1\nhtsr: done.weight", "enc.2\rX.weight")}, str(tmp_path / f"m{s}.safetensors"))
+    assert main(["compare", str(tmp_path / "m0.safetensors"), str(tmp_path / "m1.safetensors"), "--base-distances",
+                 "--min-evals", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "\r" not in out and not any(line.startswith("htsr: done") for line in out.splitlines())
+    assert out.count("enc.1\\nhtsr: done  dense") == 2 and out.count("enc.2\\rX  ") == 2  # both tables
