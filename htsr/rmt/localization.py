@@ -79,9 +79,12 @@ def vector_entropy(V: np.ndarray, axis: int) -> np.ndarray:
     out = np.empty(A.shape[0])
     for i, a in enumerate(A):
         try:
-            p = np.histogram(a, bins=ENTROPY_BINS, density=True)[0] + _ENTROPY_EPS
+            p = np.histogram(a, bins=ENTROPY_BINS, density=True)[0]
         except ValueError:  # magnitudes that differ in their last bits only: too narrow a range for the bins
-            p = np.histogram(np.full_like(a, a[0]), bins=ENTROPY_BINS, density=True)[0] + _ENTROPY_EPS  # equal ones'
+            p = None  # (numpy >= 2.2 says so; older ones return inf and NaN densities, which had made the entropy NaN)
+        if p is None or not np.isfinite(p).all():
+            p = np.histogram(np.full_like(a, a[0]), bins=ENTROPY_BINS, density=True)[0]  # equal ones'
+        p = p + _ENTROPY_EPS
         p /= p.sum()
         out[i] = -np.sum(p * np.log(p))
     return out.reshape(np.delete(np.shape(V), axis))
