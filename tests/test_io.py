@@ -113,12 +113,12 @@ def test_safetensors_numpy_writer_round_trip(tmp_path, dtype):
     assert (rows["encoder.layer.0.attn.q"].N, rows["encoder.layer.0.attn.q"].M) == (12, 8)
 
 
-def test_safetensors_float32_is_memory_mapped_read_only(tmp_path):
+def test_safetensors_float32_is_read_only(tmp_path):
     w = _rng(2).standard_normal((16, 8)).astype(np.float32)
     path = tmp_path / "m.safetensors"
     np_save_file({"fc.weight": w}, str(path))
     got = _refs(path)["fc.weight"].load()
-    # a read-only view of the file (np.memmap mode 'r'), not a writable copy
+    # read-only (as a map of the file was): what reads a weight never writes into it
     assert not got.flags.writeable
     np.testing.assert_array_equal(got, w)  # exact: same bits
 
@@ -4576,3 +4576,71 @@ def test_every_note_of_a_pipeline_component_carries_its_label():
         "a; b", "other weight files here, not read: x.bin"]
     assert _bracketed("(x (y) z)") == ["x (y) z"] and _bracketed("plain") == ["plain"]
     assert _bracketed("(a) tail") == ["(a) tail"]
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pt", "npy", "gguf"])
+def test_a_file_cut_short_while_it_is_read_fails_the_rows_past_the_cut_not_the_process(tmp_path, fmt):
+    """A checkpoint saved again in place (a training loop's torch.save to one path) while htsr read it: the map of
+    the bytes past its new end stopped the process with SIGBUS ('Bus error', exit 135, no outputs). Each tensor's
+    bytes are checked against the file's size before they are mapped: those past the cut fail their rows."""
+    from htsr.io import open_source
+
+    rng = np.random.default_rng(0)
+    W = {f"l{i}.weight": rng.standard_normal((200, 100)).astype(np.float32) for i in range(3)}
+    path = tmp_path / f"m.{fmt}"
+    if fmt == "safetensors":
+        np_save_file(W, str(path))
+    elif fmt == "pt":
+        torch = pytest.importorskip("torch")
+        torch.save({k: torch.from_numpy(v) for k, v in W.items()}, path)
+    elif fmt == "npy":
+        path = tmp_path / "m.npz"
+        np.savez(path, **W)  # (stored members: each array mapped where it lies)
+    else:
+        gguf = pytest.importorskip("gguf")
+        w = gguf.GGUFWriter(str(path), "llama")
+        for k, v in W.items():
+            w.add_tensor(k, v)
+        w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+    src = open_source(path)  # (headers read; no tensor yet)
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 2)  # (the first tensor or two whole, the last not)
+    rows = {r.name: r.status for r in htsr.analyze(src, min_evals=10).layers}
+    cut = [n for n, s in rows.items() if s.startswith("failed: ")]
+    # (an .npz's members are read through zipfile when they can no longer be mapped: it says the archive is cut)
+    said = (f"{path}: changed while being read: it now ends at byte {path.stat().st_size}, before byte "
+            if fmt != "npy" else "); truncated or corrupt?")
+    assert cut and all(said in rows[n] and f"{path}: tensor '{n}.weight': " in rows[n] if fmt == "npy" else
+                       said in rows[n] for n in cut), rows
+    assert rows["l2"].startswith("failed: ") and rows["l0"] == "ok"  # (the one before the cut is read)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "npy", "gguf", "pt"])
+def test_a_loaded_tensor_holds_no_map_of_the_file(tmp_path, fmt):
+    """A loaded float32 tensor was a map of the file: cut short while the analysis read it (saved again in place),
+    the process died of SIGBUS (exit -7: 'Bus error', no message, no outputs). Run in a child process, which the
+    old behaviour kills."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    W = {"l0.weight": rng.standard_normal((512, 256)).astype(np.float32)}
+    path = tmp_path / f"m.{fmt}"
+    if fmt == "safetensors":
+        np_save_file(W, str(path))
+    elif fmt == "npy":
+        np.save(path, W["l0.weight"])
+    elif fmt == "pt":
+        torch = pytest.importorskip("torch")
+        torch.save({k: torch.from_numpy(v) for k, v in W.items()}, path)
+    else:
+        gguf = pytest.importorskip("gguf")
+        w = gguf.GGUFWriter(str(path), "llama")
+        w.add_tensor("l0.weight", W["l0.weight"])
+        w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+    script = (f"import os, numpy as np\nfrom htsr.io import open_source\n"
+              f"ref = next(iter(open_source({str(path)!r})))\na = np.asarray(ref.load())\n"
+              f"os.truncate({str(path)!r}, 64)\nprint(float(np.abs(a).sum()))\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, (run.returncode, run.stderr[-500:])
+    assert float(run.stdout) == pytest.approx(float(np.abs(W["l0.weight"]).sum()), rel=1e-6)  # (float32 sums)

@@ -122,18 +122,55 @@ def stored_member_offset(f: BinaryIO, info: zipfile.ZipInfo) -> int | None:
 CRC_WINDOW = 1 << 26
 
 
+def read_span(path: str | os.PathLike, offset: int, nbytes: int) -> np.ndarray:
+    """The ``nbytes`` bytes at ``offset`` of ``path``, read into memory (a read-only uint8 array). Not mapped: a file cut
+    short while a map of it is read (saved again in place, as a training loop's ``torch.save`` or ``save_file`` to
+    one path does) stops the process with SIGBUS, which no Python code can catch (the run had ended "Bus error",
+    no outputs); read, the bytes missing are a SourceError, and the tensor's row fails saying so. (As much memory
+    as the map's pages once read, and as fast from the page cache.)"""
+    from ..errors import SourceError
+
+    out = np.empty(nbytes, dtype=np.uint8)
+    view, got = memoryview(out), 0
+    with open(path, "rb", buffering=0) as f:
+        f.seek(offset)
+        while got < nbytes:
+            n = f.readinto(view[got:])
+            if not n:
+                size = os.fstat(f.fileno()).st_size
+                raise SourceError(f"{path}: changed while being read: it now ends at byte {size}, before byte "
+                                  f"{offset + nbytes} of this tensor (saved again while htsr read it?); analyse it "
+                                  "once its writer is done")
+            got += n
+    out.flags.writeable = False  # (as a read-only map was: what reads a weight never writes into it)
+    return out
+
+
+def read_array(path: str | os.PathLike, offset: int, dtype: np.dtype, shape: tuple[int, ...], idx: tuple = ()
+               ) -> np.ndarray:
+    """The C-order array of ``dtype`` and ``shape`` stored at ``offset`` of ``path`` (:func:`read_span`), or its
+    ``[idx]``: for leading integer indices (a stacked, scanned layer; an expert) only that item's bytes are read."""
+    dtype = np.dtype(dtype)
+    k = 0
+    while k < len(idx) and k < len(shape) and isinstance(idx[k], (int, np.integer)) and 0 <= idx[k] < shape[k]:
+        k += 1
+    item = math.prod(shape[k:]) * dtype.itemsize
+    flat = int(np.ravel_multi_index(tuple(int(i) for i in idx[:k]), shape[:k])) if k else 0
+    a = read_span(path, offset + flat * item, item).view(dtype).reshape(shape[k:])
+    return a[idx[k:]] if len(idx) > k else a
+
+
 def check_stored_crc32(path: str | os.PathLike, offset: int, info: zipfile.ZipInfo) -> None:
     """ValueError if the uncompressed member ``info``, whose bytes begin at ``offset`` of archive ``path``,
     does not match the CRC-32 the archive records for it: bytes changed in place (a bad copy, a disk error),
     which its size cannot show, and which a map of the member bypassing zipfile would read unchecked. A CRC-32
     recorded as 0 is none (torch.save with set_crc32_options(False)); :data:`CRC_WINDOW` bytes are mapped at
-    a time, so a member far larger than what is read from it is never held mapped whole."""
+    a time, so a member far larger than what is read from it is never held in memory whole."""
     if not info.CRC:
         return
     running = 0
     for start in range(0, info.file_size, CRC_WINDOW):
-        running = zlib.crc32(np.memmap(path, dtype=np.uint8, mode="r", offset=offset + start,
-                                       shape=(min(CRC_WINDOW, info.file_size - start),)), running)
+        running = zlib.crc32(read_span(path, offset + start, min(CRC_WINDOW, info.file_size - start)), running)
     if running != info.CRC:
         raise ValueError(f"{info.filename} does not match the CRC-32 the archive records for it")
 

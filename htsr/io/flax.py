@@ -112,6 +112,7 @@ from .base import (
     TensorRef,
     as_loaded,
     import_extra,
+    read_array,
     lfs_pointer_error,
     numpy_dtype,
     one_line,
@@ -220,12 +221,7 @@ class _Payload:
         count = math.prod(self.shape)
         if count == 0:
             return np.zeros(self.shape, dt)[idx]
-        raw = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self.start + self.offset,
-                        shape=(count * dt.itemsize,))
-        a = raw.view(dt).reshape(self.shape)[idx]
-        # the payload starts at an arbitrary byte: an unaligned view would be read by numpy's slow,
-        # non-BLAS loops (with other rounding than BLAS), so it is copied once to aligned memory
-        return a if a.flags.aligned else a.copy()
+        return read_array(self.path, self.start + self.offset, dt, self.shape, idx)  # (in memory: aligned)
 
 
 class _Chunked:
@@ -862,6 +858,8 @@ class FlaxMsgpackFile(_Tree):
         def read(idx: tuple[int, ...] = ()) -> np.ndarray:
             try:
                 return array(idx)
+            except SourceError as e:  # (read_span's: the file cut short since)
+                raise self._fail(f"array {where!r} cannot be read: {str(e).split(': ', 1)[-1]}", file) from None
             except (OSError, ValueError) as e:
                 raise self._fail(f"array {where!r} cannot be read ({one_line(e)}): the file changed since it was "
                                  "opened?", file) from None

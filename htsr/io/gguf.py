@@ -86,7 +86,7 @@ import numpy as np
 from ..errors import LayerSkipped, SourceError, listed
 from ..factored import LowRank
 from ..tensors import VECTOR, SharedLoad, is_vector
-from .base import SPLIT_NAME, TensorRef, first_overlap, import_extra, one_line, skipped_loader
+from .base import SPLIT_NAME, TensorRef, first_overlap, import_extra, one_line, read_span, skipped_loader
 
 __all__ = ["GGUF_MAGIC", "GGUFFile", "GGUFSplit", "GGUFTensorRef", "gguf_kind", "is_gguf", "open_gguf"]
 
@@ -385,11 +385,11 @@ class GGUFFile:
         def load() -> np.ndarray:
             if math.prod(shape) == 0:
                 return np.zeros(shape, dtype=np.float64 if type_name == "F64" else np.float32)  # (as stored ones)
-            # the tensor's bytes through a map of their own, dropped with the array: views into the
-            # reader's whole-file map would keep every page read so far resident (6 GB RSS on a 6 GB file)
-            raw = np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=(n_bytes,))
+            # the tensor's bytes read on their own, dropped with the array: views into the reader's whole-file
+            # map would keep every page read so far resident (6 GB RSS on a 6 GB file)
+            raw = read_span(path, offset, n_bytes)
             data = raw.view(t.data.dtype).reshape(stored)
-            if type_name in ("F32", "F64"):  # the read-only memory map itself, as for safetensors
+            if type_name in ("F32", "F64"):  # the bytes read, as for safetensors
                 data = data.reshape(shape)
                 return data if data.dtype.isnative else data.astype(data.dtype.newbyteorder("="))
             if type_name in ("F16", "I8", "I16", "I32", "I64"):
@@ -427,11 +427,10 @@ class GGUFFile:
         emb, out = by_name.get("token_embd.weight"), by_name.get("output.weight")
         if emb is None or out is None or emb.tensor_type != out.tensor_type or list(emb.shape) != list(out.shape):
             return None
-        a = np.memmap(self.path, dtype=np.uint8, mode="r", offset=int(emb.data_offset), shape=(int(emb.n_bytes),))
-        b = np.memmap(self.path, dtype=np.uint8, mode="r", offset=int(out.data_offset), shape=(int(out.n_bytes),))
-        step = 1 << 24
-        if any(not np.array_equal(a[i:i + step], b[i:i + step]) for i in range(0, a.size, step)):  # stops early
-            return None
+        a, b, n, step = int(emb.data_offset), int(out.data_offset), int(emb.n_bytes), 1 << 24
+        if any(not np.array_equal(read_span(self.path, a + i, min(step, n - i)),
+                                  read_span(self.path, b + i, min(step, n - i))) for i in range(0, n, step)):
+            return None  # (16 MiB at a time: it stops at the first that differs)
         return ("gguf", str(self.path.resolve()), int(emb.data_offset))
 
     @property

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import HtsrError, LayerSkipped, SourceError
 from .base import (TensorRef, as_loaded, check_stored_crc32, expands_too_far, one_line, raising_loader, skipped_loader,
-                   stored_member_offset)
+                   read_array, read_span, stored_member_offset)
 from .scales import with_scales
 
 __all__ = ["ArrayMapping", "NpyFile", "NpzFile"]
@@ -201,7 +201,7 @@ class NpzFile:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.description = str(self.path)
-        self._views: dict[str, np.ndarray | None] = {}  # maps of stored members, for layers of stacks
+        self._spans: dict[str, tuple | None] = {}  # where stored members lie, for layers of stacks
         try:
             self._npz = np.load(self.path, allow_pickle=False, mmap_mode="r")
             files = self._npz.files
@@ -280,22 +280,23 @@ class NpzFile:
         load = self._loader(name)
 
         def make(idx: tuple = ()) -> np.ndarray:
-            # one layer of a stacked (scanned) member: from a map of the member's bytes where they are stored
-            # as they are (np.savez), not the whole member decompressed once per layer
-            view = self._view(name) if idx and not meta[1].hasobject else None
-            return np.array(view[idx]) if view is not None else load()[idx]
+            # one layer of a stacked (scanned) member: its own bytes, where the member is stored as it is (np.savez,
+            # C order), not the whole member decompressed once per layer
+            span = self._span(name) if idx and not meta[1].hasobject else None
+            return read_array(self.path, *span, idx) if span is not None else load()[idx]
 
         return meta[0], meta[1].name, make
 
-    def _view(self, name: str) -> np.ndarray | None:
-        """:meth:`_stored_view`, made once per member (a stack is read one layer at a time)."""
-        if name not in self._views:
-            self._views[name] = self._stored_view(name)
-        return self._views[name]
+    def _span(self, name: str) -> tuple[int, np.dtype, tuple[int, ...]] | None:
+        """:meth:`_stored_span`, found once per member (a stack is read one layer at a time)."""
+        if name not in self._spans:
+            self._spans[name] = self._stored_span(name)
+        return self._spans[name]
 
-    def _stored_view(self, name: str) -> np.ndarray | None:
-        """A read-only map of member ``name``'s array where the archive stores it uncompressed and its bytes match
-        the CRC-32 it records, else None (the member is read through zipfile, which says what is wrong)."""
+    def _stored_span(self, name: str) -> tuple[int, np.dtype, tuple[int, ...]] | None:
+        """Where member ``name``'s C-order array lies in the file (offset, dtype, shape), where the archive stores
+        it uncompressed and its bytes match the CRC-32 it records, else None (the member is read through zipfile,
+        which says what is wrong)."""
         info = self._npz.zip.getinfo(name + ".npy")
         if info.compress_type != zipfile.ZIP_STORED:
             return None
@@ -312,8 +313,7 @@ class NpzFile:
             if offset - start + math.prod(shape) * dtype.itemsize > info.file_size:
                 return None  # (a header that lies: read the usual way, which says so)
             check_stored_crc32(self.path, start, info)  # (a mismatch: read the usual way, whose zipfile says so)
-            return np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape),
-                             order="F" if fortran else "C")
+            return None if fortran else (offset, dtype, tuple(shape))
         except (OSError, ValueError, LayerSkipped):
             return None
 
@@ -330,7 +330,7 @@ class NpzFile:
 
 
 class NpyFile:
-    """A single ``.npy`` array, named after the file's stem; memory-mapped."""
+    """A single ``.npy`` array, named after the file's stem; its header read when opened, its bytes when loaded."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -347,8 +347,11 @@ class NpyFile:
         return 1
 
     def __iter__(self) -> Iterator[TensorRef]:
-        a = self._arr
-        yield TensorRef(self.path.stem, a.shape, a.dtype.name, lambda: as_loaded(a))
+        a = self._arr  # (a map, for its header's offset, shape, dtype and order: not read through, see read_span)
+        order = "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
+        yield TensorRef(self.path.stem, a.shape, a.dtype.name, lambda: as_loaded(
+            read_span(self.path, a.offset, a.nbytes).view(a.dtype).reshape(a.shape, order=order)
+            if isinstance(a, np.memmap) else np.array(a)))  # (no map of an empty array)
 
 
 #: the largest ww_config.json read
@@ -359,7 +362,7 @@ class WeightWatcherFolder:
     """A folder written by WeightWatcher's ``extract_pytorch_bins`` (``weightwatcher.WeightWatcher.analyze`` of
     such a folder): ``ww_config.json`` and one ``.npy`` a weight and a bias. Each is named by the model's own key
     the config records (``10.weight``, ``10.bias``; the files are numbered by WeightWatcher's layer ids,
-    ``seq.1.weight.npy``), else by its file. Memory-mapped, as a ``.npy``."""
+    ``seq.1.weight.npy``), else by its file. Read as a ``.npy``."""
 
     def __init__(self, folder: str | os.PathLike) -> None:
         import json

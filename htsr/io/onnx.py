@@ -129,6 +129,7 @@ from .base import (
     leaves_folder,
     numpy_dtype,
     one_line,
+    read_span,
     skipped_loader,
 )
 
@@ -1044,8 +1045,7 @@ class OnnxFile:
         def load() -> np.ndarray:
             if length == 0:
                 return np.zeros(shape, dtype=np.float32)
-            return _decoded(np.memmap(target, dtype=np.uint8, mode="r", offset=offset, shape=(length,)), dtype_name,
-                            shape)  # (sub-byte values unpacked; any other type viewed as it is stored)
+            return _decoded(read_span(target, offset, length), dtype_name, shape)  # (sub-byte values unpacked; any other type viewed as it is stored)
 
         return load
 

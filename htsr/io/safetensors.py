@@ -25,6 +25,7 @@ from .base import (
     ShardIndex,
     TensorRef,
     as_loaded,
+    read_array,
     check_split_whole,
     first_overlap,
     lfs_pointer_error,
@@ -199,18 +200,16 @@ class SafetensorsFile:
         loaded (a stacked, scanned, tensor one layer at a time from its map)."""
         dtype, shape, begin, end = self._entries[name]
         load = self._loader(dtype, shape, begin, end)
-        return shape, dtype, lambda idx=(): np.asarray(load()[idx]) if idx else load()
+        return shape, dtype, load
 
     def _loader(self, dtype: str, shape: tuple[int, ...], begin: int, end: int):
         if dtype.startswith("safetensors "):
             return skipped_loader(f"stored as {dtype}, a dtype htsr does not decode")
 
-        def load() -> np.ndarray:
+        def load(idx: tuple = ()) -> np.ndarray:
             if end == begin:
-                return as_loaded(np.zeros(shape, dtype=numpy_dtype(dtype)))  # (the dtype a stored one has)
-            raw = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self._data_start + begin,
-                            shape=(end - begin,))
-            return as_loaded(raw.view(numpy_dtype(dtype)).reshape(shape))
+                return as_loaded(np.zeros(shape, dtype=numpy_dtype(dtype))[idx])  # (the dtype a stored one has)
+            return as_loaded(read_array(self.path, self._data_start + begin, numpy_dtype(dtype), shape, idx))
 
         return load
 

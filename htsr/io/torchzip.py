@@ -55,7 +55,7 @@ import numpy as np
 
 from ..errors import SourceError, listed
 from .base import (FLOAT_DTYPES, TensorRef, as_loaded, check_stored_crc32, expands_too_far, numpy_dtype, one_line,
-                   raising_loader, skipped_loader, stored_member_offset)
+                   raising_loader, read_span, skipped_loader, stored_member_offset)
 from .numpy import MAX_FLAT_ITEMS, named_pairs
 from .scales import PackedConfig, with_scales
 from .torch import _MODULE_KINDS, _PACKED, held_kind, owner_classes, unwrap_state, with_notes
@@ -1121,7 +1121,7 @@ class TorchZipFile(_PickledTensors):
         offset = self._offsets.get(storage.key)
         if offset is not None:
             self._check_crc(storage.key, offset)
-            return np.memmap(self.path, dtype=np.uint8, mode="r", offset=offset, shape=(nbytes,))
+            return read_span(self.path, offset, nbytes)
         with _TorchArchive(self.path) as z:
             info = z.getinfo(storage.key)
             if expands_too_far(info.file_size, info.compress_size):  # torch.save stores storages uncompressed
@@ -1140,7 +1140,7 @@ class TorchZipFile(_PickledTensors):
             return
         if info.CRC:
             check_stored_crc32(self.path, offset, info)
-        elif not np.memmap(self.path, dtype=np.uint8, mode="r", offset=offset, shape=(info.file_size,)).any():
+        elif not read_span(self.path, offset, info.file_size).any():
             # (recorded as 0 where the archive records the others': torch.save under skip_data() left its bytes
             # unwritten, zeros; filled in since, it is read)
             raise self._fail(f"storage {key} holds no data: torch.save wrote the checkpoint under "
@@ -1207,7 +1207,7 @@ class TorchLegacyFile(_PickledTensors):
         self._collect(tree, (), sizes)
 
     def _raw(self, storage: _Storage, nbytes: int) -> Any:
-        return np.memmap(self.path, dtype=np.uint8, mode="r", offset=self._offsets[storage.key], shape=(nbytes,))
+        return read_span(self.path, self._offsets[storage.key], nbytes)
 
 
 #: torch.export's serialized dtypes (torch._export.serde.schema.ScalarType) as htsr names them
