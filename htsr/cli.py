@@ -513,6 +513,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(argv)
 
 
+def run() -> None:
+    """The ``htsr`` command: :func:`main`, and on Ctrl-C or SIGTERM the process ends as soon as its outputs are
+    cleaned up, without waiting for the layers running in worker threads (an eigensolver cannot be stopped; the
+    interpreter's exit would join them, and a second Ctrl-C there printed a traceback)."""
+    rc = main()
+    if rc in (130, 143):
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(rc)
+    sys.exit(rc)
+
+
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -686,4 +699,4 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -2361,3 +2361,37 @@ def test_a_conv_lora_per_position_gives_each_row_its_own_positions_update():
     for r, part in zip(rows, parts):
         (m,) = r.load()
         assert m is part
+
+
+@pytest.mark.parametrize("side_by_side", [True, False])
+def test_ctrl_c_does_not_wait_for_the_layers_running(side_by_side):
+    """An eigensolver cannot be stopped: Ctrl-C had waited for every layer running (15.6 s on three 4096-wide
+    layers), in worker threads (the executor's exit joined them) and in the main thread (a LAPACK call holds the
+    signal until it returns). The layers running here block until released: Ctrl-C must come back before that."""
+    import signal
+    import threading
+    import time
+
+    analyze = sys.modules["htsr.analyze"]
+    release, started = threading.Event(), threading.Semaphore(0)
+
+    def work(lm):  # (an eigensolver that does not return for a long while)
+        started.release()
+        release.wait(30)
+        return lm
+
+    lms = [object(), object()]
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            # (Ctrl-C, once a layer runs: a signal, which wakes the main thread's wait as a terminal's does)
+            threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+            if side_by_side:
+                analyze._in_threads(lms, work, 2, None)
+            else:
+                analyze._off_main(work, lms[0])
+        waited = time.perf_counter() - t0
+    finally:
+        release.set()
+    assert started.acquire(timeout=5)  # (the layer ran)
+    assert waited < 10, waited  # (not the 30 s the layer would have run; generous for a loaded machine)

@@ -1465,3 +1465,30 @@ def test_a_saved_run_given_as_a_model_is_named_as_one(model, tmp_path, capsys):
         with pytest.raises(htsr.SourceError) as ei:
             htsr.analyze(run)
         assert str(ei.value) == want
+
+
+@pytest.mark.parametrize("sig, rc, said", [(signal.SIGINT, 130, "htsr: interrupted"),
+                                           (signal.SIGTERM, 143, "htsr: terminated")])
+def test_the_command_stops_at_once_on_ctrl_c_whatever_its_layers_running(tmp_path, sig, rc, said):
+    """The htsr command (htsr.cli:run): Ctrl-C or SIGTERM ends the process once its outputs are cleaned up, not when
+    the layers running in worker threads are done (the interpreter's exit had joined them: 15 s on 4096-wide
+    layers, and a second Ctrl-C there printed a traceback). Here each layer would take 60 s."""
+    import time
+
+    np.savez(tmp_path / "m.npz", **{f"l{i}.weight": np.random.default_rng(i).standard_normal((120, 80))
+                                    for i in range(2)})
+    script = ("import sys, time\nimport htsr.cli\nanalyze = sys.modules['htsr.analyze']\n"
+              "real = analyze._layer_row\n"
+              "def slow(lm, opts):\n    print('running', file=sys.stderr, flush=True)\n    time.sleep(60)\n"
+              "    return real(lm, opts)\n"
+              "analyze._layer_row = slow\n"
+              f"sys.argv = ['htsr', 'analyze', {str(tmp_path / 'm.npz')!r}, '--out', {str(tmp_path / 'out')!r}]\n"
+              "htsr.cli.run()\n")
+    child = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    assert child.stderr.readline() == "running\n"  # (a layer is running)
+    t0 = time.perf_counter()
+    child.send_signal(sig)
+    assert child.wait(timeout=50) == rc  # (not the 60 s a layer runs; generous for a loaded machine)
+    assert time.perf_counter() - t0 < 30 and child.stderr.read() == said + "\n"
+    assert not (tmp_path / "out").exists()
