@@ -94,7 +94,7 @@ path from the exported wrapper (``/model/model.0/auto_model/encoder/…``) while
 path from the inner model (``model.0.auto_model.embeddings.word_embeddings.weight``).
 
 **Memory.** The model is parsed with ``onnx.load(path, load_external_data=False)``: with external data
-(``data_location == EXTERNAL``) only the graph is read, and each tensor is memory-mapped from its file
+(``data_location == EXTERNAL``) only the graph is read, and each tensor is read from its file
 at its offset/length when it is loaded — the file must lie inside the model's folder and is checked
 (present, large enough, no two tensors over the same bytes) when the model is opened. Sparse initializers
 are listed as not read. Tensors embedded in the ``.onnx`` file are part of the

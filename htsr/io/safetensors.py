@@ -3,7 +3,7 @@
 The file format: an 8-byte little-endian header length, a JSON header mapping each tensor name to its
 dtype, shape and ``data_offsets`` (relative to the data section), then the raw little-endian data.
 The header is validated in full before anything is read (every offending tensor is named), and each
-tensor is memory-mapped read-only only when it is loaded. FP8 and int8 weights stored with a
+tensor's bytes are read (:func:`~htsr.io.base.read_span`) only when it is loaded. FP8 and int8 weights stored with a
 ``weight_scale_inv`` / ``weight_scale`` tensor are dequantized on load (:mod:`htsr.io.scales`).
 """
 

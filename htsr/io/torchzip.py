@@ -994,7 +994,7 @@ class _PickledTensors:
         base = np.frombuffer(raw, dtype=word)
         view = np.lib.stride_tricks.as_strided(
             base[t.offset:], shape=t.shape, strides=tuple(s * dtype.itemsize for s in t.stride), writeable=False)
-        return as_loaded(np.array(view).view(dtype))  # a copy: the storage is not kept mapped
+        return as_loaded(np.array(view).view(dtype))  # a copy: the storage's bytes are not kept
 
     def __iter__(self) -> Iterator[TensorRef]:
         # quantized weights beside their scales or parts: dequantized (htsr.io.scales)
@@ -1150,7 +1150,7 @@ class TorchZipFile(_PickledTensors):
 
 
 class TorchLegacyFile(_PickledTensors):
-    """The tensors of a legacy (pre-zip) ``torch.save`` file, each storage memory-mapped when loaded."""
+    """The tensors of a legacy (pre-zip) ``torch.save`` file, each storage read when loaded."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
