@@ -572,10 +572,10 @@ _MP, _SETOL = ("mp_fit", True, "the MP fit (no --no-mp-fit)"), ("setol", True, "
 _NEEDS = {**dict.fromkeys(("rand_js_distance", "num_with_traps", "num_traps", "rand_lambda_max", "rand_mp_sigma",
                            "rand_mp_lambda_minus", "rand_mp_lambda_plus", "rand_mp_threshold", "rand_mp_softrank"),
                           _RANDOMIZE),
-          **dict.fromkeys(("pl_pvalue", "share_plausible_pl", "boot_alpha_lo", "boot_alpha_hi", "boot_alpha_se",
-                           "num_boot"), _BOOTSTRAP),
-          # (the count reads only p-values of enough replicates to drive the warning)
-          "num_no_power_law": ("bootstrap", MIN_WARNING_REPLICATES, f"--bootstrap {MIN_WARNING_REPLICATES} or more"),
+          **dict.fromkeys(("pl_pvalue", "boot_alpha_lo", "boot_alpha_hi", "boot_alpha_se", "num_boot"), _BOOTSTRAP),
+          # (the count and the share read only p-values of enough replicates to drive the warning)
+          **dict.fromkeys(("num_no_power_law", "share_plausible_pl"),
+                          ("bootstrap", MIN_WARNING_REPLICATES, f"--bootstrap {MIN_WARNING_REPLICATES} or more")),
           **dict.fromkeys(("share_best_fit_pl", "lr_exponential", "p_exponential", "lr_lognormal", "p_lognormal",
                            "lr_tpl", "p_tpl", "tpl_alpha", "tpl_Lambda", "etpl_alpha", "etpl_Lambda", "etpl_xmin"),
                           _TAILS),

@@ -269,7 +269,9 @@ class Summary(NanEqual):
             # over the layers whose p-value drives the warning (interval_of: enough good replicates)
             num_no_power_law=_count([r.warning == "no-power-law" for r in layers
                                      if math.isfinite(r.pl_pvalue) and r.num_boot >= MIN_WARNING_REPLICATES]),
-            share_plausible_pl=_share([r.pl_pvalue > PLAUSIBLE_P for r in layers if math.isfinite(r.pl_pvalue)]),
+            # (the same layers: a p-value of fewer replicates is too coarse to say, 0 or 1 from one)
+            share_plausible_pl=_share([r.pl_pvalue > PLAUSIBLE_P for r in layers
+                                       if math.isfinite(r.pl_pvalue) and r.num_boot >= MIN_WARNING_REPLICATES]),
             share_best_fit_pl=_share([r.best_fit == "power_law" for r in layers if r.best_fit]),
             phases={p: _count([r.phase == p for r in layers if r.phase]) for p in PHASES},
             num_with_traps=_count([r.num_traps > 0 for r in layers if math.isfinite(r.num_traps)]),
@@ -618,13 +620,13 @@ def why_undefined(options: dict[str, Any]) -> dict[str, str]:
     # (traps need a shuffle of their own, with or without the MP fit)
     no_shuffle = "no layer randomised: none with min_evals eigenvalues, or LoRA updates only"
     boot = options.get("bootstrap", 0) or 0
-    no_boot = "--bootstrap N" if not boot else "no layer fitted"
+    no_boot = ("--bootstrap N" if not boot else
+               f"--bootstrap {boot}: fewer than {MIN_WARNING_REPLICATES} replicates" if boot < MIN_WARNING_REPLICATES
+               else f"no layer fitted with {MIN_WARNING_REPLICATES} good replicates (a replicate whose refit fails is "
+                    "not counted: num_boot)")
     return {"phases": no_mp, "num_with_traps": no_shuffle if options.get("randomize") else "--randomize",
             "share_plausible_pl": no_boot,
-            "num_no_power_law": "--bootstrap N" if not boot else
-            f"--bootstrap {boot}: fewer than {MIN_WARNING_REPLICATES} replicates" if boot < MIN_WARNING_REPLICATES
-            else f"no layer fitted with {MIN_WARNING_REPLICATES} good replicates (a replicate whose refit fails is "
-                 "not counted: num_boot)",
+            "num_no_power_law": no_boot,
             "share_best_fit_pl": "no layer fitted" if options.get("tails", True) else "--no-tails"}
 
 

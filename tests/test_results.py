@@ -22,8 +22,12 @@ from htsr.results import (TABLE_COLUMNS, AnalysisResult, Summary, _lock_folders,
 
 def test_a_pvalue_of_exactly_0_1_is_not_plausible():
     # README/Summary: plausible if p > 0.1 (a bootstrap p of 10/100 = 0.1 is the boundary, not plausible)
-    s = Summary.of([layer_row("a", pl_pvalue=0.1), layer_row("b", pl_pvalue=0.5)])
+    s = Summary.of([layer_row("a", pl_pvalue=0.1, num_boot=100.0), layer_row("b", pl_pvalue=0.5, num_boot=100.0)])
     assert s.share_plausible_pl == 0.5
+    # p-values of fewer replicates than drive the warnings (one: each 0 or 1) make no share; num_no_power_law neither
+    # (the summary had said 4 of 6 layers failed the power law, from one replicate each, beside that count's n/a)
+    coarse = Summary.of([layer_row("a", pl_pvalue=0.0, num_boot=1.0), layer_row("b", pl_pvalue=1.0, num_boot=99.0)])
+    assert math.isnan(coarse.share_plausible_pl) and math.isnan(coarse.num_no_power_law)
 
 
 def test_a_randomised_layer_with_no_trap_is_not_counted_as_having_traps():
@@ -420,8 +424,9 @@ def test_why_undefined_names_each_options_reason():
     assert why_undefined({"randomize": True})["num_with_traps"].startswith("no layer randomised")
     assert why_undefined({"bootstrap": n})["num_no_power_law"].startswith(f"no layer fitted with {n} good replicates")
     assert why_undefined({"bootstrap": n - 1})["num_no_power_law"] == f"--bootstrap {n - 1}: fewer than {n} replicates"
-    assert why_undefined({})["share_plausible_pl"] == "--bootstrap N"
-    assert why_undefined({"bootstrap": n})["share_plausible_pl"] == "no layer fitted"  # it ran: no layer had a p
+    for key in ("share_plausible_pl", "num_no_power_law"):  # (one rule for both: the warning's)
+        assert why_undefined({})[key] == "--bootstrap N"
+        assert why_undefined({"bootstrap": n - 1})[key] == f"--bootstrap {n - 1}: fewer than {n} replicates"
 
 
 @pytest.mark.parametrize("options, extra", [
