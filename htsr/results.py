@@ -100,7 +100,7 @@ class LayerResult(NanEqual):
     lr_lognormal: float = NAN
     p_lognormal: float = NAN
     lr_tpl: float = NAN  # ℓ_PL − ℓ_TPL (≤ 0; nested)
-    p_tpl: float = NAN  # ½·P(χ²₁ > 2|R|)
+    p_tpl: float = NAN  # P(χ²₁ > 2|R|)
     tpl_alpha: float = NAN  # truncated power law λ^−α e^−Λλ at the fitted x_min
     tpl_Lambda: float = NAN
     etpl_alpha: float = NAN  # E-TPL: the same at the peak-bounded x_min

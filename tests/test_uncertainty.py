@@ -720,9 +720,8 @@ def test_an_exponential_without_a_finite_rate_is_no_test():
         compare_tails(np.array([]), 2.0, 1.0)
 
 
-def test_tpl_comparison_is_half_the_nested_chi2():
-    # htsr's p for PL vs TPL is ½·P(χ²₁ > 2|R|) (boundary of the parameter space, Self & Liang);
-    # powerlaw 1.5 reports P(χ²₁ > 2|R|) for nested models
+def test_tpl_comparison_is_the_nested_chi2():
+    # htsr's p for PL vs TPL is P(χ²₁ > 2|R|), as powerlaw 1.5 reports it for nested models (and CSN 2009)
     x = _tpl_sample(3000, 2.0, 0.01, 1.0, np.random.default_rng(31))
     a = 1.0 + x.size / float(np.sum(np.log(x)))
     c = compare_tails(x, a, 1.0)
@@ -730,8 +729,8 @@ def test_tpl_comparison_is_half_the_nested_chi2():
     R_ref, p_ref = _quiet(lambda: ref.distribution_compare("power_law", "truncated_power_law", nested=True))
     assert c.lr_tpl <= R_ref + 1e-6  # htsr's TPL maximum is at least as high (1e-6: rounding)
     assert c.lr_tpl == pytest.approx(R_ref, abs=1e-3)  # and within fmin's ftol of powerlaw's
-    # the p-values differ by the factor ½ and by the tiny difference in R: 1e-2 relative
-    assert c.p_tpl == pytest.approx(0.5 * p_ref, rel=1e-2)
+    # the p-values differ by the tiny difference in R: 1e-2 relative
+    assert c.p_tpl == pytest.approx(p_ref, rel=1e-2)
     assert c.tpl.alpha < a and c.tpl.Lambda > 0 and c.lr_tpl < 0
     # the values given twice with share ½ are the values once: R counts share·n points (a tail without cut-off has
     # R = 0 whatever the share); 1e-6: the TPL is searched again on the doubled sample (its optimiser's tolerance)
@@ -2064,7 +2063,7 @@ def test_a_tiny_tpl_cut_off_is_found_and_one_below_resolution_is_the_power_law()
             # 1e-3: the third-order terms, O(δ) relative (measured 1e-4 for R), and the rounding of sums of 500 terms
             assert c.lr_tpl == pytest.approx(-x.size * delta**2 / (2 * S), rel=1e-3)
             assert c.tpl.Lambda == pytest.approx(delta / S, rel=1e-2)  # (1e-2: Λ is first order, its error O(δ))
-            assert c.p_tpl == pytest.approx(0.5 * scipy.stats.chi2.sf(-2 * c.lr_tpl, 1), rel=1e-12) and c.p_tpl < 0.5
+            assert c.p_tpl == pytest.approx(scipy.stats.chi2.sf(-2 * c.lr_tpl, 1), rel=1e-12) and c.p_tpl < 1
         else:
             assert c.tpl.Lambda == 0.0 and (c.lr_tpl, c.p_tpl) == (0.0, 1.0)
             assert c.tpl.alpha == pytest.approx(alpha, rel=1e-12)  # the MLE, summed in another order
@@ -2245,3 +2244,17 @@ def test_fdb_second_level_statistic_is_the_scaled_ks_distance(monkeypatch, case)
     assert r.num_ok == t1.size == t2.size and r.num_ok_fdb == both.sum() and 0 < both.sum() < both.size
     assert r.p_value == float(np.mean(t1 >= t(fit)))
     assert r.p_value_fdb == fdb_p_value(t(fit), t1[both], t2[both])
+
+
+def test_the_tpl_test_rejects_true_power_laws_of_alpha_up_to_2_at_about_its_level():
+    """Self & Liang's ½·P(χ²₁ > 2|R|) needs a finite Fisher information of Λ at 0, which a tail of α ≤ 3 has not:
+    it rejected 23 % of true power laws of α = 1.5 at p < 0.1 (17 % at α = 2), and best_fit said TPL as often."""
+    rng = np.random.default_rng(22)
+    for alpha, n in ((1.5, 300), (2.0, 1000)):
+        p = []
+        for _ in range(200):
+            x = (1 - rng.random(n)) ** (-1 / (alpha - 1))  # Pareto, x_min = 1
+            p.append(compare_tails(x, 1 + n / np.log(x).sum(), 1.0).p_tpl)
+        # 0.16: the level 0.1 plus 3 binomial sd of 200 samples (0.021); measured 0.11 and 0.07 on 400, the
+        # halved p 0.23 and 0.17
+        assert np.mean(np.asarray(p) < 0.1) < 0.16, (alpha, np.mean(np.asarray(p) < 0.1))

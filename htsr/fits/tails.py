@@ -10,9 +10,11 @@ All models are fitted by maximum likelihood to the same tail λ ≥ x_min (the p
 Non-nested alternatives (exponential, log-normal) are compared with Vuong's normalised test, as in
 Clauset, Shalizi & Newman (2009) §5: R = Σ_i (ln p_PL(λ_i) − ln p_alt(λ_i)); the two-sided p-value is
 erfc(|R| / (σ √(2n))) with σ the standard deviation of the per-point differences. R > 0 favours the
-power law. The TPL contains the power law (Λ = 0), so that test is nested: R = ℓ_PL − ℓ_TPL ≤ 0 and,
-as Λ = 0 lies on the boundary of the parameter space, 2|R| follows ½χ²₀ + ½χ²₁ under the power law
-(Self & Liang 1987): p = ½·P(χ²₁ > 2|R|).
+power law. The TPL contains the power law (Λ = 0), so that test is nested: R = ℓ_PL − ℓ_TPL ≤ 0 and
+p = P(χ²₁ > 2|R|), as Clauset, Shalizi & Newman (2009) and the ``powerlaw`` package take it. Self & Liang's
+boundary correction, ½·P(χ²₁ > 2|R|), needs the Fisher information of Λ at 0, which a tail of α ≤ 3 has not
+(its mean or variance is infinite: nearly every sample prefers some Λ > 0): on true power laws it rejected at
+p < 0.1 in 23 % of samples (α = 1.5) and 17 % (α = 2), where this p does in 11 % and 7 %.
 
 Decision rule for ``best_fit`` (significance level ``LR_LEVEL`` = 0.1):
 an alternative *beats* the power law when its test has p < 0.1 in its favour (R < 0). If none does,
@@ -282,7 +284,7 @@ def compare_tails(tail: np.ndarray, alpha: float, xmin: float, share: float = 1.
         # the TPL nests the power law (Λ = 0): R ≤ 0 but for round-off, which is no evidence against it
         if tpl.Lambda == 0 or r_tpl > -1e-12 * float(np.sum(np.abs(lp_pl))):
             r_tpl = 0.0
-        p_tpl = (0.5 * float(scipy.special.chdtrc(1, -2.0 * r_tpl)) if r_tpl < 0  # (χ²₁'s sf, as scipy.stats)
+        p_tpl = (float(scipy.special.chdtrc(1, -2.0 * r_tpl)) if r_tpl < 0  # (χ²₁'s sf, as scipy.stats)
                  else 1.0 if r_tpl == 0 else _NAN)
     else:
         r_tpl = p_tpl = _NAN
