@@ -98,6 +98,7 @@ class Tally:
 
     def __init__(self) -> None:
         self.names: dict[str, None] = {}  # every tensor, in order (a dict as an ordered set)
+        self.files: set[str] = set()  # the files the source (and its base) read, resolved
         self.passed_over: dict[str, list[str]] = {}
         self._part_of: dict[str, str] = {}  # a ref's name → the stored tensor it is one of (TensorRef.part_of)
 
@@ -166,6 +167,16 @@ def _run_lookalike(source: Any) -> str:
     return ""
 
 
+def _files_read(src: Any) -> set[str]:
+    """The files an opened source reads (its ``input_files``: shards, an ONNX model's external data; its own
+    file), resolved."""
+    files = list(getattr(src, "input_files", ()))
+    path = getattr(src, "path", None)
+    if isinstance(path, (str, os.PathLike)) and os.path.isfile(path):
+        files.append(path)
+    return {os.path.realpath(f) for f in files}
+
+
 def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                 ) -> tuple[str, int, Iterator[LayerMatrices]]:
     """Open ``source`` and return (description, number of tensors, iterator of filtered layers); the tensors
@@ -174,10 +185,13 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
 
     ``tally``, when given, records every tensor and the reason of each that gives no row as the iterator
     runs (and, once it is exhausted, those the reader itself passed over: ONNX, Keras, Flax)."""
+    tally = tally if tally is not None else Tally()
     src = open_model(source)
+    tally.files.update(_files_read(src))
     if opts.base is not None:
         # an adapter's base gives W and W + ΔW rows; any other model's base gives deltas W - W_base
         base = open_model(opts.base)
+        tally.files.update(_files_read(base))
         if hasattr(base, "with_base"):  # a LoRA adapter folder: an update, not a model to subtract or merge into
             raise SourceError(f"{base.description}: --base is a LoRA adapter; give the base model the "
                               "adapter was trained on (and the adapter as the model)")
@@ -187,7 +201,6 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                               "model with --base for W − W_base")
         src = src.with_base(base) if hasattr(src, "with_base") else DeltaSource(src, base)
     pattern = re.compile(opts.layers) if opts.layers else None
-    tally = tally if tally is not None else Tally()
     passed_over = tally.passed
 
     taken: set[str] = set()
@@ -946,7 +959,7 @@ def analyze(source: Any, **options: Any) -> AnalysisResult:
     results = tuple(r for r, _ in rows)
     spectra = tuple(k for _, k in rows) if opts.keep_spectra else ()
     return AnalysisResult(results, Summary.of(results), description, opts.as_dict(ui=False), spectra, tally.num_tensors,
-                          NotAnalysed.tally(tally.passed_over), _path_of(source))
+                          NotAnalysed.tally(tally.passed_over), _path_of(source), tuple(sorted(tally.files)))
 
 
 analyze.__doc__ = (analyze.__doc__ or "") + options_doc()

@@ -829,6 +829,9 @@ class AnalysisResult(NanEqual):
     num_tensors: int | None = None  # tensors the source holds (None: not counted)
     not_analysed: tuple[NotAnalysed, ...] = ()  # those that give no row, by reason
     path: str = ""  # the path analysed, as given ('' for an object): what compare labels it by
+    # the files the analysis read (its source's and base's: shards, external data), which the API's writes never
+    # replace; not saved, and not compared (a run read back has none)
+    read_files: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def __repr__(self) -> str:  # the dataclass's would print every row's ~90 columns
         s = self.summary
@@ -855,9 +858,11 @@ class AnalysisResult(NanEqual):
 
     @property
     def read_from(self) -> tuple[str, ...]:
-        """The paths the analysis read: its source's and its base's (none for in-memory models)."""
+        """The paths the analysis read: its source's and its base's, and the files their readers read (none for
+        in-memory models)."""
         base = self.options.get("base") if isinstance(self.options, dict) else None
-        return tuple(p for p in (self.path, base) if isinstance(p, str) and p and (p is self.path or os.path.isabs(p)))
+        given = (p for p in (self.path, base) if isinstance(p, str) and p and (p is self.path or os.path.isabs(p)))
+        return (*given, *self.read_files)
 
     def to_csv(self, path: str | os.PathLike) -> None:
         """Write the per-layer table (NaN as an empty field), atomically; never over a file the analysis read."""

@@ -14,10 +14,11 @@ __all__ = ["NanEqual", "same_values"]
 
 def same_values(a: Any, b: Any) -> bool:
     """Equality in which NaN equals NaN (an undefined number is the same undefined number: two runs of one
-    analysis compare equal), through dataclasses, mappings, sequences and numpy arrays."""
+    analysis compare equal), through dataclasses (their fields but those of ``compare=False``), mappings, sequences
+    and numpy arrays."""
     if dataclasses.is_dataclass(a) and not isinstance(a, type):
         return type(a) is type(b) and all(same_values(getattr(a, f.name), getattr(b, f.name))
-                                          for f in dataclasses.fields(a))
+                                          for f in dataclasses.fields(a) if f.compare)
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype and a.shape == b.shape
                 and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")))

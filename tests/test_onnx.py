@@ -6,6 +6,7 @@ The offline tests build small models with ``onnx.helper`` under ``tmp_path``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -2351,3 +2352,18 @@ def test_a_gemm_bias_of_rank_two_is_listed_and_an_lstm_cells_gemm_weight_is_rnn(
     assert {r.name: (r.kind, r.shape) for r in f} == {"fc.weight": ("dense", (12, 20)),
                                                      "decoder.rnn.weight_ih": ("rnn", (32, 12))}
     assert ("onnx::Gemm_C", "Gemm input 2 (bias)") in f.skipped
+
+
+def test_the_apis_writes_never_replace_an_onnx_models_external_data(tmp_path):
+    """result.to_csv('weights.bin') had replaced the external data of the ONNX model analysed (the CLI refuses it:
+    the opened source's input files), destroying the model."""
+    from htsr.errors import OutputError
+
+    path, _ = _external_model(tmp_path / "m")
+    data = tmp_path / "m" / "weights.bin"
+    kept = data.read_bytes()
+    r = htsr.analyze(path, min_evals=5)
+    with pytest.raises(OutputError, match=r"weights\.bin: is a file this run reads"):
+        r.to_csv(data)
+    assert data.read_bytes() == kept
+    assert str(data.resolve()) in r.read_files and r == dataclasses.replace(r, read_files=())  # (not compared)
