@@ -1483,6 +1483,14 @@ def test_a_layer_of_a_chunked_stack_reads_its_own_chunks_not_the_whole_stack(tmp
         np.testing.assert_array_equal(got, K[k].T)
         # the layer's chunk parts joined, and its transposed copy: two layers' bytes, not the 960 000 of the stack
         assert peak < 3 * K[k].nbytes, (k, peak)
+    # chunks larger than a layer (flax's are ~1 GiB): the layer's range of its chunk, not the chunk (read whole
+    # for every layer when the reads replaced the maps)
+    path = write(tmp_path / "big_chunks.msgpack", tree, max_chunk_size=400_000)
+    refs = _refs(FlaxMsgpackFile(path))
+    for k in (0, 3, L - 1):
+        got, peak = traced_peak(refs[f"Scan_0.Dense_0[{k}]"].load)
+        np.testing.assert_array_equal(got, K[k].T)
+        assert peak < 3 * K[k].nbytes, (k, peak)  # (as above: not a 400 000-byte chunk and more)
 
 
 _P = {"Dense_0": {"kernel": _f32(30, 20, seed=31)}}

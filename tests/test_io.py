@@ -4582,7 +4582,7 @@ def test_every_note_of_a_pipeline_component_carries_its_label():
 def test_a_file_cut_short_while_it_is_read_fails_the_rows_past_the_cut_not_the_process(tmp_path, fmt):
     """A checkpoint saved again in place (a training loop's torch.save to one path) while htsr read it: the map of
     the bytes past its new end stopped the process with SIGBUS ('Bus error', exit 135, no outputs). Each tensor's
-    bytes are checked against the file's size before they are mapped: those past the cut fail their rows."""
+    bytes are read, not mapped: those past the cut fail their rows."""
     from htsr.io import open_source
 
     rng = np.random.default_rng(0)
@@ -4644,3 +4644,33 @@ def test_a_loaded_tensor_holds_no_map_of_the_file(tmp_path, fmt):
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, (run.returncode, run.stderr[-500:])
     assert float(run.stdout) == pytest.approx(float(np.abs(W["l0.weight"]).sum()), rel=1e-6)  # (float32 sums)
+
+
+def test_read_array_reads_only_the_bytes_of_the_part_asked(tmp_path, monkeypatch):
+    """read_array(idx) is numpy's a[idx] for any index, and for the parts the readers ask — a stacked layer or expert
+    [e], a layer of a stack scanned along an inner axis [:, e], a range of a flax chunk [lo:hi] — reads only their
+    bytes (a layer of a chunked flax stack had read its whole ~1 GiB chunk, once per layer)."""
+    import htsr.io.base as base
+
+    read: list[int] = []
+    real = base._read_into
+    monkeypatch.setattr(base, "_read_into", lambda f, p, o, view: (read.append(len(view)), real(f, p, o, view))[1])
+    rng = np.random.default_rng(0)
+    for shape in [(5,), (4, 3), (3, 4, 5), (2, 3, 4, 5), (0, 3), (3, 0, 2), (1, 1, 1)]:
+        a = rng.standard_normal(shape).astype(np.float32)
+        path = tmp_path / "a.bin"
+        path.write_bytes(b"xyz" + a.tobytes())  # (at an odd offset, as a msgpack payload lies)
+        for idx in [(), (0,), (1,), (-1,), (slice(None),), (slice(1, 3),), (slice(None), 1), (slice(None), slice(None), 2),
+                    (0, 1), (0, slice(1, 3)), (slice(None), 0, slice(1, 2)), (slice(0, 5, 2),), (slice(None), slice(2, 1)),
+                    (0, 1, 2), (slice(None), 1, slice(None)), (Ellipsis, 0), (np.int64(1),)]:
+            try:
+                want = a[idx]
+            except IndexError:
+                continue
+            read.clear()
+            got = base.read_array(path, 3, np.float32, shape, idx)
+            assert got.shape == want.shape and np.array_equal(got, want), (shape, idx)
+            narrowing = idx and idx[0] is not Ellipsis and not (isinstance(idx[0], int) and idx[0] < 0) and all(
+                not isinstance(i, slice) or i.step is None for i in idx) and idx != (slice(None),)
+            if narrowing and a.size:  # (the part's own bytes, in one piece per outer index)
+                assert sum(read) == want.nbytes, (shape, idx, read)

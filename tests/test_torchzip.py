@@ -2209,3 +2209,26 @@ def test_a_live_scripted_traced_or_unlifted_module_is_typed_as_its_source_module
     for live in (torch.jit.script(m), torch.jit.trace(m, x), program.module()):
         assert [(r.name, r.kind, r.shape, r.lambda_max) for r in htsr.analyze(live, min_evals=2).layers] == want, \
             type(live).__name__
+
+
+def test_a_view_into_a_shared_storage_reads_only_its_own_bytes(tmp_path, monkeypatch):
+    """64 experts saved as views of one stacked storage (stack.unbind(0)): each load had read the storage from its
+    first byte up to its view's end (33x the storage in all, the last expert holding all of it)."""
+    torch = pytest.importorskip("torch")
+    import htsr.io.base as base
+
+    stack = torch.randn(16, 32, 24)
+    torch.save({f"experts.{e}.weight": v for e, v in enumerate(stack.unbind(0))}, tmp_path / "m.pt")
+    read: list[int] = []
+    real = base._read_into
+    monkeypatch.setattr(base, "_read_into", lambda f, p, o, view: (read.append(len(view)), real(f, p, o, view))[1])
+    refs = {r.name: r for r in htsr.io.open_source(tmp_path / "m.pt")}
+    for e in (0, 7, 15):
+        read.clear()
+        got = refs[f"experts.{e}.weight"].load()
+        np.testing.assert_array_equal(got, stack[e].numpy())
+        # its 32 x 24 float32 bytes (and the storage's CRC-32 check, once, in its windows)
+        assert read[-1] == 32 * 24 * 4, read
+    # a transposed view (strided within its bytes) still reads its own span and is copied in its shape
+    torch.save({"w": stack[3].t()}, tmp_path / "t.pt")
+    np.testing.assert_array_equal(next(iter(htsr.io.open_source(tmp_path / "t.pt"))).load(), stack[3].t().numpy())

@@ -102,7 +102,7 @@ def expands_too_far(declared: int, stored: int) -> bool:
 
 def stored_member_offset(f: BinaryIO, info: zipfile.ZipInfo) -> int | None:
     """Where the bytes of zip member ``info`` begin in its archive ``f`` (an open binary file), read from the
-    member's local header (30 bytes, then its name and extra field), so an uncompressed member can be mapped
+    member's local header (30 bytes, then its name and extra field), so an uncompressed member can be read
     in place; None where that header is not the member's (bad signature, another name: zipfile says what is
     wrong when it reads the member)."""
     f.seek(info.header_offset)
@@ -128,43 +128,99 @@ def read_span(path: str | os.PathLike, offset: int, nbytes: int) -> np.ndarray:
     one path does) stops the process with SIGBUS, which no Python code can catch (the run had ended "Bus error",
     no outputs); read, the bytes missing are a SourceError, and the tensor's row fails saying so. (As much memory
     as the map's pages once read, and as fast from the page cache.)"""
-    from ..errors import SourceError
-
     out = np.empty(nbytes, dtype=np.uint8)
-    view, got = memoryview(out), 0
     with open(path, "rb", buffering=0) as f:
-        f.seek(offset)
-        while got < nbytes:
-            n = f.readinto(view[got:])
-            if not n:
-                size = os.fstat(f.fileno()).st_size
-                raise SourceError(f"{path}: changed while being read: it now ends at byte {size}, before byte "
-                                  f"{offset + nbytes} of this tensor (saved again while htsr read it?); analyse it "
-                                  "once its writer is done")
-            got += n
+        _read_into(f, path, offset, memoryview(out))
     out.flags.writeable = False  # (as a read-only map was: what reads a weight never writes into it)
     return out
+
+
+def _read_into(f: Any, path: Any, offset: int, view: memoryview) -> None:
+    """Fill ``view`` with the bytes at ``offset`` of the open file ``f`` (of ``path``); SourceError where the file
+    ends before them (:func:`read_span`)."""
+    from ..errors import SourceError
+
+    f.seek(offset)
+    got = 0
+    while got < len(view):
+        n = f.readinto(view[got:])
+        if not n:
+            size = os.fstat(f.fileno()).st_size
+            raise SourceError(f"{path}: changed while being read: it now ends at byte {size}, before byte "
+                              f"{offset + len(view)} of this tensor (saved again while htsr read it?); analyse it "
+                              "once its writer is done")
+        got += n
+
+
+#: a part of an array read in more pieces than this is read with the whole array
+_MAX_PIECES = 1 << 14
 
 
 def read_array(path: str | os.PathLike, offset: int, dtype: np.dtype, shape: tuple[int, ...], idx: tuple = ()
                ) -> np.ndarray:
     """The C-order array of ``dtype`` and ``shape`` stored at ``offset`` of ``path`` (:func:`read_span`), or its
-    ``[idx]``: for leading integer indices (a stacked, scanned layer; an expert) only that item's bytes are read."""
-    dtype = np.dtype(dtype)
+    ``[idx]``, of which only the bytes are read where ``idx`` is: whole axes (``slice(None)``), then integers, then at
+    most one slice of step 1 (then whole axes): a stacked layer or an expert (``[e]``), a layer of a stack scanned
+    along an inner axis (``[:, e]``: one piece per outer index), a range of a chunk (``[lo:hi]``). Any other index
+    reads the whole array and indexes it."""
+    dtype, shape = np.dtype(dtype), tuple(int(s) for s in shape)
+    idx = idx if isinstance(idx, tuple) else (idx,)
+    part = _index_part(shape, idx)
+    if part is None:
+        a = read_span(path, offset, math.prod(shape) * dtype.itemsize).view(dtype).reshape(shape)
+        return a[idx] if idx else a
+    n_outer, first, last, kept = part
+    pieces, size = math.prod(shape[:n_outer]), dtype.itemsize
+    inner = math.prod(shape[n_outer:]) * size  # the bytes of one outer index
+    run = (last - first) * size  # the part's bytes within one outer index
+    out = np.empty(pieces * run, dtype=np.uint8)
+    if out.size:
+        view = memoryview(out)
+        with open(path, "rb", buffering=0) as f:
+            for k in range(pieces):
+                _read_into(f, path, offset + k * inner + first * size, view[k * run:(k + 1) * run])
+    out.flags.writeable = False
+    return out.view(dtype).reshape(kept)
+
+
+def _index_part(shape: tuple[int, ...], idx: tuple) -> tuple[int, int, int, tuple[int, ...]] | None:
+    """For an ``idx`` that :func:`read_array` reads in part: the number of whole outer axes, the part's first and
+    end element within one outer index's elements (C order), and the part's shape; else None."""
+    whole = slice(None)
     k = 0
-    while k < len(idx) and k < len(shape) and isinstance(idx[k], (int, np.integer)) and 0 <= idx[k] < shape[k]:
+    while k < len(idx) and k < len(shape) and isinstance(idx[k], slice) and idx[k] == whole:
         k += 1
-    item = math.prod(shape[k:]) * dtype.itemsize
-    flat = int(np.ravel_multi_index(tuple(int(i) for i in idx[:k]), shape[:k])) if k else 0
-    a = read_span(path, offset + flat * item, item).view(dtype).reshape(shape[k:])
-    return a[idx[k:]] if len(idx) > k else a
+    j, ints = k, []
+    while j < len(idx) and j < len(shape) and isinstance(idx[j], (int, np.integer)) and not isinstance(idx[j], bool):
+        if not 0 <= int(idx[j]) < shape[j]:
+            return None  # (negative or out of range: indexed as numpy does, on the whole array)
+        ints.append(int(idx[j]))
+        j += 1
+    cut = None
+    if j < len(idx) and j < len(shape) and isinstance(idx[j], slice) and idx[j].step in (None, 1):
+        lo, hi, _ = idx[j].indices(shape[j])
+        cut = (lo, max(lo, hi))
+    if len(idx) > len(shape) or any(not (isinstance(i, slice) and i == whole) for i in idx[j + (cut is not None):]):
+        return None
+    if cut is None:  # integers only: the last one is the cut axis, of one index, dropped from the shape
+        if not ints:
+            return None
+        cut, ints, kept = (ints[-1], ints[-1] + 1), ints[:-1], ()
+    else:
+        kept = (cut[1] - cut[0],)
+    if math.prod(shape[:k]) > _MAX_PIECES:
+        return None
+    axis = k + len(ints)  # the cut axis
+    below = math.prod(shape[axis + 1:])  # the elements of one index of it
+    first = ((int(np.ravel_multi_index(tuple(ints), shape[k:axis])) * shape[axis] if ints else 0) + cut[0]) * below
+    return k, first, first + (cut[1] - cut[0]) * below, shape[:k] + kept + shape[axis + 1:]
 
 
 def check_stored_crc32(path: str | os.PathLike, offset: int, info: zipfile.ZipInfo) -> None:
     """ValueError if the uncompressed member ``info``, whose bytes begin at ``offset`` of archive ``path``,
     does not match the CRC-32 the archive records for it: bytes changed in place (a bad copy, a disk error),
     which its size cannot show, and which a map of the member bypassing zipfile would read unchecked. A CRC-32
-    recorded as 0 is none (torch.save with set_crc32_options(False)); :data:`CRC_WINDOW` bytes are mapped at
+    recorded as 0 is none (torch.save with set_crc32_options(False)); :data:`CRC_WINDOW` bytes are read at
     a time, so a member far larger than what is read from it is never held in memory whole."""
     if not info.CRC:
         return

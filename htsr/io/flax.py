@@ -14,8 +14,8 @@ True, "shape": {"0": d0, …}, "chunks": {"0": 1-D array, …}}``, which is read
 memory-mapped and decoded once when opened, by htsr's own decoder, which records where each array's
 payload lies instead of copying it (msgpack's decoder copies every payload: the whole file in memory)
 and parses only the payload's small header — shape and dtype. A tensor's array is made when its
-:class:`~htsr.io.base.TensorRef` is loaded, from a memory map of its own bytes dropped with it (copied
-if not aligned for its dtype; then the transposition below, which copies that one tensor;
+:class:`~htsr.io.base.TensorRef` is loaded, from its own bytes, read then (:func:`~htsr.io.base.read_array`:
+a stacked layer's alone) and dropped with it (then the transposition below, which copies that one tensor;
 reduced-precision floats are converted to float32; a chunked array is concatenated, a stacked layer from
 the chunks that hold it). So memory holds the structure and one tensor at a time, as for safetensors (a 512 MB
 checkpoint of eight 2048 × 8192 kernels: peak RSS 425 MB, 316 MB from its safetensors copy; 951 MB with msgpack's
@@ -164,8 +164,8 @@ def _msgpack() -> Any:
 
 class _Payload:
     """An ``ndarray`` extension payload: where it lies in ``path`` (``data[start:end]`` of the file's memory map,
-    read for the header while the file is opened); :meth:`array` makes the array on demand from a map of its
-    own bytes (the file's map is then closed: pages read stay resident as long as a map holds them)."""
+    read for the header while the file is opened); :meth:`array` makes the array on demand from its own bytes,
+    read then (the file's map is closed once it is decoded: pages read stay resident as long as a map holds them)."""
 
     __slots__ = ("data", "dtype", "end", "offset", "path", "shape", "start")
 

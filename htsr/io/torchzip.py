@@ -975,8 +975,8 @@ class _PickledTensors:
     def _no_values(self, name: str, dtype: str) -> np.ndarray:
         raise self._fail(f"{name} is a numpy {dtype} array: no weights to load")
 
-    def _raw(self, storage: _Storage, nbytes: int) -> Any:
-        """The first ``nbytes`` bytes of ``storage`` (a buffer)."""
+    def _raw(self, storage: _Storage, start: int, nbytes: int) -> Any:
+        """The ``nbytes`` bytes of ``storage`` from its byte ``start`` (a buffer)."""
         raise NotImplementedError
 
     def _load(self, name: str, t: _Tensor) -> np.ndarray:
@@ -984,7 +984,12 @@ class _PickledTensors:
         if math.prod(t.shape) == 0:
             return as_loaded(np.zeros(t.shape, dtype))
         try:
-            raw = self._raw(t.storage, t.extent() * dtype.itemsize)
+            # the bytes this view reaches alone (64 experts' views of one stacked storage had each read the
+            # storage from its start, 33x its size in all)
+            nbytes = (t.extent() - t.offset) * dtype.itemsize
+            raw = self._raw(t.storage, t.offset * dtype.itemsize, nbytes)
+            if len(raw) < nbytes:
+                raise ValueError(f"storage {t.storage.key} ends before the tensor's last byte")
         # (zlib: a corrupt deflated member; NotImplementedError: zipfile's for a compression method byte it knows not)
         except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error, NotImplementedError) as e:
             raise self._fail(f"tensor {name}: storage unreadable ({one_line(e, 120)}); the file is truncated or "
@@ -993,8 +998,10 @@ class _PickledTensors:
         word = np.dtype(f"<u{dtype.itemsize}") if dtype.itemsize in (1, 2, 4, 8) else dtype
         base = np.frombuffer(raw, dtype=word)
         view = np.lib.stride_tricks.as_strided(
-            base[t.offset:], shape=t.shape, strides=tuple(s * dtype.itemsize for s in t.stride), writeable=False)
-        return as_loaded(np.array(view).view(dtype))  # a copy: the storage's bytes are not kept
+            base, shape=t.shape, strides=tuple(s * dtype.itemsize for s in t.stride), writeable=False)
+        if view.flags.c_contiguous and view.size == base.size:  # the bytes read are the tensor's: no copy
+            return as_loaded(base.reshape(t.shape).view(dtype))
+        return as_loaded(np.array(view).view(dtype))  # a copy: the storage's other bytes are not kept
 
     def __iter__(self) -> Iterator[TensorRef]:
         # quantized weights beside their scales or parts: dequantized (htsr.io.scales)
@@ -1117,17 +1124,18 @@ class TorchZipFile(_PickledTensors):
                         out[name] = offset
         return out
 
-    def _raw(self, storage: _Storage, nbytes: int) -> Any:
+    def _raw(self, storage: _Storage, start: int, nbytes: int) -> Any:
         offset = self._offsets.get(storage.key)
         if offset is not None:
             self._check_crc(storage.key, offset)
-            return read_span(self.path, offset, nbytes)
+            return read_span(self.path, offset + start, nbytes)
         with _TorchArchive(self.path) as z:
             info = z.getinfo(storage.key)
             if expands_too_far(info.file_size, info.compress_size):  # torch.save stores storages uncompressed
                 raise ValueError(f"{storage.key} would expand {info.compress_size} bytes to {info.file_size} "
                                  "(a zip bomb?)")
             with z.open(info) as f:
+                f.seek(start)  # (a compressed member: decompressed up to there, not held)
                 return f.read(nbytes)
 
     def _check_crc(self, key: str, offset: int) -> None:
@@ -1206,8 +1214,8 @@ class TorchLegacyFile(_PickledTensors):
             raise self._fail(f"storage {min(missing)!r} is used by a tensor but not stored; truncated?")
         self._collect(tree, (), sizes)
 
-    def _raw(self, storage: _Storage, nbytes: int) -> Any:
-        return read_span(self.path, self._offsets[storage.key], nbytes)
+    def _raw(self, storage: _Storage, start: int, nbytes: int) -> Any:
+        return read_span(self.path, self._offsets[storage.key] + start, nbytes)
 
 
 #: torch.export's serialized dtypes (torch._export.serde.schema.ScalarType) as htsr names them
