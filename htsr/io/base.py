@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib
 import importlib.util
@@ -122,17 +123,46 @@ def stored_member_offset(f: BinaryIO, info: zipfile.ZipInfo) -> int | None:
 CRC_WINDOW = 1 << 26
 
 
-def read_span(path: str | os.PathLike, offset: int, nbytes: int) -> np.ndarray:
+def read_span(path: str | os.PathLike, offset: int, nbytes: int, stamp: tuple | None = None) -> np.ndarray:
     """The ``nbytes`` bytes at ``offset`` of ``path``, read into memory (a read-only uint8 array). Not mapped: a file cut
     short while a map of it is read (saved again in place, as a training loop's ``torch.save`` or ``save_file`` to
     one path does) stops the process with SIGBUS, which no Python code can catch (the run had ended "Bus error",
     no outputs); read, the bytes missing are a SourceError, and the tensor's row fails saying so. (As much memory
-    as the map's pages once read, and as fast from the page cache.)"""
+    as the map's pages once read, and as fast from the page cache.) ``stamp``: the file's :func:`file_stamp` when
+    its header was read, a SourceError if it is another file now."""
     out = np.empty(nbytes, dtype=np.uint8)
-    with open(path, "rb", buffering=0) as f:
+    with _reopened(path, stamp) as f:
         _read_into(f, path, offset, memoryview(out))
     out.flags.writeable = False  # (as a read-only map was: what reads a weight never writes into it)
     return out
+
+
+def file_stamp(path: str | os.PathLike) -> tuple[int, int, int, int]:
+    """What tells the file at ``path`` from another saved there later: its device, inode, size and modification
+    time. A reader takes it when it reads the file's header, and gives it to :func:`read_span`."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+@contextlib.contextmanager
+def _reopened(path: Any, stamp: tuple | None) -> Iterator[Any]:
+    """``path`` opened for reading, and (with ``stamp``) checked to be the file its header was read from: one saved
+    again in place or replaced by a rename since is read at the old header's offsets, bytes of neither file (rows
+    had been 'ok' with numbers of no model)."""
+    from ..errors import SourceError
+
+    changed = f"{path}: changed while being read: "
+    redo = "; analyse it once its writer is done"
+    try:
+        f = open(path, "rb", buffering=0)  # noqa: SIM115 (closed below)
+    except FileNotFoundError:
+        raise SourceError(f"{changed}it is gone (moved or deleted){redo}") from None
+    with f:
+        if stamp is not None:
+            st = os.fstat(f.fileno())
+            if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != tuple(stamp):
+                raise SourceError(f"{changed}saved again or replaced since htsr read its header{redo}")
+        yield f
 
 
 def _read_into(f: Any, path: Any, offset: int, view: memoryview) -> None:
@@ -156,18 +186,18 @@ def _read_into(f: Any, path: Any, offset: int, view: memoryview) -> None:
 _MAX_PIECES = 1 << 14
 
 
-def read_array(path: str | os.PathLike, offset: int, dtype: np.dtype, shape: tuple[int, ...], idx: tuple = ()
-               ) -> np.ndarray:
+def read_array(path: str | os.PathLike, offset: int, dtype: np.dtype, shape: tuple[int, ...], idx: tuple = (),
+               stamp: tuple | None = None) -> np.ndarray:
     """The C-order array of ``dtype`` and ``shape`` stored at ``offset`` of ``path`` (:func:`read_span`), or its
     ``[idx]``, of which only the bytes are read where ``idx`` is: whole axes (``slice(None)``), then integers, then at
     most one slice of step 1 (then whole axes): a stacked layer or an expert (``[e]``), a layer of a stack scanned
     along an inner axis (``[:, e]``: one piece per outer index), a range of a chunk (``[lo:hi]``). Any other index
-    reads the whole array and indexes it."""
+    reads the whole array and indexes it. ``stamp``: as for :func:`read_span`."""
     dtype, shape = np.dtype(dtype), tuple(int(s) for s in shape)
     idx = idx if isinstance(idx, tuple) else (idx,)
     part = _index_part(shape, idx)
     if part is None:
-        a = read_span(path, offset, math.prod(shape) * dtype.itemsize).view(dtype).reshape(shape)
+        a = read_span(path, offset, math.prod(shape) * dtype.itemsize, stamp).view(dtype).reshape(shape)
         return a[idx] if idx else a
     n_outer, first, last, kept = part
     pieces, size = math.prod(shape[:n_outer]), dtype.itemsize
@@ -176,7 +206,7 @@ def read_array(path: str | os.PathLike, offset: int, dtype: np.dtype, shape: tup
     out = np.empty(pieces * run, dtype=np.uint8)
     if out.size:
         view = memoryview(out)
-        with open(path, "rb", buffering=0) as f:
+        with _reopened(path, stamp) as f:
             for k in range(pieces):
                 _read_into(f, path, offset + k * inner + first * size, view[k * run:(k + 1) * run])
     out.flags.writeable = False
@@ -216,17 +246,19 @@ def _index_part(shape: tuple[int, ...], idx: tuple) -> tuple[int, int, int, tupl
     return k, first, first + (cut[1] - cut[0]) * below, shape[:k] + kept + shape[axis + 1:]
 
 
-def check_stored_crc32(path: str | os.PathLike, offset: int, info: zipfile.ZipInfo) -> None:
+def check_stored_crc32(path: str | os.PathLike, offset: int, info: zipfile.ZipInfo, stamp: tuple | None = None
+                       ) -> None:
     """ValueError if the uncompressed member ``info``, whose bytes begin at ``offset`` of archive ``path``,
     does not match the CRC-32 the archive records for it: bytes changed in place (a bad copy, a disk error),
     which its size cannot show, and which a map of the member bypassing zipfile would read unchecked. A CRC-32
     recorded as 0 is none (torch.save with set_crc32_options(False)); :data:`CRC_WINDOW` bytes are read at
-    a time, so a member far larger than what is read from it is never held in memory whole."""
+    a time, so a member far larger than what is read from it is never held in memory whole. ``stamp``: as for
+    :func:`read_span`."""
     if not info.CRC:
         return
     running = 0
     for start in range(0, info.file_size, CRC_WINDOW):
-        running = zlib.crc32(read_span(path, offset + start, min(CRC_WINDOW, info.file_size - start)), running)
+        running = zlib.crc32(read_span(path, offset + start, min(CRC_WINDOW, info.file_size - start), stamp), running)
     if running != info.CRC:
         raise ValueError(f"{info.filename} does not match the CRC-32 the archive records for it")
 

@@ -111,6 +111,7 @@ from .base import (
     LFS_POINTER,
     TensorRef,
     as_loaded,
+    file_stamp,
     import_extra,
     read_array,
     lfs_pointer_error,
@@ -167,10 +168,10 @@ class _Payload:
     read for the header while the file is opened); :meth:`array` makes the array on demand from its own bytes,
     read then (the file's map is closed once it is decoded: pages read stay resident as long as a map holds them)."""
 
-    __slots__ = ("data", "dtype", "end", "offset", "path", "shape", "start")
+    __slots__ = ("data", "dtype", "end", "offset", "path", "shape", "stamp", "start")
 
-    def __init__(self, data: Any, start: int, end: int, path: Path) -> None:
-        self.data, self.start, self.end, self.path = data, start, end, path
+    def __init__(self, data: Any, start: int, end: int, path: Path, stamp: tuple | None = None) -> None:
+        self.data, self.start, self.end, self.path, self.stamp = data, start, end, path, stamp
         self.shape: tuple[int, ...] = ()
         self.dtype = ""
         self.offset = 0  # of the array bytes, from start
@@ -221,7 +222,7 @@ class _Payload:
         count = math.prod(self.shape)
         if count == 0:
             return np.zeros(self.shape, dt)[idx]
-        return read_array(self.path, self.start + self.offset, dt, self.shape, idx)  # (in memory: aligned)
+        return read_array(self.path, self.start + self.offset, dt, self.shape, idx, self.stamp)  # (aligned in memory)
 
 
 class _Chunked:
@@ -655,8 +656,8 @@ class _Decoder:
     millions costs a pointer each), and the rest Python values. (msgpack's own decoder copies every payload
     into a ``bytes`` object: a checkpoint as large as memory could not be read.)"""
 
-    def __init__(self, buf: Any, size: int, path: Path) -> None:
-        self.buf, self.n, self.pos, self.values, self.path = buf, size, 0, 0, path
+    def __init__(self, buf: Any, size: int, path: Path, stamp: tuple | None = None) -> None:
+        self.buf, self.n, self.pos, self.values, self.path, self.stamp = buf, size, 0, 0, path, stamp
 
     def take(self, k: int) -> int:
         """The position of the next ``k`` bytes, which are skipped."""
@@ -715,7 +716,7 @@ class _Decoder:
             code = int.from_bytes(self.buf[self.take(1):self.pos], "big", signed=True)
             start = self.take(n)
             if code == EXT_NDARRAY:
-                return _Payload(self.buf, start, start + n, self.path)
+                return _Payload(self.buf, start, start + n, self.path, self.stamp)
             return _SCALARS.setdefault(code, _Scalar(code))  # npscalar (3), complex (2), unknown: no weights
         if b == 0xC0:
             return None
@@ -766,7 +767,8 @@ class FlaxMsgpackFile(_Tree):
     def _read(self, path: Path, maps: contextlib.ExitStack) -> Mapping:
         """The tree of the file at ``path``, its arrays as payloads on a memory map ``maps`` holds."""
         try:
-            size = path.stat().st_size
+            stamp = file_stamp(path)  # (before it is decoded: a file saved again since is not read)
+            size = stamp[2]
             with open(path, "rb") as f:
                 head = f.read(32)
                 if head.startswith(LFS_POINTER):
@@ -777,15 +779,15 @@ class FlaxMsgpackFile(_Tree):
                     raise self._fail(f"not a Flax msgpack checkpoint (starts with {head[:8]!r}, not a msgpack map "
                                      "of parameters); save it with flax.serialization.to_bytes", path)
                 mm = maps.enter_context(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
-            return self._decode(mm, size, path)
+            return self._decode(mm, size, path, stamp)
         except OSError as e:
             raise SourceError(f"{path}: cannot read ({e.strerror or e})") from None
 
     def _fail(self, what: str, path: Path | None = None) -> SourceError:
         return SourceError(f"{path or self.path}: {what}")
 
-    def _decode(self, buf: Any, size: int, path: Path) -> Any:
-        d = _Decoder(buf, size, path)
+    def _decode(self, buf: Any, size: int, path: Path, stamp: tuple | None = None) -> Any:
+        d = _Decoder(buf, size, path, stamp)
 
         def fail(what: str) -> SourceError:
             return self._fail(what, path)

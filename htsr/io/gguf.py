@@ -86,7 +86,8 @@ import numpy as np
 from ..errors import LayerSkipped, SourceError, listed
 from ..factored import LowRank
 from ..tensors import VECTOR, SharedLoad, is_vector
-from .base import SPLIT_NAME, TensorRef, first_overlap, import_extra, one_line, read_span, skipped_loader
+from .base import (SPLIT_NAME, TensorRef, file_stamp, first_overlap, import_extra, one_line, read_span,
+                   skipped_loader)
 
 __all__ = ["GGUF_MAGIC", "GGUFFile", "GGUFSplit", "GGUFTensorRef", "gguf_kind", "is_gguf", "open_gguf"]
 
@@ -346,7 +347,8 @@ class GGUFFile:
         self.description = str(self.path)
         self._gguf = _gguf()
         try:
-            size = self.path.stat().st_size
+            self._stamp = file_stamp(self.path)  # (before the header: a file saved again since is not read)
+            size = self._stamp[2]
             with open(self.path, "rb") as f:
                 head = f.read(4)
         except OSError as e:
@@ -387,7 +389,7 @@ class GGUFFile:
                 return np.zeros(shape, dtype=np.float64 if type_name == "F64" else np.float32)  # (as stored ones)
             # the tensor's bytes read on their own, dropped with the array: views into the reader's whole-file
             # map would keep every page read so far resident (6 GB RSS on a 6 GB file)
-            raw = read_span(path, offset, n_bytes)
+            raw = read_span(path, offset, n_bytes, self._stamp)
             data = raw.view(t.data.dtype).reshape(stored)
             if type_name in ("F32", "F64"):  # the bytes read, as for safetensors
                 data = data.reshape(shape)
@@ -428,8 +430,9 @@ class GGUFFile:
         if emb is None or out is None or emb.tensor_type != out.tensor_type or list(emb.shape) != list(out.shape):
             return None
         a, b, n, step = int(emb.data_offset), int(out.data_offset), int(emb.n_bytes), 1 << 24
-        if any(not np.array_equal(read_span(self.path, a + i, min(step, n - i)),
-                                  read_span(self.path, b + i, min(step, n - i))) for i in range(0, n, step)):
+        if any(not np.array_equal(read_span(self.path, a + i, min(step, n - i), self._stamp),
+                                  read_span(self.path, b + i, min(step, n - i), self._stamp))
+               for i in range(0, n, step)):
             return None  # (16 MiB at a time: it stops at the first that differs)
         return ("gguf", str(self.path.resolve()), int(emb.data_offset))
 

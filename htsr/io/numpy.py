@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HtsrError, LayerSkipped, SourceError
-from .base import (TensorRef, as_loaded, check_stored_crc32, expands_too_far, one_line, raising_loader, skipped_loader,
-                   read_array, read_span, stored_member_offset)
+from .base import (TensorRef, as_loaded, check_stored_crc32, expands_too_far, file_stamp, one_line, raising_loader,
+                   read_array, read_span, skipped_loader, stored_member_offset)
 from .scales import with_scales
 
 __all__ = ["ArrayMapping", "NpyFile", "NpzFile"]
@@ -203,6 +203,7 @@ class NpzFile:
         self.description = str(self.path)
         self._spans: dict[str, tuple | None] = {}  # where stored members lie, for layers of stacks
         try:
+            self._stamp = file_stamp(self.path)  # (before the members' headers: a file saved again since is not read)
             self._npz = np.load(self.path, allow_pickle=False, mmap_mode="r")
             files = self._npz.files
         except Exception as e:  # noqa: BLE001 - zipfile and numpy raise many kinds on a corrupt archive
@@ -283,7 +284,7 @@ class NpzFile:
             # one layer of a stacked (scanned) member: its own bytes, where the member is stored as it is (np.savez,
             # C order), not the whole member decompressed once per layer
             span = self._span(name) if idx and not meta[1].hasobject else None
-            return read_array(self.path, *span, idx) if span is not None else load()[idx]
+            return read_array(self.path, *span, idx, self._stamp) if span is not None else load()[idx]
 
         return meta[0], meta[1].name, make
 
@@ -312,7 +313,8 @@ class NpzFile:
                 (shape, dtype, fortran), offset = header, f.tell()
             if offset - start + math.prod(shape) * dtype.itemsize > info.file_size:
                 return None  # (a header that lies: read the usual way, which says so)
-            check_stored_crc32(self.path, start, info)  # (a mismatch: read the usual way, whose zipfile says so)
+            check_stored_crc32(self.path, start, info, self._stamp)  # (a mismatch: read the usual way, whose
+            # zipfile says so)
             return None if fortran else (offset, dtype, tuple(shape))
         except (OSError, ValueError, LayerSkipped):
             return None
@@ -336,6 +338,7 @@ class NpyFile:
         self.path = Path(path)
         self.description = str(self.path)
         try:
+            self._stamp = file_stamp(self.path)  # (before the header: a file saved again since is not read)
             self._arr = np.load(self.path, allow_pickle=False, mmap_mode="r")
         except Exception as e:  # noqa: BLE001 - a corrupt header raises TokenError, OverflowError, SyntaxError …
             if _holds_objects(self.path):
@@ -350,7 +353,7 @@ class NpyFile:
         a = self._arr  # (a map, for its header's offset, shape, dtype and order: not read through, see read_span)
         order = "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
         yield TensorRef(self.path.stem, a.shape, a.dtype.name, lambda: as_loaded(
-            read_span(self.path, a.offset, a.nbytes).view(a.dtype).reshape(a.shape, order=order)
+            read_span(self.path, a.offset, a.nbytes, self._stamp).view(a.dtype).reshape(a.shape, order=order)
             if isinstance(a, np.memmap) else np.array(a)))  # (no map of an empty array)
 
 

@@ -126,6 +126,7 @@ from .base import (
     first_overlap,
     grouped_axes,
     import_extra,
+    file_stamp,
     leaves_folder,
     numpy_dtype,
     one_line,
@@ -402,6 +403,7 @@ class OnnxFile:
         # (name, reason) of the initializers that are no weights at all (1-D, integer shapes and indices)
         self.not_weights: list[tuple[str, str]] = []
         self.input_files: set[Path] = {self.path.resolve()}  # and its external data files, found below
+        self._stamps: dict[Path, tuple] = {}  # each external data file's file_stamp, when first read
         self._spans: dict[Path, dict[str, tuple[int, int, str]]] = defaultdict(dict)  # external data, per file
         onnx = _onnx()
         from google.protobuf.message import DecodeError  # protobuf comes with onnx
@@ -1036,7 +1038,8 @@ class OnnxFile:
         need = _stored_bytes(dtype_name, math.prod(shape))
         if length is None:
             length = need
-        size = target.stat().st_size
+        stamp = self._stamps.setdefault(target, file_stamp(target))  # (a file saved again since is not read)
+        size = stamp[2]
         if length != need or offset < 0 or offset + length > size:
             raise self._fail(f"tensor {name!r}: external data {shown(location)} offset {offset} length {length} does "
                              f"not hold shape {list(shape)} of {dtype_name} in its {size} bytes; truncated?")
@@ -1045,7 +1048,7 @@ class OnnxFile:
         def load() -> np.ndarray:
             if length == 0:
                 return np.zeros(shape, dtype=np.float32)
-            return _decoded(read_span(target, offset, length), dtype_name, shape)  # (sub-byte values unpacked; any other type viewed as it is stored)
+            return _decoded(read_span(target, offset, length, stamp), dtype_name, shape)  # (sub-byte values unpacked; any other type viewed as it is stored)
 
         return load
 

@@ -25,6 +25,7 @@ from .base import (
     ShardIndex,
     TensorRef,
     as_loaded,
+    file_stamp,
     read_array,
     check_split_whole,
     first_overlap,
@@ -87,6 +88,7 @@ class SafetensorsFile:
         self.path = Path(path)
         self.description = str(self.path)
         try:
+            self._stamp = file_stamp(self.path)  # (before the header: a file saved again since is not read)
             self._entries = self._read_header()
         except PermissionError as e:  # (in the words a file given alone gets)
             raise SourceError(unreadable(self.path, e.strerror)) from None
@@ -209,7 +211,8 @@ class SafetensorsFile:
         def load(idx: tuple = ()) -> np.ndarray:
             if end == begin:
                 return as_loaded(np.zeros(shape, dtype=numpy_dtype(dtype))[idx])  # (the dtype a stored one has)
-            return as_loaded(read_array(self.path, self._data_start + begin, numpy_dtype(dtype), shape, idx))
+            return as_loaded(read_array(self.path, self._data_start + begin, numpy_dtype(dtype), shape, idx,
+                                        self._stamp))
 
         return load
 

@@ -54,8 +54,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import SourceError, listed
-from .base import (FLOAT_DTYPES, TensorRef, as_loaded, check_stored_crc32, expands_too_far, numpy_dtype, one_line,
-                   raising_loader, read_span, skipped_loader, stored_member_offset)
+from .base import (FLOAT_DTYPES, TensorRef, as_loaded, check_stored_crc32, expands_too_far, file_stamp, numpy_dtype,
+                   one_line, raising_loader, read_span, skipped_loader, stored_member_offset)
 from .numpy import MAX_FLAT_ITEMS, named_pairs
 from .scales import PackedConfig, with_scales
 from .torch import _MODULE_KINDS, _PACKED, held_kind, owner_classes, unwrap_state, with_notes
@@ -1063,6 +1063,7 @@ class TorchZipFile(_PickledTensors):
         self.path = Path(path)
         self.description = str(self.path)
         try:
+            self._stamp = file_stamp(self.path)  # (before the archive's index: a file saved again since is not read)
             with _TorchArchive(self.path) as z:
                 members = {i.filename: i for i in z.infolist()}
                 infos = {n: i.file_size for n, i in members.items()}
@@ -1128,7 +1129,7 @@ class TorchZipFile(_PickledTensors):
         offset = self._offsets.get(storage.key)
         if offset is not None:
             self._check_crc(storage.key, offset)
-            return read_span(self.path, offset + start, nbytes)
+            return read_span(self.path, offset + start, nbytes, self._stamp)
         with _TorchArchive(self.path) as z:
             info = z.getinfo(storage.key)
             if expands_too_far(info.file_size, info.compress_size):  # torch.save stores storages uncompressed
@@ -1147,8 +1148,8 @@ class TorchZipFile(_PickledTensors):
         if info is None:
             return
         if info.CRC:
-            check_stored_crc32(self.path, offset, info)
-        elif not read_span(self.path, offset, info.file_size).any():
+            check_stored_crc32(self.path, offset, info, self._stamp)
+        elif not read_span(self.path, offset, info.file_size, self._stamp).any():
             # (recorded as 0 where the archive records the others': torch.save under skip_data() left its bytes
             # unwritten, zeros; filled in since, it is read)
             raise self._fail(f"storage {key} holds no data: torch.save wrote the checkpoint under "
@@ -1178,7 +1179,8 @@ class TorchLegacyFile(_PickledTensors):
             raise pickle.UnpicklingError("a storage outside the object's pickle")
 
         try:
-            size = self.path.stat().st_size
+            self._stamp = file_stamp(self.path)  # (before the pickle: a file saved again since is not read)
+            size = self._stamp[2]
             with open(self.path, "rb") as f:
                 if self._unpickle(f, "magic number", none) != _LEGACY_MAGIC:
                     raise self._fail("a pickle without torch.save's magic number: not a PyTorch checkpoint")
@@ -1215,7 +1217,7 @@ class TorchLegacyFile(_PickledTensors):
         self._collect(tree, (), sizes)
 
     def _raw(self, storage: _Storage, start: int, nbytes: int) -> Any:
-        return read_span(self.path, self._offsets[storage.key] + start, nbytes)
+        return read_span(self.path, self._offsets[storage.key] + start, nbytes, self._stamp)
 
 
 #: torch.export's serialized dtypes (torch._export.serde.schema.ScalarType) as htsr names them
@@ -1249,6 +1251,7 @@ class TorchExportArchive(TorchZipFile):
         self._missing: dict[str, str] = {}  # a weight whose member the archive lacks → that member
         self.not_weights: list[tuple[str, str]] = []
         try:
+            self._stamp = file_stamp(self.path)  # (before the archive's index: a file saved again since is not read)
             with _TorchArchive(self.path) as z:
                 members = {i.filename: i for i in z.infolist()}
                 root = next(n.split("/", 1)[0] for n in members if n.endswith("/archive_format"))
