@@ -156,8 +156,8 @@ def _run_lookalike(source: Any) -> str:
         if p.is_dir() and (p / "layers.csv").is_file() and (p / "summary.json").is_file():
             others = sorted(f.name for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
                             and f.name not in ("layers.csv", "summary.json", "report.html"))
-            return (f"a saved run's layers.csv and summary.json beside other files ({listed(others, 3)}): read as a model's folder, it holds no weights; move those "
-                    "files out to read it as the run")
+            return (f"a saved run's layers.csv and summary.json beside other files ({listed(others, 3)}): read as a "
+                    "model's folder, it holds no weights; move those files out to read it as the run")
         if p.suffix.lower() == ".json":
             doc = read_json(p)
             if isinstance(doc, dict) and {"labels", "ranking"} <= set(doc):

@@ -338,8 +338,9 @@ class AlphaMonitor:
         self._failed = {la.name for la in failed}
         if new:  # (once per failure: a layer failing at every later record is not warned again)
             warnings.warn(HtsrMonitorWarning(
-                f"{len(new)} layer(s) failed{' at ' + where if where else ''}: {listed((la.name for la in new), 5)} ({new[0].status.removeprefix('failed: ')}); the mean alpha is not "
-                "checked against the threshold while a layer fails"), stacklevel=3)
+                f"{len(new)} layer(s) failed{' at ' + where if where else ''}: {listed((la.name for la in new), 5)} "
+                f"({new[0].status.removeprefix('failed: ')}); the mean alpha is not checked against the threshold "
+                "while a layer fails"), stacklevel=3)
         if crossed:
             self.alerts.append(rec)
             warnings.warn(HtsrAlphaWarning(

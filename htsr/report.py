@@ -36,7 +36,8 @@ from .figures import (  # one colour per role in both renderers
 )
 from .fits.uncertainty import interval_of, warning_interval
 from .options import LAYER_KINDS, OPTION_SPECS, UI_OPTIONS
-from .results import MEANS_OVER, AnalysisResult, LayerResult, format_value, table_columns, why_undefined, write_result_file
+from .results import (MEANS_OVER, AnalysisResult, LayerResult, format_value, table_columns, why_undefined,
+                      write_result_file)
 from .rmt.phases import PHASES
 
 __all__ = ["render_report", "write_report"]

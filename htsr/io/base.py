@@ -124,8 +124,8 @@ CRC_WINDOW = 1 << 26
 
 
 def read_span(path: str | os.PathLike, offset: int, nbytes: int, stamp: tuple | None = None) -> np.ndarray:
-    """The ``nbytes`` bytes at ``offset`` of ``path``, read into memory (a read-only uint8 array). Not mapped: a file cut
-    short while a map of it is read (saved again in place, as a training loop's ``torch.save`` or ``save_file`` to
+    """The ``nbytes`` bytes at ``offset`` of ``path``, read into memory (a read-only uint8 array). Not mapped: a file
+    cut short while a map of it is read (saved again in place, as a training loop's ``torch.save`` or ``save_file`` to
     one path does) stops the process with SIGBUS, which no Python code can catch (the run had ended "Bus error",
     no outputs); read, the bytes missing are a SourceError, and the tensor's row fails saying so. (As much memory
     as the map's pages once read, and as fast from the page cache.) ``stamp``: the file's :func:`file_stamp` when

@@ -1048,7 +1048,8 @@ class OnnxFile:
         def load() -> np.ndarray:
             if length == 0:
                 return np.zeros(shape, dtype=np.float32)
-            return _decoded(read_span(target, offset, length, stamp), dtype_name, shape)  # (sub-byte values unpacked; any other type viewed as it is stored)
+            # (sub-byte values unpacked; any other type viewed as it is stored)
+            return _decoded(read_span(target, offset, length, stamp), dtype_name, shape)
 
         return load
 

@@ -16,9 +16,9 @@ and r is read from the factors' shapes, so ``rank_pattern`` needs no lookup. Eac
 row of kind ``lora`` named ``<module>#delta`` whose eigenvalues come from the QR factors of B and Aᵀ
 (:func:`htsr.factored.lowrank_eigenvalues`); the out × in product is never formed. The row is laid out as
 the base weight, as PEFT's ``get_delta_weight`` gives it: ΔWᵀ for an in × out weight (HF Conv1D,
-``fan_in_fan_out``; [E, in, out] experts), so that its shape and a ``split`` rule's side are its ``#base``'s. A conv LoRA (A a
-conv kernel [r, in, k…], B a 1×1 conv [out, r, 1…]) has ΔW[:, :, p] = s·B·A[:, :, p] at every kernel
-position p: one LowRank per position, pooled or per position like the base conv layer's matrices (and
+``fan_in_fan_out``; [E, in, out] experts), so that its shape and a ``split`` rule's side are its ``#base``'s.
+A conv LoRA (A a conv kernel [r, in, k…], B a 1×1 conv [out, r, 1…]) has ΔW[:, :, p] = s·B·A[:, :, p]
+at every kernel position p: one LowRank per position, pooled or per position like the base conv layer's matrices (and
 with its WeightWatcher 1/2 scale for 2-D kernels), so its row compares with ``#base``.
 
 With a base model (``analyze(ADAPTER, base=BASE)``, ``--base``) each adapted module also gets the rows
