@@ -4578,7 +4578,34 @@ def test_every_note_of_a_pipeline_component_carries_its_label():
     assert _bracketed("(a) tail") == ["(a) tail"]
 
 
-@pytest.mark.parametrize("fmt", ["safetensors", "pt", "npy", "gguf"])
+def _saved_as(fmt: str, path: Path, W: dict[str, np.ndarray]) -> Path:
+    """``W`` written to ``path`` by the format's own writer: safetensors, torch.save, np.save (of W's first array: an
+    .npy) or np.savez (``npz``: stored members), gguf's GGUFWriter or flax's msgpack serialisation. The path written."""
+    if fmt == "safetensors":
+        np_save_file(W, str(path))
+    elif fmt == "pt":
+        torch = pytest.importorskip("torch")
+        torch.save({k: torch.from_numpy(v) for k, v in W.items()}, path)
+    elif fmt == "npy":
+        np.save(path, next(iter(W.values())))
+    elif fmt == "npz":
+        np.savez(path, **W)
+    elif fmt == "msgpack":
+        pytest.importorskip("msgpack")
+        from test_flax import write  # (flax's own serialisation, written by the tests' copy of it)
+
+        write(path, {"params": {k.split(".")[0]: {"kernel": v} for k, v in W.items()}})
+    else:
+        gguf = pytest.importorskip("gguf")
+        w = gguf.GGUFWriter(str(path), "llama")
+        for k, v in W.items():
+            w.add_tensor(k, v)
+        w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+    return path
+
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pt", "npz", "gguf"])
 def test_a_file_cut_short_while_it_is_read_fails_the_rows_past_the_cut_not_the_process(tmp_path, fmt):
     """A checkpoint saved again in place (a training loop's torch.save to one path) while htsr read it: the map of
     the bytes past its new end stopped the process with SIGBUS ('Bus error', exit 135, no outputs). Each tensor's
@@ -4587,21 +4614,7 @@ def test_a_file_cut_short_while_it_is_read_fails_the_rows_past_the_cut_not_the_p
 
     rng = np.random.default_rng(0)
     W = {f"l{i}.weight": rng.standard_normal((200, 100)).astype(np.float32) for i in range(3)}
-    path = tmp_path / f"m.{fmt}"
-    if fmt == "safetensors":
-        np_save_file(W, str(path))
-    elif fmt == "pt":
-        torch = pytest.importorskip("torch")
-        torch.save({k: torch.from_numpy(v) for k, v in W.items()}, path)
-    elif fmt == "npy":
-        path = tmp_path / "m.npz"
-        np.savez(path, **W)  # (stored members: each array mapped where it lies)
-    else:
-        gguf = pytest.importorskip("gguf")
-        w = gguf.GGUFWriter(str(path), "llama")
-        for k, v in W.items():
-            w.add_tensor(k, v)
-        w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+    path = _saved_as(fmt, tmp_path / f"m.{fmt}", W)
     src = open_source(path)  # (headers read; no tensor yet)
     with open(path, "r+b") as f:
         f.truncate(path.stat().st_size // 2)  # (the first tensor or two whole, the last not)
@@ -4609,9 +4622,9 @@ def test_a_file_cut_short_while_it_is_read_fails_the_rows_past_the_cut_not_the_p
     # every row: the file is not the one whose header was read (its bytes before the cut are not the model's
     # either, when the file was saved again); an .npz's members, no longer where they were, are read through
     # zipfile, which says the archive is cut
-    said = f"{path}: changed while being read: " if fmt != "npy" else "); truncated or corrupt?"
+    said = f"{path}: changed while being read: " if fmt != "npz" else "); truncated or corrupt?"
     # (but an .npz member zipfile reads whole, before the cut, matches its CRC-32: it is the model's)
-    assert all(s.startswith("failed: ") and said in s for n, s in rows.items() if not (fmt == "npy" and n == "l0")), rows
+    assert all(s.startswith("failed: ") and said in s for n, s in rows.items() if not (fmt == "npz" and n == "l0")), rows
     assert rows["l2"].startswith("failed: ")
 
 
@@ -4625,19 +4638,7 @@ def test_a_loaded_tensor_holds_no_map_of_the_file(tmp_path, fmt):
 
     rng = np.random.default_rng(0)
     W = {"l0.weight": rng.standard_normal((512, 256)).astype(np.float32)}
-    path = tmp_path / f"m.{fmt}"
-    if fmt == "safetensors":
-        np_save_file(W, str(path))
-    elif fmt == "npy":
-        np.save(path, W["l0.weight"])
-    elif fmt == "pt":
-        torch = pytest.importorskip("torch")
-        torch.save({k: torch.from_numpy(v) for k, v in W.items()}, path)
-    else:
-        gguf = pytest.importorskip("gguf")
-        w = gguf.GGUFWriter(str(path), "llama")
-        w.add_tensor("l0.weight", W["l0.weight"])
-        w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+    path = _saved_as(fmt, tmp_path / f"m.{fmt}", W)
     script = (f"import os, numpy as np\nfrom htsr.io import open_source\n"
               f"ref = next(iter(open_source({str(path)!r})))\na = np.asarray(ref.load())\n"
               f"os.truncate({str(path)!r}, 64)\nprint(float(np.abs(a).sum()))\n")
@@ -4686,26 +4687,8 @@ def test_a_file_saved_again_after_its_header_was_read_fails_its_rows_not_reads_t
     from htsr.io import open_source
 
     def save(path, seed):
-        W = {f"l{i}.weight": np.random.default_rng(seed + i).standard_normal((120, 80)).astype(np.float32)
-             for i in range(2)}
-        if fmt == "safetensors":
-            np_save_file(W, str(path))
-        elif fmt == "npy":
-            np.save(path, W["l0.weight"])
-        elif fmt == "pt":
-            torch = pytest.importorskip("torch")
-            torch.save({k: torch.from_numpy(v) for k, v in W.items()}, path)
-        elif fmt == "msgpack":
-            pytest.importorskip("msgpack")
-            from test_flax import write  # (flax's own serialisation, written by the tests' copy of it)
-
-            write(path, {"params": {k.split(".")[0]: {"kernel": v} for k, v in W.items()}})
-        else:
-            gguf = pytest.importorskip("gguf")
-            w = gguf.GGUFWriter(str(path), "llama")
-            for k, v in W.items():
-                w.add_tensor(k, v)
-            w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+        _saved_as(fmt, path, {f"l{i}.weight": np.random.default_rng(seed + i).standard_normal((120, 80))
+                              .astype(np.float32) for i in range(2)})
 
     path = tmp_path / f"m.{fmt}"
     save(path, 0)
