@@ -11,6 +11,7 @@ import contextlib
 import copy
 import io
 import itertools
+import os
 import pickle
 import subprocess
 import sys
@@ -2232,3 +2233,37 @@ def test_a_view_into_a_shared_storage_reads_only_its_own_bytes(tmp_path, monkeyp
     # a transposed view (strided within its bytes) still reads its own span and is copied in its shape
     torch.save({"w": stack[3].t()}, tmp_path / "t.pt")
     np.testing.assert_array_equal(next(iter(htsr.io.open_source(tmp_path / "t.pt"))).load(), stack[3].t().numpy())
+
+
+def test_an_expanded_view_at_a_storage_offset_is_skipped_as_one_at_offset_0(tmp_path):
+    """base[90:91].expand(64, 48): its stride-0 rows had been taken for a stored matrix (the check counted the
+    storage's elements before the view's offset as its own): 'not_fitted', matrix_rank 1, where base[0:1]'s was
+    skipped. Both say how many values they reach: 48."""
+    torch = pytest.importorskip("torch")
+    base = torch.randn(100, 48)
+    torch.save({"at0.weight": base[0:1].expand(64, 48), "at1.weight": base[90:91].expand(64, 48),
+                "empty.weight": base[99:99]}, tmp_path / "m.pt")
+    rows = {r.name: r.status for r in htsr.analyze(tmp_path / "m.pt", min_evals=10, kinds=None).layers}
+    for name in ("at0", "at1"):
+        assert rows[name] == ("skipped: an expanded view: 3072 values over 48 stored ones (a stride of 0), no stored "
+                              "matrix"), rows
+
+
+def test_a_deflated_storage_is_read_from_the_file_whose_index_was_read(tmp_path):
+    """A torch zip re-zipped with its storages deflated (read whole through zipfile), then saved again and renamed
+    over: the rows had been 'ok' with the new file's numbers, or 'failed: KeyError' naming no file."""
+    torch = pytest.importorskip("torch")
+    from htsr.io import open_source
+
+    def deflated(seed, path):
+        torch.save({"l0.weight": torch.randn(120, 80, generator=torch.Generator().manual_seed(seed))}, tmp_path / "s.pt")
+        with zipfile.ZipFile(tmp_path / "s.pt") as z, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
+            for info in z.infolist():
+                out.writestr(info.filename, z.read(info))
+        return path
+
+    path = deflated(0, tmp_path / "m.pt")
+    src = open_source(path)
+    os.replace(deflated(1, tmp_path / "new.pt"), path)
+    (row,) = htsr.analyze(src, min_evals=10).layers
+    assert row.status.startswith(f"failed: {path}: changed while being read: saved again or replaced"), row.status

@@ -131,7 +131,7 @@ def read_span(path: str | os.PathLike, offset: int, nbytes: int, stamp: tuple | 
     as the map's pages once read, and as fast from the page cache.) ``stamp``: the file's :func:`file_stamp` when
     its header was read, a SourceError if it is another file now."""
     out = np.empty(nbytes, dtype=np.uint8)
-    with _reopened(path, stamp) as f:
+    with reopened(path, stamp) as f:
         _read_into(f, path, offset, memoryview(out))
     out.flags.writeable = False  # (as a read-only map was: what reads a weight never writes into it)
     return out
@@ -145,7 +145,7 @@ def file_stamp(path: str | os.PathLike) -> tuple[int, int, int, int]:
 
 
 @contextlib.contextmanager
-def _reopened(path: Any, stamp: tuple | None) -> Iterator[Any]:
+def reopened(path: Any, stamp: tuple | None) -> Iterator[Any]:
     """``path`` opened for reading, and (with ``stamp``) checked to be the file its header was read from: one saved
     again in place or replaced by a rename since is read at the old header's offsets, bytes of neither file (rows
     had been 'ok' with numbers of no model)."""
@@ -206,7 +206,7 @@ def read_array(path: str | os.PathLike, offset: int, dtype: np.dtype, shape: tup
     out = np.empty(pieces * run, dtype=np.uint8)
     if out.size:
         view = memoryview(out)
-        with _reopened(path, stamp) as f:
+        with reopened(path, stamp) as f:
             for k in range(pieces):
                 _read_into(f, path, offset + k * inner + first * size, view[k * run:(k + 1) * run])
     out.flags.writeable = False

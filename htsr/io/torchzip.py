@@ -55,7 +55,7 @@ import numpy as np
 
 from ..errors import SourceError, listed
 from .base import (FLOAT_DTYPES, TensorRef, as_loaded, check_stored_crc32, expands_too_far, file_stamp, numpy_dtype,
-                   one_line, raising_loader, read_span, skipped_loader, stored_member_offset)
+                   one_line, raising_loader, read_span, reopened, skipped_loader, stored_member_offset)
 from .numpy import MAX_FLAT_ITEMS, named_pairs
 from .scales import PackedConfig, with_scales
 from .torch import _MODULE_KINDS, _PACKED, held_kind, owner_classes, unwrap_state, with_notes
@@ -991,7 +991,7 @@ class _PickledTensors:
             if len(raw) < nbytes:
                 raise ValueError(f"storage {t.storage.key} ends before the tensor's last byte")
         # (zlib: a corrupt deflated member; NotImplementedError: zipfile's for a compression method byte it knows not)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error, NotImplementedError) as e:
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, zlib.error, NotImplementedError) as e:
             raise self._fail(f"tensor {name}: storage unreadable ({one_line(e, 120)}); the file is truncated or "
                              "corrupt: save or download it again") from None
         # strided through an unsigned integer of the same size: numpy cannot stride ml_dtypes' bf16 / fp8
@@ -1027,9 +1027,10 @@ class _PickledTensors:
                 yield TensorRef(name, shape, native.name, lambda a=t.array, d=native: as_loaded(np.array(a, d)), kind)
                 continue
             load: Callable[[], np.ndarray] = lambda name=name, t=t: self._load(name, t)
-            if math.prod(t.shape) > t.extent():  # a stride of 0 (expand) or overlapping strides
-                load = skipped_loader(f"an expanded view: {math.prod(t.shape)} values over {t.extent()} stored ones "
-                                      "(a stride of 0), no stored matrix")
+            reach = max(t.extent() - t.offset, 0)  # the storage's elements this view reaches, from its first
+            if math.prod(t.shape) > reach:  # a stride of 0 (expand) or overlapping strides
+                load = skipped_loader(f"an expanded view: {math.prod(t.shape)} values over {reach} stored ones (a "
+                                      "stride of 0), no stored matrix")
             # (the file's path with it: storage keys are unique within one file, and shards are read as one)
             yield TensorRef(name, t.shape, t.storage.dtype, load, kind,
                             storage_key=(str(self.path), t.storage.key, t.offset, t.shape, t.stride))
@@ -1130,7 +1131,9 @@ class TorchZipFile(_PickledTensors):
         if offset is not None:
             self._check_crc(storage.key, offset)
             return read_span(self.path, offset + start, nbytes, self._stamp)
-        with _TorchArchive(self.path) as z:
+        # (through a file checked to be the one whose index was read: a deflated member is read whole, its CRC-32
+        # the new file's)
+        with reopened(self.path, self._stamp) as raw, _TorchArchive(raw) as z:
             info = z.getinfo(storage.key)
             if expands_too_far(info.file_size, info.compress_size):  # torch.save stores storages uncompressed
                 raise ValueError(f"{storage.key} would expand {info.compress_size} bytes to {info.file_size} "
