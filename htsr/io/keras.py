@@ -108,8 +108,8 @@ import numpy as np
 
 from ..errors import MissingExtraError, SourceError
 from ..tensors import MAX_CONV_KERNEL, classify
-from .base import (TensorRef, check_stored_crc32, einsum_axes, expands_too_far, grouped_axes, import_extra, one_line,
-                   skipped_loader, stored_member_offset)
+from .base import (TensorRef, check_stored_crc32, einsum_axes, expands_too_far, file_stamp, grouped_axes,
+                   import_extra, one_line, skipped_loader, stored_member_offset)
 from .safetensors import natural_key
 
 __all__ = ["HDF5_SIGNATURE", "KerasFile", "KerasModel", "is_hdf5", "is_keras_archive", "is_keras_object"]
@@ -314,11 +314,14 @@ def _projection(shape: tuple[int, ...], role: str, mha: bool = True) -> _Plan | 
 
 
 class _ZipMember(io.RawIOBase):
-    """A read-only, seekable window on an uncompressed zip member (h5py reads through it)."""
+    """A read-only, seekable window on an uncompressed zip member (h5py reads through it), of the file ``stamp``
+    (:func:`~htsr.io.base.file_stamp`) describes: a model saved again in place (Keras' ModelCheckpoint) is not read
+    at the old archive's offsets (its rows had mixed two models' weights, or read as NaN)."""
 
-    def __init__(self, path: Path, start: int, size: int) -> None:
+    def __init__(self, path: Path, start: int, size: int, stamp: tuple | None = None) -> None:
         super().__init__()
         self._f = open(path, "rb")  # noqa: SIM115 - closed with this object
+        self._path, self._stamp = path, stamp
         self._start, self._size, self._pos = start, size, 0
         self._lock = threading.Lock()
 
@@ -341,6 +344,11 @@ class _ZipMember(io.RawIOBase):
         if n == 0:
             return 0
         with self._lock:
+            if self._stamp is not None:
+                st = os.fstat(self._f.fileno())
+                if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != tuple(self._stamp):
+                    raise OSError(f"{self._path}: changed while being read: saved again since htsr read its "
+                                  "header; analyse it once its writer is done")
             self._f.seek(self._start + self._pos)
             got = self._f.readinto(memoryview(b)[:n])
         self._pos += got or 0
@@ -357,6 +365,7 @@ def _member_file(path: Path, z: zipfile.ZipFile, info: zipfile.ZipInfo) -> io.IO
     if info.flag_bits & 0x1:
         raise SourceError(f"{path}: {info.filename} is encrypted; htsr cannot read it")
     if info.compress_type == zipfile.ZIP_STORED:
+        stamp = file_stamp(path)  # (before the member is found: a file saved again since is not read)
         with open(path, "rb") as f:
             start = stored_member_offset(f, info)
         if start is None:
@@ -364,10 +373,10 @@ def _member_file(path: Path, z: zipfile.ZipFile, info: zipfile.ZipInfo) -> io.IO
         if start + info.file_size > path.stat().st_size:
             raise SourceError(f"{path}: {info.filename} runs past the end of the archive (truncated?)")
         try:  # (h5py reads the window in place, past zipfile's check; the whole member is read once here)
-            check_stored_crc32(path, start, info)
+            check_stored_crc32(path, start, info, stamp)
         except ValueError as e:
             raise SourceError(f"{path}: {e}; the file is corrupt: save or download it again") from None
-        return _ZipMember(path, start, info.file_size)
+        return _ZipMember(path, start, info.file_size, stamp)
     if expands_too_far(info.file_size, info.compress_size):
         raise SourceError(f"{path}: {info.filename} would expand {info.compress_size} bytes to {info.file_size}: "
                           "not a compressed weights file (a zip bomb?); re-save the model")
