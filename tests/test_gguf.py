@@ -1484,3 +1484,17 @@ def test_split_count_1_is_one_file_and_a_shard_named_for_another_count_is_refuse
         open_gguf(odd)
     _one_line_source_error(ei, str(odd), "shard of a model split in 3 files (split.count), but not named "
                            "<name>-0000k-of-0000n.gguf", "llama-gguf-split --merge")
+
+
+def test_a_gguf_file_cut_short_after_it_was_opened_is_an_error_not_a_bus_error(tmp_path):
+    """The GGUF reader's map of the header was read again when the tensors were listed: a file opened, then saved
+    again (truncated to 0 first), ended the process with SIGBUS ('Bus error', exit 135). Run in a child process,
+    which the old behaviour kills."""
+    path = write_gguf(tmp_path / "m.gguf", {"blk.0.ffn_down.weight": (np.ones((24, 96), np.float32), Q.F32)})
+    script = ("import os, htsr\nfrom htsr.io import open_source\n"
+              f"src = open_source({str(path)!r})\nos.truncate({str(path)!r}, 0)\n"
+              "try:\n    htsr.analyze(src)\nexcept htsr.SourceError as e:\n    print(e)\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, (run.returncode, run.stderr[-300:])
+    assert run.stdout == (f"{path}: changed while being read: saved again or replaced since htsr read its header; "
+                          "analyse it once its writer is done\n")

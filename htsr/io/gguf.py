@@ -441,7 +441,15 @@ class GGUFFile:
         """A llama.cpp LoRA adapter file (its rows are updates ΔW: no base to subtract)."""
         return self.lora_alpha() is not None
 
+    def _unchanged(self) -> None:
+        """SourceError if the file is not the one opened: the reader's map of its header would be read past a new
+        end (SIGBUS: the process ended 'Bus error') or hold another file's fields."""
+        if file_stamp(self.path) != self._stamp:
+            raise SourceError(f"{self.path}: changed while being read: saved again or replaced since htsr read its "
+                              "header; analyse it once its writer is done")
+
     def _field(self, key: str) -> Any:
+        self._unchanged()
         f = self._reader.fields.get(key)
         try:
             return f.contents() if f is not None else None
@@ -457,6 +465,7 @@ class GGUFFile:
         return float(alpha) if isinstance(alpha, (int, float)) and math.isfinite(alpha) else 0.0
 
     def __iter__(self) -> Iterator[TensorRef]:
+        self._unchanged()
         refs = []
         listed = {name for name, _ in self.not_weights}
         for t in self._reader.tensors:
