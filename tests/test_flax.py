@@ -1621,3 +1621,25 @@ def test_which_flat_names_make_a_flax_tree():
         "embed": {"embedding": "embed/embedding"}, "norm": {"scale": "norm/scale"}}
     assert flax_io.unflattened(["dense/kernel:0", "dense/kernel:1"]) is None
     assert flax_io.unflattened(["a/kernel", "a/kernel/b"]) is None  # a leaf and a parent
+
+
+def test_a_layer_of_a_chunked_stack_scanned_along_an_inner_axis_reads_its_own_bytes(tmp_path, monkeypatch):
+    """t5x scans its layers along axis 1 (a kernel [in, L, out]): each layer is one run of elements per input row.
+    Chunked (flax's arrays over 1 GiB), every layer's row had read and joined all the chunks, the whole stack."""
+    import htsr.io.base as base
+
+    L = 8
+    K = _f32(64, L, 96, seed=41)
+    # (the scan axis is told by the block's leaves sharing it)
+    tree = {"params": {"enc": {"layers": {"Dense_0": {"kernel": K}, "Dense_1": {"kernel": _f32(96, L, 64, seed=42)},
+                                          "norm": {"scale": _f32(64, L, seed=43)}}}}}
+    read: list[int] = []
+    real = base._read_into
+    monkeypatch.setattr(base, "_read_into", lambda f, p, o, view: (read.append(len(view)), real(f, p, o, view))[1])
+    for chunk in (None, 4096, 100_000):
+        path = write(tmp_path / f"inner{chunk}.msgpack", tree, **({"max_chunk_size": chunk} if chunk else {}))
+        refs = _refs(FlaxMsgpackFile(path))
+        for k in (0, 5):
+            read.clear()
+            np.testing.assert_array_equal(refs[f"enc.layers.Dense_0[{k}]"].load(), K[:, k, :].T)
+            assert sum(read) == K[:, k, :].nbytes, (chunk, k, sum(read))  # (its 64 x 96 values, not 8 layers')

@@ -195,7 +195,7 @@ def read_array(path: str | os.PathLike, offset: int, dtype: np.dtype, shape: tup
     reads the whole array and indexes it. ``stamp``: as for :func:`read_span`."""
     dtype, shape = np.dtype(dtype), tuple(int(s) for s in shape)
     idx = idx if isinstance(idx, tuple) else (idx,)
-    part = _index_part(shape, idx)
+    part = index_part(shape, idx)
     if part is None:
         a = read_span(path, offset, math.prod(shape) * dtype.itemsize, stamp).view(dtype).reshape(shape)
         return a[idx] if idx else a
@@ -213,7 +213,7 @@ def read_array(path: str | os.PathLike, offset: int, dtype: np.dtype, shape: tup
     return out.view(dtype).reshape(kept)
 
 
-def _index_part(shape: tuple[int, ...], idx: tuple) -> tuple[int, int, int, tuple[int, ...]] | None:
+def index_part(shape: tuple[int, ...], idx: tuple) -> tuple[int, int, int, tuple[int, ...]] | None:
     """For an ``idx`` that :func:`read_array` reads in part: the number of whole outer axes, the part's first and
     end element within one outer index's elements (C order), and the part's shape; else None."""
     whole = slice(None)

@@ -113,6 +113,7 @@ from .base import (
     as_loaded,
     file_stamp,
     import_extra,
+    index_part,
     read_array,
     lfs_pointer_error,
     numpy_dtype,
@@ -238,23 +239,28 @@ class _Chunked:
         """The array, or its ``[idx]`` (one layer of a stack: read from the chunks that hold it)."""
         if not self.chunks:
             return np.zeros(self.shape, dtype=numpy_dtype(self.dtype))[idx]
-        if idx and all(isinstance(i, (int, np.integer)) for i in idx):
-            # one layer of a stack along the leading axes: its elements are contiguous in C order, so only the
-            # chunks they lie in are read (not the whole stack, over 1 GiB since it is chunked, for every layer)
-            inner = self.shape[len(idx):]
-            size = math.prod(inner)
-            first = int(np.ravel_multi_index(idx, self.shape[:len(idx)])) * size
-            parts, pos = [], 0
-            for c in self.chunks:
-                n = c.shape[0]
-                lo, hi = max(first - pos, 0), min(first + size - pos, n)
-                if lo < hi:
-                    parts.append(c.array((slice(lo, hi),)))
-                pos += n
-                if pos >= first + size:
-                    break
-            return np.concatenate(parts).reshape(inner) if parts else np.zeros(inner, numpy_dtype(self.dtype))
+        part = index_part(self.shape, idx) if idx else None
+        if part is not None:
+            # one layer of a stack (scanned along a leading or an inner axis): its elements, one contiguous run per
+            # outer index in C order, from the chunks they lie in (not the whole stack, over 1 GiB since it is
+            # chunked, for every layer)
+            n_outer, first, last, kept = part
+            inner = math.prod(self.shape[n_outer:])
+            runs = [self._elements(k * inner + first, k * inner + last) for k in range(math.prod(self.shape[:n_outer]))]
+            return np.concatenate(runs).reshape(kept) if runs else np.zeros(kept, numpy_dtype(self.dtype))
         return np.concatenate([c.array() for c in self.chunks]).reshape(self.shape)[idx]
+
+    def _elements(self, lo: int, hi: int) -> np.ndarray:
+        """The flat elements [lo, hi) of the chunks joined, read from the chunks they lie in."""
+        parts, pos = [], 0
+        for c in self.chunks:
+            n = c.shape[0]
+            if max(lo - pos, 0) < min(hi - pos, n):
+                parts.append(c.array((slice(max(lo - pos, 0), min(hi - pos, n)),)))
+            pos += n
+            if pos >= hi:
+                break
+        return np.concatenate(parts) if parts else np.zeros(0, numpy_dtype(self.dtype))
 
 
 class _Scalar:
