@@ -4618,6 +4618,10 @@ def test_a_file_cut_short_while_it_is_read_fails_the_rows_past_the_cut_not_the_p
     src = open_source(path)  # (headers read; no tensor yet)
     with open(path, "r+b") as f:
         f.truncate(path.stat().st_size // 2)  # (the first tensor or two whole, the last not)
+    if fmt == "gguf":  # (its reader's map of the header is not read again: the whole source is refused)
+        with pytest.raises(htsr.SourceError, match=f"^{re.escape(str(path))}: changed while being read: saved again"):
+            htsr.analyze(src, min_evals=10)
+        return
     rows = {r.name: r.status for r in htsr.analyze(src, min_evals=10).layers}
     # every row: the file is not the one whose header was read (its bytes before the cut are not the model's
     # either, when the file was saved again); an .npz's members, no longer where they were, are read through
@@ -4703,6 +4707,10 @@ def test_a_file_saved_again_after_its_header_was_read_fails_its_rows_not_reads_t
     else:
         save(tmp_path / f"new.{fmt}", 100)
         os.replace(tmp_path / f"new.{fmt}", path)
+    if fmt == "gguf":  # (its reader's map of the header is not read again: the whole source is refused)
+        with pytest.raises(htsr.SourceError, match=f"^{re.escape(str(path))}: changed while being read: saved again"):
+            htsr.analyze(src, min_evals=10)
+        return
     rows = {r.name: r.status for r in htsr.analyze(src, min_evals=10).layers}
     assert all(s.startswith(f"failed: {path}: ") and "changed while being read: saved again or replaced since htsr "
                "read its header; analyse it once its writer is done" in s for s in rows.values()), rows
