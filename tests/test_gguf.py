@@ -1498,3 +1498,14 @@ def test_a_gguf_file_cut_short_after_it_was_opened_is_an_error_not_a_bus_error(t
     assert run.returncode == 0, (run.returncode, run.stderr[-300:])
     assert run.stdout == (f"{path}: changed while being read: saved again or replaced since htsr read its header; "
                           "analyse it once its writer is done\n")
+
+
+def test_a_gguf_file_gone_after_it_was_opened_is_said_in_one_line(tmp_path):
+    """A GGUF file (or a split model's shard) deleted after it was opened: a FileNotFoundError traceback."""
+    path = write_gguf(tmp_path / "m.gguf", {"blk.0.ffn_down.weight": (np.ones((24, 96), np.float32), Q.F32)})
+    src = open_source(path)
+    path.unlink()
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(src)
+    assert str(ei.value) == f"{path}: changed while being read: it is gone (moved or deleted); analyse it once its " \
+                            "writer is done"

@@ -2242,11 +2242,14 @@ def test_an_expanded_view_at_a_storage_offset_is_skipped_as_one_at_offset_0(tmp_
     torch = pytest.importorskip("torch")
     base = torch.randn(100, 48)
     torch.save({"at0.weight": base[0:1].expand(64, 48), "at1.weight": base[90:91].expand(64, 48),
-                "empty.weight": base[99:99]}, tmp_path / "m.pt")
+                "col.weight": base[:, 3].unsqueeze(1).expand(100, 40), "empty.weight": base[99:99]}, tmp_path / "m.pt")
     rows = {r.name: r.status for r in htsr.analyze(tmp_path / "m.pt", min_evals=10, kinds=None).layers}
     for name in ("at0", "at1"):
         assert rows[name] == ("skipped: an expanded view: 3072 values over 48 stored ones (a stride of 0), no stored "
                               "matrix"), rows
+    # a column expanded: its reach spans the base's rows (4753 elements), more than its 4000 values; it holds 100
+    assert rows["col"] == ("skipped: an expanded view: 4000 values over 100 stored ones (a stride of 0), no stored "
+                           "matrix"), rows
 
 
 def test_a_deflated_storage_is_read_from_the_file_whose_index_was_read(tmp_path):

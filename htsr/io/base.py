@@ -140,7 +140,32 @@ def read_span(path: str | os.PathLike, offset: int, nbytes: int, stamp: tuple | 
 def file_stamp(path: str | os.PathLike) -> tuple[int, int, int, int]:
     """What tells the file at ``path`` from another saved there later: its device, inode, size and modification
     time. A reader takes it when it reads the file's header, and gives it to :func:`read_span`."""
-    st = os.stat(path)
+    return stamp_of(os.stat(path))
+
+
+#: how :func:`file_changed` says a file's stamp no longer matches
+SAVED_AGAIN = "saved again or replaced since htsr read its header"
+
+
+def file_changed(path: Any, how: str, cls: type | None = None) -> Exception:
+    """The error of a file that changed while htsr read it, ``how`` (of class ``cls``, a SourceError by default)."""
+    from ..errors import SourceError
+
+    return (cls or SourceError)(f"{path}: changed while being read: {how}; analyse it once its writer is done")
+
+
+def check_unchanged(path: Any, stamp: tuple) -> None:
+    """:func:`file_changed` if the file at ``path`` is gone or is not the one ``stamp`` describes."""
+    try:
+        now = file_stamp(path)
+    except FileNotFoundError:
+        raise file_changed(path, "it is gone (moved or deleted)") from None
+    if now != tuple(stamp):
+        raise file_changed(path, SAVED_AGAIN)
+
+
+def stamp_of(st: os.stat_result) -> tuple[int, int, int, int]:
+    """:func:`file_stamp` of a stat result (an open file's ``os.fstat``)."""
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
@@ -149,36 +174,26 @@ def reopened(path: Any, stamp: tuple | None) -> Iterator[Any]:
     """``path`` opened for reading, and (with ``stamp``) checked to be the file its header was read from: one saved
     again in place or replaced by a rename since is read at the old header's offsets, bytes of neither file (rows
     had been 'ok' with numbers of no model)."""
-    from ..errors import SourceError
-
-    changed = f"{path}: changed while being read: "
-    redo = "; analyse it once its writer is done"
     try:
         f = open(path, "rb", buffering=0)  # noqa: SIM115 (closed below)
     except FileNotFoundError:
-        raise SourceError(f"{changed}it is gone (moved or deleted){redo}") from None
+        raise file_changed(path, "it is gone (moved or deleted)") from None
     with f:
-        if stamp is not None:
-            st = os.fstat(f.fileno())
-            if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != tuple(stamp):
-                raise SourceError(f"{changed}saved again or replaced since htsr read its header{redo}")
+        if stamp is not None and stamp_of(os.fstat(f.fileno())) != tuple(stamp):
+            raise file_changed(path, SAVED_AGAIN)
         yield f
 
 
 def _read_into(f: Any, path: Any, offset: int, view: memoryview) -> None:
     """Fill ``view`` with the bytes at ``offset`` of the open file ``f`` (of ``path``); SourceError where the file
     ends before them (:func:`read_span`)."""
-    from ..errors import SourceError
-
     f.seek(offset)
     got = 0
     while got < len(view):
         n = f.readinto(view[got:])
         if not n:
-            size = os.fstat(f.fileno()).st_size
-            raise SourceError(f"{path}: changed while being read: it now ends at byte {size}, before byte "
-                              f"{offset + len(view)} of this tensor (saved again while htsr read it?); analyse it "
-                              "once its writer is done")
+            raise file_changed(path, f"it now ends at byte {os.fstat(f.fileno()).st_size}, before byte "
+                                     f"{offset + len(view)} of this tensor (saved again while htsr read it?)")
         got += n
 
 

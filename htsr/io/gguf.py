@@ -86,7 +86,7 @@ import numpy as np
 from ..errors import LayerSkipped, SourceError, listed
 from ..factored import LowRank
 from ..tensors import VECTOR, SharedLoad, is_vector
-from .base import (SPLIT_NAME, TensorRef, file_stamp, first_overlap, import_extra, one_line, read_span,
+from .base import (SPLIT_NAME, TensorRef, check_unchanged, file_stamp, first_overlap, import_extra, one_line, read_span,
                    skipped_loader)
 
 __all__ = ["GGUF_MAGIC", "GGUFFile", "GGUFSplit", "GGUFTensorRef", "gguf_kind", "is_gguf", "open_gguf"]
@@ -444,9 +444,7 @@ class GGUFFile:
     def _unchanged(self) -> None:
         """SourceError if the file is not the one opened: the reader's map of its header would be read past a new
         end (SIGBUS: the process ended 'Bus error') or hold another file's fields."""
-        if file_stamp(self.path) != self._stamp:
-            raise SourceError(f"{self.path}: changed while being read: saved again or replaced since htsr read its "
-                              "header; analyse it once its writer is done")
+        check_unchanged(self.path, self._stamp)
 
     def _field(self, key: str) -> Any:
         self._unchanged()

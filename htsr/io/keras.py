@@ -108,8 +108,8 @@ import numpy as np
 
 from ..errors import MissingExtraError, SourceError
 from ..tensors import MAX_CONV_KERNEL, classify
-from .base import (TensorRef, check_stored_crc32, einsum_axes, expands_too_far, file_stamp, grouped_axes,
-                   import_extra, one_line, skipped_loader, stored_member_offset)
+from .base import (SAVED_AGAIN, TensorRef, check_stored_crc32, einsum_axes, expands_too_far, file_changed, file_stamp,
+                   grouped_axes, import_extra, one_line, skipped_loader, stamp_of, stored_member_offset)
 from .safetensors import natural_key
 
 __all__ = ["HDF5_SIGNATURE", "KerasFile", "KerasModel", "is_hdf5", "is_keras_archive", "is_keras_object"]
@@ -313,6 +313,10 @@ def _projection(shape: tuple[int, ...], role: str, mha: bool = True) -> _Plan | 
 # -------------------------------------------------------------------------------- the zip member
 
 
+class _ArchiveChanged(SourceError, OSError):
+    """A .keras archive saved again while h5py read its weights through :class:`_ZipMember`."""
+
+
 class _ZipMember(io.RawIOBase):
     """A read-only, seekable window on an uncompressed zip member (h5py reads through it), of the file ``stamp``
     (:func:`~htsr.io.base.file_stamp`) describes: a model saved again in place (Keras' ModelCheckpoint) is not read
@@ -344,11 +348,10 @@ class _ZipMember(io.RawIOBase):
         if n == 0:
             return 0
         with self._lock:
-            if self._stamp is not None:
-                st = os.fstat(self._f.fileno())
-                if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != tuple(self._stamp):
-                    raise OSError(f"{self._path}: changed while being read: saved again since htsr read its "
-                                  "header; analyse it once its writer is done")
+            if self._stamp is not None and stamp_of(os.fstat(self._f.fileno())) != tuple(self._stamp):
+                # (an OSError, as h5py passes on from a file it reads; a SourceError, which the tensor's read
+                # passes on as it is)
+                raise file_changed(self._path, SAVED_AGAIN, _ArchiveChanged)
             self._f.seek(self._start + self._pos)
             got = self._f.readinto(memoryview(b)[:n])
         self._pos += got or 0

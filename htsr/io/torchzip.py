@@ -1028,8 +1028,11 @@ class _PickledTensors:
                 continue
             load: Callable[[], np.ndarray] = lambda name=name, t=t: self._load(name, t)
             reach = max(t.extent() - t.offset, 0)  # the storage's elements this view reaches, from its first
-            if math.prod(t.shape) > reach:  # a stride of 0 (expand) or overlapping strides
-                load = skipped_loader(f"an expanded view: {math.prod(t.shape)} values over {reach} stored ones (a "
+            # a stride of 0 (expand: of a row, or of a column, whose reach spans more than it holds) or
+            # overlapping strides
+            if math.prod(t.shape) > reach or any(st == 0 and n > 1 for n, st in zip(t.shape, t.stride)):
+                held = min(reach, math.prod(n for n, st in zip(t.shape, t.stride) if st))
+                load = skipped_loader(f"an expanded view: {math.prod(t.shape)} values over {held} stored ones (a "
                                       "stride of 0), no stored matrix")
             # (the file's path with it: storage keys are unique within one file, and shards are read as one)
             yield TensorRef(name, t.shape, t.storage.dtype, load, kind,
