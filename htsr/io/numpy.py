@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HtsrError, LayerSkipped, SourceError
-from .base import (TensorRef, as_loaded, check_stored_crc32, expands_too_far, file_stamp, one_line, raising_loader,
-                   read_array, read_span, skipped_loader, stored_member_offset)
+from .base import (TensorRef, as_loaded, check_stored_crc32, check_unchanged, expands_too_far, file_stamp, one_line,
+                   raising_loader, read_array, read_span, skipped_loader, stored_member_offset)
 from .scales import with_scales
 
 __all__ = ["ArrayMapping", "NpyFile", "NpzFile"]
@@ -251,6 +251,9 @@ class NpzFile:
             return skipped_loader(_PICKLED)
 
         def load() -> np.ndarray:
+            # (the archive np.load opened reads the file that is there now: one saved again since says so, not
+            # 'Bad CRC-32 … corrupt?')
+            check_unchanged(self.path, self._stamp)
             try:
                 return as_loaded(self._npz[name])
             except Exception as e:  # noqa: BLE001 - a corrupt or truncated member's data
