@@ -1005,21 +1005,12 @@ def in_threads(layers: list[LayerMatrices], work: Callable[[LayerMatrices], Any]
                                                  bar, turns.abandon)):
                 out[i] = row
         for i in (i for i, x in enumerate(light) if not x):
-            out[i] = _off_main(work, layers[i])
+            # (in a thread of its own, every BLAS thread its: in the main thread a LAPACK call holds Ctrl-C until it
+            # returns, a minute for a large layer)
+            out[i] = _in_threads([layers[i]], work, 1, None, one_blas=False)[0]
             if bar is not None:
                 bar.update()
     return out
-
-
-def _off_main(work: Callable[[LayerMatrices], Any], lm: LayerMatrices) -> Any:
-    """``work(lm)`` in a thread of its own, waited for where Ctrl-C reaches the wait: in the main thread a
-    LAPACK call holds Ctrl-C until it returns (a minute for a large layer)."""
-    pool = ThreadPoolExecutor(1)
-    future = pool.submit(contextvars.copy_context().run, work, lm)
-    try:
-        return future.result()
-    finally:
-        pool.shutdown(wait=False)
 
 
 def _tiny(lm: LayerMatrices) -> bool:
@@ -1069,9 +1060,9 @@ class _Turns:
 
 
 def _in_threads(layers: list[LayerMatrices], work: Callable[[LayerMatrices], Any], workers: int, bar,
-                on_abort: Callable[[], None] = lambda: None) -> list[Any]:
-    """``work`` on ``workers`` rows at a time, each with a single-threaded BLAS; ``on_abort`` after the rows not
-    started are cancelled (Ctrl-C).
+                on_abort: Callable[[], None] = lambda: None, one_blas: bool = True) -> list[Any]:
+    """``work`` on ``workers`` rows at a time, each with a single-threaded BLAS (``one_blas``); ``on_abort`` after
+    the rows not started are cancelled (Ctrl-C).
 
     numpy and LAPACK release the GIL, and for the matrix sizes of real layers several single-threaded
     eigensolvers side by side beat one multi-threaded solver (the tridiagonal reduction scales poorly
@@ -1079,7 +1070,7 @@ def _in_threads(layers: list[LayerMatrices], work: Callable[[LayerMatrices], Any
     (an eigensolver cannot be stopped: a run of 4096-wide layers had taken 15 s to stop); their threads end with
     their rows, and their results are dropped.
     """
-    with _one_blas_thread():
+    with _one_blas_thread() if one_blas else contextlib.nullcontext():
         pool = ThreadPoolExecutor(workers)
         # (each in this context, where the limit holds: the fits' own _one_blas_thread is a no-op there)
         futures = [pool.submit(contextvars.copy_context().run, work, lm) for lm in layers]

@@ -861,8 +861,9 @@ class AnalysisResult(NanEqual):
         """The paths the analysis read: its source's and its base's, and the files their readers read (none for
         in-memory models)."""
         base = self.options.get("base") if isinstance(self.options, dict) else None
-        given = (p for p in (self.path, base) if isinstance(p, str) and p and (p is self.path or os.path.isabs(p)))
-        return (*given, *self.read_files)
+        # (a base's path is kept absolute; an in-memory base's entry is its description)
+        given = [self.path, base if isinstance(base, str) and os.path.isabs(base) else ""]
+        return (*(p for p in given if p), *self.read_files)
 
     def to_csv(self, path: str | os.PathLike) -> None:
         """Write the per-layer table (NaN as an empty field), atomically; never over a file the analysis read."""

@@ -2389,7 +2389,7 @@ def test_ctrl_c_does_not_wait_for_the_layers_running(side_by_side):
             if side_by_side:
                 analyze._in_threads(lms, work, 2, None)
             else:
-                analyze._off_main(work, lms[0])
+                analyze._in_threads(lms[:1], work, 1, None, one_blas=False)  # (a large layer: off the main)
         waited = time.perf_counter() - t0
     finally:
         release.set()

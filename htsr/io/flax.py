@@ -114,10 +114,10 @@ from .base import (
     file_stamp,
     import_extra,
     index_part,
-    read_array,
     lfs_pointer_error,
     numpy_dtype,
     one_line,
+    read_array,
     skipped_loader,
 )
 

@@ -441,13 +441,10 @@ class GGUFFile:
         """A llama.cpp LoRA adapter file (its rows are updates ΔW: no base to subtract)."""
         return self.lora_alpha() is not None
 
-    def _unchanged(self) -> None:
-        """SourceError if the file is not the one opened: the reader's map of its header would be read past a new
-        end (SIGBUS: the process ended 'Bus error') or hold another file's fields."""
-        check_unchanged(self.path, self._stamp)
-
     def _field(self, key: str) -> Any:
-        self._unchanged()
+        # (the reader's map of the header, of a file saved again since, would be read past a new end, SIGBUS, or hold
+        # another file's fields)
+        check_unchanged(self.path, self._stamp)
         f = self._reader.fields.get(key)
         try:
             return f.contents() if f is not None else None
@@ -463,7 +460,7 @@ class GGUFFile:
         return float(alpha) if isinstance(alpha, (int, float)) and math.isfinite(alpha) else 0.0
 
     def __iter__(self) -> Iterator[TensorRef]:
-        self._unchanged()
+        check_unchanged(self.path, self._stamp)  # (as _field)
         refs = []
         listed = {name for name, _ in self.not_weights}
         for t in self._reader.tensors:

@@ -123,10 +123,10 @@ from .base import (
     TensorRef,
     as_loaded,
     einsum_axes,
+    file_stamp,
     first_overlap,
     grouped_axes,
     import_extra,
-    file_stamp,
     leaves_folder,
     numpy_dtype,
     one_line,
@@ -1038,7 +1038,9 @@ class OnnxFile:
         need = _stored_bytes(dtype_name, math.prod(shape))
         if length is None:
             length = need
-        stamp = self._stamps.setdefault(target, file_stamp(target))  # (a file saved again since is not read)
+        if target not in self._stamps:  # (a file saved again since is not read)
+            self._stamps[target] = file_stamp(target)
+        stamp = self._stamps[target]
         size = stamp[2]
         if length != need or offset < 0 or offset + length > size:
             raise self._fail(f"tensor {name!r}: external data {shown(location)} offset {offset} length {length} does "
