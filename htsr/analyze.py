@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import HtsrError, LayerSkipped, OptionError, SourceError, listed
+from .errors import HtsrError, LayerSkipped, OptionError, SourceError, described, listed
 from .fits.powerlaw import PowerLawFit, fit_power_law
 from .fits.uncertainty import interval_of, tail_uncertainty
 from .io import FLOAT_DTYPES, is_reader, open_source
@@ -292,7 +292,7 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
                         list(layer_matrices(t.name, kind, t.shape, t.load, opts.conv, opts.ww_conv_scale,
                                             t.load_item)))
             except Exception as e:  # noqa: BLE001 - one bad tensor never stops a run
-                why = f"no matrices of its {kind} tensor of shape {_shown_shape(t.shape)} ({type(e).__name__}: {e})"
+                why = f"no matrices of its {kind} tensor of shape {_shown_shape(t.shape)} ({described(e)})"
                 rows = [LayerMatrices(row_name(t.name), kind, (), 1, 1, 1, 1.0, raising_loader(HtsrError, why))]
             else:
                 rows = [part for lm in rows for part in split(lm, hasattr(t.loader, "reason"))] if splits else rows
@@ -462,7 +462,7 @@ def _analyze_layer(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, Layer
     try:
         return _layer_row(lm, opts)
     except Exception as e:  # one bad layer never stops a run, whatever stage it fails in
-        return LayerResult(**_row_base(lm), status=f"failed: {e.__class__.__name__}: {e}"), None
+        return LayerResult(**_row_base(lm), status=f"failed: {described(e)}"), None
     finally:
         if lm.release is not None:  # its tensor, read once for several rows, is not kept for it
             lm.release()
@@ -547,7 +547,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
     except HtsrError as e:
         return LayerResult(**base, status=f"failed: {e}"), None
     except Exception as e:  # one bad layer never stops a run
-        return LayerResult(**base, status=f"failed: {e.__class__.__name__}: {e}"), None
+        return LayerResult(**base, status=f"failed: {described(e)}"), None
     base.update(eig_method=spectrum.method, num_evals_below_floor=float(spectrum.num_below_floor))
     evals = spectrum.evals
 
@@ -650,7 +650,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
                         bayes_average=opts.bayes_average, notes=notes, share=share)
                     status = "; ".join([status, *notes])
                 except Exception as e:  # the fit stands; only its diagnostics are lost
-                    extra, status = {}, f"{status}; diagnostics failed: {e.__class__.__name__}: {e}"
+                    extra, status = {}, f"{status}; diagnostics failed: {described(e)}"
         # the eigenvalues the fit saw: those above the floor, less the largest it left out (drop_top, clip_xmax)
         extra.update(num_fit_evals=float(fit_x.size - (fit.num_fingers if fit.status == "ok" else 0)))
     metrics = compute_metrics(spectrum, fit)
@@ -661,7 +661,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         rmt.update(_spectral_diagnostics(spectrum, fit, fit_x.size if num_windows is not None else math.nan, whole,
                                          mp, lm, scale, opts, zeros, driving))
     except Exception as e:  # the fit stands; only these diagnostics are lost
-        rmt_error = rmt_error or f"{e.__class__.__name__}: {e}"
+        rmt_error = rmt_error or f"{described(e)}"
     if kept is not None:  # an option's extra columns: if they fail, only they are lost (the phase, SETOL … stand)
         try:
             # the tail: the spectrum's eigenvalues from x_min up (fingers clip_xmax dropped included), by count; x_min
@@ -670,7 +670,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
             num_tail = evals.size - int(np.searchsorted(evals, xmin, side="left")) if fit.status == "ok" else 0
             rmt.update(localization(kept, num_tail, scale, spectrum.floor))
         except Exception as e:  # noqa: BLE001
-            lost = f"localization: {e.__class__.__name__}: {e}"
+            lost = f"localization: {described(e)}"
             rmt_error = f"{rmt_error}; {lost}" if rmt_error else lost
     del kept
     if rmt_error:
@@ -810,7 +810,7 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
                                                      R.spectrum.floor),
                         trap_weights="; ".join(where))
     except Exception as e:
-        return mp, cols, f"{e.__class__.__name__}: {e}", None, driving
+        return mp, cols, f"{described(e)}", None, driving
     return mp, cols, "", R, driving
 
 

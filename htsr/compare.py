@@ -61,7 +61,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import HtsrError, LayerSkipped, OptionError, shown
+from .errors import HtsrError, LayerSkipped, OptionError, described, shown
 from .fits.uncertainty import MIN_WARNING_REPLICATES
 from .options import OPTION_SPECS, UI_OPTIONS, Options, typed_flag
 from .rmt.phases import PHASES
@@ -824,7 +824,7 @@ def _measured(la, lb, opts: Options) -> LayerDistance:
     except HtsrError as e:
         return LayerDistance(**base, status=f"failed: {e}")
     except Exception as e:  # one bad layer never stops the run
-        return LayerDistance(**base, status=f"failed: {e.__class__.__name__}: {e}")
+        return LayerDistance(**base, status=f"failed: {described(e)}")
     la_max, lb_max = float(sa.evals[-1]), float(sb.evals[-1])
     k_n = la.num_matrices * la.N
     return LayerDistance(

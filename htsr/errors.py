@@ -23,7 +23,7 @@ import re
 import reprlib
 
 __all__ = ["HtsrError", "OptionError", "SourceError", "OutputError", "MissingExtraError", "BrokenPackageError",
-           "LayerSkipped", "shown", "listed"]
+           "LayerSkipped", "shown", "listed", "described"]
 
 _SHOWN = reprlib.Repr()
 _SHOWN.maxstring = _SHOWN.maxother = 60
@@ -45,6 +45,14 @@ def listed(items, limit: int = 4, sep: str = ", ") -> str:
     items = [str(i) for i in items]
     more = f" and {len(items) - limit} more" if len(items) > limit else ""
     return sep.join(items[:limit]) + more
+
+
+def described(e: BaseException, limit: int | None = None) -> str:
+    """An unexpected exception as a row's status or a message names it: ``ValueError: its message`` on one line
+    (at most ``limit`` characters of message), or the class alone when the message is empty (an ``EOFError()``,
+    an ``AssertionError``), not ``EOFError: ``."""
+    text = " ".join(str(e).split())[:limit]
+    return f"{e.__class__.__name__}: {text}" if text else e.__class__.__name__
 
 
 class HtsrError(Exception):

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import described
 from .figures import (  # one colour per role in both renderers
     COUNT_AXES,
     ROLE_COLORS,
@@ -120,7 +121,7 @@ def _layer_json(row: LayerResult, sp: Any) -> str:
     try:
         panels = layer_panels(row, sp)
     except Exception as e:  # a figure bug must not cost the whole report
-        return head + f'"panels":[],"note":{_js(f"figures failed: {e.__class__.__name__}: {e}")}}}'
+        return head + f'"panels":[],"note":{_js(f"figures failed: {described(e)}")}}}'
     return head + '"panels":[' + ",".join(_panel_json(p) for p in panels) + '],"note":""}'
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence, TypeVar
 
 import numpy as np
 
-from .errors import SourceError, listed
+from .errors import SourceError, described, listed
 from .fits.uncertainty import MIN_WARNING_REPLICATES
 from .metrics import METRICS, PLAUSIBLE_P
 from .rmt.phases import PHASES
@@ -996,7 +996,7 @@ def _read_saved(p: Path, doc: dict | None) -> AnalysisResult:
     except PermissionError as e:
         raise SourceError(f"{e.filename or p}: cannot read the saved run ({e.strerror}); give read access to it") from None
     except (OSError, ValueError, RecursionError, KeyError, TypeError, csv.Error) as e:
-        raise SourceError(f"{p}: cannot read the saved run ({e.__class__.__name__}: {e}); write it again with "
+        raise SourceError(f"{p}: cannot read the saved run ({described(e)}); write it again with "
                           "'htsr analyze --out'") from None
 
 

@@ -708,6 +708,26 @@ def test_a_failure_after_the_spectrum_is_that_layer_row_not_the_run(monkeypatch)
     assert rows["a"].shape == "50x30" and math.isnan(rows["a"].alpha)
 
 
+def test_a_failure_without_a_message_is_named_by_its_class(monkeypatch):
+    """An exception with no text (a zip read cut short raises a bare EOFError) gives 'failed: EOFError', not
+    'failed: EOFError: ' with nothing after the colon; a message of several lines is put on one."""
+    an = sys.modules["htsr.analyze"]
+    real = an.fit_power_law
+
+    def flaky(x, *args, **kwargs):
+        if x.size == 30:
+            raise EOFError()
+        if x.size == 40:
+            raise ValueError("first line\n  second line")
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(an, "fit_power_law", flaky)
+    rng = np.random.default_rng(6)
+    rows = {r.name: r.status for r in htsr.analyze({"a.weight": rng.standard_normal((50, 30)),
+                                                    "b.weight": rng.standard_normal((70, 40))}, min_evals=5).layers}
+    assert rows == {"a": "failed: EOFError", "b": "failed: ValueError: first line second line"}
+
+
 def test_summary_counts_of_diagnostics_that_did_not_run_are_nan():
     """'no-power-law 0' without a bootstrap, 'traps 0' without randomize or '0 layers per phase' without
     the MP fit would read as 'checked, none found': they are NaN (null in JSON); run, they are counts."""

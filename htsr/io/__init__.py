@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import BrokenPackageError, MissingExtraError, SourceError, listed
+from ..errors import BrokenPackageError, MissingExtraError, SourceError, described, listed
 from .base import (
     FLOAT_DTYPES,
     LFS_POINTER,
@@ -657,7 +657,7 @@ def _open_path(path: Path) -> TensorSource:
             with zipfile.ZipFile(path) as z:
                 names = z.namelist()
         except Exception as e:  # noqa: BLE001 - BadZipFile, but also ValueError, OverflowError … on lying headers
-            raise SourceError(f"{path}: corrupt zip archive ({e.__class__.__name__}: {str(e)[:120]}); "
+            raise SourceError(f"{path}: corrupt zip archive ({described(e, 120)}); "
                               "truncated?") from None
         if not names:
             raise SourceError(f"{path}: an empty zip archive (np.savez of no arrays?): no weights to read")

@@ -83,10 +83,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import LayerSkipped, SourceError, listed
+from ..errors import LayerSkipped, SourceError, described, listed
 from ..factored import LowRank
 from ..tensors import VECTOR, SharedLoad, is_vector
-from .base import (SPLIT_NAME, TensorRef, check_unchanged, file_stamp, first_overlap, import_extra, one_line, read_span,
+from .base import (SPLIT_NAME, TensorRef, check_unchanged, file_stamp, first_overlap, import_extra, read_span,
                    skipped_loader)
 
 __all__ = ["GGUF_MAGIC", "GGUFFile", "GGUFSplit", "GGUFTensorRef", "gguf_kind", "is_gguf", "open_gguf"]
@@ -363,7 +363,7 @@ class GGUFFile:
             raise
         except Exception as e:  # noqa: BLE001 - anything a corrupt header provokes in GGUFReader / numpy
             raise SourceError(
-                f"{self.path}: corrupt or unsupported GGUF file ({e.__class__.__name__}: {one_line(e)})"
+                f"{self.path}: corrupt or unsupported GGUF file ({described(e)})"
             ) from None
 
         # (name, why) of the tensors that are no weight matrix (not yielded)
@@ -415,7 +415,7 @@ class GGUFFile:
                                    "newer one can)") from None
             except Exception as e:  # noqa: BLE001 - validated data; any failure means a corrupt tensor
                 raise SourceError(f"{path}: tensor {t.name!r}: cannot dequantize its {type_name} data "
-                                  f"({e.__class__.__name__}: {one_line(e)})") from None
+                                  f"({described(e)})") from None
             return np.asarray(out, dtype=np.float32).reshape(shape)
 
         return load

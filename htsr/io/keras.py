@@ -106,7 +106,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingExtraError, SourceError
+from ..errors import MissingExtraError, SourceError, described
 from ..tensors import MAX_CONV_KERNEL, classify
 from .base import (SAVED_AGAIN, TensorRef, check_stored_crc32, einsum_axes, expands_too_far, file_changed, file_stamp,
                    grouped_axes, import_extra, one_line, skipped_loader, stamp_of, stored_member_offset)
@@ -403,7 +403,7 @@ def _member_file(path: Path, z: zipfile.ZipFile, info: zipfile.ZipInfo) -> io.IO
         raise
     except Exception as e:  # noqa: BLE001 - BadZipFile, zlib.error, LZMAError, NotImplementedError, OSError …
         tmp.close()
-        raise SourceError(f"{path}: cannot extract {info.filename} ({e.__class__.__name__}: {_short(e)}); "
+        raise SourceError(f"{path}: cannot extract {info.filename} ({described(e, 200)}); "
                           "truncated or corrupt?") from None
     tmp.seek(0)
     return tmp
@@ -911,7 +911,7 @@ class KerasFile:
                 with z.open(info) as f:
                     raw = f.read(_MAX_CONFIG_BYTES + 1)  # never more, whatever the header says
             except Exception as e:  # noqa: BLE001 - BadZipFile, zlib.error, LZMAError, NotImplementedError …
-                raise SourceError(f"{self.path}: cannot read {_CONFIG} ({e.__class__.__name__}: {_short(e)}); "
+                raise SourceError(f"{self.path}: cannot read {_CONFIG} ({described(e, 200)}); "
                                   "truncated or corrupt?") from None
             if len(raw) > _MAX_CONFIG_BYTES:
                 raise SourceError(f"{self.path}: {_CONFIG} expands beyond {_MAX_CONFIG_BYTES >> 20} MB: not a "
@@ -1205,7 +1205,7 @@ class KerasFile:
             raise
         except Exception as ex:  # noqa: BLE001 - a corrupt chunk, a closed file…
             raise SourceError(f"{self._where}: tensor {name!r} ({ref}): cannot read its data "
-                              f"({ex.__class__.__name__}: {_short(ex)}); truncated or corrupt?") from None
+                              f"({described(ex, 200)}); truncated or corrupt?") from None
         a = np.asarray(a)
         if bf16:
             import ml_dtypes
@@ -1264,7 +1264,7 @@ class _LiveNode:
             self.obj.save_own_variables(store)
         except Exception as e:  # noqa: BLE001 - a custom layer's own code: its row says so, the others go on
             raise _Unlisted(f"{type(self.obj).__name__}.save_own_variables failed, so its variables cannot be "
-                            f"listed ({e.__class__.__name__}: {_short(e)})") from None
+                            f"listed ({described(e, 200)})") from None
         out = {}
         for k, v in store.items():
             shape = getattr(v, "shape", None)
@@ -1442,7 +1442,7 @@ class KerasModel:
             a = np.asarray(self._keras.ops.convert_to_numpy(v))
         except Exception as ex:  # noqa: BLE001 - a deleted variable, a device error…
             raise SourceError(f"{self.description}: tensor {name!r} ({getattr(v, 'path', '')}): cannot read "
-                              f"its value ({ex.__class__.__name__}: {_short(ex)})") from None
+                              f"its value ({described(ex, 200)})") from None
         if not a.flags.owndata or not a.flags.writeable:  # a view on the variable's memory: copy
             a = a.copy()
         return a

@@ -116,7 +116,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SourceError, shown
+from ..errors import SourceError, described, shown
 from ..tensors import classify, is_recurrent
 from .base import (
     FLOAT_DTYPES,
@@ -430,7 +430,7 @@ class OnnxFile:
         except SourceError:
             raise
         except Exception as e:  # a protobuf that parses but holds nonsense (found by the fuzz test)
-            raise self._fail(f"corrupt ONNX graph ({e.__class__.__name__}: {one_line(e, 200)}); re-export or "
+            raise self._fail(f"corrupt ONNX graph ({described(e, 200)}); re-export or "
                              "download it again") from None
 
     def _fail(self, what: str) -> SourceError:

@@ -19,7 +19,8 @@ import pickle
 import zlib
 from pathlib import Path
 
-from .base import is_gzip, one_line
+from ..errors import described
+from .base import is_gzip
 from .torchzip import _is_leaf, _PickledTensors
 
 __all__ = ["PICKLE_SUFFIXES", "PickleFile", "gzipped_pickle", "is_pickle_head"]
@@ -65,6 +66,6 @@ class PickleFile(_PickledTensors):
             with (gzip.open if compressed else open)(self.path, "rb") as f:
                 tree = self._unpickle(f, "pickle", storage)
         except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-            raise self._fail(f"unreadable ({e.__class__.__name__}: {one_line(e, 120)}); truncated or corrupt "
+            raise self._fail(f"unreadable ({described(e, 120)}); truncated or corrupt "
                              "file?") from None
         self._collect(tree, (), {})

@@ -94,7 +94,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import HtsrError, LayerSkipped, SourceError
+from ..errors import HtsrError, LayerSkipped, SourceError, described
 from .base import TensorRef, numpy_dtype, one_line, read_json, skipped_loader
 from .reparam import reparametrized_refs
 
@@ -241,7 +241,7 @@ def _named(what: str, dequantize: Callable[..., np.ndarray], *args) -> np.ndarra
     try:
         return dequantize(*args)
     except (KeyError, ValueError, TypeError, IndexError, ZeroDivisionError, OverflowError) as e:
-        raise SourceError(f"{what}: {e.__class__.__name__}: {one_line(e, 160)}") from None
+        raise SourceError(f"{what}: {described(e, 160)}") from None
 
 
 def _not_read(name: str, like: TensorRef, why: str) -> TensorRef:

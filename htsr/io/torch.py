@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import HtsrError, LayerSkipped, MissingExtraError, SourceError, listed
+from ..errors import HtsrError, LayerSkipped, MissingExtraError, SourceError, described, listed
 from ..tensors import infer_kind, is_adapter_part, is_bias_or_buffer, is_vector
 from .base import TensorRef, TensorSource, import_extra, one_line, raising_loader, skipped_loader
 from .numpy import MAX_FLAT_DEPTH, flat_items
@@ -361,7 +361,7 @@ class TorchModule:
                                      if n.startswith("original")] or [_torch().zeros(())]
                         shape = tuple(max(originals, key=lambda t: t.numel()).shape)  # (weight norm's v, not g)
                         yield TensorRef(f"{prefix}{pname}", shape, "float32", raising_loader(
-                            HtsrError, f"its parametrization raised {type(e).__name__}: {one_line(e)}"),
+                            HtsrError, f"its parametrization raised {described(e)}"),
                             module_kind(cls, pname, f"{prefix}{pname}", shape) if len(shape) >= 2 else None)
                         continue
                     # (on the meta device: no values, said as for a plain meta weight, not a failed row)

@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SourceError, listed
+from ..errors import SourceError, described, listed
 from .base import (FLOAT_DTYPES, TensorRef, as_loaded, check_stored_crc32, expands_too_far, file_stamp, numpy_dtype,
                    one_line, raising_loader, read_span, reopened, skipped_loader, stored_member_offset)
 from .numpy import MAX_FLAT_ITEMS, named_pairs
@@ -919,7 +919,7 @@ class _PickledTensors:
             raise self._fail(f"{what}: {one_line(e, 200)}") from None
         except (EOFError, ValueError, TypeError, LookupError, AttributeError, RecursionError,
                 UnicodeError, MemoryError, OverflowError, BufferError) as e:
-            raise self._fail(f"{what}: corrupt pickle ({e.__class__.__name__}: {one_line(e, 80)}); "
+            raise self._fail(f"{what}: corrupt pickle ({described(e, 80)}); "
                              f"truncated, or not written by {self.writer}") from None
 
     def _collect(self, tree: Any, consts: Any, sizes: dict[str, int]) -> None:
@@ -1086,7 +1086,7 @@ class TorchZipFile(_PickledTensors):
                           if f"{root}/constants.pkl" in infos else ())
         except (zipfile.BadZipFile, OSError, EOFError, UnicodeError, RuntimeError, NotImplementedError,
                 zlib.error) as e:  # RuntimeError: an encrypted member; NotImplementedError: an unknown compression
-            raise self._fail(f"corrupt PyTorch zip archive ({e.__class__.__name__}: {one_line(e, 120)}); "
+            raise self._fail(f"corrupt PyTorch zip archive ({described(e, 120)}); "
                              "truncated?") from None
         self.script = is_torchscript_archive(list(infos))
         self._collect(tree, consts, infos)
@@ -1215,7 +1215,7 @@ class TorchLegacyFile(_PickledTensors):
                     self._offsets[key], sizes[key] = pos + 8, nbytes
                     pos += 8 + nbytes
         except OSError as e:
-            raise self._fail(f"unreadable ({e.__class__.__name__}: {one_line(e, 120)})") from None
+            raise self._fail(f"unreadable ({described(e, 120)})") from None
         except TypeError:  # numpy_dtype of a storage type htsr has no dtype for
             raise self._fail(f"a storage of unknown type among {sorted(set(dtypes.values()))}") from None
         if missing := set(dtypes) - set(sizes):
@@ -1296,7 +1296,7 @@ class TorchExportArchive(TorchZipFile):
             raise
         except (zipfile.BadZipFile, OSError, EOFError, UnicodeError, RuntimeError, NotImplementedError, zlib.error,
                 ValueError, KeyError, TypeError, AttributeError, StopIteration, OverflowError, RecursionError) as e:
-            raise self._fail(f"corrupt torch.export archive ({e.__class__.__name__}: {one_line(e, 120)}); save it "
+            raise self._fail(f"corrupt torch.export archive ({described(e, 120)}); save it "
                              "again") from None
         self.script = False
         self._tensors = self._validated([f for f in found if f is not None],
