@@ -1632,6 +1632,24 @@ def test_einsum_weights_are_grouped_by_the_equation_as_keras_einsumdense_kernels
     np.testing.assert_array_equal(r.load(), wh)
 
 
+def test_an_einsum_in_implicit_mode_has_the_output_numpy_gives_it(tmp_path):
+    """'bi,io' (no '->': the output is the letters that occur once, in alphabetical order, 'bo') is valid ONNX and
+    numpy: its weight had been refused as 'not a weight contracted with one input', no row."""
+    rng = _rng(12)
+    w, v = _f32(rng, 16, 24), _f32(rng, 16, 24)
+    nodes = [helper.make_node("Einsum", ["x", "w"], ["h"], equation="bi,io"),  # w [in, out]: the matrix wᵀ
+             helper.make_node("Einsum", ["v", "h"], ["y"], equation="jh,bh")]  # the weight first; output 'bj'
+    path = _save(_model(nodes, {"w": w, "v": v}, outputs=("y",)), tmp_path / "implicit.onnx")
+    ort = pytest.importorskip("onnxruntime")  # onnxruntime runs it: the equations are valid as written
+    x = _f32(rng, 3, 16)
+    (y,) = ort.InferenceSession(str(path)).run(None, {"x": x})
+    np.testing.assert_allclose(y, x @ w @ v.T, rtol=1e-5)  # (float32 products of 16 and 24 terms)
+    refs = {r.name: r for r in OnnxFile(path)}
+    assert {n: (r.kind, r.shape) for n, r in refs.items()} == {"w": ("dense", (24, 16)), "v": ("dense", (16, 24))}
+    np.testing.assert_array_equal(refs["w"].load(), w.T)
+    np.testing.assert_array_equal(refs["v"].load(), v)  # [j, h]: [out, in] as stored
+
+
 def test_gpt2_conv1d_weights_keep_the_layout_their_state_dict_has(tmp_path):
     """Hugging Face's Conv1D (GPT-2) holds its weight [in, out] and exports it by name to Gemm (transB=0):
     the ONNX rows had been turned to [out, in], so against the model's own safetensors with --base a square

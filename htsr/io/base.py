@@ -370,10 +370,13 @@ def einsum_axes(equation: str, operand: int, rank: int) -> tuple[list[int], list
     the other operand has and the output has not (contracted; a letter of the weight's alone, summed, counts
     as one), its output axes those only the output has, its batch axes those all three have (a stack of
     matrices). None if the equation is not of that form or the weight's term is not of ``rank`` letters (an
-    ellipsis dropped: it stands for the input's leading axes)."""
+    ellipsis dropped: it stands for the input's leading axes). An equation without ``->`` (implicit mode,
+    ``'bi,io'``) has as output the letters that occur once, in alphabetical order, as numpy and ONNX read it."""
     try:
-        lhs, out = str(equation).replace("...", "").replace(" ", "").split("->")
+        lhs, arrow, out = str(equation).replace("...", "").replace(" ", "").partition("->")
         terms = lhs.split(",")
+        if not arrow:
+            out = "".join(sorted(c for c in set(lhs) if c != "," and lhs.count(c) == 1))
         mine, other = terms[operand], terms[1 - operand]
     except (ValueError, IndexError):
         return None
