@@ -1072,6 +1072,30 @@ def test_dynamo_exports_are_named_by_the_module_path_in_the_node_metadata(tmp_pa
     np.testing.assert_array_equal(refs["m.encoder.layer.0.query.weight"].load(), W)
 
 
+def test_a_dynamo_exports_copies_of_one_weight_are_one_matrix(tmp_path):
+    """The dynamo exporter folds one transposed copy of a module's weight per call: a Linear called three times
+    (ALBERT-style sharing; an unrolled nn.RNN's recurrent weight, once per step) was three rows of one matrix,
+    num_layers 3 and the means weighted towards it. The copies are one row now, the others listed as tied; two
+    tensors under their own names stay two rows even when their values are equal (two parameters)."""
+    rng = _rng(18)
+    W, V = _f32(rng, 48, 48), _f32(rng, 48, 48)
+    nodes = []
+    for k, (x, copy) in enumerate((("x", "val_0"), ("h1", "val_2"), ("h2", "val_4"))):
+        nodes.append(helper.make_node("MatMul", [x, copy], [f"m{k}"], name=f"node_MatMul_{2 * k + 1}"))
+        nodes[-1].metadata_props.add(key="pkg.torch.onnx.name_scopes", value=f"['', 'fc', 'linear_{k}']")
+        nodes.append(helper.make_node("Tanh", [f"m{k}"], [f"h{k + 1}"]))
+    nodes += [helper.make_node("MatMul", ["h3", "a.weight"], ["ya"], name="/a/MatMul"),  # [in, out], own names
+              helper.make_node("MatMul", ["h3", "b.weight"], ["yb"], name="/b/MatMul"),
+              helper.make_node("Add", ["ya", "yb"], ["y"])]
+    inits = {"val_0": W.T.copy(), "val_2": W.T.copy(), "val_4": W.T.copy(), "a.weight": V, "b.weight": V.copy()}
+    path = _save(_model(nodes, inits), tmp_path / "reuse.onnx")
+    r = htsr.analyze(path, min_evals=5)
+    assert [x.name for x in r.layers] == ["fc", "a", "b"]  # one fc row; a and b equal but two parameters
+    tied = [x for x in r.not_analysed if "tied weights" in x.reason]
+    assert [(x.count, x.examples) for x in tied] == [(2, ("fc_2.weight", "fc_3.weight"))]
+    assert r.layers[0].alpha == htsr.analyze({"fc.weight": W}, min_evals=5).layers[0].alpha  # (the same matrix)
+
+
 def test_onnxruntimes_fused_operators_type_their_weights(tmp_path):
     """A model saved after onnxruntime's graph optimizer holds com.microsoft FusedGemm / FusedConv /
     FusedMatMul (transB: B stored [out, in]): their weights were dropped."""

@@ -85,7 +85,8 @@ the scope of the bias ``Add`` after it, reached through the quantizer's own node
 ``<scope>.weight_ih_l<n>`` (W) and ``<scope>.weight_hh_l<n>`` (R), n being the node's place among the
 recurrent nodes of its scope (``LSTM`` → 0, ``LSTM_1`` → 1), with ``_reverse`` for the second direction (a non-opaque name gets the
 ``_reverse`` suffix alone). A dense copy of an embedding table (a tied LM head exported as the table's
-folded transpose) is the table's tied twin: analysed once. A node without a name leaves the tensor's own name. Names are made unique
+folded transpose) is the table's tied twin, and the exporter's copies of one weight (a module called k times,
+an unrolled RNN's recurrent weight: dynamo folds one copy per call) are one matrix: analysed once. A node without a name leaves the tensor's own name. Names are made unique
 by suffixes ``_2``, ``_3``… (before a final ``.weight``); a name taken from a node never takes a tensor's own
 name (``onnx::MatMul_5`` under ``/fc/MatMul`` is ``fc_2.weight`` where a tensor is named ``fc.weight``). When the model also has readable tensor
 names and a scope's first two dotted components are not the first two of any of them, up to two leading
@@ -347,24 +348,44 @@ def _kept_as_stored(name: str, stored: str, opaque: bool) -> bool:
 
 
 def _tied(built: list[tuple[TensorRef, bool]]) -> list[tuple[TensorRef, bool]]:
-    """A dense row of an embedding table's shape whose values are the table's (a tied LM head, exported as a
-    folded transposed copy of the table) gets the table's storage key: one matrix, analysed once. Only such
-    pairs are loaded, here, to be compared."""
-    tables = [i for i, (ref, _) in enumerate(built) if ref.kind == "embedding" and len(ref.shape) == 2]
-    keys: dict[int, tuple] = {}
+    """Rows whose matrices hold the same values get one storage key: one matrix, analysed once. A dense row equal
+    to an embedding table (a tied LM head, exported as a folded transposed copy of the table), and dense rows
+    equal to one another of which one at least is an exporter's copy, named from its node rather than by its
+    own tensor (dynamo's constant folding gives a module called k times k copies ``val_0``, ``val_2`` …: an
+    ALBERT-style shared layer, an unrolled ``nn.RNN``'s recurrent weight). Two tensors under their own names
+    are two parameters, even when equal. Only rows of a shape another row has are loaded, once each, to be
+    compared by digest."""
+    groups: dict[tuple, list[int]] = defaultdict(list)
     for i, (ref, _) in enumerate(built):
-        if ref.kind != "dense" or len(ref.shape) != 2:
+        if ref.kind in ("dense", "embedding") and len(ref.shape) == 2:
+            groups[tuple(ref.shape)].append(i)
+    keys: dict[int, tuple] = {}
+    for group in groups.values():
+        tables = [i for i in group if built[i][0].kind == "embedding"]
+        if len(group) < 2 or (not tables and all(built[i][1] for i in group)):
             continue
-        for k in (k for k in tables if built[k][0].shape == ref.shape):
+        first: dict[bytes, int] = {}  # a matrix's digest → the first row holding it
+        for i in group:
             try:
-                same = np.array_equal(np.asarray(built[k][0].load()), np.asarray(ref.load()))
+                digest = _digest(built[i][0].load())
             except Exception:  # noqa: BLE001 - a row that cannot be read says so when it is analysed
-                same = False
-            if same:
-                keys[i] = keys[k] = built[k][0].storage_key or ("onnx tied", built[k][0].name)
-                break
+                continue
+            j = first.setdefault(digest, i)
+            a, b = built[j], built[i]
+            if j != i and ("embedding" in (a[0].kind, b[0].kind) or not (a[1] and b[1])) and i not in keys:
+                keys[i] = keys[j] = keys.get(j) or a[0].storage_key or ("onnx tied", a[0].name)
     return [(dataclasses.replace(ref, storage_key=keys[i]) if i in keys else ref, own)
             for i, (ref, own) in enumerate(built)]
+
+
+def _digest(a: np.ndarray) -> bytes:
+    """A matrix's values as a digest: its dtype, shape and bytes."""
+    import hashlib
+
+    a = np.ascontiguousarray(a)
+    h = hashlib.blake2b(f"{a.dtype.str}{a.shape}".encode(), digest_size=20)
+    h.update(a.view(np.uint8).reshape(-1) if a.size else b"")
+    return h.digest()
 
 
 class _Use:
