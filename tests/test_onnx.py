@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import htsr
 import htsr.io
-from htsr.errors import HtsrError
+from htsr.errors import HtsrError, LayerSkipped
 from htsr.io.base import TensorRef
 from htsr.matrices import layer_matrices
 from htsr.spectra import esd
@@ -1094,6 +1094,45 @@ def test_a_dynamo_exports_copies_of_one_weight_are_one_matrix(tmp_path):
     tied = [x for x in r.not_analysed if "tied weights" in x.reason]
     assert [(x.count, x.examples) for x in tied] == [(2, ("fc_2.weight", "fc_3.weight"))]
     assert r.layers[0].alpha == htsr.analyze({"fc.weight": W}, min_evals=5).layers[0].alpha  # (the same matrix)
+
+
+def test_weights_that_reach_their_operator_through_ops_htsr_does_not_follow_are_said_to(tmp_path):
+    """An int8 weight dequantized as arithmetic (Cast → Mul(scale) → MatMul) had been listed as 'int8 tensor:
+    shapes, indices, masks', no row: it gets a skipped row, as a state dict's int8 weight without its scale
+    does. A float weight reaching its operator through a Reshape or a Transpose of four axes had been said to be
+    'used by no MatMul/…/Conv'. An int32 mask reaching MatMul through Add and Softmax, and Gather's indices,
+    are still no weights."""
+    rng = _rng(19)
+    q = rng.integers(-127, 128, (24, 16)).astype(np.int8)
+    nodes = [helper.make_node("Cast", ["fc.qweight"], ["wf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["wf", "fc.scale"], ["w"]),
+             helper.make_node("MatMul", ["x", "w"], ["h"], name="/fc/MatMul"),
+             helper.make_node("Reshape", ["flat", "shp"], ["w2"]),
+             helper.make_node("MatMul", ["h", "w2"], ["h2"], name="/proj/MatMul"),
+             helper.make_node("Transpose", ["hwio"], ["oihw"], perm=[3, 2, 0, 1]),
+             helper.make_node("Conv", ["img", "oihw"], ["c"], name="/conv/Conv"),
+             helper.make_node("Cast", ["mask"], ["mf"], to=TensorProto.FLOAT),
+             helper.make_node("Sub", ["one", "mf"], ["inv"]),
+             helper.make_node("Add", ["h2", "inv"], ["scores"]),
+             helper.make_node("Softmax", ["scores"], ["p"]),
+             helper.make_node("MatMul", ["p", "v.weight"], ["y"], name="/v/MatMul"),
+             helper.make_node("Cast", ["ids"], ["ids64"], to=TensorProto.INT64),
+             helper.make_node("Gather", ["emb.weight", "ids64"], ["e"], name="/emb/Gather")]
+    inits = {"fc.qweight": q, "fc.scale": np.full(16, 0.01, np.float32), "flat": _f32(rng, 16, 12),
+             "shp": np.array([12, 16], np.int64), "hwio": _f32(rng, 3, 3, 4, 8), "mask": np.ones((12, 12), np.int32),
+             "one": np.ones(1, np.float32), "v.weight": _f32(rng, 12, 10), "ids": np.zeros((2, 3), np.int32),
+             "emb.weight": _f32(rng, 50, 10)}
+    f = OnnxFile(_save(_model(nodes, inits, inputs=("x", "img"), outputs=("y", "c", "e")), tmp_path / "m.onnx"))
+    refs = {r.name: r for r in f}
+    assert set(refs) == {"fc.qweight", "v.weight", "emb.weight"}
+    with pytest.raises(LayerSkipped, match=r"^an int8 weight that reaches MatMul through Mul: a dequantization htsr "
+                                           r"does not read \(it reads DequantizeLinear .*\); analyse the float model$"):
+        refs["fc.qweight"].load()
+    assert dict(f.skipped) == {
+        "flat": "a float32 tensor that reaches MatMul through Reshape, which htsr does not follow",
+        "hwio": "a float32 tensor that reaches Conv through Transpose, which htsr does not follow"}
+    assert dict(f.not_weights)["mask"] == "int32 tensor: shapes, indices, masks"
+    assert dict(f.not_weights)["ids"] == "int32 tensor: shapes, indices, masks"
 
 
 def test_onnxruntimes_fused_operators_type_their_weights(tmp_path):

@@ -194,6 +194,13 @@ def _known(node: Any) -> bool:
     return node.domain in ("", "ai.onnx") or (node.domain == "com.microsoft" and node.op_type in _STAND_INS)
 _TYPED_OPS = {"MatMul", "Gemm", "Conv", "ConvTranspose", "Gather", "Einsum"} | _RNN_OPS | set(_STAND_INS)
 _MAX_HOPS = 6
+#: ops that change a weight's layout or values on its way to its operator, which htsr does not follow (a
+#: Reshape, a Transpose of more than two axes, a dequantization written as arithmetic: Cast → Sub → Mul); a
+#: weight reaching its operator only through them is said to (not an Add: an attention mask reaches the scores so)
+_UNFOLLOWED = {"Reshape", "Transpose", "Flatten", "Mul", "Div", "Sub"}
+#: the inputs of each float operator that are a weight (a Gather's input 1 is indices, a Conv's input 0 data)
+_WEIGHT_INPUTS = {"MatMul": {0, 1}, "Gemm": {0, 1}, "Einsum": {0, 1}, "Conv": {1}, "ConvTranspose": {1},
+                  "Gather": {0}, "LSTM": {1, 2}, "GRU": {1, 2}, "RNN": {1, 2}}
 
 _OPAQUE = re.compile(r"^(onnx::.*|[\W\d_]*|_?(val|const|constant|initializer)_?\d+|.*_output_\d+)$",
                      re.IGNORECASE)
@@ -535,6 +542,41 @@ class OnnxFile:
                     break
             return None
 
+        def reached(name: str) -> tuple[_Use, list[str]] | None:
+            """The operator a weight that :func:`find_use` does not type reaches through ops htsr does not
+            follow (:data:`_UNFOLLOWED`), and those ops in order of the path; None if it reaches none so."""
+            frontier, seen = [(name, ())], {name}
+            for _ in range(_MAX_HOPS):
+                nxt = []
+                for v, path in frontier:
+                    for n, i in consumers.get(v, ()):
+                        if not _known(n) or (n.op_type in _QDQ and i > 0):
+                            continue
+                        if n.op_type in _TYPED_OPS:
+                            use = _Use(n, i, False)
+                            if path and use.index in _WEIGHT_INPUTS.get(use.op, ()):
+                                return use, list(dict.fromkeys(path))
+                        elif n.op_type in _PASS_THROUGH or (n.op_type in _UNFOLLOWED and (
+                                i == 0 or n.op_type in ("Mul", "Div", "Sub"))):  # (not a Reshape's shape)
+                            step = path + ((n.op_type,) if n.op_type in _UNFOLLOWED else ())
+                            nxt += [(o, step) for o in n.output if o and o not in seen]
+                            seen.update(n.output)
+                frontier = nxt
+            return None
+
+        def unfollowed(name: str, dtype: str) -> str:
+            """Why a weight reaching its operator through ops htsr does not follow is not read, or ''."""
+            if (got := reached(name)) is None:
+                return ""
+            use, path = got
+            article = "an" if dtype[0] in "aeiu" else "a"
+            if dtype in FLOAT_DTYPES:
+                return f"{article} {dtype} tensor that reaches {use.node.op_type} through {', '.join(path)}, " \
+                       "which htsr does not follow"
+            return (f"{article} {dtype} weight that reaches {use.node.op_type} through {', '.join(path)}: a "
+                    "dequantization htsr does not read (it reads DequantizeLinear and onnxruntime's quantized "
+                    "operators); analyse the float model")
+
         # (node order, name, tensor, use, loader of an integer weight's floats, their shape if not the tensor's)
         pending: list[tuple[int, str, Any, _Use, _Dequantized | Callable[[], np.ndarray] | None,
                            tuple[int, ...] | None]] = []
@@ -571,6 +613,13 @@ class OnnxFile:
                 quant = self._quantization(name, consumers, tensors) if dtype in _QUANT_DTYPES or coded else None
                 if quant is None and dtype.startswith(("float", "complex")):  # values, not indices: a row says so
                     quant = f"{dtype} values (htsr reads float16/32/64, bfloat16, FP8 and dequantized integers)"
+                elif quant is None and (got := reached(name)):
+                    # an integer weight dequantized as arithmetic (Cast → Mul(scale) → MatMul): a row says so, as
+                    # of a state dict's int8 weight without its scale
+                    use = got[0]
+                    loader = skipped_loader(unfollowed(name, dtype))
+                    pending.append((node_order[id(use.node)], name, t, use, loader, None))
+                    continue
                 elif quant is None:
                     if name in initializers:
                         self.not_weights.append((name, f"{dtype} tensor: shapes, indices, masks"))
@@ -586,8 +635,8 @@ class OnnxFile:
                 use = _Use(min((n for n, _ in uses), key=lambda n: node_order[id(n)]), 0, True)
                 use.op = "table"
             if use is None:  # listed here (a weight that gets a row is not listed as well)
-                self.skipped.append((name, unreadable or "used by no MatMul/Gemm/Einsum/Conv/ConvTranspose/Gather/"
-                                                      "LSTM/GRU/RNN"))
+                self.skipped.append((name, unreadable or unfollowed(name, dtype) or "used by no MatMul/Gemm/Einsum/"
+                                                                                    "Conv/ConvTranspose/Gather/LSTM/GRU/RNN"))
                 continue
             pending.append((node_order[id(use.node)], name, t, use, loader, shape))
         pending.sort(key=lambda p: p[0])  # model order: the order of the consuming nodes
