@@ -304,6 +304,19 @@ def _shape_text(shapes: Sequence[str]) -> str:
 _HUB_SNAPSHOT = re.compile(r"(?:^|/)models--(?P<repo>[^/]+)/snapshots/[0-9a-f]{40}(?:/(?P<rest>.+))?$")
 
 
+def _label_steps(labels: Sequence[str]) -> list[int | None]:
+    """The step each label's number says: the one number in which labels alike in all else differ
+    ('checkpoint-500/model', 'checkpoint-1000/model'), else the number each label ends in ('ep3', 'run-b-12'); None
+    for a label without one. A suffix '#2' that made a label unique is no step."""
+    labels = [re.sub(r"#\d+$", "", lab) for lab in labels]
+    parts = [re.split(r"(\d+)", lab) for lab in labels]  # text, number, text, …, text
+    if len({len(p) for p in parts}) == 1 and all(p[0::2] == parts[0][0::2] for p in parts):
+        varying = [k for k in range(1, len(parts[0]), 2) if len({p[k] for p in parts}) > 1]
+        if len(varying) == 1:
+            return [int(p[varying[0]]) for p in parts]
+    return [int(m[1]) if (m := re.search(r"(\d+)$", lab)) else None for lab in labels]
+
+
 def _default_labels(sources: Sequence[Any]) -> list[str]:
     """Paths by their name, a file's without its suffix (``Qwen2.5-0.5B/``, ``model.safetensors`` → ``model``;
     the folders above added, one at a time, while two paths collide; the same path twice numbered ``#i``);
@@ -639,7 +652,7 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
         + (f" ({c.metric} needs {_NEEDS[c.metric][2]})"
            if all(e.rank is None for e in c.ranking) and not _computes(c.metric, c.results[0].options) else ""),
     ]
-    steps = [int(m[1]) if (m := re.search(r"(\d+)(?:#\d+)?$", lab)) else None for lab in c.labels]
+    steps = _label_steps(c.labels)
     if len(steps) > 2 and None not in steps and steps != sorted(steps):  # (a shell's glob: checkpoint-1000 first)
         parts.append(f"the models are in the order given (trends and figures follow it); their labels' numbers "
                      f"({', '.join(map(str, steps))}) are not in that order: to follow a run, give them sorted "

@@ -1708,6 +1708,14 @@ def test_a_series_given_out_of_its_numbers_order_is_said_to_be():
             "(ls -v, sort -V)") in text
     assert "not in that order" not in format_comparison(compare(runs, labels=["ck-313", "ck-626", "ck-1252"]))
     assert "not in that order" not in format_comparison(compare(runs, labels=["a", "b", "c"]))
+    # a file in each checkpoint's folder (checkpoint-*/model.safetensors): the number that differs, not the last
+    text = format_comparison(compare(runs, labels=["run2/checkpoint-1000/model", "run2/checkpoint-1500/model",
+                                                   "run2/checkpoint-500/model"]))
+    assert "their labels' numbers (1000, 1500, 500) are not in that order" in text
+    assert "not in that order" not in format_comparison(compare(runs, labels=["run2/ck-500/m", "run2/ck-1000/m",
+                                                                              "run2/ck-1500/m"]))
+    # labels differing in two numbers say no order of their own
+    assert "not in that order" not in format_comparison(compare(runs, labels=["lr3-ep20/m", "lr1-ep10/m", "lr2-ep5/m"]))
 
 
 def test_compares_tables_show_a_names_control_characters_escaped(tmp_path, capsys):
