@@ -53,7 +53,7 @@ class LayerResult(NanEqual):
     num_evals: int  # eigenvalues in the ESD = M · num_matrices
     status: str  # 'ok', 'not_fitted: …', 'skipped: …', 'failed: …', 'fit_failed: …'
     warning: str  # over-trained | under-trained | uncertain | no-power-law | '' (see metrics.warning_for)
-    eig_method: str  # svd64 | gram32 | gram64 (fast path in float64: refined, or out of float32 range)
+    eig_method: str  # svd64 | gram32 | gram64 (fast path in float64: refined, or out of float32 range) | lowrank64 | kron64
     num_evals_below_floor: float  # eigenvalues below the numerical floor of their computation
     alpha: float = NAN  # power-law exponent of the ESD tail density
     alpha_weighted: float = NAN
