@@ -17,8 +17,9 @@ Direction of a metric (:data:`METRIC_DIRECTIONS`): ``True`` = lower is better (a
   model-level averages of these metrics correlated with test accuracy across many families of pretrained
   models (Martin, Peng & Mahoney, Nature Communications 2021) — a reading, not a measurement: it need not
   hold for a given family (EfficientNet-Lite0/1/2's mean alpha rises with their accuracy,
-  ``scripts/compare_efficientnet.py``). alpha < 2 reads as over-trained, which an average can hide.
-  The ranking says so: 1 is the first in the metric's reading, not a measured best.
+  ``scripts/compare_efficientnet.py``). alpha < 2 reads as over-trained, which an average can hide: ranked by
+  alpha, the text names the models with over-trained layers or a mean below 2 (they rank high for that). The
+  ranking says so: 1 is the first in the metric's reading, not a measured best.
 * stable_rank, entropy, mp_softrank: lower. They fall during training as correlations build up
   (Martin & Mahoney, JMLR 2021); a weaker reading than alpha's.
 * rand_js_distance: higher. A larger distance between the ESD and the ESD of the element-shuffled
@@ -304,17 +305,21 @@ def _shape_text(shapes: Sequence[str]) -> str:
 _HUB_SNAPSHOT = re.compile(r"(?:^|/)models--(?P<repo>[^/]+)/snapshots/[0-9a-f]{40}(?:/(?P<rest>.+))?$")
 
 
-def _label_steps(labels: Sequence[str]) -> list[int | None]:
+#: a number in a label: an integer, a decimal or one in exponent notation ('500', 'lr0.001', 'lr1e-3')
+_NUMBER = r"\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
+
+
+def _label_steps(labels: Sequence[str]) -> list[float | None]:
     """The step each label's number says: the one number in which labels alike in all else differ
-    ('checkpoint-500/model', 'checkpoint-1000/model'), else the number each label ends in ('ep3', 'run-b-12'); None
-    for a label without one. A suffix '#2' that made a label unique is no step."""
+    ('checkpoint-500/model', 'checkpoint-1000/model'; 'lr0.001', 'lr0.01'), else the number each label ends in
+    ('ep3', 'run-b-12'); None for a label without one. A suffix '#2' that made a label unique is no step."""
     labels = [re.sub(r"#\d+$", "", lab) for lab in labels]
-    parts = [re.split(r"(\d+)", lab) for lab in labels]  # text, number, text, …, text
+    parts = [re.split(f"({_NUMBER})", lab) for lab in labels]  # text, number, text, …, text
     if len({len(p) for p in parts}) == 1 and all(p[0::2] == parts[0][0::2] for p in parts):
         varying = [k for k in range(1, len(parts[0]), 2) if len({p[k] for p in parts}) > 1]
         if len(varying) == 1:
-            return [int(p[varying[0]]) for p in parts]
-    return [int(m[1]) if (m := re.search(r"(\d+)$", lab)) else None for lab in labels]
+            return [float(p[varying[0]]) for p in parts]
+    return [float(m[1]) if (m := re.search(f"({_NUMBER})$", lab)) else None for lab in labels]
 
 
 def _default_labels(sources: Sequence[Any]) -> list[str]:
@@ -652,11 +657,21 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
         + (f" ({c.metric} needs {_NEEDS[c.metric][2]})"
            if all(e.rank is None for e in c.ranking) and not _computes(c.metric, c.results[0].options) else ""),
     ]
+    over = [(e.label, e.value, r.summary.num_over_trained) for e in c.ranking if e.rank is not None
+            for lab, r in zip(c.labels, c.results) if lab == e.label and (e.value < 2 or r.summary.num_over_trained)]
+    if c.metric in ("alpha", "bayes_alpha") and c.ascending and over:  # (lower is better only down to 2)
+        said = [", ".join(x for x in (f"mean {format_value(v)}" if v < 2 else "",
+                                      f"{n} layer{'s' * (n != 1)} over-trained" if n else "") if x)
+                for _, v, n in over]
+        parts.append(f"lower {c.metric} is better only down to 2 in HTSR's reading; below it a layer is over-trained: "
+                     + ", ".join(f"{lab} ({x})" for (lab, _, _), x in zip(over, said))
+                     + f" rank{'s' * (len(over) == 1)} high for tails that heavy, not as better trained")
     steps = _label_steps(c.labels)
-    if len(steps) > 2 and None not in steps and steps != sorted(steps):  # (a shell's glob: checkpoint-1000 first)
+    if len(steps) > 2 and None not in steps and sorted(steps) not in (steps, steps[::-1]):
+        # (a shell's glob: checkpoint-1000 before checkpoint-500; a series given in either order is one)
         parts.append(f"the models are in the order given (trends and figures follow it); their labels' numbers "
-                     f"({', '.join(map(str, steps))}) are not in that order: to follow a run, give them sorted "
-                     "(ls -v, sort -V)")
+                     f"({', '.join(str(int(x)) if x.is_integer() else format(x, 'g') for x in steps)}) are not in that order: to follow a run, give "
+                     "them sorted (ls -v, sort -V)")
     differ = _differ_for(c)
     if differ:
         parts.append("the models were analysed with different options ("

@@ -1716,6 +1716,34 @@ def test_a_series_given_out_of_its_numbers_order_is_said_to_be():
                                                                               "run2/ck-1500/m"]))
     # labels differing in two numbers say no order of their own
     assert "not in that order" not in format_comparison(compare(runs, labels=["lr3-ep20/m", "lr1-ep10/m", "lr2-ep5/m"]))
+    # decimal numbers are numbers ('lr0.001' had read as 1), and a series given in decreasing order is in order
+    for labels in (["lr0.001", "lr0.01", "lr0.1", "lr0.3", "lr1.0"][:3], ["lr1e-3", "lr1e-2", "lr1e-1"],
+                   ["ck-1500", "ck-1000", "ck-500"]):
+        assert "not in that order" not in format_comparison(compare(runs, labels=labels)), labels
+    assert "numbers (0.01, 0.001, 0.1) are not in that order" in format_comparison(
+        compare(runs, labels=["lr0.01", "lr0.001", "lr0.1"]))
+
+
+def test_a_ranking_by_lower_alpha_says_which_models_rank_high_for_over_trained_layers():
+    """HTSR reads lower alpha as better only down to 2: a diverged run (mean alpha 1.3, every layer over-trained)
+    ranked first by mean alpha with nothing beside the ranking to say that its place comes from over-training."""
+    rng = np.random.default_rng(0)
+
+    def heavy(mu):  # columns scaled by Pareto(mu) factors: the smaller mu, the heavier the ESD's tail
+        return rng.standard_normal((400, 200)) * (rng.pareto(mu, 200) + 1)[None, :]
+
+    runs = [htsr.analyze({"a.weight": heavy(m), "b.weight": heavy(m)}) for m in (0.6, 1.5, 3.0)]
+    assert [r.summary.num_over_trained for r in runs] == [2, 1, 0]
+    assert runs[0].summary.means["alpha"] < 2 < runs[2].summary.means["alpha"]
+    c = compare(runs, labels=["a", "b", "c"])
+    assert [e.label for e in c.ranking] == ["a", "b", "c"]  # the ranking itself is the metric's order
+    text = format_comparison(c)
+    m0, m1 = (htsr.results.format_value(r.summary.means["alpha"]) for r in runs[:2])
+    assert (f"lower alpha is better only down to 2 in HTSR's reading; below it a layer is over-trained: a (mean {m0}, "
+            f"2 layers over-trained), b ({'mean ' + m1 + ', ' if runs[1].summary.means['alpha'] < 2 else ''}1 layer "
+            "over-trained) rank high for tails that heavy, not as better trained") in text
+    assert "over-trained:" not in format_comparison(compare(runs[2:] * 2, labels=["c", "c2"]))  # none: no note
+    assert "over-trained:" not in format_comparison(compare(runs, labels=["a", "b", "c"], metric="log_norm"))
 
 
 def test_compares_tables_show_a_names_control_characters_escaped(tmp_path, capsys):
