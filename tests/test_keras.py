@@ -46,7 +46,7 @@ from conftest import one_line_source_error as _one_line_source_error
 from conftest import missing_extra_error
 
 import htsr
-from htsr.errors import SourceError
+from htsr.errors import LayerSkipped, SourceError
 from htsr.io.base import FLOAT_DTYPES, TensorRef
 
 h5py = pytest.importorskip("h5py")
@@ -1399,15 +1399,15 @@ def test_live_subclassed_model(keras, tmp_path):
     }
     with zipfile.ZipFile(path) as z, h5py.File(io.BytesIO(z.read("model.weights.h5")), "r") as f:
         names_stored = "name" in f["codes/vars"].attrs  # Keras 3.8 stores each layer's name, 3.5 not
-    unknown = ["head", "boost"] + ([] if names_stored else ["codes"])
+    # the file cannot tell what these layers are: an Embedding's table of a name of the user's is a bias-free
+    # Dense's kernel as well ('boost', a Dense of a custom class, is one by its kernel [in, out] and bias [out])
+    unknown = ["head"] + ([] if names_stored else ["codes"])
     want_file = {(f"{n}.vars.0" if n in unknown else n): ((None, s) if n in unknown else (k, s))
-                 for n, (k, s) in got.items()}  # the file cannot tell what these layers are
+                 for n, (k, s) in got.items()}
     assert {r.name: (r.kind, r.shape) for r in saved} == want_file
     files = {r.name: r for r in saved}
     for r in live:
-        stored = files[f"{r.name}.vars.0" if r.name in unknown else r.name].load()
-        # the file yields the unknown kernel as stored, [in, out]; live, a Dense's is [out, in]
-        np.testing.assert_array_equal(r.load(), stored.T if r.name == "boost" else stored)
+        np.testing.assert_array_equal(r.load(), files[f"{r.name}.vars.0" if r.name in unknown else r.name].load())
     rows_live = [r for r in _rows(htsr.analyze(model, min_evals=2)) if r["name"] not in unknown]
     rows_file = [r for r in _rows(htsr.analyze(path, min_evals=2)) if r["name"].removesuffix(".vars.0") not in unknown]
     assert rows_live == rows_file
@@ -2527,3 +2527,77 @@ def test_a_keras_model_saved_again_in_place_while_it_is_read_fails_its_rows(tmp_
             r.load()
         assert str(ei.value) == (f"{path}: changed while being read: saved again or replaced since htsr read its "
                                  "header; analyse it once its writer is done")
+
+
+def test_files_without_classes_read_layers_by_their_variables_shapes(keras, tmp_path):
+    """Without a config or a class-telling name (a bare .weights.h5 as Keras < 3.8 writes it, no 'name' on its
+    groups; a subclassed model's legacy .h5) the reader had read a Bidirectional GRU's kernels as dense [in, out]
+    and its 2-D bias [2, 3h] as a matrix, dropped a TimeDistributed Conv2D's kernel as a custom layer's, read a
+    DepthwiseConv2D as an ordinary conv (another matrix, another spectrum), and a legacy RNN([cell]) cell's kernel
+    as dense. Their variables' shapes say what they are: a cell's kernel [in, g·h], recurrent kernel [h, g·h]
+    and bias; a depthwise kernel [k, k, in, mult] with its bias [in·mult]."""
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    i1, i2 = keras.Input((8, 24)), keras.Input((3, 10, 10, 4))
+    x = L.GlobalAveragePooling1D()(L.Bidirectional(L.GRU(20, return_sequences=True), name="bi")(i1))
+    y = L.GlobalAveragePooling3D()(L.TimeDistributed(L.Conv2D(24, 3), name="tdc")(i2))
+    model = keras.Model([i1, i2], L.Concatenate()([x, y]))
+    path = tmp_path / "old.weights.h5"
+    model.save_weights(path)
+    with h5py.File(path, "r+") as f:  # as Keras < 3.8 writes it: no layer names
+        f.visititems(lambda n, o: o.attrs.__delitem__("name") if "name" in o.attrs else None)
+    live = {(r.name.split(".", 1)[1], r.kind, r.shape) for r in KerasModel(model)}  # (bi.…, tdc.…: names of
+    old = {(r.name.split(".", 1)[1], r.kind, r.shape) for r in KerasFile(path)}  # the user's, not in the old file)
+    assert old == live == {("forward_layer.kernel", "rnn", (60, 24)), ("forward_layer.recurrent_kernel", "rnn", (60, 20)),
+                           ("backward_layer.kernel", "rnn", (60, 24)), ("backward_layer.recurrent_kernel", "rnn", (60, 20)),
+                           ("layer", "conv2d", (24, 4, 3, 3))}
+
+    class Net(keras.Model):  # a subclassed model: its legacy .h5 has no layer configs
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.dw = L.DepthwiseConv2D(3, depth_multiplier=2)
+            self.rnn = L.RNN(L.LSTMCell(16, name="enc"))
+            self.head = L.Dense(10)
+
+        def call(self, x):
+            h = keras.ops.mean(self.dw(x), axis=(1, 2))
+            return self.head(self.rnn(keras.ops.reshape(h, (-1, 4, 12))))
+
+    model = Net(name="net")
+    model(np.random.default_rng(0).standard_normal((2, 8, 8, 24)).astype("float32"))
+    path = tmp_path / "sub.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (Keras's note that .h5 is a legacy format)
+        model.save(path)
+    rows = {r.name: r for r in KerasFile(path)}
+    dw = rows["depthwise_conv2d"]  # [c_in·mult, 1, k, k], as live
+    assert (dw.kind, dw.shape) == ("conv2d", (48, 1, 3, 3))
+    np.testing.assert_array_equal(dw.load(), next(r for r in KerasModel(model) if r.name == "dw").load())
+    assert {(n, r.kind) for n, r in rows.items() if "kernel" in n} == {
+        ("rnn.enc.kernel", "rnn"), ("rnn.enc.recurrent_kernel", "rnn")}
+
+
+def test_a_lora_enabled_einsum_kernel_of_three_axes_is_merged_from_a_legacy_file(keras, tmp_path):
+    """A LoRA-enabled EinsumDense (kernel [c, d, e], factors [c, d, r] and [r, e]: Keras merges them by the same
+    matmul) had no row from a legacy .h5, listed as '3-D variable of an unknown layer'; a MultiHeadAttention
+    projection's enable_lora, which the model config does not record, is a skipped row saying its scale is unknown."""
+    L = keras.layers
+    keras.utils.set_random_seed(12)
+    i = keras.Input((10, 64))
+    x = L.MultiHeadAttention(2, 16, name="mha")(i, i)
+    model = keras.Model(i, L.EinsumDense("abc,cde->abde", output_shape=(None, 4, 8), name="ein3")(x))
+    model.get_layer("mha")._query_dense.enable_lora(4)
+    model.get_layer("ein3").enable_lora(4, lora_alpha=8)
+    model.get_layer("ein3").lora_kernel_b.assign(np.random.default_rng(0).standard_normal((4, 8)).astype("float32"))
+    path = tmp_path / "lora.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (Keras's note that .h5 is a legacy format)
+        model.save(path)
+    live = {r.name: r for r in KerasModel(model)}
+    rows = {r.name: r for r in KerasFile(path)}
+    assert set(rows) == set(live) == {"mha.query", "mha.key", "mha.value", "mha.attention_output", "ein3"}
+    # the merged kernel: as Keras computes it (float32 sums of 4 products)
+    np.testing.assert_allclose(rows["ein3"].load(), live["ein3"].load(), rtol=1e-6, atol=1e-6)
+    with pytest.raises(LayerSkipped, match=r"^a LoRA-enabled layer whose lora_rank and lora_alpha the model config "
+                                           r"does not give \(its scale is unknown\)"):
+        rows["mha.query"].load()

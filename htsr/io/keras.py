@@ -98,7 +98,7 @@ import re
 import tempfile
 import threading
 import zipfile
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -467,6 +467,30 @@ def _guess_class(key: str | None) -> str | None:
     return _CLASS_OF_SNAKE.get(_COUNTER.sub("", key), _CLASS_OF_SNAKE.get(key))
 
 
+def _class_by_shapes(shapes: list[tuple[int, ...]]) -> str | None:
+    """The Keras layer a file's object without a config or a telling name is, by its variables' shapes (in
+    order), where they say it: a recurrent cell's kernel [in, g·h], recurrent kernel [h, g·h] (g = 4: LSTM, 3: GRU,
+    1: SimpleRNN) and bias ([g·h], GRU's [2, g·h]); a convolution's kernel [k…, in, out] with a bias [out] — or
+    none, as a legacy file's kernel is read —, a depthwise one's [k…, in, mult] with a bias [in·mult]; a Dense
+    kernel [in, out] with a bias [out]. None otherwise (an Embedding's table and a bias-free Dense look alike)."""
+    if len(shapes) in (2, 3) and all(len(s) == 2 for s in shapes[:2]):
+        (_, gh), (h, gh2) = shapes[0], shapes[1]
+        gates = gh // h if h and gh == gh2 and gh % h == 0 else 0
+        if gates in (1, 3, 4) and len(shapes) == 3 and shapes[2] in ((gh,), (2, gh)):  # (a bias: a custom
+            # layer's two matrices [in, h] and [h, h] alone are no evidence of a cell)
+            return {1: "SimpleRNNCell", 3: "GRUCell", 4: "LSTMCell"}[gates]
+    if len(shapes) in (1, 2) and 3 <= len(shapes[0]) <= 5 and max(shapes[0][:-2]) <= MAX_CONV_KERNEL:
+        rank, bias = len(shapes[0]) - 2, shapes[1] if len(shapes) == 2 else None
+        if bias is None or bias == shapes[0][-1:]:
+            return f"Conv{rank}D"
+        if rank < 3 and bias == (shapes[0][-2] * shapes[0][-1],):
+            return f"DepthwiseConv{rank}D"
+        return None
+    if len(shapes) == 2 and len(shapes[0]) == 2 and shapes[1] == shapes[0][1:]:
+        return "Dense"
+    return None
+
+
 def _base_by_config(inner: dict, shapes: list[tuple[int, ...]] | None = None) -> str | None:
     """The Keras layer a custom class's config is the config of (a registered subclass keeps its base's
     ``get_config``): Conv1D/2D/3D by ``filters`` and a ``kernel_size`` of that rank, DepthwiseConv by
@@ -779,7 +803,11 @@ class _H5Node:
         if guess is not None:
             return guess
         name = self.stored_name()  # (Keras ≥ 3.8 stores the object's name: a default one gives the class)
-        return _guess_class(name) if name is not None else None
+        known = _guess_class(name) if name is not None else None
+        if known is None:  # no config, and a name of the user's (or none: Keras < 3.8): what its variables are
+            shapes = [v.shape for _, v in sorted(self.variables().items(), key=lambda kv: natural_key(kv[0]))]
+            known = _class_by_shapes(shapes)
+        return known
 
     def own_config(self) -> dict:
         return {}
@@ -1051,7 +1079,9 @@ class KerasFile:
                 # a layer shared by two nested models: Keras 3 writes a copy into each one's group, under the
                 # name of the model that owns it (s1/shared/kernel in groups s1 and s2): read once, in the
                 # first group that lists it (the model that calls it first, as a live model's and a .keras
-                # file's rows are: s2.shared when s2 comes first), its copies listed
+                # file's rows are: s2.shared when s2 comes first), its copies listed. (Under the layer's own name,
+                # shared/kernel, a copy cannot be told from two nested models' own layers of one name, equal
+                # values too — frozen twins: both are read.)
                 if comps and comps[0] in groups and holders[wname] > 1:
                     if first.setdefault(wname, layer) != layer:
                         self._walker.not_weights.append((ds.name, f"a copy of {first[wname]}'s weight (a layer "
@@ -1066,6 +1096,10 @@ class KerasFile:
             # a LoRA-enabled layer (Keras 3's enable_lora) stores its factors beside its kernel or embeddings
             factors = {(tuple(sc), v): ds for ds, v, sc in weights if v in _LORA_OF}
             owners = {(tuple(sc), v) for _, v, sc in weights if v in _LORA_FACTORS}
+            shapes: dict[tuple, list] = defaultdict(list)  # each object's variables' shapes, in order
+            for ds, v, sc in weights:
+                if v not in _LORA_OF and ds.shape is not None:
+                    shapes[tuple(sc)].append(tuple(ds.shape))
             for ds, var, scope in weights:
                 if ds.id in read or (var in _LORA_OF and (tuple(scope), _LORA_OF[var]) in owners):
                     continue  # (the factors are read with what they update)
@@ -1079,7 +1113,7 @@ class KerasFile:
                         lc, cls = sub, sub.get("class_name")
                 pair = tuple(factors.get((tuple(scope), f)) for f in _LORA_FACTORS.get(var, ()))
                 self._legacy_weight(ds, layer, self._as_attributes(top.get(layer), scope), var, lc, cls,
-                                    pair if pair and all(pair) else None)
+                                    pair if pair and all(pair) else None, shapes[tuple(scope)])
         # a subclassed model's own variables (add_weight on the model), named as the other formats name them
         own = root.get("top_level_model_weights")
         if isinstance(own, self._h5py.Group):
@@ -1115,7 +1149,9 @@ class KerasFile:
         return out
 
     def _legacy_weight(self, ds: Any, layer: str, scope: list[str], var: str, lc: dict | None,
-                       cls: str | None, lora: tuple[Any, Any] | None = None) -> None:
+                       cls: str | None, lora: tuple[Any, Any] | None = None,
+                       siblings: list[tuple[int, ...]] = ()) -> None:
+        """One weight of a legacy file's layer; ``siblings``: the shapes of its object's variables, in order."""
         if ds.shape is None:  # a null dataspace (h5py.Empty): no values, no weight
             return
         shape = tuple(ds.shape)
@@ -1128,6 +1164,10 @@ class KerasFile:
         if cls is not None and cls not in _KNOWN:  # a registered subclass of a Keras layer: that layer, if the
             base = _base_by_config(inner)  # weight is one of that layer's (a custom layer's own W, u are not)
             cls = base if base and var in _BASE_VARIABLES.get(base, ()) else cls
+        if cls is None or cls not in _KNOWN or cls in ("RNN", "StackedRNNCells"):  # no config (a subclassed
+            # model's), a custom layer's sub-layer or a cell of RNN([cells]): its default name (depthwise_conv2d),
+            # else what its variables' shapes say (a depthwise kernel's bias, a cell's recurrent kernel)
+            cls = _guess_class(scope[-1] if scope else layer) or _class_by_shapes(list(siblings)) or cls
         is_cell = bool(scope) and _CELL.fullmatch(scope[-1]) is not None
         # a ConvLSTM's kernels are convolutions (without a config: a cell's kernel of more than two axes)
         conv_cell = cls in _CONV_CELLS or _RNN_LAYERS.get(cls) in _CONV_CELLS or (is_cell and len(shape) > 2)
@@ -1136,11 +1176,22 @@ class KerasFile:
         if lora is not None:  # W + (alpha / rank)·A·B, as Keras merges it (a Dense kernel, an Embedding table)
             A, B = lora
             rank, alpha = inner.get("lora_rank"), inner.get("lora_alpha")
-            fits = len(shape) == 2 and A.shape == (shape[0], B.shape[0]) and B.shape[1:] == shape[1:]
+            # (A [..., rank] and B [rank, out] of a kernel [..., out]: an EinsumDense's of three axes too, merged
+            # by the same matmul, as Keras does)
+            fits = len(B.shape) == 2 and A.shape == (*shape[:-1], B.shape[0]) and B.shape[1:] == shape[-1:]
             plan = _transposed(shape, "dense") if var == "kernel" else _as_stored(shape, "embedding")
+            if len(shape) > 2 and var == "kernel":  # an EinsumDense's (a MultiHeadAttention projection's) kernel
+                plan = (_einsum(shape, inner["equation"]) if cls in _EINSUM and "equation" in inner else
+                        _projection(shape, _PROJECTIONS[scope[-1]], mha=cls in _ATTENTION)
+                        if scope and scope[-1] in _PROJECTIONS else None)
             if fits and isinstance(rank, int) and rank == B.shape[0] and rank > 0:
                 scale = float(alpha if isinstance(alpha, (int, float)) and alpha else rank) / rank
                 self._add(base, ds, plan, lora=(A.name, B.name, scale))
+            elif not isinstance(rank, int):  # (a sub-layer's enable_lora, a MultiHeadAttention projection's: the
+                # model config does not record it, and without lora_alpha the scale is unknown)
+                self._add(base, ds, plan, skip=(
+                    "a LoRA-enabled layer whose lora_rank and lora_alpha the model config does not give (its scale "
+                    "is unknown): analyse the model saved as .keras, which stores the merged kernel"))
             else:
                 self._add(base, ds, plan, skip=(
                     "a LoRA-enabled layer whose factors or lora_rank (model config) do not fit its kernel: "
