@@ -1094,6 +1094,31 @@ def test_a_dynamo_exports_copies_of_one_weight_are_one_matrix(tmp_path):
     tied = [x for x in r.not_analysed if "tied weights" in x.reason]
     assert [(x.count, x.examples) for x in tied] == [(2, ("fc_2.weight", "fc_3.weight"))]
     assert r.layers[0].alpha == htsr.analyze({"fc.weight": W}, min_evals=5).layers[0].alpha  # (the same matrix)
+    # a module with two weights of two shapes, each copied per call: two matrices, each analysed once (one key
+    # per matrix, not per module name); two modules' equal copies (identity-initialised layers) stay two rows
+    U = _f32(rng, 48, 32)
+    nodes, inits = [], {}
+    for k in range(2):
+        for w, (a, b) in (("u", (32, 48)), ("w", (48, 48))):
+            x = "x" if (k, w) == (0, "u") else prev
+            nodes.append(helper.make_node("MatMul", [x, f"val_{w}{k}"], [f"o_{w}{k}"], name=f"node_MatMul_{w}{k}"))
+            nodes[-1].metadata_props.add(key="pkg.torch.onnx.name_scopes", value=f"['', 'cell', 'linear_{w}{k}']")
+            inits[f"val_{w}{k}"] = (U if w == "u" else W).T.copy()
+            prev = f"o_{w}{k}"
+            if w == "w":
+                nodes.append(helper.make_node("MatMul", [prev, "back"], [f"b{k}"]))
+                prev = f"b{k}"
+    inits["back"] = _f32(rng, 48, 32)
+    for k in range(3):
+        nodes.append(helper.make_node("MatMul", [prev, f"val_e{k}"], [f"e{k}"], name=f"node_MatMul_e{k}"))
+        nodes[-1].metadata_props.add(key="pkg.torch.onnx.name_scopes", value=f"['', 'layers.{k}', 'linear']")
+        inits[f"val_e{k}"], prev = np.eye(32, dtype=np.float32), f"e{k}"
+    nodes.append(helper.make_node("Identity", [prev], ["y"]))
+    r = htsr.analyze(_save(_model(nodes, inits), tmp_path / "cell.onnx"), min_evals=5)
+    rows = {x.name: x.shape for x in r.layers}
+    assert sorted(rows.values()).count("48x32") == 1 and sorted(rows.values()).count("48x48") == 1, rows
+    assert {"layers.0", "layers.1", "layers.2"} <= set(rows)
+    assert sorted(x.count for x in r.not_analysed if "tied weights" in x.reason) == [1, 1]
 
 
 def test_weights_that_reach_their_operator_through_ops_htsr_does_not_follow_are_said_to(tmp_path):
@@ -1133,6 +1158,28 @@ def test_weights_that_reach_their_operator_through_ops_htsr_does_not_follow_are_
         "hwio": "a float32 tensor that reaches Conv through Transpose, which htsr does not follow"}
     assert dict(f.not_weights)["mask"] == "int32 tensor: shapes, indices, masks"
     assert dict(f.not_weights)["ids"] == "int32 tensor: shapes, indices, masks"
+    # a dequantization with a zero point ((q − zp)·scale, each Cast first): the codes are the weight, the zero point
+    # (subtracted from larger codes) and the scale are none; masks multiplied into the activations reach MatMul as
+    # no weight (a bool mask cast, a float one)
+    nodes = [helper.make_node("Cast", ["fc.qweight"], ["wf"], to=TensorProto.FLOAT),
+             helper.make_node("Cast", ["fc.zero_point"], ["zf"], to=TensorProto.FLOAT),
+             helper.make_node("Sub", ["wf", "zf"], ["wc"]), helper.make_node("Mul", ["wc", "fc.scale"], ["w"]),
+             helper.make_node("MatMul", ["x", "w"], ["h"], name="/fc/MatMul"),
+             helper.make_node("MatMul", ["h", "q.weight"], ["s"], name="/q/MatMul"),
+             helper.make_node("Cast", ["causal"], ["cf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["s", "cf"], ["sm"]), helper.make_node("Mul", ["sm", "fmask"], ["sf"]),
+             helper.make_node("MatMul", ["sf", "v.weight"], ["y"], name="/v/MatMul")]
+    inits = {"fc.qweight": q, "fc.zero_point": np.ones((1, 16), np.int8), "fc.scale": np.full((1, 16), 0.01, np.float32),
+             "q.weight": _f32(rng, 16, 12), "causal": np.tril(np.ones((12, 12), bool)), "fmask": _f32(rng, 12, 12),
+             "v.weight": _f32(rng, 12, 10)}
+    f = OnnxFile(_save(_model(nodes, inits), tmp_path / "zp.onnx"))
+    assert {r.name for r in f} == {"fc.qweight", "q.weight", "v.weight"}
+    with pytest.raises(LayerSkipped, match=r"^an int8 weight that reaches MatMul through Sub, Mul: a dequantization"):
+        next(r for r in f if r.name == "fc.qweight").load()
+    listed = dict(f.not_weights) | dict(f.skipped)
+    assert listed["fc.zero_point"] == "int8 tensor: shapes, indices, masks"
+    assert listed["causal"] == "bool tensor: shapes, indices, masks"
+    assert "does not follow" not in listed["fmask"] and "does not follow" not in listed["fc.scale"]
 
 
 def test_onnxruntimes_fused_operators_type_their_weights(tmp_path):

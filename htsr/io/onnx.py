@@ -356,20 +356,23 @@ def _kept_as_stored(name: str, stored: str, opaque: bool) -> bool:
 
 def _tied(built: list[tuple[TensorRef, bool]]) -> list[tuple[TensorRef, bool]]:
     """Rows whose matrices hold the same values get one storage key: one matrix, analysed once. A dense row equal
-    to an embedding table (a tied LM head, exported as a folded transposed copy of the table), and dense rows
-    equal to one another of which one at least is an exporter's copy, named from its node rather than by its
-    own tensor (dynamo's constant folding gives a module called k times k copies ``val_0``, ``val_2`` …: an
-    ALBERT-style shared layer, an unrolled ``nn.RNN``'s recurrent weight). Two tensors under their own names
-    are two parameters, even when equal. Only rows of a shape another row has are loaded, once each, to be
-    compared by digest."""
+    to an embedding table (a tied LM head, exported as a folded transposed copy of the table), and rows of one
+    module equal to one another, of which one at least is an exporter's copy, named from its node rather than
+    by its own tensor (dynamo's constant folding gives a module called k times k copies ``val_0``, ``val_2`` …
+    under its name: an ALBERT-style shared layer, an unrolled ``nn.RNN``'s recurrent weight). Rows of other
+    modules are other parameters, even when equal (identity-initialised layers), and so are two tensors under
+    their own names. Only rows of a shape and module another row has (of a table's shape, for a table) are
+    loaded, once each, to be compared by digest."""
     groups: dict[tuple, list[int]] = defaultdict(list)
+    tables = {tuple(ref.shape) for ref, _ in built if ref.kind == "embedding" and len(ref.shape) == 2}
     for i, (ref, _) in enumerate(built):
         if ref.kind in ("dense", "embedding") and len(ref.shape) == 2:
-            groups[tuple(ref.shape)].append(i)
+            # (a table's shape: its rows and the table, by shape; the others by shape and module)
+            groups[(tuple(ref.shape),) if tuple(ref.shape) in tables else (tuple(ref.shape), ref.name)].append(i)
     keys: dict[int, tuple] = {}
-    for group in groups.values():
-        tables = [i for i in group if built[i][0].kind == "embedding"]
-        if len(group) < 2 or (not tables and all(built[i][1] for i in group)):
+    for key, group in groups.items():
+        if len(group) < 2 or (len(key) == 1 and not any(built[i][0].kind == "embedding" for i in group)) or (
+                len(key) == 2 and all(built[i][1] for i in group)):
             continue
         first: dict[bytes, int] = {}  # a matrix's digest → the first row holding it
         for i in group:
@@ -379,8 +382,9 @@ def _tied(built: list[tuple[TensorRef, bool]]) -> list[tuple[TensorRef, bool]]:
                 continue
             j = first.setdefault(digest, i)
             a, b = built[j], built[i]
-            if j != i and ("embedding" in (a[0].kind, b[0].kind) or not (a[1] and b[1])) and i not in keys:
-                keys[i] = keys[j] = keys.get(j) or a[0].storage_key or ("onnx tied", a[0].name)
+            if j != i and (a[0].name == b[0].name and not (a[1] and b[1])
+                           or "embedding" in (a[0].kind, b[0].kind)):
+                keys[i] = keys[j] = keys.get(j) or a[0].storage_key or ("onnx tied", j)
     return [(dataclasses.replace(ref, storage_key=keys[i]) if i in keys else ref, own)
             for i, (ref, own) in enumerate(built)]
 
@@ -542,9 +546,23 @@ class OnnxFile:
                     break
             return None
 
+        # the values computed from constants alone (a zero point's Cast), and the size of their largest constant
+        const_size = {n: math.prod(int(d) for d in t.dims) for n, t in tensors.items()}
+        for n in nodes:  # (in graph order: a node's inputs come before it)
+            if n.op_type in _PASS_THROUGH | _UNFOLLOWED and all(x in const_size for x in n.input if x):
+                const_size.update((o, max(const_size[x] for x in n.input if x)) for o in n.output if o)
+
         def reached(name: str) -> tuple[_Use, list[str]] | None:
             """The operator a weight that :func:`find_use` does not type reaches through ops htsr does not
-            follow (:data:`_UNFOLLOWED`), and those ops in order of the path; None if it reaches none so."""
+            follow (:data:`_UNFOLLOWED`), and those ops in order of the path; None if it reaches none so. An
+            arithmetic op is followed only where the weight meets smaller constants there (a dequantization's
+            scale and zero point): a mask multiplied into the activations, or a zero point subtracted from the
+            codes, reaches no operator as its weight."""
+            size = math.prod(int(d) for d in tensors[name].dims)
+
+            def constants_smaller(n: Any, i: int) -> bool:
+                return all(const_size.get(x, size) < size for k, x in enumerate(n.input) if k != i and x)
+
             frontier, seen = [(name, ())], {name}
             for _ in range(_MAX_HOPS):
                 nxt = []
@@ -557,7 +575,8 @@ class OnnxFile:
                             if path and use.index in _WEIGHT_INPUTS.get(use.op, ()):
                                 return use, list(dict.fromkeys(path))
                         elif n.op_type in _PASS_THROUGH or (n.op_type in _UNFOLLOWED and (
-                                i == 0 or n.op_type in ("Mul", "Div", "Sub"))):  # (not a Reshape's shape)
+                                constants_smaller(n, i) if n.op_type in ("Mul", "Div", "Sub")
+                                else i == 0)):  # (not a Reshape's shape)
                             step = path + ((n.op_type,) if n.op_type in _UNFOLLOWED else ())
                             nxt += [(o, step) for o in n.output if o and o not in seen]
                             seen.update(n.output)
@@ -569,7 +588,7 @@ class OnnxFile:
             if (got := reached(name)) is None:
                 return ""
             use, path = got
-            article = "an" if dtype[0] in "aeiu" else "a"
+            article = "an" if dtype.startswith("int") else "a"  # (a uint8, a float16)
             if dtype in FLOAT_DTYPES:
                 return f"{article} {dtype} tensor that reaches {use.node.op_type} through {', '.join(path)}, " \
                        "which htsr does not follow"
@@ -613,7 +632,7 @@ class OnnxFile:
                 quant = self._quantization(name, consumers, tensors) if dtype in _QUANT_DTYPES or coded else None
                 if quant is None and dtype.startswith(("float", "complex")):  # values, not indices: a row says so
                     quant = f"{dtype} values (htsr reads float16/32/64, bfloat16, FP8 and dequantized integers)"
-                elif quant is None and (got := reached(name)):
+                elif quant is None and dtype in _QUANT_DTYPES and (got := reached(name)):
                     # an integer weight dequantized as arithmetic (Cast → Mul(scale) → MatMul): a row says so, as
                     # of a state dict's int8 weight without its scale
                     use = got[0]
