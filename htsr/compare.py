@@ -305,21 +305,22 @@ def _shape_text(shapes: Sequence[str]) -> str:
 _HUB_SNAPSHOT = re.compile(r"(?:^|/)models--(?P<repo>[^/]+)/snapshots/[0-9a-f]{40}(?:/(?P<rest>.+))?$")
 
 
-#: a number in a label: an integer, a decimal or one in exponent notation ('500', 'lr0.001', 'lr1e-3')
-_NUMBER = r"\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
+def _natural_key(label: str) -> list:
+    """A label's sort key by its numbers: each run of digits a number (a version's dotted parts a tuple, '1.10.0'
+    after '1.9.0'; a decimal one value, 'lr0.25' before 'lr0.3'), the text between compared as text."""
+    parts = re.split(r"(\d+(?:\.\d+)*)", label)
+    return [tok if k % 2 == 0 else (float(tok),) if tok.count(".") == 1 else tuple(int(x) for x in tok.split("."))
+            for k, tok in enumerate(parts)]
 
 
-def _label_steps(labels: Sequence[str]) -> list[float | None]:
-    """The step each label's number says: the one number in which labels alike in all else differ
-    ('checkpoint-500/model', 'checkpoint-1000/model'; 'lr0.001', 'lr0.01'), else the number each label ends in
-    ('ep3', 'run-b-12'); None for a label without one. A suffix '#2' that made a label unique is no step."""
-    labels = [re.sub(r"#\d+$", "", lab) for lab in labels]
-    parts = [re.split(f"({_NUMBER})", lab) for lab in labels]  # text, number, text, …, text
-    if len({len(p) for p in parts}) == 1 and all(p[0::2] == parts[0][0::2] for p in parts):
-        varying = [k for k in range(1, len(parts[0]), 2) if len({p[k] for p in parts}) > 1]
-        if len(varying) == 1:
-            return [float(p[varying[0]]) for p in parts]
-    return [float(m[1]) if (m := re.search(f"({_NUMBER})$", lab)) else None for lab in labels]
+def _glob_order(labels: Sequence[str]) -> tuple[str, str] | None:
+    """The first two labels out of their numbers' order when the labels are in alphabetical order — a shell's
+    glob (checkpoint-1000 before checkpoint-500, step-1000 before step-50) —, else None: an order the user chose."""
+    labels = [re.sub(r"#\d+$", "", lab) for lab in labels]  # (a suffix that made a label unique)
+    if len(labels) < 3 or labels != sorted(labels):
+        return None
+    keys = [_natural_key(lab) for lab in labels]
+    return next(((a, b) for a, b, ka, kb in zip(labels, labels[1:], keys, keys[1:]) if ka > kb), None)
 
 
 def _default_labels(sources: Sequence[Any]) -> list[str]:
@@ -634,6 +635,30 @@ def _a_count(metric: str) -> bool:
     return metric.startswith(("num_", "share_"))
 
 
+def _over_trained_note(c: Comparison) -> list[str]:
+    """Ranked by lower alpha: the models ranked ahead of one without over-trained layers for tails HTSR reads as
+    over-trained (layers over-trained, or a mean below 2), or that every model has such tails; else nothing."""
+    n_over = {lab: r.summary.num_over_trained for lab, r in zip(c.labels, c.results)}
+    ranked = [(e.rank, e.label, e.value) for e in c.ranking if e.rank is not None]
+    flagged = [(rank, lab, v) for rank, lab, v in ranked if v < 2 or n_over[lab]]
+    clean = [rank for rank, lab, v in ranked if not (v < 2 or n_over[lab])]
+    if not flagged or len(ranked) < 2:
+        return []
+    if not clean:
+        return [f"every model has tails HTSR reads as over-trained (alpha below 2): lower {c.metric} ranks the "
+                "heavier of them first, not the better trained"]
+    ahead = [(lab, v) for rank, lab, v in flagged if rank < max(clean)]
+    if not ahead:
+        return []
+    said = [", ".join(x for x in (f"mean {format_value(v)}" if v < 2 else "",
+                                  f"{n_over[lab]} layer{'s' * (n_over[lab] != 1)} over-trained" if n_over[lab] else "")
+                      if x) for lab, v in ahead]
+    return [f"lower {c.metric} is better only down to 2 in HTSR's reading; below it a layer is over-trained: "
+            + ", ".join(f"{lab} ({x})" for (lab, _), x in zip(ahead, said))
+            + f" rank{'s' * (len(ahead) == 1)} ahead of models without over-trained layers for tails that heavy, "
+              "not as better trained"]
+
+
 def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layers: bool = True) -> str:
     """The comparison as aligned plain text: the summary table (one row per model), the ranking and,
     with ``layers``, the per-layer values side by side."""
@@ -657,21 +682,12 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
         + (f" ({c.metric} needs {_NEEDS[c.metric][2]})"
            if all(e.rank is None for e in c.ranking) and not _computes(c.metric, c.results[0].options) else ""),
     ]
-    over = [(e.label, e.value, r.summary.num_over_trained) for e in c.ranking if e.rank is not None
-            for lab, r in zip(c.labels, c.results) if lab == e.label and (e.value < 2 or r.summary.num_over_trained)]
-    if c.metric in ("alpha", "bayes_alpha") and c.ascending and over:  # (lower is better only down to 2)
-        said = [", ".join(x for x in (f"mean {format_value(v)}" if v < 2 else "",
-                                      f"{n} layer{'s' * (n != 1)} over-trained" if n else "") if x)
-                for _, v, n in over]
-        parts.append(f"lower {c.metric} is better only down to 2 in HTSR's reading; below it a layer is over-trained: "
-                     + ", ".join(f"{lab} ({x})" for (lab, _, _), x in zip(over, said))
-                     + f" rank{'s' * (len(over) == 1)} high for tails that heavy, not as better trained")
-    steps = _label_steps(c.labels)
-    if len(steps) > 2 and None not in steps and sorted(steps) not in (steps, steps[::-1]):
-        # (a shell's glob: checkpoint-1000 before checkpoint-500; a series given in either order is one)
-        parts.append(f"the models are in the order given (trends and figures follow it); their labels' numbers "
-                     f"({', '.join(str(int(x)) if x.is_integer() else format(x, 'g') for x in steps)}) are not in that order: to follow a run, give "
-                     "them sorted (ls -v, sort -V)")
+    if c.metric in ("alpha", "bayes_alpha") and c.ascending:  # (lower is better only down to 2)
+        parts += _over_trained_note(c)
+    if (pair := _glob_order(c.labels)) is not None:
+        parts.append(f"the models are in the order given (trends and figures follow it), their labels' alphabetical "
+                     f"order, which puts {pair[0]} before {pair[1]}: to follow a run, give them in their numbers' "
+                     "order (ls -v, sort -V)")
     differ = _differ_for(c)
     if differ:
         parts.append("the models were analysed with different options ("

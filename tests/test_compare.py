@@ -1700,31 +1700,36 @@ def test_a_saved_run_look_alike_is_named_for_what_it_is(tmp_path, capsys):
 
 def test_a_series_given_out_of_its_numbers_order_is_said_to_be():
     """A shell's glob gives checkpoint-1252 before checkpoint-313: the trend and figure follow the order given (as
-    documented), with nothing to say the series is out of order."""
+    documented), with nothing to say the series is out of order. The note is for a glob's order — labels in
+    alphabetical order that their numbers put otherwise —, not for an order the user chose."""
     rng = np.random.default_rng(4)
     runs = [htsr.analyze({"fc.weight": rng.standard_t(3, (300, 120))}, tails=False) for _ in range(3)]
-    text = format_comparison(compare(runs, labels=["checkpoint-1252", "checkpoint-313", "checkpoint-626"]))
-    assert ("their labels' numbers (1252, 313, 626) are not in that order: to follow a run, give them sorted "
-            "(ls -v, sort -V)") in text
-    assert "not in that order" not in format_comparison(compare(runs, labels=["ck-313", "ck-626", "ck-1252"]))
-    assert "not in that order" not in format_comparison(compare(runs, labels=["a", "b", "c"]))
-    # a file in each checkpoint's folder (checkpoint-*/model.safetensors): the number that differs, not the last
-    text = format_comparison(compare(runs, labels=["run2/checkpoint-1000/model", "run2/checkpoint-1500/model",
-                                                   "run2/checkpoint-500/model"]))
-    assert "their labels' numbers (1000, 1500, 500) are not in that order" in text
-    assert "not in that order" not in format_comparison(compare(runs, labels=["run2/ck-500/m", "run2/ck-1000/m",
-                                                                              "run2/ck-1500/m"]))
-    # labels differing in two numbers say no order of their own
-    assert "not in that order" not in format_comparison(compare(runs, labels=["lr3-ep20/m", "lr1-ep10/m", "lr2-ep5/m"]))
-    # decimal numbers are numbers ('lr0.001' had read as 1), and a series given in decreasing order is in order
-    for labels in (["lr0.001", "lr0.01", "lr0.1", "lr0.3", "lr1.0"][:3], ["lr1e-3", "lr1e-2", "lr1e-1"],
+
+    def note(labels):
+        text = format_comparison(compare(runs, labels=labels))
+        return next((line for line in text.splitlines() if "alphabetical order" in line), None)
+
+    assert note(["checkpoint-1252", "checkpoint-313", "checkpoint-626"]) == (
+        "the models are in the order given (trends and figures follow it), their labels' alphabetical order, which "
+        "puts checkpoint-1252 before checkpoint-313: to follow a run, give them in their numbers' order (ls -v, "
+        "sort -V)")
+    # a file in each checkpoint's folder (checkpoint-*/model.safetensors: only the label's end had been read), and
+    # a glob whose numbers came out decreasing (step-1000, step-200, step-50)
+    assert "puts run2/checkpoint-1500/model before run2/checkpoint-500/model" in note(
+        ["run2/checkpoint-1000/model", "run2/checkpoint-1500/model", "run2/checkpoint-500/model"])
+    assert "puts step-1000 before step-200" in note(["step-1000", "step-200", "step-50"])
+    for labels in (["ck-313", "ck-626", "ck-1252"], ["a", "b", "c"], ["run2/ck-500/m", "run2/ck-1000/m", "run2/ck-1500/m"],
+                   ["lr3-ep20/m", "lr1-ep10/m", "lr2-ep5/m"],  # (an order chosen: not alphabetical)
+                   # decimals ('lr0.001' had read as 1; 'lr0.25' is before 'lr0.3'), exponents, versions (v1.10 after
+                   # v1.9: 1.1 had been read), dates, sizes, a series given decreasing
+                   ["lr0.001", "lr0.01", "lr0.1"], ["lr0.25", "lr0.3", "lr0.5"], ["lr1e-1", "lr1e-2", "lr1e-3"],
+                   ["v1.2.0", "v1.9.0", "v1.10.0"], ["model-1.8.1", "model-1.9.0", "model-1.10.0"],
+                   ["2024-05-01", "2024-05-15", "2024-06-01"], ["llama-7b", "llama-13b", "llama-70b"],
                    ["ck-1500", "ck-1000", "ck-500"]):
-        assert "not in that order" not in format_comparison(compare(runs, labels=labels)), labels
-    assert "numbers (0.01, 0.001, 0.1) are not in that order" in format_comparison(
-        compare(runs, labels=["lr0.01", "lr0.001", "lr0.1"]))
+        assert note(labels) is None, labels
 
 
-def test_a_ranking_by_lower_alpha_says_which_models_rank_high_for_over_trained_layers():
+def test_a_ranking_by_lower_alpha_says_which_models_rank_ahead_for_over_trained_layers():
     """HTSR reads lower alpha as better only down to 2: a diverged run (mean alpha 1.3, every layer over-trained)
     ranked first by mean alpha with nothing beside the ranking to say that its place comes from over-training."""
     rng = np.random.default_rng(0)
@@ -1741,9 +1746,17 @@ def test_a_ranking_by_lower_alpha_says_which_models_rank_high_for_over_trained_l
     m0, m1 = (htsr.results.format_value(r.summary.means["alpha"]) for r in runs[:2])
     assert (f"lower alpha is better only down to 2 in HTSR's reading; below it a layer is over-trained: a (mean {m0}, "
             f"2 layers over-trained), b ({'mean ' + m1 + ', ' if runs[1].summary.means['alpha'] < 2 else ''}1 layer "
-            "over-trained) rank high for tails that heavy, not as better trained") in text
-    assert "over-trained:" not in format_comparison(compare(runs[2:] * 2, labels=["c", "c2"]))  # none: no note
+            "over-trained) rank ahead of models without over-trained layers for tails that heavy, not as better "
+            "trained") in text
+    assert "over-trained" not in format_comparison(compare(runs[2:] * 2, labels=["c", "c2"]))  # none: no note
     assert "over-trained:" not in format_comparison(compare(runs, labels=["a", "b", "c"], metric="log_norm"))
+    # a model with an over-trained layer ranked behind the others (its mean high) gets no note; when every model
+    # has such tails, the note says so
+    light = htsr.analyze({"a.weight": heavy(0.6), **{f"r{k}.weight": rng.standard_normal((400, 200)) for k in range(4)}})
+    assert light.summary.num_over_trained == 1 and light.summary.means["alpha"] > runs[2].summary.means["alpha"]
+    assert "over-trained" not in format_comparison(compare([light, runs[2]], labels=["x", "c"]))
+    assert ("every model has tails HTSR reads as over-trained (alpha below 2): lower alpha ranks the heavier of them "
+            "first, not the better trained") in format_comparison(compare(runs[:2], labels=["a", "b"]))
 
 
 def test_compares_tables_show_a_names_control_characters_escaped(tmp_path, capsys):
