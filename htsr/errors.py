@@ -116,7 +116,7 @@ class BrokenPackageError(_PackageError):
 
     def __init__(self, package: str, purpose: str, error: BaseException | str) -> None:
         """``error``: the import's exception, or its one-line account (``'ImportError: …'``)."""
-        reason = error if isinstance(error, str) else " ".join(f"{type(error).__name__}: {error}".split())[:200]
+        reason = error if isinstance(error, str) else described(error, 200)
         super().__init__(f"{purpose} needs the '{package}' package, which is installed but fails to import "
                          f"({reason}); reinstall or upgrade it: pip install -U {package}")
         self._made_of = (package, purpose, reason)  # (the import's exception itself is not kept: it may not pickle)

@@ -778,8 +778,8 @@ def read_layers(path: str | os.PathLike) -> "pandas.DataFrame":
     except SourceError:
         raise
     except (OSError, UnicodeError, ValueError, csv.Error) as e:  # (pandas' parser errors are ValueErrors)
-        raise SourceError(f"{path}: cannot read it as a layers.csv ({e.__class__.__name__}: "
-                          f"{getattr(e, 'strerror', None) or str(e)[:120]})") from None
+        raise SourceError(f"{path}: cannot read it as a layers.csv ("
+                          f"{e.__class__.__name__ + ': ' + e.strerror if getattr(e, 'strerror', None) else described(e, 120)})") from None
 
 
 @dataclass(frozen=True, eq=False)

@@ -895,8 +895,7 @@ class KerasFile:
             self.close()
             if isinstance(e, (SourceError, MissingExtraError)):
                 raise
-            raise SourceError(f"{self._where}: corrupt Keras weights file ({e.__class__.__name__}: "
-                              f"{_short(e)}); re-save the model") from None
+            raise SourceError(f"{self._where}: corrupt Keras weights file ({described(e, 200)}); re-save the model") from None
         self._lock = threading.Lock()
 
     # --------------------------------------------------------------------------------------- opening

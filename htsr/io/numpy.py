@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import HtsrError, LayerSkipped, SourceError
+from ..errors import HtsrError, LayerSkipped, SourceError, described
 from .base import (TensorRef, as_loaded, check_stored_crc32, check_unchanged, expands_too_far, file_stamp, one_line,
                    raising_loader, read_array, read_span, skipped_loader, stored_member_offset)
 from .scales import with_scales
@@ -207,8 +207,7 @@ class NpzFile:
             self._npz = np.load(self.path, allow_pickle=False, mmap_mode="r")
             files = self._npz.files
         except Exception as e:  # noqa: BLE001 - zipfile and numpy raise many kinds on a corrupt archive
-            raise SourceError(f"{self.path}: not a readable .npz archive ({e.__class__.__name__}: "
-                              f"{str(e)[:120]})") from None
+            raise SourceError(f"{self.path}: not a readable .npz archive ({described(e, 120)})") from None
         # shape and dtype of each member; one whose header cannot be read gets a row saying so (its
         # neighbours are still analysed)
         self._meta: dict[str, tuple[tuple[int, ...], np.dtype] | str | HtsrError] = {}
@@ -224,8 +223,7 @@ class NpzFile:
                 self._meta[name] = f"its .npy header cannot be read ({e}); not loaded"
             except Exception as e:  # noqa: BLE001 - zlib/lzma errors, TokenError, OverflowError, KeyError …
                 # (a damaged member fails its row, as one failing its CRC-32 does; a member not loaded is skipped)
-                self._meta[name] = HtsrError(f"its .npy header cannot be read ({e.__class__.__name__}: "
-                                             f"{one_line(e, 120)}); truncated or corrupt member")
+                self._meta[name] = HtsrError(f"its .npy header cannot be read ({described(e, 120)}); truncated or corrupt member")
 
     def _header(self, name: str, size: int) -> tuple[tuple[int, ...], np.dtype]:
         """Shape and dtype from the member's .npy header, without reading its data; a header whose shape the
@@ -257,8 +255,7 @@ class NpzFile:
             try:
                 return as_loaded(self._npz[name])
             except Exception as e:  # noqa: BLE001 - a corrupt or truncated member's data
-                raise SourceError(f"{self.path}: tensor {name!r}: cannot read its data ({e.__class__.__name__}: "
-                                  f"{str(e)[:80]}); truncated or corrupt?") from None
+                raise SourceError(f"{self.path}: tensor {name!r}: cannot read its data ({described(e, 80)}); truncated or corrupt?") from None
 
         return load
 
@@ -346,8 +343,7 @@ class NpyFile:
         except Exception as e:  # noqa: BLE001 - a corrupt header raises TokenError, OverflowError, SyntaxError …
             if _holds_objects(self.path):
                 raise SourceError(f"{self.path}: {_PICKLED}") from None
-            raise SourceError(f"{self.path}: not a readable .npy file ({e.__class__.__name__}: "
-                              f"{str(e)[:120]})") from None
+            raise SourceError(f"{self.path}: not a readable .npy file ({described(e, 120)})") from None
 
     def __len__(self) -> int:
         return 1

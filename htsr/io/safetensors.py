@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SourceError, listed
+from ..errors import SourceError, described, listed
 from .base import (
     LFS_POINTER,
     ShardIndex,
@@ -121,7 +121,7 @@ class SafetensorsFile:
                 header = json.loads(f.read(n), object_pairs_hook=_unique_keys)
             except (ValueError, RecursionError) as e:  # (not JSON, not UTF-8, nested too deep, an integer of
                 # thousands of digits: Python's limit on converting them)
-                raise self._fail(f"corrupt safetensors header ({e.__class__.__name__}: {e})") from None
+                raise self._fail(f"corrupt safetensors header ({described(e)})") from None
             except _DuplicateKey as e:  # (json keeps the last: the first tensor would vanish unlisted)
                 raise self._fail(f"corrupt safetensors header: tensor {e.args[0]!r} appears twice — not written by a "
                                  "safetensors writer") from None

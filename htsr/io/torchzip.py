@@ -937,8 +937,7 @@ class _PickledTensors:
         except pickle.UnpicklingError as e:
             raise self._fail(f"{one_line(e, 200)}; corrupt or hostile file") from None
         except (TypeError, AttributeError, ValueError, LookupError, MemoryError) as e:
-            raise self._fail(f"the pickle's objects are not a checkpoint's ({e.__class__.__name__}: "
-                             f"{one_line(e, 80)}); corrupt or hostile file") from None
+            raise self._fail(f"the pickle's objects are not a checkpoint's ({described(e, 80)}); corrupt or hostile file") from None
         if isinstance(consts, tuple):
             found += [(f"CONSTANTS.c{i}", t, "") for i, t in enumerate(consts) if _is_leaf(t)]
         # a bare tensor (torch.save(W, path)) is named after the file, as a .npy is; torch.ao's packed (weight, bias)
