@@ -2662,3 +2662,28 @@ def test_factored_updates_refuse_factors_that_do_not_multiply_and_give_a_float32
     np.testing.assert_allclose(d.dense(), 0.5 * B1 @ A1, rtol=1e-6, atol=1e-6)  # (float32 rounding of O(1) entries)
     h = hadamard_lowrank(B1, A1, rng.standard_normal((6, 3)), rng.standard_normal((3, 4)))
     assert h.B.dtype == np.float64 and h.dense().dtype == np.float32
+
+
+def test_a_layer_replication_adapter_pairs_each_layer_with_the_base_layer_it_copies(tmp_path):
+    """layer_replication [[1, 2], [0, 2]]: the adapted model's layers 0, 1, 2 are copies of base layers 1, 0, 1
+    (peft's replicate_layers). With --base, layer 0's W and W + ΔW had been base layer 0's (status ok: wrong
+    numbers), layer 2 'the base has no tensor'."""
+    from htsr.io.peft import PeftAdapter
+
+    rng = np.random.default_rng(3)
+    base = {f"model.layers.{i}.q_proj.weight": rng.standard_normal((40, 30)).astype(np.float32) for i in range(2)}
+    t, delta = {}, {}
+    for j in range(3):
+        A, B = rng.standard_normal((4, 30)).astype(np.float32), rng.standard_normal((40, 4)).astype(np.float32)
+        t[f"base_model.model.model.layers.{j}.q_proj.lora_A.weight"] = A
+        t[f"base_model.model.model.layers.{j}.q_proj.lora_B.weight"] = B
+        delta[j] = 2.0 * (B.astype(np.float64) @ A)  # lora_alpha 8 / r 4
+    folder = _write_adapter(tmp_path / "rep", t, target_modules=["q_proj"], layer_replication=[[1, 2], [0, 2]])
+    refs = {r.name: r for r in PeftAdapter(folder).with_base(open_source(base))}
+    for j, i in enumerate((1, 0, 1)):
+        W = base[f"model.layers.{i}.q_proj.weight"]
+        np.testing.assert_array_equal(refs[f"model.layers.{j}.q_proj#base"].load(), W)
+        merged = np.asarray(refs[f"model.layers.{j}.q_proj#merged"].load(), np.float64)
+        np.testing.assert_allclose(merged, W + delta[j], rtol=1e-5, atol=1e-5)  # (float32 factors and sums)
+    with pytest.raises(SourceError, match=r"layer_replication must be a list of \[start, end\] ranges"):
+        PeftAdapter(_write_adapter(tmp_path / "bad", t, layer_replication=[[1]])).with_base(open_source(base))

@@ -438,8 +438,11 @@ class PeftAdapter:
         other.description = f"{own} on base {base.description}"
         # names matched as --base matches a model's: exactly, else by a leading prefix (an adapter
         # trained on a '…ForCausalLM' ('model.layers…') against the bare backbone's 'layers…')
-        wanted = [n for e in self._modules.values() for n in self._weight_names(e["module"])]
-        updates = {f"{e['module']}.weight": (int(e["B"].shape[0]), int(e["A"].shape[1]))
+        # layer_replication: the adapted model's layers are copies of the base's, in the config's order (peft's
+        # replicate_layers): adapted layer j runs on base layer layer_map[j], not on the base's layer j
+        replicated = _replication(self.config.get("layer_replication"), self.folder)
+        wanted = [replicated(n) for e in self._modules.values() for n in self._weight_names(e["module"])]
+        updates = {replicated(f"{e['module']}.weight"): (int(e["B"].shape[0]), int(e["A"].shape[1]))
                    for e in self._modules.values() if "A" in e and "B" in e and len(e["A"].shape) >= 2
                    and len(e["B"].shape) >= 2 and not e["emb"]}
         for e in self._modules.values():  # a LoHa / LoKr update: out × in, or a conv's out × in·k…
@@ -448,7 +451,7 @@ class PeftAdapter:
                     shape = _lycoris_shape(e["parts"])
                 except ValueError:  # (its row says so)
                     continue
-                updates[f"{e['module']}.weight"] = (shape[0], math.prod(shape[1:]))
+                updates[replicated(f"{e['module']}.weight")] = (shape[0], math.prod(shape[1:]))
         rename, note = (_flat_align(wanted, other._base, updates) if self._flat
                         else align_names(wanted, other._base))
         if not self._flat:  # an adapter of a transformers 5 model names its modules as they are in memory; the
@@ -461,9 +464,11 @@ class PeftAdapter:
                 f"{self.folder}: no adapted module's weight is in the base {base.description} (adapter modules like "
                 f"{wanted[0]!r}, base tensors like {next(iter(other._base), None)!r}): give the model the adapter "
                 "was trained on")
-        other._key = rename or _same
+        other._key = (lambda n, r=rename or _same: r(replicated(n))) if replicated is not _same else rename or _same
         if note:
             other.description += f" (module names matched to the base's by {note})"
+        if replicated is not _same:
+            other.description += " (layer_replication: each adapted layer paired with the base layer it copies)"
         other._square_flip = other._square_layout()
         return other
 
@@ -1048,6 +1053,32 @@ def _lookup(pattern: list[tuple[re.Pattern[str], Any]], name: str, default: Any)
 
 def _same(name: str) -> str:
     return name
+
+
+#: a decoder's or encoder's layer list, as peft's replicate_layers finds it: ``…layers.<j>.``, ``…encoder.layer.<j>.``,
+#: ``…h.<j>.``
+_LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|encoder\.layer|h)\.(\d+)\.")
+
+
+def _replication(layer_map: Any, where: str) -> Callable[[str], str]:
+    """The map from an adapted module's name to the base module it copies under a config's ``layer_replication``
+    (``[[1, 2], [0, 2]]``: the adapted layers 0, 1, 2 are base layers 1, 0, 1); ``_same`` without one."""
+    if not layer_map:
+        return _same
+    try:
+        copied = [i for start, end in layer_map for i in range(int(start), int(end))]
+    except (TypeError, ValueError, OverflowError):
+        raise SourceError(f"{where}: layer_replication must be a list of [start, end] ranges of layers, not "
+                          f"{str(layer_map)[:80]}; re-save the adapter") from None
+
+    def base_name(name: str) -> str:
+        m = _LAYER_INDEX.search(name)
+        j = int(m[1]) if m else -1
+        if not 0 <= j < len(copied):
+            return name  # (a module outside the layers: the embeddings, the head)
+        return f"{name[:m.start(1)]}{copied[j]}{name[m.end(1):]}"
+
+    return base_name
 
 
 #: kohya-ss's module name prefixes: the network part (unet, a text encoder, a DiT) before the module's path
