@@ -789,14 +789,18 @@ def test_square_layers_take_the_layout_the_other_layers_show(tmp_path):
         pm = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=targets,
                                                         fan_in_fan_out=True, init_lora_weights=False))
         pm.save_pretrained(str(d / "adapter"))
+        live = _rows(htsr.analyze(pm, min_evals=2))  # (the live model: each layer's own fan_in_fan_out)
         merged = {k: v.detach().double().numpy() for k, v in pm.merge_and_unload().state_dict().items()}
         rows = _rows(htsr.analyze(d / "adapter", base=d / "base.safetensors", min_evals=2))
         for m in targets:
+            want = np.linalg.norm(merged[f"{m}.weight"], 2) ** 2
             row = rows[f"{m}#merged"][0]
             if head and m == "c_proj":
                 assert row.status.startswith("skipped: a square layer of an adapter on layers of both layouts")
             else:  # float32 sum against peft's float32 merge: 1e-5 relative
-                assert row.lambda_max == pytest.approx(np.linalg.norm(merged[f"{m}.weight"], 2) ** 2, rel=1e-5), m
+                assert row.lambda_max == pytest.approx(want, rel=1e-5), m
+            # live, the layer says its layout: merged with the nn.Linear head beside it too (it had been skipped)
+            assert live[f"{m}#merged"][0].lambda_max == pytest.approx(want, rel=1e-5), m
 
 
 def test_bare_target_parameter_names_leave_target_modules_alone(tmp_path):

@@ -212,6 +212,10 @@ class PeftAdapter:
         description = f"<{type(model).__name__}, adapter {name!r}>"
         self._setup(cfg, description, lambda: list(adapter.refs()), description)
         self._live = True
+        # each wrapped layer's own layout (peft's fan_in_fan_out per layer: True on HF Conv1D, False on nn.Linear),
+        # which a saved adapter keeps one flag of: a square layer of an adapter on layers of both is merged right
+        self._fan_in_fan_out = {n.removeprefix(_PREFIX): m.fan_in_fan_out for n, m in model.named_modules()
+                                if isinstance(getattr(m, "fan_in_fan_out", None), bool) and hasattr(m, "base_layer")}
         # the base weights under the base model's names: a wrapped layer keeps W as <module>.base_layer.weight
         base = {re.sub(r"\.base_layer(?=\.)", "", k): v for k, v in base_model.state_dict().items()
                 if not re.search(r"\.(lora_(A|B|embedding_A|embedding_B|magnitude_vector)|hada_\w+|lokr_\w+)\.", k)}
@@ -413,6 +417,7 @@ class PeftAdapter:
         self._module_scale: dict[str, float] = {}  # a single-file LoRA's scale per module (from_file)
         self._flat = False  # module names with '_' for '.' (kohya-ss): matched to a base's by that spelling
         self._unmerged: dict[str, str] = {}  # modules whose W + ΔW is not formed, and why
+        self._fan_in_fan_out: dict[str, bool] = {}  # a live model's layouts, per module (from_model)
         self._refs = refs()
         self._base: dict[str, TensorRef] | None = None  # set by with_base
         self._key = _same  # a module's tensor name -> the base's name (set by with_base)
@@ -863,10 +868,11 @@ class PeftAdapter:
                 # ΔW is out × in (an embedding's already vocab × dim); a fan_in_fan_out layer (HF Conv1D) stores W
                 # as in × out, which the shapes tell, or for a square matrix the other layers (_square_layout)
                 square = D.shape[0] == D.shape[1] and not entry["emb"]
-                if square and self._square_flip is None:
+                square_flip = self._fan_in_fan_out.get(entry["module"], self._square_flip)
+                if square and square_flip is None:
                     raise LayerSkipped("a square layer of an adapter on layers of both layouts (HF Conv1D's in x out "
                                        "and nn.Linear's out x in): which this one has is not saved; no merge")
-                flip = self._square_flip if square else D.shape != W.shape
+                flip = square_flip if square else D.shape != W.shape
                 D = D.T if flip else D
             if D.shape != W.shape:
                 raise LayerSkipped(f"the update's shape {update} does not match the base tensor's {W.shape}")
