@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -2691,3 +2692,37 @@ def test_a_layer_replication_adapter_pairs_each_layer_with_the_base_layer_it_cop
         np.testing.assert_allclose(merged, W + delta[j], rtol=1e-5, atol=1e-5)  # (float32 factors and sums)
     with pytest.raises(SourceError, match=r"layer_replication must be a list of \[start, end\] ranges"):
         PeftAdapter(_write_adapter(tmp_path / "bad", t, layer_replication=[[1]])).with_base(open_source(base))
+
+
+def test_a_lora_on_multihead_attention_pairs_with_its_in_proj_weight_and_out_proj(tmp_path):
+    """peft's LoRA on nn.MultiheadAttention updates in_proj_weight and wraps out_proj inside the attention's
+    base_layer: the rows had been 'attn.base_layer.out_proj', and both modules' #base and #merged skipped as 'the
+    base has no tensor attn.weight', live too, with the two adapted tensors said to be 'not adapted'."""
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = nn.MultiheadAttention(32, 4)
+
+    torch.manual_seed(0)
+    base = M()
+    safetensors_torch.save_file({k: v.contiguous() for k, v in base.state_dict().items()}, str(tmp_path / "base.safetensors"))
+    pm = peft.get_peft_model(copy.deepcopy(base), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["attn"],
+                                                                  init_lora_weights=False))
+    pm.save_pretrained(str(tmp_path / "adapter"))
+    live = htsr.analyze(pm, min_evals=2)
+    assert "not adapted" not in live.source
+    live = _rows(live)
+    layer = pm.base_model.model.attn
+    # W + ΔW of each, ΔW as peft's get_delta_weight gives it (peft 0.21's merge, and so its forward and
+    # merge_and_unload, add out_proj's ΔW twice: huggingface/peft#3774; the in_proj merge is W + ΔW)
+    want = {"attn": base.attn.in_proj_weight.detach().double() + layer.get_delta_weight("default").detach().double(),
+            "attn.out_proj": base.attn.out_proj.weight.detach().double()
+            + layer.base_layer.out_proj.get_delta_weight("default").detach().double()}
+    merged = {k: v.detach().double().numpy() for k, v in pm.merge_and_unload().state_dict().items()}
+    np.testing.assert_allclose(merged["attn.in_proj_weight"], want["attn"].numpy(), rtol=1e-6, atol=1e-6)
+    saved = _rows(htsr.analyze(tmp_path / "adapter", base=tmp_path / "base.safetensors", min_evals=2))
+    assert sorted(saved) == sorted(live) == sorted(f"{m}#{t}" for m in ("attn", "attn.out_proj")
+                                                   for t in ("delta", "base", "merged"))
+    for m, W in want.items():
+        for rows in (live, saved):  # float32 sums against float64: 1e-5 relative
+            assert rows[f"{m}#merged"][0].lambda_max == pytest.approx(np.linalg.norm(W.numpy(), 2) ** 2, rel=1e-5), m

@@ -69,6 +69,7 @@ from .base import TensorRef, TensorSource, read_json, skipped_loader
 __all__ = ["ADAPTER_FILES", "PeftAdapter", "is_peft_folder", "looks_like_lora", "single_file_lora"]
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+_NESTED = re.compile(r"\.base_layer(?=\.(?!base_layer\b))")  # a wrapped layer's own sub-layer (MHA's out_proj)
 _PREFIX = "base_model.model."
 _SAVED_BASE = ".base_layer.weight"
 _TOKENS = re.compile(r"\.token_adapter\.trainable_tokens_(delta|original)(\.[^.]+)?$")
@@ -222,6 +223,7 @@ class PeftAdapter:
         other = self.with_base(TorchStateDict(base, description))
         other.description = f"{description} with its base model's weights"  # (not 'X on base X')
         adapted = {other._key(n) for e in self._modules.values() for n in self._weight_names(e["module"])}
+        adapted |= {other._key(f"{e['module']}.in_proj_weight") for e in self._modules.values()}  # (an attention's)
         # (a modules_to_save layer's trained copy is a row of the adapter, its original the base's own)
         # (its layers alone: a bias or a norm scale gives no row analysed on its own either)
         rest = [k for k, v in base.items() if k not in adapted and infer_kind(k, tuple(v.shape)) is not None
@@ -628,7 +630,10 @@ class PeftAdapter:
             if m is None:  # a modules_to_save copy and the like: named as the base model names it
                 others.append(dataclasses.replace(t, name=t.name.removeprefix(_PREFIX)))
                 continue
-            entry = modules.setdefault((m["module"].removeprefix(_PREFIX), m["adapter"]), {"emb": False})
+            # (peft wraps an nn.MultiheadAttention's out_proj inside the attention's base_layer: attn.base_layer.out_proj
+            # is module attn.out_proj, as the model names it; a parameter LoRA's trailing nesting stays)
+            module = _NESTED.sub("", m["module"].removeprefix(_PREFIX))
+            entry = modules.setdefault((module, m["adapter"]), {"emb": False})
             if "ab" in m.groupdict():
                 entry[m["ab"]] = t
                 entry["emb"] = entry["emb"] or bool(m["emb"])
@@ -713,8 +718,10 @@ class PeftAdapter:
         return np.stack([m.dense() for m in f], axis=-1).reshape(f[0].shape + kernel)
 
     def _base_ref(self, name: str) -> TensorRef | None:
-        """The base tensor of a module (``<module>.weight``, or the module's own name: a bare parameter)."""
-        return self._base.get(self._key(f"{name}.weight")) or self._base.get(self._key(name))
+        """The base tensor of a module (``<module>.weight``; an ``nn.MultiheadAttention``'s ``in_proj_weight``, which
+        peft's LoRA on the attention updates; or the module's own name: a bare parameter)."""
+        return (self._base.get(self._key(f"{name}.weight")) or self._base.get(self._key(f"{name}.in_proj_weight"))
+                or self._base.get(self._key(name)))
 
     def _no_base(self, name: str) -> str:
         """Why a module has no base tensor (:meth:`_base_ref` found none)."""
