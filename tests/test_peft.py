@@ -729,6 +729,20 @@ def test_target_parameters_give_one_row_per_expert_equal_to_peft(tmp_path):
         "skipped: the base has none of layers.0.experts.down_proj, layers.0.experts.gate_up_proj (a base saved one "
         "tensor per expert, experts.0.w1.weight …, is not fused back): give the live model, or a base saved with its "
         "fused experts")
+    # an adapter on the experts alone against a base none of whose names it has (Mixtral's: transformers saves
+    # its experts one by one under block_sparse_moe): the refusal says the same, not 'give the model the adapter
+    # was trained on' (it was)
+    experts_only = tmp_path / "experts_only"
+    experts_only.mkdir()
+    (experts_only / "adapter_config.json").write_text((tmp_path / "adapter" / "adapter_config.json").read_text())
+    kept = {k: v for k, v in load_file(str(tmp_path / "adapter" / "adapter_model.safetensors")).items() if "W_q" not in k}
+    save_file(kept, str(experts_only / "adapter_model.safetensors"))
+    safetensors_torch.save_file({f"layers.{i}.block_sparse_moe.experts.{e}.w1.weight": torch.zeros(8, 8)
+                                 for i in range(2) for e in range(4)}, str(tmp_path / "moe_base.safetensors"))
+    with pytest.raises(SourceError) as ei:
+        htsr.analyze(experts_only, base=tmp_path / "moe_base.safetensors", min_evals=2)
+    one_line_source_error(ei, "its updates are on fused expert stacks", "holds one tensor per expert",
+                          "which htsr does not fuse back: give the live model, or a base saved with its fused experts")
 
 
 def test_two_adapters_in_one_file_give_a_row_each(tmp_path):

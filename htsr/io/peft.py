@@ -467,6 +467,12 @@ class PeftAdapter:
         if rename is None and note:
             raise SourceError(f"{self.folder}: module names matched to the base {base.description}: {note}")
         if rename is None and wanted:
+            split = [n for n in other._base if re.search(r"\.experts\.\d+\.", n)]
+            if split and all(self._wrapped(e["module"]) for e in self._modules.values()):  # (fused expert LoRAs)
+                raise SourceError(
+                    f"{self.folder}: its updates are on fused expert stacks ({wanted[0]!r} …), and the base "
+                    f"{base.description} holds one tensor per expert ({split[0]!r} …), which htsr does not fuse "
+                    "back: give the live model, or a base saved with its fused experts")
             raise SourceError(
                 f"{self.folder}: no adapted module's weight is in the base {base.description} (adapter modules like "
                 f"{wanted[0]!r}, base tensors like {next(iter(other._base), None)!r}): give the model the adapter "
