@@ -799,3 +799,33 @@ def test_a_fused_expert_stack_against_a_base_of_one_tensor_per_expert_says_so(tm
     rows = {r.name: r.status for r in htsr.analyze(model, base=tmp_path / "fused.safetensors", min_evals=10).layers}
     experts = [n for n in rows if n.split("[")[0] in stacks]
     assert len(experts) == 2 * 3 and all(rows[n].startswith("skipped: unchanged") for n in experts)  # one row each
+
+
+def test_an_untied_lm_head_against_a_tied_base_folder_is_its_delta_from_the_input_embedding(tmp_path):
+    """A fine-tune that unties GPT-2's LM head, against the tied base's save_pretrained folder (which drops the tied
+    head; its config.json says tie_word_embeddings): lm_head had been 'skipped: only in the model', while the live
+    base gave its delta from wte. A base whose config does not tie (Llama's) is not paired so."""
+    torch = pytest.importorskip("torch")
+    T = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    kw = dict(n_embd=64, n_layer=1, n_head=4, vocab_size=200, n_positions=32, bos_token_id=0, eos_token_id=0)
+    base = T.GPT2LMHeadModel(T.GPT2Config(**kw))
+    base.save_pretrained(tmp_path / "base")
+    tuned = T.GPT2LMHeadModel(T.GPT2Config(tie_word_embeddings=False, **kw))
+    tuned.load_state_dict(base.state_dict(), strict=False)
+    with torch.no_grad():
+        tuned.lm_head.weight.copy_(base.transformer.wte.weight + 0.01 * torch.randn(200, 64))
+    tuned.save_pretrained(tmp_path / "tuned")
+    folder = htsr.analyze(tmp_path / "tuned", base=tmp_path / "base", min_evals=5)
+    live = {r.name: r for r in htsr.analyze(tmp_path / "tuned", base=base, min_evals=5).layers}
+    head = next(r for r in folder.layers if r.name == "lm_head")
+    assert head.status == "ok" and head.lambda_max == pytest.approx(live["lm_head"].lambda_max, rel=1e-12)
+    assert "lm_head.weight paired with the base's transformer.wte.weight" in folder.source
+    # (the delta itself: 0.01 · N(0, 1) entries, float32)
+    want = np.linalg.norm((tuned.lm_head.weight - base.transformer.wte.weight).detach().double().numpy(), 2) ** 2
+    assert head.lambda_max == pytest.approx(want, rel=1e-5)
+    config = (tmp_path / "base" / "config.json").read_text().replace('"tie_word_embeddings": true',
+                                                                     '"tie_word_embeddings": false')
+    (tmp_path / "base" / "config.json").write_text(config)
+    untied = {r.name: r.status for r in htsr.analyze(tmp_path / "tuned", base=tmp_path / "base", min_evals=5).layers}
+    assert untied["lm_head"].startswith("skipped: only in the model")

@@ -8,7 +8,8 @@ the two sources, or whose shape differs from the base's, is still listed, but it
 a bias or a norm scale gives no row either way, and keeps its own loader. Base-only tensors come
 after the model's, in the base's order. Tied weights: a tensor tied in both sources is one delta; one tied
 on one side to a delta and missing on the other (a tied LM head a ``.pt`` holds and a ``save_pretrained``
-folder drops) is that delta, analysed once with it.
+folder drops) is that delta, analysed once with it; a model's own LM head against a base folder whose config.json
+ties it (``tie_word_embeddings``: the folder has no head) is its delta from the base's input embedding.
 
 Names are matched exactly. When no name matches, a leading prefix of up to three name components of the model's
 names is dropped, added or replaced, whichever makes the most names match — a task model wraps its base
@@ -29,13 +30,14 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Container, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import LayerSkipped, SourceError
 from ..tensors import EXPERT, infer_kind
-from .base import FLOAT_DTYPES, TensorRef, TensorSource, skipped_loader, unit_roundoff
+from .base import FLOAT_DTYPES, TensorRef, TensorSource, read_json, skipped_loader, unit_roundoff
 from .scales import unscaled_integer_weight
 
 __all__ = ["DeltaSource", "align_names"]
@@ -66,6 +68,14 @@ class DeltaSource:
         self._key = rename  # a model name -> the base's name
         if note:
             self.description += f" (model names matched to the base's by {note})"
+        # a model that unties its LM head, against a tied base's save_pretrained folder (which drops the tied head):
+        # the head's delta is against the input embedding the base ties it to
+        for head in (n for n in model_names if _LM_HEAD.search(n) and rename(n) not in self._base):
+            table = _tied_table(base, base_refs, shapes[head])
+            if table is not None:
+                self._key = (lambda n, head=head, table=table, key=self._key: table if n == head else key(n))
+                self.description += (f" ({head} paired with the base's {table}: its config.json ties its LM head to "
+                                     "it, tie_word_embeddings)")
 
     def __len__(self) -> int:
         matched = {self._key(t.name) for t in self._model}  # in the base's names
@@ -156,6 +166,29 @@ class DeltaSource:
             if b is None and t.storage_key in by_model:
                 keys[i] = keys[by_model[t.storage_key]]
         return keys
+
+
+#: a transformers model's LM head
+_LM_HEAD = re.compile(r"(^|\.)lm_head\.weight$")
+
+
+def _tied_table(base: Any, refs: list[TensorRef], shape: tuple[int, ...]) -> str | None:
+    """The base's input embedding of ``shape`` when its folder's config.json ties the LM head to it
+    (``tie_word_embeddings`` true, a VLM's in its ``text_config``), the one embedding of that shape; else None."""
+    path = getattr(base, "path", None)
+    if path is None:
+        return None
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    try:
+        cfg = read_json(folder / "config.json")
+    except (OSError, ValueError, RecursionError):
+        return None
+    tied = cfg.get("tie_word_embeddings") if isinstance(cfg, dict) else None
+    if tied is None and isinstance(cfg, dict) and isinstance(cfg.get("text_config"), dict):
+        tied = cfg["text_config"].get("tie_word_embeddings")
+    tables = [t.name for t in refs if tuple(t.shape) == tuple(shape)
+              and (t.kind or infer_kind(t.name, tuple(t.shape))) == "embedding"]
+    return tables[0] if tied is True and len(tables) == 1 else None
 
 
 #: a tensor of one expert (Mixtral's block_sparse_moe.experts.3.w1, Qwen-MoE's experts.3.gate_proj)
