@@ -227,12 +227,14 @@ class PeftAdapter:
         # (a modules_to_save layer's trained copy is a row of the adapter, its original the base's own)
         # (its layers alone: a bias or a norm scale gives no row analysed on its own either)
         rest = [k for k, v in base.items() if k not in adapted and infer_kind(k, tuple(v.shape)) is not None
-                and not re.search(r"\.(modules_to_save|original_module)\.", k)]
+                and not re.search(r"\.(modules_to_save|original_module|token_adapter)\.", k)]
         if rest:  # (the adapter is the source: the model's other weights are no rows of it, and are said so)
             many = len(rest) > 1
             other.description += (f" ({len(rest)} other layer{'s' * many} of the model, {rest[0]}"
-                                   f"{' …, are' if many else ', is'} not adapted: analyse model.get_base_model() "
-                                   f"for {'them' if many else 'it'})")
+                                   f"{' …, are' if many else ', is'} not adapted: analyse "
+                                   + ("model.get_base_model()" if hasattr(model, "get_base_model")
+                                      else "the model without its adapter")  # (one injected: no PeftModel)
+                                   + f" for {'them' if many else 'it'})")
         return other
 
     @classmethod
