@@ -1481,7 +1481,9 @@ def test_int8_quantized_dense_and_embedding_are_dequantized_as_keras_computes(ke
     int4 = keras.Sequential([keras.Input((16,)), L.Dense(24, name="c")], name="q4")
     int4.quantize("int4")
     (row,) = htsr.analyze(int4, min_evals=2).layers
-    assert row.status.startswith("skipped: int8 codes of a quantized Keras layer that htsr does not dequantize")
+    # (said as int4, packed, not as the int8 it is stored in: the row's shape is the packed one)
+    assert row.status.startswith("skipped: int4 codes (packed two to an int8: the shape shown is the packed one) of a quantized Keras layer that htsr "
+                                 "does not dequantize")
     # Keras 3.11-3.12 store an int4 Dense as packed int8 [in/2, units] beside a [units] scale, int8's layout
     # with half the rows: only the config's mode tells them apart (the same archive, its mode said int4)
     with zipfile.ZipFile(tmp_path / "q.keras") as z:
@@ -1491,7 +1493,7 @@ def test_int8_quantized_dense_and_embedding_are_dequantized_as_keras_computes(ke
         for n, data in members.items():
             z.writestr(n, data)
     rows = {r.name: r.status for r in htsr.analyze(tmp_path / "q4.keras", min_evals=10).layers}
-    assert all(st.startswith("skipped: int8 codes of a quantized Keras layer") for st in rows.values()), rows
+    assert all(st.startswith("skipped: int4 codes (packed two to an int8: the shape shown is the packed one) of a quantized Keras layer") for st in rows.values()), rows
 
 
 def test_open_source_refuses_other_objects_naming_keras():
@@ -2128,7 +2130,7 @@ def test_int4_layers_give_skipped_rows_and_their_scales_are_no_rows(keras, tmp_p
     assert {n for n, _, _ in got["h5"]} <= mha | {"fc", "emb"} and not any("scale" in n or "zero" in n
                                                                        for n, _, _ in got["h5"])
     rows = htsr.analyze(model, min_evals=2).layers
-    assert all(r.status.startswith("skipped: int8 codes") for r in rows if r.name in mha)
+    assert all(r.status.startswith("skipped: int4 codes (packed two to an int8") for r in rows if r.name in mha)
 
 
 def test_review_custom_layers_with_dense_like_configs_and_legacy_names(keras, tmp_path):

@@ -596,7 +596,9 @@ class _Walker:
         return _unique(self.entries)
 
     def add(self, name: str, var: _Var, plan: _Plan | None, reason: str = "",
-            lora: tuple[Any, Any, float] | None = None, skip: str = "") -> None:
+            lora: tuple[Any, Any, float] | None = None, skip: str = "", mode: str | None = None) -> None:
+        """One variable: a row by ``plan``, else listed with ``reason``; ``mode``: the layer's quantization mode
+        (its config's dtype policy), which names integer codes (int4 stored packed two to an int8)."""
         if plan is None:
             if len(var.shape) >= 2:
                 self.skipped.append((var.where, reason or f"{len(var.shape)}-D variable of an unknown layer"))
@@ -604,8 +606,10 @@ class _Walker:
                 self.not_weights.append((var.where, _one_d(var)))
             return
         if var.dtype.startswith(("int", "uint")):  # quantized codes (a complex dtype is said as such downstream)
+            codes = (f"{mode} codes (packed two to an {var.dtype}: the shape shown is the packed one)"
+                     if mode in ("int4", "int2") and mode != var.dtype else f"{var.dtype} codes")
             self.entries.append(_Entry(name, var.ref, var.dtype, plan, skip=(
-                f"{var.dtype} codes of a quantized Keras layer that htsr does not dequantize (it does int8 Dense "
+                f"{codes} of a quantized Keras layer that htsr does not dequantize (it does int8 Dense "
                 "and Embedding layers of .keras files and live models); analyse the float model")))
             return
         self.entries.append(_Entry(name, var.ref, var.dtype, plan, lora=lora, skip=skip))
@@ -723,7 +727,7 @@ class _Walker:
                 plan = plan_of(var.shape)
                 if plan is None and var.dtype.startswith(("int", "uint")):  # packed codes (int4: half the rows)
                     plan = _as_stored(var.shape, None)  # (a row saying they are not read, as from a file)
-                self.add(name or suffix, var, plan, f"unexpected shape for a {cls} kernel")
+                self.add(name or suffix, var, plan, f"unexpected shape for a {cls} kernel", mode=_quantization_mode(inner))
 
         if cls in _DENSE:
             if not self._quantized(base, variables, inner, embedding=False):
