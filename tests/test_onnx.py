@@ -1097,11 +1097,10 @@ def test_a_dynamo_exports_copies_of_one_weight_are_one_matrix(tmp_path):
     # a module with two weights of two shapes, each copied per call: two matrices, each analysed once (one key
     # per matrix, not per module name); two modules' equal copies (identity-initialised layers) stay two rows
     U = _f32(rng, 48, 32)
-    nodes, inits = [], {}
-    for k in range(2):
-        for w, (a, b) in (("u", (32, 48)), ("w", (48, 48))):
-            x = "x" if (k, w) == (0, "u") else prev
-            nodes.append(helper.make_node("MatMul", [x, f"val_{w}{k}"], [f"o_{w}{k}"], name=f"node_MatMul_{w}{k}"))
+    nodes, inits, prev = [], {}, "x"
+    for k in range(2):  # the module 'cell' called twice: its weights u (48 x 32) and w (48 x 48) copied per call
+        for w in ("u", "w"):
+            nodes.append(helper.make_node("MatMul", [prev, f"val_{w}{k}"], [f"o_{w}{k}"], name=f"node_MatMul_{w}{k}"))
             nodes[-1].metadata_props.add(key="pkg.torch.onnx.name_scopes", value=f"['', 'cell', 'linear_{w}{k}']")
             inits[f"val_{w}{k}"] = (U if w == "u" else W).T.copy()
             prev = f"o_{w}{k}"
