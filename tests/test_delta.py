@@ -829,3 +829,28 @@ def test_an_untied_lm_head_against_a_tied_base_folder_is_its_delta_from_the_inpu
     (tmp_path / "base" / "config.json").write_text(config)
     untied = {r.name: r.status for r in htsr.analyze(tmp_path / "tuned", base=tmp_path / "base", min_evals=5).layers}
     assert untied["lm_head"].startswith("skipped: only in the model")
+
+
+def test_a_tied_fine_tune_against_a_tied_base_folder_is_one_delta():
+    """A fine-tune that keeps GPT-2's head tied (a torch.save state dict: lm_head and wte one storage) against the
+    tied base's folder: the head is the embedding's delta, analysed once, not paired with the base's table as an
+    untied head is (it had been two rows of one matrix)."""
+    torch = pytest.importorskip("torch")
+    T = pytest.importorskip("transformers")
+    import tempfile
+    from pathlib import Path
+
+    torch.manual_seed(0)
+    kw = dict(n_embd=64, n_layer=1, n_head=4, vocab_size=200, n_positions=32, bos_token_id=0, eos_token_id=0)
+    base = T.GPT2LMHeadModel(T.GPT2Config(**kw))
+    tuned = T.GPT2LMHeadModel(T.GPT2Config(**kw))
+    with torch.no_grad():
+        for p, q in zip(tuned.parameters(), base.parameters()):
+            p.copy_(q + 0.01 * torch.randn_like(q))
+    with tempfile.TemporaryDirectory() as d:
+        base.save_pretrained(Path(d) / "base")
+        torch.save(tuned.state_dict(), Path(d) / "tuned.pt")
+        for model in (Path(d) / "tuned.pt", tuned):
+            r = htsr.analyze(model, base=Path(d) / "base", min_evals=5)
+            assert "lm_head" not in {x.name for x in r.layers}
+            assert [x.examples for x in r.not_analysed if "tied weights" in x.reason] == [("lm_head.weight",)]

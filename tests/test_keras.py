@@ -2603,3 +2603,51 @@ def test_a_lora_enabled_einsum_kernel_of_three_axes_is_merged_from_a_legacy_file
     with pytest.raises(LayerSkipped, match=r"^a LoRA-enabled layer whose lora_rank and lora_alpha the model config "
                                            r"does not give \(its scale is unknown\)"):
         rows["mha.query"].load()
+
+
+def test_shapes_name_no_class_where_they_could_be_a_custom_layer_s(keras, tmp_path):
+    """Review: a custom layer's W [in, h], U [h, h], b [h] (a registered class its config names) had become a
+    SimpleRNNCell's kernels from a legacy .h5, dropped as 'a bias … or state'; a bias-free DepthwiseConv2D of a
+    user's name in a subclassed model's .keras had been read as an ordinary Conv2D (another matrix, status ok); a
+    custom layer's [1, n, d] table as a Conv1D. Shapes name a class only where no custom layer's could look alike."""
+    L = keras.layers
+
+    @keras.saving.register_keras_serializable("htsr_test")
+    class Mix(L.Layer):
+        def build(self, shape):
+            self.W = self.add_weight(shape=(shape[-1], 48), name="W")
+            self.U = self.add_weight(shape=(48, 48), name="U")
+            self.b = self.add_weight(shape=(48,), name="b")
+
+        def call(self, x):
+            return keras.ops.relu(x @ self.W) @ self.U + self.b
+
+    @keras.saving.register_keras_serializable("htsr_test")
+    class PosEmbed(L.Layer):
+        def build(self, shape):
+            self.pos = self.add_weight(shape=(1, shape[1], shape[2]), name="pos")
+
+        def call(self, x):
+            return x + self.pos
+
+    keras.utils.set_random_seed(0)
+    i = keras.Input((16, 32))
+    model = keras.Model(i, L.Dense(10, name="out")(Mix(name="mix")(PosEmbed(name="posemb")(i))))
+    got = _formats(keras, model, tmp_path, "mix")
+    assert {n for n, _, _ in got["h5"]} == {"mix.W", "mix.U", "out"}  # (the legacy file names its variables)
+    assert {(n, k) for n, k, _ in got["live"]} == {(n, k) for n, k, _ in got["keras"]} == {
+        ("mix.vars.0", None), ("mix.vars.1", None), ("out", "dense")}
+
+    class Net(keras.Model):  # a subclassed model: no config in its files
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.dw = L.DepthwiseConv2D(3, depth_multiplier=2, use_bias=False, name="block1_dw")
+
+        def call(self, x):
+            return self.dw(x)
+
+    net = Net(name="net")
+    net(np.zeros((1, 8, 8, 32), "float32"))
+    got = _formats(keras, net, tmp_path, "dw")
+    assert got["live"] == [("dw", "conv2d", (64, 1, 3, 3))]
+    assert got["keras"] == got["weights.h5"] == []  # (no class, and no bias to tell a depthwise kernel: not read)

@@ -1179,6 +1179,13 @@ def test_weights_that_reach_their_operator_through_ops_htsr_does_not_follow_are_
     assert listed["fc.zero_point"] == "int8 tensor: shapes, indices, masks"
     assert listed["causal"] == "bool tensor: shapes, indices, masks"
     assert "does not follow" not in listed["fmask"] and "does not follow" not in listed["fc.scale"]
+    # the scale a Constant node's value_float (a scalar no initializer holds): still a dequantization's constant
+    nodes = [helper.make_node("Cast", ["fc.qweight"], ["wf"], to=TensorProto.FLOAT),
+             helper.make_node("Constant", [], ["s"], value_float=0.01), helper.make_node("Mul", ["wf", "s"], ["w"]),
+             helper.make_node("MatMul", ["x", "w"], ["y"], name="/fc/MatMul")]
+    (row,) = OnnxFile(_save(_model(nodes, {"fc.qweight": q}), tmp_path / "vf.onnx"))
+    with pytest.raises(LayerSkipped, match=r"^an int8 weight that reaches MatMul through Mul: a dequantization"):
+        row.load()
 
 
 def test_onnxruntimes_fused_operators_type_their_weights(tmp_path):

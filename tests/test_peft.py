@@ -2740,3 +2740,20 @@ def test_a_lora_on_multihead_attention_pairs_with_its_in_proj_weight_and_out_pro
     for m, W in want.items():
         for rows in (live, saved):  # float32 sums against float64: 1e-5 relative
             assert rows[f"{m}#merged"][0].lambda_max == pytest.approx(np.linalg.norm(W.numpy(), 2) ** 2, rel=1e-5), m
+
+
+def test_a_live_layer_replication_model_runs_on_its_own_replicated_weights():
+    """A live PeftModel with layer_replication holds its layers replicated already (its layer j is base layer
+    layer_map[j]): its #base rows are its own wrapped weights; the map had been applied a second time, pairing
+    layer 0 with base layer 0's weight, status ok."""
+    T = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    base = T.LlamaForCausalLM(T.LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                            num_attention_heads=4, num_key_value_heads=4, vocab_size=100))
+    W = {i: base.model.layers[i].self_attn.q_proj.weight.detach().double().numpy().copy() for i in range(2)}
+    pm = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"],
+                                                    layer_replication=[[1, 2], [0, 2]], init_lora_weights=False))
+    rows = {r.name: r for r in htsr.analyze(pm, min_evals=2).layers}
+    for j, i in enumerate((1, 0, 1)):  # (float32 weights against their float64 norm: 1e-6)
+        row = rows[f"model.layers.{j}.self_attn.q_proj#base"]
+        assert row.status == "ok" and row.lambda_max == pytest.approx(np.linalg.norm(W[i], 2) ** 2, rel=1e-6), j

@@ -70,7 +70,10 @@ class DeltaSource:
             self.description += f" (model names matched to the base's by {note})"
         # a model that unties its LM head, against a tied base's save_pretrained folder (which drops the tied head):
         # the head's delta is against the input embedding the base ties it to
-        for head in (n for n in model_names if _LM_HEAD.search(n) and rename(n) not in self._base):
+        tied = Counter(t.storage_key for t in self._model if t.storage_key is not None)
+        untied = [t.name for t in self._model if _LM_HEAD.search(t.name) and rename(t.name) not in self._base
+                  and not (t.storage_key is not None and tied[t.storage_key] > 1)]  # (a tied head: its table's delta)
+        for head in untied:
             table = _tied_table(base, base_refs, shapes[head])
             if table is not None:
                 self._key = (lambda n, head=head, table=table, key=self._key: table if n == head else key(n))

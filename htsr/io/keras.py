@@ -469,19 +469,21 @@ def _guess_class(key: str | None) -> str | None:
 
 def _class_by_shapes(shapes: list[tuple[int, ...]]) -> str | None:
     """The Keras layer a file's object without a config or a telling name is, by its variables' shapes (in
-    order), where they say it: a recurrent cell's kernel [in, g·h], recurrent kernel [h, g·h] (g = 4: LSTM, 3: GRU,
-    1: SimpleRNN) and bias ([g·h], GRU's [2, g·h]); a convolution's kernel [k…, in, out] with a bias [out] — or
-    none, as a legacy file's kernel is read —, a depthwise one's [k…, in, mult] with a bias [in·mult]; a Dense
-    kernel [in, out] with a bias [out]. None otherwise (an Embedding's table and a bias-free Dense look alike)."""
+    order), where they say it: a recurrent cell's kernel [in, g·h], recurrent kernel [h, g·h] (g = 4: LSTM, 3: GRU)
+    and bias ([g·h], GRU's [2, g·h]); a convolution's kernel [k…, in, out] with a bias [out], a depthwise one's
+    [k…, in, mult] with a bias [in·mult]; a Dense kernel [in, out] with a bias [out]. None otherwise (an
+    Embedding's table and a bias-free Dense look alike, and so do bias-free convolutions and depthwise ones)."""
     if len(shapes) in (2, 3) and all(len(s) == 2 for s in shapes[:2]):
         (_, gh), (h, gh2) = shapes[0], shapes[1]
         gates = gh // h if h and gh == gh2 and gh % h == 0 else 0
-        if gates in (1, 3, 4) and len(shapes) == 3 and shapes[2] in ((gh,), (2, gh)):  # (a bias: a custom
-            # layer's two matrices [in, h] and [h, h] alone are no evidence of a cell)
-            return {1: "SimpleRNNCell", 3: "GRUCell", 4: "LSTMCell"}[gates]
-    if len(shapes) in (1, 2) and 3 <= len(shapes[0]) <= 5 and max(shapes[0][:-2]) <= MAX_CONV_KERNEL:
-        rank, bias = len(shapes[0]) - 2, shapes[1] if len(shapes) == 2 else None
-        if bias is None or bias == shapes[0][-1:]:
+        if gates in (3, 4) and len(shapes) == 3 and shapes[2] in ((gh,), (2, gh)):  # (with its bias; a SimpleRNN
+            # cell's [in, h], [h, h], [h] is any custom layer's W, U, b as well: not guessed)
+            return {3: "GRUCell", 4: "LSTMCell"}[gates]
+    if len(shapes) == 2 and 3 <= len(shapes[0]) <= 5 and max(shapes[0][:-2]) <= MAX_CONV_KERNEL:
+        # (with its bias: a kernel alone is a depthwise one's [k…, in, mult] or a convolution's [k…, in, out] alike,
+        # and a custom layer's [1, n, d] table too)
+        rank, bias = len(shapes[0]) - 2, shapes[1]
+        if bias == shapes[0][-1:]:
             return f"Conv{rank}D"
         if rank < 3 and bias == (shapes[0][-2] * shapes[0][-1],):
             return f"DepthwiseConv{rank}D"
@@ -1167,10 +1169,13 @@ class KerasFile:
         if cls is not None and cls not in _KNOWN:  # a registered subclass of a Keras layer: that layer, if the
             base = _base_by_config(inner)  # weight is one of that layer's (a custom layer's own W, u are not)
             cls = base if base and var in _BASE_VARIABLES.get(base, ()) else cls
-        if cls is None or cls not in _KNOWN or cls in ("RNN", "StackedRNNCells"):  # no config (a subclassed
-            # model's), a custom layer's sub-layer or a cell of RNN([cells]): its default name (depthwise_conv2d),
-            # else what its variables' shapes say (a depthwise kernel's bias, a cell's recurrent kernel)
+        if cls is None or cls in ("RNN", "StackedRNNCells"):  # no config (a subclassed model's) or a cell of
+            # RNN([cells]): its default name (depthwise_conv2d), else what its variables' shapes say (a depthwise
+            # kernel's bias, a cell's recurrent kernel)
             cls = _guess_class(scope[-1] if scope else layer) or _class_by_shapes(list(siblings)) or cls
+        elif cls not in _KNOWN and scope:  # a custom layer's sub-layer of a default name (block/conv1d): that layer
+            # (not its own variables, which its config's class names: they are what the live layer holds)
+            cls = _guess_class(scope[-1]) or cls
         is_cell = bool(scope) and _CELL.fullmatch(scope[-1]) is not None
         # a ConvLSTM's kernels are convolutions (without a config: a cell's kernel of more than two axes)
         conv_cell = cls in _CONV_CELLS or _RNN_LAYERS.get(cls) in _CONV_CELLS or (is_cell and len(shape) > 2)

@@ -549,7 +549,11 @@ class OnnxFile:
         # the values computed from constants alone (a zero point's Cast), and the size of their largest constant
         const_size = {n: math.prod(int(d) for d in t.dims) for n, t in tensors.items()}
         for n in nodes:  # (in graph order: a node's inputs come before it)
-            if n.op_type in _PASS_THROUGH | _UNFOLLOWED and all(x in const_size for x in n.input if x):
+            if n.op_type == "Constant" and n.output and n.output[0] not in const_size:  # value_float(s), value_int(s)
+                size = max([len(a.floats) + len(a.ints) for a in n.attribute] + [1])
+                const_size[n.output[0]] = size
+            elif n.input and all(x in const_size for x in n.input if x) and any(n.input):  # (computed from constants:
+                # a Cast, a Reciprocal of a scale; not a node without inputs, RandomNormal)
                 const_size.update((o, max(const_size[x] for x in n.input if x)) for o in n.output if o)
 
         def reached(name: str) -> tuple[_Use, list[str]] | None:

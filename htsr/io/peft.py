@@ -449,7 +449,8 @@ class PeftAdapter:
         # trained on a '…ForCausalLM' ('model.layers…') against the bare backbone's 'layers…')
         # layer_replication: the adapted model's layers are copies of the base's, in the config's order (peft's
         # replicate_layers): adapted layer j runs on base layer layer_map[j], not on the base's layer j
-        replicated = _replication(self.config.get("layer_replication"), self.folder)
+        # (a live model's own weights are replicated already: its layer j is the copy)
+        replicated = _same if self._live else _replication(self.config.get("layer_replication"), self.folder)
         wanted = [replicated(n) for e in self._modules.values() for n in self._weight_names(e["module"])]
         updates = {replicated(f"{e['module']}.weight"): (int(e["B"].shape[0]), int(e["A"].shape[1]))
                    for e in self._modules.values() if "A" in e and "B" in e and len(e["A"].shape) >= 2
