@@ -2641,13 +2641,39 @@ def test_shapes_name_no_class_where_they_could_be_a_custom_layer_s(keras, tmp_pa
     class Net(keras.Model):  # a subclassed model: no config in its files
         def __init__(self, **kw):
             super().__init__(**kw)
-            self.dw = L.DepthwiseConv2D(3, depth_multiplier=2, use_bias=False, name="block1_dw")
+            self.dw = L.DepthwiseConv2D(3, use_bias=False, name="block1_dw")
+            self.cell = L.RNN(L.SimpleRNNCell(24, name="mycell"), name="rec")  # (a model's attribute named 'cell')
 
         def call(self, x):
-            return self.dw(x)
+            return self.cell(keras.ops.reshape(self.dw(x), (-1, 36, 32)))
 
     net = Net(name="net")
     net(np.zeros((1, 8, 8, 32), "float32"))
     got = _formats(keras, net, tmp_path, "dw")
-    assert got["live"] == [("dw", "conv2d", (64, 1, 3, 3))]
-    assert got["keras"] == got["weights.h5"] == []  # (no class, and no bias to tell a depthwise kernel: not read)
+    assert sorted(got["live"]) == [("cell.kernel", "rnn", (24, 32)), ("cell.recurrent_kernel", "rnn", (24, 24)),
+                                   ("dw", "conv2d", (32, 1, 3, 3))]
+    # a bias-free kernel [3, 3, 32, 1] without a class: read as a convolution, [1, 32, 3, 3], whose per-position
+    # 1 x 32 matrices have the singular values of the depthwise reading's 32 x 1 (mult 1, the usual); the RNN's cell
+    # of a user's name (no class in the file) by its kernels' shapes, an RNN cell's; the legacy file by their names
+    for ext in ("keras", "weights.h5"):
+        assert sorted(got[ext]) == [*sorted(got["live"])[:2], ("dw", "conv2d", (1, 32, 3, 3))], ext
+    # a bias-free kernel [3, 3, 32, 2] is a convolution's of 2 outputs or a depthwise one's of multiplier 2 (which
+    # read as a convolution gives another spectrum): not read from a file without classes, and said why
+    class Net2(keras.Model):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.dw2 = L.DepthwiseConv2D(3, depth_multiplier=2, use_bias=False, name="dw_x2")
+
+        def call(self, x):
+            return self.dw2(x)
+
+    net2 = Net2(name="net2")
+    net2(np.zeros((1, 8, 8, 32), "float32"))
+    net2.save(tmp_path / "dw2.keras")
+    f = KerasFile(tmp_path / "dw2.keras")
+    assert "dw2" not in {r.name for r in f}
+    assert [why for where, why in f.skipped if "dw2" in where] == [
+        "4-D variable of a layer the file gives no class for (a custom layer's, or a bias-free convolution's, whose "
+        "kernel a depthwise one's looks like): analyse the live model"]
+    assert sorted(got["h5"]) == [("block1_dw", "conv2d", (1, 32, 3, 3)), ("rec.mycell.kernel", "rnn", (24, 32)),
+                                 ("rec.mycell.recurrent_kernel", "rnn", (24, 24))]

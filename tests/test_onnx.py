@@ -1179,6 +1179,19 @@ def test_weights_that_reach_their_operator_through_ops_htsr_does_not_follow_are_
     assert listed["fc.zero_point"] == "int8 tensor: shapes, indices, masks"
     assert listed["causal"] == "bool tensor: shapes, indices, masks"
     assert "does not follow" not in listed["fmask"] and "does not follow" not in listed["fc.scale"]
+    # an If whose condition is a constant computes from the graph's values all the same: a mask multiplied into its
+    # output is no weight
+    def branch(name, op):
+        return helper.make_graph([helper.make_node(op, ["x"], [f"{name}_out"])], name, [],
+                                 [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, None)])
+
+    nodes = [helper.make_node("Constant", [], ["cond"], value=numpy_helper.from_array(np.array(True))),
+             helper.make_node("If", ["cond"], ["h"], then_branch=branch("then", "Relu"), else_branch=branch("else", "Tanh")),
+             helper.make_node("Cast", ["mask"], ["mf"], to=TensorProto.FLOAT), helper.make_node("Mul", ["h", "mf"], ["hm"]),
+             helper.make_node("MatMul", ["hm", "fc.weight"], ["y"], name="/fc/MatMul")]
+    f = OnnxFile(_save(_model(nodes, {"mask": np.ones((16, 16), np.int8), "fc.weight": _f32(rng, 16, 8)}),
+                       tmp_path / "if.onnx"))
+    assert [r.name for r in f] == ["fc.weight"] and dict(f.not_weights)["mask"] == "int8 tensor: shapes, indices, masks"
     # the scale a Constant node's value_float (a scalar no initializer holds): still a dequantization's constant
     nodes = [helper.make_node("Cast", ["fc.qweight"], ["wf"], to=TensorProto.FLOAT),
              helper.make_node("Constant", [], ["s"], value_float=0.01), helper.make_node("Mul", ["wf", "s"], ["w"]),

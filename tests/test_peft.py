@@ -2751,9 +2751,15 @@ def test_a_live_layer_replication_model_runs_on_its_own_replicated_weights():
     base = T.LlamaForCausalLM(T.LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                                             num_attention_heads=4, num_key_value_heads=4, vocab_size=100))
     W = {i: base.model.layers[i].self_attn.q_proj.weight.detach().double().numpy().copy() for i in range(2)}
-    pm = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"],
-                                                    layer_replication=[[1, 2], [0, 2]], init_lora_weights=False))
-    rows = {r.name: r for r in htsr.analyze(pm, min_evals=2).layers}
-    for j, i in enumerate((1, 0, 1)):  # (float32 weights against their float64 norm: 1e-6)
-        row = rows[f"model.layers.{j}.self_attn.q_proj#base"]
-        assert row.status == "ok" and row.lambda_max == pytest.approx(np.linalg.norm(W[i], 2) ** 2, rel=1e-6), j
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        base.save_pretrained(d)  # (the base model's folder, before peft wraps and replicates its layers)
+        pm = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"],
+                                                        layer_replication=[[1, 2], [0, 2]], init_lora_weights=False))
+        for kw in ({}, {"base": d}):  # its own weights; the pretrained folder, which the map pairs
+            rows = {r.name: r for r in htsr.analyze(pm, min_evals=2, **kw).layers}
+            for j, i in enumerate((1, 0, 1)):  # (float32 weights against their float64 norm: 1e-6)
+                row = rows[f"model.layers.{j}.self_attn.q_proj#base"]
+                assert row.status == "ok" and row.lambda_max == pytest.approx(np.linalg.norm(W[i], 2) ** 2,
+                                                                              rel=1e-6), (kw, j)

@@ -467,23 +467,26 @@ def _guess_class(key: str | None) -> str | None:
     return _CLASS_OF_SNAKE.get(_COUNTER.sub("", key), _CLASS_OF_SNAKE.get(key))
 
 
-def _class_by_shapes(shapes: list[tuple[int, ...]]) -> str | None:
+def _class_by_shapes(shapes: list[tuple[int, ...]], cell: bool = False) -> str | None:
     """The Keras layer a file's object without a config or a telling name is, by its variables' shapes (in
     order), where they say it: a recurrent cell's kernel [in, g·h], recurrent kernel [h, g·h] (g = 4: LSTM, 3: GRU)
-    and bias ([g·h], GRU's [2, g·h]); a convolution's kernel [k…, in, out] with a bias [out], a depthwise one's
-    [k…, in, mult] with a bias [in·mult]; a Dense kernel [in, out] with a bias [out]. None otherwise (an
-    Embedding's table and a bias-free Dense look alike, and so do bias-free convolutions and depthwise ones)."""
-    if len(shapes) in (2, 3) and all(len(s) == 2 for s in shapes[:2]):
+    and bias ([g·h], GRU's [2, g·h]) — with ``cell`` (an RNN's ``cell``: a cell for sure) also g = 1, SimpleRNN's,
+    and g = 3 or 4 without a bias (a custom cell's bias-free W, U stay as stored, as its live layer holds them) —;
+    a convolution's kernel [k…, in, out] with a bias [out], a depthwise one's [k…, in, mult] with a bias [in·mult];
+    a bias-free kernel [k…, in, 1] as a convolution (a depthwise one of multiplier 1, the usual, read so has the
+    same singular values); a Dense kernel [in, out] with a bias [out]. None otherwise: a bias-free kernel
+    [k…, in, n > 1] is a convolution's or a depthwise one's of multiplier n, an Embedding's table a bias-free
+    Dense's kernel, a custom layer's W [in, h], U [h, h], b [h] a SimpleRNN cell's, its [1, n, d] table a
+    size-1 Conv1D kernel's."""
+    if 2 <= len(shapes) <= 3 and all(len(s) == 2 for s in shapes[:2]):
         (_, gh), (h, gh2) = shapes[0], shapes[1]
         gates = gh // h if h and gh == gh2 and gh % h == 0 else 0
-        if gates in (3, 4) and len(shapes) == 3 and shapes[2] in ((gh,), (2, gh)):  # (with its bias; a SimpleRNN
-            # cell's [in, h], [h, h], [h] is any custom layer's W, U, b as well: not guessed)
-            return {3: "GRUCell", 4: "LSTMCell"}[gates]
-    if len(shapes) == 2 and 3 <= len(shapes[0]) <= 5 and max(shapes[0][:-2]) <= MAX_CONV_KERNEL:
-        # (with its bias: a kernel alone is a depthwise one's [k…, in, mult] or a convolution's [k…, in, out] alike,
-        # and a custom layer's [1, n, d] table too)
-        rank, bias = len(shapes[0]) - 2, shapes[1]
-        if bias == shapes[0][-1:]:
+        bias = len(shapes) == 3 and shapes[2] in ((gh,), (2, gh))
+        if gates in (3, 4) and (bias or cell) or (cell and gates == 1 and bias):
+            return {1: "SimpleRNNCell", 3: "GRUCell", 4: "LSTMCell"}[gates]
+    if len(shapes) in (1, 2) and 3 <= len(shapes[0]) <= 5 and max(shapes[0][:-2]) <= MAX_CONV_KERNEL:
+        rank, bias = len(shapes[0]) - 2, shapes[1] if len(shapes) == 2 else None
+        if bias is None and shapes[0][-1] == 1 and shapes[0][-2] > 1 or bias == shapes[0][-1:]:
             return f"Conv{rank}D"
         if rank < 3 and bias == (shapes[0][-2] * shapes[0][-1],):
             return f"DepthwiseConv{rank}D"
@@ -662,8 +665,15 @@ class _Walker:
             attr = key.lstrip("_")
             if top and _STATE.fullmatch(key):
                 continue  # optimizer, metrics, losses: training state
-            sub_cfg, sub_cls = self._attribute(cls, inner, attr)
-            if attr == "cell":
+            cell = attr == "cell" and not top  # an RNN's cell (a model's own attribute 'cell' is a layer of it)
+            sub_cfg, sub_cls = self._attribute(cls, inner, attr) if not (attr == "cell" and top) else (None, None)
+            if cell and sub_cls is None and sub_cfg is None:  # an RNN's cell of no class the file gives
+                try:
+                    sub_cls = _class_by_shapes([v.shape for _, v in sorted(child.variables().items(),
+                                                                             key=lambda kv: natural_key(kv[0]))], cell=True)
+                except _Unlisted:
+                    pass
+            if cell:
                 sub_parts = parts
             elif cls in _ATTENTION or (sub_cls == "EinsumDense" and attr in _PROJECTIONS):
                 sub_parts = parts + [_PROJECTIONS.get(attr, attr)]
@@ -775,7 +785,9 @@ class _Walker:
             if len(var.shape) == 2:
                 self.add(f"{base}.vars.{k}" if base else f"vars.{k}", var, _as_stored(var.shape, None))
             elif len(var.shape) > 2:
-                self.add("", var, None, f"{len(var.shape)}-D variable of a {cls or 'custom'} layer")
+                self.add("", var, None, f"{len(var.shape)}-D variable of a {cls} layer" if cls else
+                         f"{len(var.shape)}-D variable of a layer the file gives no class for (a custom layer's, or a "
+                         "bias-free convolution's, whose kernel a depthwise one's looks like): analyse the live model")
             else:
                 self.not_weights.append((var.where, _one_d(var)))
 
@@ -1105,6 +1117,7 @@ class KerasFile:
             for ds, v, sc in weights:
                 if v not in _LORA_OF and ds.shape is not None:
                     shapes[tuple(sc)].append(tuple(ds.shape))
+            cells = {tuple(sc) for _, v, sc in weights if v == "recurrent_kernel"}  # (a cell of any name)
             for ds, var, scope in weights:
                 if ds.id in read or (var in _LORA_OF and (tuple(scope), _LORA_OF[var]) in owners):
                     continue  # (the factors are read with what they update)
@@ -1118,7 +1131,7 @@ class KerasFile:
                         lc, cls = sub, sub.get("class_name")
                 pair = tuple(factors.get((tuple(scope), f)) for f in _LORA_FACTORS.get(var, ()))
                 self._legacy_weight(ds, layer, self._as_attributes(top.get(layer), scope), var, lc, cls,
-                                    pair if pair and all(pair) else None, shapes[tuple(scope)])
+                                    pair if pair and all(pair) else None, shapes[tuple(scope)], tuple(scope) in cells)
         # a subclassed model's own variables (add_weight on the model), named as the other formats name them
         own = root.get("top_level_model_weights")
         if isinstance(own, self._h5py.Group):
@@ -1155,8 +1168,9 @@ class KerasFile:
 
     def _legacy_weight(self, ds: Any, layer: str, scope: list[str], var: str, lc: dict | None,
                        cls: str | None, lora: tuple[Any, Any] | None = None,
-                       siblings: list[tuple[int, ...]] = ()) -> None:
-        """One weight of a legacy file's layer; ``siblings``: the shapes of its object's variables, in order."""
+                       siblings: list[tuple[int, ...]] = (), cell: bool = False) -> None:
+        """One weight of a legacy file's layer; ``siblings``: the shapes of its object's variables, in order;
+        ``cell``: the object has a recurrent_kernel (a cell, of any name)."""
         if ds.shape is None:  # a null dataspace (h5py.Empty): no values, no weight
             return
         shape = tuple(ds.shape)
@@ -1169,14 +1183,20 @@ class KerasFile:
         if cls is not None and cls not in _KNOWN:  # a registered subclass of a Keras layer: that layer, if the
             base = _base_by_config(inner)  # weight is one of that layer's (a custom layer's own W, u are not)
             cls = base if base and var in _BASE_VARIABLES.get(base, ()) else cls
+        unclassed = cls is None or cls in ("RNN", "StackedRNNCells")  # (a custom class's layout is its own)
+        cell_cfg = inner.get("cell") if cls == "RNN" else None
+        if isinstance(cell_cfg, dict) and isinstance(cell_cfg.get("class_name"), str):  # RNN(cell): the cell's class
+            cls = _config_class(cell_cfg)
         if cls is None or cls in ("RNN", "StackedRNNCells"):  # no config (a subclassed model's) or a cell of
             # RNN([cells]): its default name (depthwise_conv2d), else what its variables' shapes say (a depthwise
             # kernel's bias, a cell's recurrent kernel)
-            cls = _guess_class(scope[-1] if scope else layer) or _class_by_shapes(list(siblings)) or cls
+            cls = (_guess_class(scope[-1] if scope else layer)
+                   or _class_by_shapes(list(siblings), cell=cls is not None or _CELL.fullmatch(scope[-1] if scope else "")
+                                       is not None) or cls)
         elif cls not in _KNOWN and scope:  # a custom layer's sub-layer of a default name (block/conv1d): that layer
             # (not its own variables, which its config's class names: they are what the live layer holds)
             cls = _guess_class(scope[-1]) or cls
-        is_cell = bool(scope) and _CELL.fullmatch(scope[-1]) is not None
+        is_cell = (cell and unclassed) or (bool(scope) and _CELL.fullmatch(scope[-1]) is not None)
         # a ConvLSTM's kernels are convolutions (without a config: a cell's kernel of more than two axes)
         conv_cell = cls in _CONV_CELLS or _RNN_LAYERS.get(cls) in _CONV_CELLS or (is_cell and len(shape) > 2)
         parts = [layer] + [c for c in scope if not _CELL.fullmatch(c)]

@@ -552,8 +552,10 @@ class OnnxFile:
             if n.op_type == "Constant" and n.output and n.output[0] not in const_size:  # value_float(s), value_int(s)
                 size = max([len(a.floats) + len(a.ints) for a in n.attribute] + [1])
                 const_size[n.output[0]] = size
-            elif n.input and all(x in const_size for x in n.input if x) and any(n.input):  # (computed from constants:
-                # a Cast, a Reciprocal of a scale; not a node without inputs, RandomNormal)
+            elif (any(n.input) and all(x in const_size for x in n.input if x)
+                  and not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute)):
+                # (computed from constants: a Cast, a Reciprocal of a scale; not a node without inputs, RandomNormal,
+                # nor an If / Loop / Scan, whose body reads the graph's values too)
                 const_size.update((o, max(const_size[x] for x in n.input if x)) for o in n.output if o)
 
         def reached(name: str) -> tuple[_Use, list[str]] | None:

@@ -220,7 +220,7 @@ class PeftAdapter:
         # the base weights under the base model's names: a wrapped layer keeps W as <module>.base_layer.weight
         base = {re.sub(r"\.base_layer(?=\.)", "", k): v for k, v in base_model.state_dict().items()
                 if not re.search(r"\.(lora_(A|B|embedding_A|embedding_B|magnitude_vector)|hada_\w+|lokr_\w+)\.", k)}
-        other = self.with_base(TorchStateDict(base, description))
+        other = self.with_base(TorchStateDict(base, description), own_weights=True)
         other.description = f"{description} with its base model's weights"  # (not 'X on base X')
         adapted = {other._key(n) for e in self._modules.values() for n in self._weight_names(e["module"])}
         adapted |= {other._key(f"{e['module']}.in_proj_weight") for e in self._modules.values()}  # (an attention's)
@@ -435,9 +435,10 @@ class PeftAdapter:
                                       "the invocation tokens, so no merged weight exists (peft does not merge it)"
                                    for m in self._modules})
 
-    def with_base(self, base: TensorSource) -> PeftAdapter:
+    def with_base(self, base: TensorSource, own_weights: bool = False) -> PeftAdapter:
         """The same adapter with W and W + ΔW rows from ``base`` (what ``--base`` means for an adapter);
-        the config and the adapter's tensor list are not read again."""
+        the config and the adapter's tensor list are not read again. ``own_weights``: ``base`` is the adapted
+        model's own base weights (a live model's), whose layers a ``layer_replication`` has replicated already."""
         from .delta import align_names, align_saved, saved_names_of
 
         other = copy.copy(self)
@@ -449,8 +450,8 @@ class PeftAdapter:
         # trained on a '…ForCausalLM' ('model.layers…') against the bare backbone's 'layers…')
         # layer_replication: the adapted model's layers are copies of the base's, in the config's order (peft's
         # replicate_layers): adapted layer j runs on base layer layer_map[j], not on the base's layer j
-        # (a live model's own weights are replicated already: its layer j is the copy)
-        replicated = _same if self._live else _replication(self.config.get("layer_replication"), self.folder)
+        # (a live model's own weights, from_model's, are replicated already: its layer j is the copy)
+        replicated = _same if own_weights else _replication(self.config.get("layer_replication"), self.folder)
         wanted = [replicated(n) for e in self._modules.values() for n in self._weight_names(e["module"])]
         updates = {replicated(f"{e['module']}.weight"): (int(e["B"].shape[0]), int(e["A"].shape[1]))
                    for e in self._modules.values() if "A" in e and "B" in e and len(e["A"].shape) >= 2
