@@ -18,8 +18,8 @@ Direction of a metric (:data:`METRIC_DIRECTIONS`): ``True`` = lower is better (a
   models (Martin, Peng & Mahoney, Nature Communications 2021) — a reading, not a measurement: it need not
   hold for a given family (EfficientNet-Lite0/1/2's mean alpha rises with their accuracy,
   ``scripts/compare_efficientnet.py``). alpha < 2 reads as over-trained, which an average can hide: ranked by
-  alpha, the text names the models with over-trained layers or a mean below 2 (they rank high for that). The
-  ranking says so: 1 is the first in the metric's reading, not a measured best.
+  alpha, the text names the models that rank ahead of one without over-trained layers for over-trained layers or
+  a mean below 2. The ranking says so: 1 is the first in the metric's reading, not a measured best.
 * stable_rank, entropy, mp_softrank: lower. They fall during training as correlations build up
   (Martin & Mahoney, JMLR 2021); a weaker reading than alpha's.
 * rand_js_distance: higher. A larger distance between the ESD and the ESD of the element-shuffled

@@ -666,7 +666,7 @@ class _Walker:
             if top and _STATE.fullmatch(key):
                 continue  # optimizer, metrics, losses: training state
             cell = attr == "cell" and not top  # an RNN's cell (a model's own attribute 'cell' is a layer of it)
-            sub_cfg, sub_cls = self._attribute(cls, inner, attr) if not (attr == "cell" and top) else (None, None)
+            sub_cfg, sub_cls = self._attribute(cls, inner, attr)
             if cell and sub_cls is None and sub_cfg is None:  # an RNN's cell of no class the file gives
                 try:
                     sub_cls = _class_by_shapes([v.shape for _, v in sorted(child.variables().items(),
