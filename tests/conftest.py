@@ -73,6 +73,17 @@ def matrix_with_singular_values(s: np.ndarray, rows: int, cols: int, seed: int =
     return (U * s) @ V.T
 
 
+def rounding_noise_rms(var: np.ndarray) -> float:
+    """The reference for a delta's resolution (io.delta._delta), from the rounding variance of each entry of a
+    rows x cols matrix, in float64: the rms of i.i.d. noise whose MP edge (sqrt(rows) + sqrt(cols))^2 rms^2 is the
+    Latala / Bandeira-van Handel edge of independent entries of these variances, (max row sqrt-sum + max column
+    sqrt-sum)^2; never below the plain rms."""
+    var = np.asarray(var, np.float64)
+    rows, cols = var.shape
+    edge = np.sqrt(var.sum(axis=1).max()) + np.sqrt(var.sum(axis=0).max())
+    return max(float(np.sqrt(var.mean())), float(edge / (np.sqrt(rows) + np.sqrt(cols))))
+
+
 def finish_gguf(w) -> None:
     """Write a ``gguf.GGUFWriter``'s header, key-value data and tensors, and close its file."""
     w.write_header_to_file()

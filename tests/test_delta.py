@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import matrix_with_singular_values
+from conftest import matrix_with_singular_values, rounding_noise_rms
 
 import htsr
 from htsr.cli import main
@@ -444,8 +444,11 @@ def test_a_float_deltas_resolution_and_a_quantized_blocks_rounding_are_their_clo
     w = w0 + np.float32(2e-9) * rng.standard_normal((64, 48)).astype(np.float32)  # 2e-9 vs resolution 7e-10
     (t,) = list(DeltaSource(open_source({"fc.weight": w}), open_source({"fc.weight": w0})))
     t.load()
+    # each entry's rounding variance u²·w²/3 (u = 2⁻²⁴), its matrix's edge as an rms (conftest.rounding_noise_rms);
+    # 1e-6: htsr sums the float32 squares in float64
+    assert t.resolution() == pytest.approx(rounding_noise_rms(2.0**-48 / 3 * w.astype(np.float64) ** 2), rel=1e-6)
     rms = float(np.sqrt(np.mean(w.astype(np.float64) ** 2)))
-    assert t.resolution() == pytest.approx(2.0**-24 / np.sqrt(3) * rms, rel=1e-6)  # (float32 norm of w)
+    assert t.resolution() > 2.0**-24 / np.sqrt(3) * rms  # (above the plain rms: the rows' norms differ)
     assert htsr.analyze({"fc.weight": w}, base={"fc.weight": w0}, min_evals=5).layers[0].status == "ok"
     blocks = rng.uniform(-1, 1, (8, 32))
     q = TensorRef("q.weight", (8, 32), "float32", lambda: blocks, bits=4, quant_block=32)
@@ -472,10 +475,10 @@ def test_a_deltas_resolution_adds_both_quantized_inputs_roundings_and_no_base_te
     w0 = rng.uniform(-1, 1, (16, 64)).astype(np.float32)  # 32 blocks of 32
     w = w0 + np.float32(0.1) * rng.uniform(-1, 1, (16, 64)).astype(np.float32)
 
-    def blocks_rounding(a, bits):  # each block's range in 2^bits - 1 steps Δ, rounded to the nearest: Δ/√12
-        b = a.astype(np.float64).reshape(-1, 32)
+    def blocks_variance(a, bits):  # each block's range in 2^bits - 1 steps Δ, rounded to the nearest: Δ²/12 per entry
+        b = a.astype(np.float64).reshape(-1, 32)  # (uniform values: off any absmax grid, so the range's step)
         step = (b.max(axis=1) - b.min(axis=1)) / (2.0**bits - 1)
-        return float(np.sqrt(np.mean(step**2 / 12)))
+        return np.repeat(step**2 / 12, 32).reshape(a.shape)
 
     def resolution(model, base):
         (t,) = list(DeltaSource(Refs(model), Refs(base)))
@@ -486,17 +489,17 @@ def test_a_deltas_resolution_adds_both_quantized_inputs_roundings_and_no_base_te
     q8_base = TensorRef("fc.weight", w0.shape, "float32", lambda: w0, bits=8, quant_block=32)
     float_model = TensorRef("fc.weight", w.shape, "float32", lambda: w)
     float_base = TensorRef("fc.weight", w0.shape, "float32", lambda: w0)
-    own4, base8 = blocks_rounding(w, 4), blocks_rounding(w0, 8)
-    # the base's term is seen in the sum: it raises hypot(own4, base8) over own4 by 1.6e-3, 1600 tolerances
-    assert math.hypot(own4, base8) > (1 + 1e-3) * own4
+    own4, base8 = blocks_variance(w, 4), blocks_variance(w0, 8)
+    # the base's term is seen in the sum: it raises the edge over the model's alone by 1.6e-3, 1600 tolerances
+    assert rounding_noise_rms(own4 + base8) > (1 + 1e-3) * rounding_noise_rms(own4)
     # htsr takes a block's range (max − min) in the values' float32, one rounding of 2^-24 relative, where
     # this reference takes it in float64: they agree to 1e-6 relative
-    assert resolution(q4, q8_base) == pytest.approx(math.hypot(own4, base8), rel=1e-6)
-    assert resolution(q4, float_base) == pytest.approx(own4, rel=1e-6)
-    own_float = 2.0**-24 / math.sqrt(3) * float(np.sqrt(np.mean(w.astype(np.float64) ** 2)))
-    # float32's unit roundoff 2^-24 times the rms, which htsr takes by a float32 norm: 1e-6 relative
-    assert resolution(float_model, q8_base) == pytest.approx(own_float, rel=1e-6)
-    assert own_float < 1e-4 * base8  # (a base term in it would be seen: the base's rounding is 10^5 times larger)
+    assert resolution(q4, q8_base) == pytest.approx(rounding_noise_rms(own4 + base8), rel=1e-6)
+    assert resolution(q4, float_base) == pytest.approx(rounding_noise_rms(own4), rel=1e-6)
+    own_float = 2.0**-48 / 3 * w.astype(np.float64) ** 2
+    # float32's unit roundoff 2^-24 per entry, summed by htsr in float64 from float32 squares: 1e-6 relative
+    assert resolution(float_model, q8_base) == pytest.approx(rounding_noise_rms(own_float), rel=1e-6)
+    assert rounding_noise_rms(own_float) < 1e-4 * rounding_noise_rms(base8)  # (a base term would be seen: 10^5 ×)
 
 
 def test_farms_windows_of_a_delta_are_cut_at_a_window_s_noise_edge():
@@ -854,3 +857,45 @@ def test_a_tied_fine_tune_against_a_tied_base_folder_is_one_delta():
             r = htsr.analyze(model, base=Path(d) / "base", min_evals=5)
             assert "lm_head" not in {x.name for x in r.layers}
             assert [x.examples for x in r.not_analysed if "tied weights" in x.reason] == [("lm_head.weight",)]
+
+
+def test_a_quantized_copy_of_column_scaled_weights_holds_only_rounding_noise_below_its_floor():
+    """A Q8_0-like copy (blocks of 32 along each row, symmetric: step absmax/127) of a matrix whose columns differ in
+    scale (Pareto factors), against its float original: the delta is rounding alone. The floor had been the MP edge
+    of its rms, taking Δ as each block's range over 255 (11-30 % small for a symmetric grid) and the noise as
+    i.i.d.: 102 of 512 eigenvalues stood above it, fitted as if an update. Rounding scales with each block; its
+    edge is (max row √Σσ² + max column √Σσ²)² (Latała; Bandeira & van Handel): none stands above it, while a rank-8
+    update 4 × that edge in every direction is its 8 eigenvalues above it."""
+    from htsr.io.base import TensorRef
+    from htsr.io.delta import DeltaSource
+
+    class Refs:
+        def __init__(self, *refs):
+            self.refs, self.description = refs, "refs"
+
+        def __iter__(self):
+            return iter(self.refs)
+
+    rng = np.random.default_rng(2)
+    rows, cols = 512, 1024
+    W = (rng.standard_normal((rows, cols)) * (rng.pareto(1.5, cols) + 1)[None, :] * 0.02).astype(np.float32)
+
+    def q8(a):  # symmetric blocks of 32 along each row
+        b = a.reshape(-1, 32)
+        d = np.abs(b).max(axis=1) / 127
+        return (np.rint(b / d[:, None]) * d[:, None]).astype(np.float32).reshape(a.shape)
+
+    def above_floor(model_w):
+        (t,) = list(DeltaSource(Refs(TensorRef("fc.weight", (rows, cols), "float32", lambda: model_w, bits=8,
+                                                 quant_block=32)),
+                                Refs(TensorRef("fc.weight", (rows, cols), "float32", lambda: W))))
+        D = t.load().astype(np.float64)
+        edge = t.resolution() ** 2 * (np.sqrt(rows) + np.sqrt(cols)) ** 2  # (analyze's storage floor, scale 1)
+        return int((np.linalg.svd(D, compute_uv=False) ** 2 > edge).sum()), edge
+
+    count, edge = above_floor(q8(W))
+    assert count == 0
+    U, _ = np.linalg.qr(rng.standard_normal((rows, 8)))
+    V, _ = np.linalg.qr(rng.standard_normal((cols, 8)))
+    update = (U * (2.0 * np.sqrt(edge))) @ V.T  # singular values 2√edge: eigenvalues 4 × the edge
+    assert above_floor(q8(W + update.astype(np.float32)))[0] == 8

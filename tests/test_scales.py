@@ -10,7 +10,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import matrix_with_singular_values
+from conftest import matrix_with_singular_values, rounding_noise_rms
 
 import htsr
 from htsr.io import open_source
@@ -1213,10 +1213,11 @@ def test_int8_scales_on_blocks_of_other_rows_than_columns_dequantize_as_numpy_re
 
 
 def test_a_quantized_deltas_resolution_is_its_blocks_rounding_in_closed_form(tmp_path):
-    """The rounding a quantized model's delta holds, blocks as the format defines them: each block's codes span
-    its values' range in 2^bits − 1 steps Δ, an error of rms Δ/√12 (io.delta.rounding). int8 with one scale per
-    row: blocks are rows (of 1024 values, not 64: the floor had moved 1.4×); 4-bit GPTQ in 4 groups of 128: blocks
-    are groups (not whole rows: 1.8×)."""
+    """The rounding a quantized model's delta holds, blocks as the format defines them, each entry's error of
+    variance Δ²/12 for its block's step Δ — known here from the construction: int8 absmax per row, Δ = absmax/127
+    (the row's range over 255 had read it 11-30 % small), one scale per row (rows of 1024 values, not 64: the floor
+    had moved 1.4×); 4-bit GPTQ in 4 groups of 128 with zero points, Δ its group's scale (not whole rows: 1.8×) —,
+    as the matrix's edge (conftest.rounding_noise_rms): the rows' scales differ 100-fold here."""
     from safetensors.numpy import save_file
 
     from htsr.io.delta import DeltaSource
@@ -1229,23 +1230,21 @@ def test_a_quantized_deltas_resolution_is_its_blocks_rounding_in_closed_form(tmp
         t.load()
         return t.resolution()
 
-    def closed_form(w: np.ndarray, block: int, bits: int) -> float:
-        b = w.astype(np.float64).reshape(-1, block)
-        return math.sqrt(np.mean(((b.max(1) - b.min(1)) / (2**bits - 1)) ** 2) / 12)
-
     rng = np.random.default_rng(1)
     W0 = (rng.standard_normal((64, 1024)) * np.geomspace(0.01, 1, 64)[:, None]).astype(np.float32)
     W = W0 + (0.0025 * rng.standard_normal((64, 8)) @ rng.standard_normal((8, 1024))).astype(np.float32)
     scb = np.abs(W).max(1)
     q = np.round(W / scb[:, None] * 127).astype(np.int8)
     got = resolution({"l.weight": q, "l.weight_scale": (scb / 127).astype(np.float32)}, {"l.weight": W0})
-    Wq = q.astype(np.float32) * (scb / 127).astype(np.float32)[:, None]
-    assert got == pytest.approx(closed_form(Wq, 1024, 8), rel=1e-6)  # (float32 dequantized values)
+    step = (scb / 127).astype(np.float32).astype(np.float64)  # (the stored scale: the grid's step)
+    # 1e-6: htsr finds the step from the float32 dequantized values (their absmax over 127)
+    assert got == pytest.approx(rounding_noise_rms(np.repeat(step[:, None] ** 2 / 12, 1024, axis=1)), rel=1e-6)
     rng = np.random.default_rng(3)
     codes, zeros, scales, _, want = _quantized(rng, 512, 64, 4, 4, False)
     got = resolution({"fc.qweight": _pack_words(codes, 4, 0), "fc.qzeros": _pack_words(zeros - 1, 4, 1),
                       "fc.scales": scales}, {"fc.weight": (want + 0.01 * rng.standard_normal(want.shape)).astype(np.float32)})
-    assert got == pytest.approx(closed_form(want, 128, 4), rel=1e-6)  # (float32 dequantized values)
+    var = (scales.astype(np.float64)[np.arange(512) // 128] ** 2 / 12).T  # [out, in]: each group's scale, Δ
+    assert got == pytest.approx(rounding_noise_rms(var), rel=1e-6)  # (its range over 15, from float32 values)
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])
