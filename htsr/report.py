@@ -186,7 +186,10 @@ def _non_defaults(options: dict[str, Any]) -> list[tuple[str, Any]]:
 
 
 def _same(a: Any, b: Any) -> bool:
-    """Whether an option's value is its default (True is not 1)."""
+    """Whether an option's value is its default (True is not 1; a list is its tuple default: a saved run's
+    options, from JSON, hold lists)."""
+    if isinstance(a, list) and isinstance(b, tuple):
+        a = tuple(a)
     try:
         return bool(a == b) and isinstance(a, bool) == isinstance(b, bool)
     except Exception:  # e.g. an array-like compared element-wise

@@ -1042,6 +1042,11 @@ def test_the_header_lists_options_at_their_values_or_says_all_are_defaults():
         return html.unescape(page.split("<dt>options</dt><dd>", 1)[1].split("</dd>", 1)[0])
 
     assert options_of(render_report(result_of([layer_row("a")]))) == "all at their defaults"
+    # an analysis's own options, as it records them (split as a list, its default a tuple): every report had
+    # listed 'split=[]' as changed
+    rng = np.random.default_rng(0)
+    assert options_of(render_report(htsr.analyze({"fc.weight": rng.standard_normal((60, 40))}))) == \
+        "all at their defaults"
     assert options_of(render_report(result_of([layer_row("a")], xmin="median", min_evals=50, future=3))) == \
         "<code>xmin='median'</code>, <code>future=3</code>"
 
