@@ -664,7 +664,7 @@ def run_compare(args: argparse.Namespace) -> int:
     distances = None
     if args.base_distances:
         # (the others are the analyses'; --workers runs both)
-        keep = {k: v for k, v in options.items() if k in DISTANCE_OPTIONS or k == "workers"}
+        keep = {k: v for k, v in options.items() if k in DISTANCE_OPTIONS or k in ("workers", "progress")}
         distances = layer_distances(sources[0], sources[1], **keep)
 
     doc = c.as_dict()

@@ -93,6 +93,31 @@ def test_cka_matches_brute_force_with_centring_matrix(n, p, q):
     assert linear_cka(X, Y) == pytest.approx(_brute_cka(X, Y), abs=1e-10)
 
 
+def test_cka_and_distances_of_a_tall_pair_are_summed_in_chunks_without_float64_copies(monkeypatch):
+    """The feature-side CKA and the Frobenius sums run over chunks of rows in float64 (an untied 128 256 x 3 072
+    embedding's distances had made four float64 copies, 12 GB): the same numbers as the brute force over several
+    chunks, and the memory they take a fraction of the float32 inputs'."""
+    import htsr.compare as C
+    from conftest import traced_peak
+
+    rng = np.random.default_rng(11)
+    X = (rng.standard_normal((3000, 20)) + 1.0).astype(np.float32)
+    Y = (X[:, :1] * rng.standard_normal((1, 30)) + rng.standard_normal((3000, 30))).astype(np.float32)
+    monkeypatch.setattr(C, "_CHUNK", 5000)  # 100 rows a chunk: 30 chunks
+    ref = _brute_cka(X.astype(np.float64), Y.astype(np.float64))
+    assert C.linear_cka(X, Y) == pytest.approx(ref, abs=1e-10)  # (float64 sums in another order: ~1e-15)
+    W = Y + np.float32(0.1) * rng.standard_normal(Y.shape).astype(np.float32)
+    want = float(np.sum((W.astype(np.float64) - Y.astype(np.float64)) ** 2))
+    assert C._sum_of_squares(W, Y) == pytest.approx(want, rel=1e-12)  # (float64 sums of the same differences)
+    assert C._sum_of_squares(Y) == pytest.approx(float(np.sum(Y.astype(np.float64) ** 2)), rel=1e-12)
+    monkeypatch.setattr(C, "_CHUNK", 1 << 21)
+    big = rng.standard_normal((200_000, 40)).astype(np.float32)  # 32 MB
+    for call in (lambda: C.linear_cka(big, big), lambda: C._sum_of_squares(big, big)):
+        # a chunk of 2 M float64 entries (16 MB) and one more of its size (a product's transposed copy, the other
+        # operand's cast) at most; the whole float64 copies had taken 2 × the input (the sums) and 8 × (CKA)
+        assert traced_peak(call)[1] < 1.2 * big.nbytes
+
+
 def test_cka_of_independent_gaussians_is_at_chance_level():
     """For independent n x p Gaussian X, Y: E‖YᵀX‖² ≈ n·p², ‖XᵀX‖² ≈ n·p·(n + p), so CKA ≈ p/(n + p)
     (0.0244 for 2000 x 50; seed spread ≈ 0.0007) — small only because n ≫ p."""
@@ -1772,3 +1797,32 @@ def test_compares_tables_show_a_names_control_characters_escaped(tmp_path, capsy
     out = capsys.readouterr().out
     assert "\r" not in out and not any(line.startswith("htsr: done") for line in out.splitlines())
     assert out.count("enc.1\\nhtsr: done  dense") == 2 and out.count("enc.2\\rX  ") == 2  # both tables
+
+
+def test_distances_show_their_progress_as_the_analyses_do(monkeypatch):
+    """--base-distances ran with no progress bar after the analyses' bars (an untied embedding's distances alone
+    took minutes of silence): with progress on, its bar counts the measured pairs."""
+    import sys
+
+    shown = []
+
+    class Bar:
+        def __init__(self, total, description):
+            shown.append([total, description, 0, False])
+
+        def update(self, n=1):
+            shown[-1][2] += n
+
+        def close(self):
+            shown[-1][3] = True
+
+    monkeypatch.setattr(sys.modules["htsr.analyze"], "_progress_bar", Bar)
+    rng = np.random.default_rng(3)
+    a = {f"l{i}.weight": rng.standard_normal((40, 30)) for i in range(3)}
+    b = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in a.items()}
+    rows = layer_distances(a, b, progress=True)
+    assert [r.status for r in rows] == ["ok"] * 3
+    assert len(shown) == 1 and shown[0][0] == 3 and shown[0][2] == 3 and shown[0][3]
+    assert shown[0][1].startswith("distances ")
+    layer_distances(a, b)  # (progress off, the API's default: no bar)
+    assert len(shown) == 1
