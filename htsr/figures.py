@@ -40,7 +40,7 @@ SERIES_KINDS = ("hist", "line", "points", "vline", "hline", "bar")
 #: the most points a line or scatter keeps (the x_min scan of a 16 000-eigenvalue layer is thinned)
 MAX_POINTS = 400
 #: axis labels of counts and indices: whole-number ticks in both renderers (no 0.5 of a layer)
-COUNT_AXES = frozenset({"layers", "layer (model order)"})
+COUNT_AXES = frozenset({"layers", "layer (table order)"})
 
 
 #: one colour per role, shared by the matplotlib figures (htsr.plot) and the HTML report (tab10 colours)
@@ -402,8 +402,9 @@ def _check_metric(metric: str) -> None:
 
 
 def alpha_by_layer(result: Any, color_by: str = "kind", metric: str = "alpha") -> Panel:
-    """``metric`` (alpha, alpha_weighted, …) per layer in model order, one series per kind (or phase),
-    with the 2 and 6 lines of the HTSR bands when it is alpha."""
+    """``metric`` (alpha, alpha_weighted, …) per layer in the table's order (a live model's module order; a file's
+    names sorted naturally, layer.2 before layer.10: a safetensors file keeps no model order), one series per kind
+    (or phase), with the 2 and 6 lines of the HTSR bands when it is alpha."""
     if color_by not in ("kind", "phase"):
         raise OptionError(f"color_by must be 'kind' or 'phase', got {color_by!r}")
     _check_metric(metric)
@@ -422,7 +423,7 @@ def alpha_by_layer(result: Any, color_by: str = "kind", metric: str = "alpha") -
         series += [Series("hline", _arr(), _arr(2.0), "α = 2", "band"),
                    Series("hline", _arr(), _arr(6.0), "α = 6", "band")]
     note = "" if any(s.kind == "points" for s in series) else f"no layer has a finite {metric}"
-    return Panel(f"{metric} per layer{which}", "layer (model order)", metric, tuple(series), note=note)
+    return Panel(f"{metric} per layer{which}", "layer (table order)", metric, tuple(series), note=note)
 
 
 def _means_rows(result: Any) -> tuple[str, list[tuple[int, Any]]]:

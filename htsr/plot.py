@@ -332,7 +332,7 @@ def plot_layer(result: Any, name_or_index: str | int) -> Any:
 
 
 def plot_alpha_by_layer(result: Any, ax: Any = None, color_by: str = "kind", metric: str = "alpha") -> Any:
-    """``metric`` per layer in model order, coloured by layer kind or phase (:func:`figures.alpha_by_layer`)."""
+    """``metric`` per layer in the table's order, coloured by layer kind or phase (:func:`figures.alpha_by_layer`)."""
     return draw_panel(figures.alpha_by_layer(result, color_by=color_by, metric=metric), ax)
 
 

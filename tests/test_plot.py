@@ -559,7 +559,7 @@ def test_a_zero_reference_line_is_not_drawn_on_a_log_y_axis_but_is_on_a_linear_o
 
 
 def test_the_layer_axis_of_alpha_by_layer_ticks_whole_layers(result):
-    """'layer (model order)' is a count axis on x: three layers tick at 0, 1, 2, not at 0.25 layers."""
+    """'layer (table order)' is a count axis on x: three layers tick at 0, 1, 2, not at 0.25 layers."""
     fig = P.plot_alpha_by_layer(result)
     fig.canvas.draw()
     ticks = fig.axes[0].get_xticks()
