@@ -401,6 +401,15 @@ def grouped_axes(shape: tuple[int, ...], ins: list[int], outs: list[int], batch:
     return "dense", (rows, cols), tuple(outs + ins)
 
 
+def model_folder(path: Any) -> Path | None:
+    """The folder of a model a source was read from: ``path`` itself if a folder, a weight file's own folder (where
+    its config.json lies); None for no path (an in-memory model)."""
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        return None
+    path = Path(os.fspath(path))
+    return path if path.is_dir() else path.parent
+
+
 #: the largest JSON file beside a model htsr reads (a config, a shard index: kilobytes, a few megabytes at most)
 MAX_JSON = 64 << 20
 

@@ -30,14 +30,13 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Container, Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import LayerSkipped, SourceError
 from ..tensors import EXPERT, infer_kind
-from .base import FLOAT_DTYPES, TensorRef, TensorSource, read_json, skipped_loader, unit_roundoff
+from .base import FLOAT_DTYPES, TensorRef, TensorSource, model_folder, read_json, skipped_loader, unit_roundoff
 from .scales import unscaled_integer_weight
 
 __all__ = ["DeltaSource", "align_names"]
@@ -178,10 +177,9 @@ _LM_HEAD = re.compile(r"(^|\.)lm_head\.weight$")
 def _tied_table(base: Any, refs: list[TensorRef], shape: tuple[int, ...]) -> str | None:
     """The base's input embedding of ``shape`` when its folder's config.json ties the LM head to it
     (``tie_word_embeddings`` true, a VLM's in its ``text_config``), the one embedding of that shape; else None."""
-    path = getattr(base, "path", None)
-    if path is None:
+    folder = model_folder(getattr(base, "path", None))
+    if folder is None:
         return None
-    folder = Path(path) if Path(path).is_dir() else Path(path).parent
     try:
         cfg = read_json(folder / "config.json")
     except (OSError, ValueError, RecursionError):
@@ -260,10 +258,7 @@ def rounding(t: TensorRef, w: np.ndarray) -> float:
     """The rms rounding of a quantized tensor's loaded values ``w`` (``t.bits`` set): with ``t.quant_block``,
     measured — each block's step Δ (:func:`_block_steps`), rounding to the nearest leaving an error uniform in
     ±Δ/2, rms Δ/√12; without, :func:`quantization_noise` times the values' rms."""
-    var = _block_variance(t, w)
-    if var is None:
-        return quantization_noise(t.bits) * _rms(np.ravel(w))
-    return float(np.sqrt(np.mean(var)))
+    return _noise(t, np.ravel(w), True)[0]
 
 
 def _rms(a: np.ndarray) -> float:
@@ -271,24 +266,28 @@ def _rms(a: np.ndarray) -> float:
     return float(np.linalg.norm(np.ravel(a))) / math.sqrt(a.size) if a.size else 0.0
 
 
-def _noise_sums(t: TensorRef, w: np.ndarray, quantized: bool) -> tuple[np.ndarray, np.ndarray] | None:
-    """A matrix's rounding variance summed along each row and down each column (float64), or None for an array
-    that is no matrix: per entry u²·w²/3 for a float (``quantized`` False: its dtype's unit roundoff u), a block's
-    Δ²/12 for a quantized one (its variance spread evenly where the blocks are not known)."""
-    if w.ndim != 2 or not w.size:
-        return None
-    rows, cols = w.shape
+def _noise(t: TensorRef, w: np.ndarray, quantized: bool) -> tuple[float, tuple[np.ndarray, np.ndarray] | None]:
+    """The rounding a tensor's loaded values ``w`` hold: its rms, and for a matrix its variance summed along each
+    row and down each column (float64; None for an array that is no matrix). Per entry u²·w²/3 for a float
+    (``quantized`` False: its dtype's unit roundoff u), a block's Δ²/12 for a quantized one (:func:`rounding`:
+    :func:`quantization_noise` where the blocks are not known; spread evenly then, or where they run across rows)."""
+    matrix = w.ndim == 2 and w.size > 0
     if not quantized:
         u2 = unit_roundoff(t.dtype) ** 2 / 3
+        if not matrix:
+            return math.sqrt(u2) * _rms(w), None
         sq = np.square(w, dtype=np.float32)
-        return sq.sum(axis=1, dtype=np.float64) * u2, sq.sum(axis=0, dtype=np.float64) * u2
+        rows = sq.sum(axis=1, dtype=np.float64) * u2
+        return math.sqrt(float(rows.sum()) / w.size), (rows, sq.sum(axis=0, dtype=np.float64) * u2)
     var = _block_variance(t, w)
-    size = t.quant_block or w.size
+    rms = quantization_noise(t.bits) * _rms(np.ravel(w)) if var is None else float(np.sqrt(np.mean(var)))
+    if not matrix:
+        return rms, None
+    (n_rows, cols), size = w.shape, t.quant_block or w.size
     if var is None or var.size == 1 or cols % size:  # (one scale, or blocks across rows: spread evenly)
-        v = rounding(t, w) ** 2
-        return np.full(rows, cols * v), np.full(cols, rows * v)
-    per = var.reshape(rows, cols // size)
-    return per.sum(axis=1) * size, np.repeat(per.sum(axis=0), size)
+        return rms, (np.full(n_rows, cols * rms ** 2), np.full(cols, n_rows * rms ** 2))
+    per = var.reshape(n_rows, cols // size)
+    return rms, (per.sum(axis=1) * size, np.repeat(per.sum(axis=0), size))
 
 
 def _delta(t: TensorRef, b: TensorRef, noise: dict[str, float]) -> np.ndarray:
@@ -310,15 +309,13 @@ def _delta(t: TensorRef, b: TensorRef, noise: dict[str, float]) -> np.ndarray:
     if np.array_equal(w, w0):
         raise LayerSkipped("unchanged: equal to the base tensor (a frozen layer), no update to analyse")
 
-    own = rounding(t, w) if t.bits else unit_roundoff(t.dtype) / math.sqrt(3) * _rms(w)
+    rms, sums = _noise(t, np.asarray(w), bool(t.bits))
     # the base's own rounding only when the model was quantized on its own too: a float fine-tune of a
     # quantized base (gpt-oss's MXFP4, a QLoRA merge) starts from the dequantized base, which it holds exactly
-    base_quantized = bool(b.bits and t.bits)
-    base = rounding(b, w0) if base_quantized else 0.0
-    rms = math.hypot(own, base)
-    sums = _noise_sums(t, np.asarray(w), bool(t.bits))
-    if sums is not None and base_quantized and (more := _noise_sums(b, np.asarray(w0), True)) is not None:
-        sums = (sums[0] + more[0], sums[1] + more[1])
+    if b.bits and t.bits:
+        base, more = _noise(b, np.asarray(w0), True)
+        rms = math.hypot(rms, base)
+        sums = (sums[0] + more[0], sums[1] + more[1]) if sums is not None and more is not None else None
     if sums is not None:
         rows, cols = np.shape(w)
         edge = math.sqrt(float(sums[0].max())) + math.sqrt(float(sums[1].max()))

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import HtsrError, LayerSkipped, MissingExtraError, SourceError, described, listed
 from ..tensors import infer_kind, is_adapter_part, is_bias_or_buffer, is_vector
-from .base import TensorRef, TensorSource, import_extra, one_line, raising_loader, skipped_loader
+from .base import TensorRef, TensorSource, import_extra, model_folder, one_line, raising_loader, skipped_loader
 from .numpy import MAX_FLAT_DEPTH, flat_items
 from .scales import with_scales
 
@@ -472,9 +472,7 @@ def checkpoint_names_of_folder(folder: Any) -> dict[str, str]:
     """:func:`checkpoint_names` of the transformers model a saved folder's ``config.json`` describes, built on the
     meta device (no weights, no downloads): {name in memory: name the folder holds}. Empty without a config naming
     a transformers class, without transformers and torch, or if the model cannot be built."""
-    path = Path(os.fspath(folder)) if isinstance(folder, (str, os.PathLike)) and os.fspath(folder) else None
-    if path is not None and not path.is_dir():  # a weight file: the config beside it
-        path = path.parent
+    path = model_folder(folder)  # (a weight file: the config beside it)
     if path is None or not (path / "config.json").is_file():
         return {}
     try:  # (once a config: compare asks it for the first result against each of the others)
