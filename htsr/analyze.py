@@ -661,7 +661,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         rmt.update(_spectral_diagnostics(spectrum, fit, fit_x.size if num_windows is not None else math.nan, whole,
                                          mp, lm, scale, opts, zeros, driving))
     except Exception as e:  # the fit stands; only these diagnostics are lost
-        rmt_error = rmt_error or f"{described(e)}"
+        rmt_error = rmt_error or described(e)
     if kept is not None:  # an option's extra columns: if they fail, only they are lost (the phase, SETOL … stand)
         try:
             # the tail: the spectrum's eigenvalues from x_min up (fingers clip_xmax dropped included), by count; x_min
@@ -810,7 +810,7 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
                                                      R.spectrum.floor),
                         trap_weights="; ".join(where))
     except Exception as e:
-        return mp, cols, f"{described(e)}", None, driving
+        return mp, cols, described(e), None, driving
     return mp, cols, "", R, driving
 
 

@@ -371,8 +371,7 @@ def _tied(built: list[tuple[TensorRef, bool]]) -> list[tuple[TensorRef, bool]]:
             groups[(tuple(ref.shape),) if tuple(ref.shape) in tables else (tuple(ref.shape), ref.name)].append(i)
     keys: dict[int, tuple] = {}
     for key, group in groups.items():
-        if len(group) < 2 or (len(key) == 1 and not any(built[i][0].kind == "embedding" for i in group)) or (
-                len(key) == 2 and all(built[i][1] for i in group)):
+        if len(group) < 2 or (len(key) == 2 and all(built[i][1] for i in group)):  # (a table's group holds it)
             continue
         first: dict[bytes, int] = {}  # a matrix's digest → the first row holding it
         for i in group:
@@ -514,36 +513,42 @@ class OnnxFile:
         walk(graph)
         node_order = {id(n): k for k, n in enumerate(nodes)}
 
-        def find_use(name: str, rank: int) -> _Use | None:
-            """Breadth-first through pass-through ops to the first typed consumer (for a matrix, through
-            Transpose too: an exporter that does not fold constants feeds Linear's [out, in] to MatMul so)."""
-            frontier, seen = [(name, False)], {name}
+        def walk(name: str, start: Any, follow: Callable[[Any, int, Any], Any]) -> Iterator[tuple[int, list]]:
+            """Breadth-first from tensor ``name`` through the ops ``follow(node, input, state)`` lets through (it
+            gives the state past the op, None to stop there), ``start`` the state at ``name``: per hop, the typed
+            consumers reached, as (node, input, state)."""
+            frontier, seen = [(name, start)], {name}
             for hop in range(_MAX_HOPS):
-                nxt = []
-                found = []
-                for v, flipped in frontier:
+                nxt, found = [], []
+                for v, state in frontier:
                     for n, i in consumers.get(v, ()):
                         if not _known(n):
                             continue
                         if n.op_type in _TYPED_OPS:
-                            use = _Use(n, i, hop == 0, flipped)
-                            if use.index >= 0:  # (a stand-in's scale or mask is no weight of it)
-                                found.append(use)
-                            continue
-                        if n.op_type == "Transpose" and rank == 2:
-                            perm = next((list(a.ints) for a in n.attribute if a.name == "perm"), [1, 0])
-                            step = perm == [1, 0]
-                        elif n.op_type in _PASS_THROUGH and (i == 0 or n.op_type not in _QDQ):  # not a scale
-                            step = False
-                        else:
-                            continue
-                        nxt += [(o, flipped ^ step) for o in n.output if o and o not in seen]
-                        seen.update(n.output)
-                if found:
-                    return min(found, key=lambda u: node_order[id(u.node)])
+                            found.append((n, i, state))
+                        elif (past := follow(n, i, state)) is not None:
+                            nxt += [(o, past) for o in n.output if o and o not in seen]
+                            seen.update(n.output)
+                yield hop, found
                 frontier = nxt
                 if not frontier:
-                    break
+                    return
+
+        def find_use(name: str, rank: int) -> _Use | None:
+            """Breadth-first through pass-through ops to the first typed consumer (for a matrix, through
+            Transpose too: an exporter that does not fold constants feeds Linear's [out, in] to MatMul so)."""
+            def follow(n: Any, i: int, flipped: bool) -> bool | None:
+                if n.op_type == "Transpose" and rank == 2:
+                    return flipped ^ (next((list(a.ints) for a in n.attribute if a.name == "perm"), [1, 0]) == [1, 0])
+                if n.op_type in _PASS_THROUGH and (i == 0 or n.op_type not in _QDQ):  # not a scale
+                    return flipped
+                return None
+
+            for hop, found in walk(name, False, follow):
+                # (a stand-in's scale or mask is no weight of it)
+                uses = [u for n, i, flipped in found if (u := _Use(n, i, hop == 0, flipped)).index >= 0]
+                if uses:
+                    return min(uses, key=lambda u: node_order[id(u.node)])
             return None
 
         # the values computed from constants alone (a zero point's Cast), and the size of their largest constant
@@ -569,24 +574,21 @@ class OnnxFile:
             def constants_smaller(n: Any, i: int) -> bool:
                 return all(const_size.get(x, size) < size for k, x in enumerate(n.input) if k != i and x)
 
-            frontier, seen = [(name, ())], {name}
-            for _ in range(_MAX_HOPS):
-                nxt = []
-                for v, path in frontier:
-                    for n, i in consumers.get(v, ()):
-                        if not _known(n) or (n.op_type in _QDQ and i > 0):
-                            continue
-                        if n.op_type in _TYPED_OPS:
-                            use = _Use(n, i, False)
-                            if path and use.index in _WEIGHT_INPUTS.get(use.op, ()):
-                                return use, list(dict.fromkeys(path))
-                        elif n.op_type in _PASS_THROUGH or (n.op_type in _UNFOLLOWED and (
-                                constants_smaller(n, i) if n.op_type in ("Mul", "Div", "Sub")
-                                else i == 0)):  # (not a Reshape's shape)
-                            step = path + ((n.op_type,) if n.op_type in _UNFOLLOWED else ())
-                            nxt += [(o, step) for o in n.output if o and o not in seen]
-                            seen.update(n.output)
-                frontier = nxt
+            def follow(n: Any, i: int, path: tuple) -> tuple | None:
+                if n.op_type in _QDQ and i > 0:  # (a scale)
+                    return None
+                if n.op_type in _PASS_THROUGH:
+                    return path
+                if n.op_type in _UNFOLLOWED and (constants_smaller(n, i) if n.op_type in ("Mul", "Div", "Sub")
+                                                 else i == 0):  # (not a Reshape's shape)
+                    return (*path, n.op_type)
+                return None
+
+            for _, found in walk(name, (), follow):
+                for n, i, path in found:
+                    use = _Use(n, i, False)
+                    if path and use.index in _WEIGHT_INPUTS.get(use.op, ()):
+                        return use, list(dict.fromkeys(path))
             return None
 
         def unfollowed(name: str, dtype: str) -> str:
