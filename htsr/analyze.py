@@ -17,7 +17,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -31,7 +31,7 @@ from .io.scales import unscaled_integer_weight, void_hint
 from .matrices import (LayerMatrices, aspect_window_shape, aspect_windows, layer_matrices, split_rows,
                        unread_tensor_row)
 from .metrics import compute_metrics, warning_for
-from .options import Options, options_doc
+from .options import KIND_BOUND, LAYER_KINDS, OPTION_SPECS, Options, acts_on, options_doc
 from .specs import SPLIT_KINDS, SplitRule
 from .results import AnalysisResult, LayerResult, LayerSpectra, NotAnalysed, Summary, saved_result
 from .rmt import (
@@ -365,13 +365,36 @@ def no_layer_error(description: str, tally: Tally, opts: Options) -> SourceError
                        + (f": {why}" if why else ""))
 
 
-def check_has_layers(source: Any, opts: Options) -> None:
+def check_has_layers(source: Any, opts: Options) -> set[str]:
     """Raise :func:`no_layer_error` now, before other models' analyses, if ``source`` has no layer to
-    analyse (its headers only: the layers are listed lazily, no tensor is read)."""
+    analyse (its headers only: no tensor is read); else the kinds of its rows."""
     tally = Tally()
     description, _, layer_iter = iter_layers(source, opts, tally)
-    if next(layer_iter, None) is None:  # the whole source was walked: the tally is complete
+    kinds = {lm.kind for lm in layer_iter}
+    if not kinds:  # the whole source was walked: the tally is complete
         raise no_layer_error(description, tally, opts)
+    return kinds
+
+
+def idle_options(opts: Options, kinds: set[str], given: Iterable[str] | None = None) -> list[str]:
+    """The options (of ``given``, or all) set to other than their default that act on none of ``kinds``, the
+    kinds of the rows listed: --conv per_position on a model without conv layers, --randomize on an adapter's
+    updates alone (their entries are never formed). Such an option would change nothing: refused, as
+    :meth:`Options.create` refuses one that acts on no kind option 'kinds' keeps."""
+    given = KIND_BOUND if given is None else given
+    return [name for name in KIND_BOUND if name in given and getattr(opts, name) != OPTION_SPECS[name].default
+            and not acts_on(name, kinds)]
+
+
+def idle_option_error(description: str, name: str, kinds: set[str]) -> OptionError:
+    """The error for option ``name`` acting on none of a model's rows (``description``: the model's; '' for
+    compare's models together), whose kinds are ``kinds``."""
+    has = f"{description}: option {name!r}", "this model has none (its rows are"
+    if not description:
+        has = f"option {name!r}", "none of the models has one (their rows are"
+    return OptionError(f"{has[0]} acts only on {', '.join(k for k in LAYER_KINDS if k in KIND_BOUND[name])} layers, "
+                       f"and {has[1]} {', '.join(k for k in LAYER_KINDS if k in kinds)}): it would change nothing; "
+                       "leave it out")
 
 
 def _causal_mask(mats: list[Any]) -> bool:
@@ -944,12 +967,23 @@ def analyze(source: Any, **options: Any) -> AnalysisResult:
     >>> r.layers[0].name, r.layers[0].status, r.summary.num_fitted
     ('fc', 'ok', 1)
     """
-    opts = Options.create(**options)
+    return _analyze(source, Options.create(**options))
+
+
+analyze.__doc__ = (analyze.__doc__ or "") + options_doc()
+
+
+def _analyze(source: Any, opts: Options, check_idle: bool = True) -> AnalysisResult:
+    """:func:`analyze` with validated options; ``check_idle=False``: an option acting on none of the model's rows
+    is not refused (compare checks that across its models, the monitor when it is built)."""
     tally = Tally()
     description, _, layer_iter = iter_layers(source, opts, tally)
     layers = list(layer_iter)  # lazy: no tensor has been read yet
     if not layers:
         raise no_layer_error(description, tally, opts)
+    kinds = {lm.kind for lm in layers}
+    if check_idle and (idle := idle_options(opts, kinds)):
+        raise idle_option_error(description, idle[0], kinds)
     bar = _progress_bar(len(layers), description) if opts.progress else None
     try:
         rows = in_threads(layers, lambda lm: _analyze_layer(lm, opts), opts.workers, bar)
@@ -960,9 +994,6 @@ def analyze(source: Any, **options: Any) -> AnalysisResult:
     spectra = tuple(k for _, k in rows) if opts.keep_spectra else ()
     return AnalysisResult(results, Summary.of(results), description, opts.as_dict(ui=False), spectra, tally.num_tensors,
                           NotAnalysed.tally(tally.passed_over), _path_of(source), tuple(sorted(tally.files)))
-
-
-analyze.__doc__ = (analyze.__doc__ or "") + options_doc()
 
 
 def _path_of(source: Any) -> str:

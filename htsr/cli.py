@@ -109,11 +109,23 @@ def out_path(v: str) -> Path:
     return Path(v)
 
 
+def _float(v: str) -> float:
+    """A number, refused when it underflows to 0 (1e-400 had been refused as 'got 0.0', not what was typed)."""
+    x = float(v)
+    if x == 0 and re.search(r"[1-9]", v.lower().partition("e")[0]):
+        raise argparse.ArgumentTypeError(f"{v} is too small for a floating-point number (it reads as 0)")
+    return x
+
+
+_float.__name__ = "float"  # argparse names the type in its error message
+
+
 def _xmin(v: str) -> Any:
     try:
-        return float(v)
+        float(v)
     except ValueError:
         return v
+    return _float(v)
 
 
 def _kinds(v: str) -> list[str]:
@@ -132,13 +144,13 @@ def _or_none(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 #: argument types of the options whose type does not follow from their default (an int or float default
 #: gives that type; anything else is a string)
 _PARSERS = {"xmin": _xmin, "kinds": _kinds, "max_evals": _or_none(int), "workers": _or_none(int),
-            "farms_aspect": _or_none(float)}
+            "farms_aspect": _or_none(_float)}
 
 
 def _parser_for(name: str, default: Any) -> Callable[[str], Any]:
     if name in _PARSERS:
         return _PARSERS[name]
-    return type(default) if type(default) in (int, float) else str
+    return _float if type(default) is float else int if type(default) is int else str
 
 
 class _Parser(argparse.ArgumentParser):
@@ -152,6 +164,24 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"htsr: error: {message} (see '{self.prog} --help')\n")
+
+
+#: what to give instead of a value flag repeated, where one value can say several
+_ONCE_HINT = {"kinds": ": several kinds are one comma list (--kinds dense,conv2d)",
+              "layers": ": several patterns are one regular expression ('a|b')"}
+
+
+class _Once(argparse.Action):
+    """A value flag given at most once: a second one is refused, not the one kept (a script's first --kinds or
+    --layers had been dropped without a word; --split alone takes one rule a flag)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        given = namespace.__dict__.setdefault("_given_once", set())  # (a flag with a default: the flags seen)
+        if self.dest in given:
+            parser.error(f"{option_string} is given twice: give it once{_ONCE_HINT.get(self.dest, '')}")
+        given.add(self.dest)
+        setattr(namespace, self.dest, values)
 
 
 def add_option_flags(parser: argparse.ArgumentParser) -> None:
@@ -173,7 +203,7 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
         else:
             metavar = "REGEX" if name == "layers" else ("K1,K2" if name == "kinds" else None)
             parser.add_argument(_flag(name), dest=name, type=_parser_for(name, spec.default), default=None,
-                                metavar=metavar, help=help_text)
+                                action=_Once, metavar=metavar, help=help_text)
     parser.add_argument("--progress", dest="progress", action="store_true", default=None,
                         help="progress bar on stderr (default: on when stderr is a terminal and tqdm is installed)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -242,10 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
                         ".keras/.h5, Flax .msgpack, .gguf, a PEFT adapter folder (LoRA, LoHa, LoKr), a "
                         "single-file LoRA (kohya-ss, LyCORIS, diffusers .safetensors), or a folder of "
                         "WeightWatcher's extracted layers (ww_config.json)")
-    p.add_argument("--out", metavar="DIR", type=out_path,
+    p.add_argument("--out", metavar="DIR", type=out_path, action=_Once,
                    help="write layers.csv and summary.json into DIR (created if needed; written with --report as "
                         "one set, atomically: a failure leaves none of them)")
-    p.add_argument("--report", metavar="FILE.html", type=out_path,
+    p.add_argument("--report", metavar="FILE.html", type=out_path, action=_Once,
                    help="write a self-contained HTML report (summary, warnings, sortable table, figures; "
                         "keeps the eigenvalues for the per-layer figures); its folder is created if needed")
     p.add_argument("--json", action="store_true",
@@ -592,12 +622,12 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "layer by layer (Frobenius, ESD Jensen-Shannon distance, lambda_max change, linear CKA).",
     )
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="two or more models (any format htsr analyze reads)")
-    p.add_argument("--labels", type=_labels_arg, metavar="A,B,...",
+    p.add_argument("--labels", type=_labels_arg, action=_Once, metavar="A,B,...",
                    help="one distinct name per model, comma-separated (default: the file names)")
-    p.add_argument("--metric", default="alpha", metavar="NAME",
+    p.add_argument("--metric", default="alpha", action=_Once, metavar="NAME",
                    help="summary metric that ranks the models (default: alpha; e.g. alpha_weighted, log_norm, "
                         "log_spectral_norm, stable_rank, rand_js_distance)")
-    p.add_argument("--layer-metric", metavar="NAME",
+    p.add_argument("--layer-metric", metavar="NAME", action=_Once,
                    help="per-layer column shown side by side for the layers present in every model (default: "
                         "--metric when it is a per-layer column, else alpha; e.g. alpha_weighted, stable_rank, "
                         "mp_softrank)")
@@ -609,11 +639,11 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="rank higher values first")
     p.add_argument("--base-distances", action="store_true",
                    help="with exactly two models: distances of the first from the second, layer by layer")
-    p.add_argument("--out", metavar="DIR", type=out_path,
+    p.add_argument("--out", metavar="DIR", type=out_path, action=_Once,
                    help="write comparison.csv (per-layer side by side) and comparison.json (and distances.csv "
                         "with --base-distances; without it, an earlier run's distances.csv is removed) into DIR (created if "
                         "needed; written with --figure as one set, atomically)")
-    p.add_argument("--figure", metavar="PATH", type=out_path,
+    p.add_argument("--figure", metavar="PATH", type=out_path, action=_Once,
                    help="draw the summary metrics across the models into this image (needs matplotlib)")
     p.add_argument("--json", action="store_true",
                    help="print the comparison (and the distances) as one JSON document instead of the tables")

@@ -66,6 +66,7 @@ from .errors import HtsrError, LayerSkipped, OptionError, described, shown
 from .fits.uncertainty import MIN_WARNING_REPLICATES
 from .options import OPTION_SPECS, UI_OPTIONS, Options, typed_flag
 from .rmt.phases import PHASES
+from .specs import SplitRule
 from .results import (
     MEANS_OVER,
     NUMERIC_COLUMNS,
@@ -249,6 +250,8 @@ def options_differ(results: Sequence[AnalysisResult]) -> dict[str, list[Any]]:
 
     def value(r: AnalysisResult, k: str) -> Any:  # (an option a run saved by an older htsr lacks: its default)
         v = r.options.get(k, OPTION_SPECS[k].default if k in OPTION_SPECS else None)
+        if k == "split" and isinstance(v, (list, tuple)):  # (rules by what they say: 'q, k' is 'q,k')
+            return [SplitRule.canonical_text(t) for t in v]
         return list(v) if isinstance(v, tuple) else v  # (split's rules: () by default, a list as saved)
 
     return {k: [value(r, k) for r in results] for k in names if any(value(r, k) != value(results[0], k)
@@ -534,7 +537,7 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
 
     The options are validated before any model is read; the models are analysed one after the other.
     """
-    from .analyze import analyze, check_has_layers, open_model
+    from .analyze import _analyze, check_has_layers, idle_option_error, idle_options, open_model
 
     if isinstance(sources, (str, os.PathLike, Mapping)) or hasattr(sources, "named_modules"):
         # one model (a path, a state dict, an nn.Sequential) is iterable too: its characters, keys or children
@@ -558,18 +561,22 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
                           "is a saved run, which keeps the options it was analysed with; leave it out")
     for what, column, use in (("metric", metric, "rank by"), ("layer_metric", shown_column, "show")):
         if not all(saved) and not _computes(column, opts.as_dict()):
-            raise OptionError(f"{what} {column!r} is computed only with {_NEEDS[column][2]}: no model would have "
-                              f"a value to {use}; add it, or {use} another column")
+            # (a saved run analysed with it has values: the models analysed now would not)
+            who = ("the models analysed now would have no value to " + use + ", only the saved runs" if any(
+                _computes(column, s.options) for s, was in zip(sources, saved) if was) else
+                   "no model would have a value to " + use)
+            raise OptionError(f"{what} {column!r} is computed only with {_NEEDS[column][2]}: {who}; add it, or {use} "
+                              "another column")
         if all(saved) and not any(_computes(column, s.options) for s in sources):
             raise OptionError(f"{what} {column!r} is computed only with {_NEEDS[column][2]}, which no saved run "
                               f"was analysed with; analyse the models again with it, or {use} another column")
     # each model opened once (its headers), and one without a layer under the filters fails now, not after
     # the others' analyses
     sources = [s if isinstance(s, AnalysisResult) else open_model(s) for s in sources]
-    for s in sources:
-        if not isinstance(s, AnalysisResult):
-            check_has_layers(s, opts)
-    results = [s if isinstance(s, AnalysisResult) else analyze(s, **options) for s in sources]
+    kinds = set().union(*(check_has_layers(s, opts) for s in sources if not isinstance(s, AnalysisResult)))
+    if kinds and (idle := idle_options(opts, kinds)):  # (an option acting on one model's rows acts on the comparison)
+        raise idle_option_error("", idle[0], kinds)
+    results = [s if isinstance(s, AnalysisResult) else _analyze(s, opts, check_idle=False) for s in sources]
     # (each opened reader's result keeps the path it was given: compare_results of them labels them so too)
     results = [replace(r, path=os.fspath(g)) if isinstance(g, (str, os.PathLike)) else r
                for r, g in zip(results, given)]

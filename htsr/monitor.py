@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .analyze import Tally, analyze, iter_layers, no_layer_error
+from .analyze import Tally, _analyze, idle_option_error, idle_options, iter_layers, no_layer_error
 from .errors import HtsrError, OptionError, OutputError, SourceError, listed, shown
 from .figures import Panel, Series
 from .io.torch import unwrapped
@@ -194,6 +194,7 @@ class AlphaMonitor:
         # (a default that acts on no layer of the kinds monitored is left to analyze: mp_fit for LoRA rows)
         defaults = {k: v for k, v in MONITOR_DEFAULTS.items() if acts_on(k, options.get("kinds"))}
         self._kwargs = {**defaults, **options, "layers": layers}
+        self._given = frozenset(options)  # (the options the user gave, not the monitor's defaults)
         try:
             self.options = Options.create(**self._kwargs)  # OptionError here, before any training
         except OptionError as e:
@@ -241,9 +242,14 @@ class AlphaMonitor:
         model = unwrapped(model)
         tally = Tally()
         description, _, found = iter_layers(model, self.options, tally)
-        if next(found, None) is None:  # (in analyze's words: why each tensor gave no row, --layers and kinds too)
+        kinds = {lm.kind for lm in found}
+        if not kinds:  # (in analyze's words: why each tensor gave no row, --layers and kinds too)
             why = str(no_layer_error(description, tally, self.options))
             raise SourceError(why.replace(": no analysable layer: ", ": nothing to monitor: ", 1))
+        # an option given that acts on none of its rows (the monitor's own defaults are not given: mp_fit=False on
+        # an adapter's updates alone asks for nothing)
+        if idle := idle_options(self.options, kinds, self._given):
+            raise idle_option_error(description, idle[0], kinds)
         if self._model is not None and model is not self._model:  # (a k-fold loop's next model)
             self.alert, self._rows, self._failed = False, None, set()
         self._model = model
@@ -305,7 +311,7 @@ class AlphaMonitor:
             self._last_epoch = epoch
         wall, t0 = time.time(), time.perf_counter()
         try:
-            result = analyze(self._model, **self._kwargs)
+            result = _analyze(self._model, self.options, check_idle=False)  # (checked when it was bound)
         except HtsrError as e:  # the model changed under the monitor (no layer matches 'layers' any more): the
             # training goes on (the exception had ended it), the alert state is kept
             why = str(e).replace(": no analysable layer: ", ": nothing to record: ", 1)

@@ -139,11 +139,18 @@ class Options:
                     _holds(kwargs.get(other, OPTION_SPECS[other].default), needed) for other, needed in conditions):
                 when = " or ".join(f"option {other!r} {_words(needed)}" for other, needed in conditions)
                 raise OptionError(f"option {name!r} applies only with {when}: otherwise it would change nothing")
-        # (both given: max_evals alone below the default min_evals lists the layers without a fit, as describe())
+        # both given, min above max: refused; max_evals alone below the default min_evals lists the layers without a
+        # fit, as describe(), and an option acting only on fitted layers would change nothing
         low, high = kwargs.get("min_evals"), kwargs.get("max_evals")
         if low is not None and high is not None and low > high:
             raise OptionError(f"option 'min_evals' ({low}) is above option 'max_evals' ({high}): no layer could be "
                               "fitted; lower the one or raise the other")
+        low = OPTION_SPECS["min_evals"].default if low is None else low
+        if high is not None and high < low and (fitting := [k for k in _FITTED_ONLY if k in kwargs
+                                                             and kwargs[k] != OPTION_SPECS[k].default]):
+            raise OptionError(f"option {fitting[0]!r} acts only on fitted layers, and option 'max_evals' ({high}) "
+                              f"below option 'min_evals' ({low}) leaves none to fit (every layer is listed, not "
+                              "fitted): it would change nothing; raise max_evals, or leave it out")
         if kwargs.get("drop_top") and kwargs.get("clip_xmax"):
             raise OptionError("option 'drop_top' and option 'clip_xmax' both choose the top eigenvalues a fit leaves "
                               "out: give one of them")
@@ -151,7 +158,7 @@ class Options:
             k = kwargs["kinds"]
             kwargs["kinds"] = frozenset((k,) if isinstance(k, str) else k)
         kinds = kwargs.get("kinds")
-        for name, acting in _ON_KINDS.items():  # and one that acts on no layer of the kinds selected
+        for name, acting in KIND_BOUND.items():  # and one that acts on no layer of the kinds selected
             if name in kwargs and kwargs[name] != OPTION_SPECS[name].default and not acts_on(name, kinds):
                 raise OptionError(f"option {name!r} acts only on {', '.join(k for k in LAYER_KINDS if k in acting)} "
                                   f"layers, which option 'kinds' set to '{','.join(sorted(kinds))}' leaves out: it "
@@ -201,19 +208,26 @@ _APPLIES_WITH = {"max_fingers": (("clip_xmax", True),), "finger_thresh": (("clip
                  "phase_ht_alpha": (("mp_fit", True),), "phase_bleed_width": (("mp_fit", True),),
                  "seed": (("bootstrap", _Above(0)), ("randomize", True))}  # the only random draws
 
+#: options that act only on layers with a fit (min_evals eigenvalues or more): the fit, its diagnostics, the MP fit
+#: and phase, the shuffled copy; norms and ranks are a not-fitted layer's too
+_FITTED_ONLY = ("xmin", "clip_xmax", "max_fingers", "finger_thresh", "drop_top", "evals_floor", "farms_aspect",
+                "tails", "bootstrap", "confidence", "prior_shape", "prior_rate", "bayes_average", "seed", "mp_fit",
+                "tw_margin", "phase_rank_collapse", "phase_ht_share", "phase_ht_alpha", "phase_bleed_width",
+                "randomize")
+
 #: options that act on layers of some kinds only (a low-rank update is analysed from its factors: no shuffle,
 #: eigenvectors, MP fit, windows, float64 choice or floor of its own); given with kinds that select none, refused
 _NOT_LORA = frozenset(LAYER_KINDS) - {"lora"}
-_ON_KINDS = {"conv": frozenset({"conv1d", "conv2d", "conv3d", "lora"}), "ww_conv_scale": frozenset({"conv2d", "lora"}),
+KIND_BOUND = {"conv": frozenset({"conv1d", "conv2d", "conv3d", "lora"}), "ww_conv_scale": frozenset({"conv2d", "lora"}),
              **{name: _NOT_LORA for name in ("randomize", "localization", "mp_fit", "tw_margin", "phase_rank_collapse",
                                              "phase_ht_share", "phase_ht_alpha", "phase_bleed_width", "precision",
                                              "refine_fraction", "evals_floor", "farms_aspect")}}
 
 def acts_on(name: str, kinds: Any) -> bool:
     """Whether option ``name`` acts on some layer of ``kinds`` (None, a kind or kinds: all of them by default)."""
-    if not kinds or name not in _ON_KINDS:
+    if not kinds or name not in KIND_BOUND:
         return True
-    return bool(frozenset((kinds,) if isinstance(kinds, str) else kinds) & _ON_KINDS[name])
+    return bool(frozenset((kinds,) if isinstance(kinds, str) else kinds) & KIND_BOUND[name])
 
 
 #: options that change how a run shows its progress, runs and what it keeps for figures, never a number

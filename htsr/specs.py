@@ -186,6 +186,24 @@ class SplitRule:
                    None if axis is None else int(axis))
 
 
+    @property
+    def canonical(self) -> str:
+        """The rule in one spelling (no spaces around the parts, no '/1'): two texts that parse to one rule give
+        one text."""
+        parts = ",".join(label if self.sizes is None else f"{label}:{size}"
+                         for label, size in zip(self.labels, self.sizes or self.labels))
+        return (f"{self.pattern.pattern}={parts}" + (f"/{self.groups}" if self.groups != 1 else "")
+                + (f"@{self.axis}" if self.axis is not None else ""))
+
+    @staticmethod
+    def canonical_text(text: Any) -> Any:
+        """:attr:`canonical` of the rule ``text`` says; anything that is no rule as it is."""
+        try:
+            return SplitRule.parse(text).canonical
+        except ValueError:
+            return text
+
+
 def _integer(text: str) -> bool:
     """Decimal digits only (str.isdigit takes '²', which int() refuses)."""
     return text.isascii() and text.isdigit()

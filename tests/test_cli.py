@@ -540,7 +540,7 @@ def test_report_inside_a_new_out_folder(model, tmp_path, capsys):
 def test_flags_reach_the_options(model, tmp_path, capsys):
     out_dir = tmp_path / "o"
     argv = ["analyze", str(model), "--out", str(out_dir), "--precision", "accurate", "--xmin", "median",
-            "--min-evals", "3", "--max-evals", "none", "--no-ww-conv-scale", "--clip-xmax",
+            "--min-evals", "3", "--max-evals", "none", "--normalize", "N", "--clip-xmax",
             "--kinds", "dense,conv2d", "--layers", "small$"]
     # --refine-fraction tunes the fast path only: with --precision accurate it would change nothing
     assert main([*argv, "--refine-fraction", "0.5"]) == 2
@@ -553,12 +553,20 @@ def test_flags_reach_the_options(model, tmp_path, capsys):
     opts = json.loads((out_dir / "summary.json").read_text())["options"]
     assert opts["precision"] == "accurate" and opts["xmin"] == "median"
     assert opts["min_evals"] == 3 and opts["max_evals"] is None
-    assert opts["ww_conv_scale"] is False and opts["clip_xmax"] is True
+    assert opts["normalize"] == "N" and opts["clip_xmax"] is True
     assert opts["kinds"] == ["conv2d", "dense"] and opts["layers"] == "small$"
     rows = _read_csv(out_dir / "layers.csv")
     assert [r["name"] for r in rows] == ["enc.small"]  # --layers filter
     assert rows[0]["eig_method"] == "svd64"  # --precision accurate
     assert not rows[0]["status"].startswith("not_fitted")  # 4 eigenvalues >= --min-evals 3
+    # a conv option on a model without conv layers would change nothing: refused once its rows are listed (it had
+    # run, and compare then called the run "analysed with different options" from an identical one)
+    for flag in (["--no-ww-conv-scale"], ["--conv", "per_position"]):
+        assert main(["analyze", str(model), *flag]) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"htsr: error: {model}: {flag[0]} acts only on "
+            f"{'conv2d' if flag[0] == '--no-ww-conv-scale' else 'conv1d, conv2d, conv3d'}, lora layers, and this "
+            "model has none (its rows are dense): it would change nothing; leave it out")
 
 
 def test_numeric_xmin_flag(model, tmp_path, capsys):
@@ -1263,6 +1271,41 @@ def test_a_bad_none_or_number_value_names_the_type(model, capsys):
     assert ei.value.code == 2
     assert capsys.readouterr().err.strip() == ("htsr: error: argument --max-evals: invalid int value: 'lots' "
                                                "(see 'htsr analyze --help')")
+
+
+# a value flag given twice is refused: argparse had kept the last (--kinds dense --kinds embedding analysed the
+# embeddings alone, the first filter dropped without a word); where one value says several, the error says how
+@pytest.mark.parametrize("command, argv, message", [
+    ("analyze", ["--kinds", "dense", "--kinds", "embedding"],
+     "--kinds is given twice: give it once: several kinds are one comma list (--kinds dense,conv2d)"),
+    ("analyze", ["--layers", "a", "--layers", "b"],
+     "--layers is given twice: give it once: several patterns are one regular expression ('a|b')"),
+    ("analyze", ["--bootstrap", "200", "--bootstrap", "200"], "--bootstrap is given twice: give it once"),
+    ("analyze", ["--out", "x", "--out", "y"], "--out is given twice: give it once"),
+    ("compare", ["--metric", "alpha", "--metric", "D"], "--metric is given twice: give it once"),
+])
+def test_a_value_flag_given_twice_is_refused(model, capsys, command, argv, message):
+    sources = [str(model)] * (2 if command == "compare" else 1)
+    with pytest.raises(SystemExit) as ei:
+        main([command, *sources, *argv])
+    assert ei.value.code == 2
+    assert capsys.readouterr().err.strip() == f"htsr: error: {message} (see 'htsr {command} --help')"
+
+
+def test_repeatable_flags_stay_repeatable(model, capsys):
+    """--split takes one rule a flag; a switch given twice is the switch."""
+    assert main(["analyze", str(model), "--split", "big=a,b", "--split", "small=c,d", "--randomize", "--randomize",
+                 "-q"]) == 0
+
+
+@pytest.mark.parametrize("flag", ["--xmin", "--confidence", "--farms-aspect"])
+def test_a_number_that_underflows_is_refused_as_typed(model, capsys, flag):
+    """1e-400 reads as 0.0: refused in the words typed (it had said 'must be a positive number, got 0.0')."""
+    with pytest.raises(SystemExit) as ei:
+        main(["analyze", str(model), flag, "1e-400"])
+    assert ei.value.code == 2
+    assert capsys.readouterr().err.strip() == (f"htsr: error: argument {flag}: 1e-400 is too small for a "
+                                               f"floating-point number (it reads as 0) (see 'htsr analyze --help')")
 
 
 def test_the_bootstrap_note_gives_the_p_value_step(model, capsys):

@@ -859,6 +859,12 @@ def test_a_metric_no_model_has_names_the_option_that_computes_it(npz_pair, capsy
                                           r"saved run was analysed with; analyse the models again with it, or rank by "
                                           r"another column$"):
         compare(runs, metric="rand_js_distance")
+    # a saved run analysed with it, beside a model analysed now without: the saved run has values, the other not
+    # (it had said "no model would have a value")
+    with pytest.raises(OptionError, match=r"^metric 'rand_js_distance' is computed only with --randomize: the models "
+                                          r"analysed now would have no value to rank by, only the saved runs; add "
+                                          r"it, or rank by another column$"):
+        compare([htsr.analyze(a, randomize=True, tails=False), b], metric="rand_js_distance", tails=False)
     # with the option on but no value (nothing fitted), no such hint
     assert main(["compare", str(a), str(b), "--metric", "rand_js_distance", "--randomize", "--min-evals", "500",
                  "--no-progress", "--no-tails"]) == 0
@@ -1826,3 +1832,18 @@ def test_distances_show_their_progress_as_the_analyses_do(monkeypatch):
     assert shown[0][1].startswith("distances ")
     layer_distances(a, b)  # (progress off, the API's default: no bar)
     assert len(shown) == 1
+
+
+def test_an_option_acting_on_one_models_rows_acts_on_the_comparison():
+    """--conv per_position on a conv model and a dense one changes the conv model's rows: allowed (each model alone
+    would refuse it on the dense one); on dense models alone it would change nothing, and is refused (it had run,
+    and the runs then compared as "analysed with different options" with identical ones)."""
+    rng = np.random.default_rng(5)
+    conv = {"c.weight": rng.standard_normal((64, 32, 3, 3))}
+    dense = [{"fc.weight": rng.standard_normal((120, 80))} for _ in range(2)]
+    c = compare([conv, dense[0]], labels=["conv", "dense"], conv="per_position", min_evals=10)
+    assert len(c.results[0].layers) == 9 and c.results[0].options["conv"] == c.results[1].options["conv"]
+    with pytest.raises(OptionError, match=r"^option 'conv' acts only on conv1d, conv2d, conv3d, lora layers, and "
+                                          r"none of the models has one \(their rows are dense\): it would change "
+                                          r"nothing; leave it out$"):
+        compare(dense, conv="per_position")

@@ -389,8 +389,10 @@ def test_a_lora_row_and_a_single_eigenvalue_get_the_right_reason(tmp_path):
     save_file({"base_model.model.m.lora_A.weight": rng.standard_normal((60, 150)).astype(np.float32),
                "base_model.model.m.lora_B.weight": rng.standard_normal((200, 60)).astype(np.float32)},
               str(tmp_path / "adapter_model.safetensors"))
-    r = htsr.analyze(tmp_path, keep_spectra=True, randomize=True)
-    lrow, lsp = r.layers[0], r.spectra[0]
+    save_file({"m.weight": rng.standard_normal((200, 150)).astype(np.float32)}, str(tmp_path / "base.safetensors"))
+    # (with its base: --randomize on an adapter alone would change nothing, and is refused)
+    r = htsr.analyze(tmp_path, keep_spectra=True, randomize=True, base=tmp_path / "base.safetensors")
+    lrow, lsp = next((x, sp) for x, sp in zip(r.layers, r.spectra) if x.name.endswith("#delta"))
     assert lrow.kind == "lora" and lrow.status == "ok"
     assert F.esd_linear(lrow, lsp).note == "no MP fit: a LoRA update is known by its factors only"
     assert F.shuffled_esd(lrow, lsp).note == "not randomised: a LoRA update is known by its factors only"

@@ -1208,3 +1208,23 @@ def test_the_callbacks_own_arguments_are_checked_when_made(kw, match):
     for make in (lightning_callback, hf_callback):
         with pytest.raises(OptionError, match=match):
             make(None, **kw)
+
+
+def test_an_option_given_that_acts_on_no_row_is_refused_when_the_model_is_bound(tmp_path):
+    """A LoRA adapter alone: its updates are analysed from their factors, so randomize=True would change nothing,
+    and is refused when the model is bound (before training), as analyze refuses it; the monitor's own default
+    mp_fit=False, which the user did not give, is no such option."""
+    import json as json_
+
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(8)
+    (tmp_path / "adapter_config.json").write_text(json_.dumps({"peft_type": "LORA", "r": 60, "lora_alpha": 60}))
+    save_file({"base_model.model.m.lora_A.weight": rng.standard_normal((60, 150)).astype(np.float32),
+               "base_model.model.m.lora_B.weight": rng.standard_normal((200, 60)).astype(np.float32)},
+              str(tmp_path / "adapter_model.safetensors"))
+    rec = AlphaMonitor(tmp_path, None, unit="step").record(step=0)
+    assert rec is not None and math.isfinite(rec.mean_alpha)
+    with pytest.raises(OptionError, match=r"option 'randomize' acts only on dense, .* layers, and this model has none "
+                                          r"\(its rows are lora\)"):
+        AlphaMonitor(tmp_path, None, unit="step", randomize=True)

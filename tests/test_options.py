@@ -4,10 +4,13 @@ one-line errors that name them (the CLI's flags are generated from the same spec
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 
 import numpy as np
 import pytest
+
+import htsr
 
 from htsr.errors import OptionError
 from htsr.options import OPTION_SPECS, Options
@@ -54,6 +57,24 @@ def test_min_evals_equal_to_max_evals_is_accepted():
     with pytest.raises(OptionError, match=r"^option 'min_evals' \(80\) is above option 'max_evals' \(70\): no layer "
                                           r"could be fitted; lower the one or raise the other$"):
         Options.create(min_evals=80, max_evals=70)
+
+
+# max_evals alone below the default min_evals lists every layer unfitted (describe()): an option acting only on
+# fitted layers would change nothing there, and is refused as any such option is (EfficientNet-Lite0 with
+# --max-evals 40 --bootstrap 200 --randomize … had given a layers.csv identical to --max-evals 40 alone); options
+# acting on every row's eigenvalues (precision, normalize, setol …) stay allowed
+def test_fit_options_are_refused_when_max_evals_leaves_nothing_to_fit():
+    for name, value in (("bootstrap", 200), ("randomize", True), ("xmin", "median"), ("mp_fit", False),
+                        ("farms_aspect", 2.0), ("phase_ht_alpha", 3.0), ("bayes_average", True)):
+        with pytest.raises(OptionError, match=rf"^option '{name}' acts only on fitted layers, and option 'max_evals' "
+                                              r"\(40\) below option 'min_evals' \(50\) leaves none to fit"):
+            Options.create(max_evals=40, **{name: value})
+    for ok in (dict(precision="accurate"), dict(normalize="N"), dict(setol=False), dict(min_evals=40, bootstrap=200),
+               dict(max_evals=50, bootstrap=200)):
+        Options.create(**{"max_evals": 40, **ok})
+    # and what it says holds: a 30 x 20 layer is listed with its norms, unfitted, under max_evals 40
+    row = htsr.analyze({"fc.weight": np.random.default_rng(0).standard_normal((30, 20))}, max_evals=40).layers[0]
+    assert row.status.startswith("not_fitted") and math.isnan(row.alpha) and row.log_norm > 0
 
 
 # an int xmin is recorded as the float it means, as the other number options

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import htsr
-from htsr.errors import LayerSkipped, SourceError
+from htsr.errors import LayerSkipped, OptionError, SourceError
 from htsr.io import open_source
 from htsr.results import row_tag
 from htsr.spectra import Kronecker, hadamard_lowrank, lowrank_eigenvalues, matrix_eigenvalues
@@ -588,11 +588,19 @@ def test_summary_of_lora_rows_says_why_no_phase_or_trap(adapter, capsys):
     from htsr.cli import main
 
     d, _, _ = adapter
-    assert main(["analyze", str(d / "adapter"), "--min-evals", "2", "--randomize", "--no-progress"]) == 0
+    assert main(["analyze", str(d / "adapter"), "--min-evals", "2", "--no-progress"]) == 0
     phases = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("phases: "))
     assert phases == ("phases: n/a (no layer has a phase: it needs a bulk the Marchenko-Pastur law fits and, for a "
-                      "layer with a tail above it, the tail's power-law fit; none has them, or LoRA updates only)  "
-                      "layers with correlation traps: n/a")
+                      "layer with a tail above it, the tail's power-law fit; none has them, or LoRA updates only)")
+    # --randomize shuffles no update (its entries are never formed): on an adapter alone it would change nothing,
+    # and is refused; with its base, the base and merged rows are shuffled and the updates' trap count is n/a
+    assert main(["analyze", str(d / "adapter"), "--min-evals", "2", "--randomize", "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"htsr: error: {d / 'adapter'}: --randomize acts only on dense, conv1d, conv2d, conv3d, embedding, rnn, stack "
+        "layers, and this model has none (its rows are lora): it would change nothing; leave it out")
+    r = htsr.analyze(d / "adapter", base=d / "base.safetensors", min_evals=2, randomize=True)
+    assert {math.isnan(x.num_traps) for x in r.layers if x.name.endswith("#delta")} == {True}
+    assert all(math.isfinite(x.num_traps) for x in r.layers if x.name.endswith("#merged") and x.status == "ok")
 
 
 def test_summary_means_of_an_adapter_are_its_updates_or_else_the_adapted_weights(adapter, tmp_path, capsys):
@@ -2337,10 +2345,17 @@ def test_localization_leaves_an_update_from_its_factors_alone(tmp_path):
     A, B = rng.standard_normal((4, 60)).astype(np.float32), rng.standard_normal((80, 4)).astype(np.float32)
     f = _write_adapter(tmp_path / "a", {"base_model.model.fc.lora_A.weight": A, "base_model.model.fc.lora_B.weight": B},
                        target_modules=["fc"])
-    plain = _rows(htsr.analyze(f, min_evals=2))["fc#delta"][0]
-    row = _rows(htsr.analyze(f, min_evals=2, localization=True))["fc#delta"][0]
+    save_file({"fc.weight": rng.standard_normal((80, 60)).astype(np.float32)}, str(tmp_path / "base.safetensors"))
+    plain = _rows(htsr.analyze(f, min_evals=2, base=tmp_path / "base.safetensors"))["fc#delta"][0]
+    rows = _rows(htsr.analyze(f, min_evals=2, localization=True, base=tmp_path / "base.safetensors"))
+    row = rows["fc#delta"][0]
     assert row.kind == "lora" and row.status == plain.status == "ok"
     assert row.alpha == plain.alpha and math.isnan(row.loc_pr_tail_mean) and math.isnan(row.loc_pr_bulk_mean)
+    assert math.isfinite(rows["fc#merged"][0].loc_pr_tail_mean)  # (the merged weights' entries: eigenvectors)
+    # the adapter alone has no row the option acts on: refused, as an option that would change nothing
+    with pytest.raises(OptionError, match=r"option 'localization' acts only on dense, .* layers, and this model has "
+                                          r"none \(its rows are lora\)"):
+        htsr.analyze(f, min_evals=2, localization=True)
 
 
 # ---- round 62's gaps --------------------------------------------------------------------------------------

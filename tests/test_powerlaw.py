@@ -434,3 +434,13 @@ def test_drop_top_counts_what_is_left_and_leaves_a_failed_fit_as_it_is():
     f, g = fit_power_law(flat, drop_top=2), fit_power_law(flat)
     assert f.status == g.status and g.status.startswith("fit_failed: a flat spectrum")
     assert f.num_fingers == 0 and math.isnan(f.raw_alpha)
+
+
+def test_a_refit_drop_top_fails_says_what_drop_top_left_out():
+    """A fixed x_min with 4 eigenvalues at or above it, the 3 largest dropped: the refit's 'fewer than 2 eigenvalues
+    above the fixed xmin' is about the rest, and had read as if the layer had fewer than 2 (h41)."""
+    x = np.r_[np.linspace(0.1, 1.0, 60), 5.0, 6.0, 7.0, 8.0]
+    assert fit_power_law(x, xmin=5.0).num_pl_spikes == 4
+    assert fit_power_law(x, xmin=5.0, drop_top=3).status == (
+        "fit_failed: without the 3 largest eigenvalues (drop_top): fewer than 2 eigenvalues above the fixed xmin 5; "
+        "with them, 4 lie at or above x_min 5")

@@ -204,6 +204,19 @@ def test_a_run_without_split_compares_with_one_saved_before_the_option_existed()
     assert options_differ([a, old]) == {}
 
 
+def test_two_spellings_of_one_rule_are_the_same_options():
+    """'fc=q1, q2 @0' and 'fc=q1,q2@0' parse to one rule and cut the same rows: compare had called the two runs
+    analysed with different options, "not comparable" (h41). A rule that differs stays a difference."""
+    from htsr.compare import options_differ
+
+    W = {"fc.weight": np.random.default_rng(7).standard_normal((200, 100))}
+    a, b = (htsr.analyze(W, split=rule) for rule in ("fc=q1,q2@0", "fc=q1, q2 @0"))
+    assert [r.alpha for r in a.layers] == [r.alpha for r in b.layers]
+    assert options_differ([a, b]) == {}
+    c = htsr.analyze(W, split="fc=q1,q2/2@0")
+    assert options_differ([a, c]) == {"split": [["fc=q1,q2@0"], ["fc=q1,q2/2@0"]]}
+
+
 def test_a_recurrent_row_is_cut_along_its_gates_and_the_side_can_be_given():
     """An LSTM's weight_ih_l0 [4·hidden, in] with in > 4·hidden: equal parts of its longer side had been cut along
     the inputs (256 x 75 each), not the gates torch stacks (i, f, g, o: rows of hidden each)."""

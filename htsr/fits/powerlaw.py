@@ -294,6 +294,10 @@ def fit_power_law(
         kept = _fit_once(x[:-drop_top], xmin) if x.size - drop_top >= min_left else PowerLawFit.failed(
             f"{x.size} eigenvalues: {max(x.size - drop_top, 0)} left without the {drop_top} largest, and a fit needs "
             f"{min_left}")
+        if kept.status != "ok" and x.size - drop_top >= min_left:  # (the refit's words are about the rest alone)
+            kept = PowerLawFit.failed(f"without the {drop_top} largest eigenvalues (drop_top): "
+                                      f"{kept.status.removeprefix('fit_failed: ')}; with them, {first.num_pl_spikes} "
+                                      f"lie at or above x_min {first.xmin:.4g}")
         return PowerLawFit(**{**kept.__dict__, "num_fingers": drop_top, "raw_alpha": first.alpha})
     if not clip_xmax or first.status != "ok":
         return first
