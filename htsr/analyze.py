@@ -52,7 +52,7 @@ from .rmt import (
     phase_of,
     randomize,
 )
-from .spectra import Factored, Spectrum, SpectrumOverflow, esd
+from .spectra import Factored, Spectrum, SpectrumOverflow, esd, gram_floor
 from .tensors import ROW_TAG, channels_last_conv, classify, is_bias_or_buffer, row_name
 
 __all__ = ["analyze", "analyze_layer", "check_has_layers", "iter_layers"]
@@ -691,7 +691,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
             # on the layer's own eigenvalues (FARMS' farms_xmin)
             xmin = rmt.get("farms_xmin", fit.xmin)
             num_tail = evals.size - int(np.searchsorted(evals, xmin, side="left")) if fit.status == "ok" else 0
-            rmt.update(localization(kept, num_tail, scale, spectrum.floor))
+            rmt.update(localization(kept, num_tail, scale, max(spectrum.floor, gram_floor(float(evals[-1]), lm.M))))
         except Exception as e:  # noqa: BLE001
             lost = f"localization: {described(e)}"
             rmt_error = f"{rmt_error}; {lost}" if rmt_error else lost
@@ -829,8 +829,8 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
                         rand_mp_lambda_minus=R.mp.lambda_minus, rand_mp_lambda_plus=R.mp.lambda_plus,
                         rand_mp_threshold=R.mp.threshold, rand_mp_softrank=R.mp.softrank,
                         num_traps=float(R.num_traps) if math.isfinite(R.mp.threshold) else math.nan,
-                        rand_js_distance=js_distance(spectrum.evals, R.spectrum.evals, spectrum.floor,
-                                                     R.spectrum.floor),
+                        rand_js_distance=js_distance(spectrum.evals, R.spectrum.evals, *(
+                            max(sp.floor, gram_floor(float(sp.evals[-1]), lm.M)) for sp in (spectrum, R.spectrum))),
                         trap_weights="; ".join(where))
     except Exception as e:
         return mp, cols, described(e), None, driving

@@ -2271,20 +2271,42 @@ def test_a_shuffle_with_no_mp_law_counts_no_traps():
 
 def test_the_shuffle_s_js_distance_cuts_each_spectrum_at_its_own_floor():
     """rand_js_distance compares the layer's ESD and its shuffle's, each with the eigenvalues at or below its own
-    numerical floor as zeros: for a 100 x 100 float32 layer with a strong rank-1 spike the two floors differ by
-    orders of magnitude, and cut at each other's the distance is 0.921, not 0.910. The floors' order had gone
+    numerical floor (the float32 Gram's, of its own λ_max, on either path) as zeros: for a 100 x 100 float32 layer with a strong rank-1 spike the two floors differ by
+    orders of magnitude, and cut at each other's the distance differs by more than 1e-3. The floors' order had gone
     unchecked (rel 1e-6: the same calls as the analysis, only a BLAS thread count could move their round-off)."""
     from htsr.rmt import js_distance
-    from htsr.spectra import esd
+    from htsr.spectra import esd, gram_floor
 
     rng = np.random.default_rng(3)
     W = (rng.standard_normal((100, 100)) + 30.0 * np.outer(rng.standard_normal(100), rng.standard_normal(100))
          ).astype(np.float32)
     row = htsr.analyze({"fc.weight": W}, randomize=True, min_evals=5, tails=False).layers[0]
     sp, R = esd([W]), randomize([W], 100, 100, 0)
-    want = js_distance(sp.evals, R.spectrum.evals, sp.floor, R.spectrum.floor)
+    fa, fb = (max(x.floor, gram_floor(float(x.evals[-1]), 100)) for x in (sp, R.spectrum))
+    want = js_distance(sp.evals, R.spectrum.evals, fa, fb)
     assert row.rand_js_distance == pytest.approx(want, rel=1e-6)
-    assert abs(js_distance(sp.evals, R.spectrum.evals, R.spectrum.floor, sp.floor) - want) > 1e-3
+    assert abs(js_distance(sp.evals, R.spectrum.evals, fb, fa) - want) > 1e-3
+
+
+def test_the_shuffle_s_js_distance_and_the_bulk_eigenvectors_do_not_depend_on_the_eigenvalue_path():
+    """A float32 300 x 200 layer with 2 singular values at 1e-4 of the largest: their eigenvalues (1e-8 of λ_max) lie
+    below the float32 Gram's floor (4·√200·ε₃₂·λ_max = 6.7e-6), which the fast path leaves unresolved (2 of 200,
+    under refine_fraction) and the accurate path resolves. Each ESD is cut at that floor on either path: the
+    distance and the bulk's eigenvectors had been cut at each path's own floor, and MiniLM's rand_js_distance moved
+    by up to 0.03 between --precision fast and accurate (h40). Equal to 1e-3: the eigenvalues above the floor agree
+    to float32 round-off, which can move one across a bin edge (a 1/200 share)."""
+    rng = np.random.default_rng(11)
+    U, _ = np.linalg.qr(rng.standard_normal((300, 200)))
+    V, _ = np.linalg.qr(rng.standard_normal((200, 200)))
+    s = np.sort(rng.uniform(0.5, 3.0, 200))[::-1]
+    s[-2:] = 3e-4
+    W = ((U * s) @ V.T).astype(np.float32)
+    rows = {p: htsr.analyze({"fc.weight": W}, randomize=True, localization=True, precision=p, tails=False).layers[0]
+            for p in ("fast", "accurate")}
+    fast, accurate = rows["fast"], rows["accurate"]
+    assert fast.eig_method == "gram32" and fast.num_evals_below_floor == 2 and accurate.eig_method == "svd64"
+    assert fast.rand_js_distance == pytest.approx(accurate.rand_js_distance, abs=1e-3)
+    assert fast.loc_pr_bulk_mean == pytest.approx(accurate.loc_pr_bulk_mean, rel=1e-9)  # (one float64 eigh: same)
 
 
 def test_the_progress_bar_counts_every_row_whether_run_side_by_side_or_alone(monkeypatch):
