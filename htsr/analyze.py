@@ -47,12 +47,12 @@ from .rmt import (
     js_distance,
     layer_quality,
     localization,
-    localized_spike,
     num_zero_evals,
     phase_of,
     randomize,
+    spike_localization,
 )
-from .spectra import Factored, Spectrum, SpectrumOverflow, esd, gram_floor
+from .spectra import Factored, Spectrum, SpectrumOverflow, esd, resolved_floor
 from .tensors import ROW_TAG, channels_last_conv, classify, is_bias_or_buffer, row_name
 
 __all__ = ["analyze", "analyze_layer", "check_has_layers", "iter_layers"]
@@ -691,7 +691,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
             # on the layer's own eigenvalues (FARMS' farms_xmin)
             xmin = rmt.get("farms_xmin", fit.xmin)
             num_tail = evals.size - int(np.searchsorted(evals, xmin, side="left")) if fit.status == "ok" else 0
-            rmt.update(localization(kept, num_tail, scale, max(spectrum.floor, gram_floor(float(evals[-1]), lm.M))))
+            rmt.update(localization(kept, num_tail, scale, resolved_floor(spectrum, lm.M)))
         except Exception as e:  # noqa: BLE001
             lost = f"localization: {described(e)}"
             rmt_error = f"{rmt_error}; {lost}" if rmt_error else lost
@@ -814,14 +814,15 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
                         mp_softrank=mp.softrank, mp_ks=mp.ks, num_heavy_entries=float(heavy))
             driving = float(heavy)
             if heavy > 0 and 0 < mp.num_spikes < opts.phase_ht_share * lm.num_evals:
-                # a few spikes and heavy entries: the phase's heavy-entry rule (bulk-decay) holds where an entry
-                # drives a spike, whose singular vectors then sit on its row and column; a strong low-rank
-                # correlation has entries of its own past the cut (a rank-1 spike at 20x BBP in 128 x 128 noise:
-                # 6), but its vectors are spread (bulk+spikes). A pooled conv's spikes are its positions': an
-                # entry drives one where a position's top singular vectors sit on it (the rule had been left as
-                # it was for pooled convs: a spread spike over 3 x 3 positions was bulk-decay, one position alone
-                # bulk+spikes)
-                driving = driving if any(localized_spike(W, mp.num_spikes) for W in mats) else 0.0
+                # a few spikes and heavy entries: the phase's heavy-entry rule (bulk-decay) holds where entries
+                # drive the spikes, whose singular vectors then sit on their rows and columns: most of the largest
+                # (up to LOCALIZED_TOP). A strong low-rank correlation has entries of its own past the cut (a rank-1
+                # spike at 20x BBP in 128 x 128 noise: 6), but its vectors are spread (bulk+spikes); one planted
+                # entry among a trained layer's 18 correlations is a trap of a bulk+spikes layer, not the heavy
+                # entry distribution bulk-decay reads (it had been, once the entry's spike was among the top 3).
+                # A pooled conv's spikes are its positions' largest, taken together
+                localised, looked = spike_localization(mats, mp.num_spikes)
+                driving = driving if looked == 0 or 2 * localised > looked else 0.0
         if opts.randomize:
             R = randomize(mats, lm.N, lm.M, opts.seed, scale, opts.precision, opts.refine_fraction, opts.tw_margin)
             where = ["mean" if r < 0 else f"{m}:{r},{c}" if lm.num_matrices > 1 else f"{r},{c}" for m, r, c in R.locations]
@@ -829,8 +830,8 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
                         rand_mp_lambda_minus=R.mp.lambda_minus, rand_mp_lambda_plus=R.mp.lambda_plus,
                         rand_mp_threshold=R.mp.threshold, rand_mp_softrank=R.mp.softrank,
                         num_traps=float(R.num_traps) if math.isfinite(R.mp.threshold) else math.nan,
-                        rand_js_distance=js_distance(spectrum.evals, R.spectrum.evals, *(
-                            max(sp.floor, gram_floor(float(sp.evals[-1]), lm.M)) for sp in (spectrum, R.spectrum))),
+                        rand_js_distance=js_distance(spectrum.evals, R.spectrum.evals, resolved_floor(spectrum, lm.M),
+                                                     resolved_floor(R.spectrum, lm.M)),
                         trap_weights="; ".join(where))
     except Exception as e:
         return mp, cols, described(e), None, driving

@@ -50,7 +50,7 @@ from .lapack import eigvalsh, gram, svdvals
 from .specs import FEW_BELOW_FLOOR, as_numpy, check_args
 from .values import NanEqual
 
-__all__ = ["Factored", "Kronecker", "LowRank", "Spectrum", "SpectrumOverflow", "as_matrices", "esd", "gram_floor", "hadamard_lowrank",
+__all__ = ["Factored", "Kronecker", "LowRank", "Spectrum", "SpectrumOverflow", "as_matrices", "esd", "gram_floor", "resolved_floor", "hadamard_lowrank",
            "lowrank_eigenvalues", "matrix_eigenvalues", "weights_finite"]
 
 _EPS32 = float(np.finfo(np.float32).eps)
@@ -234,11 +234,21 @@ def _gram_eigenvalues(W: np.ndarray, dtype: type, wide: bool) -> tuple[np.ndarra
 
 
 def gram_floor(lambda_max: float, n: int, eps: float = _EPS32) -> float:
-    """The numerical floor of an n × n Gram's eigenvalues solved at precision ``eps``: 4·√n·ε·λ_max. With ε₃₂ (the
-    default) the fast path's: an eigenvalue below it is resolved by one path and not the other, so what sorts
-    eigenvalues into 'zero' and 'nonzero' for a comparison (the shuffled ESD's JS distance, the bulk eigenvectors)
-    cuts there on either path (a path's own floor had moved MiniLM's rand_js_distance by up to 0.03)."""
+    """The numerical floor of an n × n Gram's eigenvalues solved at precision ``eps``: 4·√n·ε·λ_max."""
     return 4.0 * math.sqrt(n) * eps * lambda_max
+
+
+def resolved_floor(sp: Spectrum, n: int) -> float:
+    """The eigenvalues of ``sp`` (of n × n Grams) that either eigenvalue path resolves lie above this: what sorts
+    them into 'zero' and 'nonzero' for a comparison (the shuffled ESD's JS distance, the bulk eigenvectors). The
+    float32 Gram's floor (:func:`gram_floor`) where as few lie below it as the fast path leaves unrefined
+    (``FEW_BELOW_FLOOR``: it keeps them as they round, the accurate path resolves them; each path's own floor had
+    moved MiniLM's rand_js_distance by up to 0.03 between the two); the spectrum's own floor where more do (the
+    fast path refines those in float64 too)."""
+    if sp.evals.size == 0:
+        return sp.floor
+    cut = max(sp.floor, gram_floor(float(sp.evals[-1]), n))
+    return cut if np.count_nonzero(sp.evals < cut) <= FEW_BELOW_FLOOR * sp.evals.size else sp.floor
 
 
 def _eigenvalues_and_floor(evals: np.ndarray, n: int, eps: float, dtype: type) -> tuple[np.ndarray, float, type]:

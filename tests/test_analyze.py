@@ -2271,18 +2271,18 @@ def test_a_shuffle_with_no_mp_law_counts_no_traps():
 
 def test_the_shuffle_s_js_distance_cuts_each_spectrum_at_its_own_floor():
     """rand_js_distance compares the layer's ESD and its shuffle's, each with the eigenvalues at or below its own
-    numerical floor (the float32 Gram's, of its own λ_max, on either path) as zeros: for a 100 x 100 float32 layer with a strong rank-1 spike the two floors differ by
+    numerical floor (spectra.resolved_floor: where few lie below it, the float32 Gram's) as zeros: for a 100 x 100 float32 layer with a strong rank-1 spike the two floors differ by
     orders of magnitude, and cut at each other's the distance differs by more than 1e-3. The floors' order had gone
     unchecked (rel 1e-6: the same calls as the analysis, only a BLAS thread count could move their round-off)."""
     from htsr.rmt import js_distance
-    from htsr.spectra import esd, gram_floor
+    from htsr.spectra import esd, resolved_floor
 
     rng = np.random.default_rng(3)
     W = (rng.standard_normal((100, 100)) + 30.0 * np.outer(rng.standard_normal(100), rng.standard_normal(100))
          ).astype(np.float32)
     row = htsr.analyze({"fc.weight": W}, randomize=True, min_evals=5, tails=False).layers[0]
     sp, R = esd([W]), randomize([W], 100, 100, 0)
-    fa, fb = (max(x.floor, gram_floor(float(x.evals[-1]), 100)) for x in (sp, R.spectrum))
+    fa, fb = (resolved_floor(x, 100) for x in (sp, R.spectrum))
     want = js_distance(sp.evals, R.spectrum.evals, fa, fb)
     assert row.rand_js_distance == pytest.approx(want, rel=1e-6)
     assert abs(js_distance(sp.evals, R.spectrum.evals, fb, fa) - want) > 1e-3
@@ -2291,7 +2291,8 @@ def test_the_shuffle_s_js_distance_cuts_each_spectrum_at_its_own_floor():
 def test_the_shuffle_s_js_distance_and_the_bulk_eigenvectors_do_not_depend_on_the_eigenvalue_path():
     """A float32 300 x 200 layer with 2 singular values at 1e-4 of the largest: their eigenvalues (1e-8 of λ_max) lie
     below the float32 Gram's floor (4·√200·ε₃₂·λ_max = 6.7e-6), which the fast path leaves unresolved (2 of 200,
-    under refine_fraction) and the accurate path resolves. Each ESD is cut at that floor on either path: the
+    under refine_fraction) and the accurate path resolves. Each ESD is cut at that floor on either path (where more
+    lie below it, the fast path refines them and both cut at their float64 floors): the
     distance and the bulk's eigenvectors had been cut at each path's own floor, and MiniLM's rand_js_distance moved
     by up to 0.03 between --precision fast and accurate (h40). Equal to 1e-3: the eigenvalues above the floor agree
     to float32 round-off, which can move one across a bin edge (a 1/200 share)."""

@@ -22,6 +22,7 @@ Each group gets the mean and standard deviation of PR, of LR and of H.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -29,7 +30,7 @@ import numpy as np
 from ..lapack import eigh
 from ..spectra import as_matrices
 
-__all__ = ["localization", "localized_spike", "vector_entropy", "ENTROPY_BINS", "LOCALIZATION_COLUMNS",
+__all__ = ["localization", "localized_spike", "spike_localization", "vector_entropy", "ENTROPY_BINS", "LOCALIZATION_COLUMNS",
            "LOCALIZED_SHARE", "LOCALIZED_TOP"]
 
 LOCALIZATION_COLUMNS = tuple(f"loc_{q}_{g}_{s}" for q in ("pr", "lr", "ent") for g in ("tail", "bulk")
@@ -103,23 +104,39 @@ LOCALIZED_SHARE = 0.1
 LOCALIZED_TOP = 3
 
 
-def localized_spike(W: np.ndarray, k: int) -> bool:
-    """Whether one of W's largest singular vectors (left or right; the top ``k``, at most :data:`LOCALIZED_TOP`)
-    is localised (:data:`LOCALIZED_SHARE`): the phase's test of spikes driven by a few heavy entries
-    (:func:`htsr.rmt.phases.phase_of`). In W's own precision, by ARPACK from a fixed start (reproducible; 0.4 s
-    for the top 3 of a 4096 x 11008 float32 layer, whose analysis takes 4 s); True (the heavy-entry rule as
-    before) where it does not converge."""
+def spike_localization(matrices: Sequence[np.ndarray], k: int) -> tuple[int, int]:
+    """(localised, looked at): of the ``k`` largest singular triplets over ``matrices`` (at most
+    :data:`LOCALIZED_TOP`, and fewer than a matrix's smaller side), how many have a left or right vector localised
+    (:data:`LOCALIZED_SHARE`): the phase's test of spikes driven by a few heavy entries
+    (:func:`htsr.rmt.phases.phase_of`; a pooled conv's spikes are its kernel positions' largest, taken together).
+    In each matrix's own precision, by ARPACK from a fixed start (reproducible; 0.4 s for the top 3 of a 4096 x
+    11008 float32 layer, whose analysis takes 4 s); a matrix ARPACK does not solve counts its triplets as
+    localised (the heavy-entry rule as before)."""
     import scipy.sparse.linalg
 
-    k = min(k, LOCALIZED_TOP, min(W.shape) - 1)
-    if k < 1:
-        return True
-    A = np.asarray(W)
-    A = A if A.dtype in (np.float32, np.float64) else A.astype(np.float32)
-    try:
-        U, _, Vt = scipy.sparse.linalg.svds(A, k=k, v0=np.full(min(A.shape), min(A.shape) ** -0.5, dtype=A.dtype))
-    except (scipy.sparse.linalg.ArpackError, scipy.sparse.linalg.ArpackNoConvergence, ValueError):
-        return True
-    U, Vt = U.astype(np.float64), Vt.astype(np.float64)
-    share = np.minimum(participation_ratio(U, axis=0) / A.shape[0], participation_ratio(Vt, axis=1) / A.shape[1])
-    return bool(np.any(share < LOCALIZED_SHARE))
+    k = min(k, LOCALIZED_TOP)
+    found: list[tuple[float, bool]] = []  # (singular value, localised)
+    for W in matrices:
+        kk = min(k, min(W.shape) - 1)
+        if kk < 1:
+            continue
+        A = np.asarray(W)
+        A = A if A.dtype in (np.float32, np.float64) else A.astype(np.float32)
+        try:
+            U, sv, Vt = scipy.sparse.linalg.svds(A, k=kk, v0=np.full(min(A.shape), min(A.shape) ** -0.5,
+                                                                     dtype=A.dtype))
+        except (scipy.sparse.linalg.ArpackError, scipy.sparse.linalg.ArpackNoConvergence, ValueError):
+            found += [(math.inf, True)] * kk
+            continue
+        U, Vt = U.astype(np.float64), Vt.astype(np.float64)
+        share = np.minimum(participation_ratio(U, axis=0) / A.shape[0], participation_ratio(Vt, axis=1) / A.shape[1])
+        found += zip(sv.astype(np.float64).tolist(), (share < LOCALIZED_SHARE).tolist())
+    top = sorted(found, key=lambda f: -f[0])[:k]
+    return sum(loc for _, loc in top), len(top)
+
+
+def localized_spike(W: np.ndarray, k: int) -> bool:
+    """Whether one of W's ``k`` largest singular triplets (at most :data:`LOCALIZED_TOP`) has a localised vector
+    (:func:`spike_localization`); True where there is none to look at (k < 1, a matrix of one row)."""
+    localised, looked = spike_localization([W], k)
+    return looked == 0 or localised > 0

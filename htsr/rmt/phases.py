@@ -14,16 +14,18 @@ order (the first that applies wins):
    No label ('') where it is not: an orthogonal matrix (its ESD one point), half the spectrum spikes that no
    gap parts from the bulk (the fit took them in).
 3. ``heavy-tailed`` / ``bulk-decay``   at least ``ht_share`` (default 5 %) of the eigenvalues lie above
-   the edge: a tail, not a few spikes. ``heavy-tailed`` when its power-law alpha is below ``ht_alpha``
-   (default 6), else ``bulk-decay`` (weakly heavy-tailed); no label ('') when the tail has no alpha (its
-   fit failed).
-4. ``bulk-decay``     a few eigenvalues above the edge, and the matrix has *heavy entries*: entries whose
+   the edge: a tail, not a few spikes; or spikes above a bulk the MP law does not fit (rule 2's test,
+   :func:`mp_fits_bulk`): no MP bulk for them to stand above, an edge that is not sharp. ``heavy-tailed`` when
+   its power-law alpha is below ``ht_alpha`` (default 6), else ``bulk-decay`` (weakly heavy-tailed); no label
+   ('') when the tail has no alpha (its fit failed).
+4. ``bulk-decay``     a few eigenvalues above an MP bulk, and the matrix has *heavy entries*: entries whose
    size alone, |W_ij − mean| > (NM)^¼·σ_mp (the BBP scale of a single entry), pulls an eigenvalue out
-   of the bulk. The mass above the edge then comes from a heavy-tailed entry distribution, not from
-   low-rank correlations (for one such entry it is a correlation trap; see :mod:`htsr.rmt.traps`). The
-   caller passes 0 heavy entries where none drives a spike (``htsr.analyze``, by
-   :func:`htsr.rmt.localization.localized_spike`: no spike's singular vector is
-   localised; a strong low-rank correlation's own entries pass the cut too, with spread vectors).
+   of the bulk, and they drive most of the spikes. The mass above the edge then comes from a heavy-tailed entry
+   distribution, not from low-rank correlations (one such entry is a correlation trap; see
+   :mod:`htsr.rmt.traps`). The caller passes 0 heavy entries where they drive no more than half of the largest
+   spikes (``htsr.analyze``, by :func:`htsr.rmt.localization.spike_localization`: whose singular vectors are
+   localised, of the top three; a strong low-rank correlation's own entries pass the cut too, with spread
+   vectors, and one entry among a trained layer's correlations is a trap of a bulk+spikes layer).
 5. ``bleeding-out``   a few eigenvalues above the edge, all within ``bleed_width`` (default 25 %) of it:
    spikes just past the BBP transition.
 6. ``bulk+spikes``    otherwise: an MP bulk and spikes well above its edge.
@@ -47,7 +49,8 @@ import numpy as np
 from ..specs import OPTION_SPECS
 from .mp import MPFit, zero_level
 
-__all__ = ["PHASES", "PhaseThresholds", "bbp_entry_scale", "count_heavy_entries", "num_zero_evals", "phase_of"]
+__all__ = ["PHASES", "PhaseThresholds", "bbp_entry_scale", "count_heavy_entries", "mp_fits_bulk", "num_zero_evals",
+           "phase_of"]
 
 PHASES = ("random-like", "bleeding-out", "bulk+spikes", "bulk-decay", "heavy-tailed", "rank-collapse")
 #: a bulk is fitted by the MP law when its KS distance from it is within MP_KS_CUT / √(its size): the 1 % critical
@@ -95,6 +98,13 @@ def num_zero_evals(evals: Sequence[float], N: int, M: int, floor: float = 0.0) -
     return bisect.bisect_right(evals, max(zero_level(float(evals[-1]), N, M), floor))
 
 
+def mp_fits_bulk(mp: MPFit, num_evals: int, num_zero: int) -> bool:
+    """Whether the MP law fits the bulk (the eigenvalues neither zero nor spikes): its KS distance from the law
+    within :data:`MP_KS_CUT`/√(bulk size)."""
+    bulk = num_evals - num_zero - mp.num_spikes
+    return bulk > 0 and mp.ks <= MP_KS_CUT / math.sqrt(bulk)
+
+
 def phase_of(num_evals: int, num_zero: int, mp: MPFit, lambda_max: float, alpha: float,
              num_heavy_entries: float, t: PhaseThresholds = PhaseThresholds()) -> str:
     """The layer's phase (one of :data:`PHASES`), or '' when the MP fit is undefined, or no spike lies above a bulk
@@ -106,9 +116,10 @@ def phase_of(num_evals: int, num_zero: int, mp: MPFit, lambda_max: float, alpha:
     if not math.isfinite(mp.lambda_plus):
         return ""
     if mp.num_spikes == 0:
-        bulk = num_evals - num_zero
-        return "random-like" if bulk > 0 and mp.ks <= MP_KS_CUT / math.sqrt(bulk) else ""
-    if mp.num_spikes / num_evals >= t.ht_share:  # a tail: its alpha tells heavy from decaying
+        return "random-like" if mp_fits_bulk(mp, num_evals, num_zero) else ""
+    if mp.num_spikes / num_evals >= t.ht_share or not mp_fits_bulk(mp, num_evals, num_zero):
+        # a tail, not a few spikes, or spikes above a bulk the MP law does not fit (no MP bulk for them to stand
+        # above: an ESD whose edge is not sharp): its alpha tells heavy from decaying
         if not math.isfinite(alpha):
             return ""
         return "heavy-tailed" if alpha < t.ht_alpha else "bulk-decay"

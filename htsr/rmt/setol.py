@@ -2,7 +2,9 @@
 
 **ERG tail.** SETOL's ideal layer has an "effective correlation space" — the top of the spectrum —
 whose eigenvalues satisfy det X_tail = 1, i.e. Σ ln λ̃ = 0 over the tail, with the spectrum normalised
-to mean 1 over *all* n eigenvalues (zeros included): λ̃ = λ·n/Σλ. Operationally (:func:`erg_tail`)
+to mean 1 over its n eigenvalues: λ̃ = λ·n/Σλ — every eigenvalue of the layer, but a rank-deficient layer's zeros
+(at least :data:`ERG_ZERO_SHARE` of them, :func:`erg_eigenvalues`), which ``htsr.analyze`` leaves out before it
+calls :func:`erg_tail` (docs/rmt.md). Operationally (:func:`erg_tail`)
 one walks down from the largest λ̃ keeping the running sum of ln λ̃; the ERG tail starts at the first
 eigenvalue (from the top) where that sum drops strictly below 0, and includes it.
 
@@ -145,7 +147,7 @@ def delta_lambda_min(xmin_normalised: float, erg: ERGResult) -> float:
     """Δλ_min = x_min − λ̃_min^ERG, both in mean-normalised units (THEORY §7).
 
     ``xmin_normalised`` is the power-law fit's lower cut-off normalised with the same mean as the ERG
-    tail, x_min·n/Σλ over all n eigenvalues. SETOL's ideal point is α = 2 with Δλ_min = 0; α < 2 with
+    tail, x_min·n/Σλ over the n eigenvalues the tail was found in (:func:`erg_eigenvalues`). SETOL's ideal point is α = 2 with Δλ_min = 0; α < 2 with
     Δλ_min < 0 signals over-fitting. NaN when ``xmin_normalised`` is not finite or the ERG tail is
     undefined.
     """
