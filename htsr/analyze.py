@@ -681,8 +681,12 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
     if num_windows is not None and fit is not not_attempted:  # the windows pooled for a fit
         extra.update(farms_windows=float(num_windows))
     try:
-        rmt.update(_spectral_diagnostics(spectrum, fit, fit_x.size if num_windows is not None else math.nan, whole,
-                                         mp, lm, scale, opts, zeros, driving))
+        diagnostics, erg_note = _spectral_diagnostics(spectrum, fit, fit_x.size if num_windows is not None else math.nan,
+                                                      whole, mp, lm, scale, opts, zeros, driving)
+        rmt.update(diagnostics)
+        # why its ERG columns are NaN (one eigenvalue: its status says how many already)
+        if erg_note and not status.startswith(("skipped", "failed")) and not erg_note.endswith("than 2 eigenvalues"):
+            status = f"{status}; ERG {erg_note}"
     except Exception as e:  # the fit stands; only these diagnostics are lost
         rmt_error = rmt_error or described(e)
     if kept is not None:  # an option's extra columns: if they fail, only they are lost (the phase, SETOL … stand)
@@ -913,9 +917,10 @@ def _under_gap(ev: np.ndarray, floor: float) -> float:
 
 def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: float, whole: int | None,
                           mp: MPFit | None, lm: LayerMatrices, scale: float, opts: Options, zeros: float = 0.0,
-                          driving: float = 0.0) -> dict[str, Any]:
-    """Phase and SETOL: what needs the fit as well as the spectrum. ``driving``: the heavy entries that drive
-    spikes (_matrix_diagnostics), which the phase's heavy-entry rule reads."""
+                          driving: float = 0.0) -> tuple[dict[str, Any], str]:
+    """Phase and SETOL: what needs the fit as well as the spectrum, and why the ERG tail is undefined ('' where it
+    is not, or not computed). ``driving``: the heavy entries that drive spikes (_matrix_diagnostics), which the
+    phase's heavy-entry rule reads."""
     ev = spectrum.evals
     cols: dict[str, Any] = {}
     # at float32 precision (see rmt.mp.zero_level for the fast path), or in a coarser storage's rounding under a gap
@@ -943,7 +948,8 @@ def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: f
         cols.update(num_erg=float(erg.num_erg) if erg.defined else math.nan, erg_lambda_min=erg.erg_lambda_min,
                     erg_lambda_min_raw=erg.erg_lambda_min_raw, erg_delta_lambda_min=delta_lambda_min(xmin_norm, erg),
                     **layer_quality(fit.alpha, float(ev[-1]), xmin))
-    return cols
+        return cols, erg.status
+    return cols, ""
 
 
 def analyze(source: Any, **options: Any) -> AnalysisResult:

@@ -235,9 +235,10 @@ def _summary(result: AnalysisResult) -> str:
         passed = ("<div><h3>Tensors not analysed</h3>" + _kv([(n.reason, f"{n.count} ({', '.join(n.examples)}"
                                                               f"{', …' if n.count > len(n.examples) else ''})")
                                                              for n in result.not_analysed]) + "</div>")
+    over = "" if s.means_over == "all" else f" (over {_e(MEANS_OVER[s.means_over])})"  # (as the means: Summary.of)
     return ("<section id=\"summary\"><h2>Summary</h2><div class=\"cards\">"
-            f"<div><h3>Layers</h3>{_kv(counts)}</div><div><h3>Warnings</h3>{_kv(warns)}</div>"
-            f"<div><h3>Phases</h3>{_kv(phases)}</div><div><h3>Tail fits</h3>{_kv(fits)}</div>"
+            f"<div><h3>Layers</h3>{_kv(counts)}</div><div><h3>Warnings{over}</h3>{_kv(warns)}</div>"
+            f"<div><h3>Phases{over}</h3>{_kv(phases)}</div><div><h3>Tail fits{over}</h3>{_kv(fits)}</div>"
             f"<div><h3>Means over {_e(MEANS_OVER[s.means_over])} with a finite value</h3>{_kv(means)}</div>"
             f"{passed}</div></section>\n")
 

@@ -224,8 +224,8 @@ def means_rows(layers: Sequence[_R]) -> tuple[str, list[_R]]:
 
 @dataclass(frozen=True, eq=False)
 class Summary(NanEqual):
-    """Model summary: layer counts (of every row) and each metric's mean over the rows :func:`means_rows` picks
-    (every one; an adapter's updates) where it is finite."""
+    """Model summary: layer counts by status (of every row); the verdicts (warnings, shares, phases, traps) and each
+    metric's mean (where it is finite) over the rows :func:`means_rows` picks (every one; an adapter's updates)."""
 
     num_layers: int
     num_fitted: int
@@ -263,18 +263,20 @@ class Summary(NanEqual):
             num_not_fitted=status.count("not_fitted") + status.count("fit_failed"),
             num_skipped=status.count("skipped"),
             num_failed=status.count("failed"),
-            num_under_trained=sum(r.warning == "under-trained" for r in layers),
-            num_over_trained=sum(r.warning == "over-trained" for r in layers),
-            num_uncertain=sum(r.warning == "uncertain" for r in layers),
+            # the verdicts, as the means, over the rows means_rows picks (an adapter's updates: its frozen base and
+            # merged rows had been counted beside them, three views of one layer, while the means were the updates')
+            num_under_trained=sum(r.warning == "under-trained" for r in rows),
+            num_over_trained=sum(r.warning == "over-trained" for r in rows),
+            num_uncertain=sum(r.warning == "uncertain" for r in rows),
             # over the layers whose p-value drives the warning (interval_of: enough good replicates)
-            num_no_power_law=_count([r.warning == "no-power-law" for r in layers
+            num_no_power_law=_count([r.warning == "no-power-law" for r in rows
                                      if math.isfinite(r.pl_pvalue) and r.num_boot >= MIN_WARNING_REPLICATES]),
             # (the same layers: a p-value of fewer replicates is too coarse to say, 0 or 1 from one)
-            share_plausible_pl=_share([r.pl_pvalue > PLAUSIBLE_P for r in layers
+            share_plausible_pl=_share([r.pl_pvalue > PLAUSIBLE_P for r in rows
                                        if math.isfinite(r.pl_pvalue) and r.num_boot >= MIN_WARNING_REPLICATES]),
-            share_best_fit_pl=_share([r.best_fit == "power_law" for r in layers if r.best_fit]),
-            phases={p: _count([r.phase == p for r in layers if r.phase]) for p in PHASES},
-            num_with_traps=_count([r.num_traps > 0 for r in layers if math.isfinite(r.num_traps)]),
+            share_best_fit_pl=_share([r.best_fit == "power_law" for r in rows if r.best_fit]),
+            phases={p: _count([r.phase == p for r in rows if r.phase]) for p in PHASES},
+            num_with_traps=_count([r.num_traps > 0 for r in rows if math.isfinite(r.num_traps)]),
             means=means,
             means_over=means_over,
         )

@@ -116,13 +116,27 @@ def test_counts_are_written_as_integers():
     assert row["num_pl_spikes"] == "12" and row["matrix_rank"] == "50"
 
 
-def test_warning_counts_are_over_every_row_not_only_the_rows_the_means_average():
-    # an adapter run: the means average the #delta rows, but a warned #base row still counts as a warned layer
-    rows = [layer_row("q#delta", alpha=3.0), layer_row("q#base", alpha=7.0, warning="under-trained"),
-            layer_row("q#merged", alpha=1.5, warning="over-trained")]
+def test_verdict_counts_are_over_the_rows_the_means_average_and_status_counts_over_every_row():
+    """An adapter run with --base: the means average the #delta rows, and so do the warnings, phases and shares
+    (a warned #base or #merged row is another view of the same layer: they had been counted beside the updates,
+    6 over-trained #merged rows of a summary whose means were the updates', h40); the status counts stay every
+    row's."""
+    rows = [layer_row("q#delta", alpha=3.0, phase="heavy-tailed"),
+            layer_row("q#base", alpha=7.0, warning="under-trained", phase="bulk-decay"),
+            layer_row("q#merged", alpha=1.5, warning="over-trained", phase="heavy-tailed")]
     s = Summary.of(rows)
     assert s.means_over == "delta" and s.means["alpha"] == 3.0
-    assert (s.num_under_trained, s.num_over_trained) == (1, 1)
+    assert (s.num_under_trained, s.num_over_trained) == (0, 0)
+    assert s.phases["heavy-tailed"] == 1 and s.phases["bulk-decay"] == 0
+    assert s.num_layers == 3 and s.num_fitted == 3
+    from htsr.cli import format_summary  # (the printed summary says which rows)
+
+    text = format_summary(AnalysisResult(tuple(rows), s, "m", {}, (), 3, ()))
+    assert ("failed: 0  (the warnings, shares, phases and means below are over the adapter's updates (#delta "
+            "rows))\n") in text
+    # a model's own rows: every row
+    s = Summary.of([layer_row("a", warning="under-trained"), layer_row("b", warning="over-trained")])
+    assert (s.means_over, s.num_under_trained, s.num_over_trained) == ("all", 1, 1)
 
 
 def test_the_not_analysed_line_totals_the_tensors_not_the_reasons():
