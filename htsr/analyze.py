@@ -47,6 +47,7 @@ from .rmt import (
     js_distance,
     layer_quality,
     localization,
+    mp_fits_bulk,
     num_zero_evals,
     phase_of,
     randomize,
@@ -386,15 +387,15 @@ def idle_options(opts: Options, kinds: set[str], given: Iterable[str] | None = N
             and not acts_on(name, kinds)]
 
 
-def idle_option_error(description: str, name: str, kinds: set[str]) -> OptionError:
+def idle_option_error(description: str, name: str, kinds: set[str], opts: Options) -> OptionError:
     """The error for option ``name`` acting on none of a model's rows (``description``: the model's; '' for
-    compare's models together), whose kinds are ``kinds``."""
-    has = f"{description}: option {name!r}", "this model has none (its rows are"
-    if not description:
-        has = f"option {name!r}", "none of the models has one (their rows are"
-    return OptionError(f"{has[0]} acts only on {', '.join(k for k in LAYER_KINDS if k in KIND_BOUND[name])} layers, "
-                       f"and {has[1]} {', '.join(k for k in LAYER_KINDS if k in kinds)}): it would change nothing; "
-                       "leave it out")
+    compare's models together), whose kinds are ``kinds``, under the filters of ``opts``."""
+    filters = " and ".join(f"option {f!r}" for f in ("layers", "kinds") if getattr(opts, f))
+    has = (f"none of the rows {filters} {'keep' if ' and ' in filters else 'keeps'} is one (they are" if filters else
+           "none of the models has one (their rows are" if not description else "this model has none (its rows are")
+    return OptionError(f"{description + ': ' if description else ''}option {name!r} acts only on "
+                       f"{', '.join(k for k in LAYER_KINDS if k in KIND_BOUND[name])} layers, and {has} "
+                       f"{', '.join(k for k in LAYER_KINDS if k in kinds)}): it would change nothing; leave it out")
 
 
 def _causal_mask(mats: list[Any]) -> bool:
@@ -817,7 +818,8 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
                         num_spikes=float(mp.num_spikes) if math.isfinite(mp.threshold) else math.nan,  # no fit: no count
                         mp_softrank=mp.softrank, mp_ks=mp.ks, num_heavy_entries=float(heavy))
             driving = float(heavy)
-            if heavy > 0 and 0 < mp.num_spikes < opts.phase_ht_share * lm.num_evals:
+            if heavy > 0 and 0 < mp.num_spikes < opts.phase_ht_share * lm.num_evals and mp_fits_bulk(
+                    mp, spectrum.evals.size, mp.num_zero):  # (above a bulk the law does not fit: a tail, rule 3)
                 # a few spikes and heavy entries: the phase's heavy-entry rule (bulk-decay) holds where entries
                 # drive the spikes, whose singular vectors then sit on their rows and columns: most of the largest
                 # (up to LOCALIZED_TOP). A strong low-rank correlation has entries of its own past the cut (a rank-1
@@ -990,7 +992,7 @@ def _analyze(source: Any, opts: Options, check_idle: bool = True) -> AnalysisRes
         raise no_layer_error(description, tally, opts)
     kinds = {lm.kind for lm in layers}
     if check_idle and (idle := idle_options(opts, kinds)):
-        raise idle_option_error(description, idle[0], kinds)
+        raise idle_option_error(description, idle[0], kinds, opts)
     bar = _progress_bar(len(layers), description) if opts.progress else None
     try:
         rows = in_threads(layers, lambda lm: _analyze_layer(lm, opts), opts.workers, bar)

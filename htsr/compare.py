@@ -64,7 +64,7 @@ import numpy as np
 
 from .errors import HtsrError, LayerSkipped, OptionError, described, shown
 from .fits.uncertainty import MIN_WARNING_REPLICATES
-from .options import OPTION_SPECS, UI_OPTIONS, Options, typed_flag
+from .options import KIND_BOUND, OPTION_SPECS, UI_OPTIONS, Options, acts_on, typed_flag
 from .rmt.phases import PHASES
 from .specs import SplitRule
 from .results import (
@@ -254,8 +254,13 @@ def options_differ(results: Sequence[AnalysisResult]) -> dict[str, list[Any]]:
             return [SplitRule.canonical_text(t) for t in v]
         return list(v) if isinstance(v, tuple) else v  # (split's rules: () by default, a list as saved)
 
-    return {k: [value(r, k) for r in results] for k in names if any(value(r, k) != value(results[0], k)
-                                                                     for r in results)}
+    def differs(k: str) -> bool:
+        # an option acting on some kinds of rows only (--conv …) differs where it acts: a dense model analysed with
+        # --conv per_position is the one analysed without
+        acting = [r for r in results if k not in KIND_BOUND or acts_on(k, {row.kind for row in r.layers})]
+        return any(value(r, k) != value(acting[0], k) for r in acting)
+
+    return {k: [value(r, k) for r in results] for k in names if differs(k)}
 
 
 def _finite_rows(r: AnalysisResult, metric: str) -> frozenset[str]:
@@ -573,9 +578,11 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
     # each model opened once (its headers), and one without a layer under the filters fails now, not after
     # the others' analyses
     sources = [s if isinstance(s, AnalysisResult) else open_model(s) for s in sources]
-    kinds = set().union(*(check_has_layers(s, opts) for s in sources if not isinstance(s, AnalysisResult)))
-    if kinds and (idle := idle_options(opts, kinds)):  # (an option acting on one model's rows acts on the comparison)
-        raise idle_option_error("", idle[0], kinds)
+    # (an option acting on one model's rows acts on the comparison: a saved run's rows count too)
+    kinds = set().union(*(check_has_layers(s, opts) if not isinstance(s, AnalysisResult) else
+                          {row.kind for row in s.layers} for s in sources))
+    if not all(saved) and (idle := idle_options(opts, kinds)):
+        raise idle_option_error("", idle[0], kinds, opts)
     results = [s if isinstance(s, AnalysisResult) else _analyze(s, opts, check_idle=False) for s in sources]
     # (each opened reader's result keeps the path it was given: compare_results of them labels them so too)
     results = [replace(r, path=os.fspath(g)) if isinstance(g, (str, os.PathLike)) else r

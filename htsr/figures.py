@@ -26,6 +26,7 @@ import numpy as np
 from .errors import OptionError
 from .fits.powerlaw import FLAT_SPREAD, ks_scan
 from .results import SUMMARY_METRICS, Summary, means_rows
+from .rmt.mp import zero_level
 from .rmt.phases import PHASES
 from .rmt.setol import erg_eigenvalues
 from .rmt.traps import esd_bins
@@ -39,8 +40,9 @@ __all__ = ["ROLE_COLORS", "PALETTE", "KINDS", "COUNT_AXES", "role_color", "Serie
 SERIES_KINDS = ("hist", "line", "points", "vline", "hline", "bar")
 #: the most points a line or scatter keeps (the x_min scan of a 16 000-eigenvalue layer is thinned)
 MAX_POINTS = 400
-#: axis labels of counts and indices: whole-number ticks in both renderers (no 0.5 of a layer)
-COUNT_AXES = frozenset({"layers", "layer (table order)"})
+#: axis labels of counts and indices: whole-number ticks in both renderers (no 0.5 of a layer); a trend's count
+#: columns (num_failed …) too
+COUNT_AXES = frozenset({"layers", "layer (table order)", *(k for k in Summary.of([]).as_dict() if k.startswith("num_"))})
 
 
 #: one colour per role, shared by the matplotlib figures (htsr.plot) and the HTML report (tab10 colours)
@@ -329,6 +331,9 @@ def shuffled_esd(row: Any, sp: Any) -> Panel:
                else "not randomised" + ("" if row.status != "ok" else " (run with randomize=True)"))
         return _empty(title, xl, yl, _note(row, why), xlog=True, ylog=True)
     a, b = _nonzero(row, sp.evals), _positive(sp.rand_evals)
+    # the shuffled ESD's zeros at float32 precision as the layer's (num_zero_evals): a pruned layer's shuffle has its
+    # zeros as rounding at 1e-72 … 1e-39, which had spread the bins over 70 decades, the ESD in the last few
+    b = b[b > zero_level(float(b[-1]), row.N, row.M)] if b.size else b
     if a.size < 2 or b.size < 2:
         return _empty(title, xl, yl, _note(row, "fewer than 2 nonzero eigenvalues"), xlog=True, ylog=True)
     lo, hi = min(a[0], b[0]), max(a[-1], b[-1])
@@ -343,8 +348,10 @@ def shuffled_esd(row: Any, sp: Any) -> Panel:
     located = row.trap_weights.count(";") + 1 if row.trap_weights else 0
     where = ("" if not located else f"traps at {row.trap_weights}" if located >= row.num_traps
              else f"the {located} largest of {row.num_traps:.0f} traps at {row.trap_weights}")
+    shuffled_zeros = sp.rand_evals.size - b.size
     return Panel(title, xl, yl, tuple(series), xlog=True, ylog=True,
-                 note=_note(row, _zeros_note(sp.evals.size - a.size), where))
+                 note=_note(row, _zeros_note(sp.evals.size - a.size), where,
+                            f"{shuffled_zeros} zero eigenvalue(s) of the shuffled ESD not shown" if shuffled_zeros else ""))
 
 
 def erg_boundary(row: Any, sp: Any) -> Panel:
@@ -454,12 +461,18 @@ def alpha_distribution(result: Any, metric: str = "alpha") -> Panel:
 
 
 def phase_counts(result: Any) -> Panel:
-    counts = [sum(r.phase == p for r in result.layers) for p in PHASES]
-    none = sum(r.phase == "" for r in result.layers)
+    """Layers per phase, over the rows the summary counts (an adapter's updates: the summary's phase counts)."""
+    which, kept = _means_rows(result)
+    counts = [sum(r.phase == p for _, r in kept) for p in PHASES]
+    none = sum(r.phase == "" for _, r in kept)
     labels = tuple(PHASES) + (("no phase",) if none else ())
     y = np.asarray(counts + ([none] if none else []), dtype=np.float64)
-    return Panel("layers per phase", "phase", "layers",
+    return Panel(f"layers per phase{which.replace('as the means', 'as the summary')}", "phase", "layers",
                  (Series("bar", np.arange(y.size, dtype=np.float64), y, "layers", "data", labels),))
+
+
+#: summary columns that count rows by status: of every row, an adapter's #base and #merged rows too
+_STATUS_COUNTS = frozenset({"num_layers", "num_fitted", "num_not_fitted", "num_skipped", "num_failed"})
 
 
 def metric_trend(results: Sequence[Any], labels: Sequence[str], metrics: Sequence[str]) -> list[Panel]:
@@ -475,7 +488,8 @@ def metric_trend(results: Sequence[Any], labels: Sequence[str], metrics: Sequenc
             raise OptionError(f"metric {m!r} is not a summary column (Summary.as_dict(): alpha, log_norm, "
                               "num_heavy_tailed …)")
         y = np.asarray([d[m] for d in summaries], dtype=np.float64)
-        shown = rows if m in SUMMARY_METRICS else ""  # (counts and shares are of every row)
+        # (the status counts are of every row; the verdicts, shares and means of an adapter's updates)
+        shown = "" if m in _STATUS_COUNTS else rows if m in SUMMARY_METRICS else rows.replace("(means over", "(over")
         # a model without a value: a gap in the line, no mark (a mark on the axis read as a value), and named
         have = np.isfinite(y)
         missing = [lab for lab, ok in zip(labels, have) if not ok]

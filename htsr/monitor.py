@@ -40,7 +40,7 @@ from .analyze import Tally, _analyze, idle_option_error, idle_options, iter_laye
 from .errors import HtsrError, OptionError, OutputError, SourceError, listed, shown
 from .figures import Panel, Series
 from .io.torch import unwrapped
-from .options import Options, acts_on
+from .options import FITTED_ONLY, Options, acts_on, describe_only
 from .specs import plain
 from .results import csv_table, means_rows, temp_prefix
 from .values import NanEqual
@@ -191,8 +191,10 @@ class AlphaMonitor:
         _check(not isinstance(threshold, bool) and isinstance(threshold, (int, float)) and math.isfinite(threshold),
                "threshold", "a finite number", threshold)
         _check(on_alert is None or callable(on_alert), "on_alert", "None or a callable", on_alert)
-        # (a default that acts on no layer of the kinds monitored is left to analyze: mp_fit for LoRA rows)
-        defaults = {k: v for k, v in MONITOR_DEFAULTS.items() if acts_on(k, options.get("kinds"))}
+        # (a default that acts on no layer of the kinds monitored is left to analyze: mp_fit for LoRA rows; and
+        # one that acts on fits only, where max_evals below min_evals fits none)
+        defaults = {k: v for k, v in MONITOR_DEFAULTS.items() if acts_on(k, options.get("kinds"))
+                    and not (k in FITTED_ONLY and describe_only(options))}
         self._kwargs = {**defaults, **options, "layers": layers}
         self._given = frozenset(options)  # (the options the user gave, not the monitor's defaults)
         try:
@@ -249,7 +251,7 @@ class AlphaMonitor:
         # an option given that acts on none of its rows (the monitor's own defaults are not given: mp_fit=False on
         # an adapter's updates alone asks for nothing)
         if idle := idle_options(self.options, kinds, self._given):
-            raise idle_option_error(description, idle[0], kinds)
+            raise idle_option_error(description, idle[0], kinds, self.options)
         if self._model is not None and model is not self._model:  # (a k-fold loop's next model)
             self.alert, self._rows, self._failed = False, None, set()
         self._model = model

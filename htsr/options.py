@@ -9,6 +9,7 @@ builds its ``--help`` from the same table, so the two cannot drift apart.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -145,12 +146,12 @@ class Options:
         if low is not None and high is not None and low > high:
             raise OptionError(f"option 'min_evals' ({low}) is above option 'max_evals' ({high}): no layer could be "
                               "fitted; lower the one or raise the other")
-        low = OPTION_SPECS["min_evals"].default if low is None else low
-        if high is not None and high < low and (fitting := [k for k in _FITTED_ONLY if k in kwargs
-                                                             and kwargs[k] != OPTION_SPECS[k].default]):
+        if describe_only(kwargs) and (fitting := [k for k in FITTED_ONLY if k in kwargs
+                                                  and kwargs[k] != OPTION_SPECS[k].default]):
             raise OptionError(f"option {fitting[0]!r} acts only on fitted layers, and option 'max_evals' ({high}) "
-                              f"below option 'min_evals' ({low}) leaves none to fit (every layer is listed, not "
-                              "fitted): it would change nothing; raise max_evals, or leave it out")
+                              f"below option 'min_evals' ({OPTION_SPECS['min_evals'].default if low is None else low})"
+                              " leaves none to fit (every layer is listed, not fitted): it would change nothing; "
+                              "raise max_evals, or leave it out")
         if kwargs.get("drop_top") and kwargs.get("clip_xmax"):
             raise OptionError("option 'drop_top' and option 'clip_xmax' both choose the top eigenvalues a fit leaves "
                               "out: give one of them")
@@ -208,9 +209,16 @@ _APPLIES_WITH = {"max_fingers": (("clip_xmax", True),), "finger_thresh": (("clip
                  "phase_ht_alpha": (("mp_fit", True),), "phase_bleed_width": (("mp_fit", True),),
                  "seed": (("bootstrap", _Above(0)), ("randomize", True))}  # the only random draws
 
+def describe_only(options: dict[str, Any]) -> bool:
+    """Whether ``options`` (keywords) fit no layer: max_evals below min_evals (its default when not given),
+    WeightWatcher's describe(). False for values no option takes (their own check refuses them)."""
+    low, high = options.get("min_evals", OPTION_SPECS["min_evals"].default), options.get("max_evals")
+    return all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (low, high)) and high < low
+
+
 #: options that act only on layers with a fit (min_evals eigenvalues or more): the fit, its diagnostics, the MP fit
 #: and phase, the shuffled copy; norms and ranks are a not-fitted layer's too
-_FITTED_ONLY = ("xmin", "clip_xmax", "max_fingers", "finger_thresh", "drop_top", "evals_floor", "farms_aspect",
+FITTED_ONLY = ("xmin", "clip_xmax", "max_fingers", "finger_thresh", "drop_top", "evals_floor", "farms_aspect",
                 "tails", "bootstrap", "confidence", "prior_shape", "prior_rate", "bayes_average", "seed", "mp_fit",
                 "tw_margin", "phase_rank_collapse", "phase_ht_share", "phase_ht_alpha", "phase_bleed_width",
                 "randomize")

@@ -17,6 +17,8 @@ phases get colours from one fixed palette (phases in the order of :data:`htsr.rm
 
 from __future__ import annotations
 
+import dataclasses
+
 import io
 import math
 import os
@@ -124,6 +126,21 @@ def _chars_across(ax: Any, fontsize: float) -> int:
     return int(ax.get_position().width * ax.figure.get_figwidth() * 72 / (0.55 * fontsize))
 
 
+def _text(text: str) -> str:
+    """``text`` drawn as it is: a '$' escaped, which matplotlib's mathtext would parse (a layer named 'a$b' had
+    been drawn in math italics, and one of a lone '$' had failed the figure)."""
+    return text.replace("$", r"\$")
+
+
+def _literal(panel: Panel) -> Panel:
+    """``panel`` with every text it draws as :func:`_text` makes it."""
+    series = tuple(dataclasses.replace(s, label=_text(s.label), labels=tuple(_text(x) for x in s.labels))
+                   for s in panel.series)
+    return dataclasses.replace(panel, title=_text(panel.title), xlabel=_text(panel.xlabel),
+                               ylabel=_text(panel.ylabel), ylabel2=_text(panel.ylabel2), note=_text(panel.note),
+                               series=series)
+
+
 def draw_panel(panel: Panel, ax: Any = None) -> Any:
     """Draw ``panel`` on ``ax`` (a matplotlib Axes; a new Figure with one axis when None); return the figure.
 
@@ -135,6 +152,7 @@ def draw_panel(panel: Panel, ax: Any = None) -> Any:
     labelled series; the note is written under the x label (in the middle of an empty panel, which has
     no ticks).
     """
+    panel = _literal(panel)
     if ax is None:
         ax = _new_figure().add_subplot()
     ax2 = None
@@ -324,7 +342,7 @@ def plot_layer(result: Any, name_or_index: str | int) -> Any:
     for panel, ax in zip(figures.layer_panels(row, result.spectra[i]), fig.subplots(2, 3).ravel()):
         draw_panel(panel, ax)
     alpha = f", α = {row.alpha:.3g}" if math.isfinite(row.alpha) else ""
-    fig.suptitle(f"{row.name} ({row.kind}, {row.shape}): {row.status}{alpha}", fontsize=12)
+    fig.suptitle(_text(f"{row.name} ({row.kind}, {row.shape}): {row.status}{alpha}"), fontsize=12)
     return fig
 
 

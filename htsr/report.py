@@ -37,8 +37,8 @@ from .figures import (  # one colour per role in both renderers
 )
 from .fits.uncertainty import interval_of, warning_interval
 from .options import LAYER_KINDS, OPTION_SPECS, UI_OPTIONS
-from .results import (MEANS_OVER, AnalysisResult, LayerResult, format_value, table_columns, why_undefined,
-                      write_result_file)
+from .results import (CONTROL_ESCAPES, MEANS_OVER, AnalysisResult, LayerResult, format_value, table_columns,
+                      why_undefined, write_result_file)
 from .rmt.phases import PHASES
 
 __all__ = ["render_report", "write_report"]
@@ -92,8 +92,21 @@ def write_report(result: AnalysisResult, path: str | os.PathLike, title: str | N
 
 # ---- data embedded as JSON -------------------------------------------------------------------------------
 
+def _visible(v: Any) -> Any:
+    """``v`` with every string's control characters and bidirectional overrides as their escapes
+    (results.CONTROL_ESCAPES, as the printed table shows them): a layer name holding U+202E had reversed the text
+    after it in the report, and a warning line read 'evil[519.7 ,19.3] 107.5 = α modl'."""
+    if isinstance(v, str):
+        return v.translate(CONTROL_ESCAPES)
+    if isinstance(v, (list, tuple)):
+        return [_visible(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _visible(x) for k, x in v.items()}
+    return v
+
+
 def _js(v: Any) -> str:
-    return json.dumps(v, ensure_ascii=False, allow_nan=False)
+    return json.dumps(_visible(v), ensure_ascii=False, allow_nan=False)
 
 
 def _nums(a: Any) -> str:
@@ -166,7 +179,7 @@ def _value(i: int, row: LayerResult, column: str) -> Any:
 # ---- HTML ------------------------------------------------------------------------------------------------
 
 def _e(v: Any) -> str:
-    return html.escape(str(v), quote=True)
+    return html.escape(str(v).translate(CONTROL_ESCAPES), quote=True)
 
 
 def _fmt(v: Any) -> str:

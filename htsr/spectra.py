@@ -50,7 +50,7 @@ from .lapack import eigvalsh, gram, svdvals
 from .specs import FEW_BELOW_FLOOR, as_numpy, check_args
 from .values import NanEqual
 
-__all__ = ["Factored", "Kronecker", "LowRank", "Spectrum", "SpectrumOverflow", "as_matrices", "esd", "gram_floor", "resolved_floor", "hadamard_lowrank",
+__all__ = ["Factored", "Kronecker", "LowRank", "Spectrum", "SpectrumOverflow", "as_matrices", "esd", "gram_floor", "resolved_floor", "safely_scaled", "hadamard_lowrank",
            "lowrank_eigenvalues", "matrix_eigenvalues", "weights_finite"]
 
 _EPS32 = float(np.finfo(np.float32).eps)
@@ -233,22 +233,32 @@ def _gram_eigenvalues(W: np.ndarray, dtype: type, wide: bool) -> tuple[np.ndarra
     return _eigenvalues_and_floor(eigvalsh(G), G.shape[0], _EPS32 if dtype is np.float32 else _EPS64, dtype)
 
 
+def safely_scaled(A: np.ndarray) -> tuple[np.ndarray, float]:
+    """``A``, or ``A`` divided by its largest magnitude where products of its entries would leave float32's range
+    (beyond 1e15 or below 1e-15): (the matrix, the factor its singular values are multiplied back by). For the
+    iterative solvers that work in the weights' own precision: weights of 1e35 overflowed ARPACK's products, and
+    LAPACK printed "SLASCL parameter number 4 had an illegal value" on standard output (into --json's document)."""
+    if A.size == 0:
+        return A, 1.0
+    amax = float(max(A.max(), -A.min()))  # (no temporary |A|)
+    if not math.isfinite(amax) or amax == 0.0 or 1e-15 < amax < 1e15:
+        return A, 1.0
+    return (A / amax).astype(A.dtype, copy=False), amax
+
+
 def gram_floor(lambda_max: float, n: int, eps: float = _EPS32) -> float:
     """The numerical floor of an n × n Gram's eigenvalues solved at precision ``eps``: 4·√n·ε·λ_max."""
     return 4.0 * math.sqrt(n) * eps * lambda_max
 
 
 def resolved_floor(sp: Spectrum, n: int) -> float:
-    """The eigenvalues of ``sp`` (of n × n Grams) that either eigenvalue path resolves lie above this: what sorts
-    them into 'zero' and 'nonzero' for a comparison (the shuffled ESD's JS distance, the bulk eigenvectors). The
-    float32 Gram's floor (:func:`gram_floor`) where as few lie below it as the fast path leaves unrefined
-    (``FEW_BELOW_FLOOR``: it keeps them as they round, the accurate path resolves them; each path's own floor had
-    moved MiniLM's rand_js_distance by up to 0.03 between the two); the spectrum's own floor where more do (the
-    fast path refines those in float64 too)."""
-    if sp.evals.size == 0:
-        return sp.floor
-    cut = max(sp.floor, gram_floor(float(sp.evals[-1]), n))
-    return cut if np.count_nonzero(sp.evals < cut) <= FEW_BELOW_FLOOR * sp.evals.size else sp.floor
+    """The eigenvalues of ``sp`` (of n × n Grams) above this are resolved on either eigenvalue path: the float32
+    Gram's floor of its largest (:func:`gram_floor`), the fast path's resolution. What sorts eigenvalues into
+    'zero' and 'nonzero' for a comparison (the shuffled ESD's JS distance, the bulk eigenvectors) cuts there,
+    whichever path ran: each path's own floor had moved MiniLM's rand_js_distance by up to 0.03 between the two,
+    and a pooled conv's quiet kernel position, refined in float64 on the fast path, had its eigenvalues cut at
+    another position's float32 floor there and at its own on the accurate path."""
+    return gram_floor(float(sp.evals[-1]), n) if sp.evals.size else sp.floor
 
 
 def _eigenvalues_and_floor(evals: np.ndarray, n: int, eps: float, dtype: type) -> tuple[np.ndarray, float, type]:

@@ -2271,7 +2271,7 @@ def test_a_shuffle_with_no_mp_law_counts_no_traps():
 
 def test_the_shuffle_s_js_distance_cuts_each_spectrum_at_its_own_floor():
     """rand_js_distance compares the layer's ESD and its shuffle's, each with the eigenvalues at or below its own
-    numerical floor (spectra.resolved_floor: where few lie below it, the float32 Gram's) as zeros: for a 100 x 100 float32 layer with a strong rank-1 spike the two floors differ by
+    float32 Gram floor (spectra.resolved_floor, on either path) as zeros: for a 100 x 100 float32 layer with a strong rank-1 spike the two floors differ by
     orders of magnitude, and cut at each other's the distance differs by more than 1e-3. The floors' order had gone
     unchecked (rel 1e-6: the same calls as the analysis, only a BLAS thread count could move their round-off)."""
     from htsr.rmt import js_distance
@@ -2291,8 +2291,7 @@ def test_the_shuffle_s_js_distance_cuts_each_spectrum_at_its_own_floor():
 def test_the_shuffle_s_js_distance_and_the_bulk_eigenvectors_do_not_depend_on_the_eigenvalue_path():
     """A float32 300 x 200 layer with 2 singular values at 1e-4 of the largest: their eigenvalues (1e-8 of λ_max) lie
     below the float32 Gram's floor (4·√200·ε₃₂·λ_max = 6.7e-6), which the fast path leaves unresolved (2 of 200,
-    under refine_fraction) and the accurate path resolves. Each ESD is cut at that floor on either path (where more
-    lie below it, the fast path refines them and both cut at their float64 floors): the
+    under refine_fraction) and the accurate path resolves. Each ESD is cut at that floor on either path: the
     distance and the bulk's eigenvectors had been cut at each path's own floor, and MiniLM's rand_js_distance moved
     by up to 0.03 between --precision fast and accurate (h40). Equal to 1e-3: the eigenvalues above the floor agree
     to float32 round-off, which can move one across a bin edge (a 1/200 share)."""
@@ -2308,6 +2307,19 @@ def test_the_shuffle_s_js_distance_and_the_bulk_eigenvectors_do_not_depend_on_th
     assert fast.eig_method == "gram32" and fast.num_evals_below_floor == 2 and accurate.eig_method == "svd64"
     assert fast.rand_js_distance == pytest.approx(accurate.rand_js_distance, abs=1e-3)
     assert fast.loc_pr_bulk_mean == pytest.approx(accurate.loc_pr_bulk_mean, rel=1e-9)  # (one float64 eigh: same)
+    # a pooled conv whose quiet kernel position has 20 of its 64 singular values at 1e-4 of the others: the fast
+    # path refines that position in float64 (gram32+gram64), and its eigenvalues below the loudest position's
+    # float32 floor had been cut at that floor there and at the position's own on the accurate path (js 0.144 and
+    # 0.134: h43)
+    K = rng.standard_normal((128, 64, 3, 3)).astype(np.float32)
+    U, s, Vt = np.linalg.svd(K[:, :, 0, 0].astype(np.float64), full_matrices=False)
+    s[-20:] *= 1e-4
+    K[:, :, 0, 0] = ((U * s) @ Vt).astype(np.float32)
+    rows = {p: htsr.analyze({"c.weight": K}, randomize=True, localization=True, precision=p, tails=False).layers[0]
+            for p in ("fast", "accurate")}
+    assert rows["fast"].eig_method == "gram32+gram64" and rows["accurate"].eig_method == "svd64"
+    assert rows["fast"].rand_js_distance == pytest.approx(rows["accurate"].rand_js_distance, abs=1e-3)
+    assert rows["fast"].loc_pr_bulk_mean == pytest.approx(rows["accurate"].loc_pr_bulk_mean, rel=1e-9)
 
 
 def test_the_progress_bar_counts_every_row_whether_run_side_by_side_or_alone(monkeypatch):
@@ -2453,3 +2465,19 @@ def test_a_row_whose_erg_tail_is_undefined_says_why():
     assert rows["one"].status == "not_fitted: 1 eigenvalues < min_evals=50" and math.isnan(rows["one"].num_erg)
     assert rows["zero"].status == "failed: all-zero matrix"
     assert rows["ok"].status == "ok" and rows["ok"].num_erg > 0
+
+
+def test_weights_of_1e35_leave_no_solver_noise_on_stdout(capfd):
+    """Weights of 1e35 (float32): the iterative solvers (the phase's spike vectors, the traps' triplets) work in the
+    weights' precision, where their products overflowed: LAPACK printed "SLASCL parameter number 4 had an illegal
+    value" on standard output, into --json's document, and scipy warned of overflow (h44). Scaled first: nothing
+    printed, and the same phase and traps as the weights at scale 1."""
+    import warnings
+
+    W = np.random.default_rng(0).standard_t(3, (200, 120)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (an overflow warning fails the test)
+        big, unit = (htsr.analyze({"l.weight": W * np.float32(s)}, randomize=True).layers[0] for s in (1e35, 1.0))
+    out, err = capfd.readouterr()
+    assert "SLASCL" not in out + err and out == ""
+    assert (big.status, big.phase, big.num_traps) == (unit.status, unit.phase, unit.num_traps) == ("ok", "bulk-decay", 1)

@@ -1847,3 +1847,12 @@ def test_an_option_acting_on_one_models_rows_acts_on_the_comparison():
                                           r"none of the models has one \(their rows are dense\): it would change "
                                           r"nothing; leave it out$"):
         compare(dense, conv="per_position")
+    # a saved run's rows count: its conv rows take --conv, and a dense model analysed without it is no different
+    # options (the user had been told "not comparable" without the option and refused with it: h43)
+    saved = htsr.analyze(conv, conv="per_position", min_evals=10)
+    for options in ({"conv": "per_position"}, {}):
+        c = compare([saved, dense[0]], labels=["conv", "dense"], min_evals=10, **options)
+        assert c.as_dict()["options_differ"] == {} and "different options" not in format_comparison(c)
+    # two conv models analysed apart, pooled and per position, still differ
+    c = compare_results([saved, htsr.analyze(conv, min_evals=10)], ["pp", "pooled"])
+    assert c.as_dict()["options_differ"] == {"conv": ["per_position", "pooled"]}

@@ -890,3 +890,37 @@ def test_shuffled_esd_with_one_shuffled_eigenvalue_is_empty(gauss):
     p = F.shuffled_esd(row, dataclasses.replace(sp, rand_evals=rand))
     assert p.series == () and p.note == "fewer than 2 nonzero eigenvalues" and p.xlog and p.ylog
 
+
+
+def test_adapter_figures_count_the_rows_the_summary_counts():
+    """An adapter's 'layers per phase' counts its #delta rows, as the summary's phase counts (it had counted the
+    #base and #merged rows beside them, untitled: h44); a trend's verdict counts say which rows, its status counts
+    are every row's; count columns get whole-number ticks."""
+    from conftest import layer_row, result_of
+
+    rows = [layer_row("q#delta", phase="heavy-tailed"), layer_row("q#base", phase="bulk-decay"),
+            layer_row("q#merged", phase="heavy-tailed")]
+    r = result_of(rows)
+    assert r.summary.means_over == "delta"
+    panel = F.phase_counts(r)
+    assert panel.title == "layers per phase (#delta rows, as the summary)"
+    assert _one(panel, "bar", "data").y.tolist() == [1.0 if p == "heavy-tailed" else 0.0 for p in PHASES]
+    titles = [p.title for p in F.metric_trend([r, r], ["a", "b"], ["alpha", "num_uncertain", "num_failed"])]
+    assert titles == ["alpha across models (means over #delta rows)", "num_uncertain across models (over #delta rows)",
+                      "num_failed across models"]
+    assert {"num_failed", "num_uncertain", "num_heavy_tailed", "layers"} <= F.COUNT_AXES
+
+
+def test_the_shuffled_esd_of_a_pruned_layer_leaves_out_its_zeros():
+    """A 99.5 %-pruned 512 x 256 layer: its shuffle's zero eigenvalues come out as rounding, 1e-72 to 1e-34, which
+    had stretched the shared log bins over 70 decades (the layer's own zeros were left out). Left out at float32
+    precision as the layer's (num_zero_evals), and said so."""
+    rng = _rng(9)
+    W = rng.standard_normal((512, 256)) * (rng.random((512, 256)) < 0.005)
+    r = htsr.analyze({"p.weight": W}, randomize=True, keep_spectra=True, min_evals=10)
+    row, sp = r.layers[0], r.spectra[0]
+    panel = F.shuffled_esd(row, sp)
+    edges = _one(panel, "hist", "shuffled").x
+    assert edges[0] > 1e-12 * edges[-1]
+    shown = sp.rand_evals[sp.rand_evals > edges[0] * (1 - 1e-9)].size
+    assert f"{sp.rand_evals.size - shown} zero eigenvalue(s) of the shuffled ESD not shown" in panel.note

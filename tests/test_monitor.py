@@ -1228,3 +1228,16 @@ def test_an_option_given_that_acts_on_no_row_is_refused_when_the_model_is_bound(
     with pytest.raises(OptionError, match=r"option 'randomize' acts only on dense, .* layers, and this model has none "
                                           r"\(its rows are lora\)"):
         AlphaMonitor(tmp_path, None, unit="step", randomize=True)
+
+
+def test_a_monitor_that_fits_no_layer_is_built_without_its_fit_only_defaults():
+    """max_evals below min_evals lists every layer unfitted: the monitor's own tails=False and mp_fit=False act on
+    fits only, and had been refused as options that would change nothing, with advice (pass tails=True) that
+    led to the same refusal for mp_fit (h43). The user's own fit-only option is still refused."""
+    model = {"fc.weight": np.random.default_rng(3).standard_normal((60, 30))}
+    mon = AlphaMonitor(model, None, unit="step", max_evals=40)
+    assert "tails" not in mon.options.as_dict() or mon.options.tails is True
+    rec = mon.record(step=0)
+    assert rec is not None and math.isnan(rec.mean_alpha)
+    with pytest.raises(OptionError, match=r"^option 'bootstrap' acts only on fitted layers"):
+        AlphaMonitor(model, None, unit="step", max_evals=40, bootstrap=200)

@@ -441,3 +441,15 @@ def test_numpy_bools_and_unsigned_integers_are_the_python_values_they_hold():
     o = Options.create(tails=np.False_, mp_fit=np.True_, bootstrap=np.uint16(200), seed=np.uint8(3))
     assert (o.tails, o.mp_fit, o.bootstrap, o.seed) == (False, True, 200, 3)
     assert [type(v) for v in (o.tails, o.mp_fit, o.bootstrap, o.seed)] == [bool, bool, int, int]
+
+
+def test_an_option_acting_on_no_row_the_filters_keep_names_the_filters():
+    """--layers fc --conv per_position on a model with a conv layer: refused, saying the rows the filter keeps are
+    dense (it had said "this model has none", of a model that has one: h43)."""
+    rng = np.random.default_rng(2)
+    model = {"c.weight": rng.standard_normal((64, 32, 3, 3)), "fc.weight": rng.standard_normal((80, 60))}
+    with pytest.raises(OptionError, match=r"^<mapping>: option 'conv' acts only on conv1d, conv2d, conv3d, lora "
+                                          r"layers, and none of the rows option 'layers' keeps is one \(they are "
+                                          r"dense\): it would change nothing; leave it out$"):
+        htsr.analyze(model, layers="fc", conv="per_position")
+    assert htsr.analyze(model, conv="per_position", min_evals=10).layers[0].name.startswith("c[")

@@ -655,3 +655,20 @@ def test_a_bar_series_without_categories_is_ticked_by_position():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "2"]
     assert [p.get_height() for p in ax.patches if isinstance(p, Rectangle)] == [1.0, 4.0, 2.0]
 
+
+
+def test_a_dollar_in_a_name_is_drawn_as_it_is(tmp_path):
+    """matplotlib parses '$…$' as math: a layer named 'a$\\frac{1}{0$' failed the figure (a traceback from htsr compare
+    --labels 'base$$,ft' --figure), and 'a$b$c' was drawn in math italics. Every text a panel draws is literal."""
+    rng = np.random.default_rng(0)
+    names = ["a$\\frac{1}{0$", "x^2_{y}$$", "a$b$c"]
+    r = htsr.analyze({f"{n}.weight": rng.standard_normal((120, 80)) for n in names}, keep_spectra=True)
+    for i, n in enumerate(names):
+        fig = P.plot_layer(r, i)
+        fig.savefig(tmp_path / f"{i}.png")  # (mathtext parses at drawing)
+        assert fig._suptitle.get_text().startswith(n.replace("$", "\\$"))
+    # category labels (a trend across models labelled 'base$$', 'ft') are drawn as they are too
+    panel = F.Panel("t $x$", "model", "alpha", (F.Series("line", (0.0, 1.0), (2.0, 3.0), labels=("base$$", "ft")),))
+    fig = P.draw_panel(panel).figure
+    fig.savefig(tmp_path / "trend.png")
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["base\\$\\$", "ft"]

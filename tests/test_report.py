@@ -769,6 +769,18 @@ def test_quotes_in_a_layer_name_are_escaped_in_attributes():
     assert 'onmouseover="alert(1)' not in page
 
 
+def test_control_characters_and_bidi_overrides_in_names_are_shown_as_escapes():
+    """A layer name holding U+202E (right-to-left override) or a C1 control: shown as its escape, as the printed
+    table shows it, in the HTML and in the JSON the figures are drawn from (written raw, the override had reversed
+    the warning line after it: 'evil[519.7 ,19.3] 107.5 = α modl', h44)."""
+    name = "evil\u202eldom\x9b.x"
+    rng = np.random.default_rng(0)
+    r = htsr.analyze({f"{name}.weight": rng.standard_normal((120, 80))}, keep_spectra=True)
+    page = render_report(r)
+    assert "\u202e" not in page and "\x9b" not in page
+    assert "evil\\u202eldom\\x9b.x" in page  # (the escapes' backslashes, as text; JSON doubles them again)
+
+
 def test_the_summary_card_counts_not_fitted_and_skipped_apart():
     r = result_of([layer_row("a"), layer_row("b", status="not_fitted: 4 eigenvalues", alpha=math.nan),
                  layer_row("c", status="skipped: over max_evals", alpha=math.nan), layer_row("d", status="skipped: unchanged", alpha=math.nan)])

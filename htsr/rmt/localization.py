@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from ..lapack import eigh
-from ..spectra import as_matrices
+from ..spectra import as_matrices, safely_scaled
 
 __all__ = ["localization", "localized_spike", "spike_localization", "vector_entropy", "ENTROPY_BINS", "LOCALIZATION_COLUMNS",
            "LOCALIZED_SHARE", "LOCALIZED_TOP"]
@@ -121,7 +121,7 @@ def spike_localization(matrices: Sequence[np.ndarray], k: int) -> tuple[int, int
         if kk < 1:
             continue
         A = np.asarray(W)
-        A = A if A.dtype in (np.float32, np.float64) else A.astype(np.float32)
+        A, scale = safely_scaled(A if A.dtype in (np.float32, np.float64) else A.astype(np.float32))
         try:
             U, sv, Vt = scipy.sparse.linalg.svds(A, k=kk, v0=np.full(min(A.shape), min(A.shape) ** -0.5,
                                                                      dtype=A.dtype))
@@ -130,7 +130,7 @@ def spike_localization(matrices: Sequence[np.ndarray], k: int) -> tuple[int, int
             continue
         U, Vt = U.astype(np.float64), Vt.astype(np.float64)
         share = np.minimum(participation_ratio(U, axis=0) / A.shape[0], participation_ratio(Vt, axis=1) / A.shape[1])
-        found += zip(sv.astype(np.float64).tolist(), (share < LOCALIZED_SHARE).tolist())
+        found += zip((sv.astype(np.float64) * scale).tolist(), (share < LOCALIZED_SHARE).tolist())
     top = sorted(found, key=lambda f: -f[0])[:k]
     return sum(loc for _, loc in top), len(top)
 

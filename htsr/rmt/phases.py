@@ -107,8 +107,8 @@ def mp_fits_bulk(mp: MPFit, num_evals: int, num_zero: int) -> bool:
 
 def phase_of(num_evals: int, num_zero: int, mp: MPFit, lambda_max: float, alpha: float,
              num_heavy_entries: float, t: PhaseThresholds = PhaseThresholds()) -> str:
-    """The layer's phase (one of :data:`PHASES`), or '' when the MP fit is undefined, or no spike lies above a bulk
-    the MP law does not fit (rule 2)."""
+    """The layer's phase (one of :data:`PHASES`), or '': without an MP fit, with no spike above a bulk the MP law
+    does not fit (rule 2), or with a tail (rule 3) that has no alpha."""
     if num_evals <= 0:
         return ""
     if num_zero / num_evals >= t.rank_collapse:

@@ -30,7 +30,7 @@ import scipy.linalg
 import scipy.sparse.linalg
 
 from ..errors import OptionError
-from ..spectra import Spectrum, as_matrices, esd
+from ..spectra import Spectrum, as_matrices, esd, safely_scaled
 from ..specs import check_args
 from .mp import MPFit, fit_mp
 from ..values import NanEqual
@@ -94,9 +94,10 @@ def _top_triplets(S: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.nda
     if k >= min(S.shape) - 1 or min(S.shape) <= 256:
         U, s, Vt = scipy.linalg.svd(S, full_matrices=False, check_finite=False)
         return s[:k], U[:, :k], Vt[:k]
-    U, s, Vt = scipy.sparse.linalg.svds(S, k=k, random_state=0)
+    A, scale = safely_scaled(S)
+    U, s, Vt = scipy.sparse.linalg.svds(A, k=k, random_state=0)
     order = np.argsort(s)[::-1]
-    return s[order], U[:, order], Vt[order]
+    return s[order] * scale, U[:, order], Vt[order]
 
 
 def _variance(x: np.ndarray, chunk: int = 1 << 20) -> float:
