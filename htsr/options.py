@@ -209,6 +209,7 @@ _APPLIES_WITH = {"max_fingers": (("clip_xmax", True),), "finger_thresh": (("clip
                  "phase_ht_alpha": (("mp_fit", True),), "phase_bleed_width": (("mp_fit", True),),
                  "seed": (("bootstrap", _Above(0)), ("randomize", True))}  # the only random draws
 
+
 def describe_only(options: dict[str, Any]) -> bool:
     """Whether ``options`` (keywords) fit no layer: max_evals below min_evals (its default when not given),
     WeightWatcher's describe(). False for values no option takes (their own check refuses them)."""
@@ -219,9 +220,9 @@ def describe_only(options: dict[str, Any]) -> bool:
 #: options that act only on layers with a fit (min_evals eigenvalues or more): the fit, its diagnostics, the MP fit
 #: and phase, the shuffled copy; norms and ranks are a not-fitted layer's too
 FITTED_ONLY = ("xmin", "clip_xmax", "max_fingers", "finger_thresh", "drop_top", "evals_floor", "farms_aspect",
-                "tails", "bootstrap", "confidence", "prior_shape", "prior_rate", "bayes_average", "seed", "mp_fit",
-                "tw_margin", "phase_rank_collapse", "phase_ht_share", "phase_ht_alpha", "phase_bleed_width",
-                "randomize")
+               "tails", "bootstrap", "confidence", "prior_shape", "prior_rate", "bayes_average", "seed", "mp_fit",
+               "tw_margin", "phase_rank_collapse", "phase_ht_share", "phase_ht_alpha", "phase_bleed_width",
+               "randomize")
 
 #: options that act on layers of some kinds only (a low-rank update is analysed from its factors: no shuffle,
 #: eigenvectors, MP fit, windows, float64 choice or floor of its own); given with kinds that select none, refused
