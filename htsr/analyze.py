@@ -53,7 +53,7 @@ from .rmt import (
     randomize,
     spike_localization,
 )
-from .spectra import Factored, Spectrum, SpectrumOverflow, esd, resolved_floor
+from .spectra import Factored, Spectrum, SpectrumOverflow, esd, resolved_cuts
 from .tensors import ROW_TAG, channels_last_conv, classify, is_bias_or_buffer, row_name
 
 __all__ = ["analyze", "analyze_layer", "check_has_layers", "iter_layers"]
@@ -387,12 +387,12 @@ def idle_options(opts: Options, kinds: set[str], given: Iterable[str] | None = N
             and not acts_on(name, kinds)]
 
 
-def idle_option_error(description: str, name: str, kinds: set[str], opts: Options) -> OptionError:
-    """The error for option ``name`` acting on none of a model's rows (``description``: the model's; '' for
-    compare's models together), whose kinds are ``kinds``, under the filters of ``opts``."""
+def idle_option_error(description: str, name: str, kinds: set[str], opts: Options, models: str = "") -> OptionError:
+    """The error for option ``name`` acting on none of a model's rows (``description``: the model's), whose kinds are
+    ``kinds``, under the filters of ``opts``; or (``models``: which, for compare) of several models' rows."""
     filters = " and ".join(f"option {f!r}" for f in ("layers", "kinds") if getattr(opts, f))
     has = (f"none of the rows {filters} {'keep' if ' and ' in filters else 'keeps'} is one (they are" if filters else
-           "none of the models has one (their rows are" if not description else "this model has none (its rows are")
+           f"none of {models} has one (their rows are" if models else "this model has none (its rows are")
     return OptionError(f"{description + ': ' if description else ''}option {name!r} acts only on "
                        f"{', '.join(k for k in LAYER_KINDS if k in KIND_BOUND[name])} layers, and {has} "
                        f"{', '.join(k for k in LAYER_KINDS if k in kinds)}): it would change nothing; leave it out")
@@ -696,7 +696,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
             # on the layer's own eigenvalues (FARMS' farms_xmin)
             xmin = rmt.get("farms_xmin", fit.xmin)
             num_tail = evals.size - int(np.searchsorted(evals, xmin, side="left")) if fit.status == "ok" else 0
-            rmt.update(localization(kept, num_tail, scale, resolved_floor(spectrum, lm.M)))
+            rmt.update(localization(kept, num_tail, scale, None))
         except Exception as e:  # noqa: BLE001
             lost = f"localization: {described(e)}"
             rmt_error = f"{rmt_error}; {lost}" if rmt_error else lost
@@ -836,8 +836,8 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
                         rand_mp_lambda_minus=R.mp.lambda_minus, rand_mp_lambda_plus=R.mp.lambda_plus,
                         rand_mp_threshold=R.mp.threshold, rand_mp_softrank=R.mp.softrank,
                         num_traps=float(R.num_traps) if math.isfinite(R.mp.threshold) else math.nan,
-                        rand_js_distance=js_distance(spectrum.evals, R.spectrum.evals, resolved_floor(spectrum, lm.M),
-                                                     resolved_floor(R.spectrum, lm.M)),
+                        rand_js_distance=js_distance(spectrum.evals, R.spectrum.evals, resolved_cuts(spectrum, lm.M),
+                                                     resolved_cuts(R.spectrum, lm.M)),
                         trap_weights="; ".join(where))
     except Exception as e:
         return mp, cols, described(e), None, driving

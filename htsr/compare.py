@@ -578,11 +578,14 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
     # each model opened once (its headers), and one without a layer under the filters fails now, not after
     # the others' analyses
     sources = [s if isinstance(s, AnalysisResult) else open_model(s) for s in sources]
-    # (an option acting on one model's rows acts on the comparison: a saved run's rows count too)
-    kinds = set().union(*(check_has_layers(s, opts) if not isinstance(s, AnalysisResult) else
-                          {row.kind for row in s.layers} for s in sources))
-    if not all(saved) and (idle := idle_options(opts, kinds)):
-        raise idle_option_error("", idle[0], kinds, opts)
+    # an option acting on one model's rows acts on the comparison; a saved run analysed with it is one it matches
+    kinds = set().union(*(check_has_layers(s, opts) for s in sources if not isinstance(s, AnalysisResult)))
+    runs = [s for s in sources if isinstance(s, AnalysisResult)]
+    idle = [name for name in idle_options(opts, kinds) if not any(
+        r.options.get(name) == getattr(opts, name) and acts_on(name, {row.kind for row in r.layers}) for r in runs)]
+    if kinds and idle:
+        raise idle_option_error("", idle[0], kinds, opts, "the models analysed now" + (
+            ", nor a saved run analysed with it," if runs else ""))
     results = [s if isinstance(s, AnalysisResult) else _analyze(s, opts, check_idle=False) for s in sources]
     # (each opened reader's result keeps the path it was given: compare_results of them labels them so too)
     results = [replace(r, path=os.fspath(g)) if isinstance(g, (str, os.PathLike)) else r
@@ -710,8 +713,10 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
     over = [(lab, r.summary.means_over) for lab, r in zip(c.labels, c.results)]
     if any(o != "all" for _, o in over):  # an adapter's means are its updates' (results.means_rows)
         kinds = dict.fromkeys(o for _, o in over)
-        parts.append("the summary means are over " + "; ".join(
-            f"{MEANS_OVER[o]} for {', '.join(lab for lab, x in over if x == o)}" for o in kinds))
+        parts.append("the summary means and warning counts are over " + "; ".join(
+            f"{MEANS_OVER[o]} for {', '.join(lab for lab, x in over if x == o)}" for o in kinds)
+            + (f" (the phase and trap counts over {MEANS_OVER['merged']}: an update has none)" if "delta" in kinds
+               else ""))
     same = len(c.common_layers) - len(c.shape_differs)
     if c.partial_layers or c.shape_differs:  # the summary means are over different layers in each model
         parts.append("the models' layers differ (" + ", ".join(f"{lab} {r.summary.num_layers}" for lab, r in

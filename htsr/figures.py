@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import OptionError
 from .fits.powerlaw import FLAT_SPREAD, ks_scan
-from .results import SUMMARY_METRICS, Summary, means_rows
+from .results import SUMMARY_METRICS, Summary, means_rows, phase_column, phase_rows
 from .rmt.mp import zero_level
 from .rmt.phases import PHASES
 from .rmt.setol import erg_eigenvalues
@@ -461,18 +461,22 @@ def alpha_distribution(result: Any, metric: str = "alpha") -> Panel:
 
 
 def phase_counts(result: Any) -> Panel:
-    """Layers per phase, over the rows the summary counts (an adapter's updates: the summary's phase counts)."""
-    which, kept = _means_rows(result)
-    counts = [sum(r.phase == p for _, r in kept) for p in PHASES]
-    none = sum(r.phase == "" for _, r in kept)
+    """Layers per phase, over the rows the summary counts them over (results.phase_rows: an adapter's adapted
+    weights)."""
+    over, kept = phase_rows(result.layers)
+    counts = [sum(r.phase == p for r in kept) for p in PHASES]
+    none = sum(r.phase == "" for r in kept)
     labels = tuple(PHASES) + (("no phase",) if none else ())
     y = np.asarray(counts + ([none] if none else []), dtype=np.float64)
-    return Panel(f"layers per phase{which.replace('as the means', 'as the summary')}", "phase", "layers",
+    which = "" if over == "all" else f" (#{over} rows, as the summary)"
+    return Panel(f"layers per phase{which}", "phase", "layers",
                  (Series("bar", np.arange(y.size, dtype=np.float64), y, "layers", "data", labels),))
 
 
 #: summary columns that count rows by status: of every row, an adapter's #base and #merged rows too
 _STATUS_COUNTS = frozenset({"num_layers", "num_fitted", "num_not_fitted", "num_skipped", "num_failed"})
+#: summary columns that count phases and traps: over results.phase_rows
+_PHASE_COUNTS = frozenset({"num_with_traps", *(phase_column(p) for p in PHASES)})
 
 
 def metric_trend(results: Sequence[Any], labels: Sequence[str], metrics: Sequence[str]) -> list[Panel]:
@@ -481,6 +485,8 @@ def metric_trend(results: Sequence[Any], labels: Sequence[str], metrics: Sequenc
     over = dict.fromkeys(r.summary.means_over for r in results)  # an adapter's: its updates' (results.means_rows)
     words = {"all": "every row", "delta": "#delta rows", "merged": "#merged rows"}
     rows = "" if list(over) == ["all"] else f" (means over {' / '.join(words[o] for o in over)})"
+    phased_over = dict.fromkeys("merged" if o == "delta" else o for o in over)
+    phased = "" if list(phased_over) == ["all"] else f" (over {' / '.join(words[o] for o in phased_over)})"
     known, summaries = Summary.of([]).as_dict(), [r.summary.as_dict() for r in results]
     panels = []
     for m in metrics:
@@ -488,8 +494,10 @@ def metric_trend(results: Sequence[Any], labels: Sequence[str], metrics: Sequenc
             raise OptionError(f"metric {m!r} is not a summary column (Summary.as_dict(): alpha, log_norm, "
                               "num_heavy_tailed …)")
         y = np.asarray([d[m] for d in summaries], dtype=np.float64)
-        # (the status counts are of every row; the verdicts, shares and means of an adapter's updates)
-        shown = "" if m in _STATUS_COUNTS else rows if m in SUMMARY_METRICS else rows.replace("(means over", "(over")
+        # (the status counts are of every row; the verdicts, shares and means of an adapter's updates, the phases
+        # and traps of its adapted weights: results.phase_rows)
+        shown = ("" if m in _STATUS_COUNTS else rows if m in SUMMARY_METRICS else
+                 phased if m in _PHASE_COUNTS else rows.replace("(means over", "(over"))
         # a model without a value: a gap in the line, no mark (a mark on the axis read as a value), and named
         have = np.isfinite(y)
         missing = [lab for lab, ok in zip(labels, have) if not ok]

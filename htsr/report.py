@@ -37,8 +37,8 @@ from .figures import (  # one colour per role in both renderers
 )
 from .fits.uncertainty import interval_of, warning_interval
 from .options import LAYER_KINDS, OPTION_SPECS, UI_OPTIONS
-from .results import (CONTROL_ESCAPES, MEANS_OVER, AnalysisResult, LayerResult, format_value, table_columns,
-                      why_undefined, write_result_file)
+from .results import (CONTROL_ESCAPES, MEANS_OVER, AnalysisResult, LayerResult, format_value, phase_rows,
+                      table_columns, why_undefined, write_result_file)
 from .rmt.phases import PHASES
 
 __all__ = ["render_report", "write_report"]
@@ -248,10 +248,12 @@ def _summary(result: AnalysisResult) -> str:
         passed = ("<div><h3>Tensors not analysed</h3>" + _kv([(n.reason, f"{n.count} ({', '.join(n.examples)}"
                                                               f"{', …' if n.count > len(n.examples) else ''})")
                                                              for n in result.not_analysed]) + "</div>")
-    over = "" if s.means_over == "all" else f" (over {_e(MEANS_OVER[s.means_over])})"  # (as the means: Summary.of)
+    # (the rows Summary.of counts: an adapter's updates, its adapted weights for the phases)
+    over = "" if s.means_over == "all" else f" (over {_e(MEANS_OVER[s.means_over])})"
+    phased = "" if s.means_over == "all" else f" (over {_e(MEANS_OVER[phase_rows(result.layers)[0]])})"
     return ("<section id=\"summary\"><h2>Summary</h2><div class=\"cards\">"
             f"<div><h3>Layers</h3>{_kv(counts)}</div><div><h3>Warnings{over}</h3>{_kv(warns)}</div>"
-            f"<div><h3>Phases{over}</h3>{_kv(phases)}</div><div><h3>Tail fits{over}</h3>{_kv(fits)}</div>"
+            f"<div><h3>Phases{phased}</h3>{_kv(phases)}</div><div><h3>Tail fits{over}</h3>{_kv(fits)}</div>"
             f"<div><h3>Means over {_e(MEANS_OVER[s.means_over])} with a finite value</h3>{_kv(means)}</div>"
             f"{passed}</div></section>\n")
 

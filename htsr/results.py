@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # (pandas is an extra: imported where a table is made)
     import pandas
 
 __all__ = ["LayerResult", "LayerSpectra", "NotAnalysed", "Summary", "AnalysisResult", "COLUMNS", "SUMMARY_METRICS", "atomic_write", "write_outputs", "csv_cell", "csv_table", "format_value", "json_safe", "load_result", "saved_result", "saved_run",
-           "TABLE_COLUMNS", "table_columns", "text_table"]
+           "TABLE_COLUMNS", "phase_rows", "summary_rows", "table_columns", "text_table"]
 
 NAN = float("nan")
 
@@ -222,10 +222,31 @@ def means_rows(layers: Sequence[_R]) -> tuple[str, list[_R]]:
     return over, [r for r, t in zip(layers, tags) if _tag_in_means(t, over)]
 
 
+def phase_rows(layers: Sequence[_R]) -> tuple[str, list[_R]]:
+    """The rows the summary's phase and trap counts are over, and their key in :data:`MEANS_OVER`: those
+    :func:`means_rows` picks, but where those are an adapter's updates, which have no phase or shuffle (known by
+    their factors alone), the adapted weights beside them (``#merged``, with ``--base``; none without)."""
+    over, rows = means_rows(layers)
+    if over != "delta":
+        return over, rows
+    return "merged", [r for r in layers if row_tag(r.name) == "merged"]
+
+
+def summary_rows(s: "Summary") -> str:
+    """Which rows an adapter's summary counts and averages, in words ('' for a model's own rows)."""
+    if s.means_over == "all":
+        return ""
+    if s.means_over == "delta":
+        return (f"the warnings, shares and means are over {MEANS_OVER['delta']}; the phases and traps over "
+                f"{MEANS_OVER['merged']}, which updates known by their factors do not have")
+    return f"the warnings, shares, phases and means are over {MEANS_OVER[s.means_over]}"
+
+
 @dataclass(frozen=True, eq=False)
 class Summary(NanEqual):
-    """Model summary: layer counts by status (of every row); the verdicts (warnings, shares, phases, traps) and each
-    metric's mean (where it is finite) over the rows :func:`means_rows` picks (every one; an adapter's updates)."""
+    """Model summary: layer counts by status (of every row); the verdicts (warnings, shares) and each metric's mean
+    (where it is finite) over the rows :func:`means_rows` picks (every one; an adapter's updates); the phases and
+    traps over :func:`phase_rows` (an adapter's adapted weights)."""
 
     num_layers: int
     num_fitted: int
@@ -249,6 +270,7 @@ class Summary(NanEqual):
     def of(cls, layers: Iterable[LayerResult]) -> "Summary":
         layers = list(layers)
         means_over, rows = means_rows(layers)
+        phased = phase_rows(layers)[1]
         means = {}
         for m in SUMMARY_METRICS:
             vals = [getattr(r, m) for r in rows if math.isfinite(getattr(r, m))]
@@ -275,8 +297,8 @@ class Summary(NanEqual):
             share_plausible_pl=_share([r.pl_pvalue > PLAUSIBLE_P for r in rows
                                        if math.isfinite(r.pl_pvalue) and r.num_boot >= MIN_WARNING_REPLICATES]),
             share_best_fit_pl=_share([r.best_fit == "power_law" for r in rows if r.best_fit]),
-            phases={p: _count([r.phase == p for r in rows if r.phase]) for p in PHASES},
-            num_with_traps=_count([r.num_traps > 0 for r in rows if math.isfinite(r.num_traps)]),
+            phases={p: _count([r.phase == p for r in phased if r.phase]) for p in PHASES},
+            num_with_traps=_count([r.num_traps > 0 for r in phased if math.isfinite(r.num_traps)]),
             means=means,
             means_over=means_over,
         )

@@ -50,7 +50,7 @@ from .lapack import eigvalsh, gram, svdvals
 from .specs import FEW_BELOW_FLOOR, as_numpy, check_args
 from .values import NanEqual
 
-__all__ = ["Factored", "Kronecker", "LowRank", "Spectrum", "SpectrumOverflow", "as_matrices", "esd", "gram_floor", "resolved_floor", "safely_scaled", "hadamard_lowrank",
+__all__ = ["Factored", "Kronecker", "LowRank", "Spectrum", "SpectrumOverflow", "as_matrices", "esd", "gram_floor", "resolved_cut", "resolved_cuts", "safely_scaled", "hadamard_lowrank",
            "lowrank_eigenvalues", "matrix_eigenvalues", "weights_finite"]
 
 _EPS32 = float(np.finfo(np.float32).eps)
@@ -251,14 +251,29 @@ def gram_floor(lambda_max: float, n: int, eps: float = _EPS32) -> float:
     return 4.0 * math.sqrt(n) * eps * lambda_max
 
 
-def resolved_floor(sp: Spectrum, n: int) -> float:
-    """The eigenvalues of ``sp`` (of n × n Grams) above this are resolved on either eigenvalue path: the float32
-    Gram's floor of its largest (:func:`gram_floor`), the fast path's resolution. What sorts eigenvalues into
-    'zero' and 'nonzero' for a comparison (the shuffled ESD's JS distance, the bulk eigenvectors) cuts there,
-    whichever path ran: each path's own floor had moved MiniLM's rand_js_distance by up to 0.03 between the two,
-    and a pooled conv's quiet kernel position, refined in float64 on the fast path, had its eigenvalues cut at
-    another position's float32 floor there and at its own on the accurate path."""
-    return gram_floor(float(sp.evals[-1]), n) if sp.evals.size else sp.floor
+def resolved_cut(evals: np.ndarray, n: int) -> float:
+    """Where one n × n Gram's eigenvalues ``evals`` are cut into 'zero' and 'nonzero' for a comparison (the shuffled
+    ESD's JS distance, the bulk eigenvectors), the same whichever eigenvalue path computed them: the float32 Gram's
+    floor (:func:`gram_floor`) where as few lie below it as the fast path leaves unrefined (``FEW_BELOW_FLOOR``: it
+    keeps them as they round, the accurate path resolves them), else the float64 Gram's, the fast path having
+    refined them (each path's own floor had moved MiniLM's rand_js_distance by up to 0.03 between the two; the
+    float32 floor alone had cut 29 % of a Cauchy-entry layer's spectrum, which both paths resolve)."""
+    if evals.size == 0:
+        return 0.0
+    top = float(np.max(evals))
+    cut = gram_floor(top, n)
+    return cut if np.count_nonzero(evals < cut) <= FEW_BELOW_FLOOR * evals.size else gram_floor(top, n, _EPS64)
+
+
+def resolved_cuts(sp: Spectrum, n: int) -> np.ndarray:
+    """:func:`resolved_cut` of each eigenvalue's own matrix (a pooled layer's kernel positions each by its own:
+    ``own_floor`` tells them apart), aligned with ``sp.evals``."""
+    groups = sp.own_floor if sp.own_floor is not None else np.zeros(sp.evals.size)
+    cuts = np.empty(sp.evals.size)
+    for key in np.unique(groups):
+        mine = groups == key
+        cuts[mine] = resolved_cut(sp.evals[mine], n)
+    return cuts
 
 
 def _eigenvalues_and_floor(evals: np.ndarray, n: int, eps: float, dtype: type) -> tuple[np.ndarray, float, type]:

@@ -2271,18 +2271,19 @@ def test_a_shuffle_with_no_mp_law_counts_no_traps():
 
 def test_the_shuffle_s_js_distance_cuts_each_spectrum_at_its_own_floor():
     """rand_js_distance compares the layer's ESD and its shuffle's, each with the eigenvalues at or below its own
-    float32 Gram floor (spectra.resolved_floor, on either path) as zeros: for a 100 x 100 float32 layer with a strong rank-1 spike the two floors differ by
+    floor (spectra.resolved_cuts: the float32 Gram's where the fast path leaves those below it unrefined, on either
+    path) as zeros: for a 100 x 100 float32 layer with a strong rank-1 spike the two floors differ by
     orders of magnitude, and cut at each other's the distance differs by more than 1e-3. The floors' order had gone
     unchecked (rel 1e-6: the same calls as the analysis, only a BLAS thread count could move their round-off)."""
     from htsr.rmt import js_distance
-    from htsr.spectra import esd, resolved_floor
+    from htsr.spectra import esd, resolved_cuts
 
     rng = np.random.default_rng(3)
     W = (rng.standard_normal((100, 100)) + 30.0 * np.outer(rng.standard_normal(100), rng.standard_normal(100))
          ).astype(np.float32)
     row = htsr.analyze({"fc.weight": W}, randomize=True, min_evals=5, tails=False).layers[0]
     sp, R = esd([W]), randomize([W], 100, 100, 0)
-    fa, fb = (resolved_floor(x, 100) for x in (sp, R.spectrum))
+    fa, fb = (resolved_cuts(x, 100) for x in (sp, R.spectrum))
     want = js_distance(sp.evals, R.spectrum.evals, fa, fb)
     assert row.rand_js_distance == pytest.approx(want, rel=1e-6)
     assert abs(js_distance(sp.evals, R.spectrum.evals, fb, fa) - want) > 1e-3
@@ -2320,6 +2321,18 @@ def test_the_shuffle_s_js_distance_and_the_bulk_eigenvectors_do_not_depend_on_th
     assert rows["fast"].eig_method == "gram32+gram64" and rows["accurate"].eig_method == "svd64"
     assert rows["fast"].rand_js_distance == pytest.approx(rows["accurate"].rand_js_distance, abs=1e-3)
     assert rows["fast"].loc_pr_bulk_mean == pytest.approx(rows["accurate"].loc_pr_bulk_mean, rel=1e-9)
+    # a Cauchy-entry layer: 143 of its 500 eigenvalues lie below the float32 Gram's floor of its huge largest, and
+    # both paths resolve them (the fast path refines): they stay nonzero, in the bulk (the float32 floor alone had
+    # cut them: js 0.044 for 0.048, the bulk's PR 24.9 for 32.1; h46)
+    C = rng.standard_cauchy((800, 500)).astype(np.float32)
+    rows = {p: htsr.analyze({"c.weight": C}, randomize=True, localization=True, precision=p, tails=False).layers[0]
+            for p in ("fast", "accurate")}
+    ev = np.linalg.eigvalsh(C.T.astype(np.float64) @ C)
+    assert np.count_nonzero(ev < 4 * math.sqrt(500) * np.finfo(np.float32).eps * ev[-1]) > 100
+    assert rows["fast"].rand_js_distance == pytest.approx(rows["accurate"].rand_js_distance, abs=1e-3)
+    assert rows["fast"].loc_pr_bulk_mean == pytest.approx(rows["accurate"].loc_pr_bulk_mean, rel=1e-9)
+    whole = htsr.rmt.localization([C], int(rows["fast"].num_pl_spikes), 1.0, 0.0)["loc_pr_bulk_mean"]
+    assert rows["fast"].loc_pr_bulk_mean == pytest.approx(whole, rel=1e-9)  # (no bulk eigenvalue left out)
 
 
 def test_the_progress_bar_counts_every_row_whether_run_side_by_side_or_alone(monkeypatch):

@@ -1164,7 +1164,8 @@ def test_the_common_mean_of_an_adapter_is_over_its_updates_and_the_text_says_so(
     # the adapter's summary means leave its #base rows out: so does the same-layers mean
     assert c.num_common_finite == 0 and all(math.isnan(v) for v in c.common_means)
     text = format_comparison(c)
-    assert "the summary means are over layers for plain; the adapter's updates (#delta rows) for adapter" in text
+    assert ("the summary means and warning counts are over layers for plain; the adapter's updates (#delta rows) for "
+            "adapter (the phase and trap counts over the adapted weights (#merged rows): an update has none)") in text
     assert "where it is finite in each, of the rows the summary means average (the same layers for all)" in text
     # two plain models: no such clause (it had not been checked either way)
     assert ", of the rows the summary means" not in format_comparison(compare_results([plain, plain], ["a", "b"]))
@@ -1844,8 +1845,8 @@ def test_an_option_acting_on_one_models_rows_acts_on_the_comparison():
     c = compare([conv, dense[0]], labels=["conv", "dense"], conv="per_position", min_evals=10)
     assert len(c.results[0].layers) == 9 and c.results[0].options["conv"] == c.results[1].options["conv"]
     with pytest.raises(OptionError, match=r"^option 'conv' acts only on conv1d, conv2d, conv3d, lora layers, and "
-                                          r"none of the models has one \(their rows are dense\): it would change "
-                                          r"nothing; leave it out$"):
+                                          r"none of the models analysed now has one \(their rows are dense\): it would "
+                                          r"change nothing; leave it out$"):
         compare(dense, conv="per_position")
     # a saved run's rows count: its conv rows take --conv, and a dense model analysed without it is no different
     # options (the user had been told "not comparable" without the option and refused with it: h43)
@@ -1853,6 +1854,10 @@ def test_an_option_acting_on_one_models_rows_acts_on_the_comparison():
     for options in ({"conv": "per_position"}, {}):
         c = compare([saved, dense[0]], labels=["conv", "dense"], min_evals=10, **options)
         assert c.as_dict()["options_differ"] == {} and "different options" not in format_comparison(c)
+    # a saved run analysed without it matches no conv row the option would change: refused (h46)
+    with pytest.raises(OptionError, match=r"none of the models analysed now, nor a saved run analysed with it, has "
+                                          r"one \(their rows are dense\)"):
+        compare([htsr.analyze(conv, min_evals=10), dense[0]], conv="per_position", min_evals=10)
     # two conv models analysed apart, pooled and per position, still differ
     c = compare_results([saved, htsr.analyze(conv, min_evals=10)], ["pp", "pooled"])
     assert c.as_dict()["options_differ"] == {"conv": ["per_position", "pooled"]}

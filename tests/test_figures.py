@@ -893,9 +893,9 @@ def test_shuffled_esd_with_one_shuffled_eigenvalue_is_empty(gauss):
 
 
 def test_adapter_figures_count_the_rows_the_summary_counts():
-    """An adapter's 'layers per phase' counts its #delta rows, as the summary's phase counts (it had counted the
-    #base and #merged rows beside them, untitled: h44); a trend's verdict counts say which rows, its status counts
-    are every row's; count columns get whole-number ticks."""
+    """An adapter's 'layers per phase' counts its #merged rows, as the summary's phase counts (it had counted the
+    #base rows beside them, untitled: h44; an update has no phase); a trend's counts say which rows, its status
+    counts are every row's; count columns get whole-number ticks."""
     from conftest import layer_row, result_of
 
     rows = [layer_row("q#delta", phase="heavy-tailed"), layer_row("q#base", phase="bulk-decay"),
@@ -903,11 +903,12 @@ def test_adapter_figures_count_the_rows_the_summary_counts():
     r = result_of(rows)
     assert r.summary.means_over == "delta"
     panel = F.phase_counts(r)
-    assert panel.title == "layers per phase (#delta rows, as the summary)"
+    assert panel.title == "layers per phase (#merged rows, as the summary)"  # (an update has no phase)
     assert _one(panel, "bar", "data").y.tolist() == [1.0 if p == "heavy-tailed" else 0.0 for p in PHASES]
-    titles = [p.title for p in F.metric_trend([r, r], ["a", "b"], ["alpha", "num_uncertain", "num_failed"])]
+    titles = [p.title for p in F.metric_trend([r, r], ["a", "b"], ["alpha", "num_uncertain", "num_failed",
+                                                                   "num_heavy_tailed"])]
     assert titles == ["alpha across models (means over #delta rows)", "num_uncertain across models (over #delta rows)",
-                      "num_failed across models"]
+                      "num_failed across models", "num_heavy_tailed across models (over #merged rows)"]
     assert {"num_failed", "num_uncertain", "num_heavy_tailed", "layers"} <= F.COUNT_AXES
 
 

@@ -601,6 +601,10 @@ def test_summary_of_lora_rows_says_why_no_phase_or_trap(adapter, capsys):
     r = htsr.analyze(d / "adapter", base=d / "base.safetensors", min_evals=2, randomize=True)
     assert {math.isnan(x.num_traps) for x in r.layers if x.name.endswith("#delta")} == {True}
     assert all(math.isfinite(x.num_traps) for x in r.layers if x.name.endswith("#merged") and x.status == "ok")
+    # the summary's phases and traps are the adapted weights' (they had been n/a, the updates having none: h46)
+    merged = [x for x in r.layers if x.name.endswith("#merged")]
+    assert r.summary.num_with_traps == sum(x.num_traps > 0 for x in merged if math.isfinite(x.num_traps))
+    assert sum(r.summary.phases.values()) == sum(bool(x.phase) for x in merged) > 0
 
 
 def test_summary_means_of_an_adapter_are_its_updates_or_else_the_adapted_weights(adapter, tmp_path, capsys):
@@ -639,8 +643,9 @@ def test_summary_means_of_an_adapter_are_its_updates_or_else_the_adapted_weights
     plain = htsr.analyze(d / "base.safetensors", min_evals=2)
     assert plain.summary.means_over == "all"
     text = format_comparison(compare_results([r, unfitted, plain], labels=["lora", "short", "base"]))
-    assert ("the summary means are over the adapter's updates (#delta rows) for lora; the adapted weights "
-            "(#merged rows) for short; layers for base") in text
+    assert ("the summary means and warning counts are over the adapter's updates (#delta rows) for lora; the adapted "
+            "weights (#merged rows) for short; layers for base (the phase and trap counts over the adapted weights "
+            "(#merged rows): an update has none)") in text
     # two adapters: the mean over their common layers is over the updates too, as the summary's; the JSON says so
     c = compare_results([r, htsr.analyze(d / "adapter", base=d / "base.safetensors", min_evals=3)])
     assert c.num_common_finite == 3 and c.common_means[0] == pytest.approx(mean(delta), rel=1e-12)  # as above

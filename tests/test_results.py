@@ -121,19 +121,22 @@ def test_verdict_counts_are_over_the_rows_the_means_average_and_status_counts_ov
     (a warned #base or #merged row is another view of the same layer: they had been counted beside the updates,
     6 over-trained #merged rows of a summary whose means were the updates', h40); the status counts stay every
     row's."""
-    rows = [layer_row("q#delta", alpha=3.0, phase="heavy-tailed"),
-            layer_row("q#base", alpha=7.0, warning="under-trained", phase="bulk-decay"),
-            layer_row("q#merged", alpha=1.5, warning="over-trained", phase="heavy-tailed")]
+    rows = [layer_row("q#delta", alpha=3.0, phase="", num_traps=math.nan),
+            layer_row("q#base", alpha=7.0, warning="under-trained", phase="bulk-decay", num_traps=2.0),
+            layer_row("q#merged", alpha=1.5, warning="over-trained", phase="heavy-tailed", num_traps=1.0)]
     s = Summary.of(rows)
     assert s.means_over == "delta" and s.means["alpha"] == 3.0
     assert (s.num_under_trained, s.num_over_trained) == (0, 0)
-    assert s.phases["heavy-tailed"] == 1 and s.phases["bulk-decay"] == 0
+    # an update has no phase or shuffle (known by its factors): the phases and traps are the adapted weights' (they
+    # had been n/a with --base, the #merged rows' phases and traps unsummarised: h46)
+    assert s.phases["heavy-tailed"] == 1 and s.phases["bulk-decay"] == 0 and s.num_with_traps == 1
     assert s.num_layers == 3 and s.num_fitted == 3
     from htsr.cli import format_summary  # (the printed summary says which rows)
 
     text = format_summary(AnalysisResult(tuple(rows), s, "m", {}, (), 3, ()))
-    assert ("failed: 0  (the warnings, shares, phases and means below are over the adapter's updates (#delta "
-            "rows))\n") in text
+    assert ("failed: 0  (the warnings, shares and means are over the adapter's updates (#delta rows); the phases "
+            "and traps over the adapted weights (#merged rows), which updates known by their factors do not have)\n"
+            ) in text
     # a model's own rows: every row
     s = Summary.of([layer_row("a", warning="under-trained"), layer_row("b", warning="over-trained")])
     assert (s.means_over, s.num_under_trained, s.num_over_trained) == ("all", 1, 1)

@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from ..lapack import eigh
-from ..spectra import as_matrices, safely_scaled
+from ..spectra import as_matrices, resolved_cut, safely_scaled
 
 __all__ = ["localization", "localized_spike", "spike_localization", "vector_entropy", "ENTROPY_BINS", "LOCALIZATION_COLUMNS",
            "LOCALIZED_SHARE", "LOCALIZED_TOP"]
@@ -43,24 +43,28 @@ ENTROPY_BINS = 100
 _ENTROPY_EPS = 1e-10
 
 
-def localization(matrices: Sequence[np.ndarray], num_tail: int, scale: float = 1.0, floor: float = 0.0) -> dict[str, float]:
+def localization(matrices: Sequence[np.ndarray], num_tail: int, scale: float = 1.0,
+                 floor: float | None = 0.0) -> dict[str, float]:
     """Mean and spread of the participation and localisation ratios and of the vector entropy of the eigenvectors of
-    the ``num_tail`` largest eigenvalues (pooled over ``matrices``) and of the others above ``floor``."""
-    evals, pr, lr, ent = [], [], [], []
+    the ``num_tail`` largest eigenvalues (pooled over ``matrices``) and of the others above ``floor`` (None: above
+    each matrix's :func:`~htsr.spectra.resolved_cut`, the same on either eigenvalue path)."""
+    evals, cuts, pr, lr, ent = [], [], [], [], []
     for W in as_matrices(matrices, "localization"):
         A = np.asarray(W, dtype=np.float64)
         G = A @ A.T if A.shape[0] < A.shape[1] else A.T @ A  # (a square one's X = WᵀW: its input side)
         ev, V = eigh(G.T)  # (G.T: numpy's Gram is exactly symmetric, solved in place; Python's lock released)
         evals.append(ev * scale)
+        cuts.append(np.full(ev.size, resolved_cut(np.maximum(ev, 0.0) * scale, G.shape[0]) if floor is None
+                            else floor))
         pr.append(participation_ratio(V, axis=0))
         lr.append(np.sum(np.abs(V), axis=0) / np.max(np.abs(V), axis=0))
         ent.append(vector_entropy(V, axis=0))
-    ev = np.concatenate(evals)
+    ev, cut = np.concatenate(evals), np.concatenate(cuts)
     ratios = np.stack([np.concatenate(pr), np.concatenate(lr), np.concatenate(ent)])
     order = np.argsort(ev, kind="stable")[::-1]
     tail = order[:max(0, min(num_tail, ev.size))]
     rest = order[tail.size:]
-    groups = {"tail": ratios[:, tail], "bulk": ratios[:, rest[ev[rest] > floor]]}
+    groups = {"tail": ratios[:, tail], "bulk": ratios[:, rest[ev[rest] > cut[rest]]]}
     out: dict[str, float] = {}
     for g, vals in groups.items():
         for q, row in zip(("pr", "lr", "ent"), vals):

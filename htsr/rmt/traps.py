@@ -23,7 +23,7 @@ distance √JSD with base-2 logarithms: 0 for identical densities, 1 for disjoin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import scipy.linalg
@@ -63,8 +63,9 @@ def esd_bins(n: int) -> int:
     return int(np.clip(round(2.0 * n ** (1.0 / 3.0)), 10, 100))
 
 
-def js_distance(a: np.ndarray, b: np.ndarray, floor_a: float = 0.0, floor_b: float = 0.0) -> float:
-    """Jensen–Shannon distance (base 2) between two ESDs as densities on a shared log-binned histogram."""
+def js_distance(a: np.ndarray, b: np.ndarray, floor_a: Any = 0.0, floor_b: Any = 0.0) -> float:
+    """Jensen–Shannon distance (base 2) between two ESDs as densities on a shared log-binned histogram, with a bin
+    for each one's zeros: its eigenvalues at or below its floor (a number, or one per eigenvalue)."""
     za, zb = a[a > floor_a], b[b > floor_b]
     bins = esd_bins(max(a.size, b.size))
     if za.size or zb.size:
