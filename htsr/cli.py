@@ -324,7 +324,7 @@ def format_summary(result: AnalysisResult) -> str:
         f"best fit is the power law: {format_value(s.share_best_fit_pl, nan=why['share_best_fit_pl'])}",
         "phases: " + ("  ".join(f"{p} {format_value(n)}" for p, n in s.phases.items())
                       if all(math.isfinite(n) for n in s.phases.values()) else why["phases"])
-        + (f"  layers with correlation traps: {format_value(s.num_with_traps, nan='n/a')}"
+        + (f"  layers with correlation traps: {format_value(s.num_with_traps, nan=why['num_with_traps'])}"
            if result.options.get("randomize") else ""),
         f"means over {MEANS_OVER[s.means_over]} with a finite value: "
         + "  ".join(f"{k}={format_value(v, nan='n/a')}" for k, v in s.means.items()),

@@ -1535,3 +1535,12 @@ def test_the_command_stops_at_once_on_ctrl_c_whatever_its_layers_running(tmp_pat
     assert child.wait(timeout=50) == rc  # (not the 60 s a layer runs; generous for a loaded machine)
     assert time.perf_counter() - t0 < 30 and child.stderr.read() == said + "\n"
     assert not (tmp_path / "out").exists()
+
+
+def test_the_printed_summary_says_why_no_layer_has_a_trap_count(tmp_path, capsys):
+    """--randomize where no layer has min_evals eigenvalues: the printed summary's trap count is n/a with the
+    reason, as the report's (it had been a bare 'n/a', h46)."""
+    p = _model(tmp_path / "small.safetensors", fitted=False)
+    assert main(["analyze", str(p), "--randomize", "--no-progress"]) == 0
+    assert ("layers with correlation traps: n/a (no layer randomised: none with min_evals eigenvalues, or LoRA "
+            "updates only)") in capsys.readouterr().out
