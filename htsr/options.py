@@ -63,6 +63,9 @@ WEIGHTWATCHER_KEYWORDS = {
     "max_N": "htsr filters by eigenvalue count: max_evals",
     "start_ids": "htsr names layers, not ids: layers=REGEX",
     "pl_package": "htsr fits with its own exact MLE and KS scan (the powerlaw package's to ~1e-15)",
+    "deltas": "not offered: the level spacings of a layer's eigenvalues are drawn by no htsr figure",
+    "deltaEs": "not offered: the level spacings of a layer's eigenvalues are drawn by no htsr figure",
+    "sparsify": "it acts only with intra=True in WeightWatcher (products of layers), which htsr does not offer",
 }
 
 

@@ -256,7 +256,7 @@ OPTION_SPECS: dict[str, OptionSpec] = {
                    "largest number of top eigenvalues clip_xmax may drop"),
         OptionSpec("finger_thresh", 1.0, "a number > 0 and <= 1e9", _float_range(0.0, 1e9, lo_open=True),
                    "alpha must drop by more than this for clip_xmax to accept a clipped fit"),
-        OptionSpec("drop_top", 0, "an integer from 0 to 100", _int_range(0, 100),
+        OptionSpec("drop_top", 0, "an integer from 0 to 100000", _int_range(0, 100_000),
                    "fit the tail without the k largest eigenvalues (WeightWatcher's xmax=-k; counted in "
                    "num_fingers); clip_xmax chooses k itself"),
         OptionSpec("evals_floor", "ww", "'ww' or 'numerical'", _choice("ww", "numerical"),

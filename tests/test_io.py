@@ -2841,7 +2841,13 @@ def test_a_weightwatcher_extracted_folder_reads_under_the_models_keys(tmp_path):
     assert [l.alpha for l in r.layers] == [l.alpha for l in want.layers]  # (the same arrays: exactly)
     assert r.num_tensors == 3 and [n.examples for n in r.not_analysed] == [("0.bias",)]
     for config, says in (({"framework": "pytorch"}, "no 'layers' in it"), ([1, 2], "not WeightWatcher's layer list"),
-                         ({"layers": {"0": {"weightfile": "../outside.npy"}}}, "lists no weight file present")):
+                         ({"layers": {"0": {"weightfile": "../outside.npy"}}}, "lists no weight file present"),
+                         # a safetensors model's extraction: no .npy, the config names the model's own file (the
+                         # advice had been to extract again, which writes the same folder: h45)
+                         ({"format": "safetensors", "layers": {"0": {"key": "a.weight",
+                                                                     "weightfile": "/models/m/model.safetensors"}}},
+                          "WeightWatcher extracted no layers here: they are read from /models/m/model.safetensors; "
+                          "give htsr that file (or its folder) instead")):
         (folder / "ww_config.json").write_text(json.dumps(config))
         with pytest.raises(htsr.SourceError) as ei:
             htsr.analyze(folder)

@@ -453,3 +453,13 @@ def test_an_option_acting_on_no_row_the_filters_keep_names_the_filters():
                                           r"dense\): it would change nothing; leave it out$"):
         htsr.analyze(model, layers="fc", conv="per_position")
     assert htsr.analyze(model, conv="per_position", min_evals=10).layers[0].name.startswith("c[")
+
+
+def test_weightwatcher_limits_and_keywords_h45():
+    """WeightWatcher's xmax=-k takes any k below half the eigenvalue count: drop_top takes up to 100000 (it had
+    stopped at 100, refusing xmax=-120's equivalent); its deltas / deltaEs / sparsify keywords get the hint the
+    others get (they had been a bare 'unknown option')."""
+    assert Options.create(drop_top=120).drop_top == 120
+    for kw in ("deltas", "deltaEs", "sparsify"):
+        with pytest.raises(OptionError, match=rf"^unknown option '{kw}' \(a WeightWatcher keyword: .*docs/weightwatcher"):
+            Options.create(**{kw: True})

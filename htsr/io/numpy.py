@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import HtsrError, LayerSkipped, SourceError, described
+from ..errors import HtsrError, LayerSkipped, SourceError, described, listed
 from .base import (TensorRef, as_loaded, check_stored_crc32, check_unchanged, expands_too_far, file_stamp, one_line,
                    raising_loader, read_array, read_span, skipped_loader, stored_member_offset)
 from .scales import with_scales
@@ -392,6 +392,13 @@ class WeightWatcherFolder:
                         and (self.path / file).is_file()):
                     files.append((name or file[:-len(".npy")], self.path / file))
         if not files:
+            # WeightWatcher extracts no .npy of a safetensors model: its config names the model's own file(s)
+            elsewhere = sorted({f for e in layers.values() if isinstance(e, dict) and isinstance(f := e.get("weightfile"),
+                                                                                                  str) and f
+                                and not f.endswith(".npy")})
+            if elsewhere:
+                raise SourceError(f"{config}: WeightWatcher extracted no layers here: they are read from "
+                                  f"{listed(elsewhere, 2)}; give htsr that file (or its folder) instead")
             raise SourceError(f"{config}: lists no weight file present in {self.path}; extract the layers again")
         self.input_files = {f.resolve() for _, f in files}
         # (each opened now: a bad file is named in one line before the analysis)
