@@ -42,7 +42,8 @@ SERIES_KINDS = ("hist", "line", "points", "vline", "hline", "bar")
 MAX_POINTS = 400
 #: axis labels of counts and indices: whole-number ticks in both renderers (no 0.5 of a layer); a trend's count
 #: columns (num_failed …) too
-COUNT_AXES = frozenset({"layers", "layer (table order)", *(k for k in Summary.of([]).as_dict() if k.startswith("num_"))})
+COUNT_AXES = frozenset({"layers", "layer (table order)",
+                        *(k for k in Summary.of([]).as_dict() if k.startswith("num_"))})
 
 
 #: one colour per role, shared by the matplotlib figures (htsr.plot) and the HTML report (tab10 colours)
@@ -351,7 +352,8 @@ def shuffled_esd(row: Any, sp: Any) -> Panel:
     shuffled_zeros = sp.rand_evals.size - b.size
     return Panel(title, xl, yl, tuple(series), xlog=True, ylog=True,
                  note=_note(row, _zeros_note(sp.evals.size - a.size), where,
-                            f"{shuffled_zeros} zero eigenvalue(s) of the shuffled ESD not shown" if shuffled_zeros else ""))
+                            f"{shuffled_zeros} zero eigenvalue(s) of the shuffled ESD not shown" if shuffled_zeros
+                            else ""))
 
 
 def erg_boundary(row: Any, sp: Any) -> Panel:

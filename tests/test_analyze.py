@@ -2467,7 +2467,8 @@ def test_ctrl_c_does_not_wait_for_the_layers_running(side_by_side):
 
 def test_a_row_whose_erg_tail_is_undefined_says_why():
     """num_erg, erg_lambda_min … NaN with a status: a flat spectrum (an orthogonal layer) says why its ERG tail is
-    undefined (the row had said only why its power law was not fitted, h40); a row of one eigenvalue says so already, a failed or skipped row says nothing more, and a defined tail adds nothing."""
+    undefined (the row had said only why its power law was not fitted, h40); a row of one eigenvalue says so
+    already, a failed or skipped row says nothing more, and a defined tail adds nothing."""
     q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((200, 100)))
     rows = {r.name: r for r in htsr.analyze({"flat.weight": q * math.sqrt(2.0), "one.weight": np.ones((1, 300)),
                                              "zero.weight": np.zeros((50, 60)),

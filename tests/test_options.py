@@ -461,5 +461,6 @@ def test_weightwatcher_limits_and_keywords_h45():
     others get (they had been a bare 'unknown option')."""
     assert Options.create(drop_top=120).drop_top == 120
     for kw in ("deltas", "deltaEs", "sparsify"):
-        with pytest.raises(OptionError, match=rf"^unknown option '{kw}' \(a WeightWatcher keyword: .*docs/weightwatcher"):
+        with pytest.raises(OptionError,
+                           match=rf"^unknown option '{kw}' \(a WeightWatcher keyword: .*docs/weightwatcher"):
             Options.create(**{kw: True})

@@ -393,9 +393,8 @@ class WeightWatcherFolder:
                     files.append((name or file[:-len(".npy")], self.path / file))
         if not files:
             # WeightWatcher extracts no .npy of a safetensors model: its config names the model's own file(s)
-            elsewhere = sorted({f for e in layers.values() if isinstance(e, dict) and isinstance(f := e.get("weightfile"),
-                                                                                                  str) and f
-                                and not f.endswith(".npy")})
+            named = (e.get("weightfile") for e in layers.values() if isinstance(e, dict))
+            elsewhere = sorted({f for f in named if isinstance(f, str) and f and not f.endswith(".npy")})
             if elsewhere:
                 raise SourceError(f"{config}: WeightWatcher extracted no layers here: they are read from "
                                   f"{listed(elsewhere, 2)}; give htsr that file (or its folder) instead")

@@ -30,8 +30,8 @@ import numpy as np
 from ..lapack import eigh
 from ..spectra import as_matrices, resolved_cut, safely_scaled
 
-__all__ = ["localization", "localized_spike", "spike_localization", "vector_entropy", "ENTROPY_BINS", "LOCALIZATION_COLUMNS",
-           "LOCALIZED_SHARE", "LOCALIZED_TOP"]
+__all__ = ["localization", "localized_spike", "spike_localization", "vector_entropy", "ENTROPY_BINS",
+           "LOCALIZATION_COLUMNS", "LOCALIZED_SHARE", "LOCALIZED_TOP"]
 
 LOCALIZATION_COLUMNS = tuple(f"loc_{q}_{g}_{s}" for q in ("pr", "lr", "ent") for g in ("tail", "bulk")
                              for s in ("mean", "std"))

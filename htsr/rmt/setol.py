@@ -147,9 +147,9 @@ def delta_lambda_min(xmin_normalised: float, erg: ERGResult) -> float:
     """Δλ_min = x_min − λ̃_min^ERG, both in mean-normalised units (THEORY §7).
 
     ``xmin_normalised`` is the power-law fit's lower cut-off normalised with the same mean as the ERG
-    tail, x_min·n/Σλ over the n eigenvalues the tail was found in (:func:`erg_eigenvalues`). SETOL's ideal point is α = 2 with Δλ_min = 0; α < 2 with
-    Δλ_min < 0 signals over-fitting. NaN when ``xmin_normalised`` is not finite or the ERG tail is
-    undefined.
+    tail, x_min·n/Σλ over the n eigenvalues the tail was found in (:func:`erg_eigenvalues`). SETOL's ideal point
+    is α = 2 with Δλ_min = 0; α < 2 with Δλ_min < 0 signals over-fitting. NaN when ``xmin_normalised`` is not
+    finite or the ERG tail is undefined.
     """
     try:
         xm = float(xmin_normalised)
