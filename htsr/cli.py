@@ -315,7 +315,7 @@ def format_summary(result: AnalysisResult) -> str:
     lines = [
         f"source: {result.source}",
         f"layers: {s.num_layers}  fitted: {s.num_fitted}  not fitted: {s.num_not_fitted}  skipped: {s.num_skipped}  "
-        f"failed: {s.num_failed}" + (f"  ({summary_rows(s)})" if s.means_over != "all" else ""),
+        f"failed: {s.num_failed}" + (f"  ({summary_rows(result.layers)})" if s.means_over != "all" else ""),
         f"warnings: over-trained {s.num_over_trained}  under-trained {s.num_under_trained}  "
         f"uncertain {s.num_uncertain}  no-power-law {format_value(s.num_no_power_law, nan='n/a')}  "
         f"(interval of alpha: {warning_interval(result.options)})",

@@ -487,7 +487,7 @@ def metric_trend(results: Sequence[Any], labels: Sequence[str], metrics: Sequenc
     over = dict.fromkeys(r.summary.means_over for r in results)  # an adapter's: its updates' (results.means_rows)
     words = {"all": "every row", "delta": "#delta rows", "merged": "#merged rows"}
     rows = "" if list(over) == ["all"] else f" (means over {' / '.join(words[o] for o in over)})"
-    phased_over = dict.fromkeys("merged" if o == "delta" else o for o in over)
+    phased_over = dict.fromkeys(phase_rows(r.layers)[0] for r in results)
     phased = "" if list(phased_over) == ["all"] else f" (over {' / '.join(words[o] for o in phased_over)})"
     known, summaries = Summary.of([]).as_dict(), [r.summary.as_dict() for r in results]
     panels = []

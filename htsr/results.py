@@ -222,24 +222,26 @@ def means_rows(layers: Sequence[_R]) -> tuple[str, list[_R]]:
     return over, [r for r, t in zip(layers, tags) if _tag_in_means(t, over)]
 
 
-def phase_rows(layers: Sequence[_R]) -> tuple[str, list[_R]]:
+def phase_rows(layers: Sequence[Any]) -> tuple[str, list[Any]]:
     """The rows the summary's phase and trap counts are over, and their key in :data:`MEANS_OVER`: those
-    :func:`means_rows` picks, but where those are an adapter's updates, which have no phase or shuffle (known by
-    their factors alone), the adapted weights beside them (``#merged``, with ``--base``; none without)."""
+    :func:`means_rows` picks; but where those are an adapter's updates and none has a phase or a shuffle (updates
+    known by their factors alone: a dense update, a LyCORIS .diff, has them), the adapted weights beside them
+    (``#merged`` rows with ``--base``, and copies an adapter saves whole, untagged)."""
     over, rows = means_rows(layers)
-    if over != "delta":
+    if over != "delta" or any(r.phase or math.isfinite(r.num_traps) for r in rows):
         return over, rows
-    return "merged", [r for r in layers if row_tag(r.name) == "merged"]
+    return "merged", [r for r in layers if row_tag(r.name) not in ("base", "delta")]
 
 
-def summary_rows(s: "Summary") -> str:
+def summary_rows(layers: Sequence[Any]) -> str:
     """Which rows an adapter's summary counts and averages, in words ('' for a model's own rows)."""
-    if s.means_over == "all":
+    over, phased = means_rows(layers)[0], phase_rows(layers)[0]
+    if over == "all":
         return ""
-    if s.means_over == "delta":
-        return (f"the warnings, shares and means are over {MEANS_OVER['delta']}; the phases and traps over "
-                f"{MEANS_OVER['merged']}, which updates known by their factors do not have")
-    return f"the warnings, shares, phases and means are over {MEANS_OVER[s.means_over]}"
+    if phased != over:
+        return (f"the warnings, shares and means are over {MEANS_OVER[over]}; the phases and traps over "
+                f"{MEANS_OVER[phased]}, which updates known by their factors do not have")
+    return f"the warnings, shares, phases and means are over {MEANS_OVER[over]}"
 
 
 @dataclass(frozen=True, eq=False)

@@ -72,6 +72,8 @@ class Spectrum(NanEqual):
     # each eigenvalue's own matrix's floor, aligned with evals (None: ``floor`` for all). A pooled conv layer's kernel
     # positions differ: the loudest one's floor would cut the quiet ones' well-resolved eigenvalues
     own_floor: np.ndarray | None = None
+    # each eigenvalue's own matrix's index among the pooled ones, aligned with evals (None: one matrix)
+    owner: np.ndarray | None = None
 
     def cuts_own(self, cut: float, low: float) -> bool:
         """Whether ``cut`` is the numerical floor (the largest of a pooled layer's matrices', which differ) above
@@ -266,12 +268,13 @@ def resolved_cut(evals: np.ndarray, n: int) -> float:
 
 
 def resolved_cuts(sp: Spectrum, n: int) -> np.ndarray:
-    """:func:`resolved_cut` of each eigenvalue's own matrix (a pooled layer's kernel positions each by its own:
-    ``own_floor`` tells them apart), aligned with ``sp.evals``."""
-    groups = sp.own_floor if sp.own_floor is not None else np.zeros(sp.evals.size)
+    """:func:`resolved_cut` of each eigenvalue's own matrix (a pooled layer's kernel positions each by its own, as
+    :func:`htsr.rmt.localization` cuts them), aligned with ``sp.evals``."""
+    if sp.owner is None:
+        return np.full(sp.evals.size, resolved_cut(sp.evals, n))
     cuts = np.empty(sp.evals.size)
-    for key in np.unique(groups):
-        mine = groups == key
+    for m in np.unique(sp.owner):
+        mine = sp.owner == m
         cuts[mine] = resolved_cut(sp.evals[mine], n)
     return cuts
 
@@ -320,12 +323,15 @@ def esd(
         tols.append(tol)
         methods.add(method)
     pooled = np.concatenate(parts)
-    own_floor = None
+    own_floor = owner = None
     with np.errstate(over="ignore"):  # (an overflow is said below)
-        if len(set(floors)) > 1:  # (each eigenvalue's floor in the pooled order: the sort's permutation is needed)
+        if len(parts) > 1:  # (each eigenvalue's matrix and floor in the pooled order: the sort's permutation)
             order = np.argsort(pooled, kind="stable")
             evals = pooled[order] * scale
-            own_floor = np.repeat(np.asarray(floors, dtype=np.float64), [ev.size for ev in parts])[order] * scale
+            sizes = [ev.size for ev in parts]
+            owner = np.repeat(np.arange(len(parts), dtype=np.int32), sizes)[order]
+            if len(set(floors)) > 1:
+                own_floor = np.repeat(np.asarray(floors, dtype=np.float64), sizes)[order] * scale
         else:
             evals = np.sort(pooled) * scale
     if evals.size and not math.isfinite(float(evals[-1])):
@@ -344,4 +350,5 @@ def esd(
         rank=rank,
         method="+".join(sorted(methods)),
         own_floor=own_floor,
+        owner=owner,
     )

@@ -898,7 +898,7 @@ def test_adapter_figures_count_the_rows_the_summary_counts():
     counts are every row's; count columns get whole-number ticks."""
     from conftest import layer_row, result_of
 
-    rows = [layer_row("q#delta", phase="heavy-tailed"), layer_row("q#base", phase="bulk-decay"),
+    rows = [layer_row("q#delta", phase="", num_traps=math.nan), layer_row("q#base", phase="bulk-decay"),
             layer_row("q#merged", phase="heavy-tailed")]
     r = result_of(rows)
     assert r.summary.means_over == "delta"

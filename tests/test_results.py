@@ -17,7 +17,7 @@ import htsr
 from conftest import layer_row, result_of, save_run
 from htsr.results import (TABLE_COLUMNS, AnalysisResult, Summary, _lock_folders, an_output, atomic_write, check_outputs,
                           csv_cell, csv_table, format_value, in_means, json_safe, load_result, read_layers, shown_width,
-                          table_columns, text_table, why_undefined, write_outputs)
+                          summary_rows, table_columns, text_table, why_undefined, write_outputs)
 
 
 def test_a_pvalue_of_exactly_0_1_is_not_plausible():
@@ -137,6 +137,18 @@ def test_verdict_counts_are_over_the_rows_the_means_average_and_status_counts_ov
     assert ("failed: 0  (the warnings, shares and means are over the adapter's updates (#delta rows); the phases "
             "and traps over the adapted weights (#merged rows), which updates known by their factors do not have)\n"
             ) in text
+    # an adapter whose updates include a dense one (a LyCORIS .diff: a phase, a shuffle) counts the updates' own
+    # phases and traps (they had been left out for #merged rows there were none of: h47); a module an adapter saves
+    # whole (untagged) is an adapted weight beside the #merged rows
+    mixed = [layer_row("a#delta", kind="lora", phase="", num_traps=math.nan),
+             layer_row("b#delta", phase="random-like", num_traps=0.0)]
+    s = Summary.of(mixed)
+    assert (s.phases["random-like"], s.num_with_traps) == (1, 0)
+    assert summary_rows(mixed) == "the warnings, shares, phases and means are over the adapter's updates (#delta rows)"
+    saved = [layer_row("q#delta", kind="lora", phase="", num_traps=math.nan), layer_row("head", phase="bulk+spikes"),
+             layer_row("q#merged", phase="heavy-tailed"), layer_row("q#base", phase="bulk-decay")]
+    s = Summary.of(saved)
+    assert (s.phases["bulk+spikes"], s.phases["heavy-tailed"], s.phases["bulk-decay"]) == (1, 1, 0)
     # a model's own rows: every row
     s = Summary.of([layer_row("a", warning="under-trained"), layer_row("b", warning="over-trained")])
     assert (s.means_over, s.num_under_trained, s.num_over_trained) == ("all", 1, 1)
