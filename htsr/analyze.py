@@ -511,6 +511,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
             return LayerResult(**base, status=f"failed: {problem}"), None
         if not lm.storage_eps and lm.resolution is None and (eps := grid_roundoff(mats)) > _FLOAT32_ROUNDOFF:
             lm = dataclasses.replace(lm, storage_eps=eps)  # bfloat16 or float16 values held wider: their rounding
+        _stop_point()
         try:
             spectrum = esd(mats, opts.precision, opts.refine_fraction, scale)
         except SpectrumOverflow:
@@ -554,6 +555,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         # update's, and its shuffle no traps (an fp16 copy against its fp32 original had 'bulk+spikes' below the
         # noise edge): none is made
         noise_only = bool(rms) and spectrum.evals[-1] <= _noise_edge(rms, lm.rows, lm.cols, scale)
+        _stop_point()
         mp, rmt, rmt_error, shuffled, driving = (None, {}, "", None, 0.0) if lowrank or noise_only else (
             _matrix_diagnostics(mats, lm, spectrum, scale, opts, zeros))
         kept = mats if opts.localization and not lowrank else None  # the eigenvectors need the matrices after the fit
@@ -661,6 +663,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
                                           f"floor {cut:.3g}{why}, {fit_x.size - opts.drop_top} without the "
                                           f"{opts.drop_top} largest (drop_top) < min_evals={opts.min_evals}")
         else:
+            _stop_point()
             with _one_blas_thread():  # (vectors of a few thousand values: threaded BLAS only spins; see below)
                 # (clip_xmax's refits keep min_evals eigenvalues at least, as any fit does)
                 fit = fit_power_law(fit_x, opts.xmin, opts.clip_xmax, opts.max_fingers, opts.finger_thresh,
@@ -691,6 +694,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
     except Exception as e:  # the fit stands; only these diagnostics are lost
         rmt_error = rmt_error or described(e)
     if kept is not None:  # an option's extra columns: if they fail, only they are lost (the phase, SETOL … stand)
+        _stop_point()
         try:
             # the tail: the spectrum's eigenvalues from x_min up (fingers clip_xmax dropped included), by count; x_min
             # on the layer's own eigenvalues (FARMS' farms_xmin)
@@ -754,6 +758,24 @@ def _blas_controller() -> Any:
 #: restore it), and run another's layers at a thread count its own run does not use (other rounding)
 _ANALYSIS_LOCK = threading.RLock()
 #: set where htsr's single-threaded BLAS limit holds: in its analysis threads, which inherit it (no nested limit)
+#: set when the run a row belongs to was interrupted (Ctrl-C): the row leaves off at its next stage (_stop_point)
+_STOPPED: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("htsr_stopped", default=None)
+
+
+class _Stopped(BaseException):
+    """A row left off because its run was interrupted (its result is dropped; BaseException: no ``except
+    Exception`` of a row's stages takes it for the layer's failure)."""
+
+
+def _stop_point() -> None:
+    """Leave the row off here if its run was interrupted: the rows running on Ctrl-C had gone on through every
+    stage (MP fit, shuffle, bootstrap, eigenvectors) after analyze had returned, and the interpreter waited for them
+    at exit (86 s for two 4000 x 3500 layers). An eigensolver already running cannot be stopped."""
+    stopped = _STOPPED.get()
+    if stopped is not None and stopped.is_set():
+        raise _Stopped
+
+
 _BLAS_LIMITED: contextvars.ContextVar[bool] = contextvars.ContextVar("htsr_blas_limited", default=False)
 
 
@@ -830,6 +852,7 @@ def _matrix_diagnostics(mats: list[np.ndarray], lm: LayerMatrices, spectrum: Spe
                 localised, looked = spike_localization(mats, mp.num_spikes)
                 driving = driving if looked == 0 or 2 * localised > looked else 0.0
         if opts.randomize:
+            _stop_point()
             R = randomize(mats, lm.N, lm.M, opts.seed, scale, opts.precision, opts.refine_fraction, opts.tw_margin)
             where = ["mean" if r < 0 else f"{m}:{r},{c}" if lm.num_matrices > 1 else f"{r},{c}" for m, r, c in R.locations]
             cols.update(rand_lambda_max=float(R.spectrum.evals[-1]), rand_mp_sigma=math.sqrt(R.mp.sigma2),
@@ -1107,19 +1130,24 @@ def _in_threads(layers: list[LayerMatrices], work: Callable[[LayerMatrices], Any
     numpy and LAPACK release the GIL, and for the matrix sizes of real layers several single-threaded
     eigensolvers side by side beat one multi-threaded solver (the tridiagonal reduction scales poorly
     across threads). The BLAS thread limit is restored on exit. On Ctrl-C the rows running are not waited for
-    (an eigensolver cannot be stopped: a run of 4096-wide layers had taken 15 s to stop); their threads end with
-    their rows, and their results are dropped.
+    (an eigensolver cannot be stopped: a run of 4096-wide layers had taken 15 s to stop); they leave off at their
+    next stage (:func:`_stop_point`), and their results are dropped.
     """
     with _one_blas_thread() if one_blas else contextlib.nullcontext():
         pool = ThreadPoolExecutor(workers)
-        # (each in this context, where the limit holds: the fits' own _one_blas_thread is a no-op there)
-        futures = [pool.submit(contextvars.copy_context().run, work, lm) for lm in layers]
+        stopped = threading.Event()
+        token = _STOPPED.set(stopped)
+        try:  # (each in this context, where the limit holds: the fits' own _one_blas_thread is a no-op there)
+            futures = [pool.submit(contextvars.copy_context().run, work, lm) for lm in layers]
+        finally:
+            _STOPPED.reset(token)
         try:
             if bar is not None:
                 for _ in as_completed(futures):
                     bar.update()
             results = [f.result() for f in futures]
-        except BaseException:  # Ctrl-C: drop the layers not started
+        except BaseException:  # Ctrl-C: drop the layers not started, and those running leave off at their next stage
+            stopped.set()
             pool.shutdown(wait=False, cancel_futures=True)
             on_abort()
             raise

@@ -183,6 +183,12 @@ class Comparison(NanEqual):
     # per model whose layer names were matched to the first model's by a prefix: "label: dropping 'bert.'"
     name_alignment: tuple[str, ...] = field(default=())
 
+    def __repr__(self) -> str:  # the dataclass's would print every result and every common layer's values
+        ranked = ", ".join(f"{e.rank or '-'}. {e.label}" for e in self.ranking[:5])
+        return (f"<Comparison of {len(self.labels)} models by {self.metric} ({direction_word(self.ascending)}): "
+                f"{ranked}{', …' if len(self.ranking) > 5 else ''}; {len(self.common_layers)} common layers; "
+                ".ranking, .summary, .as_dict()>")
+
     def summary_value(self, label: str, column: str) -> float:
         return self.summary[self.labels.index(label)][self.summary_columns.index(column)]
 

@@ -111,6 +111,24 @@ class Options:
     keep_spectra: bool = False
     progress: bool = False
 
+    # an in-memory base (a mapping of arrays, a module) is compared and hashed by identity, and shown by its type:
+    # the generated ones had compared its arrays (ValueError), failed to hash a dict, printed every array
+    def _key(self) -> tuple:
+        b = self.base
+        base = os.fspath(b) if isinstance(b, (str, os.PathLike)) else None if b is None else ("id", id(b))
+        return tuple(getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "base") + (base,)
+
+    def __eq__(self, other: object) -> bool:
+        return self._key() == other._key() if isinstance(other, Options) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        shown = {k: v for k, v in self.as_dict().items() if getattr(self, k) is not OPTION_SPECS[k].default
+                 and getattr(self, k) != OPTION_SPECS[k].default}
+        return f"Options({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
     @classmethod
     def create(cls, **kwargs: Any) -> "Options":
         """Validate keyword options and return an :class:`Options`; raise OptionError on any problem."""

@@ -464,3 +464,13 @@ def test_weightwatcher_limits_and_keywords_h45():
         with pytest.raises(OptionError,
                            match=rf"^unknown option '{kw}' \(a WeightWatcher keyword: .*docs/weightwatcher"):
             Options.create(**{kw: True})
+
+
+def test_options_with_an_in_memory_base_compare_hash_and_show_briefly():
+    """An in-memory base (a mapping of arrays) is compared and hashed by identity and shown by its type: equality had
+    compared its arrays (ValueError), hash had failed on the dict, and the repr printed every array (h48)."""
+    base = {"fc.weight": np.zeros((300, 200))}
+    a, b = Options.create(base=base, bootstrap=5), Options.create(base=base, bootstrap=5)
+    assert a == b and hash(a) == hash(b) and a != Options.create(base=dict(base), bootstrap=5)
+    assert repr(a) == "Options(bootstrap=5, base='dict')" and repr(Options.create()) == "Options()"
+    assert Options.create(base="m.safetensors") == Options.create(base="m.safetensors")

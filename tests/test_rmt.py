@@ -1291,3 +1291,16 @@ def test_random_like_needs_a_bulk_the_mp_law_fits_and_a_majority_of_spikes_is_fo
     # (σ of the (N − k) × (M − k) noise the spikes leave: low by (√700 + √200) / (√1000 + √500) = 0.75; 0.80 here)
     assert 0.7 < rows["gap"].mp_sigma < 0.85
     assert rows["noise"].mp_ks < 0.1 * 1.63 / math.sqrt(500) < rows["nogap"].mp_ks
+
+
+def test_the_helpers_refuse_or_say_nan_for_empty_input():
+    """js_distance of an empty ESD is NaN (no density: 0 had read as identical, with numpy warnings on stderr);
+    localization of no matrices is htsr's OptionError (a bare ValueError had escaped: h48)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(js_distance(np.array([]), np.array([])))
+        assert math.isnan(js_distance(np.array([1.0, 2.0]), np.array([])))
+    with pytest.raises(OptionError, match="^localization: no matrices given"):
+        localization([], 3)

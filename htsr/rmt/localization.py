@@ -27,6 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import OptionError
 from ..lapack import eigh
 from ..spectra import as_matrices, resolved_cut, safely_scaled
 
@@ -49,7 +50,10 @@ def localization(matrices: Sequence[np.ndarray], num_tail: int, scale: float = 1
     the ``num_tail`` largest eigenvalues (pooled over ``matrices``) and of the others above ``floor`` (None: above
     each matrix's :func:`~htsr.spectra.resolved_cut`, the same on either eigenvalue path)."""
     evals, cuts, pr, lr, ent = [], [], [], [], []
-    for W in as_matrices(matrices, "localization"):
+    matrices = as_matrices(matrices, "localization")
+    if not matrices:  # (concatenating nothing had been a bare ValueError)
+        raise OptionError("localization: no matrices given; pass a layer's matrices (or one 2-D array)")
+    for W in matrices:
         A = np.asarray(W, dtype=np.float64)
         G = A @ A.T if A.shape[0] < A.shape[1] else A.T @ A  # (a square one's X = WᵀW: its input side)
         ev, V = eigh(G.T)  # (G.T: numpy's Gram is exactly symmetric, solved in place; Python's lock released)

@@ -65,7 +65,10 @@ def esd_bins(n: int) -> int:
 
 def js_distance(a: np.ndarray, b: np.ndarray, floor_a: Any = 0.0, floor_b: Any = 0.0) -> float:
     """Jensen–Shannon distance (base 2) between two ESDs as densities on a shared log-binned histogram, with a bin
-    for each one's zeros: its eigenvalues at or below its floor (a number, or one per eigenvalue)."""
+    for each one's zeros: its eigenvalues at or below its floor (a number, or one per eigenvalue). NaN when either
+    has no eigenvalue (no density to compare: 0 had read as identical ones)."""
+    if a.size == 0 or b.size == 0:
+        return float("nan")
     za, zb = a[a > floor_a], b[b > floor_b]
     bins = esd_bins(max(a.size, b.size))
     if za.size or zb.size:
