@@ -724,8 +724,7 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
             f"{MEANS_OVER[o]} for {', '.join(lab for lab, x in over if x == o)}" for o in kinds)
             + ("" if not (moved := [lab for lab, r in zip(c.labels, c.results)
                                     if phase_rows(r.layers)[0] != r.summary.means_over]) else
-               f" (the phase and trap counts over {MEANS_OVER['merged']} for {', '.join(moved)}: updates known by their "
-               "factors have none)"))
+               f" (the phase and trap counts over {MEANS_OVER['adapted']} for {', '.join(moved)})"))
     same = len(c.common_layers) - len(c.shape_differs)
     if c.partial_layers or c.shape_differs:  # the summary means are over different layers in each model
         parts.append("the models' layers differ (" + ", ".join(f"{lab} {r.summary.num_layers}" for lab, r in

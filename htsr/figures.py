@@ -470,11 +470,14 @@ def phase_counts(result: Any) -> Panel:
     none = sum(r.phase == "" for r in kept)
     labels = tuple(PHASES) + (("no phase",) if none else ())
     y = np.asarray(counts + ([none] if none else []), dtype=np.float64)
-    which = "" if over == "all" else f" (#{over} rows, as the summary)"
+    which = "" if over == "all" else f" ({_ROWS_WORDS[over]}, as the summary)"
     return Panel(f"layers per phase{which}", "phase", "layers",
                  (Series("bar", np.arange(y.size, dtype=np.float64), y, "layers", "data", labels),))
 
 
+#: the rows a summary's figures are over (results.means_rows, results.phase_rows), in a title's words
+_ROWS_WORDS = {"all": "every row", "delta": "#delta rows", "merged": "#merged rows",
+               "adapted": "updates with one, else #merged rows"}
 #: summary columns that count rows by status: of every row, an adapter's #base and #merged rows too
 _STATUS_COUNTS = frozenset({"num_layers", "num_fitted", "num_not_fitted", "num_skipped", "num_failed"})
 #: summary columns that count phases and traps: over results.phase_rows
@@ -485,7 +488,7 @@ def metric_trend(results: Sequence[Any], labels: Sequence[str], metrics: Sequenc
     """One panel per summary metric: its value for each result, in the order given (checkpoints)."""
     x = np.arange(len(results), dtype=np.float64)
     over = dict.fromkeys(r.summary.means_over for r in results)  # an adapter's: its updates' (results.means_rows)
-    words = {"all": "every row", "delta": "#delta rows", "merged": "#merged rows"}
+    words = _ROWS_WORDS
     rows = "" if list(over) == ["all"] else f" (means over {' / '.join(words[o] for o in over)})"
     phased_over = dict.fromkeys(phase_rows(r.layers)[0] for r in results)
     phased = "" if list(phased_over) == ["all"] else f" (over {' / '.join(words[o] for o in phased_over)})"

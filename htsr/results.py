@@ -183,7 +183,10 @@ SUMMARY_METRICS = ("alpha", "alpha_weighted", "log_alpha_norm", "log_norm", "log
 #: what a summary's means average over: every row; an adapter's updates (its ``#delta`` rows); the adapted
 #: model's weights (its ``#merged`` rows, and rows of no tag)
 MEANS_OVER = {"all": "layers", "delta": "the adapter's updates (#delta rows)",
-              "merged": "the adapted weights (#merged rows)"}
+              "merged": "the adapted weights (#merged rows)",
+              # (phase_rows only: updates from factors have no phase)
+              "adapted": "the updates that have one, and for those known by their factors the adapted weights "
+                         "(#merged rows)"}
 
 
 class _Named(Protocol):
@@ -222,15 +225,23 @@ def means_rows(layers: Sequence[_R]) -> tuple[str, list[_R]]:
     return over, [r for r, t in zip(layers, tags) if _tag_in_means(t, over)]
 
 
+def _module(name: str) -> str:
+    """A row's module and item: its name without the adapter tag (``q#merged[2]`` → ``q[2]``)."""
+    return ROW_TAG.sub(lambda m: m["item"], name)
+
+
 def phase_rows(layers: Sequence[Any]) -> tuple[str, list[Any]]:
     """The rows the summary's phase and trap counts are over, and their key in :data:`MEANS_OVER`: those
-    :func:`means_rows` picks; but where those are an adapter's updates and none has a phase or a shuffle (updates
-    known by their factors alone: a dense update, a LyCORIS .diff, has them), the adapted weights beside them
-    (``#merged`` rows with ``--base``, and copies an adapter saves whole, untagged)."""
+    :func:`means_rows` picks; but of an adapter's updates those known by their factors (``lora`` rows) have no
+    phase or shuffle, and each such module counts by its adapted weights instead (its ``#merged`` rows, with
+    ``--base``), beside the updates of other kinds (a LyCORIS .diff) and the modules an adapter saves whole
+    (untagged); key ``'adapted'`` then."""
     over, rows = means_rows(layers)
-    if over != "delta" or any(r.phase or math.isfinite(r.num_traps) for r in rows):
+    factored = {_module(r.name) for r in rows if r.kind == "lora"}
+    if over != "delta" or not factored:
         return over, rows
-    return "merged", [r for r in layers if row_tag(r.name) not in ("base", "delta")]
+    return "adapted", [r for r in layers if (row_tag(r.name) == "delta" and r.kind != "lora") or row_tag(r.name) == ""
+                       or (row_tag(r.name) == "merged" and _module(r.name) in factored)]
 
 
 def summary_rows(layers: Sequence[Any]) -> str:
@@ -240,7 +251,7 @@ def summary_rows(layers: Sequence[Any]) -> str:
         return ""
     if phased != over:
         return (f"the warnings, shares and means are over {MEANS_OVER[over]}; the phases and traps over "
-                f"{MEANS_OVER[phased]}, which updates known by their factors do not have")
+                f"{MEANS_OVER[phased]}")
     return f"the warnings, shares, phases and means are over {MEANS_OVER[over]}"
 
 

@@ -898,17 +898,18 @@ def test_adapter_figures_count_the_rows_the_summary_counts():
     counts are every row's; count columns get whole-number ticks."""
     from conftest import layer_row, result_of
 
-    rows = [layer_row("q#delta", phase="", num_traps=math.nan), layer_row("q#base", phase="bulk-decay"),
+    rows = [layer_row("q#delta", kind="lora", phase="", num_traps=math.nan), layer_row("q#base", phase="bulk-decay"),
             layer_row("q#merged", phase="heavy-tailed")]
     r = result_of(rows)
     assert r.summary.means_over == "delta"
     panel = F.phase_counts(r)
-    assert panel.title == "layers per phase (#merged rows, as the summary)"  # (an update has no phase)
+    assert panel.title == "layers per phase (updates with one, else #merged rows, as the summary)"
     assert _one(panel, "bar", "data").y.tolist() == [1.0 if p == "heavy-tailed" else 0.0 for p in PHASES]
     titles = [p.title for p in F.metric_trend([r, r], ["a", "b"], ["alpha", "num_uncertain", "num_failed",
                                                                    "num_heavy_tailed"])]
     assert titles == ["alpha across models (means over #delta rows)", "num_uncertain across models (over #delta rows)",
-                      "num_failed across models", "num_heavy_tailed across models (over #merged rows)"]
+                      "num_failed across models",
+                      "num_heavy_tailed across models (over updates with one, else #merged rows)"]
     assert {"num_failed", "num_uncertain", "num_heavy_tailed", "layers"} <= F.COUNT_AXES
 
 

@@ -644,8 +644,8 @@ def test_summary_means_of_an_adapter_are_its_updates_or_else_the_adapted_weights
     assert plain.summary.means_over == "all"
     text = format_comparison(compare_results([r, unfitted, plain], labels=["lora", "short", "base"]))
     assert ("the summary means and warning counts are over the adapter's updates (#delta rows) for lora; the adapted "
-            "weights (#merged rows) for short; layers for base (the phase and trap counts over the adapted weights "
-            "(#merged rows) for lora: updates known by their factors have none)") in text
+            "weights (#merged rows) for short; layers for base (the phase and trap counts over the updates that have "
+            "one, and for those known by their factors the adapted weights (#merged rows) for lora)") in text
     # two adapters: the mean over their common layers is over the updates too, as the summary's; the JSON says so
     c = compare_results([r, htsr.analyze(d / "adapter", base=d / "base.safetensors", min_evals=3)])
     assert c.num_common_finite == 3 and c.common_means[0] == pytest.approx(mean(delta), rel=1e-12)  # as above

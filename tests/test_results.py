@@ -121,7 +121,7 @@ def test_verdict_counts_are_over_the_rows_the_means_average_and_status_counts_ov
     (a warned #base or #merged row is another view of the same layer: they had been counted beside the updates,
     6 over-trained #merged rows of a summary whose means were the updates', h40); the status counts stay every
     row's."""
-    rows = [layer_row("q#delta", alpha=3.0, phase="", num_traps=math.nan),
+    rows = [layer_row("q#delta", kind="lora", alpha=3.0, phase="", num_traps=math.nan),
             layer_row("q#base", alpha=7.0, warning="under-trained", phase="bulk-decay", num_traps=2.0),
             layer_row("q#merged", alpha=1.5, warning="over-trained", phase="heavy-tailed", num_traps=1.0)]
     s = Summary.of(rows)
@@ -135,8 +135,8 @@ def test_verdict_counts_are_over_the_rows_the_means_average_and_status_counts_ov
 
     text = format_summary(AnalysisResult(tuple(rows), s, "m", {}, (), 3, ()))
     assert ("failed: 0  (the warnings, shares and means are over the adapter's updates (#delta rows); the phases "
-            "and traps over the adapted weights (#merged rows), which updates known by their factors do not have)\n"
-            ) in text
+            "and traps over the updates that have one, and for those known by their factors the adapted weights "
+            "(#merged rows))\n") in text
     # an adapter whose updates include a dense one (a LyCORIS .diff: a phase, a shuffle) counts the updates' own
     # phases and traps (they had been left out for #merged rows there were none of: h47); a module an adapter saves
     # whole (untagged) is an adapted weight beside the #merged rows
@@ -144,7 +144,15 @@ def test_verdict_counts_are_over_the_rows_the_means_average_and_status_counts_ov
              layer_row("b#delta", phase="random-like", num_traps=0.0)]
     s = Summary.of(mixed)
     assert (s.phases["random-like"], s.num_with_traps) == (1, 0)
-    assert summary_rows(mixed) == "the warnings, shares, phases and means are over the adapter's updates (#delta rows)"
+    assert summary_rows(mixed).endswith("; the phases and traps over the updates that have one, and for those known "
+                                        "by their factors the adapted weights (#merged rows)")
+    # with --base, each module once: a factored update by its #merged row, a dense one by itself (h49: the LoRA
+    # module's #merged row had been dropped once a .diff update had a phase)
+    based = mixed + [layer_row("a#base", phase="bulk-decay"), layer_row("a#merged", phase="heavy-tailed"),
+                     layer_row("b#base", phase="bulk-decay"), layer_row("b#merged", phase="bulk+spikes")]
+    s = Summary.of(based)
+    assert (s.phases["random-like"], s.phases["heavy-tailed"], s.phases["bulk+spikes"], s.phases["bulk-decay"]) == (
+        1, 1, 0, 0)
     saved = [layer_row("q#delta", kind="lora", phase="", num_traps=math.nan), layer_row("head", phase="bulk+spikes"),
              layer_row("q#merged", phase="heavy-tailed"), layer_row("q#base", phase="bulk-decay")]
     s = Summary.of(saved)

@@ -1304,3 +1304,6 @@ def test_the_helpers_refuse_or_say_nan_for_empty_input():
         assert math.isnan(js_distance(np.array([1.0, 2.0]), np.array([])))
     with pytest.raises(OptionError, match="^localization: no matrices given"):
         localization([], 3)
+    for bad in (np.zeros((3, 0)), np.full((4, 3), np.nan)):  # (a numpy reduction error, or inf and NaN columns)
+        with pytest.raises(OptionError, match="^localization: matrix 0 is empty or holds NaN"):
+            localization(bad, 1)

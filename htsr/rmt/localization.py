@@ -53,8 +53,11 @@ def localization(matrices: Sequence[np.ndarray], num_tail: int, scale: float = 1
     matrices = as_matrices(matrices, "localization")
     if not matrices:  # (concatenating nothing had been a bare ValueError)
         raise OptionError("localization: no matrices given; pass a layer's matrices (or one 2-D array)")
-    for W in matrices:
+    for i, W in enumerate(matrices):
         A = np.asarray(W, dtype=np.float64)
+        if A.size == 0 or not np.isfinite(A).all():  # (as esd refuses them)
+            raise OptionError(f"localization: matrix {i} is empty or holds NaN or infinite values; eigenvectors need "
+                              "finite weights")
         G = A @ A.T if A.shape[0] < A.shape[1] else A.T @ A  # (a square one's X = WᵀW: its input side)
         ev, V = eigh(G.T)  # (G.T: numpy's Gram is exactly symmetric, solved in place; Python's lock released)
         evals.append(ev * scale)
