@@ -186,7 +186,8 @@ class Comparison(NanEqual):
     def __repr__(self) -> str:  # the dataclass's would print every result and every common layer's values
         ranked = ", ".join(f"{e.rank or '-'}. {e.label}" for e in self.ranking[:5])
         return (f"<Comparison of {len(self.labels)} models by {self.metric} ({direction_word(self.ascending)}): "
-                f"{ranked}{', …' if len(self.ranking) > 5 else ''}; {len(self.common_layers)} common layers; "
+                f"{ranked}{', …' if len(self.ranking) > 5 else ''}; {len(self.common_layers)} common "
+                f"layer{'s' * (len(self.common_layers) != 1)}; "
                 ".ranking, .summary, .as_dict()>")
 
     def summary_value(self, label: str, column: str) -> float:

@@ -115,7 +115,8 @@ class Options:
     # the generated ones had compared its arrays (ValueError), failed to hash a dict, printed every array
     def _key(self) -> tuple:
         b = self.base
-        base = os.fspath(b) if isinstance(b, (str, os.PathLike)) else None if b is None else ("id", id(b))
+        base = (os.path.abspath(os.fspath(b)) if isinstance(b, (str, os.PathLike)) else None if b is None
+                else ("id", id(b)))  # (a path as as_dict records it: './m' is 'm')
         return tuple(getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "base") + (base,)
 
     def __eq__(self, other: object) -> bool:

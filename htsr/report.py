@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import described
+from .errors import OptionError, described
 from .figures import (  # one colour per role in both renderers
     COUNT_AXES,
     ROLE_COLORS,
@@ -54,6 +54,10 @@ _PANEL_DIGITS = 5
 def render_report(result: AnalysisResult, title: str | None = None) -> str:
     """The report of ``result`` as one HTML document (per-layer figures need ``keep_spectra=True``)."""
     from . import __version__
+
+    if not isinstance(result, AnalysisResult):  # (a mapping had raised a bare AttributeError)
+        raise OptionError(f"render_report: result must be what htsr.analyze returns (an AnalysisResult), got "
+                          f"{type(result).__name__}; analyse the model first")
 
     title = title if title is not None else f"htsr report: {result.source}"
     kept = len(result.spectra) == len(result.layers) and len(result.layers) > 0

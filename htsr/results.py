@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence, TypeVar
 
 import numpy as np
 
-from .errors import SourceError, described, listed
+from .errors import OptionError, SourceError, described, listed
 from .fits.uncertainty import MIN_WARNING_REPLICATES
 from .metrics import METRICS, PLAUSIBLE_P
 from .rmt.phases import PHASES
@@ -624,6 +624,8 @@ def check_outputs(inputs: Iterable[Any], outputs: Iterable[tuple[str, str | os.P
 def write_result_file(what: str, path: str | os.PathLike, data: str | bytes, read_from: Iterable[str]) -> None:
     """The API's writes of a result (a table, a report, a figure): :func:`check_outputs` against the files it was
     read from (``result.to_csv(result.path)`` had replaced the model), then :func:`atomic_write`."""
+    if not isinstance(path, (str, os.PathLike)):  # (None had been a bare TypeError from pathlib)
+        raise OptionError(f"{what} path must be a file path (str or os.PathLike), got {type(path).__name__}")
     check_outputs(list(read_from), [(what, path)])
     atomic_write(path, data)
 

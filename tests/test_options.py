@@ -474,3 +474,8 @@ def test_options_with_an_in_memory_base_compare_hash_and_show_briefly():
     assert a == b and hash(a) == hash(b) and a != Options.create(base=dict(base), bootstrap=5)
     assert repr(a) == "Options(bootstrap=5, base='dict')" and repr(Options.create()) == "Options()"
     assert Options.create(base="m.safetensors") == Options.create(base="m.safetensors")
+
+
+def test_two_spellings_of_one_base_path_are_one_option():
+    """'./m.safetensors' and 'm.safetensors' are recorded as one absolute path, and compare equal (h49)."""
+    assert Options.create(base="./m.safetensors") == Options.create(base="m.safetensors")

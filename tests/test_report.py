@@ -1123,3 +1123,16 @@ def test_the_means_card_says_an_adapters_means_are_over_its_updates():
     page = render_report(r)
     assert f"<h3>Means over {html.escape(MEANS_OVER['delta'])} with a finite value</h3>" in page
     assert "<dt>alpha</dt><dd>3</dd>" in page
+
+
+def test_a_report_of_something_not_a_result_and_a_write_to_no_path_are_htsr_errors():
+    """render_report({...}) had raised a bare AttributeError, result.to_json(None) a bare TypeError from pathlib
+    (h44, h48): htsr's OptionError, saying what to give."""
+    from htsr.errors import OptionError
+
+    with pytest.raises(OptionError, match=r"^render_report: result must be what htsr.analyze returns"):
+        render_report({"a": 1})
+    r = result_of([layer_row("a")])
+    for write in (r.to_json, r.to_csv):
+        with pytest.raises(OptionError, match=r"path must be a file path \(str or os.PathLike\), got NoneType$"):
+            write(None)
