@@ -31,7 +31,7 @@ from .io.scales import unscaled_integer_weight, void_hint
 from .matrices import (LayerMatrices, aspect_window_shape, aspect_windows, layer_matrices, split_rows,
                        unread_tensor_row)
 from .metrics import compute_metrics, warning_for
-from .options import KIND_BOUND, LAYER_KINDS, OPTION_SPECS, Options, acts_on, options_doc
+from .options import KIND_BOUND, OPTION_SPECS, Options, acts_on, kinds_words, options_doc
 from .specs import SPLIT_KINDS, SplitRule
 from .results import AnalysisResult, LayerResult, LayerSpectra, NotAnalysed, Summary, saved_result
 from .rmt import (
@@ -394,8 +394,8 @@ def idle_option_error(description: str, name: str, kinds: set[str], opts: Option
     has = (f"none of the rows {filters} {'keep' if ' and ' in filters else 'keeps'} is one (they are" if filters else
            f"none of {models} has one (their rows are" if models else "this model has none (its rows are")
     return OptionError(f"{description + ': ' if description else ''}option {name!r} acts only on "
-                       f"{', '.join(k for k in LAYER_KINDS if k in KIND_BOUND[name])} layers, and {has} "
-                       f"{', '.join(k for k in LAYER_KINDS if k in kinds)}): it would change nothing; leave it out")
+                       f"{kinds_words(KIND_BOUND[name])} layers, and {has} {kinds_words(kinds)}): it would change "
+                       "nothing; leave it out")
 
 
 def _causal_mask(mats: list[Any]) -> bool:
@@ -688,8 +688,8 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
         diagnostics, erg_note = _spectral_diagnostics(spectrum, fit, fit_x.size if num_windows is not None else math.nan,
                                                       whole, mp, lm, scale, opts, zeros, driving)
         rmt.update(diagnostics)
-        # why its ERG columns are NaN (one eigenvalue: its status says how many already)
-        if erg_note and not status.startswith(("skipped", "failed")) and not erg_note.endswith("than 2 eigenvalues"):
+        # why its ERG columns are NaN
+        if erg_note and not status.startswith(("skipped", "failed")):
             status = f"{status}; ERG {erg_note}"
     except Exception as e:  # the fit stands; only these diagnostics are lost
         rmt_error = rmt_error or described(e)
@@ -973,7 +973,7 @@ def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: f
         cols.update(num_erg=float(erg.num_erg) if erg.defined else math.nan, erg_lambda_min=erg.erg_lambda_min,
                     erg_lambda_min_raw=erg.erg_lambda_min_raw, erg_delta_lambda_min=delta_lambda_min(xmin_norm, erg),
                     **layer_quality(fit.alpha, float(ev[-1]), xmin))
-        return cols, erg.status
+        return cols, erg.status if live.size >= 2 else ""  # (one eigenvalue: the row's status says how many)
     return cols, ""
 
 

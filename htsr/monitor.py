@@ -195,10 +195,10 @@ class AlphaMonitor:
         # one that acts on fits only, where max_evals below min_evals fits none)
         defaults = {k: v for k, v in MONITOR_DEFAULTS.items() if acts_on(k, options.get("kinds"))
                     and not (k in FITTED_ONLY and describe_only(options))}
-        self._kwargs = {**defaults, **options, "layers": layers}
+        kwargs = {**defaults, **options, "layers": layers}
         self._given = frozenset(options)  # (the options the user gave, not the monitor's defaults)
         try:
-            self.options = Options.create(**self._kwargs)  # OptionError here, before any training
+            self.options = Options.create(**kwargs)  # OptionError here, before any training
         except OptionError as e:
             changed = [k for k in MONITOR_DEFAULTS if k not in options and f"'{k}'" in str(e)]
             if str(e).startswith("unknown option"):  # (the monitor's own arguments are not analyze's options)

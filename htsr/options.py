@@ -183,7 +183,7 @@ class Options:
         kinds = kwargs.get("kinds")
         for name, acting in KIND_BOUND.items():  # and one that acts on no layer of the kinds selected
             if name in kwargs and kwargs[name] != OPTION_SPECS[name].default and not acts_on(name, kinds):
-                raise OptionError(f"option {name!r} acts only on {', '.join(k for k in LAYER_KINDS if k in acting)} "
+                raise OptionError(f"option {name!r} acts only on {kinds_words(acting)} "
                                   f"layers, which option 'kinds' set to '{','.join(sorted(kinds))}' leaves out: it "
                                   "would change nothing")
         # a number option given as an int is the float it means (farms_aspect=2 recorded as 2.0, as the CLI's)
@@ -253,6 +253,11 @@ KIND_BOUND = {"conv": frozenset({"conv1d", "conv2d", "conv3d", "lora"}), "ww_con
              **{name: _NOT_LORA for name in ("randomize", "localization", "mp_fit", "tw_margin", "phase_rank_collapse",
                                              "phase_ht_share", "phase_ht_alpha", "phase_bleed_width", "precision",
                                              "refine_fraction", "evals_floor", "farms_aspect")}}
+
+def kinds_words(kinds: Any) -> str:
+    """``kinds`` (a set of layer kinds) as a message lists them, in :data:`LAYER_KINDS`' order."""
+    return ", ".join(k for k in LAYER_KINDS if k in kinds)
+
 
 def acts_on(name: str, kinds: Any) -> bool:
     """Whether option ``name`` acts on some layer of ``kinds`` (None, a kind or kinds: all of them by default)."""
