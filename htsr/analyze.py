@@ -31,7 +31,7 @@ from .io.scales import unscaled_integer_weight, void_hint
 from .matrices import (LayerMatrices, aspect_window_shape, aspect_windows, layer_matrices, split_rows,
                        unread_tensor_row)
 from .metrics import compute_metrics, warning_for
-from .options import KIND_BOUND, OPTION_SPECS, Options, acts_on, kinds_words, options_doc
+from .options import KIND_BOUND, OPTION_SPECS, Options, acts_on, kinds_words, options_doc, row_kinds
 from .specs import SPLIT_KINDS, SplitRule
 from .results import AnalysisResult, LayerResult, LayerSpectra, NotAnalysed, Summary, saved_result
 from .rmt import (
@@ -371,7 +371,7 @@ def check_has_layers(source: Any, opts: Options) -> set[str]:
     analyse (its headers only: no tensor is read); else the kinds of its rows."""
     tally = Tally()
     description, _, layer_iter = iter_layers(source, opts, tally)
-    kinds = {lm.kind for lm in layer_iter}
+    kinds = row_kinds(layer_iter)
     if not kinds:  # the whole source was walked: the tally is complete
         raise no_layer_error(description, tally, opts)
     return kinds
@@ -1013,7 +1013,7 @@ def _analyze(source: Any, opts: Options, check_idle: bool = True) -> AnalysisRes
     layers = list(layer_iter)  # lazy: no tensor has been read yet
     if not layers:
         raise no_layer_error(description, tally, opts)
-    kinds = {lm.kind for lm in layers}
+    kinds = row_kinds(layers)
     if check_idle and (idle := idle_options(opts, kinds)):
         raise idle_option_error(description, idle[0], kinds, opts)
     bar = _progress_bar(len(layers), description) if opts.progress else None

@@ -64,7 +64,7 @@ import numpy as np
 
 from .errors import HtsrError, LayerSkipped, OptionError, described, shown
 from .fits.uncertainty import MIN_WARNING_REPLICATES
-from .options import KIND_BOUND, OPTION_SPECS, UI_OPTIONS, Options, acts_on, typed_flag
+from .options import KIND_BOUND, OPTION_SPECS, UI_OPTIONS, Options, acts_on, row_kinds, typed_flag
 from .rmt.phases import PHASES
 from .specs import SplitRule
 from .results import (
@@ -265,7 +265,7 @@ def options_differ(results: Sequence[AnalysisResult]) -> dict[str, list[Any]]:
     def differs(k: str) -> bool:
         # an option acting on some kinds of rows only (--conv …) differs where it acts: a dense model analysed with
         # --conv per_position is the one analysed without
-        acting = [r for r in results if k not in KIND_BOUND or acts_on(k, {row.kind for row in r.layers})]
+        acting = [r for r in results if k not in KIND_BOUND or acts_on(k, row_kinds(r.layers))]
         return any(value(r, k) != value(acting[0], k) for r in acting)
 
     return {k: [value(r, k) for r in results] for k in names if differs(k)}
@@ -590,7 +590,7 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
     kinds = set().union(*(check_has_layers(s, opts) for s in sources if not isinstance(s, AnalysisResult)))
     runs = [s for s in sources if isinstance(s, AnalysisResult)]
     idle = [name for name in idle_options(opts, kinds) if not any(
-        r.options.get(name) == getattr(opts, name) and acts_on(name, {row.kind for row in r.layers}) for r in runs)]
+        r.options.get(name) == getattr(opts, name) and acts_on(name, row_kinds(r.layers)) for r in runs)]
     if kinds and idle:
         raise idle_option_error("", idle[0], kinds, opts, "the models analysed now" + (
             ", nor a saved run analysed with it," if runs else ""))

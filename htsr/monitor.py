@@ -40,7 +40,7 @@ from .analyze import Tally, _analyze, idle_option_error, idle_options, iter_laye
 from .errors import HtsrError, OptionError, OutputError, SourceError, listed, shown
 from .figures import Panel, Series
 from .io.torch import unwrapped
-from .options import FITTED_ONLY, Options, acts_on, describe_only
+from .options import FITTED_ONLY, Options, acts_on, describe_only, row_kinds, selected
 from .specs import plain
 from .results import csv_table, means_rows, temp_prefix
 from .values import NanEqual
@@ -193,7 +193,7 @@ class AlphaMonitor:
         _check(on_alert is None or callable(on_alert), "on_alert", "None or a callable", on_alert)
         # (a default that acts on no layer of the kinds monitored is left to analyze: mp_fit for LoRA rows; and
         # one that acts on fits only, where max_evals below min_evals fits none)
-        defaults = {k: v for k, v in MONITOR_DEFAULTS.items() if acts_on(k, options.get("kinds"))
+        defaults = {k: v for k, v in MONITOR_DEFAULTS.items() if acts_on(k, selected(options.get("kinds")))
                     and not (k in FITTED_ONLY and describe_only(options))}
         kwargs = {**defaults, **options, "layers": layers}
         self._given = frozenset(options)  # (the options the user gave, not the monitor's defaults)
@@ -244,7 +244,7 @@ class AlphaMonitor:
         model = unwrapped(model)
         tally = Tally()
         description, _, found = iter_layers(model, self.options, tally)
-        kinds = {lm.kind for lm in found}
+        kinds = row_kinds(found)
         if not kinds:  # (in analyze's words: why each tensor gave no row, --layers and kinds too)
             why = str(no_layer_error(description, tally, self.options))
             raise SourceError(why.replace(": no analysable layer: ", ": nothing to monitor: ", 1))

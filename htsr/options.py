@@ -12,6 +12,7 @@ import dataclasses
 import numbers
 import os
 from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any
 
 from .errors import OptionError, shown
@@ -182,7 +183,7 @@ class Options:
             kwargs["kinds"] = frozenset((k,) if isinstance(k, str) else k)
         kinds = kwargs.get("kinds")
         for name, acting in KIND_BOUND.items():  # and one that acts on no layer of the kinds selected
-            if name in kwargs and kwargs[name] != OPTION_SPECS[name].default and not acts_on(name, kinds):
+            if name in kwargs and kwargs[name] != OPTION_SPECS[name].default and not acts_on(name, selected(kinds)):
                 raise OptionError(f"option {name!r} acts only on {kinds_words(acting)} "
                                   f"layers, which option 'kinds' set to '{','.join(sorted(kinds))}' leaves out: it "
                                   "would change nothing")
@@ -249,18 +250,46 @@ FITTED_ONLY = ("xmin", "clip_xmax", "max_fingers", "finger_thresh", "drop_top", 
 #: options that act on layers of some kinds only (a low-rank update is analysed from its factors: no shuffle,
 #: eigenvectors, MP fit, windows, float64 choice or floor of its own); given with kinds that select none, refused
 _NOT_LORA = frozenset(LAYER_KINDS) - {"lora"}
-KIND_BOUND = {"conv": frozenset({"conv1d", "conv2d", "conv3d", "lora"}), "ww_conv_scale": frozenset({"conv2d", "lora"}),
+#: among the kinds of a model's rows (:func:`row_kinds`), a LoRA update of a conv layer: the conv options act on it
+#: (its kernel positions), not on a LoRA update of a Linear layer
+CONV_LORA = "lora (of a conv)"
+KIND_BOUND = {"conv": frozenset({"conv1d", "conv2d", "conv3d", CONV_LORA}),
+              "ww_conv_scale": frozenset({"conv2d", CONV_LORA}),
              **{name: _NOT_LORA for name in ("randomize", "localization", "mp_fit", "tw_margin", "phase_rank_collapse",
                                              "phase_ht_share", "phase_ht_alpha", "phase_bleed_width", "precision",
                                              "refine_fraction", "evals_floor", "farms_aspect")}}
 
+
 def kinds_words(kinds: Any) -> str:
-    """``kinds`` (a set of layer kinds) as a message lists them, in :data:`LAYER_KINDS`' order."""
-    return ", ".join(k for k in LAYER_KINDS if k in kinds)
+    """``kinds`` (a set of layer kinds) as a message lists them, in :data:`LAYER_KINDS`' order (a LoRA update of a
+    conv among them: 'lora' says it, else, as an option's kinds, last)."""
+    words = [k for k in LAYER_KINDS if k in kinds]
+    return ", ".join(words + [CONV_LORA] if CONV_LORA in kinds and "lora" not in words else words)
+
+
+def row_kinds(rows: Iterable[Any]) -> set[str]:
+    """The kinds of a model's rows (each with ``kind``, and ``tensor_shape`` or a result's ``shape`` 'AxBxC'), as
+    the options act on them: a LoRA update of a conv (a kernel in its shape) is also :data:`CONV_LORA`."""
+    kinds = set()
+    for r in rows:
+        kinds.add(r.kind)
+        if r.kind == "lora" and len(getattr(r, "tensor_shape", None) or str(r.shape).split("x")) > 2:
+            kinds.add(CONV_LORA)
+    return kinds
+
+
+def selected(kinds: Any) -> Any:
+    """Kinds a user selects (option 'kinds': None, a kind or kinds) as the options act on them: 'lora' may hold
+    a LoRA update of a conv (:data:`CONV_LORA`); a model's rows say which (:func:`row_kinds`)."""
+    if not kinds:
+        return kinds
+    k = frozenset((kinds,) if isinstance(kinds, str) else kinds)
+    return k | {CONV_LORA} if "lora" in k else k
 
 
 def acts_on(name: str, kinds: Any) -> bool:
-    """Whether option ``name`` acts on some layer of ``kinds`` (None, a kind or kinds: all of them by default)."""
+    """Whether option ``name`` acts on some layer of ``kinds`` (None, a kind or kinds: all of them by default): a
+    model's :func:`row_kinds`, or the kinds a user selects as :func:`selected` reads them."""
     if not kinds or name not in KIND_BOUND:
         return True
     return bool(frozenset((kinds,) if isinstance(kinds, str) else kinds) & KIND_BOUND[name])

@@ -37,7 +37,7 @@ from .figures import (  # one colour per role in both renderers
 )
 from .fits.uncertainty import interval_of, warning_interval
 from .options import LAYER_KINDS, OPTION_SPECS, UI_OPTIONS
-from .results import (CONTROL_ESCAPES, MEANS_OVER, AnalysisResult, LayerResult, format_value, phase_rows,
+from .results import (CONTROL_ESCAPES, MEANS_OVER, AnalysisResult, LayerResult, format_value, means_rows, phase_rows,
                       table_columns, why_undefined, write_result_file)
 from .rmt.phases import PHASES
 
@@ -270,7 +270,9 @@ def _warnings(result: AnalysisResult) -> str:
     rows = list(enumerate(result.layers))
     warned = sorted(((i, r) for i, r in rows if r.warning),
                     key=lambda t: (_WARNING_ORDER.index(t[1].warning) if t[1].warning in _WARNING_ORDER else 9, t[0]))
-    items = []
+    s = result.summary
+    counted = {r.name for r in means_rows(result.layers)[1]}  # the rows the Warnings card counts
+    items, others = [], []
     for i, r in warned:
         lo, hi, _ = interval_of(r.as_dict())  # the warning's
         detail = f"α = {_fmt(r.alpha)}"
@@ -278,17 +280,22 @@ def _warnings(result: AnalysisResult) -> str:
             detail += f" [{_fmt(lo)}, {_fmt(hi)}]"
         if math.isfinite(r.pl_pvalue):
             detail += f", p = {_fmt(r.pl_pvalue)}"
-        items.append(f"<li data-layer=\"{_e(r.name)}\"><span class=\"badge w-{_e(r.warning)}\">{_e(r.warning)}</span> "
-                     f"{_layer_link(i, r)} <span class=\"muted\">{_e(detail)}</span></li>")
+        (items if r.name in counted else others).append(
+            f"<li data-layer=\"{_e(r.name)}\"><span class=\"badge w-{_e(r.warning)}\">{_e(r.warning)}</span> "
+            f"{_layer_link(i, r)} <span class=\"muted\">{_e(detail)}</span></li>")
     status = []
     for i, r in rows:
         if r.status != "ok":
             what = r.status.split(":")[0].split(";")[0]  # failed, fit_failed, skipped, not_fitted, 'ok' (diagnostics)
             status.append(f"<li data-layer=\"{_e(r.name)}\"><span class=\"badge s-{_e(what)}\">{_e(what)}</span> "
                           f"{_layer_link(i, r)} <span class=\"muted\">{_e(r.status)}</span></li>")
+    over = "" if s.means_over == "all" else f" (of {_e(MEANS_OVER[s.means_over])}, as the summary counts)"
     html_ = ["<section id=\"warnings\"><h2>Warnings</h2>",
-             f"<h3>Layers with a warning ({len(items)})</h3>"]
+             f"<h3>Layers with a warning ({len(items)}){over}</h3>"]
     html_.append(f"<ul id=\"warned\">{''.join(items)}</ul>" if items else "<p class=\"ok\">No layer has a warning.</p>")
+    if others:  # an adapter's other views of the same modules (#base, #merged), which the summary does not count
+        html_.append(f"<h3>Other rows with a warning ({len(others)}), not counted in the summary</h3>"
+                     f"<ul id=\"warned-other\">{''.join(others)}</ul>")
     html_.append(f"<h3>Layers whose status is not ok ({len(status)})</h3>")
     html_.append(f"<ul id=\"not-ok\">{''.join(status)}</ul>" if status
                  else "<p class=\"ok\">Every layer's status is ok.</p>")

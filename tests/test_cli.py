@@ -565,7 +565,7 @@ def test_flags_reach_the_options(model, tmp_path, capsys):
         assert main(["analyze", str(model), *flag]) == 2
         assert capsys.readouterr().err.strip() == (
             f"htsr: error: {model}: {flag[0]} acts only on "
-            f"{'conv2d' if flag[0] == '--no-ww-conv-scale' else 'conv1d, conv2d, conv3d'}, lora layers, and this "
+            f"{'conv2d' if flag[0] == '--no-ww-conv-scale' else 'conv1d, conv2d, conv3d'}, lora (of a conv) layers, and this "
             "model has none (its rows are dense): it would change nothing; leave it out")
 
 
@@ -628,7 +628,8 @@ def test_help_mentions_every_option(capsys):
     (["--max-fingers", "3"], "--max-fingers applies only with --clip-xmax: otherwise it would change nothing"),
     (["--kinds", "lora", "--no-mp-fit"], "--no-mp-fit acts only on dense, conv1d, conv2d, conv3d, embedding, rnn, "
                                          "stack layers, which --kinds lora leaves out"),
-    (["--kinds", "dense", "--conv", "per_position"], "--conv acts only on conv1d, conv2d, conv3d, lora layers"),
+    (["--kinds", "dense", "--conv", "per_position"], "--conv acts only on conv1d, conv2d, conv3d, lora (of a conv) "
+                                                     "layers"),
     (["--progress", "--quiet"],  # (--progress was dropped)
      "--progress and --quiet: --quiet prints no progress bar; give one of them"),
     (["--max-evals", "0"], "--max-evals must be none or an integer >= 1, got 0"),

@@ -1845,7 +1845,7 @@ def test_an_option_acting_on_one_models_rows_acts_on_the_comparison():
     dense = [{"fc.weight": rng.standard_normal((120, 80))} for _ in range(2)]
     c = compare([conv, dense[0]], labels=["conv", "dense"], conv="per_position", min_evals=10)
     assert len(c.results[0].layers) == 9 and c.results[0].options["conv"] == c.results[1].options["conv"]
-    with pytest.raises(OptionError, match=r"^option 'conv' acts only on conv1d, conv2d, conv3d, lora layers, and "
+    with pytest.raises(OptionError, match=r"^option 'conv' acts only on conv1d, conv2d, conv3d, lora \(of a conv\) layers, and "
                                           r"none of the models analysed now has one \(their rows are dense\): it would "
                                           r"change nothing; leave it out$"):
         compare(dense, conv="per_position")

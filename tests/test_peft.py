@@ -2783,3 +2783,35 @@ def test_a_live_layer_replication_model_runs_on_its_own_replicated_weights():
                 row = rows[f"model.layers.{j}.self_attn.q_proj#base"]
                 assert row.status == "ok" and row.lambda_max == pytest.approx(np.linalg.norm(W[i], 2) ** 2,
                                                                               rel=1e-6), (kw, j)
+
+
+def test_conv_options_on_an_adapter_of_linear_layers_only_are_refused(tmp_path):
+    """--conv per_position and --no-ww-conv-scale act on a LoRA update of a conv (its kernel positions); on an
+    adapter whose updates are all of Linear layers they changed nothing and had been accepted (a 'lora' row counted
+    as a kind they act on, h43). Refused there, in analyze, compare and the monitor's bind; a conv LoRA keeps them."""
+    from htsr.compare import compare
+    from htsr.monitor import AlphaMonitor
+
+    rng = np.random.default_rng(3)
+    t = {"base_model.model.fc.lora_A.weight": rng.standard_normal((4, 60)).astype(np.float32),
+         "base_model.model.fc.lora_B.weight": rng.standard_normal((80, 4)).astype(np.float32)}
+    linear = _write_adapter(tmp_path / "linear", t, target_modules=["fc"])
+    for opt in ({"conv": "per_position"}, {"ww_conv_scale": False}):
+        name = next(iter(opt))
+        with pytest.raises(htsr.OptionError, match=rf"option {name!r} acts only on .*lora \(of a conv\) layers, and "
+                                                   r"this model has none \(its rows are lora\)"):
+            htsr.analyze(linear, min_evals=2, **opt)
+        with pytest.raises(htsr.OptionError, match=rf"option {name!r} acts only on"):
+            compare([linear, linear], min_evals=2, **opt)
+    peft_model = peft.get_peft_model(nn.Sequential(nn.Linear(60, 80)),
+                                     peft.LoraConfig(r=4, target_modules=["0"], init_lora_weights=False))
+    with pytest.raises(htsr.OptionError, match=r"option 'conv' acts only on"):
+        AlphaMonitor(peft_model, min_evals=2, conv="per_position")
+    # a conv LoRA: the option acts (one row per kernel position), and a user's kinds='lora' may hold one
+    torch.manual_seed(1)
+    pm = peft.get_peft_model(ConvNet(), peft.LoraConfig(r=4, target_modules=["c2"], init_lora_weights=False))
+    pm.save_pretrained(str(tmp_path / "conv"))
+    r = htsr.analyze(tmp_path / "conv", conv="per_position", min_evals=2, kinds="lora")
+    assert len(r.layers) == 9 and all(l.kind == "lora" for l in r.layers)
+    assert htsr.analyze(tmp_path / "conv", ww_conv_scale=False, min_evals=2).layers[0].lambda_max == pytest.approx(
+        2 * htsr.analyze(tmp_path / "conv", min_evals=2).layers[0].lambda_max, rel=1e-12)  # the 1/2 scale left off

@@ -1136,3 +1136,26 @@ def test_a_report_of_something_not_a_result_and_a_write_to_no_path_are_htsr_erro
     for write in (r.to_json, r.to_csv):
         with pytest.raises(OptionError, match=r"path must be a file path \(str or os.PathLike\), got NoneType$"):
             write(None)
+
+
+def test_an_adapters_warned_rows_are_listed_as_its_summary_counts_them():
+    """The Warnings card counts an adapter's updates (#delta rows); the list under 'Layers with a warning (N)' had
+    also held its #base and #merged rows, so N disagreed with the card (h44). The updates are listed under the
+    card's count, the other views of the same modules apart, said not to be counted."""
+    r = result_of([layer_row("q#delta", alpha=7.0, warning="under-trained"),
+                   layer_row("q#base", alpha=1.5, warning="over-trained"),
+                   layer_row("q#merged", alpha=1.6, warning="over-trained"),
+                   layer_row("v#delta", alpha=3.0)], base="b")
+    assert r.summary.means_over == "delta" and r.summary.num_under_trained == 1 and r.summary.num_over_trained == 0
+    page = render_report(r)
+    section = page.split('<section id="warnings">', 1)[1].split("</section>", 1)[0]
+    assert f"<h3>Layers with a warning (1) (of {html.escape(MEANS_OVER['delta'])}, as the summary counts)</h3>" \
+        in section
+    listed = re.findall(r'data-layer="([^"]*)"', section.split('<ul id="warned">', 1)[1].split("</ul>", 1)[0])
+    assert listed == ["q#delta"]
+    other = re.findall(r'data-layer="([^"]*)"', section.split('<ul id="warned-other">', 1)[1].split("</ul>", 1)[0])
+    assert other == ["q#base", "q#merged"]  # by warning, then in model order
+    assert "<h3>Other rows with a warning (2), not counted in the summary</h3>" in section
+    # a model's own rows: one list, no qualifier
+    plain = render_report(result_of([layer_row("a", alpha=7.0, warning="under-trained")]))
+    assert "<h3>Layers with a warning (1)</h3>" in plain and "warned-other" not in plain
