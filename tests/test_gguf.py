@@ -383,12 +383,23 @@ def test_too_short(tmp_path, size):
 
 
 def test_truncated_in_data_section_names_the_tensor(small_file):
+    """A file cut off in its last tensor (an interrupted download) had refused the whole run: the tensors before
+    the cut are read, the one cut gets a failed row saying so; a cut before any tensor's end leaves nothing to read
+    and is refused naming a tensor past it."""
     raw = small_file.read_bytes()
+    whole = {r.name: r.load() for r in GGUFFile(small_file)}
     small_file.write_bytes(raw[:-40])  # the last tensor (ffn_up, Q8_0; 272 bytes + 16 padding) loses its tail
+    refs = {r.name: r for r in GGUFFile(small_file)}
+    assert refs.keys() == whole.keys()
+    for name, r in refs.items():
+        if name != "blk.0.ffn_up.weight":
+            np.testing.assert_array_equal(r.load(), whole[name])  # read as they are
     with pytest.raises(SourceError) as ei:
-        GGUFFile(small_file)
-    msg = _one_line_source_error(ei, str(small_file), "'blk.0.ffn_up.weight'", "beyond the end")
-    assert "attn_q" not in msg  # the intact tensors are not blamed
+        refs["blk.0.ffn_up.weight"].load()
+    _one_line_source_error(ei, str(small_file), "cut off 24 bytes short", "run past its end (248 of 272 there)")
+    rows = {l.name: l for l in htsr.analyze(small_file, min_evals=2).layers}
+    assert rows["blk.0.ffn_up"].status.startswith(f"failed: {small_file}: cut off 24 bytes short")
+    assert all(l.status == "ok" for n, l in rows.items() if n != "blk.0.ffn_up")
 
 
 @pytest.mark.parametrize("fraction", [0.1, 0.3, 0.6, 0.9])
@@ -1260,9 +1271,10 @@ def test_a_file_cut_one_byte_short_of_its_last_tensor_names_that_tensor(tmp_path
     last = max(r.tensors, key=lambda t: int(t.data_offset))
     assert int(last.data_offset) + int(last.n_bytes) == len(data)  # (no padding after the last tensor)
     path.write_bytes(data[:-1])
+    refs = {r.name: r for r in GGUFFile(path)}  # (the other tensor is read: test_truncated_in_data_section…)
     with pytest.raises(SourceError) as excinfo:
-        GGUFFile(path)
-    _one_line_source_error(excinfo, str(path), last.name, "beyond the end")
+        refs[last.name].load()
+    _one_line_source_error(excinfo, str(path), "cut off 1 byte short", f"({last.n_bytes - 1} of {last.n_bytes} there)")
 
 
 @pytest.mark.parametrize("type_name", ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"])

@@ -436,16 +436,29 @@ def two_tensor_file(tmp_path) -> tuple[Path, dict, bytes]:
 
 
 def test_corrupt_truncated_in_data_section(two_tensor_file):
+    """A file cut off inside its data (an interrupted download) had refused the whole run: the tensors before the
+    cut are read, each one after it gets a failed row saying the file was cut off and to fetch it again. A cut
+    before any tensor's end leaves nothing to read: one line naming the file."""
     path, header, data = two_tensor_file
     raw = path.read_bytes()
     data_start = len(raw) - len(data)
     last = max((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][1])
     first = next(k for k in header if k not in ("__metadata__", last))
     path.write_bytes(raw[: data_start + header[last]["data_offsets"][0] + 10])  # cut inside the last tensor
+    whole = htsr.analyze({first: np.frombuffer(data, np.float32, offset=header[first]["data_offsets"][0],
+                                               count=int(np.prod(header[first]["shape"]))).reshape(
+                                                   header[first]["shape"])}, min_evals=2)
+    rows = {l.name: l for l in htsr.analyze(path, min_evals=2).layers}
+    assert rows[first.removesuffix(".weight")].status == "ok"  # the intact tensor, read as it is
+    assert rows[first.removesuffix(".weight")].lambda_max == whole.layers[0].lambda_max
+    size = header[last]["data_offsets"][1] - header[last]["data_offsets"][0]
+    assert rows[last.removesuffix(".weight")].status == (
+        f"failed: {path}: cut off {size - 10} bytes short of the data its header describes (an interrupted download "
+        f"or copy?): this tensor's bytes run past its end (10 of {size} there); fetch the file again")
+    path.write_bytes(raw[: data_start + 10])  # inside the first tensor: nothing to read
     with pytest.raises(htsr.SourceError) as ei:
         htsr.analyze(path)
-    msg = _one_line_source_error(ei, str(path), last)
-    assert first not in msg  # the intact tensor is not blamed
+    _one_line_source_error(ei, str(path), first, last, "truncated")
 
 
 def test_corrupt_truncated_inside_header(two_tensor_file):
@@ -608,19 +621,23 @@ def test_corrupt_shape_product_overflowing_int64(two_tensor_file):
 
 
 
-def test_a_file_one_byte_short_is_refused_at_open(two_tensor_file):
-    """A file cut by exactly one byte: the last tensor's data_offsets end one byte past the data section, and
-    the header is refused when the file is opened (not a failed row when the map runs past the end)."""
+def test_a_file_one_byte_short_is_told_at_open(two_tensor_file):
+    """A file cut by exactly one byte: the last tensor's data_offsets end one byte past the data section. Told
+    when the file is opened, from its header (not when a read runs past the end): that tensor's loader says the
+    file was cut off, the other reads as it is."""
     from htsr.io.safetensors import SafetensorsFile
 
     path, header, data = two_tensor_file
     last = max((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][1])
     assert header[last]["data_offsets"][1] == len(data)
     path.write_bytes(path.read_bytes()[:-1])
+    refs = {r.name: r for r in SafetensorsFile(path)}
+    size = header[last]["data_offsets"][1] - header[last]["data_offsets"][0]
     with pytest.raises(htsr.SourceError) as ei:
-        SafetensorsFile(path)
-    _one_line_source_error(ei, str(path), last, f"data_offsets {header[last]['data_offsets']} outside the "
-                                                f"{len(data) - 1}-byte data section")
+        refs[last].load()
+    _one_line_source_error(ei, str(path), "cut off 1 byte short", f"run past its end ({size - 1} of {size} there)")
+    first = next(k for k in refs if k != last)
+    assert refs[first].load().shape == tuple(header[first]["shape"])
 
 
 @pytest.mark.parametrize("extra", [4, -4])

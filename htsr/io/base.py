@@ -440,6 +440,15 @@ def raising_loader(error: Callable[[str], BaseException], message: str) -> Calla
     return load
 
 
+def cut_off(path: Any, short: int, begin: int, end: int, size: int) -> str:
+    """Why a tensor of a file cut off ``short`` bytes before the end its header describes cannot be read: its bytes
+    ``begin``–``end`` lie past, or run past, the ``size`` bytes there (in one frame: the file's, or its data
+    section's). Its row's failed status; the tensors before the cut are read."""
+    where = "lie past its end" if begin >= size else f"run past its end ({size - begin} of {end - begin} there)"
+    return (f"{path}: cut off {short} byte{'s' * (short != 1)} short of the data its header describes (an interrupted download or "
+            f"copy?): this tensor's bytes {where}; fetch the file again")
+
+
 def skipped_loader(reason: str) -> Callable[[], np.ndarray]:
     """A loader that raises :class:`~htsr.errors.LayerSkipped`: the tensor's row says ``skipped: <reason>``
     (the reason is also its ``skip_reason`` attribute)."""

@@ -86,8 +86,8 @@ import numpy as np
 from ..errors import LayerSkipped, SourceError, described, listed
 from ..factored import LowRank
 from ..tensors import VECTOR, SharedLoad, is_vector
-from .base import (SPLIT_NAME, TensorRef, check_unchanged, file_stamp, first_overlap, import_extra, read_span,
-                   skipped_loader)
+from .base import (SPLIT_NAME, TensorRef, check_unchanged, cut_off, file_stamp, first_overlap, import_extra,
+                   raising_loader, read_span, skipped_loader)
 
 __all__ = ["GGUF_MAGIC", "GGUFFile", "GGUFSplit", "GGUFTensorRef", "gguf_kind", "is_gguf", "open_gguf"]
 
@@ -215,6 +215,9 @@ def _reader_class() -> type:
     class _Reader(gguf.GGUFReader):
         def __init__(self, path: Path) -> None:
             self._path = path
+            # a file cut off (an interrupted download): the tensors past its end, name → (GGUF ne[], type name,
+            # why its row fails); the others are read
+            self.cut_off: dict[str, tuple[tuple[int, ...], str, str]] = {}
             super().__init__(path, "r")
 
         def _fail(self, what: str) -> SourceError:
@@ -274,6 +277,7 @@ def _reader_class() -> type:
             size, seen, spans = len(self.data), set(), []
             align = int(self.alignment)  # (a general.alignment key is a numpy uint32: -n // it would overflow)
             expected, gap = 0, None  # as llama.cpp reads them: each tensor's data right after the last one's, padded
+            past, kept, beyond = [], [], ""  # tensors past the file's end, the others, the first past's message
             for i, field in enumerate(fields):
                 _, name_data, n_dims, dims, raw_type, offset = field.parts
                 try:
@@ -312,20 +316,27 @@ def _reader_class() -> type:
                 expected = rel + -(-nbytes // align) * align
                 begin = int(start_offs) + rel
                 if begin + nbytes > size:
-                    raise self._fail(
-                        f"{label}: its {nbytes} bytes of {qtype.name} data at byte {begin} lie beyond the end "
-                        f"of the {size}-byte file (truncated, or a corrupt offset)")
+                    past.append((name, tuple(ne), qtype.name, begin, nbytes))
+                    beyond = beyond or (f"{label}: its {nbytes} bytes of {qtype.name} data at byte {begin} lie beyond "
+                                        f"the end of the {size}-byte file (truncated, or a corrupt offset)")
+                    continue
                 spans.append((begin, begin + nbytes, name))
+                kept.append(field)
             overlap = first_overlap(spans)
             if overlap:
                 raise self._fail(f"GGUF header is corrupt: tensors {overlap[0]!r} and {overlap[1]!r} overlap in "
                                  "the data")
+            if past and (gap is not None or not kept):  # a corrupt offset, or nothing of it can be read
+                raise self._fail(beyond)
             if gap is not None:
                 raise self._fail(gap)
+            short = max((begin + nbytes for *_, begin, nbytes in past), default=size) - size
+            self.cut_off = {name: (ne, qtype, cut_off(self._path, short, begin, begin + nbytes, size))
+                            for name, ne, qtype, begin, nbytes in past}
             if size - (int(start_offs) + expected) >= align:
                 raise self._fail(f"GGUF header is corrupt: {size - int(start_offs) - expected} bytes follow the "
                                  "last tensor's data (a tensor count, size or type in the header is wrong)")
-            super()._build_tensors(start_offs, fields)
+            super()._build_tensors(start_offs, kept)
 
     return _Reader
 
@@ -368,11 +379,12 @@ class GGUFFile:
 
         # (name, why) of the tensors that are no weight matrix (not yielded)
         self.not_weights: list[tuple[str, str]] = [
-            (t.name, why) for t in self._reader.tensors
-            if (why := _not_a_matrix(t.name, tuple(int(d) for d in t.shape))) is not None]
+            (name, why) for name, ne in [(t.name, tuple(int(d) for d in t.shape)) for t in self._reader.tensors]
+            + [(name, ne) for name, (ne, _, _) in self._reader.cut_off.items()]
+            if (why := _not_a_matrix(name, ne)) is not None]
 
     def __len__(self) -> int:
-        return len(self._reader.tensors) - len(self.not_weights)
+        return len(self._reader.tensors) + len(self._reader.cut_off) - len(self.not_weights)
 
     def _loader(self, t: Any, shape: tuple[int, ...], type_name: str, item: int | None = None):
         """The tensor's loader; with ``item``, of its ``item``-th slice along the first (outermost) axis
@@ -482,6 +494,11 @@ class GGUFFile:
                 shape, load = (shape[0], shape[2], shape[1]), (lambda load=load: np.swapaxes(load(), 1, 2))
             refs.append(GGUFTensorRef(t.name, shape, dtype, load, kind=kind, bits=bits,
                                       quant_block=block, load_item=item, ggml_type=type_name))
+        for name, (ne, type_name, why) in self._reader.cut_off.items():  # past the end of a cut-off file: failed rows
+            if name not in listed:
+                shape = tuple(reversed(ne))
+                refs.append(GGUFTensorRef(name, shape, _PLAIN.get(type_name, "float32"), raising_loader(SourceError, why),
+                                          kind=gguf_kind(name, shape), ggml_type=type_name))
         if self._tie_key is not None:
             refs = [dataclasses.replace(r, storage_key=self._tie_key)
                     if r.name in ("token_embd.weight", "output.weight") else r for r in refs]

@@ -26,11 +26,13 @@ from .base import (
     TensorRef,
     as_loaded,
     check_split_whole,
+    cut_off,
     file_stamp,
     first_overlap,
     lfs_pointer_error,
     numpy_dtype,
     one_split,
+    raising_loader,
     read_array,
     skipped_loader,
     unreadable,
@@ -87,6 +89,7 @@ class SafetensorsFile:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.description = str(self.path)
+        self._past: dict[str, str] = {}  # a cut-off file's tensors past its end → their failed rows' message
         try:
             self._stamp = file_stamp(self.path)  # (before the header: a file saved again since is not read)
             self._entries = self._read_header()
@@ -131,7 +134,7 @@ class SafetensorsFile:
         meta = header.get("__metadata__")  # free text, string to string (a LoRA's config, the format …)
         self.metadata = {k: v for k, v in meta.items() if isinstance(v, str)} if isinstance(meta, dict) else {}
         data_len = size - self._data_start
-        entries, problems = {}, []
+        entries, problems, past = {}, [], {}  # past: a tensor whose data lies past the end of a truncated file
         for name, info in header.items():
             if name == "__metadata__":
                 continue
@@ -151,10 +154,12 @@ class SafetensorsFile:
                 begin, end = info["data_offsets"]
                 if not all(type(s) is int and s >= 0 for s in shape):  # not bool, a subclass of int
                     raise ValueError(f"bad shape {shape}")
-                if not (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end <= data_len):
+                if not (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end):
                     raise ValueError(f"data_offsets {[begin, end]} outside the {data_len}-byte data section")
                 if end - begin != -(-math.prod(shape) * bits // 8):  # Python ints: no overflow
                     raise ValueError(f"{end - begin} bytes for shape {list(shape)} of {info['dtype']}")
+                if end > data_len:
+                    past[name] = f"data_offsets {[begin, end]} outside the {data_len}-byte data section"
             except KeyError as e:
                 problems.append(f"{name} (unknown dtype or missing field {e})")
                 continue
@@ -167,19 +172,27 @@ class SafetensorsFile:
                 "corrupt safetensors header: tensor " + listed(problems, 3, "; ")
                 + " — the file is truncated or was not written by a safetensors writer"
             )
+        # past the end: of a copy cut off (an interrupted download), whose header is sound: each such tensor gets a
+        # failed row, the others are read; else (nothing before the cut, or the header unsound) the offsets lie
+        past_error = self._fail("corrupt safetensors header: tensor " + listed(
+            [f"{k} ({v})" for k, v in past.items()], 3, "; ")
+            + " — the file is truncated or was not written by a safetensors writer") if past else None
+        if past and len(past) == len(entries):
+            raise past_error
         overlap = first_overlap([(b, e, name) for name, (_, _, b, e) in entries.items()])  # as safetensors requires
         if overlap:
-            raise self._fail(f"corrupt safetensors header: tensors {overlap[0]!r} and {overlap[1]!r} overlap in the "
-                             "data section — not written by a safetensors writer")
+            raise past_error or self._fail(f"corrupt safetensors header: tensors {overlap[0]!r} and {overlap[1]!r} "
+                                           "overlap in the data section — not written by a safetensors writer")
         # the tensors cover the data section end to end, as safetensors' own reader requires: bytes no entry names
         # are a tensor whose entry the header lost (or data appended, or the offsets shifted)
         pos = 0
         for begin, end, name in sorted((b, e, name) for name, (_, _, b, e) in entries.items()):
             if begin > pos:
-                raise self._fail(f"corrupt safetensors header: bytes {pos} to {begin} of the data section, before "
-                                 f"tensor {name!r}, belong to no tensor — a tensor's entry is missing; re-save the "
-                                 "file")
+                raise past_error or self._fail(
+                    f"corrupt safetensors header: bytes {pos} to {begin} of the data section, before tensor {name!r}, "
+                    "belong to no tensor — a tensor's entry is missing; re-save the file")
             pos = max(pos, end)
+        self._past = {name: cut_off(self.path, pos - data_len, *entries[name][2:], data_len) for name in past}
         if pos < data_len:
             raise self._fail(f"corrupt safetensors header: {data_len - pos} bytes follow the last tensor's data and "
                              "belong to no tensor — a tensor's entry is missing, or the file was appended to; "
@@ -201,10 +214,12 @@ class SafetensorsFile:
         """Tensor ``name`` as a Flax tree's leaf: ``(shape, dtype name, array function of an index)``, read when
         loaded (a stacked, scanned, tensor one layer at a time from its map)."""
         dtype, shape, begin, end = self._entries[name]
-        load = self._loader(dtype, shape, begin, end)
+        load = self._loader(dtype, shape, begin, end, name)
         return shape, dtype, load
 
-    def _loader(self, dtype: str, shape: tuple[int, ...], begin: int, end: int):
+    def _loader(self, dtype: str, shape: tuple[int, ...], begin: int, end: int, name: str = ""):
+        if name in self._past:
+            return raising_loader(SourceError, self._past[name])
         if dtype.startswith("safetensors "):
             return skipped_loader(f"stored as {dtype}, a dtype htsr does not decode")
 
@@ -218,7 +233,7 @@ class SafetensorsFile:
 
     def refs(self) -> list[TensorRef]:
         """The file's tensors as stored (quantized weights and their scales apart)."""
-        return [TensorRef(name, shape, dtype, self._loader(dtype, shape, begin, end))
+        return [TensorRef(name, shape, dtype, self._loader(dtype, shape, begin, end, name))
                 for name in sorted(self._entries, key=natural_key)
                 for dtype, shape, begin, end in [self._entries[name]]]
 
