@@ -2681,3 +2681,25 @@ def test_shapes_name_no_class_where_they_could_be_a_custom_layer_s(keras, tmp_pa
         "kernel a depthwise one's looks like): analyse the live model"]
     assert sorted(got["h5"]) == [("block1_dw", "conv2d", (1, 32, 3, 3)), ("rec.mycell.kernel", "rnn", (24, 32)),
                                  ("rec.mycell.recurrent_kernel", "rnn", (24, 24))]
+
+
+@pytest.mark.parametrize("where", ["vars", "dtype", "layer_names"])
+def test_an_attribute_of_a_type_keras_never_writes_is_a_one_line_error(tmp_path, where):
+    """One flipped byte in a .weights.h5 file turned the string type of /vars' 'name' attribute into a
+    variable-length sequence, and reading it crashed the process (SIGSEGV inside HDF5, no message: h53). Attributes
+    are read only when they hold strings or numbers; here a valid file with such an attribute, at each place htsr
+    reads one (a layer's name, a dataset's dtype mark, a legacy file's layer list)."""
+    path = tmp_path / "m.weights.h5"
+    seq = np.empty(1, dtype=object)
+    seq[0] = np.arange(3, dtype=np.int32)  # one variable-length sequence of ints
+    with h5py.File(path, "w") as f:
+        if where == "layer_names":  # a legacy Keras 2 file
+            f["dense/dense/kernel:0"] = W["fc1"]
+            obj, name = f, "layer_names"
+        else:
+            f["layers/dense/vars/0"] = W["fc1"].astype(np.float16)  # (a 2-byte dataset's dtype mark is read)
+            obj, name = (f.require_group("vars"), "name") if where == "vars" else (f["layers/dense/vars/0"], "dtype")
+        obj.attrs.create(name, data=seq, dtype=h5py.vlen_dtype(np.int32))
+    with pytest.raises(SourceError) as ei:
+        list(KerasFile(path))
+    _one_line_source_error(ei, str(path), "corrupt Keras weights file", "neither strings nor numbers")

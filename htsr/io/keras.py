@@ -226,6 +226,21 @@ def _text(v: Any) -> str:
     return v.decode("utf-8") if isinstance(v, (bytes, np.bytes_)) else str(v)
 
 
+def _attr(obj: Any, name: str, default: Any = None) -> Any:
+    """HDF5 object ``obj``'s attribute ``name`` (``default`` when it has none), read only when it holds strings or
+    numbers, as every Keras writer stores them: HDF5 follows a variable-length sequence's heap pointer unchecked, and
+    one flipped byte in a file's type message (a name's string type read as a sequence) had crashed the process
+    (SIGSEGV, no message). Another type is a ValueError (a corrupt file, said in one line)."""
+    if name not in obj.attrs:
+        return default
+    h5t = _h5py().h5t
+    cls = _h5py().h5a.open(obj.id, name.encode()).get_type().get_class()
+    if cls not in (h5t.STRING, h5t.INTEGER, h5t.FLOAT):
+        raise ValueError(f"attribute {name!r} of {obj.name!r} holds HDF5 type class {cls}, neither strings nor "
+                         "numbers as Keras stores them")
+    return obj.attrs[name]
+
+
 # ------------------------------------------------------------------------------------- orientations
 
 
@@ -836,7 +851,7 @@ class _H5Node:
     def stored_name(self) -> str | None:
         """The layer's own name, which Keras ≥ 3.8 stores on its ``vars`` group."""
         v = self.group.get("vars")
-        name = v.attrs.get("name") if isinstance(v, self._h5py.Group) else None
+        name = _attr(v, "name") if isinstance(v, self._h5py.Group) else None
         return (_text(name) or None) if name is not None else None
 
 
@@ -850,7 +865,7 @@ def _is_bf16(ds: Any) -> bool:
     """A bfloat16 dataset: Keras 3 marks it with a dtype attribute; its legacy .h5 writer stores the same
     two bytes a value as an opaque 2-byte type ('void16', which Keras itself cannot read back)."""
     # (two bytes a value either way: a float32 dataset marked bfloat16 is read as the float32 it holds)
-    return ds.dtype.itemsize == 2 and (_text(ds.attrs.get("dtype", "")) == "bfloat16" or ds.dtype.kind == "V")
+    return ds.dtype.itemsize == 2 and (_text(_attr(ds, "dtype", "")) == "bfloat16" or ds.dtype.kind == "V")
 
 
 def _float_array(a: np.ndarray) -> np.ndarray:
@@ -1028,7 +1043,7 @@ class KerasFile:
     # legacy Keras 2 ---------------------------------------------------------------------------------
 
     def _legacy_config(self, h5: Any) -> dict | None:
-        raw = h5.attrs.get("model_config")
+        raw = _attr(h5, "model_config")
         if raw is None:
             return None
         try:
@@ -1040,10 +1055,10 @@ class KerasFile:
     @staticmethod
     def _names(group: Any, attr: str) -> list[str]:
         if attr in group.attrs:
-            return [_text(n) for n in np.atleast_1d(group.attrs[attr])]
+            return [_text(n) for n in np.atleast_1d(_attr(group, attr))]
         out, i = [], 0
         while f"{attr}{i}" in group.attrs:  # long lists are split over several attributes
-            out.extend(_text(n) for n in np.atleast_1d(group.attrs[f"{attr}{i}"]))
+            out.extend(_text(n) for n in np.atleast_1d(_attr(group, f"{attr}{i}")))
             i += 1
         return out
 
