@@ -186,14 +186,23 @@ def reopened(path: Any, stamp: tuple | None) -> Iterator[Any]:
 
 def _read_into(f: Any, path: Any, offset: int, view: memoryview) -> None:
     """Fill ``view`` with the bytes at ``offset`` of the open file ``f`` (of ``path``); SourceError where the file
-    ends before them (:func:`read_span`)."""
+    ends before them (:func:`read_span`): cut while read, or, where it never held them, a header that places them
+    past its end (a zip directory's size had been said to be a file 'changed while being read')."""
+    size = os.fstat(f.fileno()).st_size
     f.seek(offset)
     got = 0
     while got < len(view):
         n = f.readinto(view[got:])
         if not n:
-            raise file_changed(path, f"it now ends at byte {os.fstat(f.fileno()).st_size}, before byte "
-                                     f"{offset + len(view)} of this tensor (saved again while htsr read it?)")
+            from ..errors import SourceError
+
+            now = os.fstat(f.fileno()).st_size
+            if now == size and offset + len(view) > size:
+                raise SourceError(f"{path}: its header places this tensor's bytes {offset} to {offset + len(view)} "
+                                  f"past the end of the {size}-byte file: truncated or corrupt; save or download it "
+                                  "again")
+            raise file_changed(path, f"it now ends at byte {now}, before byte {offset + len(view)} of this tensor "
+                                     "(saved again while htsr read it?)")
         got += n
 
 

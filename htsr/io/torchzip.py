@@ -948,7 +948,9 @@ class _PickledTensors:
         self._tensors = self._validated(_unaliased(found) if self.script else found, sizes)
 
     def _validated(self, found, sizes: dict[str, int]) -> list[tuple[str, _Tensor, str]]:
-        out, problems = [], []
+        """The tensors whose storage holds them; each other one gets a failed row (``_broken``: name → why), unless
+        none does (the file is refused)."""
+        out, problems, self._broken = [], [], {}
         for name, t, cls in found:
             if isinstance(t, _NpArray) or _uninitialized(t):  # its bytes were checked when it was built; none
                 out.append((name, t, cls))
@@ -956,20 +958,23 @@ class _PickledTensors:
             try:
                 itemsize = numpy_dtype(t.storage.dtype).itemsize
             except TypeError:
-                problems.append(f"{name} (unknown dtype {t.storage.dtype})")
+                problems.append((name, f"unknown dtype {t.storage.dtype}"))
                 continue
             need, have = t.extent() * itemsize, sizes[t.storage.key]
             if need > have:
-                problems.append(f"{name} (shape {list(t.shape)} needs {need} bytes of storage "
-                                f"{t.storage.key.rsplit('/', 1)[-1]}, which holds {have})")
+                problems.append((name, f"shape {list(t.shape)} needs {need} bytes of storage "
+                                       f"{t.storage.key.rsplit('/', 1)[-1]}, which holds {have}"))
                 continue
             out.append((name, t, cls))
-        if problems:
-            raise self._fail("tensor " + listed(problems, 3, "; ") + " — truncated or corrupt file")
+        if problems and not out:
+            raise self._fail("tensor " + listed([f"{n} ({why})" for n, why in problems], 3, "; ")
+                             + " — truncated or corrupt file")
+        self._broken = {n: f"{self.path}: tensor {n}: {why} — truncated or corrupt file; save or download it again"
+                        for n, why in problems}
         return out
 
     def __len__(self) -> int:
-        return len(self._tensors)
+        return len(self._tensors) + len(self._broken)
 
     def _no_values(self, name: str, dtype: str) -> np.ndarray:
         raise self._fail(f"{name} is a numpy {dtype} array: no weights to load")
@@ -1036,6 +1041,8 @@ class _PickledTensors:
             # (the file's path with it: storage keys are unique within one file, and shards are read as one)
             yield TensorRef(name, t.shape, t.storage.dtype, load, kind,
                             storage_key=(str(self.path), t.storage.key, t.offset, t.shape, t.stride))
+        for name, why in self._broken.items():  # (a row that says why, whatever its shape)
+            yield TensorRef(name, (), "float32", raising_loader(SourceError, why))
 
 
 #: an item of torch.ao's ``<prefix>_packed_params._packed_params = (weight, bias)``, named by its position
@@ -1341,7 +1348,7 @@ class TorchExportArchive(TorchZipFile):
                 f"its member {member} is missing from the archive: the file is truncated or corrupt; save it again")))
 
     def __len__(self) -> int:
-        return len(self._tensors) + len(self._pickled) + len(self._missing)
+        return super().__len__() + len(self._pickled) + len(self._missing)
 
 
 def _export_state(program: dict) -> set[str]:
