@@ -3607,14 +3607,32 @@ def test_a_tensor_in_two_shards_is_read_from_the_one_the_index_names_whatever_th
     assert len(ShardedSafetensors(tmp_path)) == 2  # the folder's tensor count: 'a' once, as it is read
 
 
-# a shard name that is a folder is a missing shard (said by the index), not an unreadable file
-def test_an_index_shard_that_is_a_folder_is_missing(tmp_path):
+@pytest.mark.parametrize("index", [True, False])
+def test_a_shard_that_is_not_a_regular_file_is_said_to_be_what_it_is(tmp_path, index):
+    """A shard name that is a folder or a pipe is no shard to read: it had been said to be 'missing', with or
+    without an index (h53), though the name is right there: said to be a folder, a pipe, a dangling link."""
     np_save_file({"w": np.ones((4, 4), np.float32)}, str(tmp_path / "model-00001-of-00002.safetensors"))
-    (tmp_path / "model-00002-of-00002.safetensors").mkdir()
-    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
-        "w": "model-00001-of-00002.safetensors", "v": "model-00002-of-00002.safetensors"}}))
-    with pytest.raises(htsr.SourceError, match="shard model-00002-of-00002.safetensors is missing from"):
-        open_source(tmp_path)
+    second = tmp_path / "model-00002-of-00002.safetensors"
+    if index:
+        (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+            "w": "model-00001-of-00002.safetensors", "v": "model-00002-of-00002.safetensors"}}))
+    said = (f"{tmp_path / 'model.safetensors.index.json'}: shard {second}" if index else
+            f"{tmp_path}: shard 2 of 2 of model")
+    for make, what in ((second.mkdir, "is a folder, not a regular file"),
+                       (lambda: os.mkfifo(second), "is a pipe, socket or device, not a regular file"),
+                       (lambda: second.symlink_to(tmp_path / "gone"), "is a link to a missing file"),
+                       (lambda: None, "is missing")):
+        make()
+        with pytest.raises(htsr.SourceError) as ei:
+            open_source(tmp_path)
+        if what.startswith("is a link") and not index:  # (the folder's files are listed first: said so there)
+            _one_line_source_error(ei, f"{second}: a link to a missing file", "download the model again")
+        else:
+            _one_line_source_error(ei, f"{said} {what}", "download the model again")
+        if second.is_dir() and not second.is_symlink():
+            second.rmdir()
+        elif os.path.lexists(second):
+            second.unlink()
 
 
 # a zip with a .npy beside other files is no .npz

@@ -308,8 +308,21 @@ def check_split_whole(folder: str | os.PathLike, parts: list[re.Match]) -> None:
     count = int(parts[0]["count"])
     missing = sorted(set(range(1, count + 1)) - {int(m["no"]) for m in parts})
     if missing:
-        raise SourceError(f"{folder}: shard {missing[0]} of {count} of {parts[0]['stem']} is missing (and no index "
-                          "lists them); download the model again")
+        m = parts[0]
+        name = f"{m['stem']}-{missing[0]:05d}-of-{m['count']}.{m['ext']}"
+        raise SourceError(f"{folder}: shard {missing[0]} of {count} of {m['stem']} {shard_absence(Path(folder) / name)}"
+                          " (and no index lists them); download the model again")
+
+
+def shard_absence(path: Path) -> str:
+    """Why the shard at ``path``, not a regular file, cannot be read: 'is missing', or what is there instead (a
+    folder, pipe or device of its name had been said to be missing)."""
+    if os.path.islink(path) and not os.path.exists(path):
+        return "is a link to a missing file (an interrupted download?)"
+    if os.path.exists(path):
+        kind = "a folder" if path.is_dir() else "a pipe, socket or device"
+        return f"is {kind}, not a regular file"
+    return "is missing"
 
 
 def unreadable(path: Any, strerror: str | None) -> str:
@@ -565,7 +578,7 @@ class ShardIndex:
                                   "from the index's own folder only")
             path = index.parent / name
             if not path.is_file():
-                raise SourceError(f"{index}: shard {name} is missing from {index.parent}")
+                raise SourceError(f"{index}: shard {path} {shard_absence(path)}; download the model again")
             shards.append(path)
         return cls(tuple(shards), weight_map)
 
