@@ -131,8 +131,10 @@ from .base import (
     leaves_folder,
     numpy_dtype,
     one_line,
+    raising_loader,
     read_span,
     skipped_loader,
+    unreadable,
 )
 
 __all__ = ["OnnxFile", "is_onnx", "looks_like_onnx"]
@@ -1088,9 +1090,9 @@ class OnnxFile:
             # 2-bit values packed into one byte per element)
             field = {"float32": t.float_data, "float64": t.double_data}.get(dtype_name, t.int32_data)
             got, need = len(field), (_stored_bytes(dtype_name, count) if dtype_name in _SUB_BYTE else count)
-        if got != need:
-            raise self._fail(f"tensor {name!r}: {got} stored values/bytes for shape {list(t.dims)} of {dtype_name}, "
-                             f"expected {need}; the file is truncated or corrupt")
+        if got != need:  # (its row fails; the other tensors are read)
+            return raising_loader(self._fail, f"tensor {name!r}: {got} stored values/bytes for shape {list(t.dims)} "
+                                              f"of {dtype_name}, expected {need}; the file is truncated or corrupt")
 
         def load() -> np.ndarray:
             try:
@@ -1113,10 +1115,10 @@ class OnnxFile:
         try:
             offset = int(info.get("offset", 0))
             length = int(info["length"]) if "length" in info else None
-        except ValueError:
-            raise self._fail(f"tensor {name!r}: external data has a bad offset or length (offset "
-                             f"{shown(info.get('offset'))}, length {shown(info.get('length'))}); the model is corrupt: "
-                             "re-export it") from None
+        except ValueError:  # (its row fails, as for the checks below; the other tensors are read)
+            return raising_loader(self._fail, (
+                f"tensor {name!r}: external data has a bad offset or length (offset {shown(info.get('offset'))}, "
+                f"length {shown(info.get('length'))}); the model is corrupt: re-export it"))
         if not location:
             raise self._fail(f"tensor {name!r}: external data without a location (no file named); the model is "
                              "corrupt: re-export it")
@@ -1137,11 +1139,17 @@ class OnnxFile:
             length = need
         if target not in self._stamps:  # (a file saved again since is not read)
             self._stamps[target] = file_stamp(target)
+            try:  # (one that may not be read is said so now, not as every row's PermissionError)
+                with open(target, "rb"):
+                    pass
+            except PermissionError as e:
+                raise self._fail(f"tensor {name!r}: {unreadable(target, e.strerror)}") from None
         stamp = self._stamps[target]
         size = stamp[2]
         if length != need or offset < 0 or offset + length > size:
-            raise self._fail(f"tensor {name!r}: external data {shown(location)} offset {offset} length {length} does "
-                             f"not hold shape {list(shape)} of {dtype_name} in its {size} bytes; truncated?")
+            return raising_loader(self._fail, (
+                f"tensor {name!r}: external data {shown(location)} offset {offset} length {length} does not hold "
+                f"shape {list(shape)} of {dtype_name} in its {size} bytes; truncated?"))
         self._spans[target][name] = (offset, offset + length, name)
 
         def load() -> np.ndarray:
