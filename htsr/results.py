@@ -868,8 +868,8 @@ class AnalysisResult(NanEqual):
     num_tensors: int | None = None  # tensors the source holds (None: not counted)
     not_analysed: tuple[NotAnalysed, ...] = ()  # those that give no row, by reason
     path: str = ""  # the path analysed, as given ('' for an object): what compare labels it by
-    # the files the analysis read (its source's and base's: shards, external data), which the API's writes never
-    # replace; not saved, and not compared (a run read back has none)
+    # the files the analysis read (its source's and base's: shards, external data), and those a run read back was
+    # read from, which the API's writes never replace; not saved, and not compared
     read_files: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def __repr__(self) -> str:  # the dataclass's would print every row's ~90 columns
@@ -955,8 +955,9 @@ def _saved(path: Any) -> tuple[Path, dict | None] | None:
                 doc = json.load(f)
         except (OSError, ValueError, RecursionError):
             return None
-        # (a comparison's JSON has layers, summary and options too, but no source or tensors not analysed)
-        keys = {"layers", "summary", "options", "source", "not_analysed"}
+        # (a comparison's JSON has layers, summary and options too, but 'sources', no 'source'; a run's of an htsr
+        # before 2026-12-04 has no 'not_analysed')
+        keys = {"layers", "summary", "options", "source"}
         return (p, doc) if isinstance(doc, dict) and keys <= set(doc) else None
     return None
 
@@ -1028,8 +1029,11 @@ def _read_saved(p: Path, doc: dict | None) -> AnalysisResult:
         not_analysed = tuple(NotAnalysed(str(n["reason"]), int(n["count"]), tuple(map(str, n["examples"])))
                              for n in doc.get("not_analysed") or ())
         num = doc.get("num_tensors")
+        # (the files it is read from, which its writes and a comparison's never replace: they had overwritten them)
+        files = (p / "summary.json", p / "layers.csv") if p.is_dir() else (p,)
         return AnalysisResult(layers, Summary.of(layers), str(doc.get("source", "")), dict(doc.get("options") or {}),
-                              (), int(num) if num is not None else None, not_analysed, str(doc.get("path") or ""))
+                              (), int(num) if num is not None else None, not_analysed, str(doc.get("path") or ""),
+                              tuple(os.path.realpath(f) for f in files))
     except SourceError:
         raise
     except PermissionError as e:

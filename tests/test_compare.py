@@ -1871,3 +1871,30 @@ def test_a_comparison_shows_itself_briefly():
     models = [{f"l{i}.weight": rng.standard_normal((60, 55)) for i in range(300)} for _ in range(2)]
     c = compare_results([htsr.analyze(m, tails=False, setol=False, mp_fit=False) for m in models], ["a", "b"])
     assert len(repr(c)) < 300 and repr(c).startswith("<Comparison of 2 models by alpha")
+
+
+def test_the_apis_writes_never_replace_a_saved_run_read_back(npz_pair, tmp_path):
+    """A saved run compared (its folder's layers.csv and summary.json, a --json document) or loaded: the CLI
+    refused to write over its files, the API's Comparison.to_csv / to_json and AnalysisResult.to_json did not, and
+    the run could not be read again (h51). Its files are among what it was read from."""
+    from htsr.errors import OutputError
+    from htsr.results import load_result
+
+    a, b = npz_pair
+    run = tmp_path / "run"
+    assert main(["analyze", str(a), "--out", str(run), "-q"]) == 0
+    doc = tmp_path / "run.json"
+    htsr.analyze(b).to_json(doc)
+    before = {f: f.read_bytes() for f in (run / "layers.csv", run / "summary.json", doc)}
+    c = compare([run, doc])
+    for write, f in ((c.to_csv, run / "layers.csv"), (c.to_json, run / "summary.json"), (c.to_json, doc)):
+        with pytest.raises(OutputError, match="never overwrites its inputs"):
+            write(f)
+    loaded = load_result(run)
+    with pytest.raises(OutputError, match="never overwrites its inputs"):
+        loaded.to_json(run / "summary.json")
+    with pytest.raises(OutputError, match="never overwrites its inputs"):
+        load_result(doc).to_csv(doc)
+    assert {f: f.read_bytes() for f in before} == before
+    loaded.to_json(tmp_path / "other.json")  # (anywhere else: written)
+    assert load_result(tmp_path / "other.json").layers == loaded.layers
