@@ -182,6 +182,8 @@ class Comparison(NanEqual):
     shape_differs: tuple[str, ...] = field(default=())
     # per model whose layer names were matched to the first model's by a prefix: "label: dropping 'bert.'"
     name_alignment: tuple[str, ...] = field(default=())
+    # per model, its row names matched to the first model's where they differ (of name_alignment): row → name
+    renamed: tuple[dict[str, str], ...] = field(default=(), repr=False, compare=False)
 
     def __repr__(self) -> str:  # the dataclass's would print every result and every common layer's values
         ranked = ", ".join(f"{e.rank or '-'}. {e.label}" for e in self.ranking[:5])
@@ -271,9 +273,10 @@ def options_differ(results: Sequence[AnalysisResult]) -> dict[str, list[Any]]:
     return {k: [value(r, k) for r in results] for k in names if differs(k)}
 
 
-def _finite_rows(r: AnalysisResult, metric: str) -> frozenset[str]:
-    """The rows a model's mean ``metric`` averages (those of :func:`~htsr.results.means_rows` where it is finite)."""
-    return frozenset(row.name for row in means_rows(r.layers)[1]
+def _finite_rows(r: AnalysisResult, metric: str, renamed: dict[str, str]) -> frozenset[str]:
+    """The rows a model's mean ``metric`` averages (those of :func:`~htsr.results.means_rows` where it is finite),
+    by the first model's names (``renamed``: Comparison.renamed, a prefixed model's 'net.fc' is 'fc')."""
+    return frozenset(renamed.get(row.name, row.name) for row in means_rows(r.layers)[1]
                      if isinstance(v := getattr(row, metric, None), float) and math.isfinite(v))
 
 
@@ -495,7 +498,7 @@ def compare_results(results: Sequence[AnalysisResult], labels: Sequence[str] | N
     # 'encoder…'): its rows are matched under the first model's names, and the comparison says how
     from .io.delta import align_names, align_saved
 
-    aligned = []
+    aligned, renamed = [], [{} for _ in by_name]
     for k in range(1, len(by_name)):
         same = (lambda a, b, d=by_name[k]: d[a].shape == by_name[0][b].shape)  # noqa: E731
         rename, note = align_names(list(by_name[k]), by_name[0], same)
@@ -503,7 +506,8 @@ def compare_results(results: Sequence[AnalysisResult], labels: Sequence[str] | N
         rename, note = align_saved(list(by_name[k]), by_name[0], lambda k=k: _saved_rows(results[0], results[k]),
                                    rename, note, same)
         if rename is not None and note:
-            by_name[k] = {rename(n): row for n, row in by_name[k].items()}
+            renamed[k] = {n: rename(n) for n in by_name[k]}
+            by_name[k] = {renamed[k][n]: row for n, row in by_name[k].items()}
             aligned.append(f"{labels[k]}: {note}")
         elif note:  # two renamings tie: the names are compared as they are
             aligned.append(f"{labels[k]}: not renamed ({note})")
@@ -532,6 +536,7 @@ def compare_results(results: Sequence[AnalysisResult], labels: Sequence[str] | N
         num_common_finite=len(finite),
         name_alignment=tuple(aligned),
         shape_differs=shape_differs,
+        renamed=tuple(renamed),
     )
 
 
@@ -732,7 +737,8 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
                                                                 zip(c.labels, c.results))
                      + f" layers; {same} the same in all, by name and shape): the ranking "
                      + ("counts in" if _a_count(c.metric) else "averages") + " each model's own layers")
-    elif not _a_count(c.metric) and len(set(finite := [_finite_rows(r, c.metric) for r in c.results])) > 1:
+    elif not _a_count(c.metric) and len(set(finite := [
+            _finite_rows(r, c.metric, names) for r, names in zip(c.results, c.renamed or [{}] * len(c.results))])) > 1:
         # the same layers, but not the same ones with a value (a layer failing its CRC in one checkpoint, another
         # in the next): a mean over other layers can rank first for the layer it lost
         parts.append(f"the means are over different layers in each model (layers with a finite {c.metric}: "

@@ -1702,6 +1702,9 @@ def test_the_ranking_says_what_its_means_are_over_and_which_options_matter(tmp_p
     b2 = {**a, "l2.weight": np.full((300, 120), np.nan, np.float32)}
     text = format_comparison(compare([b, b2], labels=["b", "b2"], tails=False))
     assert "(layers with a finite alpha: b 2, b2 2, not the same ones)" in text
+    # the same layers under a prefix (a 'net.' or 'module.' state dict) are the same ones: no note (there had been)
+    prefixed = format_comparison(compare([a, {f"net.{k}": v for k, v in a.items()}], labels=["a", "p"], tails=False))
+    assert "layer names matched to a's by p: dropping 'net.'" in prefixed and "different layers" not in prefixed
     # options that add their own columns only change no mean alpha: not 'not comparable' (they had been)
     r1 = htsr.analyze(a, tails=False)
     r2 = htsr.analyze(a, tails=False, randomize=True, localization=True, bootstrap=5)
