@@ -222,6 +222,7 @@ class Comparison(NanEqual):
             "common_layer_means": {"layer_metric": self.layer_metric, "num_layers": self.num_common_finite,
                                    "values": dict(zip(self.labels, self.common_means))},
             "shape_differs": list(self.shape_differs),
+            "notes": comparison_notes(self),
         }
         return json_safe(_plain(doc))
 
@@ -332,7 +333,7 @@ def _natural_key(label: str) -> list:
             for k, tok in enumerate(parts)]
 
 
-def _glob_order(labels: Sequence[str]) -> tuple[str, str] | None:
+def glob_order(labels: Sequence[str]) -> tuple[str, str] | None:
     """The first two labels out of their numbers' order when the labels are in alphabetical order — a shell's
     glob (checkpoint-1000 before checkpoint-500, step-1000 before step-50) —, else None: an order the user chose."""
     labels = [re.sub(r"#\d+$", "", lab) for lab in labels]  # (a suffix that made a label unique)
@@ -689,32 +690,19 @@ def _over_trained_note(c: Comparison) -> list[str]:
               "not as better trained"]
 
 
-def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layers: bool = True) -> str:
-    """The comparison as aligned plain text: the summary table (one row per model), the ranking and,
-    with ``layers``, the per-layer values side by side."""
-    cols = [x for x in (SHOWN_SUMMARY if columns is None else columns) if x in c.summary_columns]
-    if c.metric not in cols:
-        cols.append(c.metric)
-    idx = [c.summary_columns.index(x) for x in cols]
-    rank_of = {e.label: e.rank for e in c.ranking}
-    parts = [
-        "summary (counts; metric means over the layers where they are finite):",
-        _table(["model", *cols, "rank"],
-               [[lab, *(format_value(row[i]) for i in idx), "-" if rank_of[lab] is None else str(rank_of[lab])]
-                for lab, row in zip(c.labels, c.summary)]),
-        "",
-        f"ranking by {'' if _a_count(c.metric) else 'mean '}{c.metric} ({direction_word(c.ascending)}"
-        + (", as given" if c.direction_from == "user" else " in HTSR's reading, not a measured accuracy")
-        + f"; 1 = {'lowest' if c.ascending else 'highest'}): "
-        + "  ".join([f"{e.rank}. {e.label} ({format_value(e.value)})" for e in c.ranking if e.rank is not None]
-                    + [f"unranked (no value): {', '.join(e.label for e in c.ranking if e.rank is None)}"]
-                    * any(e.rank is None for e in c.ranking))
-        + (f" ({c.metric} needs {_NEEDS[c.metric][2]})"
-           if all(e.rank is None for e in c.ranking) and not _computes(c.metric, c.results[0].options) else ""),
-    ]
+#: a source's description with its reader's note ('ck.pt (the 'model' entry read; 'ema' left out …)')
+_READER_NOTE = re.compile(r"\S \(.+\)$")
+
+
+def comparison_notes(c: Comparison) -> list[str]:
+    """What a reader of the comparison must know to read it right, one sentence each (the text, the JSON's
+    ``notes``): the over-trained tails a ranking by lower alpha puts first, a shell glob's order, options that
+    differ, an adapter's rows, means over other layers, names matched under a prefix, and what each model's
+    reader says of its source (the entry read from a checkpoint, the files left out)."""
+    parts: list[str] = []
     if c.metric in ("alpha", "bayes_alpha") and c.ascending:  # (lower is better only down to 2)
         parts += _over_trained_note(c)
-    if (pair := _glob_order(c.labels)) is not None:
+    if (pair := glob_order(c.labels)) is not None:
         parts.append(f"the models are in the order given (trends and figures follow it), their labels' alphabetical "
                      f"order, which puts {pair[0]} before {pair[1]}: to follow a run, give them in their numbers' "
                      "order (ls -v, sort -V)")
@@ -744,14 +732,44 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
         parts.append(f"the means are over different layers in each model (layers with a finite {c.metric}: "
                      + ", ".join(f"{lab} {len(f)}" for lab, f in zip(c.labels, finite))
                      + ", not the same ones): the ranking averages each model's own; see each model's rows")
+    if c.name_alignment:
+        parts.append(f"layer names matched to {c.labels[0]}'s by " + "; ".join(c.name_alignment))
+    said = [(lab, r.source) for lab, r in zip(c.labels, c.results) if _READER_NOTE.search(r.source)]
+    if said:  # (as htsr analyze prints it under 'source:'; a saved run's as it was analysed)
+        parts.append("what was read: " + "; ".join(f"{lab}: {source}" for lab, source in said))
+    return parts
+
+
+def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layers: bool = True) -> str:
+    """The comparison as aligned plain text: the summary table (one row per model), the ranking and,
+    with ``layers``, the per-layer values side by side."""
+    cols = [x for x in (SHOWN_SUMMARY if columns is None else columns) if x in c.summary_columns]
+    if c.metric not in cols:
+        cols.append(c.metric)
+    idx = [c.summary_columns.index(x) for x in cols]
+    rank_of = {e.label: e.rank for e in c.ranking}
+    parts = [
+        "summary (counts; metric means over the layers where they are finite):",
+        _table(["model", *cols, "rank"],
+               [[lab, *(format_value(row[i]) for i in idx), "-" if rank_of[lab] is None else str(rank_of[lab])]
+                for lab, row in zip(c.labels, c.summary)]),
+        "",
+        f"ranking by {'' if _a_count(c.metric) else 'mean '}{c.metric} ({direction_word(c.ascending)}"
+        + (", as given" if c.direction_from == "user" else " in HTSR's reading, not a measured accuracy")
+        + f"; 1 = {'lowest' if c.ascending else 'highest'}): "
+        + "  ".join([f"{e.rank}. {e.label} ({format_value(e.value)})" for e in c.ranking if e.rank is not None]
+                    + [f"unranked (no value): {', '.join(e.label for e in c.ranking if e.rank is None)}"]
+                    * any(e.rank is None for e in c.ranking))
+        + (f" ({c.metric} needs {_NEEDS[c.metric][2]})"
+           if all(e.rank is None for e in c.ranking) and not _computes(c.metric, c.results[0].options) else ""),
+    ]
+    parts += comparison_notes(c)
     if c.common_layers:
         of = ("" if all(r.summary.means_over == "all" for r in c.results)
               else ", of the rows the summary means average")
         parts.append(f"mean {c.layer_metric} over the {c.num_common_finite} layers present in every model with one "
                      f"shape where it is finite in each{of} (the same layers for all): "
                      + "  ".join(f"{lab} {format_value(v)}" for lab, v in zip(c.labels, c.common_means)))
-    if c.name_alignment:
-        parts.append(f"layer names matched to {c.labels[0]}'s by " + "; ".join(c.name_alignment))
     if layers:
         parts += ["", f"{c.layer_metric} per layer, {len(c.common_layers)} layers present in every model"
                   + (f" ({len(c.shape_differs)} of them under one name but of other shapes: other layers, "

@@ -493,6 +493,11 @@ def metric_trend(results: Sequence[Any], labels: Sequence[str], metrics: Sequenc
     phased_over = dict.fromkeys(phase_rows(r.layers)[0] for r in results)
     phased = "" if list(phased_over) == ["all"] else f" (over {' / '.join(words[o] for o in phased_over)})"
     known, summaries = Summary.of([]).as_dict(), [r.summary.as_dict() for r in results]
+    from .compare import glob_order  # (the order a shell's glob gives: said on the axis, as in the text)
+
+    pair = glob_order(labels)
+    xlabel = ("model (order given)" if pair is None else
+              f"model (order given: alphabetical, {pair[0]} before {pair[1]}; give them as sort -V does)")
     panels = []
     for m in metrics:
         if m not in known:
@@ -506,7 +511,7 @@ def metric_trend(results: Sequence[Any], labels: Sequence[str], metrics: Sequenc
         # a model without a value: a gap in the line, no mark (a mark on the axis read as a value), and named
         have = np.isfinite(y)
         missing = [lab for lab, ok in zip(labels, have) if not ok]
-        panels.append(Panel(f"{m} across models{shown}", "model (order given)", m,
+        panels.append(Panel(f"{m} across models{shown}", xlabel, m,
                             (Series("line", x, y, m, "data", tuple(labels)),
                              Series("points", x[have], y[have], "", "data",
                                     tuple(lab for lab, ok in zip(labels, have) if ok))),

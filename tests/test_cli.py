@@ -660,8 +660,9 @@ def test_top_level_help_and_version(capsys):
 
 def _corrupt(tmp_path: Path) -> Path:
     p = _model(tmp_path / "corrupt.safetensors")
-    raw = p.read_bytes()
-    p.write_bytes(raw[: len(raw) - 100])  # cut inside the data section
+    raw = bytearray(p.read_bytes())
+    raw[8:12] = b"\x00\xff\x00\xff"  # the JSON header's first bytes: not JSON (a file cut off is read up to the cut)
+    p.write_bytes(bytes(raw))
     return p
 
 

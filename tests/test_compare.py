@@ -1749,6 +1749,15 @@ def test_a_series_given_out_of_its_numbers_order_is_said_to_be():
         "the models are in the order given (trends and figures follow it), their labels' alphabetical order, which "
         "puts checkpoint-1252 before checkpoint-313: to follow a run, give them in their numbers' order (ls -v, "
         "sort -V)")
+    # said in the JSON's notes and on the trend figure's axis too (text only, it had been lost with --json, h51)
+    c = compare(runs, labels=["checkpoint-1252", "checkpoint-313", "checkpoint-626"])
+    assert any("puts checkpoint-1252 before checkpoint-313" in n for n in c.as_dict()["notes"])
+    from htsr.figures import metric_trend
+
+    (panel,) = metric_trend(c.results, c.labels, ["alpha"])
+    assert panel.xlabel == ("model (order given: alphabetical, checkpoint-1252 before checkpoint-313; give them as "
+                            "sort -V does)")
+    assert metric_trend(c.results, ["a", "b", "c"], ["alpha"])[0].xlabel == "model (order given)"
     # a file in each checkpoint's folder (checkpoint-*/model.safetensors: only the label's end had been read), and
     # a glob whose numbers came out decreasing (step-1000, step-200, step-50)
     assert "puts run2/checkpoint-1500/model before run2/checkpoint-500/model" in note(
@@ -1901,3 +1910,25 @@ def test_the_apis_writes_never_replace_a_saved_run_read_back(npz_pair, tmp_path)
     assert {f: f.read_bytes() for f in before} == before
     loaded.to_json(tmp_path / "other.json")  # (anywhere else: written)
     assert load_result(tmp_path / "other.json").layers == loaded.layers
+
+
+def test_what_each_reader_says_of_its_source_is_in_the_comparison(tmp_path):
+    """htsr analyze says under 'source:' what a reader read of a file (a checkpoint's 'model' entry, its 'ema'
+    left out); compare had shown none of it, so a comparison of non-EMA weights read as of the EMA ones (h51). A
+    note says it, in the text and the JSON, for a saved run as it was analysed."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(8)
+    sd = {"fc.weight": torch.from_numpy(rng.standard_t(3, (200, 90)).astype(np.float32))}
+    ema = {"fc.weight": torch.from_numpy(rng.standard_t(3, (200, 90)).astype(np.float32))}
+    ck = tmp_path / "ck.pt"
+    torch.save({"model": sd, "ema": ema, "optimizer": {}}, ck)
+    source = htsr.analyze(ck).source
+    assert source.startswith(f"{ck} (") and "'ema'" in source
+    plain = tmp_path / "plain.pt"
+    torch.save(sd, plain)
+    c = compare([ck, plain], tails=False)
+    assert f"what was read: ck: {source}" in format_comparison(c).splitlines()
+    assert f"what was read: ck: {source}" in c.as_dict()["notes"]
+    run = tmp_path / "run.json"
+    htsr.analyze(ck, tails=False).to_json(run)
+    assert f"what was read: run: {source}" in compare([run, plain], tails=False).as_dict()["notes"]
