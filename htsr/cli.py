@@ -31,6 +31,7 @@ from .compare import (
     distances_csv_text,
     format_comparison,
     format_distances,
+    glob_order,
     layer_distances,
 )
 from .errors import HtsrError, OptionError, OutputError
@@ -723,8 +724,8 @@ def run_compare(args: argparse.Namespace) -> int:
         from .plot import panels_image
 
         metrics = TREND_METRICS + ((c.metric,) if c.metric not in TREND_METRICS else ())
-        files.append(("--figure", args.figure, panels_image(figures.metric_trend(c.results, c.labels, metrics),
-                                                            args.figure)))
+        trend = figures.metric_trend(c.results, c.labels, metrics, glob_order(c.labels))
+        files.append(("--figure", args.figure, panels_image(trend, args.figure)))
     write_and_say(files, say)
     return 0
 

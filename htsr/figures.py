@@ -484,8 +484,11 @@ _STATUS_COUNTS = frozenset({"num_layers", "num_fitted", "num_not_fitted", "num_s
 _PHASE_COUNTS = frozenset({"num_with_traps", *(phase_column(p) for p in PHASES)})
 
 
-def metric_trend(results: Sequence[Any], labels: Sequence[str], metrics: Sequence[str]) -> list[Panel]:
-    """One panel per summary metric: its value for each result, in the order given (checkpoints)."""
+def metric_trend(results: Sequence[Any], labels: Sequence[str], metrics: Sequence[str],
+                 glob: tuple[str, str] | None = None) -> list[Panel]:
+    """One panel per summary metric: its value for each result, in the order given (checkpoints); ``glob``: the
+    first two labels a shell glob's alphabetical order put out of their numbers' order
+    (:func:`htsr.compare.glob_order`), said on the axis."""
     x = np.arange(len(results), dtype=np.float64)
     over = dict.fromkeys(r.summary.means_over for r in results)  # an adapter's: its updates' (results.means_rows)
     words = _ROWS_WORDS
@@ -493,11 +496,8 @@ def metric_trend(results: Sequence[Any], labels: Sequence[str], metrics: Sequenc
     phased_over = dict.fromkeys(phase_rows(r.layers)[0] for r in results)
     phased = "" if list(phased_over) == ["all"] else f" (over {' / '.join(words[o] for o in phased_over)})"
     known, summaries = Summary.of([]).as_dict(), [r.summary.as_dict() for r in results]
-    from .compare import glob_order  # (the order a shell's glob gives: said on the axis, as in the text)
-
-    pair = glob_order(labels)
-    xlabel = ("model (order given)" if pair is None else
-              f"model (order given: alphabetical, {pair[0]} before {pair[1]}; give them as sort -V does)")
+    xlabel = ("model (order given)" if glob is None else
+              f"model (order given: alphabetical, {glob[0]} before {glob[1]}; give them as sort -V does)")
     panels = []
     for m in metrics:
         if m not in known:

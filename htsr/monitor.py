@@ -117,9 +117,25 @@ def _mean_alpha(layers: Iterable[LayerAlpha]) -> float:
 
 
 def _averaged(layers: Iterable[LayerAlpha]) -> frozenset[str]:
-    """The names of the rows :func:`_mean_alpha` averages (fitted or not): a record whose set differs from the last
-    judged one's (a LoRA added, a layer frozen out by ``layers``) has a mean of other rows, not a moved one."""
-    return frozenset(r.name for r in means_rows(list(layers))[1])
+    """The names of the rows :func:`_mean_alpha` averages, those with a finite alpha: a record whose set differs
+    from the last judged one's (a LoRA added, a layer frozen out by ``layers``, a layer fitted at last or zeroed by
+    pruning) has a mean of other rows, not a moved one (a layer leaving the mean had raised an alert with no alpha
+    changed)."""
+    return frozenset(r.name for r in means_rows(list(layers))[1] if math.isfinite(r.alpha))
+
+
+def _judged(layers: Sequence[LayerAlpha], threshold: float, alert: bool, last: frozenset[str] | None
+            ) -> tuple[float, bool, bool, bool, frozenset[str] | None]:
+    """The alert rule, as the monitor applies it live and :func:`load_history` replays it: from the state of the
+    latest record that judged (``alert``: its mean below ``threshold``; ``last``: the rows it averaged), a record's
+    mean alpha, whether it crosses below the threshold, whether it averages other rows (a new start, no crossing),
+    and the state after it (kept by a record that does not judge: :func:`_judges`)."""
+    mean = _mean_alpha(layers)
+    if not _judges(layers, mean):
+        return mean, False, False, alert, last
+    below, rows = mean < threshold, _averaged(layers)
+    changed = last is not None and rows != last
+    return mean, below and not alert and not changed, changed, below, rows
 
 
 def _diverged(la: LayerAlpha) -> bool:
@@ -218,9 +234,8 @@ class AlphaMonitor:
         self.alert = False  # True while the latest finite mean alpha is below the threshold
         if self.csv_path is not None and self.csv_path.exists() and self.csv_path.stat().st_size > 0:
             # a resumed run appending to its CSV: the crossing the file holds already alerted
-            judged = [r for r in load_history(self.csv_path, self.threshold) if _judges(r.layers, r.mean_alpha)]
-            self.alert = bool(judged) and judged[-1].mean_alpha < self.threshold
-            self._rows = _averaged(judged[-1].layers) if judged else None
+            for r in load_history(self.csv_path, self.threshold):
+                self.alert, self._rows = _judged(r.layers, self.threshold, self.alert, self._rows)[3:]
         self._failed: set[str] = set()  # the layers diverged at the latest record (warned once per divergence)
         self.last_result = None  # the full AnalysisResult of the latest record
         self._model = None
@@ -324,18 +339,13 @@ class AlphaMonitor:
         self._unrecorded = ""
         layers = tuple(LayerAlpha(r.name, r.kind, r.alpha, r.alpha_weighted, r.log_spectral_norm, r.D, r.status)
                        for r in result.layers)
-        mean = _mean_alpha(layers)
-        judged = _judges(layers, mean)
-        below = judged and mean < self.threshold
-        rows = _averaged(layers)
-        crossed = below and not self.alert and (self._rows is None or rows == self._rows)
-        if judged and self._rows is not None and rows != self._rows:
+        mean, crossed, changed, alert, rows = _judged(layers, self.threshold, self.alert, self._rows)
+        if changed:
             warnings.warn(HtsrMonitorWarning(
-                f"the mean alpha{' at ' + where if where else ''} is over other rows than before ({_counted(layers)}; "
-                f"{len(rows - self._rows)} new, {len(self._rows - rows)} gone): its value, {mean:.3f}, is a new "
-                "start, not a move across the threshold"), stacklevel=3)
-        if judged:  # a record without any fitted layer, or with a failed one, keeps the state
-            self.alert, self._rows = below, rows
+                f"the mean alpha{' at ' + where if where else ''} is over other rows than before ({_counted(layers)} "
+                f"with an alpha; {len(rows - self._rows)} new, {len(self._rows - rows)} gone): its value, {mean:.3f}, "
+                "is a new start, not a move across the threshold"), stacklevel=3)
+        self.alert, self._rows = alert, rows  # (a record without any fitted layer, or with a failed one, keeps it)
         rec = MonitorRecord(step, epoch, round(wall, 3), layers, mean, crossed, time.perf_counter() - t0)
         self.last_result = result
         self._history.append(rec)
@@ -486,7 +496,8 @@ def load_history(csv_path: str | os.PathLike, threshold: float = 2.0) -> list[Mo
     """The records of a monitor CSV, in file order (several monitors' runs appended are read as one).
 
     Rows belong to one record while (step, epoch, time) stays the same and no layer repeats; ``alert``
-    is replayed with ``threshold``; ``seconds`` is NaN.
+    is replayed with ``threshold`` by the live monitor's rule (a record averaging other rows than the last one
+    judged is a new start, no crossing); ``seconds`` is NaN.
     """
     if not Path(csv_path).is_file():  # a pipe would block the read forever
         raise SourceError(f"{csv_path}: not a monitor CSV (not a regular file)")
@@ -511,13 +522,10 @@ def load_history(csv_path: str | os.PathLike, threshold: float = 2.0) -> list[Mo
                 groups[-1][1].append(la)
             else:
                 groups.append((key, [la]))
-    records, below = [], False
-    for (step, epoch, t), layers in groups:
-        mean = _mean_alpha(layers)
-        now = _judges(layers, mean) and mean < threshold
-        records.append(MonitorRecord(_number(step), _number(epoch), _float(t), tuple(layers), mean, now and not below))
-        if _judges(layers, mean):
-            below = now
+    records, alert, rows = [], False, None
+    for (step, epoch, t), layers in groups:  # (the alerts as the live monitor raised them: _judged)
+        mean, crossed, _, alert, rows = _judged(layers, threshold, alert, rows)
+        records.append(MonitorRecord(_number(step), _number(epoch), _float(t), tuple(layers), mean, crossed))
     return records
 
 

@@ -1752,12 +1752,13 @@ def test_a_series_given_out_of_its_numbers_order_is_said_to_be():
     # said in the JSON's notes and on the trend figure's axis too (text only, it had been lost with --json, h51)
     c = compare(runs, labels=["checkpoint-1252", "checkpoint-313", "checkpoint-626"])
     assert any("puts checkpoint-1252 before checkpoint-313" in n for n in c.as_dict()["notes"])
+    from htsr.compare import glob_order
     from htsr.figures import metric_trend
 
-    (panel,) = metric_trend(c.results, c.labels, ["alpha"])
+    (panel,) = metric_trend(c.results, c.labels, ["alpha"], glob_order(c.labels))
     assert panel.xlabel == ("model (order given: alphabetical, checkpoint-1252 before checkpoint-313; give them as "
                             "sort -V does)")
-    assert metric_trend(c.results, ["a", "b", "c"], ["alpha"])[0].xlabel == "model (order given)"
+    assert metric_trend(c.results, c.labels, ["alpha"])[0].xlabel == "model (order given)"
     # a file in each checkpoint's folder (checkpoint-*/model.safetensors: only the label's end had been read), and
     # a glob whose numbers came out decreasing (step-1000, step-200, step-50)
     assert "puts run2/checkpoint-1500/model before run2/checkpoint-500/model" in note(

@@ -1191,7 +1191,7 @@ def test_a_model_that_changes_under_the_monitor_does_not_stop_training_nor_alert
         assert narrow.step(3) is None
     assert len(narrow.history) == 1
     with pytest.warns(HtsrMonitorWarning, match=r"^the mean alpha at step 2 is over other rows than before \(2 "
-                                                r"update\(s\) \(#delta rows\); 2 new, 3 gone\)") as caught:
+                                                r"update\(s\) \(#delta rows\) with an alpha; 2 new, 2 gone\)") as caught:
         rec = wide.step(2)
     assert rec.mean_alpha < 5.0 and wide.alert and not rec.alert and wide.alerts == []  # (its updates' alphas)
     assert not any(issubclass(w.category, HtsrAlphaWarning) for w in caught)
@@ -1241,3 +1241,42 @@ def test_a_monitor_that_fits_no_layer_is_built_without_its_fit_only_defaults():
     assert rec is not None and math.isnan(rec.mean_alpha)
     with pytest.raises(OptionError, match=r"^option 'bootstrap' acts only on fitted layers"):
         AlphaMonitor(model, None, unit="step", max_evals=40, bootstrap=200)
+
+
+def test_a_layer_leaving_or_joining_the_mean_is_a_new_start_live_and_replayed(tmp_path):
+    """A layer zeroed by pruning leaves the mean to the others: the mean fell from 7.5 to 3 with no alpha moved and
+    an alert fired (h52); a layer fitted at last joins it likewise. The rows averaged are those with an alpha: a
+    change is a new start (HtsrMonitorWarning), no crossing; load_history replays the same rule (it had reported
+    an alert the live monitor never raised)."""
+    model = mlp()
+
+    def tail(i: int, alpha: float) -> None:
+        lin = model[int(FITTED[i])]
+        out, inp = lin.weight.shape
+        W = matrix_with_singular_values(pareto_singular_values(min(out, inp), alpha), out, inp, seed=i)
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(W.astype(np.float32)))
+
+    tail(0, 3.0)
+    tail(1, 12.0)
+    csv_path = tmp_path / "alpha.csv"
+    mon = AlphaMonitor(model, csv_path, unit="step", threshold=4.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = mon.step(1)
+        assert first.mean_alpha > 4.0 and not first.alert
+        with torch.no_grad():
+            model[int(FITTED[1])].weight.zero_()  # pruned: its row fails, 'all-zero matrix'
+        second = mon.step(2)
+        assert second.mean_alpha < 4.0 and not second.alert and mon.alerts == []
+        tail(1, 12.0)  # back: it joins the mean again, above the threshold
+        third = mon.step(3)
+        assert third.mean_alpha > 4.0 and not third.alert and not mon.alert
+        tail(0, 1.5)
+        tail(1, 1.5)  # a crossing of the same rows: an alert
+        assert mon.step(4).alert
+    starts = [str(w.message) for w in caught if issubclass(w.category, HtsrMonitorWarning)]
+    assert len(starts) == 2 and all("is a new start, not a move across the threshold" in m for m in starts)
+    assert "(1 layer(s) with an alpha; 0 new, 1 gone)" in starts[0] and "1 new, 0 gone" in starts[1]
+    assert [w for w in caught if issubclass(w.category, HtsrAlphaWarning)] != []
+    assert [r.alert for r in load_history(csv_path, 4.0)] == [r.alert for r in mon.history] == [False, False, False, True]
