@@ -204,8 +204,9 @@ class AlphaMonitor:
         _check(isinstance(every, int) and not isinstance(every, bool) and every >= 1, "every",
                "an integer >= 1", every)
         _check(unit in UNITS, "unit", "'epoch' or 'step'", unit)
-        _check(not isinstance(threshold, bool) and isinstance(threshold, (int, float)) and math.isfinite(threshold),
-               "threshold", "a finite number", threshold)
+        _check(not isinstance(threshold, bool) and isinstance(threshold, (int, float)) and math.isfinite(threshold)
+               and threshold > 1, "threshold", "a finite number above 1 (a fitted alpha always is: one of 1 or below "
+               "would never alert)", threshold)
         _check(on_alert is None or callable(on_alert), "on_alert", "None or a callable", on_alert)
         # (a default that acts on no layer of the kinds monitored is left to analyze: mp_fit for LoRA rows; and
         # one that acts on fits only, where max_evals below min_evals fits none)
@@ -258,7 +259,8 @@ class AlphaMonitor:
         Another model than the one bound starts afresh: no alert, no mean to cross from."""
         model = unwrapped(model)
         tally = Tally()
-        description, _, found = iter_layers(model, self.options, tally)
+        description, _, layer_iter = iter_layers(model, self.options, tally)
+        found = list(layer_iter)  # (lazy: no tensor has been read)
         kinds = row_kinds(found)
         if not kinds:  # (in analyze's words: why each tensor gave no row, --layers and kinds too)
             why = str(no_layer_error(description, tally, self.options))
@@ -267,6 +269,15 @@ class AlphaMonitor:
         # an adapter's updates alone asks for nothing)
         if idle := idle_options(self.options, kinds, self._given):
             raise idle_option_error(description, idle[0], kinds, self.options)
+        low, high = self.options.min_evals, self.options.max_evals
+        if not any(low <= lm.num_evals and (high is None or lm.num_evals <= high) for lm in found):
+            # (the output layer alone, min_evals above every layer's size: its mean is NaN at every record, and it
+            # never alerts, which had been said nowhere; recording the norms alone is a use, so not refused)
+            counts = sorted({lm.num_evals for lm in found})
+            warnings.warn(HtsrMonitorWarning(
+                f"{description}: no monitored layer has from min_evals ({low}) to max_evals ({high}) eigenvalues "
+                f"(they have {listed(map(str, counts), 5)}): no layer is fitted, the mean alpha is NaN at every record "
+                "and no alert fires; lower min_evals, or monitor other layers, to have one"), stacklevel=3)
         if self._model is not None and model is not self._model:  # (a k-fold loop's next model)
             self.alert, self._rows, self._failed = False, None, set()
         self._model = model
@@ -500,6 +511,10 @@ def load_history(csv_path: str | os.PathLike, threshold: float = 2.0) -> list[Mo
     judged is a new start, no crossing); ``seconds`` is NaN.
     """
     if not Path(csv_path).is_file():  # a pipe would block the read forever
+        if not os.path.exists(csv_path):
+            from .io.base import missing
+
+            raise SourceError(missing(csv_path))
         raise SourceError(f"{csv_path}: not a monitor CSV (not a regular file)")
     first = _first_line(Path(csv_path))
     if first != ",".join(CSV_COLUMNS):  # read as bytes, bounded: a checkpoint given by mistake is not decoded
@@ -539,8 +554,10 @@ def alpha_over_time(history: Sequence[MonitorRecord], x: str = "epoch", threshol
     alphas from the 10s of an initialisation down to the 2s of a trained layer (values <= 0, a log norm below 0,
     are not drawn: the note names their layers).
     """
-    if x not in UNITS:
-        raise ValueError(f"x must be 'epoch' or 'step', got {x!r}")
+    _check(x in UNITS, "x", "'epoch' or 'step'", x)  # (a bare ValueError had escaped)
+    _check(not isinstance(threshold, bool) and isinstance(threshold, (int, float)) and math.isfinite(threshold),
+           "threshold", "a finite number", threshold)
+    _check(isinstance(ylog, bool), "ylog", "True or False", ylog)
     if metric not in _RECORDED:
         raise OptionError(f"metric must be one the monitor records ({', '.join(_RECORDED)}), got {metric!r}")
     other = "step" if x == "epoch" else "epoch"
@@ -596,12 +613,22 @@ def _check_callback(log_name: Any, stop_on_alert: Any) -> None:
     _check(isinstance(plain(stop_on_alert), bool), "stop_on_alert", "True or False", stop_on_alert)
 
 
-def _monitor_from(monitor: AlphaMonitor | None, csv_path: Any, kw: dict[str, Any]) -> AlphaMonitor:
+def _monitor_from(monitor: AlphaMonitor | None, csv_path: Any, kw: dict[str, Any], own: str) -> AlphaMonitor:
+    """A callback's monitor: the one given, or one built from the AlphaMonitor arguments ``kw`` (``own``: the
+    callback's own arguments, which an unknown option's error lists too)."""
     if monitor is not None:
+        if not isinstance(monitor, AlphaMonitor):  # (a CSV path given as monitor= had been an AttributeError)
+            raise OptionError(f"monitor must be an AlphaMonitor, got {type(monitor).__name__}; give a CSV path as the "
+                              "first argument (csv_path)")
         if csv_path is not None or kw:
             raise OptionError("pass either monitor= or the AlphaMonitor arguments, not both")
         return monitor
-    return AlphaMonitor(kw.pop("model", None), csv_path, **kw)
+    try:
+        return AlphaMonitor(kw.pop("model", None), csv_path, **kw)
+    except OptionError as e:
+        if str(e).startswith("unknown option"):
+            raise OptionError(f"{e}; and the callback's own: csv_path, model, monitor, {own}") from None
+        raise
 
 
 _LIGHTNING_CLASSES: dict[str, type] = {}
@@ -715,7 +742,8 @@ def lightning_callback(csv_path: str | os.PathLike | None = None, *, monitor: Al
     """
     pl = _lightning_module(package)
     _check_callback(log_name, stop_on_alert)
-    return _lightning_class(pl)(_monitor_from(monitor, csv_path, kw), log_name, bool(stop_on_alert))
+    return _lightning_class(pl)(_monitor_from(monitor, csv_path, kw, "stop_on_alert, log_name, package"), log_name,
+                                bool(stop_on_alert))
 
 
 _HF_CLASSES: dict[str, type] = {}
@@ -807,4 +835,5 @@ def hf_callback(csv_path: str | os.PathLike | None = None, *, monitor: AlphaMoni
 
     transformers = import_extra("transformers", None, "the Hugging Face Trainer callback")
     _check_callback(log_name, stop_on_alert)
-    return _hf_class(transformers)(_monitor_from(monitor, csv_path, kw), log_name, bool(stop_on_alert))
+    return _hf_class(transformers)(_monitor_from(monitor, csv_path, kw, "stop_on_alert, log_name"), log_name,
+                                   bool(stop_on_alert))

@@ -363,6 +363,9 @@ def test_layers_regex_selects_what_is_recorded_and_averaged(tmp_path):
     (dict(threshold=True), "threshold"),  # a bool is no threshold (it had been taken as 1.0)
     (dict(every=True), "every"),  # nor a period (taken as every=1)
     (dict(on_alert="print"), "on_alert"),
+    # a fitted alpha is always above 1: a threshold of 1 or below would never alert (h52)
+    (dict(threshold=1.0), r"^monitor option 'threshold' must be a finite number above 1 \(a fitted alpha always is"),
+    (dict(threshold=-3), "threshold"),
     # refused as needing mp_fit, which the monitor itself turned off: the message says so
     (dict(tw_margin=3.0), r"\(the monitor turns mp_fit off, MONITOR_DEFAULTS: pass mp_fit=True\)"),
     # mp_fit=False given by the user: the monitor turned nothing off, so no hint that it did
@@ -952,8 +955,14 @@ def test_the_monitors_panel_is_drawn_against_its_unit_with_its_threshold():
     assert p.note == f"values <= 0 not drawn on the log axis: {', '.join(low)}"
     assert all(np.all(np.isnan(s.y) | (s.y > 0)) for s in p.series)
     assert mon.panel(metric="log_spectral_norm").note == ""
-    with pytest.raises(ValueError, match="x must be 'epoch' or 'step', got 'batch'"):
+    # bad arguments are htsr's one-line OptionError (a bare ValueError, a format error for a threshold of '2', a
+    # ylog of 'no' taken: h52)
+    with pytest.raises(OptionError, match=r"^monitor option 'x' must be 'epoch' or 'step', got 'batch'$"):
         mon.panel(x="batch")
+    with pytest.raises(OptionError, match=r"^monitor option 'threshold' must be a finite number, got '2'$"):
+        alpha_over_time(mon.history, threshold="2")
+    with pytest.raises(OptionError, match=r"^monitor option 'ylog' must be True or False, got 'no'$"):
+        mon.panel(ylog="no")
 
 
 def test_a_layer_fitted_at_some_records_only_gets_its_line():
@@ -1280,3 +1289,31 @@ def test_a_layer_leaving_or_joining_the_mean_is_a_new_start_live_and_replayed(tm
     assert "(1 layer(s) with an alpha; 0 new, 1 gone)" in starts[0] and "1 new, 0 gone" in starts[1]
     assert [w for w in caught if issubclass(w.category, HtsrAlphaWarning)] != []
     assert [r.alert for r in load_history(csv_path, 4.0)] == [r.alert for r in mon.history] == [False, False, False, True]
+
+
+def test_a_monitor_that_could_never_alert_says_so_and_bad_callback_arguments_are_refused(tmp_path):
+    """A monitor of layers none of which can be fitted (the 10-eigenvalue output layer alone, min_evals above every
+    layer's size) had been built and recorded NaN means for ever without a word: it warns when it binds the model
+    (recording the norms alone is a use: not refused); monitor='alpha.csv' on a callback had raised a bare
+    AttributeError, and a typo of the callback's own argument was answered with a list lacking it; load_history
+    of a missing file said 'not a regular file' (h52)."""
+    with pytest.warns(HtsrMonitorWarning, match=r"no monitored layer has from min_evals \(50\) to max_evals \(None\) "
+                                                r"eigenvalues \(they have 10\): no layer is fitted, the mean alpha is "
+                                                r"NaN at every record and no alert fires"):
+        AlphaMonitor(mlp(), None, layers="^4$")
+    with pytest.warns(HtsrMonitorWarning, match=r"\(they have 10, 64, 96\)"):
+        AlphaMonitor(mlp(), None, min_evals=500)
+    with pytest.warns(HtsrMonitorWarning, match="no monitored layer"):
+        AlphaMonitor(mlp(), None, max_evals=40)  # (below min_evals: nothing is fitted)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        AlphaMonitor(mlp(), None, min_evals=64)  # one layer it can fit: no warning
+    for make in (lightning_callback, hf_callback):
+        with pytest.raises(OptionError, match=r"^monitor must be an AlphaMonitor, got str; give a CSV path as the "
+                                              r"first argument \(csv_path\)$"):
+            make(monitor="alpha.csv")
+        with pytest.raises(OptionError, match=r"^unknown option 'stop_on_alerts'.*; and the callback's own: csv_path, "
+                                              r"model, monitor, stop_on_alert, log_name"):
+            make(stop_on_alerts=True)
+    with pytest.raises(SourceError, match=r"missing.csv: no such file or folder$"):
+        load_history(tmp_path / "missing.csv")
