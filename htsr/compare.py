@@ -81,6 +81,7 @@ from .results import (
     means_rows,
     phase_rows,
     phase_column,
+    row_tag,
     saved_run,
     text_table,
     write_result_file,
@@ -987,12 +988,17 @@ def layer_distances(a: Any, b: Any, **options: Any) -> list[LayerDistance]:
     if inert:  # (a fit's options: the distances fit nothing)
         raise OptionError(f"option {inert[0]!r} does not change the distances (they take "
                           f"{', '.join(DISTANCE_OPTIONS)}); leave it out")
-    _, _, it_b = iter_layers(b, opts)
+    description_b, _, it_b = iter_layers(b, opts)
     base_rows = {}
     for lm in it_b:  # lazy: names and shapes only, no tensor data
         base_rows.setdefault(lm.name, lm)
     description, _, it_a = iter_layers(a, opts)
     rows_a = list(it_a)  # lazy rows: names and shapes only
+    for what, rows in ((description, rows_a), (description_b, base_rows.values())):
+        if any(row_tag(lm.name) == "delta" for lm in rows):  # (its 'x#delta' rows had matched no base row: 0 compared)
+            raise OptionError(f"{what}: an adapter (its rows are updates ΔW): the distances are between two models' "
+                              "weights; give the adapted model (peft's merge_and_unload, saved), or analyse the "
+                              "updates with 'htsr analyze ADAPTER --base BASE'")
     # names matched as --base matches them: exactly, else by a leading prefix ('bert.encoder…' against
     # the base's 'encoder…')
     shape_a = {la.name: la.tensor_shape for la in rows_a}

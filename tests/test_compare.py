@@ -1933,3 +1933,26 @@ def test_what_each_reader_says_of_its_source_is_in_the_comparison(tmp_path):
     run = tmp_path / "run.json"
     htsr.analyze(ck, tails=False).to_json(run)
     assert f"what was read: run: {source}" in compare([run, plain], tails=False).as_dict()["notes"]
+
+
+def test_distances_of_an_adapter_say_what_to_give(tmp_path):
+    """An adapter beside its base with --base-distances: its 'fc#delta' rows matched no base row, and the run
+    said '0 layers compared' with no hint why (h51). Refused in one line, saying what to give."""
+    import json as json_
+
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(2)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json_.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
+                                                              "target_modules": ["fc"]}))
+    save_file({"base_model.model.fc.lora_A.weight": rng.standard_normal((4, 60)).astype(np.float32),
+               "base_model.model.fc.lora_B.weight": rng.standard_normal((80, 4)).astype(np.float32)},
+              str(adapter / "adapter_model.safetensors"))
+    base = {"fc.weight": rng.standard_normal((80, 60)).astype(np.float32)}
+    for a, b in ((adapter, base), (base, adapter)):
+        with pytest.raises(OptionError, match=r"an adapter \(its rows are updates ΔW\): the distances are between two "
+                                              r"models' weights; give the adapted model .*'htsr analyze ADAPTER --base "
+                                              r"BASE'$"):
+            layer_distances(a, b)
