@@ -994,11 +994,11 @@ def layer_distances(a: Any, b: Any, **options: Any) -> list[LayerDistance]:
         base_rows.setdefault(lm.name, lm)
     description, _, it_a = iter_layers(a, opts)
     rows_a = list(it_a)  # lazy rows: names and shapes only
-    for what, rows in ((description, rows_a), (description_b, base_rows.values())):
-        if any(row_tag(lm.name) == "delta" for lm in rows):  # (its 'x#delta' rows had matched no base row: 0 compared)
-            raise OptionError(f"{what}: an adapter (its rows are updates ΔW): the distances are between two models' "
-                              "weights; give the adapted model (peft's merge_and_unload, saved), or analyse the "
-                              "updates with 'htsr analyze ADAPTER --base BASE'")
+    updates = [any(row_tag(lm.name) == "delta" for lm in rows) for rows in (rows_a, base_rows.values())]
+    if updates[0] != updates[1]:  # an adapter against a model: its 'x#delta' rows had matched no row (0 compared)
+        raise OptionError(f"{description if updates[0] else description_b}: an adapter (its rows are updates ΔW), "
+                          "against a model's weights: give the adapted model (peft's merge_and_unload, saved), or "
+                          "analyse the updates with 'htsr analyze ADAPTER --base BASE' (two adapters compare)")
     # names matched as --base matches them: exactly, else by a leading prefix ('bert.encoder…' against
     # the base's 'encoder…')
     shape_a = {la.name: la.tensor_shape for la in rows_a}

@@ -1952,7 +1952,9 @@ def test_distances_of_an_adapter_say_what_to_give(tmp_path):
               str(adapter / "adapter_model.safetensors"))
     base = {"fc.weight": rng.standard_normal((80, 60)).astype(np.float32)}
     for a, b in ((adapter, base), (base, adapter)):
-        with pytest.raises(OptionError, match=r"an adapter \(its rows are updates ΔW\): the distances are between two "
-                                              r"models' weights; give the adapted model .*'htsr analyze ADAPTER --base "
-                                              r"BASE'$"):
+        with pytest.raises(OptionError, match=rf"^{adapter}: an adapter \(its rows are updates ΔW\), against a "
+                                              r"model's weights: give the adapted model .*'htsr analyze ADAPTER --base "
+                                              r"BASE' \(two adapters compare\)$"):
             layer_distances(a, b)
+    (row,) = layer_distances(adapter, adapter)  # two adapters: their updates, row by row
+    assert (row.name, row.status, row.frobenius) == ("fc#delta", "ok", 0.0)
