@@ -40,7 +40,7 @@ from .analyze import Tally, _analyze, idle_option_error, idle_options, iter_laye
 from .errors import HtsrError, OptionError, OutputError, SourceError, listed, shown
 from .figures import Panel, Series
 from .io.torch import unwrapped
-from .options import FITTED_ONLY, Options, acts_on, describe_only, row_kinds, selected
+from .options import FITTED_ONLY, OPTION_SPECS, Options, acts_on, describe_only, row_kinds, selected
 from .specs import plain
 from .results import csv_table, means_rows, temp_prefix
 from .values import NanEqual
@@ -272,10 +272,13 @@ class AlphaMonitor:
         low, high = self.options.min_evals, self.options.max_evals
         if not any(low <= lm.num_evals and (high is None or lm.num_evals <= high) for lm in found):
             # (the output layer alone, min_evals above every layer's size: its mean is NaN at every record, and it
-            # never alerts, which had been said nowhere; recording the norms alone is a use, so not refused)
+            # never alerts, which had been said nowhere; recording the norms alone is a use, so not refused. By the
+            # shapes: a LoRA update's rank, below them, is known once its factors are read, at the first record)
             counts = sorted({lm.num_evals for lm in found})
             warnings.warn(HtsrMonitorWarning(
-                f"{description}: no monitored layer has from min_evals ({low}) to max_evals ({high}) eigenvalues "
+                f"{description}: no monitored layer has "
+                + (f"from min_evals ({low}) to max_evals ({high})" if high is not None else f"min_evals ({low}) or more")
+                + " eigenvalues "
                 f"(they have {listed(map(str, counts), 5)}): no layer is fitted, the mean alpha is NaN at every record "
                 "and no alert fires; lower min_evals, or monitor other layers, to have one"), stacklevel=3)
         if self._model is not None and model is not self._model:  # (a k-fold loop's next model)
@@ -508,7 +511,8 @@ def load_history(csv_path: str | os.PathLike, threshold: float = 2.0) -> list[Mo
 
     Rows belong to one record while (step, epoch, time) stays the same and no layer repeats; ``alert``
     is replayed with ``threshold`` by the live monitor's rule (a record averaging other rows than the last one
-    judged is a new start, no crossing); ``seconds`` is NaN.
+    judged is a new start, no crossing; a step or epoch going back starts afresh, as binding another model does);
+    ``seconds`` is NaN.
     """
     if not Path(csv_path).is_file():  # a pipe would block the read forever
         if not os.path.exists(csv_path):
@@ -537,10 +541,16 @@ def load_history(csv_path: str | os.PathLike, threshold: float = 2.0) -> list[Mo
                 groups[-1][1].append(la)
             else:
                 groups.append((key, [la]))
-    records, alert, rows = [], False, None
+    records: list[MonitorRecord] = []
+    alert, rows = False, None
     for (step, epoch, t), layers in groups:  # (the alerts as the live monitor raised them: _judged)
+        step, epoch = _number(step), _number(epoch)
+        if records and any(now is not None and before is not None and now < before
+                           for now, before in ((step, records[-1].step), (epoch, records[-1].epoch))):
+            alert, rows = False, None  # a step or epoch back: another model's run (a k-fold loop's next fold), which
+            # the live monitor starts afresh when it binds it
         mean, crossed, _, alert, rows = _judged(layers, threshold, alert, rows)
-        records.append(MonitorRecord(_number(step), _number(epoch), _float(t), tuple(layers), mean, crossed))
+        records.append(MonitorRecord(step, epoch, _float(t), tuple(layers), mean, crossed))
     return records
 
 
@@ -620,6 +630,9 @@ def _monitor_from(monitor: AlphaMonitor | None, csv_path: Any, kw: dict[str, Any
         if not isinstance(monitor, AlphaMonitor):  # (a CSV path given as monitor= had been an AttributeError)
             raise OptionError(f"monitor must be an AlphaMonitor, got {type(monitor).__name__}; give a CSV path as the "
                               "first argument (csv_path)")
+        if unknown := [k for k in kw if k not in ("model", "every", "unit", "layers", "threshold", "on_alert")
+                       and k not in OPTION_SPECS]:  # (a typo of the callback's own beside monitor=)
+            raise OptionError(f"unknown option {unknown[0]!r}; the callback's own: csv_path, model, monitor, {own}")
         if csv_path is not None or kw:
             raise OptionError("pass either monitor= or the AlphaMonitor arguments, not both")
         return monitor

@@ -253,8 +253,9 @@ _NOT_LORA = frozenset(LAYER_KINDS) - {"lora"}
 #: among the kinds of a model's rows (:func:`row_kinds`), a LoRA update of a conv layer: the conv options act on it
 #: (its kernel positions), not on a LoRA update of a Linear layer
 CONV_LORA = "lora (of a conv)"
+CONV2D_LORA = "lora (of a conv2d)"  # (WeightWatcher's conv scale is a Conv2d's, its LoRA's too)
 KIND_BOUND = {"conv": frozenset({"conv1d", "conv2d", "conv3d", CONV_LORA}),
-              "ww_conv_scale": frozenset({"conv2d", CONV_LORA}),
+              "ww_conv_scale": frozenset({"conv2d", CONV2D_LORA}),
              **{name: _NOT_LORA for name in ("randomize", "localization", "mp_fit", "tw_margin", "phase_rank_collapse",
                                              "phase_ht_share", "phase_ht_alpha", "phase_bleed_width", "precision",
                                              "refine_fraction", "evals_floor", "farms_aspect")}}
@@ -264,17 +265,18 @@ def kinds_words(kinds: Any) -> str:
     """``kinds`` (a set of layer kinds) as a message lists them, in :data:`LAYER_KINDS`' order (a LoRA update of a
     conv among them: 'lora' says it, else, as an option's kinds, last)."""
     words = [k for k in LAYER_KINDS if k in kinds]
-    return ", ".join(words + [CONV_LORA] if CONV_LORA in kinds and "lora" not in words else words)
+    return ", ".join(words + ([] if "lora" in words else [k for k in (CONV_LORA, CONV2D_LORA) if k in kinds]))
 
 
 def row_kinds(rows: Iterable[Any]) -> set[str]:
     """The kinds of a model's rows (each with ``kind``, and ``tensor_shape`` or a result's ``shape`` 'AxBxC'), as
-    the options act on them: a LoRA update of a conv (a kernel in its shape) is also :data:`CONV_LORA`."""
+    the options act on them: a LoRA update of a conv (a kernel in its shape) is also :data:`CONV_LORA`, of a
+    Conv2d's (two kernel axes) :data:`CONV2D_LORA` too."""
     kinds = set()
     for r in rows:
         kinds.add(r.kind)
-        if r.kind == "lora" and len(getattr(r, "tensor_shape", None) or str(r.shape).split("x")) > 2:
-            kinds.add(CONV_LORA)
+        ndim = len(getattr(r, "tensor_shape", None) or str(r.shape).split("x")) if r.kind == "lora" else 2
+        kinds.update(([CONV_LORA] if ndim > 2 else []) + ([CONV2D_LORA] if ndim == 4 else []))
     return kinds
 
 
@@ -284,7 +286,7 @@ def selected(kinds: Any) -> Any:
     if not kinds:
         return kinds
     k = frozenset((kinds,) if isinstance(kinds, str) else kinds)
-    return k | {CONV_LORA} if "lora" in k else k
+    return k | {CONV_LORA, CONV2D_LORA} if "lora" in k else k
 
 
 def acts_on(name: str, kinds: Any) -> bool:

@@ -855,7 +855,7 @@ def test_to_pandas_gives_each_column_one_dtype_whatever_the_values():
     # an option that acts on no layer of the kinds selected (a LoRA update is analysed from its factors)
     ({"kinds": "lora", "randomize": True}, "'randomize' acts only on dense, conv1d, conv2d, conv3d, embedding, rnn, "
                                            r"stack layers, which option 'kinds' set to 'lora' leaves out"),
-    ({"kinds": ["dense"], "ww_conv_scale": False}, r"'ww_conv_scale' acts only on conv2d, lora \(of a conv\) layers"),
+    ({"kinds": ["dense"], "ww_conv_scale": False}, r"'ww_conv_scale' acts only on conv2d, lora \(of a conv2d\) layers"),
 ])
 def test_an_option_that_would_change_nothing_is_refused(given, message):
     """--max-fingers without --clip-xmax, a phase threshold with --no-mp-fit, --refine-fraction with

@@ -563,10 +563,11 @@ def test_flags_reach_the_options(model, tmp_path, capsys):
     # run, and compare then called the run "analysed with different options" from an identical one)
     for flag in (["--no-ww-conv-scale"], ["--conv", "per_position"]):
         assert main(["analyze", str(model), *flag]) == 2
+        kinds = ("conv2d, lora (of a conv2d)" if flag[0] == "--no-ww-conv-scale" else
+                 "conv1d, conv2d, conv3d, lora (of a conv)")
         assert capsys.readouterr().err.strip() == (
-            f"htsr: error: {model}: {flag[0]} acts only on "
-            f"{'conv2d' if flag[0] == '--no-ww-conv-scale' else 'conv1d, conv2d, conv3d'}, lora (of a conv) layers, and this "
-            "model has none (its rows are dense): it would change nothing; leave it out")
+            f"htsr: error: {model}: {flag[0]} acts only on {kinds} layers, and this model has none (its rows are "
+            "dense): it would change nothing; leave it out")
 
 
 def test_numeric_xmin_flag(model, tmp_path, capsys):

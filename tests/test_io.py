@@ -4751,3 +4751,33 @@ def test_a_file_saved_again_after_its_header_was_read_fails_its_rows_not_reads_t
     rows = {r.name: r.status for r in htsr.analyze(src, min_evals=10).layers}
     assert all(s.startswith(f"failed: {path}: ") and "changed while being read: saved again or replaced since htsr "
                "read its header; analyse it once its writer is done" in s for s in rows.values()), rows
+
+
+def test_a_cut_off_files_rows_are_made_by_their_shapes_and_a_lying_header_is_still_refused(tmp_path):
+    """Past the cut of a file cut off: a 1-D norm weight is passed over as one (it had become a failed 'dense' row,
+    h54), a matrix gets its row by its kind and shape, failing; a Flax safetensors file's rows too (their loader,
+    called with an index, had failed with a TypeError). A header describing more data than any file holds (a
+    [2**70, 2**70] tensor past the end) is a corrupt header, refused as before (it had been 'cut off', its shape
+    overflowing to_pandas)."""
+    rng = np.random.default_rng(3)
+    ts = {"a.weight": rng.standard_normal((64, 48)).astype(np.float32),
+          "b.norm.weight": np.ones(48, np.float32), "c.weight": rng.standard_normal((80, 48)).astype(np.float32)}
+    for flax in (False, True):
+        header, off, data = ({"__metadata__": {"format": "flax"}} if flax else {}), 0, b""
+        for k, v in ts.items():
+            k = k.replace(".weight", ".kernel" if k != "b.norm.weight" else ".scale") if flax else k
+            header[k] = {"dtype": "F32", "shape": list(v.shape), "data_offsets": [off, off + v.nbytes]}
+            off, data = off + v.nbytes, data + v.tobytes()
+        path = _write_safetensors_raw(tmp_path / f"cut{flax}.safetensors", header, data[:-100])
+        r = htsr.analyze(path, min_evals=5)
+        rows = {l.name: l for l in r.layers}
+        assert sorted(rows) == ["a", "c"], rows  # (the norm weight, past the cut, is no row)
+        assert rows["a"].status == "ok"
+        assert rows["c"].shape == ("48x80" if flax else "80x48")
+        assert rows["c"].status.startswith(f"failed: {path}: cut off 100 bytes short")
+    header = {"a.weight": {"dtype": "F32", "shape": [64, 48], "data_offsets": [0, 12288]},
+              "b.weight": {"dtype": "F32", "shape": [2**70, 2**70], "data_offsets": [12288, 12288 + 2**142]}}
+    path = _write_safetensors_raw(tmp_path / "lie.safetensors", header, ts["a.weight"].tobytes())
+    with pytest.raises(htsr.SourceError) as ei:
+        htsr.analyze(path)
+    _one_line_source_error(ei, str(path), "corrupt safetensors header: tensor b.weight", "outside the 12288-byte")

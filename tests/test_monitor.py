@@ -1297,13 +1297,13 @@ def test_a_monitor_that_could_never_alert_says_so_and_bad_callback_arguments_are
     (recording the norms alone is a use: not refused); monitor='alpha.csv' on a callback had raised a bare
     AttributeError, and a typo of the callback's own argument was answered with a list lacking it; load_history
     of a missing file said 'not a regular file' (h52)."""
-    with pytest.warns(HtsrMonitorWarning, match=r"no monitored layer has from min_evals \(50\) to max_evals \(None\) "
-                                                r"eigenvalues \(they have 10\): no layer is fitted, the mean alpha is "
-                                                r"NaN at every record and no alert fires"):
+    with pytest.warns(HtsrMonitorWarning, match=r"no monitored layer has min_evals \(50\) or more eigenvalues \(they "
+                                                r"have 10\): no layer is fitted, the mean alpha is NaN at every record "
+                                                r"and no alert fires"):
         AlphaMonitor(mlp(), None, layers="^4$")
     with pytest.warns(HtsrMonitorWarning, match=r"\(they have 10, 64, 96\)"):
         AlphaMonitor(mlp(), None, min_evals=500)
-    with pytest.warns(HtsrMonitorWarning, match="no monitored layer"):
+    with pytest.warns(HtsrMonitorWarning, match=r"no monitored layer has from min_evals \(50\) to max_evals \(40\)"):
         AlphaMonitor(mlp(), None, max_evals=40)  # (below min_evals: nothing is fitted)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -1315,5 +1315,29 @@ def test_a_monitor_that_could_never_alert_says_so_and_bad_callback_arguments_are
         with pytest.raises(OptionError, match=r"^unknown option 'stop_on_alerts'.*; and the callback's own: csv_path, "
                                               r"model, monitor, stop_on_alert, log_name"):
             make(stop_on_alerts=True)
+        # beside monitor=: the typo named, not 'pass either monitor= or the AlphaMonitor arguments' (h54)
+        with pytest.raises(OptionError, match=r"^unknown option 'stop_on_alrt'; the callback's own: csv_path, model, "
+                                              r"monitor, stop_on_alert, log_name"):
+            make(monitor=AlphaMonitor(mlp(), None), stop_on_alrt=True)
+        with pytest.raises(OptionError, match=r"^pass either monitor= or the AlphaMonitor arguments, not both$"):
+            make(monitor=AlphaMonitor(mlp(), None), every=2)
     with pytest.raises(SourceError, match=r"missing.csv: no such file or folder$"):
         load_history(tmp_path / "missing.csv")
+
+
+def test_load_history_starts_afresh_where_the_steps_go_back_as_rebinding_does(tmp_path):
+    """A k-fold loop reusing one monitor and CSV: binding fold 2's model starts the alert state afresh, so fold 2
+    alerted live; load_history ran straight on and reported no alert there (h54). A step going back starts afresh
+    in the replay."""
+    csv_path = tmp_path / "kfold.csv"
+    mon = AlphaMonitor(mlp(), csv_path, unit="step", threshold=50.0)
+    for fold in range(2):
+        if fold:
+            mon.model = mlp()
+        for s in (1, 2):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                mon.record(step=s)
+    live = [r.alert for r in mon.history]
+    assert live == [True, False, True, False]  # (default init: alpha below 50; each fold alerts at its first)
+    assert [r.alert for r in load_history(csv_path, 50.0)] == live

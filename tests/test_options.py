@@ -285,17 +285,19 @@ def test_kinds_are_recorded_as_a_frozen_set_whatever_was_given():
 def test_acts_on_takes_a_kind_kinds_or_none():
     """acts_on (the monitor's defaults use it with the kinds as given): a kind as a string is that kind, not its
     letters; an option not restricted to some kinds acts on any."""
-    from htsr.options import CONV_LORA, acts_on, selected
+    from htsr.options import CONV2D_LORA, CONV_LORA, acts_on, selected
 
     assert acts_on("conv", "conv2d") and acts_on("ww_conv_scale", "conv2d") and not acts_on("randomize", "lora")
     assert acts_on("conv", selected(["lora"])) and not acts_on("conv", ("dense", "rnn"))
     assert acts_on("seed", "lora") and acts_on("bootstrap", ["dense"]) and acts_on("randomize", None)
     # a model's rows: a LoRA update of a Linear layer has no kernel positions; one of a conv is also CONV_LORA
     assert not acts_on("conv", {"dense", "lora"}) and acts_on("conv", {"lora", CONV_LORA})
+    # WeightWatcher's conv scale acts on a Conv2d LoRA's rows only (4-D: not a Conv1d's or Conv3d's)
+    assert not acts_on("ww_conv_scale", {"lora", CONV_LORA}) and acts_on("ww_conv_scale", {"lora", CONV2D_LORA})
     # WeightWatcher's conv scale is a Conv2d's (and a conv LoRA's): with conv1d layers alone it changes nothing
     assert acts_on("ww_conv_scale", selected("lora")) and not acts_on("ww_conv_scale", ("conv1d", "conv3d"))
     assert Options.create(kinds="lora", ww_conv_scale=False).ww_conv_scale is False
-    with pytest.raises(OptionError, match=r"^option 'ww_conv_scale' acts only on conv2d, lora \(of a conv\) layers, "
+    with pytest.raises(OptionError, match=r"^option 'ww_conv_scale' acts only on conv2d, lora \(of a conv2d\) layers, "
                                           r"which option 'kinds' set to 'conv1d' leaves out"):
         Options.create(kinds="conv1d", ww_conv_scale=False)
 

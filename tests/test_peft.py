@@ -2798,7 +2798,7 @@ def test_conv_options_on_an_adapter_of_linear_layers_only_are_refused(tmp_path):
     linear = _write_adapter(tmp_path / "linear", t, target_modules=["fc"])
     for opt in ({"conv": "per_position"}, {"ww_conv_scale": False}):
         name = next(iter(opt))
-        with pytest.raises(htsr.OptionError, match=rf"option {name!r} acts only on .*lora \(of a conv\) layers, and "
+        with pytest.raises(htsr.OptionError, match=rf"option {name!r} acts only on .*lora \(of a conv2?d?\) layers, and "
                                                    r"this model has none \(its rows are lora\)"):
             htsr.analyze(linear, min_evals=2, **opt)
         with pytest.raises(htsr.OptionError, match=rf"option {name!r} acts only on"):
@@ -2815,3 +2815,10 @@ def test_conv_options_on_an_adapter_of_linear_layers_only_are_refused(tmp_path):
     assert len(r.layers) == 9 and all(l.kind == "lora" for l in r.layers)
     assert htsr.analyze(tmp_path / "conv", ww_conv_scale=False, min_evals=2).layers[0].lambda_max == pytest.approx(
         2 * htsr.analyze(tmp_path / "conv", min_evals=2).layers[0].lambda_max, rel=1e-12)  # the 1/2 scale left off
+    # WeightWatcher's scale is a Conv2d's: on a Conv1d LoRA alone it changed nothing, and is refused (h54)
+    pm = peft.get_peft_model(ConvNet(), peft.LoraConfig(r=4, target_modules=["c1"], init_lora_weights=False))
+    pm.save_pretrained(str(tmp_path / "conv1d"))
+    with pytest.raises(htsr.OptionError, match=r"option 'ww_conv_scale' acts only on conv2d, lora \(of a conv2d\) "
+                                               r"layers, and this model has none \(its rows are lora\)"):
+        htsr.analyze(tmp_path / "conv1d", ww_conv_scale=False, min_evals=2)
+    assert len(htsr.analyze(tmp_path / "conv1d", conv="per_position", min_evals=2).layers) == 5  # (its 5 taps)

@@ -2299,3 +2299,23 @@ def test_a_stored_size_past_the_end_of_the_file_is_said_to_be_corrupt_not_change
     assert rows["a"].status.endswith(f"past the end of the {len(raw)}-byte file: truncated or corrupt; save or "
                                      "download it again")
     assert rows["b"].status == "ok"
+
+
+def test_a_short_storages_tensor_keeps_its_kind_and_shape(tmp_path):
+    """A conv weight whose storage is recorded short: its failed row had been a 'dense' one of no shape, and
+    --kinds conv2d then found no layer (h54); a 1-D norm weight's had been a failed row too. The row is the conv's,
+    failing; the norm weight is passed over as one."""
+    g = torch.Generator().manual_seed(0)
+    sd = {"fc.weight": torch.randn(128, 96, generator=g), "conv.weight": torch.randn(64, 32, 3, 3, generator=g),
+          "norm.weight": torch.ones(32)}
+    path, short = tmp_path / "m.pt", tmp_path / "short.pt"
+    torch.save(sd, str(path))
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(short, "w") as dst:
+        for n in src.namelist():
+            data = src.read(n)
+            dst.writestr(n, data[:-64] if n.endswith(("/data/1", "/data/2")) else data)
+    rows = {r.name: r for r in htsr.analyze(short, min_evals=5).layers}
+    assert sorted(rows) == ["conv", "fc"] and rows["fc"].status == "ok"
+    assert (rows["conv"].kind, rows["conv"].shape) == ("conv2d", "64x32x3x3")
+    assert rows["conv"].status.startswith(f"failed: {short}: tensor conv.weight: shape [64, 32, 3, 3] needs")
+    assert [r.name for r in htsr.analyze(short, min_evals=5, kinds="conv2d").layers] == ["conv"]

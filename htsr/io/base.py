@@ -455,11 +455,24 @@ def raising_loader(error: Callable[[str], BaseException], message: str) -> Calla
     :class:`~htsr.errors.HtsrError`), or ``skipped: <message>`` (:func:`skipped_loader`). The message is also its
     ``reason`` attribute: a row that says why it cannot be read is shown whatever its shape, which may be unknown."""
 
-    def load() -> np.ndarray:
-        raise error(message)
-
+    load = failing_loader(error, message)
     load.reason = message  # type: ignore[attr-defined]
     return load
+
+
+def failing_loader(error: Callable[[str], BaseException], message: str) -> Callable[..., np.ndarray]:
+    """A loader that raises ``error(message)``, of a tensor whose shape is known (a tensor past the end of a file
+    cut off): its rows are made by its kind and shape as any other's, and each fails saying ``message`` (a 1-D
+    norm weight is passed over as one). Takes an index as a Flax leaf's loader does."""
+
+    def load(*_: Any) -> np.ndarray:
+        raise error(message)
+
+    return load
+
+
+#: the most bytes a file cut off may be said to lack (1 PiB): a header describing more is corrupt, not cut off
+MAX_DESCRIBED = 1 << 50
 
 
 def cut_off(path: Any, short: int, begin: int, end: int, size: int) -> str:

@@ -86,8 +86,8 @@ import numpy as np
 from ..errors import LayerSkipped, SourceError, described, listed
 from ..factored import LowRank
 from ..tensors import VECTOR, SharedLoad, is_vector
-from .base import (SPLIT_NAME, TensorRef, check_unchanged, cut_off, file_stamp, first_overlap, import_extra,
-                   raising_loader, read_span, skipped_loader)
+from .base import (MAX_DESCRIBED, SPLIT_NAME, TensorRef, check_unchanged, cut_off, failing_loader, file_stamp,
+                   first_overlap, import_extra, read_span, skipped_loader)
 
 __all__ = ["GGUF_MAGIC", "GGUFFile", "GGUFSplit", "GGUFTensorRef", "gguf_kind", "is_gguf", "open_gguf"]
 
@@ -326,8 +326,8 @@ def _reader_class() -> type:
             if overlap:
                 raise self._fail(f"GGUF header is corrupt: tensors {overlap[0]!r} and {overlap[1]!r} overlap in "
                                  "the data")
-            if past and (gap is not None or not kept):  # a corrupt offset, or nothing of it can be read
-                raise self._fail(beyond)
+            if past and (gap is not None or not kept or max(b + n for *_, b, n in past) > MAX_DESCRIBED):
+                raise self._fail(beyond)  # a corrupt offset or size, or nothing of it can be read
             if gap is not None:
                 raise self._fail(gap)
             short = max((begin + nbytes for *_, begin, nbytes in past), default=size) - size
@@ -497,8 +497,9 @@ class GGUFFile:
         for name, (ne, type_name, why) in self._reader.cut_off.items():  # past the end of a cut-off file: failed rows
             if name not in listed:
                 shape = tuple(reversed(ne))
-                refs.append(GGUFTensorRef(name, shape, _PLAIN.get(type_name, "float32"), raising_loader(SourceError, why),
-                                          kind=gguf_kind(name, shape), ggml_type=type_name))
+                refs.append(GGUFTensorRef(name, shape, _PLAIN.get(type_name, "float32"),
+                                          failing_loader(SourceError, why), kind=gguf_kind(name, shape),
+                                          ggml_type=type_name))
         if self._tie_key is not None:
             refs = [dataclasses.replace(r, storage_key=self._tie_key)
                     if r.name in ("token_embd.weight", "output.weight") else r for r in refs]

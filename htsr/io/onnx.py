@@ -124,6 +124,7 @@ from .base import (
     TensorRef,
     as_loaded,
     einsum_axes,
+    failing_loader,
     file_stamp,
     first_overlap,
     grouped_axes,
@@ -131,7 +132,6 @@ from .base import (
     leaves_folder,
     numpy_dtype,
     one_line,
-    raising_loader,
     read_span,
     skipped_loader,
     unreadable,
@@ -1091,7 +1091,7 @@ class OnnxFile:
             field = {"float32": t.float_data, "float64": t.double_data}.get(dtype_name, t.int32_data)
             got, need = len(field), (_stored_bytes(dtype_name, count) if dtype_name in _SUB_BYTE else count)
         if got != need:  # (its row fails; the other tensors are read)
-            return raising_loader(self._fail, f"tensor {name!r}: {got} stored values/bytes for shape {list(t.dims)} "
+            return failing_loader(self._fail, f"tensor {name!r}: {got} stored values/bytes for shape {list(t.dims)} "
                                               f"of {dtype_name}, expected {need}; the file is truncated or corrupt")
 
         def load() -> np.ndarray:
@@ -1116,7 +1116,7 @@ class OnnxFile:
             offset = int(info.get("offset", 0))
             length = int(info["length"]) if "length" in info else None
         except ValueError:  # (its row fails, as for the checks below; the other tensors are read)
-            return raising_loader(self._fail, (
+            return failing_loader(self._fail, (
                 f"tensor {name!r}: external data has a bad offset or length (offset {shown(info.get('offset'))}, "
                 f"length {shown(info.get('length'))}); the model is corrupt: re-export it"))
         if not location:
@@ -1147,7 +1147,7 @@ class OnnxFile:
         stamp = self._stamps[target]
         size = stamp[2]
         if length != need or offset < 0 or offset + length > size:
-            return raising_loader(self._fail, (
+            return failing_loader(self._fail, (
                 f"tensor {name!r}: external data {shown(location)} offset {offset} length {length} does not hold "
                 f"shape {list(shape)} of {dtype_name} in its {size} bytes; truncated?"))
         self._spans[target][name] = (offset, offset + length, name)

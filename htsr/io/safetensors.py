@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import SourceError, described, listed
 from .base import (
     LFS_POINTER,
+    MAX_DESCRIBED,
     ShardIndex,
     TensorRef,
     as_loaded,
@@ -32,7 +33,7 @@ from .base import (
     lfs_pointer_error,
     numpy_dtype,
     one_split,
-    raising_loader,
+    failing_loader,
     read_array,
     skipped_loader,
     unreadable,
@@ -177,8 +178,8 @@ class SafetensorsFile:
         past_error = self._fail("corrupt safetensors header: tensor " + listed(
             [f"{k} ({v})" for k, v in past.items()], 3, "; ")
             + " — the file is truncated or was not written by a safetensors writer") if past else None
-        if past and len(past) == len(entries):
-            raise past_error
+        if past and (len(past) == len(entries) or max(e for _, _, _, e in entries.values()) > MAX_DESCRIBED):
+            raise past_error  # (nothing before the cut to read, or more data described than any file holds)
         overlap = first_overlap([(b, e, name) for name, (_, _, b, e) in entries.items()])  # as safetensors requires
         if overlap:
             raise past_error or self._fail(f"corrupt safetensors header: tensors {overlap[0]!r} and {overlap[1]!r} "
@@ -219,7 +220,7 @@ class SafetensorsFile:
 
     def _loader(self, dtype: str, shape: tuple[int, ...], begin: int, end: int, name: str = ""):
         if name in self._past:
-            return raising_loader(SourceError, self._past[name])
+            return failing_loader(SourceError, self._past[name])  # (its row by its shape, failing)
         if dtype.startswith("safetensors "):
             return skipped_loader(f"stored as {dtype}, a dtype htsr does not decode")
 

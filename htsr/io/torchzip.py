@@ -54,8 +54,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import SourceError, described, listed
-from .base import (FLOAT_DTYPES, TensorRef, as_loaded, check_stored_crc32, expands_too_far, file_stamp, numpy_dtype,
-                   one_line, raising_loader, read_span, reopened, skipped_loader, stored_member_offset)
+from .base import (FLOAT_DTYPES, TensorRef, as_loaded, check_stored_crc32, expands_too_far, failing_loader, file_stamp,
+                   numpy_dtype, one_line, raising_loader, read_span, reopened, skipped_loader, stored_member_offset)
 from .numpy import MAX_FLAT_ITEMS, named_pairs
 from .scales import PackedConfig, with_scales
 from .torch import _MODULE_KINDS, _PACKED, held_kind, owner_classes, unwrap_state, with_notes
@@ -958,19 +958,19 @@ class _PickledTensors:
             try:
                 itemsize = numpy_dtype(t.storage.dtype).itemsize
             except TypeError:
-                problems.append((name, f"unknown dtype {t.storage.dtype}"))
+                problems.append((name, f"unknown dtype {t.storage.dtype}", t, cls))
                 continue
             need, have = t.extent() * itemsize, sizes[t.storage.key]
             if need > have:
                 problems.append((name, f"shape {list(t.shape)} needs {need} bytes of storage "
-                                       f"{t.storage.key.rsplit('/', 1)[-1]}, which holds {have}"))
+                                       f"{t.storage.key.rsplit('/', 1)[-1]}, which holds {have}", t, cls))
                 continue
             out.append((name, t, cls))
         if problems and not out:
-            raise self._fail("tensor " + listed([f"{n} ({why})" for n, why in problems], 3, "; ")
+            raise self._fail("tensor " + listed([f"{n} ({why})" for n, why, _, _ in problems], 3, "; ")
                              + " — truncated or corrupt file")
-        self._broken = {n: f"{self.path}: tensor {n}: {why} — truncated or corrupt file; save or download it again"
-                        for n, why in problems}
+        self._broken = {n: (t, cls, f"{self.path}: tensor {n}: {why} — truncated or corrupt file; save or download "
+                                    "it again") for n, why, t, cls in problems}
         return out
 
     def __len__(self) -> int:
@@ -1041,8 +1041,8 @@ class _PickledTensors:
             # (the file's path with it: storage keys are unique within one file, and shards are read as one)
             yield TensorRef(name, t.shape, t.storage.dtype, load, kind,
                             storage_key=(str(self.path), t.storage.key, t.offset, t.shape, t.stride))
-        for name, why in self._broken.items():  # (a row that says why, whatever its shape)
-            yield TensorRef(name, (), "float32", raising_loader(SourceError, why))
+        for name, (t, cls, why) in self._broken.items():  # (rows by their kind and shape, failing when loaded)
+            yield TensorRef(name, t.shape, "float32", failing_loader(SourceError, why), held_kind(cls, name, t.shape))
 
 
 #: an item of torch.ao's ``<prefix>_packed_params._packed_params = (weight, bias)``, named by its position
