@@ -693,6 +693,7 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
             status = f"{status}; ERG {erg_note}"
     except Exception as e:  # the fit stands; only these diagnostics are lost
         rmt_error = rmt_error or described(e)
+    loc_notes: list[str] = []  # why a localisation group's columns are NaN (degenerate eigenvalues)
     if kept is not None:  # an option's extra columns: if they fail, only they are lost (the phase, SETOL … stand)
         _stop_point()
         try:
@@ -700,17 +701,19 @@ def _layer_row(lm: LayerMatrices, opts: Options) -> tuple[LayerResult, LayerSpec
             # on the layer's own eigenvalues (FARMS' farms_xmin)
             xmin = rmt.get("farms_xmin", fit.xmin)
             num_tail = evals.size - int(np.searchsorted(evals, xmin, side="left")) if fit.status == "ok" else 0
-            rmt.update(localization(kept, num_tail, scale, None))
+            rmt.update(localization(kept, num_tail, scale, None, loc_notes))
         except Exception as e:  # noqa: BLE001
             lost = f"localization: {described(e)}"
             rmt_error = f"{rmt_error}; {lost}" if rmt_error else lost
     del kept
     if rmt_error:
         status = f"{status}; diagnostics failed: {rmt_error}"
-    elif fit.status == "ok" and "loc_pr_tail_mean" in rmt:  # why a localisation column of a fitted row is NaN
-        lonely = [f"no {g} eigenvectors" if math.isnan(rmt[f"loc_pr_{g}_mean"]) else f"one {g} eigenvector, no spread"
-                  for g in ("tail", "bulk") if math.isnan(rmt[f"loc_pr_{g}_std"])]
-        if lonely:
+    elif "loc_pr_tail_mean" in rmt:  # why a localisation column is NaN (of a fitted row: every group)
+        lonely = loc_notes + [
+            f"no {g} eigenvectors" if math.isnan(rmt[f"loc_pr_{g}_mean"]) else f"one {g} eigenvector, no spread"
+            for g in ("tail", "bulk") if math.isnan(rmt[f"loc_pr_{g}_std"]) and fit.status == "ok"
+            and not any(n.startswith(g) for n in loc_notes)]
+        if lonely and not status.startswith(("skipped", "failed")):
             status = f"{status}; localization: {', '.join(lonely)}"
     extra.update(rmt)
     lo, hi, p = interval_of(extra)
@@ -973,7 +976,8 @@ def _spectral_diagnostics(spectrum: Spectrum, fit: PowerLawFit, num_fit_evals: f
         cols.update(num_erg=float(erg.num_erg) if erg.defined else math.nan, erg_lambda_min=erg.erg_lambda_min,
                     erg_lambda_min_raw=erg.erg_lambda_min_raw, erg_delta_lambda_min=delta_lambda_min(xmin_norm, erg),
                     **layer_quality(fit.alpha, float(ev[-1]), xmin))
-        return cols, erg.status if live.size >= 2 else ""  # (one eigenvalue: the row's status says how many)
+        # (one eigenvalue of a row not fitted: its status says how many)
+        return cols, erg.status if live.size >= 2 or math.isfinite(fit.alpha) else ""
     return cols, ""
 
 

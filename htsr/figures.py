@@ -334,7 +334,7 @@ def shuffled_esd(row: Any, sp: Any) -> Panel:
     a, b = _nonzero(row, sp.evals), _positive(sp.rand_evals)
     # the shuffled ESD's zeros at float32 precision as the layer's (num_zero_evals): a pruned layer's shuffle has its
     # zeros as rounding at 1e-72 … 1e-39, which had spread the bins over 70 decades, the ESD in the last few
-    b = b[b > zero_level(float(b[-1]), row.N, row.M)] if b.size else b
+    b = b[b > zero_level(b, row.N, row.M)] if b.size else b
     if a.size < 2 or b.size < 2:
         return _empty(title, xl, yl, _note(row, "fewer than 2 nonzero eigenvalues"), xlog=True, ylog=True)
     lo, hi = min(a[0], b[0]), max(a[-1], b[-1])

@@ -77,7 +77,13 @@ def test_scan_equals_weightwatcher_loop(seed):
     np.testing.assert_allclose(alphas[ok], ref_a[ok], rtol=1e-9)
     np.testing.assert_allclose(Ds[ok], ref_D[ok], rtol=1e-9, atol=1e-12)
     fit = fit_power_law(x)
-    k = int(np.argmin(ref_D))
+    # the fit's candidates start a run of equal values (the tail is every λ ≥ x_min: THEORY §3); WeightWatcher's
+    # loop also tries x_min from inside a run, fitting part of the values equal to it (docs/weightwatcher.md)
+    first = np.flatnonzero(np.r_[True, x[1:] != x[:-1]])
+    first = first[first < x.size - 1]
+    k = int(first[np.argmin(ref_D[first])])
+    if seed % 3:  # no ties: exactly WeightWatcher's choice
+        assert k == int(np.argmin(ref_D))
     assert fit.xmin == x[k]
     assert fit.alpha == pytest.approx(ref_a[k], rel=1e-9)  # (as above: the same logs in another order)
 
@@ -444,3 +450,20 @@ def test_a_refit_drop_top_fails_says_what_drop_top_left_out():
     assert fit_power_law(x, xmin=5.0, drop_top=3).status == (
         "fit_failed: without the 3 largest eigenvalues (drop_top): fewer than 2 eigenvalues above the fixed xmin 5; "
         "with them, 4 lie at or above x_min 5")
+
+
+def test_x_min_inside_a_run_of_equal_values_takes_the_whole_run():
+    """Singular values 1 (× 75) and 2 (× 75): the scan had put x_min at the value 1 from inside its run, fitting
+    128 of the 150 eigenvalues ≥ it (alpha 2.2311, num_pl_spikes 128): no tail THEORY §3 defines (h55). The tail
+    is every λ ≥ x_min: alpha = 1 + n / Σ ln(λ / x_min) over all 150."""
+    ev = np.array([1.0] * 75 + [4.0] * 75)
+    fit = fit_power_law(ev)
+    tail = ev[ev >= fit.xmin]
+    assert fit.num_pl_spikes == tail.size
+    assert fit.alpha == pytest.approx(1 + tail.size / np.sum(np.log(tail / fit.xmin)), rel=1e-12)  # (summation)
+    assert (fit.xmin, fit.num_pl_spikes) == (1.0, 150) and fit.alpha == pytest.approx(1 + 150 / (75 * np.log(4)))
+    # a median x_min inside the run takes it whole too; values apart by a solver's rounding (1e-7) are one run
+    for x in (np.array([0.5] * 10 + [1.0] * 75 + [4.0] * 75), np.array([0.5] * 10 + [1.0] * 75 + [4.0] * 75)
+              * (1 + 1e-7 * np.arange(160))):
+        fit = fit_power_law(x, xmin="median")
+        assert fit.num_pl_spikes == 150 and fit.xmin == x[10]

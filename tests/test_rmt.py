@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -22,6 +23,8 @@ from htsr.rmt import (PHASES, MPFit, fit_mp, js_distance, localization, mp_cdf, 
                        phase_of, randomize, tw_edge)
 from htsr.rmt import synthetic as S
 from htsr.rmt.localization import LOCALIZED_TOP, localized_spike
+from htsr.rmt.mp import zero_level
+from htsr.rmt.phases import count_heavy_entries
 from htsr.spectra import esd
 
 N, M = 1000, 500
@@ -410,7 +413,8 @@ def test_a_low_rank_update_merged_in_bfloat16_is_rank_collapsed():
 
 def test_num_zero_evals_counts_below_the_float32_rounding_level():
     tol = 4.0 * ((math.sqrt(100) + math.sqrt(36)) * 2.0 ** -23) ** 2  # λ_max = 4, N × M = 100 × 36
-    ev = np.array([0.0, 0.5 * tol, tol, 1.01 * tol, 1.0, 4.0])
+    # (a spectrum whose mean is λ_max's share of a Gaussian's or more: the λ_max level; mp.zero_level)
+    ev = np.r_[0.0, 0.5 * tol, tol, 1.01 * tol, np.full(32, 4.0)]
     assert num_zero_evals(ev, 100, 36) == 3 and num_zero_evals(np.array([]), 100, 36) == 0
 
 
@@ -1307,3 +1311,53 @@ def test_the_helpers_refuse_or_say_nan_for_empty_input():
     for bad in (np.zeros((3, 0)), np.full((4, 3), np.nan)):  # (a numpy reduction error, or inf and NaN columns)
         with pytest.raises(OptionError, match="^localization: matrix 0 is empty or holds NaN"):
             localization(bad, 1)
+
+
+def test_one_huge_entry_does_not_make_a_resolved_bulk_zeros():
+    """A 400 × 200 Gaussian layer with one entry of 1e7: its 199 other eigenvalues (36.8 … 1146, float64 SVD) had
+    been called zeros (num_zero_evals 199, phase rank-collapse) by a zero level of ε₃₂·σ_max rounding on every
+    entry, while the same row fitted 172 of them (h55). An entry rounds by ε₃₂ of its own size: the level is at most
+    the rms entry's noise edge times (√N + √M)², equal to the old one for a Gaussian matrix."""
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((400, 200)).astype(np.float32)
+    ev = np.sort(np.linalg.svd(W.astype(np.float64), compute_uv=False) ** 2)
+    N, M = W.shape
+    # a Gaussian matrix: the rms bound is λ_max's (Gaussian λ_max ≈ (√N + √M)²·σ², within 10 %)
+    edge = (math.sqrt(N) + math.sqrt(M)) ** 2
+    assert zero_level(ev, N, M) == pytest.approx(ev[-1] * edge * np.finfo(np.float32).eps ** 2, rel=0.1)
+    W[7, 9] = 1e7
+    for precision in ("fast", "accurate"):
+        row = htsr.analyze({"l.weight": W}, precision=precision).layers[0]
+        assert (row.num_zero_evals, row.matrix_rank, row.status) == (0, 200, "ok"), precision
+        assert row.phase != "rank-collapse" and math.isfinite(row.erg_delta_lambda_min)
+
+
+def test_float32_weights_near_their_largest_count_heavy_entries_without_a_warning():
+    """Weights up to 3.4e38 in float32: the heavy-entry bound m + cut lies beyond float32's range, and comparing
+    the array with it had printed numpy's 'overflow encountered in cast' (h55). None lies beyond it: 0, quietly."""
+    G = np.random.default_rng(5).standard_normal((300, 150))
+    W = (G / np.abs(G).max() * 3.4e38).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert count_heavy_entries(W, 1e39) == 0
+        assert htsr.analyze({"l.weight": W}).layers[0].num_heavy_entries == 0
+
+
+def test_the_localisation_of_degenerate_eigenvalues_is_undefined():
+    """Three orthonormal 128 × 128 matrices, one flat spectrum: their bulk's mean participation ratio had been 33
+    (random orthogonal), 12 (Hadamard) and 1 (identity) — the basis the solver chose for one eigenvalue's space, not
+    a property of the weights (h55). NaN, and the status says why; a matrix of distinct eigenvalues keeps its."""
+    import scipy.linalg
+
+    Q, _ = np.linalg.qr(np.random.default_rng(1).standard_normal((128, 128)))
+    for W in (Q, scipy.linalg.hadamard(128) / np.sqrt(128), np.eye(128)):
+        notes: list[str] = []
+        out = localization([W], 0, notes=notes)
+        assert math.isnan(out["loc_pr_bulk_mean"]) and math.isnan(out["loc_ent_bulk_mean"])
+        assert notes == ["bulk eigenvalues degenerate (their eigenvectors any basis): undefined"]
+        row = htsr.analyze({"l.weight": W}, localization=True).layers[0]
+        assert row.status.endswith("; localization: bulk eigenvalues degenerate (their eigenvectors any basis): "
+                                   "undefined")
+    notes = []
+    out = localization([np.random.default_rng(2).standard_normal((200, 128))], 10, notes=notes)
+    assert notes == [] and 20 < out["loc_pr_bulk_mean"] < 60  # (a random unit vector's PR ≈ M/3 = 43)

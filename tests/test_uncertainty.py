@@ -1492,12 +1492,12 @@ def test_analyze_bad_options(option):
 
 
 def test_diagnostics_see_the_fit_s_own_tail_when_eigenvalues_tie_at_x_min():
-    """The KS scan takes every index as a candidate (as WeightWatcher), so with ties its tail can start inside
-    a run of equal values: 68 of the 100 values ≥ x_min here. The diagnostics use those 68 too: with
-    Jeffreys' prior the posterior mean equals the MLE (1e-12: the same sum, in another order). They used
-    all 100 (2.80 against alpha 2.23)."""
+    """With ties the tail had started inside a run of equal values (68 of the 100 values ≥ x_min, alpha 2.23, as
+    WeightWatcher's scan does), the diagnostics used all 100 (2.80). The tail is every λ ≥ x_min (h55): 100, and
+    with Jeffreys' prior the posterior mean equals the MLE (1e-12: the same sum, in another order)."""
     row = htsr.analyze({"d.weight": np.diag(np.r_[np.ones(60), 2 * np.ones(40)])}).layers[0]
-    assert row.num_pl_spikes == 68 and row.xmin == pytest.approx(1.0)  # 1 up to the eigensolver's rounding
+    assert row.num_pl_spikes == 100 and row.xmin == pytest.approx(1.0)  # 1 up to the eigensolver's rounding
+    assert row.alpha == pytest.approx(1 + 100 / (40 * np.log(4)), rel=1e-6)  # (the eigensolver's rounding)
     assert row.bayes_alpha == pytest.approx(row.alpha, rel=1e-12)  # (the same sum in another order: docstring)
 
 

@@ -211,6 +211,9 @@ def _peak_candidates(x: np.ndarray) -> np.ndarray:
 # or scaled-orthogonal matrix: its eigenvalues differ by the eigensolver's rounding, ~1e-6 in float32).
 # Fitting it would give an alpha of 1e6 from rounding noise.
 FLAT_SPREAD = 1e-4
+# Eigenvalues within this relative distance of the next smaller one are one value (an eigensolver's rounding, ~1e-7
+# in float32): no x_min falls between them
+TIE_SPREAD = 1e-6
 
 
 def _fit_once(x: np.ndarray, xmin: str | float) -> PowerLawFit:
@@ -221,8 +224,11 @@ def _fit_once(x: np.ndarray, xmin: str | float) -> PowerLawFit:
                                   "(an orthogonal matrix?); no tail to fit")
     if not isinstance(xmin, str):
         return _fixed_xmin_fit(x, float(xmin))
-    if xmin == "median":
-        candidates = np.array([x.size // 2])  # tail = the top half of the spectrum
+    if xmin == "median":  # tail = the top half of the spectrum, from the start of the run of values it falls in
+        i = x.size // 2
+        while i > 0 and x[i] - x[i - 1] <= TIE_SPREAD * x[i]:
+            i -= 1
+        candidates = np.array([i])
     elif xmin == "peak":
         candidates = _peak_candidates(x)
         if candidates.size == 0:
@@ -233,6 +239,11 @@ def _fit_once(x: np.ndarray, xmin: str | float) -> PowerLawFit:
         raise OptionError(f"unknown x_min strategy {xmin!r}", "xmin", xmin)
     if candidates is None:
         candidates = np.arange(x.size - 1)
+    # the tail is every λ ≥ x_min (THEORY §3): no candidate inside a run of equal values — x_min at a tied value had
+    # fitted 128 of the 150 values ≥ it, its alpha and num_pl_spikes those of no tail (h55) —, nor of values equal
+    # to the solver's rounding (TIE_SPREAD: one path's float32 ties are the other's float64 neighbours)
+    candidates = candidates[(candidates == 0) | (x[candidates] - x[np.maximum(candidates - 1, 0)]
+                                                 > TIE_SPREAD * x[candidates])]
     # a tail whose values all lie within FLAT_SPREAD of its largest is flat too (60 equal singular values above
     # the rest, apart by the solver's rounding: alpha 1e6–1e8, 'ok'): no candidate
     candidates = candidates[x[-1] - x[candidates] > FLAT_SPREAD * x[-1]]

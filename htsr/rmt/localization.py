@@ -44,12 +44,20 @@ ENTROPY_BINS = 100
 _ENTROPY_EPS = 1e-10
 
 
+#: eigenvalues of one matrix within this share of its largest of each other are one (degenerate) eigenvalue: their
+#: eigenvectors are any basis of its space (an orthogonal matrix's: the identity's coordinate vectors, PR 1, or a
+#: Hadamard's, PR 12, for the same spectrum)
+DEGENERATE_GAP = 1e-10
+
+
 def localization(matrices: Sequence[np.ndarray], num_tail: int, scale: float = 1.0,
-                 floor: float | None = 0.0) -> dict[str, float]:
+                 floor: float | None = 0.0, notes: list[str] | None = None) -> dict[str, float]:
     """Mean and spread of the participation and localisation ratios and of the vector entropy of the eigenvectors of
     the ``num_tail`` largest eigenvalues (pooled over ``matrices``) and of the others above ``floor`` (None: above
-    each matrix's :func:`~htsr.spectra.resolved_cut`, the same on either eigenvalue path)."""
-    evals, cuts, pr, lr, ent = [], [], [], [], []
+    each matrix's :func:`~htsr.spectra.resolved_cut`, the same on either eigenvalue path). A group most of whose
+    eigenvalues are degenerate (:data:`DEGENERATE_GAP`) gets NaN: its vectors are a basis the solver chose, and
+    ``notes`` (a list, if given) gets why."""
+    evals, cuts, pr, lr, ent, tied = [], [], [], [], [], []
     matrices = as_matrices(matrices, "localization")
     if not matrices:  # (concatenating nothing had been a bare ValueError)
         raise OptionError("localization: no matrices given; pass a layer's matrices (or one 2-D array)")
@@ -60,20 +68,27 @@ def localization(matrices: Sequence[np.ndarray], num_tail: int, scale: float = 1
                               "finite weights")
         G = A @ A.T if A.shape[0] < A.shape[1] else A.T @ A  # (a square one's X = WᵀW: its input side)
         ev, V = eigh(G.T)  # (G.T: numpy's Gram is exactly symmetric, solved in place; Python's lock released)
+        close = np.diff(ev) <= DEGENERATE_GAP * max(float(ev[-1]), 0.0)  # (ascending: a neighbour's equal)
+        tied.append(np.concatenate([close, [False]]) | np.concatenate([[False], close]))
         evals.append(ev * scale)
         cuts.append(np.full(ev.size, resolved_cut(np.maximum(ev, 0.0) * scale, G.shape[0]) if floor is None
                             else floor))
         pr.append(participation_ratio(V, axis=0))
         lr.append(np.sum(np.abs(V), axis=0) / np.max(np.abs(V), axis=0))
         ent.append(vector_entropy(V, axis=0))
-    ev, cut = np.concatenate(evals), np.concatenate(cuts)
+    ev, cut, tie = np.concatenate(evals), np.concatenate(cuts), np.concatenate(tied)
     ratios = np.stack([np.concatenate(pr), np.concatenate(lr), np.concatenate(ent)])
     order = np.argsort(ev, kind="stable")[::-1]
     tail = order[:max(0, min(num_tail, ev.size))]
     rest = order[tail.size:]
-    groups = {"tail": ratios[:, tail], "bulk": ratios[:, rest[ev[rest] > cut[rest]]]}
+    groups = {"tail": tail, "bulk": rest[ev[rest] > cut[rest]]}
     out: dict[str, float] = {}
-    for g, vals in groups.items():
+    for g, idx in groups.items():
+        vals = ratios[:, idx]
+        if idx.size and 2 * int(np.count_nonzero(tie[idx])) > idx.size:
+            vals = ratios[:, :0]  # (NaN: the vectors of a degenerate eigenvalue are any basis of its space)
+            if notes is not None:
+                notes.append(f"{g} eigenvalues degenerate (their eigenvectors any basis): undefined")
         for q, row in zip(("pr", "lr", "ent"), vals):
             out[f"loc_{q}_{g}_mean"] = float(np.mean(row)) if row.size else float("nan")
             out[f"loc_{q}_{g}_std"] = float(np.std(row, ddof=1)) if row.size > 1 else float("nan")

@@ -70,10 +70,14 @@ class MPFit(NanEqual):
         return cls(NAN, NAN, NAN, NAN, 0, num_zero, NAN, NAN)
 
 
-def zero_level(lambda_max: float, N: int, M: int) -> float:
-    """Eigenvalues of an N × M layer at or below this are zero at float32 precision: λ_max·((√N + √M)·ε₃₂)², the
-    largest eigenvalue of rounding noise of ε₃₂·σ_max per entry (every |W_ij| ≤ σ_max, and storing or forming the
-    entries in float32 rounds each by ε₃₂ of its size, a product's a few times that): the MP edge of that noise.
+def zero_level(evals: np.ndarray, N: int, M: int) -> float:
+    """Eigenvalues of an N × M layer (``evals`` ascending, its whole spectrum) at or below this are zero at float32
+    precision: λ_max·((√N + √M)·ε₃₂)², the largest eigenvalue of rounding noise of ε₃₂·σ_max per entry (every
+    |W_ij| ≤ σ_max, and storing or forming the entries in float32 rounds each by ε₃₂ of its size, a product's a
+    few times that): the MP edge of that noise. But no more than what noise of ε₃₂ times the entries' rms would
+    give, times (√N + √M)² (mean(λ)/N = rms²: the same level for a Gaussian matrix, λ_max = (√N + √M)²·rms², and
+    a margin of (√N + √M)² over a float32 product's rounding): one entry 10⁷ times the others rounds by ε₃₂ of its
+    own size, in its own spike's direction, and had made a resolved bulk of 199 eigenvalues 'zeros' (h55).
     Weights are stored in float32 or coarser, so a smaller eigenvalue is rounding, not signal; a float64 floor
     would count the rounding of a float32 low-rank product as rank on one precision path and not the other.
     (numpy's ``matrix_rank`` tolerance for a float32 matrix, σ_max·max(N, M)·ε, bounds a float32 *solver*'s
@@ -81,7 +85,10 @@ def zero_level(lambda_max: float, N: int, M: int) -> float:
     embedding.) Both paths count alike but for one case: the fast path's float32 Gram resolves eigenvalues only
     to ~ε·λ_max, so a matrix with exact zeros too few to refine it (under ``refine_fraction``) may show some of
     them as tiny positive values (768 × 768 of rank 761: 4 zeros fast, 7 accurate)."""
-    return lambda_max * ((math.sqrt(N) + math.sqrt(M)) * _EPS32) ** 2
+    if not len(evals):
+        return 0.0
+    edge = (math.sqrt(N) + math.sqrt(M)) ** 2
+    return min(float(evals[-1]), edge * float(np.mean(evals)) / N) * edge * _EPS32 ** 2
 
 
 def tw_edge(N: int, M: int) -> tuple[float, float]:
@@ -159,7 +166,7 @@ def fit_mp(evals: np.ndarray, N: int, M: int, scale: float = 1.0, tw_margin: flo
     Q = N / M
     mu, s = tw_edge(N, M)
     lmax = float(ev[-1])
-    lo = int(np.searchsorted(ev, max(zero_level(lmax, N, M), zero_floor), side="right"))  # zero eigenvalues: [0, lo)
+    lo = int(np.searchsorted(ev, max(zero_level(ev, N, M), zero_floor), side="right"))  # zero eigenvalues: [0, lo)
     num_zero = lo
     hi = ev.size
     # the bulk keeps the lower half of the non-zero eigenvalues at least: a spectrum whose top half lies above

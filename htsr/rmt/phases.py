@@ -82,7 +82,10 @@ def count_heavy_entries(W: np.ndarray, cut: float) -> int:
     """Entries with |W_ij − mean| > ``cut`` (:func:`bbp_entry_scale`), counted without a full-size temporary (this
     runs on every layer)."""
     m = float(W.mean(dtype=np.float64))
-    return int(np.count_nonzero(W > m + cut)) + int(np.count_nonzero(W < m - cut))
+    # (a bound beyond the dtype's range holds no entry beyond it: compared, numpy cast it with an overflow warning)
+    big = float(np.finfo(W.dtype).max) if W.dtype.kind == "f" else math.inf
+    return (int(np.count_nonzero(W > m + cut)) if m + cut < big else 0) + (
+        int(np.count_nonzero(W < m - cut)) if m - cut > -big else 0)
 
 
 def num_zero_evals(evals: Sequence[float], N: int, M: int, floor: float = 0.0) -> int:
@@ -95,7 +98,7 @@ def num_zero_evals(evals: Sequence[float], N: int, M: int, floor: float = 0.0) -
     evals = np.sort(np.asarray(evals, dtype=np.float64))  # (numpy's SVD gives them descending: as fit_mp, sorted)
     if evals.size == 0:
         return 0
-    return bisect.bisect_right(evals, max(zero_level(float(evals[-1]), N, M), floor))
+    return bisect.bisect_right(evals, max(zero_level(evals, N, M), floor))
 
 
 def mp_fits_bulk(mp: MPFit, num_evals: int, num_zero: int) -> bool:
