@@ -2258,3 +2258,20 @@ def test_the_tpl_test_rejects_true_power_laws_of_alpha_up_to_2_at_about_its_leve
         # 0.16: the level 0.1 plus 3 binomial sd of 200 samples (0.021); measured 0.11 and 0.07 on 400, the
         # halved p 0.23 and 0.17
         assert np.mean(np.asarray(p) < 0.1) < 0.16, (alpha, np.mean(np.asarray(p) < 0.1))
+
+
+def test_the_uncertainty_of_a_fit_without_its_top_sees_the_fits_values_when_the_top_ties():
+    """drop_top=1 with the two largest eigenvalues equal (a repeated singular value): the values the fit saw had
+    been taken by value (x ≤ xmax), the dropped one back among them, and the Bayesian mean (3.04 against the MLE
+    3.22 on a block-diagonal layer, h56), the tests, bootstrap and warning were of another tail. By count: with
+    Jeffreys' prior the posterior mean is the MLE (1e-12: the same sum, in another order)."""
+    from htsr.fits.uncertainty import tail_uncertainty
+
+    rng = np.random.default_rng(2)
+    x = np.sort(np.concatenate([rng.uniform(0.1, 1, 100), (1 - rng.random(100)) ** (-1 / 1.5)]))
+    x[-1] = x[-2]
+    fit = fit_power_law(x, drop_top=1)
+    assert fit.num_fingers == 1 and fit.xmax == x[-1]  # (the one kept equals the one dropped)
+    assert tail_uncertainty(x, fit)["bayes_alpha"] == pytest.approx(fit.alpha, rel=1e-12)
+    row = htsr.analyze({"b.weight": np.kron(np.eye(4), rng.standard_t(3, (64, 64)))}, drop_top=1).layers[0]
+    assert row.bayes_alpha == pytest.approx(row.alpha, rel=1e-9)  # (its top eigenvalue 4 times, to rounding)

@@ -33,9 +33,10 @@ def tail_uncertainty(x: np.ndarray, fit: PowerLawFit, *, xmin: str | float = "ks
     out: dict[str, Any] = {}
     if fit.status != "ok" or not math.isfinite(fit.alpha):
         return out
-    seen = x[x <= fit.xmax]  # the values the fit saw (clip_xmax drops the top ones)
-    # its tail: the top n, which with ties at x_min is not every value ≥ x_min (the KS scan, as
-    # WeightWatcher's, takes each index as a candidate, a tie's later ones included)
+    # the values the fit saw: clip_xmax and drop_top leave out the top num_fingers, by count (by value, x ≤ xmax, a
+    # dropped one equal to the largest kept had come back: the intervals, tests and warning of another tail, h56)
+    seen = x[:x.size - fit.num_fingers]
+    # its tail: the top n (every value ≥ x_min: the scan's candidates start a run of equal values)
     n = fit.num_pl_spikes
     tail = seen[seen.size - n:] if 0 < n <= seen.size and seen[seen.size - n] == fit.xmin else seen[seen >= fit.xmin]
     b = bayesian_alpha(tail, fit.xmin, confidence, prior_shape, prior_rate, share)
