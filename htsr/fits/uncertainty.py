@@ -25,7 +25,8 @@ def tail_uncertainty(x: np.ndarray, fit: PowerLawFit, *, xmin: str | float = "ks
                      bootstrap: int = 0, seed: int = 0, confidence: float = 0.95, prior_shape: float = 0.0,
                      prior_rate: float = 0.0, bayes_average: bool = False,
                      notes: list[str] | None = None, share: float = 1.0) -> dict[str, Any]:
-    """Columns for a successful ``fit`` of the sorted values ``x`` (only the columns computed). Why a computed
+    """Columns for a successful ``fit`` of the sorted values ``x``, those the fit was given (its top
+    ``num_fingers``, which clip_xmax or drop_top left out, included) (only the columns computed). Why a computed
     column is NaN (a TPL or E-TPL fit that failed) is appended to ``notes`` when given: a layer's status.
     ``share`` (≤ 1): the information each value carries when they are not independent (FARMS' windows overlap,
     repeating rows: the share of the pooled entries that are distinct); the intervals, tests and bootstrap
