@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import OptionError
-from .fits.powerlaw import FLAT_SPREAD, ks_scan
+from .fits.powerlaw import FLAT_SPREAD, ks_scan, run_starts
 from .results import SUMMARY_METRICS, Summary, means_rows, phase_column, phase_rows
 from .rmt.mp import zero_level
 from .rmt.phases import PHASES
@@ -299,7 +299,8 @@ def xmin_scan(row: Any, sp: Any) -> Panel:
         return _empty(title, xl, yl, _note(row, "fewer than 3 eigenvalues to scan"), xlog=True, ylabel2="alpha")
     # every candidate's D costs a pass over the tail (O(n²) in all: 6 s for 11 520 eigenvalues): a spread of
     # candidates as dense as the thinned curves, and the chosen x_min's (the curve's minimum is the fit's)
-    idx = np.flatnonzero(x[-1] - x[:-1] > FLAT_SPREAD * x[-1])  # (a flat tail is no candidate of the fit's)
+    # (a flat tail is no candidate of the fit's, nor a value inside a run of equal ones)
+    idx = run_starts(x, np.flatnonzero(x[-1] - x[:-1] > FLAT_SPREAD * x[-1]))
     if idx.size == 0:
         return _empty(title, xl, yl, _note(row, "a flat tail: no candidate to scan"), xlog=True, ylabel2="alpha")
     if idx.size > 4 * MAX_POINTS:

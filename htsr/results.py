@@ -115,7 +115,7 @@ class LayerResult(NanEqual):
     num_spikes: float = NAN  # eigenvalues above mp_threshold
     mp_softrank: float = NAN  # mp_lambda_plus / lambda_max
     mp_ks: float = NAN  # KS distance between the bulk and the fitted MP law
-    num_zero_evals: float = NAN  # eigenvalues zero at float32 precision, λ <= λ_max·((√N+√M)·ε32)² (rmt.num_zero_evals)
+    num_zero_evals: float = NAN  # eigenvalues zero at float32 precision (rmt.num_zero_evals, rmt.mp.zero_level)
     num_heavy_entries: float = NAN  # entries beyond the BBP scale (NM)^(1/4)·mp_sigma
     # randomisation (randomize; see htsr.rmt.traps)
     rand_lambda_max: float = NAN  # largest eigenvalue of the element-shuffled matrices

@@ -248,6 +248,16 @@ def test_xmin_scan_minimum_is_the_fit(model, name):
     _check_scan_minimum(*_row(model, name))
 
 
+def test_xmin_scan_of_tied_eigenvalues_scans_the_fits_candidates():
+    """Singular values 1 (× 75) and 2 (× 75): the fit's candidates start a run of equal values, the figure's had
+    not, its minimum another than the fit's and its note blaming xmin='peak' or a fixed x_min (h57)."""
+    for precision in ("fast", "accurate"):
+        W = np.diag(np.r_[np.ones(75), 2 * np.ones(75)])
+        r = htsr.analyze({"d.weight": W}, keep_spectra=True, tails=False, precision=precision)
+        _check_scan_minimum(r.layers[0], r.spectra[0])
+        assert "is not the fit's x_min" not in F.xmin_scan(r.layers[0], r.spectra[0]).note
+
+
 def test_xmin_scan_with_clip_xmax_scans_what_the_refit_saw():
     r = htsr.analyze({"w.weight": _rng(1).standard_normal((600, 200))}, keep_spectra=True, clip_xmax=True)
     row, sp = r.layers[0], r.spectra[0]
@@ -815,9 +825,12 @@ def test_xmin_scan_spread_always_scans_the_fits_x_min(gauss, monkeypatch):
     """Above 4·MAX_POINTS candidates a spread is scanned, plus the fit's x_min: its own index, found by a left
     search (the next one, a right search's, is another candidate). Here 2500 seeded Pareto eigenvalues and an x_min
     off the spread's grid, so only the added index brings it in."""
+    from htsr.fits.powerlaw import run_starts
+
     x = np.sort(_rng(8).pareto(2.0, 2500) + 1.0)
-    grid = np.linspace(0, x.size - 2, 4 * F.MAX_POINTS).round().astype(np.intp)  # (every candidate but the top)
-    k = 1002
+    cand = run_starts(x, np.arange(x.size - 1))  # (every candidate but the top, as the fit's)
+    grid = cand[np.linspace(0, cand.size - 1, 4 * F.MAX_POINTS).round().astype(np.intp)]
+    k = int(next(c for c in cand[cand >= 1000] if c not in grid))
     assert k not in grid and k + 1 in grid  # (the case: else it checks nothing)
     seen = []
     orig = F.ks_scan

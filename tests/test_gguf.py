@@ -397,8 +397,10 @@ def test_truncated_in_data_section_names_the_tensor(small_file):
     with pytest.raises(SourceError) as ei:
         refs["blk.0.ffn_up.weight"].load()
     _one_line_source_error(ei, str(small_file), "cut off 24 bytes short", "run past its end (248 of 272 there)")
-    rows = {l.name: l for l in htsr.analyze(small_file, min_evals=2).layers}
+    r = htsr.analyze(small_file, min_evals=2)
+    rows = {l.name: l for l in r.layers}
     assert rows["blk.0.ffn_up"].status.startswith(f"failed: {small_file}: cut off 24 bytes short")
+    assert r.source == f"{small_file} (cut off: 1 tensor(s) past the end of the file; fetch it again)"
     assert all(l.status == "ok" for n, l in rows.items() if n != "blk.0.ffn_up")
 
 

@@ -4775,6 +4775,8 @@ def test_a_cut_off_files_rows_are_made_by_their_shapes_and_a_lying_header_is_sti
         assert rows["a"].status == "ok"
         assert rows["c"].shape == ("48x80" if flax else "80x48")
         assert rows["c"].status.startswith(f"failed: {path}: cut off 100 bytes short")
+        # the source says it too: a file whose only tensors past the cut are 1-D had read as sound (h57)
+        assert r.source == f"{path} (cut off 100 bytes short: 1 tensor(s) past the cut; fetch it again)"
     header = {"a.weight": {"dtype": "F32", "shape": [64, 48], "data_offsets": [0, 12288]},
               "b.weight": {"dtype": "F32", "shape": [2**70, 2**70], "data_offsets": [12288, 12288 + 2**142]}}
     path = _write_safetensors_raw(tmp_path / "lie.safetensors", header, ts["a.weight"].tobytes())

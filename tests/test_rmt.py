@@ -1361,3 +1361,11 @@ def test_the_localisation_of_degenerate_eigenvalues_is_undefined():
     notes = []
     out = localization([np.random.default_rng(2).standard_normal((200, 128))], 10, notes=notes)
     assert notes == [] and 20 < out["loc_pr_bulk_mean"] < 60  # (a random unit vector's PR ≈ M/3 = 43)
+    # stored in float32, an orthogonal matrix's eigenvalues spread by ~2e-7: degenerate still (it had PR 86, h57);
+    # a bulk under a spike 1e10 times its gaps is resolved (it had been called degenerate, relative to λ_max)
+    notes = []
+    assert math.isnan(localization([Q.astype(np.float32)], 0, notes=notes)["loc_pr_bulk_mean"]) and notes
+    W = np.random.default_rng(3).standard_normal((400, 200))
+    W[7, 9] = 1e7
+    notes = []
+    assert math.isfinite(localization([W], 1, notes=notes)["loc_pr_bulk_mean"]) and notes == []

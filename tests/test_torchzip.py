@@ -2314,8 +2314,12 @@ def test_a_short_storages_tensor_keeps_its_kind_and_shape(tmp_path):
         for n in src.namelist():
             data = src.read(n)
             dst.writestr(n, data[:-64] if n.endswith(("/data/1", "/data/2")) else data)
-    rows = {r.name: r for r in htsr.analyze(short, min_evals=5).layers}
+    r = htsr.analyze(short, min_evals=5)
+    rows = {row.name: row for row in r.layers}
     assert sorted(rows) == ["conv", "fc"] and rows["fc"].status == "ok"
+    # the source says it, the damaged norm weight named (it gets no row: h57)
+    assert r.source == (f"{short} (2 tensor(s) with storage truncated or corrupt, conv.weight, norm.weight: save or "
+                        "download it again)")
     assert (rows["conv"].kind, rows["conv"].shape) == ("conv2d", "64x32x3x3")
     assert rows["conv"].status.startswith(f"failed: {short}: tensor conv.weight: shape [64, 32, 3, 3] needs")
     assert [r.name for r in htsr.analyze(short, min_evals=5, kinds="conv2d").layers] == ["conv"]

@@ -2275,5 +2275,7 @@ def test_the_uncertainty_of_a_fit_without_its_top_sees_the_fits_values_when_the_
     fit = fit_power_law(x, drop_top=1)
     assert fit.num_fingers == 1 and fit.xmax == x[-1]  # (the one kept equals the one dropped)
     assert tail_uncertainty(x, fit)["bayes_alpha"] == pytest.approx(fit.alpha, rel=1e-12)
+    # in any order, as fit_power_law takes them (the top by count had been the last positions, h57)
+    assert tail_uncertainty(rng.permutation(x), fit) == tail_uncertainty(x, fit)
     row = htsr.analyze({"b.weight": np.kron(np.eye(4), rng.standard_t(3, (64, 64)))}, drop_top=1).layers[0]
     assert row.bayes_alpha == pytest.approx(row.alpha, rel=1e-9)  # (its top eigenvalue 4 times, to rounding)

@@ -30,7 +30,7 @@ import scipy.special
 
 from ..errors import OptionError
 from ..specs import check_args, check_values
-from .powerlaw import check_tail
+from .powerlaw import check_tail, run_starts
 from ..values import NanEqual
 
 __all__ = ["BayesAlpha", "bayesian_alpha", "bayesian_alpha_averaged"]
@@ -76,7 +76,8 @@ def bayesian_alpha_averaged(x: np.ndarray, level: float = 0.95, prior_shape: flo
     level, prior_shape, prior_rate, share = float(level), float(prior_shape), float(prior_rate), float(share)
     x = check_values("bayesian_alpha_averaged", x, "x")
     N = x.size
-    k = np.arange(0, N - min_tail + 1)  # candidate x_k = x[k]; tail size n = N − k ≥ min_tail
+    # candidate x_k = x[k], where a run of equal values starts (the fit's); tail size n = N − k ≥ min_tail
+    k = run_starts(x, np.arange(0, N - min_tail + 1))
     L = np.log(x)
     S = np.cumsum(L[::-1])[::-1]  # Σ_{j ≥ k} ln x_j
     n = (N - k).astype(np.float64)

@@ -110,8 +110,8 @@ def ks_scan(x: np.ndarray, candidates: np.ndarray | None = None) -> tuple[np.nda
     """Return (alphas, Ds) for x_min = x[i] for every candidate index i (all KS distances, exactly).
 
     ``x`` must be sorted ascending and positive. The default candidates are all indices but the last
-    (duplicates included, as WeightWatcher does). A candidate whose α̂ ≤ 1 gets D = 1: the fitted law
-    is not normalisable there.
+    (duplicates included, as WeightWatcher does; :func:`fit_power_law` scans those where a run of equal values
+    starts, :func:`run_starts`). A candidate whose α̂ ≤ 1 gets D = 1: the fitted law is not normalisable there.
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 1 or (x.size > 1 and not np.all(x[1:] >= x[:-1])) or (x.size and not x[0] > 0):
@@ -216,6 +216,16 @@ FLAT_SPREAD = 1e-4
 TIE_SPREAD = 1e-6
 
 
+def run_starts(x: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """The ``candidates`` (indices of the sorted ``x``) at which a run of equal values starts: the tail is every
+    λ ≥ x_min (THEORY §3), so no x_min candidate lies inside a run — one at a tied value had fitted 128 of the 150
+    values ≥ it, its alpha and num_pl_spikes those of no tail (h55) —, values within :data:`TIE_SPREAD` of the
+    one below counting as equal (one path's float32 ties are the other's float64 neighbours)."""
+    candidates = np.asarray(candidates, dtype=np.intp)
+    below = x[np.maximum(candidates - 1, 0)]
+    return candidates[(candidates == 0) | (x[candidates] - below > TIE_SPREAD * x[candidates])]
+
+
 def _fit_once(x: np.ndarray, xmin: str | float) -> PowerLawFit:
     if x.size < 2 or x[0] == x[-1]:
         return PowerLawFit.failed("fewer than 2 distinct eigenvalues above the floor")
@@ -239,11 +249,7 @@ def _fit_once(x: np.ndarray, xmin: str | float) -> PowerLawFit:
         raise OptionError(f"unknown x_min strategy {xmin!r}", "xmin", xmin)
     if candidates is None:
         candidates = np.arange(x.size - 1)
-    # the tail is every λ ≥ x_min (THEORY §3): no candidate inside a run of equal values — x_min at a tied value had
-    # fitted 128 of the 150 values ≥ it, its alpha and num_pl_spikes those of no tail (h55) —, nor of values equal
-    # to the solver's rounding (TIE_SPREAD: one path's float32 ties are the other's float64 neighbours)
-    candidates = candidates[(candidates == 0) | (x[candidates] - x[np.maximum(candidates - 1, 0)]
-                                                 > TIE_SPREAD * x[candidates])]
+    candidates = run_starts(x, candidates)
     # a tail whose values all lie within FLAT_SPREAD of its largest is flat too (60 equal singular values above
     # the rest, apart by the solver's rounding: alpha 1e6–1e8, 'ok'): no candidate
     candidates = candidates[x[-1] - x[candidates] > FLAT_SPREAD * x[-1]]

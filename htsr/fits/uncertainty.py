@@ -25,7 +25,7 @@ def tail_uncertainty(x: np.ndarray, fit: PowerLawFit, *, xmin: str | float = "ks
                      bootstrap: int = 0, seed: int = 0, confidence: float = 0.95, prior_shape: float = 0.0,
                      prior_rate: float = 0.0, bayes_average: bool = False,
                      notes: list[str] | None = None, share: float = 1.0) -> dict[str, Any]:
-    """Columns for a successful ``fit`` of the sorted values ``x``, those the fit was given (its top
+    """Columns for a successful ``fit`` of the values ``x`` (any order), those the fit was given (its top
     ``num_fingers``, which clip_xmax or drop_top left out, included) (only the columns computed). Why a computed
     column is NaN (a TPL or E-TPL fit that failed) is appended to ``notes`` when given: a layer's status.
     ``share`` (≤ 1): the information each value carries when they are not independent (FARMS' windows overlap,
@@ -34,6 +34,9 @@ def tail_uncertainty(x: np.ndarray, fit: PowerLawFit, *, xmin: str | float = "ks
     out: dict[str, Any] = {}
     if fit.status != "ok" or not math.isfinite(fit.alpha):
         return out
+    x = np.asarray(x, dtype=np.float64)
+    if x.size > 1 and not bool(np.all(x[1:] >= x[:-1])):  # (as fit_power_law takes them: any order; the top by
+        x = np.sort(x)  # count below had been the last positions of unsorted values, h57)
     # the values the fit saw: clip_xmax and drop_top leave out the top num_fingers, by count (by value, x ≤ xmax, a
     # dropped one equal to the largest kept had come back: the intervals, tests and warning of another tail, h56)
     seen = x[:x.size - fit.num_fingers]

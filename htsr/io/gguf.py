@@ -377,6 +377,9 @@ class GGUFFile:
                 f"{self.path}: corrupt or unsupported GGUF file ({described(e)})"
             ) from None
 
+        if self._reader.cut_off:  # (said of the source too: a 1-D tensor past the cut is passed over, no failed row)
+            self.description += (f" (cut off: {len(self._reader.cut_off)} tensor(s) past the end of the file; fetch it "
+                                 "again)")
         # (name, why) of the tensors that are no weight matrix (not yielded)
         self.not_weights: list[tuple[str, str]] = [
             (name, why) for name, ne in [(t.name, tuple(int(d) for d in t.shape)) for t in self._reader.tensors]

@@ -194,6 +194,9 @@ class SafetensorsFile:
                     "belong to no tensor — a tensor's entry is missing; re-save the file")
             pos = max(pos, end)
         self._past = {name: cut_off(self.path, pos - data_len, *entries[name][2:], data_len) for name in past}
+        if past:  # (said of the source too: a 1-D tensor past the cut is passed over, no failed row)
+            self.description += (f" (cut off {pos - data_len} bytes short: {len(past)} tensor(s) past the cut; fetch it "
+                                 "again)")
         if pos < data_len:
             raise self._fail(f"corrupt safetensors header: {data_len - pos} bytes follow the last tensor's data and "
                              "belong to no tensor — a tensor's entry is missing, or the file was appended to; "
@@ -319,6 +322,8 @@ class ShardedSafetensors:
             if loras:
                 self.description += (f" ({', '.join(f.path.name for f in loras)} left out: a LoRA, an update of the "
                                      "model: analyse it on its own, with --base for W and W + ΔW)")
+        if cut := [f.path.name for f in self._files if f._past]:  # (a shard's own note: the folder's source)
+            self.description += f" ({', '.join(cut)} cut off: tensors past the cut; fetch them again)"
 
     def _one_copy(self, files: list[SafetensorsFile], left: list[str]) -> list[SafetensorsFile]:
         """Loose files are one model's parts unless they repeat tensor names. Variants of one file

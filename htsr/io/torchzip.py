@@ -971,6 +971,9 @@ class _PickledTensors:
                              + " — truncated or corrupt file")
         self._broken = {n: (t, cls, f"{self.path}: tensor {n}: {why} — truncated or corrupt file; save or download "
                                     "it again") for n, why, t, cls in problems}
+        if problems:  # (said of the source too: a damaged norm weight's is passed over as 1-D, no failed row)
+            self.description += (f" ({len(problems)} tensor(s) with storage truncated or corrupt, "
+                                 f"{listed([n for n, *_ in problems], 3)}: save or download it again)")
         return out
 
     def __len__(self) -> int:

@@ -44,10 +44,12 @@ ENTROPY_BINS = 100
 _ENTROPY_EPS = 1e-10
 
 
-#: eigenvalues of one matrix within this share of its largest of each other are one (degenerate) eigenvalue: their
+#: two neighbouring eigenvalues of one matrix within this share of the larger are one (degenerate) eigenvalue: their
 #: eigenvectors are any basis of its space (an orthogonal matrix's: the identity's coordinate vectors, PR 1, or a
-#: Hadamard's, PR 12, for the same spectrum)
-DEGENERATE_GAP = 1e-10
+#: Hadamard's, PR 12, for the same spectrum). Above float32 storage's spread of one eigenvalue (~2e-7: an orthogonal
+#: matrix stored in float32 had PR 86, a basis its rounding chose); relative to the pair, not to λ_max (a spike
+#: 1e10 times the bulk's gaps had made a resolved bulk 'degenerate', h57)
+DEGENERATE_GAP = 1e-5
 
 
 def localization(matrices: Sequence[np.ndarray], num_tail: int, scale: float = 1.0,
@@ -68,7 +70,7 @@ def localization(matrices: Sequence[np.ndarray], num_tail: int, scale: float = 1
                               "finite weights")
         G = A @ A.T if A.shape[0] < A.shape[1] else A.T @ A  # (a square one's X = WᵀW: its input side)
         ev, V = eigh(G.T)  # (G.T: numpy's Gram is exactly symmetric, solved in place; Python's lock released)
-        close = np.diff(ev) <= DEGENERATE_GAP * max(float(ev[-1]), 0.0)  # (ascending: a neighbour's equal)
+        close = np.diff(ev) <= DEGENERATE_GAP * np.abs(ev[1:])  # (ascending: a neighbour's equal)
         tied.append(np.concatenate([close, [False]]) | np.concatenate([[False], close]))
         evals.append(ev * scale)
         cuts.append(np.full(ev.size, resolved_cut(np.maximum(ev, 0.0) * scale, G.shape[0]) if floor is None
