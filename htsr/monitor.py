@@ -511,8 +511,8 @@ def load_history(csv_path: str | os.PathLike, threshold: float = 2.0) -> list[Mo
 
     Rows belong to one record while (step, epoch, time) stays the same and no layer repeats; ``alert``
     is replayed with ``threshold`` by the live monitor's rule (a record averaging other rows than the last one
-    judged is a new start, no crossing; a step or epoch going back starts afresh, as binding another model does);
-    ``seconds`` is NaN.
+    judged is a new start, no crossing); ``seconds`` is NaN. The CSV does not record a monitor bound to another model
+    (a k-fold loop's next fold), which starts afresh live: give each model its own CSV to replay it.
     """
     if not Path(csv_path).is_file():  # a pipe would block the read forever
         if not os.path.exists(csv_path):
@@ -543,14 +543,10 @@ def load_history(csv_path: str | os.PathLike, threshold: float = 2.0) -> list[Mo
                 groups.append((key, [la]))
     records: list[MonitorRecord] = []
     alert, rows = False, None
-    for (step, epoch, t), layers in groups:  # (the alerts as the live monitor raised them: _judged)
-        step, epoch = _number(step), _number(epoch)
-        if records and any(now is not None and before is not None and now < before
-                           for now, before in ((step, records[-1].step), (epoch, records[-1].epoch))):
-            alert, rows = False, None  # a step or epoch back: another model's run (a k-fold loop's next fold), which
-            # the live monitor starts afresh when it binds it
+    for (step, epoch, t), layers in groups:  # (the alerts as the live monitor raised them: _judged; a run resumed
+        # from an earlier checkpoint, its steps going back, continues the state, as a monitor built on the CSV does)
         mean, crossed, _, alert, rows = _judged(layers, threshold, alert, rows)
-        records.append(MonitorRecord(step, epoch, _float(t), tuple(layers), mean, crossed))
+        records.append(MonitorRecord(_number(step), _number(epoch), _float(t), tuple(layers), mean, crossed))
     return records
 
 

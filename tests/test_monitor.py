@@ -1325,19 +1325,18 @@ def test_a_monitor_that_could_never_alert_says_so_and_bad_callback_arguments_are
         load_history(tmp_path / "missing.csv")
 
 
-def test_load_history_starts_afresh_where_the_steps_go_back_as_rebinding_does(tmp_path):
-    """A k-fold loop reusing one monitor and CSV: binding fold 2's model starts the alert state afresh, so fold 2
-    alerted live; load_history ran straight on and reported no alert there (h54). A step going back starts afresh
-    in the replay."""
-    csv_path = tmp_path / "kfold.csv"
-    mon = AlphaMonitor(mlp(), csv_path, unit="step", threshold=50.0)
-    for fold in range(2):
-        if fold:
-            mon.model = mlp()
-        for s in (1, 2):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                mon.record(step=s)
-    live = [r.alert for r in mon.history]
-    assert live == [True, False, True, False]  # (default init: alpha below 50; each fold alerts at its first)
-    assert [r.alert for r in load_history(csv_path, 50.0)] == live
+def test_load_history_replays_a_run_resumed_from_an_earlier_checkpoint_as_it_ran(tmp_path):
+    """Run 1 records steps 100 (above) and 200 (below: an alert); the run resumed from its step-150 checkpoint
+    records 150, below: live, the monitor built on the CSV continues its state and does not alert again. The replay
+    had started afresh where the steps went back (a rule for a k-fold loop's rebinding, which the CSV does not
+    record) and reported an alert at 150 the monitor never raised (h59)."""
+    csv_path = tmp_path / "alpha.csv"
+    model = mlp()
+    mon = AlphaMonitor(model, csv_path, unit="step", threshold=4.0)
+    set_tail(model, 6.0)
+    mon.record(step=100)
+    set_tail(model, 1.5)
+    assert mon.record(step=200).alert
+    resumed = AlphaMonitor(model, csv_path, unit="step", threshold=4.0)
+    assert not resumed.record(step=150).alert and resumed.alerts == []
+    assert [(r.step, r.alert) for r in load_history(csv_path, 4.0)] == [(100, False), (200, True), (150, False)]
