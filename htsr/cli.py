@@ -622,6 +622,7 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "one summary metric, and per-layer values side by side for the layers present in every "
                     "model. With --base-distances and two models, also how far the first is from the second, "
                     "layer by layer (Frobenius, ESD Jensen-Shannon distance, lambda_max change, linear CKA).",
+        epilog=_EXIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="two or more models (any format htsr analyze reads)")
     p.add_argument("--labels", type=_labels_arg, action=_Once, metavar="A,B,...",

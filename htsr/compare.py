@@ -338,7 +338,7 @@ def glob_order(labels: Sequence[str]) -> tuple[str, str] | None:
     """The first two labels out of their numbers' order when the labels are in alphabetical order — a shell's
     glob (checkpoint-1000 before checkpoint-500, step-1000 before step-50) —, else None: an order the user chose."""
     labels = [re.sub(r"#\d+$", "", lab) for lab in labels]  # (a suffix that made a label unique)
-    if len(labels) < 3 or labels != sorted(labels):
+    if len(labels) < 2 or labels != sorted(labels):
         return None
     keys = [_natural_key(lab) for lab in labels]
     return next(((a, b) for a, b, ka, kb in zip(labels, labels[1:], keys, keys[1:]) if ka > kb), None)
@@ -768,11 +768,13 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
     if c.common_layers:
         of = ("" if all(r.summary.means_over == "all" for r in c.results)
               else ", of the rows the summary means average")
-        parts.append(f"mean {c.layer_metric} over the {c.num_common_finite} layers present in every model with one "
+        n = c.num_common_finite
+        parts.append(f"mean {c.layer_metric} over the {n} layer{'s' * (n != 1)} present in every model with one "
                      f"shape where it is finite in each{of} (the same layers for all): "
                      + "  ".join(f"{lab} {format_value(v)}" for lab, v in zip(c.labels, c.common_means)))
     if layers:
-        parts += ["", f"{c.layer_metric} per layer, {len(c.common_layers)} layers present in every model"
+        parts += ["", f"{c.layer_metric} per layer, {len(c.common_layers)} layer{'s' * (len(c.common_layers) != 1)} "
+                      "present in every model"
                   + (f" ({len(c.shape_differs)} of them under one name but of other shapes: other layers, "
                      "shown with their shapes)" if c.shape_differs else "") + ":"]
         if not c.common_layers and c.partial_layers:
@@ -787,7 +789,7 @@ def format_comparison(c: Comparison, columns: Sequence[str] | None = None, layer
                                  for n, k, s, v in zip(c.common_layers, c.layer_kinds, c.layer_shapes,
                                                        c.layer_values)], text_columns=3))
     if c.partial_layers:
-        parts += ["", f"{len(c.partial_layers)} layers present in only some models:"]
+        parts += ["", f"{len(c.partial_layers)} layer{'s' * (len(c.partial_layers) != 1)} present in only some models:"]
         parts += [f"  {n}: {', '.join(h)}" for n, h in c.partial_layers]
     return "\n".join(parts)
 

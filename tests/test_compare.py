@@ -1764,6 +1764,9 @@ def test_a_series_given_out_of_its_numbers_order_is_said_to_be():
     assert "puts run2/checkpoint-1500/model before run2/checkpoint-500/model" in note(
         ["run2/checkpoint-1000/model", "run2/checkpoint-1500/model", "run2/checkpoint-500/model"])
     assert "puts step-1000 before step-200" in note(["step-1000", "step-200", "step-50"])
+    # two checkpoints, as the README's example (three had been needed, h59)
+    two = format_comparison(compare(runs[:2], labels=["checkpoint-1000", "checkpoint-500"]))
+    assert "puts checkpoint-1000 before checkpoint-500" in two
     for labels in (["ck-313", "ck-626", "ck-1252"], ["a", "b", "c"], ["run2/ck-500/m", "run2/ck-1000/m", "run2/ck-1500/m"],
                    ["lr3-ep20/m", "lr1-ep10/m", "lr2-ep5/m"],  # (an order chosen: not alphabetical)
                    # decimals ('lr0.001' had read as 1; 'lr0.25' is before 'lr0.3'), exponents, versions (v1.10 after

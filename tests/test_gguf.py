@@ -1187,9 +1187,9 @@ def test_every_cut_inside_the_header_is_said_to_be_truncated(tmp_path):
         with pytest.raises(SourceError) as ei:
             GGUFFile(cut_path)
         msg = _one_line_source_error(ei, str(cut_path))
-        assert "GGUF header is truncated or corrupt:" in msg or "cannot fit in the file" in msg, (cut, msg)
+        assert "GGUF header is truncated or corrupt:" in msg, (cut, msg)  # (every cut: the counts too, h59)
         said[cut] = "truncated" in msg
-    assert sum(said.values()) >= len(said) // 2, said  # (measured: 105 of the 168 cuts say truncated)
+    assert all(said.values()), said
 
 
 @pytest.mark.parametrize("dtype", ["int8", "int16", "int32", "int64"])
