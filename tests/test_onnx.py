@@ -2551,3 +2551,24 @@ def test_external_data_that_may_not_be_read_is_refused_in_one_line(tmp_path, mon
         OnnxFile(path)
     assert str(ei.value) == (f"{path}: tensor 'onnx::MatMul_1': {data}: cannot read it (Permission denied); give "
                              "read access to it (and to the folders above it)")
+
+
+def test_onnxruntimes_own_dequantize_linear_is_read_as_the_onnx_one(tmp_path):
+    """onnxruntime's quantizer writes its QDQ nodes in its com.microsoft domain for int4 weights on an opset below
+    21 (or with UseQDQContribOps): the model had been refused, every weight 'read by com.microsoft.DequantizeLinear,
+    an operator whose quantization htsr does not know' (h58). The same operator: known answer, onnxruntime's own
+    dequantization of the weight (a graph output)."""
+    ort = pytest.importorskip("onnxruntime")
+    rng = _rng(26)
+    q = rng.integers(-127, 128, (8, 6)).astype(np.int8)  # [in, out]
+    s = rng.uniform(0.5, 1.5, 6).astype(np.float32)
+    z = rng.integers(-5, 5, 6).astype(np.int8)
+    nodes = [helper.make_node("DequantizeLinear", ["onnx::MatMul_3_quantized", "s", "z"], ["w"],
+                              name="/fc/DequantizeLinear", domain="com.microsoft", axis=1),
+             helper.make_node("MatMul", ["x", "w"], ["y"], name="/fc/MatMul")]
+    path = _save(_model(nodes, {"onnx::MatMul_3_quantized": q, "s": s, "z": z}, outputs=("y", "w"), ms=True),
+                 tmp_path / "dq_ms.onnx")
+    _, w = ort.InferenceSession(str(path)).run(None, {"x": np.eye(8, dtype=np.float32)})
+    (ref,) = OnnxFile(path)
+    assert (ref.name, ref.kind, ref.shape, ref.dtype) == ("fc.weight", "dense", (6, 8), "float32")
+    np.testing.assert_array_equal(ref.load(), w.T)  # (the same float32 operations)

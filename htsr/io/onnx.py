@@ -192,8 +192,11 @@ def _parameter_input(node: Any, index: int) -> bool:
 
 
 def _known(node: Any) -> bool:
-    """An operator of the ONNX domain, or one of onnxruntime's (com.microsoft) that htsr reads."""
-    return node.domain in ("", "ai.onnx") or (node.domain == "com.microsoft" and node.op_type in _STAND_INS)
+    """An operator of the ONNX domain, or one of onnxruntime's (com.microsoft) that htsr reads: its stand-ins, and
+    its own copies of the QDQ operators, of the same meaning (its quantizer writes them there for int4 weights on an
+    opset below 21, or with UseQDQContribOps: the model had been refused, h58)."""
+    return node.domain in ("", "ai.onnx") or (node.domain == "com.microsoft"
+                                              and (node.op_type in _STAND_INS or node.op_type in _QDQ))
 _TYPED_OPS = {"MatMul", "Gemm", "Conv", "ConvTranspose", "Gather", "Einsum"} | _RNN_OPS | set(_STAND_INS)
 _MAX_HOPS = 6
 #: ops that change a weight's layout or values on its way to its operator, which htsr does not follow (a
