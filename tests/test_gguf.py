@@ -731,8 +731,8 @@ def test_bf16_in_a_big_endian_file_and_types_without_a_dequantizer(tmp_path):
     w.add_tensor("blk.0.attn_q.weight", gq.quantize(a, Q.Q5_0), raw_dtype=Q.Q5_0)
     finish_gguf(w)
     assert htsr.analyze(tmp_path / "q5.gguf").layers[0].status == (
-        "skipped: Q5_0 data in a big-endian GGUF file (only Q4_0, Q8_0, Q4_K, Q6_K, MXFP4 and NVFP4 are read so): "
-        "convert the file with gguf_convert_endian FILE little")
+        "skipped: Q5_0 data in a big-endian GGUF file (only Q4_0, Q8_0, Q4_K, Q6_K, MXFP4 and NVFP4 are read so, the "
+        "types gguf_convert_endian converts): convert the model to GGUF again, little-endian")
     rows = {x.name: x for x in htsr.analyze(write(tmp_path / "q8k.gguf", True)).layers}
     assert rows["blk.0.attn_q"].status == "ok"
     assert rows["blk.0.attn_k"].status == ("skipped: Q8_K is a GGML type of intermediate results, not of stored "

@@ -418,9 +418,11 @@ class GGUFFile:
                 return (half.astype(np.uint32) << 16).view(np.float32).reshape(shape)
             if reader.byte_order == "S":
                 if type_name not in _BIG_ENDIAN_HALVES:
+                    # (the types gguf_convert_endian swaps, which htsr reads so; it refuses the others too: its
+                    # advice had been to run it, h58)
                     raise LayerSkipped(f"{type_name} data in a big-endian GGUF file (only Q4_0, Q8_0, Q4_K, Q6_K, "
-                                       "MXFP4 and NVFP4 are read so): convert the file with gguf_convert_endian "
-                                       "FILE little")
+                                       "MXFP4 and NVFP4 are read so, the types gguf_convert_endian converts): "
+                                       "convert the model to GGUF again, little-endian")
                 data = _little_endian_blocks(raw, type_name).view(t.data.dtype).reshape(stored)
             try:
                 out = gguf.quants.dequantize(data, t.tensor_type)
