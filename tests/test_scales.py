@@ -419,8 +419,10 @@ def test_gptq_layers_are_unpacked_exactly(tmp_path, bits, act_order):
     assert set(refs) == {"mlp.up_proj.weight", "mlp.up_proj.bias"}  # the parts are not layers
     w = refs["mlp.up_proj.weight"]
     assert (w.shape, w.dtype) == ((96, 256), "float32")
-    # a g_idx may put inputs in groups out of order: no run of consecutive entries is known to share a scale
-    assert (w.bits, w.quant_block) == (bits, None)
+    # a g_idx may put inputs in groups out of order: no run of consecutive entries is known to share a scale; one in
+    # the sequential order (AutoGPTQ and GPTQModel write it so without act-order) keeps the groups of 256 / 4 = 64
+    # (they had been unknown, a --base floor an estimate: rows fitted on rounding noise, h58)
+    assert (w.bits, w.quant_block) == (bits, None if act_order else 64)
     # the same float32 operations on the same integers and fp16 scales: exact (to float32 rounding of the
     # product, which both sides round alike)
     np.testing.assert_allclose(w.load(), want, rtol=1e-6, atol=0)
@@ -875,6 +877,9 @@ def test_compressed_tensors_pack_quantized_layers(tmp_path, bits, n_in, group):
     refs = {r.name: r for r in open_source(_save(tmp_path / "ct.safetensors", state))}
     assert list(refs) == ["mlp.up_proj.weight"] and refs["mlp.up_proj.weight"].shape == (out, n_in)
     assert refs["mlp.up_proj.weight"].bits == bits  # (a delta's rounding floor is that of these codes)
+    # its blocks: a group's inputs along each row, or the whole row (they had been unknown: a --base floor an
+    # estimate below the largest steps, rows fitted on rounding noise, h58)
+    assert refs["mlp.up_proj.weight"].quant_block == (n_in if group is None else group)
     want = (q * np.repeat(scale.astype(np.float32), n_in // scale.shape[1], axis=1)).astype(np.float32)
     # q·scale rounded once to float32 by both: equal
     np.testing.assert_allclose(refs["mlp.up_proj.weight"].load(), want, rtol=1e-6, atol=0)

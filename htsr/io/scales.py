@@ -377,9 +377,25 @@ def _packed_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict
         out[name] = TensorRef(weight, (n_out, n_in), "float32",
                               lambda parts=parts, a=(layout, bits, n_in, n_out), what=what:
                               _named(what, _dequantize_packed, parts, *a, cfg, what), q.kind, bits=bits,
-                              # (groups of consecutive inputs along each [out, in] row, unless act-order)
-                              quant_block=None if "g_idx" in parts else n_in // parts["scales"].shape[0])
+                              quant_block=_row_groups(n_in, int(parts["scales"].shape[0]), parts.get("g_idx")))
     return out, used
+
+
+def _row_groups(n_in: int, groups: int, g_idx: TensorRef | None) -> int | None:
+    """A quantized [out, in] weight's ``quant_block``: groups of n_in / ``groups`` consecutive inputs along each row,
+    unless ``g_idx`` (GPTQ's act-order) maps inputs to groups otherwise; None when not so known. AutoGPTQ and
+    GPTQModel write a g_idx also in the sequential order: it had made every such layer's blocks unknown, and a
+    --base delta's rounding floor an estimate below its largest steps (rows fitted on rounding noise, h58)."""
+    if groups <= 0 or n_in % groups:
+        return None
+    size = n_in // groups
+    if g_idx is None:
+        return size
+    try:
+        g = np.asarray(g_idx.load()).reshape(-1)
+    except (HtsrError, ValueError, OSError):
+        return None
+    return size if g.size == n_in and np.array_equal(g, np.arange(n_in) // size) else None
 
 
 _BNB4_STATE = re.compile(r"^(.+)\.quant_state\.bitsandbytes__(nf4|fp4)$")
@@ -654,7 +670,12 @@ def _ct_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict[str
                               lambda parts=parts, bits=bits[0], shape=shape, name=name, stream=stream:
                               _named(f"{name} ({bits}-bit)", _ct_experts if len(shape) == 3 else _ct_weight,
                                      parts, bits, shape, stream, cfg.ct_block),
-                              packed.kind or ("stack" if len(shape) == 3 else None), bits=bits[0])
+                              packed.kind or ("stack" if len(shape) == 3 else None), bits=bits[0],
+                              # (a group's or channel's scale along each row: weight_scale [out, groups])
+                              quant_block=_row_groups(shape[1], int(parts["weight_scale"].shape[-1]),
+                                                      parts.get("weight_g_idx"))
+                              if len(shape) == 2 and cfg.ct_block is None and len(parts["weight_scale"].shape) == 2
+                              and parts["weight_scale"].shape[0] == shape[0] else None)
     return out, used
 
 
