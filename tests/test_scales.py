@@ -1679,3 +1679,25 @@ def test_a_boolean_tensor_named_weight_is_a_buffer_not_a_layer():
     state = {"mask.weight": rng.integers(0, 2, (64, 64)).astype(bool),
              "ok.weight": rng.standard_normal((64, 64)).astype(np.float32)}
     assert [r.name for r in htsr.analyze(state, min_evals=5).layers] == ["ok"]
+
+
+def test_an_fp8_scale_grid_not_of_the_configs_blocks_fails_its_row(tmp_path):
+    """config.json says weight_block_size [128, 128]: a [1536, 384] weight's grid is 12 × 3. Stored transposed
+    (3 × 12) or another layer's (3 × 3), the grid had been read as power-of-two blocks that also fit the shape,
+    and the row was 'ok' with another alpha (2.019 against 2.478, h58). A failed row naming both tensors; the
+    layer with its own grid is read."""
+    rng = np.random.default_rng(7)
+    W = rng.standard_t(4, (1536, 384)).astype(np.float32)
+    q, s = _fp8_blocks(W)
+    assert s.shape == (12, 3)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "fp8",
+                                                                           "weight_block_size": [128, 128]}}))
+    _save(folder / "model.safetensors", {"a.weight": q, "a.weight_scale_inv": s,
+                                         "b.weight": q, "b.weight_scale_inv": np.ascontiguousarray(s.T)})
+    rows = {r.name: r for r in htsr.analyze(folder).layers}
+    assert rows["a"].status == "ok"
+    assert rows["b"].status == ("failed: b.weight with b.weight_scale_inv: scale grid (3, 12) is not the [12, 3] "
+                                "blocks of [128, 128] (config.json's weight_block_size) a (1536, 384) weight has; "
+                                "the file may be corrupt, or the scale another layer's")

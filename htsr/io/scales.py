@@ -119,22 +119,33 @@ def _block(n: int, k: int) -> int | None:
     return next((b for b in (1 << e for e in range(31)) if math.ceil(n / b) == k), None)
 
 
-def _expand(scale: np.ndarray, shape: tuple[int, ...], what: str, stack: bool = False) -> np.ndarray:
+def _expand(scale: np.ndarray, shape: tuple[int, ...], what: str, stack: bool = False,
+            config_block: tuple[int, int] | None = None) -> np.ndarray:
     """``scale`` broadcast to ``shape`` (a scalar, one per output row, or a grid of equal blocks); for an
     expert stack ``[E, out, in]`` (``stack``), each expert's the same way (``[E, …]`` scales), or the
-    stack's as one."""
+    stack's as one. A grid must be of the blocks the config gives (``config_block``), when it gives them: another
+    grid that also fits the shape (one transposed, another layer's) had been read as power-of-two blocks, the
+    weight's values wrong and its row 'ok' (h58)."""
     s = np.asarray(scale, dtype=np.float32)
     if s.size == 1:
         return s.reshape(())
     if stack and len(shape) == 3 and s.ndim >= 1 and s.shape[0] == shape[0] and s.size % shape[0] == 0:
         per = s.reshape(shape[0], *(s.shape[1:] or (1,)))
         try:
-            return np.stack([np.broadcast_to(_expand(per[e], shape[1:], what), shape[1:]) for e in range(shape[0])])
+            return np.stack([np.broadcast_to(_expand(per[e], shape[1:], what, config_block=config_block), shape[1:])
+                             for e in range(shape[0])])
         except SourceError:
             pass  # (then as the stack's own layout below)
     per_row = (shape[0],) + (1,) * (len(shape) - 1)
     if len(shape) >= 2 and s.shape in ((shape[0],), per_row):  # per output channel: a row, or a conv's c_out
         return s.reshape(per_row)
+    if config_block is not None and s.ndim == len(shape) == 2 and s.shape not in ((shape[0], 1), (1, shape[0])):
+        want = tuple(math.ceil(n / b) for n, b in zip(shape, config_block))
+        if s.shape != want:
+            raise SourceError(f"{what}: scale grid {tuple(s.shape)} is not the {list(want)} blocks of "
+                              f"{list(config_block)} (config.json's weight_block_size) a {tuple(shape)} weight has; "
+                              "the file may be corrupt, or the scale another layer's")
+        return _grid(s, list(config_block), shape)
     block = [_block(n, k) for n, k in zip(shape, s.shape)] if s.ndim == len(shape) == 2 else [None]
     # a grid of blocks before a squeezed scale: DeepSeek's [1, in/128] of a [56, 7168] weight holds 56 numbers
     # but is no scale per row (a grid whose blocks are single rows or columns is one per row or column)
@@ -179,6 +190,8 @@ class PackedConfig:
     # the config says the FP8 weights are scaled (quant_method fp8 / fbgemm_fp8, compressed-tensors 8-bit
     # floats): one without its scale is no weight as stored
     fp8_scaled: bool = False
+    # the FP8 weights' [rows, inputs] scale blocks (quantization_config's weight_block_size: DeepSeek's [128, 128])
+    weight_block: tuple[int, int] | None = None
 
     @classmethod
     def of_folder(cls, folder: Path) -> PackedConfig:
@@ -210,10 +223,13 @@ class PackedConfig:
                 fp8 = str(q.get("quant_method", "")).lower() in ("fp8", "fbgemm_fp8") or any(
                     w.get("type") == "float" and _int(w.get("num_bits")) == 8 for w in weights)
                 symmetric = {w.get("symmetric") for w in weights if isinstance(w.get("symmetric"), bool)}
+                wb = q.get("weight_block_size")
+                weight_block = (tuple(wb) if isinstance(wb, list) and len(wb) == 2
+                                and all(_int(k) is not None and k > 0 for k in wb) else None)
                 return cls(bits, str(q.get("checkpoint_format", "")).lower() == "gptq_v2",
                            _int(q.get("group_size")), layers, found=True, ct_padded=padded,
                            ct_block=blocks.pop() if len(blocks) == 1 else None, fp8_scaled=fp8,
-                           ct_symmetric=symmetric.pop() if len(symmetric) == 1 else None)
+                           ct_symmetric=symmetric.pop() if len(symmetric) == 1 else None, weight_block=weight_block)
         return cls()
 
 
@@ -956,7 +972,8 @@ def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -
             q = np.asarray(r.load(), dtype=np.float32)
             if zero is not None:  # W = (q − z)·s, the zero point laid out as the scale
                 q -= _expand(zero.load(), q.shape, f"{r.name} with {zero.name}", stack)
-            scale = _expand(s.load(), q.shape, f"{r.name} with {s.name}", stack)
+            scale = _expand(s.load(), q.shape, f"{r.name} with {s.name}", stack,
+                            cfg.weight_block if r.dtype.startswith("float8") else None)
             return q * (scale / np.float32(divisor)) if divisor != 1.0 else q * scale
 
         dtype = r.dtype if r.dtype.startswith("float8") else "float32"
