@@ -878,8 +878,12 @@ def test_compressed_tensors_pack_quantized_layers(tmp_path, bits, n_in, group):
     assert list(refs) == ["mlp.up_proj.weight"] and refs["mlp.up_proj.weight"].shape == (out, n_in)
     assert refs["mlp.up_proj.weight"].bits == bits  # (a delta's rounding floor is that of these codes)
     # its blocks: a group's inputs along each row, or the whole row (they had been unknown: a --base floor an
-    # estimate below the largest steps, rows fitted on rounding noise, h58)
+    # estimate below the largest steps, rows fitted on rounding noise, h58); a 1-D channel scale, one for the tensor
     assert refs["mlp.up_proj.weight"].quant_block == (n_in if group is None else group)
+    for scale_shape, block in (((out,), n_in), ((1,), 0)):
+        one = {**state, "mlp.up_proj.weight_scale": np.full(scale_shape, 0.01, np.float16)}
+        (ref,) = open_source(_save(tmp_path / f"ct{len(scale_shape)}{scale_shape[0]}.safetensors", one))
+        assert ref.quant_block == block, scale_shape
     want = (q * np.repeat(scale.astype(np.float32), n_in // scale.shape[1], axis=1)).astype(np.float32)
     # q·scale rounded once to float32 by both: equal
     np.testing.assert_allclose(refs["mlp.up_proj.weight"].load(), want, rtol=1e-6, atol=0)
@@ -1699,5 +1703,36 @@ def test_an_fp8_scale_grid_not_of_the_configs_blocks_fails_its_row(tmp_path):
     rows = {r.name: r for r in htsr.analyze(folder).layers}
     assert rows["a"].status == "ok"
     assert rows["b"].status == ("failed: b.weight with b.weight_scale_inv: scale grid (3, 12) is not the [12, 3] "
-                                "blocks of [128, 128] (config.json's weight_block_size) a (1536, 384) weight has; "
-                                "the file may be corrupt, or the scale another layer's")
+                                "blocks of [128, 128] (config.json's weight_block_size or block_structure) a "
+                                "(1536, 384) weight has; the file may be corrupt, or the scale another layer's")
+    # one scale per row laid as a row [1, out] is per row (it had been read as blocks of columns, h60), and a
+    # compressed-tensors block model's block_structure checks the grid as weight_block_size does
+    Wr = rng.standard_t(4, (256, 1024)).astype(np.float32)
+    per_row = (np.abs(Wr).max(axis=1) / 448.0).astype(np.float32)
+    qr = (Wr / per_row[:, None]).astype(ml_dtypes.float8_e4m3fn)
+    _save(folder / "model.safetensors", {"a.weight": qr, "a.weight_scale_inv": per_row[None, :],
+                                         "b.weight": qr, "b.weight_scale_inv": per_row})
+    refs = {r.name: r for r in open_source(folder)}
+    np.testing.assert_array_equal(refs["a.weight"].load(), refs["b.weight"].load())
+    (folder / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "compressed-tensors",
+        "config_groups": {"g": {"weights": {"num_bits": 8, "type": "float", "strategy": "block",
+                                            "block_structure": [128, 128]}}}}}))
+    _save(folder / "model.safetensors", {"a.weight": q, "a.weight_scale": s,
+                                         "b.weight": q, "b.weight_scale": np.ascontiguousarray(s.T)})
+    rows = {r.name: r for r in htsr.analyze(folder).layers}
+    assert rows["a"].status == "ok" and rows["b"].status.startswith("failed: b.weight with b.weight_scale: scale grid")
+
+
+def test_a_gptq_g_idx_placeholder_keeps_the_groups():
+    """A g_idx of all −1 (written before GPTQ fills it in) is read as the consecutive order when dequantizing; its
+    blocks had been unknown (h60): groups of 64 along each row, as a sequential g_idx's; act-order's unknown."""
+    from htsr.io.base import TensorRef
+    from htsr.io.scales import _row_groups
+
+    def ref(g):
+        return TensorRef("fc.g_idx", g.shape, "int32", lambda: g)
+
+    assert _row_groups(256, 4, ref(np.full(256, -1, np.int32))) == 64
+    assert _row_groups(256, 4, ref(np.arange(256, dtype=np.int32) // 64)) == 64
+    assert _row_groups(256, 4, ref(np.random.default_rng(0).permutation(np.arange(256) // 64))) is None
+    assert _row_groups(256, 4, None) == 64 and _row_groups(250, 4, None) is None

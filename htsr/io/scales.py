@@ -134,16 +134,21 @@ def _expand(scale: np.ndarray, shape: tuple[int, ...], what: str, stack: bool = 
         try:
             return np.stack([np.broadcast_to(_expand(per[e], shape[1:], what, config_block=config_block), shape[1:])
                              for e in range(shape[0])])
-        except SourceError:
-            pass  # (then as the stack's own layout below)
+        except SourceError as e:
+            if config_block is not None and "weight_block_size" in str(e):  # (an expert's grid not the config's:
+                raise  # said so, not 'fits no scale layout')
+            # (else as the stack's own layout below)
     per_row = (shape[0],) + (1,) * (len(shape) - 1)
     if len(shape) >= 2 and s.shape in ((shape[0],), per_row):  # per output channel: a row, or a conv's c_out
         return s.reshape(per_row)
-    if config_block is not None and s.ndim == len(shape) == 2 and s.shape not in ((shape[0], 1), (1, shape[0])):
+    if config_block is not None and s.ndim == len(shape) == 2:
         want = tuple(math.ceil(n / b) for n, b in zip(shape, config_block))
+        if s.shape != want and s.shape == (1, shape[0]):  # one per row, laid as a row ([1, out] had been read as
+            return s.reshape(per_row)  # blocks of columns, h60); DeepSeek's [1, in/128] grid is the config's
         if s.shape != want:
             raise SourceError(f"{what}: scale grid {tuple(s.shape)} is not the {list(want)} blocks of "
-                              f"{list(config_block)} (config.json's weight_block_size) a {tuple(shape)} weight has; "
+                              f"{list(config_block)} (config.json's weight_block_size or block_structure) a "
+                              f"{tuple(shape)} weight has; "
                               "the file may be corrupt, or the scale another layer's")
         return _grid(s, list(config_block), shape)
     block = [_block(n, k) for n, k in zip(shape, s.shape)] if s.ndim == len(shape) == 2 else [None]
@@ -397,6 +402,20 @@ def _packed_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict
     return out, used
 
 
+def _ct_block(shape: tuple[int, ...], scale: tuple[int, ...], cfg: PackedConfig, g_idx: TensorRef | None
+              ) -> int | None:
+    """A compressed-tensors [out, in] layer's ``quant_block``: 0 for one scale (the tensor strategy), a row's
+    inputs for one per row (channel: [out] or [out, 1]), a group's along each row ([out, groups]); None for
+    blocks across rows (the block strategy) or an expert stack."""
+    if len(shape) != 2 or cfg.ct_block is not None:
+        return None
+    if math.prod(scale) == 1:
+        return 0
+    if scale == (shape[0],):
+        return shape[1]
+    return _row_groups(shape[1], scale[-1], g_idx) if len(scale) == 2 and scale[0] == shape[0] else None
+
+
 def _row_groups(n_in: int, groups: int, g_idx: TensorRef | None) -> int | None:
     """A quantized [out, in] weight's ``quant_block``: groups of n_in / ``groups`` consecutive inputs along each row,
     unless ``g_idx`` (GPTQ's act-order) maps inputs to groups otherwise; None when not so known. AutoGPTQ and
@@ -411,7 +430,8 @@ def _row_groups(n_in: int, groups: int, g_idx: TensorRef | None) -> int | None:
         g = np.asarray(g_idx.load()).reshape(-1)
     except (HtsrError, ValueError, OSError):
         return None
-    return size if g.size == n_in and np.array_equal(g, np.arange(n_in) // size) else None
+    # (all −1: the placeholder written before GPTQ fills it in, the consecutive order, as _group_index reads it)
+    return size if g.size == n_in and (np.array_equal(g, np.arange(n_in) // size) or np.all(g == -1)) else None
 
 
 _BNB4_STATE = re.compile(r"^(.+)\.quant_state\.bitsandbytes__(nf4|fp4)$")
@@ -687,11 +707,8 @@ def _ct_refs(by_name: dict[str, TensorRef], cfg: PackedConfig) -> tuple[dict[str
                               _named(f"{name} ({bits}-bit)", _ct_experts if len(shape) == 3 else _ct_weight,
                                      parts, bits, shape, stream, cfg.ct_block),
                               packed.kind or ("stack" if len(shape) == 3 else None), bits=bits[0],
-                              # (a group's or channel's scale along each row: weight_scale [out, groups])
-                              quant_block=_row_groups(shape[1], int(parts["weight_scale"].shape[-1]),
-                                                      parts.get("weight_g_idx"))
-                              if len(shape) == 2 and cfg.ct_block is None and len(parts["weight_scale"].shape) == 2
-                              and parts["weight_scale"].shape[0] == shape[0] else None)
+                              quant_block=_ct_block(shape, tuple(parts["weight_scale"].shape), cfg,
+                                                    parts.get("weight_g_idx")))
     return out, used
 
 
@@ -973,7 +990,7 @@ def with_scales(refs: Iterable[TensorRef], packed: PackedConfig | None = None) -
             if zero is not None:  # W = (q − z)·s, the zero point laid out as the scale
                 q -= _expand(zero.load(), q.shape, f"{r.name} with {zero.name}", stack)
             scale = _expand(s.load(), q.shape, f"{r.name} with {s.name}", stack,
-                            cfg.weight_block if r.dtype.startswith("float8") else None)
+                            (cfg.weight_block or cfg.ct_block) if r.dtype.startswith("float8") else None)
             return q * (scale / np.float32(divisor)) if divisor != 1.0 else q * scale
 
         dtype = r.dtype if r.dtype.startswith("float8") else "float32"
