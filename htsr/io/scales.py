@@ -89,7 +89,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -508,11 +508,16 @@ def _bnb4_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set
         try:
             state = json.loads(bytes(np.asarray(state_ref.load(), np.uint8).reshape(-1)).decode("utf-8"))
             shape = tuple(int(d) for d in state["shape"])
-            if len(shape) < 2 or min(shape) <= 0 or "absmax" not in parts or "quant_map" not in parts:
-                raise ValueError(f"shape {list(shape)}, parts {sorted(parts)}")
+            if len(shape) < 2 or min(shape) <= 0:
+                raise ValueError(f"shape {list(shape)}")
         except (ValueError, RecursionError, KeyError, TypeError, HtsrError) as e:
             out[weight] = _not_read(weight, parts["weight"],
                                     f"bitsandbytes 4-bit weight whose quant_state cannot be read ({one_line(e, 100)})")
+            continue
+        if lacking := [k for k in ("absmax", "quant_map") if k not in parts]:  # (named: the state was read, h58)
+            out[weight] = _not_read(weight, replace(parts["weight"], shape=shape),  # (its own shape)
+                                    f"bitsandbytes 4-bit weight without its "
+                                    f"{' and '.join(f'{weight}.{k}' for k in lacking)} (in another file?)")
             continue
         out[weight] = TensorRef(weight, shape, "float32", lambda parts=parts, state=state, what=what:
                                 _named(what, _bnb4_weight, parts, state, what), parts["weight"].kind, bits=4,
