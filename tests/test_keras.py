@@ -335,11 +335,12 @@ def test_keras3_archive_names_kinds_orientation(tmp_path, attention_prefix):
     src = KerasFile(path)
     assert src.description == str(path)
     _check_toy(src)
-    # 2-D biases (GRU reset_after, attention projections) are reported as skipped, the optimizer is not read
-    skipped = dict(src.skipped)
-    assert "/layers/gru/cell/vars/2" in skipped
-    assert f"/layers/multi_head_attention/{attention_prefix}query_dense/vars/1" in skipped
-    assert not any("optimizer" in p for p in skipped)
+    # 2-D biases (GRU reset_after, attention projections) are listed as such, as a legacy .h5 file's are (they had
+    # been 'a bias, a quantization scale or state', passed over, h62); the optimizer is not read
+    not_weights = dict(src.not_weights)
+    assert not_weights["/layers/gru/cell/vars/2"] == "2-D bias of a layer"
+    assert not_weights[f"/layers/multi_head_attention/{attention_prefix}query_dense/vars/1"] == "2-D bias of a layer"
+    assert not any("optimizer" in p for p in dict(src.skipped))
 
 
 def test_legacy_full_model_h5(legacy_file):
@@ -1239,7 +1240,7 @@ def test_live_toy_model_matches_expected_and_saved_file(keras, tmp_path):
     _check_toy(saved)
     assert live.description == "<Functional 'toy'>"
     assert isinstance(open_source(model), KerasModel)  # not TorchModule, though a torch-backend model is an nn.Module
-    assert "/layers/gru/cell/vars/2" in dict(live.skipped)  # GRU's 2-D bias, as in the file
+    assert dict(live.not_weights)["/layers/gru/cell/vars/2"] == "2-D bias of a layer"  # as in the file
 
 
 def test_live_models_inside_a_mapping_are_each_read_as_alone_under_their_keys(keras):
@@ -2703,3 +2704,22 @@ def test_an_attribute_of_a_type_keras_never_writes_is_a_one_line_error(tmp_path,
     with pytest.raises(SourceError) as ei:
         list(KerasFile(path))
     _one_line_source_error(ei, str(path), "corrupt Keras weights file", "neither strings nor numbers")
+
+
+def test_a_legacy_h5_int4_models_codes_are_said_to_be_int4(keras, tmp_path):
+    """Keras's legacy .h5 of an int4-quantized model: its config records the mode, but its rows had said 'int8 codes'
+    and shown the packed shape as the weight's (h62); as the .keras archive's rows say: int4, packed two to an int8."""
+    from htsr.io import open_source
+
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((5, 16))
+    x = keras.layers.Dense(24, name="d1")(inp)
+    x = keras.layers.EinsumDense("abc,cd->abd", output_shape=(None, 8), bias_axes="d", name="ein")(x)
+    m = keras.Model(inp, x)
+    m.quantize("int4")
+    for path in (tmp_path / "q.keras", tmp_path / "q.h5"):
+        m.save(path)
+        for ref in open_source(path):
+            with pytest.raises(LayerSkipped, match="int4 codes \\(packed two to an int8: the shape shown is the "
+                                                   "packed one\\)"):
+                ref.load()

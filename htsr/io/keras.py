@@ -91,6 +91,7 @@ live one the layer's own class (or the known layer class it derives from). keras
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import os
@@ -788,7 +789,11 @@ class _Walker:
             take(1, "recurrent_kernel", _conv)
         if cls in _KNOWN:
             for k, var in variables.items():  # biases (2-D for EinsumDense and GRU), quantization scales
-                if len(var.shape) >= 2:
+                if len(var.shape) >= 2 and len(variables) == 1 and cls not in _ELEMENTWISE:
+                    # the one left after the kernels: the bias (a quantized layer's scales are more), as a legacy
+                    # .h5 file names it (h62)
+                    self.not_weights.append((var.where, "2-D bias of a layer"))
+                elif len(var.shape) >= 2:
                     self.skipped.append((var.where, _not_a_matrix(cls, f"variable {k}")))
                 else:  # (a weight layer's is its bias, in a state dict's words: its path in the file, vars/1,
                     # had been taken for a norm scale; a norm layer's, its scales and buffers)
@@ -1037,8 +1042,9 @@ class KerasFile:
         return _unique(self._walker.entries)
 
     def _add(self, name: str, ds: Any, plan: _Plan | None, reason: str = "",
-             lora: tuple[Any, Any, float] | None = None, skip: str = "") -> None:
-        self._walker.add(name, _Var(tuple(ds.shape), _h5_dtype(ds), ds.name, ds.name), plan, reason, lora, skip)
+             lora: tuple[Any, Any, float] | None = None, skip: str = "", mode: str | None = None) -> None:
+        self._walker.add(name, _Var(tuple(ds.shape), _h5_dtype(ds), ds.name, ds.name), plan, reason, lora, skip,
+                         mode)
 
     # legacy Keras 2 ---------------------------------------------------------------------------------
 
@@ -1216,6 +1222,8 @@ class KerasFile:
         conv_cell = cls in _CONV_CELLS or _RNN_LAYERS.get(cls) in _CONV_CELLS or (is_cell and len(shape) > 2)
         parts = [layer] + [c for c in scope if not _CELL.fullmatch(c)]
         base = ".".join(parts)
+        # (the layer's quantization mode names its integer codes: int4 ones packed two to an int8, h62)
+        add = functools.partial(self._add, mode=_quantization_mode(inner))
         if lora is not None:  # W + (alpha / rank)·A·B, as Keras merges it (a Dense kernel, an Embedding table)
             A, B = lora
             rank, alpha = inner.get("lora_rank"), inner.get("lora_alpha")
@@ -1229,55 +1237,55 @@ class KerasFile:
                         if scope and scope[-1] in _PROJECTIONS else None)
             if fits and isinstance(rank, int) and rank == B.shape[0] and rank > 0:
                 scale = float(alpha if isinstance(alpha, (int, float)) and alpha else rank) / rank
-                self._add(base, ds, plan, lora=(A.name, B.name, scale))
+                add(base, ds, plan, lora=(A.name, B.name, scale))
             elif not isinstance(rank, int):  # (a sub-layer's enable_lora, a MultiHeadAttention projection's: the
                 # model config does not record it, and without lora_alpha the scale is unknown)
-                self._add(base, ds, plan, skip=(
+                add(base, ds, plan, skip=(
                     "a LoRA-enabled layer whose lora_rank and lora_alpha the model config does not give (its scale "
                     "is unknown): analyse the model saved as .keras, which stores the merged kernel"))
             else:
-                self._add(base, ds, plan, skip=(
+                add(base, ds, plan, skip=(
                     "a LoRA-enabled layer whose factors or lora_rank (model config) do not fit its kernel: "
                     "analyse the model saved as .keras, which stores the merged kernel"))
         elif var == "kernel":
             if conv_cell:
-                self._add(f"{base}.kernel", ds, _conv(shape), f"{len(shape)}-D convolutional LSTM kernel")
+                add(f"{base}.kernel", ds, _conv(shape), f"{len(shape)}-D convolutional LSTM kernel")
             elif cls in _RNN_LAYERS or cls in _CELLS or is_cell:
-                self._add(f"{base}.kernel", ds, _transposed(shape, "rnn"))
+                add(f"{base}.kernel", ds, _transposed(shape, "rnn"))
             elif cls in _EINSUM and "equation" in inner:
-                self._add(base, ds, _einsum(shape, inner["equation"]))
+                add(base, ds, _einsum(shape, inner["equation"]))
             elif scope and scope[-1] in _PROJECTIONS and (cls in _ATTENTION or len(shape) != 2):
-                self._add(base, ds, _projection(shape, _PROJECTIONS[scope[-1]], mha=cls in _ATTENTION),
+                add(base, ds, _projection(shape, _PROJECTIONS[scope[-1]], mha=cls in _ATTENTION),
                           "a custom attention layer's projection whose layout its first two axes do not tell")
             elif len(shape) == 2:
-                self._add(base, ds, _transposed(shape, "dense"))
+                add(base, ds, _transposed(shape, "dense"))
             elif cls in _DEPTHWISE:  # Keras 3 names its kernel 'kernel' (Keras 2: depthwise_kernel, below)
-                self._add(base, ds, _depthwise(shape))
+                add(base, ds, _depthwise(shape))
             elif cls in _CONV or (cls is None and len(shape) in (3, 4, 5) and max(shape[:-2]) <= MAX_CONV_KERNEL):
-                self._add(base, ds, _conv(shape), f"{len(shape)}-D convolution kernel")
+                add(base, ds, _conv(shape), f"{len(shape)}-D convolution kernel")
             else:
-                self._add(base, ds, None, f"{len(shape)}-D kernel of a {cls} layer" if cls else
+                add(base, ds, None, f"{len(shape)}-D kernel of a {cls} layer" if cls else
                           f"{len(shape)}-D kernel of a layer the file gives no class for (no model config: an "
                           "EinsumDense's axes are unknown); analyse the file model.save writes")
         elif var == "recurrent_kernel":
-            self._add(f"{base}.recurrent_kernel", ds, _conv(shape) if conv_cell else _transposed(shape, "rnn"),
+            add(f"{base}.recurrent_kernel", ds, _conv(shape) if conv_cell else _transposed(shape, "rnn"),
                       f"{len(shape)}-D recurrent kernel")
         elif var == "embeddings":
-            self._add(base, ds, _as_stored(shape, "embedding") if len(shape) == 2 else None)
+            add(base, ds, _as_stored(shape, "embedding") if len(shape) == 2 else None)
         elif var == "reverse_embeddings":  # ReversibleEmbedding(tie_weights=False): the output projection
-            self._add(f"{base}.reverse_embeddings", ds, _transposed(shape, "dense"))
+            add(f"{base}.reverse_embeddings", ds, _transposed(shape, "dense"))
         elif var == "depthwise_kernel":
-            self._add(f"{base}.depthwise" if cls in _SEPARABLE else base, ds, _depthwise(shape))
+            add(f"{base}.depthwise" if cls in _SEPARABLE else base, ds, _depthwise(shape))
         elif var == "pointwise_kernel":
-            self._add(f"{base}.pointwise", ds, _conv(shape))
+            add(f"{base}.pointwise", ds, _conv(shape))
         elif var == "bias":
             return
         elif cls in _KNOWN:  # a known layer's other variables: a quantized layer's scales and zero points …
-            self._add("", ds, None, _not_a_matrix(cls, repr(var)))
+            add("", ds, None, _not_a_matrix(cls, repr(var)))
         elif len(shape) == 2:
-            self._add(f"{base}.{var}", ds, _as_stored(shape, None))
+            add(f"{base}.{var}", ds, _as_stored(shape, None))
         else:
-            self._add("", ds, None, f"{len(shape)}-D variable {var!r} of a {cls or 'custom'} layer")
+            add("", ds, None, f"{len(shape)}-D variable {var!r} of a {cls or 'custom'} layer")
 
     # ------------------------------------------------------------------------------------- iteration
 
