@@ -726,21 +726,23 @@ def test_dequantize_linear_weights_are_dequantized_and_typed(tmp_path):
     assert rows["fc1"].status == "ok" and rows["q3"].kind == "conv2d"
 
 
-@pytest.mark.parametrize("axis", [None, -1])
-def test_dequantize_linear_without_an_axis_attribute_is_per_axis_1(tmp_path, axis):
+@pytest.mark.parametrize("axis, domain", [(None, ""), (-1, ""), (1, "com.microsoft")])
+def test_dequantize_linear_without_an_axis_attribute_is_per_axis_1(tmp_path, axis, domain):
     """A per-channel DequantizeLinear with no ``axis`` attribute takes the ONNX default, axis=1: for MatMul's
     B [in, out] one scale and zero point per output column; axis=-1 (tf2onnx's) is that axis too. Known answer:
-    the weight onnxruntime dequantizes (the DequantizeLinear output, a graph output here), as [out, in]."""
+    the weight onnxruntime dequantizes (the DequantizeLinear output, a graph output here), as [out, in].
+    onnxruntime's own com.microsoft copy of the operator (its quantizer writes it for int4 weights below opset 21,
+    or with UseQDQContribOps) is the same: the model had been refused (h58)."""
     ort = pytest.importorskip("onnxruntime")
     rng = _rng(25)
     q = rng.integers(-127, 128, (8, 6)).astype(np.int8)  # [in, out]
     s = rng.uniform(0.5, 1.5, 6).astype(np.float32)
     z = rng.integers(-5, 5, 6).astype(np.int8)
     nodes = [helper.make_node("DequantizeLinear", ["onnx::MatMul_3_quantized", "s", "z"], ["w"],
-                              name="/fc/DequantizeLinear", **({} if axis is None else {"axis": axis})),
+                              name="/fc/DequantizeLinear", domain=domain, **({} if axis is None else {"axis": axis})),
              helper.make_node("MatMul", ["x", "w"], ["y"], name="/fc/MatMul")]
-    path = _save(_model(nodes, {"onnx::MatMul_3_quantized": q, "s": s, "z": z}, outputs=("y", "w"), opset=21),
-                 tmp_path / "dq.onnx")
+    path = _save(_model(nodes, {"onnx::MatMul_3_quantized": q, "s": s, "z": z}, outputs=("y", "w"),
+                        **({"ms": True} if domain else {"opset": 21})), tmp_path / "dq.onnx")
     _, w = ort.InferenceSession(str(path)).run(None, {"x": np.eye(8, dtype=np.float32)})
     (ref,) = OnnxFile(path)
     assert (ref.name, ref.kind, ref.shape, ref.dtype) == ("fc.weight", "dense", (6, 8), "float32")
@@ -2552,23 +2554,3 @@ def test_external_data_that_may_not_be_read_is_refused_in_one_line(tmp_path, mon
     assert str(ei.value) == (f"{path}: tensor 'onnx::MatMul_1': {data}: cannot read it (Permission denied); give "
                              "read access to it (and to the folders above it)")
 
-
-def test_onnxruntimes_own_dequantize_linear_is_read_as_the_onnx_one(tmp_path):
-    """onnxruntime's quantizer writes its QDQ nodes in its com.microsoft domain for int4 weights on an opset below
-    21 (or with UseQDQContribOps): the model had been refused, every weight 'read by com.microsoft.DequantizeLinear,
-    an operator whose quantization htsr does not know' (h58). The same operator: known answer, onnxruntime's own
-    dequantization of the weight (a graph output)."""
-    ort = pytest.importorskip("onnxruntime")
-    rng = _rng(26)
-    q = rng.integers(-127, 128, (8, 6)).astype(np.int8)  # [in, out]
-    s = rng.uniform(0.5, 1.5, 6).astype(np.float32)
-    z = rng.integers(-5, 5, 6).astype(np.int8)
-    nodes = [helper.make_node("DequantizeLinear", ["onnx::MatMul_3_quantized", "s", "z"], ["w"],
-                              name="/fc/DequantizeLinear", domain="com.microsoft", axis=1),
-             helper.make_node("MatMul", ["x", "w"], ["y"], name="/fc/MatMul")]
-    path = _save(_model(nodes, {"onnx::MatMul_3_quantized": q, "s": s, "z": z}, outputs=("y", "w"), ms=True),
-                 tmp_path / "dq_ms.onnx")
-    _, w = ort.InferenceSession(str(path)).run(None, {"x": np.eye(8, dtype=np.float32)})
-    (ref,) = OnnxFile(path)
-    assert (ref.name, ref.kind, ref.shape, ref.dtype) == ("fc.weight", "dense", (6, 8), "float32")
-    np.testing.assert_array_equal(ref.load(), w.T)  # (the same float32 operations)
