@@ -38,7 +38,11 @@ HEAD_SPLIT = re.compile(r"(^|\.)(rel_attn\.[qkvor]|r_kernel)$")
 # parameters of no linear map, whatever their shape: XLNet's and Funnel's per-head segment embeddings
 # [2, n_head, d_head]; Mamba's A_log [d_inner, d_state], the state's per-channel decay rates
 _NOT_A_MAP = {"seg_embed": "per-head segment embeddings (XLNet, Funnel: one vector per segment and head)",
-              "A_log": "state-space decay rates (Mamba's A_log: one per channel and state, not a linear map)"}
+              "A_log": "state-space decay rates (Mamba's A_log: one per channel and state, not a linear map)",
+              # (transformers 4.2x's Llama rotary_emb buffers, which ColossalAI-trained checkpoints keep, as vLLM's
+              # loader skips them: they had been embedding rows, h61)
+              **dict.fromkeys(("cos_cached", "sin_cached", "_cos_cached", "_sin_cached"),
+                              "rotary position cache (cos / sin of the positions' angles, computed, no weight)")}
 # a quantized weight's scale or zero point (the readers pair them with their weight; one left over belongs to
 # a weight in another file, e.g. another shard)
 # a normalization's scale (a module named *norm: q_norm, attn_q_norm, ssm_norm, input_layernorm): one number per

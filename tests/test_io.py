@@ -4783,3 +4783,17 @@ def test_a_cut_off_files_rows_are_made_by_their_shapes_and_a_lying_header_is_sti
     with pytest.raises(htsr.SourceError) as ei:
         htsr.analyze(path)
     _one_line_source_error(ei, str(path), "corrupt safetensors header: tensor b.weight", "outside the 12288-byte")
+
+
+def test_rotary_caches_a_checkpoint_keeps_are_no_layers():
+    """ColossalAI-trained Llama checkpoints keep transformers 4.2x's rotary_emb.cos_cached / sin_cached
+    [1, 1, 2048, 128] (vLLM's loader skips them): they had been embedding rows, counted in the means (h61)."""
+    rng = np.random.default_rng(1)
+    pos = np.arange(2048)[:, None] / 10000 ** (np.arange(64) / 64)
+    state = {"model.layers.0.self_attn.q_proj.weight": rng.standard_normal((128, 128)).astype(np.float32),
+             "model.layers.0.self_attn.rotary_emb.cos_cached": np.cos(np.tile(pos, 2))[None, None].astype(np.float32),
+             "model.layers.0.self_attn.rotary_emb.sin_cached": np.sin(np.tile(pos, 2))[None, None].astype(np.float32)}
+    r = htsr.analyze(state)
+    assert [l.name for l in r.layers] == ["model.layers.0.self_attn.q_proj"]
+    assert {(n.reason, n.count) for n in r.not_analysed} == {
+        ("rotary position cache (cos / sin of the positions' angles, computed, no weight)", 2)}
