@@ -277,8 +277,8 @@ class AlphaMonitor:
             counts = sorted({lm.num_evals for lm in found})
             warnings.warn(HtsrMonitorWarning(
                 f"{description}: no monitored layer has "
-                + (f"from min_evals ({low}) to max_evals ({high})" if high is not None else f"min_evals ({low}) or more")
-                + " eigenvalues "
+                + (f"from min_evals ({low}) to max_evals ({high})" if high is not None
+                   else f"min_evals ({low}) or more") + " eigenvalues "
                 f"(they have {listed(map(str, counts), 5)}): no layer is fitted, the mean alpha is NaN at every record "
                 "and no alert fires; lower min_evals, or monitor other layers, to have one"), stacklevel=3)
         if self._model is not None and model is not self._model:  # (a k-fold loop's next model)

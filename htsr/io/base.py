@@ -480,8 +480,8 @@ def cut_off(path: Any, short: int, begin: int, end: int, size: int) -> str:
     ``begin``–``end`` lie past, or run past, the ``size`` bytes there (in one frame: the file's, or its data
     section's). Its row's failed status; the tensors before the cut are read."""
     where = "lie past its end" if begin >= size else f"run past its end ({size - begin} of {end - begin} there)"
-    return (f"{path}: cut off {short} byte{'s' * (short != 1)} short of the data its header describes (an interrupted download or "
-            f"copy?): this tensor's bytes {where}; fetch the file again")
+    return (f"{path}: cut off {short} byte{'s' * (short != 1)} short of the data its header describes (an "
+            f"interrupted download or copy?): this tensor's bytes {where}; fetch the file again")
 
 
 def skipped_loader(reason: str) -> Callable[[], np.ndarray]:

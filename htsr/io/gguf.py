@@ -265,8 +265,8 @@ def _reader_class() -> type:
 
         def _build_fields(self, offs, count):
             if int(count) > (len(self.data) - offs) // 13:  # a key/value pair takes at least 13 bytes
-                raise self._fail(f"GGUF header is truncated or corrupt: {int(count)} metadata entries cannot fit in the "
-                                 "file; fetch it again")
+                raise self._fail(f"GGUF header is truncated or corrupt: {int(count)} metadata entries cannot fit in "
+                                 "the file; fetch it again")
             return super()._build_fields(offs, count)
 
         def _build_tensor_info(self, offs, count):

@@ -195,8 +195,8 @@ class SafetensorsFile:
             pos = max(pos, end)
         self._past = {name: cut_off(self.path, pos - data_len, *entries[name][2:], data_len) for name in past}
         if past:  # (said of the source too: a 1-D tensor past the cut is passed over, no failed row)
-            self.description += (f" (cut off {pos - data_len} bytes short: {len(past)} tensor(s) past the cut; fetch it "
-                                 "again)")
+            self.description += (f" (cut off {pos - data_len} bytes short: {len(past)} tensor(s) past the cut; "
+                                 "fetch it again)")
         if pos < data_len:
             raise self._fail(f"corrupt safetensors header: {data_len - pos} bytes follow the last tensor's data and "
                              "belong to no tensor — a tensor's entry is missing, or the file was appended to; "
