@@ -2723,3 +2723,17 @@ def test_a_legacy_h5_int4_models_codes_are_said_to_be_int4(keras, tmp_path):
             with pytest.raises(LayerSkipped, match="int4 codes \\(packed two to an int8: the shape shown is the "
                                                    "packed one\\)"):
                 ref.load()
+
+
+def test_a_bias_free_int8_projections_scale_is_not_called_its_bias(keras, tmp_path):
+    """A bias-free MultiHeadAttention quantized to int8: each projection's one variable left after its kernel is
+    its kernel_scale, which had been listed as '2-D bias of a layer' (h63); a float layer's is its bias."""
+    from htsr.io import open_source
+
+    inp = keras.Input((5, 64))
+    m = keras.Model(inp, keras.layers.MultiHeadAttention(num_heads=4, key_dim=16, use_bias=False)(inp, inp))
+    m.quantize("int8")
+    m.save(tmp_path / "q.keras")
+    src = open_source(tmp_path / "q.keras")
+    assert not any(why == "2-D bias of a layer" for _, why in src.not_weights)
+    assert sum("a bias, a quantization scale or state" in why for _, why in src.skipped) == 4

@@ -748,9 +748,12 @@ class _Walker:
             self.entries.append(_Entry(base or "<model>", None, "float32", _Plan(None, ()), skip=str(e)))
             return
 
+        coded: list[bool] = []  # whether each kernel taken holds quantized codes (int8, int4 packed, float8)
+
         def take(index: int, suffix: str, plan_of: Callable[[tuple[int, ...]], _Plan | None]) -> None:
             var = variables.pop(str(index), None)
             if var is not None:
+                coded.append(var.dtype.startswith(("int", "uint", "float8")))
                 name = f"{base}.{suffix}" if suffix else base
                 plan = plan_of(var.shape)
                 if plan is None and var.dtype.startswith(("int", "uint")):  # packed codes (int4: half the rows)
@@ -789,9 +792,9 @@ class _Walker:
             take(1, "recurrent_kernel", _conv)
         if cls in _KNOWN:
             for k, var in variables.items():  # biases (2-D for EinsumDense and GRU), quantization scales
-                if len(var.shape) >= 2 and len(variables) == 1 and cls not in _ELEMENTWISE:
-                    # the one left after the kernels: the bias (a quantized layer's scales are more), as a legacy
-                    # .h5 file names it (h62)
+                if len(var.shape) >= 2 and len(variables) == 1 and coded and not any(coded):
+                    # the one left after a float layer's kernels: its bias, as a legacy .h5 file names it (h62); a
+                    # quantized layer's may be its scale (a bias-free int8 projection's kernel_scale, h63)
                     self.not_weights.append((var.where, "2-D bias of a layer"))
                 elif len(var.shape) >= 2:
                     self.skipped.append((var.where, _not_a_matrix(cls, f"variable {k}")))

@@ -514,7 +514,9 @@ def _bnb4_refs(by_name: dict[str, TensorRef]) -> tuple[dict[str, TensorRef], set
             out[weight] = _not_read(weight, parts["weight"],
                                     f"bitsandbytes 4-bit weight whose quant_state cannot be read ({one_line(e, 100)})")
             continue
-        if lacking := [k for k in ("absmax", "quant_map") if k not in parts]:  # (named: the state was read, h58)
+        # (named: the state was read, h58; a doubly quantized absmax's nested parts too, h63)
+        needed = ("absmax", "quant_map") + (("nested_absmax", "nested_quant_map") if "nested_offset" in state else ())
+        if lacking := [k for k in needed if k not in parts]:
             out[weight] = _not_read(weight, replace(parts["weight"], shape=shape),  # (its own shape)
                                     f"bitsandbytes 4-bit weight without its "
                                     f"{' and '.join(f'{weight}.{k}' for k in lacking)} (in another file?)")
