@@ -212,15 +212,18 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
 
     def split(lm: LayerMatrices, unread: bool) -> list[LayerMatrices]:
         # a fused matrix's parts (option 'split'), by the first rule whose pattern finds the row's name
+        rules = [r for r in splits if r.pattern.search(lm.name)]
+        if unread and rules:  # a tensor that cannot be read, or a row skipped (a delta's fused experts against a
+            # base that holds them one tensor each): its one row says why, not one per part; the rule found it (it
+            # had been refused as cutting nothing, h61)
+            split_any.add(rules[0].text)
+            return [lm]
         if lm.num_matrices != 1 or lm.kind not in SPLIT_KINDS or (lm.kind == "lora" and len(lm.tensor_shape) != 2):
             return [lm]
-        rules = [r for r in splits if r.pattern.search(lm.name)]
         if not rules:
             return [lm]
         split_any.add(rules[0].text)
         found.update(r.text for r in rules[1:])
-        if unread:  # a tensor that cannot be read: its one row says why, not one per part
-            return [lm]
         parts = split_rows(lm, rules[0])
         if len(parts) == 1:  # (the parts do not fit: --layers given a part's name keeps its failed row)
             misfit[lm.name] = [f"{lm.name}[{label}]" for label in rules[0].labels]

@@ -312,3 +312,22 @@ def test_rule_suffixes_in_either_order():
                        ("c=q,k/2/3", "once each")):
         with pytest.raises(ValueError, match=words):
             SplitRule.parse(bad)
+
+
+def test_a_split_rule_on_rows_skipped_for_the_base_keeps_them_skipped():
+    """A model holding its experts fused ([E, 2I, H] gate_up_proj) against a base holding them one tensor each:
+    the fused rows are skipped, saying why; with --split on them the whole run had been refused as the rule
+    'cutting nothing' (h61). The rule found them: they keep their skipped status, the other rows are analysed."""
+    rng = np.random.default_rng(0)
+    E, I, H = 4, 32, 16
+    model = {"layers.0.mlp.experts.gate_up_proj": rng.standard_normal((E, 2 * I, H)).astype(np.float32),
+             "layers.0.attn.q_proj.weight": rng.standard_normal((64, 64)).astype(np.float32)}
+    base = {f"layers.0.mlp.experts.{e}.{p}.weight": rng.standard_normal((I, H)).astype(np.float32)
+            for e in range(E) for p in ("gate_proj", "up_proj")}
+    base["layers.0.attn.q_proj.weight"] = model["layers.0.attn.q_proj.weight"] + 0.1
+    plain = {r.name: r.status for r in htsr.analyze(model, base=base, min_evals=5).layers}
+    split = {r.name: r.status for r in htsr.analyze(model, base=base, min_evals=5,
+                                                    split=["gate_up_proj=gate,up@0"]).layers}
+    assert split == plain
+    assert split["layers.0.mlp.experts.gate_up_proj"].startswith("skipped: only in the model: the base holds its "
+                                                                 "experts one tensor each")
