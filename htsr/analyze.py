@@ -102,6 +102,9 @@ class Tally:
         self.files: set[str] = set()  # the files the source (and its base) read, resolved
         self.passed_over: dict[str, list[str]] = {}
         self._part_of: dict[str, str] = {}  # a ref's name → the stored tensor it is one of (TensorRef.part_of)
+        # the split rules that cut a row, when the caller checks them (compare: across its models); None: a rule
+        # that cuts none of this source's rows is refused here
+        self.split_cut: set[str] | None = None
 
     def seen(self, name: str, part_of: str | None = None) -> None:
         if part_of is not None:
@@ -330,7 +333,12 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
         for name, reason in getattr(src, "not_weights", ()):  # the reader's own no-weights (ONNX's 1-D …)
             if name not in tally.names:
                 passed_over(name, reason)
-        for rule in splits:  # a rule that cut nothing would change nothing: refused, as an option that does
+        if tally.split_cut is not None:  # (the caller checks: a rule may cut another model's rows)
+            tally.split_cut.update(split_any)
+            splits_checked = []
+        else:
+            splits_checked = splits
+        for rule in splits_checked:  # a rule that cut nothing would change nothing: refused, as an option that does
             if rule.text not in split_any:
                 why = ("every row it matches an earlier rule cuts (the first rule that matches a row cuts it)"
                        if rule.text in found else
@@ -369,10 +377,13 @@ def no_layer_error(description: str, tally: Tally, opts: Options) -> SourceError
                        + (f": {why}" if why else ""))
 
 
-def check_has_layers(source: Any, opts: Options) -> set[str]:
+def check_has_layers(source: Any, opts: Options, split_cut: set[str] | None = None) -> set[str]:
     """Raise :func:`no_layer_error` now, before other models' analyses, if ``source`` has no layer to
-    analyse (its headers only: no tensor is read); else the kinds of its rows."""
+    analyse (its headers only: no tensor is read); else the kinds of its rows. ``split_cut`` (a set): the split
+    rules that cut one of its rows are added to it, and one that cuts none is not refused here (compare checks
+    them across its models)."""
     tally = Tally()
+    tally.split_cut = split_cut
     description, _, layer_iter = iter_layers(source, opts, tally)
     kinds = row_kinds(layer_iter)
     if not kinds:  # the whole source was walked: the tally is complete
@@ -1016,6 +1027,8 @@ def _analyze(source: Any, opts: Options, check_idle: bool = True) -> AnalysisRes
     """:func:`analyze` with validated options; ``check_idle=False``: an option acting on none of the model's rows
     is not refused (compare checks that across its models, the monitor when it is built)."""
     tally = Tally()
+    if not check_idle:  # (split rules too: compare checks them across its models, the monitor when it binds)
+        tally.split_cut = set()
     description, _, layer_iter = iter_layers(source, opts, tally)
     layers = list(layer_iter)  # lazy: no tensor has been read yet
     if not layers:

@@ -594,8 +594,16 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
     # the others' analyses
     sources = [s if isinstance(s, AnalysisResult) else open_model(s) for s in sources]
     # an option acting on one model's rows acts on the comparison; a saved run analysed with it is one it matches
-    kinds = set().union(*(check_has_layers(s, opts) for s in sources if not isinstance(s, AnalysisResult)))
+    cut: set[str] = set()  # the split rules that cut a row of some model analysed now
+    kinds = set().union(*(check_has_layers(s, opts, cut) for s in sources if not isinstance(s, AnalysisResult)))
     runs = [s for s in sources if isinstance(s, AnalysisResult)]
+    if idle_rules := [t for t in opts.split if SplitRule.parse(t).text not in cut
+                      and any(not isinstance(s, AnalysisResult) for s in sources)]:
+        # (a rule cutting one model's fused matrix and not another's — a state dict's fused experts against the
+        # folder that holds them one tensor each — pairs their rows: it had been refused for the other model, h61)
+        raise OptionError(f"option 'split' rule '{idle_rules[0]}' cuts nothing in any of the models analysed now: "
+                          "it matches no row it can cut (tried on row names: a tensor's name without '.weight', an "
+                          "expert's name[e], an adapter's name#delta)")
     idle = [name for name in idle_options(opts, kinds) if not any(
         r.options.get(name) == getattr(opts, name) and acts_on(name, row_kinds(r.layers)) for r in runs)]
     if kinds and idle:

@@ -277,9 +277,14 @@ def test_a_rule_that_cuts_nothing_is_refused_before_any_analysis_or_training():
     with pytest.raises(OptionError, match="rule 'c_attn=q,k,v' cuts nothing"):  # (it had come at the first record)
         AlphaMonitor(model, None, split="c_attn=q,k,v")
     first = {"c_attn.weight": rng.standard_normal((64, 192))}
-    with pytest.raises(OptionError, match="rule 'c_attn=q,k,v' cuts nothing"), _no_analysis():
-        # (refused for the second model before the first is analysed, as a model with no layer is)
-        compare([first, {"fc.weight": rng.standard_normal((64, 192))}], split="c_attn=q,k,v")
+    with pytest.raises(OptionError, match="rule 'c_attn=q,k,v' cuts nothing in any of the models"), _no_analysis():
+        # (refused before any analysis, as a model with no layer is)
+        compare([{"fc.weight": rng.standard_normal((64, 192))}] * 2, split="c_attn=q,k,v")
+    # a rule cutting one model's fused matrix and not the other's pairs their rows (a state dict's fused q, k, v
+    # against a model holding them apart): it had been refused for the other model (h61)
+    parts = {f"c_attn[{p}]": rng.standard_normal((64, 64)) for p in "qkv"}
+    c = compare([first, parts], split="c_attn=q,k,v", min_evals=5)
+    assert c.common_layers == ("c_attn[q]", "c_attn[k]", "c_attn[v]")
     with pytest.raises(OptionError, match=r"rule 'attn=a,b,c' cuts nothing: every row it matches an earlier rule"):
         htsr.analyze(first, split=["c_attn=q,k,v", "attn=a,b,c"])
     # the message names what a row is called, where a '$' would miss it
