@@ -342,9 +342,7 @@ def iter_layers(source: Any, opts: Options, tally: Tally | None = None
             if rule.text not in split_any:
                 why = ("every row it matches an earlier rule cuts (the first rule that matches a row cuts it)"
                        if rule.text in found else
-                       f"it matches no row it can cut (one matrix of kind {', '.join(SPLIT_KINDS)}; a conv's positions "
-                       "are not cut); it is tried on row names: a tensor's name without '.weight', an expert's "
-                       "name[e], an adapter's name#delta, name#base, name#merged")
+                       SPLIT_CUTS_NOTHING)
                 raise OptionError(f"{src.description}: option 'split' rule '{rule.text}' cuts nothing: {why}")
 
     # with split rules, the rows are listed now (headers only, no tensor read): a rule that cuts nothing is refused
@@ -375,6 +373,12 @@ def no_layer_error(description: str, tally: Tally, opts: Options) -> SourceError
                 f"({row_name(unmatched[0])})")
     return SourceError(f"{description}: no analysable layer: none of its {tally.num_tensors} tensors {what}"
                        + (f": {why}" if why else ""))
+
+
+#: why a split rule cut nothing, when it matched no row it can cut (iter_layers; compare across its models)
+SPLIT_CUTS_NOTHING = (f"it matches no row it can cut (one matrix of kind {', '.join(SPLIT_KINDS)}; a conv's positions "
+                      "are not cut); it is tried on row names: a tensor's name without '.weight', an expert's "
+                      "name[e], an adapter's name#delta, name#base, name#merged")
 
 
 def check_has_layers(source: Any, opts: Options, split_cut: set[str] | None = None) -> set[str]:

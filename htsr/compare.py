@@ -557,7 +557,8 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
 
     The options are validated before any model is read; the models are analysed one after the other.
     """
-    from .analyze import _analyze, check_has_layers, idle_option_error, idle_options, open_model
+    from .analyze import (SPLIT_CUTS_NOTHING, _analyze, check_has_layers, idle_option_error, idle_options,
+                          open_model)
 
     if isinstance(sources, (str, os.PathLike, Mapping)) or hasattr(sources, "named_modules"):
         # one model (a path, a state dict, an nn.Sequential) is iterable too: its characters, keys or children
@@ -602,8 +603,7 @@ def compare(sources: Sequence[Any], labels: Sequence[str] | None = None, metric:
         # (a rule cutting one model's fused matrix and not another's — a state dict's fused experts against the
         # folder that holds them one tensor each — pairs their rows: it had been refused for the other model, h61)
         raise OptionError(f"option 'split' rule '{idle_rules[0]}' cuts nothing in any of the models analysed now: "
-                          "it matches no row it can cut (tried on row names: a tensor's name without '.weight', an "
-                          "expert's name[e], an adapter's name#delta)")
+                          f"{SPLIT_CUTS_NOTHING}")
     idle = [name for name in idle_options(opts, kinds) if not any(
         r.options.get(name) == getattr(opts, name) and acts_on(name, row_kinds(r.layers)) for r in runs)]
     if kinds and idle:

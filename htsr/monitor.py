@@ -56,6 +56,8 @@ CSV_COLUMNS = ("step", "epoch", "time", "layer", "kind", "alpha", "alpha_weighte
 #: 2026-12-06: 8.8 → 5.9 ms for an MNIST MLP, 0.099 → 0.080 s for a BERT-base block)
 MONITOR_DEFAULTS: dict[str, Any] = {"tails": False, "setol": False, "mp_fit": False}
 UNITS = ("epoch", "step")
+#: AlphaMonitor's own keyword arguments (beside the model, the CSV path and analyze's options)
+_OWN_ARGS = ("every", "unit", "layers", "threshold", "on_alert")
 NAN = float("nan")
 
 
@@ -169,6 +171,11 @@ def _below(mean: float, threshold: float) -> str:
 
 
 
+def _finite(v: Any) -> bool:
+    """A finite number (not a bool, which is an int)."""
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
+
 def _check(ok: bool, name: str, allowed: str, value: Any) -> None:
     if not ok:
         raise OptionError(f"monitor option {name!r} must be {allowed}, got {shown(value)}")
@@ -204,9 +211,8 @@ class AlphaMonitor:
         _check(isinstance(every, int) and not isinstance(every, bool) and every >= 1, "every",
                "an integer >= 1", every)
         _check(unit in UNITS, "unit", "'epoch' or 'step'", unit)
-        _check(not isinstance(threshold, bool) and isinstance(threshold, (int, float)) and math.isfinite(threshold)
-               and threshold > 1, "threshold", "a finite number above 1 (a fitted alpha always is: one of 1 or below "
-               "would never alert)", threshold)
+        _check(_finite(threshold) and threshold > 1, "threshold",
+               "a finite number above 1 (a fitted alpha always is: one of 1 or below would never alert)", threshold)
         _check(on_alert is None or callable(on_alert), "on_alert", "None or a callable", on_alert)
         # (a default that acts on no layer of the kinds monitored is left to analyze: mp_fit for LoRA rows; and
         # one that acts on fits only, where max_evals below min_evals fits none)
@@ -219,7 +225,7 @@ class AlphaMonitor:
         except OptionError as e:
             changed = [k for k in MONITOR_DEFAULTS if k not in options and f"'{k}'" in str(e)]
             if str(e).startswith("unknown option"):  # (the monitor's own arguments are not analyze's options)
-                raise OptionError(f"{e}; and the monitor's own: every, unit, layers, threshold, on_alert") from None
+                raise OptionError(f"{e}; and the monitor's own: {', '.join(_OWN_ARGS)}") from None
             if not changed:
                 raise
             raise OptionError(f"{e} (the monitor turns {changed[0]} off, MONITOR_DEFAULTS: pass {changed[0]}=True)") from None
@@ -561,8 +567,7 @@ def alpha_over_time(history: Sequence[MonitorRecord], x: str = "epoch", threshol
     are not drawn: the note names their layers).
     """
     _check(x in UNITS, "x", "'epoch' or 'step'", x)  # (a bare ValueError had escaped)
-    _check(not isinstance(threshold, bool) and isinstance(threshold, (int, float)) and math.isfinite(threshold),
-           "threshold", "a finite number", threshold)
+    _check(_finite(threshold), "threshold", "a finite number", threshold)
     _check(isinstance(ylog, bool), "ylog", "True or False", ylog)
     if metric not in _RECORDED:
         raise OptionError(f"metric must be one the monitor records ({', '.join(_RECORDED)}), got {metric!r}")
@@ -626,8 +631,8 @@ def _monitor_from(monitor: AlphaMonitor | None, csv_path: Any, kw: dict[str, Any
         if not isinstance(monitor, AlphaMonitor):  # (a CSV path given as monitor= had been an AttributeError)
             raise OptionError(f"monitor must be an AlphaMonitor, got {type(monitor).__name__}; give a CSV path as the "
                               "first argument (csv_path)")
-        if unknown := [k for k in kw if k not in ("model", "every", "unit", "layers", "threshold", "on_alert")
-                       and k not in OPTION_SPECS]:  # (a typo of the callback's own beside monitor=)
+        # (a typo of the callback's own beside monitor=)
+        if unknown := [k for k in kw if k != "model" and k not in _OWN_ARGS and k not in OPTION_SPECS]:
             raise OptionError(f"unknown option {unknown[0]!r}; the callback's own: csv_path, model, monitor, {own}")
         if csv_path is not None or kw:
             raise OptionError("pass either monitor= or the AlphaMonitor arguments, not both")

@@ -235,10 +235,7 @@ def _fit_once(x: np.ndarray, xmin: str | float) -> PowerLawFit:
     if not isinstance(xmin, str):
         return _fixed_xmin_fit(x, float(xmin))
     if xmin == "median":  # tail = the top half of the spectrum, from the start of the run of values it falls in
-        i = x.size // 2
-        while i > 0 and x[i] - x[i - 1] <= TIE_SPREAD * x[i]:
-            i -= 1
-        candidates = np.array([i])
+        candidates = run_starts(x, np.arange(x.size // 2 + 1))[-1:]
     elif xmin == "peak":
         candidates = _peak_candidates(x)
         if candidates.size == 0:

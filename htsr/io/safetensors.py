@@ -168,16 +168,15 @@ class SafetensorsFile:
                 problems.append(f"{name} ({e})")
                 continue
             entries[name] = (dtype, shape, begin, end)
+        def corrupt(tensors: list[str]) -> SourceError:
+            return self._fail("corrupt safetensors header: tensor " + listed(tensors, 3, "; ")
+                              + " — the file is truncated or was not written by a safetensors writer")
+
         if problems:
-            raise self._fail(
-                "corrupt safetensors header: tensor " + listed(problems, 3, "; ")
-                + " — the file is truncated or was not written by a safetensors writer"
-            )
+            raise corrupt(problems)
         # past the end: of a copy cut off (an interrupted download), whose header is sound: each such tensor gets a
         # failed row, the others are read; else (nothing before the cut, or the header unsound) the offsets lie
-        past_error = self._fail("corrupt safetensors header: tensor " + listed(
-            [f"{k} ({v})" for k, v in past.items()], 3, "; ")
-            + " — the file is truncated or was not written by a safetensors writer") if past else None
+        past_error = corrupt([f"{k} ({v})" for k, v in past.items()]) if past else None
         if past and (len(past) == len(entries) or max(e for _, _, _, e in entries.values()) > MAX_DESCRIBED):
             raise past_error  # (nothing before the cut to read, or more data described than any file holds)
         overlap = first_overlap([(b, e, name) for name, (_, _, b, e) in entries.items()])  # as safetensors requires
@@ -217,11 +216,11 @@ class SafetensorsFile:
     def leaf(self, path: tuple[str, ...], name: str):
         """Tensor ``name`` as a Flax tree's leaf: ``(shape, dtype name, array function of an index)``, read when
         loaded (a stacked, scanned, tensor one layer at a time from its map)."""
-        dtype, shape, begin, end = self._entries[name]
-        load = self._loader(dtype, shape, begin, end, name)
-        return shape, dtype, load
+        dtype, shape, _, _ = self._entries[name]
+        return shape, dtype, self._loader(name)
 
-    def _loader(self, dtype: str, shape: tuple[int, ...], begin: int, end: int, name: str = ""):
+    def _loader(self, name: str):
+        dtype, shape, begin, end = self._entries[name]
         if name in self._past:
             return failing_loader(SourceError, self._past[name])  # (its row by its shape, failing)
         if dtype.startswith("safetensors "):
@@ -237,9 +236,8 @@ class SafetensorsFile:
 
     def refs(self) -> list[TensorRef]:
         """The file's tensors as stored (quantized weights and their scales apart)."""
-        return [TensorRef(name, shape, dtype, self._loader(dtype, shape, begin, end, name))
-                for name in sorted(self._entries, key=natural_key)
-                for dtype, shape, begin, end in [self._entries[name]]]
+        return [TensorRef(name, self._entries[name][1], self._entries[name][0], self._loader(name))
+                for name in sorted(self._entries, key=natural_key)]
 
     def __iter__(self) -> Iterator[TensorRef]:
         yield from with_scales(self.refs(), PackedConfig.of_folder(self.path.parent))

@@ -119,6 +119,10 @@ def _block(n: int, k: int) -> int | None:
     return next((b for b in (1 << e for e in range(31)) if math.ceil(n / b) == k), None)
 
 
+class _NotConfigGrid(SourceError):
+    """A scale grid that is not of the blocks the config gives (:func:`_expand`)."""
+
+
 def _expand(scale: np.ndarray, shape: tuple[int, ...], what: str, stack: bool = False,
             config_block: tuple[int, int] | None = None) -> np.ndarray:
     """``scale`` broadcast to ``shape`` (a scalar, one per output row, or a grid of equal blocks); for an
@@ -134,10 +138,10 @@ def _expand(scale: np.ndarray, shape: tuple[int, ...], what: str, stack: bool = 
         try:
             return np.stack([np.broadcast_to(_expand(per[e], shape[1:], what, config_block=config_block), shape[1:])
                              for e in range(shape[0])])
-        except SourceError as e:
-            if config_block is not None and "weight_block_size" in str(e):  # (an expert's grid not the config's:
-                raise  # said so, not 'fits no scale layout')
-            # (else as the stack's own layout below)
+        except _NotConfigGrid:  # (an expert's grid not the config's: said so, not 'fits no scale layout')
+            raise
+        except SourceError:
+            pass  # (then as the stack's own layout below)
     per_row = (shape[0],) + (1,) * (len(shape) - 1)
     if len(shape) >= 2 and s.shape in ((shape[0],), per_row):  # per output channel: a row, or a conv's c_out
         return s.reshape(per_row)
@@ -146,7 +150,7 @@ def _expand(scale: np.ndarray, shape: tuple[int, ...], what: str, stack: bool = 
         if s.shape != want and s.shape == (1, shape[0]):  # one per row, laid as a row ([1, out] had been read as
             return s.reshape(per_row)  # blocks of columns, h60); DeepSeek's [1, in/128] grid is the config's
         if s.shape != want:
-            raise SourceError(f"{what}: scale grid {tuple(s.shape)} is not the {list(want)} blocks of "
+            raise _NotConfigGrid(f"{what}: scale grid {tuple(s.shape)} is not the {list(want)} blocks of "
                               f"{list(config_block)} (config.json's weight_block_size or block_structure) a "
                               f"{tuple(shape)} weight has; "
                               "the file may be corrupt, or the scale another layer's")
